@@ -1,0 +1,1 @@
+"""Banzai task library: one module per task family."""
