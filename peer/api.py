@@ -1,0 +1,293 @@
+"""The aiohttp app every peer serves: REST under /api, server-sent events, the /ipfs/
+gateway and the static web UI. Handlers never block the loop (store work in threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from peer import gateway
+from peer.errors import BanzaiError, Conflict, NotFound, TooLarge
+from peer.node import Node
+from peer.openapi import OPENAPI
+from peer.spec import parse
+from peer.state import Event, EventType
+from peer.views import job_view
+
+log = logging.getLogger("banzai.api")
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, kind: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": kind, "message": message}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes JSON with a message (and the field at fault); never a 500 page."""
+    try:
+        return await handler(request)
+    except BanzaiError as e:
+        return web.json_response(e.to_json(), status=e.status)
+    except web.HTTPRequestEntityTooLarge as e:
+        return _error(413, f"request body too large (limit {e.max_size} bytes)", "TooLarge")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason, type(e).__name__)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error (see the peer's log)", "InternalError")
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE]
+
+
+def _job(node: Node, job_id: str) -> None:
+    if job_id not in node.state.jobs:
+        raise NotFound(f"no job {job_id!r}", field="job")
+
+
+async def health(request: web.Request) -> web.Response:
+    node = _node(request)
+    return web.json_response({"ok": True, "peer": node.peer_id, "name": node.name,
+                              "jobs": len(node.state.jobs), "version": OPENAPI["info"]["version"]})
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    node = _node(request)
+    return web.json_response({"tasks": [d.to_json() for _, d in sorted(node.catalog.items())]})
+
+
+async def submit(request: web.Request) -> web.Response:
+    node = _node(request)
+    body = await request.read()
+    wf = parse(body, node.catalog, content_type=request.content_type,
+               max_bytes=node.cfg.max_body_bytes)
+    job = "j" + secrets.token_hex(6)
+    node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+    return web.json_response({"job": job, "url": f"/api/jobs/{job}"}, status=201)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    node = _node(request)
+    jobs = sorted(node.state.jobs, key=lambda j: node.state.jobs[j].order, reverse=True)
+    return web.json_response({"jobs": [job_view(node.state, j, node.cfg.max_attempts,
+                                                 detail=False) for j in jobs]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    node = _node(request)
+    job = request.match_info["job"]
+    _job(node, job)
+    return web.json_response(job_view(node.state, job, node.cfg.max_attempts))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    node = _node(request)
+    job = request.match_info["job"]
+    _job(node, job)
+    view = job_view(node.state, job, node.cfg.max_attempts, detail=False)
+    if view["state"] in ("done", "failed"):
+        raise Conflict(f"job {job} is already {view['state']}", field="job")
+    if job not in node.state.cancelled:
+        node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
+    return web.json_response({"job": job, "state": "cancelled"})
+
+
+async def _task_record(request: web.Request, kind: str) -> list[Any]:
+    node = _node(request)
+    job, task = request.match_info["job"], request.match_info["task"]
+    _job(node, job)
+    names = [t["name"] for t in node.state.jobs[job].payload["workflow"]["tasks"]]
+    if task not in names:
+        raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
+                       field="task")
+    split = node.state.splits.get((job, task))
+    out: list[Any] = []
+    for i in range(len(split.payload["chunks"]) if split else 0):
+        c = node.state.chunk(job, task, i)
+        if c.done is not None and c.done.payload.get("log"):
+            data = await asyncio.to_thread(_read_all, node, c.done.payload["log"])
+            out.extend(json.loads(data)[kind])
+    live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
+    if live and not (job, task) in node.state.task_done:
+        out.extend(live)
+    return out
+
+
+def _read_all(node: Node, cid: str) -> bytes:
+    return b"".join(node.store.cat(cid))
+
+
+async def task_log(request: web.Request) -> web.StreamResponse:
+    lines = await _task_record(request, "log")
+    if request.query.get("format") == "text":
+        return web.Response(text="".join(f"{ln}\n" for ln in lines))
+    return web.json_response({"lines": lines})
+
+
+async def task_metrics(request: web.Request) -> web.Response:
+    return web.json_response({"metrics": await _task_record(request, "metrics")})
+
+
+async def add(request: web.Request) -> web.Response:
+    """Upload a file (raw body) or files (multipart, names may hold '/'); returns the CID."""
+    node = _node(request)
+    version = request.query.get("cid-version", "1")
+    if version not in ("0", "1"):
+        raise BanzaiError(f"cid-version must be 0 or 1, got {version!r}", field="cid-version")
+    tmp = Path(tempfile.mkdtemp(prefix="upload-", dir=node.cfg.data_dir))
+    try:
+        root = await _receive(request, tmp, node.cfg.max_upload_bytes)
+        cid = await asyncio.to_thread(node.store.add_path, root, cid_version=int(version),
+                                      pin=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    node.emit(EventType.PROVIDE, {"cids": [cid]})
+    return web.json_response({"cid": cid, "name": root.name}, status=201)
+
+
+async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
+    total = 0
+    if not request.content_type.startswith("multipart/"):
+        name = _safe_rel(request.query.get("name", "upload"))
+        dest = tmp / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as f:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise TooLarge(f"upload larger than {limit} bytes", field="body")
+                f.write(chunk)
+        return dest
+    reader = await request.multipart()
+    tops: set[str] = set()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, web.BodyPartReader) or not part.filename:
+            raise BanzaiError("every multipart part needs a filename", field="body")
+        rel = _safe_rel(part.filename)
+        tops.add(rel.split("/")[0])
+        dest = tmp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as f:
+            while chunk := await part.read_chunk(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise TooLarge(f"upload larger than {limit} bytes", field="body")
+                f.write(chunk)
+    if not tops:
+        raise BanzaiError("empty upload: no file parts", field="body")
+    return tmp / tops.pop() if len(tops) == 1 else tmp
+
+
+def _safe_rel(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise BanzaiError(f"bad file name {name!r}", field="filename")
+    return "/".join(parts)
+
+
+def _event_summary(ev: Event) -> dict[str, Any]:
+    p = ev.payload
+    keep = ("job", "task", "chunk", "attempt", "progress", "output", "error", "kind",
+            "cached", "name")
+    return {"type": ev.type.name.lower(), "origin": ev.origin, "hlc": ev.hlc,
+            **{k: p[k] for k in keep if k in p}}
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat."""
+    node = _node(request)
+    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
+
+    def listener(ev: Event) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(ev)
+
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    node.listeners.append(listener)
+    try:
+        await resp.write(b": connected\n\n")
+        while True:
+            try:
+                ev = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            data = json.dumps(_event_summary(ev))
+            await resp.write(f"event: {ev.type.name.lower()}\ndata: {data}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        node.listeners.remove(listener)
+    return resp
+
+
+async def peers(request: web.Request) -> web.Response:
+    node = _node(request)
+    out = []
+    for pid, ev in sorted(node.state.members.items()):
+        running = [{"job": k[0], "task": k[1], "chunk": k[2]} for k in node.scheduler.runs] \
+            if pid == node.peer_id else []
+        out.append({"id": pid, **ev.payload, "self": pid == node.peer_id,
+                    "state": "alive" if pid == node.peer_id else "unknown",
+                    "free_slots": node.executor.free_slots if pid == node.peer_id else None,
+                    "running": running,
+                    "provides": sum(1 for s in node.state.providers.values() if pid in s),
+                    "last_heard_ms": None})
+    return web.json_response({"peers": out})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def _webui_dir() -> Path:
+    return Path(str(resources.files("webui")))
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(_webui_dir() / "index.html")
+
+
+def make_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=node.cfg.max_body_bytes)
+    app[NODE] = node
+    r = app.router
+    r.add_get("/api/health", health)
+    r.add_get("/api/tasks", list_tasks)
+    r.add_get("/api/jobs", list_jobs)
+    r.add_post("/api/jobs", submit)
+    r.add_get("/api/jobs/{job}", get_job)
+    r.add_post("/api/jobs/{job}/cancel", cancel_job)
+    r.add_get("/api/jobs/{job}/tasks/{task}/log", task_log)
+    r.add_get("/api/jobs/{job}/tasks/{task}/metrics", task_metrics)
+    r.add_post("/api/add", add)
+    r.add_get("/api/events", events)
+    r.add_get("/api/peers", peers)
+    r.add_get("/api/openapi.json", openapi)
+    gateway.add_routes(app, node.store)
+    r.add_get("/", index)
+    r.add_static("/ui/", _webui_dir(), show_index=False)
+    return app

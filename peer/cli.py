@@ -1,0 +1,239 @@
+"""`banzai`: the client CLI. Exit codes: 0 success, 1 job failed/unreachable, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+FINAL = ("done", "failed", "cancelled")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Client:
+    """A thin async client of one peer's API."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base.rstrip("/")
+        self.s = session
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            async with self.s.request(method, self.base + path, **kw) as r:
+                body = await r.read()
+                if r.status >= 400:
+                    try:
+                        err = json.loads(body)
+                        msg = err.get("message", body.decode(errors="replace"))
+                        if err.get("field"):
+                            msg += f" [at {err['field']}]"
+                    except ValueError:
+                        msg = body.decode(errors="replace")
+                    raise CliError(msg, 2 if 400 <= r.status < 500 else 1)
+                return json.loads(body) if body else None
+        except aiohttp.ClientConnectionError as e:
+            raise CliError(f"cannot reach the peer at {self.base}: {e}", 1) from None
+
+
+async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
+    try:
+        body = Path(a.file).read_bytes() if a.file != "-" else sys.stdin.buffer.read()
+    except OSError as e:
+        raise CliError(f"cannot read {a.file}: {e.strerror}", 2) from None
+    ctype = "application/yaml" if a.file.endswith((".yaml", ".yml")) else "application/json"
+    r = await c.call("POST", "/api/jobs", data=body, headers={"Content-Type": ctype})
+    job = r["job"]
+    console.print(f"submitted job [bold]{job}[/]")
+    if not a.wait:
+        out.print(job)
+        return 0
+    view = await watch(c, job)
+    print_outputs(view, c.base)
+    return 0 if view["state"] == "done" else 1
+
+
+async def watch(c: Client, job: str) -> dict[str, Any]:
+    """Show a live progress bar per task until the job ends; return the final view."""
+    cols = (TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[state]:<9}"), TimeElapsedColumn())
+    with Progress(*cols, console=console, transient=False) as bar:
+        ids: dict[str, Any] = {}
+        while True:
+            view = await c.call("GET", f"/api/jobs/{job}")
+            for t in view["tasks"]:
+                if t["name"] not in ids:
+                    ids[t["name"]] = bar.add_task(t["name"], total=1.0, state="")
+                bar.update(ids[t["name"]], completed=t["progress"], state=t["state"])
+            if view["state"] in FINAL:
+                return dict(view)
+            await asyncio.sleep(0.25)
+
+
+def print_outputs(view: dict[str, Any], base: str) -> None:
+    console.print(f"job {view['id']}: [bold]{view['state']}[/]")
+    for t in view["tasks"]:
+        if t.get("error"):
+            console.print(f"  {t['name']}: [red]{t['error']}[/]")
+        if t.get("output"):
+            out.print(f"{t['name']}\t{t['output']}\t{base}/ipfs/{t['output']}/")
+
+
+async def cmd_status(c: Client, a: argparse.Namespace) -> int:
+    if a.job:
+        view = await c.call("GET", f"/api/jobs/{a.job}")
+        table = Table("task", "call", "state", "progress", "attempts", "peers", "output/error")
+        for t in view["tasks"]:
+            table.add_row(t["name"], t["call"] or "(cid)", t["state"], f"{t['progress']:.0%}",
+                          str(t["attempts"]), ",".join(p[:8] for p in t["peers"]),
+                          t["output"] or t["error"] or "")
+        out.print(f"job {view['id']} {view['state']} {view['progress']:.0%}")
+        out.print(table)
+        return 0 if view["state"] != "failed" else 1
+    jobs = (await c.call("GET", "/api/jobs"))["jobs"]
+    table = Table("job", "name", "state", "progress")
+    for j in jobs:
+        table.add_row(j["id"], j["name"], j["state"], f"{j['progress']:.0%}")
+    out.print(table)
+    return 0
+
+
+async def cmd_cancel(c: Client, a: argparse.Namespace) -> int:
+    await c.call("POST", f"/api/jobs/{a.job}/cancel")
+    out.print(f"cancelled {a.job}")
+    return 0
+
+
+async def cmd_add(c: Client, a: argparse.Namespace) -> int:
+    p = Path(a.path)
+    if not p.exists():
+        raise CliError(f"no such file or directory: {p}", 2)
+    q = f"?cid-version={a.cid_version}"
+    if p.is_file():
+        with p.open("rb") as f:
+            r = await c.call("POST", f"/api/add{q}&name={p.name}", data=f,
+                             headers={"Content-Type": "application/octet-stream"})
+    else:
+        form = aiohttp.FormData()
+        files = sorted(x for x in p.rglob("*") if x.is_file())
+        if not files:
+            raise CliError(f"{p} holds no files", 2)
+        handles = [x.open("rb") for x in files]
+        try:
+            for x, h in zip(files, handles, strict=True):
+                rel = f"{p.name}/{x.relative_to(p).as_posix()}"
+                form.add_field("file", h, filename=rel, content_type="application/octet-stream")
+            r = await c.call("POST", f"/api/add{q}", data=form)
+        finally:
+            for h in handles:
+                h.close()
+    out.print(r["cid"])
+    return 0
+
+
+async def cmd_get(c: Client, a: argparse.Namespace) -> int:
+    """Fetch a CID as a CAR (trustless: every block verified) and write it out."""
+    from peer.store import EmbeddedStore
+
+    dest = Path(a.output or a.cid)
+    try:
+        async with c.s.get(f"{c.base}/ipfs/{a.cid}?format=car") as r:
+            if r.status >= 400:
+                raise CliError(f"{a.cid}: {(await r.text())[:300]}", 2 if r.status < 500 else 1)
+            data = await r.read()
+    except aiohttp.ClientConnectionError as e:
+        raise CliError(f"cannot reach the peer at {c.base}: {e}", 1) from None
+    with tempfile.TemporaryDirectory(prefix="banzai-get-") as tmp:
+        store = EmbeddedStore(Path(tmp))
+        try:
+            await asyncio.to_thread(store.import_car, [data])
+            await asyncio.to_thread(store.materialize, a.cid, dest)
+        except Exception as e:
+            raise CliError(f"{a.cid}: {e}", 1) from None
+    out.print(str(dest))
+    return 0
+
+
+async def cmd_tasks(c: Client, a: argparse.Namespace) -> int:
+    table = Table("call", "kind", "arguments", "doc")
+    for t in (await c.call("GET", "/api/tasks"))["tasks"]:
+        args = ", ".join(f"{x['name']}:{x['type']}" + ("" if x["required"] else
+                         f"={x.get('default')}") for x in t["args"])
+        table.add_row(t["call"], "per-item" if t["per_item"] else "whole", args, t["doc"])
+    out.print(table)
+    return 0
+
+
+async def cmd_peers(c: Client, a: argparse.Namespace) -> int:
+    table = Table("peer", "name", "http", "slots", "free", "running", "state")
+    for p in (await c.call("GET", "/api/peers"))["peers"]:
+        table.add_row(p["id"], p.get("name", ""), p.get("http", ""), str(p.get("slots")),
+                      str(p.get("free_slots")), str(len(p.get("running", []))), p["state"])
+    out.print(table)
+    return 0
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "add": cmd_add,
+            "get": cmd_get, "tasks": cmd_tasks, "peers": cmd_peers}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="banzai", description="Client of a Banzai peer.")
+    p.add_argument("--peer", default=os.environ.get("BANZAI_PEER", "http://127.0.0.1:8700"),
+                   help="URL of the peer (default $BANZAI_PEER or http://127.0.0.1:8700)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("submit", help="submit a pipeline file (JSON or YAML; - for stdin)")
+    s.add_argument("file")
+    s.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    s = sub.add_parser("status", help="list jobs, or show one job")
+    s.add_argument("job", nargs="?")
+    s = sub.add_parser("cancel", help="cancel a job")
+    s.add_argument("job")
+    s = sub.add_parser("add", help="add a file or directory to the store; prints its CID")
+    s.add_argument("path")
+    s.add_argument("--cid-version", type=int, choices=[0, 1], default=1)
+    s = sub.add_parser("get", help="fetch a CID (verified) into a file or directory")
+    s.add_argument("cid")
+    s.add_argument("-o", "--output")
+    sub.add_parser("tasks", help="list the task catalog")
+    sub.add_parser("peers", help="list the peers of the mesh")
+    return p
+
+
+async def _run(a: argparse.Namespace) -> int:
+    timeout = aiohttp.ClientTimeout(total=None, connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        return await COMMANDS[a.cmd](Client(a.peer, s), a)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
+    try:
+        code = asyncio.run(_run(a))
+    except CliError as e:
+        console.print(f"[red]banzai: {e}[/]", highlight=False)
+        code = e.code
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The OpenAPI 3.1 document of the REST API (a test checks it matches the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer import __version__
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+
+
+def _op(summary: str, ok: str = "200", params: tuple[str, ...] = (),
+        body: str | None = None, errors: tuple[str, ...] = ("400",),
+        query: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary,
+                          "responses": {ok: {"description": "success"},
+                                        **{e: _ERR for e in errors}}}
+    ps = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+          for p in params]
+    ps += [{"name": q, "in": "query", "required": False, "description": d,
+            "schema": {"type": "string"}} for q, d in query]
+    if ps:
+        op["parameters"] = ps
+    if body:
+        op["requestBody"] = {"required": True, "content": {body: {"schema": {}}}}
+    return op
+
+
+JOB = ("job",)
+TASK = ("job", "task")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Banzai peer API", "version": __version__},
+    "paths": {
+        "/api/health": {"get": _op("Liveness and identity of this peer", errors=())},
+        "/api/tasks": {"get": _op("The task catalog with argument schemas and docs",
+                                  errors=())},
+        "/api/jobs": {
+            "get": _op("All jobs known to the mesh, newest first", errors=()),
+            "post": _op("Submit a pipeline (the seed's list or a DAG; JSON or YAML); "
+                        "returns once the job is in the durable log", ok="201",
+                        body="application/json", errors=("400", "413")),
+        },
+        "/api/jobs/{job}": {"get": _op("One job with its tasks, chunks, attempts, peers, "
+                                       "outputs and errors", params=JOB, errors=("404",))},
+        "/api/jobs/{job}/cancel": {"post": _op("Cancel a job on every peer", params=JOB,
+                                               errors=("404", "409"))},
+        "/api/jobs/{job}/tasks/{task}/log": {"get": _op(
+            "Log lines of a task (all chunks)", params=TASK, errors=("404",),
+            query=(("format", "text for plain text"),))},
+        "/api/jobs/{job}/tasks/{task}/metrics": {"get": _op(
+            "Metrics of a task as [name, step, value]", params=TASK, errors=("404",))},
+        "/api/add": {"post": _op(
+            "Upload a file (raw body, ?name=) or a directory (multipart, names with '/'); "
+            "stores, pins and returns its CID", ok="201", body="multipart/form-data",
+            errors=("400", "413"), query=(("cid-version", "0 or 1 (default 1)"),
+                                          ("name", "file name of a raw upload")))},
+        "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
+        "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
+                                  errors=())},
+        "/api/openapi.json": {"get": _op("This document", errors=())},
+    },
+    "components": {"schemas": {"Error": {
+        "type": "object", "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                       "field": {"type": "string"}}}}},
+}

@@ -1,0 +1,72 @@
+"""What a worker process runs for one chunk: materialise input, call the task, store output.
+
+Runs inside executor workers (never in the event loop). The store is opened per
+process and shared with the peer through the filesystem.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tasks import registry
+from tasks.registry import KEEP, TaskContext, TaskDef
+
+_stores: dict[str, Any] = {}
+
+
+def _store(root: str) -> Any:
+    from peer.store import EmbeddedStore
+
+    if root not in _stores:
+        _stores[root] = EmbeddedStore(Path(root))
+    return _stores[root]
+
+
+def _task(call: str, modules: list[str]) -> TaskDef:
+    cat = registry.catalog()
+    if call not in cat:
+        cat = registry.load(modules)
+    return cat[call]
+
+
+def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Run one chunk; returns {"output": cid} or {"items": {path: result}, "inputs": [...]}."""
+    store = _store(payload["store"])
+    tdef = _task(payload["call"], payload["modules"])
+    params = payload["params"]
+    if payload["items"] is not None:
+        return _run_items(store, tdef, params, payload["items"], ctx)
+    inp: Path | None = None
+    if payload["input"] is not None:
+        inp = ctx.workdir / "input"
+        store.materialize(payload["input"], inp)
+    out = ctx.workdir / "output"
+    out.mkdir()
+    result = tdef.fn(ctx, inp, out, **params)
+    ctx.progress(1.0)
+    return {"output": store.add_path(Path(result) if result is not None else out)}
+
+
+def _run_items(store: Any, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
+               ctx: TaskContext) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for n, (relpath, cid) in enumerate(items):
+        name = relpath.rsplit("/", 1)[-1] or "item"
+        d = ctx.workdir / str(n)
+        src, out_dir = d / "in" / name, d / "out"
+        out_dir.mkdir(parents=True)
+        store.materialize(cid, src)
+        r = tdef.fn(ctx, src, out_dir, **params)
+        if r is None:
+            results[relpath] = None
+        elif r is KEEP:
+            results[relpath] = {"n": name, "c": cid}
+        else:
+            p = Path(r)
+            results[relpath] = {"n": p.name, "c": store.add_path(p)}
+        shutil.rmtree(d)
+        ctx.progress((n + 1) / len(items))
+    return {"items": results, "inputs": items}
+

@@ -1,0 +1,494 @@
+"""Which ready task this peer claims, and running it: readiness, cache, splits, claims, leases.
+
+The pure parts (cache keys, ranking, chunking, task status) are module functions.
+`Scheduler` owns this peer's running chunks; it is driven by the event loop and
+never blocks it (store walks and directory assembly are cheap and bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from peer.errors import BanzaiError
+from peer.spec import TaskSpec, Workflow
+from peer.state import RETRYABLE, Event, EventType, MeshState, TaskKey
+from tasks.registry import TaskDef, canonical_json
+
+log = logging.getLogger("banzai.scheduler")
+
+
+# -- narrow protocols ------------------------------------------------------------------
+class StoreEntry(Protocol):
+    path: str
+    cid: str
+    kind: str
+
+
+class Store(Protocol):
+    """What the scheduler needs of a content store."""
+
+    def walk(self, cid: str) -> Iterator[Any]: ...
+    def stat(self, cid: str) -> Any: ...
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
+    def has(self, cid: str) -> bool: ...
+    def pin(self, cid: str) -> None: ...
+
+
+class RunResultLike(Protocol):
+    ok: bool
+    value: Any
+    error: str | None
+    exit_kind: str
+    duration_s: float
+
+
+class Runner(Protocol):
+    """What the scheduler needs of the executor."""
+
+    @property
+    def free_slots(self) -> int: ...
+    async def run(self, key: str, target: str, payload: Any, *, timeout_s: float | None = None,
+                  on_message: Callable[[str, tuple[Any, ...]], None] | None = None,
+                  ) -> Any: ...
+    def cancel(self, key: str) -> bool: ...
+
+
+Emit = Callable[[EventType, dict[str, Any]], Event]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    store_root: str
+    task_modules: tuple[str, ...] = ()
+    max_attempts: int = 3
+    lease_s: float = 10.0
+    stagger_s: float = 0.05  # delay per rank before claiming (rendezvous stagger)
+    task_timeout_s: float = 3600.0
+    max_chunk_items: int = 64
+    min_chunk_items: int = 4
+    progress_interval_s: float = 0.5
+    tick_s: float = 0.25
+
+
+# -- pure core -------------------------------------------------------------------------
+def cache_key(tdef: TaskDef, params: Mapping[str, Any], input_cid: str | None) -> str:
+    """hash(call, version, canonical params, input CID): the content-addressed cache key."""
+    raw = canonical_json([tdef.name, tdef.version, dict(params), input_cid])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list[list[Any]]:
+    """Split items into about len/free_slots pieces of size within [lo, hi], order kept."""
+    if not items:
+        return []
+    size = -(-len(items) // max(free_slots, 1))
+    size = max(lo, min(hi, size))
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def rendezvous(unit: str, peers: Iterable[str]) -> list[str]:
+    """Peers ordered by rendezvous hash of `unit`: every peer computes the same order."""
+    return sorted(peers, key=lambda p: hashlib.sha256(f"{unit}|{p}".encode()).digest())
+
+
+def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
+    """pending | running | done | failed | cancelled (derived, never stored)."""
+    if (job, task) in state.task_done:
+        return "done"
+    split = state.splits.get((job, task))
+    if split is not None:
+        for i in range(len(split.payload["chunks"])):
+            c = state.chunks.get((job, task, i))
+            if c is not None and c.done is None and chunk_exhausted(c.failures, max_attempts):
+                return "failed"
+    if job in state.cancelled:
+        return "cancelled"
+    if split is not None and any(
+            (c := state.chunks.get((job, task, i))) is not None and c.done is None
+            and c.winner(c.attempt, split.id) is not None
+            for i in range(len(split.payload["chunks"]))):
+        return "running"
+    return "pending"
+
+
+def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
+    if not failures:
+        return False
+    last = failures[max(failures)]
+    return len(failures) >= max_attempts or last.payload.get("kind") not in RETRYABLE
+
+
+@dataclass
+class _Run:
+    key: str
+    task: asyncio.Task[None] | None = None
+    log: list[str] = field(default_factory=list)
+    metrics: list[list[Any]] = field(default_factory=list)
+    last_progress_s: float = 0.0
+
+
+class Scheduler:
+    """Claims and runs ready chunks on this peer; call `poke` after state changes."""
+
+    def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
+                 store: Store, runner: Runner, catalog: Mapping[str, TaskDef],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.peer_id = peer_id
+        self.state = state
+        self.emit = emit
+        self.store = store
+        self.runner = runner
+        self.catalog = catalog
+        self.clock = clock
+        self.runs: dict[tuple[str, str, int, int], _Run] = {}
+        self.logs: dict[tuple[str, str], list[str]] = {}  # live logs of local runs
+        self.metrics: dict[tuple[str, str], list[list[Any]]] = {}
+        self.executions = 0  # chunks handed to the executor (tests count them)
+        self._dirty: set[TaskKey] = set()
+        self._ready_since: dict[tuple[str, str, int, int], float] = {}
+        self._claim_seen: dict[tuple[str, str, int, int], float] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._workflows: dict[str, Workflow] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._recover()
+        self._dirty.update(self._active_tasks())
+        self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def close(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for r in list(self.runs.values()):
+            self.runner.cancel(r.key)
+            if r.task:
+                r.task.cancel()
+        await asyncio.gather(*(r.task for r in self.runs.values() if r.task),
+                             return_exceptions=True)
+
+    def poke(self, ev: Event | None = None) -> None:
+        """Note a state change (a new event) and wake the loop."""
+        if ev is not None:
+            self._note(ev)
+        self._wake.set()
+
+    # -- event reactions ---------------------------------------------------------------
+    def _note(self, ev: Event) -> None:
+        p = ev.payload
+        if ev.type == EventType.JOB_SUBMITTED:
+            self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
+        elif ev.type == EventType.JOB_CANCELLED:
+            self._cancel_job(p["job"])
+        elif ev.type == EventType.TASK_DONE:
+            wf = self.workflow(p["job"])
+            self._dirty.update((p["job"], t.name) for t in wf.tasks if p["task"] in t.depends)
+        elif "job" in p and "task" in p:
+            self._dirty.add((p["job"], p["task"]))
+            if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
+                self._claim_seen[(p["job"], p["task"], p["chunk"], p["attempt"])] = self.clock()
+
+    def _cancel_job(self, job: str) -> None:
+        for k, r in list(self.runs.items()):
+            if k[0] == job:
+                self.runner.cancel(r.key)
+
+    def _recover(self) -> None:
+        """Claims this peer made before a restart are lost: fail them so they are retried."""
+        for (job, task, i), c in list(self.state.chunks.items()):
+            split = self.state.split_id(job, task)
+            w = c.winner(c.attempt, split)
+            if c.done is None and w is not None and w.origin == self.peer_id:
+                self.emit(EventType.CHUNK_FAILED, {
+                    "job": job, "task": task, "chunk": i, "attempt": c.attempt,
+                    "error": "the peer restarted while running this chunk", "kind": "lost"})
+
+    def _active_tasks(self) -> Iterator[TaskKey]:
+        for job, ev in self.state.jobs.items():
+            if job in self.state.cancelled:
+                continue
+            for t in ev.payload["workflow"]["tasks"]:
+                if (job, t["name"]) not in self.state.task_done:
+                    yield (job, t["name"])
+
+    def workflow(self, job: str) -> Workflow:
+        wf = self._workflows.get(job)
+        if wf is None:
+            from peer.spec import workflow_from_json
+
+            wf = workflow_from_json(self.state.jobs[job].payload["workflow"])
+            self._workflows[job] = wf
+        return wf
+
+    # -- the loop ----------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+            except TimeoutError:
+                self._dirty.update(self._waiting())
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for key in sorted(dirty):
+                try:
+                    self._evaluate(*key)
+                except BanzaiError as e:
+                    self._fail_task(key, str(e))
+                except Exception as e:  # a bug must not stop the scheduler
+                    log.exception("scheduler error on %s", key)
+                    self._fail_task(key, f"internal error: {e}")
+
+    def _waiting(self) -> set[TaskKey]:
+        """Tasks whose progress depends on time: staggered claims and leases of others."""
+        keys = {(k[0], k[1]) for k in self._ready_since}
+        keys |= {(k[0], k[1]) for k in self._claim_seen}
+        return keys
+
+    def _fail_task(self, key: TaskKey, error: str) -> None:
+        job, task = key
+        if (job, task) in self.state.task_done:
+            return
+        split = self.state.splits.get((job, task))
+        n = len(split.payload["chunks"]) if split else 1
+        for i in range(max(n, 1)):
+            c = self.state.chunks.get((job, task, i))
+            if c is not None and c.done is not None:
+                continue
+            attempt = c.attempt if c else 0
+            self.emit(EventType.CHUNK_FAILED, {"job": job, "task": task, "chunk": i,
+                                               "attempt": attempt, "error": error,
+                                               "kind": "error"})
+            break
+
+    # -- evaluation of one task ----------------------------------------------------------
+    def _evaluate(self, job: str, task: str) -> None:
+        st = self.state
+        if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
+            return
+        wf = self.workflow(job)
+        spec = wf.task(task)
+        if any((job, d) not in st.task_done for d in spec.depends):
+            return
+        if task_status(st, job, task, self.cfg.max_attempts) == "failed":
+            return
+        if spec.cid is not None:
+            self._done(job, task, spec.cid, None, cached=True)
+            return
+        tdef = self.catalog[spec.call or ""]
+        input_cid = self._input(job, spec)
+        key = cache_key(tdef, spec.params, input_cid)
+        cached = st.cache.get(key)
+        if isinstance(cached, str) and self.store.has(cached):
+            self._done(job, task, cached, key, cached=True)
+            return
+        split = st.splits.get((job, task))
+        if split is None:
+            self._split(job, task, tdef, spec, input_cid)
+            return
+        chunks = split.payload["chunks"]
+        if all(st.chunk(job, task, i).done is not None for i in range(len(chunks))):
+            self._assemble(job, task, tdef, spec, split, key)
+            return
+        for i in range(len(chunks)):
+            self._consider_chunk(job, task, i, split)
+
+    def _input(self, job: str, spec: TaskSpec) -> str | None:
+        """The input CID: none, the one dependency's output, or a merge of several."""
+        outs = [(d, self.state.task_done[(job, d)].payload["output"]) for d in spec.depends]
+        if not outs:
+            return None
+        if len(outs) == 1:
+            return str(outs[0][1])
+        merged: dict[str, str] = {}
+        for dep, cid in outs:
+            for e in self._files(cid, prefix=dep):
+                have = merged.setdefault(e[0], e[1])
+                if have != e[1]:
+                    raise BanzaiError(
+                        f"inputs of {spec.name} conflict at {e[0]!r}: {dep} has other content")
+        return self.store.make_dir(merged)
+
+    def _files(self, cid: str, prefix: str) -> list[tuple[str, str]]:
+        """Files under `cid` as (relpath, cid); a file output is named after its task."""
+        if self.store.stat(cid).kind != "dir":
+            return [(prefix, cid)]
+        return [(e.path, e.cid) for e in self.store.walk(cid)]
+
+    def _item_key(self, tdef: TaskDef, params: Mapping[str, Any], item_cid: str) -> str:
+        return cache_key(tdef, params, item_cid)
+
+    def _split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
+               input_cid: str | None) -> None:
+        chunks: list[list[list[str]]]
+        if not tdef.per_item:
+            chunks = [[]]
+        else:
+            if input_cid is None:
+                raise BanzaiError(f"{task}: a per-item task needs an input")
+            misses = [[path, cid] for path, cid in self._files(input_cid, "")
+                      if tdef.matches(path)
+                      and self._item_key(tdef, spec.params, cid) not in self.state.cache]
+            chunks = chunk_items(misses, max(self.runner.free_slots, 1),
+                                 self.cfg.min_chunk_items, self.cfg.max_chunk_items)
+        self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": input_cid,
+                                         "chunks": chunks})
+
+    def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                  key: str) -> None:
+        if not tdef.per_item:
+            out = self.state.chunk(job, task, 0).done
+            assert out is not None
+            self._done(job, task, out.payload["output"], key, cached=False)
+            return
+        entries: dict[str, str] = {}
+        for path, cid in self._files(split.payload["input"], ""):
+            if not tdef.matches(path):
+                if tdef.passthrough:
+                    entries[path] = cid
+                continue
+            r = self.state.cache.get(self._item_key(tdef, spec.params, cid))
+            if r:
+                entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
+        self._done(job, task, self.store.make_dir(entries), key, cached=False)
+
+    def _done(self, job: str, task: str, output: str, key: str | None, cached: bool) -> None:
+        self.store.pin(output)
+        self.emit(EventType.TASK_DONE, {"job": job, "task": task, "output": output,
+                                        "key": key, "cached": cached})
+
+    # -- claims ------------------------------------------------------------------------
+    def _consider_chunk(self, job: str, task: str, i: int, split: Event) -> None:
+        c = self.state.chunk(job, task, i)
+        if c.done is not None or chunk_exhausted(c.failures, self.cfg.max_attempts):
+            return
+        attempt = c.attempt
+        ck = (job, task, i, attempt)
+        w = c.winner(attempt, split.id)
+        if w is not None:
+            self._ready_since.pop(ck, None)
+            self._check_claim(ck, w)
+            return
+        if self.runner.free_slots <= 0 or (ck in self.runs):
+            return
+        now = self.clock()
+        since = self._ready_since.setdefault(ck, now)
+        rank = rendezvous(f"{job}/{task}/{i}/{attempt}", self._candidates()).index(self.peer_id)
+        if now - since < rank * self.cfg.stagger_s:
+            return
+        self._ready_since.pop(ck, None)
+        self.emit(EventType.CLAIM, {"job": job, "task": task, "chunk": i, "attempt": attempt,
+                                    "split": list(split.id)})
+        mine = c.winner(attempt, split.id)
+        if mine is not None and mine.origin == self.peer_id:
+            self._start(ck, split)
+
+    def _candidates(self) -> list[str]:
+        """Live peers that may claim; with no mesh yet, only this peer."""
+        return [self.peer_id]
+
+    def _check_claim(self, ck: tuple[str, str, int, int], w: Event) -> None:
+        """Watch a claim held by another peer; fail it when its lease lapses."""
+        if w.origin == self.peer_id:
+            self._claim_seen.pop(ck, None)
+            return
+        seen = self._claim_seen.setdefault(ck, self.clock())
+        if self.clock() - seen > self.cfg.lease_s:
+            self._claim_seen.pop(ck, None)
+            job, task, i, attempt = ck
+            self.emit(EventType.CHUNK_FAILED, {
+                "job": job, "task": task, "chunk": i, "attempt": attempt, "kind": "lease",
+                "error": f"lease expired: no renewal heard from {w.origin} for "
+                         f"{self.cfg.lease_s:g} s"})
+
+    def heard(self, peer: str) -> None:
+        """A sign of life from `peer`: renew the leases of its claims."""
+        now = self.clock()
+        for ck in list(self._claim_seen):
+            c = self.state.chunks.get(ck[:3])  # type: ignore[arg-type]
+            w = c.winner(ck[3], self.state.split_id(ck[0], ck[1])) if c else None
+            if w is not None and w.origin == peer:
+                self._claim_seen[ck] = now
+
+    # -- running -----------------------------------------------------------------------
+    def _start(self, ck: tuple[str, str, int, int], split: Event) -> None:
+        job, task, i, attempt = ck
+        spec = self.workflow(job).task(task)
+        tdef = self.catalog[spec.call or ""]
+        items = [it for it in split.payload["chunks"][i]
+                 if self._item_key(tdef, spec.params, it[1]) not in self.state.cache]
+        payload = {"store": self.cfg.store_root, "modules": list(self.cfg.task_modules),
+                   "call": tdef.name, "params": dict(spec.params),
+                   "input": split.payload["input"], "items": items if tdef.per_item else None}
+        key = f"{job}/{task}/{i}/{attempt}"
+        run = _Run(key=key)
+        self.logs[(job, task)] = run.log
+        self.metrics[(job, task)] = run.metrics
+        run.task = asyncio.create_task(self._run(ck, run, tdef, spec, payload), name=key)
+        self.runs[ck] = run
+
+    async def _run(self, ck: tuple[str, str, int, int], run: _Run, tdef: TaskDef,
+                   spec: TaskSpec, payload: dict[str, Any]) -> None:
+        job, task, i, attempt = ck
+        base = {"job": job, "task": task, "chunk": i, "attempt": attempt}
+        try:
+            self.executions += 1
+            res = await self.runner.run(run.key, "peer.runner:run", payload,
+                                        timeout_s=self.cfg.task_timeout_s,
+                                        on_message=lambda k, a: self._message(ck, run, k, a))
+            await asyncio.shield(self._finish(base, run, tdef, spec, res))
+        finally:
+            self.runs.pop(ck, None)
+            self._dirty.add((job, task))
+            self._wake.set()
+
+    async def _finish(self, base: dict[str, Any], run: _Run, tdef: TaskDef, spec: TaskSpec,
+                      res: RunResultLike) -> None:
+        if (base["job"], base["task"]) in self.state.task_done:
+            return
+        if not res.ok:
+            kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
+            run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
+            self.emit(EventType.CHUNK_FAILED, {**base, "error": res.error, "kind": kind})
+            return
+        logs = await asyncio.to_thread(self._save_json, {"log": run.log, "metrics": run.metrics})
+        out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
+        if tdef.per_item:
+            out["cache"] = {self._item_key(tdef, spec.params, cid): res.value["items"][path]
+                            for path, cid in payload_items(res)}
+        else:
+            out["output"] = res.value["output"]
+        self.emit(EventType.CHUNK_DONE, out)
+
+    def _save_json(self, obj: Any) -> str:
+        return self.store.add_bytes(json.dumps(obj).encode())
+
+    def _message(self, ck: tuple[str, str, int, int], run: _Run, kind: str,
+                 args: tuple[Any, ...]) -> None:
+        if kind == "log":
+            run.log.append(str(args[0]))
+        elif kind == "metric":
+            run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
+        elif kind == "progress":
+            now = self.clock()
+            if now - run.last_progress_s >= self.cfg.progress_interval_s or args[0] >= 1.0:
+                run.last_progress_s = now
+                job, task, i, attempt = ck
+                self.emit(EventType.PROGRESS, {"job": job, "task": task, "chunk": i,
+                                               "attempt": attempt,
+                                               "progress": round(float(args[0]), 4)})
+
+
+def payload_items(res: RunResultLike) -> list[tuple[str, str]]:
+    """(relpath, input cid) pairs a per-item run reports."""
+    return [(p, c) for p, c in res.value["inputs"]]

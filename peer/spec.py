@@ -1,0 +1,489 @@
+"""Pipeline specs: parse JSON/YAML (list or DAG form) into a checked, ordered Workflow.
+
+Pure (no I/O); every error is a SpecError or ArgError whose `field` names its place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import heapq
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from cid import make_cid
+
+from peer.errors import ArgError, NotFound, SpecError, TooLarge
+from tasks.registry import Arg, TaskDef
+
+DEFAULT_NAME = "pipeline"
+SOURCE_BASE = "source"  # generated name of an unnamed {"cid": ...} node
+MAX_NAME_CHARS = 128
+MAX_WORKFLOW_NAME_CHARS = 200
+MAX_CID_CHARS = 256  # base58 decoding is quadratic: bound it before make_cid
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+_LIST_KEYS = ("args", "call", "cid", "name", "params")
+_DAG_KEYS = (*_LIST_KEYS, "depends")
+_TOP_KEYS = ("name", "tasks")
+_JSON_TYPES = frozenset({"application/json", "text/json"})
+_YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One node: a catalog call with checked params, or a source of existing data by CID."""
+
+    name: str
+    call: str | None
+    params: Mapping[str, Any]
+    depends: tuple[str, ...]
+    cid: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical DAG-form object of this task."""
+        if self.cid is not None:
+            return {"name": self.name, "cid": self.cid}
+        params = {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()}
+        return {"name": self.name, "call": self.call, "params": params,
+                "depends": list(self.depends)}
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A checked pipeline; `tasks` are topologically ordered, in the user's order where possible."""
+
+    name: str
+    tasks: tuple[TaskSpec, ...]
+
+    def task(self, name: str) -> TaskSpec:
+        """The task called `name`; NotFound if there is none."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise NotFound(f"workflow {self.name!r} has no task {name!r}", field="task")
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical DAG form; `from_obj(wf.to_json(), catalog) == wf`."""
+        return {"name": self.name, "tasks": [t.to_json() for t in self.tasks]}
+
+
+@dataclass
+class _Raw:
+    """A task object after its shape is checked, before names and depends are resolved."""
+
+    index: int
+    name: str | None = None
+    call: str | None = None
+    args: list[Any] | None = None
+    params: dict[str, Any] | None = None
+    cid: str | None = None
+    depends: list[str] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"tasks[{self.index}]"
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def parse(body: bytes | str, catalog: Mapping[str, TaskDef], *, content_type: str | None = None,
+          max_bytes: int = 1_000_000) -> Workflow:
+    """Decode a JSON or YAML pipeline (by `content_type`, else JSON then YAML) and check it."""
+    size = len(body)  # a str has at least as many UTF-8 bytes as characters
+    if isinstance(body, str) and size <= max_bytes:
+        size = len(body.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise TooLarge(f"the pipeline is larger than the limit of {max_bytes} bytes")
+    text = _text(body)
+    return from_obj(_load(text, _format(content_type)), catalog)
+
+
+def _text(body: bytes | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"the pipeline is not UTF-8 text (bad byte at offset {exc.start})",
+                        field=None) from None
+
+
+def _format(content_type: str | None) -> str | None:
+    """'json', 'yaml' or None (sniff) from a media type such as 'application/json; charset=x'."""
+    if content_type is None:
+        return None
+    mt = content_type.split(";", 1)[0].strip().lower()
+    if mt in _JSON_TYPES or mt.endswith("+json"):
+        return "json"
+    if mt in _YAML_TYPES or mt.endswith("+yaml"):
+        return "yaml"
+    return None  # text/plain, form-encoded (curl -d), octet-stream: sniff
+
+
+def _load(text: str, fmt: str | None) -> Any:
+    if not text.strip():
+        raise SpecError("empty pipeline: the body is empty")
+    if fmt == "json":
+        return _load_json(text)
+    if fmt == "yaml":
+        return _load_yaml(text)
+    try:
+        return _load_json(text)
+    except SpecError as json_error:
+        try:
+            return _load_yaml(text)
+        except SpecError:
+            if text.lstrip().startswith(("[", "{")):
+                raise json_error from None  # it meant to be JSON: its error is the precise one
+            raise
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                        field=None) from None
+    except (ValueError, RecursionError) as exc:
+        raise SpecError(f"invalid JSON: {_reason(exc)}") from None
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"invalid YAML{where}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise SpecError(f"invalid YAML: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    for t, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                    (list, "list"), (Mapping, "object")):
+        if isinstance(value, t):
+            return name
+    return type(value).__name__
+
+
+# -- shape of the document --------------------------------------------------------------------
+
+
+def from_obj(obj: Any, catalog: Mapping[str, TaskDef]) -> Workflow:
+    """Check an already-decoded pipeline (list form or DAG form) against the catalog."""
+    dag = isinstance(obj, Mapping)
+    if isinstance(obj, list):
+        name, items = DEFAULT_NAME, obj
+    elif dag:
+        name, items = _top(obj)
+    else:
+        raise SpecError("a pipeline must be a list of tasks or an object "
+                        f'{{"name": ..., "tasks": [...]}}, got {_kind(obj)}')
+    if not items:
+        raise SpecError("tasks: empty pipeline, there are no tasks", field="tasks")
+    raws = [_shape(i, item, _DAG_KEYS if dag else _LIST_KEYS) for i, item in enumerate(items)]
+    names = _names(raws)
+    if not dag:  # each task takes the previous one's output
+        for r in raws:
+            r.depends = [] if r.cid is not None or r.index == 0 else [names[r.index - 1]]
+    specs = [_spec(r, names[r.index], catalog) for r in raws]
+    if all(s.call is None for s in specs):
+        raise SpecError("tasks: the pipeline has no task to run, only cid sources", field="tasks")
+    _check_depends(raws, specs, catalog, dag)
+    return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
+
+
+def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
+    for k in obj:
+        if k not in _TOP_KEYS:
+            raise SpecError(f"{k}: unknown top-level key {k!r} (allowed: name, tasks)",
+                            field=str(k))
+    name = obj.get("name", DEFAULT_NAME)
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_WORKFLOW_NAME_CHARS:
+        raise SpecError(f"name: the workflow name must be a non-empty string of at most "
+                        f"{MAX_WORKFLOW_NAME_CHARS} characters, got {_kind(name)}", field="name")
+    if "tasks" not in obj:
+        raise SpecError('tasks: missing key "tasks" (the list of tasks)', field="tasks")
+    items = obj["tasks"]
+    if not isinstance(items, list):
+        raise SpecError(f"tasks: must be a list of tasks, got {_kind(items)}", field="tasks")
+    return name, items
+
+
+def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
+    raw = _Raw(index)
+    where = raw.where
+    if not isinstance(item, Mapping):
+        raise SpecError(f"{where}: a task must be an object, got {_kind(item)}", field=where)
+    for k in item:
+        if k not in allowed:
+            hint = (" (depends is for the DAG form {\"name\": ..., \"tasks\": [...]}; "
+                    "in a list each task takes the previous one's output)"
+                    if k == "depends" else f" (allowed: {', '.join(allowed)})")
+            raise SpecError(f"{where}: unknown key {k!r}{hint}", field=f"{where}.{k}")
+    if "name" in item:
+        raw.name = _task_name(item["name"], f"{where}.name")
+    if "cid" in item:
+        _shape_source(raw, item)
+    else:
+        _shape_call(raw, item)
+    if "depends" in item:
+        raw.depends = _depends(item["depends"], f"{where}.depends")
+    return raw
+
+
+def _task_name(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"{field}: a task name must be a string, got {_kind(value)}", field=field)
+    if (not NAME_RE.fullmatch(value) or value in (".", "..")
+            or len(value) > MAX_NAME_CHARS):
+        raise SpecError(f"{field}: bad task name {value!r}: use 1 to {MAX_NAME_CHARS} of "
+                        "A-Z a-z 0-9 _ . - (not '.' or '..')", field=field)
+    return value
+
+
+def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
+    for k in ("call", "args", "params", "depends"):
+        if k in item:
+            raise SpecError(f"{raw.where}: a cid source takes no {k} (it is existing data)",
+                            field=f"{raw.where}.{k}")
+    raw.cid = _check_cid(item["cid"], f"{raw.where}.cid")
+
+
+def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
+    where = raw.where
+    if "call" not in item:
+        raise SpecError(f"{where}: missing call (the task to run) or cid (existing data)",
+                        field=f"{where}.call")
+    call = item["call"]
+    if not isinstance(call, str):
+        raise SpecError(f"{where}.call: must be a task name string, got {_kind(call)}",
+                        field=f"{where}.call")
+    raw.call = call
+    if "args" in item and "params" in item:
+        raise SpecError(f"{where}: give either args (a list) or params (an object), not both",
+                        field=where)
+    if "args" in item:
+        if not isinstance(item["args"], list):
+            raise SpecError(f"{where}.args: must be a list, got {_kind(item['args'])}",
+                            field=f"{where}.args")
+        raw.args = item["args"]
+    if "params" in item:
+        if not isinstance(item["params"], Mapping):
+            raise SpecError(f"{where}.params: must be an object, got {_kind(item['params'])}",
+                            field=f"{where}.params")
+        raw.params = dict(item["params"])
+
+
+def _depends(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list):
+        raise SpecError(f"{field}: must be a list of task names, got {_kind(value)}",
+                        field=field)
+    for j, d in enumerate(value):
+        if not isinstance(d, str):
+            raise SpecError(f"{field}[{j}]: must be a task name string, got {_kind(d)}",
+                            field=f"{field}[{j}]")
+        if d in value[:j]:
+            raise SpecError(f"{field}[{j}]: {d!r} is listed twice", field=f"{field}[{j}]")
+    return list(value)
+
+
+def _check_cid(value: Any, field: str) -> str:
+    """Validate a CID string with py-cid; return it canonical (v0 as is, v1 in base32)."""
+    if not isinstance(value, str):
+        raise SpecError(f"{field}: a CID must be a string, got {_kind(value)}", field=field)
+    if not value or len(value) > MAX_CID_CHARS:
+        raise SpecError(f"{field}: {value[:40]!r} is not a valid CID (length {len(value)})",
+                        field=field)
+    try:
+        c = make_cid(value)
+    except ValueError as exc:
+        raise SpecError(f"{field}: {value!r} is not a valid CID ({exc})", field=field) from None
+    return str(c) if c.version == 0 else bytes(c.encode("base32")).decode("ascii")
+
+
+# -- names, calls, arguments ------------------------------------------------------------------
+
+
+def _names(raws: Sequence[_Raw]) -> list[str]:
+    """Explicit names (unique) first; unnamed tasks get `call` lowercased, then `_2`, `_3`."""
+    taken: dict[str, int] = {}
+    for r in raws:
+        if r.name is not None:
+            if r.name in taken:
+                raise SpecError(f"{r.where}.name: duplicate task name {r.name!r} "
+                                f"(also tasks[{taken[r.name]}])", field=f"{r.where}.name")
+            taken[r.name] = r.index
+    out = []
+    for r in raws:
+        name = r.name
+        if name is None:
+            base = _base_name(r.call) if r.call is not None else SOURCE_BASE
+            name, n = base, 1
+            while name in taken:
+                n += 1
+                name = f"{base}_{n}"
+            taken[name] = r.index
+        out.append(name)
+    return out
+
+
+def _base_name(call: str) -> str:
+    base = re.sub(r"[^a-z0-9_.-]+", "_", call.lower()).strip(".")[: MAX_NAME_CHARS - 8]
+    return base or "task"
+
+
+def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
+    depends = tuple(raw.depends or ())
+    if raw.call is None:
+        return TaskSpec(name=name, call=None, params={}, depends=(), cid=raw.cid)
+    td = catalog.get(raw.call)
+    if td is None:
+        raise SpecError(_unknown(f"{raw.where}.call", "task", raw.call, catalog),
+                        field=f"{raw.where}.call")
+    _check_finite(raw)
+    try:
+        params = td.bind(raw.args, raw.params, raw.where)
+    except ArgError as exc:
+        raise _relocate(exc, raw, td) from exc
+    return TaskSpec(name=name, call=raw.call, params=params, depends=depends)
+
+
+def _unknown(field: str, what: str, value: str, known: Mapping[str, Any] | Sequence[str]) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(names) if len(names) <= 40 else ", ".join(names[:40]) + ", ..."
+    return f"{field}: unknown {what} {value!r}{hint} (known: {listed or 'none'})"
+
+
+def _check_finite(raw: _Raw) -> None:
+    """Reject NaN and infinities (JSON has none; they poison cache keys)."""
+    values: list[tuple[str, Any]] = [
+        *((f"{raw.where}.args[{k}]", v) for k, v in enumerate(raw.args or ())),
+        *((f"{raw.where}.params.{k}", v) for k, v in (raw.params or {}).items())]
+    for field, value in values:
+        items = value if isinstance(value, list) else [value]
+        for k, v in enumerate(items):
+            if isinstance(v, float) and not math.isfinite(v):
+                at = f"{field}[{k}]" if isinstance(value, list) else field
+                raise ArgError(f"{at}: {v} is not a finite number", field=at)
+
+
+def _relocate(exc: ArgError, raw: _Raw, td: TaskDef) -> ArgError:
+    """Point an ArgError from `bind` (`tasks[i].<arg>`) at `tasks[i].args[k]` or `.params.<arg>`."""
+    prefix = f"{raw.where}."
+    if exc.field is None or not exc.field.startswith(prefix):
+        return exc
+    arg = next((a for a in td.args if a.name == exc.field[len(prefix):]), None)
+    if arg is None:
+        return exc
+    field = _arg_field(raw, td, arg)
+    message = exc.message.removeprefix(f"{exc.field}: ")
+    return ArgError(f"{field}: {message}", field=field)
+
+
+def _arg_field(raw: _Raw, td: TaskDef, arg: Arg) -> str:
+    if raw.params is not None:
+        return f"{raw.where}.params.{arg.name}"
+    pos = td.args.index(arg)
+    args = raw.args or []
+    if pos >= len(args):
+        return f"{raw.where}.args"  # missing: too few positional arguments
+    if arg.variadic:
+        single = dataclasses.replace(arg, variadic=False)
+        for k, v in enumerate(args[pos:]):
+            try:
+                single.check(v, "")
+            except ArgError:
+                return f"{raw.where}.args[{pos + k}]"
+    return f"{raw.where}.args[{pos}]"
+
+
+# -- the graph --------------------------------------------------------------------------------
+
+
+def _check_depends(raws: Sequence[_Raw], specs: Sequence[TaskSpec],
+                   catalog: Mapping[str, TaskDef], dag: bool) -> None:
+    names = [s.name for s in specs]
+    known = set(names)
+    for r, s in zip(raws, specs, strict=True):
+        for j, d in enumerate(s.depends):
+            field = f"{r.where}.depends[{j}]"
+            if d == s.name:
+                raise SpecError(f"{field}: task {d!r} depends on itself", field=field)
+            if d not in known:
+                raise SpecError(_unknown(field, "task", d, names), field=field)
+        if s.call is not None and not s.depends and catalog[s.call].needs_input:
+            raise _needs_input(r, s, catalog, dag)
+
+
+def _needs_input(raw: _Raw, spec: TaskSpec, catalog: Mapping[str, TaskDef],
+                 dag: bool) -> SpecError:
+    producers = sorted(n for n, td in catalog.items() if not td.needs_input)
+    start = ", ".join(producers) or "none in the catalog"
+    if not dag:  # list form: the first task, or one right after nothing
+        return SpecError(f"{raw.where}: {spec.call} needs an input but nothing comes before it; "
+                         f'start with {{"cid": ...}} or a task that needs none ({start})',
+                         field=raw.where)
+    field = f"{raw.where}.depends"
+    return SpecError(f"{field}: {spec.call} needs an input: list the tasks it takes it from "
+                     f"(or a {{\"cid\": ...}} source)", field=field)
+
+
+def _toposort(raws: Sequence[_Raw], specs: Sequence[TaskSpec]) -> list[int]:
+    """Kahn's algorithm taking the lowest user index first: stable for an ordered input."""
+    pos = {s.name: i for i, s in enumerate(specs)}
+    waiting = [len(s.depends) for s in specs]
+    users: list[list[int]] = [[] for _ in specs]
+    for i, s in enumerate(specs):
+        for d in s.depends:
+            users[pos[d]].append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(specs):
+        raise _cycle(raws, specs, pos, set(order))
+    return order
+
+
+def _cycle(raws: Sequence[_Raw], specs: Sequence[TaskSpec], pos: Mapping[str, int],
+           done: set[int]) -> SpecError:
+    """Follow unfinished depends from an unfinished task until one repeats: that is a cycle."""
+    path: list[int] = []
+    seen: dict[int, int] = {}
+    cur = min(set(range(len(specs))) - done)
+    while cur not in seen:
+        seen[cur] = len(path)
+        path.append(cur)
+        cur = next(pos[d] for d in specs[cur].depends if pos[d] not in done)
+    loop = path[seen[cur]:]
+    first = loop.index(min(loop))
+    loop = loop[first:] + loop[:first]
+    nxt = specs[loop[1 % len(loop)]].name
+    field = f"{raws[loop[0]].where}.depends[{specs[loop[0]].depends.index(nxt)}]"
+    chain = " -> ".join(specs[i].name for i in [*loop, loop[0]])
+    return SpecError(f"{field}: cycle in depends: {chain} (each task depends on the next)",
+                     field=field)

@@ -1,0 +1,298 @@
+"""Replicated mesh state: an event log folded into jobs, tasks, claims, results and cache.
+
+Algorithm. Every change is an immutable Event(origin, seq, hlc, type, payload)
+appended to its origin's log; (origin, seq) identifies it. MeshState.apply is a
+fold that is commutative and idempotent: conflicting facts are settled by the
+smallest (hlc, origin), monotone facts (progress) by max, sets by union. So any
+two peers that hold the same set of events hold the same state whatever the
+order of arrival or duplication (a state-based CRDT), which gossip relies on.
+Local observations (liveness, lease renewals heard) are not events and live in
+the scheduler. Not thread-safe: owned by the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+
+class EventType(IntEnum):
+    """Append-only: the numeric values are part of the protocol."""
+
+    JOB_SUBMITTED = 1  # {job, workflow, at_ms}
+    JOB_CANCELLED = 2  # {job, reason}
+    TASK_SPLIT = 3  # {job, task, input, chunks: [[[relpath, cid], ...] ...]} (whole: [[]])
+    CLAIM = 4  # {job, task, chunk, attempt, split}
+    RENEW = 5  # {job, task, chunk, attempt}
+    PROGRESS = 6  # {job, task, chunk, attempt, progress}
+    CHUNK_DONE = 7  # {job, task, chunk, attempt, output?, cache: {key: value}, log, metrics, s}
+    CHUNK_FAILED = 8  # {job, task, chunk, attempt, error, kind}
+    TASK_DONE = 9  # {job, task, output, key, cached}
+    CACHE_PUT = 10  # {cache: {key: value}} (per-item results flushed while a chunk runs)
+    PROVIDE = 11  # {cids: [...]}
+    MEMBER = 12  # {name, http, gossip, calls, slots, cores, mem_mb, gpu}
+
+
+# Failure kinds that are worth another attempt (the work itself may succeed).
+RETRYABLE = frozenset({"crash", "timeout", "lease", "lost", "memory"})
+
+
+class HLC:
+    """Hybrid logical clock packed into an int: wall milliseconds << 16 | counter."""
+
+    def __init__(self, wall_ms: Callable[[], int] | None = None) -> None:
+        self._wall = wall_ms or (lambda: int(time.time() * 1000))
+        self._last = 0
+
+    def now(self) -> int:
+        """A timestamp greater than every one issued or observed before."""
+        self._last = max(self._last + 1, self._wall() << 16)
+        return self._last
+
+    def observe(self, remote: int) -> None:
+        """Move past a remote timestamp so later local events sort after it."""
+        self._last = max(self._last, remote)
+
+
+def hlc_ms(h: int) -> int:
+    return h >> 16
+
+
+@dataclass(frozen=True)
+class Event:
+    origin: str
+    seq: int
+    hlc: int
+    type: EventType
+    payload: dict[str, Any]
+
+    @property
+    def id(self) -> tuple[str, int]:
+        return (self.origin, self.seq)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """The tie-break used by every conflict rule: earliest (hlc, origin) wins."""
+        return (self.hlc, self.origin)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "seq": self.seq, "hlc": self.hlc,
+                "type": int(self.type), "payload": self.payload}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Event:
+        return Event(str(d["origin"]), int(d["seq"]), int(d["hlc"]), EventType(d["type"]),
+                     dict(d["payload"]))
+
+
+ChunkKey = tuple[str, str, int]  # job, task, chunk
+TaskKey = tuple[str, str]  # job, task
+
+
+@dataclass
+class ChunkState:
+    claims: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
+    failures: dict[int, Event] = field(default_factory=dict)
+    done: Event | None = None
+    progress: dict[int, float] = field(default_factory=dict)
+
+    def winner(self, attempt: int, split: tuple[str, int] | None) -> Event | None:
+        """The valid claim of `attempt` (on the winning split) with the smallest order."""
+        cs = [c for c in self.claims.get(attempt, ()) if split is None
+              or (c.payload["split"][0], c.payload["split"][1]) == split]
+        return min(cs, key=lambda e: e.order) if cs else None
+
+    @property
+    def attempt(self) -> int:
+        """The current attempt: one past the last failed one."""
+        return max(self.failures, default=-1) + 1
+
+
+@dataclass
+class MeshState:
+    """The fold of all events seen. `apply` returns the (job, task) pairs it touched."""
+
+    events: dict[tuple[str, int], Event] = field(default_factory=dict)
+    jobs: dict[str, Event] = field(default_factory=dict)
+    cancelled: dict[str, Event] = field(default_factory=dict)
+    splits: dict[TaskKey, Event] = field(default_factory=dict)
+    chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
+    task_done: dict[TaskKey, Event] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    members: dict[str, Event] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, ev: Event) -> bool:
+        """Fold one event in; False if it was already known (idempotent)."""
+        if ev.id in self.events:
+            return False
+        self.events[ev.id] = ev
+        self.heads[ev.origin] = max(self.heads.get(ev.origin, 0), ev.seq)
+        _APPLY[ev.type](self, ev)
+        return True
+
+    # -- helpers used by the appliers -------------------------------------------------
+    def _first(self, table: dict[Any, Event], key: Any, ev: Event) -> None:
+        cur = table.get(key)
+        if cur is None or ev.order < cur.order:
+            table[key] = ev
+
+    def _merge_cache(self, entries: dict[str, Any]) -> None:
+        for k, v in entries.items():
+            self.cache.setdefault(k, v)  # values for one key are equal (content-addressed)
+
+    def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
+        return self.chunks[(job, task, chunk)]
+
+    def split_id(self, job: str, task: str) -> tuple[str, int] | None:
+        s = self.splits.get((job, task))
+        return s.id if s else None
+
+
+def _job(s: MeshState, ev: Event) -> None:
+    s._first(s.jobs, ev.payload["job"], ev)
+
+
+def _cancel(s: MeshState, ev: Event) -> None:
+    s._first(s.cancelled, ev.payload["job"], ev)
+
+
+def _split(s: MeshState, ev: Event) -> None:
+    s._first(s.splits, (ev.payload["job"], ev.payload["task"]), ev)
+
+
+def _ck(ev: Event) -> ChunkKey:
+    p = ev.payload
+    return (p["job"], p["task"], int(p["chunk"]))
+
+
+def _claim(s: MeshState, ev: Event) -> None:
+    s.chunks[_ck(ev)].claims[int(ev.payload["attempt"])].append(ev)
+
+
+def _renew(s: MeshState, ev: Event) -> None:
+    pass  # liveness only: the scheduler notes when it heard it
+
+
+def _progress(s: MeshState, ev: Event) -> None:
+    c = s.chunks[_ck(ev)]
+    a = int(ev.payload["attempt"])
+    c.progress[a] = max(c.progress.get(a, 0.0), float(ev.payload["progress"]))
+
+
+def _chunk_done(s: MeshState, ev: Event) -> None:
+    c = s.chunks[_ck(ev)]
+    if c.done is None or ev.order < c.done.order:
+        c.done = ev
+    s._merge_cache(ev.payload.get("cache", {}))
+
+
+def _chunk_failed(s: MeshState, ev: Event) -> None:
+    c = s.chunks[_ck(ev)]
+    a = int(ev.payload["attempt"])
+    cur = c.failures.get(a)
+    if cur is None or ev.order < cur.order:
+        c.failures[a] = ev
+
+
+def _task_done(s: MeshState, ev: Event) -> None:
+    s._first(s.task_done, (ev.payload["job"], ev.payload["task"]), ev)
+    if ev.payload.get("key"):
+        s._merge_cache({ev.payload["key"]: ev.payload["output"]})
+
+
+def _cache_put(s: MeshState, ev: Event) -> None:
+    s._merge_cache(ev.payload["cache"])
+
+
+def _provide(s: MeshState, ev: Event) -> None:
+    for cid in ev.payload["cids"]:
+        s.providers[cid].add(ev.origin)
+
+
+def _member(s: MeshState, ev: Event) -> None:
+    cur = s.members.get(ev.origin)
+    if cur is None or ev.order > cur.order:  # the newest self-description wins
+        s.members[ev.origin] = ev
+
+
+_APPLY: dict[EventType, Callable[[MeshState, Event], None]] = {
+    EventType.JOB_SUBMITTED: _job,
+    EventType.JOB_CANCELLED: _cancel,
+    EventType.TASK_SPLIT: _split,
+    EventType.CLAIM: _claim,
+    EventType.RENEW: _renew,
+    EventType.PROGRESS: _progress,
+    EventType.CHUNK_DONE: _chunk_done,
+    EventType.CHUNK_FAILED: _chunk_failed,
+    EventType.TASK_DONE: _task_done,
+    EventType.CACHE_PUT: _cache_put,
+    EventType.PROVIDE: _provide,
+    EventType.MEMBER: _member,
+}
+
+
+def fold(events: Iterable[Event]) -> MeshState:
+    s = MeshState()
+    for e in events:
+        s.apply(e)
+    return s
+
+
+def touched(ev: Event) -> TaskKey | None:
+    """The (job, task) an event is about, if any."""
+    p = ev.payload
+    if "job" in p and "task" in p:
+        return (p["job"], p["task"])
+    return None
+
+
+class EventLog:
+    """SQLite persistence of events; `append` commits before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
+            "PRIMARY KEY (origin, seq))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Persist events durably (one transaction); duplicates are ignored."""
+        if not events:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+            [(e.origin, e.seq, e.hlc, int(e.type), json.dumps(e.payload, separators=(",", ":")))
+             for e in events])
+        self._db.execute("COMMIT")
+
+    def load(self) -> Iterator[Event]:
+        for origin, seq, hlc, typ, payload in self._db.execute(
+                "SELECT origin, seq, hlc, type, payload FROM events ORDER BY hlc"):
+            yield Event(origin, seq, hlc, EventType(typ), json.loads(payload))
+
+    def get_meta(self, k: str) -> str | None:
+        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, k: str, v: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+
+    def close(self) -> None:
+        self._db.close()

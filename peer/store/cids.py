@@ -1,0 +1,154 @@
+"""CID parsing, formatting and block hashing (py-cid and py-multihash underneath); pure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cid as pycid
+import multihash
+
+from peer.errors import BadCID, IntegrityError, Unsupported
+
+RAW = "raw"
+DAG_PB = "dag-pb"
+SHA2_256 = 0x12
+IDENTITY = 0x00
+_MAX_CID_STRING = 512
+_MAX_DIGEST_BYTES = 128
+
+# Hashes a block may be verified with, by multihash code.
+_HASHERS: dict[int, Callable[[bytes], bytes]] = {
+    0x12: lambda b: hashlib.sha256(b).digest(),
+    0x13: lambda b: hashlib.sha512(b).digest(),
+    0x14: lambda b: hashlib.sha3_512(b).digest(),
+    0x15: lambda b: hashlib.sha3_384(b).digest(),
+    0x16: lambda b: hashlib.sha3_256(b).digest(),
+    0xB220: lambda b: hashlib.blake2b(b, digest_size=32).digest(),
+    0xB240: lambda b: hashlib.blake2b(b, digest_size=64).digest(),
+}
+_V1_PREFIX = {RAW: b"\x01\x55", DAG_PB: b"\x01\x70"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cid:
+    """A parsed CID: version 0 or 1, codec name (e.g. "raw", "dag-pb") and multihash bytes."""
+
+    version: int
+    codec: str
+    multihash: bytes
+
+    def __str__(self) -> str:
+        return _encode(self)
+
+    @property
+    def binary(self) -> bytes:
+        """The binary CID as written in dag-pb links and CAR files."""
+        if self.version == 0:
+            return self.multihash
+        prefix = _V1_PREFIX.get(self.codec)
+        if prefix is not None:
+            return prefix + self.multihash
+        return bytes(pycid.make_cid(1, self.codec, self.multihash).buffer)
+
+    @property
+    def key(self) -> str:
+        """Storage key: hex of the multihash (one block for v0 and v1 of the same bytes)."""
+        return self.multihash.hex()
+
+    @property
+    def hash_code(self) -> int:
+        """The multihash function code (0x12 for sha2-256)."""
+        return multihash.decode(self.multihash).code
+
+
+@lru_cache(maxsize=65536)
+def _encode(c: Cid) -> str:
+    made = pycid.make_cid(c.version, c.codec, c.multihash)
+    raw = made.encode() if c.version == 0 else made.encode("base32")
+    return raw.decode("ascii")
+
+
+def sha256_cid(data: bytes, codec: str, version: int) -> Cid:
+    """The CID of `data` hashed with sha2-256."""
+    mh = b"\x12\x20" + hashlib.sha256(data).digest()
+    return Cid(version, codec, mh)
+
+
+def _from_py(made: pycid.CIDv0 | pycid.CIDv1, source: str) -> Cid:
+    mh = bytes(made.multihash)
+    try:
+        decoded = multihash.decode(mh)
+    except Exception as exc:  # py-multihash raises several unrelated types
+        raise BadCID(f"invalid CID {source!r}: bad multihash ({exc})", field="cid") from exc
+    if decoded.length > _MAX_DIGEST_BYTES:
+        raise BadCID(f"invalid CID {source!r}: digest too long", field="cid")
+    return Cid(int(made.version), str(made.codec), mh)
+
+
+@lru_cache(maxsize=65536)
+def parse_cid(s: str) -> Cid:
+    """Parse a CID string (CIDv0 base58 "Qm..." or a multibase CIDv1); BadCID if malformed."""
+    if not isinstance(s, str) or not s or len(s) > _MAX_CID_STRING or not s.isascii():
+        raise BadCID(f"invalid CID {str(s)[:80]!r}: not a CID string", field="cid")
+    if s.startswith("/") or s.strip() != s:
+        raise BadCID(f"invalid CID {s[:80]!r}: unexpected characters", field="cid")
+    try:
+        made = pycid.make_cid(s)
+    except Exception as exc:  # py-cid raises ValueError, KeyError, TypeError, ...
+        raise BadCID(f"invalid CID {s[:80]!r}: {exc}", field="cid") from exc
+    return _from_py(made, s)
+
+
+def cid_from_bytes(buf: bytes) -> Cid:
+    """Parse a complete binary CID; BadCID if malformed."""
+    try:
+        made = pycid.from_bytes(buf)
+    except Exception as exc:  # py-cid raises several unrelated types
+        raise BadCID(f"invalid binary CID {buf[:40].hex()}: {exc}", field="cid") from exc
+    return _from_py(made, buf[:40].hex())
+
+
+def _varint_at(buf: bytes, pos: int) -> int:
+    """Position after the varint at `pos`; BadCID when truncated or overlong."""
+    for i in range(pos, min(len(buf), pos + 10)):
+        if buf[i] < 0x80:
+            return i + 1
+    raise BadCID("invalid binary CID: truncated varint", field="cid")
+
+
+def _varint_value(buf: bytes, pos: int) -> tuple[int, int]:
+    end = _varint_at(buf, pos)
+    value = 0
+    for shift, b in enumerate(buf[pos:end]):
+        value |= (b & 0x7F) << (7 * shift)
+    return value, end
+
+
+def split_cid(buf: bytes) -> tuple[Cid, int]:
+    """Parse the binary CID at the start of `buf`; returns (cid, its length in bytes)."""
+    if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
+        return cid_from_bytes(buf[:34]), 34
+    pos = _varint_at(buf, 0)  # version
+    pos = _varint_at(buf, pos)  # codec
+    pos = _varint_at(buf, pos)  # multihash code
+    length, pos = _varint_value(buf, pos)
+    if length > _MAX_DIGEST_BYTES or pos + length > len(buf):
+        raise BadCID("invalid binary CID: digest length out of bounds", field="cid")
+    return cid_from_bytes(buf[: pos + length]), pos + length
+
+
+def verify(c: Cid, data: bytes) -> None:
+    """Raise IntegrityError unless `data` hashes to `c`'s multihash; Unsupported hash -> error."""
+    decoded = multihash.decode(c.multihash)
+    if decoded.code == IDENTITY:
+        ok = bytes(decoded.digest) == data
+    else:
+        hasher = _HASHERS.get(decoded.code)
+        if hasher is None:
+            raise Unsupported(f"hash function {decoded.name} of {c} is not supported")
+        ok = hasher(data)[: decoded.length] == bytes(decoded.digest)
+    if not ok:
+        raise IntegrityError(f"block {c} does not match its hash")

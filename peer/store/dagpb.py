@@ -1,0 +1,239 @@
+"""dag-pb and UnixFS protobuf codecs, byte-identical to go-merkledag/boxo; pure functions.
+
+Hand-written on purpose: boxo writes PBNode links (field 2) before data (field 1), an order
+the protobuf library cannot produce, and the messages are tiny.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from peer.errors import StoreError
+
+_WIRE_VARINT = 0
+_WIRE_LEN = 2
+_MAX_VARINT_BYTES = 10
+
+
+class DataType(IntEnum):
+    """UnixFS node types; the numeric values are part of the format."""
+
+    RAW = 0
+    DIRECTORY = 1
+    FILE = 2
+    METADATA = 3
+    SYMLINK = 4
+    HAMT_SHARD = 5
+
+
+@dataclass(frozen=True, slots=True)
+class PBLink:
+    """One dag-pb link: binary CID, name (None when absent) and cumulative DAG size."""
+
+    hash: bytes
+    name: str | None
+    tsize: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PBNode:
+    """A dag-pb node: links in their stored order and the opaque data (None when absent)."""
+
+    links: tuple[PBLink, ...]
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnixFSData:
+    """The UnixFS message carried in a dag-pb node's data."""
+
+    type: DataType
+    data: bytes | None = None
+    filesize: int | None = None
+    blocksizes: tuple[int, ...] = field(default_factory=tuple)
+
+
+def varint(n: int) -> bytes:
+    """Unsigned LEB128 encoding of `n` >= 0."""
+    if n < 0:
+        raise ValueError("varint of a negative number")
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Decode a varint at `pos`; returns (value, next position); StoreError when malformed."""
+    result = 0
+    shift = 0
+    end = min(len(buf), pos + _MAX_VARINT_BYTES)
+    while pos < end:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+    raise StoreError("malformed protobuf: truncated or overlong varint")
+
+
+def _key(field_no: int, wire: int) -> bytes:
+    return varint((field_no << 3) | wire)
+
+
+def _len_field(field_no: int, value: bytes) -> bytes:
+    return _key(field_no, _WIRE_LEN) + varint(len(value)) + value
+
+
+def _int_field(field_no: int, value: int) -> bytes:
+    return _key(field_no, _WIRE_VARINT) + varint(value)
+
+
+def _fields(buf: bytes | memoryview) -> list[tuple[int, int | memoryview]]:
+    """Split a protobuf message into (field number, int or bytes) pairs in wire order."""
+    view = memoryview(buf)
+    out: list[tuple[int, int | memoryview]] = []
+    pos = 0
+    while pos < len(view):
+        key, pos = read_varint(view, pos)
+        field_no, wire = key >> 3, key & 7
+        if wire == _WIRE_VARINT:
+            value, pos = read_varint(view, pos)
+            out.append((field_no, value))
+        elif wire == _WIRE_LEN:
+            size, pos = read_varint(view, pos)
+            if pos + size > len(view):
+                raise StoreError("malformed protobuf: length past the end of the message")
+            out.append((field_no, view[pos : pos + size]))
+            pos += size
+        else:
+            raise StoreError(f"malformed protobuf: unsupported wire type {wire}")
+    return out
+
+
+def encode_link(link: PBLink) -> bytes:
+    """PBLink bytes: Hash=1, Name=2, Tsize=3 (present fields only, in that order)."""
+    out = _len_field(1, link.hash)
+    if link.name is not None:
+        out += _len_field(2, link.name.encode("utf-8"))
+    if link.tsize is not None:
+        out += _int_field(3, link.tsize)
+    return out
+
+
+def encode_node(node: PBNode) -> bytes:
+    """PBNode bytes: every link (field 2) first, then data (field 1), as boxo writes them."""
+    parts = [_len_field(2, encode_link(link)) for link in node.links]
+    if node.data is not None:
+        parts.append(_len_field(1, node.data))
+    return b"".join(parts)
+
+
+def _decode_link(buf: memoryview) -> PBLink:
+    hash_: bytes | None = None
+    name: str | None = None
+    tsize: int | None = None
+    for field_no, value in _fields(buf):
+        if field_no == 1 and isinstance(value, memoryview):
+            hash_ = bytes(value)
+        elif field_no == 2 and isinstance(value, memoryview):
+            try:
+                name = bytes(value).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise StoreError("malformed dag-pb: link name is not UTF-8") from exc
+        elif field_no == 3 and isinstance(value, int):
+            tsize = value
+        else:
+            raise StoreError(f"malformed dag-pb: unexpected link field {field_no}")
+    if hash_ is None:
+        raise StoreError("malformed dag-pb: link without a hash")
+    return PBLink(hash_, name, tsize)
+
+
+def decode_node(buf: bytes | memoryview) -> PBNode:
+    """Parse dag-pb bytes (any field order); StoreError when malformed."""
+    links: list[PBLink] = []
+    data: bytes | None = None
+    for field_no, value in _fields(buf):
+        if field_no == 2 and isinstance(value, memoryview):
+            links.append(_decode_link(value))
+        elif field_no == 1 and isinstance(value, memoryview):
+            data = bytes(value)
+        else:
+            raise StoreError(f"malformed dag-pb: unexpected node field {field_no}")
+    return PBNode(tuple(links), data)
+
+
+def encode_unixfs(fs: UnixFSData) -> bytes:
+    """UnixFS Data bytes: Type=1, Data=2, filesize=3, blocksizes=4 (unpacked), as Go's proto2."""
+    out = _int_field(1, int(fs.type))
+    if fs.data is not None:
+        out += _len_field(2, fs.data)
+    if fs.filesize is not None:
+        out += _int_field(3, fs.filesize)
+    for size in fs.blocksizes:
+        out += _int_field(4, size)
+    return out
+
+
+def _packed(value: memoryview) -> list[int]:
+    out: list[int] = []
+    pos = 0
+    while pos < len(value):
+        n, pos = read_varint(value, pos)
+        out.append(n)
+    return out
+
+
+def decode_unixfs(buf: bytes | memoryview) -> UnixFSData:
+    """Parse a UnixFS Data message; unknown fields (hashType, fanout, mode, mtime) are ignored."""
+    type_: int | None = None
+    data: bytes | None = None
+    filesize: int | None = None
+    blocksizes: list[int] = []
+    for field_no, value in _fields(buf):
+        if field_no == 1 and isinstance(value, int):
+            type_ = value
+        elif field_no == 2 and isinstance(value, memoryview):
+            data = bytes(value)
+        elif field_no == 3 and isinstance(value, int):
+            filesize = value
+        elif field_no == 4:
+            blocksizes.extend([value] if isinstance(value, int) else _packed(value))
+    if type_ is None:
+        raise StoreError("malformed UnixFS data: no Type")
+    try:
+        kind = DataType(type_)
+    except ValueError as exc:
+        raise StoreError(f"malformed UnixFS data: unknown Type {type_}") from exc
+    return UnixFSData(kind, data, filesize, tuple(blocksizes))
+
+
+def leaf_v0(chunk: bytes) -> bytes:
+    """The dag-pb block of a CIDv0 file leaf: UnixFS File with Data and filesize, no links."""
+    fs = encode_unixfs(UnixFSData(DataType.FILE, chunk or None, len(chunk)))
+    return encode_node(PBNode((), fs))
+
+
+def file_node(children: list[tuple[bytes, int, int]]) -> bytes:
+    """Internal file node over (binary CID, Tsize, file bytes) children; links named ""."""
+    sizes = tuple(size for _, _, size in children)
+    fs = encode_unixfs(UnixFSData(DataType.FILE, None, sum(sizes), sizes))
+    links = tuple(PBLink(c, "", tsize) for c, tsize, _ in children)
+    return encode_node(PBNode(links, fs))
+
+
+DIRECTORY_DATA = encode_unixfs(UnixFSData(DataType.DIRECTORY))
+
+
+def dir_node(children: list[tuple[str, bytes, int]]) -> bytes:
+    """A basic UnixFS directory over (name, binary CID, Tsize), links sorted by name bytes."""
+    ordered = sorted(children, key=lambda c: c[0].encode("utf-8"))
+    links = tuple(PBLink(c, name, tsize) for name, c, tsize in ordered)
+    return encode_node(PBNode(links, DIRECTORY_DATA))

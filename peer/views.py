@@ -1,0 +1,108 @@
+"""JSON views of the mesh state for the API, CLI and web UI (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer.scheduler import chunk_exhausted, task_status
+from peer.state import ChunkState, Event, MeshState, hlc_ms
+
+
+def _ms(ev: Event | None) -> int | None:
+    return hlc_ms(ev.hlc) if ev is not None else None
+
+
+def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
+                max_attempts: int) -> dict[str, Any]:
+    attempt = c.attempt
+    w = c.winner(attempt, split) if c.done is None else c.done
+    if c.done is not None:
+        state, progress = "done", 1.0
+    elif chunk_exhausted(c.failures, max_attempts):
+        state, progress = "failed", c.progress.get(attempt - 1, 0.0)
+    elif w is not None:
+        state, progress = "running", c.progress.get(attempt, 0.0)
+    else:
+        state, progress = "pending", 0.0
+    last_fail = c.failures[max(c.failures)] if c.failures else None
+    first_claim = min((cl for cls in c.claims.values() for cl in cls),
+                      key=lambda e: e.order, default=None)
+    return {"state": state, "progress": progress, "attempt": c.done.payload["attempt"] if c.done else attempt,
+            "attempts": len(c.failures) + (1 if w is not None else 0),
+            "peer": w.origin if w is not None else None, "items": n_items,
+            "error": last_fail.payload.get("error") if last_fail else None,
+            "started_ms": _ms(first_claim), "finished_ms": _ms(c.done),
+            "log": c.done.payload.get("log") if c.done else None}
+
+
+def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
+              ) -> dict[str, Any]:
+    name = t["name"]
+    status = task_status(state, job, name, max_attempts)
+    split = state.splits.get((job, name))
+    done = state.task_done.get((job, name))
+    chunks = []
+    if split is not None:
+        for i, items in enumerate(split.payload["chunks"]):
+            chunks.append(_chunk_view(state.chunk(job, name, i), split.id, len(items),
+                                      max_attempts))
+    if status == "done":
+        progress = 1.0
+    elif chunks:
+        progress = sum(c["progress"] for c in chunks) / len(chunks)
+    else:
+        progress = 0.0
+    starts = [c["started_ms"] for c in chunks if c["started_ms"]]
+    started = min(starts) if starts else _ms(split)
+    finished = _ms(done)
+    errors = [c["error"] for c in chunks if c["error"] and c["state"] == "failed"]
+    return {"name": name, "call": t.get("call"), "params": t.get("params", {}),
+            "depends": t.get("depends", []), "cid": t.get("cid"), "state": status,
+            "progress": round(progress, 4),
+            "attempts": max((c["attempts"] for c in chunks), default=0),
+            "peers": sorted({c["peer"] for c in chunks if c["peer"]}),
+            "output": done.payload["output"] if done else None,
+            "cached": bool(done.payload.get("cached")) if done else False,
+            "error": errors[0] if errors else None,
+            "started_ms": started, "finished_ms": finished,
+            "duration_s": (finished - started) / 1000 if finished and started else None,
+            "chunks": chunks}
+
+
+def job_state(task_states: list[str], cancelled: bool) -> str:
+    if task_states and all(s == "done" for s in task_states):
+        return "done"
+    if "failed" in task_states:
+        return "failed"
+    if cancelled:
+        return "cancelled"
+    if any(s in ("running", "done") for s in task_states):
+        return "running"
+    return "pending"
+
+
+def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
+             ) -> dict[str, Any]:
+    ev = state.jobs[job]
+    wf = ev.payload["workflow"]
+    tasks = [task_view(state, job, t, max_attempts) for t in wf["tasks"]]
+    st = job_state([t["state"] for t in tasks], job in state.cancelled)
+    finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None
+    if st in ("cancelled", "failed"):
+        finished = _ms(state.cancelled.get(job)) or max(
+            (c["finished_ms"] or 0 for t in tasks for c in t["chunks"]), default=None)
+    submitted = _ms(ev) or 0
+    out: dict[str, Any] = {
+        "id": job, "name": wf.get("name", job), "state": st, "submitted_by": ev.origin,
+        "submitted_ms": submitted, "finished_ms": finished,
+        "duration_s": (finished - submitted) / 1000 if finished else None,
+        "progress": round(sum(t["progress"] for t in tasks) / max(len(tasks), 1), 4),
+        "outputs": {t["name"]: t["output"] for t in tasks if t["output"]},
+    }
+    if detail:
+        out["tasks"] = tasks
+        out["workflow"] = wf
+    else:
+        out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
+                        for t in tasks]
+    return out

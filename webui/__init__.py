@@ -1,0 +1,1 @@
+"""Static web UI assets (shipped as package data)."""
