@@ -80,8 +80,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def submit(request: web.Request) -> web.Response:
     node = _node(request)
     body = await request.read()
-    wf = parse(body, node.catalog, content_type=request.content_type,
-               max_bytes=node.cfg.max_body_bytes)
+    wf = await asyncio.to_thread(parse, body, node.catalog, content_type=request.content_type,
+                                 max_bytes=node.cfg.max_body_bytes)
     job = "j" + secrets.token_hex(6)
     node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     return web.json_response({"job": job, "url": f"/api/jobs/{job}"}, status=201)

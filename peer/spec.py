@@ -107,7 +107,7 @@ def parse(body: bytes | str, catalog: Mapping[str, TaskDef], *, content_type: st
 
 def _text(body: bytes | str) -> str:
     if isinstance(body, str):
-        return body
+        return body.removeprefix("\ufeff")
     try:
         return body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -130,6 +130,13 @@ def _format(content_type: str | None) -> str | None:
 def _load(text: str, fmt: str | None) -> Any:
     if not text.strip():
         raise SpecError("empty pipeline: the body is empty")
+    try:
+        return _decode(text, fmt)
+    except RecursionError:  # not caught below: JSON this deep is not retried as YAML
+        raise SpecError("the pipeline is nested too deeply") from None
+
+
+def _decode(text: str, fmt: str | None) -> Any:
     if fmt == "json":
         return _load_json(text)
     if fmt == "yaml":
@@ -151,8 +158,8 @@ def _load_json(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise SpecError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                         field=None) from None
-    except (ValueError, RecursionError) as exc:
-        raise SpecError(f"invalid JSON: {_reason(exc)}") from None
+    except ValueError as exc:  # e.g. an integer over the digit limit
+        raise SpecError(f"invalid JSON: {exc}") from None
 
 
 def _load_yaml(text: str) -> Any:
@@ -162,12 +169,8 @@ def _load_yaml(text: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"invalid YAML{where}: {exc.problem or exc.context}") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        raise SpecError(f"invalid YAML: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a bad date
+        raise SpecError(f"invalid YAML: {exc}") from None
 
 
 def _kind(value: Any) -> str:
@@ -204,7 +207,31 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef]) -> Workflow:
     specs = [_spec(r, names[r.index], catalog) for r in raws]
     if all(s.call is None for s in specs):
         raise SpecError("tasks: the pipeline has no task to run, only cid sources", field="tasks")
-    _check_depends(raws, specs, catalog, dag)
+    _check_refs(raws, specs)
+    for r, s in zip(raws, specs, strict=True):
+        if s.call is not None and not s.depends and catalog[s.call].needs_input:
+            raise _needs_input(r, s, catalog, dag)
+    return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
+
+
+def workflow_from_json(doc: Any) -> Workflow:
+    """Rebuild a Workflow from `Workflow.to_json()` output without a catalog.
+
+    For documents `parse` already checked (e.g. from the event log): params are kept as
+    stored; only the shape and the graph are checked again.
+    """
+    if not isinstance(doc, Mapping):
+        raise SpecError(f"a workflow must be an object, got {_kind(doc)}")
+    name, items = _top(doc)
+    raws = [_shape(i, item, _DAG_KEYS) for i, item in enumerate(items)]
+    for r in raws:
+        if r.args is not None:
+            raise SpecError(f"{r.where}.args: the canonical form has params, not args",
+                            field=f"{r.where}.args")
+    names = _names(raws)
+    specs = [TaskSpec(name=names[r.index], call=r.call, params=dict(r.params or {}),
+                      depends=tuple(r.depends or ()), cid=r.cid) for r in raws]
+    _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
 
@@ -215,8 +242,9 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
                             field=str(k))
     name = obj.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_WORKFLOW_NAME_CHARS:
+        got = f"{name[:40]!r} ({len(name)} characters)" if isinstance(name, str) else _kind(name)
         raise SpecError(f"name: the workflow name must be a non-empty string of at most "
-                        f"{MAX_WORKFLOW_NAME_CHARS} characters, got {_kind(name)}", field="name")
+                        f"{MAX_WORKFLOW_NAME_CHARS} characters, got {got}", field="name")
     if "tasks" not in obj:
         raise SpecError('tasks: missing key "tasks" (the list of tasks)', field="tasks")
     items = obj["tasks"]
@@ -234,8 +262,8 @@ def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
         if k not in allowed:
             hint = (" (depends is for the DAG form {\"name\": ..., \"tasks\": [...]}; "
                     "in a list each task takes the previous one's output)"
-                    if k == "depends" else f" (allowed: {', '.join(allowed)})")
-            raise SpecError(f"{where}: unknown key {k!r}{hint}", field=f"{where}.{k}")
+                    if k == "depends" else f" (allowed: {', '.join(sorted(allowed))})")
+            raise SpecError(f"{where}.{k}: unknown key {k!r}{hint}", field=f"{where}.{k}")
     if "name" in item:
         raw.name = _task_name(item["name"], f"{where}.name")
     if "cid" in item:
@@ -260,7 +288,7 @@ def _task_name(value: Any, field: str) -> str:
 def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
     for k in ("call", "args", "params", "depends"):
         if k in item:
-            raise SpecError(f"{raw.where}: a cid source takes no {k} (it is existing data)",
+            raise SpecError(f"{raw.where}.{k}: a cid source takes no {k} (it is existing data)",
                             field=f"{raw.where}.{k}")
     raw.cid = _check_cid(item["cid"], f"{raw.where}.cid")
 
@@ -268,7 +296,7 @@ def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
 def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
     where = raw.where
     if "call" not in item:
-        raise SpecError(f"{where}: missing call (the task to run) or cid (existing data)",
+        raise SpecError(f"{where}.call: missing call (the task to run) or cid (existing data)",
                         field=f"{where}.call")
     call = item["call"]
     if not isinstance(call, str):
@@ -294,12 +322,14 @@ def _depends(value: Any, field: str) -> list[str]:
     if not isinstance(value, list):
         raise SpecError(f"{field}: must be a list of task names, got {_kind(value)}",
                         field=field)
+    seen: set[str] = set()
     for j, d in enumerate(value):
         if not isinstance(d, str):
             raise SpecError(f"{field}[{j}]: must be a task name string, got {_kind(d)}",
                             field=f"{field}[{j}]")
-        if d in value[:j]:
+        if d in seen:
             raise SpecError(f"{field}[{j}]: {d!r} is listed twice", field=f"{field}[{j}]")
+        seen.add(d)
     return list(value)
 
 
@@ -330,15 +360,17 @@ def _names(raws: Sequence[_Raw]) -> list[str]:
                                 f"(also tasks[{taken[r.name]}])", field=f"{r.where}.name")
             taken[r.name] = r.index
     out = []
+    last: dict[str, int] = {}  # base -> last suffix tried: linear, not quadratic, in repeats
     for r in raws:
         name = r.name
         if name is None:
             base = _base_name(r.call) if r.call is not None else SOURCE_BASE
-            name, n = base, 1
+            n = last.get(base, 1)
+            name = base if n == 1 else f"{base}_{n}"
             while name in taken:
                 n += 1
                 name = f"{base}_{n}"
-            taken[name] = r.index
+            taken[name], last[base] = r.index, n
         out.append(name)
     return out
 
@@ -386,15 +418,18 @@ def _check_finite(raw: _Raw) -> None:
 
 
 def _relocate(exc: ArgError, raw: _Raw, td: TaskDef) -> ArgError:
-    """Point an ArgError from `bind` (`tasks[i].<arg>`) at `tasks[i].args[k]` or `.params.<arg>`."""
+    """Point an ArgError from `bind` (`tasks[i].<arg>`) at `tasks[i].args[k]` or `.params.<arg>`.
+
+    The message is made to start with the field it names.
+    """
     prefix = f"{raw.where}."
     if exc.field is None or not exc.field.startswith(prefix):
-        return exc
+        return exc  # e.g. from a task's own `check`
     arg = next((a for a in td.args if a.name == exc.field[len(prefix):]), None)
-    if arg is None:
-        return exc
-    field = _arg_field(raw, td, arg)
-    message = exc.message.removeprefix(f"{exc.field}: ")
+    field = exc.field if arg is None else _arg_field(raw, td, arg)
+    message = exc.message
+    for old in (exc.field, raw.where):
+        message = message.removeprefix(f"{old}: ")
     return ArgError(f"{field}: {message}", field=field)
 
 
@@ -418,8 +453,8 @@ def _arg_field(raw: _Raw, td: TaskDef, arg: Arg) -> str:
 # -- the graph --------------------------------------------------------------------------------
 
 
-def _check_depends(raws: Sequence[_Raw], specs: Sequence[TaskSpec],
-                   catalog: Mapping[str, TaskDef], dag: bool) -> None:
+def _check_refs(raws: Sequence[_Raw], specs: Sequence[TaskSpec]) -> None:
+    """Every dependency names another task of the workflow."""
     names = [s.name for s in specs]
     known = set(names)
     for r, s in zip(raws, specs, strict=True):
@@ -429,15 +464,13 @@ def _check_depends(raws: Sequence[_Raw], specs: Sequence[TaskSpec],
                 raise SpecError(f"{field}: task {d!r} depends on itself", field=field)
             if d not in known:
                 raise SpecError(_unknown(field, "task", d, names), field=field)
-        if s.call is not None and not s.depends and catalog[s.call].needs_input:
-            raise _needs_input(r, s, catalog, dag)
 
 
 def _needs_input(raw: _Raw, spec: TaskSpec, catalog: Mapping[str, TaskDef],
                  dag: bool) -> SpecError:
     producers = sorted(n for n, td in catalog.items() if not td.needs_input)
     start = ", ".join(producers) or "none in the catalog"
-    if not dag:  # list form: the first task, or one right after nothing
+    if not dag:  # list form: only the first task has no predecessor
         return SpecError(f"{raw.where}: {spec.call} needs an input but nothing comes before it; "
                          f'start with {{"cid": ...}} or a task that needs none ({start})',
                          field=raw.where)
@@ -484,6 +517,9 @@ def _cycle(raws: Sequence[_Raw], specs: Sequence[TaskSpec], pos: Mapping[str, in
     loop = loop[first:] + loop[:first]
     nxt = specs[loop[1 % len(loop)]].name
     field = f"{raws[loop[0]].where}.depends[{specs[loop[0]].depends.index(nxt)}]"
-    chain = " -> ".join(specs[i].name for i in [*loop, loop[0]])
+    names = [specs[i].name for i in [*loop, loop[0]]]
+    if len(names) > 12:  # keep the message readable
+        names = [*names[:10], f"... ({len(loop)} tasks)", names[-1]]
+    chain = " -> ".join(names)
     return SpecError(f"{field}: cycle in depends: {chain} (each task depends on the next)",
                      field=field)

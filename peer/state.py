@@ -128,18 +128,34 @@ class MeshState:
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    _cache_src: dict[str, tuple[int, str]] = field(default_factory=dict)
     providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     members: dict[str, Event] = field(default_factory=dict)
-    heads: dict[str, int] = field(default_factory=dict)
+    by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
+    heads: dict[str, int] = field(default_factory=dict)  # origin -> highest contiguous seq
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent)."""
         if ev.id in self.events:
             return False
         self.events[ev.id] = ev
-        self.heads[ev.origin] = max(self.heads.get(ev.origin, 0), ev.seq)
+        log = self.by_origin[ev.origin]
+        log[ev.seq] = ev
+        head = self.heads.get(ev.origin, 0)
+        while head + 1 in log:
+            head += 1
+        self.heads[ev.origin] = head
         _APPLY[ev.type](self, ev)
         return True
+
+    def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
+        """Events with seq above `vv[origin]` (a version vector), oldest first, at most limit."""
+        out: list[Event] = []
+        for origin, log in self.by_origin.items():
+            have = vv.get(origin, 0)
+            out.extend(e for q, e in log.items() if q > have)
+        out.sort(key=lambda e: e.order)
+        return out[:limit]
 
     # -- helpers used by the appliers -------------------------------------------------
     def _first(self, table: dict[Any, Event], key: Any, ev: Event) -> None:
@@ -147,9 +163,14 @@ class MeshState:
         if cur is None or ev.order < cur.order:
             table[key] = ev
 
-    def _merge_cache(self, entries: dict[str, Any]) -> None:
+    def _merge_cache(self, entries: dict[str, Any], ev: Event) -> None:
+        # Values for one key should be equal (content-addressed); if a buggy or
+        # non-deterministic task disagrees, the earliest event wins everywhere.
         for k, v in entries.items():
-            self.cache.setdefault(k, v)  # values for one key are equal (content-addressed)
+            src = self._cache_src.get(k)
+            if src is None or ev.order < src:
+                self.cache[k] = v
+                self._cache_src[k] = ev.order
 
     def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
         return self.chunks[(job, task, chunk)]
@@ -194,7 +215,7 @@ def _chunk_done(s: MeshState, ev: Event) -> None:
     c = s.chunks[_ck(ev)]
     if c.done is None or ev.order < c.done.order:
         c.done = ev
-    s._merge_cache(ev.payload.get("cache", {}))
+    s._merge_cache(ev.payload.get("cache", {}), ev)
 
 
 def _chunk_failed(s: MeshState, ev: Event) -> None:
@@ -208,11 +229,11 @@ def _chunk_failed(s: MeshState, ev: Event) -> None:
 def _task_done(s: MeshState, ev: Event) -> None:
     s._first(s.task_done, (ev.payload["job"], ev.payload["task"]), ev)
     if ev.payload.get("key"):
-        s._merge_cache({ev.payload["key"]: ev.payload["output"]})
+        s._merge_cache({ev.payload["key"]: ev.payload["output"]}, ev)
 
 
 def _cache_put(s: MeshState, ev: Event) -> None:
-    s._merge_cache(ev.payload["cache"])
+    s._merge_cache(ev.payload["cache"], ev)
 
 
 def _provide(s: MeshState, ev: Event) -> None:
