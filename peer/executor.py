@@ -1,0 +1,720 @@
+"""Pool of long-lived worker processes that run `module:function` targets for the daemon.
+
+Concurrency rule: use it from one event loop; nothing there blocks on a worker (pipes are read
+with add_reader, processes are started and joined on one private helper thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import importlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import select
+import shutil
+import signal
+import struct
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, NamedTuple
+
+from peer.errors import ConfigError
+
+__all__ = ["Executor", "ExecutorConfig", "ExitKind", "OnMessage", "RunResult"]
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, tuple[Any, ...]], None]
+"""Receives ("progress", (f,)), ("log", (msg,)), ("metric", (name, step, value)); must not block."""
+
+# forkserver, not fork: the parent runs an event loop and threads.
+_MP = multiprocessing.get_context("forkserver")
+_FRAME = struct.Struct("!Q")  # worker -> parent frames: 8-byte length, then a pickle
+_PICKLE = pickle.HIGHEST_PROTOCOL
+_READ_BYTES = 1 << 16
+_PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
+_TRACE_FRAMES = 8
+_RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
+
+
+class ExitKind(enum.StrEnum):
+    """How a run ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Settings of one executor; invalid values raise ConfigError at construction."""
+
+    slots: int
+    default_timeout_s: float = 3600.0
+    memory_limit_mb: int | None = None  # RLIMIT_AS per worker; None = no limit
+    kill_grace_s: float = 0.2  # SIGTERM, then SIGKILL after this
+    preload: tuple[str, ...] = ()  # modules each worker imports at start
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preload", tuple(self.preload))
+        object.__setattr__(self, "env", dict(self.env))
+        checks = [
+            (_is_int(self.slots) and self.slots >= 1, "slots", "must be an integer >= 1"),
+            (self.default_timeout_s > 0, "default_timeout_s", "must be positive"),
+            (
+                self.memory_limit_mb is None
+                or (_is_int(self.memory_limit_mb) and self.memory_limit_mb > 0),
+                "memory_limit_mb",
+                "must be a positive integer or None",
+            ),
+            (self.kill_grace_s >= 0, "kill_grace_s", "must not be negative"),
+            (all(isinstance(m, str) and m for m in self.preload), "preload", "must be names"),
+            (all(_is_str_pair(k, v) for k, v in self.env.items()), "env", "must map str to str"),
+        ]
+        for ok, name, why in checks:
+            if not ok:
+                raise ConfigError(f"executor {name} {why}", field=name)
+
+    @classmethod
+    def local(cls, slots: int = 2) -> ExecutorConfig:
+        """Preset for tests: short timeout and kill grace."""
+        return cls(slots=slots, default_timeout_s=30.0, kill_grace_s=0.05)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one run; failures are data, never exceptions."""
+
+    ok: bool
+    value: Any  # the target's return value after a JSON round trip, when ok
+    error: str | None  # e.g. "ValueError: bad thing", "killed by signal 9", "cancelled"
+    trace: str | None  # short traceback of an exception raised by the target
+    duration_s: float  # time on a worker (0 if it never started)
+    exit_kind: ExitKind
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_pair(key: object, value: object) -> bool:
+    return isinstance(key, str) and isinstance(value, str)
+
+
+def _cancelled(duration_s: float) -> RunResult:
+    return RunResult(False, None, "cancelled", None, duration_s, ExitKind.CANCELLED)
+
+
+@dataclass(eq=False)
+class _Job:
+    key: str
+    target: str
+    payload: bytes
+    timeout_s: float
+    on_message: OnMessage | None
+    fut: asyncio.Future[RunResult]
+    run_id: int = 0
+    worker: _Worker | None = None  # None while queued
+    started: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    kill_kind: ExitKind | None = None  # set when we kill the worker on purpose
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: BaseProcess
+    tx: Connection  # parent -> worker requests (blocking writes of small pickles)
+    rx: Connection  # worker -> parent frames (non-blocking reads)
+    ready_fut: asyncio.Future[bool]  # True once ready, False if it died first
+    gone: asyncio.Future[None]  # set once the process is joined
+    buf: bytearray = field(default_factory=bytearray)
+    ready: bool = False
+    alive: bool = True
+    killing: bool = False
+    kill_timer: asyncio.TimerHandle | None = None
+    job: _Job | None = None
+
+
+class Executor:
+    """Runs targets on `cfg.slots` long-lived worker processes; extra runs queue FIFO."""
+
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        self.cfg = cfg
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._helper: ThreadPoolExecutor | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
+        self._base = Path()
+        self._workers: set[_Worker] = set()
+        self._idle: list[_Worker] = []
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._jobs: dict[str, _Job] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+
+    @property
+    def slots(self) -> int:
+        """Number of worker processes."""
+        return self.cfg.slots
+
+    @property
+    def free_slots(self) -> int:
+        """How many more runs would start without queueing."""
+        busy = sum(1 for w in self._workers if w.job is not None)
+        return max(0, self.cfg.slots - len(self._queue) - busy)
+
+    async def __aenter__(self) -> Executor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the workers and wait until each is ready; RuntimeError if one cannot start."""
+        if self._loop is not None:
+            raise RuntimeError("executor already started")
+        self._loop = asyncio.get_running_loop()
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
+        self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-"))
+        # Workers fork from the forkserver with these already imported (if it is not running yet).
+        _MP.set_forkserver_preload(["__main__", __name__, *self.cfg.preload])
+        spawns = [self._track(self._spawn()) for _ in range(self.cfg.slots)]
+        await asyncio.wait(spawns)
+        failed = [t for t in spawns if t.exception() is not None or not t.result()]
+        if failed:
+            await self.close()
+            cause = failed[0].exception()
+            raise RuntimeError("executor workers failed to start (see the log)") from cause
+
+    async def close(self) -> None:
+        """Cancel queued and running work, stop every worker and join it."""
+        if self._loop is None or self._closed:
+            return
+        self._stop.set()
+        while self._queue:
+            self._finish(self._queue.popleft(), _cancelled(0.0))
+        for w in list(self._workers):
+            if w.job is not None and w.job.kill_kind is None:
+                w.job.kill_kind = ExitKind.CANCELLED
+            self._kill(w)
+        while self._tasks or self._workers:
+            await asyncio.wait([*self._tasks, *(w.gone for w in self._workers)])
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+            self._helper = None
+        shutil.rmtree(self._base, ignore_errors=True)
+        self._closed = True
+
+    async def run(
+        self,
+        key: str,
+        target: str,
+        payload: Any,
+        *,
+        timeout_s: float | None = None,
+        on_message: OnMessage | None = None,
+    ) -> RunResult:
+        """Run `target(payload, ctx)` on a free worker; raises only for misuse."""
+        loop = self._running_loop()
+        if self._stop.is_set():
+            raise RuntimeError("executor is closed")
+        if key in self._jobs:
+            raise ValueError(f"a run with key {key!r} is already queued or running")
+        module, _, name = target.partition(":")
+        if not module or not name:
+            raise ValueError(f"target {target!r} is not 'module:function'")
+        timeout = self.cfg.default_timeout_s if timeout_s is None else timeout_s
+        if not timeout > 0:
+            raise ValueError("timeout_s must be positive")
+        data = pickle.dumps(payload, _PICKLE)
+        job = _Job(key, target, data, timeout, on_message, loop.create_future())
+        self._jobs[key] = job
+        self._queue.append(job)
+        self._dispatch()
+        try:
+            return await asyncio.shield(job.fut)
+        except asyncio.CancelledError:
+            if self._jobs.get(key) is job:
+                self.cancel(key)
+                self._jobs.pop(key, None)  # the key is free again; a kill goes on
+            raise
+
+    def cancel(self, key: str) -> bool:
+        """Drop a queued run or kill the worker of a running one; False if neither."""
+        job = self._jobs.get(key)
+        if job is None:
+            return False
+        if job.worker is None:
+            self._queue.remove(job)
+            self._finish(job, _cancelled(0.0))
+            return True
+        if job.kill_kind is None:
+            job.kill_kind = ExitKind.CANCELLED
+        self._kill(job.worker)
+        return True
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("executor not started")
+        return self._loop
+
+    def _track(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = self._running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor housekeeping failed", exc_info=task.exception())
+
+    async def _spawn(self) -> bool:
+        """Start one worker; True once it is ready, False if it died before."""
+        loop = self._running_loop()
+        proc, tx, rx = await loop.run_in_executor(self._helper, self._start_process)
+        w = _Worker(proc, tx, rx, loop.create_future(), loop.create_future())
+        self._workers.add(w)
+        os.set_blocking(rx.fileno(), False)
+        loop.add_reader(rx.fileno(), self._on_readable, w)
+        loop.add_reader(proc.sentinel, self._on_exit, w)
+        if self._stop.is_set():
+            self._kill(w)
+        return await w.ready_fut
+
+    def _start_process(self) -> tuple[BaseProcess, Connection, Connection]:
+        """Runs on the helper thread: the forkserver round trip may take a while."""
+        child_rx, tx = _MP.Pipe(duplex=False)
+        rx, child_tx = _MP.Pipe(duplex=False)
+        cfg = self.cfg
+        spec = _Spec(dict(cfg.env), cfg.preload, cfg.memory_limit_mb)
+        proc = _MP.Process(
+            target=_worker_main, args=(child_rx, child_tx, spec), name="banzai-worker", daemon=True
+        )
+        try:
+            proc.start()
+        except BaseException:
+            tx.close()
+            rx.close()
+            raise
+        finally:
+            child_rx.close()
+            child_tx.close()
+        return proc, tx, rx
+
+    async def _respawn(self, delay_s: float) -> None:
+        """Replace a dead worker, after `delay_s` if it died before it was ready."""
+        while True:
+            if delay_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self._spawn()
+                return
+            except Exception:
+                log.exception("cannot start an executor worker; retrying")
+                delay_s = _RESPAWN_BACKOFF_S
+
+    def _kill(self, w: _Worker) -> None:
+        """SIGTERM now, SIGKILL after the grace period; _on_exit does the rest."""
+        if w.killing or not w.alive:
+            return
+        w.killing = True
+        if w in self._idle:
+            self._idle.remove(w)
+        w.proc.terminate()
+        w.kill_timer = self._running_loop().call_later(self.cfg.kill_grace_s, w.proc.kill)
+
+    def _on_exit(self, w: _Worker) -> None:
+        """The process sentinel fired: read what is left, then join it on the helper thread."""
+        loop = self._running_loop()
+        loop.remove_reader(w.proc.sentinel)
+        self._on_readable(w)  # lines written before death still arrive, in order
+        loop.remove_reader(w.rx.fileno())
+        if w.kill_timer is not None:
+            w.kill_timer.cancel()
+        w.alive = False
+        if w in self._idle:
+            self._idle.remove(w)
+        self._track(self._reap(w))
+
+    async def _reap(self, w: _Worker) -> None:
+        job, w.job = w.job, None
+        workdir = None if job is None else self._workdir(job)
+        code: int | None = None
+        try:
+            code = await self._running_loop().run_in_executor(self._helper, _join, w.proc, workdir)
+        finally:
+            w.tx.close()
+            w.rx.close()
+            self._workers.discard(w)
+            if not w.ready_fut.done():
+                w.ready_fut.set_result(False)
+            w.gone.set_result(None)
+            if job is not None:
+                self._finish(job, self._exit_result(job, code))
+            if not self._stop.is_set():
+                self._track(self._respawn(0.0 if w.ready else _RESPAWN_BACKOFF_S))
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _on_readable(self, w: _Worker) -> None:
+        """Read what the worker wrote without blocking and handle each complete frame."""
+        fd = w.rx.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                break
+            if not chunk:  # EOF: the worker is gone; the sentinel will tell
+                self._running_loop().remove_reader(fd)
+                break
+            w.buf += chunk
+            if len(chunk) < _READ_BYTES:
+                break
+        for frame in _split_frames(w.buf):
+            self._on_frame(w, pickle.loads(frame))
+
+    def _on_frame(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        tag = msg[0]
+        if tag == "m":
+            _, run_id, kind, args = msg
+            job = w.job
+            if job is not None and job.run_id == run_id and job.on_message is not None:
+                try:
+                    job.on_message(kind, args)
+                except Exception:
+                    log.exception("on_message of run %r failed", job.key)
+        elif tag == "done":
+            self._on_done(w, msg)
+        elif tag == "ready":
+            self._on_ready(w, msg[2])
+
+    def _on_ready(self, w: _Worker, preload_errors: list[str]) -> None:
+        for err in preload_errors:
+            log.warning("executor worker could not preload %s", err)
+        w.ready = True
+        if not w.ready_fut.done():
+            w.ready_fut.set_result(True)
+        if not w.killing:
+            self._idle.append(w)
+            self._dispatch()
+
+    def _on_done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        _, run_id, ok, text, error, trace, kind = msg
+        job = w.job
+        if job is None or job.run_id != run_id or job.kill_kind is not None:
+            return  # a kill is under way: its reason wins
+        w.job = None
+        value = json.loads(text) if ok else None
+        self._finish(job, RunResult(ok, value, error, trace, self._elapsed(job), ExitKind(kind)))
+        if kind == ExitKind.MEMORY:
+            self._kill(w)  # its heap may be fragmented or near the limit: replace it
+        elif not w.killing:
+            self._idle.append(w)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            self._assign(self._idle.pop(), self._queue.popleft())
+
+    def _assign(self, w: _Worker, job: _Job) -> None:
+        loop = self._running_loop()
+        job.run_id = next(self._ids)
+        job.worker, w.job = w, job
+        job.started = loop.time()
+        request = ("run", job.run_id, job.target, job.payload, str(self._workdir(job)))
+        try:
+            w.tx.send_bytes(pickle.dumps(request, _PICKLE))
+        except OSError:  # died before its sentinel was seen: try another worker
+            job.worker, w.job = None, None
+            self._queue.appendleft(job)
+            self._kill(w)
+            return
+        job.timer = loop.call_later(job.timeout_s, self._on_timeout, job)
+
+    def _on_timeout(self, job: _Job) -> None:
+        if job.worker is not None and job.kill_kind is None:
+            job.kill_kind = ExitKind.TIMEOUT
+            self._kill(job.worker)
+
+    def _finish(self, job: _Job, result: RunResult) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+        if not job.fut.done():
+            job.fut.set_result(result)
+
+    def _elapsed(self, job: _Job) -> float:
+        return self._running_loop().time() - job.started
+
+    def _workdir(self, job: _Job) -> Path:
+        return self._base / str(job.run_id)
+
+    def _exit_result(self, job: _Job, code: int | None) -> RunResult:
+        if job.kill_kind is ExitKind.TIMEOUT:
+            error = f"timed out after {job.timeout_s} s"
+        elif job.kill_kind is ExitKind.CANCELLED:
+            error = "cancelled"
+        else:
+            error = _describe_exit(code, self.cfg.memory_limit_mb)
+        kind = job.kill_kind or ExitKind.CRASH
+        return RunResult(False, None, error, None, self._elapsed(job), kind)
+
+
+def _describe_exit(code: int | None, memory_limit_mb: int | None) -> str:
+    if code is not None and code < 0:
+        text = f"killed by signal {-code}"
+    else:
+        text = f"worker exited with code {code}"
+    if memory_limit_mb is not None:
+        text += f" (memory_limit_mb={memory_limit_mb} may be too low)"
+    return text
+
+
+def _split_frames(buf: bytearray) -> list[bytes]:
+    """Remove and return the complete frames at the start of `buf`."""
+    frames: list[bytes] = []
+    pos, head = 0, _FRAME.size
+    while len(buf) - pos >= head:
+        (size,) = _FRAME.unpack_from(buf, pos)
+        end = pos + head + size
+        if end > len(buf):
+            break
+        frames.append(bytes(buf[pos + head : end]))
+        pos = end
+    del buf[:pos]
+    return frames
+
+
+def _join(proc: BaseProcess, workdir: Path | None) -> int | None:
+    """Helper thread: join a dead worker, release it and remove its run's workdir."""
+    proc.join()
+    code = proc.exitcode
+    proc.close()
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+# -- inside the worker process -----------------------------------------------------------------
+
+
+class _Spec(NamedTuple):
+    env: dict[str, str]
+    preload: tuple[str, ...]
+    memory_limit_mb: int | None
+
+
+class _Channel:
+    """Worker -> parent frames on a blocking pipe; safe to use from several threads."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn  # keeps the fd open
+        self._fd = conn.fileno()
+        self._lock = threading.Lock()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, _PICKLE)
+        view = memoryview(_FRAME.pack(len(data)) + data)
+        with self._lock:
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+
+class _Context:
+    """The `ctx` a target receives: progress, log, metric and a fresh `workdir`."""
+
+    def __init__(self, chan: _Channel, run_id: int, workdir: Path) -> None:
+        self._chan = chan
+        self._run_id = run_id
+        self._dir = workdir
+        self._made = False
+        self._lock = threading.Lock()
+        self._pending: float | None = None
+        self._timer: threading.Timer | None = None
+        self._next_s = 0.0  # progress is held back until this monotonic time
+        self._open = True
+
+    @property
+    def workdir(self) -> Path:
+        """A directory for this run only (created on first use, removed afterwards)."""
+        if not self._made:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        return self._dir
+
+    @workdir.setter
+    def workdir(self, path: Path) -> None:
+        self._dir, self._made = Path(path), True
+
+    def progress(self, fraction: float) -> None:
+        """Report progress; sent at most every 50 ms, the latest value always arrives."""
+        with self._lock:
+            self._pending = float(fraction)
+            if self._timer is not None:
+                return
+            delay = self._next_s - time.monotonic()
+            if delay > 0:
+                self._timer = threading.Timer(delay, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        self._flush()
+
+    def log(self, message: str) -> None:
+        """Send one log line."""
+        self._chan.send(("m", self._run_id, "log", (str(message),)))
+
+    def metric(self, name: str, step: int, value: float) -> None:
+        """Send one metric point."""
+        self._chan.send(("m", self._run_id, "metric", (str(name), int(step), float(value))))
+
+    def close(self) -> None:
+        """Send held-back progress, then remove the workdir."""
+        with self._lock:
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._flush()
+        with self._lock:
+            self._open = False
+        if self._made:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            value, self._pending = self._pending, None
+            if value is None or not self._open:
+                return
+            self._next_s = time.monotonic() + _PROGRESS_INTERVAL_S
+            self._chan.send(("m", self._run_id, "progress", (value,)))
+
+
+def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
+    """Worker process entry point: set up, then serve one request at a time until EOF."""
+    _setup_worker(spec, rx.fileno())
+    chan = _Channel(tx)
+    chan.send(("ready", os.getpid(), _preload(spec.preload)))
+    targets: dict[str, Callable[..., Any]] = {}
+    while True:
+        try:
+            request = rx.recv_bytes()
+        except EOFError:
+            return
+        _, run_id, target, payload, workdir = pickle.loads(request)
+        chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir)))
+
+
+def _setup_worker(spec: _Spec, request_fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
+    # Not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives the daemon while any
+    # worker lives. Watch the daemon's end of the request pipe instead.
+    threading.Thread(target=_watch_parent, args=(request_fd,), daemon=True).start()
+    os.environ.update(spec.env)
+    # Started as a daemon so the parent's atexit kills it; let targets start processes.
+    multiprocessing.current_process().daemon = False
+    if spec.memory_limit_mb is not None:
+        limit = spec.memory_limit_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _watch_parent(request_fd: int) -> None:
+    """Exit as soon as the daemon's end of the request pipe closes (the daemon died)."""
+    poller = select.poll()
+    poller.register(request_fd, 0)  # POLLHUP only: never competes with the main thread's reads
+    while not poller.poll():
+        pass
+    os._exit(1)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _preload(modules: tuple[str, ...]) -> list[str]:
+    errors = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            errors.append(f"{name}: {_one_line(exc)}")
+    return errors
+
+
+def _run_one(
+    chan: _Channel,
+    targets: dict[str, Callable[..., Any]],
+    run_id: int,
+    target: str,
+    payload: bytes,
+    workdir: Path,
+) -> tuple[Any, ...]:
+    ctx = _Context(chan, run_id, workdir)
+    try:
+        fn = targets.get(target) or _import_target(targets, target)
+        text = json.dumps(fn(pickle.loads(payload), ctx))
+    except MemoryError as exc:
+        return _failure(run_id, exc, ExitKind.MEMORY)
+    except Exception as exc:
+        return _failure(run_id, exc, ExitKind.ERROR)
+    finally:
+        ctx.close()
+    return ("done", run_id, True, text, None, None, ExitKind.OK.value)
+
+
+def _import_target(targets: dict[str, Callable[..., Any]], target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"target {target} is not callable")
+    targets[target] = obj
+    return obj  # type: ignore[no-any-return]
+
+
+def _failure(run_id: int, exc: BaseException, kind: ExitKind) -> tuple[Any, ...]:
+    if exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)  # frees the target's locals first
+    try:
+        trace: str | None = "".join(traceback.format_exception(exc, limit=-_TRACE_FRAMES))
+    except MemoryError:
+        trace = None
+    return ("done", run_id, False, None, _one_line(exc), trace, kind.value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

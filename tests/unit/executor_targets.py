@@ -1,0 +1,90 @@
+"""Targets that test_executor runs inside executor workers."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+
+def echo(payload: Any, ctx: Any) -> Any:
+    return payload
+
+
+def fail(payload: str, ctx: Any) -> None:
+    raise ValueError(payload)
+
+
+def exit_now(payload: int, ctx: Any) -> None:
+    os._exit(payload)
+
+
+def kill_self(payload: int, ctx: Any) -> None:
+    os.kill(os.getpid(), payload)
+    time.sleep(5)
+
+
+def segfault(payload: Any, ctx: Any) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core dump
+    ctypes.string_at(0)
+
+
+def sleep(payload: float, ctx: Any) -> float:
+    ctx.log("started")
+    time.sleep(payload)
+    return payload
+
+
+def stubborn(payload: float, ctx: Any) -> None:
+    """Ignores SIGTERM, so only SIGKILL stops it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctx.log("started")
+    time.sleep(payload)
+
+
+def hog(payload: int, ctx: Any) -> str:
+    """Allocate `payload` MiB at a time until MemoryError (gives up after 64 GiB)."""
+    chunks = [bytes(payload << 20) for _ in range((64 << 10) // payload)]
+    return f"allocated {len(chunks)} chunks"
+
+
+def chatty(payload: int, ctx: Any) -> int:
+    for i in range(payload):
+        ctx.log(f"line {i}")
+        ctx.metric("loss", i, 1.0 / (i + 1))
+        ctx.progress((i + 1) / payload)
+    return payload
+
+
+def span(payload: float, ctx: Any) -> list[float]:
+    start = time.monotonic()
+    time.sleep(payload)
+    return [start, time.monotonic()]
+
+
+def describe(payload: str, ctx: Any) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "env": os.environ.get(payload),
+        "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+        "preloaded": "colorsys" in sys.modules,
+    }
+
+
+def use_workdir(payload: str, ctx: Any) -> str:
+    (ctx.workdir / "file.txt").write_text(payload)
+    return str(ctx.workdir)
+
+
+def unserialisable(payload: Any, ctx: Any) -> object:
+    return object()
+
+
+def big(payload: int, ctx: Any) -> str:
+    """Log one line and return a string, each `payload` bytes long."""
+    ctx.log("l" * payload)
+    return "v" * payload
