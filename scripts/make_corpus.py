@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "1"  # bump when synthesis or zip layout changes (prompts are hashed)
 SAMPLE_RATE = 16_000
 ZIP_TIME = (2003, 1, 1, 0, 0, 0)
 
@@ -65,22 +65,22 @@ VOICES: dict[str, Voice] = {
     "slp": Voice("en-gb-x-rp+f1", 165, 68),
 }
 
-WORDS = """
+_WORD_TEXT = """
 author danger trail philip steels river morning winter garden silver window letter
 captain forest mountain village kitchen station harbour market evening shadow thunder
 lantern blanket journey message promise quarrel stranger whisper canyon prairie cabin
-horse rifle wagon camp fire smoke water stone bridge island valley meadow orchard
-old young quiet bright heavy narrow gentle sudden distant broken golden hollow strange
-bitter careful eager faithful weary silent crooked patient famous humble lonely
-walked carried watched followed answered whispered noticed turned gathered wondered
-dropped lifted reached crossed pulled opened closed looked waited listened remembered
-slowly quickly softly nearly almost never always often perhaps surely suddenly
-the a his her their our every another that this
-of in on over under across beyond behind toward beside through without against
-and but while because although until after before when
-men women children friends soldiers hunters sailors farmers traders neighbours
-hours days weeks years miles minutes seasons
-""".split()
+horse rifle wagon camp fire smoke water stone bridge island valley meadow orchard old
+young quiet bright heavy narrow gentle sudden distant broken golden hollow strange
+bitter careful eager faithful weary silent crooked patient famous humble lonely walked
+carried watched followed answered whispered noticed turned gathered wondered dropped
+lifted reached crossed pulled opened closed looked waited listened remembered slowly
+quickly softly nearly almost never always often perhaps surely suddenly the a his her
+their our every another that this of in on over under across beyond behind toward beside
+through without against and but while because although until after before when men women
+children friends soldiers hunters sailors farmers traders neighbours hours days weeks
+years miles minutes seasons
+"""
+WORDS = _WORD_TEXT.split()
 _STOP = {"the", "a", "his", "her", "their", "our", "every", "another", "that", "this",
          "of", "in", "on", "over", "under", "across", "beyond", "behind", "toward", "beside",
          "through", "without", "against", "and", "but", "while", "because", "although",
@@ -181,7 +181,8 @@ def build_corpus(out_dir: Path, speakers: Sequence[str], utterances: int, seed: 
     for spk in speakers:
         path = out_dir / zip_name(spk)
         manifest = {"generator": GENERATOR_VERSION, "espeak": version, "speaker": spk,
-                    "voice": asdict(VOICES[spk]), "utterances": utterances, "seed": seed}
+                    "voice": asdict(VOICES[spk]), "utterances": utterances, "seed": seed,
+                    "prompts_sha256": hashlib.sha256(repr(utts).encode()).hexdigest()}
         side = path.with_name(path.name + ".json")
         if path.exists() and side.exists():
             old = json.loads(side.read_text())

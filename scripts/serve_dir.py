@@ -22,7 +22,7 @@ HOST = "127.0.0.1"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -33,7 +33,8 @@ def serve(directory: Path, port: int = 0,
     h: Any = handler or functools.partial(_QuietHandler, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer((HOST, port), h)
     httpd.daemon_threads = True
-    t = threading.Thread(target=httpd.serve_forever, name="serve_dir", daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="serve_dir",
+                         daemon=True)
     t.start()
     try:
         yield f"http://{HOST}:{httpd.server_address[1]}/"
@@ -50,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     with serve(a.directory, a.port) as url:
         print(url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

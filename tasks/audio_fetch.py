@@ -92,7 +92,7 @@ def _http_get(url: str, dest: Path, limits: FetchLimits, progress: Progress) -> 
         if isinstance(reason, ConnectionError):
             raise _Transient(f"cannot connect: {reason.strerror or reason}") from e
         raise FetchError(f"{url}: host unreachable: {reason}") from e
-    except (TimeoutError, socket.timeout) as e:
+    except TimeoutError as e:
         raise _Transient(f"timed out after {limits.timeout_s:g} s") from e
     except (ConnectionError, http.client.HTTPException) as e:
         raise _Transient(f"connection failed: {type(e).__name__} {e}") from e

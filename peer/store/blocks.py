@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import multihash
+
 from peer.errors import NotFound, StoreError
 from peer.store.cids import IDENTITY, Cid, parse_cid, verify
 
@@ -45,6 +47,7 @@ class BlockStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "blocks"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._shards: set[str] = set()
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -52,7 +55,7 @@ class BlockStore:
 
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
-        return c.hash_code == IDENTITY or self.path(c.key).exists()
+        return c.multihash[0] == IDENTITY or self.path(c.key).exists()
 
     def get(self, c: Cid) -> bytes:
         """The block's bytes; NotFound if absent."""
@@ -79,8 +82,13 @@ class BlockStore:
         final = self.path(c.key)
         if final.exists():
             return
-        final.parent.mkdir(exist_ok=True)
+        self._shard(final.parent)
         write_atomic(final, data)
+
+    def _shard(self, shard: Path) -> None:
+        if shard.name not in self._shards:
+            shard.mkdir(exist_ok=True)
+            self._shards.add(shard.name)
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
@@ -93,7 +101,7 @@ class BlockStore:
         if final.exists():
             staged.unlink(missing_ok=True)
             return
-        final.parent.mkdir(exist_ok=True)
+        self._shard(final.parent)
         os.replace(staged, final)
 
     def keys(self) -> Iterator[tuple[str, Path]]:
@@ -112,8 +120,6 @@ class BlockStore:
 
 
 def _identity_data(c: Cid) -> bytes:
-    import multihash  # noqa: PLC0415 - rare path
-
     return bytes(multihash.decode(c.multihash).digest)
 
 
@@ -189,6 +195,16 @@ class Staging:
     def discard(self) -> None:
         """Drop everything staged."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def sweep(root: Path) -> None:
+        """Remove staging directories abandoned (by a crash) over an hour ago."""
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / "staging"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > _STALE_TMP_S:
+                        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def check_root(root: Path) -> Path:

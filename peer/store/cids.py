@@ -30,6 +30,7 @@ _HASHERS: dict[int, Callable[[bytes], bytes]] = {
     0xB240: lambda b: hashlib.blake2b(b, digest_size=64).digest(),
 }
 _V1_PREFIX = {RAW: b"\x01\x55", DAG_PB: b"\x01\x70"}
+_FAST_CODECS = {prefix: codec for codec, prefix in _V1_PREFIX.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +59,12 @@ class Cid:
         """Storage key: hex of the multihash (one block for v0 and v1 of the same bytes)."""
         return self.multihash.hex()
 
-    @property
-    def hash_code(self) -> int:
-        """The multihash function code (0x12 for sha2-256)."""
-        return multihash.decode(self.multihash).code
-
 
 @lru_cache(maxsize=65536)
 def _encode(c: Cid) -> str:
     made = pycid.make_cid(c.version, c.codec, c.multihash)
     raw = made.encode() if c.version == 0 else made.encode("base32")
-    return raw.decode("ascii")
+    return str(raw.decode("ascii"))
 
 
 def sha256_cid(data: bytes, codec: str, version: int) -> Cid:
@@ -104,6 +100,10 @@ def parse_cid(s: str) -> Cid:
 
 def cid_from_bytes(buf: bytes) -> Cid:
     """Parse a complete binary CID; BadCID if malformed."""
+    if len(buf) == 34 and buf[0] == 0x12 and buf[1] == 0x20:
+        return Cid(0, DAG_PB, bytes(buf))
+    if buf[:2] in _FAST_CODECS and len(buf) == 36 and buf[2:4] == b"\x12\x20":
+        return Cid(1, _FAST_CODECS[buf[:2]], bytes(buf[2:]))
     try:
         made = pycid.from_bytes(buf)
     except Exception as exc:  # py-cid raises several unrelated types

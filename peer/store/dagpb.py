@@ -87,12 +87,12 @@ def _key(field_no: int, wire: int) -> bytes:
     return varint((field_no << 3) | wire)
 
 
-def _len_field(field_no: int, value: bytes) -> bytes:
-    return _key(field_no, _WIRE_LEN) + varint(len(value)) + value
+def _len_field(field_no: int, value: bytes) -> list[bytes]:
+    return [_key(field_no, _WIRE_LEN), varint(len(value)), value]
 
 
-def _int_field(field_no: int, value: int) -> bytes:
-    return _key(field_no, _WIRE_VARINT) + varint(value)
+def _int_field(field_no: int, value: int) -> list[bytes]:
+    return [_key(field_no, _WIRE_VARINT), varint(value)]
 
 
 def _fields(buf: bytes | memoryview) -> list[tuple[int, int | memoryview]]:
@@ -124,14 +124,16 @@ def encode_link(link: PBLink) -> bytes:
         out += _len_field(2, link.name.encode("utf-8"))
     if link.tsize is not None:
         out += _int_field(3, link.tsize)
-    return out
+    return b"".join(out)
 
 
 def encode_node(node: PBNode) -> bytes:
     """PBNode bytes: every link (field 2) first, then data (field 1), as boxo writes them."""
-    parts = [_len_field(2, encode_link(link)) for link in node.links]
+    parts: list[bytes] = []
+    for link in node.links:
+        parts += _len_field(2, encode_link(link))
     if node.data is not None:
-        parts.append(_len_field(1, node.data))
+        parts += _len_field(1, node.data)
     return b"".join(parts)
 
 
@@ -179,7 +181,7 @@ def encode_unixfs(fs: UnixFSData) -> bytes:
         out += _int_field(3, fs.filesize)
     for size in fs.blocksizes:
         out += _int_field(4, size)
-    return out
+    return b"".join(out)
 
 
 def _packed(value: memoryview) -> list[int]:
@@ -217,8 +219,12 @@ def decode_unixfs(buf: bytes | memoryview) -> UnixFSData:
 
 def leaf_v0(chunk: bytes) -> bytes:
     """The dag-pb block of a CIDv0 file leaf: UnixFS File with Data and filesize, no links."""
-    fs = encode_unixfs(UnixFSData(DataType.FILE, chunk or None, len(chunk)))
-    return encode_node(PBNode((), fs))
+    if not chunk:
+        return encode_node(PBNode((), encode_unixfs(UnixFSData(DataType.FILE, None, 0))))
+    n = varint(len(chunk))
+    # Same bytes as encode_node(PBNode((), encode_unixfs(...))) with a single copy of `chunk`.
+    fs_len = 3 + len(n) + len(chunk) + 1 + len(n)
+    return b"".join((b"\x0a", varint(fs_len), b"\x08\x02\x12", n, chunk, b"\x18", n))
 
 
 def file_node(children: list[tuple[bytes, int, int]]) -> bytes:

@@ -1,0 +1,266 @@
+"""mDNS discovery: announce this peer as `_banzai._tcp.local.` and report peers of our mesh.
+
+Uses python-zeroconf's asyncio API; owned by the event loop, callbacks run in the
+loop and must not block. If zeroconf cannot start, Discovery logs a warning, sets
+`.error` and stays idle: static `--join` addresses (which the caller hands straight
+to `Gossip.add_peer`) keep the mesh working where multicast does not pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from peer.state import PROTOCOL_VERSION
+from peer.transport import parse_addr
+
+log = logging.getLogger("banzai.discovery")
+
+SERVICE_TYPE = "_banzai._tcp.local."
+MAX_TXT_VALUE = 200  # bytes; a TXT string holds key=value in at most 255
+_WILDCARDS = ("", "0.0.0.0", "*", "::")
+
+OnAdd = Callable[[str, Mapping[str, str]], None]
+OnRemove = Callable[[str], None]
+
+
+def mesh_hash(name: str) -> str:
+    """The mesh id announced for a mesh name (several meshes can share a LAN)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def build_txt(*, gossip: str, http_port: int, calls: Iterable[str] = (), cores: int = 0,
+              free_slots: int = 0, mem_mb: int = 0, gpu: bool = False) -> dict[str, str]:
+    """TXT fields describing a peer. A call list too long for one TXT string is replaced by
+    its hash ("calls_h") and count ("calls_n"); gossip heartbeats carry the full list."""
+    names = sorted(set(calls))
+    joined = ",".join(names)
+    txt = {"gossip": gossip, "http": str(http_port), "cores": str(cores),
+           "slots": str(free_slots), "mem": str(mem_mb), "gpu": "1" if gpu else "0"}
+    if len(joined.encode()) <= MAX_TXT_VALUE:
+        txt["calls"] = joined
+    else:
+        txt["calls_h"] = hashlib.sha256(joined.encode()).hexdigest()[:16]
+        txt["calls_n"] = str(len(names))
+    return txt
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """mDNS settings. `interfaces`: addresses to bind (("127.0.0.1",) in tests); empty =
+    zeroconf's default (all interfaces). `ttl_s`: record TTL, bounds how long a peer
+    that vanished without a goodbye stays listed."""
+
+    service_type: str = SERVICE_TYPE
+    interfaces: tuple[str, ...] = ()
+    ttl_s: int = 120
+    resolve_timeout_ms: int = 3000
+
+    def __post_init__(self) -> None:
+        if not (self.service_type.startswith("_") and self.service_type.endswith("._tcp.local.")):
+            raise ValueError("service_type must look like _name._tcp.local.")
+        for a in self.interfaces:
+            ipaddress.ip_address(a)  # ValueError if not an address
+        if not 10 <= self.ttl_s <= 4500 or self.resolve_timeout_ms < 100:
+            raise ValueError("ttl_s must be in [10, 4500], resolve_timeout_ms >= 100")
+
+
+def _decode_txt(props: Mapping[bytes, bytes | None]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in props.items():
+        with contextlib.suppress(UnicodeDecodeError):
+            out[k.decode()] = "" if v is None else v.decode()
+    return out
+
+
+class Discovery:
+    """Announce ourselves and call `on_add(addr, txt)` / `on_remove(addr)` for peers of
+    `mesh_id`, where addr is their gossip "host:port". Callbacks must not block."""
+
+    def __init__(self, cfg: DiscoveryConfig, peer_id: str, txt: Mapping[str, str],
+                 on_add: OnAdd, on_remove: OnRemove, mesh_id: str) -> None:
+        self.cfg = cfg
+        self.peer_id = peer_id
+        self.mesh_id = mesh_id
+        self._on_add = on_add
+        self._on_remove = on_remove
+        self._txt = self._full_txt(txt)
+        self.running = False
+        self.error: str | None = None
+        self._aiozc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._known: dict[str, str] = {}  # service name -> gossip addr
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        """Our service instance name."""
+        return f"{self.peer_id}.{self.cfg.service_type}"
+
+    def peers(self) -> dict[str, str]:
+        """Service name -> gossip address of the peers currently seen."""
+        return dict(self._known)
+
+    def _full_txt(self, txt: Mapping[str, str]) -> dict[str, str]:
+        full = {**txt, "id": self.peer_id, "v": str(PROTOCOL_VERSION), "mesh": self.mesh_id}
+        if "gossip" not in full:
+            raise ValueError("txt needs a gossip HOST:PORT")
+        parse_addr(full["gossip"])
+        for k, v in full.items():
+            if len(k.encode()) + 1 + len(v.encode()) > 255:
+                raise ValueError(f"TXT field {k} is too long (255 bytes max)")
+        return full
+
+    def _service_info(self) -> AsyncServiceInfo:
+        host, port = parse_addr(self._txt["gossip"])
+        addrs = [host] if host not in _WILDCARDS and _is_ip(host) else list(self.cfg.interfaces)
+        return AsyncServiceInfo(
+            self.cfg.service_type, self.name, port=port, properties=dict(self._txt),
+            server=f"banzai-{self.peer_id}.local.", host_ttl=self.cfg.ttl_s,
+            other_ttl=self.cfg.ttl_s, parsed_addresses=addrs)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Announce and browse; never raises (see `.running` and `.error`)."""
+        if self._aiozc is not None:
+            return
+        try:
+            _check_interfaces(self.cfg.interfaces)
+            ifaces: list[str] | InterfaceChoice = list(self.cfg.interfaces) or InterfaceChoice.All
+            v4 = all(":" not in a for a in self.cfg.interfaces) and bool(self.cfg.interfaces)
+            self._aiozc = AsyncZeroconf(interfaces=ifaces,
+                                        ip_version=IPVersion.V4Only if v4 else None)
+            self._info = self._service_info()
+            await self._aiozc.async_register_service(self._info)
+            self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, [self.cfg.service_type],
+                                                handlers=[self._on_change])
+            self.running = True
+        except Exception as e:  # zeroconf reports bad interfaces as OSError and others
+            self.error = f"{type(e).__name__}: {e}"
+            log.warning("mDNS discovery disabled (%s); use --join HOST:PORT to find peers",
+                        self.error)
+            await self._shutdown()
+
+    async def update(self, txt: Mapping[str, str]) -> None:
+        """Replace our TXT record (e.g. free slots changed) and re-announce."""
+        self._txt = self._full_txt(txt)
+        if self._aiozc is None or not self.running:
+            return
+        self._info = self._service_info()
+        try:
+            await self._aiozc.async_update_service(self._info)
+        except Exception as e:
+            log.warning("mDNS update failed: %s", e)
+
+    async def close(self) -> None:
+        """Say goodbye (so peers drop us at once), stop browsing, release sockets."""
+        await self._shutdown()
+
+    async def __aenter__(self) -> Discovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _shutdown(self) -> None:
+        self.running = False
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        aiozc, self._aiozc = self._aiozc, None
+        if aiozc is None:
+            return
+        try:
+            if self._browser is not None:
+                await self._browser.async_cancel()
+            await aiozc.async_unregister_all_services()
+        except Exception as e:
+            log.debug("mDNS shutdown: %s", e)
+        finally:
+            self._browser = None
+            await aiozc.async_close()
+
+    # -- browsing ----------------------------------------------------------------------
+    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
+                   state_change: ServiceStateChange) -> None:
+        if name == self.name:
+            return
+        if state_change is ServiceStateChange.Removed:
+            addr = self._known.pop(name, None)
+            if addr is not None:
+                log.info("mDNS: peer %s gone (%s)", name.split(".")[0], addr)
+                self._on_remove(addr)
+            return
+        t = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, service_type: str, name: str) -> None:
+        if self._aiozc is None:
+            return
+        info = AsyncServiceInfo(service_type, name)
+        if not await info.async_request(self._aiozc.zeroconf, self.cfg.resolve_timeout_ms):
+            log.debug("mDNS: %s did not resolve", name)
+            return
+        txt = _decode_txt(info.properties)
+        if txt.get("mesh") != self.mesh_id or txt.get("id") == self.peer_id:
+            return  # another mesh on the same LAN, or ourselves
+        addr = _gossip_addr(txt, info)
+        if addr is None:
+            log.info("mDNS: %s announces no usable gossip address", name)
+            return
+        old = self._known.get(name)
+        if old is not None and old != addr:
+            self._on_remove(old)
+        self._known[name] = addr
+        self._on_add(addr, {**txt, "addresses": ",".join(info.parsed_addresses())})
+
+
+def _check_interfaces(addrs: Iterable[str]) -> None:
+    """OSError naming the first address that is on no local interface (zeroconf would
+    fail later and leak its listening socket)."""
+    for a in addrs:
+        fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((a, 0))
+            except OSError as e:
+                raise OSError(e.errno, f"{a} is not an address of this machine") from None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _gossip_addr(txt: Mapping[str, str], info: AsyncServiceInfo) -> str | None:
+    """The TXT gossip address, with the host taken from the A records if it is a wildcard."""
+    try:
+        host, port = parse_addr(txt.get("gossip", ""))
+    except ValueError:
+        return None
+    if host in _WILDCARDS:
+        v4 = [a for a in info.parsed_addresses() if ":" not in a]
+        if not v4:
+            return None
+        host = v4[0]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+__all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "build_txt", "mesh_hash"]

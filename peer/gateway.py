@@ -1,0 +1,436 @@
+"""IPFS HTTP path + trustless gateway: GET/HEAD /ipfs/{cid}[/path] over the embedded store.
+
+Store calls run in worker threads (asyncio.to_thread) and file bytes are streamed block by block,
+so the event loop never blocks; only store content is ever read.
+
+Responses: UnixFS files (Range, ETag, If-None-Match), directories (index.html, else an HTML
+listing for browsers or JSON `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` for
+`Accept: application/json` / `?format=json|dag-json`, Type being "file" or "dir"), and
+`?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (raw blocks take
+no path; CARs are depth-first without duplicates, with the path's blocks first, dag-scope=all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import logging
+import mimetypes
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import quote
+
+from aiohttp import web
+
+from peer.errors import ArgError, BadCID, BanzaiError, NotFound, StoreError, Unsupported
+from peer.store import Entry, parse_cid
+from peer.store.car import block_section, encode_header, frame
+
+log = logging.getLogger(__name__)
+
+CACHE_IMMUTABLE = "public, max-age=29030400, immutable"
+RAW_TYPE = "application/vnd.ipld.raw"
+CAR_TYPE = "application/vnd.ipld.car"
+CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+JSON_TYPE = "application/json"
+SNIFF_BYTES = 512
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXT_TYPES = {
+    ".wav": "audio/wav",
+    ".npy": "application/octet-stream",
+    ".npz": "application/octet-stream",
+    ".json": "application/json",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+}
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+    (b"\x93NUMPY", "application/octet-stream"),
+    (b"fLaC", "audio/flac"),
+    (b"OggS", "audio/ogg"),
+    (b"ID3", "audio/mpeg"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"\x00asm", "application/wasm"),
+)
+
+
+class GatewayStore(Protocol):
+    """The store surface the gateway reads; every call may block (run in a thread)."""
+
+    def stat(self, cid: str) -> Entry: ...
+    def ls(self, cid: str) -> list[Entry]: ...
+    def resolve(self, cid: str, path: str) -> str: ...
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
+    def get_block(self, cid: str) -> bytes: ...
+    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
+
+
+def add_routes(app: web.Application, store: GatewayStore) -> None:
+    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`."""
+    gateway = Gateway(store)
+    app.router.add_get("/ipfs/{cid}", gateway.handle)
+    app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
+
+
+def sniff_type(name: str, head: bytes) -> str:
+    """Content-Type from the file name's extension, else from the first bytes."""
+    dot = name.rfind(".")
+    if dot > 0:
+        ext = name[dot:].lower()
+        known = _EXT_TYPES.get(ext) or mimetypes.types_map.get(ext)
+        if known:
+            return _with_charset(known)
+    return _with_charset(_sniff_bytes(head))
+
+
+def _sniff_bytes(head: bytes) -> str:
+    for magic, mime in _MAGIC:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    lowered = head[:64].lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return "text/html"
+    if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in head):
+        return "image/svg+xml"
+    if b"\x00" in head:
+        return "application/octet-stream"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # a multi-byte character cut at the end is fine
+            return "application/octet-stream"
+    return "text/plain"
+
+
+def _with_charset(mime: str) -> str:
+    return f"{mime}; charset=utf-8" if mime.startswith("text/") else mime
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of one `bytes=` range; None to serve it all; ArgError if unsatisfiable."""
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None  # multiple or foreign ranges: serve the whole file (allowed by RFC 9110)
+    first, last = m.groups()
+    if not first and not last:
+        return None
+    if not first:
+        n = int(last)
+        if n == 0 or size == 0:
+            raise ArgError("unsatisfiable range", field="range")
+        return max(0, size - n), size
+    start = int(first)
+    end = size if not last else min(size, int(last) + 1)
+    if start >= size or (last and int(last) < start):
+        raise ArgError("unsatisfiable range", field="range")
+    return start, end
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """True if an If-None-Match header matches `etag` (weak comparison, `*` included)."""
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag.removeprefix("W/"):
+            return True
+    return False
+
+
+def _accepts(request: web.Request) -> list[str]:
+    return [
+        part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "").split(",")
+    ]
+
+
+def response_format(request: web.Request) -> str:
+    """One of raw, car, json or "" (UnixFS) from ?format= then Accept; ArgError if unknown."""
+    fmt = request.query.get("format", "").lower()
+    if fmt:
+        if fmt in ("raw", "car"):
+            return fmt
+        if fmt in ("json", "dag-json"):
+            return "json"
+        raise ArgError(f"unsupported format {fmt!r} (raw, car, json)", field="format")
+    accepts = _accepts(request)
+    if RAW_TYPE in accepts:
+        return "raw"
+    if CAR_TYPE in accepts:
+        return "car"
+    if JSON_TYPE in accepts and "text/html" not in accepts:
+        return "json"
+    return ""
+
+
+def check_raw_path(raw_path: str) -> None:
+    """ArgError if the request path has '.' or '..' segments, raw or percent-encoded."""
+    for segment in raw_path.split("/"):
+        if segment.lower().replace("%2e", ".") in (".", ".."):
+            raise ArgError("'.' and '..' are not allowed in IPFS paths", field="path")
+
+
+@dataclass
+class Plan:
+    """What to send, decided off the event loop."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    stream: Iterator[bytes] | None = None
+    length: int | None = None
+
+
+class Gateway:
+    """Request handler; the store is only touched from worker threads."""
+
+    def __init__(self, store: GatewayStore) -> None:
+        self.store = store
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
+        try:
+            check_raw_path(request.rel_url.raw_path)
+            plan = await asyncio.to_thread(self.plan, request)
+        except BanzaiError as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("gateway: unexpected error serving %s", request.rel_url)
+            return _error(StoreError("the gateway cannot serve this request"), status=502)
+        return await _send(request, plan)
+
+    def plan(self, request: web.Request) -> Plan:
+        """Resolve the request into a Plan (blocking store calls)."""
+        root = request.match_info["cid"]
+        path = request.match_info.get("path", "")
+        parse_cid(root)
+        fmt = response_format(request)
+        if fmt == "raw":
+            if path.strip("/"):
+                raise ArgError("?format=raw returns one block and takes no path", field="path")
+            return self._raw(root, request)
+        cids = self._walk_path(root, path)
+        headers = {
+            "X-Ipfs-Path": request.rel_url.raw_path,
+            "X-Ipfs-Roots": ",".join(cids),
+            "Cache-Control": CACHE_IMMUTABLE,
+        }
+        if fmt == "car":
+            return self._car(cids, request, headers)
+        entry = self.store.stat(cids[-1])
+        if entry.kind == "dir":
+            return self._dir(entry, request, headers, fmt)
+        name = request.query.get("filename") or (
+            path.rstrip("/").rsplit("/", 1)[-1] if path else ""
+        )
+        return self._file(entry, name, request, headers)
+
+    def _walk_path(self, root: str, path: str) -> list[str]:
+        """CIDs from the root to the path's target (one per segment)."""
+        if "//" in path:
+            raise ArgError("empty path segments are not allowed", field="path")
+        cids = [str(parse_cid(root))]
+        for part in (p for p in path.split("/") if p):
+            if part in (".", ".."):
+                raise ArgError("'.' and '..' are not allowed in IPFS paths", field="path")
+            cids.append(self.store.resolve(cids[-1], part))
+        return cids
+
+    def _raw(self, cid: str, request: web.Request) -> Plan:
+        c = str(parse_cid(cid))
+        etag = f'"{c}.raw"'
+        headers = {
+            "Content-Type": RAW_TYPE,
+            "ETag": etag,
+            "Cache-Control": CACHE_IMMUTABLE,
+            "X-Ipfs-Path": request.rel_url.raw_path,
+            "X-Ipfs-Roots": c,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": _disposition(request, f"{c}.bin", attachment=True),
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        block = self.store.get_block(c)
+        return Plan(200, headers, body=block)
+
+    def _car(self, cids: list[str], request: web.Request, headers: dict[str, str]) -> Plan:
+        root = parse_cid(cids[0])
+        path_tag = hashlib.sha256("/".join(cids).encode()).hexdigest()[:16]
+        etag = f'"{root}.car"' if len(cids) == 1 else f'"{root}.{path_tag}.car"'
+        headers |= {
+            "Content-Type": CAR_CONTENT_TYPE,
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": _disposition(request, f"{cids[0]}.car", attachment=True),
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        path_blocks = [(parse_cid(c), self.store.get_block(c)) for c in cids[:-1]]
+        dag = self.store.dag(cids[-1])
+        first = next(dag)  # NotFound now rather than mid-stream
+
+        def stream() -> Iterator[bytes]:
+            yield frame(encode_header([root]))
+            seen = set()
+            for c, data in path_blocks:
+                seen.add(c.key)
+                yield block_section(c, data)
+            for cid, data in (first, *dag):
+                c = parse_cid(cid)
+                if c.key not in seen:
+                    yield block_section(c, data)
+
+        return Plan(200, headers, stream=stream())
+
+    def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
+        if fmt == "json":
+            return self._listing_json(entry, request, headers)
+        if not request.path.endswith("/"):
+            location = request.rel_url.raw_path + "/"
+            if request.rel_url.raw_query_string:
+                location += "?" + request.rel_url.raw_query_string
+            return Plan(301, headers | {"Location": location})
+        try:
+            index = self.store.resolve(entry.cid, "index.html")
+        except NotFound:
+            return self._listing_html(entry, request, headers)
+        index_entry = self.store.stat(index)
+        if index_entry.kind != "file":
+            return self._listing_html(entry, request, headers)
+        return self._file(index_entry, "index.html", request, headers)
+
+    def _listing_json(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+        etag = f'"{entry.cid}.dir.json"'
+        headers |= {"Content-Type": JSON_TYPE, "ETag": etag}
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        links = [
+            {"Name": e.path, "Hash": e.cid, "Size": e.size, "Type": e.kind}
+            for e in self.store.ls(entry.cid)
+        ]
+        body = json.dumps({"Hash": entry.cid, "Links": links}, ensure_ascii=False).encode()
+        return Plan(200, headers, body=body)
+
+    def _listing_html(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+        etag = f'"DirIndex-1_CID-{entry.cid}"'
+        headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        body = render_listing(request.path, self.store.ls(entry.cid), entry)
+        return Plan(200, headers, body=body.encode())
+
+    def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str]) -> Plan:
+        etag = f'"{entry.cid}"'
+        head = b"" if "." in name else b"".join(self.store.cat(entry.cid, 0, SNIFF_BYTES))
+        headers |= {
+            "Content-Type": sniff_type(name, head),
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+        }
+        if "filename" in request.query or request.query.get("download") == "true":
+            headers["Content-Disposition"] = _disposition(request, name or entry.cid)
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        return self._range(entry, request, headers)
+
+    def _range(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+        size = entry.size
+        header = request.headers.get("Range")
+        try:
+            span = parse_range(header, size) if header else None
+        except ArgError:
+            return Plan(416, headers | {"Content-Range": f"bytes */{size}"}, body=b"")
+        if span is None:
+            return Plan(200, headers, stream=self.store.cat(entry.cid), length=size)
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        stream = self.store.cat(entry.cid, start, end - start)
+        return Plan(206, headers, stream=stream, length=end - start)
+
+
+def _disposition(request: web.Request, default: str, attachment: bool = False) -> str:
+    name = request.query.get("filename") or default
+    kind = "attachment" if attachment or request.query.get("download") == "true" else "inline"
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
+    """A minimal HTML index of a directory (names escaped, links relative)."""
+    rows = []
+    for e in entries:
+        href = quote(e.path, safe="") + ("/" if e.kind == "dir" else "")
+        rows.append(
+            f'<tr><td><a href="{html.escape(href)}">{html.escape(e.path)}</a></td>'
+            f"<td>{e.kind}</td><td>{e.size}</td><td><code>{html.escape(e.cid)}</code></td></tr>"
+        )
+    title = html.escape(url_path)
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+        f"<body><h1>Index of {title}</h1><p><code>{html.escape(entry.cid)}</code></p>"
+        f"<table><tr><th>Name</th><th>Type</th><th>Size</th><th>CID</th></tr>{''.join(rows)}"
+        "</table></body></html>"
+    )
+
+
+def _error(exc: BanzaiError, status: int | None = None) -> web.Response:
+    code = status or _status(exc)
+    return web.json_response(exc.to_json(), status=code)
+
+
+def _status(exc: BanzaiError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, BadCID | ArgError):
+        return 400
+    if isinstance(exc, Unsupported):
+        return 501
+    return 502 if exc.status >= 500 else exc.status
+
+
+async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
+    if plan.stream is None:
+        return web.Response(status=plan.status, headers=plan.headers, body=plan.body)
+    resp = web.StreamResponse(status=plan.status, headers=plan.headers)
+    if plan.length is not None:
+        resp.content_length = plan.length
+    stream = plan.stream
+    try:
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            while (piece := await asyncio.to_thread(next, stream, None)) is not None:
+                await resp.write(piece)
+        await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except BanzaiError as exc:  # content vanished or broke mid-stream: cut the response short
+        log.warning("gateway: aborted %s: %s", request.rel_url, exc.message)
+        if request.transport is not None:
+            request.transport.close()
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+    return resp

@@ -1,0 +1,216 @@
+"""Deterministic gossip simulation: fake clock, in-memory sinks, a cluster on a MemoryNetwork.
+
+Used by the unit tests and by benchmark scripts (`simulate`). Single-threaded, no
+sockets, no sleeps: time moves only when `FakeClock.advance` is called.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer.gossip import Gossip, GossipConfig
+from peer.state import Event, EventType, MeshState
+from peer.transport import MemoryNetwork
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+
+class MemorySink:
+    """An EventSink over peer.state.MeshState with contiguous version-vector heads."""
+
+    def __init__(self, peer_id: str = "") -> None:
+        self.peer_id = peer_id
+        self.state = MeshState()
+        self._seqs: dict[str, list[int]] = {}
+        self._contig: dict[str, int] = {}
+        self._hlc = 0
+
+    def heads(self) -> Mapping[str, int]:
+        return self._contig
+
+    def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
+        out: list[Event] = []
+        for origin, seqs in self._seqs.items():
+            i = bisect.bisect_right(seqs, vv.get(origin, 0))
+            out.extend(self.state.events[(origin, s)] for s in seqs[i:])
+        return heapq.nsmallest(limit, out, key=lambda e: (e.hlc, e.origin, e.seq))
+
+    def merge(self, events: Sequence[Event]) -> list[Event]:
+        new = [e for e in events if self.state.apply(e)]
+        for e in new:
+            seqs = self._seqs.setdefault(e.origin, [])
+            bisect.insort(seqs, e.seq)
+            c = self._contig.get(e.origin, 0)
+            while True:
+                j = bisect.bisect_left(seqs, c + 1)
+                if j < len(seqs) and seqs[j] == c + 1:
+                    c += 1
+                else:
+                    break
+            self._contig[e.origin] = c
+            self._hlc = max(self._hlc, e.hlc)
+        return new
+
+    def emit(self, payload: dict[str, Any] | None = None,
+             typ: EventType = EventType.CACHE_PUT) -> Event:
+        """Append a local event (default: a CACHE_PUT with a unique key)."""
+        seq = len(self._seqs.get(self.peer_id, ())) + 1
+        self._hlc += 1
+        ev = Event(self.peer_id, seq, self._hlc, typ,
+                   payload if payload is not None else {"cache": {f"{self.peer_id}/{seq}": seq}})
+        self.merge([ev])
+        return ev
+
+    def ids(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self.state.events)
+
+
+@dataclass
+class RecordingMembers:
+    """A MemberSink that remembers every heartbeat."""
+
+    heard_from: dict[str, dict[str, Any]] = field(default_factory=dict)
+    count: int = 0
+
+    def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
+        self.heard_from[peer_id] = dict(info)
+        self.count += 1
+
+
+@dataclass
+class SimPeer:
+    gossip: Gossip
+    sink: MemorySink
+    members: RecordingMembers
+
+    @property
+    def addr(self) -> str:
+        return self.gossip.address
+
+
+class Cluster:
+    """n peers on one MemoryNetwork sharing a FakeClock; each knows every address."""
+
+    def __init__(self, n: int, cfg: GossipConfig | None = None, *, net: MemoryNetwork | None = None,
+                 seed: int = 0, connect: bool = True) -> None:
+        self.cfg = cfg or GossipConfig.local()
+        self.net = net or MemoryNetwork(seed=seed)
+        self.clock = FakeClock()
+        self.rng = random.Random(seed)
+        self.peers: list[SimPeer] = []
+        for i in range(n):
+            self.add(f"p{i:04d}")
+        if connect:
+            for p in self.peers:
+                for q in self.peers:
+                    p.gossip.add_peer(q.addr)
+
+    def add(self, peer_id: str, cfg: GossipConfig | None = None) -> SimPeer:
+        sink, members = MemorySink(peer_id), RecordingMembers()
+        g = Gossip(cfg or self.cfg, self.net.transport(), sink, members, peer_id,
+                   clock=self.clock, rng=random.Random(self.rng.random()),
+                   local_info=lambda: {"free_slots": 1})
+        g.bind()
+        p = SimPeer(g, sink, members)
+        self.peers.append(p)
+        return p
+
+    def step(self, dt: float | None = None) -> None:
+        """Advance time by dt (default: one heartbeat), tick everyone, deliver everything."""
+        self.clock.advance(self.cfg.heartbeat_s if dt is None else dt)
+        for p in self.peers:
+            p.gossip.tick()
+        self.net.pump()
+
+    def converged(self) -> bool:
+        first = self.peers[0].sink.ids()
+        return all(p.sink.ids() == first for p in self.peers[1:])
+
+    def run_until_converged(self, max_steps: int, dt: float | None = None) -> int | None:
+        """Steps taken until all sinks hold the same events, or None."""
+        for i in range(max_steps + 1):
+            if self.converged():
+                return i
+            self.step(dt)
+        return None
+
+
+def _seed_membership(c: Cluster) -> None:
+    """Make every peer believe every other is alive, without N² heartbeats."""
+    now = c.clock()
+    for p in c.peers:
+        g = p.gossip
+        g._next_hb = float("inf")  # heartbeats are measured separately
+        for q in c.peers:
+            if q is not p:
+                g._on_heartbeat_from(q.gossip.peer_id, q.addr, {"free_slots": 1}, now)
+
+
+def simulate(n_peers: int, loss: float, fanout: int, seed: int = 0, max_rounds: int = 100,
+             *, events: int | None = None, push: bool = True) -> tuple[int | None, float]:
+    """(anti-entropy rounds until every peer holds every event, or None;
+    idle bytes sent per peer per second with the lan() timings).
+
+    `events` (default one per peer) are emitted round-robin by the peers and, with
+    `push`, broadcast (fanout `fanout`, hop budget push_hops); then rounds of
+    anti-entropy run, every peer starting one exchange per round, each frame lost
+    with probability `loss`. Round 0 means the push alone delivered everything.
+    Idle traffic is measured on the mesh afterwards, without loss, from real
+    frames: one heartbeat round and one anti-entropy round of a sample of peers,
+    scaled to lan()'s intervals (heartbeats go to every peer, so this grows with n).
+    """
+    never = 1e9
+    cfg = GossipConfig.local(fanout=fanout, heartbeat_s=never, suspect_after_s=2 * never,
+                             dead_after_s=3 * never, jitter=0.0)
+    net = MemoryNetwork(loss=loss, seed=seed)
+    c = Cluster(n_peers, cfg, net=net, seed=seed)
+    _seed_membership(c)
+    for k in range(n_peers if events is None else events):
+        p = c.peers[k % n_peers]
+        ev = p.sink.emit()
+        if push:
+            p.gossip.broadcast([ev])
+    net.pump()
+    rounds: int | None = None
+    for r in range(max_rounds + 1):
+        if c.converged():
+            rounds = r
+            break
+        c.clock.advance(cfg.anti_entropy_s)
+        for i in c.rng.sample(range(n_peers), n_peers):
+            c.peers[i].gossip.anti_entropy()
+        net.pump()
+    return rounds, _idle_bytes(c)
+
+
+def _idle_bytes(c: Cluster, sample: int = 10) -> float:
+    lan = GossipConfig.lan()
+    c.net.loss = 0.0
+    peers = c.peers[:sample]
+    b0 = c.net.bytes_sent
+    for p in peers:
+        p.gossip.heartbeat()
+    c.net.pump()
+    hb = (c.net.bytes_sent - b0) / len(peers)
+    b0 = c.net.bytes_sent
+    for p in peers:
+        p.gossip.anti_entropy()
+    c.net.pump()
+    ae = (c.net.bytes_sent - b0) / len(peers)
+    return hb / lan.heartbeat_s + ae / lan.anti_entropy_s

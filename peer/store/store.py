@@ -1,0 +1,333 @@
+"""EmbeddedStore: blocks, UnixFS, CAR, pins and gc on one directory; synchronous, multi-process.
+
+gc takes an exclusive lock against adds/imports in progress; a block added without `pin=True`
+and pinned later can be collected by a gc that runs in between (add with pin=True to avoid it).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
+from peer.store import car, dagpb
+from peer.store.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
+from peer.store.cids import DAG_PB, Cid, cid_from_bytes, parse_cid, verify
+from peer.store.unixfs import Importer, Info, Kind, Node, Reader, check_name
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A file or directory: path relative to the listed root ("" for the root itself).
+
+    `size` is the file's byte length, or for a directory its total DAG bytes (link Tsize).
+    """
+
+    path: str
+    cid: str
+    size: int
+    kind: Kind
+
+
+def _segments(path: str) -> list[str]:
+    """Path segments of a relative path; ArgError for '.', '..' and empty inner segments."""
+    stripped = path.strip("/")
+    if not stripped:
+        return []
+    parts = stripped.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or "\x00" in part:
+            raise ArgError(
+                f"invalid path {path!r}: '.', '..' and empty segments are not allowed", field="path"
+            )
+    return parts
+
+
+class EmbeddedStore:
+    """The content store rooted at `root`; every method is synchronous and may block."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = check_root(Path(root))
+        self.blocks = BlockStore(self.root)
+        self._pins = PinSet(self.root)
+        self._lock = StoreLock(self.root)
+        self._reader = Reader(self.blocks.get)
+
+    # --- adding -------------------------------------------------------------------------------
+
+    def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str:
+        """Import a file or directory tree; returns Kubo's CID (`ipfs add [-r] [--cid-version]`).
+
+        Hidden files are included (as `ipfs add -r --hidden`); symlinks and special files and
+        directories Kubo would shard (HAMT) raise StoreError; a missing path raises NotFound.
+        """
+        p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise NotFound(f"{p} does not exist", field="path")
+        with self._lock.hold():
+            try:
+                node = Importer(self.blocks, cid_version).path(p)
+            except OSError as exc:
+                raise StoreError(f"cannot add {p}: {exc.strerror or exc}") from exc
+            if pin:
+                self._pins.add(node.cid)
+        return str(node.cid)
+
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
+        """Import `data` as one file; returns its CID."""
+        with self._lock.hold():
+            node = Importer(self.blocks, cid_version).file(io.BytesIO(data))
+        return str(node.cid)
+
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str:
+        """Build nested directories from `relpath -> cid` of stored files/dirs (nothing copied).
+
+        NotFound if an entry's root block is missing; ArgError for bad or conflicting paths.
+        """
+        tree: dict[str, object] = {}
+        for relpath, cid in entries.items():
+            parts = _segments(relpath)
+            if not parts:
+                raise ArgError("make_dir: an entry path is empty", field="entries")
+            c = parse_cid(cid)
+            if not self.blocks.has(c):
+                raise NotFound(f"make_dir: {c} ({relpath}) is not in the store", field="entries")
+            _insert(tree, parts, c, relpath)
+        with self._lock.hold():
+            return str(self._build(tree, Importer(self.blocks, cid_version), "").cid)
+
+    def _build(self, tree: dict[str, object], importer: Importer, where: str) -> Node:
+        children: dict[str, Node] = {}
+        for name, value in tree.items():
+            if isinstance(value, Cid):
+                children[name] = Node(value, self._tsize(value), 0)
+            elif isinstance(value, dict):
+                children[name] = self._build(value, importer, f"{where}/{name}")
+        return importer.directory(children, where)
+
+    def _tsize(self, c: Cid) -> int:
+        """Cumulative DAG bytes of `c` as a link Tsize (block + children's Tsize)."""
+        block = self.blocks.get(c)
+        if c.codec != DAG_PB:
+            return len(block)
+        node = dagpb.decode_node(block)
+        return len(block) + sum(link.tsize or 0 for link in node.links)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def stat(self, cid: str) -> Entry:
+        """The node itself as an Entry with path ""; NotFound if its block is missing."""
+        c = parse_cid(cid)
+        info = self._reader.info(c)
+        return Entry("", str(c), info.size, info.kind)
+
+    def ls(self, cid: str) -> list[Entry]:
+        """Entries of a directory in name order (paths are the names); [] for a file."""
+        info = self._reader.info(parse_cid(cid))
+        out: list[Entry] = []
+        for link in info.links:
+            child = self._reader.info(link.cid)
+            size = child.size if child.kind == "file" else link.tsize
+            out.append(Entry(link.name, str(link.cid), size, child.kind))
+        return out
+
+    def walk(self, cid: str) -> Iterator[Entry]:
+        """Every file under `cid`, depth first in name order; a file yields itself with path ""."""
+        c = parse_cid(cid)
+        info = self._reader.info(c)
+        if info.kind == "file":
+            yield Entry("", str(c), info.size, "file")
+            return
+        yield from self._walk(info, "")
+
+    def _walk(self, info: Info, prefix: str) -> Iterator[Entry]:
+        for link in sorted(info.links, key=lambda lk: lk.name.encode("utf-8")):
+            child = self._reader.info(link.cid)
+            path = f"{prefix}{link.name}"
+            if child.kind == "file":
+                yield Entry(path, str(link.cid), child.size, "file")
+            else:
+                yield from self._walk(child, path + "/")
+
+    def resolve(self, cid: str, path: str) -> str:
+        """CID of `path` under `cid` ("" is `cid`); NotFound for a missing segment."""
+        c = parse_cid(cid)
+        for part in _segments(path):
+            c = self._reader.child(c, part)
+        return str(c)
+
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """File bytes from `offset`, at most `length` of them, in pieces of at most one block."""
+        if offset < 0 or (length is not None and length < 0):
+            raise ArgError("cat: offset and length must be >= 0", field="offset")
+        c = parse_cid(cid)
+        end = (1 << 62) if length is None else offset + length
+        return self._reader.read(c, offset, end)
+
+    def materialize(self, cid: str, dest: Path) -> None:
+        """Write the file or directory tree `cid` at `dest` (parents created, files replaced)."""
+        c = parse_cid(cid)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._materialize(c, dest)
+
+    def _materialize(self, c: Cid, dest: Path) -> None:
+        info = self._reader.info(c)
+        if info.kind == "file":
+            with open(dest, "wb") as f:
+                for piece in self._reader.read(c, 0, 1 << 62):
+                    f.write(piece)
+            return
+        dest.mkdir(exist_ok=True)
+        for link in info.links:
+            self._materialize(link.cid, dest / check_name(link.name))
+
+    # --- blocks -------------------------------------------------------------------------------
+
+    def get_block(self, cid: str) -> bytes:
+        """The raw bytes of one block; NotFound if absent."""
+        return self.blocks.get(parse_cid(cid))
+
+    def put_block(self, cid: str, data: bytes) -> None:
+        """Store one block after checking its hash (IntegrityError on mismatch)."""
+        c = parse_cid(cid)
+        with self._lock.hold():
+            self.blocks.put(c, data)
+
+    def has(self, cid: str) -> bool:
+        """True if the block is stored (the DAG below it may be incomplete)."""
+        return self.blocks.has(parse_cid(cid))
+
+    # --- CAR ----------------------------------------------------------------------------------
+
+    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]:
+        """(cid, block) of the DAG under `cid`, depth first, each once; NotFound if incomplete."""
+        for c, data in self._dag(parse_cid(cid)):
+            yield str(c), data
+
+    def _dag(self, root: Cid) -> Iterator[tuple[Cid, bytes]]:
+        seen: set[str] = set()
+        stack = [root]
+        while stack:
+            c = stack.pop()
+            if c.key in seen:
+                continue
+            seen.add(c.key)
+            data = self.blocks.get(c)
+            yield c, data
+            stack.extend(reversed(_links(c, data)))
+
+    def export_car(self, cid: str) -> Iterator[bytes]:
+        """CARv1 of the DAG under `cid` (one root, depth-first, no duplicates)."""
+        c = parse_cid(cid)
+        self.blocks.get(c)  # NotFound before the first byte is produced
+        return self._export(c)
+
+    def _export(self, c: Cid) -> Iterator[bytes]:
+        yield car.frame(car.encode_header([c]))
+        for block_cid, data in self._dag(c):
+            yield car.block_section(block_cid, data)
+
+    def import_car(
+        self, chunks: Iterable[bytes], *, pin: bool = False, max_bytes: int | None = None
+    ) -> list[str]:
+        """Import a CARv1 stream; returns its roots. Every block is verified first.
+
+        Nothing is stored (or pinned) unless the whole CAR is valid: IntegrityError on a hash
+        mismatch, StoreError when malformed, TooLarge past `max_bytes` or the block bound.
+        With `pin`, every root is pinned (NotFound if a root's DAG is incomplete).
+        """
+        with self._lock.hold():
+            staging = Staging(self.root)
+            try:
+                roots, blocks = car.read_car(chunks, max_bytes)
+                for c, data in blocks:
+                    verify(c, data)
+                    if not self.blocks.has(c):
+                        staging.put(c, data)
+                staging.commit(self.blocks)
+            finally:
+                staging.discard()
+            if pin:
+                for root in roots:
+                    self._check_complete(root)
+                    self._pins.add(root)
+        return [str(r) for r in roots]
+
+    # --- pins and gc --------------------------------------------------------------------------
+
+    def _check_complete(self, c: Cid) -> None:
+        for _ in self._dag(c):
+            pass
+
+    def pin(self, cid: str) -> None:
+        """Pin `cid` and everything below it; NotFound if any block of the DAG is missing."""
+        c = parse_cid(cid)
+        with self._lock.hold():
+            self._check_complete(c)
+            self._pins.add(c)
+
+    def unpin(self, cid: str) -> None:
+        """Remove a pin; NotFound if `cid` was not pinned."""
+        self._pins.remove(parse_cid(cid))
+
+    def pins(self) -> list[str]:
+        """Pinned CIDs, sorted."""
+        return [str(c) for c in self._pins.list()]
+
+    def gc(self) -> int:
+        """Delete every block not reachable from a pin; returns how many were deleted.
+
+        Also removes temp files and staging directories abandoned over an hour ago.
+        """
+        with self._lock.hold(exclusive=True):
+            Staging.sweep(self.root)
+            live: set[str] = set()
+            for root in self._pins.list():
+                self._mark(root, live)
+            removed = 0
+            for key, path in list(self.blocks.keys()):
+                if key not in live:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            return removed
+
+    def _mark(self, root: Cid, live: set[str]) -> None:
+        stack = [root]
+        while stack:
+            c = stack.pop()
+            if c.key in live:
+                continue
+            live.add(c.key)
+            try:
+                data = self.blocks.get(c)
+            except NotFound:
+                continue
+            stack.extend(_links(c, data))
+
+
+def _links(c: Cid, data: bytes) -> list[Cid]:
+    """Child CIDs of a block (dag-pb links; other codecs are leaves here)."""
+    if c.codec != DAG_PB:
+        return []
+    out: list[Cid] = []
+    for link in dagpb.decode_node(data).links:
+        try:
+            out.append(cid_from_bytes(link.hash))
+        except BadCID as exc:
+            raise IntegrityError(f"block {c} links to an invalid CID") from exc
+    return out
+
+
+def _insert(tree: dict[str, object], parts: list[str], c: Cid, relpath: str) -> None:
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ArgError(f"make_dir: {relpath!r} is below a file entry", field="entries")
+        node = nxt
+    if parts[-1] in node:
+        raise ArgError(f"make_dir: {relpath!r} conflicts with another entry", field="entries")
+    node[parts[-1]] = c

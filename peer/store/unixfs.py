@@ -1,0 +1,243 @@
+"""UnixFS importer (Kubo-identical balanced DAG) and reader over a block getter; no shared state.
+
+Layout as `ipfs add`: 256 KiB fixed chunks, balanced tree of at most 174 links per node, CIDv0
+dag-pb leaves or CIDv1 raw leaves, basic directories only (HAMT-sized ones are refused).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+from peer.errors import NotFound, StoreError, Unsupported
+from peer.store import dagpb
+from peer.store.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
+
+CHUNK_BYTES = 262144
+MAX_LINKS = 174
+# boxo's HAMTShardingSize: a directory whose links' estimated size (sum of name bytes + binary
+# CID bytes) reaches this is sharded by Kubo; we refuse those rather than emit a different CID.
+HAMT_THRESHOLD_BYTES = 262144
+
+Kind = Literal["file", "dir"]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """An imported node: its CID, cumulative DAG bytes (link Tsize) and file bytes."""
+
+    cid: Cid
+    tsize: int
+    filesize: int
+
+
+class BlockSink(Protocol):
+    """Where the importer writes blocks it has hashed itself."""
+
+    def put_trusted(self, c: Cid, data: bytes) -> None: ...  # stores; never re-hashes
+
+
+def _read_chunk(f: BinaryIO) -> bytes:
+    buf = f.read(CHUNK_BYTES)
+    while 0 < len(buf) < CHUNK_BYTES:
+        more = f.read(CHUNK_BYTES - len(buf))
+        if not more:
+            break
+        buf += more
+    return buf
+
+
+class Importer:
+    """Builds UnixFS DAGs into a sink; `cid_version` 0 (`ipfs add`) or 1 (`--cid-version=1`)."""
+
+    def __init__(self, sink: BlockSink, cid_version: int) -> None:
+        if cid_version not in (0, 1):
+            raise StoreError(f"cid_version must be 0 or 1, not {cid_version!r}")
+        self.sink = sink
+        self.version = cid_version
+        self._next = b""
+
+    def _put(self, data: bytes, codec: str) -> Cid:
+        c = sha256_cid(data, codec, self.version)
+        self.sink.put_trusted(c, data)
+        return c
+
+    def _leaf(self) -> Node:
+        chunk, self._next = self._next, b""
+        if self.version == 1:
+            return Node(self._put(chunk, RAW), len(chunk), len(chunk))
+        block = dagpb.leaf_v0(chunk)
+        return Node(self._put(block, DAG_PB), len(block), len(chunk))
+
+    def _internal(self, children: list[Node]) -> Node:
+        block = dagpb.file_node([(c.cid.binary, c.tsize, c.filesize) for c in children])
+        tsize = len(block) + sum(c.tsize for c in children)
+        return Node(self._put(block, DAG_PB), tsize, sum(c.filesize for c in children))
+
+    def _fill(self, f: BinaryIO, children: list[Node], depth: int) -> Node:
+        while len(children) < MAX_LINKS and self._more(f):
+            children.append(self._leaf() if depth == 1 else self._fill(f, [], depth - 1))
+        return self._internal(children)
+
+    def _more(self, f: BinaryIO) -> bool:
+        if not self._next:
+            self._next = _read_chunk(f)
+        return bool(self._next)
+
+    def file(self, f: BinaryIO) -> Node:
+        """Import a byte stream as one file (boxo's balanced layout, step for step)."""
+        self._next = b""
+        self._more(f)
+        root = self._leaf()  # the empty file is a single empty leaf
+        depth = 1
+        while self._more(f):
+            root = self._fill(f, [root], depth)
+            depth += 1
+        return root
+
+    def directory(self, children: dict[str, Node], where: str = "") -> Node:
+        """A basic UnixFS directory over named children; StoreError if Kubo would shard it."""
+        estimate = sum(
+            len(name.encode("utf-8")) + len(c.cid.binary) for name, c in children.items()
+        )
+        if estimate >= HAMT_THRESHOLD_BYTES:
+            raise StoreError(
+                f"directory {where or '/'} has too many entries ({len(children)}) for a basic "
+                "UnixFS directory; Kubo would shard it (HAMT), which this store does not support"
+            )
+        block = dagpb.dir_node([(n, c.cid.binary, c.tsize) for n, c in children.items()])
+        tsize = len(block) + sum(c.tsize for c in children.values())
+        return Node(self._put(block, DAG_PB), tsize, 0)
+
+    def path(self, path: Path, where: str = "") -> Node:
+        """Import a regular file or a directory tree (hidden files included, symlinks refused)."""
+        st = os.lstat(path)
+        if stat_mod.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                return self.file(f)
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise StoreError(f"cannot add {path}: not a regular file or directory (symlink?)")
+        children: dict[str, Node] = {}
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = _entry_name(entry.name, path)
+            children[name] = self.path(Path(entry.path), f"{where}/{name}")
+        return self.directory(children, where)
+
+
+def _entry_name(name: str, parent: Path) -> str:
+    try:
+        os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(f"cannot add a file name that is not UTF-8 in {parent}") from None
+    return name
+
+
+def check_name(name: str | None) -> str:
+    """A directory entry name safe to use as a path segment; StoreError otherwise."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise StoreError(f"unsafe or empty directory entry name {name!r}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A named directory entry as stored."""
+
+    name: str
+    cid: Cid
+    tsize: int
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """What a node is: kind, size (file bytes, or total DAG bytes for a dir) and links."""
+
+    kind: Kind
+    size: int
+    links: tuple[Link, ...]
+
+
+def _file_size(node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
+    if fs.filesize is not None:
+        return fs.filesize
+    return len(fs.data or b"") + sum(fs.blocksizes)
+
+
+class Reader:
+    """Reads UnixFS files and directories through `get(cid) -> block bytes`."""
+
+    def __init__(self, get: Callable[[Cid], bytes]) -> None:
+        self.get = get
+
+    def _decode(self, c: Cid) -> tuple[bytes, dagpb.PBNode, dagpb.UnixFSData]:
+        block = self.get(c)
+        node = dagpb.decode_node(block)
+        if node.data is None:
+            raise Unsupported(f"{c} is a dag-pb node without UnixFS data")
+        fs = dagpb.decode_unixfs(node.data)
+        if fs.type in (dagpb.DataType.HAMT_SHARD, dagpb.DataType.SYMLINK, dagpb.DataType.METADATA):
+            raise Unsupported(f"{c} is a UnixFS {fs.type.name.lower()}, which is not supported")
+        return block, node, fs
+
+    def info(self, c: Cid) -> Info:
+        """Kind, size and (for a dir) links of `c`; Unsupported for non-UnixFS nodes."""
+        if c.codec == RAW:
+            return Info("file", len(self.get(c)), ())
+        if c.codec != DAG_PB:
+            raise Unsupported(
+                f"{c} has codec {c.codec}; only raw and dag-pb (UnixFS) are supported"
+            )
+        block, node, fs = self._decode(c)
+        if fs.type != dagpb.DataType.DIRECTORY:
+            return Info("file", _file_size(node, fs), ())
+        links = tuple(
+            Link(check_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
+            for link in node.links
+        )
+        return Info("dir", len(block) + sum(link.tsize for link in links), links)
+
+    def child(self, c: Cid, name: str) -> Cid:
+        """The CID of entry `name` in directory `c`; NotFound if absent or `c` is a file."""
+        info = self.info(c)
+        for link in info.links:
+            if link.name == name:
+                return link.cid
+        raise NotFound(f"no entry {name!r} in {c}", field="path")
+
+    def read(self, c: Cid, start: int, end: int) -> Iterator[bytes]:
+        """File bytes [start, end) of `c` in pieces of at most one block."""
+        if c.codec == RAW:
+            data = self.get(c)
+            if start < len(data) and start < end:
+                yield data[start:end]
+            return
+        if c.codec != DAG_PB:
+            raise Unsupported(f"{c} has codec {c.codec}; it is not a UnixFS file")
+        _, node, fs = self._decode(c)
+        if fs.type == dagpb.DataType.DIRECTORY:
+            raise StoreError(f"{c} is a directory, not a file")
+        yield from self._read_node(node, fs, start, end)
+
+    def _read_node(
+        self, node: dagpb.PBNode, fs: dagpb.UnixFSData, start: int, end: int
+    ) -> Iterator[bytes]:
+        if len(fs.blocksizes) != len(node.links):
+            raise StoreError("malformed UnixFS file: blocksizes do not match links")
+        pos = 0
+        if fs.data:
+            if start < len(fs.data) and start < end:
+                yield fs.data[start:end]
+            pos = len(fs.data)
+        for link, size in zip(node.links, fs.blocksizes, strict=True):
+            if pos >= end:
+                return
+            if pos + size > start:
+                child = cid_from_bytes(link.hash)
+                yield from self.read(child, max(0, start - pos), min(size, end - pos))
+            pos += size

@@ -1,0 +1,310 @@
+"""Frame transports for gossip: ZeroMQ (ROUTER in, one DEALER per peer out) and in-memory.
+
+A transport moves opaque frames to "host:port" addresses and hands received frames
+to one callback. It never parses frames and never blocks: `send` drops (returns
+False) rather than wait. Owned by the event loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol
+
+import zmq
+import zmq.asyncio
+
+log = logging.getLogger("banzai.transport")
+
+FrameHandler = Callable[[bytes], None]
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split "host:port" (IPv6 as "[::1]:port"); ValueError if malformed."""
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c in host for c in "/ \t\n;"):
+        raise ValueError(f"bad host in {addr!r}")
+    return host, port
+
+
+class Transport(Protocol):
+    """Moves frames between gossip peers. Every method is non-blocking."""
+
+    @property
+    def address(self) -> str:
+        """The bound "host:port" (valid after `open`)."""
+        ...
+
+    def open(self, on_frame: FrameHandler) -> str:
+        """Bind and start delivering received frames to `on_frame`; returns the bound address."""
+        ...
+
+    def send(self, addr: str, frame: bytes) -> bool:
+        """Queue `frame` to `addr` (connecting if needed); False if it was dropped."""
+        ...
+
+    def connect(self, addr: str) -> None:
+        """Prepare a path to `addr` (idempotent)."""
+        ...
+
+    def disconnect(self, addr: str) -> None:
+        """Forget the path to `addr` and drop what is queued for it."""
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving and release sockets (idempotent)."""
+        ...
+
+
+# -- ZeroMQ --------------------------------------------------------------------------
+
+
+def _endpoint(addr: str) -> str:
+    host, port = parse_addr(addr)
+    h = f"[{host}]" if ":" in host else host
+    return f"tcp://{h}:{port if port else '*'}"
+
+
+class ZmqTransport:
+    """pyzmq: a ROUTER bound at `bind` receives; one DEALER per peer address sends.
+
+    DEALERs use LINGER 0, IMMEDIATE (nothing is queued to a peer that is not
+    connected) and a bounded SNDHWM, so a dead peer costs no memory; ZeroMQ
+    reconnects by itself when the peer comes back. The ROUTER refuses frames over
+    `max_frame_bytes` at the libzmq level (MAXMSGSIZE drops that connection).
+    """
+
+    def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
+                 sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
+                 ) -> None:
+        parse_addr(bind)
+        self._bind = bind
+        self._max = max_frame_bytes
+        self._sndhwm = sndhwm
+        self._rcvhwm = rcvhwm
+        self._reconnect_max = reconnect_ivl_max_ms
+        self._ctx: zmq.asyncio.Context | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._dealers: dict[str, zmq.Socket[bytes]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._address = ""
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def open(self, on_frame: FrameHandler) -> str:
+        """Bind the ROUTER and start the receive task; call from the event loop."""
+        if self._router is not None:
+            return self._address
+        self._ctx = zmq.asyncio.Context()
+        r = self._ctx.socket(zmq.ROUTER)
+        r.setsockopt(zmq.LINGER, 0)
+        r.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        r.setsockopt(zmq.MAXMSGSIZE, self._max)
+        r.bind(_endpoint(self._bind))
+        self._router = r
+        last = r.getsockopt_string(zmq.LAST_ENDPOINT)  # tcp://127.0.0.1:PORT
+        self._address = last.removeprefix("tcp://")
+        self._task = asyncio.get_running_loop().create_task(self._recv_loop(on_frame))
+        return self._address
+
+    async def _recv_loop(self, on_frame: FrameHandler) -> None:
+        assert self._router is not None
+        while True:
+            try:
+                parts = await self._router.recv_multipart()
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError as e:  # socket closed under us
+                log.debug("zmq receive stopped: %s", e)
+                return
+            if len(parts) != 2:  # [identity, frame]; anything else is not ours
+                continue
+            try:
+                on_frame(parts[1])
+            except Exception:  # the handler must not raise; never let it kill the loop
+                log.exception("frame handler failed")
+
+    def connect(self, addr: str) -> None:
+        if addr in self._dealers or self._ctx is None:
+            return
+        d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.SNDHWM, self._sndhwm)
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        d.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect_max)
+        d.connect(_endpoint(addr))
+        self._dealers[addr] = d
+
+    def disconnect(self, addr: str) -> None:
+        d = self._dealers.pop(addr, None)
+        if d is not None:
+            d.close(linger=0)
+
+    def send(self, addr: str, frame: bytes) -> bool:
+        if self._ctx is None:
+            return False
+        self.connect(addr)
+        try:
+            self._dealers[addr].send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:  # not connected (IMMEDIATE) or HWM reached: drop, gossip repairs
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for addr in list(self._dealers):
+            self.disconnect(addr)
+        if self._router is not None:
+            self._router.close(linger=0)
+            self._router = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+
+# -- In memory -----------------------------------------------------------------------
+
+
+class MemoryNetwork:
+    """An in-process network of MemoryTransports with loss, duplication, reordering and
+    partitions drawn from a seeded RNG.
+
+    mode "queue": frames wait until `pump()` delivers them (deterministic; no
+    re-entrancy into a handler that is still sending). mode "loop": each frame is
+    delivered by `loop.call_soon`.
+    """
+
+    def __init__(self, *, loss: float = 0.0, duplicate: float = 0.0, reorder: bool = False,
+                 seed: int = 0, mode: Literal["queue", "loop"] = "queue") -> None:
+        self.loss = loss
+        self.duplicate = duplicate
+        self.reorder = reorder
+        self.mode = mode
+        self.rng = random.Random(seed)
+        self._nodes: dict[str, MemoryTransport] = {}
+        self._group: dict[str, int] = {}
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._next_port = 7000
+        self.sent = 0
+        self.dropped = 0
+        self.delivered = 0
+        self.bytes_sent = 0
+
+    def transport(self, addr: str | None = None) -> MemoryTransport:
+        """A new transport on this network at `addr` (default 127.0.0.1:<next port>)."""
+        if addr is None:
+            self._next_port += 1
+            addr = f"127.0.0.1:{self._next_port}"
+        parse_addr(addr)
+        return MemoryTransport(self, addr)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: addresses in different groups cannot reach each other;
+        addresses in no group form one more group."""
+        self._group = {a: i + 1 for i, g in enumerate(groups) for a in g}
+
+    def heal(self) -> None:
+        """Remove every partition."""
+        self._group = {}
+
+    def _attach(self, t: MemoryTransport) -> None:
+        self._nodes[t.address] = t
+
+    def _detach(self, t: MemoryTransport) -> None:
+        if self._nodes.get(t.address) is t:
+            del self._nodes[t.address]
+
+    def _reachable(self, src: str, dst: str) -> bool:
+        return self._group.get(src, 0) == self._group.get(dst, 0) and dst in self._nodes
+
+    def _send(self, src: str, dst: str, frame: bytes) -> bool:
+        self.sent += 1
+        self.bytes_sent += len(frame)
+        if not self._reachable(src, dst) or self.rng.random() < self.loss:
+            self.dropped += 1
+            return True  # like a real network, the sender cannot tell
+        copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+        for _ in range(copies):
+            if self.mode == "loop":
+                asyncio.get_running_loop().call_soon(self._deliver, dst, frame)
+            else:
+                self._queue.append((dst, frame))
+        return True
+
+    def _deliver(self, dst: str, frame: bytes) -> None:
+        t = self._nodes.get(dst)
+        if t is not None and t.handler is not None:
+            self.delivered += 1
+            t.handler(frame)
+
+    def pump(self, max_frames: int = 1_000_000) -> int:
+        """Deliver queued frames, including those sent while delivering; returns the count."""
+        n = 0
+        while self._queue and n < max_frames:
+            if self.reorder and len(self._queue) > 1:
+                i = self.rng.randrange(len(self._queue))
+                self._queue.rotate(-i)
+            dst, frame = self._queue.popleft()
+            self._deliver(dst, frame)
+            n += 1
+        return n
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+
+class MemoryTransport:
+    """One endpoint of a MemoryNetwork; same contract as ZmqTransport."""
+
+    def __init__(self, net: MemoryNetwork, addr: str) -> None:
+        self.net = net
+        self._address = addr
+        self.handler: FrameHandler | None = None
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def open(self, on_frame: FrameHandler) -> str:
+        self.handler = on_frame
+        self.net._attach(self)
+        return self._address
+
+    def send(self, addr: str, frame: bytes) -> bool:
+        if self.handler is None:
+            return False
+        return self.net._send(self._address, addr, frame)
+
+    def connect(self, addr: str) -> None:
+        pass
+
+    def disconnect(self, addr: str) -> None:
+        pass
+
+    def close_now(self) -> None:
+        """Synchronous close (the peer vanishes from the network)."""
+        self.net._detach(self)
+        self.handler = None
+
+    async def close(self) -> None:
+        self.close_now()

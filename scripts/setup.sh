@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what Banzai needs on a fresh Debian machine, idempotently.
+#   scripts/setup.sh          runtime: a virtual environment in .venv with the package
+#   scripts/setup.sh --test   also: test tools, espeak-ng/sox, Chromium, Kubo
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+apt_pkgs=(espeak-ng sox)
+(( want_test )) && apt_pkgs+=(chromium iproute2)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (need root to install): ${missing[*]}" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.banzai-installed-$want_test
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  extra=""
+  (( want_test )) && extra="[test]"
+  echo "setup: installing Python packages (pinned by constraints.txt)"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".${extra}"
+  touch "$stamp"
+fi
+
+if (( want_test )) && command -v go >/dev/null 2>&1 && [[ -f scripts/install-kubo.sh ]]; then
+  bash scripts/install-kubo.sh >/dev/null || echo "setup: Kubo build failed; Kubo tests will skip" >&2
+fi

@@ -1,0 +1,186 @@
+"""CID and CAR parity of peer.store with a real Kubo (scripts/install-kubo.sh), offline.
+
+Kubo runs only as one-shot offline commands on a throw-away repo configured for loopback, with
+no bootstrap peers and no mDNS; no daemon is started and nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from peer.errors import StoreError
+from peer.store import EmbeddedStore
+from peer.store.unixfs import CHUNK_BYTES, HAMT_THRESHOLD_BYTES, MAX_LINKS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+Kubo = Callable[..., bytes]
+
+
+def _kubo_binary() -> str | None:
+    local = REPO / ".cache" / "kubo" / "bin" / "ipfs"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("ipfs")
+
+
+@pytest.fixture(scope="module")
+def kubo(tmp_path_factory: pytest.TempPathFactory) -> Kubo:
+    """Run `ipfs --offline <args>` against a fresh loopback-only repo; returns raw stdout."""
+    binary = _kubo_binary()
+    if binary is None:
+        pytest.skip("Kubo not found: run scripts/install-kubo.sh (or put `ipfs` on PATH)")
+    env = {**os.environ, "IPFS_PATH": str(tmp_path_factory.mktemp("kubo-repo"))}
+
+    def run(*args: str, stdin: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            [binary, "--offline", *args], env=env, input=stdin, capture_output=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"ipfs {' '.join(args)} failed: {done.stderr.decode()}")
+        return done.stdout
+
+    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    settings = {
+        "Addresses.API": '"/ip4/127.0.0.1/tcp/0"',
+        "Addresses.Gateway": '"/ip4/127.0.0.1/tcp/0"',
+        "Addresses.Swarm": "[]",
+        "Bootstrap": "[]",
+        "Discovery.MDNS.Enabled": "false",
+    }
+    for key, value in settings.items():
+        run("config", "--json", key, value)
+    return run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedStore:
+    return EmbeddedStore(tmp_path_factory.mktemp("banzai-store"))
+
+
+def _data(n: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+FILE_CASES = {
+    "hello": b"hello\n",
+    "empty": b"",
+    "one-byte": b"x",
+    "256KiB": _data(CHUNK_BYTES),
+    "256KiB+1": _data(CHUNK_BYTES + 1),
+    "5MiB": _data(5 * 1024 * 1024),
+    "174-leaves": _data(MAX_LINKS * CHUNK_BYTES, 2),
+    "175-leaves": _data(MAX_LINKS * CHUNK_BYTES + 1, 3),
+}
+
+
+def _add_kubo(kubo: Kubo, path: Path, version: int) -> str:
+    args = ["add", "-Q", "--only-hash", "--hidden", f"--cid-version={version}"]
+    if path.is_dir():
+        args.append("-r")
+    return kubo(*args, str(path)).decode().strip()
+
+
+@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("case", list(FILE_CASES))
+def test_file_cids(
+    kubo: Kubo, store: EmbeddedStore, tmp_path: Path, case: str, version: int
+) -> None:
+    f = tmp_path / case
+    f.write_bytes(FILE_CASES[case])
+    assert store.add_path(f, cid_version=version) == _add_kubo(kubo, f, version)
+
+
+def _nested(root: Path) -> Path:
+    (root / "données" / "日本語" / "深い").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    (root / "a.txt").write_bytes(b"a\n")
+    (root / "B.txt").write_bytes(b"B\n")
+    (root / ".hidden").write_bytes(b"dot\n")
+    (root / "données" / "straße.bin").write_bytes(_data(CHUNK_BYTES + 7, 4))
+    (root / "données" / "日本語" / "ファイル.txt").write_text("こんにちは\n", encoding="utf-8")
+    (root / "données" / "日本語" / "深い" / "emoji-😀.json").write_bytes(b"{}")
+    (root / "données" / ("z" * 3)).write_bytes(b"")
+    return root
+
+
+def _many(root: Path, count: int, name_len: int = 8) -> Path:
+    root.mkdir()
+    for i in range(count):
+        (root / f"{i:0{name_len}d}.txt").write_bytes(str(i).encode())
+    return root
+
+
+DIR_CASES: dict[str, Callable[[Path], Path]] = {
+    "empty": lambda p: _many(p, 0),
+    "nested-unicode": _nested,
+    "1000-small-files": lambda p: _many(p, 1000),
+}
+
+
+@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("case", list(DIR_CASES))
+def test_directory_cids(
+    kubo: Kubo, store: EmbeddedStore, tmp_path: Path, case: str, version: int
+) -> None:
+    d = DIR_CASES[case](tmp_path / case)
+    assert store.add_path(d, cid_version=version) == _add_kubo(kubo, d, version)
+
+
+def _dir_with_estimate(root: Path, total: int, cid_len: int, count: int = 1000) -> Path:
+    """`count` files whose names make boxo's link-size estimate exactly `total` bytes."""
+    root.mkdir()
+    base, extra = divmod(total - count * cid_len, count)
+    for i in range(count):
+        name = f"{i:04d}" + "x" * (base + (1 if i < extra else 0) - 4)
+        (root / name).write_bytes(str(i).encode())
+    return root
+
+
+def _unixfs_type(kubo: Kubo, cid: str) -> int:
+    node = json.loads(kubo("dag", "get", cid))
+    data = base64.b64decode(node["Data"]["/"]["bytes"] + "==")
+    assert data[0] == 0x08
+    return data[1]
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_hamt_threshold(kubo: Kubo, store: EmbeddedStore, tmp_path: Path, version: int) -> None:
+    """One byte under boxo's threshold both make a basic dir; at it Kubo shards and we refuse."""
+    cid_len = 34 if version == 0 else 36
+    below = _dir_with_estimate(tmp_path / "below", HAMT_THRESHOLD_BYTES - 1, cid_len)
+    at = _dir_with_estimate(tmp_path / "at", HAMT_THRESHOLD_BYTES, cid_len)
+    add = ("add", "-Q", "-r", f"--cid-version={version}")
+    below_cid = kubo(*add, str(below)).decode().strip()
+    at_cid = kubo(*add, str(at)).decode().strip()
+    assert (_unixfs_type(kubo, below_cid), _unixfs_type(kubo, at_cid)) == (1, 5)  # dir, HAMT
+    assert store.add_path(below, cid_version=version) == below_cid
+    with pytest.raises(StoreError, match="HAMT"):
+        store.add_path(at, cid_version=version)
+
+
+def test_car_exchange_both_ways(kubo: Kubo, store: EmbeddedStore, tmp_path: Path) -> None:
+    """A Kubo `dag export` imports here byte for byte; our export imports into Kubo."""
+    src = _nested(tmp_path / "src")
+    root = kubo("add", "-Q", "-r", "--hidden", "--cid-version=1", str(src)).decode().strip()
+    kubo_car = kubo("dag", "export", root)
+    fresh = EmbeddedStore(tmp_path / "fresh")
+    assert fresh.import_car([kubo_car], pin=True) == [root]
+    assert fresh.add_path(src) == root
+    assert b"".join(fresh.export_car(root)) == kubo_car  # same header, same DFS order
+
+    mine = store.add_path(_nested(tmp_path / "mine-src"), cid_version=0)
+    kubo("dag", "import", "--pin-roots=false", "-", stdin=b"".join(store.export_car(mine)))
+    text = kubo("cat", f"/ipfs/{mine}/données/日本語/ファイル.txt")
+    assert text.decode("utf-8") == "こんにちは\n"

@@ -1,0 +1,83 @@
+"""Real mDNS between Discovery instances in one process, bound to 127.0.0.1 only.
+
+Multicast on loopback works here although `lo` lacks the MULTICAST flag: zeroconf
+sets IP_MULTICAST_IF=127.0.0.1 and IP_MULTICAST_LOOP, so packets stay on lo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import pytest
+
+from peer.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
+
+pytestmark = pytest.mark.integration
+LOOPBACK = DiscoveryConfig(interfaces=("127.0.0.1",), ttl_s=30)
+TIMEOUT_S = 10.0
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, str]] = {}
+        self.removed: list[str] = []
+
+    def add(self, addr: str, info: Mapping[str, str]) -> None:
+        self.peers[addr] = dict(info)
+
+    def remove(self, addr: str) -> None:
+        self.removed.append(addr)
+        self.peers.pop(addr, None)
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"mDNS on loopback: {what} not seen within {TIMEOUT_S}s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def factory() -> AsyncIterator[Callable[[str, int, str], tuple[Discovery, Seen]]]:
+    made: list[Discovery] = []
+
+    def make(peer_id: str, port: int, mesh: str = "lab") -> tuple[Discovery, Seen]:
+        seen = Seen()
+        txt = build_txt(gossip=f"127.0.0.1:{port}", http_port=port + 1000,
+                        calls=["audio.mfcc", "basic.echo"], cores=4, free_slots=2, mem_mb=8000)
+        d = Discovery(LOOPBACK, peer_id, txt, seen.add, seen.remove, mesh_hash(mesh))
+        made.append(d)
+        return d, seen
+
+    yield make
+    for d in made:
+        await d.close()
+
+
+async def test_peers_find_each_other_ignore_other_mesh_and_see_goodbye(
+        factory: Callable[..., tuple[Discovery, Seen]]) -> None:
+    a, seen_a = factory("peera", 17001)
+    b, seen_b = factory("peerb", 17002)
+    c, seen_c = factory("peerc", 17003, "other-lab")
+    await asyncio.gather(a.start(), b.start(), c.start())
+    assert a.running and b.running and c.running, (a.error, b.error, c.error)
+
+    await until(lambda: "127.0.0.1:17002" in seen_a.peers, "b from a")
+    await until(lambda: "127.0.0.1:17001" in seen_b.peers, "a from b")
+    info = seen_a.peers["127.0.0.1:17002"]
+    assert info["id"] == "peerb" and info["mesh"] == mesh_hash("lab")
+    assert (info["http"], info["calls"], info["slots"]) == ("18002", "audio.mfcc,basic.echo", "2")
+    assert info["addresses"] == "127.0.0.1"
+
+    await b.update(build_txt(gossip="127.0.0.1:17002", http_port=18002, free_slots=0))
+    await until(lambda: seen_a.peers.get("127.0.0.1:17002", {}).get("slots") == "0", "update")
+
+    await b.close()
+    await until(lambda: "127.0.0.1:17002" in seen_a.removed, "goodbye of b")
+
+    # c announced and browsed the whole time, on the same service type and port 5353
+    assert "127.0.0.1:17003" not in seen_a.peers and "127.0.0.1:17003" not in seen_b.peers
+    assert seen_c.peers == {}

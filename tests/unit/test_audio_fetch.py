@@ -1,0 +1,281 @@
+"""FETCH_FESTVOX: downloads over loopback HTTP, file:// and paths; zip safety checks."""
+
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import io
+import json
+import socket
+import stat
+import sys
+import wave
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tasks import audio
+from tasks.audio_fetch import FetchError, FetchLimits, parse_prompts, speaker_of
+from tasks.registry import catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = FetchLimits(attempts=3, backoff_s=0.01, timeout_s=2.0)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import scripts/<name>.py (not a package) once, as module `banzai_scripts_<name>`."""
+    key = f"banzai_scripts_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
+        assert spec and spec.loader
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key]
+
+
+serve_dir = load_script("serve_dir")
+
+
+class FakeCtx:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.logs: list[str] = []
+        self.fractions: list[float] = []
+
+    def progress(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+    def log(self, message: str) -> None:
+        self.logs.append(message)
+
+    def metric(self, name: str, step: int, value: float) -> None:
+        pass
+
+
+def wav_bytes(frames: int = 160) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\1\0" * frames)
+    return buf.getvalue()
+
+
+def arctic_zip(path: Path, speaker: str = "awb", n: int = 3) -> Path:
+    root = f"cmu_us_{speaker}_arctic"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{root}/", b"")
+        for i in range(1, n + 1):
+            zf.writestr(f"{root}/wav/arctic_a{i:04d}.wav", wav_bytes(160 * i))
+            zf.writestr(f"{root}/orig/arctic_a{i:04d}.wav", b"ignored: not under wav/")
+        zf.writestr(f"{root}/etc/txt.done.data", "".join(
+            f'( arctic_a{i:04d} "Sentence number {i}, etc." )\n' for i in range(1, n + 1)))
+        zf.writestr(f"{root}/README", "festvox")
+    return path
+
+
+def fetch(tmp_path: Path, *urls: str, limits: FetchLimits = FAST) -> tuple[Path, FakeCtx]:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    ctx = FakeCtx(tmp_path)
+    audio.fetch_festvox(ctx, None, out, urls=list(urls), limits=limits)
+    return out, ctx
+
+
+def test_fetch_local_path_layout(tmp_path: Path) -> None:
+    z = arctic_zip(tmp_path / "cmu_us_awb_arctic-0.90-release.zip")
+    out, ctx = fetch(tmp_path, str(z))
+    assert sorted(p.name for p in (out / "awb").iterdir()) == [
+        "arctic_a0001.wav", "arctic_a0002.wav", "arctic_a0003.wav", "prompts.json"]
+    prompts = json.loads((out / "awb" / "prompts.json").read_text())
+    assert prompts["arctic_a0002"] == "Sentence number 2, etc."
+    assert (out / "awb" / "arctic_a0003.wav").read_bytes() == wav_bytes(480)
+    assert ctx.fractions[-1] == 1.0 and ctx.fractions == sorted(ctx.fractions)
+    assert not list(tmp_path.glob("fetch-*.zip"))
+
+
+def test_fetch_file_url_and_several_speakers(tmp_path: Path) -> None:
+    a = arctic_zip(tmp_path / "a.zip", "awb")
+    b = arctic_zip(tmp_path / "b.zip", "slt", n=2)
+    out, ctx = fetch(tmp_path, a.as_uri(), b.as_uri())
+    assert sorted(p.name for p in out.iterdir()) == ["awb", "slt"]
+    assert len(list((out / "slt").glob("*.wav"))) == 2
+    assert "-> slt" in ctx.logs[-1]
+
+
+def test_fetch_same_speaker_twice_fails(tmp_path: Path) -> None:
+    a = arctic_zip(tmp_path / "a.zip")
+    with pytest.raises(FetchError, match="already fetched"):
+        fetch(tmp_path, str(a), str(a))
+
+
+def test_fetch_http(tmp_path: Path) -> None:
+    arctic_zip(tmp_path / "cmu_us_bdl_arctic-0.90-release.zip", "bdl")
+    with serve_dir.serve(tmp_path) as base:
+        out, _ = fetch(tmp_path, base + "cmu_us_bdl_arctic-0.90-release.zip")
+    assert len(list((out / "bdl").glob("*.wav"))) == 3
+
+
+def test_fetch_http_404(tmp_path: Path) -> None:
+    with serve_dir.serve(tmp_path) as base, pytest.raises(FetchError, match="HTTP 404"):
+        fetch(tmp_path, base + "missing.zip")
+
+
+class LyingHandler(http.server.BaseHTTPRequestHandler):
+    """Announces more bytes than it sends, then closes the connection."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"PK\3\4" + b"\0" * 96)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FlakyHandler(http.server.BaseHTTPRequestHandler):
+    """503 on the first request, then the zip."""
+
+    calls = 0
+    body = b""
+
+    def do_GET(self) -> None:
+        type(self).calls += 1
+        if self.calls == 1:
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_fetch_truncated_download(tmp_path: Path) -> None:
+    with serve_dir.serve(tmp_path, handler=LyingHandler) as base, \
+            pytest.raises(FetchError, match=r"truncated download: got 100 of 1000 bytes"):
+        fetch(tmp_path, base + "x.zip")
+
+
+def test_fetch_retries_5xx(tmp_path: Path) -> None:
+    FlakyHandler.body = arctic_zip(tmp_path / "cmu_us_rms_arctic.zip", "rms").read_bytes()
+    with serve_dir.serve(tmp_path, handler=FlakyHandler) as base:
+        out, _ = fetch(tmp_path, base + "cmu_us_rms_arctic.zip")
+    assert FlakyHandler.calls == 2 and (out / "rms" / "prompts.json").exists()
+
+
+def test_fetch_unreachable_port(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(FetchError, match=r"cannot connect.*gave up after 3 attempts"):
+        fetch(tmp_path, f"http://127.0.0.1:{port}/x.zip")
+
+
+def test_fetch_timeout(tmp_path: Path) -> None:
+    with socket.socket() as s:  # accepts (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/x.zip"
+        with pytest.raises(FetchError, match="timed out"):
+            fetch(tmp_path, url, limits=FetchLimits(attempts=2, backoff_s=0.01, timeout_s=0.2))
+
+
+@pytest.mark.parametrize(("url", "msg"), [
+    ("/nonexistent/cmu_us_awb_arctic.zip", "no such file"),
+    ("ftp://127.0.0.1/x.zip", "unsupported URL scheme"),
+])
+def test_fetch_bad_urls(tmp_path: Path, url: str, msg: str) -> None:
+    with pytest.raises(FetchError, match=msg):
+        fetch(tmp_path, url)
+
+
+def zip_with(path: Path, *members: tuple[zipfile.ZipInfo | str, bytes],
+             compression: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def symlink_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+WAV = wav_bytes()
+UNSAFE = [
+    ("absolute", [("/etc/passwd.wav", WAV)], "unsafe member path"),
+    ("dotdot", [("cmu_us_awb_arctic/wav/../../evil.wav", WAV)], "unsafe member path"),
+    ("backslash", [("..\\evil.wav", WAV)], "unsafe member path"),
+    ("drive", [("C:/evil.wav", WAV)], "unsafe member path"),
+    ("symlink", [(symlink_info("cmu_us_awb_arctic/wav/link.wav"), b"/etc/passwd")],
+     "symbolic link"),
+    ("no wavs", [("cmu_us_awb_arctic/etc/txt.done.data", b'( a "b" )\n')], "no WAV files"),
+]
+
+
+@pytest.mark.parametrize(("name", "members", "msg"), UNSAFE, ids=[u[0] for u in UNSAFE])
+def test_unsafe_archives_rejected(tmp_path: Path, name: str, members: list[Any],
+                                  msg: str) -> None:
+    z = zip_with(tmp_path / "x.zip", *members)
+    with pytest.raises(FetchError, match=msg):
+        fetch(tmp_path, str(z))
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_zip_bomb_ratio_rejected(tmp_path: Path) -> None:
+    z = zip_with(tmp_path / "bomb.zip", ("cmu_us_awb_arctic/wav/a.wav", b"\0" * (8 << 20)),
+                 compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(FetchError, match="compression ratio"):
+        fetch(tmp_path, str(z))
+
+
+def test_size_and_count_limits(tmp_path: Path) -> None:
+    z = arctic_zip(tmp_path / "a.zip")
+    with pytest.raises(FetchError, match="expands to"):
+        fetch(tmp_path, str(z), limits=FetchLimits(max_total_bytes=1000))
+    with pytest.raises(FetchError, match="members exceed"):
+        fetch(tmp_path, str(z), limits=FetchLimits(max_files=3))
+
+
+def test_not_a_zip_and_corrupt(tmp_path: Path) -> None:
+    (tmp_path / "x.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(FetchError, match="not a zip archive"):
+        fetch(tmp_path, str(tmp_path / "x.zip"))
+    good = arctic_zip(tmp_path / "g.zip").read_bytes()
+    i = good.index(b"RIFF")  # corrupt a stored WAV: the CRC check fails while extracting
+    (tmp_path / "c.zip").write_bytes(good[:i] + b"XXXX" + good[i + 4:])
+    with pytest.raises(FetchError, match="corrupt zip"):
+        fetch(tmp_path, str(tmp_path / "c.zip"))
+
+
+@pytest.mark.parametrize(("root", "want"), [
+    ("cmu_us_awb_arctic", "awb"), ("cmu_us_ksp_arctic", "ksp"), ("mydata", "mydata"),
+    ("", "fallback")])
+def test_speaker_of(root: str, want: str) -> None:
+    assert speaker_of(root, "fallback") == want
+
+
+def test_parse_prompts() -> None:
+    text = ('( arctic_a0001 "Author of the danger trail, Philip Steels, etc." )\n'
+            '(arctic_b0002 "He said \\"no\\"." )\n' "garbage\n")
+    assert parse_prompts(text) == {
+        "arctic_a0001": "Author of the danger trail, Philip Steels, etc.",
+        "arctic_b0002": 'He said "no".'}
+
+
+def test_fetch_registration() -> None:
+    d = catalog()["FETCH_FESTVOX"]
+    assert not d.needs_input and not d.per_item
+    url = "http://127.0.0.1:8765/cmu_us_awb_arctic-0.90-release.zip"
+    assert d.bind([url], None, "tasks[0]") == {"urls": [url]}

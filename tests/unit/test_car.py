@@ -1,0 +1,138 @@
+"""CARv1 export/import: header bytes, round trips, tampering, truncation and size bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peer.errors import IntegrityError, NotFound, StoreError, TooLarge
+from peer.store import EmbeddedStore, car, parse_cid
+from peer.store.dagpb import varint
+
+HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EmbeddedStore:
+    return EmbeddedStore(tmp_path / "store")
+
+
+def _dir(store: EmbeddedStore, tmp_path: Path, version: int = 1) -> str:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True, exist_ok=True)
+    (src / "hello.txt").write_bytes(b"hello\n")
+    (src / "d" / "big.bin").write_bytes(bytes(range(256)) * 1100)  # two chunks
+    return store.add_path(src, cid_version=version)
+
+
+def test_header_bytes() -> None:
+    c = parse_cid(HELLO_V1)
+    header = car.encode_header([c])
+    assert header.startswith(b"\xa2\x65roots\x81\xd8\x2a\x58\x25\x00")
+    assert header.endswith(b"\x67version\x01")
+    assert car.decode_header(header) == [c]
+    c0 = parse_cid(HELLO_V0)
+    assert car.decode_header(car.encode_header([c0, c])) == [c0, c]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\xa1\x67version\x02", b"\xa2\x65roots\x80\x67version\x02", b"\x80", b"\xa2\x65roots"],
+)
+def test_bad_headers(bad: bytes) -> None:
+    with pytest.raises(StoreError):
+        car.decode_header(bad)
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_round_trip_into_fresh_store(store: EmbeddedStore, tmp_path: Path, version: int) -> None:
+    root = _dir(store, tmp_path, version)
+    data = b"".join(store.export_car(root))
+    other = EmbeddedStore(tmp_path / "other")
+    # feed in awkward chunk sizes
+    chunks = [data[i : i + 7] for i in range(0, len(data), 7)]
+    assert other.import_car(chunks, pin=True) == [root]
+    assert other.pins() == [root]
+    assert list(other.walk(root)) == list(store.walk(root))
+    assert b"".join(other.export_car(root)) == data
+
+
+def test_export_order_is_depth_first_without_duplicates(store: EmbeddedStore) -> None:
+    root = store.make_dir({"a": store.add_bytes(b"same"), "b": store.add_bytes(b"same")})
+    roots, blocks = car.read_car(store.export_car(root))
+    cids = [str(c) for c, _ in blocks]
+    assert roots == [parse_cid(root)]
+    assert cids == [root, store.resolve(root, "a")]
+
+
+def test_tampered_car_stores_and_pins_nothing(store: EmbeddedStore, tmp_path: Path) -> None:
+    src = EmbeddedStore(tmp_path / "src-store")
+    root = _dir(src, tmp_path)
+    data = bytearray(b"".join(src.export_car(root)))
+    data[-1] ^= 0xFF
+    with pytest.raises(IntegrityError):
+        store.import_car([bytes(data)], pin=True)
+    assert store.pins() == []
+    assert not store.has(root)
+    assert list((store.root / "blocks").rglob("*")) == [
+        p for p in (store.root / "blocks").rglob("*") if p.is_dir()
+    ]
+
+
+def test_truncated_car(store: EmbeddedStore, tmp_path: Path) -> None:
+    src = EmbeddedStore(tmp_path / "src-store")
+    data = b"".join(src.export_car(_dir(src, tmp_path)))
+    with pytest.raises(StoreError, match="truncated"):
+        store.import_car([data[:-3]])
+    with pytest.raises(StoreError):
+        store.import_car([b""])
+
+
+def test_size_bounds(store: EmbeddedStore) -> None:
+    with pytest.raises(TooLarge):
+        store.import_car([varint(car.MAX_HEADER_BYTES + 1)])
+    header = car.frame(car.encode_header([parse_cid(HELLO_V1)]))
+    with pytest.raises(TooLarge):
+        store.import_car([header, varint(car.MAX_BLOCK_BYTES + 1)])
+    with pytest.raises(TooLarge):
+        store.import_car([header, b"\x00" * 100], max_bytes=50)
+
+
+def test_import_partial_dag_with_pin_fails(store: EmbeddedStore) -> None:
+    root = parse_cid(store.make_dir({"a": store.add_bytes(b"x")}))
+    block = store.get_block(str(root))
+    partial = car.frame(car.encode_header([root])) + car.block_section(root, block)
+    fresh_root = store.root.parent / "fresh"
+    fresh = EmbeddedStore(fresh_root)
+    assert fresh.import_car([partial]) == [str(root)]  # partial CARs are fine unpinned
+    with pytest.raises(NotFound):
+        fresh.import_car([partial], pin=True)
+    assert fresh.pins() == []
+
+
+def test_export_missing(store: EmbeddedStore) -> None:
+    with pytest.raises(NotFound):
+        store.export_car(HELLO_V1)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    files=st.dictionaries(
+        st.text("abcé", min_size=1, max_size=4), st.binary(max_size=3000), max_size=4
+    ),
+    version=st.sampled_from([0, 1]),
+)
+def test_car_round_trip_property(tmp_path: Path, files: dict[str, bytes], version: int) -> None:
+    import secrets
+
+    base = tmp_path / secrets.token_hex(4)
+    a, b = EmbeddedStore(base / "a"), EmbeddedStore(base / "b")
+    root = a.make_dir({name: a.add_bytes(data, version) for name, data in files.items()}, version)
+    assert b.import_car(a.export_car(root)) == [root]
+    assert {e.path: b"".join(b.cat(e.cid)) for e in b.walk(root)} == files

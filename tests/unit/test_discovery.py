@@ -1,0 +1,103 @@
+"""Discovery without a network: TXT building, config checks, failure to start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from peer.discovery import (
+    SERVICE_TYPE,
+    Discovery,
+    DiscoveryConfig,
+    _decode_txt,
+    build_txt,
+    mesh_hash,
+)
+from peer.state import PROTOCOL_VERSION
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.added: list[tuple[str, dict[str, str]]] = []
+        self.removed: list[str] = []
+
+    def add(self, addr: str, info: Mapping[str, str]) -> None:
+        self.added.append((addr, dict(info)))
+
+    def remove(self, addr: str) -> None:
+        self.removed.append(addr)
+
+
+def make(cfg: DiscoveryConfig | None = None,
+         txt: Mapping[str, str] | None = None) -> tuple[Discovery, Calls]:
+    calls = Calls()
+    d = Discovery(cfg or DiscoveryConfig(interfaces=("127.0.0.1",)), "abcd1234",
+                  txt or build_txt(gossip="127.0.0.1:7000", http_port=8080),
+                  calls.add, calls.remove, mesh_hash("lab"))
+    return d, calls
+
+
+def test_build_txt_short_call_list_is_inline() -> None:
+    txt = build_txt(gossip="127.0.0.1:7000", http_port=8080, calls=["b.x", "a.y", "a.y"],
+                    cores=8, free_slots=3, mem_mb=16000, gpu=True)
+    assert txt == {"gossip": "127.0.0.1:7000", "http": "8080", "calls": "a.y,b.x",
+                   "cores": "8", "slots": "3", "mem": "16000", "gpu": "1"}
+
+
+def test_build_txt_long_call_list_becomes_hash_and_count() -> None:
+    calls = [f"family{i}.some_long_task_name" for i in range(40)]
+    txt = build_txt(gossip="127.0.0.1:7000", http_port=1, calls=calls)
+    assert "calls" not in txt and txt["calls_n"] == "40" and len(txt["calls_h"]) == 16
+    assert build_txt(gossip="h:1", http_port=1, calls=reversed(calls))["calls_h"] == txt["calls_h"]
+
+
+def test_full_txt_carries_identity_version_and_mesh() -> None:
+    d, _ = make()
+    assert d._txt["id"] == "abcd1234"
+    assert d._txt["v"] == str(PROTOCOL_VERSION)
+    assert d._txt["mesh"] == mesh_hash("lab") != mesh_hash("other")
+    assert d.name == f"abcd1234.{SERVICE_TYPE}"
+
+
+@pytest.mark.parametrize("txt", [{"http": "1"}, {"gossip": "nope"},
+                                 {"gossip": "127.0.0.1:1", "x": "y" * 300}])
+def test_bad_txt_rejected(txt: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        make(txt=txt)
+
+
+@pytest.mark.parametrize("kw", [{"service_type": "banzai.local."}, {"interfaces": ("eth0",)},
+                                {"ttl_s": 1}, {"resolve_timeout_ms": 1}])
+def test_bad_config_rejected(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        DiscoveryConfig(**kw)
+
+
+def test_decode_txt_skips_undecodable() -> None:
+    assert _decode_txt({b"a": b"1", b"b": None, b"\xff": b"x", b"c": b"\xfe"}) == {
+        "a": "1", "b": ""}
+
+
+async def test_start_on_missing_interface_warns_and_keeps_running(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # 203.0.113.7 (TEST-NET-3) is on no interface here: binding fails before any packet.
+    d, calls = make(DiscoveryConfig(interfaces=("203.0.113.7",)))
+    await d.start()  # must not raise
+    assert d.running is False and d.error is not None
+    assert "mDNS discovery disabled" in caplog.text
+    await d.update(build_txt(gossip="127.0.0.1:7000", http_port=1, free_slots=2))
+    await d.close()
+    assert calls.added == [] and calls.removed == []
+
+
+def test_removed_service_reports_its_address_once() -> None:
+    from zeroconf import ServiceStateChange
+
+    d, calls = make()
+    d._known["peer2." + SERVICE_TYPE] = "127.0.0.1:7002"
+    for _ in range(2):
+        d._on_change(None, SERVICE_TYPE, "peer2." + SERVICE_TYPE,  # type: ignore[arg-type]
+                     ServiceStateChange.Removed)
+    assert calls.removed == ["127.0.0.1:7002"]

@@ -1,0 +1,227 @@
+"""EmbeddedStore: add, walk/ls/stat/resolve/cat, make_dir, materialize, blocks, pins and gc."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
+from peer.store import EmbeddedStore, Entry
+from peer.store.unixfs import HAMT_THRESHOLD_BYTES
+
+HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+EMPTY_DIR_V1 = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EmbeddedStore:
+    return EmbeddedStore(tmp_path / "store")
+
+
+def _tree(root: Path) -> Path:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"hello\n")
+    (root / "sub" / "b.bin").write_bytes(bytes(range(256)) * 10)
+    (root / "sub" / "deeper" / "é ü.txt").write_text("unicode\n", encoding="utf-8")
+    (root / "empty").mkdir()
+    (root / ".hidden").write_bytes(b"h")
+    return root
+
+
+def test_add_bytes_vectors(store: EmbeddedStore) -> None:
+    assert store.add_bytes(b"hello\n", cid_version=0) == HELLO_V0
+    assert store.add_bytes(b"hello\n") == HELLO_V1
+    assert b"".join(store.cat(HELLO_V0)) == b"hello\n"
+    assert b"".join(store.cat(HELLO_V1, 1, 3)) == b"ell"
+
+
+def test_add_path_file_and_missing(store: EmbeddedStore, tmp_path: Path) -> None:
+    f = tmp_path / "hello.txt"
+    f.write_bytes(b"hello\n")
+    assert store.add_path(f) == HELLO_V1
+    with pytest.raises(NotFound):
+        store.add_path(tmp_path / "nope")
+
+
+def test_add_path_refuses_symlink(store: EmbeddedStore, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "link").symlink_to("/etc/passwd")
+    with pytest.raises(StoreError, match="symlink"):
+        store.add_path(d)
+
+
+def test_bad_cid_version(store: EmbeddedStore) -> None:
+    with pytest.raises(StoreError, match="cid_version"):
+        store.add_bytes(b"x", cid_version=2)
+
+
+def test_walk_ls_stat(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = store.add_path(_tree(tmp_path / "t"))
+    walked = list(store.walk(root))
+    assert [e.path for e in walked] == [".hidden", "a.txt", "sub/b.bin", "sub/deeper/é ü.txt"]
+    assert walked[1] == Entry("a.txt", HELLO_V1, 6, "file")
+    assert all(e.kind == "file" for e in walked)
+    listing = store.ls(root)
+    assert [(e.path, e.kind) for e in listing] == [
+        (".hidden", "file"),
+        ("a.txt", "file"),
+        ("empty", "dir"),
+        ("sub", "dir"),
+    ]
+    top = store.stat(root)
+    assert top.kind == "dir" and top.path == "" and top.size > 2560
+    assert store.stat(HELLO_V1) == Entry("", HELLO_V1, 6, "file")
+    assert list(store.walk(HELLO_V1)) == [Entry("", HELLO_V1, 6, "file")]
+    assert store.ls(HELLO_V1) == []
+
+
+def test_resolve(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = store.add_path(_tree(tmp_path / "t"))
+    assert store.resolve(root, "a.txt") == HELLO_V1
+    assert store.resolve(root, "") == root
+    assert store.resolve(root, "/sub/deeper/") == store.resolve(
+        store.resolve(root, "sub"), "deeper"
+    )
+    assert store.stat(store.resolve(root, "sub/deeper/é ü.txt")).size == 8
+    with pytest.raises(NotFound):
+        store.resolve(root, "sub/missing")
+    with pytest.raises(NotFound):
+        store.resolve(root, "a.txt/below-a-file")
+    for bad in ("sub/../a.txt", "..", "sub//b.bin", "./a.txt"):
+        with pytest.raises(ArgError):
+            store.resolve(root, bad)
+    with pytest.raises(BadCID):
+        store.resolve("not-a-cid", "a.txt")
+
+
+def test_materialize_round_trip(store: EmbeddedStore, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "t")
+    root = store.add_path(src)
+    out = tmp_path / "out" / "copy"
+    store.materialize(root, out)
+    assert store.add_path(out) == root
+    assert (out / "sub" / "deeper" / "é ü.txt").read_text(encoding="utf-8") == "unicode\n"
+    assert (out / "empty").is_dir()
+    store.materialize(HELLO_V1, tmp_path / "one.txt")
+    assert (tmp_path / "one.txt").read_bytes() == b"hello\n"
+
+
+def test_make_dir(store: EmbeddedStore, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "t")
+    root = store.add_path(src)
+    sub = store.resolve(root, "sub")
+    made = store.make_dir(
+        {
+            "a.txt": HELLO_V1,
+            "sub": sub,
+            ".hidden": store.add_bytes(b"h"),
+            "empty": store.make_dir({}),
+        }
+    )
+    assert made == root
+    nested = store.make_dir({"x/y/z.txt": HELLO_V1, "x/w.txt": HELLO_V1})
+    assert [e.path for e in store.walk(nested)] == ["x/w.txt", "x/y/z.txt"]
+    assert store.make_dir({}) == EMPTY_DIR_V1
+
+
+def test_make_dir_errors(store: EmbeddedStore) -> None:
+    with pytest.raises(NotFound):
+        store.make_dir({"a": "bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"})
+    store.add_bytes(b"hello\n")
+    with pytest.raises(ArgError):
+        store.make_dir({"a": HELLO_V1, "a/b": HELLO_V1})
+    with pytest.raises(ArgError):
+        store.make_dir({"../a": HELLO_V1})
+    with pytest.raises(ArgError):
+        store.make_dir({"": HELLO_V1})
+
+
+def test_hamt_sized_directory_refused(store: EmbeddedStore) -> None:
+    store.add_bytes(b"hello\n")
+    name_len = 200
+    count = HAMT_THRESHOLD_BYTES // (name_len + 36) + 1
+    entries = {f"{i:0{name_len}d}": HELLO_V1 for i in range(count)}
+    with pytest.raises(StoreError, match="HAMT"):
+        store.make_dir(entries)
+    below = dict(list(entries.items())[: count - 2])
+    assert store.make_dir(below).startswith("bafybei")
+
+
+def test_blocks(store: EmbeddedStore) -> None:
+    store.put_block(HELLO_V1, b"hello\n")
+    assert store.has(HELLO_V1)
+    assert store.get_block(HELLO_V1) == b"hello\n"
+    with pytest.raises(IntegrityError):
+        store.put_block(HELLO_V1.replace("cy", "cz"), b"hello\n")
+    with pytest.raises(NotFound):
+        store.get_block("bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm")
+    assert not store.has("bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm")
+
+
+def test_same_bytes_v0_and_v1_share_a_block(store: EmbeddedStore) -> None:
+    d0 = store.make_dir({}, cid_version=0)
+    assert store.get_block(d0) == store.get_block(EMPTY_DIR_V1) == b"\x0a\x02\x08\x01"
+
+
+def test_pins_and_gc(store: EmbeddedStore, tmp_path: Path) -> None:
+    kept = store.add_path(_tree(tmp_path / "t"), pin=True)
+    loose = store.add_bytes(b"garbage" * 1000)
+    assert store.pins() == [kept]
+    assert store.gc() == 1
+    assert not store.has(loose)
+    assert len(list(store.walk(kept))) == 4
+    store.pin(HELLO_V1)  # already stored as a.txt
+    store.unpin(kept)
+    assert store.pins() == [HELLO_V1]
+    assert store.gc() > 0
+    assert store.has(HELLO_V1) and not store.has(kept)
+    with pytest.raises(NotFound):
+        store.unpin(kept)
+    with pytest.raises(NotFound):
+        store.pin(kept)  # incomplete DAG cannot be pinned
+    store.unpin(HELLO_V1)
+    assert store.gc() == 1 and store.pins() == []
+
+
+def test_stale_temp_files_are_not_blocks(store: EmbeddedStore) -> None:
+    store.add_bytes(b"x")
+    shard = next(p for p in (store.root / "blocks").iterdir() if p.is_dir())
+    (shard / ".partial.123.abc.tmp").write_bytes(b"junk")
+    assert store.gc() == 1  # the block; the fresh temp file is left alone
+    assert (shard / ".partial.123.abc.tmp").exists()
+
+
+def _worker(root: str, seed: int) -> str:
+    s = EmbeddedStore(Path(root))
+    cid = s.add_bytes(bytes([seed]) * 300_000 + b"shared" * 100)
+    s.pin(cid)
+    return cid
+
+
+def test_several_processes_share_a_root(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
+    with ctx.Pool(3) as pool:
+        cids = pool.starmap(_worker, [(str(root), i) for i in range(6)])
+    s = EmbeddedStore(root)
+    assert sorted(s.pins()) == sorted(cids)
+    assert s.gc() == 0
+    for i, cid in enumerate(cids):
+        assert b"".join(s.cat(cid)) == bytes([i]) * 300_000 + b"shared" * 100
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=600_000), version=st.sampled_from([0, 1]))
+def test_add_then_cat_returns_the_bytes(store: EmbeddedStore, data: bytes, version: int) -> None:
+    cid = store.add_bytes(data, cid_version=version)
+    assert b"".join(store.cat(cid)) == data
+    assert store.stat(cid).size == len(data)
