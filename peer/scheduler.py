@@ -104,14 +104,14 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     """pending | running | done | failed | cancelled (derived, never stored)."""
     if (job, task) in state.task_done:
         return "done"
+    if job in state.cancelled:
+        return "cancelled"
     split = state.splits.get((job, task))
     if split is not None:
         for i in range(len(split.payload["chunks"])):
             c = state.chunks.get((job, task, i))
             if c is not None and c.done is None and chunk_exhausted(c.failures, max_attempts):
                 return "failed"
-    if job in state.cancelled:
-        return "cancelled"
     if split is not None and any(
             (c := state.chunks.get((job, task, i))) is not None and c.done is None
             and c.winner(c.attempt, split.id) is not None
