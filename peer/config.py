@@ -44,6 +44,7 @@ class PeerConfig:
     http: str = "127.0.0.1:8700"
     gossip: str = "127.0.0.1:0"
     mdns_interfaces: tuple[str, ...] = ()
+    mdns: bool = True
     join: tuple[str, ...] = ()
     secret_file: Path | None = None
     store: str = "embedded"
@@ -112,6 +113,8 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if name in ("task_timeout_s", "lease_s"):
             return float(value)
+        if name == "mdns":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: invalid value {value!r}", field=name) from None
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gossip", help="HOST:PORT of the gossip socket (default 127.0.0.1:0)")
     a("--mdns-interface", dest="mdns_interfaces", action="append", default=[],
       help="address of an interface for mDNS (repeatable)")
+    a("--no-mdns", dest="mdns", action="store_const", const=False, default=None,
+      help="do not announce or browse with mDNS (use --join)")
     a("--join", action="append", default=[], help="HOST:PORT of a static peer (repeatable)")
     a("--secret-file", help="file holding the mesh secret (authenticates gossip frames)")
     a("--store", choices=["embedded", "kubo"], help="content store backend")

@@ -39,7 +39,8 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
                http: str = "127.0.0.1:0", timeout_s: float = 60) -> PeerProc:
     """Start banzai-peer and wait until it prints its URL."""
     args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
-            "--task-module", "tests.fixture_tasks", "--log-level", "INFO", *extra]
+            "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
+            "--mdns-interface", "127.0.0.1", *extra]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=full_env, cwd=ROOT)

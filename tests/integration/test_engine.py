@@ -22,7 +22,8 @@ FINAL = ("done", "failed", "cancelled")
 
 
 def _cfg(d: Path, **kw: Any) -> PeerConfig:
-    return PeerConfig(data_dir=d, slots=2, task_modules=("tests.fixture_tasks",), **kw)
+    return PeerConfig(data_dir=d, slots=2, task_modules=("tests.fixture_tasks",), mdns=False,
+                      **kw)
 
 
 @pytest.fixture
