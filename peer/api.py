@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from peer import gateway
 from peer.errors import BanzaiError, Conflict, NotFound, TooLarge
@@ -44,8 +45,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except BanzaiError as e:
         return web.json_response(e.to_json(), status=e.status)
-    except web.HTTPRequestEntityTooLarge as e:
-        return _error(413, f"request body too large (limit {e.max_size} bytes)", "TooLarge")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[NODE].cfg.max_body_bytes
+        return _error(413, f"request body too large (limit {limit} bytes)", "TooLarge",
+                      field="body")
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -129,7 +132,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
             data = await asyncio.to_thread(_read_all, node, c.done.payload["log"])
             out.extend(json.loads(data)[kind])
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
-    if live and not (job, task) in node.state.task_done:
+    if live and (job, task) not in node.state.task_done:
         out.extend(live)
     return out
 
@@ -182,9 +185,9 @@ async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
     reader = await request.multipart()
     tops: set[str] = set()
     while (part := await reader.next()) is not None:
-        if not isinstance(part, web.BodyPartReader) or not part.filename:
+        if not isinstance(part, BodyPartReader) or not part.filename:
             raise BanzaiError("every multipart part needs a filename", field="body")
-        rel = _safe_rel(part.filename)
+        rel = _safe_rel(unquote(part.filename))  # clients (aiohttp, Kubo's) %-escape names
         tops.add(rel.split("/")[0])
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # machine-readable lines (CIDs, URLs) are never wrapped
 FINAL = ("done", "failed", "cancelled")
 
 
@@ -72,7 +72,8 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
 
 async def watch(c: Client, job: str) -> dict[str, Any]:
     """Show a live progress bar per task until the job ends; return the final view."""
-    cols = (TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+    cols = (TextColumn("{task.description:<22}"), BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
             TextColumn("{task.fields[state]:<9}"), TimeElapsedColumn())
     with Progress(*cols, console=console, transient=False) as bar:
         ids: dict[str, Any] = {}

@@ -26,9 +26,7 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
     host, port = cfg.http_addr
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    sock = server.sockets[0] if server is not None and server.sockets else None
-    bound = sock.getsockname()[1] if sock is not None else port
+    bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
     node.http_url = f"http://{shown}:{bound}"
     try:

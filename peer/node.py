@@ -11,12 +11,17 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from peer.config import PeerConfig
+from peer.config import PeerConfig, parse_hostport
+from peer.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
+from peer.errors import ConfigError
 from peer.executor import Executor, ExecutorConfig
+from peer.fetch import Fetcher
+from peer.gossip import Gossip, GossipConfig, zmq_transport
 from peer.scheduler import Scheduler, SchedulerConfig
 from peer.state import HLC, Event, EventLog, EventType, MeshState
 from peer.store import EmbeddedStore
@@ -49,13 +54,20 @@ class Node:
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb,
             preload=("peer.runner", *cfg.task_modules)))
+        self.mesh_id = mesh_hash(cfg.mesh_name)
+        self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
+        self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
+        self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id)
         self.scheduler = Scheduler(
             SchedulerConfig(store_root=str(cfg.data_dir / "store"),
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
-            self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog)
-        self.listeners: list[Listener] = [self.scheduler.poke]
+            self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
+            self.fetcher, peers=self.live_peers)
+        self.listeners: list[Listener] = [self.scheduler.poke, self._push]
         self.http_url = ""
+        self.gossip: Gossip | None = None
+        self.discovery: Discovery | None = None
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Append a local event durably, fold it and tell the listeners."""
@@ -67,7 +79,7 @@ class Node:
             fn(ev)
         return ev
 
-    def merge(self, events: list[Event]) -> list[Event]:
+    def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (persisted first). Never blocks."""
         new = [e for e in events if e.id not in self.state.events]
         self.log.append(new)
@@ -78,6 +90,42 @@ class Node:
                 fn(ev)
         return new
 
+    # -- EventSink and MemberSink for gossip -----------------------------------------------
+    def heads(self) -> Mapping[str, int]:
+        return self.state.heads
+
+    def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
+        return self.state.events_after(vv, limit)
+
+    def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
+        """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
+        self.heard_at[peer_id] = time.monotonic()
+        self.infos[peer_id] = info
+        self.scheduler.heard(peer_id)
+
+    def _push(self, ev: Event) -> None:
+        if self.gossip is not None and ev.origin == self.peer_id:
+            self.gossip.broadcast([ev])
+
+    def live_peers(self) -> dict[str, Mapping[str, Any]]:
+        """Other peers the gossip layer currently holds alive, with their heartbeat info."""
+        if self.gossip is None:
+            return {}
+        return {p: self.infos.get(p, i) for p, i in self.gossip.live_peers().items()
+                if p != self.peer_id and i.get("status", "alive") == "alive"}
+
+    def peer_urls(self) -> dict[str, str]:
+        return {p: str(i["http"]) for p, i in self.live_peers().items() if i.get("http")}
+
+    def _providers(self, cid: str) -> set[str]:
+        return self.state.providers.get(cid, set())
+
+    def local_info(self) -> dict[str, Any]:
+        """What our heartbeats carry: load and running chunks."""
+        return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
+                "slots": self.cfg.slots, "free_slots": self.executor.free_slots,
+                "running": [list(k) for k in self.scheduler.runs]}
+
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
@@ -86,14 +134,52 @@ class Node:
 
     async def start(self) -> None:
         await self.executor.start()
+        await self._start_mesh()
         caps = self.capabilities()
         mine = self.state.members.get(self.peer_id)
         if mine is None or mine.payload != caps:
             self.emit(EventType.MEMBER, caps)
         await self.scheduler.start()
 
+    async def _start_mesh(self) -> None:
+        cfg = self.cfg
+        host, _ = parse_hostport(cfg.gossip, "gossip")
+        wildcard = host in ("0.0.0.0", "::", "*")
+        advertise = (cfg.mdns_interfaces[0] if cfg.mdns_interfaces
+                     else socket.gethostbyname(socket.gethostname())) if wildcard else None
+        try:
+            gcfg = GossipConfig.lan(bind=cfg.gossip, advertise_host=advertise,
+                                    mesh_id=self.mesh_id, secret=cfg.secret)
+        except ValueError as e:
+            raise ConfigError(f"gossip: {e}", field="gossip") from None
+        self.gossip = Gossip(gcfg, zmq_transport(gcfg), self, self, self.peer_id,
+                             local_info=self.local_info)
+        await self.gossip.start()
+        for addr in cfg.join:
+            self.gossip.add_peer(addr)
+        if not cfg.mdns:
+            return
+        # A peer whose gossip listens on one address announces itself only there.
+        ifaces = cfg.mdns_interfaces or (() if wildcard else (host,))
+        caps = self.capabilities()
+        port = parse_hostport(self.http_url.removeprefix("http://"), "http")[1] \
+            if self.http_url else 0
+        txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
+                        cores=caps["cores"], free_slots=self.executor.free_slots,
+                        mem_mb=caps["mem_mb"], gpu=caps["gpu"])
+        gossip = self.gossip
+        self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
+                                   txt, on_add=lambda addr, _txt: gossip.add_peer(addr),
+                                   on_remove=gossip.remove_peer, mesh_id=self.mesh_id)
+        await self.discovery.start()
+
     async def close(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.scheduler.close()
+        if self.gossip is not None:
+            await self.gossip.close()
+        await self.fetcher.close()
         await self.executor.close()
         self.log.close()
 

@@ -62,6 +62,15 @@ class Runner(Protocol):
     def cancel(self, key: str) -> bool: ...
 
 
+class Data(Protocol):
+    """What the scheduler needs to get data from other peers (peer.fetch.Fetcher)."""
+
+    def is_complete(self, cid: str) -> bool: ...
+    def mark(self, cid: str) -> None: ...
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None: ...
+
+
+PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]
 Emit = Callable[[EventType, dict[str, Any]], Event]
 
 
@@ -140,8 +149,8 @@ class Scheduler:
     """Claims and runs ready chunks on this peer; call `poke` after state changes."""
 
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
-                 store: Store, runner: Runner, catalog: Mapping[str, TaskDef],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 store: Store, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
+                 peers: PeerInfos = dict, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -149,6 +158,8 @@ class Scheduler:
         self.store = store
         self.runner = runner
         self.catalog = catalog
+        self.data = data
+        self.peers = peers  # live peers other than this one -> their heartbeat info
         self.clock = clock
         self.runs: dict[tuple[str, str, int, int], _Run] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}  # live logs of local runs
@@ -157,6 +168,9 @@ class Scheduler:
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[tuple[str, str, int, int], float] = {}
         self._claim_seen: dict[tuple[str, str, int, int], float] = {}
+        self._data_wait: dict[TaskKey, float] = {}  # tasks waiting for data: since when
+        self._fetching: set[TaskKey] = set()
+        self._bg: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._workflows: dict[str, Workflow] = {}
@@ -253,7 +267,7 @@ class Scheduler:
         """Tasks whose progress depends on time: staggered claims and leases of others."""
         keys = {(k[0], k[1]) for k in self._ready_since}
         keys |= {(k[0], k[1]) for k in self._claim_seen}
-        return keys
+        return keys | set(self._data_wait)
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
         job, task = key
@@ -276,8 +290,7 @@ class Scheduler:
         st = self.state
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
-        wf = self.workflow(job)
-        spec = wf.task(task)
+        spec = self.workflow(job).task(task)
         if any((job, d) not in st.task_done for d in spec.depends):
             return
         if task_status(st, job, task, self.cfg.max_attempts) == "failed":
@@ -286,22 +299,84 @@ class Scheduler:
             self._done(job, task, spec.cid, None, cached=True)
             return
         tdef = self.catalog[spec.call or ""]
-        input_cid = self._input(job, spec)
-        key = cache_key(tdef, spec.params, input_cid)
-        cached = st.cache.get(key)
-        if isinstance(cached, str) and self.store.has(cached):
-            self._done(job, task, cached, key, cached=True)
-            return
         split = st.splits.get((job, task))
         if split is None:
-            self._split(job, task, tdef, spec, input_cid)
+            self._plan(job, task, tdef, spec)
             return
+        key = cache_key(tdef, spec.params, split.payload["input"])
         chunks = split.payload["chunks"]
         if all(st.chunk(job, task, i).done is not None for i in range(len(chunks))):
-            self._assemble(job, task, tdef, spec, split, key)
+            if self._have((job, task), self._chunk_outputs(job, task, len(chunks)),
+                          self._last_finisher(job, task, len(chunks))):
+                self._assemble(job, task, tdef, spec, split, key)
             return
         for i in range(len(chunks)):
-            self._consider_chunk(job, task, i, split)
+            self._consider_chunk(job, task, i, split, tdef)
+
+    def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
+        """Input, cache lookup and split of a ready task: done by a peer holding the input
+        (others wait for its TASK_SPLIT or TASK_DONE, or take over after a grace period)."""
+        outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
+        needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
+        if needs_data and not self._have((job, task), outs, self._producer(job, spec)):
+            return
+        input_cid = self._input(job, spec)
+        key = cache_key(tdef, spec.params, input_cid)
+        cached = self.state.cache.get(key)
+        if isinstance(cached, str) and (self.store.has(cached)
+                                        or self.state.providers.get(cached)):
+            self._done(job, task, cached, key, cached=True)
+            return
+        self._split(job, task, tdef, spec, input_cid)
+
+    # -- data locality -----------------------------------------------------------------
+    def _have(self, key: TaskKey, cids: list[str], preferred: str | None) -> bool:
+        """True if every DAG is complete here. Otherwise start fetching them: at once if
+        this peer is the `preferred` one to act, else after a grace period in which the
+        preferred peer (which holds the data) normally acts first."""
+        cids = [c for c in cids if c]
+        if all(self.data.is_complete(c) for c in cids):
+            self._data_wait.pop(key, None)
+            return True
+        since = self._data_wait.setdefault(key, self.clock())
+        alive = preferred is not None and (preferred in self.peers())
+        if (preferred == self.peer_id or not alive
+                or self.clock() - since > self.cfg.lease_s) and key not in self._fetching:
+            self._fetching.add(key)
+            task = asyncio.create_task(self._fetch(key, cids))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+        return False
+
+    async def _fetch(self, key: TaskKey, cids: list[str]) -> None:
+        try:
+            await self.data.ensure(cids)
+        except BanzaiError as e:
+            log.warning("%s/%s: %s (will retry)", key[0], key[1], e)
+        finally:
+            self._fetching.discard(key)
+            self._dirty.add(key)
+            self._wake.set()
+
+    def _producer(self, job: str, spec: TaskSpec) -> str | None:
+        """The peer that produced a task's first input, which holds it."""
+        if not spec.depends:
+            return None
+        return self.state.task_done[(job, spec.depends[0])].origin
+
+    def _chunk_outputs(self, job: str, task: str, n: int) -> list[str]:
+        out: list[str] = []
+        for i in range(n):
+            done = self.state.chunk(job, task, i).done
+            assert done is not None
+            if done.payload.get("output"):
+                out.append(done.payload["output"])
+            out += [v["c"] for v in done.payload.get("cache", {}).values() if v]
+        return out
+
+    def _last_finisher(self, job: str, task: str, n: int) -> str | None:
+        dones = [d for i in range(n) if (d := self.state.chunk(job, task, i).done) is not None]
+        return max(dones, key=lambda e: e.order).origin if dones else None
 
     def _input(self, job: str, spec: TaskSpec) -> str | None:
         """The input CID: none, the one dependency's output, or a merge of several."""
@@ -317,7 +392,9 @@ class Scheduler:
                 if have != e[1]:
                     raise BanzaiError(
                         f"inputs of {spec.name} conflict at {e[0]!r}: {dep} has other content")
-        return self.store.make_dir(merged)
+        out = self.store.make_dir(merged)
+        self.data.mark(out)
+        return out
 
     def _files(self, cid: str, prefix: str) -> list[tuple[str, str]]:
         """Files under `cid` as (relpath, cid); a file output is named after its task."""
@@ -339,7 +416,10 @@ class Scheduler:
             misses = [[path, cid] for path, cid in self._files(input_cid, "")
                       if tdef.matches(path)
                       and self._item_key(tdef, spec.params, cid) not in self.state.cache]
-            chunks = chunk_items(misses, max(self.runner.free_slots, 1),
+            free = self.runner.free_slots + sum(
+                int(i.get("free_slots", 0)) for i in self.peers().values()
+                if tdef.name in i.get("calls", ()))
+            chunks = chunk_items(misses, max(free, 1),
                                  self.cfg.min_chunk_items, self.cfg.max_chunk_items)
         self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": input_cid,
                                          "chunks": chunks})
@@ -363,12 +443,14 @@ class Scheduler:
         self._done(job, task, self.store.make_dir(entries), key, cached=False)
 
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool) -> None:
-        self.store.pin(output)
+        if self.data.is_complete(output):
+            self.store.pin(output)
         self.emit(EventType.TASK_DONE, {"job": job, "task": task, "output": output,
                                         "key": key, "cached": cached})
 
     # -- claims ------------------------------------------------------------------------
-    def _consider_chunk(self, job: str, task: str, i: int, split: Event) -> None:
+    def _consider_chunk(self, job: str, task: str, i: int, split: Event, tdef: TaskDef,
+                        ) -> None:
         c = self.state.chunk(job, task, i)
         if c.done is not None or chunk_exhausted(c.failures, self.cfg.max_attempts):
             return
@@ -383,7 +465,8 @@ class Scheduler:
             return
         now = self.clock()
         since = self._ready_since.setdefault(ck, now)
-        rank = rendezvous(f"{job}/{task}/{i}/{attempt}", self._candidates()).index(self.peer_id)
+        unit = f"{job}/{task}/{i}/{attempt}"
+        rank = self._candidates(unit, tdef.name, split).index(self.peer_id)
         if now - since < rank * self.cfg.stagger_s:
             return
         self._ready_since.pop(ck, None)
@@ -393,9 +476,16 @@ class Scheduler:
         if mine is not None and mine.origin == self.peer_id:
             self._start(ck, split)
 
-    def _candidates(self) -> list[str]:
-        """Live peers that may claim; with no mesh yet, only this peer."""
-        return [self.peer_id]
+    def _candidates(self, unit: str, call: str, split: Event) -> list[str]:
+        """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
+        free slot (this one included), those holding the input first, each group ordered
+        by rendezvous hash so that every peer computes the same order."""
+        peers = [p for p, info in self.peers().items()
+                 if call in info.get("calls", ()) and int(info.get("free_slots", 0)) > 0]
+        peers.append(self.peer_id)
+        holders = self.state.providers.get(split.payload["input"] or "", set())
+        near = rendezvous(unit, [p for p in peers if p in holders])
+        return near + rendezvous(unit, [p for p in peers if p not in holders])
 
     def _check_claim(self, ck: tuple[str, str, int, int], w: Event) -> None:
         """Watch a claim held by another peer; fail it when its lease lapses."""
@@ -415,7 +505,7 @@ class Scheduler:
         """A sign of life from `peer`: renew the leases of its claims."""
         now = self.clock()
         for ck in list(self._claim_seen):
-            c = self.state.chunks.get(ck[:3])  # type: ignore[arg-type]
+            c = self.state.chunks.get((ck[0], ck[1], ck[2]))
             w = c.winner(ck[3], self.state.split_id(ck[0], ck[1])) if c else None
             if w is not None and w.origin == peer:
                 self._claim_seen[ck] = now
@@ -442,6 +532,11 @@ class Scheduler:
         job, task, i, attempt = ck
         base = {"job": job, "task": task, "chunk": i, "attempt": attempt}
         try:
+            try:
+                await self._fetch_input(tdef, payload)
+            except BanzaiError as e:
+                self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
+                return
             self.executions += 1
             res = await self.runner.run(run.key, "peer.runner:run", payload,
                                         timeout_s=self.cfg.task_timeout_s,
@@ -466,9 +561,20 @@ class Scheduler:
         if tdef.per_item:
             out["cache"] = {self._item_key(tdef, spec.params, cid): res.value["items"][path]
                             for path, cid in payload_items(res)}
+            for v in out["cache"].values():
+                if v:
+                    self.data.mark(v["c"])
         else:
             out["output"] = res.value["output"]
+            self.data.mark(out["output"])
         self.emit(EventType.CHUNK_DONE, out)
+
+    async def _fetch_input(self, tdef: TaskDef, payload: dict[str, Any]) -> None:
+        """Make the chunk's input local (fetched from providers if another peer made it)."""
+        if payload["items"] is not None:
+            await self.data.ensure([c for _, c in payload["items"]], hints=[payload["input"]])
+        elif payload["input"] is not None:
+            await self.data.ensure([payload["input"]])
 
     def _save_json(self, obj: Any) -> str:
         return self.store.add_bytes(json.dumps(obj).encode())

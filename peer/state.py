@@ -43,7 +43,7 @@ class EventType(IntEnum):
 
 
 # Failure kinds that are worth another attempt (the work itself may succeed).
-RETRYABLE = frozenset({"crash", "timeout", "lease", "lost", "memory"})
+RETRYABLE = frozenset({"crash", "timeout", "lease", "lost", "memory", "fetch"})
 
 
 class HLC:
@@ -215,7 +215,12 @@ def _chunk_done(s: MeshState, ev: Event) -> None:
     c = s.chunks[_ck(ev)]
     if c.done is None or ev.order < c.done.order:
         c.done = ev
-    s._merge_cache(ev.payload.get("cache", {}), ev)
+    cache = ev.payload.get("cache", {})
+    s._merge_cache(cache, ev)
+    made = [ev.payload["output"]] if ev.payload.get("output") else []
+    made += [v["c"] for v in cache.values() if v]
+    for cid in made:
+        s.providers[cid].add(ev.origin)
 
 
 def _chunk_failed(s: MeshState, ev: Event) -> None:
@@ -228,6 +233,8 @@ def _chunk_failed(s: MeshState, ev: Event) -> None:
 
 def _task_done(s: MeshState, ev: Event) -> None:
     s._first(s.task_done, (ev.payload["job"], ev.payload["task"]), ev)
+    if not ev.payload.get("cached"):
+        s.providers[ev.payload["output"]].add(ev.origin)
     if ev.payload.get("key"):
         s._merge_cache({ev.payload["key"]: ev.payload["output"]}, ev)
 

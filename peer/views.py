@@ -27,7 +27,8 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
     last_fail = c.failures[max(c.failures)] if c.failures else None
     first_claim = min((cl for cls in c.claims.values() for cl in cls),
                       key=lambda e: e.order, default=None)
-    return {"state": state, "progress": progress, "attempt": c.done.payload["attempt"] if c.done else attempt,
+    return {"state": state, "progress": progress,
+            "attempt": c.done.payload["attempt"] if c.done else attempt,
             "attempts": len(c.failures) + (1 if w is not None else 0),
             "peer": w.origin if w is not None else None, "items": n_items,
             "error": last_fail.payload.get("error") if last_fail else None,

@@ -1,0 +1,113 @@
+"""Data between peers: make a DAG complete locally by fetching it as a CAR from a provider's
+trustless gateway, every block verified by the store. Loop-owned; store work in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+import aiohttp
+
+from peer.errors import BanzaiError, NotFound
+
+log = logging.getLogger("banzai.fetch")
+
+
+class CarStore(Protocol):
+    """What fetching needs of a store."""
+
+    def dag(self, cid: str) -> Iterable[tuple[str, bytes]]: ...
+    def import_car(self, chunks: Iterable[bytes], *, pin: bool = False,
+                   max_bytes: int | None = None) -> list[str]: ...
+
+
+class Fetcher:
+    """`ensure(cids)` returns once every DAG is complete locally, or raises NotFound."""
+
+    def __init__(self, store: CarStore, urls: Callable[[], Mapping[str, str]],
+                 providers: Callable[[str], Iterable[str]], self_id: str,
+                 timeout_s: float = 300.0, max_bytes: int = 8 << 30) -> None:
+        self.store = store
+        self.urls = urls  # live peer id -> http base url
+        self.providers = providers
+        self.self_id = self_id
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self.complete: set[str] = set()
+        self.fetched_bytes = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    def mark(self, cid: str) -> None:
+        """Note a DAG known to be complete here (e.g. one this peer produced)."""
+        self.complete.add(cid)
+
+    def is_complete(self, cid: str) -> bool:
+        """True if every block under `cid` is stored (memoised; reads blocks once)."""
+        if cid in self.complete:
+            return True
+        try:
+            for _ in self.store.dag(cid):
+                pass
+        except NotFound:
+            return False
+        except BanzaiError:
+            return False
+        self.complete.add(cid)
+        return True
+
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
+        providers probably hold them too (e.g. the directory an item came from)."""
+        missing = [c for c in dict.fromkeys(cids)
+                   if not await asyncio.to_thread(self.is_complete, c)]
+        await asyncio.gather(*(self._one(c, hints) for c in missing))
+
+    async def _one(self, cid: str, hints: Sequence[str]) -> None:
+        task = self._inflight.get(cid)
+        if task is None:
+            task = asyncio.create_task(self._fetch(cid, hints))
+            self._inflight[cid] = task
+            task.add_done_callback(lambda _: self._inflight.pop(cid, None))
+        await asyncio.shield(task)
+
+    def _sources(self, cid: str, hints: Sequence[str]) -> list[str]:
+        urls = self.urls()
+        order: list[str] = []
+        for c in (cid, *hints):
+            order += [p for p in self.providers(c) if p in urls and p not in order]
+        order += [p for p in urls if p not in order]
+        return [urls[p] for p in order if p != self.self_id]
+
+    async def _fetch(self, cid: str, hints: Sequence[str]) -> None:
+        errors: list[str] = []
+        for base in self._sources(cid, hints):
+            try:
+                data = await self._get(f"{base}/ipfs/{cid}?format=car")
+                await asyncio.to_thread(self.store.import_car, [data], max_bytes=self.max_bytes)
+                if await asyncio.to_thread(self.is_complete, cid):
+                    self.fetched_bytes += len(data)
+                    return
+                errors.append(f"{base}: incomplete CAR")
+            except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
+                errors.append(f"{base}: {e}")
+        raise NotFound(f"no live peer could provide {cid}"
+                       + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
+
+    async def _get(self, url: str) -> bytes:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
+        async with self._session.get(url) as r:
+            if r.status != 200:
+                raise NotFound(f"HTTP {r.status}")
+            return await r.read()
+
+    async def close(self) -> None:
+        for t in list(self._inflight.values()):
+            t.cancel()
+        if self._session is not None:
+            await self._session.close()
+
