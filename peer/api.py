@@ -10,6 +10,7 @@ import logging
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -250,15 +251,18 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def peers(request: web.Request) -> web.Response:
     node = _node(request)
     out = []
+    now = time.monotonic()
+    live = node.gossip.live_peers() if node.gossip else {}
     for pid, ev in sorted(node.state.members.items()):
-        running = [{"job": k[0], "task": k[1], "chunk": k[2]} for k in node.scheduler.runs] \
-            if pid == node.peer_id else []
-        out.append({"id": pid, **ev.payload, "self": pid == node.peer_id,
-                    "state": "alive" if pid == node.peer_id else "unknown",
-                    "free_slots": node.executor.free_slots if pid == node.peer_id else None,
-                    "running": running,
+        me = pid == node.peer_id
+        info = node.local_info() if me else node.infos.get(pid, {})
+        status = "alive" if me else str(live.get(pid, {}).get("status", "dead"))
+        heard = node.heard_at.get(pid)
+        out.append({"id": pid, **ev.payload, "self": me, "state": status,
+                    "free_slots": info.get("free_slots"),
+                    "running": info.get("running", []),
                     "provides": sum(1 for s in node.state.providers.values() if pid in s),
-                    "last_heard_ms": None})
+                    "last_heard_s": 0.0 if me else (round(now - heard, 3) if heard else None)})
     return web.json_response({"peers": out})
 
 

@@ -77,8 +77,14 @@ class PeerConfig:
             raise ConfigError(f"log_level: unknown level {self.log_level!r}", field="log_level")
         if self.max_attempts < 1:
             raise ConfigError("max_attempts: must be at least 1", field="max_attempts")
-        if self.lease_s <= 0 or self.task_timeout_s <= 0:
-            raise ConfigError("lease_s and task_timeout_s must be positive", field="lease_s")
+        if self.lease_s <= 0:
+            raise ConfigError(f"lease_s: must be positive, got {self.lease_s}", field="lease_s")
+        if self.task_timeout_s <= 0:
+            raise ConfigError(f"task_timeout_s: must be positive, got {self.task_timeout_s}",
+                              field="task_timeout_s")
+        if self.worker_memory_mb is not None and self.worker_memory_mb <= 0:
+            raise ConfigError(f"worker_memory_mb: must be positive, got {self.worker_memory_mb}",
+                              field="worker_memory_mb")
 
     @property
     def http_addr(self) -> tuple[str, int]:

@@ -123,7 +123,7 @@ class Node:
     def local_info(self) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks."""
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
-                "slots": self.cfg.slots, "free_slots": self.executor.free_slots,
+                "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs]}
 
     def capabilities(self) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class Node:
         port = parse_hostport(self.http_url.removeprefix("http://"), "http")[1] \
             if self.http_url else 0
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
-                        cores=caps["cores"], free_slots=self.executor.free_slots,
+                        cores=caps["cores"], free_slots=self.scheduler.free_slots,
                         mem_mb=caps["mem_mb"], gpu=caps["gpu"])
         gossip = self.gossip
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,

@@ -8,6 +8,7 @@ never blocks it (store walks and directory assembly are cheap and bounded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,7 +56,7 @@ class Runner(Protocol):
     """What the scheduler needs of the executor."""
 
     @property
-    def free_slots(self) -> int: ...
+    def slots(self) -> int: ...
     async def run(self, key: str, target: str, payload: Any, *, timeout_s: float | None = None,
                   on_message: Callable[[str, tuple[Any, ...]], None] | None = None,
                   ) -> Any: ...
@@ -171,6 +172,7 @@ class Scheduler:
         self._data_wait: dict[TaskKey, float] = {}  # tasks waiting for data: since when
         self._fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[None]] = set()
+        self._last_tick = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._workflows: dict[str, Workflow] = {}
@@ -248,11 +250,13 @@ class Scheduler:
     # -- the loop ----------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
-            except TimeoutError:
-                self._dirty.update(self._waiting())
             self._wake.clear()
+            now = self.clock()
+            if now - self._last_tick >= self.cfg.tick_s / 2:
+                self._last_tick = now
+                self._dirty.update(self._waiting())
             dirty, self._dirty = self._dirty, set()
             for key in sorted(dirty):
                 try:
@@ -264,7 +268,16 @@ class Scheduler:
                     self._fail_task(key, f"internal error: {e}")
 
     def _waiting(self) -> set[TaskKey]:
-        """Tasks whose progress depends on time: staggered claims and leases of others."""
+        """Tasks whose progress depends on time: staggered claims, leases of others, data."""
+        def stale(k: tuple[Any, ...]) -> bool:
+            return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
+
+        for k4 in [k for k in self._ready_since if stale(k)]:
+            del self._ready_since[k4]
+        for k4 in [k for k in self._claim_seen if stale(k)]:
+            del self._claim_seen[k4]
+        for k2 in [k for k in self._data_wait if stale(k)]:
+            del self._data_wait[k2]
         keys = {(k[0], k[1]) for k in self._ready_since}
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self._data_wait)
@@ -416,7 +429,7 @@ class Scheduler:
             misses = [[path, cid] for path, cid in self._files(input_cid, "")
                       if tdef.matches(path)
                       and self._item_key(tdef, spec.params, cid) not in self.state.cache]
-            free = self.runner.free_slots + sum(
+            free = self.free_slots + sum(
                 int(i.get("free_slots", 0)) for i in self.peers().values()
                 if tdef.name in i.get("calls", ()))
             chunks = chunk_items(misses, max(free, 1),
@@ -461,7 +474,7 @@ class Scheduler:
             self._ready_since.pop(ck, None)
             self._check_claim(ck, w)
             return
-        if self.runner.free_slots <= 0 or (ck in self.runs):
+        if self.free_slots <= 0 or (ck in self.runs):
             return
         now = self.clock()
         since = self._ready_since.setdefault(ck, now)
@@ -500,6 +513,11 @@ class Scheduler:
                 "job": job, "task": task, "chunk": i, "attempt": attempt, "kind": "lease",
                 "error": f"lease expired: no renewal heard from {w.origin} for "
                          f"{self.cfg.lease_s:g} s"})
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
+        return self.runner.slots - len(self.runs)
 
     def heard(self, peer: str) -> None:
         """A sign of life from `peer`: renew the leases of its claims."""

@@ -21,7 +21,9 @@
 # default ($XDG_DATA_HOME/banzai): the demo must not share an event log or store with a
 # real peer of this machine, and deleting the checkout removes everything it made. The
 # peer keeps its cache there, so a second run finishes in seconds (every task cached).
-# mDNS is bound to loopback so the demo peer never joins (and works for) a lab mesh.
+# The demo peer runs alone (--no-mdns, mesh "banzai-demo"): it never joins a lab mesh or
+# other peers of this machine, so all its outputs are in its own store. DEMO_PEER_ARGS adds
+# flags (e.g. DEMO_PEER_ARGS="--slots 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,7 +50,8 @@ PEER_LOG=$LOGDIR/demo-peer.log
 SERVE_LOG=$LOGDIR/demo-serve.log
 START_TIMEOUT_S=60
 
-say() { printf '\033[1mrun.sh:\033[0m %s\n' "$*" >&2; }
+if [[ -t 2 ]]; then B=$'\033[1m' N=$'\033[0m'; else B="" N=""; fi
+say() { printf '%srun.sh:%s %s\n' "$B" "$N" "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 # -- 1. set up --------------------------------------------------------------------------
@@ -134,7 +137,7 @@ say "corpus served at $SERVE_URL"
 peer() {
   start_bg PEER_URL "$PEER_LOG" '^web UI: (http://[^ ]+[^/ ])/?$' \
     "$ROOT/.venv/bin/banzai-peer" --data-dir "$DATA" --http "$1" --store embedded \
-    --mdns-interface 127.0.0.1
+    --no-mdns --mesh-name banzai-demo ${DEMO_PEER_ARGS:-}
 }
 if ! peer "$HTTP"; then
   grep -q "Address already in use" "$PEER_LOG" || { cat "$PEER_LOG" >&2; die "peer failed"; }

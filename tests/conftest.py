@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,17 @@ class PeerProc:
             self.proc.wait(10)
 
 
+# Peers of one test run share a mesh name no other run (or concurrent test) uses.
+MESH = f"test-{uuid.uuid4().hex[:12]}"
+
+
 def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-               http: str = "127.0.0.1:0", timeout_s: float = 60) -> PeerProc:
-    """Start banzai-peer and wait until it prints its URL."""
+               http: str = "127.0.0.1:0", timeout_s: float = 60,
+               mesh: str | None = None) -> PeerProc:
+    """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback."""
     args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
             "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
-            "--mdns-interface", "127.0.0.1", *extra]
+            "--mdns-interface", "127.0.0.1", "--mesh-name", mesh or MESH, *extra]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=full_env, cwd=ROOT)
@@ -77,9 +83,11 @@ def peer_factory(tmp_path: Path) -> Iterator[object]:
     """Start peers with start(name, *flags); all are killed at teardown."""
     started: list[PeerProc] = []
 
+    mesh = f"test-{uuid.uuid4().hex[:12]}"  # peers of one test form their own mesh
+
     def start(name: str = "p0", *extra: str, env: dict[str, str] | None = None,
               http: str = "127.0.0.1:0") -> PeerProc:
-        p = start_peer(tmp_path / name, *extra, env=env, http=http)
+        p = start_peer(tmp_path / name, *extra, env=env, http=http, mesh=mesh)
         started.append(p)
         return p
 

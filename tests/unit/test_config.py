@@ -1,0 +1,154 @@
+"""peer/config.py: precedence flag > env > TOML > default, validation, HOST:PORT parsing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from peer.config import PeerConfig, from_args, load, parse_hostport
+from peer.errors import ConfigError
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "banzai.toml"
+    p.write_text(text)
+    return p
+
+
+# -- HOST:PORT ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("value", "expect"), [
+    ("127.0.0.1:8700", ("127.0.0.1", 8700)),
+    ("localhost:0", ("localhost", 0)),
+    ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+    ("[::1]:0", ("::1", 0)),
+    ("[::]:8700", ("::", 8700)),
+    ("[fe80::1%eth0]:9", ("fe80::1%eth0", 9)),
+])
+def test_parse_hostport(value: str, expect: tuple[str, int]) -> None:
+    assert parse_hostport(value, "http") == expect
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("127.0.0.1", "HOST:PORT"),
+    (":8700", "HOST:PORT"),
+    ("", "HOST:PORT"),
+    ("host:http", "number"),
+    ("host:", "number"),
+    ("host:65536", "out of range"),
+    ("host:-1", "out of range"),
+])
+def test_parse_hostport_rejects(value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_hostport(value, "gossip")
+    assert e.value.field == "gossip"
+    assert words in e.value.message and "gossip" in e.value.message
+
+
+# -- precedence --------------------------------------------------------------------------
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load({}, env={})
+    assert cfg.http == "127.0.0.1:8700"
+    assert cfg.slots == (os.cpu_count() or 1)
+    assert cfg.store == "embedded" and cfg.task_timeout_s == 3600.0
+    assert cfg.worker_memory_mb is None and cfg.join == ()
+    assert cfg.data_dir.name == "banzai"
+
+
+def test_toml_then_env_then_flag(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'slots = 7\nhttp = "127.0.0.1:1111"\nlog-level = "DEBUG"\n'
+                           'join = ["10.0.0.1:9000", "10.0.0.2:9000"]\n'
+                           'task_timeout_s = 12\n')
+    cfg = load({}, env={}, toml_path=path)
+    assert (cfg.slots, cfg.http, cfg.log_level) == (7, "127.0.0.1:1111", "DEBUG")
+    assert cfg.join == ("10.0.0.1:9000", "10.0.0.2:9000") and cfg.task_timeout_s == 12.0
+    env = {"BANZAI_SLOTS": "5", "BANZAI_JOIN": "10.0.0.3:1, 10.0.0.4:2"}
+    cfg = load({}, env=env, toml_path=path)
+    assert cfg.slots == 5 and cfg.http == "127.0.0.1:1111"  # env beats TOML, TOML stays
+    assert cfg.join == ("10.0.0.3:1", "10.0.0.4:2")
+    cfg = load({"slots": 3, "join": [], "http": None}, env=env, toml_path=path)
+    assert cfg.slots == 3  # a flag beats both
+    assert cfg.join == ("10.0.0.3:1", "10.0.0.4:2")  # unset flags do not override
+    assert cfg.http == "127.0.0.1:1111"
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "slots = 9\n")
+    assert load({}, env={"BANZAI_CONFIG": str(path)}).slots == 9
+
+
+def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         ) -> None:
+    path = _toml(tmp_path, 'slots = 7\nstore = "embedded"\n')
+    monkeypatch.setenv("BANZAI_SLOTS", "5")
+    monkeypatch.setenv("BANZAI_TASK_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("BANZAI_DATA_DIR", str(tmp_path / "env-dir"))
+    cfg, _ = from_args(["--config", str(path), "--http", "[::1]:0"])
+    assert cfg.slots == 5 and cfg.task_timeout_s == 2.5 and cfg.http_addr == ("::1", 0)
+    assert cfg.data_dir == tmp_path / "env-dir"
+    cfg, _ = from_args(["--config", str(path), "--slots", "2", "--data-dir", str(tmp_path),
+                        "--task-module", "a", "--task-module", "b",
+                        "--worker-memory-mb", "1500", "--no-mdns"])
+    assert cfg.slots == 2 and cfg.data_dir == tmp_path
+    assert cfg.task_modules == ("a", "b") and cfg.worker_memory_mb == 1500
+    assert cfg.mdns is False
+
+
+# -- invalid values name their field -----------------------------------------------------
+@pytest.mark.parametrize(("env", "field"), [
+    ({"BANZAI_SLOTS": "many"}, "slots"),
+    ({"BANZAI_SLOTS": "0"}, "slots"),
+    ({"BANZAI_TASK_TIMEOUT_S": "soon"}, "task_timeout_s"),
+    ({"BANZAI_TASK_TIMEOUT_S": "-1"}, "task_timeout_s"),
+    ({"BANZAI_LEASE_S": "0"}, "lease_s"),
+    ({"BANZAI_WORKER_MEMORY_MB": "lots"}, "worker_memory_mb"),
+    ({"BANZAI_WORKER_MEMORY_MB": "0"}, "worker_memory_mb"),
+    ({"BANZAI_HTTP": "nohost"}, "http"),
+    ({"BANZAI_GOSSIP": "h:99999"}, "gossip"),
+    ({"BANZAI_JOIN": "a:1,b"}, "join"),
+    ({"BANZAI_STORE": "s3"}, "store"),
+    ({"BANZAI_STORE": "kubo"}, "ipfs_api"),
+    ({"BANZAI_LOG_LEVEL": "LOUD"}, "log_level"),
+    ({"BANZAI_MAX_ATTEMPTS": "0"}, "max_attempts"),
+])
+def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
+                                                           field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load({}, env=env)
+    assert e.value.field == field
+    assert field in e.value.message or field.replace("_", "-") in e.value.message
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load({}, env={}, toml_path=_toml(tmp_path, "slots = [\n"))
+    assert e.value.field == "config"
+    with pytest.raises(ConfigError) as e:
+        load({}, env={}, toml_path=_toml(tmp_path, "colour = 'blue'\n"))
+    assert e.value.field == "colour" and "unknown setting" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        load({}, env={}, toml_path=tmp_path / "missing.toml")
+    assert e.value.field == "config"
+    with pytest.raises(ConfigError) as e:
+        load({}, env={}, toml_path=_toml(tmp_path, "slots = 'x'\n"))
+    assert e.value.field == "slots"
+
+
+def test_config_is_frozen_and_validated_directly() -> None:
+    cfg = PeerConfig(http="[::1]:0")
+    with pytest.raises(AttributeError):
+        cfg.slots = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError):
+        PeerConfig(slots=0)
+
+
+def test_peer_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer.main import main
+
+    monkeypatch.setenv("BANZAI_SLOTS", "zero")
+    with pytest.raises(SystemExit) as e:
+        main(["--http", "127.0.0.1:0"])
+    assert e.value.code == 2
+    assert "slots" in capsys.readouterr().err

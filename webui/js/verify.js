@@ -1,0 +1,170 @@
+// Verified reads through a trustless gateway: every block is fetched with ?format=raw and
+// hashed against its CID's multihash before it is used; dag-pb nodes are decoded to walk
+// files (leaves in order) and directories (plain and HAMT-sharded).
+
+import { hex, parseCid } from "./cid.js";
+import { decodeNode, decodeUnixfs } from "./dagpb.js";
+import { gatewayBase, gatewayLabel, gwUrl } from "./settings.js";
+import { sha256 } from "./sha256.js";
+
+export class VerifyError extends Error {
+  constructor(message, cid = null) { super(message); this.name = "VerifyError"; this.cid = cid; }
+}
+
+export class GatewayError extends Error {
+  constructor(message, { status = 0, network = false } = {}) {
+    super(message);
+    this.name = "GatewayError";
+    this.status = status;
+    this.network = network;
+  }
+}
+
+export const stats = { blocks: 0, bytes: 0 };
+
+const MAX_CACHE = 512;
+const cache = new Map(); // gateway + cid -> Promise<Uint8Array> (verified)
+const MAX_PARALLEL = 6;
+let active = 0;
+const waiting = [];
+
+async function limited(fn) {
+  if (active >= MAX_PARALLEL) await new Promise((r) => waiting.push(r));
+  active++;
+  try { return await fn(); } finally {
+    active--;
+    const next = waiting.shift();
+    if (next) next();
+  }
+}
+
+/** Check `bytes` against the multihash of a parsed CID; throws VerifyError on a mismatch. */
+export async function checkBlock(cid, bytes) {
+  const mh = cid.multihash;
+  let got;
+  if (mh.code === 0x12) got = await sha256(bytes);
+  else if (mh.code === 0x00) got = bytes;
+  else throw new VerifyError(`cannot verify ${cid.string}: hash function ${mh.name} is not supported`, cid.string);
+  if (got.length !== mh.digest.length || got.some((b, i) => b !== mh.digest[i])) {
+    throw new VerifyError(
+      `hash mismatch: block ${cid.string} should hash to ${hex(mh.digest)} (${mh.name}) ` +
+      `but the gateway sent bytes hashing to ${hex(got)}`, cid.string);
+  }
+}
+
+/** One block, fetched as ?format=raw and verified (cached per gateway). */
+export function getBlock(cidStr) {
+  const key = gatewayBase() + " " + cidStr;
+  const hit = cache.get(key);
+  if (hit) {
+    cache.delete(key);
+    cache.set(key, hit);
+    return hit;
+  }
+  const p = fetchBlock(cidStr);
+  cache.set(key, p);
+  p.catch(() => cache.delete(key));
+  while (cache.size > MAX_CACHE) cache.delete(cache.keys().next().value);
+  return p;
+}
+
+async function fetchBlock(cidStr) {
+  const cid = parseCid(cidStr);
+  if (cid.multihash.code === 0x00) return cid.multihash.digest; // identity: data is inline
+  const bytes = await limited(async () => {
+    let resp;
+    try {
+      resp = await fetch(gwUrl(cidStr, "", "format=raw"),
+                         { headers: { Accept: "application/vnd.ipld.raw" } });
+    } catch {
+      throw new GatewayError(`gateway unreachable: ${gatewayLabel()}`, { network: true });
+    }
+    if (!resp.ok) {
+      let msg = resp.statusText;
+      try { msg = (await resp.json()).message || msg; } catch { /* not JSON */ }
+      throw new GatewayError(`gateway error ${resp.status} for block ${cidStr}: ${msg}`,
+                             { status: resp.status });
+    }
+    return new Uint8Array(await resp.arrayBuffer());
+  });
+  await checkBlock(cid, bytes);
+  stats.blocks++;
+  stats.bytes += bytes.length;
+  return bytes;
+}
+
+function concat(parts) {
+  const n = parts.reduce((s, p) => s + p.length, 0);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** Kind and size of a node from its own (verified) block: {kind: "file"|"dir", size, blocks}. */
+export async function statNode(cidStr) {
+  const cid = parseCid(cidStr);
+  const block = await getBlock(cidStr);
+  if (cid.codec === 0x55) return { kind: "file", size: block.length, unixfs: null };
+  if (cid.codec !== 0x70) throw new VerifyError(`unsupported codec ${cid.codecName}`, cidStr);
+  const node = decodeNode(block);
+  const fs = decodeUnixfs(node.data);
+  if (fs.type === 1 || fs.type === 5) return { kind: "dir", size: null, node, unixfs: fs };
+  if (fs.type === 0 || fs.type === 2) {
+    return { kind: "file", size: fs.filesize ?? fs.data.length, node, unixfs: fs };
+  }
+  return { kind: fs.typeName, size: null, node, unixfs: fs };
+}
+
+/** The whole content of a UnixFS file, every block verified. `onBytes(n)` reports progress. */
+export async function readFile(cidStr, onBytes = () => {}) {
+  const cid = parseCid(cidStr);
+  const block = await getBlock(cidStr);
+  if (cid.codec === 0x55) { onBytes(block.length); return block; }
+  if (cid.codec !== 0x70) throw new VerifyError(`unsupported codec ${cid.codecName}`, cidStr);
+  const node = decodeNode(block);
+  const fs = decodeUnixfs(node.data);
+  if (fs.type === 1 || fs.type === 5) throw new VerifyError(`${cidStr} is a directory, not a file`, cidStr);
+  if (fs.type !== 0 && fs.type !== 2) throw new VerifyError(`${cidStr} is a UnixFS ${fs.typeName}`, cidStr);
+  onBytes(fs.data.length);
+  const children = await Promise.all(node.links.map((l) => readFile(l.cid, onBytes)));
+  const out = concat([fs.data, ...children]);
+  if (fs.filesize !== null && fs.filesize !== out.length) {
+    throw new VerifyError(`file ${cidStr} should be ${fs.filesize} bytes, its blocks hold ${out.length}`, cidStr);
+  }
+  return out;
+}
+
+/** Entries of a directory from its verified blocks: [{name, cid, tsize}] (HAMT shards walked). */
+export async function readDir(cidStr) {
+  const st = await statNode(cidStr);
+  if (st.kind !== "dir") throw new VerifyError(`${cidStr} is not a directory`, cidStr);
+  if (st.unixfs.type === 1) return st.node.links.map(({ name, cid, tsize }) => ({ name, cid, tsize }));
+  return readShard(st.node, st.unixfs);
+}
+
+async function readShard(node, fs) {
+  const width = Math.max(1, ((fs.fanout || 256) - 1).toString(16).length);
+  const out = [];
+  for (const link of node.links) {
+    if (link.name.length > width) {
+      out.push({ name: link.name.slice(width), cid: link.cid, tsize: link.tsize });
+    } else {
+      const sub = decodeNode(await getBlock(link.cid));
+      out.push(...(await readShard(sub, decodeUnixfs(sub.data))));
+    }
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Follow `path` (a/b/c) from `root` through verified directory blocks; returns the CID. */
+export async function resolvePath(root, path) {
+  let cur = root;
+  for (const seg of String(path || "").split("/").filter(Boolean)) {
+    const entries = await readDir(cur);
+    const hit = entries.find((e) => e.name === seg);
+    if (!hit) throw new GatewayError(`no "${seg}" in directory ${cur}`, { status: 404 });
+    cur = hit.cid;
+  }
+  return cur;
+}
