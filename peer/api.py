@@ -72,8 +72,13 @@ def _job(node: Node, job_id: str) -> None:
 
 async def health(request: web.Request) -> web.Response:
     node = _node(request)
-    return web.json_response({"ok": True, "peer": node.peer_id, "name": node.name,
-                              "jobs": len(node.state.jobs), "version": OPENAPI["info"]["version"]})
+    return web.json_response({
+        "ok": True, "peer": node.peer_id, "name": node.name, "jobs": len(node.state.jobs),
+        "version": OPENAPI["info"]["version"],
+        "gossip": node.gossip.stats.as_dict() if node.gossip else None,
+        "gossip_address": node.gossip.address if node.gossip else None,
+        "mdns": None if node.discovery is None else {"running": node.discovery.running,
+                                                      "error": node.discovery.error}})
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -87,8 +92,10 @@ async def submit(request: web.Request) -> web.Response:
     wf = await asyncio.to_thread(parse, body, node.catalog, content_type=request.content_type,
                                  max_bytes=node.cfg.max_body_bytes)
     job = "j" + secrets.token_hex(6)
-    node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
-    return web.json_response({"job": job, "url": f"/api/jobs/{job}"}, status=201)
+    ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+    replicas = await node.submitted(ev)
+    return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
+                             status=201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -294,7 +301,7 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/api/events", events)
     r.add_get("/api/peers", peers)
     r.add_get("/api/openapi.json", openapi)
-    gateway.add_routes(app, node.store)
+    gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure)
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
     return app

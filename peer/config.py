@@ -59,6 +59,8 @@ class PeerConfig:
     max_attempts: int = 3
     lease_s: float = 10.0
     max_body_bytes: int = 1_000_000
+    submit_acks: int = 1  # live peers that must hold a submission before it is acknowledged
+    ack_timeout_s: float = 5.0
     max_upload_bytes: int = 4 * 1024**3
 
     def __post_init__(self) -> None:
@@ -115,9 +117,9 @@ def _coerce(name: str, value: Any) -> Any:
         if name in ("data_dir", "secret_file"):
             return Path(value).expanduser()
         if name in ("slots", "max_attempts", "max_body_bytes", "max_upload_bytes",
-                    "worker_memory_mb"):
+                    "worker_memory_mb", "submit_acks"):
             return int(value)
-        if name in ("task_timeout_s", "lease_s"):
+        if name in ("task_timeout_s", "lease_s", "ack_timeout_s"):
             return float(value)
         if name == "mdns":
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--task-timeout-s", type=float, help="default per-task timeout in seconds")
     a("--worker-memory-mb", type=int, help="address-space limit of each worker process")
     a("--lease-s", type=float, help="claim lease in seconds")
+    a("--submit-acks", type=int,
+      help="live peers that must hold a new job before POST /api/jobs returns (default 1)")
     a("--demo", action="store_true", help="build a corpus and run the seed pipeline")
     return p
 

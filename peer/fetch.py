@@ -11,6 +11,7 @@ from typing import Protocol
 import aiohttp
 
 from peer.errors import BanzaiError, NotFound
+from peer.gateway import PEER_FETCH_HEADER
 
 log = logging.getLogger("banzai.fetch")
 
@@ -100,10 +101,18 @@ class Fetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
-        async with self._session.get(url) as r:
+        async with self._session.get(url, headers={PEER_FETCH_HEADER: "1"}) as r:
             if r.status != 200:
                 raise NotFound(f"HTTP {r.status}")
             return await r.read()
+
+    async def try_ensure(self, cid: str) -> bool:
+        """ensure([cid]) that reports failure as False (for the gateway)."""
+        try:
+            await self.ensure([cid])
+        except BanzaiError:
+            return False
+        return True
 
     async def close(self) -> None:
         for t in list(self._inflight.values()):

@@ -19,7 +19,7 @@ import json
 import logging
 import mimetypes
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote
@@ -88,9 +88,16 @@ class GatewayStore(Protocol):
     def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
 
 
-def add_routes(app: web.Application, store: GatewayStore) -> None:
-    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`."""
-    gateway = Gateway(store)
+Fetch = Callable[[str], Awaitable[bool]]
+# Requests made by peers fetching data carry this header: they never trigger a fetch in
+# turn, so two peers lacking a block cannot ask each other for it forever.
+PEER_FETCH_HEADER = "X-Banzai-Fetch"
+
+
+def add_routes(app: web.Application, store: GatewayStore, fetch: Fetch | None = None) -> None:
+    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`. With `fetch`, a
+    CID missing here is fetched from the mesh (fetch(cid) -> True if now local) first."""
+    gateway = Gateway(store, fetch)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
 
@@ -206,14 +213,22 @@ class Plan:
 class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
-    def __init__(self, store: GatewayStore) -> None:
+    def __init__(self, store: GatewayStore, fetch: Fetch | None = None) -> None:
         self.store = store
+        self.fetch = fetch
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
         try:
             check_raw_path(request.rel_url.raw_path)
-            plan = await asyncio.to_thread(self.plan, request)
+            try:
+                plan = await asyncio.to_thread(self.plan, request)
+            except NotFound:
+                if self.fetch is None or request.headers.get(PEER_FETCH_HEADER):
+                    raise
+                if not await self.fetch(request.match_info["cid"]):
+                    raise
+                plan = await asyncio.to_thread(self.plan, request)
         except BanzaiError as exc:
             return _error(exc)
         except Exception:

@@ -68,6 +68,7 @@ class Node:
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
+        self.closed = False
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Append a local event durably, fold it and tell the listeners."""
@@ -88,7 +89,22 @@ class Node:
             self.state.apply(ev)
             for fn in list(self.listeners):
                 fn(ev)
+        if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
+            self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
+
+    def acks(self, seq: int) -> int:
+        """How many live peers hold our event `seq` (from the heads in their heartbeats)."""
+        return sum(1 for i in self.live_peers().values()
+                   if int(i.get("heads", {}).get(self.peer_id, 0)) >= seq)
+
+    async def submitted(self, ev: Event) -> int:
+        """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen."""
+        want = min(self.cfg.submit_acks, len(self.live_peers()))
+        deadline = time.monotonic() + self.cfg.ack_timeout_s
+        while (n := self.acks(ev.seq)) < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
     def heads(self) -> Mapping[str, int]:
@@ -124,7 +140,8 @@ class Node:
         """What our heartbeats carry: load and running chunks."""
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
-                "running": [list(k) for k in self.scheduler.runs]}
+                "running": [list(k) for k in self.scheduler.runs],
+                "heads": dict(self.state.heads)}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
@@ -174,6 +191,10 @@ class Node:
         await self.discovery.start()
 
     async def close(self) -> None:
+        """Stop everything in reverse order of start; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         if self.discovery is not None:
             await self.discovery.close()
         await self.scheduler.close()

@@ -24,6 +24,7 @@ from peer.state import RETRYABLE, Event, EventType, MeshState, TaskKey
 from tasks.registry import TaskDef, canonical_json
 
 log = logging.getLogger("banzai.scheduler")
+_CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 
 
 # -- narrow protocols ------------------------------------------------------------------
@@ -186,7 +187,11 @@ class Scheduler:
     async def close(self) -> None:
         if self._loop_task:
             self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+            await asyncio.wait([self._loop_task], timeout=_CLOSE_TIMEOUT_S)
+            if not self._loop_task.done():
+                raise RuntimeError(f"the scheduler loop did not stop within {_CLOSE_TIMEOUT_S:g} s"
+                                   " of being cancelled")
+            await asyncio.gather(self._loop_task, return_exceptions=True)  # done: its outcome
         for r in list(self.runs.values()):
             self.runner.cancel(r.key)
             if r.task:
@@ -250,8 +255,11 @@ class Scheduler:
     # -- the loop ----------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
+            # Not asyncio.wait_for: on 3.11 it swallows a cancel() that lands just after the
+            # event was set, and then close() waits forever for this loop to end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+                async with asyncio.timeout(self.cfg.tick_s):
+                    await self._wake.wait()
             self._wake.clear()
             now = self.clock()
             if now - self._last_tick >= self.cfg.tick_s / 2:

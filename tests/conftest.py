@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,19 +21,27 @@ BIN = Path(sys.executable).parent
 
 @dataclass
 class PeerProc:
-    """A running banzai-peer process; `url` is its HTTP base."""
+    """A running banzai-peer process; `url` is its HTTP base, its output goes to `log`."""
 
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     url: str
     data_dir: Path
     args: list[str]
     env: dict[str, str]
-    output: list[str] = field(default_factory=list)
+    log: Path
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(10)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 # Peers of one test run share a mesh name no other run (or concurrent test) uses.
@@ -48,34 +56,22 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
             "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
             "--mdns-interface", "127.0.0.1", "--mesh-name", mesh or MESH, *extra]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=full_env, cwd=ROOT)
-    lines: list[str] = []
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.with_name(data_dir.name + ".log")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.match(r"web UI: (http://\S+?)/?$", line.strip())
+        m = re.search(r"web UI: (http://\S+?)/?$", log.read_text(errors="replace"), re.M)
         if m:
-            p = PeerProc(proc, m.group(1), data_dir, args, full_env, lines)
-            _drain(p)
-            return p
+            return PeerProc(proc, m.group(1), data_dir, args, full_env, log)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("banzai-peer did not start:\n" + "".join(lines))
-
-
-def _drain(p: PeerProc) -> None:
-    import threading
-
-    def pump() -> None:
-        assert p.proc.stdout is not None
-        for line in p.proc.stdout:
-            p.output.append(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    proc.wait(5)
+    raise RuntimeError("banzai-peer did not start:\n" + log.read_text(errors="replace"))
 
 
 @pytest.fixture

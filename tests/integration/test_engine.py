@@ -38,8 +38,7 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
     yield make
     for n in nodes:
-        if n.log._db is not None:
-            await n.close()
+        await n.close()
 
 
 def submit(node: Node, pipeline: Any) -> str:
@@ -199,3 +198,15 @@ async def test_unfinished_work_resumes_after_restart(node_factory: Any) -> None:
     assert v["state"] == "done"
     assert again.scheduler.executions >= 1
     assert v["tasks"][0]["cached"] is False and again.scheduler.executions <= 3
+
+
+async def test_close_right_after_a_wake_up_does_not_hang(node_factory: Any) -> None:
+    """close() while the scheduler's wake-up is in flight must stop its loop (Python 3.11's
+    asyncio.wait_for swallowed that cancellation and close() waited forever)."""
+    node = await node_factory()
+    await asyncio.sleep(0.1)  # the scheduler loop is idle, waiting to be woken
+    node.scheduler.poke()
+    await asyncio.sleep(0)  # the wake-up has arrived; the loop has not resumed yet
+    async with asyncio.timeout(30):
+        await node.close()
+    assert node.scheduler._loop_task is not None and node.scheduler._loop_task.done()

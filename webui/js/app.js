@@ -4,7 +4,7 @@
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, hub, useConnection } from "./api.js";
-import { parseCidInput } from "./cid.js";
+import { OpenCid } from "./opencid.js";
 import { gatewayBase, onSettingsChange, setGateway } from "./settings.js";
 import { html } from "./ui.js";
 import { MeshPage } from "./pages/mesh.js";
@@ -45,35 +45,6 @@ const NAV = [
   ["browse", "#/browse", "Browse"],
 ];
 
-function OpenCid({ compact }) {
-  const [text, setText] = useState("");
-  const [error, setError] = useState("");
-  const onSubmit = (e) => {
-    e.preventDefault();
-    try {
-      const { cid, path } = parseCidInput(text);
-      setError("");
-      setText("");
-      location.hash = `#/ipfs/${cid}${path ? "/" + path.split("/").map(encodeURIComponent).join("/") : ""}`;
-    } catch (err) {
-      setError(err.message);
-    }
-  };
-  const id = compact ? "open-cid-header" : "open-cid-page";
-  return html`<form class=${`open-cid${compact ? " compact" : ""}`} onSubmit=${onSubmit} role="search">
-    <label for=${id} class=${compact ? "sr-only" : "label"}>Open a CID</label>
-    <div class="input-row">
-      <input id=${id} class="input mono" type="text" value=${text} spellcheck="false" autocomplete="off"
-        placeholder="Paste a CID or /ipfs/ path" aria-invalid=${error ? "true" : "false"}
-        aria-describedby=${error ? `${id}-err` : undefined}
-        onInput=${(e) => { setText(e.currentTarget.value); setError(""); }} />
-      <button class="btn btn-primary" type="submit">Open</button>
-    </div>
-    ${error ? html`<p class="field-error" id=${`${id}-err`}>${error}</p>` : null}
-  </form>`;
-}
-
-export { OpenCid };
 
 function SettingsDialog({ open, onClose }) {
   const ref = useRef(null);
@@ -148,8 +119,8 @@ function OfflineBanner() {
     setChecking(false);
   };
   return html`<div class="alert alert-error banner" role="alert">
-    <strong>Peer unreachable.</strong> This page lost its connection to the peer that served it
-    (${location.host}). Live updates resume automatically when it is back.
+    <span><strong>Peer unreachable.</strong> This page lost its connection to the peer that served it
+    (${location.host}). Live updates resume automatically when it is back.</span>
     <button class="btn btn-small" type="button" onClick=${retry} disabled=${checking}>
       ${checking ? "Checking…" : "Retry now"}</button>
   </div>`;
@@ -206,8 +177,7 @@ function App() {
     </header>
     <${OfflineBanner} />
     <main id="main" ref=${mainRef} tabindex="-1">${page}</main>
-    <footer class="footer">Banzai peer ${peer ? html`<span class="mono">${peer.peer}</span> · v${peer.version}` : ""}
-      · <a href="api/openapi.json">API</a></footer>
+    <footer class="footer">Banzai peer ${peer ? html`<span class="mono">${peer.peer}</span>${` · v${peer.version} · `}` : " · "}<a href="api/openapi.json">API</a></footer>
     <${SettingsDialog} open=${settings} onClose=${() => setSettings(false)} />
   `;
 }

@@ -200,7 +200,10 @@ export function LineChart({ series, right = [], height = 240, title, xLabel = "i
         })),
       ],
     };
-    if (hasRight) opts.scales.right = { auto: true };
+    if (hasRight) {
+      const acc = names.some((n) => right.includes(n) && n.includes("accuracy"));
+      opts.scales.right = acc ? { auto: false, range: [0, 1] } : { auto: true };
+    }
     plot.current = new uPlot(opts, data, el);
     const ro = new ResizeObserver(() => {
       if (plot.current && el.clientWidth) plot.current.setSize({ width: el.clientWidth, height });

@@ -48,7 +48,7 @@ export function shortCid(cid) {
 }
 
 export const STATE_LABEL = { pending: "pending", running: "running", done: "done", failed: "failed",
-                             cancelled: "cancelled" };
+                             cancelled: "cancelled", skipped: "skipped" };
 
 export function StateBadge({ state, small }) {
   return html`<span class=${`badge state-${state}${small ? " small" : ""}`}>${STATE_LABEL[state] || state}</span>`;

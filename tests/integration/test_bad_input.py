@@ -1,0 +1,328 @@
+"""Bad input gets a clear error and leaves a real peer running, with earlier outputs readable."""
+
+from __future__ import annotations
+
+import http.client as httpclient
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PeerProc, start_peer
+
+pytestmark = pytest.mark.integration
+FINAL = ("done", "failed", "cancelled")
+
+
+def http(method: str, url: str, data: bytes | None = None,
+         headers: dict[str, str] | None = None, timeout: float = 30,
+         ) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def api(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    status, headers, raw = http(method, url, data, **kw)
+    assert headers.get("Content-Type", "").startswith("application/json"), (status, raw[:300])
+    return status, json.loads(raw)
+
+
+def raw_get(peer: PeerProc, path: str) -> tuple[int, bytes]:
+    """GET a path verbatim (no client-side normalisation of '..' or %2e)."""
+    host, port = peer.url.removeprefix("http://").rsplit(":", 1)
+    conn = httpclient.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Ctx:
+    peer: PeerProc
+    baseline: str  # output CID of a job that ran before any bad input
+    baseline_bytes: bytes
+
+
+def stop(*peers: PeerProc) -> None:
+    for p in peers:
+        p.kill()
+    for t in threading.enumerate():
+        if t.name.endswith("(pump)"):
+            t.join(5)
+    for p in peers:
+        if p.proc.stdout is not None:
+            p.proc.stdout.close()
+
+
+def submit(url: str, pipeline: Any) -> str:
+    status, body = api("POST", f"{url}/api/jobs", pipeline)
+    assert status == 201, body
+    return str(body["job"])
+
+
+def wait(url: str, job: str, timeout_s: float = 40) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, view = api("GET", f"{url}/api/jobs/{job}")
+        if view["state"] in FINAL:
+            return dict(view)
+        assert time.monotonic() < deadline, f"job {job} stuck: {view}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
+    p = start_peer(tmp_path_factory.mktemp("bad") / "p0", "--slots", "2",
+                   "--task-timeout-s", "1", "--worker-memory-mb", "1500",
+                   "--mesh-name", f"bad-{uuid.uuid4().hex[:12]}")
+    try:
+        view = wait(p.url, submit(p.url, [{"call": "T_WRITE", "args": [3, "base"]},
+                                          {"call": "T_CONCAT"}]))
+        assert view["state"] == "done", view
+        cid = view["outputs"]["t_concat"]
+        yield Ctx(p, cid, b"file 0 base\nfile 1 base\nfile 2 base\n")
+    finally:
+        stop(p)
+
+
+@pytest.fixture
+def peer(ctx: Ctx) -> Iterator[PeerProc]:
+    """The shared peer; after each test it must still be healthy and serve old outputs."""
+    yield ctx.peer
+    assert ctx.peer.proc.poll() is None, "the peer died"
+    status, health = api("GET", f"{ctx.peer.url}/api/health")
+    assert status == 200 and health["ok"] is True
+    status, _, body = http("GET", f"{ctx.peer.url}/ipfs/{ctx.baseline}")
+    assert status == 200 and body == ctx.baseline_bytes
+
+
+def pins(p: PeerProc) -> set[str]:
+    return set(os.listdir(p.data_dir / "store" / "pins"))
+
+
+# -- pipelines ---------------------------------------------------------------------------
+CYCLE = {"tasks": [{"name": "a", "call": "T_CONCAT", "depends": ["b"]},
+                   {"name": "b", "call": "T_CONCAT", "depends": ["a"]}]}
+
+
+@pytest.mark.parametrize(("body", "ctype", "field", "words"), [
+    (b'[{"call": "T_WRITE", "args": [1]', "application/json", None, ["invalid JSON", "line 1"]),
+    (b"- call: T_WRITE\n  args: [1\n", "application/yaml", None, ["invalid YAML", "line"]),
+    (b"[1]", "application/json", "tasks[0]", ["object"]),
+    (b'[{"call": "T_WRITE", "args": 3}]', "application/json", "tasks[0].args", ["list"]),
+    (b'[{"call": "T_WRITE", "args": [1]}, {"call": "NOPE"}]', "application/json",
+     "tasks[1].call", ["NOPE", "known", "T_WRITE", "ECHO"]),
+    (b'[{"call": "T_WRITE", "args": [1, "x", 3]}]', "application/json", "tasks[0].args",
+     ["files", "tag"]),
+    (b'[{"call": "T_WRITE", "args": ["three"]}]', "application/json", "tasks[0].args[0]",
+     ["files", "int"]),
+    (b'[{"call": "T_WRITE", "params": {"files": 1, "colour": 2}}]', "application/json",
+     None, ["colour"]),
+    (json.dumps(CYCLE).encode(), "application/json", None, ["cycle", "a", "b"]),
+    (b"", "application/json", None, []),
+    (b"\xff\xfe\x00garbage", "application/json", None, []),
+    (b"42", "application/json", None, []),
+])
+def test_bad_pipelines_are_400_with_message_and_field(
+        peer: PeerProc, body: bytes, ctype: str, field: str | None, words: list[str]) -> None:
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    status, err = api("POST", f"{peer.url}/api/jobs", body, headers={"Content-Type": ctype})
+    assert status == 400, err
+    assert err["error"] in ("SpecError", "ArgError") and err["message"]
+    for w in words:
+        assert w in err["message"], err
+    if field is not None:
+        assert err["field"] == field, err
+    if "field" in err:
+        assert err["field"].startswith("tasks"), err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert len(after["jobs"]) == len(before["jobs"])  # nothing was submitted
+
+
+def test_50_mb_body_is_413_json_quickly(peer: PeerProc) -> None:
+    big = b"[" + b" " * (50 * 2**20) + b"]"
+    t0 = time.monotonic()
+    try:
+        status, _, raw = http("POST", f"{peer.url}/api/jobs", big,
+                                    headers={"Content-Type": "application/json"})
+    except (ConnectionError, urllib.error.URLError):  # the peer may close before we finish
+        status, raw = 0, b""
+    assert time.monotonic() - t0 < 10
+    if status:  # normally the client reads the answer
+        assert status == 413, raw[:300]
+        err = json.loads(raw)
+        assert err["error"] == "TooLarge" and "too large" in err["message"]
+        assert err["field"] == "body"
+
+
+@pytest.mark.parametrize("path", [
+    "/ipfs/not-a-cid", "/ipfs/bafyNOTBASE32!!", "/ipfs/Qm123", "/ipfs/bafkqaaa%00",
+])
+def test_malformed_cid_is_400(peer: PeerProc, path: str) -> None:
+    status, raw = raw_get(peer, path)
+    assert status == 400, raw[:300]
+    err = json.loads(raw)
+    assert err["field"] == "cid" and err["message"]
+
+
+def test_dot_dot_in_gateway_paths_is_400(peer: PeerProc, ctx: Ctx) -> None:
+    job = submit(peer.url, [{"call": "T_WRITE", "args": [2, "dots"]}])
+    out = wait(peer.url, job)["outputs"]["t_write"]
+    ok, body = raw_get(peer, f"/ipfs/{out}/f0001.txt")
+    assert ok == 200 and body == b"file 1 dots\n"
+    for path in (f"/ipfs/{out}/../f0001.txt", f"/ipfs/{out}/%2e%2e/f0001.txt",
+                 f"/ipfs/{out}/%2E%2E/f0001.txt", f"/ipfs/{out}/x/%2e%2e/f0001.txt",
+                 f"/ipfs/{out}/%2e%2e", f"/ipfs/{out}/./f0001.txt",
+                 f"/ipfs/{out}/f0001.txt/.."):
+        status, raw = raw_get(peer, path)
+        assert status == 400, (path, status, raw[:200])
+        err = json.loads(raw)
+        assert err["field"] == "path" and ".." in err["message"], err
+    # '..' right after /ipfs/ never escapes into the file system
+    for path in ("/ipfs/../../etc/passwd", "/ipfs/%2e%2e/%2e%2e/etc/passwd"):
+        status, raw = raw_get(peer, path)
+        assert status in (400, 404) and b"root:" not in raw, (path, status)
+
+
+def test_bad_upload_names_are_400(peer: PeerProc) -> None:
+    before = pins(peer)
+    status, err = api("POST", f"{peer.url}/api/add?name=../evil", b"x")
+    assert status == 400 and err["field"] == "filename"
+    boundary = "b" + uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="d/%2e%2e/evil"\r\n\r\nx\r\n--{boundary}--\r\n').encode()
+    status, err = api("POST", f"{peer.url}/api/add", body,
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 400 and err["field"] == "filename"
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n' \
+           f"--{boundary}--\r\n"
+    status, err = api("POST", f"{peer.url}/api/add", body.encode(),
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 400 and err["field"] == "body"
+    assert pins(peer) == before
+    assert not (peer.data_dir.parent / "evil").exists()
+
+
+def _interrupt(peer: PeerProc, head: bytes, sent: bytes) -> None:
+    host, port = peer.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + sent)
+        time.sleep(0.3)  # let the peer start writing the upload
+
+
+def _settled(peer: PeerProc) -> None:
+    """Wait (bounded) until the peer removed its temporary upload directories."""
+    deadline = time.monotonic() + 10
+    while any(n.startswith("upload-") for n in os.listdir(peer.data_dir)):
+        assert time.monotonic() < deadline, os.listdir(peer.data_dir)
+        time.sleep(0.05)
+
+
+def test_interrupted_uploads_leave_no_pin(peer: PeerProc) -> None:
+    before = pins(peer)
+    payload = os.urandom(3 * 2**20)
+    head = (b"POST /api/add?name=part.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n")
+    _interrupt(peer, head, payload)
+    boundary = "b" + uuid.uuid4().hex
+    part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="dir/a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
+    head = (f"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000000\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    _interrupt(peer, head, part + payload)
+    _settled(peer)
+    assert pins(peer) == before
+    # a complete upload of the same bytes still works afterwards
+    status, out = api("POST", f"{peer.url}/api/add?name=part.bin", payload)
+    assert status == 201 and pins(peer) == before | {out["cid"]}
+
+
+@pytest.mark.parametrize(("call", "args", "words", "attempts"), [
+    ("T_RAISE", ["bad thing"], "ValueError: bad thing", 1),
+    ("T_EXIT", [1], "exited with code 1", 3),
+    ("T_SLEEP", [], "timed out", 3),
+])
+def test_failing_tasks_fail_the_job_not_the_peer(peer: PeerProc, call: str, args: list[Any],
+                                                 words: str, attempts: int) -> None:
+    view = wait(peer.url, submit(peer.url, [{"call": call, "args": args}]))
+    assert view["state"] == "failed", view
+    t = view["tasks"][0]
+    assert t["state"] == "failed" and words in t["error"], t
+    assert t["attempts"] == attempts and t["output"] is None
+    assert view["finished_ms"] is not None
+    _, peers = api("GET", f"{peer.url}/api/peers")
+    me = next(p for p in peers["peers"] if p["self"])
+    deadline = time.monotonic() + 5
+    while me["free_slots"] != 2:  # the killed worker was replaced
+        assert time.monotonic() < deadline, me
+        time.sleep(0.05)
+        _, peers = api("GET", f"{peer.url}/api/peers")
+        me = next(p for p in peers["peers"] if p["self"])
+    ok = wait(peer.url, submit(peer.url, [{"call": "T_WRITE", "args": [1, uuid.uuid4().hex]}]))
+    assert ok["state"] == "done", ok["tasks"][0]["error"]
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a fresh worker imports the entry-point task "
+                   "modules (tasks.audio: librosa) inside the task's timed window, so a builtin "
+                   "task times out under --task-timeout-s 1; only --task-module is preloaded")
+def test_builtin_task_runs_under_a_short_timeout(peer: PeerProc) -> None:
+    view = wait(peer.url, submit(peer.url, [{"call": "ECHO", "args": [uuid.uuid4().hex]}]))
+    assert view["state"] == "done", view["tasks"][0]["error"]
+
+
+def test_memory_hog_is_stopped_by_the_limit(tmp_path: Path) -> None:
+    """A task allocating without bound is killed by --worker-memory-mb; the peer lives on.
+
+    A peer of its own: under the shared peer's 1 s timeout the hog would be timed out first.
+    """
+    p = start_peer(tmp_path / "hog", "--slots", "2", "--worker-memory-mb", "1500",
+                   "--mesh-name", f"hog-{uuid.uuid4().hex[:12]}")
+    try:
+        first = wait(p.url, submit(p.url, [{"call": "T_WRITE", "args": [1, "hog"]}]))
+        view = wait(p.url, submit(p.url, [{"call": "T_HOG", "args": []}]))
+        assert view["state"] == "failed", view
+        t = view["tasks"][0]
+        assert "memory" in t["error"].lower() and t["attempts"] == 3, t
+        assert p.proc.poll() is None
+        status, health = api("GET", f"{p.url}/api/health")
+        assert status == 200 and health["ok"]
+        status, _, body = http("GET", f"{p.url}/ipfs/{first['outputs']['t_write']}/f0000.txt")
+        assert status == 200 and body == b"file 0 hog\n"
+        ok = wait(p.url, submit(p.url, [{"call": "T_WRITE", "args": [2, "after"]}]))
+        assert ok["state"] == "done"
+    finally:
+        stop(p)
+
+
+def test_bad_requests_elsewhere(peer: PeerProc) -> None:
+    status, err = api("GET", f"{peer.url}/api/jobs/" + "x" * 5000)
+    assert status == 404 and err["field"] == "job"
+    status, err = api("POST", f"{peer.url}/api/add?cid-version=abc", b"x")
+    assert status == 400 and err["field"] == "cid-version"
+    status, err = api("GET", f"{peer.url}/api/jobs/jnope/tasks/x/log")
+    assert status == 404 and err["field"] == "job"
+
+
+def test_data_dir_has_no_leftovers(peer: PeerProc) -> None:
+    _settled(peer)
+    names = set(os.listdir(peer.data_dir))
+    assert "store" in names and not any(n.startswith("upload-") for n in names)
+    assert not any(Path(peer.data_dir, "store").glob("**/*.tmp"))

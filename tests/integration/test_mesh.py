@@ -1,0 +1,186 @@
+"""Several real banzai-peer processes on loopback: discovery over mDNS bound to 127.0.0.1,
+gossip, claims spread across peers, cancellation, secrets and a peer killed mid-task."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from peer.gossip import Kind, encode_frame
+from tests.conftest import PeerProc
+
+FINAL = ("done", "failed", "cancelled")
+PIPE = [{"call": "T_WRITE", "args": [48]}, {"call": "T_SLOW_ITEMS", "args": [0.15]},
+        {"call": "T_CONCAT"}]
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def post(url: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else b""
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def wait_mesh(peers: list[PeerProc], n: int, timeout_s: float = 30) -> None:
+    """Until every peer sees n alive peers (itself included)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [sum(1 for p in get(x.url + "/api/peers")["peers"] if p["state"] == "alive")
+                 for x in peers]
+        if min(alive) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"mesh did not form: alive counts {alive}")
+
+
+def wait_job(peer: PeerProc, job: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v: dict[str, Any] = get(f"{peer.url}/api/jobs/{job}")
+        if v["state"] in FINAL:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"job {job} not finished on {peer.url}")
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    f = tmp_path / "secret"
+    f.write_text(secrets.token_hex(32))
+    return f
+
+
+def test_three_peers_discover_spread_work_and_agree_on_cids(peer_factory: Any) -> None:
+    single = peer_factory("single", "--slots", "2", "--no-mdns")
+    ref = wait_job(single, post(single.url + "/api/jobs", PIPE)["job"])
+    peers = [peer_factory(f"m{i}", "--slots", "2") for i in range(3)]
+    wait_mesh(peers, 3)
+    r = post(peers[0].url + "/api/jobs", PIPE)
+    assert r["replicas"] >= 2  # acknowledged by another live peer before returning
+    v = wait_job(peers[1], r["job"])  # any peer shows the job
+    assert v["state"] == "done", v
+    assert v["outputs"] == ref["outputs"]
+    ran = {c["peer"] for c in v["tasks"][1]["chunks"]}
+    assert len(ran) > 1, f"all chunks ran on one peer: {ran}"
+    for p in peers:  # every peer can serve the final result through its gateway
+        with urllib.request.urlopen(f"{p.url}/ipfs/{v['outputs']['t_concat']}") as resp:
+            assert resp.read().count(b"\n") == 48
+
+
+def test_cancel_stops_workers_on_every_peer_within_a_second(peer_factory: Any) -> None:
+    peers = [peer_factory(f"c{i}", "--slots", "1") for i in range(3)]
+    wait_mesh(peers, 3)
+    job = post(peers[0].url + "/api/jobs", [{"call": "T_WRITE", "args": [12]},
+                                           {"call": "T_SLOW_ITEMS", "args": [30]}])["job"]
+    deadline = time.monotonic() + 30
+    while True:
+        busy = [len(p["running"]) for p in get(peers[0].url + "/api/peers")["peers"]]
+        if sum(busy) >= 2:
+            break
+        assert time.monotonic() < deadline, busy
+        time.sleep(0.1)
+    post(f"{peers[2].url}/api/jobs/{job}/cancel")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        own = [len([x for x in get(f"{p.url}/api/peers")["peers"] if x["self"]][0]["running"])
+               for p in peers]
+        if sum(own) == 0:
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    assert sum(own) == 0, f"still running after cancel: {own}"
+    assert elapsed < 1.5  # the 1 s bound plus the polling of three HTTP APIs
+    assert wait_job(peers[0], job)["state"] == "cancelled"
+
+
+def test_peer_with_another_secret_never_joins(peer_factory: Any, secret_file: Path,
+                                              tmp_path: Path) -> None:
+    other = tmp_path / "other-secret"
+    other.write_text(secrets.token_hex(32))
+    a = peer_factory("s0", "--secret-file", str(secret_file))
+    b = peer_factory("s1", "--secret-file", str(secret_file))
+    c = peer_factory("s2", "--secret-file", str(other))
+    wait_mesh([a, b], 2)
+    time.sleep(2)
+    ids = {p["id"] for p in get(a.url + "/api/peers")["peers"]}
+    assert get(c.url + "/api/health")["peer"] not in ids
+    assert get(a.url + "/api/health")["gossip"]["dropped_bad_mac"] > 0
+
+
+def test_frame_with_bad_hmac_is_dropped_and_counted(peer_factory: Any,
+                                                    secret_file: Path) -> None:
+    a = peer_factory("h0", "--secret-file", str(secret_file), "--no-mdns")
+    health = get(a.url + "/api/health")
+    before = health["gossip"]["dropped_bad_mac"]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{health['gossip_address']}")
+    try:
+        body = json.dumps({"info": {"http": "x"}}).encode()
+        frame = encode_frame(int(Kind.HEARTBEAT), _mesh_id(a), "intruder", "127.0.0.1:1",
+                             body, secret=b"not-the-mesh-secret-123")
+        for _ in range(3):
+            sock.send(frame)
+        deadline = time.monotonic() + 5
+        while get(a.url + "/api/health")["gossip"]["dropped_bad_mac"] < before + 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        sock.close()
+        ctx.term()
+    ids = {p["id"] for p in get(a.url + "/api/peers")["peers"]}
+    assert "intruder" not in ids
+
+
+def _mesh_id(p: PeerProc) -> str:
+    from peer.discovery import mesh_hash
+
+    name = p.args[p.args.index("--mesh-name") + 1]
+    return mesh_hash(name)
+
+
+def test_killed_peer_task_is_reclaimed_after_its_lease(peer_factory: Any) -> None:
+    a = peer_factory("k0", "--slots", "1", "--lease-s", "3")
+    b = peer_factory("k1", "--slots", "1", "--lease-s", "3")
+    wait_mesh([a, b], 2)
+    job = post(a.url + "/api/jobs", [{"call": "T_SLEEP", "args": [4]}])["job"]
+    deadline = time.monotonic() + 20
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline
+        v = get(f"{a.url}/api/jobs/{job}")
+        chunks = v["tasks"][0]["chunks"]
+        if chunks and chunks[0]["peer"]:
+            victim = chunks[0]["peer"]
+        time.sleep(0.05)
+    dead, alive = (a, b) if get(a.url + "/api/health")["peer"] == victim else (b, a)
+    dead.kill(signal.SIGKILL)
+    v = wait_job(alive, job, timeout_s=60)
+    assert v["state"] == "done", v
+    t = v["tasks"][0]
+    assert t["attempts"] >= 2 or t["chunks"][0]["attempt"] >= 1
+    assert t["chunks"][0]["peer"] != victim
+
+
+def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(
+        peer_factory: Any) -> None:
+    a = peer_factory("b0", "--no-mdns")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        post(a.url + "/api/jobs", [{"call": "NOPE"}])
+    assert e.value.code == 400
+    assert get(a.url + "/api/health")["ok"]
