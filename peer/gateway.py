@@ -100,6 +100,8 @@ def add_routes(app: web.Application, store: GatewayStore, fetch: Fetch | None = 
     gateway = Gateway(store, fetch)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
+    app.router.add_route("OPTIONS", "/ipfs/{cid}", preflight)
+    app.router.add_route("OPTIONS", "/ipfs/{cid}/{path:.*}", preflight)
 
 
 def sniff_type(name: str, head: bytes) -> str:
@@ -412,7 +414,7 @@ def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
 
 def _error(exc: BanzaiError, status: int | None = None) -> web.Response:
     code = status or _status(exc)
-    return web.json_response(exc.to_json(), status=code)
+    return web.json_response(exc.to_json(), status=code, headers=CORS)
 
 
 def _status(exc: BanzaiError) -> int:
@@ -425,7 +427,21 @@ def _status(exc: BanzaiError) -> int:
     return 502 if exc.status >= 500 else exc.status
 
 
+# Content-addressed data is public and immutable: any origin may read it (a web UI served
+# by one peer can use another peer as its gateway).
+CORS = {"Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+        "Access-Control-Allow-Headers": "Range, Accept",
+        "Access-Control-Expose-Headers":
+            "Content-Range, Content-Length, ETag, X-Ipfs-Path, X-Ipfs-Roots"}
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=CORS)
+
+
 async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
+    plan.headers.update(CORS)
     if plan.stream is None:
         return web.Response(status=plan.status, headers=plan.headers, body=plan.body)
     resp = web.StreamResponse(status=plan.status, headers=plan.headers)

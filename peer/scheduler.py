@@ -174,6 +174,7 @@ class Scheduler:
         self._fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[None]] = set()
         self._last_tick = 0.0
+        self._starved: set[TaskKey] = set()  # tasks with a claimable chunk but no free slot
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._workflows: dict[str, Workflow] = {}
@@ -221,9 +222,10 @@ class Scheduler:
                 self._claim_seen[(p["job"], p["task"], p["chunk"], p["attempt"])] = self.clock()
 
     def _cancel_job(self, job: str) -> None:
+        """Kill this peer's workers of `job` now; runs still fetching input just stop."""
         for k, r in list(self.runs.items()):
-            if k[0] == job:
-                self.runner.cancel(r.key)
+            if k[0] == job and not self.runner.cancel(r.key) and r.task is not None:
+                r.task.cancel()
 
     def _recover(self) -> None:
         """Claims this peer made before a restart are lost: fail them so they are retried."""
@@ -482,7 +484,10 @@ class Scheduler:
             self._ready_since.pop(ck, None)
             self._check_claim(ck, w)
             return
-        if self.free_slots <= 0 or (ck in self.runs):
+        if ck in self.runs:
+            return
+        if self.free_slots <= 0:
+            self._starved.add((job, task))  # looked at again when a slot frees
             return
         now = self.clock()
         since = self._ready_since.setdefault(ck, now)
@@ -571,6 +576,8 @@ class Scheduler:
         finally:
             self.runs.pop(ck, None)
             self._dirty.add((job, task))
+            self._dirty |= self._starved
+            self._starved.clear()
             self._wake.set()
 
     async def _finish(self, base: dict[str, Any], run: _Run, tdef: TaskDef, spec: TaskSpec,

@@ -13,26 +13,33 @@ def _ms(ev: Event | None) -> int | None:
 
 
 def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
-                max_attempts: int) -> dict[str, Any]:
+                max_attempts: int, task_done: bool) -> dict[str, Any]:
     attempt = c.attempt
-    w = c.winner(attempt, split) if c.done is None else c.done
-    if c.done is not None:
-        state, progress = "done", 1.0
-    elif chunk_exhausted(c.failures, max_attempts):
-        state, progress = "failed", c.progress.get(attempt - 1, 0.0)
-    elif w is not None:
-        state, progress = "running", c.progress.get(attempt, 0.0)
-    else:
-        state, progress = "pending", 0.0
     last_fail = c.failures[max(c.failures)] if c.failures else None
+    claim = c.winner(attempt, split)
+    ran: Event | None
+    end: Event | None
+    if c.done is not None:
+        state, progress, ran, end = "done", 1.0, c.done, c.done
+    elif task_done:  # the task finished from the cache, or another peer assembled it
+        state, progress, ran, end = "skipped", 1.0, claim, None
+    elif chunk_exhausted(c.failures, max_attempts):
+        assert last_fail is not None
+        failed = int(last_fail.payload["attempt"])
+        state, progress = "failed", c.progress.get(failed, 0.0)
+        ran, end = c.winner(failed, split), last_fail
+    elif claim is not None:
+        state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
+    else:
+        state, progress, ran, end = "pending", 0.0, None, None
     first_claim = min((cl for cls in c.claims.values() for cl in cls),
                       key=lambda e: e.order, default=None)
     return {"state": state, "progress": progress,
             "attempt": c.done.payload["attempt"] if c.done else attempt,
-            "attempts": len(c.failures) + (1 if w is not None else 0),
-            "peer": w.origin if w is not None else None, "items": n_items,
+            "attempts": len(c.failures) + (1 if state in ("done", "running") else 0),
+            "peer": ran.origin if ran is not None else None, "items": n_items,
             "error": last_fail.payload.get("error") if last_fail else None,
-            "started_ms": _ms(first_claim), "finished_ms": _ms(c.done),
+            "started_ms": _ms(first_claim), "finished_ms": _ms(end),
             "log": c.done.payload.get("log") if c.done else None}
 
 
@@ -46,7 +53,7 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
     if split is not None:
         for i, items in enumerate(split.payload["chunks"]):
             chunks.append(_chunk_view(state.chunk(job, name, i), split.id, len(items),
-                                      max_attempts))
+                                      max_attempts, done is not None))
     if status == "done":
         progress = 1.0
     elif chunks:
@@ -56,6 +63,8 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
     starts = [c["started_ms"] for c in chunks if c["started_ms"]]
     started = min(starts) if starts else _ms(split)
     finished = _ms(done)
+    if status == "failed":
+        finished = max((c["finished_ms"] or 0 for c in chunks), default=0) or None
     errors = [c["error"] for c in chunks if c["error"] and c["state"] == "failed"]
     return {"name": name, "call": t.get("call"), "params": t.get("params", {}),
             "depends": t.get("depends", []), "cid": t.get("cid"), "state": status,

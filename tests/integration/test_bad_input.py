@@ -61,13 +61,25 @@ class Ctx:
     baseline_bytes: bytes
 
 
+_PUMPS: dict[int, list[threading.Thread]] = {}
+
+
+def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
+    """start_peer, remembering the thread that pumps this peer's output."""
+    before = set(threading.enumerate())
+    p = start_peer(data, *flags, env=env)
+    _PUMPS[id(p)] = [t for t in threading.enumerate()
+                     if t not in before and t.name.endswith("(pump)")]
+    return p
+
+
 def stop(*peers: PeerProc) -> None:
+    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
     for p in peers:
         p.kill()
-    for t in threading.enumerate():
-        if t.name.endswith("(pump)"):
-            t.join(5)
     for p in peers:
+        for t in _PUMPS.pop(id(p), []):
+            t.join(5)
         if p.proc.stdout is not None:
             p.proc.stdout.close()
 
@@ -90,7 +102,7 @@ def wait(url: str, job: str, timeout_s: float = 40) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
-    p = start_peer(tmp_path_factory.mktemp("bad") / "p0", "--slots", "2",
+    p = launch(tmp_path_factory.mktemp("bad") / "p0", "--slots", "2",
                    "--task-timeout-s", "1", "--worker-memory-mb", "1500",
                    "--mesh-name", f"bad-{uuid.uuid4().hex[:12]}")
     try:
@@ -293,7 +305,7 @@ def test_memory_hog_is_stopped_by_the_limit(tmp_path: Path) -> None:
 
     A peer of its own: under the shared peer's 1 s timeout the hog would be timed out first.
     """
-    p = start_peer(tmp_path / "hog", "--slots", "2", "--worker-memory-mb", "1500",
+    p = launch(tmp_path / "hog", "--slots", "2", "--worker-memory-mb", "1500",
                    "--mesh-name", f"hog-{uuid.uuid4().hex[:12]}")
     try:
         first = wait(p.url, submit(p.url, [{"call": "T_WRITE", "args": [1, "hog"]}]))

@@ -40,20 +40,32 @@ def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in r.stderr + r.stdout, r.stderr
 
 
+_PUMPS: dict[int, list[threading.Thread]] = {}
+
+
+def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
+    """start_peer, remembering the thread that pumps this peer's output."""
+    before = set(threading.enumerate())
+    p = start_peer(data, *flags, env=env)
+    _PUMPS[id(p)] = [t for t in threading.enumerate()
+                     if t not in before and t.name.endswith("(pump)")]
+    return p
+
+
 def stop(*peers: PeerProc) -> None:
+    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
     for p in peers:
         p.kill()
-    for t in threading.enumerate():
-        if t.name.endswith("(pump)"):
-            t.join(5)
     for p in peers:
+        for t in _PUMPS.pop(id(p), []):
+            t.join(5)
         if p.proc.stdout is not None:
             p.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
-    p = start_peer(tmp_path_factory.mktemp("cli") / "p0", "--slots", "2",
+    p = launch(tmp_path_factory.mktemp("cli") / "p0", "--slots", "2",
                    "--mesh-name", f"cli-{uuid.uuid4().hex[:12]}")
     yield p
     stop(p)

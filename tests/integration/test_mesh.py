@@ -96,7 +96,7 @@ def test_cancel_stops_workers_on_every_peer_within_a_second(peer_factory: Any) -
     post(f"{peers[2].url}/api/jobs/{job}/cancel")
     t0 = time.monotonic()
     while time.monotonic() - t0 < 5:
-        own = [len([x for x in get(f"{p.url}/api/peers")["peers"] if x["self"]][0]["running"])
+        own = [len(next(x for x in get(f"{p.url}/api/peers")["peers"] if x["self"])["running"])
                for p in peers]
         if sum(own) == 0:
             break

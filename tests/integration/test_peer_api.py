@@ -69,14 +69,25 @@ def cat(url: str, cid: str, path: str = "") -> bytes:
     return body
 
 
+_PUMPS: dict[int, list[threading.Thread]] = {}
+
+
+def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
+    """start_peer, remembering the thread that pumps this peer's output."""
+    before = set(threading.enumerate())
+    p = start_peer(data, *flags, env=env)
+    _PUMPS[id(p)] = [t for t in threading.enumerate()
+                     if t not in before and t.name.endswith("(pump)")]
+    return p
+
+
 def stop(*peers: PeerProc) -> None:
-    """Kill the peers, let conftest's output pumps reach EOF, then close the pipes."""
+    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
     for p in peers:
         p.kill()
-    for t in threading.enumerate():
-        if t.name.endswith("(pump)"):
-            t.join(5)
     for p in peers:
+        for t in _PUMPS.pop(id(p), []):
+            t.join(5)
         if p.proc.stdout is not None:
             p.proc.stdout.close()
 
@@ -84,7 +95,7 @@ def stop(*peers: PeerProc) -> None:
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     """One peer shared by the tests of this module (they use distinct jobs)."""
-    p = start_peer(tmp_path_factory.mktemp("api") / "p0", "--slots", "2",
+    p = launch(tmp_path_factory.mktemp("api") / "p0", "--slots", "2",
                    "--mesh-name", f"api-{uuid.uuid4().hex[:12]}")
     yield p
     stop(p)
@@ -345,7 +356,7 @@ def test_kill_9_keeps_jobs_and_recomputes_nothing(tmp_path: Path) -> None:
     counter = tmp_path / "executions.txt"
     env = {"BANZAI_TEST_COUNTER": str(counter)}
     data, mesh = tmp_path / "p", f"restart-{uuid.uuid4().hex[:12]}"
-    p = start_peer(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
     try:
         pipeline = [{"call": "T_WRITE", "args": [6, "restart"]}, {"call": "T_UPPER"},
                     {"call": "T_CONCAT"}]
@@ -358,7 +369,7 @@ def test_kill_9_keeps_jobs_and_recomputes_nothing(tmp_path: Path) -> None:
     finally:
         stop(p)  # SIGKILL: no clean shutdown
     assert p.proc.returncode == -9
-    q = start_peer(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
     try:
         _, jobs = api("GET", f"{q.url}/api/jobs")
         assert [j["id"] for j in jobs["jobs"]] == [job]
@@ -377,7 +388,7 @@ def test_kill_9_mid_job_then_the_job_completes_after_restart(tmp_path: Path) -> 
     counter = tmp_path / "executions.txt"
     env = {"BANZAI_TEST_COUNTER": str(counter)}
     data, mesh = tmp_path / "p", f"resume-{uuid.uuid4().hex[:12]}"
-    p = start_peer(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
     pipeline = [{"call": "T_WRITE", "args": [8, "slow"]}, {"call": "T_SLOW_ITEMS", "args": [0.4]}]
     try:
         job = submit(p.url, pipeline)
@@ -389,7 +400,7 @@ def test_kill_9_mid_job_then_the_job_completes_after_restart(tmp_path: Path) -> 
         assert view["state"] == "running", view
     finally:
         stop(p)
-    q = start_peer(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
     try:
         view = wait(q.url, job, timeout_s=30)
         assert view["state"] == "done", view
