@@ -139,6 +139,9 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
         if c.done is not None and c.done.payload.get("log"):
             data = await asyncio.to_thread(_read_all, node, c.done.payload["log"])
             out.extend(json.loads(data)[kind])
+    done = node.state.task_done.get((job, task))
+    if kind == "log" and done is not None and done.payload.get("warning"):
+        out.append(f"[banzai] warning: {done.payload['warning']}")
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
         out.extend(live)

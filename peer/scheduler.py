@@ -455,21 +455,33 @@ class Scheduler:
             self._done(job, task, out.payload["output"], key, cached=False)
             return
         entries: dict[str, str] = {}
+        matched = kept = 0
         for path, cid in self._files(split.payload["input"], ""):
             if not tdef.matches(path):
                 if tdef.passthrough:
                     entries[path] = cid
                 continue
+            matched += 1
             r = self.state.cache.get(self._item_key(tdef, spec.params, cid))
             if r:
+                kept += 1
                 entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
-        self._done(job, task, self.store.make_dir(entries), key, cached=False)
+        warning = None
+        if not kept:
+            warning = (f"{task}: no output item (from {matched} input item(s) matching "
+                       f"{tdef.items!r}); the output directory has no {tdef.items} result")
+        output = self.store.make_dir(entries)
+        self.data.mark(output)
+        self._done(job, task, output, key, cached=False, warning=warning)
 
-    def _done(self, job: str, task: str, output: str, key: str | None, cached: bool) -> None:
+    def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
+              warning: str | None = None) -> None:
         if self.data.is_complete(output):
             self.store.pin(output)
-        self.emit(EventType.TASK_DONE, {"job": job, "task": task, "output": output,
-                                        "key": key, "cached": cached})
+        payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
+        if warning:
+            payload["warning"] = warning
+        self.emit(EventType.TASK_DONE, payload)
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, tdef: TaskDef,
@@ -572,6 +584,7 @@ class Scheduler:
             res = await self.runner.run(run.key, "peer.runner:run", payload,
                                         timeout_s=self.cfg.task_timeout_s,
                                         on_message=lambda k, a: self._message(ck, run, k, a))
+            self.runs.pop(ck, None)  # the slot is free again while the outcome is recorded
             await asyncio.shield(self._finish(base, run, tdef, spec, res))
         finally:
             self.runs.pop(ck, None)

@@ -165,7 +165,11 @@ class TaskDef:
             else:
                 out[a.name] = a.default
         if self.check is not None:
-            self.check(out)
+            try:
+                self.check(out)
+            except ArgError as e:  # place the task's own complaint at the task
+                field = f"{where}.{e.field}" if e.field else where
+                raise ArgError(f"{where}: {e.message}", field=field) from None
         return out
 
     def _bind_positional(self, args: list[Any], where: str) -> dict[str, Any]:

@@ -334,7 +334,7 @@ BAD_OBJS: list[tuple[str, Any, type[BanzaiError], str | None, str]] = [
     ("inf in variadic", [{"call": F, "args": ["a", float("-inf")]}], ArgError,
      "tasks[0].args[1]", "not a finite number"),
     ("task check", [GOOD0, {"call": "EXTRACT_MFCC", "args": [32, 24, 9000, 8000, 16000]}],
-     ArgError, "custom.fmin", "fmin must be below fmax"),
+     ArgError, "tasks[1].custom.fmin", "fmin must be below fmax"),
     # sources
     ("bad cid", [{"cid": "bafyxx"}], SpecError, "tasks[0].cid", "not a valid CID"),
     ("cid not str", [{"cid": 12}], SpecError, "tasks[0].cid", "must be a string"),
