@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build a pinned Kubo (go-ipfs) into <repo>/.cache/kubo/bin for the CID parity tests.
-# Skips the build when the binary already exists; prints the binary's path on stdout.
+# Build a pinned Kubo (go-ipfs) for the tests and link it at <repo>/.cache/kubo/bin/ipfs.
+# The build and Go's module/build caches live in a per-user cache shared by every clone
+# (BANZAI_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/banzai), so a fresh clone on a
+# machine that built it once only links it. Prints the binary's path on stdout.
 # Env: KUBO_VERSION (default v0.39.0), KUBO_GOTOOLCHAIN (default go1.25.5).
 #
 # Why not plain `go install github.com/ipfs/kubo/cmd/ipfs@v0.39.0`:
@@ -15,11 +17,19 @@ set -euo pipefail
 KUBO_VERSION="${KUBO_VERSION:-v0.39.0}"
 KUBO_GOTOOLCHAIN="${KUBO_GOTOOLCHAIN:-go1.25.5}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="$repo/.cache/kubo"
+shared="${BANZAI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/banzai}"
+cache="$shared/kubo-$KUBO_VERSION"
 bin="$cache/bin/ipfs"
+link="$repo/.cache/kubo/bin/ipfs"
+
+link_it() {
+    mkdir -p "$(dirname "$link")"
+    [[ "$(readlink "$link" 2>/dev/null)" == "$bin" ]] || ln -sfn "$bin" "$link"
+    echo "$link"
+}
 
 if [[ -x "$bin" ]]; then
-    echo "$bin"
+    link_it
     exit 0
 fi
 
@@ -53,4 +63,4 @@ echo "install-kubo: building github.com/ipfs/kubo/cmd/ipfs@$KUBO_VERSION with $G
 (cd "$mod" && go mod tidy >&2 && go build -trimpath -o "$bin.tmp" github.com/ipfs/kubo/cmd/ipfs >&2)
 mv -f "$bin.tmp" "$bin"
 "$bin" version >&2
-echo "$bin"
+link_it
