@@ -599,6 +599,10 @@ class _Context:
         """Send one metric point."""
         self._chan.send(("m", self._run_id, "metric", (str(name), int(step), float(value))))
 
+    def send(self, kind: str, *args: Any) -> None:
+        """Send any other message (JSON-able args) to the run's `on_message`, in order."""
+        self._chan.send(("m", self._run_id, str(kind), args))
+
     def close(self) -> None:
         """Send held-back progress, then remove the workdir."""
         with self._lock:

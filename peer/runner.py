@@ -67,6 +67,9 @@ def _run_items(store: Any, tdef: TaskDef, params: dict[str, Any], items: list[li
             p = Path(r)
             results[relpath] = {"n": p.name, "c": store.add_path(p)}
         shutil.rmtree(d)
+        send = getattr(ctx, "send", None)
+        if send is not None:  # lets the peer record finished items before the chunk ends
+            send("item", relpath, cid, results[relpath])
         ctx.progress((n + 1) / len(items))
     return {"items": results, "inputs": items}
 

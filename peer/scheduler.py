@@ -145,6 +145,8 @@ class _Run:
     log: list[str] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
     last_progress_s: float = 0.0
+    last_flush_s: float = 0.0
+    partial: dict[str, Any] = field(default_factory=dict)  # item results not yet recorded
 
 
 class Scheduler:
@@ -631,6 +633,15 @@ class Scheduler:
             run.log.append(str(args[0]))
         elif kind == "metric":
             run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
+        elif kind == "item":  # one item finished: record it soon, so a crash keeps it
+            path, cid, result = args
+            spec = self.workflow(ck[0]).task(ck[1])
+            run.partial[self._item_key(self.catalog[spec.call or ""], spec.params, cid)] = result
+            now = self.clock()
+            if now - run.last_flush_s >= self.cfg.progress_interval_s:
+                run.last_flush_s = now
+                self.emit(EventType.CACHE_PUT, {"cache": run.partial})
+                run.partial = {}
         elif kind == "progress":
             now = self.clock()
             if now - run.last_progress_s >= self.cfg.progress_interval_s or args[0] >= 1.0:

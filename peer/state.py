@@ -80,9 +80,9 @@ class Event:
         return (self.origin, self.seq)
 
     @property
-    def order(self) -> tuple[int, str]:
-        """The tie-break used by every conflict rule: earliest (hlc, origin) wins."""
-        return (self.hlc, self.origin)
+    def order(self) -> tuple[int, str, int]:
+        """The total order used by every conflict rule: earliest (hlc, origin, seq) wins."""
+        return (self.hlc, self.origin, self.seq)
 
     def to_json(self) -> dict[str, Any]:
         return {"origin": self.origin, "seq": self.seq, "hlc": self.hlc,
@@ -128,7 +128,7 @@ class MeshState:
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
-    _cache_src: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _cache_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     members: dict[str, Event] = field(default_factory=dict)
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
@@ -215,12 +215,9 @@ def _chunk_done(s: MeshState, ev: Event) -> None:
     c = s.chunks[_ck(ev)]
     if c.done is None or ev.order < c.done.order:
         c.done = ev
-    cache = ev.payload.get("cache", {})
-    s._merge_cache(cache, ev)
-    made = [ev.payload["output"]] if ev.payload.get("output") else []
-    made += [v["c"] for v in cache.values() if v]
-    for cid in made:
-        s.providers[cid].add(ev.origin)
+    _cache_put(s, ev)
+    if ev.payload.get("output"):
+        s.providers[ev.payload["output"]].add(ev.origin)
 
 
 def _chunk_failed(s: MeshState, ev: Event) -> None:
@@ -240,7 +237,11 @@ def _task_done(s: MeshState, ev: Event) -> None:
 
 
 def _cache_put(s: MeshState, ev: Event) -> None:
-    s._merge_cache(ev.payload["cache"], ev)
+    cache = ev.payload.get("cache", {})
+    s._merge_cache(cache, ev)
+    for v in cache.values():
+        if isinstance(v, dict) and v.get("c"):
+            s.providers[v["c"]].add(ev.origin)  # the peer that made an item holds it
 
 
 def _provide(s: MeshState, ev: Event) -> None:
