@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer import gateway
+from peer import gateway, kubo_rpc
 from peer.errors import BanzaiError, Conflict, NotFound, TooLarge
 from peer.node import Node
 from peer.openapi import OPENAPI
@@ -305,6 +305,7 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/api/peers", peers)
     r.add_get("/api/openapi.json", openapi)
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure)
+    kubo_rpc.add_routes(app, node.store, **kubo_rpc.node_options(node))
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
     return app

@@ -634,7 +634,7 @@ class Scheduler:
         elif kind == "metric":
             run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
         elif kind == "item":  # one item finished: record it soon, so a crash keeps it
-            path, cid, result = args
+            _path, cid, result = args
             spec = self.workflow(ck[0]).task(ck[1])
             run.partial[self._item_key(self.catalog[spec.call or ""], spec.params, cid)] = result
             now = self.clock()

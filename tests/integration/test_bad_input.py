@@ -292,9 +292,6 @@ def test_failing_tasks_fail_the_job_not_the_peer(peer: PeerProc, call: str, args
     assert ok["state"] == "done", ok["tasks"][0]["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a fresh worker imports the entry-point task "
-                   "modules (tasks.audio: librosa) inside the task's timed window, so a builtin "
-                   "task times out under --task-timeout-s 1; only --task-module is preloaded")
 def test_builtin_task_runs_under_a_short_timeout(peer: PeerProc) -> None:
     view = wait(peer.url, submit(peer.url, [{"call": "ECHO", "args": [uuid.uuid4().hex]}]))
     assert view["state"] == "done", view["tasks"][0]["error"]

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from peer.api import make_app
+from peer.config import PeerConfig
+from peer.node import Node
 from peer.openapi import OPENAPI
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> web.Application:
-    """The real app; the route table only needs the node's settings and store."""
-    from peer.store import EmbeddedStore
-
-    node = SimpleNamespace(cfg=SimpleNamespace(max_body_bytes=1000, data_dir=tmp_path),
-                           store=EmbeddedStore(tmp_path / "store"))
-    return make_app(node)  # type: ignore[arg-type]
+def app(tmp_path: Path) -> Iterator[web.Application]:
+    """The real app over a real (not started) Node on a temporary data dir."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    try:
+        yield make_app(node)
+    finally:
+        node.log.close()
 
 
 def _routes(app: web.Application) -> dict[str, set[str]]:
