@@ -27,8 +27,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from peer.errors import ArgError, BadCID, BanzaiError, NotFound, StoreError, Unsupported
-from peer.store import Entry, parse_cid
+from peer.store import Cid, Entry, parse_cid
 from peer.store.car import block_section, encode_header, frame
+from peer.store.cids import cid_from_bytes
+from peer.store.dagpb import DataType, PBNode, UnixFSData, decode_node, decode_unixfs
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,75 @@ def response_format(request: web.Request) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class CarOptions:
+    """Trustless CAR request parameters (dag-scope, entity-bytes, dups from Accept)."""
+
+    scope: str = "all"
+    entity_bytes: tuple[int, int | None] | None = None
+    dups: bool = False
+
+
+_ENTITY_BYTES = re.compile(r"^(-?\d+):(-?\d+|\*)$")
+
+
+def car_options(request: web.Request) -> CarOptions:
+    """CarOptions from ?dag-scope=, ?entity-bytes= and the Accept CAR parameters; ArgError."""
+    scope = request.query.get("dag-scope", "all")
+    if scope not in ("all", "entity", "block"):
+        raise ArgError(f"invalid dag-scope {scope!r} (all, entity, block)", field="dag-scope")
+    entity: tuple[int, int | None] | None = None
+    raw = request.query.get("entity-bytes")
+    if raw is not None:
+        m = _ENTITY_BYTES.match(raw)
+        if m is None:
+            raise ArgError(f"invalid entity-bytes {raw!r} (from:to, to may be *)",
+                           field="entity-bytes")
+        first, last = int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
+        if first >= 0 and last is not None and 0 <= last < first:
+            raise ArgError(f"invalid entity-bytes {raw!r}: to < from", field="entity-bytes")
+        entity = (first, last)  # only used with dag-scope=entity (ignored otherwise, as Kubo)
+    return CarOptions(scope, entity, _car_param(request, "dups") == "y")
+
+
+def _car_param(request: web.Request, name: str) -> str:
+    for part in request.headers.get("Accept", "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media.lower() != CAR_TYPE:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == name:
+                return value.strip().lower()
+    return ""
+
+
+def entity_range(spec: tuple[int, int | None], size: int) -> tuple[int, int]:
+    """[start, end) of an entity-bytes (from, to-inclusive or None) over a file of `size`."""
+    first, last = spec
+    start = first if first >= 0 else max(0, size + first)
+    end = size if last is None else (last + 1 if last >= 0 else size + last + 1)
+    return min(start, size), max(min(end, size), 0)
+
+
+def _unixfs(c: Cid, data: bytes) -> tuple[PBNode, UnixFSData] | None:
+    """The dag-pb node and its UnixFS data, or None for raw blocks and other codecs."""
+    if c.codec != "dag-pb":
+        return None
+    node = decode_node(data)
+    return (node, decode_unixfs(node.data)) if node.data is not None else None
+
+
+def _unixfs_size(fs: UnixFSData) -> int:
+    return fs.filesize if fs.filesize is not None else len(fs.data or b"") + sum(fs.blocksizes)
+
+
+def _child_cids(c: Cid, data: bytes) -> list[Cid]:
+    if c.codec != "dag-pb":
+        return []
+    return [cid_from_bytes(link.hash) for link in decode_node(data).links]
+
+
 def check_raw_path(raw_path: str) -> None:
     """ArgError if the request path has '.' or '..' segments, raw or percent-encoded."""
     for segment in raw_path.split("/"):
@@ -293,19 +364,22 @@ class Gateway:
         return Plan(200, headers, body=block)
 
     def _car(self, cids: list[str], request: web.Request, headers: dict[str, str]) -> Plan:
-        root = parse_cid(cids[0])
-        path_tag = hashlib.sha256("/".join(cids).encode()).hexdigest()[:16]
-        etag = f'"{root}.car"' if len(cids) == 1 else f'"{root}.{path_tag}.car"'
+        root = parse_cid(cids[0])  # Kubo puts the path's terminal CID here; tests pin the root
+        opts = car_options(request)
+        tag = hashlib.sha256(repr(("/".join(cids), opts)).encode()).hexdigest()[:16]
+        default = len(cids) == 1 and opts == CarOptions()
+        etag = f'"{cids[0]}.car"' if default else f'"{cids[0]}.{tag}.car"'
         headers |= {
-            "Content-Type": CAR_CONTENT_TYPE,
+            "Content-Type": f"{CAR_TYPE}; version=1; order=dfs; dups={'y' if opts.dups else 'n'}",
             "ETag": etag,
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": _disposition(request, f"{cids[0]}.car", attachment=True),
+            "Vary": "Accept",
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
         path_blocks = [(parse_cid(c), self.store.get_block(c)) for c in cids[:-1]]
-        dag = self.store.dag(cids[-1])
+        dag = self._select(parse_cid(cids[-1]), opts)
         first = next(dag)  # NotFound now rather than mid-stream
 
         def stream() -> Iterator[bytes]:
@@ -314,12 +388,57 @@ class Gateway:
             for c, data in path_blocks:
                 seen.add(c.key)
                 yield block_section(c, data)
-            for cid, data in (first, *dag):
-                c = parse_cid(cid)
-                if c.key not in seen:
+            for c, data in (first, *dag):
+                if opts.dups or c.key not in seen:
+                    seen.add(c.key)
                     yield block_section(c, data)
 
         return Plan(200, headers, stream=stream())
+
+    def _select(self, c: Cid, opts: CarOptions) -> Iterator[tuple[Cid, bytes]]:
+        """Blocks of the terminal entity per dag-scope / entity-bytes, depth first."""
+        data = self.store.get_block(str(c))
+        if opts.scope == "block":
+            return iter([(c, data)])
+        node = _unixfs(c, data)
+        if opts.scope == "entity" and node is not None and node[1].type == DataType.DIRECTORY:
+            return iter([(c, data)])
+        if opts.scope == "entity" and opts.entity_bytes is not None and node is not None:
+            start, end = entity_range(opts.entity_bytes, _unixfs_size(node[1]))
+            return self._file_blocks(c, data, start, end)
+        if opts.scope == "entity" and opts.entity_bytes is not None:
+            return iter([(c, data)])
+        return self._dfs(c, data, opts.dups)
+
+    def _dfs(self, c: Cid, data: bytes, dups: bool) -> Iterator[tuple[Cid, bytes]]:
+        seen: set[str] = set()
+        stack: list[tuple[Cid, bytes | None]] = [(c, data)]
+        while stack:
+            cid, block = stack.pop()
+            if not dups and cid.key in seen:
+                continue
+            seen.add(cid.key)
+            block = self.store.get_block(str(cid)) if block is None else block
+            yield cid, block
+            stack.extend((child, None) for child in reversed(_child_cids(cid, block)))
+
+    def _file_blocks(self, c: Cid, data: bytes, start: int, end: int
+                     ) -> Iterator[tuple[Cid, bytes]]:
+        """The blocks of a UnixFS file needed for its bytes [start, end), depth first."""
+        yield c, data
+        node = _unixfs(c, data)
+        if node is None or node[1].type == DataType.DIRECTORY:
+            return
+        pb, fs = node
+        pos = len(fs.data or b"")
+        for link, size in zip(pb.links, fs.blocksizes, strict=False):
+            if pos >= end:
+                return
+            if pos + size > start:
+                child = cid_from_bytes(link.hash)
+                yield from self._file_blocks(child, self.store.get_block(str(child)),
+                                             max(0, start - pos), min(size, end - pos))
+            pos += size
 
     def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
         if fmt == "json":

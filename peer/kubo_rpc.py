@@ -1,0 +1,624 @@
+"""A subset of the Kubo RPC API (/api/v0/...) over the embedded store, for IPFS clients.
+
+Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, dag/export, dag/import, block/get, id,
+version. Request options and response bodies follow Kubo 0.39: newline-delimited JSON for
+streamed objects (`X-Chunked-Output: 1`), raw bytes with `X-Stream-Output: 1` for readers.
+Errors are Kubo's `{"Message", "Code", "Type": "error"}`, but with 400 for bad input or missing
+content (Kubo answers 500 for every error) and 501 for options this store cannot honour; 404 is
+never used because Kubo's clients read it as "command not found".
+
+Store calls run in worker threads; uploads and CARs are spooled to a temp directory first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from peer import __version__
+from peer.errors import ArgError, BanzaiError, NotFound, TooLarge, Unsupported
+from peer.state import EventType
+from peer.store import Entry, car, dagpb, parse_cid
+from peer.store.cids import DAG_PB
+
+log = logging.getLogger(__name__)
+# The Kubo release whose RPC shapes this module follows; reported as `Version` so clients that
+# select behaviour by daemon version pick the current one.
+KUBO_COMPAT_VERSION = "0.39.0"
+AGENT = f"banzai/{__version__}"
+CHUNK = 1 << 20
+STREAM_HEADERS = {"Trailer": "X-Stream-Error", "Vary": "Origin"}
+JSON_STREAM = {**STREAM_HEADERS, "Content-Type": "application/json", "X-Chunked-Output": "1"}
+BYTES_STREAM = {**STREAM_HEADERS, "Content-Type": "text/plain", "X-Stream-Output": "1"}
+# `ipfs add` options whose non-default values change CIDs or storage in ways we cannot honour.
+_ADD_FIXED = {
+    "trickle": "false", "only-hash": "false", "inline": "false", "nocopy": "false",
+    "fscache": "false", "preserve-mode": "false", "preserve-mtime": "false",
+}
+_ADD_VALUES = {"chunker": ("size-262144",), "hash": ("sha2-256",)}
+_DIR_TYPE = "application/x-directory"
+_TRUE = ("1", "t", "true", "")
+_FALSE = ("0", "f", "false")
+
+
+class RpcStore(Protocol):
+    """The EmbeddedStore surface used here; every call may block."""
+
+    def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str: ...
+    def stat(self, cid: str) -> Entry: ...
+    def ls(self, cid: str) -> list[Entry]: ...
+    def resolve(self, cid: str, path: str) -> str: ...
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
+    def get_block(self, cid: str) -> bytes: ...
+    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
+    def export_car(self, cid: str) -> Iterator[bytes]: ...
+    def import_car(
+        self, chunks: Iterable[bytes], *, pin: bool = False, max_bytes: int | None = None
+    ) -> list[str]: ...
+    def pin(self, cid: str) -> None: ...
+    def pins(self) -> list[str]: ...
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OnAdded = Callable[[list[str]], None]
+
+
+class _Config(Protocol):
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def max_upload_bytes(self) -> int: ...
+
+
+class Host(Protocol):
+    """What node_options reads from a peer.node.Node."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def cfg(self) -> _Config: ...
+    def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
+
+
+def node_options(node: Host) -> dict[str, Any]:
+    """add_routes keyword arguments for a peer: its id, data dir, upload bound, and a PROVIDE
+    event for every root added or pinned (so other peers can fetch it from this one)."""
+
+    def provide(cids: list[str]) -> None:
+        node.emit(EventType.PROVIDE, {"cids": cids})
+
+    return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
+            "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide}
+
+
+def add_routes(
+    app: web.Application,
+    store: RpcStore,
+    *,
+    peer_id: str = "",
+    tmp_dir: Path | None = None,
+    max_upload_bytes: int = 4 * 1024**3,
+    on_added: OnAdded | None = None,
+) -> None:
+    """Register POST /api/v0/{add,cat,pin/add,pin/ls,dag/export,dag/import,block/get,id,version}.
+
+    Uploads are spooled under `tmp_dir` (default: the system temp dir), at most
+    `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide).
+    """
+    rpc = KuboRpc(store, peer_id, tmp_dir, max_upload_bytes, on_added)
+    routes: dict[str, Handler] = {
+        "add": rpc.add, "cat": rpc.cat, "pin/add": rpc.pin_add, "pin/ls": rpc.pin_ls,
+        "dag/export": rpc.dag_export, "dag/import": rpc.dag_import, "block/get": rpc.block_get,
+        "id": rpc.id, "version": rpc.version,
+    }
+    for name, handler in routes.items():
+        app.router.add_post(f"/api/v0/{name}", _guarded(handler))
+
+
+# --- errors and options ------------------------------------------------------------------------
+
+
+def kubo_error(message: str, status: int = 400, code: int = 0) -> web.Response:
+    """Kubo's error body ({"Message", "Code", "Type": "error"}) with our status."""
+    body = json.dumps({"Message": message, "Code": code, "Type": "error"}, separators=(",", ":"))
+    return web.Response(text=body + "\n", status=status, content_type="application/json",
+                        headers={"Vary": "Origin"})
+
+
+def _status(exc: BanzaiError) -> int:
+    """413 and 501 as such; everything else the store refuses (bad arguments, missing content,
+    malformed or corrupt CARs, directories too large to import) is the request's fault: 400.
+    404 is avoided because Kubo's clients read it as "command not found"."""
+    if isinstance(exc, TooLarge | Unsupported):
+        return exc.status
+    return 400
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Refuse cross-origin browser requests (as Kubo) and map errors to Kubo's shape."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != request.host:
+            return kubo_error("cross-origin RPC requests are not allowed", 403)
+        try:
+            return await handler(request)
+        except BanzaiError as exc:
+            code = 1 if type(exc) is ArgError else 0
+            return kubo_error(exc.message, _status(exc), code)
+        except OSError as exc:  # disk full, permissions: the peer's fault
+            log.error("kubo rpc: %s %s failed: %s", request.method, request.path, exc)
+            return kubo_error(f"{request.path}: the peer cannot complete this request", 500)
+
+    return run
+
+
+def flag(request: web.Request, name: str, default: bool) -> bool:
+    """A boolean query option as Kubo parses it (strconv.ParseBool; a bare `?name` is true)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ArgError(f"option {name!r}: cannot parse {raw!r} as a boolean", field=name)
+
+
+def integer(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ArgError(f"option {name!r}: {raw!r} is not an integer", field=name) from None
+    if value < 0:
+        raise ArgError(f"option {name!r} must be >= 0, got {value}", field=name)
+    return value
+
+
+def args(request: web.Request, name: str = "arg") -> list[str]:
+    values = request.query.getall("arg", [])
+    if not values:
+        raise ArgError(f'argument "{name}" is required', field="arg")
+    return values
+
+
+def split_path(arg: str) -> tuple[str, str]:
+    """(root CID, inner path) of `CID[/path]` or `/ipfs/CID[/path]`; BadCID for a bad root."""
+    text = arg.strip()
+    if text.startswith("/ipns/"):
+        raise Unsupported("/ipns/ paths are not supported by this peer", field="arg")
+    text = text.removeprefix("/ipfs/").lstrip("/")
+    root, _, rest = text.partition("/")
+    return str(parse_cid(root)), rest
+
+
+def add_options(request: web.Request) -> tuple[int, bool, bool, bool]:
+    """(cid_version, pin, wrap, quieter) of an add request; 501 for options we cannot honour."""
+    version = request.query.get("cid-version", "0")
+    if version not in ("0", "1"):
+        raise ArgError(f"cid-version must be 0 or 1, got {version!r}", field="cid-version")
+    for name, default in _ADD_FIXED.items():
+        if flag(request, name, default == "true"):
+            raise Unsupported(f"add: option {name}=true is not supported", field=name)
+    for name, allowed in _ADD_VALUES.items():
+        value = request.query.get(name)
+        if value and value not in allowed:
+            raise Unsupported(f"add: {name}={value!r} is not supported ({allowed[0]} only)",
+                              field=name)
+    raw_leaves = flag(request, "raw-leaves", version == "1")
+    if raw_leaves != (version == "1"):
+        raise Unsupported(
+            f"add: raw-leaves={str(raw_leaves).lower()} with cid-version={version} is not "
+            "supported (raw leaves go with CIDv1, dag-pb leaves with CIDv0)", field="raw-leaves")
+    return (int(version), flag(request, "pin", True), flag(request, "wrap-with-directory", False),
+            flag(request, "quieter", False))
+
+
+# --- add: spooling multipart uploads -----------------------------------------------------------
+
+
+@dataclass
+class Spool:
+    """Multipart parts written below `dir`; `tops` are the top-level names in arrival order."""
+
+    dir: Path
+    limit: int
+    total: int = 0
+    anonymous: int = 0
+
+    def __post_init__(self) -> None:
+        self.tops: list[str] = []
+
+    def target(self, filename: str | None) -> tuple[Path, str]:
+        if not filename:  # stdin-like part: Kubo names it after its CID
+            self.anonymous += 1
+            rel = f"\x00{self.anonymous}"
+        else:
+            rel = safe_rel(unquote(filename))
+        top = rel.split("/")[0]
+        if top not in self.tops:
+            self.tops.append(top)
+        return self.dir / rel.replace("\x00", ".stdin-"), rel
+
+    async def part(self, part: BodyPartReader) -> None:
+        ctype = part.headers.get("Content-Type", "")
+        dest, _ = self.target(part.filename)
+        if ctype.startswith(_DIR_TYPE):
+            dest.mkdir(parents=True, exist_ok=True)
+            return
+        if ctype.startswith("application/symlink"):
+            raise Unsupported(f"add: symlinks are not supported ({part.filename})", field="file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as f:
+            while chunk := await part.read_chunk(CHUNK):
+                self.total += len(chunk)
+                if self.total > self.limit:
+                    raise TooLarge(f"upload larger than {self.limit} bytes", field="body")
+                f.write(chunk)
+
+
+def safe_rel(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or any("\x00" in p for p in parts):
+        raise ArgError(f"bad file name {name!r}", field="filename")
+    return "/".join(parts)
+
+
+async def spool_multipart(request: web.Request, spool: Spool) -> None:
+    if not request.content_type.startswith("multipart/"):
+        raise ArgError("expected a multipart/form-data body (as `ipfs add` sends)", field="body")
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if isinstance(part, MultipartReader):  # nested multipart (old go-ipfs clients)
+            while (inner := await part.next()) is not None:
+                if isinstance(inner, BodyPartReader):
+                    await spool.part(inner)
+            continue
+        await spool.part(part)
+    if not spool.tops:
+        raise ArgError("add: no file parts in the request", field="file")
+
+
+# --- add: computing Kubo's output events --------------------------------------------------------
+
+
+def tsize(store: RpcStore, cid: str) -> int:
+    """Cumulative DAG bytes of a node (Kubo's `Size` in add output)."""
+    block = store.get_block(cid)
+    if parse_cid(cid).codec != DAG_PB:
+        return len(block)
+    return len(block) + sum(link.tsize or 0 for link in dagpb.decode_node(block).links)
+
+
+def _name_key(e: Entry) -> bytes:
+    return e.path.encode("utf-8")
+
+
+def tree_events(store: RpcStore, name: str, cid: str) -> list[dict[str, str]]:
+    """Kubo's add events for one top-level node: files depth first, then dirs post-order."""
+    if store.stat(cid).kind == "file":
+        return [event(name, cid, tsize(store, cid))]
+    files: list[dict[str, str]] = []
+    dirs: list[dict[str, str]] = []
+
+    def walk(path: str, c: str, size: int) -> None:
+        for e in sorted(store.ls(c), key=_name_key):
+            child = f"{path}/{e.path}" if path else e.path
+            if e.kind == "file":
+                files.append(event(child, e.cid, tsize(store, e.cid)))
+            else:
+                walk(child, e.cid, e.size)
+        dirs.append(event(path, c, size))
+
+    walk(name, cid, tsize(store, cid))
+    return files + dirs
+
+
+def event(name: str, cid: str, size: int) -> dict[str, str]:
+    return {"Name": name, "Hash": cid, "Size": str(size)}
+
+
+def add_spooled(store: RpcStore, spool: Spool, version: int, pin: bool,
+                wrap: bool) -> tuple[list[dict[str, str]], list[str]]:
+    """Import what was spooled: (events in Kubo's order, the last being a root; the roots)."""
+    events: list[dict[str, str]] = []
+    if wrap:
+        root = store.add_path(spool.dir, cid_version=version, pin=pin)
+        for top in spool.tops:
+            name = top.replace("\x00", ".stdin-")
+            events += tree_events(store, name, store.resolve(root, name))
+        return [*events, event("", root, tsize(store, root))], [root]
+    roots = []
+    for top in spool.tops:
+        path = spool.dir / top.replace("\x00", ".stdin-")
+        cid = store.add_path(path, cid_version=version, pin=pin)
+        events += tree_events(store, cid if top.startswith("\x00") else top, cid)
+        roots.append(cid)
+    return events, roots
+
+
+# --- the handlers ------------------------------------------------------------------------------
+
+
+class KuboRpc:
+    """Handlers; blocking store work runs in worker threads."""
+
+    def __init__(self, store: RpcStore, peer_id: str, tmp_dir: Path | None, max_upload: int,
+                 on_added: OnAdded | None) -> None:
+        self.store = store
+        self.peer_id = peer_id
+        self.tmp_dir = tmp_dir
+        self.max_upload = max_upload
+        self.on_added = on_added
+
+    def _tmp(self, prefix: str) -> Path:
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir))
+
+    def _provide(self, cids: list[str]) -> None:
+        if self.on_added is not None and cids:
+            self.on_added(cids)
+
+    async def add(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs add`: multipart files/dirs -> ndjson {"Name","Hash","Size"}, root last."""
+        version, pin, wrap, quieter = add_options(request)
+        flag(request, "progress", False)  # accepted; no progress events are sent
+        tmp = self._tmp("kubo-add-")
+        try:
+            spool = Spool(tmp, self.max_upload)
+            await spool_multipart(request, spool)
+            events, roots = await asyncio.to_thread(
+                add_spooled, self.store, spool, version, pin, wrap)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        if quieter:
+            events = events[-1:]
+        self._provide(roots)
+        return await send_json_lines(request, events)
+
+    async def cat(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs cat`: file bytes of each arg, from `offset`, at most `length` in all."""
+        offset = integer(request, "offset", 0) or 0
+        length = integer(request, "length", None)
+        targets = args(request, "ipfs-path")
+        files = await asyncio.to_thread(self._files, targets)
+        size = sum(e.size for e in files)
+        todo = max(0, size - offset) if length is None else max(0, min(length, size - offset))
+        return await send_bytes(request, self._cat(files, offset, todo), todo)
+
+    def _files(self, targets: list[str]) -> list[Entry]:
+        out = []
+        for arg in targets:
+            root, rest = split_path(arg)
+            entry = self.store.stat(self.store.resolve(root, rest))
+            if entry.kind != "file":
+                raise ArgError(f"{arg} is a directory, not a file", field="arg")
+            out.append(entry)
+        return out
+
+    def _cat(self, files: list[Entry], offset: int, todo: int) -> Iterator[bytes]:
+        for entry in files:
+            if todo <= 0:
+                return
+            if offset >= entry.size:
+                offset -= entry.size
+                continue
+            take = min(todo, entry.size - offset)
+            yield from self.store.cat(entry.cid, offset, take)
+            todo -= take
+            offset = 0
+
+    async def block_get(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs block get`: the raw bytes of one block."""
+        (target,) = args(request, "cid")[:1]
+        block = await asyncio.to_thread(self._block, target)
+        return await send_bytes(request, iter([block]), len(block))
+
+    def _block(self, target: str) -> bytes:
+        root, rest = split_path(target)
+        return self.store.get_block(self.store.resolve(root, rest) if rest else root)
+
+    async def pin_add(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs pin add`: recursive pins only -> {"Pins": [cid...]}."""
+        if not flag(request, "recursive", True):
+            raise Unsupported("pin/add: direct (non-recursive) pins are not supported",
+                              field="recursive")
+        flag(request, "progress", False)
+        targets = args(request, "ipfs-path")
+        pinned = await asyncio.to_thread(self._pin_all, targets)
+        self._provide(pinned)
+        return web.json_response({"Pins": pinned}, headers={"Vary": "Origin"})
+
+    def _pin_all(self, targets: list[str]) -> list[str]:
+        cids = []
+        for arg in targets:
+            root, rest = split_path(arg)
+            cids.append(self.store.resolve(root, rest) if rest else root)
+        for cid in cids:
+            self.store.pin(cid)
+        return cids
+
+    async def pin_ls(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs pin ls`: {"Keys": {cid: {"Type", "Name"}}}, or ndjson with `stream=true`."""
+        kind = request.query.get("type", "all")
+        if kind not in ("all", "recursive", "direct", "indirect"):
+            raise ArgError(f"invalid type {kind!r}, must be one of direct, indirect, recursive "
+                           "or all", field="type")
+        keys = await asyncio.to_thread(self._pin_keys, kind, request.query.getall("arg", []))
+        if flag(request, "stream", False):
+            lines = [{"Cid": cid, "Type": t, "Name": ""} for cid, t in keys.items()]
+            return await send_json_lines(request, lines)
+        body = {"Keys": {cid: {"Type": t, "Name": ""} for cid, t in keys.items()}}
+        return web.json_response(body, headers={"Vary": "Origin"})
+
+    def _pin_keys(self, kind: str, targets: list[str]) -> dict[str, str]:
+        pins = self.store.pins()
+        recursive = {parse_cid(c).key: c for c in pins}
+        want_indirect = kind in ("all", "indirect") or bool(targets)
+        indirect = self._indirect(pins, recursive) if want_indirect else {}
+        if targets:
+            return self._pin_lookup(targets, recursive, indirect, kind)
+        out: dict[str, str] = {}
+        if kind in ("all", "recursive"):
+            out |= {c: "recursive" for c in pins}
+        if kind in ("all", "indirect"):
+            out |= dict.fromkeys(indirect, "indirect")
+        return out
+
+    def _indirect(self, pins: list[str], recursive: dict[str, str]) -> dict[str, str]:
+        """cid -> the pin it is reachable through, for blocks below pins (not pins themselves)."""
+        out: dict[str, str] = {}
+        for root in pins:
+            try:
+                for cid, _ in self.store.dag(root):
+                    key = parse_cid(cid).key
+                    if key not in recursive and cid not in out:
+                        out[cid] = root
+            except NotFound:
+                continue
+        return out
+
+    def _pin_lookup(self, targets: list[str], recursive: dict[str, str],
+                    indirect: dict[str, str], kind: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for arg in targets:
+            root, rest = split_path(arg)
+            cid = self.store.resolve(root, rest) if rest else root
+            key = parse_cid(cid).key
+            if key in recursive and kind in ("all", "recursive"):
+                out[cid] = "recursive"
+            elif cid in indirect and kind in ("all", "indirect"):
+                out[cid] = f"indirect through {indirect[cid]}"
+            else:
+                raise ArgError(f"path '{arg}' is not pinned", field="arg")
+        return out
+
+    async def dag_export(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs dag export`: a CARv1 of the DAG under one CID."""
+        (target,) = args(request, "root")[:1]
+        root, rest = split_path(target)
+        if rest:
+            root = await asyncio.to_thread(self.store.resolve, root, rest)
+        stream = await asyncio.to_thread(self.store.export_car, root)
+        return await send_bytes(request, stream, None)
+
+    async def dag_import(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs dag import`: CAR files (multipart) -> one {"Root": ...} line per root."""
+        pin_roots = flag(request, "pin-roots", True)
+        stats = flag(request, "stats", False)
+        tmp = self._tmp("kubo-dag-import-")
+        try:
+            spool = Spool(tmp, self.max_upload)
+            await spool_multipart(request, spool)
+            files = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+            result = await asyncio.to_thread(self._import, files, pin_roots, stats)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        lines: list[dict[str, Any]] = []
+        if pin_roots:
+            lines = [{"Root": {"Cid": {"/": cid}, "PinErrorMsg": err}} for cid, err in result[0]]
+        if stats:
+            lines.append({"Stats": {"BlockCount": result[1], "BlockBytesCount": result[2]}})
+        self._provide([cid for cid, err in result[0] if not err])
+        return await send_json_lines(request, lines)
+
+    def _import(self, files: list[Path], pin_roots: bool,
+                stats: bool) -> tuple[list[tuple[str, str]], int, int]:
+        roots: list[str] = []
+        count = size = 0
+        for path in files:
+            with path.open("rb") as f:
+                chunks = iter(lambda: f.read(CHUNK), b"")
+                roots += self.store.import_car(chunks, max_bytes=self.max_upload)
+            if stats:
+                count, size = _count_blocks(path, count, size)
+        results = []
+        for root in dict.fromkeys(roots):
+            err = ""
+            if pin_roots:
+                try:
+                    self.store.pin(root)
+                except NotFound as exc:
+                    err = f"pin: {exc.message}"
+            results.append((root, err))
+        return results, count, size
+
+    async def id(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs id`: this peer (banzai's id; no libp2p key or addresses)."""
+        wanted = request.query.get("arg")
+        if wanted and wanted != self.peer_id:
+            raise ArgError(f"peer {wanted!r} is unknown here (only this peer can be described)",
+                           field="arg")
+        body = {"ID": self.peer_id, "PublicKey": "", "Addresses": [], "AgentVersion": AGENT,
+                "ProtocolVersion": "banzai/1", "Protocols": []}
+        return web.json_response(body, headers={"Vary": "Origin"})
+
+    async def version(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs version`: the Kubo RPC level emulated, and banzai's own version as Commit."""
+        body = {"Version": KUBO_COMPAT_VERSION, "Commit": AGENT, "Repo": "0",
+                "System": f"{platform.machine()}/{sys.platform}",
+                "Golang": f"none (python {platform.python_version()})"}
+        return web.json_response(body, headers={"Vary": "Origin"})
+
+
+def _count_blocks(path: Path, count: int, size: int) -> tuple[int, int]:
+    """Add the blocks (and their data bytes) of a CAR file to `count` and `size`."""
+    with path.open("rb") as f:
+        _, blocks = car.read_car(iter(lambda: f.read(CHUNK), b""), None)
+        for _, data in blocks:
+            count, size = count + 1, size + len(data)
+    return count, size
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+async def send_json_lines(request: web.Request, items: list[dict[str, Any]]) -> web.StreamResponse:
+    resp = web.StreamResponse(headers=JSON_STREAM)
+    await resp.prepare(request)
+    for item in items:
+        await resp.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+                         + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+async def send_bytes(request: web.Request, stream: Iterator[bytes],
+                     size: int | None) -> web.StreamResponse:
+    """Stream `stream` (pulled in worker threads); on a mid-stream error the connection is cut."""
+    headers = dict(BYTES_STREAM)
+    if size is not None:
+        headers["X-Content-Length"] = str(size)
+    first = await asyncio.to_thread(next, stream, None)  # errors before any byte -> JSON
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    try:
+        while first is not None:
+            await resp.write(first)
+            first = await asyncio.to_thread(next, stream, None)
+        await resp.write_eof()
+    except BanzaiError:
+        if request.transport is not None:
+            request.transport.close()
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+    return resp
