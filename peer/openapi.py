@@ -27,6 +27,15 @@ def _op(summary: str, ok: str = "200", params: tuple[str, ...] = (),
     return op
 
 
+# The Kubo RPC subset (peer/kubo_rpc.py): Kubo's request and response shapes.
+_KUBO_RPC = {
+    "add": "add files/directories (multipart) -> ndjson {Name, Hash, Size}",
+    "cat": "file bytes (arg, offset, length)",
+    "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
+    "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
+    "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
+}
+
 JOB = ("job",)
 TASK = ("job", "task")
 
@@ -61,6 +70,9 @@ OPENAPI: dict[str, Any] = {
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
         "/api/openapi.json": {"get": _op("This document", errors=())},
+        **{f"/api/v0/{name}": {"post": _op(f"Kubo RPC compatible: {doc}",
+                                           errors=("400", "413", "501"))}
+           for name, doc in _KUBO_RPC.items()},
     },
     "components": {"schemas": {"Error": {
         "type": "object", "required": ["error", "message"],

@@ -14,7 +14,7 @@ import json
 import logging
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -174,9 +174,12 @@ class Scheduler:
         self._claim_seen: dict[tuple[str, str, int, int], float] = {}
         self._data_wait: dict[TaskKey, float] = {}  # tasks waiting for data: since when
         self._fetching: set[TaskKey] = set()
-        self._bg: set[asyncio.Task[None]] = set()
+        self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
-        self._starved: set[TaskKey] = set()  # tasks with a claimable chunk but no free slot
+        # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
+        # few of them (not all: with thousands queued that would be quadratic).
+        self._starved: dict[TaskKey, None] = {}
+        self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._workflows: dict[str, Workflow] = {}
@@ -328,7 +331,7 @@ class Scheduler:
         if split is None:
             self._plan(job, task, tdef, spec)
             return
-        key = cache_key(tdef, spec.params, split.payload["input"])
+        key = self._cache_key(job, task, tdef, spec, split.payload["input"])
         chunks = split.payload["chunks"]
         if all(st.chunk(job, task, i).done is not None for i in range(len(chunks))):
             if self._have((job, task), self._chunk_outputs(job, task, len(chunks)),
@@ -346,7 +349,7 @@ class Scheduler:
         if needs_data and not self._have((job, task), outs, self._producer(job, spec)):
             return
         input_cid = self._input(job, spec)
-        key = cache_key(tdef, spec.params, input_cid)
+        key = self._cache_key(job, task, tdef, spec, input_cid)
         cached = self.state.cache.get(key)
         if isinstance(cached, str) and (self.store.has(cached)
                                         or self.state.providers.get(cached)):
@@ -368,10 +371,13 @@ class Scheduler:
         if (preferred == self.peer_id or not alive
                 or self.clock() - since > self.cfg.lease_s) and key not in self._fetching:
             self._fetching.add(key)
-            task = asyncio.create_task(self._fetch(key, cids))
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+            self._background(self._fetch(key, cids))
         return False
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     async def _fetch(self, key: TaskKey, cids: list[str]) -> None:
         try:
@@ -479,7 +485,8 @@ class Scheduler:
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
         if self.data.is_complete(output):
-            self.store.pin(output)
+            self._background(asyncio.to_thread(self.store.pin, output))
+        self._keys.pop((job, task), None)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
             payload["warning"] = warning
@@ -501,7 +508,7 @@ class Scheduler:
         if ck in self.runs:
             return
         if self.free_slots <= 0:
-            self._starved.add((job, task))  # looked at again when a slot frees
+            self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         now = self.clock()
         since = self._ready_since.setdefault(ck, now)
@@ -540,6 +547,18 @@ class Scheduler:
                 "job": job, "task": task, "chunk": i, "attempt": attempt, "kind": "lease",
                 "error": f"lease expired: no renewal heard from {w.origin} for "
                          f"{self.cfg.lease_s:g} s"})
+
+    def _unstarve(self) -> None:
+        for key in list(self._starved)[:max(self.free_slots, 1) * 4]:
+            del self._starved[key]
+            self._dirty.add(key)
+
+    def _cache_key(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
+                   input_cid: str | None) -> str:
+        memo = self._keys.get((job, task))
+        if memo is None or memo[0] != input_cid:
+            memo = self._keys[(job, task)] = (input_cid, cache_key(tdef, spec.params, input_cid))
+        return memo[1]
 
     @property
     def free_slots(self) -> int:
@@ -591,8 +610,7 @@ class Scheduler:
         finally:
             self.runs.pop(ck, None)
             self._dirty.add((job, task))
-            self._dirty |= self._starved
-            self._starved.clear()
+            self._unstarve()
             self._wake.set()
 
     async def _finish(self, base: dict[str, Any], run: _Run, tdef: TaskDef, spec: TaskSpec,

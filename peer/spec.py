@@ -63,10 +63,14 @@ class Workflow:
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; NotFound if there is none."""
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise NotFound(f"workflow {self.name!r} has no task {name!r}", field="task")
+        index: dict[str, TaskSpec] | None = self.__dict__.get("_index")
+        if index is None:  # built once; the dataclass is frozen, so set it directly
+            index = {t.name: t for t in self.tasks}
+            object.__setattr__(self, "_index", index)
+        t = index.get(name)
+        if t is None:
+            raise NotFound(f"workflow {self.name!r} has no task {name!r}", field="task")
+        return t
 
     def to_json(self) -> dict[str, Any]:
         """Canonical DAG form; `from_obj(wf.to_json(), catalog) == wf`."""

@@ -58,12 +58,16 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.with_name(data_dir.name + ".log")
+    start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                                 cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        m = re.search(r"web UI: (http://\S+?)/?$", log.read_text(errors="replace"), re.M)
+        with log.open("rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        m = re.search(r"web UI: (http://\S+?)/?$", text, re.M)
         if m:
             return PeerProc(proc, m.group(1), data_dir, args, full_env, log)
         if proc.poll() is not None:
