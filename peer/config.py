@@ -62,6 +62,7 @@ class PeerConfig:
     submit_acks: int = 1  # live peers that must hold a submission before it is acknowledged
     ack_timeout_s: float = 5.0
     max_upload_bytes: int = 4 * 1024**3
+    replicas: int = 2  # peers that pin each output: the producer and replicas-1 others
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")
@@ -73,6 +74,12 @@ class PeerConfig:
                               field="store")
         if self.store == "kubo" and not self.ipfs_api:
             raise ConfigError("store kubo needs --ipfs-api URL", field="ipfs_api")
+        if self.store == "kubo" and self.ipfs_api:
+            from peer.store.kubo import parse_api_url
+            parse_api_url(self.ipfs_api)
+        if self.replicas < 1:
+            raise ConfigError(f"replicas: must be at least 1, got {self.replicas}",
+                              field="replicas")
         if self.slots < 1:
             raise ConfigError(f"slots: must be at least 1, got {self.slots}", field="slots")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -117,7 +124,7 @@ def _coerce(name: str, value: Any) -> Any:
         if name in ("data_dir", "secret_file"):
             return Path(value).expanduser()
         if name in ("slots", "max_attempts", "max_body_bytes", "max_upload_bytes",
-                    "worker_memory_mb", "submit_acks"):
+                    "worker_memory_mb", "submit_acks", "replicas"):
             return int(value)
         if name in ("task_timeout_s", "lease_s", "ack_timeout_s"):
             return float(value)
@@ -184,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lease-s", type=float, help="claim lease in seconds")
     a("--submit-acks", type=int,
       help="live peers that must hold a new job before POST /api/jobs returns (default 1)")
+    a("--replicas", type=int,
+      help="peers that pin each output: its producer and N-1 others (default 2; 1 = off)")
     a("--demo", action="store_true", help="build a corpus and run the seed pipeline")
     return p
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -40,6 +40,8 @@ class Fetcher:
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Tried before other peers' gateways: (cid, hints) -> True if it stored the DAG.
+        self.first: list[Callable[[str, Sequence[str]], Awaitable[bool]]] = []
 
     def mark(self, cid: str) -> None:
         """Note a DAG known to be complete here (e.g. one this peer produced)."""
@@ -84,6 +86,9 @@ class Fetcher:
 
     async def _fetch(self, cid: str, hints: Sequence[str]) -> None:
         errors: list[str] = []
+        for source in self.first:
+            if await source(cid, hints) and await asyncio.to_thread(self.is_complete, cid):
+                return
         for base in self._sources(cid, hints):
             try:
                 data = await self._get(f"{base}/ipfs/{cid}?format=car")

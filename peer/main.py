@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,9 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
+    if host in ("0.0.0.0", "::", ""):  # advertise an address other peers can reach
+        host = cfg.mdns_interfaces[0] if cfg.mdns_interfaces else socket.gethostbyname(
+            socket.gethostname())
     shown = f"[{host}]" if ":" in host else host
     node.http_url = f"http://{shown}:{bound}"
     try:

@@ -22,9 +22,11 @@ from peer.errors import ConfigError
 from peer.executor import Executor, ExecutorConfig
 from peer.fetch import Fetcher
 from peer.gossip import Gossip, GossipConfig, zmq_transport
+from peer.replicate import Replicator
 from peer.scheduler import Scheduler, SchedulerConfig
 from peer.state import HLC, Event, EventLog, EventType, MeshState
 from peer.store import EmbeddedStore
+from peer.store.kubo import KuboClient, KuboMirror
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -65,6 +67,15 @@ class Node:
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke, self._push]
+        self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
+                                     self._providers, self.fetcher, self.store, self.emit)
+        self.listeners.append(self.replicator.on_event)
+        self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
+        if cfg.store == "kubo" and cfg.ipfs_api:
+            self.kubo = KuboMirror(KuboClient(cfg.ipfs_api), self.store, self.peer_id,
+                                   self.live_peers, self._providers)
+            self.fetcher.first.append(self.kubo.fetch)
+            self.listeners.append(self.kubo.on_event)
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
@@ -141,7 +152,7 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs],
-                "heads": dict(self.state.heads)}
+                "heads": dict(self.state.heads), **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
@@ -150,6 +161,8 @@ class Node:
                 "gpu": Path("/dev/nvidia0").exists()}
 
     async def start(self) -> None:
+        if self.kubo is not None:
+            await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
         await self.executor.start()
         await self._start_mesh()
         caps = self.capabilities()
@@ -200,6 +213,9 @@ class Node:
         await self.scheduler.close()
         if self.gossip is not None:
             await self.gossip.close()
+        await self.replicator.close()
+        if self.kubo is not None:
+            await self.kubo.close()
         await self.fetcher.close()
         await self.executor.close()
         self.log.close()
