@@ -244,8 +244,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await resp.write(b": connected\n\n")
         while True:
-            try:
-                ev = await asyncio.wait_for(queue.get(), 15)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                async with asyncio.timeout(15):
+                    ev = await queue.get()
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
