@@ -120,11 +120,11 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     split = state.splits.get((job, task))
     if split is not None:
         for i in range(len(split.payload["chunks"])):
-            c = state.chunks.get((job, task, i))
-            if c is not None and c.done is None and chunk_exhausted(c.failures, max_attempts):
+            c = state.chunk(job, task, i)
+            if c.done is None and chunk_exhausted(c.failures, max_attempts):
                 return "failed"
     if split is not None and any(
-            (c := state.chunks.get((job, task, i))) is not None and c.done is None
+            (c := state.chunk(job, task, i)).done is None
             and c.winner(c.attempt, split.id) is not None
             for i in range(len(split.payload["chunks"]))):
         return "running"
@@ -141,7 +141,9 @@ def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
 @dataclass
 class _Run:
     key: str
+    split: tuple[str, int]
     task: asyncio.Task[None] | None = None
+    lost: bool = False  # our claim lost to another: the outcome is not recorded
     log: list[str] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
     last_progress_s: float = 0.0
@@ -234,13 +236,16 @@ class Scheduler:
 
     def _recover(self) -> None:
         """Claims this peer made before a restart are lost: fail them so they are retried."""
-        for (job, task, i), c in list(self.state.chunks.items()):
+        for (job, task, so, sq, i), c in list(self.state.chunks.items()):
             split = self.state.split_id(job, task)
+            if split != (so, sq):
+                continue
             w = c.winner(c.attempt, split)
             if c.done is None and w is not None and w.origin == self.peer_id:
                 self.emit(EventType.CHUNK_FAILED, {
-                    "job": job, "task": task, "chunk": i, "attempt": c.attempt,
-                    "error": "the peer restarted while running this chunk", "kind": "lost"})
+                    "job": job, "task": task, "split": list(split), "chunk": i,
+                    "attempt": c.attempt, "kind": "lost",
+                    "error": "the peer restarted while running this chunk"})
 
     def _active_tasks(self) -> Iterator[TaskKey]:
         for job, ev in self.state.jobs.items():
@@ -298,19 +303,22 @@ class Scheduler:
         return keys | set(self._data_wait)
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
+        """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
         job, task = key
         if (job, task) in self.state.task_done:
             return
         split = self.state.splits.get((job, task))
-        n = len(split.payload["chunks"]) if split else 1
-        for i in range(max(n, 1)):
-            c = self.state.chunks.get((job, task, i))
-            if c is not None and c.done is not None:
+        if split is None:  # failed while planning: record a one-chunk split to fail
+            split = self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
+                                                     "chunks": [[]]})
+            split = self.state.splits[(job, task)]
+        for i in range(len(split.payload["chunks"])):
+            c = self.state.chunk(job, task, i)
+            if c.done is not None:
                 continue
-            attempt = c.attempt if c else 0
-            self.emit(EventType.CHUNK_FAILED, {"job": job, "task": task, "chunk": i,
-                                               "attempt": attempt, "error": error,
-                                               "kind": "error"})
+            self.emit(EventType.CHUNK_FAILED, {"job": job, "task": task, "split": list(split.id),
+                                               "chunk": i, "attempt": c.attempt,
+                                               "error": error, "kind": "error"})
             break
 
     # -- evaluation of one task ----------------------------------------------------------
@@ -348,6 +356,10 @@ class Scheduler:
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
         if needs_data and not self._have((job, task), outs, self._producer(job, spec)):
             return
+        unit = f"{job}/{task}"
+        if not needs_data and not self._my_turn(
+                (job, task, -1, -1), unit, rendezvous(unit, [*self.peers(), self.peer_id])):
+            return  # every peer could split it: stagger them so that one usually does
         input_cid = self._input(job, spec)
         key = self._cache_key(job, task, tdef, spec, input_cid)
         cached = self.state.cache.get(key)
@@ -501,6 +513,10 @@ class Scheduler:
         attempt = c.attempt
         ck = (job, task, i, attempt)
         w = c.winner(attempt, split.id)
+        run = self.runs.get(ck)
+        if run is not None and not run.lost and (
+                run.split != split.id or (w is not None and w.origin != self.peer_id)):
+            self._lose(run)  # another split or an earlier claim won: stop the duplicate
         if w is not None:
             self._ready_since.pop(ck, None)
             self._check_claim(ck, w)
@@ -510,18 +526,23 @@ class Scheduler:
         if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
-        now = self.clock()
-        since = self._ready_since.setdefault(ck, now)
         unit = f"{job}/{task}/{i}/{attempt}"
-        rank = self._candidates(unit, tdef.name, split).index(self.peer_id)
-        if now - since < rank * self.cfg.stagger_s:
+        if not self._my_turn(ck, unit, self._candidates(unit, tdef.name, split)):
             return
-        self._ready_since.pop(ck, None)
         self.emit(EventType.CLAIM, {"job": job, "task": task, "chunk": i, "attempt": attempt,
                                     "split": list(split.id)})
         mine = c.winner(attempt, split.id)
         if mine is not None and mine.origin == self.peer_id:
             self._start(ck, split)
+
+    def _my_turn(self, key: tuple[str, str, int, int], unit: str, ranked: list[str]) -> bool:
+        """True once this peer of rank r in `ranked` has waited r × stagger_s for `key`."""
+        now = self.clock()
+        since = self._ready_since.setdefault(key, now)
+        if now - since < ranked.index(self.peer_id) * self.cfg.stagger_s:
+            return False
+        self._ready_since.pop(key, None)
+        return True
 
     def _candidates(self, unit: str, call: str, split: Event) -> list[str]:
         """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
@@ -544,9 +565,16 @@ class Scheduler:
             self._claim_seen.pop(ck, None)
             job, task, i, attempt = ck
             self.emit(EventType.CHUNK_FAILED, {
-                "job": job, "task": task, "chunk": i, "attempt": attempt, "kind": "lease",
+                "job": job, "task": task, "split": w.payload["split"], "chunk": i,
+                "attempt": attempt, "kind": "lease",
                 "error": f"lease expired: no renewal heard from {w.origin} for "
                          f"{self.cfg.lease_s:g} s"})
+
+    def _lose(self, run: _Run) -> None:
+        """Stop a run whose claim lost; it records nothing (the winner's outcome counts)."""
+        run.lost = True
+        if not self.runner.cancel(run.key) and run.task is not None:
+            run.task.cancel()
 
     def _unstarve(self) -> None:
         for key in list(self._starved)[:max(self.free_slots, 1) * 4]:
@@ -569,8 +597,8 @@ class Scheduler:
         """A sign of life from `peer`: renew the leases of its claims."""
         now = self.clock()
         for ck in list(self._claim_seen):
-            c = self.state.chunks.get((ck[0], ck[1], ck[2]))
-            w = c.winner(ck[3], self.state.split_id(ck[0], ck[1])) if c else None
+            c = self.state.chunk(ck[0], ck[1], ck[2])
+            w = c.winner(ck[3], self.state.split_id(ck[0], ck[1]))
             if w is not None and w.origin == peer:
                 self._claim_seen[ck] = now
 
@@ -585,7 +613,7 @@ class Scheduler:
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None}
         key = f"{job}/{task}/{i}/{attempt}"
-        run = _Run(key=key)
+        run = _Run(key=key, split=split.id)
         self.logs[(job, task)] = run.log
         self.metrics[(job, task)] = run.metrics
         run.task = asyncio.create_task(self._run(ck, run, tdef, spec, payload), name=key)
@@ -594,7 +622,8 @@ class Scheduler:
     async def _run(self, ck: tuple[str, str, int, int], run: _Run, tdef: TaskDef,
                    spec: TaskSpec, payload: dict[str, Any]) -> None:
         job, task, i, attempt = ck
-        base = {"job": job, "task": task, "chunk": i, "attempt": attempt}
+        base = {"job": job, "task": task, "split": list(run.split), "chunk": i,
+                "attempt": attempt}
         try:
             try:
                 await self._fetch_input(tdef, payload)
@@ -615,7 +644,7 @@ class Scheduler:
 
     async def _finish(self, base: dict[str, Any], run: _Run, tdef: TaskDef, spec: TaskSpec,
                       res: RunResultLike) -> None:
-        if (base["job"], base["task"]) in self.state.task_done:
+        if run.lost or (base["job"], base["task"]) in self.state.task_done:
             return
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
@@ -666,7 +695,7 @@ class Scheduler:
                 run.last_progress_s = now
                 job, task, i, attempt = ck
                 self.emit(EventType.PROGRESS, {"job": job, "task": task, "chunk": i,
-                                               "attempt": attempt,
+                                               "attempt": attempt, "split": list(run.split),
                                                "progress": round(float(args[0]), 4)})
 
 

@@ -31,11 +31,12 @@ class EventType(IntEnum):
     JOB_SUBMITTED = 1  # {job, workflow, at_ms}
     JOB_CANCELLED = 2  # {job, reason}
     TASK_SPLIT = 3  # {job, task, input, chunks: [[[relpath, cid], ...] ...]} (whole: [[]])
-    CLAIM = 4  # {job, task, chunk, attempt, split}
-    RENEW = 5  # {job, task, chunk, attempt}
-    PROGRESS = 6  # {job, task, chunk, attempt, progress}
-    CHUNK_DONE = 7  # {job, task, chunk, attempt, output?, cache: {key: value}, log, metrics, s}
-    CHUNK_FAILED = 8  # {job, task, chunk, attempt, error, kind}
+    # Chunk events carry "split": [origin, seq] of the TASK_SPLIT their chunk belongs to.
+    CLAIM = 4  # {job, task, split, chunk, attempt}
+    RENEW = 5  # {job, task, split, chunk, attempt} (unused: leases ride on heartbeats)
+    PROGRESS = 6  # {job, task, split, chunk, attempt, progress}
+    CHUNK_DONE = 7  # {job, task, split, chunk, attempt, output?, cache: {key: value}, log, s}
+    CHUNK_FAILED = 8  # {job, task, split, chunk, attempt, error, kind}
     TASK_DONE = 9  # {job, task, output, key, cached}
     CACHE_PUT = 10  # {cache: {key: value}} (per-item results flushed while a chunk runs)
     PROVIDE = 11  # {cids: [...]}
@@ -94,7 +95,7 @@ class Event:
                      dict(d["payload"]))
 
 
-ChunkKey = tuple[str, str, int]  # job, task, chunk
+ChunkKey = tuple[str, str, str, int, int]  # job, task, split origin, split seq, chunk
 TaskKey = tuple[str, str]  # job, task
 
 
@@ -173,7 +174,12 @@ class MeshState:
                 self._cache_src[k] = ev.order
 
     def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
-        return self.chunks[(job, task, chunk)]
+        """Chunk `chunk` of the winning split of a task (events about chunks of a losing
+        split, made by a peer that split concurrently, are kept apart and never count)."""
+        sid = self.split_id(job, task)
+        if sid is None:
+            return ChunkState()
+        return self.chunks[(job, task, sid[0], sid[1], chunk)]
 
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
@@ -194,7 +200,8 @@ def _split(s: MeshState, ev: Event) -> None:
 
 def _ck(ev: Event) -> ChunkKey:
     p = ev.payload
-    return (p["job"], p["task"], int(p["chunk"]))
+    split = p.get("split") or ("", 0)
+    return (p["job"], p["task"], str(split[0]), int(split[1]), int(p["chunk"]))
 
 
 def _claim(s: MeshState, ev: Event) -> None:

@@ -64,22 +64,32 @@ def test_fold_ignores_order_and_duplicates(events: list[Event], rnd: object, dup
     assert snapshot(fold(events)) == snapshot(fold(shuffled))
 
 
+SPLIT = _mk("x", 1, 1, EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None,
+                                              "chunks": [[]]})
+
+
 def test_earliest_claim_wins_whatever_arrives_first() -> None:
     late = _mk("a", 1, 20, EventType.CLAIM, {"job": "j", "task": "t", "chunk": 0,
                                             "attempt": 0, "split": ["x", 1]})
     early = _mk("b", 1, 10, EventType.CLAIM, {"job": "j", "task": "t", "chunk": 0,
                                              "attempt": 0, "split": ["x", 1]})
-    for order in ([late, early], [early, late]):
+    for order in ([SPLIT, late, early], [early, late, SPLIT]):
         s = fold(order)
         w = s.chunk("j", "t", 0).winner(0, ("x", 1))
         assert w is not None and w.origin == "b"
 
 
-def test_claims_on_a_losing_split_are_void() -> None:
-    claim = _mk("a", 1, 5, EventType.CLAIM, {"job": "j", "task": "t", "chunk": 0,
-                                            "attempt": 0, "split": ["other", 3]})
-    s = fold([claim])
-    assert s.chunk("j", "t", 0).winner(0, ("x", 1)) is None
+def test_events_of_a_losing_split_never_count() -> None:
+    """Two peers split at once: the later split's claims and outcomes are kept apart."""
+    other = _mk("y", 1, 2, EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None,
+                                                  "chunks": [[]]})
+    base = {"job": "j", "task": "t", "chunk": 0, "attempt": 0, "split": ["y", 1]}
+    claim = _mk("y", 2, 3, EventType.CLAIM, base)
+    done = _mk("y", 3, 4, EventType.CHUNK_DONE, {**base, "output": "o", "cache": {}})
+    for order in ([SPLIT, other, claim, done], [done, claim, other, SPLIT]):
+        s = fold(order)
+        c = s.chunk("j", "t", 0)
+        assert c.winner(0, ("x", 1)) is None and c.done is None
 
 
 def test_heads_are_contiguous_and_events_after_fills_gaps() -> None:

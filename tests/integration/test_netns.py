@@ -1,0 +1,515 @@
+"""Real banzai-peer processes in network namespaces (issue 4): kill -9, partitions, whole-mesh
+restarts, HMAC, cancellation and mDNS on namespace links.
+
+Every test builds its own throw-away network with `tests.integration.netns.TestNet`
+(bridge namespace + one namespace per peer on 10.213.0.0/24, nothing in the root
+namespace) and tears it down, processes included, even on failure. The test process
+talks to each peer's API from inside that peer's namespace (see netns.py). Needs root
+and `ip netns`; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PeerProc, start_peer
+from tests.integration import netns
+from tests.integration.netns import NsPeer, PeerSet, TestNet, until
+
+pytestmark = pytest.mark.integration
+
+FINAL = ("done", "failed", "cancelled")
+LEASE_S = 3.0
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def netns_ok() -> None:
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    netns.sweep_stale()
+
+
+class Mesh:
+    """One test's network plus the peers started in it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.net: TestNet | None = None
+        self.set: PeerSet | None = None
+
+    def network(self, n: int) -> TestNet:
+        assert self.net is None
+        self.net = TestNet(n).create()
+        self.set = PeerSet(self.net, self.tmp)
+        return self.net
+
+    def peers(self, hosts: range | list[int], *extra: str,
+              env: Callable[[int], dict[str, str]] | None = None) -> list[NsPeer]:
+        """Start one peer per host (in parallel) with the same flags."""
+        assert self.set is not None
+        made = [self.set.make(h, *extra, env=env(h) if env else None, lease_s=LEASE_S)
+                for h in hosts]
+        return self.set.start(made)
+
+    def close(self) -> list[str]:
+        errors: list[str] = []
+        if self.set is not None:
+            for p in self.set.peers:
+                p.kill(signal.SIGKILL, timeout_s=5)
+        if self.net is not None:
+            errors = self.net.destroy()
+        return errors
+
+
+@pytest.fixture
+def mesh(netns_ok: None, tmp_path: Path) -> Iterator[Mesh]:
+    m = Mesh(tmp_path)
+    try:
+        yield m
+    finally:
+        if m.set is not None:  # captured output: pytest shows it only when the test failed
+            for p in m.set.peers:
+                print(f"---- {p.name} ({p.ns}) {p.log} ----\n{p.output[-3000:]}")
+        errors = m.close()
+        left = [n for n in netns.ip("netns", "list", check=False).stdout.split()
+                if m.net is not None and n.startswith(m.net.tag)]
+        assert not errors and not left, f"netns cleanup failed: {errors} {left}"
+
+
+class Reference:
+    """Undisturbed runs of pipelines on one plain loopback peer (no mDNS, no mesh)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.peer: PeerProc | None = None
+        self.done: dict[str, dict[str, str]] = {}
+
+    def outputs(self, pipe: list[dict[str, Any]]) -> dict[str, str]:
+        import urllib.request
+
+        key = json.dumps(pipe, sort_keys=True)
+        if key not in self.done:
+            if self.peer is None:
+                self.peer = start_peer(self.tmp / "ref", "--no-mdns", "--slots", "4")
+            req = urllib.request.Request(self.peer.url + "/api/jobs",
+                                         data=json.dumps(pipe).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                job = json.loads(r.read())["job"]
+            deadline = time.monotonic() + 60
+            while True:
+                with urllib.request.urlopen(f"{self.peer.url}/api/jobs/{job}", timeout=10) as r:
+                    v = json.loads(r.read())
+                if v["state"] in FINAL:
+                    break
+                assert time.monotonic() < deadline, "reference run did not finish"
+                time.sleep(0.1)
+            assert v["state"] == "done", v
+            self.done[key] = v["outputs"]
+        return self.done[key]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+    ref = Reference(tmp_path_factory.mktemp("reference"))
+    yield ref
+    if ref.peer is not None:
+        ref.peer.kill(signal.SIGTERM)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def me(p: NsPeer) -> dict[str, Any]:
+    """The peer's own entry in its /api/peers."""
+    return next(x for x in p.get("/api/peers")["peers"] if x["self"])
+
+
+def alive_ids(p: NsPeer) -> set[str]:
+    return {x["id"] for x in p.get("/api/peers")["peers"] if x["state"] == "alive"}
+
+
+def wait_mesh(peers: list[NsPeer], timeout_s: float = 30) -> None:
+    """Until every peer sees all of `peers` alive (itself included)."""
+    want = {p.get("/api/health")["peer"] for p in peers}
+    until(lambda: all(alive_ids(p) >= want for p in peers), timeout_s,
+          lambda: f"mesh did not form: {[sorted(alive_ids(p)) for p in peers]} want "
+                  f"{sorted(want)}")
+
+
+def job(p: NsPeer, jid: str) -> dict[str, Any]:
+    v: dict[str, Any] = p.get(f"/api/jobs/{jid}")
+    return v
+
+
+def wait_job(p: NsPeer, jid: str, timeout_s: float = 60) -> dict[str, Any]:
+    v: dict[str, Any] = until(lambda: (v := job(p, jid))["state"] in FINAL and v, timeout_s,
+                              lambda: f"job {jid} not finished on {p.name}: "
+                                      f"{job(p, jid)['state']}")
+    return v
+
+
+def task(v: dict[str, Any], call: str) -> dict[str, Any]:
+    return next(t for t in v["tasks"] if t["call"] == call)
+
+
+def counts(files: list[Path]) -> collections.Counter[str]:
+    c: collections.Counter[str] = collections.Counter()
+    for f in files:
+        if f.exists():
+            c.update(x for x in f.read_text().splitlines() if x)
+    return c
+
+
+def event_heads(p: NsPeer) -> dict[str, tuple[int, int]]:
+    """origin -> (number of events, highest seq) in the peer's SQLite event log (read-only;
+    the API does not expose the version vector)."""
+    db = sqlite3.connect(f"file:{p.data_dir / 'events.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT origin, COUNT(*), MAX(seq) FROM events GROUP BY origin")
+        return {o: (n, s) for o, n, s in rows}
+    finally:
+        db.close()
+
+
+def timed(report: dict[str, float], name: str, t0: float) -> None:
+    report[name] = round(time.monotonic() - t0, 2)
+    print(f"[timing] {name}: {report[name]} s")
+
+
+# -- 6. discovery ----------------------------------------------------------------------------
+def test_peers_in_namespaces_discover_each_other_over_mdns(mesh: Mesh) -> None:
+    t0 = time.monotonic()
+    net = mesh.network(3)
+    peers = mesh.peers(range(3), "--slots", "1")  # no --join: only mDNS can introduce them
+    started = time.monotonic()
+    wait_mesh(peers, timeout_s=30)
+    print(f"[timing] mesh formed {time.monotonic() - started:.2f} s after the peers started")
+    ids = {p.get("/api/health")["peer"] for p in peers}
+    for i, p in enumerate(peers):
+        h = p.get("/api/health")
+        assert h["mdns"] == {"running": True, "error": None}, h
+        assert h["gossip_address"].startswith(net.addr(i) + ":"), h
+        listed = {x["id"]: x for x in p.get("/api/peers")["peers"]}
+        assert set(listed) == ids and all(x["state"] == "alive" for x in listed.values())
+        others = [x for x in listed.values() if not x["self"]]
+        assert all(x["http"].startswith(f"http://{netns.SUBNET}.") for x in others), others
+    # mDNS sockets exist only in the namespaces, bound where they may be: the namespace's
+    # own eth0 address or the wildcard of a namespace whose only other link is lo.
+    ss = net.run(0, "ss", "-Hunap").stdout.decode()
+    mdns = [ln for ln in ss.splitlines() if ":5353 " in ln]
+    assert mdns, ss
+    assert all(f"{net.addr(0)}:5353" in ln or "0.0.0.0:5353" in ln or "224.0.0.251:5353" in ln
+               for ln in mdns), mdns
+    print(f"[timing] total {time.monotonic() - t0:.2f} s")
+
+
+# -- 1. kill -9 mid-task ---------------------------------------------------------------------
+KILL_PIPE: list[dict[str, Any]] = [
+    {"call": "T_WRITE", "args": [8, "kill9"]}, {"call": "T_SLOW_ITEMS", "args": [1.0]},
+    {"call": "T_CONCAT"}]
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_mid_task_is_reclaimed_after_lease_with_same_cids(
+        mesh: Mesh, reference: Reference) -> None:
+    t0 = time.monotonic()
+    want = reference.outputs(KILL_PIPE)
+    mesh.network(2)
+    peers = mesh.peers(range(2), "--slots", "1")
+    wait_mesh(peers)
+    ids = [p.get("/api/health")["peer"] for p in peers]
+    jid = peers[0].post("/api/jobs", KILL_PIPE)["job"]
+
+    def both_running() -> dict[str, Any] | None:
+        v = job(peers[0], jid)
+        chunks = task(v, "T_SLOW_ITEMS")["chunks"]
+        running = [c for c in chunks if c["state"] == "running" and c["progress"] > 0]
+        return v if len(chunks) == 2 and len(running) == 2 else None
+
+    v = until(both_running, 40, lambda: f"two chunks never ran at once: {job(peers[0], jid)}",
+              every_s=0.05)
+    # Kill the peer that did not produce T_WRITE's output: the survivor then holds the data
+    # the killed chunk needs (the data of a mesh with one copy dies with its holder).
+    producer = task(v, "T_WRITE")["chunks"][0]["peer"]
+    victim_i = 1 if ids[0] == producer else 0
+    victim, survivor = peers[victim_i], peers[1 - victim_i]
+    lost = next(i for i, c in enumerate(task(v, "T_SLOW_ITEMS")["chunks"])
+                if c["peer"] == ids[victim_i])
+    t_kill = time.monotonic()
+    victim.kill(signal.SIGKILL)
+
+    def reclaimed() -> bool:
+        c = task(job(survivor, jid), "T_SLOW_ITEMS")["chunks"][lost]
+        return bool(c["attempt"] >= 1 and c["peer"] == ids[1 - victim_i])
+
+    until(reclaimed, 30, "the killed peer's chunk was never reclaimed")
+    t_reclaim = time.monotonic() - t_kill
+    v = wait_job(survivor, jid, 60)
+    assert v["state"] == "done", v
+    assert v["outputs"] == want  # same CIDs as the undisturbed run
+    c = task(v, "T_SLOW_ITEMS")["chunks"][lost]
+    assert c["attempt"] >= 1 and c["peer"] == ids[1 - victim_i], c
+    # Not before the lease (no renewal heard for LEASE_S), not much after it either.
+    assert LEASE_S * 0.9 <= t_reclaim <= LEASE_S + 10, t_reclaim
+    assert survivor.raw(f"/ipfs/{v['outputs']['t_concat']}").count(b"\n") == 8
+    print(f"[timing] reclaimed {t_reclaim:.2f} s after kill -9; total "
+          f"{time.monotonic() - t0:.2f} s")
+
+
+# -- 2. partition ------------------------------------------------------------------------------
+def part_pipe(tag: str) -> list[dict[str, Any]]:
+    return [{"call": "T_WRITE", "args": [6, tag]}, {"call": "T_UPPER"}, {"call": "T_CONCAT"}]
+
+
+PARTITION_S = 20.0
+
+
+@pytest.mark.timeout(240)
+def test_partitioned_peer_keeps_working_and_converges_after_healing(
+        mesh: Mesh, reference: Reference) -> None:
+    t0 = time.monotonic()
+    pa, pb = part_pipe("side-a"), part_pipe("side-b")
+    want_a, want_b = reference.outputs(pa), reference.outputs(pb)
+    net = mesh.network(3)
+    peers = mesh.peers(range(3), "--slots", "1")
+    wait_mesh(peers)
+    ids = [p.get("/api/health")["peer"] for p in peers]
+    major, lone = peers[:2], peers[2]
+
+    net.cut(2)
+    t_cut = time.monotonic()
+    # both sides notice (suspect after 2 s without a frame) before anything is submitted
+    until(lambda: alive_ids(lone) == {ids[2]}, 15, "the cut-off peer still sees others alive")
+    until(lambda: all(ids[2] not in alive_ids(p) for p in major), 15,
+          "the majority still sees the cut-off peer alive")
+    ja = major[0].post("/api/jobs", pa)["job"]
+    jb = lone.post("/api/jobs", pb)["job"]
+    va = wait_job(major[1], ja, 30)
+    vb = wait_job(lone, jb, 30)
+    assert va["state"] == "done" and va["outputs"] == want_a, va
+    assert vb["state"] == "done" and vb["outputs"] == want_b, vb
+    assert {p for t in va["tasks"] for p in t["peers"]} <= set(ids[:2]), va
+    assert {p for t in vb["tasks"] for p in t["peers"]} == {ids[2]}, vb
+    # the partition is real: neither side knows the other's job yet
+    assert jb not in {j["id"] for j in major[0].get("/api/jobs")["jobs"]}
+    assert ja not in {j["id"] for j in lone.get("/api/jobs")["jobs"]}
+    both_done = time.monotonic() - t_cut
+    time.sleep(max(0.0, PARTITION_S - (time.monotonic() - t_cut)))
+    net.heal(2)
+    t_heal = time.monotonic()
+
+    def converged() -> bool:
+        for p in peers:
+            jobs = {j["id"]: j for j in p.get("/api/jobs")["jobs"]}
+            if set(jobs) != {ja, jb}:
+                return False
+            if job(p, ja)["outputs"] != want_a or job(p, jb)["outputs"] != want_b:
+                return False
+        heads = [event_heads(p) for p in peers]
+        return all(h == heads[0] for h in heads) and set(heads[0]) >= set(ids)
+
+    until(converged, 40, lambda: "no convergence after healing: " + json.dumps(
+        {p.name: {"jobs": [j["id"] for j in p.get("/api/jobs")["jobs"]],
+                  "heads": event_heads(p)} for p in peers}), every_s=0.25)
+    t_conv = time.monotonic() - t_heal
+    wait_mesh(peers, 20)
+    for p in peers:  # nothing lost: every result is servable from every peer
+        for v in (va, vb):
+            body = p.raw(f"/ipfs/{v['outputs']['t_concat']}")
+            assert body.count(b"\n") == 6, (p.name, body[:200])
+        assert p.get("/api/health")["jobs"] == 2
+    print(f"[timing] both jobs done {both_done:.2f} s into the partition; converged "
+          f"{t_conv:.2f} s after healing; total {time.monotonic() - t0:.2f} s")
+
+
+# -- 3. whole-mesh restart -------------------------------------------------------------------
+RESTART_PIPE: list[dict[str, Any]] = [
+    {"call": "T_WRITE", "args": [9, "restart"]}, {"call": "T_UPPER"},
+    {"call": "T_SLOW_ITEMS", "args": [0.8]}, {"call": "T_CONCAT"}]
+
+
+@pytest.mark.timeout(240)
+def test_whole_mesh_restart_resumes_without_recomputing_finished_items(
+        mesh: Mesh, reference: Reference, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    want = reference.outputs(RESTART_PIPE)
+    mesh.network(2)
+    counters = [tmp_path / f"count{i}.txt" for i in range(2)]
+    # 2 peers x 2 slots: 9 items split into chunks of 4, 4 and 1, all running at once, so
+    # the 1-item chunk is done while the others are still running.
+    peers = mesh.peers(range(2), "--slots", "2",
+                       env=lambda h: {"BANZAI_TEST_COUNTER": str(counters[h])})
+    wait_mesh(peers)
+    jid = peers[0].post("/api/jobs", RESTART_PIPE)["job"]
+
+    started = [0]
+
+    def mixed() -> dict[str, Any] | None:
+        """A done chunk, running ones, and an item that just started (the kill then lands
+        mid-item, far from the instant an item finishes and is recorded)."""
+        n = sum(k.startswith("T_SLOW_ITEMS") * c for k, c in counts(counters).items())
+        just_started, started[0] = n > started[0], n
+        v = job(peers[0], jid)
+        chunks = task(v, "T_SLOW_ITEMS")["chunks"]
+        done = [c for c in chunks if c["state"] == "done"]
+        running = [c for c in chunks if c["state"] == "running"]
+        return v if done and running and just_started else None
+
+    v = until(mixed, 60, lambda: f"no mix of done and running chunks: {job(peers[0], jid)}",
+              every_s=0.05)
+    for p in peers:
+        p.kill(signal.SIGKILL)
+    # What had run when the whole mesh died; finished chunks must not run again.
+    chunks = task(v, "T_SLOW_ITEMS")["chunks"]
+    undone_items = sum(c["items"] for c in chunks if c["state"] != "done")
+    in_flight = sum(1 for c in chunks if c["state"] == "running")
+    assert sum(c["items"] for c in chunks) == 9, chunks
+    before = counts(counters)
+    assert before["T_WRITE"] >= 1 and before["T_CONCAT"] == 0, before
+
+    t_restart = time.monotonic()
+    for p in peers:
+        p.spawn()
+    for p in peers:
+        p.wait_url(60)
+    v = wait_job(peers[1], jid, 90)
+    t_resume = time.monotonic() - t_restart
+    assert v["state"] == "done", v
+    assert v["outputs"] == want
+    after = counts(counters)
+    slow_after = {k: n - before[k] for k, n in after.items()
+                  if k.startswith("T_SLOW_ITEMS") and n > before[k]}
+    # Tasks finished before the kill ran not once more. (Not "== 1": a split collision can
+    # run a whole task twice before the kill, a known scheduler issue reported separately.)
+    assert after["T_WRITE"] == before["T_WRITE"], (before, after)
+    assert all(after[k] == before[k] >= 1 for k in (f"T_UPPER f{i:04d}.txt" for i in range(9))), \
+        (before, after)
+    assert after["T_CONCAT"] >= 1, after
+    assert all(after[f"T_SLOW_ITEMS f{i:04d}.txt"] >= 1 for i in range(9)), after
+    # Only items that had not finished ran again: items of chunks not done, and of those
+    # not the ones finished inside a running chunk (recorded per item as they finish); at
+    # most one item per running chunk was in flight at the kill.
+    started_before = sum(n for k, n in before.items() if k.startswith("T_SLOW_ITEMS"))
+    finished_before = started_before - in_flight
+    assert 0 < sum(slow_after.values()) <= min(undone_items, 9 - finished_before), \
+        (before, slow_after, chunks)
+    assert max(n for k, n in after.items() if k.startswith("T_SLOW_ITEMS")) <= 2, after
+    print(f"[timing] job done {t_resume:.2f} s after the restart began (peer start-up "
+          f"included); re-ran {sum(slow_after.values())} items ({undone_items} in unfinished "
+          f"chunks, {finished_before} had finished); "
+          f"total {time.monotonic() - t0:.2f} s")
+
+
+# -- 4. secrets ------------------------------------------------------------------------------
+INTRUDER = r"""
+import json, sys, time, zmq
+from peer.gossip import Kind, encode_frame
+addr, mesh_id = sys.argv[1], sys.argv[2]
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 2000)
+s.connect("tcp://" + addr)
+body = json.dumps({"info": {"http": "x"}}).encode()
+bad = encode_frame(int(Kind.HEARTBEAT), mesh_id, "intruder", sys.argv[3], body,
+                   secret=b"not-the-mesh-secret-123")
+forged = bad[:-1] + bytes([bad[-1] ^ 1])
+untagged = encode_frame(int(Kind.HEARTBEAT), mesh_id, "intruder", sys.argv[3], body,
+                        secret=None)
+for f in (bad, bad, forged, untagged):
+    s.send(f)
+time.sleep(0.5)
+s.close()
+ctx.term()
+"""
+
+
+@pytest.mark.timeout(180)
+def test_bad_hmac_dropped_and_peer_with_other_secret_never_joins(
+        mesh: Mesh, tmp_path: Path) -> None:
+    from peer.discovery import mesh_hash
+
+    t0 = time.monotonic()
+    good, other = tmp_path / "secret", tmp_path / "other-secret"
+    good.write_text(secrets.token_hex(32))
+    other.write_text(secrets.token_hex(32))
+    net = mesh.network(4)  # h3: no peer, the intruder's host
+    a, b = mesh.peers(range(2), "--secret-file", str(good))
+    wait_mesh([a, b])
+    ha = a.get("/api/health")
+    before = ha["gossip"]["dropped_bad_mac"]
+    assert before == 0, ha
+    assert mesh.set is not None
+    r = net.run(3, str(netns.BIN / "python"), "-c", INTRUDER, ha["gossip_address"],
+                mesh_hash(mesh.set.mesh), f"{net.addr(3)}:1", timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    until(lambda: a.get("/api/health")["gossip"]["dropped_bad_mac"] >= before + 4, 10,
+          lambda: f"bad frames not counted: {a.get('/api/health')['gossip']}")
+    assert "intruder" not in {x["id"] for x in a.get("/api/peers")["peers"]}
+
+    # A peer with another secret, same mesh name, found by mDNS and told to --join: never in.
+    c = mesh.set.make(2, "--secret-file", str(other), "--join", ha["gossip_address"],
+                      lease_s=LEASE_S)
+    mesh.set.start([c])
+    cid = c.get("/api/health")["peer"]
+    until(lambda: b.get("/api/health")["gossip"]["dropped_bad_mac"] > 0, 20,
+          "the other-secret peer's frames never reached b (mDNS)")
+    mark = a.get("/api/health")["gossip"]["dropped_bad_mac"]
+    until(lambda: a.get("/api/health")["gossip"]["dropped_bad_mac"] > mark, 10,
+          "the other-secret peer stopped sending")
+    time.sleep(3)  # several heartbeat rounds
+    for p in (a, b):
+        assert cid not in {x["id"] for x in p.get("/api/peers")["peers"]}
+    assert {x["id"] for x in c.get("/api/peers")["peers"]} == {cid}
+    assert c.get("/api/health")["gossip"]["dropped_bad_mac"] > 0  # and it drops theirs
+    print(f"[timing] total {time.monotonic() - t0:.2f} s")
+
+
+# -- 5. cancel ---------------------------------------------------------------------------------
+@pytest.mark.timeout(180)
+def test_cancel_stops_every_peer_within_a_second(mesh: Mesh) -> None:
+    t0 = time.monotonic()
+    mesh.network(3)
+    peers = mesh.peers(range(3), "--slots", "1")
+    wait_mesh(peers)
+    jid = peers[0].post("/api/jobs", [{"call": "T_WRITE", "args": [12, "cancel"]},
+                                      {"call": "T_SLOW_ITEMS", "args": [30]}])["job"]
+    pool = ThreadPoolExecutor(len(peers))
+
+    def own_running() -> list[int]:
+        return list(pool.map(lambda p: len(me(p)["running"]), peers))
+
+    try:
+        until(lambda: own_running() == [1, 1, 1], 40,
+              lambda: f"not every peer runs a chunk: {own_running()}", every_s=0.1)
+        t_cancel = time.monotonic()
+        peers[2].post(f"/api/jobs/{jid}/cancel")
+        while True:
+            t_round = time.monotonic()
+            own = own_running()
+            t_end = time.monotonic()
+            if sum(own) == 0 or t_end - t_cancel > 5:
+                break
+            time.sleep(0.02)
+    finally:
+        pool.shutdown()
+    assert sum(own) == 0, f"still running 5 s after cancel: {own}"
+    # The 1 s bound applies to the moment of the round that saw every peer stopped; the
+    # round's own duration (three parallel HTTP polls) is the only slack.
+    stopped_by = t_round - t_cancel
+    slack = t_end - t_round
+    assert stopped_by < 1.0, f"stopped only {stopped_by:.2f} s after cancel (+{slack:.2f})"
+    assert wait_job(peers[1], jid, 10)["state"] == "cancelled"
+    print(f"[timing] all stopped within {stopped_by:.3f} s (+{slack:.3f} s polling); total "
+          f"{time.monotonic() - t0:.2f} s")
