@@ -1,0 +1,207 @@
+"""`--store kubo` against real Kubo daemons on loopback (tests/integration/kubo.py).
+
+A mixed mesh (one Kubo-backed peer, one embedded) exchanges outputs both ways with the same
+CIDs as an embedded-only run and the Kubo node pins what its peer produced; two Kubo-backed
+peers get their Kubo nodes swarm-connected and move data between them by bitswap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.store import EmbeddedStore
+from peer.store.kubo import KuboClient
+from tests.conftest import BIN, ROOT, PeerProc
+from tests.helpers import get_json as get
+from tests.helpers import post_json as post
+from tests.helpers import wait_job, wait_mesh
+from tests.integration.kubo import KuboDaemon, kubo_binary, start_kubo
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def kubo(tmp_path: Path) -> Iterator[Callable[[str], KuboDaemon]]:
+    """Start throw-away Kubo daemons with kubo(name); all are stopped at teardown."""
+    kubo_binary()
+    started: list[KuboDaemon] = []
+
+    def start(name: str) -> KuboDaemon:
+        k = start_kubo(tmp_path / f"kubo-{name}")
+        started.append(k)
+        return k
+
+    yield start
+    for k in started:
+        k.stop()
+
+
+def job(peer: PeerProc, pipeline: list[dict[str, Any]], timeout_s: float = 60,
+        ) -> dict[str, Any]:
+    j = post(peer.url + "/api/jobs", pipeline)["job"]
+    try:
+        v = wait_job(peer, j, timeout_s)
+    except AssertionError:
+        v = get(f"{peer.url}/api/jobs/{j}")
+        raise AssertionError(f"job {j} not finished: {v['tasks']}") from None
+    assert v["state"] == "done", [(t["name"], t.get("error")) for t in v["tasks"]]
+    return v
+
+
+def until(pred: Callable[[], Any], what: str, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if got := pred():
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_client_matches_embedded_store(kubo: Callable[[str], KuboDaemon],
+                                       tmp_path: Path) -> None:
+    """add (file, tree), cat, ls, pins and CARs both ways agree with EmbeddedStore."""
+    k = kubo("solo")
+    src = tmp_path / "src"
+    (src / "sub" / "empty").mkdir(parents=True)
+    (src / ".hidden").write_bytes(b"dot\n")
+    (src / "sub" / "naïve +%.txt").write_text("é\n")
+    (src / "sub" / "big.bin").write_bytes(bytes(range(256)) * 2000)
+    store = EmbeddedStore(tmp_path / "store")
+
+    async def go() -> None:
+        c = KuboClient(k.api)
+        try:
+            assert await c.version() == "0.39.0"
+            for p in (src / ".hidden", src / "sub" / "big.bin", src):
+                assert await c.add(p) == store.add_path(p)
+            root = store.add_path(src)
+            assert await c.cat(f"{root}/sub/naïve +%.txt") == "é\n".encode()
+            assert [e["Name"] for e in await c.ls(root)] == [".hidden", "sub"]
+            assert (await c.pin_ls(root))[root] == "recursive"
+            await c.pin_rm(root)
+            assert await c.pin_ls(root) == {}
+            only_here = store.add_bytes(b"only in the embedded store\n" * 50_000)
+            assert await c.dag_import(b"".join(store.export_car(only_here))) == [only_here]
+            assert await c.pin_ls(only_here) == {only_here: "recursive"}
+            car = await c.dag_export(root, offline=True)
+            assert EmbeddedStore(tmp_path / "fresh").import_car([car], pin=True) == [root]
+        finally:
+            await c.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("api", ["http://127.0.0.1:1", "not-a-url"])
+def test_bad_ipfs_api_is_a_clear_error(tmp_path: Path, api: str) -> None:
+    done = subprocess.run(
+        [str(BIN / "banzai-peer"), "--data-dir", str(tmp_path / "d"), "--http", "127.0.0.1:0",
+         "--no-mdns", "--store", "kubo", "--ipfs-api", api],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert api in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert re.search(rf"^banzai-peer: .*{re.escape(api)}", done.stderr, re.M), done.stderr
+
+
+def start_all(peer_factory: Any, specs: dict[str, tuple[str, ...]]) -> list[PeerProc]:
+    """Start peers concurrently (a peer takes seconds to start on a loaded machine)."""
+    with ThreadPoolExecutor(len(specs)) as pool:
+        return list(pool.map(lambda kv: peer_factory(kv[0], "--slots", "1", *kv[1]),
+                             specs.items()))
+
+
+def occupy(peer: PeerProc) -> tuple[str, str]:
+    """Take the one free slot of a two-peer mesh with a T_SLEEP job: (job, peer running it)."""
+    j = post(peer.url + "/api/jobs", [{"call": "T_SLEEP"}])["job"]
+
+    def runner() -> str | None:  # from the peers' own "running" (robust to split races)
+        return next((p["id"] for p in get(peer.url + "/api/peers")["peers"]
+                     if any(r[0] == j for r in p.get("running") or ())), None)
+
+    return j, until(runner, "a sleeper to start")
+
+
+def _embedded_only(tmp: Path, texts: list[str]) -> list[str]:
+    """CIDs of T_WRITE, T_UPPER and T_CONCAT computed with one EmbeddedStore, no mesh."""
+    store = EmbeddedStore(tmp / "ref-store")
+    cids = []
+    transforms: list[Callable[[str], str]] = [str, str.upper]
+    for i, transform in enumerate(transforms):
+        d = tmp / f"ref-{i}"
+        d.mkdir()
+        for n, text in enumerate(texts):
+            (d / f"f{n:04d}.txt").write_text(transform(text))
+        cids.append(store.add_path(d))
+    return [*cids, store.add_bytes("".join(texts).upper().encode())]
+
+
+def test_mixed_mesh_exchanges_both_ways(peer_factory: Any, kubo: Callable[[str], KuboDaemon],
+                                        tmp_path: Path) -> None:
+    """Job 1 on one peer, job 2 (its output as input) on the other, job 3 back on the first:
+    each placed by filling the other peer's only slot with a sleeper."""
+    ka = kubo("a")
+    kp, ep = start_all(peer_factory, {"kp": ("--store", "kubo", "--ipfs-api", ka.api),
+                                      "ep": ()})
+    steps: list[dict[str, Any]] = [{"call": "T_WRITE", "args": [3, "mixed"]}, {"call": "T_UPPER"},
+                                   {"call": "T_CONCAT"}]
+    want = _embedded_only(tmp_path, [f"file {i} mixed\n" for i in range(3)])
+    wait_mesh([kp, ep], 2)
+    by_id = {get(p.url + "/api/health")["peer"]: p for p in (kp, ep)}
+
+    s1, busy = occupy(kp)
+    first = next(p for i, p in by_id.items() if i != busy)
+    x = job(first, steps[:1])["outputs"]["t_write"]
+    s2, _ = occupy(first)  # now both are busy
+    post(f"{kp.url}/api/jobs/{s1}/cancel")
+    second = by_id[busy]
+    v2 = job(second, [{"cid": x}, steps[1]])
+    y = v2["outputs"]["t_upper"]
+    s3, _ = occupy(second)
+    post(f"{kp.url}/api/jobs/{s2}/cancel")
+    v3 = job(first, [{"cid": y}, steps[2]])
+    z = v3["outputs"]["t_concat"]
+    post(f"{kp.url}/api/jobs/{s3}/cancel")
+
+    assert [x, y, z] == want
+    assert v2["tasks"][1]["peers"] == [busy] and v3["tasks"][1]["peers"] != [busy]
+    until(lambda: all(ka.pinned(c) for c in (x, y, z)),
+          "Kubo to pin every output (its peer's own and the replicas)")
+    assert ka.rpc("cat", z) == b"FILE 0 MIXED\nFILE 1 MIXED\nFILE 2 MIXED\n"
+
+
+def test_two_kubo_peers_connect_and_use_bitswap(peer_factory: Any,
+                                                kubo: Callable[[str], KuboDaemon]) -> None:
+    """Heartbeats make the Kubo nodes connect; a replica then moves by bitswap."""
+    ka, kb = kubo("a"), kubo("b")
+    pa, pb = start_all(peer_factory, {"pa": ("--store", "kubo", "--ipfs-api", ka.api),
+                                      "pb": ("--store", "kubo", "--ipfs-api", kb.api)})
+    wait_mesh([pa, pb], 2)
+    a_id = ka.peer_id()
+    until(lambda: any(p["Peer"] == a_id for p in kb.rpc("swarm/peers")["Peers"] or ()),
+          "the Kubo nodes to be swarm-connected by their peers")
+
+    # Blocks only Kubo A holds (added to it directly) are exported by Kubo B: bitswap.
+    only_a = pa.data_dir.parent / "only-a.bin"
+    only_a.write_bytes(bytes(range(256)) * 3000)  # 3 blocks
+    cid = subprocess.run([kubo_binary(), "add", "-Q", "--cid-version=1", str(only_a)],
+                         env={**os.environ, "IPFS_PATH": str(ka.repo)}, capture_output=True,
+                         text=True, check=True, timeout=30).stdout.strip()
+    car = kb.rpc("dag/export", cid, timeout="20s", timeout_s=30)
+    assert EmbeddedStore(pa.data_dir.parent / "check").import_car([car], pin=True) == [cid]
+
+    # An output made by one peer is replicated by the other through its Kubo (bitswap).
+    v = job(pa, [{"call": "T_WRITE", "args": [2, "swarm"]}])
+    x, maker = v["outputs"]["t_write"], v["tasks"][0]["peers"][0]
+    other = pb if get(pa.url + "/api/health")["peer"] == maker else pa
+    until(lambda: re.search(rf"fetched {x} from Kubo \(\d+ bytes, bitswap\)", other.output),
+          "the replica to come from Kubo by bitswap")
+    until(lambda: ka.pinned(x) and kb.pinned(x), "both Kubo nodes to pin the output")
