@@ -334,7 +334,9 @@ class Scheduler:
         if spec.cid is not None:
             self._done(job, task, spec.cid, None, cached=True)
             return
-        tdef = self.catalog[spec.call or ""]
+        tdef = self.catalog.get(spec.call or "")
+        if tdef is None:
+            return  # this peer cannot run that call: peers that can will
         split = st.splits.get((job, task))
         if split is None:
             self._plan(job, task, tdef, spec)

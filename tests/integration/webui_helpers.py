@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,11 +92,12 @@ CANVAS_STATS = """(c) => {
 
 
 def shot(page: Any, name: str, docs: bool = False, full_page: bool = False) -> Path:
-    """Save a screenshot under test-artifacts/webui (and docs/screenshots when `docs`)."""
+    """Save a screenshot under test-artifacts/webui; `docs` ones also refresh
+    docs/screenshots when BANZAI_UPDATE_SCREENSHOTS=1 (so a test run leaves the tree clean)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    if docs:
+    if docs and os.environ.get("BANZAI_UPDATE_SCREENSHOTS") == "1":
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOC_SHOTS / f"{name}.png")
     return path
