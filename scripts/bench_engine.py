@@ -18,7 +18,6 @@ import asyncio
 import cProfile  # noqa: F401  (documents the profiler used by --profile)
 import json
 import os
-import platform
 import pstats
 import re
 import signal
@@ -32,19 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from scriptlib import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
-               platform.processor())
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal"))
-    return (f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.1f} GiB RAM, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
 
 
 def start_peer(data: Path, profile: Path | None) -> tuple[subprocess.Popen[str], str]:

@@ -28,14 +28,11 @@ for _v in THREAD_VARS:  # before numpy is imported, here and in every child proc
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
-import secrets  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -45,24 +42,16 @@ import urllib.request  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
+
+from scriptlib import TaskCtx, load_script, lone_peer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SEED_ARGS = {"FILTER_LONGER": [5], "EXTRACT_MFCC": [32, 24, 1, 8000, 16000], "LEARN": []}
 SECTION = "## Seed pipeline (issue 3)"
 JOB_TIMEOUT_S = 3600.0
-
-
-def _script(name: str) -> ModuleType:
-    key = f"banzai_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        assert spec and spec.loader
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
+_script = load_script  # also used by bench_mesh.py
 
 
 def pipeline(urls: Sequence[str]) -> list[dict[str, Any]]:
@@ -71,21 +60,6 @@ def pipeline(urls: Sequence[str]) -> list[dict[str, Any]]:
 
 
 # -- the plain loop (runs in a child process: --plain) -------------------------------------
-class _Ctx:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.lines: list[str] = []
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.lines.append(message)
-
-    def metric(self, name: str, step: int, value: float) -> None:
-        pass
-
-
 def plain(urls: Sequence[str], work: Path,
           seed_args: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """The seed pipeline as a plain loop over the same task functions; timings per stage.
@@ -99,7 +73,7 @@ def plain(urls: Sequence[str], work: Path,
 
     cat = catalog()
     p = {c: cat[c].bind(a, None, c) for c, a in (seed_args or SEED_ARGS).items()}
-    ctx = _Ctx(work)
+    ctx = TaskCtx(work)
     stages: dict[str, float] = {}
 
     def lap(name: str) -> None:
@@ -160,26 +134,9 @@ class Peer:
 def peer(data_dir: Path, slots: int, extra: Sequence[str] = ()) -> Iterator[Peer]:
     """A banzai-peer alone on 127.0.0.1 with a fresh data dir; SIGTERM at exit."""
     log = data_dir.with_suffix(".log")
-    args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", "127.0.0.1:0",
-            "--no-mdns", "--mesh-name", f"bench-{secrets.token_hex(6)}", "--slots", str(slots),
-            "--log-level", "WARNING", *extra]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 60
-        while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
-            time.sleep(0.05)
-        yield Peer(proc, m.group(1), log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with lone_peer(data_dir, log, slots, mesh_prefix="bench", log_level="WARNING",
+                   extra=extra, stop_timeout_s=30) as (proc, url):
+        yield Peer(proc, url, log)
 
 
 def _http(url: str, body: Any = None) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,19 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scriptlib import machine  # noqa: E402
+
 from peer.store import EmbeddedStore  # noqa: E402
 
 MB = 1_000_000
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
-               platform.processor())
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal"))
-    return (f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.1f} GiB RAM, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
 
 
 def make_data(work: Path, file_mb: int, n_files: int, file_kb: int) -> tuple[Path, Path, int, int]:

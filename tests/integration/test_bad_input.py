@@ -6,7 +6,6 @@ import http.client as httpclient
 import json
 import os
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,29 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PeerProc, start_peer
+from tests.conftest import PeerProc
+from tests.helpers import JsonApi, launch, stop
 
 pytestmark = pytest.mark.integration
-FINAL = ("done", "failed", "cancelled")
-
-
-def http(method: str, url: str, data: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 30,
-         ) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def api(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    status, headers, raw = http(method, url, data, **kw)
-    assert headers.get("Content-Type", "").startswith("application/json"), (status, raw[:300])
-    return status, json.loads(raw)
-
+_API = JsonApi(timeout=30, job_timeout_s=40)
+http, api, submit, wait = _API.http, _API.api, _API.submit, _API.wait
 
 def raw_get(peer: PeerProc, path: str) -> tuple[int, bytes]:
     """GET a path verbatim (no client-side normalisation of '..' or %2e)."""
@@ -59,45 +41,6 @@ class Ctx:
     peer: PeerProc
     baseline: str  # output CID of a job that ran before any bad input
     baseline_bytes: bytes
-
-
-_PUMPS: dict[int, list[threading.Thread]] = {}
-
-
-def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
-    """start_peer, remembering the thread that pumps this peer's output."""
-    before = set(threading.enumerate())
-    p = start_peer(data, *flags, env=env)
-    _PUMPS[id(p)] = [t for t in threading.enumerate()
-                     if t not in before and t.name.endswith("(pump)")]
-    return p
-
-
-def stop(*peers: PeerProc) -> None:
-    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
-    for p in peers:
-        p.kill()
-    for p in peers:
-        for t in _PUMPS.pop(id(p), []):
-            t.join(5)
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
-
-
-def submit(url: str, pipeline: Any) -> str:
-    status, body = api("POST", f"{url}/api/jobs", pipeline)
-    assert status == 201, body
-    return str(body["job"])
-
-
-def wait(url: str, job: str, timeout_s: float = 40) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _, view = api("GET", f"{url}/api/jobs/{job}")
-        if view["state"] in FINAL:
-            return dict(view)
-        assert time.monotonic() < deadline, f"job {job} stuck: {view}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 
 from peer.store import EmbeddedStore
-from tests.conftest import BIN, ROOT, PeerProc, start_peer
+from tests.conftest import BIN, ROOT, PeerProc
+from tests.helpers import get_json, launch, stop
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "NO_COLOR": "1"}
@@ -31,36 +31,8 @@ def banzai(*args: str, peer: PeerProc | None = None, timeout: float = 60,
                           timeout=timeout, env={**ENV, **(env or {})}, cwd=ROOT)
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in r.stderr + r.stdout, r.stderr
-
-
-_PUMPS: dict[int, list[threading.Thread]] = {}
-
-
-def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
-    """start_peer, remembering the thread that pumps this peer's output."""
-    before = set(threading.enumerate())
-    p = start_peer(data, *flags, env=env)
-    _PUMPS[id(p)] = [t for t in threading.enumerate()
-                     if t not in before and t.name.endswith("(pump)")]
-    return p
-
-
-def stop(*peers: PeerProc) -> None:
-    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
-    for p in peers:
-        p.kill()
-    for p in peers:
-        for t in _PUMPS.pop(id(p), []):
-            t.join(5)
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

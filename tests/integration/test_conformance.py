@@ -20,6 +20,7 @@ import requests
 
 from peer.store.car import read_car
 from tests.conftest import PeerProc, start_peer
+from tests.helpers import init_kubo_repo, kubo_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -47,28 +48,16 @@ def test_conformance_suite(tmp_path: Path) -> None:
     assert path_pass >= PATH_UNIXFS_BASELINE
 
 
-def _kubo_binary() -> str | None:
-    local = REPO / ".cache" / "kubo" / "bin" / "ipfs"
-    return str(local) if local.is_file() and os.access(local, os.X_OK) else shutil.which("ipfs")
-
-
 KuboGateway = tuple[str, str, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
 def kubo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboGateway]:
     """An offline Kubo daemon on loopback (no swarm, no bootstrap, no mDNS): (binary, url, env)."""
-    binary = _kubo_binary()
+    binary = kubo_binary()
     if binary is None:
         pytest.skip("Kubo binary not found: run scripts/install-kubo.sh (or put `ipfs` on PATH)")
-    env = {**os.environ, "IPFS_PATH": str(tmp_path_factory.mktemp("kubo-gw"))}
-    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    for key, value in {"Addresses.API": '"/ip4/127.0.0.1/tcp/0"',
-                       "Addresses.Gateway": '"/ip4/127.0.0.1/tcp/0"', "Addresses.Swarm": "[]",
-                       "Bootstrap": "[]", "Discovery.MDNS.Enabled": "false"}.items():
-        subprocess.run([binary, "config", "--json", key, value], env=env, check=True,
-                       capture_output=True, timeout=60)  # fmt: skip
+    env = init_kubo_repo(binary, tmp_path_factory.mktemp("kubo-gw"))
     log = Path(env["IPFS_PATH"]) / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([binary, "daemon", "--offline"], env=env, stdout=out,

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,27 +18,21 @@ import pytest
 from peer.errors import StoreError
 from peer.store import EmbeddedStore
 from peer.store.unixfs import CHUNK_BYTES, HAMT_THRESHOLD_BYTES, MAX_LINKS
+from tests.helpers import init_kubo_repo, kubo_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[2]
 Kubo = Callable[..., bytes]
-
-
-def _kubo_binary() -> str | None:
-    local = REPO / ".cache" / "kubo" / "bin" / "ipfs"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which("ipfs")
 
 
 @pytest.fixture(scope="module")
 def kubo(tmp_path_factory: pytest.TempPathFactory) -> Kubo:
     """Run `ipfs --offline <args>` against a fresh loopback-only repo; returns raw stdout."""
-    binary = _kubo_binary()
+    binary = kubo_binary()
     if binary is None:
         pytest.skip("Kubo not found: run scripts/install-kubo.sh (or put `ipfs` on PATH)")
-    env = {**os.environ, "IPFS_PATH": str(tmp_path_factory.mktemp("kubo-repo"))}
+    env = init_kubo_repo(binary, tmp_path_factory.mktemp("kubo-repo"), "--offline",
+                         config_timeout=300)
 
     def run(*args: str, stdin: bytes | None = None) -> bytes:
         done = subprocess.run(
@@ -50,17 +42,6 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> Kubo:
             raise AssertionError(f"ipfs {' '.join(args)} failed: {done.stderr.decode()}")
         return done.stdout
 
-    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    settings = {
-        "Addresses.API": '"/ip4/127.0.0.1/tcp/0"',
-        "Addresses.Gateway": '"/ip4/127.0.0.1/tcp/0"',
-        "Addresses.Swarm": "[]",
-        "Bootstrap": "[]",
-        "Discovery.MDNS.Enabled": "false",
-    }
-    for key, value in settings.items():
-        run("config", "--json", key, value)
     return run
 
 

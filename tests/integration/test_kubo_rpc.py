@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import shutil
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,18 +20,11 @@ import requests
 
 from peer.store import EmbeddedStore
 from tests.conftest import PeerProc, start_peer
+from tests.helpers import init_kubo_repo, kubo_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-REPO = Path(__file__).resolve().parents[2]
 Kubo = Callable[..., bytes]
-
-
-def _kubo_binary() -> str | None:
-    local = REPO / ".cache" / "kubo" / "bin" / "ipfs"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which("ipfs")
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +40,10 @@ def _port(peer: PeerProc) -> str:
 
 @pytest.fixture(scope="module")
 def kubo_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
-    binary = _kubo_binary()
+    binary = kubo_binary()
     if binary is None:
         pytest.skip("Kubo binary not found: run scripts/install-kubo.sh (or put `ipfs` on PATH)")
-    env = {**os.environ, "IPFS_PATH": str(tmp_path_factory.mktemp("kubo-repo"))}
-    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    for key, value in {"Addresses.API": '"/ip4/127.0.0.1/tcp/0"',
-                       "Addresses.Gateway": '"/ip4/127.0.0.1/tcp/0"', "Addresses.Swarm": "[]",
-                       "Bootstrap": "[]", "Discovery.MDNS.Enabled": "false"}.items():
-        subprocess.run([binary, "--offline", "config", "--json", key, value], env=env,
-                       check=True, capture_output=True, timeout=60)  # fmt: skip
-    return binary, env
+    return binary, init_kubo_repo(binary, tmp_path_factory.mktemp("kubo-repo"), "--offline")
 
 
 def _runner(binary: str, env: dict[str, str], *prefix: str) -> Kubo:

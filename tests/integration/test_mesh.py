@@ -18,43 +18,13 @@ import zmq
 from peer.gossip import Kind, encode_frame
 from tests.conftest import PeerProc
 
-FINAL = ("done", "failed", "cancelled")
+# get, post, wait_job and wait_mesh: other test modules import them from here too
+from tests.helpers import get_json as get
+from tests.helpers import post_json as post
+from tests.helpers import wait_job, wait_mesh
+
 PIPE = [{"call": "T_WRITE", "args": [48]}, {"call": "T_SLOW_ITEMS", "args": [0.15]},
         {"call": "T_CONCAT"}]
-
-
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def post(url: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else b""
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def wait_mesh(peers: list[PeerProc], n: int, timeout_s: float = 30) -> None:
-    """Until every peer sees n alive peers (itself included)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive = [sum(1 for p in get(x.url + "/api/peers")["peers"] if p["state"] == "alive")
-                 for x in peers]
-        if min(alive) >= n:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"mesh did not form: alive counts {alive}")
-
-
-def wait_job(peer: PeerProc, job: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v: dict[str, Any] = get(f"{peer.url}/api/jobs/{job}")
-        if v["state"] in FINAL:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"job {job} not finished on {peer.url}")
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,88 +15,21 @@ import pytest
 
 from peer.openapi import OPENAPI
 from peer.store import EmbeddedStore
-from tests.conftest import PeerProc, start_peer
+from tests.conftest import PeerProc
+from tests.helpers import FINAL, JsonApi, launch, stop
 
 pytestmark = pytest.mark.integration
-FINAL = ("done", "failed", "cancelled")
 PIPE = [{"call": "T_WRITE", "args": [4]}, {"call": "T_UPPER", "args": []},
         {"call": "T_CONCAT"}]
-
-
-# -- helpers -----------------------------------------------------------------------------
-def http(method: str, url: str, data: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 20,
-         ) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def api(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    status, headers, raw = http(method, url, data, **kw)
-    assert headers.get("Content-Type", "").startswith("application/json"), raw[:200]
-    return status, json.loads(raw)
-
-
-def submit(url: str, pipeline: Any) -> str:
-    status, body = api("POST", f"{url}/api/jobs", pipeline)
-    assert status == 201, body
-    return str(body["job"])
-
-
-def wait(url: str, job: str, states: tuple[str, ...] = FINAL, timeout_s: float = 30,
-         ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status, view = api("GET", f"{url}/api/jobs/{job}")
-        assert status == 200, view
-        if view["state"] in states:
-            return dict(view)
-        assert time.monotonic() < deadline, f"job {job} stuck: {view}"
-        time.sleep(0.05)
-
-
-def cat(url: str, cid: str, path: str = "") -> bytes:
-    status, _, body = http("GET", f"{url}/ipfs/{cid}{path}")
-    assert status == 200, body[:200]
-    return body
-
-
-_PUMPS: dict[int, list[threading.Thread]] = {}
-
-
-def launch(data: Path, *flags: str, env: dict[str, str] | None = None) -> PeerProc:
-    """start_peer, remembering the thread that pumps this peer's output."""
-    log = data.with_name(data.name + ".log")  # conftest appends the peer's output here and
-    if log.exists():  # takes the first "web UI:" line: move a previous run's log aside
-        log.rename(log.with_name(f"{log.name}.{time.monotonic_ns()}"))
-    before = set(threading.enumerate())
-    p = start_peer(data, *flags, env=env)
-    _PUMPS[id(p)] = [t for t in threading.enumerate()
-                     if t not in before and t.name.endswith("(pump)")]
-    return p
-
-
-def stop(*peers: PeerProc) -> None:
-    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
-    for p in peers:
-        p.kill()
-    for p in peers:
-        for t in _PUMPS.pop(id(p), []):
-            t.join(5)
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
+_API = JsonApi(timeout=20, job_timeout_s=30)
+http, api, submit, wait, cat = _API.http, _API.api, _API.submit, _API.wait, _API.cat
 
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     """One peer shared by the tests of this module (they use distinct jobs)."""
     p = launch(tmp_path_factory.mktemp("api") / "p0", "--slots", "2",
-                   "--mesh-name", f"api-{uuid.uuid4().hex[:12]}")
+               "--mesh-name", f"api-{uuid.uuid4().hex[:12]}", fresh_log=True)
     yield p
     stop(p)
 
@@ -359,7 +289,7 @@ def test_kill_9_keeps_jobs_and_recomputes_nothing(tmp_path: Path) -> None:
     counter = tmp_path / "executions.txt"
     env = {"BANZAI_TEST_COUNTER": str(counter)}
     data, mesh = tmp_path / "p", f"restart-{uuid.uuid4().hex[:12]}"
-    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env, fresh_log=True)
     try:
         pipeline = [{"call": "T_WRITE", "args": [6, "restart"]}, {"call": "T_UPPER"},
                     {"call": "T_CONCAT"}]
@@ -372,7 +302,7 @@ def test_kill_9_keeps_jobs_and_recomputes_nothing(tmp_path: Path) -> None:
     finally:
         stop(p)  # SIGKILL: no clean shutdown
     assert p.proc.returncode == -9
-    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env, fresh_log=True)
     try:
         _, jobs = api("GET", f"{q.url}/api/jobs")
         assert [j["id"] for j in jobs["jobs"]] == [job]
@@ -391,7 +321,7 @@ def test_kill_9_mid_job_then_the_job_completes_after_restart(tmp_path: Path) -> 
     counter = tmp_path / "executions.txt"
     env = {"BANZAI_TEST_COUNTER": str(counter)}
     data, mesh = tmp_path / "p", f"resume-{uuid.uuid4().hex[:12]}"
-    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    p = launch(data, "--slots", "2", "--mesh-name", mesh, env=env, fresh_log=True)
     pipeline = [{"call": "T_WRITE", "args": [8, "slow"]}, {"call": "T_SLOW_ITEMS", "args": [0.4]}]
     try:
         job = submit(p.url, pipeline)
@@ -403,7 +333,7 @@ def test_kill_9_mid_job_then_the_job_completes_after_restart(tmp_path: Path) -> 
         assert view["state"] == "running", view
     finally:
         stop(p)
-    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env)
+    q = launch(data, "--slots", "2", "--mesh-name", mesh, env=env, fresh_log=True)
     try:
         view = wait(q.url, job, timeout_s=30)
         assert view["state"] == "done", view

@@ -9,22 +9,15 @@ later tests only where a test says so).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import secrets
-import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import librosa
@@ -34,11 +27,11 @@ import soundfile as sf
 
 from peer.store import EmbeddedStore
 from tasks.audio_wav import wav_info
+from tests.helpers import lone_peer, serve_corpus
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CORPUS = ROOT / ".cache" / "test-corpus"
 SPEAKERS = ["awb", "bdl", "clb", "jmk"]
 UTTERANCES = 20
@@ -47,27 +40,11 @@ SEED_MFCC = {"fft_size": 32, "n_mels": 24, "fmin": 1.0, "fmax": 8000.0, "sample_
              "n_mfcc": 13}  # the seed's positional args plus the default n_mfcc
 
 
-def _script(name: str) -> ModuleType:
-    key = f"banzai_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        assert spec and spec.loader
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
 # -- fixtures ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def corpus_url() -> Iterator[str]:
     """Base URL (ends with /) of a 127.0.0.1 file server holding the 4 speaker zips."""
-    mc = _script("make_corpus")
-    zips = [CORPUS / mc.zip_name(s) for s in SPEAKERS]
-    if shutil.which("espeak-ng") is not None:
-        mc.build_corpus(CORPUS, SPEAKERS, UTTERANCES, seed=0)  # reused when up to date
-    elif not all(z.exists() for z in zips):
-        pytest.skip("needs espeak-ng (scripts/setup.sh --test) to build the test corpus")
-    with _script("serve_dir").serve(CORPUS) as url:
+    with serve_corpus(CORPUS, SPEAKERS, UTTERANCES) as url:
         yield url
 
 
@@ -90,26 +67,9 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     """
     d = tmp_path_factory.mktemp("seed")
     log = d / "peer.log"
-    args = [str(BIN / "banzai-peer"), "--data-dir", str(d / "peer"), "--http", "127.0.0.1:0",
-            "--no-mdns", "--mesh-name", f"seed-{secrets.token_hex(6)}", "--slots", "4",
-            "--log-level", "INFO"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 60
-        while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
-            time.sleep(0.05)
-        yield Peer(proc, m.group(1), d / "peer", log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with lone_peer(d / "peer", log, 4, mesh_prefix="seed", log_level="INFO",
+                   stop_timeout_s=15) as (proc, url):
+        yield Peer(proc, url, d / "peer", log)
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import io
 import json
 import socket
 import stat
-import sys
 import wave
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,39 +17,12 @@ import pytest
 from tasks import audio
 from tasks.audio_fetch import FetchError, FetchLimits, parse_prompts, speaker_of
 from tasks.registry import catalog
+from tests.helpers import FakeCtx, load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = FetchLimits(attempts=3, backoff_s=0.01, timeout_s=2.0)
 
 
-def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py (not a package) once, as module `banzai_scripts_<name>`."""
-    key = f"banzai_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        assert spec and spec.loader
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
 serve_dir = load_script("serve_dir")
-
-
-class FakeCtx:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.logs: list[str] = []
-        self.fractions: list[float] = []
-
-    def progress(self, fraction: float) -> None:
-        self.fractions.append(fraction)
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def metric(self, name: str, step: int, value: float) -> None:
-        pass
 
 
 def wav_bytes(frames: int = 160) -> bytes:

@@ -16,49 +16,19 @@ are 8x as many and LEARN is ~10x slower (the slow-marked test below).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 from tasks import audio
 from tasks.audio_learn import LearnError, LearnParams, learn_dir, split
+from tests.helpers import FakeCtx, load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEAKERS = ["awb", "bdl", "clb", "jmk"]
-
-
-def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py (not a package) once, as module `banzai_scripts_<name>`."""
-    key = f"banzai_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        assert spec and spec.loader
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
-class FakeCtx:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.logs: list[str] = []
-        self.metrics: list[tuple[str, int, float]] = []
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def metric(self, name: str, step: int, value: float) -> None:
-        self.metrics.append((name, step, value))
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,7 @@ import soundfile as sf
 from peer.errors import ArgError
 from tasks import audio
 from tasks.registry import catalog
-
-
-class FakeCtx:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.logs: list[str] = []
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def metric(self, name: str, step: int, value: float) -> None:
-        pass
+from tests.helpers import FakeCtx
 
 
 def chirp(path: Path, rate: int = 16000, seconds: float = 0.5, channels: int = 1) -> Path:

@@ -16,21 +16,7 @@ from peer.errors import ArgError
 from tasks import audio
 from tasks.audio_wav import WavError, wav_info
 from tasks.registry import KEEP, catalog
-
-
-class FakeCtx:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.logs: list[str] = []
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def metric(self, name: str, step: int, value: float) -> None:
-        pass
+from tests.helpers import FakeCtx
 
 
 def chunk(cid: bytes, body: bytes) -> bytes:

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import shutil
-import sys
 import wave
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tasks.audio_fetch import parse_prompts
+from tests.helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-
-
-def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py (not a package) once, as module `banzai_scripts_<name>`."""
-    key = f"banzai_scripts_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        assert spec and spec.loader
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
 
 
 mc = load_script("make_corpus")

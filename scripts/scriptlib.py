@@ -1,0 +1,94 @@
+"""Helpers shared by the scripts and the tests: loading a sibling script, a lone banzai-peer
+process, a plain task context and a one-line machine description.
+
+Scripts import it as `scriptlib` (scripts/ is on sys.path when one runs), the tests as
+`scripts.scriptlib` (tests/helpers.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import platform
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def load_script(name: str) -> ModuleType:
+    """Import scripts/<name>.py (not a package) once, as module `banzai_scripts_<name>`."""
+    key = f"banzai_scripts_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
+        assert spec and spec.loader
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key]
+
+
+@contextlib.contextmanager
+def lone_peer(data_dir: Path, log: Path, slots: int, *, mesh_prefix: str, log_level: str,
+              extra: Sequence[str] = (), stop_timeout_s: float = 30,
+              ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A banzai-peer alone on 127.0.0.1 (no mDNS, a mesh name of its own), its output to
+    `log`; yields (process, URL) once it prints its URL; SIGTERM at exit."""
+    args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", "127.0.0.1:0",
+            "--no-mdns", "--mesh-name", f"{mesh_prefix}-{secrets.token_hex(6)}",
+            "--slots", str(slots), "--log-level", log_level, *extra]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
+            time.sleep(0.05)
+        yield proc, m.group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class TaskCtx:
+    """A task context outside a peer: records log lines, progress fractions and metrics."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.logs: list[str] = []
+        self.fractions: list[float] = []
+        self.metrics: list[tuple[str, int, float]] = []
+
+    def progress(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+    def log(self, message: str) -> None:
+        self.logs.append(message)
+
+    def metric(self, name: str, step: int, value: float) -> None:
+        self.metrics.append((name, step, value))
+
+
+def machine() -> str:
+    """CPUs, RAM, Python and OS in one line."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
+               platform.processor())
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal"))
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.1f} GiB RAM, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")

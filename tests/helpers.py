@@ -1,0 +1,188 @@
+"""Helpers shared by the tests: JSON over HTTP with timeouts, waiting for jobs and meshes,
+peers whose output pumps are joined, the seed-pipeline corpus, throw-away Kubo repos and a
+task context for calling task functions directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.scriptlib import TaskCtx as FakeCtx
+from scripts.scriptlib import load_script, lone_peer
+from tests.conftest import ROOT, PeerProc, start_peer
+
+__all__ = ["FINAL", "FakeCtx", "JsonApi", "get_json", "init_kubo_repo", "kubo_binary",
+           "launch", "load_script", "lone_peer", "post_json", "serve_corpus", "stop",
+           "wait_job", "wait_mesh"]
+
+FINAL = ("done", "failed", "cancelled")
+
+
+# -- JSON over HTTP ----------------------------------------------------------------------
+def get_json(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def post_json(url: str, body: Any = None, timeout: float = 30) -> Any:
+    data = json.dumps(body).encode() if body is not None else b""
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_mesh(peers: list[PeerProc], n: int, timeout_s: float = 30) -> None:
+    """Until every peer sees n alive peers (itself included)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [sum(1 for p in get_json(x.url + "/api/peers")["peers"] if p["state"] == "alive")
+                 for x in peers]
+        if min(alive) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"mesh did not form: alive counts {alive}")
+
+
+def wait_job(peer: PeerProc, job: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v: dict[str, Any] = get_json(f"{peer.url}/api/jobs/{job}")
+        if v["state"] in FINAL:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"job {job} not finished on {peer.url}")
+
+
+@dataclass(frozen=True)
+class JsonApi:
+    """A peer's REST API that answers errors too: `timeout` per request, `job_timeout_s` for
+    `wait` unless it is given one."""
+
+    timeout: float = 30
+    job_timeout_s: float = 30
+
+    def http(self, method: str, url: str, data: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float | None = None,
+             ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def api(self, method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        status, headers, raw = self.http(method, url, data, **kw)
+        assert headers.get("Content-Type", "").startswith("application/json"), (status, raw[:300])
+        return status, json.loads(raw)
+
+    def submit(self, url: str, pipeline: Any) -> str:
+        status, body = self.api("POST", f"{url}/api/jobs", pipeline)
+        assert status == 201, body
+        return str(body["job"])
+
+    def wait(self, url: str, job: str, states: tuple[str, ...] = FINAL,
+             timeout_s: float | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + (self.job_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            status, view = self.api("GET", f"{url}/api/jobs/{job}")
+            assert status == 200, view
+            if view["state"] in states:
+                return dict(view)
+            assert time.monotonic() < deadline, f"job {job} stuck: {view}"
+            time.sleep(0.05)
+
+    def cat(self, url: str, cid: str, path: str = "") -> bytes:
+        status, _, body = self.http("GET", f"{url}/ipfs/{cid}{path}")
+        assert status == 200, body[:200]
+        return body
+
+
+# -- peers whose output pumps are joined -------------------------------------------------
+_PUMPS: dict[int, list[threading.Thread]] = {}
+
+
+def launch(data: Path, *flags: str, env: dict[str, str] | None = None,
+           fresh_log: bool = False) -> PeerProc:
+    """start_peer, remembering the thread that pumps this peer's output. `fresh_log` moves a
+    previous run's log aside first (else a restart appends to it)."""
+    log = data.with_name(data.name + ".log")
+    if fresh_log and log.exists():
+        log.rename(log.with_name(f"{log.name}.{time.monotonic_ns()}"))
+    before = set(threading.enumerate())
+    p = start_peer(data, *flags, env=env)
+    _PUMPS[id(p)] = [t for t in threading.enumerate()
+                     if t not in before and t.name.endswith("(pump)")]
+    return p
+
+
+def stop(*peers: PeerProc) -> None:
+    """Kill the peers, let their output pumps reach EOF, then close the pipes."""
+    for p in peers:
+        p.kill()
+    for p in peers:
+        for t in _PUMPS.pop(id(p), []):
+            t.join(5)
+        if p.proc.stdout is not None:
+            p.proc.stdout.close()
+
+
+# -- the seed pipeline's corpus ----------------------------------------------------------
+@contextmanager
+def serve_corpus(corpus: Path, speakers: Sequence[str], utterances: int) -> Iterator[str]:
+    """Build (or reuse) the espeak-ng ARCTIC corpus in `corpus` and serve it on 127.0.0.1;
+    yields the base URL (ends with /). Skips the test when it cannot be built."""
+    mc = load_script("make_corpus")
+    zips = [corpus / mc.zip_name(s) for s in speakers]
+    if shutil.which("espeak-ng") is not None:
+        mc.build_corpus(corpus, list(speakers), utterances, seed=0)  # reused when up to date
+    elif not all(z.exists() for z in zips):
+        pytest.skip("needs espeak-ng (scripts/setup.sh --test) to build the test corpus")
+    with load_script("serve_dir").serve(corpus) as url:
+        yield url
+
+
+# -- Kubo --------------------------------------------------------------------------------
+KUBO_LOOPBACK = {  # a throw-away repo that listens on 127.0.0.1 only and dials nobody
+    "Addresses.API": '"/ip4/127.0.0.1/tcp/0"',
+    "Addresses.Gateway": '"/ip4/127.0.0.1/tcp/0"',
+    "Addresses.Swarm": "[]",
+    "Bootstrap": "[]",
+    "Discovery.MDNS.Enabled": "false",
+}
+
+
+def kubo_binary() -> str | None:
+    """.cache/kubo/bin/ipfs (scripts/install-kubo.sh), else `ipfs` on PATH, else None."""
+    local = ROOT / ".cache" / "kubo" / "bin" / "ipfs"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("ipfs")
+
+
+def init_kubo_repo(binary: str, repo: Path, *config_flags: str,
+                   config_timeout: float = 60) -> dict[str, str]:
+    """`ipfs init --profile=test` in `repo`, configured by KUBO_LOOPBACK (`ipfs
+    *config_flags config ...`); returns the environment that points `ipfs` at it."""
+    env = {**os.environ, "IPFS_PATH": str(repo)}
+    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    for key, value in KUBO_LOOPBACK.items():
+        subprocess.run([binary, *config_flags, "config", "--json", key, value], env=env,
+                       check=True, capture_output=True, timeout=config_timeout)  # fmt: skip
+    return env
