@@ -14,6 +14,7 @@ import json
 import logging
 import posixpath
 import time
+from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -185,6 +186,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._workflows: dict[str, Workflow] = {}
+        self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,8 +223,7 @@ class Scheduler:
         elif ev.type == EventType.JOB_CANCELLED:
             self._cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:
-            wf = self.workflow(p["job"])
-            self._dirty.update((p["job"], t.name) for t in wf.tasks if p["task"] in t.depends)
+            self._dirty.update((p["job"], t) for t in self._dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
             self._dirty.add((p["job"], p["task"]))
             if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
@@ -255,6 +256,16 @@ class Scheduler:
                 if (job, t["name"]) not in self.state.task_done:
                     yield (job, t["name"])
 
+    def _dependents(self, job: str, task: str) -> list[str]:
+        """Tasks of `job` that depend on `task` (indexed once per job)."""
+        index = self._users.get(job)
+        if index is None:
+            index = self._users[job] = defaultdict(list)
+            for t in self.workflow(job).tasks:
+                for d in t.depends:
+                    index[d].append(t.name)
+        return index.get(task, [])
+
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
         if wf is None:
@@ -286,6 +297,11 @@ class Scheduler:
                 except Exception as e:  # a bug must not stop the scheduler
                     log.exception("scheduler error on %s", key)
                     self._fail_task(key, f"internal error: {e}")
+            if self._starved and self.free_slots > 0:
+                # Slots are free (other peers may have taken what woke last time): look
+                # at the next starved tasks, a few per round, until the slots fill.
+                self._unstarve()
+                self._wake.set()
 
     def _waiting(self) -> set[TaskKey]:
         """Tasks whose progress depends on time: staggered claims, leases of others, data."""

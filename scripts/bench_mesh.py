@@ -1,0 +1,783 @@
+#!/usr/bin/env python3
+"""Mesh benchmarks (issue 4): banzai on 1, 2, 3 real peers against Dask, and the seed DAG
+on 2 peers against 1.
+
+    .venv/bin/python scripts/bench_mesh.py [--peers 1,2,3] [-n 1000] [--latency-n 200]
+        [--repeat 3] [--profile DIR] [--write docs/benchmarks.md] [--json PATH]
+    .venv/bin/python scripts/bench_mesh.py --pipeline [--repeat 3] [--write ...]
+
+Throughput/latency mode. For each N: N banzai-peer processes on 127.0.0.1 (--slots 1
+each, mDNS on 127.0.0.1, one fresh mesh name and data dirs; the script waits until every
+peer sees the other N-1 alive) and a Dask LocalCluster(n_workers=N, threads_per_worker=1,
+processes=True), both up at once; each repetition interleaves the two systems:
+  latency  `--latency-n` tasks one at a time. banzai: POST a one-task ECHO job to peer 0 and
+           wait for its task_done on peer 0's /api/events stream (SSE, no polling);
+           Dask: client.submit(f, x, pure=False).result(). Client-side submit->done.
+  dag      banzai: ONE job of `-n` independent ECHO tasks posted to peer 0, until its n-th
+           task_done arrives on peer 0's SSE stream. Dask: client.map(f, xs) + gather.
+  jobs     banzai only: `-n` one-task jobs POSTed back to back, round robin over the peers,
+           until the last task_done arrives on peer 0.
+Every ECHO text carries a fresh tag, so nothing is served from the cache. CPU time of
+both sides (banzai: peers + forkservers + workers; Dask: this process, which hosts the
+scheduler and client, + nannies + workers) is read from /proc around each batch.
+--profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
+py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
+
+Pipeline mode (--pipeline): examples/speakers-dag.json (4 FETCH_FESTVOX -> merge ->
+FILTER_LONGER 3 -> EXTRACT_MFCC [512,40,20,8000,16000] -> LEARN) on a cached synthetic
+corpus (scripts/make_corpus.py, 4 speakers x 50 utterances, .cache/bench-mesh-corpus)
+served by scripts/serve_dir.py on 127.0.0.1; 1 peer vs 2 peers, --slots 1 each, fresh data
+dirs every run; parallel efficiency = t1 / (2 x t2); which peer ran which chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_engine as be  # noqa: E402  (post_job, pct, summary)
+import bench_pipeline as bp  # noqa: E402  (machine, run_job, tree_cpu_s, descendants)
+
+MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
+PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
+TARGET_RATIO = 1.5
+TARGET_P50_MS = 10.0
+
+
+# -- shared helpers (bench_gossip.py uses these too) -------------------------------------
+def machine_line() -> str:
+    m = bp.machine()
+    return (f"nproc {m['nproc']} ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, "
+            f"{m['os']}")
+
+
+def code_version() -> str:
+    """The commit under test, and whether peer/ or tasks/ differ from it (others may be
+    editing the tree while a benchmark runs: the figures belong to this version)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "peer", "tasks")
+    return head + (" + uncommitted changes in peer/ or tasks/" if dirty else "")
+
+
+def load1() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def write_section(path: Path, section: str, text: str) -> None:
+    """Replace `section` (a "## " heading line) in `path`, or append it; others are kept."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find(section + "\n")
+    if start < 0:
+        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
+    else:
+        nxt = re.search(r"^## ", old[start + len(section):], re.M)
+        end = start + len(section) + nxt.start() if nxt else len(old)
+        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + old[end:] if nxt else "")
+    path.write_text(new)
+
+
+def med(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+# -- a mesh of real peers ------------------------------------------------------------------
+@dataclass
+class Peer:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    id: str = ""
+
+
+@dataclass
+class Mesh:
+    peers: list[Peer] = field(default_factory=list)
+
+    def names(self) -> dict[str, str]:
+        return {p.id: f"p{i}" for i, p in enumerate(self.peers)}
+
+    def cpu_s(self) -> float:
+        return sum(bp.tree_cpu_s(p.proc.pid) for p in self.peers)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90) -> Mesh:
+    """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
+    mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    mesh = Mesh()
+    pending = []
+    for i in range(n):
+        d = base / f"peer{i}"
+        log = base / f"peer{i}.log"
+        args = [str(BIN / "banzai-peer"), "--data-dir", str(d), "--http", "127.0.0.1:0",
+                "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
+                "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", "WARNING"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env=env, stdin=subprocess.DEVNULL)
+        pending.append((proc, log))
+    deadline = time.monotonic() + timeout_s
+    try:
+        for proc, log in pending:
+            while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
+                time.sleep(0.05)
+            mesh.peers.append(Peer(proc, m.group(1), log))
+        for p in mesh.peers:
+            p.id = next(x["id"] for x in _get(p.url + "/api/peers")["peers"] if x["self"])
+        while not formed(mesh):  # every peer holds every other alive, with its load
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the mesh of {n} peers did not form in {timeout_s:g} s")
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the worker pools finish starting
+        return mesh
+    except BaseException:
+        for proc, _ in pending:
+            proc.kill()
+            proc.wait(10)
+        raise
+
+
+def formed(mesh: Mesh) -> bool:
+    ids = {p.id for p in mesh.peers}
+    for p in mesh.peers:
+        seen = {x["id"] for x in _get(p.url + "/api/peers")["peers"]
+                if x["state"] == "alive" and x["free_slots"] is not None}
+        if not ids <= seen:
+            return False
+    return True
+
+
+def stop_mesh(mesh: Mesh) -> None:
+    for p in mesh.peers:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+    for p in mesh.peers:
+        try:
+            p.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+# -- banzai client: SSE watcher ------------------------------------------------------------
+class Watcher:
+    """Follows a peer's /api/events and timestamps every task_done (perf_counter)."""
+
+    def __init__(self, session: Any, url: str) -> None:
+        self.s = session
+        self.url = url
+        self.done: dict[str, dict[str, float]] = defaultdict(dict)  # job -> task -> t
+        self.want: dict[str, tuple[int, asyncio.Future[float]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        import aiohttp
+
+        ready = asyncio.get_running_loop().create_future()
+
+        async def follow() -> None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+            async with self.s.get(self.url + "/api/events", timeout=timeout) as r:
+                ready.set_result(None)
+                kind = ""
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind == "task_done":
+                        self._note(json.loads(line[6:]), time.perf_counter())
+
+        self._task = asyncio.create_task(follow())
+        await asyncio.wait_for(ready, 30)
+        return self
+
+    def _note(self, ev: dict[str, Any], t: float) -> None:
+        tasks = self.done[ev["job"]]
+        tasks.setdefault(ev["task"], t)
+        w = self.want.get(ev["job"])
+        if w is not None and len(tasks) >= w[0] and not w[1].done():
+            w[1].set_result(max(tasks.values()))
+
+    async def wait(self, job: str, ntasks: int, stall_s: float = 120) -> float:
+        """perf_counter time at which the job's last task_done was seen."""
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.want[job] = (ntasks, fut)
+        tasks = self.done[job]
+        if len(tasks) >= ntasks:
+            return max(tasks.values())
+        last = -1
+        while True:  # bounded: fail if no task of the job finishes for stall_s
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(fut), stall_s)
+            if len(tasks) == last:
+                raise TimeoutError(f"job {job}: no task_done for {stall_s:g} s")
+            last = len(tasks)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+def echo(text: str) -> dict[str, Any]:
+    return {"call": "ECHO", "args": [text]}
+
+
+async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
+                          ) -> dict[str, Any]:
+    import aiohttp
+
+    urls = [p.url for p in mesh.peers]
+    out: dict[str, Any] = {}
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=900)) as s, \
+            Watcher(s, urls[0]) as w:
+        for kind in what:
+            tag = secrets.token_hex(6)
+            l0, c0 = load1(), mesh.cpu_s()
+            if kind == "warm":  # imports in every worker, first claims, HTTP keep-alive
+                job = await be.post_job(s, urls[0], {"name": "warm", "tasks": [
+                    {"name": f"w{i}", **echo(f"warm-{tag}-{i}")} for i in range(8 * len(urls))]})
+                await w.wait(job, 8 * len(urls))
+                for i in range(5):
+                    await w.wait(await be.post_job(s, urls[0], [echo(f"warm-{tag}-s{i}")]), 1)
+                continue
+            if kind == "latency":
+                lat = []
+                t0 = time.perf_counter()
+                for i in range(lat_n):
+                    t = time.perf_counter()
+                    job = await be.post_job(s, urls[0], [echo(f"{tag}-{i}")])
+                    lat.append((await w.wait(job, 1) - t) * 1000)
+                wall = time.perf_counter() - t0
+                out[kind] = {"wall_s": wall, "tasks": lat_n, "p50_ms": med(lat),
+                             "p95_ms": be.pct(lat, 95), "max_ms": max(lat)}
+            elif kind == "dag":
+                t0 = time.perf_counter()
+                job = await be.post_job(s, urls[0], {"name": "bench-dag", "tasks": [
+                    {"name": f"e{i}", **echo(f"{tag}-{i}")} for i in range(n)]})
+                t_post = time.perf_counter() - t0
+                wall = await w.wait(job, n) - t0
+                view = _get(f"{urls[0]}/api/jobs/{job}")
+                hlc = [t["finished_ms"] - view["submitted_ms"] for t in view["tasks"]]
+                per_peer = Counter(mesh.names().get(c["peer"], "?")
+                                   for t in view["tasks"] for c in t["chunks"])
+                out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
+                             "post_s": t_post, "hlc_p50_ms": med(hlc),
+                             "hlc_p95_ms": be.pct(hlc, 95), "per_peer": dict(per_peer)}
+            elif kind == "jobs":
+                t0 = time.perf_counter()
+                jobs = [await be.post_job(s, urls[i % len(urls)], [echo(f"{tag}-{i}")])
+                        for i in range(n)]
+                t_post = time.perf_counter() - t0
+                ends = [await w.wait(j, 1) for j in jobs]
+                wall = max(ends) - t0
+                out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
+                             "post_s": t_post}
+            out[kind]["cpu_ms_per_task"] = (mesh.cpu_s() - c0) * 1000 / out[kind]["tasks"]
+            out[kind]["load1"] = [l0, load1()]
+    return out
+
+
+def banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int) -> dict[str, Any]:
+    return asyncio.run(_banzai_batches(mesh, what, n, lat_n))
+
+
+# -- Dask ----------------------------------------------------------------------------------
+def trivial(text: str) -> str:
+    """Dask's task: the cheapest stand-in for ECHO (returns its text; writes no file)."""
+    return text
+
+
+def dask_cpu_s(exclude: Mesh | None) -> float:
+    """CPU of this process (Dask scheduler + client threads) and its descendants, minus the
+    banzai peers' trees."""
+    skip: set[int] = set()
+    for p in exclude.peers if exclude else ():
+        skip |= {p.proc.pid, *bp.descendants(p.proc.pid)}
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for q in [os.getpid(), *bp.descendants(os.getpid())]:
+        if q in skip:
+            continue
+        with contextlib.suppress(OSError):
+            f = Path(f"/proc/{q}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+@contextlib.contextmanager
+def dask_cluster(n: int) -> Any:
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(n, timeout=120)
+        client.gather(client.map(trivial, [f"warm-{i}" for i in range(200)], pure=False))
+        for i in range(20):
+            client.submit(trivial, f"warm-s{i}", pure=False).result()
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def dask_batches(client: Any, what: Sequence[str], n: int, lat_n: int, mesh: Mesh | None,
+                 ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in what:
+        tag = secrets.token_hex(6)
+        l0, c0 = load1(), dask_cpu_s(mesh)
+        if kind == "latency":
+            lat = []
+            t0 = time.perf_counter()
+            for i in range(lat_n):
+                t = time.perf_counter()
+                client.submit(trivial, f"{tag}-{i}", pure=False).result()
+                lat.append((time.perf_counter() - t) * 1000)
+            out[kind] = {"wall_s": time.perf_counter() - t0, "tasks": lat_n, "p50_ms": med(lat),
+                         "p95_ms": be.pct(lat, 95), "max_ms": max(lat)}
+        elif kind == "dag":
+            t0 = time.perf_counter()
+            futs = client.map(trivial, [f"{tag}-{i}" for i in range(n)], pure=False)
+            client.gather(futs)
+            wall = time.perf_counter() - t0
+            del futs
+            out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall}
+        else:
+            continue
+        out[kind]["cpu_ms_per_task"] = (dask_cpu_s(mesh) - c0) * 1000 / out[kind]["tasks"]
+        out[kind]["load1"] = [l0, load1()]
+    return out
+
+
+# -- profile -------------------------------------------------------------------------------
+def profile(n_peers: int, n: int, out_dir: Path, base: Path) -> dict[str, Any]:
+    """py-spy (raw collapsed stacks, 100 Hz, GIL-holding + idle excluded) on peer 0 and its
+    worker processes while one dag batch runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="prof-", dir=base))
+    mesh = start_mesh(n_peers, d)
+    raw = out_dir / f"pyspy-peer0-{n_peers}peers.txt"
+    try:
+        banzai_batches(mesh, ["warm"], n, 0)
+        spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(mesh.peers[0].proc.pid),
+                                "--subprocesses", "--rate", "100", "--format", "raw",
+                                "--output", str(raw), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2.0)  # py-spy attaches
+        try:
+            dag: Any = banzai_batches(mesh, ["dag"], n, 0)["dag"]
+        except TimeoutError as e:  # a stall is a finding too: keep the profile
+            dag = f"STALLED: {e}"
+            print(f"profile run {dag}", file=sys.stderr, flush=True)
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+    finally:
+        stop_mesh(mesh)
+        shutil.rmtree(d, ignore_errors=True)
+    return {"raw": str(raw), "dag": dag, "hot": hot_spots(raw)}
+
+
+def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per line / function, per process kind."""
+    procs: dict[str, dict[str, Counter[str]]] = defaultdict(
+        lambda: {"self": Counter(), "incl": Counter(), "total": Counter()})
+    if not raw.exists():
+        return {}
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        kind = "worker" if any("peer/runner.py" in f or ("executor.py" in f and "_worker" in f)
+                               for f in frames) else "peer"
+        if frames and frames[0].startswith("process "):
+            kind = ("peer" if "banzai-peer" in frames[0] and "forkserver" not in frames[0]
+                    else "worker") if kind == "peer" else kind
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames or any(x in frames[-1] for x in _IDLE):
+            continue  # waiting (py-spy's idle detection misses some waits)
+        c = int(count)
+        agg = procs[kind]
+        agg["total"]["all"] += c
+        if frames:
+            agg["self"][_short(frames[-1])] += c
+        for f in {_func(f) for f in frames}:
+            agg["incl"][f] += c
+    out: dict[str, Any] = {}
+    for kind, agg in procs.items():
+        tot = agg["total"]["all"] or 1
+        self_top = agg["self"].most_common(top)
+        incl_top = [(k, v) for k, v in agg["incl"].most_common(60)
+                    if k.startswith(("peer/", "tasks/"))][:top]
+        out[kind] = {"samples": tot,
+                     "self": [(k, round(100 * v / tot, 1)) for k, v in self_top],
+                     "incl": [(k, round(100 * v / tot, 1)) for k, v in incl_top]}
+    return out
+
+
+_IDLE = ("EpollSelector.select", "thread.py:81)", "Connection._recv ", "forkserver",
+         "main(14", "threading.py:", "queue.py:")
+_FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>.*):(?P<line>\d+)\)$")
+
+
+def _rel(file: str) -> str:
+    file = file.replace(str(ROOT) + "/", "")
+    return re.sub(r".*/site-packages/", "", re.sub(r".*/lib/python3\.\d+/", "", file))
+
+
+def _short(frame: str) -> str:
+    m = _FRAME.match(frame)
+    return f"{_rel(m['file'])}:{m['line']} {m['fn']}" if m else frame
+
+
+def _func(frame: str) -> str:
+    m = _FRAME.match(frame)
+    return f"{_rel(m['file'])} {m['fn']}" if m else frame
+
+
+# -- throughput/latency run ----------------------------------------------------------------
+def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
+    r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d"),
+                         "n": a.n, "latency_n": a.latency_n, "repeat": a.repeat, "by_n": {}}
+    base = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
+    try:
+        for npeers in a.peers:
+            d = base / f"n{npeers}"
+            d.mkdir()
+            mesh = start_mesh(npeers, d)
+            runs: dict[str, list[Any]] = {"banzai": [], "dask": [], "stalls": []}
+            try:
+                banzai_batches(mesh, ["warm"], a.n, a.latency_n)
+                with dask_cluster(npeers) as client:
+                    for rep in range(a.repeat):  # interleaved: drift hits both sides alike
+                        b: dict[str, Any] = {}
+                        dk = dask_batches(client, ["latency", "dag"], a.n, a.latency_n, mesh)
+                        runs["dask"].append(dk)
+                        runs["banzai"].append(b)
+                        try:
+                            for kind in ("latency", "dag", "jobs"):
+                                b |= banzai_batches(mesh, [kind], a.n, a.latency_n)
+                        except TimeoutError as e:  # a stalled mesh: record, skip the rest
+                            runs["stalls"].append(f"rep {rep + 1}: {e}")
+                            print(f"N={npeers} rep {rep + 1}: STALLED {e}", file=sys.stderr,
+                                  flush=True)
+                            break
+                        print(f"N={npeers} rep {rep + 1}/{a.repeat}: banzai "
+                              f"lat p50 {b['latency']['p50_ms']:.1f} ms, dag "
+                              f"{b['dag']['tasks_per_s']:.0f}/s, "
+                              f"jobs {b['jobs']['tasks_per_s']:.0f}/s"
+                              f" | dask lat p50 {dk['latency']['p50_ms']:.1f} ms, map "
+                              f"{dk['dag']['tasks_per_s']:.0f}/s | load {load1():.1f}",
+                              file=sys.stderr, flush=True)
+            finally:
+                stop_mesh(mesh)
+            r["by_n"][npeers] = runs
+        r["summary"] = summarize(r)
+        if a.json:  # the measurements are kept even if the profile run goes wrong
+            a.json.write_text(json.dumps(r, indent=1, default=str) + "\n")
+        if a.profile:
+            big = max(a.peers)
+            r["profile"] = profile(big, a.n, a.profile, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return r
+
+
+def _m(runs: list[dict[str, Any]], kind: str, key: str) -> float:
+    """Median over the repetitions that have this batch (a stall leaves some out)."""
+    xs = [x[kind][key] for x in runs if kind in x]
+    return med(xs) if xs else float("nan")
+
+
+def _f(v: float, fmt: str = ".0f") -> str:
+    return "stalled" if v != v else format(v, fmt)
+
+
+def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
+    out = {}
+    for npeers, runs in r["by_n"].items():
+        b, d = runs["banzai"], runs["dask"]
+        if not d:
+            continue
+        out[npeers] = {
+            "b_dag": _m(b, "dag", "tasks_per_s"), "b_jobs": _m(b, "jobs", "tasks_per_s"),
+            "d_map": _m(d, "dag", "tasks_per_s"),
+            "b_p50": _m(b, "latency", "p50_ms"), "b_p95": _m(b, "latency", "p95_ms"),
+            "d_p50": _m(d, "latency", "p50_ms"), "d_p95": _m(d, "latency", "p95_ms"),
+            "b_cpu_dag": _m(b, "dag", "cpu_ms_per_task"),
+            "b_cpu_jobs": _m(b, "jobs", "cpu_ms_per_task"),
+            "b_cpu_lat": _m(b, "latency", "cpu_ms_per_task"),
+            "d_cpu_map": _m(d, "dag", "cpu_ms_per_task"),
+            "d_cpu_lat": _m(d, "latency", "cpu_ms_per_task"),
+            "b_hlc_p50": _m(b, "dag", "hlc_p50_ms"), "b_hlc_p95": _m(b, "dag", "hlc_p95_ms"),
+            "loads": [x for run in b + d for k in run.values() for x in k["load1"]],
+        }
+    return out
+
+
+def mesh_markdown(r: dict[str, Any], command: str) -> str:
+    s = r["summary"]
+    ok = {True: "met", False: "**not met**"}
+    loads = [x for v in s.values() for x in v["loads"]]
+    stalls = [f"N={k}: {x}" for k, v in r["by_n"].items() for x in v.get("stalls", [])]
+    lines = [
+        MESH_SECTION, "",
+        f"Command: `{command}` ({r['date']}; {r['n']} tasks per throughput batch, "
+        f"{r['latency_n']} one-at-a-time tasks per latency batch, {r['repeat']} repetitions "
+        "per side and N, interleaved; medians).",
+        f"Machine: {machine_line()}. Code: {r.get('code', '?')}.",
+        f"Load average (1 min, /proc/loadavg) read before and after every batch: "
+        f"{min(loads):.1f} to {max(loads):.1f} on the 2 cores (other engineers' test suites "
+        "running alongside). **The figures are noisy**: wall-clock rates move by tens of "
+        "percent between repetitions; the CPU-per-task rows are the steadier comparison.",
+        "Dask is a **benchmark-only** dependency (`pip install -e '.[bench]'`: "
+        "dask[distributed] and py-spy; not a runtime dependency).",
+        "",
+        "Setup: N `banzai-peer` processes on 127.0.0.1, `--slots 1` each, mDNS on 127.0.0.1, "
+        "one fresh mesh name, the script waits until every peer sees the others alive; vs "
+        "`LocalCluster(n_workers=N, threads_per_worker=1, processes=True)` (both up at "
+        "once, run alternately). banzai task: built-in ECHO (writes a file, imports it into "
+        "the content store, events gossiped); Dask task: a function returning its argument. "
+        "banzai latency: POST a one-task job to peer 0, wait for its `task_done` on peer 0's "
+        "SSE stream; Dask: `client.submit(f, x, pure=False).result()`. Throughput: banzai "
+        "one job of n independent ECHO tasks (\"dag\") and n one-task jobs POSTed back to "
+        "back round robin over the peers (\"jobs\"); Dask `client.map` + `gather`.",
+        "",
+        "| N | banzai dag tasks/s | banzai jobs tasks/s | Dask map tasks/s | "
+        f"dag / Dask (target ≥ {TARGET_RATIO}) | banzai p50 / p95 ms | Dask p50 / p95 ms | "
+        f"p50 target ≤ {TARGET_P50_MS:g} ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for npeers, v in sorted(s.items()):
+        ratio = v["b_dag"] / v["d_map"]
+        lines.append(
+            f"| {npeers} | {_f(v['b_dag'])} | {_f(v['b_jobs'])} | {_f(v['d_map'])} | "
+            f"{_f(ratio, '.2f')} ({ok[ratio >= TARGET_RATIO]}) | {_f(v['b_p50'], '.1f')} / "
+            f"{_f(v['b_p95'], '.1f')} | {_f(v['d_p50'], '.1f')} / {_f(v['d_p95'], '.1f')} | "
+            f"{ok[v['b_p50'] <= TARGET_P50_MS]} |")
+    lines += [
+        "",
+        "CPU time per task (ms; banzai: all peers + forkservers + workers; Dask: scheduler + "
+        "client process + nannies + workers), and banzai's per-task submit→done inside the "
+        "dag batch (HLC times from the job view: queueing included):",
+        "",
+        "| N | banzai dag | banzai jobs | banzai one-at-a-time | Dask map | "
+        "Dask one-at-a-time | banzai dag submit→done p50 / p95 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for npeers, v in sorted(s.items()):
+        lines.append(
+            f"| {npeers} | {_f(v['b_cpu_dag'], '.1f')} | {_f(v['b_cpu_jobs'], '.1f')} | "
+            f"{_f(v['b_cpu_lat'], '.1f')} | {_f(v['d_cpu_map'], '.2f')} | "
+            f"{_f(v['d_cpu_lat'], '.2f')} | {_f(v['b_hlc_p50'])} / {_f(v['b_hlc_p95'])} |")
+    lines += ["", "Per repetition (tasks/s dag · jobs · Dask map; p50 ms banzai · Dask; "
+              "tasks of the dag per peer):", ""]
+    for npeers, runs in sorted(r["by_n"].items()):
+        def g(x: dict[str, Any], kind: str, key: str, fmt: str = ".0f") -> str:
+            return format(x[kind][key], fmt) if kind in x else "stalled"
+
+        reps = "; ".join(
+            f"{g(b, 'dag', 'tasks_per_s')} · {g(b, 'jobs', 'tasks_per_s')} · "
+            f"{g(d, 'dag', 'tasks_per_s')}, {g(b, 'latency', 'p50_ms', '.1f')} · "
+            f"{g(d, 'latency', 'p50_ms', '.1f')}, "
+            + ("/".join(f"{k}:{v}" for k, v in sorted(b["dag"]["per_peer"].items()))
+               if "dag" in b else "-")
+            for b, d in zip(runs["banzai"], runs["dask"], strict=True))
+        lines.append(f"- N={npeers}: {reps}")
+    if stalls:
+        lines += ["", "**Stalls** (a batch in which no task finished for 120 s; the rest of "
+                  "that N's repetitions were skipped): " + "; ".join(stalls) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# -- pipeline: 2 peers vs 1 ------------------------------------------------------------------
+def pipeline_dag(base_url: str) -> dict[str, Any]:
+    wf = json.loads((ROOT / "examples" / "speakers-dag.json").read_text())
+    for t in wf["tasks"]:
+        if "args" in t:
+            t["args"] = [x.replace("http://127.0.0.1:8765/", base_url)
+                         if isinstance(x, str) else x for x in t["args"]]
+    return dict(wf)
+
+
+def run_pipeline_once(npeers: int, wf: dict[str, Any], base: Path) -> dict[str, Any]:
+    d = Path(tempfile.mkdtemp(prefix=f"pipe-{npeers}-", dir=base))
+    mesh = start_mesh(npeers, d)
+    try:
+        l0, c0 = load1(), mesh.cpu_s()
+        res = bp.run_job(SimpleNamespace(url=mesh.peers[0].url), wf)
+        cpu = mesh.cpu_s() - c0
+        names = mesh.names()
+        tasks = {t["name"]: {"duration_s": t["duration_s"],
+                             "chunks": [[names.get(c["peer"], "?"), c["items"]]
+                                        for c in t["chunks"]]}
+                 for t in res["view"]["tasks"]}
+        return {"seconds": res["seconds"], "cpu_s": round(cpu, 2), "tasks": tasks,
+                "load1": [l0, load1()]}
+    finally:
+        stop_mesh(mesh)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_pipe(a: argparse.Namespace) -> dict[str, Any]:
+    mc = bp._script("make_corpus")
+    speakers = list(mc.VOICES)[:4]
+    zips = mc.build_corpus(a.corpus, speakers, a.utterances)
+    r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d"),
+                         "corpus": f"{len(zips)} speakers x {a.utterances} utterances",
+                         "one": [], "two": []}
+    base = Path(tempfile.mkdtemp(prefix="bench-mesh-pipe-"))
+    try:
+        with bp._script("serve_dir").serve(a.corpus) as url:
+            wf = pipeline_dag(url)
+            for rep in range(a.repeat):
+                for key, npeers in (("one", 1), ("two", 2)):
+                    x = run_pipeline_once(npeers, wf, base)
+                    r[key].append(x)
+                    print(f"rep {rep + 1}/{a.repeat} {npeers} peer(s): {x['seconds']:.2f} s "
+                          f"(load {x['load1'][0]:.1f}->{x['load1'][1]:.1f})",
+                          file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return r
+
+
+def pipe_markdown(r: dict[str, Any], command: str) -> str:
+    t1 = med([x["seconds"] for x in r["one"]])
+    t2 = med([x["seconds"] for x in r["two"]])
+    c1 = med([x["cpu_s"] for x in r["one"]])
+    c2 = med([x["cpu_s"] for x in r["two"]])
+    eff = t1 / (2 * t2)
+    runs1 = ", ".join(f"{x['seconds']:.2f}" for x in r["one"])
+    runs2 = ", ".join(f"{x['seconds']:.2f}" for x in r["two"])
+    loads = [v for k in ("one", "two") for x in r[k] for v in x["load1"]]
+    lines = [
+        PIPE_SECTION, "",
+        f"Command: `{command}` ({r['date']}; corpus {r['corpus']} from scripts/make_corpus.py, "
+        "served by scripts/serve_dir.py on 127.0.0.1; "
+        f"{len(r['one'])} cold run(s) per side, interleaved, fresh data dirs every run; "
+        "medians).",
+        f"Machine: {machine_line()}. Code: {r.get('code', '?')}.",
+        f"Load average (1 min) before/after each run: {min(loads):.1f} to {max(loads):.1f} on "
+        "the 2 cores (other engineers' tests running): wall times are inflated and noisy.",
+        "",
+        "Workflow: examples/speakers-dag.json (4 × FETCH_FESTVOX → merge → FILTER_LONGER 3 → "
+        "EXTRACT_MFCC [512, 40, 20, 8000, 16000] → LEARN n_components 8), submitted to p0; "
+        "every peer `--slots 1`, mDNS on 127.0.0.1. Wall time = POST to the job view saying "
+        "done (polled every 20 ms).",
+        "",
+        "| peers | wall s (median) | runs | CPU s (all peers' trees) |",
+        "| --- | --- | --- | --- |",
+        f"| 1 | {t1:.2f} | {runs1} | {c1:.1f} |",
+        f"| 2 | {t2:.2f} | {runs2} | {c2:.1f} |",
+        "",
+        f"Parallel efficiency t1 / (2 × t2) = {t1:.2f} / (2 × {t2:.2f}) = **{eff:.2f}** "
+        f"(speed-up {t1 / t2:.2f}).",
+        "",
+        "Who ran what (chunks as peer:items; one line per run; task durations in s):",
+        "",
+    ]
+    for key, label in (("one", "1 peer"), ("two", "2 peers")):
+        for i, x in enumerate(r[key]):
+            parts = []
+            for name, t in x["tasks"].items():
+                ch = " ".join(f"{p}:{n}" if n else p for p, n in t["chunks"])
+                parts.append(f"{name} [{ch}] {t['duration_s'] or 0:.2f}")
+            lines.append(f"- {label}, run {i + 1} ({x['seconds']:.2f} s): " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+# -- main ----------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers", default="1,2,3", help="mesh sizes N")
+    ap.add_argument("-n", type=int, default=1000, help="tasks per throughput batch")
+    ap.add_argument("--latency-n", type=int, default=200, help="tasks per latency batch")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", type=Path, help="py-spy output directory")
+    ap.add_argument("--pipeline", action="store_true", help="the 2-peers-vs-1 pipeline run")
+    ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-mesh-corpus")
+    ap.add_argument("--utterances", type=int, default=50)
+    ap.add_argument("--write", type=Path, help="update this markdown file's section")
+    ap.add_argument("--json", type=Path, help="also save the raw results here")
+    ap.add_argument("--render", type=Path,
+                    help="no run: rebuild the section from a --json file of an earlier run")
+    a = ap.parse_args(argv)
+    a.peers = [int(x) for x in str(a.peers).split(",")]
+    cmd = ".venv/bin/python scripts/bench_mesh.py" + "".join(
+        f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    if a.render:
+        r = json.loads(a.render.read_text())
+        cmd = r.get("command", cmd)
+        a.json = None
+        if "by_n" in r:
+            r["by_n"] = {int(k): v for k, v in r["by_n"].items()}
+            r["summary"] = summarize(r)
+    else:
+        code = code_version()
+        r = run_pipe(a) if a.pipeline else run_mesh(a)
+        r["command"] = cmd
+        r["code"] = code if code == code_version() else f"{code}, changed during the run"
+    if "by_n" in r:
+        text = mesh_markdown(r, r["command"])
+        section = MESH_SECTION
+    else:
+        text = pipe_markdown(r, r["command"])
+        section = PIPE_SECTION
+    print(text)
+    if "profile" in r:
+        print(json.dumps(r["profile"], indent=1))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1, default=str) + "\n")
+    if a.write:
+        write_section(a.write, section, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
