@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import IO, Protocol
 
 import aiohttp
 
-from peer.errors import BanzaiError, NotFound
+from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.gateway import PEER_FETCH_HEADER
 
 log = logging.getLogger("banzai.fetch")
@@ -91,10 +92,14 @@ class Fetcher:
                 return
         for base in self._sources(cid, hints):
             try:
-                data = await self._get(f"{base}/ipfs/{cid}?format=car")
-                await asyncio.to_thread(self.store.import_car, [data], max_bytes=self.max_bytes)
+                with tempfile.TemporaryFile() as spool:  # bounded memory, whatever the size
+                    size = await self._get(f"{base}/ipfs/{cid}?format=car", spool)
+                    spool.seek(0)
+                    chunks = iter(lambda: spool.read(1 << 20), b"")
+                    await asyncio.to_thread(self.store.import_car, chunks,
+                                            max_bytes=self.max_bytes)
                 if await asyncio.to_thread(self.is_complete, cid):
-                    self.fetched_bytes += len(data)
+                    self.fetched_bytes += size
                     return
                 errors.append(f"{base}: incomplete CAR")
             except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
@@ -102,14 +107,21 @@ class Fetcher:
         raise NotFound(f"no live peer could provide {cid}"
                        + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
 
-    async def _get(self, url: str) -> bytes:
+    async def _get(self, url: str, out: IO[bytes]) -> int:
+        """Stream `url` into `out` (at most max_bytes); returns the byte count."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
+        size = 0
         async with self._session.get(url, headers={PEER_FETCH_HEADER: "1"}) as r:
             if r.status != 200:
                 raise NotFound(f"HTTP {r.status}")
-            return await r.read()
+            async for chunk in r.content.iter_chunked(1 << 20):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise TooLarge(f"{url}: more than {self.max_bytes} bytes")
+                out.write(chunk)
+        return size
 
     async def try_ensure(self, cid: str) -> bool:
         """ensure([cid]) that reports failure as False (for the gateway)."""

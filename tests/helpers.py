@@ -83,7 +83,8 @@ class JsonApi:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            with e:  # the error holds the response: close it (ResourceWarning otherwise)
+                return e.code, dict(e.headers), e.read()
 
     def api(self, method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()

@@ -152,5 +152,6 @@ def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(
     a = peer_factory("b0", "--no-mdns")
     with pytest.raises(urllib.error.HTTPError) as e:
         post(a.url + "/api/jobs", [{"call": "NOPE"}])
+    e.value.close()
     assert e.value.code == 400
     assert get(a.url + "/api/health")["ok"]

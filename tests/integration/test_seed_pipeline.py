@@ -82,7 +82,8 @@ def api(peer: Peer, path: str, body: Any = None) -> tuple[int, Any]:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.load(r)
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        with e:
+            return e.code, json.loads(e.read() or b"null")
 
 
 def run(peer: Peer, pipeline: Any) -> dict[str, Any]:
