@@ -1,7 +1,8 @@
 """The web UI in the system Chromium (Playwright) against a real peer and a real corpus:
 submit the seed pipeline through the form, watch it finish, open its results (audio, MFCC
 heatmap, metrics), verified fetches (a tampered block is refused), field errors, cancel,
-the mesh view, and no console errors anywhere."""
+the mesh view, any peer's UI showing a job submitted on another, live, and no console
+errors anywhere."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PeerProc, start_peer
+from tests.helpers import wait_mesh
 from tests.integration.webui_helpers import (
     CANVAS_STATS,
     CHROMIUM,
@@ -444,6 +446,52 @@ def test_readable_error_states(tab: Tab, browser: Any, peer: PeerProc) -> None:
     page.unroute("**/api/**")
     page.click(".banner button")
     expect(page.locator(".banner")).to_have_count(0, timeout=15_000)
+
+
+def test_any_peer_same_view(browser: Any, peer_factory: Any) -> None:
+    """A job submitted through peer A's API shows up in peer B's UI and finishes there,
+    live: B's job list gets the row and B's job page goes from running to done (progress
+    on the way, 100 % at the end) without a reload."""
+    expect = sync_api.expect
+    a = peer_factory("a", "--slots", "1")
+    b = peer_factory("b", "--slots", "1")
+    wait_mesh([a, b], 2)  # mDNS on loopback: each sees both alive
+    a_id = api(a.url, "health")["peer"]
+    t = Tab(browser, b.url)
+    try:
+        page = t.go("/jobs")
+        expect(page.locator(".conn")).to_contain_text("Live")  # B's event stream is open
+        expect(page.locator(".empty")).to_contain_text("No jobs yet")  # B's list is loaded
+        page.evaluate("window.__noReload = true")  # a reload or a new document drops it
+        job = api(a.url, "jobs", body=json.dumps(
+            [{"call": "T_SLEEP", "args": [4]}]).encode())["job"]
+        row = page.locator(f'tr.job-row[data-job="{job}"]')
+        expect(row).to_be_visible(timeout=10_000)  # pushed to B's list (it polls every 15 s)
+        row.locator("a.job-link").click()
+        page.wait_for_url(re.compile(rf"#/jobs/{job}$"))
+        state = page.locator(".job-page")
+        expect(state).to_have_attribute("data-state", re.compile(r"^(pending|running)$"))
+        seen: list[int] = []
+        deadline = time.monotonic() + 30
+        while page.get_attribute(".job-page", "data-state") != "done":
+            assert time.monotonic() < deadline, f"B's page never showed done: {seen}"
+            seen.append(_progress(page))
+            page.wait_for_timeout(100)
+        expect(page.locator(".job-summary .job-state")).to_have_text("done")
+        expect(page.locator('.job-summary [role="progressbar"]')).to_have_attribute(
+            "aria-valuenow", "100")
+        assert any(0 < v < 100 for v in seen), f"no progress seen while running: {seen}"
+        assert seen == sorted(seen), f"progress went backwards: {seen}"
+        assert page.evaluate("window.__noReload === true"), "B's page was reloaded"
+        # the job B shows is A's: submitted by A, the same view through either API
+        expect(page.locator(f'.page-head [title="{a_id}"]')).to_be_visible()
+        view_a, view_b = api(a.url, f"jobs/{job}"), api(b.url, f"jobs/{job}")
+        assert view_b["state"] == view_a["state"] == "done"
+        assert view_b["outputs"] == view_a["outputs"] and view_b["outputs"]
+        shot(page, "same-view-1280")
+        t.assert_clean()
+    finally:
+        t.close()
 
 
 def test_mesh_view_shows_every_peer(tab: Tab, peer: PeerProc,
