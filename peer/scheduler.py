@@ -477,10 +477,12 @@ class Scheduler:
             misses = [[path, cid] for path, cid in self._files(input_cid, "")
                       if tdef.matches(path)
                       and self._item_key(tdef, spec.params, cid) not in self.state.cache]
-            free = self.free_slots + sum(
-                int(i.get("free_slots", 0)) for i in self.peers().values()
+            # Slots of every live peer that runs the call, busy or not: heartbeats are up to
+            # 0.5 s old, and the previous step's chunks are usually just finishing.
+            slots = self.runner.slots + sum(
+                int(i.get("slots", 0)) for i in self.peers().values()
                 if tdef.name in i.get("calls", ()))
-            chunks = chunk_items(misses, max(free, 1),
+            chunks = chunk_items(misses, max(slots, 1),
                                  self.cfg.min_chunk_items, self.cfg.max_chunk_items)
         self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": input_cid,
                                          "chunks": chunks})
