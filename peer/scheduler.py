@@ -508,8 +508,8 @@ class Scheduler:
                 entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
         warning = None
         if not kept:
-            warning = (f"{task}: no output item (from {matched} input item(s) matching "
-                       f"{tdef.items!r}); the output directory has no {tdef.items} result")
+            warning = (f"{task}: kept no item of the {matched} input item(s) matching "
+                       f"{tdef.items!r}; the output holds no {tdef.items} result")
         output = self.store.make_dir(entries)
         self.data.mark(output)
         self._done(job, task, output, key, cached=False, warning=warning)

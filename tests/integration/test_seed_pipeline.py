@@ -265,8 +265,6 @@ def test_filter_keeping_nothing_gives_an_empty_dir_and_learn_says_so(
     assert api(peer, "/api/health")[1]["ok"]
 
 
-@pytest.mark.xfail(strict=True, reason="no engine warning yet when a per-item task keeps "
-                   "none of its items (reported to the lead)")
 def test_filter_keeping_nothing_warns_in_the_log(peer: Peer, corpus_url: str) -> None:
     pipe = seed(corpus_url)[:2]
     pipe[1]["args"] = [2000]
