@@ -29,12 +29,6 @@ _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 
 
 # -- narrow protocols ------------------------------------------------------------------
-class StoreEntry(Protocol):
-    path: str
-    cid: str
-    kind: str
-
-
 class Store(Protocol):
     """What the scheduler needs of a content store."""
 
@@ -675,7 +669,7 @@ class Scheduler:
         out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
         if tdef.per_item:
             out["cache"] = {self._item_key(tdef, spec.params, cid): res.value["items"][path]
-                            for path, cid in payload_items(res)}
+                            for path, cid in res.value["inputs"]}
             for v in out["cache"].values():
                 if v:
                     self.data.mark(v["c"])
@@ -718,7 +712,3 @@ class Scheduler:
                                                "attempt": attempt, "split": list(run.split),
                                                "progress": round(float(args[0]), 4)})
 
-
-def payload_items(res: RunResultLike) -> list[tuple[str, str]]:
-    """(relpath, input cid) pairs a per-item run reports."""
-    return [(p, c) for p, c in res.value["inputs"]]

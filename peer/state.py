@@ -120,7 +120,7 @@ class ChunkState:
 
 @dataclass
 class MeshState:
-    """The fold of all events seen. `apply` returns the (job, task) pairs it touched."""
+    """The fold of all events seen (see the module docstring for the conflict rules)."""
 
     events: dict[tuple[str, int], Event] = field(default_factory=dict)
     jobs: dict[str, Event] = field(default_factory=dict)
@@ -283,14 +283,6 @@ def fold(events: Iterable[Event]) -> MeshState:
     for e in events:
         s.apply(e)
     return s
-
-
-def touched(ev: Event) -> TaskKey | None:
-    """The (job, task) an event is about, if any."""
-    p = ev.payload
-    if "job" in p and "task" in p:
-        return (p["job"], p["task"])
-    return None
 
 
 class EventLog:
