@@ -566,16 +566,24 @@ async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
     resp = web.StreamResponse(status=plan.status, headers=plan.headers)
     if plan.length is not None:
         resp.content_length = plan.length
-    stream = plan.stream
+    await write_stream(request, resp, plan.stream, body=request.method != "HEAD")
+    return resp
+
+
+async def write_stream(request: web.Request, resp: web.StreamResponse, stream: Iterator[bytes],
+                       *, first: bytes | None = None, body: bool = True) -> None:
+    """Prepare `resp` and write `stream` (pulled in worker threads, after `first`); content
+    that vanishes or breaks mid-stream cuts the connection. The stream is always closed."""
     try:
         await resp.prepare(request)
-        if request.method != "HEAD":
-            while (piece := await asyncio.to_thread(next, stream, None)) is not None:
-                await resp.write(piece)
+        piece = first
+        if body and piece is None:
+            piece = await asyncio.to_thread(next, stream, None)
+        while body and piece is not None:
+            await resp.write(piece)
+            piece = await asyncio.to_thread(next, stream, None)
         await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except BanzaiError as exc:  # content vanished or broke mid-stream: cut the response short
+    except BanzaiError as exc:
         log.warning("gateway: aborted %s: %s", request.rel_url, exc.message)
         if request.transport is not None:
             request.transport.close()
@@ -583,4 +591,3 @@ async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
         close = getattr(stream, "close", None)
         if close is not None:
             await asyncio.to_thread(close)
-    return resp

@@ -29,6 +29,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from peer import __version__
 from peer.errors import ArgError, BanzaiError, NotFound, TooLarge, Unsupported
+from peer.gateway import write_stream
 from peer.state import EventType
 from peer.store import Entry, car, dagpb, parse_cid
 from peer.store.cids import DAG_PB
@@ -608,17 +609,7 @@ async def send_bytes(request: web.Request, stream: Iterator[bytes],
         headers["X-Content-Length"] = str(size)
     first = await asyncio.to_thread(next, stream, None)  # errors before any byte -> JSON
     resp = web.StreamResponse(headers=headers)
-    await resp.prepare(request)
-    try:
-        while first is not None:
-            await resp.write(first)
-            first = await asyncio.to_thread(next, stream, None)
-        await resp.write_eof()
-    except BanzaiError:
-        if request.transport is not None:
-            request.transport.close()
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+    if first is None:
+        first = b""
+    await write_stream(request, resp, stream, first=first)
     return resp
