@@ -65,8 +65,9 @@ class Fetcher:
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
         providers probably hold them too (e.g. the directory an item came from)."""
-        missing = [c for c in dict.fromkeys(cids)
-                   if not await asyncio.to_thread(self.is_complete, c)]
+        wanted = list(dict.fromkeys(cids))
+        missing = await asyncio.to_thread(  # one thread hop for the whole list
+            lambda: [c for c in wanted if not self.is_complete(c)])
         await asyncio.gather(*(self._one(c, hints) for c in missing))
 
     async def _one(self, cid: str, hints: Sequence[str]) -> None:
