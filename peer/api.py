@@ -121,6 +121,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if job not in node.state.cancelled:
         node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
+        node.flush()  # acknowledged once on disk
     return web.json_response({"job": job, "state": "cancelled"})
 
 
@@ -177,6 +178,7 @@ async def add(request: web.Request) -> web.Response:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     node.emit(EventType.PROVIDE, {"cids": [cid]})
+    node.flush()
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 

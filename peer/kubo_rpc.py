@@ -91,6 +91,7 @@ class Host(Protocol):
     @property
     def cfg(self) -> _Config: ...
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
+    def flush(self) -> None: ...
 
 
 def node_options(node: Host) -> dict[str, Any]:
@@ -99,6 +100,7 @@ def node_options(node: Host) -> dict[str, Any]:
 
     def provide(cids: list[str]) -> None:
         node.emit(EventType.PROVIDE, {"cids": cids})
+        node.flush()
 
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide}

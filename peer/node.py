@@ -1,7 +1,12 @@
 """Wires the components of one peer and starts and stops them in order.
 
-`Node.emit` is the one way local changes enter the state: the event is written to
-SQLite, folded, then announced to listeners (scheduler, SSE, gossip). Loop-owned.
+`Node.emit` is the one way local changes enter the state: the event is folded and
+announced to listeners (scheduler, SSE) at once; it is written to SQLite and pushed to
+peers at the end of the loop turn, with every other event of that turn (one transaction,
+one frame). Nothing leaves the process before it is on disk: `flush` runs first wherever
+our heads or events are read for others (heartbeats, anti-entropy, acknowledged
+submissions). A crash loses at most the events of the current loop turn, which no other
+peer has seen. Loop-owned.
 """
 
 from __future__ import annotations
@@ -66,7 +71,9 @@ class Node:
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
-        self.listeners: list[Listener] = [self.scheduler.poke, self._push]
+        self.listeners: list[Listener] = [self.scheduler.poke]
+        self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
+        self._log_closed = False
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit)
         self.listeners.append(self.replicator.on_event)
@@ -82,14 +89,34 @@ class Node:
         self.closed = False
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
-        """Append a local event durably, fold it and tell the listeners."""
+        """Fold a local event and tell the listeners now; persist and push it at the end
+        of this loop turn (at once when no loop runs)."""
         ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1, self.hlc.now(),
                    typ, payload)
-        self.log.append([ev])
         self.state.apply(ev)
+        if not self._unflushed:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: nothing batches, write through
+                self._unflushed.append(ev)
+                self.flush()
+            else:
+                self._unflushed.append(ev)
+        else:
+            self._unflushed.append(ev)
         for fn in list(self.listeners):
             fn(ev)
         return ev
+
+    def flush(self) -> None:
+        """Persist the local events emitted since the last flush (one transaction), then
+        push them to peers (one frame each, split only by the frame size bound)."""
+        if not self._unflushed or self._log_closed:
+            return  # after close nothing more is written (the scheduler is stopped first)
+        events, self._unflushed = self._unflushed, []
+        self.log.append(events)
+        if self.gossip is not None:
+            self.gossip.broadcast(events)
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (persisted first). Never blocks."""
@@ -111,6 +138,7 @@ class Node:
 
     async def submitted(self, ev: Event) -> int:
         """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen."""
+        self.flush()
         want = min(self.cfg.submit_acks, len(self.live_peers()))
         deadline = time.monotonic() + self.cfg.ack_timeout_s
         while (n := self.acks(ev.seq)) < want and time.monotonic() < deadline:
@@ -119,9 +147,11 @@ class Node:
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
     def heads(self) -> Mapping[str, int]:
+        self.flush()
         return self.state.heads
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
+        self.flush()
         return self.state.events_after(vv, limit)
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
@@ -129,10 +159,6 @@ class Node:
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
         self.scheduler.heard(peer_id)
-
-    def _push(self, ev: Event) -> None:
-        if self.gossip is not None and ev.origin == self.peer_id:
-            self.gossip.broadcast([ev])
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
         """Other peers the gossip layer currently holds alive, with their heartbeat info."""
@@ -149,6 +175,7 @@ class Node:
 
     def local_info(self) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks."""
+        self.flush()  # the heads below must be on disk
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs],
@@ -218,6 +245,8 @@ class Node:
             await self.kubo.close()
         await self.fetcher.close()
         await self.executor.close()
+        self.flush()
+        self._log_closed = True
         self.log.close()
 
     async def __aenter__(self) -> Node:
