@@ -177,6 +177,7 @@ async def add(request: web.Request) -> web.Response:
                                       pin=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    node.fetcher.mark(cid)  # just stored whole: no later completeness walk
     node.emit(EventType.PROVIDE, {"cids": [cid]})
     node.flush()
     return web.json_response({"cid": cid, "name": root.name}, status=201)

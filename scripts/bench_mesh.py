@@ -301,6 +301,24 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                 out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
                              "post_s": t_post, "hlc_p50_ms": med(hlc),
                              "hlc_p95_ms": be.pct(hlc, 95), "per_peer": dict(per_peer)}
+            elif kind == "map":  # one per-item task over n files: chunked, batched claims
+                form = aiohttp.FormData()
+                for i, data in enumerate(map_inputs(tag, n)):
+                    form.add_field("file", data, filename=f"items/x{i:05d}.txt",
+                                   content_type="application/octet-stream")
+                t0 = time.perf_counter()
+                async with s.post(f"{urls[0]}/api/add", data=form) as r:
+                    assert r.status == 201, await r.text()
+                    cid = (await r.json())["cid"]
+                t1 = time.perf_counter()
+                job = await be.post_job(s, urls[0], [{"cid": cid}, {"call": "CHECKSUM"}])
+                end = await w.wait(job, 2)
+                view = _get(f"{urls[0]}/api/jobs/{job}")
+                per_peer = Counter(mesh.names().get(c["peer"], "?")
+                                   for t in view["tasks"] for c in t["chunks"] if c["peer"])
+                out[kind] = {"wall_s": end - t1, "tasks": n, "tasks_per_s": n / (end - t1),
+                             "add_s": t1 - t0, "with_add_per_s": n / (end - t0),
+                             "chunks": sum(per_peer.values()), "per_peer": dict(per_peer)}
             elif kind == "jobs":
                 t0 = time.perf_counter()
                 jobs = [await be.post_job(s, urls[i % len(urls)], [echo(f"{tag}-{i}")])
@@ -323,6 +341,18 @@ def banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int) -> dict[
 def trivial(text: str) -> str:
     """Dask's task: the cheapest stand-in for ECHO (returns its text; writes no file)."""
     return text
+
+
+def map_inputs(tag: str, n: int) -> list[bytes]:
+    """The map batch's items: n distinct small byte strings (one file each for banzai)."""
+    return [f"{tag}-{i}\n".encode() for i in range(n)]
+
+
+def checksum(data: bytes) -> str:
+    """Dask's per-item task: what banzai's CHECKSUM computes for one file."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def dask_cpu_s(exclude: Mesh | None) -> float:
@@ -383,6 +413,14 @@ def dask_batches(client: Any, what: Sequence[str], n: int, lat_n: int, mesh: Mes
             wall = time.perf_counter() - t0
             del futs
             out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall}
+        elif kind == "map":
+            items = map_inputs(tag, n)
+            t0 = time.perf_counter()
+            futs = client.map(checksum, items, pure=False)
+            client.gather(futs)
+            wall = time.perf_counter() - t0
+            del futs
+            out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall}
         else:
             continue
         out[kind]["cpu_ms_per_task"] = (dask_cpu_s(mesh) - c0) * 1000 / out[kind]["tasks"]
@@ -391,13 +429,14 @@ def dask_batches(client: Any, what: Sequence[str], n: int, lat_n: int, mesh: Mes
 
 
 # -- profile -------------------------------------------------------------------------------
-def profile(n_peers: int, n: int, out_dir: Path, base: Path) -> dict[str, Any]:
+def profile(n_peers: int, n: int, out_dir: Path, base: Path, kind: str = "dag",
+            ) -> dict[str, Any]:
     """py-spy (raw collapsed stacks, 100 Hz, GIL-holding + idle excluded) on peer 0 and its
-    worker processes while one dag batch runs."""
+    worker processes while one `kind` batch (dag or map) runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix="prof-", dir=base))
     mesh = start_mesh(n_peers, d)
-    raw = out_dir / f"pyspy-peer0-{n_peers}peers.txt"
+    raw = out_dir / f"pyspy-peer0-{n_peers}peers-{kind}.txt"
     try:
         banzai_batches(mesh, ["warm"], n, 0)
         spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(mesh.peers[0].proc.pid),
@@ -406,10 +445,10 @@ def profile(n_peers: int, n: int, out_dir: Path, base: Path) -> dict[str, Any]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(2.0)  # py-spy attaches
         try:
-            dag: Any = banzai_batches(mesh, ["dag"], n, 0)["dag"]
+            got: Any = banzai_batches(mesh, [kind], n, 0)[kind]
         except TimeoutError as e:  # a stall is a finding too: keep the profile
-            dag = f"STALLED: {e}"
-            print(f"profile run {dag}", file=sys.stderr, flush=True)
+            got = f"STALLED: {e}"
+            print(f"profile run {got}", file=sys.stderr, flush=True)
         spy.send_signal(signal.SIGINT)
         try:
             spy.wait(60)
@@ -419,7 +458,7 @@ def profile(n_peers: int, n: int, out_dir: Path, base: Path) -> dict[str, Any]:
     finally:
         stop_mesh(mesh)
         shutil.rmtree(d, ignore_errors=True)
-    return {"raw": str(raw), "dag": dag, "hot": hot_spots(raw)}
+    return {"raw": str(raw), kind: got, "hot": hot_spots(raw)}
 
 
 def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
@@ -496,11 +535,12 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
                 with dask_cluster(npeers) as client:
                     for rep in range(a.repeat):  # interleaved: drift hits both sides alike
                         b: dict[str, Any] = {}
-                        dk = dask_batches(client, ["latency", "dag"], a.n, a.latency_n, mesh)
+                        dk = dask_batches(client, ["latency", "dag", "map"], a.n, a.latency_n,
+                                          mesh)
                         runs["dask"].append(dk)
                         runs["banzai"].append(b)
                         try:
-                            for kind in ("latency", "dag", "jobs"):
+                            for kind in ("latency", "dag", "jobs", "map"):
                                 b |= banzai_batches(mesh, [kind], a.n, a.latency_n)
                         except TimeoutError as e:  # a stalled mesh: record, skip the rest
                             runs["stalls"].append(f"rep {rep + 1}: {e}")
@@ -510,9 +550,11 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
                         print(f"N={npeers} rep {rep + 1}/{a.repeat}: banzai "
                               f"lat p50 {b['latency']['p50_ms']:.1f} ms, dag "
                               f"{b['dag']['tasks_per_s']:.0f}/s, "
-                              f"jobs {b['jobs']['tasks_per_s']:.0f}/s"
+                              f"jobs {b['jobs']['tasks_per_s']:.0f}/s, "
+                              f"map {b['map']['tasks_per_s']:.0f}/s"
                               f" | dask lat p50 {dk['latency']['p50_ms']:.1f} ms, map "
-                              f"{dk['dag']['tasks_per_s']:.0f}/s | load {load1():.1f}",
+                              f"{dk['dag']['tasks_per_s']:.0f}/s, sha256 map "
+                              f"{dk['map']['tasks_per_s']:.0f}/s | load {load1():.1f}",
                               file=sys.stderr, flush=True)
             finally:
                 stop_mesh(mesh)

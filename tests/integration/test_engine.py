@@ -4,7 +4,9 @@ caching, failures, cancellation and restarts."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,12 +15,14 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
+from peer.errors import ArgError
 from peer.node import Node
 from peer.spec import parse
 from peer.state import EventType
 from peer.views import job_view
 
 FINAL = ("done", "failed", "cancelled")
+EMPTY_FILE = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
 def _cfg(d: Path, **kw: Any) -> PeerConfig:
@@ -118,6 +122,35 @@ async def test_adding_a_file_recomputes_only_that_file(node_factory: Any, tmp_pa
     assert items_computed(node, j2) == 1
     names = sorted(e.path for e in node.store.walk(v["outputs"]["t_upper"]))
     assert names == sorted([f"a{i}.txt" for i in range(8)] + ["new.txt"])
+
+
+async def test_checksum_maps_over_nested_items_with_repeated_names(node_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """The built-in per-item CHECKSUM: one digest file per input file, at the same place;
+    equal names in different directories stay apart (the runner reuses its item dirs)."""
+    node = await node_factory()
+    src = tmp_path / "in"
+    files = {"a/x.txt": b"one", "b/x.txt": b"two", "b/c/y.bin": os.urandom(300_000)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    job = submit(node, [{"cid": node.store.add_path(src)},
+                        {"call": "CHECKSUM", "params": {"algorithm": "sha1"}}])
+    v = await wait(node, job)
+    assert v["state"] == "done", v
+    out = {e.path: b"".join(node.store.cat(e.cid)).decode()
+           for e in node.store.walk(v["outputs"]["checksum"])}
+    assert out == {f"{rel}.sha1": f"{hashlib.sha1(data).hexdigest()}  {rel.rsplit('/')[-1]}\n"
+                   for rel, data in files.items()}
+
+
+def test_checksum_rejects_an_unknown_algorithm() -> None:
+    from tasks import registry
+
+    with pytest.raises(ArgError) as info:
+        parse(json.dumps([{"cid": EMPTY_FILE}, {"call": "CHECKSUM", "args": ["crc99"]}]),
+              registry.load())
+    assert info.value.field == "tasks[1].args[0]" and "crc99" in str(info.value)
 
 
 @pytest.mark.parametrize(("call", "expect"), [
