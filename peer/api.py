@@ -20,11 +20,12 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from peer import gateway, kubo_rpc
-from peer.errors import BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
 from peer.node import Node
 from peer.openapi import OPENAPI
 from peer.spec import parse
 from peer.state import Event, EventType
+from peer.store.cids import parse_cid
 from peer.views import job_view
 
 log = logging.getLogger("banzai.api")
@@ -183,6 +184,37 @@ async def add(request: web.Request) -> web.Response:
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 
+MAX_CAR_ROOTS = 1024
+
+
+async def cars(request: web.Request) -> web.StreamResponse:
+    """POST {"cids": [...]}: one CAR with the DAGs of those CIDs that this peer holds (each
+    block once), so a peer fetching a chunk's many small items makes one request, not one
+    per item. Never fetches from other peers; the caller verifies every block on import."""
+    node = _node(request)
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArgError(f"the body is not JSON: {e}", field="body") from None
+    cids = body.get("cids") if isinstance(body, dict) else None
+    if not isinstance(cids, list) or not cids:
+        raise ArgError('the body must be {"cids": [CID, ...]} with at least one CID',
+                       field="cids")
+    if len(cids) > MAX_CAR_ROOTS:
+        raise TooLarge(f"{len(cids)} CIDs: at most {MAX_CAR_ROOTS} per request", field="cids")
+    for i, c in enumerate(cids):
+        try:
+            parse_cid(c)
+        except BadCID as e:
+            raise ArgError(f"cids[{i}]: {e}", field=f"cids[{i}]") from None
+    held = await asyncio.to_thread(lambda: [c for c in dict.fromkeys(cids) if node.store.has(c)])
+    if not held:
+        raise NotFound("none of these CIDs is held by this peer", field="cids")
+    resp = web.StreamResponse(headers={"Content-Type": gateway.CAR_CONTENT_TYPE})
+    await gateway.write_stream(request, resp, node.store.export_cars(held))
+    return resp
+
+
 async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
     total = 0
     if not request.content_type.startswith("multipart/"):
@@ -305,6 +337,7 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/api/jobs/{job}/tasks/{task}/log", task_log)
     r.add_get("/api/jobs/{job}/tasks/{task}/metrics", task_metrics)
     r.add_post("/api/add", add)
+    r.add_post("/api/car", cars)
     r.add_get("/api/events", events)
     r.add_get("/api/peers", peers)
     r.add_get("/api/openapi.json", openapi)

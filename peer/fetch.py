@@ -1,13 +1,17 @@
 """Data between peers: make a DAG complete locally by fetching it as a CAR from a provider's
-trustless gateway, every block verified by the store. Loop-owned; store work in threads."""
+trustless gateway, every block verified by the store. Many DAGs wanted at once (the items
+of a chunk, the item outputs to assemble) come in one CAR per provider from its
+`POST /api/car`; whatever that leaves missing is fetched one DAG per request.
+Loop-owned; store work in threads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import tempfile
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import aiohttp
 
@@ -15,6 +19,8 @@ from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.gateway import PEER_FETCH_HEADER
 
 log = logging.getLogger("banzai.fetch")
+
+BATCH_CIDS = 512  # DAGs per POST /api/car request (the peer accepts up to 1024)
 
 
 class CarStore(Protocol):
@@ -66,9 +72,35 @@ class Fetcher:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
         providers probably hold them too (e.g. the directory an item came from)."""
         wanted = list(dict.fromkeys(cids))
-        missing = await asyncio.to_thread(  # one thread hop for the whole list
-            lambda: [c for c in wanted if not self.is_complete(c)])
+
+        def incomplete() -> list[str]:  # one thread hop for the whole list
+            return [c for c in wanted if not self.is_complete(c)]
+
+        missing = await asyncio.to_thread(incomplete)
+        if len(missing) > 1:
+            await self._batches(missing, hints)
+            missing = await asyncio.to_thread(incomplete)
         await asyncio.gather(*(self._one(c, hints) for c in missing))
+
+    async def _batches(self, cids: list[str], hints: Sequence[str]) -> None:
+        """Fetch `cids` in one CAR per provider (at most BATCH_CIDS per request); failures
+        are left to the per-DAG path."""
+        urls = self.urls()
+        groups: dict[str, list[str]] = defaultdict(list)
+        for c in cids:
+            if sources := self._sources(c, hints, urls):
+                groups[sources[0]].append(c)
+
+        async def fetch(base: str, group: list[str]) -> None:
+            for i in range(0, len(group), BATCH_CIDS):
+                part = group[i:i + BATCH_CIDS]
+                try:
+                    await self._import(f"{base}/api/car", {"cids": part})
+                except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
+                    log.info("%d DAGs in one CAR from %s: %s (fetching one by one)",
+                             len(part), base, e)
+
+        await asyncio.gather(*(fetch(b, g) for b, g in groups.items()))
 
     async def _one(self, cid: str, hints: Sequence[str]) -> None:
         task = self._inflight.get(cid)
@@ -78,8 +110,9 @@ class Fetcher:
             task.add_done_callback(lambda _: self._inflight.pop(cid, None))
         await asyncio.shield(task)
 
-    def _sources(self, cid: str, hints: Sequence[str]) -> list[str]:
-        urls = self.urls()
+    def _sources(self, cid: str, hints: Sequence[str],
+                 urls: Mapping[str, str] | None = None) -> list[str]:
+        urls = self.urls() if urls is None else urls
         order: list[str] = []
         for c in (cid, *hints):
             order += [p for p in self.providers(c) if p in urls and p not in order]
@@ -93,14 +126,8 @@ class Fetcher:
                 return
         for base in self._sources(cid, hints):
             try:
-                with tempfile.TemporaryFile() as spool:  # bounded memory, whatever the size
-                    size = await self._get(f"{base}/ipfs/{cid}?format=car", spool)
-                    spool.seek(0)
-                    chunks = iter(lambda: spool.read(1 << 20), b"")
-                    await asyncio.to_thread(self.store.import_car, chunks,
-                                            max_bytes=self.max_bytes)
+                await self._import(f"{base}/ipfs/{cid}?format=car")
                 if await asyncio.to_thread(self.is_complete, cid):
-                    self.fetched_bytes += size
                     return
                 errors.append(f"{base}: incomplete CAR")
             except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
@@ -108,13 +135,25 @@ class Fetcher:
         raise NotFound(f"no live peer could provide {cid}"
                        + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
 
-    async def _get(self, url: str, out: IO[bytes]) -> int:
+    async def _import(self, url: str, body: Any = None) -> None:
+        """GET `url` (POST `body` as JSON if given), a CAR, and import it, every block
+        verified (nothing stored unless the whole CAR is valid)."""
+        with tempfile.TemporaryFile() as spool:  # bounded memory, whatever the size
+            size = await self._get(url, spool, body)
+            spool.seek(0)
+            chunks = iter(lambda: spool.read(1 << 20), b"")
+            await asyncio.to_thread(self.store.import_car, chunks, max_bytes=self.max_bytes)
+        self.fetched_bytes += size
+
+    async def _get(self, url: str, out: IO[bytes], body: Any = None) -> int:
         """Stream `url` into `out` (at most max_bytes); returns the byte count."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
         size = 0
-        async with self._session.get(url, headers={PEER_FETCH_HEADER: "1"}) as r:
+        method = "GET" if body is None else "POST"
+        async with self._session.request(method, url, json=body,
+                                         headers={PEER_FETCH_HEADER: "1"}) as r:
             if r.status != 200:
                 raise NotFound(f"HTTP {r.status}")
             async for chunk in r.content.iter_chunked(1 << 20):

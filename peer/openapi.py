@@ -66,6 +66,10 @@ OPENAPI: dict[str, Any] = {
             "stores, pins and returns its CID", ok="201", body="multipart/form-data",
             errors=("400", "413"), query=(("cid-version", "0 or 1 (default 1)"),
                                           ("name", "file name of a raw upload")))},
+        "/api/car": {"post": _op(
+            'One CAR (application/vnd.ipld.car) of the DAGs of {"cids": [...]} that this '
+            "peer holds, each block once (at most 1024 CIDs; peers fetch many small items "
+            "with it)", body="application/json", errors=("400", "404", "413"))},
         "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},

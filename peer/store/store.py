@@ -7,7 +7,7 @@ and pinned later can be collected by a gc that runs in between (add with pin=Tru
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,8 +207,8 @@ class EmbeddedStore:
         for c, data in self._dag(parse_cid(cid)):
             yield str(c), data
 
-    def _dag(self, root: Cid) -> Iterator[tuple[Cid, bytes]]:
-        seen: set[str] = set()
+    def _dag(self, root: Cid, seen: set[str] | None = None) -> Iterator[tuple[Cid, bytes]]:
+        seen = set() if seen is None else seen
         stack = [root]
         while stack:
             c = stack.pop()
@@ -221,14 +221,32 @@ class EmbeddedStore:
 
     def export_car(self, cid: str) -> Iterator[bytes]:
         """CARv1 of the DAG under `cid` (one root, depth-first, no duplicates)."""
-        c = parse_cid(cid)
-        self.blocks.get(c)  # NotFound before the first byte is produced
-        return self._export(c)
+        return self.export_cars([cid])
 
-    def _export(self, c: Cid) -> Iterator[bytes]:
-        yield car.frame(car.encode_header([c]))
-        for block_cid, data in self._dag(c):
-            yield car.block_section(block_cid, data)
+    def export_cars(self, cids: Sequence[str], piece_bytes: int = 1 << 18) -> Iterator[bytes]:
+        """One CARv1 with every `cids` as a root and the blocks of all their DAGs, each block
+        once, in pieces of about `piece_bytes`. NotFound (before the first byte) if a root
+        block is missing; a block missing further down ends the stream with NotFound."""
+        roots = [parse_cid(c) for c in cids]
+        for c in roots:
+            if not self.blocks.has(c):
+                raise NotFound(f"{c} is not in this store")
+        return self._export(roots, piece_bytes)
+
+    def _export(self, roots: list[Cid], piece_bytes: int) -> Iterator[bytes]:
+        piece = [car.frame(car.encode_header(roots))]
+        size = len(piece[0])
+        seen: set[str] = set()
+        for root in roots:
+            for block_cid, data in self._dag(root, seen):
+                section = car.block_section(block_cid, data)
+                piece.append(section)
+                size += len(section)
+                if size >= piece_bytes:
+                    yield b"".join(piece)
+                    piece, size = [], 0
+        if piece:
+            yield b"".join(piece)
 
     def import_car(
         self, chunks: Iterable[bytes], *, pin: bool = False, max_bytes: int | None = None

@@ -353,3 +353,60 @@ def test_more_jobs_than_slots_all_complete(peer: PeerProc) -> None:
     jobs = [submit(peer.url, [{"call": "T_SLEEP", "args": [0.3]}]) for _ in range(4)]
     views = [wait(peer.url, j, timeout_s=8) for j in jobs]
     assert [v["state"] for v in views] == ["done"] * 4
+
+
+def test_car_of_many_cids_in_one_request_and_its_errors(peer: PeerProc, tmp_path: Path,
+                                                        ) -> None:
+    """POST /api/car serves several DAGs at once; a Fetcher uses it for a batch (one request
+    for 40 DAGs), verifying every block; bad bodies get 4xx naming the field."""
+    from peer.fetch import Fetcher
+
+    blobs = [f"item {i} {uuid.uuid4()}\n".encode() * (1 + i * 1000) for i in range(40)]
+    cids = []
+    for i, b in enumerate(blobs):
+        status, added = api("POST", f"{peer.url}/api/add?name=f{i}.txt", b)
+        assert status == 201
+        cids.append(added["cid"])
+    _, health = api("GET", f"{peer.url}/api/health")
+    local = EmbeddedStore(tmp_path / "store")
+    fetcher = Fetcher(local, lambda: {health["peer"]: peer.url}, lambda _c: {health["peer"]},
+                      "me")
+    urls: list[str] = []
+    get = fetcher._get
+
+    async def spy(url: str, *a: Any) -> int:
+        urls.append(url)
+        return await get(url, *a)
+
+    fetcher._get = spy  # type: ignore[method-assign]
+
+    async def go() -> None:
+        try:
+            await fetcher.ensure(cids)
+        finally:
+            await fetcher.close()
+
+    asyncio.run(go())
+    assert urls == [f"{peer.url}/api/car"]  # one request, no per-DAG fallback
+    assert [b"".join(local.cat(c)) for c in cids] == blobs
+    assert fetcher.fetched_bytes > sum(map(len, blobs))
+
+    def post(body: bytes) -> tuple[int, Any]:
+        return api("POST", f"{peer.url}/api/car", body,
+                   headers={"Content-Type": "application/json"})
+
+    status, err = post(b"{nope")
+    assert status == 400 and err["field"] == "body"
+    status, err = post(json.dumps({"cids": []}).encode())
+    assert status == 400 and err["field"] == "cids"
+    status, err = post(json.dumps({"cids": [cids[0], cids[1], "bafy-nope"]}).encode())
+    assert status == 400 and err["field"] == "cids[2]" and "bafy-nope" in err["message"]
+    status, err = post(json.dumps({"cids": [cids[0]] * 1025}).encode())
+    assert status == 413 and err["field"] == "cids"
+    missing = "bafkreiaxnnnb7qz2focittuqq3ya25q7rcv3bqynnczfzako47346wosmu"
+    status, err = post(json.dumps({"cids": [missing]}).encode())
+    assert status == 404
+    status, headers, raw = http("POST", f"{peer.url}/api/car",
+                                json.dumps({"cids": [missing, cids[0]]}).encode())
+    assert status == 200 and headers["Content-Type"].startswith("application/vnd.ipld.car")
+    assert local.import_car([raw]) == [cids[0]]  # only the held root
