@@ -14,7 +14,7 @@ from pathlib import Path
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
 from peer.store import car, dagpb
 from peer.store.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
-from peer.store.cids import DAG_PB, Cid, cid_from_bytes, parse_cid, verify
+from peer.store.cids import DAG_PB, RAW, Cid, cid_from_bytes, parse_cid, verify
 from peer.store.unixfs import Importer, Info, Kind, Node, Reader, check_name
 
 
@@ -174,6 +174,10 @@ class EmbeddedStore:
         self._materialize(c, dest)
 
     def _materialize(self, c: Cid, dest: Path) -> None:
+        if c.codec == RAW:  # a one-block file: its block is its content (read once)
+            with open(dest, "wb") as f:
+                f.write(self.blocks.get(c))
+            return
         info = self._reader.info(c)
         if info.kind == "file":
             with open(dest, "wb") as f:
