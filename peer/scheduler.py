@@ -330,6 +330,8 @@ class Scheduler:
                                                "chunk": i, "attempt": c.attempt,
                                                "error": error, "kind": "error"})
             break
+        else:  # every chunk is done: the error came from assembling the output
+            log.warning("%s/%s: assembling the output failed: %s", job, task, error)
 
     # -- evaluation of one task ----------------------------------------------------------
     def _evaluate(self, job: str, task: str) -> None:
@@ -354,8 +356,12 @@ class Scheduler:
         key = self._cache_key(job, task, tdef, spec, split.payload["input"])
         chunks = split.payload["chunks"]
         if all(st.chunk(job, task, i).done is not None for i in range(len(chunks))):
-            if self._have((job, task), self._chunk_outputs(job, task, len(chunks)),
-                          self._last_finisher(job, task, len(chunks))):
+            # Assembling reads the chunks' outputs and, per item, the input's listing: the
+            # peer that split the task holds the input, so it goes first.
+            need = self._chunk_outputs(job, task, len(chunks))
+            if tdef.per_item:
+                need.append(split.payload["input"])
+            if self._have((job, task), need, split.origin):
                 self._assemble(job, task, tdef, spec, split, key)
             return
         for i in range(len(chunks)):
@@ -395,6 +401,8 @@ class Scheduler:
         if (preferred == self.peer_id or not alive
                 or self.clock() - since > self.cfg.lease_s) and key not in self._fetching:
             self._fetching.add(key)
+            log.debug("%s/%s: fetching %d DAGs (preferred peer %s)", key[0], key[1], len(cids),
+                      preferred)
             self._background(self._fetch(key, cids))
         return False
 
@@ -404,8 +412,11 @@ class Scheduler:
         task.add_done_callback(self._bg.discard)
 
     async def _fetch(self, key: TaskKey, cids: list[str]) -> None:
+        t0 = self.clock()
         try:
             await self.data.ensure(cids)
+            log.debug("%s/%s: %d DAGs complete after %.3f s", key[0], key[1], len(cids),
+                      self.clock() - t0)
         except BanzaiError as e:
             log.warning("%s/%s: %s (will retry)", key[0], key[1], e)
         finally:
@@ -414,10 +425,16 @@ class Scheduler:
             self._wake.set()
 
     def _producer(self, job: str, spec: TaskSpec) -> str | None:
-        """The peer that produced a task's first input, which holds it."""
+        """The peer to act first on a task's input: one that holds the first input (the
+        producer of a task's output; for a {"cid"} source, a live provider of the CID)."""
         if not spec.depends:
             return None
-        return self.state.task_done[(job, spec.depends[0])].origin
+        done = self.state.task_done[(job, spec.depends[0])]
+        live = {*self.peers(), self.peer_id}
+        holders = [p for p in self.state.providers.get(done.payload["output"], ()) if p in live]
+        if done.origin in holders or not holders:
+            return done.origin
+        return rendezvous(f"{job}/{spec.name}", holders)[0]
 
     def _chunk_outputs(self, job: str, task: str, n: int) -> list[str]:
         out: list[str] = []
@@ -428,10 +445,6 @@ class Scheduler:
                 out.append(done.payload["output"])
             out += [v["c"] for v in done.payload.get("cache", {}).values() if v]
         return out
-
-    def _last_finisher(self, job: str, task: str, n: int) -> str | None:
-        dones = [d for i in range(n) if (d := self.state.chunk(job, task, i).done) is not None]
-        return max(dones, key=lambda e: e.order).origin if dones else None
 
     def _input(self, job: str, spec: TaskSpec) -> str | None:
         """The input CID: none, the one dependency's output, or a merge of several."""

@@ -132,7 +132,8 @@ def _get(url: str) -> Any:
         return json.load(r)
 
 
-def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90) -> Mesh:
+def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
+               log_level: str = "WARNING") -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -143,7 +144,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90) -> Mes
         log = base / f"peer{i}.log"
         args = [str(BIN / "banzai-peer"), "--data-dir", str(d), "--http", "127.0.0.1:0",
                 "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
-                "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", "WARNING"]
+                "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level]
         with log.open("wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                     env=env, stdin=subprocess.DEVNULL)

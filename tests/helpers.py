@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,13 +26,23 @@ from scripts.scriptlib import load_script, lone_peer
 from tests.conftest import ROOT, PeerProc, start_peer
 
 __all__ = ["FINAL", "FakeCtx", "JsonApi", "get_json", "init_kubo_repo", "kubo_binary",
-           "launch", "load_script", "lone_peer", "post_json", "serve_corpus", "stop",
+           "launch", "load_script", "lone_peer", "multipart", "post_json", "serve_corpus", "stop",
            "wait_job", "wait_mesh"]
 
 FINAL = ("done", "failed", "cancelled")
 
 
 # -- JSON over HTTP ----------------------------------------------------------------------
+def multipart(files: dict[str, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body with file names verbatim (as curl -F sends them)."""
+    boundary = "----banzai" + uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+             f'filename="{rel}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+             .encode() + content + b"\r\n" for rel, content in files.items()]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 def get_json(url: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())

@@ -20,8 +20,8 @@ from tests.conftest import PeerProc
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
 from tests.helpers import get_json as get
+from tests.helpers import multipart, wait_job, wait_mesh
 from tests.helpers import post_json as post
-from tests.helpers import wait_job, wait_mesh
 
 PIPE = [{"call": "T_WRITE", "args": [48]}, {"call": "T_SLOW_ITEMS", "args": [0.15]},
         {"call": "T_CONCAT"}]
@@ -49,6 +49,30 @@ def test_three_peers_discover_spread_work_and_agree_on_cids(peer_factory: Any) -
     for p in peers:  # every peer can serve the final result through its gateway
         with urllib.request.urlopen(f"{p.url}/ipfs/{v['outputs']['t_concat']}") as resp:
             assert resp.read().count(b"\n") == 48
+
+
+def test_per_item_task_is_assembled_without_waiting_for_a_lease(peer_factory: Any) -> None:
+    """Assembling a per-item task's output reads its input's listing, which only the
+    holders of the input have: here one peer, which got the upload. The peer that split
+    the task (a holder) assembles it at once; the last chunk finisher used to, and when it
+    lacked the listing the task waited a whole lease for another peer to take over. Leases
+    are 120 s here, beyond wait_job's 60 s; repeated so that other peers finish last."""
+    peers = [peer_factory(f"a{i}", "--slots", "1", "--lease-s", "120") for i in range(3)]
+    wait_mesh(peers, 3)
+    ran: set[str] = set()
+    for rep in range(4):
+        body, headers = multipart({f"in/f{i:02d}.txt": f"{rep} {i}\n".encode()
+                                   for i in range(12)})
+        req = urllib.request.Request(peers[0].url + "/api/add", data=body, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            cid = json.loads(r.read())["cid"]
+        job = post(peers[rep % 3].url + "/api/jobs",
+                   [{"cid": cid}, {"call": "T_SLOW_ITEMS", "args": [0.2]}])["job"]
+        v = wait_job(peers[1], job, timeout_s=60)
+        assert v["state"] == "done", v
+        assert len(v["tasks"][1]["chunks"]) == 3
+        ran |= {c["peer"] for c in v["tasks"][1]["chunks"]}
+    assert len(ran) == 3, f"the chunks never spread over the three peers: {ran}"
 
 
 def test_cancel_stops_workers_on_every_peer_within_a_second(peer_factory: Any) -> None:

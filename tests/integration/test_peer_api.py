@@ -16,7 +16,7 @@ import pytest
 from peer.openapi import OPENAPI
 from peer.store import EmbeddedStore
 from tests.conftest import PeerProc
-from tests.helpers import FINAL, JsonApi, launch, stop
+from tests.helpers import FINAL, JsonApi, launch, multipart, stop
 
 pytestmark = pytest.mark.integration
 PIPE = [{"call": "T_WRITE", "args": [4]}, {"call": "T_UPPER", "args": []},
@@ -81,16 +81,6 @@ def test_submit_runs_a_job_with_a_full_view(peer: PeerProc) -> None:
     assert {t["name"] for t in listed[job]["tasks"]} == {"t_write", "t_upper", "t_concat"}
     order = [j["submitted_ms"] for j in jobs["jobs"]]
     assert order == sorted(order, reverse=True)
-
-
-def multipart(files: dict[str, bytes]) -> tuple[bytes, dict[str, str]]:
-    """A multipart body with file names verbatim (as curl -F sends them)."""
-    boundary = "----banzai" + uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-             f'filename="{rel}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-             .encode() + content + b"\r\n" for rel, content in files.items()]
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def test_yaml_dag_with_params_and_cid_source(peer: PeerProc) -> None:
