@@ -3,7 +3,9 @@
 On a TASK_DONE that is not cached, each peer ranks the live peers other than the producer
 (itself included) by rendezvous hash of the output CID; if it is among the first r-1 it
 fetches the DAG (from providers, Kubo first with `--store kubo`), pins it and announces it
-with PROVIDE, so losing the producer loses no result. Peers with the same membership view
+with PROVIDE, so losing the producer loses no result. Outputs arriving within
+`batch_window_s` of each other are fetched together (one CAR per provider), pinned in one
+thread hop and announced in one PROVIDE. Peers with the same membership view
 choose the same replicas; a differing view (a peer joining or suspected) can add a replica,
 never remove one. An output already announced by r peers is not replicated again.
 Loop-owned; one listener (`on_event`) on the node.
@@ -29,6 +31,7 @@ class Pinner(Protocol):
 
 class Data(Protocol):
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None: ...
+    def is_complete(self, cid: str) -> bool: ...
 
 
 Emit = Callable[[EventType, dict[str, Any]], Event]
@@ -46,7 +49,7 @@ class Replicator:
     def __init__(self, self_id: str, replicas: int, peers: Callable[[], Mapping[str, Any]],
                  providers: Callable[[str], Iterable[str]], data: Data, store: Pinner,
                  emit: Emit, *, attempts: int = 3, backoff_s: float = 2.0,
-                 concurrency: int = 2) -> None:
+                 batch_window_s: float = 0.05) -> None:
         self.self_id = self_id
         self.replicas = replicas
         self.peers = peers  # live peers other than this one
@@ -56,46 +59,78 @@ class Replicator:
         self.emit = emit
         self.attempts = attempts
         self.backoff_s = backoff_s
+        self.batch_window_s = batch_window_s
         self.replicated: set[str] = set()
-        self._sem = asyncio.Semaphore(concurrency)
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._queue: dict[str, tuple[str, int]] = {}  # cid -> (producer, attempt) to fetch
+        self._drainer: asyncio.Task[None] | None = None
+        self._retries: dict[str, asyncio.TimerHandle] = {}  # cid -> its next attempt
 
     def on_event(self, ev: Event) -> None:
-        """Listener: start replicating a fresh output if this peer is one of its replicas."""
+        """Listener: queue a fresh output if this peer is one of its replicas."""
         if ev.type != EventType.TASK_DONE or ev.payload.get("cached") or self.replicas < 2:
             return
         cid = str(ev.payload["output"])
-        if ev.origin == self.self_id or cid in self.replicated or cid in self._pending:
+        if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
             return
         alive = [*self.peers(), self.self_id]
-        if self.self_id not in replica_peers(cid, ev.origin, alive, self.replicas):
-            return
-        t = asyncio.create_task(self._replicate(cid, ev.origin), name=f"replicate {cid}")
-        self._pending[cid] = t
-        t.add_done_callback(lambda _: self._pending.pop(cid, None))
+        if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
+            self._enqueue(cid, ev.origin, 1)
 
-    async def _replicate(self, cid: str, producer: str) -> None:
-        await asyncio.sleep(0)  # events merged in the same batch (PROVIDEs) are folded first
-        have = set(self.providers(cid))
-        if self.self_id in have or len(have) >= self.replicas:
+    def _enqueue(self, cid: str, producer: str, attempt: int) -> None:
+        self._queue[cid] = (producer, attempt)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="replicate")
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(self.batch_window_s)  # gather a burst; its PROVIDEs fold first
+        while self._queue:
+            batch, self._queue = self._queue, {}
+            await self._replicate(batch)
+
+    async def _replicate(self, batch: dict[str, tuple[str, int]]) -> None:
+        todo = [c for c in batch if self._wanted(c)]
+        if not todo:
             return
-        async with self._sem:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    await self.data.ensure([cid])
-                    await asyncio.to_thread(self.store.pin, cid)
-                except BanzaiError as e:
-                    log.warning("replica of %s from %s, attempt %d: %s", cid, producer[:8],
-                                attempt, e)
-                    await asyncio.sleep(self.backoff_s * attempt)
-                    continue
-                self.replicated.add(cid)
-                self.emit(EventType.PROVIDE, {"cids": [cid]})
-                log.info("replicated %s (produced by %s)", cid, producer[:8])
-                return
+        error: BanzaiError | None = None
+        try:
+            await self.data.ensure(todo)
+        except BanzaiError as e:
+            error = e
+        have = await asyncio.to_thread(self._pin_complete, todo)
+        if have:
+            self.replicated.update(have)
+            self.emit(EventType.PROVIDE, {"cids": have})
+            log.info("replicated %d output(s), e.g. %s (produced by %s)", len(have), have[0],
+                     batch[have[0]][0][:8])
+        loop = asyncio.get_running_loop()
+        for c in todo:
+            producer, attempt = batch[c]
+            if c in have:
+                continue
+            log.warning("replica of %s from %s, attempt %d: %s", c, producer[:8], attempt, error)
+            if attempt < self.attempts:  # retried later, without holding up other outputs
+                self._retries[c] = loop.call_later(self.backoff_s * attempt, self._retry, c,
+                                                   producer, attempt + 1)
+
+    def _retry(self, cid: str, producer: str, attempt: int) -> None:
+        self._retries.pop(cid, None)
+        if self._wanted(cid):
+            self._enqueue(cid, producer, attempt)
+
+    def _wanted(self, cid: str) -> bool:
+        have = set(self.providers(cid))
+        return self.self_id not in have and len(have) < self.replicas
+
+    def _pin_complete(self, cids: list[str]) -> list[str]:
+        """Pin those of `cids` whose DAG is complete here; returns them (thread)."""
+        done = [c for c in cids if self.data.is_complete(c)]
+        for c in done:
+            self.store.pin(c)
+        return done
 
     async def close(self) -> None:
-        tasks = list(self._pending.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for h in self._retries.values():
+            h.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)

@@ -640,7 +640,9 @@ class Scheduler:
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None}
         key = f"{job}/{task}/{i}/{attempt}"
-        run = _Run(key=key, split=split.id)
+        now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
+        # CACHE_PUT event at all: its CHUNK_DONE says it all
+        run = _Run(key=key, split=split.id, last_progress_s=now, last_flush_s=now)
         self.logs[(job, task)] = run.log
         self.metrics[(job, task)] = run.metrics
         run.task = asyncio.create_task(self._run(ck, run, tdef, spec, payload), name=key)
@@ -718,7 +720,7 @@ class Scheduler:
                 run.partial = {}
         elif kind == "progress":
             now = self.clock()
-            if now - run.last_progress_s >= self.cfg.progress_interval_s or args[0] >= 1.0:
+            if now - run.last_progress_s >= self.cfg.progress_interval_s:  # CHUNK_DONE: 100 %
                 run.last_progress_s = now
                 job, task, i, attempt = ck
                 self.emit(EventType.PROGRESS, {"job": job, "task": task, "chunk": i,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from peer.errors import NotFound
 from peer.replicate import Replicator, replica_peers
 from peer.state import Event, EventType
 from peer.store import EmbeddedStore
@@ -36,13 +37,20 @@ def test_replica_choice_is_deterministic_and_excludes_the_producer() -> None:
 
 
 class _Fakes:
-    def __init__(self) -> None:
+    def __init__(self, flaky: Sequence[str] = ()) -> None:
         self.fetched: list[str] = []
         self.pinned: list[str] = []
         self.emitted: list[tuple[EventType, dict[str, Any]]] = []
+        self.flaky = set(flaky)  # fail once each
 
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        self.fetched += cids
+        self.fetched += [c for c in cids if c not in self.flaky]
+        if failed := self.flaky & set(cids):
+            self.flaky -= failed
+            raise NotFound(f"no live peer could provide {sorted(failed)}")
+
+    def is_complete(self, cid: str) -> bool:
+        return cid in self.fetched
 
     def pin(self, cid: str) -> None:
         self.pinned.append(cid)
@@ -52,23 +60,44 @@ class _Fakes:
         return Event("me", len(self.emitted), 0, typ, payload)
 
 
-def test_replicator_pins_and_provides_only_what_it_is_chosen_for() -> None:
-    async def go() -> _Fakes:
+def _done(i: int, cid: str, cached: bool = False) -> Event:
+    return Event("p1", i, 0, EventType.TASK_DONE,
+                 {"job": "j", "task": f"t{i}", "output": cid, "cached": cached})
+
+
+def test_replicator_pins_and_provides_only_what_it_is_chosen_for_in_one_batch() -> None:
+    async def go() -> None:
         f = _Fakes()
-        r = Replicator("me", 2, lambda: {"p1": {}, "p2": {}}, lambda c: {"p1"}, f, f, f.emit)
+        r = Replicator("me", 2, lambda: {"p1": {}, "p2": {}}, lambda c: {"p1"}, f, f, f.emit,
+                       batch_window_s=0.01)
         cids = [f"bafy{i}" for i in range(12)]
         for i, c in enumerate(cids):
-            r.on_event(Event("p1", i + 1, 0, EventType.TASK_DONE,
-                             {"job": "j", "task": "t", "output": c, "cached": False}))
-        r.on_event(Event("p1", 99, 0, EventType.TASK_DONE,
-                         {"job": "j", "task": "u", "output": "bafyx", "cached": True}))
-        await asyncio.sleep(0.05)
+            r.on_event(_done(i + 1, c))
+        r.on_event(_done(99, "bafyx", cached=True))
+        await asyncio.sleep(0.1)
         mine = [c for c in cids if replica_peers(c, "p1", ["me", "p1", "p2"], 2) == ["me"]]
         assert mine and len(mine) < len(cids)
         assert f.fetched == f.pinned == mine
-        assert f.emitted == [(EventType.PROVIDE, {"cids": [c]}) for c in mine]
+        assert f.emitted == [(EventType.PROVIDE, {"cids": mine})]  # one event for the burst
         await r.close()
-        return f
+
+    asyncio.run(go())
+
+
+def test_a_failed_replica_is_retried_without_holding_up_the_others() -> None:
+    async def go() -> None:
+        cids = [f"bafy{i}" for i in range(3)]
+        f = _Fakes(flaky=[cids[1]])
+        r = Replicator("me", 2, lambda: {"p1": {}}, lambda c: {"p1"}, f, f, f.emit,
+                       batch_window_s=0.01, backoff_s=0.05)
+        for i, c in enumerate(cids):
+            r.on_event(_done(i + 1, c))
+        await asyncio.sleep(0.03)
+        assert f.emitted == [(EventType.PROVIDE, {"cids": [cids[0], cids[2]]})]
+        await asyncio.sleep(0.15)
+        assert f.emitted[1:] == [(EventType.PROVIDE, {"cids": [cids[1]]})]
+        assert sorted(f.pinned) == cids
+        await r.close()
 
     asyncio.run(go())
 
