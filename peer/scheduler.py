@@ -357,11 +357,15 @@ class Scheduler:
         chunks = split.payload["chunks"]
         if all(st.chunk(job, task, i).done is not None for i in range(len(chunks))):
             # Assembling reads the chunks' outputs and, per item, the input's listing: the
-            # peer that split the task holds the input, so it goes first.
+            # peer that split the task holds the input, so it goes first; a whole task's one
+            # chunk is assembled by the peer that ran it.
             need = self._chunk_outputs(job, task, len(chunks))
+            first = split.origin
             if tdef.per_item:
                 need.append(split.payload["input"])
-            if self._have((job, task), need, split.origin):
+            elif (done := st.chunk(job, task, 0).done) is not None:
+                first = done.origin
+            if self._have((job, task), need, first):
                 self._assemble(job, task, tdef, spec, split, key)
             return
         for i in range(len(chunks)):
@@ -573,14 +577,17 @@ class Scheduler:
 
     def _candidates(self, unit: str, call: str, split: Event) -> list[str]:
         """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
-        free slot (this one included), those holding the input first, each group ordered
-        by rendezvous hash so that every peer computes the same order."""
+        free slot (this one included); those holding the input first, then the peer that
+        split the task (it saw the task first: no gossip hop), then the others, each group
+        ordered by rendezvous hash so that every peer computes the same order."""
         peers = [p for p, info in self.peers().items()
                  if call in info.get("calls", ()) and int(info.get("free_slots", 0)) > 0]
         peers.append(self.peer_id)
         holders = self.state.providers.get(split.payload["input"] or "", set())
         near = rendezvous(unit, [p for p in peers if p in holders])
-        return near + rendezvous(unit, [p for p in peers if p not in holders])
+        if split.origin in peers and split.origin not in holders:
+            near.append(split.origin)
+        return near + rendezvous(unit, [p for p in peers if p not in near])
 
     def _check_claim(self, ck: tuple[str, str, int, int], w: Event) -> None:
         """Watch a claim held by another peer; fail it when its lease lapses."""
