@@ -94,16 +94,12 @@ class Node:
         ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1, self.hlc.now(),
                    typ, payload)
         self.state.apply(ev)
-        if not self._unflushed:
+        self._unflushed.append(ev)
+        if len(self._unflushed) == 1:  # the first of this turn: flush at its end
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop: nothing batches, write through
-                self._unflushed.append(ev)
                 self.flush()
-            else:
-                self._unflushed.append(ev)
-        else:
-            self._unflushed.append(ev)
         for fn in list(self.listeners):
             fn(ev)
         return ev
