@@ -107,7 +107,8 @@ class Replicator:
             producer, attempt = batch[c]
             if c in have:
                 continue
-            log.warning("replica of %s from %s, attempt %d: %s", c, producer[:8], attempt, error)
+            log.warning("replica of %s from %s, attempt %d: %s", c, producer[:8], attempt,
+                        error or "still incomplete after fetching")
             if attempt < self.attempts:  # retried later, without holding up other outputs
                 self._retries[c] = loop.call_later(self.backoff_s * attempt, self._retry, c,
                                                    producer, attempt + 1)
