@@ -101,6 +101,12 @@ def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def _item_name(spec: TaskSpec) -> str:
+    """The name a per-item task gives an input that is one file, not a directory: that of
+    the task it came from (as a merge of several inputs names them)."""
+    return spec.depends[0] if spec.depends else "input"
+
+
 def rendezvous(unit: str, peers: Iterable[str]) -> list[str]:
     """Peers ordered by rendezvous hash of `unit`: every peer computes the same order."""
     return sorted(peers, key=lambda p: hashlib.sha256(f"{unit}|{p}".encode()).digest())
@@ -485,7 +491,7 @@ class Scheduler:
         else:
             if input_cid is None:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
-            misses = [[path, cid] for path, cid in self._files(input_cid, "")
+            misses = [[path, cid] for path, cid in self._files(input_cid, _item_name(spec))
                       if tdef.matches(path)
                       and self._item_key(tdef, spec.params, cid) not in self.state.cache]
             # Slots of every live peer that runs the call, busy or not: heartbeats are up to
@@ -507,7 +513,7 @@ class Scheduler:
             return
         entries: dict[str, str] = {}
         matched = kept = 0
-        for path, cid in self._files(split.payload["input"], ""):
+        for path, cid in self._files(split.payload["input"], _item_name(spec)):
             if not tdef.matches(path):
                 if tdef.passthrough:
                     entries[path] = cid

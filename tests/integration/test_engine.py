@@ -144,6 +144,19 @@ async def test_checksum_maps_over_nested_items_with_repeated_names(node_factory:
                    for rel, data in files.items()}
 
 
+async def test_per_item_task_over_one_file_names_it_after_its_task(node_factory: Any,
+                                                                   ) -> None:
+    """A per-item task fed a single file (not a directory) maps over that one file, named
+    after the task that made it, as the inputs of several dependencies are named."""
+    node = await node_factory()
+    v = await wait(node, submit(node, [{"call": "ECHO", "args": ["hello"]},
+                                       {"call": "CHECKSUM"}]))
+    assert v["state"] == "done", v
+    out = {e.path: b"".join(node.store.cat(e.cid)).decode()
+           for e in node.store.walk(v["outputs"]["checksum"])}
+    assert out == {"echo.sha256": f"{hashlib.sha256(b'hello').hexdigest()}  echo\n"}
+
+
 def test_checksum_rejects_an_unknown_algorithm() -> None:
     from tasks import registry
 
