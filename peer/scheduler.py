@@ -93,11 +93,17 @@ def cache_key(tdef: TaskDef, params: Mapping[str, Any], input_cid: str | None) -
 
 
 def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list[list[Any]]:
-    """Split items into about len/free_slots pieces of size within [lo, hi], order kept."""
+    """Split items, order kept, into chunks of equal size within [lo, hi] (the last may be
+    shorter): one per slot, or when that makes them larger than `hi`, about a whole number
+    of rounds of one chunk per slot (200 items, 2 slots, hi 64: 4 × 50, not 64+64+64+8)."""
     if not items:
         return []
-    size = -(-len(items) // max(free_slots, 1))
-    size = max(lo, min(hi, size))
+    slots = max(free_slots, 1)
+    size = max(lo, min(hi, -(-len(items) // slots)))
+    chunks = -(-len(items) // size)
+    if chunks > slots:
+        rounds = -(-chunks // slots)
+        size = max(lo, -(-len(items) // (rounds * slots)))
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 

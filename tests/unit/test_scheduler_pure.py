@@ -69,7 +69,10 @@ def test_chunk_items_examples() -> None:
     assert chunk_items(list(range(3)), 2, 4, 64) == [[0, 1, 2]]  # fewer than lo: one chunk
     assert chunk_items(list(range(12)), 2, 4, 64) == [list(range(6)), list(range(6, 12))]
     assert chunk_items(list(range(10)), 0, 1, 64) == [list(range(10))]  # 0 slots acts as 1
-    assert [len(c) for c in chunk_items(list(range(200)), 2, 4, 64)] == [64, 64, 64, 8]
+    # more than a round: whole rounds of equal chunks, not 64 + 64 + 64 + 8
+    assert [len(c) for c in chunk_items(list(range(200)), 2, 4, 64)] == [50, 50, 50, 50]
+    assert [len(c) for c in chunk_items(list(range(153)), 2, 4, 64)] == [39, 39, 39, 36]
+    assert len(chunk_items(list(range(1000)), 3, 4, 64)) == 18  # 6 rounds of 3
 
 
 @given(st.lists(st.integers(), max_size=300), st.integers(0, 16), st.integers(1, 20),
