@@ -775,7 +775,8 @@ def pipe_markdown(r: dict[str, Any], command: str) -> str:
         "medians).",
         f"Machine: {machine_line()}. Code: {r.get('code', '?')}.",
         f"Load average (1 min) before/after each run: {min(loads):.1f} to {max(loads):.1f} on "
-        "the 2 cores (other engineers' tests running): wall times are inflated and noisy.",
+        "the 2 cores (a load above 2 means other work shared the cores: wall times are "
+        "then inflated and noisy).",
         "",
         "Workflow: examples/speakers-dag.json (4 × FETCH_FESTVOX → merge → FILTER_LONGER 3 → "
         "EXTRACT_MFCC [512, 40, 20, 8000, 16000] → LEARN n_components 8), submitted to p0; "
