@@ -177,20 +177,20 @@ def test_seed_pipeline_submitted_through_the_form_reaches_100(seed_job: dict[str
     assert wf[2]["params"]["fft_size"] == 32 and wf[1]["params"]["seconds"] == 5.0
 
     page = seed_job["tab"].page
+    expect = sync_api.expect  # assertions that wait: the page renders after SSE events
     cards = page.locator(".task-card")
-    assert cards.count() == 4
+    expect(cards).to_have_count(4)
     for i in range(4):
-        assert "state-done" in (cards.nth(i).get_attribute("class") or "")
+        expect(cards.nth(i)).to_have_class(re.compile(r"\bstate-done\b"))
         bar = cards.nth(i).locator('.progress-row [role="progressbar"]')
-        assert bar.get_attribute("aria-valuenow") == "100"
-    assert page.locator(".dag-node.state-done").count() == 4
+        expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator(".dag-node.state-done")).to_have_count(4)
     # which peer ran which chunk
     peer_id = seed_job["view"]["submitted_by"]
-    assert page.locator(f'.chunk-table a[title="{peer_id}"]').count() >= 1
+    expect(page.locator(f'.chunk-table a[title="{peer_id}"]').first).to_be_visible()
     # the log of a task
     learn = page.locator('.task-card[data-task="learn"]')
     learn.locator(".log-disclosure > summary").click()
-    expect = sync_api.expect
     expect(learn.locator("pre.log")).to_contain_text("LEARN:")
     # live metrics of LEARN from GET .../metrics
     stats = _canvas(page, '.task-card[data-task="learn"] .metrics-disclosure canvas')
@@ -201,7 +201,7 @@ def test_seed_pipeline_submitted_through_the_form_reaches_100(seed_job: dict[str
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
     page.evaluate("window.scrollTo(0, 0)")
-    assert page.locator("svg.dag").count() == 1
+    expect(page.locator("svg.dag")).to_have_count(1)
     shot(page, "job-phone", docs=True)
     page.set_viewport_size(DESKTOP)
     # "Edit & resubmit" loads the job's workflow back into the form, as the seed's list form
@@ -309,7 +309,8 @@ def test_bad_pipeline_shows_the_error_at_the_field(tab: Tab) -> None:
     expect(err).to_contain_text(">= 0")
     expect(page.locator("#t1-arg-seconds")).to_have_attribute("aria-invalid", "true")
     expect(page.locator(".submit-error")).to_have_attribute("data-field", "tasks[1].args[0]")
-    assert page.evaluate("document.activeElement.id") == "t1-arg-seconds"  # focus moved there
+    # focus moves there (in an effect after the render: wait for it, do not sample it)
+    expect(page.locator("#t1-arg-seconds")).to_be_focused()
     shot(page, "field-error-1280")
     # a wrong type on another step, and a missing required value
     page.locator("#t1-arg-seconds").fill("5")
@@ -342,7 +343,7 @@ def test_cancel_a_running_job_from_the_ui(tab: Tab) -> None:
     page.locator("button", has_text="Cancel job").focus()
     page.keyboard.press("Enter")
     expect(page.locator(".confirm")).to_be_visible()
-    assert page.evaluate("document.activeElement.textContent").strip() == "Yes, cancel job"
+    expect(page.locator("button", has_text="Yes, cancel job")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator(".job-page")).to_have_attribute("data-state", "cancelled")
     # the job's banner; the task panel may add its own "Stopped: cancelled" alert
