@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_mesh import machine_line, write_section  # noqa: E402
+from bench_mesh import machine_line  # noqa: E402
+from bench_pipeline import write_section  # noqa: E402
 
 from peer.gossip import GossipConfig  # noqa: E402
 from peer.gossip_sim import simulate  # noqa: E402

@@ -90,19 +90,6 @@ def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def write_section(path: Path, section: str, text: str) -> None:
-    """Replace `section` (a "## " heading line) in `path`, or append it; others are kept."""
-    old = path.read_text() if path.exists() else ""
-    start = old.find(section + "\n")
-    if start < 0:
-        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
-    else:
-        nxt = re.search(r"^## ", old[start + len(section):], re.M)
-        end = start + len(section) + nxt.start() if nxt else len(old)
-        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + old[end:] if nxt else "")
-    path.write_text(new)
-
-
 def med(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
@@ -847,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=str) + "\n")
     if a.write:
-        write_section(a.write, section, text)
+        bp.write_section(a.write, section, text)
     return 0
 
 

@@ -341,16 +341,17 @@ def markdown(r: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section in `path` (or append it); others are kept."""
+def write_section(path: Path, section: str, text: str) -> None:
+    """Replace `section` (a "## " heading line) in `path`, or append it; others are kept.
+    The other benchmark scripts use this one too."""
     old = path.read_text() if path.exists() else ""
-    start = old.find(SECTION + "\n")
+    start = old.find(section + "\n")
     if start < 0:
         new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
     else:
-        nxt = re.search(r"^## ", old[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(old)
-        new = old[:start] + text + ("\n" + old[end:] if nxt else "")
+        nxt = re.search(r"^## ", old[start + len(section):], re.M)
+        end = start + len(section) + nxt.start() if nxt else len(old)
+        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + old[end:] if nxt else "")
     path.write_text(new)
 
 
@@ -405,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=str) + "\n")
     if a.write:
-        write_section(a.write, text)
+        write_section(a.write, SECTION, text)
     return 0
 
 
