@@ -151,7 +151,7 @@ async def cmd_add(c: Client, a: argparse.Namespace) -> int:
 
 async def cmd_get(c: Client, a: argparse.Namespace) -> int:
     """Fetch a CID as a CAR (trustless: every block verified) and write it out."""
-    from peer.store import EmbeddedStore
+    from peer.ipfs import EmbeddedStore
 
     dest = Path(a.output or a.cid)
     try:

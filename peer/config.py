@@ -75,7 +75,7 @@ class PeerConfig:
         if self.store == "kubo" and not self.ipfs_api:
             raise ConfigError("store kubo needs --ipfs-api URL", field="ipfs_api")
         if self.store == "kubo" and self.ipfs_api:
-            from peer.store.kubo import parse_api_url
+            from peer.ipfs.kubo import parse_api_url
             parse_api_url(self.ipfs_api)
         if self.replicas < 1:
             raise ConfigError(f"replicas: must be at least 1, got {self.replicas}",

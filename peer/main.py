@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from peer.api import make_app
 from peer.config import PeerConfig, from_args
 from peer.errors import BanzaiError
+from peer.http.app import make_app
 from peer.node import Node
 
 log = logging.getLogger("banzai")

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from peer.config import PeerConfig, parse_hostport
-from peer.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.errors import ConfigError
-from peer.executor import Executor, ExecutorConfig
-from peer.fetch import Fetcher
-from peer.gossip import Gossip, GossipConfig, zmq_transport
-from peer.replicate import Replicator
-from peer.scheduler import Scheduler, SchedulerConfig
-from peer.state import HLC, Event, EventLog, EventType, MeshState
-from peer.store import EmbeddedStore
-from peer.store.kubo import KuboClient, KuboMirror
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.fetch import Fetcher
+from peer.ipfs.kubo import KuboClient, KuboMirror
+from peer.ipfs.replicate import Replicator
+from peer.jobs.executor import Executor, ExecutorConfig
+from peer.jobs.scheduler import Scheduler, SchedulerConfig
+from peer.log import HLC, Event, EventLog, EventType, MeshState
+from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
+from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -60,7 +60,7 @@ class Node:
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb,
-            preload=("peer.runner", *sorted({d.module for d in self.catalog.values()}))))
+            preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}))))
         self.mesh_id = mesh_hash(cfg.mesh_name)
         self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gossip at scale: in-process simulation (peer.gossip_sim.simulate) of rounds to converge
+"""Gossip at scale: in-process simulation (peer.mesh.sim.simulate) of rounds to converge
 and idle traffic for 10 .. 1000 peers, with frame loss 0 %, 10 % and 30 %.
 
     .venv/bin/python scripts/bench_gossip.py [--sizes 10,30,100,300,1000] [--loss 0,0.1,0.3]
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_mesh import machine_line  # noqa: E402
 from bench_pipeline import write_section  # noqa: E402
 
-from peer.gossip import GossipConfig  # noqa: E402
-from peer.gossip_sim import simulate  # noqa: E402
+from peer.mesh.gossip import GossipConfig  # noqa: E402
+from peer.mesh.sim import simulate  # noqa: E402
 
 SECTION = "## Gossip at scale (issue 4)"
 
@@ -95,7 +95,7 @@ def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, command: str,
         "bytes do not depend on the load).",
         f"Machine: {machine_line()}.",
         "",
-        "In-process simulation (`peer.gossip_sim.simulate`): the real `peer.gossip.Gossip` "
+        "In-process simulation (`peer.mesh.sim.simulate`): the real `peer.mesh.gossip.Gossip` "
         "class on an in-memory network with a fake clock; every frame is dropped with "
         "probability *loss* (both directions, every kind). Every peer emits one event; "
         f"fanout {a.fanout} (the `lan()` default), push hop budget {lan.push_hops}, at most "

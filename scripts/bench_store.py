@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from scriptlib import machine  # noqa: E402
 
-from peer.store import EmbeddedStore  # noqa: E402
+from peer.ipfs import EmbeddedStore  # noqa: E402
 
 MB = 1_000_000
 

@@ -10,7 +10,7 @@ file per second) for one run; run 1 is "first", the rest give the median.
                      GET A/ipfs/{cid}?format=car, streamed (1 MiB reads) into
                      EmbeddedStore.import_car(pin=True) of a fresh store in this process:
                      every block hash-verified, DAG checked complete, pinned. This is the
-                     receiving half of peer.fetch.Fetcher, minus the event loop.
+                     receiving half of peer.ipfs.fetch.Fetcher, minus the event loop.
   embedded, peer     a fresh peer B (--no-mdns, --join A's gossip address, same --mesh-name,
                      --replicas 1) that has seen A alive; time HEAD B/ipfs/{cid}: B's gateway
                      misses the CID, Fetcher.ensure GETs the CAR from A, imports and verifies
@@ -59,8 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 from scriptlib import load_script, lone_peer, machine  # noqa: E402
 
-from peer.gateway import PEER_FETCH_HEADER  # noqa: E402
-from peer.store import EmbeddedStore  # noqa: E402
+from peer.ipfs import EmbeddedStore  # noqa: E402
+from peer.ipfs.gateway import PEER_FETCH_HEADER  # noqa: E402
 from tests.integration.kubo import KuboDaemon, start_kubo  # noqa: E402
 
 MB = 1_000_000

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peer.store import EmbeddedStore
+from peer.ipfs import EmbeddedStore
 from tests.conftest import BIN, ROOT, PeerProc
 from tests.helpers import get_json, launch, stop
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from peer.store.car import read_car
+from peer.ipfs.car import read_car
 from tests.conftest import PeerProc, start_peer
 from tests.helpers import init_kubo_repo, kubo_binary
 

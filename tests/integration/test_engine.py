@@ -16,10 +16,10 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.errors import ArgError
+from peer.http.views import job_view
+from peer.jobs.spec import parse
+from peer.log import EventType
 from peer.node import Node
-from peer.spec import parse
-from peer.state import EventType
-from peer.views import job_view
 
 FINAL = ("done", "failed", "cancelled")
 EMPTY_FILE = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from peer.store import EmbeddedStore
-from peer.store.kubo import KuboClient
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.kubo import KuboClient
 from tests.conftest import BIN, ROOT, PeerProc
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post

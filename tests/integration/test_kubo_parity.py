@@ -1,4 +1,4 @@
-"""CID and CAR parity of peer.store with a real Kubo (scripts/install-kubo.sh), offline.
+"""CID and CAR parity of peer.ipfs with a real Kubo (scripts/install-kubo.sh), offline.
 
 Kubo runs only as one-shot offline commands on a throw-away repo configured for loopback, with
 no bootstrap peers and no mDNS; no daemon is started and nothing leaves the machine.
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from peer.errors import StoreError
-from peer.store import EmbeddedStore
-from peer.store.unixfs import CHUNK_BYTES, HAMT_THRESHOLD_BYTES, MAX_LINKS
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.unixfs import CHUNK_BYTES, HAMT_THRESHOLD_BYTES, MAX_LINKS
 from tests.helpers import init_kubo_repo, kubo_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

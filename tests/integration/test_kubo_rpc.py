@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from peer.store import EmbeddedStore
+from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc, start_peer
 from tests.helpers import init_kubo_repo, kubo_binary
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
-from peer.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
+from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 
 pytestmark = pytest.mark.integration
 LOOPBACK = DiscoveryConfig(interfaces=("127.0.0.1",), ttl_s=30)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import zmq
 
-from peer.gossip import Kind, encode_frame
+from peer.mesh.gossip import Kind, encode_frame
 from tests.conftest import PeerProc
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
@@ -142,7 +142,7 @@ def test_frame_with_bad_hmac_is_dropped_and_counted(peer_factory: Any,
 
 
 def _mesh_id(p: PeerProc) -> str:
-    from peer.discovery import mesh_hash
+    from peer.mesh.discovery import mesh_hash
 
     name = p.args[p.args.index("--mesh-name") + 1]
     return mesh_hash(name)

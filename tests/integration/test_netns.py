@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from peer.gossip import GossipConfig
+from peer.mesh.gossip import GossipConfig
 from tests.conftest import PeerProc, start_peer
 from tests.integration import netns
 from tests.integration.netns import NsPeer, PeerSet, TestNet, until
@@ -418,7 +418,7 @@ def test_whole_mesh_restart_resumes_without_recomputing_finished_items(
 # -- 4. secrets ------------------------------------------------------------------------------
 INTRUDER = r"""
 import json, sys, time, zmq
-from peer.gossip import Kind, encode_frame
+from peer.mesh.gossip import Kind, encode_frame
 addr, mesh_id = sys.argv[1], sys.argv[2]
 ctx = zmq.Context()
 s = ctx.socket(zmq.DEALER)
@@ -441,7 +441,7 @@ ctx.term()
 @pytest.mark.timeout(180)
 def test_bad_hmac_dropped_and_peer_with_other_secret_never_joins(
         mesh: Mesh, tmp_path: Path) -> None:
-    from peer.discovery import mesh_hash
+    from peer.mesh.discovery import mesh_hash
 
     t0 = time.monotonic()
     good, other = tmp_path / "secret", tmp_path / "other-secret"

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from peer.openapi import OPENAPI
-from peer.store import EmbeddedStore
+from peer.http.openapi import OPENAPI
+from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc
 from tests.helpers import FINAL, JsonApi, launch, multipart, stop
 
@@ -349,7 +349,7 @@ def test_car_of_many_cids_in_one_request_and_its_errors(peer: PeerProc, tmp_path
                                                         ) -> None:
     """POST /api/car serves several DAGs at once; a Fetcher uses it for a batch (one request
     for 40 DAGs), verifying every block; bad bodies get 4xx naming the field."""
-    from peer.fetch import Fetcher
+    from peer.ipfs.fetch import Fetcher
 
     blobs = [f"item {i} {uuid.uuid4()}\n".encode() * (1 + i * 1000) for i in range(40)]
     cids = []

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from peer.errors import NotFound
-from peer.replicate import Replicator, replica_peers
-from peer.state import Event, EventType
-from peer.store import EmbeddedStore
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.replicate import Replicator, replica_peers
+from peer.log import Event, EventType
 from tests.conftest import BIN, ROOT, PeerProc
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from peer.store import EmbeddedStore
+from peer.ipfs import EmbeddedStore
 from tasks.audio_wav import wav_info
 from tests.helpers import lone_peer, serve_corpus
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import IntegrityError, NotFound, StoreError, TooLarge
-from peer.store import EmbeddedStore, car, parse_cid
-from peer.store.dagpb import varint
+from peer.ipfs import EmbeddedStore, car, parse_cid
+from peer.ipfs.dagpb import varint
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"

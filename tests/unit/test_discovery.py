@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from peer.discovery import (
+from peer.log import PROTOCOL_VERSION
+from peer.mesh.discovery import (
     SERVICE_TYPE,
     Discovery,
     DiscoveryConfig,
@@ -15,7 +16,6 @@ from peer.discovery import (
     build_txt,
     mesh_hash,
 )
-from peer.state import PROTOCOL_VERSION
 
 
 class Calls:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from peer.errors import ConfigError
-from peer.executor import Executor, ExecutorConfig, RunResult
+from peer.jobs.executor import Executor, ExecutorConfig, RunResult
 
 T = "tests.unit.executor_targets:"
 MakeExecutor = Callable[..., Awaitable[Executor]]
@@ -351,7 +351,7 @@ async def test_loop_stays_responsive(make_executor: MakeExecutor) -> None:
 
 PARENT = """
 import asyncio, pathlib, sys
-from peer.executor import Executor, ExecutorConfig
+from peer.jobs.executor import Executor, ExecutorConfig
 
 async def main() -> None:
     ex = Executor(ExecutorConfig(slots=1))

@@ -13,14 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from peer.errors import ArgError
-from peer.gateway import (
+from peer.ipfs import EmbeddedStore, car, parse_cid
+from peer.ipfs.gateway import (
     CACHE_IMMUTABLE,
     add_routes,
     etag_matches,
     parse_range,
     sniff_type,
 )
-from peer.store import EmbeddedStore, car, parse_cid
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[[web.Application], Awaitable[Client]]

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.gossip import (
+from peer.log import PROTOCOL_VERSION, Event, EventType, fold
+from peer.mesh.gossip import (
     MAGIC,
     Frame,
     FrameError,
@@ -21,9 +22,8 @@ from peer.gossip import (
     decode_frame,
     encode_frame,
 )
-from peer.gossip_sim import Cluster, FakeClock, MemorySink, RecordingMembers, simulate
-from peer.state import PROTOCOL_VERSION, Event, EventType, fold
-from peer.transport import MemoryNetwork
+from peer.mesh.sim import Cluster, FakeClock, MemorySink, RecordingMembers, simulate
+from peer.mesh.transport import MemoryNetwork
 
 SECRET = b"s" * 32
 

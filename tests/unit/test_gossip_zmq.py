@@ -7,8 +7,8 @@ import random
 import time
 from collections.abc import Callable
 
-from peer.gossip import Gossip, GossipConfig, Kind, encode_frame, zmq_transport
-from peer.gossip_sim import MemorySink, RecordingMembers
+from peer.mesh.gossip import Gossip, GossipConfig, Kind, encode_frame, zmq_transport
+from peer.mesh.sim import MemorySink, RecordingMembers
 
 SECRET = b"k" * 32
 

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from peer import config
 from peer.errors import ConfigError
-from peer.state import Event, EventType
-from peer.store import EmbeddedStore
-from peer.store.kubo import KuboClient, KuboError, KuboMirror, kubo_info, parse_api_url
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.kubo import KuboClient, KuboError, KuboMirror, kubo_info, parse_api_url
+from peer.log import Event, EventType
 
 
 class FakeKubo:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from peer.config import PeerConfig
+from peer.log import Event, EventLog, EventType
 from peer.node import Node
-from peer.state import Event, EventLog, EventType
 
 
 class _Gossip:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.api import make_app
 from peer.config import PeerConfig
+from peer.http.app import make_app
+from peer.http.openapi import OPENAPI
 from peer.node import Node
-from peer.openapi import OPENAPI
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 

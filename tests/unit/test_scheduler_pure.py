@@ -9,7 +9,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.scheduler import cache_key, chunk_items, rendezvous
+from peer.jobs.scheduler import cache_key, chunk_items
+from peer.rendezvous import rendezvous
 from tasks import registry
 
 CATALOG = registry.load(("tests.fixture_tasks",))

@@ -1,4 +1,4 @@
-"""peer.spec: pipeline parsing and validation against a small fake catalog."""
+"""peer.jobs.spec: pipeline parsing and validation against a small fake catalog."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
-from peer.spec import TaskSpec, Workflow, from_obj, parse, workflow_from_json
+from peer.jobs.spec import TaskSpec, Workflow, from_obj, parse, workflow_from_json
 from tasks.registry import Arg, TaskDef
 
 CID0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.state import HLC, Event, EventLog, EventType, MeshState, fold
+from peer.log import HLC, Event, EventLog, EventType, MeshState, fold
 
 PEERS = ["a", "b", "c"]
 

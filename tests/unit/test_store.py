@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
-from peer.store import EmbeddedStore, Entry
-from peer.store.unixfs import HAMT_THRESHOLD_BYTES
+from peer.ipfs import EmbeddedStore, Entry
+from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"

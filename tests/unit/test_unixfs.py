@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.errors import BadCID, IntegrityError, StoreError
-from peer.store import dagpb, parse_cid
-from peer.store.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid, split_cid, verify
-from peer.store.unixfs import CHUNK_BYTES, MAX_LINKS, Importer, Reader
+from peer.ipfs import dagpb, parse_cid
+from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid, split_cid, verify
+from peer.ipfs.unixfs import CHUNK_BYTES, MAX_LINKS, Importer, Reader
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
@@ -155,7 +155,7 @@ def test_single_chunk_v1_is_raw_and_two_chunks_make_a_node() -> None:
 
 def test_balanced_layout_depth_two() -> None:
     # 512 one-byte chunks need two levels (174 + 174 + 164): a tiny chunk size keeps it fast.
-    import peer.store.unixfs as ufs
+    import peer.ipfs.unixfs as ufs
 
     old = ufs.CHUNK_BYTES
     ufs.CHUNK_BYTES = 1
@@ -174,7 +174,7 @@ def test_balanced_layout_depth_two() -> None:
 
 @given(st.binary(max_size=2000), st.integers(0, 2100), st.integers(0, 2100))
 def test_read_ranges_small_chunks(data: bytes, start: int, length: int) -> None:
-    import peer.store.unixfs as ufs
+    import peer.ipfs.unixfs as ufs
 
     old = ufs.CHUNK_BYTES
     ufs.CHUNK_BYTES = 7

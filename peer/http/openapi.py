@@ -27,7 +27,7 @@ def _op(summary: str, ok: str = "200", params: tuple[str, ...] = (),
     return op
 
 
-# The Kubo RPC subset (peer/kubo_rpc.py): Kubo's request and response shapes.
+# The Kubo RPC subset (peer/ipfs/rpc.py): Kubo's request and response shapes.
 _KUBO_RPC = {
     "add": "add files/directories (multipart) -> ndjson {Name, Hash, Size}",
     "cat": "file bytes (arg, offset, length)",

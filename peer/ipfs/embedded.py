@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
-from peer.store import car, dagpb
-from peer.store.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
-from peer.store.cids import DAG_PB, RAW, Cid, cid_from_bytes, parse_cid, verify
-from peer.store.unixfs import Importer, Info, Kind, Node, Reader, check_name
+from peer.ipfs import car, dagpb
+from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
+from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, parse_cid, verify
+from peer.ipfs.unixfs import Importer, Info, Kind, Node, Reader, check_name
 
 
 @dataclass(frozen=True, slots=True)

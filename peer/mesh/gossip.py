@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any, Protocol
 
-from peer.state import PROTOCOL_VERSION, Event
-from peer.transport import Transport, ZmqTransport, parse_addr
+from peer.log import PROTOCOL_VERSION, Event
+from peer.mesh.transport import Transport, ZmqTransport, parse_addr
 
 log = logging.getLogger("banzai.gossip")
 

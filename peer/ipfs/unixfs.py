@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from peer.errors import NotFound, StoreError, Unsupported
-from peer.store import dagpb
-from peer.store.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
+from peer.ipfs import dagpb
+from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
 
 CHUNK_BYTES = 262144
 MAX_LINKS = 174

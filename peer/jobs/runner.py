@@ -18,7 +18,7 @@ _stores: dict[str, Any] = {}
 
 
 def _store(root: str) -> Any:
-    from peer.store import EmbeddedStore
+    from peer.ipfs import EmbeddedStore
 
     if root not in _stores:
         _stores[root] = EmbeddedStore(Path(root))

@@ -27,10 +27,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from peer.errors import ArgError, BadCID, BanzaiError, NotFound, StoreError, Unsupported
-from peer.store import Cid, Entry, parse_cid
-from peer.store.car import block_section, encode_header, frame
-from peer.store.cids import cid_from_bytes
-from peer.store.dagpb import DataType, PBNode, UnixFSData, decode_node, decode_unixfs
+from peer.ipfs import Cid, Entry, parse_cid
+from peer.ipfs.car import block_section, encode_header, frame
+from peer.ipfs.cids import cid_from_bytes
+from peer.ipfs.dagpb import DataType, PBNode, UnixFSData, decode_node, decode_unixfs
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,14 @@ import logging
 import posixpath
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
-from peer.spec import TaskSpec, Workflow
-from peer.state import RETRYABLE, Event, EventType, MeshState, TaskKey
+from peer.jobs.spec import TaskSpec, Workflow
+from peer.log import RETRYABLE, Event, EventType, MeshState, TaskKey
+from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
 log = logging.getLogger("banzai.scheduler")
@@ -60,7 +61,7 @@ class Runner(Protocol):
 
 
 class Data(Protocol):
-    """What the scheduler needs to get data from other peers (peer.fetch.Fetcher)."""
+    """What the scheduler needs to get data from other peers (peer.ipfs.fetch.Fetcher)."""
 
     def is_complete(self, cid: str) -> bool: ...
     def mark(self, cid: str) -> None: ...
@@ -111,11 +112,6 @@ def _item_name(spec: TaskSpec) -> str:
     """The name a per-item task gives an input that is one file, not a directory: that of
     the task it came from (as a merge of several inputs names them)."""
     return spec.depends[0] if spec.depends else "input"
-
-
-def rendezvous(unit: str, peers: Iterable[str]) -> list[str]:
-    """Peers ordered by rendezvous hash of `unit`: every peer computes the same order."""
-    return sorted(peers, key=lambda p: hashlib.sha256(f"{unit}|{p}".encode()).digest())
 
 
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
@@ -275,7 +271,7 @@ class Scheduler:
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
         if wf is None:
-            from peer.spec import workflow_from_json
+            from peer.jobs.spec import workflow_from_json
 
             wf = workflow_from_json(self.state.jobs[job].payload["workflow"])
             self._workflows[job] = wf
@@ -679,7 +675,7 @@ class Scheduler:
                 self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
                 return
             self.executions += 1
-            res = await self.runner.run(run.key, "peer.runner:run", payload,
+            res = await self.runner.run(run.key, "peer.jobs.runner:run", payload,
                                         timeout_s=self.cfg.task_timeout_s,
                                         on_message=lambda k, a: self._message(ck, run, k, a))
             self.runs.pop(ck, None)  # the slot is free again while the outcome is recorded

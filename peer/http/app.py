@@ -19,14 +19,14 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer import gateway, kubo_rpc
 from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.http.openapi import OPENAPI
+from peer.http.views import job_view
+from peer.ipfs import gateway, rpc
+from peer.ipfs.cids import parse_cid
+from peer.jobs.spec import parse
+from peer.log import Event, EventType
 from peer.node import Node
-from peer.openapi import OPENAPI
-from peer.spec import parse
-from peer.state import Event, EventType
-from peer.store.cids import parse_cid
-from peer.views import job_view
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
@@ -342,7 +342,7 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/api/peers", peers)
     r.add_get("/api/openapi.json", openapi)
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure)
-    kubo_rpc.add_routes(app, node.store, **kubo_rpc.node_options(node))
+    rpc.add_routes(app, node.store, **rpc.node_options(node))
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
     return app

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from peer.state import PROTOCOL_VERSION
-from peer.transport import parse_addr
+from peer.log import PROTOCOL_VERSION
+from peer.mesh.transport import parse_addr
 
 log = logging.getLogger("banzai.discovery")
 

@@ -1,4 +1,4 @@
-"""Replicated mesh state: an event log folded into jobs, tasks, claims, results and cache.
+"""Replicated mesh state: the event log folded into jobs, tasks, claims, results and cache.
 
 Algorithm. Every change is an immutable Event(origin, seq, hlc, type, payload)
 appended to its origin's log; (origin, seq) identifies it. MeshState.apply is a
@@ -10,93 +10,15 @@ Local observations (liveness, lease renewals heard) are not events and live in
 the scheduler. Not thread-safe: owned by the event loop.
 """
 
+
 from __future__ import annotations
 
-import json
-import sqlite3
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 1
-
-
-class EventType(IntEnum):
-    """Append-only: the numeric values are part of the protocol."""
-
-    JOB_SUBMITTED = 1  # {job, workflow, at_ms}
-    JOB_CANCELLED = 2  # {job, reason}
-    TASK_SPLIT = 3  # {job, task, input, chunks: [[[relpath, cid], ...] ...]} (whole: [[]])
-    # Chunk events carry "split": [origin, seq] of the TASK_SPLIT their chunk belongs to.
-    CLAIM = 4  # {job, task, split, chunk, attempt}
-    RENEW = 5  # {job, task, split, chunk, attempt} (unused: leases ride on heartbeats)
-    PROGRESS = 6  # {job, task, split, chunk, attempt, progress}
-    CHUNK_DONE = 7  # {job, task, split, chunk, attempt, output?, cache: {key: value}, log, s}
-    CHUNK_FAILED = 8  # {job, task, split, chunk, attempt, error, kind}
-    TASK_DONE = 9  # {job, task, output, key, cached}
-    CACHE_PUT = 10  # {cache: {key: value}} (per-item results flushed while a chunk runs)
-    PROVIDE = 11  # {cids: [...]}
-    MEMBER = 12  # {name, http, gossip, calls, slots, cores, mem_mb, gpu}
-
-
-# Failure kinds that are worth another attempt (the work itself may succeed).
-RETRYABLE = frozenset({"crash", "timeout", "lease", "lost", "memory", "fetch"})
-
-
-class HLC:
-    """Hybrid logical clock packed into an int: wall milliseconds << 16 | counter."""
-
-    def __init__(self, wall_ms: Callable[[], int] | None = None) -> None:
-        self._wall = wall_ms or (lambda: int(time.time() * 1000))
-        self._last = 0
-
-    def now(self) -> int:
-        """A timestamp greater than every one issued or observed before."""
-        self._last = max(self._last + 1, self._wall() << 16)
-        return self._last
-
-    def observe(self, remote: int) -> None:
-        """Move past a remote timestamp so later local events sort after it."""
-        self._last = max(self._last, remote)
-
-
-def hlc_ms(h: int) -> int:
-    return h >> 16
-
-
-@dataclass(frozen=True)
-class Event:
-    origin: str
-    seq: int
-    hlc: int
-    type: EventType
-    payload: dict[str, Any]
-
-    @property
-    def id(self) -> tuple[str, int]:
-        return (self.origin, self.seq)
-
-    @property
-    def order(self) -> tuple[int, str, int]:
-        """The total order used by every conflict rule: earliest (hlc, origin, seq) wins."""
-        return (self.hlc, self.origin, self.seq)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"origin": self.origin, "seq": self.seq, "hlc": self.hlc,
-                "type": int(self.type), "payload": self.payload}
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> Event:
-        return Event(str(d["origin"]), int(d["seq"]), int(d["hlc"]), EventType(d["type"]),
-                     dict(d["payload"]))
-
-
-ChunkKey = tuple[str, str, str, int, int]  # job, task, split origin, split seq, chunk
-TaskKey = tuple[str, str]  # job, task
+from peer.log.events import ChunkKey, Event, EventType, TaskKey
 
 
 @dataclass
@@ -179,7 +101,7 @@ class MeshState:
         sid = self.split_id(job, task)
         if sid is None:
             return ChunkState()
-        return self.chunks[(job, task, sid[0], sid[1], chunk)]
+        return self.chunks[ChunkKey(job, task, sid[0], sid[1], chunk)]
 
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
@@ -201,7 +123,7 @@ def _split(s: MeshState, ev: Event) -> None:
 def _ck(ev: Event) -> ChunkKey:
     p = ev.payload
     split = p.get("split") or ("", 0)
-    return (p["job"], p["task"], str(split[0]), int(split[1]), int(p["chunk"]))
+    return ChunkKey(p["job"], p["task"], str(split[0]), int(split[1]), int(p["chunk"]))
 
 
 def _claim(s: MeshState, ev: Event) -> None:
@@ -284,43 +206,3 @@ def fold(events: Iterable[Event]) -> MeshState:
         s.apply(e)
     return s
 
-
-class EventLog:
-    """SQLite persistence of events; `append` commits before it returns."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
-            "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
-            "PRIMARY KEY (origin, seq))")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
-
-    def append(self, events: Sequence[Event]) -> None:
-        """Persist events durably (one transaction); duplicates are ignored."""
-        if not events:
-            return
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-            [(e.origin, e.seq, e.hlc, int(e.type), json.dumps(e.payload, separators=(",", ":")))
-             for e in events])
-        self._db.execute("COMMIT")
-
-    def load(self) -> Iterator[Event]:
-        for origin, seq, hlc, typ, payload in self._db.execute(
-                "SELECT origin, seq, hlc, type, payload FROM events ORDER BY hlc"):
-            yield Event(origin, seq, hlc, EventType(typ), json.loads(payload))
-
-    def get_meta(self, k: str) -> str | None:
-        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, k: str, v: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
-
-    def close(self) -> None:
-        self._db.close()

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
-from peer.state import Event, EventType
+from peer.log import Event, EventType
 
 log = logging.getLogger("banzai.kubo")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from peer.scheduler import chunk_exhausted, task_status
-from peer.state import ChunkState, Event, MeshState, hlc_ms
+from peer.jobs.scheduler import chunk_exhausted, task_status
+from peer.log import ChunkState, Event, MeshState, hlc_ms
 
 
 def _ms(ev: Event | None) -> int | None:

@@ -29,10 +29,10 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from peer import __version__
 from peer.errors import ArgError, BanzaiError, NotFound, TooLarge, Unsupported
-from peer.gateway import write_stream
-from peer.state import EventType
-from peer.store import Entry, car, dagpb, parse_cid
-from peer.store.cids import DAG_PB
+from peer.ipfs import Entry, car, dagpb, parse_cid
+from peer.ipfs.cids import DAG_PB
+from peer.ipfs.gateway import write_stream
+from peer.log import EventType
 
 log = logging.getLogger(__name__)
 # The Kubo release whose RPC shapes this module follows; reported as `Version` so clients that

@@ -18,7 +18,7 @@ from pathlib import Path
 import multihash
 
 from peer.errors import NotFound, StoreError
-from peer.store.cids import IDENTITY, Cid, parse_cid, verify
+from peer.ipfs.cids import IDENTITY, Cid, parse_cid, verify
 
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0

@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 import aiohttp
 
 from peer.errors import BanzaiError, NotFound, TooLarge
-from peer.gateway import PEER_FETCH_HEADER
+from peer.ipfs.gateway import PEER_FETCH_HEADER
 
 log = logging.getLogger("banzai.fetch")
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
-from peer.scheduler import rendezvous
-from peer.state import Event, EventType
+from peer.log import Event, EventType
+from peer.rendezvous import rendezvous
 
 log = logging.getLogger("banzai.replicate")
 

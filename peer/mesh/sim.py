@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.gossip import Gossip, GossipConfig
-from peer.state import Event, EventType, MeshState
-from peer.transport import MemoryNetwork
+from peer.log import Event, EventType, MeshState
+from peer.mesh.gossip import Gossip, GossipConfig
+from peer.mesh.transport import MemoryNetwork
 
 
 class FakeClock:
@@ -32,7 +32,7 @@ class FakeClock:
 
 
 class MemorySink:
-    """An EventSink over peer.state.MeshState with contiguous version-vector heads."""
+    """An EventSink over peer.log.MeshState with contiguous version-vector heads."""
 
     def __init__(self, peer_id: str = "") -> None:
         self.peer_id = peer_id

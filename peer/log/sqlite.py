@@ -1,0 +1,51 @@
+"""SQLite persistence of the event log. Not thread-safe: owned by the event loop."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from peer.log.events import Event, EventType
+
+
+class EventLog:
+    """SQLite persistence of events; `append` commits before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
+            "PRIMARY KEY (origin, seq))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Persist events durably (one transaction); duplicates are ignored."""
+        if not events:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+            [(e.origin, e.seq, e.hlc, int(e.type), json.dumps(e.payload, separators=(",", ":")))
+             for e in events])
+        self._db.execute("COMMIT")
+
+    def load(self) -> Iterator[Event]:
+        for origin, seq, hlc, typ, payload in self._db.execute(
+                "SELECT origin, seq, hlc, type, payload FROM events ORDER BY hlc"):
+            yield Event(origin, seq, hlc, EventType(typ), json.loads(payload))
+
+    def get_meta(self, k: str) -> str | None:
+        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, k: str, v: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+
+    def close(self) -> None:
+        self._db.close()
