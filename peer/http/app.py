@@ -21,16 +21,16 @@ from aiohttp import BodyPartReader, web
 
 from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
 from peer.errors_http import HttpError, Surface, http_error, unexpected
+from peer.http.host import Host
 from peer.http.openapi import OPENAPI
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.spec import parse
 from peer.log import Event, EventType
-from peer.node import Node
 
 log = logging.getLogger("banzai.api")
-NODE: web.AppKey[Node] = web.AppKey("node", Node)
+NODE: web.AppKey[Host] = web.AppKey("node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,11 +61,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _answer(unexpected(Surface.API))
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> Host:
     return request.app[NODE]
 
 
-def _job(node: Node, job_id: str) -> None:
+def _job(node: Host, job_id: str) -> None:
     if job_id not in node.state.jobs:
         raise NotFound(f"no job {job_id!r}", field="job")
 
@@ -149,7 +149,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     return out
 
 
-def _read_all(node: Node, cid: str) -> bytes:
+def _read_all(node: Host, cid: str) -> bytes:
     return b"".join(node.store.cat(cid))
 
 
@@ -323,7 +323,7 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(_webui_dir() / "index.html")
 
 
-def make_app(node: Node) -> web.Application:
+def make_app(node: Host) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=node.cfg.max_body_bytes)
     app[NODE] = node
     r = app.router
