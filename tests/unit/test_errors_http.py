@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any, cast
 
 import pytest
 
@@ -82,3 +83,31 @@ def test_unexpected_errors_never_show_a_traceback() -> None:
     assert unexpected(GATEWAY).status == 502 and unexpected(GATEWAY).kind == "StoreError"
     rpc = unexpected(RPC, "/api/v0/add")
     assert rpc.status == 500 and rpc.message.startswith("/api/v0/add: ")
+
+
+# -- the three surfaces answer from the map ----------------------------------------------
+async def test_surfaces_answer_from_the_map(aiohttp_client: Any) -> None:
+    from aiohttp import web
+
+    from peer.http.app import errors as api_errors
+    from peer.ipfs import rpc
+
+    async def fails(request: web.Request) -> web.Response:
+        raise {"conflict": Conflict("job j1 is already done", field="job"),
+               "bug": RuntimeError("secret detail")}[request.match_info["what"]]
+
+    app = web.Application(middlewares=[api_errors])
+    app.router.add_get("/api/{what}", fails)
+    rpc.add_routes(app, cast(rpc.RpcStore, object()))
+    client = await aiohttp_client(app)
+    r = await client.get("/api/conflict")
+    assert r.status == 409 and await r.json() == {
+        "error": "Conflict", "message": "job j1 is already done", "field": "job"}
+    r = await client.get("/api/bug")
+    assert r.status == 500 and await r.json() == unexpected(API).json()
+    assert "secret" not in await r.text()
+    r = await client.post("/api/v0/cat")  # no ?arg=: a bad argument
+    assert r.status == 400 and (await r.json())["Code"] == 1
+    r = await client.post("/api/v0/version", headers={"Origin": "http://elsewhere.example"})
+    assert r.status == 403 and await r.json() == {
+        "Message": "cross-origin RPC requests are not allowed", "Code": 0, "Type": "error"}
