@@ -465,32 +465,26 @@ async def main() -> None:
     await ex.start()
     res = await ex.run("pid", "tests.unit.executor_targets:describe", "X")
     pathlib.Path(sys.argv[1]).write_text(str(res.value["pid"]))
-    await ex.run("sleep", "tests.unit.executor_targets:sleep", 60)
+    await ex.run("family", "tests.unit.executor_targets:stubborn_child", sys.argv[2])
 
 if __name__ == "__main__":
     asyncio.run(main())
 """
 
 
-async def test_workers_die_with_the_parent(tmp_path: Path) -> None:
+async def test_workers_and_their_processes_die_with_the_parent(tmp_path: Path) -> None:
     (tmp_path / "parent.py").write_text(PARENT)
-    out = tmp_path / "pid"
+    out, grandchild_out = tmp_path / "pid", tmp_path / "grandchild"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(tmp_path / "parent.py"), str(out), env=env
+        sys.executable, str(tmp_path / "parent.py"), str(out), str(grandchild_out), env=env
     )
     try:
-        for _ in range(500):
-            if out.exists() and out.read_text():
-                break
-            await asyncio.sleep(0.02)
-        pid = int(out.read_text())
-        assert _running(pid)
+        pid = await _pid_in(out)
+        grandchild = await _pid_in(grandchild_out)
+        assert _running(pid) and _running(grandchild)
     finally:
         proc.kill()
         await proc.wait()
-    for _ in range(100):
-        if not _running(pid):
-            break
-        await asyncio.sleep(0.02)
-    assert not _running(pid)
+    assert await _ends(pid)
+    assert await _ends(grandchild)  # it ignores SIGTERM: the worker took its group along
