@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError
 
-__all__ = ["Executor", "ExecutorConfig", "ExitKind", "OnMessage", "RunResult", "Timer"]
+__all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer"]
 
 log = logging.getLogger(__name__)
 
