@@ -84,15 +84,17 @@ class ChunkKey(NamedTuple):
 
 
 def _show(v: Any) -> str:
+    """A short description of a bad value for an error message."""
     if v is _MISSING:
         return "nothing (the field is missing)"
-    if isinstance(v, str) and len(v) > 40:
-        return f"a string of {len(v)} characters"
-    if isinstance(v, list):
-        return f"a list of {len(v)} items"
-    if isinstance(v, dict):
-        return f"an object of {len(v)} keys"
-    return repr(v)[:60]
+    shown = repr(v)
+    if len(shown) <= 40:
+        return shown
+    if isinstance(v, str | list | dict):
+        what = "a string of {} characters" if isinstance(v, str) else (
+            "a list of {} items" if isinstance(v, list) else "an object of {} keys")
+        return what.format(len(v))
+    return shown[:40] + "..."
 
 
 def _bad(kind: str, name: str, want: str, got: Any) -> InvalidEvent:
