@@ -102,9 +102,23 @@ def _bad(kind: str, name: str, want: str, got: Any) -> InvalidEvent:
     return InvalidEvent(f"{kind} {where}: expected {want}, got {_show(got)}", field=where)
 
 
+# Local payloads may hold subclasses (a StrEnum, a tuple): they have the same wire form. The
+# hot paths test the exact types first and fall back on these.
+def _is_str(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, str) and lo <= len(v) <= hi
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, list | tuple)
+
+
 def _check_str(kind: str, name: str, v: Any, lo: int, hi: int) -> str:
-    if type(v) is str and lo <= len(v) <= hi:
-        return v
+    if _is_str(v, lo, hi):
+        return str(v)
     want = f"a string of {lo} to {hi} characters" if lo else f"a string of at most {hi} characters"
     raise _bad(kind, name, want, v)
 
@@ -122,9 +136,9 @@ def _opt_str(kind: str, p: Mapping[str, Any], name: str, hi: int) -> str | None:
 
 def _int(kind: str, p: Mapping[str, Any], name: str, hi: int = MAX_COUNT, lo: int = 0) -> int:
     v = p.get(name, _MISSING)
-    if type(v) is int and lo <= v <= hi:
-        return v
-    too_big = type(v) is int and v > hi
+    if (type(v) is int and lo <= v <= hi) or _is_int(v, lo, hi):
+        return int(v)
+    too_big = isinstance(v, int) and not isinstance(v, bool) and v > hi
     raise _bad(kind, name, f"an integer <= {hi}" if too_big else f"an integer >= {lo}", v)
 
 
@@ -133,7 +147,7 @@ def _num(kind: str, p: Mapping[str, Any], name: str, lo: float, hi: float,
     v = p.get(name, _MISSING)
     if v is _MISSING and default is not None:
         return default
-    if (type(v) is float or type(v) is int) and lo <= v <= hi:  # NaN fails the bounds
+    if isinstance(v, float | int) and not isinstance(v, bool) and lo <= v <= hi:  # NaN fails
         return float(v)
     raise _bad(kind, name, f"a number from {lo:g} to {hi:g}", v)
 
@@ -148,8 +162,8 @@ def _bool(kind: str, p: Mapping[str, Any], name: str, default: bool) -> bool:
 
 
 def _list(kind: str, name: str, v: Any, hi: int) -> list[Any]:
-    if type(v) is list and len(v) <= hi:
-        return v
+    if _is_list(v) and len(v) <= hi:
+        return list(v) if type(v) is not list else v
     raise _bad(kind, name, f"a list of at most {hi} items", v)
 
 
@@ -157,9 +171,9 @@ def _split(kind: str, p: Mapping[str, Any]) -> SplitId | None:
     v = p.get("split")
     if v is None:  # chunk events of logs older than splits: they never match a split
         return None
-    if (type(v) is list and len(v) == 2 and type(v[0]) is str and 0 < len(v[0]) <= MAX_ID_CHARS
-            and type(v[1]) is int and 1 <= v[1] <= MAX_CLOCK):
-        return (v[0], v[1])
+    if (_is_list(v) and len(v) == 2 and _is_str(v[0], 1, MAX_ID_CHARS)
+            and _is_int(v[1], 1, MAX_CLOCK)):
+        return (str(v[0]), int(v[1]))
     raise _bad(kind, "split", "[origin, seq] of a TASK_SPLIT event", v)
 
 
@@ -168,10 +182,10 @@ def _cache(kind: str, p: Mapping[str, Any], required: bool) -> Mapping[str, Any]
     v = p.get("cache", _MISSING)
     if v is _MISSING and not required:
         return {}
-    if type(v) is not dict or len(v) > MAX_ITEMS:
+    if not isinstance(v, dict) or len(v) > MAX_ITEMS:
         raise _bad(kind, "cache", f"an object of at most {MAX_ITEMS} keys", v)
     for k in v:
-        if type(k) is not str or not 0 < len(k) <= MAX_KEY_CHARS:
+        if not _is_str(k, 1, MAX_KEY_CHARS):
             _check_str(kind, "cache (a key)", k, 1, MAX_KEY_CHARS)
     return v
 
@@ -179,7 +193,7 @@ def _cache(kind: str, p: Mapping[str, Any], required: bool) -> Mapping[str, Any]
 def _cids(kind: str, p: Mapping[str, Any], name: str) -> tuple[str, ...]:
     v = _list(kind, name, p.get(name, _MISSING), MAX_ITEMS)
     for i, c in enumerate(v):
-        if type(c) is not str or not 0 < len(c) <= MAX_CID_CHARS:
+        if not _is_str(c, 1, MAX_CID_CHARS):
             _check_str(kind, f"{name}[{i}]", c, 1, MAX_CID_CHARS)
     return tuple(v)
 
@@ -194,9 +208,11 @@ def _chunks(kind: str, p: Mapping[str, Any]) -> tuple[tuple[Item, ...], ...]:
         for it in items:  # the hot loop of a large split: no call, no string per item
             if not (type(it) is list and len(it) == 2 and type(it[0]) is str
                     and len(it[0]) <= MAX_PATH_CHARS and type(it[1]) is str
-                    and 0 < len(it[1]) <= MAX_CID_CHARS):
+                    and 0 < len(it[1]) <= MAX_CID_CHARS) and not (
+                        _is_list(it) and len(it) == 2 and _is_str(it[0], 0, MAX_PATH_CHARS)
+                        and _is_str(it[1], 1, MAX_CID_CHARS)):
                 raise _bad(kind, f"chunks[{i}][{items.index(it)}]", "[relpath, cid]", it)
-        out.append(tuple([(a, b) for a, b in items]))
+        out.append(tuple([(str(a), str(b)) for a, b in items]))
     return tuple(out)
 
 
@@ -204,12 +220,12 @@ def _workflow(kind: str, p: Mapping[str, Any]) -> tuple[Mapping[str, Any], tuple
     """The workflow document's shape as far as the log needs it (peer.jobs.spec checks the
     rest): an object whose `tasks` are objects with a name."""
     wf = p.get("workflow", _MISSING)
-    if type(wf) is not dict:
+    if not isinstance(wf, dict):
         raise _bad(kind, "workflow", "an object", wf)
     tasks = _list(kind, "workflow.tasks", wf.get("tasks", _MISSING), MAX_TASKS)
     names: list[str] = []
     for i, t in enumerate(tasks):
-        if type(t) is not dict:
+        if not isinstance(t, dict):
             raise _bad(kind, f"workflow.tasks[{i}]", "an object", t)
         names.append(_check_str(kind, f"workflow.tasks[{i}].name", t.get("name", _MISSING), 1,
                                 MAX_ID_CHARS))
@@ -291,9 +307,10 @@ def _chunk_fields(k: str, p: Mapping[str, Any]) -> tuple[str, str, SplitId | Non
             and type(task) is str and 0 < len(task) <= MAX_ID_CHARS
             and type(chunk) is int and 0 <= chunk < MAX_CHUNKS
             and type(attempt) is int and 0 <= attempt <= MAX_COUNT):
-        # The fast check above failed: the readers name the field (the hot path makes no call).
+        # Not the plain types the wire gives: the readers accept subclasses or name the field.
         _str(k, p, "job"), _str(k, p, "task"), _int(k, p, "chunk", MAX_CHUNKS - 1)
         _int(k, p, "attempt")
+        return str(job), str(task), _split(k, p), int(chunk), int(attempt)
     sp = p.get("split")
     if (type(sp) is list and len(sp) == 2 and type(sp[0]) is str and 0 < len(sp[0]) <= MAX_ID_CHARS
             and type(sp[1]) is int and 0 < sp[1] <= MAX_CLOCK):
@@ -366,8 +383,9 @@ class ChunkFailed(ChunkEvent):
     def from_payload(cls, p: Mapping[str, Any]) -> ChunkFailed:
         k = _NAME[cls.TYPE]
         kind = _str(k, p, "kind", MAX_LABEL_CHARS)
-        return cls(*_chunk_fields(k, p), _str(k, p, "error", MAX_TEXT_CHARS, lo=0),
-                   _FAILURE_KINDS.get(kind, kind))
+        # A run result's error is typed `str | None`: a null one is not worth losing the failure.
+        error = "" if p.get("error", 0) is None else _str(k, p, "error", MAX_TEXT_CHARS, lo=0)
+        return cls(*_chunk_fields(k, p), error, _FAILURE_KINDS.get(kind, kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,15 +466,16 @@ _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
 def _check_envelope(ev: Event, kind: str) -> None:
-    """Raise InvalidEvent naming the first bad field of the envelope (origin, seq, hlc)."""
-    if type(ev.origin) is not str or not 0 < len(ev.origin) <= MAX_ID_CHARS:
+    """Raise InvalidEvent naming the first bad field of the envelope, if any."""
+    if not _is_str(ev.origin, 1, MAX_ID_CHARS):
         raise InvalidEvent(f"{kind} origin: expected a string of 1 to {MAX_ID_CHARS} "
                            f"characters, got {_show(ev.origin)}", field="origin")
     for name, v, lo in (("seq", ev.seq, 1), ("hlc", ev.hlc, 0)):
-        if type(v) is not int or not lo <= v <= MAX_CLOCK:
+        if not _is_int(v, lo, MAX_CLOCK):
             raise InvalidEvent(f"{kind} {name}: expected an integer from {lo} to {MAX_CLOCK}, "
                                f"got {_show(v)}", field=name)
-    raise _bad(kind, "", "an object", ev.payload)
+    if not isinstance(ev.payload, dict):
+        raise _bad(kind, "", "an object", ev.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +492,7 @@ class Event:
 
     def __post_init__(self) -> None:
         t = self.type
-        spec = _SPECS.get(t) if type(t) is EventType or type(t) is int else None
+        spec = _SPECS.get(t) if type(t) is EventType or _is_int(t, 0, MAX_CLOCK) else None
         if spec is None:
             raise InvalidEvent(f"event type: expected one of 1 to {len(EventType)}, got "
                                f"{_show(t)}", field="type")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,28 @@ def test_body_as_narrows_or_raises() -> None:
         e.body_as(TaskDone)
 
 
+class Exit(StrEnum):
+    ERROR = "error"
+
+
+class Num(IntEnum):
+    TWO = 2
+
+
+def test_local_payloads_may_hold_subclasses_with_the_same_wire_form() -> None:
+    """A scheduler passes an executor's StrEnum exit kind, tuples for lists, IntEnums."""
+    p = {"job": "j1", "task": "t", "split": ("a", Num.TWO), "chunk": Num.TWO, "attempt": 0,
+         "error": "boom", "kind": Exit.ERROR}
+    b = ev(EventType.CHUNK_FAILED, p).body_as(ChunkFailed)
+    assert b == ChunkFailed("j1", "t", ("a", 2), 2, 0, "boom", FailureKind.ERROR)
+    assert ev(EventType.CHUNK_FAILED, {**p, "error": None}).body_as(ChunkFailed).error == ""
+    assert b.kind is FailureKind.ERROR and type(b.chunk) is int
+    assert json.loads(json.dumps(p))["kind"] == "error"
+    split = ev(EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None,
+                                      "chunks": ((("p", CID),),)}).body_as(TaskSplit)
+    assert split.chunks == ((("p", CID),),)
+
+
 def _without(p: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in p.items() if k != key}
 
@@ -214,8 +237,8 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # CHUNK_FAILED
     (T.CHUNK_FAILED, _without(VALID[T.CHUNK_FAILED], "kind"), "payload.kind",
      "expected a string of 1 to 1024 characters, got nothing (the field is missing)"),
-    (T.CHUNK_FAILED, _with(T.CHUNK_FAILED, error=None), "payload.error",
-     "expected a string of at most 1048576 characters, got None"),
+    (T.CHUNK_FAILED, _with(T.CHUNK_FAILED, error=5), "payload.error",
+     "expected a string of at most 1048576 characters, got 5"),
     (T.CHUNK_FAILED, _with(T.CHUNK_FAILED, kind=""), "payload.kind",
      "expected a string of 1 to 1024 characters, got ''"),
     # TASK_DONE
