@@ -156,7 +156,7 @@ def _bool(kind: str, p: Mapping[str, Any], name: str, default: bool) -> bool:
     v = p.get(name, default)
     if type(v) is bool:
         return v
-    if v is None:  # older payloads may write null for false
+    if v is None:  # null reads as the default, as the fold's truthiness test did
         return default
     raise _bad(kind, name, "true or false", v)
 
