@@ -5,12 +5,12 @@ the connection goes to a checked address (no DNS rebinding); every redirect is c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -40,17 +40,16 @@ def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def _embedded_v4(addr: IPAddress) -> IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64), if any."""
+def _embedded_v4(addr: IPAddress) -> tuple[IPv4Address | None, bool]:
+    """The IPv4 address an IPv6 address carries, and whether it stands for it alone
+    (IPv4-mapped, NAT64) rather than besides its own IPv6 route (6to4)."""
     if not isinstance(addr, IPv6Address):
-        return None
+        return None, False
     if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    if addr.sixtofour is not None:
-        return addr.sixtofour
+        return addr.ipv4_mapped, True
     if addr in NAT64:
-        return IPv4Address(int(addr) & 0xFFFFFFFF)
-    return None
+        return IPv4Address(int(addr) & 0xFFFFFFFF), True
+    return addr.sixtofour, False
 
 
 def classify(addr: IPAddress) -> str | None:
@@ -85,13 +84,12 @@ class AddressPolicy:
 
     def refusal(self, addr: IPAddress) -> str | None:
         """None if a fetch may connect to `addr`, else the reason it may not."""
-        inner = _embedded_v4(addr)
-        mapped = isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None
+        inner, alone = _embedded_v4(addr)
         candidates = [a for a in (addr, inner) if a is not None]
         if any(a in net for a in candidates for net in self.allow):
             return None
-        # an IPv4-mapped address is its IPv4 address; 6to4 and NAT64 must pass on both
-        for a in ([inner] if mapped and inner is not None else candidates):
+        # an IPv4-mapped or NAT64 address is its IPv4 address; 6to4 must pass on both
+        for a in ([inner] if alone and inner is not None else candidates):
             why = classify(a)
             if why is not None:
                 return why if a is addr else f"{why}, embedded {a}"
@@ -189,7 +187,7 @@ class HttpGet:
     tls: ssl.SSLContext | None = None  # None: the system's default trust
     user_agent: str = "banzai-fetch/1"
 
-    @contextmanager
+    @contextlib.contextmanager
     def open(self, url: str) -> Iterator[http.client.HTTPResponse]:
         """The response to GET `url` after at most `max_redirects` redirects, each target
         checked like the first. Statuses are the caller's to judge; OSError and
@@ -197,16 +195,14 @@ class HttpGet:
         for hop in range(self.max_redirects + 1):
             t = check_url(url) if hop == 0 else self._redirect_target(url)
             conn = _connect(t, self._addresses(t, url, hop), self.timeout_s, self.tls)
-            try:
+            with contextlib.closing(conn):  # after the caller is done with the final response
                 conn.request("GET", t.path, headers={"Host": t.host_header,
                                                      "User-Agent": self.user_agent})
-                resp = conn.getresponse()
-                location = resp.getheader("Location")
-                if resp.status not in REDIRECTS or not location:
-                    yield resp
-                    return
-            finally:
-                conn.close()  # after the caller is done with the final response
+                with conn.getresponse() as resp:
+                    location = resp.getheader("Location")
+                    if resp.status not in REDIRECTS or not location:
+                        yield resp
+                        return
             url = urllib.parse.urljoin(url, location)
         raise PolicyError(f"more than {self.max_redirects} redirects")
 
