@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -49,7 +49,8 @@ REFUSED = [
     ("192.0.2.1", "private"), ("fec0::1", "site-local"),
     ("::ffff:127.0.0.1", "loopback, embedded 127.0.0.1"),
     ("::ffff:169.254.169.254", "cloud metadata, embedded 169.254.169.254"),
-    ("::ffff:10.0.0.1", "private, embedded 10.0.0.1"), ("2002:7f00:1::1", "loopback, embedded 127.0.0.1"),
+    ("::ffff:10.0.0.1", "private, embedded 10.0.0.1"),
+    ("2002:7f00:1::1", "loopback, embedded 127.0.0.1"),
     ("64:ff9b::a00:1", "private, embedded 10.0.0.1"),
 ]
 
@@ -127,7 +128,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     """Answers `body` and records each request's Host header; /hop/N redirects to /hop/N-1
     and /to?u=URL redirects to URL."""
 
-    hosts: list[str] = []
+    hosts: ClassVar[list[str]] = []
     body = b"corpus"
 
     def do_GET(self) -> None:
@@ -247,6 +248,6 @@ def test_https_pinned_to_the_checked_address_with_the_names_sni(tmp_path: Path) 
         assert get(f"https://corpus.test:{port}/x.zip", resolver=resolver,
                    tls=tls) == b"corpus"
         assert Recorder.hosts == [f"corpus.test:{port}"]
-        with pytest.raises(ssl.SSLCertVerificationError, match="other.test"):
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"other\.test"):
             get(f"https://other.test:{port}/x.zip", resolver=resolver, tls=tls)
     assert sni == ["corpus.test", "other.test"]  # each URL's own name, never the address
