@@ -65,7 +65,7 @@ def _check_urls(params: Mapping[str, Any]) -> None:
         try:
             check_url(url)
         except PolicyError as e:
-            raise ArgError(f"urls[{i}] {url!r}: {e.message}", field=f"urls[{i}]") from None
+            raise ArgError(f"{url!r}: {e.message}", field=f"urls[{i}]") from None
 
 
 @task("FETCH_FESTVOX", version="1", needs_input=False, check=_check_urls, args=[
