@@ -99,16 +99,16 @@ class AddressPolicy:
         """The addresses of `host` this policy allows, in resolver order; PolicyError naming
         the first refused one if there is none."""
         try:
-            found = [ip_address(host)]
+            found, where = [ip_address(host)], host
         except ValueError:
             found = [ip_address(a) for a in resolver(host, port)]
+            where = f"{host} resolves to {found[0]}" if found else host
         ok = [str(a) for a in found if self.refusal(a) is None]
         if ok:
             return ok
         if not found:
             raise PolicyError(f"{host} has no address")
         first = found[0]
-        where = f"{first}" if str(first) == host else f"{host} resolves to {first}"
         raise PolicyError(f"{where} ({self.refusal(first)}): refused by the fetch address "
                           f"policy (a peer allows such addresses with --fetch-allow CIDR)")
 
