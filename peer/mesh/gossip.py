@@ -229,6 +229,11 @@ class Gossip:
         """The address peers reach us at ("" before bind)."""
         return self._address
 
+    @property
+    def membership(self) -> Membership:
+        """Who we know and how alive they are (read it; Gossip drives it)."""
+        return self._membership
+
     def bind(self) -> str:
         """Open the transport; returns our advertised address. Idempotent."""
         if not self._address:
