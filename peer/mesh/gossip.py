@@ -51,7 +51,7 @@ from typing import Any
 from peer.log import Event
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, EventSink
-from peer.mesh.membership import Liveness, Membership, MemberSink
+from peer.mesh.membership import Clock, Liveness, Membership, MemberSink
 from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.wire import (
     MAGIC,
@@ -71,8 +71,6 @@ from peer.mesh.wire import (
 )
 
 log = logging.getLogger("banzai.gossip")
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
