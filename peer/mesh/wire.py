@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
 
+from peer.errors import BanzaiError
 from peer.log import PROTOCOL_VERSION, Event
 from peer.mesh.addr import parse_addr
 
@@ -233,10 +234,14 @@ def parse_vv(obj: Any) -> dict[str, int]:
 
 
 def parse_events(obj: Any) -> list[Event]:
-    """Events off the wire (Event.from_json); ValueError/KeyError/TypeError if malformed."""
+    """Events off the wire (Event.from_json); ValueError, KeyError or TypeError if malformed
+    (a BanzaiError from validating an event becomes a ValueError)."""
     if not isinstance(obj, list):
         raise ValueError("events is not a list")
-    evs = [Event.from_json(d) for d in obj]
+    try:
+        evs = [Event.from_json(d) for d in obj]
+    except BanzaiError as err:  # the event layer's own validation refused one: malformed frame
+        raise ValueError(f"bad event: {err!s:.60}") from None
     for e in evs:
         if e.seq < 1 or not e.origin:
             raise ValueError("bad event id")

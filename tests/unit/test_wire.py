@@ -235,3 +235,16 @@ def test_property_pack_events_fits_frames(sizes: list[int], max_per_frame: int) 
         frame = encode_frame(Kind.DIGEST_REPLY, "m" * 255, "s" * 255, "h" * 249 + ":65535",
                              reply_body(b, Reply({"o" * 40: 2**62}, True)), SECRET)
         assert len(frame) <= max_frame
+
+
+def test_event_validation_errors_become_value_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever error type the event layer raises for an invalid event, the receive path
+    sees a malformed frame (counted as bad_frame), not a handler crash."""
+    from peer.errors import BanzaiError
+
+    def refuse(d: dict[str, Any]) -> Event:
+        raise BanzaiError("payload out of bounds")
+
+    monkeypatch.setattr(Event, "from_json", staticmethod(refuse))
+    with pytest.raises(ValueError, match="bad event"):
+        parse_events([ev(1).to_json()])
