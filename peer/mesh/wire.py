@@ -1,10 +1,5 @@
 """The gossip wire format: frame kinds, the frame codec with its HMAC tag and size bounds, and
-the JSON body of each kind. Pure (no I/O, no clock); safe from any thread.
-
-Frame (all integers big-endian):
-    b"BZ" | version u8 | kind u8 | flags u8 | mesh id, sender id, reply-to address
-    (each u8 length + UTF-8) | JSON body | HMAC-SHA256 tag (32 bytes, when flags & 1)
-"""
+the JSON body of each kind. Pure (no I/O, no clock); safe from any thread."""
 
 from __future__ import annotations
 
@@ -21,6 +16,9 @@ from peer.errors import BanzaiError
 from peer.log import PROTOCOL_VERSION, Event
 from peer.mesh.addr import parse_addr
 
+# A frame (all integers big-endian):
+#   b"BZ" | version u8 | kind u8 | flags u8 | mesh id, sender id, reply-to address
+#   (each u8 length + UTF-8) | JSON body | HMAC-SHA256 tag (32 bytes, when flags & 1)
 MAGIC = b"BZ"
 FLAG_MAC = 0x01
 TAG_LEN = 32
