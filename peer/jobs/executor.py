@@ -88,7 +88,7 @@ class ExecutorConfig:
     default_timeout_s: float = 3600.0
     memory_limit_mb: int | None = None  # RLIMIT_AS per worker; None = no limit
     kill_grace_s: float = 0.2  # SIGTERM, then SIGKILL after this
-    preload: tuple[str, ...] = ()  # modules each worker imports at start
+    preload: tuple[str, ...] = ()  # modules the forkserver imports in order, then each worker
     env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
 
     def __post_init__(self) -> None:
