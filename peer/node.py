@@ -187,7 +187,8 @@ class Node:
     async def start(self) -> None:
         if self.kubo is not None:
             await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
-        await self.executor.start()
+        # Warm workers: the forkserver warms up while the peer starts (runs queue meanwhile).
+        await self.executor.start(wait=not self.cfg.warm_workers)
         await self._start_mesh()
         caps = self.capabilities()
         mine = self.state.members.get(self.peer_id)
