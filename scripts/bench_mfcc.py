@@ -12,7 +12,8 @@ the per-file figure is the mean of the others; (2) a fresh banzai-peer with warm
 --no-warm-workers, each running FETCH_FESTVOX (over HTTP from 127.0.0.1) -> EXTRACT_MFCC
 once; banzai's per-file figure is the EXTRACT_MFCC task's claim-to-done time (job view) over
 the files. Also reported: each peer's start-up (launch to "web UI" line, wall) and the CPU
-its process tree used to start, warm-up included (measured once the tree idles). Threads: OMP/OPENBLAS/MKL/NUMBA = 1 on every side.
+its process tree used to start, warm-up included (measured once the tree idles).
+Threads: OMP/OPENBLAS/MKL/NUMBA = 1 on every side.
 Target (issue 12): warm peer <= 1.2x the plain loop per file.
 """
 
