@@ -1,11 +1,5 @@
 """Claim, lease and retry rules: pure functions of the mesh state, the peers' heartbeat info
-and a time passed in (`now_s`). No I/O, no clock, no mutation: safe anywhere the state is.
-
-A chunk's current attempt is one past its last failure. Peers able to run it are ranked by
-rendezvous hash (input holders first); rank r claims after r × stagger_s unless a claim is
-heard first. The earliest claim of an attempt wins; a claim whose holder is not heard from
-for lease_s is failed (kind lease) by whoever notices; retryable failures get another
-attempt until max_attempts.
+and a time passed in (`now_s`). No I/O, no clock, no mutation: safe wherever the state is.
 """
 
 from __future__ import annotations
@@ -16,6 +10,12 @@ from typing import Any, NamedTuple
 
 from peer.log import RETRYABLE, ChunkState, Event, FailureKind, MeshState
 from peer.rendezvous import rendezvous
+
+# The rules. A chunk's current attempt is one past its last failure. Peers able to run it
+# are ranked by rendezvous hash (input holders first); rank r claims after r × stagger_s
+# unless it hears a claim first. The earliest claim of an attempt wins; a claim whose holder
+# is not heard from for lease_s is failed (kind lease) by whoever notices; a retryable
+# failure gets another attempt, until max_attempts.
 
 
 class AttemptKey(NamedTuple):
