@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError
+from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
 from peer.jobs.live import LiveRecords
 from peer.jobs.planner import cache_key
@@ -144,7 +145,8 @@ class Runs:
         self.executions += 1
         try:
             res: RunResultLike = await self.runner.run(
-                run.key, "peer.jobs.runner:run", payload, timeout_s=self.cfg.task_timeout_s,
+                run.key, kinds.target(run.tdef), payload,
+                timeout_s=self.cfg.task_timeout_s,
                 on_message=lambda k, a: self._message(ak, run, k, a))
         except Exception as e:
             log.exception("%s: the executor failed", run.key)

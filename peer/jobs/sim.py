@@ -155,6 +155,7 @@ class FakeRunner:
         self._slots = slots
         self.auto = auto
         self.started: list[str] = []  # run keys, in the order the runs were handed over
+        self.targets: dict[str, str] = {}  # run key -> the executor target it was given
         self.payloads: dict[str, Any] = {}
         self.cancelled: list[str] = []
         self.messages: dict[str, Callable[[str, tuple[Any, ...]], None]] = {}
@@ -171,9 +172,9 @@ class FakeRunner:
     async def run(self, key: str, target: str, payload: Any, *, timeout_s: float | None = None,
                   on_message: Callable[[str, tuple[Any, ...]], None] | None = None,
                   ) -> FakeResult:
-        assert target == "peer.jobs.runner:run"
         fut: asyncio.Future[FakeResult] = asyncio.get_running_loop().create_future()
         self.started.append(key)
+        self.targets[key] = target
         self.payloads[key] = payload
         if on_message is not None:
             self.messages[key] = on_message

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from peer.jobs import kinds
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
@@ -70,6 +71,7 @@ async def test_two_peers_racing_for_one_claim_run_it_once(make_mesh: MeshFactory
     key = f"{job}/w/0/0"
     await mesh.advance(TURN_S)  # the second in rank takes its turn: a race
     assert sorted(runners_of(mesh, key)) == ["p0", "p1"]
+    assert mesh["p0"].runner.targets[key] == kinds.RUNNER  # a python task's target
     claims = [mesh.events(EventType.CLAIM, pid, job=job)[0] for pid in ("p0", "p1")]
     winner = min(claims, key=lambda e: e.order).origin
     loser = "p1" if winner == "p0" else "p0"
