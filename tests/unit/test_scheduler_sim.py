@@ -101,6 +101,34 @@ async def test_the_second_in_rank_waits_and_never_claims_a_claimed_chunk(
     assert runners_of(mesh, f"{job}/w/0/0") == [holder]
 
 
+async def test_a_run_on_a_losing_split_stops_and_the_task_is_done_once(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    mesh.hold = lambda ev, to: ev.type in (EventType.TASK_SPLIT, EventType.CLAIM)
+    job = mesh.submit("p0", [WRITE])
+    await mesh.settle()
+    await mesh.advance(TURN_S)  # both split, each claims its own split's chunk
+    splits = [mesh.events(EventType.TASK_SPLIT, pid, job=job)[0] for pid in ("p0", "p1")]
+    assert sorted(s.origin for s in splits) == ["p0", "p1"]
+    key = f"{job}/w/0/0"
+    assert sorted(runners_of(mesh, key)) == ["p0", "p1"]
+    winner = min(splits, key=lambda e: e.order).origin
+    loser = "p1" if winner == "p0" else "p0"
+
+    mesh.hold = None
+    await mesh.settle()
+    assert mesh[loser].runner.cancelled == [key]
+    mesh[only_runner(mesh, key)].runner.finish(key)
+    await mesh.settle()
+    won = min(splits, key=lambda e: e.order).id
+    for pid in mesh.peers:
+        assert mesh[pid].state.split_id(job, "w") == won
+        assert len(mesh.events(EventType.TASK_DONE, pid, job=job)) == 1
+        [done] = chunk_events(mesh, EventType.CHUNK_DONE, pid)
+        assert (done.origin, tuple(done.payload["split"])) == (winner, won)
+        assert chunk_events(mesh, EventType.CHUNK_FAILED, pid) == []  # the loser records nothing
+
+
 # -- leases ------------------------------------------------------------------------------------
 async def test_a_lease_lapsing_on_a_silent_peer_is_failed_and_rerun_elsewhere(
         make_mesh: MeshFactory) -> None:
