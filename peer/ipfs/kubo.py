@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
-from peer.log import Event, EventType
+from peer.log import Event, Provide, TaskDone
 
 log = logging.getLogger("banzai.kubo")
 
@@ -311,10 +311,11 @@ class KuboMirror:
         """Listener: mirror what this peer produced (TASK_DONE not cached) or pinned."""
         if ev.origin != self.self_id:
             return
-        if ev.type == EventType.TASK_DONE and not ev.payload.get("cached"):
-            cids = [str(ev.payload["output"])]
-        elif ev.type == EventType.PROVIDE:
-            cids = [str(c) for c in ev.payload["cids"]]
+        b = ev.body
+        if isinstance(b, TaskDone) and not b.cached:
+            cids = [b.output]
+        elif isinstance(b, Provide):
+            cids = list(b.cids)
         else:
             return
         for cid in cids:

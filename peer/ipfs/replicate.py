@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
-from peer.log import Event, EventType
+from peer.log import Event, EventType, TaskDone
 from peer.rendezvous import rendezvous
 
 log = logging.getLogger("banzai.replicate")
@@ -67,9 +67,10 @@ class Replicator:
 
     def on_event(self, ev: Event) -> None:
         """Listener: queue a fresh output if this peer is one of its replicas."""
-        if ev.type != EventType.TASK_DONE or ev.payload.get("cached") or self.replicas < 2:
+        b = ev.body
+        if not isinstance(b, TaskDone) or b.cached or self.replicas < 2:
             return
-        cid = str(ev.payload["output"])
+        cid = b.output
         if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
             return
         alive = [*self.peers(), self.self_id]

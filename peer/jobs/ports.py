@@ -18,6 +18,7 @@ T = TypeVar("T")
 class SchedulerConfig:
     store_root: str
     task_modules: tuple[str, ...] = ()
+    fetch_allow: tuple[str, ...] = ()  # CIDRs fetching tasks may reach (--fetch-allow)
     max_attempts: int = 3
     lease_s: float = 10.0
     stagger_s: float = 0.05  # delay per rank before claiming (rendezvous stagger)

@@ -91,7 +91,8 @@ class Runs:
                  if cache_key(tdef, spec.params, it[1]) not in self.state.cache]
         payload = {"store": self.cfg.store_root, "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
-                   "input": split.payload["input"], "items": items if tdef.per_item else None}
+                   "input": split.payload["input"], "items": items if tdef.per_item else None,
+                   "fetch_allow": list(self.cfg.fetch_allow)}
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all
         run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,

@@ -53,8 +53,9 @@ class Log:
 
 
 def failures(*kinds: str) -> dict[int, Event]:
-    return {a: Event("p", a + 1, a, EventType.CHUNK_FAILED, {"attempt": a, "kind": k})
-            for a, k in enumerate(kinds)}
+    return {a: Event("p", a + 1, a, EventType.CHUNK_FAILED, {
+        "job": "j", "task": "t", "split": list(SPLIT), "chunk": 0, "attempt": a, "kind": k,
+        "error": "x"}) for a, k in enumerate(kinds)}
 
 
 # -- retry and exhaustion ------------------------------------------------------------------
@@ -205,7 +206,8 @@ def test_lease_lapses_after_lease_s_of_silence(heard_s: float, now_s: float,
 
 
 def _claim_ev(origin: str) -> Event:
-    return Event(origin, 1, 1, EventType.CLAIM, {"split": list(SPLIT)})
+    return Event(origin, 1, 1, EventType.CLAIM, {"job": "j", "task": "t", "chunk": 0,
+                                                 "attempt": 0, "split": list(SPLIT)})
 
 
 @pytest.mark.parametrize(("run_split", "winner", "dup"), [
