@@ -108,7 +108,8 @@ class Runs:
             run.task.cancel()
 
     def cancel_job(self, job: str) -> None:
-        """Kill this peer's workers of `job` now; runs still fetching input just stop."""
+        """Kill this peer's workers of `job` now; runs still fetching input stop and record
+        the cancel as a worker's would."""
         for ak, r in list(self.active.items()):
             if ak.job == job and not self.runner.cancel(r.key) and r.task is not None:
                 r.task.cancel()
@@ -132,6 +133,11 @@ class Runs:
             except BanzaiError as e:
                 self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
                 return
+            except asyncio.CancelledError:
+                if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
+                    self.emit(EventType.CHUNK_FAILED,
+                              {**base, "error": "cancelled", "kind": "cancelled"})
+                raise
             res = await self._execute(ak, run, payload)
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
             await asyncio.shield(self._finish(base, run, res))

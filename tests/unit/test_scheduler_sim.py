@@ -273,6 +273,9 @@ async def test_a_cancel_stops_a_run_still_fetching_its_input(make_mesh: MeshFact
     mesh.emit("p1", EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
     await mesh.settle()
     assert fetching.sched.runs == {}
+    [failed] = mesh.events(EventType.CHUNK_FAILED, job=job)  # recorded as a worker's cancel
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        fetching.peer_id, "cancelled", "cancelled")
     for p in mesh.peers.values():
         p.data.release()
     await mesh.advance(CFG.lease_s * 3)
