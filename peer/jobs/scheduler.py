@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
+from peer.ipfs.store import Store, StoreConfig
 from peer.jobs.spec import TaskSpec, Workflow
 from peer.log import RETRYABLE, Event, EventType, MeshState, TaskKey
 from peer.rendezvous import rendezvous
@@ -30,17 +31,6 @@ _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 
 
 # -- narrow protocols ------------------------------------------------------------------
-class Store(Protocol):
-    """What the scheduler needs of a content store."""
-
-    def walk(self, cid: str) -> Iterator[Any]: ...
-    def stat(self, cid: str) -> Any: ...
-    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
-    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
-    def has(self, cid: str) -> bool: ...
-    def pin(self, cid: str) -> None: ...
-
-
 class RunResultLike(Protocol):
     ok: bool
     value: Any
@@ -74,7 +64,7 @@ Emit = Callable[[EventType, dict[str, Any]], Event]
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    store_root: str
+    store: StoreConfig  # what the work orders carry: workers open the same store
     task_modules: tuple[str, ...] = ()
     max_attempts: int = 3
     lease_s: float = 10.0
@@ -651,7 +641,7 @@ class Scheduler:
         tdef = self.catalog[spec.call or ""]
         items = [it for it in split.payload["chunks"][i]
                  if self._item_key(tdef, spec.params, it[1]) not in self.state.cache]
-        payload = {"store": self.cfg.store_root, "modules": list(self.cfg.task_modules),
+        payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None}
         key = f"{job}/{task}/{i}/{attempt}"
