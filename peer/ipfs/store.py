@@ -3,13 +3,13 @@ one factory that picks its backend from a `StoreConfig`. Every store call is syn
 block (callers on the event loop use asyncio.to_thread); a store is safe across processes.
 
 Backends. `embedded` is EmbeddedStore (blocks, pins and gc under a directory). `kubo` is
-KuboStore: the same embedded store stays the working store (the peer and its worker processes
-read and write it) and the peer's KuboMirror copies into Kubo, pinned, every DAG it produces or
-provides, and asks Kubo first for missing DAGs. This keeps today's behaviour rather than reading
-and writing Kubo directly, because workers are separate synchronous processes that materialise
-and add thousands of small items (one local file write each, versus one multipart HTTP call to
-Kubo each), the gateway and the mesh's CAR fetches would pay an RPC round trip per block, and our
-CIDs must not depend on Kubo's add options; Kubo still holds and pins exactly the same CIDs.
+KuboStore: the embedded store stays the working store (the peer and its worker processes read
+and write it) and the peer's KuboMirror imports into Kubo, pinned, every DAG this peer computes or
+provides, and asks Kubo first for DAGs missing here. We keep this rather than a store that reads
+and writes Kubo directly because the store API is synchronous and used from worker processes,
+which materialise and add items one file at a time (a local write each here, an HTTP call each to
+Kubo), and the gateway and peer CAR fetches read block by block; every block stays verified on
+import, and a data dir opens under either kind. The cost: Kubo's repo holds a second copy.
 """
 
 from __future__ import annotations
