@@ -1,6 +1,8 @@
 """Peer settings from flags, BANZAI_* environment variables and a TOML file.
 
-Precedence: flag > environment > TOML file > default. Invalid values raise ConfigError.
+Each setting is declared once, as a PeerConfig field (type, default, `setting(help)`
+metadata); its flag, variable, TOML key and parsing derive from it (SPECS). Precedence:
+flag > environment > TOML file > default. Invalid values raise ConfigError.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from peer.errors import ConfigError
 
@@ -37,46 +40,93 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
-class PeerConfig:
-    """Everything a peer needs to start; validated at construction."""
+class Setting:
+    """How a user sets one PeerConfig field, kept in the field's metadata. The flag
+    (--FIELD-NAME unless named here), BANZAI_FIELD_NAME, the TOML key `field_name` and the
+    parsing are derived from the field's name and type (see SPECS)."""
 
-    data_dir: Path = field(default_factory=default_data_dir)
-    http: str = "127.0.0.1:8700"
-    gossip: str = "127.0.0.1:0"
-    mdns_interfaces: tuple[str, ...] = ()
-    mdns: bool = True
-    join: tuple[str, ...] = ()
-    secret_file: Path | None = None
-    store: str = "embedded"
-    ipfs_api: str | None = None
-    slots: int = field(default_factory=lambda: os.cpu_count() or 1)
-    log_level: str = "INFO"
-    mesh_name: str = "banzai"
-    peer_name: str | None = None
-    task_modules: tuple[str, ...] = ()
-    task_timeout_s: float = 3600.0
-    worker_memory_mb: int | None = None
-    max_attempts: int = 3
-    lease_s: float = 10.0
-    max_body_bytes: int = 1_000_000
-    submit_acks: int = 1  # live peers that must hold a submission before it is acknowledged
-    ack_timeout_s: float = 5.0
-    max_upload_bytes: int = 4 * 1024**3
-    replicas: int = 2  # peers that pin each output: the producer and replicas-1 others
+    help: str
+    flag: str = ""  # tuple fields: a repeatable singular, e.g. --task-module
+    choices: tuple[str, ...] = ()
+
+
+def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
+            ) -> dict[str, Setting]:
+    """The metadata of a PeerConfig field: `field(default=..., metadata=setting(...))`."""
+    return {"setting": Setting(help, flag, choices)}
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Everything a peer needs to start; validated at construction. Each field is a setting
+    declared once: its flag, environment variable and TOML key derive from it."""
+
+    data_dir: Path = field(default_factory=default_data_dir, metadata=setting(
+        "data directory (default: $XDG_DATA_HOME/banzai)"))
+    http: str = field(default="127.0.0.1:8700", metadata=setting(
+        "HOST:PORT of the web UI, API and gateway (default 127.0.0.1:8700; 0=any)"))
+    gossip: str = field(default="127.0.0.1:0", metadata=setting(
+        "HOST:PORT of the gossip socket (default 127.0.0.1:0)"))
+    mdns_interfaces: tuple[str, ...] = field(default=(), metadata=setting(
+        "address of an interface for mDNS (repeatable)", flag="--mdns-interface"))
+    mdns: bool = field(default=True, metadata=setting(
+        "do not announce or browse with mDNS (use --join)"))
+    join: tuple[str, ...] = field(default=(), metadata=setting(
+        "HOST:PORT of a static peer (repeatable)"))
+    secret_file: Path | None = field(default=None, metadata=setting(
+        "file holding the mesh secret (authenticates gossip frames)"))
+    store: str = field(default="embedded", metadata=setting(
+        "content store backend", choices=("embedded", "kubo")))
+    ipfs_api: str | None = field(default=None, metadata=setting(
+        "Kubo RPC API URL, for --store kubo"))
+    slots: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=setting(
+        "concurrent task slots (default: CPU count)"))
+    log_level: str = field(default="INFO", metadata=setting("DEBUG, INFO, WARNING or ERROR"))
+    mesh_name: str = field(default="banzai", metadata=setting(
+        "name of the mesh; peers of other meshes are ignored"))
+    peer_name: str | None = field(default=None, metadata=setting(
+        "name of this peer in the web UI and CLI (default: HOSTNAME-ID)"))
+    task_modules: tuple[str, ...] = field(default=(), metadata=setting(
+        "extra Python module to import for tasks (repeatable)", flag="--task-module"))
+    task_timeout_s: float = field(default=3600.0, metadata=setting(
+        "default per-task timeout in seconds"))
+    worker_memory_mb: int | None = field(default=None, metadata=setting(
+        "address-space limit of each worker process"))
+    max_attempts: int = field(default=3, metadata=setting(
+        "attempts of a task chunk before it fails (default 3)"))
+    lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
+    max_body_bytes: int = field(default=1_000_000, metadata=setting(
+        "largest API request body, e.g. a pipeline, in bytes (default 1000000)"))
+    submit_acks: int = field(default=1, metadata=setting(
+        "live peers that must hold a new job before POST /api/jobs returns (default 1)"))
+    ack_timeout_s: float = field(default=5.0, metadata=setting(
+        "longest wait for --submit-acks peers, in seconds (default 5)"))
+    max_upload_bytes: int = field(default=4 * 1024**3, metadata=setting(
+        "largest upload to /api/add or /api/v0/add, in bytes (default 4 GiB)"))
+    replicas: int = field(default=2, metadata=setting(
+        "peers that pin each output: its producer and N-1 others (default 2; 1 = off)"))
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")
         parse_hostport(self.gossip, "gossip")
         for j in self.join:
             parse_hostport(j, "join")
-        if self.store not in ("embedded", "kubo"):
-            raise ConfigError(f"store: expected embedded or kubo, got {self.store!r}",
-                              field="store")
+        for spec in SPECS:
+            value = getattr(self, spec.name)
+            if spec.setting.choices and value not in spec.setting.choices:
+                raise ConfigError(f"{spec.name}: expected {' or '.join(spec.setting.choices)}, "
+                                  f"got {value!r}", field=spec.name)
+        self._check_store()
+        self._check_bounds()
+
+    def _check_store(self) -> None:
         if self.store == "kubo" and not self.ipfs_api:
             raise ConfigError("store kubo needs --ipfs-api URL", field="ipfs_api")
         if self.store == "kubo" and self.ipfs_api:
             from peer.ipfs.kubo import parse_api_url
             parse_api_url(self.ipfs_api)
+
+    def _check_bounds(self) -> None:
         if self.replicas < 1:
             raise ConfigError(f"replicas: must be at least 1, got {self.replicas}",
                               field="replicas")
@@ -110,29 +160,61 @@ class PeerConfig:
                               field="secret_file") from None
 
 
-_LISTS = {"mdns_interfaces", "join", "task_modules"}
-_ENV_NAMES = {f.name: "BANZAI_" + f.name.upper() for f in fields(PeerConfig)}
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as the user sees it, derived from a PeerConfig field."""
+
+    name: str  # the field, and the TOML key (`-` may stand for `_`)
+    kind: type  # str, int, float, bool, Path or tuple (of str)
+    default: Any  # dataclasses.MISSING for a computed default
+    setting: Setting
+
+    @property
+    def env(self) -> str:
+        return "BANZAI_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        if self.setting.flag:
+            return self.setting.flag
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.kind is bool and self.default is True else f"--{dashed}"
+
+    def parse(self, value: Any) -> Any:
+        """A TOML, environment or flag value as the field's type; ConfigError if it is not."""
+        try:
+            if self.kind is tuple:
+                if isinstance(value, str):
+                    return tuple(v.strip() for v in value.split(",") if v.strip())
+                return tuple(str(v) for v in value)
+            if self.kind is bool:
+                return value if isinstance(value, bool) else str(value).lower() in (
+                    "1", "true", "yes")
+            if self.kind is Path:
+                return Path(value).expanduser()
+            return self.kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.name}: invalid value {value!r}", field=self.name) from None
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a TOML/env/flag value to the field's type."""
-    try:
-        if name in _LISTS:
-            if isinstance(value, str):
-                return tuple(v.strip() for v in value.split(",") if v.strip())
-            return tuple(str(v) for v in value)
-        if name in ("data_dir", "secret_file"):
-            return Path(value).expanduser()
-        if name in ("slots", "max_attempts", "max_body_bytes", "max_upload_bytes",
-                    "worker_memory_mb", "submit_acks", "replicas"):
-            return int(value)
-        if name in ("task_timeout_s", "lease_s", "ack_timeout_s"):
-            return float(value)
-        if name == "mdns":
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: invalid value {value!r}", field=name) from None
+def _kind(hint: Any) -> type:
+    """The type a field's values parse to: `X | None` is X, `tuple[str, ...]` is tuple."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (UnionType, Union) and len(args) == 1:
+        hint = args[0]
+    kind = get_origin(hint) or hint
+    if kind not in (str, int, float, bool, Path, tuple):
+        raise TypeError(f"PeerConfig: no parser for {hint!r}")
+    return cast(type, kind)
+
+
+def _specs() -> tuple[SettingSpec, ...]:
+    hints = get_type_hints(PeerConfig)
+    return tuple(SettingSpec(f.name, _kind(hints[f.name]), f.default, f.metadata["setting"])
+                 for f in fields(PeerConfig))
+
+
+SPECS = _specs()
 
 
 def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -141,26 +223,29 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     path = toml_path or (Path(env["BANZAI_CONFIG"]) if env.get("BANZAI_CONFIG") else None)
+    by_name = {s.name: s for s in SPECS}
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"config file {path}: {e.strerror}", field="config") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path}: {e}", field="config") from None
-        known = {f.name for f in fields(PeerConfig)}
-        for k, v in data.items():
+        for k, v in _read_toml(path).items():
             key = k.replace("-", "_")
-            if key not in known:
+            if key not in by_name:
                 raise ConfigError(f"config file {path}: unknown setting {k!r}", field=k)
-            values[key] = _coerce(key, v)
-    for name, var in _ENV_NAMES.items():
-        if var in env:
-            values[name] = _coerce(name, env[var])
+            values[key] = by_name[key].parse(v)
+    for spec in SPECS:
+        if spec.env in env:
+            values[spec.name] = spec.parse(env[spec.env])
     for name, v in flags.items():
         if v is not None and v != [] and v != ():
-            values[name] = _coerce(name, v)
+            values[name] = by_name[name].parse(v)
     return PeerConfig(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}", field="config") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: {e}", field="config") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,32 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="banzai-peer",
         description="Run a Banzai peer: a worker of the brokerless mesh with an IPFS gateway "
         "and the web UI. Every flag also reads BANZAI_<NAME> from the environment.")
-    a = p.add_argument
-    a("--config", type=Path, help="TOML file with settings (also BANZAI_CONFIG)")
-    a("--data-dir", help="data directory (default: $XDG_DATA_HOME/banzai)")
-    a("--http", help="HOST:PORT of the web UI, API and gateway (default 127.0.0.1:8700; 0=any)")
-    a("--gossip", help="HOST:PORT of the gossip socket (default 127.0.0.1:0)")
-    a("--mdns-interface", dest="mdns_interfaces", action="append", default=[],
-      help="address of an interface for mDNS (repeatable)")
-    a("--no-mdns", dest="mdns", action="store_const", const=False, default=None,
-      help="do not announce or browse with mDNS (use --join)")
-    a("--join", action="append", default=[], help="HOST:PORT of a static peer (repeatable)")
-    a("--secret-file", help="file holding the mesh secret (authenticates gossip frames)")
-    a("--store", choices=["embedded", "kubo"], help="content store backend")
-    a("--ipfs-api", help="Kubo RPC API URL, for --store kubo")
-    a("--slots", type=int, help="concurrent task slots (default: CPU count)")
-    a("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    a("--mesh-name", help="name of the mesh; peers of other meshes are ignored")
-    a("--task-module", dest="task_modules", action="append", default=[],
-      help="extra Python module to import for tasks (repeatable)")
-    a("--task-timeout-s", type=float, help="default per-task timeout in seconds")
-    a("--worker-memory-mb", type=int, help="address-space limit of each worker process")
-    a("--lease-s", type=float, help="claim lease in seconds")
-    a("--submit-acks", type=int,
-      help="live peers that must hold a new job before POST /api/jobs returns (default 1)")
-    a("--replicas", type=int,
-      help="peers that pin each output: its producer and N-1 others (default 2; 1 = off)")
-    a("--demo", action="store_true", help="build a corpus and run the seed pipeline")
+    p.add_argument("--config", type=Path, help="TOML file with settings (also BANZAI_CONFIG)")
+    for spec in SPECS:
+        opts: dict[str, Any] = {"dest": spec.name, "help": spec.setting.help}
+        if spec.kind is tuple:
+            opts |= {"action": "append", "default": []}
+        elif spec.kind is bool:
+            opts |= {"action": "store_const", "const": spec.default is not True, "default": None}
+        elif spec.kind in (int, float):
+            opts["type"] = spec.kind
+        if spec.setting.choices:
+            opts["choices"] = list(spec.setting.choices)
+        p.add_argument(spec.flag, **opts)
+    p.add_argument("--demo", action="store_true", help="build a corpus and run the seed pipeline")
     return p
 
 
@@ -203,4 +275,5 @@ def from_args(argv: Sequence[str] | None = None) -> tuple[PeerConfig, argparse.N
     return load(flags, toml_path=ns.config), ns
 
 
-__all__ = ["PeerConfig", "build_parser", "from_args", "load", "parse_hostport", "replace"]
+__all__ = ["SPECS", "PeerConfig", "Setting", "SettingSpec", "build_parser", "from_args", "load",
+           "parse_hostport", "replace", "setting"]

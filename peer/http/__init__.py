@@ -1,2 +1,2 @@
 """The HTTP edge: the aiohttp app (REST API, server-sent events, static web UI), its OpenAPI
-description and the JSON views of jobs."""
+description, the JSON views of jobs, and the protocols it reads the peer through (host.py)."""

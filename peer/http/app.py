@@ -20,53 +20,52 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors_http import HttpError, Surface, http_error, unexpected
+from peer.http.host import Host
 from peer.http.openapi import OPENAPI
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.spec import parse
 from peer.log import Event, EventType
-from peer.node import Node
 
 log = logging.getLogger("banzai.api")
-NODE: web.AppKey[Node] = web.AppKey("node", Node)
+NODE: web.AppKey[Host] = web.AppKey("node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, kind: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": kind, "message": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
+def _answer(err: HttpError) -> web.Response:
+    return web.json_response(err.json(), status=err.status)
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes JSON with a message (and the field at fault); never a 500 page."""
+    """Every failure becomes JSON with a message (and the field at fault), its status from
+    peer/errors_http.py; never a traceback or a 500 page."""
     try:
         return await handler(request)
     except BanzaiError as e:
-        return web.json_response(e.to_json(), status=e.status)
+        return _answer(http_error(e, Surface.API))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[NODE].cfg.max_body_bytes
-        return _error(413, f"request body too large (limit {limit} bytes)", "TooLarge",
-                      field="body")
-    except web.HTTPException as e:
+        too_large = TooLarge(f"request body too large (limit {limit} bytes)", field="body")
+        return _answer(http_error(too_large, Surface.API))
+    except web.HTTPException as e:  # aiohttp's own: no such route (404), wrong method (405)
         if e.status < 400:
             raise
-        return _error(e.status, e.reason, type(e).__name__)
+        return _answer(HttpError(e.status, type(e).__name__, e.reason))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error(500, "internal error (see the peer's log)", "InternalError")
+        return _answer(unexpected(Surface.API))
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> Host:
     return request.app[NODE]
 
 
-def _job(node: Node, job_id: str) -> None:
+def _job(node: Host, job_id: str) -> None:
     if job_id not in node.state.jobs:
         raise NotFound(f"no job {job_id!r}", field="job")
 
@@ -150,7 +149,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     return out
 
 
-def _read_all(node: Node, cid: str) -> bytes:
+def _read_all(node: Host, cid: str) -> bytes:
     return b"".join(node.store.cat(cid))
 
 
@@ -324,7 +323,7 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(_webui_dir() / "index.html")
 
 
-def make_app(node: Node) -> web.Application:
+def make_app(node: Host) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=node.cfg.max_body_bytes)
     app[NODE] = node
     r = app.router

@@ -26,7 +26,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from peer.errors import ArgError, BadCID, BanzaiError, NotFound, StoreError, Unsupported
+from peer.errors import ArgError, BanzaiError, NotFound
+from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
 
@@ -258,10 +259,10 @@ class Gateway:
                     raise
                 plan = await asyncio.to_thread(self.plan, request)
         except BanzaiError as exc:
-            return _error(exc)
+            return _error(http_error(exc, Surface.GATEWAY))
         except Exception:
             log.exception("gateway: unexpected error serving %s", request.rel_url)
-            return _error(StoreError("the gateway cannot serve this request"), status=502)
+            return _error(unexpected(Surface.GATEWAY))
         return await _send(request, plan)
 
     def plan(self, request: web.Request) -> Plan:
@@ -419,19 +420,9 @@ def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
     )
 
 
-def _error(exc: BanzaiError, status: int | None = None) -> web.Response:
-    code = status or _status(exc)
-    return web.json_response(exc.to_json(), status=code, headers=CORS)
-
-
-def _status(exc: BanzaiError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, BadCID | ArgError):
-        return 400
-    if isinstance(exc, Unsupported):
-        return 501
-    return 502 if exc.status >= 500 else exc.status
+def _error(err: HttpError) -> web.Response:
+    """The API's JSON error body, with the gateway's status (peer/errors_http.py) and CORS."""
+    return web.json_response(err.json(), status=err.status, headers=CORS)
 
 
 # Content-addressed data is public and immutable: any origin may read it (a web UI served

@@ -5,7 +5,7 @@ version. Request options and response bodies follow Kubo 0.39: newline-delimited
 streamed objects (`X-Chunked-Output: 1`), raw bytes with `X-Stream-Output: 1` for readers.
 Errors are Kubo's `{"Message", "Code", "Type": "error"}`, but with 400 for bad input or missing
 content (Kubo answers 500 for every error) and 501 for options this store cannot honour; 404 is
-never used because Kubo's clients read it as "command not found".
+never used because Kubo's clients read it as "command not found" (the map: peer/errors_http.py).
 
 Store calls run in worker threads; uploads and CARs are spooled to a temp directory first.
 """
@@ -28,7 +28,8 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from peer import __version__
-from peer.errors import ArgError, BanzaiError, NotFound, TooLarge, Unsupported
+from peer.errors import ArgError, BanzaiError, Forbidden, NotFound, TooLarge, Unsupported
+from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import car, parse_cid
 from peer.ipfs.gateway import write_stream
 from peer.ipfs.store import Entry, Store
@@ -115,37 +116,29 @@ def add_routes(
 # --- errors and options ------------------------------------------------------------------------
 
 
-def kubo_error(message: str, status: int = 400, code: int = 0) -> web.Response:
-    """Kubo's error body ({"Message", "Code", "Type": "error"}) with our status."""
-    body = json.dumps({"Message": message, "Code": code, "Type": "error"}, separators=(",", ":"))
-    return web.Response(text=body + "\n", status=status, content_type="application/json",
+def kubo_error(err: HttpError) -> web.Response:
+    """Kubo's error body ({"Message", "Code", "Type": "error"}) with the mapped status."""
+    body = json.dumps(err.kubo_json(), separators=(",", ":"))
+    return web.Response(text=body + "\n", status=err.status, content_type="application/json",
                         headers={"Vary": "Origin"})
 
 
-def _status(exc: BanzaiError) -> int:
-    """413 and 501 as such; everything else the store refuses (bad arguments, missing content,
-    malformed or corrupt CARs, directories too large to import) is the request's fault: 400.
-    404 is avoided because Kubo's clients read it as "command not found"."""
-    if isinstance(exc, TooLarge | Unsupported):
-        return exc.status
-    return 400
-
-
 def _guarded(handler: Handler) -> Handler:
-    """Refuse cross-origin browser requests (as Kubo) and map errors to Kubo's shape."""
+    """Refuse cross-origin browser requests (as Kubo) and map errors to Kubo's shape; the
+    statuses come from peer.errors_http (no 404 here: Kubo's clients read it as "command not
+    found")."""
 
     async def run(request: web.Request) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin and urlsplit(origin).netloc != request.host:
-            return kubo_error("cross-origin RPC requests are not allowed", 403)
         try:
+            origin = request.headers.get("Origin")
+            if origin and urlsplit(origin).netloc != request.host:
+                raise Forbidden("cross-origin RPC requests are not allowed", field="origin")
             return await handler(request)
         except BanzaiError as exc:
-            code = 1 if type(exc) is ArgError else 0
-            return kubo_error(exc.message, _status(exc), code)
+            return kubo_error(http_error(exc, Surface.RPC))
         except OSError as exc:  # disk full, permissions: the peer's fault
             log.error("kubo rpc: %s %s failed: %s", request.method, request.path, exc)
-            return kubo_error(f"{request.path}: the peer cannot complete this request", 500)
+            return kubo_error(unexpected(Surface.RPC, request.path))
 
     return run
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from peer.config import PeerConfig, from_args, load, parse_hostport
+from peer.config import SPECS, PeerConfig, build_parser, from_args, load, parse_hostport
 from peer.errors import ConfigError
 
 
@@ -152,3 +153,72 @@ def test_peer_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str],
         main(["--http", "127.0.0.1:0"])
     assert e.value.code == 2
     assert "slots" in capsys.readouterr().err
+
+
+# -- every setting is declared once and reachable three ways -----------------------------
+SAMPLES: dict[str, object] = {  # values that pass validation; others follow from the type
+    "http": "127.0.0.1:1111", "gossip": "[::1]:2222", "join": ("10.0.0.1:1", "10.0.0.2:2"),
+    "store": "kubo", "ipfs_api": "http://127.0.0.1:5001", "log_level": "DEBUG",
+}
+
+
+def _samples(tmp_path: Path) -> dict[str, object]:
+    by_kind: dict[type, object] = {int: 7, float: 2.5, bool: False, str: "sample",
+                                   Path: tmp_path / "sample", tuple: ("a", "b")}
+    out = {s.name: SAMPLES.get(s.name, by_kind[s.kind]) for s in SPECS}
+    defaults = PeerConfig()
+    for name, value in out.items():  # a sample must differ from the default to show anything
+        assert getattr(defaults, name) != value, name
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_every_setting_is_reachable_by_flag_env_and_toml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = _samples(tmp_path)
+    assert {s.name for s in SPECS} == set(PeerConfig.__dataclass_fields__)
+    toml = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(_plain(v))}\n"
+                   for k, v in samples.items())
+    from_toml = load({}, env={}, toml_path=_toml(tmp_path, toml))
+    env = {s.env: _text(samples[s.name]) for s in SPECS}
+    assert all(var == "BANZAI_" + s.name.upper() for s, var in zip(SPECS, env, strict=True))
+    from_env = load({}, env=env)
+    for var in [v for v in os.environ if v.startswith("BANZAI_")]:
+        monkeypatch.delenv(var)
+    argv: list[str] = []
+    actions = {a.dest: a for a in build_parser()._actions}
+    for spec in SPECS:
+        action, value = actions[spec.name], samples[spec.name]
+        assert spec.flag in action.option_strings and action.help, spec.name
+        if isinstance(value, bool):
+            argv.append(spec.flag)
+        else:
+            for item in value if isinstance(value, tuple) else (value,):
+                argv += [spec.flag, str(item)]
+    from_flags, _ = from_args(argv)
+    for cfg in (from_toml, from_env, from_flags):
+        assert {k: getattr(cfg, k) for k in samples} == samples
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else str(value) if isinstance(
+        value, Path) else value
+
+
+def test_settings_derive_flag_and_parsing_from_the_field() -> None:
+    spec = {s.name: s for s in SPECS}
+    assert spec["mdns"].flag == "--no-mdns" and spec["task_modules"].flag == "--task-module"
+    assert spec["lease_s"].flag == "--lease-s" and spec["lease_s"].env == "BANZAI_LEASE_S"
+    assert spec["worker_memory_mb"].kind is int and spec["secret_file"].kind is Path
+    assert spec["join"].parse("a:1, b:2,") == ("a:1", "b:2")
+    assert spec["mdns"].parse("yes") is True and spec["mdns"].parse("0") is False
+    with pytest.raises(ConfigError) as e:
+        spec["ack_timeout_s"].parse("soon")
+    assert e.value.field == "ack_timeout_s"
+    with pytest.raises(SystemExit):  # argparse checks choices and numbers itself
+        build_parser().parse_args(["--store", "s3"])

@@ -86,9 +86,10 @@ def test_document_is_well_formed() -> None:
 
 def test_error_schema_matches_the_errors_the_api_returns() -> None:
     from peer.errors import NotFound
+    from peer.errors_http import Surface, http_error
 
     err = OPENAPI["components"]["schemas"]["Error"]
-    body = NotFound("no job 'x'", field="job").to_json()
+    body = http_error(NotFound("no job 'x'", field="job"), Surface.API).json()
     assert set(err["required"]) <= set(body) <= set(err["properties"])
 
 

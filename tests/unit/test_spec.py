@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
+from peer.errors_http import Surface, http_error, status_of
 from peer.jobs.spec import TaskSpec, Workflow, from_obj, parse, workflow_from_json
 from tasks.registry import Arg, TaskDef
 
@@ -458,7 +459,7 @@ def test_json_nan_rejected_at_its_place() -> None:
 def test_too_large(body: bytes | str) -> None:
     with pytest.raises(TooLarge, match="limit of 100 bytes") as info:
         parse(body, CATALOG, max_bytes=100)
-    assert info.value.status == 413
+    assert status_of(info.value, Surface.API) == 413
 
 
 def test_at_the_limit_is_fine() -> None:
@@ -469,7 +470,7 @@ def test_at_the_limit_is_fine() -> None:
 def test_errors_serialise_with_field() -> None:
     with pytest.raises(SpecError) as info:
         from_obj([GOOD0, {"call": "NOPE"}], CATALOG)
-    assert info.value.to_json()["field"] == "tasks[1].call"
+    assert http_error(info.value, Surface.API).json()["field"] == "tasks[1].call"
 
 
 # -- properties -------------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""What the HTTP edge reads from the peer that hosts it: narrow protocols, met by
+peer.node.Node (mypy checks it where main.py calls make_app). Used on the event loop only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from peer.ipfs.store import Store
+from peer.log import Event, EventType, MeshState
+from tasks.registry import TaskDef
+
+
+class HttpConfig(Protocol):
+    """The settings the app reads."""
+
+    @property
+    def data_dir(self) -> Path: ...  # uploads are spooled under it
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def max_upload_bytes(self) -> int: ...
+
+
+class Fetcher(Protocol):
+    def mark(self, cid: str) -> None: ...  # a DAG known complete here
+    async def try_ensure(self, cid: str) -> bool: ...  # fetch from the mesh; True if now here
+
+
+class RunRecords(Protocol):
+    """Log lines and metrics of the runs in progress here, by (job, task)."""
+
+    @property
+    def logs(self) -> Mapping[tuple[str, str], Sequence[str]]: ...
+    @property
+    def metrics(self) -> Mapping[tuple[str, str], Sequence[Sequence[Any]]]: ...
+
+
+class GossipStats(Protocol):
+    def as_dict(self) -> Mapping[str, int]: ...
+
+
+class GossipView(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def stats(self) -> GossipStats: ...
+    def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> info, "status"
+
+
+class DiscoveryView(Protocol):
+    @property
+    def running(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+Listener = Callable[[Event], None]
+
+
+class Host(Protocol):
+    """The peer as the app and its views see it."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def cfg(self) -> HttpConfig: ...
+    @property
+    def catalog(self) -> Mapping[str, TaskDef]: ...
+    @property
+    def state(self) -> MeshState: ...  # the folded mesh state: read, never written
+    @property
+    def store(self) -> Store: ...  # every call may block
+    @property
+    def fetcher(self) -> Fetcher: ...
+    @property
+    def scheduler(self) -> RunRecords: ...
+    @property
+    def gossip(self) -> GossipView | None: ...  # None before start
+    @property
+    def discovery(self) -> DiscoveryView | None: ...  # None without mDNS
+    @property
+    def heard_at(self) -> Mapping[str, float]: ...  # peer id -> local monotonic time heard
+    @property
+    def infos(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> last heartbeat
+    @property
+    def listeners(self) -> MutableSequence[Listener]: ...  # called with every new event
+
+    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
+    def flush(self) -> None: ...  # emitted events to disk: acknowledge only after it
+    async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
+    def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
