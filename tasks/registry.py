@@ -133,6 +133,11 @@ class TaskDef:
     doc: str = ""
     check: Checker | None = None
     module: str = ""
+    kind: str = "python"  # executor kind (peer/jobs/kinds.py): how the peer runs this task
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"task {self.name}: kind must be a non-empty string")
 
     def matches(self, relpath: str) -> bool:
         return fnmatch.fnmatchcase(relpath.rsplit("/", 1)[-1], self.items)
@@ -187,7 +192,7 @@ class TaskDef:
         return given
 
     def to_json(self) -> dict[str, Any]:
-        return {"call": self.name, "version": self.version, "doc": self.doc,
+        return {"call": self.name, "version": self.version, "kind": self.kind, "doc": self.doc,
                 "per_item": self.per_item, "items": self.items,
                 "needs_input": self.needs_input, "args": [a.to_json() for a in self.args]}
 

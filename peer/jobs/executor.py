@@ -1,7 +1,8 @@
 """Pool of long-lived worker processes that run `module:function` targets for the daemon.
 
-Concurrency rule: use it from one event loop; nothing there blocks on a worker (pipes are read
-with add_reader, processes are started and joined on one private helper thread).
+Each worker leads its own process group, so a kill (cancel, timeout, close) ends every process
+a task started. Concurrency rule: use it from one event loop; nothing there blocks on a worker
+(pipes are read with add_reader, processes are started and joined on one private helper thread).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError
 
-__all__ = ["Executor", "ExecutorConfig", "ExitKind", "OnMessage", "RunResult"]
+__all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,20 @@ _READ_BYTES = 1 << 16
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
 _TRACE_FRAMES = 8
 _RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
+
+
+class Handle(Protocol):
+    """A pending delayed call."""
+
+    def cancel(self) -> None: ...
+
+
+class Timer(Protocol):
+    """Time and delayed calls for run timeouts, kill grace and durations: the event loop,
+    or a fake clock in tests. Callbacks run on the event loop's thread and must not block."""
+
+    def time(self) -> float: ...
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Handle: ...
 
 
 class ExitKind(enum.StrEnum):
@@ -137,7 +152,7 @@ class _Job:
     run_id: int = 0
     worker: _Worker | None = None  # None while queued
     started: float = 0.0
-    timer: asyncio.TimerHandle | None = None
+    timer: Handle | None = None
     kill_kind: ExitKind | None = None  # set when we kill the worker on purpose
 
 
@@ -152,15 +167,21 @@ class _Worker:
     ready: bool = False
     alive: bool = True
     killing: bool = False
-    kill_timer: asyncio.TimerHandle | None = None
+    kill_timer: Handle | None = None
     job: _Job | None = None
 
 
 class Executor:
-    """Runs targets on `cfg.slots` long-lived worker processes; extra runs queue FIFO."""
+    """Runs targets on `cfg.slots` long-lived worker processes; extra runs queue FIFO.
 
-    def __init__(self, cfg: ExecutorConfig) -> None:
+    `timer` (default: the running event loop) times runs out, escalates kills to SIGKILL
+    and measures durations.
+    """
+
+    def __init__(self, cfg: ExecutorConfig, *, timer: Timer | None = None) -> None:
         self.cfg = cfg
+        self._given_timer = timer
+        self._timer: Timer | None = None  # set by start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._helper: ThreadPoolExecutor | None = None
         self._stop = asyncio.Event()
@@ -198,6 +219,7 @@ class Executor:
         if self._loop is not None:
             raise RuntimeError("executor already started")
         self._loop = asyncio.get_running_loop()
+        self._timer = self._given_timer or self._loop
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
         self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-"))
         # Workers fork from the forkserver with these already imported (if it is not running yet).
@@ -343,15 +365,22 @@ class Executor:
                 log.exception("cannot start an executor worker; retrying")
                 delay_s = _RESPAWN_BACKOFF_S
 
+    def _clock(self) -> Timer:
+        if self._timer is None:
+            raise RuntimeError("executor not started")
+        return self._timer
+
     def _kill(self, w: _Worker) -> None:
-        """SIGTERM now, SIGKILL after the grace period; _on_exit does the rest."""
+        """SIGTERM now, SIGKILL after the grace period, to the worker's process group (the
+        worker and every process its task started); _on_exit does the rest."""
         if w.killing or not w.alive:
             return
         w.killing = True
         if w in self._idle:
             self._idle.remove(w)
-        w.proc.terminate()
-        w.kill_timer = self._running_loop().call_later(self.cfg.kill_grace_s, w.proc.kill)
+        _signal(w, signal.SIGTERM)
+        w.kill_timer = self._clock().call_later(
+            self.cfg.kill_grace_s, lambda: _signal(w, signal.SIGKILL))
 
     def _on_exit(self, w: _Worker) -> None:
         """The process sentinel fired: read what is left, then join it on the helper thread."""
@@ -362,6 +391,7 @@ class Executor:
         if w.kill_timer is not None:
             w.kill_timer.cancel()
         w.alive = False
+        _signal(w, signal.SIGKILL)  # what its task started and left behind (e.g. ignoring SIGTERM)
         if w in self._idle:
             self._idle.remove(w)
         self._track(self._reap(w))
@@ -447,10 +477,10 @@ class Executor:
             self._assign(self._idle.pop(), self._queue.popleft())
 
     def _assign(self, w: _Worker, job: _Job) -> None:
-        loop = self._running_loop()
+        clock = self._clock()
         job.run_id = next(self._ids)
         job.worker, w.job = w, job
-        job.started = loop.time()
+        job.started = clock.time()
         request = ("run", job.run_id, job.target, job.payload, str(self._workdir(job)))
         try:
             w.tx.send_bytes(pickle.dumps(request, _PICKLE))
@@ -459,7 +489,7 @@ class Executor:
             self._queue.appendleft(job)
             self._kill(w)
             return
-        job.timer = loop.call_later(job.timeout_s, self._on_timeout, job)
+        job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
 
     def _on_timeout(self, job: _Job) -> None:
         if job.worker is not None and job.kill_kind is None:
@@ -475,7 +505,7 @@ class Executor:
             job.fut.set_result(result)
 
     def _elapsed(self, job: _Job) -> float:
-        return self._running_loop().time() - job.started
+        return self._clock().time() - job.started
 
     def _workdir(self, job: _Job) -> Path:
         return self._base / str(job.run_id)
@@ -489,6 +519,20 @@ class Executor:
             error = _describe_exit(code, self.cfg.memory_limit_mb)
         kind = job.kill_kind or ExitKind.CRASH
         return RunResult(False, None, error, None, self._elapsed(job), kind)
+
+
+def _signal(w: _Worker, sig: signal.Signals) -> None:
+    """Signal the worker's process group once it is ready (it made the group first thing), the
+    worker alone before that. The group outlives a dead worker while a member lives, so its id
+    cannot be reused meanwhile."""
+    pid = w.proc.pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if w.ready:
+            os.killpg(pid, sig)
+        elif w.alive:
+            os.kill(pid, sig)
 
 
 def _describe_exit(code: int | None, memory_limit_mb: int | None) -> str:
@@ -641,6 +685,7 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
+    os.setsid()  # our own process group: a kill reaches every process a task starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
     # Not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives the daemon while any
@@ -660,6 +705,9 @@ def _watch_parent(request_fd: int) -> None:
     poller.register(request_fd, 0)  # POLLHUP only: never competes with the main thread's reads
     while not poller.poll():
         pass
+    with contextlib.suppress(OSError):
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)  # this worker and every process its task started
     os._exit(1)
 
 

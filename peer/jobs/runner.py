@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.ipfs.store import Store, StoreConfig, open_store
+from peer.jobs import kinds
 from tasks import registry
 from tasks.registry import KEEP, TaskContext, TaskDef
 
@@ -46,7 +47,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         store.materialize(payload["input"], inp)
     out = ctx.workdir / "output"
     out.mkdir()
-    result = tdef.fn(ctx, inp, out, **params)
+    result = kinds.invoke(tdef, ctx, inp, out, params)
     ctx.progress(1.0)
     return {"output": store.add_path(Path(result) if result is not None else out)}
 
@@ -61,7 +62,7 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
         name = relpath.rsplit("/", 1)[-1] or "item"
         src = inp / name  # one item at a time: names never collide
         store.materialize(cid, src)
-        r = tdef.fn(ctx, src, out_dir, **params)
+        r = kinds.invoke(tdef, ctx, src, out_dir, params)
         if r is None:
             results[relpath] = None
         elif r is KEEP:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Store, StoreConfig
+from peer.jobs import kinds
 from peer.jobs.spec import TaskSpec, Workflow
 from peer.log import RETRYABLE, Event, EventType, MeshState, TaskKey
 from peer.rendezvous import rendezvous
@@ -665,7 +666,7 @@ class Scheduler:
                 self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
                 return
             self.executions += 1
-            res = await self.runner.run(run.key, "peer.jobs.runner:run", payload,
+            res = await self.runner.run(run.key, kinds.target(tdef), payload,
                                         timeout_s=self.cfg.task_timeout_s,
                                         on_message=lambda k, a: self._message(ck, run, k, a))
             self.runs.pop(ck, None)  # the slot is free again while the outcome is recorded

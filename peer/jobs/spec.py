@@ -19,6 +19,7 @@ import yaml
 from cid import make_cid
 
 from peer.errors import ArgError, NotFound, SpecError, TooLarge
+from peer.jobs import kinds
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -392,6 +393,7 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
     if td is None:
         raise SpecError(_unknown(f"{raw.where}.call", "task", raw.call, catalog),
                         field=f"{raw.where}.call")
+    kinds.check(td, f"{raw.where}.call")
     _check_finite(raw)
     try:
         params = td.bind(raw.args, raw.params, raw.where)

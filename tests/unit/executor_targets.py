@@ -6,8 +6,10 @@ import ctypes
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -88,3 +90,34 @@ def big(payload: int, ctx: Any) -> str:
     """Log one line and return a string, each `payload` bytes long."""
     ctx.log("l" * payload)
     return "v" * payload
+
+
+def _grandchild(pid_file: str, ignore_term: bool) -> None:
+    """Start `sleep 60` (ignoring SIGTERM if asked) and write its pid to `pid_file`."""
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN) if ignore_term else None
+    child = subprocess.Popen(["sleep", "60"])  # an ignored signal stays ignored across exec
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
+    Path(pid_file).write_text(str(child.pid))
+
+
+def family(payload: str, ctx: Any) -> None:
+    """Start a grandchild process, then sleep; SIGTERM ends both."""
+    _grandchild(payload, ignore_term=False)
+    ctx.log("started")
+    time.sleep(60)
+
+
+def stubborn_child(payload: str, ctx: Any) -> None:
+    """Start a grandchild that ignores SIGTERM, then sleep; SIGTERM ends only the worker."""
+    _grandchild(payload, ignore_term=True)
+    ctx.log("started")
+    time.sleep(60)
+
+
+def stubborn_family(payload: str, ctx: Any) -> None:
+    """Worker and grandchild both ignore SIGTERM: only SIGKILL ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _grandchild(payload, ignore_term=False)
+    ctx.log("started")
+    time.sleep(60)
