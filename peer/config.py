@@ -8,6 +8,7 @@ flag > environment > TOML file > default. Invalid values raise ConfigError.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -88,6 +89,9 @@ class PeerConfig:
         "name of this peer in the web UI and CLI (default: HOSTNAME-ID)"))
     task_modules: tuple[str, ...] = field(default=(), metadata=setting(
         "extra Python module to import for tasks (repeatable)", flag="--task-module"))
+    fetch_allow: tuple[str, ...] = field(default=(), metadata=setting(
+        "CIDR that fetching tasks (FETCH_FESTVOX) may reach although it is loopback, "
+        "private, link-local or otherwise not public, e.g. 127.0.0.1/32 (repeatable)"))
     task_timeout_s: float = field(default=3600.0, metadata=setting(
         "default per-task timeout in seconds"))
     worker_memory_mb: int | None = field(default=None, metadata=setting(
@@ -118,6 +122,12 @@ class PeerConfig:
                                   f"got {value!r}", field=spec.name)
         self._check_store()
         self._check_bounds()
+        for cidr in self.fetch_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"fetch_allow: not an address or CIDR: {cidr!r}",
+                                  field="fetch_allow") from None
 
     def _check_store(self) -> None:
         if self.store == "kubo" and not self.ipfs_api:

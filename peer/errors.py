@@ -53,5 +53,11 @@ class Unsupported(BanzaiError):
     """A valid request asks for something this peer does not support."""
 
 
+class InvalidEvent(BanzaiError, ValueError):
+    """An event (from the wire, the log or a local emit) breaks its type's schema."""
+
+    # A ValueError too: code that drops malformed input (gossip frames) already catches it.
+
+
 class Conflict(BanzaiError):
     """The request conflicts with the current state (e.g. cancel a finished job)."""

@@ -52,6 +52,7 @@ from peer.errors import ArgError
 from tasks.audio_fetch import FetchLimits, download, extract_festvox
 from tasks.audio_learn import LearnError, LearnParams, learn_dir
 from tasks.audio_wav import WavError, wav_info
+from tasks.fetch_policy import AddressPolicy, PolicyError, Resolver, check_url, system_resolver
 from tasks.registry import KEEP, Arg, Keep, TaskContext, task
 
 DAY_S = 86_400.0
@@ -59,20 +60,33 @@ DAY_S = 86_400.0
 # ---------------------------------------------------------------- FETCH_FESTVOX
 
 
-@task("FETCH_FESTVOX", version="1", needs_input=False, args=[
+def _check_urls(params: Mapping[str, Any]) -> None:
+    for i, url in enumerate(params["urls"]):
+        try:
+            check_url(url)
+        except PolicyError as e:
+            raise ArgError(f"{url!r}: {e.message}", field=f"urls[{i}]") from None
+
+
+@task("FETCH_FESTVOX", version="1", needs_input=False, check=_check_urls, args=[
     Arg("urls", "str", variadic=True,
-        doc="festvox zip(s): http(s):// URL, file:// URL or local path; one speaker each"),
+        doc="festvox zip(s): http:// or https:// URLs, one speaker each (public addresses, "
+            "or those the peer allows with --fetch-allow)"),
 ])
 def fetch_festvox(ctx: TaskContext, inp: Path | None, out: Path, *, urls: list[str],
-                  limits: FetchLimits | None = None) -> None:
+                  limits: FetchLimits | None = None,
+                  resolver: Resolver = system_resolver) -> None:
     """Download CMU ARCTIC (festvox) speaker zips into one folder per speaker.
 
     Each archive `cmu_us_<spk>_arctic...zip` becomes `<spk>/arctic_*.wav` plus
-    `<spk>/prompts.json` ({utterance id: text} from etc/txt.done.data). Transient errors
+    `<spk>/prompts.json` ({utterance id: text} from etc/txt.done.data). Only http(s) URLs
+    of public addresses are fetched, or of those the peer allows (ctx.fetch_allow, from
+    --fetch-allow), checked after DNS resolution and on every redirect. Transient errors
     are retried with exponential backoff; archives are checked before extraction
     (no absolute or `..` paths, no symlinks, bounded size, file count and ratio).
     """
     lim = limits or FetchLimits()
+    policy = AddressPolicy.from_cidrs(ctx.fetch_allow)
     n = len(urls)
     for i, url in enumerate(urls):
         def part(f: float, base: float, span: float, i: int = i) -> None:
@@ -80,7 +94,7 @@ def fetch_festvox(ctx: TaskContext, inp: Path | None, out: Path, *, urls: list[s
 
         tmp = ctx.workdir / f"fetch-{i}.zip"
         try:
-            local = download(url, tmp, lim, lambda f: part(f, 0.0, 0.7))
+            local = download(url, tmp, lim, lambda f: part(f, 0.0, 0.7), policy, resolver)
             speakers = extract_festvox(local, out, lim, url, lambda f: part(f, 0.7, 0.3))
         finally:
             tmp.unlink(missing_ok=True)

@@ -1,25 +1,25 @@
-"""RIFF/WAVE header parser: format and duration of a WAV file without reading its samples.
+"""WAV headers read with soundfile (libsndfile): format and duration without decoding samples.
 
-Pure and thread-safe; reads only chunk headers and the `fmt ` chunk (a few hundred bytes).
+Pure and thread-safe; libsndfile reads only the header chunks. Errors name the file.
 """
 
 from __future__ import annotations
 
-import os
-import struct
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-WAVE_FORMAT_PCM = 0x0001
-WAVE_FORMAT_IEEE_FLOAT = 0x0003
-WAVE_FORMAT_ALAW = 0x0006
-WAVE_FORMAT_MULAW = 0x0007
-WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-# Formats whose duration is data bytes / (block_align * rate): one block is one frame.
-FRAME_FORMATS = {WAVE_FORMAT_PCM: "pcm", WAVE_FORMAT_IEEE_FLOAT: "float",
-                 WAVE_FORMAT_ALAW: "alaw", WAVE_FORMAT_MULAW: "mulaw"}
-MAX_FMT_BYTES = 4096
+import soundfile as sf
+
+WAV_FORMATS = ("WAV", "WAVEX")  # libsndfile's names for RIFF/WAVE and WAVE_FORMAT_EXTENSIBLE
+# Subtypes whose duration is what the header says (one block per frame), as (encoding, bits).
+SUBTYPES = {"PCM_U8": ("pcm", 8), "PCM_16": ("pcm", 16), "PCM_24": ("pcm", 24),
+            "PCM_32": ("pcm", 32), "FLOAT": ("float", 32), "DOUBLE": ("float", 64),
+            "ALAW": ("alaw", 8), "ULAW": ("mulaw", 8)}
+SF_ERR_UNRECOGNISED_FORMAT = 1
+# libsndfile measures a data chunk longer than the file by the bytes present and says so only in
+# its log ("data : 100 (should be 60)"): a truncated file is refused, as a short read would be.
+_SHORT_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)$", re.M)
 
 
 class WavError(ValueError):
@@ -28,18 +28,13 @@ class WavError(ValueError):
 
 @dataclass(frozen=True)
 class WavInfo:
-    """What the header says: sample format, layout, and the size of the sample data."""
+    """What the header says: sample format, layout, and the number of frames."""
 
     encoding: str  # pcm | float | alaw | mulaw
     channels: int
     sample_rate: int
     bits_per_sample: int
-    block_align: int
-    data_bytes: int
-
-    @property
-    def frames(self) -> int:
-        return self.data_bytes // self.block_align
+    frames: int
 
     @property
     def duration_s(self) -> float:
@@ -47,51 +42,20 @@ class WavInfo:
 
 
 def wav_info(path: Path) -> WavInfo:
-    """Parse the RIFF chunks of `path`; raise WavError if it is not a measurable WAV."""
-    with open(path, "rb") as f:
-        return read_wav_info(f, os.fstat(f.fileno()).st_size)
-
-
-def read_wav_info(f: BinaryIO, file_size: int) -> WavInfo:
-    """Parse from an open binary file of `file_size` bytes (chunks in any order)."""
-    head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise WavError("not a RIFF/WAVE file")
-    fmt: bytes | None = None
-    data_bytes: int | None = None
-    pos = 12
-    while pos + 8 <= file_size and (fmt is None or data_bytes is None):
-        f.seek(pos)
-        cid, size = struct.unpack("<4sI", f.read(8))
-        body = pos + 8
-        if cid == b"fmt ":
-            if size > MAX_FMT_BYTES or body + size > file_size:
-                raise WavError(f"bad fmt chunk of {size} bytes")
-            fmt = f.read(size)
-        elif cid == b"data":
-            if body + size > file_size:
-                raise WavError(f"truncated: data chunk declares {size} bytes, "
-                               f"{file_size - body} present")
-            data_bytes = size
-        pos = body + size + (size & 1)  # chunks are padded to an even size
-    if fmt is None:
-        raise WavError("no fmt chunk")
-    if data_bytes is None:
-        raise WavError("no data chunk")
-    return _parse_fmt(fmt, data_bytes)
-
-
-def _parse_fmt(fmt: bytes, data_bytes: int) -> WavInfo:
-    if len(fmt) < 16:
-        raise WavError(f"fmt chunk too short ({len(fmt)} bytes)")
-    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
-    if tag == WAVE_FORMAT_EXTENSIBLE:
-        # cbSize(2) validBits(2) channelMask(4) SubFormat GUID(16): its first 2 bytes are the tag
-        if len(fmt) < 40:
-            raise WavError("WAVE_FORMAT_EXTENSIBLE fmt chunk too short")
-        (tag,) = struct.unpack("<H", fmt[24:26])
-    if tag not in FRAME_FORMATS:
-        raise WavError(f"unsupported sample format 0x{tag:04x}")
-    if channels == 0 or rate == 0 or block_align == 0:
-        raise WavError(f"bad fmt: channels={channels} rate={rate} block_align={block_align}")
-    return WavInfo(FRAME_FORMATS[tag], channels, rate, bits, block_align, data_bytes)
+    """The header of `path`; WavError (naming the file) if it is not a measurable WAV."""
+    try:
+        info = sf.info(str(path))
+    except sf.LibsndfileError as e:
+        if e.code == SF_ERR_UNRECOGNISED_FORMAT:
+            raise WavError(f"{path.name}: not a RIFF/WAVE file") from e
+        raise WavError(f"{path.name}: unreadable WAV header ({e.error_string})") from e
+    if info.format not in WAV_FORMATS:
+        raise WavError(f"{path.name}: not a RIFF/WAVE file (a {info.format} file)")
+    if info.subtype not in SUBTYPES:
+        raise WavError(f"{path.name}: unsupported sample format {info.subtype}")
+    short = _SHORT_DATA.search(str(info.extra_info))
+    if short is not None and int(short[1]) > int(short[2]):
+        raise WavError(f"{path.name}: truncated: data chunk declares {short[1]} bytes, "
+                       f"{short[2]} present")
+    encoding, bits = SUBTYPES[info.subtype]
+    return WavInfo(encoding, int(info.channels), int(info.samplerate), bits, int(info.frames))

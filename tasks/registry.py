@@ -44,9 +44,13 @@ KEEP = Keep()
 
 
 class TaskContext(Protocol):
-    """What a running task may report; every method is cheap and never blocks."""
+    """What a running task may report and the peer's policy it runs under; every method is
+    cheap and never blocks."""
 
     workdir: Path
+    # CIDRs the peer lets fetching tasks reach beyond public addresses (--fetch-allow); the
+    # runner sets it from the work order, so a job's own arguments can never widen it
+    fetch_allow: tuple[str, ...]
 
     def progress(self, fraction: float) -> None: ...
     def log(self, message: str) -> None: ...

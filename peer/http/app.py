@@ -27,7 +27,7 @@ from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.spec import parse
-from peer.log import Event, EventType
+from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone, TaskSplit
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
@@ -129,20 +129,22 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
     _job(node, job)
-    names = [t["name"] for t in node.state.jobs[job].payload["workflow"]["tasks"]]
+    names = node.state.jobs[job].body_as(JobSubmitted).tasks
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
                        field="task")
     split = node.state.splits.get((job, task))
     out: list[Any] = []
-    for i in range(len(split.payload["chunks"]) if split else 0):
+    for i in range(len(split.body_as(TaskSplit).chunks) if split else 0):
         c = node.state.chunk(job, task, i)
-        if c.done is not None and c.done.payload.get("log"):
-            data = await asyncio.to_thread(_read_all, node, c.done.payload["log"])
+        logs = c.done.body_as(ChunkDone).log if c.done is not None else None
+        if logs:
+            data = await asyncio.to_thread(_read_all, node, logs)
             out.extend(json.loads(data)[kind])
     done = node.state.task_done.get((job, task))
-    if kind == "log" and done is not None and done.payload.get("warning"):
-        out.append(f"[banzai] warning: {done.payload['warning']}")
+    warning = done.body_as(TaskDone).warning if done is not None else None
+    if kind == "log" and warning:
+        out.append(f"[banzai] warning: {warning}")
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
         out.extend(live)

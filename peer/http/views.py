@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from peer.jobs.scheduler import chunk_exhausted, task_status
-from peer.log import ChunkState, Event, MeshState, hlc_ms
+from peer.log import (
+    ChunkDone,
+    ChunkFailed,
+    ChunkState,
+    Event,
+    JobSubmitted,
+    MeshState,
+    TaskDone,
+    TaskSplit,
+    hlc_ms,
+)
 
 
 def _ms(ev: Event | None) -> int | None:
@@ -15,7 +25,9 @@ def _ms(ev: Event | None) -> int | None:
 def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
                 max_attempts: int, task_done: bool) -> dict[str, Any]:
     attempt = c.attempt
-    last_fail = c.failures[max(c.failures)] if c.failures else None
+    last_fail_ev = c.failures[max(c.failures)] if c.failures else None
+    last_fail = last_fail_ev.body_as(ChunkFailed) if last_fail_ev else None
+    done = c.done.body_as(ChunkDone) if c.done else None
     claim = c.winner(attempt, split)
     ran: Event | None
     end: Event | None
@@ -25,9 +37,9 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
         state, progress, ran, end = "skipped", 1.0, claim, None
     elif chunk_exhausted(c.failures, max_attempts):
         assert last_fail is not None
-        failed = int(last_fail.payload["attempt"])
+        failed = last_fail.attempt
         state, progress = "failed", c.progress.get(failed, 0.0)
-        ran, end = c.winner(failed, split), last_fail
+        ran, end = c.winner(failed, split), last_fail_ev
     elif claim is not None:
         state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
     else:
@@ -35,12 +47,12 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
     first_claim = min((cl for cls in c.claims.values() for cl in cls),
                       key=lambda e: e.order, default=None)
     return {"state": state, "progress": progress,
-            "attempt": c.done.payload["attempt"] if c.done else attempt,
+            "attempt": done.attempt if done else attempt,
             "attempts": len(c.failures) + (1 if state in ("done", "running") else 0),
             "peer": ran.origin if ran is not None else None, "items": n_items,
-            "error": last_fail.payload.get("error") if last_fail else None,
+            "error": last_fail.error if last_fail else None,
             "started_ms": _ms(first_claim), "finished_ms": _ms(end),
-            "log": c.done.payload.get("log") if c.done else None}
+            "log": done.log if done else None}
 
 
 def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
@@ -48,10 +60,11 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
     name = t["name"]
     status = task_status(state, job, name, max_attempts)
     split = state.splits.get((job, name))
-    done = state.task_done.get((job, name))
+    done_ev = state.task_done.get((job, name))
+    done = done_ev.body_as(TaskDone) if done_ev else None
     chunks = []
     if split is not None:
-        for i, items in enumerate(split.payload["chunks"]):
+        for i, items in enumerate(split.body_as(TaskSplit).chunks):
             chunks.append(_chunk_view(state.chunk(job, name, i), split.id, len(items),
                                       max_attempts, done is not None))
     if status == "done":
@@ -62,7 +75,7 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
         progress = 0.0
     starts = [c["started_ms"] for c in chunks if c["started_ms"]]
     started = min(starts) if starts else _ms(split)
-    finished = _ms(done)
+    finished = _ms(done_ev)
     if status == "failed":
         finished = max((c["finished_ms"] or 0 for c in chunks), default=0) or None
     errors = [c["error"] for c in chunks if c["error"] and c["state"] == "failed"]
@@ -71,9 +84,9 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
             "progress": round(progress, 4),
             "attempts": max((c["attempts"] for c in chunks), default=0),
             "peers": sorted({c["peer"] for c in chunks if c["peer"]}),
-            "output": done.payload["output"] if done else None,
-            "cached": bool(done.payload.get("cached")) if done else False,
-            "warning": done.payload.get("warning") if done else None,
+            "output": done.output if done else None,
+            "cached": done.cached if done else False,
+            "warning": done.warning if done else None,
             "error": errors[0] if errors else None,
             "started_ms": started, "finished_ms": finished,
             "duration_s": (finished - started) / 1000 if finished and started else None,
@@ -95,7 +108,7 @@ def job_state(task_states: list[str], cancelled: bool) -> str:
 def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
              ) -> dict[str, Any]:
     ev = state.jobs[job]
-    wf = ev.payload["workflow"]
+    wf = ev.body_as(JobSubmitted).workflow
     tasks = [task_view(state, job, t, max_attempts) for t in wf["tasks"]]
     st = job_state([t["state"] for t in tasks], job in state.cancelled)
     finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None

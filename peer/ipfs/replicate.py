@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Pinner
-from peer.log import Event, EventType
+from peer.log import Event, EventType, Provide, TaskDone
 from peer.rendezvous import rendezvous
 
 log = logging.getLogger("banzai.replicate")
@@ -40,10 +40,11 @@ def mirrored(ev: Event, self_id: str) -> list[str]:
     outputs it computed (TASK_DONE not cached) and whatever it provides."""
     if ev.origin != self_id:
         return []
-    if ev.type == EventType.TASK_DONE and not ev.payload.get("cached"):
-        return [str(ev.payload["output"])]
-    if ev.type == EventType.PROVIDE:
-        return [str(c) for c in ev.payload["cids"]]
+    b = ev.body
+    if isinstance(b, TaskDone) and not b.cached:
+        return [b.output]
+    if isinstance(b, Provide):
+        return list(b.cids)
     return []
 
 
@@ -77,9 +78,10 @@ class Replicator:
 
     def on_event(self, ev: Event) -> None:
         """Listener: queue a fresh output if this peer is one of its replicas."""
-        if ev.type != EventType.TASK_DONE or ev.payload.get("cached") or self.replicas < 2:
+        b = ev.body
+        if not isinstance(b, TaskDone) or b.cached or self.replicas < 2:
             return
-        cid = str(ev.payload["output"])
+        cid = b.output
         if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
             return
         alive = [*self.peers(), self.self_id]

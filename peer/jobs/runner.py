@@ -38,6 +38,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Run one chunk; returns {"output": cid} or {"items": {path: result}, "inputs": [...]}."""
     store = _store(payload["store"])
     tdef = _task(payload["call"], payload["modules"])
+    ctx.fetch_allow = tuple(payload.get("fetch_allow", ()))  # the peer's, never the job's
     params = payload["params"]
     if payload["items"] is not None:
         return _run_items(store, tdef, params, payload["items"], ctx)

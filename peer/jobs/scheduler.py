@@ -67,6 +67,7 @@ Emit = Callable[[EventType, dict[str, Any]], Event]
 class SchedulerConfig:
     store: StoreConfig  # what the work orders carry: workers open the same store
     task_modules: tuple[str, ...] = ()
+    fetch_allow: tuple[str, ...] = ()  # CIDRs fetching tasks may reach (--fetch-allow)
     max_attempts: int = 3
     lease_s: float = 10.0
     stagger_s: float = 0.05  # delay per rank before claiming (rendezvous stagger)
@@ -644,7 +645,8 @@ class Scheduler:
                  if self._item_key(tdef, spec.params, it[1]) not in self.state.cache]
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
-                   "input": split.payload["input"], "items": items if tdef.per_item else None}
+                   "input": split.payload["input"], "items": items if tdef.per_item else None,
+                   "fetch_allow": list(self.cfg.fetch_allow)}
         key = f"{job}/{task}/{i}/{attempt}"
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all

@@ -5,14 +5,31 @@ from peer.log.clock import HLC, hlc_ms
 from peer.log.events import (
     PROTOCOL_VERSION,
     RETRYABLE,
+    Body,
+    CachePut,
+    ChunkDone,
+    ChunkEvent,
+    ChunkFailed,
     ChunkKey,
+    Claim,
     Event,
     EventType,
     FailureKind,
+    JobCancelled,
+    JobSubmitted,
+    Member,
+    Progress,
+    Provide,
+    Renew,
+    SplitId,
+    TaskDone,
     TaskKey,
+    TaskSplit,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "ChunkKey", "ChunkState", "Event", "EventLog",
-           "EventType", "FailureKind", "MeshState", "TaskKey", "fold", "hlc_ms"]
+__all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
+           "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
+           "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState", "Progress",
+           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold", "hlc_ms"]

@@ -1,30 +1,34 @@
-"""Events: the immutable, append-only facts that every peer replicates (types and wire form)."""
+"""Events: the immutable, append-only facts that every peer replicates: their types, their
+typed bodies (validated once, when an Event is built) and their wire form. Pure values."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import builtins
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from peer.errors import InvalidEvent
 
 PROTOCOL_VERSION = 1
 
 
 class EventType(IntEnum):
-    """Append-only: the numeric values are part of the protocol."""
+    """Append-only: the numeric values are part of the protocol. Payloads: see the bodies."""
 
-    JOB_SUBMITTED = 1  # {job, workflow, at_ms}
-    JOB_CANCELLED = 2  # {job, reason}
-    TASK_SPLIT = 3  # {job, task, input, chunks: [[[relpath, cid], ...] ...]} (whole: [[]])
-    # Chunk events carry "split": [origin, seq] of the TASK_SPLIT their chunk belongs to.
-    CLAIM = 4  # {job, task, split, chunk, attempt}
-    RENEW = 5  # {job, task, split, chunk, attempt} (unused: leases ride on heartbeats)
-    PROGRESS = 6  # {job, task, split, chunk, attempt, progress}
-    CHUNK_DONE = 7  # {job, task, split, chunk, attempt, output?, cache: {key: value}, log, s}
-    CHUNK_FAILED = 8  # {job, task, split, chunk, attempt, error, kind}
-    TASK_DONE = 9  # {job, task, output, key, cached}
-    CACHE_PUT = 10  # {cache: {key: value}} (per-item results flushed while a chunk runs)
-    PROVIDE = 11  # {cids: [...]}
-    MEMBER = 12  # {name, http, gossip, calls, slots, cores, mem_mb, gpu}
+    JOB_SUBMITTED = 1
+    JOB_CANCELLED = 2
+    TASK_SPLIT = 3
+    CLAIM = 4
+    RENEW = 5  # unused: leases ride on heartbeats
+    PROGRESS = 6
+    CHUNK_DONE = 7
+    CHUNK_FAILED = 8
+    TASK_DONE = 9
+    CACHE_PUT = 10
+    PROVIDE = 11
+    MEMBER = 12
 
 
 class FailureKind(StrEnum):
@@ -40,39 +44,29 @@ class FailureKind(StrEnum):
     FETCH = "fetch"  # the chunk's input could not be fetched
 
 
+_NAME: dict[int, str] = {t.value: t.name for t in EventType}  # Enum.name is slow to read
+
 # Failure kinds that are worth another attempt (the work itself may succeed).
 RETRYABLE: frozenset[str] = frozenset({
     FailureKind.CRASH, FailureKind.TIMEOUT, FailureKind.LEASE, FailureKind.LOST,
     FailureKind.MEMORY, FailureKind.FETCH})
 
+# Bounds of the fields. Generous: they refuse garbage, never a payload this code writes.
+MAX_ID_CHARS = 256  # origin, job, task, task names, call names
+MAX_CID_CHARS = 256  # as peer.jobs.spec (base58 decoding is quadratic)
+MAX_KEY_CHARS = 1024  # cache keys
+MAX_PATH_CHARS = 4096  # relative paths of items
+MAX_LABEL_CHARS = 1024  # peer names, URLs, failure kinds
+MAX_TEXT_CHARS = 1 << 20  # errors, reasons, warnings
+MAX_CHUNKS = 1_000_000  # chunks of a split (and so a chunk's index)
+MAX_ITEMS = 1_000_000  # items of a split, entries of a cache map, CIDs of a PROVIDE
+MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
+MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
+MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
 
-@dataclass(frozen=True)
-class Event:
-    origin: str
-    seq: int
-    hlc: int
-    type: EventType
-    payload: dict[str, Any]
-
-    @property
-    def id(self) -> tuple[str, int]:
-        return (self.origin, self.seq)
-
-    @property
-    def order(self) -> tuple[int, str, int]:
-        """The total order used by every conflict rule: earliest (hlc, origin, seq) wins."""
-        return (self.hlc, self.origin, self.seq)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"origin": self.origin, "seq": self.seq, "hlc": self.hlc,
-                "type": int(self.type), "payload": self.payload}
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> Event:
-        return Event(str(d["origin"]), int(d["seq"]), int(d["hlc"]), EventType(d["type"]),
-                     dict(d["payload"]))
-
-
+_MISSING: Any = object()
+Item = tuple[str, str]  # (relpath, cid) of one input item of a split
+SplitId = tuple[str, int]  # (origin, seq) of a TASK_SPLIT event
 TaskKey = tuple[str, str]  # job, task
 
 
@@ -85,3 +79,461 @@ class ChunkKey(NamedTuple):
     split_seq: int
     chunk: int
 
+
+# -- field readers: each returns the field's value or raises InvalidEvent naming it ------
+
+
+def _show(v: Any) -> str:
+    """A short description of a bad value for an error message."""
+    if v is _MISSING:
+        return "nothing (the field is missing)"
+    shown = repr(v)
+    if len(shown) <= 40:
+        return shown
+    if isinstance(v, str | list | dict):
+        what = "a string of {} characters" if isinstance(v, str) else (
+            "a list of {} items" if isinstance(v, list) else "an object of {} keys")
+        return what.format(len(v))
+    return shown[:40] + "..."
+
+
+def _bad(kind: str, name: str, want: str, got: Any) -> InvalidEvent:
+    where = f"payload.{name}" if name else "payload"
+    return InvalidEvent(f"{kind} {where}: expected {want}, got {_show(got)}", field=where)
+
+
+# Local payloads may hold subclasses (a StrEnum, a tuple): they have the same wire form. The
+# hot paths test the exact types first and fall back on these.
+def _is_str(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, str) and lo <= len(v) <= hi
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, list | tuple)
+
+
+def _check_str(kind: str, name: str, v: Any, lo: int, hi: int) -> str:
+    if _is_str(v, lo, hi):
+        return str(v)
+    want = f"a string of {lo} to {hi} characters" if lo else f"a string of at most {hi} characters"
+    raise _bad(kind, name, want, v)
+
+
+def _str(kind: str, p: Mapping[str, Any], name: str, hi: int = MAX_ID_CHARS, lo: int = 1,
+         ) -> str:
+    return _check_str(kind, name, p.get(name, _MISSING), lo, hi)
+
+
+def _opt_str(kind: str, p: Mapping[str, Any], name: str, hi: int) -> str | None:
+    """An optional non-empty string: missing, null or "" (the fold always ignored "") is None."""
+    v = p.get(name)
+    return None if v is None or v == "" else _check_str(kind, name, v, 1, hi)
+
+
+def _int(kind: str, p: Mapping[str, Any], name: str, hi: int = MAX_COUNT, lo: int = 0) -> int:
+    v = p.get(name, _MISSING)
+    if (type(v) is int and lo <= v <= hi) or _is_int(v, lo, hi):
+        return int(v)
+    too_big = isinstance(v, int) and not isinstance(v, bool) and v > hi
+    raise _bad(kind, name, f"an integer <= {hi}" if too_big else f"an integer >= {lo}", v)
+
+
+def _num(kind: str, p: Mapping[str, Any], name: str, lo: float, hi: float,
+         default: float | None = None) -> float:
+    v = p.get(name, _MISSING)
+    if v is _MISSING and default is not None:
+        return default
+    if isinstance(v, float | int) and not isinstance(v, bool) and lo <= v <= hi:  # NaN fails
+        return float(v)
+    raise _bad(kind, name, f"a number from {lo:g} to {hi:g}", v)
+
+
+def _bool(kind: str, p: Mapping[str, Any], name: str, default: bool) -> bool:
+    v = p.get(name, default)
+    if type(v) is bool:
+        return v
+    if v is None:  # null reads as the default, as the fold's truthiness test did
+        return default
+    raise _bad(kind, name, "true or false", v)
+
+
+def _list(kind: str, name: str, v: Any, hi: int) -> list[Any]:
+    if _is_list(v) and len(v) <= hi:
+        return list(v) if type(v) is not list else v
+    raise _bad(kind, name, f"a list of at most {hi} items", v)
+
+
+def _split(kind: str, p: Mapping[str, Any]) -> SplitId | None:
+    v = p.get("split")
+    if v is None:  # chunk events of logs older than splits: they never match a split
+        return None
+    if (_is_list(v) and len(v) == 2 and _is_str(v[0], 1, MAX_ID_CHARS)
+            and _is_int(v[1], 1, MAX_CLOCK)):
+        return (str(v[0]), int(v[1]))
+    raise _bad(kind, "split", "[origin, seq] of a TASK_SPLIT event", v)
+
+
+def _cache(kind: str, p: Mapping[str, Any], required: bool) -> Mapping[str, Any]:
+    """A map of cache key -> result; values are any JSON (item results, CIDs, ...)."""
+    v = p.get("cache", _MISSING)
+    if v is _MISSING and not required:
+        return {}
+    if not isinstance(v, dict) or len(v) > MAX_ITEMS:
+        raise _bad(kind, "cache", f"an object of at most {MAX_ITEMS} keys", v)
+    for k in v:
+        if not _is_str(k, 1, MAX_KEY_CHARS):
+            _check_str(kind, "cache (a key)", k, 1, MAX_KEY_CHARS)
+    return v
+
+
+def _cids(kind: str, p: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    v = _list(kind, name, p.get(name, _MISSING), MAX_ITEMS)
+    for i, c in enumerate(v):
+        if not _is_str(c, 1, MAX_CID_CHARS):
+            _check_str(kind, f"{name}[{i}]", c, 1, MAX_CID_CHARS)
+    return tuple(v)
+
+
+def _chunks(kind: str, p: Mapping[str, Any]) -> tuple[tuple[Item, ...], ...]:
+    chunks = _list(kind, "chunks", p.get("chunks", _MISSING), MAX_CHUNKS)
+    out: list[tuple[Item, ...]] = []
+    total = 0
+    for i, chunk in enumerate(chunks):
+        items = _list(kind, f"chunks[{i}]", chunk, MAX_ITEMS - total)
+        total += len(items)
+        for it in items:  # the hot loop of a large split: no call, no string per item
+            if not (type(it) is list and len(it) == 2 and type(it[0]) is str
+                    and len(it[0]) <= MAX_PATH_CHARS and type(it[1]) is str
+                    and 0 < len(it[1]) <= MAX_CID_CHARS) and not (
+                        _is_list(it) and len(it) == 2 and _is_str(it[0], 0, MAX_PATH_CHARS)
+                        and _is_str(it[1], 1, MAX_CID_CHARS)):
+                raise _bad(kind, f"chunks[{i}][{items.index(it)}]", "[relpath, cid]", it)
+        out.append(tuple([(str(a), str(b)) for a, b in items]))
+    return tuple(out)
+
+
+def _workflow(kind: str, p: Mapping[str, Any]) -> tuple[Mapping[str, Any], tuple[str, ...]]:
+    """The workflow document's shape as far as the log needs it (peer.jobs.spec checks the
+    rest): an object whose `tasks` are objects with a name."""
+    wf = p.get("workflow", _MISSING)
+    if not isinstance(wf, dict):
+        raise _bad(kind, "workflow", "an object", wf)
+    tasks = _list(kind, "workflow.tasks", wf.get("tasks", _MISSING), MAX_TASKS)
+    names: list[str] = []
+    for i, t in enumerate(tasks):
+        if not isinstance(t, dict):
+            raise _bad(kind, f"workflow.tasks[{i}]", "an object", t)
+        names.append(_check_str(kind, f"workflow.tasks[{i}].name", t.get("name", _MISSING), 1,
+                                MAX_ID_CHARS))
+    return wf, tuple(names)
+
+
+# -- the typed bodies: one frozen class per event type ------------------------------------
+
+
+_B = TypeVar("_B", bound="Body")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted:
+    """A job: its canonical workflow document (`peer.jobs.spec.Workflow.to_json`)."""
+
+    TYPE: ClassVar[EventType] = EventType.JOB_SUBMITTED
+    job: str
+    workflow: Mapping[str, Any]  # the payload's own object: read, never mutate
+    tasks: tuple[str, ...]  # the workflow's task names, in its order
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> JobSubmitted:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), *_workflow(k, p))
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancelled:
+    TYPE: ClassVar[EventType] = EventType.JOB_CANCELLED
+    job: str
+    reason: str
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> JobCancelled:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "reason", MAX_TEXT_CHARS, lo=0))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSplit:
+    """How a task's input is cut into chunks of items; a whole-input task has one empty chunk."""
+
+    TYPE: ClassVar[EventType] = EventType.TASK_SPLIT
+    job: str
+    task: str
+    input: str | None  # the input CID (None: the task has no input)
+    chunks: tuple[tuple[Item, ...], ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> TaskSplit:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "task"),
+                   _opt_str(k, p, "input", MAX_CID_CHARS), _chunks(k, p))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEvent:
+    """The fields every event about one attempt of one chunk carries."""
+
+    job: str
+    task: str
+    split: SplitId | None  # the TASK_SPLIT the chunk belongs to (None only in old logs)
+    chunk: int
+    attempt: int
+
+    @property
+    def key(self) -> ChunkKey:
+        so, sq = self.split or ("", 0)
+        return ChunkKey(self.job, self.task, so, sq, self.chunk)
+
+
+def _chunk_fields(k: str, p: Mapping[str, Any]) -> tuple[str, str, SplitId | None, int, int]:
+    job: Any = p.get("job")
+    task: Any = p.get("task")
+    chunk: Any = p.get("chunk")
+    attempt: Any = p.get("attempt")
+    if not (type(job) is str and 0 < len(job) <= MAX_ID_CHARS
+            and type(task) is str and 0 < len(task) <= MAX_ID_CHARS
+            and type(chunk) is int and 0 <= chunk < MAX_CHUNKS
+            and type(attempt) is int and 0 <= attempt <= MAX_COUNT):
+        # Not the plain types the wire gives: the readers accept subclasses or name the field.
+        _str(k, p, "job"), _str(k, p, "task"), _int(k, p, "chunk", MAX_CHUNKS - 1)
+        _int(k, p, "attempt")
+        return str(job), str(task), _split(k, p), int(chunk), int(attempt)
+    sp = p.get("split")
+    if (type(sp) is list and len(sp) == 2 and type(sp[0]) is str and 0 < len(sp[0]) <= MAX_ID_CHARS
+            and type(sp[1]) is int and 0 < sp[1] <= MAX_CLOCK):
+        return job, task, (sp[0], sp[1]), chunk, attempt
+    return job, task, _split(k, p), chunk, attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(ChunkEvent):
+    TYPE: ClassVar[EventType] = EventType.CLAIM
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Claim:
+        return cls(*_chunk_fields(_NAME[cls.TYPE], p))
+
+
+@dataclass(frozen=True, slots=True)
+class Renew(ChunkEvent):
+    TYPE: ClassVar[EventType] = EventType.RENEW
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Renew:
+        return cls(*_chunk_fields(_NAME[cls.TYPE], p))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(ChunkEvent):
+    TYPE: ClassVar[EventType] = EventType.PROGRESS
+    progress: float  # 0 .. 1
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Progress:
+        k = _NAME[cls.TYPE]
+        return cls(*_chunk_fields(k, p), _num(k, p, "progress", 0.0, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone(ChunkEvent):
+    """A chunk's outcome: its output (whole-input task) or its items' results (`cache`)."""
+
+    TYPE: ClassVar[EventType] = EventType.CHUNK_DONE
+    output: str | None
+    cache: Mapping[str, Any]  # item cache key -> result (the payload's object: never mutate)
+    log: str | None  # CID of the run's {"log": [...], "metrics": [...]}
+    s: float | None  # the run's duration in seconds
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> ChunkDone:
+        k = _NAME[cls.TYPE]
+        s = _num(k, p, "s", 0.0, 1e9) if p.get("s") is not None else None
+        return cls(*_chunk_fields(k, p), _opt_str(k, p, "output", MAX_CID_CHARS),
+                   _cache(k, p, required=False), _opt_str(k, p, "log", MAX_CID_CHARS), s)
+
+
+_FAILURE_KINDS: dict[str, FailureKind] = {k.value: k for k in FailureKind}
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed(ChunkEvent):
+    TYPE: ClassVar[EventType] = EventType.CHUNK_FAILED
+    error: str
+    kind: FailureKind | str  # a kind this version does not know is kept as a string
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt; an unknown kind is not."""
+        return self.kind in RETRYABLE
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> ChunkFailed:
+        k = _NAME[cls.TYPE]
+        kind = _str(k, p, "kind", MAX_LABEL_CHARS)
+        # A run result's error is typed `str | None`: a null one is not worth losing the failure.
+        error = "" if p.get("error", 0) is None else _str(k, p, "error", MAX_TEXT_CHARS, lo=0)
+        return cls(*_chunk_fields(k, p), error, _FAILURE_KINDS.get(kind, kind))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    TYPE: ClassVar[EventType] = EventType.TASK_DONE
+    job: str
+    task: str
+    output: str  # CID
+    key: str | None  # the task's cache key (None: not cacheable)
+    cached: bool  # the output came from the cache (this peer did not make it)
+    warning: str | None
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> TaskDone:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "task"), _str(k, p, "output", MAX_CID_CHARS),
+                   _opt_str(k, p, "key", MAX_KEY_CHARS), _bool(k, p, "cached", False),
+                   _opt_str(k, p, "warning", MAX_TEXT_CHARS))
+
+
+@dataclass(frozen=True, slots=True)
+class CachePut:
+    """Per-item results flushed while a chunk runs."""
+
+    TYPE: ClassVar[EventType] = EventType.CACHE_PUT
+    cache: Mapping[str, Any]  # the payload's object: never mutate
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> CachePut:
+        return cls(_cache(_NAME[cls.TYPE], p, required=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Provide:
+    TYPE: ClassVar[EventType] = EventType.PROVIDE
+    cids: tuple[str, ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Provide:
+        return cls(_cids(_NAME[cls.TYPE], p, "cids"))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A peer's self-description; its newest MEMBER event wins."""
+
+    TYPE: ClassVar[EventType] = EventType.MEMBER
+    name: str
+    http: str  # its API's base URL ("" while unknown)
+    calls: tuple[str, ...]  # the task calls it runs
+    slots: int
+    cores: int
+    mem_mb: int
+    gpu: bool
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Member:
+        k = _NAME[cls.TYPE]
+        calls = _list(k, "calls", p.get("calls", _MISSING), MAX_TASKS)
+        for i, c in enumerate(calls):
+            _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
+        return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
+                   tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
+                   _int(k, p, "mem_mb"), _bool(k, p, "gpu", False))
+
+
+Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
+        | ChunkFailed | TaskDone | CachePut | Provide | Member)
+
+_SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
+    cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
+    for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
+                ChunkFailed, TaskDone, CachePut, Provide, Member)}
+_setattr = object.__setattr__  # how a frozen dataclass sets its own fields
+
+
+# -- the event -----------------------------------------------------------------------------
+
+
+def _check_envelope(ev: Event, kind: str) -> None:
+    """Raise InvalidEvent naming the first bad field of the envelope, if any."""
+    if not _is_str(ev.origin, 1, MAX_ID_CHARS):
+        raise InvalidEvent(f"{kind} origin: expected a string of 1 to {MAX_ID_CHARS} "
+                           f"characters, got {_show(ev.origin)}", field="origin")
+    for name, v, lo in (("seq", ev.seq, 1), ("hlc", ev.hlc, 0)):
+        if not _is_int(v, lo, MAX_CLOCK):
+            raise InvalidEvent(f"{kind} {name}: expected an integer from {lo} to {MAX_CLOCK}, "
+                               f"got {_show(v)}", field=name)
+    if not isinstance(ev.payload, dict):
+        raise _bad(kind, "", "an object", ev.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One fact: `payload` is the wire object (stored and sent byte for byte as received);
+    `body` its typed, validated form, built at construction (InvalidEvent if it is not)."""
+
+    origin: str
+    seq: int
+    hlc: int
+    type: EventType
+    payload: dict[str, Any]
+    body: Body = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        t = self.type
+        spec = _SPECS.get(t) if type(t) is EventType or _is_int(t, 0, MAX_CLOCK) else None
+        if spec is None:
+            raise InvalidEvent(f"event type: expected one of 1 to {len(EventType)}, got "
+                               f"{_show(t)}", field="type")
+        typ, kind, parse = spec
+        o, seq, hlc = self.origin, self.seq, self.hlc
+        if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(seq) is int
+                and 0 < seq <= MAX_CLOCK and type(hlc) is int and 0 <= hlc <= MAX_CLOCK
+                and type(self.payload) is dict):
+            _check_envelope(self, kind)
+        if t is not typ:
+            _setattr(self, "type", typ)
+        _setattr(self, "body", parse(self.payload))
+
+    @property
+    def id(self) -> tuple[str, int]:
+        return (self.origin, self.seq)
+
+    @property
+    def order(self) -> tuple[int, str, int]:
+        """The total order used by every conflict rule: earliest (hlc, origin, seq) wins."""
+        return (self.hlc, self.origin, self.seq)
+
+    def body_as(self, cls: builtins.type[_B]) -> _B:
+        """The body narrowed to `cls` (TypeError if this event is of another type)."""
+        b = self.body
+        if not isinstance(b, cls):
+            raise TypeError(f"a {self.type.name} event has no {cls.__name__} body")
+        return b
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "seq": self.seq, "hlc": self.hlc,
+                "type": int(self.type), "payload": self.payload}
+
+    @staticmethod
+    def from_json(d: Any) -> Event:
+        """An event from its wire form; InvalidEvent if it is malformed."""
+        if type(d) is not dict:
+            raise InvalidEvent(f"event: expected an object, got {_show(d)}")
+        try:
+            origin, seq, hlc, typ, payload = (d["origin"], d["seq"], d["hlc"], d["type"],
+                                              d["payload"])
+        except KeyError as e:
+            raise InvalidEvent(f"event {e.args[0]}: missing", field=str(e.args[0])) from None
+        return Event(origin, seq, hlc, typ, dict(payload) if type(payload) is dict else payload)

@@ -1,7 +1,8 @@
 """Replicated mesh state: the event log folded into jobs, tasks, claims, results and cache.
 
 Algorithm. Every change is an immutable Event(origin, seq, hlc, type, payload)
-appended to its origin's log; (origin, seq) identifies it. MeshState.apply is a
+appended to its origin's log; (origin, seq) identifies it; the fold reads only its
+typed, validated body (peer.log.events). MeshState.apply is a
 fold that is commutative and idempotent: conflicting facts are settled by the
 smallest (hlc, origin), monotone facts (progress) by max, sets by union. So any
 two peers that hold the same set of events hold the same state whatever the
@@ -14,11 +15,27 @@ the scheduler. Not thread-safe: owned by the event loop.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.log.events import ChunkKey, Event, EventType, TaskKey
+from peer.log.events import (
+    CachePut,
+    ChunkDone,
+    ChunkFailed,
+    ChunkKey,
+    Claim,
+    Event,
+    JobCancelled,
+    JobSubmitted,
+    Member,
+    Progress,
+    Provide,
+    Renew,
+    TaskDone,
+    TaskKey,
+    TaskSplit,
+)
 
 
 @dataclass
@@ -31,7 +48,7 @@ class ChunkState:
     def winner(self, attempt: int, split: tuple[str, int] | None) -> Event | None:
         """The valid claim of `attempt` (on the winning split) with the smallest order."""
         cs = [c for c in self.claims.get(attempt, ()) if split is None
-              or (c.payload["split"][0], c.payload["split"][1]) == split]
+              or c.body_as(Claim).split == split]
         return min(cs, key=lambda e: e.order) if cs else None
 
     @property
@@ -68,7 +85,8 @@ class MeshState:
         while head + 1 in log:
             head += 1
         self.heads[ev.origin] = head
-        _APPLY[ev.type](self, ev)
+        b = ev.body
+        _APPLY[type(b)](self, ev, b)
         return True
 
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
@@ -86,7 +104,7 @@ class MeshState:
         if cur is None or ev.order < cur.order:
             table[key] = ev
 
-    def _merge_cache(self, entries: dict[str, Any], ev: Event) -> None:
+    def _merge_cache(self, entries: Mapping[str, Any], ev: Event) -> None:
         # Values for one key should be equal (content-addressed); if a buggy or
         # non-deterministic task disagrees, the earliest event wins everywhere.
         for k, v in entries.items():
@@ -108,95 +126,91 @@ class MeshState:
         return s.id if s else None
 
 
-def _job(s: MeshState, ev: Event) -> None:
-    s._first(s.jobs, ev.payload["job"], ev)
+def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
+    s._first(s.jobs, b.job, ev)
 
 
-def _cancel(s: MeshState, ev: Event) -> None:
-    s._first(s.cancelled, ev.payload["job"], ev)
+def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
+    s._first(s.cancelled, b.job, ev)
 
 
-def _split(s: MeshState, ev: Event) -> None:
-    s._first(s.splits, (ev.payload["job"], ev.payload["task"]), ev)
+def _split(s: MeshState, ev: Event, b: TaskSplit) -> None:
+    s._first(s.splits, (b.job, b.task), ev)
 
 
-def _ck(ev: Event) -> ChunkKey:
-    p = ev.payload
-    split = p.get("split") or ("", 0)
-    return ChunkKey(p["job"], p["task"], str(split[0]), int(split[1]), int(p["chunk"]))
+def _claim(s: MeshState, ev: Event, b: Claim) -> None:
+    s.chunks[b.key].claims[b.attempt].append(ev)
 
 
-def _claim(s: MeshState, ev: Event) -> None:
-    s.chunks[_ck(ev)].claims[int(ev.payload["attempt"])].append(ev)
-
-
-def _renew(s: MeshState, ev: Event) -> None:
+def _renew(s: MeshState, ev: Event, b: Renew) -> None:
     pass  # liveness only: the scheduler notes when it heard it
 
 
-def _progress(s: MeshState, ev: Event) -> None:
-    c = s.chunks[_ck(ev)]
-    a = int(ev.payload["attempt"])
-    c.progress[a] = max(c.progress.get(a, 0.0), float(ev.payload["progress"]))
+def _progress(s: MeshState, ev: Event, b: Progress) -> None:
+    c = s.chunks[b.key]
+    c.progress[b.attempt] = max(c.progress.get(b.attempt, 0.0), b.progress)
 
 
-def _chunk_done(s: MeshState, ev: Event) -> None:
-    c = s.chunks[_ck(ev)]
+def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
+    c = s.chunks[b.key]
     if c.done is None or ev.order < c.done.order:
         c.done = ev
-    _cache_put(s, ev)
-    if ev.payload.get("output"):
-        s.providers[ev.payload["output"]].add(ev.origin)
+    _merge_items(s, ev, b.cache)
+    if b.output:
+        s.providers[b.output].add(ev.origin)
 
 
-def _chunk_failed(s: MeshState, ev: Event) -> None:
-    c = s.chunks[_ck(ev)]
-    a = int(ev.payload["attempt"])
-    cur = c.failures.get(a)
+def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
+    c = s.chunks[b.key]
+    cur = c.failures.get(b.attempt)
     if cur is None or ev.order < cur.order:
-        c.failures[a] = ev
+        c.failures[b.attempt] = ev
 
 
-def _task_done(s: MeshState, ev: Event) -> None:
-    s._first(s.task_done, (ev.payload["job"], ev.payload["task"]), ev)
-    if not ev.payload.get("cached"):
-        s.providers[ev.payload["output"]].add(ev.origin)
-    if ev.payload.get("key"):
-        s._merge_cache({ev.payload["key"]: ev.payload["output"]}, ev)
+def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
+    s._first(s.task_done, (b.job, b.task), ev)
+    if not b.cached:
+        s.providers[b.output].add(ev.origin)
+    if b.key:
+        s._merge_cache({b.key: b.output}, ev)
 
 
-def _cache_put(s: MeshState, ev: Event) -> None:
-    cache = ev.payload.get("cache", {})
+def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
+    _merge_items(s, ev, b.cache)
+
+
+def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     s._merge_cache(cache, ev)
     for v in cache.values():
         if isinstance(v, dict) and v.get("c"):
             s.providers[v["c"]].add(ev.origin)  # the peer that made an item holds it
 
 
-def _provide(s: MeshState, ev: Event) -> None:
-    for cid in ev.payload["cids"]:
+def _provide(s: MeshState, ev: Event, b: Provide) -> None:
+    for cid in b.cids:
         s.providers[cid].add(ev.origin)
 
 
-def _member(s: MeshState, ev: Event) -> None:
+def _member(s: MeshState, ev: Event, b: Member) -> None:
     cur = s.members.get(ev.origin)
     if cur is None or ev.order > cur.order:  # the newest self-description wins
         s.members[ev.origin] = ev
 
 
-_APPLY: dict[EventType, Callable[[MeshState, Event], None]] = {
-    EventType.JOB_SUBMITTED: _job,
-    EventType.JOB_CANCELLED: _cancel,
-    EventType.TASK_SPLIT: _split,
-    EventType.CLAIM: _claim,
-    EventType.RENEW: _renew,
-    EventType.PROGRESS: _progress,
-    EventType.CHUNK_DONE: _chunk_done,
-    EventType.CHUNK_FAILED: _chunk_failed,
-    EventType.TASK_DONE: _task_done,
-    EventType.CACHE_PUT: _cache_put,
-    EventType.PROVIDE: _provide,
-    EventType.MEMBER: _member,
+# Keyed by the body's class: each applier gets the body type it declares.
+_APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
+    JobSubmitted: _job,
+    JobCancelled: _cancel,
+    TaskSplit: _split,
+    Claim: _claim,
+    Renew: _renew,
+    Progress: _progress,
+    ChunkDone: _chunk_done,
+    ChunkFailed: _chunk_failed,
+    TaskDone: _task_done,
+    CachePut: _cache_put,
+    Provide: _provide,
+    Member: _member,
 }
 
 

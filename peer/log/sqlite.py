@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from peer.log.events import Event, EventType
+from peer.log.events import Event
+
+log = logging.getLogger(__name__)
+
+LOGGED_SKIPS = 10  # rows skipped by one load that are logged one by one (then a total)
 
 
 class EventLog:
-    """SQLite persistence of events; `append` commits before it returns."""
+    """SQLite persistence of events; `append` commits before it returns. `skipped` counts
+    the rows `load` left out because they are not valid events."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
+        self.skipped = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -36,9 +44,23 @@ class EventLog:
         self._db.execute("COMMIT")
 
     def load(self) -> Iterator[Event]:
+        """Every valid event, in hlc order; an invalid row (an older release's bug, a damaged
+        file) is skipped, counted and logged rather than stopping the peer's start."""
+        skipped = 0
         for origin, seq, hlc, typ, payload in self._db.execute(
                 "SELECT origin, seq, hlc, type, payload FROM events ORDER BY hlc"):
-            yield Event(origin, seq, hlc, EventType(typ), json.loads(payload))
+            try:
+                ev = Event(origin, seq, hlc, typ, json.loads(payload))
+            except (ValueError, TypeError) as e:  # InvalidEvent, bad JSON
+                skipped += 1
+                if skipped <= LOGGED_SKIPS:
+                    log.warning("%s: skipped the invalid event %s/%s: %s", self.path,
+                                str(origin)[:16], seq, e)
+                continue
+            yield ev
+        self.skipped += skipped
+        if skipped > LOGGED_SKIPS:
+            log.warning("%s: skipped %d invalid events in all", self.path, skipped)
 
     def get_meta(self, k: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()

@@ -7,8 +7,6 @@ import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,20 +110,21 @@ def test_bad_pipelines_are_400_with_message_and_field(
     assert len(after["jobs"]) == len(before["jobs"])  # nothing was submitted
 
 
-def test_50_mb_body_is_413_json_quickly(peer: PeerProc) -> None:
-    big = b"[" + b" " * (50 * 2**20) + b"]"
-    t0 = time.monotonic()
-    try:
-        status, _, raw = http("POST", f"{peer.url}/api/jobs", big,
-                                    headers={"Content-Type": "application/json"})
-    except (ConnectionError, urllib.error.URLError):  # the peer may close before we finish
-        status, raw = 0, b""
-    assert time.monotonic() - t0 < 10
-    if status:  # normally the client reads the answer
-        assert status == 413, raw[:300]
-        err = json.loads(raw)
-        assert err["error"] == "TooLarge" and "too large" in err["message"]
-        assert err["field"] == "body"
+def test_50_mb_body_is_413_json_before_the_body_is_sent(peer: PeerProc) -> None:
+    """The peer answers once the body passes its limit (1 MB): the client announced 50 MB
+    but sends only 1.1 MB, so an answer at all shows that it never waits for the rest."""
+    host, port = peer.url.removeprefix("http://").rsplit(":", 1)
+    head = (b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (50 * 2**20))
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head + b"[" + b" " * 1_100_000)  # then nothing: the peer must not wait
+        r = httpclient.HTTPResponse(s)
+        r.begin()
+        status, raw = r.status, r.read()
+    assert status == 413, raw[:300]
+    err = json.loads(raw)
+    assert err["error"] == "TooLarge" and "too large" in err["message"]
+    assert err["field"] == "body"
 
 
 @pytest.mark.parametrize("path", [
@@ -176,11 +175,21 @@ def test_bad_upload_names_are_400(peer: PeerProc) -> None:
     assert not (peer.data_dir.parent / "evil").exists()
 
 
+def _upload_bytes(peer: PeerProc) -> int:
+    """Bytes in the peer's temporary upload directories (0 when there are none)."""
+    return sum(f.stat().st_size for d in peer.data_dir.glob("upload-*") for f in d.rglob("*")
+               if f.is_file())
+
+
 def _interrupt(peer: PeerProc, head: bytes, sent: bytes) -> None:
+    """Send part of an upload, wait (bounded) until the peer wrote some of it, hang up."""
     host, port = peer.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(head + sent)
-        time.sleep(0.3)  # let the peer start writing the upload
+        deadline = time.monotonic() + 30
+        while _upload_bytes(peer) == 0:
+            assert time.monotonic() < deadline, "the peer never started writing the upload"
+            time.sleep(0.02)
 
 
 def _settled(peer: PeerProc) -> None:
@@ -233,6 +242,38 @@ def test_failing_tasks_fail_the_job_not_the_peer(peer: PeerProc, call: str, args
         me = next(p for p in peers["peers"] if p["self"])
     ok = wait(peer.url, submit(peer.url, [{"call": "T_WRITE", "args": [1, uuid.uuid4().hex]}]))
     assert ok["state"] == "done", ok["tasks"][0]["error"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cmu_us_awb_arctic.zip",
+                                 "http://localhost:9/cmu_us_awb_arctic.zip",
+                                 "http://[::1]:9/cmu_us_awb_arctic.zip"])
+def test_fetch_of_loopback_fails_naming_the_address_policy(peer: PeerProc, url: str) -> None:
+    """This peer has no --fetch-allow: a loopback URL is refused before any connection."""
+    view = wait(peer.url, submit(peer.url, [{"call": "FETCH_FESTVOX", "args": [url]}]))
+    assert view["state"] == "failed", view
+    t = view["tasks"][0]
+    assert t["state"] == "failed" and t["attempts"] == 1, t
+    assert f"{url}: " in t["error"] and "(loopback): refused by the fetch address policy" in \
+        t["error"] and "--fetch-allow" in t["error"], t
+    assert "Traceback" not in t["error"]
+
+
+def test_fetch_of_local_files_is_refused_at_submission(peer: PeerProc, tmp_path: Path) -> None:
+    """file:// and paths are 400 with the argument named, the same whether the file exists."""
+    real = tmp_path / "cmu_us_awb_arctic.zip"
+    real.write_bytes(b"PK\5\6" + bytes(18))
+    urls = [real.as_uri(), str(real), "file:///nonexistent/x.zip", "/nonexistent/x.zip",
+            "/etc/passwd", "ftp://127.0.0.1/x.zip"]
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    for url in urls:
+        status, err = api("POST", f"{peer.url}/api/jobs",
+                          [{"call": "FETCH_FESTVOX", "args": [url]}])
+        assert status == 400 and err["error"] == "ArgError", err
+        assert err["field"] == "tasks[0].urls[0]", err
+        assert err["message"] == (f"tasks[0].urls[0]: {url!r}: only http:// and https:// URLs "
+                                  "are fetched (put local data in with `banzai add`)"), err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert after == before
 
 
 def test_builtin_task_runs_under_a_short_timeout(peer: PeerProc) -> None:

@@ -202,21 +202,26 @@ async def test_memory_hog_is_stopped_by_the_limit(node_factory: Any) -> None:
     assert "memory" in v["tasks"][0]["error"].lower()
 
 
-async def test_cancel_kills_the_running_worker_within_a_second(node_factory: Any) -> None:
-    node = await node_factory()
-    job = submit(node, [{"call": "T_SLEEP", "args": [60]}])
-    deadline = time.monotonic() + 10
-    while not node.scheduler.runs and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert node.scheduler.runs
-    t0 = time.monotonic()
-    node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
-    while node.scheduler.runs and time.monotonic() - t0 < 5:
+async def until(cond: Callable[[], object], what: str, timeout_s: float = 30) -> None:
+    """Poll until `cond()` holds; the deadline only fails a state that never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
         await asyncio.sleep(0.01)
-    assert not node.scheduler.runs
-    assert time.monotonic() - t0 < 1.0
-    assert job_view(node.state, job, 3)["state"] == "cancelled"
+
+
+async def test_cancel_kills_the_running_worker(node_factory: Any) -> None:
+    node = await node_factory()
+    job = submit(node, [{"call": "T_SLEEP", "args": [3600]}])  # ends only if it is killed
+    await until(lambda: node.scheduler.runs, "the task never started")
+    node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await until(lambda: not node.scheduler.runs, "the run outlived the cancel")
+    v = job_view(node.state, job, 3)
+    assert v["state"] == "cancelled"
+    chunk = v["tasks"][0]["chunks"][0]
+    assert chunk["state"] != "done" and chunk["error"] == "cancelled", chunk  # the cancel ended it
     assert node.executor.free_slots == node.executor.slots
+    # scripts/bench_latency.py measures how soon (the design's bound: within a second)
 
 
 async def test_restart_keeps_jobs_and_recomputes_nothing(node_factory: Any) -> None:

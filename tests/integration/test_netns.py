@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from peer.log import EventType, hlc_ms
 from peer.mesh.gossip import GossipConfig
 from tests.conftest import PeerProc, start_peer
 from tests.integration import netns
@@ -184,6 +185,22 @@ def event_heads(p: NsPeer) -> dict[str, tuple[int, int]]:
         db.close()
 
 
+def reclaim_gap_ms(p: NsPeer, victim: str, jid: str, name: str, chunk: int) -> int:
+    """HLC milliseconds from the victim's last event to the first claim of a later attempt
+    of `chunk` (both as the peer's log holds them; read-only)."""
+    db = sqlite3.connect(f"file:{p.data_dir / 'events.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        (last,) = db.execute("SELECT MAX(hlc) FROM events WHERE origin = ?", (victim,)).fetchone()
+        claims = [hlc for hlc, payload in db.execute(
+            "SELECT hlc, payload FROM events WHERE type = ?", (int(EventType.CLAIM),))
+            if (d := json.loads(payload))["job"] == jid and d["task"] == name
+            and d["chunk"] == chunk and d["attempt"] >= 1]
+    finally:
+        db.close()
+    assert claims and last is not None, (claims, last)
+    return hlc_ms(min(claims)) - hlc_ms(int(last))
+
+
 def timed(report: dict[str, float], name: str, t0: float) -> None:
     report[name] = round(time.monotonic() - t0, 2)
     print(f"[timing] {name}: {report[name]} s")
@@ -248,7 +265,6 @@ def test_kill_9_mid_task_is_reclaimed_after_lease_with_same_cids(
     victim, survivor = peers[victim_i], peers[1 - victim_i]
     lost = next(i for i, c in enumerate(task(v, "T_SLOW_ITEMS")["chunks"])
                 if c["peer"] == ids[victim_i])
-    t_kill = time.monotonic()
     victim.kill(signal.SIGKILL)
 
     def reclaimed() -> bool:
@@ -256,18 +272,20 @@ def test_kill_9_mid_task_is_reclaimed_after_lease_with_same_cids(
         return bool(c["attempt"] >= 1 and c["peer"] == ids[1 - victim_i])
 
     until(reclaimed, 30, "the killed peer's chunk was never reclaimed")
-    t_reclaim = time.monotonic() - t_kill
     v = wait_job(survivor, jid, 60)
     assert v["state"] == "done", v
     assert v["outputs"] == want  # same CIDs as the undisturbed run
     c = task(v, "T_SLOW_ITEMS")["chunks"][lost]
     assert c["attempt"] >= 1 and c["peer"] == ids[1 - victim_i], c
-    # Not before the lease (no renewal heard for LEASE_S), not much after it either. The
-    # lease counts from the victim's last heartbeat, up to one interval before the kill.
+    # Not before the lease, as the survivor's log stamps it: the lease counts from the
+    # victim's last heartbeat, at most one interval before its kill and after its last event.
+    # (How long after the lease: scripts/bench_latency.py.)
     heartbeat_s = GossipConfig().heartbeat_s
-    assert LEASE_S - heartbeat_s - 0.1 <= t_reclaim <= LEASE_S + 10, t_reclaim
+    silent_ms = reclaim_gap_ms(survivor, ids[victim_i], jid, task(v, "T_SLOW_ITEMS")["name"],
+                               lost)
+    assert silent_ms >= (LEASE_S - heartbeat_s - 0.1) * 1000, silent_ms
     assert survivor.raw(f"/ipfs/{v['outputs']['t_concat']}").count(b"\n") == 8
-    print(f"[timing] reclaimed {t_reclaim:.2f} s after kill -9; total "
+    print(f"[timing] reclaimed {silent_ms} ms after the victim's last event; total "
           f"{time.monotonic() - t0:.2f} s")
 
 
@@ -469,9 +487,8 @@ def test_bad_hmac_dropped_and_peer_with_other_secret_never_joins(
     until(lambda: b.get("/api/health")["gossip"]["dropped_bad_mac"] > 0, 20,
           "the other-secret peer's frames never reached b (mDNS)")
     mark = a.get("/api/health")["gossip"]["dropped_bad_mac"]
-    until(lambda: a.get("/api/health")["gossip"]["dropped_bad_mac"] > mark, 10,
-          "the other-secret peer stopped sending")
-    time.sleep(3)  # several heartbeat rounds
+    until(lambda: a.get("/api/health")["gossip"]["dropped_bad_mac"] >= mark + 3, 30,
+          "the other-secret peer stopped sending")  # several rounds of its frames refused
     for p in (a, b):
         assert cid not in {x["id"] for x in p.get("/api/peers")["peers"]}
     assert {x["id"] for x in c.get("/api/peers")["peers"]} == {cid}
@@ -481,38 +498,28 @@ def test_bad_hmac_dropped_and_peer_with_other_secret_never_joins(
 
 # -- 5. cancel ---------------------------------------------------------------------------------
 @pytest.mark.timeout(180)
-def test_cancel_stops_every_peer_within_a_second(mesh: Mesh) -> None:
+def test_cancel_stops_every_peer(mesh: Mesh) -> None:
     t0 = time.monotonic()
     mesh.network(3)
     peers = mesh.peers(range(3), "--slots", "1")
     wait_mesh(peers)
     jid = peers[0].post("/api/jobs", [{"call": "T_WRITE", "args": [12, "cancel"]},
-                                      {"call": "T_SLOW_ITEMS", "args": [30]}])["job"]
-    pool = ThreadPoolExecutor(len(peers))
+                                      {"call": "T_SLOW_ITEMS", "args": [3600]}])["job"]
+    with ThreadPoolExecutor(len(peers)) as pool:
 
-    def own_running() -> list[int]:
-        return list(pool.map(lambda p: len(me(p)["running"]), peers))
+        def own_running() -> list[int]:
+            return list(pool.map(lambda p: len(me(p)["running"]), peers))
 
-    try:
         until(lambda: own_running() == [1, 1, 1], 40,
               lambda: f"not every peer runs a chunk: {own_running()}", every_s=0.1)
-        t_cancel = time.monotonic()
         peers[2].post(f"/api/jobs/{jid}/cancel")
-        while True:
-            t_round = time.monotonic()
-            own = own_running()
-            t_end = time.monotonic()
-            if sum(own) == 0 or t_end - t_cancel > 5:
-                break
-            time.sleep(0.02)
-    finally:
-        pool.shutdown()
-    assert sum(own) == 0, f"still running 5 s after cancel: {own}"
-    # The 1 s bound applies to the moment of the round that saw every peer stopped; the
-    # round's own duration (three parallel HTTP polls) is the only slack.
-    stopped_by = t_round - t_cancel
-    slack = t_end - t_round
-    assert stopped_by < 1.0, f"stopped only {stopped_by:.2f} s after cancel (+{slack:.2f})"
-    assert wait_job(peers[1], jid, 10)["state"] == "cancelled"
-    print(f"[timing] all stopped within {stopped_by:.3f} s (+{slack:.3f} s polling); total "
-          f"{time.monotonic() - t0:.2f} s")
+        until(lambda: sum(own_running()) == 0, 30,
+              lambda: f"still running after cancel: {own_running()}", every_s=0.02)
+    v = wait_job(peers[1], jid, 10)
+    assert v["state"] == "cancelled"
+    # an item takes an hour: each peer's run was ended by the cancel (how soon, the design's
+    # bound being a second: scripts/bench_latency.py)
+    ran = [c for c in task(v, "T_SLOW_ITEMS")["chunks"] if c["peer"]]
+    assert len({c["peer"] for c in ran}) == 3, ran
+    assert all(c["state"] != "done" and c["error"] == "cancelled" for c in ran), ran
+    print(f"[timing] total {time.monotonic() - t0:.2f} s")

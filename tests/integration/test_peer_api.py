@@ -123,20 +123,22 @@ def test_task_log_and_metrics(peer: PeerProc) -> None:
 
 
 def test_cancel_running_job_then_409_when_finished(peer: PeerProc) -> None:
-    job = submit(peer.url, [{"call": "T_SLEEP", "args": [60]}])
+    job = submit(peer.url, [{"call": "T_SLEEP", "args": [3600]}])  # ends only if killed
     wait(peer.url, job, states=("running",))
-    t0 = time.monotonic()
     status, body = api("POST", f"{peer.url}/api/jobs/{job}/cancel")
     assert status == 200 and body == {"job": job, "state": "cancelled"}
-    assert wait(peer.url, job, timeout_s=5)["state"] == "cancelled"
-    deadline = t0 + 1.0  # the worker is killed and the slot freed within a second
-    while True:
+    assert wait(peer.url, job, timeout_s=30)["state"] == "cancelled"
+    deadline = time.monotonic() + 30  # fails only if the worker is never stopped
+    while True:  # the worker is killed and the slot freed (how soon: scripts/bench_latency.py)
         _, peers = api("GET", f"{peer.url}/api/peers")
         me = next(p for p in peers["peers"] if p["self"])
         if not me["running"] and me["free_slots"] == 2:
             break
         assert time.monotonic() < deadline, me
         time.sleep(0.02)
+    _, view = api("GET", f"{peer.url}/api/jobs/{job}")
+    chunk = view["tasks"][0]["chunks"][0]
+    assert chunk["state"] != "done" and chunk["error"] == "cancelled", chunk  # the cancel ended it
     status, again = api("POST", f"{peer.url}/api/jobs/{job}/cancel")  # idempotent
     assert status == 200, again
     done = submit(peer.url, [{"call": "ECHO", "args": [f"x{uuid.uuid4()}"]}])

@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,14 @@ def _done(i: int, cid: str, cached: bool = False) -> Event:
                  {"job": "j", "task": f"t{i}", "output": cid, "cached": cached})
 
 
+async def until(cond: Callable[[], object], timeout_s: float = 30) -> None:
+    """Poll until `cond()` holds; the deadline only fails a state that never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "the replicator never got there"
+        await asyncio.sleep(0.005)
+
+
 def test_replicator_pins_and_provides_only_what_it_is_chosen_for_in_one_batch() -> None:
     async def go() -> None:
         f = _Fakes()
@@ -74,7 +82,7 @@ def test_replicator_pins_and_provides_only_what_it_is_chosen_for_in_one_batch() 
         for i, c in enumerate(cids):
             r.on_event(_done(i + 1, c))
         r.on_event(_done(99, "bafyx", cached=True))
-        await asyncio.sleep(0.1)
+        await until(lambda: f.emitted)
         mine = [c for c in cids if replica_peers(c, "p1", ["me", "p1", "p2"], 2) == ["me"]]
         assert mine and len(mine) < len(cids)
         assert f.fetched == f.pinned == mine
@@ -92,9 +100,9 @@ def test_a_failed_replica_is_retried_without_holding_up_the_others() -> None:
                        batch_window_s=0.01, backoff_s=0.05)
         for i, c in enumerate(cids):
             r.on_event(_done(i + 1, c))
-        await asyncio.sleep(0.03)
+        await until(lambda: f.emitted)  # the first batch does not wait for the flaky one
         assert f.emitted == [(EventType.PROVIDE, {"cids": [cids[0], cids[2]]})]
-        await asyncio.sleep(0.15)
+        await until(lambda: len(f.emitted) > 1)  # its retry, after the backoff
         assert f.emitted[1:] == [(EventType.PROVIDE, {"cids": [cids[1]]})]
         assert sorted(f.pinned) == cids
         await r.close()

@@ -1,4 +1,4 @@
-"""RIFF/WAVE header parser (tasks/audio_wav.py) and FILTER_LONGER / FILTER_SHORTER."""
+"""WAV headers read with soundfile (tasks/audio_wav.py) and FILTER_LONGER / FILTER_SHORTER."""
 
 from __future__ import annotations
 
@@ -53,7 +53,6 @@ CASES = [
                               chunk(b"data", b"\0" * 64)), ("pcm", 1, 16000, 32)),
     ("8-bit odd data", riff(fmt(1, 1, 8000, 8), chunk(b"data", b"\x80" * 801)),
      ("pcm", 1, 8000, 801)),
-    ("data before fmt", riff(chunk(b"data", b"\0" * 20), PCM16), ("pcm", 1, 16000, 10)),
     ("mulaw", riff(fmt(7, 1, 8000, 8), chunk(b"data", b"\xff" * 80)), ("mulaw", 1, 8000, 80)),
 ]
 
@@ -69,16 +68,21 @@ def test_wav_info_table(tmp_path: Path, name: str, data: bytes,
 
 
 BAD = [
-    ("empty", b"", "not a RIFF"),
-    ("not riff", b"ID3\x03" + b"\0" * 100, "not a RIFF"),
-    ("riff not wave", b"RIFF\x04\0\0\0AVI ", "not a RIFF"),
-    ("truncated data", riff(PCM16, chunk(b"data", b"\0" * 100))[:-40], "truncated"),
-    ("no data", riff(PCM16), "no data chunk"),
-    ("no fmt", riff(chunk(b"data", b"\0" * 4)), "no fmt chunk"),
-    ("short fmt", riff(chunk(b"fmt ", b"\1\0\1\0"), chunk(b"data", b"")), "too short"),
-    ("adpcm", riff(fmt(2, 1, 8000, 4), chunk(b"data", b"\0" * 10)), "unsupported"),
-    ("zero rate", riff(fmt(1, 1, 0, 16), chunk(b"data", b"\0" * 10)), "bad fmt"),
-    ("ext short", riff(fmt(0xFFFE, 1, 8000, 16), chunk(b"data", b"")), "EXTENSIBLE"),
+    ("empty", b"", "not a RIFF/WAVE file$"),
+    ("not riff", b"ID3\x03" + b"\0" * 100, "not a RIFF/WAVE file$"),
+    ("riff not wave", b"RIFF\x04\0\0\0AVI ", "not a RIFF/WAVE file$"),
+    ("truncated data", riff(PCM16, chunk(b"data", b"\0" * 100))[:-40],
+     "truncated: data chunk declares 100 bytes, 60 present"),
+    ("unknown length", riff(PCM16, b"data\xff\xff\xff\xff" + b"\0" * 64), "truncated"),
+    ("no data", riff(PCM16), "unreadable WAV header"),
+    ("no fmt", riff(chunk(b"data", b"\0" * 4)), "unreadable WAV header"),
+    ("data before fmt", riff(chunk(b"data", b"\0" * 20), PCM16), "unreadable WAV header"),
+    ("short fmt", riff(chunk(b"fmt ", b"\1\0\1\0"), chunk(b"data", b"")),
+     "unreadable WAV header"),
+    ("bad adpcm fmt", riff(fmt(2, 1, 8000, 4), chunk(b"data", b"\0" * 10)),
+     "unreadable WAV header"),
+    ("zero rate", riff(fmt(1, 1, 0, 16), chunk(b"data", b"\0" * 10)), "unreadable WAV header"),
+    ("ext short", riff(fmt(0xFFFE, 1, 8000, 16), chunk(b"data", b"")), "unreadable WAV header"),
 ]
 
 
@@ -86,8 +90,25 @@ BAD = [
 def test_wav_info_rejects(tmp_path: Path, name: str, data: bytes, msg: str) -> None:
     p = tmp_path / "x.wav"
     p.write_bytes(data)
-    with pytest.raises(WavError, match=msg):
+    with pytest.raises(WavError, match=rf"^x\.wav: {msg}"):
         wav_info(p)
+
+
+@pytest.mark.parametrize(("fmt_", "subtype", "msg"), [
+    ("FLAC", "PCM_16", "not a RIFF/WAVE file [(]a FLAC file[)]"),
+    ("AIFF", "PCM_16", "not a RIFF/WAVE file [(]a AIFF file[)]"),
+    ("WAV", "IMA_ADPCM", "unsupported sample format IMA_ADPCM"),
+    ("WAV", "GSM610", "unsupported sample format GSM610")])
+def test_wav_info_rejects_other_audio(tmp_path: Path, fmt_: str, subtype: str, msg: str) -> None:
+    p = tmp_path / "y.wav"  # named .wav, but another container or a compressed encoding
+    sf.write(p, np.zeros(800, dtype=np.float32), 8000, format=fmt_, subtype=subtype)
+    with pytest.raises(WavError, match=rf"^y\.wav: {msg}$"):
+        wav_info(p)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(WavError, match=r"^gone\.wav: unreadable WAV header"):
+        wav_info(tmp_path / "gone.wav")
 
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # tmp_path is reused; each example rewrites
@@ -107,15 +128,23 @@ def test_duration_matches_wave_module(tmp_path: Path, rate: int, channels: int, 
     assert wav_info(p).duration_s == frames / rate
 
 
+WIDTHS = {"PCM_U8": ("pcm", 8), "PCM_16": ("pcm", 16), "PCM_24": ("pcm", 24),
+          "PCM_32": ("pcm", 32), "FLOAT": ("float", 32), "DOUBLE": ("float", 64),
+          "ALAW": ("alaw", 8), "ULAW": ("mulaw", 8)}
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(rate=st.sampled_from([8000, 11025, 16000, 44100, 48000, 96000]),
        channels=st.integers(1, 6), frames=st.integers(1, 2000),
-       subtype=st.sampled_from(["PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "PCM_U8"]))
-def test_duration_matches_soundfile(tmp_path: Path, rate: int, channels: int, frames: int,
-                                    subtype: str) -> None:
+       subtype=st.sampled_from(sorted(WIDTHS)))
+def test_every_sample_format_written_is_measured(tmp_path: Path, rate: int, channels: int,
+                                                 frames: int, subtype: str) -> None:
     p = tmp_path / "s.wav"  # soundfile writes EXTENSIBLE headers for > 2 channels
     sf.write(p, np.zeros((frames, channels), dtype=np.float32), rate, subtype=subtype)
-    assert wav_info(p).duration_s == frames / rate == sf.info(p).frames / rate
+    info = wav_info(p)
+    assert (info.encoding, info.bits_per_sample) == WIDTHS[subtype]
+    assert (info.channels, info.sample_rate, info.frames) == (channels, rate, frames)
+    assert info.duration_s == frames / rate
 
 
 def write_pcm(path: Path, seconds: float, rate: int = 16000) -> Path:

@@ -236,7 +236,7 @@ async def test_mirror_pushes_own_outputs_and_fetches_first(fake: Serve, tmp_path
     (_done("p1", "bafyout"), []),  # another peer's output: its own Kubo mirrors it
     (Event("me", 2, 2, EventType.PROVIDE, {"cids": ["bafya", "bafyb"]}), ["bafya", "bafyb"]),
     (Event("p1", 2, 2, EventType.PROVIDE, {"cids": ["bafya"]}), []),
-    (Event("me", 3, 3, EventType.JOB_CANCELLED, {"job": "j"}), []),
+    (Event("me", 3, 3, EventType.JOB_CANCELLED, {"job": "j", "reason": ""}), []),
 ])
 def test_mirrored_is_what_this_peer_computed_or_provides(event: Event, want: list[str]) -> None:
     assert mirrored(event, "me") == want

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.log import HLC, Event, EventLog, EventType, MeshState, fold
+from peer.log import HLC, Event, EventLog, EventType, FailureKind, MeshState, fold
 
 PEERS = ["a", "b", "c"]
 
@@ -62,6 +62,96 @@ def test_fold_ignores_order_and_duplicates(events: list[Event], rnd: object, dup
     shuffled = list(events) + list(events[:dups])
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert snapshot(fold(events)) == snapshot(fold(shuffled))
+
+
+# -- every event type, built from its wire form ---------------------------------------
+
+SPLITS = [["a", 1], ["b", 2]]
+# Every type, those that conflict per chunk twice.
+TYPES = [*EventType, EventType.CLAIM, EventType.PROGRESS, EventType.CHUNK_DONE,
+         EventType.CHUNK_FAILED, EventType.CACHE_PUT]
+KINDS = [*(k.value for k in FailureKind), "quota"]  # and one this version does not know
+
+
+CACHES = [{}, {"k1": None}, {"k1": {"n": "x", "c": "c4"}}, {"k2": {"n": "x", "c": "c5"}},
+          {"k1": {"n": "y", "c": "c5"}, "k3": None}]
+
+
+@st.composite
+def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
+    """A valid payload of `typ` over small domains, so that events collide and conflict."""
+    pick = draw(st.integers(0, 2**16))  # one draw, spread over the fields (keeps it fast)
+    job, task, cid = "jjjk"[pick % 4], "ttu"[pick // 4 % 3], ["c1", "c2", "c3"][pick % 3]
+    chunk = {"job": job, "task": task, "split": SPLITS[pick // 12 % 4 // 3],
+             "chunk": pick // 48 % 2, "attempt": pick // 96 % 2}
+    cache = CACHES[pick // 576 % len(CACHES)]
+    match typ:
+        case EventType.JOB_SUBMITTED:
+            return {"job": job, "workflow": {"name": job, "tasks": [{"name": "t"},
+                                                                    {"name": "u"}]}}
+        case EventType.JOB_CANCELLED:
+            return {"job": job, "reason": str(pick)}
+        case EventType.TASK_SPLIT:
+            return {"job": job, "task": task, "input": cid if pick & 64 else None,
+                    "chunks": [[["p", cid]], []]}
+        case EventType.CLAIM | EventType.RENEW:
+            return chunk
+        case EventType.PROGRESS:
+            return {**chunk, "progress": pick % 11 / 10}
+        case EventType.CHUNK_DONE:
+            return {**chunk, "output": cid if pick & 64 else None, "cache": cache,
+                    "log": cid, "s": 0.5}
+        case EventType.CHUNK_FAILED:
+            return {**chunk, "error": "e", "kind": KINDS[pick % len(KINDS)]}
+        case EventType.TASK_DONE:
+            return {"job": job, "task": task, "output": cid, "cached": bool(pick & 64),
+                    "key": [None, "k1", "k9"][pick // 192 % 3]}
+        case EventType.CACHE_PUT:
+            return {"cache": cache}
+        case EventType.PROVIDE:
+            return {"cids": [["c1"], ["c2", "c9"], []][pick % 3]}
+        case _:
+            return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
+                    "cores": 1, "mem_mb": 1, "gpu": False}
+
+
+@st.composite
+def typed_event_sets(draw: st.DrawFn) -> list[Event]:
+    """Events of every type from several origins, each decoded from its wire form."""
+    out: list[Event] = []
+    for origin in PEERS:
+        for seq in range(1, draw(st.integers(0, 8)) + 1):
+            typ = draw(st.sampled_from(TYPES))
+            out.append(Event.from_json({"origin": origin, "seq": seq,
+                                        "hlc": draw(st.integers(0, 30)), "type": int(typ),
+                                        "payload": draw(typed_payload(typ))}))
+    return out
+
+
+def full_snapshot(s: MeshState) -> object:
+    """Everything the fold derives, in a form that ignores arrival order."""
+    return (snapshot(s), {k: v.id for k, v in s.jobs.items()},
+            {k: v.id for k, v in s.splits.items()}, {k: v.id for k, v in s.members.items()})
+
+
+@settings(max_examples=150, deadline=None)
+@given(typed_event_sets(), st.randoms(use_true_random=False), st.integers(0, 8))
+def test_fold_of_typed_events_ignores_order_and_duplicates(
+        events: list[Event], rnd: object, dups: int) -> None:
+    shuffled = list(events) + list(events[:dups])
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert full_snapshot(fold(events)) == full_snapshot(fold(shuffled))
+
+
+@settings(max_examples=100, deadline=None)
+@given(typed_event_sets())
+def test_fold_of_typed_events_is_idempotent(events: list[Event]) -> None:
+    s = fold(events)
+    before = full_snapshot(s)
+    assert not any(s.apply(e) for e in events)  # every event is already known
+    copies = [Event.from_json(e.to_json()) for e in events]  # equal events, new objects
+    assert not any(s.apply(e) for e in copies)
+    assert full_snapshot(s) == before == full_snapshot(fold(copies))
 
 
 SPLIT = _mk("x", 1, 1, EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None,

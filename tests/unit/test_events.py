@@ -1,0 +1,414 @@
+"""Typed events (peer/log/events.py): each event type's body, its validation errors (a table:
+every type, a missing field, a wrong type, a value out of bounds) and the wire form."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.errors import BanzaiError, InvalidEvent
+from peer.log import (
+    CachePut,
+    ChunkDone,
+    ChunkFailed,
+    ChunkKey,
+    Claim,
+    Event,
+    EventLog,
+    EventType,
+    FailureKind,
+    JobCancelled,
+    JobSubmitted,
+    Member,
+    Progress,
+    Provide,
+    Renew,
+    TaskDone,
+    TaskSplit,
+    fold,
+)
+
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+CHUNK = {"job": "j1", "task": "t", "split": ["a", 3], "chunk": 2, "attempt": 1}
+WORKFLOW = {"name": "w", "tasks": [{"name": "t", "call": "c", "params": {}, "depends": []},
+                                   {"name": "u", "cid": CID}]}
+
+# One valid payload per type, as this code writes them.
+VALID: dict[EventType, dict[str, Any]] = {
+    EventType.JOB_SUBMITTED: {"job": "j1", "workflow": WORKFLOW},
+    EventType.JOB_CANCELLED: {"job": "j1", "reason": "cancelled by a user"},
+    EventType.TASK_SPLIT: {"job": "j1", "task": "t", "input": CID,
+                           "chunks": [[["a.wav", CID], ["b/c.wav", CID]], [["d.wav", CID]]]},
+    EventType.CLAIM: dict(CHUNK),
+    EventType.RENEW: dict(CHUNK),
+    EventType.PROGRESS: {**CHUNK, "progress": 0.5},
+    EventType.CHUNK_DONE: {**CHUNK, "log": CID, "s": 1.25,
+                           "cache": {"k1": {"n": "a.npy", "c": CID}, "k2": None}},
+    EventType.CHUNK_FAILED: {**CHUNK, "error": "worker died", "kind": "crash"},
+    EventType.TASK_DONE: {"job": "j1", "task": "t", "output": CID, "key": "k" * 64,
+                          "cached": False, "warning": "kept nothing"},
+    EventType.CACHE_PUT: {"cache": {"k1": {"n": "a.npy", "c": CID}}},
+    EventType.PROVIDE: {"cids": [CID, CID]},
+    EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
+                       "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+}
+
+
+def ev(typ: EventType, payload: Any, origin: str = "a", seq: int = 1, hlc: int = 7) -> Event:
+    return Event(origin, seq, hlc, typ, payload)
+
+
+def test_every_type_has_a_valid_example() -> None:
+    assert set(VALID) == set(EventType)
+
+
+def test_bodies_carry_the_payload_typed() -> None:
+    b = ev(EventType.JOB_SUBMITTED, VALID[EventType.JOB_SUBMITTED]).body
+    assert b == JobSubmitted("j1", WORKFLOW, ("t", "u"))
+    assert ev(EventType.JOB_CANCELLED, VALID[EventType.JOB_CANCELLED]).body == JobCancelled(
+        "j1", "cancelled by a user")
+    assert ev(EventType.TASK_SPLIT, VALID[EventType.TASK_SPLIT]).body == TaskSplit(
+        "j1", "t", CID, ((("a.wav", CID), ("b/c.wav", CID)), (("d.wav", CID),)))
+    claim = ev(EventType.CLAIM, CHUNK).body
+    assert claim == Claim("j1", "t", ("a", 3), 2, 1)
+    assert isinstance(claim, Claim) and claim.key == ChunkKey("j1", "t", "a", 3, 2)
+    assert ev(EventType.RENEW, CHUNK).body == Renew("j1", "t", ("a", 3), 2, 1)
+    assert ev(EventType.PROGRESS, VALID[EventType.PROGRESS]).body == Progress(
+        "j1", "t", ("a", 3), 2, 1, 0.5)
+    assert ev(EventType.CHUNK_DONE, VALID[EventType.CHUNK_DONE]).body == ChunkDone(
+        "j1", "t", ("a", 3), 2, 1, None, VALID[EventType.CHUNK_DONE]["cache"], CID, 1.25)
+    assert ev(EventType.CHUNK_FAILED, VALID[EventType.CHUNK_FAILED]).body == ChunkFailed(
+        "j1", "t", ("a", 3), 2, 1, "worker died", FailureKind.CRASH)
+    assert ev(EventType.TASK_DONE, VALID[EventType.TASK_DONE]).body == TaskDone(
+        "j1", "t", CID, "k" * 64, False, "kept nothing")
+    assert ev(EventType.CACHE_PUT, VALID[EventType.CACHE_PUT]).body == CachePut(
+        VALID[EventType.CACHE_PUT]["cache"])
+    assert ev(EventType.PROVIDE, VALID[EventType.PROVIDE]).body == Provide((CID, CID))
+    assert ev(EventType.MEMBER, VALID[EventType.MEMBER]).body == Member(
+        "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False)
+
+
+def test_optional_fields_default() -> None:
+    """What older payloads and the tests' short forms leave out: the fold treated these
+    fields as absent, so do the bodies."""
+    done = ev(EventType.CHUNK_DONE, {**CHUNK, "output": CID}).body
+    assert done == ChunkDone("j1", "t", ("a", 3), 2, 1, CID, {}, None, None)
+    task = ev(EventType.TASK_DONE, {"job": "j", "task": "t", "output": CID}).body
+    assert task == TaskDone("j", "t", CID, None, False, None)
+    whole = ev(EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None, "chunks": [[]]})
+    assert whole.body == TaskSplit("j", "t", None, ((),))
+    no_split = ev(EventType.CLAIM, {k: v for k, v in CHUNK.items() if k != "split"}).body
+    assert isinstance(no_split, Claim) and no_split.split is None
+    assert no_split.key == ChunkKey("j1", "t", "", 0, 2)  # never matches a real split
+
+
+@pytest.mark.parametrize("kind", list(FailureKind))
+def test_known_failure_kinds(kind: FailureKind) -> None:
+    b = ev(EventType.CHUNK_FAILED, {**CHUNK, "error": "", "kind": kind.value}).body_as(
+        ChunkFailed)
+    assert b.kind is kind
+    assert b.retryable == (kind not in (FailureKind.ERROR, FailureKind.CANCELLED))
+
+
+def test_an_unknown_failure_kind_is_kept_and_not_retried() -> None:
+    e = ev(EventType.CHUNK_FAILED, {**CHUNK, "error": "x", "kind": "quota"})
+    b = e.body_as(ChunkFailed)
+    assert b.kind == "quota" and not isinstance(b.kind, FailureKind)
+    assert not b.retryable
+    assert e.payload["kind"] == "quota"
+
+
+def test_body_as_narrows_or_raises() -> None:
+    e = ev(EventType.CLAIM, CHUNK)
+    assert e.body_as(Claim) is e.body
+    with pytest.raises(TypeError, match="a CLAIM event has no TaskDone body"):
+        e.body_as(TaskDone)
+
+
+class Exit(StrEnum):
+    ERROR = "error"
+
+
+class Num(IntEnum):
+    TWO = 2
+
+
+def test_local_payloads_may_hold_subclasses_with_the_same_wire_form() -> None:
+    """A scheduler passes an executor's StrEnum exit kind, tuples for lists, IntEnums."""
+    p = {"job": "j1", "task": "t", "split": ("a", Num.TWO), "chunk": Num.TWO, "attempt": 0,
+         "error": "boom", "kind": Exit.ERROR}
+    b = ev(EventType.CHUNK_FAILED, p).body_as(ChunkFailed)
+    assert b == ChunkFailed("j1", "t", ("a", 2), 2, 0, "boom", FailureKind.ERROR)
+    assert ev(EventType.CHUNK_FAILED, {**p, "error": None}).body_as(ChunkFailed).error == ""
+    assert b.kind is FailureKind.ERROR and type(b.chunk) is int
+    assert json.loads(json.dumps(p))["kind"] == "error"
+    split = ev(EventType.TASK_SPLIT, {"job": "j", "task": "t", "input": None,
+                                      "chunks": ((("p", CID),),)}).body_as(TaskSplit)
+    assert split.chunks == ((("p", CID),),)
+
+
+def _without(p: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in p.items() if k != key}
+
+
+def _with(typ: EventType, **kw: Any) -> dict[str, Any]:
+    return {**VALID[typ], **kw}
+
+
+T = EventType
+LONG = "x" * 257
+
+# (type, payload, the field named, the message's "expected ..., got ..." part)
+INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
+    # JOB_SUBMITTED
+    (T.JOB_SUBMITTED, _without(VALID[T.JOB_SUBMITTED], "job"), "payload.job",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.JOB_SUBMITTED, _with(T.JOB_SUBMITTED, workflow=[]), "payload.workflow",
+     "expected an object, got []"),
+    (T.JOB_SUBMITTED, _with(T.JOB_SUBMITTED, workflow={"tasks": [{"name": ""}]}),
+     "payload.workflow.tasks[0].name", "expected a string of 1 to 256 characters, got ''"),
+    (T.JOB_SUBMITTED, _with(T.JOB_SUBMITTED, job=LONG), "payload.job",
+     "expected a string of 1 to 256 characters, got a string of 257 characters"),
+    # JOB_CANCELLED
+    (T.JOB_CANCELLED, _without(VALID[T.JOB_CANCELLED], "reason"), "payload.reason",
+     "expected a string of at most 1048576 characters, got nothing (the field is missing)"),
+    (T.JOB_CANCELLED, _with(T.JOB_CANCELLED, job=3), "payload.job",
+     "expected a string of 1 to 256 characters, got 3"),
+    (T.JOB_CANCELLED, _with(T.JOB_CANCELLED, job=""), "payload.job",
+     "expected a string of 1 to 256 characters, got ''"),
+    # TASK_SPLIT
+    (T.TASK_SPLIT, _without(VALID[T.TASK_SPLIT], "chunks"), "payload.chunks",
+     "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    (T.TASK_SPLIT, _with(T.TASK_SPLIT, chunks=[[["a", CID]], [["b"]]]), "payload.chunks[1][0]",
+     "expected [relpath, cid], got ['b']"),
+    (T.TASK_SPLIT, _with(T.TASK_SPLIT, input="c" * 257), "payload.input",
+     "expected a string of 1 to 256 characters, got a string of 257 characters"),
+    (T.TASK_SPLIT, _with(T.TASK_SPLIT, chunks=[[["a", ""]]]), "payload.chunks[0][0]",
+     "expected [relpath, cid], got ['a', '']"),
+    # CLAIM
+    (T.CLAIM, _without(CHUNK, "task"), "payload.task",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.CLAIM, {**CHUNK, "attempt": -1}, "payload.attempt", "expected an integer >= 0, got -1"),
+    (T.CLAIM, {**CHUNK, "attempt": "1"}, "payload.attempt", "expected an integer >= 0, got '1'"),
+    (T.CLAIM, {**CHUNK, "attempt": True}, "payload.attempt",
+     "expected an integer >= 0, got True"),
+    (T.CLAIM, {**CHUNK, "chunk": 1_000_000}, "payload.chunk",
+     "expected an integer <= 999999, got 1000000"),
+    (T.CLAIM, {**CHUNK, "split": ["a"]}, "payload.split",
+     "expected [origin, seq] of a TASK_SPLIT event, got ['a']"),
+    (T.CLAIM, {**CHUNK, "split": ["a", 0]}, "payload.split",
+     "expected [origin, seq] of a TASK_SPLIT event, got ['a', 0]"),
+    (T.CLAIM, {**CHUNK, "split": "a/3"}, "payload.split",
+     "expected [origin, seq] of a TASK_SPLIT event, got 'a/3'"),
+    # RENEW
+    (T.RENEW, _without(CHUNK, "chunk"), "payload.chunk",
+     "expected an integer >= 0, got nothing (the field is missing)"),
+    (T.RENEW, {**CHUNK, "chunk": 1.0}, "payload.chunk", "expected an integer >= 0, got 1.0"),
+    (T.RENEW, {**CHUNK, "attempt": 1 << 31}, "payload.attempt",
+     "expected an integer <= 2147483647, got 2147483648"),
+    # PROGRESS
+    (T.PROGRESS, _without(VALID[T.PROGRESS], "progress"), "payload.progress",
+     "expected a number from 0 to 1, got nothing (the field is missing)"),
+    (T.PROGRESS, _with(T.PROGRESS, progress="0.5"), "payload.progress",
+     "expected a number from 0 to 1, got '0.5'"),
+    (T.PROGRESS, _with(T.PROGRESS, progress=1.5), "payload.progress",
+     "expected a number from 0 to 1, got 1.5"),
+    (T.PROGRESS, _with(T.PROGRESS, progress=float("nan")), "payload.progress",
+     "expected a number from 0 to 1, got nan"),
+    # CHUNK_DONE
+    (T.CHUNK_DONE, _without(VALID[T.CHUNK_DONE], "job"), "payload.job",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.CHUNK_DONE, _with(T.CHUNK_DONE, cache=[]), "payload.cache",
+     "expected an object of at most 1000000 keys, got []"),
+    (T.CHUNK_DONE, _with(T.CHUNK_DONE, cache={"": 1}), "payload.cache (a key)",
+     "expected a string of 1 to 1024 characters, got ''"),
+    (T.CHUNK_DONE, _with(T.CHUNK_DONE, s=-0.5), "payload.s",
+     "expected a number from 0 to 1e+09, got -0.5"),
+    (T.CHUNK_DONE, _with(T.CHUNK_DONE, output=7), "payload.output",
+     "expected a string of 1 to 256 characters, got 7"),
+    # CHUNK_FAILED
+    (T.CHUNK_FAILED, _without(VALID[T.CHUNK_FAILED], "kind"), "payload.kind",
+     "expected a string of 1 to 1024 characters, got nothing (the field is missing)"),
+    (T.CHUNK_FAILED, _with(T.CHUNK_FAILED, error=5), "payload.error",
+     "expected a string of at most 1048576 characters, got 5"),
+    (T.CHUNK_FAILED, _with(T.CHUNK_FAILED, kind=""), "payload.kind",
+     "expected a string of 1 to 1024 characters, got ''"),
+    # TASK_DONE
+    (T.TASK_DONE, _without(VALID[T.TASK_DONE], "output"), "payload.output",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.TASK_DONE, _with(T.TASK_DONE, cached="no"), "payload.cached",
+     "expected true or false, got 'no'"),
+    (T.TASK_DONE, _with(T.TASK_DONE, key="k" * 1025), "payload.key",
+     "expected a string of 1 to 1024 characters, got a string of 1025 characters"),
+    (T.TASK_DONE, _with(T.TASK_DONE, warning=["w"]), "payload.warning",
+     "expected a string of 1 to 1048576 characters, got ['w']"),
+    # CACHE_PUT
+    (T.CACHE_PUT, {}, "payload.cache",
+     "expected an object of at most 1000000 keys, got nothing (the field is missing)"),
+    (T.CACHE_PUT, {"cache": "k"}, "payload.cache",
+     "expected an object of at most 1000000 keys, got 'k'"),
+    (T.CACHE_PUT, {"cache": {"k" * 1025: 1}}, "payload.cache (a key)",
+     "expected a string of 1 to 1024 characters, got a string of 1025 characters"),
+    # PROVIDE
+    (T.PROVIDE, {}, "payload.cids",
+     "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    (T.PROVIDE, {"cids": CID}, "payload.cids",
+     "expected a list of at most 1000000 items, got a string of 59 characters"),
+    (T.PROVIDE, {"cids": [CID, None]}, "payload.cids[1]",
+     "expected a string of 1 to 256 characters, got None"),
+    (T.PROVIDE, {"cids": ["c" * 257]}, "payload.cids[0]",
+     "expected a string of 1 to 256 characters, got a string of 257 characters"),
+    # MEMBER
+    (T.MEMBER, _without(VALID[T.MEMBER], "calls"), "payload.calls",
+     "expected a list of at most 100000 items, got nothing (the field is missing)"),
+    (T.MEMBER, _with(T.MEMBER, calls=["c", 2]), "payload.calls[1]",
+     "expected a string of 1 to 256 characters, got 2"),
+    (T.MEMBER, _with(T.MEMBER, slots=-1), "payload.slots", "expected an integer >= 0, got -1"),
+    (T.MEMBER, _with(T.MEMBER, gpu="yes"), "payload.gpu", "expected true or false, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize(("typ", "payload", "field", "expected"), INVALID,
+                         ids=[f"{t.name}-{f}-{i}" for i, (t, _, f, _) in enumerate(INVALID)])
+def test_invalid_payloads_raise_naming_the_type_and_field(
+        typ: EventType, payload: dict[str, Any], field: str, expected: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        ev(typ, payload)
+    assert str(info.value) == f"{typ.name} {field}: {expected}"
+    assert info.value.field == field
+
+
+def test_the_table_covers_every_type_with_a_missing_field() -> None:
+    missing = {t for t, _, _, e in INVALID if e.endswith("(the field is missing)")}
+    assert missing == set(EventType)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("", 1, 0), "CLAIM origin: expected a string of 1 to 256 characters, got ''"),
+    ((LONG, 1, 0), "CLAIM origin: expected a string of 1 to 256 characters, got a string "
+                   "of 257 characters"),
+    ((5, 1, 0), "CLAIM origin: expected a string of 1 to 256 characters, got 5"),
+    (("a", 0, 0), f"CLAIM seq: expected an integer from 1 to {2**63 - 1}, got 0"),
+    (("a", "1", 0), f"CLAIM seq: expected an integer from 1 to {2**63 - 1}, got '1'"),
+    (("a", 1, -1), f"CLAIM hlc: expected an integer from 0 to {2**63 - 1}, got -1"),
+    (("a", 1, 2**63), f"CLAIM hlc: expected an integer from 0 to {2**63 - 1}, "
+                      f"got {2**63}"),
+])
+def test_invalid_envelopes(args: tuple[Any, Any, Any], message: str) -> None:
+    with pytest.raises(InvalidEvent, match="^" + message.replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[").replace("]", r"\]") + "$"):
+        Event(*args, EventType.CLAIM, dict(CHUNK))
+
+
+def test_bounds_of_the_envelope_are_inclusive() -> None:
+    e = Event("o" * 256, 2**63 - 1, 2**63 - 1, EventType.CLAIM, dict(CHUNK))
+    assert Event("a", 1, 0, EventType.CLAIM, dict(CHUNK)).hlc == 0
+    assert e.seq == 2**63 - 1
+
+
+def test_invalid_type_or_payload() -> None:
+    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 12, got 999$"):
+        Event("a", 1, 1, 999, {})  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match=r"^PROVIDE payload: expected an object, got \[\]$"):
+        Event("a", 1, 1, EventType.PROVIDE, [])  # type: ignore[arg-type]
+    # an int on the wire becomes the EventType
+    assert Event("a", 1, 1, 11, {"cids": []}).type is EventType.PROVIDE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ([], "event: expected an object, got []"),
+    ({"origin": "a", "seq": 1, "hlc": 1, "type": 11}, "event payload: missing"),
+    ({"seq": 1, "hlc": 1, "type": 11, "payload": {}}, "event origin: missing"),
+    ({"origin": "a", "seq": 1, "hlc": 1, "type": True, "payload": {"cids": []}},
+     "event type: expected one of 1 to 12, got True"),
+    ({"origin": "a", "seq": 1, "hlc": 1, "type": 11, "payload": [["cids", []]]},
+     "PROVIDE payload: expected an object, got [['cids', []]]"),
+])
+def test_from_json_rejects_malformed_wire_forms(doc: Any, message: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        Event.from_json(doc)
+    assert str(info.value) == message
+
+
+def test_invalid_event_is_a_banzai_error_and_a_value_error() -> None:
+    """Gossip drops a frame whose decoding raises ValueError (counted as bad_frame)."""
+    with pytest.raises(InvalidEvent) as info:
+        ev(EventType.CLAIM, {**CHUNK, "attempt": -1})
+    assert isinstance(info.value, BanzaiError) and isinstance(info.value, ValueError)
+    assert (info.value.message, info.value.field) == (
+        "CLAIM payload.attempt: expected an integer >= 0, got -1", "payload.attempt")
+
+
+@pytest.mark.parametrize("typ", list(EventType))
+def test_wire_form_is_unchanged_byte_for_byte(typ: EventType) -> None:
+    raw = json.dumps({"origin": "a", "seq": 4, "hlc": 99, "type": int(typ),
+                      "payload": {**VALID[typ], "future_field": [1, {"x": None}]}},
+                     separators=(",", ":"))
+    e = Event.from_json(json.loads(raw))
+    assert json.dumps(e.to_json(), separators=(",", ":")) == raw
+    assert Event.from_json(e.to_json()) == e
+
+
+# -- any JSON in, an Event or InvalidEvent out --------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(list(EventType)), st.data())
+def test_any_mutation_of_a_payload_builds_or_raises_invalid_event(
+        typ: EventType, data: st.DataObject) -> None:
+    """Validation never lets a TypeError or KeyError escape, whatever a peer sends."""
+    payload = dict(VALID[typ])
+    key = data.draw(st.sampled_from(sorted(payload)) | st.text(max_size=3))
+    if data.draw(st.booleans()):
+        payload.pop(key, None)
+    else:
+        payload[key] = data.draw(JSON)
+    try:
+        e = ev(typ, payload)
+    except InvalidEvent as err:
+        assert str(err).startswith(f"{typ.name} payload.")
+    else:
+        assert e.body is not None and e.payload is payload
+
+
+# -- the log on disk ----------------------------------------------------------------------
+
+
+def test_event_log_opens_skipping_invalid_rows(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "events.sqlite"
+    good = [ev(EventType.JOB_SUBMITTED, VALID[EventType.JOB_SUBMITTED], seq=1, hlc=1),
+            ev(EventType.PROVIDE, {"cids": [CID]}, seq=4, hlc=9)]
+    log = EventLog(path)
+    log.append(good)
+    log.close()
+    db = sqlite3.connect(str(path))
+    bad_rows = [("a", 2, 2, int(EventType.CLAIM), json.dumps({**CHUNK, "attempt": -1})),
+                ("a", 3, 3, 99, "{}"),  # a type this version does not know
+                ("", 1, 4, int(EventType.PROVIDE), '{"cids": []}'),
+                ("b", 1, 5, int(EventType.PROVIDE), "{not json")]
+    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", bad_rows)
+    db.commit()
+    db.close()
+    again = EventLog(path)
+    with caplog.at_level(logging.WARNING, logger="peer.log.sqlite"):
+        loaded = list(again.load())
+    assert loaded == good
+    assert again.skipped == 4
+    assert "CLAIM payload.attempt: expected an integer >= 0, got -1" in caplog.text
+    assert fold(loaded).heads == {"a": 1}
+    again.close()
