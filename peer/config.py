@@ -96,6 +96,9 @@ class PeerConfig:
         "default per-task timeout in seconds"))
     worker_memory_mb: int | None = field(default=None, metadata=setting(
         "address-space limit of each worker process"))
+    warm_workers: bool = field(default=True, metadata=setting(
+        "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
+        "forkserver; each worker then pays them on its first task"))
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
