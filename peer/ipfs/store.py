@@ -57,7 +57,18 @@ class Pinner(Protocol):
     def pin(self, cid: str) -> None: ...  # recursive; NotFound if the DAG is incomplete
 
 
-class Store(Pinner, Protocol):
+class Listings(Pinner, Protocol):
+    """What planning and assembling tasks needs: listings, small writes, pins (a subset of
+    Store, so that the scheduler's tests can run on a store in memory)."""
+
+    def walk(self, cid: str) -> Iterator[Entry]: ...
+    def stat(self, cid: str) -> Entry: ...
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
+    def has(self, cid: str) -> bool: ...
+
+
+class Store(Listings, Protocol):
     """A content store: UnixFS files and directories, DAG and CAR traversal, blocks and pins.
 
     CIDs are strings (CIDv1 base32 or CIDv0); a missing block raises NotFound, a bad path

@@ -11,7 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from peer.errors import BanzaiError
-from peer.jobs.ports import Data, Store
+from peer.ipfs.store import Listings
+from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import Event, MeshState, TaskKey
 from peer.rendezvous import rendezvous
@@ -86,7 +87,7 @@ def producer(state: MeshState, live: set[str], job: str, spec: TaskSpec) -> str 
 class Planner:
     """Workflows, cache keys, inputs, splits and assemblies of this peer's view of the mesh."""
 
-    def __init__(self, state: MeshState, store: Store, data: Data, min_chunk_items: int,
+    def __init__(self, state: MeshState, store: Listings, data: Data, min_chunk_items: int,
                  max_chunk_items: int) -> None:
         self.state = state
         self.store = store

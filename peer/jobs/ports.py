@@ -5,7 +5,7 @@ event loop: no method may block it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -28,17 +28,6 @@ class SchedulerConfig:
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5
     tick_s: float = 0.25
-
-
-class Store(Protocol):
-    """What the scheduler needs of a content store."""
-
-    def walk(self, cid: str) -> Iterator[Any]: ...
-    def stat(self, cid: str) -> Any: ...
-    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
-    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
-    def has(self, cid: str) -> bool: ...
-    def pin(self, cid: str) -> None: ...
 
 
 class RunResultLike(Protocol):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError
+from peer.ipfs.store import Listings
 from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
 from peer.jobs.live import LiveRecords
@@ -25,7 +26,6 @@ from peer.jobs.ports import (
     Runner,
     RunResultLike,
     SchedulerConfig,
-    Store,
 )
 from peer.jobs.spec import TaskSpec
 from peer.log import Event, EventType, FailureKind, MeshState
@@ -64,7 +64,7 @@ class Runs:
     """The chunks this peer claimed and runs; `ended(ak)` is called when one ends (its slot
     is free), whatever the outcome."""
 
-    def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Store,
+    def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
                  ended: Callable[[AttemptKey], None]) -> None:
         self.cfg = cfg

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
+from peer.ipfs.store import Listings
 from peer.jobs import claims
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
@@ -26,7 +27,6 @@ from peer.jobs.ports import (
     PeerInfos,
     Runner,
     SchedulerConfig,
-    Store,
 )
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow
@@ -52,7 +52,7 @@ class Scheduler:
     """Plans, claims and runs ready chunks on this peer; call `poke` after state changes."""
 
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
-                 store: Store, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
+                 store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
                  offload: Offload = asyncio.to_thread) -> None:
         self.cfg = cfg

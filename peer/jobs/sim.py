@@ -11,10 +11,10 @@ import json
 import posixpath
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
-from peer.ipfs.store import StoreConfig
+from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
@@ -43,15 +43,6 @@ async def inline(fn: Callable[[], T]) -> T:
 
 
 # -- store and data --------------------------------------------------------------------------
-class Entry(NamedTuple):
-    path: str
-    cid: str
-
-
-class Stat(NamedTuple):
-    kind: str
-
-
 @dataclass
 class Content:
     """What every peer could fetch: file bytes and directory listings by CID."""
@@ -81,19 +72,20 @@ class MemoryStore:
         self.local.add(cid)
         return cid
 
-    def stat(self, cid: str) -> Stat:
+    def stat(self, cid: str) -> Entry:
         if cid in self.content.dirs:
-            return Stat("dir")
+            return Entry("", cid, 0, "dir")
         if cid in self.content.files:
-            return Stat("file")
+            return Entry("", cid, len(self.content.files[cid]), "file")
         raise BanzaiError(f"no such CID {cid}")
 
     def walk(self, cid: str) -> Iterator[Entry]:
         for path, sub in self.content.dirs[cid].items():
             if sub in self.content.dirs:
-                yield from (Entry(posixpath.join(path, e.path), e.cid) for e in self.walk(sub))
+                yield from (Entry(posixpath.join(path, e.path), e.cid, e.size, e.kind)
+                            for e in self.walk(sub))
             else:
-                yield Entry(path, sub)
+                yield Entry(path, sub, len(self.content.files.get(sub, b"")), "file")
 
     def has(self, cid: str) -> bool:
         return cid in self.local
