@@ -19,22 +19,10 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
 from peer.log import Event, EventType, MeshState
+from peer.log.clock import FakeClock
 from tasks.registry import TaskDef
 
 T = TypeVar("T")
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
 
 
 async def inline(fn: Callable[[], T]) -> T:

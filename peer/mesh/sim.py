@@ -14,21 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.log import Event, EventType, MeshState
+from peer.log.clock import FakeClock
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.transport import MemoryNetwork
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
 
 
 class MemorySink:

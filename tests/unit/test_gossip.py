@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.log import PROTOCOL_VERSION, Event, EventType, fold
+from peer.log.clock import FakeClock
 from peer.mesh.gossip import Gossip, GossipConfig, Kind, encode_frame
-from peer.mesh.sim import Cluster, FakeClock, MemorySink, RecordingMembers, simulate
+from peer.mesh.sim import Cluster, MemorySink, RecordingMembers, simulate
 from peer.mesh.transport import MemoryNetwork
 
 from .mesh_helpers import SECRET, frame_to, inject

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from peer.log.clock import FakeClock
 from peer.mesh.membership import (
     MAX_LEARNED,
     MAX_PEER_SAMPLE,
@@ -14,7 +15,7 @@ from peer.mesh.membership import (
     Membership,
     liveness,
 )
-from peer.mesh.sim import Cluster, FakeClock, RecordingMembers
+from peer.mesh.sim import Cluster, RecordingMembers
 from peer.mesh.wire import Kind
 
 from .mesh_helpers import frame_to, inject
