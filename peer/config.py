@@ -8,6 +8,7 @@ flag > environment > TOML file > default. Invalid values raise ConfigError.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -88,10 +89,16 @@ class PeerConfig:
         "name of this peer in the web UI and CLI (default: HOSTNAME-ID)"))
     task_modules: tuple[str, ...] = field(default=(), metadata=setting(
         "extra Python module to import for tasks (repeatable)", flag="--task-module"))
+    fetch_allow: tuple[str, ...] = field(default=(), metadata=setting(
+        "CIDR that fetching tasks (FETCH_FESTVOX) may reach although it is loopback, "
+        "private, link-local or otherwise not public, e.g. 127.0.0.1/32 (repeatable)"))
     task_timeout_s: float = field(default=3600.0, metadata=setting(
         "default per-task timeout in seconds"))
     worker_memory_mb: int | None = field(default=None, metadata=setting(
         "address-space limit of each worker process"))
+    warm_workers: bool = field(default=True, metadata=setting(
+        "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
+        "forkserver; each worker then pays them on its first task"))
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
@@ -118,6 +125,12 @@ class PeerConfig:
                                   f"got {value!r}", field=spec.name)
         self._check_store()
         self._check_bounds()
+        for cidr in self.fetch_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"fetch_allow: not an address or CIDR: {cidr!r}",
+                                  field="fetch_allow") from None
 
     def _check_store(self) -> None:
         if self.store == "kubo" and not self.ipfs_api:

@@ -131,7 +131,8 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
         log = base / f"peer{i}.log"
         args = [str(BIN / "banzai-peer"), "--data-dir", str(d), "--http", "127.0.0.1:0",
                 "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
-                "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level]
+                "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
+                "--fetch-allow", "127.0.0.1/32"]  # the --pipeline corpus server
         with log.open("wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                     env=env, stdin=subprocess.DEVNULL)

@@ -51,6 +51,7 @@ BIN = Path(sys.executable).parent
 SEED_ARGS = {"FILTER_LONGER": [5], "EXTRACT_MFCC": [32, 24, 1, 8000, 16000], "LEARN": []}
 SECTION = "## Seed pipeline (issue 3)"
 JOB_TIMEOUT_S = 3600.0
+LOOPBACK = "127.0.0.1/32"  # --fetch-allow: the corpus server (scripts/serve_dir.py) is there
 _script = load_script  # also used by bench_mesh.py
 
 
@@ -73,7 +74,7 @@ def plain(urls: Sequence[str], work: Path,
 
     cat = catalog()
     p = {c: cat[c].bind(a, None, c) for c, a in (seed_args or SEED_ARGS).items()}
-    ctx = TaskCtx(work)
+    ctx = TaskCtx(work, fetch_allow=(LOOPBACK,))  # the corpus server is on 127.0.0.1
     stages: dict[str, float] = {}
 
     def lap(name: str) -> None:
@@ -135,7 +136,7 @@ def peer(data_dir: Path, slots: int, extra: Sequence[str] = ()) -> Iterator[Peer
     """A banzai-peer alone on 127.0.0.1 with a fresh data dir; SIGTERM at exit."""
     log = data_dir.with_suffix(".log")
     with lone_peer(data_dir, log, slots, mesh_prefix="bench", log_level="WARNING",
-                   extra=extra, stop_timeout_s=30) as (proc, url):
+                   extra=["--fetch-allow", LOOPBACK, *extra], stop_timeout_s=30) as (proc, url):
         yield Peer(proc, url, log)
 
 

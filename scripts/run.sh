@@ -22,7 +22,9 @@
 # real peer of this machine, and deleting the checkout removes everything it made. The
 # peer keeps its cache there, so a second run finishes in seconds (every task cached).
 # The demo peer runs alone (--no-mdns, mesh "banzai-demo"): it never joins a lab mesh or
-# other peers of this machine, so all its outputs are in its own store. DEMO_PEER_ARGS adds
+# other peers of this machine, so all its outputs are in its own store. It lets
+# FETCH_FESTVOX reach the corpus server on 127.0.0.1 (--fetch-allow 127.0.0.1/32; loopback
+# and private addresses are refused by default). DEMO_PEER_ARGS adds
 # flags (e.g. DEMO_PEER_ARGS="--slots 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,7 +139,7 @@ say "corpus served at $SERVE_URL"
 peer() {
   start_bg PEER_URL "$PEER_LOG" '^web UI: (http://[^ ]+[^/ ])/?$' \
     "$ROOT/.venv/bin/banzai-peer" --data-dir "$DATA" --http "$1" --store embedded \
-    --no-mdns --mesh-name banzai-demo ${DEMO_PEER_ARGS:-}
+    --no-mdns --mesh-name banzai-demo --fetch-allow 127.0.0.1/32 ${DEMO_PEER_ARGS:-}
 }
 if ! peer "$HTTP"; then
   grep -q "Address already in use" "$PEER_LOG" || { cat "$PEER_LOG" >&2; die "peer failed"; }

@@ -65,10 +65,12 @@ def lone_peer(data_dir: Path, log: Path, slots: int, *, mesh_prefix: str, log_le
 
 
 class TaskCtx:
-    """A task context outside a peer: records log lines, progress fractions and metrics."""
+    """A task context outside a peer: records log lines, progress fractions and metrics;
+    `fetch_allow` is the --fetch-allow of the peer it stands for."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, fetch_allow: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.fetch_allow = fetch_allow
         self.logs: list[str] = []
         self.fractions: list[float] = []
         self.metrics: list[tuple[str, int, float]] = []

@@ -52,6 +52,7 @@ from peer.errors import ArgError
 from tasks.audio_fetch import FetchLimits, download, extract_festvox
 from tasks.audio_learn import LearnError, LearnParams, learn_dir
 from tasks.audio_wav import WavError, wav_info
+from tasks.fetch_policy import AddressPolicy, PolicyError, Resolver, check_url, system_resolver
 from tasks.registry import KEEP, Arg, Keep, TaskContext, task
 
 DAY_S = 86_400.0
@@ -59,20 +60,33 @@ DAY_S = 86_400.0
 # ---------------------------------------------------------------- FETCH_FESTVOX
 
 
-@task("FETCH_FESTVOX", version="1", needs_input=False, args=[
+def _check_urls(params: Mapping[str, Any]) -> None:
+    for i, url in enumerate(params["urls"]):
+        try:
+            check_url(url)
+        except PolicyError as e:
+            raise ArgError(f"{url!r}: {e.message}", field=f"urls[{i}]") from None
+
+
+@task("FETCH_FESTVOX", version="1", needs_input=False, check=_check_urls, args=[
     Arg("urls", "str", variadic=True,
-        doc="festvox zip(s): http(s):// URL, file:// URL or local path; one speaker each"),
+        doc="festvox zip(s): http:// or https:// URLs, one speaker each (public addresses, "
+            "or those the peer allows with --fetch-allow)"),
 ])
 def fetch_festvox(ctx: TaskContext, inp: Path | None, out: Path, *, urls: list[str],
-                  limits: FetchLimits | None = None) -> None:
+                  limits: FetchLimits | None = None,
+                  resolver: Resolver = system_resolver) -> None:
     """Download CMU ARCTIC (festvox) speaker zips into one folder per speaker.
 
     Each archive `cmu_us_<spk>_arctic...zip` becomes `<spk>/arctic_*.wav` plus
-    `<spk>/prompts.json` ({utterance id: text} from etc/txt.done.data). Transient errors
+    `<spk>/prompts.json` ({utterance id: text} from etc/txt.done.data). Only http(s) URLs
+    of public addresses are fetched, or of those the peer allows (ctx.fetch_allow, from
+    --fetch-allow), checked after DNS resolution and on every redirect. Transient errors
     are retried with exponential backoff; archives are checked before extraction
     (no absolute or `..` paths, no symlinks, bounded size, file count and ratio).
     """
     lim = limits or FetchLimits()
+    policy = AddressPolicy.from_cidrs(ctx.fetch_allow)
     n = len(urls)
     for i, url in enumerate(urls):
         def part(f: float, base: float, span: float, i: int = i) -> None:
@@ -80,7 +94,7 @@ def fetch_festvox(ctx: TaskContext, inp: Path | None, out: Path, *, urls: list[s
 
         tmp = ctx.workdir / f"fetch-{i}.zip"
         try:
-            local = download(url, tmp, lim, lambda f: part(f, 0.0, 0.7))
+            local = download(url, tmp, lim, lambda f: part(f, 0.0, 0.7), policy, resolver)
             speakers = extract_festvox(local, out, lim, url, lambda f: part(f, 0.7, 0.3))
         finally:
             tmp.unlink(missing_ok=True)
@@ -179,7 +193,24 @@ def load_mono(src: Path, sample_rate: int) -> npt.NDArray[np.float32]:
 _warned_empty_filters = False
 
 
-@task("EXTRACT_MFCC", version="1", per_item=True, items="*.wav", check=_check_mfcc, args=[
+def warm_mfcc() -> None:
+    """EXTRACT_MFCC's warm-up: import librosa (its lazy submodules, numba and the
+    functions it compiles), soundfile and soxr, and run the seed's and the common MFCC
+    settings once on 0.1 s of noise, so that no worker pays for it on its first file."""
+    import librosa
+    import soundfile  # noqa: F401  (load_mono's reader)
+
+    y = np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty mel filters at fft_size 32
+        for fft_size, n_mels, fmin in ((32, 24, 1.0), (512, 40, 20.0)):
+            mfcc_features(y, 16000, fft_size=fft_size, n_mels=n_mels, fmin=fmin, fmax=8000.0,
+                          n_mfcc=13)
+        librosa.resample(y, orig_sr=22050, target_sr=16000, res_type="soxr_hq")
+
+
+@task("EXTRACT_MFCC", version="1", per_item=True, items="*.wav", check=_check_mfcc, warm=warm_mfcc,
+      args=[
     Arg("fft_size", "int", 32, "FFT magnitude bins per frame (frame = 2*fft_size samples, "
         "hop = fft_size); a power of two", min=16, max=16384),
     Arg("n_mels", "int", 24, "number of mel filters (bankCount)", min=2, max=256),

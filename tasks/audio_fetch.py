@@ -1,7 +1,8 @@
 """Download festvox (CMU ARCTIC) zips with bounded retries and unpack them safely.
 
-Synchronous: runs inside a worker process. Every failure raises FetchError with a
-message saying what went wrong (unreachable, HTTP status, timeout, truncated, not a zip...).
+Synchronous: runs inside a worker process. Downloads go through the fetch address policy
+(tasks/fetch_policy.py). Every failure raises FetchError with a message saying what went
+wrong (refused by the policy, unreachable, HTTP status, timeout, truncated, not a zip...).
 """
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import stat
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from peer.errors import BanzaiError
+from tasks.fetch_policy import (
+    MAX_REDIRECTS,
+    AddressPolicy,
+    HttpGet,
+    PolicyError,
+    Resolver,
+    system_resolver,
+)
 
 CHUNK_BYTES = 1 << 16
 SPEAKER_DIR = re.compile(r"^cmu_[a-z]+_([A-Za-z0-9]+)_arctic$")
@@ -45,56 +52,52 @@ class FetchLimits:
     max_download_bytes: int = 4 << 30
     max_total_bytes: int = 4 << 30  # uncompressed, whole archive
     max_files: int = 100_000
-    max_ratio: float = 100.0  # uncompressed/compressed, for members above 1 MiB
+    max_ratio: float = 100.0  # uncompressed/compressed, of each member and the archive
+    ratio_slack_bytes: int = 64 << 10  # uncompressed bytes a ratio check lets pass on top
+    max_redirects: int = MAX_REDIRECTS
 
 
 class _Transient(Exception):
     """A failure worth retrying (connection reset/refused, 5xx, timeout, truncation)."""
 
 
-def download(url: str, dest: Path, limits: FetchLimits, progress: Progress) -> Path:
-    """Return a local path holding `url` (http, https, file:// or a plain path)."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme in ("", "file") or re.fullmatch(r"[A-Za-z]", parsed.scheme):
-        path = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else url)
-        if not path.is_file():
-            raise FetchError(f"{url}: no such file")
-        progress(1.0)
-        return path
-    if parsed.scheme not in ("http", "https"):
-        raise FetchError(f"{url}: unsupported URL scheme {parsed.scheme!r}")
+def download(url: str, dest: Path, limits: FetchLimits, progress: Progress,
+             policy: AddressPolicy, resolver: Resolver = system_resolver) -> Path:
+    """Download `url` (http or https, under the address `policy`) into `dest`."""
+    get = HttpGet(policy, timeout_s=limits.timeout_s, max_redirects=limits.max_redirects,
+                  resolver=resolver)
     last = ""
     for attempt in range(limits.attempts):
         if attempt:
             time.sleep(limits.backoff_s * 2 ** (attempt - 1))
         try:
-            _http_get(url, dest, limits, progress)
+            _http_get(get, url, dest, limits, progress)
             return dest
         except _Transient as e:
             last = str(e)
     raise FetchError(f"{url}: {last} (gave up after {limits.attempts} attempts)")
 
 
-def _http_get(url: str, dest: Path, limits: FetchLimits, progress: Progress) -> None:
-    req = urllib.request.Request(url, headers={"User-Agent": "banzai-fetch/1"})
+def _http_get(get: HttpGet, url: str, dest: Path, limits: FetchLimits,
+              progress: Progress) -> None:
     try:
-        with urllib.request.urlopen(req, timeout=limits.timeout_s) as resp:
+        with get.open(url) as resp:
+            if resp.status >= 500 or resp.status == 429:
+                raise _Transient(f"HTTP {resp.status} {resp.reason}")
+            if resp.status != 200:
+                raise FetchError(f"{url}: HTTP {resp.status} {resp.reason}")
             _stream(resp, dest, limits, progress)
-    except urllib.error.HTTPError as e:
-        msg = f"HTTP {e.code} {e.reason}"
-        if e.code >= 500 or e.code == 429:
-            raise _Transient(msg) from e
-        raise FetchError(f"{url}: {msg}") from e
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, TimeoutError | socket.timeout):
-            raise _Transient(f"timed out after {limits.timeout_s:g} s") from e
-        if isinstance(reason, ConnectionError):
-            raise _Transient(f"cannot connect: {reason.strerror or reason}") from e
-        raise FetchError(f"{url}: host unreachable: {reason}") from e
+    except PolicyError as e:
+        raise FetchError(f"{url}: {e.message}") from None
+    except ssl.SSLCertVerificationError as e:
+        raise FetchError(f"{url}: TLS certificate not trusted: {e.verify_message}") from e
+    except socket.gaierror as e:
+        raise FetchError(f"{url}: host unreachable: {e.strerror or e}") from e
     except TimeoutError as e:
         raise _Transient(f"timed out after {limits.timeout_s:g} s") from e
-    except (ConnectionError, http.client.HTTPException) as e:
+    except ConnectionError as e:
+        raise _Transient(f"cannot connect: {e.strerror or e}") from e
+    except (OSError, http.client.HTTPException) as e:
         raise _Transient(f"connection failed: {type(e).__name__} {e}") from e
 
 
@@ -126,13 +129,23 @@ def check_archive(zf: zipfile.ZipFile, limits: FetchLimits, name: str) -> list[z
     infos = zf.infolist()
     if len(infos) > limits.max_files:
         raise FetchError(f"{name}: {len(infos)} members exceed the limit of {limits.max_files}")
-    total = 0
+    total = packed = 0
     for info in infos:
         _check_member(info, limits, name)
         total += info.file_size
+        packed += info.compress_size
     if total > limits.max_total_bytes:
         raise FetchError(f"{name}: expands to {total} bytes, over {limits.max_total_bytes}")
+    if _over_ratio(total, packed, limits):  # many small members, each within its slack
+        raise FetchError(f"{name}: the members together have a compression ratio over "
+                         f"{limits.max_ratio:g} (zip bomb?)")
     return infos
+
+
+def _over_ratio(size: int, packed: int, limits: FetchLimits) -> bool:
+    """Whether `size` bytes from `packed` exceed the ratio, beyond a slack for small files
+    (a short text or silence compresses far beyond any audio; it is no bomb)."""
+    return size > limits.max_ratio * packed + limits.ratio_slack_bytes
 
 
 def _check_member(info: zipfile.ZipInfo, limits: FetchLimits, name: str) -> None:
@@ -144,7 +157,7 @@ def _check_member(info: zipfile.ZipInfo, limits: FetchLimits, name: str) -> None
     mode = info.external_attr >> 16
     if info.create_system == 3 and stat.S_ISLNK(mode):
         raise FetchError(f"{name}: member {member!r} is a symbolic link")
-    if info.file_size > 1 << 20 and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+    if _over_ratio(info.file_size, info.compress_size, limits):
         raise FetchError(f"{name}: member {member!r} has a compression ratio over "
                          f"{limits.max_ratio:g} (zip bomb?)")
 

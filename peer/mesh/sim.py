@@ -14,21 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.log import Event, EventType, MeshState
+from peer.log.clock import FakeClock
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.transport import MemoryNetwork
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
 
 
 class MemorySink:
@@ -159,7 +147,7 @@ def _seed_membership(c: Cluster) -> None:
         g._next_hb = float("inf")  # heartbeats are measured separately
         for q in c.peers:
             if q is not p:
-                g._on_heartbeat_from(q.gossip.peer_id, q.addr, {"free_slots": 1}, now)
+                g.membership.heard(q.gossip.peer_id, q.addr, {"free_slots": 1}, now)
 
 
 def simulate(n_peers: int, loss: float, fanout: int, seed: int = 0, max_rounds: int = 100,

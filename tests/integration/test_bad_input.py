@@ -244,6 +244,38 @@ def test_failing_tasks_fail_the_job_not_the_peer(peer: PeerProc, call: str, args
     assert ok["state"] == "done", ok["tasks"][0]["error"]
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cmu_us_awb_arctic.zip",
+                                 "http://localhost:9/cmu_us_awb_arctic.zip",
+                                 "http://[::1]:9/cmu_us_awb_arctic.zip"])
+def test_fetch_of_loopback_fails_naming_the_address_policy(peer: PeerProc, url: str) -> None:
+    """This peer has no --fetch-allow: a loopback URL is refused before any connection."""
+    view = wait(peer.url, submit(peer.url, [{"call": "FETCH_FESTVOX", "args": [url]}]))
+    assert view["state"] == "failed", view
+    t = view["tasks"][0]
+    assert t["state"] == "failed" and t["attempts"] == 1, t
+    assert f"{url}: " in t["error"] and "(loopback): refused by the fetch address policy" in \
+        t["error"] and "--fetch-allow" in t["error"], t
+    assert "Traceback" not in t["error"]
+
+
+def test_fetch_of_local_files_is_refused_at_submission(peer: PeerProc, tmp_path: Path) -> None:
+    """file:// and paths are 400 with the argument named, the same whether the file exists."""
+    real = tmp_path / "cmu_us_awb_arctic.zip"
+    real.write_bytes(b"PK\5\6" + bytes(18))
+    urls = [real.as_uri(), str(real), "file:///nonexistent/x.zip", "/nonexistent/x.zip",
+            "/etc/passwd", "ftp://127.0.0.1/x.zip"]
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    for url in urls:
+        status, err = api("POST", f"{peer.url}/api/jobs",
+                          [{"call": "FETCH_FESTVOX", "args": [url]}])
+        assert status == 400 and err["error"] == "ArgError", err
+        assert err["field"] == "tasks[0].urls[0]", err
+        assert err["message"] == (f"tasks[0].urls[0]: {url!r}: only http:// and https:// URLs "
+                                  "are fetched (put local data in with `banzai add`)"), err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert after == before
+
+
 def test_builtin_task_runs_under_a_short_timeout(peer: PeerProc) -> None:
     view = wait(peer.url, submit(peer.url, [{"call": "ECHO", "args": [uuid.uuid4().hex]}]))
     assert view["state"] == "done", view["tasks"][0]["error"]

@@ -36,6 +36,7 @@ UTTERANCES = 40
 JOB_TIMEOUT_S = 90.0
 N_PEERS = 4
 TASKS = ["fetch_festvox", "filter_longer", "extract_mfcc", "learn"]
+FETCH_ALLOW = ("--fetch-allow", "127.0.0.1/32")  # the corpus server's address
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +82,13 @@ def timeline(view: dict[str, Any], name: str) -> list[tuple[str, int, int]]:
 def test_seed_pipeline_spreads_over_the_mesh_with_the_cids_of_a_lone_peer(
         peer_factory: Any, corpus_url: str) -> None:
     pipe = seed_pipeline(corpus_url)
-    single = peer_factory("single", "--slots", "2", "--no-mdns")
+    single = peer_factory("single", "--slots", "2", "--no-mdns", *FETCH_ALLOW)
     ref = run(single, pipe)
     single.kill(signal.SIGTERM)  # the reference is recorded: free the CPU for the mesh
 
     with ThreadPoolExecutor(N_PEERS) as pool:  # start them at once: each takes seconds
-        peers = list(pool.map(lambda i: peer_factory(f"m{i}", "--slots", "1"), range(N_PEERS)))
+        peers = list(pool.map(lambda i: peer_factory(f"m{i}", "--slots", "1", *FETCH_ALLOW),
+                              range(N_PEERS)))
     wait_mesh(peers, N_PEERS)  # each peer's GET /api/peers shows them all alive
     ids = {get_json(p.url + "/api/health")["peer"]: p.url for p in peers}
     v = run(peers[0], pipe)  # its wall time against a lone peer's: scripts/bench_mesh.py

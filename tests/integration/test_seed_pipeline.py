@@ -68,7 +68,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     d = tmp_path_factory.mktemp("seed")
     log = d / "peer.log"
     with lone_peer(d / "peer", log, 4, mesh_prefix="seed", log_level="INFO",
-                   stop_timeout_s=15) as (proc, url):
+                   extra=["--fetch-allow", "127.0.0.1/32"], stop_timeout_s=15) as (proc, url):
         yield Peer(proc, url, d / "peer", log)
 
 

@@ -60,7 +60,8 @@ def corpus_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
-    p = start_peer(tmp_path_factory.mktemp("webui") / "p0", "--slots", "2", mesh=MESH_NAME)
+    p = start_peer(tmp_path_factory.mktemp("webui") / "p0", "--slots", "2",
+                   "--fetch-allow", "127.0.0.1/32", mesh=MESH_NAME)  # the corpus server
     yield p
     p.kill(signal.SIGTERM)
     time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
@@ -505,7 +506,8 @@ def test_mesh_view_shows_every_peer(tab: Tab, peer: PeerProc,
     me.locator("summary", has_text="Capabilities").click()
     expect(me).to_contain_text("EXTRACT_MFCC")
     expect(page.locator(".conn")).to_contain_text("Live")
-    other = start_peer(tmp_path_factory.mktemp("webui") / "p1", "--slots", "1", mesh=MESH_NAME)
+    other = start_peer(tmp_path_factory.mktemp("webui") / "p1", "--slots", "1",
+                       "--fetch-allow", "127.0.0.1/32", mesh=MESH_NAME)
     try:
         expect(page.locator(".peer-card")).to_have_count(2, timeout=45_000)
         card = page.locator(".peer-card").nth(1)

@@ -39,7 +39,9 @@ def fetched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     zips = load_script("make_corpus").build_corpus(root / "zips", SPEAKERS, 20, seed=0)
     out = root / "fetched"
     out.mkdir()
-    audio.fetch_festvox(FakeCtx(root), None, out, urls=[str(z) for z in zips])
+    with load_script("serve_dir").serve(root / "zips") as base:  # on 127.0.0.1, allowed
+        audio.fetch_festvox(FakeCtx(root, fetch_allow=("127.0.0.1/32",)), None, out,
+                            urls=[base + z.name for z in zips])
     return out
 
 

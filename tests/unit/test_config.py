@@ -112,6 +112,8 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_STORE": "kubo"}, "ipfs_api"),
     ({"BANZAI_LOG_LEVEL": "LOUD"}, "log_level"),
     ({"BANZAI_MAX_ATTEMPTS": "0"}, "max_attempts"),
+    ({"BANZAI_FETCH_ALLOW": "127.0.0.1/32,localhost"}, "fetch_allow"),
+    ({"BANZAI_FETCH_ALLOW": "10.0.0.0/33"}, "fetch_allow"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:
@@ -119,6 +121,12 @@ def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
         load({}, env=env)
     assert e.value.field == field
     assert field in e.value.message or field.replace("_", "-") in e.value.message
+
+
+def test_fetch_allow_flags() -> None:
+    cfg, _ = from_args(["--fetch-allow", "127.0.0.1/32", "--fetch-allow", "::1"])
+    assert cfg.fetch_allow == ("127.0.0.1/32", "::1")
+    assert PeerConfig().fetch_allow == ()  # nothing beyond public addresses by default
 
 
 def test_invalid_toml(tmp_path: Path) -> None:
@@ -159,6 +167,7 @@ def test_peer_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str],
 SAMPLES: dict[str, object] = {  # values that pass validation; others follow from the type
     "http": "127.0.0.1:1111", "gossip": "[::1]:2222", "join": ("10.0.0.1:1", "10.0.0.2:2"),
     "store": "kubo", "ipfs_api": "http://127.0.0.1:5001", "log_level": "DEBUG",
+    "fetch_allow": ("127.0.0.1/32", "fd00::/8"),
 }
 
 
