@@ -206,6 +206,7 @@ async def test_kubo_hamt_through_our_gateway(
     r = await client.post("/api/v0/dag/import?pin-roots=true", data=form)
     assert r.status == 200, await r.text()
     assert root in await r.text()
+    assert b"".join(fresh.export_car(root)) == car_bytes  # same blocks in the same DFS order
 
     r = await client.get(f"/ipfs/{root}/01234.txt")
     assert r.status == 200 and await r.read() == b"1234"
