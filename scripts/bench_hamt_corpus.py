@@ -158,10 +158,11 @@ def report(r: dict[str, Any]) -> str:
     for name, info in r["outputs"].items():
         lines.append(f"| {name} | {s.get(name, 0):.1f} | `{info['folder']}` | "
                      f"{info['entries']} | {'HAMT shard' if info['type'] == 5 else info['type']} |")
-    lines += ["", f"Job wall time {r['seconds']:.1f} s. Kubo 0.39 `ipfs add -r --cid-version=1` "
-              f"of the fetched folder: {r['kubo'] or 'not run (no ipfs on PATH)'}"
-              + (" (identical to the peer's)" if r["kubo"] == r["outputs"]["FETCH_FESTVOX"]["cid"]
-                 else ""), ""]
+    fetched = r["outputs"]["FETCH_FESTVOX"]["cid"]
+    lines += ["", f"Job wall time {r['seconds']:.1f} s. FETCH_FESTVOX output `{fetched}`; Kubo "
+              "0.39 `ipfs add -r --cid-version=1` of it, materialised: "
+              f"{r['kubo'] or 'not run (no ipfs on PATH)'}"
+              + (" (identical)" if r["kubo"] == fetched else " (DIFFERENT)"), ""]
     return "\n".join(lines)
 
 
