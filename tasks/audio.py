@@ -198,14 +198,15 @@ def load_mono(src: Path, sample_rate: int) -> npt.NDArray[np.float32]:
     Upsampling by more than MAX_UPSAMPLE is refused (ResampleError): a 10 Hz file resampled to
     384 kHz holds 38,400 times its samples.
     """
-    import librosa
     import soundfile as sf
 
     sr = sf.info(src).samplerate
     if sample_rate > sr * MAX_UPSAMPLE:
         raise ResampleError(f"{src.name}: its rate of {sr} Hz is too low to resample to "
-                        f"sample_rate {sample_rate} Hz (at most {MAX_UPSAMPLE}x, "
-                        f"{sr * MAX_UPSAMPLE} Hz)")
+                            f"sample_rate {sample_rate} Hz (at most {MAX_UPSAMPLE}x, "
+                            f"{sr * MAX_UPSAMPLE} Hz)")
+    import librosa
+
     y, sr = sf.read(src, dtype="float32", always_2d=True)
     mono = np.ascontiguousarray(y.mean(axis=1), dtype=np.float32)
     if sr != sample_rate:

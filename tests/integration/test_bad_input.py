@@ -319,3 +319,56 @@ def test_data_dir_has_no_leftovers(peer: PeerProc) -> None:
     names = set(os.listdir(peer.data_dir))
     assert "store" in names and not any(n.startswith("upload-") for n in names)
     assert not any(Path(peer.data_dir, "store").glob("**/*.tmp"))
+
+
+# -- bounds (issue 11 item 6) ------------------------------------------------------------------
+def test_yaml_alias_bomb_is_400_naming_the_place(peer: PeerProc) -> None:
+    """A 61 KB YAML of nested aliases once became a 20 MB event: refused, nothing stored."""
+    lines = ['a: &a ["T_WRITE", "T_WRITE", "T_WRITE", "T_WRITE", "T_WRITE"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]"
+              for i in range(1, 9)]
+    body = ("\n".join(lines) + "\ntasks:\n  - call: T_WRITE\n    args: *i\n").encode()
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    status, err = api("POST", f"{peer.url}/api/jobs", body,
+                      headers={"Content-Type": "application/yaml"})
+    assert status == 400 and err["error"] == "SpecError", err
+    assert err["message"] == ("invalid YAML at line 1, column 4: an anchor (&) is not allowed "
+                              "in a pipeline; write the value out"), err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert len(after["jobs"]) == len(before["jobs"])
+
+
+def test_too_many_tasks_are_413_naming_tasks(peer: PeerProc) -> None:
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    status, err = api("POST", f"{peer.url}/api/jobs",
+                      [{"call": "T_WRITE", "args": [1]}, *[{"call": "T_CONCAT"}] * 1000])
+    assert status == 413 and err["error"] == "TooLarge", err
+    assert err["field"] == "tasks" and "1001 tasks, over the limit of 1000 per job" in \
+        err["message"], err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert len(after["jobs"]) == len(before["jobs"])
+
+
+def test_resampling_a_10_hz_wav_to_384_khz_fails_naming_file_and_rates(peer: PeerProc,
+                                                                        tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "low.wav"
+    sf.write(wav, np.zeros(100, dtype=np.float32), 10, subtype="PCM_16")  # 10 s at 10 Hz
+    boundary = "b" + uuid.uuid4().hex
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{n}"\r\n\r\n'
+        .encode() + data + b"\r\n" for n, data in (("low.wav", wav.read_bytes()),
+                                                   ("notes.txt", b"x")))
+    status, added = api("POST", f"{peer.url}/api/add", body + f"--{boundary}--\r\n".encode(),
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 201, added
+    view = wait(peer.url, submit(peer.url, [
+        {"cid": added["cid"]},
+        {"call": "EXTRACT_MFCC", "params": {"sample_rate": 384000}}]))
+    assert view["state"] == "failed", view
+    t = next(t for t in view["tasks"] if t["name"] == "extract_mfcc")
+    assert t["state"] == "failed" and t["attempts"] == 1, t
+    assert ("low.wav: its rate of 10 Hz is too low to resample to sample_rate 384000 Hz"
+            in t["error"]), t
