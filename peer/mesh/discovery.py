@@ -21,13 +21,13 @@ from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from peer.log import PROTOCOL_VERSION
-from peer.mesh.transport import parse_addr
+from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 
 log = logging.getLogger("banzai.discovery")
 
 SERVICE_TYPE = "_banzai._tcp.local."
 MAX_TXT_VALUE = 200  # bytes; a TXT string holds key=value in at most 255
-_WILDCARDS = ("", "0.0.0.0", "*", "::")
+_WILDCARDS = ("", *WILDCARD_HOSTS)
 
 OnAdd = Callable[[str, Mapping[str, str]], None]
 OnRemove = Callable[[str], None]
@@ -260,7 +260,7 @@ def _gossip_addr(txt: Mapping[str, str], info: AsyncServiceInfo) -> str | None:
         if not v4:
             return None
         host = v4[0]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_addr(host, port)
 
 
 __all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "build_txt", "mesh_hash"]

@@ -159,7 +159,7 @@ def _seed_membership(c: Cluster) -> None:
         g._next_hb = float("inf")  # heartbeats are measured separately
         for q in c.peers:
             if q is not p:
-                g._on_heartbeat_from(q.gossip.peer_id, q.addr, {"free_slots": 1}, now)
+                g.membership.heard(q.gossip.peer_id, q.addr, {"free_slots": 1}, now)
 
 
 def simulate(n_peers: int, loss: float, fanout: int, seed: int = 0, max_rounds: int = 100,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 from collections import deque
@@ -19,25 +18,11 @@ from typing import Literal, Protocol
 import zmq
 import zmq.asyncio
 
+from peer.mesh.addr import parse_addr
+
 log = logging.getLogger("banzai.transport")
 
 FrameHandler = Callable[[bytes], None]
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_addr(addr: str) -> tuple[str, int]:
-    """Split "host:port" (IPv6 as "[::1]:port"); ValueError if malformed."""
-    host, sep, port_s = addr.rpartition(":")
-    if not sep or not host or not port_s.isdigit():
-        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
-    port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {addr!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or any(c in host for c in "/ \t\n;"):
-        raise ValueError(f"bad host in {addr!r}")
-    return host, port
 
 
 class Transport(Protocol):

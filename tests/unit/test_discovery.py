@@ -13,6 +13,7 @@ from peer.mesh.discovery import (
     Discovery,
     DiscoveryConfig,
     _decode_txt,
+    _gossip_addr,
     build_txt,
     mesh_hash,
 )
@@ -101,3 +102,16 @@ def test_removed_service_reports_its_address_once() -> None:
         d._on_change(None, SERVICE_TYPE, "peer2." + SERVICE_TYPE,  # type: ignore[arg-type]
                      ServiceStateChange.Removed)
     assert calls.removed == ["127.0.0.1:7002"]
+
+
+def test_gossip_addr_takes_a_wildcard_host_from_the_address_records() -> None:
+    from zeroconf.asyncio import AsyncServiceInfo
+
+    info = AsyncServiceInfo(SERVICE_TYPE, "p." + SERVICE_TYPE, port=7000,
+                            parsed_addresses=["fe80::1", "10.0.0.5"])
+    assert _gossip_addr({"gossip": "0.0.0.0:7000"}, info) == "10.0.0.5:7000"
+    assert _gossip_addr({"gossip": "[::1]:7001"}, info) == "[::1]:7001"
+    assert _gossip_addr({"gossip": "nope"}, info) is None
+    v6_only = AsyncServiceInfo(SERVICE_TYPE, "q." + SERVICE_TYPE, port=7000,
+                               parsed_addresses=["fe80::1"])
+    assert _gossip_addr({"gossip": "*:7000"}, v6_only) is None

@@ -1,0 +1,32 @@
+"""Mesh addresses "host:port" (IPv6 as "[::1]:port"): parsing and formatting shared by the
+transport, the wire codec, membership and discovery. Pure functions, safe from any thread."""
+
+from __future__ import annotations
+
+import functools
+
+WILDCARD_HOSTS = ("0.0.0.0", "*", "::")  # bind hosts that are no address to advertise
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split "host:port" (IPv6 as "[::1]:port"); ValueError if malformed."""
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c in host for c in "/ \t\n;"):
+        raise ValueError(f"bad host in {addr!r}")
+    return host, port
+
+
+def format_addr(host: str, port: int) -> str:
+    """The inverse of `parse_addr`: "host:port", with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+__all__ = ["WILDCARD_HOSTS", "format_addr", "parse_addr"]

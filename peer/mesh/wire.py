@@ -1,0 +1,252 @@
+"""The gossip wire format: frame kinds, the frame codec with its HMAC tag and size bounds, and
+the JSON body of each kind. Pure (no I/O, no clock); safe from any thread."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from peer.errors import BanzaiError
+from peer.log import PROTOCOL_VERSION, Event
+from peer.mesh.addr import parse_addr
+
+# A frame (all integers big-endian):
+#   b"BZ" | version u8 | kind u8 | flags u8 | mesh id, sender id, reply-to address
+#   (each u8 length + UTF-8) | JSON body | HMAC-SHA256 tag (32 bytes, when flags & 1)
+MAGIC = b"BZ"
+FLAG_MAC = 0x01
+TAG_LEN = 32
+FRAME_SLACK_BYTES = 2048  # room kept in a frame for header, tag and the body around events
+_HEAD = struct.Struct("!2sBBB")  # magic, version, kind, flags
+
+
+class Kind(IntEnum):
+    """Message kinds. Append-only: the numeric values are part of the protocol."""
+
+    HEARTBEAT = 1  # {"info": {...}}
+    EVENTS = 2  # {"events": [...], "ttl": int}
+    DIGEST = 3  # {"vv": {origin: seq}, "peers": [addr, ...]}
+    DIGEST_REPLY = 4  # {"events": [...], "vv": {origin: seq} | null, "more": bool}
+
+
+class FrameError(Exception):
+    """A received frame is rejected; `reason` names the stats counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded, checked frame."""
+
+    kind: Kind
+    mesh_id: str
+    sender: str
+    reply_to: str
+    body: dict[str, Any]
+
+
+# -- frames --------------------------------------------------------------------------
+
+
+def _short(s: str) -> bytes:
+    b = s.encode()
+    if len(b) > 255:
+        raise ValueError(f"header string too long: {s[:40]!r}")
+    return bytes([len(b)]) + b
+
+
+def frame_header(kind: int, mesh_id: str, sender: str, reply_to: str,
+                 authenticated: bool) -> bytes:
+    """Everything before the body: fixed header, mesh id, sender id, reply-to address."""
+    flags = FLAG_MAC if authenticated else 0
+    return b"".join((_HEAD.pack(MAGIC, PROTOCOL_VERSION, int(kind), flags), _short(mesh_id),
+                     _short(sender), _short(reply_to)))
+
+
+def seal(data: bytes, secret: bytes | None) -> bytes:
+    """`data` followed by its HMAC-SHA256 tag under `secret` (unchanged without a secret)."""
+    return data if secret is None else data + hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def encode_frame(kind: int, mesh_id: str, sender: str, reply_to: str, body: bytes,
+                 secret: bytes | None) -> bytes:
+    """Build a frame around an already JSON-encoded `body` (tagged when `secret` is set)."""
+    return seal(frame_header(kind, mesh_id, sender, reply_to, secret is not None) + body,
+                secret)
+
+
+class FrameWriter:
+    """Frames from one sender at one reply-to address; the header of each kind is built once."""
+
+    def __init__(self, mesh_id: str, sender: str, reply_to: str, secret: bytes | None) -> None:
+        self._secret = secret
+        self._heads = {k: frame_header(k, mesh_id, sender, reply_to, secret is not None)
+                       for k in Kind}
+
+    def frame(self, kind: Kind, body: bytes) -> bytes:
+        return seal(self._heads[kind] + body, self._secret)
+
+
+def _read_short(data: bytes, pos: int) -> tuple[str, int]:
+    n = data[pos]
+    end = pos + 1 + n
+    if end > len(data):
+        raise FrameError("bad_frame", "truncated header")
+    return data[pos + 1:end].decode(), end
+
+
+def _check_mac(data: bytes, flags: int, secret: bytes | None) -> bytes:
+    """The frame without its tag, if the tag is right (or no secret is used)."""
+    if secret is None:
+        if flags & FLAG_MAC:
+            raise FrameError("bad_mac", "authenticated frame but no secret configured")
+        return data
+    if not flags & FLAG_MAC or len(data) < _HEAD.size + 3 + TAG_LEN:
+        raise FrameError("bad_mac", "unauthenticated frame")
+    want = hmac.new(secret, data[:-TAG_LEN], hashlib.sha256).digest()
+    if not hmac.compare_digest(want, data[-TAG_LEN:]):
+        raise FrameError("bad_mac", "tag mismatch")
+    return data[:-TAG_LEN]
+
+
+def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int) -> Frame:
+    """Parse and check a frame; raises FrameError(reason) for anything to drop."""
+    if len(data) > max_bytes:
+        raise FrameError("too_large", f"{len(data)} bytes")
+    if len(data) < _HEAD.size + 3 or data[:2] != MAGIC:
+        raise FrameError("bad_frame", "no magic")
+    _, version, kind, flags = _HEAD.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise FrameError("bad_version", f"version {version}")
+    data = _check_mac(data, flags, secret)
+    try:
+        mesh, pos = _read_short(data, _HEAD.size)
+        sender, pos = _read_short(data, pos)
+        reply_to, pos = _read_short(data, pos)
+        if reply_to:
+            parse_addr(reply_to)
+        body = json.loads(data[pos:])
+    except (UnicodeDecodeError, ValueError, IndexError) as e:
+        raise FrameError("bad_frame", str(e)[:80]) from None
+    if mesh != mesh_id:
+        raise FrameError("other_mesh", f"mesh {mesh[:40]!r}")
+    if kind not in Kind._value2member_map_:
+        raise FrameError("bad_kind", f"kind {kind}")
+    if not isinstance(body, dict) or not sender:
+        raise FrameError("bad_frame", "body is not an object")
+    return Frame(Kind(kind), mesh, sender, reply_to, body)
+
+
+# -- bodies --------------------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """What a DIGEST_REPLY adds to its events: the replier's vector when the asker holds
+    something it lacks, and whether more events are waiting."""
+
+    vv: Mapping[str, int] | None
+    more: bool
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, as every body is encoded."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_event(e: Event) -> bytes:
+    return dumps(e.to_json())
+
+
+def heartbeat_body(info: Mapping[str, Any]) -> bytes:
+    return dumps({"info": dict(info)})
+
+
+def digest_body(vv: Mapping[str, int], peers: Sequence[str]) -> bytes:
+    return dumps({"vv": dict(vv), "peers": list(peers)})
+
+
+def events_body(batch: Sequence[bytes], ttl: int) -> bytes:
+    """An EVENTS body around already encoded events."""
+    return b'{"events":[' + b",".join(batch) + b'],"ttl":%d}' % ttl
+
+
+def reply_body(batch: Sequence[bytes], reply: Reply) -> bytes:
+    """A DIGEST_REPLY body around already encoded events."""
+    vv = None if reply.vv is None else dict(reply.vv)
+    return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
+            + dumps(reply.more) + b"}")
+
+
+def pack_events(events: Sequence[Event], max_frame_bytes: int, max_per_frame: int,
+                ) -> tuple[list[list[bytes]], list[tuple[Event, int]]]:
+    """Encoded events in batches that fit one frame each (at most `max_per_frame`), and the
+    (event, encoded size) of those too large for any frame."""
+    budget = max_frame_bytes - FRAME_SLACK_BYTES
+    out: list[list[bytes]] = []
+    too_large: list[tuple[Event, int]] = []
+    cur: list[bytes] = []
+    size = 0
+    for e in events:
+        enc = encode_event(e)
+        if len(enc) > budget:
+            too_large.append((e, len(enc)))
+            continue
+        if cur and (size + len(enc) > budget or len(cur) >= max_per_frame):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(enc)
+        size += len(enc) + 1
+    if cur:
+        out.append(cur)
+    return out, too_large
+
+
+def parse_info(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The info object of a HEARTBEAT body; KeyError/ValueError if malformed."""
+    info = body["info"]
+    if not isinstance(info, dict):
+        raise ValueError("info is not an object")
+    return info
+
+
+def parse_vv(obj: Any) -> dict[str, int]:
+    """A version vector off the wire; ValueError if malformed."""
+    if not isinstance(obj, dict):
+        raise ValueError("version vector is not an object")
+    out: dict[str, int] = {}
+    for k, v in obj.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("bad seq in version vector")
+        out[str(k)] = v
+    return out
+
+
+def parse_events(obj: Any) -> list[Event]:
+    """Events off the wire (Event.from_json); ValueError, KeyError or TypeError if malformed
+    (a BanzaiError from validating an event becomes a ValueError)."""
+    if not isinstance(obj, list):
+        raise ValueError("events is not a list")
+    try:
+        evs = [Event.from_json(d) for d in obj]
+    except BanzaiError as err:  # the event layer's own validation refused one: malformed frame
+        raise ValueError(f"bad event: {err!s:.60}") from None
+    for e in evs:
+        if e.seq < 1 or not e.origin:
+            raise ValueError("bad event id")
+    return evs
+
+
+__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Frame", "FrameError",
+           "FrameWriter", "Kind", "Reply", "decode_frame", "digest_body", "dumps",
+           "encode_event", "encode_frame", "events_body", "frame_header", "heartbeat_body",
+           "pack_events", "parse_events", "parse_info", "parse_vv", "reply_body", "seal"]

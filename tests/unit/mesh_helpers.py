@@ -1,0 +1,49 @@
+"""Helpers for the mesh unit tests: raw frames injected into a Cluster, and a probe that
+records the frames a peer sends to it (in-memory transport, no sockets)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from peer.mesh.sim import Cluster
+from peer.mesh.transport import MemoryNetwork
+from peer.mesh.wire import Frame, Kind, decode_frame, encode_frame
+
+SECRET = b"s" * 32
+
+
+def frame_to(c: Cluster, kind: int, body: Any, *, sender: str = "intruder",
+             secret: bytes | None = None, mesh: str | None = None,
+             reply_to: str = "127.0.0.1:9") -> bytes:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return encode_frame(kind, mesh or c.cfg.mesh_id, sender, reply_to, raw, secret)
+
+
+def inject(c: Cluster, i: int, frame: bytes) -> None:
+    """Deliver a raw frame to peer i as if it came off the wire."""
+    t = c.net._nodes[c.peers[i].addr]
+    assert t.handler is not None
+    t.handler(frame)
+
+
+class Probe:
+    """A bare endpoint on the network: sends hand-made frames, records and decodes replies."""
+
+    def __init__(self, net: MemoryNetwork, mesh_id: str = "banzai", peer_id: str = "probe",
+                 secret: bytes | None = None) -> None:
+        self.t = net.transport()
+        self.raw: list[bytes] = []
+        self.address = self.t.open(self.raw.append)
+        self.mesh_id = mesh_id
+        self.peer_id = peer_id
+        self.secret = secret
+
+    def send(self, addr: str, kind: Kind, body: dict[str, Any]) -> None:
+        self.t.send(addr, encode_frame(kind, self.mesh_id, self.peer_id, self.address,
+                                       json.dumps(body).encode(), self.secret))
+
+    def frames(self, kind: Kind | None = None) -> list[Frame]:
+        """Every frame received so far (of `kind`), decoded."""
+        out = [decode_frame(d, self.secret, self.mesh_id, 1 << 30) for d in self.raw]
+        return [f for f in out if kind is None or f.kind == kind]
