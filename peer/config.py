@@ -107,6 +107,9 @@ class PeerConfig:
     worker_memory_mb: int = field(default_factory=default_worker_memory_mb, metadata=setting(
         "address-space limit (RLIMIT_AS) of each worker process in MiB; a task that needs "
         "more fails with MemoryError (default: half the machine's memory, at least 2048)"))
+    warm_workers: bool = field(default=True, metadata=setting(
+        "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
+        "forkserver; each worker then pays them on its first task"))
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))

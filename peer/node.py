@@ -60,7 +60,8 @@ class Node:
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb,
-            preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}))))
+            preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}),
+                     *(("tasks.warmup",) if cfg.warm_workers else ()))))  # warmup: last
         self.mesh_id = mesh_hash(cfg.mesh_name)
         self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
@@ -187,7 +188,8 @@ class Node:
     async def start(self) -> None:
         if self.kubo is not None:
             await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
-        await self.executor.start()
+        # Warm workers: the forkserver warms up while the peer starts (runs queue meanwhile).
+        await self.executor.start(wait=not self.cfg.warm_workers)
         await self._start_mesh()
         caps = self.capabilities()
         mine = self.state.members.get(self.peer_id)

@@ -217,7 +217,24 @@ def load_mono(src: Path, sample_rate: int) -> npt.NDArray[np.float32]:
 _warned_empty_filters = False
 
 
-@task("EXTRACT_MFCC", version="1", per_item=True, items="*.wav", check=_check_mfcc, args=[
+def warm_mfcc() -> None:
+    """EXTRACT_MFCC's warm-up: import librosa (its lazy submodules, numba and the
+    functions it compiles), soundfile and soxr, and run the seed's and the common MFCC
+    settings once on 0.1 s of noise, so that no worker pays for it on its first file."""
+    import librosa
+    import soundfile  # noqa: F401  (load_mono's reader)
+
+    y = np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty mel filters at fft_size 32
+        for fft_size, n_mels, fmin in ((32, 24, 1.0), (512, 40, 20.0)):
+            mfcc_features(y, 16000, fft_size=fft_size, n_mels=n_mels, fmin=fmin, fmax=8000.0,
+                          n_mfcc=13)
+        librosa.resample(y, orig_sr=22050, target_sr=16000, res_type="soxr_hq")
+
+
+@task("EXTRACT_MFCC", version="1", per_item=True, items="*.wav", check=_check_mfcc, warm=warm_mfcc,
+      args=[
     Arg("fft_size", "int", 32, "FFT magnitude bins per frame (frame = 2*fft_size samples, "
         "hop = fft_size); a power of two", min=16, max=16384),
     Arg("n_mels", "int", 24, "number of mel filters (bankCount)", min=2, max=256),

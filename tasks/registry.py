@@ -4,7 +4,9 @@ Two kinds of task exist. A *whole* task receives its input (a local file or
 directory, or None) and fills an output directory. A *per-item* task is called
 once per input file matching its `items` glob; the engine caches, splits and
 assembles the items. Registration happens at import time; third-party
-packages add modules through the entry-point group ``banzai.tasks``.
+packages add modules through the entry-point group ``banzai.tasks``. A task may
+declare a warm-up (`warm=`) that the peer runs once, in its executor's forkserver,
+so that every worker forked afterwards inherits its imports and compiled code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
+import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -113,6 +117,12 @@ class Arg:
 
 
 Checker = Callable[[Mapping[str, Any]], None]
+Warm = Callable[[], None]
+"""A task's warm-up: imports and compiles what its first call would (e.g. librosa, numba).
+Runs once per process before any worker forks from it: it must be idempotent, must not
+start threads or processes and must not leave files open. Raising only loses the warm-up."""
+
+log = logging.getLogger("banzai.tasks")
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,7 @@ class TaskDef:
     check: Checker | None = None
     module: str = ""
     kind: str = "python"  # executor kind (peer/jobs/kinds.py): how the peer runs this task
+    warm: Warm | None = None  # see Warm; run by warm_up()
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -206,14 +217,16 @@ _REGISTRY: dict[str, TaskDef] = {}
 
 def task(name: str, *, version: str = "1", args: Iterable[Arg] = (), per_item: bool = False,
          items: str = "*", passthrough: bool = False, needs_input: bool = True,
-         check: Checker | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register `fn` as task `name`. Bump `version` when its output changes."""
+         check: Checker | None = None, warm: Warm | None = None
+         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register `fn` as task `name`. Bump `version` when its output changes; `warm` is its
+    warm-up (see Warm)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         d = TaskDef(name=name, version=version, fn=fn, args=tuple(args), per_item=per_item,
                     items=items, passthrough=passthrough, needs_input=needs_input, doc=doc,
-                    check=check, module=fn.__module__)
+                    check=check, module=fn.__module__, warm=warm)
         for a in d.args[:-1]:
             if a.variadic:
                 raise ValueError(f"task {name}: only the last argument may be variadic")
@@ -235,6 +248,41 @@ def load(extra_modules: Iterable[str] = ()) -> dict[str, TaskDef]:
 def catalog() -> dict[str, TaskDef]:
     """The tasks registered so far (call `load` first)."""
     return dict(_REGISTRY)
+
+
+_warmed: dict[str, int] = {}  # task name -> pid of the process that ran its warm-up
+
+
+def warm_up() -> list[str]:
+    """Run the warm-up of every registered task not warmed yet in this process (a hook
+    shared by several tasks runs once); returns one line per failed warm-up, also logged.
+    A forked child inherits what its parent warmed (see `warmed`)."""
+    errors: list[str] = []
+    ran: dict[Warm, bool] = {}  # hook -> succeeded
+    for name, d in _REGISTRY.items():
+        if d.warm is None or name in _warmed:
+            continue
+        if d.warm not in ran:
+            ran[d.warm] = _run_warm(name, d.warm, errors)
+        if ran[d.warm]:
+            _warmed[name] = os.getpid()
+    return errors
+
+
+def _run_warm(name: str, hook: Warm, errors: list[str]) -> bool:
+    try:
+        hook()
+    except Exception as e:
+        errors.append(f"warm-up of {name} failed: {type(e).__name__}: {e}")
+        log.warning("%s", errors[-1])
+        return False
+    return True
+
+
+def warmed() -> dict[str, int]:
+    """The tasks whose warm-up has run, each with the pid of the process that ran it (an
+    ancestor of this one when it was inherited through fork)."""
+    return dict(_warmed)
 
 
 def canonical_json(value: Any) -> str:

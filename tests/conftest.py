@@ -55,7 +55,10 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
             "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
             "--mdns-interface", "127.0.0.1", "--mesh-name", mesh or MESH, *extra]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    # Warm workers off unless a test asks: the suite starts ~100 peers, few run EXTRACT_MFCC,
+    # and the warm-up (librosa, numba) adds ~1 s of CPU to each start on this 2-core host.
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "BANZAI_WARM_WORKERS": "0",
+                **(env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.with_name(data_dir.name + ".log")
     start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log

@@ -88,7 +88,7 @@ class ExecutorConfig:
     default_timeout_s: float = 3600.0
     memory_limit_mb: int | None = None  # RLIMIT_AS per worker; None = no limit
     kill_grace_s: float = 0.2  # SIGTERM, then SIGKILL after this
-    preload: tuple[str, ...] = ()  # modules each worker imports at start
+    preload: tuple[str, ...] = ()  # modules the forkserver imports in order, then each worker
     env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
 
     def __post_init__(self) -> None:
@@ -214,8 +214,10 @@ class Executor:
     ) -> None:
         await self.close()
 
-    async def start(self) -> None:
-        """Start the workers and wait until each is ready; RuntimeError if one cannot start."""
+    async def start(self, *, wait: bool = True) -> None:
+        """Start the workers. With `wait`, return once each is ready (RuntimeError if one cannot
+        start); without, return at once: runs queue until a worker is ready, and a worker that
+        cannot start is logged and retried, as one that died would be."""
         if self._loop is not None:
             raise RuntimeError("executor already started")
         self._loop = asyncio.get_running_loop()
@@ -224,6 +226,10 @@ class Executor:
         self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-"))
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", __name__, *self.cfg.preload])
+        if not wait:
+            for _ in range(self.cfg.slots):
+                self._track(self._respawn(0.0))
+            return
         spawns = [self._track(self._spawn()) for _ in range(self.cfg.slots)]
         await asyncio.wait(spawns)
         failed = [t for t in spawns if t.exception() is not None or not t.result()]

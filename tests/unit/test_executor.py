@@ -82,11 +82,12 @@ async def make_executor() -> AsyncIterator[MakeExecutor]:
     threads, fds = threading.active_count(), _fds()
     made: list[tuple[Executor, FakeTimer | None]] = []
 
-    async def make(slots: int = 2, timer: FakeTimer | None = None, **kw: Any) -> Executor:
+    async def make(slots: int = 2, timer: FakeTimer | None = None, wait: bool = True,
+                   **kw: Any) -> Executor:
         cfg = ExecutorConfig(slots=slots, default_timeout_s=20.0, kill_grace_s=0.05, **kw)
         ex = Executor(cfg, timer=timer)
         made.append((ex, timer))
-        await ex.start()
+        await ex.start(wait=wait)
         return ex
 
     yield make
@@ -394,6 +395,22 @@ async def test_worker_environment(make_executor: MakeExecutor) -> None:
     ex = await make_executor(slots=1, env={"BANZAI_TEST_X": "42"}, preload=("colorsys",))
     info = (await ex.run("a", T + "describe", "BANZAI_TEST_X")).value
     assert info["env"] == "42" and info["sigint_ignored"] and info["preloaded"]
+
+
+async def test_a_background_start_queues_runs_until_workers_are_ready(
+        make_executor: MakeExecutor) -> None:
+    ex = await make_executor(slots=2, wait=False)
+    results = await asyncio.gather(*(ex.run(f"r{i}", T + "echo", i) for i in range(5)))
+    assert [r.value for r in results] == list(range(5))
+    assert all(r.exit_kind == "ok" for r in results)
+
+
+async def test_close_right_after_a_background_start_stops_every_worker(
+        make_executor: MakeExecutor) -> None:
+    ex = await make_executor(slots=2, wait=False)
+    await ex.close()  # the fixture checks that no process, thread or fd is left
+    with pytest.raises(RuntimeError):
+        await ex.run("late", T + "echo", 1)
 
 
 async def test_misuse_raises(make_executor: MakeExecutor) -> None:
