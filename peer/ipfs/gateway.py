@@ -574,10 +574,18 @@ async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
     plan.headers.update(CORS | ISOLATION)
     if plan.stream is None:
         return web.Response(status=plan.status, headers=plan.headers, body=plan.body)
+    body = request.method != "HEAD"
+    first = None
+    if body:  # before the status is sent: a DAG too deep or corrupt at its start is an error
+        try:
+            first = await asyncio.to_thread(next, plan.stream, None)
+        except BanzaiError as exc:
+            await asyncio.to_thread(getattr(plan.stream, "close", lambda: None))
+            return _error(http_error(exc, Surface.GATEWAY))
     resp = web.StreamResponse(status=plan.status, headers=plan.headers)
     if plan.length is not None:
         resp.content_length = plan.length
-    await write_stream(request, resp, plan.stream, body=request.method != "HEAD")
+    await write_stream(request, resp, plan.stream, first=first, body=body)
     return resp
 
 

@@ -372,3 +372,71 @@ def test_resampling_a_10_hz_wav_to_384_khz_fails_naming_file_and_rates(peer: Pee
     assert t["state"] == "failed" and t["attempts"] == 1, t
     assert ("low.wav: its rate of 10 Hz is too low to resample to sample_rate 384000 Hz"
             in t["error"]), t
+
+
+def _import_car(peer: PeerProc, blocks: list[tuple[Any, bytes]], root: Any) -> None:
+    from peer.ipfs import car
+
+    data = car.frame(car.encode_header([root])) + b"".join(
+        car.block_section(c, b) for c, b in blocks)
+    boundary = "b" + uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
+            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    status, _, raw = http("POST", f"{peer.url}/api/v0/dag/import", body,
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, raw[:300]
+
+
+def _file_node(children: list[tuple[Any, int]], filesize: int | None = None) -> tuple[Any, bytes]:
+    from peer.ipfs import dagpb
+    from peer.ipfs.cids import DAG_PB, sha256_cid
+
+    sizes = tuple(n for _, n in children)
+    fs = dagpb.UnixFSData(dagpb.DataType.FILE, None,
+                          sum(sizes) if filesize is None else filesize, sizes)
+    block = dagpb.encode_node(dagpb.PBNode(
+        tuple(dagpb.PBLink(c.binary, "", n) for c, n in children), dagpb.encode_unixfs(fs)))
+    return sha256_cid(block, DAG_PB, 1), block
+
+
+def test_a_1200_level_chain_is_413_naming_its_root(peer: PeerProc) -> None:
+    from peer.ipfs.cids import RAW, sha256_cid
+
+    leaf = sha256_cid(b"x", RAW, 1)
+    blocks: list[tuple[Any, bytes]] = [(leaf, b"x")]
+    c = leaf
+    for _ in range(1200):
+        c, block = _file_node([(c, 1)])
+        blocks.append((c, block))
+    _import_car(peer, blocks, c)
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{c}")
+    err = json.loads(raw)
+    assert status == 413 and err["error"] == "TooLarge", err
+    assert err["message"].startswith(f"the file DAG {c} is more than 64 levels deep"), err
+
+
+def test_a_file_claiming_240_tb_is_refused_as_corrupt(peer: PeerProc) -> None:
+    from peer.ipfs.cids import RAW, sha256_cid
+
+    leaf = sha256_cid(b"tiny", RAW, 1)
+    root, block = _file_node([(leaf, 4)], filesize=240 * 10**12)
+    liar, liar_block = _file_node([(leaf, 240 * 10**12)])  # sums up, the leaf does not
+    _import_car(peer, [(root, block), (liar, liar_block), (leaf, b"tiny")], root)
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{root}")
+    err = json.loads(raw)
+    assert status == 502 and err["error"] == "IntegrityError", err
+    assert err["message"] == (f"corrupt UnixFS file {root}: it declares 240000000000000 bytes "
+                              "but its data and blocksizes hold 4"), err
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{liar}")
+    err = json.loads(raw)
+    assert status == 502 and f"declares 240000000000000 bytes for its link to {leaf}, which " \
+        "holds 4" in err["message"], err
+
+
+def test_range_of_4300_digits_is_416(peer: PeerProc, ctx: Ctx) -> None:
+    url = f"{peer.url}/ipfs/{ctx.baseline}"
+    status, headers, _ = http("GET", url, headers={"Range": "bytes=" + "9" * 4300 + "-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(ctx.baseline_bytes)}"
+    status, _, body = http("GET", url, headers={"Range": "bytes=5-" + "9" * 4300})
+    assert status == 206 and body == ctx.baseline_bytes[5:]
