@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peer.jobs.scheduler import chunk_exhausted, task_status
+from peer.jobs.claims import chunk_exhausted, task_status
 from peer.log import (
     ChunkDone,
     ChunkFailed,

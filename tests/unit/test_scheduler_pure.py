@@ -1,4 +1,5 @@
-"""Pure functions of peer/scheduler.py: cache keys, chunking and rendezvous ranking."""
+"""Pure functions of peer/jobs/planner.py and peer/rendezvous.py: cache keys, chunking and
+rendezvous ranking."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.jobs.scheduler import cache_key, chunk_items
+from peer.jobs.planner import cache_key, chunk_items
 from peer.rendezvous import rendezvous
 from tasks import registry
 

@@ -1,0 +1,210 @@
+"""Planning and assembly of tasks: workflows and readiness, input CIDs, cache keys, splits into
+chunks, and a task's output from its chunks'. Loop-owned; its store calls are cheap and bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from peer.errors import BanzaiError
+from peer.jobs.ports import Data, Store
+from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
+from peer.log import Event, MeshState, TaskKey
+from peer.rendezvous import rendezvous
+from tasks.registry import TaskDef, canonical_json
+
+
+# -- pure core -------------------------------------------------------------------------
+def cache_key(tdef: TaskDef, params: Mapping[str, Any], input_cid: str | None) -> str:
+    """hash(call, version, canonical params, input CID): the content-addressed cache key."""
+    raw = canonical_json([tdef.name, tdef.version, dict(params), input_cid])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list[list[Any]]:
+    """Split items, order kept, into chunks of equal size within [lo, hi] (the last may be
+    shorter): one per slot, or when that makes them larger than `hi`, about a whole number
+    of rounds of one chunk per slot (200 items, 2 slots, hi 64: 4 × 50, not 64+64+64+8)."""
+    if not items:
+        return []
+    slots = max(free_slots, 1)
+    size = max(lo, min(hi, -(-len(items) // slots)))
+    chunks = -(-len(items) // size)
+    if chunks > slots:
+        rounds = -(-chunks // slots)
+        size = max(lo, -(-len(items) // (rounds * slots)))
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def item_name(spec: TaskSpec) -> str:
+    """The name a per-item task gives an input that is one file, not a directory: that of
+    the task it came from (as a merge of several inputs names them)."""
+    return spec.depends[0] if spec.depends else "input"
+
+
+def ready(state: MeshState, job: str, spec: TaskSpec) -> bool:
+    """True if every dependency of the task is done."""
+    return all((job, d) in state.task_done for d in spec.depends)
+
+
+def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> list[str]:
+    """The CIDs the chunks of a finished split produced (whole outputs and item results)."""
+    out: list[str] = []
+    for i in range(n):
+        done = state.chunk(job, task, i).done
+        assert done is not None
+        if done.payload.get("output"):
+            out.append(done.payload["output"])
+        out += [v["c"] for v in done.payload.get("cache", {}).values() if v]
+    return out
+
+
+def mesh_slots(call: str, own_slots: int, peers: Mapping[str, Mapping[str, Any]]) -> int:
+    """Slots of every live peer that runs `call`, busy or not (this peer's `own_slots`
+    included): heartbeats are up to 0.5 s old, and the previous step's chunks are usually
+    just finishing."""
+    return own_slots + sum(int(i.get("slots", 0)) for i in peers.values()
+                           if call in i.get("calls", ()))
+
+
+def producer(state: MeshState, live: set[str], job: str, spec: TaskSpec) -> str | None:
+    """The peer to act first on a task's input: one that holds the first input (the
+    producer of a task's output; for a {"cid"} source, a live provider of the CID)."""
+    if not spec.depends:
+        return None
+    done = state.task_done[(job, spec.depends[0])]
+    holders = [p for p in state.providers.get(done.payload["output"], ()) if p in live]
+    if done.origin in holders or not holders:
+        return done.origin
+    return rendezvous(f"{job}/{spec.name}", holders)[0]
+
+
+class Planner:
+    """Workflows, cache keys, inputs, splits and assemblies of this peer's view of the mesh."""
+
+    def __init__(self, state: MeshState, store: Store, data: Data, min_chunk_items: int,
+                 max_chunk_items: int) -> None:
+        self.state = state
+        self.store = store
+        self.data = data
+        self.min_chunk_items = min_chunk_items
+        self.max_chunk_items = max_chunk_items
+        self._workflows: dict[str, Workflow] = {}
+        self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
+        self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
+
+    def workflow(self, job: str) -> Workflow:
+        wf = self._workflows.get(job)
+        if wf is None:
+            wf = self._workflows[job] = workflow_from_json(self.state.jobs[job].payload["workflow"])
+        return wf
+
+    def dependents(self, job: str, task: str) -> list[str]:
+        """Tasks of `job` that depend on `task` (indexed once per job)."""
+        index = self._users.get(job)
+        if index is None:
+            index = self._users[job] = defaultdict(list)
+            for t in self.workflow(job).tasks:
+                for d in t.depends:
+                    index[d].append(t.name)
+        return index.get(task, [])
+
+    def active_tasks(self) -> Iterator[TaskKey]:
+        """Tasks of jobs not cancelled that are not done."""
+        for job, ev in self.state.jobs.items():
+            if job in self.state.cancelled:
+                continue
+            for t in ev.payload["workflow"]["tasks"]:
+                if (job, t["name"]) not in self.state.task_done:
+                    yield (job, t["name"])
+
+    def key(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
+            input_cid: str | None) -> str:
+        """The task's cache key (memoized per input)."""
+        memo = self._keys.get((job, task))
+        if memo is None or memo[0] != input_cid:
+            memo = self._keys[(job, task)] = (input_cid, cache_key(tdef, spec.params, input_cid))
+        return memo[1]
+
+    def forget(self, job: str, task: str) -> None:
+        self._keys.pop((job, task), None)
+
+    def cached_output(self, key: str) -> str | None:
+        """A cached whole output for `key` that is here or has a provider."""
+        cached = self.state.cache.get(key)
+        if isinstance(cached, str) and (self.store.has(cached)
+                                        or self.state.providers.get(cached)):
+            return cached
+        return None
+
+    def input(self, job: str, spec: TaskSpec) -> str | None:
+        """The input CID: none, the one dependency's output, or a merge of several."""
+        outs = [(d, self.state.task_done[(job, d)].payload["output"]) for d in spec.depends]
+        if not outs:
+            return None
+        if len(outs) == 1:
+            return str(outs[0][1])
+        merged: dict[str, str] = {}
+        for dep, cid in outs:
+            for e in self.files(cid, prefix=dep):
+                have = merged.setdefault(e[0], e[1])
+                if have != e[1]:
+                    raise BanzaiError(
+                        f"inputs of {spec.name} conflict at {e[0]!r}: {dep} has other content")
+        out = self.store.make_dir(merged)
+        self.data.mark(out)
+        return out
+
+    def files(self, cid: str, prefix: str) -> list[tuple[str, str]]:
+        """Files under `cid` as (relpath, cid); a file output is named after its task."""
+        if self.store.stat(cid).kind != "dir":
+            return [(prefix, cid)]
+        return [(e.path, e.cid) for e in self.store.walk(cid)]
+
+    def split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, input_cid: str | None,
+              slots: int) -> dict[str, Any]:
+        """The TASK_SPLIT payload: one whole chunk, or the input items not cached yet in
+        chunks sized for `slots` slots."""
+        chunks: list[list[list[str]]]
+        if not tdef.per_item:
+            chunks = [[]]
+        else:
+            if input_cid is None:
+                raise BanzaiError(f"{task}: a per-item task needs an input")
+            misses = [[path, cid] for path, cid in self.files(input_cid, item_name(spec))
+                      if tdef.matches(path)
+                      and cache_key(tdef, spec.params, cid) not in self.state.cache]
+            chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
+                                 self.max_chunk_items)
+        return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
+
+    def assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                 ) -> tuple[str, str | None]:
+        """The task's output CID from its done chunks, and a warning if it kept nothing."""
+        if not tdef.per_item:
+            out = self.state.chunk(job, task, 0).done
+            assert out is not None
+            return str(out.payload["output"]), None
+        entries: dict[str, str] = {}
+        matched = kept = 0
+        for path, cid in self.files(split.payload["input"], item_name(spec)):
+            if not tdef.matches(path):
+                if tdef.passthrough:
+                    entries[path] = cid
+                continue
+            matched += 1
+            r = self.state.cache.get(cache_key(tdef, spec.params, cid))
+            if r:
+                kept += 1
+                entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
+        warning = None
+        if not kept:
+            warning = (f"{task}: kept no item of the {matched} input item(s) matching "
+                       f"{tdef.items!r}; the output holds no {tdef.items} result")
+        output = self.store.make_dir(entries)
+        self.data.mark(output)
+        return output, warning

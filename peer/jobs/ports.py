@@ -1,0 +1,83 @@
+"""The scheduler's configuration and the narrow protocols its parts need of the peer (store,
+executor, data fetcher, clock): each declared once, here. Implementations are called from the
+event loop: no method may block it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from peer.log import Event, EventType
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    store_root: str
+    task_modules: tuple[str, ...] = ()
+    fetch_allow: tuple[str, ...] = ()  # CIDRs fetching tasks may reach (--fetch-allow)
+    max_attempts: int = 3
+    lease_s: float = 10.0
+    stagger_s: float = 0.05  # delay per rank before claiming (rendezvous stagger)
+    task_timeout_s: float = 3600.0
+    max_chunk_items: int = 64
+    min_chunk_items: int = 4
+    progress_interval_s: float = 0.5
+    tick_s: float = 0.25
+
+
+class Store(Protocol):
+    """What the scheduler needs of a content store."""
+
+    def walk(self, cid: str) -> Iterator[Any]: ...
+    def stat(self, cid: str) -> Any: ...
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
+    def has(self, cid: str) -> bool: ...
+    def pin(self, cid: str) -> None: ...
+
+
+class RunResultLike(Protocol):
+    ok: bool
+    value: Any
+    error: str | None
+    exit_kind: str
+    duration_s: float
+
+
+class Runner(Protocol):
+    """What the scheduler needs of the executor."""
+
+    @property
+    def slots(self) -> int: ...
+    async def run(self, key: str, target: str, payload: Any, *, timeout_s: float | None = None,
+                  on_message: Callable[[str, tuple[Any, ...]], None] | None = None,
+                  ) -> Any: ...
+    def cancel(self, key: str) -> bool: ...
+
+
+class Data(Protocol):
+    """What the scheduler needs to get data from other peers (peer.ipfs.fetch.Fetcher)."""
+
+    def is_complete(self, cid: str) -> bool: ...
+    def mark(self, cid: str) -> None: ...
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None: ...
+
+
+class Clock(Protocol):
+    """Monotonic seconds (time.monotonic; a fake clock in tests)."""
+
+    def __call__(self) -> float: ...
+
+
+class Offload(Protocol):
+    """Runs a blocking call off the loop (asyncio.to_thread; inline in tests)."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Coroutine[Any, Any, T]: ...
+
+
+PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]  # live others -> heartbeat info
+Emit = Callable[[EventType, dict[str, Any]], Event]

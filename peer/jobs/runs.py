@@ -1,0 +1,215 @@
+"""This peer's running chunks: fetching a chunk's input, the executor call, its messages (log,
+metrics, items, progress) and recording the outcome as an event. Loop-owned; an outcome is
+recorded under asyncio.shield so that a cancel cannot leave it half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer.errors import BanzaiError
+from peer.jobs import kinds
+from peer.jobs.claims import AttemptKey
+from peer.jobs.live import LiveRecords
+from peer.jobs.planner import cache_key
+from peer.jobs.ports import (
+    Clock,
+    Data,
+    Emit,
+    Offload,
+    Runner,
+    RunResultLike,
+    SchedulerConfig,
+    Store,
+)
+from peer.jobs.spec import TaskSpec
+from peer.log import Event, EventType, FailureKind, MeshState
+from tasks.registry import TaskDef
+
+log = logging.getLogger("banzai.scheduler")
+
+
+@dataclass
+class Run:
+    key: str
+    split: tuple[str, int]
+    tdef: TaskDef
+    spec: TaskSpec
+    task: asyncio.Task[None] | None = None
+    lost: bool = False  # our claim lost to another: the outcome is not recorded
+    log: list[str] = field(default_factory=list)
+    metrics: list[list[Any]] = field(default_factory=list)
+    last_progress_s: float = 0.0
+    last_flush_s: float = 0.0
+    partial: dict[str, Any] = field(default_factory=dict)  # item results not yet recorded
+
+
+@dataclass
+class _ExecutorFailure:
+    """The outcome of a run whose executor call raised (a bug or a broken executor)."""
+
+    error: str | None
+    ok: bool = False
+    value: Any = None
+    exit_kind: str = FailureKind.CRASH.value
+    duration_s: float = 0.0
+
+
+class Runs:
+    """The chunks this peer claimed and runs; `ended(ak)` is called when one ends (its slot
+    is free), whatever the outcome."""
+
+    def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Store,
+                 runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
+                 ended: Callable[[AttemptKey], None]) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.emit = emit
+        self.store = store
+        self.runner = runner
+        self.data = data
+        self.live = live
+        self.clock = clock
+        self.offload = offload
+        self.ended = ended
+        self.active: dict[AttemptKey, Run] = {}
+        self.executions = 0  # chunks handed to the executor (tests count them)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
+        return self.runner.slots - len(self.active)
+
+    def start(self, ak: AttemptKey, split: Event, tdef: TaskDef, spec: TaskSpec) -> None:
+        """Run attempt `ak` of a chunk of `split` (its claim is ours) in a task of its own."""
+        items = [it for it in split.payload["chunks"][ak.chunk]
+                 if cache_key(tdef, spec.params, it[1]) not in self.state.cache]
+        payload = {"store": self.cfg.store_root, "modules": list(self.cfg.task_modules),
+                   "call": tdef.name, "params": dict(spec.params),
+                   "input": split.payload["input"], "items": items if tdef.per_item else None,
+                   "fetch_allow": list(self.cfg.fetch_allow)}
+        now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
+        # CACHE_PUT event at all: its CHUNK_DONE says it all
+        run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,
+                  last_flush_s=now)
+        run.log, run.metrics = self.live.open((ak.job, ak.task))
+        run.task = asyncio.create_task(self._run(ak, run, payload), name=run.key)
+        self.active[ak] = run
+
+    def lose(self, run: Run) -> None:
+        """Stop a run whose claim lost; it records nothing (the winner's outcome counts)."""
+        run.lost = True
+        if not self.runner.cancel(run.key) and run.task is not None:
+            run.task.cancel()
+
+    def cancel_job(self, job: str) -> None:
+        """Kill this peer's workers of `job` now; runs still fetching input stop and record
+        the cancel as a worker's would."""
+        for ak, r in list(self.active.items()):
+            if ak.job == job and not self.runner.cancel(r.key) and r.task is not None:
+                r.task.cancel()
+
+    async def close(self) -> None:
+        """Cancel every run and wait for them to end; nothing more is recorded."""
+        for r in list(self.active.values()):
+            self.runner.cancel(r.key)
+            if r.task:
+                r.task.cancel()
+        await asyncio.gather(*(r.task for r in self.active.values() if r.task),
+                             return_exceptions=True)
+
+    # -- one run -------------------------------------------------------------------------
+    async def _run(self, ak: AttemptKey, run: Run, payload: dict[str, Any]) -> None:
+        base = {"job": ak.job, "task": ak.task, "split": list(run.split), "chunk": ak.chunk,
+                "attempt": ak.attempt}
+        try:
+            try:
+                await self._fetch_input(payload)
+            except BanzaiError as e:
+                self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
+                return
+            except asyncio.CancelledError:
+                if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
+                    self.emit(EventType.CHUNK_FAILED,
+                              {**base, "error": "cancelled", "kind": "cancelled"})
+                raise
+            res = await self._execute(ak, run, payload)
+            self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
+            await asyncio.shield(self._finish(base, run, res))
+        finally:
+            self.active.pop(ak, None)
+            self.ended(ak)
+
+    async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
+                       ) -> RunResultLike:
+        """The executor call; an executor that raises fails the attempt as a crash (retried)
+        rather than leaving the chunk claimed forever."""
+        self.executions += 1
+        try:
+            res: RunResultLike = await self.runner.run(
+                run.key, kinds.target(run.tdef), payload,
+                timeout_s=self.cfg.task_timeout_s,
+                on_message=lambda k, a: self._message(ak, run, k, a))
+        except Exception as e:
+            log.exception("%s: the executor failed", run.key)
+            return _ExecutorFailure(error=f"executor error: {type(e).__name__}: {e}")
+        return res
+
+    async def _finish(self, base: dict[str, Any], run: Run, res: RunResultLike) -> None:
+        if run.lost or (base["job"], base["task"]) in self.state.task_done:
+            return
+        if not res.ok:
+            kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
+            run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
+            self.emit(EventType.CHUNK_FAILED, {**base, "error": res.error, "kind": kind})
+            return
+        record = {"log": run.log, "metrics": run.metrics}
+        logs = await self.offload(lambda: self._save_json(record))
+        out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
+        if run.tdef.per_item:
+            out["cache"] = {cache_key(run.tdef, run.spec.params, cid): res.value["items"][path]
+                            for path, cid in res.value["inputs"]}
+            for v in out["cache"].values():
+                if v:
+                    self.data.mark(v["c"])
+        else:
+            out["output"] = res.value["output"]
+            self.data.mark(out["output"])
+        self.emit(EventType.CHUNK_DONE, out)
+
+    async def _fetch_input(self, payload: dict[str, Any]) -> None:
+        """Make the chunk's input local (fetched from providers if another peer made it)."""
+        if payload["items"] is not None:
+            await self.data.ensure([c for _, c in payload["items"]], hints=[payload["input"]])
+        elif payload["input"] is not None:
+            await self.data.ensure([payload["input"]])
+
+    def _save_json(self, obj: Any) -> str:
+        return self.store.add_bytes(json.dumps(obj).encode())
+
+    def _message(self, ak: AttemptKey, run: Run, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "log":
+            run.log.append(str(args[0]))
+        elif kind == "metric":
+            run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
+        elif kind == "item":  # one item finished: record it soon, so a crash keeps it
+            _path, cid, result = args
+            run.partial[cache_key(run.tdef, run.spec.params, cid)] = result
+            now = self.clock()
+            if now - run.last_flush_s >= self.cfg.progress_interval_s:
+                run.last_flush_s = now
+                self.emit(EventType.CACHE_PUT, {"cache": run.partial})
+                run.partial = {}
+        elif kind == "progress":
+            now = self.clock()
+            if now - run.last_progress_s >= self.cfg.progress_interval_s:  # CHUNK_DONE: 100 %
+                run.last_progress_s = now
+                self.emit(EventType.PROGRESS, {"job": ak.job, "task": ak.task,
+                                               "chunk": ak.chunk, "attempt": ak.attempt,
+                                               "split": list(run.split),
+                                               "progress": round(float(args[0]), 4)})

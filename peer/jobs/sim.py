@@ -1,0 +1,390 @@
+"""Deterministic scheduler simulation: Schedulers on an in-memory mesh with a fake clock, runner,
+store and data. Single-threaded, no processes, no sockets, no sleeps: time moves only when
+`JobMesh.advance` is called; `settle` runs every peer's rounds until nothing more happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+from peer.errors import BanzaiError
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.scheduler import Scheduler
+from peer.jobs.spec import from_obj
+from peer.log import Event, EventType, MeshState
+from tasks.registry import TaskDef
+
+T = TypeVar("T")
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+
+async def inline(fn: Callable[[], T]) -> T:
+    """An Offload that runs the call on the loop (the fakes never block)."""
+    return fn()
+
+
+# -- store and data --------------------------------------------------------------------------
+class Entry(NamedTuple):
+    path: str
+    cid: str
+
+
+class Stat(NamedTuple):
+    kind: str
+
+
+@dataclass
+class Content:
+    """What every peer could fetch: file bytes and directory listings by CID."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    dirs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class MemoryStore:
+    """A Store over shared Content; `local` holds the CIDs this peer has."""
+
+    def __init__(self, content: Content) -> None:
+        self.content = content
+        self.local: set[str] = set()
+        self.pinned: set[str] = set()
+
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
+        cid = "bafkfile" + hashlib.sha256(data).hexdigest()[:32]
+        self.content.files[cid] = data
+        self.local.add(cid)
+        return cid
+
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str:
+        listing = dict(sorted(entries.items()))
+        cid = "bafydir" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
+        self.content.dirs[cid] = listing
+        self.local.add(cid)
+        return cid
+
+    def stat(self, cid: str) -> Stat:
+        if cid in self.content.dirs:
+            return Stat("dir")
+        if cid in self.content.files:
+            return Stat("file")
+        raise BanzaiError(f"no such CID {cid}")
+
+    def walk(self, cid: str) -> Iterator[Entry]:
+        for path, sub in self.content.dirs[cid].items():
+            if sub in self.content.dirs:
+                yield from (Entry(posixpath.join(path, e.path), e.cid) for e in self.walk(sub))
+            else:
+                yield Entry(path, sub)
+
+    def has(self, cid: str) -> bool:
+        return cid in self.local
+
+    def pin(self, cid: str) -> None:
+        self.pinned.add(cid)
+
+
+class MemoryData:
+    """A Data fetcher that completes DAGs from the shared content at once, or waits while
+    `stall` is set (then `release` lets the waiting fetches finish)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.stall = False
+        self.fetched: list[str] = []
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def is_complete(self, cid: str) -> bool:
+        return cid in self.store.local
+
+    def mark(self, cid: str) -> None:
+        self.store.local.add(cid)
+
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        if self.stall:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting.append(fut)
+            await fut
+        for cid in cids:
+            if cid not in self.store.local:
+                self.store.stat(cid)  # BanzaiError if nobody has it
+                self.fetched.append(cid)
+                self.store.local.add(cid)
+
+    def release(self) -> None:
+        self.stall = False
+        for fut in self._waiting:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiting.clear()
+
+
+# -- the runner ------------------------------------------------------------------------------
+@dataclass
+class FakeResult:
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    exit_kind: str = "ok"
+    duration_s: float = 0.0
+
+
+class FakeRunner:
+    """A Runner whose runs hang until the test ends them with `finish`, `fail` or `explode`
+    (or at once with `auto`); `cancel` ends a run as the executor does (not ok, cancelled)."""
+
+    def __init__(self, store: MemoryStore, slots: int = 1, auto: bool = False) -> None:
+        self.store = store
+        self._slots = slots
+        self.auto = auto
+        self.started: list[str] = []  # run keys, in the order the runs were handed over
+        self.targets: dict[str, str] = {}  # run key -> the executor target it was given
+        self.payloads: dict[str, Any] = {}
+        self.cancelled: list[str] = []
+        self.messages: dict[str, Callable[[str, tuple[Any, ...]], None]] = {}
+        self._pending: dict[str, asyncio.Future[FakeResult]] = {}
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def running(self) -> list[str]:
+        return list(self._pending)
+
+    async def run(self, key: str, target: str, payload: Any, *, timeout_s: float | None = None,
+                  on_message: Callable[[str, tuple[Any, ...]], None] | None = None,
+                  ) -> FakeResult:
+        fut: asyncio.Future[FakeResult] = asyncio.get_running_loop().create_future()
+        self.started.append(key)
+        self.targets[key] = target
+        self.payloads[key] = payload
+        if on_message is not None:
+            self.messages[key] = on_message
+        self._pending[key] = fut
+        if self.auto:
+            self.finish(key)
+        try:
+            return await fut
+        finally:
+            self._pending.pop(key, None)
+
+    def cancel(self, key: str) -> bool:
+        fut = self._pending.get(key)
+        if fut is None or fut.done():
+            return False
+        self.cancelled.append(key)
+        fut.set_result(FakeResult(False, error="cancelled", exit_kind="cancelled"))
+        return True
+
+    def finish(self, key: str, value: Any = None) -> None:
+        """End a run successfully, with `value` or an output made from its payload."""
+        self._pending[key].set_result(FakeResult(True, value if value is not None
+                                                 else self._output(key), duration_s=0.01))
+
+    def fail(self, key: str, kind: str = "crash", error: str = "worker died") -> None:
+        """End a run unsuccessfully: `kind` is the executor's exit kind (error, crash...)."""
+        self._pending[key].set_result(FakeResult(False, error=error, exit_kind=kind))
+
+    def explode(self, key: str, exc: BaseException | None = None) -> None:
+        """Make the executor call itself raise."""
+        self._pending[key].set_exception(exc or RuntimeError("executor bug"))
+
+    def _output(self, key: str) -> dict[str, Any]:
+        p = self.payloads[key]
+        if p["items"] is None:
+            n = int(p["params"].get("files", 1))
+            return {"output": self.store.make_dir({
+                f"f{i:04d}.txt": self.store.add_bytes(f"{key} file {i}".encode())
+                for i in range(n)})}
+        items = {path: {"n": posixpath.basename(path),
+                        "c": self.store.add_bytes(f"{key} {cid}".encode())}
+                 for path, cid in p["items"]}
+        return {"items": items, "inputs": p["items"]}
+
+
+# -- the mesh --------------------------------------------------------------------------------
+@dataclass
+class SimPeer:
+    peer_id: str
+    state: MeshState
+    store: MemoryStore
+    data: MemoryData
+    runner: FakeRunner
+    sched: Scheduler
+    hlc: int = 0
+    emitted: list[Event] = field(default_factory=list)
+
+
+class JobMesh:
+    """n peers with their own state and Scheduler; what one emits reaches the others after
+    `delay_s` (per link), unless the link is cut, either end is silent or `hold` keeps it."""
+
+    def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
+                 *, slots: int = 1, auto: bool = False) -> None:
+        self.catalog = catalog
+        self.cfg = cfg or SchedulerConfig(store_root="/nonexistent")
+        self.clock = FakeClock()
+        self.content = Content()
+        self.peers: dict[str, SimPeer] = {}
+        self.delay_s: dict[tuple[str, str], float] = {}
+        self.cut: set[frozenset[str]] = set()
+        self.silent: set[str] = set()
+        self.hold: Callable[[Event, str], bool] | None = None  # (event, to) -> keep it back
+        self._queue: list[tuple[float, str, Event]] = []  # (due, destination, event)
+        self._jobs = 0
+        self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
+        for i in range(n):
+            self._add(f"p{i}", slots, auto)
+        self.heartbeats()
+
+    def _add(self, pid: str, slots: int, auto: bool) -> None:
+        store = MemoryStore(self.content)
+        data = MemoryData(store)
+        runner = FakeRunner(store, slots, auto)
+        state = MeshState()
+        peer = SimPeer(pid, state, store, data, runner, self._scheduler(pid, state, store, data,
+                                                                        runner))
+        self.peers[pid] = peer
+
+    def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
+                   runner: FakeRunner) -> Scheduler:
+        return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
+                         self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
+                         offload=inline)
+
+    def __getitem__(self, pid: str) -> SimPeer:
+        return self.peers[pid]
+
+    # -- links and liveness ----------------------------------------------------------------
+    def linked(self, a: str, b: str) -> bool:
+        return a not in self.silent and b not in self.silent and frozenset((a, b)) not in self.cut
+
+    def partition(self, *groups: set[str]) -> None:
+        """Cut every link between peers of different groups."""
+        for g in groups:
+            for h in groups:
+                if g is not h:
+                    self.cut |= {frozenset((a, b)) for a in g for b in h}
+
+    def heal(self) -> None:
+        self.cut.clear()
+        self.silent.clear()
+
+    def infos(self, pid: str) -> dict[str, Mapping[str, Any]]:
+        """What `pid` knows of the live peers it hears: their last heartbeat's info."""
+        return {q: self._info[q] for q in self.peers if q != pid and self.linked(pid, q)}
+
+    def heartbeats(self) -> None:
+        """Every peer hears from every peer it is linked to (its load; renewing its leases)."""
+        for b, p in self.peers.items():
+            self._info[b] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
+                             "free_slots": p.sched.free_slots}
+        for a in self.peers:
+            for b in self.peers:
+                if a != b and self.linked(a, b):
+                    self.peers[a].sched.heard(b)
+
+    # -- events ----------------------------------------------------------------------------
+    def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
+        """What Node.emit does: fold, tell the local scheduler, send to the others."""
+        p = self.peers[pid]
+        p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
+        ev = Event(pid, p.state.heads.get(pid, 0) + 1, p.hlc, typ, payload)
+        p.state.apply(ev)
+        p.emitted.append(ev)
+        p.sched.poke(ev)
+        for q in self.peers:
+            if q != pid:
+                self._queue.append((self.clock() + self.delay_s.get((pid, q), 0.0), q, ev))
+        return ev
+
+    def deliver(self) -> int:
+        """Hand over every event whose delay has passed on a live link; the count."""
+        now, keep, n = self.clock(), [], 0
+        for due, dst, ev in self._queue:
+            if due > now or not self.linked(ev.origin, dst) or (self.hold and self.hold(ev, dst)):
+                keep.append((due, dst, ev))
+                continue
+            p = self.peers[dst]
+            if p.state.apply(ev):
+                p.hlc = max(p.hlc, ev.hlc)
+                p.sched.poke(ev)
+                n += 1
+        self._queue = keep
+        return n
+
+    def submit(self, pid: str, tasks: list[dict[str, Any]]) -> str:
+        """Submit a DAG-form workflow at peer `pid`; its job id."""
+        self._jobs += 1
+        job = f"j{self._jobs}"
+        wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
+        self.emit(pid, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+        return job
+
+    def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:
+        """Events of `typ` in `pid`'s state whose payload has the `match` items, in order."""
+        evs = [e for e in self.peers[pid].state.events.values() if e.type == typ
+               and all(e.payload.get(k) == v for k, v in match.items())]
+        return sorted(evs, key=lambda e: e.order)
+
+    # -- time ------------------------------------------------------------------------------
+    async def settle(self, max_rounds: int = 500) -> None:
+        """Deliver, step every live peer and let their tasks run, until nothing changes."""
+        quiet = 0
+        for _ in range(max_rounds):
+            before = self._signature()
+            self.deliver()
+            for pid, p in self.peers.items():
+                if pid not in self.silent:
+                    p.sched.step()
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if self._signature() == before else 0
+            if quiet >= 4:
+                return
+        raise AssertionError(f"the mesh did not settle in {max_rounds} rounds")
+
+    def _signature(self) -> tuple[int, ...]:
+        return (len(self._queue), *(len(p.state.events) for p in self.peers.values()),
+                *(len(p.runner.started) for p in self.peers.values()),
+                *(len(p.runner.running) for p in self.peers.values()),
+                *(len(p.sched.runs) for p in self.peers.values()))
+
+    async def advance(self, dt: float) -> None:
+        """Let `dt` seconds pass (heartbeats flow on live links), then settle."""
+        self.clock.advance(dt)
+        self.heartbeats()
+        await self.settle()
+
+    # -- restarts and shutdown -----------------------------------------------------------------
+    async def restart(self, pid: str) -> None:
+        """Stop `pid`'s scheduler (its runs end unrecorded) and start a new one on its state,
+        as a peer restarting on its data dir does."""
+        p = self.peers[pid]
+        await p.sched.close()
+        p.runner = FakeRunner(p.store, p.runner.slots, p.runner.auto)
+        p.sched = self._scheduler(pid, p.state, p.store, p.data, p.runner)
+        p.sched.recover()
+
+    async def close(self) -> None:
+        for p in self.peers.values():
+            p.data.release()
+            await p.sched.close()
+        await asyncio.sleep(0)

@@ -1,0 +1,299 @@
+"""Schedulers on an in-memory mesh (peer/jobs/sim.py): claim races, leases, retries, restarts
+and cancels with a fake clock and a fake runner; no processes, sockets or sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from peer.jobs import kinds
+from peer.jobs.claims import task_status
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from peer.log import Event, EventType
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store_root="/nonexistent", lease_s=10.0, stagger_s=0.05, max_attempts=3)
+WRITE = {"name": "w", "call": "T_WRITE", "params": {"files": 2}}
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+UPPER = {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}
+
+TURN_S = max(CFG.stagger_s * 2, CFG.tick_s)  # time for a peer of rank 1 to take its turn
+MeshFactory = Callable[..., JobMesh]
+
+
+@pytest.fixture
+async def make_mesh() -> AsyncIterator[MeshFactory]:
+    meshes: list[JobMesh] = []
+
+    def make(n: int = 2, **kw: object) -> JobMesh:
+        mesh = JobMesh(n, CATALOG, CFG, **kw)  # type: ignore[arg-type]
+        meshes.append(mesh)
+        return mesh
+
+    yield make
+    for m in meshes:
+        await m.close()
+
+
+def runners_of(mesh: JobMesh, key: str) -> list[str]:
+    """Peers whose runner was handed run `key`."""
+    return [pid for pid, p in mesh.peers.items() if key in p.runner.started]
+
+
+def only_runner(mesh: JobMesh, key: str) -> str:
+    """The one peer running `key` (a duplicate started from stale load info has stopped)."""
+    peers = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    assert len(peers) == 1, f"{key} runs on {peers}"
+    return peers[0]
+
+
+def chunk_events(mesh: JobMesh, typ: EventType, pid: str = "p0") -> list[Event]:
+    return mesh.events(typ, pid, task="w")
+
+
+async def started_job(mesh: JobMesh, tasks: list[dict[str, object]] | None = None,
+                      ) -> tuple[str, str]:
+    """Submit a job at p0 and settle: its id and the peer running chunk 0 of `w`."""
+    job = mesh.submit("p0", tasks or [WRITE])
+    await mesh.settle()
+    return job, only_runner(mesh, f"{job}/w/0/0")
+
+
+# -- a claim race ------------------------------------------------------------------------------
+async def test_two_peers_racing_for_one_claim_run_it_once(make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    mesh.hold = lambda ev, to: ev.type == EventType.CLAIM  # claims are slow on the wire
+    job = mesh.submit("p0", [WRITE])
+    await mesh.settle()
+    key = f"{job}/w/0/0"
+    await mesh.advance(TURN_S)  # the second in rank takes its turn: a race
+    assert sorted(runners_of(mesh, key)) == ["p0", "p1"]
+    assert mesh["p0"].runner.targets[key] == kinds.RUNNER  # a python task's target
+    claims = [mesh.events(EventType.CLAIM, pid, job=job)[0] for pid in ("p0", "p1")]
+    winner = min(claims, key=lambda e: e.order).origin
+    loser = "p1" if winner == "p0" else "p0"
+
+    mesh.hold = None  # the claims arrive: the later one stops its duplicate
+    await mesh.settle()
+    assert mesh[loser].runner.cancelled == [key]
+    assert mesh[winner].runner.cancelled == []
+    assert mesh[loser].sched.runs == {}
+
+    mesh[winner].runner.finish(key)
+    await mesh.advance(CFG.lease_s * 3)
+    for pid in mesh.peers:
+        done = chunk_events(mesh, EventType.CHUNK_DONE, pid)
+        assert [e.origin for e in done] == [winner]
+        assert chunk_events(mesh, EventType.CHUNK_FAILED, pid) == []  # the loser records nothing
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "done"
+    assert len(mesh.events(EventType.TASK_DONE, job=job)) == 1
+
+
+async def test_the_second_in_rank_waits_and_never_claims_a_claimed_chunk(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(3)
+    job, holder = await started_job(mesh)
+    await mesh.advance(TURN_S * 10)
+    assert len(mesh.events(EventType.CLAIM, job=job)) == 1
+    assert runners_of(mesh, f"{job}/w/0/0") == [holder]
+
+
+async def test_a_run_on_a_losing_split_stops_and_the_task_is_done_once(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    mesh.hold = lambda ev, to: ev.type in (EventType.TASK_SPLIT, EventType.CLAIM)
+    job = mesh.submit("p0", [WRITE])
+    await mesh.settle()
+    await mesh.advance(TURN_S)  # both split, each claims its own split's chunk
+    splits = [mesh.events(EventType.TASK_SPLIT, pid, job=job)[0] for pid in ("p0", "p1")]
+    assert sorted(s.origin for s in splits) == ["p0", "p1"]
+    key = f"{job}/w/0/0"
+    assert sorted(runners_of(mesh, key)) == ["p0", "p1"]
+    winner = min(splits, key=lambda e: e.order).origin
+    loser = "p1" if winner == "p0" else "p0"
+
+    mesh.hold = None
+    await mesh.settle()
+    assert mesh[loser].runner.cancelled == [key]
+    mesh[only_runner(mesh, key)].runner.finish(key)
+    await mesh.settle()
+    won = min(splits, key=lambda e: e.order).id
+    for pid in mesh.peers:
+        assert mesh[pid].state.split_id(job, "w") == won
+        assert len(mesh.events(EventType.TASK_DONE, pid, job=job)) == 1
+        [done] = chunk_events(mesh, EventType.CHUNK_DONE, pid)
+        assert (done.origin, tuple(done.payload["split"])) == (winner, won)
+        assert chunk_events(mesh, EventType.CHUNK_FAILED, pid) == []  # the loser records nothing
+
+
+# -- leases ------------------------------------------------------------------------------------
+async def test_a_lease_lapsing_on_a_silent_peer_is_failed_and_rerun_elsewhere(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    other = "p1" if holder == "p0" else "p0"
+    mesh.silent.add(holder)  # hung: it neither steps, sends, nor is heard
+
+    await mesh.advance(CFG.lease_s * 0.9)
+    assert chunk_events(mesh, EventType.CHUNK_FAILED, other) == []  # the lease still holds
+    await mesh.advance(CFG.lease_s * 0.2)
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED, other)
+    assert (failed.origin, failed.payload["kind"], failed.payload["attempt"]) == \
+        (other, "lease", 0)
+    assert only_runner(mesh, f"{job}/w/0/1") == other
+
+    mesh[other].runner.finish(f"{job}/w/0/1")
+    await mesh.settle()
+    [done] = chunk_events(mesh, EventType.CHUNK_DONE, other)
+    assert (done.origin, done.payload["attempt"]) == (other, 1)
+    assert task_status(mesh[other].state, job, "w", CFG.max_attempts) == "done"
+
+
+async def test_heartbeats_renew_the_lease_of_a_long_run(make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    for _ in range(6):
+        await mesh.advance(CFG.lease_s / 2)  # heartbeats flow every half lease
+    assert mesh.events(EventType.CHUNK_FAILED, job=job) == []
+    assert mesh[holder].runner.running == [f"{job}/w/0/0"]
+    assert task_status(mesh["p0"].state, job, "w", CFG.max_attempts) == "running"
+
+
+# -- a holder whose run failed -----------------------------------------------------------------
+@pytest.mark.parametrize(("end", "kind", "retried"), [
+    ("crash", "crash", True),
+    ("timeout", "timeout", True),
+    ("memory", "memory", True),
+    ("error", "error", False),  # the task raised: not retried
+    ("explode", "crash", True),  # the executor call itself raised
+])
+async def test_a_failed_run_is_retried_only_for_a_retryable_kind(
+        make_mesh: MeshFactory, end: str, kind: str, retried: bool) -> None:
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    runner = mesh[holder].runner
+    if end == "explode":
+        runner.explode(f"{job}/w/0/0")
+    else:
+        runner.fail(f"{job}/w/0/0", end, f"{end} happened")
+    await mesh.advance(CFG.lease_s * 2)
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"], failed.payload["attempt"]) == (holder, kind, 0)
+    if not retried:
+        assert runners_of(mesh, f"{job}/w/0/1") == []
+        assert mesh.events(EventType.CLAIM, attempt=1) == []
+        assert task_status(mesh["p1"].state, job, "w", CFG.max_attempts) == "failed"
+        return
+    mesh[only_runner(mesh, f"{job}/w/0/1")].runner.finish(f"{job}/w/0/1")
+    await mesh.settle()
+    assert task_status(mesh["p1"].state, job, "w", CFG.max_attempts) == "done"
+
+
+async def test_a_chunk_failing_max_attempts_times_fails_its_task(make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    job, _ = await started_job(mesh)
+    for attempt in range(CFG.max_attempts):
+        key = f"{job}/w/0/{attempt}"
+        mesh[only_runner(mesh, key)].runner.fail(key, "crash")
+        await mesh.advance(TURN_S)
+    assert [e.payload["attempt"] for e in chunk_events(mesh, EventType.CHUNK_FAILED)] == [0, 1, 2]
+    assert runners_of(mesh, f"{job}/w/0/{CFG.max_attempts}") == []
+    await mesh.advance(CFG.lease_s * 2)
+    assert {e.payload["attempt"] for e in mesh.events(EventType.CLAIM, job=job)} == {0, 1, 2}
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "failed"
+
+
+# -- a restart ---------------------------------------------------------------------------------
+async def test_a_peer_restarting_mid_chunk_fails_its_claim_as_lost_and_it_reruns(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    old = mesh[holder].runner
+    await mesh.restart(holder)
+    assert old.cancelled == [f"{job}/w/0/0"]  # the stop killed the worker...
+    await mesh.settle()
+    failed = chunk_events(mesh, EventType.CHUNK_FAILED)
+    # ... and recorded nothing; the new scheduler fails the old claim as lost
+    assert [(e.origin, e.payload["kind"], e.payload["attempt"]) for e in failed] == \
+        [(holder, "lost", 0)]
+    rerun = only_runner(mesh, f"{job}/w/0/1")
+    mesh[rerun].runner.finish(f"{job}/w/0/1")
+    await mesh.settle()
+    [done] = chunk_events(mesh, EventType.CHUNK_DONE)
+    assert (done.origin, done.payload["attempt"]) == (rerun, 1)
+    assert task_status(mesh["p0"].state, job, "w", CFG.max_attempts) == "done"
+
+
+async def test_a_restart_leaves_finished_chunks_and_others_claims_alone(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    other = "p1" if holder == "p0" else "p0"
+    await mesh.restart(other)  # holds no claim
+    await mesh.settle()
+    assert mesh.events(EventType.CHUNK_FAILED, job=job) == []
+    assert mesh[holder].runner.running == [f"{job}/w/0/0"]
+
+
+# -- a cancel ----------------------------------------------------------------------------------
+async def test_a_cancel_stops_local_runs_and_nothing_more_is_claimed(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(3)
+    job, holder = await started_job(mesh, [WRITE, UPPER])
+    canceller = next(p for p in mesh.peers if p != holder)
+    mesh.emit(canceller, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()
+    assert mesh[holder].runner.cancelled == [f"{job}/w/0/0"]
+    assert mesh[holder].sched.runs == {}
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"]) == (holder, "cancelled")
+    claims = len(mesh.events(EventType.CLAIM, job=job))
+    await mesh.advance(CFG.lease_s * 3)
+    assert len(mesh.events(EventType.CLAIM, job=job)) == claims == 1
+    assert mesh.events(EventType.TASK_SPLIT, job=job, task="u") == []
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "cancelled"
+        assert all(k.startswith(f"{job}/w/0/0") for k in mesh[pid].runner.started)
+
+
+async def test_a_cancel_stops_a_run_still_fetching_its_input(make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    mesh.content.files[CID] = b"some input"  # a source another peer could serve
+    for p in mesh.peers.values():
+        p.data.stall = True  # fetches wait until released
+    job = mesh.submit("p0", [{"name": "src", "cid": CID},
+                             {"name": "w", "call": "T_CONCAT", "params": {}, "depends": ["src"]}])
+    await mesh.settle()
+    [fetching] = [p for p in mesh.peers.values() if p.sched.runs]
+    assert fetching.runner.started == []  # claimed, still fetching its input
+    mesh.emit("p1", EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()
+    assert fetching.sched.runs == {}
+    [failed] = mesh.events(EventType.CHUNK_FAILED, job=job)  # recorded as a worker's cancel
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        fetching.peer_id, "cancelled", "cancelled")
+    for p in mesh.peers.values():
+        p.data.release()
+    await mesh.advance(CFG.lease_s * 3)
+    assert all(p.runner.started == [] for p in mesh.peers.values())
+    assert len(mesh.events(EventType.CLAIM, job=job)) == 1
+
+
+# -- a whole pipeline --------------------------------------------------------------------------
+async def test_a_two_step_pipeline_runs_to_the_end_on_three_peers(make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(3, auto=True)
+    job = mesh.submit("p0", [{**WRITE, "params": {"files": 8}}, UPPER])
+    await mesh.advance(TURN_S)
+    [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+    assert [len(c) for c in split.payload["chunks"]] == [4, 4]
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "u", CFG.max_attempts) == "done"
+    done = mesh.events(EventType.CHUNK_DONE, job=job, task="u")
+    assert sorted(e.payload["chunk"] for e in done) == [0, 1]  # each chunk ran once
+    [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
+    listing = mesh.content.dirs[out.payload["output"]]
+    assert sorted(listing) == [f"f{i:04d}.txt" for i in range(8)]
