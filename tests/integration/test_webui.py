@@ -323,7 +323,8 @@ def test_bad_pipeline_shows_the_error_at_the_field(tab: Tab) -> None:
     expect(page.locator('[data-field-error="t0-arg-urls-0"]')).to_contain_text("urls")
     # YAML pasted in the text editor: the error names the field
     page.click("#tab-text")
-    page.locator("#pipeline-text").fill("- call: FETCH_FESTVOX\n  args: [x]\n- call: NOPE\n")
+    page.locator("#pipeline-text").fill(
+        "- call: FETCH_FESTVOX\n  args: [\"https://corpus.example/a.zip\"]\n- call: NOPE\n")
     page.click("#submit-pipeline")
     expect(page.locator('[data-field-error="text"]')).to_contain_text("tasks[1].call")
     assert "#/submit" in page.url
