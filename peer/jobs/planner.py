@@ -135,8 +135,8 @@ class Planner:
 
     def cached_output(self, key: str) -> str | None:
         """A cached whole output for `key` that is here or has a provider."""
-        cached = self.state.cache.get(key)
-        if isinstance(cached, str) and (self.store.has(cached)
+        cached = self.state.outputs.get(key)
+        if cached is not None and (self.store.has(cached)
                                         or self.state.providers.get(cached)):
             return cached
         return None

@@ -67,8 +67,12 @@ class MeshState:
     splits: dict[TaskKey, Event] = field(default_factory=dict)
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # item key -> {"n": name, "c": cid}
     _cache_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
+    # Task key -> whole output CID. Apart from the item cache: a per-item task fed one file
+    # has the same key as that file's item, and the two values must not shadow each other.
+    outputs: dict[str, str] = field(default_factory=dict)
+    _outputs_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     members: dict[str, Event] = field(default_factory=dict)
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
@@ -104,14 +108,16 @@ class MeshState:
         if cur is None or ev.order < cur.order:
             table[key] = ev
 
-    def _merge_cache(self, entries: Mapping[str, Any], ev: Event) -> None:
+    @staticmethod
+    def _merge_first(table: dict[str, Any], srcs: dict[str, tuple[int, str, int]],
+                     entries: Mapping[str, Any], ev: Event) -> None:
         # Values for one key should be equal (content-addressed); if a buggy or
         # non-deterministic task disagrees, the earliest event wins everywhere.
         for k, v in entries.items():
-            src = self._cache_src.get(k)
+            src = srcs.get(k)
             if src is None or ev.order < src:
-                self.cache[k] = v
-                self._cache_src[k] = ev.order
+                table[k] = v
+                srcs[k] = ev.order
 
     def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
         """Chunk `chunk` of the winning split of a task (events about chunks of a losing
@@ -172,7 +178,7 @@ def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     if not b.cached:
         s.providers[b.output].add(ev.origin)
     if b.key:
-        s._merge_cache({b.key: b.output}, ev)
+        s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev)
 
 
 def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
@@ -180,7 +186,7 @@ def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
 
 
 def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
-    s._merge_cache(cache, ev)
+    s._merge_first(s.cache, s._cache_src, cache, ev)
     for v in cache.values():
         if isinstance(v, dict) and v.get("c"):
             s.providers[v["c"]].add(ev.origin)  # the peer that made an item holds it

@@ -88,12 +88,6 @@ def test_outputs_read_through_the_gateway_with_the_same_bytes(opened: tuple[Peer
     assert contents(peer.url, cid) == MANIFEST["contents"][cid]
 
 
-# "echo" and "note-md5" end in a per-item task over one file, whose task cache key equals its
-# one item's key (both are cache_key(call, params, that file's CID)); the item entry wins, so
-# the task is assembled from the item cache: nothing runs, but its view says cached false.
-FULLY_CACHED = {"checksums", "count-docs"}
-
-
 @pytest.mark.parametrize("key", sorted(k for k, j in JOBS.items() if j["state"] == "done"))
 def test_resubmitting_is_answered_from_the_cache(opened: tuple[PeerProc, Any], key: str) -> None:
     peer, _ = opened
@@ -104,7 +98,7 @@ def test_resubmitting_is_answered_from_the_cache(opened: tuple[PeerProc, Any], k
     assert view["outputs"] == old["outputs"]
     for t in view["tasks"]:  # looked up in the 0.1.0 cache: never split into work, claimed, run
         assert t["chunks"] == [] and t["attempts"] == 0 and t["peers"] == [], t
-        assert t["cached"] or key not in FULLY_CACHED, t
+        assert t["cached"], t
     # the jobs of 0.1.0 kept their states through this peer's scheduling passes
     _, listed = API.api("GET", f"{peer.url}/api/jobs")
     states = {j["id"]: j["state"] for j in listed["jobs"]}

@@ -52,6 +52,7 @@ def snapshot(s: MeshState) -> object:
               for k, c in s.chunks.items()}
     return (sorted(s.events), {k: v.id for k, v in s.task_done.items()},
             {k: v.id for k, v in s.cancelled.items()}, dict(sorted(s.cache.items())),
+            dict(sorted(s.outputs.items())),
             {k: sorted(v) for k, v in s.providers.items()}, dict(sorted(s.heads.items())),
             dict(sorted(chunks.items())))
 
@@ -215,3 +216,17 @@ def test_event_log_persists_and_ignores_duplicates(tmp_path: Path) -> None:
 def test_event_json_round_trip() -> None:
     ev = _mk("a", 2, 9, EventType.CACHE_PUT, {"cache": {"k": {"n": "x", "c": "y"}}})
     assert Event.from_json(ev.to_json()) == ev
+
+
+def test_a_task_output_and_an_item_result_under_one_key_do_not_shadow_each_other() -> None:
+    # A per-item task fed one file has the key of that file's item: cache_key(call, params, cid).
+    key = "k"
+    item = _mk("a", 2, 2, EventType.CHUNK_DONE, {
+        "job": "j", "task": "t", "split": ["a", 1], "chunk": 0, "attempt": 0,
+        "cache": {key: {"n": "x.txt", "c": "bafyitem"}}})
+    done = _mk("a", 3, 3, EventType.TASK_DONE, {"job": "j", "task": "t", "output": "bafydir",
+                                                "key": key, "cached": False})
+    for order in ([item, done], [done, item]):
+        s = fold(order)
+        assert s.cache[key] == {"n": "x.txt", "c": "bafyitem"}
+        assert s.outputs[key] == "bafydir"
