@@ -23,10 +23,10 @@ from typing import Any
 
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import ConfigError
-from peer.ipfs import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
-from peer.ipfs.kubo import KuboClient, KuboMirror
-from peer.ipfs.replicate import Replicator
+from peer.ipfs.kubo import KuboMirror, KuboStore
+from peer.ipfs.replicate import Replicator, mirrored
+from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.log import HLC, Event, EventLog, EventType, MeshState
@@ -56,7 +56,8 @@ class Node:
         for ev in self.log.load():
             self.state.apply(ev)
             self.hlc.observe(ev.hlc)
-        self.store = EmbeddedStore(cfg.data_dir / "store")
+        store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
+        self.store = open_store(store_cfg)
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb,
@@ -67,7 +68,7 @@ class Node:
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
         self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id)
         self.scheduler = Scheduler(
-            SchedulerConfig(store_root=str(cfg.data_dir / "store"),
+            SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
                             fetch_allow=cfg.fetch_allow,
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
@@ -80,11 +81,11 @@ class Node:
                                      self._providers, self.fetcher, self.store, self.emit)
         self.listeners.append(self.replicator.on_event)
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
-        if cfg.store == "kubo" and cfg.ipfs_api:
-            self.kubo = KuboMirror(KuboClient(cfg.ipfs_api), self.store, self.peer_id,
-                                   self.live_peers, self._providers)
-            self.fetcher.first.append(self.kubo.fetch)
-            self.listeners.append(self.kubo.on_event)
+        if isinstance(self.store, KuboStore):
+            kubo = self.kubo = KuboMirror(self.store, self.peer_id, self.live_peers,
+                                          self._providers)
+            self.fetcher.first.append(kubo.fetch)
+            self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None

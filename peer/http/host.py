@@ -3,12 +3,11 @@ peer.node.Node (mypy checks it where main.py calls make_app). Used on the event 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableSequence, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from peer.ipfs.gateway import GatewayStore
-from peer.ipfs.rpc import RpcStore
+from peer.ipfs.store import Store
 from peer.log import Event, EventType, MeshState
 from tasks.registry import TaskDef
 
@@ -28,13 +27,6 @@ class HttpConfig(Protocol):
     def max_tasks_per_job(self) -> int: ...
     @property
     def max_workflow_bytes(self) -> int: ...
-
-
-class HttpStore(GatewayStore, RpcStore, Protocol):
-    """The store surface of the gateway, the Kubo RPC and the API; every call may block."""
-
-    def has(self, cid: str) -> bool: ...
-    def export_cars(self, cids: Sequence[str]) -> Iterator[bytes]: ...
 
 
 class Fetcher(Protocol):
@@ -87,7 +79,7 @@ class Host(Protocol):
     @property
     def state(self) -> MeshState: ...  # the folded mesh state: read, never written
     @property
-    def store(self) -> HttpStore: ...
+    def store(self) -> Store: ...  # every call may block
     @property
     def fetcher(self) -> Fetcher: ...
     @property

@@ -1,7 +1,9 @@
-"""IPFS: CIDs, UnixFS with Kubo-identical CIDs, CAR, the embedded and Kubo-backed stores, the
-path and trustless gateway, the Kubo RPC subset, and fetching and replication between peers."""
+"""IPFS: CIDs, UnixFS with Kubo-identical CIDs, CAR, the Store protocol with its embedded and
+Kubo-backed stores, the path and trustless gateway, the Kubo RPC subset, and fetching and
+replication between peers."""
 
 from peer.ipfs.cids import Cid, parse_cid
-from peer.ipfs.embedded import EmbeddedStore, Entry
+from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.store import Entry, Store, StoreConfig, open_store
 
-__all__ = ["Cid", "EmbeddedStore", "Entry", "parse_cid"]
+__all__ = ["Cid", "EmbeddedStore", "Entry", "Store", "StoreConfig", "open_store", "parse_cid"]

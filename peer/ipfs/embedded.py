@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
-from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError, TooLarge
-from peer.ipfs import car, dagpb
+from peer.errors import ArgError, NotFound, StoreError, TooLarge
+from peer.ipfs import car, dag, dagpb
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
-from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, parse_cid, verify
-from peer.ipfs.unixfs import Importer, Info, Kind, Node, Reader, check_name
+from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
+from peer.ipfs.store import CarOptions, Entry
+from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A file or directory: path relative to the listed root ("" for the root itself).
-
-    `size` is the file's byte length, or for a directory its total DAG bytes (link Tsize).
-    """
-
-    path: str
-    cid: str
-    size: int
-    kind: Kind
-
+__all__ = ["EmbeddedStore", "Entry"]
 
 def _segments(path: str) -> list[str]:
     """Path segments of a relative path; ArgError for '.', '..' and empty inner segments."""
@@ -53,7 +42,8 @@ MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths en
 
 
 class EmbeddedStore:
-    """The content store rooted at `root`; every method is synchronous and may block."""
+    """The content store rooted at `root` (a peer.ipfs.store.Store); every method is
+    synchronous and may block."""
 
     def __init__(self, root: Path, max_materialize_bytes: int = MAX_MATERIALIZE_BYTES) -> None:
         self.max_materialize_bytes = max_materialize_bytes
@@ -110,13 +100,17 @@ class EmbeddedStore:
         children: dict[str, Node] = {}
         for name, value in tree.items():
             if isinstance(value, Cid):
-                children[name] = Node(value, self._tsize(value), 0)
+                children[name] = Node(value, self._dag_size(value), 0)
             elif isinstance(value, dict):
                 children[name] = self._build(value, importer, f"{where}/{name}")
         return importer.directory(children, where)
 
-    def _tsize(self, c: Cid) -> int:
-        """Cumulative DAG bytes of `c` as a link Tsize (block + children's Tsize)."""
+    def dag_size(self, cid: str) -> int:
+        """Cumulative DAG bytes of `cid` as a link Tsize (Kubo's `Size` in add output)."""
+        return self._dag_size(parse_cid(cid))
+
+    def _dag_size(self, c: Cid) -> int:
+        """Block bytes + the children's link Tsize (read from this one block)."""
         block = self.blocks.get(c)
         if c.codec != DAG_PB:
             return len(block)
@@ -161,10 +155,14 @@ class EmbeddedStore:
 
     def resolve(self, cid: str, path: str) -> str:
         """CID of `path` under `cid` ("" is `cid`); NotFound for a missing segment."""
-        c = parse_cid(cid)
+        return self.resolve_path(cid, path)[-1]
+
+    def resolve_path(self, cid: str, path: str) -> list[str]:
+        """CIDs from `cid` to the target of `path`: the root, then one per segment."""
+        trail = [parse_cid(cid)]
         for part in _segments(path):
-            c = self._reader.child(c, part)
-        return str(c)
+            trail.append(self._reader.child(trail[-1], part))
+        return [str(c) for c in trail]
 
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """File bytes from `offset`, at most `length` of them, in pieces of at most one block."""
@@ -231,24 +229,22 @@ class EmbeddedStore:
 
     def dag(self, cid: str) -> Iterator[tuple[str, bytes]]:
         """(cid, block) of the DAG under `cid`, depth first, each once; NotFound if incomplete."""
-        for c, data in self._dag(parse_cid(cid)):
+        for c, data in dag.walk(self.blocks.get, parse_cid(cid)):
             yield str(c), data
 
-    def _dag(self, root: Cid, seen: set[str] | None = None) -> Iterator[tuple[Cid, bytes]]:
-        seen = set() if seen is None else seen
-        stack = [root]
-        while stack:
-            c = stack.pop()
-            if c.key in seen:
-                continue
-            seen.add(c.key)
-            data = self.blocks.get(c)
-            yield c, data
-            stack.extend(reversed(_links(c, data)))
-
-    def export_car(self, cid: str) -> Iterator[bytes]:
-        """CARv1 of the DAG under `cid` (one root, depth-first, no duplicates)."""
-        return self.export_cars([cid])
+    def export_car(self, cid: str, path: str = "", options: CarOptions | None = None,
+                   piece_bytes: int = 1 << 18) -> Iterator[bytes]:
+        """CARv1 with root `cid`: the blocks on `path` from it, then those of the path's target
+        that `options` select (default: its whole DAG), depth first, no duplicates unless
+        `options.dups`. NotFound (before the first byte) if the path or the target's block is
+        missing; a block missing further down ends the stream with NotFound."""
+        opts = options or CarOptions()
+        trail = [parse_cid(c) for c in self.resolve_path(cid, path)]
+        on_path = [(c, self.blocks.get(c)) for c in trail[:-1]]
+        selected = dag.select(self.blocks.get, trail[-1], opts)
+        first = next(selected)
+        return dag.car_pieces(trail[:1], chain(on_path, [first], selected), dups=opts.dups,
+                              piece_bytes=piece_bytes)
 
     def export_cars(self, cids: Sequence[str], piece_bytes: int = 1 << 18) -> Iterator[bytes]:
         """One CARv1 with every `cids` as a root and the blocks of all their DAGs, each block
@@ -258,22 +254,9 @@ class EmbeddedStore:
         for c in roots:
             if not self.blocks.has(c):
                 raise NotFound(f"{c} is not in this store")
-        return self._export(roots, piece_bytes)
-
-    def _export(self, roots: list[Cid], piece_bytes: int) -> Iterator[bytes]:
-        piece = [car.frame(car.encode_header(roots))]
-        size = len(piece[0])
         seen: set[str] = set()
-        for root in roots:
-            for block_cid, data in self._dag(root, seen):
-                section = car.block_section(block_cid, data)
-                piece.append(section)
-                size += len(section)
-                if size >= piece_bytes:
-                    yield b"".join(piece)
-                    piece, size = [], 0
-        if piece:
-            yield b"".join(piece)
+        blocks = chain.from_iterable(dag.walk(self.blocks.get, r, seen) for r in roots)
+        return dag.car_pieces(roots, blocks, piece_bytes=piece_bytes)
 
     def import_car(
         self, chunks: Iterable[bytes], *, pin: bool = False, max_bytes: int | None = None
@@ -304,7 +287,7 @@ class EmbeddedStore:
     # --- pins and gc --------------------------------------------------------------------------
 
     def _check_complete(self, c: Cid) -> None:
-        for _ in self._dag(c):
+        for _ in dag.walk(self.blocks.get, c):
             pass
 
     def pin(self, cid: str) -> None:
@@ -350,20 +333,7 @@ class EmbeddedStore:
                 data = self.blocks.get(c)
             except NotFound:
                 continue
-            stack.extend(_links(c, data))
-
-
-def _links(c: Cid, data: bytes) -> list[Cid]:
-    """Child CIDs of a block (dag-pb links; other codecs are leaves here)."""
-    if c.codec != DAG_PB:
-        return []
-    out: list[Cid] = []
-    for link in dagpb.decode_node(data).links:
-        try:
-            out.append(cid_from_bytes(link.hash))
-        except BadCID as exc:
-            raise IntegrityError(f"block {c} links to an invalid CID") from exc
-    return out
+            stack.extend(dag.links(c, data))
 
 
 def _insert(tree: dict[str, object], parts: list[str], c: Cid, relpath: str) -> None:

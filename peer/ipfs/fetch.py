@@ -11,30 +11,23 @@ import logging
 import tempfile
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import aiohttp
 
 from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.ipfs.gateway import PEER_FETCH_HEADER
+from peer.ipfs.store import Store
 
 log = logging.getLogger("banzai.fetch")
 
 BATCH_CIDS = 512  # DAGs per POST /api/car request (the peer accepts up to 1024)
 
 
-class CarStore(Protocol):
-    """What fetching needs of a store."""
-
-    def dag(self, cid: str) -> Iterable[tuple[str, bytes]]: ...
-    def import_car(self, chunks: Iterable[bytes], *, pin: bool = False,
-                   max_bytes: int | None = None) -> list[str]: ...
-
-
 class Fetcher:
     """`ensure(cids)` returns once every DAG is complete locally, or raises NotFound."""
 
-    def __init__(self, store: CarStore, urls: Callable[[], Mapping[str, str]],
+    def __init__(self, store: Store, urls: Callable[[], Mapping[str, str]],
                  providers: Callable[[str], Iterable[str]], self_id: str,
                  timeout_s: float = 300.0, max_bytes: int = 8 << 30) -> None:
         self.store = store

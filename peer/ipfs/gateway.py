@@ -1,4 +1,5 @@
-"""IPFS HTTP path + trustless gateway: GET/HEAD /ipfs/{cid}[/path] over the embedded store.
+"""IPFS HTTP path + trustless gateway: GET/HEAD /ipfs/{cid}[/path] over a Store; HTTP only (paths,
+ranges, DAG and CAR traversal are store methods).
 
 Store calls run in worker threads (asyncio.to_thread) and file bytes are streamed block by block,
 so the event loop never blocks; only store content is ever read.
@@ -21,17 +22,14 @@ import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
 from peer.errors import ArgError, BanzaiError, NotFound
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import Cid, Entry, parse_cid
-from peer.ipfs.car import block_section, encode_header, frame
-from peer.ipfs.cids import cid_from_bytes
-from peer.ipfs.dagpb import DataType, PBNode, UnixFSData, decode_node, decode_unixfs
+from peer.ipfs.cids import parse_cid
+from peer.ipfs.store import CarOptions, DagScope, Entry, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,24 +78,13 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class GatewayStore(Protocol):
-    """The store surface the gateway reads; every call may block (run in a thread)."""
-
-    def stat(self, cid: str) -> Entry: ...
-    def ls(self, cid: str) -> list[Entry]: ...
-    def resolve(self, cid: str, path: str) -> str: ...
-    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
-    def get_block(self, cid: str) -> bytes: ...
-    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
-
-
 Fetch = Callable[[str], Awaitable[bool]]
 # Requests made by peers fetching data carry this header: they never trigger a fetch in
 # turn, so two peers lacking a block cannot ask each other for it forever.
 PEER_FETCH_HEADER = "X-Banzai-Fetch"
 
 
-def add_routes(app: web.Application, store: GatewayStore, fetch: Fetch | None = None) -> None:
+def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None) -> None:
     """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`. With `fetch`, a
     CID missing here is fetched from the mesh (fetch(cid) -> True if now local) first."""
     gateway = Gateway(store, fetch)
@@ -208,23 +195,17 @@ def response_format(request: web.Request) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class CarOptions:
-    """Trustless CAR request parameters (dag-scope, entity-bytes, dups from Accept)."""
-
-    scope: str = "all"
-    entity_bytes: tuple[int, int | None] | None = None
-    dups: bool = False
-
-
+_DAG_SCOPES: dict[str, DagScope] = {"all": "all", "entity": "entity", "block": "block"}
 _ENTITY_BYTES = re.compile(r"^(-?\d+):(-?\d+|\*)$")
 
 
 def car_options(request: web.Request) -> CarOptions:
     """CarOptions from ?dag-scope=, ?entity-bytes= and the Accept CAR parameters; ArgError."""
-    scope = request.query.get("dag-scope", "all")
-    if scope not in ("all", "entity", "block"):
-        raise ArgError(f"invalid dag-scope {scope!r} (all, entity, block)", field="dag-scope")
+    raw_scope = request.query.get("dag-scope", "all")
+    scope = _DAG_SCOPES.get(raw_scope)
+    if scope is None:
+        raise ArgError(f"invalid dag-scope {raw_scope!r} (all, entity, block)",
+                       field="dag-scope")
     entity: tuple[int, int | None] | None = None
     raw = request.query.get("entity-bytes")
     if raw is not None:
@@ -251,32 +232,6 @@ def _car_param(request: web.Request, name: str) -> str:
     return ""
 
 
-def entity_range(spec: tuple[int, int | None], size: int) -> tuple[int, int]:
-    """[start, end) of an entity-bytes (from, to-inclusive or None) over a file of `size`."""
-    first, last = spec
-    start = first if first >= 0 else max(0, size + first)
-    end = size if last is None else (last + 1 if last >= 0 else size + last + 1)
-    return min(start, size), max(min(end, size), 0)
-
-
-def _unixfs(c: Cid, data: bytes) -> tuple[PBNode, UnixFSData] | None:
-    """The dag-pb node and its UnixFS data, or None for raw blocks and other codecs."""
-    if c.codec != "dag-pb":
-        return None
-    node = decode_node(data)
-    return (node, decode_unixfs(node.data)) if node.data is not None else None
-
-
-def _unixfs_size(fs: UnixFSData) -> int:
-    return fs.filesize if fs.filesize is not None else len(fs.data or b"") + sum(fs.blocksizes)
-
-
-def _child_cids(c: Cid, data: bytes) -> list[Cid]:
-    if c.codec != "dag-pb":
-        return []
-    return [cid_from_bytes(link.hash) for link in decode_node(data).links]
-
-
 def check_raw_path(raw_path: str) -> None:
     """ArgError if the request path has '.' or '..' segments, raw or percent-encoded."""
     for segment in raw_path.split("/"):
@@ -298,7 +253,7 @@ class Plan:
 class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
-    def __init__(self, store: GatewayStore, fetch: Fetch | None = None) -> None:
+    def __init__(self, store: Store, fetch: Fetch | None = None) -> None:
         self.store = store
         self.fetch = fetch
 
@@ -331,30 +286,21 @@ class Gateway:
             if path.strip("/"):
                 raise ArgError("?format=raw returns one block and takes no path", field="path")
             return self._raw(root, request)
-        cids = self._walk_path(root, path)
+        if "//" in path:
+            raise ArgError("empty path segments are not allowed", field="path")
+        cids = self.store.resolve_path(root, path)
         headers = {
             "X-Ipfs-Path": request.rel_url.raw_path,
             "X-Ipfs-Roots": ",".join(cids),
             "Cache-Control": CACHE_IMMUTABLE,
         }
         if fmt == "car":
-            return self._car(cids, request, headers)
+            return self._car(cids, path, request, headers)
         entry = self.store.stat(cids[-1])
         if entry.kind == "dir":
             return self._dir(entry, request, headers, fmt)
         name = path.rstrip("/").rsplit("/", 1)[-1] if path else ""  # typed by its own name
         return self._file(entry, name, request, headers)
-
-    def _walk_path(self, root: str, path: str) -> list[str]:
-        """CIDs from the root to the path's target (one per segment)."""
-        if "//" in path:
-            raise ArgError("empty path segments are not allowed", field="path")
-        cids = [str(parse_cid(root))]
-        for part in (p for p in path.split("/") if p):
-            if part in (".", ".."):
-                raise ArgError("'.' and '..' are not allowed in IPFS paths", field="path")
-            cids.append(self.store.resolve(cids[-1], part))
-        return cids
 
     def _raw(self, cid: str, request: web.Request) -> Plan:
         c = str(parse_cid(cid))
@@ -373,8 +319,8 @@ class Gateway:
         block = self.store.get_block(c)
         return Plan(200, headers, body=block)
 
-    def _car(self, cids: list[str], request: web.Request, headers: dict[str, str]) -> Plan:
-        root = parse_cid(cids[0])  # Kubo puts the path's terminal CID here; tests pin the root
+    def _car(self, cids: list[str], path: str, request: web.Request,
+             headers: dict[str, str]) -> Plan:
         opts = car_options(request)
         tag = hashlib.sha256(repr(("/".join(cids), opts)).encode()).hexdigest()[:16]
         default = len(cids) == 1 and opts == CarOptions()
@@ -388,67 +334,9 @@ class Gateway:
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        path_blocks = [(parse_cid(c), self.store.get_block(c)) for c in cids[:-1]]
-        dag = self._select(parse_cid(cids[-1]), opts)
-        first = next(dag)  # NotFound now rather than mid-stream
-
-        def stream() -> Iterator[bytes]:
-            yield frame(encode_header([root]))
-            seen = set()
-            for c, data in path_blocks:
-                seen.add(c.key)
-                yield block_section(c, data)
-            for c, data in (first, *dag):
-                if opts.dups or c.key not in seen:
-                    seen.add(c.key)
-                    yield block_section(c, data)
-
-        return Plan(200, headers, stream=stream())
-
-    def _select(self, c: Cid, opts: CarOptions) -> Iterator[tuple[Cid, bytes]]:
-        """Blocks of the terminal entity per dag-scope / entity-bytes, depth first."""
-        data = self.store.get_block(str(c))
-        if opts.scope == "block":
-            return iter([(c, data)])
-        node = _unixfs(c, data)
-        if opts.scope == "entity" and node is not None and node[1].type == DataType.DIRECTORY:
-            return iter([(c, data)])
-        if opts.scope == "entity" and opts.entity_bytes is not None and node is not None:
-            start, end = entity_range(opts.entity_bytes, _unixfs_size(node[1]))
-            return self._file_blocks(c, data, start, end)
-        if opts.scope == "entity" and opts.entity_bytes is not None:
-            return iter([(c, data)])
-        return self._dfs(c, data, opts.dups)
-
-    def _dfs(self, c: Cid, data: bytes, dups: bool) -> Iterator[tuple[Cid, bytes]]:
-        seen: set[str] = set()
-        stack: list[tuple[Cid, bytes | None]] = [(c, data)]
-        while stack:
-            cid, block = stack.pop()
-            if not dups and cid.key in seen:
-                continue
-            seen.add(cid.key)
-            block = self.store.get_block(str(cid)) if block is None else block
-            yield cid, block
-            stack.extend((child, None) for child in reversed(_child_cids(cid, block)))
-
-    def _file_blocks(self, c: Cid, data: bytes, start: int, end: int
-                     ) -> Iterator[tuple[Cid, bytes]]:
-        """The blocks of a UnixFS file needed for its bytes [start, end), depth first."""
-        yield c, data
-        node = _unixfs(c, data)
-        if node is None or node[1].type == DataType.DIRECTORY:
-            return
-        pb, fs = node
-        pos = len(fs.data or b"")
-        for link, size in zip(pb.links, fs.blocksizes, strict=False):
-            if pos >= end:
-                return
-            if pos + size > start:
-                child = cid_from_bytes(link.hash)
-                yield from self._file_blocks(child, self.store.get_block(str(child)),
-                                             max(0, start - pos), min(size, end - pos))
-            pos += size
+        # The CAR's root is the request's root (Kubo puts the path's terminal CID there; our
+        # tests pin the root); NotFound comes before the first byte.
+        return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts))
 
     def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
         if fmt == "json":

@@ -1,15 +1,17 @@
-"""Kubo backend: a thin asyncio client of the Kubo RPC API and a write-through mirror.
+"""Kubo backend (`--store kubo`): KuboStore, a thin asyncio client of the Kubo RPC API and
+KuboMirror, which copies the working store's DAGs into Kubo. Client and mirror are loop-owned.
 
 Why a thin aiohttp client rather than a library: `ipfshttpclient` is synchronous, was last
 released in 2021, sends `raw-leaves=false` by default (so its CIDv1 adds differ from Kubo's
 CLI and ours) and refuses Kubo versions past 0.8 without patching; `aioipfs` is untested
 after Kubo 0.28. The calls needed are a dozen POSTs to `/api/v0/...`.
 
-Design (`--store kubo`): the engine keeps its one synchronous store API. The peer's
-EmbeddedStore stays the working store (workers materialise from it) and `KuboMirror`
-  (a) imports into Kubo, pinned, every DAG this peer produces or pins (a local TASK_DONE
-      that is not cached, a local PROVIDE), as the CAR of `EmbeddedStore.export_car`, so
-      Kubo holds and pins exactly the same CIDs;
+Design (why the embedded store stays the working store: peer.ipfs.store): `KuboStore` is the
+EmbeddedStore (the peer and its workers read and write it) plus the client of its Kubo node,
+and the peer's `KuboMirror`
+  (a) imports into Kubo, pinned, every DAG the node hands it (`mirror`: what this peer
+      computed or provides, chosen by peer.ipfs.replicate.mirrored), as the CAR of
+      `export_car`, so Kubo holds and pins exactly the same CIDs;
   (b) is tried first when a DAG is missing locally (`dag/export`, verified block by block by
       `EmbeddedStore.import_car`): online (bitswap) when a provider of it advertises a Kubo
       node or no peer provides it, else offline (Kubo's own repo only, no waiting);
@@ -34,13 +36,13 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
-from peer.log import Event, Provide, TaskDone
+from peer.ipfs.embedded import EmbeddedStore
 
 log = logging.getLogger("banzai.kubo")
 
@@ -239,14 +241,14 @@ def _walk(root: Path) -> Iterator[tuple[str, Path | None]]:
                 yield f"{root.name}/{rel}", f
 
 
-# -- the mirror ------------------------------------------------------------------------
-class CarStore(Protocol):
-    """What the mirror needs of the working store (EmbeddedStore)."""
+# -- the store and its mirror ----------------------------------------------------------
+class KuboStore(EmbeddedStore):
+    """The Kubo-backed Store: the embedded working store at `root`, mirrored by the peer's
+    KuboMirror into the Kubo node at `api` (`client`; opening one makes no request)."""
 
-    def export_car(self, cid: str) -> Iterator[bytes]: ...
-    def import_car(self, chunks: Iterable[bytes], *, pin: bool = False,
-                   max_bytes: int | None = None) -> list[str]: ...
-    def pins(self) -> list[str]: ...
+    def __init__(self, root: Path, api: str) -> None:
+        super().__init__(root)
+        self.client = KuboClient(api)
 
 
 PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]
@@ -266,10 +268,10 @@ def kubo_info(info: Mapping[str, Any]) -> tuple[str, list[str]] | None:
 class KuboMirror:
     """Write-through mirror of one peer's outputs into Kubo, and Kubo as a first source."""
 
-    def __init__(self, client: KuboClient, store: CarStore, self_id: str, peers: PeerInfos,
+    def __init__(self, store: KuboStore, self_id: str, peers: PeerInfos,
                  providers: Callable[[str], Iterable[str]], *, fetch_timeout_s: float = 20.0,
                  connect_every_s: float = 1.0, max_bytes: int = 8 << 30) -> None:
-        self.client = client
+        self.client = store.client
         self.store = store
         self.self_id = self_id
         self.peers = peers  # live peers other than this one -> heartbeat info
@@ -307,17 +309,8 @@ class KuboMirror:
         """What heartbeats carry about this peer's Kubo node."""
         return {"kubo": {"id": self.kubo_id, "addrs": self.addrs}} if self.kubo_id else {}
 
-    def on_event(self, ev: Event) -> None:
-        """Listener: mirror what this peer produced (TASK_DONE not cached) or pinned."""
-        if ev.origin != self.self_id:
-            return
-        b = ev.body
-        if isinstance(b, TaskDone) and not b.cached:
-            cids = [b.output]
-        elif isinstance(b, Provide):
-            cids = list(b.cids)
-        else:
-            return
+    def mirror(self, cids: Iterable[str]) -> None:
+        """Import these DAGs into Kubo, pinned, in the background (once each); never blocks."""
         for cid in cids:
             if cid not in self.pushed and cid not in self._pushing:
                 self._spawn(self.push(cid))

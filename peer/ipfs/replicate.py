@@ -8,6 +8,7 @@ with PROVIDE, so losing the producer loses no result. Outputs arriving within
 thread hop and announced in one PROVIDE. Peers with the same membership view
 choose the same replicas; a differing view (a peer joining or suspected) can add a replica,
 never remove one. An output already announced by r peers is not replicated again.
+With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
 Loop-owned; one listener (`on_event`) on the node.
 """
 
@@ -19,14 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
-from peer.log import Event, EventType, TaskDone
+from peer.ipfs.store import Pinner
+from peer.log import Event, EventType, Provide, TaskDone
 from peer.rendezvous import rendezvous
 
 log = logging.getLogger("banzai.replicate")
-
-
-class Pinner(Protocol):
-    def pin(self, cid: str) -> None: ...
 
 
 class Data(Protocol):
@@ -35,6 +33,19 @@ class Data(Protocol):
 
 
 Emit = Callable[[EventType, dict[str, Any]], Event]
+
+
+def mirrored(ev: Event, self_id: str) -> list[str]:
+    """The CIDs of an event that this peer keeps in its Kubo node too (KuboMirror.mirror):
+    outputs it computed (TASK_DONE not cached) and whatever it provides."""
+    if ev.origin != self_id:
+        return []
+    b = ev.body
+    if isinstance(b, TaskDone) and not b.cached:
+        return [b.output]
+    if isinstance(b, Provide):
+        return list(b.cids)
+    return []
 
 
 def replica_peers(cid: str, producer: str, alive: Iterable[str], replicas: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""A subset of the Kubo RPC API (/api/v0/...) over the embedded store, for IPFS clients.
+"""A subset of the Kubo RPC API (/api/v0/...) over a Store, for IPFS clients.
 
 Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, dag/export, dag/import, block/get, id,
 version. Request options and response bodies follow Kubo 0.39: newline-delimited JSON for
@@ -19,7 +19,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,9 +30,9 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from peer import __version__
 from peer.errors import ArgError, BanzaiError, Forbidden, NotFound, TooLarge, Unsupported
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import Entry, car, dagpb, parse_cid
-from peer.ipfs.cids import DAG_PB
+from peer.ipfs import car, parse_cid
 from peer.ipfs.gateway import write_stream
+from peer.ipfs.store import Entry, Store
 from peer.log import EventType
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,6 @@ _ADD_VALUES = {"chunker": ("size-262144",), "hash": ("sha2-256",)}
 _DIR_TYPE = "application/x-directory"
 _TRUE = ("1", "t", "true", "")
 _FALSE = ("0", "f", "false")
-
-
-class RpcStore(Protocol):
-    """The EmbeddedStore surface used here; every call may block."""
-
-    def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str: ...
-    def stat(self, cid: str) -> Entry: ...
-    def ls(self, cid: str) -> list[Entry]: ...
-    def resolve(self, cid: str, path: str) -> str: ...
-    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
-    def get_block(self, cid: str) -> bytes: ...
-    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
-    def export_car(self, cid: str) -> Iterator[bytes]: ...
-    def import_car(
-        self, chunks: Iterable[bytes], *, pin: bool = False, max_bytes: int | None = None
-    ) -> list[str]: ...
-    def pin(self, cid: str) -> None: ...
-    def pins(self) -> list[str]: ...
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -109,7 +91,7 @@ def node_options(node: Host) -> dict[str, Any]:
 
 def add_routes(
     app: web.Application,
-    store: RpcStore,
+    store: Store,
     *,
     peer_id: str = "",
     tmp_dir: Path | None = None,
@@ -294,22 +276,14 @@ async def spool_multipart(request: web.Request, spool: Spool) -> None:
 # --- add: computing Kubo's output events --------------------------------------------------------
 
 
-def tsize(store: RpcStore, cid: str) -> int:
-    """Cumulative DAG bytes of a node (Kubo's `Size` in add output)."""
-    block = store.get_block(cid)
-    if parse_cid(cid).codec != DAG_PB:
-        return len(block)
-    return len(block) + sum(link.tsize or 0 for link in dagpb.decode_node(block).links)
-
-
 def _name_key(e: Entry) -> bytes:
     return e.path.encode("utf-8")
 
 
-def tree_events(store: RpcStore, name: str, cid: str) -> list[dict[str, str]]:
+def tree_events(store: Store, name: str, cid: str) -> list[dict[str, str]]:
     """Kubo's add events for one top-level node: files depth first, then dirs post-order."""
     if store.stat(cid).kind == "file":
-        return [event(name, cid, tsize(store, cid))]
+        return [event(name, cid, store.dag_size(cid))]
     files: list[dict[str, str]] = []
     dirs: list[dict[str, str]] = []
 
@@ -317,12 +291,12 @@ def tree_events(store: RpcStore, name: str, cid: str) -> list[dict[str, str]]:
         for e in sorted(store.ls(c), key=_name_key):
             child = f"{path}/{e.path}" if path else e.path
             if e.kind == "file":
-                files.append(event(child, e.cid, tsize(store, e.cid)))
+                files.append(event(child, e.cid, store.dag_size(e.cid)))
             else:
                 walk(child, e.cid, e.size)
         dirs.append(event(path, c, size))
 
-    walk(name, cid, tsize(store, cid))
+    walk(name, cid, store.dag_size(cid))
     return files + dirs
 
 
@@ -330,7 +304,7 @@ def event(name: str, cid: str, size: int) -> dict[str, str]:
     return {"Name": name, "Hash": cid, "Size": str(size)}
 
 
-def add_spooled(store: RpcStore, spool: Spool, version: int, pin: bool,
+def add_spooled(store: Store, spool: Spool, version: int, pin: bool,
                 wrap: bool) -> tuple[list[dict[str, str]], list[str]]:
     """Import what was spooled: (events in Kubo's order, the last being a root; the roots)."""
     events: list[dict[str, str]] = []
@@ -339,7 +313,7 @@ def add_spooled(store: RpcStore, spool: Spool, version: int, pin: bool,
         for top in spool.tops:
             name = top.replace("\x00", ".stdin-")
             events += tree_events(store, name, store.resolve(root, name))
-        return [*events, event("", root, tsize(store, root))], [root]
+        return [*events, event("", root, store.dag_size(root))], [root]
     roots = []
     for top in spool.tops:
         path = spool.dir / top.replace("\x00", ".stdin-")
@@ -355,7 +329,7 @@ def add_spooled(store: RpcStore, spool: Spool, version: int, pin: bool,
 class KuboRpc:
     """Handlers; blocking store work runs in worker threads."""
 
-    def __init__(self, store: RpcStore, peer_id: str, tmp_dir: Path | None, max_upload: int,
+    def __init__(self, store: Store, peer_id: str, tmp_dir: Path | None, max_upload: int,
                  on_added: OnAdded | None) -> None:
         self.store = store
         self.peer_id = peer_id

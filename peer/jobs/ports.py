@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from peer.ipfs.store import StoreConfig
 from peer.log import Event, EventType
 
 T = TypeVar("T")
@@ -16,7 +17,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    store_root: str
+    store: StoreConfig  # what the work orders carry: workers open the same store
     task_modules: tuple[str, ...] = ()
     fetch_allow: tuple[str, ...] = ()  # CIDRs fetching tasks may reach (--fetch-allow)
     max_attempts: int = 3

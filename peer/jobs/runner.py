@@ -1,7 +1,8 @@
 """What a worker process runs for one chunk: materialise input, call the task, store output.
 
 Runs inside executor workers (never in the event loop). The store is opened per
-process and shared with the peer through the filesystem.
+process, by peer.ipfs.store.open_store from the work order's store settings, and shared
+with the peer through the filesystem.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from peer.ipfs.store import Store, StoreConfig, open_store
 from peer.jobs import kinds
 from tasks import registry
 from tasks.registry import KEEP, TaskContext, TaskDef
 
-_stores: dict[str, Any] = {}
+_stores: dict[StoreConfig, Store] = {}
 
 
-def _store(root: str) -> Any:
-    from peer.ipfs import EmbeddedStore
-
-    if root not in _stores:
-        _stores[root] = EmbeddedStore(Path(root))
-    return _stores[root]
+def _store(settings: dict[str, Any]) -> Store:
+    cfg = StoreConfig.from_json(settings)
+    if cfg not in _stores:
+        _stores[cfg] = open_store(cfg)
+    return _stores[cfg]
 
 
 def _task(call: str, modules: list[str]) -> TaskDef:
@@ -52,7 +53,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return {"output": store.add_path(Path(result) if result is not None else out)}
 
 
-def _run_items(store: Any, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
+def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
                ctx: TaskContext) -> dict[str, Any]:
     results: dict[str, Any] = {}
     inp, out_dir = ctx.workdir / "in", ctx.workdir / "out"

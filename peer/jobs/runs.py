@@ -89,7 +89,7 @@ class Runs:
         """Run attempt `ak` of a chunk of `split` (its claim is ours) in a task of its own."""
         items = [it for it in split.payload["chunks"][ak.chunk]
                  if cache_key(tdef, spec.params, it[1]) not in self.state.cache]
-        payload = {"store": self.cfg.store_root, "modules": list(self.cfg.task_modules),
+        payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
                    "fetch_allow": list(self.cfg.fetch_allow)}

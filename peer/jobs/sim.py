@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from peer.errors import BanzaiError
+from peer.ipfs.store import StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
@@ -240,7 +241,7 @@ class JobMesh:
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False) -> None:
         self.catalog = catalog
-        self.cfg = cfg or SchedulerConfig(store_root="/nonexistent")
+        self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
         self.peers: dict[str, SimPeer] = {}

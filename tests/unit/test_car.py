@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from peer.errors import IntegrityError, NotFound, StoreError, TooLarge
 from peer.ipfs import EmbeddedStore, car, parse_cid
 from peer.ipfs.dagpb import varint
+from peer.ipfs.store import CarOptions
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
@@ -136,3 +138,67 @@ def test_car_round_trip_property(tmp_path: Path, files: dict[str, bytes], versio
     root = a.make_dir({name: a.add_bytes(data, version) for name, data in files.items()}, version)
     assert b.import_car(a.export_car(root)) == [root]
     assert {e.path: b"".join(b.cat(e.cid)) for e in b.walk(root)} == files
+
+
+def _blocks(pieces: Iterator[bytes]) -> tuple[list[str], list[str]]:
+    roots, blocks = car.read_car(pieces, None)
+    return [str(r) for r in roots], [str(c) for c, _ in blocks]
+
+
+def test_export_car_of_a_path_sends_the_path_then_what_the_scope_selects(
+        store: EmbeddedStore, tmp_path: Path) -> None:
+    root = _dir(store, tmp_path)
+    trail = store.resolve_path(root, "d/big.bin")
+    assert trail == [root, store.resolve(root, "d"), store.resolve(root, "d/big.bin")]
+    big = trail[-1]
+    leaves = [c for c, _ in store.dag(big)][1:]
+    assert len(leaves) == 2
+    roots, cids = _blocks(store.export_car(root, "d/big.bin"))
+    assert roots == [root] and cids == [*trail, *leaves]
+    _, cids = _blocks(store.export_car(root, "d/big.bin", CarOptions(scope="block")))
+    assert cids == trail
+    second = CarOptions(scope="entity", entity_bytes=(262144, None))  # only the second chunk
+    assert _blocks(store.export_car(root, "d/big.bin", second))[1] == [*trail, leaves[1]]
+    last_byte = CarOptions(scope="entity", entity_bytes=(-1, None))
+    assert _blocks(store.export_car(root, "d/big.bin", last_byte))[1] == [*trail, leaves[1]]
+    _, cids = _blocks(store.export_car(root, "d", CarOptions(scope="entity")))
+    assert cids == trail[:2]  # a directory entity is its own block only
+    assert _blocks(store.export_car(root))[1] == [c for c, _ in store.dag(root)]
+
+
+def test_export_car_fails_before_the_first_byte_when_the_target_is_missing(
+        store: EmbeddedStore, tmp_path: Path) -> None:
+    root = _dir(store, tmp_path)
+    with pytest.raises(NotFound):
+        store.export_car(root, "d/nope.bin")
+    big = store.resolve(root, "d/big.bin")
+    store.blocks.path(parse_cid(big).key).unlink()
+    with pytest.raises(NotFound):
+        store.export_car(root, "d/big.bin")
+
+
+def test_dups_repeats_blocks_only_when_asked(store: EmbeddedStore) -> None:
+    same = store.add_bytes(bytes(262144 * 2))  # two identical zero chunks: one leaf block
+    _, once = _blocks(store.export_car(same))
+    _, twice = _blocks(store.export_car(same, options=CarOptions(dups=True)))
+    assert len(once) == 2 and len(twice) == 3 and twice[1] == twice[2]
+
+
+def test_entity_bytes_of_a_chain_deeper_than_the_bound_is_refused() -> None:
+    """A 1,200-level chain once hit RecursionError (502): a clear TooLarge instead."""
+    from peer.errors import TooLarge
+    from peer.ipfs import dag, dagpb
+    from peer.ipfs.cids import DAG_PB, RAW, sha256_cid
+    from peer.ipfs.unixfs import MAX_DEPTH
+
+    blocks = {}
+    c = sha256_cid(b"x", RAW, 1)
+    blocks[c.key] = b"x"
+    for _ in range(1200):
+        fs = dagpb.UnixFSData(dagpb.DataType.FILE, None, 1, (1,))
+        block = dagpb.encode_node(dagpb.PBNode((dagpb.PBLink(c.binary, "", 1),),
+                                               dagpb.encode_unixfs(fs)))
+        c = sha256_cid(block, DAG_PB, 1)
+        blocks[c.key] = block
+    with pytest.raises(TooLarge, match=f"more than {MAX_DEPTH} levels deep"):
+        list(dag.file_blocks(lambda k: blocks[k.key], c, blocks[c.key], 0, 1))

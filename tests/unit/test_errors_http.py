@@ -24,6 +24,7 @@ from peer.errors import (
 )
 from peer.errors_http import STATUS, HttpError, Surface, http_error, status_of, unexpected
 from peer.ipfs.kubo import KuboError
+from peer.ipfs.store import Store
 
 
 class TaskFailure(BanzaiError):
@@ -98,7 +99,7 @@ async def test_surfaces_answer_from_the_map(aiohttp_client: Any) -> None:
 
     app = web.Application(middlewares=[api_errors])
     app.router.add_get("/api/{what}", fails)
-    rpc.add_routes(app, cast(rpc.RpcStore, object()))
+    rpc.add_routes(app, cast(Store, object()))
     client = await aiohttp_client(app)
     r = await client.get("/api/conflict")
     assert r.status == 409 and await r.json() == {

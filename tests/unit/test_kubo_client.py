@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 from peer import config
 from peer.errors import ConfigError
 from peer.ipfs import EmbeddedStore
-from peer.ipfs.kubo import KuboClient, KuboError, KuboMirror, kubo_info, parse_api_url
+from peer.ipfs.kubo import KuboClient, KuboError, KuboMirror, KuboStore, kubo_info, parse_api_url
+from peer.ipfs.replicate import mirrored
 from peer.log import Event, EventType
 
 
@@ -180,8 +181,7 @@ async def test_errors_name_the_api(fake: Serve) -> None:
 
 
 async def test_mirror_start_fails_clearly_when_unreachable(tmp_path: Path) -> None:
-    m = KuboMirror(KuboClient("http://127.0.0.1:1"), EmbeddedStore(tmp_path), "me", dict,
-                   lambda c: ())
+    m = KuboMirror(KuboStore(tmp_path, "http://127.0.0.1:1"), "me", dict, lambda c: ())
     with pytest.raises(ConfigError, match=r"--ipfs-api: .*http://127.0.0.1:1 unreachable"):
         await m.start()
     await m.close()
@@ -194,7 +194,7 @@ def _done(origin: str, cid: str, cached: bool = False) -> Event:
 
 async def test_mirror_pushes_own_outputs_and_fetches_first(fake: Serve, tmp_path: Path) -> None:
     k, url = await fake()
-    store = EmbeddedStore(tmp_path / "s")
+    store = KuboStore(tmp_path / "s", url)
     mine = store.add_bytes(b"mine\n" * 100_000)
     store.pin(mine)
     theirs_store = EmbeddedStore(tmp_path / "t")
@@ -205,14 +205,14 @@ async def test_mirror_pushes_own_outputs_and_fetches_first(fake: Serve, tmp_path
         "p1": {"kubo": {"id": "12D3KooWOther", "addrs": ["/ip4/127.0.0.1/tcp/4002"]}},
         "p2": {}}
     provs = {theirs: {"p2"}}
-    m = KuboMirror(KuboClient(url), store, "me", lambda: infos,
-                   lambda c: provs.get(c, set()), connect_every_s=0.01)
+    m = KuboMirror(store, "me", lambda: infos, lambda c: provs.get(c, set()),
+                   connect_every_s=0.01)
     await m.start()
     try:
         assert m.info() == {"kubo": {"id": "12D3KooWSelf",
                                      "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWSelf"]}}
-        m.on_event(_done("p1", theirs))  # not ours: ignored
-        m.on_event(_done("me", mine, cached=True))  # cached: ignored
+        m.mirror(mirrored(_done("p1", theirs), "me"))  # not ours: ignored
+        m.mirror(mirrored(_done("me", mine, cached=True), "me"))  # cached: ignored
         for _ in range(100):  # the start-up pin sync mirrors `mine` once
             if mine in k.pins and "12D3KooWOther" in k.connected:
                 break
@@ -228,6 +228,18 @@ async def test_mirror_pushes_own_outputs_and_fetches_first(fake: Serve, tmp_path
         assert theirs in store.pins() or store.has(theirs)
     finally:
         await m.close()
+
+
+@pytest.mark.parametrize(("event", "want"), [
+    (_done("me", "bafyout"), ["bafyout"]),  # computed here
+    (_done("me", "bafyout", cached=True), []),  # found in the cache: mirrored when computed
+    (_done("p1", "bafyout"), []),  # another peer's output: its own Kubo mirrors it
+    (Event("me", 2, 2, EventType.PROVIDE, {"cids": ["bafya", "bafyb"]}), ["bafya", "bafyb"]),
+    (Event("p1", 2, 2, EventType.PROVIDE, {"cids": ["bafya"]}), []),
+    (Event("me", 3, 3, EventType.JOB_CANCELLED, {"job": "j", "reason": ""}), []),
+])
+def test_mirrored_is_what_this_peer_computed_or_provides(event: Event, want: list[str]) -> None:
+    assert mirrored(event, "me") == want
 
 
 def test_kubo_info_rejects_junk() -> None:

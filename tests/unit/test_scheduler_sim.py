@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
@@ -15,7 +16,8 @@ from peer.log import Event, EventType
 from tasks import registry
 
 CATALOG = registry.load(("tests.fixture_tasks",))
-CFG = SchedulerConfig(store_root="/nonexistent", lease_s=10.0, stagger_s=0.05, max_attempts=3)
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                      max_attempts=3)
 WRITE = {"name": "w", "call": "T_WRITE", "params": {"files": 2}}
 CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
 UPPER = {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
-from peer.ipfs import EmbeddedStore, Entry
+from peer.ipfs import EmbeddedStore, Entry, StoreConfig, open_store
 from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -99,6 +99,39 @@ def test_resolve(store: EmbeddedStore, tmp_path: Path) -> None:
             store.resolve(root, bad)
     with pytest.raises(BadCID):
         store.resolve("not-a-cid", "a.txt")
+
+
+def test_resolve_path_and_dag_size(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = store.add_path(_tree(tmp_path / "t"))
+    sub = store.resolve(root, "sub")
+    assert store.resolve_path(root, "") == [root]
+    assert store.resolve_path(root, "/sub/deeper/") == [root, sub, store.resolve(sub, "deeper")]
+    with pytest.raises(ArgError):
+        store.resolve_path(root, "sub/../a.txt")
+    # a directory's size in its parent's listing is its link Tsize: the cumulative DAG bytes
+    assert store.dag_size(sub) == next(e.size for e in store.ls(root) if e.path == "sub")
+    assert store.dag_size(store.resolve(root, "a.txt")) == 6  # one raw block: its bytes
+
+
+def test_open_store_picks_the_backend_named_in_the_config(tmp_path: Path) -> None:
+    from peer.errors import ConfigError
+    from peer.ipfs.kubo import KuboStore
+
+    plain = open_store(StoreConfig(str(tmp_path / "e")))
+    assert type(plain) is EmbeddedStore
+    # kubo: the embedded store stays the working store; opening it asks nothing of Kubo
+    cfg = StoreConfig(str(tmp_path / "k"), "kubo", "/ip4/127.0.0.1/tcp/1")
+    kubo = open_store(cfg)
+    assert isinstance(kubo, KuboStore) and kubo.client.url == "http://127.0.0.1:1"
+    cid = kubo.add_bytes(b"hello\n")
+    assert cid == HELLO_V1 and EmbeddedStore(tmp_path / "k").has(cid)
+    # what a work order carries opens the same store in a worker
+    assert StoreConfig.from_json(cfg.to_json()) == cfg
+    for bad in ({"kind": "s3"}, {"kind": "kubo"}):
+        with pytest.raises(ConfigError):
+            StoreConfig(str(tmp_path / "x"), **bad)
+    with pytest.raises(ConfigError, match="ipfs_api"):
+        open_store(StoreConfig(str(tmp_path / "x"), "kubo", "not-a-url"))
 
 
 def test_materialize_round_trip(store: EmbeddedStore, tmp_path: Path) -> None:

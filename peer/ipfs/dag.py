@@ -1,0 +1,123 @@
+"""DAG traversal over a block getter: depth-first walks, the blocks a trustless CAR request
+selects (dag-scope, entity-bytes, dups) and CAR streams of them. No state; reads may block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from peer.errors import BadCID, IntegrityError, TooLarge
+from peer.ipfs import car, dagpb
+from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes
+from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
+from peer.ipfs.store import CarOptions
+from peer.ipfs.unixfs import MAX_DEPTH
+
+GetBlock = Callable[[Cid], bytes]  # NotFound if absent
+Blocks = Iterator[tuple[Cid, bytes]]
+
+
+def links(c: Cid, data: bytes) -> list[Cid]:
+    """Child CIDs of a block (dag-pb links; other codecs are leaves here)."""
+    if c.codec != DAG_PB:
+        return []
+    out: list[Cid] = []
+    for link in dagpb.decode_node(data).links:
+        try:
+            out.append(cid_from_bytes(link.hash))
+        except BadCID as exc:
+            raise IntegrityError(f"block {c} links to an invalid CID") from exc
+    return out
+
+
+def walk(get: GetBlock, root: Cid, seen: set[str] | None = None, dups: bool = False) -> Blocks:
+    """(cid, block) of the DAG under `root`, depth first in link order; each block once
+    (`seen` may be shared between walks) unless `dups`."""
+    seen = set() if seen is None else seen
+    stack = [root]
+    while stack:
+        c = stack.pop()
+        if not dups and c.key in seen:
+            continue
+        seen.add(c.key)
+        data = get(c)
+        yield c, data
+        stack.extend(reversed(links(c, data)))
+
+
+def unixfs(c: Cid, data: bytes) -> tuple[PBNode, UnixFSData] | None:
+    """The dag-pb node and its UnixFS data, or None for raw blocks and other codecs."""
+    if c.codec != DAG_PB:
+        return None
+    node = dagpb.decode_node(data)
+    return (node, dagpb.decode_unixfs(node.data)) if node.data is not None else None
+
+
+def entity_range(spec: tuple[int, int | None], size: int) -> tuple[int, int]:
+    """[start, end) of an entity-bytes (from, to-inclusive or None) over a file of `size`."""
+    first, last = spec
+    start = first if first >= 0 else max(0, size + first)
+    end = size if last is None else (last + 1 if last >= 0 else size + last + 1)
+    return min(start, size), max(min(end, size), 0)
+
+
+def select(get: GetBlock, c: Cid, opts: CarOptions) -> Blocks:
+    """The blocks of the entity `c` that `opts` asks for, depth first; its own block first."""
+    data = get(c)
+    if opts.scope == "block":
+        return iter([(c, data)])
+    node = unixfs(c, data)
+    if opts.scope == "entity" and node is not None and node[1].type == DataType.DIRECTORY:
+        return iter([(c, data)])
+    if opts.scope == "entity" and opts.entity_bytes is not None and node is not None:
+        fs = node[1]
+        size = fs.filesize if fs.filesize is not None else len(fs.data or b"") + sum(
+            fs.blocksizes)
+        start, end = entity_range(opts.entity_bytes, size)
+        return file_blocks(get, c, data, start, end)
+    if opts.scope == "entity" and opts.entity_bytes is not None:
+        return iter([(c, data)])
+    return walk(get, c, dups=opts.dups)
+
+
+def file_blocks(get: GetBlock, c: Cid, data: bytes, start: int, end: int,
+                depth: int = 1) -> Blocks:
+    """The blocks of a UnixFS file needed for its bytes [start, end), depth first; TooLarge
+    past unixfs.MAX_DEPTH levels (no recursion without bound)."""
+    if depth > MAX_DEPTH:
+        raise TooLarge(f"the file DAG is more than {MAX_DEPTH} levels deep (at {c})",
+                       field="cid")
+    yield c, data
+    node = unixfs(c, data)
+    if node is None or node[1].type == DataType.DIRECTORY:
+        return
+    pb, fs = node
+    pos = len(fs.data or b"")
+    for link, size in zip(pb.links, fs.blocksizes, strict=False):
+        if pos >= end:
+            return
+        if pos + size > start:
+            child = cid_from_bytes(link.hash)
+            yield from file_blocks(get, child, get(child), max(0, start - pos),
+                                   min(size, end - pos), depth + 1)
+        pos += size
+
+
+def car_pieces(roots: list[Cid], blocks: Iterable[tuple[Cid, bytes]], *, dups: bool = False,
+               piece_bytes: int = 1 << 18) -> Iterator[bytes]:
+    """A CARv1 of `roots` and `blocks` (each once unless `dups`), in pieces of about
+    `piece_bytes`."""
+    piece = [car.frame(car.encode_header(roots))]
+    size = len(piece[0])
+    seen: set[str] = set()
+    for c, data in blocks:
+        if not dups and c.key in seen:
+            continue
+        seen.add(c.key)
+        section = car.block_section(c, data)
+        piece.append(section)
+        size += len(section)
+        if size >= piece_bytes:
+            yield b"".join(piece)
+            piece, size = [], 0
+    if piece:
+        yield b"".join(piece)

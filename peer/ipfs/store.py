@@ -1,0 +1,137 @@
+"""The content store interface: the `Store` protocol every component uses, and `open_store`, the
+one factory that picks its backend from a `StoreConfig`. Every store call is synchronous and may
+block (callers on the event loop use asyncio.to_thread); a store is safe across processes.
+
+Backends. `embedded` is EmbeddedStore (blocks, pins and gc under a directory). `kubo` is
+KuboStore: the embedded store stays the working store (the peer and its worker processes read
+and write it) and the peer's KuboMirror imports into Kubo, pinned, every DAG this peer computes or
+provides, and asks Kubo first for DAGs missing here. We keep this rather than a store that reads
+and writes Kubo directly because the store API is synchronous and used from worker processes,
+which materialise and add items one file at a time (a local write each here, an HTTP call each to
+Kubo), and the gateway and peer CAR fetches read block by block; every block stays verified on
+import, and a data dir opens under either kind. The cost: Kubo's repo holds a second copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from peer.errors import ConfigError
+from peer.ipfs.unixfs import Kind
+
+STORE_KINDS = ("embedded", "kubo")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A file or directory: path relative to the listed root ("" for the root itself).
+
+    `size` is the file's byte length, or for a directory its total DAG bytes (link Tsize).
+    """
+
+    path: str
+    cid: str
+    size: int
+    kind: Kind
+
+
+DagScope = Literal["all", "entity", "block"]
+
+
+@dataclass(frozen=True)
+class CarOptions:
+    """Which blocks a CAR of a path's target holds (trustless gateway `dag-scope`,
+    `entity-bytes` as (from, to-inclusive or None), and `dups`)."""
+
+    scope: DagScope = "all"
+    entity_bytes: tuple[int, int | None] | None = None
+    dups: bool = False
+
+
+class Pinner(Protocol):
+    """The one call a replicator needs."""
+
+    def pin(self, cid: str) -> None: ...  # recursive; NotFound if the DAG is incomplete
+
+
+class Store(Pinner, Protocol):
+    """A content store: UnixFS files and directories, DAG and CAR traversal, blocks and pins.
+
+    CIDs are strings (CIDv1 base32 or CIDv0); a missing block raises NotFound, a bad path
+    ArgError, a bad CID BadCID. Every method may block.
+    """
+
+    # adding
+    def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str: ...
+    def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
+    def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
+
+    # reading UnixFS
+    def stat(self, cid: str) -> Entry: ...
+    def ls(self, cid: str) -> list[Entry]: ...
+    def walk(self, cid: str) -> Iterator[Entry]: ...
+    def resolve(self, cid: str, path: str) -> str: ...
+    def resolve_path(self, cid: str, path: str) -> list[str]: ...  # root, then one per segment
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
+    def materialize(self, cid: str, dest: Path) -> None: ...
+
+    # blocks and DAGs
+    def get_block(self, cid: str) -> bytes: ...
+    def put_block(self, cid: str, data: bytes) -> None: ...
+    def has(self, cid: str) -> bool: ...
+    def dag(self, cid: str) -> Iterator[tuple[str, bytes]]: ...
+    def dag_size(self, cid: str) -> int: ...  # cumulative DAG bytes (a link's Tsize)
+
+    # CAR
+    def export_car(self, cid: str, path: str = "",
+                   options: CarOptions | None = None) -> Iterator[bytes]: ...
+    def export_cars(self, cids: Sequence[str], piece_bytes: int = 1 << 18
+                    ) -> Iterator[bytes]: ...
+    def import_car(self, chunks: Iterable[bytes], *, pin: bool = False,
+                   max_bytes: int | None = None) -> list[str]: ...
+
+    # pins (pin: see Pinner)
+    def unpin(self, cid: str) -> None: ...
+    def pins(self) -> list[str]: ...
+    def gc(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Which store a peer and its workers open: `kind`, the working store's directory and, for
+    `kubo`, Kubo's RPC API URL. JSON-able (`to_json`) so a work order can carry it."""
+
+    root_dir: str
+    kind: str = "embedded"  # one of STORE_KINDS
+    ipfs_api: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in STORE_KINDS:
+            raise ConfigError(f"store: expected embedded or kubo, got {self.kind!r}",
+                              field="store")
+        if self.kind == "kubo" and not self.ipfs_api:
+            raise ConfigError("store kubo needs --ipfs-api URL", field="ipfs_api")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "root_dir": self.root_dir, "ipfs_api": self.ipfs_api}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> StoreConfig:
+        return cls(str(obj["root_dir"]), obj["kind"], obj.get("ipfs_api"))
+
+
+def open_store(cfg: StoreConfig) -> Store:
+    """The store `cfg` names, opened on its directory (created if missing); ConfigError for a
+    bad Kubo API URL. Backends are imported on demand: an embedded peer's workers never load
+    aiohttp."""
+    if cfg.kind == "kubo":
+        from peer.ipfs.kubo import KuboStore
+
+        assert cfg.ipfs_api is not None  # checked by StoreConfig
+        return KuboStore(Path(cfg.root_dir), cfg.ipfs_api)
+    from peer.ipfs.embedded import EmbeddedStore
+
+    return EmbeddedStore(Path(cfg.root_dir))
