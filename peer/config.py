@@ -40,6 +40,16 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
     return host, p
 
 
+def default_worker_memory_mb() -> int:
+    """Half of the machine's physical memory in MiB, at least 2048 (librosa and numba
+    reserve about 1 GiB of address space at import)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):  # no such sysconf name on this platform
+        total = 0
+    return max(2048, total // 2)
+
+
 @dataclass(frozen=True)
 class Setting:
     """How a user sets one PeerConfig field, kept in the field's metadata. The flag
@@ -94,8 +104,9 @@ class PeerConfig:
         "private, link-local or otherwise not public, e.g. 127.0.0.1/32 (repeatable)"))
     task_timeout_s: float = field(default=3600.0, metadata=setting(
         "default per-task timeout in seconds"))
-    worker_memory_mb: int | None = field(default=None, metadata=setting(
-        "address-space limit of each worker process"))
+    worker_memory_mb: int = field(default_factory=default_worker_memory_mb, metadata=setting(
+        "address-space limit (RLIMIT_AS) of each worker process in MiB; a task that needs "
+        "more fails with MemoryError (default: half the machine's memory, at least 2048)"))
     warm_workers: bool = field(default=True, metadata=setting(
         "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
         "forkserver; each worker then pays them on its first task"))
@@ -104,6 +115,10 @@ class PeerConfig:
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
     max_body_bytes: int = field(default=1_000_000, metadata=setting(
         "largest API request body, e.g. a pipeline, in bytes (default 1000000)"))
+    max_tasks_per_job: int = field(default=1000, metadata=setting(
+        "most tasks in one submitted pipeline (default 1000)"))
+    max_workflow_bytes: int = field(default=2_000_000, metadata=setting(
+        "largest checked pipeline as stored in the event log, in bytes (default 2000000)"))
     submit_acks: int = field(default=1, metadata=setting(
         "live peers that must hold a new job before POST /api/jobs returns (default 1)"))
     ack_timeout_s: float = field(default=5.0, metadata=setting(
@@ -147,6 +162,10 @@ class PeerConfig:
             raise ConfigError(f"slots: must be at least 1, got {self.slots}", field="slots")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: unknown level {self.log_level!r}", field="log_level")
+        for name in ("max_tasks_per_job", "max_workflow_bytes", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}",
+                                  field=name)
         if self.max_attempts < 1:
             raise ConfigError("max_attempts: must be at least 1", field="max_attempts")
         if self.lease_s <= 0:
@@ -154,7 +173,7 @@ class PeerConfig:
         if self.task_timeout_s <= 0:
             raise ConfigError(f"task_timeout_s: must be positive, got {self.task_timeout_s}",
                               field="task_timeout_s")
-        if self.worker_memory_mb is not None and self.worker_memory_mb <= 0:
+        if self.worker_memory_mb <= 0:
             raise ConfigError(f"worker_memory_mb: must be positive, got {self.worker_memory_mb}",
                               field="worker_memory_mb")
 
@@ -288,5 +307,6 @@ def from_args(argv: Sequence[str] | None = None) -> tuple[PeerConfig, argparse.N
     return load(flags, toml_path=ns.config), ns
 
 
-__all__ = ["SPECS", "PeerConfig", "Setting", "SettingSpec", "build_parser", "from_args", "load",
-           "parse_hostport", "replace", "setting"]
+__all__ = ["SPECS", "PeerConfig", "Setting", "SettingSpec", "build_parser",
+           "default_worker_memory_mb", "from_args", "load", "parse_hostport", "replace",
+           "setting"]

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from peer.errors import ArgError
+from peer.errors import ArgError, BanzaiError
 from tasks.audio_fetch import FetchLimits, download, extract_festvox
 from tasks.audio_learn import LearnError, LearnParams, learn_dir
 from tasks.audio_wav import WavError, wav_info
@@ -60,8 +60,15 @@ DAY_S = 86_400.0
 # ---------------------------------------------------------------- FETCH_FESTVOX
 
 
+MAX_URLS = 64  # zips of one FETCH_FESTVOX task (CMU ARCTIC has 18 speakers)
+
+
 def _check_urls(params: Mapping[str, Any]) -> None:
-    for i, url in enumerate(params["urls"]):
+    urls = params["urls"]
+    if len(urls) > MAX_URLS:
+        raise ArgError(f"urls: {len(urls)} URLs, over the limit of {MAX_URLS} per task "
+                       "(split them over several tasks)", field="urls")
+    for i, url in enumerate(urls):
         try:
             check_url(url)
         except PolicyError as e:
@@ -178,10 +185,27 @@ def mfcc_features(y: npt.NDArray[np.float32], sr: int, *, fft_size: int, n_mels:
     return np.ascontiguousarray(m.T, dtype=np.float32)
 
 
+class ResampleError(BanzaiError):
+    """A file's rate is too far below the asked sample_rate to resample it."""
+
+
+MAX_UPSAMPLE = 16  # target rate / source rate: 8 kHz telephone audio to 128 kHz at most
+
+
 def load_mono(src: Path, sample_rate: int) -> npt.NDArray[np.float32]:
-    """Samples of `src` as float32 mono at `sample_rate` (soxr resampling only if needed)."""
-    import librosa
+    """Samples of `src` as float32 mono at `sample_rate` (soxr resampling only if needed).
+
+    Upsampling by more than MAX_UPSAMPLE is refused (ResampleError): a 10 Hz file resampled to
+    384 kHz holds 38,400 times its samples.
+    """
     import soundfile as sf
+
+    sr = sf.info(src).samplerate
+    if sample_rate > sr * MAX_UPSAMPLE:
+        raise ResampleError(f"{src.name}: its rate of {sr} Hz is too low to resample to "
+                            f"sample_rate {sample_rate} Hz (at most {MAX_UPSAMPLE}x, "
+                            f"{sr * MAX_UPSAMPLE} Hz)")
+    import librosa
 
     y, sr = sf.read(src, dtype="float32", always_2d=True)
     mono = np.ascontiguousarray(y.mean(axis=1), dtype=np.float32)
@@ -232,6 +256,8 @@ def extract_mfcc(ctx: TaskContext, src: Path, out_dir: Path, *, fft_size: int, n
     global _warned_empty_filters
     try:
         y = load_mono(src, sample_rate)
+    except ResampleError:
+        raise  # the task's parameters do not fit this file: fail, naming both rates
     except Exception as e:  # soundfile raises its own LibsndfileError/RuntimeError types
         ctx.log(f"dropped {src.name}: unreadable audio ({e})")
         return None

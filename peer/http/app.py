@@ -90,7 +90,9 @@ async def submit(request: web.Request) -> web.Response:
     node = _node(request)
     body = await request.read()
     wf = await asyncio.to_thread(parse, body, node.catalog, content_type=request.content_type,
-                                 max_bytes=node.cfg.max_body_bytes)
+                                 max_bytes=node.cfg.max_body_bytes,
+                                 max_tasks=node.cfg.max_tasks_per_job,
+                                 max_workflow_bytes=node.cfg.max_workflow_bytes)
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     replicas = await node.submitted(ev)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from peer.errors import BadCID, IntegrityError
+from peer.errors import BadCID, IntegrityError, TooLarge
 from peer.ipfs import car, dagpb, hamt
 from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
+from peer.ipfs.unixfs import MAX_DEPTH
 
 GetBlock = Callable[[Cid], bytes]  # NotFound if absent
 Blocks = Iterator[tuple[Cid, bytes]]
@@ -80,8 +81,13 @@ def select(get: GetBlock, c: Cid, opts: CarOptions) -> Blocks:
     return walk(get, c, dups=opts.dups)
 
 
-def file_blocks(get: GetBlock, c: Cid, data: bytes, start: int, end: int) -> Blocks:
-    """The blocks of a UnixFS file needed for its bytes [start, end), depth first."""
+def file_blocks(get: GetBlock, c: Cid, data: bytes, start: int, end: int,
+                depth: int = 1) -> Blocks:
+    """The blocks of a UnixFS file needed for its bytes [start, end), depth first; TooLarge
+    past unixfs.MAX_DEPTH levels (no recursion without bound)."""
+    if depth > MAX_DEPTH:
+        raise TooLarge(f"the file DAG is more than {MAX_DEPTH} levels deep (at {c})",
+                       field="cid")
     yield c, data
     node = unixfs(c, data)
     if node is None or node[1].type == DataType.DIRECTORY:
@@ -94,7 +100,7 @@ def file_blocks(get: GetBlock, c: Cid, data: bytes, start: int, end: int) -> Blo
         if pos + size > start:
             child = cid_from_bytes(link.hash)
             yield from file_blocks(get, child, get(child), max(0, start - pos),
-                                   min(size, end - pos))
+                                   min(size, end - pos), depth + 1)
         pos += size
 
 

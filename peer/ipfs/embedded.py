@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-from peer.errors import ArgError, NotFound, StoreError
+from peer.errors import ArgError, NotFound, StoreError, TooLarge
 from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
@@ -34,11 +34,19 @@ def _segments(path: str) -> list[str]:
     return parts
 
 
+# What `materialize` writes for one CID at most: a task's input or output. Sizes are the
+# blocks' own (the reader refuses a file whose nodes declare other sizes), checked before
+# each file is written, so a DAG that claims 240 TB never starts filling the disk.
+MAX_MATERIALIZE_BYTES = 256 * 2**30
+MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
+
+
 class EmbeddedStore:
     """The content store rooted at `root` (a peer.ipfs.store.Store); every method is
     synchronous and may block."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_materialize_bytes: int = MAX_MATERIALIZE_BYTES) -> None:
+        self.max_materialize_bytes = max_materialize_bytes
         self.root = check_root(Path(root))
         self.blocks = BlockStore(self.root)
         self._pins = PinSet(self.root)
@@ -173,26 +181,41 @@ class EmbeddedStore:
         return self._reader.read(c, offset, end)
 
     def materialize(self, cid: str, dest: Path) -> None:
-        """Write the file or directory tree `cid` at `dest` (parents created, files replaced)."""
+        """Write the file or directory tree `cid` at `dest` (parents created, files replaced).
+
+        TooLarge, naming `cid`, past `max_materialize_bytes` in all or MAX_DIR_DEPTH levels of
+        directories; IntegrityError for a file whose nodes lie about their sizes.
+        """
         c = parse_cid(cid)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._materialize(c, dest)
+        budget = self.max_materialize_bytes
+        stack: list[tuple[Cid, Path, int]] = [(c, dest, 0)]  # iterative: no recursion limit
+        while stack:
+            node, at, depth = stack.pop()
+            info = self._reader.info(node)
+            if info.kind == "file":
+                budget -= info.size
+                if budget < 0:
+                    raise TooLarge(f"{cid} holds more than {self.max_materialize_bytes} bytes, "
+                                   "the most a task may read or write here", field="cid")
+                self._write_file(node, at)
+                continue
+            if depth >= MAX_DIR_DEPTH:
+                raise TooLarge(f"{cid} nests directories more than {MAX_DIR_DEPTH} deep",
+                               field="cid")
+            at.mkdir(exist_ok=True)
+            stack.extend((link.cid, at / check_name(link.name), depth + 1)
+                         for link in reversed(info.links))
 
-    def _materialize(self, c: Cid, dest: Path) -> None:
+    def _write_file(self, c: Cid, dest: Path) -> None:
         if c.codec == RAW:  # a one-block file: its block is its content (read once)
             with open(dest, "wb") as f:
                 f.write(self.blocks.get(c))
             return
-        info = self._reader.info(c)
-        if info.kind == "file":
-            with open(dest, "wb") as f:
-                for piece in self._reader.read(c, 0, 1 << 62):
-                    f.write(piece)
-            return
-        dest.mkdir(exist_ok=True)
-        for link in info.links:
-            self._materialize(link.cid, dest / check_name(link.name))
+        with open(dest, "wb") as f:
+            for piece in self._reader.read(c, 0, 1 << 62):
+                f.write(piece)
 
     # --- blocks -------------------------------------------------------------------------------
 

@@ -130,8 +130,19 @@ def _with_charset(mime: str) -> str:
     return f"{mime}; charset=utf-8" if mime.startswith("text/") else mime
 
 
+_RANGE_DIGITS = 19  # more digits than any file size (< 2**63): such a number means "beyond"
+
+
+def _range_number(digits: str) -> int:
+    """A Range position; one longer than _RANGE_DIGITS (e.g. 4,300 digits) reads as 10**19,
+    beyond every file, without converting it (int() refuses 4,300 digits; slow past that)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _RANGE_DIGITS else 10**_RANGE_DIGITS
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """[start, end) of one `bytes=` range; None to serve it all; ArgError if unsatisfiable."""
+    """[start, end) of one `bytes=` range; None to serve it all; ArgError if unsatisfiable
+    (the gateway answers 416). Positions past the file are clamped as RFC 9110 says."""
     m = _RANGE.match(header.strip())
     if m is None:
         return None  # multiple or foreign ranges: serve the whole file (allowed by RFC 9110)
@@ -139,13 +150,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:
-        n = int(last)
+        n = _range_number(last)
         if n == 0 or size == 0:
             raise ArgError("unsatisfiable range", field="range")
         return max(0, size - n), size
-    start = int(first)
-    end = size if not last else min(size, int(last) + 1)
-    if start >= size or (last and int(last) < start):
+    start = _range_number(first)
+    end = size if not last else min(size, _range_number(last) + 1)
+    if start >= size or (last and _range_number(last) < start):
         raise ArgError("unsatisfiable range", field="range")
     return start, end
 
@@ -288,9 +299,7 @@ class Gateway:
         entry = self.store.stat(cids[-1])
         if entry.kind == "dir":
             return self._dir(entry, request, headers, fmt)
-        name = request.query.get("filename") or (
-            path.rstrip("/").rsplit("/", 1)[-1] if path else ""
-        )
+        name = path.rstrip("/").rsplit("/", 1)[-1] if path else ""  # typed by its own name
         return self._file(entry, name, request, headers)
 
     def _raw(self, cid: str, request: web.Request) -> Plan:
@@ -369,13 +378,10 @@ class Gateway:
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str]) -> Plan:
         etag = f'"{entry.cid}"'
         head = b"" if "." in name else b"".join(self.store.cat(entry.cid, 0, SNIFF_BYTES))
-        headers |= {
-            "Content-Type": sniff_type(name, head),
-            "ETag": etag,
-            "Accept-Ranges": "bytes",
-        }
+        mime = sniff_type(name, head)
+        headers |= {"Content-Type": mime, "ETag": etag, "Accept-Ranges": "bytes"}
         if "filename" in request.query or request.query.get("download") == "true":
-            headers["Content-Disposition"] = _disposition(request, name or entry.cid)
+            headers["Content-Disposition"] = _disposition(request, name or entry.cid, mime=mime)
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
         return self._range(entry, request, headers)
@@ -395,9 +401,15 @@ class Gateway:
         return Plan(206, headers, stream=stream, length=end - start)
 
 
-def _disposition(request: web.Request, default: str, attachment: bool = False) -> str:
+def _disposition(request: web.Request, default: str, attachment: bool = False,
+                 mime: str | None = None) -> str:
+    """Content-Disposition for ?filename= and ?download=true. The name never changes the
+    Content-Type; a name whose type differs from the content's (`x.html` on a text file) makes
+    the response a download (attachment), so no name turns content into a page."""
     name = request.query.get("filename") or default
-    kind = "attachment" if attachment or request.query.get("download") == "true" else "inline"
+    renamed = mime is not None and "." in name and sniff_type(name, b"") != mime
+    kind = ("attachment" if attachment or renamed or request.query.get("download") == "true"
+            else "inline")
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
@@ -422,7 +434,15 @@ def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
 
 def _error(err: HttpError) -> web.Response:
     """The API's JSON error body, with the gateway's status (peer/errors_http.py) and CORS."""
-    return web.json_response(err.json(), status=err.status, headers=CORS)
+    return web.json_response(err.json(), status=err.status, headers=CORS | ISOLATION)
+
+
+# Content is never script in the UI's origin (issue 10): every /ipfs/ response is a sandbox
+# without scripts, forms, plugins or popups, in an opaque origin (no cookies, no same-origin
+# API calls), and browsers take its Content-Type as given instead of sniffing HTML in it.
+# Media (WAV in <audio>), images and fetch() reads of content ignore both headers.
+ISOLATION = {"Content-Security-Policy": "sandbox",
+             "X-Content-Type-Options": "nosniff"}
 
 
 # Content-addressed data is public and immutable: any origin may read it (a web UI served
@@ -439,13 +459,21 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
-    plan.headers.update(CORS)
+    plan.headers.update(CORS | ISOLATION)
     if plan.stream is None:
         return web.Response(status=plan.status, headers=plan.headers, body=plan.body)
+    body = request.method != "HEAD"
+    first = None
+    if body:  # before the status is sent: a DAG too deep or corrupt at its start is an error
+        try:
+            first = await asyncio.to_thread(next, plan.stream, None)
+        except BanzaiError as exc:
+            await asyncio.to_thread(getattr(plan.stream, "close", lambda: None))
+            return _error(http_error(exc, Surface.GATEWAY))
     resp = web.StreamResponse(status=plan.status, headers=plan.headers)
     if plan.length is not None:
         resp.content_length = plan.length
-    await write_stream(request, resp, plan.stream, body=request.method != "HEAD")
+    await write_stream(request, resp, plan.stream, first=first, body=body)
     return resp
 
 

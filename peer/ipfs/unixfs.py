@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-from peer.errors import NotFound, StoreError, Unsupported
+from peer.errors import IntegrityError, NotFound, StoreError, TooLarge, Unsupported
 from peer.ipfs import dagpb, hamt
 from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
 from peer.ipfs.hamt import Link
@@ -24,6 +24,9 @@ MAX_LINKS = 174
 # boxo's HAMTShardingSize: Kubo 0.39 shards a directory whose links' estimated size (sum of name
 # bytes + binary CID bytes) reaches this (a directory exactly at it is sharded too).
 HAMT_THRESHOLD_BYTES = 262144
+# Levels of a file DAG a reader follows: Kubo's balanced layout needs 7 for 10^18 bytes,
+# its trickle layout a few dozen; a deeper chain is refused, not recursed into.
+MAX_DEPTH = 64
 
 Kind = Literal["file", "dir"]
 
@@ -169,10 +172,17 @@ class Info:
     links: tuple[Link, ...]
 
 
-def _file_size(node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
-    if fs.filesize is not None:
-        return fs.filesize
-    return len(fs.data or b"") + sum(fs.blocksizes)
+def check_file(c: Cid, node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
+    """The size of UnixFS file node `c`; IntegrityError if its filesize is not its data plus
+    its blocksizes, or its blocksizes do not match its links (a node that lies about its size)."""
+    if len(fs.blocksizes) != len(node.links):
+        raise IntegrityError(f"corrupt UnixFS file {c}: {len(fs.blocksizes)} blocksizes for "
+                             f"{len(node.links)} links")
+    held = len(fs.data or b"") + sum(fs.blocksizes)
+    if fs.filesize is not None and fs.filesize != held:
+        raise IntegrityError(f"corrupt UnixFS file {c}: it declares {fs.filesize} bytes but its "
+                             f"data and blocksizes hold {held}")
+    return held
 
 
 class Reader:
@@ -209,7 +219,7 @@ class Reader:
                 check_name(e.name)
             return Info("dir", dag_bytes, tuple(entries))
         if fs.type != dagpb.DataType.DIRECTORY:
-            return Info("file", _file_size(node, fs), ())
+            return Info("file", check_file(c, node, fs), ())
         links = tuple(
             Link(check_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
             for link in node.links
@@ -237,9 +247,22 @@ class Reader:
         raise NotFound(f"no entry {name!r} in {c}", field="path")
 
     def read(self, c: Cid, start: int, end: int) -> Iterator[bytes]:
-        """File bytes [start, end) of `c` in pieces of at most one block."""
+        """File bytes [start, end) of `c` in pieces of at most one block.
+
+        Each node is checked against what its parent declares (IntegrityError: a corrupt
+        file); a DAG deeper than MAX_DEPTH is refused (TooLarge) naming its root.
+        """
+        yield from self._read(c, start, end, None, [c])
+
+    def _read(self, c: Cid, start: int, end: int, size: int | None,
+              path: list[Cid]) -> Iterator[bytes]:
+        """`size`: what the parent declares for `c`; `path`: the CIDs from the root to `c`."""
+        if len(path) > MAX_DEPTH:
+            raise TooLarge(f"the file DAG {path[0]} is more than {MAX_DEPTH} levels deep "
+                           f"(at {c})", field="cid")
         if c.codec == RAW:
             data = self.get(c)
+            _check_child(path, size, len(data))
             if start < len(data) and start < end:
                 yield data[start:end]
             return
@@ -248,22 +271,23 @@ class Reader:
         _, node, fs = self._decode(c)
         if fs.type == dagpb.DataType.DIRECTORY or hamt.is_shard(fs):
             raise StoreError(f"{c} is a directory, not a file")
-        yield from self._read_node(node, fs, start, end)
-
-    def _read_node(
-        self, node: dagpb.PBNode, fs: dagpb.UnixFSData, start: int, end: int
-    ) -> Iterator[bytes]:
-        if len(fs.blocksizes) != len(node.links):
-            raise StoreError("malformed UnixFS file: blocksizes do not match links")
+        _check_child(path, size, check_file(c, node, fs))
         pos = 0
         if fs.data:
             if start < len(fs.data) and start < end:
                 yield fs.data[start:end]
             pos = len(fs.data)
-        for link, size in zip(node.links, fs.blocksizes, strict=True):
+        for link, n in zip(node.links, fs.blocksizes, strict=True):
             if pos >= end:
                 return
-            if pos + size > start:
+            if pos + n > start:
                 child = cid_from_bytes(link.hash)
-                yield from self.read(child, max(0, start - pos), min(size, end - pos))
-            pos += size
+                yield from self._read(child, max(0, start - pos), min(n, end - pos), n,
+                                      [*path, child])
+            pos += n
+
+
+def _check_child(path: list[Cid], declared: int | None, held: int) -> None:
+    if declared is not None and declared != held:
+        raise IntegrityError(f"corrupt UnixFS file {path[0]}: {path[-2]} declares {declared} "
+                             f"bytes for its link to {path[-1]}, which holds {held}")

@@ -27,6 +27,8 @@ SOURCE_BASE = "source"  # generated name of an unnamed {"cid": ...} node
 MAX_NAME_CHARS = 128
 MAX_WORKFLOW_NAME_CHARS = 200
 MAX_CID_CHARS = 256  # base58 decoding is quadratic: bound it before make_cid
+MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
+MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 _LIST_KEYS = ("args", "call", "cid", "name", "params")
@@ -99,15 +101,26 @@ class _Raw:
 
 
 def parse(body: bytes | str, catalog: Mapping[str, TaskDef], *, content_type: str | None = None,
-          max_bytes: int = 1_000_000) -> Workflow:
-    """Decode a JSON or YAML pipeline (by `content_type`, else JSON then YAML) and check it."""
+          max_bytes: int = 1_000_000, max_tasks: int = MAX_TASKS,
+          max_workflow_bytes: int = MAX_WORKFLOW_BYTES) -> Workflow:
+    """Decode a JSON or YAML pipeline (by `content_type`, else JSON then YAML) and check it.
+
+    Bounds: the body (`max_bytes`), its tasks (`max_tasks`) and the canonical JSON of the
+    checked workflow (`max_workflow_bytes`, what the log stores); YAML anchors and aliases
+    are refused (an alias expands without bound).
+    """
     size = len(body)  # a str has at least as many UTF-8 bytes as characters
     if isinstance(body, str) and size <= max_bytes:
         size = len(body.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise TooLarge(f"the pipeline is larger than the limit of {max_bytes} bytes")
     text = _text(body)
-    return from_obj(_load(text, _format(content_type)), catalog)
+    wf = from_obj(_load(text, _format(content_type)), catalog, max_tasks=max_tasks)
+    stored = len(json.dumps(wf.to_json(), separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if stored > max_workflow_bytes:
+        raise TooLarge(f"tasks: the checked workflow takes {stored} bytes, over the limit of "
+                       f"{max_workflow_bytes} bytes", field="tasks")
+    return wf
 
 
 def _text(body: bytes | str) -> str:
@@ -167,9 +180,24 @@ def _load_json(text: str) -> Any:
         raise SpecError(f"invalid JSON: {exc}") from None
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without anchors and aliases: an alias copies a subtree by reference,
+    so a small document could expand to gigabytes of JSON (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        ev = self.peek_event()  # type: ignore[no-untyped-call]
+        what = ("an alias (*)" if isinstance(ev, yaml.AliasEvent)
+                else "an anchor (&)" if getattr(ev, "anchor", None) is not None else None)
+        if what is not None:
+            mark = ev.start_mark
+            raise SpecError(f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                            f"{what} is not allowed in a pipeline; write the value out")
+        return super().compose_node(parent, index)
+
+
 def _load_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -192,8 +220,10 @@ def _kind(value: Any) -> str:
 # -- shape of the document --------------------------------------------------------------------
 
 
-def from_obj(obj: Any, catalog: Mapping[str, TaskDef]) -> Workflow:
-    """Check an already-decoded pipeline (list form or DAG form) against the catalog."""
+def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None = None
+             ) -> Workflow:
+    """Check an already-decoded pipeline (list form or DAG form) against the catalog;
+    TooLarge past `max_tasks` tasks (`parse` passes its bound; None: no bound)."""
     dag = isinstance(obj, Mapping)
     if isinstance(obj, list):
         name, items = DEFAULT_NAME, obj
@@ -204,6 +234,9 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef]) -> Workflow:
                         f'{{"name": ..., "tasks": [...]}}, got {_kind(obj)}')
     if not items:
         raise SpecError("tasks: empty pipeline, there are no tasks", field="tasks")
+    if max_tasks is not None and len(items) > max_tasks:
+        raise TooLarge(f"tasks: {len(items)} tasks, over the limit of {max_tasks} per job",
+                       field="tasks")
     raws = [_shape(i, item, _DAG_KEYS if dag else _LIST_KEYS) for i, item in enumerate(items)]
     names = _names(raws)
     if not dag:  # each task takes the previous one's output

@@ -319,3 +319,124 @@ def test_data_dir_has_no_leftovers(peer: PeerProc) -> None:
     names = set(os.listdir(peer.data_dir))
     assert "store" in names and not any(n.startswith("upload-") for n in names)
     assert not any(Path(peer.data_dir, "store").glob("**/*.tmp"))
+
+
+# -- bounds (issue 11 item 6) ------------------------------------------------------------------
+def test_yaml_alias_bomb_is_400_naming_the_place(peer: PeerProc) -> None:
+    """A 61 KB YAML of nested aliases once became a 20 MB event: refused, nothing stored."""
+    lines = ['a: &a ["T_WRITE", "T_WRITE", "T_WRITE", "T_WRITE", "T_WRITE"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]"
+              for i in range(1, 9)]
+    body = ("\n".join(lines) + "\ntasks:\n  - call: T_WRITE\n    args: *i\n").encode()
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    status, err = api("POST", f"{peer.url}/api/jobs", body,
+                      headers={"Content-Type": "application/yaml"})
+    assert status == 400 and err["error"] == "SpecError", err
+    assert err["message"] == ("invalid YAML at line 1, column 4: an anchor (&) is not allowed "
+                              "in a pipeline; write the value out"), err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert len(after["jobs"]) == len(before["jobs"])
+
+
+def test_too_many_tasks_are_413_naming_tasks(peer: PeerProc) -> None:
+    _, before = api("GET", f"{peer.url}/api/jobs")
+    status, err = api("POST", f"{peer.url}/api/jobs",
+                      [{"call": "T_WRITE", "args": [1]}, *[{"call": "T_CONCAT"}] * 1000])
+    assert status == 413 and err["error"] == "TooLarge", err
+    assert err["field"] == "tasks" and "1001 tasks, over the limit of 1000 per job" in \
+        err["message"], err
+    _, after = api("GET", f"{peer.url}/api/jobs")
+    assert len(after["jobs"]) == len(before["jobs"])
+
+
+def test_resampling_a_10_hz_wav_to_384_khz_fails_naming_file_and_rates(peer: PeerProc,
+                                                                        tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "low.wav"
+    sf.write(wav, np.zeros(100, dtype=np.float32), 10, subtype="PCM_16")  # 10 s at 10 Hz
+    boundary = "b" + uuid.uuid4().hex
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{n}"\r\n\r\n'
+        .encode() + data + b"\r\n" for n, data in (("low.wav", wav.read_bytes()),
+                                                   ("notes.txt", b"x")))
+    status, added = api("POST", f"{peer.url}/api/add", body + f"--{boundary}--\r\n".encode(),
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 201, added
+    view = wait(peer.url, submit(peer.url, [
+        {"cid": added["cid"]},
+        {"call": "EXTRACT_MFCC", "params": {"sample_rate": 384000}}]))
+    assert view["state"] == "failed", view
+    t = next(t for t in view["tasks"] if t["name"] == "extract_mfcc")
+    assert t["state"] == "failed" and t["attempts"] == 1, t
+    assert ("low.wav: its rate of 10 Hz is too low to resample to sample_rate 384000 Hz"
+            in t["error"]), t
+
+
+def _import_car(peer: PeerProc, blocks: list[tuple[Any, bytes]], root: Any) -> None:
+    from peer.ipfs import car
+
+    data = car.frame(car.encode_header([root])) + b"".join(
+        car.block_section(c, b) for c, b in blocks)
+    boundary = "b" + uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\n'
+            "Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    status, _, raw = http("POST", f"{peer.url}/api/v0/dag/import", body,
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, raw[:300]
+
+
+def _file_node(children: list[tuple[Any, int]], filesize: int | None = None) -> tuple[Any, bytes]:
+    from peer.ipfs import dagpb
+    from peer.ipfs.cids import DAG_PB, sha256_cid
+
+    sizes = tuple(n for _, n in children)
+    fs = dagpb.UnixFSData(dagpb.DataType.FILE, None,
+                          sum(sizes) if filesize is None else filesize, sizes)
+    block = dagpb.encode_node(dagpb.PBNode(
+        tuple(dagpb.PBLink(c.binary, "", n) for c, n in children), dagpb.encode_unixfs(fs)))
+    return sha256_cid(block, DAG_PB, 1), block
+
+
+def test_a_1200_level_chain_is_413_naming_its_root(peer: PeerProc) -> None:
+    from peer.ipfs.cids import RAW, sha256_cid
+
+    leaf = sha256_cid(b"x", RAW, 1)
+    blocks: list[tuple[Any, bytes]] = [(leaf, b"x")]
+    c = leaf
+    for _ in range(1200):
+        c, block = _file_node([(c, 1)])
+        blocks.append((c, block))
+    _import_car(peer, blocks, c)
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{c}")
+    err = json.loads(raw)
+    assert status == 413 and err["error"] == "TooLarge", err
+    assert err["message"].startswith(f"the file DAG {c} is more than 64 levels deep"), err
+
+
+def test_a_file_claiming_240_tb_is_refused_as_corrupt(peer: PeerProc) -> None:
+    from peer.ipfs.cids import RAW, sha256_cid
+
+    leaf = sha256_cid(b"tiny", RAW, 1)
+    root, block = _file_node([(leaf, 4)], filesize=240 * 10**12)
+    liar, liar_block = _file_node([(leaf, 240 * 10**12)])  # sums up, the leaf does not
+    _import_car(peer, [(root, block), (liar, liar_block), (leaf, b"tiny")], root)
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{root}")
+    err = json.loads(raw)
+    assert status == 502 and err["error"] == "IntegrityError", err
+    assert err["message"] == (f"corrupt UnixFS file {root}: it declares 240000000000000 bytes "
+                              "but its data and blocksizes hold 4"), err
+    status, _, raw = http("GET", f"{peer.url}/ipfs/{liar}")
+    err = json.loads(raw)
+    assert status == 502 and f"declares 240000000000000 bytes for its link to {leaf}, which " \
+        "holds 4" in err["message"], err
+
+
+def test_range_of_4300_digits_is_416(peer: PeerProc, ctx: Ctx) -> None:
+    url = f"{peer.url}/ipfs/{ctx.baseline}"
+    status, headers, _ = http("GET", url, headers={"Range": "bytes=" + "9" * 4300 + "-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(ctx.baseline_bytes)}"
+    status, _, body = http("GET", url, headers={"Range": "bytes=5-" + "9" * 4300})
+    assert status == 206 and body == ctx.baseline_bytes[5:]

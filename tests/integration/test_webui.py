@@ -323,7 +323,8 @@ def test_bad_pipeline_shows_the_error_at_the_field(tab: Tab) -> None:
     expect(page.locator('[data-field-error="t0-arg-urls-0"]')).to_contain_text("urls")
     # YAML pasted in the text editor: the error names the field
     page.click("#tab-text")
-    page.locator("#pipeline-text").fill("- call: FETCH_FESTVOX\n  args: [x]\n- call: NOPE\n")
+    page.locator("#pipeline-text").fill(
+        "- call: FETCH_FESTVOX\n  args: [\"https://corpus.example/a.zip\"]\n- call: NOPE\n")
     page.click("#submit-pipeline")
     expect(page.locator('[data-field-error="text"]')).to_contain_text("tasks[1].call")
     assert "#/submit" in page.url
@@ -527,3 +528,34 @@ def test_mesh_view_shows_every_peer(tab: Tab, peer: PeerProc,
         time.sleep(0.2)
         if other.proc.stdout is not None:
             other.proc.stdout.close()
+
+
+ATTACK_PAGE = b"""<!DOCTYPE html><html><head><title>page</title></head><body>
+<script>
+document.title = "script ran";
+fetch("/api/jobs", {method: "POST", headers: {"Content-Type": "text/plain"},
+                    body: '[{"call": "ECHO", "args": ["from the page"]}]'});
+const x = new XMLHttpRequest();
+x.open("POST", "/api/jobs"); x.send('[{"call": "ECHO", "args": ["xhr"]}]');
+</script></body></html>"""
+
+
+def test_uploaded_html_page_cannot_call_the_api(tab: Tab) -> None:
+    """An HTML page added through the API and opened at its /ipfs/ URL is a sandbox: its
+    script does not run (so neither its fetch nor its XHR to /api/jobs is ever sent), its
+    origin is opaque (no cookies, nothing same-origin with the UI), and no job appears."""
+    before = len(api(tab.base, "jobs")["jobs"])
+    cid = api(tab.base, "add?name=page.html", body=ATTACK_PAGE,
+              content_type="application/octet-stream")["cid"]
+    tab.console.allow.append("Blocked script execution")  # Chromium reports the sandbox
+    resp = tab.page.goto(f"{tab.base}/ipfs/{cid}?filename=page.html")
+    assert resp is not None and resp.status == 200
+    assert resp.headers["content-security-policy"] == "sandbox"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    tab.page.wait_for_load_state("load")  # an inline script runs before "load" or never
+    assert tab.page.title() == "page"
+    assert tab.page.evaluate("self.origin") == "null"  # an opaque origin
+    assert tab.page.evaluate(
+        "(() => { try { return document.cookie; } catch (e) { return e.name; } })()"
+    ) == "SecurityError"
+    assert len(api(tab.base, "jobs")["jobs"]) == before  # no job was created

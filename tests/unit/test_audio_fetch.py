@@ -327,3 +327,13 @@ def test_fetch_registration() -> None:
     assert not d.needs_input and not d.per_item
     url = "http://127.0.0.1:8765/cmu_us_awb_arctic-0.90-release.zip"
     assert d.bind([url], None, "tasks[0]") == {"urls": [url]}
+
+
+def test_urls_per_task_bounded() -> None:
+    d = catalog()["FETCH_FESTVOX"]
+    urls = [f"http://corpus.example/{i}.zip" for i in range(audio.MAX_URLS + 1)]
+    assert d.bind(urls[:-1], None, "tasks[0]") == {"urls": urls[:-1]}
+    with pytest.raises(ArgError) as e:
+        d.bind(urls, None, "tasks[0]")
+    assert e.value.field == "tasks[0].urls"
+    assert f"{audio.MAX_URLS + 1} URLs, over the limit of {audio.MAX_URLS}" in e.value.message

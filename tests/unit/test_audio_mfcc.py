@@ -96,3 +96,16 @@ def test_seed_args_bind_positionally() -> None:
 def test_bad_mfcc_args(args: list[float], field: str) -> None:
     with pytest.raises(ArgError, match=field):
         catalog()["EXTRACT_MFCC"].bind(args, None, "tasks[2]")
+
+
+def test_resample_target_bounded_by_the_source_rate(tmp_path: Path) -> None:
+    """A 10 Hz file asked at 384 kHz would hold 38,400 times its samples: refused, naming both."""
+    src = chirp(tmp_path / "low.wav", rate=1000, seconds=0.2)
+    ctx = FakeCtx(tmp_path)
+    ok = {**SEED, "sample_rate": 1000 * audio.MAX_UPSAMPLE}
+    assert audio.extract_mfcc(ctx, src, tmp_path, **ok) is not None  # type: ignore[arg-type]
+    bad = {**SEED, "sample_rate": 1000 * audio.MAX_UPSAMPLE + 1}
+    with pytest.raises(audio.ResampleError) as e:
+        audio.extract_mfcc(ctx, src, tmp_path, **bad)  # type: ignore[arg-type]
+    assert e.value.message.startswith("low.wav: its rate of 1000 Hz is too low to resample to "
+                                      f"sample_rate {1000 * audio.MAX_UPSAMPLE + 1} Hz")

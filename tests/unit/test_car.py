@@ -185,6 +185,26 @@ def test_dups_repeats_blocks_only_when_asked(store: EmbeddedStore) -> None:
     assert len(once) == 2 and len(twice) == 3 and twice[1] == twice[2]
 
 
+def test_entity_bytes_of_a_chain_deeper_than_the_bound_is_refused() -> None:
+    """A 1,200-level chain once hit RecursionError (502): a clear TooLarge instead."""
+    from peer.errors import TooLarge
+    from peer.ipfs import dag, dagpb
+    from peer.ipfs.cids import DAG_PB, RAW, sha256_cid
+    from peer.ipfs.unixfs import MAX_DEPTH
+
+    blocks = {}
+    c = sha256_cid(b"x", RAW, 1)
+    blocks[c.key] = b"x"
+    for _ in range(1200):
+        fs = dagpb.UnixFSData(dagpb.DataType.FILE, None, 1, (1,))
+        block = dagpb.encode_node(dagpb.PBNode((dagpb.PBLink(c.binary, "", 1),),
+                                               dagpb.encode_unixfs(fs)))
+        c = sha256_cid(block, DAG_PB, 1)
+        blocks[c.key] = block
+    with pytest.raises(TooLarge, match=f"more than {MAX_DEPTH} levels deep"):
+        list(dag.file_blocks(lambda k: blocks[k.key], c, blocks[c.key], 0, 1))
+
+
 # --- HAMT-sharded directories ---------------------------------------------------------------------
 
 

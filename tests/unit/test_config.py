@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from peer.config import SPECS, PeerConfig, build_parser, from_args, load, parse_hostport
+from peer.config import (
+    SPECS,
+    PeerConfig,
+    build_parser,
+    default_worker_memory_mb,
+    from_args,
+    load,
+    parse_hostport,
+)
 from peer.errors import ConfigError
 
 
@@ -53,7 +61,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.http == "127.0.0.1:8700"
     assert cfg.slots == (os.cpu_count() or 1)
     assert cfg.store == "embedded" and cfg.task_timeout_s == 3600.0
-    assert cfg.worker_memory_mb is None and cfg.join == ()
+    assert cfg.worker_memory_mb == default_worker_memory_mb() >= 2048 and cfg.join == ()
     assert cfg.data_dir.name == "banzai"
 
 
@@ -231,3 +239,18 @@ def test_settings_derive_flag_and_parsing_from_the_field() -> None:
     assert e.value.field == "ack_timeout_s"
     with pytest.raises(SystemExit):  # argparse checks choices and numbers itself
         build_parser().parse_args(["--store", "s3"])
+
+
+def test_default_worker_memory_is_half_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16 * 2**30 // 4096}  # 16 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: sizes[name])
+    assert default_worker_memory_mb() == 8192
+    sizes["SC_PHYS_PAGES"] = 2 * 2**30 // 4096  # 2 GiB: the floor
+    assert default_worker_memory_mb() == 2048
+
+
+@pytest.mark.parametrize("name", ["max_tasks_per_job", "max_workflow_bytes", "max_body_bytes"])
+def test_bounds_must_be_positive(name: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        PeerConfig(**{name: 0})
+    assert e.value.field == name

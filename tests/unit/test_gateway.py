@@ -243,6 +243,9 @@ async def test_dot_segments_in_raw_path(client: Client, store: EmbeddedStore, ta
         ("bytes=-100", 10, (0, 10)),
         ("items=0-1", 10, None),
         ("bytes=1-2,4-5", 10, None),
+        ("bytes=0-" + "9" * 4300, 10, (0, 10)),  # a huge last position is clamped
+        ("bytes=-" + "9" * 4300, 10, (0, 10)),
+        ("bytes=" + "0" * 4300 + "5-", 10, (5, 10)),  # leading zeros are not magnitude
     ],
 )
 def test_parse_range(header: str, size: int, span: tuple[int, int] | None) -> None:
@@ -250,7 +253,8 @@ def test_parse_range(header: str, size: int, span: tuple[int, int] | None) -> No
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=5-2", 10)]
+    ("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=5-2", 10),
+                         ("bytes=" + "9" * 4300 + "-", 10), ("bytes=5-" + "0" * 4300, 10)]
 )
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(ArgError):
@@ -285,6 +289,36 @@ async def test_empty_file_and_unsatisfiable_range(client: Client, store: Embedde
     assert r.status == 200 and await r.read() == b""
     r = await client.get(f"/ipfs/{empty}", headers={"Range": "bytes=0-"})
     assert r.status == 416
+
+
+async def test_range_of_4300_digits_is_416_not_502(client: Client, store: EmbeddedStore) -> None:
+    url = f"/ipfs/{_root(store)}/hello.txt"
+    r = await client.get(url, headers={"Range": "bytes=" + "9" * 4300 + "-"})
+    assert r.status == 416 and r.headers["Content-Range"] == "bytes */6"
+    r = await client.get(url, headers={"Range": "bytes=1-" + "9" * 4300})
+    assert r.status == 206 and await r.read() == b"ello\n"
+
+
+@pytest.mark.parametrize("tail", ["/hello.txt", "/site/index.html", "/data/", "/missing",
+                                  "?format=raw", "?format=car", "/data/a.json?download=true"])
+async def test_every_response_is_sandboxed_and_nosniff(client: Client, store: EmbeddedStore,
+                                                       tail: str) -> None:
+    r = await client.get(f"/ipfs/{_root(store)}{tail}")
+    assert r.status in (200, 404), r.status
+    assert r.headers["Content-Security-Policy"] == "sandbox"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_filename_never_makes_content_html(client: Client, store: EmbeddedStore) -> None:
+    """?filename=x.html once turned any content into an inline page in the UI's origin."""
+    for name in ("x.html", "x.svg", "x.htm"):
+        r = await client.get(f"/ipfs/{HELLO_V1}?filename={name}")
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert r.headers["Content-Disposition"].startswith(f'attachment; filename="{name}"')
+    r = await client.get(f"/ipfs/{_root(store)}/site/index.html?filename=page.txt")
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"  # its own name types it
+    assert r.headers["Content-Disposition"].startswith('attachment; filename="page.txt"')
+    assert r.headers["Content-Security-Policy"] == "sandbox"
 
 
 def _hamt(store: EmbeddedStore, count: int = 300) -> tuple[str, dict[str, str]]:

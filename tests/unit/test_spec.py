@@ -584,3 +584,34 @@ def test_arbitrary_cids_are_checked(cid: str) -> None:
         assert exc.field == "tasks[0].cid"
     else:
         assert wf.tasks[0].cid
+
+
+# -- bounds (issue 11 item 6) -------------------------------------------------------------------
+def test_yaml_alias_bomb_is_refused_naming_the_place() -> None:
+    body = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+    for i in range(1, 9):
+        body += f"{chr(97 + i)}: &{chr(97 + i)} [*{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}]\n"
+    with pytest.raises(SpecError, match=r"line 1, column 4: an anchor \(&\) is not allowed"):
+        parse(body, CATALOG, content_type="application/yaml")
+
+
+def test_yaml_alias_is_refused_naming_the_place() -> None:
+    body = "name: x\ntasks:\n  - call: FETCH_FESTVOX\n    args: [u]\n  - *t\n"
+    with pytest.raises(SpecError, match=r"line 5, column 5: an alias \(\*\) is not allowed"):
+        parse(body, CATALOG)
+
+
+def test_too_many_tasks_are_refused() -> None:
+    body = json.dumps([GOOD0, *[{"call": "LEARN"}] * 10])
+    assert len(parse(body, CATALOG, max_tasks=11).tasks) == 11
+    with pytest.raises(TooLarge, match="tasks: 11 tasks, over the limit of 10 per job") as e:
+        parse(body, CATALOG, max_tasks=10)
+    assert e.value.field == "tasks"
+
+
+def test_the_stored_workflow_is_bounded() -> None:
+    body = json.dumps([GOOD0, *[{"call": "LEARN"}] * 10])
+    stored = len(json.dumps(parse(body, CATALOG).to_json(), separators=(",", ":")))
+    assert len(parse(body, CATALOG, max_workflow_bytes=stored).tasks) == 11
+    with pytest.raises(TooLarge, match=f"takes {stored} bytes, over the limit of {stored - 1}"):
+        parse(body, CATALOG, max_workflow_bytes=stored - 1)

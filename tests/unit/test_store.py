@@ -276,3 +276,36 @@ def test_add_then_cat_returns_the_bytes(store: EmbeddedStore, data: bytes, versi
     cid = store.add_bytes(data, cid_version=version)
     assert b"".join(store.cat(cid)) == data
     assert store.stat(cid).size == len(data)
+
+
+# -- bounds (issue 11 item 6) -------------------------------------------------------------------
+def test_materialize_is_bounded_naming_the_cid(tmp_path: Path) -> None:
+    from peer.errors import TooLarge
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(bytes(600))
+    (src / "b.bin").write_bytes(bytes(600))
+    store = EmbeddedStore(tmp_path / "store", max_materialize_bytes=1200)
+    root = store.add_path(src)
+    store.materialize(root, tmp_path / "ok")
+    assert (tmp_path / "ok" / "b.bin").stat().st_size == 600
+    small = EmbeddedStore(tmp_path / "store", max_materialize_bytes=1199)
+    with pytest.raises(TooLarge, match=f"{root} holds more than 1199 bytes") as e:
+        small.materialize(root, tmp_path / "no")
+    assert e.value.field == "cid"
+    assert not (tmp_path / "no" / "b.bin").exists()  # refused before the file that passes it
+
+
+def test_materialize_refuses_deep_trees_without_recursion(tmp_path: Path) -> None:
+    from peer.errors import TooLarge
+    from peer.ipfs.embedded import MAX_DIR_DEPTH
+    from peer.ipfs.unixfs import Importer
+
+    store = EmbeddedStore(tmp_path / "store")
+    importer = Importer(store.blocks, 1)
+    node = importer.directory({})
+    for _ in range(1200):  # deeper than any path: built block by block, not on disk
+        node = importer.directory({"d": node})
+    with pytest.raises(TooLarge, match=f"{node.cid} nests directories more than {MAX_DIR_DEPTH}"):
+        store.materialize(str(node.cid), tmp_path / "deep")

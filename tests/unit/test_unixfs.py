@@ -221,3 +221,63 @@ def test_verify() -> None:
     verify(c, b"abc")
     with pytest.raises(IntegrityError):
         verify(c, b"abd")
+
+
+# -- bounds: sizes that lie, chains too deep (issue 11 item 6) ----------------------------------
+def _put(sink: MemSink, block: bytes) -> Cid:
+    c = sha256_cid(block, DAG_PB, 0)
+    sink.put_trusted(c, block)
+    return c
+
+
+def _lying_node(children: list[tuple[Cid, int]], filesize: int | None = None) -> bytes:
+    sizes = tuple(n for _, n in children)
+    fs = dagpb.UnixFSData(dagpb.DataType.FILE, None,
+                          sum(sizes) if filesize is None else filesize, sizes)
+    links = tuple(dagpb.PBLink(c.binary, "", n) for c, n in children)
+    return dagpb.encode_node(dagpb.PBNode(links, dagpb.encode_unixfs(fs)))
+
+
+def test_filesize_not_the_sum_of_blocksizes_is_corrupt() -> None:
+    sink = MemSink()
+    leaf = _put(sink, dagpb.leaf_v0(b"hello"))
+    root = _put(sink, _lying_node([(leaf, 5)], filesize=240 * 10**12))  # a 240 TB claim
+    reader = Reader(sink.get)
+    for call in (lambda: reader.info(root), lambda: list(reader.read(root, 0, 10))):
+        with pytest.raises(IntegrityError, match=f"corrupt UnixFS file {root}: it declares "
+                           "240000000000000 bytes but its data and blocksizes hold 5"):
+            call()
+
+
+def test_a_leaf_smaller_than_declared_is_corrupt() -> None:
+    sink = MemSink()
+    leaf = _put(sink, dagpb.leaf_v0(b"hello"))
+    raw = sha256_cid(b"abc", RAW, 1)
+    sink.put_trusted(raw, b"abc")
+    good = _put(sink, _lying_node([(leaf, 5), (raw, 3)]))
+    assert b"".join(Reader(sink.get).read(good, 0, 100)) == b"helloabc"
+    for lie in ([(leaf, 5), (raw, 2**40)], [(leaf, 2**40), (raw, 3)]):
+        root = _put(sink, _lying_node(lie))
+        reader = Reader(sink.get)
+        assert reader.info(root).size == sum(n for _, n in lie)  # consistent at the root
+        with pytest.raises(IntegrityError, match=f"corrupt UnixFS file {root}: {root} "
+                           r"declares 1099511627776 bytes for its link to .*, which holds"):
+            list(reader.read(root, 0, 2**41))
+
+
+def test_a_chain_deeper_than_the_bound_is_refused_naming_the_root() -> None:
+    from peer.errors import TooLarge
+    from peer.ipfs.unixfs import MAX_DEPTH
+
+    sink = MemSink()
+    c = _put(sink, dagpb.leaf_v0(b"x"))
+    chain = [c]
+    for _ in range(1200):
+        c = _put(sink, _lying_node([(c, 1)]))
+        chain.append(c)
+    ok = chain[MAX_DEPTH - 1]  # MAX_DEPTH levels, the leaf included
+    assert b"".join(Reader(sink.get).read(ok, 0, 10)) == b"x"
+    for root in (chain[MAX_DEPTH], chain[-1]):
+        with pytest.raises(TooLarge, match=f"the file DAG {root} is more than {MAX_DEPTH} "
+                           "levels deep"):
+            list(Reader(sink.get).read(root, 0, 10))
