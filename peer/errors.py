@@ -45,6 +45,10 @@ class IntegrityError(StoreError):
     """A block's bytes do not match its CID."""
 
 
+class BadDag(StoreError):
+    """A block hashes to its CID but breaks its format's rules (e.g. a malformed HAMT shard)."""
+
+
 class TooLarge(BanzaiError):
     """An input exceeds its size bound."""
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from peer.errors import (
     ArgError,
+    BadDag,
     BanzaiError,
     Conflict,
     Forbidden,
@@ -45,6 +46,7 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),
     IntegrityError: (502, 502, 400),
+    BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from peer.errors import BadCID, IntegrityError, TooLarge
-from peer.ipfs import car, dagpb
+from peer.ipfs import car, dagpb, hamt
 from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
@@ -66,6 +66,8 @@ def select(get: GetBlock, c: Cid, opts: CarOptions) -> Blocks:
     if opts.scope == "block":
         return iter([(c, data)])
     node = unixfs(c, data)
+    if opts.scope == "entity" and node is not None and hamt.is_shard(node[1]):
+        return hamt.shard_blocks(get, c, data)  # every shard: what listing it needs
     if opts.scope == "entity" and node is not None and node[1].type == DataType.DIRECTORY:
         return iter([(c, data)])
     if opts.scope == "entity" and opts.entity_bytes is not None and node is not None:

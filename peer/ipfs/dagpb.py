@@ -52,6 +52,8 @@ class UnixFSData:
     data: bytes | None = None
     filesize: int | None = None
     blocksizes: tuple[int, ...] = field(default_factory=tuple)
+    hash_type: int | None = None  # HAMT shards only: the multihash code of the name hash
+    fanout: int | None = None  # HAMT shards only: buckets per shard node
 
 
 def varint(n: int) -> bytes:
@@ -173,7 +175,8 @@ def decode_node(buf: bytes | memoryview) -> PBNode:
 
 
 def encode_unixfs(fs: UnixFSData) -> bytes:
-    """UnixFS Data bytes: Type=1, Data=2, filesize=3, blocksizes=4 (unpacked), as Go's proto2."""
+    """UnixFS Data bytes: Type=1, Data=2, filesize=3, blocksizes=4 (unpacked), hashType=5,
+    fanout=6, in field order as Go's proto2 writes them."""
     out = _int_field(1, int(fs.type))
     if fs.data is not None:
         out += _len_field(2, fs.data)
@@ -181,6 +184,10 @@ def encode_unixfs(fs: UnixFSData) -> bytes:
         out += _int_field(3, fs.filesize)
     for size in fs.blocksizes:
         out += _int_field(4, size)
+    if fs.hash_type is not None:
+        out += _int_field(5, fs.hash_type)
+    if fs.fanout is not None:
+        out += _int_field(6, fs.fanout)
     return b"".join(out)
 
 
@@ -194,27 +201,25 @@ def _packed(value: memoryview) -> list[int]:
 
 
 def decode_unixfs(buf: bytes | memoryview) -> UnixFSData:
-    """Parse a UnixFS Data message; unknown fields (hashType, fanout, mode, mtime) are ignored."""
-    type_: int | None = None
+    """Parse a UnixFS Data message; other fields (mode, mtime) are ignored."""
     data: bytes | None = None
-    filesize: int | None = None
     blocksizes: list[int] = []
+    ints: dict[int, int] = {}
     for field_no, value in _fields(buf):
-        if field_no == 1 and isinstance(value, int):
-            type_ = value
-        elif field_no == 2 and isinstance(value, memoryview):
+        if field_no == 2 and isinstance(value, memoryview):
             data = bytes(value)
-        elif field_no == 3 and isinstance(value, int):
-            filesize = value
         elif field_no == 4:
             blocksizes.extend([value] if isinstance(value, int) else _packed(value))
+        elif field_no in (1, 3, 5, 6) and isinstance(value, int):
+            ints[field_no] = value
+    type_, filesize = ints.get(1), ints.get(3)
     if type_ is None:
         raise StoreError("malformed UnixFS data: no Type")
     try:
         kind = DataType(type_)
     except ValueError as exc:
         raise StoreError(f"malformed UnixFS data: unknown Type {type_}") from exc
-    return UnixFSData(kind, data, filesize, tuple(blocksizes))
+    return UnixFSData(kind, data, filesize, tuple(blocksizes), ints.get(5), ints.get(6))
 
 
 def leaf_v0(chunk: bytes) -> bytes:

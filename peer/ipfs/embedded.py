@@ -12,7 +12,7 @@ from itertools import chain
 from pathlib import Path
 
 from peer.errors import ArgError, NotFound, StoreError, TooLarge
-from peer.ipfs import car, dag, dagpb
+from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, Entry
@@ -164,6 +164,14 @@ class EmbeddedStore:
             trail.append(self._reader.child(trail[-1], part))
         return [str(c) for c in trail]
 
+    def _trail(self, root: Cid, path: str) -> list[Cid]:
+        """Every block read to follow `path` from `root`: the root, each HAMT sub-shard on the
+        way and each segment's target (the last one is the path's target)."""
+        trail = [root]
+        for part in _segments(path):
+            trail.extend(self._reader.child_trail(trail[-1], part))
+        return trail
+
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """File bytes from `offset`, at most `length` of them, in pieces of at most one block."""
         if offset < 0 or (length is not None and length < 0):
@@ -218,6 +226,7 @@ class EmbeddedStore:
     def put_block(self, cid: str, data: bytes) -> None:
         """Store one block after checking its hash (IntegrityError on mismatch)."""
         c = parse_cid(cid)
+        hamt.check_block(c, data)
         with self._lock.hold():
             self.blocks.put(c, data)
 
@@ -239,7 +248,7 @@ class EmbeddedStore:
         `options.dups`. NotFound (before the first byte) if the path or the target's block is
         missing; a block missing further down ends the stream with NotFound."""
         opts = options or CarOptions()
-        trail = [parse_cid(c) for c in self.resolve_path(cid, path)]
+        trail = self._trail(parse_cid(cid), path)
         on_path = [(c, self.blocks.get(c)) for c in trail[:-1]]
         selected = dag.select(self.blocks.get, trail[-1], opts)
         first = next(selected)
@@ -273,6 +282,7 @@ class EmbeddedStore:
                 roots, blocks = car.read_car(chunks, max_bytes)
                 for c, data in blocks:
                     verify(c, data)
+                    hamt.check_block(c, data)
                     if not self.blocks.has(c):
                         staging.put(c, data)
                 staging.commit(self.blocks)

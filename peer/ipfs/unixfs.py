@@ -1,7 +1,8 @@
 """UnixFS importer (Kubo-identical balanced DAG) and reader over a block getter; no shared state.
 
 Layout as `ipfs add`: 256 KiB fixed chunks, balanced tree of at most 174 links per node, CIDv0
-dag-pb leaves or CIDv1 raw leaves, basic directories only (HAMT-sized ones are refused).
+dag-pb leaves or CIDv1 raw leaves, basic directories, HAMT-sharded ones (peer.ipfs.hamt) from
+boxo's size threshold on.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from peer.errors import IntegrityError, NotFound, StoreError, TooLarge, Unsupported
-from peer.ipfs import dagpb
+from peer.ipfs import dagpb, hamt
 from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
+from peer.ipfs.hamt import Link
 
 CHUNK_BYTES = 262144
 MAX_LINKS = 174
-# boxo's HAMTShardingSize: a directory whose links' estimated size (sum of name bytes + binary
-# CID bytes) reaches this is sharded by Kubo; we refuse those rather than emit a different CID.
+# boxo's HAMTShardingSize: Kubo 0.39 shards a directory whose links' estimated size (sum of name
+# bytes + binary CID bytes) reaches this (a directory exactly at it is sharded too).
 HAMT_THRESHOLD_BYTES = 262144
 # Levels of a file DAG a reader follows: Kubo's balanced layout needs 7 for 10^18 bytes,
 # its trickle layout a few dozen; a deeper chain is refused, not recursed into.
@@ -103,15 +105,18 @@ class Importer:
         return root
 
     def directory(self, children: dict[str, Node], where: str = "") -> Node:
-        """A basic UnixFS directory over named children; StoreError if Kubo would shard it."""
-        estimate = sum(
-            len(name.encode("utf-8")) + len(c.cid.binary) for name, c in children.items()
-        )
-        if estimate >= HAMT_THRESHOLD_BYTES:
-            raise StoreError(
-                f"directory {where or '/'} has too many entries ({len(children)}) for a basic "
-                "UnixFS directory; Kubo would shard it (HAMT), which this store does not support"
-            )
+        """A UnixFS directory over named children: basic, or a HAMT where Kubo would shard it.
+
+        `where` names the directory in errors (two names sharing all 64 hash bits)."""
+        if is_sharded(children):
+            try:
+                built = hamt.build(
+                    [Link(n, c.cid, c.tsize) for n, c in children.items()], self.version)
+            except StoreError as exc:
+                raise StoreError(f"directory {where or '/'}: {exc.message}") from exc
+            for c, block in built.blocks:
+                self.sink.put_trusted(c, block)
+            return Node(built.root, built.tsize, 0)
         block = dagpb.dir_node([(n, c.cid.binary, c.tsize) for n, c in children.items()])
         tsize = len(block) + sum(c.tsize for c in children.values())
         return Node(self._put(block, DAG_PB), tsize, 0)
@@ -133,6 +138,16 @@ class Importer:
         return self.directory(children, where)
 
 
+def is_sharded(children: dict[str, Node]) -> bool:
+    """True if Kubo makes a HAMT of a directory of `children` (boxo's link-size estimate)."""
+    estimate = 0
+    for name, c in children.items():
+        estimate += len(name.encode("utf-8")) + len(c.cid.binary)
+        if estimate >= HAMT_THRESHOLD_BYTES:
+            return True
+    return False
+
+
 def _entry_name(name: str, parent: Path) -> str:
     try:
         os.fsencode(name).decode("utf-8")
@@ -146,15 +161,6 @@ def check_name(name: str | None) -> str:
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
         raise StoreError(f"unsafe or empty directory entry name {name!r}")
     return name
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A named directory entry as stored."""
-
-    name: str
-    cid: Cid
-    tsize: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +197,13 @@ class Reader:
         if node.data is None:
             raise Unsupported(f"{c} is a dag-pb node without UnixFS data")
         fs = dagpb.decode_unixfs(node.data)
-        if fs.type in (dagpb.DataType.HAMT_SHARD, dagpb.DataType.SYMLINK, dagpb.DataType.METADATA):
+        if fs.type in (dagpb.DataType.SYMLINK, dagpb.DataType.METADATA):
             raise Unsupported(f"{c} is a UnixFS {fs.type.name.lower()}, which is not supported")
         return block, node, fs
 
     def info(self, c: Cid) -> Info:
-        """Kind, size and (for a dir) links of `c`; Unsupported for non-UnixFS nodes."""
+        """Kind, size and (for a dir) links of `c`, a HAMT's in name order; Unsupported for
+        non-UnixFS nodes, BadDag for a malformed HAMT."""
         if c.codec == RAW:
             return Info("file", len(self.get(c)), ())
         if c.codec != DAG_PB:
@@ -204,20 +211,39 @@ class Reader:
                 f"{c} has codec {c.codec}; only raw and dag-pb (UnixFS) are supported"
             )
         block, node, fs = self._decode(c)
+        dag_bytes = len(block) + sum(link.tsize or 0 for link in node.links)
+        if hamt.is_shard(fs):
+            entries = sorted(hamt.entries(self.get, c, node, fs),
+                             key=lambda e: e.name.encode("utf-8"))
+            for e in entries:
+                check_name(e.name)
+            return Info("dir", dag_bytes, tuple(entries))
         if fs.type != dagpb.DataType.DIRECTORY:
             return Info("file", check_file(c, node, fs), ())
         links = tuple(
             Link(check_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
             for link in node.links
         )
-        return Info("dir", len(block) + sum(link.tsize for link in links), links)
+        return Info("dir", dag_bytes, links)
 
     def child(self, c: Cid, name: str) -> Cid:
         """The CID of entry `name` in directory `c`; NotFound if absent or `c` is a file."""
+        return self.child_trail(c, name)[-1]
+
+    def child_trail(self, c: Cid, name: str) -> list[Cid]:
+        """The HAMT sub-shards read to find entry `name` of directory `c` (none for a basic
+        directory), then the entry's CID; NotFound if absent or `c` is a file."""
+        if c.codec == DAG_PB:
+            _, node, fs = self._decode(c)
+            if hamt.is_shard(fs):
+                found, trail = hamt.lookup(self.get, c, node, fs, name)
+                if found is not None:
+                    return [*trail, found]
+                raise NotFound(f"no entry {name!r} in {c}", field="path")
         info = self.info(c)
         for link in info.links:
             if link.name == name:
-                return link.cid
+                return [link.cid]
         raise NotFound(f"no entry {name!r} in {c}", field="path")
 
     def read(self, c: Cid, start: int, end: int) -> Iterator[bytes]:
@@ -243,7 +269,7 @@ class Reader:
         if c.codec != DAG_PB:
             raise Unsupported(f"{c} has codec {c.codec}; it is not a UnixFS file")
         _, node, fs = self._decode(c)
-        if fs.type == dagpb.DataType.DIRECTORY:
+        if fs.type == dagpb.DataType.DIRECTORY or hamt.is_shard(fs):
             raise StoreError(f"{c} is a directory, not a file")
         _check_child(path, size, check_file(c, node, fs))
         pos = 0

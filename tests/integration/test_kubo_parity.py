@@ -7,16 +7,19 @@ no bootstrap peers and no mDNS; no daemon is started and nothing leaves the mach
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from peer.errors import StoreError
-from peer.ipfs import EmbeddedStore
+from peer.ipfs import EmbeddedStore, dagpb, gateway, rpc
 from peer.ipfs.unixfs import CHUNK_BYTES, HAMT_THRESHOLD_BYTES, MAX_LINKS
 from tests.helpers import init_kubo_repo, kubo_binary
 
@@ -138,17 +141,36 @@ def _unixfs_type(kubo: Kubo, cid: str) -> int:
 
 @pytest.mark.parametrize("version", [0, 1])
 def test_hamt_threshold(kubo: Kubo, store: EmbeddedStore, tmp_path: Path, version: int) -> None:
-    """One byte under boxo's threshold both make a basic dir; at it Kubo shards and we refuse."""
+    """One byte under boxo's threshold is a basic dir; at it and one byte over, Kubo shards;
+    we make the same CID in every case."""
     cid_len = 34 if version == 0 else 36
-    below = _dir_with_estimate(tmp_path / "below", HAMT_THRESHOLD_BYTES - 1, cid_len)
-    at = _dir_with_estimate(tmp_path / "at", HAMT_THRESHOLD_BYTES, cid_len)
     add = ("add", "-Q", "-r", f"--cid-version={version}")
-    below_cid = kubo(*add, str(below)).decode().strip()
-    at_cid = kubo(*add, str(at)).decode().strip()
-    assert (_unixfs_type(kubo, below_cid), _unixfs_type(kubo, at_cid)) == (1, 5)  # dir, HAMT
-    assert store.add_path(below, cid_version=version) == below_cid
-    with pytest.raises(StoreError, match="HAMT"):
-        store.add_path(at, cid_version=version)
+    types = []
+    for label, delta in (("below", -1), ("at", 0), ("above", 1)):
+        d = _dir_with_estimate(tmp_path / label, HAMT_THRESHOLD_BYTES + delta, cid_len)
+        kubo_cid = kubo(*add, str(d)).decode().strip()
+        types.append(_unixfs_type(kubo, kubo_cid))
+        assert store.add_path(d, cid_version=version) == kubo_cid, label
+    assert types == [1, 5, 5]  # directory, HAMT shard, HAMT shard
+
+
+@pytest.fixture(scope="module")
+def ten_thousand(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of 10,000 small files (a two-level HAMT in Kubo)."""
+    return _many(tmp_path_factory.mktemp("hamt") / "10k", 10_000, name_len=5)
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_hamt_of_10000_files(kubo: Kubo, store: EmbeddedStore, ten_thousand: Path,
+                             version: int) -> None:
+    root = store.add_path(ten_thousand, cid_version=version)
+    assert root == _add_kubo(kubo, ten_thousand, version)
+    node = dagpb.decode_node(store.get_block(root))
+    assert dagpb.decode_unixfs(node.data or b"").type == dagpb.DataType.HAMT_SHARD
+    assert b"".join(store.cat(store.resolve(root, "04321.txt"))) == b"4321"
+    if version == 1:
+        listed = store.ls(root)
+        assert [e.path for e in listed] == sorted(p.name for p in ten_thousand.iterdir())
 
 
 def test_car_exchange_both_ways(kubo: Kubo, store: EmbeddedStore, tmp_path: Path) -> None:
@@ -165,3 +187,32 @@ def test_car_exchange_both_ways(kubo: Kubo, store: EmbeddedStore, tmp_path: Path
     kubo("dag", "import", "--pin-roots=false", "-", stdin=b"".join(store.export_car(mine)))
     text = kubo("cat", f"/ipfs/{mine}/données/日本語/ファイル.txt")
     assert text.decode("utf-8") == "こんにちは\n"
+
+
+async def test_kubo_hamt_through_our_gateway(
+    kubo: Kubo, ten_thousand: Path, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """A HAMT Kubo made, imported with dag/import, serves entries and a listing here."""
+    root = kubo("add", "-Q", "-r", "--cid-version=1", str(ten_thousand)).decode().strip()
+    car_bytes = kubo("dag", "export", root)
+    fresh = EmbeddedStore(tmp_path / "fresh")
+    app = web.Application()
+    rpc.add_routes(app, fresh)
+    gateway.add_routes(app, fresh)
+    client = await aiohttp_client(app)
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(car_bytes), filename="10k.car",
+                   content_type="application/vnd.ipld.car")
+    r = await client.post("/api/v0/dag/import?pin-roots=true", data=form)
+    assert r.status == 200, await r.text()
+    assert root in await r.text()
+    assert b"".join(fresh.export_car(root)) == car_bytes  # same blocks in the same DFS order
+
+    r = await client.get(f"/ipfs/{root}/01234.txt")
+    assert r.status == 200 and await r.read() == b"1234"
+    r = await client.get(f"/ipfs/{root}/10000.txt")
+    assert r.status == 404
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    assert r.status == 200
+    page = await r.text()
+    assert "00000.txt" in page and "09999.txt" in page

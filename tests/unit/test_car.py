@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.errors import IntegrityError, NotFound, StoreError, TooLarge
-from peer.ipfs import EmbeddedStore, car, parse_cid
-from peer.ipfs.dagpb import varint
+from peer.errors import BadDag, IntegrityError, NotFound, StoreError, TooLarge
+from peer.ipfs import EmbeddedStore, car, dagpb, hamt, parse_cid
+from peer.ipfs.cids import DAG_PB, sha256_cid
+from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, varint
 from peer.ipfs.store import CarOptions
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -202,3 +203,77 @@ def test_entity_bytes_of_a_chain_deeper_than_the_bound_is_refused() -> None:
         blocks[c.key] = block
     with pytest.raises(TooLarge, match=f"more than {MAX_DEPTH} levels deep"):
         list(dag.file_blocks(lambda k: blocks[k.key], c, blocks[c.key], 0, 1))
+
+
+# --- HAMT-sharded directories ---------------------------------------------------------------------
+
+
+def _hamt(store: EmbeddedStore, count: int = 300) -> tuple[str, dict[str, str]]:
+    """A HAMT (as Kubo shards with a 1-byte threshold) of `count` small files, stored."""
+    files = {f"f{i}": store.add_bytes(str(i).encode()) for i in range(count)}
+    links = [hamt.Link(n, parse_cid(c), store.dag_size(c)) for n, c in files.items()]
+    built = hamt.build(links, 1)
+    for c, block in built.blocks:
+        store.put_block(str(c), block)
+    return str(built.root), files
+
+
+def _car_cids(store: EmbeddedStore, root: str, path: str = "",
+              options: CarOptions | None = None) -> list[str]:
+    _, blocks = car.read_car([b"".join(store.export_car(root, path, options))])
+    return [str(c) for c, _ in blocks]
+
+
+def _shards_to(store: EmbeddedStore, root: str, name: str) -> list[str]:
+    node = dagpb.decode_node(store.get_block(root))
+    fs = dagpb.decode_unixfs(node.data or b"")
+    found, trail = hamt.lookup(lambda c: store.get_block(str(c)), parse_cid(root), node, fs, name)
+    assert found is not None
+    return [str(c) for c in trail]
+
+
+def test_car_of_a_path_through_a_hamt_holds_the_shards_on_the_way(store: EmbeddedStore) -> None:
+    root, files = _hamt(store)
+    names = [n for n in files if _shards_to(store, root, n)]  # names below a sub-shard
+    assert names
+    name = names[0]
+    trail = [root, *_shards_to(store, root, name), files[name]]
+    assert _car_cids(store, root, name) == trail
+    assert _car_cids(store, root, name, CarOptions(scope="block")) == trail
+    assert store.resolve_path(root, name) == [root, files[name]]  # segments, not shards
+
+
+def test_car_entity_of_a_hamt_is_every_shard_and_no_entry(store: EmbeddedStore) -> None:
+    root, files = _hamt(store)
+    got = _car_cids(store, root, "", CarOptions(scope="entity"))
+    shards = [str(c) for c, _ in hamt.shard_blocks(lambda c: store.get_block(str(c)),
+                                                    parse_cid(root), store.get_block(root))]
+    assert got == shards and got[0] == root and len(got) > 1
+    assert not set(got) & set(files.values())
+    everything = _car_cids(store, root)
+    assert set(everything) == set(shards) | set(files.values())
+
+
+def test_hamt_moves_between_stores_as_a_car(store: EmbeddedStore, tmp_path: Path) -> None:
+    """What fetch does between peers: export, import elsewhere, read the same entries."""
+    root, files = _hamt(store)
+    other = EmbeddedStore(tmp_path / "other")
+    assert other.import_car(store.export_cars([root]), pin=True) == [root]
+    assert {e.path: e.cid for e in other.walk(root)} == files
+    assert b"".join(other.cat(other.resolve(root, "f42"))) == b"42"
+
+
+def test_malformed_hamt_in_a_car_stores_nothing(store: EmbeddedStore, tmp_path: Path) -> None:
+    leaf = store.add_bytes(b"x")
+    fs = UnixFSData(DataType.HAMT_SHARD, b"\x01\x00", hash_type=0x22, fanout=256)  # bucket 8
+    bad = dagpb.encode_node(PBNode((PBLink(parse_cid(leaf).binary, "09x", 1),),
+                                   dagpb.encode_unixfs(fs)))
+    bad_cid = sha256_cid(bad, DAG_PB, 1)
+    data = car.frame(car.encode_header([bad_cid])) + car.block_section(bad_cid, bad)
+    other = EmbeddedStore(tmp_path / "other")
+    with pytest.raises(BadDag, match=str(bad_cid)):
+        other.import_car([data])
+    assert not other.has(str(bad_cid))
+    with pytest.raises(BadDag, match="bucket 9"):
+        other.put_block(str(bad_cid), bad)
+    assert not other.has(str(bad_cid))

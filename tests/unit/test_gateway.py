@@ -13,7 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from peer.errors import ArgError
-from peer.ipfs import EmbeddedStore, car, parse_cid
+from peer.ipfs import EmbeddedStore, car, dagpb, hamt, parse_cid
+from peer.ipfs.cids import DAG_PB, sha256_cid
+from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
 from peer.ipfs.gateway import (
     CACHE_IMMUTABLE,
     add_routes,
@@ -317,3 +319,46 @@ async def test_filename_never_makes_content_html(client: Client, store: Embedded
     assert r.headers["Content-Type"] == "text/html; charset=utf-8"  # its own name types it
     assert r.headers["Content-Disposition"].startswith('attachment; filename="page.txt"')
     assert r.headers["Content-Security-Policy"] == "sandbox"
+
+
+def _hamt(store: EmbeddedStore, count: int = 300) -> tuple[str, dict[str, str]]:
+    """A HAMT-sharded directory of `count` small files (as Kubo with a 1-byte threshold)."""
+    files = {f"f{i}": store.add_bytes(str(i).encode()) for i in range(count)}
+    built = hamt.build([hamt.Link(n, parse_cid(c), store.dag_size(c)) for n, c in files.items()],
+                       1)
+    for c, block in built.blocks:
+        store.put_block(str(c), block)
+    return str(built.root), files
+
+
+async def test_hamt_directory_paths_listing_and_car(client: Client, store: EmbeddedStore) -> None:
+    root, files = _hamt(store)
+    r = await client.get(f"/ipfs/{root}/f123")
+    assert r.status == 200 and await r.read() == b"123"
+    assert r.headers["X-Ipfs-Roots"] == f"{root},{files['f123']}"
+    r = await client.get(f"/ipfs/{root}/f300")
+    assert r.status == 404
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "application/json"})
+    names = [link["Name"] for link in json.loads(await r.read())["Links"]]
+    assert names == sorted(files)
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    assert r.status == 200 and "f299" in await r.text()
+    r = await client.get(f"/ipfs/{root}?format=car&dag-scope=entity")
+    _, read = car.read_car([await r.read()])
+    blocks = list(read)
+    assert blocks[0][0] == parse_cid(root) and len(blocks) > 1
+    assert not {str(c) for c, _ in blocks} & set(files.values())
+
+
+async def test_malformed_hamt_is_a_422_naming_the_shard(client: Client,
+                                                        store: EmbeddedStore) -> None:
+    leaf = parse_cid(store.add_bytes(b"x"))
+    fs = UnixFSData(DataType.HAMT_SHARD, b"\x08", hash_type=0x22, fanout=255)
+    bad = dagpb.encode_node(PBNode((PBLink(leaf.binary, "03x", 1),), dagpb.encode_unixfs(fs)))
+    bad_cid = sha256_cid(bad, DAG_PB, 1)
+    store.blocks.put_trusted(bad_cid, bad)  # as if written before this check existed
+    for url in (f"/ipfs/{bad_cid}/", f"/ipfs/{bad_cid}/x"):
+        r = await client.get(url, headers={"Accept": "application/json"})
+        body = json.loads(await r.read())
+        assert (r.status, body["error"]) == (422, "BadDag"), url
+        assert str(bad_cid) in body["message"] and "fanout 255" in body["message"]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
-from peer.ipfs import EmbeddedStore, Entry, StoreConfig, open_store
+from peer.ipfs import EmbeddedStore, Entry, StoreConfig, dagpb, open_store
 from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -176,15 +176,33 @@ def test_make_dir_errors(store: EmbeddedStore) -> None:
         store.make_dir({"": HELLO_V1})
 
 
-def test_hamt_sized_directory_refused(store: EmbeddedStore) -> None:
+def test_hamt_sized_directory_is_sharded(store: EmbeddedStore, tmp_path: Path) -> None:
+    """make_dir above boxo's threshold writes a HAMT that every reader walks like a dir."""
     store.add_bytes(b"hello\n")
     name_len = 200
     count = HAMT_THRESHOLD_BYTES // (name_len + 36) + 1
     entries = {f"{i:0{name_len}d}": HELLO_V1 for i in range(count)}
-    with pytest.raises(StoreError, match="HAMT"):
-        store.make_dir(entries)
+    root = store.make_dir(entries)
+    assert dagpb.decode_unixfs(dagpb.decode_node(store.get_block(root)).data or b"").type == (
+        dagpb.DataType.HAMT_SHARD)
+    listed = store.ls(root)
+    assert [e.path for e in listed] == sorted(entries)
+    assert {e.cid for e in listed} == {HELLO_V1}
+    assert [e.path for e in store.walk(root)] == sorted(entries)
+    name = sorted(entries)[count // 2]
+    assert store.resolve(root, name) == HELLO_V1
+    assert b"".join(store.cat(store.resolve(root, name))) == b"hello\n"
+    with pytest.raises(NotFound):
+        store.resolve(root, "x" * name_len)
+    assert store.stat(root).kind == "dir"
+    store.materialize(root, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(entries)
+    store.pin(root)
+    assert store.gc() == 0
     below = dict(list(entries.items())[: count - 2])
-    assert store.make_dir(below).startswith("bafybei")
+    below_root = store.make_dir(below)
+    assert dagpb.decode_unixfs(dagpb.decode_node(store.get_block(below_root)).data or b"").type == (
+        dagpb.DataType.DIRECTORY)
 
 
 def test_blocks(store: EmbeddedStore) -> None:

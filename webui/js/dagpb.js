@@ -63,11 +63,11 @@ function decodeLink(bytes) {
   return { cid: cid.string, codec: cid.codec, name, tsize };
 }
 
-/** Decode UnixFS Data: {type, typeName, data, filesize, blocksizes, fanout}. */
+/** Decode UnixFS Data: {type, typeName, data, filesize, blocksizes, hashType, fanout}. */
 export function decodeUnixfs(bytes) {
   if (!bytes) throw new DagPbError("dag-pb node without UnixFS data");
   const out = { type: null, typeName: "", data: new Uint8Array(0), filesize: null,
-                blocksizes: [], fanout: null };
+                blocksizes: [], hashType: null, fanout: null };
   for (const [num, wire, value] of fields(bytes)) {
     if (num === 1 && wire === 0) out.type = value;
     else if (num === 2 && wire === 2) out.data = value;
@@ -80,7 +80,8 @@ export function decodeUnixfs(bytes) {
         out.blocksizes.push(v);
         p = n;
       }
-    } else if (num === 6 && wire === 0) out.fanout = value;
+    } else if (num === 5 && wire === 0) out.hashType = value;
+    else if (num === 6 && wire === 0) out.fanout = value;
   }
   if (out.type === null) throw new DagPbError("UnixFS data without a type");
   out.typeName = UNIXFS_TYPES[out.type] || `type ${out.type}`;

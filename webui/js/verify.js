@@ -140,21 +140,52 @@ export async function readDir(cidStr) {
   const st = await statNode(cidStr);
   if (st.kind !== "dir") throw new VerifyError(`${cidStr} is not a directory`, cidStr);
   if (st.unixfs.type === 1) return st.node.links.map(({ name, cid, tsize }) => ({ name, cid, tsize }));
-  return readShard(st.node, st.unixfs);
+  return readShard(cidStr, st.node, st.unixfs);
 }
 
-async function readShard(node, fs) {
-  const width = Math.max(1, ((fs.fanout || 256) - 1).toString(16).length);
+/** Buckets a HAMT shard's bitfield marks (big-endian bytes: bucket 0 is the last byte's low bit). */
+function occupied(bitfield) {
   const out = [];
-  for (const link of node.links) {
-    if (link.name.length > width) {
-      out.push({ name: link.name.slice(width), cid: link.cid, tsize: link.tsize });
-    } else {
-      const sub = decodeNode(await getBlock(link.cid));
-      out.push(...(await readShard(sub, decodeUnixfs(sub.data))));
-    }
+  for (let i = 0; i < bitfield.length * 8; i++) {
+    if (bitfield[bitfield.length - 1 - (i >> 3)] & (1 << (i & 7))) out.push(i);
   }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return out;
+}
+
+/** Check a HAMT shard node as Kubo writes it: murmur3-x64-64 (0x22), a power-of-two fanout
+ *  (the parent's, below the root), one link per marked bucket, named by that bucket in hex. */
+function checkShard(cidStr, node, fs, fanout) {
+  const f = fs.fanout;
+  if (!f || f < 8 || f > 1024 || (f & (f - 1)) !== 0 || (fanout && f !== fanout)) {
+    throw new VerifyError(`HAMT shard ${cidStr} has fanout ${f}`, cidStr);
+  }
+  if (fs.hashType !== 0x22) {
+    throw new VerifyError(`HAMT shard ${cidStr} uses hash type ${fs.hashType}, not murmur3-x64-64`, cidStr);
+  }
+  const buckets = fs.data.length <= f / 8 ? occupied(fs.data) : null;
+  if (!buckets || buckets.length !== node.links.length) {
+    throw new VerifyError(`HAMT shard ${cidStr}: its bitfield does not match its ${node.links.length} links`, cidStr);
+  }
+  const width = (f - 1).toString(16).length;
+  node.links.forEach((link, i) => {
+    if (parseInt(link.name.slice(0, width), 16) !== buckets[i] || !/^[0-9a-fA-F]+$/.test(link.name.slice(0, width))) {
+      throw new VerifyError(`HAMT shard ${cidStr}: link "${link.name}" is not in bucket ${buckets[i]}`, cidStr);
+    }
+  });
+  return width;
+}
+
+async function readShard(cidStr, node, fs, fanout = 0, depth = 0) {
+  const width = checkShard(cidStr, node, fs, fanout);
+  if (depth > 64) throw new VerifyError(`HAMT ${cidStr} is too deep`, cidStr);
+  const parts = await Promise.all(node.links.map(async (link) => {
+    if (link.name.length > width) return [{ name: link.name.slice(width), cid: link.cid, tsize: link.tsize }];
+    const sub = decodeNode(await getBlock(link.cid));
+    return readShard(link.cid, sub, decodeUnixfs(sub.data), fs.fanout, depth + 1);
+  }));
+  const out = parts.flat();
+  if (depth === 0) out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return out;
 }
 
 /** Follow `path` (a/b/c) from `root` through verified directory blocks; returns the CID. */
