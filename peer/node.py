@@ -172,6 +172,11 @@ class Node:
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())
 
+    @property
+    def workers(self) -> dict[str, int]:
+        """Worker slots and how many are ready (fewer while they start or warm up)."""
+        return {"slots": self.executor.slots, "ready": self.executor.ready_workers}
+
     def local_info(self) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks."""
         self.flush()  # the heads below must be on disk

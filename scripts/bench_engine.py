@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from scriptlib import machine
+from scriptlib import machine, wait_workers_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -54,6 +54,7 @@ def start_peer(data: Path, profile: Path | None) -> tuple[subprocess.Popen[str],
             break
         m = re.match(r"web UI: (http://\S+?)/?$", line.strip())
         if m:
+            wait_workers_ready(m.group(1))
             return proc, m.group(1)
     proc.kill()
     raise RuntimeError("peer did not start")

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_engine as be  # noqa: E402  (post_job, pct, summary)
 import bench_pipeline as bp  # noqa: E402  (machine, run_job, tree_cpu_s, descendants)
+from scriptlib import wait_workers_ready  # noqa: E402
 
 MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
 PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
@@ -147,6 +148,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
             mesh.peers.append(Peer(proc, m.group(1), log))
         for p in mesh.peers:
             p.id = next(x["id"] for x in _get(p.url + "/api/peers")["peers"] if x["self"])
+            wait_workers_ready(p.url)
         while not formed(mesh):  # every peer holds every other alive, with its load
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the mesh of {n} peers did not form in {timeout_s:g} s")

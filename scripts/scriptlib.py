@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +36,20 @@ def load_script(name: str) -> ModuleType:
         sys.modules[key] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[key])
     return sys.modules[key]
+
+
+def wait_workers_ready(url: str, timeout_s: float = 180) -> None:
+    """Wait until the peer at `url` has every worker ready (its forkserver warmed up), so a
+    benchmark measures a warm peer, not its start-up; a peer that does not say is ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(url + "/api/health", timeout=10) as r:
+            workers = json.load(r).get("workers")
+        if not workers or workers["ready"] >= workers["slots"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: workers not ready after {timeout_s:g} s: {workers}")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -54,6 +70,7 @@ def lone_peer(data_dir: Path, log: Path, slots: int, *, mesh_prefix: str, log_le
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
             time.sleep(0.05)
+        wait_workers_ready(m.group(1))
         yield proc, m.group(1)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -74,7 +74,7 @@ async def health(request: web.Request) -> web.Response:
     node = _node(request)
     return web.json_response({
         "ok": True, "peer": node.peer_id, "name": node.name, "jobs": len(node.state.jobs),
-        "version": OPENAPI["info"]["version"],
+        "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
         "mdns": None if node.discovery is None else {"running": node.discovery.running,

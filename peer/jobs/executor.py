@@ -200,6 +200,11 @@ class Executor:
         return self.cfg.slots
 
     @property
+    def ready_workers(self) -> int:
+        """Workers ready to run (fewer than `slots` while they start or warm up)."""
+        return sum(1 for w in self._workers if w.ready)
+
+    @property
     def free_slots(self) -> int:
         """How many more runs would start without queueing."""
         busy = sum(1 for w in self._workers if w.job is not None)

@@ -26,8 +26,10 @@ EMPTY_FILE = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
 def _cfg(d: Path, **kw: Any) -> PeerConfig:
+    # No warm-up: these tasks are the fixtures, and librosa's warm-up would only compete for
+    # the CPU with the first job (tests/unit/test_warm_workers.py covers it).
     return PeerConfig(data_dir=d, slots=2, task_modules=("tests.fixture_tasks",), mdns=False,
-                      **kw)
+                      warm_workers=False, **kw)
 
 
 @pytest.fixture
