@@ -201,9 +201,10 @@ def _sub(c: Cid, data: bytes, shape: _Shape, depth: int, root: Cid) -> list[Slot
     return slots(c, node, dagpb.decode_unixfs(node.data), shape.fanout)
 
 
-def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Link]:
-    """Every entry of the HAMT rooted at `c`, depth first in bucket order."""
-    shape, root = _checked(c, node, fs)
+def _walk(get: GetBlock, c: Cid, shape: _Shape, root: list[Slot],
+          ) -> Iterator[tuple[Slot, bytes | None]]:
+    """Every slot of the HAMT rooted at `c`, depth first in bucket order: an entry with None,
+    a sub-shard with its block (checked) before the slots below it."""
     stack: list[tuple[Iterator[Slot], int]] = [(iter(root), 0)]
     while stack:
         it, depth = stack[-1]
@@ -211,9 +212,20 @@ def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Lin
         if s is None:
             stack.pop()
         elif s.name is not None:
-            yield Link(s.name, s.cid, s.tsize)
+            yield s, None
         else:
-            stack.append((iter(_sub(s.cid, get(s.cid), shape, depth + 1, c)), depth + 1))
+            block = get(s.cid)
+            sub = _sub(s.cid, block, shape, depth + 1, c)
+            yield s, block
+            stack.append((iter(sub), depth + 1))
+
+
+def entries(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData) -> Iterator[Link]:
+    """Every entry of the HAMT rooted at `c`, depth first in bucket order."""
+    shape, root = _checked(c, node, fs)
+    for s, block in _walk(get, c, shape, root):
+        if block is None and s.name is not None:
+            yield Link(s.name, s.cid, s.tsize)
 
 
 def lookup(get: GetBlock, c: Cid, node: PBNode, fs: UnixFSData,
@@ -244,17 +256,9 @@ def shard_blocks(get: GetBlock, c: Cid, data: bytes) -> Iterator[tuple[Cid, byte
         raise BadDag(f"{c} has no UnixFS data")
     shape, root = _checked(c, node, dagpb.decode_unixfs(node.data))
     yield c, data
-    stack: list[tuple[Iterator[Slot], int]] = [(iter(root), 0)]
-    while stack:
-        it, depth = stack[-1]
-        s = next(it, None)
-        if s is None:
-            stack.pop()
-        elif s.name is None:
-            block = get(s.cid)
-            sub = _sub(s.cid, block, shape, depth + 1, c)
+    for s, block in _walk(get, c, shape, root):
+        if block is not None:
             yield s.cid, block
-            stack.append((iter(sub), depth + 1))
 
 
 def check_block(c: Cid, data: bytes) -> None:
