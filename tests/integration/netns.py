@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import mesh_secret_file
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SUBNET = "10.213.0"  # /24; exists only inside the namespaces of a TestNet
@@ -431,6 +433,8 @@ class PeerSet:
         name = name or f"p{host}"
         data = self.tmp / name
         a = self.net.addr(host)
+        if not any(x.startswith(("--secret-file", "--join-token")) for x in extra):
+            extra = ("--secret-file", str(mesh_secret_file(self.mesh)), *extra)  # one mesh
         args = [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", f"{a}:0",
                 "--gossip", f"{a}:0", "--mdns-interface", a, "--mesh-name", self.mesh,
                 "--task-module", "tests.fixture_tasks", "--lease-s", f"{lease_s:g}",
