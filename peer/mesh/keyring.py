@@ -211,6 +211,7 @@ def load_secrets(data_dir: Path, secret_file: Path | None = None,
     if secret_file is not None:
         return MeshSecrets(_read_secrets_file(secret_file, "secret_file"), "secret_file",
                            secret_file)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stored = data_dir / SECRET_FILE_NAME
     if join_token:
         secret = decode_token(join_token)
