@@ -70,7 +70,7 @@ async def raw_dealer(ctx: zmq.asyncio.Context, addr: str, frame: bytes,
 
 
 async def test_plain_and_foreign_client_keys_are_refused_before_any_frame() -> None:
-    a, sa = make("a", [A])
+    a, _ = make("a", [A])
     async with a:
         hb = encode_frame(Kind.HEARTBEAT, "banzai", "intruder", "127.0.0.1:9",
                           b'{"info":{}}', None)
