@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -219,6 +220,27 @@ class LocalUser:
     def wrap(self, *cmd: str) -> list[str]:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
                 "--inh-caps=-all", "--", *cmd]
+
+    def sandbox(self, *cmd: str, setup: Sequence[str] = (), scratch: Path) -> list[str]:
+        """`cmd` as this user in a mount namespace of its own, after the shell lines `setup`
+        (run as root there), with this interpreter reachable (`reach_python`)."""
+        script = "\n".join(["set -e", "mount --make-rprivate /", *reach_python(scratch),
+                            *setup, 'exec "$@"'])
+        return ["unshare", "--mount", "sh", "-c", script, "sandbox", *self.wrap(*cmd)]
+
+
+def reach_python(scratch: Path) -> list[str]:
+    """Shell lines for a mount namespace that let other users run this interpreter when it
+    lives under a directory only root may enter (here: pyenv in /root): that directory is
+    replaced there by an empty tmpfs holding only the interpreter's tree. `scratch`: an
+    empty directory to stage the bind mount."""
+    real = Path(os.path.realpath(sys.executable))
+    closed = next((d for d in reversed(real.parents) if not os.stat(d).st_mode & 0o001), None)
+    if closed is None:
+        return []
+    keep = real.parents[len(real.parents) - len(closed.parents) - 2]  # the child on the path
+    return [f"mount --bind {keep} {scratch}", f"mount -t tmpfs -o mode=0755 tmpfs {closed}",
+            f"mkdir -p {keep}", f"mount --bind {scratch} {keep}"]
 
 
 @contextmanager

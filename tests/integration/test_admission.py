@@ -151,12 +151,14 @@ def test_second_local_user_can_neither_read_the_secret_nor_join(
         env = {"PATH": os.environ["PATH"], "HOME": str(user.home), "PYTHONPATH": str(ROOT),
                "PYTHONDONTWRITEBYTECODE": "1", "BANZAI_WARM_WORKERS": "0"}
         log = root / "other-user.log"
+        scratch = root / "scratch"
+        scratch.mkdir()
         with log.open("wb") as out:
-            proc = subprocess.Popen(user.wrap(
+            proc = subprocess.Popen(user.sandbox(
                 str(BIN / "banzai-peer"), "--data-dir", str(data / "peer"), "--http",
                 "127.0.0.1:0", "--mdns-interface", "127.0.0.1", "--mesh-name", MESH,
-                "--join", ga, "--slots", "1"), env=env, stdout=out, stderr=subprocess.STDOUT,
-                cwd=ROOT, stdin=subprocess.DEVNULL)
+                "--join", ga, "--slots", "1", scratch=scratch), env=env, stdout=out,
+                stderr=subprocess.STDOUT, cwd=ROOT, stdin=subprocess.DEVNULL)
         try:
             until(lambda: "web UI:" in log.read_text() or proc.poll() is not None,
                   "the other user's peer did not start", 90)
