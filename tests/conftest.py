@@ -71,8 +71,12 @@ def _names_secret(extra: tuple[str, ...], env: dict[str, str] | None) -> bool:
             or any(k in (env or {}) for k in ("BANZAI_SECRET_FILE", "BANZAI_JOIN_TOKEN")))
 
 
+# A peer starts in seconds; on a machine saturated by other work it can take a minute.
+START_TIMEOUT_S = float(os.environ.get("BANZAI_TEST_START_TIMEOUT_S", "60"))
+
+
 def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-               http: str = "127.0.0.1:0", timeout_s: float = 60,
+               http: str = "127.0.0.1:0", timeout_s: float = START_TIMEOUT_S,
                mesh: str | None = None, shared_secret: bool = True) -> PeerProc:
     """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback. Peers of
     one mesh name share a secret file (`shared_secret`) unless the flags or `env` name a
