@@ -62,8 +62,8 @@ class ZapHandler:
             if ok:
                 self.admitted += 1
             else:
-                self.denied += 1
-                log.info("refused a gossip connection from %s: %s",
+                self.denied += 1  # counted by the transport too; debug: a flood must not fill logs
+                log.debug("refused a gossip connection from %s: %s",
                          request[3].decode(errors="replace") if len(request) > 3 else "?",
                          reply[3].decode())
             await self._sock.send_multipart(reply)
