@@ -69,6 +69,10 @@ def private_dirs(data_dir: Path) -> None:
     names one: a peer can then run with everything but its data dir read-only (systemd
     ProtectSystem=strict, ProtectHome=read-only; docs/security.md)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("data dir %s is open to other users (mode %o): they can read the event "
+                    "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
     dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "NUMBA_CACHE_DIR": "cache/numba",
             "MPLCONFIGDIR": "cache/matplotlib"}
     for var, sub in dirs.items():
@@ -82,6 +86,12 @@ def private_dirs(data_dir: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cfg, ns = from_args(argv)
+    except BanzaiError as e:
+        print(f"banzai-peer: {e.message}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
         private_dirs(cfg.data_dir)
         if ns.print_join:
             print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
@@ -92,8 +102,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as e:
         print(f"banzai-peer: cannot use the data dir: {e}", file=sys.stderr)
         sys.exit(1)
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def run() -> None:
         stop = asyncio.Event()

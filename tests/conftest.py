@@ -91,7 +91,7 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     # and the warm-up (librosa, numba) adds ~1 s of CPU to each start on this 2-core host.
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "BANZAI_WARM_WORKERS": "0",
                 **(env or {})}
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the peer makes it
     log = data_dir.with_name(data_dir.name + ".log")
     start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with log.open("ab") as out:

@@ -139,6 +139,7 @@ async def _browse(peer_id: str) -> Mapping[str, str]:
 
 def test_second_local_user_can_neither_read_the_secret_nor_join(
         first: PeerProc, root: Path) -> None:
+    first.data_dir.chmod(0o755)  # the files' own modes must keep the other user out
     with local_user() as user:
         for f in (first.data_dir / SECRET_FILE_NAME,):
             r = user.run("cat", str(f))
