@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import mesh_secret_file
+from tests.conftest import START_TIMEOUT_S, mesh_secret_file
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -389,7 +389,7 @@ class NsPeer:
                                          stdin=subprocess.DEVNULL)
         self.url = ""
 
-    def wait_url(self, timeout_s: float = 60.0) -> None:
+    def wait_url(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         assert self.proc is not None
         while time.monotonic() < deadline:
@@ -444,7 +444,7 @@ class PeerSet:
         self.peers.append(p)
         return p
 
-    def start(self, peers: Sequence[NsPeer], timeout_s: float = 60.0) -> list[NsPeer]:
+    def start(self, peers: Sequence[NsPeer], timeout_s: float = START_TIMEOUT_S) -> list[NsPeer]:
         """Spawn all, then wait for all (they start in parallel)."""
         for p in peers:
             p.spawn()
