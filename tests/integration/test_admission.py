@@ -20,7 +20,7 @@ import pytest
 
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.keyring import SECRET_FILE_NAME, decode_token, derive
-from tests.conftest import BIN, ROOT, PeerProc, start_peer
+from tests.conftest import BIN, ROOT, START_TIMEOUT_S, PeerProc, start_peer
 from tests.helpers import get_json, local_user, wait_mesh
 
 pytestmark = pytest.mark.integration
@@ -162,7 +162,7 @@ def test_second_local_user_can_neither_read_the_secret_nor_join(
                 stderr=subprocess.STDOUT, cwd=ROOT, stdin=subprocess.DEVNULL)
         try:
             until(lambda: "web UI:" in log.read_text() or proc.poll() is not None,
-                  "the other user's peer did not start", 90)
+                  "the other user's peer did not start", START_TIMEOUT_S)
             assert proc.poll() is None, log.read_text()
             until(lambda: gossip(first)["refused_handshakes"] >= before + 2,
                   "the other user's handshakes were not refused")
