@@ -1,21 +1,26 @@
-"""`banzai-peer`: run one peer until SIGINT/SIGTERM."""
+"""`banzai-peer`: run one peer until SIGINT/SIGTERM (or print the mesh's join command).
+Sets the process's cache and temp directories under the data dir before anything starts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from peer.config import PeerConfig, from_args
 from peer.errors import BanzaiError
 from peer.http.app import make_app
-from peer.node import Node
+from peer.mesh.keyring import join_command
+from peer.node import Node, mesh_secrets
 
 log = logging.getLogger("banzai")
 
@@ -35,6 +40,7 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
     node.http_url = f"http://{shown}:{bound}"
     try:
         await node.start()
+        print_join(node, cfg)
         print(f"banzai-peer {node.peer_id} ({node.name}) ready", flush=True)
         print(f"web UI: {node.http_url}/", flush=True)
         print(f"api:    {node.http_url}/api  gateway: {node.http_url}/ipfs/", flush=True)
@@ -45,14 +51,57 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
         await node.close()
 
 
+def print_join(node: Node, cfg: PeerConfig) -> None:
+    """A new mesh's join command, once (it holds the secret: not repeated in every log)."""
+    src = node.mesh_secrets
+    if src.source == "generated":
+        print(f"new mesh: its secret is in {src.path} (mode 0600). To join another peer "
+              f"to this mesh, run there:\n  {join_command(src.primary, cfg.mesh_name)}",
+              flush=True)
+    else:
+        print(f"mesh secret: {src.path} ({src.source}); banzai-peer --print-join prints "
+              "the command that joins another peer", flush=True)
+
+
+def private_dirs(data_dir: Path) -> None:
+    """Point every cache and temp directory the peer and its workers (numba, matplotlib,
+    XDG caches, tempfile) would write to under the data dir, unless the environment already
+    names one: a peer can then run with everything but its data dir read-only (systemd
+    ProtectSystem=strict, ProtectHome=read-only; docs/security.md)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("data dir %s is open to other users (mode %o): they can read the event "
+                    "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
+    dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "NUMBA_CACHE_DIR": "cache/numba",
+            "MPLCONFIGDIR": "cache/matplotlib"}
+    for var, sub in dirs.items():
+        if not os.environ.get(var):
+            path = data_dir / sub
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.environ[var] = str(path)
+    tempfile.tempdir = None  # tempfile caches its directory: look again
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cfg, _ = from_args(argv)
+        cfg, ns = from_args(argv)
     except BanzaiError as e:
         print(f"banzai-peer: {e.message}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        private_dirs(cfg.data_dir)
+        if ns.print_join:
+            print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
+            return
+    except BanzaiError as e:
+        print(f"banzai-peer: {e.message}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"banzai-peer: cannot use the data dir: {e}", file=sys.stderr)
+        sys.exit(1)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -32,6 +32,7 @@ from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.log import HLC, Event, EventLog, EventType, MeshState
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
+from peer.mesh.keyring import Keyring, MeshSecrets, SecretError, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -40,12 +41,23 @@ log = logging.getLogger("banzai.node")
 Listener = Callable[[Event], None]
 
 
+def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
+    """The peer's mesh secrets (generated and stored in the data dir by the first peer)."""
+    try:
+        return load_secrets(cfg.data_dir, cfg.secret_file, cfg.join_token)
+    except SecretError as e:
+        field = "join_token" if cfg.join_token else "secret_file"
+        raise ConfigError(str(e), field=field) from None
+
+
 class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it."""
 
     def __init__(self, cfg: PeerConfig) -> None:
         self.cfg = cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.mesh_secrets = mesh_secrets(cfg)
+        self.keyring = Keyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.log = EventLog(cfg.data_dir / "events.sqlite")
         self.peer_id = self.log.get_meta("peer_id") or secrets.token_hex(8)
@@ -183,7 +195,8 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs],
-                "heads": dict(self.state.heads), **(self.kubo.info() if self.kubo else {})}
+                "heads": dict(self.state.heads), "kid": self.keyring.serving.key_id,
+                **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
@@ -210,11 +223,12 @@ class Node:
         advertise = (cfg.mdns_interfaces[0] if cfg.mdns_interfaces
                      else socket.gethostbyname(socket.gethostname())) if wildcard else None
         try:
+            # No HMAC tag: CURVE (keys from the mesh secret) authenticates every frame.
             gcfg = GossipConfig.lan(bind=cfg.gossip, advertise_host=advertise,
-                                    mesh_id=self.mesh_id, secret=cfg.secret)
+                                    mesh_id=self.mesh_id, secret=None)
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
-        self.gossip = Gossip(gcfg, zmq_transport(gcfg), self, self, self.peer_id,
+        self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.keyring), self, self, self.peer_id,
                              local_info=self.local_info)
         await self.gossip.start()
         for addr in cfg.join:
@@ -228,12 +242,24 @@ class Node:
             if self.http_url else 0
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
-                        mem_mb=caps["mem_mb"], gpu=caps["gpu"])
-        gossip = self.gossip
+                        mem_mb=caps["mem_mb"], gpu=caps["gpu"],
+                        key_id=self.keyring.serving.key_id)
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
-                                   txt, on_add=lambda addr, _txt: gossip.add_peer(addr),
-                                   on_remove=gossip.remove_peer, mesh_id=self.mesh_id)
+                                   txt, on_add=self._discovered,
+                                   on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)
         await self.discovery.start()
+
+    def _discovered(self, addr: str, txt: Mapping[str, str]) -> None:
+        """A peer of our mesh name found by mDNS: gossip with it if it serves a key of a
+        secret we hold (peers of the same name but another secret are left alone)."""
+        assert self.gossip is not None
+        kid = txt.get("kid", "")
+        if self.keyring.for_key_id(kid) is None:
+            log.info("mDNS: peer %s at %s uses a mesh secret this peer does not hold; not "
+                     "joining it", txt.get("id", "?")[:16], addr)
+            return
+        self.gossip.peer_key(addr, kid)
+        self.gossip.add_peer(addr)
 
     async def close(self) -> None:
         """Stop everything in reverse order of start; idempotent."""

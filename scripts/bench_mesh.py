@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_engine as be  # noqa: E402  (post_job, pct, summary)
 import bench_pipeline as bp  # noqa: E402  (machine, run_job, tree_cpu_s, descendants)
-from scriptlib import wait_workers_ready  # noqa: E402
+from scriptlib import mesh_secret_file, wait_workers_ready  # noqa: E402
 
 MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
 PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
@@ -124,6 +124,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                log_level: str = "WARNING") -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
+    secret = mesh_secret_file(base)  # the peers' shared mesh secret
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     mesh = Mesh()
     pending = []
@@ -133,6 +134,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
         args = [str(BIN / "banzai-peer"), "--data-dir", str(d), "--http", "127.0.0.1:0",
                 "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
                 "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
+                "--secret-file", str(secret),
                 "--fetch-allow", "127.0.0.1/32"]  # the --pipeline corpus server
         with log.open("wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

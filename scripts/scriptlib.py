@@ -38,6 +38,17 @@ def load_script(name: str) -> ModuleType:
     return sys.modules[key]
 
 
+def mesh_secret_file(directory: Path) -> Path:
+    """A new mesh secret in `directory`/mesh.secret (mode 0600): peers started with
+    `--secret-file` on it form one mesh (every mesh has a secret; docs/security.md)."""
+    path = directory / "mesh.secret"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def wait_workers_ready(url: str, timeout_s: float = 180) -> None:
     """Wait until the peer at `url` has every worker ready (its forkserver warmed up), so a
     benchmark measures a warm peer, not its start-up; a peer that does not say is ready."""

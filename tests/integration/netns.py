@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import START_TIMEOUT_S, mesh_secret_file
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SUBNET = "10.213.0"  # /24; exists only inside the namespaces of a TestNet
@@ -387,7 +389,7 @@ class NsPeer:
                                          stdin=subprocess.DEVNULL)
         self.url = ""
 
-    def wait_url(self, timeout_s: float = 60.0) -> None:
+    def wait_url(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         assert self.proc is not None
         while time.monotonic() < deadline:
@@ -431,6 +433,8 @@ class PeerSet:
         name = name or f"p{host}"
         data = self.tmp / name
         a = self.net.addr(host)
+        if not any(x.startswith(("--secret-file", "--join-token")) for x in extra):
+            extra = ("--secret-file", str(mesh_secret_file(self.mesh)), *extra)  # one mesh
         args = [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", f"{a}:0",
                 "--gossip", f"{a}:0", "--mdns-interface", a, "--mesh-name", self.mesh,
                 "--task-module", "tests.fixture_tasks", "--lease-s", f"{lease_s:g}",
@@ -440,7 +444,7 @@ class PeerSet:
         self.peers.append(p)
         return p
 
-    def start(self, peers: Sequence[NsPeer], timeout_s: float = 60.0) -> list[NsPeer]:
+    def start(self, peers: Sequence[NsPeer], timeout_s: float = START_TIMEOUT_S) -> list[NsPeer]:
         """Spawn all, then wait for all (they start in parallel)."""
         for p in peers:
             p.spawn()
