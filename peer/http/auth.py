@@ -30,6 +30,8 @@ HOW_TO_LOGIN = ("open the login URL banzai-peer printed at start (`banzai-peer -
                 "--data-dir DIR` prints it again), or send 'Authorization: Bearer TOKEN' with "
                 "the token from the file http-token in the peer's data dir")
 
+WRONG_TOKEN = Unauthorized("wrong token: " + HOW_TO_LOGIN, field="token")
+
 
 class Route(Enum):
     """What a request asks for, as far as access goes."""
@@ -244,8 +246,10 @@ class Auth:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         refused = decide(self.facts(request), self.policy)
-        if refused is None:
-            return await handler(request)
+        return await handler(request) if refused is None else self.refuse(request, refused)
+
+    def refuse(self, request: web.Request, refused: BanzaiError) -> web.Response:
+        """The JSON answer (the shape of the request's surface) to a refused request."""
         surface = _surface(request.path)
         err = http_error(refused, surface)
         log.info("refused %s %s: %s", request.method, request.path, refused.message)
@@ -260,10 +264,11 @@ class Auth:
         app.router.add_post("/logout", self.logout)
         app.router.add_get("/api/session", self.session)
 
-    def _login(self, request: web.Request, token: str, resp: web.StreamResponse) -> str:
-        """Check `token`, set the session cookie on `resp`; returns the session's CSRF token."""
-        if not token or not same(token, self.token):
-            raise Unauthorized("wrong token: " + HOW_TO_LOGIN, field="token")
+    def _is_token(self, token: object) -> bool:
+        return isinstance(token, str) and bool(token) and same(token, self.token)
+
+    def _login(self, request: web.Request, resp: web.StreamResponse) -> str:
+        """Set the session cookie on `resp`; returns the session's CSRF token."""
         cookie = new_session(self.token)
         resp.set_cookie(self.cookie_name(request), cookie, httponly=True, samesite="Strict",
                         secure=self.secure_cookie, path="/")
@@ -271,8 +276,10 @@ class Auth:
 
     async def login_get(self, request: web.Request) -> web.StreamResponse:
         """GET /login?token=T (the printed login URL): the session cookie, then the UI."""
+        if not self._is_token(request.query.get("token")):
+            return self.refuse(request, WRONG_TOKEN)
         resp = web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
-        self._login(request, request.query.get("token", ""), resp)
+        self._login(request, resp)
         return resp
 
     async def login_post(self, request: web.Request) -> web.Response:
@@ -281,9 +288,10 @@ class Auth:
             body = await request.json()
         except ValueError:
             body = None
-        token = body.get("token") if isinstance(body, dict) else None
+        if not self._is_token(body.get("token") if isinstance(body, dict) else None):
+            return self.refuse(request, WRONG_TOKEN)
         resp = web.Response(content_type="application/json", headers={"Cache-Control": "no-store"})
-        csrf = self._login(request, token if isinstance(token, str) else "", resp)
+        csrf = self._login(request, resp)
         resp.text = json.dumps({"authenticated": True, "csrf": csrf})
         return resp
 
