@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -78,6 +80,15 @@ def auth_headers(url: str) -> dict[str, str]:
     """{"Authorization": "Bearer TOKEN"} for a remembered peer's URL (aiohttp, requests)."""
     token = PEER_TOKENS.get(urllib.parse.urlsplit(url).netloc)
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def peer_auth(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType,
+                    ) -> aiohttp.ClientResponse:
+    """aiohttp client middleware (`ClientSession(middlewares=(peer_auth,))`): the token of
+    a remembered peer on every request to it."""
+    for k, v in auth_headers(str(req.url)).items():
+        req.headers.setdefault(k, v)
+    return await handler(req)
 
 
 def wait_workers_ready(url: str, timeout_s: float = 180) -> None:
