@@ -171,13 +171,16 @@ class HTTPError(Exception):
 
 
 def request(ns: str, url: str, method: str = "GET", body: Any = None,
-            timeout: float = 10.0, raw: bool = False) -> Any:
-    """One HTTP request from inside `ns`; JSON in and out (bytes if `raw`)."""
+            timeout: float = 10.0, raw: bool = False, token: str | None = None) -> Any:
+    """One HTTP request from inside `ns` (with the peer's `token`); JSON in and out (bytes
+    if `raw`)."""
     u = urllib.parse.urlsplit(url)
     conn = _NsHTTPConnection(ns, u.hostname or "", u.port or 80, timeout)
     try:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=data,
                      headers=headers)
         resp = conn.getresponse()
@@ -364,14 +367,21 @@ class NsPeer:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def token(self) -> str:
+        """The peer's HTTP token: it is bound beyond loopback, so reads need it too."""
+        return (self.data_dir / "http-token").read_text().strip()
+
     def get(self, path: str, timeout: float = 10.0) -> Any:
-        return request(self.ns, self.url + path, timeout=timeout)
+        return request(self.ns, self.url + path, timeout=timeout, token=self.token)
 
     def post(self, path: str, body: Any = None, timeout: float = 30.0) -> Any:
-        return request(self.ns, self.url + path, "POST", body, timeout=timeout)
+        return request(self.ns, self.url + path, "POST", body, timeout=timeout,
+                       token=self.token)
 
     def raw(self, path: str, timeout: float = 30.0) -> bytes:
-        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout)
+        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout,
+                             token=self.token)
         return out
 
     def alive(self) -> bool:
@@ -431,7 +441,13 @@ class PeerSet:
         name = name or f"p{host}"
         data = self.tmp / name
         a = self.net.addr(host)
-        args = [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", f"{a}:0",
+        # A lab mesh has a secret: its peers, bound beyond loopback, fetch data from each
+        # other with the credential derived from it (a later --secret-file in `extra` wins).
+        secret = self.tmp / "mesh-secret"
+        if not secret.exists():
+            secret.write_text(secrets.token_hex(32))
+        args = [str(BIN / "banzai-peer"), "--secret-file", str(secret),
+                "--data-dir", str(data), "--http", f"{a}:0",
                 "--gossip", f"{a}:0", "--mdns-interface", a, "--mesh-name", self.mesh,
                 "--task-module", "tests.fixture_tasks", "--lease-s", f"{lease_s:g}",
                 "--log-level", "INFO", *extra]

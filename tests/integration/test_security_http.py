@@ -14,6 +14,7 @@ import re
 import signal
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -53,9 +54,10 @@ def _bearer(p: PeerProc, token: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token or p.token}"}
 
 
-def _start(tmp: Path, name: str, *flags: str, http: str = "127.0.0.1:0") -> PeerProc:
+def _start(tmp: Path, name: str, *flags: str, http: str = "127.0.0.1:0",
+           mesh: str | None = None) -> PeerProc:
     return start_peer(tmp / name, "--slots", "1", "--no-mdns", *flags, http=http,
-                      mesh=f"sec-{uuid.uuid4().hex[:10]}")
+                      mesh=mesh or f"sec-{uuid.uuid4().hex[:10]}")
 
 
 def _stop(p: PeerProc) -> None:
@@ -70,16 +72,23 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
 
 
 SECRET = b"a mesh secret for the test"
+WIDE_MESH = f"sec-wide-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
-def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PeerProc, str]]:
+def secret_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sec") / "secret"
+    path.write_bytes(SECRET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory,
+         secret_file: Path) -> Iterator[tuple[PeerProc, str]]:
     """A peer bound to 0.0.0.0 (so beyond loopback, whatever reaches it), with a mesh secret;
     yields it and its URL on 127.0.0.1 (the only address the tests use)."""
-    tmp = tmp_path_factory.mktemp("sec")
-    (tmp / "secret").write_bytes(SECRET)
-    p = _start(tmp, "wide", "--secret-file", str(tmp / "secret"), "--gossip", "127.0.0.1:0",
-               http="0.0.0.0:0")
+    p = _start(tmp_path_factory.mktemp("sec"), "wide", "--secret-file", str(secret_file),
+               "--gossip", "127.0.0.1:0", http="0.0.0.0:0", mesh=WIDE_MESH)
     port = p.url.rsplit(":", 1)[1]
     yield p, f"http://127.0.0.1:{port}"
     _stop(p)
@@ -193,6 +202,35 @@ def test_reads_need_the_token_beyond_loopback(wide: tuple[PeerProc, str],
     assert raw("POST", f"{url}/api/jobs", PIPELINE, mesh)[0] == 401
     # on loopback, reads stay open
     assert raw("GET", f"{loop.url}/api/jobs")[0] == 200
+
+
+def test_a_peer_fetches_with_the_mesh_credential(wide: tuple[PeerProc, str], secret_file: Path,
+                                                 tmp_path: Path) -> None:
+    """A member of the wide peer's mesh (same secret) reads content only the wide peer holds
+    through its own gateway: its fetcher authenticates with the mesh credential."""
+    w, url = wide
+    content = uuid.uuid4().bytes * 100
+    status, body = raw("POST", f"{url}/api/add?name=only-on-wide.bin", content, _bearer(w))
+    assert status == 201, body
+    cid = json.loads(body)["cid"]
+    gossip = json.loads(raw("GET", f"{url}/api/health")[1])["gossip_address"]
+    b = _start(tmp_path, "member", "--secret-file", str(secret_file), "--join", gossip,
+               mesh=WIDE_MESH)
+    try:
+        wait_alive(b, 2)
+        assert raw("GET", f"{b.url}/ipfs/{cid}") == (200, content)
+    finally:
+        _stop(b)
+
+
+def wait_alive(p: PeerProc, n: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        peers = json.loads(raw("GET", f"{p.url}/api/peers")[1])["peers"]
+        if sum(x["state"] == "alive" for x in peers) >= n:
+            return
+        assert time.monotonic() < deadline, f"the mesh did not form: {peers}"
+        time.sleep(0.1)
 
 
 def test_print_login_and_the_cli_find_the_token(loop: PeerProc, tmp_path: Path) -> None:
