@@ -25,6 +25,15 @@ def default_data_dir() -> Path:
     return Path(base) / "banzai"
 
 
+def default_runtime_dir() -> Path:
+    """Where running peers leave their runtime files (URL -> token file) for local clients:
+    $XDG_RUNTIME_DIR/banzai, else $XDG_DATA_HOME/banzai-runtime."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "banzai"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "banzai-runtime"
+
+
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT); port 0 means any free port."""
     host, sep, port = value.rpartition(":")
@@ -76,6 +85,20 @@ class PeerConfig:
         "data directory (default: $XDG_DATA_HOME/banzai)"))
     http: str = field(default="127.0.0.1:8700", metadata=setting(
         "HOST:PORT of the web UI, API and gateway (default 127.0.0.1:8700; 0=any)"))
+    allow_hosts: tuple[str, ...] = field(default=(), metadata=setting(
+        "a name this peer's HTTP side is reached by, besides its bound address, localhost "
+        "and the machine's name; requests with another Host are refused (repeatable)",
+        flag="--allow-host"))
+    public_gateway: bool = field(default=False, metadata=setting(
+        "serve /ipfs/ reads without the token also when bound beyond loopback (on loopback "
+        "they are always open)"))
+    tls_cert: Path | None = field(default=None, metadata=setting(
+        "PEM certificate (chain) to serve HTTPS with; needs --tls-key"))
+    tls_key: Path | None = field(default=None, metadata=setting(
+        "PEM private key of --tls-cert"))
+    runtime_dir: Path = field(default_factory=default_runtime_dir, metadata=setting(
+        "where a running peer leaves peer-PID.json (its URL and token file) for the banzai "
+        "CLI of the same user (default: $XDG_RUNTIME_DIR/banzai)"))
     gossip: str = field(default="127.0.0.1:0", metadata=setting(
         "HOST:PORT of the gossip socket (default 127.0.0.1:0)"))
     mdns_interfaces: tuple[str, ...] = field(default=(), metadata=setting(
@@ -143,6 +166,8 @@ class PeerConfig:
                 raise ConfigError(f"{spec.name}: expected {' or '.join(spec.setting.choices)}, "
                                   f"got {value!r}", field=spec.name)
         self._check_store()
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls: --tls-cert and --tls-key go together", field="tls_cert")
         self._check_bounds()
         for cidr in self.fetch_allow:
             try:
@@ -304,15 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="build a corpus and run the seed pipeline")
     p.add_argument("--print-join", action="store_true",
                    help="print the command that joins another peer to this mesh, and exit")
+    p.add_argument("--print-login", action="store_true",
+                   help="print the login URL of the peer of --data-dir and exit")
     return p
 
 
 def from_args(argv: Sequence[str] | None = None) -> tuple[PeerConfig, argparse.Namespace]:
     ns = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(ns).items() if k not in ("config", "demo", "print_join")}
+    flags = {k: v for k, v in vars(ns).items()
+             if k not in ("config", "demo", "print_join", "print_login")}
     return load(flags, toml_path=ns.config), ns
 
 
 __all__ = ["SPECS", "PeerConfig", "Setting", "SettingSpec", "build_parser",
-           "default_worker_memory_mb", "from_args", "load", "parse_hostport", "replace",
-           "setting"]
+           "default_runtime_dir", "default_worker_memory_mb", "from_args", "load",
+           "parse_hostport", "replace", "setting"]

@@ -29,6 +29,10 @@ class Forbidden(BanzaiError):
     """The request is refused where it comes from (e.g. a cross-origin browser request)."""
 
 
+class Unauthorized(BanzaiError):
+    """The request lacks the peer's token (or a valid session), or carries a wrong one."""
+
+
 class NotFound(BanzaiError):
     """A job, task, CID or path does not exist."""
 

@@ -18,6 +18,7 @@ from peer.errors import (
     NotFound,
     StoreError,
     TooLarge,
+    Unauthorized,
     Unsupported,
 )
 
@@ -40,6 +41,7 @@ class Surface(Enum):
 #   too large to import) as the request's fault: 400. Kubo itself answers 500 to all.
 STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     BanzaiError: (400, 400, 400),  # SpecError, ArgError, ConfigError, BadCID, task errors
+    Unauthorized: (401, 401, 401),
     Forbidden: (403, 403, 403),
     NotFound: (404, 404, 400),
     Conflict: (409, 409, 400),

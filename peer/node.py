@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import ConfigError
+from peer.http.tokens import mesh_headers
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.kubo import KuboMirror, KuboStore
 from peer.ipfs.replicate import Replicator, mirrored
@@ -78,7 +80,8 @@ class Node:
         self.mesh_id = mesh_hash(cfg.mesh_name)
         self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
-        self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id)
+        self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id,
+                               headers=mesh_headers(cfg.secret))
         self.scheduler = Scheduler(
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
@@ -238,8 +241,7 @@ class Node:
         # A peer whose gossip listens on one address announces itself only there.
         ifaces = cfg.mdns_interfaces or (() if wildcard else (host,))
         caps = self.capabilities()
-        port = parse_hostport(self.http_url.removeprefix("http://"), "http")[1] \
-            if self.http_url else 0
+        port = urlsplit(self.http_url).port or 0 if self.http_url else 0
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
                         mem_mb=caps["mem_mb"], gpu=caps["gpu"],

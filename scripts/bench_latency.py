@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from scriptlib import machine, mesh_secret_file
+from scriptlib import machine, mesh_secret_file, remember_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -76,6 +76,7 @@ def peers(tmp: Path, n: int, *flags: str) -> Iterator[list[tuple[subprocess.Pope
                 proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
             m = until(lambda log=log: URL.search(log.read_text()), "peer did not start")
+            remember_peer(m.group(1), tmp / f"{mesh}-{i}")
             started.append((proc, m.group(1)))
         urls = [u for _, u in started]
         until(lambda: all(sum(p["state"] == "alive" for p in call(u + "/api/peers")["peers"])

@@ -1,4 +1,6 @@
-"""Shared fixtures: factories for real banzai-peer processes on loopback."""
+"""Shared fixtures: factories for real banzai-peer processes on loopback. Every urllib
+request of the tests to a started peer carries its token (scripts/scriptlib.remember_peer);
+other clients take `PeerProc.auth`."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.scriptlib import peer_token, remember_peer
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -33,6 +37,20 @@ class PeerProc:
     args: list[str]
     env: dict[str, str]
     log: Path
+
+    @property
+    def token(self) -> str:
+        """The peer's HTTP token (file http-token in its data dir)."""
+        return peer_token(self.data_dir)
+
+    @property
+    def login_url(self) -> str:
+        return f"{self.url}/login?token={self.token}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate a request to this peer (aiohttp, requests)."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def output(self) -> str:
@@ -102,8 +120,9 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
         with log.open("rb") as f:
             f.seek(start)
             text = f.read().decode(errors="replace")
-        m = re.search(r"web UI: (http://\S+?)/?$", text, re.M)
-        if m:
+        m = re.search(r"web UI: (https?://\S+?)/?$", text, re.M)
+        if m:  # urllib requests of the tests carry its token from now on
+            remember_peer(m.group(1), data_dir)
             return PeerProc(proc, m.group(1), data_dir, args, full_env, log)
         if proc.poll() is not None:
             break

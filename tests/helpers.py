@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from scripts.scriptlib import TaskCtx as FakeCtx
-from scripts.scriptlib import load_script, lone_peer
+from scripts.scriptlib import auth_headers, load_script, lone_peer
 from tests.conftest import ROOT, PeerProc, start_peer
 
-__all__ = ["FINAL", "FakeCtx", "JsonApi", "LocalUser", "get_json", "init_kubo_repo",
-           "kubo_binary", "launch", "load_script", "local_user", "lone_peer", "multipart",
-           "post_json", "serve_corpus", "stop", "wait_job", "wait_mesh"]
+__all__ = ["FINAL", "FakeCtx", "JsonApi", "LocalUser", "auth_headers", "get_json",
+           "init_kubo_repo", "kubo_binary", "launch", "load_script", "local_user", "lone_peer",
+           "multipart", "post_json", "serve_corpus", "stop", "wait_job", "wait_mesh"]
 
 FINAL = ("done", "failed", "cancelled")
 

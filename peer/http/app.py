@@ -21,8 +21,10 @@ from aiohttp import BodyPartReader, web
 
 from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
 from peer.errors_http import HttpError, Surface, http_error, unexpected
+from peer.http.auth import Auth, Policy
 from peer.http.host import Host
 from peer.http.openapi import OPENAPI
+from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
@@ -328,8 +330,14 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def make_app(node: Host) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=node.cfg.max_body_bytes)
+    cfg = node.cfg
+    auth = Auth(load_or_create_token(cfg.data_dir),
+                Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway),
+                mesh_credential(cfg.secret), secure_cookie=cfg.tls_cert is not None)
+    app = web.Application(middlewares=[auth.middleware, errors],
+                          client_max_size=cfg.max_body_bytes)
     app[NODE] = node
+    auth.add_routes(app)
     r = app.router
     r.add_get("/api/health", health)
     r.add_get("/api/tasks", list_tasks)

@@ -27,6 +27,16 @@ class HttpConfig(Protocol):
     def max_tasks_per_job(self) -> int: ...
     @property
     def max_workflow_bytes(self) -> int: ...
+    @property
+    def http_addr(self) -> tuple[str, int]: ...  # the bound HOST, PORT
+    @property
+    def allow_hosts(self) -> tuple[str, ...]: ...
+    @property
+    def public_gateway(self) -> bool: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
+    @property
+    def secret(self) -> bytes | None: ...  # the mesh secret: peers' HTTP credential
 
 
 class Fetcher(Protocol):

@@ -29,13 +29,17 @@ class Fetcher:
 
     def __init__(self, store: Store, urls: Callable[[], Mapping[str, str]],
                  providers: Callable[[str], Iterable[str]], self_id: str,
-                 timeout_s: float = 300.0, max_bytes: int = 8 << 30) -> None:
+                 timeout_s: float = 300.0, max_bytes: int = 8 << 30,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.urls = urls  # live peer id -> http base url
         self.providers = providers
         self.self_id = self_id
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
+        # serve content to members of the mesh only
+        self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
         self.complete: set[str] = set()
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
@@ -146,7 +150,7 @@ class Fetcher:
         size = 0
         method = "GET" if body is None else "POST"
         async with self._session.request(method, url, json=body,
-                                         headers={PEER_FETCH_HEADER: "1"}) as r:
+                                         headers=self.headers) as r:
             if r.status != 200:
                 raise NotFound(f"HTTP {r.status}")
             async for chunk in r.content.iter_chunked(1 << 20):

@@ -173,13 +173,16 @@ class HTTPError(Exception):
 
 
 def request(ns: str, url: str, method: str = "GET", body: Any = None,
-            timeout: float = 10.0, raw: bool = False) -> Any:
-    """One HTTP request from inside `ns`; JSON in and out (bytes if `raw`)."""
+            timeout: float = 10.0, raw: bool = False, token: str | None = None) -> Any:
+    """One HTTP request from inside `ns` (with the peer's `token`); JSON in and out (bytes
+    if `raw`)."""
     u = urllib.parse.urlsplit(url)
     conn = _NsHTTPConnection(ns, u.hostname or "", u.port or 80, timeout)
     try:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=data,
                      headers=headers)
         resp = conn.getresponse()
@@ -366,14 +369,21 @@ class NsPeer:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def token(self) -> str:
+        """The peer's HTTP token: it is bound beyond loopback, so reads need it too."""
+        return (self.data_dir / "http-token").read_text().strip()
+
     def get(self, path: str, timeout: float = 10.0) -> Any:
-        return request(self.ns, self.url + path, timeout=timeout)
+        return request(self.ns, self.url + path, timeout=timeout, token=self.token)
 
     def post(self, path: str, body: Any = None, timeout: float = 30.0) -> Any:
-        return request(self.ns, self.url + path, "POST", body, timeout=timeout)
+        return request(self.ns, self.url + path, "POST", body, timeout=timeout,
+                       token=self.token)
 
     def raw(self, path: str, timeout: float = 30.0) -> bytes:
-        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout)
+        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout,
+                             token=self.token)
         return out
 
     def alive(self) -> bool:
