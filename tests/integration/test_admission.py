@@ -141,7 +141,9 @@ def test_second_local_user_can_neither_read_the_secret_nor_join(
         first: PeerProc, root: Path) -> None:
     first.data_dir.chmod(0o755)  # the files' own modes must keep the other user out
     with local_user() as user:
-        for f in (first.data_dir / SECRET_FILE_NAME,):
+        # neither the mesh secret nor the HTTP token (without it every write is a 401:
+        # test_security_http) can be read by another local user
+        for f in (first.data_dir / SECRET_FILE_NAME, first.data_dir / "http-token"):
             r = user.run("cat", str(f))
             assert r.returncode != 0 and b"Permission denied" in r.stderr, r
         data = root / "other-user"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from scripts.scriptlib import remember_peer
 from tests.conftest import BIN, ROOT
 from tests.helpers import local_user
 
@@ -123,6 +124,7 @@ def test_peer_runs_unprivileged_with_only_its_data_dir_writable(tmp_path: Path) 
                                     stdin=subprocess.DEVNULL, cwd="/")
         try:
             url = _wait_url(proc, log)
+            remember_peer(url, data)  # urllib sends the peer's token from now on
             deadline = time.monotonic() + 120
             job = _post(url + "/api/jobs", [{"call": "ECHO", "args": ["sandboxed"]}])["job"]
             while (v := _get(f"{url}/api/jobs/{job}"))["state"] not in ("done", "failed"):
