@@ -19,7 +19,16 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors import (
+    ArgError,
+    BadCID,
+    BanzaiError,
+    Conflict,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    disk_full,
+)
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.host import Host
 from peer.http.openapi import OPENAPI
@@ -56,7 +65,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _answer(HttpError(e.status, type(e).__name__, e.reason))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        if disk_full(e):  # e.g. an upload spooled to a full disk
+            log.warning("%s %s: the disk is full: %s", request.method, request.path, e)
+            full = StorageFull("the peer's disk is full: free space and retry")
+            return _answer(http_error(full, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))
 
@@ -77,6 +90,7 @@ async def health(request: web.Request) -> web.Response:
         "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
+        "durability": dict(node.durability()),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -122,8 +136,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if job not in node.state.cancelled:
-        node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
-        node.flush()  # acknowledged once on disk
+        ev = node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
+        node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "state": "cancelled"})
 
 
@@ -182,8 +196,7 @@ async def add(request: web.Request) -> web.Response:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
-    node.emit(EventType.PROVIDE, {"cids": [cid]})
-    node.flush()
+    node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks and event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 

@@ -1,24 +1,31 @@
 """Filesystem blockstore, pin set and store lock; safe for several processes on one root.
 
-Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file then renamed; pins are one
-file each under pins/; writers hold a shared flock on `lock`, gc holds it exclusively.
+Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced and renamed
+(directories fsynced by `sync`, once per add or import) and verified against their CID on
+every read; pins are one file each under pins/; writers hold a shared flock on `lock`, gc
+holds it exclusively.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import logging
 import os
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import multihash
 
-from peer.errors import NotFound, StoreError
-from peer.ipfs.cids import IDENTITY, Cid, parse_cid, verify
+from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
+from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, parse_cid, verify
+
+log = logging.getLogger("banzai.store")
 
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
@@ -29,25 +36,61 @@ def _tmp_name(final: Path) -> Path:
 
 
 def write_atomic(final: Path, data: bytes) -> None:
-    """Write `data` to `final` through a temp file in the same directory and a rename."""
+    """Write `data` to `final` through a temp file in the same directory, fsynced, and a
+    rename (the directory's entry is made durable by `fsync_dir`). StorageFull if the disk
+    is full."""
     tmp = _tmp_name(final)
     try:
         with open(tmp, "wb", buffering=0) as f:
             f.write(data)
+            os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if disk_full(e):
+            raise StorageFull(f"cannot write {final.name}: the disk is full") from e
         raise
 
 
+def fsync_dir(d: Path) -> None:
+    """Make the entries of directory `d` (renames, new files) durable."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _matches(c: Cid, data: bytes) -> bool:
+    """True if `data` hashes to `c` (sha2-256 inline: the common case, read per block)."""
+    mh = c.multihash
+    if mh[0] == SHA2_256 and len(mh) == 34:
+        return hashlib.sha256(data).digest() == mh[2:]
+    try:
+        verify(c, data)
+    except IntegrityError:
+        return False
+    return True
+
+
+Repair = Callable[[Cid], bytes | None]  # a corrupt block's verified bytes from elsewhere
+
+
 class BlockStore:
-    """Content-addressed blocks keyed by multihash; identity CIDs are never stored."""
+    """Content-addressed blocks keyed by multihash; identity CIDs are never stored. A block
+    that no longer matches its CID when read is counted (`corrupt`), removed and, if a
+    `repair` hook is set (the peer: fetch it from a provider), replaced; otherwise the read
+    fails with IntegrityError. Never returns bytes that do not match their CID."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "blocks"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._shards: set[str] = set()
+        self.corrupt = 0  # corrupt blocks met by reads in this process
+        self.repair: Repair | None = None
+        self._unsynced: set[Path] = set()  # directories with entries not yet fsynced
+        self._sync_lock = threading.Lock()
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -58,13 +101,32 @@ class BlockStore:
         return c.multihash[0] == IDENTITY or self.path(c.key).exists()
 
     def get(self, c: Cid) -> bytes:
-        """The block's bytes; NotFound if absent."""
+        """The block's bytes, verified; NotFound if absent, IntegrityError if corrupt and
+        not repaired."""
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
+        path = self.path(c.key)
         try:
-            return self.path(c.key).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
+        if _matches(c, data):
+            return data
+        self.corrupt += 1
+        log.error("block %s is corrupt on disk (%s): removed", c, path)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fresh = self.repair(c) if self.repair is not None else None
+        if fresh is None or not _matches(c, fresh):
+            raise IntegrityError(f"block {c} was corrupt on disk (removed) and no live peer "
+                                 "could provide it again", field="cid")
+        log.warning("block %s repaired from another peer", c)
+        try:  # best effort: the verified bytes are served even if they cannot be kept
+            self.put_trusted(c, fresh)
+            self.sync()
+        except (OSError, StoreError) as e:
+            log.warning("block %s: cannot store the repaired copy: %s", c, e)
+        return fresh
 
     def size(self, c: Cid) -> int:
         """The block's length in bytes; NotFound if absent."""
@@ -84,11 +146,32 @@ class BlockStore:
             return
         self._shard(final.parent)
         write_atomic(final, data)
+        self._dirty(final.parent)
 
     def _shard(self, shard: Path) -> None:
         if shard.name not in self._shards:
-            shard.mkdir(exist_ok=True)
+            if not shard.is_dir():
+                shard.mkdir(exist_ok=True)
+                self._dirty(self.dir)
             self._shards.add(shard.name)
+
+    def _dirty(self, d: Path) -> None:
+        with self._sync_lock:
+            self._unsynced.add(d)
+
+    def sync(self) -> None:
+        """Make every block renamed into place so far durable (fsync their directories; the
+        files were fsynced before their rename). Callers announce CIDs only after it."""
+        with self._sync_lock:  # held throughout: a concurrent sync returns after ours
+            dirs, self._unsynced = self._unsynced, set()
+            try:
+                for d in sorted(dirs, key=lambda p: p != self.dir):  # new shards' parent first
+                    fsync_dir(d)
+            except OSError as e:
+                self._unsynced |= dirs
+                if disk_full(e):
+                    raise StorageFull(f"cannot sync {self.dir}: the disk is full") from e
+                raise StoreError(f"cannot sync {self.dir}: {e.strerror or e}") from e
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
@@ -102,7 +185,8 @@ class BlockStore:
             staged.unlink(missing_ok=True)
             return
         self._shard(final.parent)
-        os.replace(staged, final)
+        os.replace(staged, final)  # staged files are fsynced (Staging.put)
+        self._dirty(final.parent)
 
     def keys(self) -> Iterator[tuple[str, Path]]:
         """Every stored (key, path); stale temp files older than an hour are removed."""
@@ -131,10 +215,11 @@ class PinSet:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, c: Cid) -> None:
-        """Pin `c` (idempotent)."""
+        """Pin `c` (idempotent, durable when it returns)."""
         final = self.dir / str(c)
         if not final.exists():
             write_atomic(final, b"")
+            fsync_dir(self.dir)
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned."""
@@ -183,7 +268,14 @@ class Staging:
     def put(self, c: Cid, data: bytes) -> None:
         """Stage verified bytes."""
         path = self.dir / c.key
-        path.write_bytes(data)
+        try:
+            with open(path, "wb", buffering=0) as f:
+                f.write(data)
+                os.fsync(f.fileno())
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot stage block {c}: the disk is full") from e
+            raise
         self.items.append((c, path))
 
     def commit(self, blocks: BlockStore) -> None:

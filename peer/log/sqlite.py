@@ -1,13 +1,18 @@
-"""SQLite persistence of the event log. Not thread-safe: owned by the event loop."""
+"""SQLite persistence of the event log. Not thread-safe: owned by the event loop.
+
+Every commit is durable when `append` returns (WAL with synchronous=FULL: one fsync of the
+WAL per transaction, so callers batch: the node writes all events of a loop turn at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from peer.errors import StorageFull, StoreError, disk_full
 from peer.log.events import Event
 
 log = logging.getLogger(__name__)
@@ -16,8 +21,9 @@ LOGGED_SKIPS = 10  # rows skipped by one load that are logged one by one (then a
 
 
 class EventLog:
-    """SQLite persistence of events; `append` commits before it returns. `skipped` counts
-    the rows `load` left out because they are not valid events."""
+    """SQLite persistence of events; `append` commits (durably) before it returns or rolls
+    back and raises. `skipped` counts the rows `load` left out because they are not valid
+    events."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -25,7 +31,7 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power loss
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
@@ -33,15 +39,31 @@ class EventLog:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
 
     def append(self, events: Sequence[Event]) -> None:
-        """Persist events durably (one transaction); duplicates are ignored."""
+        """Persist events durably (one transaction); duplicates are ignored. On any failure
+        nothing is written and the connection stays usable: StorageFull when the disk is
+        full, StoreError for another SQLite failure, anything else as raised."""
         if not events:
             return
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-            [(e.origin, e.seq, e.hlc, int(e.type), json.dumps(e.payload, separators=(",", ":")))
-             for e in events])
-        self._db.execute("COMMIT")
+        rows = [(e.origin, e.seq, e.hlc, int(e.type),
+                 json.dumps(e.payload, separators=(",", ":"))) for e in events]
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            self._rollback()
+            if disk_full(e):
+                raise StorageFull(f"cannot write the event log {self.path}: the disk is "
+                                  "full") from e
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"cannot write the event log {self.path}: {e}") from e
+            raise
+
+    def _rollback(self) -> None:
+        """End a failed transaction (SQLite may have rolled it back already)."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def load(self) -> Iterator[Event]:
         """Every valid event, in hlc order; an invalid row (an older release's bug, a damaged
