@@ -109,7 +109,10 @@ async def submit(request: web.Request) -> web.Response:
                                  max_workflow_bytes=node.cfg.max_workflow_bytes)
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
-    replicas = await node.submitted(ev)
+    try:
+        replicas = await node.submitted(ev)
+    except StorageFull as e:  # not acknowledged; name the job, so that it is not resent
+        raise StorageFull(f"job {job} is not on disk: {e.message}", field="job") from e
     return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
                              status=201)
 
