@@ -1,7 +1,10 @@
 """SQLite persistence of the event log. Not thread-safe: owned by the event loop.
 
-Every commit is durable when `append` returns (WAL with synchronous=FULL: one fsync of the
-WAL per transaction, so callers batch: the node writes all events of a loop turn at once)."""
+A commit that holds an acknowledged kind of event (DURABLE_TYPES: a submission, a cancel, a
+PROVIDE) is durable when `append` returns (synchronous=FULL: one fsync of the WAL, which
+covers every earlier commit too); others are written without waiting for the disk (NORMAL:
+they survive a crash of the process, not a power loss). Callers batch: the node writes all
+events of a loop turn in one transaction (group commit)."""
 
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from peer.errors import StorageFull, StoreError, disk_full
-from peer.log.events import Event
+from peer.log.events import Event, EventType
 
 log = logging.getLogger(__name__)
 
+# Events that the API acknowledges or that announce stored blocks: written with an fsync.
+DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED, EventType.PROVIDE})
 LOGGED_SKIPS = 10  # rows skipped by one load that are logged one by one (then a total)
 
 
@@ -31,22 +36,27 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power loss
+        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
+        self._full = False
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
             "PRIMARY KEY (origin, seq))")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
 
-    def append(self, events: Sequence[Event]) -> None:
-        """Persist events durably (one transaction); duplicates are ignored. On any failure
+    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
+        """Persist events (one transaction); duplicates are ignored. With `sync` (default:
+        if any is of DURABLE_TYPES) they are on disk when this returns. On any failure
         nothing is written and the connection stays usable: StorageFull when the disk is
         full, StoreError for another SQLite failure, anything else as raised."""
         if not events:
             return
         rows = [(e.origin, e.seq, e.hlc, int(e.type),
                  json.dumps(e.payload, separators=(",", ":"))) for e in events]
+        if sync is None:
+            sync = any(e.type in DURABLE_TYPES for e in events)
         try:
+            self._sync(sync)
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
@@ -58,6 +68,12 @@ class EventLog:
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"cannot write the event log {self.path}: {e}") from e
             raise
+
+    def _sync(self, full: bool) -> None:
+        """FULL: the next COMMIT fsyncs the WAL (and with it every earlier commit)."""
+        if full != self._full:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._full = full
 
     def _rollback(self) -> None:
         """End a failed transaction (SQLite may have rolled it back already)."""

@@ -297,3 +297,22 @@ def test_disk_full_while_adding_is_storage_full(tmp_path: Path,
     assert not list(store.blocks.keys())  # no temp file or half block left behind
     cid = store.add_path(src)
     assert b"".join(store.cat(cid)) == b"y" * 5000
+
+
+def test_acknowledged_kinds_of_event_are_committed_with_an_fsync(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.sqlite")
+
+    def mode() -> int:
+        return int(log._db.execute("PRAGMA synchronous").fetchone()[0])
+
+    progress = Event(ORIGIN, 1, 1001, EventType.PROGRESS,
+                     {"job": "j", "task": "t", "split": [ORIGIN, 1], "chunk": 0, "attempt": 1,
+                      "progress": 0.5})
+    log.append([progress])
+    assert mode() == 1  # NORMAL: survives the process, not a power loss
+    submitted = Event(ORIGIN, 2, 1002, EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    log.append([submitted])
+    assert mode() == 2  # FULL: the WAL is fsynced at this commit (and all before it)
+    log.append(_events(3, 1))  # PROVIDE announces blocks: FULL too
+    assert mode() == 2
+    log.close()
