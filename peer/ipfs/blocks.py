@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import multihash
@@ -51,6 +52,20 @@ def write_atomic(final: Path, data: bytes) -> None:
         if disk_full(e):
             raise StorageFull(f"cannot write {final.name}: the disk is full") from e
         raise
+
+
+_FSYNC_THREADS = 8  # concurrent fsyncs of one add share the file system's journal commits
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """This process's fsync threads (created on first use, again after a fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(_FSYNC_THREADS, "banzai-fsync"))
+        return _pool[1]
 
 
 def fsync_dir(d: Path) -> None:
@@ -90,7 +105,9 @@ class BlockStore:
         self.corrupt = 0  # corrupt blocks met by reads in this process
         self.repair: Repair | None = None
         self._unsynced: set[Path] = set()  # directories with entries not yet fsynced
-        self._sync_lock = threading.Lock()
+        self._local = threading.local()  # per thread: blocks being fsynced and renamed
+        self._lock = threading.Lock()  # guards _unsynced
+        self._sync_lock = threading.Lock()  # held by sync() while it fsyncs directories
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -142,10 +159,48 @@ class BlockStore:
         if c.multihash[0] == IDENTITY:
             return
         final = self.path(c.key)
-        if final.exists():
+        settling = self._settling()
+        if final in settling or final.exists():
             return
         self._shard(final.parent)
-        write_atomic(final, data)
+        tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                f.write(data)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+        settling[final] = _fsync_pool().submit(self._settle, tmp, final)
+
+    def begin(self) -> None:
+        """Start a write on this thread: forget what an earlier one that failed left (its
+        blocks still settle in the background)."""
+        self._local.settling = {}
+
+    def _settling(self) -> dict[Path, Future[None]]:
+        """This thread's blocks whose fsync and rename may not be done yet."""
+        d: dict[Path, Future[None]] | None = getattr(self._local, "settling", None)
+        if d is None:
+            d = self._local.settling = {}
+        return d
+
+    def _settle(self, tmp: Path, final: Path) -> None:
+        """fsync a written temp file, rename it into place, then mark its directory for
+        `sync` (after the rename: a sync that starts later covers it). A pool thread."""
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         self._dirty(final.parent)
 
     def _shard(self, shard: Path) -> None:
@@ -156,22 +211,35 @@ class BlockStore:
             self._shards.add(shard.name)
 
     def _dirty(self, d: Path) -> None:
-        with self._sync_lock:
+        with self._lock:
             self._unsynced.add(d)
 
     def sync(self) -> None:
-        """Make every block renamed into place so far durable (fsync their directories; the
-        files were fsynced before their rename). Callers announce CIDs only after it."""
-        with self._sync_lock:  # held throughout: a concurrent sync returns after ours
-            dirs, self._unsynced = self._unsynced, set()
-            try:
-                for d in sorted(dirs, key=lambda p: p != self.dir):  # new shards' parent first
-                    fsync_dir(d)
-            except OSError as e:
-                self._unsynced |= dirs
-                if disk_full(e):
-                    raise StorageFull(f"cannot sync {self.dir}: the disk is full") from e
-                raise StoreError(f"cannot sync {self.dir}: {e.strerror or e}") from e
+        """Make every block this thread put durable: wait for their files' fsync and
+        rename, then fsync the directories. Callers announce CIDs only after it."""
+        settling = self._settling()
+        self._local.settling = {}
+        wait(settling.values())
+        try:
+            for fut in settling.values():
+                fut.result()
+            with self._sync_lock:  # a concurrent sync returns after ours
+                with self._lock:
+                    dirs, self._unsynced = self._unsynced, set()
+                try:
+                    for d in sorted(dirs, key=lambda p: p != self.dir):  # new shards' parent
+                        fsync_dir(d)
+                except OSError:
+                    self._dirty_all(dirs)
+                    raise
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {self.dir}: the disk is full") from e
+            raise StoreError(f"cannot store blocks in {self.dir}: {e.strerror or e}") from e
+
+    def _dirty_all(self, dirs: set[Path]) -> None:
+        with self._lock:
+            self._unsynced |= dirs
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""

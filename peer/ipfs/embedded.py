@@ -70,6 +70,7 @@ class EmbeddedStore:
         if not p.exists() and not p.is_symlink():
             raise NotFound(f"{p} does not exist", field="path")
         with self._lock.hold():
+            self.blocks.begin()
             try:
                 node = Importer(self.blocks, cid_version).path(p)
                 self.blocks.sync()
@@ -84,6 +85,7 @@ class EmbeddedStore:
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""
         with self._lock.hold():
+            self.blocks.begin()
             node = Importer(self.blocks, cid_version).file(io.BytesIO(data))
             self.blocks.sync()
         return str(node.cid)
@@ -103,6 +105,7 @@ class EmbeddedStore:
                 raise NotFound(f"make_dir: {c} ({relpath}) is not in the store", field="entries")
             _insert(tree, parts, c, relpath)
         with self._lock.hold():
+            self.blocks.begin()
             root = self._build(tree, Importer(self.blocks, cid_version), "").cid
             self.blocks.sync()
             return str(root)
@@ -239,6 +242,7 @@ class EmbeddedStore:
         c = parse_cid(cid)
         hamt.check_block(c, data)
         with self._lock.hold():
+            self.blocks.begin()
             self.blocks.put(c, data)
             self.blocks.sync()
 
@@ -289,6 +293,7 @@ class EmbeddedStore:
         With `pin`, every root is pinned (NotFound if a root's DAG is incomplete).
         """
         with self._lock.hold():
+            self.blocks.begin()
             staging = Staging(self.root)
             try:
                 roots, blocks = car.read_car(chunks, max_bytes)
