@@ -1,8 +1,8 @@
 """Filesystem blockstore, pin set and store lock; safe for several processes on one root.
 
-Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced and renamed
-(directories fsynced by `sync`, once per add or import) and verified against their CID on
-every read; pins are one file each under pins/; writers hold a shared flock on `lock`, gc
+Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced (on a few
+threads, so that the fsyncs of one add overlap) and renamed, directories fsynced by `sync`
+once per add or import, and verified against their CID on every read; pins are one file each under pins/; writers hold a shared flock on `lock`, gc
 holds it exclusively.
 """
 
@@ -66,6 +66,14 @@ def _fsync_pool() -> ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(_FSYNC_THREADS, "banzai-fsync"))
         return _pool[1]
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(d: Path) -> None:
@@ -191,11 +199,7 @@ class BlockStore:
         """fsync a written temp file, rename it into place, then mark its directory for
         `sync` (after the rename: a sync that starts later covers it). A pool thread."""
         try:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_file(tmp)
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -337,9 +341,7 @@ class Staging:
         """Stage verified bytes."""
         path = self.dir / c.key
         try:
-            with open(path, "wb", buffering=0) as f:
-                f.write(data)
-                os.fsync(f.fileno())
+            path.write_bytes(data)
         except OSError as e:
             if disk_full(e):
                 raise StorageFull(f"cannot stage block {c}: the disk is full") from e
@@ -347,7 +349,14 @@ class Staging:
         self.items.append((c, path))
 
     def commit(self, blocks: BlockStore) -> None:
-        """Move every staged block into the blockstore."""
+        """fsync every staged block (concurrently), then move them into the blockstore
+        (their directories are fsynced by `blocks.sync()`)."""
+        try:
+            list(_fsync_pool().map(_fsync_file, [p for _, p in self.items]))
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {blocks.dir}: the disk is full") from e
+            raise StoreError(f"cannot store blocks in {blocks.dir}: {e.strerror or e}") from e
         for c, path in self.items:
             blocks.adopt(c, path)
         self.discard()
