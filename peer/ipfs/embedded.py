@@ -11,7 +11,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-from peer.errors import ArgError, NotFound, StorageFull, StoreError, TooLarge, disk_full
+from peer.errors import (
+    ArgError,
+    IntegrityError,
+    NotFound,
+    StorageFull,
+    StoreError,
+    TooLarge,
+    disk_full,
+)
 from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
@@ -359,7 +367,7 @@ class EmbeddedStore:
             live.add(c.key)
             try:
                 data = self.blocks.get(c)
-            except NotFound:
+            except (NotFound, IntegrityError):  # missing, or corrupt and not repaired
                 continue
             stack.extend(dag.links(c, data))
 
