@@ -2,8 +2,8 @@
 
 Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced (on a few
 threads, so that the fsyncs of one add overlap) and renamed, directories fsynced by `sync`
-once per add or import, and verified against their CID on every read; pins are one file each under pins/; writers hold a shared flock on `lock`, gc
-holds it exclusively.
+once per add or import, and verified against their CID on every read; pins are one file
+each under pins/; writers hold a shared flock on `lock`, gc holds it exclusively.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class BlockStore:
         self.repair: Repair | None = None
         self._unsynced: set[Path] = set()  # directories with entries not yet fsynced
         self._local = threading.local()  # per thread: blocks being fsynced and renamed
-        self._lock = threading.Lock()  # guards _unsynced
+        self._pending: dict[Path, Future[None]] = {}  # every thread's, until renamed
+        self._lock = threading.Lock()  # guards _unsynced and _pending
         self._sync_lock = threading.Lock()  # held by sync() while it fsyncs directories
 
     def path(self, key: str) -> Path:
@@ -123,14 +124,23 @@ class BlockStore:
 
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
-        return c.multihash[0] == IDENTITY or self.path(c.key).exists()
+        return c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+
+    def _settled(self, path: Path) -> Path:
+        """`path`, once a block this process put there is renamed into place (reads see
+        the blocks put before `sync`)."""
+        fut = self._pending.get(path)
+        if fut is not None:
+            with contextlib.suppress(OSError):
+                fut.result()
+        return path
 
     def get(self, c: Cid) -> bytes:
         """The block's bytes, verified; NotFound if absent, IntegrityError if corrupt and
         not repaired."""
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
-        path = self.path(c.key)
+        path = self._settled(self.path(c.key))
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -158,7 +168,7 @@ class BlockStore:
         if c.multihash[0] == IDENTITY:
             return len(_identity_data(c))
         try:
-            return self.path(c.key).stat().st_size
+            return self._settled(self.path(c.key)).stat().st_size
         except FileNotFoundError:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
@@ -181,7 +191,16 @@ class BlockStore:
             if disk_full(e):
                 raise StorageFull(f"cannot write block {c}: the disk is full") from e
             raise
-        settling[final] = _fsync_pool().submit(self._settle, tmp, final)
+        fut = _fsync_pool().submit(self._settle, tmp, final)
+        settling[final] = fut
+        with self._lock:
+            self._pending[final] = fut
+        fut.add_done_callback(lambda _: self._forget(final, fut))
+
+    def _forget(self, final: Path, fut: Future[None]) -> None:
+        with self._lock:
+            if self._pending.get(final) is fut:
+                del self._pending[final]
 
     def begin(self) -> None:
         """Start a write on this thread: forget what an earlier one that failed left (its
