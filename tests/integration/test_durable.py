@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 API = JsonApi(job_timeout_s=60)
 TMPFS_BYTES = 8 << 20
+START_S = 120  # a peer's start on a loaded 2-core host (starts are usually a few seconds)
 
 
 @pytest.fixture
@@ -79,7 +80,8 @@ def _view(peer: PeerProc, job: str) -> dict[str, Any]:
 
 def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         small_disk: Path) -> None:
-    peer = start_peer(small_disk, "--slots", "1", "--no-mdns", "--max-attempts", "1")
+    peer = start_peer(small_disk, "--slots", "1", "--no-mdns", "--max-attempts", "1",
+                      timeout_s=START_S)
     try:
         before = API.submit(peer.url, [{"call": "ECHO", "args": ["acknowledged"]}])
         done = API.wait(peer.url, before)
@@ -132,14 +134,16 @@ def two_peers(tmp_path: Path) -> Iterator[tuple[PeerProc, PeerProc]]:
     secret.write_text(secrets.token_hex(32))
     mesh = f"durable-{secrets.token_hex(6)}"
     with ThreadPoolExecutor(2) as pool:  # started side by side: half the wait
-        a, b = pool.map(lambda name: start_peer(tmp_path / name, "--secret-file", str(secret),
-                                                "--slots", "1", mesh=mesh), ("a", "b"))
+        started = [pool.submit(start_peer, tmp_path / name, "--secret-file", str(secret),
+                               "--slots", "1", mesh=mesh, timeout_s=START_S) for name in "ab"]
+    peers = [f.result() for f in started if f.exception() is None]
     try:
-        wait_mesh([a, b], 2)
-        yield a, b
+        assert len(peers) == 2, [f.exception() for f in started]
+        wait_mesh(peers, 2)
+        yield peers[0], peers[1]
     finally:
-        a.kill()
-        b.kill()
+        for p in peers:
+            p.kill()
 
 
 def _add(peer: PeerProc, data: bytes) -> str:
