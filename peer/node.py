@@ -119,9 +119,10 @@ class Node:
         return ev
 
     def flush(self) -> None:
-        """Persist the local events emitted since the last flush (one transaction, one
-        fsync), then push them to peers (one frame each, split only by the frame size
-        bound). Never raises: a failed write leaves them queued (see `durable`)."""
+        """Persist the local events emitted since the last flush (one transaction, with one
+        fsync if it holds an acknowledged kind of event: EventLog.append), then push them to
+        peers (one frame each, split only by the frame size bound). Never raises: a failed
+        write leaves them queued and retried (see `durable`)."""
         if not self._unflushed or self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
         events = list(self._unflushed)
