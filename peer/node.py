@@ -45,6 +45,12 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
 
+def _sync_error(e: OSError) -> BanzaiError:
+    if disk_full(e):
+        return StorageFull("the peer's disk is full: the change is not on disk yet")
+    return StoreError(f"the peer cannot sync its event log: {e.strerror or e}")
+
+
 class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it."""
 
@@ -119,15 +125,15 @@ class Node:
         return ev
 
     def flush(self) -> None:
-        """Persist the local events emitted since the last flush (one transaction, with one
-        fsync if it holds an acknowledged kind of event: EventLog.append), then push them to
-        peers (one frame each, split only by the frame size bound). Never raises: a failed
+        """Persist the local events emitted since the last flush (one transaction, written
+        but not fsynced: `durable` fsyncs, off the loop, what is acknowledged), then push them
+        to peers (one frame each, split only by the frame size bound). Never raises: a failed
         write leaves them queued and retried (see `durable`)."""
         if not self._unflushed or self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
         events = list(self._unflushed)
         try:
-            self.log.append(events)
+            self.log.append(events, sync=False)
         except Exception as e:
             self._write_failed(e)
             return
@@ -163,12 +169,30 @@ class Node:
         self._retry = None
         self.flush()
 
-    def durable(self, ev: Event) -> None:
-        """Return once our event `ev` is on disk; raise the write's error (StorageFull when
-        the disk is full) if it cannot be written now. What the API acknowledges."""
+    def written(self, ev: Event) -> None:
+        """Flush; raise the write's error (StorageFull when the disk is full) unless our
+        event `ev` is written to the log."""
         self.flush()
         if ev.seq > self._durable_seq:
             raise self.write_error or StoreError("the event log is closed")
+
+    async def durable(self, ev: Event) -> None:
+        """Return once our event `ev` is on disk (written, then the log fsynced in a thread:
+        the loop goes on, and the fsyncs of concurrent acknowledgements overlap); raise as
+        `written` otherwise. What the API acknowledges."""
+        self.written(ev)
+        try:
+            await asyncio.to_thread(self.log.sync)
+        except OSError as e:
+            raise _sync_error(e) from e
+
+    def durable_now(self, ev: Event) -> None:
+        """`durable` for a caller that cannot wait (blocks the loop for one fsync)."""
+        self.written(ev)
+        try:
+            self.log.sync()
+        except OSError as e:
+            raise _sync_error(e) from e
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (persisted first). Never blocks."""
@@ -191,7 +215,7 @@ class Node:
     async def submitted(self, ev: Event) -> int:
         """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen.
         Raises as `durable` if `ev` is not on our disk."""
-        self.durable(ev)
+        await self.durable(ev)
         want = min(self.cfg.submit_acks, len(self.live_peers()))
         deadline = time.monotonic() + self.cfg.ack_timeout_s
         while (n := self.acks(ev.seq)) < want and time.monotonic() < deadline:

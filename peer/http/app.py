@@ -140,7 +140,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if job not in node.state.cancelled:
         ev = node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
-        node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
+        await node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "state": "cancelled"})
 
 
@@ -199,7 +199,7 @@ async def add(request: web.Request) -> web.Response:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
-    node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks and event on disk
+    await node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks, event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 

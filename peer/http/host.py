@@ -97,7 +97,8 @@ class Host(Protocol):
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
     def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)
-    def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless `ev` is on disk
+    async def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless on disk
+    def durable_now(self, ev: Event) -> None: ...  # the same, blocking (the Kubo RPC's add)
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks

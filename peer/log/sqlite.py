@@ -2,15 +2,17 @@
 
 A commit that holds an acknowledged kind of event (DURABLE_TYPES: a submission, a cancel, a
 PROVIDE) is durable when `append` returns (synchronous=FULL: one fsync of the WAL, which
-covers every earlier commit too); others are written without waiting for the disk (NORMAL:
-they survive a crash of the process, not a power loss). Callers batch: the node writes all
-events of a loop turn in one transaction (group commit)."""
+covers every earlier commit too) unless the caller passes sync=False and calls `sync` later
+(off the loop); others are written without waiting for the disk (NORMAL: they survive a
+crash of the process, not a power loss). Callers batch: the node writes all events of a loop
+turn in one transaction (group commit)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,6 +40,7 @@ class EventLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
         self._full = False
+        self._dir_synced = False
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
@@ -68,6 +71,28 @@ class EventLog:
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"cannot write the event log {self.path}: {e}") from e
             raise
+
+    def sync(self) -> None:
+        """Make every commit so far durable: fsync the WAL (what synchronous=FULL does at a
+        commit; a checkpoint that moved frames to the database synced it first). Needs no
+        connection: safe on any thread while the loop goes on. OSError if it fails."""
+        for path in (Path(f"{self.path}-wal"), self.path):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no WAL: everything is in the database file
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self._dir_synced:  # the WAL's directory entry, once
+                fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._dir_synced = True
+            return
 
     def _sync(self, full: bool) -> None:
         """FULL: the next COMMIT fsyncs the WAL (and with it every earlier commit)."""

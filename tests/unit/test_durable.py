@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,11 @@ class _Disk:
         self._append = node.log.append
         node.log.append = self.append  # type: ignore[method-assign]
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
         if self.full:
             raise StorageFull("cannot write the event log: the disk is full") from OSError(
                 errno.ENOSPC, "No space left on device")
-        self._append(events)
+        self._append(events, sync)
         self.writes.append([e.seq for e in events])
 
 
@@ -164,7 +165,7 @@ async def test_disk_full_mid_flush_keeps_events_queued_then_writes_them_in_order
     await _turn()
     assert disk.writes == [[1]] and len(gossip.frames) == 1  # nothing written, nothing sent
     with pytest.raises(StorageFull, match="disk is full"):
-        node.durable(evs[-1])
+        await node.durable(evs[-1])
     assert node.heads()[node.peer_id] == 1  # others never hear of what is not on disk
     assert [e.seq for e in node.events_after({}, 100) if e.origin == node.peer_id] == [1]
     assert node.durability()["unwritten_events"] == 3
@@ -172,7 +173,7 @@ async def test_disk_full_mid_flush_keeps_events_queued_then_writes_them_in_order
     assert node._retry is not None  # a later turn retries without being asked
     later = node.emit(EventType.PROVIDE, {"cids": ["c"]})  # queued behind the others
     disk.full = False  # space is freed
-    node.durable(later)  # no exception: every queued event is on disk now
+    await node.durable(later)  # no exception: every queued event is on disk now
     assert disk.writes == [[1], [2, 3, 4, 5]]  # one transaction, no gap in the sequence
     assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2, 3, 4, 5]]
     assert _stored(node) == [1, 2, 3, 4, 5]
@@ -316,3 +317,18 @@ def test_acknowledged_kinds_of_event_are_committed_with_an_fsync(tmp_path: Path)
     log.append(_events(3, 1))  # PROVIDE announces blocks: FULL too
     assert mode() == 2
     log.close()
+
+
+async def test_an_acknowledgement_fsyncs_the_log_off_the_loop(node: Node) -> None:
+    synced: list[bool] = []
+    sync = node.log.sync
+
+    def spy() -> None:
+        synced.append(threading.current_thread() is threading.main_thread())
+        sync()
+
+    node.log.sync = spy  # type: ignore[method-assign]
+    ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    await node.durable(ev)
+    assert synced == [False]  # one fsync, in a thread: the loop went on meanwhile
+    assert _stored(node) == [ev.seq]
