@@ -3,11 +3,12 @@
 `Node.emit` is the one way local changes enter the state: the event is folded and
 announced to listeners (scheduler, SSE) at once; it is written to SQLite and pushed to
 peers at the end of the loop turn, with every other event of that turn (one transaction,
-one frame). Nothing leaves the process before it is on disk: `flush` runs first wherever
+one frame). Nothing leaves the process before it is written: `flush` runs first wherever
 our heads or events are read for others (heartbeats, anti-entropy, acknowledged
-submissions). A crash loses at most the events of the current loop turn, which no other
-peer has seen. A failed write (disk full) keeps the events queued, in order, and is retried
-on later turns; until it succeeds they are not acknowledged (`durable`) nor sent. Loop-owned.
+submissions); what the API acknowledges is also fsynced first (`durable`). A crash loses at
+most the events of the current loop turn, which no other peer has seen. A failed write
+(disk full) keeps the events queued, in order, and is retried on later turns; until it
+succeeds they are neither acknowledged nor sent. Loop-owned.
 """
 
 from __future__ import annotations
