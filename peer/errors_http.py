@@ -16,6 +16,7 @@ from peer.errors import (
     Forbidden,
     IntegrityError,
     NotFound,
+    StorageFull,
     StoreError,
     TooLarge,
     Unauthorized,
@@ -48,6 +49,7 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),
     IntegrityError: (502, 502, 400),
+    StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
 }

@@ -19,7 +19,16 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors import (
+    ArgError,
+    BadCID,
+    BanzaiError,
+    Conflict,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    disk_full,
+)
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.auth import Auth, Policy
 from peer.http.host import Host
@@ -58,7 +67,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _answer(HttpError(e.status, type(e).__name__, e.reason))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        if disk_full(e):  # e.g. an upload spooled to a full disk
+            log.warning("%s %s: the disk is full: %s", request.method, request.path, e)
+            full = StorageFull("the peer's disk is full: free space and retry")
+            return _answer(http_error(full, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))
 
@@ -79,6 +92,7 @@ async def health(request: web.Request) -> web.Response:
         "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
+        "durability": dict(node.durability()),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -97,7 +111,10 @@ async def submit(request: web.Request) -> web.Response:
                                  max_workflow_bytes=node.cfg.max_workflow_bytes)
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
-    replicas = await node.submitted(ev)
+    try:
+        replicas = await node.submitted(ev)
+    except StorageFull as e:  # not acknowledged; name the job, so that it is not resent
+        raise StorageFull(f"job {job} is not on disk: {e.message}", field="job") from e
     return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
                              status=201)
 
@@ -124,8 +141,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if job not in node.state.cancelled:
-        node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
-        node.flush()  # acknowledged once on disk
+        ev = node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
+        await node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "state": "cancelled"})
 
 
@@ -184,8 +201,7 @@ async def add(request: web.Request) -> web.Response:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
-    node.emit(EventType.PROVIDE, {"cids": [cid]})
-    node.flush()
+    await node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks, event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 

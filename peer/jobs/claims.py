@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
-from peer.log import RETRYABLE, ChunkState, Event, FailureKind, MeshState
+from peer.log import RETRYABLE, UNCOUNTED, ChunkState, Event, FailureKind, MeshState
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -47,11 +47,13 @@ def retryable(kind: str | None) -> bool:
 
 
 def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
-    """True if the chunk failed for good: max_attempts failures, or a last one not retryable."""
+    """True if the chunk failed for good: max_attempts failures (not counting those of an
+    UNCOUNTED kind: a full disk), or a last one not retryable."""
     if not failures:
         return False
     last = failures[max(failures)]
-    return len(failures) >= max_attempts or not retryable(last.payload.get("kind"))
+    counted = sum(1 for f in failures.values() if f.payload.get("kind") not in UNCOUNTED)
+    return counted >= max_attempts or not retryable(last.payload.get("kind"))
 
 
 def standing(c: ChunkState, split: tuple[str, int] | None, max_attempts: int,

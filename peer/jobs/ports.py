@@ -28,6 +28,7 @@ class SchedulerConfig:
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5
     tick_s: float = 0.25
+    storage_retry_s: float = 1.0  # an attempt failed by a full disk is recorded after this
 
 
 class RunResultLike(Protocol):

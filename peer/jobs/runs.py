@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, StorageFull, disk_full
 from peer.ipfs.store import Listings
 from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
@@ -131,7 +131,8 @@ class Runs:
             try:
                 await self._fetch_input(payload)
             except BanzaiError as e:
-                self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
+                await self._failed(base, str(e), FailureKind.STORAGE.value if disk_full(e)
+                                   else FailureKind.FETCH.value)
                 return
             except asyncio.CancelledError:
                 if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
@@ -166,10 +167,14 @@ class Runs:
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
             run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
-            self.emit(EventType.CHUNK_FAILED, {**base, "error": res.error, "kind": kind})
+            await self._failed(base, res.error, kind)
             return
         record = {"log": run.log, "metrics": run.metrics}
-        logs = await self.offload(lambda: self._save_json(record))
+        try:
+            logs = await self.offload(lambda: self._save_json(record))
+        except StorageFull as e:
+            await self._failed(base, str(e), FailureKind.STORAGE.value)
+            return
         out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
         if run.tdef.per_item:
             out["cache"] = {cache_key(run.tdef, run.spec.params, cid): res.value["items"][path]
@@ -181,6 +186,13 @@ class Runs:
             out["output"] = res.value["output"]
             self.data.mark(out["output"])
         self.emit(EventType.CHUNK_DONE, out)
+
+    async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
+        """Record a failed attempt; one that met a full disk waits storage_retry_s first, so
+        that the retries of a peer whose disk stays full do not spin."""
+        if kind == FailureKind.STORAGE:
+            await asyncio.sleep(self.cfg.storage_retry_s)
+        self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
 
     async def _fetch_input(self, payload: dict[str, Any]) -> None:
         """Make the chunk's input local (fetched from providers if another peer made it)."""
