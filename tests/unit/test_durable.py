@@ -18,6 +18,7 @@ from peer.config import PeerConfig
 from peer.errors import IntegrityError, StorageFull, StoreError, disk_full
 from peer.errors_http import Surface, status_of
 from peer.http.app import make_app
+from peer.http.tokens import load_or_create_token
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
@@ -200,7 +201,9 @@ async def test_the_retry_timer_writes_the_queue_once_space_returns(
 
 async def test_the_api_answers_507_while_the_disk_is_full(node: Node) -> None:
     disk = _Disk(node)
-    async with TestClient(TestServer(make_app(node))) as client:
+    token = load_or_create_token(node.cfg.data_dir)
+    async with TestClient(TestServer(make_app(node)),
+                          headers={"Authorization": f"Bearer {token}"}) as client:
         disk.full = True
         r = await client.post("/api/jobs", json=[{"call": "ECHO", "args": ["hi"]}])
         assert r.status == 507
