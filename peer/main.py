@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if ns.print_login:
             print_login(cfg)
+            return
     except BanzaiError as e:
         print(f"banzai-peer: {e.message}", file=sys.stderr)
         sys.exit(2)
