@@ -99,5 +99,6 @@ class Host(Protocol):
     def flush(self) -> None: ...  # emitted events to disk: acknowledge only after it
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
+    def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

@@ -154,6 +154,7 @@ class GossipStats:
     events_new: int = 0
     events_out: int = 0
     events_unsendable: int = 0
+    events_refused: int = 0  # malformed events left out of frames (the sink counts by origin)
     merge_errors: int = 0
     rounds: int = 0
 
@@ -356,6 +357,11 @@ class Gossip:
         self.stats.events_new += len(new)
         return new
 
+    def refused(self, origin: Any, reason: str) -> None:
+        """A malformed event left out of a frame: counted here and by the sink, per origin."""
+        self.stats.events_refused += 1
+        self._sink.refused(origin, reason)
+
     def _frame(self, kind: Kind, body: bytes) -> bytes | None:
         if self._writer is None:  # not bound: there is nobody to send to yet
             return None
@@ -435,7 +441,7 @@ class Gossip:
         self._membership.heard(f.sender, f.reply_to, parse_info(f.body), self._clock())
 
     def _on_events(self, f: Frame) -> None:
-        new = self.merge(parse_events(f.body["events"]))
+        new = self.merge(parse_events(f.body["events"], self.refused))
         ttl = int(f.body.get("ttl", 0))
         if new and ttl > 0:
             self._push(new, ttl - 1, exclude=f.reply_to)
