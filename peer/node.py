@@ -127,9 +127,11 @@ class Node:
         Never blocks. Events of unknown types are kept and forwarded, not folded."""
         new = self.door.admit(e for e in events if e.id not in self.state.events)
         self.log.append(new)
-        for ev in self.door.fold(self.state, new):
-            for fn in list(self.listeners):
-                fn(ev)
+        new = self.door.fold(self.state, new)
+        for ev in new:
+            if ev.known:
+                for fn in list(self.listeners):
+                    fn(ev)
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new

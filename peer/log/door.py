@@ -195,8 +195,9 @@ class Door:
         return out
 
     def fold(self, state: MeshState, events: Sequence[Event]) -> list[Event]:
-        """Fold stored events; returns the known ones that were new. An event whose fold
-        raises is quarantined; unknown types are held within their cap."""
+        """Fold stored events; returns those that were new (an unknown type's too: it is held
+        and forwarded, see `Event.known`). An event whose fold raises is quarantined;
+        unknown types are held within their cap."""
         out: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
         for ev in events:
@@ -206,18 +207,15 @@ class Door:
             except Exception as e:  # a fold bug must not take the peer down: set it aside
                 bad.append((ev.id, f"fold: {type(e).__name__}: {e!s:.200}"))
                 continue
-            if not new:
-                continue
-            if ev.known:
+            if new:
                 out.append(ev)
-            else:
-                self._hold(state, ev)
+                if not ev.known:
+                    self._hold(state, ev)
         if bad:
             self.quarantined += len(bad)
-            for (origin, _), reason in bad:
+            for (origin, _), _reason in bad:
                 self.refused.add(origin, "fold")
-                self._warn.warn("fold", "quarantined an event from %s: %s", origin[:16], reason)
-            self.store.quarantine(bad)
+            self.store.quarantine(bad)  # logs each with its origin, seq and reason
         return out
 
     def _hold(self, state: MeshState, ev: Event) -> None:
