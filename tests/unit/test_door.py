@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from peer.config import PeerConfig
 from peer.errors import InvalidEvent
 from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, MeshState, Provide, fold
-from peer.log.fold import _APPLY
 from peer.log.clock import MAX_HLC
 from peer.log.door import OTHER, Refusals, UnknownCap
 from peer.log.events import MAX_CLOCK
+from peer.log.fold import _APPLY
 from peer.mesh.gossip import GossipConfig, Kind
 from peer.mesh.sim import Cluster
 from peer.mesh.wire import parse_events
