@@ -127,12 +127,16 @@ class MeshState:
         self.heads[origin] = head
 
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
-        """Events with seq above `vv[origin]` (a version vector), oldest first, at most limit."""
+        """Events with seq above `vv[origin]` (a version vector), at most limit: first those
+        up to our own heads, oldest first, then those beyond a gap. The asker may hold some
+        events beyond its heads already; serving ours within the heads first, oldest first,
+        always includes one that moves its heads on, so a peer always catches up."""
         out: list[Event] = []
         for origin, log in self.by_origin.items():
             have = vv.get(origin, 0)
             out.extend(e for q, e in log.items() if q > have)
-        out.sort(key=lambda e: e.order)
+        heads = self.heads
+        out.sort(key=lambda e: (e.seq > heads.get(e.origin, 0), e.hlc, e.origin, e.seq))
         return out[:limit]
 
     # -- helpers used by the appliers -------------------------------------------------
