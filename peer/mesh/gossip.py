@@ -441,8 +441,11 @@ class Gossip:
         self._membership.heard(f.sender, f.reply_to, parse_info(f.body), self._clock())
 
     def _on_events(self, f: Frame) -> None:
+        ttl = f.body.get("ttl", 0)
+        if type(ttl) is not int:  # checked first: a bad frame is dropped before any merge
+            raise ValueError(f"ttl is not an integer: {ttl!r:.20}")
         new = self.merge(parse_events(f.body["events"], self.refused))
-        ttl = int(f.body.get("ttl", 0))
+        ttl = min(ttl, self.cfg.push_hops)  # a sender cannot make the rumour live longer
         if new and ttl > 0:
             self._push(new, ttl - 1, exclude=f.reply_to)
 

@@ -174,6 +174,8 @@ def test_a_malformed_event_is_refused_alone_and_counted(event: Any) -> None:
 
 @pytest.mark.parametrize(("kind", "body"), [
     (Kind.EVENTS, {"events": "nope"}),
+    (Kind.EVENTS, {"events": [], "ttl": float("inf")}),  # found by the mesh fuzzer
+    (Kind.EVENTS, {"events": [], "ttl": "3"}),
     (Kind.DIGEST, {"vv": {"a": -1}}),
     (Kind.DIGEST, {"vv": {"a": 1}, "peers": ["bad address"]}),
     (Kind.DIGEST, {"vv": []}),
