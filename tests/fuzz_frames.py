@@ -76,7 +76,7 @@ def payloads(draw: st.DrawFn, typ: int) -> Any:
 @st.composite
 def events(draw: st.DrawFn, now_ms: int) -> Any:
     """One event as a peer would send it: valid, mutated, of an unknown type or random."""
-    kind = draw(st.sampled_from(["valid", "mutated", "mutated", "unknown", "random"]))
+    kind = draw(st.sampled_from(["valid", "valid", "mutated", "mutated", "unknown", "random"]))
     if kind == "random":
         return draw(JSON)
     typ: Any = draw(st.sampled_from(sorted(TEMPLATES)))
@@ -215,10 +215,23 @@ def batches(draw: st.DrawFn, client: GossipClient, peers: int, size: int,
     for i in range(size):
         kind, body = bases[i % len(bases)]
         if i >= len(bases) and not isinstance(body, bytes):
-            for _ in range(rng.randint(1, 3)):
+            if rng.random() < 0.6:
+                body = renumber(rng, body, now)
+            for _ in range(rng.randint(0, 2)):
                 body = mutate(rng, body)
         out.append((rng.randrange(peers), seal(rng, client, kind, body)))
     return out
+
+
+def renumber(rng: random.Random, body: Any, now_ms: int) -> Any:
+    """`body` with its events given fresh ids and plausible clocks (and a well-formed ttl):
+    more events that pass the door, so that the fold and the scheduler get their share."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        return body
+    fresh = [dict(e, origin=rng.choice(ORIGINS), seq=rng.randint(1, 64),
+                  hlc=(now_ms - rng.randint(0, 3_600_000)) << 16)
+             if isinstance(e, dict) else e for e in body["events"]]
+    return {**body, "events": fresh, **({"ttl": rng.randint(0, 3)} if "ttl" in body else {})}
 
 
 NOW_MS = int(time.time() * 1000)  # read once, at import: a strategy must draw the same way
