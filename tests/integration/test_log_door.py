@@ -136,6 +136,8 @@ def test_fuzzed_frames_leave_the_mesh_up_converged_and_working(mesh: Mesh) -> No
         assert h["log"]["refused"]["total"] > 0 and g["dropped_bad_mac"] > 0, h
         assert g["merge_errors"] == 0, h
         assert len(h["log"]["refused"]["by_origin"]) <= 65  # bounded, whatever origins came
+    stored = hs[0]["log"]["events"] - before[0]["log"]["events"]
+    assert stored > 100, stored  # fuzzed events passed the door, were folded and replicated
     for p in mesh.peers:
         assert "Traceback" not in p.output, p.output[-5000:]
     view = API.wait(mesh.peers[0].url, running, timeout_s=90)
