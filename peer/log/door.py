@@ -47,7 +47,7 @@ class DoorConfig:
         return int(self.max_clock_drift_s * 1000)
 
 
-class Store(Protocol):
+class LogStore(Protocol):
     """What the door needs of the SQLite log (peer.log.sqlite.EventLog)."""
 
     def load(self) -> Iterable[Event]: ...
@@ -149,7 +149,7 @@ class Door:
     event whose fold raises); `replay` does both for the events on disk at start. `checks`
     are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED)."""
 
-    def __init__(self, cfg: DoorConfig, hlc: HLC, store: Store,
+    def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
                  checks: Mapping[EventType, Check] | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
