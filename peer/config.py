@@ -152,6 +152,9 @@ class PeerConfig:
         "longest wait for --submit-acks peers, in seconds (default 5)"))
     max_upload_bytes: int = field(default=4 * 1024**3, metadata=setting(
         "largest upload to /api/add or /api/v0/add, in bytes (default 4 GiB)"))
+    max_clock_drift_s: float = field(default=300.0, metadata=setting(
+        "how far ahead of this machine's clock another peer's event may be stamped, in "
+        "seconds; later ones are refused and counted in /api/health (default 300)"))
     replicas: int = field(default=2, metadata=setting(
         "peers that pin each output: its producer and N-1 others (default 2; 1 = off)"))
 
@@ -197,6 +200,9 @@ class PeerConfig:
                                   field=name)
         if self.max_attempts < 1:
             raise ConfigError("max_attempts: must be at least 1", field="max_attempts")
+        if not self.max_clock_drift_s >= 0:
+            raise ConfigError(f"max_clock_drift_s: must be >= 0, got {self.max_clock_drift_s}",
+                              field="max_clock_drift_s")
         if self.lease_s <= 0:
             raise ConfigError(f"lease_s: must be positive, got {self.lease_s}", field="lease_s")
         if self.task_timeout_s <= 0:

@@ -14,6 +14,8 @@ succeeds they are neither acknowledged nor sent. Loop-owned.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -35,7 +37,8 @@ from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
-from peer.log import HLC, Event, EventLog, EventType, MeshState
+from peer.jobs.spec import workflow_from_json
+from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, JobSubmitted, MeshState
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring, MeshSecrets, SecretError, load_secrets
@@ -77,11 +80,13 @@ class Node:
         self.peer_id = self.log.get_meta("peer_id") or secrets.token_hex(8)
         self.log.set_meta("peer_id", self.peer_id)
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
-        self.hlc = HLC()
+        door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
+        self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
-        for ev in self.log.load():
-            self.state.apply(ev)
-            self.hlc.observe(ev.hlc)
+        self.door = Door(door_cfg, self.hlc, self.log, checks={
+            EventType.JOB_SUBMITTED: lambda ev: workflow_from_json(
+                ev.body_as(JobSubmitted).workflow)})
+        self.door.replay(self.state, self.peer_id)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
         self.executor = Executor(ExecutorConfig(
@@ -211,14 +216,15 @@ class Node:
             raise _sync_error(e) from e
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
-        """Fold remote events; returns the new ones (persisted first). Never blocks."""
-        new = [e for e in events if e.id not in self.state.events]
+        """Fold remote events; returns the new ones (checked at the door, persisted first).
+        Never blocks. Events of unknown types are kept and forwarded, not folded."""
+        new = self.door.admit(e for e in events if e.id not in self.state.events)
         self.log.append(new)
+        new = self.door.fold(self.state, new)
         for ev in new:
-            self.hlc.observe(ev.hlc)
-            self.state.apply(ev)
-            for fn in list(self.listeners):
-                fn(ev)
+            if ev.known:
+                for fn in list(self.listeners):
+                    fn(ev)
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
@@ -252,6 +258,17 @@ class Node:
             return self.state.events_after(vv, limit)
         return [e for e in self.state.events_after(vv, limit)
                 if e.origin != self.peer_id or e.seq <= self._durable_seq]
+
+    def refused(self, origin: Any, reason: str) -> None:
+        """A malformed event left out of a frame: counted per origin at the door."""
+        self.door.refuse(origin, reason)
+
+    def log_health(self) -> dict[str, Any]:
+        """The log's part of /api/health: its size, a digest of the heads, the door."""
+        heads = sorted(self.state.heads.items())
+        digest = hashlib.sha256(json.dumps(heads, separators=(",", ":")).encode()).hexdigest()
+        return {"events": len(self.state.events), "origins": len(heads),
+                "heads_digest": digest[:32], **self.door.health()}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""

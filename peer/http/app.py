@@ -93,6 +93,7 @@ async def health(request: web.Request) -> web.Response:
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
         "durability": dict(node.durability()),
+        "log": node.log_health(),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 

@@ -2,6 +2,7 @@
 its SQLite persistence. Pure but for `EventLog`; imports nothing else of the peer."""
 
 from peer.log.clock import HLC, hlc_ms
+from peer.log.door import Door, DoorConfig, Refusals
 from peer.log.events import (
     PROTOCOL_VERSION,
     RETRYABLE,
@@ -26,12 +27,13 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    Unknown,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
-           "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog",
-           "EventType", "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState",
-           "Progress", "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold",
-           "hlc_ms"]
+           "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
+           "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobSubmitted",
+           "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew", "SplitId",
+           "TaskDone", "TaskKey", "TaskSplit", "Unknown", "fold", "hlc_ms"]

@@ -15,7 +15,9 @@ PROTOCOL_VERSION = 1
 
 
 class EventType(IntEnum):
-    """Append-only: the numeric values are part of the protocol. Payloads: see the bodies."""
+    """Append-only: the numeric values are part of the protocol. Payloads: see the bodies.
+    A number up to MAX_TYPE that this version does not know (a newer peer's type) is a
+    pseudo-member named UNKNOWN_<n>: its events are kept and forwarded, never folded."""
 
     JOB_SUBMITTED = 1
     JOB_CANCELLED = 2
@@ -29,6 +31,20 @@ class EventType(IntEnum):
     CACHE_PUT = 10
     PROVIDE = 11
     MEMBER = 12
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventType | None:
+        if type(value) is int and 0 < value <= MAX_TYPE:
+            unknown = int.__new__(cls, value)
+            unknown._name_ = f"UNKNOWN_{value}"
+            unknown._value_ = value
+            return unknown
+        return None
+
+    @property
+    def known(self) -> bool:
+        """A type this version folds (not a newer peer's)."""
+        return self._value_ in _NAME
 
 
 class FailureKind(StrEnum):
@@ -67,6 +83,7 @@ MAX_ITEMS = 1_000_000  # items of a split, entries of a cache map, CIDs of a PRO
 MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
 MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
+MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -456,8 +473,16 @@ class Member:
                    _int(k, p, "mem_mb"), _bool(k, p, "gpu", False))
 
 
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """The body of an event of a type this version does not know (a newer peer's): the
+    payload is an object, stored and forwarded as received, never folded."""
+
+    type: int
+
+
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
-        | ChunkFailed | TaskDone | CachePut | Provide | Member)
+        | ChunkFailed | TaskDone | CachePut | Provide | Member | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
@@ -498,8 +523,8 @@ class Event:
         t = self.type
         spec = _SPECS.get(t) if type(t) is EventType or _is_int(t, 0, MAX_CLOCK) else None
         if spec is None:
-            raise InvalidEvent(f"event type: expected one of 1 to {len(EventType)}, got "
-                               f"{_show(t)}", field="type")
+            self._init_unknown()
+            return
         typ, kind, parse = spec
         o, seq, hlc = self.origin, self.seq, self.hlc
         if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(seq) is int
@@ -509,6 +534,22 @@ class Event:
         if t is not typ:
             _setattr(self, "type", typ)
         _setattr(self, "body", parse(self.payload))
+
+    def _init_unknown(self) -> None:
+        """A type number this version does not know: kept (Unknown body) if it is in range."""
+        t = self.type
+        if not _is_int(t, 1, MAX_TYPE):
+            raise InvalidEvent(f"event type: expected an integer from 1 to {MAX_TYPE}, got "
+                               f"{_show(t)}", field="type")
+        typ = EventType(int(t))
+        _check_envelope(self, typ.name)
+        _setattr(self, "type", typ)
+        _setattr(self, "body", Unknown(int(t)))
+
+    @property
+    def known(self) -> bool:
+        """Of a type this version folds; False for a newer peer's type (kept, not folded)."""
+        return type(self.body) is not Unknown
 
     @property
     def id(self) -> tuple[str, int]:

@@ -8,7 +8,10 @@ smallest (hlc, origin), monotone facts (progress) by max, sets by union. So any
 two peers that hold the same set of events hold the same state whatever the
 order of arrival or duplication (a state-based CRDT), which gossip relies on.
 Local observations (liveness, lease renewals heard) are not events and live in
-the scheduler. Not thread-safe: owned by the event loop.
+the scheduler. An event of a type this version does not know is recorded (held, counted in
+the heads, served to others) but not folded. `apply` is all-or-nothing: the appliers check
+before they change anything, and an event is recorded as known only after its applier
+returned. Not thread-safe: owned by the event loop.
 """
 
 
@@ -35,6 +38,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    Unknown,
 )
 
 
@@ -77,11 +81,18 @@ class MeshState:
     members: dict[str, Event] = field(default_factory=dict)
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
     heads: dict[str, int] = field(default_factory=dict)  # origin -> highest contiguous seq
+    # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
+    # event past its cap, a quarantined own event): the heads count them as held.
+    floors: dict[str, int] = field(default_factory=dict)
 
     def apply(self, ev: Event) -> bool:
-        """Fold one event in; False if it was already known (idempotent)."""
+        """Fold one event in; False if it was already known (idempotent). If its applier
+        raises, the state is unchanged and the event is not recorded as known."""
         if ev.id in self.events:
             return False
+        b = ev.body
+        if type(b) is not Unknown:  # a newer peer's type: held and served, never folded
+            _APPLY[type(b)](self, ev, b)
         self.events[ev.id] = ev
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
@@ -89,17 +100,43 @@ class MeshState:
         while head + 1 in log:
             head += 1
         self.heads[ev.origin] = head
-        b = ev.body
-        _APPLY[type(b)](self, ev, b)
         return True
 
+    def forget(self, ev_id: tuple[str, int]) -> None:
+        """Stop holding an event that was never folded (an unknown type's): it is no longer
+        served. Its seq stays counted in the heads if it was (see `raise_floor`)."""
+        ev = self.events.pop(ev_id, None)
+        if ev is None:
+            return
+        if ev.known:
+            raise ValueError(f"event {ev_id} was folded: it cannot be forgotten")
+        log = self.by_origin.get(ev.origin)
+        if log is not None:
+            log.pop(ev.seq, None)
+
+    def raise_floor(self, origin: str, seq: int) -> None:
+        """Count every seq of `origin` up to `seq` as held (the caller knows they are held
+        or were set aside on purpose); the head moves on over what follows it."""
+        if seq <= self.floors.get(origin, 0):
+            return
+        self.floors[origin] = seq
+        head = max(self.heads.get(origin, 0), seq)
+        log = self.by_origin.get(origin, {})
+        while head + 1 in log:
+            head += 1
+        self.heads[origin] = head
+
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
-        """Events with seq above `vv[origin]` (a version vector), oldest first, at most limit."""
+        """Events with seq above `vv[origin]` (a version vector), at most limit: first those
+        up to our own heads, oldest first, then those beyond a gap. The asker may hold some
+        events beyond its heads already; serving ours within the heads first, oldest first,
+        always includes one that moves its heads on, so a peer always catches up."""
         out: list[Event] = []
         for origin, log in self.by_origin.items():
             have = vv.get(origin, 0)
             out.extend(e for q, e in log.items() if q > have)
-        out.sort(key=lambda e: e.order)
+        heads = self.heads
+        out.sort(key=lambda e: (e.seq > heads.get(e.origin, 0), e.hlc, e.origin, e.seq))
         return out[:limit]
 
     # -- helpers used by the appliers -------------------------------------------------
@@ -186,10 +223,10 @@ def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
 
 
 def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
+    cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
     s._merge_first(s.cache, s._cache_src, cache, ev)
-    for v in cache.values():
-        if isinstance(v, dict) and v.get("c"):
-            s.providers[v["c"]].add(ev.origin)  # the peer that made an item holds it
+    for c in cids:  # values are any JSON: only a string "c" is an item's CID
+        s.providers[c].add(ev.origin)  # the peer that made an item holds it
 
 
 def _provide(s: MeshState, ev: Event, b: Provide) -> None:

@@ -26,6 +26,10 @@ class EventSink(Protocol):
         """Fold remote events in; returns the ones that were new."""
         ...
 
+    def refused(self, origin: Any, reason: str) -> None:
+        """Count an event of a frame that was left out as malformed (`origin` as sent)."""
+        ...
+
 
 class Link(Protocol):
     """What anti-entropy needs of the gossip facade. Must not block."""
@@ -42,6 +46,10 @@ class Link(Protocol):
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold received events into the sink, counted; returns the new ones, never raises."""
+        ...
+
+    def refused(self, origin: Any, reason: str) -> None:
+        """Count an event of a frame that was left out as malformed (`origin` as sent)."""
         ...
 
 
@@ -89,7 +97,7 @@ class AntiEntropy:
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
         and we keep learning something new."""
-        new = self._link.merge(parse_events(f.body["events"]))
+        new = self._link.merge(parse_events(f.body["events"], self._link.refused))
         vv = f.body.get("vv")
         if vv is not None:
             self._link.send_events([f.reply_to],

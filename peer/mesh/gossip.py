@@ -163,6 +163,7 @@ class GossipStats:
     events_new: int = 0
     events_out: int = 0
     events_unsendable: int = 0
+    events_refused: int = 0  # malformed events left out of frames (the sink counts by origin)
     merge_errors: int = 0
     rounds: int = 0
 
@@ -371,6 +372,11 @@ class Gossip:
         self._stats.events_new += len(new)
         return new
 
+    def refused(self, origin: Any, reason: str) -> None:
+        """A malformed event left out of a frame: counted here and by the sink, per origin."""
+        self.stats.events_refused += 1
+        self._sink.refused(origin, reason)
+
     def _frame(self, kind: Kind, body: bytes) -> bytes | None:
         if self._writer is None:  # not bound: there is nobody to send to yet
             return None
@@ -458,8 +464,11 @@ class Gossip:
         self._t.peer_key(addr, key_id)
 
     def _on_events(self, f: Frame) -> None:
-        new = self.merge(parse_events(f.body["events"]))
-        ttl = int(f.body.get("ttl", 0))
+        ttl = f.body.get("ttl", 0)
+        if type(ttl) is not int:  # checked first: a bad frame is dropped before any merge
+            raise ValueError(f"ttl is not an integer: {ttl!r:.20}")
+        new = self.merge(parse_events(f.body["events"], self.refused))
+        ttl = min(ttl, self.cfg.push_hops)  # a sender cannot make the rumour live longer
         if new and ttl > 0:
             self._push(new, ttl - 1, exclude=f.reply_to)
 

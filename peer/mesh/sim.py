@@ -28,6 +28,10 @@ class MemorySink:
         self._seqs: dict[str, list[int]] = {}
         self._contig: dict[str, int] = {}
         self._hlc = 0
+        self.refusals: list[tuple[Any, str]] = []
+
+    def refused(self, origin: Any, reason: str) -> None:
+        self.refusals.append((origin, reason))
 
     def heads(self) -> Mapping[str, int]:
         return self._contig

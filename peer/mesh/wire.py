@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -231,22 +231,32 @@ def parse_vv(obj: Any) -> dict[str, int]:
     return out
 
 
-def parse_events(obj: Any) -> list[Event]:
-    """Events off the wire (Event.from_json); ValueError, KeyError or TypeError if malformed
-    (a BanzaiError from validating an event becomes a ValueError)."""
+Refused = Callable[[Any, str], None]  # (the event's origin as sent, why it was refused)
+
+
+def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
+    """Events off the wire (Event.from_json). Without `refused`, one malformed event makes it
+    raise ValueError (a BanzaiError from validating an event becomes one); with it, each
+    malformed event is reported to it and left out, and the others are returned. A list
+    that is not a list raises ValueError either way."""
     if not isinstance(obj, list):
         raise ValueError("events is not a list")
-    try:
-        evs = [Event.from_json(d) for d in obj]
-    except BanzaiError as err:  # the event layer's own validation refused one: malformed frame
-        raise ValueError(f"bad event: {err!s:.60}") from None
-    for e in evs:
-        if e.seq < 1 or not e.origin:
-            raise ValueError("bad event id")
-    return evs
+    if refused is None:
+        try:
+            return [Event.from_json(d) for d in obj]
+        except BanzaiError as err:  # the event layer refused one: a malformed frame
+            raise ValueError(f"bad event: {err!s:.60}") from None
+    out: list[Event] = []
+    for d in obj:
+        try:
+            out.append(Event.from_json(d))
+        except BanzaiError as err:
+            refused(d.get("origin") if type(d) is dict else None, f"invalid: {err!s:.200}")
+    return out
 
 
 __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Frame", "FrameError",
-           "FrameWriter", "Kind", "Reply", "decode_frame", "digest_body", "dumps",
-           "encode_event", "encode_frame", "events_body", "frame_header", "heartbeat_body",
-           "pack_events", "parse_events", "parse_info", "parse_vv", "reply_body", "seal"]
+           "FrameWriter", "Kind", "Refused", "Reply", "decode_frame", "digest_body",
+           "dumps", "encode_event", "encode_frame", "events_body", "frame_header",
+           "heartbeat_body", "pack_events", "parse_events", "parse_info", "parse_vv",
+           "reply_body", "seal"]

@@ -47,6 +47,9 @@ class FakeLink:
     def merge(self, events: Sequence[Event]) -> list[Event]:
         return self.sink.merge(events)
 
+    def refused(self, origin: Any, reason: str) -> None:
+        self.sink.refused(origin, reason)
+
 
 @dataclass
 class FakePeers:

@@ -315,8 +315,16 @@ def test_bounds_of_the_envelope_are_inclusive() -> None:
 
 
 def test_invalid_type_or_payload() -> None:
-    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 12, got 999$"):
+    with pytest.raises(InvalidEvent, match=r"^event type: expected an integer from 1 to 255, "
+                                           r"got 999$"):
         Event("a", 1, 1, 999, {})  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match=r"^event type: expected an integer from 1 to 255, "
+                                           r"got 0$"):
+        Event("a", 1, 1, 0, {})  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match=r"^UNKNOWN_99 payload: expected an object, got \[\]$"):
+        Event("a", 1, 1, 99, [])  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match=r"^UNKNOWN_99 seq: expected an integer"):
+        Event("a", 0, 1, 99, {})  # type: ignore[arg-type]
     with pytest.raises(InvalidEvent, match=r"^PROVIDE payload: expected an object, got \[\]$"):
         Event("a", 1, 1, EventType.PROVIDE, [])  # type: ignore[arg-type]
     # an int on the wire becomes the EventType
@@ -328,7 +336,7 @@ def test_invalid_type_or_payload() -> None:
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11}, "event payload: missing"),
     ({"seq": 1, "hlc": 1, "type": 11, "payload": {}}, "event origin: missing"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": True, "payload": {"cids": []}},
-     "event type: expected one of 1 to 12, got True"),
+     "event type: expected an integer from 1 to 255, got True"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11, "payload": [["cids", []]]},
      "PROVIDE payload: expected an object, got [['cids', []]]"),
 ])
@@ -388,7 +396,7 @@ def test_any_mutation_of_a_payload_builds_or_raises_invalid_event(
 # -- the log on disk ----------------------------------------------------------------------
 
 
-def test_event_log_opens_skipping_invalid_rows(tmp_path: Path,
+def test_event_log_opens_quarantining_invalid_rows(tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "events.sqlite"
     good = [ev(EventType.JOB_SUBMITTED, VALID[EventType.JOB_SUBMITTED], seq=1, hlc=1),
@@ -407,8 +415,11 @@ def test_event_log_opens_skipping_invalid_rows(tmp_path: Path,
     again = EventLog(path)
     with caplog.at_level(logging.WARNING, logger="peer.log.sqlite"):
         loaded = list(again.load())
-    assert loaded == good
-    assert again.skipped == 4
+    unknown = Event("a", 3, 3, 99, {})  # type: ignore[arg-type]
+    assert loaded == [*good[:1], unknown, good[1]]  # a newer peer's type is kept
+    assert again.skipped == 3
     assert "CLAIM payload.attempt: expected an integer >= 0, got -1" in caplog.text
     assert fold(loaded).heads == {"a": 1}
+    assert again.quarantined() == 3  # moved aside: a second load finds only good rows
+    assert list(again.load()) == loaded and again.skipped == 3
     again.close()

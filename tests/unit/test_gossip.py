@@ -153,13 +153,29 @@ def test_unknown_kind_and_version_dropped() -> None:
     assert "intruder" in c.peers[0].gossip.live_peers()
 
 
+@pytest.mark.parametrize("event", [
+    {"origin": "x"},
+    {"origin": "x", "seq": 1, "hlc": 1, "type": 999, "payload": {}},
+    {"origin": "x", "seq": 0, "hlc": 1, "type": 10, "payload": {}},
+    [1, 2],
+])
+def test_a_malformed_event_is_refused_alone_and_counted(event: Any) -> None:
+    """One bad event no longer costs the frame: the good ones of it are merged."""
+    c = Cluster(1)
+    good = Event("y", 1, 1, EventType.PROVIDE, {"cids": ["c"]})
+    inject(c, 0, frame_to(c, Kind.EVENTS, {"events": [event, good.to_json()]}))
+    g, sink = c.peers[0].gossip, c.peers[0].sink
+    assert (g.stats.dropped_bad_frame, g.stats.events_refused) == (0, 1)
+    assert sink.ids() == frozenset({("y", 1)})
+    origin = event.get("origin") if isinstance(event, dict) else None
+    assert [o for o, _ in sink.refusals] == [origin]
+    assert sink.refusals[0][1].startswith("invalid: ")
+
+
 @pytest.mark.parametrize(("kind", "body"), [
     (Kind.EVENTS, {"events": "nope"}),
-    (Kind.EVENTS, {"events": [{"origin": "x"}]}),
-    (Kind.EVENTS, {"events": [{"origin": "x", "seq": 1, "hlc": 1, "type": 999,
-                               "payload": {}}]}),
-    (Kind.EVENTS, {"events": [{"origin": "x", "seq": 0, "hlc": 1, "type": 10,
-                               "payload": {}}]}),
+    (Kind.EVENTS, {"events": [], "ttl": float("inf")}),  # found by the mesh fuzzer
+    (Kind.EVENTS, {"events": [], "ttl": "3"}),
     (Kind.DIGEST, {"vv": {"a": -1}}),
     (Kind.DIGEST, {"vv": {"a": 1}, "peers": ["bad address"]}),
     (Kind.DIGEST, {"vv": []}),

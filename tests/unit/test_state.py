@@ -230,3 +230,14 @@ def test_a_task_output_and_an_item_result_under_one_key_do_not_shadow_each_other
         s = fold(order)
         assert s.cache[key] == {"n": "x.txt", "c": "bafyitem"}
         assert s.outputs[key] == "bafydir"
+
+
+def test_events_beyond_a_gap_never_crowd_out_those_that_move_heads_on() -> None:
+    """An asker that already holds many events beyond a gap (which its version vector cannot
+    say) still gets, in every reply, the events that move its heads on."""
+    stray = [_mk("g", 1000 + i, i, EventType.PROVIDE, {"cids": [str(i)]}) for i in range(600)]
+    mine = [_mk("a", q, 10_000 + q, EventType.PROVIDE, {"cids": [f"a{q}"]}) for q in (1, 2, 3)]
+    s = fold([*stray, *mine])
+    got = s.events_after({}, 512)
+    assert [e.id for e in got[:3]] == [("a", 1), ("a", 2), ("a", 3)]
+    assert len(got) == 512 and all(e.origin == "g" for e in got[3:])

@@ -1,0 +1,260 @@
+"""The door of the log: every event from a peer or from disk is checked here before it is
+stored or folded (its typed body was validated when it was built; here: the clock drift bound
+and the checks the layers above add per type). Refused events are counted per origin (a
+bounded table) and never stored; events of unknown types are held within a per-origin cap;
+replay at start quarantines what fails. Loop-owned, like the state and the log it guards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from peer.errors import BanzaiError
+from peer.log.clock import HLC, hlc_ms
+from peer.log.events import MAX_ID_CHARS, Event, EventType
+from peer.log.fold import MeshState
+
+log = logging.getLogger("banzai.log")
+
+OTHER = "other"  # the counter of every origin beyond the tracked ones
+Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    """Bounds of what the log takes in; invalid values raise ValueError at construction."""
+
+    max_clock_drift_s: float = 300.0  # an hlc at most this far past the local wall clock
+    max_origins_counted: int = 64  # origins with their own refusal counter; the rest: "other"
+    max_unknown_events_per_origin: int = 10_000  # events of unknown types held per origin
+    max_unknown_bytes_per_origin: int = 16 << 20  # and their payloads' bytes
+    log_every_s: float = 10.0  # at most one warning per reason per this
+
+    def __post_init__(self) -> None:
+        if not self.max_clock_drift_s >= 0:
+            raise ValueError("max_clock_drift_s must be >= 0")
+        if self.max_origins_counted < 1 or self.max_unknown_events_per_origin < 1:
+            raise ValueError("max_origins_counted and max_unknown_events_per_origin must be >= 1")
+        if self.max_unknown_bytes_per_origin < 1:
+            raise ValueError("max_unknown_bytes_per_origin must be >= 1")
+
+    @property
+    def max_clock_drift_ms(self) -> int:
+        return int(self.max_clock_drift_s * 1000)
+
+
+class LogStore(Protocol):
+    """What the door needs of the SQLite log (peer.log.sqlite.EventLog)."""
+
+    def load(self) -> Iterable[Event]: ...
+    def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None: ...
+    def quarantined(self) -> int: ...
+    def quarantined_max_seq(self, origin: str) -> int: ...
+    def delete(self, ids: Iterable[tuple[str, int]]) -> None: ...
+    def floors(self) -> dict[str, int]: ...
+    def set_floor(self, origin: str, seq: int) -> None: ...
+
+
+def origin_label(origin: Any) -> str:
+    """An origin as a counter key (a malformed one is not worth keeping as is)."""
+    if isinstance(origin, str) and 0 < len(origin) <= MAX_ID_CHARS:
+        return origin
+    return "(malformed)"
+
+
+@dataclass
+class Refusals:
+    """Refused events by origin (at most `max_origins` keys, then OTHER) and by reason."""
+
+    max_origins: int = 64
+    total: int = 0
+    by_origin: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, origin: Any, reason: str) -> None:
+        key = origin_label(origin)
+        if key not in self.by_origin and len(self.by_origin) >= self.max_origins:
+            key = OTHER  # an attacker chooses origins: the table stays bounded
+        self.by_origin[key] = self.by_origin.get(key, 0) + 1
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        self.total += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_origin": dict(self.by_origin),
+                "by_reason": dict(self.by_reason)}
+
+
+@dataclass
+class _Held:
+    """The unknown-type events held of one origin, oldest first: seq -> payload bytes."""
+
+    seqs: dict[int, int] = field(default_factory=dict)
+    bytes: int = 0
+
+
+class UnknownCap:
+    """Bounds the events of unknown types held per origin (count and bytes); past the cap
+    the oldest held is let go (counted in `dropped`)."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        self._held: dict[str, _Held] = {}
+
+    def add(self, ev: Event) -> list[tuple[str, int]]:
+        """Hold `ev`; returns the ids let go to stay within the cap (possibly `ev`'s own)."""
+        h = self._held.setdefault(ev.origin, _Held())
+        size = len(repr(ev.payload))  # a cheap bound of its JSON size; only unknown types
+        h.seqs[ev.seq] = size
+        h.bytes += size
+        out: list[tuple[str, int]] = []
+        while h.seqs and (len(h.seqs) > self.max_events or h.bytes > self.max_bytes):
+            seq = next(iter(h.seqs))  # the first to arrive
+            h.bytes -= h.seqs.pop(seq)
+            out.append((ev.origin, seq))
+        self.dropped += len(out)
+        return out
+
+    def held(self) -> tuple[int, int]:
+        """(events, bytes) held in all."""
+        return (sum(len(h.seqs) for h in self._held.values()),
+                sum(h.bytes for h in self._held.values()))
+
+
+class _RateLimited:
+    def __init__(self, every_s: float) -> None:
+        self._every = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._every) < self._every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        n = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        log.warning(msg + (f" ({n} similar suppressed)" if n else ""), *args)
+
+
+class Door:
+    """Checks events before the log stores them and the state folds them.
+
+    `admit` filters what came from peers; `fold` folds what was stored (quarantining an
+    event whose fold raises); `replay` does both for the events on disk at start. `checks`
+    are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED)."""
+
+    def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
+                 checks: Mapping[EventType, Check] | None = None) -> None:
+        self.cfg = cfg
+        self.hlc = hlc
+        self.store = store
+        self.checks = dict(checks or {})
+        self.refused = Refusals(cfg.max_origins_counted)
+        self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
+                                  cfg.max_unknown_bytes_per_origin)
+        self.quarantined = 0  # by this run
+        self._warn = _RateLimited(cfg.log_every_s)
+
+    def problem(self, ev: Event, *, stored: bool = False) -> str | None:
+        """Why `ev` must not be stored or folded, or None. A stored event's clock is not
+        checked: it passed when it came in (and the clock may have moved back since)."""
+        if not stored and not self.hlc.accepts(ev.hlc):
+            ahead_s = (hlc_ms(ev.hlc) - hlc_ms(self.hlc.ceiling())) / 1000
+            return (f"clock: hlc {ev.hlc} is {ahead_s + self.cfg.max_clock_drift_s:.0f} s "
+                    f"ahead (bound {self.cfg.max_clock_drift_s:g} s)")
+        check = self.checks.get(ev.type)
+        if check is not None:
+            try:
+                check(ev)
+            except (BanzaiError, ValueError, TypeError, KeyError) as e:
+                return f"body: {e!s:.200}"
+        return None
+
+    def refuse(self, origin: Any, reason: str) -> None:
+        """Count (and log, rate-limited) an event refused at the door."""
+        kind = reason.split(":", 1)[0]
+        self.refused.add(origin, kind)
+        self._warn.warn(kind, "refused an event from %s: %s", origin_label(origin)[:16],
+                        reason)
+
+    def admit(self, events: Iterable[Event]) -> list[Event]:
+        """The events fit to store and fold; the others are refused (counted, logged)."""
+        out: list[Event] = []
+        for ev in events:
+            reason = self.problem(ev)
+            if reason is None:
+                out.append(ev)
+            else:
+                self.refuse(ev.origin, reason)
+        return out
+
+    def fold(self, state: MeshState, events: Sequence[Event]) -> list[Event]:
+        """Fold stored events; returns those that were new (an unknown type's too: it is held
+        and forwarded, see `Event.known`). An event whose fold raises is quarantined;
+        unknown types are held within their cap."""
+        out: list[Event] = []
+        bad: list[tuple[tuple[str, int], str]] = []
+        for ev in events:
+            self.hlc.observe(ev.hlc)
+            try:
+                new = state.apply(ev)
+            except Exception as e:  # a fold bug must not take the peer down: set it aside
+                bad.append((ev.id, f"fold: {type(e).__name__}: {e!s:.200}"))
+                continue
+            if new:
+                out.append(ev)
+                if not ev.known:
+                    self._hold(state, ev)
+        if bad:
+            self.quarantined += len(bad)
+            for (origin, _), _reason in bad:
+                self.refused.add(origin, "fold")
+            self.store.quarantine(bad)  # logs each with its origin, seq and reason
+        return out
+
+    def _hold(self, state: MeshState, ev: Event) -> None:
+        let_go = self.unknown.add(ev)
+        if not let_go:
+            return
+        for origin, seq in let_go:
+            state.forget((origin, seq))
+            if seq <= state.heads.get(origin, 0):  # held up to there: count it held for good
+                state.raise_floor(origin, seq)
+                self.store.set_floor(origin, seq)
+        self.store.delete(let_go)
+        self._warn.warn("unknown_cap", "let go of %d events of unknown types from %s (cap)",
+                        len(let_go), ev.origin[:16])
+
+    def replay(self, state: MeshState, own_origin: str) -> int:
+        """Fold the events on disk into `state`; any that fails its checks or its fold is
+        quarantined, never fatal. Returns the number folded."""
+        ok: list[Event] = []
+        bad: list[tuple[tuple[str, int], str]] = []
+        for ev in self.store.load():
+            reason = self.problem(ev, stored=True)
+            if reason is None:
+                ok.append(ev)
+            else:
+                bad.append((ev.id, reason))
+        if bad:
+            self.quarantined += len(bad)
+            self.store.quarantine(bad)
+        n = len(self.fold(state, ok))
+        for origin, seq in self.store.floors().items():
+            state.raise_floor(origin, seq)
+        # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
+        state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin))
+        return n
+
+    def health(self) -> dict[str, Any]:
+        """What /api/health shows of the door."""
+        events, size = self.unknown.held()
+        return {"refused": self.refused.as_dict(), "quarantined": self.store.quarantined(),
+                "unknown": {"events": events, "bytes": size, "dropped": self.unknown.dropped},
+                "max_clock_drift_s": self.cfg.max_clock_drift_s}
