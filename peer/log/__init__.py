@@ -16,6 +16,7 @@ from peer.log.events import (
     EventType,
     FailureKind,
     JobCancelled,
+    JobDeleted,
     JobSubmitted,
     Member,
     Progress,
@@ -25,11 +26,12 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    Unprovide,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
            "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
-           "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold", "hlc_ms"]
+           "FailureKind", "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Progress",
+           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unprovide", "fold", "hlc_ms"]

@@ -22,11 +22,13 @@ from typing import Any
 from peer.log.events import (
     CachePut,
     ChunkDone,
+    ChunkEvent,
     ChunkFailed,
     ChunkKey,
     Claim,
     Event,
     JobCancelled,
+    JobDeleted,
     JobSubmitted,
     Member,
     Progress,
@@ -35,6 +37,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    Unprovide,
 )
 
 
@@ -77,6 +80,11 @@ class MeshState:
     members: dict[str, Event] = field(default_factory=dict)
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
     heads: dict[str, int] = field(default_factory=dict)  # origin -> highest contiguous seq
+    # Deleted jobs (JOB_DELETED): their per-job tables are emptied, whatever arrives later.
+    deleted: dict[str, Event] = field(default_factory=dict)
+    # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
+    # an event later than that (so the fold stays order-free).
+    _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent)."""
@@ -91,6 +99,10 @@ class MeshState:
         self.heads[ev.origin] = head
         b = ev.body
         _APPLY[type(b)](self, ev, b)
+        if self.deleted:
+            job = getattr(b, "job", None)
+            if job is not None and job in self.deleted:
+                _forget(self, b, job)
         return True
 
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
@@ -163,7 +175,7 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
         c.done = ev
     _merge_items(s, ev, b.cache)
     if b.output:
-        s.providers[b.output].add(ev.origin)
+        _hold(s, b.output, ev)
 
 
 def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
@@ -176,7 +188,7 @@ def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
 def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     s._first(s.task_done, (b.job, b.task), ev)
     if not b.cached:
-        s.providers[b.output].add(ev.origin)
+        _hold(s, b.output, ev)
     if b.key:
         s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev)
 
@@ -189,12 +201,75 @@ def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     s._merge_first(s.cache, s._cache_src, cache, ev)
     for v in cache.values():
         if isinstance(v, dict) and v.get("c"):
-            s.providers[v["c"]].add(ev.origin)  # the peer that made an item holds it
+            _hold(s, v["c"], ev)  # the peer that made an item holds it
 
 
 def _provide(s: MeshState, ev: Event, b: Provide) -> None:
     for cid in b.cids:
-        s.providers[cid].add(ev.origin)
+        _hold(s, cid, ev)
+
+
+def _hold(s: MeshState, cid: str, ev: Event) -> None:
+    """`ev`'s origin holds `cid`, unless it said later that it dropped it."""
+    if s._dropped:
+        dropped = s._dropped.get((cid, ev.origin))
+        if dropped is not None and dropped > ev.order:
+            return
+    s.providers[cid].add(ev.origin)
+
+
+def provided(b: object) -> list[str]:
+    """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE)."""
+    if isinstance(b, Provide):
+        return list(b.cids)
+    if isinstance(b, TaskDone):
+        return [] if b.cached else [b.output]
+    out: list[str] = []
+    if isinstance(b, ChunkDone):
+        out += [b.output] if b.output else []
+    if isinstance(b, ChunkDone | CachePut):
+        out += [v["c"] for v in b.cache.values() if isinstance(v, dict) and v.get("c")]
+    return out
+
+
+def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
+    # An event of this origin later than the drop may provide a CID again (events arrive in
+    # any order). One scan of the origin's events per UNPROVIDE (a peer sends one per gc).
+    later = [e for e in s.by_origin[ev.origin].values() if e.order > ev.order]
+    for cid in b.cids:
+        key = (cid, ev.origin)
+        drop = max(s._dropped.get(key, ev.order), ev.order)
+        s._dropped[key] = drop
+        holders = s.providers.get(cid)
+        if holders is None or ev.origin not in holders:
+            continue
+        if any(e.order > drop and cid in provided(e.body) for e in later):
+            continue
+        holders.discard(ev.origin)
+        if not holders:
+            del s.providers[cid]
+
+
+def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
+    s._first(s.deleted, b.job, ev)
+    for table in (s.splits, s.task_done):
+        for k in [k for k in table if k[0] == b.job]:
+            del table[k]
+    for ck in [k for k in s.chunks if k.job == b.job]:
+        del s.chunks[ck]
+
+
+def _forget(s: MeshState, b: object, job: str) -> None:
+    """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
+    and providers stay: a rerun may use them)."""
+    s.jobs.pop(job, None)
+    s.cancelled.pop(job, None)
+    task = getattr(b, "task", None)
+    if task is not None:
+        s.splits.pop((job, task), None)
+        s.task_done.pop((job, task), None)
+    if isinstance(b, ChunkEvent):
+        s.chunks.pop(b.key, None)
 
 
 def _member(s: MeshState, ev: Event, b: Member) -> None:
@@ -217,6 +292,8 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     CachePut: _cache_put,
     Provide: _provide,
     Member: _member,
+    JobDeleted: _job_deleted,
+    Unprovide: _unprovide,
 }
 
 
