@@ -142,6 +142,15 @@ class Planner:
             return cached
         return None
 
+    def cached_item(self, key: str) -> bool:
+        """True if an item's result is cached and, if it has an output, that output is here
+        or has a provider (an output no peer holds any more is computed again)."""
+        if key not in self.state.cache:
+            return False
+        r = self.state.cache[key]
+        cid = r.get("c") if isinstance(r, dict) else None
+        return not cid or bool(self.state.providers.get(cid)) or self.store.has(cid)
+
     def input(self, job: str, spec: TaskSpec) -> str | None:
         """The input CID: none, the one dependency's output, or a merge of several."""
         outs = [(d, self.state.task_done[(job, d)].payload["output"]) for d in spec.depends]
@@ -178,7 +187,7 @@ class Planner:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
             misses = [[path, cid] for path, cid in self.files(input_cid, item_name(spec))
                       if tdef.matches(path)
-                      and cache_key(tdef, spec.params, cid) not in self.state.cache]
+                      and not self.cached_item(cache_key(tdef, spec.params, cid))]
             chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
                                  self.max_chunk_items)
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}

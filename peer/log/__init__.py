@@ -33,5 +33,6 @@ from peer.log.sqlite import EventLog
 
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
            "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
-           "FailureKind", "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unprovide", "fold", "hlc_ms"]
+           "FailureKind", "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState",
+           "Progress", "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit",
+           "Unprovide", "fold", "hlc_ms"]

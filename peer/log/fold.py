@@ -15,7 +15,7 @@ the scheduler. Not thread-safe: owned by the event loop.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,13 @@ class MeshState:
             if src is None or ev.order < src:
                 table[k] = v
                 srcs[k] = ev.order
+
+    def cache_since(self, hlc: int) -> Iterator[str]:
+        """CIDs of the item results whose winning event is from `hlc` on."""
+        for k, src in self._cache_src.items():
+            v = self.cache.get(k)
+            if src[0] >= hlc and isinstance(v, dict) and isinstance(v.get("c"), str):
+                yield v["c"]
 
     def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
         """Chunk `chunk` of the winning split of a task (events about chunks of a losing
