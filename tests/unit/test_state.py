@@ -90,7 +90,7 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
         case EventType.JOB_SUBMITTED:
             return {"job": job, "workflow": {"name": job, "tasks": [{"name": "t"},
                                                                     {"name": "u"}]}}
-        case EventType.JOB_CANCELLED:
+        case EventType.JOB_CANCELLED | EventType.JOB_DELETED:
             return {"job": job, "reason": str(pick)}
         case EventType.TASK_SPLIT:
             return {"job": job, "task": task, "input": cid if pick & 64 else None,
@@ -109,12 +109,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
                     "key": [None, "k1", "k9"][pick // 192 % 3]}
         case EventType.CACHE_PUT:
             return {"cache": cache}
-        case EventType.PROVIDE:
-            return {"cids": [["c1"], ["c2", "c9"], []][pick % 3]}
-        case EventType.UNPROVIDE:
-            return {"cids": [["c1"], ["c2", "c3"], ["c4"]][pick % 3]}
-        case EventType.JOB_DELETED:
-            return {"job": job, "reason": ""}
+        case EventType.PROVIDE | EventType.UNPROVIDE:
+            return {"cids": [["c1"], ["c2", "c9"], [], ["c1", "c2"]][pick % 4]}
         case _:
             return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
                     "cores": 1, "mem_mb": 1, "gpu": False}
