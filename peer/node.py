@@ -92,6 +92,7 @@ class Node:
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
                                self.emit)
+        self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)

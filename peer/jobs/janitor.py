@@ -78,6 +78,7 @@ class Janitor:
         self.wall = wall
         self.on_unpinned: list[Hook] = []  # e.g. unpin in Kubo too
         self.after_gc: list[Callable[[], Awaitable[None]]] = []  # e.g. Kubo's repo gc
+        self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
         self.last: CycleReport | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -172,6 +173,9 @@ class Janitor:
     async def _gc(self, jobs: list[JobFacts]) -> GcStats:
         roots = gc_roots(self.state, jobs)
         stats = await asyncio.to_thread(self.store.gc, roots, self.cfg.gc_grace_s)
+        if stats.blocks:
+            for fn in self.forget:
+                fn()
         for hook in self.after_gc:
             await hook()
         return stats
