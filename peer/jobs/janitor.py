@@ -144,14 +144,20 @@ class Janitor:
         if deleted:
             jobs = job_facts(self.state, self.cfg.max_attempts)
         unpinned: list[str] = []
+        stats, collected = GcStats(), False
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
+            if ret.store_max_bytes is not None:  # measure the store without its garbage
+                stats, collected = await self._gc(jobs), True
             facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
             unpinned = plan_unpins(jobs, facts, self.state.outputs.values(), now, ret)
             if unpinned:
                 await asyncio.to_thread(self._unpin, unpinned)
                 for hook in self.on_unpinned:
                     await hook(unpinned)
-        stats = await self._gc(jobs)
+        if unpinned or not collected:
+            more = await self._gc(jobs)
+            stats = GcStats(stats.blocks + more.blocks, stats.bytes + more.bytes,
+                            stats.removed + more.removed)
         unprovided = await self._unprovide() if stats.blocks else 0
         return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
 

@@ -238,6 +238,19 @@ async def test_without_bounds_a_cycle_keeps_outputs_and_deletes_nothing(tmp_path
     assert report.gc.removed == (loose,)
 
 
+async def test_garbage_does_not_count_against_the_bound(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"o" * 1000)
+    s.pin(out)
+    s.add_bytes(b"g" * 5000)  # garbage: collected before the store is measured
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=2000)).cycle()
+    assert report.unpinned == () and (report.gc.blocks, report.gc.bytes) == (1, 5000)
+    assert s.has(out)
+
+
 async def test_job_records_are_deleted_only_once_finished(tmp_path: Path) -> None:
     s = EmbeddedStore(tmp_path / "store")
     m = Mesh()
