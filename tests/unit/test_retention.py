@@ -296,3 +296,16 @@ def _file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
 
+
+
+def test_lifecycle_settings_parse_and_refuse_negatives() -> None:
+    from peer import config
+    from peer.errors import ConfigError
+
+    cfg = config.from_args(["--store-max-gb", "0.5", "--keep-outputs-days", "7",
+                            "--keep-jobs-days", "30", "--gc-interval-s", "0"])[0]
+    assert (cfg.store_max_gb, cfg.keep_outputs_days, cfg.keep_jobs_days) == (0.5, 7, 30)
+    assert cfg.gc_interval_s == 0 and cfg.gc_grace_s == 300
+    assert config.load({}, env={}).store_max_gb is None  # default: no bound
+    with pytest.raises(ConfigError, match="store_max_gb"):
+        config.load({}, env={"BANZAI_STORE_MAX_GB": "-1"})
