@@ -16,7 +16,7 @@ import pytest
 
 from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc
-from tests.helpers import JsonApi, launch, stop
+from tests.helpers import JsonApi, launch, multipart, stop
 from tests.integration.test_cli import banzai, no_traceback
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,8 @@ def test_pin_rm_then_gc_frees_the_bytes_and_the_cid_is_gone(peer: PeerProc,
 
 
 def test_kubo_rpc_pin_rm_and_repo_gc(peer: PeerProc) -> None:
-    status, _, body = API.http("POST", f"{peer.url}/api/v0/add?pin=true&cid-version=1", *_multipart())
+    url = f"{peer.url}/api/v0/add?pin=true&cid-version=1"
+    status, _, body = API.http("POST", url, *_multipart())
     assert status == 200, body
     cid = json.loads(body.splitlines()[-1])["Hash"]
     status, _, body = API.http("POST", f"{peer.url}/api/v0/pin/rm?arg={cid}")
@@ -103,8 +104,6 @@ def test_kubo_rpc_pin_rm_and_repo_gc(peer: PeerProc) -> None:
 
 
 def _multipart() -> tuple[bytes, dict[str, str]]:
-    from tests.helpers import multipart
-
     return multipart({"note.txt": b"unpin me " + uuid.uuid4().bytes})
 
 
