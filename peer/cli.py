@@ -46,7 +46,8 @@ class Client:
                 if r.status >= 400:
                     try:
                         err = json.loads(body)
-                        msg = err.get("message", body.decode(errors="replace"))
+                        msg = err.get("message") or err.get("Message") or body.decode(
+                            errors="replace")  # the REST API's or the Kubo RPC's shape
                         if err.get("field"):
                             msg += f" [at {err['field']}]"
                     except ValueError:
@@ -179,6 +180,37 @@ async def cmd_get(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_pin(c: Client, a: argparse.Namespace) -> int:
+    """pin add|rm|ls through the Kubo RPC subset (a pin rm's blocks go at the next gc)."""
+    if a.action == "ls":
+        keys = (await c.call("POST", "/api/v0/pin/ls?type=recursive"))["Keys"]
+        for cid in sorted(keys):
+            out.print(cid)
+        return 0
+    if not a.cids:
+        raise CliError(f"pin {a.action}: give at least one CID", 2)
+    q = "&".join(f"arg={cid}" for cid in a.cids)
+    r = await c.call("POST", f"/api/v0/pin/{a.action}?{q}")
+    for cid in r["Pins"]:
+        out.print(f"{'pinned' if a.action == 'add' else 'unpinned'} {cid}")
+    return 0
+
+
+async def cmd_gc(c: Client, a: argparse.Namespace) -> int:
+    """One storage cycle now: old job records, retention, garbage collection."""
+    r = await c.call("POST", "/api/gc")
+    out.print(f"freed {r['blocks']} blocks, {r['bytes']} bytes; unpinned {len(r['unpinned'])} "
+              f"output(s); deleted {len(r['deleted_jobs'])} job record(s)")
+    return 0
+
+
+async def cmd_jobs(c: Client, a: argparse.Namespace) -> int:
+    for job in a.jobs:
+        await c.call("DELETE", f"/api/jobs/{job}")
+        out.print(f"deleted {job}")
+    return 0
+
+
 async def cmd_tasks(c: Client, a: argparse.Namespace) -> int:
     table = Table("call", "kind", "arguments", "doc")
     for t in (await c.call("GET", "/api/tasks"))["tasks"]:
@@ -199,7 +231,8 @@ async def cmd_peers(c: Client, a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "add": cmd_add,
-            "get": cmd_get, "tasks": cmd_tasks, "peers": cmd_peers}
+            "get": cmd_get, "tasks": cmd_tasks, "peers": cmd_peers, "pin": cmd_pin,
+            "gc": cmd_gc, "jobs": cmd_jobs}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("get", help="fetch a CID (verified) into a file or directory")
     s.add_argument("cid")
     s.add_argument("-o", "--output")
+    s = sub.add_parser("pin", help="pin add|rm|ls: explicit pins (retention keeps them)")
+    s.add_argument("action", choices=["add", "rm", "ls"])
+    s.add_argument("cids", nargs="*", metavar="CID")
+    sub.add_parser("gc", help="delete old job records, unpin outputs past the retention "
+                              "bounds and collect garbage now; prints what was freed")
+    s = sub.add_parser("jobs", help="jobs rm JOB...: delete finished jobs' records")
+    s.add_argument("action", choices=["rm"])
+    s.add_argument("jobs", nargs="+", metavar="JOB")
     sub.add_parser("tasks", help="list the task catalog")
     sub.add_parser("peers", help="list the peers of the mesh")
     return p

@@ -157,6 +157,21 @@ class PeerConfig:
         "seconds; later ones are refused and counted in /api/health (default 300)"))
     replicas: int = field(default=2, metadata=setting(
         "peers that pin each output: its producer and N-1 others (default 2; 1 = off)"))
+    keep_outputs_days: float | None = field(default=None, metadata=setting(
+        "unpin task outputs of jobs that finished more than this many days ago (default: "
+        "keep them); explicit pins and what live jobs use are always kept"))
+    store_max_gb: float | None = field(default=None, metadata=setting(
+        "bound on the store in GB (10^9 bytes): above it, outputs of finished jobs are "
+        "unpinned, oldest job first, and collected (default: no bound)"))
+    keep_jobs_days: float | None = field(default=None, metadata=setting(
+        "delete the records of jobs that finished more than this many days ago, on every "
+        "peer (default: keep them; `banzai jobs rm` deletes one)"))
+    gc_interval_s: float = field(default=600.0, metadata=setting(
+        "seconds between storage cycles: retention, garbage collection (default 600; 0 = "
+        "only on demand, `banzai gc`)"))
+    gc_grace_s: float = field(default=300.0, metadata=setting(
+        "blocks written less than this many seconds ago are never collected, so an add in "
+        "progress is safe (default 300)"))
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")
@@ -172,6 +187,7 @@ class PeerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls: --tls-cert and --tls-key go together", field="tls_cert")
         self._check_bounds()
+        self._check_lifecycle()
         for cidr in self.fetch_allow:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -211,6 +227,13 @@ class PeerConfig:
         if self.worker_memory_mb <= 0:
             raise ConfigError(f"worker_memory_mb: must be positive, got {self.worker_memory_mb}",
                               field="worker_memory_mb")
+
+    def _check_lifecycle(self) -> None:
+        for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
+                     "gc_grace_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
 
     @property
     def http_addr(self) -> tuple[str, int]:

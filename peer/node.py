@@ -36,6 +36,8 @@ from peer.ipfs.kubo import KuboMirror, KuboStore
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
+from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
+from peer.jobs.retention import RetentionConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, JobSubmitted, MeshState
@@ -89,9 +91,10 @@ class Node:
         self.door.replay(self.state, self.peer_id)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
+        sweep_stale(cfg.data_dir, self.store)  # what a kill -9 left; nothing writes yet
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
-            memory_limit_mb=cfg.worker_memory_mb,
+            memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
             preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}),
                      *(("tasks.warmup",) if cfg.warm_workers else ()))))  # warmup: last
         self.mesh_id = mesh_hash(cfg.mesh_name)
@@ -112,6 +115,7 @@ class Node:
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
+        self._bg: set[asyncio.Task[None]] = set()
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit)
         self.listeners.append(self.replicator.on_event)
@@ -124,6 +128,12 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
         if isinstance(self.store, EmbeddedStore):
             self.store.blocks.repair = self._repair_block
+        self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
+                               self.emit)
+        self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
+        if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
+            self.janitor.on_unpinned.append(self.kubo.unpin)
+            self.janitor.after_gc.append(self.kubo.gc)
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
@@ -286,6 +296,13 @@ class Node:
     def peer_urls(self) -> dict[str, str]:
         return {p: str(i["http"]) for p, i in self.live_peers().items() if i.get("http")}
 
+    def unpinned(self, cids: list[str]) -> None:
+        """A user unpinned these (`pin rm`): with Kubo, unpin them there too."""
+        if self.kubo is not None:
+            task = asyncio.get_running_loop().create_task(self.kubo.unpin(cids))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())
 
@@ -347,6 +364,7 @@ class Node:
         if mine is None or mine.payload != caps:
             self.emit(EventType.MEMBER, caps)
         await self.scheduler.start()
+        await self.janitor.start()
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg
@@ -399,10 +417,14 @@ class Node:
         self.closed = True
         if self.discovery is not None:
             await self.discovery.close()
+        await self.janitor.close()
         await self.scheduler.close()
         if self.gossip is not None:
             await self.gossip.close()
         await self.replicator.close()
+        for task in list(self._bg):
+            task.cancel()
+        await asyncio.gather(*self._bg, return_exceptions=True)
         if self.kubo is not None:
             await self.kubo.close()
         await self.fetcher.close()
@@ -422,3 +444,13 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.close())
+
+
+def _janitor_config(cfg: PeerConfig) -> JanitorConfig:
+    day_s = 86400.0
+    return JanitorConfig(
+        RetentionConfig(
+            keep_outputs_s=None if cfg.keep_outputs_days is None else cfg.keep_outputs_days * day_s,
+            store_max_bytes=None if cfg.store_max_gb is None else int(cfg.store_max_gb * 1e9),
+            keep_jobs_s=None if cfg.keep_jobs_days is None else cfg.keep_jobs_days * day_s),
+        max_attempts=cfg.max_attempts, gc_interval_s=cfg.gc_interval_s, gc_grace_s=cfg.gc_grace_s)

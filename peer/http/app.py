@@ -147,6 +147,20 @@ async def cancel_job(request: web.Request) -> web.Response:
     return web.json_response({"job": job, "state": "cancelled"})
 
 
+async def delete_job(request: web.Request) -> web.Response:
+    node = _node(request)
+    job = request.match_info["job"]
+    node.janitor.delete_job(job)  # NotFound; Conflict while it runs
+    node.flush()  # acknowledged once on disk
+    return web.json_response({"job": job, "deleted": True})
+
+
+async def gc(request: web.Request) -> web.Response:
+    """One storage cycle now (retention, gc); what it freed."""
+    report = await _node(request).janitor.cycle()
+    return web.json_response(report.to_json())
+
+
 async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
@@ -361,6 +375,8 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/api/jobs", list_jobs)
     r.add_post("/api/jobs", submit)
     r.add_get("/api/jobs/{job}", get_job)
+    r.add_delete("/api/jobs/{job}", delete_job)
+    r.add_post("/api/gc", gc)
     r.add_post("/api/jobs/{job}/cancel", cancel_job)
     r.add_get("/api/jobs/{job}/tasks/{task}/log", task_log)
     r.add_get("/api/jobs/{job}/tasks/{task}/metrics", task_metrics)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from peer.ipfs.store import Store
+from peer.ipfs.store import GcStats, Store
 from peer.log import Event, EventType, MeshState
 from tasks.registry import TaskDef
 
@@ -72,6 +72,18 @@ class DiscoveryView(Protocol):
     def error(self) -> str | None: ...
 
 
+class CycleReport(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class Lifecycle(Protocol):
+    """Storage lifecycle (peer.jobs.janitor.Janitor)."""
+
+    def delete_job(self, job: str) -> None: ...  # NotFound; Conflict while live
+    async def cycle(self) -> CycleReport: ...  # retention and gc now
+    async def collect(self) -> GcStats: ...  # gc alone (Kubo's repo gc)
+
+
 Listener = Callable[[Event], None]
 
 
@@ -104,11 +116,14 @@ class Host(Protocol):
     def infos(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> last heartbeat
     @property
     def listeners(self) -> MutableSequence[Listener]: ...  # called with every new event
+    @property
+    def janitor(self) -> Lifecycle: ...
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
     def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)
     async def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless on disk
     def durable_now(self, ev: Event) -> None: ...  # the same, blocking (the Kubo RPC's add)
+    def unpinned(self, cids: list[str]) -> None: ...  # a user removed pins (Kubo: there too)
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks

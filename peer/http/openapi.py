@@ -32,6 +32,8 @@ _KUBO_RPC = {
     "add": "add files/directories (multipart) -> ndjson {Name, Hash, Size}",
     "cat": "file bytes (arg, offset, length)",
     "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
+    "pin/rm": "unpin (arg) {Pins}; an error if not pinned",
+    "repo/gc": "collect unpinned blocks -> ndjson {Key: {/: cid}}",
     "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
 }
@@ -52,8 +54,11 @@ OPENAPI: dict[str, Any] = {
                         "returns once the job is in the durable log", ok="201",
                         body="application/json", errors=("400", "413")),
         },
-        "/api/jobs/{job}": {"get": _op("One job with its tasks, chunks, attempts, peers, "
-                                       "outputs and errors", params=JOB, errors=("404",))},
+        "/api/jobs/{job}": {
+            "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors",
+                       params=JOB, errors=("404",)),
+            "delete": _op("Delete a finished job's record on every peer (its outputs stay "
+                          "while pinned)", params=JOB, errors=("404", "409"))},
         "/api/jobs/{job}/cancel": {"post": _op("Cancel a job on every peer", params=JOB,
                                                errors=("404", "409"))},
         "/api/jobs/{job}/tasks/{task}/log": {"get": _op(
@@ -70,6 +75,10 @@ OPENAPI: dict[str, Any] = {
             'One CAR (application/vnd.ipld.car) of the DAGs of {"cids": [...]} that this '
             "peer holds, each block once (at most 1024 CIDs; peers fetch many small items "
             "with it)", body="application/json", errors=("400", "404", "413"))},
+        "/api/gc": {"post": _op(
+            "One storage cycle now: delete old job records, unpin outputs past the retention "
+            "bounds, collect garbage; returns what it freed {blocks, bytes, unpinned, "
+            "deleted_jobs}", errors=())},
         "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},

@@ -179,6 +179,8 @@ class BlockStore:
         final = self.path(c.key)
         settling = self._settling()
         if final in settling or final.exists():
+            if final not in settling:
+                touch(final)  # gc's grace period covers this add (it found the block)
             return
         self._shard(final.parent)
         tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
@@ -273,11 +275,28 @@ class BlockStore:
         """Move a verified staged file into place (rename; an existing block wins)."""
         final = self.path(c.key)
         if final.exists():
+            touch(final)
             staged.unlink(missing_ok=True)
             return
         self._shard(final.parent)
         os.replace(staged, final)  # staged files are fsynced (Staging.put)
         self._dirty(final.parent)
+
+    def sweep_tmp(self, max_age_s: float) -> int:
+        """Remove temp files older than `max_age_s` (left by a crash mid-write); returns how
+        many."""
+        removed = 0
+        now = time.time()
+        for shard in self.dir.iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                if entry.name.endswith(_TMP_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime >= max_age_s:
+                            os.unlink(entry.path)
+                            removed += 1
+        return removed
 
     def keys(self) -> Iterator[tuple[str, Path]]:
         """Every stored (key, path); stale temp files older than an hour are removed."""
@@ -294,15 +313,23 @@ class BlockStore:
                         os.unlink(entry.path)
 
 
+def touch(path: Path) -> None:
+    """Mark an existing block as just written again: gc's grace period then covers an add in
+    progress that found it already there."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 def _identity_data(c: Cid) -> bytes:
     return bytes(multihash.decode(c.multihash).digest)
 
 
 class PinSet:
-    """Recursive pins as one empty file per CID under pins/ (atomic create and delete)."""
+    """Recursive pins as one empty file per CID under pins/ (atomic create and delete); `name`
+    names another such set (pins-explicit/: the pins a user made, kept by retention)."""
 
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "pins"
+    def __init__(self, root: Path, name: str = "pins") -> None:
+        self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, c: Cid) -> None:
@@ -385,14 +412,18 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
-    def sweep(root: Path) -> None:
-        """Remove staging directories abandoned (by a crash) over an hour ago."""
+    def sweep(root: Path, max_age_s: float = _STALE_TMP_S) -> int:
+        """Remove staging directories abandoned (by a crash) over `max_age_s` ago; returns
+        how many."""
         now = time.time()
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(root / "staging"):
                 with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > _STALE_TMP_S:
+                    if now - entry.stat().st_mtime >= max_age_s:
                         shutil.rmtree(entry.path, ignore_errors=True)
+                        removed += 1
+        return removed
 
 
 def check_root(root: Path) -> Path:

@@ -1,18 +1,22 @@
 """EmbeddedStore: blocks, UnixFS, CAR, pins and gc on one directory; synchronous, multi-process.
 
 gc takes an exclusive lock against adds/imports in progress; a block added without `pin=True`
-and pinned later can be collected by a gc that runs in between (add with pin=True to avoid it).
+and pinned later is kept by gc's grace period (blocks written, or found already there, less
+than `grace_s` ago) or by the roots the caller passes (what running jobs use).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
 from peer.errors import (
     ArgError,
+    BanzaiError,
     IntegrityError,
     NotFound,
     StorageFull,
@@ -23,7 +27,7 @@ from peer.errors import (
 from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
-from peer.ipfs.store import CarOptions, Entry
+from peer.ipfs.store import CarOptions, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
 __all__ = ["EmbeddedStore", "Entry"]
@@ -58,6 +62,7 @@ class EmbeddedStore:
         self.root = check_root(Path(root))
         self.blocks = BlockStore(self.root)
         self._pins = PinSet(self.root)
+        self._explicit = PinSet(self.root, "pins-explicit")
         self._lock = StoreLock(self.root)
         self._reader = Reader(self.blocks.get)
 
@@ -84,6 +89,7 @@ class EmbeddedStore:
                 self.blocks.sync()
                 if pin:
                     self._pins.add(node.cid)
+                    self._explicit.add(node.cid)
             except OSError as exc:
                 if disk_full(exc):
                     raise StorageFull(f"cannot add {p.name}: the disk is full") from exc
@@ -318,6 +324,7 @@ class EmbeddedStore:
                 for root in roots:
                     self._check_complete(root)
                     self._pins.add(root)
+                    self._explicit.add(root)
         return [str(r) for r in roots]
 
     # --- pins and gc --------------------------------------------------------------------------
@@ -326,37 +333,78 @@ class EmbeddedStore:
         for _ in dag.walk(self.blocks.get, c):
             pass
 
-    def pin(self, cid: str) -> None:
-        """Pin `cid` and everything below it; NotFound if any block of the DAG is missing."""
+    def pin(self, cid: str, *, explicit: bool = False) -> None:
+        """Pin `cid` and everything below it; NotFound if any block of the DAG is missing.
+        `explicit`: a user's pin, which retention never removes."""
         c = parse_cid(cid)
         with self._lock.hold():
             self._check_complete(c)
             self._pins.add(c)
+            if explicit:
+                self._explicit.add(c)
 
     def unpin(self, cid: str) -> None:
-        """Remove a pin; NotFound if `cid` was not pinned."""
-        self._pins.remove(parse_cid(cid))
+        """Remove a pin (and its explicit mark); NotFound if `cid` was not pinned."""
+        c = parse_cid(cid)
+        with contextlib.suppress(NotFound):
+            self._explicit.remove(c)
+        self._pins.remove(c)
 
     def pins(self) -> list[str]:
         """Pinned CIDs, sorted."""
         return [str(c) for c in self._pins.list()]
 
-    def gc(self) -> int:
-        """Delete every block not reachable from a pin; returns how many were deleted.
+    def explicit_pins(self) -> list[str]:
+        """The pins a user made (add, pin add, dag import), sorted."""
+        return [str(c) for c in self._explicit.list()]
+
+    def used_bytes(self) -> int:
+        """Bytes of every stored block (one scan of the block directory)."""
+        total = 0
+        stored = self.blocks.keys()
+        for _, path in stored:
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def gc(self, roots: Iterable[str] = (), grace_s: float = 0.0) -> GcStats:
+        """Delete every block not reachable from a pin or from `roots` and not written (or
+        found already there by an add) in the last `grace_s` seconds; returns what it freed.
 
         Also removes temp files and staging directories abandoned over an hour ago.
         """
+        extra: list[Cid] = []
+        for r in roots:
+            with contextlib.suppress(BanzaiError):
+                extra.append(parse_cid(r))
         with self._lock.hold(exclusive=True):
             Staging.sweep(self.root)
             live: set[str] = set()
-            for root in self._pins.list():
+            for root in [*self._pins.list(), *extra]:
                 self._mark(root, live)
-            removed = 0
+            recent = time.time() - grace_s
+            removed: list[str] = []
+            freed = 0
             for key, path in list(self.blocks.keys()):
-                if key not in live:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-            return removed
+                if key in live:
+                    continue
+                try:
+                    st = path.stat()
+                    if grace_s > 0 and st.st_mtime >= recent:
+                        continue
+                    path.unlink()
+                except OSError:
+                    continue
+                removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
+                freed += st.st_size
+            return GcStats(len(removed), freed, tuple(removed))
+
+    def sweep(self) -> dict[str, int]:
+        """What a crash (kill -9) left mid-write, removed whatever its age: staging
+        directories and block temp files. Call at start, before any writer runs."""
+        with self._lock.hold(exclusive=True):
+            return {"staging": Staging.sweep(self.root, 0.0),
+                    "temp_files": self.blocks.sweep_tmp(0.0)}
 
     def _mark(self, root: Cid, live: set[str]) -> None:
         stack = [root]

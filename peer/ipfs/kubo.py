@@ -206,6 +206,12 @@ class KuboClient:
                 raise KuboError(f"Kubo RPC API at {self.url}: dag/import: pin {cid}: {err}")
         return [cid for cid, _ in done]
 
+    async def repo_gc(self, *, timeout_s: float = 600.0) -> int:
+        """Kubo's own `repo gc`; returns how many blocks it removed."""
+        body = await self.call("repo/gc", [("quiet", "true")], timeout_s=timeout_s,
+                               max_bytes=256 << 20)
+        return sum(1 for line in body.splitlines() if line.strip())
+
     async def swarm_connect(self, addr: str, *, timeout_s: float = 10.0) -> None:
         await self.call("swarm/connect", [("arg", addr), ("timeout", f"{timeout_s:g}s")],
                         timeout_s=timeout_s + 5)
@@ -363,6 +369,26 @@ class KuboMirror:
         for cid in await asyncio.to_thread(self.store.pins):
             if cid not in have:
                 await self.push(cid)
+
+    async def unpin(self, cids: Sequence[str]) -> None:
+        """Retention unpinned these here: unpin them in Kubo too (logs failures, never
+        raises; a CID Kubo does not pin is fine)."""
+        for cid in cids:
+            self.pushed.discard(cid)
+            try:
+                await self.client.pin_rm(cid)
+            except KuboError as e:
+                log.debug("Kubo pin rm %s: %s", cid, e)
+
+    async def gc(self) -> None:
+        """Run Kubo's repo gc after ours, so Kubo's copy of unpinned outputs goes too."""
+        try:
+            n = await self.client.repo_gc()
+        except KuboError as e:
+            log.warning("Kubo repo gc: %s", e)
+            return
+        if n:
+            log.info("Kubo repo gc removed %d block(s)", n)
 
     async def _connect_loop(self) -> None:
         while True:

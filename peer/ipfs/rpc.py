@@ -1,8 +1,8 @@
 """A subset of the Kubo RPC API (/api/v0/...) over a Store, for IPFS clients.
 
-Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, dag/export, dag/import, block/get, id,
-version. Request options and response bodies follow Kubo 0.39: newline-delimited JSON for
-streamed objects (`X-Chunked-Output: 1`), raw bytes with `X-Stream-Output: 1` for readers.
+Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, pin/rm, repo/gc, dag/export, dag/import,
+block/get, id, version. Request options and response bodies follow Kubo 0.39: newline-delimited
+JSON for streamed objects (`X-Chunked-Output: 1`), raw bytes with `X-Stream-Output: 1` for readers.
 Errors are Kubo's `{"Message", "Code", "Type": "error"}`, but with 400 for bad input or missing
 content (Kubo answers 500 for every error) and 501 for options this store cannot honour; 404 is
 never used because Kubo's clients read it as "command not found" (the map: peer/errors_http.py).
@@ -13,6 +13,7 @@ Store calls run in worker threads; uploads and CARs are spooled to a temp direct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import platform
@@ -32,7 +33,7 @@ from peer.errors import ArgError, BanzaiError, Forbidden, NotFound, TooLarge, Un
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import car, parse_cid
 from peer.ipfs.gateway import write_stream
-from peer.ipfs.store import Entry, Store
+from peer.ipfs.store import Entry, GcStats, Store
 from peer.log import EventType
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ _FALSE = ("0", "f", "false")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OnAdded = Callable[[list[str]], None]
+Collect = Callable[[], Awaitable[GcStats]]
+# Kubo's message (boxo pinner.ErrNotPinned): clients match on it.
+NOT_PINNED = "not pinned or pinned indirectly"
 
 
 class _Config(Protocol):
@@ -66,6 +70,10 @@ class _Config(Protocol):
     def max_upload_bytes(self) -> int: ...
 
 
+class _Collector(Protocol):
+    async def collect(self) -> GcStats: ...  # gc keeping what live jobs use, grace period
+
+
 class Host(Protocol):
     """What node_options reads from a peer.node.Node."""
 
@@ -73,8 +81,12 @@ class Host(Protocol):
     def peer_id(self) -> str: ...
     @property
     def cfg(self) -> _Config: ...
+    @property
+    def janitor(self) -> _Collector: ...
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
     def durable_now(self, ev: Any) -> None: ...  # raises (StorageFull...) unless on disk
+    def flush(self) -> None: ...
+    def unpinned(self, cids: list[str]) -> None: ...  # e.g. unpin in Kubo too
 
 
 def node_options(node: Host) -> dict[str, Any]:
@@ -85,7 +97,8 @@ def node_options(node: Host) -> dict[str, Any]:
         node.durable_now(node.emit(EventType.PROVIDE, {"cids": cids}))
 
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
-            "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide}
+            "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide,
+            "on_removed": node.unpinned, "collect": node.janitor.collect}
 
 
 def add_routes(
@@ -96,15 +109,22 @@ def add_routes(
     tmp_dir: Path | None = None,
     max_upload_bytes: int = 4 * 1024**3,
     on_added: OnAdded | None = None,
+    on_removed: OnAdded | None = None,
+    collect: Collect | None = None,
 ) -> None:
-    """Register POST /api/v0/{add,cat,pin/add,pin/ls,dag/export,dag/import,block/get,id,version}.
+    """Register POST /api/v0/{add,cat,pin/add,pin/ls,pin/rm,repo/gc,dag/export,dag/import,
+    block/get,id,version}.
 
     Uploads are spooled under `tmp_dir` (default: the system temp dir), at most
-    `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide).
+    `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide),
+    `on_removed(cids)` about removed pins; `collect` is repo/gc (default: the store's gc).
     """
     rpc = KuboRpc(store, peer_id, tmp_dir, max_upload_bytes, on_added)
+    rpc.on_removed = on_removed
+    rpc.collect = collect or (lambda: asyncio.to_thread(store.gc))
     routes: dict[str, Handler] = {
         "add": rpc.add, "cat": rpc.cat, "pin/add": rpc.pin_add, "pin/ls": rpc.pin_ls,
+        "pin/rm": rpc.pin_rm, "repo/gc": rpc.repo_gc,
         "dag/export": rpc.dag_export, "dag/import": rpc.dag_import, "block/get": rpc.block_get,
         "id": rpc.id, "version": rpc.version,
     }
@@ -335,6 +355,8 @@ class KuboRpc:
         self.tmp_dir = tmp_dir
         self.max_upload = max_upload
         self.on_added = on_added
+        self.on_removed: OnAdded | None = None
+        self.collect: Collect = lambda: asyncio.to_thread(store.gc)
 
     def _tmp(self, prefix: str) -> Path:
         if self.tmp_dir is not None:
@@ -421,8 +443,40 @@ class KuboRpc:
             root, rest = split_path(arg)
             cids.append(self.store.resolve(root, rest) if rest else root)
         for cid in cids:
-            self.store.pin(cid)
+            self.store.pin(cid, explicit=True)
         return cids
+
+    async def pin_rm(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs pin rm`: remove recursive pins -> {"Pins": [cid...]}; Kubo's error for an arg
+        that is not pinned (then nothing is unpinned). The blocks go at the next gc."""
+        flag(request, "recursive", True)
+        targets = args(request, "ipfs-path")
+        removed = await asyncio.to_thread(self._unpin_all, targets)
+        if self.on_removed is not None:
+            self.on_removed(removed)
+        return web.json_response({"Pins": removed}, headers={"Vary": "Origin"})
+
+    def _unpin_all(self, targets: list[str]) -> list[str]:
+        pinned = set(self.store.pins())
+        cids = []
+        for arg in targets:
+            root, rest = split_path(arg)
+            cid = self.store.resolve(root, rest) if rest else str(parse_cid(root))
+            if cid not in pinned:
+                raise NotFound(NOT_PINNED, field="arg")
+            cids.append(cid)
+        for cid in dict.fromkeys(cids):
+            with contextlib.suppress(NotFound):  # unpinned meanwhile
+                self.store.unpin(cid)
+        return list(dict.fromkeys(cids))
+
+    async def repo_gc(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs repo gc`: one {"Key": {"/": cid}} line per removed block (CIDv1 raw, as Kubo),
+        keeping what live jobs use and blocks written in the grace period."""
+        flag(request, "quiet", False)
+        flag(request, "stream-errors", False)
+        stats = await self.collect()
+        return await send_json_lines(request, [{"Key": {"/": c}} for c in stats.removed])
 
     async def pin_ls(self, request: web.Request) -> web.StreamResponse:
         """`ipfs pin ls`: {"Keys": {cid: {"Type", "Name"}}}, or ndjson with `stream=true`."""
@@ -523,7 +577,7 @@ class KuboRpc:
             err = ""
             if pin_roots:
                 try:
-                    self.store.pin(root)
+                    self.store.pin(root, explicit=True)
                 except NotFound as exc:
                     err = f"pin: {exc.message}"
             results.append((root, err))

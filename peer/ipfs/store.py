@@ -38,6 +38,16 @@ class Entry:
     kind: Kind
 
 
+@dataclass(frozen=True, slots=True)
+class GcStats:
+    """What a gc freed: blocks and their bytes, and the removed blocks as CIDv1 raw (as Kubo's
+    `repo gc` names them)."""
+
+    blocks: int = 0
+    bytes: int = 0
+    removed: tuple[str, ...] = ()
+
+
 DagScope = Literal["all", "entity", "block"]
 
 
@@ -104,10 +114,15 @@ class Store(Listings, Protocol):
     def import_car(self, chunks: Iterable[bytes], *, pin: bool = False,
                    max_bytes: int | None = None) -> list[str]: ...
 
-    # pins (pin: see Pinner)
-    def unpin(self, cid: str) -> None: ...
+    # pins and gc. An explicit pin is a user's (add, pin add, dag import): retention keeps
+    # it; the others (task outputs and their replicas) retention may unpin.
+    def pin(self, cid: str, *, explicit: bool = False) -> None: ...
+    def unpin(self, cid: str) -> None: ...  # NotFound if not pinned; drops `explicit` too
     def pins(self) -> list[str]: ...
-    def gc(self) -> int: ...
+    def explicit_pins(self) -> list[str]: ...
+    def used_bytes(self) -> int: ...  # bytes of every stored block
+    def gc(self, roots: Iterable[str] = (), grace_s: float = 0.0) -> GcStats: ...
+    def sweep(self) -> dict[str, int]: ...  # at start: what a crash left, by kind
 
 
 @dataclass(frozen=True, slots=True)

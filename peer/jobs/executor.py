@@ -91,6 +91,9 @@ class ExecutorConfig:
     kill_grace_s: float = 0.2  # SIGTERM, then SIGKILL after this
     preload: tuple[str, ...] = ()  # modules the forkserver imports in order, then each worker
     env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
+    # Where the runs' work directories go (a peer: <data dir>/work, swept at its start);
+    # None: the system temp directory.
+    work_dir: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -229,7 +232,9 @@ class Executor:
         self._loop = asyncio.get_running_loop()
         self._timer = self._given_timer or self._loop
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
-        self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-"))
+        if self.cfg.work_dir is not None:
+            Path(self.cfg.work_dir).mkdir(parents=True, exist_ok=True)
+        self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-", dir=self.cfg.work_dir))
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", __name__, *self.cfg.preload])
         if not wait:

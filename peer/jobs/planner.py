@@ -41,6 +41,16 @@ def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def item_cached(state: MeshState, store: Listings, key: str) -> bool:
+    """True if an item's result is cached and, if it has an output, that output is here or
+    has a provider (an output no peer holds any more, e.g. collected, is computed again)."""
+    if key not in state.cache:
+        return False
+    r = state.cache[key]
+    cid = r.get("c") if isinstance(r, dict) else None
+    return not cid or bool(state.providers.get(cid)) or store.has(cid)
+
+
 def item_name(spec: TaskSpec) -> str:
     """The name a per-item task gives an input that is one file, not a directory: that of
     the task it came from (as a merge of several inputs names them)."""
@@ -178,7 +188,8 @@ class Planner:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
             misses = [[path, cid] for path, cid in self.files(input_cid, item_name(spec))
                       if tdef.matches(path)
-                      and cache_key(tdef, spec.params, cid) not in self.state.cache]
+                      and not item_cached(self.state, self.store,
+                                          cache_key(tdef, spec.params, cid))]
             chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
                                  self.max_chunk_items)
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}

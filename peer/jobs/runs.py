@@ -17,7 +17,7 @@ from peer.ipfs.store import Listings
 from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
 from peer.jobs.live import LiveRecords
-from peer.jobs.planner import cache_key
+from peer.jobs.planner import cache_key, item_cached
 from peer.jobs.ports import (
     Clock,
     Data,
@@ -88,7 +88,7 @@ class Runs:
     def start(self, ak: AttemptKey, split: Event, tdef: TaskDef, spec: TaskSpec) -> None:
         """Run attempt `ak` of a chunk of `split` (its claim is ours) in a task of its own."""
         items = [it for it in split.payload["chunks"][ak.chunk]
-                 if cache_key(tdef, spec.params, it[1]) not in self.state.cache]
+                 if not item_cached(self.state, self.store, cache_key(tdef, spec.params, it[1]))]
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,

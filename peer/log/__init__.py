@@ -18,6 +18,7 @@ from peer.log.events import (
     EventType,
     FailureKind,
     JobCancelled,
+    JobDeleted,
     JobSubmitted,
     Member,
     Progress,
@@ -28,12 +29,14 @@ from peer.log.events import (
     TaskKey,
     TaskSplit,
     Unknown,
+    Unprovide,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
            "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
-           "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobSubmitted",
-           "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew", "SplitId",
-           "TaskDone", "TaskKey", "TaskSplit", "Unknown", "fold", "hlc_ms"]
+           "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobDeleted",
+           "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
+           "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unknown", "Unprovide", "fold",
+           "hlc_ms"]

@@ -31,6 +31,8 @@ class EventType(IntEnum):
     CACHE_PUT = 10
     PROVIDE = 11
     MEMBER = 12
+    JOB_DELETED = 13  # a finished job's record removed; older peers ignore it
+    UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -474,6 +476,33 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class JobDeleted:
+    """A finished job's record removed (by a user or --keep-jobs-days): every peer forgets
+    the job; its outputs stay in the cache while some peer holds them."""
+
+    TYPE: ClassVar[EventType] = EventType.JOB_DELETED
+    job: str
+    reason: str
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> JobDeleted:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "reason", MAX_TEXT_CHARS, lo=0))
+
+
+@dataclass(frozen=True, slots=True)
+class Unprovide:
+    """CIDs the origin no longer holds (unpinned and collected): the reverse of PROVIDE."""
+
+    TYPE: ClassVar[EventType] = EventType.UNPROVIDE
+    cids: tuple[str, ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Unprovide:
+        return cls(_cids(_NAME[cls.TYPE], p, "cids"))
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """The body of an event of a type this version does not know (a newer peer's): the
     payload is an object, stored and forwarded as received, never folded."""
@@ -482,12 +511,13 @@ class Unknown:
 
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
-        | ChunkFailed | TaskDone | CachePut | Provide | Member | Unknown)
+        | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
+        | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
-                ChunkFailed, TaskDone, CachePut, Provide, Member)}
+                ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 

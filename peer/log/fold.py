@@ -18,18 +18,20 @@ returned. Not thread-safe: owned by the event loop.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from peer.log.events import (
     CachePut,
     ChunkDone,
+    ChunkEvent,
     ChunkFailed,
     ChunkKey,
     Claim,
     Event,
     JobCancelled,
+    JobDeleted,
     JobSubmitted,
     Member,
     Progress,
@@ -39,6 +41,7 @@ from peer.log.events import (
     TaskKey,
     TaskSplit,
     Unknown,
+    Unprovide,
 )
 
 
@@ -84,6 +87,11 @@ class MeshState:
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
+    # Deleted jobs (JOB_DELETED): their per-job tables are emptied, whatever arrives later.
+    deleted: dict[str, Event] = field(default_factory=dict)
+    # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
+    # an event later than that (so the fold stays order-free).
+    _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent). If its applier
@@ -156,6 +164,13 @@ class MeshState:
                 table[k] = v
                 srcs[k] = ev.order
 
+    def cache_since(self, hlc: int) -> Iterator[str]:
+        """CIDs of the item results whose winning event is from `hlc` on."""
+        for k, src in self._cache_src.items():
+            v = self.cache.get(k)
+            if src[0] >= hlc and isinstance(v, dict) and isinstance(v.get("c"), str):
+                yield v["c"]
+
     def chunk(self, job: str, task: str, chunk: int) -> ChunkState:
         """Chunk `chunk` of the winning split of a task (events about chunks of a losing
         split, made by a peer that split concurrently, are kept apart and never count)."""
@@ -200,7 +215,7 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
         c.done = ev
     _merge_items(s, ev, b.cache)
     if b.output:
-        s.providers[b.output].add(ev.origin)
+        _hold(s, b.output, ev)
 
 
 def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
@@ -213,7 +228,7 @@ def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
 def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     s._first(s.task_done, (b.job, b.task), ev)
     if not b.cached:
-        s.providers[b.output].add(ev.origin)
+        _hold(s, b.output, ev)
     if b.key:
         s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev)
 
@@ -226,12 +241,75 @@ def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
     s._merge_first(s.cache, s._cache_src, cache, ev)
     for c in cids:  # values are any JSON: only a string "c" is an item's CID
-        s.providers[c].add(ev.origin)  # the peer that made an item holds it
+        _hold(s, c, ev)  # the peer that made an item holds it
 
 
 def _provide(s: MeshState, ev: Event, b: Provide) -> None:
     for cid in b.cids:
-        s.providers[cid].add(ev.origin)
+        _hold(s, cid, ev)
+
+
+def _hold(s: MeshState, cid: str, ev: Event) -> None:
+    """`ev`'s origin holds `cid`, unless it said later that it dropped it."""
+    if s._dropped:
+        dropped = s._dropped.get((cid, ev.origin))
+        if dropped is not None and dropped > ev.order:
+            return
+    s.providers[cid].add(ev.origin)
+
+
+def provided(b: object) -> list[str]:
+    """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE)."""
+    if isinstance(b, Provide):
+        return list(b.cids)
+    if isinstance(b, TaskDone):
+        return [] if b.cached else [b.output]
+    out: list[str] = []
+    if isinstance(b, ChunkDone):
+        out += [b.output] if b.output else []
+    if isinstance(b, ChunkDone | CachePut):
+        out += [v["c"] for v in b.cache.values() if isinstance(v, dict) and v.get("c")]
+    return out
+
+
+def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
+    # An event of this origin later than the drop may provide a CID again (events arrive in
+    # any order). One scan of the origin's events per UNPROVIDE (a peer sends one per gc).
+    later = [e for e in s.by_origin[ev.origin].values() if e.order > ev.order]
+    for cid in b.cids:
+        key = (cid, ev.origin)
+        drop = max(s._dropped.get(key, ev.order), ev.order)
+        s._dropped[key] = drop
+        holders = s.providers.get(cid)
+        if holders is None or ev.origin not in holders:
+            continue
+        if any(e.order > drop and cid in provided(e.body) for e in later):
+            continue
+        holders.discard(ev.origin)
+        if not holders:
+            del s.providers[cid]
+
+
+def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
+    s._first(s.deleted, b.job, ev)
+    for table in (s.splits, s.task_done):
+        for k in [k for k in table if k[0] == b.job]:
+            del table[k]
+    for ck in [k for k in s.chunks if k.job == b.job]:
+        del s.chunks[ck]
+
+
+def _forget(s: MeshState, b: object, job: str) -> None:
+    """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
+    and providers stay: a rerun may use them)."""
+    s.jobs.pop(job, None)
+    s.cancelled.pop(job, None)
+    task = getattr(b, "task", None)
+    if task is not None:
+        s.splits.pop((job, task), None)
+        s.task_done.pop((job, task), None)
+    if isinstance(b, ChunkEvent):
+        s.chunks.pop(b.key, None)
 
 
 def _member(s: MeshState, ev: Event, b: Member) -> None:
@@ -254,6 +332,8 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     CachePut: _cache_put,
     Provide: _provide,
     Member: _member,
+    JobDeleted: _job_deleted,
+    Unprovide: _unprovide,
 }
 
 

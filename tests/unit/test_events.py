@@ -59,6 +59,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.PROVIDE: {"cids": [CID, CID]},
     EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
                        "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+    EventType.JOB_DELETED: {"job": "j1", "reason": "deleted by a user"},
+    EventType.UNPROVIDE: {"cids": [CID]},
 }
 
 
@@ -273,6 +275,14 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
      "expected a string of 1 to 256 characters, got 2"),
     (T.MEMBER, _with(T.MEMBER, slots=-1), "payload.slots", "expected an integer >= 0, got -1"),
     (T.MEMBER, _with(T.MEMBER, gpu="yes"), "payload.gpu", "expected true or false, got 'yes'"),
+    # JOB_DELETED
+    (T.JOB_DELETED, {"reason": ""}, "payload.job",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    # UNPROVIDE
+    (T.UNPROVIDE, {}, "payload.cids",
+     "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    (T.UNPROVIDE, {"cids": [None]}, "payload.cids[0]",
+     "expected a string of 1 to 256 characters, got None"),
 ]
 
 

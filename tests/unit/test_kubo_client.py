@@ -84,6 +84,17 @@ class FakeKubo:
             raise LookupError("block was not found locally (offline)")
         return web.Response(body=car)
 
+    async def cmd_pin_rm(self, r: web.Request) -> Any:
+        if self.pins.pop(r.query["arg"], None) is None:
+            raise LookupError("not pinned or pinned indirectly")
+        return {"Pins": [r.query["arg"]]}
+
+    async def cmd_repo_gc(self, r: web.Request) -> Any:
+        gone = [c for c in self.cars if c not in self.pins]
+        for c in gone:
+            del self.cars[c]
+        return web.Response(text="".join(f'{{"Key":{{"/":"{c}"}}}}\n' for c in gone))
+
     async def cmd_swarm_peers(self, r: web.Request) -> Any:
         return {"Peers": [{"Peer": p} for p in self.connected]}
 
@@ -248,3 +259,21 @@ def test_kubo_info_rejects_junk() -> None:
     for bad in ({}, {"kubo": "x"}, {"kubo": {"id": 1, "addrs": []}},
                 {"kubo": {"id": "a", "addrs": []}}, {"kubo": {"id": "", "addrs": ["/x"]}}):
         assert kubo_info(bad) is None
+
+
+async def test_unpinned_outputs_go_from_kubo_too(fake: Serve, tmp_path: Path) -> None:
+    """Retention's unpins reach Kubo (a CID Kubo never pinned is no error), then its repo gc."""
+    kubo, url = await fake()
+    store = KuboStore(tmp_path / "s", url)
+    mirror = KuboMirror(store, "me", peers=dict, providers=lambda c: ())
+    try:
+        kubo.cars = {"bafyout": b"car", "bafykept": b"car2"}
+        kubo.pins = {"bafyout": "recursive", "bafykept": "recursive"}
+        mirror.pushed.update(kubo.pins)
+        await mirror.unpin(["bafyout", "bafynever"])
+        assert kubo.pins == {"bafykept": "recursive"} and mirror.pushed == {"bafykept"}
+        await mirror.gc()
+        assert set(kubo.cars) == {"bafykept"}
+        assert await store.client.repo_gc() == 0
+    finally:
+        await store.client.close()

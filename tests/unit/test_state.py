@@ -70,7 +70,7 @@ def test_fold_ignores_order_and_duplicates(events: list[Event], rnd: object, dup
 SPLITS = [["a", 1], ["b", 2]]
 # Every type, those that conflict per chunk twice.
 TYPES = [*EventType, EventType.CLAIM, EventType.PROGRESS, EventType.CHUNK_DONE,
-         EventType.CHUNK_FAILED, EventType.CACHE_PUT]
+         EventType.CHUNK_FAILED, EventType.CACHE_PUT, EventType.UNPROVIDE]
 KINDS = [*(k.value for k in FailureKind), "quota"]  # and one this version does not know
 
 
@@ -90,7 +90,7 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
         case EventType.JOB_SUBMITTED:
             return {"job": job, "workflow": {"name": job, "tasks": [{"name": "t"},
                                                                     {"name": "u"}]}}
-        case EventType.JOB_CANCELLED:
+        case EventType.JOB_CANCELLED | EventType.JOB_DELETED:
             return {"job": job, "reason": str(pick)}
         case EventType.TASK_SPLIT:
             return {"job": job, "task": task, "input": cid if pick & 64 else None,
@@ -109,8 +109,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
                     "key": [None, "k1", "k9"][pick // 192 % 3]}
         case EventType.CACHE_PUT:
             return {"cache": cache}
-        case EventType.PROVIDE:
-            return {"cids": [["c1"], ["c2", "c9"], []][pick % 3]}
+        case EventType.PROVIDE | EventType.UNPROVIDE:
+            return {"cids": [["c1"], ["c2", "c9"], [], ["c1", "c2"]][pick % 4]}
         case _:
             return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
                     "cores": 1, "mem_mb": 1, "gpu": False}
@@ -132,6 +132,7 @@ def typed_event_sets(draw: st.DrawFn) -> list[Event]:
 def full_snapshot(s: MeshState) -> object:
     """Everything the fold derives, in a form that ignores arrival order."""
     return (snapshot(s), {k: v.id for k, v in s.jobs.items()},
+            {k: v.id for k, v in s.deleted.items()},
             {k: v.id for k, v in s.splits.items()}, {k: v.id for k, v in s.members.items()})
 
 

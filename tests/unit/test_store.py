@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, Entry, StoreConfig, dagpb, open_store
+from peer.ipfs.cids import parse_cid
 from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -198,7 +199,7 @@ def test_hamt_sized_directory_is_sharded(store: EmbeddedStore, tmp_path: Path) -
     store.materialize(root, tmp_path / "out")
     assert sorted(os.listdir(tmp_path / "out")) == sorted(entries)
     store.pin(root)
-    assert store.gc() == 0
+    assert store.gc().blocks == 0
     below = dict(list(entries.items())[: count - 2])
     below_root = store.make_dir(below)
     assert dagpb.decode_unixfs(dagpb.decode_node(store.get_block(below_root)).data or b"").type == (
@@ -225,27 +226,27 @@ def test_pins_and_gc(store: EmbeddedStore, tmp_path: Path) -> None:
     kept = store.add_path(_tree(tmp_path / "t"), pin=True)
     loose = store.add_bytes(b"garbage" * 1000)
     assert store.pins() == [kept]
-    assert store.gc() == 1
+    assert store.gc().blocks == 1
     assert not store.has(loose)
     assert len(list(store.walk(kept))) == 4
     store.pin(HELLO_V1)  # already stored as a.txt
     store.unpin(kept)
     assert store.pins() == [HELLO_V1]
-    assert store.gc() > 0
+    assert store.gc().blocks > 0
     assert store.has(HELLO_V1) and not store.has(kept)
     with pytest.raises(NotFound):
         store.unpin(kept)
     with pytest.raises(NotFound):
         store.pin(kept)  # incomplete DAG cannot be pinned
     store.unpin(HELLO_V1)
-    assert store.gc() == 1 and store.pins() == []
+    assert store.gc().blocks == 1 and store.pins() == []
 
 
 def test_stale_temp_files_are_not_blocks(store: EmbeddedStore) -> None:
     store.add_bytes(b"x")
     shard = next(p for p in (store.root / "blocks").iterdir() if p.is_dir())
     (shard / ".partial.123.abc.tmp").write_bytes(b"junk")
-    assert store.gc() == 1  # the block; the fresh temp file is left alone
+    assert store.gc().blocks == 1  # the block; the fresh temp file is left alone
     assert (shard / ".partial.123.abc.tmp").exists()
 
 
@@ -263,7 +264,7 @@ def test_several_processes_share_a_root(tmp_path: Path) -> None:
         cids = pool.starmap(_worker, [(str(root), i) for i in range(6)])
     s = EmbeddedStore(root)
     assert sorted(s.pins()) == sorted(cids)
-    assert s.gc() == 0
+    assert s.gc().blocks == 0
     for i, cid in enumerate(cids):
         assert b"".join(s.cat(cid)) == bytes([i]) * 300_000 + b"shared" * 100
 
@@ -309,3 +310,63 @@ def test_materialize_refuses_deep_trees_without_recursion(tmp_path: Path) -> Non
         node = importer.directory({"d": node})
     with pytest.raises(TooLarge, match=f"{node.cid} nests directories more than {MAX_DIR_DEPTH}"):
         store.materialize(str(node.cid), tmp_path / "deep")
+
+
+# -- lifecycle (issue 11 item 4): explicit pins, gc roots, grace, stats, the start sweep ----
+
+
+def test_explicit_pins_are_those_a_user_made(store: EmbeddedStore, tmp_path: Path) -> None:
+    added = store.add_path(_tree(tmp_path / "t"), pin=True)  # banzai add, /api/v0/add
+    output = store.add_bytes(b"a task output")
+    store.pin(output)  # the scheduler's and the replicator's pins
+    user = store.add_bytes(b"pinned by pin add")
+    store.pin(user, explicit=True)
+    assert sorted(store.pins()) == sorted([added, output, user])
+    assert sorted(store.explicit_pins()) == sorted([added, user])
+    store.unpin(user)
+    assert user not in store.explicit_pins() and user not in store.pins()
+    store.pin(user)  # pinned again, as an output this time: not explicit
+    assert user not in store.explicit_pins()
+
+
+def test_gc_reports_what_it_freed_and_keeps_roots(store: EmbeddedStore) -> None:
+    kept = store.add_bytes(b"k" * 1000)
+    rooted = store.add_bytes(b"r" * 2000)  # a running job's data: not pinned, passed as root
+    loose = store.add_bytes(b"l" * 3000)
+    store.pin(kept)
+    stats = store.gc(roots=[rooted, "not a cid"])
+    assert (stats.blocks, stats.bytes) == (1, 3000)
+    assert stats.removed == (loose,)  # a raw leaf's CIDv1 is what Kubo's repo gc names
+    assert store.has(kept) and store.has(rooted) and not store.has(loose)
+
+
+def test_gc_grace_keeps_recent_blocks_and_blocks_found_again(store: EmbeddedStore) -> None:
+    old = store.add_bytes(b"o" * 100)
+    path = store.blocks.path(parse_cid(old).key)
+    os.utime(path, (1, 1))  # written long ago
+    fresh = store.add_bytes(b"f" * 100)
+    assert store.gc(grace_s=300).removed == (old,)
+    assert store.has(fresh)
+    again = store.add_bytes(b"a" * 100)
+    os.utime(store.blocks.path(parse_cid(again).key), (1, 1))
+    assert store.add_bytes(b"a" * 100) == again  # an add finds it there: it is fresh again
+    assert store.gc(grace_s=300).blocks == 0
+    assert store.gc(grace_s=0).blocks == 2
+
+
+def test_used_bytes_counts_every_block(store: EmbeddedStore) -> None:
+    assert store.used_bytes() == 0
+    store.add_bytes(b"x" * 1234)
+    store.add_bytes(b"y" * 10)
+    assert store.used_bytes() == 1244
+
+
+def test_sweep_at_start_removes_what_a_crash_left(store: EmbeddedStore) -> None:
+    store.add_bytes(b"x")
+    shard = next(p for p in (store.root / "blocks").iterdir() if p.is_dir())
+    (shard / ".partial.123.abc.tmp").write_bytes(b"junk")
+    (store.root / "staging" / "99-deadbeef").mkdir(parents=True)
+    assert store.sweep() == {"staging": 1, "temp_files": 1}
+    assert not (shard / ".partial.123.abc.tmp").exists()
+    assert list((store.root / "staging").iterdir()) == []
+    assert store.sweep() == {"staging": 0, "temp_files": 0}

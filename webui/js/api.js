@@ -122,7 +122,8 @@ class Hub {
     };
     es.onmessage = onEvent;
     for (const t of ["job_submitted", "job_cancelled", "task_split", "claim", "renew", "progress",
-                     "chunk_done", "chunk_failed", "task_done", "cache_put", "provide", "member"]) {
+                     "chunk_done", "chunk_failed", "task_done", "cache_put", "provide", "member",
+                     "job_deleted", "unprovide"]) {
       es.addEventListener(t, onEvent);
     }
   }

@@ -1,0 +1,220 @@
+"""The storage lifecycle of one peer: periodic and on-demand cycles that delete old job records,
+unpin outputs past the retention bounds (peer.jobs.retention), collect garbage and tell the mesh
+which CIDs this peer no longer holds (UNPROVIDE); and the sweep, at start, of what a kill -9
+left. Loop-owned: decisions are made on the loop, store work runs in threads, one cycle at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peer.errors import Conflict, NotFound
+from peer.ipfs.store import GcStats, Store
+from peer.jobs.ports import Emit
+from peer.jobs.retention import (
+    JobFacts,
+    RetentionConfig,
+    StoreFacts,
+    finished_at,
+    gc_roots,
+    job_facts,
+    plan_job_deletions,
+    plan_unpins,
+)
+from peer.log import EventType, JobSubmitted, MeshState
+
+log = logging.getLogger("banzai.janitor")
+
+MAX_UNPROVIDE_CIDS = 10_000  # per UNPROVIDE event
+# What a kill -9 leaves in a peer's data dir: HTTP and Kubo RPC uploads, the executor's run
+# directories (under work/); the store sweeps its own.
+STALE = (("upload-*", "upload dirs"), ("kubo-add-*", "upload dirs"),
+         ("kubo-dag-import-*", "upload dirs"), ("work/*", "work dirs"))
+
+
+@dataclass(frozen=True)
+class JanitorConfig:
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    max_attempts: int = 3
+    gc_interval_s: float = 600.0  # 0: only on demand
+    gc_grace_s: float = 300.0  # blocks written this recently are never collected
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle did."""
+
+    deleted_jobs: tuple[str, ...] = ()
+    unpinned: tuple[str, ...] = ()
+    gc: GcStats = field(default_factory=GcStats)
+    unprovided: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deleted_jobs": list(self.deleted_jobs), "unpinned": list(self.unpinned),
+                "blocks": self.gc.blocks, "bytes": self.gc.bytes, "unprovided": self.unprovided}
+
+
+Hook = Callable[[Sequence[str]], Awaitable[None]]
+
+
+class Janitor:
+    """Runs lifecycle cycles for one peer; `start` begins the periodic ones."""
+
+    def __init__(self, cfg: JanitorConfig, peer_id: str, state: MeshState, store: Store,
+                 emit: Emit, wall: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.peer_id = peer_id
+        self.state = state
+        self.store = store
+        self.emit = emit
+        self.wall = wall
+        self.on_unpinned: list[Hook] = []  # e.g. unpin in Kubo too
+        self.after_gc: list[Callable[[], Awaitable[None]]] = []  # e.g. Kubo's repo gc
+        self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
+        self.last: CycleReport | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.cfg.gc_interval_s > 0:
+            self._task = asyncio.create_task(self._loop(), name="janitor")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.gc_interval_s)
+            try:
+                await self.cycle()
+            except Exception:  # a failed cycle must not end the periodic ones
+                log.exception("storage lifecycle cycle failed")
+
+    # -- job records -------------------------------------------------------------------------
+    def delete_job(self, job: str, reason: str = "deleted by a user") -> None:
+        """Delete a finished job's record on every peer; NotFound, or Conflict while it is
+        live."""
+        ev = self.state.jobs.get(job)
+        if ev is None:
+            raise NotFound(f"no job {job!r}", field="job")
+        tasks = ev.body_as(JobSubmitted).workflow["tasks"]
+        if finished_at(self.state, job, tasks, self.cfg.max_attempts) is None:
+            raise Conflict(f"job {job} has not finished: cancel it first", field="job")
+        self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
+
+    # -- one cycle ---------------------------------------------------------------------------
+    async def cycle(self) -> CycleReport:
+        """Delete old job records, unpin outputs past the bounds, collect garbage and
+        announce what is gone; one at a time."""
+        async with self._lock:
+            report = await self._cycle()
+        self.last = report
+        if report.deleted_jobs or report.unpinned or report.gc.blocks:
+            log.info("storage: deleted %d job record(s), unpinned %d output(s), freed %d "
+                     "block(s), %d bytes", len(report.deleted_jobs), len(report.unpinned),
+                     report.gc.blocks, report.gc.bytes)
+        return report
+
+    async def collect(self) -> GcStats:
+        """Garbage collection alone (`repo gc`): keeps pins, what live jobs use and blocks in
+        the grace period; announces what is gone."""
+        async with self._lock:
+            stats = await self._gc(job_facts(self.state, self.cfg.max_attempts))
+            if stats.blocks:
+                await self._unprovide()
+        return stats
+
+    async def _cycle(self) -> CycleReport:
+        ret = self.cfg.retention
+        now = self.wall()
+        jobs = job_facts(self.state, self.cfg.max_attempts)
+        deleted = plan_job_deletions(jobs, now, ret.keep_jobs_s)
+        for job in deleted:
+            self.emit(EventType.JOB_DELETED, {"job": job, "reason": "older than --keep-jobs-days"})
+        if deleted:
+            jobs = job_facts(self.state, self.cfg.max_attempts)
+        unpinned: list[str] = []
+        stats, collected = GcStats(), False
+        if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
+            if ret.store_max_bytes is not None:  # measure the store without its garbage
+                stats, collected = await self._gc(jobs), True
+            facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
+            unpinned = plan_unpins(jobs, facts, self.state.outputs.values(), now, ret)
+            if unpinned:
+                await asyncio.to_thread(self._unpin, unpinned)
+                for hook in self.on_unpinned:
+                    await hook(unpinned)
+        if unpinned or not collected:
+            more = await self._gc(jobs)
+            stats = GcStats(stats.blocks + more.blocks, stats.bytes + more.bytes,
+                            stats.removed + more.removed)
+        unprovided = await self._unprovide() if stats.blocks else 0
+        return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
+
+    def _store_facts(self, measure: bool) -> StoreFacts:
+        sizes: dict[str, int] = {}
+        for cid in self.store.pins():
+            try:
+                sizes[cid] = self.store.dag_size(cid)
+            except NotFound:
+                sizes[cid] = 0
+        return StoreFacts(sizes, frozenset(self.store.explicit_pins()),
+                          self.store.used_bytes() if measure else 0)
+
+    def _unpin(self, cids: Sequence[str]) -> None:
+        for cid in cids:
+            with contextlib.suppress(NotFound):  # unpinned meanwhile (pin rm)
+                self.store.unpin(cid)
+
+    async def _gc(self, jobs: list[JobFacts]) -> GcStats:
+        roots = gc_roots(self.state, jobs)
+        stats = await asyncio.to_thread(self.store.gc, roots, self.cfg.gc_grace_s)
+        if stats.blocks:
+            for fn in self.forget:
+                fn()
+        for hook in self.after_gc:
+            await hook()
+        return stats
+
+    async def _unprovide(self) -> int:
+        """Tell the mesh which CIDs this peer provided and no longer holds (after a gc), so
+        that a rerun recomputes what no peer holds instead of waiting for it."""
+        mine = [c for c, holders in self.state.providers.items() if self.peer_id in holders]
+        gone = await asyncio.to_thread(lambda: [c for c in mine if not self.store.has(c)])
+        for i in range(0, len(gone), MAX_UNPROVIDE_CIDS):
+            self.emit(EventType.UNPROVIDE, {"cids": gone[i:i + MAX_UNPROVIDE_CIDS]})
+        return len(gone)
+
+
+def sweep_stale(data_dir: Path, store: Store) -> dict[str, int]:
+    """Remove what a kill -9 left (uploads, run directories, the store's staging directories and
+    temp files) and log what was removed; call at start, before anything writes. Blocking."""
+    removed: dict[str, int] = {}
+    names: list[str] = []
+    for pattern, kind in STALE:
+        for path in sorted(data_dir.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed[kind] = removed.get(kind, 0) + 1
+            names.append(str(path.relative_to(data_dir)))
+    for kind, n in store.sweep().items():
+        if n:
+            removed[f"store {kind.replace('_', ' ')}"] = n
+    if removed:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        log.info("swept what an earlier run left (killed?): %s%s",
+                 ", ".join(f"{n} {kind}" for kind, n in removed.items()),
+                 f" ({shown})" if names else "")
+    return removed

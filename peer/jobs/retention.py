@@ -1,0 +1,196 @@
+"""Retention (issue 11): which pinned outputs to unpin, which job records to delete and what gc
+must keep, as pure functions of the mesh state, the store's pins and a wall-clock time.
+
+The rule. Kept, whatever the bounds: explicit pins (add, pin add, dag import), pins that are no
+task's output (a data dir of an older release did not mark its explicit pins), and everything a
+live job made or still needs. Of the rest (outputs of finished and deleted jobs), outputs of jobs
+finished more than `keep_outputs_s` ago are unpinned; then, while the store holds more than
+`store_max_bytes`, outputs go oldest job first (however recent). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from peer.errors import ConfigError
+from peer.jobs.claims import task_status
+from peer.log import ChunkDone, Event, JobSubmitted, MeshState, TaskSplit, hlc_ms
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """The bounds; None means unbounded (keep forever), today's behaviour."""
+
+    keep_outputs_s: float | None = None
+    store_max_bytes: int | None = None
+    keep_jobs_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keep_outputs_s", "store_max_bytes", "keep_jobs_s"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {v}", field=name)
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """One job as retention sees it."""
+
+    job: str
+    finished_s: float | None  # wall-clock seconds (its events' HLC) when it ended; None: live
+    outputs: frozenset[str]  # what its computed tasks produced (retention may unpin these)
+    needs: frozenset[str]  # every CID it made or reads: sources, inputs, chunk outputs, items
+    logs: frozenset[str]  # its chunks' run logs (kept while the record is)
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """The store as retention sees it."""
+
+    pins: Mapping[str, int]  # pinned CID -> its DAG bytes
+    explicit: frozenset[str]  # the pins a user made
+    used_bytes: int  # every stored block
+
+
+# -- the decisions ---------------------------------------------------------------------------
+
+
+def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iterable[str],
+                now_s: float, cfg: RetentionConfig) -> list[str]:
+    """The pins to remove, in order (see the module docstring). `known_outputs`: every CID
+    the mesh recorded as a task's output (the cache's, deleted jobs' included)."""
+    outputs = set(known_outputs)
+    needed: set[str] = set()
+    ended: dict[str, float] = {}  # output -> when the newest finished job using it ended
+    for j in jobs:
+        if j.finished_s is None:
+            needed |= j.needs
+            continue
+        outputs |= j.outputs
+        for c in j.outputs | j.needs:
+            ended[c] = max(ended.get(c, j.finished_s), j.finished_s)
+    candidates = sorted((ended.get(c, 0.0), c) for c in store.pins
+                        if c in outputs and c not in store.explicit and c not in needed)
+    unpin: list[str] = []
+    if cfg.keep_outputs_s is not None:
+        horizon = now_s - cfg.keep_outputs_s
+        unpin = [c for t, c in candidates if t < horizon]
+    if cfg.store_max_bytes is not None:
+        used = store.used_bytes - sum(store.pins[c] for c in unpin)
+        gone = set(unpin)
+        for _, c in candidates:
+            if used <= cfg.store_max_bytes:
+                break
+            if c not in gone:
+                unpin.append(c)
+                used -= store.pins[c]
+    return unpin
+
+
+def plan_job_deletions(jobs: Sequence[JobFacts], now_s: float, keep_jobs_s: float | None,
+                       ) -> list[str]:
+    """Finished jobs that ended more than `keep_jobs_s` ago, oldest first."""
+    if keep_jobs_s is None:
+        return []
+    horizon = now_s - keep_jobs_s
+    old = [(j.finished_s, j.job) for j in jobs if j.finished_s is not None
+           and j.finished_s < horizon]
+    return [job for _, job in sorted(old)]
+
+
+# -- facts from the mesh state ---------------------------------------------------------------
+
+
+def job_facts(state: MeshState, max_attempts: int) -> list[JobFacts]:
+    """Every job of the state, live or finished (see `finished_at`)."""
+    return [_facts(state, job, ev, max_attempts) for job, ev in state.jobs.items()]
+
+
+def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts:
+    tasks: list[Mapping[str, Any]] = list(ev.body_as(JobSubmitted).workflow["tasks"])
+    outputs: set[str] = set()
+    needs: set[str] = {str(t["cid"]) for t in tasks if t.get("cid")}
+    logs: set[str] = set()
+    for t in tasks:
+        done = state.task_done.get((job, t["name"]))
+        if done is not None:
+            needs.add(done.payload["output"])
+            if not t.get("cid"):
+                outputs.add(done.payload["output"])
+        for d in _chunks_done(state, job, t["name"]):
+            b = d.body_as(ChunkDone)
+            needs.update(c for c in [b.output, *_items(b.cache)] if c)
+            if b.log:
+                logs.add(b.log)
+        split = state.splits.get((job, t["name"]))
+        if split is not None and split.body_as(TaskSplit).input:
+            needs.add(str(split.body_as(TaskSplit).input))
+    return JobFacts(job, finished_at(state, job, tasks, max_attempts), frozenset(outputs),
+                    frozenset(needs), frozenset(logs))
+
+
+def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:
+    split = state.splits.get((job, task))
+    if split is None:
+        return
+    for i in range(len(split.body_as(TaskSplit).chunks)):
+        done = state.chunk(job, task, i).done
+        if done is not None:
+            yield done
+
+
+def _items(cache: Mapping[str, Any]) -> Iterator[str]:
+    for v in cache.values():
+        if isinstance(v, dict) and isinstance(v.get("c"), str):
+            yield v["c"]
+
+
+def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
+                max_attempts: int) -> float | None:
+    """When a job ended, in wall-clock seconds (None while live): cancelled, or no task can
+    move on (each is done, failed, or waits on a dependency that failed)."""
+    cancel = state.cancelled.get(job)
+    if cancel is not None:
+        return hlc_ms(cancel.hlc) / 1000
+    status = {str(t["name"]): task_status(state, job, t["name"], max_attempts) for t in tasks}
+    blocked: set[str] = {n for n, s in status.items() if s == "failed"}
+    grew = True
+    while grew:  # what depends on a failed task, transitively
+        grew = False
+        for t in tasks:
+            if t["name"] not in blocked and any(d in blocked for d in t.get("depends", ())):
+                blocked.add(str(t["name"]))
+                grew = True
+    if any(s != "done" and n not in blocked for n, s in status.items()):
+        return None
+    end = 0
+    for t in tasks:
+        done = state.task_done.get((job, t["name"]))
+        if done is not None:
+            end = max(end, done.hlc)
+        for i in range(_n_chunks(state, job, t["name"])):
+            end = max([end, *(f.hlc for f in state.chunk(job, t["name"], i).failures.values())])
+    return hlc_ms(end or state.jobs[job].hlc) / 1000
+
+
+def _n_chunks(state: MeshState, job: str, task: str) -> int:
+    split = state.splits.get((job, task))
+    return 0 if split is None else len(split.body_as(TaskSplit).chunks)
+
+
+def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:
+    """What gc keeps besides pins: what live jobs made or need, every kept job's run logs, and
+    item results recorded since the oldest live job began (a running chunk's items that no
+    event ties to a job yet)."""
+    roots: set[str] = set()
+    live = [j for j in jobs if j.finished_s is None]
+    for j in jobs:
+        roots |= j.logs
+        if j.finished_s is None:
+            roots |= j.needs
+    if live:
+        since = min(state.jobs[j.job].hlc for j in live)
+        roots.update(state.cache_since(since))
+    return roots

@@ -1,0 +1,311 @@
+"""Storage lifecycle (issue 11 item 4): the retention decisions as pure functions with a fake
+clock, job facts from a folded state, and one janitor cycle over a real store in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.errors import Conflict, NotFound
+from peer.ipfs import EmbeddedStore
+from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
+from peer.jobs.planner import Planner
+from peer.jobs.retention import (
+    JobFacts,
+    RetentionConfig,
+    StoreFacts,
+    gc_roots,
+    job_facts,
+    plan_job_deletions,
+    plan_unpins,
+)
+from peer.log import Event, EventType, MeshState
+
+DAY = 86400.0
+NOW = 100 * DAY  # the fake clock: wall seconds
+
+
+def job(name: str, finished: float | None, outputs: set[str], needs: set[str] | None = None,
+        logs: set[str] | None = None) -> JobFacts:
+    return JobFacts(name, finished, frozenset(outputs), frozenset(needs or set()) | frozenset(
+        outputs), frozenset(logs or set()))
+
+
+def store(pins: dict[str, int], explicit: set[str] | None = None, used: int | None = None,
+          ) -> StoreFacts:
+    return StoreFacts(pins, frozenset(explicit or set()),
+                      sum(pins.values()) if used is None else used)
+
+
+# -- plan_unpins -------------------------------------------------------------------------------
+JOBS = [job("old", NOW - 10 * DAY, {"o1"}), job("mid", NOW - 3 * DAY, {"o2"}),
+        job("new", NOW - 60, {"o3"}), job("live", None, {"o4"}, needs={"in4"})]
+PINS = {"o1": 100, "o2": 200, "o3": 300, "o4": 400, "in4": 50, "user": 1000, "legacy": 7}
+
+
+@pytest.mark.parametrize(("cfg", "expected"), [
+    (RetentionConfig(), []),  # no bound: today's behaviour, keep everything
+    (RetentionConfig(keep_outputs_s=7 * DAY), ["o1"]),
+    (RetentionConfig(keep_outputs_s=1 * DAY), ["o1", "o2"]),
+    (RetentionConfig(keep_outputs_s=0), ["o1", "o2", "o3"]),
+    # used 2057; oldest finished first until under the bound, however recent
+    (RetentionConfig(store_max_bytes=2000), ["o1"]),
+    (RetentionConfig(store_max_bytes=1800), ["o1", "o2"]),
+    (RetentionConfig(store_max_bytes=0), ["o1", "o2", "o3"]),
+    # both: the age bound first, then the size bound on what is left
+    (RetentionConfig(keep_outputs_s=7 * DAY, store_max_bytes=1700), ["o1", "o2", "o3"]),
+    (RetentionConfig(keep_outputs_s=7 * DAY, store_max_bytes=1900), ["o1", "o2"]),
+])
+def test_unpins_oldest_finished_outputs_and_never_what_is_kept(
+        cfg: RetentionConfig, expected: list[str]) -> None:
+    facts = store(PINS, explicit={"user"})
+    got = plan_unpins(JOBS, facts, ["o1", "o2", "o3", "o4"], NOW, cfg)
+    assert got == expected
+    # never: an explicit pin, a pin that is no task's output, what a live job made or needs
+    assert not {"user", "legacy", "o4", "in4"} & set(got)
+
+
+def test_an_output_shared_by_jobs_ages_with_the_newest() -> None:
+    jobs = [job("a", NOW - 30 * DAY, {"x"}), job("b", NOW - DAY, set(), needs={"x"})]
+    cfg = RetentionConfig(keep_outputs_s=7 * DAY)
+    assert plan_unpins(jobs, store({"x": 1}), [], NOW, cfg) == []
+    assert plan_unpins(jobs, store({"x": 1}), [], NOW + 7 * DAY, cfg) == ["x"]
+
+
+def test_a_live_job_keeps_an_old_output_it_reads() -> None:
+    jobs = [job("a", NOW - 30 * DAY, {"x"}), job("b", None, set(), needs={"x"})]
+    assert plan_unpins(jobs, store({"x": 1}), [], NOW, RetentionConfig(keep_outputs_s=0)) == []
+
+
+def test_outputs_of_deleted_jobs_go_first() -> None:
+    # "gone" is an output recorded in the cache whose job record was deleted: no age
+    jobs = [job("a", NOW - DAY, {"x"})]
+    got = plan_unpins(jobs, store({"x": 10, "gone": 10}), ["gone", "x"], NOW,
+                      RetentionConfig(store_max_bytes=15))
+    assert got == ["gone"]
+
+
+def test_the_size_bound_counts_what_the_age_bound_already_freed() -> None:
+    jobs = [job("a", NOW - 30 * DAY, {"x"}), job("b", NOW - DAY, {"y"})]
+    cfg = RetentionConfig(keep_outputs_s=7 * DAY, store_max_bytes=10)
+    assert plan_unpins(jobs, store({"x": 100, "y": 5}), [], NOW, cfg) == ["x"]
+
+
+def test_bounds_must_not_be_negative() -> None:
+    with pytest.raises(Exception, match="store_max_bytes"):
+        RetentionConfig(store_max_bytes=-1)
+
+
+# -- plan_job_deletions ------------------------------------------------------------------------
+def test_job_records_older_than_the_bound_are_deleted_oldest_first() -> None:
+    assert plan_job_deletions(JOBS, NOW, None) == []
+    assert plan_job_deletions(JOBS, NOW, 2 * DAY) == ["old", "mid"]
+    assert plan_job_deletions(JOBS, NOW, 0) == ["old", "mid", "new"]  # never the live one
+
+
+# -- facts from a folded state -----------------------------------------------------------------
+class Mesh:
+    """A one-peer mesh state fed by `emit`, with HLCs in wall milliseconds."""
+
+    def __init__(self, peer: str = "p") -> None:
+        self.peer = peer
+        self.state = MeshState()
+        self.ms = int(NOW * 1000)
+
+    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
+        self.ms += 1000
+        ev = Event(self.peer, self.state.heads.get(self.peer, 0) + 1, self.ms << 16, typ,
+                   payload)
+        self.state.apply(ev)
+        return ev
+
+    def submit(self, job: str, tasks: list[dict[str, Any]]) -> None:
+        self.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job,
+                                                                      "tasks": tasks}})
+
+    def run(self, job: str, task: str, output: str, *, log: str = "", fail: bool = False,
+            inp: str | None = None) -> None:
+        split = self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": inp,
+                                                 "chunks": [[]]})
+        base = {"job": job, "task": task, "chunk": 0, "attempt": 0, "split": list(split.id)}
+        self.emit(EventType.CLAIM, base)
+        if fail:
+            self.emit(EventType.CHUNK_FAILED, {**base, "error": "boom", "kind": "error"})
+            return
+        self.emit(EventType.CHUNK_DONE, {**base, "output": output, **({"log": log} if log
+                                                                        else {})})
+        self.emit(EventType.TASK_DONE, {"job": job, "task": task, "output": output,
+                                        "key": f"k-{job}-{task}", "cached": False})
+
+
+T = {"call": "T_WRITE", "params": {}, "depends": []}
+
+
+def test_job_facts_finished_live_and_failed() -> None:
+    m = Mesh()
+    m.submit("done", [{"name": "a", **T}, {"name": "b", **T, "depends": ["a"]}])
+    m.run("done", "a", "oa", log="la")
+    m.run("done", "b", "ob", inp="oa")
+    m.submit("live", [{"name": "src", "cid": "csrc"}, {"name": "a", **T, "depends": ["src"]}])
+    m.emit(EventType.TASK_DONE, {"job": "live", "task": "src", "output": "csrc", "key": None,
+                                 "cached": True})
+    m.submit("failed", [{"name": "a", **T}, {"name": "b", **T, "depends": ["a"]}])
+    m.run("failed", "a", "", fail=True)
+    m.submit("partly", [{"name": "a", **T}, {"name": "c", **T}])  # c can still run
+    m.run("partly", "a", "", fail=True)
+    facts = {f.job: f for f in job_facts(m.state, max_attempts=3)}
+    done = facts["done"]
+    assert done.finished_s == m.state.task_done[("done", "b")].hlc / 65536 / 1000
+    assert done.outputs == {"oa", "ob"} and {"oa", "ob"} <= done.needs and done.logs == {"la"}
+    live = facts["live"]
+    assert live.finished_s is None and live.outputs == frozenset() and "csrc" in live.needs
+    assert facts["failed"].finished_s is not None  # b waits on a failed task: it never runs
+    assert facts["partly"].finished_s is None
+    roots = gc_roots(m.state, list(facts.values()))
+    assert {"la", "csrc"} <= roots and "oa" not in roots  # finished outputs: pins decide
+
+
+def test_a_deleted_job_is_forgotten_whatever_arrives_later() -> None:
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", "oa")
+    m.emit(EventType.JOB_DELETED, {"job": "j", "reason": "test"})
+    assert "j" not in m.state.jobs and ("j", "a") not in m.state.task_done
+    assert not [k for k in m.state.chunks if k.job == "j"]
+    assert m.state.outputs["k-j-a"] == "oa"  # the cache entry stays (while a peer holds it)
+    late = Event("q", 1, 1, EventType.CHUNK_FAILED, {"job": "j", "task": "a", "chunk": 0,
+                                                    "attempt": 0, "error": "", "kind": "lease"})
+    m.state.apply(late)
+    assert not [k for k in m.state.chunks if k.job == "j"]
+
+
+def test_unprovide_drops_a_provider_and_a_later_provide_restores_it() -> None:
+    m = Mesh()
+    m.emit(EventType.PROVIDE, {"cids": ["x", "y"]})
+    m.emit(EventType.UNPROVIDE, {"cids": ["x"]})
+    assert "x" not in m.state.providers and m.state.providers["y"] == {"p"}
+    m.emit(EventType.PROVIDE, {"cids": ["x"]})
+    assert m.state.providers["x"] == {"p"}
+
+
+# -- one janitor cycle over a real store --------------------------------------------------------
+class Data:
+    def is_complete(self, cid: str) -> bool:
+        return True
+
+    def mark(self, cid: str) -> None:
+        pass
+
+    async def ensure(self, cids: Any, hints: Any = ()) -> None:
+        pass
+
+
+def _janitor(m: Mesh, s: EmbeddedStore, retention: RetentionConfig) -> Janitor:
+    cfg = JanitorConfig(retention, gc_interval_s=0, gc_grace_s=0)
+    return Janitor(cfg, m.peer, m.state, s, m.emit, wall=lambda: NOW + 3600)
+
+
+async def test_a_cycle_over_the_bound_unpins_collects_and_unprovides(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"an output" * 1000)
+    s.pin(out)
+    user = s.add_path(_file(tmp_path / "u.txt", b"mine"), pin=True)
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    planner = Planner(m.state, s, Data(), 1, 64)
+    assert planner.cached_output("k-j-a") == out
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=0)).cycle()
+    assert report.unpinned == (out,) and report.gc.blocks == 1 and report.gc.bytes == 9000
+    assert report.unprovided == 1 and s.pins() == [user]
+    assert not s.has(out) and out not in m.state.providers
+    assert planner.cached_output("k-j-a") is None  # a rerun recomputes instead of waiting
+
+
+async def test_without_bounds_a_cycle_keeps_outputs_and_deletes_nothing(tmp_path: Path,
+                                                                        ) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"kept")
+    s.pin(out)
+    loose = s.add_bytes(b"garbage")
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    report = await _janitor(m, s, RetentionConfig()).cycle()
+    assert report.unpinned == () and report.deleted_jobs == () and s.has(out)
+    assert report.gc.removed == (loose,)
+
+
+async def test_garbage_does_not_count_against_the_bound(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"o" * 1000)
+    s.pin(out)
+    s.add_bytes(b"g" * 5000)  # garbage: collected before the store is measured
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=2000)).cycle()
+    assert report.unpinned == () and (report.gc.blocks, report.gc.bytes) == (1, 5000)
+    assert s.has(out)
+
+
+async def test_job_records_are_deleted_only_once_finished(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    m = Mesh()
+    m.submit("live", [{"name": "a", **T}])
+    m.submit("old", [{"name": "a", **T}])
+    m.run("old", "a", s.add_bytes(b"x"))
+    j = _janitor(m, s, RetentionConfig(keep_jobs_s=0))
+    with pytest.raises(Conflict):
+        j.delete_job("live")
+    with pytest.raises(NotFound):
+        j.delete_job("nope")
+    report = await j.cycle()
+    assert report.deleted_jobs == ("old",) and set(m.state.jobs) == {"live"}
+
+
+async def test_a_running_jobs_unpinned_data_survives_gc(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}, {"name": "b", **T, "depends": ["a"]}])
+    made = s.add_bytes(b"a's output, not pinned yet")
+    m.run("j", "a", made)  # b is still to run: j is live and reads `made`
+    stats = await _janitor(m, s, RetentionConfig(store_max_bytes=0)).collect()
+    assert stats.blocks == 0 and s.has(made)
+
+
+def test_the_start_sweep_removes_what_a_kill_left(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "peer"
+    s = EmbeddedStore(data / "store")
+    for d in ("upload-abc", "kubo-add-x", "work/banzai-exec-1/7"):
+        (data / d).mkdir(parents=True)
+        (data / d / "f").write_bytes(b"partial")
+    (data / "store" / "staging" / "1-ab").mkdir(parents=True)
+    (data / "events.sqlite").write_bytes(b"")  # not ours to touch
+    with caplog.at_level("INFO", logger="banzai.janitor"):
+        removed = sweep_stale(data, s)
+    assert removed == {"upload dirs": 2, "work dirs": 1, "store staging": 1}
+    assert sorted(p.name for p in data.iterdir()) == ["events.sqlite", "store", "work"]
+    assert "upload-abc" in caplog.text and "work/banzai-exec-1" in caplog.text
+
+
+def _file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+
+def test_lifecycle_settings_parse_and_refuse_negatives() -> None:
+    from peer import config
+    from peer.errors import ConfigError
+
+    cfg = config.from_args(["--store-max-gb", "0.5", "--keep-outputs-days", "7",
+                            "--keep-jobs-days", "30", "--gc-interval-s", "0"])[0]
+    assert (cfg.store_max_gb, cfg.keep_outputs_days, cfg.keep_jobs_days) == (0.5, 7, 30)
+    assert cfg.gc_interval_s == 0 and cfg.gc_grace_s == 300
+    assert config.load({}, env={}).store_max_gb is None  # default: no bound
+    with pytest.raises(ConfigError, match="store_max_gb"):
+        config.load({}, env={"BANZAI_STORE_MAX_GB": "-1"})
