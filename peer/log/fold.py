@@ -101,6 +101,10 @@ class MeshState:
         b = ev.body
         if type(b) is not Unknown:  # a newer peer's type: held and served, never folded
             _APPLY[type(b)](self, ev, b)
+            if self.deleted:
+                job = getattr(b, "job", None)
+                if job is not None and job in self.deleted:
+                    _forget(self, b, job)
         self.events[ev.id] = ev
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
