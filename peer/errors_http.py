@@ -15,6 +15,8 @@ from peer.errors import (
     Conflict,
     Forbidden,
     IntegrityError,
+    NotAcceptable,
+    NotCached,
     NotFound,
     StoreError,
     TooLarge,
@@ -42,6 +44,8 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     BanzaiError: (400, 400, 400),  # SpecError, ArgError, ConfigError, BadCID, task errors
     Forbidden: (403, 403, 403),
     NotFound: (404, 404, 400),
+    NotCached: (412, 412, 400),  # the gateway's only-if-cached answer
+    NotAcceptable: (406, 406, 400),
     Conflict: (409, 409, 400),
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),

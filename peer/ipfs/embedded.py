@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-from peer.errors import ArgError, NotFound, StoreError, TooLarge
+from peer.errors import ArgError, NotFound, StoreError, TooLarge, Unsupported
 from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
@@ -194,6 +194,9 @@ class EmbeddedStore:
         while stack:
             node, at, depth = stack.pop()
             info = self._reader.info(node)
+            if info.symlink:  # read as its target path elsewhere (the gateway); never written
+                raise Unsupported(f"{node} under {cid} is a UnixFS symlink, which cannot be "
+                                  "materialized", field="cid")
             if info.kind == "file":
                 budget -= info.size
                 if budget < 0:

@@ -6,9 +6,12 @@ so the event loop never blocks; only store content is ever read.
 
 Responses: UnixFS files (Range, ETag, If-None-Match), directories (index.html, else an HTML
 listing for browsers or JSON `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` for
-`Accept: application/json` / `?format=json|dag-json`, Type being "file" or "dir"), and
-`?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (raw blocks take
-no path; CARs are depth-first without duplicates, with the path's blocks first, dag-scope=all).
+`Accept: application/json` / `?format=json|dag-json`, Type being "file" or "dir"),
+`?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (the path's
+target block, with Range; CARs are depth-first without duplicates, with the path's blocks first,
+dag-scope=all) and `?format=tar` / `Accept: application/x-tar` (peer/ipfs/tarstream.py). A
+codec the content does not have (`?format=dag-cbor` of a UnixFS file) is 406 (IPIP-0524);
+`Cache-Control: only-if-cached` answers 412 for content this peer does not hold.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from peer.errors import ArgError, BanzaiError, NotFound
+from peer.errors import ArgError, BanzaiError, NotAcceptable, NotCached, NotFound, Unsupported
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs.cids import parse_cid
+from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
+from peer.ipfs.tarstream import tar_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,15 @@ RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 JSON_TYPE = "application/json"
+TAR_TYPE = "application/x-tar"
+# ?format= values and the Accept media types that ask for them (the query wins over Accept)
+_FORMATS = ("raw", "car", "tar", "json", "dag-json", "dag-cbor", "cbor")
+_ACCEPT_FORMATS = {RAW_TYPE: "raw", CAR_TYPE: "car", TAR_TYPE: "tar",
+                   "application/vnd.ipld.dag-json": "dag-json",
+                   "application/vnd.ipld.dag-cbor": "dag-cbor", "application/cbor": "cbor"}
+# formats naming a codec: content of another codec is 406 (only a directory's JSON listing
+# answers ?format=dag-json, as before)
+_CODEC_FORMATS = ("dag-json", "dag-cbor", "cbor")
 SNIFF_BYTES = 512
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXT_TYPES = {
@@ -116,6 +129,8 @@ def _sniff_bytes(head: bytes) -> str:
         return "text/html"
     if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in head):
         return "image/svg+xml"
+    if lowered[:1] in (b"{", b"[") and _looks_like_json(head):
+        return "application/json"
     if b"\x00" in head:
         return "application/octet-stream"
     try:
@@ -124,6 +139,20 @@ def _sniff_bytes(head: bytes) -> str:
         if exc.start < len(head) - 3:  # a multi-byte character cut at the end is fine
             return "application/octet-stream"
     return "text/plain"
+
+
+_JSON_START = re.compile(rb'\s*(\{\s*["}]|\[\s*[\[{"\d\-tfn\]])')
+
+
+def _looks_like_json(head: bytes) -> bool:
+    """All of a short file parses as JSON, or a longer one's first bytes open a JSON value."""
+    if len(head) >= SNIFF_BYTES:
+        return _JSON_START.match(head) is not None
+    try:
+        json.loads(head)
+    except ValueError:
+        return False
+    return True
 
 
 def _with_charset(mime: str) -> str:
@@ -177,22 +206,25 @@ def _accepts(request: web.Request) -> list[str]:
 
 
 def response_format(request: web.Request) -> str:
-    """One of raw, car, json or "" (UnixFS) from ?format= then Accept; ArgError if unknown."""
+    """One of _FORMATS or "" (UnixFS) from ?format= then Accept; ArgError if unknown."""
     fmt = request.query.get("format", "").lower()
     if fmt:
-        if fmt in ("raw", "car"):
+        if fmt in _FORMATS:
             return fmt
-        if fmt in ("json", "dag-json"):
-            return "json"
-        raise ArgError(f"unsupported format {fmt!r} (raw, car, json)", field="format")
+        raise ArgError(f"unsupported format {fmt!r} ({', '.join(_FORMATS)})", field="format")
     accepts = _accepts(request)
-    if RAW_TYPE in accepts:
-        return "raw"
-    if CAR_TYPE in accepts:
-        return "car"
+    for media in accepts:
+        if media in _ACCEPT_FORMATS:
+            return _ACCEPT_FORMATS[media]
     if JSON_TYPE in accepts and "text/html" not in accepts:
         return "json"
     return ""
+
+
+def only_if_cached(request: web.Request) -> bool:
+    """True if the request says `Cache-Control: only-if-cached` (never fetch, 412 if absent)."""
+    directives = request.headers.get("Cache-Control", "").lower().split(",")
+    return "only-if-cached" in (d.strip() for d in directives)
 
 
 _DAG_SCOPES: dict[str, DagScope] = {"all": "all", "entity": "entity", "block": "block"}
@@ -217,7 +249,8 @@ def car_options(request: web.Request) -> CarOptions:
         if first >= 0 and last is not None and 0 <= last < first:
             raise ArgError(f"invalid entity-bytes {raw!r}: to < from", field="entity-bytes")
         entity = (first, last)  # only used with dag-scope=entity (ignored otherwise, as Kubo)
-    return CarOptions(scope, entity, _car_param(request, "dups") == "y")
+    dups = request.query.get("car-dups") or _car_param(request, "dups")  # the query wins
+    return CarOptions(scope, entity, dups.lower() == "y")
 
 
 def _car_param(request: web.Request, name: str) -> str:
@@ -263,7 +296,10 @@ class Gateway:
             check_raw_path(request.rel_url.raw_path)
             try:
                 plan = await asyncio.to_thread(self.plan, request)
-            except NotFound:
+            except NotFound as exc:
+                if only_if_cached(request):
+                    raise NotCached(f"not in this peer's store (only-if-cached): {exc.message}",
+                                    field=exc.field) from exc
                 if self.fetch is None or request.headers.get(PEER_FETCH_HEADER):
                     raise
                 if not await self.fetch(request.match_info["cid"]):
@@ -282,10 +318,6 @@ class Gateway:
         path = request.match_info.get("path", "")
         parse_cid(root)
         fmt = response_format(request)
-        if fmt == "raw":
-            if path.strip("/"):
-                raise ArgError("?format=raw returns one block and takes no path", field="path")
-            return self._raw(root, request)
         if "//" in path:
             raise ArgError("empty path segments are not allowed", field="path")
         cids = self.store.resolve_path(root, path)
@@ -294,30 +326,66 @@ class Gateway:
             "X-Ipfs-Roots": ",".join(cids),
             "Cache-Control": CACHE_IMMUTABLE,
         }
+        if fmt == "raw":
+            return self._raw(cids[-1], request, headers)
         if fmt == "car":
             return self._car(cids, path, request, headers)
+        if fmt in _CODEC_FORMATS:
+            self._check_codec(cids[-1], fmt)
+        if fmt == "tar":
+            return self._tar(cids[-1], request, headers)
         entry = self.store.stat(cids[-1])
         if entry.kind == "dir":
             return self._dir(entry, request, headers, fmt)
         name = path.rstrip("/").rsplit("/", 1)[-1] if path else ""  # typed by its own name
         return self._file(entry, name, request, headers)
 
-    def _raw(self, cid: str, request: web.Request) -> Plan:
-        c = str(parse_cid(cid))
-        etag = f'"{c}.raw"'
-        headers = {
+    def _check_codec(self, cid: str, fmt: str) -> None:
+        """NotAcceptable unless content `cid` can be answered in codec `fmt` (IPIP-0524)."""
+        c = parse_cid(cid)
+        if c.codec == fmt:
+            raise Unsupported(f"{fmt} responses are not supported yet ({c})", field="format")
+        if fmt == "dag-json" and c.codec == DAG_PB and self.store.stat(cid).kind == "dir":
+            return  # the directory's JSON listing
+        raise NotAcceptable(f"{c} has codec {c.codec}: it cannot be answered as {fmt}",
+                            field="format")
+
+    def _raw(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
+        """The path's target block as it is stored (Range supported)."""
+        etag = f'"{cid}.raw"'
+        headers |= {
             "Content-Type": RAW_TYPE,
             "ETag": etag,
-            "Cache-Control": CACHE_IMMUTABLE,
-            "X-Ipfs-Path": request.rel_url.raw_path,
-            "X-Ipfs-Roots": c,
             "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": _disposition(request, f"{c}.bin", attachment=True),
+            "Content-Disposition": _disposition(request, f"{cid}.bin", attachment=True),
+            "Accept-Ranges": "bytes",
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        block = self.store.get_block(c)
-        return Plan(200, headers, body=block)
+        block = self.store.get_block(cid)
+        header = request.headers.get("Range")
+        try:
+            span = parse_range(header, len(block)) if header else None
+        except ArgError:
+            return Plan(416, headers | {"Content-Range": f"bytes */{len(block)}"}, body=b"")
+        if span is None:
+            return Plan(200, headers, body=block)
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(block)}"
+        return Plan(206, headers, body=block[start:end])
+
+    def _tar(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
+        """A TAR of the path's target, named by its CID (peer/ipfs/tarstream.py)."""
+        etag = f'W/"{cid}.x-tar"'
+        headers |= {
+            "Content-Type": TAR_TYPE,
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": _disposition(request, f"{cid}.tar", attachment=True),
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        return Plan(200, headers, stream=tar_stream(self.store, cid, cid))
 
     def _car(self, cids: list[str], path: str, request: web.Request,
              headers: dict[str, str]) -> Plan:
@@ -331,6 +399,7 @@ class Gateway:
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": _disposition(request, f"{cids[0]}.car", attachment=True),
             "Vary": "Accept",
+            "Accept-Ranges": "none",  # streamed: partial CARs go by dag-scope/entity-bytes
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
@@ -339,7 +408,7 @@ class Gateway:
         return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts))
 
     def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
-        if fmt == "json":
+        if fmt in ("json", "dag-json"):
             return self._listing_json(entry, request, headers)
         if not request.path.endswith("/"):
             location = request.rel_url.raw_path + "/"
@@ -353,7 +422,7 @@ class Gateway:
         index_entry = self.store.stat(index)
         if index_entry.kind != "file":
             return self._listing_html(entry, request, headers)
-        return self._file(index_entry, "index.html", request, headers)
+        return self._file(index_entry, "index.html", request, headers, etag=f'"{entry.cid}"')
 
     def _listing_json(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
         etag = f'"{entry.cid}.dir.json"'
@@ -375,8 +444,10 @@ class Gateway:
         body = render_listing(request.path, self.store.ls(entry.cid), entry)
         return Plan(200, headers, body=body.encode())
 
-    def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str]) -> Plan:
-        etag = f'"{entry.cid}"'
+    def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
+              etag: str | None = None) -> Plan:
+        """A file (or a directory's index.html, under the directory's `etag`)."""
+        etag = etag or f'"{entry.cid}"'
         head = b"" if "." in name else b"".join(self.store.cat(entry.cid, 0, SNIFF_BYTES))
         mime = sniff_type(name, head)
         headers |= {"Content-Type": mime, "ETag": etag, "Accept-Ranges": "bytes"}
@@ -410,7 +481,7 @@ def _disposition(request: web.Request, default: str, attachment: bool = False,
     renamed = mime is not None and "." in name and sniff_type(name, b"") != mime
     kind = ("attachment" if attachment or renamed or request.query.get("download") == "true"
             else "inline")
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    ascii_name = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in name)
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
@@ -449,9 +520,10 @@ ISOLATION = {"Content-Security-Policy": "sandbox",
 # by one peer can use another peer as its gateway).
 CORS = {"Access-Control-Allow-Origin": "*",
         "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-        "Access-Control-Allow-Headers": "Range, Accept",
+        "Access-Control-Allow-Headers": "Content-Type, Range, User-Agent, X-Requested-With, Accept",
         "Access-Control-Expose-Headers":
-            "Content-Range, Content-Length, ETag, X-Ipfs-Path, X-Ipfs-Roots"}
+            "Content-Range, Content-Length, ETag, X-Ipfs-Path, X-Ipfs-Roots, X-Chunked-Output, "
+            "X-Stream-Output"}
 
 
 async def preflight(request: web.Request) -> web.Response:
