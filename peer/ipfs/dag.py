@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from peer.errors import BadCID, IntegrityError, TooLarge
 from peer.ipfs import car, dagpb, hamt
-from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes
+from peer.ipfs.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
 from peer.ipfs.unixfs import MAX_DEPTH
@@ -112,6 +112,8 @@ def car_pieces(roots: list[Cid], blocks: Iterable[tuple[Cid, bytes]], *, dups: b
     size = len(piece[0])
     seen: set[str] = set()
     for c, data in blocks:
+        if c.multihash[0] == IDENTITY:  # virtual: the data is the CID; never a CAR block
+            continue
         if not dups and c.key in seen:
             continue
         seen.add(c.key)

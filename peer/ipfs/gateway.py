@@ -51,6 +51,8 @@ _ACCEPT_FORMATS = {RAW_TYPE: "raw", CAR_TYPE: "car", TAR_TYPE: "tar",
 # formats naming a codec: content of another codec is 406 (only a directory's JSON listing
 # answers ?format=dag-json, as before)
 _CODEC_FORMATS = ("dag-json", "dag-cbor", "cbor")
+# plain (non-IPLD-linking) codecs served as they are: Content-Type, disposition
+_PLAIN_CODECS = {"json": ("application/json", "inline"), "cbor": ("application/cbor", "attachment")}
 SNIFF_BYTES = 512
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXT_TYPES = {
@@ -330,6 +332,9 @@ class Gateway:
             return self._raw(cids[-1], request, headers)
         if fmt == "car":
             return self._car(cids, path, request, headers)
+        codec = parse_cid(cids[-1]).codec
+        if codec in _PLAIN_CODECS and fmt in ("", codec):
+            return self._plain(cids[-1], codec, request, headers)
         if fmt in _CODEC_FORMATS:
             self._check_codec(cids[-1], fmt)
         if fmt == "tar":
@@ -362,17 +367,23 @@ class Gateway:
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        block = self.store.get_block(cid)
-        header = request.headers.get("Range")
-        try:
-            span = parse_range(header, len(block)) if header else None
-        except ArgError:
-            return Plan(416, headers | {"Content-Range": f"bytes */{len(block)}"}, body=b"")
-        if span is None:
-            return Plan(200, headers, body=block)
-        start, end = span
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(block)}"
-        return Plan(206, headers, body=block[start:end])
+        return _block_body(self.store.get_block(cid), request, headers)
+
+    def _plain(self, cid: str, codec: str, request: web.Request,
+               headers: dict[str, str]) -> Plan:
+        """A block of a plain codec (json, cbor) as it is stored, typed by its codec."""
+        mime, disposition = _PLAIN_CODECS[codec]
+        etag = f'"{cid}.{codec}"'
+        headers |= {
+            "Content-Type": mime,
+            "ETag": etag,
+            "Content-Disposition": _disposition(request, f"{cid}.{codec}",
+                                                attachment=disposition == "attachment"),
+            "Accept-Ranges": "bytes",
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        return _block_body(self.store.get_block(cid), request, headers)
 
     def _tar(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
         """A TAR of the path's target, named by its CID (peer/ipfs/tarstream.py)."""
@@ -441,7 +452,8 @@ class Gateway:
         headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        body = render_listing(request.path, self.store.ls(entry.cid), entry)
+        body = render_listing(request.match_info["cid"], request.match_info.get("path", ""),
+                              self.store.ls(entry.cid), entry)
         return Plan(200, headers, body=body.encode())
 
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
@@ -472,6 +484,20 @@ class Gateway:
         return Plan(206, headers, stream=stream, length=end - start)
 
 
+def _block_body(block: bytes, request: web.Request, headers: dict[str, str]) -> Plan:
+    """One block's bytes as the body, or the one byte range asked for (206, 416)."""
+    header = request.headers.get("Range")
+    try:
+        span = parse_range(header, len(block)) if header else None
+    except ArgError:
+        return Plan(416, headers | {"Content-Range": f"bytes */{len(block)}"}, body=b"")
+    if span is None:
+        return Plan(200, headers, body=block)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(block)}"
+    return Plan(206, headers, body=block[start:end])
+
+
 def _disposition(request: web.Request, default: str, attachment: bool = False,
                  mime: str | None = None) -> str:
     """Content-Disposition for ?filename= and ?download=true. The name never changes the
@@ -485,19 +511,33 @@ def _disposition(request: web.Request, default: str, attachment: bool = False,
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
-    """A minimal HTML index of a directory (names escaped, links relative)."""
+def render_listing(root: str, path: str, entries: list[Entry], entry: Entry) -> str:
+    """An HTML index of directory /ipfs/`root`/`path` (Kubo's layout: breadcrumbs, a `..`
+    backlink below the root, absolute links, each CID linked with its ?filename=); escaped."""
+    segments = [s for s in path.split("/") if s]
+    base = f"/ipfs/{root}"
+    crumbs = [f'<a href="{html.escape(base)}">{html.escape(root)}</a>']
+    for seg in segments:
+        base += "/" + quote(seg, safe="")
+        crumbs.append(f'<a href="{html.escape(base)}">{html.escape(seg)}</a>')
     rows = []
+    if segments:
+        rows.append(f'<tr><td><a href="{html.escape(base)}/..">..</a></td><td></td><td></td>'
+                    "<td></td></tr>")
     for e in entries:
-        href = quote(e.path, safe="") + ("/" if e.kind == "dir" else "")
+        href = f"{base}/{quote(e.path, safe='')}"
+        cid_href = f"/ipfs/{e.cid}?filename={quote(quote(e.path, safe=''), safe='')}"
         rows.append(
             f'<tr><td><a href="{html.escape(href)}">{html.escape(e.path)}</a></td>'
-            f"<td>{e.kind}</td><td>{e.size}</td><td><code>{html.escape(e.cid)}</code></td></tr>"
+            f"<td>{e.kind}</td><td>{e.size}</td>"
+            f'<td><a class="ipfs-hash" translate="no" href="{html.escape(cid_href)}">'
+            f"<code>{html.escape(e.cid)}</code></a></td></tr>"
         )
-    title = html.escape(url_path)
+    title = html.escape("/ipfs/" + "/".join([root, *segments]) + "/")
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body><h1>Index of {title}</h1><p><code>{html.escape(entry.cid)}</code></p>"
+        f"<body><h1>Index of /ipfs/{'/'.join(crumbs)}</h1>"
+        f"<p><code>{html.escape(entry.cid)}</code></p>"
         f"<table><tr><th>Name</th><th>Type</th><th>Size</th><th>CID</th></tr>{''.join(rows)}"
         "</table></body></html>"
     )

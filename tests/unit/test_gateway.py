@@ -472,3 +472,45 @@ async def test_symlink_is_served_as_its_target_path(
     assert ">ln<" in await r.text()
     with pytest.raises(Unsupported, match="symlink"):
         store.materialize(root, tmp_path / "out")
+
+
+async def test_listing_breadcrumbs_and_links(client: Client, store: EmbeddedStore) -> None:
+    root = _root(store)
+    r = await client.get(f"/ipfs/{root}/data/", headers={"Accept": "text/html"})
+    page = await r.text()
+    assert f'/ipfs/<a href="/ipfs/{root}">{root}</a>/<a href="/ipfs/{root}/data">data</a>' in page
+    assert f'<a href="/ipfs/{root}/data/..">..</a>' in page
+    big = store.resolve(root, "data/big.bin")
+    assert f'<a href="/ipfs/{root}/data/big.bin">big.bin</a>' in page
+    assert f'href="/ipfs/{big}?filename=big.bin"' in page
+    assert f'href="/ipfs/{root}/data/%3Cb%3E%26.txt"' in page  # names percent-encoded
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    assert ">..</a>" not in await r.text()  # no backlink above the root
+
+
+async def test_identity_blocks_are_never_in_a_car(client: Client) -> None:
+    identity = "bafkqaf3imvwgy3zaneqgc3janfxgy2lomvscay3jmqfa"
+    r = await client.get(f"/ipfs/{identity}",
+                         headers={"Accept": "application/vnd.ipld.car; dups=y"})
+    roots, blocks = car.read_car([await r.read()])
+    assert r.status == 200 and [str(c) for c in roots] == [identity] and list(blocks) == []
+
+
+@pytest.mark.parametrize(("codec", "data", "mime", "kind"), [
+    ("json", b'{"test": "plain json"}\n', "application/json", "inline"),
+    ("cbor", b"\xa1dtestjplain json", "application/cbor", "attachment"),
+])
+async def test_plain_codecs_are_served_as_they_are(
+    client: Client, store: EmbeddedStore, codec: str, data: bytes, mime: str, kind: str
+) -> None:
+    c = str(sha256_cid(data, codec, 1))
+    store.put_block(c, data)
+    for query, headers in (("", {}), (f"?format={codec}", {}), ("", {"Accept": mime})):
+        r = await client.get(f"/ipfs/{c}{query}", headers=headers)
+        assert r.status == 200 and await r.read() == data
+        assert r.headers["Content-Type"] == mime
+        assert r.headers["Content-Disposition"].startswith(f'{kind}; filename="{c}.{codec}"')
+    r = await client.get(f"/ipfs/{c}", headers={"Range": "bytes=1-4"})
+    assert r.status == 206 and await r.read() == data[1:5]
+    r = await client.get(f"/ipfs/{c}?format=dag-json")
+    assert r.status == 406
