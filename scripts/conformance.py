@@ -111,6 +111,7 @@ def run(suite: Suite, url: str, json_path: Path, specs: str = SPECS,
     args = [str(suite.binary), "test", "--gateway-url", url, "--specs", specs,
             "--json", str(json_path), "--", "-timeout", f"{int(timeout_s)}s"]
     return subprocess.run(args, env=suite.env(), cwd=suite.home, capture_output=True, text=True,
+                          errors="replace",
                           timeout=timeout_s + 60)  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from peer.errors import ArgError, BanzaiError, NotAcceptable, NotCached, NotFound, Unsupported
+from peer.errors import ArgError, BanzaiError, NotAcceptable, NotCached, NotFound
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
@@ -51,8 +51,15 @@ _ACCEPT_FORMATS = {RAW_TYPE: "raw", CAR_TYPE: "car", TAR_TYPE: "tar",
 # formats naming a codec: content of another codec is 406 (only a directory's JSON listing
 # answers ?format=dag-json, as before)
 _CODEC_FORMATS = ("dag-json", "dag-cbor", "cbor")
-# plain (non-IPLD-linking) codecs served as they are: Content-Type, disposition
-_PLAIN_CODECS = {"json": ("application/json", "inline"), "cbor": ("application/cbor", "attachment")}
+# Blocks of these codecs are served as they are stored (no decoding, no conversion):
+# codec -> (Content-Type, disposition, file extension); a DAG codec's bytes may also be asked
+# for under its plain twin's format (dag-json as json, dag-cbor as cbor), any other -> 406.
+_DATA_CODECS = {"json": ("application/json", "inline", "json"),
+                "cbor": ("application/cbor", "attachment", "cbor"),
+                "dag-json": ("application/vnd.ipld.dag-json", "inline", "json"),
+                "dag-cbor": ("application/vnd.ipld.dag-cbor", "attachment", "cbor")}
+_SAME_BYTES = {"json": ("json",), "cbor": ("cbor",), "dag-json": ("dag-json", "json"),
+               "dag-cbor": ("dag-cbor", "cbor")}
 SNIFF_BYTES = 512
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXT_TYPES = {
@@ -333,8 +340,8 @@ class Gateway:
         if fmt == "car":
             return self._car(cids, path, request, headers)
         codec = parse_cid(cids[-1]).codec
-        if codec in _PLAIN_CODECS and fmt in ("", codec):
-            return self._plain(cids[-1], codec, request, headers)
+        if codec in _DATA_CODECS:
+            return self._data_block(cids[-1], codec, fmt, request, headers)
         if fmt in _CODEC_FORMATS:
             self._check_codec(cids[-1], fmt)
         if fmt == "tar":
@@ -348,8 +355,6 @@ class Gateway:
     def _check_codec(self, cid: str, fmt: str) -> None:
         """NotAcceptable unless content `cid` can be answered in codec `fmt` (IPIP-0524)."""
         c = parse_cid(cid)
-        if c.codec == fmt:
-            raise Unsupported(f"{fmt} responses are not supported yet ({c})", field="format")
         if fmt == "dag-json" and c.codec == DAG_PB and self.store.stat(cid).kind == "dir":
             return  # the directory's JSON listing
         raise NotAcceptable(f"{c} has codec {c.codec}: it cannot be answered as {fmt}",
@@ -369,21 +374,47 @@ class Gateway:
             return Plan(304, headers)
         return _block_body(self.store.get_block(cid), request, headers)
 
-    def _plain(self, cid: str, codec: str, request: web.Request,
-               headers: dict[str, str]) -> Plan:
-        """A block of a plain codec (json, cbor) as it is stored, typed by its codec."""
-        mime, disposition = _PLAIN_CODECS[codec]
-        etag = f'"{cid}.{codec}"'
+    def _data_block(self, cid: str, codec: str, fmt: str, request: web.Request,
+                    headers: dict[str, str]) -> Plan:
+        """A block of a JSON or CBOR codec as it is stored, typed by the format asked for (or
+        its codec); an HTML page for browsers that ask for no format; 406 for another codec."""
+        if not fmt and "text/html" in _accepts(request):
+            return self._data_html(cid, codec, request, headers)
+        fmt = fmt or codec
+        if fmt not in _SAME_BYTES[codec]:
+            raise NotAcceptable(f"{cid} has codec {codec}: it cannot be answered as {fmt}",
+                                field="format")
+        mime = _DATA_CODECS[fmt][0]
+        _, disposition, ext = _DATA_CODECS[codec]
+        etag = f'"{cid}.{fmt}"'
         headers |= {
             "Content-Type": mime,
             "ETag": etag,
-            "Content-Disposition": _disposition(request, f"{cid}.{codec}",
+            "Content-Disposition": _disposition(request, f"{cid}.{ext}",
                                                 attachment=disposition == "attachment"),
             "Accept-Ranges": "bytes",
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
         return _block_body(self.store.get_block(cid), request, headers)
+
+    def _data_html(self, cid: str, codec: str, request: web.Request,
+                   headers: dict[str, str]) -> Plan:
+        """A page showing a JSON or CBOR block to a browser (the text, or hex for CBOR)."""
+        etag = f'"DagIndex-1_CID-{cid}"'
+        headers.pop("Cache-Control", None)  # the page may change with this peer's version
+        headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        block = self.store.get_block(cid)
+        shown = (block.decode("utf-8", "replace") if codec.endswith("json")
+                 else block.hex(" ", -16))
+        href = html.escape(f"/ipfs/{cid}?format={codec}")
+        body = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{cid}</title></head>'
+                f"<body><h1>{html.escape(codec)} block <code>{cid}</code></h1>"
+                f'<p>{len(block)} bytes: <a href="{href}">download</a></p>'
+                f"<pre>{html.escape(shown)}</pre></body></html>")
+        return Plan(200, headers, body=body.encode())
 
     def _tar(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
         """A TAR of the path's target, named by its CID (peer/ipfs/tarstream.py)."""

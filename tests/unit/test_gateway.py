@@ -514,3 +514,27 @@ async def test_plain_codecs_are_served_as_they_are(
     assert r.status == 206 and await r.read() == data[1:5]
     r = await client.get(f"/ipfs/{c}?format=dag-json")
     assert r.status == 406
+
+
+@pytest.mark.parametrize(("codec", "data", "twin"), [
+    ("dag-json", b'{"a":{"/":"bafkqaaa"}}', "json"),
+    ("dag-cbor", b"\xa1aa\x01", "cbor"),
+])
+async def test_dag_codec_blocks_as_stored_html_for_browsers(
+    client: Client, store: EmbeddedStore, codec: str, data: bytes, twin: str
+) -> None:
+    c = str(sha256_cid(data, codec, 1))
+    store.put_block(c, data)
+    r = await client.get(f"/ipfs/{c}", headers={"Accept": f"application/vnd.ipld.{codec}"})
+    assert r.status == 200 and await r.read() == data
+    assert r.headers["Content-Type"] == f"application/vnd.ipld.{codec}"
+    assert r.headers["ETag"] == f'"{c}.{codec}"'
+    r = await client.get(f"/ipfs/{c}?format={twin}")
+    assert await r.read() == data and r.headers["Content-Type"] == f"application/{twin}"
+    r = await client.get(f"/ipfs/{c}/", headers={"Accept": "text/html,*/*"})
+    page = await r.text()
+    assert r.headers["Content-Type"].startswith("text/html") and page.endswith("</html>")
+    assert "DagIndex-" in r.headers["ETag"] and "Content-Disposition" not in r.headers
+    other = "dag-cbor" if codec == "dag-json" else "dag-json"
+    r = await client.get(f"/ipfs/{c}?format={other}")
+    assert r.status == 406
