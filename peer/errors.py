@@ -41,6 +41,10 @@ class NotAcceptable(BanzaiError):
     """The content cannot be given in the representation asked for (e.g. a codec mismatch)."""
 
 
+class IpnsError(BanzaiError):
+    """An IPNS name has no valid record here (malformed, badly signed, expired or absent)."""
+
+
 class BadCID(BanzaiError):
     """A string is not a valid CID."""
 

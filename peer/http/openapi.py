@@ -34,6 +34,8 @@ _KUBO_RPC = {
     "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
     "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
+    "routing/put": "keep a signed IPNS record (arg /ipns/NAME, multipart record)",
+    "name/resolve": "the path an IPNS name's record holds (arg) {Path}",
 }
 
 JOB = ("job",)

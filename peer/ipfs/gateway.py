@@ -29,8 +29,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from peer.errors import ArgError, BanzaiError, NotAcceptable, NotCached, NotFound
+from peer.errors import ArgError, BanzaiError, IpnsError, NotAcceptable, NotCached, NotFound
 from peer.errors_http import HttpError, Surface, http_error, unexpected
+from peer.ipfs import ipns
 from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
 from peer.ipfs.tarstream import tar_stream
@@ -44,8 +45,9 @@ CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 JSON_TYPE = "application/json"
 TAR_TYPE = "application/x-tar"
 # ?format= values and the Accept media types that ask for them (the query wins over Accept)
-_FORMATS = ("raw", "car", "tar", "json", "dag-json", "dag-cbor", "cbor")
+_FORMATS = ("raw", "car", "tar", "json", "dag-json", "dag-cbor", "cbor", "ipns-record")
 _ACCEPT_FORMATS = {RAW_TYPE: "raw", CAR_TYPE: "car", TAR_TYPE: "tar",
+                   ipns.RECORD_TYPE: "ipns-record",
                    "application/vnd.ipld.dag-json": "dag-json",
                    "application/vnd.ipld.dag-cbor": "dag-cbor", "application/cbor": "cbor"}
 # formats naming a codec: content of another codec is 406 (only a directory's JSON listing
@@ -106,14 +108,21 @@ Fetch = Callable[[str], Awaitable[bool]]
 PEER_FETCH_HEADER = "X-Banzai-Fetch"
 
 
-def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None) -> None:
-    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`. With `fetch`, a
-    CID missing here is fetched from the mesh (fetch(cid) -> True if now local) first."""
-    gateway = Gateway(store, fetch)
+def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
+               names: ipns.IpnsNames | None = None) -> None:
+    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`, and /ipns/{name}[/path]
+    with `names` (the IPNS records this peer holds). With `fetch`, a CID missing here is
+    fetched from the mesh (fetch(cid) -> True if now local) first."""
+    gateway = Gateway(store, fetch, names)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
     app.router.add_route("OPTIONS", "/ipfs/{cid}", preflight)
     app.router.add_route("OPTIONS", "/ipfs/{cid}/{path:.*}", preflight)
+    if names is not None:
+        app.router.add_get("/ipns/{name}", gateway.handle_ipns)
+        app.router.add_get("/ipns/{name}/{path:.*}", gateway.handle_ipns)
+        app.router.add_route("OPTIONS", "/ipns/{name}", preflight)
+        app.router.add_route("OPTIONS", "/ipns/{name}/{path:.*}", preflight)
 
 
 def sniff_type(name: str, head: bytes) -> str:
@@ -281,6 +290,16 @@ def check_raw_path(raw_path: str) -> None:
             raise ArgError("'.' and '..' are not allowed in IPFS paths", field="path")
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request names: a root CID, a path below it, and how long its answer may be
+    cached (immutable for /ipfs/, the record's TTL for /ipns/)."""
+
+    root: str
+    path: str
+    cache_control: str = CACHE_IMMUTABLE
+
+
 @dataclass
 class Plan:
     """What to send, decided off the event loop."""
@@ -295,25 +314,54 @@ class Plan:
 class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
-    def __init__(self, store: Store, fetch: Fetch | None = None) -> None:
+    def __init__(self, store: Store, fetch: Fetch | None = None,
+                 names: ipns.IpnsNames | None = None) -> None:
         self.store = store
         self.fetch = fetch
+        self.names = names
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
+        target = Target(request.match_info["cid"], request.match_info.get("path", ""))
+        return await self.serve(request, target)
+
+    async def handle_ipns(self, request: web.Request) -> web.StreamResponse:
+        """Serve one /ipns request: a name written as a base58 key is redirected to its CID
+        form; the name's record (?format=ipns-record), or the content its value names."""
+        name, rest = request.match_info["name"], request.match_info.get("path", "")
+        try:
+            check_raw_path(request.rel_url.raw_path)
+            assert self.names is not None
+            key, is_cid = ipns.parse_name(name)
+            if not is_cid:
+                raw = request.rel_url.raw_path
+                location = f"/ipns/{ipns.canonical(key)}{raw[len('/ipns/') + len(name):]}"
+                if request.rel_url.raw_query_string:
+                    location += "?" + request.rel_url.raw_query_string
+                return web.Response(status=302, headers={"Location": location} | CORS)
+            record = await asyncio.to_thread(self.names.resolve, name)
+            if response_format(request) == "ipns-record":
+                return await _send(request, _record_plan(request, name, record))
+            target = _ipns_target(record, rest)
+        except BanzaiError as exc:
+            return _error(http_error(exc, Surface.GATEWAY))
+        return await self.serve(request, target)
+
+    async def serve(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """Serve `target`; errors become JSON bodies with their status, never a 500."""
         try:
             check_raw_path(request.rel_url.raw_path)
             try:
-                plan = await asyncio.to_thread(self.plan, request)
+                plan = await asyncio.to_thread(self.plan, request, target)
             except NotFound as exc:
                 if only_if_cached(request):
                     raise NotCached(f"not in this peer's store (only-if-cached): {exc.message}",
                                     field=exc.field) from exc
                 if self.fetch is None or request.headers.get(PEER_FETCH_HEADER):
                     raise
-                if not await self.fetch(request.match_info["cid"]):
+                if not await self.fetch(target.root):
                     raise
-                plan = await asyncio.to_thread(self.plan, request)
+                plan = await asyncio.to_thread(self.plan, request, target)
         except BanzaiError as exc:
             return _error(http_error(exc, Surface.GATEWAY))
         except Exception:
@@ -321,19 +369,20 @@ class Gateway:
             return _error(unexpected(Surface.GATEWAY))
         return await _send(request, plan)
 
-    def plan(self, request: web.Request) -> Plan:
-        """Resolve the request into a Plan (blocking store calls)."""
-        root = request.match_info["cid"]
-        path = request.match_info.get("path", "")
+    def plan(self, request: web.Request, target: Target) -> Plan:
+        """Resolve the request for `target` into a Plan (blocking store calls)."""
+        root, path = target.root, target.path
         parse_cid(root)
         fmt = response_format(request)
+        if fmt == "ipns-record":
+            raise ArgError("?format=ipns-record is for /ipns/ names", field="format")
         if "//" in path:
             raise ArgError("empty path segments are not allowed", field="path")
         cids = self.store.resolve_path(root, path)
         headers = {
             "X-Ipfs-Path": request.rel_url.raw_path,
             "X-Ipfs-Roots": ",".join(cids),
-            "Cache-Control": CACHE_IMMUTABLE,
+            "Cache-Control": target.cache_control,
         }
         if fmt == "raw":
             return self._raw(cids[-1], request, headers)
@@ -483,8 +532,8 @@ class Gateway:
         headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        body = render_listing(request.match_info["cid"], request.match_info.get("path", ""),
-                              self.store.ls(entry.cid), entry)
+        body = render_listing(request.match_info.get("cid") or entry.cid,
+                              request.match_info.get("path", ""), self.store.ls(entry.cid), entry)
         return Plan(200, headers, body=body.encode())
 
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
@@ -513,6 +562,29 @@ class Gateway:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         stream = self.store.cat(entry.cid, start, end - start)
         return Plan(206, headers, stream=stream, length=end - start)
+
+
+def _ipns_target(record: ipns.Record, rest: str) -> Target:
+    """The /ipfs/ content a record's value names, with `rest` below it, cached for its TTL."""
+    if not record.value.startswith("/ipfs/"):
+        raise IpnsError(f"the record's value {record.value!r} names another IPNS name, which "
+                        "this gateway does not follow")
+    root, _, sub = record.value[len("/ipfs/"):].partition("/")
+    path = "/".join(p for p in (sub.strip("/"), rest) if p)
+    return Target(root, path, f"public, max-age={record.ttl_ns // 1_000_000_000}")
+
+
+def _record_plan(request: web.Request, name: str, record: ipns.Record) -> Plan:
+    """The record itself (?format=ipns-record), as the trustless gateway spec gives it."""
+    headers = {
+        "Content-Type": ipns.RECORD_TYPE,
+        "ETag": f'"{ipns.record_cid_tag(record.raw)}"',
+        "Cache-Control": f"public, max-age={record.ttl_ns // 1_000_000_000}",
+        "X-Ipfs-Path": request.rel_url.raw_path,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": _disposition(request, f"{name}.ipns-record", attachment=True),
+    }
+    return Plan(200, headers, body=record.raw)
 
 
 def _block_body(block: bytes, request: web.Request, headers: dict[str, str]) -> Plan:
