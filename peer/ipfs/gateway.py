@@ -578,7 +578,7 @@ def _record_plan(request: web.Request, name: str, record: ipns.Record) -> Plan:
     """The record itself (?format=ipns-record), as the trustless gateway spec gives it."""
     headers = {
         "Content-Type": ipns.RECORD_TYPE,
-        "ETag": f'"{ipns.record_cid_tag(record.raw)}"',
+        "ETag": f'"{ipns.record_etag(record.raw)}"',
         "Cache-Control": f"public, max-age={record.ttl_ns // 1_000_000_000}",
         "X-Ipfs-Path": request.rel_url.raw_path,
         "X-Content-Type-Options": "nosniff",

@@ -274,10 +274,10 @@ class IpnsNames:
             raise IpnsError(exc.message, field="name") from exc
 
 
-def record_cid_tag(raw: bytes) -> str:
-    """A short stable tag of a record's bytes (for ETags)."""
+def record_etag(raw: bytes) -> str:
+    """A short stable tag of a record's bytes (its ETag)."""
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "Record", "canonical",
-           "parse_name", "record_cid_tag", "validate"]
+           "parse_name", "record_etag", "validate"]
