@@ -39,6 +39,18 @@ class NotFound(BanzaiError):
     """A job, task, CID or path does not exist."""
 
 
+class NotCached(NotFound):
+    """Content asked for with `Cache-Control: only-if-cached` is not in this peer's store."""
+
+
+class NotAcceptable(BanzaiError):
+    """The content cannot be given in the representation asked for (e.g. a codec mismatch)."""
+
+
+class IpnsError(BanzaiError):
+    """An IPNS name has no valid record here (malformed, badly signed, expired or absent)."""
+
+
 class BadCID(BanzaiError):
     """A string is not a valid CID."""
 

@@ -15,6 +15,9 @@ from peer.errors import (
     Conflict,
     Forbidden,
     IntegrityError,
+    IpnsError,
+    NotAcceptable,
+    NotCached,
     NotFound,
     StorageFull,
     StoreError,
@@ -45,6 +48,9 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     Unauthorized: (401, 401, 401),
     Forbidden: (403, 403, 403),
     NotFound: (404, 404, 400),
+    NotCached: (412, 412, 400),  # the gateway's only-if-cached answer
+    NotAcceptable: (406, 406, 400),
+    IpnsError: (400, 502, 400),  # resolving a name is the gateway's upstream
     Conflict: (409, 409, 400),
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),

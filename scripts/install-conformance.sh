@@ -1,55 +1,46 @@
 #!/usr/bin/env bash
-# Build github.com/ipfs/gateway-conformance (pinned) into <repo>/.cache/conformance/bin and keep
-# its module source, which the tool needs at run time: `gateway-conformance test` runs
-# `go test ./tests` inside that source tree. Skips the build when both are present.
-# Prints the binary's path on stdout; exits 2 (with the reason on stderr) when it cannot be had.
-# Env: CONFORMANCE_VERSION (default v0.13.2).
-#
-# Like scripts/install-kubo.sh, a throw-away module requires the pinned version instead of
-# `go install pkg@version`, which looks up the module's deprecation through the proxy's version
-# list (refused by some proxies). Caches: GOMODCACHE/GOCACHE under .cache/conformance.
+# Build github.com/ipfs/gateway-conformance from the vendored release archive
+# (../shared/vendor/gateway-conformance-22c76440.tar.gz, see ../shared/vendor/README.md) into a
+# per-machine cache shared by every clone (BANZAI_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/banzai),
+# keeping the extracted source tree: `gateway-conformance test` runs `go test ./tests` inside it.
+# Builds once; later runs only print the path. Prints the binary's path on stdout (its source
+# tree is the file "$bin.home"); exits 2 with the reason on stderr when it cannot be built.
+# The suite itself is never fetched from the network; its Go dependencies come from the module
+# proxy on the first build and are downloaded then, so `go test` later runs with GOPROXY=off.
+# Env: CONFORMANCE_ARCHIVE (default <repo>/../shared/vendor/gateway-conformance-22c76440.tar.gz).
 set -euo pipefail
 
-VERSION="${CONFORMANCE_VERSION:-v0.13.2}"
-MODULE=github.com/ipfs/gateway-conformance
+COMMIT=22c76440
+SHA256=bbcf61d0e7a204f9e7dfdce0d3fa7e9bca097d9f6e7b3aead06384a59b838fdb
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="$repo/.cache/conformance"
+archive="${CONFORMANCE_ARCHIVE:-$repo/../shared/vendor/gateway-conformance-$COMMIT.tar.gz}"
+shared="${BANZAI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/banzai}"
+cache="$shared/gateway-conformance-$COMMIT"
+src="$cache/src/gateway-conformance"
 bin="$cache/bin/gateway-conformance"
-home_file="$cache/bin/gateway-conformance.home"
 
-if [[ -x "$bin" && -f "$home_file" && -d "$(cat "$home_file")" ]]; then
+if [[ -x "$bin" && -f "$bin.home" && -d "$(cat "$bin.home")/tests" ]]; then
     echo "$bin"
     exit 0
 fi
 
-command -v go >/dev/null || { echo "install-conformance: the Go toolchain (go) is required" >&2; exit 2; }
-mkdir -p "$cache/bin" "$cache/build/$VERSION"
+fail() { echo "install-conformance: $*" >&2; exit 2; }
+command -v go >/dev/null || fail "the Go toolchain (go) is required"
+[[ -f "$archive" ]] || fail "vendored archive not found: $archive"
+got="$(sha256sum "$archive" | cut -d' ' -f1)"
+[[ "$got" == "$SHA256" ]] || fail "sha256 of $archive is $got, expected $SHA256"
+
 export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gobuild" GOFLAGS="-modcacherw" CGO_ENABLED=0
-mod="$cache/build/$VERSION"
-cat >"$mod/go.mod" <<EOM
-module banzai.local/conformancebuild
-
-go 1.24
-
-require $MODULE $VERSION
-EOM
-cat >"$mod/tools.go" <<'EOM'
-//go:build tools
-
-package tools
-
-import _ "github.com/ipfs/gateway-conformance/cmd/gateway-conformance"
-EOM
-
-echo "install-conformance: fetching $MODULE@$VERSION through the Go module proxy" >&2
-if ! out="$(cd "$mod" && go mod download -json "$MODULE@$VERSION" 2>&1)"; then
-    reason="$(printf '%s\n' "$out" | grep -m1 -iE 'error|403|404|forbidden|not available' || true)"
-    echo "install-conformance: cannot download $MODULE@$VERSION: ${reason:-$out}" >&2
-    exit 2
-fi
-(cd "$mod" && go mod tidy >&2 && go build -trimpath -o "$bin.tmp" "$MODULE/cmd/gateway-conformance" >&2)
-(cd "$mod" && go list -m -f '{{.Dir}}' "$MODULE") >"$home_file"
-# the suite's own test dependencies, so `go test ./tests` works offline later
-(cd "$(cat "$home_file")" && go mod download >&2)
+rm -rf "$cache/src.tmp"
+mkdir -p "$cache/src.tmp" "$cache/bin"
+tar -xzf "$archive" -C "$cache/src.tmp"
+rm -rf "$cache/src"
+mv "$cache/src.tmp" "$cache/src"
+echo "install-conformance: building gateway-conformance ($COMMIT) in $src" >&2
+(cd "$src" && go mod download >&2 && go build -trimpath -o "$bin.tmp" ./cmd/gateway-conformance >&2) \
+    || fail "go build failed (its dependencies come from the Go module proxy)"
+# compile the tests once, so the first `go test ./tests` does not pay for it
+(cd "$src" && go test -count=1 -run '^$' ./tests >&2) || fail "go test ./tests does not compile"
+echo "$src" >"$bin.home"
 mv -f "$bin.tmp" "$bin"
 echo "$bin"

@@ -43,3 +43,7 @@ fi
 if (( want_test )) && command -v go >/dev/null 2>&1 && [[ -f scripts/install-kubo.sh ]]; then
   bash scripts/install-kubo.sh >/dev/null || echo "setup: Kubo build failed; Kubo tests will skip" >&2
 fi
+if (( want_test )) && command -v go >/dev/null 2>&1; then
+  # the gateway conformance suite, from ../shared/vendor (tests/integration/test_conformance.py)
+  bash scripts/install-conformance.sh >/dev/null || echo "setup: gateway-conformance build failed" >&2
+fi

@@ -385,8 +385,9 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/api/events", events)
     r.add_get("/api/peers", peers)
     r.add_get("/api/openapi.json", openapi)
-    gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure)
-    rpc.add_routes(app, node.store, **rpc.node_options(node))
+    rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
+    gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"])
+    rpc.add_routes(app, node.store, **rpc_options)
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
     return app

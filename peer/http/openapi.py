@@ -36,6 +36,8 @@ _KUBO_RPC = {
     "repo/gc": "collect unpinned blocks -> ndjson {Key: {/: cid}}",
     "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
+    "routing/put": "keep a signed IPNS record (arg /ipns/NAME, multipart record)",
+    "name/resolve": "the path an IPNS name's record holds (arg) {Path}",
 }
 
 JOB = ("job",)

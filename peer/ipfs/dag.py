@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from peer.errors import BadCID, IntegrityError, TooLarge
-from peer.ipfs import car, dagpb, hamt
-from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes
+from peer.errors import BadCID, BadDag, IntegrityError, TooLarge
+from peer.ipfs import car, dagpb, hamt, ipld
+from peer.ipfs.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
 from peer.ipfs.unixfs import MAX_DEPTH
@@ -17,7 +17,12 @@ Blocks = Iterator[tuple[Cid, bytes]]
 
 
 def links(c: Cid, data: bytes) -> list[Cid]:
-    """Child CIDs of a block (dag-pb links; other codecs are leaves here)."""
+    """Child CIDs of a block (dag-pb, DAG-CBOR and DAG-JSON links; other codecs are leaves)."""
+    if c.codec in ipld.CODECS:
+        try:
+            return ipld.links(c, data)
+        except BadDag:  # its bytes still hash to its CID: a leaf for walks, CARs, pins and gc
+            return []
     if c.codec != DAG_PB:
         return []
     out: list[Cid] = []
@@ -66,18 +71,20 @@ def select(get: GetBlock, c: Cid, opts: CarOptions) -> Blocks:
     if opts.scope == "block":
         return iter([(c, data)])
     node = unixfs(c, data)
-    if opts.scope == "entity" and node is not None and hamt.is_shard(node[1]):
-        return hamt.shard_blocks(get, c, data)  # every shard: what listing it needs
-    if opts.scope == "entity" and node is not None and node[1].type == DataType.DIRECTORY:
+    if opts.scope != "entity":
+        return walk(get, c, dups=opts.dups)
+    if node is None:  # raw, DAG-CBOR, DAG-JSON: the block alone, not what its links point to
         return iter([(c, data)])
-    if opts.scope == "entity" and opts.entity_bytes is not None and node is not None:
-        fs = node[1]
+    fs = node[1]
+    if hamt.is_shard(fs):
+        return hamt.shard_blocks(get, c, data)  # every shard: what listing it needs
+    if fs.type == DataType.DIRECTORY:
+        return iter([(c, data)])
+    if opts.entity_bytes is not None:
         size = fs.filesize if fs.filesize is not None else len(fs.data or b"") + sum(
             fs.blocksizes)
         start, end = entity_range(opts.entity_bytes, size)
         return file_blocks(get, c, data, start, end)
-    if opts.scope == "entity" and opts.entity_bytes is not None:
-        return iter([(c, data)])
     return walk(get, c, dups=opts.dups)
 
 
@@ -112,6 +119,8 @@ def car_pieces(roots: list[Cid], blocks: Iterable[tuple[Cid, bytes]], *, dups: b
     size = len(piece[0])
     seen: set[str] = set()
     for c, data in blocks:
+        if c.multihash[0] == IDENTITY:  # virtual: the data is the CID; never a CAR block
+            continue
         if not dups and c.key in seen:
             continue
         seen.add(c.key)

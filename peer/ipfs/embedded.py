@@ -22,9 +22,10 @@ from peer.errors import (
     StorageFull,
     StoreError,
     TooLarge,
+    Unsupported,
     disk_full,
 )
-from peer.ipfs import car, dag, dagpb, hamt
+from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, Entry, GcStats
@@ -186,18 +187,34 @@ class EmbeddedStore:
         return self.resolve_path(cid, path)[-1]
 
     def resolve_path(self, cid: str, path: str) -> list[str]:
-        """CIDs from `cid` to the target of `path`: the root, then one per segment."""
-        trail = [parse_cid(cid)]
-        for part in _segments(path):
-            trail.append(self._reader.child(trail[-1], part))
-        return [str(c) for c in trail]
+        """CIDs from `cid` to the target of `path`: the root, then one per segment (a segment
+        inside a DAG-CBOR/DAG-JSON block repeats that block's CID)."""
+        return [str(c) for c in self._follow(parse_cid(cid), path, shards=False)]
 
     def _trail(self, root: Cid, path: str) -> list[Cid]:
         """Every block read to follow `path` from `root`: the root, each HAMT sub-shard on the
         way and each segment's target (the last one is the path's target)."""
-        trail = [root]
-        for part in _segments(path):
-            trail.extend(self._reader.child_trail(trail[-1], part))
+        return self._follow(root, path, shards=True)
+
+    def _follow(self, root: Cid, path: str, shards: bool) -> list[Cid]:
+        """UnixFS names (through HAMT shards, listed when `shards`) and DAG-CBOR/DAG-JSON
+        fields; Unsupported when the path ends inside a block rather than at a link."""
+        trail, segments, i = [root], _segments(path), 0
+        while i < len(segments):
+            here = trail[-1]
+            if here.codec not in ipld.CODECS:
+                step = self._reader.child_trail(here, segments[i])
+                trail.extend(step if shards else step[-1:])
+                i += 1
+                continue
+            link, used = ipld.follow(here, self.blocks.get(here), segments[i:])
+            if link is None:
+                raise Unsupported(f"the path {'/'.join(segments[i:])!r} ends inside block "
+                                  f"{here}: only whole blocks are served", field="path")
+            if not shards:
+                trail.extend([here] * (used - 1))
+            trail.append(link)
+            i += used
         return trail
 
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -222,6 +239,9 @@ class EmbeddedStore:
         while stack:
             node, at, depth = stack.pop()
             info = self._reader.info(node)
+            if info.symlink:  # read as its target path elsewhere (the gateway); never written
+                raise Unsupported(f"{node} under {cid} is a UnixFS symlink, which cannot be "
+                                  "materialized", field="cid")
             if info.kind == "file":
                 budget -= info.size
                 if budget < 0:

@@ -6,9 +6,12 @@ so the event loop never blocks; only store content is ever read.
 
 Responses: UnixFS files (Range, ETag, If-None-Match), directories (index.html, else an HTML
 listing for browsers or JSON `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` for
-`Accept: application/json` / `?format=json|dag-json`, Type being "file" or "dir"), and
-`?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (raw blocks take
-no path; CARs are depth-first without duplicates, with the path's blocks first, dag-scope=all).
+`Accept: application/json` / `?format=json|dag-json`, Type being "file" or "dir"),
+`?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (the path's
+target block, with Range; CARs are depth-first without duplicates, with the path's blocks first,
+dag-scope=all) and `?format=tar` / `Accept: application/x-tar` (peer/ipfs/tarstream.py). A
+codec the content does not have (`?format=dag-cbor` of a UnixFS file) is 406 (IPIP-0524);
+`Cache-Control: only-if-cached` answers 412 for content this peer does not hold.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from peer.errors import ArgError, BanzaiError, NotFound
+from peer.errors import ArgError, BanzaiError, IpnsError, NotAcceptable, NotCached, NotFound
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs.cids import parse_cid
+from peer.ipfs import ipns
+from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
+from peer.ipfs.tarstream import tar_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,25 @@ RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 JSON_TYPE = "application/json"
+TAR_TYPE = "application/x-tar"
+# ?format= values and the Accept media types that ask for them (the query wins over Accept)
+_FORMATS = ("raw", "car", "tar", "json", "dag-json", "dag-cbor", "cbor", "ipns-record")
+_ACCEPT_FORMATS = {RAW_TYPE: "raw", CAR_TYPE: "car", TAR_TYPE: "tar",
+                   ipns.RECORD_TYPE: "ipns-record",
+                   "application/vnd.ipld.dag-json": "dag-json",
+                   "application/vnd.ipld.dag-cbor": "dag-cbor", "application/cbor": "cbor"}
+# formats naming a codec: content of another codec is 406 (only a directory's JSON listing
+# answers ?format=dag-json, as before)
+_CODEC_FORMATS = ("dag-json", "dag-cbor", "cbor")
+# Blocks of these codecs are served as they are stored (no decoding, no conversion):
+# codec -> (Content-Type, disposition, file extension); a DAG codec's bytes may also be asked
+# for under its plain twin's format (dag-json as json, dag-cbor as cbor), any other -> 406.
+_DATA_CODECS = {"json": ("application/json", "inline", "json"),
+                "cbor": ("application/cbor", "attachment", "cbor"),
+                "dag-json": ("application/vnd.ipld.dag-json", "inline", "json"),
+                "dag-cbor": ("application/vnd.ipld.dag-cbor", "attachment", "cbor")}
+_SAME_BYTES = {"json": ("json",), "cbor": ("cbor",), "dag-json": ("dag-json", "json"),
+               "dag-cbor": ("dag-cbor", "cbor")}
 SNIFF_BYTES = 512
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXT_TYPES = {
@@ -84,14 +108,21 @@ Fetch = Callable[[str], Awaitable[bool]]
 PEER_FETCH_HEADER = "X-Banzai-Fetch"
 
 
-def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None) -> None:
-    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`. With `fetch`, a
-    CID missing here is fetched from the mesh (fetch(cid) -> True if now local) first."""
-    gateway = Gateway(store, fetch)
+def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
+               names: ipns.IpnsNames | None = None) -> None:
+    """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`, and /ipns/{name}[/path]
+    with `names` (the IPNS records this peer holds). With `fetch`, a CID missing here is
+    fetched from the mesh (fetch(cid) -> True if now local) first."""
+    gateway = Gateway(store, fetch, names)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
     app.router.add_route("OPTIONS", "/ipfs/{cid}", preflight)
     app.router.add_route("OPTIONS", "/ipfs/{cid}/{path:.*}", preflight)
+    if names is not None:
+        app.router.add_get("/ipns/{name}", gateway.handle_ipns)
+        app.router.add_get("/ipns/{name}/{path:.*}", gateway.handle_ipns)
+        app.router.add_route("OPTIONS", "/ipns/{name}", preflight)
+        app.router.add_route("OPTIONS", "/ipns/{name}/{path:.*}", preflight)
 
 
 def sniff_type(name: str, head: bytes) -> str:
@@ -116,6 +147,8 @@ def _sniff_bytes(head: bytes) -> str:
         return "text/html"
     if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in head):
         return "image/svg+xml"
+    if lowered[:1] in (b"{", b"[") and _looks_like_json(head):
+        return "application/json"
     if b"\x00" in head:
         return "application/octet-stream"
     try:
@@ -124,6 +157,20 @@ def _sniff_bytes(head: bytes) -> str:
         if exc.start < len(head) - 3:  # a multi-byte character cut at the end is fine
             return "application/octet-stream"
     return "text/plain"
+
+
+_JSON_START = re.compile(rb'\s*(\{\s*["}]|\[\s*[\[{"\d\-tfn\]])')
+
+
+def _looks_like_json(head: bytes) -> bool:
+    """All of a short file parses as JSON, or a longer one's first bytes open a JSON value."""
+    if len(head) >= SNIFF_BYTES:
+        return _JSON_START.match(head) is not None
+    try:
+        json.loads(head)
+    except ValueError:
+        return False
+    return True
 
 
 def _with_charset(mime: str) -> str:
@@ -177,22 +224,25 @@ def _accepts(request: web.Request) -> list[str]:
 
 
 def response_format(request: web.Request) -> str:
-    """One of raw, car, json or "" (UnixFS) from ?format= then Accept; ArgError if unknown."""
+    """One of _FORMATS or "" (UnixFS) from ?format= then Accept; ArgError if unknown."""
     fmt = request.query.get("format", "").lower()
     if fmt:
-        if fmt in ("raw", "car"):
+        if fmt in _FORMATS:
             return fmt
-        if fmt in ("json", "dag-json"):
-            return "json"
-        raise ArgError(f"unsupported format {fmt!r} (raw, car, json)", field="format")
+        raise ArgError(f"unsupported format {fmt!r} ({', '.join(_FORMATS)})", field="format")
     accepts = _accepts(request)
-    if RAW_TYPE in accepts:
-        return "raw"
-    if CAR_TYPE in accepts:
-        return "car"
+    for media in accepts:
+        if media in _ACCEPT_FORMATS:
+            return _ACCEPT_FORMATS[media]
     if JSON_TYPE in accepts and "text/html" not in accepts:
         return "json"
     return ""
+
+
+def only_if_cached(request: web.Request) -> bool:
+    """True if the request says `Cache-Control: only-if-cached` (never fetch, 412 if absent)."""
+    directives = request.headers.get("Cache-Control", "").lower().split(",")
+    return "only-if-cached" in (d.strip() for d in directives)
 
 
 _DAG_SCOPES: dict[str, DagScope] = {"all": "all", "entity": "entity", "block": "block"}
@@ -217,7 +267,8 @@ def car_options(request: web.Request) -> CarOptions:
         if first >= 0 and last is not None and 0 <= last < first:
             raise ArgError(f"invalid entity-bytes {raw!r}: to < from", field="entity-bytes")
         entity = (first, last)  # only used with dag-scope=entity (ignored otherwise, as Kubo)
-    return CarOptions(scope, entity, _car_param(request, "dups") == "y")
+    dups = request.query.get("car-dups") or _car_param(request, "dups")  # the query wins
+    return CarOptions(scope, entity, dups.lower() == "y")
 
 
 def _car_param(request: web.Request, name: str) -> str:
@@ -239,6 +290,16 @@ def check_raw_path(raw_path: str) -> None:
             raise ArgError("'.' and '..' are not allowed in IPFS paths", field="path")
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request names: a root CID, a path below it, and how long its answer may be
+    cached (immutable for /ipfs/, the record's TTL for /ipns/)."""
+
+    root: str
+    path: str
+    cache_control: str = CACHE_IMMUTABLE
+
+
 @dataclass
 class Plan:
     """What to send, decided off the event loop."""
@@ -253,22 +314,54 @@ class Plan:
 class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
-    def __init__(self, store: Store, fetch: Fetch | None = None) -> None:
+    def __init__(self, store: Store, fetch: Fetch | None = None,
+                 names: ipns.IpnsNames | None = None) -> None:
         self.store = store
         self.fetch = fetch
+        self.names = names
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
+        target = Target(request.match_info["cid"], request.match_info.get("path", ""))
+        return await self.serve(request, target)
+
+    async def handle_ipns(self, request: web.Request) -> web.StreamResponse:
+        """Serve one /ipns request: a name written as a base58 key is redirected to its CID
+        form; the name's record (?format=ipns-record), or the content its value names."""
+        name, rest = request.match_info["name"], request.match_info.get("path", "")
+        try:
+            check_raw_path(request.rel_url.raw_path)
+            assert self.names is not None
+            key, is_cid = ipns.parse_name(name)
+            if not is_cid:
+                raw = request.rel_url.raw_path
+                location = f"/ipns/{ipns.canonical(key)}{raw[len('/ipns/') + len(name):]}"
+                if request.rel_url.raw_query_string:
+                    location += "?" + request.rel_url.raw_query_string
+                return web.Response(status=302, headers={"Location": location} | CORS)
+            record = await asyncio.to_thread(self.names.resolve, name)
+            if response_format(request) == "ipns-record":
+                return await _send(request, _record_plan(request, name, record))
+            target = _ipns_target(record, rest)
+        except BanzaiError as exc:
+            return _error(http_error(exc, Surface.GATEWAY))
+        return await self.serve(request, target)
+
+    async def serve(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """Serve `target`; errors become JSON bodies with their status, never a 500."""
         try:
             check_raw_path(request.rel_url.raw_path)
             try:
-                plan = await asyncio.to_thread(self.plan, request)
-            except NotFound:
+                plan = await asyncio.to_thread(self.plan, request, target)
+            except NotFound as exc:
+                if only_if_cached(request):
+                    raise NotCached(f"not in this peer's store (only-if-cached): {exc.message}",
+                                    field=exc.field) from exc
                 if self.fetch is None or request.headers.get(PEER_FETCH_HEADER):
                     raise
-                if not await self.fetch(request.match_info["cid"]):
+                if not await self.fetch(target.root):
                     raise
-                plan = await asyncio.to_thread(self.plan, request)
+                plan = await asyncio.to_thread(self.plan, request, target)
         except BanzaiError as exc:
             return _error(http_error(exc, Surface.GATEWAY))
         except Exception:
@@ -276,48 +369,114 @@ class Gateway:
             return _error(unexpected(Surface.GATEWAY))
         return await _send(request, plan)
 
-    def plan(self, request: web.Request) -> Plan:
-        """Resolve the request into a Plan (blocking store calls)."""
-        root = request.match_info["cid"]
-        path = request.match_info.get("path", "")
+    def plan(self, request: web.Request, target: Target) -> Plan:
+        """Resolve the request for `target` into a Plan (blocking store calls)."""
+        root, path = target.root, target.path
         parse_cid(root)
         fmt = response_format(request)
-        if fmt == "raw":
-            if path.strip("/"):
-                raise ArgError("?format=raw returns one block and takes no path", field="path")
-            return self._raw(root, request)
+        if fmt == "ipns-record":
+            raise ArgError("?format=ipns-record is for /ipns/ names", field="format")
         if "//" in path:
             raise ArgError("empty path segments are not allowed", field="path")
         cids = self.store.resolve_path(root, path)
         headers = {
             "X-Ipfs-Path": request.rel_url.raw_path,
             "X-Ipfs-Roots": ",".join(cids),
-            "Cache-Control": CACHE_IMMUTABLE,
+            "Cache-Control": target.cache_control,
         }
+        if fmt == "raw":
+            return self._raw(cids[-1], request, headers)
         if fmt == "car":
             return self._car(cids, path, request, headers)
+        codec = parse_cid(cids[-1]).codec
+        if codec in _DATA_CODECS:
+            return self._data_block(cids[-1], codec, fmt, request, headers)
+        if fmt in _CODEC_FORMATS:
+            self._check_codec(cids[-1], fmt)
+        if fmt == "tar":
+            return self._tar(cids[-1], request, headers)
         entry = self.store.stat(cids[-1])
         if entry.kind == "dir":
             return self._dir(entry, request, headers, fmt)
         name = path.rstrip("/").rsplit("/", 1)[-1] if path else ""  # typed by its own name
         return self._file(entry, name, request, headers)
 
-    def _raw(self, cid: str, request: web.Request) -> Plan:
-        c = str(parse_cid(cid))
-        etag = f'"{c}.raw"'
-        headers = {
+    def _check_codec(self, cid: str, fmt: str) -> None:
+        """NotAcceptable unless content `cid` can be answered in codec `fmt` (IPIP-0524)."""
+        c = parse_cid(cid)
+        if fmt == "dag-json" and c.codec == DAG_PB and self.store.stat(cid).kind == "dir":
+            return  # the directory's JSON listing
+        raise NotAcceptable(f"{c} has codec {c.codec}: it cannot be answered as {fmt}",
+                            field="format")
+
+    def _raw(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
+        """The path's target block as it is stored (Range supported)."""
+        etag = f'"{cid}.raw"'
+        headers |= {
             "Content-Type": RAW_TYPE,
             "ETag": etag,
-            "Cache-Control": CACHE_IMMUTABLE,
-            "X-Ipfs-Path": request.rel_url.raw_path,
-            "X-Ipfs-Roots": c,
             "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": _disposition(request, f"{c}.bin", attachment=True),
+            "Content-Disposition": _disposition(request, f"{cid}.bin", attachment=True),
+            "Accept-Ranges": "bytes",
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        block = self.store.get_block(c)
-        return Plan(200, headers, body=block)
+        return _block_body(self.store.get_block(cid), request, headers)
+
+    def _data_block(self, cid: str, codec: str, fmt: str, request: web.Request,
+                    headers: dict[str, str]) -> Plan:
+        """A block of a JSON or CBOR codec as it is stored, typed by the format asked for (or
+        its codec); an HTML page for browsers that ask for no format; 406 for another codec."""
+        if not fmt and "text/html" in _accepts(request):
+            return self._data_html(cid, codec, request, headers)
+        fmt = fmt or codec
+        if fmt not in _SAME_BYTES[codec]:
+            raise NotAcceptable(f"{cid} has codec {codec}: it cannot be answered as {fmt}",
+                                field="format")
+        mime = _DATA_CODECS[fmt][0]
+        _, disposition, ext = _DATA_CODECS[codec]
+        etag = f'"{cid}.{fmt}"'
+        headers |= {
+            "Content-Type": mime,
+            "ETag": etag,
+            "Content-Disposition": _disposition(request, f"{cid}.{ext}",
+                                                attachment=disposition == "attachment"),
+            "Accept-Ranges": "bytes",
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        return _block_body(self.store.get_block(cid), request, headers)
+
+    def _data_html(self, cid: str, codec: str, request: web.Request,
+                   headers: dict[str, str]) -> Plan:
+        """A page showing a JSON or CBOR block to a browser (the text, or hex for CBOR)."""
+        etag = f'"DagIndex-1_CID-{cid}"'
+        headers.pop("Cache-Control", None)  # the page may change with this peer's version
+        headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        block = self.store.get_block(cid)
+        shown = (block.decode("utf-8", "replace") if codec.endswith("json")
+                 else block.hex(" ", -16))
+        href = html.escape(f"/ipfs/{cid}?format={codec}")
+        body = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{cid}</title></head>'
+                f"<body><h1>{html.escape(codec)} block <code>{cid}</code></h1>"
+                f'<p>{len(block)} bytes: <a href="{href}">download</a></p>'
+                f"<pre>{html.escape(shown)}</pre></body></html>")
+        return Plan(200, headers, body=body.encode())
+
+    def _tar(self, cid: str, request: web.Request, headers: dict[str, str]) -> Plan:
+        """A TAR of the path's target, named by its CID (peer/ipfs/tarstream.py)."""
+        etag = f'W/"{cid}.x-tar"'
+        headers |= {
+            "Content-Type": TAR_TYPE,
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": _disposition(request, f"{cid}.tar", attachment=True),
+        }
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return Plan(304, headers)
+        return Plan(200, headers, stream=tar_stream(self.store, cid, cid))
 
     def _car(self, cids: list[str], path: str, request: web.Request,
              headers: dict[str, str]) -> Plan:
@@ -331,6 +490,7 @@ class Gateway:
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": _disposition(request, f"{cids[0]}.car", attachment=True),
             "Vary": "Accept",
+            "Accept-Ranges": "none",  # streamed: partial CARs go by dag-scope/entity-bytes
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
@@ -339,7 +499,7 @@ class Gateway:
         return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts))
 
     def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
-        if fmt == "json":
+        if fmt in ("json", "dag-json"):
             return self._listing_json(entry, request, headers)
         if not request.path.endswith("/"):
             location = request.rel_url.raw_path + "/"
@@ -353,7 +513,7 @@ class Gateway:
         index_entry = self.store.stat(index)
         if index_entry.kind != "file":
             return self._listing_html(entry, request, headers)
-        return self._file(index_entry, "index.html", request, headers)
+        return self._file(index_entry, "index.html", request, headers, etag=f'"{entry.cid}"')
 
     def _listing_json(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
         etag = f'"{entry.cid}.dir.json"'
@@ -372,11 +532,14 @@ class Gateway:
         headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        body = render_listing(request.path, self.store.ls(entry.cid), entry)
+        body = render_listing(request.match_info.get("cid") or entry.cid,
+                              request.match_info.get("path", ""), self.store.ls(entry.cid), entry)
         return Plan(200, headers, body=body.encode())
 
-    def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str]) -> Plan:
-        etag = f'"{entry.cid}"'
+    def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
+              etag: str | None = None) -> Plan:
+        """A file (or a directory's index.html, under the directory's `etag`)."""
+        etag = etag or f'"{entry.cid}"'
         head = b"" if "." in name else b"".join(self.store.cat(entry.cid, 0, SNIFF_BYTES))
         mime = sniff_type(name, head)
         headers |= {"Content-Type": mime, "ETag": etag, "Accept-Ranges": "bytes"}
@@ -401,6 +564,43 @@ class Gateway:
         return Plan(206, headers, stream=stream, length=end - start)
 
 
+def _ipns_target(record: ipns.Record, rest: str) -> Target:
+    """The /ipfs/ content a record's value names, with `rest` below it, cached for its TTL."""
+    if not record.value.startswith("/ipfs/"):
+        raise IpnsError(f"the record's value {record.value!r} names another IPNS name, which "
+                        "this gateway does not follow")
+    root, _, sub = record.value[len("/ipfs/"):].partition("/")
+    path = "/".join(p for p in (sub.strip("/"), rest) if p)
+    return Target(root, path, f"public, max-age={record.ttl_ns // 1_000_000_000}")
+
+
+def _record_plan(request: web.Request, name: str, record: ipns.Record) -> Plan:
+    """The record itself (?format=ipns-record), as the trustless gateway spec gives it."""
+    headers = {
+        "Content-Type": ipns.RECORD_TYPE,
+        "ETag": f'"{ipns.record_etag(record.raw)}"',
+        "Cache-Control": f"public, max-age={record.ttl_ns // 1_000_000_000}",
+        "X-Ipfs-Path": request.rel_url.raw_path,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": _disposition(request, f"{name}.ipns-record", attachment=True),
+    }
+    return Plan(200, headers, body=record.raw)
+
+
+def _block_body(block: bytes, request: web.Request, headers: dict[str, str]) -> Plan:
+    """One block's bytes as the body, or the one byte range asked for (206, 416)."""
+    header = request.headers.get("Range")
+    try:
+        span = parse_range(header, len(block)) if header else None
+    except ArgError:
+        return Plan(416, headers | {"Content-Range": f"bytes */{len(block)}"}, body=b"")
+    if span is None:
+        return Plan(200, headers, body=block)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(block)}"
+    return Plan(206, headers, body=block[start:end])
+
+
 def _disposition(request: web.Request, default: str, attachment: bool = False,
                  mime: str | None = None) -> str:
     """Content-Disposition for ?filename= and ?download=true. The name never changes the
@@ -410,23 +610,37 @@ def _disposition(request: web.Request, default: str, attachment: bool = False,
     renamed = mime is not None and "." in name and sniff_type(name, b"") != mime
     kind = ("attachment" if attachment or renamed or request.query.get("download") == "true"
             else "inline")
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    ascii_name = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in name)
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def render_listing(url_path: str, entries: list[Entry], entry: Entry) -> str:
-    """A minimal HTML index of a directory (names escaped, links relative)."""
+def render_listing(root: str, path: str, entries: list[Entry], entry: Entry) -> str:
+    """An HTML index of directory /ipfs/`root`/`path` (Kubo's layout: breadcrumbs, a `..`
+    backlink below the root, absolute links, each CID linked with its ?filename=); escaped."""
+    segments = [s for s in path.split("/") if s]
+    base = f"/ipfs/{root}"
+    crumbs = [f'<a href="{html.escape(base)}">{html.escape(root)}</a>']
+    for seg in segments:
+        base += "/" + quote(seg, safe="")
+        crumbs.append(f'<a href="{html.escape(base)}">{html.escape(seg)}</a>')
     rows = []
+    if segments:
+        rows.append(f'<tr><td><a href="{html.escape(base)}/..">..</a></td><td></td><td></td>'
+                    "<td></td></tr>")
     for e in entries:
-        href = quote(e.path, safe="") + ("/" if e.kind == "dir" else "")
+        href = f"{base}/{quote(e.path, safe='')}"
+        cid_href = f"/ipfs/{e.cid}?filename={quote(quote(e.path, safe=''), safe='')}"
         rows.append(
             f'<tr><td><a href="{html.escape(href)}">{html.escape(e.path)}</a></td>'
-            f"<td>{e.kind}</td><td>{e.size}</td><td><code>{html.escape(e.cid)}</code></td></tr>"
+            f"<td>{e.kind}</td><td>{e.size}</td>"
+            f'<td><a class="ipfs-hash" translate="no" href="{html.escape(cid_href)}">'
+            f"<code>{html.escape(e.cid)}</code></a></td></tr>"
         )
-    title = html.escape(url_path)
+    title = html.escape("/ipfs/" + "/".join([root, *segments]) + "/")
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body><h1>Index of {title}</h1><p><code>{html.escape(entry.cid)}</code></p>"
+        f"<body><h1>Index of /ipfs/{'/'.join(crumbs)}</h1>"
+        f"<p><code>{html.escape(entry.cid)}</code></p>"
         f"<table><tr><th>Name</th><th>Type</th><th>Size</th><th>CID</th></tr>{''.join(rows)}"
         "</table></body></html>"
     )
@@ -449,9 +663,10 @@ ISOLATION = {"Content-Security-Policy": "sandbox",
 # by one peer can use another peer as its gateway).
 CORS = {"Access-Control-Allow-Origin": "*",
         "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-        "Access-Control-Allow-Headers": "Range, Accept",
+        "Access-Control-Allow-Headers": "Content-Type, Range, User-Agent, X-Requested-With, Accept",
         "Access-Control-Expose-Headers":
-            "Content-Range, Content-Length, ETag, X-Ipfs-Path, X-Ipfs-Roots"}
+            "Content-Range, Content-Length, ETag, X-Ipfs-Path, X-Ipfs-Roots, X-Chunked-Output, "
+            "X-Stream-Output"}
 
 
 async def preflight(request: web.Request) -> web.Response:

@@ -33,6 +33,7 @@ from peer.errors import ArgError, BanzaiError, Forbidden, NotFound, TooLarge, Un
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import car, parse_cid
 from peer.ipfs.gateway import write_stream
+from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
 from peer.ipfs.store import Entry, GcStats, Store
 from peer.log import EventType
 
@@ -98,7 +99,8 @@ def node_options(node: Host) -> dict[str, Any]:
 
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide,
-            "on_removed": node.unpinned, "collect": node.janitor.collect}
+            "on_removed": node.unpinned, "collect": node.janitor.collect,
+            "names": IpnsNames(node.cfg.data_dir / "ipns")}
 
 
 def add_routes(
@@ -111,9 +113,11 @@ def add_routes(
     on_added: OnAdded | None = None,
     on_removed: OnAdded | None = None,
     collect: Collect | None = None,
+    names: IpnsNames | None = None,
 ) -> None:
     """Register POST /api/v0/{add,cat,pin/add,pin/ls,pin/rm,repo/gc,dag/export,dag/import,
-    block/get,id,version}.
+    block/get,id,version} and, with `names` (the IPNS records this peer holds), routing/put
+    and name/resolve.
 
     Uploads are spooled under `tmp_dir` (default: the system temp dir), at most
     `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide),
@@ -128,6 +132,9 @@ def add_routes(
         "dag/export": rpc.dag_export, "dag/import": rpc.dag_import, "block/get": rpc.block_get,
         "id": rpc.id, "version": rpc.version,
     }
+    if names is not None:
+        ipns_rpc = IpnsRpc(names)
+        routes |= {"routing/put": ipns_rpc.routing_put, "name/resolve": ipns_rpc.name_resolve}
     for name, handler in routes.items():
         app.router.add_post(f"/api/v0/{name}", _guarded(handler))
 
@@ -599,6 +606,48 @@ class KuboRpc:
                 "System": f"{platform.machine()}/{sys.platform}",
                 "Golang": f"none (python {platform.python_version()})"}
         return web.json_response(body, headers={"Vary": "Origin"})
+
+
+def _ipns_arg(request: web.Request) -> str:
+    """The name of an `/ipns/NAME` (or bare NAME) argument."""
+    (arg,) = args(request, "key")[:1]
+    return arg.strip().removeprefix("/ipns/").strip("/")
+
+
+class IpnsRpc:
+    """routing/put (an IPNS record for a name, validated before it is kept) and name/resolve."""
+
+    def __init__(self, names: IpnsNames) -> None:
+        self.names = names
+
+    async def routing_put(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs routing put /ipns/NAME FILE`: keep a valid record; 400 saying why if not."""
+        name = _ipns_arg(request)
+        record = await _one_part(request, MAX_RECORD_BYTES)
+        await asyncio.to_thread(self.names.put, name, record)
+        return await send_json_lines(request, [
+            {"Extra": "", "ID": "", "Responses": None, "Type": 5}])
+
+    async def name_resolve(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs name resolve /ipns/NAME`: the path the name's record holds."""
+        record = await asyncio.to_thread(self.names.resolve, _ipns_arg(request))
+        return web.json_response({"Path": record.value}, headers={"Vary": "Origin"})
+
+
+async def _one_part(request: web.Request, max_bytes: int) -> bytes:
+    """The bytes of the first multipart part (at most `max_bytes`; TooLarge past it)."""
+    if not request.content_type.startswith("multipart/"):
+        raise ArgError("a multipart body with the record is required", field="file")
+    reader = await request.multipart()
+    part = await reader.next()
+    if part is None or not isinstance(part, BodyPartReader):
+        raise ArgError("a multipart body with the record is required", field="file")
+    data = bytearray()
+    while chunk := await part.read_chunk(8192):
+        data += chunk
+        if len(data) > max_bytes:
+            raise TooLarge(f"an IPNS record is at most {max_bytes} bytes", field="file")
+    return bytes(data)
 
 
 def _count_blocks(path: Path, count: int, size: int) -> tuple[int, int]:

@@ -170,6 +170,7 @@ class Info:
     kind: Kind
     size: int
     links: tuple[Link, ...]
+    symlink: bool = False  # a UnixFS symlink: a "file" whose bytes are the target path
 
 
 def check_file(c: Cid, node: dagpb.PBNode, fs: dagpb.UnixFSData) -> int:
@@ -197,8 +198,8 @@ class Reader:
         if node.data is None:
             raise Unsupported(f"{c} is a dag-pb node without UnixFS data")
         fs = dagpb.decode_unixfs(node.data)
-        if fs.type in (dagpb.DataType.SYMLINK, dagpb.DataType.METADATA):
-            raise Unsupported(f"{c} is a UnixFS {fs.type.name.lower()}, which is not supported")
+        if fs.type == dagpb.DataType.METADATA:
+            raise Unsupported(f"{c} is a UnixFS metadata node, which is not supported")
         return block, node, fs
 
     def info(self, c: Cid) -> Info:
@@ -219,7 +220,8 @@ class Reader:
                 check_name(e.name)
             return Info("dir", dag_bytes, tuple(entries))
         if fs.type != dagpb.DataType.DIRECTORY:
-            return Info("file", check_file(c, node, fs), ())
+            return Info("file", check_file(c, node, fs), (),
+                        symlink=fs.type == dagpb.DataType.SYMLINK)
         links = tuple(
             Link(check_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
             for link in node.links

@@ -16,6 +16,9 @@ from peer.errors import (
     Conflict,
     Forbidden,
     IntegrityError,
+    IpnsError,
+    NotAcceptable,
+    NotCached,
     NotFound,
     SpecError,
     StoreError,
@@ -43,6 +46,9 @@ API, GATEWAY, RPC = Surface.API, Surface.GATEWAY, Surface.RPC
     (TaskFailure, 400, 400, 400),
     (Forbidden, 403, 403, 403),
     (NotFound, 404, 404, 400),  # Kubo's clients read 404 as "command not found"
+    (NotCached, 412, 412, 400),
+    (NotAcceptable, 406, 406, 400),
+    (IpnsError, 400, 502, 400),
     (Conflict, 409, 409, 400),
     (TooLarge, 413, 413, 413),
     (StoreError, 500, 502, 400),  # the store is the gateway's upstream

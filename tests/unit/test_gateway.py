@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from peer.errors import ArgError
+from peer.errors import ArgError, Unsupported
 from peer.ipfs import EmbeddedStore, car, dagpb, hamt, parse_cid
 from peer.ipfs.cids import DAG_PB, sha256_cid
 from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
@@ -162,8 +162,18 @@ async def test_raw_block(client: Client, store: EmbeddedStore) -> None:
     assert r.headers["ETag"] == f'"{root}.raw"'
     r = await client.get(f"/ipfs/{root}", headers={"Accept": "application/vnd.ipld.raw"})
     assert r.headers["Content-Type"] == "application/vnd.ipld.raw"
+    # a path: the target's block (the trustless and path gateway specs), with Range
     r = await client.get(f"/ipfs/{root}/hello.txt?format=raw")
-    assert r.status == 400
+    assert r.status == 200 and await r.read() == b"hello\n"
+    assert r.headers["X-Ipfs-Roots"] == f"{root},{HELLO_V1}"
+    assert r.headers["ETag"] == f'"{HELLO_V1}.raw"'
+    assert r.headers["Content-Disposition"].startswith("attachment;")
+    r = await client.get(f"/ipfs/{root}/data?format=raw", headers={"Range": "bytes=2-5"})
+    block = store.get_block(store.resolve(root, "data"))
+    assert r.status == 206 and await r.read() == block[2:6]
+    assert r.headers["Content-Range"] == f"bytes 2-5/{len(block)}"
+    r = await client.get(f"/ipfs/{root}/missing?format=raw")
+    assert r.status == 404
 
 
 async def test_car(client: Client, store: EmbeddedStore, tmp_path: Path) -> None:
@@ -187,7 +197,7 @@ async def test_car(client: Client, store: EmbeddedStore, tmp_path: Path) -> None
 async def test_content_disposition(client: Client, store: EmbeddedStore) -> None:
     r = await client.get(f"/ipfs/{HELLO_V1}?filename=grüße.txt&download=true")
     disposition = r.headers["Content-Disposition"]
-    assert disposition.startswith('attachment; filename="gr??e.txt"')
+    assert disposition.startswith('attachment; filename="gr__e.txt"')  # as boxo
     assert "filename*=UTF-8''gr%C3%BC%C3%9Fe.txt" in disposition
     assert r.headers["Content-Type"].startswith("text/plain")
     r = await client.get(f"/ipfs/{HELLO_V1}?filename=a.txt")
@@ -362,3 +372,169 @@ async def test_malformed_hamt_is_a_422_naming_the_shard(client: Client,
         body = json.loads(await r.read())
         assert (r.status, body["error"]) == (422, "BadDag"), url
         assert str(bad_cid) in body["message"] and "fanout 255" in body["message"]
+
+
+async def test_car_headers_and_dups_query(client: Client, store: EmbeddedStore) -> None:
+    root = _root(store)
+    r = await client.get(f"/ipfs/{root}?format=car&car-dups=y",
+                         headers={"Accept": "application/vnd.ipld.car; dups=n"})
+    assert r.headers["Accept-Ranges"] == "none"  # streamed: no byte ranges of a CAR
+    assert r.headers["Content-Type"].endswith("dups=y")  # the query wins over Accept
+
+
+async def test_cors_headers(client: Client) -> None:
+    r = await client.options(f"/ipfs/{HELLO_V1}")
+    for h in ("Content-Type", "Range", "User-Agent", "X-Requested-With"):
+        assert h in r.headers["Access-Control-Allow-Headers"]
+    for h in ("Content-Range", "X-Ipfs-Roots", "X-Chunked-Output", "X-Stream-Output"):
+        assert h in r.headers["Access-Control-Expose-Headers"]
+
+
+async def test_only_if_cached(aiohttp_client: MakeClient, store: EmbeddedStore) -> None:
+    fetched: list[str] = []
+
+    async def fetch(cid: str) -> bool:
+        fetched.append(cid)
+        return False
+
+    app = web.Application()
+    add_routes(app, store, fetch)
+    client = await aiohttp_client(app)
+    missing = "bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+    cached = {"Cache-Control": "only-if-cached"}
+    r = await client.get(f"/ipfs/{missing}", headers=cached)
+    assert r.status == 412 and fetched == []  # never fetched from the mesh
+    r = await client.head(f"/ipfs/{HELLO_V1}", headers=cached)
+    assert r.status == 200
+    r = await client.get(f"/ipfs/{missing}")
+    assert r.status == 404 and fetched == [missing]
+
+
+async def test_index_html_takes_the_directory_etag(client: Client, store: EmbeddedStore) -> None:
+    site = store.resolve(_root(store), "site")
+    r = await client.get(f"/ipfs/{_root(store)}/site/")
+    assert r.headers["ETag"] == f'"{site}"'
+    r = await client.get(f"/ipfs/{_root(store)}/site/", headers={"If-None-Match": f'"{site}"'})
+    assert r.status == 304
+
+
+@pytest.mark.parametrize(("query", "accept", "status"), [
+    ("?format=dag-json", "", 406),
+    ("?format=dag-cbor", "", 406),
+    ("", "application/vnd.ipld.dag-json", 406),
+    ("?format=json", "application/vnd.ipld.raw", 200),  # the query wins; the file as it is
+])
+async def test_codec_mismatch_is_406(client: Client, query: str, accept: str,
+                                     status: int) -> None:
+    r = await client.get(f"/ipfs/{HELLO_V1}{query}", headers={"Accept": accept} if accept else {})
+    assert r.status == status
+    if status == 406:
+        assert json.loads(await r.read())["error"] == "NotAcceptable"
+
+
+def test_json_is_sniffed() -> None:
+    assert sniff_type("", b'{"a": [1, 2]}\n') == "application/json"
+    assert sniff_type("", b"[1, 2]") == "application/json"
+    assert sniff_type("", b"[INFO] started") == "text/plain; charset=utf-8"
+    assert sniff_type("", b'{"cut": "' + b"x" * 600) == "application/json"
+
+
+async def test_tar(client: Client, store: EmbeddedStore, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    data = store.resolve(_root(store), "data")
+    r = await client.get(f"/ipfs/{_root(store)}/data?format=tar")
+    assert r.status == 200 and r.headers["Content-Type"] == "application/x-tar"
+    assert r.headers["ETag"] == f'W/"{data}.x-tar"'
+    with tarfile.open(fileobj=io.BytesIO(await r.read())) as tar:
+        names = tar.getnames()
+        big = tar.extractfile(f"{data}/big.bin")
+        assert big is not None and big.read() == BIG
+    assert names[0] == data and f"{data}/<b>&.txt" in names
+    r = await client.get(f"/ipfs/{HELLO_V1}", headers={"Accept": "application/x-tar"})
+    with tarfile.open(fileobj=io.BytesIO(await r.read())) as tar:
+        member = tar.extractfile(HELLO_V1)
+        assert member is not None and member.read() == b"hello\n"
+
+
+async def test_symlink_is_served_as_its_target_path(
+    client: Client, store: EmbeddedStore, tmp_path: Path
+) -> None:
+    link = dagpb.encode_node(PBNode((), dagpb.encode_unixfs(
+        UnixFSData(DataType.SYMLINK, data=b"hello.txt"))))
+    link_cid = sha256_cid(link, DAG_PB, 1)
+    store.put_block(str(link_cid), link)
+    root = store.make_dir({"hello.txt": HELLO_V1, "ln": str(link_cid)})
+    r = await client.get(f"/ipfs/{root}/ln")
+    assert r.status == 200 and await r.read() == b"hello.txt"
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    assert ">ln<" in await r.text()
+    with pytest.raises(Unsupported, match="symlink"):
+        store.materialize(root, tmp_path / "out")
+
+
+async def test_listing_breadcrumbs_and_links(client: Client, store: EmbeddedStore) -> None:
+    root = _root(store)
+    r = await client.get(f"/ipfs/{root}/data/", headers={"Accept": "text/html"})
+    page = await r.text()
+    assert f'/ipfs/<a href="/ipfs/{root}">{root}</a>/<a href="/ipfs/{root}/data">data</a>' in page
+    assert f'<a href="/ipfs/{root}/data/..">..</a>' in page
+    big = store.resolve(root, "data/big.bin")
+    assert f'<a href="/ipfs/{root}/data/big.bin">big.bin</a>' in page
+    assert f'href="/ipfs/{big}?filename=big.bin"' in page
+    assert f'href="/ipfs/{root}/data/%3Cb%3E%26.txt"' in page  # names percent-encoded
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    assert ">..</a>" not in await r.text()  # no backlink above the root
+
+
+async def test_identity_blocks_are_never_in_a_car(client: Client) -> None:
+    identity = "bafkqaf3imvwgy3zaneqgc3janfxgy2lomvscay3jmqfa"
+    r = await client.get(f"/ipfs/{identity}",
+                         headers={"Accept": "application/vnd.ipld.car; dups=y"})
+    roots, blocks = car.read_car([await r.read()])
+    assert r.status == 200 and [str(c) for c in roots] == [identity] and list(blocks) == []
+
+
+@pytest.mark.parametrize(("codec", "data", "mime", "kind"), [
+    ("json", b'{"test": "plain json"}\n', "application/json", "inline"),
+    ("cbor", b"\xa1dtestjplain json", "application/cbor", "attachment"),
+])
+async def test_plain_codecs_are_served_as_they_are(
+    client: Client, store: EmbeddedStore, codec: str, data: bytes, mime: str, kind: str
+) -> None:
+    c = str(sha256_cid(data, codec, 1))
+    store.put_block(c, data)
+    for query, headers in (("", {}), (f"?format={codec}", {}), ("", {"Accept": mime})):
+        r = await client.get(f"/ipfs/{c}{query}", headers=headers)
+        assert r.status == 200 and await r.read() == data
+        assert r.headers["Content-Type"] == mime
+        assert r.headers["Content-Disposition"].startswith(f'{kind}; filename="{c}.{codec}"')
+    r = await client.get(f"/ipfs/{c}", headers={"Range": "bytes=1-4"})
+    assert r.status == 206 and await r.read() == data[1:5]
+    r = await client.get(f"/ipfs/{c}?format=dag-json")
+    assert r.status == 406
+
+
+@pytest.mark.parametrize(("codec", "data", "twin"), [
+    ("dag-json", b'{"a":{"/":"bafkqaaa"}}', "json"),
+    ("dag-cbor", b"\xa1aa\x01", "cbor"),
+])
+async def test_dag_codec_blocks_as_stored_html_for_browsers(
+    client: Client, store: EmbeddedStore, codec: str, data: bytes, twin: str
+) -> None:
+    c = str(sha256_cid(data, codec, 1))
+    store.put_block(c, data)
+    r = await client.get(f"/ipfs/{c}", headers={"Accept": f"application/vnd.ipld.{codec}"})
+    assert r.status == 200 and await r.read() == data
+    assert r.headers["Content-Type"] == f"application/vnd.ipld.{codec}"
+    assert r.headers["ETag"] == f'"{c}.{codec}"'
+    r = await client.get(f"/ipfs/{c}?format={twin}")
+    assert await r.read() == data and r.headers["Content-Type"] == f"application/{twin}"
+    r = await client.get(f"/ipfs/{c}/", headers={"Accept": "text/html,*/*"})
+    page = await r.text()
+    assert r.headers["Content-Type"].startswith("text/html") and page.endswith("</html>")
+    assert "DagIndex-" in r.headers["ETag"] and "Content-Disposition" not in r.headers
+    other = "dag-cbor" if codec == "dag-json" else "dag-json"
+    r = await client.get(f"/ipfs/{c}?format={other}")
+    assert r.status == 406

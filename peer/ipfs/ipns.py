@@ -1,0 +1,283 @@
+"""IPNS names and records: parsing names, validating signed records (the IPNS record spec: a V2
+signature over the DAG-CBOR data, V1 fields matching it, an EOL in the future) and the records
+this peer holds (one file per name; written by rename, so safe from several threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import multibase
+import multihash
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from peer.errors import ArgError, BadCID, IpnsError, NotFound
+from peer.ipfs.cids import IDENTITY, Cid, parse_cid
+from peer.ipfs.dagpb import read_varint
+
+LIBP2P_KEY = "libp2p-key"
+RECORD_TYPE = "application/vnd.ipfs.ipns-record"
+MAX_RECORD_BYTES = 10 * 1024  # the spec's bound on a record
+_SIGNATURE_PREFIX = b"ipns-signature:"
+_KEY_RSA, _KEY_ED25519 = 0, 1
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated IPNS record: its value path, sequence, TTL, end of life and bytes."""
+
+    value: str
+    sequence: int
+    ttl_ns: int
+    eol: datetime
+    raw: bytes
+
+
+def parse_name(name: str) -> tuple[Cid, bool]:
+    """(the name as a CIDv1 libp2p-key, True if `name` was already written as a CID); ArgError
+    for anything else. Base58 multihashes (12D3KooW..., Qm...) are accepted, not canonical."""
+    try:
+        c = parse_cid(name)
+        if c.version == 1 and c.codec == LIBP2P_KEY:
+            return c, True
+    except BadCID:
+        pass
+    try:
+        zeros = len(name) - len(name.lstrip("1"))  # py-multibase drops leading zero bytes
+        mh = b"\0" * zeros + bytes(multibase.decode("z" + name))
+        multihash.decode(mh)
+    except (ValueError, TypeError) as exc:
+        raise ArgError(f"{name!r} is not an IPNS name (a libp2p key)", field="name") from exc
+    return Cid(1, LIBP2P_KEY, mh), False
+
+
+def canonical(c: Cid) -> str:
+    """The name as IPNS writes it: CIDv1 libp2p-key in base36."""
+    return str(multibase.encode("base36", c.binary).decode())
+
+
+def _fields(buf: bytes) -> dict[int, bytes | int]:
+    """A protobuf message's fields (last one wins); ValueError if malformed."""
+    out: dict[int, bytes | int] = {}
+    pos = 0
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        no, wire = key >> 3, key & 7
+        if wire == 0:
+            out[no], pos = read_varint(buf, pos)
+        elif wire == 2:
+            n, pos = read_varint(buf, pos)
+            if pos + n > len(buf):
+                raise ValueError("truncated field")
+            out[no], pos = buf[pos : pos + n], pos + n
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def _cbor_map(buf: bytes) -> dict[str, bytes | int]:
+    """The IPNS data: a DAG-CBOR map of text keys to uints and byte strings."""
+    pos = 0
+
+    def head() -> tuple[int, int]:
+        nonlocal pos
+        b = buf[pos]
+        pos += 1
+        major, info = b >> 5, b & 31
+        if info < 24:
+            return major, info
+        width = {24: 1, 25: 2, 26: 4, 27: 8}[info]
+        pos += width
+        return major, int.from_bytes(buf[pos - width : pos], "big")
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(buf):
+            raise ValueError("truncated")
+        pos += n
+        return buf[pos - n : pos]
+
+    major, n = head()
+    if major != 5:
+        raise ValueError("data is not a map")
+    out: dict[str, bytes | int] = {}
+    for _ in range(n):
+        kmajor, klen = head()
+        if kmajor != 3:
+            raise ValueError("a key is not text")
+        key = take(klen).decode()
+        vmajor, v = head()
+        if vmajor == 0:
+            out[key] = v
+        elif vmajor == 2:
+            out[key] = take(v)
+        else:
+            raise ValueError(f"unexpected item (major type {vmajor}) for {key!r}")
+    if pos != len(buf):
+        raise ValueError("trailing bytes")
+    return out
+
+
+def _public_key(name: Cid, embedded: bytes | None) -> tuple[int, bytes]:
+    """(key type, key bytes) of the name: inlined in its identity multihash, else the record's
+    pubKey, which must hash to the name."""
+    mh = multihash.decode(name.multihash)
+    if mh.code == IDENTITY:
+        key = bytes(mh.digest)
+        if embedded is not None and embedded != key:
+            raise IpnsError("the record's public key is not the name's key")
+    elif embedded is None:
+        raise IpnsError("the record carries no public key and the name does not inline one")
+    elif b"\x12\x20" + hashlib.sha256(embedded).digest() != name.multihash:
+        raise IpnsError("the record's public key does not hash to the name")
+    else:
+        key = embedded
+    fields = _fields(key)
+    kind, data = fields.get(1, 0), fields.get(2)
+    if not isinstance(kind, int) or not isinstance(data, bytes):
+        raise IpnsError("malformed public key")
+    return kind, data
+
+
+def _verify(kind: int, key: bytes, signature: bytes, message: bytes) -> None:
+    try:
+        if kind == _KEY_ED25519:
+            ed25519.Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+            return
+        if kind == _KEY_RSA:
+            pub = serialization.load_der_public_key(key)
+            if not isinstance(pub, rsa.RSAPublicKey):
+                raise IpnsError("the RSA key is not an RSA key")
+            pub.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            return
+    except (InvalidSignature, ValueError) as exc:
+        raise IpnsError("the record's V2 signature does not verify") from exc
+    raise IpnsError(f"key type {kind} is not supported (Ed25519 and RSA are)")
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _eol(validity: bytes) -> datetime:
+    m = _RFC3339.match(validity.decode("ascii", "replace"))
+    if m is None:
+        raise IpnsError(f"bad validity {validity[:40]!r} (RFC 3339 expected)")
+    frac = (m.group(2) or ".0")[:7]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(m.group(1) + frac + zone)
+
+
+def _signed_fields(entry: dict[int, bytes | int], data: bytes) -> tuple[bytes, bytes, int, int]:
+    """(Value, Validity, Sequence, TTL) of the signed data; the V1 fields must match them."""
+    try:
+        fields = _cbor_map(data)
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise IpnsError(f"malformed IPNS record data: {exc}") from exc
+    value, validity = fields.get("Value"), fields.get("Validity")
+    sequence, ttl = fields.get("Sequence", 0), fields.get("TTL", 0)
+    if not isinstance(value, bytes) or not isinstance(validity, bytes):
+        raise IpnsError("the record data lacks Value or Validity")
+    if not isinstance(sequence, int) or not isinstance(ttl, int):
+        raise IpnsError("the record data has a bad Sequence or TTL")
+    for no, key_name in ((1, "Value"), (3, "ValidityType"), (4, "Validity"), (5, "Sequence"),
+                         (6, "TTL")):
+        if no in entry and entry[no] != fields.get(key_name, 0):
+            raise IpnsError(f"the record's V1 {key_name} does not match its signed data")
+    if fields.get("ValidityType", 0) != 0:
+        raise IpnsError("unknown ValidityType (0, an end of life, is the only one)")
+    return value, validity, sequence, ttl
+
+
+def validate(name: Cid, raw: bytes, now: datetime) -> Record:
+    """The record `raw` for `name` if valid at `now`; IpnsError saying why not."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise IpnsError(f"the record is larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        entry = _fields(raw)
+    except (ValueError, IndexError) as exc:
+        raise IpnsError(f"malformed IPNS record: {exc}") from exc
+    signature, data, embedded = entry.get(8), entry.get(9), entry.get(7)
+    if not isinstance(signature, bytes) or not isinstance(data, bytes):
+        raise IpnsError("the record has no V2 signature (V1-only records are refused)")
+    kind, key = _public_key(name, embedded if isinstance(embedded, bytes) else None)
+    _verify(kind, key, signature, _SIGNATURE_PREFIX + data)
+    value, validity, sequence, ttl = _signed_fields(entry, data)
+    eol = _eol(validity)
+    if eol <= now:
+        raise IpnsError(f"the record expired at {eol.isoformat()}")
+    try:
+        path = value.decode()
+    except UnicodeDecodeError as exc:
+        raise IpnsError("the record's value is not a path") from exc
+    if not path.startswith(("/ipfs/", "/ipns/")):
+        raise IpnsError(f"the record's value {path[:80]!r} is not an /ipfs/ or /ipns/ path")
+    return Record(path, sequence, ttl, eol, raw)
+
+
+class IpnsNames:
+    """The IPNS records this peer holds, one file per name under `root` (the highest sequence
+    wins); safe from several threads and processes (files are replaced by rename)."""
+
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root)
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _path(self, name: Cid) -> Path:
+        return self.root / f"{name.multihash.hex()}.ipns-record"
+
+    def put(self, name: str, raw: bytes) -> Record:
+        """Validate and keep `raw` as the record of `name`; IpnsError if invalid or older than
+        the record held."""
+        c, _ = parse_name(name)
+        record = validate(c, raw, self._now())
+        try:
+            held: Record | None = self.get(name)
+        except (NotFound, IpnsError):
+            held = None
+        if held is not None and held.sequence > record.sequence:
+            raise IpnsError(f"a newer record (sequence {held.sequence}) is held for {name}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, self._path(c))
+        return record
+
+    def get(self, name: str) -> Record:
+        """The record held for `name`, validated now; NotFound if none, IpnsError if it is no
+        longer valid (expired)."""
+        c, _ = parse_name(name)
+        try:
+            raw = self._path(c).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"no IPNS record for {name} on this peer", field="name") from exc
+        return validate(c, raw, self._now())
+
+    def resolve(self, name: str) -> Record:
+        """Like get, but a missing or invalid record is an IpnsError (the gateway's 5xx)."""
+        try:
+            return self.get(name)
+        except NotFound as exc:
+            raise IpnsError(exc.message, field="name") from exc
+
+
+def record_etag(raw: bytes) -> str:
+    """A short stable tag of a record's bytes (its ETag)."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+__all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "Record", "canonical",
+           "parse_name", "record_etag", "validate"]

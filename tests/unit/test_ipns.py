@@ -1,0 +1,167 @@
+"""IPNS records (peer/ipfs/ipns.py), routing/put and name/resolve (rpc.py) and /ipns/ on the
+gateway, with records signed here by an Ed25519 key (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import FormData, web
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from peer.errors import ArgError, IpnsError, NotFound
+from peer.ipfs import EmbeddedStore, gateway, ipns, rpc
+from peer.ipfs.cids import Cid
+from peer.ipfs.dagpb import varint
+
+HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+FUTURE = b"2099-01-01T00:00:00.123456789Z"
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    return bytes([major << 5 | 27]) + n.to_bytes(8, "big")
+
+
+def _field(no: int, value: bytes | int) -> bytes:
+    if isinstance(value, int):
+        return varint(no << 3) + varint(value)
+    return varint(no << 3 | 2) + varint(len(value)) + value
+
+
+class Key:
+    def __init__(self) -> None:
+        self.private = ed25519.Ed25519PrivateKey.generate()
+        raw = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        pub = _field(1, 1) + _field(2, raw)  # libp2p PublicKey {Type: Ed25519, Data}
+        self.name = ipns.canonical(Cid(1, ipns.LIBP2P_KEY, b"\x00" + bytes([len(pub)]) + pub))
+
+    def record(self, value: str, seq: int = 1, validity: bytes = FUTURE, ttl_ns: int = 60 * 10**9,
+               v1_value: bytes | None = None, v2: bool = True, tamper: bool = False) -> bytes:
+        items = [("TTL", ttl_ns), ("Value", value.encode()), ("Sequence", seq),
+                 ("Validity", validity), ("ValidityType", 0)]  # DAG-CBOR key order
+        data = _cbor_head(5, len(items))
+        for k, v in items:
+            data += _cbor_head(3, len(k)) + k.encode()
+            data += _cbor_head(0, v) if isinstance(v, int) else _cbor_head(2, len(v)) + v
+        sig = self.private.sign(b"ipns-signature:" + data)
+        if tamper:
+            sig = bytes([sig[0] ^ 1]) + sig[1:]
+        out = _field(1, v1_value if v1_value is not None else value.encode())
+        if v2:
+            out += _field(8, sig) + _field(9, data)
+        return out
+
+
+@pytest.fixture
+def key() -> Key:
+    return Key()
+
+
+def test_valid_record(key: Key) -> None:
+    c, is_cid = ipns.parse_name(key.name)
+    assert is_cid and c.codec == "libp2p-key"
+    rec = ipns.validate(c, key.record(f"/ipfs/{HELLO_V1}", seq=7), NOW)
+    assert (rec.value, rec.sequence, rec.ttl_ns) == (f"/ipfs/{HELLO_V1}", 7, 60 * 10**9)
+    assert rec.eol.year == 2099
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"v2": False}, "no V2 signature"),
+    ({"tamper": True}, "does not verify"),
+    ({"v1_value": b"/ipfs/other"}, "V1 Value does not match"),
+    ({"validity": b"2020-01-01T00:00:00Z"}, "expired"),
+    ({"validity": b"tomorrow"}, "bad validity"),
+])
+def test_invalid_records_are_refused(key: Key, kwargs: dict[str, Any], reason: str) -> None:
+    c, _ = ipns.parse_name(key.name)
+    with pytest.raises(IpnsError, match=reason):
+        ipns.validate(c, key.record(f"/ipfs/{HELLO_V1}", **kwargs), NOW)
+
+
+def test_record_signed_by_another_key_is_refused(key: Key) -> None:
+    c, _ = ipns.parse_name(Key().name)
+    with pytest.raises(IpnsError, match="does not verify"):
+        ipns.validate(c, key.record(f"/ipfs/{HELLO_V1}"), NOW)
+
+
+def test_base58_names_are_not_canonical() -> None:
+    c, is_cid = ipns.parse_name("12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK")
+    assert not is_cid
+    assert ipns.canonical(c) == "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8"
+    with pytest.raises(ArgError):
+        ipns.parse_name("not-a-name")
+
+
+def test_names_keep_the_newest_record(key: Key, tmp_path: Path) -> None:
+    names = ipns.IpnsNames(tmp_path / "ipns", clock=NOW.timestamp)
+    with pytest.raises(NotFound):
+        names.get(key.name)
+    with pytest.raises(IpnsError):
+        names.resolve(key.name)
+    names.put(key.name, key.record("/ipfs/a", seq=2))
+    with pytest.raises(IpnsError, match="newer record"):
+        names.put(key.name, key.record("/ipfs/b", seq=1))
+    names.put(key.name, key.record("/ipfs/c", seq=3))
+    assert names.get(key.name).value == "/ipfs/c"
+
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> Client:
+    store = EmbeddedStore(tmp_path / "store")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "hello.txt").write_bytes(b"hello\n")
+    store.root_cid = store.add_path(src)  # type: ignore[attr-defined]
+    names = ipns.IpnsNames(tmp_path / "ipns")
+    app = web.Application()
+    gateway.add_routes(app, store, names=names)
+    rpc.add_routes(app, store, names=names)
+    c: Client = await aiohttp_client(app)
+    c.root = store.root_cid  # type: ignore[attr-defined]
+    return c
+
+
+async def _put(client: Client, name: str, record: bytes) -> Any:
+    form = FormData()
+    form.add_field("file", record, filename="r.ipns-record")
+    return await client.post(f"/api/v0/routing/put?arg=/ipns/{name}", data=form)
+
+
+async def test_routing_put_and_ipns_gateway(client: Client, key: Key) -> None:
+    root = client.root  # type: ignore[attr-defined]
+    r = await _put(client, key.name, key.record(f"/ipfs/{root}/sub", v2=False))
+    assert r.status == 400 and "V2 signature" in (await r.json())["Message"]
+    r = await client.get(f"/ipns/{key.name}/hello.txt")
+    assert r.status == 502  # no valid record: the suite's 5xx, with the reason
+    assert (await r.json())["error"] == "IpnsError"
+    record = key.record(f"/ipfs/{root}/sub", ttl_ns=1800 * 10**9)
+    r = await _put(client, key.name, record)
+    assert r.status == 200
+    r = await client.get(f"/ipns/{key.name}/hello.txt")
+    assert r.status == 200 and await r.read() == b"hello\n"
+    assert r.headers["Cache-Control"] == "public, max-age=1800"
+    assert r.headers["X-Ipfs-Path"] == f"/ipns/{key.name}/hello.txt"
+    r = await client.get(f"/ipns/{key.name}?format=ipns-record")
+    assert await r.read() == record
+    assert r.headers["Content-Type"] == ipns.RECORD_TYPE
+    assert r.headers["Content-Disposition"].startswith("attachment;")
+    r = await client.post(f"/api/v0/name/resolve?arg=/ipns/{key.name}")
+    assert (await r.json())["Path"] == f"/ipfs/{root}/sub"
+
+
+async def test_base58_name_redirects_to_its_cid_form(client: Client) -> None:
+    r = await client.get("/ipns/12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK/a/?x=1",
+                         allow_redirects=False)
+    assert r.status == 302
+    assert r.headers["Location"] == (
+        "/ipns/k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8/a/?x=1")
