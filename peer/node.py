@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,14 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from peer.config import PeerConfig, parse_hostport
-from peer.errors import ConfigError
+from peer.errors import ConfigError, Conflict, NotFound
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.kubo import KuboMirror, KuboStore
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
-from peer.log import HLC, Event, EventLog, EventType, MeshState
+from peer.log import HLC, Event, EventLog, EventType, MeshState, Revoke, fold
+from peer.log.signing import (
+    Counters,
+    Identity,
+    Keyring,
+    MeshAuth,
+    admit_tag,
+    held_hash,
+    peer_id_for,
+    sign_events,
+)
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from tasks import registry
@@ -48,14 +57,19 @@ class Node:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.log = EventLog(cfg.data_dir / "events.sqlite")
-        self.peer_id = self.log.get_meta("peer_id") or secrets.token_hex(8)
+        self.identity = Identity.load(cfg.data_dir / "identity.key")
+        # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
+        self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
         self.log.set_meta("peer_id", self.peer_id)
+        self.incarnation = int(self.log.get_meta("incarnation") or 0) + 1
+        self.log.set_meta("incarnation", str(self.incarnation))
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
         self.hlc = HLC()
         self.state = MeshState()
         for ev in self.log.load():
             self.state.apply(ev)
             self.hlc.observe(ev.hlc)
+        self._setup_signing(cfg.secret)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
         self.executor = Executor(ExecutorConfig(
@@ -91,6 +105,28 @@ class Node:
         self.discovery: Discovery | None = None
         self.closed = False
 
+    def _setup_signing(self, secret: bytes | None) -> None:
+        """The keyring (our key, the keys of the batches on disk) and the one-time attestation
+        of the events of 0.1.0 on disk: ours signed as ours, other origins' attested by us."""
+        self.keyring = Keyring(() if secret is None else (secret,), self._revoked_after)
+        self.admit = None if secret is None else admit_tag(secret, self.peer_id,
+                                                           self.identity.key)
+        self.keyring.keys[self.peer_id] = self.identity.key
+        for signer, key in self.log.signer_keys():
+            self.keyring.keys.setdefault(signer, key)
+        self.auth = MeshAuth(self.identity, self.keyring, self.incarnation, self.admit)
+        self.conflicts = Counters()  # (origin, seq) held with two contents, by origin
+        self.skew_ms: dict[str, int] = {}  # peer id -> its wall clock minus ours, at receipt
+        legacy = [e for e in self.state.events.values() if e.att is None]
+        if legacy:
+            sign_events(self.identity, self.peer_id, legacy, self.admit)
+            self.log.attest(legacy)
+            log.info("signed or attested %d events of the previous release", len(legacy))
+
+    def _revoked_after(self, peer_id: str) -> int | None:
+        ev = self.state.revoked.get(peer_id)
+        return None if ev is None else ev.body_as(Revoke).after
+
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs)."""
@@ -113,13 +149,20 @@ class Node:
         if not self._unflushed or self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
         events, self._unflushed = self._unflushed, []
+        sign_events(self.identity, self.peer_id, events, self.admit)
         self.log.append(events)
         if self.gossip is not None:
             self.gossip.broadcast(events)
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (persisted first). Never blocks."""
-        new = [e for e in events if e.id not in self.state.events]
+        new = []
+        for e in events:
+            held = self.state.events.get(e.id)
+            if held is None:
+                new.append(e)
+            elif held.att is not e.att and held_hash(held) != held_hash(e):
+                self._conflict(held, e)
         self.log.append(new)
         for ev in new:
             self.hlc.observe(ev.hlc)
@@ -129,6 +172,43 @@ class Node:
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
+
+    def _conflict(self, held: Event, other: Event) -> None:
+        """Two contents for one (origin, seq): counted and reported; on every peer the one
+        with the smaller content hash wins (the state is folded again without the other)."""
+        self.conflicts.add(held.origin, "conflict")
+        log.warning("event %s/%d exists with two contents (origin reported)",
+                    held.origin[:16], held.seq)
+        if held_hash(other) >= held_hash(held):
+            return
+        self.log.replace(other)
+        evs = [other if e.id == other.id else e for e in self.state.events.values()]
+        self.state.__dict__.update(fold(sorted(evs, key=lambda e: e.order)).__dict__)
+        for fn in list(self.listeners):
+            fn(other)
+
+    def revoke(self, peer_id: str, reason: str) -> Event:
+        """Revoke a member: every peer refuses its events past the ones we hold, and its
+        frames. NotFound for an unknown member; Conflict for ourselves or a revoked one."""
+        if peer_id not in self.state.members:
+            raise NotFound(f"no member {peer_id!r}", field="peer")
+        if peer_id == self.peer_id:
+            raise Conflict("a peer cannot revoke itself", field="peer")
+        if peer_id in self.state.revoked:
+            raise Conflict(f"{peer_id} is already revoked", field="peer")
+        after = self.state.heads.get(peer_id, 0)
+        ev = self.emit(EventType.REVOKE, {"peer": peer_id, "after": after, "reason": reason})
+        self.flush()
+        return ev
+
+    def security(self) -> dict[str, Any]:
+        """Identity, refusals, conflicts, revocations and clock skews for /api/health."""
+        k = self.keyring
+        return {"key": self.identity.key.hex(), "incarnation": self.incarnation,
+                "refused": k.refused.by_origin, "key_conflicts": k.key_conflicts.by_origin,
+                "conflicts": self.conflicts.by_origin,
+                "revoked": {p: ev.origin for p, ev in sorted(self.state.revoked.items())},
+                "skew_ms": dict(sorted(self.skew_ms.items()))}
 
     def acks(self, seq: int) -> int:
         """How many live peers hold our event `seq` (from the heads in their heartbeats)."""
@@ -151,12 +231,18 @@ class Node:
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
-        return self.state.events_after(vv, limit)
+        out = self.state.events_after(vv, limit)
+        if self.state.revoked:  # what every peer refuses is not served
+            out = [e for e in out if (a := self._revoked_after(e.origin)) is None or e.seq <= a]
+        return out
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
+        wall = info.get("wall_ms")
+        if type(wall) is int:  # reported in /api/health, never a reason to drop a peer
+            self.skew_ms[peer_id] = wall - int(time.time() * 1000)
         self.scheduler.heard(peer_id)
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
@@ -183,13 +269,14 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs],
-                "heads": dict(self.state.heads), **(self.kubo.info() if self.kubo else {})}
+                "heads": dict(self.state.heads), "wall_ms": int(time.time() * 1000),
+                **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
-                "gpu": Path("/dev/nvidia0").exists()}
+                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex()}
 
     async def start(self) -> None:
         if self.kubo is not None:
@@ -215,7 +302,7 @@ class Node:
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
         self.gossip = Gossip(gcfg, zmq_transport(gcfg), self, self, self.peer_id,
-                             local_info=self.local_info)
+                             local_info=self.local_info, auth=self.auth)
         await self.gossip.start()
         for addr in cfg.join:
             self.gossip.add_peer(addr)

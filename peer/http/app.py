@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, SpecError, TooLarge
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.host import Host
 from peer.http.openapi import OPENAPI
@@ -77,6 +77,7 @@ async def health(request: web.Request) -> web.Response:
         "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
+        "security": node.security(),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -306,6 +307,8 @@ async def peers(request: web.Request) -> web.Response:
         me = pid == node.peer_id
         info = node.local_info() if me else node.infos.get(pid, {})
         status = "alive" if me else str(live.get(pid, {}).get("status", "dead"))
+        if pid in node.state.revoked:
+            status = "revoked"
         heard = node.heard_at.get(pid)
         out.append({"id": pid, **ev.payload, "self": me, "state": status,
                     "free_slots": info.get("free_slots"),
@@ -313,6 +316,20 @@ async def peers(request: web.Request) -> web.Response:
                     "provides": sum(1 for s in node.state.providers.values() if pid in s),
                     "last_heard_s": 0.0 if me else (round(now - heard, 3) if heard else None)})
     return web.json_response({"peers": out})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    node = _node(request)
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise SpecError("the body is not JSON", field="body") from None
+    peer = body.get("peer") if isinstance(body, dict) else None
+    reason = body.get("reason", "revoked by a user") if isinstance(body, dict) else ""
+    if not isinstance(peer, str) or not peer or not isinstance(reason, str):
+        raise SpecError('expected {"peer": id, "reason": text}', field="peer")
+    ev = node.revoke(peer, reason[:1000])
+    return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -343,6 +360,7 @@ def make_app(node: Host) -> web.Application:
     r.add_post("/api/car", cars)
     r.add_get("/api/events", events)
     r.add_get("/api/peers", peers)
+    r.add_post("/api/mesh/revoke", revoke)
     r.add_get("/api/openapi.json", openapi)
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure)
     rpc.add_routes(app, node.store, **rpc.node_options(node))

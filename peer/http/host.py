@@ -99,5 +99,7 @@ class Host(Protocol):
     def flush(self) -> None: ...  # emitted events to disk: acknowledge only after it
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
+    def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
+    def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

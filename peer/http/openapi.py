@@ -73,6 +73,10 @@ OPENAPI: dict[str, Any] = {
         "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
+        "/api/mesh/revoke": {"post": _op(
+            'Revoke a member of the mesh ({"peer": id, "reason": text}): a signed REVOKE '
+            "event; every peer refuses its later events and frames", body="application/json",
+            errors=("400", "404", "409"))},
         "/api/openapi.json": {"get": _op("This document", errors=())},
         **{f"/api/v0/{name}": {"post": _op(f"Kubo RPC compatible: {doc}",
                                            errors=("400", "413", "501"))}

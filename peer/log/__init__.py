@@ -21,6 +21,7 @@ from peer.log.events import (
     Progress,
     Provide,
     Renew,
+    Revoke,
     SplitId,
     TaskDone,
     TaskKey,
@@ -32,4 +33,5 @@ from peer.log.sqlite import EventLog
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
            "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
            "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold", "hlc_ms"]
+           "Provide", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold",
+           "hlc_ms"]

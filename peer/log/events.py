@@ -29,6 +29,7 @@ class EventType(IntEnum):
     CACHE_PUT = 10
     PROVIDE = 11
     MEMBER = 12
+    REVOKE = 13  # older peers do not know it: they ignore it
 
 
 class FailureKind(StrEnum):
@@ -440,6 +441,7 @@ class Member:
     cores: int
     mem_mb: int
     gpu: bool
+    key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -449,16 +451,34 @@ class Member:
             _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
-                   _int(k, p, "mem_mb"), _bool(k, p, "gpu", False))
+                   _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS))
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """A member revoked by another: its events of seq above `after` and its frames are
+    refused from then on (peer.log.signing)."""
+
+    TYPE: ClassVar[EventType] = EventType.REVOKE
+    peer: str
+    after: int  # the revoked member's last seq the revoker held (kept everywhere)
+    reason: str
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Revoke:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "peer"), _int(k, p, "after", MAX_CLOCK),
+                   _str(k, p, "reason", MAX_TEXT_CHARS, lo=0))
 
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
-        | ChunkFailed | TaskDone | CachePut | Provide | Member)
+        | ChunkFailed | TaskDone | CachePut | Provide | Member | Revoke)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
-                ChunkFailed, TaskDone, CachePut, Provide, Member)}
+                ChunkFailed, TaskDone, CachePut, Provide, Member, Revoke)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
@@ -489,6 +509,9 @@ class Event:
     type: EventType
     payload: dict[str, Any]
     body: Body = field(init=False, repr=False, compare=False)
+    # The signed batch (peer.log.signing.Batch) that vouches for it; None for an event of the
+    # previous release not yet attested, or a local event not yet flushed. Set once.
+    att: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type

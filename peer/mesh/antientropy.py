@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.log import Event
-from peer.mesh.wire import Frame, Kind, Reply, digest_body, parse_events, parse_vv
+from peer.mesh.wire import Frame, Kind, Reply, digest_body, parse_vv
 
 
 class EventSink(Protocol):
@@ -42,6 +42,10 @@ class Link(Protocol):
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold received events into the sink, counted; returns the new ones, never raises."""
+        ...
+
+    def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
+        """Check (signatures) and merge the events of a frame body; returns the new ones."""
         ...
 
 
@@ -89,7 +93,7 @@ class AntiEntropy:
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
         and we keep learning something new."""
-        new = self._link.merge(parse_events(f.body["events"]))
+        new = self._link.receive_events(f.body)
         vv = f.body.get("vv")
         if vv is not None:
             self._link.send_events([f.reply_to],

@@ -4,7 +4,7 @@ Gossip peers on the in-memory network with a fake clock (no sockets, no sleeps).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from peer.log import Event
 from peer.mesh.antientropy import AntiEntropy
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, MemorySink
-from peer.mesh.wire import Frame, Kind, Reply
+from peer.mesh.wire import Frame, Kind, Reply, parse_events
 
 from .mesh_helpers import Probe
 
@@ -46,6 +46,9 @@ class FakeLink:
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         return self.sink.merge(events)
+
+    def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
+        return self.merge(parse_events(body["events"]))
 
 
 @dataclass

@@ -59,6 +59,7 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.PROVIDE: {"cids": [CID, CID]},
     EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
                        "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+    EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
 }
 
 
@@ -273,6 +274,9 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
      "expected a string of 1 to 256 characters, got 2"),
     (T.MEMBER, _with(T.MEMBER, slots=-1), "payload.slots", "expected an integer >= 0, got -1"),
     (T.MEMBER, _with(T.MEMBER, gpu="yes"), "payload.gpu", "expected true or false, got 'yes'"),
+    (T.REVOKE, _without(VALID[T.REVOKE], "peer"), "payload.peer",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.REVOKE, _with(T.REVOKE, after=-1), "payload.after", "expected an integer >= 0, got -1"),
 ]
 
 
@@ -315,7 +319,7 @@ def test_bounds_of_the_envelope_are_inclusive() -> None:
 
 
 def test_invalid_type_or_payload() -> None:
-    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 12, got 999$"):
+    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 13, got 999$"):
         Event("a", 1, 1, 999, {})  # type: ignore[arg-type]
     with pytest.raises(InvalidEvent, match=r"^PROVIDE payload: expected an object, got \[\]$"):
         Event("a", 1, 1, EventType.PROVIDE, [])  # type: ignore[arg-type]
@@ -328,7 +332,7 @@ def test_invalid_type_or_payload() -> None:
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11}, "event payload: missing"),
     ({"seq": 1, "hlc": 1, "type": 11, "payload": {}}, "event origin: missing"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": True, "payload": {"cids": []}},
-     "event type: expected one of 1 to 12, got True"),
+     "event type: expected one of 1 to 13, got True"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11, "payload": [["cids", []]]},
      "PROVIDE payload: expected an object, got [['cids', []]]"),
 ])
@@ -401,7 +405,8 @@ def test_event_log_opens_skipping_invalid_rows(tmp_path: Path,
                 ("a", 3, 3, 99, "{}"),  # a type this version does not know
                 ("", 1, 4, int(EventType.PROVIDE), '{"cids": []}'),
                 ("b", 1, 5, int(EventType.PROVIDE), "{not json")]
-    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", bad_rows)
+    db.executemany("INSERT INTO events (origin, seq, hlc, type, payload) VALUES (?, ?, ?, ?, ?)",
+                   bad_rows)
     db.commit()
     db.close()
     again = EventLog(path)
