@@ -71,9 +71,17 @@ def admit_tag(secret: bytes, peer_id: str, key: bytes) -> bytes:
     return hmac.new(secret, ADMIT_DOMAIN + _str_bytes(peer_id) + key, hashlib.sha256).digest()
 
 
+SELF_ID_CHARS = 20  # ids of 0.1.0 have 16 hex digits: they certify no key
+
+
 def peer_id_for(key: bytes) -> str:
-    """The self-certifying peer id of a fresh identity: 16 hex digits of sha256(key)."""
-    return hashlib.sha256(key).hexdigest()[:16]
+    """The self-certifying peer id of an identity made by this release: 20 hex digits of
+    sha256(key). Only that key can ever be bound to it."""
+    return hashlib.sha256(key).hexdigest()[:SELF_ID_CHARS]
+
+
+def self_certifying(peer_id: str) -> bool:
+    return len(peer_id) == SELF_ID_CHARS and all(c in "0123456789abcdef" for c in peer_id)
 
 
 class Identity:
@@ -257,8 +265,8 @@ class Counters:
 
 
 class Keyring:
-    """Who speaks for which peer id: bindings peer id -> public key (the first admitted one
-    wins; a peer id derived from its key is bound to that key whatever came first), the
+    """Who speaks for which peer id: bindings peer id -> public key (a self-certifying id
+    only ever to its own key; an id of 0.1.0 to the first admitted key heard), the
     revoked members, the last (incarnation, counter) accepted from each member, and the
     counters of refusals. `secrets` are the mesh secrets a binding's admit tag may be made
     with (none: bindings need no admission)."""
@@ -286,11 +294,11 @@ class Keyring:
         cur = self.keys.get(peer_id)
         if cur == key:
             return None
+        if cur is not None or (self_certifying(peer_id) and peer_id_for(key) != peer_id):
+            self.key_conflicts.add(peer_id, "other_key")
+            return "key_conflict"
         if not self.admitted(peer_id, key, admit):
             return "not_admitted"
-        if cur is not None and not (peer_id_for(key) == peer_id != peer_id_for(cur)):
-            self.key_conflicts.add(peer_id, key.hex()[:16])
-            return "key_conflict"
         self.keys[peer_id] = key
         return None
 
@@ -300,8 +308,9 @@ class Keyring:
     # -- batches and events --------------------------------------------------------------
     def check_batch(self, b: Batch) -> str | None:
         """None if `b` may vouch for its events, else the reason to refuse them."""
-        if self.is_revoked(b.signer):
-            return "revoked"
+        after = self.revoked_after(b.signer)
+        if after is not None and (b.signer != b.origin or b.first > after):
+            return "revoked"  # its own events up to `after` stay good: they are kept everywhere
         why = self.bind(b.signer, b.key, b.admit)
         if why is not None:
             return why
@@ -392,4 +401,5 @@ class MeshAuth:
 
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
            "Identity", "Keyring", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
-           "held_hash", "membership_message", "peer_id_for", "sign_events", "sign_run", "verify"]
+           "held_hash", "membership_message", "peer_id_for", "self_certifying", "sign_events",
+           "sign_run", "verify"]
