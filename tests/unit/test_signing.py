@@ -8,8 +8,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from peer.log import Event, EventType
 from peer.log.signing import (
     MAX_BATCH,
