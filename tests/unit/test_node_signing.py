@@ -140,3 +140,26 @@ def test_two_contents_for_one_id_settle_on_the_smaller_hash(tmp_path: Path,
         assert (oid, 1, 5, int(EventType.PROVIDE), json.dumps(win.payload,
                                                               separators=(",", ":"))) in stored
     assert winners == [win.payload, win.payload]
+
+
+def test_revoke_names_a_known_member_once(tmp_path: Path, opened: list[Node]) -> None:
+    from peer.errors import Conflict, NotFound
+
+    n = _open(tmp_path / "r", opened)
+    other = Identity.generate()
+    oid = peer_id_for(other.key)
+    member = Event(oid, 1, 5, EventType.MEMBER, {"name": "o", "http": "", "calls": [],
+                                                "slots": 1, "cores": 1, "mem_mb": 1,
+                                                "key": other.key.hex()})
+    sign_events(other, oid, [member], None)
+    n.merge([member])
+    with pytest.raises(NotFound):
+        n.revoke("nobody", "x")
+    ev = n.revoke(oid, "left")
+    assert ev.payload == {"peer": oid, "after": 1, "reason": "left"} and ev.att is not None
+    assert n.keyring.is_revoked(oid) and n.security()["revoked"] == {oid: n.peer_id}
+    with pytest.raises(Conflict):
+        n.revoke(oid, "again")
+    n.emit(EventType.MEMBER, n.capabilities())
+    with pytest.raises(Conflict):
+        n.revoke(n.peer_id, "myself")

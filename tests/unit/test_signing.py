@@ -291,3 +291,16 @@ def test_forged_and_replayed_heartbeats_are_dropped() -> None:
     assert b.gossip.stats.dropped_bad_signature == 1
     assert b.gossip.live_peers()[a.gossip.peer_id]["gossip"] == a.addr
     assert b.gossip.live_peers()[a.gossip.peer_id]["free_slots"] == 1
+
+
+def test_frames_carry_each_batch_once_and_again_in_the_next_frame() -> None:
+    evs = [ev(s) for s in range(1, 11)]
+    sign_events(ME, ID, evs, None, max_batch=6)  # two batches: seqs 1-6 and 7-10
+    frames, too_large = pack_frames(evs, 1 << 20, 4)  # frames of 4 events
+    assert not too_large
+    firsts = [[json.loads(b)["f"] for b in f.batches] for f in frames]
+    assert firsts == [[1], [1, 7], [7]]
+    k = Keyring()
+    got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
+                                               [json.loads(x) for x in f.batches])]
+    assert [e.seq for e in got] == list(range(1, 11))
