@@ -1,13 +1,6 @@
-"""Identities and signatures: the Ed25519 identity of a peer, the content hash of an event,
-signed batches of events, admission tags, signed membership messages and the keyring that
-checks them. Pure but for `Identity.load` (one file); the keyring is owned by the event loop.
-
-An event's content hash is sha256 over a canonical encoding of (origin, seq, hlc, type,
-payload). A batch is one Ed25519 signature over a domain-separated digest of
-(signer, origin, first seq, the hashes of the batch's events in seq order): it is checked
-once, then each event of it costs one hash and a comparison, so a relayer can forward any
-subset of a batch with the batch's attestation and every receiver can verify it.
-"""
+"""Identities and signatures: a peer's Ed25519 identity, event content hashes, signed batches,
+admission tags, signed membership messages and the keyring that checks them. Pure but for
+`Identity.load`; a Keyring is owned by the event loop. The event path: docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -32,6 +25,9 @@ HASH_BYTES = 32
 KEY_BYTES = 32
 SIG_BYTES = 64
 MAX_BATCH = 256  # events per signed batch (a flush of more is signed as several)
+# A batch is one signature over (signer, origin, first seq, the content hashes of its events in
+# seq order): checked once, then each event costs one hash and a comparison, so a relayer can
+# forward any subset of a batch with its attestation and every receiver can verify it.
 EVENT_DOMAIN = b"banzai-event-v1\n"
 BATCH_DOMAIN = b"banzai-batch-v1\n"
 ADMIT_DOMAIN = b"banzai-admit-v1"

@@ -478,7 +478,7 @@ class Gossip:
         if not isinstance(proof, dict):
             return "unsigned"
         inc, ctr = proof["inc"], proof["ctr"]
-        if type(inc) is not int or type(ctr) is not int or not 0 <= inc < 2**63 > ctr >= 0:
+        if not all(type(v) is int and 0 <= v < 2**63 for v in (inc, ctr)):
             raise ValueError("bad incarnation or counter")
         admit = proof.get("admit")
         msg = membership_message(f.kind, f.mesh_id, f.sender, f.reply_to, inc, ctr, dumps(info))
