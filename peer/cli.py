@@ -230,9 +230,15 @@ async def cmd_peers(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_mesh(c: Client, a: argparse.Namespace) -> int:
+    r = await c.call("POST", "/api/mesh/revoke", json={"peer": a.peer_id, "reason": a.reason})
+    out.print(f"revoked {r['peer']}")
+    return 0
+
+
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "add": cmd_add,
             "get": cmd_get, "tasks": cmd_tasks, "peers": cmd_peers, "pin": cmd_pin,
-            "gc": cmd_gc, "jobs": cmd_jobs}
+            "gc": cmd_gc, "jobs": cmd_jobs, "mesh": cmd_mesh}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("jobs", nargs="+", metavar="JOB")
     sub.add_parser("tasks", help="list the task catalog")
     sub.add_parser("peers", help="list the peers of the mesh")
+    s = sub.add_parser("mesh", help="manage the mesh's members")
+    msub = s.add_subparsers(dest="mesh_cmd", required=True)
+    s = msub.add_parser("revoke", help="revoke a member: every peer refuses its later events "
+                        "and frames")
+    s.add_argument("peer_id", metavar="PEER")
+    s.add_argument("--reason", default="revoked by a user")
     return p
 
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from peer.config import PeerConfig, parse_hostport
-from peer.errors import BanzaiError, ConfigError, StorageFull, StoreError, disk_full
+from peer.errors import (
+    BanzaiError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    StorageFull,
+    StoreError,
+    disk_full,
+)
 from peer.http.tokens import mesh_headers
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
@@ -40,10 +47,32 @@ from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
-from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, JobSubmitted, MeshState
+from peer.log import (
+    HLC,
+    Door,
+    DoorConfig,
+    Event,
+    EventLog,
+    EventType,
+    JobSubmitted,
+    MeshState,
+    Revoke,
+    fold,
+)
+from peer.log.signing import (
+    Counters,
+    Identity,
+    Keyring,
+    MeshAuth,
+    admit_tag,
+    held_hash,
+    peer_id_for,
+    sign_events,
+)
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
-from peer.mesh.keyring import Keyring, MeshSecrets, SecretError, load_secrets
+from peer.mesh.keyring import Keyring as MeshKeyring
+from peer.mesh.keyring import MeshSecrets, SecretError, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -76,11 +105,15 @@ class Node:
         self.cfg = cfg
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mesh_secrets = mesh_secrets(cfg)
-        self.keyring = Keyring(self.mesh_secrets.secrets)
+        self.mesh_keys = MeshKeyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.log = EventLog(cfg.data_dir / "events.sqlite")
-        self.peer_id = self.log.get_meta("peer_id") or secrets.token_hex(8)
+        self.identity = Identity.load(cfg.data_dir / "identity.key")
+        # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
+        self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
         self.log.set_meta("peer_id", self.peer_id)
+        self.incarnation = int(self.log.get_meta("incarnation") or 0) + 1
+        self.log.set_meta("incarnation", str(self.incarnation))
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
@@ -89,6 +122,7 @@ class Node:
             EventType.JOB_SUBMITTED: lambda ev: workflow_from_json(
                 ev.body_as(JobSubmitted).workflow)})
         self.door.replay(self.state, self.peer_id)
+        self._setup_signing(self.mesh_secrets.secrets)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
         sweep_stale(cfg.data_dir, self.store)  # what a kill -9 left; nothing writes yet
@@ -139,6 +173,28 @@ class Node:
         self.discovery: Discovery | None = None
         self.closed = False
 
+    def _setup_signing(self, secrets: Sequence[bytes]) -> None:
+        """The keyring (our key, the keys of the batches on disk) and the one-time attestation
+        of the events of 0.1.0 on disk: ours signed as ours, other origins' attested by us."""
+        self.keyring = Keyring(secrets, self._revoked_after)  # admit tags of any accepted secret
+        self.admit = None if not secrets else admit_tag(secrets[0], self.peer_id,
+                                                        self.identity.key)
+        self.keyring.keys[self.peer_id] = self.identity.key
+        for signer, key in self.log.signer_keys():
+            self.keyring.keys.setdefault(signer, key)
+        self.auth = MeshAuth(self.identity, self.keyring, self.incarnation, self.admit)
+        self.conflicts = Counters()  # (origin, seq) held with two contents, by origin
+        self.skew_ms: dict[str, int] = {}  # peer id -> its wall clock minus ours, at receipt
+        legacy = [e for e in self.state.events.values() if e.att is None]
+        if legacy:
+            sign_events(self.identity, self.peer_id, legacy, self.admit)
+            self.log.attest(legacy)
+            log.info("signed or attested %d events of the previous release", len(legacy))
+
+    def _revoked_after(self, peer_id: str) -> int | None:
+        ev = self.state.revoked.get(peer_id)
+        return None if ev is None else ev.body_as(Revoke).after
+
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs)."""
@@ -163,6 +219,9 @@ class Node:
         if not self._unflushed or self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
         events = list(self._unflushed)
+        unsigned = [e for e in events if e.att is None]  # a retried write keeps its batch
+        if unsigned:
+            sign_events(self.identity, self.peer_id, unsigned, self.admit)
         try:
             self.log.append(events, sync=False)
         except Exception as e:
@@ -227,8 +286,16 @@ class Node:
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (checked at the door, persisted first).
-        Never blocks. Events of unknown types are kept and forwarded, not folded."""
-        new = self.door.admit(e for e in events if e.id not in self.state.events)
+        Never blocks. Events of unknown types are kept and forwarded, not folded. A second
+        content for a held (origin, seq) goes to the conflict rule."""
+        fresh = []
+        for e in events:
+            held = self.state.events.get(e.id)
+            if held is None:
+                fresh.append(e)
+            elif held.att is not e.att and held_hash(held) != held_hash(e):
+                self._conflict(held, e)
+        new = self.door.admit(fresh)
         self.log.append(new)
         new = self.door.fold(self.state, new)
         for ev in new:
@@ -238,6 +305,43 @@ class Node:
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
+
+    def _conflict(self, held: Event, other: Event) -> None:
+        """Two contents for one (origin, seq): counted and reported; on every peer the one
+        with the smaller content hash wins (the state is folded again without the other)."""
+        self.conflicts.add(held.origin, "conflict")
+        log.warning("event %s/%d exists with two contents (origin reported)",
+                    held.origin[:16], held.seq)
+        if held_hash(other) >= held_hash(held):
+            return
+        self.log.replace(other)
+        evs = [other if e.id == other.id else e for e in self.state.events.values()]
+        self.state.__dict__.update(fold(sorted(evs, key=lambda e: e.order)).__dict__)
+        for fn in list(self.listeners):
+            fn(other)
+
+    def revoke(self, peer_id: str, reason: str) -> Event:
+        """Revoke a member: every peer refuses its events past the ones we hold, and its
+        frames. NotFound for an unknown member; Conflict for ourselves or a revoked one."""
+        if peer_id not in self.state.members:
+            raise NotFound(f"no member {peer_id!r}", field="peer")
+        if peer_id == self.peer_id:
+            raise Conflict("a peer cannot revoke itself", field="peer")
+        if peer_id in self.state.revoked:
+            raise Conflict(f"{peer_id} is already revoked", field="peer")
+        after = self.state.heads.get(peer_id, 0)
+        ev = self.emit(EventType.REVOKE, {"peer": peer_id, "after": after, "reason": reason})
+        self.flush()
+        return ev
+
+    def security(self) -> dict[str, Any]:
+        """Identity, refusals, conflicts, revocations and clock skews for /api/health."""
+        k = self.keyring
+        return {"key": self.identity.key.hex(), "incarnation": self.incarnation,
+                "refused": k.refused.by_origin, "key_conflicts": k.key_conflicts.by_origin,
+                "conflicts": self.conflicts.by_origin,
+                "revoked": {p: ev.origin for p, ev in sorted(self.state.revoked.items())},
+                "skew_ms": dict(sorted(self.skew_ms.items()))}
 
     def acks(self, seq: int) -> int:
         """How many live peers hold our event `seq` (from the heads in their heartbeats)."""
@@ -264,10 +368,12 @@ class Node:
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
-        if not self._unflushed:
-            return self.state.events_after(vv, limit)
-        return [e for e in self.state.events_after(vv, limit)
-                if e.origin != self.peer_id or e.seq <= self._durable_seq]
+        out = self.state.events_after(vv, limit)
+        if self._unflushed:  # ours not yet written are not served
+            out = [e for e in out if e.origin != self.peer_id or e.seq <= self._durable_seq]
+        if self.state.revoked:  # what every peer refuses is not served
+            out = [e for e in out if (a := self._revoked_after(e.origin)) is None or e.seq <= a]
+        return out
 
     def refused(self, origin: Any, reason: str) -> None:
         """A malformed event left out of a frame: counted per origin at the door."""
@@ -284,6 +390,9 @@ class Node:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
+        wall = info.get("wall_ms")
+        if type(wall) is int:  # reported in /api/health, never a reason to drop a peer
+            self.skew_ms[peer_id] = wall - int(time.time() * 1000)
         self.scheduler.heard(peer_id)
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
@@ -317,14 +426,15 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.runs],
-                "heads": dict(self.heads()), "kid": self.keyring.serving.key_id,
+                "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
+                "wall_ms": int(time.time() * 1000),
                 **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
-                "gpu": Path("/dev/nvidia0").exists()}
+                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex()}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a
@@ -378,8 +488,8 @@ class Node:
                                     mesh_id=self.mesh_id, secret=None)
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
-        self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.keyring), self, self, self.peer_id,
-                             local_info=self.local_info)
+        self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.mesh_keys), self, self,
+                             self.peer_id, local_info=self.local_info, auth=self.auth)
         await self.gossip.start()
         for addr in cfg.join:
             self.gossip.add_peer(addr)
@@ -392,7 +502,7 @@ class Node:
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
                         mem_mb=caps["mem_mb"], gpu=caps["gpu"],
-                        key_id=self.keyring.serving.key_id)
+                        key_id=self.mesh_keys.serving.key_id)
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
                                    txt, on_add=self._discovered,
                                    on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)
@@ -403,7 +513,7 @@ class Node:
         secret we hold (peers of the same name but another secret are left alone)."""
         assert self.gossip is not None
         kid = txt.get("kid", "")
-        if self.keyring.for_key_id(kid) is None:
+        if self.mesh_keys.for_key_id(kid) is None:
             log.info("mDNS: peer %s at %s uses a mesh secret this peer does not hold; not "
                      "joining it", txt.get("id", "?")[:16], addr)
             return

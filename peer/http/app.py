@@ -25,6 +25,7 @@ from peer.errors import (
     BanzaiError,
     Conflict,
     NotFound,
+    SpecError,
     StorageFull,
     TooLarge,
     disk_full,
@@ -94,6 +95,7 @@ async def health(request: web.Request) -> web.Response:
         "gossip_address": node.gossip.address if node.gossip else None,
         "durability": dict(node.durability()),
         "log": node.log_health(),
+        "security": node.security(),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -339,6 +341,8 @@ async def peers(request: web.Request) -> web.Response:
         me = pid == node.peer_id
         info = node.local_info() if me else node.infos.get(pid, {})
         status = "alive" if me else str(live.get(pid, {}).get("status", "dead"))
+        if pid in node.state.revoked:
+            status = "revoked"
         heard = node.heard_at.get(pid)
         out.append({"id": pid, **ev.payload, "self": me, "state": status,
                     "free_slots": info.get("free_slots"),
@@ -346,6 +350,20 @@ async def peers(request: web.Request) -> web.Response:
                     "provides": sum(1 for s in node.state.providers.values() if pid in s),
                     "last_heard_s": 0.0 if me else (round(now - heard, 3) if heard else None)})
     return web.json_response({"peers": out})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    node = _node(request)
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise SpecError("the body is not JSON", field="body") from None
+    peer = body.get("peer") if isinstance(body, dict) else None
+    reason = body.get("reason", "revoked by a user") if isinstance(body, dict) else ""
+    if not isinstance(peer, str) or not peer or not isinstance(reason, str):
+        raise SpecError('expected {"peer": id, "reason": text}', field="peer")
+    ev = node.revoke(peer, reason[:1000])
+    return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -384,6 +402,7 @@ def make_app(node: Host) -> web.Application:
     r.add_post("/api/car", cars)
     r.add_get("/api/events", events)
     r.add_get("/api/peers", peers)
+    r.add_post("/api/mesh/revoke", revoke)
     r.add_get("/api/openapi.json", openapi)
     rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"])

@@ -84,6 +84,10 @@ OPENAPI: dict[str, Any] = {
         "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
+        "/api/mesh/revoke": {"post": _op(
+            'Revoke a member of the mesh ({"peer": id, "reason": text}): a signed REVOKE '
+            "event; every peer refuses its later events and frames", body="application/json",
+            errors=("400", "404", "409"))},
         "/api/openapi.json": {"get": _op("This document", errors=())},
         "/api/session": {"get": _op(
             "Whether this browser is logged in (session cookie from /login), its CSRF token "

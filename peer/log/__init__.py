@@ -24,6 +24,7 @@ from peer.log.events import (
     Progress,
     Provide,
     Renew,
+    Revoke,
     SplitId,
     TaskDone,
     TaskKey,
@@ -38,5 +39,5 @@ __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePu
            "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
            "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobDeleted",
            "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
-           "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unknown", "Unprovide", "fold",
+           "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unknown", "Unprovide", "fold",
            "hlc_ms"]

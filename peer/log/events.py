@@ -33,6 +33,7 @@ class EventType(IntEnum):
     MEMBER = 12
     JOB_DELETED = 13  # a finished job's record removed; older peers ignore it
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
+    REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -463,6 +464,7 @@ class Member:
     cores: int
     mem_mb: int
     gpu: bool
+    key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -472,7 +474,25 @@ class Member:
             _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
-                   _int(k, p, "mem_mb"), _bool(k, p, "gpu", False))
+                   _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS))
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """A member revoked by another: its events of seq above `after` and its frames are
+    refused from then on (peer.log.signing)."""
+
+    TYPE: ClassVar[EventType] = EventType.REVOKE
+    peer: str
+    after: int  # the revoked member's last seq the revoker held (kept everywhere)
+    reason: str
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Revoke:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "peer"), _int(k, p, "after", MAX_CLOCK),
+                   _str(k, p, "reason", MAX_TEXT_CHARS, lo=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,12 +532,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Unknown)
+        | Revoke | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
-                ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide)}
+                ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
+                Revoke)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
@@ -548,6 +569,9 @@ class Event:
     type: EventType
     payload: dict[str, Any]
     body: Body = field(init=False, repr=False, compare=False)
+    # The signed batch (peer.log.signing.Batch) that vouches for it; None for an event of the
+    # previous release not yet attested, or a local event not yet flushed. Set once.
+    att: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type

@@ -37,6 +37,7 @@ from peer.log.events import (
     Progress,
     Provide,
     Renew,
+    Revoke,
     TaskDone,
     TaskKey,
     TaskSplit,
@@ -82,6 +83,7 @@ class MeshState:
     _outputs_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     members: dict[str, Event] = field(default_factory=dict)
+    revoked: dict[str, Event] = field(default_factory=dict)  # peer id -> first REVOKE of it
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
     heads: dict[str, int] = field(default_factory=dict)  # origin -> highest contiguous seq
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
@@ -322,6 +324,10 @@ def _member(s: MeshState, ev: Event, b: Member) -> None:
         s.members[ev.origin] = ev
 
 
+def _revoke(s: MeshState, ev: Event, b: Revoke) -> None:
+    s._first(s.revoked, b.peer, ev)
+
+
 # Keyed by the body's class: each applier gets the body type it declares.
 _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     JobSubmitted: _job,
@@ -338,6 +344,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     Member: _member,
     JobDeleted: _job_deleted,
     Unprovide: _unprovide,
+    Revoke: _revoke,
 }
 
 

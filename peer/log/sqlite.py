@@ -22,6 +22,7 @@ from typing import Any
 
 from peer.errors import StorageFull, StoreError, disk_full
 from peer.log.events import Event, EventType
+from peer.log.signing import Batch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,54 @@ class EventLog:
             "reason TEXT NOT NULL, at_ms INTEGER NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
+        self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Signed batches (this release): a table of batches and a reference on each event
+        row. Rows of 0.1.0 keep their columns byte for byte; their reference is NULL."""
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, signer TEXT NOT NULL, "
+            "origin TEXT NOT NULL, first INTEGER NOT NULL, hashes BLOB NOT NULL, "
+            "key BLOB NOT NULL, admit BLOB, sig BLOB NOT NULL UNIQUE)")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        if "batch" not in cols:
+            self._db.execute("ALTER TABLE events ADD COLUMN batch INTEGER")
+
+    def _batch_id(self, b: Batch) -> int:
+        """The row id of `b`, inserted if new (inside the caller's transaction)."""
+        bid = self._batch_ids.get(b.sig)
+        if bid is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO batches (signer, origin, first, hashes, key, admit, sig) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (b.signer, b.origin, b.first, b.hashes, b.key, b.admit, b.sig))
+            bid = int(self._db.execute("SELECT id FROM batches WHERE sig = ?",
+                                       (b.sig,)).fetchone()[0])
+            self._batch_ids[b.sig] = bid
+        return bid
+
+    def _rows(self, events: Sequence[Event]) -> list[tuple[object, ...]]:
+        return [(e.origin, e.seq, e.hlc, int(e.type),
+                 json.dumps(e.payload, separators=(",", ":")),
+                 None if e.att is None else self._batch_id(e.att)) for e in events]
+
+    def attest(self, events: Sequence[Event]) -> None:
+        """Record the batches now set on stored events (`att`) in one transaction."""
+        if not events:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("UPDATE events SET batch = ? WHERE origin = ? AND seq = ?",
+                             [(self._batch_id(e.att), e.origin, e.seq) for e in events])
+        self._db.execute("COMMIT")
+
+    def replace(self, ev: Event) -> None:
+        """Store `ev` in place of the event with its (origin, seq) (the conflict rule)."""
+        self._db.execute("BEGIN")
+        self._db.execute(
+            "INSERT OR REPLACE INTO events (origin, seq, hlc, type, payload, batch) "
+            "VALUES (?, ?, ?, ?, ?, ?)", self._rows([ev])[0])
+        self._db.execute("COMMIT")
 
     def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Persist events (one transaction); duplicates are ignored. With `sync` (default:
@@ -64,14 +113,14 @@ class EventLog:
         full, StoreError for another SQLite failure, anything else as raised."""
         if not events:
             return
-        rows = [(e.origin, e.seq, e.hlc, int(e.type),
-                 json.dumps(e.payload, separators=(",", ":"))) for e in events]
         if sync is None:
             sync = any(e.type in DURABLE_TYPES for e in events)
         try:
             self._sync(sync)
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (origin, seq, hlc, type, payload, batch) "
+                "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
             self._db.execute("COMMIT")
         except BaseException as e:
             self._rollback()
@@ -111,7 +160,9 @@ class EventLog:
             self._full = full
 
     def _rollback(self) -> None:
-        """End a failed transaction (SQLite may have rolled it back already)."""
+        """End a failed transaction (SQLite may have rolled it back already) and forget the
+        batch row ids it may have inserted."""
+        self._batch_ids.clear()
         if self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
@@ -121,12 +172,16 @@ class EventLog:
         file) is quarantined (moved out of the log, counted, logged) rather than stopping the
         peer's start. The rows are moved once the iteration is over."""
         bad: list[tuple[int, str]] = []
-        for rowid, origin, seq, hlc, typ, payload in self._db.execute(
-                "SELECT rowid, origin, seq, hlc, type, payload FROM events ORDER BY hlc"):
+        batches = self._load_batches()
+        for rowid, origin, seq, hlc, typ, payload, bid in self._db.execute(
+                "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events "
+                "ORDER BY hlc"):
             try:
                 if isinstance(payload, str | bytes) and len(payload) > self.max_payload_bytes:
                     raise ValueError(f"payload of {len(payload)} bytes")
                 ev = Event(origin, seq, hlc, typ, json.loads(payload))
+                if bid is not None and bid in batches:
+                    object.__setattr__(ev, "att", batches[bid])
             except (ValueError, TypeError) as e:  # InvalidEvent, bad JSON
                 bad.append((rowid, f"{e!s:.300}"))
                 self._note(len(bad), origin, seq, str(e))
@@ -182,6 +237,20 @@ class EventLog:
     def set_floor(self, origin: str, seq: int) -> None:
         self._db.execute("INSERT INTO floors VALUES (?, ?) ON CONFLICT(origin) DO UPDATE "
                          "SET seq = max(seq, excluded.seq)", (origin, seq))
+
+    def _load_batches(self) -> dict[int, Batch]:
+        out: dict[int, Batch] = {}
+        for bid, *cols in self._db.execute(
+                "SELECT id, signer, origin, first, hashes, key, admit, sig FROM batches"):
+            b = Batch(*cols)
+            out[bid] = b
+            self._batch_ids[b.sig] = bid
+        return out
+
+    def signer_keys(self) -> list[tuple[str, bytes]]:
+        """(signer, key) of the batches on disk, oldest first."""
+        return [(str(s), bytes(k)) for s, k in self._db.execute(
+            "SELECT signer, key FROM batches WHERE signer = origin ORDER BY id")]
 
     def get_meta(self, k: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()

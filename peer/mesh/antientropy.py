@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.log import Event
-from peer.mesh.wire import Frame, Kind, Reply, digest_body, parse_events, parse_vv
+from peer.mesh.wire import Frame, Kind, Reply, digest_body, parse_vv
 
 
 class EventSink(Protocol):
@@ -50,6 +50,8 @@ class Link(Protocol):
 
     def refused(self, origin: Any, reason: str) -> None:
         """Count an event of a frame that was left out as malformed (`origin` as sent)."""
+    def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
+        """Check (signatures) and merge the events of a frame body; returns the new ones."""
         ...
 
 
@@ -97,7 +99,7 @@ class AntiEntropy:
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
         and we keep learning something new."""
-        new = self._link.merge(parse_events(f.body["events"], self._link.refused))
+        new = self._link.receive_events(f.body)
         vv = f.body.get("vv")
         if vv is not None:
             self._link.send_events([f.reply_to],

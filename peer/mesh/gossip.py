@@ -55,7 +55,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from peer.errors import BanzaiError
 from peer.log import Event
+from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, EventSink
 from peer.mesh.keyring import Keyring
@@ -67,12 +69,13 @@ from peer.mesh.wire import (
     FrameError,
     FrameWriter,
     Kind,
+    Packed,
     Reply,
     decode_frame,
+    dumps,
     encode_frame,
     events_body,
-    heartbeat_body,
-    pack_events,
+    pack_frames,
     parse_events,
     parse_info,
     reply_body,
@@ -159,11 +162,20 @@ class GossipStats:
     dropped_too_large: int = 0
     dropped_bad_frame: int = 0
     dropped_other_mesh: int = 0
+    # membership messages refused by signature checks (peer.log.signing.Keyring)
+    dropped_unsigned: int = 0
+    dropped_bad_signature: int = 0
+    dropped_replayed: int = 0
+    dropped_revoked: int = 0
+    dropped_not_admitted: int = 0
+    dropped_key_conflict: int = 0
     events_in: int = 0
     events_new: int = 0
     events_out: int = 0
     events_unsendable: int = 0
-    events_refused: int = 0  # malformed events left out of frames (the sink counts by origin)
+    # events left out of frames: malformed (the door counts them by origin) or whose
+    # signature did not verify (the keyring counts them by origin)
+    events_refused: int = 0
     merge_errors: int = 0
     rounds: int = 0
 
@@ -204,7 +216,8 @@ class Gossip:
     def __init__(self, cfg: GossipConfig, transport: Transport, sink: EventSink,
                  members: MemberSink, peer_id: str, clock: Clock = time.monotonic,
                  rng: random.Random | None = None, *,
-                 local_info: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 local_info: Callable[[], Mapping[str, Any]] | None = None,
+                 auth: MeshAuth | None = None) -> None:
         if not 0 < len(peer_id.encode()) <= 255:
             raise ValueError("peer_id must be 1..255 bytes")
         self.cfg = cfg
@@ -216,6 +229,7 @@ class Gossip:
         self._rng = rng if rng is not None else random.Random()
         self._local_info = local_info or dict
         self._secret = cfg.secret
+        self.auth = auth  # None: events and heartbeats are neither signed nor checked
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
@@ -328,8 +342,8 @@ class Gossip:
         self._membership.update(now)
 
     def heartbeat(self) -> None:
-        """Send one heartbeat to every known address now."""
-        frame = self._frame(Kind.HEARTBEAT, heartbeat_body(self._local_info()))
+        """Send one heartbeat to every known address now (signed, with our next counter)."""
+        frame = self._frame(Kind.HEARTBEAT, self._heartbeat_body(self._local_info()))
         if frame is not None:
             for addr in self._membership.heartbeat_targets():
                 self._send_frame(addr, frame)
@@ -377,6 +391,20 @@ class Gossip:
         self.stats.events_refused += 1
         self._sink.refused(origin, reason)
 
+    def _heartbeat_body(self, info: Mapping[str, Any]) -> bytes:
+        info_bytes = dumps(dict(info))
+        a = self.auth
+        if a is None:
+            return b'{"info":' + info_bytes + b"}"
+        ctr = a.next_counter()
+        msg = membership_message(Kind.HEARTBEAT, self.cfg.mesh_id, self.peer_id, self._address,
+                                 a.incarnation, ctr, info_bytes)
+        proof = {"key": a.identity.key.hex(), "inc": a.incarnation, "ctr": ctr,
+                 "sig": a.identity.sign(msg).hex()}
+        if a.admit is not None:
+            proof["admit"] = a.admit.hex()
+        return b'{"info":' + info_bytes + b',"auth":' + dumps(proof) + b"}"
+
     def _frame(self, kind: Kind, body: bytes) -> bytes | None:
         if self._writer is None:  # not bound: there is nobody to send to yet
             return None
@@ -398,20 +426,20 @@ class Gossip:
     def _event_frames(self, events: Sequence[Event], *, ttl: int,
                       reply: Reply | None) -> list[tuple[bytes, int]]:
         """(frame, event count) for each frame `send_events` sends."""
-        batches, too_large = pack_events(events, self.cfg.max_frame_bytes,
+        batches, too_large = pack_frames(events, self.cfg.max_frame_bytes,
                                          self.cfg.max_events_per_frame)
         for e, size in too_large:
             self._stats.events_unsendable += 1
             self._warn.warn("event_large", "gossip: event %s of %d bytes cannot be sent",
                             e.id, size)
         if reply is not None and not batches:
-            batches = [[]]
+            batches = [Packed([], [])]
         out: list[tuple[bytes, int]] = []
-        for i, batch in enumerate(batches):
+        for i, (batch, signed) in enumerate(batches):
             if reply is not None and i == len(batches) - 1:
-                frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, reply))
+                frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, reply, signed))
             else:
-                frame = self._frame(Kind.EVENTS, events_body(batch, ttl))
+                frame = self._frame(Kind.EVENTS, events_body(batch, ttl, signed))
             if frame is not None:
                 out.append((frame, len(batch)))
         return out
@@ -438,8 +466,12 @@ class Gossip:
             return
         if f.sender == self.peer_id:
             return
+        if self.auth is not None and self.auth.keyring.is_revoked(f.sender):
+            self._drop("revoked", f"{f.kind.name} from the revoked {f.sender[:16]}")
+            return
         try:
-            self._membership.touch(f.sender, f.reply_to)
+            # Signed: only a checked heartbeat proves a peer alive (a replayed frame must not).
+            self._membership.touch(f.sender, f.reply_to, refresh=self.auth is None)
             self._handlers[f.kind](f)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self._drop("bad_frame", f"{f.kind.name} from {f.sender[:16]}: {e!s:.80}")
@@ -454,6 +486,11 @@ class Gossip:
 
     def _on_heartbeat(self, f: Frame) -> None:
         info = parse_info(f.body)
+        if self.auth is not None:
+            why = self._check_heartbeat(f, info)
+            if why is not None:
+                self._drop(why, f"HEARTBEAT from {f.sender[:16]}")
+                return
         kid = info.get("kid")
         if isinstance(kid, str) and f.reply_to:
             self._t.peer_key(f.reply_to, kid)
@@ -463,11 +500,44 @@ class Gossip:
         """`addr` serves the key `key_id` (from mDNS): reach it with that secret's keys."""
         self._t.peer_key(addr, key_id)
 
+    def _check_heartbeat(self, f: Frame, info: dict[str, Any]) -> str | None:
+        """None if the heartbeat is signed by its sender's key and newer than the last one."""
+        assert self.auth is not None
+        proof = f.body.get("auth")
+        if not isinstance(proof, dict):
+            return "unsigned"
+        inc, ctr = proof["inc"], proof["ctr"]
+        if not all(type(v) is int and 0 <= v < 2**63 for v in (inc, ctr)):
+            raise ValueError("bad incarnation or counter")
+        admit = proof.get("admit")
+        msg = membership_message(f.kind, f.mesh_id, f.sender, f.reply_to, inc, ctr, dumps(info))
+        return self.auth.keyring.check_message(
+            f.sender, bytes.fromhex(proof["key"]), None if admit is None else bytes.fromhex(admit),
+            inc, ctr, bytes.fromhex(proof["sig"]), msg)
+
+    def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
+        """Check the events of a frame body (signatures, when signing) and merge the good
+        ones; returns the new ones. Malformed bodies raise KeyError/TypeError/ValueError."""
+        if self.auth is None:
+            return self.merge(parse_events(body["events"], self.refused))
+        keyring = self.auth.keyring
+        before = sum(keyring.refused.total.values())
+        try:
+            events = keyring.accept(body["events"], body.get("batches", []), self.refused)
+        except BanzaiError as err:  # an event's own validation refused it: malformed frame
+            raise ValueError(f"bad event: {err!s:.60}") from None
+        refused = sum(keyring.refused.total.values()) - before
+        if refused:
+            self.stats.events_refused += refused
+            self._warn.warn("refused", "gossip: refused %d events whose signature does not "
+                            "verify (see /api/health)", refused)
+        return self.merge(events) if events else []
+
     def _on_events(self, f: Frame) -> None:
         ttl = f.body.get("ttl", 0)
         if type(ttl) is not int:  # checked first: a bad frame is dropped before any merge
             raise ValueError(f"ttl is not an integer: {ttl!r:.20}")
-        new = self.merge(parse_events(f.body["events"], self.refused))
+        new = self.receive_events(f.body)
         ttl = min(ttl, self.cfg.push_hops)  # a sender cannot make the rumour live longer
         if new and ttl > 0:
             self._push(new, ttl - 1, exclude=f.reply_to)

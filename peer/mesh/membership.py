@@ -136,10 +136,11 @@ class Membership:
         return self._rng.choice(known) if known else None
 
     # -- hearing from peers ------------------------------------------------------------
-    def touch(self, peer_id: str, reply_to: str) -> None:
-        """Any valid frame from `peer_id` (not dead) proves it alive; note its address."""
+    def touch(self, peer_id: str, reply_to: str, *, refresh: bool = True) -> None:
+        """Any valid frame from `peer_id` (not dead) proves it alive (unless not `refresh`:
+        with signed membership only a checked heartbeat does); note its address."""
         p = self._peers.get(peer_id)
-        if p is not None and p.status != Liveness.DEAD:
+        if refresh and p is not None and p.status != Liveness.DEAD:
             p.last_heard = self._clock()
         if reply_to and reply_to not in self._static:
             self._note_addr(reply_to)

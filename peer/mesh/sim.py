@@ -15,6 +15,7 @@ from typing import Any
 
 from peer.log import Event, EventType, MeshState
 from peer.log.clock import FakeClock
+from peer.log.signing import Identity, Keyring, MeshAuth, admit_tag, peer_id_for, sign_events
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.transport import MemoryNetwork
 
@@ -22,8 +23,9 @@ from peer.mesh.transport import MemoryNetwork
 class MemorySink:
     """An EventSink over peer.log.MeshState with contiguous version-vector heads."""
 
-    def __init__(self, peer_id: str = "") -> None:
+    def __init__(self, peer_id: str = "", auth: MeshAuth | None = None) -> None:
         self.peer_id = peer_id
+        self.auth = auth  # set: local events are signed (one batch each)
         self.state = MeshState()
         self._seqs: dict[str, list[int]] = {}
         self._contig: dict[str, int] = {}
@@ -66,6 +68,8 @@ class MemorySink:
         self._hlc += 1
         ev = Event(self.peer_id, seq, self._hlc, typ,
                    payload if payload is not None else {"cache": {f"{self.peer_id}/{seq}": seq}})
+        if self.auth is not None:
+            sign_events(self.auth.identity, self.peer_id, [ev], self.auth.admit)
         self.merge([ev])
         return ev
 
@@ -97,10 +101,13 @@ class SimPeer:
 
 
 class Cluster:
-    """n peers on one MemoryNetwork sharing a FakeClock; each knows every address."""
+    """n peers on one MemoryNetwork sharing a FakeClock; each knows every address. With
+    `signed`, each peer has an identity (its id is the one its key certifies), signs its
+    events and heartbeats and checks everyone else's (admitted by `cfg.secret` if set)."""
 
     def __init__(self, n: int, cfg: GossipConfig | None = None, *, net: MemoryNetwork | None = None,
-                 seed: int = 0, connect: bool = True) -> None:
+                 seed: int = 0, connect: bool = True, signed: bool = False) -> None:
+        self.signed = signed
         self.cfg = cfg or GossipConfig.local()
         self.net = net or MemoryNetwork(seed=seed)
         self.clock = FakeClock()
@@ -114,10 +121,19 @@ class Cluster:
                     p.gossip.add_peer(q.addr)
 
     def add(self, peer_id: str, cfg: GossipConfig | None = None) -> SimPeer:
-        sink, members = MemorySink(peer_id), RecordingMembers()
-        g = Gossip(cfg or self.cfg, self.net.transport(), sink, members, peer_id,
+        cfg = cfg or self.cfg
+        auth = None
+        if self.signed:
+            me = Identity.generate()
+            peer_id = peer_id_for(me.key)
+            secrets = () if cfg.secret is None else (cfg.secret,)
+            auth = MeshAuth(me, Keyring(secrets), incarnation=1,
+                            admit=admit_tag(cfg.secret, peer_id, me.key) if cfg.secret else None)
+            auth.keyring.keys[peer_id] = me.key
+        sink, members = MemorySink(peer_id, auth), RecordingMembers()
+        g = Gossip(cfg, self.net.transport(), sink, members, peer_id,
                    clock=self.clock, rng=random.Random(self.rng.random()),
-                   local_info=lambda: {"free_slots": 1})
+                   local_info=lambda: {"free_slots": 1}, auth=auth)
         g.bind()
         p = SimPeer(g, sink, members)
         self.peers.append(p)

@@ -30,9 +30,12 @@ class Kind(IntEnum):
     """Message kinds. Append-only: the numeric values are part of the protocol."""
 
     HEARTBEAT = 1  # {"info": {...}}
-    EVENTS = 2  # {"events": [...], "ttl": int}
+    EVENTS = 2  # {"events": [...], "ttl": int, "batches": [...]}
     DIGEST = 3  # {"vv": {origin: seq}, "peers": [addr, ...]}
-    DIGEST_REPLY = 4  # {"events": [...], "vv": {origin: seq} | null, "more": bool}
+    DIGEST_REPLY = 4  # {"events": [...], "vv": {origin: seq} | null, "more": bool, "batches"}
+# Events carry "b" (their batch's first seq) and, when the batch's signer is not their
+# origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
+# (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
 
 
 class FrameError(Exception):
@@ -164,7 +167,14 @@ def dumps(obj: Any) -> bytes:
 
 
 def encode_event(e: Event) -> bytes:
-    return dumps(e.to_json())
+    """An event's wire form, with the reference to its signed batch when it has one."""
+    d = e.to_json()
+    b = e.att
+    if b is not None:
+        d["b"] = b.first
+        if b.signer != b.origin:
+            d["bs"] = b.signer
+    return dumps(d)
 
 
 def heartbeat_body(info: Mapping[str, Any]) -> bytes:
@@ -175,40 +185,70 @@ def digest_body(vv: Mapping[str, int], peers: Sequence[str]) -> bytes:
     return dumps({"vv": dict(vv), "peers": list(peers)})
 
 
-def events_body(batch: Sequence[bytes], ttl: int) -> bytes:
-    """An EVENTS body around already encoded events."""
-    return b'{"events":[' + b",".join(batch) + b'],"ttl":%d}' % ttl
+def _batches(signed: Sequence[bytes]) -> bytes:
+    return b',"batches":[' + b",".join(signed) + b"]" if signed else b""
 
 
-def reply_body(batch: Sequence[bytes], reply: Reply) -> bytes:
-    """A DIGEST_REPLY body around already encoded events."""
+def events_body(batch: Sequence[bytes], ttl: int, signed: Sequence[bytes] = ()) -> bytes:
+    """An EVENTS body around already encoded events (and the batches that sign them)."""
+    return b'{"events":[' + b",".join(batch) + b'],"ttl":%d' % ttl + _batches(signed) + b"}"
+
+
+def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = ()) -> bytes:
+    """A DIGEST_REPLY body around already encoded events (and the batches that sign them)."""
     vv = None if reply.vv is None else dict(reply.vv)
     return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
-            + dumps(reply.more) + b"}")
+            + dumps(reply.more) + _batches(signed) + b"}")
+
+
+class Packed(NamedTuple):
+    """The encoded events of one frame and the encoded batches that sign them."""
+
+    events: list[bytes]
+    batches: list[bytes]
+
+
+def pack_frames(events: Sequence[Event], max_frame_bytes: int, max_per_frame: int,
+                ) -> tuple[list[Packed], list[tuple[Event, int]]]:
+    """Encoded events in frames' worth (at most `max_per_frame`, each with the batches of its
+    events, each batch once), and the (event, encoded size) of those too large for any frame."""
+    budget = max_frame_bytes - FRAME_SLACK_BYTES
+    out: list[Packed] = []
+    too_large: list[tuple[Event, int]] = []
+    cur = Packed([], [])
+    carried: dict[int, int] = {}  # id(batch) -> index of the last frame that carries it
+    encoded: dict[int, bytes] = {}
+    size = 0
+    for e in events:
+        enc = encode_event(e)
+        b = e.att
+        benc = b""
+        if b is not None:
+            benc = encoded.get(id(b)) or encoded.setdefault(id(b), dumps(b.to_json()))
+        if len(enc) + len(benc) > budget:
+            too_large.append((e, len(enc)))
+            continue
+        need = benc if carried.get(id(b)) != len(out) else b""
+        if cur.events and (size + len(enc) + len(need) > budget
+                           or len(cur.events) >= max_per_frame):
+            out.append(cur)
+            cur, size, need = Packed([], []), 0, benc
+        cur.events.append(enc)
+        size += len(enc) + 1
+        if need:
+            cur.batches.append(need)
+            carried[id(b)] = len(out)
+            size += len(need) + 1
+    if cur.events:
+        out.append(cur)
+    return out, too_large
 
 
 def pack_events(events: Sequence[Event], max_frame_bytes: int, max_per_frame: int,
                 ) -> tuple[list[list[bytes]], list[tuple[Event, int]]]:
-    """Encoded events in batches that fit one frame each (at most `max_per_frame`), and the
-    (event, encoded size) of those too large for any frame."""
-    budget = max_frame_bytes - FRAME_SLACK_BYTES
-    out: list[list[bytes]] = []
-    too_large: list[tuple[Event, int]] = []
-    cur: list[bytes] = []
-    size = 0
-    for e in events:
-        enc = encode_event(e)
-        if len(enc) > budget:
-            too_large.append((e, len(enc)))
-            continue
-        if cur and (size + len(enc) > budget or len(cur) >= max_per_frame):
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(enc)
-        size += len(enc) + 1
-    if cur:
-        out.append(cur)
-    return out, too_large
+    """`pack_frames` without the batches."""
+    frames, too_large = pack_frames(events, max_frame_bytes, max_per_frame)
+    return [f.events for f in frames], too_large
 
 
 def parse_info(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +296,7 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
 
 
 __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Frame", "FrameError",
-           "FrameWriter", "Kind", "Refused", "Reply", "decode_frame", "digest_body",
+           "FrameWriter", "Kind", "Packed", "Refused", "Reply", "decode_frame", "digest_body",
            "dumps", "encode_event", "encode_frame", "events_body", "frame_header",
-           "heartbeat_body", "pack_events", "parse_events", "parse_info", "parse_vv",
-           "reply_body", "seal"]
+           "heartbeat_body", "pack_events", "pack_frames", "parse_events", "parse_info",
+           "parse_vv", "reply_body", "seal"]

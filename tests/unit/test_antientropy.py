@@ -4,7 +4,7 @@ Gossip peers on the in-memory network with a fake clock (no sockets, no sleeps).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from peer.log import Event
 from peer.mesh.antientropy import AntiEntropy
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, MemorySink
-from peer.mesh.wire import Frame, Kind, Reply
+from peer.mesh.wire import Frame, Kind, Reply, parse_events
 
 from .mesh_helpers import Probe
 
@@ -49,6 +49,8 @@ class FakeLink:
 
     def refused(self, origin: Any, reason: str) -> None:
         self.sink.refused(origin, reason)
+    def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
+        return self.merge(parse_events(body["events"], self.refused))
 
 
 @dataclass

@@ -61,6 +61,7 @@ VALID: dict[EventType, dict[str, Any]] = {
                        "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
     EventType.JOB_DELETED: {"job": "j1", "reason": "deleted by a user"},
     EventType.UNPROVIDE: {"cids": [CID]},
+    EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
 }
 
 
@@ -283,6 +284,9 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
     (T.UNPROVIDE, {"cids": [None]}, "payload.cids[0]",
      "expected a string of 1 to 256 characters, got None"),
+    (T.REVOKE, _without(VALID[T.REVOKE], "peer"), "payload.peer",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.REVOKE, _with(T.REVOKE, after=-1), "payload.after", "expected an integer >= 0, got -1"),
 ]
 
 
@@ -419,7 +423,8 @@ def test_event_log_opens_quarantining_invalid_rows(tmp_path: Path,
                 ("a", 3, 3, 99, "{}"),  # a type this version does not know
                 ("", 1, 4, int(EventType.PROVIDE), '{"cids": []}'),
                 ("b", 1, 5, int(EventType.PROVIDE), "{not json")]
-    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", bad_rows)
+    db.executemany("INSERT INTO events (origin, seq, hlc, type, payload) VALUES (?, ?, ?, ?, ?)",
+                   bad_rows)
     db.commit()
     db.close()
     again = EventLog(path)

@@ -111,6 +111,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
             return {"cache": cache}
         case EventType.PROVIDE | EventType.UNPROVIDE:
             return {"cids": [["c1"], ["c2", "c9"], [], ["c1", "c2"]][pick % 4]}
+        case EventType.REVOKE:
+            return {"peer": PEERS[pick % len(PEERS)], "after": pick % 4, "reason": ""}
         case _:
             return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
                     "cores": 1, "mem_mb": 1, "gpu": False}
@@ -133,7 +135,8 @@ def full_snapshot(s: MeshState) -> object:
     """Everything the fold derives, in a form that ignores arrival order."""
     return (snapshot(s), {k: v.id for k, v in s.jobs.items()},
             {k: v.id for k, v in s.deleted.items()},
-            {k: v.id for k, v in s.splits.items()}, {k: v.id for k, v in s.members.items()})
+            {k: v.id for k, v in s.splits.items()}, {k: v.id for k, v in s.members.items()},
+            {k: v.id for k, v in s.revoked.items()})
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,0 +1,411 @@
+"""Identities and signatures: a peer's Ed25519 identity, event content hashes, signed batches,
+admission tags, signed membership messages and the keyring that checks them. Pure but for
+`Identity.load`; a Keyring is owned by the event loop. The event path: docs/architecture.md."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from peer.errors import BanzaiError
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
+
+HASH_BYTES = 32
+KEY_BYTES = 32
+SIG_BYTES = 64
+MAX_BATCH = 256  # events per signed batch (a flush of more is signed as several)
+# A batch is one signature over (signer, origin, first seq, the content hashes of its events in
+# seq order): checked once, then each event costs one hash and a comparison, so a relayer can
+# forward any subset of a batch with its attestation and every receiver can verify it.
+EVENT_DOMAIN = b"banzai-event-v1\n"
+BATCH_DOMAIN = b"banzai-batch-v1\n"
+ADMIT_DOMAIN = b"banzai-admit-v1"
+MEMBERSHIP_DOMAIN = b"banzai-membership-v1\n"
+MAX_TRACKED = 1024  # origins with their own counters; the rest share "(other)"
+VERIFIED_CACHE = 4096  # batch signatures remembered as good
+
+
+def event_hash(e: Event) -> bytes:
+    """sha256 of the canonical encoding of (origin, seq, hlc, type, payload)."""
+    canon = json.dumps([e.origin, e.seq, e.hlc, int(e.type), e.payload], separators=(",", ":"),
+                       sort_keys=True)
+    return hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
+
+
+def held_hash(e: Event) -> bytes:
+    """The content hash of an event: read from its batch when it has one (verified on entry)."""
+    b = e.att
+    return b.hash_at(e.seq) if isinstance(b, Batch) else event_hash(e)
+
+
+def _str_bytes(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def batch_digest(signer: str, origin: str, first: int, hashes: bytes) -> bytes:
+    """What a batch's signature signs: domain, signer, origin, first seq, count, hashes."""
+    return hashlib.sha256(BATCH_DOMAIN + _str_bytes(signer) + _str_bytes(origin)
+                          + struct.pack("!QI", first, len(hashes) // HASH_BYTES)
+                          + hashes).digest()
+
+
+def admit_tag(secret: bytes, peer_id: str, key: bytes) -> bytes:
+    """HMAC(secret, "banzai-admit-v1" | peer_id | public key): the mesh secret vouches for
+    the binding of `peer_id` to `key`."""
+    return hmac.new(secret, ADMIT_DOMAIN + _str_bytes(peer_id) + key, hashlib.sha256).digest()
+
+
+SELF_ID_CHARS = 20  # ids of 0.1.0 have 16 hex digits: they certify no key
+
+
+def peer_id_for(key: bytes) -> str:
+    """The self-certifying peer id of an identity made by this release: 20 hex digits of
+    sha256(key). Only that key can ever be bound to it."""
+    return hashlib.sha256(key).hexdigest()[:SELF_ID_CHARS]
+
+
+def self_certifying(peer_id: str) -> bool:
+    return len(peer_id) == SELF_ID_CHARS and all(c in "0123456789abcdef" for c in peer_id)
+
+
+class Identity:
+    """A peer's Ed25519 key pair."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._sk = private
+        self.key = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        """The identity stored at `path` (32 raw bytes), created (mode 0600) if missing."""
+        try:
+            return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+        except FileNotFoundError:
+            pass
+        sk = Ed25519PrivateKey.generate()
+        raw = sk.private_bytes_raw()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        return cls(sk)
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._sk.sign(msg)
+
+
+def verify(key: bytes, sig: bytes, msg: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, msg)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One signature over consecutive events [first, first + n) of `origin`, by `signer`
+    (the origin itself; another member only when attesting events of the previous release,
+    which carry no signature of their own). `key` and `admit` announce the signer's binding."""
+
+    signer: str
+    origin: str
+    first: int
+    hashes: bytes  # n * 32 bytes, in seq order
+    key: bytes
+    admit: bytes | None
+    sig: bytes
+
+    @property
+    def count(self) -> int:
+        return len(self.hashes) // HASH_BYTES
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def covers(self, seq: int) -> bool:
+        return self.first <= seq < self.first + self.count
+
+    def hash_at(self, seq: int) -> bytes:
+        i = (seq - self.first) * HASH_BYTES
+        return self.hashes[i:i + HASH_BYTES]
+
+    def digest(self) -> bytes:
+        return batch_digest(self.signer, self.origin, self.first, self.hashes)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"o": self.origin, "f": self.first, "h": self.hashes.hex(),
+                             "k": self.key.hex(), "g": self.sig.hex()}
+        if self.signer != self.origin:
+            d["s"] = self.signer
+        if self.admit is not None:
+            d["a"] = self.admit.hex()
+        return d
+
+    @staticmethod
+    def from_json(d: Any) -> Batch:
+        """A batch off the wire; ValueError if malformed (the signature is not checked)."""
+        if type(d) is not dict:
+            raise ValueError("batch is not an object")
+        origin, first = d.get("o"), d.get("f")
+        signer = d.get("s", origin)
+        if not (isinstance(origin, str) and isinstance(signer, str)
+                and 0 < len(origin) <= MAX_ID_CHARS and 0 < len(signer) <= MAX_ID_CHARS
+                and type(first) is int and 0 < first <= MAX_CLOCK):
+            raise ValueError("bad batch origin, signer or first seq")
+        hashes = bytes.fromhex(_hexstr(d, "h"))
+        if not hashes or len(hashes) % HASH_BYTES or len(hashes) > MAX_BATCH * 4 * HASH_BYTES:
+            raise ValueError("bad batch hash list")
+        key, sig = bytes.fromhex(_hexstr(d, "k")), bytes.fromhex(_hexstr(d, "g"))
+        admit = bytes.fromhex(_hexstr(d, "a")) if "a" in d else None
+        if len(key) != KEY_BYTES or len(sig) != SIG_BYTES:
+            raise ValueError("bad batch key or signature length")
+        return Batch(signer, origin, first, hashes, key, admit, sig)
+
+
+def _hexstr(d: Mapping[str, Any], k: str) -> str:
+    v = d.get(k)
+    if not isinstance(v, str):
+        raise ValueError(f"batch field {k} is not a string")
+    return v
+
+
+def sign_run(me: Identity, signer: str, origin: str, events: Sequence[Event],
+             admit: bytes | None) -> Batch:
+    """One batch over `events`: consecutive seqs of one origin, in seq order."""
+    hashes = b"".join(event_hash(e) for e in events)
+    first = events[0].seq
+    return Batch(signer, origin, first, hashes, me.key, admit,
+                 me.sign(batch_digest(signer, origin, first, hashes)))
+
+
+def sign_events(me: Identity, signer: str, events: Iterable[Event], admit: bytes | None,
+                max_batch: int = MAX_BATCH) -> list[Batch]:
+    """Batches over `events` (any origins, any order), one per run of consecutive seqs of one
+    origin of at most `max_batch` events; each event's `att` is set to its batch."""
+    by_origin: dict[str, list[Event]] = {}
+    for e in events:
+        by_origin.setdefault(e.origin, []).append(e)
+    out: list[Batch] = []
+    for origin, evs in by_origin.items():
+        evs.sort(key=lambda e: e.seq)
+        run: list[Event] = []
+        for e in evs:
+            if run and (e.seq != run[-1].seq + 1 or len(run) >= max_batch):
+                out.append(_attach(sign_run(me, signer, origin, run, admit), run))
+                run = []
+            run.append(e)
+        if run:
+            out.append(_attach(sign_run(me, signer, origin, run, admit), run))
+    return out
+
+
+def _attach(b: Batch, events: Sequence[Event]) -> Batch:
+    for e in events:
+        object.__setattr__(e, "att", b)
+    return b
+
+
+# -- membership messages ---------------------------------------------------------------
+
+
+def membership_message(kind: int, mesh_id: str, sender: str, reply_to: str, inc: int, ctr: int,
+                       body: bytes) -> bytes:
+    """What a membership message's signature signs: everything a receiver acts on."""
+    return (MEMBERSHIP_DOMAIN + bytes([kind]) + _str_bytes(mesh_id) + _str_bytes(sender)
+            + _str_bytes(reply_to) + struct.pack("!QQ", inc, ctr) + body)
+
+
+# -- the keyring -------------------------------------------------------------------------
+
+
+class Counters:
+    """Refusals per origin and reason, bounded: past MAX_TRACKED origins (an attacker
+    chooses them) the rest are counted under "(other)"."""
+
+    OTHER = "(other)"
+
+    def __init__(self, max_origins: int = MAX_TRACKED) -> None:
+        self._max = max_origins
+        self.by_origin: dict[str, dict[str, int]] = {}
+        self.total: dict[str, int] = {}
+
+    def add(self, origin: str, reason: str, n: int = 1) -> None:
+        if origin not in self.by_origin and len(self.by_origin) >= self._max:
+            origin = self.OTHER
+        row = self.by_origin.setdefault(origin, {})
+        row[reason] = row.get(reason, 0) + n
+        self.total[reason] = self.total.get(reason, 0) + n
+
+
+class Keyring:
+    """Who speaks for which peer id: bindings peer id -> public key (a self-certifying id
+    only ever to its own key; an id of 0.1.0 to the first admitted key heard), the
+    revoked members, the last (incarnation, counter) accepted from each member, and the
+    counters of refusals. `secrets` are the mesh secrets a binding's admit tag may be made
+    with (none: bindings need no admission)."""
+
+    def __init__(self, secrets: Sequence[bytes] = (),
+                 revoked: Callable[[str], int | None] = lambda _p: None) -> None:
+        self.secrets = tuple(secrets)
+        self.keys: dict[str, bytes] = {}
+        self.revoked_after = revoked  # peer id -> the last seq of it still accepted, or None
+        self.seen: dict[str, tuple[int, int]] = {}  # peer id -> last (incarnation, counter)
+        self.refused = Counters()
+        self.key_conflicts = Counters()
+        self._good: OrderedDict[bytes, None] = OrderedDict()  # signatures verified
+
+    # -- bindings ----------------------------------------------------------------------
+    def admitted(self, peer_id: str, key: bytes, admit: bytes | None) -> bool:
+        if not self.secrets:
+            return True
+        return admit is not None and any(
+            hmac.compare_digest(admit_tag(s, peer_id, key), admit) for s in self.secrets)
+
+    def bind(self, peer_id: str, key: bytes, admit: bytes | None) -> str | None:
+        """Bind `peer_id` to `key` if it is unbound and admitted; None when the binding holds
+        afterwards, else the reason it does not ("not_admitted", "key_conflict")."""
+        cur = self.keys.get(peer_id)
+        if cur == key:
+            return None
+        if cur is not None or (self_certifying(peer_id) and peer_id_for(key) != peer_id):
+            self.key_conflicts.add(peer_id, "other_key")
+            return "key_conflict"
+        if not self.admitted(peer_id, key, admit):
+            return "not_admitted"
+        self.keys[peer_id] = key
+        return None
+
+    def is_revoked(self, peer_id: str) -> bool:
+        return self.revoked_after(peer_id) is not None
+
+    # -- batches and events --------------------------------------------------------------
+    def check_batch(self, b: Batch) -> str | None:
+        """None if `b` may vouch for its events, else the reason to refuse them."""
+        after = self.revoked_after(b.signer)
+        if after is not None and (b.signer != b.origin or b.first > after):
+            return "revoked"  # its own events up to `after` stay good: they are kept everywhere
+        why = self.bind(b.signer, b.key, b.admit)
+        if why is not None:
+            return why
+        if b.signer != b.origin and b.origin in self.keys:
+            return "attested_signed_origin"  # only unsigned (legacy) origins may be attested
+        if b.sig in self._good:
+            return None
+        if not verify(b.key, b.sig, b.digest()):
+            return "bad_signature"
+        self._good[b.sig] = None
+        if len(self._good) > VERIFIED_CACHE:
+            self._good.popitem(last=False)
+        return None
+
+    def check_event(self, e: Event, b: Batch | None) -> str | None:
+        """None if `e` may be stored and folded (its batch `b` already passed check_batch)."""
+        after = self.revoked_after(e.origin)
+        if after is not None and e.seq > after:
+            return "revoked"
+        if b is None:
+            return "unsigned"
+        if b.origin != e.origin or not b.covers(e.seq):
+            return "bad_batch_ref"
+        if event_hash(e) != b.hash_at(e.seq):
+            return "bad_hash"
+        object.__setattr__(e, "att", b)
+        return None
+
+    def accept(self, raw_events: Any, raw_batches: Any,
+               invalid: Callable[[Any, str], None] | None = None) -> list[Event]:
+        """The events of a frame body whose signatures verify; the others are counted by
+        origin and reason. An event that is not valid is reported to `invalid` and left out
+        (without it, it raises its BanzaiError). ValueError if the lists themselves are
+        malformed."""
+        if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
+            raise ValueError("events or batches is not a list")
+        batches: dict[tuple[Any, str, Any], Batch | None] = {}
+        for d in raw_batches:
+            bt = Batch.from_json(d)
+            why = self.check_batch(bt)
+            if why is not None:
+                self.refused.add(bt.origin, why, bt.count)
+            batches[(bt.signer, bt.origin, bt.first)] = bt if why is None else None
+        out: list[Event] = []
+        for d in raw_events:
+            try:
+                e = Event.from_json(d)
+            except BanzaiError as err:
+                if invalid is None:
+                    raise
+                invalid(d.get("origin") if type(d) is dict else None, f"invalid: {err!s:.200}")
+                continue
+            ref = (d.get("bs", e.origin), e.origin, d.get("b"))
+            if ref in batches and batches[ref] is None:
+                continue  # its batch was refused (counted there, once per event of it)
+            why = self.check_event(e, batches.get(ref))
+            if why is None:
+                out.append(e)
+            else:
+                self.refused.add(e.origin, why)
+        return out
+
+    # -- membership messages -------------------------------------------------------------
+    def check_message(self, sender: str, key: bytes, admit: bytes | None, inc: int, ctr: int,
+                      sig: bytes, msg: bytes) -> str | None:
+        """None if a membership message from `sender` is authentic and newer than every one
+        accepted from it (then it is remembered), else the reason to drop it."""
+        if self.is_revoked(sender):
+            return "revoked"
+        why = self.bind(sender, key, admit)
+        if why is not None:
+            return why
+        if not verify(key, sig, msg):
+            return "bad_signature"
+        if (inc, ctr) <= self.seen.get(sender, (-1, -1)):
+            return "replayed"
+        if len(self.seen) < MAX_TRACKED * 16 or sender in self.seen:
+            self.seen[sender] = (inc, ctr)
+        return None
+
+
+@dataclass
+class MeshAuth:
+    """What gossip signs and checks with: this peer's identity, its admit tag, its
+    incarnation (persisted, one more at each start) and counter, and the keyring."""
+
+    identity: Identity
+    keyring: Keyring
+    incarnation: int
+    admit: bytes | None = None
+    counter: int = 0
+
+    def next_counter(self) -> int:
+        self.counter += 1
+        return self.counter
+
+
+__all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
+           "Identity", "Keyring", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
+           "held_hash", "membership_message", "peer_id_for", "self_certifying", "sign_events",
+           "sign_run", "verify"]

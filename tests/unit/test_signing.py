@@ -1,0 +1,306 @@
+"""Identities, content hashes, signed batches, admission, signed membership messages and
+revocation (peer.log.signing), and signed gossip on the in-memory mesh."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from peer.log import Event, EventType
+from peer.log.signing import (
+    MAX_BATCH,
+    Batch,
+    Counters,
+    Identity,
+    Keyring,
+    admit_tag,
+    event_hash,
+    held_hash,
+    membership_message,
+    peer_id_for,
+    self_certifying,
+    sign_events,
+)
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster
+from peer.mesh.wire import Kind, pack_frames
+
+from .mesh_helpers import SECRET, frame_to, inject
+
+ME = Identity.generate()
+ID = peer_id_for(ME.key)
+
+
+def ev(seq: int, payload: dict[str, Any] | None = None, origin: str = ID, hlc: int = 0,
+       typ: EventType = EventType.CACHE_PUT) -> Event:
+    return Event(origin, seq, hlc or seq, typ, payload or {"cache": {f"k{seq}": seq}})
+
+
+def wire(events: list[Event]) -> tuple[list[Any], list[Any]]:
+    """The events and batches of one frame body, as a receiver parses them."""
+    frames, _ = pack_frames(events, 1 << 20, 512)
+    assert len(frames) == 1
+    return ([json.loads(e) for e in frames[0].events],
+            [json.loads(b) for b in frames[0].batches])
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_the_content_hash_covers_every_field_and_ignores_key_order() -> None:
+    base = ev(3, {"cache": {"a": 1, "b": [1, 2]}})
+    assert event_hash(base) == event_hash(ev(3, {"cache": {"b": [1, 2], "a": 1}}))
+    for other in (ev(4, {"cache": {"a": 1, "b": [1, 2]}}),  # seq
+                  ev(3, {"cache": {"a": 1, "b": [1, 2]}}, hlc=99),  # hlc
+                  ev(3, {"cache": {"a": 1, "b": [1, 3]}}),  # payload
+                  ev(3, {"cache": {"a": 1, "b": [1, 2]}}, origin="x"),  # origin
+                  ev(3, {"cids": ["a"]}, typ=EventType.PROVIDE)):  # type
+        assert event_hash(other) != event_hash(base)
+    assert len(event_hash(base)) == 32
+
+
+def test_sign_events_makes_one_batch_per_run_of_one_origin() -> None:
+    evs = [ev(s) for s in (1, 2, 3, 5, 6)] + [ev(1, origin="other")]
+    batches = sign_events(ME, ID, evs, None, max_batch=2)
+    runs = sorted((b.origin, b.first, b.count) for b in batches)
+    assert runs == [(ID, 1, 2), (ID, 3, 1), (ID, 5, 2), ("other", 1, 1)]
+    for e in evs:
+        assert e.att is not None and e.att.covers(e.seq)
+        assert held_hash(e) == event_hash(e)
+    assert {b.signer for b in batches} == {ID}
+
+
+def test_a_batch_verifies_and_any_subset_of_it_can_be_relayed() -> None:
+    evs = [ev(s) for s in range(1, 17)]
+    sign_events(ME, ID, evs, None)
+    k = Keyring()
+    raw, batches = wire(evs[5:9])  # a relayer forwards four of the sixteen
+    assert len(batches) == 1 and len(bytes.fromhex(batches[0]["h"])) == 16 * 32
+    got = k.accept(raw, batches)
+    assert [e.id for e in got] == [e.id for e in evs[5:9]]
+    assert all(isinstance(e.att, Batch) for e in got)
+    assert k.keys[ID] == ME.key and not k.refused.total
+
+
+def _tampered(mutate: Any) -> dict[str, int]:
+    evs = [ev(s) for s in range(1, 5)]
+    sign_events(ME, ID, evs, None)
+    raw, batches = wire(evs)
+    mutate(raw, batches)
+    k = Keyring()
+    got = k.accept(raw, batches)
+    assert len(got) < 4
+    return k.refused.by_origin[ID]
+
+
+def test_a_tampered_payload_is_refused() -> None:
+    def mutate(raw: list[Any], _b: list[Any]) -> None:
+        raw[1]["payload"]["cache"]["k2"] = 666
+    assert _tampered(mutate) == {"bad_hash": 1}
+
+
+def test_a_tampered_seq_is_refused() -> None:
+    def mutate(raw: list[Any], _b: list[Any]) -> None:
+        raw[1]["seq"] = 3
+    assert _tampered(mutate) == {"bad_hash": 1}
+
+
+def test_a_seq_outside_its_batch_is_refused() -> None:
+    def mutate(raw: list[Any], _b: list[Any]) -> None:
+        raw[3]["seq"] = 9
+    assert _tampered(mutate) == {"bad_batch_ref": 1}
+
+
+def test_a_tampered_hash_list_fails_the_signature() -> None:
+    def mutate(_r: list[Any], b: list[Any]) -> None:
+        h = bytearray(bytes.fromhex(b[0]["h"]))
+        h[40] ^= 1
+        b[0]["h"] = h.hex()
+    assert _tampered(mutate) == {"bad_signature": 4}
+
+
+def test_an_event_without_its_batch_is_refused_as_unsigned() -> None:
+    def mutate(raw: list[Any], b: list[Any]) -> None:
+        b.clear()
+        for d in raw:
+            d.pop("b")
+    assert _tampered(mutate) == {"unsigned": 4}
+
+
+def test_a_wrong_key_cannot_speak_for_a_bound_or_self_certifying_id() -> None:
+    mallory = Identity.generate()
+    forged = [ev(1)]  # under ID, signed by mallory
+    sign_events(mallory, ID, forged, None)
+    k = Keyring()
+    assert k.accept(*wire(forged)) == []  # ID certifies ME's key only, even heard first
+    assert k.refused.by_origin[ID] == {"key_conflict": 1}
+    legacy = "0123456789abcdef"  # an id of 0.1.0: the first admitted key heard is bound
+    assert not self_certifying(legacy) and self_certifying(ID)
+    assert k.bind(legacy, ME.key, None) is None
+    assert k.bind(legacy, mallory.key, None) == "key_conflict"
+    assert k.keys[legacy] == ME.key
+    assert k.key_conflicts.by_origin == {ID: {"other_key": 1}, legacy: {"other_key": 1}}
+
+
+def test_admission_needs_a_tag_made_with_the_mesh_secret() -> None:
+    k = Keyring([SECRET])
+    assert k.bind(ID, ME.key, None) == "not_admitted"
+    assert k.bind(ID, ME.key, admit_tag(b"x" * 32, ID, ME.key)) == "not_admitted"
+    assert k.bind(ID, ME.key, admit_tag(SECRET, peer_id_for(b"y" * 32), ME.key)) == "not_admitted"
+    assert k.bind(ID, ME.key, admit_tag(SECRET, ID, ME.key)) is None
+    rotating = Keyring([b"n" * 32, SECRET])  # during a rotation both secrets admit
+    assert rotating.bind(ID, ME.key, admit_tag(SECRET, ID, ME.key)) is None
+
+
+def test_legacy_events_are_accepted_only_when_attested_for_an_unsigned_origin() -> None:
+    old = "0123456789abcdef"  # a 0.1.0 peer that never signed anything
+    evs = [ev(1, origin=old), ev(2, origin=old)]
+    sign_events(ME, ID, evs, None)  # attested by ID, an admitted member
+    raw, batches = wire(evs)
+    assert raw[0]["bs"] == ID and batches[0]["s"] == ID
+    assert [e.id for e in Keyring().accept(raw, batches)] == [(old, 1), (old, 2)]
+    k = Keyring()
+    k.keys[old] = Identity.generate().key  # the origin signs for itself now
+    assert k.accept(raw, batches) == []
+    assert k.refused.by_origin[old] == {"attested_signed_origin": 2}
+
+
+def test_membership_messages_are_refused_when_replayed_or_not_newer() -> None:
+    k = Keyring()
+
+    def msg(inc: int, ctr: int, body: bytes = b"{}", reply_to: str = "127.0.0.1:1",
+            key: Identity = ME) -> str | None:
+        m = membership_message(Kind.HEARTBEAT, "mesh", ID, reply_to, inc, ctr, body)
+        return k.check_message(ID, key.key, None, inc, ctr, key.sign(m), m)
+
+    assert msg(1, 1) is None
+    assert msg(1, 1) == "replayed"  # the same message again
+    assert msg(1, 2) is None
+    assert msg(0, 99) == "replayed"  # an older incarnation (a dead run of the peer)
+    assert msg(2, 1) is None  # the peer restarted: a new incarnation starts again at 1
+    assert msg(1, 3) == "replayed"
+    m = membership_message(Kind.HEARTBEAT, "mesh", ID, "127.0.0.1:1", 2, 2, b"{}")
+    forged_reply_to = membership_message(Kind.HEARTBEAT, "mesh", ID, "10.0.0.66:1", 2, 2, b"{}")
+    assert k.check_message(ID, ME.key, None, 2, 2, ME.sign(m), forged_reply_to) == "bad_signature"
+    assert msg(2, 3, key=Identity.generate()) == "key_conflict"
+
+
+def test_revoked_members_events_past_the_revocation_and_messages_are_refused() -> None:
+    revoked: dict[str, int] = {}
+    k = Keyring(revoked=revoked.get)
+    evs = [ev(s) for s in range(1, 5)]
+    sign_events(ME, ID, evs, None)
+    revoked[ID] = 2
+    got = k.accept(*wire(evs))
+    assert [e.seq for e in got] == [1, 2]  # held by the revoker: kept everywhere
+    assert k.refused.by_origin[ID] == {"revoked": 2}
+    later = [ev(s) for s in range(5, 7)]
+    sign_events(ME, ID, later, None)
+    assert k.accept(*wire(later)) == []
+    assert k.refused.by_origin[ID] == {"revoked": 4}
+    m = membership_message(Kind.HEARTBEAT, "mesh", ID, "", 1, 1, b"{}")
+    assert k.check_message(ID, ME.key, None, 1, 1, ME.sign(m), m) == "revoked"
+
+
+def test_refusal_counters_are_bounded_by_origin() -> None:
+    c = Counters(max_origins=3)
+    for i in range(10):
+        c.add(f"o{i}", "bad_hash")
+    assert len(c.by_origin) == 4 and c.by_origin[Counters.OTHER] == {"bad_hash": 7}
+    assert c.total == {"bad_hash": 10}
+
+
+def test_the_identity_file_is_private_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "identity.key"
+    a = Identity.load(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Identity.load(path).key == a.key
+    assert len(peer_id_for(a.key)) == 20
+
+
+def test_batches_are_split_at_max_batch() -> None:
+    evs = [ev(s) for s in range(1, MAX_BATCH + 2)]
+    assert [b.count for b in sign_events(ME, ID, evs, None)] == [MAX_BATCH, 1]
+
+
+# -- signed gossip on the in-memory mesh ---------------------------------------------------
+
+
+def test_signed_events_replicate_and_heartbeats_bind_keys() -> None:
+    c = Cluster(3, GossipConfig.local(secret=SECRET), signed=True)
+    for p in c.peers:
+        p.gossip.broadcast([p.sink.emit() for _ in range(3)])
+    assert c.run_until_converged(100) is not None
+    c.step()
+    for p in c.peers:
+        assert len(p.sink.ids()) == 9
+        assert p.gossip.stats.events_refused == 0 and p.gossip.stats.dropped_bad_signature == 0
+        assert set(p.gossip.live_peers()) == {q.gossip.peer_id for q in c.peers} - {
+            p.gossip.peer_id}
+
+
+def test_an_event_under_another_members_id_is_rejected_by_every_peer() -> None:
+    c = Cluster(3, GossipConfig.local(secret=SECRET), signed=True)
+    c.step()
+    victim, mallory = c.peers[0], c.peers[2]
+    assert mallory.gossip.auth is not None
+    forged = Event(victim.gossip.peer_id, 1, 10**6, EventType.JOB_CANCELLED,
+                   {"job": "j", "reason": "forged"})
+    sign_events(mallory.gossip.auth.identity, victim.gossip.peer_id, [forged],
+                mallory.gossip.auth.admit)
+    mallory.gossip.broadcast([forged])
+    c.net.pump()
+    for _ in range(20):
+        c.step()
+    for p in c.peers[:2]:
+        assert ("j" not in p.sink.state.cancelled), p.gossip.peer_id
+        assert p.gossip.stats.events_refused >= 1
+    # the victim's own events still flow (mallory never held the forged one as the victim's)
+    victim.gossip.broadcast([victim.sink.emit()])
+    assert c.run_until_converged(50) is not None
+
+
+def test_forged_and_replayed_heartbeats_are_dropped() -> None:
+    c = Cluster(2, GossipConfig.local(), signed=True)
+    c.step()
+    a, b = c.peers
+    raw: list[bytes] = []
+    t = c.net._nodes[b.addr]
+    handler = t.handler
+    assert handler is not None
+
+    def record(frame: bytes) -> None:
+        raw.append(frame)
+        handler(frame)
+    t.handler = record
+    c.step()
+    hb = next(f for f in raw if f[3] == Kind.HEARTBEAT)
+    inject(c, 1, hb)  # a's last heartbeat, replayed
+    assert b.gossip.stats.dropped_replayed == 1
+    # a heartbeat under a's id with the attacker's reply-to and no valid signature
+    inject(c, 1, frame_to(c, Kind.HEARTBEAT, {"info": {"free_slots": 9}},
+                          sender=a.gossip.peer_id, reply_to="127.0.0.1:66"))
+    assert b.gossip.stats.dropped_unsigned == 1
+    body = json.loads(hb[hb.index(b'{"info"'):])
+    body["info"]["free_slots"] = 9
+    body["auth"]["ctr"] += 100
+    inject(c, 1, frame_to(c, Kind.HEARTBEAT, body, sender=a.gossip.peer_id,
+                          reply_to=a.addr))
+    assert b.gossip.stats.dropped_bad_signature == 1
+    assert b.gossip.live_peers()[a.gossip.peer_id]["gossip"] == a.addr
+    assert b.gossip.live_peers()[a.gossip.peer_id]["free_slots"] == 1
+
+
+def test_frames_carry_each_batch_once_and_again_in_the_next_frame() -> None:
+    evs = [ev(s) for s in range(1, 11)]
+    sign_events(ME, ID, evs, None, max_batch=6)  # two batches: seqs 1-6 and 7-10
+    frames, too_large = pack_frames(evs, 1 << 20, 4)  # frames of 4 events
+    assert not too_large
+    firsts = [[json.loads(b)["f"] for b in f.batches] for f in frames]
+    assert firsts == [[1], [1, 7], [7]]
+    k = Keyring()
+    got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
+                                               [json.loads(x) for x in f.batches])]
+    assert [e.seq for e in got] == list(range(1, 11))
