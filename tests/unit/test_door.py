@@ -260,7 +260,8 @@ def test_a_valid_event_never_makes_the_fold_raise(typ: EventType, data: st.DataO
 
 def _insert(path: Path, *rows_: tuple[Any, ...]) -> None:
     db = sqlite3.connect(str(path))
-    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows_)
+    db.executemany("INSERT INTO events (origin, seq, hlc, type, payload) "
+                   "VALUES (?, ?, ?, ?, ?)", rows_)
     db.commit()
     db.close()
 
