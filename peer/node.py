@@ -157,7 +157,8 @@ class Node:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
-        self.scheduler.heard(peer_id)
+        running = info.get("running")
+        self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
         """Other peers the gossip layer currently holds alive, with their heartbeat info."""
@@ -182,7 +183,7 @@ class Node:
         self.flush()  # the heads below must be on disk
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
-                "running": [list(k) for k in self.scheduler.runs],
+                "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.state.heads), **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:

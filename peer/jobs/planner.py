@@ -12,6 +12,7 @@ from typing import Any
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Listings
+from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import Event, MeshState, TaskKey
@@ -56,7 +57,7 @@ def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> list[str]:
     """The CIDs the chunks of a finished split produced (whole outputs and item results)."""
     out: list[str] = []
     for i in range(n):
-        done = state.chunk(job, task, i).done
+        done = chunk_done(state.chunk(job, task, i))
         assert done is not None
         if done.payload.get("output"):
             out.append(done.payload["output"])
@@ -183,29 +184,55 @@ class Planner:
                                  self.max_chunk_items)
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
 
-    def assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
-                 ) -> tuple[str, str | None]:
-        """The task's output CID from its done chunks, and a warning if it kept nothing."""
+    def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                 chunks: Sequence[Sequence[Sequence[str]]]) -> Assembly:
+        """What the task's output is made of, from its done chunks (`chunks`: the split's
+        items); per item, the result recorded by its chunk's run, else the cached one."""
         if not tdef.per_item:
-            out = self.state.chunk(job, task, 0).done
+            out = chunk_done(self.state.chunk(job, task, 0))
             assert out is not None
-            return str(out.payload["output"]), None
-        entries: dict[str, str] = {}
+            return Assembly({}, {str(out.payload["output"]): 0}, None, str(out.payload["output"]))
+        chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
+        fresh: dict[str, Any] = {}
+        for i in range(len(chunks)):
+            done = chunk_done(self.state.chunk(job, task, i))
+            assert done is not None
+            fresh.update(done.payload.get("cache") or {})
+        a = Assembly({}, {}, None)
         matched = kept = 0
         for path, cid in self.files(split.payload["input"], item_name(spec)):
             if not tdef.matches(path):
                 if tdef.passthrough:
-                    entries[path] = cid
+                    a.entries[path] = cid
                 continue
             matched += 1
-            r = self.state.cache.get(cache_key(tdef, spec.params, cid))
+            k = cache_key(tdef, spec.params, cid)
+            r = fresh.get(k) or self.state.cache.get(k)
             if r:
                 kept += 1
-                entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
-        warning = None
+                a.entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
+                a.made_by[r["c"]] = chunk_of.get(cid)
         if not kept:
-            warning = (f"{task}: kept no item of the {matched} input item(s) matching "
-                       f"{tdef.items!r}; the output holds no {tdef.items} result")
-        output = self.store.make_dir(entries)
+            a.warning = (f"{task}: kept no item of the {matched} input item(s) matching "
+                         f"{tdef.items!r}; the output holds no {tdef.items} result")
+        return a
+
+    def output(self, a: Assembly) -> str:
+        """The output CID of an assembly whose results are all here."""
+        if a.whole is not None:
+            return a.whole
+        output = self.store.make_dir(a.entries)
         self.data.mark(output)
-        return output, warning
+        return output
+
+
+class Assembly:
+    """A task's output to be: its entries (path -> CID), the chunk that made each result
+    (None: it came from the cache), a warning; `whole` for a whole-input task's output."""
+
+    def __init__(self, entries: dict[str, str], made_by: dict[str, int | None],
+                 warning: str | None, whole: str | None = None) -> None:
+        self.entries = entries
+        self.made_by = made_by
+        self.warning = warning
+        self.whole = whole

@@ -28,6 +28,9 @@ class SchedulerConfig:
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5
     tick_s: float = 0.25
+    fetch_attempts: int = 3  # failed fetches of a task's results before recomputing them
+    fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one
+    fetch_max_backoff_s: float = 30.0
 
 
 class RunResultLike(Protocol):

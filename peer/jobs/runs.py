@@ -78,6 +78,7 @@ class Runs:
         self.offload = offload
         self.ended = ended
         self.active: dict[AttemptKey, Run] = {}
+        self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         self.executions = 0  # chunks handed to the executor (tests count them)
 
     @property
@@ -85,10 +86,16 @@ class Runs:
         """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
         return self.runner.slots - len(self.active)
 
-    def start(self, ak: AttemptKey, split: Event, tdef: TaskDef, spec: TaskSpec) -> None:
-        """Run attempt `ak` of a chunk of `split` (its claim is ours) in a task of its own."""
-        items = [it for it in split.payload["chunks"][ak.chunk]
-                 if cache_key(tdef, spec.params, it[1]) not in self.state.cache]
+    def running(self, ak: AttemptKey) -> bool:
+        """True if a run of ours is behind attempt `ak` (running, fetching or recording)."""
+        return ak in self.active or ak in self.finishing
+
+    def start(self, ak: AttemptKey, split: Event, chunk: list[list[str]], tdef: TaskDef,
+              spec: TaskSpec, rerun: bool = False) -> None:
+        """Run attempt `ak` of chunk `chunk` (its items) of `split` (its claim is ours) in a
+        task of its own; `rerun`: the chunk was reopened, every item is computed again."""
+        items = [it for it in chunk
+                 if rerun or cache_key(tdef, spec.params, it[1]) not in self.state.cache]
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
@@ -138,12 +145,29 @@ class Runs:
                     self.emit(EventType.CHUNK_FAILED,
                               {**base, "error": "cancelled", "kind": "cancelled"})
                 raise
+            except Exception as e:  # OSError (a full disk), a bug: the claim must end too
+                log.exception("%s: fetching the input failed", run.key)
+                self._failed(base, run, f"fetching the input: {type(e).__name__}: {e}")
+                return
             res = await self._execute(ak, run, payload)
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
-            await asyncio.shield(self._finish(base, run, res))
+            self.finishing.add(ak)
+            try:
+                await asyncio.shield(self._finish(base, run, res))
+            except Exception as e:  # e.g. the run's log could not be stored (ENOSPC)
+                log.exception("%s: recording the outcome failed", run.key)
+                self._failed(base, run, f"recording the outcome: {type(e).__name__}: {e}")
         finally:
             self.active.pop(ak, None)
+            self.finishing.discard(ak)
             self.ended(ak)
+
+    def _failed(self, base: dict[str, Any], run: Run, error: str) -> None:
+        """End our claim of a run that raised (kind crash: retried elsewhere)."""
+        if run.lost or (base["job"], base["task"]) in self.state.task_done:
+            return
+        kind = "cancelled" if base["job"] in self.state.cancelled else FailureKind.CRASH.value
+        self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
 
     async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
                        ) -> RunResultLike:

@@ -277,11 +277,12 @@ class JobMesh:
         """Every peer hears from every peer it is linked to (its load; renewing its leases)."""
         for b, p in self.peers.items():
             self._info[b] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
-                             "free_slots": p.sched.free_slots}
+                             "free_slots": p.sched.free_slots,
+                             "running": [list(k) for k in p.sched.running]}
         for a in self.peers:
             for b in self.peers:
                 if a != b and self.linked(a, b):
-                    self.peers[a].sched.heard(b)
+                    self.peers[a].sched.heard(b, self._info[b]["running"])
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:

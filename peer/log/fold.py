@@ -159,7 +159,10 @@ def _progress(s: MeshState, ev: Event, b: Progress) -> None:
 
 def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     c = s.chunks[b.key]
-    if c.done is None or ev.order < c.done.order:
+    # The latest attempt's wins (a chunk reopened because its results were lost is done
+    # again by a later attempt), then the earliest.
+    if c.done is None or (-b.attempt, ev.order) < (-c.done.body_as(ChunkDone).attempt,
+                                                   c.done.order):
         c.done = ev
     _merge_items(s, ev, b.cache)
     if b.output:

@@ -253,8 +253,10 @@ def test_restart_failures_are_our_open_claims_of_winning_splits() -> None:
     log.claim("me", chunk=3, attempt=1)  # attempt 0 never failed: not the current one
     out = claims.restart_failures(log.state(), "me")
     assert out == [{"job": "j", "task": "t", "split": ["p0", 2], "chunk": 0, "attempt": 0,
-                    "kind": "lost", "error": "the peer restarted while running this chunk"}]
-    assert list(out[0]) == ["job", "task", "split", "chunk", "attempt", "kind", "error"]
+                    "kind": "lost", "error": "the peer restarted while running this chunk",
+                    "counts": False}]  # a restart does not count against the attempts
+    assert list(out[0]) == ["job", "task", "split", "chunk", "attempt", "kind", "error",
+                            "counts"]
 
 
 def test_restart_failures_fail_the_current_attempt() -> None:
