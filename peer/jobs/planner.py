@@ -53,15 +53,16 @@ def ready(state: MeshState, job: str, spec: TaskSpec) -> bool:
     return all((job, d) in state.task_done for d in spec.depends)
 
 
-def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> list[str]:
-    """The CIDs the chunks of a finished split produced (whole outputs and item results)."""
-    out: list[str] = []
+def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> dict[str, int]:
+    """The CIDs the chunks of a finished split produced (whole outputs and item results),
+    each with the chunk that made it."""
+    out: dict[str, int] = {}
     for i in range(n):
         done = chunk_done(state.chunk(job, task, i))
         assert done is not None
         if done.payload.get("output"):
-            out.append(done.payload["output"])
-        out += [v["c"] for v in done.payload.get("cache", {}).values() if v]
+            out[done.payload["output"]] = i
+        out.update((v["c"], i) for v in (done.payload.get("cache") or {}).values() if v)
     return out
 
 

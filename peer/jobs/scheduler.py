@@ -305,11 +305,11 @@ class Scheduler:
         first = split.origin
         if not tdef.per_item and (done := claims.chunk_done(self.state.chunk(job, task, 0))):
             first = done.origin
-        need = chunk_outputs(self.state, job, task, n)
+        need: dict[str, int | None] = {**chunk_outputs(self.state, job, task, n)}
         if tdef.per_item:
-            need.append(split.payload["input"])
-        if not self.locality.have(tk, need, first, epoch):
-            self._recompute(job, task, split, {c: None for c in need})
+            need[split.payload["input"]] = None
+        if not self.locality.have(tk, list(need), first, epoch):
+            self._recompute(job, task, split, need)
             return
         a = self.planner.assembly(job, task, tdef, spec, split, split.payload["chunks"])
         if not self.locality.have(tk, list(a.made_by), first, epoch):
