@@ -111,7 +111,11 @@ async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
     _job(node, job)
-    return web.json_response(job_view(node.state, job, node.cfg.max_attempts))
+    view = job_view(node.state, job, node.cfg.max_attempts)
+    waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
+    for t in view["tasks"]:
+        t["waiting"] = waiting.get((job, t["name"]))
+    return web.json_response(view)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
