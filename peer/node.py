@@ -78,7 +78,8 @@ class Node:
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self._log_closed = False
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
-                                     self._providers, self.fetcher, self.store, self.emit)
+                                     self._providers, self.fetcher, self.store, self.emit,
+                                     outputs=self._outputs)
         self.listeners.append(self.replicator.on_event)
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
         if isinstance(self.store, KuboStore):
@@ -170,6 +171,11 @@ class Node:
     def peer_urls(self) -> dict[str, str]:
         return {p: str(i["http"]) for p, i in self.live_peers().items() if i.get("http")}
 
+    def _outputs(self) -> list[tuple[str, str]]:
+        """(output CID, producer) of every task output computed in the mesh."""
+        return [(e.payload["output"], e.origin) for e in self.state.task_done.values()
+                if not e.payload.get("cached")]
+
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())
 
@@ -203,6 +209,7 @@ class Node:
         if mine is None or mine.payload != caps:
             self.emit(EventType.MEMBER, caps)
         await self.scheduler.start()
+        self.replicator.start()
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg
