@@ -26,8 +26,9 @@ from peer.http.openapi import OPENAPI
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
+from peer.jobs.claims import n_chunks
 from peer.jobs.spec import parse
-from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone, TaskSplit
+from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
@@ -141,7 +142,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                        field="task")
     split = node.state.splits.get((job, task))
     out: list[Any] = []
-    for i in range(len(split.body_as(TaskSplit).chunks) if split else 0):
+    for i in range(n_chunks(split) if split else 0):
         c = node.state.chunk(job, task, i)
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:

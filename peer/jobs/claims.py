@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
-from peer.log import RETRYABLE, ChunkState, Event, FailureKind, MeshState
+from peer.log import RETRYABLE, ChunkState, Event, EventType, FailureKind, MeshState
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -94,9 +94,10 @@ def standing(c: ChunkState, split: tuple[str, int] | None, max_attempts: int,
 
 
 def n_chunks(split: Event) -> int:
-    """How many chunks a TASK_SPLIT has (inline or by reference to a listing)."""
-    n = split.payload.get("n")
-    return int(n) if n is not None else len(split.payload["chunks"])
+    """How many chunks a split has (TASK_SPLIT inline, TASK_SPLIT_REF by a listing)."""
+    if split.type == EventType.TASK_SPLIT_REF:
+        return len(split.payload["sizes"])
+    return len(split.payload["chunks"])
 
 
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:

@@ -5,6 +5,7 @@ chunks, and a task's output from its chunks'. Loop-owned; its store calls are ch
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +16,7 @@ from peer.ipfs.store import Listings
 from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import Event, MeshState, TaskKey
+from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
@@ -99,6 +100,7 @@ class Planner:
         self._workflows: dict[str, Workflow] = {}
         self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
         self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
+        self._listings: dict[TaskKey, list[Any]] = {}  # chunks read from TASK_SPLIT_REFs
 
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
@@ -135,6 +137,41 @@ class Planner:
 
     def forget(self, job: str, task: str) -> None:
         self._keys.pop((job, task), None)
+        self._listings.pop((job, task), None)
+
+    def framed(self, payload: dict[str, Any], max_bytes: int,
+               ) -> tuple[EventType, dict[str, Any]]:
+        """The split event for a TASK_SPLIT payload: itself, or when its chunks exceed
+        `max_bytes` of JSON (a frame holds 16 MiB), a TASK_SPLIT_REF to them stored as a
+        file (pinned here; peers fetch it)."""
+        raw = json.dumps(payload["chunks"], separators=(",", ":")).encode()
+        if len(raw) <= max_bytes:
+            return EventType.TASK_SPLIT, payload
+        listing = self.store.add_bytes(raw)
+        self.store.pin(listing)
+        self.data.mark(listing)
+        return EventType.TASK_SPLIT_REF, {
+            "job": payload["job"], "task": payload["task"], "input": payload["input"],
+            "listing": listing, "sizes": [len(c) for c in payload["chunks"]]}
+
+    def chunks(self, split: Event) -> list[Any] | None:
+        """A split's chunks (lists of [path, cid]): inline, or read from the listing of a
+        TASK_SPLIT_REF once that is here (None: fetch it first). A listing is validated as
+        a TASK_SPLIT's chunks are (BanzaiError if it is not one)."""
+        if split.type != EventType.TASK_SPLIT_REF:
+            chunks: list[Any] = split.payload["chunks"]
+            return chunks
+        p = split.payload
+        key = (p["job"], p["task"])
+        got = self._listings.get(key)
+        if got is None and self.data.is_complete(p["listing"]):
+            got = json.loads(b"".join(self.store.cat(p["listing"])))
+            TaskSplit.from_payload({**p, "chunks": got})  # InvalidEvent names what is wrong
+            if [len(c) for c in got] != p["sizes"]:
+                raise BanzaiError(f"{p['task']}: the split listing {p['listing']} does not "
+                                  "match its sizes")
+            self._listings[key] = got
+        return got
 
     def cached_output(self, key: str) -> str | None:
         """A cached whole output for `key` that is here or has a provider."""

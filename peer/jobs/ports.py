@@ -31,6 +31,7 @@ class SchedulerConfig:
     fetch_attempts: int = 3  # failed fetches of a task's results before recomputing them
     fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one
     fetch_max_backoff_s: float = 30.0
+    max_split_bytes: int = 8 << 20  # larger chunk lists go as a listing (TASK_SPLIT_REF)
 
 
 class RunResultLike(Protocol):

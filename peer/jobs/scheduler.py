@@ -263,12 +263,16 @@ class Scheduler:
         if split is None:
             self._plan(job, task, tdef, spec)
             return
-        n = claims.n_chunks(split)
+        chunks = self.planner.chunks(split)
+        if chunks is None:  # a split by reference: its listing first (at once: it is small)
+            self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
+            return
+        n = len(chunks)
         if all(claims.chunk_done(st.chunk(job, task, i)) is not None for i in range(n)):
-            self._assemble(job, task, tdef, spec, split)
+            self._assemble(job, task, tdef, spec, split, chunks)
             return
         for i in range(n):
-            self._consider_chunk(job, task, i, split, tdef, spec)
+            self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input
@@ -289,17 +293,17 @@ class Scheduler:
             self._done(job, task, cached, key, cached=True)
             return
         slots = mesh_slots(tdef.name, self.runner.slots, self.peers())
-        self.emit(EventType.TASK_SPLIT, self.planner.split(job, task, tdef, spec, input_cid,
-                                                           slots))
+        self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
+                                                          slots), self.cfg.max_split_bytes))
 
     def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
-                  split: Event) -> None:
+                  split: Event, chunks: list[Any]) -> None:
         # Assembling reads the chunks' outputs and, per item, the input's listing: the peer
         # that split the task holds the input, so it goes first; a whole task's one chunk
         # is assembled by the peer that ran it. Results that no live peer can provide are
         # recomputed: their chunks are reopened.
         tk = (job, task)
-        n = claims.n_chunks(split)
+        n = len(chunks)
         epoch = tuple(d.id for i in range(n)
                       if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None)
         first = split.origin
@@ -311,7 +315,7 @@ class Scheduler:
         if not self.locality.have(tk, list(need), first, epoch):
             self._recompute(job, task, split, need)
             return
-        a = self.planner.assembly(job, task, tdef, spec, split, split.payload["chunks"])
+        a = self.planner.assembly(job, task, tdef, spec, split, chunks)
         if not self.locality.have(tk, list(a.made_by), first, epoch):
             self._recompute(job, task, split, a.made_by)
             return
@@ -357,8 +361,8 @@ class Scheduler:
         self.emit(EventType.TASK_DONE, payload)
 
     # -- claims ------------------------------------------------------------------------
-    def _consider_chunk(self, job: str, task: str, i: int, split: Event, tdef: TaskDef,
-                        spec: TaskSpec) -> None:
+    def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
+                        tdef: TaskDef, spec: TaskSpec) -> None:
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
         if where is Standing.SETTLED:
@@ -386,7 +390,7 @@ class Scheduler:
         mine = c.winner(ak.attempt, split.id)
         if mine is not None and mine.origin == self.peer_id:
             self._mine[ak] = split.id
-            self._runs.start(ak, split, split.payload["chunks"][i], tdef, spec,
+            self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c))
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:

@@ -78,6 +78,10 @@ class MemoryStore:
     def has(self, cid: str) -> bool:
         return cid in self.local
 
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        data = self.content.files[cid][offset:]
+        yield data if length is None else data[:length]
+
     def pin(self, cid: str) -> None:
         self.pinned.add(cid)
 

@@ -25,6 +25,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    TaskSplitRef,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
@@ -32,4 +33,5 @@ from peer.log.sqlite import EventLog
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
            "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
            "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "fold", "hlc_ms"]
+           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef",
+           "fold", "hlc_ms"]

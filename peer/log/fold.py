@@ -35,6 +35,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    TaskSplitRef,
 )
 
 
@@ -140,7 +141,7 @@ def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
     s._first(s.cancelled, b.job, ev)
 
 
-def _split(s: MeshState, ev: Event, b: TaskSplit) -> None:
+def _split(s: MeshState, ev: Event, b: TaskSplit | TaskSplitRef) -> None:
     s._first(s.splits, (b.job, b.task), ev)
 
 
@@ -211,6 +212,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     JobSubmitted: _job,
     JobCancelled: _cancel,
     TaskSplit: _split,
+    TaskSplitRef: _split,
     Claim: _claim,
     Renew: _renew,
     Progress: _progress,

@@ -59,6 +59,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.PROVIDE: {"cids": [CID, CID]},
     EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
                        "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+    EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
+                               "sizes": [2, 1]},
 }
 
 
@@ -273,6 +275,9 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
      "expected a string of 1 to 256 characters, got 2"),
     (T.MEMBER, _with(T.MEMBER, slots=-1), "payload.slots", "expected an integer >= 0, got -1"),
     (T.MEMBER, _with(T.MEMBER, gpu="yes"), "payload.gpu", "expected true or false, got 'yes'"),
+    # TASK_SPLIT_REF
+    (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
+     "expected a list of at most 1000000 items, got nothing (the field is missing)"),
 ]
 
 
@@ -315,7 +320,7 @@ def test_bounds_of_the_envelope_are_inclusive() -> None:
 
 
 def test_invalid_type_or_payload() -> None:
-    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 12, got 999$"):
+    with pytest.raises(InvalidEvent, match=r"^event type: expected one of 1 to 13, got 999$"):
         Event("a", 1, 1, 999, {})  # type: ignore[arg-type]
     with pytest.raises(InvalidEvent, match=r"^PROVIDE payload: expected an object, got \[\]$"):
         Event("a", 1, 1, EventType.PROVIDE, [])  # type: ignore[arg-type]
@@ -328,7 +333,7 @@ def test_invalid_type_or_payload() -> None:
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11}, "event payload: missing"),
     ({"seq": 1, "hlc": 1, "type": 11, "payload": {}}, "event origin: missing"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": True, "payload": {"cids": []}},
-     "event type: expected one of 1 to 12, got True"),
+     "event type: expected one of 1 to 13, got True"),
     ({"origin": "a", "seq": 1, "hlc": 1, "type": 11, "payload": [["cids", []]]},
      "PROVIDE payload: expected an object, got [['cids', []]]"),
 ])

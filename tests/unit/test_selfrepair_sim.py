@@ -282,3 +282,50 @@ async def test_a_whole_output_in_no_store_is_recomputed(make_mesh: MeshFactory) 
     mesh[other].runner.finish(f"{job}/c/0/1")
     await mesh.advance(TURN_S)
     assert task_status(mesh[other].state, job, "c", CFG.max_attempts) == "done"
+
+
+# -- 6. a split too large for one frame goes as the CID of its listing -----------------------
+async def test_a_split_too_large_for_a_frame_goes_as_a_listing_that_peers_fetch(
+        make_mesh: MeshFactory) -> None:
+    cfg = SchedulerConfig(store=CFG.store, lease_s=CFG.lease_s, stagger_s=CFG.stagger_s,
+                          max_attempts=3, max_split_bytes=200, min_chunk_items=2,
+                          max_chunk_items=2)
+    mesh = make_mesh(3, cfg=cfg)
+    job = mesh.submit("p0", [{**WRITE, "params": {"files": 8}}, UPPER])
+    for _ in range(12):  # one slot each: the chunks spread over the peers
+        await mesh.advance(TURN_S)
+        for p in mesh.peers.values():
+            for key in p.runner.running:
+                p.runner.finish(key)
+    assert mesh.events(EventType.TASK_SPLIT, job=job, task="u") == []
+    [ref] = mesh.events(EventType.TASK_SPLIT_REF, job=job, task="u")
+    listing = ref.payload["listing"]
+    assert ref.payload["sizes"] == [2, 2, 2, 2] and "chunks" not in ref.payload
+    assert listing in mesh[ref.origin].store.pinned
+    ran = {e.origin for e in mesh.events(EventType.CHUNK_DONE, job=job, task="u")}
+    assert ran - {ref.origin}, "only the splitting peer ran chunks"
+    assert all(listing in mesh[p].data.fetched for p in ran - {ref.origin})
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "u", cfg.max_attempts) == "done"
+    [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
+    assert sorted(mesh.content.dirs[out.payload["output"]]) == [f"f{i:04d}.txt"
+                                                                for i in range(8)]
+    # a small split stays inline
+    job2 = mesh.submit("p1", [{**WRITE, "params": {"files": 1, "tag": "x"}}])
+    await mesh.advance(TURN_S)
+    await mesh.advance(TURN_S)
+    assert len(mesh.events(EventType.TASK_SPLIT, job=job2)) == 1
+
+
+def test_a_split_by_reference_folds_as_a_split_and_is_validated() -> None:
+    from peer.errors import InvalidEvent
+    from peer.log import Event, MeshState, TaskSplitRef
+
+    p = {"job": "j", "task": "t", "input": None, "listing": SRC, "sizes": [3, 1]}
+    ev = Event("p0", 1, 5, EventType.TASK_SPLIT_REF, p)
+    assert ev.body_as(TaskSplitRef).sizes == (3, 1)
+    s = MeshState()
+    s.apply(ev)
+    assert s.splits[("j", "t")] == ev
+    with pytest.raises(InvalidEvent):
+        Event("p0", 2, 6, EventType.TASK_SPLIT_REF, {**p, "sizes": [-1]})

@@ -111,6 +111,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
             return {"cache": cache}
         case EventType.PROVIDE:
             return {"cids": [["c1"], ["c2", "c9"], []][pick % 3]}
+        case EventType.TASK_SPLIT_REF:
+            return {"job": job, "task": task, "input": None, "listing": cid, "sizes": [1, 0]}
         case _:
             return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
                     "cores": 1, "mem_mb": 1, "gpu": False}
