@@ -45,17 +45,6 @@ def t_slow_items(ctx: TaskContext, src: Path, out_dir: Path, seconds: float) -> 
     return dst
 
 
-@task("T_SLOW_TAG", args=[Arg("seconds", "float"), Arg("tag", "str", default="+")],
-      per_item=True, items="*.txt")
-def t_slow_tag(ctx: TaskContext, src: Path, out_dir: Path, seconds: float, tag: str) -> Path:
-    """Sleep then copy one file with `tag` appended (a result unlike its input)."""
-    _count(f"T_SLOW_TAG {src.name}")
-    time.sleep(seconds)
-    dst = out_dir / src.name
-    dst.write_bytes(src.read_bytes() + tag.encode())
-    return dst
-
-
 @task("T_CONCAT", args=[])
 def t_concat(ctx: TaskContext, inp: Path | None, out: Path) -> Path:
     """Concatenate the input files in name order."""

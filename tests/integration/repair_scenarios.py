@@ -29,6 +29,8 @@ from peer.log import EventType
 from tests.integration.netns import NsPeer, PeerSet, TestNet, until
 
 FINAL = ("done", "failed", "cancelled")
+TASKS = ("--task-module", "tests.repair_tasks")  # T_SLOW_TAG
+COLD = {"BANZAI_WARM_WORKERS": "0"}  # no warm-up (librosa): these runs use fixture tasks
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class Settings:
 def _peers(net: TestNet, tmp: Path, n: int, s: Settings, *extra: str,
            env: dict[str, str] | None = None) -> tuple[PeerSet, list[NsPeer]]:
     ps = PeerSet(net, tmp)
-    made = [ps.make(h, "--slots", "1", *extra, env=env, lease_s=s.lease_s) for h in range(n)]
+    made = [ps.make(h, "--slots", "1", *TASKS, *extra, env={**COLD, **(env or {})},
+                    lease_s=s.lease_s) for h in range(n)]
     return ps, ps.start(made)
 
 
@@ -186,7 +189,8 @@ def kill_all(tmp: Path, s: Settings) -> dict[str, Any]:
     counters = [tmp / f"count{i}.txt" for i in range(3)]
     try:
         ps = PeerSet(net, tmp)
-        made = [ps.make(h, "--slots", "1", env={"BANZAI_TEST_COUNTER": str(counters[h])},
+        made = [ps.make(h, "--slots", "1", *TASKS,
+                        env={**COLD, "BANZAI_TEST_COUNTER": str(counters[h])},
                         lease_s=s.lease_s) for h in range(3)]
         peers = ps.start(made)
         _wait_mesh(peers)
