@@ -309,16 +309,22 @@ class Scheduler:
         first = split.origin
         if not tdef.per_item and (done := claims.chunk_done(self.state.chunk(job, task, 0))):
             first = done.origin
+        # One wait for everything the assembly reads (so that its failures add up): the
+        # chunks' outputs, the input's listing and, once that is here, every item result.
         need: dict[str, int | None] = {**chunk_outputs(self.state, job, task, n)}
+        a = None
         if tdef.per_item:
             need[split.payload["input"]] = None
+        if not tdef.per_item or self.data.is_complete(split.payload["input"]):
+            a = self.planner.assembly(job, task, tdef, spec, split, chunks)
+            need.update(a.made_by)
         if not self.locality.have(tk, list(need), first, epoch):
             self._recompute(job, task, split, need)
             return
-        a = self.planner.assembly(job, task, tdef, spec, split, chunks)
-        if not self.locality.have(tk, list(a.made_by), first, epoch):
-            self._recompute(job, task, split, a.made_by)
-            return
+        if a is None:  # the input's listing just came: the item results next
+            a = self.planner.assembly(job, task, tdef, spec, split, chunks)
+            if not self.locality.have(tk, list(a.made_by), first, epoch):
+                return
         key = self.planner.key(job, task, tdef, spec, split.payload["input"])
         self._done(job, task, self.planner.output(a), key, cached=False, warning=a.warning)
 

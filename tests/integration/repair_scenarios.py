@@ -31,6 +31,7 @@ from tests.integration.netns import NsPeer, PeerSet, TestNet, until
 FINAL = ("done", "failed", "cancelled")
 TASKS = ("--task-module", "tests.repair_tasks")  # T_SLOW_TAG
 COLD = {"BANZAI_WARM_WORKERS": "0"}  # no warm-up (librosa): these runs use fixture tasks
+START_S = 150.0  # a peer answers once its workers are up: slow on a loaded 2-core host
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _peers(net: TestNet, tmp: Path, n: int, s: Settings, *extra: str,
     ps = PeerSet(net, tmp)
     made = [ps.make(h, "--slots", "1", *TASKS, *extra, env={**COLD, **(env or {})},
                     lease_s=s.lease_s) for h in range(n)]
-    return ps, ps.start(made)
+    return ps, ps.start(made, START_S)
 
 
 def _alive(p: NsPeer) -> set[str]:
@@ -192,7 +193,7 @@ def kill_all(tmp: Path, s: Settings) -> dict[str, Any]:
         made = [ps.make(h, "--slots", "1", *TASKS,
                         env={**COLD, "BANZAI_TEST_COUNTER": str(counters[h])},
                         lease_s=s.lease_s) for h in range(3)]
-        peers = ps.start(made)
+        peers = ps.start(made, START_S)
         _wait_mesh(peers)
         pipe = [{"call": "T_WRITE", "args": [s.files, "kill"]},
                 {"call": "T_SLOW_TAG", "args": [s.item_s, "+"]}, {"call": "T_CONCAT"}]
@@ -218,7 +219,7 @@ def kill_all(tmp: Path, s: Settings) -> dict[str, Any]:
         for p in peers:
             p.spawn()
         for p in peers:
-            p.wait_url(60)
+            p.wait_url(START_S)
         v = _wait_job(peers[1], jid, s.timeout_s)
         t_done = time.monotonic() - t_restart
         assert v["state"] == "done", v

@@ -26,7 +26,7 @@ def netns_ok() -> None:
     netns.sweep_stale()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(420)
 def test_a_job_whose_input_the_others_hold_finishes_while_a_peer_is_cut_off(
         tmp_path: Path) -> None:
     r = repair_scenarios.cut_off(tmp_path, CHEAP)
@@ -34,7 +34,7 @@ def test_a_job_whose_input_the_others_hold_finishes_while_a_peer_is_cut_off(
     assert r["ok"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(420)
 def test_after_kill_9_of_every_peer_the_job_finishes_and_lost_items_are_recomputed(
         tmp_path: Path) -> None:
     r = repair_scenarios.kill_all(tmp_path, CHEAP)

@@ -329,3 +329,37 @@ def test_a_split_by_reference_folds_as_a_split_and_is_validated() -> None:
     assert s.splits[("j", "t")] == ev
     with pytest.raises(InvalidEvent):
         Event("p0", 2, 6, EventType.TASK_SPLIT_REF, {**p, "sizes": [-1]})
+
+
+async def test_results_recorded_by_a_lost_attempt_and_lost_are_recomputed(
+        make_mesh: MeshFactory) -> None:
+    """Items flushed (CACHE_PUT) by an attempt that died with its peer, whose blocks are
+    gone, are not in the later attempt's CHUNK_DONE: the assembly still waits on them, and
+    their chunk is reopened (the netns kill -9 scenario, in memory)."""
+    mesh = make_mesh(2)
+    job = mesh.submit("p0", [{**WRITE, "params": {"files": 4}}, UPPER])
+    await mesh.settle()
+    mesh[only_runner(mesh, f"{job}/w/0/0")].runner.finish(f"{job}/w/0/0")
+    await mesh.advance(TURN_S)
+    key = f"{job}/u/0/0"
+    holder = only_runner(mesh, key)
+    path, cid = mesh[holder].runner.payloads[key]["items"][0]
+    mesh.clock.advance(CFG.progress_interval_s)
+    mesh[holder].runner.messages[key]("item", (path, cid, {"n": path, "c": "bafklostitem"}))
+    await mesh.settle()
+    assert mesh.events(EventType.CACHE_PUT)  # recorded in the log...
+    await mesh.restart(holder)  # ... then the peer died mid-chunk
+    for _ in range(80):
+        await mesh.advance(CFG.tick_s)
+        for p in mesh.peers.values():
+            for k in p.runner.running:
+                p.runner.finish(k)
+        if task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done":
+            break
+    reopen = [e for e in mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
+              if e.payload.get("reopen")]
+    assert reopen, mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
+    assert task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done"
+    [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
+    listing = mesh.content.dirs[out.payload["output"]]
+    assert "bafklostitem" not in listing.values() and len(listing) == 4
