@@ -144,7 +144,10 @@ class Scheduler:
         running (`running`: the attempt keys of its heartbeat; None: a peer that does not
         report them, every claim of it is renewed)."""
         now = self.clock()
-        reported = None if running is None else {AttemptKey(*k) for k in running}
+        try:
+            reported = None if running is None else {AttemptKey(*k) for k in running}
+        except (TypeError, ValueError):  # a malformed list: renew as for a peer without one
+            reported = None
         for ak in list(self._claim_seen):
             if reported is not None and ak not in reported:
                 continue

@@ -95,9 +95,10 @@ def _complete(p: NsPeer, cid: str) -> bool:
     return True
 
 
-def _expected(files: int, tag: str, suffix: str = "") -> bytes:
-    """What T_WRITE(files, tag) -> (per item: upper / tag) -> T_CONCAT gives."""
-    return "".join(f"FILE {i} {tag.upper()}\n{suffix}" for i in range(files)).encode()
+def _expected(files: int, tag: str, suffix: str, upper: bool) -> bytes:
+    """What T_WRITE(files, tag) -> [T_UPPER] -> T_SLOW_TAG(suffix) -> T_CONCAT gives."""
+    text = "".join(f"file {i} {tag}\n{suffix}" for i in range(files))
+    return (text.upper() if upper else text).encode()
 
 
 def _destroy(net: TestNet, ps: PeerSet | None) -> None:
@@ -142,7 +143,7 @@ def cut_off(tmp: Path, s: Settings) -> dict[str, Any]:
         t_done = time.monotonic() - t_cut
         assert v2["state"] == "done", v2
         body = rest[0].raw(f"/ipfs/{_task(v2, 'T_CONCAT')['output']}")
-        assert body == _expected(s.files, "cut", "+"), body[:300]
+        assert body == _expected(s.files, "cut", "+", upper=True), body[:300]
         assert away_id not in {p for t in v2["tasks"] for p in t["peers"]}, v2
         time.sleep(max(0.0, s.away_s - (time.monotonic() - t_cut)))  # the rest of the absence
         net.heal(away.host)
@@ -224,7 +225,7 @@ def kill_all(tmp: Path, s: Settings) -> dict[str, Any]:
         t_done = time.monotonic() - t_restart
         assert v["state"] == "done", v
         body = peers[1].raw(f"/ipfs/{_task(v, 'T_CONCAT')['output']}")
-        assert body == _expected(s.files, "kill", "+"), body[:300]
+        assert body == _expected(s.files, "kill", "+", upper=False), body[:300]
         after = _counts(counters)
         rerun = sum(after[k] - before[k] for k in after if k.startswith("T_SLOW_TAG"))
         assert rerun >= 1, (before, after)
