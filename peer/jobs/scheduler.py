@@ -77,6 +77,7 @@ class Scheduler:
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
+        self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -163,7 +164,9 @@ class Scheduler:
 
     def waiting(self) -> dict[TaskKey, str]:
         """Why tasks wait on this peer (a failed fetch of their data), for the job view."""
-        out: dict[TaskKey, str] = {}
+        out: dict[TaskKey, str] = {
+            k: "waiting for a live peer to fetch the input from" for k in self._lonely
+            if k not in self.state.task_done}
         for key in self.locality.stalled:
             if (r := self.locality.reason(key)) is not None:
                 out[key] = r
@@ -390,6 +393,14 @@ class Scheduler:
         if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
+        src = split.payload["input"]
+        if src and not self.peers() and not self.data.is_complete(src):
+            # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
+            # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
+            self.locality.waiting.setdefault((job, task), self.clock())
+            self._lonely.add((job, task))
+            return
+        self._lonely.discard((job, task))
         holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, self.peers(),
                                    holders)

@@ -363,3 +363,27 @@ async def test_results_recorded_by_a_lost_attempt_and_lost_are_recomputed(
     [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
     listing = mesh.content.dirs[out.payload["output"]]
     assert "bafklostitem" not in listing.values() and len(listing) == 4
+
+
+async def test_a_lone_peer_does_not_burn_attempts_on_an_input_it_cannot_fetch(
+        make_mesh: MeshFactory) -> None:
+    """A peer that knows no live peer (just restarted, or cut off) waits, visibly, to claim
+    a chunk whose input is elsewhere: each claim would fail its fetch and count."""
+    mesh = make_mesh(2)
+    job = mesh.submit("p0", [WRITE, UPPER])
+    await mesh.settle()
+    mesh[only_runner(mesh, f"{job}/w/0/0")].runner.finish(f"{job}/w/0/0")
+    await mesh.advance(TURN_S)
+    holder = only_runner(mesh, f"{job}/u/0/0")  # the input's producer runs it
+    lone = "p1" if holder == "p0" else "p0"
+    mesh.silent.add(holder)
+    for _ in range(int(CFG.lease_s * 3 / CFG.tick_s)):
+        await mesh.advance(CFG.tick_s)
+    assert [e.payload["kind"] for e in mesh.events(EventType.CHUNK_FAILED, lone, job=job)] \
+        == ["lease"]  # the holder's lease (not counted); no fetch failure after it
+    assert mesh.events(EventType.CLAIM, lone, job=job, task="u", attempt=1) == []
+    assert "live peer" in mesh[lone].sched.waiting()[(job, "u")]
+    mesh.heal()  # the others are back: it runs
+    await mesh.advance(TURN_S)
+    await mesh.advance(TURN_S)
+    assert mesh.events(EventType.CLAIM, lone, job=job, task="u", attempt=1)
