@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from peer.config import default_runtime_dir
+from peer.http.tokens import find_token, read_token
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)  # machine-readable lines (CIDs, URLs) are never wrapped
@@ -47,6 +51,9 @@ class Client:
                             msg += f" [at {err['field']}]"
                     except ValueError:
                         msg = body.decode(errors="replace")
+                    if r.status == 401:
+                        msg += ("\n(run banzai on the peer's machine as its user, or pass "
+                                "--token-file DATA_DIR/http-token)")
                     raise CliError(msg, 2 if 400 <= r.status < 500 else 1)
                 return json.loads(body) if body else None
         except aiohttp.ClientConnectionError as e:
@@ -199,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="banzai", description="Client of a Banzai peer.")
     p.add_argument("--peer", default=os.environ.get("BANZAI_PEER", "http://127.0.0.1:8700"),
                    help="URL of the peer (default $BANZAI_PEER or http://127.0.0.1:8700)")
+    p.add_argument("--token-file", type=Path, default=os.environ.get("BANZAI_TOKEN_FILE"),
+                   help="file with the peer's token (default $BANZAI_TOKEN_FILE, else the "
+                   "token of the peer at --peer if it runs on this machine as this user)")
+    p.add_argument("--cacert", type=Path, default=os.environ.get("BANZAI_CACERT"),
+                   help="PEM certificate(s) to trust for an https peer, e.g. its self-signed "
+                   "--tls-cert (default $BANZAI_CACERT, else the system's)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("submit", help="submit a pipeline file (JSON or YAML; - for stdin)")
     s.add_argument("file")
@@ -218,9 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _token(a: argparse.Namespace) -> str | None:
+    """--token-file, else the runtime file of a peer of this user serving --peer."""
+    if a.token_file is not None:
+        token = read_token(a.token_file)
+        if token is None:
+            raise CliError(f"cannot read the token file {a.token_file}", 2)
+        return token
+    runtime = Path(os.environ.get("BANZAI_RUNTIME_DIR") or default_runtime_dir())
+    return find_token(a.peer, runtime)
+
+
 async def _run(a: argparse.Namespace) -> int:
     timeout = aiohttp.ClientTimeout(total=None, connect=10)
-    async with aiohttp.ClientSession(timeout=timeout) as s:
+    token = _token(a)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    ssl_ctx = ssl.create_default_context(cafile=a.cacert) if a.cacert else None
+    connector = aiohttp.TCPConnector(ssl=ssl_ctx) if ssl_ctx else None
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers,
+                                     connector=connector) as s:
         return await COMMANDS[a.cmd](Client(a.peer, s), a)
 
 

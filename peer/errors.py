@@ -3,6 +3,8 @@ of each type is in peer/errors_http.py (STATUS)."""
 
 from __future__ import annotations
 
+import errno
+
 
 class BanzaiError(Exception):
     """Base of every error Banzai reports to a user (API, CLI, logs)."""
@@ -29,6 +31,10 @@ class Forbidden(BanzaiError):
     """The request is refused where it comes from (e.g. a cross-origin browser request)."""
 
 
+class Unauthorized(BanzaiError):
+    """The request lacks the peer's token (or a valid session), or carries a wrong one."""
+
+
 class NotFound(BanzaiError):
     """A job, task, CID or path does not exist."""
 
@@ -43,6 +49,10 @@ class StoreError(BanzaiError):
 
 class IntegrityError(StoreError):
     """A block's bytes do not match its CID."""
+
+
+class StorageFull(StoreError):
+    """The disk under the data dir is full (or over quota): retry once space is freed."""
 
 
 class BadDag(StoreError):
@@ -65,3 +75,22 @@ class InvalidEvent(BanzaiError, ValueError):
 
 class Conflict(BanzaiError):
     """The request conflicts with the current state (e.g. cancel a finished job)."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL: "database or disk is full"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True if `exc`, or an exception it was raised from, says the disk is full (ENOSPC,
+    EDQUOT, SQLite's SQLITE_FULL or a StorageFull)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageFull) or (isinstance(e, OSError) and e.errno in _FULL_ERRNOS):
+            return True
+        if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -16,8 +16,10 @@ from peer.errors import (
     Forbidden,
     IntegrityError,
     NotFound,
+    StorageFull,
     StoreError,
     TooLarge,
+    Unauthorized,
     Unsupported,
 )
 
@@ -40,12 +42,14 @@ class Surface(Enum):
 #   too large to import) as the request's fault: 400. Kubo itself answers 500 to all.
 STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     BanzaiError: (400, 400, 400),  # SpecError, ArgError, ConfigError, BadCID, task errors
+    Unauthorized: (401, 401, 401),
     Forbidden: (403, 403, 403),
     NotFound: (404, 404, 400),
     Conflict: (409, 409, 400),
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),
     IntegrityError: (502, 502, 400),
+    StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
 }

@@ -1,23 +1,52 @@
-"""`banzai-peer`: run one peer until SIGINT/SIGTERM."""
+"""`banzai-peer`: run one peer until SIGINT/SIGTERM (or print the mesh's join command).
+Sets the process's cache and temp directories under the data dir before anything starts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from peer.config import PeerConfig, from_args
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, ConfigError
 from peer.http.app import make_app
-from peer.node import Node
+from peer.http.tokens import (
+    find_record,
+    load_or_create_token,
+    local_urls,
+    remove_runtime,
+    write_runtime,
+)
+from peer.mesh.keyring import join_command
+from peer.node import Node, mesh_secrets
 
 log = logging.getLogger("banzai")
+
+
+def _ssl(cfg: PeerConfig) -> ssl.SSLContext | None:
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"tls: cannot load {cfg.tls_cert} / {cfg.tls_key}: {e}",
+                          field="tls_cert") from None
+    return ctx
+
+
+def login_url(base: str, token: str) -> str:
+    return f"{base}/login?token={token}"
 
 
 async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
@@ -25,34 +54,113 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
     runner = web.AppRunner(make_app(node), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     host, port = cfg.http_addr
-    site = web.TCPSite(runner, host, port)
+    ctx = _ssl(cfg)
+    site = web.TCPSite(runner, host, port, ssl_context=ctx)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     if host in ("0.0.0.0", "::", ""):  # advertise an address other peers can reach
         host = cfg.mdns_interfaces[0] if cfg.mdns_interfaces else socket.gethostbyname(
             socket.gethostname())
     shown = f"[{host}]" if ":" in host else host
-    node.http_url = f"http://{shown}:{bound}"
+    scheme = "https" if ctx else "http"
+    node.http_url = f"{scheme}://{shown}:{bound}"
+    try:  # lets the CLI of this user find the token (optional: --token-file does too)
+        runtime: Path | None = write_runtime(
+            cfg.runtime_dir, local_urls(scheme, cfg.http_addr[0], bound, node.http_url),
+            cfg.data_dir)
+    except OSError as e:
+        runtime = None
+        log.warning("cannot write a runtime file in %s: %s", cfg.runtime_dir, e)
     try:
         await node.start()
+        print_join(node, cfg)
+        token = load_or_create_token(cfg.data_dir)
         print(f"banzai-peer {node.peer_id} ({node.name}) ready", flush=True)
         print(f"web UI: {node.http_url}/", flush=True)
         print(f"api:    {node.http_url}/api  gateway: {node.http_url}/ipfs/", flush=True)
+        print(f"login:  {login_url(node.http_url, token)}", flush=True)
         await stop.wait()
     finally:
         log.info("shutting down")
+        if runtime is not None:
+            remove_runtime(runtime)
         await runner.cleanup()
         await node.close()
 
 
+def print_join(node: Node, cfg: PeerConfig) -> None:
+    """A new mesh's join command, once (it holds the secret: not repeated in every log)."""
+    src = node.mesh_secrets
+    if src.source == "generated":
+        print(f"new mesh: its secret is in {src.path} (mode 0600). To join another peer "
+              f"to this mesh, run there:\n  {join_command(src.primary, cfg.mesh_name)}",
+              flush=True)
+    else:
+        print(f"mesh secret: {src.path} ({src.source}); banzai-peer --print-join prints "
+              "the command that joins another peer", flush=True)
+
+
+def private_dirs(data_dir: Path) -> None:
+    """Point every cache and temp directory the peer and its workers (numba, matplotlib,
+    XDG caches, tempfile) would write to under the data dir, unless the environment already
+    names one: a peer can then run with everything but its data dir read-only (systemd
+    ProtectSystem=strict, ProtectHome=read-only; docs/security.md)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("data dir %s is open to other users (mode %o): they can read the event "
+                    "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
+    dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "NUMBA_CACHE_DIR": "cache/numba",
+            "MPLCONFIGDIR": "cache/matplotlib"}
+    for var, sub in dirs.items():
+        if not os.environ.get(var):
+            path = data_dir / sub
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.environ[var] = str(path)
+    tempfile.tempdir = None  # tempfile caches its directory: look again
+
+
+def print_login(cfg: PeerConfig) -> None:
+    """--print-login: the login URL of the running peer of cfg.data_dir, else the one it
+    will have (from --http); never starts a peer."""
+    token = load_or_create_token(cfg.data_dir)
+    rec = find_record(cfg.data_dir, cfg.runtime_dir)
+    if rec is not None:
+        base = str(rec["url"])
+    else:
+        host, port = cfg.http_addr
+        scheme = "https" if cfg.tls_cert else "http"
+        base = f"{scheme}://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        print("banzai-peer: no running peer uses this data dir; the URL once it runs:",
+              file=sys.stderr)
+    print(login_url(base, token), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cfg, _ = from_args(argv)
+        cfg, ns = from_args(argv)
+        private_dirs(cfg.data_dir)
+        if ns.print_join:
+            print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
+            return
+        if ns.print_login:
+            print_login(cfg)
     except BanzaiError as e:
         print(f"banzai-peer: {e.message}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        private_dirs(cfg.data_dir)
+        if ns.print_join:
+            print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
+            return
+    except BanzaiError as e:
+        print(f"banzai-peer: {e.message}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"banzai-peer: cannot use the data dir: {e}", file=sys.stderr)
+        sys.exit(1)
 
     async def run() -> None:
         stop = asyncio.Event()

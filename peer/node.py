@@ -3,10 +3,12 @@
 `Node.emit` is the one way local changes enter the state: the event is folded and
 announced to listeners (scheduler, SSE) at once; it is written to SQLite and pushed to
 peers at the end of the loop turn, with every other event of that turn (one transaction,
-one frame). Nothing leaves the process before it is on disk: `flush` runs first wherever
+one frame). Nothing leaves the process before it is written: `flush` runs first wherever
 our heads or events are read for others (heartbeats, anti-entropy, acknowledged
-submissions). A crash loses at most the events of the current loop turn, which no other
-peer has seen. Loop-owned.
+submissions); what the API acknowledges is also fsynced first (`durable`). A crash loses at
+most the events of the current loop turn, which no other peer has seen. A failed write
+(disk full) keeps the events queued, in order, and is retried on later turns; until it
+succeeds they are neither acknowledged nor sent. Loop-owned.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from peer.config import PeerConfig, parse_hostport
-from peer.errors import ConfigError
+from peer.errors import BanzaiError, ConfigError, StorageFull, StoreError, disk_full
+from peer.http.tokens import mesh_headers
+from peer.ipfs.cids import Cid
+from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.kubo import KuboMirror, KuboStore
 from peer.ipfs.replicate import Replicator, mirrored
@@ -32,12 +38,30 @@ from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.log import HLC, Event, EventLog, EventType, MeshState
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
+from peer.mesh.keyring import Keyring, MeshSecrets, SecretError, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
 log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
+WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
+REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
+
+
+def _sync_error(e: OSError) -> BanzaiError:
+    if disk_full(e):
+        return StorageFull("the peer's disk is full: the change is not on disk yet")
+    return StoreError(f"the peer cannot sync its event log: {e.strerror or e}")
+
+
+def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
+    """The peer's mesh secrets (generated and stored in the data dir by the first peer)."""
+    try:
+        return load_secrets(cfg.data_dir, cfg.secret_file, cfg.join_token)
+    except SecretError as e:
+        field = "join_token" if cfg.join_token else "secret_file"
+        raise ConfigError(str(e), field=field) from None
 
 
 class Node:
@@ -45,7 +69,9 @@ class Node:
 
     def __init__(self, cfg: PeerConfig) -> None:
         self.cfg = cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.mesh_secrets = mesh_secrets(cfg)
+        self.keyring = Keyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.log = EventLog(cfg.data_dir / "events.sqlite")
         self.peer_id = self.log.get_meta("peer_id") or secrets.token_hex(8)
@@ -66,7 +92,8 @@ class Node:
         self.mesh_id = mesh_hash(cfg.mesh_name)
         self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
-        self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id)
+        self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id,
+                               headers=mesh_headers(cfg.secret))
         self.scheduler = Scheduler(
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
@@ -76,6 +103,9 @@ class Node:
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
+        self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
+        self.write_error: BanzaiError | None = None  # why the queued events are not on disk
+        self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
@@ -87,6 +117,9 @@ class Node:
                                           self._providers)
             self.fetcher.first.append(kubo.fetch)
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
+        self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
+        if isinstance(self.store, EmbeddedStore):
+            self.store.blocks.repair = self._repair_block
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
@@ -109,14 +142,74 @@ class Node:
         return ev
 
     def flush(self) -> None:
-        """Persist the local events emitted since the last flush (one transaction), then
-        push them to peers (one frame each, split only by the frame size bound)."""
+        """Persist the local events emitted since the last flush (one transaction, written
+        but not fsynced: `durable` fsyncs, off the loop, what is acknowledged), then push them
+        to peers (one frame each, split only by the frame size bound). Never raises: a failed
+        write leaves them queued and retried (see `durable`)."""
         if not self._unflushed or self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
-        events, self._unflushed = self._unflushed, []
-        self.log.append(events)
+        events = list(self._unflushed)
+        try:
+            self.log.append(events, sync=False)
+        except Exception as e:
+            self._write_failed(e)
+            return
+        del self._unflushed[:len(events)]
+        self._durable_seq = events[-1].seq
+        if self.write_error is not None:
+            log.warning("the event log is writable again: %d queued events written",
+                        len(events))
+            self.write_error = None
         if self.gossip is not None:
             self.gossip.broadcast(events)
+
+    def _write_failed(self, e: Exception) -> None:
+        """Keep the queued events and retry later; log once per outage."""
+        if self.write_error is None:
+            log.error("cannot write %d events to the log (kept queued, retried every "
+                      "%g s): %s", len(self._unflushed), WRITE_RETRY_S, e,
+                      exc_info=not isinstance(e, BanzaiError))
+        if disk_full(e):
+            self.write_error = StorageFull(
+                "the peer's disk is full: the change is held in memory, not yet on disk; it "
+                "is written, and goes on, once space is freed (unless the peer stops first)")
+        else:
+            self.write_error = StoreError(f"the peer cannot write its event log: {e}")
+        if self._retry is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop: the next flush retries
+            self._retry = loop.call_later(WRITE_RETRY_S, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self.flush()
+
+    def written(self, ev: Event) -> None:
+        """Flush; raise the write's error (StorageFull when the disk is full) unless our
+        event `ev` is written to the log."""
+        self.flush()
+        if ev.seq > self._durable_seq:
+            raise self.write_error or StoreError("the event log is closed")
+
+    async def durable(self, ev: Event) -> None:
+        """Return once our event `ev` is on disk (written, then the log fsynced in a thread:
+        the loop goes on, and the fsyncs of concurrent acknowledgements overlap); raise as
+        `written` otherwise. What the API acknowledges."""
+        self.written(ev)
+        try:
+            await asyncio.to_thread(self.log.sync)
+        except OSError as e:
+            raise _sync_error(e) from e
+
+    def durable_now(self, ev: Event) -> None:
+        """`durable` for a caller that cannot wait (blocks the loop for one fsync)."""
+        self.written(ev)
+        try:
+            self.log.sync()
+        except OSError as e:
+            raise _sync_error(e) from e
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (persisted first). Never blocks."""
@@ -137,8 +230,9 @@ class Node:
                    if int(i.get("heads", {}).get(self.peer_id, 0)) >= seq)
 
     async def submitted(self, ev: Event) -> int:
-        """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen."""
-        self.flush()
+        """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen.
+        Raises as `durable` if `ev` is not on our disk."""
+        await self.durable(ev)
         want = min(self.cfg.submit_acks, len(self.live_peers()))
         deadline = time.monotonic() + self.cfg.ack_timeout_s
         while (n := self.acks(ev.seq)) < want and time.monotonic() < deadline:
@@ -147,12 +241,18 @@ class Node:
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
     def heads(self) -> Mapping[str, int]:
+        """Our heads as others may see them: our own events only as far as they are on disk."""
         self.flush()
-        return self.state.heads
+        if not self._unflushed:
+            return self.state.heads
+        return {**self.state.heads, self.peer_id: self._durable_seq}
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
-        return self.state.events_after(vv, limit)
+        if not self._unflushed:
+            return self.state.events_after(vv, limit)
+        return [e for e in self.state.events_after(vv, limit)
+                if e.origin != self.peer_id or e.seq <= self._durable_seq]
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
@@ -190,7 +290,8 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
-                "heads": dict(self.state.heads), **(self.kubo.info() if self.kubo else {})}
+                "heads": dict(self.heads()), "kid": self.keyring.serving.key_id,
+                **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
@@ -198,7 +299,34 @@ class Node:
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
                 "gpu": Path("/dev/nvidia0").exists()}
 
+    def _repair_block(self, c: Cid) -> bytes | None:
+        """A corrupt block's bytes from another peer (called by store reads in threads; a
+        read on the loop's own thread cannot wait for the loop, and gets None)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self.closed:
+            return None
+        try:
+            if asyncio.get_running_loop() is loop:
+                return None
+        except RuntimeError:
+            pass  # a thread: the usual case
+        fut = asyncio.run_coroutine_threadsafe(self.fetcher.fetch_block(str(c)), loop)
+        try:
+            return fut.result(timeout=REPAIR_TIMEOUT_S)
+        except Exception as e:
+            fut.cancel()
+            log.warning("block %s: no repair: %s", c, e)
+            return None
+
+    def durability(self) -> dict[str, Any]:
+        """What /api/health reports of the log's writes and the store's reads."""
+        return {"unwritten_events": len(self._unflushed),
+                "write_error": self.write_error.message if self.write_error else None,
+                "corrupt_blocks": self.store.corrupt_blocks
+                if isinstance(self.store, EmbeddedStore) else 0}
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self.kubo is not None:
             await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
         # Warm workers: the forkserver warms up while the peer starts (runs queue meanwhile).
@@ -218,11 +346,12 @@ class Node:
         advertise = (cfg.mdns_interfaces[0] if cfg.mdns_interfaces
                      else socket.gethostbyname(socket.gethostname())) if wildcard else None
         try:
+            # No HMAC tag: CURVE (keys from the mesh secret) authenticates every frame.
             gcfg = GossipConfig.lan(bind=cfg.gossip, advertise_host=advertise,
-                                    mesh_id=self.mesh_id, secret=cfg.secret)
+                                    mesh_id=self.mesh_id, secret=None)
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
-        self.gossip = Gossip(gcfg, zmq_transport(gcfg), self, self, self.peer_id,
+        self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.keyring), self, self, self.peer_id,
                              local_info=self.local_info)
         await self.gossip.start()
         for addr in cfg.join:
@@ -232,16 +361,27 @@ class Node:
         # A peer whose gossip listens on one address announces itself only there.
         ifaces = cfg.mdns_interfaces or (() if wildcard else (host,))
         caps = self.capabilities()
-        port = parse_hostport(self.http_url.removeprefix("http://"), "http")[1] \
-            if self.http_url else 0
+        port = urlsplit(self.http_url).port or 0 if self.http_url else 0
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
-                        mem_mb=caps["mem_mb"], gpu=caps["gpu"])
-        gossip = self.gossip
+                        mem_mb=caps["mem_mb"], gpu=caps["gpu"],
+                        key_id=self.keyring.serving.key_id)
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
-                                   txt, on_add=lambda addr, _txt: gossip.add_peer(addr),
-                                   on_remove=gossip.remove_peer, mesh_id=self.mesh_id)
+                                   txt, on_add=self._discovered,
+                                   on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)
         await self.discovery.start()
+
+    def _discovered(self, addr: str, txt: Mapping[str, str]) -> None:
+        """A peer of our mesh name found by mDNS: gossip with it if it serves a key of a
+        secret we hold (peers of the same name but another secret are left alone)."""
+        assert self.gossip is not None
+        kid = txt.get("kid", "")
+        if self.keyring.for_key_id(kid) is None:
+            log.info("mDNS: peer %s at %s uses a mesh secret this peer does not hold; not "
+                     "joining it", txt.get("id", "?")[:16], addr)
+            return
+        self.gossip.peer_key(addr, kid)
+        self.gossip.add_peer(addr)
 
     async def close(self) -> None:
         """Stop everything in reverse order of start; idempotent."""
@@ -259,6 +399,11 @@ class Node:
         await self.fetcher.close()
         await self.executor.close()
         self.flush()
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._unflushed:
+            log.error("closing with %d events not written to the log: %s",
+                      len(self._unflushed), self.write_error)
         self._log_closed = True
         self.log.close()
 

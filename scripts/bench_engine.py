@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from scriptlib import machine, wait_workers_ready
+from scriptlib import machine, peer_auth, remember_peer, wait_workers_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -54,6 +54,7 @@ def start_peer(data: Path, profile: Path | None) -> tuple[subprocess.Popen[str],
             break
         m = re.match(r"web UI: (http://\S+?)/?$", line.strip())
         if m:
+            remember_peer(m.group(1), data)
             wait_workers_ready(m.group(1))
             return proc, m.group(1)
     proc.kill()
@@ -122,7 +123,7 @@ async def warm(s: aiohttp.ClientSession, url: str) -> None:
 async def scenario(name: str, url: str, n: int) -> dict[str, Any]:
     tag = uuid.uuid4().hex
     timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout) as s:
+    async with aiohttp.ClientSession(timeout=timeout, middlewares=(peer_auth,)) as s:
         await warm(s, url)
         t0 = time.monotonic()
         if name == "seq":

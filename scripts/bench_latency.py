@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from scriptlib import machine
+from scriptlib import machine, mesh_secret_file, remember_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -63,6 +63,7 @@ def until(cond: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
 def peers(tmp: Path, n: int, *flags: str) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
     """n peers of one new mesh on 127.0.0.1 (mDNS on loopback), each with its URL."""
     mesh = f"bench-latency-{secrets.token_hex(6)}"
+    secret = mesh_secret_file(tmp / mesh)  # the peers' shared mesh secret
     started: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for i in range(n):
@@ -70,11 +71,12 @@ def peers(tmp: Path, n: int, *flags: str) -> Iterator[list[tuple[subprocess.Pope
             args = [str(BIN / "banzai-peer"), "--data-dir", str(tmp / f"{mesh}-{i}"),
                     "--http", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
                     "--mesh-name", mesh, "--task-module", "tests.fixture_tasks",
-                    "--log-level", "WARNING", *flags]
+                    "--log-level", "WARNING", "--secret-file", str(secret), *flags]
             with log.open("wb") as out:
                 proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
             m = until(lambda log=log: URL.search(log.read_text()), "peer did not start")
+            remember_peer(m.group(1), tmp / f"{mesh}-{i}")
             started.append((proc, m.group(1)))
         urls = [u for _, u in started]
         until(lambda: all(sum(p["state"] == "alive" for p in call(u + "/api/peers")["peers"])

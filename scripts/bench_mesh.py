@@ -61,7 +61,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_engine as be  # noqa: E402  (post_job, pct, summary)
 import bench_pipeline as bp  # noqa: E402  (machine, run_job, tree_cpu_s, descendants)
-from scriptlib import wait_workers_ready  # noqa: E402
+from scriptlib import (  # noqa: E402
+    mesh_secret_file,
+    peer_auth,
+    remember_peer,
+    wait_workers_ready,
+)
 
 MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
 PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
@@ -124,6 +129,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                log_level: str = "WARNING") -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
+    secret = mesh_secret_file(base)  # the peers' shared mesh secret
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     mesh = Mesh()
     pending = []
@@ -133,6 +139,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
         args = [str(BIN / "banzai-peer"), "--data-dir", str(d), "--http", "127.0.0.1:0",
                 "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
                 "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
+                "--secret-file", str(secret),
                 "--fetch-allow", "127.0.0.1/32"]  # the --pipeline corpus server
         with log.open("wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -140,11 +147,12 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
         pending.append((proc, log))
     deadline = time.monotonic() + timeout_s
     try:
-        for proc, log in pending:
+        for i, (proc, log) in enumerate(pending):
             while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
                 time.sleep(0.05)
+            remember_peer(m.group(1), base / f"peer{i}")
             mesh.peers.append(Peer(proc, m.group(1), log))
         for p in mesh.peers:
             p.id = next(x["id"] for x in _get(p.url + "/api/peers")["peers"] if x["self"])
@@ -256,7 +264,7 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
     urls = [p.url for p in mesh.peers]
     out: dict[str, Any] = {}
     conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn,
+    async with aiohttp.ClientSession(connector=conn, middlewares=(peer_auth,),
                                      timeout=aiohttp.ClientTimeout(total=900)) as s, \
             Watcher(s, urls[0]) as w:
         for kind in what:

@@ -44,10 +44,12 @@ for _ in $(seq 1 300); do
 done
 [[ -n "$url" ]] || { cat "$work/peer.log" >&2; echo "conformance: the peer did not start" >&2; exit 1; }
 
+token="$(cat "$work/peer/http-token")"  # /api/v0/ needs the peer's token
 "$bin" extract-fixtures --directory "$work/fixtures" >&2
 imported=0; failed=0
 while IFS= read -r -d '' car; do
-    if curl -fsS -X POST -F "file=@$car" "$url/api/v0/dag/import?pin-roots=false" >/dev/null 2>>"$out/import.log"; then
+    if curl -fsS -X POST -H "Authorization: Bearer $token" -F "file=@$car" \
+            "$url/api/v0/dag/import?pin-roots=false" >/dev/null 2>>"$out/import.log"; then
         imported=$((imported + 1))
     else
         failed=$((failed + 1)); echo "import failed: $car" >>"$out/import.log"

@@ -199,6 +199,8 @@ if last["state"] == "done" and last["call"] == "LEARN":
         pass
 EOF
 printf '\nweb UI: %s/\n' "$PEER_URL"
+LOGIN=$(grep -m1 -oE '^login: +[^ ]+' "$PEER_LOG" | awk '{print $2}' || true)
+[[ -n $LOGIN ]] && printf 'login:  %s   (opens the UI logged in)\n' "$LOGIN"
 secs() { printf '%d.%d' $(( $1 / 1000000000 )) $(( $1 / 100000000 % 10 )); }
 say "set-up and start $(secs $(( t1 - t0 ))) s, pipeline $(secs $(( t2 - t1 ))) s"
 

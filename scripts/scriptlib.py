@@ -18,10 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -36,6 +39,67 @@ def load_script(name: str) -> ModuleType:
         sys.modules[key] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[key])
     return sys.modules[key]
+
+
+def mesh_secret_file(directory: Path) -> Path:
+    """A new mesh secret in `directory`/mesh.secret (mode 0600): peers started with
+    `--secret-file` on it form one mesh (every mesh has a secret; docs/security.md)."""
+    path = directory / "mesh.secret"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+# -- a peer's token, sent by every urllib request of this process to that peer -----------------
+PEER_TOKENS: dict[str, str] = {}  # "host:port" -> the token of the peer there
+_INSTALLED: list[bool] = []  # the opener is installed (once per process)
+
+
+class _PeerToken(urllib.request.BaseHandler):
+    """Adds `Authorization: Bearer TOKEN` to urllib requests to a peer remember_peer knows
+    (unless the request has its own Authorization)."""
+
+    handler_order = 400
+
+    def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        token = PEER_TOKENS.get(req.host)
+        if token and not req.has_header("Authorization"):
+            req.add_unredirected_header("Authorization", f"Bearer {token}")
+        return req
+
+    https_request = http_request
+
+
+def peer_token(data_dir: Path) -> str:
+    """The token of the peer of `data_dir` (the file http-token it creates at start)."""
+    return (data_dir / "http-token").read_text().strip()
+
+
+def remember_peer(url: str, data_dir: Path) -> str:
+    """From now on urllib.request.urlopen sends the token of the peer of `data_dir` with every
+    request to `url`'s host:port (this process installs the opener once); returns it."""
+    token = PEER_TOKENS[urllib.parse.urlsplit(url).netloc] = peer_token(data_dir)
+    if not _INSTALLED:
+        urllib.request.install_opener(urllib.request.build_opener(_PeerToken()))
+        _INSTALLED.append(True)
+    return token
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """{"Authorization": "Bearer TOKEN"} for a remembered peer's URL (aiohttp, requests)."""
+    token = PEER_TOKENS.get(urllib.parse.urlsplit(url).netloc)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def peer_auth(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType,
+                    ) -> aiohttp.ClientResponse:
+    """aiohttp client middleware (`ClientSession(middlewares=(peer_auth,))`): the token of
+    a remembered peer on every request to it."""
+    for k, v in auth_headers(str(req.url)).items():
+        req.headers.setdefault(k, v)
+    return await handler(req)
 
 
 def wait_workers_ready(url: str, timeout_s: float = 180) -> None:
@@ -70,6 +134,7 @@ def lone_peer(data_dir: Path, log: Path, slots: int, *, mesh_prefix: str, log_le
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
             time.sleep(0.05)
+        remember_peer(m.group(1), data_dir)
         wait_workers_ready(m.group(1))
         yield proc, m.group(1)
     finally:

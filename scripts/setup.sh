@@ -8,7 +8,9 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 apt_pkgs=(espeak-ng sox)
-(( want_test )) && apt_pkgs+=(chromium iproute2)
+# systemd: systemd-analyze checks contrib/banzai-peer.service; util-linux (setpriv, unshare)
+# and passwd (useradd) run a peer as a second, unprivileged local user (security tests)
+(( want_test )) && apt_pkgs+=(chromium iproute2 systemd util-linux passwd)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,12 +1,18 @@
-"""Shared fixtures: factories for real banzai-peer processes on loopback."""
+"""Shared fixtures: factories for real banzai-peer processes on loopback. Every urllib
+request of the tests to a started peer carries its token (scripts/scriptlib.remember_peer);
+other clients take `PeerProc.auth`."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from scripts.scriptlib import peer_token, remember_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -29,6 +37,20 @@ class PeerProc:
     args: list[str]
     env: dict[str, str]
     log: Path
+
+    @property
+    def token(self) -> str:
+        """The peer's HTTP token (file http-token in its data dir)."""
+        return peer_token(self.data_dir)
+
+    @property
+    def login_url(self) -> str:
+        return f"{self.url}/login?token={self.token}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate a request to this peer (aiohttp, requests)."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def output(self) -> str:
@@ -48,18 +70,46 @@ class PeerProc:
 MESH = f"test-{uuid.uuid4().hex[:12]}"
 
 
+_SECRETS = Path(tempfile.mkdtemp(prefix="banzai-test-secrets-"))
+atexit.register(shutil.rmtree, _SECRETS, ignore_errors=True)
+
+
+def mesh_secret_file(mesh: str) -> Path:
+    """The secret file every peer of mesh `mesh` starts with (made once, mode 0600)."""
+    path = _SECRETS / f"{mesh}.secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def _names_secret(extra: tuple[str, ...], env: dict[str, str] | None) -> bool:
+    return (any(a.startswith(("--secret-file", "--join-token")) for a in extra)
+            or any(k in (env or {}) for k in ("BANZAI_SECRET_FILE", "BANZAI_JOIN_TOKEN")))
+
+
+# A peer starts in seconds; on a machine saturated by other work it can take a minute.
+START_TIMEOUT_S = float(os.environ.get("BANZAI_TEST_START_TIMEOUT_S", "60"))
+
+
 def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-               http: str = "127.0.0.1:0", timeout_s: float = 60,
-               mesh: str | None = None) -> PeerProc:
-    """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback."""
+               http: str = "127.0.0.1:0", timeout_s: float = START_TIMEOUT_S,
+               mesh: str | None = None, shared_secret: bool = True) -> PeerProc:
+    """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback. Peers of
+    one mesh name share a secret file (`shared_secret`) unless the flags or `env` name a
+    secret or a join token."""
+    mesh = mesh or MESH
+    if shared_secret and not _names_secret(extra, env):
+        extra = ("--secret-file", str(mesh_secret_file(mesh)), *extra)
     args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
             "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
-            "--mdns-interface", "127.0.0.1", "--mesh-name", mesh or MESH, *extra]
+            "--mdns-interface", "127.0.0.1", "--mesh-name", mesh, *extra]
     # Warm workers off unless a test asks: the suite starts ~100 peers, few run EXTRACT_MFCC,
     # and the warm-up (librosa, numba) adds ~1 s of CPU to each start on this 2-core host.
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "BANZAI_WARM_WORKERS": "0",
                 **(env or {})}
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the peer makes it
     log = data_dir.with_name(data_dir.name + ".log")
     start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with log.open("ab") as out:
@@ -70,8 +120,9 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
         with log.open("rb") as f:
             f.seek(start)
             text = f.read().decode(errors="replace")
-        m = re.search(r"web UI: (http://\S+?)/?$", text, re.M)
-        if m:
+        m = re.search(r"web UI: (https?://\S+?)/?$", text, re.M)
+        if m:  # urllib requests of the tests carry its token from now on
+            remember_peer(m.group(1), data_dir)
             return PeerProc(proc, m.group(1), data_dir, args, full_env, log)
         if proc.poll() is not None:
             break
@@ -89,8 +140,9 @@ def peer_factory(tmp_path: Path) -> Iterator[object]:
     mesh = f"test-{uuid.uuid4().hex[:12]}"  # peers of one test form their own mesh
 
     def start(name: str = "p0", *extra: str, env: dict[str, str] | None = None,
-              http: str = "127.0.0.1:0") -> PeerProc:
-        p = start_peer(tmp_path / name, *extra, env=env, http=http, mesh=mesh)
+              http: str = "127.0.0.1:0", shared_secret: bool = True) -> PeerProc:
+        p = start_peer(tmp_path / name, *extra, env=env, http=http, mesh=mesh,
+                       shared_secret=shared_secret)
         started.append(p)
         return p
 

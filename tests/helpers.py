@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -22,12 +23,12 @@ from typing import Any
 import pytest
 
 from scripts.scriptlib import TaskCtx as FakeCtx
-from scripts.scriptlib import load_script, lone_peer
+from scripts.scriptlib import auth_headers, load_script, lone_peer
 from tests.conftest import ROOT, PeerProc, start_peer
 
-__all__ = ["FINAL", "FakeCtx", "JsonApi", "get_json", "init_kubo_repo", "kubo_binary",
-           "launch", "load_script", "lone_peer", "multipart", "post_json", "serve_corpus", "stop",
-           "wait_job", "wait_mesh"]
+__all__ = ["FINAL", "FakeCtx", "JsonApi", "LocalUser", "auth_headers", "get_json",
+           "init_kubo_repo", "kubo_binary", "launch", "load_script", "local_user", "lone_peer",
+           "multipart", "post_json", "serve_corpus", "stop", "wait_job", "wait_mesh"]
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -198,3 +199,62 @@ def init_kubo_repo(binary: str, repo: Path, *config_flags: str,
         subprocess.run([binary, *config_flags, "config", "--json", key, value], env=env,
                        check=True, capture_output=True, timeout=config_timeout)  # fmt: skip
     return env
+
+
+# -- a second local user -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalUser:
+    """A throw-away unprivileged user with a home directory."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    def run(self, *cmd: str, env: dict[str, str] | None = None, timeout: float = 30,
+            ) -> subprocess.CompletedProcess[bytes]:
+        """`cmd` as this user (setpriv: no root privileges, its own groups), output captured."""
+        return subprocess.run(self.wrap(*cmd), env=env, capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def wrap(self, *cmd: str) -> list[str]:
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "--inh-caps=-all", "--", *cmd]
+
+    def sandbox(self, *cmd: str, setup: Sequence[str] = (), scratch: Path) -> list[str]:
+        """`cmd` as this user in a mount namespace of its own, after the shell lines `setup`
+        (run as root there), with this interpreter reachable (`reach_python`)."""
+        script = "\n".join(["set -e", "mount --make-rprivate /", *reach_python(scratch),
+                            *setup, 'exec "$@"'])
+        return ["unshare", "--mount", "sh", "-c", script, "sandbox", *self.wrap(*cmd)]
+
+
+def reach_python(scratch: Path) -> list[str]:
+    """Shell lines for a mount namespace that let other users run this interpreter when it
+    lives under a directory only root may enter (here: pyenv in /root): that directory is
+    replaced there by an empty tmpfs holding only the interpreter's tree. `scratch`: an
+    empty directory to stage the bind mount."""
+    real = Path(os.path.realpath(sys.executable))
+    closed = next((d for d in reversed(real.parents) if not os.stat(d).st_mode & 0o001), None)
+    if closed is None:
+        return []
+    keep = real.parents[len(real.parents) - len(closed.parents) - 2]  # the child on the path
+    return [f"mount --bind {keep} {scratch}", f"mount -t tmpfs -o mode=0755 tmpfs {closed}",
+            f"mkdir -p {keep}", f"mount --bind {scratch} {keep}"]
+
+
+@contextmanager
+def local_user(prefix: str = "bzt") -> Iterator[LocalUser]:
+    """A new user (useradd; removed with its home after); skips unless root with useradd."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs root, useradd and setpriv to create a second local user")
+    import pwd
+
+    name = f"{prefix}{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        pw = pwd.getpwnam(name)
+        yield LocalUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+    finally:
+        subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=30)

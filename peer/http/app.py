@@ -19,10 +19,21 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from peer.errors import ArgError, BadCID, BanzaiError, Conflict, NotFound, TooLarge
+from peer.errors import (
+    ArgError,
+    BadCID,
+    BanzaiError,
+    Conflict,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    disk_full,
+)
 from peer.errors_http import HttpError, Surface, http_error, unexpected
+from peer.http.auth import Auth, Policy
 from peer.http.host import Host
 from peer.http.openapi import OPENAPI
+from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
@@ -57,7 +68,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _answer(HttpError(e.status, type(e).__name__, e.reason))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        if disk_full(e):  # e.g. an upload spooled to a full disk
+            log.warning("%s %s: the disk is full: %s", request.method, request.path, e)
+            full = StorageFull("the peer's disk is full: free space and retry")
+            return _answer(http_error(full, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))
 
@@ -78,6 +93,7 @@ async def health(request: web.Request) -> web.Response:
         "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
+        "durability": dict(node.durability()),
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -96,7 +112,10 @@ async def submit(request: web.Request) -> web.Response:
                                  max_workflow_bytes=node.cfg.max_workflow_bytes)
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
-    replicas = await node.submitted(ev)
+    try:
+        replicas = await node.submitted(ev)
+    except StorageFull as e:  # not acknowledged; name the job, so that it is not resent
+        raise StorageFull(f"job {job} is not on disk: {e.message}", field="job") from e
     return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
                              status=201)
 
@@ -127,8 +146,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if job not in node.state.cancelled:
-        node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
-        node.flush()  # acknowledged once on disk
+        ev = node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
+        await node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "state": "cancelled"})
 
 
@@ -187,8 +206,7 @@ async def add(request: web.Request) -> web.Response:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
-    node.emit(EventType.PROVIDE, {"cids": [cid]})
-    node.flush()
+    await node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks, event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
 
 
@@ -333,8 +351,14 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def make_app(node: Host) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=node.cfg.max_body_bytes)
+    cfg = node.cfg
+    auth = Auth(load_or_create_token(cfg.data_dir),
+                Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway),
+                mesh_credential(cfg.secret), secure_cookie=cfg.tls_cert is not None)
+    app = web.Application(middlewares=[auth.middleware, errors],
+                          client_max_size=cfg.max_body_bytes)
     app[NODE] = node
+    auth.add_routes(app)
     r = app.router
     r.add_get("/api/health", health)
     r.add_get("/api/tasks", list_tasks)

@@ -27,6 +27,16 @@ class HttpConfig(Protocol):
     def max_tasks_per_job(self) -> int: ...
     @property
     def max_workflow_bytes(self) -> int: ...
+    @property
+    def http_addr(self) -> tuple[str, int]: ...  # the bound HOST, PORT
+    @property
+    def allow_hosts(self) -> tuple[str, ...]: ...
+    @property
+    def public_gateway(self) -> bool: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
+    @property
+    def secret(self) -> bytes | None: ...  # the mesh secret: peers' HTTP credential
 
 
 class Fetcher(Protocol):
@@ -97,8 +107,11 @@ class Host(Protocol):
     def listeners(self) -> MutableSequence[Listener]: ...  # called with every new event
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
-    def flush(self) -> None: ...  # emitted events to disk: acknowledge only after it
+    def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)
+    async def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless on disk
+    def durable_now(self, ev: Event) -> None: ...  # the same, blocking (the Kubo RPC's add)
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
+    def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

@@ -74,11 +74,22 @@ OPENAPI: dict[str, Any] = {
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
         "/api/openapi.json": {"get": _op("This document", errors=())},
+        "/api/session": {"get": _op(
+            "Whether this browser is logged in (session cookie from /login), its CSRF token "
+            "for the X-CSRF-Token header, and whether reads need a login", errors=())},
         **{f"/api/v0/{name}": {"post": _op(f"Kubo RPC compatible: {doc}",
                                            errors=("400", "413", "501"))}
            for name, doc in _KUBO_RPC.items()},
     },
-    "components": {"schemas": {"Error": {
+    # Writes need the peer's token (Bearer, or the session cookie plus X-CSRF-Token);
+    # reads too when the peer is bound beyond loopback (peer/http/auth.py).
+    "security": [{"bearer": []}, {"session": []}],
+    "components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "the token in the peer's data dir (file http-token)"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "banzai-session-PORT",
+                    "description": "set by /login; writes also send X-CSRF-Token"}},
+                   "schemas": {"Error": {
         "type": "object", "required": ["error", "message"],
         "properties": {"error": {"type": "string"}, "message": {"type": "string"},
                        "field": {"type": "string"}}}}},

@@ -1,24 +1,32 @@
 """Filesystem blockstore, pin set and store lock; safe for several processes on one root.
 
-Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file then renamed; pins are one
-file each under pins/; writers hold a shared flock on `lock`, gc holds it exclusively.
+Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced (on a few
+threads, so that the fsyncs of one add overlap) and renamed, directories fsynced by `sync`
+once per add or import, and verified against their CID on every read; pins are one file
+each under pins/; writers hold a shared flock on `lock`, gc holds it exclusively.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import logging
 import os
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import multihash
 
-from peer.errors import NotFound, StoreError
-from peer.ipfs.cids import IDENTITY, Cid, parse_cid, verify
+from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
+from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, parse_cid, verify
+
+log = logging.getLogger("banzai.store")
 
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
@@ -29,25 +37,86 @@ def _tmp_name(final: Path) -> Path:
 
 
 def write_atomic(final: Path, data: bytes) -> None:
-    """Write `data` to `final` through a temp file in the same directory and a rename."""
+    """Write `data` to `final` through a temp file in the same directory, fsynced, and a
+    rename (the directory's entry is made durable by `fsync_dir`). StorageFull if the disk
+    is full."""
     tmp = _tmp_name(final)
     try:
         with open(tmp, "wb", buffering=0) as f:
             f.write(data)
+            os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if disk_full(e):
+            raise StorageFull(f"cannot write {final.name}: the disk is full") from e
         raise
 
 
+_FSYNC_THREADS = 8  # concurrent fsyncs of one add share the file system's journal commits
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """This process's fsync threads (created on first use, again after a fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(_FSYNC_THREADS, "banzai-fsync"))
+        return _pool[1]
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(d: Path) -> None:
+    """Make the entries of directory `d` (renames, new files) durable."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _matches(c: Cid, data: bytes) -> bool:
+    """True if `data` hashes to `c` (sha2-256 inline: the common case, read per block)."""
+    mh = c.multihash
+    if mh[0] == SHA2_256 and len(mh) == 34:
+        return hashlib.sha256(data).digest() == mh[2:]
+    try:
+        verify(c, data)
+    except IntegrityError:
+        return False
+    return True
+
+
+Repair = Callable[[Cid], bytes | None]  # a corrupt block's verified bytes from elsewhere
+
+
 class BlockStore:
-    """Content-addressed blocks keyed by multihash; identity CIDs are never stored."""
+    """Content-addressed blocks keyed by multihash; identity CIDs are never stored. A block
+    that no longer matches its CID when read is counted (`corrupt`), removed and, if a
+    `repair` hook is set (the peer: fetch it from a provider), replaced; otherwise the read
+    fails with IntegrityError. Never returns bytes that do not match their CID."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "blocks"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._shards: set[str] = set()
+        self.corrupt = 0  # corrupt blocks met by reads in this process
+        self.repair: Repair | None = None
+        self._unsynced: set[Path] = set()  # directories with entries not yet fsynced
+        self._local = threading.local()  # per thread: blocks being fsynced and renamed
+        self._pending: dict[Path, Future[None]] = {}  # every thread's, until renamed
+        self._lock = threading.Lock()  # guards _unsynced and _pending
+        self._sync_lock = threading.Lock()  # held by sync() while it fsyncs directories
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -55,23 +124,51 @@ class BlockStore:
 
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
-        return c.multihash[0] == IDENTITY or self.path(c.key).exists()
+        return c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+
+    def _settled(self, path: Path) -> Path:
+        """`path`, once a block this process put there is renamed into place (reads see
+        the blocks put before `sync`)."""
+        fut = self._pending.get(path)
+        if fut is not None:
+            with contextlib.suppress(OSError):
+                fut.result()
+        return path
 
     def get(self, c: Cid) -> bytes:
-        """The block's bytes; NotFound if absent."""
+        """The block's bytes, verified; NotFound if absent, IntegrityError if corrupt and
+        not repaired."""
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
+        path = self._settled(self.path(c.key))
         try:
-            return self.path(c.key).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
+        if _matches(c, data):
+            return data
+        self.corrupt += 1
+        log.error("block %s is corrupt on disk (%s): removed", c, path)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fresh = self.repair(c) if self.repair is not None else None
+        if fresh is None or not _matches(c, fresh):
+            raise IntegrityError(f"block {c} was corrupt on disk (removed) and no live peer "
+                                 "could provide it again", field="cid")
+        log.warning("block %s repaired from another peer", c)
+        try:  # best effort: the verified bytes are served even if they cannot be kept
+            self.put_trusted(c, fresh)
+            self.sync()
+        except (OSError, StoreError) as e:
+            log.warning("block %s: cannot store the repaired copy: %s", c, e)
+        return fresh
 
     def size(self, c: Cid) -> int:
         """The block's length in bytes; NotFound if absent."""
         if c.multihash[0] == IDENTITY:
             return len(_identity_data(c))
         try:
-            return self.path(c.key).stat().st_size
+            return self._settled(self.path(c.key)).stat().st_size
         except FileNotFoundError:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
@@ -80,15 +177,92 @@ class BlockStore:
         if c.multihash[0] == IDENTITY:
             return
         final = self.path(c.key)
-        if final.exists():
+        settling = self._settling()
+        if final in settling or final.exists():
             return
         self._shard(final.parent)
-        write_atomic(final, data)
+        tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                f.write(data)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+        fut = _fsync_pool().submit(self._settle, tmp, final)
+        settling[final] = fut
+        with self._lock:
+            self._pending[final] = fut
+        fut.add_done_callback(lambda _: self._forget(final, fut))
+
+    def _forget(self, final: Path, fut: Future[None]) -> None:
+        with self._lock:
+            if self._pending.get(final) is fut:
+                del self._pending[final]
+
+    def begin(self) -> None:
+        """Start a write on this thread: forget what an earlier one that failed left (its
+        blocks still settle in the background)."""
+        self._local.settling = {}
+
+    def _settling(self) -> dict[Path, Future[None]]:
+        """This thread's blocks whose fsync and rename may not be done yet."""
+        d: dict[Path, Future[None]] | None = getattr(self._local, "settling", None)
+        if d is None:
+            d = self._local.settling = {}
+        return d
+
+    def _settle(self, tmp: Path, final: Path) -> None:
+        """fsync a written temp file, rename it into place, then mark its directory for
+        `sync` (after the rename: a sync that starts later covers it). A pool thread."""
+        try:
+            _fsync_file(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._dirty(final.parent)
 
     def _shard(self, shard: Path) -> None:
         if shard.name not in self._shards:
-            shard.mkdir(exist_ok=True)
+            if not shard.is_dir():
+                shard.mkdir(exist_ok=True)
+                self._dirty(self.dir)
             self._shards.add(shard.name)
+
+    def _dirty(self, d: Path) -> None:
+        with self._lock:
+            self._unsynced.add(d)
+
+    def sync(self) -> None:
+        """Make every block this thread put durable: wait for their files' fsync and
+        rename, then fsync the directories. Callers announce CIDs only after it."""
+        settling = self._settling()
+        self._local.settling = {}
+        wait(settling.values())
+        try:
+            for fut in settling.values():
+                fut.result()
+            with self._sync_lock:  # a concurrent sync returns after ours
+                with self._lock:
+                    dirs, self._unsynced = self._unsynced, set()
+                try:
+                    for d in sorted(dirs, key=lambda p: p != self.dir):  # new shards' parent
+                        fsync_dir(d)
+                except OSError:
+                    self._dirty_all(dirs)
+                    raise
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {self.dir}: the disk is full") from e
+            raise StoreError(f"cannot store blocks in {self.dir}: {e.strerror or e}") from e
+
+    def _dirty_all(self, dirs: set[Path]) -> None:
+        with self._lock:
+            self._unsynced |= dirs
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
@@ -102,7 +276,8 @@ class BlockStore:
             staged.unlink(missing_ok=True)
             return
         self._shard(final.parent)
-        os.replace(staged, final)
+        os.replace(staged, final)  # staged files are fsynced (Staging.put)
+        self._dirty(final.parent)
 
     def keys(self) -> Iterator[tuple[str, Path]]:
         """Every stored (key, path); stale temp files older than an hour are removed."""
@@ -131,10 +306,11 @@ class PinSet:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, c: Cid) -> None:
-        """Pin `c` (idempotent)."""
+        """Pin `c` (idempotent, durable when it returns)."""
         final = self.dir / str(c)
         if not final.exists():
             write_atomic(final, b"")
+            fsync_dir(self.dir)
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned."""
@@ -183,11 +359,23 @@ class Staging:
     def put(self, c: Cid, data: bytes) -> None:
         """Stage verified bytes."""
         path = self.dir / c.key
-        path.write_bytes(data)
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot stage block {c}: the disk is full") from e
+            raise
         self.items.append((c, path))
 
     def commit(self, blocks: BlockStore) -> None:
-        """Move every staged block into the blockstore."""
+        """fsync every staged block (concurrently), then move them into the blockstore
+        (their directories are fsynced by `blocks.sync()`)."""
+        try:
+            list(_fsync_pool().map(_fsync_file, [p for _, p in self.items]))
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {blocks.dir}: the disk is full") from e
+            raise StoreError(f"cannot store blocks in {blocks.dir}: {e.strerror or e}") from e
         for c, path in self.items:
             blocks.adopt(c, path)
         self.discard()

@@ -11,7 +11,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-from peer.errors import ArgError, NotFound, StoreError, TooLarge
+from peer.errors import (
+    ArgError,
+    IntegrityError,
+    NotFound,
+    StorageFull,
+    StoreError,
+    TooLarge,
+    disk_full,
+)
 from peer.ipfs import car, dag, dagpb, hamt
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
@@ -53,6 +61,11 @@ class EmbeddedStore:
         self._lock = StoreLock(self.root)
         self._reader = Reader(self.blocks.get)
 
+    @property
+    def corrupt_blocks(self) -> int:
+        """Blocks found corrupt (and removed) by reads of this process."""
+        return self.blocks.corrupt
+
     # --- adding -------------------------------------------------------------------------------
 
     def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str:
@@ -65,18 +78,24 @@ class EmbeddedStore:
         if not p.exists() and not p.is_symlink():
             raise NotFound(f"{p} does not exist", field="path")
         with self._lock.hold():
+            self.blocks.begin()
             try:
                 node = Importer(self.blocks, cid_version).path(p)
+                self.blocks.sync()
+                if pin:
+                    self._pins.add(node.cid)
             except OSError as exc:
+                if disk_full(exc):
+                    raise StorageFull(f"cannot add {p.name}: the disk is full") from exc
                 raise StoreError(f"cannot add {p}: {exc.strerror or exc}") from exc
-            if pin:
-                self._pins.add(node.cid)
         return str(node.cid)
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""
         with self._lock.hold():
+            self.blocks.begin()
             node = Importer(self.blocks, cid_version).file(io.BytesIO(data))
+            self.blocks.sync()
         return str(node.cid)
 
     def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str:
@@ -94,7 +113,10 @@ class EmbeddedStore:
                 raise NotFound(f"make_dir: {c} ({relpath}) is not in the store", field="entries")
             _insert(tree, parts, c, relpath)
         with self._lock.hold():
-            return str(self._build(tree, Importer(self.blocks, cid_version), "").cid)
+            self.blocks.begin()
+            root = self._build(tree, Importer(self.blocks, cid_version), "").cid
+            self.blocks.sync()
+            return str(root)
 
     def _build(self, tree: dict[str, object], importer: Importer, where: str) -> Node:
         children: dict[str, Node] = {}
@@ -228,7 +250,9 @@ class EmbeddedStore:
         c = parse_cid(cid)
         hamt.check_block(c, data)
         with self._lock.hold():
+            self.blocks.begin()
             self.blocks.put(c, data)
+            self.blocks.sync()
 
     def has(self, cid: str) -> bool:
         """True if the block is stored (the DAG below it may be incomplete)."""
@@ -277,6 +301,7 @@ class EmbeddedStore:
         With `pin`, every root is pinned (NotFound if a root's DAG is incomplete).
         """
         with self._lock.hold():
+            self.blocks.begin()
             staging = Staging(self.root)
             try:
                 roots, blocks = car.read_car(chunks, max_bytes)
@@ -286,6 +311,7 @@ class EmbeddedStore:
                     if not self.blocks.has(c):
                         staging.put(c, data)
                 staging.commit(self.blocks)
+                self.blocks.sync()
             finally:
                 staging.discard()
             if pin:
@@ -341,7 +367,7 @@ class EmbeddedStore:
             live.add(c.key)
             try:
                 data = self.blocks.get(c)
-            except NotFound:
+            except (NotFound, IntegrityError):  # missing, or corrupt and not repaired
                 continue
             stack.extend(dag.links(c, data))
 

@@ -16,6 +16,8 @@ from typing import IO, Any
 import aiohttp
 
 from peer.errors import BanzaiError, NotFound, TooLarge
+from peer.ipfs.car import MAX_BLOCK_BYTES
+from peer.ipfs.cids import parse_cid, verify
 from peer.ipfs.gateway import PEER_FETCH_HEADER
 from peer.ipfs.store import Store
 
@@ -29,13 +31,17 @@ class Fetcher:
 
     def __init__(self, store: Store, urls: Callable[[], Mapping[str, str]],
                  providers: Callable[[str], Iterable[str]], self_id: str,
-                 timeout_s: float = 300.0, max_bytes: int = 8 << 30) -> None:
+                 timeout_s: float = 300.0, max_bytes: int = 8 << 30,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.urls = urls  # live peer id -> http base url
         self.providers = providers
         self.self_id = self_id
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
+        # serve content to members of the mesh only
+        self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
         self.complete: set[str] = set()
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
@@ -138,23 +144,42 @@ class Fetcher:
             await asyncio.to_thread(self.store.import_car, chunks, max_bytes=self.max_bytes)
         self.fetched_bytes += size
 
-    async def _get(self, url: str, out: IO[bytes], body: Any = None) -> int:
+    async def _get(self, url: str, out: IO[bytes], body: Any = None,
+                   max_bytes: int | None = None) -> int:
         """Stream `url` into `out` (at most max_bytes); returns the byte count."""
+        max_bytes = self.max_bytes if max_bytes is None else max_bytes
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
         size = 0
         method = "GET" if body is None else "POST"
         async with self._session.request(method, url, json=body,
-                                         headers={PEER_FETCH_HEADER: "1"}) as r:
+                                         headers=self.headers) as r:
             if r.status != 200:
                 raise NotFound(f"HTTP {r.status}")
             async for chunk in r.content.iter_chunked(1 << 20):
                 size += len(chunk)
-                if size > self.max_bytes:
-                    raise TooLarge(f"{url}: more than {self.max_bytes} bytes")
+                if size > max_bytes:
+                    raise TooLarge(f"{url}: more than {max_bytes} bytes")
                 out.write(chunk)
         return size
+
+    async def fetch_block(self, cid: str) -> bytes | None:
+        """One block's bytes from the first live peer that serves them, verified; None if
+        none does (the store calls this to repair a corrupt block, and stores them)."""
+        self.complete.clear()  # a block went missing here: the memo of complete DAGs is stale
+        for base in self._sources(cid, ()):
+            try:
+                with tempfile.TemporaryFile() as spool:
+                    await self._get(f"{base}/ipfs/{cid}?format=raw", spool,
+                                    max_bytes=MAX_BLOCK_BYTES)
+                    spool.seek(0)
+                    data = spool.read()
+                verify(parse_cid(cid), data)
+                return data
+            except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
+                log.info("block %s from %s: %s", cid, base, e)
+        return None
 
     async def try_ensure(self, cid: str) -> bool:
         """ensure([cid]) that reports failure as False (for the gateway)."""

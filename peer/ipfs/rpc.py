@@ -74,7 +74,7 @@ class Host(Protocol):
     @property
     def cfg(self) -> _Config: ...
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
-    def flush(self) -> None: ...
+    def durable_now(self, ev: Any) -> None: ...  # raises (StorageFull...) unless on disk
 
 
 def node_options(node: Host) -> dict[str, Any]:
@@ -82,8 +82,7 @@ def node_options(node: Host) -> dict[str, Any]:
     event for every root added or pinned (so other peers can fetch it from this one)."""
 
     def provide(cids: list[str]) -> None:
-        node.emit(EventType.PROVIDE, {"cids": cids})
-        node.flush()
+        node.durable_now(node.emit(EventType.PROVIDE, {"cids": cids}))
 
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide}

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
-from peer.log import RETRYABLE, ChunkState, Event, EventType, FailureKind, MeshState
+from peer.log import RETRYABLE, UNCOUNTED, ChunkState, Event, EventType, FailureKind, MeshState
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -53,8 +53,10 @@ def retryable(kind: str | None) -> bool:
 
 
 def counted(failure: Event) -> bool:
-    """True if a failure counts against the chunk's max_attempts (see the rules above)."""
-    return failure.payload.get("counts", True) is not False
+    """True if a failure counts against the chunk's max_attempts (see the rules above; a
+    failure of an UNCOUNTED kind, a full disk, does not either)."""
+    return (failure.payload.get("counts", True) is not False
+            and failure.payload.get("kind") not in UNCOUNTED)
 
 
 def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:

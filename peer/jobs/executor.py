@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
-from peer.errors import ConfigError
+from peer.errors import ConfigError, disk_full
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer"]
 
@@ -78,6 +78,7 @@ class ExitKind(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     MEMORY = "memory"
+    STORAGE = "storage"  # the target raised because the disk is full (ENOSPC, EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -751,7 +752,7 @@ def _run_one(
     except MemoryError as exc:
         return _failure(run_id, exc, ExitKind.MEMORY)
     except Exception as exc:
-        return _failure(run_id, exc, ExitKind.ERROR)
+        return _failure(run_id, exc, ExitKind.STORAGE if disk_full(exc) else ExitKind.ERROR)
     finally:
         ctx.close()
     return ("done", run_id, True, text, None, None, ExitKind.OK.value)

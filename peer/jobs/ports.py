@@ -32,6 +32,7 @@ class SchedulerConfig:
     fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one
     fetch_max_backoff_s: float = 30.0
     max_split_bytes: int = 8 << 20  # larger chunk lists go as a listing (TASK_SPLIT_REF)
+    storage_retry_s: float = 1.0  # an attempt failed by a full disk is recorded after this
 
 
 class RunResultLike(Protocol):

@@ -6,13 +6,14 @@ recorded under asyncio.shield so that a cancel cannot leave it half-written.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, StorageFull, disk_full
 from peer.ipfs.store import Listings
 from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
@@ -138,7 +139,8 @@ class Runs:
             try:
                 await self._fetch_input(payload)
             except BanzaiError as e:
-                self.emit(EventType.CHUNK_FAILED, {**base, "error": str(e), "kind": "fetch"})
+                await self._failed(base, str(e), FailureKind.STORAGE.value if disk_full(e)
+                                   else FailureKind.FETCH.value)
                 return
             except asyncio.CancelledError:
                 if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
@@ -147,7 +149,7 @@ class Runs:
                 raise
             except Exception as e:  # OSError (a full disk), a bug: the claim must end too
                 log.exception("%s: fetching the input failed", run.key)
-                self._failed(base, run, f"fetching the input: {type(e).__name__}: {e}")
+                self._crashed(base, run, e, "fetching the input")
                 return
             res = await self._execute(ak, run, payload)
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
@@ -156,18 +158,22 @@ class Runs:
                 await asyncio.shield(self._finish(base, run, res))
             except Exception as e:  # e.g. the run's log could not be stored (ENOSPC)
                 log.exception("%s: recording the outcome failed", run.key)
-                self._failed(base, run, f"recording the outcome: {type(e).__name__}: {e}")
+                self._crashed(base, run, e, "recording the outcome")
         finally:
             self.active.pop(ak, None)
             self.finishing.discard(ak)
             self.ended(ak)
 
-    def _failed(self, base: dict[str, Any], run: Run, error: str) -> None:
-        """End our claim of a run that raised (kind crash: retried elsewhere)."""
+    def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
+        """End our claim of a run that raised something unexpected (kind crash, or storage
+        for a full disk: retried; the claim must not outlive the run)."""
         if run.lost or (base["job"], base["task"]) in self.state.task_done:
             return
-        kind = "cancelled" if base["job"] in self.state.cancelled else FailureKind.CRASH.value
-        self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
+        kind = (FailureKind.CANCELLED.value if base["job"] in self.state.cancelled
+                else FailureKind.STORAGE.value if isinstance(e, OSError)
+                and e.errno == errno.ENOSPC else FailureKind.CRASH.value)
+        self.emit(EventType.CHUNK_FAILED, {**base, "kind": kind,
+                                           "error": f"{doing}: {type(e).__name__}: {e}"})
 
     async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
                        ) -> RunResultLike:
@@ -190,10 +196,14 @@ class Runs:
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
             run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
-            self.emit(EventType.CHUNK_FAILED, {**base, "error": res.error, "kind": kind})
+            await self._failed(base, res.error, kind)
             return
         record = {"log": run.log, "metrics": run.metrics}
-        logs = await self.offload(lambda: self._save_json(record))
+        try:
+            logs = await self.offload(lambda: self._save_json(record))
+        except StorageFull as e:
+            await self._failed(base, str(e), FailureKind.STORAGE.value)
+            return
         out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
         if run.tdef.per_item:
             out["cache"] = {cache_key(run.tdef, run.spec.params, cid): res.value["items"][path]
@@ -205,6 +215,13 @@ class Runs:
             out["output"] = res.value["output"]
             self.data.mark(out["output"])
         self.emit(EventType.CHUNK_DONE, out)
+
+    async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
+        """Record a failed attempt; one that met a full disk waits storage_retry_s first, so
+        that the retries of a peer whose disk stays full do not spin."""
+        if kind == FailureKind.STORAGE:
+            await asyncio.sleep(self.cfg.storage_retry_s)
+        self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
 
     async def _fetch_input(self, payload: dict[str, Any]) -> None:
         """Make the chunk's input local (fetched from providers if another peer made it)."""

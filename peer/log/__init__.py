@@ -5,6 +5,7 @@ from peer.log.clock import HLC, hlc_ms
 from peer.log.events import (
     PROTOCOL_VERSION,
     RETRYABLE,
+    UNCOUNTED,
     Body,
     CachePut,
     ChunkDone,
@@ -30,8 +31,8 @@ from peer.log.events import (
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "Body", "CachePut", "ChunkDone", "ChunkEvent",
-           "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog", "EventType",
-           "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef",
-           "fold", "hlc_ms"]
+__all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
+           "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Event", "EventLog",
+           "EventType", "FailureKind", "JobCancelled", "JobSubmitted", "Member", "MeshState",
+           "Progress", "Provide", "Renew", "SplitId", "TaskDone", "TaskKey", "TaskSplit",
+           "TaskSplitRef", "fold", "hlc_ms"]

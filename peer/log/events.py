@@ -43,6 +43,7 @@ class FailureKind(StrEnum):
     LEASE = "lease"  # no renewal heard from the holder within the lease
     LOST = "lost"  # the holder restarted while running the chunk
     FETCH = "fetch"  # the chunk's input could not be fetched
+    STORAGE = "storage"  # the disk was full (ENOSPC, EDQUOT): retried, not counted
 
 
 _NAME: dict[int, str] = {t.value: t.name for t in EventType}  # Enum.name is slow to read
@@ -50,7 +51,10 @@ _NAME: dict[int, str] = {t.value: t.name for t in EventType}  # Enum.name is slo
 # Failure kinds that are worth another attempt (the work itself may succeed).
 RETRYABLE: frozenset[str] = frozenset({
     FailureKind.CRASH, FailureKind.TIMEOUT, FailureKind.LEASE, FailureKind.LOST,
-    FailureKind.MEMORY, FailureKind.FETCH})
+    FailureKind.MEMORY, FailureKind.FETCH, FailureKind.STORAGE})
+# Failure kinds that do not count against a chunk's max_attempts: the fault is the peer's
+# circumstances, not the work (the attempt is retried once the disk has room again).
+UNCOUNTED: frozenset[str] = frozenset({FailureKind.STORAGE})
 
 # Bounds of the fields. Generous: they refuse garbage, never a payload this code writes.
 MAX_ID_CHARS = 256  # origin, job, task, task names, call names

@@ -39,13 +39,18 @@ def mesh_hash(name: str) -> str:
 
 
 def build_txt(*, gossip: str, http_port: int, calls: Iterable[str] = (), cores: int = 0,
-              free_slots: int = 0, mem_mb: int = 0, gpu: bool = False) -> dict[str, str]:
+              free_slots: int = 0, mem_mb: int = 0, gpu: bool = False,
+              key_id: str = "") -> dict[str, str]:
     """TXT fields describing a peer. A call list too long for one TXT string is replaced by
-    its hash ("calls_h") and count ("calls_n"); gossip heartbeats carry the full list."""
+    its hash ("calls_h") and count ("calls_n"); gossip heartbeats carry the full list.
+    `key_id` ("kid") names the CURVE key the peer serves: a hash of a public key, never
+    secret material (keyring.py)."""
     names = sorted(set(calls))
     joined = ",".join(names)
     txt = {"gossip": gossip, "http": str(http_port), "cores": str(cores),
            "slots": str(free_slots), "mem": str(mem_mb), "gpu": "1" if gpu else "0"}
+    if key_id:
+        txt["kid"] = key_id
     if len(joined.encode()) <= MAX_TXT_VALUE:
         txt["calls"] = joined
     else:

@@ -23,6 +23,13 @@ equal:
    local monotonic clock: alive until `suspect_after_s` without a frame,
    suspect until `dead_after_s`, then dead.
 
+Admission. Over ZeroMQ every connection is CURVE with keys derived from the mesh secret
+(keyring.py, transport.py): only holders of the secret complete a handshake, and frames are
+encrypted and authenticated per connection. The HMAC tag below is then not used (see
+docs/security.md); the in-memory transport of tests and simulations may still set one.
+Heartbeats carry the key id a peer serves ("kid"), so that peers reach it with the keys of
+that secret during a rotation.
+
 Wire format (wire.py; all integers big-endian):
     b"BZ" | version u8 | kind u8 | flags u8 | mesh id, sender id, reply-to address
     (each u8 length + UTF-8) | JSON body | HMAC-SHA256 tag (32 bytes, when flags & 1)
@@ -51,6 +58,7 @@ from typing import Any
 from peer.log import Event
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, EventSink
+from peer.mesh.keyring import Keyring
 from peer.mesh.membership import Clock, Liveness, Membership, MemberSink
 from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.wire import (
@@ -80,7 +88,7 @@ class GossipConfig:
     bind: str = "127.0.0.1:0"  # HOST:PORT of the receiving socket; port 0 = any free port
     advertise_host: str | None = None  # host others reach us at (needed for a wildcard bind)
     mesh_id: str = "banzai"
-    secret: bytes | None = None  # HMAC key; None = frames unauthenticated
+    secret: bytes | None = None  # HMAC key; None = no tag (CURVE authenticates ZeroMQ frames)
     anti_entropy_s: float = 1.0
     heartbeat_s: float = 0.5
     fanout: int = 8  # push to all live peers up to this many, else to this many at random
@@ -127,9 +135,9 @@ class GossipConfig:
         return cls(**{**base, **overrides})
 
 
-def zmq_transport(cfg: GossipConfig) -> ZmqTransport:
-    """The production transport for `cfg`."""
-    return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes)
+def zmq_transport(cfg: GossipConfig, keyring: Keyring | None = None) -> ZmqTransport:
+    """The production transport for `cfg`: CURVE with `keyring`'s keys when given."""
+    return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes, keyring=keyring)
 
 
 # -- bookkeeping ---------------------------------------------------------------------
@@ -144,6 +152,7 @@ class GossipStats:
     bytes_in: int = 0
     bytes_out: int = 0
     send_failed: int = 0
+    refused_handshakes: int = 0  # connections refused by CURVE/ZAP (no or another secret)
     dropped_bad_mac: int = 0
     dropped_bad_version: int = 0
     dropped_bad_kind: int = 0
@@ -199,7 +208,7 @@ class Gossip:
             raise ValueError("peer_id must be 1..255 bytes")
         self.cfg = cfg
         self.peer_id = peer_id
-        self.stats = GossipStats()
+        self._stats = GossipStats()
         self._t = transport
         self._sink = sink
         self._clock = clock
@@ -222,6 +231,12 @@ class Gossip:
             Kind.DIGEST: self._ae.on_digest, Kind.DIGEST_REPLY: self._ae.on_digest_reply}
 
     # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def stats(self) -> GossipStats:
+        """The counters, with the transport's refused handshakes."""
+        self._stats.refused_handshakes = self._t.refused
+        return self._stats
+
     @property
     def address(self) -> str:
         """The address peers reach us at ("" before bind)."""
@@ -323,7 +338,7 @@ class Gossip:
         addr = addr or self._membership.pick_partner()
         if addr is None:
             return
-        self.stats.rounds += 1
+        self._stats.rounds += 1
         self._ae.send_digest(addr)
 
     # -- sending (the anti-entropy Link) -----------------------------------------------
@@ -340,20 +355,20 @@ class Gossip:
         frames = self._event_frames(events, ttl=ttl, reply=reply)
         for addr in addrs:
             for frame, n in frames:
-                self.stats.events_out += n
+                self._stats.events_out += n
                 self._send_frame(addr, frame)
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold received events into the sink, counted; returns the new ones, never raises."""
-        self.stats.events_in += len(events)
+        self._stats.events_in += len(events)
         try:
             new = self._sink.merge(events)
         except Exception:
-            self.stats.merge_errors += 1
+            self._stats.merge_errors += 1
             self._warn.warn("merge", "gossip: sink refused %d events", len(events))
             log.debug("merge failure", exc_info=True)
             return []
-        self.stats.events_new += len(new)
+        self._stats.events_new += len(new)
         return new
 
     def _frame(self, kind: Kind, body: bytes) -> bytes | None:
@@ -369,10 +384,10 @@ class Gossip:
         if not self._address or addr == self._address:
             return
         if self._t.send(addr, frame):
-            self.stats.frames_out += 1
-            self.stats.bytes_out += len(frame)
+            self._stats.frames_out += 1
+            self._stats.bytes_out += len(frame)
         else:
-            self.stats.send_failed += 1
+            self._stats.send_failed += 1
 
     def _event_frames(self, events: Sequence[Event], *, ttl: int,
                       reply: Reply | None) -> list[tuple[bytes, int]]:
@@ -380,7 +395,7 @@ class Gossip:
         batches, too_large = pack_events(events, self.cfg.max_frame_bytes,
                                          self.cfg.max_events_per_frame)
         for e, size in too_large:
-            self.stats.events_unsendable += 1
+            self._stats.events_unsendable += 1
             self._warn.warn("event_large", "gossip: event %s of %d bytes cannot be sent",
                             e.id, size)
         if reply is not None and not batches:
@@ -408,8 +423,8 @@ class Gossip:
     # -- receiving ---------------------------------------------------------------------
     def _on_frame(self, data: bytes) -> None:
         """Transport callback: never raises."""
-        self.stats.frames_in += 1
-        self.stats.bytes_in += len(data)
+        self._stats.frames_in += 1
+        self._stats.bytes_in += len(data)
         try:
             f = decode_frame(data, self._secret, self.cfg.mesh_id, self.cfg.max_frame_bytes)
         except FrameError as e:
@@ -423,16 +438,24 @@ class Gossip:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self._drop("bad_frame", f"{f.kind.name} from {f.sender[:16]}: {e!s:.80}")
         except Exception:
-            self.stats.merge_errors += 1
+            self._stats.merge_errors += 1
             log.exception("gossip: handling %s from %s failed", f.kind.name, f.sender[:16])
 
     def _drop(self, reason: str, detail: str) -> None:
         name = f"dropped_{reason}"
-        setattr(self.stats, name, getattr(self.stats, name) + 1)
+        setattr(self._stats, name, getattr(self._stats, name) + 1)
         self._warn.warn(reason, "gossip: dropped frame (%s): %s", reason, detail)
 
     def _on_heartbeat(self, f: Frame) -> None:
-        self._membership.heard(f.sender, f.reply_to, parse_info(f.body), self._clock())
+        info = parse_info(f.body)
+        kid = info.get("kid")
+        if isinstance(kid, str) and f.reply_to:
+            self._t.peer_key(f.reply_to, kid)
+        self._membership.heard(f.sender, f.reply_to, info, self._clock())
+
+    def peer_key(self, addr: str, key_id: str) -> None:
+        """`addr` serves the key `key_id` (from mDNS): reach it with that secret's keys."""
+        self._t.peer_key(addr, key_id)
 
     def _on_events(self, f: Frame) -> None:
         new = self.merge(parse_events(f.body["events"]))

@@ -1,4 +1,5 @@
-"""Frame transports for gossip: ZeroMQ (ROUTER in, one DEALER per peer out) and in-memory.
+"""Frame transports for gossip: ZeroMQ (ROUTER in, one DEALER per peer out; CURVE with the
+mesh's keys) and in-memory.
 
 A transport moves opaque frames to "host:port" addresses and hands received frames
 to one callback. It never parses frames and never blocks: `send` drops (returns
@@ -19,6 +20,8 @@ import zmq
 import zmq.asyncio
 
 from peer.mesh.addr import parse_addr
+from peer.mesh.keyring import CurveKeys, Keyring
+from peer.mesh.zap import ZapHandler
 
 log = logging.getLogger("banzai.transport")
 
@@ -49,6 +52,16 @@ class Transport(Protocol):
         """Forget the path to `addr` and drop what is queued for it."""
         ...
 
+    def peer_key(self, addr: str, key_id: str) -> None:
+        """`addr` announces that it serves `key_id` (CURVE transports reach it with the keys
+        of that secret; others ignore it)."""
+        ...
+
+    @property
+    def refused(self) -> int:
+        """Connections refused below the frame layer (failed CURVE handshakes)."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving and release sockets (idempotent)."""
         ...
@@ -63,6 +76,10 @@ def _endpoint(addr: str) -> str:
     return f"tcp://{h}:{port if port else '*'}"
 
 
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
 class ZmqTransport:
     """pyzmq: a ROUTER bound at `bind` receives; one DEALER per peer address sends.
 
@@ -70,12 +87,25 @@ class ZmqTransport:
     connected) and a bounded SNDHWM, so a dead peer costs no memory; ZeroMQ
     reconnects by itself when the peer comes back. The ROUTER refuses frames over
     `max_frame_bytes` at the libzmq level (MAXMSGSIZE drops that connection).
+
+    With a `keyring`, every connection is CURVE: the ROUTER is a CURVE server with the
+    keyring's served key and a ZAP handler admits only client keys of the keyring's
+    secrets; a DEALER connects with the keys of the secret its peer serves (its announced
+    key id, `peer_key`), or, not knowing it yet, with one DEALER per secret held (during a
+    rotation), sending on whichever completed its handshake. Failed handshakes on the
+    ROUTER are counted (`refused`).
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
                  sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
-                 ) -> None:
+                 keyring: Keyring | None = None) -> None:
         parse_addr(bind)
+        self._keyring = keyring
+        self._zap: ZapHandler | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._refused = 0
+        self._hints: dict[str, str] = {}  # addr -> the key id it serves
         self._bind = bind
         self._max = max_frame_bytes
         self._sndhwm = sndhwm
@@ -83,13 +113,17 @@ class ZmqTransport:
         self._reconnect_max = reconnect_ivl_max_ms
         self._ctx: zmq.asyncio.Context | None = None
         self._router: zmq.asyncio.Socket | None = None
-        self._dealers: dict[str, zmq.Socket[bytes]] = {}
+        self._dealers: dict[str, list[zmq.Socket[bytes]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._address = ""
 
     @property
     def address(self) -> str:
         return self._address
+
+    @property
+    def refused(self) -> int:
+        return self._refused
 
     def open(self, on_frame: FrameHandler) -> str:
         """Bind the ROUTER and start the receive task; call from the event loop."""
@@ -100,6 +134,14 @@ class ZmqTransport:
         r.setsockopt(zmq.LINGER, 0)
         r.setsockopt(zmq.RCVHWM, self._rcvhwm)
         r.setsockopt(zmq.MAXMSGSIZE, self._max)
+        if self._keyring is not None:
+            self._zap = ZapHandler(self._ctx, self._keyring.admits)
+            self._zap.start()  # bound before the ROUTER, so no handshake goes unchecked
+            r.setsockopt(zmq.ZAP_DOMAIN, b"banzai")
+            r.setsockopt(zmq.CURVE_SERVER, 1)
+            r.setsockopt(zmq.CURVE_SECRETKEY, self._keyring.serving.server_secret)
+            self._monitor = r.get_monitor_socket(_HANDSHAKE_FAILED)
+            self._monitor_task = asyncio.get_running_loop().create_task(self._count_refused())
         r.bind(_endpoint(self._bind))
         self._router = r
         last = r.getsockopt_string(zmq.LAST_ENDPOINT)  # tcp://127.0.0.1:PORT
@@ -124,38 +166,87 @@ class ZmqTransport:
             except Exception:  # the handler must not raise; never let it kill the loop
                 log.exception("frame handler failed")
 
+    async def _count_refused(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                await self._monitor.recv_multipart()
+            except zmq.ZMQError:
+                return
+            self._refused += 1
+
+    def _keys_for(self, addr: str) -> list[CurveKeys | None]:
+        """The keys to try towards `addr`: its announced key's, else every one we hold."""
+        if self._keyring is None:
+            return [None]
+        hint = self._hints.get(addr)
+        if hint is None:
+            return list(self._keyring.keys)
+        keys = self._keyring.for_key_id(hint)
+        if keys is None:
+            log.info("gossip peer %s serves key %s, of a secret this peer lacks", addr, hint)
+            return []
+        return [keys]
+
     def connect(self, addr: str) -> None:
         if addr in self._dealers or self._ctx is None:
             return
-        d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
-        d.setsockopt(zmq.LINGER, 0)
-        d.setsockopt(zmq.SNDHWM, self._sndhwm)
-        d.setsockopt(zmq.IMMEDIATE, 1)
-        d.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect_max)
-        d.connect(_endpoint(addr))
-        self._dealers[addr] = d
+        dealers: list[zmq.Socket[bytes]] = []
+        for keys in self._keys_for(addr):
+            d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.SNDHWM, self._sndhwm)
+            d.setsockopt(zmq.IMMEDIATE, 1)
+            d.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect_max)
+            if keys is not None:
+                d.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+                d.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)
+                d.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
+            d.connect(_endpoint(addr))
+            dealers.append(d)
+        self._dealers[addr] = dealers
+
+    def _close_dealers(self, addr: str) -> None:
+        for d in self._dealers.pop(addr, ()):
+            d.close(linger=0)
 
     def disconnect(self, addr: str) -> None:
-        d = self._dealers.pop(addr, None)
-        if d is not None:
-            d.close(linger=0)
+        self._close_dealers(addr)
+        self._hints.pop(addr, None)
+
+    def peer_key(self, addr: str, key_id: str) -> None:
+        if self._keyring is None or self._hints.get(addr) == key_id:
+            return
+        self._hints[addr] = key_id
+        self._close_dealers(addr)  # reconnected with the right keys on the next send
 
     def send(self, addr: str, frame: bytes) -> bool:
         if self._ctx is None:
             return False
         self.connect(addr)
-        try:
-            self._dealers[addr].send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
-        except zmq.Again:  # not connected (IMMEDIATE) or HWM reached: drop, gossip repairs
-            return False
-        return True
+        for d in self._dealers[addr]:
+            try:
+                d.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+            except zmq.Again:  # not connected (IMMEDIATE) or HWM reached: drop, gossip repairs
+                continue
+            return True
+        return False
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for t in (self._task, self._monitor_task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        self._task = self._monitor_task = None
+        if self._zap is not None:
+            await self._zap.close()
+            self._zap = None
+        if self._router is not None and self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._router.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         for addr in list(self._dealers):
             self.disconnect(addr)
         if self._router is not None:
@@ -285,6 +376,13 @@ class MemoryTransport:
 
     def disconnect(self, addr: str) -> None:
         pass
+
+    def peer_key(self, addr: str, key_id: str) -> None:
+        pass
+
+    @property
+    def refused(self) -> int:
+        return 0
 
     def close_now(self) -> None:
         """Synchronous close (the peer vanishes from the network)."""

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import START_TIMEOUT_S, mesh_secret_file
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SUBNET = "10.213.0"  # /24; exists only inside the namespaces of a TestNet
@@ -171,13 +173,16 @@ class HTTPError(Exception):
 
 
 def request(ns: str, url: str, method: str = "GET", body: Any = None,
-            timeout: float = 10.0, raw: bool = False) -> Any:
-    """One HTTP request from inside `ns`; JSON in and out (bytes if `raw`)."""
+            timeout: float = 10.0, raw: bool = False, token: str | None = None) -> Any:
+    """One HTTP request from inside `ns` (with the peer's `token`); JSON in and out (bytes
+    if `raw`)."""
     u = urllib.parse.urlsplit(url)
     conn = _NsHTTPConnection(ns, u.hostname or "", u.port or 80, timeout)
     try:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=data,
                      headers=headers)
         resp = conn.getresponse()
@@ -364,14 +369,21 @@ class NsPeer:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def token(self) -> str:
+        """The peer's HTTP token: it is bound beyond loopback, so reads need it too."""
+        return (self.data_dir / "http-token").read_text().strip()
+
     def get(self, path: str, timeout: float = 10.0) -> Any:
-        return request(self.ns, self.url + path, timeout=timeout)
+        return request(self.ns, self.url + path, timeout=timeout, token=self.token)
 
     def post(self, path: str, body: Any = None, timeout: float = 30.0) -> Any:
-        return request(self.ns, self.url + path, "POST", body, timeout=timeout)
+        return request(self.ns, self.url + path, "POST", body, timeout=timeout,
+                       token=self.token)
 
     def raw(self, path: str, timeout: float = 30.0) -> bytes:
-        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout)
+        out: bytes = request(self.ns, self.url + path, raw=True, timeout=timeout,
+                             token=self.token)
         return out
 
     def alive(self) -> bool:
@@ -387,7 +399,7 @@ class NsPeer:
                                          stdin=subprocess.DEVNULL)
         self.url = ""
 
-    def wait_url(self, timeout_s: float = 60.0) -> None:
+    def wait_url(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         assert self.proc is not None
         while time.monotonic() < deadline:
@@ -431,6 +443,8 @@ class PeerSet:
         name = name or f"p{host}"
         data = self.tmp / name
         a = self.net.addr(host)
+        if not any(x.startswith(("--secret-file", "--join-token")) for x in extra):
+            extra = ("--secret-file", str(mesh_secret_file(self.mesh)), *extra)  # one mesh
         args = [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", f"{a}:0",
                 "--gossip", f"{a}:0", "--mdns-interface", a, "--mesh-name", self.mesh,
                 "--task-module", "tests.fixture_tasks", "--lease-s", f"{lease_s:g}",
@@ -440,7 +454,7 @@ class PeerSet:
         self.peers.append(p)
         return p
 
-    def start(self, peers: Sequence[NsPeer], timeout_s: float = 60.0) -> list[NsPeer]:
+    def start(self, peers: Sequence[NsPeer], timeout_s: float = START_TIMEOUT_S) -> list[NsPeer]:
         """Spawn all, then wait for all (they start in parallel)."""
         for p in peers:
             p.spawn()

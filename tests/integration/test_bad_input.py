@@ -114,8 +114,9 @@ def test_50_mb_body_is_413_json_before_the_body_is_sent(peer: PeerProc) -> None:
     """The peer answers once the body passes its limit (1 MB): the client announced 50 MB
     but sends only 1.1 MB, so an answer at all shows that it never waits for the rest."""
     host, port = peer.url.removeprefix("http://").rsplit(":", 1)
-    head = (b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (50 * 2**20))
+    head = (b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (_auth(peer), 50 * 2**20))
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head + b"[" + b" " * 1_100_000)  # then nothing: the peer must not wait
         r = httpclient.HTTPResponse(s)
@@ -175,6 +176,11 @@ def test_bad_upload_names_are_400(peer: PeerProc) -> None:
     assert not (peer.data_dir.parent / "evil").exists()
 
 
+def _auth(peer: PeerProc) -> bytes:
+    """The Authorization header line (without CRLF) of a hand-written request."""
+    return f"Authorization: Bearer {peer.token}".encode()
+
+
 def _upload_bytes(peer: PeerProc) -> int:
     """Bytes in the peer's temporary upload directories (0 when there are none)."""
     return sum(f.stat().st_size for d in peer.data_dir.glob("upload-*") for f in d.rglob("*")
@@ -203,13 +209,15 @@ def _settled(peer: PeerProc) -> None:
 def test_interrupted_uploads_leave_no_pin(peer: PeerProc) -> None:
     before = pins(peer)
     payload = os.urandom(3 * 2**20)
-    head = (b"POST /api/add?name=part.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n")
+    head = (b"POST /api/add?name=part.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n"
+            % _auth(peer))
     _interrupt(peer, head, payload)
     boundary = "b" + uuid.uuid4().hex
     part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="dir/a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
-    head = (f"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000000\r\n"
+    head = (f"POST /api/add HTTP/1.1\r\nHost: 127.0.0.1\r\n{_auth(peer).decode()}\r\n"
+            f"Content-Length: 50000000\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
     _interrupt(peer, head, part + payload)
     _settled(peer)

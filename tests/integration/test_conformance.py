@@ -108,7 +108,8 @@ def test_trustless_car_blocks_match_kubo_gateway(
     (tree / "sub" / "x.txt").write_bytes(b"hi\n")
     port = peer.url.rsplit(":", 1)[1].strip("/")
     add = ["add", "-r", "-Q", f"--cid-version={version}", str(tree)]
-    ours = subprocess.run([binary, "--api", f"/ip4/127.0.0.1/tcp/{port}", *add], env=env,
+    ours = subprocess.run([binary, "--api", f"/ip4/127.0.0.1/tcp/{port}",
+                           f"--api-auth=bearer:{peer.token}", *add], env=env,
                           check=True, capture_output=True, timeout=60).stdout.decode().strip()
     theirs = subprocess.run([binary, "--offline", *add], env=env, check=True,
                             capture_output=True, timeout=60).stdout.decode().strip()

@@ -58,8 +58,9 @@ def _runner(binary: str, env: dict[str, str], *prefix: str) -> Kubo:
 
 @pytest.fixture(scope="module")
 def cli(kubo_env: tuple[str, dict[str, str]], peer: PeerProc) -> Kubo:
-    """The Kubo CLI as a client of the banzai peer."""
-    return _runner(*kubo_env, "--api", f"/ip4/127.0.0.1/tcp/{_port(peer)}")
+    """The Kubo CLI as a client of the banzai peer, with its token (--api-auth)."""
+    return _runner(*kubo_env, "--api", f"/ip4/127.0.0.1/tcp/{_port(peer)}",
+                   f"--api-auth=bearer:{peer.token}")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,7 @@ def test_cli_id_and_errors(cli: Kubo, peer: PeerProc) -> None:
 
 
 def _post(peer: PeerProc, path: str, **kw: Any) -> requests.Response:
+    kw["headers"] = {**peer.auth, **kw.get("headers", {})}
     return requests.post(f"{peer.url}/api/v0/{path}", timeout=30, **kw)
 
 
@@ -152,7 +154,9 @@ def test_http_shapes(peer: PeerProc) -> None:
     assert r.status_code == 501 and "raw-leaves" in r.json()["Message"]
     r = _post(peer, "dag/import", files={"file": ("x.car", b"\x05garbage")})
     assert r.status_code == 400 and r.json()["Type"] == "error"
-    assert requests.get(f"{peer.url}/api/v0/version", timeout=10).status_code == 405
+    assert requests.get(f"{peer.url}/api/v0/version", headers=peer.auth,
+                        timeout=10).status_code == 405
+    assert requests.post(f"{peer.url}/api/v0/version", timeout=10).status_code == 401
     r = _post(peer, "id", headers={"Origin": "http://elsewhere.example"})
     assert r.status_code == 403
     v = _post(peer, "version").json()
@@ -169,7 +173,8 @@ def test_ipfshttpclient(peer: PeerProc, tree: Path) -> None:
         ipfshttpclient = pytest.importorskip(
             "ipfshttpclient",
             reason="ipfshttpclient not installed (pip install ipfshttpclient==0.8.0a2)")
-        client = ipfshttpclient.connect(f"/ip4/127.0.0.1/tcp/{_port(peer)}/http")
+        client = ipfshttpclient.connect(f"/ip4/127.0.0.1/tcp/{_port(peer)}/http",
+                                        headers=peer.auth)
         added = client.add(str(tree), recursive=True, cid_version=1, raw_leaves=True)
         root = added[-1]["Hash"]
         assert added[-1]["Name"] == "data"

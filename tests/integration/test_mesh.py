@@ -114,22 +114,27 @@ def test_peer_with_another_secret_never_joins(peer_factory: Any, secret_file: Pa
     other.write_text(secrets.token_hex(32))
     a = peer_factory("s0", "--secret-file", str(secret_file))
     b = peer_factory("s1", "--secret-file", str(secret_file))
-    c = peer_factory("s2", "--secret-file", str(other))
     wait_mesh([a, b], 2)
-    # c found a and b by mDNS and talks to them: several rounds of its frames are refused
-    until(lambda: all(get(p.url + "/api/health")["gossip"]["dropped_bad_mac"] >= 3
-                      for p in (a, b, c)), "the other-secret peer's frames never arrived")
+    ga = get(a.url + "/api/health")["gossip_address"]
+    c = peer_factory("s2", "--secret-file", str(other), "--join", ga)
+    # c finds a and b by mDNS (same mesh name) and leaves them alone (another key id); told
+    # to --join a, it tries: every CURVE handshake is refused and counted
+    until(lambda: get(a.url + "/api/health")["gossip"]["refused_handshakes"] >= 3,
+          "the other-secret peer's connections were not refused")
+    until(lambda: "uses a mesh secret this peer does not hold" in c.output,
+          "the other-secret peer never saw the mesh's peers by mDNS")
     cid = get(c.url + "/api/health")["peer"]
     for p in (a, b):
         assert cid not in {x["id"] for x in get(p.url + "/api/peers")["peers"]}
     assert {x["id"] for x in get(c.url + "/api/peers")["peers"]} == {cid}
 
 
-def test_frame_with_bad_hmac_is_dropped_and_counted(peer_factory: Any,
-                                                    secret_file: Path) -> None:
+def test_plain_connection_is_refused_and_counted(peer_factory: Any, secret_file: Path) -> None:
+    """Gossip is CURVE: a plain ZeroMQ client (here sending HMAC-tagged frames, as before
+    CURVE) fails the handshake, counted; none of its frames reaches the frame layer."""
     a = peer_factory("h0", "--secret-file", str(secret_file), "--no-mdns")
     health = get(a.url + "/api/health")
-    before = health["gossip"]["dropped_bad_mac"]
+    before = health["gossip"]["refused_handshakes"]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -137,16 +142,16 @@ def test_frame_with_bad_hmac_is_dropped_and_counted(peer_factory: Any,
     try:
         body = json.dumps({"info": {"http": "x"}}).encode()
         frame = encode_frame(int(Kind.HEARTBEAT), _mesh_id(a), "intruder", "127.0.0.1:1",
-                             body, secret=b"not-the-mesh-secret-123")
+                             body, secret=secret_file.read_bytes().strip())
         for _ in range(3):
             sock.send(frame)
-        deadline = time.monotonic() + 5
-        while get(a.url + "/api/health")["gossip"]["dropped_bad_mac"] < before + 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        until(lambda: get(a.url + "/api/health")["gossip"]["refused_handshakes"] > before,
+              "the plain connection was not refused")
     finally:
         sock.close()
         ctx.term()
+    g = get(a.url + "/api/health")["gossip"]
+    assert g["frames_in"] == g["dropped_bad_mac"] == 0, g
     ids = {p["id"] for p in get(a.url + "/api/peers")["peers"]}
     assert "intruder" not in ids
 

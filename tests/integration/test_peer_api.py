@@ -16,7 +16,7 @@ import pytest
 from peer.http.openapi import OPENAPI
 from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc
-from tests.helpers import FINAL, JsonApi, launch, multipart, stop
+from tests.helpers import FINAL, JsonApi, auth_headers, launch, multipart, stop
 
 pytestmark = pytest.mark.integration
 PIPE = [{"call": "T_WRITE", "args": [4]}, {"call": "T_UPPER", "args": []},
@@ -192,7 +192,7 @@ async def _multipart_add(url: str, d: Path, version: int) -> dict[str, Any]:
     for f in sorted(p for p in d.rglob("*") if p.is_file()):
         form.add_field("file", f.read_bytes(), filename=f"{d.name}/{f.relative_to(d)}",
                        content_type="application/octet-stream")
-    async with aiohttp.ClientSession() as s, \
+    async with aiohttp.ClientSession(headers=auth_headers(url)) as s, \
             s.post(f"{url}/api/add?cid-version={version}", data=form) as r:
         assert r.status == 201, await r.text()
         return dict(await r.json())

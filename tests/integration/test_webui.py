@@ -80,13 +80,16 @@ def browser() -> Iterator[Any]:
 class Tab:
     """A fresh browser context + page with console-error collection."""
 
-    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = DESKTOP) -> None:
+    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = DESKTOP,
+                 login: str | None = None) -> None:
         self.base = base
         self.context = browser.new_context(viewport=viewport)
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
         self.console = Console()
         self.console.attach(self.page)
+        if login:  # the printed login URL: the session cookie, then the UI
+            self.page.goto(login)
 
     def go(self, route: str) -> Any:
         self.page.goto(f"{self.base}/#{route}")
@@ -101,7 +104,7 @@ class Tab:
 
 @pytest.fixture
 def tab(browser: Any, peer: PeerProc) -> Iterator[Tab]:
-    t = Tab(browser, peer.url)
+    t = Tab(browser, peer.url, login=peer.login_url)
     yield t
     try:
         t.assert_clean()
@@ -118,7 +121,7 @@ def _progress(page: Any) -> int:
 def seed_job(browser: Any, peer: PeerProc, corpus_url: str) -> Iterator[dict[str, Any]]:
     """Submit the seed pipeline through the form (URL pointed at the local corpus) and
     watch the job page until it is done; returns what was observed."""
-    t = Tab(browser, peer.url)
+    t = Tab(browser, peer.url, login=peer.login_url)
     page = t.go("/submit")
     url_input = page.locator("#t0-arg-urls-0")
     url_input.wait_for()
@@ -459,7 +462,7 @@ def test_any_peer_same_view(browser: Any, peer_factory: Any) -> None:
     b = peer_factory("b", "--slots", "1")
     wait_mesh([a, b], 2)  # mDNS on loopback: each sees both alive
     a_id = api(a.url, "health")["peer"]
-    t = Tab(browser, b.url)
+    t = Tab(browser, b.url, login=b.login_url)
     try:
         page = t.go("/jobs")
         expect(page.locator(".conn")).to_contain_text("Live")  # B's event stream is open

@@ -175,7 +175,7 @@ def test_peer_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str],
 SAMPLES: dict[str, object] = {  # values that pass validation; others follow from the type
     "http": "127.0.0.1:1111", "gossip": "[::1]:2222", "join": ("10.0.0.1:1", "10.0.0.2:2"),
     "store": "kubo", "ipfs_api": "http://127.0.0.1:5001", "log_level": "DEBUG",
-    "fetch_allow": ("127.0.0.1/32", "fd00::/8"),
+    "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
 }
 
 

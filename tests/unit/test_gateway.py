@@ -278,9 +278,9 @@ async def test_corrupt_block_is_a_502_not_a_500(client: Client, store: EmbeddedS
     block_file.write_bytes(b"\x0a\x05ab")  # truncated dag-pb under a valid name
     r = await client.get(f"/ipfs/{root}/data/a.json")
     assert r.status == 502
-    assert json.loads(await r.read())["error"] == "StoreError"
+    assert json.loads(await r.read())["error"] == "IntegrityError"  # verified on read
     r = await client.get(f"/ipfs/{cid}/", headers={"Accept": "application/json"})
-    assert r.status == 502
+    assert r.status == 404  # the corrupt block was removed: this gateway cannot fetch
 
 
 async def test_empty_file_and_unsatisfiable_range(client: Client, store: EmbeddedStore) -> None:

@@ -26,9 +26,9 @@ def _node(d: Path) -> tuple[Node, list[int], _Gossip]:
     txns: list[int] = []
     append = node.log.append
 
-    def spy(events: Sequence[Event]) -> None:
+    def spy(events: Sequence[Event], sync: bool | None = None) -> None:
         txns.append(len(events))
-        append(events)
+        append(events, sync)
 
     node.log.append = spy  # type: ignore[method-assign]
     gossip = _Gossip()

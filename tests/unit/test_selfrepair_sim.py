@@ -86,7 +86,7 @@ async def test_a_run_whose_input_fetch_raises_an_oserror_ends_its_claim(
                              {"name": "w", "call": "T_CONCAT", "params": {}, "depends": ["src"]}])
     await mesh.settle()
     [(holder, kind, attempt, counts)] = failed(mesh, job)[:1]
-    assert (kind, attempt, counts) == ("crash", 0, True)
+    assert (kind, attempt, counts) == ("storage", 0, True)  # a full disk (not counted)
     assert mesh[holder].sched.runs == {}
     [ev] = mesh.events(EventType.CHUNK_FAILED, job=job)[:1]
     assert "No space left on device" in ev.payload["error"]
@@ -104,7 +104,7 @@ async def test_a_run_whose_outcome_cannot_be_recorded_ends_its_claim(
     mesh[holder].store.add_bytes = full  # type: ignore[method-assign]
     mesh[holder].runner.finish(f"{job}/w/0/0", {"output": "bafkout"})
     await mesh.settle()
-    assert failed(mesh, job) == [(holder, "crash", 0, True)]
+    assert failed(mesh, job) == [(holder, "storage", 0, True)]
     mesh[holder].store.add_bytes = saved  # type: ignore[method-assign]
     await finish_elsewhere(mesh, job, 1)
 

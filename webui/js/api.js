@@ -14,12 +14,62 @@ export class ApiError extends Error {
   }
 }
 
+// ------------------------------------------------------------------ login
+// The peer's session is an HttpOnly cookie (set by /login); every write also sends the
+// session's CSRF token, read from api/session, in X-CSRF-Token. A 401 asks for the login.
+
+let csrf = null;
+const loginListeners = new Set();
+
+async function csrfToken() {
+  if (csrf) return csrf;
+  try {
+    const r = await fetch("api/session", { headers: { Accept: "application/json" } });
+    const s = await r.json();
+    csrf = s.csrf || null;
+  } catch { /* treated as logged out */ }
+  return csrf;
+}
+
+/** Tell the UI that the peer wants its token (a 401). */
+export function needLogin(message) {
+  csrf = null;
+  for (const fn of loginListeners) fn(message);
+}
+
+export function onLoginNeeded(fn) {
+  loginListeners.add(fn);
+  return () => loginListeners.delete(fn);
+}
+
+/** Exchange the peer's token for the session cookie; throws ApiError if it is wrong. */
+export async function login(token) {
+  const resp = await fetch("login", {
+    method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ token: token.trim() }),
+  });
+  let data = null;
+  try { data = await resp.json(); } catch { /* not JSON */ }
+  if (!resp.ok) throw new ApiError((data && data.message) || `${resp.status}`, { status: resp.status });
+  csrf = data.csrf;
+}
+
+/** The session state of this browser: {authenticated, csrf, reads_need_login}. */
+export async function session() {
+  const r = await fetch("api/session", { headers: { Accept: "application/json" } });
+  return r.json();
+}
+
 /** JSON request to this peer's API; throws ApiError with the API's {error,message,field}. */
 export async function api(path, { method = "GET", body, contentType } = {}) {
   const init = { method, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     init.headers["Content-Type"] = contentType || "application/json";
+  }
+  if (method !== "GET" && method !== "HEAD") {
+    const t = await csrfToken();
+    if (t) init.headers["X-CSRF-Token"] = t;
   }
   let resp;
   try {
@@ -31,6 +81,7 @@ export async function api(path, { method = "GET", body, contentType } = {}) {
   hub.setReachable(true);
   let data = null;
   try { data = await resp.json(); } catch { /* empty or not JSON */ }
+  if (resp.status === 401) needLogin(data && data.message);
   if (!resp.ok) {
     throw new ApiError((data && data.message) || `${resp.status} ${resp.statusText}`,
                        { status: resp.status, kind: data && data.error, field: data && data.field });

@@ -3,7 +3,7 @@
 
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, hub, useConnection } from "./api.js";
+import { api, hub, login, needLogin, onLoginNeeded, session, useConnection } from "./api.js";
 import { OpenCid } from "./opencid.js";
 import { gatewayBase, onSettingsChange, setGateway } from "./settings.js";
 import { html } from "./ui.js";
@@ -101,6 +101,50 @@ function SettingsDialog({ open, onClose }) {
   </dialog>`;
 }
 
+// Rendered only while a login is wanted (a 401, or reads that need it): then it is modal.
+function LoginDialog() {
+  const [why, setWhy] = useState(null);
+  useEffect(() => onLoginNeeded((m) => setWhy(m || "This peer needs its token.")), []);
+  return why ? html`<${LoginForm} why=${why} />` : null;
+}
+
+function LoginForm({ why }) {
+  const ref = useRef(null);
+  const [value, setValue] = useState("");
+  const [msg, setMsg] = useState(null);
+  useEffect(() => {
+    if (ref.current && !ref.current.open) ref.current.showModal();
+  }, []);
+  const submit = async (e) => {
+    e.preventDefault();
+    setMsg(null);
+    try {
+      await login(value);
+      location.reload(); // every view reloads its data with the new session
+    } catch (err) {
+      setMsg(err.message);
+    }
+  };
+  return html`<dialog ref=${ref} class="dialog login-dialog" aria-labelledby="login-title"
+      onCancel=${(e) => e.preventDefault()}>
+    <form onSubmit=${submit}>
+      <h2 id="login-title">Log in to this peer</h2>
+      <p class="hint">${why}</p>
+      <label class="label" for="login-token">Token</label>
+      <input id="login-token" class="input mono" type="password" autocomplete="off" value=${value}
+        onInput=${(e) => setValue(e.currentTarget.value)} required />
+      <p class="hint">Open the login URL that <code>banzai-peer</code> printed at start, or paste
+        its token here: it is in the file <code>http-token</code> of the peer's data dir
+        (<code>banzai-peer --print-login</code> prints the URL again).</p>
+      ${msg ? html`<p class="field-error" role="alert">${msg}</p>` : null}
+      <div class="dialog-actions">
+        <span class="spacer"></span>
+        <button type="submit" class="btn btn-primary">Log in</button>
+      </div>
+    </form>
+  </dialog>`;
+}
+
 function ConnectionBadge() {
   const { status, reachable } = useConnection();
   const s = !reachable ? "offline" : status;
@@ -135,6 +179,9 @@ function App() {
   useEffect(() => onSettingsChange(() => bump((n) => n + 1)), []);
   useEffect(() => {
     api("health").then(setPeer).catch(() => {});
+    session().then((s) => {
+      if (s.reads_need_login && !s.authenticated) needLogin("This peer is reachable beyond its own machine: reading it needs its token.");
+    }).catch(() => {});
     hub.start();
   }, []);
   const first = useRef(true);
@@ -179,6 +226,7 @@ function App() {
     <main id="main" ref=${mainRef} tabindex="-1">${page}</main>
     <footer class="footer">Banzai peer ${peer ? html`<span class="mono">${peer.peer}</span>${` · v${peer.version} · `}` : " · "}<a href="api/openapi.json">API</a></footer>
     <${SettingsDialog} open=${settings} onClose=${() => setSettings(false)} />
+    <${LoginDialog} />
   `;
 }
 

@@ -131,3 +131,17 @@ export function Empty({ children }) {
 export function usePageTitle(title) {
   useEffect(() => { document.title = title ? `${title} · Banzai` : "Banzai"; }, [title]);
 }
+
+/**
+ * A link target built from gossiped data (a peer's `http` value): its base URL ending in "/"
+ * if it is an http: or https: URL, else null (javascript:, data: and the rest are shown as
+ * text, never as links).
+ */
+export function safeHttpUrl(value) {
+  if (typeof value !== "string" || !value) return null;
+  let u;
+  try { u = new URL(value); } catch { return null; }
+  if (u.protocol !== "http:" && u.protocol !== "https:") return null;
+  if (u.username || u.password) return null;
+  return `${u.origin}${u.pathname.replace(/\/*$/, "")}/`;
+}

@@ -1,7 +1,7 @@
 // Mesh view: every peer with capabilities, slots and load, running work, data, last heard.
 
 import { useLive, useTick } from "../api.js";
-import { Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, html, shortId, usePageTitle } from "../ui.js";
+import { Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, html, safeHttpUrl, shortId, usePageTitle } from "../ui.js";
 
 const PEER_EVENTS = new Set(["member", "claim", "chunk_done", "chunk_failed", "task_done", "provide",
                              "job_cancelled", "task_split"]);
@@ -21,8 +21,8 @@ function PeerCard({ p }) {
         </h3>
         <div class="mono muted small" title="peer id">${p.id}</div>
       </div>
-      ${p.http && !p.self ? html`<a class="btn btn-small" href=${`${p.http.replace(/\/$/, "")}/`}
-          target="_blank" rel="noopener">Open its UI ↗</a>` : null}
+      ${!p.self && safeHttpUrl(p.http) ? html`<a class="btn btn-small" href=${safeHttpUrl(p.http)}
+          target="_blank" rel="noopener noreferrer">Open its UI ↗</a>` : null}
     </header>
     <dl class="kv">
       <div><dt>State</dt><dd class=${`peer-state peer-${p.state}`}>${p.state}</dd></div>

@@ -1,0 +1,191 @@
+"""Durable acknowledgements with real peers: a data dir on a small tmpfs that fills up during
+a job (507, nothing lost, the job completes once space is freed), and a flipped byte in a
+block file (detected on read, repaired from a second peer, or a clear error without one)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.ipfs import EmbeddedStore
+from peer.ipfs.cids import parse_cid
+from peer.log import EventLog, fold
+from tests.conftest import PeerProc, start_peer
+from tests.helpers import JsonApi, wait_mesh
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+API = JsonApi(job_timeout_s=60)
+TMPFS_BYTES = 8 << 20
+START_S = 120  # a peer's start on a loaded 2-core host (starts are usually a few seconds)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of TMPFS_BYTES at tmp_path/full (the peer's data dir; its log stays outside)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write `path` until the file system is full."""
+    block = b"\0" * (1 << 16)
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        # the last partial write may have left a few bytes: take them too
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def _until(cond: Any, what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (got := cond()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return got
+
+
+def _view(peer: PeerProc, job: str) -> dict[str, Any]:
+    status, v = API.api("GET", f"{peer.url}/api/jobs/{job}")
+    assert status == 200, v
+    return dict(v)
+
+
+def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
+        small_disk: Path) -> None:
+    peer = start_peer(small_disk, "--slots", "1", "--no-mdns", "--max-attempts", "1",
+                      timeout_s=START_S)
+    try:
+        before = API.submit(peer.url, [{"call": "ECHO", "args": ["acknowledged"]}])
+        done = API.wait(peer.url, before)
+        assert done["state"] == "done", done
+        # acknowledged, then the disk fills while its task runs
+        during = API.submit(peer.url, [{"call": "T_SLEEP", "args": [1.0]},
+                                       {"call": "ECHO", "args": ["after"]}])
+        ballast = small_disk / "ballast"
+        _fill(ballast)
+        status, body = API.api("POST", f"{peer.url}/api/jobs", [{"call": "ECHO", "args": ["x"]}])
+        assert status == 507 and body["error"] == "StorageFull", body
+        assert "disk is full" in body["message"], body
+        refused = re.search(r"job (j[0-9a-f]+)", body["message"])
+        assert refused, body
+        status, body = API.api("POST", f"{peer.url}/api/add?name=f.txt", b"new data")
+        assert status == 507 and body["error"] == "StorageFull", body
+        status, health = API.api("GET", f"{peer.url}/api/health")
+        assert health["durability"]["write_error"], health
+        # the running task meets the full disk: a failure that does not count (max 1 attempt)
+        _until(lambda: "disk is full" in str(_view(peer, during)["tasks"][0]["chunks"][0]
+                                             ["error"]), "no disk-full failure")
+        assert _view(peer, during)["state"] != "failed"
+        ballast.unlink()  # space is freed
+        v = API.wait(peer.url, during)
+        assert v["state"] == "done", v
+        assert v["tasks"][0]["chunks"][0]["attempts"] >= 2, v
+        later = API.wait(peer.url, refused.group(1))  # the refused job was kept and ran
+        assert later["state"] == "done", later
+        status, health = API.api("GET", f"{peer.url}/api/health")
+        assert health["durability"] == {"unwritten_events": 0, "write_error": None,
+                                        "corrupt_blocks": 0}, health
+    finally:
+        peer.kill()  # kill -9: whatever was acknowledged must be on disk
+    log = EventLog(small_disk / "events.sqlite")  # what a restart would read
+    try:
+        state = fold(log.load())
+    finally:
+        log.close()
+    for job, ref in ((before, done), (during, v), (refused.group(1), later)):
+        assert job in state.jobs
+        outputs = {t: state.task_done[(job, t)].payload["output"] for t in ref["outputs"]}
+        assert outputs == ref["outputs"], (job, outputs)
+    store = EmbeddedStore(small_disk / "store")
+    assert b"".join(store.cat(done["outputs"]["echo"])) == b"acknowledged"
+
+
+@pytest.fixture
+def two_peers(tmp_path: Path) -> Iterator[tuple[PeerProc, PeerProc]]:
+    secret = tmp_path / "secret"
+    secret.write_text(secrets.token_hex(32))
+    mesh = f"durable-{secrets.token_hex(6)}"
+    with ThreadPoolExecutor(2) as pool:  # started side by side: half the wait
+        started = [pool.submit(start_peer, tmp_path / name, "--secret-file", str(secret),
+                               "--slots", "1", mesh=mesh, timeout_s=START_S) for name in "ab"]
+    peers = [f.result() for f in started if f.exception() is None]
+    try:
+        assert len(peers) == 2, [f.exception() for f in started]
+        wait_mesh(peers, 2)
+        yield peers[0], peers[1]
+    finally:
+        for p in peers:
+            p.kill()
+
+
+def _add(peer: PeerProc, data: bytes) -> str:
+    status, body = API.api("POST", f"{peer.url}/api/add?name=data.bin", data)
+    assert status == 201, body
+    return str(body["cid"])
+
+
+def _flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def _blocks(store_dir: Path, cid: str) -> list[tuple[str, Path]]:
+    store = EmbeddedStore(store_dir)
+    return [(c, store.blocks.path(parse_cid(c).key)) for c, _ in store.dag(cid)]
+
+
+def test_a_flipped_byte_is_detected_and_repaired_from_a_second_peer(
+        two_peers: tuple[PeerProc, PeerProc], tmp_path: Path) -> None:
+    a, b = two_peers
+    data = os.urandom(600_000)  # three 256 KiB leaves under a root
+    cid = _add(a, data)
+    assert API.cat(b.url, cid) == data  # b fetches it from a: now both hold every block
+    path = _blocks(a.data_dir / "store", cid)[1][1]  # a leaf (the root comes first)
+    good = path.read_bytes()
+    _flip(path, 1000)
+    assert API.cat(a.url, cid) == data  # detected, fetched again from b, served whole
+    assert path.read_bytes() == good  # and stored again
+    status, health = API.api("GET", f"{a.url}/api/health")
+    assert health["durability"]["corrupt_blocks"] == 1, health
+
+    # without a second holder the read fails with a clear error (never corrupt bytes)
+    only = _add(a, b"held by one peer only " + os.urandom(64))
+    (_, lone), = _blocks(a.data_dir / "store", only)
+    _flip(lone, 3)
+    status, _, raw = API.http("GET", f"{a.url}/ipfs/{only}")
+    body = json.loads(raw)
+    assert status == 502 and body["error"] == "IntegrityError", body
+    assert "corrupt" in body["message"] and only in body["message"], body
+    status, health = API.api("GET", f"{a.url}/api/health")
+    assert health["durability"]["corrupt_blocks"] == 2, health

@@ -1,0 +1,337 @@
+"""Durable acknowledgements: a failed log write keeps the events queued and answers 507, the
+connection survives any exception mid-transaction, blocks are verified when read."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from peer.config import PeerConfig
+from peer.errors import IntegrityError, StorageFull, StoreError, disk_full
+from peer.errors_http import Surface, status_of
+from peer.http.app import make_app
+from peer.http.tokens import load_or_create_token
+from peer.ipfs.cids import parse_cid
+from peer.ipfs.embedded import EmbeddedStore
+from peer.jobs.claims import chunk_exhausted
+from peer.log import Event, EventLog, EventType, FailureKind
+from peer.node import Node
+
+ORIGIN = "a" * 16
+
+
+def _events(first: int, n: int) -> list[Event]:
+    return [Event(ORIGIN, s, 1000 + s, EventType.PROVIDE, {"cids": [f"c{s}"]})
+            for s in range(first, first + n)]
+
+
+class _FailingDb:
+    """A sqlite3 connection whose next executemany raises `exc` (after BEGIN)."""
+
+    def __init__(self, db: sqlite3.Connection, exc: BaseException) -> None:
+        self.db = db
+        self.exc: BaseException | None = exc
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        if self.exc is not None:
+            exc, self.exc = self.exc, None
+            raise exc
+        return self.db.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def _sqlite_full() -> sqlite3.OperationalError:
+    e = sqlite3.OperationalError("database or disk is full")
+    e.sqlite_errorcode = 13  # type: ignore[attr-defined]  # as SQLite sets it
+    return e
+
+
+@pytest.mark.parametrize("exc, raised", [
+    (RuntimeError("a bug between BEGIN and COMMIT"), RuntimeError),
+    (KeyboardInterrupt(), KeyboardInterrupt),
+    (_sqlite_full(), StorageFull),
+    (sqlite3.OperationalError("disk I/O error"), StoreError),
+])
+def test_a_failed_append_rolls_back_and_leaves_the_connection_usable(
+        tmp_path: Path, exc: BaseException, raised: type[BaseException]) -> None:
+    log = EventLog(tmp_path / "e.sqlite")
+    log.append(_events(1, 2))
+    real = log._db
+    log._db = _FailingDb(real, exc)  # type: ignore[assignment]
+    with pytest.raises(raised):
+        log.append(_events(3, 2))
+    assert not real.in_transaction
+    log.append(_events(3, 2))  # the same events again: written now
+    log.close()
+    again = EventLog(tmp_path / "e.sqlite")
+    assert [e.seq for e in again.load()] == [1, 2, 3, 4]
+    again.close()
+
+
+def test_disk_full_is_recognised_through_wrapping() -> None:
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert disk_full(_sqlite_full())
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "full")
+        except OSError as e:
+            raise StoreError("cannot add x") from e
+    except StoreError as wrapped:
+        assert disk_full(wrapped)
+    assert not disk_full(OSError(errno.EACCES, "denied"))
+    assert not disk_full(ValueError("no"))
+    assert status_of(StorageFull("full"), Surface.API) == 507
+
+
+class _Stats:
+    def as_dict(self) -> dict[str, int]:
+        return {}
+
+
+class _Gossip:
+    """What the node and /api/health use of gossip; records the pushed frames."""
+
+    address = "127.0.0.1:1"
+    stats = _Stats()
+
+    def __init__(self) -> None:
+        self.frames: list[list[Event]] = []
+
+    def broadcast(self, events: Sequence[Event]) -> None:
+        self.frames.append(list(events))
+
+    def live_peers(self) -> dict[str, Any]:
+        return {}
+
+
+class _Disk:
+    """Wraps EventLog.append: fails with ENOSPC while `full`, counts transactions."""
+
+    def __init__(self, node: Node) -> None:
+        self.full = False
+        self.writes: list[list[int]] = []
+        self._append = node.log.append
+        node.log.append = self.append  # type: ignore[method-assign]
+
+    def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
+        if self.full:
+            raise StorageFull("cannot write the event log: the disk is full") from OSError(
+                errno.ENOSPC, "No space left on device")
+        self._append(events, sync)
+        self.writes.append([e.seq for e in events])
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    n.listeners.clear()  # no scheduler reactions: this is about the log
+    n.gossip = _Gossip()  # type: ignore[assignment]
+    yield n
+    n.log.close()
+
+
+def _stored(node: Node) -> list[int]:
+    log = EventLog(node.cfg.data_dir / "events.sqlite")
+    try:
+        return [e.seq for e in log.load() if e.origin == node.peer_id]
+    finally:
+        log.close()
+
+
+async def _turn() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_disk_full_mid_flush_keeps_events_queued_then_writes_them_in_order(
+        node: Node) -> None:
+    disk = _Disk(node)
+    gossip: Any = node.gossip
+    node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    await _turn()
+    assert disk.writes == [[1]] and len(gossip.frames) == 1
+    disk.full = True
+    evs = [node.emit(EventType.PROVIDE, {"cids": [f"b{i}"]}) for i in range(3)]
+    await _turn()
+    assert disk.writes == [[1]] and len(gossip.frames) == 1  # nothing written, nothing sent
+    with pytest.raises(StorageFull, match="disk is full"):
+        await node.durable(evs[-1])
+    assert node.heads()[node.peer_id] == 1  # others never hear of what is not on disk
+    assert [e.seq for e in node.events_after({}, 100) if e.origin == node.peer_id] == [1]
+    assert node.durability()["unwritten_events"] == 3
+    assert node.durability()["write_error"] is not None
+    assert node._retry is not None  # a later turn retries without being asked
+    later = node.emit(EventType.PROVIDE, {"cids": ["c"]})  # queued behind the others
+    disk.full = False  # space is freed
+    await node.durable(later)  # no exception: every queued event is on disk now
+    assert disk.writes == [[1], [2, 3, 4, 5]]  # one transaction, no gap in the sequence
+    assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2, 3, 4, 5]]
+    assert _stored(node) == [1, 2, 3, 4, 5]
+    assert node.heads()[node.peer_id] == 5
+    assert node.durability() == {"unwritten_events": 0, "write_error": None,
+                                 "corrupt_blocks": 0}
+
+
+async def test_the_retry_timer_writes_the_queue_once_space_returns(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.node
+    monkeypatch.setattr(peer.node, "WRITE_RETRY_S", 0.01)
+    disk = _Disk(node)
+    disk.full = True
+    node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    await _turn()
+    assert disk.writes == []
+    disk.full = False
+    async with asyncio.timeout(10):
+        while not disk.writes:
+            await asyncio.sleep(0.01)
+    assert disk.writes == [[1]] and node.durability()["unwritten_events"] == 0
+
+
+async def test_the_api_answers_507_while_the_disk_is_full(node: Node) -> None:
+    disk = _Disk(node)
+    token = load_or_create_token(node.cfg.data_dir)
+    async with TestClient(TestServer(make_app(node)),
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+        disk.full = True
+        r = await client.post("/api/jobs", json=[{"call": "ECHO", "args": ["hi"]}])
+        assert r.status == 507
+        body = await r.json()
+        assert body["error"] == "StorageFull" and "disk is full" in body["message"]
+        (job,) = node.state.jobs  # held in memory, queued for the disk
+        r = await client.post(f"/api/jobs/{job}/cancel")
+        assert r.status == 507
+        r = await client.post("/api/add?name=f.txt", data=b"hello")
+        assert r.status == 507
+        health = await (await client.get("/api/health")).json()
+        assert health["durability"]["unwritten_events"] == 3
+        disk.full = False
+        r = await client.post("/api/add?name=g.txt", data=b"again")
+        assert r.status == 201
+    assert [t for w in disk.writes for t in w] == [1, 2, 3, 4]
+    kinds = {e.type for e in node.state.events.values() if e.origin == node.peer_id}
+    assert EventType.JOB_SUBMITTED in kinds and EventType.JOB_CANCELLED in kinds
+
+
+def _failure(attempt: int, kind: str) -> Event:
+    return Event(ORIGIN, attempt + 10, 2000 + attempt, EventType.CHUNK_FAILED,
+                 {"job": "j", "task": "t", "split": [ORIGIN, 1], "chunk": 0,
+                  "attempt": attempt, "error": "x", "kind": kind})
+
+
+def test_disk_full_failures_do_not_count_against_the_attempts() -> None:
+    storage = {a: _failure(a, FailureKind.STORAGE.value) for a in range(1, 6)}
+    assert not chunk_exhausted(storage, max_attempts=3)
+    mixed = {**storage, 6: _failure(6, FailureKind.CRASH.value),
+             7: _failure(7, FailureKind.STORAGE.value)}
+    assert not chunk_exhausted(mixed, max_attempts=2)
+    mixed[8] = _failure(8, FailureKind.CRASH.value)
+    assert chunk_exhausted(mixed, max_attempts=2)
+
+
+def _flip(path: Path, at: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_block_is_counted_removed_and_never_served(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "s")
+    cid = store.add_bytes(b"some bytes worth keeping")
+    path = store.blocks.path(parse_cid(cid).key)
+    _flip(path)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        b"".join(store.cat(cid))
+    assert store.corrupt_blocks == 1 and not path.exists()
+    with pytest.raises(Exception, match="not in the store"):
+        store.get_block(cid)
+
+
+def test_a_corrupt_block_is_repaired_through_the_hook(tmp_path: Path) -> None:
+    good = b"x" * 1000
+    store = EmbeddedStore(tmp_path / "s")
+    cid = store.add_bytes(good)
+    asked: list[str] = []
+
+    def repair(c: Any) -> bytes | None:
+        asked.append(str(c))
+        return good
+
+    store.blocks.repair = repair
+    _flip(store.blocks.path(parse_cid(cid).key), 10)
+    assert b"".join(store.cat(cid)) == good
+    assert asked == [cid] and store.corrupt_blocks == 1
+    assert store.get_block(cid) == good  # stored again: no second repair
+    assert asked == [cid]
+
+
+def test_a_repair_that_returns_other_bytes_is_refused(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "s")
+    cid = store.add_bytes(b"original")
+    store.blocks.repair = lambda c: b"forged"
+    _flip(store.blocks.path(parse_cid(cid).key))
+    with pytest.raises(IntegrityError):
+        store.get_block(cid)
+
+
+def test_disk_full_while_adding_is_storage_full(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EmbeddedStore(tmp_path / "s")
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"y" * 5000)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("peer.ipfs.blocks.os.fsync", full)
+    with pytest.raises(StorageFull, match="disk is full"):
+        store.add_path(src)
+    monkeypatch.undo()
+    assert not list(store.blocks.keys())  # no temp file or half block left behind
+    cid = store.add_path(src)
+    assert b"".join(store.cat(cid)) == b"y" * 5000
+
+
+def test_acknowledged_kinds_of_event_are_committed_with_an_fsync(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.sqlite")
+
+    def mode() -> int:
+        return int(log._db.execute("PRAGMA synchronous").fetchone()[0])
+
+    progress = Event(ORIGIN, 1, 1001, EventType.PROGRESS,
+                     {"job": "j", "task": "t", "split": [ORIGIN, 1], "chunk": 0, "attempt": 1,
+                      "progress": 0.5})
+    log.append([progress])
+    assert mode() == 1  # NORMAL: survives the process, not a power loss
+    submitted = Event(ORIGIN, 2, 1002, EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    log.append([submitted])
+    assert mode() == 2  # FULL: the WAL is fsynced at this commit (and all before it)
+    log.append(_events(3, 1))  # PROVIDE announces blocks: FULL too
+    assert mode() == 2
+    log.close()
+
+
+async def test_an_acknowledgement_fsyncs_the_log_off_the_loop(node: Node) -> None:
+    synced: list[bool] = []
+    sync = node.log.sync
+
+    def spy() -> None:
+        synced.append(threading.current_thread() is threading.main_thread())
+        sync()
+
+    node.log.sync = spy  # type: ignore[method-assign]
+    ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    await node.durable(ev)
+    assert synced == [False]  # one fsync, in a thread: the loop went on meanwhile
+    assert _stored(node) == [ev.seq]
