@@ -112,7 +112,7 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
         for t in view["tasks"]:
             table.add_row(t["name"], t["call"] or "(cid)", t["state"], f"{t['progress']:.0%}",
                           str(t["attempts"]), ",".join(p[:8] for p in t["peers"]),
-                          t["output"] or t["error"] or "")
+                          t["output"] or t["error"] or t.get("waiting") or "")
         out.print(f"job {view['id']} {view['state']} {view['progress']:.0%}")
         out.print(table)
         return 0 if view["state"] != "failed" else 1

@@ -151,7 +151,8 @@ class Node:
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
-                                     self._providers, self.fetcher, self.store, self.emit)
+                                     self._providers, self.fetcher, self.store, self.emit,
+                                     outputs=self._outputs)
         self.listeners.append(self.replicator.on_event)
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
         if isinstance(self.store, KuboStore):
@@ -393,7 +394,8 @@ class Node:
         wall = info.get("wall_ms")
         if type(wall) is int:  # reported in /api/health, never a reason to drop a peer
             self.skew_ms[peer_id] = wall - int(time.time() * 1000)
-        self.scheduler.heard(peer_id)
+        running = info.get("running")
+        self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
         """Other peers the gossip layer currently holds alive, with their heartbeat info."""
@@ -412,6 +414,11 @@ class Node:
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
 
+    def _outputs(self) -> list[tuple[str, str]]:
+        """(output CID, producer) of every task output computed in the mesh."""
+        return [(e.payload["output"], e.origin) for e in self.state.task_done.values()
+                if not e.payload.get("cached")]
+
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())
 
@@ -425,7 +432,7 @@ class Node:
         self.flush()  # the heads below must be on disk
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
-                "running": [list(k) for k in self.scheduler.runs],
+                "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000),
                 **(self.kubo.info() if self.kubo else {})}
@@ -475,6 +482,7 @@ class Node:
             self.emit(EventType.MEMBER, caps)
         await self.scheduler.start()
         await self.janitor.start()
+        self.replicator.start()
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg

@@ -38,8 +38,9 @@ from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
+from peer.jobs.claims import n_chunks
 from peer.jobs.spec import parse
-from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone, TaskSplit
+from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
@@ -133,7 +134,11 @@ async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
     _job(node, job)
-    return web.json_response(job_view(node.state, job, node.cfg.max_attempts))
+    view = job_view(node.state, job, node.cfg.max_attempts)
+    waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
+    for t in view["tasks"]:
+        t["waiting"] = waiting.get((job, t["name"]))
+    return web.json_response(view)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -173,7 +178,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
                        field="task")
     split = node.state.splits.get((job, task))
     out: list[Any] = []
-    for i in range(len(split.body_as(TaskSplit).chunks) if split else 0):
+    for i in range(n_chunks(split) if split else 0):
         c = node.state.chunk(job, task, i)
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:

@@ -14,6 +14,7 @@ from peer.log import (
     MeshState,
     TaskDone,
     TaskSplit,
+    TaskSplitRef,
     hlc_ms,
 )
 
@@ -64,8 +65,11 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
     done = done_ev.body_as(TaskDone) if done_ev else None
     chunks = []
     if split is not None:
-        for i, items in enumerate(split.body_as(TaskSplit).chunks):
-            chunks.append(_chunk_view(state.chunk(job, name, i), split.id, len(items),
+        b = split.body
+        sizes = (b.sizes if isinstance(b, TaskSplitRef)
+                 else [len(c) for c in split.body_as(TaskSplit).chunks])
+        for i, n_items in enumerate(sizes):
+            chunks.append(_chunk_view(state.chunk(job, name, i), split.id, n_items,
                                       max_attempts, done is not None))
     if status == "done":
         progress = 1.0

@@ -7,9 +7,12 @@ with PROVIDE, so losing the producer loses no result. Outputs arriving within
 `batch_window_s` of each other are fetched together (one CAR per provider), pinned in one
 thread hop and announced in one PROVIDE. Peers with the same membership view
 choose the same replicas; a differing view (a peer joining or suspected) can add a replica,
-never remove one. An output already announced by r peers is not replicated again.
+never remove one. An output already announced by r live peers is not replicated again.
+Repair (`rescan`): at start, once the membership has had `settle_s` to form, and whenever a
+live peer is no longer live, every output held by fewer than r live peers is replicated by
+the first live non-holders in rendezvous order (so a replica lost later is rebuilt).
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
-Loop-owned; one listener (`on_event`) on the node.
+Loop-owned; one listener (`on_event`) on the node; `start` runs the repair watch.
 """
 
 from __future__ import annotations
@@ -54,13 +57,24 @@ def replica_peers(cid: str, producer: str, alive: Iterable[str], replicas: int) 
     return rendezvous(cid, others)[:max(replicas - 1, 0)]
 
 
+def repair_peers(cid: str, holders: Iterable[str], alive: Iterable[str], replicas: int,
+                 ) -> list[str]:
+    """The live peers that should pin `cid` so that r live peers hold it again: the first
+    non-holders in rendezvous order (none if enough live peers hold it)."""
+    live = set(alive)
+    have = live & set(holders)
+    return rendezvous(cid, sorted(live - have))[:max(replicas - len(have), 0)]
+
+
 class Replicator:
     """Pins the outputs this peer is a replica of; `on_event` is the node listener."""
 
     def __init__(self, self_id: str, replicas: int, peers: Callable[[], Mapping[str, Any]],
                  providers: Callable[[str], Iterable[str]], data: Data, store: Pinner,
                  emit: Emit, *, attempts: int = 3, backoff_s: float = 2.0,
-                 batch_window_s: float = 0.05) -> None:
+                 batch_window_s: float = 0.05,
+                 outputs: Callable[[], Iterable[tuple[str, str]]] = tuple,
+                 settle_s: float = 5.0, watch_s: float = 1.0) -> None:
         self.self_id = self_id
         self.replicas = replicas
         self.peers = peers  # live peers other than this one
@@ -71,6 +85,11 @@ class Replicator:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.batch_window_s = batch_window_s
+        self.outputs = outputs  # (cid, producer) of every output computed in the mesh
+        self.settle_s = settle_s
+        self.watch_s = watch_s
+        self.rescans = 0
+        self._watch: asyncio.Task[None] | None = None
         self.replicated: set[str] = set()
         self._queue: dict[str, tuple[str, int]] = {}  # cid -> (producer, attempt) to fetch
         self._drainer: asyncio.Task[None] | None = None
@@ -87,6 +106,43 @@ class Replicator:
         alive = [*self.peers(), self.self_id]
         if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
             self._enqueue(cid, ev.origin, 1)
+
+    def start(self) -> None:
+        """Rescan once the membership had time to form, then whenever a peer departs."""
+        if self.replicas >= 2:
+            self._watch = asyncio.create_task(self._watch_members(), name="replicate-watch")
+
+    async def _watch_members(self) -> None:
+        await asyncio.sleep(self.settle_s)
+        seen = set(self.peers())
+        self.rescan()
+        while True:
+            await asyncio.sleep(self.watch_s)
+            now = set(self.peers())
+            if gone := seen - now:
+                log.info("%d peer(s) left (%s): rescanning replicas", len(gone),
+                         ", ".join(sorted(p[:8] for p in gone)))
+                self.rescan()
+            seen = now
+
+    def rescan(self) -> int:
+        """Queue every output held by fewer than r live peers that this peer should now
+        hold; returns how many were queued."""
+        self.rescans += 1
+        alive = [*self.peers(), self.self_id]
+        n = 0
+        for cid, producer in self.outputs():
+            if cid in self._queue or cid in self._retries:
+                continue
+            holders = set(self.providers(cid))
+            if self.self_id in holders:
+                continue
+            if self.self_id in repair_peers(cid, holders, alive, self.replicas):
+                self._enqueue(cid, producer, 1)
+                n += 1
+        if n:
+            log.info("rescan: %d output(s) to replicate here", n)
+        return n
 
     def _enqueue(self, cid: str, producer: str, attempt: int) -> None:
         self._queue[cid] = (producer, attempt)
@@ -132,7 +188,8 @@ class Replicator:
 
     def _wanted(self, cid: str) -> bool:
         have = set(self.providers(cid))
-        return self.self_id not in have and len(have) < self.replicas
+        live = {*self.peers(), self.self_id}
+        return self.self_id not in have and len(have & live) < self.replicas
 
     def _pin_complete(self, cids: list[str]) -> list[str]:
         """Pin those of `cids` whose DAG is complete here; returns them (thread)."""
@@ -142,6 +199,9 @@ class Replicator:
         return done
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         for h in self._retries.values():
             h.cancel()
         if self._drainer is not None:

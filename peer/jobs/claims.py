@@ -8,14 +8,20 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
-from peer.log import RETRYABLE, UNCOUNTED, ChunkState, Event, FailureKind, MeshState
+from peer.log import RETRYABLE, UNCOUNTED, ChunkState, Event, EventType, FailureKind, MeshState
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
 # are ranked by rendezvous hash (input holders first); rank r claims after r × stagger_s
 # unless it hears a claim first. The earliest claim of an attempt wins; a claim whose holder
 # is not heard from for lease_s is failed (kind lease) by whoever notices; a retryable
-# failure gets another attempt, until max_attempts.
+# failure gets another attempt, until max_attempts. A failure marked `"counts": false` (its
+# holder left the mesh or restarted: the work itself did not fail) is not one of those
+# max_attempts, but at most MAX_UNCOUNTED of them are allowed (a task that kills its peer
+# must not be retried forever). A failure marked `"reopen": true` at or after a chunk's done
+# attempt reopens the chunk: its results were lost from every live store and are recomputed.
+
+MAX_UNCOUNTED = 10  # failures not counted against max_attempts, at most, per chunk
 
 
 class AttemptKey(NamedTuple):
@@ -46,23 +52,54 @@ def retryable(kind: str | None) -> bool:
     return kind in RETRYABLE
 
 
+def counted(failure: Event) -> bool:
+    """True if a failure counts against the chunk's max_attempts (see the rules above; a
+    failure of an UNCOUNTED kind, a full disk, does not either)."""
+    return (failure.payload.get("counts", True) is not False
+            and failure.payload.get("kind") not in UNCOUNTED)
+
+
 def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
-    """True if the chunk failed for good: max_attempts failures (not counting those of an
-    UNCOUNTED kind: a full disk), or a last one not retryable."""
+    """True if the chunk failed for good: max_attempts counted failures (or MAX_UNCOUNTED
+    more in all), or a last one not retryable."""
     if not failures:
         return False
     last = failures[max(failures)]
-    counted = sum(1 for f in failures.values() if f.payload.get("kind") not in UNCOUNTED)
-    return counted >= max_attempts or not retryable(last.payload.get("kind"))
+    n = sum(1 for f in failures.values() if counted(f))
+    return (n >= max_attempts or len(failures) >= max_attempts + MAX_UNCOUNTED
+            or not retryable(last.payload.get("kind")))
+
+
+def chunk_done(c: ChunkState) -> Event | None:
+    """The chunk's CHUNK_DONE unless a later failure reopened it (its results were lost)."""
+    d = c.done
+    if d is None:
+        return None
+    a = d.payload["attempt"]
+    if any(f.payload.get("reopen") is True for at, f in c.failures.items() if at >= a):
+        return None
+    return d
+
+
+def reopened(c: ChunkState) -> bool:
+    """True if the chunk was ever reopened (its rerun recomputes every item, cached or not)."""
+    return any(f.payload.get("reopen") is True for f in c.failures.values())
 
 
 def standing(c: ChunkState, split: tuple[str, int] | None, max_attempts: int,
              ) -> tuple[Standing, Event | None]:
     """The chunk's standing and, when HELD, the winning claim of its current attempt."""
-    if c.done is not None or chunk_exhausted(c.failures, max_attempts):
+    if chunk_done(c) is not None or chunk_exhausted(c.failures, max_attempts):
         return Standing.SETTLED, None
     w = c.winner(c.attempt, split)
     return (Standing.HELD, w) if w is not None else (Standing.OPEN, None)
+
+
+def n_chunks(split: Event) -> int:
+    """How many chunks a split has (TASK_SPLIT inline, TASK_SPLIT_REF by a listing)."""
+    if split.type == EventType.TASK_SPLIT_REF:
+        return len(split.payload["sizes"])
+    return len(split.payload["chunks"])
 
 
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
@@ -74,10 +111,10 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     split = state.splits.get((job, task))
     if split is None:
         return "pending"
-    chunks = [state.chunk(job, task, i) for i in range(len(split.payload["chunks"]))]
-    if any(c.done is None and chunk_exhausted(c.failures, max_attempts) for c in chunks):
+    chunks = [state.chunk(job, task, i) for i in range(n_chunks(split))]
+    if any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts) for c in chunks):
         return "failed"
-    if any(c.done is None and c.winner(c.attempt, split.id) is not None for c in chunks):
+    if any(chunk_done(c) is None and c.winner(c.attempt, split.id) is not None for c in chunks):
         return "running"
     return "pending"
 
@@ -122,11 +159,36 @@ def lease_lapsed(heard_s: float, now_s: float, lease_s: float) -> bool:
     return now_s - heard_s > lease_s
 
 
-def lease_failure(ak: AttemptKey, holder: Event, lease_s: float) -> dict[str, Any]:
-    """The CHUNK_FAILED payload that ends a claim whose lease lapsed."""
-    return {"job": ak.job, "task": ak.task, "split": holder.payload["split"],
-            "chunk": ak.chunk, "attempt": ak.attempt, "kind": FailureKind.LEASE.value,
-            "error": f"lease expired: no renewal heard from {holder.origin} for {lease_s:g} s"}
+def lease_failure(ak: AttemptKey, holder: Event, lease_s: float, left: bool = False,
+                  ) -> dict[str, Any]:
+    """The CHUNK_FAILED payload that ends a claim whose lease lapsed; `left`: the holder is
+    no longer a live member (it left or restarted), so the failure does not count."""
+    p: dict[str, Any] = {
+        "job": ak.job, "task": ak.task, "split": holder.payload["split"], "chunk": ak.chunk,
+        "attempt": ak.attempt, "kind": FailureKind.LEASE.value,
+        "error": f"lease expired: no renewal heard from {holder.origin} for {lease_s:g} s"
+                 + (" (it left the mesh)" if left else "")}
+    if left:
+        p["counts"] = False
+    return p
+
+
+def orphan_failure(ak: AttemptKey, split: tuple[str, int]) -> dict[str, Any]:
+    """The CHUNK_FAILED payload (kind lost) with which a peer ends its own claim that no
+    run of its own is behind (the run ended without recording an outcome)."""
+    return {"job": ak.job, "task": ak.task, "split": list(split), "chunk": ak.chunk,
+            "attempt": ak.attempt, "kind": FailureKind.LOST.value,
+            "error": "no run behind this claim: the run ended without an outcome"}
+
+
+def reopen_failure(job: str, task: str, split: tuple[str, int], chunk: int, attempt: int,
+                   missing: int) -> dict[str, Any]:
+    """The CHUNK_FAILED payload that reopens a done chunk whose results (`missing` of them)
+    no live peer could provide: the chunk is run again, all its items recomputed."""
+    return {"job": job, "task": task, "split": list(split), "chunk": chunk,
+            "attempt": attempt, "kind": FailureKind.LOST.value, "reopen": True,
+            "error": f"{missing} result(s) of this chunk are in no live peer's store: "
+                     "recomputing them"}
 
 
 def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
@@ -138,10 +200,11 @@ def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
         if split != (so, sq):
             continue
         w = c.winner(c.attempt, split)
-        if c.done is None and w is not None and w.origin == me:
+        if chunk_done(c) is None and w is not None and w.origin == me:
             out.append({"job": job, "task": task, "split": list(split), "chunk": i,
                         "attempt": c.attempt, "kind": FailureKind.LOST.value,
-                        "error": "the peer restarted while running this chunk"})
+                        "error": "the peer restarted while running this chunk",
+                        "counts": False})
     return out
 
 
@@ -151,9 +214,9 @@ def task_failure(state: MeshState, job: str, task: str, error: str) -> dict[str,
     split = state.splits.get((job, task))
     if split is None:
         return None
-    for i in range(len(split.payload["chunks"])):
+    for i in range(n_chunks(split)):
         c = state.chunk(job, task, i)
-        if c.done is None:
+        if chunk_done(c) is None:
             return {"job": job, "task": task, "split": list(split.id), "chunk": i,
                     "attempt": c.attempt, "error": error, "kind": FailureKind.ERROR.value}
     return None

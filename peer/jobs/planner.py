@@ -5,6 +5,7 @@ chunks, and a task's output from its chunks'. Loop-owned; its store calls are ch
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,9 +13,10 @@ from typing import Any
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Listings
+from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import Event, MeshState, TaskKey
+from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
@@ -62,15 +64,16 @@ def ready(state: MeshState, job: str, spec: TaskSpec) -> bool:
     return all((job, d) in state.task_done for d in spec.depends)
 
 
-def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> list[str]:
-    """The CIDs the chunks of a finished split produced (whole outputs and item results)."""
-    out: list[str] = []
+def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> dict[str, int]:
+    """The CIDs the chunks of a finished split produced (whole outputs and item results),
+    each with the chunk that made it."""
+    out: dict[str, int] = {}
     for i in range(n):
-        done = state.chunk(job, task, i).done
+        done = chunk_done(state.chunk(job, task, i))
         assert done is not None
         if done.payload.get("output"):
-            out.append(done.payload["output"])
-        out += [v["c"] for v in done.payload.get("cache", {}).values() if v]
+            out[done.payload["output"]] = i
+        out.update((v["c"], i) for v in (done.payload.get("cache") or {}).values() if v)
     return out
 
 
@@ -107,6 +110,7 @@ class Planner:
         self._workflows: dict[str, Workflow] = {}
         self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
         self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
+        self._listings: dict[TaskKey, list[Any]] = {}  # chunks read from TASK_SPLIT_REFs
 
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
@@ -143,6 +147,41 @@ class Planner:
 
     def forget(self, job: str, task: str) -> None:
         self._keys.pop((job, task), None)
+        self._listings.pop((job, task), None)
+
+    def framed(self, payload: dict[str, Any], max_bytes: int,
+               ) -> tuple[EventType, dict[str, Any]]:
+        """The split event for a TASK_SPLIT payload: itself, or when its chunks exceed
+        `max_bytes` of JSON (a frame holds 16 MiB), a TASK_SPLIT_REF to them stored as a
+        file (pinned here; peers fetch it)."""
+        raw = json.dumps(payload["chunks"], separators=(",", ":")).encode()
+        if len(raw) <= max_bytes:
+            return EventType.TASK_SPLIT, payload
+        listing = self.store.add_bytes(raw)
+        self.store.pin(listing)
+        self.data.mark(listing)
+        return EventType.TASK_SPLIT_REF, {
+            "job": payload["job"], "task": payload["task"], "input": payload["input"],
+            "listing": listing, "sizes": [len(c) for c in payload["chunks"]]}
+
+    def chunks(self, split: Event) -> list[Any] | None:
+        """A split's chunks (lists of [path, cid]): inline, or read from the listing of a
+        TASK_SPLIT_REF once that is here (None: fetch it first). A listing is validated as
+        a TASK_SPLIT's chunks are (BanzaiError if it is not one)."""
+        if split.type != EventType.TASK_SPLIT_REF:
+            chunks: list[Any] = split.payload["chunks"]
+            return chunks
+        p = split.payload
+        key = (p["job"], p["task"])
+        got = self._listings.get(key)
+        if got is None and self.data.is_complete(p["listing"]):
+            got = json.loads(b"".join(self.store.cat(p["listing"])))
+            TaskSplit.from_payload({**p, "chunks": got})  # InvalidEvent names what is wrong
+            if [len(c) for c in got] != p["sizes"]:
+                raise BanzaiError(f"{p['task']}: the split listing {p['listing']} does not "
+                                  "match its sizes")
+            self._listings[key] = got
+        return got
 
     def cached_output(self, key: str) -> str | None:
         """A cached whole output for `key` that is here or has a provider."""
@@ -194,29 +233,55 @@ class Planner:
                                  self.max_chunk_items)
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
 
-    def assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
-                 ) -> tuple[str, str | None]:
-        """The task's output CID from its done chunks, and a warning if it kept nothing."""
+    def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                 chunks: Sequence[Sequence[Sequence[str]]]) -> Assembly:
+        """What the task's output is made of, from its done chunks (`chunks`: the split's
+        items); per item, the result recorded by its chunk's run, else the cached one."""
         if not tdef.per_item:
-            out = self.state.chunk(job, task, 0).done
+            out = chunk_done(self.state.chunk(job, task, 0))
             assert out is not None
-            return str(out.payload["output"]), None
-        entries: dict[str, str] = {}
+            return Assembly({}, {str(out.payload["output"]): 0}, None, str(out.payload["output"]))
+        chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
+        fresh: dict[str, Any] = {}
+        for i in range(len(chunks)):
+            done = chunk_done(self.state.chunk(job, task, i))
+            assert done is not None
+            fresh.update(done.payload.get("cache") or {})
+        a = Assembly({}, {}, None)
         matched = kept = 0
         for path, cid in self.files(split.payload["input"], item_name(spec)):
             if not tdef.matches(path):
                 if tdef.passthrough:
-                    entries[path] = cid
+                    a.entries[path] = cid
                 continue
             matched += 1
-            r = self.state.cache.get(cache_key(tdef, spec.params, cid))
+            k = cache_key(tdef, spec.params, cid)
+            r = fresh.get(k) or self.state.cache.get(k)
             if r:
                 kept += 1
-                entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
-        warning = None
+                a.entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
+                a.made_by[r["c"]] = chunk_of.get(cid)
         if not kept:
-            warning = (f"{task}: kept no item of the {matched} input item(s) matching "
-                       f"{tdef.items!r}; the output holds no {tdef.items} result")
-        output = self.store.make_dir(entries)
+            a.warning = (f"{task}: kept no item of the {matched} input item(s) matching "
+                         f"{tdef.items!r}; the output holds no {tdef.items} result")
+        return a
+
+    def output(self, a: Assembly) -> str:
+        """The output CID of an assembly whose results are all here."""
+        if a.whole is not None:
+            return a.whole
+        output = self.store.make_dir(a.entries)
         self.data.mark(output)
-        return output, warning
+        return output
+
+
+class Assembly:
+    """A task's output to be: its entries (path -> CID), the chunk that made each result
+    (None: it came from the cache), a warning; `whole` for a whole-input task's output."""
+
+    def __init__(self, entries: dict[str, str], made_by: dict[str, int | None],
+                 warning: str | None, whole: str | None = None) -> None:
+        self.entries = entries
+        self.made_by = made_by
+        self.warning = warning
+        self.whole = whole

@@ -28,6 +28,10 @@ class SchedulerConfig:
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5
     tick_s: float = 0.25
+    fetch_attempts: int = 3  # failed fetches of a task's results before recomputing them
+    fetch_backoff_s: float = 1.0  # wait after a failed fetch, doubled after each further one
+    fetch_max_backoff_s: float = 30.0
+    max_split_bytes: int = 8 << 20  # larger chunk lists go as a listing (TASK_SPLIT_REF)
     storage_retry_s: float = 1.0  # an attempt failed by a full disk is recorded after this
 
 

@@ -6,6 +6,7 @@ recorded under asyncio.shield so that a cancel cannot leave it half-written.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class Runs:
         self.offload = offload
         self.ended = ended
         self.active: dict[AttemptKey, Run] = {}
+        self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         self.executions = 0  # chunks handed to the executor (tests count them)
 
     @property
@@ -85,10 +87,17 @@ class Runs:
         """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
         return self.runner.slots - len(self.active)
 
-    def start(self, ak: AttemptKey, split: Event, tdef: TaskDef, spec: TaskSpec) -> None:
-        """Run attempt `ak` of a chunk of `split` (its claim is ours) in a task of its own."""
-        items = [it for it in split.payload["chunks"][ak.chunk]
-                 if not item_cached(self.state, self.store, cache_key(tdef, spec.params, it[1]))]
+    def running(self, ak: AttemptKey) -> bool:
+        """True if a run of ours is behind attempt `ak` (running, fetching or recording)."""
+        return ak in self.active or ak in self.finishing
+
+    def start(self, ak: AttemptKey, split: Event, chunk: list[list[str]], tdef: TaskDef,
+              spec: TaskSpec, rerun: bool = False) -> None:
+        """Run attempt `ak` of chunk `chunk` (its items) of `split` (its claim is ours) in a
+        task of its own; `rerun`: the chunk was reopened, every item is computed again."""
+        items = [it for it in chunk
+                 if rerun or not item_cached(self.state, self.store,
+                                             cache_key(tdef, spec.params, it[1]))]
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
@@ -139,12 +148,33 @@ class Runs:
                     self.emit(EventType.CHUNK_FAILED,
                               {**base, "error": "cancelled", "kind": "cancelled"})
                 raise
+            except Exception as e:  # OSError (a full disk), a bug: the claim must end too
+                log.exception("%s: fetching the input failed", run.key)
+                self._crashed(base, run, e, "fetching the input")
+                return
             res = await self._execute(ak, run, payload)
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
-            await asyncio.shield(self._finish(base, run, res))
+            self.finishing.add(ak)
+            try:
+                await asyncio.shield(self._finish(base, run, res))
+            except Exception as e:  # e.g. the run's log could not be stored (ENOSPC)
+                log.exception("%s: recording the outcome failed", run.key)
+                self._crashed(base, run, e, "recording the outcome")
         finally:
             self.active.pop(ak, None)
+            self.finishing.discard(ak)
             self.ended(ak)
+
+    def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
+        """End our claim of a run that raised something unexpected (kind crash, or storage
+        for a full disk: retried; the claim must not outlive the run)."""
+        if run.lost or (base["job"], base["task"]) in self.state.task_done:
+            return
+        kind = (FailureKind.CANCELLED.value if base["job"] in self.state.cancelled
+                else FailureKind.STORAGE.value if isinstance(e, OSError)
+                and e.errno == errno.ENOSPC else FailureKind.CRASH.value)
+        self.emit(EventType.CHUNK_FAILED, {**base, "kind": kind,
+                                           "error": f"{doing}: {type(e).__name__}: {e}"})
 
     async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
                        ) -> RunResultLike:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
@@ -43,7 +43,7 @@ _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 K = TypeVar("K", bound=tuple[Any, ...])
 
 
-def _prune(table: dict[K, float], stale: Callable[[K], bool]) -> None:
+def _prune(table: dict[K, Any], stale: Callable[[K], bool]) -> None:
     for k in [k for k in table if stale(k)]:
         del table[k]
 
@@ -69,12 +69,15 @@ class Scheduler:
         self.live = LiveRecords()  # what the API shows of local runs
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items)
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
-                                 self._mark)
+                                 self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
                           self._ended)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
+        self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
+        self._assembly_failed: set[TaskKey] = set()  # logged once
+        self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -137,14 +140,37 @@ class Scheduler:
             self._note(ev)
         self._wake.set()
 
-    def heard(self, peer: str) -> None:
-        """A sign of life from `peer`: renew the leases of its claims."""
+    def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
+        """A sign of life from `peer`: renew the leases of its claims that it reports
+        running (`running`: the attempt keys of its heartbeat; None: a peer that does not
+        report them, every claim of it is renewed)."""
         now = self.clock()
+        try:
+            reported = None if running is None else {AttemptKey(*k) for k in running}
+        except (TypeError, ValueError):  # a malformed list: renew as for a peer without one
+            reported = None
         for ak in list(self._claim_seen):
+            if reported is not None and ak not in reported:
+                continue
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
             if w is not None and w.origin == peer:
                 self._claim_seen[ak] = now
+
+    @property
+    def running(self) -> list[AttemptKey]:
+        """The attempts this peer has a run behind (what its heartbeats report)."""
+        return [*self._runs.active, *self._runs.finishing]
+
+    def waiting(self) -> dict[TaskKey, str]:
+        """Why tasks wait on this peer (a failed fetch of their data), for the job view."""
+        out: dict[TaskKey, str] = {
+            k: "waiting for a live peer to fetch the input from" for k in self._lonely
+            if k not in self.state.task_done}
+        for key in self.locality.stalled:
+            if (r := self.locality.reason(key)) is not None:
+                out[key] = r
+        return out
 
     # -- the loop ----------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -164,6 +190,7 @@ class Scheduler:
         if now - self._last_tick >= self.cfg.tick_s / 2:
             self._last_tick = now
             self._dirty.update(self._waiting())
+            self._check_claims()
         dirty, self._dirty = self._dirty, set()
         for key in sorted(dirty):
             try:
@@ -201,6 +228,7 @@ class Scheduler:
         _prune(self._ready_since, stale)
         _prune(self._claim_seen, stale)
         _prune(self.locality.waiting, stale)
+        _prune(self.locality.stalled, stale)
         keys = {(k[0], k[1]) for k in self._ready_since}
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -215,7 +243,9 @@ class Scheduler:
                                              "chunks": [[]]})
         payload = claims.task_failure(self.state, job, task, error)
         if payload is None:  # every chunk is done: the error came from assembling the output
-            log.warning("%s/%s: assembling the output failed: %s", job, task, error)
+            if key not in self._assembly_failed:  # retried at each tick: logged once
+                self._assembly_failed.add(key)
+                log.warning("%s/%s: assembling the output failed: %s", job, task, error)
             return
         self.emit(EventType.CHUNK_FAILED, payload)
 
@@ -239,12 +269,16 @@ class Scheduler:
         if split is None:
             self._plan(job, task, tdef, spec)
             return
-        n = len(split.payload["chunks"])
-        if all(st.chunk(job, task, i).done is not None for i in range(n)):
-            self._assemble(job, task, tdef, spec, split)
+        chunks = self.planner.chunks(split)
+        if chunks is None:  # a split by reference: its listing first (at once: it is small)
+            self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
+            return
+        n = len(chunks)
+        if all(claims.chunk_done(st.chunk(job, task, i)) is not None for i in range(n)):
+            self._assemble(job, task, tdef, spec, split, chunks)
             return
         for i in range(n):
-            self._consider_chunk(job, task, i, split, tdef, spec)
+            self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input
@@ -265,24 +299,68 @@ class Scheduler:
             self._done(job, task, cached, key, cached=True)
             return
         slots = mesh_slots(tdef.name, self.runner.slots, self.peers())
-        self.emit(EventType.TASK_SPLIT, self.planner.split(job, task, tdef, spec, input_cid,
-                                                           slots))
+        self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
+                                                          slots), self.cfg.max_split_bytes))
 
     def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
-                  split: Event) -> None:
+                  split: Event, chunks: list[Any]) -> None:
         # Assembling reads the chunks' outputs and, per item, the input's listing: the peer
         # that split the task holds the input, so it goes first; a whole task's one chunk
-        # is assembled by the peer that ran it.
-        key = self.planner.key(job, task, tdef, spec, split.payload["input"])
-        need = chunk_outputs(self.state, job, task, len(split.payload["chunks"]))
+        # is assembled by the peer that ran it. Results that no live peer can provide are
+        # recomputed: their chunks are reopened.
+        tk = (job, task)
+        n = len(chunks)
+        epoch = tuple(d.id for i in range(n)
+                      if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None)
         first = split.origin
-        if tdef.per_item:
-            need.append(split.payload["input"])
-        elif (done := self.state.chunk(job, task, 0).done) is not None:
+        if not tdef.per_item and (done := claims.chunk_done(self.state.chunk(job, task, 0))):
             first = done.origin
-        if self.locality.have((job, task), need, first):
-            output, warning = self.planner.assemble(job, task, tdef, spec, split)
-            self._done(job, task, output, key, cached=False, warning=warning)
+        # One wait for everything the assembly reads (so that its failures add up): the
+        # chunks' outputs, the input's listing and, once that is here, every item result.
+        need: dict[str, int | None] = {**chunk_outputs(self.state, job, task, n)}
+        a = None
+        if tdef.per_item:
+            need[split.payload["input"]] = None
+        if not tdef.per_item or self.data.is_complete(split.payload["input"]):
+            a = self.planner.assembly(job, task, tdef, spec, split, chunks)
+            need.update(a.made_by)
+        if not self.locality.have(tk, list(need), first, epoch):
+            self._recompute(job, task, split, need)
+            return
+        if a is None:  # the input's listing just came: the item results next
+            a = self.planner.assembly(job, task, tdef, spec, split, chunks)
+            if not self.locality.have(tk, list(a.made_by), first, epoch):
+                return
+        key = self.planner.key(job, task, tdef, spec, split.payload["input"])
+        self._done(job, task, self.planner.output(a), key, cached=False, warning=a.warning)
+
+    def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
+                   ) -> None:
+        """After fetch_attempts failed fetches of a task's results, reopen the chunks that
+        made those no live peer could provide (they run again); a result not made by this
+        split (cached) or an input cannot be recomputed here: the task waits (visibly)."""
+        tk = (job, task)
+        if self.locality.failures(tk) < self.cfg.fetch_attempts:
+            return
+        missing = [c for c in made_by if c and not self.data.is_complete(c)]
+        chunks: dict[int, int] = {}
+        for c in missing:
+            i = made_by[c]
+            if i is not None:
+                chunks[i] = chunks.get(i, 0) + 1
+        if not chunks:
+            return
+        for i, count in sorted(chunks.items()):
+            ch = self.state.chunk(job, task, i)
+            done = claims.chunk_done(ch)
+            if done is None:
+                continue
+            attempt = max(int(done.payload["attempt"]), ch.attempt)
+            log.warning("%s/%s: %d result(s) of chunk %d are in no live peer's store: "
+                        "recomputing them", job, task, count, i)
+            self.emit(EventType.CHUNK_FAILED, claims.reopen_failure(
+                job, task, split.id, i, attempt, count))
+        self.locality.forget(tk)
 
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
@@ -295,8 +373,8 @@ class Scheduler:
         self.emit(EventType.TASK_DONE, payload)
 
     # -- claims ------------------------------------------------------------------------
-    def _consider_chunk(self, job: str, task: str, i: int, split: Event, tdef: TaskDef,
-                        spec: TaskSpec) -> None:
+    def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
+                        tdef: TaskDef, spec: TaskSpec) -> None:
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
         if where is Standing.SETTLED:
@@ -315,6 +393,14 @@ class Scheduler:
         if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
+        src = split.payload["input"]
+        if src and not self.peers() and not self.data.is_complete(src):
+            # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
+            # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
+            self.locality.waiting.setdefault((job, task), self.clock())
+            self._lonely.add((job, task))
+            return
+        self._lonely.discard((job, task))
         holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, self.peers(),
                                    holders)
@@ -323,7 +409,9 @@ class Scheduler:
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
         mine = c.winner(ak.attempt, split.id)
         if mine is not None and mine.origin == self.peer_id:
-            self._runs.start(ak, split, tdef, spec)
+            self._mine[ak] = split.id
+            self._runs.start(ak, split, items, tdef, spec,
+                             rerun=claims.reopened(c))
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""
@@ -343,7 +431,25 @@ class Scheduler:
         seen = self._claim_seen.setdefault(ak, now)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
-            self.emit(EventType.CHUNK_FAILED, claims.lease_failure(ak, holder, self.cfg.lease_s))
+            left = holder.origin not in self.peers()
+            self.emit(EventType.CHUNK_FAILED,
+                      claims.lease_failure(ak, holder, self.cfg.lease_s, left=left))
+
+    def _check_claims(self) -> None:
+        """Fail our own claims that no run of ours is behind (a run that ended without
+        recording an outcome, whatever the reason): the chunk is retried."""
+        st = self.state
+        for ak, split in list(self._mine.items()):
+            c = st.chunk(ak.job, ak.task, ak.chunk)
+            w = c.winner(ak.attempt, split)
+            if (st.split_id(ak.job, ak.task) != split or ak.job in st.cancelled
+                    or (ak.job, ak.task) in st.task_done or claims.chunk_done(c) is not None
+                    or ak.attempt in c.failures or w is None or w.origin != self.peer_id):
+                del self._mine[ak]  # settled, superseded or lost: nothing to check
+            elif not self._runs.running(ak):
+                del self._mine[ak]
+                log.warning("%s: no run behind our claim: failing it", ak.unit)
+                self.emit(EventType.CHUNK_FAILED, claims.orphan_failure(ak, split))
 
     # -- wake-ups ----------------------------------------------------------------------
     def _mark(self, key: TaskKey) -> None:

@@ -78,6 +78,10 @@ class MemoryStore:
     def has(self, cid: str) -> bool:
         return cid in self.local
 
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        data = self.content.files[cid][offset:]
+        yield data if length is None else data[:length]
+
     def pin(self, cid: str) -> None:
         self.pinned.add(cid)
 
@@ -229,6 +233,8 @@ class JobMesh:
         self.cut: set[frozenset[str]] = set()
         self.silent: set[str] = set()
         self.hold: Callable[[Event, str], bool] | None = None  # (event, to) -> keep it back
+        # (peer, its heartbeat info) -> the info the others get (a buggy or older peer)
+        self.tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
         self._queue: list[tuple[float, str, Event]] = []  # (due, destination, event)
         self._jobs = 0
         self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
@@ -276,12 +282,14 @@ class JobMesh:
     def heartbeats(self) -> None:
         """Every peer hears from every peer it is linked to (its load; renewing its leases)."""
         for b, p in self.peers.items():
-            self._info[b] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
-                             "free_slots": p.sched.free_slots}
+            info: dict[str, Any] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
+                                    "free_slots": p.sched.free_slots,
+                                    "running": [list(k) for k in p.sched.running]}
+            self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
             for b in self.peers:
                 if a != b and self.linked(a, b):
-                    self.peers[a].sched.heard(b)
+                    self.peers[a].sched.heard(b, self._info[b].get("running"))
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:

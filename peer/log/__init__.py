@@ -29,6 +29,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    TaskSplitRef,
     Unknown,
     Unprovide,
 )
@@ -39,5 +40,5 @@ __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePu
            "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
            "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobDeleted",
            "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
-           "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "Unknown", "Unprovide", "fold",
-           "hlc_ms"]
+           "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef", "Unknown",
+           "Unprovide", "fold", "hlc_ms"]

@@ -34,6 +34,7 @@ class EventType(IntEnum):
     JOB_DELETED = 13  # a finished job's record removed; older peers ignore it
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
+    TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -307,6 +308,31 @@ class TaskSplit:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskSplitRef:
+    """A split whose chunks are too many for one frame: they are the JSON list stored as a
+    file at `listing` (fetched by the peers that claim or assemble); `sizes` are the
+    chunks' item counts. Folded as a TASK_SPLIT (the earliest of either kind wins)."""
+
+    TYPE: ClassVar[EventType] = EventType.TASK_SPLIT_REF
+    job: str
+    task: str
+    input: str | None
+    listing: str  # CID of the JSON chunks list
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> TaskSplitRef:
+        k = _NAME[cls.TYPE]
+        sizes = _list(k, "sizes", p.get("sizes", _MISSING), MAX_CHUNKS)
+        for i, n in enumerate(sizes):
+            if type(n) is not int or not 0 <= n <= MAX_ITEMS:
+                raise _bad(k, f"sizes[{i}]", f"an integer in [0, {MAX_ITEMS}]", n)
+        return cls(_str(k, p, "job"), _str(k, p, "task"),
+                   _opt_str(k, p, "input", MAX_CID_CHARS),
+                   _str(k, p, "listing", MAX_CID_CHARS), tuple(sizes))
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkEvent:
     """The fields every event about one attempt of one chunk carries."""
 
@@ -532,13 +558,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | Unknown)
+        | Revoke | TaskSplitRef | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke)}
+                Revoke, TaskSplitRef)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 

@@ -41,6 +41,7 @@ from peer.log.events import (
     TaskDone,
     TaskKey,
     TaskSplit,
+    TaskSplitRef,
     Unknown,
     Unprovide,
 )
@@ -198,7 +199,7 @@ def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
     s._first(s.cancelled, b.job, ev)
 
 
-def _split(s: MeshState, ev: Event, b: TaskSplit) -> None:
+def _split(s: MeshState, ev: Event, b: TaskSplit | TaskSplitRef) -> None:
     s._first(s.splits, (b.job, b.task), ev)
 
 
@@ -217,7 +218,10 @@ def _progress(s: MeshState, ev: Event, b: Progress) -> None:
 
 def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     c = s.chunks[b.key]
-    if c.done is None or ev.order < c.done.order:
+    # The latest attempt's wins (a chunk reopened because its results were lost is done
+    # again by a later attempt), then the earliest.
+    if c.done is None or (-b.attempt, ev.order) < (-c.done.body_as(ChunkDone).attempt,
+                                                   c.done.order):
         c.done = ev
     _merge_items(s, ev, b.cache)
     if b.output:
@@ -333,6 +337,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     JobSubmitted: _job,
     JobCancelled: _cancel,
     TaskSplit: _split,
+    TaskSplitRef: _split,
     Claim: _claim,
     Renew: _renew,
     Progress: _progress,

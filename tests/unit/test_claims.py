@@ -253,8 +253,10 @@ def test_restart_failures_are_our_open_claims_of_winning_splits() -> None:
     log.claim("me", chunk=3, attempt=1)  # attempt 0 never failed: not the current one
     out = claims.restart_failures(log.state(), "me")
     assert out == [{"job": "j", "task": "t", "split": ["p0", 2], "chunk": 0, "attempt": 0,
-                    "kind": "lost", "error": "the peer restarted while running this chunk"}]
-    assert list(out[0]) == ["job", "task", "split", "chunk", "attempt", "kind", "error"]
+                    "kind": "lost", "error": "the peer restarted while running this chunk",
+                    "counts": False}]  # a restart does not count against the attempts
+    assert list(out[0]) == ["job", "task", "split", "chunk", "attempt", "kind", "error",
+                            "counts"]
 
 
 def test_restart_failures_fail_the_current_attempt() -> None:
@@ -288,3 +290,52 @@ def test_task_failure_without_a_split_is_none() -> None:
 
 def test_an_unknown_chunk_has_no_claims() -> None:
     assert claims.standing(ChunkState(), None, 3) == (Standing.OPEN, None)
+
+
+# -- self-repair (issue 11 item 5) --------------------------------------------------------------
+def _uncounted(n: int, counted_kinds: tuple[str, ...] = ()) -> dict[int, Event]:
+    fs = failures(*(["lease"] * n), *counted_kinds)
+    for a, ev in fs.items():
+        if a < n:
+            ev.payload["counts"] = False
+    return fs
+
+
+@pytest.mark.parametrize(("n_uncounted", "counted_kinds", "exhausted"), [
+    (2, (), False), (5, ("crash", "crash"), False), (5, ("crash", "crash", "crash"), True),
+    (claims.MAX_UNCOUNTED + 2, (), False), (claims.MAX_UNCOUNTED + 3, (), True)])
+def test_failures_of_departed_holders_do_not_count_up_to_a_bound(
+        n_uncounted: int, counted_kinds: tuple[str, ...], exhausted: bool) -> None:
+    assert claims.chunk_exhausted(_uncounted(n_uncounted, counted_kinds), 3) is exhausted
+
+
+def test_a_lease_failure_of_a_departed_holder_is_marked_not_counted() -> None:
+    p = claims.lease_failure(AK, _claim_ev("p7"), 10.0, left=True)
+    assert p["counts"] is False and p["kind"] == "lease" and "left" in p["error"]
+    assert "counts" not in claims.lease_failure(AK, _claim_ev("p7"), 10.0)
+
+
+def test_a_reopen_failure_undoes_a_done_chunk_until_a_later_attempt_is_done() -> None:
+    log = Log().job()
+    log.claim("p1")
+    log.done("p1")
+    assert claims.standing(log.state().chunk("j", "t", 0), SPLIT, 3)[0] is Standing.SETTLED
+    log.add("p2", EventType.CHUNK_FAILED, **claims.reopen_failure("j", "t", SPLIT, 0, 0, 2))
+    c = log.state().chunk("j", "t", 0)
+    assert claims.chunk_done(c) is None and claims.reopened(c)
+    assert claims.standing(c, SPLIT, 3) == (Standing.OPEN, None)
+    assert claims.task_status(log.state(), "j", "t", 3) == "pending"
+    log.claim("p2", attempt=1)
+    redo = log.done("p2", attempt=1)
+    for order in (log.events, list(reversed(log.events))):  # the fold is order-independent
+        c = fold(order).chunk("j", "t", 0)
+        assert claims.chunk_done(c) == redo
+        assert claims.standing(c, SPLIT, 3)[0] is Standing.SETTLED
+
+
+def test_a_plain_late_failure_does_not_undo_a_done_chunk() -> None:
+    log = Log().job()
+    log.claim("p1")
+    done = log.done("p1")
+    log.fail("p2", "lease")  # a lease that lapsed while the outcome was on its way
+    assert claims.chunk_done(log.state().chunk("j", "t", 0)) == done

@@ -62,6 +62,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.JOB_DELETED: {"job": "j1", "reason": "deleted by a user"},
     EventType.UNPROVIDE: {"cids": [CID]},
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
+    EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
+                               "sizes": [2, 1]},
 }
 
 
@@ -287,6 +289,9 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.REVOKE, _without(VALID[T.REVOKE], "peer"), "payload.peer",
      "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
     (T.REVOKE, _with(T.REVOKE, after=-1), "payload.after", "expected an integer >= 0, got -1"),
+    # TASK_SPLIT_REF
+    (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
+     "expected a list of at most 1000000 items, got nothing (the field is missing)"),
 ]
 
 

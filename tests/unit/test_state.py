@@ -86,6 +86,13 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
     chunk = {"job": job, "task": task, "split": SPLITS[pick // 12 % 4 // 3],
              "chunk": pick // 48 % 2, "attempt": pick // 96 % 2}
     cache = CACHES[pick // 576 % len(CACHES)]
+    flat: dict[EventType, dict[str, object]] = {
+        EventType.CACHE_PUT: {"cache": cache},
+        EventType.REVOKE: {"peer": PEERS[pick % len(PEERS)], "after": pick % 4, "reason": ""},
+        EventType.TASK_SPLIT_REF: {"job": job, "task": task, "input": None, "listing": cid,
+                                   "sizes": [1, 0]}}
+    if typ in flat:
+        return flat[typ]
     match typ:
         case EventType.JOB_SUBMITTED:
             return {"job": job, "workflow": {"name": job, "tasks": [{"name": "t"},
@@ -107,12 +114,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
         case EventType.TASK_DONE:
             return {"job": job, "task": task, "output": cid, "cached": bool(pick & 64),
                     "key": [None, "k1", "k9"][pick // 192 % 3]}
-        case EventType.CACHE_PUT:
-            return {"cache": cache}
         case EventType.PROVIDE | EventType.UNPROVIDE:
             return {"cids": [["c1"], ["c2", "c9"], [], ["c1", "c2"]][pick % 4]}
-        case EventType.REVOKE:
-            return {"peer": PEERS[pick % len(PEERS)], "after": pick % 4, "reason": ""}
         case _:
             return {"name": "n", "http": "", "calls": ["c"], "slots": pick % 5,
                     "cores": 1, "mem_mb": 1, "gpu": False}
