@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The mesh fuzzer of tests/integration/test_log_door.py, for longer runs: three banzai-peer
-processes on loopback sharing a mesh secret get N random and mutated authenticated frames
-(tests/fuzz_frames.py, sent through tests/gossip_client.py); then they must be up, converge to
-one state (heads digest and event count) and run a small pipeline. Prints the counters.
+processes on loopback sharing a mesh secret get N random and mutated frames from a member
+(CURVE-admitted, events and heartbeats signed; tests/fuzz_frames.py, sent through
+tests/gossip_client.py); then they must be up, converge to one state (heads digest and event
+count) and run a small pipeline. Prints the counters.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/fuzz_mesh.py [--frames 100000] [--per-example 50]
         [--dir DIR]
@@ -53,7 +54,7 @@ def main() -> int:
         mesh = Mesh(peers, name, secret.read_bytes().strip())
         addrs = mesh.gossip_addrs()
         t0 = time.monotonic()
-        with GossipClient(name, mesh.secret) as client:
+        with GossipClient(name, mesh.secret, identity=True) as client:
 
             @settings(max_examples=a.frames // a.per_example + 1, deadline=None, database=None,
                       phases=[Phase.generate], suppress_health_check=list(HealthCheck))

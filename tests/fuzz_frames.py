@@ -1,7 +1,9 @@
 """Hypothesis strategies for fuzzing a live mesh: random and mutated gossip frames and events
 (valid ones, valid ones with fields replaced, removed or added, types this version does not
-know, clocks out of range, garbage), each frame authenticated unless the mutation is about
-that. Used by tests/integration/test_log_door.py and scripts/fuzz_mesh.py. Pure."""
+know, clocks out of range, garbage), each frame sent as a member sends it (CURVE-admitted, its
+events and heartbeats signed by a GossipClient with an identity) unless the mutation is about
+that. Used by tests/integration/test_log_door.py and scripts/fuzz_mesh.py. Pure but for the
+client's heartbeat counter."""
 
 from __future__ import annotations
 
@@ -182,16 +184,37 @@ def mutate(rng: random.Random, obj: Any, depth: int = 0) -> Any:
     return random_json(rng)
 
 
+def sign(rng: random.Random, client: GossipClient, kind: int, body: Any, sender: str,
+         reply_to: str) -> Any:
+    """`body` signed as a member signs it: each event that parses signed in batches by its
+    origin (so it passes the signature check and meets the door's), a heartbeat's info with
+    (incarnation, counter). Some stay unsigned, some get a mutated batch: counted refusals."""
+    if not isinstance(body, dict) or rng.random() < 0.1:
+        return body
+    if kind == Kind.HEARTBEAT and isinstance(body.get("info"), dict):
+        return client.heartbeat_body(body["info"], sender=sender, reply_to=reply_to)
+    if kind in (Kind.EVENTS, Kind.DIGEST_REPLY) and isinstance(body.get("events"), list):
+        evs, signed = client.signed_raw(body["events"])
+        batches: Any = [json.loads(b) for b in signed]
+        if batches and rng.random() < 0.05:
+            batches = mutate(rng, batches)
+        return {**body, "events": evs, "batches": batches}
+    return body
+
+
 def seal(rng: random.Random, client: GossipClient, kind: int, body: Any) -> bytes:
-    """A frame around `body`: authenticated, or broken on the outside (a flipped byte, cut
-    short, unauthenticated, another mesh, plain garbage)."""
-    raw = body if isinstance(body, bytes) else dumps(body)
+    """A frame around `body` (signed, see `sign`) as a member sends it over CURVE, or broken on
+    the outside (a flipped byte, cut short, HMAC-tagged as before CURVE, another mesh, plain
+    garbage)."""
     sender, reply_to = rng.choice(SENDERS), rng.choice(REPLY_TO)
+    body = sign(rng, client, kind, body, sender, reply_to)
+    raw = body if isinstance(body, bytes) else dumps(body)
     outer = rng.random()
     if outer < 0.03:
         return rng.randbytes(rng.randint(0, 128))
     if outer < 0.06:
-        return client.frame(kind, raw, sender=sender, reply_to=reply_to, secret=None)
+        return client.frame(kind, raw, sender=sender, reply_to=reply_to,
+                            tag=client.secret or b"fz-secret")
     if outer < 0.08:
         return client.frame(kind, raw, sender=sender, reply_to=reply_to, mesh_id="fz-mesh")
     data = client.frame(kind, raw, sender=sender, reply_to=reply_to)

@@ -202,9 +202,14 @@ class ZmqTransport:
                 d.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
                 d.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)
                 d.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
-            d.connect(_endpoint(addr))
+            try:
+                d.connect(_endpoint(addr))
+            except zmq.ZMQError as e:  # an address parse_addr takes but libzmq does not
+                d.close(linger=0)
+                log.info("gossip: cannot connect to %r: %s", addr[:60], e)
+                continue
             dealers.append(d)
-        self._dealers[addr] = dealers
+        self._dealers[addr] = dealers  # none: every send to it drops
 
     def _close_dealers(self, addr: str) -> None:
         for d in self._dealers.pop(addr, ()):

@@ -1,6 +1,7 @@
 """Three live peers (one mesh secret) against what other members may send: a newer peer's
-event types (a mixed-version mesh) and 10,000 random and mutated authenticated frames (the
-fuzzer, tests/fuzz_frames.py, sent through tests/gossip_client.py). The peers stay up,
+event types (a mixed-version mesh, signed by the newer peer) and 10,000 random and mutated
+frames sent as a member sends them: over CURVE, events and heartbeats signed (the fuzzer,
+tests/fuzz_frames.py, sent through tests/gossip_client.py). The peers stay up,
 converge to one state and still run pipelines. Longer runs: scripts/fuzz_mesh.py."""
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from peer.log import EventType
-from peer.mesh.wire import Kind
+from peer.log import Event, EventType
 from tests.conftest import PeerProc, start_peer
-from tests.fuzz_frames import batches, dumps
+from tests.fuzz_frames import batches
 from tests.gossip_client import GossipClient
 from tests.helpers import JsonApi, get_json, wait_mesh
 
@@ -89,14 +89,15 @@ def test_a_newer_peers_event_types_are_kept_forwarded_and_not_folded(mesh: Mesh)
     reply met it first and dropped the whole frame, so an older peer never caught up)."""
     before = mesh.health()
     now = int(time.time() * 1000) << 16
-    evs = [{"origin": "newer-peer", "seq": q, "hlc": now + q,
+    with GossipClient(mesh.name, mesh.secret, identity=True) as c:  # the newer peer
+        evs = [Event.from_json({
+            "origin": c.sender, "seq": q, "hlc": now + q,
             "type": NEWER if q % 3 == 1 else int(EventType.PROVIDE),
             "payload": {"what": "a newer peer's fact", "n": q} if q % 3 == 1
-            else {"cids": [f"bafk-newer-{q}"]}} for q in range(1, 601)]
-    with GossipClient(mesh.name, mesh.secret, sender="newer-peer") as c:
+            else {"cids": [f"bafk-newer-{q}"]}}) for q in range(1, 601)]
         a = mesh.gossip_addrs()[0]
         for i in range(0, len(evs), 100):  # to one peer only: the others get them by gossip
-            c.send(a, Kind.EVENTS, dumps({"events": evs[i:i + 100], "ttl": 0}))
+            c.send_events(a, evs[i:i + 100])  # signed by the newer peer, as it would
         hs = until_converged(mesh)
     for h, b in zip(hs, before, strict=True):
         assert h["log"]["unknown"]["events"] == 200 and h["log"]["unknown"]["dropped"] == 0
@@ -113,7 +114,7 @@ def test_fuzzed_frames_leave_the_mesh_up_converged_and_working(mesh: Mesh) -> No
                                              {"call": "T_CONCAT"}])
     addrs = mesh.gossip_addrs()
     before = mesh.health()
-    with GossipClient(mesh.name, mesh.secret) as client:
+    with GossipClient(mesh.name, mesh.secret, identity=True) as client:  # a member
 
         @settings(max_examples=FRAMES // PER_EXAMPLE + 50, deadline=None, database=None,
                   phases=[Phase.generate], suppress_health_check=list(HealthCheck))
@@ -131,9 +132,10 @@ def test_fuzzed_frames_leave_the_mesh_up_converged_and_working(mesh: Mesh) -> No
     frames_in = sum(h["gossip"]["frames_in"] - b["gossip"]["frames_in"]
                     for h, b in zip(hs, before, strict=True))
     assert frames_in >= sent  # every fuzzed frame was taken in (and more: the peers' own)
-    for h in hs:  # the door and the frame checks turned things away, nothing failed
-        g = h["gossip"]
+    for h in hs:  # the door, the signature and the frame checks turned things away,
+        g = h["gossip"]  # nothing failed
         assert h["log"]["refused"]["total"] > 0 and g["dropped_bad_mac"] > 0, h
+        assert g["events_refused"] > 0 and g["dropped_unsigned"] > 0, h
         assert g["merge_errors"] == 0, h
         assert len(h["log"]["refused"]["by_origin"]) <= 65  # bounded, whatever origins came
     stored = hs[0]["log"]["events"] - before[0]["log"]["events"]

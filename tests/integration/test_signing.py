@@ -15,19 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
 from peer.log import Event, EventType
-from peer.log.signing import (
-    Identity,
-    admit_tag,
-    membership_message,
-    peer_id_for,
-    sign_events,
-)
-from peer.mesh.discovery import mesh_hash
-from peer.mesh.wire import Kind, encode_frame, events_body, pack_frames
+from peer.log.signing import Identity
+from peer.mesh.wire import Kind, events_body, pack_frames
 from tests.conftest import BIN, PeerProc, start_peer
+from tests.gossip_client import GossipClient
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
 from tests.helpers import wait_mesh
@@ -91,38 +84,25 @@ def test_a_fresh_peer_catches_up_the_upgraded_history(mesh: Mesh) -> None:
 
 
 class Intruder:
-    """An insider: it holds the mesh secret and an identity of its own, and talks ZeroMQ."""
+    """An insider: it holds the mesh secret and an identity of its own, and talks to `target`
+    through tests/gossip_client.py (CURVE with the mesh's keys, like any member)."""
 
     def __init__(self, mesh: Mesh, target: PeerProc) -> None:
-        self.mesh = mesh
-        self.me = Identity.generate()
-        self.id = peer_id_for(self.me.key)
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"tcp://{health(target)['gossip_address']}")
+        self.client = GossipClient(MESH, mesh.secret, reply_to="127.0.0.1:9", identity=True)
+        self.me = self.client.me()
+        self.id = self.client.sender
+        self.addr = str(health(target)["gossip_address"])
 
     def send(self, kind: Kind, body: bytes, sender: str | None = None) -> None:
-        self.sock.send(encode_frame(int(kind), mesh_hash(MESH), sender or self.id,
-                                    "127.0.0.1:9", body, self.mesh.secret))
+        self.client.send(self.addr, kind, body, sender=sender)
 
     def heartbeat(self, inc: int, ctr: int, sender: str | None = None) -> None:
-        sender = sender or self.id
-        info = b'{"free_slots":0}'
-        msg = membership_message(Kind.HEARTBEAT, mesh_hash(MESH), sender, "127.0.0.1:9", inc,
-                                 ctr, info)
-        proof = {"key": self.me.key.hex(), "inc": inc, "ctr": ctr,
-                 "sig": self.me.sign(msg).hex(),
-                 "admit": admit_tag(self.mesh.secret, sender, self.me.key).hex()}
-        self.send(Kind.HEARTBEAT, b'{"info":' + info + b',"auth":' + json.dumps(proof).encode()
-                  + b"}", sender)
+        self.client.heartbeat(self.addr, {"free_slots": 0}, sender=sender, inc=inc, ctr=ctr)
 
     def events(self, events: list[Event], origin_signer: str, tamper: bool = False,
                key: Identity | None = None) -> None:
         """EVENTS signed by `key` (ours by default) as if by `origin_signer`."""
-        key = key or self.me
-        sign_events(key, origin_signer, events, admit_tag(self.mesh.secret, origin_signer,
-                                                          key.key))
+        self.client.sign(events, origin_signer, key)
         frames, _ = pack_frames(events, 1 << 20, 512)
         evs, batches = frames[0]
         if tamper:
@@ -132,8 +112,7 @@ class Intruder:
         self.send(Kind.EVENTS, events_body(evs, 0, batches))
 
     def close(self) -> None:
-        self.sock.close()
-        self.ctx.term()
+        self.client.close()
 
 
 def submitted(origin: str, job: str) -> Event:

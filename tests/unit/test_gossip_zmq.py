@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from peer.mesh.gossip import Gossip, GossipConfig, Kind, encode_frame, zmq_transport
 from peer.mesh.sim import MemorySink, RecordingMembers
+from peer.mesh.transport import ZmqTransport
 
 SECRET = b"k" * 32
 
@@ -74,3 +75,15 @@ async def test_zmq_wrong_secret_and_garbage_are_dropped() -> None:
         async with good:
             good.add_peer(a.address)
             await wait_for(lambda: "good" in a.live_peers())
+
+
+async def test_zmq_send_to_an_address_libzmq_refuses_drops_it() -> None:
+    """A reply-to address parse_addr takes but libzmq does not (a fuzzed frame's flipped
+    byte, heard from a member) is dropped, not raised through heartbeats and merges."""
+    t = ZmqTransport()
+    t.open(lambda _f: None)
+    try:
+        assert t.send("127.0(0.1:9", b"x") is False
+        assert t.send("127.0(0.1:9", b"x") is False  # and stays so
+    finally:
+        await t.close()
