@@ -135,7 +135,7 @@ class Node:
         self.heard_at: dict[str, float] = {}  # peer id -> local monotonic time last heard
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
         self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id,
-                               headers=mesh_headers(cfg.secret))
+                               headers=mesh_headers(self.mesh_secrets.primary))
         self.scheduler = Scheduler(
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,

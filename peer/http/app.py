@@ -387,7 +387,8 @@ def make_app(node: Host) -> web.Application:
     cfg = node.cfg
     auth = Auth(load_or_create_token(cfg.data_dir),
                 Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway),
-                mesh_credential(cfg.secret), secure_cookie=cfg.tls_cert is not None)
+                [c for s in node.mesh_secrets.secrets if (c := mesh_credential(s))],
+                secure_cookie=cfg.tls_cert is not None)
     app = web.Application(middlewares=[auth.middleware, errors],
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
@@ -208,11 +208,11 @@ def _surface(path: str) -> Surface:
 class Auth:
     """The token check of one peer's app: `middleware` first in the app's list."""
 
-    def __init__(self, token: str, policy: Policy, mesh_credential: str | None = None,
+    def __init__(self, token: str, policy: Policy, mesh_credentials: Sequence[str] = (),
                  secure_cookie: bool = False) -> None:
         self.token = token
         self.policy = policy
-        self.mesh = mesh_credential
+        self.mesh = tuple(mesh_credentials)  # one per accepted mesh secret (rotation)
         self.secure_cookie = secure_cookie
 
     def cookie_name(self, request: web.Request) -> str:
@@ -232,7 +232,7 @@ class Auth:
         if scheme.lower() == "bearer":
             user = Cred.VALID if same(value.strip(), self.token) else Cred.WRONG
         elif scheme == MESH_SCHEME:
-            ok = self.mesh is not None and same(value.strip(), self.mesh)
+            ok = any(same(value.strip(), c) for c in self.mesh)
             mesh = Cred.VALID if ok else Cred.WRONG
         elif request.cookies.get(self.cookie_name(request)):
             nonce = self._nonce(request)

@@ -88,6 +88,11 @@ class Lifecycle(Protocol):
 Listener = Callable[[Event], None]
 
 
+class MeshSecretsView(Protocol):
+    @property
+    def secrets(self) -> Sequence[bytes]: ...  # the first is served, every one accepted
+
+
 class Host(Protocol):
     """The peer as the app and its views see it."""
 
@@ -101,6 +106,8 @@ class Host(Protocol):
     def catalog(self) -> Mapping[str, TaskDef]: ...
     @property
     def state(self) -> MeshState: ...  # the folded mesh state: read, never written
+    @property
+    def mesh_secrets(self) -> MeshSecretsView: ...  # what peers' HTTP credentials derive from
     @property
     def store(self) -> Store: ...  # every call may block
     @property
