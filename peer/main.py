@@ -139,13 +139,6 @@ def print_login(cfg: PeerConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cfg, ns = from_args(argv)
-        private_dirs(cfg.data_dir)
-        if ns.print_join:
-            print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
-            return
-        if ns.print_login:
-            print_login(cfg)
-            return
     except BanzaiError as e:
         print(f"banzai-peer: {e.message}", file=sys.stderr)
         sys.exit(2)
@@ -155,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         private_dirs(cfg.data_dir)
         if ns.print_join:
             print(join_command(mesh_secrets(cfg).primary, cfg.mesh_name))
+            return
+        if ns.print_login:
+            print_login(cfg)
             return
     except BanzaiError as e:
         print(f"banzai-peer: {e.message}", file=sys.stderr)
