@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -100,6 +101,15 @@ def print_join(node: Node, cfg: PeerConfig) -> None:
               "the command that joins another peer", flush=True)
 
 
+def _numba_default_cache_writable() -> bool:
+    """numba caches compiled functions next to their modules (librosa's) when it may write
+    there; only a peer that may not (a read-only install, systemd's ProtectSystem=strict)
+    needs a cache of its own under its data dir."""
+    spec = importlib.util.find_spec("librosa")
+    origin = spec.origin if spec is not None else None
+    return origin is not None and os.access(Path(origin).parent, os.W_OK)
+
+
 def private_dirs(data_dir: Path) -> None:
     """Point every cache and temp directory the peer and its workers (numba, matplotlib,
     XDG caches, tempfile) would write to under the data dir, unless the environment already
@@ -110,8 +120,9 @@ def private_dirs(data_dir: Path) -> None:
     if mode & 0o077:
         log.warning("data dir %s is open to other users (mode %o): they can read the event "
                     "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
-    dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "NUMBA_CACHE_DIR": "cache/numba",
-            "MPLCONFIGDIR": "cache/matplotlib"}
+    dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "MPLCONFIGDIR": "cache/matplotlib"}
+    if not _numba_default_cache_writable():  # else keep numba's shared, already warm cache:
+        dirs["NUMBA_CACHE_DIR"] = "cache/numba"  # a fresh one costs every worker a recompile
     for var, sub in dirs.items():
         if not os.environ.get(var):
             path = data_dir / sub
