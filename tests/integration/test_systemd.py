@@ -93,7 +93,8 @@ def test_peer_runs_unprivileged_with_only_its_data_dir_writable(tmp_path: Path) 
         before = set(user.home.rglob("*"))
         env = ["env", "-i", f"PATH={os.environ['PATH']}", f"HOME={user.home}",
                f"USER={user.name}", f"PYTHONPATH={ROOT}", "PYTHONDONTWRITEBYTECODE=1",
-               "BANZAI_WARM_WORKERS=0"]  # librosa's warm-up compiles for minutes here
+               "BANZAI_WARM_WORKERS=0",  # librosa's warm-up compiles for minutes here
+               f"BANZAI_RUNTIME_DIR={data / 'run'}"]  # the unit's RuntimeDirectory=
         # a mount namespace of its own: home read-only but the data dir, no writable /tmp
         setup = [f"mount --bind {user.home} {user.home}", f"mount --bind {data} {data}",
                  f"mount -o remount,bind,ro {user.home}",
