@@ -47,3 +47,7 @@ if (( want_test )) && command -v go >/dev/null 2>&1; then
   # the gateway conformance suite, from ../shared/vendor (tests/integration/test_conformance.py)
   bash scripts/install-conformance.sh >/dev/null || echo "setup: gateway-conformance build failed" >&2
 fi
+
+# Byte-compile the project once: every peer process (the suite starts ~100) would otherwise
+# compile its sources again at each start when PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q -j 0 peer tasks tests scripts >/dev/null

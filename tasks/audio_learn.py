@@ -15,14 +15,15 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from peer.errors import BanzaiError
+
+if TYPE_CHECKING:  # scikit-learn takes ~3 s to import: only the workers that train pay it
+    from sklearn.mixture import GaussianMixture
 
 Array = npt.NDArray[np.float64]
 Metric = Callable[[str, int, float], None]
@@ -101,6 +102,7 @@ def _frames(utts: Mapping[str, Array], normalize: bool) -> Array:
 
 
 def _em_step(gmm: GaussianMixture, x: Array) -> None:
+    from sklearn.exceptions import ConvergenceWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # one EM step never "converges"
         gmm.fit(x)
@@ -124,6 +126,7 @@ def train(data: Split, p: LearnParams, metric: Metric) -> Trained:
         if len(x) < p.n_components:
             raise LearnError(f"LEARN: speaker {s!r} has {len(x)} training frames, fewer than "
                              f"n_components={p.n_components}")
+    from sklearn.mixture import GaussianMixture
     models = [GaussianMixture(p.n_components, covariance_type="diag", max_iter=1,
                               warm_start=True, random_state=p.seed, reg_covar=p.reg_covar)
               for _ in speakers]

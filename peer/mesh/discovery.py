@@ -106,6 +106,7 @@ class Discovery:
         self._info: AsyncServiceInfo | None = None
         self._known: dict[str, str] = {}  # service name -> gossip addr
         self._tasks: set[asyncio.Task[None]] = set()
+        self._announcing: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -136,7 +137,8 @@ class Discovery:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        """Announce and browse; never raises (see `.running` and `.error`)."""
+        """Browse at once and announce in the background (the probes before an announcement
+        take about a second); never raises (see `.running` and `.error`)."""
         if self._aiozc is not None:
             return
         try:
@@ -146,15 +148,26 @@ class Discovery:
             self._aiozc = AsyncZeroconf(interfaces=ifaces,
                                         ip_version=IPVersion.V4Only if v4 else None)
             self._info = self._service_info()
-            await self._aiozc.async_register_service(self._info)
             self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, [self.cfg.service_type],
                                                 handlers=[self._on_change])
-            self.running = True
         except Exception as e:  # zeroconf reports bad interfaces as OSError and others
-            self.error = f"{type(e).__name__}: {e}"
-            log.warning("mDNS discovery disabled (%s); use --join HOST:PORT to find peers",
-                        self.error)
-            await self._shutdown()
+            await self._disable(e)
+            return
+        self.running = True
+        self._announcing = asyncio.get_running_loop().create_task(self._announce(self._info))
+
+    async def _announce(self, info: AsyncServiceInfo) -> None:
+        assert self._aiozc is not None
+        try:
+            await self._aiozc.async_register_service(info)
+        except Exception as e:
+            await self._disable(e)
+
+    async def _disable(self, e: Exception) -> None:
+        self.error = f"{type(e).__name__}: {e}"
+        log.warning("mDNS discovery disabled (%s); use --join HOST:PORT to find peers",
+                    self.error)
+        await self._shutdown()
 
     async def update(self, txt: Mapping[str, str]) -> None:
         """Replace our TXT record (e.g. free slots changed) and re-announce."""
@@ -163,6 +176,8 @@ class Discovery:
             return
         self._info = self._service_info()
         try:
+            if self._announcing is not None:
+                await asyncio.shield(self._announcing)  # registered before it is updated
             await self._aiozc.async_update_service(self._info)
         except Exception as e:
             log.warning("mDNS update failed: %s", e)
@@ -180,6 +195,11 @@ class Discovery:
 
     async def _shutdown(self) -> None:
         self.running = False
+        announcing, self._announcing = self._announcing, None
+        if announcing is not None and announcing is not asyncio.current_task():
+            announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await announcing
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
