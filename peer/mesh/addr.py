@@ -4,8 +4,11 @@ transport, the wire codec, membership and discovery. Pure functions, safe from a
 from __future__ import annotations
 
 import functools
+import ipaddress
+import re
 
 WILDCARD_HOSTS = ("0.0.0.0", "*", "::")  # bind hosts that are no address to advertise
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -19,9 +22,24 @@ def parse_addr(addr: str) -> tuple[str, int]:
         raise ValueError(f"port out of range in {addr!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not host or any(c in host for c in "/ \t\n;"):
-        raise ValueError(f"bad host in {addr!r}")
+    if not _valid_host(host):
+        raise ValueError(f"bad host in {addr!r}: not an IP address or a DNS name")
     return host, port
+
+
+def _valid_host(host: str) -> bool:
+    """An IP literal (IPv6 with a zone too), a wildcard, or a DNS name of letters, digits,
+    '-' and '_' labels: what libzmq's tcp:// endpoints take (a frame's address is checked
+    here, before any socket sees it)."""
+    if host in WILDCARD_HOSTS:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(x) for x in name.split("."))
 
 
 def format_addr(host: str, port: int) -> str:

@@ -204,7 +204,7 @@ class ZmqTransport:
                 d.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
             try:
                 d.connect(_endpoint(addr))
-            except zmq.ZMQError as e:  # an address parse_addr takes but libzmq does not
+            except (ValueError, zmq.ZMQError) as e:  # a bad address: parse_addr or libzmq
                 d.close(linger=0)
                 log.info("gossip: cannot connect to %r: %s", addr[:60], e)
                 continue

@@ -12,13 +12,17 @@ from peer.mesh.addr import format_addr, parse_addr
 @pytest.mark.parametrize(("addr", "want"), [
     ("127.0.0.1:7000", ("127.0.0.1", 7000)), ("[::1]:0", ("::1", 0)),
     ("peer.lan:65535", ("peer.lan", 65535)), ("fe80::1:80", ("fe80::1", 80)),
+    ("[fe80::1%eth0]:9", ("fe80::1%eth0", 9)), ("peer.lan.:1", ("peer.lan.", 1)),
+    ("0.0.0.0:7", ("0.0.0.0", 7)), ("*:7", ("*", 7)), ("my_host-2:7", ("my_host-2", 7)),
 ])
 def test_parse(addr: str, want: tuple[str, int]) -> None:
     assert parse_addr(addr) == want
 
 
 @pytest.mark.parametrize("addr", ["", "host", ":80", "host:", "host:x", "host:65536",
-                                  "host:-1", "[]:80", "a b:80", "a/b:80", "a;b:80"])
+                                  "host:-1", "[]:80", "a b:80", "a/b:80", "a;b:80",
+                                  "127.0(0.1:9", "a..b:80", "-a:80", "a-:80", "x" * 64 + ":80",
+                                  "[fe80::zz]:80", "a:b:80", "h\u00e9te:80", ".:80"])
 def test_parse_rejects(addr: str) -> None:
     with pytest.raises(ValueError):
         parse_addr(addr)

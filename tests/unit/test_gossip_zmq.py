@@ -78,8 +78,8 @@ async def test_zmq_wrong_secret_and_garbage_are_dropped() -> None:
 
 
 async def test_zmq_send_to_an_address_libzmq_refuses_drops_it() -> None:
-    """A reply-to address parse_addr takes but libzmq does not (a fuzzed frame's flipped
-    byte, heard from a member) is dropped, not raised through heartbeats and merges."""
+    """A reply-to address libzmq does not take (a fuzzed frame's flipped byte, heard from a
+    member) is dropped, not raised through heartbeats and merges."""
     t = ZmqTransport()
     t.open(lambda _f: None)
     try:
