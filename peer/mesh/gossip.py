@@ -381,7 +381,8 @@ class Gossip:
         except Exception:
             self._stats.merge_errors += 1
             self._warn.warn("merge", "gossip: sink refused %d events", len(events))
-            log.debug("merge failure", exc_info=True)
+            log.error("gossip: merge failure (a bug: the door should have refused these)",
+                      exc_info=True)
             return []
         self._stats.events_new += len(new)
         return new
