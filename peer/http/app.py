@@ -113,6 +113,8 @@ async def submit(request: web.Request) -> web.Response:
                                  max_bytes=node.cfg.max_body_bytes,
                                  max_tasks=node.cfg.max_tasks_per_job,
                                  max_workflow_bytes=node.cfg.max_workflow_bytes)
+    if request.query.get("cache", "").lower() in ("false", "0", "no"):
+        wf = wf.without_cache()
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     try:

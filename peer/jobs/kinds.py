@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast
 
 from peer.errors import SpecError
+from peer.jobs.kindspec import EXTERNAL, secret_names
 from tasks.registry import TaskContext, TaskDef
 
-__all__ = ["KINDS", "RUNNER", "Invoke", "Kind", "check", "invoke", "target"]
+__all__ = ["KINDS", "KIND_TASKS", "RUNNER", "Invoke", "Kind", "check", "invoke", "settings",
+           "target"]
 
 RUNNER = "peer.jobs.runner:run"
 """The executor target that materialises a chunk's input, invokes the task and stores output."""
@@ -42,7 +44,24 @@ class Kind(NamedTuple):
 
 KINDS: Mapping[str, Kind] = {
     "python": Kind(RUNNER, "peer.jobs.kinds:invoke_python"),
+    "shell": Kind(RUNNER, "peer.jobs.kind_shell:invoke"),
+    "container": Kind(RUNNER, "peer.jobs.kind_container:invoke"),
+    "api": Kind(RUNNER, "peer.jobs.kind_api:invoke"),
 }
+
+
+def _not_python(*_: Any, **__: Any) -> None:
+    raise SpecError("a task of an external kind has no Python function")
+
+
+_DOCS = {"shell": "a command run by /bin/sh in a fresh work dir (--allow-shell)",
+         "container": "a command run in a container image (--allow-containers)",
+         "api": "a run of an HTTP service (docs/executors.md)"}
+KIND_TASKS: Mapping[str, TaskDef] = {
+    k: TaskDef(name=k, version="1", fn=_not_python, args=(), needs_input=False, doc=_DOCS[k],
+               module=f"peer.jobs.kind_{k}", kind=k) for k in EXTERNAL}
+"""The catalog entries of the external kinds: a workflow's kind task has `call` = its kind.
+A peer puts into its catalog (and so announces, and claims) only the kinds it allows."""
 
 _invokers: dict[str, Invoke] = {}  # per process: kind -> imported Invoke
 
@@ -63,6 +82,46 @@ def target(tdef: TaskDef) -> str:
     dispatch fails the run with the error of `check`: the chunk fails, the scheduler goes on."""
     kind = KINDS.get(tdef.kind)
     return RUNNER if kind is None else kind.target
+
+
+def allowed(shell: bool, containers: bool) -> dict[str, TaskDef]:
+    """The external kinds a peer runs (and announces as calls): api always (under the fetch
+    address policy), shell and container only when its operator allows them."""
+    ok = {"api": True, "shell": shell, "container": containers}
+    return {k: d for k, d in KIND_TASKS.items() if ok[k]}
+
+
+def unavailable(call: str) -> str:
+    """Why a task of `call` waits when no live peer runs it."""
+    how = {"shell": " (a peer runs shell tasks with --allow-shell)",
+           "container": " (a peer runs container tasks with --allow-containers)"}
+    what = f"{call} tasks" if call in KIND_TASKS else f"the task {call}"
+    return f"waiting: no live peer runs {what}{how.get(call, '')}"
+
+
+def peer_settings(*, log_max_bytes: int, secrets: Mapping[str, str], runtime: str,
+                  network: bool) -> dict[str, Any]:
+    """A peer's settings for its external kinds (SchedulerConfig.kind_settings)."""
+    return {"log_max_bytes": log_max_bytes, "secrets": dict(secrets), "runtime": runtime,
+            "allow_network": network}
+
+
+def work_settings(tdef: TaskDef, params: Mapping[str, Any], peer: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    """Daemon side: what a work order carries of the peer's kind settings: none for a
+    python task; for the others all but the secrets, of which only those the task names."""
+    if tdef.kind not in EXTERNAL:
+        return {}
+    held: Mapping[str, str] = peer.get("secrets") or {}
+    out = {k: v for k, v in peer.items() if k != "secrets"}
+    out["secrets"] = {n: held[n] for n in secret_names(params) if n in held}
+    return out
+
+
+def settings(ctx: TaskContext) -> Mapping[str, Any]:
+    """Worker side: the peer's settings for external kinds that came with the work order
+    (log bound, secrets the task names, container runtime, network permission)."""
+    return cast(Mapping[str, Any], getattr(ctx, "kind_settings", None) or {})
 
 
 def invoke(tdef: TaskDef, ctx: TaskContext, inp: Path | None, out: Path,

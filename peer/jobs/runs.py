@@ -101,7 +101,8 @@ class Runs:
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
-                   "fetch_allow": list(self.cfg.fetch_allow)}
+                   "fetch_allow": list(self.cfg.fetch_allow),
+                   "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings)}
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all
         run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,

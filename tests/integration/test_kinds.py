@@ -1,0 +1,204 @@
+"""Task kinds with real components: shell tasks run real processes in a peer's workers (one
+peer for the module; a second, without --allow-shell, where a test needs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from peer.config import PeerConfig
+from peer.http.views import job_view
+from peer.jobs.spec import parse
+from peer.log import EventType
+from peer.node import Node
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+FINAL = ("done", "failed", "cancelled")
+SECRET = "s3cr3t-" + uuid.uuid4().hex  # a value that must appear nowhere but in the process
+
+
+def _cfg(d: Path, **kw: Any) -> PeerConfig:
+    return PeerConfig(data_dir=d, slots=2, task_modules=("tests.fixture_tasks",), mdns=False,
+                      warm_workers=False, **kw)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
+    d = tmp_path_factory.mktemp("kinds")
+    secrets = d / "secrets"
+    secrets.write_text(f"# test secrets\nAPI_TOKEN={SECRET}\n")
+    n = Node(_cfg(d / "p", allow_shell=True, task_timeout_s=3.0, worker_memory_mb=1500,
+                  max_attempts=1, task_log_max_bytes=4096, task_secrets_file=secrets))
+    await n.start()
+    yield n
+    await n.close()
+
+
+def submit(node: Node, pipeline: Any) -> str:
+    wf = parse(json.dumps(pipeline), node.catalog)
+    job = f"j{uuid.uuid4().hex[:8]}"
+    node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+    return job
+
+
+async def until(cond: Callable[[], object], what: str, timeout_s: float = 30) -> None:
+    """Poll until `cond()` holds; the deadline only fails a state that never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def wait(node: Node, job: str) -> dict[str, Any]:
+    await until(lambda: job_view(node.state, job, 1)["state"] in FINAL, f"job {job} never ended")
+    return job_view(node.state, job, 1)
+
+
+def cat(node: Node, cid: str, path: str) -> str:
+    return b"".join(node.store.cat(node.store.resolve(cid, path))).decode()
+
+
+def task_done(node: Node, job: str, task: str) -> dict[str, Any]:
+    return node.state.task_done[(job, task)].payload
+
+
+def shell(cmd: str, **kw: Any) -> dict[str, Any]:
+    return {"name": kw.pop("name", "sh"), "shell": cmd, **kw}
+
+
+async def test_shell_task_reads_its_input_and_writes_its_output(node: Node) -> None:
+    job = submit(node, {"tasks": [
+        {"name": "w", "call": "T_WRITE", "args": [3, "x"]},
+        shell("cat {in}/*.txt | wc -l > {out}/lines; read v; echo \"$v-$GREETING\" > {out}/s;"
+              " stat -c %a {in} > {out}/mode; pwd > {out}/cwd; echo to-stdout;"
+              " echo to-stderr >&2", env={"GREETING": "hi"}, stdin="from-stdin\n",
+              depends=["w"])]})
+    v = await wait(node, job)
+    assert v["state"] == "done", v
+    out = v["outputs"]["sh"]
+    assert cat(node, out, "lines").strip() == "3"
+    assert cat(node, out, "s") == "from-stdin-hi\n"
+    assert cat(node, out, "mode").strip() == "555"  # the input is materialized read-only
+    cwd = Path(cat(node, out, "cwd").strip())
+    assert cwd.is_relative_to(node.cfg.data_dir / "work") and not cwd.exists()  # fresh, gone
+    log = node.scheduler.logs[(job, "sh")]
+    assert "to-stdout" in log and "to-stderr" in log
+
+
+async def test_a_command_that_exits_non_zero_fails_with_its_stderr(node: Node) -> None:
+    v = await wait(node, submit(node, [shell("echo first; echo 'it broke' >&2; exit 3")]))
+    assert v["state"] == "failed"
+    err = v["tasks"][0]["error"]
+    assert "exited with status 3" in err and "it broke" in err, err
+
+
+async def test_timeout_and_memory_limit_apply_to_shell_tasks(node: Node) -> None:
+    slow = submit(node, [shell("sleep 60", name="slow")])
+    hog = submit(node, [shell("python3 -c 'x = bytearray(3 << 30)'", name="hog")])
+    v = await wait(node, slow)
+    assert v["state"] == "failed" and "timed out" in v["tasks"][0]["error"], v
+    v = await wait(node, hog)
+    assert v["state"] == "failed" and "MemoryError" in v["tasks"][0]["error"], v
+
+
+def _processes_with(marker: str) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if pid.isdigit() and marker.encode() in cmd:
+            out.append(int(pid))
+    return out
+
+
+async def test_cancel_kills_the_whole_process_group(node: Node) -> None:
+    marker = f"banzai-cancel-{uuid.uuid4().hex[:8]}"
+    # a child of the shell and a grandchild in the background: both must end
+    job = submit(node, [shell(f"(sleep 3600; echo {marker}) & sh -c 'sleep 3600; : {marker}'")])
+    await until(lambda: len(_processes_with(marker)) >= 2, "the command never started")
+    node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await until(lambda: not _processes_with(marker), "processes outlived the cancel")
+    assert (await wait(node, job))["state"] == "cancelled"
+
+
+async def test_the_log_is_bounded_with_a_note(node: Node) -> None:
+    job = submit(node, [shell("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done")])
+    assert (await wait(node, job))["state"] == "done"
+    log = node.scheduler.logs[(job, "sh")]
+    assert "line-0" in log and "line-1999" not in log
+    assert sum(len(x) + 1 for x in log[:-1]) <= 4096
+    assert "log truncated" in log[-1]
+
+
+async def test_secrets_reach_the_command_and_nothing_else(node: Node) -> None:
+    job = submit(node, [shell("echo \"token=$TOKEN\"; echo \"$TOKEN\" >&2; printf %s \"$TOKEN\""
+                              " > {out}/t", env={"TOKEN": {"secret": "API_TOKEN"}})])
+    v = await wait(node, job)
+    assert v["state"] == "done", v
+    assert cat(node, v["outputs"]["sh"], "t") == SECRET  # the process had it
+    assert "token=***" in node.scheduler.logs[(job, "sh")]
+    failing = submit(node, [shell("echo \"$TOKEN\" >&2; exit 1",
+                                  env={"TOKEN": {"secret": "API_TOKEN"}})])
+    v2 = await wait(node, failing)
+    assert v2["state"] == "failed" and "***" in v2["tasks"][0]["error"]
+    events = json.dumps([e.payload for e in node.state.events.values()])
+    assert SECRET not in events  # not in the log (workflow, errors, keys)
+    assert SECRET not in json.dumps([v, v2, node.scheduler.logs[(job, "sh")]])  # not in views
+    stored = task_done(node, job, "sh")
+    logs = [e.payload["log"] for e in node.state.events.values()
+            if e.type == EventType.CHUNK_DONE and e.payload["job"] == job]
+    assert SECRET not in b"".join(node.store.cat(logs[0])).decode()  # the stored task log
+    assert stored["key"] is not None
+
+
+async def test_a_secret_the_peer_lacks_fails_the_task_by_name(node: Node) -> None:
+    v = await wait(node, submit(node, [shell("true", env={"T": {"secret": "NOPE"}})]))
+    assert v["state"] == "failed" and "no secret 'NOPE'" in v["tasks"][0]["error"], v
+
+
+async def test_cache_covers_the_command_and_env_and_can_be_turned_off(node: Node) -> None:
+    cmd = "date +%s%N > {out}/t"
+    first = submit(node, [shell(cmd, env={"A": "1"})])
+    assert (await wait(node, first))["state"] == "done"
+    again = submit(node, [shell(cmd, env={"A": "1"})])
+    assert (await wait(node, again))["state"] == "done"
+    assert task_done(node, again, "sh")["cached"] is True
+    assert task_done(node, again, "sh")["output"] == task_done(node, first, "sh")["output"]
+    other_env = submit(node, [shell(cmd, env={"A": "2"})])
+    assert (await wait(node, other_env))["state"] == "done"
+    assert task_done(node, other_env, "sh")["cached"] is False
+    fresh = submit(node, [shell(cmd, env={"A": "1"}, cache=False)])
+    assert (await wait(node, fresh))["state"] == "done"
+    done = task_done(node, fresh, "sh")
+    assert done["cached"] is False and done["key"] is None  # never put into the cache either
+    assert done["output"] != task_done(node, first, "sh")["output"]
+
+
+async def test_only_peers_that_allow_shell_announce_and_run_it(
+        node: Node, tmp_path: Path) -> None:
+    assert "shell" in node.capabilities()["kinds"] and "shell" in node.capabilities()["calls"]
+    plain = Node(_cfg(tmp_path / "plain"))
+    await plain.start()
+    try:
+        caps = plain.capabilities()
+        assert "shell" not in caps["kinds"] and "shell" not in caps["calls"]
+        job = submit(plain, [shell("true")])  # accepted: another peer may run it
+        await until(lambda: (job, "sh") in plain.scheduler.waiting(), "no reason shown")
+        assert "no live peer runs shell tasks" in plain.scheduler.waiting()[(job, "sh")]
+        assert "--allow-shell" in plain.scheduler.waiting()[(job, "sh")]
+        assert job_view(plain.state, job, 1)["state"] not in FINAL
+        assert plain.scheduler.executions == 0
+    finally:
+        await plain.close()
