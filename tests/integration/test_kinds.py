@@ -1,5 +1,6 @@
-"""Task kinds with real components: shell tasks run real processes in a peer's workers (one
-peer for the module; a second, without --allow-shell, where a test needs it)."""
+"""Task kinds with real components: shell tasks run real processes in a peer's workers, api
+tasks call a real aiohttp service on 127.0.0.1 (allowed with --fetch-allow 127.0.0.1/32);
+one peer for the module, a second without --allow-shell where a test needs it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from peer.config import PeerConfig
 from peer.http.views import job_view
@@ -38,7 +40,8 @@ async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     secrets = d / "secrets"
     secrets.write_text(f"# test secrets\nAPI_TOKEN={SECRET}\n")
     n = Node(_cfg(d / "p", allow_shell=True, task_timeout_s=3.0, worker_memory_mb=1500,
-                  max_attempts=1, task_log_max_bytes=4096, task_secrets_file=secrets))
+                  max_attempts=1, task_log_max_bytes=4096, task_secrets_file=secrets,
+                  fetch_allow=("127.0.0.1/32",)))
     await n.start()
     yield n
     await n.close()
@@ -202,3 +205,113 @@ async def test_only_peers_that_allow_shell_announce_and_run_it(
         assert plain.scheduler.executions == 0
     finally:
         await plain.close()
+
+
+# -- api tasks against a real service -------------------------------------------------------
+class Service:
+    """The protocol of docs/executors.md; `mode` (the first path segment) picks a behaviour:
+    ok, flaky (each PUT fails once with 503), e500, garbage, never (runs forever)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict[str, bytes]] = {}
+        self.posts: dict[str, int] = {}
+        self.puts: dict[tuple[str, str], int] = {}
+        self.polls = 0
+        self.runs: dict[str, dict[str, Any]] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_put("/{mode}/in/{path:.+}", self.put)
+        app.router.add_post("/{mode}/run", self.run)
+        app.router.add_get("/{mode}/status/{id}", self.status)
+        app.router.add_get("/{mode}/status/{id}/result", self.result)
+        app.router.add_get("/{mode}/status/{id}/out/{path:.+}", self.file)
+        return app
+
+    async def put(self, r: web.Request) -> web.Response:
+        mode, path = r.match_info["mode"], r.match_info["path"]
+        self.puts[mode, path] = self.puts.get((mode, path), 0) + 1
+        if mode == "flaky" and self.puts[mode, path] == 1:
+            return web.Response(status=503, text="busy")
+        self.inputs.setdefault(mode, {})[path] = await r.read()
+        return web.Response(status=204)
+
+    async def run(self, r: web.Request) -> web.Response:
+        mode = r.match_info["mode"]
+        self.posts[mode] = self.posts.get(mode, 0) + 1
+        if mode == "e500":
+            return web.Response(status=500, text="kaboom")
+        rid = uuid.uuid4().hex[:8]
+        self.runs[rid] = {"params": await r.json(), "polls": 0}
+        return web.json_response({"accepted": True}, status=202,
+                                 headers={"Location": f"status/{rid}"})
+
+    async def status(self, r: web.Request) -> web.Response:
+        mode, run = r.match_info["mode"], self.runs[r.match_info["id"]]
+        run["polls"] += 1
+        if mode == "garbage":
+            return web.Response(text="<html>oops</html>")
+        if mode == "never" or run["polls"] < 3:
+            return web.json_response({"state": "running", "progress": 0.5})
+        return web.json_response({"state": "done"})
+
+    async def result(self, r: web.Request) -> web.Response:
+        mode, run = r.match_info["mode"], self.runs[r.match_info["id"]]
+        files = self.inputs.get(mode, {})
+        return web.json_response({"files": ["summary/count.txt"], "params": run["params"],
+                                  "inputs": sorted(files)})
+
+    async def file(self, r: web.Request) -> web.Response:
+        files = self.inputs.get(r.match_info["mode"], {})
+        total = sum(len(v) for v in files.values())
+        return web.Response(text=f"{len(files)} files, {total} bytes\n")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def service() -> AsyncIterator[tuple[Service, str]]:
+    svc = Service()
+    runner = web.AppRunner(svc.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield svc, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def api(url: str, **kw: Any) -> dict[str, Any]:
+    return {"name": kw.pop("name", "svc"), "kind": "api", "url": url, **kw}
+
+
+async def test_api_task_puts_inputs_posts_params_and_fetches_results(
+        node: Node, service: tuple[Service, str]) -> None:
+    svc, base = service
+    for mode in ("ok", "flaky"):  # flaky: every PUT is refused once and retried
+        job = submit(node, {"tasks": [
+            {"name": "w", "call": "T_WRITE", "args": [3, mode]},
+            api(f"{base}/{mode}", params={"threshold": 5}, depends=["w"])]})
+        v = await wait(node, job)
+        assert v["state"] == "done", v
+        out = v["outputs"]["svc"]
+        result = json.loads(cat(node, out, "result.json"))
+        assert result["params"] == {"threshold": 5}
+        assert result["inputs"] == ["f0000.txt", "f0001.txt", "f0002.txt"]
+        size = sum(len(f"file {i} {mode}\n") for i in range(3))
+        assert cat(node, out, "summary/count.txt") == f"3 files, {size} bytes\n"
+    assert svc.posts["ok"] == svc.posts["flaky"] == 1
+    assert [svc.puts["ok", f"f000{i}.txt"] for i in range(3)] == [1, 1, 1]
+    assert [svc.puts["flaky", f"f000{i}.txt"] for i in range(3)] == [2, 2, 2]
+
+
+async def test_api_errors_fail_the_task_clearly(node: Node, service: tuple[Service, str]
+                                                ) -> None:
+    svc, base = service
+    jobs = {m: submit(node, [api(f"{base}/{m}", name=m)]) for m in ("e500", "garbage", "never")}
+    refused = submit(node, [api("http://10.255.255.1:9/x", name="private")])
+    errors = {m: (await wait(node, j))["tasks"][0]["error"] for m, j in jobs.items()}
+    assert "POST" in errors["e500"] and "answered 500: kaboom" in errors["e500"]
+    assert svc.posts["e500"] == 1  # a POST is not idempotent: never retried
+    assert "answered garbage, not JSON" in errors["garbage"]
+    assert "timed out" in errors["never"]
+    err = (await wait(node, refused))["tasks"][0]["error"]
+    assert "private" in err and "--fetch-allow" in err, err
