@@ -128,6 +128,12 @@ class Node:
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
         sweep_stale(cfg.data_dir, self.store)  # what a kill -9 left; nothing writes yet
+        self.images: dict[str, str] = {}  # container images held (name -> sha256:ID)
+        if cfg.allow_containers:
+            images = kinds.start_containers(cfg.container_runtime, self.peer_id)
+            if images is None:
+                self.catalog.pop("container", None)
+            self.images = images or {}
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
@@ -145,7 +151,9 @@ class Node:
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s,
                             kind_settings=kinds.peer_settings(
                                 log_max_bytes=cfg.task_log_max_bytes, secrets=cfg.task_secrets,
-                                runtime=cfg.container_runtime, network=cfg.container_network)),
+                                runtime=cfg.container_runtime, network=cfg.container_network,
+                                owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
+                                images=self.images)),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -447,7 +455,9 @@ class Node:
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
                 "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex(),
-                "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)]}
+                "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)],
+                **({"runtime": self.cfg.container_runtime, "images": self.images}
+                   if "container" in self.catalog else {})}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a

@@ -8,6 +8,7 @@ function plus one entry in `KINDS`.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast
@@ -19,6 +20,7 @@ from tasks.registry import TaskContext, TaskDef
 __all__ = ["KINDS", "KIND_TASKS", "RUNNER", "Invoke", "Kind", "check", "invoke", "settings",
            "target"]
 
+log = logging.getLogger("banzai.kinds")
 RUNNER = "peer.jobs.runner:run"
 """The executor target that materialises a chunk's input, invokes the task and stores output."""
 
@@ -100,21 +102,58 @@ def unavailable(call: str) -> str:
 
 
 def peer_settings(*, log_max_bytes: int, secrets: Mapping[str, str], runtime: str,
-                  network: bool) -> dict[str, Any]:
-    """A peer's settings for its external kinds (SchedulerConfig.kind_settings)."""
+                  network: bool, owner: str = "", mem_mb: int = 0,
+                  images: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A peer's settings for its external kinds (SchedulerConfig.kind_settings): `owner`
+    labels its containers, `mem_mb` bounds them, `images` (name -> sha256:ID) it holds."""
     return {"log_max_bytes": log_max_bytes, "secrets": dict(secrets), "runtime": runtime,
-            "allow_network": network}
+            "allow_network": network, "owner": owner, "mem_mb": mem_mb,
+            "images": dict(images or {})}
 
 
-def work_settings(tdef: TaskDef, params: Mapping[str, Any], peer: Mapping[str, Any]
-                  ) -> dict[str, Any]:
+def start_containers(runtime: str, owner: str) -> dict[str, str] | None:
+    """Blocking, once at a peer's start with --allow-containers: None (logged) if `runtime`
+    cannot run containers here; else remove the containers an earlier run of `owner` left
+    (a kill -9) and return the images held (name -> sha256:ID)."""
+    from peer.jobs import kind_container as kc
+    why = kc.usable(runtime)
+    if why is not None:
+        log.warning("--allow-containers: %s; this peer runs no container tasks", why)
+        return None
+    left = kc.sweep(runtime, owner)
+    if left:
+        log.info("removed %d container(s) left by an earlier run: %s", len(left),
+                 " ".join(c[:12] for c in left))
+    return kc.images(runtime)
+
+
+def runnable(call: str | None, params: Mapping[str, Any], peer: Mapping[str, Any]) -> bool:
+    """False for a container task whose image (by digest) this peer does not hold."""
+    if call != "container":
+        return True
+    from peer.jobs.kind_container import held
+    return held(str(params.get("image", "")), peer.get("images") or {})
+
+
+def cleanup(tdef: TaskDef, run: str, peer: Mapping[str, Any]) -> list[str]:
+    """Daemon side, blocking (call it in a thread): remove what a killed run of `tdef` may
+    have left running outside its worker's process group (a container); what was removed."""
+    if tdef.kind != "container":
+        return []
+    from peer.jobs.kind_container import RUN_LABEL, remove
+    return remove(str(peer.get("runtime", "podman")), RUN_LABEL, run)
+
+
+def work_settings(tdef: TaskDef, params: Mapping[str, Any], peer: Mapping[str, Any],
+                  run: str = "") -> dict[str, Any]:
     """Daemon side: what a work order carries of the peer's kind settings: none for a
     python task; for the others all but the secrets, of which only those the task names."""
     if tdef.kind not in EXTERNAL:
         return {}
     held: Mapping[str, str] = peer.get("secrets") or {}
-    out = {k: v for k, v in peer.items() if k != "secrets"}
+    out = {k: v for k, v in peer.items() if k not in ("secrets", "images")}
     out["secrets"] = {n: held[n] for n in secret_names(params) if n in held}
+    out["run"] = run
     return out
 
 

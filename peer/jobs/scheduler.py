@@ -271,7 +271,7 @@ class Scheduler:
             self._done(job, task, spec.cid, None, cached=True)
             return
         tdef = self.catalog.get(spec.call or "")
-        if tdef is None:
+        if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
             self._cannot.add((job, task))  # `waiting` says why if no live peer can either
             return  # this peer cannot run that call: peers that can will
         split = st.splits.get((job, task))

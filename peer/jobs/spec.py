@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from cid import make_cid
 
-from peer.errors import ArgError, NotFound, SpecError, TooLarge
+from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from tasks.registry import Arg, TaskDef
 
@@ -106,6 +106,25 @@ class _Raw:
     @property
     def where(self) -> str:
         return f"tasks[{self.index}]"
+
+
+def resolve_images(wf: Workflow, holders: Mapping[str, Mapping[str, str]]) -> Workflow:
+    """`wf` with each container task's image resolved to one digest (`name@sha256:ID`) from
+    the images peers announce (peer -> name -> sha256:ID); SpecError naming the task's image
+    field if no peer holds it or peers hold different images under its name."""
+    from peer.jobs.kind_container import resolve  # the runtime's naming rules
+
+    out = []
+    for i, t in enumerate(wf.tasks):
+        if t.call == "container":
+            try:
+                image = resolve(str(t.params["image"]), holders)
+            except BanzaiError as e:
+                raise SpecError(f"tasks[{i}].image: {e.message}",
+                                field=f"tasks[{i}].image") from None
+            t = dataclasses.replace(t, params={**t.params, "image": image})
+        out.append(t)
+    return dataclasses.replace(wf, tasks=tuple(out))
 
 
 # -- decoding ---------------------------------------------------------------------------------

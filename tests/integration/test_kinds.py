@@ -1,12 +1,16 @@
 """Task kinds with real components: shell tasks run real processes in a peer's workers, api
-tasks call a real aiohttp service on 127.0.0.1 (allowed with --fetch-allow 127.0.0.1/32);
-one peer for the module, a second without --allow-shell where a test needs it."""
+tasks call a real aiohttp service on 127.0.0.1 (allowed with --fetch-allow 127.0.0.1/32),
+container tasks run real podman containers of an image built locally from busybox
+(scripts/build-test-image.sh); one peer for the module, a second without --allow-shell
+where a test needs it. Container tests skip (with the reason) only when podman cannot run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,8 +22,11 @@ import pytest_asyncio
 from aiohttp import web
 
 from peer.config import PeerConfig
+from peer.errors import SpecError
 from peer.http.views import job_view
-from peer.jobs.spec import parse
+from peer.jobs import kinds
+from peer.jobs.kind_container import OWNER_LABEL, usable
+from peer.jobs.spec import parse, resolve_images
 from peer.log import EventType
 from peer.node import Node
 
@@ -34,6 +41,25 @@ def _cfg(d: Path, **kw: Any) -> PeerConfig:
                       warm_workers=False, **kw)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/busybox:test"
+
+
+def _podman() -> str | None:
+    """Why container tests cannot run here (None: they can; the image is built if missing)."""
+    if shutil.which("podman") is None:
+        return "podman is not installed (scripts/setup.sh --test installs it)"
+    why = usable("podman")
+    if why is not None:
+        return why
+    r = subprocess.run(["bash", str(ROOT / "scripts/build-test-image.sh"), "podman"],
+                       capture_output=True, text=True, timeout=120, check=False)
+    return None if r.returncode == 0 else f"cannot build {IMAGE}: {r.stderr.strip()[-300:]}"
+
+
+NO_PODMAN = _podman()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     d = tmp_path_factory.mktemp("kinds")
@@ -41,7 +67,7 @@ async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     secrets.write_text(f"# test secrets\nAPI_TOKEN={SECRET}\n")
     n = Node(_cfg(d / "p", allow_shell=True, task_timeout_s=3.0, worker_memory_mb=1500,
                   max_attempts=1, task_log_max_bytes=4096, task_secrets_file=secrets,
-                  fetch_allow=("127.0.0.1/32",)))
+                  fetch_allow=("127.0.0.1/32",), allow_containers=NO_PODMAN is None))
     await n.start()
     yield n
     await n.close()
@@ -49,6 +75,9 @@ async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
 
 def submit(node: Node, pipeline: Any) -> str:
     wf = parse(json.dumps(pipeline), node.catalog)
+    if any(t.call == "container" for t in wf.tasks):  # as POST /api/jobs does
+        wf = resolve_images(wf, {p: m.payload.get("images") or {}
+                                 for p, m in node.state.members.items()})
     job = f"j{uuid.uuid4().hex[:8]}"
     node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     return job
@@ -315,3 +344,83 @@ async def test_api_errors_fail_the_task_clearly(node: Node, service: tuple[Servi
     assert "timed out" in errors["never"]
     err = (await wait(node, refused))["tasks"][0]["error"]
     assert "private" in err and "--fetch-allow" in err, err
+
+
+# -- container tasks with podman -------------------------------------------------------------
+needs_podman = pytest.mark.skipif(NO_PODMAN is not None, reason=f"podman: {NO_PODMAN}")
+
+
+def containers_of(node: Node) -> list[str]:
+    r = subprocess.run(["podman", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={node.peer_id}"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    return r.stdout.split()
+
+
+def box(command: str, **kw: Any) -> dict[str, Any]:
+    return {"name": kw.pop("name", "box"), "image": IMAGE, "command": command, **kw}
+
+
+@needs_podman
+async def test_container_task_runs_with_in_out_env_stdin_and_no_network(node: Node) -> None:
+    caps = node.capabilities()
+    assert "container" in caps["kinds"] and caps["images"][IMAGE].startswith("sha256:")
+    pipeline = {"tasks": [
+        {"name": "w", "call": "T_WRITE", "args": [3, "box"]},
+        box("cat /in/*.txt | wc -l > /out/lines; cat > /out/stdin; echo $GREETING;"
+            " ls /sys/class/net > /out/net; touch /in/x 2>/dev/null || echo ro > /out/ro",
+            env={"GREETING": "hello-box"}, stdin="abc", depends=["w"])]}
+    job = submit(node, pipeline)
+    v = await wait(node, job)
+    assert v["state"] == "done", v
+    out = v["outputs"]["box"]
+    assert cat(node, out, "lines").strip() == "3"
+    assert cat(node, out, "stdin") == "abc"
+    assert cat(node, out, "net").split() == ["lo"]  # --network none
+    assert cat(node, out, "ro").strip() == "ro"  # /in is read-only
+    assert "hello-box" in node.scheduler.logs[(job, "box")]
+    image = node.scheduler.workflow(job).task("box").params["image"]
+    assert image == f"{IMAGE}@{caps['images'][IMAGE]}"  # resolved to one digest at submission
+    again = submit(node, pipeline)
+    assert (await wait(node, again))["state"] == "done"
+    assert task_done(node, again, "box")["cached"] is True
+    assert not containers_of(node)  # --rm
+
+
+@needs_podman
+async def test_container_bad_input_fails_clearly(node: Node) -> None:
+    with pytest.raises(SpecError) as err:
+        submit(node, [box("true", image="localhost/no-such-image:1")])
+    assert err.value.field == "tasks[0].image" and "held by no peer" in err.value.message
+    fail = submit(node, [box("echo broken >&2; exit 4", name="fail")])
+    hog = submit(node, [box("dd if=/dev/zero of=/dev/null bs=100M count=1", name="hog",
+                            mem_mb=32)])
+    err1 = (await wait(node, fail))["tasks"][0]["error"]
+    assert "exited with status 4" in err1 and "broken" in err1, err1
+    err2 = (await wait(node, hog))["tasks"][0]["error"]
+    assert "status 137" in err2 and "out of memory" in err2, err2
+
+
+@needs_podman
+async def test_container_is_removed_on_cancel_and_timeout(node: Node) -> None:
+    job = submit(node, [box("sleep 3600", name="long")])
+    await until(lambda: containers_of(node), "the container never started")
+    node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await until(lambda: not containers_of(node), "the container outlived the cancel")
+    assert (await wait(node, job))["state"] == "cancelled"
+    slow = submit(node, [box("sleep 60", name="slow")])  # the task timeout is 3 s
+    v = await wait(node, slow)
+    assert v["state"] == "failed" and "timed out" in v["tasks"][0]["error"]
+    await until(lambda: not containers_of(node), "the container outlived the timeout")
+
+
+@needs_podman
+async def test_leftover_containers_are_swept_at_start() -> None:
+    owner = f"sweep-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["podman", "run", "-d", "--network", "none", "--label",
+                    f"{OWNER_LABEL}={owner}", IMAGE, "sleep", "3600"],
+                   capture_output=True, timeout=60, check=True)
+    images = await asyncio.to_thread(kinds.start_containers, "podman", owner)
+    assert images is not None and IMAGE in images
+    r = subprocess.run(["podman", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={owner}"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.split() == []

@@ -111,3 +111,61 @@ def test_bad_kind_tasks_name_their_field(task: dict[str, Any], field: str, words
         one(task)
     assert err.value.field == field
     assert words in err.value.message and err.value.message.startswith(field), err.value.message
+
+
+# -- container images, limits and what a work order carries --------------------------------
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+
+
+def test_a_tag_resolves_to_the_one_digest_peers_hold() -> None:
+    from peer.jobs.kind_container import resolve
+    holders = {"p1": {"localhost/busybox:test": A}, "p2": {"localhost/busybox:test": A},
+               "p3": {}}
+    assert resolve("localhost/busybox:test", holders) == f"localhost/busybox:test@{A}"
+    assert resolve("busybox:test", holders) == f"busybox:test@{A}"  # localhost/ is implied
+    assert resolve(f"x/y@{A}", holders) == f"x/y@{A}"  # a digest is kept as named
+
+
+@pytest.mark.parametrize(("image", "holders", "words"), [
+    ("localhost/nope:1", {"p1": {"localhost/busybox:test": A}}, "held by no peer"),
+    (f"x/y@{B}", {"p1": {"localhost/busybox:test": A}}, "no peer holds an image of this"),
+    ("localhost/busybox:test", {"p1": {"localhost/busybox:test": A},
+                                "p2": {"localhost/busybox:test": B}},
+     "different digests on different peers"),
+])
+def test_bad_images_name_the_problem(image: str, holders: Any, words: str) -> None:
+    from peer.jobs.kind_container import ImageMissing, resolve
+    with pytest.raises(ImageMissing) as err:
+        resolve(image, holders)
+    assert words in err.value.message
+    if "different" in words:
+        assert "p1" in err.value.message and "p2" in err.value.message
+
+
+def test_resolve_images_names_the_task_field() -> None:
+    from peer.jobs.spec import resolve_images
+    wf = from_obj({"tasks": [SHELL, {"name": "c", "image": "localhost/nope:1"}]}, CATALOG)
+    with pytest.raises(SpecError) as err:
+        resolve_images(wf, {"p1": {}})
+    assert err.value.field == "tasks[1].image"
+
+
+def test_network_only_when_asked_and_allowed_and_memory_capped() -> None:
+    from peer.jobs.kind_container import _limits
+    p = one({"name": "c", "image": "a/b", "network": True, "mem_mb": 4096}).params
+    assert _limits(p, {"allow_network": False, "mem_mb": 1000})[:2] == ["--network", "none"]
+    assert _limits(p, {"allow_network": True})[1] != "none"
+    assert "1000m" in _limits(p, {"mem_mb": 1000})  # the task asks more than the peer allows
+    assert _limits({**p, "network": False}, {"allow_network": True})[:2] == ["--network",
+                                                                               "none"]
+
+
+def test_a_work_order_carries_only_the_secrets_its_task_names() -> None:
+    peer = kinds.peer_settings(log_max_bytes=4096, secrets={"A": "1", "B": "2"},
+                               runtime="podman", network=False, images={"x": A})
+    p = one({**SHELL, "env": {"K": {"secret": "A"}, "L": "plain"}}).params
+    got = kinds.work_settings(kinds.KIND_TASKS["shell"], p, peer, "j/t/0/1")
+    assert got["secrets"] == {"A": "1"} and got["run"] == "j/t/0/1" and "images" not in got
+    assert kinds.work_settings(TaskDef(name="P", version="1", fn=print, args=()), p,
+                               peer) == {}
