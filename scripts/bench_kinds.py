@@ -9,6 +9,7 @@ in one run:
              materialised, command run, output added to the store: what the kind adds to a
              worker's run) and (b) a one-task job in a peer, submit -> TASK_DONE (plus
              planning, claim, events, the run's log blob)
+  python     for reference, the smallest Python task (ECHO) through (a) and (b)
   container  `podman run --rm --network none -v IN:/in:ro -v OUT:/out IMAGE sh -c ...`
              directly vs the same as a container task, (a) and (b) as above
 Every job has "cache": false (nothing is a cache hit). Medians; the peer is in this process
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -148,6 +150,10 @@ async def measure(n: int, n_box: int, tmp: Path) -> dict[str, Any]:
             direct_shell(tmp)()
         await via_executor(node, shell, 3)
         await via_jobs(node, shell, 3)
+        echo = {"name": "e", "call": "ECHO", "args": ["hi"], "cache": False}
+        await via_executor(node, echo, 3)
+        out["python"] = {"executor": await via_executor(node, echo, n),
+                         "job": await via_jobs(node, echo, n)}
         out["shell"] = {"direct": timed(direct_shell(tmp), n),
                         "executor": await via_executor(node, shell, n),
                         "job": await via_jobs(node, shell, n)}
@@ -165,7 +171,9 @@ async def measure(n: int, n_box: int, tmp: Path) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any], n: int, n_box: int) -> str:
-    rows = []
+    py = res["python"]
+    rows = [f"| python `ECHO` (any task's cost, for reference) | - | "
+            f"{median_ms(py['executor']):.1f} | {median_ms(py['job']):.1f} | | |"]
     for kind, target in (("shell", 20.0), ("container", 50.0)):
         if kind not in res:
             rows.append(f"| {kind} | (not run: the runtime cannot run here) | | | | |")
@@ -190,7 +198,9 @@ def report(res: dict[str, Any], n: int, n_box: int) -> str:
         "store). (b) job: a one-task job in an in-process peer (2 slots), JOB_SUBMITTED -> "
         "TASK_DONE, `\"cache\": false`, jobs one after the other.",
         f"- Medians of {n} (shell) and {n_box} (container) runs after warm-up; the overhead "
-        "in parentheses is against direct.", "",
+        "in parentheses is against direct.",
+        f"- Load average (1 min) at the start and the end: {res['load'][0]:.1f}, "
+        f"{res['load'][1]:.1f} (other work shares the 2 CPUs when it is above ~1).", "",
         f"**Results** ({time.strftime('%d %b %Y %H:%M UTC', time.gmtime())})", "",
         "| kind | direct ms | (a) executor ms | (b) job ms | target overhead ms | |",
         "| --- | --- | --- | --- | --- | --- |", *rows, ""])
@@ -203,7 +213,9 @@ def main() -> int:
     ap.add_argument("--write", type=Path, help="update this markdown file's section")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-kinds-") as d:
+        load0 = os.getloadavg()[0]
         res = asyncio.run(measure(a.n, a.containers, Path(d)))
+        res["load"] = (load0, os.getloadavg()[0])
     text = report(res, a.n, a.containers)
     print(text)
     if a.write:
