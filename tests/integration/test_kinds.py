@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -424,3 +425,20 @@ async def test_leftover_containers_are_swept_at_start() -> None:
     r = subprocess.run(["podman", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={owner}"],
                        capture_output=True, text=True, timeout=60, check=True)
     assert r.stdout.split() == []
+
+
+@needs_podman
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare (util-linux)")
+@pytest.mark.parametrize(("asked", "allowed", "interfaces"), [
+    (True, True, ["eth0", "lo"]), (True, False, ["lo"]), (False, True, ["lo"])])
+async def test_network_only_when_asked_and_allowed_in_a_namespace_of_its_own(
+        asked: bool, allowed: bool, interfaces: list[str]) -> None:
+    # podman's bridge (and its firewall rules) is made inside a network namespace this test
+    # creates: nothing is added to the machine's own network
+    probe = ["unshare", "--net", "--fork", "sh", "-c",
+             'ip link set lo up 2>/dev/null; exec "$@"', "sh", sys.executable, "-m",
+             "tests.integration.container_net_probe", IMAGE, str(int(asked)), str(int(allowed))]
+    r = await asyncio.to_thread(subprocess.run, probe, capture_output=True, text=True,
+                                timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == interfaces
