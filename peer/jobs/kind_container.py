@@ -120,8 +120,8 @@ def remove(runtime: str, label: str, value: str) -> list[str]:
     try:
         found = _cli(runtime, "ps", "-aq", "--filter", f"label={label}={value}")
         ids = found.stdout.split()
-        if ids:
-            _cli(runtime, "rm", "-f", "-t", "0", *ids)
+        if ids:  # podman: no stop timeout (docker's rm -f kills at once and has no -t)
+            _cli(runtime, "rm", "-f", *(("-t", "0") if runtime == "podman" else ()), *ids)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return ids
@@ -137,14 +137,21 @@ def images(runtime: str) -> dict[str, str]:
     left out); {} when the runtime cannot run."""
     try:
         r = _cli(runtime, "images", "--no-trunc", "--format", "json")
-        rows = json.loads(r.stdout or "[]") if r.returncode == 0 else []
+        text = r.stdout.strip() if r.returncode == 0 else ""
+        # podman: one JSON list; docker: one JSON object per line
+        rows = json.loads(text) if text.startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return {}
     out: dict[str, str] = {}
     for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict):
+            continue
         ident = str(row.get("Id") or row.get("ID") or "")
         ident = ident if ident.startswith("sha256:") else f"sha256:{ident}"
-        for name in row.get("Names") or []:
+        names = row.get("Names") or ([f"{row['Repository']}:{row.get('Tag', 'latest')}"]
+                                     if row.get("Repository") not in (None, "<none>") else [])
+        for name in names:
             if isinstance(name, str) and DIGEST_RE.fullmatch(ident):
                 out[name] = ident
     return out

@@ -169,3 +169,19 @@ def test_a_work_order_carries_only_the_secrets_its_task_names() -> None:
     assert got["secrets"] == {"A": "1"} and got["run"] == "j/t/0/1" and "images" not in got
     assert kinds.work_settings(TaskDef(name="P", version="1", fn=print, args=()), p,
                                peer) == {}
+
+
+@pytest.mark.parametrize("stdout", [
+    json.dumps([{"Id": "a" * 64, "Names": ["localhost/busybox:test"]},
+                {"Id": "b" * 64, "Names": None}]),  # podman: a list
+    json.dumps({"ID": "sha256:" + "a" * 64, "Repository": "localhost/busybox", "Tag": "test"})
+    + "\n" + json.dumps({"ID": "sha256:" + "b" * 64, "Repository": "<none>", "Tag": "<none>"}),
+])
+def test_images_reads_podman_and_docker_listings(stdout: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from peer.jobs import kind_container
+    monkeypatch.setattr(kind_container, "_cli", lambda runtime, *args: subprocess.
+                        CompletedProcess(args, 0, stdout, ""))
+    assert kind_container.images("x") == {"localhost/busybox:test": A}
