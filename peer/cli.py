@@ -67,7 +67,8 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"cannot read {a.file}: {e.strerror}", 2) from None
     ctype = "application/yaml" if a.file.endswith((".yaml", ".yml")) else "application/json"
-    r = await c.call("POST", "/api/jobs", data=body, headers={"Content-Type": ctype})
+    path = "/api/jobs?cache=false" if a.no_cache else "/api/jobs"
+    r = await c.call("POST", path, data=body, headers={"Content-Type": ctype})
     job = r["job"]
     console.print(f"submitted job [bold]{job}[/]")
     if not a.wait:
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a pipeline file (JSON or YAML; - for stdin)")
     s.add_argument("file")
     s.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    s.add_argument("--no-cache", action="store_true",
+                   help="run every task again: nothing is taken from or put into the cache "
+                   "(for work that is not deterministic)")
     s = sub.add_parser("status", help="list jobs, or show one job")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("cancel", help="cancel a job")

@@ -134,6 +134,23 @@ class PeerConfig:
     worker_memory_mb: int = field(default_factory=default_worker_memory_mb, metadata=setting(
         "address-space limit (RLIMIT_AS) of each worker process in MiB; a task that needs "
         "more fails with MemoryError (default: half the machine's memory, at least 2048)"))
+    allow_shell: bool = field(default=False, metadata=setting(
+        "run shell tasks (a workflow's commands, run as this peer's user) here; off by "
+        "default, announced to the mesh"))
+    allow_containers: bool = field(default=False, metadata=setting(
+        "run container tasks here (with --container-runtime); off by default, announced "
+        "with the images this peer holds"))
+    container_runtime: str = field(default="podman", metadata=setting(
+        "the container runtime's CLI (default podman)", choices=("podman", "docker")))
+    container_network: bool = field(default=False, metadata=setting(
+        "let container tasks that ask for it (\"network\": true) use the network; without "
+        "it every container runs with --network none"))
+    task_log_max_bytes: int = field(default=10 << 20, metadata=setting(
+        "bound on the log (STDOUT and STDERR) kept of one shell or container task run; the "
+        "rest is dropped with a note (default 10 MiB)"))
+    task_secrets_file: Path | None = field(default=None, metadata=setting(
+        "file of NAME=VALUE lines: the secrets workflows name in a task's env "
+        "({\"secret\": \"NAME\"}); values never enter the log, the UI or cache keys"))
     warm_workers: bool = field(default=True, metadata=setting(
         "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
         "forkserver; each worker then pays them on its first task"))
@@ -224,6 +241,9 @@ class PeerConfig:
         if self.task_timeout_s <= 0:
             raise ConfigError(f"task_timeout_s: must be positive, got {self.task_timeout_s}",
                               field="task_timeout_s")
+        if self.task_log_max_bytes < 1024:
+            raise ConfigError(f"task_log_max_bytes: must be at least 1024, got "
+                              f"{self.task_log_max_bytes}", field="task_log_max_bytes")
         if self.worker_memory_mb <= 0:
             raise ConfigError(f"worker_memory_mb: must be positive, got {self.worker_memory_mb}",
                               field="worker_memory_mb")
@@ -238,6 +258,27 @@ class PeerConfig:
     @property
     def http_addr(self) -> tuple[str, int]:
         return parse_hostport(self.http, "http")
+
+    @property
+    def task_secrets(self) -> dict[str, str]:
+        """The secrets of --task-secrets-file (NAME=VALUE lines; # comments, blank lines)."""
+        if self.task_secrets_file is None:
+            return {}
+        try:
+            text = self.task_secrets_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"task_secrets_file: cannot read {self.task_secrets_file}: {e}",
+                              field="task_secrets_file") from None
+        out: dict[str, str] = {}
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, value = line.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"task_secrets_file: line {n} is not NAME=VALUE",
+                                  field="task_secrets_file")
+            out[name.strip()] = value
+        return out
 
     @property
     def secret(self) -> bytes | None:

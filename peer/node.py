@@ -42,6 +42,7 @@ from peer.ipfs.fetch import Fetcher
 from peer.ipfs.kubo import KuboMirror, KuboStore
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
+from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig
@@ -107,6 +108,7 @@ class Node:
         self.mesh_secrets = mesh_secrets(cfg)
         self.mesh_keys = MeshKeyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
+        self.catalog.update(kinds.allowed(cfg.allow_shell, cfg.allow_containers))
         self.log = EventLog(cfg.data_dir / "events.sqlite")
         self.identity = Identity.load(cfg.data_dir / "identity.key")
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
@@ -126,6 +128,12 @@ class Node:
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
         sweep_stale(cfg.data_dir, self.store)  # what a kill -9 left; nothing writes yet
+        self.images: dict[str, str] = {}  # container images held (name -> sha256:ID)
+        if cfg.allow_containers:
+            images = kinds.start_containers(cfg.container_runtime, self.peer_id)
+            if images is None:
+                self.catalog.pop("container", None)
+            self.images = images or {}
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
@@ -140,7 +148,12 @@ class Node:
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
                             fetch_allow=cfg.fetch_allow,
-                            lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
+                            lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s,
+                            kind_settings=kinds.peer_settings(
+                                log_max_bytes=cfg.task_log_max_bytes, secrets=cfg.task_secrets,
+                                runtime=cfg.container_runtime, network=cfg.container_network,
+                                owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
+                                images=self.images)),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -441,7 +454,10 @@ class Node:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
-                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex()}
+                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex(),
+                "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)],
+                **({"runtime": self.cfg.container_runtime, "images": self.images}
+                   if "container" in self.catalog else {})}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a

@@ -11,6 +11,9 @@ apt_pkgs=(espeak-ng sox)
 # systemd: systemd-analyze checks contrib/banzai-peer.service; util-linux (setpriv, unshare)
 # and passwd (useradd) run a peer as a second, unprivileged local user (security tests)
 (( want_test )) && apt_pkgs+=(chromium iproute2 systemd util-linux passwd)
+# container task kinds: podman with runc (crun cannot set rlimits here), static busybox for
+# the test image (tests/integration/test_kinds.py)
+(( want_test )) && apt_pkgs+=(podman runc busybox-static)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -23,6 +26,17 @@ if (( ${#missing[@]} )); then
   else
     echo "setup: missing Debian packages (need root to install): ${missing[*]}" >&2
   fi
+fi
+
+if (( want_test )) && command -v podman >/dev/null 2>&1; then
+  # podman's defaults fail on this kind of machine (../shared/MACHINE.md): runc, cgroupfs and
+  # no default ulimits; then the tests' image, built locally from busybox when missing
+  conf=/etc/containers/containers.conf.d/banzai.conf
+  if [[ $(id -u) -eq 0 && ! -f $conf ]]; then
+    mkdir -p "$(dirname "$conf")"
+    printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' > "$conf"
+  fi
+  bash scripts/build-test-image.sh podman || echo "setup: the container test image could not be built; container tests will skip" >&2
 fi
 
 PY=${PYTHON:-python3}

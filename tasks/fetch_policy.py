@@ -10,9 +10,10 @@ import http.client
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import IO
 
 from peer.errors import BanzaiError
 
@@ -205,6 +206,19 @@ class HttpGet:
                         return
             url = urllib.parse.urljoin(url, location)
         raise PolicyError(f"more than {self.max_redirects} redirects")
+
+    @contextlib.contextmanager
+    def send(self, method: str, url: str, body: bytes | IO[bytes] = b"",
+             headers: Mapping[str, str] | None = None) -> Iterator[http.client.HTTPResponse]:
+        """The response to one request (any method, redirects not followed: the caller
+        judges every status) to a URL and address the policy allows; errors as `open`."""
+        t = check_url(url)
+        conn = _connect(t, self._addresses(t, url, 0), self.timeout_s, self.tls)
+        with contextlib.closing(conn):
+            conn.request(method, t.path, body=body, headers={
+                "Host": t.host_header, "User-Agent": self.user_agent, **(headers or {})})
+            with conn.getresponse() as resp:
+                yield resp
 
     def _addresses(self, t: _Target, url: str, hop: int) -> list[str]:
         try:

@@ -39,7 +39,7 @@ from peer.http.views import job_view
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.claims import n_chunks
-from peer.jobs.spec import parse
+from peer.jobs.spec import parse, resolve_images
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 
 log = logging.getLogger("banzai.api")
@@ -113,6 +113,11 @@ async def submit(request: web.Request) -> web.Response:
                                  max_bytes=node.cfg.max_body_bytes,
                                  max_tasks=node.cfg.max_tasks_per_job,
                                  max_workflow_bytes=node.cfg.max_workflow_bytes)
+    if any(t.call == "container" for t in wf.tasks):  # tags -> the digest peers hold
+        wf = resolve_images(wf, {p: m.payload.get("images") or {}
+                                 for p, m in node.state.members.items()})
+    if request.query.get("cache", "").lower() in ("false", "0", "no"):
+        wf = wf.without_cache()
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     try:

@@ -54,7 +54,9 @@ OPENAPI: dict[str, Any] = {
             "get": _op("All jobs known to the mesh, newest first", errors=()),
             "post": _op("Submit a pipeline (the seed's list or a DAG; JSON or YAML); "
                         "returns once the job is in the durable log", ok="201",
-                        body="application/json", errors=("400", "413")),
+                        body="application/json", errors=("400", "413"),
+                        query=(("cache", "false: run every task again, nothing taken from or "
+                                         "put into the cache (banzai submit --no-cache)"),)),
         },
         "/api/jobs/{job}": {
             "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors",

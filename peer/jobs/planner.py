@@ -226,9 +226,8 @@ class Planner:
             if input_cid is None:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
             misses = [[path, cid] for path, cid in self.files(input_cid, item_name(spec))
-                      if tdef.matches(path)
-                      and not item_cached(self.state, self.store,
-                                          cache_key(tdef, spec.params, cid))]
+                      if tdef.matches(path) and (not spec.cache or not item_cached(
+                          self.state, self.store, cache_key(tdef, spec.params, cid)))]
             chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
                                  self.max_chunk_items)
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}

@@ -6,7 +6,7 @@ event loop: no method may block it.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from peer.ipfs.store import StoreConfig
@@ -33,6 +33,9 @@ class SchedulerConfig:
     fetch_max_backoff_s: float = 30.0
     max_split_bytes: int = 8 << 20  # larger chunk lists go as a listing (TASK_SPLIT_REF)
     storage_retry_s: float = 1.0  # an attempt failed by a full disk is recorded after this
+    # The peer's settings for external kinds (kinds.settings): log bound, secret values,
+    # container runtime and network; sent to the worker with each work order, never logged
+    kind_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
 
 
 class RunResultLike(Protocol):

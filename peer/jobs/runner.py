@@ -28,6 +28,8 @@ def _store(settings: dict[str, Any]) -> Store:
 
 
 def _task(call: str, modules: list[str]) -> TaskDef:
+    if call in kinds.KIND_TASKS:
+        return kinds.KIND_TASKS[call]
     cat = registry.catalog()
     if call not in cat:
         cat = registry.load(modules)
@@ -39,6 +41,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     store = _store(payload["store"])
     tdef = _task(payload["call"], payload["modules"])
     ctx.fetch_allow = tuple(payload.get("fetch_allow", ()))  # the peer's, never the job's
+    ctx.kind_settings = payload.get("kind") or {}  # type: ignore[attr-defined]  # the peer's
     params = payload["params"]
     if payload["items"] is not None:
         return _run_items(store, tdef, params, payload["items"], ctx)

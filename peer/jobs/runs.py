@@ -101,7 +101,9 @@ class Runs:
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
-                   "fetch_allow": list(self.cfg.fetch_allow)}
+                   "fetch_allow": list(self.cfg.fetch_allow),
+                   "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,
+                                               ak.unit)}
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all
         run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,
@@ -153,6 +155,9 @@ class Runs:
                 self._crashed(base, run, e, "fetching the input")
                 return
             res = await self._execute(ak, run, payload)
+            if not res.ok and run.tdef.kind != "python":  # a killed run's container
+                await self.offload(lambda: kinds.cleanup(run.tdef, ak.unit,
+                                                         self.cfg.kind_settings))
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
             self.finishing.add(ak)
             try:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Listings
-from peer.jobs import claims
+from peer.jobs import claims, kinds
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -78,6 +78,7 @@ class Scheduler:
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
+        self._cannot: set[TaskKey] = set()  # ready tasks whose call this peer does not run
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -170,6 +171,13 @@ class Scheduler:
         for key in self.locality.stalled:
             if (r := self.locality.reason(key)) is not None:
                 out[key] = r
+        for key in list(self._cannot):
+            if key in self.state.task_done or key[0] not in self.state.jobs:
+                self._cannot.discard(key)
+                continue
+            call = self.workflow(key[0]).task(key[1]).call or ""
+            if not any(call in info.get("calls", ()) for info in self.peers().values()):
+                out[key] = kinds.unavailable(call)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -263,7 +271,8 @@ class Scheduler:
             self._done(job, task, spec.cid, None, cached=True)
             return
         tdef = self.catalog.get(spec.call or "")
-        if tdef is None:
+        if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
+            self._cannot.add((job, task))  # `waiting` says why if no live peer can either
             return  # this peer cannot run that call: peers that can will
         split = st.splits.get((job, task))
         if split is None:
@@ -294,7 +303,7 @@ class Scheduler:
             return  # every peer could split it: stagger them so that one usually does
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
-        cached = self.planner.cached_output(key)
+        cached = self.planner.cached_output(key) if spec.cache else None
         if cached is not None:
             self._done(job, task, cached, key, cached=True)
             return
@@ -332,7 +341,8 @@ class Scheduler:
             if not self.locality.have(tk, list(a.made_by), first, epoch):
                 return
         key = self.planner.key(job, task, tdef, spec, split.payload["input"])
-        self._done(job, task, self.planner.output(a), key, cached=False, warning=a.warning)
+        self._done(job, task, self.planner.output(a), key if spec.cache else None, cached=False,
+                   warning=a.warning)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
                    ) -> None:
@@ -411,7 +421,7 @@ class Scheduler:
         if mine is not None and mine.origin == self.peer_id:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
-                             rerun=claims.reopened(c))
+                             rerun=claims.reopened(c) or not spec.cache)
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from cid import make_cid
 
-from peer.errors import ArgError, NotFound, SpecError, TooLarge
-from peer.jobs import kinds
+from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
+from peer.jobs import kinds, kindspec
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -31,7 +31,7 @@ MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
 MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
-_LIST_KEYS = ("args", "call", "cid", "name", "params")
+_LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", *kindspec.TASK_KEYS)
 _DAG_KEYS = (*_LIST_KEYS, "depends")
 _TOP_KEYS = ("name", "tasks")
 _JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -47,14 +47,18 @@ class TaskSpec:
     params: Mapping[str, Any]
     depends: tuple[str, ...]
     cid: str | None = None
+    cache: bool = True  # False: never taken from the cache nor put into it ("cache": false)
 
     def to_json(self) -> dict[str, Any]:
-        """The canonical DAG-form object of this task."""
+        """The canonical DAG-form object of this task (`cache` only when false)."""
         if self.cid is not None:
             return {"name": self.name, "cid": self.cid}
         params = {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()}
-        return {"name": self.name, "call": self.call, "params": params,
-                "depends": list(self.depends)}
+        out: dict[str, Any] = {"name": self.name, "call": self.call, "params": params,
+               "depends": list(self.depends)}
+        if not self.cache:
+            out["cache"] = False
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class Workflow:
             raise NotFound(f"workflow {self.name!r} has no task {name!r}", field="task")
         return t
 
+    def without_cache(self) -> Workflow:
+        """This workflow with `"cache": false` on every task (banzai submit --no-cache)."""
+        return dataclasses.replace(self, tasks=tuple(
+            t if t.cid is not None else dataclasses.replace(t, cache=False) for t in self.tasks))
+
     def to_json(self) -> dict[str, Any]:
         """Canonical DAG form; `from_obj(wf.to_json(), catalog) == wf`."""
         return {"name": self.name, "tasks": [t.to_json() for t in self.tasks]}
@@ -91,10 +100,31 @@ class _Raw:
     params: dict[str, Any] | None = None
     cid: str | None = None
     depends: list[str] | None = None
+    cache: bool = True
+    kind_params: dict[str, Any] | None = None  # an external kind's normalised params
 
     @property
     def where(self) -> str:
         return f"tasks[{self.index}]"
+
+
+def resolve_images(wf: Workflow, holders: Mapping[str, Mapping[str, str]]) -> Workflow:
+    """`wf` with each container task's image resolved to one digest (`name@sha256:ID`) from
+    the images peers announce (peer -> name -> sha256:ID); SpecError naming the task's image
+    field if no peer holds it or peers hold different images under its name."""
+    from peer.jobs.kind_container import resolve  # the runtime's naming rules
+
+    out = []
+    for i, t in enumerate(wf.tasks):
+        if t.call == "container":
+            try:
+                image = resolve(str(t.params["image"]), holders)
+            except BanzaiError as e:
+                raise SpecError(f"tasks[{i}].image: {e.message}",
+                                field=f"tasks[{i}].image") from None
+            t = dataclasses.replace(t, params={**t.params, "image": image})
+        out.append(t)
+    return dataclasses.replace(wf, tasks=tuple(out))
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -247,7 +277,8 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
         raise SpecError("tasks: the pipeline has no task to run, only cid sources", field="tasks")
     _check_refs(raws, specs)
     for r, s in zip(raws, specs, strict=True):
-        if s.call is not None and not s.depends and catalog[s.call].needs_input:
+        if (s.call is not None and not s.depends and r.kind_params is None
+                and catalog[s.call].needs_input):
             raise _needs_input(r, s, catalog, dag)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
@@ -267,8 +298,9 @@ def workflow_from_json(doc: Any) -> Workflow:
             raise SpecError(f"{r.where}.args: the canonical form has params, not args",
                             field=f"{r.where}.args")
     names = _names(raws)
-    specs = [TaskSpec(name=names[r.index], call=r.call, params=dict(r.params or {}),
-                      depends=tuple(r.depends or ()), cid=r.cid) for r in raws]
+    specs = [TaskSpec(name=names[r.index], call=r.call,
+                      params=dict(r.kind_params if r.kind_params is not None else r.params or {}),
+                      depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache) for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
@@ -300,17 +332,36 @@ def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
         if k not in allowed:
             hint = (" (depends is for the DAG form {\"name\": ..., \"tasks\": [...]}; "
                     "in a list each task takes the previous one's output)"
-                    if k == "depends" else f" (allowed: {', '.join(sorted(allowed))})")
+                    if k == "depends" else f" (allowed: {_allowed(allowed)})")
             raise SpecError(f"{where}.{k}: unknown key {k!r}{hint}", field=f"{where}.{k}")
     if "name" in item:
         raw.name = _task_name(item["name"], f"{where}.name")
+    if "cache" in item:
+        if not isinstance(item["cache"], bool):
+            raise SpecError(f"{where}.cache: must be true or false, got {_kind(item['cache'])}",
+                            field=f"{where}.cache")
+        raw.cache = item["cache"]
+    kind = kindspec.kind_of(item, where)
     if "cid" in item:
         _shape_source(raw, item)
+    elif kind != "python":
+        _shape_kind(raw, item, kind)
     else:
+        for k in kindspec.TASK_KEYS:
+            if k in item and k != "kind":
+                raise SpecError(f"{where}.{k}: a python task takes no {k} (a shell, container "
+                                'or api task does: set "kind")', field=f"{where}.{k}")
         _shape_call(raw, item)
     if "depends" in item:
         raw.depends = _depends(item["depends"], f"{where}.depends")
     return raw
+
+
+def _allowed(keys: tuple[str, ...]) -> str:
+    fields = set(kindspec.TASK_KEYS) - {"kind"}
+    general = sorted(k for k in keys if k not in fields)
+    return (f"{', '.join(general)}; a shell, container or api task also: "
+            f"{', '.join(sorted(fields))}")
 
 
 def _task_name(value: Any, field: str) -> str:
@@ -324,11 +375,30 @@ def _task_name(value: Any, field: str) -> str:
 
 
 def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
-    for k in ("call", "args", "params", "depends"):
+    for k in ("call", "args", "params", "depends", "cache", *kindspec.TASK_KEYS):
         if k in item:
             raise SpecError(f"{raw.where}.{k}: a cid source takes no {k} (it is existing data)",
                             field=f"{raw.where}.{k}")
     raw.cid = _check_cid(item["cid"], f"{raw.where}.cid")
+
+
+def _shape_kind(raw: _Raw, item: Mapping[str, Any], kind: str) -> None:
+    """A task of an external kind: `call` is the kind; its fields become its params."""
+    where = raw.where
+    call = item.get("call", kind)
+    if not isinstance(call, str) or kindspec.ALIASES.get(call, call) != kind:
+        raise SpecError(f"{where}.call: a {kind} task has no call (it is {call!r}); "
+                        "drop call or kind", field=f"{where}.call")
+    if "args" in item:
+        raise SpecError(f"{where}.args: a {kind} task takes no positional args",
+                        field=f"{where}.args")
+    raw.call = kind
+    raw.kind_params = kindspec.normalise(kind, item, where)
+    try:
+        json.dumps(raw.kind_params, allow_nan=False)
+    except ValueError:
+        raise SpecError(f"{where}: NaN and infinities are not allowed (JSON has none)",
+                        field=where) from None
 
 
 def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
@@ -422,6 +492,9 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
     depends = tuple(raw.depends or ())
     if raw.call is None:
         return TaskSpec(name=name, call=None, params={}, depends=(), cid=raw.cid)
+    if raw.kind_params is not None:
+        return TaskSpec(name=name, call=raw.call, params=raw.kind_params, depends=depends,
+                        cache=raw.cache)
     td = catalog.get(raw.call)
     if td is None:
         raise SpecError(_unknown(f"{raw.where}.call", "task", raw.call, catalog),
@@ -432,7 +505,7 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
         params = td.bind(raw.args, raw.params, raw.where)
     except ArgError as exc:
         raise _relocate(exc, raw, td) from exc
-    return TaskSpec(name=name, call=raw.call, params=params, depends=depends)
+    return TaskSpec(name=name, call=raw.call, params=params, depends=depends, cache=raw.cache)
 
 
 def _unknown(field: str, what: str, value: str, known: Mapping[str, Any] | Sequence[str]) -> str:

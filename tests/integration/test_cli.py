@@ -66,6 +66,17 @@ def test_submit_wait_prints_output_cids(peer: PeerProc, tmp_path: Path) -> None:
         assert resp.read() == b"file 0 cli\nfile 1 cli\nfile 2 cli\n"
 
 
+def test_submit_no_cache_runs_every_task_again(peer: PeerProc, tmp_path: Path) -> None:
+    f = _write(tmp_path / "nc.json", [{"call": "T_WRITE", "args": [2, "nocache"]}])
+    views = []
+    for flags in ((), (), ("--no-cache",)):
+        r = banzai("submit", str(f), "--wait", *flags, peer=peer)
+        assert r.returncode == 0, r.stderr
+        job = r.stderr.split("submitted job ")[1].split()[0]
+        views.append(get_json(f"{peer.url}/api/jobs/{job}"))
+    assert [v["tasks"][0]["cached"] for v in views] == [False, True, False]
+
+
 def test_submit_yaml_without_wait_prints_the_job(peer: PeerProc, tmp_path: Path) -> None:
     f = _write(tmp_path / "p.yaml", f"- call: ECHO\n  args: [yaml-{uuid.uuid4().hex}]\n")
     r = banzai("submit", str(f), peer=peer)

@@ -58,11 +58,11 @@ def test_a_new_kind_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_kind_names_the_task() -> None:
-    tdef = _def("shell", "RESAMPLE")
+    tdef = _def("kube", "RESAMPLE")
     with pytest.raises(SpecError) as err:
         kinds.check(tdef, "tasks[0].call")
     assert err.value.message == ("tasks[0].call: task RESAMPLE has an unknown executor kind "
-                                 "'shell' (known: python)")
+                                 "'kube' (known: api, container, python, shell)")
     assert err.value.field == "tasks[0].call"
     with pytest.raises(SpecError, match="task RESAMPLE has an unknown executor kind"):
         kinds.invoke(tdef, _Ctx(), None, Path("o"), {})  # a worker fails the run with it
@@ -70,13 +70,13 @@ def test_unknown_kind_names_the_task() -> None:
 
 
 def test_submit_rejects_a_task_of_unknown_kind() -> None:
-    catalog = {"ADD": _def(), "RESAMPLE": _def("shell", "RESAMPLE")}
+    catalog = {"ADD": _def(), "RESAMPLE": _def("kube", "RESAMPLE")}
     assert from_obj([{"call": "ADD", "params": {"a": 1, "b": 2}}], catalog)
     with pytest.raises(SpecError) as err:
         from_obj([{"call": "ADD", "args": [1, 2]}, {"call": "RESAMPLE", "args": [1, 2]}],
                  catalog)
     assert err.value.field == "tasks[1].call"
-    assert "task RESAMPLE has an unknown executor kind 'shell'" in err.value.message
+    assert "task RESAMPLE has an unknown executor kind 'kube'" in err.value.message
 
 
 @pytest.mark.parametrize("kind", ["", None, 3])
