@@ -92,6 +92,9 @@ class PeerConfig:
     public_gateway: bool = field(default=False, metadata=setting(
         "serve /ipfs/ reads without the token also when bound beyond loopback (on loopback "
         "they are always open)"))
+    gateway_codec_conversion: bool = field(default=False, metadata=setting(
+        "answer DAG-CBOR blocks as DAG-JSON and back when ?format= or Accept asks (as Kubo's "
+        "Gateway.AllowCodecConversion; the gateway specs answer 406 Not Acceptable: IPIP-0524)"))
     tls_cert: Path | None = field(default=None, metadata=setting(
         "PEM certificate (chain) to serve HTTPS with; needs --tls-key"))
     tls_key: Path | None = field(default=None, metadata=setting(

@@ -34,6 +34,8 @@ _KUBO_RPC = {
     "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
     "pin/rm": "unpin (arg) {Pins}; an error if not pinned",
     "repo/gc": "collect unpinned blocks -> ndjson {Key: {/: cid}}",
+    "dag/put": "store nodes (multipart; input-codec, store-codec, pin) -> ndjson {Cid}; "
+               "non-canonical DAG-CBOR is refused",
     "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
     "routing/put": "keep a signed IPNS record (arg /ipns/NAME, multipart record)",
