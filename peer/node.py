@@ -39,7 +39,7 @@ from peer.http.tokens import mesh_headers
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
-from peer.ipfs.kubo import KuboMirror, KuboStore
+from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
@@ -72,7 +72,7 @@ from peer.log.signing import (
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
-from peer.mesh.keyring import MeshSecrets, SecretError, load_secrets
+from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -472,6 +472,9 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.kubo is not None:
+            if not self.cfg.kubo_public_swarm:  # the mesh's private swarm (a key of its secret)
+                private_swarm(kubo_swarm_key(self.mesh_secrets.primary), self.cfg.kubo_repo,
+                              self.kubo.client.url, self.cfg.data_dir)
             await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
         # Warm workers: the forkserver warms up while the peer starts (runs queue meanwhile).
         await self.executor.start(wait=not self.cfg.warm_workers)

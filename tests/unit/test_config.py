@@ -176,7 +176,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "http": "127.0.0.1:1111", "gossip": "[::1]:2222", "join": ("10.0.0.1:1", "10.0.0.2:2"),
     "store": "kubo", "ipfs_api": "http://127.0.0.1:5001", "log_level": "DEBUG",
     "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
-    "gateway_codec_conversion": True,
+    "gateway_codec_conversion": True, "kubo_public_swarm": True,
 }
 
 
