@@ -39,7 +39,10 @@ from peer.http.tokens import mesh_headers
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
+from peer.ipfs.ipns import IpnsNames
+from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
+from peer.ipfs.publish import IpnsService, records_dir
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
@@ -154,6 +157,9 @@ class Node:
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs)
         self.listeners.append(self.replicator.on_event)
+        self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
+                                self.emit)
+        self.listeners.append(self.ipns.on_event)  # every peer keeps the mesh's IPNS records
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
         if isinstance(self.store, KuboStore):
             kubo = self.kubo = KuboMirror(self.store, self.peer_id, self.live_peers,
@@ -486,6 +492,9 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
+        republish = asyncio.get_running_loop().create_task(self.ipns.run())  # before expiry
+        self._bg.add(republish)
+        republish.add_done_callback(self._bg.discard)
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg

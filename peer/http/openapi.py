@@ -40,6 +40,9 @@ _KUBO_RPC = {
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
     "routing/put": "keep a signed IPNS record (arg /ipns/NAME, multipart record)",
     "name/resolve": "the path an IPNS name's record holds (arg) {Path}",
+    "name/publish": "publish /ipfs/PATH (arg) under key (key, lifetime, ttl) {Name, Value}",
+    "key/gen": "a new Ed25519 key (arg NAME, type ed25519) {Name, Id}",
+    "key/list": "this peer's keys {Keys: [{Name, Id}]}", "key/ls": "as key/list",
 }
 
 JOB = ("job",)

@@ -46,6 +46,7 @@ from peer.ipfs import car, ipld, parse_cid
 from peer.ipfs.cids import sha256_cid
 from peer.ipfs.gateway import write_stream
 from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
+from peer.ipfs.publish import IpnsService, parse_duration
 from peer.ipfs.store import Entry, GcStats, Store
 from peer.log import EventType
 
@@ -101,6 +102,8 @@ class Host(Protocol):
     def cfg(self) -> _Config: ...
     @property
     def janitor(self) -> _Collector: ...
+    @property
+    def ipns(self) -> IpnsService: ...  # IPNS keys, records and publishing
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
     def durable_now(self, ev: Any) -> None: ...  # raises (StorageFull...) unless on disk
     def flush(self) -> None: ...
@@ -117,7 +120,7 @@ def node_options(node: Host) -> dict[str, Any]:
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide,
             "on_removed": node.unpinned, "collect": node.janitor.collect,
-            "names": IpnsNames(node.cfg.data_dir / "ipns")}
+            "names": node.ipns.names, "ipns": node.ipns}
 
 
 def add_routes(
@@ -132,6 +135,7 @@ def add_routes(
     collect: Collect | None = None,
     names: IpnsNames | None = None,
     refused: Counter[str] | None = None,
+    ipns: IpnsService | None = None,
 ) -> None:
     """Register POST /api/v0/{add,cat,pin/add,pin/ls,pin/rm,repo/gc,dag/export,dag/import,
     block/get,id,version} and, with `names` (the IPNS records this peer holds), routing/put
@@ -156,6 +160,11 @@ def add_routes(
     if names is not None:
         ipns_rpc = IpnsRpc(names, rpc.refused)
         routes |= {"routing/put": ipns_rpc.routing_put, "name/resolve": ipns_rpc.name_resolve}
+    if ipns is not None:
+        keys_rpc = KeysRpc(ipns)
+        keys_rpc.store = store
+        routes |= {"key/gen": keys_rpc.key_gen, "key/list": keys_rpc.key_list,
+                   "key/ls": keys_rpc.key_list, "name/publish": keys_rpc.name_publish}
     for name, handler in routes.items():
         app.router.add_post(f"/api/v0/{name}", _guarded(handler))
 
@@ -710,6 +719,48 @@ class IpnsRpc:
         """`ipfs name resolve /ipns/NAME`: the path the name's record holds."""
         record = await asyncio.to_thread(self.names.resolve, _ipns_arg(request))
         return web.json_response({"Path": record.value}, headers={"Vary": "Origin"})
+
+
+class KeysRpc:
+    """key/gen, key/list and name/publish over the peer's keys and IPNS service."""
+
+    def __init__(self, ipns: IpnsService) -> None:
+        self.ipns = ipns
+
+    async def key_gen(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs key gen NAME`: a new Ed25519 key -> {"Name", "Id"} (Id: its IPNS name)."""
+        (name,) = args(request, "name")[:1]
+        if request.query.get("type", "ed25519") != "ed25519":
+            raise Unsupported("key/gen: only ed25519 keys are supported", field="type")
+        info = await asyncio.to_thread(self.ipns.keys.gen, name)
+        return web.json_response({"Name": info.name, "Id": info.id}, headers={"Vary": "Origin"})
+
+    async def key_list(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs key list`: {"Keys": [{"Name", "Id"}]}, `self` first."""
+        keys = await asyncio.to_thread(self.ipns.keys.list)
+        return web.json_response({"Keys": [{"Name": k.name, "Id": k.id} for k in keys]},
+                                 headers={"Vary": "Origin"})
+
+    async def name_publish(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs name publish --key NAME /ipfs/CID`: a signed record every peer holds ->
+        {"Name", "Value"}. `resolve` (true) checks the content is here; `lifetime`, `ttl`."""
+        (value,) = args(request, "ipfs-path")[:1]
+        root, rest = split_path(value)
+        path = f"/ipfs/{root}" + (f"/{rest}" if rest else "")
+        if flag(request, "resolve", True):
+            await asyncio.to_thread(self.ipns_check, root, rest)
+        lifetime = parse_duration(request.query.get("lifetime", "48h"), "lifetime")
+        ttl = parse_duration(request.query.get("ttl", "1h"), "ttl")
+        name = await self.ipns.publish(request.query.get("key", "self"), path, lifetime, ttl)
+        return web.json_response({"Name": name, "Value": path}, headers={"Vary": "Origin"})
+
+    def ipns_check(self, root: str, rest: str) -> None:
+        """NotFound unless the path to publish resolves in this peer's store."""
+        store = self.store
+        if store is not None:
+            store.resolve(root, rest) if rest else store.stat(root)
+
+    store: Store | None = None
 
 
 async def _one_part(request: web.Request, max_bytes: int) -> bytes:
