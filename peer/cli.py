@@ -76,7 +76,16 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
         return 0
     view = await watch(c, job)
     print_outputs(view, c.base)
-    return 0 if view["state"] == "done" else 1
+    if view["state"] != "done":
+        return 1
+    if a.publish:  # the final output under the key's IPNS name (by the peer holding the key)
+        final = [t["output"] for t in view["tasks"] if t.get("output")][-1:]
+        if not final:
+            raise CliError(f"job {job} has no output to publish", 1)
+        q = f"arg=/ipfs/{final[0]}&key={quote(a.publish)}"
+        p = await c.call("POST", f"/api/v0/name/publish?{q}")
+        out.print(f"/ipns/{p['Name']} -> {p['Value']}")
+    return 0
 
 
 async def watch(c: Client, job: str) -> dict[str, Any]:
@@ -280,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a pipeline file (JSON or YAML; - for stdin)")
     s.add_argument("file")
     s.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    s.add_argument("--publish", metavar="KEY", help="with --wait: publish the job's final "
+                   "output under KEY's IPNS name (a key of that peer: banzai key gen KEY)")
     s = sub.add_parser("status", help="list jobs, or show one job")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("cancel", help="cancel a job")
@@ -342,7 +353,10 @@ async def _run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.cmd == "submit" and a.publish and not a.wait:
+        parser.error("submit --publish needs --wait")
     try:
         code = asyncio.run(_run(a))
     except CliError as e:

@@ -228,6 +228,13 @@ def test_key_gen_ls_publish_and_every_peer_resolves(peer: PeerProc, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     assert f"/ipns/{name} -> /ipfs/{cid}" in r.stdout
     assert get_json(f"{peer.url}/ipns/{name}") == {"weights": [1, 2, 3]}
+    pipeline = _write(tmp_path / "p.json", [{"call": "T_WRITE", "args": [1, "ipns"]}])
+    r = banzai("submit", str(pipeline), "--wait", "--publish", "latest-model", peer=peer)
+    assert r.returncode == 0 and f"/ipns/{name} -> /ipfs/" in r.stdout, r.stderr
+    published = r.stdout.split(f"/ipns/{name} -> /ipfs/")[1].split()[0]
+    r = banzai("publish", "--key", "latest-model", cid, peer=peer)  # back to the model
+    assert r.returncode == 0 and published != cid
+    assert banzai("submit", str(pipeline), "--publish", "k", peer=peer).returncode == 2
     other = launch(tmp_path / "p1", "--slots", "1", "--mesh-name", CLI_MESH)
     try:
         wait_mesh([peer, other], 2)
