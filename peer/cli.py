@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from rich.console import Console
@@ -76,7 +77,16 @@ async def cmd_submit(c: Client, a: argparse.Namespace) -> int:
         return 0
     view = await watch(c, job)
     print_outputs(view, c.base)
-    return 0 if view["state"] == "done" else 1
+    if view["state"] != "done":
+        return 1
+    if a.publish:  # the final output under the key's IPNS name (by the peer holding the key)
+        final = [t["output"] for t in view["tasks"] if t.get("output")][-1:]
+        if not final:
+            raise CliError(f"job {job} has no output to publish", 1)
+        q = f"arg=/ipfs/{final[0]}&key={quote(a.publish)}"
+        p = await c.call("POST", f"/api/v0/name/publish?{q}")
+        out.print(f"/ipns/{p['Name']} -> {p['Value']}")
+    return 0
 
 
 async def watch(c: Client, job: str) -> dict[str, Any]:
@@ -237,9 +247,33 @@ async def cmd_mesh(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_key(c: Client, a: argparse.Namespace) -> int:
+    """key gen NAME | key ls: the peer's named Ed25519 keys (IPNS names)."""
+    if a.action == "gen":
+        if not a.name:
+            raise CliError("key gen: give a NAME", 2)
+        r = await c.call("POST", f"/api/v0/key/gen?arg={quote(a.name)}&type=ed25519")
+        out.print(f"{r['Id']}  {r['Name']}")
+        return 0
+    for k in (await c.call("POST", "/api/v0/key/list"))["Keys"]:
+        out.print(f"{k['Id']}  {k['Name']}")
+    return 0
+
+
+async def cmd_publish(c: Client, a: argparse.Namespace) -> int:
+    """publish --key NAME CID: a signed IPNS record, held by every peer; prints /ipns/NAME."""
+    path = a.cid if a.cid.startswith("/ipfs/") else f"/ipfs/{a.cid}"
+    q = f"arg={quote(path)}&key={quote(a.key)}&lifetime={quote(a.lifetime)}"
+    r = await c.call("POST", f"/api/v0/name/publish?{q}")
+    out.print(f"/ipns/{r['Name']} -> {r['Value']}")
+    out.print(f"{c.base}/ipns/{r['Name']}")
+    return 0
+
+
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "add": cmd_add,
             "get": cmd_get, "tasks": cmd_tasks, "peers": cmd_peers, "pin": cmd_pin,
-            "gc": cmd_gc, "jobs": cmd_jobs, "mesh": cmd_mesh}
+            "gc": cmd_gc, "jobs": cmd_jobs, "mesh": cmd_mesh, "key": cmd_key,
+            "publish": cmd_publish}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true",
                    help="run every task again: nothing is taken from or put into the cache "
                    "(for work that is not deterministic)")
+    s.add_argument("--publish", metavar="KEY", help="with --wait: publish the job's final "
+                   "output under KEY's IPNS name (a key of that peer: banzai key gen KEY)")
     s = sub.add_parser("status", help="list jobs, or show one job")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("cancel", help="cancel a job")
@@ -279,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("jobs", nargs="+", metavar="JOB")
     sub.add_parser("tasks", help="list the task catalog")
     sub.add_parser("peers", help="list the peers of the mesh")
+    s = sub.add_parser("key", help="key gen NAME | key ls: named Ed25519 keys for IPNS names "
+                       "(kept in the peer's data dir; `self` is the peer's identity)")
+    s.add_argument("action", choices=["gen", "ls"])
+    s.add_argument("name", nargs="?", metavar="NAME")
+    s = sub.add_parser("publish", help="publish CID under a key's IPNS name (/ipns/KEY-ID on "
+                       "every peer; republished before it expires)")
+    s.add_argument("cid", metavar="CID")
+    s.add_argument("--key", default="self", help="key name (default self)")
+    s.add_argument("--lifetime", default="48h", help="validity of the record (Go duration, "
+                   "default 48h)")
     s = sub.add_parser("mesh", help="manage the mesh's members")
     msub = s.add_subparsers(dest="mesh_cmd", required=True)
     s = msub.add_parser("revoke", help="revoke a member: every peer refuses its later events "
@@ -311,7 +357,10 @@ async def _run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.cmd == "submit" and a.publish and not a.wait:
+        parser.error("submit --publish needs --wait")
     try:
         code = asyncio.run(_run(a))
     except CliError as e:

@@ -92,6 +92,9 @@ class PeerConfig:
     public_gateway: bool = field(default=False, metadata=setting(
         "serve /ipfs/ reads without the token also when bound beyond loopback (on loopback "
         "they are always open)"))
+    gateway_codec_conversion: bool = field(default=False, metadata=setting(
+        "answer DAG-CBOR blocks as DAG-JSON and back when ?format= or Accept asks (as Kubo's "
+        "Gateway.AllowCodecConversion; the gateway specs answer 406 Not Acceptable: IPIP-0524)"))
     tls_cert: Path | None = field(default=None, metadata=setting(
         "PEM certificate (chain) to serve HTTPS with; needs --tls-key"))
     tls_key: Path | None = field(default=None, metadata=setting(
@@ -117,6 +120,13 @@ class PeerConfig:
         "content store backend", choices=("embedded", "kubo")))
     ipfs_api: str | None = field(default=None, metadata=setting(
         "Kubo RPC API URL, for --store kubo"))
+    kubo_repo: Path | None = field(default=None, metadata=setting(
+        "the repo (IPFS_PATH) of the Kubo node at --ipfs-api when this peer manages it: the "
+        "peer writes the mesh's swarm key there (swarm.key) so that Kubo runs in the mesh's "
+        "private swarm"))
+    kubo_public_swarm: bool = field(default=False, metadata=setting(
+        "let Kubo stay in the public IPFS network (no swarm key derived from the mesh secret); "
+        "by default a Kubo-backed peer keeps its Kubo in the mesh's private swarm"))
     slots: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=setting(
         "concurrent task slots (default: CPU count)"))
     log_level: str = field(default="INFO", metadata=setting("DEBUG, INFO, WARNING or ERROR"))

@@ -39,7 +39,10 @@ from peer.http.tokens import mesh_headers
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
-from peer.ipfs.kubo import KuboMirror, KuboStore
+from peer.ipfs.ipns import IpnsNames
+from peer.ipfs.keystore import Keystore
+from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
+from peer.ipfs.publish import IpnsService, records_dir
 from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
@@ -73,7 +76,7 @@ from peer.log.signing import (
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
-from peer.mesh.keyring import MeshSecrets, SecretError, load_secrets
+from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -167,6 +170,9 @@ class Node:
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs)
         self.listeners.append(self.replicator.on_event)
+        self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
+                                self.emit)
+        self.listeners.append(self.ipns.on_event)  # every peer keeps the mesh's IPNS records
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
         if isinstance(self.store, KuboStore):
             kubo = self.kubo = KuboMirror(self.store, self.peer_id, self.live_peers,
@@ -488,6 +494,9 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.kubo is not None:
+            if not self.cfg.kubo_public_swarm:  # the mesh's private swarm (a key of its secret)
+                private_swarm(kubo_swarm_key(self.mesh_secrets.primary), self.cfg.kubo_repo,
+                              self.kubo.client.url, self.cfg.data_dir)
             await self.kubo.start()  # ConfigError naming --ipfs-api if Kubo is unusable
         # Warm workers: the forkserver warms up while the peer starts (runs queue meanwhile).
         await self.executor.start(wait=not self.cfg.warm_workers)
@@ -499,6 +508,9 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
+        republish = asyncio.get_running_loop().create_task(self.ipns.run())  # before expiry
+        self._bg.add(republish)
+        republish.add_done_callback(self._bg.discard)
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg

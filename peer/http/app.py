@@ -11,6 +11,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,8 @@ from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
+# bad IPFS input refused (dag/put, routing/put), by command: /api/health's ipfs.refused
+IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -97,6 +100,7 @@ async def health(request: web.Request) -> web.Response:
         "durability": dict(node.durability()),
         "log": node.log_health(),
         "security": node.security(),
+        "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
         "mdns": None if node.discovery is None else {"running": node.discovery.running,
                                                       "error": node.discovery.error}})
 
@@ -397,6 +401,7 @@ def make_app(node: Host) -> web.Application:
     app = web.Application(middlewares=[auth.middleware, errors],
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node
+    app[IPFS_REFUSED] = Counter()
     auth.add_routes(app)
     r = app.router
     r.add_get("/api/health", health)
@@ -416,8 +421,9 @@ def make_app(node: Host) -> web.Application:
     r.add_post("/api/mesh/revoke", revoke)
     r.add_get("/api/openapi.json", openapi)
     rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
-    gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"])
-    rpc.add_routes(app, node.store, **rpc_options)
+    gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"],
+                       codec_conversion=node.cfg.gateway_codec_conversion)
+    rpc.add_routes(app, node.store, refused=app[IPFS_REFUSED], **rpc_options)
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)
     return app

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from peer.ipfs.publish import IpnsService
 from peer.ipfs.store import GcStats, Store
 from peer.log import Event, EventType, MeshState
 from tasks.registry import TaskDef
@@ -33,6 +34,8 @@ class HttpConfig(Protocol):
     def allow_hosts(self) -> tuple[str, ...]: ...
     @property
     def public_gateway(self) -> bool: ...
+    @property
+    def gateway_codec_conversion(self) -> bool: ...
     @property
     def tls_cert(self) -> Path | None: ...
     @property
@@ -126,6 +129,8 @@ class Host(Protocol):
     def listeners(self) -> MutableSequence[Listener]: ...  # called with every new event
     @property
     def janitor(self) -> Lifecycle: ...
+    @property
+    def ipns(self) -> IpnsService: ...  # IPNS keys, records, publishing
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
     def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)

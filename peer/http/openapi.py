@@ -34,10 +34,15 @@ _KUBO_RPC = {
     "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
     "pin/rm": "unpin (arg) {Pins}; an error if not pinned",
     "repo/gc": "collect unpinned blocks -> ndjson {Key: {/: cid}}",
+    "dag/put": "store nodes (multipart; input-codec, store-codec, pin) -> ndjson {Cid}; "
+               "non-canonical DAG-CBOR is refused",
     "dag/export": "CAR of a DAG (arg)", "dag/import": "import a CAR (multipart) {Root}",
     "block/get": "one block's bytes (arg)", "id": "peer identity", "version": "API version",
     "routing/put": "keep a signed IPNS record (arg /ipns/NAME, multipart record)",
     "name/resolve": "the path an IPNS name's record holds (arg) {Path}",
+    "name/publish": "publish /ipfs/PATH (arg) under key (key, lifetime, ttl) {Name, Value}",
+    "key/gen": "a new Ed25519 key (arg NAME, type ed25519) {Name, Id}",
+    "key/list": "this peer's keys {Keys: [{Name, Id}]}", "key/ls": "as key/list",
 }
 
 JOB = ("job",)

@@ -109,6 +109,7 @@ class BlockStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "blocks"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.dir}{os.sep}"  # reads build paths as strings (pathlib is slow)
         self._shards: set[str] = set()
         self.corrupt = 0  # corrupt blocks met by reads in this process
         self.repair: Repair | None = None
@@ -140,13 +141,17 @@ class BlockStore:
         not repaired."""
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
-        path = self._settled(self.path(c.key))
+        key = c.key
+        name = (str(self._settled(self.path(key))) if self._pending  # a put not yet renamed
+                else f"{self._prefix}{key[-2:]}{os.sep}{key}")
         try:
-            data = path.read_bytes()
+            with open(name, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
         if _matches(c, data):
             return data
+        path = Path(name)
         self.corrupt += 1
         log.error("block %s is corrupt on disk (%s): removed", c, path)
         with contextlib.suppress(OSError):

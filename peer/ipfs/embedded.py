@@ -272,9 +272,11 @@ class EmbeddedStore:
         return self.blocks.get(parse_cid(cid))
 
     def put_block(self, cid: str, data: bytes) -> None:
-        """Store one block after checking its hash (IntegrityError on mismatch)."""
+        """Store one block after checking its hash (IntegrityError on mismatch) and its format
+        (BadDag: a malformed HAMT shard, DAG-CBOR that is not canonical)."""
         c = parse_cid(cid)
         hamt.check_block(c, data)
+        ipld.check_block(c, data)
         with self._lock.hold():
             self.blocks.begin()
             self.blocks.put(c, data)
@@ -334,6 +336,7 @@ class EmbeddedStore:
                 for c, data in blocks:
                     verify(c, data)
                     hamt.check_block(c, data)
+                    ipld.check_block(c, data)
                     if not self.blocks.has(c):
                         staging.put(c, data)
                 staging.commit(self.blocks)

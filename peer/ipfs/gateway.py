@@ -10,7 +10,8 @@ listing for browsers or JSON `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"
 `?format=raw|car` / `Accept: application/vnd.ipld.raw|car` trustless responses (the path's
 target block, with Range; CARs are depth-first without duplicates, with the path's blocks first,
 dag-scope=all) and `?format=tar` / `Accept: application/x-tar` (peer/ipfs/tarstream.py). A
-codec the content does not have (`?format=dag-cbor` of a UnixFS file) is 406 (IPIP-0524);
+codec the content does not have (`?format=dag-cbor` of a UnixFS file) is 406 (IPIP-0524), except
+DAG-CBOR <-> DAG-JSON with `codec_conversion` (opt-in, as boxo's AllowCodecConversion);
 `Cache-Control: only-if-cached` answers 412 for content this peer does not hold.
 """
 
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from peer.errors import ArgError, BanzaiError, IpnsError, NotAcceptable, NotCached, NotFound
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import ipns
+from peer.ipfs import ipld, ipns
 from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, Entry, Store
 from peer.ipfs.tarstream import tar_stream
@@ -62,6 +63,9 @@ _DATA_CODECS = {"json": ("application/json", "inline", "json"),
                 "dag-cbor": ("application/vnd.ipld.dag-cbor", "attachment", "cbor")}
 _SAME_BYTES = {"json": ("json",), "cbor": ("cbor",), "dag-json": ("dag-json", "json"),
                "dag-cbor": ("dag-cbor", "cbor")}
+# With codec conversion on: (block codec, format asked) -> the codec it is re-encoded in
+_CONVERSIONS = {("dag-cbor", "dag-json"): "dag-json", ("dag-cbor", "json"): "dag-json",
+                ("dag-json", "dag-cbor"): "dag-cbor", ("dag-json", "cbor"): "dag-cbor"}
 SNIFF_BYTES = 512
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXT_TYPES = {
@@ -109,11 +113,12 @@ PEER_FETCH_HEADER = "X-Banzai-Fetch"
 
 
 def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
-               names: ipns.IpnsNames | None = None) -> None:
+               names: ipns.IpnsNames | None = None, codec_conversion: bool = False) -> None:
     """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`, and /ipns/{name}[/path]
     with `names` (the IPNS records this peer holds). With `fetch`, a CID missing here is
-    fetched from the mesh (fetch(cid) -> True if now local) first."""
-    gateway = Gateway(store, fetch, names)
+    fetched from the mesh (fetch(cid) -> True if now local) first. `codec_conversion` answers
+    DAG-CBOR blocks as DAG-JSON and back when asked (the specs answer 406: IPIP-0524)."""
+    gateway = Gateway(store, fetch, names, codec_conversion)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
     app.router.add_route("OPTIONS", "/ipfs/{cid}", preflight)
@@ -315,10 +320,11 @@ class Gateway:
     """Request handler; the store is only touched from worker threads."""
 
     def __init__(self, store: Store, fetch: Fetch | None = None,
-                 names: ipns.IpnsNames | None = None) -> None:
+                 names: ipns.IpnsNames | None = None, codec_conversion: bool = False) -> None:
         self.store = store
         self.fetch = fetch
         self.names = names
+        self.codec_conversion = codec_conversion
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one /ipfs request; errors become JSON bodies with their status, never a 500."""
@@ -430,11 +436,15 @@ class Gateway:
         if not fmt and "text/html" in _accepts(request):
             return self._data_html(cid, codec, request, headers)
         fmt = fmt or codec
-        if fmt not in _SAME_BYTES[codec]:
-            raise NotAcceptable(f"{cid} has codec {codec}: it cannot be answered as {fmt}",
-                                field="format")
+        into = _CONVERSIONS.get((codec, fmt)) if self.codec_conversion else None
+        if fmt not in _SAME_BYTES[codec] and into is None:
+            hint = (" (this gateway converts DAG-CBOR and DAG-JSON only with "
+                    "--gateway-codec-conversion; ?format=raw gives the block)"
+                    if (codec, fmt) in _CONVERSIONS else "")
+            raise NotAcceptable(f"{cid} has codec {codec}: it cannot be answered as {fmt}"
+                                + hint, field="format")
         mime = _DATA_CODECS[fmt][0]
-        _, disposition, ext = _DATA_CODECS[codec]
+        _, disposition, ext = _DATA_CODECS[into or codec]
         etag = f'"{cid}.{fmt}"'
         headers |= {
             "Content-Type": mime,
@@ -445,7 +455,10 @@ class Gateway:
         }
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        return _block_body(self.store.get_block(cid), request, headers)
+        block = self.store.get_block(cid)
+        if into is not None:
+            block = ipld.convert(parse_cid(cid), block, into)
+        return _block_body(block, request, headers)
 
     def _data_html(self, cid: str, codec: str, request: web.Request,
                    headers: dict[str, str]) -> Plan:

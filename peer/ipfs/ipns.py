@@ -161,7 +161,8 @@ def _verify(kind: int, key: bytes, signature: bytes, message: bytes) -> None:
             pub.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
             return
     except (InvalidSignature, ValueError) as exc:
-        raise IpnsError("the record's V2 signature does not verify") from exc
+        raise IpnsError("the record's V2 signature does not verify with the name's key "
+                        "(signed by another key, or altered)") from exc
     raise IpnsError(f"key type {kind} is not supported (Ed25519 and RSA are)")
 
 
@@ -224,6 +225,51 @@ def validate(name: Cid, raw: bytes, now: datetime) -> Record:
     return Record(path, sequence, ttl, eol, raw)
 
 
+def key_name(public: ed25519.Ed25519PublicKey) -> str:
+    """The IPNS name of an Ed25519 key: CIDv1 libp2p-key of the identity multihash of its
+    libp2p protobuf (Type 1, Data 32 bytes), in base36 (k51...), as Kubo writes it."""
+    proto = b"\x08\x01\x12\x20" + public.public_bytes(serialization.Encoding.Raw,
+                                                          serialization.PublicFormat.Raw)
+    return canonical(Cid(1, LIBP2P_KEY, bytes([IDENTITY, len(proto)]) + proto))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(no: int, value: bytes | int) -> bytes:
+    if isinstance(value, int):
+        return _varint(no << 3) + _varint(value)
+    return _varint(no << 3 | 2) + _varint(len(value)) + value
+
+
+def rfc3339(when: datetime) -> bytes:
+    """`when` as Go's time.RFC3339Nano writes it in UTC (no trailing zeros in the fraction)."""
+    utc = when.astimezone(UTC)
+    frac = f"{utc.microsecond * 1000:09d}".rstrip("0")
+    return (utc.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z").encode()
+
+
+def make_record(key: ed25519.Ed25519PrivateKey, value: str, sequence: int, eol: datetime,
+                ttl_ns: int) -> bytes:
+    """A signed IPNS record (V1 and V2 signatures, as Kubo makes them) naming `value` (an
+    /ipfs/ path) until `eol`; the name's key is inlined in the name, so no pubKey field."""
+    from peer.ipfs import ipld
+
+    validity = rfc3339(eol)
+    data = ipld.encode_cbor({"Value": value.encode(), "Validity": validity, "ValidityType": 0,
+                             "Sequence": sequence, "TTL": ttl_ns})
+    sig_v1 = key.sign(value.encode() + validity + b"EOL")
+    sig_v2 = key.sign(_SIGNATURE_PREFIX + data)
+    return (_pb(1, value.encode()) + _pb(2, sig_v1) + _pb(3, 0) + _pb(4, validity)
+            + _pb(5, sequence) + _pb(6, ttl_ns) + _pb(8, sig_v2) + _pb(9, data))
+
+
 class IpnsNames:
     """The IPNS records this peer holds, one file per name under `root` (the highest sequence
     wins); safe from several threads and processes (files are replaced by rename)."""
@@ -237,6 +283,10 @@ class IpnsNames:
 
     def _path(self, name: Cid) -> Path:
         return self.root / f"{name.multihash.hex()}.ipns-record"
+
+    def path(self, name: str) -> Path:
+        """The file holding the record of `name` (ArgError if `name` is not one)."""
+        return self._path(parse_name(name)[0])
 
     def put(self, name: str, raw: bytes) -> Record:
         """Validate and keep `raw` as the record of `name`; IpnsError if invalid or older than
@@ -280,4 +330,4 @@ def record_etag(raw: bytes) -> str:
 
 
 __all__ = ["LIBP2P_KEY", "MAX_RECORD_BYTES", "RECORD_TYPE", "IpnsNames", "Record", "canonical",
-           "parse_name", "record_etag", "validate"]
+           "key_name", "make_record", "parse_name", "record_etag", "rfc3339", "validate"]

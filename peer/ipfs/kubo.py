@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import (
     AsyncIterable,
@@ -245,6 +246,74 @@ def _walk(root: Path) -> Iterator[tuple[str, Path | None]]:
         for child in sorted(root.iterdir(), key=lambda p: p.name):
             for rel, f in _walk(child):
                 yield f"{root.name}/{rel}", f
+
+
+# -- the private swarm -----------------------------------------------------------------
+SWARM_KEY_FILE = "swarm.key"  # in a Kubo repo: read by `ipfs daemon` at start only
+SWARM_KEY_COPY = "kubo-swarm.key"  # in the data dir, for an operator to copy
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 0600) by rename, so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _public_bootstrap(repo: Path) -> bool:
+    """True if the repo's config bootstraps to peers or has AutoConf on (Kubo's defaults),
+    which a Kubo in a private swarm cannot use (it may refuse to start)."""
+    try:
+        cfg = json.loads((repo / "config").read_text())
+    except (OSError, ValueError):
+        return False
+    auto = (cfg.get("AutoConf") or {}).get("Enabled")
+    return bool(cfg.get("Bootstrap")) or auto is not False
+
+
+def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -> bool:
+    """Keep the Kubo node at `api` in the mesh's private swarm (`swarm_key`, the swarm.key
+    text derived from the mesh secret). With `repo` (the peer manages that Kubo repo) its
+    swarm.key is written when it differs; else the key goes to DATA_DIR/kubo-swarm.key and the
+    operator is told how to install it. Returns True if Kubo must restart to take the key."""
+    if repo is None:
+        copy = data_dir / SWARM_KEY_COPY
+        if not copy.exists() or copy.read_text() != swarm_key:
+            _write_private(copy, swarm_key)
+        log.warning(
+            "Kubo at %s is not managed by this peer (no --kubo-repo), so it may be in the public "
+            "IPFS network and announce this mesh's CIDs there. To keep it in the mesh's private "
+            "swarm: copy %s to its repo as swarm.key (IPFS_PATH/swarm.key, default "
+            "~/.ipfs/swarm.key), run `ipfs bootstrap rm --all` and `ipfs config --json "
+            "AutoConf.Enabled false`, and restart it; or start this peer with --kubo-repo "
+            "IPFS_PATH to have it write the key; or --kubo-public-swarm to keep Kubo public.",
+            api, copy)
+        return False
+    target = repo / SWARM_KEY_FILE
+    try:
+        same = target.read_text() == swarm_key
+    except FileNotFoundError:
+        same = False
+    except OSError as e:
+        raise ConfigError(f"--kubo-repo: cannot read {target}: {e}", field="kubo_repo") from None
+    if not (repo / "config").is_file():
+        raise ConfigError(f"--kubo-repo: {repo} is not a Kubo repo (no config file)",
+                          field="kubo_repo")
+    if _public_bootstrap(repo):
+        log.warning("Kubo repo %s bootstraps to public peers or has AutoConf on, which a "
+                    "private swarm cannot use: run `IPFS_PATH=%s ipfs bootstrap rm --all` and "
+                    "`ipfs config --json AutoConf.Enabled false`, then restart Kubo", repo, repo)
+    if same:
+        log.info("Kubo repo %s holds the mesh's swarm key: a private swarm", repo)
+        return False
+    _write_private(target, swarm_key)
+    log.warning("wrote the mesh's swarm key to %s: restart the Kubo daemon at %s so that it "
+                "joins the mesh's private swarm (Kubo reads swarm.key only at start)", target, api)
+    return True
 
 
 # -- the store and its mirror ----------------------------------------------------------

@@ -1,8 +1,9 @@
 """A subset of the Kubo RPC API (/api/v0/...) over a Store, for IPFS clients.
 
-Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, pin/rm, repo/gc, dag/export, dag/import,
-block/get, id, version. Request options and response bodies follow Kubo 0.39: newline-delimited
-JSON for streamed objects (`X-Chunked-Output: 1`), raw bytes with `X-Stream-Output: 1` for readers.
+Routes (POST only, as Kubo): add, cat, pin/add, pin/ls, pin/rm, repo/gc, dag/put, dag/export,
+dag/import, block/get, id, version. Request options and response bodies follow Kubo 0.39:
+newline-delimited JSON for streamed objects (`X-Chunked-Output: 1`), raw bytes with
+`X-Stream-Output: 1` for readers.
 Errors are Kubo's `{"Message", "Code", "Type": "error"}`, but with 400 for bad input or missing
 content (Kubo answers 500 for every error) and 501 for options this store cannot honour; 404 is
 never used because Kubo's clients read it as "command not found" (the map: peer/errors_http.py).
@@ -20,6 +21,7 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +31,22 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from peer import __version__
-from peer.errors import ArgError, BanzaiError, Forbidden, NotFound, TooLarge, Unsupported
+from peer.errors import (
+    ArgError,
+    BadDag,
+    BanzaiError,
+    Forbidden,
+    IpnsError,
+    NotFound,
+    TooLarge,
+    Unsupported,
+)
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import car, parse_cid
+from peer.ipfs import car, ipld, parse_cid
+from peer.ipfs.cids import sha256_cid
 from peer.ipfs.gateway import write_stream
 from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
+from peer.ipfs.publish import IpnsService, parse_duration
 from peer.ipfs.store import Entry, GcStats, Store
 from peer.log import EventType
 
@@ -53,6 +66,11 @@ _ADD_FIXED = {
 }
 _ADD_VALUES = {"chunker": ("size-262144",), "hash": ("sha2-256",)}
 _DIR_TYPE = "application/x-directory"
+# dag/put: the codecs read and written (Kubo also reads and writes others through plugins)
+_PUT_INPUT = ("dag-json", "dag-cbor", "json")
+_PUT_STORE = ("dag-cbor", "dag-json")
+MAX_BLOCK_BYTES = 1 << 20  # Kubo's bound on a block (bitswap's), unless allow-big-block
+MAX_BIG_BLOCK_BYTES = 4 << 20  # ours with allow-big-block (the store's block bound)
 _TRUE = ("1", "t", "true", "")
 _FALSE = ("0", "f", "false")
 
@@ -84,6 +102,8 @@ class Host(Protocol):
     def cfg(self) -> _Config: ...
     @property
     def janitor(self) -> _Collector: ...
+    @property
+    def ipns(self) -> IpnsService: ...  # IPNS keys, records and publishing
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Any: ...
     def durable_now(self, ev: Any) -> None: ...  # raises (StorageFull...) unless on disk
     def flush(self) -> None: ...
@@ -100,7 +120,7 @@ def node_options(node: Host) -> dict[str, Any]:
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide,
             "on_removed": node.unpinned, "collect": node.janitor.collect,
-            "names": IpnsNames(node.cfg.data_dir / "ipns")}
+            "names": node.ipns.names, "ipns": node.ipns}
 
 
 def add_routes(
@@ -114,6 +134,8 @@ def add_routes(
     on_removed: OnAdded | None = None,
     collect: Collect | None = None,
     names: IpnsNames | None = None,
+    refused: Counter[str] | None = None,
+    ipns: IpnsService | None = None,
 ) -> None:
     """Register POST /api/v0/{add,cat,pin/add,pin/ls,pin/rm,repo/gc,dag/export,dag/import,
     block/get,id,version} and, with `names` (the IPNS records this peer holds), routing/put
@@ -121,20 +143,28 @@ def add_routes(
 
     Uploads are spooled under `tmp_dir` (default: the system temp dir), at most
     `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide),
-    `on_removed(cids)` about removed pins; `collect` is repo/gc (default: the store's gc).
+    `on_removed(cids)` about removed pins; `collect` is repo/gc (default: the store's gc);
+    `refused` counts bad input refused, by command and reason (for /api/health).
     """
     rpc = KuboRpc(store, peer_id, tmp_dir, max_upload_bytes, on_added)
+    rpc.refused = refused if refused is not None else Counter()
     rpc.on_removed = on_removed
     rpc.collect = collect or (lambda: asyncio.to_thread(store.gc))
     routes: dict[str, Handler] = {
         "add": rpc.add, "cat": rpc.cat, "pin/add": rpc.pin_add, "pin/ls": rpc.pin_ls,
         "pin/rm": rpc.pin_rm, "repo/gc": rpc.repo_gc,
-        "dag/export": rpc.dag_export, "dag/import": rpc.dag_import, "block/get": rpc.block_get,
+        "dag/put": rpc.dag_put, "dag/export": rpc.dag_export, "dag/import": rpc.dag_import,
+        "block/get": rpc.block_get,
         "id": rpc.id, "version": rpc.version,
     }
     if names is not None:
-        ipns_rpc = IpnsRpc(names)
+        ipns_rpc = IpnsRpc(names, rpc.refused)
         routes |= {"routing/put": ipns_rpc.routing_put, "name/resolve": ipns_rpc.name_resolve}
+    if ipns is not None:
+        keys_rpc = KeysRpc(ipns)
+        keys_rpc.store = store
+        routes |= {"key/gen": keys_rpc.key_gen, "key/list": keys_rpc.key_list,
+                   "key/ls": keys_rpc.key_list, "name/publish": keys_rpc.name_publish}
     for name, handler in routes.items():
         app.router.add_post(f"/api/v0/{name}", _guarded(handler))
 
@@ -364,6 +394,7 @@ class KuboRpc:
         self.on_added = on_added
         self.on_removed: OnAdded | None = None
         self.collect: Collect = lambda: asyncio.to_thread(store.gc)
+        self.refused: Counter[str] = Counter()
 
     def _tmp(self, prefix: str) -> Path:
         if self.tmp_dir is not None:
@@ -540,6 +571,43 @@ class KuboRpc:
                 raise ArgError(f"path '{arg}' is not pinned", field="arg")
         return out
 
+    async def dag_put(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs dag put`: each multipart file is one node in `input-codec`, stored as one
+        block in `store-codec` (CIDv1, sha2-256) -> one {"Cid": {"/": cid}} line each. A
+        DAG-CBOR input must be canonical (400 naming the rule it breaks; Kubo re-encodes it):
+        nothing is stored unless every node is valid."""
+        in_codec = request.query.get("input-codec", "dag-json")
+        out_codec = request.query.get("store-codec", "dag-cbor")
+        if in_codec not in _PUT_INPUT:
+            raise Unsupported(f"dag/put: input-codec {in_codec!r} is not supported "
+                              f"({', '.join(_PUT_INPUT)})", field="input-codec")
+        if out_codec not in _PUT_STORE:
+            raise Unsupported(f"dag/put: store-codec {out_codec!r} is not supported "
+                              f"({', '.join(_PUT_STORE)})", field="store-codec")
+        if request.query.get("hash", "sha2-256") != "sha2-256":
+            raise Unsupported("dag/put: hash sha2-256 only", field="hash")
+        pin = flag(request, "pin", False)
+        limit = MAX_BIG_BLOCK_BYTES if flag(request, "allow-big-block", False) \
+            else MAX_BLOCK_BYTES
+        nodes = await _parts(request, min(self.max_upload, 16 * MAX_BIG_BLOCK_BYTES))
+        try:
+            blocks = [_put_block(data, in_codec, out_codec, limit) for data in nodes]
+        except BadDag as exc:
+            self.refused[f"dag/put.{in_codec}"] += 1
+            log.info("dag/put refused: %s", exc.message)
+            raise
+        cids = await asyncio.to_thread(self._put_blocks, blocks, pin)
+        if pin:
+            self._provide(cids)
+        return await send_json_lines(request, [{"Cid": {"/": c}} for c in cids])
+
+    def _put_blocks(self, blocks: list[tuple[str, bytes]], pin: bool) -> list[str]:
+        for cid, data in blocks:
+            self.store.put_block(cid, data)
+            if pin:
+                self.store.pin(cid, explicit=True)
+        return [cid for cid, _ in blocks]
+
     async def dag_export(self, request: web.Request) -> web.StreamResponse:
         """`ipfs dag export`: a CARv1 of the DAG under one CID."""
         (target,) = args(request, "root")[:1]
@@ -614,17 +682,36 @@ def _ipns_arg(request: web.Request) -> str:
     return arg.strip().removeprefix("/ipns/").strip("/")
 
 
+def _put_block(data: bytes, in_codec: str, out_codec: str, limit: int) -> tuple[str, bytes]:
+    """(CID, block) of one dag/put node; BadDag saying what is wrong with it."""
+    if in_codec == "dag-cbor":
+        value = ipld.check_cbor(data, "input")
+    else:
+        value = ipld.decode_json(data, "input", links=in_codec == "dag-json")
+    block = ipld.encode_cbor(value) if out_codec == "dag-cbor" else ipld.encode_json(value)
+    if len(block) > limit:
+        raise BadDag(f"dag/put: the block would be {len(block)} bytes, over {limit} (UnixFS "
+                     "`add` chunks big data; allow-big-block raises the bound)", field="file")
+    return str(sha256_cid(block, out_codec, 1)), block
+
+
 class IpnsRpc:
     """routing/put (an IPNS record for a name, validated before it is kept) and name/resolve."""
 
-    def __init__(self, names: IpnsNames) -> None:
+    def __init__(self, names: IpnsNames, refused: Counter[str] | None = None) -> None:
         self.names = names
+        self.refused: Counter[str] = refused if refused is not None else Counter()
 
     async def routing_put(self, request: web.Request) -> web.StreamResponse:
         """`ipfs routing put /ipns/NAME FILE`: keep a valid record; 400 saying why if not."""
         name = _ipns_arg(request)
         record = await _one_part(request, MAX_RECORD_BYTES)
-        await asyncio.to_thread(self.names.put, name, record)
+        try:
+            await asyncio.to_thread(self.names.put, name, record)
+        except (IpnsError, ArgError) as exc:
+            self.refused["routing/put"] += 1
+            log.info("routing/put %s refused: %s", name[:80], exc.message)
+            raise
         return await send_json_lines(request, [
             {"Extra": "", "ID": "", "Responses": None, "Type": 5}])
 
@@ -632,6 +719,48 @@ class IpnsRpc:
         """`ipfs name resolve /ipns/NAME`: the path the name's record holds."""
         record = await asyncio.to_thread(self.names.resolve, _ipns_arg(request))
         return web.json_response({"Path": record.value}, headers={"Vary": "Origin"})
+
+
+class KeysRpc:
+    """key/gen, key/list and name/publish over the peer's keys and IPNS service."""
+
+    def __init__(self, ipns: IpnsService) -> None:
+        self.ipns = ipns
+
+    async def key_gen(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs key gen NAME`: a new Ed25519 key -> {"Name", "Id"} (Id: its IPNS name)."""
+        (name,) = args(request, "name")[:1]
+        if request.query.get("type", "ed25519") != "ed25519":
+            raise Unsupported("key/gen: only ed25519 keys are supported", field="type")
+        info = await asyncio.to_thread(self.ipns.keys.gen, name)
+        return web.json_response({"Name": info.name, "Id": info.id}, headers={"Vary": "Origin"})
+
+    async def key_list(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs key list`: {"Keys": [{"Name", "Id"}]}, `self` first."""
+        keys = await asyncio.to_thread(self.ipns.keys.list)
+        return web.json_response({"Keys": [{"Name": k.name, "Id": k.id} for k in keys]},
+                                 headers={"Vary": "Origin"})
+
+    async def name_publish(self, request: web.Request) -> web.StreamResponse:
+        """`ipfs name publish --key NAME /ipfs/CID`: a signed record every peer holds ->
+        {"Name", "Value"}. `resolve` (true) checks the content is here; `lifetime`, `ttl`."""
+        (value,) = args(request, "ipfs-path")[:1]
+        root, rest = split_path(value)
+        path = f"/ipfs/{root}" + (f"/{rest}" if rest else "")
+        if flag(request, "resolve", True):
+            await asyncio.to_thread(self.ipns_check, root, rest)
+        lifetime = parse_duration(request.query.get("lifetime", "48h"), "lifetime")
+        ttl = parse_duration(request.query.get("ttl", "1h"), "ttl")
+        name = await self.ipns.publish(request.query.get("key", "self"), path, lifetime, ttl)
+        return web.json_response({"Name": name, "Value": path}, headers={"Vary": "Origin"})
+
+    def ipns_check(self, root: str, rest: str) -> None:
+        """NotFound unless the path to publish resolves in this peer's store."""
+        store = self.store
+        if store is not None:
+            store.resolve(root, rest) if rest else store.stat(root)
+
+    store: Store | None = None
 
 
 async def _one_part(request: web.Request, max_bytes: int) -> bytes:
@@ -648,6 +777,28 @@ async def _one_part(request: web.Request, max_bytes: int) -> bytes:
         if len(data) > max_bytes:
             raise TooLarge(f"an IPNS record is at most {max_bytes} bytes", field="file")
     return bytes(data)
+
+
+async def _parts(request: web.Request, max_bytes: int) -> list[bytes]:
+    """The bytes of every multipart part, at most `max_bytes` in all (TooLarge past it)."""
+    if not request.content_type.startswith("multipart/"):
+        raise ArgError("a multipart body with the node(s) is required", field="file")
+    reader = await request.multipart()
+    out: list[bytes] = []
+    total = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ArgError("nested multipart bodies are not supported here", field="file")
+        data = bytearray()
+        while chunk := await part.read_chunk(CHUNK):
+            data += chunk
+            total += len(chunk)
+            if total > max_bytes:
+                raise TooLarge(f"dag/put: more than {max_bytes} bytes of input", field="file")
+        out.append(bytes(data))
+    if not out:
+        raise ArgError('argument "object data" is required', field="file")
+    return out
 
 
 def _count_blocks(path: Path, count: int, size: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from peer.log.events import (
     Event,
     EventType,
     FailureKind,
+    IpnsRecord,
     JobCancelled,
     JobDeleted,
     JobSubmitted,
@@ -38,7 +39,8 @@ from peer.log.sqlite import EventLog
 
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
            "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
-           "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobDeleted",
+           "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord", "JobCancelled",
+           "JobDeleted",
            "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
            "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef", "Unknown",
            "Unprovide", "fold", "hlc_ms"]

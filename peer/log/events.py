@@ -35,6 +35,8 @@ class EventType(IntEnum):
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
     TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
+    IPNS_RECORD = 25  # a signed IPNS record (peer.ipfs.ipns) for every peer to hold; older
+    #                   peers keep and forward it
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -548,6 +550,25 @@ class Unprovide:
         return cls(_cids(_NAME[cls.TYPE], p, "cids"))
 
 
+MAX_IPNS_RECORD_CHARS = 14_000  # base64 of the IPNS spec's 10 KiB bound
+
+
+@dataclass(frozen=True, slots=True)
+class IpnsRecord:
+    """A signed IPNS record for a name (base36 CID of its key), base64: every peer checks it
+    (peer.ipfs.ipns.validate) before it keeps it; the fold ignores it."""
+
+    TYPE: ClassVar[EventType] = EventType.IPNS_RECORD
+    name: str
+    record: str
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> IpnsRecord:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "name", MAX_CID_CHARS), _str(k, p, "record",
+                                                            MAX_IPNS_RECORD_CHARS))
+
+
 @dataclass(frozen=True, slots=True)
 class Unknown:
     """The body of an event of a type this version does not know (a newer peer's): the
@@ -558,13 +579,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | Unknown)
+        | Revoke | TaskSplitRef | IpnsRecord | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef)}
+                Revoke, TaskSplitRef, IpnsRecord)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 

@@ -30,6 +30,7 @@ from peer.log.events import (
     ChunkKey,
     Claim,
     Event,
+    IpnsRecord,
     JobCancelled,
     JobDeleted,
     JobSubmitted,
@@ -211,6 +212,10 @@ def _renew(s: MeshState, ev: Event, b: Renew) -> None:
     pass  # liveness only: the scheduler notes when it heard it
 
 
+def _ipns_record(s: MeshState, ev: Event, b: IpnsRecord) -> None:
+    pass  # held by the IPNS layer (peer.ipfs.ipns), which a listener hands it to
+
+
 def _progress(s: MeshState, ev: Event, b: Progress) -> None:
     c = s.chunks[b.key]
     c.progress[b.attempt] = max(c.progress.get(b.attempt, 0.0), b.progress)
@@ -350,6 +355,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     JobDeleted: _job_deleted,
     Unprovide: _unprovide,
     Revoke: _revoke,
+    IpnsRecord: _ipns_record,
 }
 
 

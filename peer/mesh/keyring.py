@@ -69,17 +69,36 @@ def _keypair(seed: bytes) -> tuple[bytes, bytes]:
 
 
 @lru_cache(maxsize=16)
+def _master(secret: bytes) -> bytes:
+    """The scrypt master key of `secret` (cached: the KDF is slow on purpose)."""
+    return Scrypt(salt=_SCRYPT_SALT, length=32, n=_SCRYPT_N, r=8, p=1).derive(secret)
+
+
+def _expand(secret: bytes, info: bytes) -> bytes:
+    """32 bytes for one purpose (`info`, a label of its own) from the secret's master key."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=info).derive(_master(secret))
+
+
+@lru_cache(maxsize=16)
 def derive(secret: bytes) -> CurveKeys:
     """The keys of `secret` (cached: the KDF is slow on purpose)."""
-    master = Scrypt(salt=_SCRYPT_SALT, length=32, n=_SCRYPT_N, r=8, p=1).derive(secret)
 
     def expand(info: bytes) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+        return _expand(secret, info)
 
     spub, ssec = _keypair(expand(b"banzai curve server key"))
     cpub, csec = _keypair(expand(b"banzai curve client key"))
     kid = hashlib.sha256(b"banzai key id\0" + spub).hexdigest()[:16]
     return CurveKeys(kid, spub, ssec, cpub, csec)
+
+
+def kubo_swarm_key(secret: bytes) -> str:
+    """The swarm.key file (a libp2p private network's pre-shared key, PSK v1, hex) of the mesh
+    of `secret`, for its peers' Kubo nodes: its own HKDF label, so it tells nothing of the
+    CURVE keys (and they nothing of it)."""
+    key = _expand(secret, b"banzai kubo swarm key v1")
+    return f"/key/swarm/psk/1.0.0/\n/base16/\n{key.hex()}\n"
 
 
 class Keyring:
@@ -235,5 +254,6 @@ def join_command(secret: bytes, mesh_name: str = "banzai") -> str:
 
 __all__ = ["MAX_SECRETS", "MIN_SECRET_BYTES", "SECRET_FILE_NAME", "TOKEN_PREFIX", "CurveKeys",
            "Keyring", "MeshSecrets", "SecretError", "check_secret", "decode_token", "derive",
-           "encode_token", "join_command", "load_secrets", "new_secret", "parse_secrets",
+           "encode_token", "join_command", "kubo_swarm_key", "load_secrets", "new_secret",
+           "parse_secrets",
            "write_private"]

@@ -114,8 +114,9 @@ def _set(cfg: dict[str, Any], path: list[str], value: Any) -> None:
     cfg[path[-1]] = value
 
 
-def start_kubo(repo: Path, timeout_s: float = 60) -> KuboDaemon:
-    """Init a loopback-only repo at `repo` and start its daemon; waits until it serves."""
+def start_kubo(repo: Path, timeout_s: float = 60, swarm_key: str | None = None) -> KuboDaemon:
+    """Init a loopback-only repo at `repo` and start its daemon; waits until it serves. With
+    `swarm_key` (a swarm.key file's text) the daemon runs in that private swarm."""
     binary = kubo_binary()
     env = {**os.environ, "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
     subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
@@ -124,13 +125,27 @@ def start_kubo(repo: Path, timeout_s: float = 60) -> KuboDaemon:
     for key, value in _SETTINGS.items():
         _set(cfg, key.split("."), json.loads(value))
     (repo / "config").write_text(json.dumps(cfg, indent=2))
+    if swarm_key is not None:
+        (repo / "swarm.key").write_text(swarm_key)
+    return _daemon(binary, repo, env, timeout_s)
+
+
+def restart_kubo(k: KuboDaemon, timeout_s: float = 60) -> KuboDaemon:
+    """Start the daemon of a stopped KuboDaemon's repo again (new ports)."""
+    k.stop()
+    env = {**os.environ, "IPFS_PATH": str(k.repo), "IPFS_TELEMETRY": "off"}
+    return _daemon(kubo_binary(), k.repo, env, timeout_s)
+
+
+def _daemon(binary: str, repo: Path, env: dict[str, str], timeout_s: float) -> KuboDaemon:
     log = repo.with_name(repo.name + ".log")
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen([binary, "daemon", "--enable-gc=false"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if "Daemon is ready" in log.read_text(errors="replace"):
+        if "Daemon is ready" in log.read_bytes()[start:].decode(errors="replace"):
             api = (repo / "api").read_text().strip().split("/")  # /ip4/127.0.0.1/tcp/PORT
             gateway = (repo / "gateway").read_text().strip()
             return KuboDaemon(proc, repo, f"http://{api[2]}:{api[4]}", gateway, log)

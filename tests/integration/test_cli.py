@@ -18,7 +18,7 @@ import pytest
 
 from peer.ipfs import EmbeddedStore
 from tests.conftest import BIN, ROOT, PeerProc
-from tests.helpers import get_json, launch, stop
+from tests.helpers import get_json, launch, stop, wait_mesh
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "NO_COLOR": "1"}
@@ -35,10 +35,13 @@ def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in r.stderr + r.stdout, r.stderr
 
 
+CLI_MESH = f"cli-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     p = launch(tmp_path_factory.mktemp("cli") / "p0", "--slots", "2",
-                   "--mesh-name", f"cli-{uuid.uuid4().hex[:12]}")
+                   "--mesh-name", CLI_MESH)
     yield p
     stop(p)
 
@@ -218,6 +221,45 @@ def test_tasks_and_peers(peer: PeerProc) -> None:
     assert r.returncode == 0 and me in r.stdout and "alive" in r.stdout
     r = banzai("tasks", env={"BANZAI_PEER": peer.url})  # the default peer from the env
     assert r.returncode == 0 and "T_CONCAT" in r.stdout
+
+
+def test_key_gen_ls_publish_and_every_peer_resolves(peer: PeerProc, tmp_path: Path) -> None:
+    """banzai key gen / key ls / publish; the record is gossiped, so another peer's gateway
+    serves /ipns/NAME (fetching the content from the mesh)."""
+    r = banzai("key", "gen", "latest-model", peer=peer)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.split()[0]
+    assert name.startswith("k51") and "latest-model" in r.stdout
+    r = banzai("key", "ls", peer=peer)
+    assert [line.split()[1] for line in r.stdout.splitlines()] == ["self", "latest-model"]
+    assert banzai("key", "gen", "latest-model", peer=peer).returncode != 0  # exists
+    model = _write(tmp_path / "model.json", {"weights": [1, 2, 3]})
+    cid = banzai("add", str(model), peer=peer).stdout.strip()
+    r = banzai("publish", "--key", "latest-model", cid, peer=peer)
+    assert r.returncode == 0, r.stderr
+    assert f"/ipns/{name} -> /ipfs/{cid}" in r.stdout
+    assert get_json(f"{peer.url}/ipns/{name}") == {"weights": [1, 2, 3]}
+    pipeline = _write(tmp_path / "p.json", [{"call": "T_WRITE", "args": [1, "ipns"]}])
+    r = banzai("submit", str(pipeline), "--wait", "--publish", "latest-model", peer=peer)
+    assert r.returncode == 0 and f"/ipns/{name} -> /ipfs/" in r.stdout, r.stderr
+    published = r.stdout.split(f"/ipns/{name} -> /ipfs/")[1].split()[0]
+    r = banzai("publish", "--key", "latest-model", cid, peer=peer)  # back to the model
+    assert r.returncode == 0 and published != cid
+    assert banzai("submit", str(pipeline), "--publish", "k", peer=peer).returncode == 2
+    other = launch(tmp_path / "p1", "--slots", "1", "--mesh-name", CLI_MESH)
+    try:
+        wait_mesh([peer, other], 2)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert get_json(f"{other.url}/ipns/{name}") == {"weights": [1, 2, 3]}
+                break
+            except (AssertionError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        stop(other)
 
 
 def _closed_port() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,23 +22,28 @@ import pytest
 
 from peer.ipfs import EmbeddedStore
 from peer.ipfs.kubo import KuboClient
+from peer.mesh.keyring import kubo_swarm_key, parse_secrets
 from tests.conftest import BIN, ROOT, PeerProc
 from tests.helpers import get_json as get
 from tests.helpers import post_json as post
 from tests.helpers import wait_job, wait_mesh
-from tests.integration.kubo import KuboDaemon, kubo_binary, start_kubo
+from tests.integration.kubo import KuboDaemon, kubo_binary, restart_kubo, start_kubo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def kubo(tmp_path: Path) -> Iterator[Callable[[str], KuboDaemon]]:
-    """Start throw-away Kubo daemons with kubo(name); all are stopped at teardown."""
+def kubo(tmp_path: Path) -> Iterator[Callable[..., KuboDaemon]]:
+    """Start throw-away Kubo daemons with kubo(name[, swarm_key]), restart one with
+    kubo(name, again=daemon); all are stopped at teardown."""
     kubo_binary()
     started: list[KuboDaemon] = []
 
-    def start(name: str) -> KuboDaemon:
-        k = start_kubo(tmp_path / f"kubo-{name}")
+    def start(name: str, swarm_key: str | None = None,
+              again: KuboDaemon | None = None) -> KuboDaemon:
+        """A new daemon, or `again`'s repo restarted."""
+        k = restart_kubo(again) if again else start_kubo(tmp_path / f"kubo-{name}",
+                                                          swarm_key=swarm_key)
         started.append(k)
         return k
 
@@ -144,13 +150,17 @@ def _embedded_only(tmp: Path, texts: list[str]) -> list[str]:
     return [*cids, store.add_bytes("".join(texts).upper().encode())]
 
 
-def test_mixed_mesh_exchanges_both_ways(peer_factory: Any, kubo: Callable[[str], KuboDaemon],
+def test_mixed_mesh_exchanges_both_ways(peer_factory: Any, kubo: Callable[..., KuboDaemon],
                                         tmp_path: Path) -> None:
     """Job 1 on one peer, job 2 (its output as input) on the other, job 3 back on the first:
-    each placed by filling the other peer's only slot with a sleeper."""
+    each placed by filling the other peer's only slot with a sleeper. The Kubo peer does not
+    manage its Kubo's repo: it tells the operator how to make it private."""
     ka = kubo("a")
     kp, ep = start_all(peer_factory, {"kp": ("--store", "kubo", "--ipfs-api", ka.api),
                                       "ep": ()})
+    assert "is not managed by this peer (no --kubo-repo)" in kp.output
+    assert (kp.data_dir / "kubo-swarm.key").read_text() == _swarm_key(kp)
+    assert not (ka.repo / "swarm.key").exists()
     steps: list[dict[str, Any]] = [{"call": "T_WRITE", "args": [3, "mixed"]}, {"call": "T_UPPER"},
                                    {"call": "T_CONCAT"}]
     want = _embedded_only(tmp_path, [f"file {i} mixed\n" for i in range(3)])
@@ -178,16 +188,42 @@ def test_mixed_mesh_exchanges_both_ways(peer_factory: Any, kubo: Callable[[str],
     assert ka.rpc("cat", z) == b"FILE 0 MIXED\nFILE 1 MIXED\nFILE 2 MIXED\n"
 
 
+def _swarm_key(peer: PeerProc) -> str:
+    """The swarm key of a peer's mesh (from the secret file it was started with)."""
+    secret_file = Path(peer.args[peer.args.index("--secret-file") + 1])
+    return kubo_swarm_key(parse_secrets(secret_file.read_bytes())[0])
+
+
 def test_two_kubo_peers_connect_and_use_bitswap(peer_factory: Any,
-                                                kubo: Callable[[str], KuboDaemon]) -> None:
-    """Heartbeats make the Kubo nodes connect; a replica then moves by bitswap."""
-    ka, kb = kubo("a"), kubo("b")
-    pa, pb = start_all(peer_factory, {"pa": ("--store", "kubo", "--ipfs-api", ka.api),
-                                      "pb": ("--store", "kubo", "--ipfs-api", kb.api)})
+                                                kubo: Callable[..., KuboDaemon]) -> None:
+    """Heartbeats make the Kubo nodes connect; a replica then moves by bitswap. Both run in
+    the mesh's private swarm: A's repo got its swarm key from its peer (--kubo-repo, then
+    restarted as the peer asks), B's was installed by hand; a Kubo outside cannot connect."""
+    ka, outsider = kubo("a"), kubo("outsider")
+    pa = peer_factory("pa", "--slots", "1", "--store", "kubo", "--ipfs-api", ka.api,
+                      "--kubo-repo", str(ka.repo))
+    key = _swarm_key(pa)
+    assert (ka.repo / "swarm.key").read_text() == key
+    assert "restart the Kubo daemon" in pa.output
+    pa.kill(signal.SIGTERM)
+    ka = kubo("a", again=ka)
+    assert "Swarm is limited to private network of peers with the swarm key" in \
+        ka.log.read_text()
+    kb = kubo("b", key)
+    pa, pb = start_all(peer_factory, {
+        "pa": ("--store", "kubo", "--ipfs-api", ka.api, "--kubo-repo", str(ka.repo)),
+        "pb": ("--store", "kubo", "--ipfs-api", kb.api, "--kubo-repo", str(kb.repo))})
+    assert "holds the mesh's swarm key" in pa.output
+    with pytest.raises(AssertionError):  # a Kubo outside the private swarm: no handshake
+        outsider.rpc("swarm/connect", f"{kb.rpc('id')['Addresses'][0]}", timeout="5s",
+                     timeout_s=15)
     wait_mesh([pa, pb], 2)
     a_id = ka.peer_id()
     until(lambda: any(p["Peer"] == a_id for p in kb.rpc("swarm/peers")["Peers"] or ()),
           "the Kubo nodes to be swarm-connected by their peers")
+    with pytest.raises(AssertionError):  # a Kubo outside the private swarm: no handshake
+        outsider.rpc("swarm/connect", f"{kb.rpc('id')['Addresses'][0]}", timeout="5s",
+                     timeout_s=15)
 
     # Blocks only Kubo A holds (added to it directly) are exported by Kubo B: bitswap.
     only_a = pa.data_dir.parent / "only-a.bin"

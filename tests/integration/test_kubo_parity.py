@@ -216,3 +216,49 @@ async def test_kubo_hamt_through_our_gateway(
     assert r.status == 200
     page = await r.text()
     assert "00000.txt" in page and "09999.txt" in page
+
+
+DAG_DOCS = [
+    b'{"b":1,"a":[1.5,{"/":"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"}],'
+    b'"bytes":{"/":{"bytes":"AQI"}},"aa":null,"f":1.0,"big":1e300,"neg":-3}',
+    b'{"floats":[123456789.0,0.000001,1e-7,1e21,-0.0,0.1,1234567.125,-2.5e300,3.14159]}',
+    '{"é":"a\\nb\\tc\\bd\\fe\\u2028<>&\\u001f/","z":true,"aa":false,"b":[],"":{}}'.encode(),
+    b'{"ints":[0,23,24,255,256,65535,65536,4294967295,4294967296,9223372036854775807,'
+    b'-1,-24,-25,-256,-257,-9223372036854775808]}',
+    b'{"v0":{"/":"QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"},"deep":[[[{"x":[1,[2]]}]]]}',
+    b'[1,"two",{"three":3}]',
+    b'"just a string"',
+]
+
+
+@pytest.mark.parametrize("index", range(len(DAG_DOCS)))
+async def test_dag_put_cids_and_conversions(kubo: Kubo, tmp_path: Path, aiohttp_client: Any,
+                                            index: int) -> None:
+    """dag/put of the same input gives Kubo's CID and block for both store codecs (and DAG-CBOR
+    input); our gateway's DAG-CBOR <-> DAG-JSON conversion gives `ipfs dag get`'s bytes."""
+    doc = DAG_DOCS[index]
+    store = EmbeddedStore(tmp_path / "store")
+    app = web.Application()
+    rpc.add_routes(app, store)
+    gateway.add_routes(app, store, codec_conversion=True)
+    client = await aiohttp_client(app)
+
+    async def put(data: bytes, query: str) -> str:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="node")
+        r = await client.post(f"/api/v0/dag/put?{query}", data=form)
+        assert r.status == 200, await r.text()
+        return str((await r.json(content_type=None))["Cid"]["/"])
+
+    for codec in ("dag-cbor", "dag-json"):
+        theirs = kubo("dag", "put", f"--store-codec={codec}", stdin=doc).decode().strip()
+        ours = await put(doc, f"store-codec={codec}")
+        assert ours == theirs, (codec, doc)
+        assert store.get_block(ours) == kubo("block", "get", theirs)
+        other = "dag-json" if codec == "dag-cbor" else "dag-cbor"
+        r = await client.get(f"/ipfs/{ours}?format={other}")
+        assert r.status == 200
+        assert await r.read() == kubo("dag", "get", f"--output-codec={other}", theirs), other
+    block = kubo("block", "get", kubo("dag", "put", stdin=doc).decode().strip())
+    theirs = kubo("dag", "put", "--input-codec=dag-cbor", stdin=block).decode().strip()
+    assert await put(block, "input-codec=dag-cbor") == theirs

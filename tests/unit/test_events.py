@@ -64,6 +64,9 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
     EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
                                "sizes": [2, 1]},
+    EventType.IPNS_RECORD: {
+        "name": "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8",
+        "record": "CgA="},
 }
 
 
@@ -292,6 +295,9 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # TASK_SPLIT_REF
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    # IPNS_RECORD
+    (T.IPNS_RECORD, _without(VALID[T.IPNS_RECORD], "record"), "payload.record",
+     "expected a string of 1 to 14000 characters, got nothing (the field is missing)"),
 ]
 
 

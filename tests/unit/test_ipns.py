@@ -13,10 +13,13 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from peer.errors import ArgError, IpnsError, NotFound
+from peer.errors import ArgError, Conflict, IpnsError, NotFound
 from peer.ipfs import EmbeddedStore, gateway, ipns, rpc
 from peer.ipfs.cids import Cid
 from peer.ipfs.dagpb import varint
+from peer.ipfs.keystore import Keystore
+from peer.ipfs.publish import IpnsService
+from peer.log import Event, EventType
 
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
@@ -165,3 +168,108 @@ async def test_base58_name_redirects_to_its_cid_form(client: Client) -> None:
     assert r.status == 302
     assert r.headers["Location"] == (
         "/ipns/k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8/a/?x=1")
+
+
+# --- keys and publishing (peer/ipfs/keystore.py, peer/ipfs/publish.py) ------------------------
+
+
+def _service(tmp_path: Path, now: list[float]) -> tuple[IpnsService, list[Any]]:
+    emitted: list[Any] = []
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "identity.key").write_bytes(b"\x07" * 32)
+    svc = IpnsService(Keystore(tmp_path / "data"), ipns.IpnsNames(tmp_path / "data" / "ipns",
+                                                                   clock=lambda: now[0]),
+                      lambda typ, payload: emitted.append((typ, payload)), clock=lambda: now[0])
+    return svc, emitted
+
+
+def test_keystore_names_keys_and_self_is_the_identity(tmp_path: Path) -> None:
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    keys = svc.keys
+    ident = ed25519.Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
+    assert [(k.name, k.id) for k in keys.list()] == [("self", ipns.key_name(ident.public_key()))]
+    model = keys.gen("model")
+    assert model.id.startswith("k51") and ipns.parse_name(model.id)[1]
+    assert [k.name for k in keys.list()] == ["self", "model"]
+    assert (tmp_path / "data" / "keys" / "model.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(Conflict):
+        keys.gen("model")
+    with pytest.raises(Conflict):
+        keys.gen("self")
+    for bad in ("", "../x", "a/b", ".hidden", "x" * 65):
+        with pytest.raises(ArgError):
+            keys.gen(bad)
+    with pytest.raises(NotFound):
+        keys.get("nope")
+
+
+def test_publish_signs_v1_v2_records_with_growing_sequences_and_republishes(
+        tmp_path: Path) -> None:
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.keys.gen("model")
+    name, raw = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600, ttl_s=60)
+    record = ipns.validate(ipns.parse_name(name)[0], raw, NOW)
+    assert (record.value, record.sequence, record.ttl_ns) == ("/ipfs/bafkqaaa", 0, 60 * 10**9)
+    assert record.eol == datetime.fromtimestamp(now[0] + 3600, UTC)
+    assert svc.names.get(name).raw == raw
+    assert svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)[1] != raw
+    assert svc.names.get(name).sequence == 1
+    assert svc.due() == []
+    now[0] += 1801  # less than half of the lifetime left
+    assert svc.due() == [("model", "/ipfs/bafkqaaa", 3600.0, 3600.0)]
+    now[0] += 7200  # expired: still due, the next sequence follows the expired one
+    assert svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)[0] == name
+    assert svc.names.get(name).sequence == 2
+    with pytest.raises(ArgError):
+        svc.sign("model", "/ipns/elsewhere")
+
+
+async def test_records_are_emitted_and_kept_by_the_peers_that_hear_them(tmp_path: Path) -> None:
+    now = [NOW.timestamp()]
+    svc, emitted = _service(tmp_path / "a", now)
+    name = await svc.publish("self", "/ipfs/bafkqaaa")
+    [(typ, payload)] = emitted
+    assert typ is EventType.IPNS_RECORD and payload["name"] == name
+    other, _ = _service(tmp_path / "b", now)
+    ev = Event("p1", 1, 1, EventType.IPNS_RECORD, payload)
+    other.on_event(ev)
+    assert other.names.get(name).value == "/ipfs/bafkqaaa"
+    forged = dict(payload, name=ipns.key_name(ed25519.Ed25519PrivateKey.generate().public_key()))
+    other.on_event(Event("p1", 2, 2, EventType.IPNS_RECORD, forged))  # signed by another key
+    with pytest.raises(NotFound):
+        other.names.get(forged["name"])
+
+
+async def test_key_gen_publish_and_foreign_records_over_rpc(aiohttp_client: Any,
+                                                            tmp_path: Path) -> None:
+    from collections import Counter
+
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    store = EmbeddedStore(tmp_path / "store")
+    cid = store.add_bytes(b"the latest model\n")
+    refused: Counter[str] = Counter()
+    app = web.Application()
+    gateway.add_routes(app, store, names=svc.names)
+    rpc.add_routes(app, store, names=svc.names, ipns=svc, refused=refused)
+    client: Client = await aiohttp_client(app)
+    r = await client.post("/api/v0/key/gen?arg=model&type=ed25519")
+    model = (await r.json())["Id"]
+    r = await client.post("/api/v0/key/list")
+    assert [k["Name"] for k in (await r.json())["Keys"]] == ["self", "model"]
+    assert (await client.post("/api/v0/key/gen?arg=x&type=rsa")).status == 501
+    r = await client.post(f"/api/v0/name/publish?arg={cid}&key=model&lifetime=2h&ttl=10m")
+    assert await r.json() == {"Name": model, "Value": f"/ipfs/{cid}"}
+    r = await client.get(f"/ipns/{model}")
+    assert r.status == 200 and await r.read() == b"the latest model\n"
+    assert r.headers["Cache-Control"] == "public, max-age=600"
+    missing = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    r = await client.post(f"/api/v0/name/publish?arg={missing}&key=model")
+    assert r.status == 400
+    r = await client.post(f"/api/v0/name/publish?arg={cid}&key=model&lifetime=soon")
+    assert r.status == 400
+    # a record of the self key put under the model's name: signed by another key
+    _, raw = svc.sign("self", f"/ipfs/{cid}")
+    r = await _put(client, model, raw)
+    assert r.status == 400 and "the name's key" in (await r.json())["Message"]
+    assert refused["routing/put"] == 1

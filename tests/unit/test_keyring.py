@@ -18,6 +18,7 @@ from peer.mesh.keyring import (
     derive,
     encode_token,
     join_command,
+    kubo_swarm_key,
     load_secrets,
     new_secret,
     parse_secrets,
@@ -132,3 +133,15 @@ def test_join_token_is_stored_and_secret_file_wins(tmp_path: Path) -> None:
         load_secrets(tmp_path / "c", secret_file=f, join_token=token)
     with pytest.raises(SecretError, match="cannot read"):
         load_secrets(tmp_path / "c", secret_file=tmp_path / "missing")
+
+
+def test_kubo_swarm_key_is_a_psk_file_of_its_own_label() -> None:
+    a, b = b"a" * 32, b"b" * 32
+    text = kubo_swarm_key(a)
+    head, base, hexkey, end = text.split("\n")
+    assert (head, base, end) == ("/key/swarm/psk/1.0.0/", "/base16/", "")
+    assert len(bytes.fromhex(hexkey)) == 32
+    assert kubo_swarm_key(a) == text and kubo_swarm_key(b) != text
+    keys = derive(a)  # a label of its own: none of the CURVE keys
+    raw = bytes.fromhex(hexkey)
+    assert raw not in (z85.decode(keys.server_secret), z85.decode(keys.client_secret))

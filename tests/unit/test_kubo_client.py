@@ -15,7 +15,15 @@ from aiohttp.test_utils import TestServer
 from peer import config
 from peer.errors import ConfigError
 from peer.ipfs import EmbeddedStore
-from peer.ipfs.kubo import KuboClient, KuboError, KuboMirror, KuboStore, kubo_info, parse_api_url
+from peer.ipfs.kubo import (
+    KuboClient,
+    KuboError,
+    KuboMirror,
+    KuboStore,
+    kubo_info,
+    parse_api_url,
+    private_swarm,
+)
 from peer.ipfs.replicate import mirrored
 from peer.log import Event, EventType
 
@@ -277,3 +285,31 @@ async def test_unpinned_outputs_go_from_kubo_too(fake: Serve, tmp_path: Path) ->
         assert await store.client.repo_gc() == 0
     finally:
         await store.client.close()
+
+
+def test_private_swarm_writes_the_key_into_a_managed_repo(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    repo = tmp_path / "kubo"
+    repo.mkdir()
+    (repo / "config").write_text('{"Bootstrap": [], "AutoConf": {"Enabled": false}}')
+    key = "/key/swarm/psk/1.0.0/\n/base16/\n" + "ab" * 32 + "\n"
+    assert private_swarm(key, repo, "http://127.0.0.1:5001", tmp_path / "data") is True
+    assert (repo / "swarm.key").read_text() == key
+    assert (repo / "swarm.key").stat().st_mode & 0o777 == 0o600
+    assert "restart the Kubo daemon" in caplog.text and "public peers" not in caplog.text
+    assert private_swarm(key, repo, "http://127.0.0.1:5001", tmp_path / "data") is False
+    (repo / "config").write_text('{"Bootstrap": ["auto"]}')
+    private_swarm(key, repo, "http://127.0.0.1:5001", tmp_path / "data")
+    assert "bootstraps to public peers" in caplog.text
+    with pytest.raises(ConfigError, match="not a Kubo repo"):
+        private_swarm(key, tmp_path / "nowhere", "http://127.0.0.1:5001", tmp_path / "data")
+
+
+def test_private_swarm_tells_how_to_configure_a_kubo_it_does_not_manage(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    key = "/key/swarm/psk/1.0.0/\n/base16/\n" + "cd" * 32 + "\n"
+    assert private_swarm(key, None, "http://127.0.0.1:5001", data) is False
+    assert (data / "kubo-swarm.key").read_text() == key
+    assert "--kubo-repo" in caplog.text and "swarm.key" in caplog.text

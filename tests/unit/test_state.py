@@ -90,7 +90,8 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
         EventType.CACHE_PUT: {"cache": cache},
         EventType.REVOKE: {"peer": PEERS[pick % len(PEERS)], "after": pick % 4, "reason": ""},
         EventType.TASK_SPLIT_REF: {"job": job, "task": task, "input": None, "listing": cid,
-                                   "sizes": [1, 0]}}
+                                   "sizes": [1, 0]},
+        EventType.IPNS_RECORD: {"name": "k51", "record": "CgA="}}
     if typ in flat:
         return flat[typ]
     match typ:

@@ -1,0 +1,88 @@
+"""Named Ed25519 keys for IPNS names, kept in the data dir (`keys/NAME.key`, 32 raw bytes, mode
+0600); the key named `self` is the peer's identity key (`identity.key`). Files are written by
+rename, so it is safe from several threads and processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from peer.errors import ArgError, Conflict, NotFound
+from peer.ipfs import ipns
+
+SELF = "self"
+IDENTITY_FILE = "identity.key"  # the peer's identity (peer.log.signing.Identity)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A named key and its IPNS name (CIDv1 libp2p-key, base36), as `ipfs key list -l`."""
+
+    name: str
+    id: str
+
+
+def check_name(name: str) -> str:
+    """`name` if it can name a key (1-64 of letters, digits, `.`, `_`, `-`); ArgError."""
+    if not _NAME.match(name):
+        raise ArgError(f"bad key name {name!r}: 1 to 64 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit", field="name")
+    return name
+
+
+class Keystore:
+    """The keys under `data_dir`: `self` (the identity) and those made by `gen`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.dir = self.data_dir / "keys"
+
+    def _path(self, name: str) -> Path:
+        if name == SELF:
+            return self.data_dir / IDENTITY_FILE
+        return self.dir / f"{check_name(name)}.key"
+
+    def gen(self, name: str) -> KeyInfo:
+        """Make a new Ed25519 key `name`; Conflict if one exists (`self` always does)."""
+        path = self._path(name)
+        if path.exists():
+            raise Conflict(f"key {name!r} already exists", field="name")
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sk = Ed25519PrivateKey.generate()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(sk.private_bytes_raw())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a key made meanwhile
+        except FileExistsError:
+            raise Conflict(f"key {name!r} already exists", field="name") from None
+        finally:
+            tmp.unlink()
+        return KeyInfo(name, ipns.key_name(sk.public_key()))
+
+    def get(self, name: str) -> Ed25519PrivateKey:
+        """The private key `name`; NotFound if there is none."""
+        try:
+            return Ed25519PrivateKey.from_private_bytes(self._path(name).read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"no key {name!r} (banzai key gen {name})", field="key") from None
+
+    def list(self) -> list[KeyInfo]:
+        """Every key: `self` first, then the others by name."""
+        names = [SELF] if self._path(SELF).exists() else []
+        if self.dir.is_dir():
+            names += sorted(p.stem for p in self.dir.glob("*.key") if _NAME.match(p.stem))
+        return [KeyInfo(n, ipns.key_name(self.get(n).public_key())) for n in names]
+
+    def by_id(self) -> dict[str, str]:
+        """IPNS name -> key name, for the keys held here."""
+        return {k.id: k.name for k in self.list()}

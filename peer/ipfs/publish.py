@@ -1,0 +1,163 @@
+"""IPNS publishing: signed records for this peer's named keys (peer/ipfs/keystore.py), handed to
+the mesh as IPNS_RECORD events so that every peer holds them, kept by every peer that hears one,
+and republished before they expire. Loop-owned; file and signing work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from peer.errors import ArgError, BanzaiError, IpnsError, NotFound
+from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, validate
+from peer.ipfs.keystore import Keystore
+from peer.log import Event, EventType, IpnsRecord
+
+log = logging.getLogger("banzai.ipns")
+
+DEFAULT_LIFETIME_S = 48 * 3600.0  # Kubo's default --lifetime
+DEFAULT_TTL_S = 3600.0  # Kubo's default --ttl
+REPUBLISH_CHECK_S = 300.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Emit = Callable[[EventType, dict[str, Any]], Any]
+
+
+def parse_duration(text: str, field: str) -> float:
+    """Seconds of a Go duration (`48h`, `1h30m`, `90s`); ArgError if it is not one."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ArgError(f"{field}: {text!r} is not a duration (e.g. 48h, 30m, 90s)", field=field)
+    return total
+
+
+class IpnsService:
+    """Publishes records for the keys held here, keeps those the mesh gossips, republishes
+    its own when less than half of their lifetime is left."""
+
+    def __init__(self, keys: Keystore, names: IpnsNames, emit: Emit,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.names = names
+        self.emit = emit
+        self.clock = clock
+        self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
+
+    # -- blocking parts (worker threads) ------------------------------------------------------
+
+    def _sequence(self, name: str) -> int:
+        """The next sequence number for `name`: one past the record held, expired or not."""
+        try:
+            raw = self.names.path(name).read_bytes()
+            return validate(parse_name(name)[0], raw, datetime.fromtimestamp(0, UTC)).sequence + 1
+        except (FileNotFoundError, IpnsError):
+            return 0
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._published.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, entries: dict[str, dict[str, Any]]) -> None:
+        self.names.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._published.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, sort_keys=True))
+        os.replace(tmp, self._published)
+
+    def sign(self, key: str, value: str, lifetime_s: float = DEFAULT_LIFETIME_S,
+             ttl_s: float = DEFAULT_TTL_S) -> tuple[str, bytes]:
+        """(the name, a new record of it naming `value`), kept here; NotFound for no key."""
+        if not value.startswith("/ipfs/"):
+            raise ArgError(f"publish: {value!r} is not an /ipfs/ path", field="arg")
+        if not 1 <= lifetime_s <= 365 * 86400 or not 0 <= ttl_s <= lifetime_s:
+            raise ArgError("publish: lifetime must be from 1 s to a year and ttl at most the "
+                           "lifetime", field="lifetime")
+        sk = self.keys.get(key)
+        name = key_name(sk.public_key())
+        eol = datetime.fromtimestamp(self.clock(), UTC) + timedelta(seconds=lifetime_s)
+        raw = make_record(sk, value, self._sequence(name), eol, int(ttl_s * 1e9))
+        self.names.put(name, raw)
+        entries = self._load()
+        entries[name] = {"key": key, "value": value, "lifetime_s": lifetime_s, "ttl_s": ttl_s}
+        self._save(entries)
+        return name, raw
+
+    def due(self) -> list[tuple[str, str, float, float]]:
+        """(key, value, lifetime_s, ttl_s) of this peer's published names whose record has
+        less than half of its lifetime left (or is gone), and whose key is still here."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        out = []
+        held = {k.id for k in self.keys.list()}
+        for name, e in self._load().items():
+            if name not in held:
+                continue
+            try:
+                left = (self.names.get(name).eol - now).total_seconds()
+            except (NotFound, IpnsError):
+                left = 0.0
+            if left < float(e["lifetime_s"]) / 2:
+                out.append((str(e["key"]), str(e["value"]), float(e["lifetime_s"]),
+                            float(e["ttl_s"])))
+        return out
+
+    # -- on the loop ---------------------------------------------------------------------------
+
+    async def publish(self, key: str, value: str, lifetime_s: float = DEFAULT_LIFETIME_S,
+                      ttl_s: float = DEFAULT_TTL_S) -> str:
+        """Sign and keep a record for `key`'s name, and gossip it; returns the name."""
+        name, raw = await asyncio.to_thread(self.sign, key, value, lifetime_s, ttl_s)
+        self.emit(EventType.IPNS_RECORD, {"name": name,
+                                          "record": base64.b64encode(raw).decode()})
+        log.info("published /ipns/%s -> %s (key %s)", name, value, key)
+        return name
+
+    def on_event(self, ev: Event) -> None:
+        """Keep the record of an IPNS_RECORD event (a listener; invalid or older ones are
+        logged and dropped)."""
+        b = ev.body
+        if not isinstance(b, IpnsRecord):
+            return
+        try:
+            self.names.put(b.name, base64.b64decode(b.record, validate=True))
+        except (BanzaiError, binascii.Error, OSError) as e:
+            message = e.message if isinstance(e, BanzaiError) else str(e)
+            log.info("IPNS record for %s from %s not kept: %s", b.name[:80], ev.origin, message)
+
+    async def republish(self) -> int:
+        """Republish what is due now; returns how many (failures are logged)."""
+        done = 0
+        for key, value, lifetime_s, ttl_s in await asyncio.to_thread(self.due):
+            try:
+                await self.publish(key, value, lifetime_s, ttl_s)
+                done += 1
+            except BanzaiError as e:
+                log.warning("IPNS republish of key %s failed: %s", key, e.message)
+        return done
+
+    async def run(self, every_s: float = REPUBLISH_CHECK_S) -> None:
+        """Republish due records every `every_s`, until cancelled."""
+        while True:
+            await self.republish()
+            await asyncio.sleep(every_s)
+
+
+def records_dir(data_dir: Path) -> Path:
+    return data_dir / "ipns"
