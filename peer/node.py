@@ -462,6 +462,16 @@ class Node:
             log.warning("block %s: no repair: %s", c, e)
             return None
 
+    def load(self) -> dict[str, int]:
+        """What /metrics samples of this peer's work and data: runs, queues, slots, bytes."""
+        db = self.cfg.data_dir / "events.sqlite"
+        log_bytes = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal"))
+                        if p.exists())
+        return {"runs": len(self.scheduler.runs), "queued": self.executor.queued,
+                "starved": self.scheduler.starved, "slots": self.executor.slots,
+                "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
+                "log_bytes": log_bytes}
+
     def durability(self) -> dict[str, Any]:
         """What /api/health reports of the log's writes and the store's reads."""
         return {"unwritten_events": len(self._unflushed),

@@ -33,6 +33,8 @@ from peer.errors import (
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.auth import Auth, Policy
 from peer.http.host import Host
+from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
+from peer.http.metrics import Metrics
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view
@@ -44,6 +46,7 @@ from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -371,6 +374,12 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this peer's registry (peer.http.metrics)."""
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": METRICS_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
@@ -392,6 +401,8 @@ def make_app(node: Host) -> web.Application:
     app = web.Application(middlewares=[auth.middleware, errors],
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node
+    app[METRICS] = registry = Metrics(node)
+    node.listeners.append(registry.on_event)
     auth.add_routes(app)
     r = app.router
     r.add_get("/api/health", health)
@@ -410,6 +421,7 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/api/peers", peers)
     r.add_post("/api/mesh/revoke", revoke)
     r.add_get("/api/openapi.json", openapi)
+    r.add_get("/metrics", metrics)
     rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"])
     rpc.add_routes(app, node.store, **rpc_options)
