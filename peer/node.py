@@ -48,6 +48,8 @@ from peer.jobs.retention import RetentionConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import (
+    BATCH_FEATURE,
+    BATCHED,
     HLC,
     Door,
     DoorConfig,
@@ -55,8 +57,10 @@ from peer.log import (
     EventLog,
     EventType,
     JobSubmitted,
+    Member,
     MeshState,
     Revoke,
+    batch_payload,
     fold,
 )
 from peer.log.signing import (
@@ -79,6 +83,8 @@ from tasks.registry import TaskDef
 log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
+FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
+MAX_BATCH_WEIGHT = 4096  # parts + item results in one batched event (bounds its bytes)
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -142,7 +148,7 @@ class Node:
                             fetch_allow=cfg.fetch_allow,
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
-            self.fetcher, peers=self.live_peers)
+            self.fetcher, peers=self.live_peers, emit_all=self.emit_all)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
@@ -208,9 +214,50 @@ class Node:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop: nothing batches, write through
                 self.flush()
-        for fn in list(self.listeners):
-            fn(ev)
+        self._tell(ev)
         return ev
+
+    def _tell(self, ev: Event) -> None:
+        """Tell the listeners of a folded event: of each part of a batched one."""
+        for single in ev.parts or (ev,):
+            for fn in list(self.listeners):
+                fn(single)
+
+    def emit_all(self, typ: EventType, payloads: Sequence[dict[str, Any]]) -> list[Event]:
+        """Emit events of one type: several batchable ones (CLAIM, CHUNK_DONE, TASK_DONE) as
+        few batched events (CLAIMS...) when every live member folds them, else one by one."""
+        batched = BATCHED.get(typ)
+        if batched is None or len(payloads) < 2 or not self.batching():
+            return [self.emit(typ, p) for p in payloads]
+        out: list[Event] = []
+        group: list[dict[str, Any]] = []
+        weight = 0
+        for p in payloads:
+            w = 1 + len(p.get("cache") or ())  # item results dominate a CHUNK_DONE's bytes
+            if group and weight + w > MAX_BATCH_WEIGHT:
+                out.append(self._emit_group(typ, batched, group))
+                group, weight = [], 0
+            group.append(p)
+            weight += w
+        out.append(self._emit_group(typ, batched, group))
+        return out
+
+    def _emit_group(self, typ: EventType, batched: EventType, group: list[dict[str, Any]],
+                    ) -> Event:
+        return self.emit(typ if len(group) == 1 else batched,
+                         group[0] if len(group) == 1 else batch_payload(group))
+
+    def batching(self) -> bool:
+        """True if every live member says it folds batched events (its heartbeat's or its
+        MEMBER event's `features`): a peer of the previous version keeps them unfolded."""
+        for pid, info in self.live_peers().items():
+            feats = info.get("features")
+            if not isinstance(feats, list):
+                m = self.state.members.get(pid)
+                feats = list(m.body_as(Member).features) if m is not None else []
+            if BATCH_FEATURE not in feats:
+                return False
+        return True
 
     def flush(self) -> None:
         """Persist the local events emitted since the last flush (one transaction, written
@@ -301,8 +348,7 @@ class Node:
         new = self.door.fold(self.state, new)
         for ev in new:
             if ev.known:
-                for fn in list(self.listeners):
-                    fn(ev)
+                self._tell(ev)
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
@@ -318,8 +364,7 @@ class Node:
         self.log.replace(other)
         evs = [other if e.id == other.id else e for e in self.state.events.values()]
         self.state.__dict__.update(fold(sorted(evs, key=lambda e: e.order)).__dict__)
-        for fn in list(self.listeners):
-            fn(other)
+        self._tell(other)
 
     def revoke(self, peer_id: str, reason: str) -> Event:
         """Revoke a member: every peer refuses its events past the ones we hold, and its
@@ -434,14 +479,15 @@ class Node:
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
-                "wall_ms": int(time.time() * 1000),
+                "wall_ms": int(time.time() * 1000), "features": list(FEATURES),
                 **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
-                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex()}
+                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex(),
+                "features": list(FEATURES)}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a

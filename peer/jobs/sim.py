@@ -18,7 +18,7 @@ from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
-from peer.log import Event, EventType, MeshState
+from peer.log import BATCHED, Event, EventType, MeshState, batch_payload
 from peer.log.clock import FakeClock
 from tasks.registry import TaskDef
 
@@ -223,8 +223,9 @@ class JobMesh:
     `delay_s` (per link), unless the link is cut, either end is silent or `hold` keeps it."""
 
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
-                 *, slots: int = 1, auto: bool = False) -> None:
+                 *, slots: int = 1, auto: bool = False, batch: bool = False) -> None:
         self.catalog = catalog
+        self.batch = batch  # emit batched events (CLAIMS, CHUNKS_DONE, TASKS_DONE) as Node can
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -232,7 +233,8 @@ class JobMesh:
         self.delay_s: dict[tuple[str, str], float] = {}
         self.cut: set[frozenset[str]] = set()
         self.silent: set[str] = set()
-        self.hold: Callable[[Event, str], bool] | None = None  # (event, to) -> keep it back
+        # (event, to) -> keep it back (a batched event: if any of its parts is kept back)
+        self.hold: Callable[[Event, str], bool] | None = None
         # (peer, its heartbeat info) -> the info the others get (a buggy or older peer)
         self.tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
         self._queue: list[tuple[float, str, Event]] = []  # (due, destination, event)
@@ -255,7 +257,7 @@ class JobMesh:
                    runner: FakeRunner) -> Scheduler:
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
-                         offload=inline)
+                         offload=inline, emit_all=lambda t, ps: self.emit_all(pid, t, ps))
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
@@ -305,11 +307,19 @@ class JobMesh:
                 self._queue.append((self.clock() + self.delay_s.get((pid, q), 0.0), q, ev))
         return ev
 
+    def emit_all(self, pid: str, typ: EventType, payloads: list[dict[str, Any]]) -> list[Event]:
+        """What Node.emit_all does: one batched event when `batch` is set, else one each."""
+        batched = BATCHED.get(typ)
+        if batched is None or not self.batch or len(payloads) < 2:
+            return [self.emit(pid, typ, p) for p in payloads]
+        return [self.emit(pid, batched, batch_payload(payloads))]
+
     def deliver(self) -> int:
         """Hand over every event whose delay has passed on a live link; the count."""
         now, keep, n = self.clock(), [], 0
         for due, dst, ev in self._queue:
-            if due > now or not self.linked(ev.origin, dst) or (self.hold and self.hold(ev, dst)):
+            if due > now or not self.linked(ev.origin, dst) or (
+                    self.hold and any(self.hold(e, dst) for e in ev.singles)):
                 keep.append((due, dst, ev))
                 continue
             p = self.peers[dst]
@@ -330,8 +340,8 @@ class JobMesh:
 
     def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:
         """Events of `typ` in `pid`'s state whose payload has the `match` items, in order."""
-        evs = [e for e in self.peers[pid].state.events.values() if e.type == typ
-               and all(e.payload.get(k) == v for k, v in match.items())]
+        evs = [e for b in self.peers[pid].state.events.values() for e in b.singles
+               if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
         return sorted(evs, key=lambda e: e.order)
 
     # -- time ------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ class EventType(IntEnum):
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
     TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
+    # Batches (issue 12): several events of one type in one, folded as its parts; emitted only
+    # while every live member announces BATCH_FEATURE (older peers keep them unfolded).
+    CLAIMS = 17  # CLAIM parts: one scheduler round's claims
+    CHUNKS_DONE = 18  # CHUNK_DONE parts: one loop turn's completions
+    TASKS_DONE = 19  # TASK_DONE parts: one scheduler round's assembled or cached tasks
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -88,6 +93,8 @@ MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
 MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
 MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
+MAX_PARTS = 10_000  # parts of a batched event
+BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds CLAIMS...TASKS_DONE
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -491,6 +498,7 @@ class Member:
     mem_mb: int
     gpu: bool
     key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
+    features: tuple[str, ...] = ()  # protocol features it understands (BATCH_FEATURE)
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -498,10 +506,13 @@ class Member:
         calls = _list(k, "calls", p.get("calls", _MISSING), MAX_TASKS)
         for i, c in enumerate(calls):
             _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
+        features = _list(k, "features", p.get("features", []), 256)
+        for i, f in enumerate(features):
+            _check_str(k, f"features[{i}]", f, 1, MAX_LABEL_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
                    _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
-                   _opt_str(k, p, "key", MAX_LABEL_CHARS))
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS), tuple(features))
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +559,76 @@ class Unprovide:
         return cls(_cids(_NAME[cls.TYPE], p, "cids"))
 
 
+_P = TypeVar("_P", Claim, ChunkDone, TaskDone)
+
+
+def _parts(kind: str, p: Mapping[str, Any], part: Callable[[Mapping[str, Any]], _P],
+           ) -> tuple[tuple[_P, ...], tuple[dict[str, Any], ...]]:
+    """The parts of a batched event: each a payload of the single type, validated as one."""
+    v = p.get("parts", _MISSING)
+    if not (type(v) is list and 0 < len(v) <= MAX_PARTS):
+        raise _bad(kind, "parts", f"a list of 1 to {MAX_PARTS} objects", v)
+    bodies = []
+    for i, x in enumerate(v):
+        if type(x) is not dict:
+            raise _bad(kind, f"parts[{i}]", "an object", x)
+        try:
+            bodies.append(part(x))
+        except InvalidEvent as e:  # "CLAIMS payload.parts[3]: CLAIM payload.job: ..."
+            sub = (e.field or "").removeprefix("payload.")
+            raise InvalidEvent(f"{kind} payload.parts[{i}]: {e.message}",
+                               field=f"payload.parts[{i}].{sub}") from None
+    return tuple(bodies), tuple(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """Several claims in one event (one scheduler round's), folded as CLAIM events that share
+    its (origin, seq, hlc): each part is a CLAIM payload."""
+
+    TYPE: ClassVar[EventType] = EventType.CLAIMS
+    parts: tuple[Claim, ...]
+    payloads: tuple[dict[str, Any], ...]  # the parts' wire objects (never mutate)
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Claims:
+        return cls(*_parts(_NAME[cls.TYPE], p, Claim.from_payload))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunksDone:
+    """Several chunk outcomes in one event (one loop turn's), folded as CHUNK_DONE events."""
+
+    TYPE: ClassVar[EventType] = EventType.CHUNKS_DONE
+    parts: tuple[ChunkDone, ...]
+    payloads: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> ChunksDone:
+        return cls(*_parts(_NAME[cls.TYPE], p, ChunkDone.from_payload))
+
+
+@dataclass(frozen=True, slots=True)
+class TasksDone:
+    """Several finished tasks in one event (one scheduler round's), folded as TASK_DONE events."""
+
+    TYPE: ClassVar[EventType] = EventType.TASKS_DONE
+    parts: tuple[TaskDone, ...]
+    payloads: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> TasksDone:
+        return cls(*_parts(_NAME[cls.TYPE], p, TaskDone.from_payload))
+
+
+Batch = Claims | ChunksDone | TasksDone
+# The single type of each batched type's parts, and the batched type of each batchable one.
+PART_TYPE: dict[EventType, EventType] = {EventType.CLAIMS: EventType.CLAIM,
+                                         EventType.CHUNKS_DONE: EventType.CHUNK_DONE,
+                                         EventType.TASKS_DONE: EventType.TASK_DONE}
+BATCHED: dict[EventType, EventType] = {v: k for k, v in PART_TYPE.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Unknown:
     """The body of an event of a type this version does not know (a newer peer's): the
@@ -558,13 +639,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | Unknown)
+        | Revoke | TaskSplitRef | Claims | ChunksDone | TasksDone | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef)}
+                Revoke, TaskSplitRef, Claims, ChunksDone, TasksDone)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
@@ -598,6 +679,9 @@ class Event:
     # The signed batch (peer.log.signing.Batch) that vouches for it; None for an event of the
     # previous release not yet attested, or a local event not yet flushed. Set once.
     att: Any = field(default=None, init=False, repr=False, compare=False)
+    # A batched event's parts: events of the single type sharing its origin, seq and hlc, each
+    # with its part's payload and body (what the fold and the listeners see). () otherwise.
+    parts: tuple[Event, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type
@@ -613,7 +697,10 @@ class Event:
             _check_envelope(self, kind)
         if t is not typ:
             _setattr(self, "type", typ)
-        _setattr(self, "body", parse(self.payload))
+        body = parse(self.payload)
+        _setattr(self, "body", body)
+        if typ in PART_TYPE:
+            _setattr(self, "parts", _split_parts(self, PART_TYPE[typ], body))  # type: ignore[arg-type]
 
     def _init_unknown(self) -> None:
         """A type number this version does not know: kept (Unknown body) if it is in range."""
@@ -625,6 +712,11 @@ class Event:
         _check_envelope(self, typ.name)
         _setattr(self, "type", typ)
         _setattr(self, "body", Unknown(int(t)))
+
+    @property
+    def singles(self) -> tuple[Event, ...]:
+        """The single events this one stands for: its parts if batched, else itself."""
+        return self.parts or (self,)
 
     @property
     def known(self) -> bool:
@@ -662,3 +754,20 @@ class Event:
         except KeyError as e:
             raise InvalidEvent(f"event {e.args[0]}: missing", field=str(e.args[0])) from None
         return Event(origin, seq, hlc, typ, dict(payload) if type(payload) is dict else payload)
+
+
+def _split_parts(ev: Event, typ: EventType, body: Batch) -> tuple[Event, ...]:
+    """The part events of a batched event (their bodies are validated already)."""
+    out = []
+    for b, p in zip(body.parts, body.payloads, strict=True):
+        part = object.__new__(Event)
+        for name, v in (("origin", ev.origin), ("seq", ev.seq), ("hlc", ev.hlc), ("type", typ),
+                        ("payload", p), ("body", b), ("att", None), ("parts", ())):
+            _setattr(part, name, v)
+        out.append(part)
+    return tuple(out)
+
+
+def batch_payload(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The payload of a batched event of these parts (each a payload of the single type)."""
+    return {"parts": payloads}

@@ -58,12 +58,18 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.CACHE_PUT: {"cache": {"k1": {"n": "a.npy", "c": CID}}},
     EventType.PROVIDE: {"cids": [CID, CID]},
     EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
-                       "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+                       "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False,
+                       "features": ["batch-v1"]},
     EventType.JOB_DELETED: {"job": "j1", "reason": "deleted by a user"},
     EventType.UNPROVIDE: {"cids": [CID]},
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
     EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
                                "sizes": [2, 1]},
+    EventType.CLAIMS: {"parts": [dict(CHUNK), {**CHUNK, "task": "u", "chunk": 0}]},
+    EventType.CHUNKS_DONE: {"parts": [{**CHUNK, "output": CID, "s": 0.5},
+                                      {**CHUNK, "chunk": 3, "output": CID}]},
+    EventType.TASKS_DONE: {"parts": [{"job": "j1", "task": "t", "output": CID},
+                                     {"job": "j1", "task": "u", "output": CID, "cached": True}]},
 }
 
 
@@ -98,7 +104,9 @@ def test_bodies_carry_the_payload_typed() -> None:
         VALID[EventType.CACHE_PUT]["cache"])
     assert ev(EventType.PROVIDE, VALID[EventType.PROVIDE]).body == Provide((CID, CID))
     assert ev(EventType.MEMBER, VALID[EventType.MEMBER]).body == Member(
-        "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False)
+        "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False, None, ("batch-v1",))
+    older = {k: v for k, v in VALID[EventType.MEMBER].items() if k != "features"}
+    assert ev(EventType.MEMBER, older).body_as(Member).features == ()
 
 
 def test_optional_fields_default() -> None:
@@ -292,6 +300,21 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # TASK_SPLIT_REF
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    # CLAIMS, CHUNKS_DONE, TASKS_DONE: a list of parts, each valid as its single type
+    (T.CLAIMS, {}, "payload.parts",
+     "expected a list of 1 to 10000 objects, got nothing (the field is missing)"),
+    (T.CLAIMS, {"parts": []}, "payload.parts", "expected a list of 1 to 10000 objects, got []"),
+    (T.CLAIMS, {"parts": [dict(CHUNK), 3]}, "payload.parts[1]", "expected an object, got 3"),
+    (T.CLAIMS, {"parts": [dict(CHUNK), {**CHUNK, "attempt": -1}]}, "payload.parts[1].attempt",
+     "CLAIM payload.attempt: expected an integer >= 0, got -1"),
+    (T.CHUNKS_DONE, {"parts": None}, "payload.parts",
+     "expected a list of 1 to 10000 objects, got None"),
+    (T.CHUNKS_DONE, {"parts": [_without(VALID[T.CHUNK_DONE], "job")]}, "payload.parts[0].job",
+     "CHUNK_DONE payload.job: expected a string of 1 to 256 characters, got nothing "
+     "(the field is missing)"),
+    (T.TASKS_DONE, {"parts": [{"job": "j", "task": "t"}]}, "payload.parts[0].output",
+     "TASK_DONE payload.output: expected a string of 1 to 256 characters, got nothing "
+     "(the field is missing)"),
 ]
 
 
@@ -301,8 +324,48 @@ def test_invalid_payloads_raise_naming_the_type_and_field(
         typ: EventType, payload: dict[str, Any], field: str, expected: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         ev(typ, payload)
-    assert str(info.value) == f"{typ.name} {field}: {expected}"
+    # a batch's invalid part: the batch names the part, the part's type its field
+    where = field.split("]", 1)[0] + "]" if expected.split(" ")[0].isupper() else field
+    assert str(info.value) == f"{typ.name} {where}: {expected}"
     assert info.value.field == field
+
+
+def test_a_batch_folds_as_its_parts_sharing_its_id() -> None:
+    """CLAIMS / CHUNKS_DONE / TASKS_DONE: parts are single events with the batch's
+    (origin, seq, hlc), their own payload objects and bodies; the fold sees only parts."""
+    b = ev(EventType.CLAIMS, VALID[EventType.CLAIMS], origin="p", seq=4, hlc=9)
+    assert [(p.origin, p.seq, p.hlc, p.type) for p in b.parts] == [("p", 4, 9, EventType.CLAIM)] * 2
+    assert b.parts[1].payload is VALID[EventType.CLAIMS]["parts"][1]
+    assert b.parts[1].body == Claim("j1", "u", ("a", 3), 0, 1) and b.singles == b.parts
+    plain = ev(EventType.CLAIM, CHUNK)
+    assert plain.parts == () and plain.singles == (plain,)
+    done = ev(EventType.CHUNKS_DONE, VALID[EventType.CHUNKS_DONE], origin="p", seq=5, hlc=10)
+    tasks = ev(EventType.TASKS_DONE, VALID[EventType.TASKS_DONE], origin="p", seq=6, hlc=11)
+    s = fold([b, done, tasks])
+    assert s.chunks[ChunkKey("j1", "t", "a", 3, 2)].claims[1][0].id == ("p", 4)
+    assert s.chunks[ChunkKey("j1", "u", "a", 3, 0)].claims[1][0].body_as(Claim).task == "u"
+    assert s.chunks[ChunkKey("j1", "t", "a", 3, 3)].done is done.parts[1]
+    assert s.task_done[("j1", "u")].payload["cached"] is True
+    assert s.providers[CID] == {"p"}
+    assert set(s.events) == {("p", 4), ("p", 5), ("p", 6)} and s.heads["p"] == 0
+    # the same parts as single events fold to the same state, ids aside
+    singles = [ev(p.type, p.payload, origin="p", seq=i + 1, hlc=p.hlc)
+               for i, p in enumerate([*b.parts, *done.parts, *tasks.parts])]
+    one = fold(singles)
+    assert set(one.chunks) == set(s.chunks) and set(one.task_done) == set(s.task_done)
+
+
+def test_an_older_peer_keeps_a_batch_unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a peer of the previous version does with a batch: an unknown type (kept, counted
+    in the heads, served), folded by none of its tables."""
+    from peer.log import events
+    monkeypatch.delitem(events._SPECS, int(EventType.CLAIMS))
+    monkeypatch.delitem(events._NAME, int(EventType.CLAIMS))
+    e = Event.from_json({"origin": "p", "seq": 1, "hlc": 1, "type": 17,
+                         "payload": VALID[EventType.CLAIMS]})
+    assert not e.known and e.parts == ()
+    s = fold([e])
+    assert s.heads["p"] == 1 and not s.chunks
 
 
 def test_the_table_covers_every_type_with_a_missing_field() -> None:

@@ -81,3 +81,53 @@ def test_without_a_loop_emit_writes_through(tmp_path: Path) -> None:
     node.emit(EventType.PROVIDE, {"cids": ["a"]})
     assert txns == [1] and _stored(tmp_path) == 1 and len(gossip.frames) == 1
     node.log.close()
+
+
+def _claim(i: int, cache: int = 0) -> dict[str, Any]:
+    p: dict[str, Any] = {"job": "j", "task": f"t{i}", "split": ["x", 1], "chunk": 0,
+                         "attempt": 0}
+    if cache:
+        p["cache"] = {f"k{i}-{n}": None for n in range(cache)}
+    return p
+
+
+def test_emit_all_batches_only_when_every_live_member_folds_batches(tmp_path: Path) -> None:
+    """Forward compatibility: a live peer that does not announce "batch-v1" (in its heartbeat
+    or its MEMBER event) is of the previous version: it would keep batches unfolded, so it
+    gets single events; the listeners see single events either way."""
+    node, _, _ = _node(tmp_path)
+    heard: list[Event] = []
+    node.listeners.append(heard.append)
+    live: dict[str, dict[str, Any]] = {}
+    node.live_peers = lambda: live  # type: ignore[method-assign]
+    one = node.emit_all(EventType.CLAIM, [_claim(0), _claim(1)])  # alone: batched
+    assert [e.type for e in one] == [EventType.CLAIMS]
+    assert [(e.type, e.payload["task"]) for e in heard] == [(EventType.CLAIM, "t0"),
+                                                            (EventType.CLAIM, "t1")]
+    assert node.emit_all(EventType.CLAIM, [_claim(2)])[0].type == EventType.CLAIM  # one: single
+    assert node.emit_all(EventType.PROVIDE, [{"cids": ["a"]}, {"cids": ["b"]}])[0].type == (
+        EventType.PROVIDE)  # not a batchable type
+    live["old"] = {"calls": []}  # a peer of the previous version
+    olds = node.emit_all(EventType.TASK_DONE, [{"job": "j", "task": "t0", "output": "c"},
+                                               {"job": "j", "task": "t1", "output": "c"}])
+    assert [e.type for e in olds] == [EventType.TASK_DONE, EventType.TASK_DONE]
+    node.state.apply(Event("old", 1, 1, EventType.MEMBER, {  # it upgraded: its MEMBER says so
+        "name": "o", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1,
+        "features": ["batch-v1"]}))
+    assert node.batching()
+    live["new"] = {"features": ["batch-v1"]}
+    live["other"] = {"features": ["something-else"]}  # its heartbeat: no batches
+    assert not node.batching()
+    del live["other"]
+    assert node.batching()
+    node.log.close()
+
+
+def test_emit_all_bounds_the_size_of_a_batch(tmp_path: Path) -> None:
+    node, _, _ = _node(tmp_path)
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    done = [{**_claim(i, cache=1500), "output": "c"} for i in range(5)]
+    evs = node.emit_all(EventType.CHUNK_DONE, done)
+    assert [len(e.singles) for e in evs] == [2, 2, 1]  # 1 + 1500 items each: 4096 at most
+    assert [p.payload for e in evs for p in e.singles] == done
+    node.log.close()
