@@ -49,7 +49,6 @@ from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import (
     BATCH_FEATURE,
-    BATCHED,
     HLC,
     Door,
     DoorConfig,
@@ -60,7 +59,6 @@ from peer.log import (
     Member,
     MeshState,
     Revoke,
-    batch_payload,
     fold,
 )
 from peer.log.signing import (
@@ -73,6 +71,7 @@ from peer.log.signing import (
     peer_id_for,
     sign_events,
 )
+from peer.log.turns import TurnBuilder
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
@@ -84,7 +83,6 @@ log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
-MAX_BATCH_WEIGHT = 4096  # parts + item results in one batched event (bounds its bytes)
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -148,9 +146,11 @@ class Node:
                             fetch_allow=cfg.fetch_allow,
                             lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
-            self.fetcher, peers=self.live_peers, emit_all=self.emit_all)
+            self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
+        self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
+        self._flush_due = False
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
@@ -204,52 +204,48 @@ class Node:
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
-        of this loop turn (at once when no loop runs)."""
-        ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1, self.hlc.now(),
-                   typ, payload)
-        self.state.apply(ev)
-        self._unflushed.append(ev)
-        if len(self._unflushed) == 1:  # the first of this turn: flush at its end
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop: nothing batches, write through
-                self.flush()
+        of this loop turn (at once when no loop runs). While every live member folds them,
+        the turn's events about tasks and chunks are parts of one TURN event."""
+        if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
+            ev, closed = self.turn.add(typ, payload)
+            if closed is not None:
+                self._unflushed.append(closed)
+            self._flush_soon()
+        else:
+            self._close_turn()
+            ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1,
+                       self.hlc.now(), typ, payload)
+            self.state.apply(ev)
+            self._unflushed.append(ev)
+            self._flush_soon()
         self._tell(ev)
         return ev
 
+    def _flush_soon(self) -> None:
+        """Flush at the end of this loop turn (at once when no loop runs)."""
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_due = True
+        except RuntimeError:  # no loop: nothing batches, write through
+            self.flush()
+
+    def _close_turn(self) -> None:
+        """End the open turn: its event joins the queue (our next event takes the next seq)."""
+        ev = self.turn.close()
+        if ev is not None:
+            self._unflushed.append(ev)
+
     def _tell(self, ev: Event) -> None:
-        """Tell the listeners of a folded event: of each part of a batched one."""
+        """Tell the listeners of a folded event: of each part of a TURN."""
         for single in ev.parts or (ev,):
             for fn in list(self.listeners):
                 fn(single)
 
-    def emit_all(self, typ: EventType, payloads: Sequence[dict[str, Any]]) -> list[Event]:
-        """Emit events of one type: several batchable ones (CLAIM, CHUNK_DONE, TASK_DONE) as
-        few batched events (CLAIMS...) when every live member folds them, else one by one."""
-        batched = BATCHED.get(typ)
-        if batched is None or len(payloads) < 2 or not self.batching():
-            return [self.emit(typ, p) for p in payloads]
-        out: list[Event] = []
-        group: list[dict[str, Any]] = []
-        weight = 0
-        for p in payloads:
-            w = 1 + len(p.get("cache") or ())  # item results dominate a CHUNK_DONE's bytes
-            if group and weight + w > MAX_BATCH_WEIGHT:
-                out.append(self._emit_group(typ, batched, group))
-                group, weight = [], 0
-            group.append(p)
-            weight += w
-        out.append(self._emit_group(typ, batched, group))
-        return out
-
-    def _emit_group(self, typ: EventType, batched: EventType, group: list[dict[str, Any]],
-                    ) -> Event:
-        return self.emit(typ if len(group) == 1 else batched,
-                         group[0] if len(group) == 1 else batch_payload(group))
-
     def batching(self) -> bool:
-        """True if every live member says it folds batched events (its heartbeat's or its
-        MEMBER event's `features`): a peer of the previous version keeps them unfolded."""
+        """True if every live member says it folds TURN events (its heartbeat's or its MEMBER
+        event's `features`): a peer of the previous version would keep them unfolded."""
         for pid, info in self.live_peers().items():
             feats = info.get("features")
             if not isinstance(feats, list):
@@ -264,8 +260,12 @@ class Node:
         but not fsynced: `durable` fsyncs, off the loop, what is acknowledged), then push them
         to peers (one frame each, split only by the frame size bound). Never raises: a failed
         write leaves them queued and retried (see `durable`)."""
-        if not self._unflushed or self._log_closed:
+        self._flush_due = False
+        if self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
+        self._close_turn()
+        if not self._unflushed:
+            return
         events = list(self._unflushed)
         unsigned = [e for e in events if e.att is None]  # a retried write keeps its batch
         if unsigned:
@@ -336,6 +336,7 @@ class Node:
         """Fold remote events; returns the new ones (checked at the door, persisted first).
         Never blocks. Events of unknown types are kept and forwarded, not folded. A second
         content for a held (origin, seq) goes to the conflict rule."""
+        self._close_turn()  # a conflict refolds what is recorded: our open turn first
         fresh = []
         for e in events:
             held = self.state.events.get(e.id)

@@ -76,5 +76,3 @@ class Offload(Protocol):
 
 PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]  # live others -> heartbeat info
 Emit = Callable[[EventType, dict[str, Any]], Event]
-# Several events of one type at once: as batched events where the mesh folds them (Node).
-EmitAll = Callable[[EventType, list[dict[str, Any]]], list[Event]]

@@ -23,7 +23,6 @@ from peer.jobs.ports import (
     Clock,
     Data,
     Emit,
-    EmitAll,
     Offload,
     Runner,
     RunResultLike,
@@ -68,8 +67,7 @@ class Runs:
 
     def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
-                 ended: Callable[[AttemptKey], None], emit_all: EmitAll | None = None,
-                 ) -> None:
+                 ended: Callable[[AttemptKey], None]) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -83,10 +81,6 @@ class Runs:
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         self.executions = 0  # chunks handed to the executor (tests count them)
-        self.emit_all: EmitAll = emit_all or (lambda t, ps: [emit(t, p) for p in ps])
-        # CHUNK_DONE payloads of this loop turn: recorded together at its end (their runs
-        # stay `finishing` until then, so no claim is seen without a run behind it).
-        self._done: dict[AttemptKey, dict[str, Any]] = {}
 
     @property
     def free_slots(self) -> int:
@@ -137,7 +131,6 @@ class Runs:
                 r.task.cancel()
         await asyncio.gather(*(r.task for r in self.active.values() if r.task),
                              return_exceptions=True)
-        self.flush_done()  # outcomes of the last turn: recorded, not lost
 
     # -- one run -------------------------------------------------------------------------
     async def _run(self, ak: AttemptKey, run: Run, payload: dict[str, Any]) -> None:
@@ -169,31 +162,8 @@ class Runs:
                 self._crashed(base, run, e, "recording the outcome")
         finally:
             self.active.pop(ak, None)
-            if ak not in self._done:  # else it ends when its outcome is recorded
-                self.finishing.discard(ak)
-                self.ended(ak)
-
-    def _record_done(self, ak: AttemptKey, payload: dict[str, Any]) -> None:
-        """Record a CHUNK_DONE at the end of this loop turn, with the turn's others."""
-        if not self._done:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush_done)
-            except RuntimeError:  # no loop: nothing to batch with
-                self.emit(EventType.CHUNK_DONE, payload)
-                return
-        self._done[ak] = payload
-
-    def flush_done(self) -> None:
-        """Emit the turn's CHUNK_DONEs (few events) and end their runs."""
-        done, self._done = self._done, {}
-        if not done:
-            return
-        try:
-            self.emit_all(EventType.CHUNK_DONE, list(done.values()))
-        finally:
-            for ak in done:
-                self.finishing.discard(ak)
-                self.ended(ak)
+            self.finishing.discard(ak)
+            self.ended(ak)
 
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
         """End our claim of a run that raised something unexpected (kind crash, or storage
@@ -245,8 +215,7 @@ class Runs:
         else:
             out["output"] = res.value["output"]
             self.data.mark(out["output"])
-        self._record_done(AttemptKey(base["job"], base["task"], base["chunk"], base["attempt"]),
-                          out)
+        self.emit(EventType.CHUNK_DONE, out)
 
     async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so

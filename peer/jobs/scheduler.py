@@ -23,7 +23,6 @@ from peer.jobs.ports import (
     Clock,
     Data,
     Emit,
-    EmitAll,
     Offload,
     PeerInfos,
     Runner,
@@ -55,15 +54,11 @@ class Scheduler:
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
                  store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
-                 offload: Offload = asyncio.to_thread, emit_all: EmitAll | None = None) -> None:
+                 offload: Offload = asyncio.to_thread) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
         self.emit = emit
-        # One round's claims and finished tasks go out together (batched where the mesh can).
-        self.emit_all: EmitAll = emit_all or (lambda t, ps: [emit(t, p) for p in ps])
-        self._claiming: list[tuple[AttemptKey, Event, list[Any], TaskDef, TaskSpec]] = []
-        self._finished: list[dict[str, Any]] = []  # TASK_DONE payloads of this round
         self.store = store
         self.runner = runner
         self.catalog = catalog
@@ -76,7 +71,7 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self.emit_all)
+                          self._ended)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
@@ -147,8 +142,7 @@ class Scheduler:
     def poke(self, ev: Event | None = None) -> None:
         """Note a state change (a new event) and wake the loop."""
         if ev is not None:
-            for single in ev.parts or (ev,):
-                self._note(single)
+            self._note(ev)
         self._wake.set()
 
     def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
@@ -211,30 +205,11 @@ class Scheduler:
             except Exception as e:  # a bug must not stop the scheduler
                 log.exception("scheduler error on %s", key)
                 self._fail_task(key, f"internal error: {e}")
-        self._flush_round()
         if self._starved and self.free_slots > 0:
             # Slots are free (other peers may have taken what woke last time): look
             # at the next starved tasks, a few per round, until the slots fill.
             self._unstarve()
             self._wake.set()
-
-    def _flush_round(self) -> None:
-        """Emit the round's finished tasks and claims (few events: `emit_all`), then start
-        the runs of the claims that won."""
-        if self._finished:
-            done, self._finished = self._finished, []
-            self.emit_all(EventType.TASK_DONE, done)
-        if not self._claiming:
-            return
-        claiming, self._claiming = self._claiming, []
-        self.emit_all(EventType.CLAIM, [claims.claim(ak, split.id)
-                                        for ak, split, *_ in claiming])
-        for ak, split, items, tdef, spec in claiming:
-            c = self.state.chunk(ak.job, ak.task, ak.chunk)
-            mine = c.winner(ak.attempt, split.id)
-            if mine is not None and mine.origin == self.peer_id and ak not in self.runs:
-                self._mine[ak] = split.id
-                self._runs.start(ak, split, items, tdef, spec, rerun=claims.reopened(c))
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
@@ -400,7 +375,7 @@ class Scheduler:
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
             payload["warning"] = warning
-        self._finished.append(payload)  # emitted at the end of the round (_flush_round)
+        self.emit(EventType.TASK_DONE, payload)
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
@@ -420,7 +395,7 @@ class Scheduler:
             return
         if ak in self.runs:
             return
-        if self.free_slots - len(self._claiming) <= 0:
+        if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]
@@ -436,7 +411,12 @@ class Scheduler:
                                    holders)
         if not self._my_turn(ak, ranked):
             return
-        self._claiming.append((ak, split, items, tdef, spec))  # claimed at the round's end
+        self.emit(EventType.CLAIM, claims.claim(ak, split.id))
+        mine = c.winner(ak.attempt, split.id)
+        if mine is not None and mine.origin == self.peer_id:
+            self._mine[ak] = split.id
+            self._runs.start(ak, split, items, tdef, spec,
+                             rerun=claims.reopened(c))
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""

@@ -18,8 +18,9 @@ from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
-from peer.log import BATCHED, Event, EventType, MeshState, batch_payload
+from peer.log import Event, EventType, MeshState
 from peer.log.clock import FakeClock
+from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
 
 T = TypeVar("T")
@@ -216,6 +217,7 @@ class SimPeer:
     sched: Scheduler
     hlc: int = 0
     emitted: list[Event] = field(default_factory=list)
+    turn: TurnBuilder | None = None
 
 
 class JobMesh:
@@ -225,7 +227,7 @@ class JobMesh:
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False) -> None:
         self.catalog = catalog
-        self.batch = batch  # emit batched events (CLAIMS, CHUNKS_DONE, TASKS_DONE) as Node can
+        self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -233,7 +235,7 @@ class JobMesh:
         self.delay_s: dict[tuple[str, str], float] = {}
         self.cut: set[frozenset[str]] = set()
         self.silent: set[str] = set()
-        # (event, to) -> keep it back (a batched event: if any of its parts is kept back)
+        # (event, to) -> keep it back (a TURN: if any of its parts is)
         self.hold: Callable[[Event, str], bool] | None = None
         # (peer, its heartbeat info) -> the info the others get (a buggy or older peer)
         self.tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
@@ -251,13 +253,14 @@ class JobMesh:
         state = MeshState()
         peer = SimPeer(pid, state, store, data, runner, self._scheduler(pid, state, store, data,
                                                                         runner))
+        peer.turn = TurnBuilder(pid, state, lambda: self._tick(peer))
         self.peers[pid] = peer
 
     def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
                    runner: FakeRunner) -> Scheduler:
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
-                         offload=inline, emit_all=lambda t, ps: self.emit_all(pid, t, ps))
+                         offload=inline)
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
@@ -297,25 +300,42 @@ class JobMesh:
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
         """What Node.emit does: fold, tell the local scheduler, send to the others."""
         p = self.peers[pid]
-        p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
-        ev = Event(pid, p.state.heads.get(pid, 0) + 1, p.hlc, typ, payload)
-        p.state.apply(ev)
-        p.emitted.append(ev)
+        assert p.turn is not None
+        if self.batch and p.turn.holds(typ):
+            ev, closed = p.turn.add(typ, payload)
+            if closed is not None:
+                self._send(pid, closed)
+        else:
+            self._close_turn(p)
+            ev = Event(pid, p.state.heads.get(pid, 0) + 1, self._tick(p), typ, payload)
+            p.state.apply(ev)
+            self._send(pid, ev)
         p.sched.poke(ev)
+        return ev
+
+    def _tick(self, p: SimPeer) -> int:
+        p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
+        return p.hlc
+
+    def _send(self, pid: str, ev: Event) -> None:
+        self.peers[pid].emitted.append(ev)
         for q in self.peers:
             if q != pid:
                 self._queue.append((self.clock() + self.delay_s.get((pid, q), 0.0), q, ev))
-        return ev
 
-    def emit_all(self, pid: str, typ: EventType, payloads: list[dict[str, Any]]) -> list[Event]:
-        """What Node.emit_all does: one batched event when `batch` is set, else one each."""
-        batched = BATCHED.get(typ)
-        if batched is None or not self.batch or len(payloads) < 2:
-            return [self.emit(pid, typ, p) for p in payloads]
-        return [self.emit(pid, batched, batch_payload(payloads))]
+    def _close_turn(self, p: SimPeer) -> None:
+        """End `p`'s open turn (what Node does at the end of a loop turn): it goes out."""
+        ev = p.turn.close() if p.turn is not None else None
+        if ev is not None:
+            self._send(p.peer_id, ev)
+
+    def close_turns(self) -> None:
+        for p in self.peers.values():
+            self._close_turn(p)
 
     def deliver(self) -> int:
         """Hand over every event whose delay has passed on a live link; the count."""
+        self.close_turns()
         now, keep, n = self.clock(), [], 0
         for due, dst, ev in self._queue:
             if due > now or not self.linked(ev.origin, dst) or (
@@ -340,6 +360,7 @@ class JobMesh:
 
     def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:
         """Events of `typ` in `pid`'s state whose payload has the `match` items, in order."""
+        self.close_turns()
         evs = [e for b in self.peers[pid].state.events.values() for e in b.singles
                if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
         return sorted(evs, key=lambda e: e.order)
@@ -355,6 +376,7 @@ class JobMesh:
                 if pid not in self.silent:
                     p.sched.step()
             await asyncio.sleep(0)
+            self.close_turns()
             quiet = quiet + 1 if self._signature() == before else 0
             if quiet >= 4:
                 return

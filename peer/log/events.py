@@ -35,11 +35,10 @@ class EventType(IntEnum):
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
     TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
-    # Batches (issue 12): several events of one type in one, folded as its parts; emitted only
-    # while every live member announces BATCH_FEATURE (older peers keep them unfolded).
-    CLAIMS = 17  # CLAIM parts: one scheduler round's claims
-    CHUNKS_DONE = 18  # CHUNK_DONE parts: one loop turn's completions
-    TASKS_DONE = 19  # TASK_DONE parts: one scheduler round's assembled or cached tasks
+    # One peer's events of one loop turn in one (issue 12), folded as its parts; emitted only
+    # while every live member announces BATCH_FEATURE (older peers keep it unfolded).
+    TURN = 17
+    # 18, 19: kept for batching (issue 12)
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -93,8 +92,8 @@ MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
 MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
 MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
-MAX_PARTS = 10_000  # parts of a batched event
-BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds CLAIMS...TASKS_DONE
+MAX_PARTS = 10_000  # parts of a TURN
+BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -559,74 +558,46 @@ class Unprovide:
         return cls(_cids(_NAME[cls.TYPE], p, "cids"))
 
 
-_P = TypeVar("_P", Claim, ChunkDone, TaskDone)
-
-
-def _parts(kind: str, p: Mapping[str, Any], part: Callable[[Mapping[str, Any]], _P],
-           ) -> tuple[tuple[_P, ...], tuple[dict[str, Any], ...]]:
-    """The parts of a batched event: each a payload of the single type, validated as one."""
-    v = p.get("parts", _MISSING)
-    if not (type(v) is list and 0 < len(v) <= MAX_PARTS):
-        raise _bad(kind, "parts", f"a list of 1 to {MAX_PARTS} objects", v)
-    bodies = []
-    for i, x in enumerate(v):
-        if type(x) is not dict:
-            raise _bad(kind, f"parts[{i}]", "an object", x)
-        try:
-            bodies.append(part(x))
-        except InvalidEvent as e:  # "CLAIMS payload.parts[3]: CLAIM payload.job: ..."
-            sub = (e.field or "").removeprefix("payload.")
-            raise InvalidEvent(f"{kind} payload.parts[{i}]: {e.message}",
-                               field=f"payload.parts[{i}].{sub}") from None
-    return tuple(bodies), tuple(v)
+# The types a TURN may hold: the scheduler's and runs' events about tasks and chunks. Not the
+# acknowledged ones (JOB_SUBMITTED, JOB_CANCELLED, PROVIDE: fsynced on receipt), nor those
+# about members and data (MEMBER, REVOKE, JOB_DELETED, UNPROVIDE).
+TURN_PARTS: frozenset[EventType] = frozenset({
+    EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF, EventType.CLAIM, EventType.PROGRESS,
+    EventType.CHUNK_DONE, EventType.CHUNK_FAILED, EventType.TASK_DONE, EventType.CACHE_PUT})
 
 
 @dataclass(frozen=True, slots=True)
-class Claims:
-    """Several claims in one event (one scheduler round's), folded as CLAIM events that share
-    its (origin, seq, hlc): each part is a CLAIM payload."""
+class Turn:
+    """One peer's events of one loop turn in one event: `parts` is a list of [type, payload]
+    (each payload valid as its type, one of TURN_PARTS). Folded as single events that share
+    the turn's (origin, seq, hlc), in the order of the list."""
 
-    TYPE: ClassVar[EventType] = EventType.CLAIMS
-    parts: tuple[Claim, ...]
+    TYPE: ClassVar[EventType] = EventType.TURN
+    types: tuple[EventType, ...]
+    bodies: tuple[Body, ...]
     payloads: tuple[dict[str, Any], ...]  # the parts' wire objects (never mutate)
 
     @classmethod
-    def from_payload(cls, p: Mapping[str, Any]) -> Claims:
-        return cls(*_parts(_NAME[cls.TYPE], p, Claim.from_payload))
-
-
-@dataclass(frozen=True, slots=True)
-class ChunksDone:
-    """Several chunk outcomes in one event (one loop turn's), folded as CHUNK_DONE events."""
-
-    TYPE: ClassVar[EventType] = EventType.CHUNKS_DONE
-    parts: tuple[ChunkDone, ...]
-    payloads: tuple[dict[str, Any], ...]
-
-    @classmethod
-    def from_payload(cls, p: Mapping[str, Any]) -> ChunksDone:
-        return cls(*_parts(_NAME[cls.TYPE], p, ChunkDone.from_payload))
-
-
-@dataclass(frozen=True, slots=True)
-class TasksDone:
-    """Several finished tasks in one event (one scheduler round's), folded as TASK_DONE events."""
-
-    TYPE: ClassVar[EventType] = EventType.TASKS_DONE
-    parts: tuple[TaskDone, ...]
-    payloads: tuple[dict[str, Any], ...]
-
-    @classmethod
-    def from_payload(cls, p: Mapping[str, Any]) -> TasksDone:
-        return cls(*_parts(_NAME[cls.TYPE], p, TaskDone.from_payload))
-
-
-Batch = Claims | ChunksDone | TasksDone
-# The single type of each batched type's parts, and the batched type of each batchable one.
-PART_TYPE: dict[EventType, EventType] = {EventType.CLAIMS: EventType.CLAIM,
-                                         EventType.CHUNKS_DONE: EventType.CHUNK_DONE,
-                                         EventType.TASKS_DONE: EventType.TASK_DONE}
-BATCHED: dict[EventType, EventType] = {v: k for k, v in PART_TYPE.items()}
+    def from_payload(cls, p: Mapping[str, Any]) -> Turn:
+        k = _NAME[cls.TYPE]
+        v = p.get("parts", _MISSING)
+        if not (type(v) is list and 0 < len(v) <= MAX_PARTS):
+            raise _bad(k, "parts", f"a list of 1 to {MAX_PARTS} [type, payload]", v)
+        types, bodies, payloads = [], [], []
+        for i, x in enumerate(v):
+            if not (type(x) is list and len(x) == 2 and type(x[0]) is int
+                    and x[0] in _PART_SPECS and type(x[1]) is dict):
+                raise _bad(k, f"parts[{i}]", "[type, payload] of a type a turn holds", x)
+            typ, parse = _PART_SPECS[x[0]]
+            try:
+                bodies.append(parse(x[1]))
+            except InvalidEvent as e:  # "TURN payload.parts[3]: CLAIM payload.job: ..."
+                sub = (e.field or "").removeprefix("payload.")
+                raise InvalidEvent(f"{k} payload.parts[{i}]: {e.message}",
+                                   field=f"payload.parts[{i}].{sub}") from None
+            types.append(typ)
+            payloads.append(x[1])
+        return cls(tuple(types), tuple(bodies), tuple(payloads))
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,13 +610,15 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | Claims | ChunksDone | TasksDone | Unknown)
+        | Revoke | TaskSplitRef | Turn | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef, Claims, ChunksDone, TasksDone)}
+                Revoke, TaskSplitRef, Turn)}
+_PART_SPECS: dict[int, tuple[EventType, Callable[[Mapping[str, Any]], Body]]] = {
+    t.value: (t, _SPECS[t.value][2]) for t in TURN_PARTS}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
@@ -679,8 +652,8 @@ class Event:
     # The signed batch (peer.log.signing.Batch) that vouches for it; None for an event of the
     # previous release not yet attested, or a local event not yet flushed. Set once.
     att: Any = field(default=None, init=False, repr=False, compare=False)
-    # A batched event's parts: events of the single type sharing its origin, seq and hlc, each
-    # with its part's payload and body (what the fold and the listeners see). () otherwise.
+    # A TURN's parts: single events sharing its origin, seq and hlc, each with its part's
+    # payload and body (what the fold and the listeners see). () for any other event.
     parts: tuple[Event, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -699,8 +672,8 @@ class Event:
             _setattr(self, "type", typ)
         body = parse(self.payload)
         _setattr(self, "body", body)
-        if typ in PART_TYPE:
-            _setattr(self, "parts", _split_parts(self, PART_TYPE[typ], body))  # type: ignore[arg-type]
+        if type(body) is Turn:
+            _setattr(self, "parts", _turn_parts(self, body))
 
     def _init_unknown(self) -> None:
         """A type number this version does not know: kept (Unknown body) if it is in range."""
@@ -715,7 +688,7 @@ class Event:
 
     @property
     def singles(self) -> tuple[Event, ...]:
-        """The single events this one stands for: its parts if batched, else itself."""
+        """The single events this one stands for: a TURN's parts, else itself."""
         return self.parts or (self,)
 
     @property
@@ -756,18 +729,36 @@ class Event:
         return Event(origin, seq, hlc, typ, dict(payload) if type(payload) is dict else payload)
 
 
-def _split_parts(ev: Event, typ: EventType, body: Batch) -> tuple[Event, ...]:
-    """The part events of a batched event (their bodies are validated already)."""
+def _turn_parts(ev: Event, body: Turn) -> tuple[Event, ...]:
+    """The part events of a TURN (their bodies are validated already)."""
     out = []
-    for b, p in zip(body.parts, body.payloads, strict=True):
-        part = object.__new__(Event)
-        for name, v in (("origin", ev.origin), ("seq", ev.seq), ("hlc", ev.hlc), ("type", typ),
-                        ("payload", p), ("body", b), ("att", None), ("parts", ())):
-            _setattr(part, name, v)
-        out.append(part)
+    for t, b, p in zip(body.types, body.bodies, body.payloads, strict=True):
+        out.append(part_event(ev.origin, ev.seq, ev.hlc, t, p, b))
     return tuple(out)
 
 
-def batch_payload(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    """The payload of a batched event of these parts (each a payload of the single type)."""
-    return {"parts": payloads}
+def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, Any],
+               body: Body) -> Event:
+    """An event built from a body already validated (a TURN's part): no second check."""
+    part = object.__new__(Event)
+    for name, v in (("origin", origin), ("seq", seq), ("hlc", hlc), ("type", typ),
+                    ("payload", payload), ("body", body), ("att", None), ("parts", ())):
+        _setattr(part, name, v)
+    return part
+
+
+def turn_event(parts: list[Event]) -> Event:
+    """The TURN event of these part events (of one origin, seq and hlc; already validated),
+    or the one event itself when there is only one."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    ev = object.__new__(Event)
+    body = Turn(tuple(p.type for p in parts), tuple(p.body for p in parts),
+                tuple(p.payload for p in parts))
+    for name, v in (("origin", first.origin), ("seq", first.seq), ("hlc", first.hlc),
+                    ("type", EventType.TURN),
+                    ("payload", {"parts": [[int(p.type), p.payload] for p in parts]}),
+                    ("body", body), ("att", None), ("parts", tuple(parts))):
+        _setattr(ev, name, v)
+    return ev

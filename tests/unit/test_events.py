@@ -65,11 +65,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
     EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
                                "sizes": [2, 1]},
-    EventType.CLAIMS: {"parts": [dict(CHUNK), {**CHUNK, "task": "u", "chunk": 0}]},
-    EventType.CHUNKS_DONE: {"parts": [{**CHUNK, "output": CID, "s": 0.5},
-                                      {**CHUNK, "chunk": 3, "output": CID}]},
-    EventType.TASKS_DONE: {"parts": [{"job": "j1", "task": "t", "output": CID},
-                                     {"job": "j1", "task": "u", "output": CID, "cached": True}]},
+    EventType.TURN: {"parts": [[4, dict(CHUNK)], [7, {**CHUNK, "chunk": 3, "output": CID}],
+                               [9, {"job": "j1", "task": "u", "output": CID, "cached": True}]]},
 }
 
 
@@ -300,19 +297,18 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # TASK_SPLIT_REF
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
-    # CLAIMS, CHUNKS_DONE, TASKS_DONE: a list of parts, each valid as its single type
-    (T.CLAIMS, {}, "payload.parts",
-     "expected a list of 1 to 10000 objects, got nothing (the field is missing)"),
-    (T.CLAIMS, {"parts": []}, "payload.parts", "expected a list of 1 to 10000 objects, got []"),
-    (T.CLAIMS, {"parts": [dict(CHUNK), 3]}, "payload.parts[1]", "expected an object, got 3"),
-    (T.CLAIMS, {"parts": [dict(CHUNK), {**CHUNK, "attempt": -1}]}, "payload.parts[1].attempt",
-     "CLAIM payload.attempt: expected an integer >= 0, got -1"),
-    (T.CHUNKS_DONE, {"parts": None}, "payload.parts",
-     "expected a list of 1 to 10000 objects, got None"),
-    (T.CHUNKS_DONE, {"parts": [_without(VALID[T.CHUNK_DONE], "job")]}, "payload.parts[0].job",
-     "CHUNK_DONE payload.job: expected a string of 1 to 256 characters, got nothing "
-     "(the field is missing)"),
-    (T.TASKS_DONE, {"parts": [{"job": "j", "task": "t"}]}, "payload.parts[0].output",
+    # TURN: a list of [type, payload], each payload valid as its type
+    (T.TURN, {}, "payload.parts",
+     "expected a list of 1 to 10000 [type, payload], got nothing (the field is missing)"),
+    (T.TURN, {"parts": []}, "payload.parts",
+     "expected a list of 1 to 10000 [type, payload], got []"),
+    (T.TURN, {"parts": [[4, dict(CHUNK)], 3]}, "payload.parts[1]",
+     "expected [type, payload] of a type a turn holds, got 3"),
+    (T.TURN, {"parts": [[1, VALID[T.JOB_SUBMITTED]]]}, "payload.parts[0]",
+     "expected [type, payload] of a type a turn holds, got a list of 2 items"),
+    (T.TURN, {"parts": [[4, dict(CHUNK)], [4, {**CHUNK, "attempt": -1}]]},
+     "payload.parts[1].attempt", "CLAIM payload.attempt: expected an integer >= 0, got -1"),
+    (T.TURN, {"parts": [[9, {"job": "j", "task": "t"}]]}, "payload.parts[0].output",
      "TASK_DONE payload.output: expected a string of 1 to 256 characters, got nothing "
      "(the field is missing)"),
 ]
@@ -324,48 +320,52 @@ def test_invalid_payloads_raise_naming_the_type_and_field(
         typ: EventType, payload: dict[str, Any], field: str, expected: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         ev(typ, payload)
-    # a batch's invalid part: the batch names the part, the part's type its field
+    # a turn's invalid part: the turn names the part, the part's type its field
     where = field.split("]", 1)[0] + "]" if expected.split(" ")[0].isupper() else field
     assert str(info.value) == f"{typ.name} {where}: {expected}"
     assert info.value.field == field
 
 
-def test_a_batch_folds_as_its_parts_sharing_its_id() -> None:
-    """CLAIMS / CHUNKS_DONE / TASKS_DONE: parts are single events with the batch's
-    (origin, seq, hlc), their own payload objects and bodies; the fold sees only parts."""
-    b = ev(EventType.CLAIMS, VALID[EventType.CLAIMS], origin="p", seq=4, hlc=9)
-    assert [(p.origin, p.seq, p.hlc, p.type) for p in b.parts] == [("p", 4, 9, EventType.CLAIM)] * 2
-    assert b.parts[1].payload is VALID[EventType.CLAIMS]["parts"][1]
-    assert b.parts[1].body == Claim("j1", "u", ("a", 3), 0, 1) and b.singles == b.parts
+def test_a_turn_folds_as_its_parts_sharing_its_id() -> None:
+    """TURN: parts are single events with the turn's (origin, seq, hlc), their own payload
+    objects and bodies; the fold folds only the parts, and records the turn."""
+    t = ev(EventType.TURN, VALID[EventType.TURN], origin="p", seq=4, hlc=9)
+    assert [(p.origin, p.seq, p.hlc, p.type) for p in t.parts] == [
+        ("p", 4, 9, EventType.CLAIM), ("p", 4, 9, EventType.CHUNK_DONE),
+        ("p", 4, 9, EventType.TASK_DONE)]
+    assert t.parts[1].payload is VALID[EventType.TURN]["parts"][1][1]
+    assert t.parts[0].body == Claim("j1", "t", ("a", 3), 2, 1) and t.singles == t.parts
     plain = ev(EventType.CLAIM, CHUNK)
     assert plain.parts == () and plain.singles == (plain,)
-    done = ev(EventType.CHUNKS_DONE, VALID[EventType.CHUNKS_DONE], origin="p", seq=5, hlc=10)
-    tasks = ev(EventType.TASKS_DONE, VALID[EventType.TASKS_DONE], origin="p", seq=6, hlc=11)
-    s = fold([b, done, tasks])
+    s = fold([t])
     assert s.chunks[ChunkKey("j1", "t", "a", 3, 2)].claims[1][0].id == ("p", 4)
-    assert s.chunks[ChunkKey("j1", "u", "a", 3, 0)].claims[1][0].body_as(Claim).task == "u"
-    assert s.chunks[ChunkKey("j1", "t", "a", 3, 3)].done is done.parts[1]
+    assert s.chunks[ChunkKey("j1", "t", "a", 3, 3)].done is t.parts[1]
     assert s.task_done[("j1", "u")].payload["cached"] is True
     assert s.providers[CID] == {"p"}
-    assert set(s.events) == {("p", 4), ("p", 5), ("p", 6)} and s.heads["p"] == 0
-    # the same parts as single events fold to the same state, ids aside
-    singles = [ev(p.type, p.payload, origin="p", seq=i + 1, hlc=p.hlc)
-               for i, p in enumerate([*b.parts, *done.parts, *tasks.parts])]
-    one = fold(singles)
-    assert set(one.chunks) == set(s.chunks) and set(one.task_done) == set(s.task_done)
+    assert set(s.events) == {("p", 4)} and s.events[("p", 4)] is t
+    assert Event.from_json(t.to_json()).parts == t.parts  # the wire form round-trips
 
 
-def test_an_older_peer_keeps_a_batch_unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a peer of the previous version does with a batch: an unknown type (kept, counted
+def test_turn_event_of_parts_equals_the_decoded_turn() -> None:
+    from peer.log import turn_event
+    parts = [ev(EventType(k), p, origin="p", seq=2, hlc=5)
+             for k, p in VALID[EventType.TURN]["parts"]]
+    made = turn_event(parts)
+    assert made.type == EventType.TURN and made.parts == tuple(parts)
+    assert made == Event("p", 2, 5, EventType.TURN, VALID[EventType.TURN])
+    assert turn_event(parts[:1]) is parts[0]  # a lone part is a single event
+
+
+def test_an_older_peer_keeps_a_turn_unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a peer of the previous version does with a TURN: an unknown type (kept, counted
     in the heads, served), folded by none of its tables."""
     from peer.log import events
-    monkeypatch.delitem(events._SPECS, int(EventType.CLAIMS))
-    monkeypatch.delitem(events._NAME, int(EventType.CLAIMS))
+    monkeypatch.delitem(events._SPECS, int(EventType.TURN))
     e = Event.from_json({"origin": "p", "seq": 1, "hlc": 1, "type": 17,
-                         "payload": VALID[EventType.CLAIMS]})
+                         "payload": VALID[EventType.TURN]})
     assert not e.known and e.parts == ()
     s = fold([e])
-    assert s.heads["p"] == 1 and not s.chunks
+    assert s.heads["p"] == 1 and not s.chunks and not s.task_done
 
 
 def test_the_table_covers_every_type_with_a_missing_field() -> None:

@@ -91,43 +91,76 @@ def _claim(i: int, cache: int = 0) -> dict[str, Any]:
     return p
 
 
-def test_emit_all_batches_only_when_every_live_member_folds_batches(tmp_path: Path) -> None:
-    """Forward compatibility: a live peer that does not announce "batch-v1" (in its heartbeat
-    or its MEMBER event) is of the previous version: it would keep batches unfolded, so it
-    gets single events; the listeners see single events either way."""
-    node, _, _ = _node(tmp_path)
+async def _turn(node: Node, *emits: tuple[EventType, dict[str, Any]]) -> list[Event]:
+    """Emit these in one loop turn; the events written at its end."""
+    before = node.state.heads.get(node.peer_id, 0)
+    for typ, p in emits:
+        node.emit(typ, p)
+    await asyncio.sleep(0)
+    return [node.state.by_origin[node.peer_id][q]
+            for q in range(before + 1, node.state.heads[node.peer_id] + 1)]
+
+
+async def test_a_loop_turn_of_task_events_is_one_turn_event(tmp_path: Path) -> None:
+    """Claims, outcomes, finished tasks of one loop turn: one TURN event (one seq, one row,
+    one push), folded and told to the listeners part by part as they are emitted."""
+    node, txns, gossip = _node(tmp_path)
     heard: list[Event] = []
     node.listeners.append(heard.append)
-    live: dict[str, dict[str, Any]] = {}
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    got = await _turn(node, (EventType.CLAIM, _claim(0)), (EventType.CLAIM, _claim(1)),
+                      (EventType.TASK_DONE, {"job": "j", "task": "t9", "output": "c"}))
+    assert [e.type for e in got] == [EventType.TURN] and got[0].seq == 1
+    assert [(e.type, e.seq) for e in heard] == [(EventType.CLAIM, 1), (EventType.CLAIM, 1),
+                                                (EventType.TASK_DONE, 1)]
+    assert ("j", "t9") in node.state.task_done  # folded at once, before the turn ended
+    assert txns == [1] and [[e.type for e in f] for f in gossip.frames] == [[EventType.TURN]]
+    assert _stored(tmp_path) == 1
+    # an event a turn does not hold ends the turn: seqs stay in emission order
+    got = await _turn(node, (EventType.CLAIM, _claim(2)), (EventType.PROVIDE, {"cids": ["a"]}),
+                      (EventType.CLAIM, _claim(3)), (EventType.CLAIM, _claim(4)))
+    assert [(e.type, e.seq) for e in got] == [(EventType.CLAIM, 2), (EventType.PROVIDE, 3),
+                                             (EventType.TURN, 4)]
+    assert [p.payload["task"] for p in got[2].parts] == ["t3", "t4"]
+    node.log.close()
+
+
+async def test_turns_only_while_every_live_member_folds_them(tmp_path: Path) -> None:
+    """Forward compatibility: a live peer that does not announce "batch-v1" (in its heartbeat
+    or its MEMBER event) is of the previous version: it would keep a TURN unfolded, so it
+    gets single events."""
+    node, _, _ = _node(tmp_path)
+    live: dict[str, dict[str, Any]] = {"old": {"calls": []}}  # a peer of the previous version
     node.live_peers = lambda: live  # type: ignore[method-assign]
-    one = node.emit_all(EventType.CLAIM, [_claim(0), _claim(1)])  # alone: batched
-    assert [e.type for e in one] == [EventType.CLAIMS]
-    assert [(e.type, e.payload["task"]) for e in heard] == [(EventType.CLAIM, "t0"),
-                                                            (EventType.CLAIM, "t1")]
-    assert node.emit_all(EventType.CLAIM, [_claim(2)])[0].type == EventType.CLAIM  # one: single
-    assert node.emit_all(EventType.PROVIDE, [{"cids": ["a"]}, {"cids": ["b"]}])[0].type == (
-        EventType.PROVIDE)  # not a batchable type
-    live["old"] = {"calls": []}  # a peer of the previous version
-    olds = node.emit_all(EventType.TASK_DONE, [{"job": "j", "task": "t0", "output": "c"},
-                                               {"job": "j", "task": "t1", "output": "c"}])
-    assert [e.type for e in olds] == [EventType.TASK_DONE, EventType.TASK_DONE]
+    got = await _turn(node, (EventType.CLAIM, _claim(0)), (EventType.CLAIM, _claim(1)))
+    assert [(e.type, e.seq) for e in got] == [(EventType.CLAIM, 1), (EventType.CLAIM, 2)]
     node.state.apply(Event("old", 1, 1, EventType.MEMBER, {  # it upgraded: its MEMBER says so
         "name": "o", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1,
         "features": ["batch-v1"]}))
     assert node.batching()
     live["new"] = {"features": ["batch-v1"]}
-    live["other"] = {"features": ["something-else"]}  # its heartbeat: no batches
+    live["other"] = {"features": ["something-else"]}  # its heartbeat: no turns
     assert not node.batching()
     del live["other"]
-    assert node.batching()
+    got = await _turn(node, (EventType.CLAIM, _claim(2)), (EventType.CLAIM, _claim(3)))
+    assert [e.type for e in got] == [EventType.TURN]
     node.log.close()
 
 
-def test_emit_all_bounds_the_size_of_a_batch(tmp_path: Path) -> None:
+async def test_a_turn_is_bounded_in_size(tmp_path: Path) -> None:
     node, _, _ = _node(tmp_path)
     node.live_peers = dict  # type: ignore[method-assign,assignment]
     done = [{**_claim(i, cache=1500), "output": "c"} for i in range(5)]
-    evs = node.emit_all(EventType.CHUNK_DONE, done)
-    assert [len(e.singles) for e in evs] == [2, 2, 1]  # 1 + 1500 items each: 4096 at most
-    assert [p.payload for e in evs for p in e.singles] == done
+    got = await _turn(node, *[(EventType.CHUNK_DONE, p) for p in done])
+    assert [len(e.singles) for e in got] == [2, 2, 1]  # 1 + 1500 items each: 4096 at most
+    assert [p.payload for e in got for p in e.singles] == done
+    node.log.close()
+
+
+def test_without_a_loop_a_turn_is_written_through(tmp_path: Path) -> None:
+    node, txns, _ = _node(tmp_path)
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.emit(EventType.CLAIM, _claim(0))
+    node.emit(EventType.CLAIM, _claim(1))
+    assert txns == [1, 1] and node.state.heads[node.peer_id] == 2
     node.log.close()

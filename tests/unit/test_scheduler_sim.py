@@ -29,7 +29,7 @@ MeshFactory = Callable[..., JobMesh]
 @pytest.fixture(params=[False, True], ids=["single", "batched"])
 async def make_mesh(request: pytest.FixtureRequest) -> AsyncIterator[MeshFactory]:
     """Meshes whose peers emit single events (a mesh with a peer of the previous version)
-    or batched ones (CLAIMS, CHUNKS_DONE, TASKS_DONE): every scenario holds either way."""
+    or a TURN per round: every scenario holds either way."""
     meshes: list[JobMesh] = []
 
     def make(n: int = 2, **kw: object) -> JobMesh:
@@ -307,10 +307,10 @@ async def test_a_two_step_pipeline_runs_to_the_end_on_three_peers(make_mesh: Mes
 # -- batched events (issue 12) -------------------------------------------------------------
 async def test_one_round_claims_and_finishes_many_tasks_in_few_events(
         make_mesh: MeshFactory) -> None:
-    """Eight independent tasks on two peers of 4 slots: with batching, each round's claims
-    are one CLAIMS event, a turn's outcomes one CHUNKS_DONE, a round's finished tasks one
-    TASKS_DONE; without (a peer of the previous version in the mesh), one event each. The
-    outcome is the same: every task done once, by a run of the winning claim."""
+    """Eight independent tasks on two peers of 4 slots: with turns, each peer's events of a
+    round (splits, claims, outcomes, finished tasks) are one TURN event; without (a peer of
+    the previous version in the mesh), one event each. The outcome is the same: every task
+    done once, by a run of the winning claim."""
     mesh = make_mesh(2, slots=4, auto=True)
     tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
              for i in range(8)]
@@ -324,9 +324,8 @@ async def test_one_round_claims_and_finishes_many_tasks_in_few_events(
     runs = [k for p in mesh.peers.values() for k in p.runner.started]
     assert sorted(runs) == sorted(f"{job}/e{i}/0/0" for i in range(8))  # each ran once
     kinds = [e.type for p in mesh.peers.values() for e in p.emitted]
-    batched = {EventType.CLAIMS, EventType.CHUNKS_DONE, EventType.TASKS_DONE}
     if mesh.batch:
-        assert batched <= set(kinds)
-        assert len(kinds) < 8 * 4  # fewer than split + claim + chunk done + task done each
+        assert EventType.TURN in kinds
+        assert len(kinds) <= 16  # split + claim + chunk done + task done each: 32 singles
     else:
-        assert not batched & set(kinds)
+        assert EventType.TURN not in kinds and len(kinds) >= 8 * 4
