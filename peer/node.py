@@ -52,6 +52,7 @@ from peer.jobs.retention import RetentionConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import (
+    BATCH_FEATURE,
     HLC,
     Door,
     DoorConfig,
@@ -59,6 +60,7 @@ from peer.log import (
     EventLog,
     EventType,
     JobSubmitted,
+    Member,
     MeshState,
     Revoke,
     fold,
@@ -73,6 +75,7 @@ from peer.log.signing import (
     peer_id_for,
     sign_events,
 )
+from peer.log.turns import TurnBuilder
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
@@ -83,6 +86,7 @@ from tasks.registry import TaskDef
 log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
+FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -161,6 +165,8 @@ class Node:
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
+        self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
+        self._flush_due = False
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
@@ -217,27 +223,68 @@ class Node:
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
-        of this loop turn (at once when no loop runs)."""
-        ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1, self.hlc.now(),
-                   typ, payload)
-        self.state.apply(ev)
-        self._unflushed.append(ev)
-        if len(self._unflushed) == 1:  # the first of this turn: flush at its end
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop: nothing batches, write through
-                self.flush()
-        for fn in list(self.listeners):
-            fn(ev)
+        of this loop turn (at once when no loop runs). While every live member folds them,
+        the turn's events about tasks and chunks are parts of one TURN event."""
+        if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
+            ev, closed = self.turn.add(typ, payload)
+            if closed is not None:
+                self._unflushed.append(closed)
+            self._flush_soon()
+        else:
+            self._close_turn()
+            ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1,
+                       self.hlc.now(), typ, payload)
+            self.state.apply(ev)
+            self._unflushed.append(ev)
+            self._flush_soon()
+        self._tell(ev)
         return ev
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this loop turn (at once when no loop runs)."""
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_due = True
+        except RuntimeError:  # no loop: nothing batches, write through
+            self.flush()
+
+    def _close_turn(self) -> None:
+        """End the open turn: its event joins the queue (our next event takes the next seq)."""
+        ev = self.turn.close()
+        if ev is not None:
+            self._unflushed.append(ev)
+
+    def _tell(self, ev: Event) -> None:
+        """Tell the listeners of a folded event: of each part of a TURN."""
+        for single in ev.parts or (ev,):
+            for fn in list(self.listeners):
+                fn(single)
+
+    def batching(self) -> bool:
+        """True if every live member says it folds TURN events (its heartbeat's or its MEMBER
+        event's `features`): a peer of the previous version would keep them unfolded."""
+        for pid, info in self.live_peers().items():
+            feats = info.get("features")
+            if not isinstance(feats, list):
+                m = self.state.members.get(pid)
+                feats = list(m.body_as(Member).features) if m is not None else []
+            if BATCH_FEATURE not in feats:
+                return False
+        return True
 
     def flush(self) -> None:
         """Persist the local events emitted since the last flush (one transaction, written
         but not fsynced: `durable` fsyncs, off the loop, what is acknowledged), then push them
         to peers (one frame each, split only by the frame size bound). Never raises: a failed
         write leaves them queued and retried (see `durable`)."""
-        if not self._unflushed or self._log_closed:
+        self._flush_due = False
+        if self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
+        self._close_turn()
+        if not self._unflushed:
+            return
         events = list(self._unflushed)
         unsigned = [e for e in events if e.att is None]  # a retried write keeps its batch
         if unsigned:
@@ -308,6 +355,7 @@ class Node:
         """Fold remote events; returns the new ones (checked at the door, persisted first).
         Never blocks. Events of unknown types are kept and forwarded, not folded. A second
         content for a held (origin, seq) goes to the conflict rule."""
+        self._close_turn()  # a conflict refolds what is recorded: our open turn first
         fresh = []
         for e in events:
             held = self.state.events.get(e.id)
@@ -320,8 +368,7 @@ class Node:
         new = self.door.fold(self.state, new)
         for ev in new:
             if ev.known:
-                for fn in list(self.listeners):
-                    fn(ev)
+                self._tell(ev)
         if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
             self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
         return new
@@ -337,8 +384,7 @@ class Node:
         self.log.replace(other)
         evs = [other if e.id == other.id else e for e in self.state.events.values()]
         self.state.__dict__.update(fold(sorted(evs, key=lambda e: e.order)).__dict__)
-        for fn in list(self.listeners):
-            fn(other)
+        self._tell(other)
 
     def revoke(self, peer_id: str, reason: str) -> Event:
         """Revoke a member: every peer refuses its events past the ones we hold, and its
@@ -453,7 +499,7 @@ class Node:
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
-                "wall_ms": int(time.time() * 1000),
+                "wall_ms": int(time.time() * 1000), "features": list(FEATURES),
                 **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
@@ -463,7 +509,8 @@ class Node:
                 "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex(),
                 "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)],
                 **({"runtime": self.cfg.container_runtime, "images": self.images}
-                   if "container" in self.catalog else {})}
+                   if "container" in self.catalog else {}),
+                "features": list(FEATURES)}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a
@@ -483,6 +530,16 @@ class Node:
             fut.cancel()
             log.warning("block %s: no repair: %s", c, e)
             return None
+
+    def load(self) -> dict[str, int]:
+        """What /metrics samples of this peer's work and data: runs, queues, slots, bytes."""
+        db = self.cfg.data_dir / "events.sqlite"
+        log_bytes = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal"))
+                        if p.exists())
+        return {"runs": len(self.scheduler.runs), "queued": self.executor.queued,
+                "starved": self.scheduler.starved, "slots": self.executor.slots,
+                "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
+                "log_bytes": log_bytes}
 
     def durability(self) -> dict[str, Any]:
         """What /api/health reports of the log's writes and the store's reads."""

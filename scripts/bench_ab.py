@@ -45,7 +45,9 @@ def _engine(tree: Path, args: Sequence[str]) -> dict[str, float]:
 
 _MESH_KEYS = {"b_dag": "independent tasks/s", "b_jobs": "one-task jobs tasks/s",
               "b_map": "per-file items/s", "b_p50": "latency p50 ms",
-              "b_p95": "latency p95 ms", "b_cpu_dag": "CPU ms/task (independent)"}
+              "b_p95": "latency p95 ms", "b_cpu_dag": "CPU ms/task (independent)",
+              "b_events_dag": "events/task (independent; /metrics)",
+              "b_gossip_dag": "gossip bytes sent/task (independent; /metrics)"}
 
 
 def _mesh(tree: Path, args: Sequence[str]) -> dict[str, float]:

@@ -125,6 +125,40 @@ def _get(url: str) -> Any:
         return json.load(r)
 
 
+# Counters read from every peer's /metrics (Prometheus text) around each batch, summed over
+# the peers: name in the results -> metric sample name.
+COUNTERS = {"events": "banzai_events_emitted_total",
+            "gossip_bytes": "banzai_gossip_bytes_sent_total",
+            "frames": "banzai_frames_sent_total", "log_bytes": "banzai_log_bytes"}
+
+
+def mesh_counters(mesh: Mesh) -> dict[str, float] | None:
+    """COUNTERS summed over the peers; None if a peer serves no /metrics (an older version)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = dict.fromkeys(COUNTERS, 0.0)
+    wanted = {v: k for k, v in COUNTERS.items()}
+    for p in mesh.peers:
+        try:
+            with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                if smp.name in wanted:
+                    out[wanted[smp.name]] += smp.value
+    return out
+
+
+def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
+             tasks: int) -> dict[str, float]:
+    """The counters' growth per task (events, gossip bytes, frames, log bytes)."""
+    if before is None or after is None:
+        return {}
+    return {f"{k}_per_task": (after[k] - before[k]) / tasks for k in COUNTERS}
+
+
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                log_level: str = "WARNING") -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
@@ -269,7 +303,7 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
             Watcher(s, urls[0]) as w:
         for kind in what:
             tag = secrets.token_hex(6)
-            l0, c0 = load1(), mesh.cpu_s()
+            l0, c0, m0 = load1(), mesh.cpu_s(), mesh_counters(mesh)
             if kind == "warm":  # imports in every worker, first claims, HTTP keep-alive
                 job = await be.post_job(s, urls[0], {"name": "warm", "tasks": [
                     {"name": f"w{i}", **echo(f"warm-{tag}-{i}")} for i in range(8 * len(urls))]})
@@ -328,6 +362,7 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                 out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
                              "post_s": t_post}
             out[kind]["cpu_ms_per_task"] = (mesh.cpu_s() - c0) * 1000 / out[kind]["tasks"]
+            out[kind] |= per_task(m0, mesh_counters(mesh), out[kind]["tasks"])
             out[kind]["load1"] = [l0, load1()]
     return out
 
@@ -600,6 +635,8 @@ def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
             "d_sha": _m(d, "map", "tasks_per_s"),
             "b_cpu_map": _m(b, "map", "cpu_ms_per_task"),
             "d_cpu_sha": _m(d, "map", "cpu_ms_per_task"),
+            "b_events_dag": _m(b, "dag", "events_per_task"),
+            "b_gossip_dag": _m(b, "dag", "gossip_bytes_per_task"),
             "loads": [x for run in b + d for k in run.values() for x in k["load1"]],
         }
     return out
@@ -660,6 +697,12 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
             f"| {npeers} | {_f(v['b_cpu_dag'], '.1f')} | {_f(v['b_cpu_jobs'], '.1f')} | "
             f"{_f(v['b_cpu_lat'], '.1f')} | {_f(v['d_cpu_map'], '.2f')} | "
             f"{_f(v['d_cpu_lat'], '.2f')} | {_f(v['b_hlc_p50'])} / {_f(v['b_hlc_p95'])} |")
+    lines += ["", "Events and gossip per task of the dag batch (every peer's `/metrics`, "
+              "`banzai_events_emitted_total` and `banzai_gossip_bytes_sent_total` summed over "
+              "the peers): " + "; ".join(
+                  f"N={npeers}: {_f(v.get('b_events_dag', float('nan')), '.2f')} events, "
+                  f"{_f(v.get('b_gossip_dag', float('nan')))} bytes"
+                  for npeers, v in sorted(s.items())) + "."]
     lines += [
         "",
         "Per-file tasks (\"map\"): banzai runs the built-in per-item CHECKSUM (sha256 of each "

@@ -34,6 +34,8 @@ from peer.errors import (
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.auth import Auth, Policy
 from peer.http.host import Host
+from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
+from peer.http.metrics import Metrics
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view
@@ -47,6 +49,7 @@ log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
 # bad IPFS input refused (dag/put, routing/put), by command: /api/health's ipfs.refused
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -380,6 +383,12 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this peer's registry (peer.http.metrics)."""
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": METRICS_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
@@ -402,6 +411,8 @@ def make_app(node: Host) -> web.Application:
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node
     app[IPFS_REFUSED] = Counter()
+    app[METRICS] = registry = Metrics(node)
+    node.listeners.append(registry.on_event)
     auth.add_routes(app)
     r = app.router
     r.add_get("/api/health", health)
@@ -420,6 +431,7 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/api/peers", peers)
     r.add_post("/api/mesh/revoke", revoke)
     r.add_get("/api/openapi.json", openapi)
+    r.add_get("/metrics", metrics)
     rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"],
                        codec_conversion=node.cfg.gateway_codec_conversion)

@@ -143,5 +143,6 @@ class Host(Protocol):
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
+    def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

@@ -209,6 +209,11 @@ class Executor:
         return sum(1 for w in self._workers if w.ready)
 
     @property
+    def queued(self) -> int:
+        """Runs waiting for a free worker."""
+        return len(self._queue)
+
+    @property
     def free_slots(self) -> int:
         """How many more runs would start without queueing."""
         busy = sum(1 for w in self._workers if w.job is not None)

@@ -103,6 +103,11 @@ class Scheduler:
         return self._runs.free_slots
 
     @property
+    def starved(self) -> int:
+        """Tasks with a claimable chunk waiting for a free slot here (/metrics)."""
+        return len(self._starved)
+
+    @property
     def logs(self) -> dict[TaskKey, list[str]]:
         return self.live.logs
 

@@ -20,6 +20,7 @@ from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj
 from peer.log import Event, EventType, MeshState
 from peer.log.clock import FakeClock
+from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
 
 T = TypeVar("T")
@@ -216,6 +217,7 @@ class SimPeer:
     sched: Scheduler
     hlc: int = 0
     emitted: list[Event] = field(default_factory=list)
+    turn: TurnBuilder | None = None
 
 
 class JobMesh:
@@ -223,8 +225,9 @@ class JobMesh:
     `delay_s` (per link), unless the link is cut, either end is silent or `hold` keeps it."""
 
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
-                 *, slots: int = 1, auto: bool = False) -> None:
+                 *, slots: int = 1, auto: bool = False, batch: bool = False) -> None:
         self.catalog = catalog
+        self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -232,7 +235,8 @@ class JobMesh:
         self.delay_s: dict[tuple[str, str], float] = {}
         self.cut: set[frozenset[str]] = set()
         self.silent: set[str] = set()
-        self.hold: Callable[[Event, str], bool] | None = None  # (event, to) -> keep it back
+        # (event, to) -> keep it back (a TURN: if any of its parts is)
+        self.hold: Callable[[Event, str], bool] | None = None
         # (peer, its heartbeat info) -> the info the others get (a buggy or older peer)
         self.tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
         self._queue: list[tuple[float, str, Event]] = []  # (due, destination, event)
@@ -249,6 +253,7 @@ class JobMesh:
         state = MeshState()
         peer = SimPeer(pid, state, store, data, runner, self._scheduler(pid, state, store, data,
                                                                         runner))
+        peer.turn = TurnBuilder(pid, state, lambda: self._tick(peer))
         self.peers[pid] = peer
 
     def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
@@ -295,21 +300,46 @@ class JobMesh:
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
         """What Node.emit does: fold, tell the local scheduler, send to the others."""
         p = self.peers[pid]
-        p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
-        ev = Event(pid, p.state.heads.get(pid, 0) + 1, p.hlc, typ, payload)
-        p.state.apply(ev)
-        p.emitted.append(ev)
+        assert p.turn is not None
+        if self.batch and p.turn.holds(typ):
+            ev, closed = p.turn.add(typ, payload)
+            if closed is not None:
+                self._send(pid, closed)
+        else:
+            self._close_turn(p)
+            ev = Event(pid, p.state.heads.get(pid, 0) + 1, self._tick(p), typ, payload)
+            p.state.apply(ev)
+            self._send(pid, ev)
         p.sched.poke(ev)
+        return ev
+
+    def _tick(self, p: SimPeer) -> int:
+        p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
+        return p.hlc
+
+    def _send(self, pid: str, ev: Event) -> None:
+        self.peers[pid].emitted.append(ev)
         for q in self.peers:
             if q != pid:
                 self._queue.append((self.clock() + self.delay_s.get((pid, q), 0.0), q, ev))
-        return ev
+
+    def _close_turn(self, p: SimPeer) -> None:
+        """End `p`'s open turn (what Node does at the end of a loop turn): it goes out."""
+        ev = p.turn.close() if p.turn is not None else None
+        if ev is not None:
+            self._send(p.peer_id, ev)
+
+    def close_turns(self) -> None:
+        for p in self.peers.values():
+            self._close_turn(p)
 
     def deliver(self) -> int:
         """Hand over every event whose delay has passed on a live link; the count."""
+        self.close_turns()
         now, keep, n = self.clock(), [], 0
         for due, dst, ev in self._queue:
-            if due > now or not self.linked(ev.origin, dst) or (self.hold and self.hold(ev, dst)):
+            if due > now or not self.linked(ev.origin, dst) or (
+                    self.hold and any(self.hold(e, dst) for e in ev.singles)):
                 keep.append((due, dst, ev))
                 continue
             p = self.peers[dst]
@@ -330,8 +360,9 @@ class JobMesh:
 
     def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:
         """Events of `typ` in `pid`'s state whose payload has the `match` items, in order."""
-        evs = [e for e in self.peers[pid].state.events.values() if e.type == typ
-               and all(e.payload.get(k) == v for k, v in match.items())]
+        self.close_turns()
+        evs = [e for b in self.peers[pid].state.events.values() for e in b.singles
+               if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
         return sorted(evs, key=lambda e: e.order)
 
     # -- time ------------------------------------------------------------------------------
@@ -345,6 +376,7 @@ class JobMesh:
                 if pid not in self.silent:
                     p.sched.step()
             await asyncio.sleep(0)
+            self.close_turns()
             quiet = quiet + 1 if self._signature() == before else 0
             if quiet >= 4:
                 return

@@ -4,6 +4,7 @@ its SQLite persistence. Pure but for `EventLog`; imports nothing else of the pee
 from peer.log.clock import HLC, hlc_ms
 from peer.log.door import Door, DoorConfig, Refusals
 from peer.log.events import (
+    BATCH_FEATURE,
     PROTOCOL_VERSION,
     RETRYABLE,
     UNCOUNTED,
@@ -31,16 +32,17 @@ from peer.log.events import (
     TaskKey,
     TaskSplit,
     TaskSplitRef,
+    Turn,
     Unknown,
     Unprovide,
+    turn_event,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
-           "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
-           "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord", "JobCancelled",
-           "JobDeleted",
-           "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
-           "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef", "Unknown",
-           "Unprovide", "fold", "hlc_ms"]
+__all__ = ["BATCH_FEATURE", "HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body",
+           "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
+           "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
+           "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Progress",
+           "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit",
+           "TaskSplitRef", "Turn", "Unknown", "Unprovide", "fold", "hlc_ms", "turn_event"]

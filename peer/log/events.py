@@ -35,6 +35,10 @@ class EventType(IntEnum):
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
     TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
+    # One peer's events of one loop turn in one (issue 12), folded as its parts; emitted only
+    # while every live member announces BATCH_FEATURE (older peers keep it unfolded).
+    TURN = 17
+    # 18, 19: kept for batching (issue 12)
     IPNS_RECORD = 25  # a signed IPNS record (peer.ipfs.ipns) for every peer to hold; older
     #                   peers keep and forward it
 
@@ -90,6 +94,8 @@ MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
 MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
 MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
+MAX_PARTS = 10_000  # parts of a TURN
+BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -493,6 +499,7 @@ class Member:
     mem_mb: int
     gpu: bool
     key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
+    features: tuple[str, ...] = ()  # protocol features it understands (BATCH_FEATURE)
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -500,10 +507,13 @@ class Member:
         calls = _list(k, "calls", p.get("calls", _MISSING), MAX_TASKS)
         for i, c in enumerate(calls):
             _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
+        features = _list(k, "features", p.get("features", []), 256)
+        for i, f in enumerate(features):
+            _check_str(k, f"features[{i}]", f, 1, MAX_LABEL_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
                    _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
-                   _opt_str(k, p, "key", MAX_LABEL_CHARS))
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS), tuple(features))
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +579,48 @@ class IpnsRecord:
                                                             MAX_IPNS_RECORD_CHARS))
 
 
+# The types a TURN may hold: the scheduler's and runs' events about tasks and chunks. Not the
+# acknowledged ones (JOB_SUBMITTED, JOB_CANCELLED, PROVIDE: fsynced on receipt), nor those
+# about members and data (MEMBER, REVOKE, JOB_DELETED, UNPROVIDE).
+TURN_PARTS: frozenset[EventType] = frozenset({
+    EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF, EventType.CLAIM, EventType.PROGRESS,
+    EventType.CHUNK_DONE, EventType.CHUNK_FAILED, EventType.TASK_DONE, EventType.CACHE_PUT})
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One peer's events of one loop turn in one event: `parts` is a list of [type, payload]
+    (each payload valid as its type, one of TURN_PARTS). Folded as single events that share
+    the turn's (origin, seq, hlc), in the order of the list."""
+
+    TYPE: ClassVar[EventType] = EventType.TURN
+    types: tuple[EventType, ...]
+    bodies: tuple[Body, ...]
+    payloads: tuple[dict[str, Any], ...]  # the parts' wire objects (never mutate)
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Turn:
+        k = _NAME[cls.TYPE]
+        v = p.get("parts", _MISSING)
+        if not (type(v) is list and 0 < len(v) <= MAX_PARTS):
+            raise _bad(k, "parts", f"a list of 1 to {MAX_PARTS} [type, payload]", v)
+        types, bodies, payloads = [], [], []
+        for i, x in enumerate(v):
+            if not (type(x) is list and len(x) == 2 and type(x[0]) is int
+                    and x[0] in _PART_SPECS and type(x[1]) is dict):
+                raise _bad(k, f"parts[{i}]", "[type, payload] of a type a turn holds", x)
+            typ, parse = _PART_SPECS[x[0]]
+            try:
+                bodies.append(parse(x[1]))
+            except InvalidEvent as e:  # "TURN payload.parts[3]: CLAIM payload.job: ..."
+                sub = (e.field or "").removeprefix("payload.")
+                raise InvalidEvent(f"{k} payload.parts[{i}]: {e.message}",
+                                   field=f"payload.parts[{i}].{sub}") from None
+            types.append(typ)
+            payloads.append(x[1])
+        return cls(tuple(types), tuple(bodies), tuple(payloads))
+
+
 @dataclass(frozen=True, slots=True)
 class Unknown:
     """The body of an event of a type this version does not know (a newer peer's): the
@@ -579,13 +631,15 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | IpnsRecord | Unknown)
+        | Revoke | TaskSplitRef | IpnsRecord | Turn | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef, IpnsRecord)}
+                Revoke, TaskSplitRef, IpnsRecord, Turn)}
+_PART_SPECS: dict[int, tuple[EventType, Callable[[Mapping[str, Any]], Body]]] = {
+    t.value: (t, _SPECS[t.value][2]) for t in TURN_PARTS}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 
@@ -619,6 +673,9 @@ class Event:
     # The signed batch (peer.log.signing.Batch) that vouches for it; None for an event of the
     # previous release not yet attested, or a local event not yet flushed. Set once.
     att: Any = field(default=None, init=False, repr=False, compare=False)
+    # A TURN's parts: single events sharing its origin, seq and hlc, each with its part's
+    # payload and body (what the fold and the listeners see). () for any other event.
+    parts: tuple[Event, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.type
@@ -634,7 +691,10 @@ class Event:
             _check_envelope(self, kind)
         if t is not typ:
             _setattr(self, "type", typ)
-        _setattr(self, "body", parse(self.payload))
+        body = parse(self.payload)
+        _setattr(self, "body", body)
+        if type(body) is Turn:
+            _setattr(self, "parts", _turn_parts(self, body))
 
     def _init_unknown(self) -> None:
         """A type number this version does not know: kept (Unknown body) if it is in range."""
@@ -646,6 +706,11 @@ class Event:
         _check_envelope(self, typ.name)
         _setattr(self, "type", typ)
         _setattr(self, "body", Unknown(int(t)))
+
+    @property
+    def singles(self) -> tuple[Event, ...]:
+        """The single events this one stands for: a TURN's parts, else itself."""
+        return self.parts or (self,)
 
     @property
     def known(self) -> bool:
@@ -683,3 +748,38 @@ class Event:
         except KeyError as e:
             raise InvalidEvent(f"event {e.args[0]}: missing", field=str(e.args[0])) from None
         return Event(origin, seq, hlc, typ, dict(payload) if type(payload) is dict else payload)
+
+
+def _turn_parts(ev: Event, body: Turn) -> tuple[Event, ...]:
+    """The part events of a TURN (their bodies are validated already)."""
+    out = []
+    for t, b, p in zip(body.types, body.bodies, body.payloads, strict=True):
+        out.append(part_event(ev.origin, ev.seq, ev.hlc, t, p, b))
+    return tuple(out)
+
+
+def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, Any],
+               body: Body) -> Event:
+    """An event built from a body already validated (a TURN's part): no second check."""
+    part = object.__new__(Event)
+    for name, v in (("origin", origin), ("seq", seq), ("hlc", hlc), ("type", typ),
+                    ("payload", payload), ("body", body), ("att", None), ("parts", ())):
+        _setattr(part, name, v)
+    return part
+
+
+def turn_event(parts: list[Event]) -> Event:
+    """The TURN event of these part events (of one origin, seq and hlc; already validated),
+    or the one event itself when there is only one."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    ev = object.__new__(Event)
+    body = Turn(tuple(p.type for p in parts), tuple(p.body for p in parts),
+                tuple(p.payload for p in parts))
+    for name, v in (("origin", first.origin), ("seq", first.seq), ("hlc", first.hlc),
+                    ("type", EventType.TURN),
+                    ("payload", {"parts": [[int(p.type), p.payload] for p in parts]}),
+                    ("body", body), ("att", None), ("parts", tuple(parts))):
+        _setattr(ev, name, v)
+    return ev

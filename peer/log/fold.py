@@ -9,9 +9,11 @@ two peers that hold the same set of events hold the same state whatever the
 order of arrival or duplication (a state-based CRDT), which gossip relies on.
 Local observations (liveness, lease renewals heard) are not events and live in
 the scheduler. An event of a type this version does not know is recorded (held, counted in
-the heads, served to others) but not folded. `apply` is all-or-nothing: the appliers check
-before they change anything, and an event is recorded as known only after its applier
-returned. Not thread-safe: owned by the event loop.
+the heads, served to others) but not folded. A TURN (one peer's events of one loop turn) is
+folded as its parts: single events sharing its (origin, seq, hlc), in order. `apply` is
+all-or-nothing: the appliers check before they change anything (a turn's parts are all
+validated before the first is folded), and an event is recorded as known only after its
+applier returned. Not thread-safe: owned by the event loop.
 """
 
 
@@ -102,13 +104,24 @@ class MeshState:
         raises, the state is unchanged and the event is not recorded as known."""
         if ev.id in self.events:
             return False
+        if type(ev.body) is not Unknown:  # a newer peer's type: held and served, never folded
+            for part in ev.parts or (ev,):  # a TURN folds as its parts, in order
+                self.fold_only(part)
+        self.record(ev)
+        return True
+
+    def fold_only(self, ev: Event) -> None:
+        """Fold a single event (a part of a turn this peer is still making) without recording
+        it as held: `record` does, once the turn is closed."""
         b = ev.body
-        if type(b) is not Unknown:  # a newer peer's type: held and served, never folded
-            _APPLY[type(b)](self, ev, b)
-            if self.deleted:
-                job = getattr(b, "job", None)
-                if job is not None and job in self.deleted:
-                    _forget(self, b, job)
+        _APPLY[type(b)](self, ev, b)
+        if self.deleted:
+            job = getattr(b, "job", None)
+            if job is not None and job in self.deleted:
+                _forget(self, b, job)
+
+    def record(self, ev: Event) -> None:
+        """Record an event as held (its parts folded already), moving its origin's head."""
         self.events[ev.id] = ev
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
@@ -116,7 +129,6 @@ class MeshState:
         while head + 1 in log:
             head += 1
         self.heads[ev.origin] = head
-        return True
 
     def forget(self, ev_id: tuple[str, int]) -> None:
         """Stop holding an event that was never folded (an unknown type's): it is no longer
@@ -298,7 +310,7 @@ def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
         holders = s.providers.get(cid)
         if holders is None or ev.origin not in holders:
             continue
-        if any(e.order > drop and cid in provided(e.body) for e in later):
+        if any(e.order > drop and cid in provided(p.body) for e in later for p in e.singles):
             continue
         holders.discard(ev.origin)
         if not holders:

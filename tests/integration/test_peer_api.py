@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from peer.http.openapi import OPENAPI
 from peer.ipfs import EmbeddedStore
@@ -120,6 +121,27 @@ def test_task_log_and_metrics(peer: PeerProc) -> None:
     assert status == 404 and err["field"] == "job"
     status, err = api("GET", f"{peer.url}/api/jobs/jnope")
     assert status == 404 and err["field"] == "job" and err["message"]
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, headers, text = http("GET", f"{url}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text.decode()) for s in fam.samples}
+
+
+def test_prometheus_metrics_follow_the_work(peer: PeerProc) -> None:
+    before = _scrape(peer.url)
+    assert before[("banzai_members", (("state", "self"),))] == 1
+    assert before[("banzai_slots", ())] == 2
+    runs = before.get(("banzai_task_duration_seconds_count", ()), 0.0)
+    job = submit(peer.url, [{"call": "T_WRITE", "args": [2, "prom"]}, {"call": "T_CONCAT"}])
+    assert wait(peer.url, job)["state"] == "done"
+    after = _scrape(peer.url)
+    assert after[("banzai_task_duration_seconds_count", ())] == runs + 2
+    assert after[("banzai_claims_total", (("by", "self"),))] >= 2
+    assert after[("banzai_log_events", ())] > before[("banzai_log_events", ())]
+    assert after[("banzai_log_bytes", ())] > 0
 
 
 def test_cancel_running_job_then_409_when_finished(peer: PeerProc) -> None:

@@ -58,7 +58,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.CACHE_PUT: {"cache": {"k1": {"n": "a.npy", "c": CID}}},
     EventType.PROVIDE: {"cids": [CID, CID]},
     EventType.MEMBER: {"name": "host-ab12", "http": "http://127.0.0.1:8000", "calls": ["c"],
-                       "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False},
+                       "slots": 2, "cores": 4, "mem_mb": 8192, "gpu": False,
+                       "features": ["batch-v1"]},
     EventType.JOB_DELETED: {"job": "j1", "reason": "deleted by a user"},
     EventType.UNPROVIDE: {"cids": [CID]},
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
@@ -67,6 +68,8 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.IPNS_RECORD: {
         "name": "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8",
         "record": "CgA="},
+    EventType.TURN: {"parts": [[4, dict(CHUNK)], [7, {**CHUNK, "chunk": 3, "output": CID}],
+                               [9, {"job": "j1", "task": "u", "output": CID, "cached": True}]]},
 }
 
 
@@ -101,7 +104,9 @@ def test_bodies_carry_the_payload_typed() -> None:
         VALID[EventType.CACHE_PUT]["cache"])
     assert ev(EventType.PROVIDE, VALID[EventType.PROVIDE]).body == Provide((CID, CID))
     assert ev(EventType.MEMBER, VALID[EventType.MEMBER]).body == Member(
-        "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False)
+        "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False, None, ("batch-v1",))
+    older = {k: v for k, v in VALID[EventType.MEMBER].items() if k != "features"}
+    assert ev(EventType.MEMBER, older).body_as(Member).features == ()
 
 
 def test_optional_fields_default() -> None:
@@ -298,6 +303,20 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # IPNS_RECORD
     (T.IPNS_RECORD, _without(VALID[T.IPNS_RECORD], "record"), "payload.record",
      "expected a string of 1 to 14000 characters, got nothing (the field is missing)"),
+    # TURN: a list of [type, payload], each payload valid as its type
+    (T.TURN, {}, "payload.parts",
+     "expected a list of 1 to 10000 [type, payload], got nothing (the field is missing)"),
+    (T.TURN, {"parts": []}, "payload.parts",
+     "expected a list of 1 to 10000 [type, payload], got []"),
+    (T.TURN, {"parts": [[4, dict(CHUNK)], 3]}, "payload.parts[1]",
+     "expected [type, payload] of a type a turn holds, got 3"),
+    (T.TURN, {"parts": [[1, VALID[T.JOB_SUBMITTED]]]}, "payload.parts[0]",
+     "expected [type, payload] of a type a turn holds, got a list of 2 items"),
+    (T.TURN, {"parts": [[4, dict(CHUNK)], [4, {**CHUNK, "attempt": -1}]]},
+     "payload.parts[1].attempt", "CLAIM payload.attempt: expected an integer >= 0, got -1"),
+    (T.TURN, {"parts": [[9, {"job": "j", "task": "t"}]]}, "payload.parts[0].output",
+     "TASK_DONE payload.output: expected a string of 1 to 256 characters, got nothing "
+     "(the field is missing)"),
 ]
 
 
@@ -307,8 +326,52 @@ def test_invalid_payloads_raise_naming_the_type_and_field(
         typ: EventType, payload: dict[str, Any], field: str, expected: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         ev(typ, payload)
-    assert str(info.value) == f"{typ.name} {field}: {expected}"
+    # a turn's invalid part: the turn names the part, the part's type its field
+    where = field.split("]", 1)[0] + "]" if expected.split(" ")[0].isupper() else field
+    assert str(info.value) == f"{typ.name} {where}: {expected}"
     assert info.value.field == field
+
+
+def test_a_turn_folds_as_its_parts_sharing_its_id() -> None:
+    """TURN: parts are single events with the turn's (origin, seq, hlc), their own payload
+    objects and bodies; the fold folds only the parts, and records the turn."""
+    t = ev(EventType.TURN, VALID[EventType.TURN], origin="p", seq=4, hlc=9)
+    assert [(p.origin, p.seq, p.hlc, p.type) for p in t.parts] == [
+        ("p", 4, 9, EventType.CLAIM), ("p", 4, 9, EventType.CHUNK_DONE),
+        ("p", 4, 9, EventType.TASK_DONE)]
+    assert t.parts[1].payload is VALID[EventType.TURN]["parts"][1][1]
+    assert t.parts[0].body == Claim("j1", "t", ("a", 3), 2, 1) and t.singles == t.parts
+    plain = ev(EventType.CLAIM, CHUNK)
+    assert plain.parts == () and plain.singles == (plain,)
+    s = fold([t])
+    assert s.chunks[ChunkKey("j1", "t", "a", 3, 2)].claims[1][0].id == ("p", 4)
+    assert s.chunks[ChunkKey("j1", "t", "a", 3, 3)].done is t.parts[1]
+    assert s.task_done[("j1", "u")].payload["cached"] is True
+    assert s.providers[CID] == {"p"}
+    assert set(s.events) == {("p", 4)} and s.events[("p", 4)] is t
+    assert Event.from_json(t.to_json()).parts == t.parts  # the wire form round-trips
+
+
+def test_turn_event_of_parts_equals_the_decoded_turn() -> None:
+    from peer.log import turn_event
+    parts = [ev(EventType(k), p, origin="p", seq=2, hlc=5)
+             for k, p in VALID[EventType.TURN]["parts"]]
+    made = turn_event(parts)
+    assert made.type == EventType.TURN and made.parts == tuple(parts)
+    assert made == Event("p", 2, 5, EventType.TURN, VALID[EventType.TURN])
+    assert turn_event(parts[:1]) is parts[0]  # a lone part is a single event
+
+
+def test_an_older_peer_keeps_a_turn_unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a peer of the previous version does with a TURN: an unknown type (kept, counted
+    in the heads, served), folded by none of its tables."""
+    from peer.log import events
+    monkeypatch.delitem(events._SPECS, int(EventType.TURN))
+    e = Event.from_json({"origin": "p", "seq": 1, "hlc": 1, "type": 17,
+                         "payload": VALID[EventType.TURN]})
+    assert not e.known and e.parts == ()
+    s = fold([e])
+    assert s.heads["p"] == 1 and not s.chunks and not s.task_done
 
 
 def test_the_table_covers_every_type_with_a_missing_field() -> None:

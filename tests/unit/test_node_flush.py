@@ -81,3 +81,86 @@ def test_without_a_loop_emit_writes_through(tmp_path: Path) -> None:
     node.emit(EventType.PROVIDE, {"cids": ["a"]})
     assert txns == [1] and _stored(tmp_path) == 1 and len(gossip.frames) == 1
     node.log.close()
+
+
+def _claim(i: int, cache: int = 0) -> dict[str, Any]:
+    p: dict[str, Any] = {"job": "j", "task": f"t{i}", "split": ["x", 1], "chunk": 0,
+                         "attempt": 0}
+    if cache:
+        p["cache"] = {f"k{i}-{n}": None for n in range(cache)}
+    return p
+
+
+async def _turn(node: Node, *emits: tuple[EventType, dict[str, Any]]) -> list[Event]:
+    """Emit these in one loop turn; the events written at its end."""
+    before = node.state.heads.get(node.peer_id, 0)
+    for typ, p in emits:
+        node.emit(typ, p)
+    await asyncio.sleep(0)
+    return [node.state.by_origin[node.peer_id][q]
+            for q in range(before + 1, node.state.heads[node.peer_id] + 1)]
+
+
+async def test_a_loop_turn_of_task_events_is_one_turn_event(tmp_path: Path) -> None:
+    """Claims, outcomes, finished tasks of one loop turn: one TURN event (one seq, one row,
+    one push), folded and told to the listeners part by part as they are emitted."""
+    node, txns, gossip = _node(tmp_path)
+    heard: list[Event] = []
+    node.listeners.append(heard.append)
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    got = await _turn(node, (EventType.CLAIM, _claim(0)), (EventType.CLAIM, _claim(1)),
+                      (EventType.TASK_DONE, {"job": "j", "task": "t9", "output": "c"}))
+    assert [e.type for e in got] == [EventType.TURN] and got[0].seq == 1
+    assert [(e.type, e.seq) for e in heard] == [(EventType.CLAIM, 1), (EventType.CLAIM, 1),
+                                                (EventType.TASK_DONE, 1)]
+    assert ("j", "t9") in node.state.task_done  # folded at once, before the turn ended
+    assert txns == [1] and [[e.type for e in f] for f in gossip.frames] == [[EventType.TURN]]
+    assert _stored(tmp_path) == 1
+    # an event a turn does not hold ends the turn: seqs stay in emission order
+    got = await _turn(node, (EventType.CLAIM, _claim(2)), (EventType.PROVIDE, {"cids": ["a"]}),
+                      (EventType.CLAIM, _claim(3)), (EventType.CLAIM, _claim(4)))
+    assert [(e.type, e.seq) for e in got] == [(EventType.CLAIM, 2), (EventType.PROVIDE, 3),
+                                             (EventType.TURN, 4)]
+    assert [p.payload["task"] for p in got[2].parts] == ["t3", "t4"]
+    node.log.close()
+
+
+async def test_turns_only_while_every_live_member_folds_them(tmp_path: Path) -> None:
+    """Forward compatibility: a live peer that does not announce "batch-v1" (in its heartbeat
+    or its MEMBER event) is of the previous version: it would keep a TURN unfolded, so it
+    gets single events."""
+    node, _, _ = _node(tmp_path)
+    live: dict[str, dict[str, Any]] = {"old": {"calls": []}}  # a peer of the previous version
+    node.live_peers = lambda: live  # type: ignore[method-assign]
+    got = await _turn(node, (EventType.CLAIM, _claim(0)), (EventType.CLAIM, _claim(1)))
+    assert [(e.type, e.seq) for e in got] == [(EventType.CLAIM, 1), (EventType.CLAIM, 2)]
+    node.state.apply(Event("old", 1, 1, EventType.MEMBER, {  # it upgraded: its MEMBER says so
+        "name": "o", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1,
+        "features": ["batch-v1"]}))
+    assert node.batching()
+    live["new"] = {"features": ["batch-v1"]}
+    live["other"] = {"features": ["something-else"]}  # its heartbeat: no turns
+    assert not node.batching()
+    del live["other"]
+    got = await _turn(node, (EventType.CLAIM, _claim(2)), (EventType.CLAIM, _claim(3)))
+    assert [e.type for e in got] == [EventType.TURN]
+    node.log.close()
+
+
+async def test_a_turn_is_bounded_in_size(tmp_path: Path) -> None:
+    node, _, _ = _node(tmp_path)
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    done = [{**_claim(i, cache=1500), "output": "c"} for i in range(5)]
+    got = await _turn(node, *[(EventType.CHUNK_DONE, p) for p in done])
+    assert [len(e.singles) for e in got] == [2, 2, 1]  # 1 + 1500 items each: 4096 at most
+    assert [p.payload for e in got for p in e.singles] == done
+    node.log.close()
+
+
+def test_without_a_loop_a_turn_is_written_through(tmp_path: Path) -> None:
+    node, txns, _ = _node(tmp_path)
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.emit(EventType.CLAIM, _claim(0))
+    node.emit(EventType.CLAIM, _claim(1))
+    assert txns == [1, 1] and node.state.heads[node.peer_id] == 2
+    node.log.close()

@@ -26,11 +26,14 @@ TURN_S = max(CFG.stagger_s * 2, CFG.tick_s)  # time for a peer of rank 1 to take
 MeshFactory = Callable[..., JobMesh]
 
 
-@pytest.fixture
-async def make_mesh() -> AsyncIterator[MeshFactory]:
+@pytest.fixture(params=[False, True], ids=["single", "batched"])
+async def make_mesh(request: pytest.FixtureRequest) -> AsyncIterator[MeshFactory]:
+    """Meshes whose peers emit single events (a mesh with a peer of the previous version)
+    or a TURN per round: every scenario holds either way."""
     meshes: list[JobMesh] = []
 
     def make(n: int = 2, **kw: object) -> JobMesh:
+        kw.setdefault("batch", request.param)
         mesh = JobMesh(n, CATALOG, CFG, **kw)  # type: ignore[arg-type]
         meshes.append(mesh)
         return mesh
@@ -299,3 +302,30 @@ async def test_a_two_step_pipeline_runs_to_the_end_on_three_peers(make_mesh: Mes
     [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
     listing = mesh.content.dirs[out.payload["output"]]
     assert sorted(listing) == [f"f{i:04d}.txt" for i in range(8)]
+
+
+# -- batched events (issue 12) -------------------------------------------------------------
+async def test_one_round_claims_and_finishes_many_tasks_in_few_events(
+        make_mesh: MeshFactory) -> None:
+    """Eight independent tasks on two peers of 4 slots: with turns, each peer's events of a
+    round (splits, claims, outcomes, finished tasks) are one TURN event; without (a peer of
+    the previous version in the mesh), one event each. The outcome is the same: every task
+    done once, by a run of the winning claim."""
+    mesh = make_mesh(2, slots=4, auto=True)
+    tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
+             for i in range(8)]
+    job = mesh.submit("p0", tasks)
+    await mesh.advance(TURN_S)
+    await mesh.advance(TURN_S)
+    for pid in mesh.peers:
+        assert len(mesh.events(EventType.TASK_DONE, pid, job=job)) == 8
+        assert {e.payload["task"] for e in mesh.events(EventType.CHUNK_DONE, pid, job=job)} == {
+            t["name"] for t in tasks}
+    runs = [k for p in mesh.peers.values() for k in p.runner.started]
+    assert sorted(runs) == sorted(f"{job}/e{i}/0/0" for i in range(8))  # each ran once
+    kinds = [e.type for p in mesh.peers.values() for e in p.emitted]
+    if mesh.batch:
+        assert EventType.TURN in kinds
+        assert len(kinds) <= 16  # split + claim + chunk done + task done each: 32 singles
+    else:
+        assert EventType.TURN not in kinds and len(kinds) >= 8 * 4

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.log import HLC, Event, EventLog, EventType, FailureKind, MeshState, fold
+from peer.log.events import TURN_PARTS
 
 PEERS = ["a", "b", "c"]
 
@@ -81,6 +82,9 @@ CACHES = [{}, {"k1": None}, {"k1": {"n": "x", "c": "c4"}}, {"k2": {"n": "x", "c"
 @st.composite
 def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
     """A valid payload of `typ` over small domains, so that events collide and conflict."""
+    if typ == EventType.TURN:  # 1 to 3 parts of the types a turn holds (they may collide too)
+        kinds = [draw(st.sampled_from(sorted(TURN_PARTS))) for _ in range(draw(st.integers(1, 3)))]
+        return {"parts": [[int(k), draw(typed_payload(k))] for k in kinds]}
     pick = draw(st.integers(0, 2**16))  # one draw, spread over the fields (keeps it fast)
     job, task, cid = "jjjk"[pick % 4], "ttu"[pick // 4 % 3], ["c1", "c2", "c3"][pick % 3]
     chunk = {"job": job, "task": task, "split": SPLITS[pick // 12 % 4 // 3],

@@ -1,0 +1,176 @@
+"""The Prometheus `/metrics` of one peer: a registry of its own (never the process-global one)
+whose gauges are read from the peer when scraped, and counters fed by its event listener.
+Loop-owned: the listener and the scrape run on the event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from peer.log import ChunkDone, ChunkFailed, Claim, Event, FailureKind, MeshState
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Task (chunk) run durations, seconds: from an ECHO's few ms to a LEARN's minutes.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 300.0, 1800.0)
+# Gossip counters exported, by metric name -> the GossipStats field.
+_GOSSIP = {"frames_received": "frames_in", "frames_sent": "frames_out",
+           "gossip_bytes_received": "bytes_in", "gossip_bytes_sent": "bytes_out",
+           "events_received": "events_in", "events_new": "events_new",
+           "events_sent": "events_out"}
+
+
+class StatsView(Protocol):
+    def as_dict(self) -> Mapping[str, int]: ...
+
+
+class GossipView(Protocol):
+    @property
+    def stats(self) -> StatsView: ...
+    def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> info, "status"
+
+
+class MetricsHost(Protocol):
+    """What the metrics read of the peer (peer.node.Node), at scrape time."""
+
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def state(self) -> MeshState: ...
+    @property
+    def gossip(self) -> GossipView | None: ...
+    def log_health(self) -> Mapping[str, Any]: ...  # events, refused, quarantined, unknown
+    def durability(self) -> Mapping[str, Any]: ...  # unwritten events, corrupt blocks
+    def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched, log bytes
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"banzai_{name}", doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"banzai_{name}", doc, value=value)
+
+
+def member_states(host: MetricsHost) -> dict[str, int]:
+    """Members known to the log, by state: self, alive, suspect, dead (not heard), revoked."""
+    live = host.gossip.live_peers() if host.gossip is not None else {}
+    out = {"self": 0, "alive": 0, "suspect": 0, "dead": 0, "revoked": 0}
+    st = host.state
+    for pid in {*st.members, *live}:
+        if pid == host.peer_id:
+            state = "self"
+        elif pid in st.revoked:
+            state = "revoked"
+        else:
+            state = str(live.get(pid, {}).get("status", "dead"))
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
+class _Sampled(Collector):
+    """Gauges and counters read from the peer when scraped (no cost between scrapes)."""
+
+    def __init__(self, host: MetricsHost) -> None:
+        self.host = host
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.host
+        members = GaugeMetricFamily("banzai_members", "Members of the mesh by state",
+                                    labels=["state"])
+        for state, n in sorted(member_states(h).items()):
+            members.add_metric([state], n)
+        yield members
+        yield from self._log(h)
+        stats = h.gossip.stats.as_dict() if h.gossip is not None else {}
+        for name, key in _GOSSIP.items():
+            yield _counter(name, f"Gossip {key} (GossipStats)", stats.get(key, 0))
+        dropped = CounterMetricFamily("banzai_frames_dropped", "Gossip frames refused, by reason",
+                                      labels=["reason"])
+        for key, n in sorted(stats.items()):
+            if key.startswith("dropped_"):
+                dropped.add_metric([key.removeprefix("dropped_")], n)
+        yield dropped
+        load = h.load()
+        yield _gauge("runs_active", "Chunks this peer claimed: running, queued or fetching",
+                     load.get("runs", 0))
+        yield _gauge("executor_queued", "Runs waiting for a free worker", load.get("queued", 0))
+        yield _gauge("tasks_starved", "Tasks with a claimable chunk but no free slot here",
+                     load.get("starved", 0))
+        yield _gauge("slots", "Worker slots", load.get("slots", 0))
+        yield _gauge("workers_ready", "Workers ready (fewer while they start)",
+                     load.get("ready", 0))
+        yield _counter("fetched_bytes", "Bytes of DAGs fetched from other peers",
+                       load.get("fetched_bytes", 0))
+
+    def _log(self, h: MetricsHost) -> Iterator[Metric]:
+        health = h.log_health()
+        yield _gauge("log_events", "Events held in the log (folded or kept)",
+                     health.get("events", 0))
+        yield _gauge("log_bytes", "Bytes of the SQLite log (database and WAL)",
+                     h.load().get("log_bytes", 0))
+        yield _gauge("log_unwritten_events", "Local events not yet written to the log",
+                     h.durability().get("unwritten_events", 0))
+        mine = h.state.heads.get(h.peer_id, 0)
+        yield _counter("events_emitted", "Events this peer made (its own seq)", mine)
+        dropped = CounterMetricFamily("banzai_events_dropped",
+                                      "Events refused at the door or let go, by reason",
+                                      labels=["reason"])
+        refused: Mapping[str, Any] = health.get("refused", {})
+        by_reason = {f"door_{r}": int(n) for r, n in refused.get("by_reason", {}).items()}
+        unknown = health.get("unknown", {})
+        by_reason["unknown_type_cap"] = int(unknown.get("dropped", 0))
+        stats = h.gossip.stats.as_dict() if h.gossip is not None else {}
+        by_reason["malformed_or_unsigned"] = int(stats.get("events_refused", 0))
+        for reason, n in sorted(by_reason.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield _gauge("log_quarantined", "Events of the log quarantined at start",
+                     int(health.get("quarantined", 0)))
+        yield _gauge("log_unknown_events", "Events of newer types held, not folded",
+                     unknown.get("events", 0))
+
+
+class Metrics:
+    """One peer's registry: `on_event` is its listener (the node's listeners call it with
+    every folded event), `render` the text exposition."""
+
+    def __init__(self, host: MetricsHost) -> None:
+        self.host = host
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Sampled(host))
+        self.claims = Counter("banzai_claims", "Claims folded, by whose",
+                              ["by"], registry=self.registry)
+        self.outcomes = Counter("banzai_chunks", "Chunk outcomes folded, by whose and outcome",
+                                ["by", "outcome"], registry=self.registry)
+        self.leases_lost = Counter("banzai_leases_lost", "Claims failed because their lease "
+                                   "lapsed (CHUNK_FAILED kind lease)", registry=self.registry)
+        self.durations = Histogram("banzai_task_duration_seconds",
+                                   "Run time of the chunks this peer ran", registry=self.registry,
+                                   buckets=DURATION_BUCKETS_S)
+
+    def on_event(self, ev: Event) -> None:
+        """Listener: count claims, outcomes, lapsed leases; time our own runs."""
+        b = ev.body
+        t = type(b)
+        if t is not Claim and t is not ChunkDone and t is not ChunkFailed:
+            return
+        by = "self" if ev.origin == self.host.peer_id else "others"
+        if isinstance(b, Claim):
+            self.claims.labels(by).inc()
+        elif isinstance(b, ChunkDone):
+            self.outcomes.labels(by, "done").inc()
+            if by == "self" and b.s is not None:
+                self.durations.observe(b.s)
+        elif isinstance(b, ChunkFailed):
+            self.outcomes.labels(by, "failed").inc()
+            if b.kind == FailureKind.LEASE:
+                self.leases_lost.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
