@@ -38,7 +38,7 @@ from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
-from peer.http.views import job_view
+from peer.http.views import job_view, page_jobs
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.claims import n_chunks
@@ -136,10 +136,20 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    """Every job, newest first; with `?limit=N` one page of them and `next`, the `cursor`
+    of the following page (null on the last)."""
     node = _node(request)
-    jobs = sorted(node.state.jobs, key=lambda j: node.state.jobs[j].order, reverse=True)
-    return web.json_response({"jobs": [job_view(node.state, j, node.cfg.max_attempts,
-                                                 detail=False) for j in jobs]})
+    raw = request.query.get("limit")
+    try:
+        limit = None if raw is None else int(raw)
+    except ValueError:
+        raise ArgError("limit must be an integer", field="limit") from None
+    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"))
+    body: dict[str, Any] = {"jobs": [job_view(node.state, j, node.cfg.max_attempts,
+                                              detail=False) for j in jobs]}
+    if limit is not None:
+        body["next"] = nxt
+    return web.json_response(body)
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -56,7 +56,10 @@ OPENAPI: dict[str, Any] = {
         "/api/tasks": {"get": _op("The task catalog with argument schemas and docs",
                                   errors=())},
         "/api/jobs": {
-            "get": _op("All jobs known to the mesh, newest first", errors=()),
+            "get": _op("All jobs known to the mesh, newest first; with limit, one page and "
+                       "`next`, the cursor of the following page", query=(
+                           ("limit", "at most this many jobs (1..1000), and `next`"),
+                           ("cursor", "the `next` of the previous page"))),
             "post": _op("Submit a pipeline (the seed's list or a DAG; JSON or YAML); "
                         "returns once the job is in the durable log", ok="201",
                         body="application/json", errors=("400", "413"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
+from peer.errors import ArgError
 from peer.jobs.claims import chunk_exhausted, task_status
 from peer.log import (
     ChunkDone,
@@ -134,3 +136,35 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
         out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
                         for t in tasks]
     return out
+
+
+MAX_PAGE_JOBS = 1000  # the largest `?limit=` of the job list
+
+
+def page_jobs(state: MeshState, limit: int | None, cursor: str | None,
+              ) -> tuple[list[str], str | None]:
+    """Job ids newest first (by the submission's (hlc, origin, seq)): all of them without a
+    limit (the list's first form), else at most `limit` older than `cursor` and the cursor
+    of the next page (None on the last). ArgError for a bad limit or cursor."""
+    if limit is not None and not 1 <= limit <= MAX_PAGE_JOBS:
+        raise ArgError(f"limit must be 1..{MAX_PAGE_JOBS}", field="limit")
+    after = None if cursor is None else _parse_cursor(cursor)
+    jobs = state.jobs
+    ids = [j for j, ev in jobs.items() if after is None or ev.order < after]
+    if limit is None:
+        return sorted(ids, key=lambda j: jobs[j].order, reverse=True), None
+    page = heapq.nlargest(limit + 1, ids, key=lambda j: jobs[j].order)
+    if len(page) <= limit:
+        return page, None
+    last = jobs[page[limit - 1]].order
+    return page[:limit], f"{last[0]}.{last[2]}.{last[1]}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str, int]:
+    try:
+        hlc, seq, origin = cursor.split(".", 2)
+        if not origin:
+            raise ValueError(cursor)
+        return (int(hlc), origin, int(seq))
+    except ValueError:
+        raise ArgError("cursor is not one this peer gave", field="cursor") from None

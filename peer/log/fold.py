@@ -19,6 +19,8 @@ applier returned. Not thread-safe: owned by the event loop.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +100,9 @@ class MeshState:
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
+    # Origin -> the seqs held beyond its head (past a gap): with the heads, the per-origin
+    # index that serves `events_after` without scanning the log.
+    beyond: dict[str, set[int]] = field(default_factory=dict)
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent). If its applier
@@ -125,10 +130,21 @@ class MeshState:
         self.events[ev.id] = ev
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
-        head = self.heads.get(ev.origin, 0)
+        self._advance(ev.origin, self.heads.get(ev.origin, 0))
+        if ev.seq > self.heads[ev.origin]:
+            self.beyond.setdefault(ev.origin, set()).add(ev.seq)
+
+    def _advance(self, origin: str, head: int) -> None:
+        """Set `origin`'s head to `head` moved on over the seqs held after it."""
+        log = self.by_origin.get(origin, {})
+        beyond = self.beyond.get(origin)
         while head + 1 in log:
             head += 1
-        self.heads[ev.origin] = head
+        self.heads[origin] = head
+        if beyond:
+            beyond.difference_update([q for q in beyond if q <= head])
+            if not beyond:
+                del self.beyond[origin]
 
     def forget(self, ev_id: tuple[str, int]) -> None:
         """Stop holding an event that was never folded (an unknown type's): it is no longer
@@ -141,6 +157,11 @@ class MeshState:
         log = self.by_origin.get(ev.origin)
         if log is not None:
             log.pop(ev.seq, None)
+        beyond = self.beyond.get(ev.origin)
+        if beyond is not None:
+            beyond.discard(ev.seq)
+            if not beyond:
+                del self.beyond[ev.origin]
 
     def raise_floor(self, origin: str, seq: int) -> None:
         """Count every seq of `origin` up to `seq` as held (the caller knows they are held
@@ -148,24 +169,44 @@ class MeshState:
         if seq <= self.floors.get(origin, 0):
             return
         self.floors[origin] = seq
-        head = max(self.heads.get(origin, 0), seq)
-        log = self.by_origin.get(origin, {})
-        while head + 1 in log:
-            head += 1
-        self.heads[origin] = head
+        self._advance(origin, max(self.heads.get(origin, 0), seq))
 
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
         """Events with seq above `vv[origin]` (a version vector), at most limit: first those
         up to our own heads, oldest first, then those beyond a gap. The asker may hold some
         events beyond its heads already; serving ours within the heads first, oldest first,
-        always includes one that moves its heads on, so a peer always catches up."""
-        out: list[Event] = []
-        for origin, log in self.by_origin.items():
+        always includes one that moves its heads on, so a peer always catches up.
+
+        Served from the per-origin index (heads, `beyond`): an origin the asker is level
+        with costs one comparison (an in-sync digest is O(origins)); one it lags takes at
+        most `limit` events from its seq on, and the origins are merged lazily by
+        (hlc, origin, seq) (an origin's hlc grows with its seq), nothing else sorted."""
+        if limit <= 0:
+            return []
+        runs: list[Iterator[Event]] = []
+        for origin, head in self.heads.items():
             have = vv.get(origin, 0)
-            out.extend(e for q, e in log.items() if q > have)
-        heads = self.heads
-        out.sort(key=lambda e: (e.seq > heads.get(e.origin, 0), e.hlc, e.origin, e.seq))
-        return out[:limit]
+            if have < head:
+                runs.append(self._run(origin, have, head, limit))
+        out = list(itertools.islice(heapq.merge(*runs, key=_order), limit))
+        if len(out) < limit and self.beyond:
+            rest = [self.by_origin[o][q] for o, seqs in self.beyond.items()
+                    for q in seqs if q > vv.get(o, 0)]
+            out += heapq.nsmallest(limit - len(out), rest, key=_order)
+        return out
+
+    def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
+        """`origin`'s events held in (have, head], in seq order, at most `limit` (the seqs
+        set aside under a floor are skipped)."""
+        log = self.by_origin.get(origin, {})
+        n = 0
+        for q in range(have + 1, head + 1):
+            ev = log.get(q)
+            if ev is not None:
+                yield ev
+                n += 1
+                if n >= limit:
+                    return
 
     # -- helpers used by the appliers -------------------------------------------------
     def _first(self, table: dict[Any, Event], key: Any, ev: Event) -> None:
@@ -202,6 +243,10 @@ class MeshState:
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
         return s.id if s else None
+
+
+def _order(e: Event) -> tuple[int, str, int]:
+    return (e.hlc, e.origin, e.seq)
 
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:

@@ -367,6 +367,19 @@ def test_more_jobs_than_slots_all_complete(peer: PeerProc) -> None:
     jobs = [submit(peer.url, [{"call": "T_SLEEP", "args": [0.3]}]) for _ in range(4)]
     views = [wait(peer.url, j, timeout_s=8) for j in jobs]
     assert [v["state"] for v in views] == ["done"] * 4
+    # The job list pages: ?limit= and the cursor `next` walk it newest first.
+    _, everything = api("GET", f"{peer.url}/api/jobs")
+    seen: list[str] = []
+    status, page = api("GET", f"{peer.url}/api/jobs?limit=3")
+    while True:
+        assert status == 200 and len(page["jobs"]) <= 3
+        seen += [j["id"] for j in page["jobs"]]
+        if page["next"] is None:
+            break
+        status, page = api("GET", f"{peer.url}/api/jobs?limit=3&cursor={page['next']}")
+    assert seen == [j["id"] for j in everything["jobs"]] and set(jobs) <= set(seen)
+    status, err = api("GET", f"{peer.url}/api/jobs?limit=0")
+    assert status == 400 and err["field"] == "limit"
 
 
 def test_car_of_many_cids_in_one_request_and_its_errors(peer: PeerProc, tmp_path: Path,

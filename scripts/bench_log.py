@@ -1,0 +1,221 @@
+"""Measure the replicated log at scale (issue 11, Measure): a history of N finished tasks
+(jobs of `--tasks-per-job` whole ECHO tasks: JOB_SUBMITTED, then per task TASK_SPLIT, CLAIM,
+CHUNK_DONE, TASK_DONE with its cache key) written straight into a peer's log, then: the
+peer's RSS, restart to /api/health, a fresh peer's catch-up, an in-sync digest (in process,
+`events_after` over the folded log) and RSS growth per 10,000 tasks run on the live peer.
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_log.py --tasks 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scriptlib import BIN, ROOT, lone_peer, machine, mesh_secret_file, remember_peer
+
+from peer.jobs.spec import workflow_from_json
+from peer.log import Event, EventLog, EventType, MeshState
+
+ORIGIN = "bench0000000000000000"  # the history's author: a peer long gone (attested at start)
+LIMIT = 512
+
+
+def _cid(s: str) -> str:
+    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+
+
+def history(tasks: int, per_job: int, start_hlc: int) -> list[Event]:
+    """The events of `tasks` finished tasks in jobs of `per_job`."""
+    out: list[Event] = []
+    seq = 0
+    hlc = start_hlc
+
+    def add(typ: EventType, payload: dict[str, Any]) -> None:
+        nonlocal seq, hlc
+        seq += 1
+        hlc += 1
+        out.append(Event(ORIGIN, seq, hlc, typ, payload))
+
+    for j in range(tasks // per_job):
+        job = f"bench-{j:06d}"
+        wf = {"name": job, "tasks": [{"name": f"t{i}", "call": "ECHO",
+                                      "params": {"text": f"{j}/{i}"}}
+                                     for i in range(per_job)]}
+        if j == 0:
+            workflow_from_json(wf)
+        add(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf})
+        split = [ORIGIN, 0]
+        for i in range(per_job):
+            task = f"t{i}"
+            add(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
+                                       "chunks": [[]]})
+            split = [ORIGIN, seq]
+            base = {"job": job, "task": task, "split": split, "chunk": 0, "attempt": 0}
+            add(EventType.CLAIM, base)
+            out_cid = _cid(f"{job}/{task}")
+            add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
+            add(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid,
+                                      "key": hashlib.sha256(f"{j}/{i}".encode()).hexdigest()})
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if ln.startswith("VmRSS:"):
+            return int(ln.split()[1]) / 1024
+    return 0.0
+
+
+def health(url: str) -> Any:
+    with urllib.request.urlopen(url + "/api/health", timeout=30) as r:
+        return json.load(r)
+
+
+def submit(url: str, n: int) -> str:
+    wf = [{"call": "ECHO", "args": [f"live-{time.time_ns()}-{i}"]} for i in range(n)]
+    req = urllib.request.Request(url + "/api/jobs", json.dumps(wf).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return str(json.load(r)["job"])
+
+
+def wait_done(url: str, job: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/jobs/{job}", timeout=30) as r:
+            if json.load(r)["state"] in ("done", "failed", "cancelled"):
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"job {job} not finished after {timeout_s} s")
+
+
+def digest_ms(path: Path) -> tuple[float, int]:
+    """An in-sync digest's events_after over the folded log, in ms (in process)."""
+    s = MeshState()
+    log = EventLog(path)
+    for ev in log.load():
+        s.apply(ev)
+    log.close()
+    heads = dict(s.heads)
+    t = time.perf_counter()
+    for _ in range(100):
+        s.events_after(heads, LIMIT)
+    return (time.perf_counter() - t) * 10, len(s.events)
+
+
+MESH = f"bench-log-{os.getpid()}"
+
+
+def start(data: Path, log: Path, secret: Path, extra: list[str]) -> Any:
+    # The last --mesh-name wins: both peers in one mesh.
+    return lone_peer(data, log, 1, mesh_prefix="bench-log", log_level="warning",
+                     extra=["--secret-file", str(secret), "--mesh-name", MESH,
+                            "--replicas", "1", *extra])
+
+
+def spawn(data: Path, log: Path, secret: Path, extra: Sequence[str] = ()) -> tuple[Any, str]:
+    """banzai-peer on `data`; returns (process, URL) once it prints its URL."""
+    args = [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", "127.0.0.1:0",
+            "--no-mdns", "--mesh-name", MESH, "--secret-file", str(secret), "--slots", "1",
+            "--replicas", "1", "--log-level", "warning", *extra]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
+        if proc.poll() is not None:
+            raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
+        time.sleep(0.02)
+    remember_peer(m.group(1), data)
+    return proc, m.group(1)
+
+
+def restart_s(data: Path, log: Path, secret: Path) -> float:
+    """Seconds from starting banzai-peer on `data` to its first /api/health answer."""
+    t = time.perf_counter()
+    proc, url = spawn(data, log, secret)
+    try:
+        health(url)
+        return time.perf_counter() - t
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def caught_up_s(data: Path, log: Path, secret: Path, join: str, want: int) -> float:
+    """Seconds from starting a fresh peer joining `join` until it holds `want` events (its
+    /api/health may be slow to answer meanwhile: a timeout is retried)."""
+    t = time.perf_counter()
+    proc, url = spawn(data, log, secret, ["--join", join])
+    try:
+        while time.perf_counter() - t < 1800:
+            try:
+                if health(url)["log"]["events"] >= want:
+                    break
+            except (TimeoutError, OSError):
+                pass
+            time.sleep(0.2)
+        return time.perf_counter() - t
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=100_000)
+    ap.add_argument("--tasks-per-job", type=int, default=1000)
+    ap.add_argument("--live-tasks", type=int, default=2000,
+                    help="tasks run on the live peer to measure RSS growth")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    secret = mesh_secret_file(tmp)
+    data = tmp / "a"
+    t0 = time.perf_counter()
+    evs = history(a.tasks, a.tasks_per_job, (int(time.time() * 1000) - 86_400_000) << 16)
+    log = EventLog(data / "events.sqlite")
+    for i in range(0, len(evs), 50_000):
+        log.append(evs[i:i + 50_000], sync=False)
+    log.close()
+    build_s = time.perf_counter() - t0
+    figures: dict[str, Any] = {"tasks": a.tasks, "events": len(evs), "build_s": round(build_s, 1)}
+    del evs
+    with start(data, tmp / "a0.log", secret, []) as (proc, url):  # first start attests 0.1.0 rows
+        figures["first_start_events"] = health(url)["log"]["events"]
+    figures["restart_to_health_s"] = round(restart_s(data, tmp / "r.log", secret), 2)
+    with start(data, tmp / "a1.log", secret, []) as (proc, url):
+        figures["rss_mb"] = round(rss_mb(proc.pid), 1)
+        gossip = health(url).get("gossip_address")
+        if gossip:
+            figures["start_and_catch_up_s"] = round(caught_up_s(
+                tmp / "b", tmp / "b.log", secret, gossip, figures["events"]), 1)
+        before = rss_mb(proc.pid)
+        done = 0
+        while done < a.live_tasks:
+            n = min(500, a.live_tasks - done)
+            wait_done(url, submit(url, n), 600)
+            done += n
+        figures["live_tasks"] = done
+        figures["rss_growth_mb_per_10k"] = round((rss_mb(proc.pid) - before) * 10_000 / done, 1)
+    ms, n = digest_ms(data / "events.sqlite")
+    figures["in_sync_digest_ms"] = round(ms, 4)
+    figures["folded_events"] = n
+    figures["machine"] = machine()
+    figures["load"] = os.getloadavg()
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
