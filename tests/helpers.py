@@ -258,3 +258,23 @@ def local_user(prefix: str = "bzt") -> Iterator[LocalUser]:
         yield LocalUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
     finally:
         subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=30)
+
+
+def logged_events(db_path: Path, types: Sequence[int]) -> list[tuple[int, int, dict[str, Any]]]:
+    """(hlc, type, payload) of the events of `types` that a peer's log holds (read-only),
+    with each TURN (one peer's events of one loop turn) opened into its parts."""
+    import sqlite3
+
+    from peer.log import EventType
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT hlc, type, payload FROM events").fetchall()
+    finally:
+        db.close()
+    out = []
+    for hlc, typ, payload in rows:
+        p = json.loads(payload)
+        parts = p.get("parts", []) if typ == EventType.TURN else [[typ, p]]
+        out.extend((int(hlc), int(t), q) for t, q in parts if t in types)
+    return out
+

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from peer.errors import NotFound
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.log import EventType
+from tests.helpers import logged_events
 from tests.integration.netns import NsPeer, PeerSet, TestNet, until
 
 FINAL = ("done", "failed", "cancelled")
@@ -158,18 +158,12 @@ def cut_off(tmp: Path, s: Settings) -> dict[str, Any]:
 # -- (b) kill -9 of every peer mid-job -----------------------------------------------------
 def _recorded_items(db_path: Path, task: str) -> dict[str, str]:
     """Item result CIDs the log records for `task` (CHUNK_DONE and CACHE_PUT), by cache key."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        out: dict[str, str] = {}
-        for typ, payload in db.execute("SELECT type, payload FROM events WHERE type IN (?, ?)",
-                                       (int(EventType.CHUNK_DONE), int(EventType.CACHE_PUT))):
-            p = json.loads(payload)
-            if typ == EventType.CHUNK_DONE and p.get("task") != task:
-                continue
-            out.update((k, v["c"]) for k, v in (p.get("cache") or {}).items() if v)
-        return out
-    finally:
-        db.close()
+    out: dict[str, str] = {}
+    for _, typ, p in logged_events(db_path, (EventType.CHUNK_DONE, EventType.CACHE_PUT)):
+        if typ == EventType.CHUNK_DONE and p.get("task") != task:
+            continue
+        out.update((k, v["c"]) for k, v in (p.get("cache") or {}).items() if v)
+    return out
 
 
 def _remove_blocks(peers: list[NsPeer], cids: list[str]) -> int:

@@ -66,8 +66,8 @@ async def wait(node: Node, job: str, timeout_s: float = 30) -> dict[str, Any]:
 
 def items_computed(node: Node, job: str) -> int:
     """Per-item results produced by workers for a job (cache entries in its CHUNK_DONEs)."""
-    return sum(len(e.payload.get("cache", {})) for e in node.state.events.values()
-               if e.type == EventType.CHUNK_DONE and e.payload["job"] == job)
+    return sum(len(e.payload.get("cache", {})) for x in node.state.events.values()
+               for e in x.singles if e.type == EventType.CHUNK_DONE and e.payload["job"] == job)
 
 
 PIPE = [{"call": "T_WRITE", "args": [12]}, {"call": "T_UPPER", "args": []},

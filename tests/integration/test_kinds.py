@@ -190,7 +190,7 @@ async def test_secrets_reach_the_command_and_nothing_else(node: Node) -> None:
     assert SECRET not in events  # not in the log (workflow, errors, keys)
     assert SECRET not in json.dumps([v, v2, node.scheduler.logs[(job, "sh")]])  # not in views
     stored = task_done(node, job, "sh")
-    logs = [e.payload["log"] for e in node.state.events.values()
+    logs = [e.payload["log"] for x in node.state.events.values() for e in x.singles
             if e.type == EventType.CHUNK_DONE and e.payload["job"] == job]
     assert SECRET not in b"".join(node.store.cat(logs[0])).decode()  # the stored task log
     assert stored["key"] is not None

@@ -26,6 +26,7 @@ import pytest
 from peer.log import EventType, hlc_ms
 from peer.mesh.gossip import GossipConfig
 from tests.conftest import PeerProc, start_peer
+from tests.helpers import logged_events
 from tests.integration import netns
 from tests.integration.netns import NsPeer, PeerSet, TestNet, until
 
@@ -191,12 +192,11 @@ def reclaim_gap_ms(p: NsPeer, victim: str, jid: str, name: str, chunk: int) -> i
     db = sqlite3.connect(f"file:{p.data_dir / 'events.sqlite'}?mode=ro", uri=True, timeout=5)
     try:
         (last,) = db.execute("SELECT MAX(hlc) FROM events WHERE origin = ?", (victim,)).fetchone()
-        claims = [hlc for hlc, payload in db.execute(
-            "SELECT hlc, payload FROM events WHERE type = ?", (int(EventType.CLAIM),))
-            if (d := json.loads(payload))["job"] == jid and d["task"] == name
-            and d["chunk"] == chunk and d["attempt"] >= 1]
     finally:
         db.close()
+    logged = logged_events(p.data_dir / "events.sqlite", (EventType.CLAIM,))
+    claims = [hlc for hlc, _, d in logged if d["job"] == jid and d["task"] == name
+              and d["chunk"] == chunk and d["attempt"] >= 1]
     assert claims and last is not None, (claims, last)
     return hlc_ms(min(claims)) - hlc_ms(int(last))
 
