@@ -115,6 +115,9 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
                           t["output"] or t["error"] or t.get("waiting") or "")
         out.print(f"job {view['id']} {view['state']} {view['progress']:.0%}")
         out.print(table)
+        for t in view["tasks"]:  # whole lines: a reason is too long for a table cell
+            if t.get("waiting") and t["state"] not in FINAL:
+                out.print(f"{t['name']} {t['waiting']}")
         return 0 if view["state"] != "failed" else 1
     jobs = (await c.call("GET", "/api/jobs"))["jobs"]
     table = Table("job", "name", "state", "progress")

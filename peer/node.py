@@ -44,6 +44,7 @@ from peer.ipfs.replicate import Replicator, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
+from peer.jobs.kinds import KINDS
 from peer.jobs.retention import RetentionConfig
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
@@ -441,7 +442,8 @@ class Node:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
                 "slots": self.cfg.slots, "cores": os.cpu_count() or 1, "mem_mb": mem_mb,
-                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex()}
+                "gpu": Path("/dev/nvidia0").exists(), "key": self.identity.key.hex(),
+                "kinds": sorted(KINDS), "labels": self.cfg.label_map()}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a
@@ -510,7 +512,8 @@ class Node:
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
                         mem_mb=caps["mem_mb"], gpu=caps["gpu"],
-                        key_id=self.mesh_keys.serving.key_id)
+                        key_id=self.mesh_keys.serving.key_id, kinds=caps["kinds"],
+                        labels=caps["labels"])
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
                                    txt, on_add=self._discovered,
                                    on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)

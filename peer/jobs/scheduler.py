@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Listings
-from peer.jobs import claims
+from peer.jobs import claims, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -78,6 +78,7 @@ class Scheduler:
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
+        self._unplaced: dict[TaskKey, str] = {}  # tasks no live peer meets the requires of
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -170,6 +171,7 @@ class Scheduler:
         for key in self.locality.stalled:
             if (r := self.locality.reason(key)) is not None:
                 out[key] = r
+        out.update((k, r) for k, r in self._unplaced.items() if k not in self.state.task_done)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -229,7 +231,8 @@ class Scheduler:
         _prune(self._claim_seen, stale)
         _prune(self.locality.waiting, stale)
         _prune(self.locality.stalled, stale)
-        keys = {(k[0], k[1]) for k in self._ready_since}
+        _prune(self._unplaced, stale)
+        keys = {(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
 
@@ -390,6 +393,9 @@ class Scheduler:
             return
         if ak in self.runs:
             return
+        able = self._placed((job, task), spec.requires)
+        if able is None:
+            return  # this peer does not meet the task's requires: peers that do claim it
         if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
@@ -402,8 +408,7 @@ class Scheduler:
             return
         self._lonely.discard((job, task))
         holders = self.state.providers.get(split.payload["input"] or "", set())
-        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, self.peers(),
-                                   holders)
+        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
         if not self._my_turn(ak, ranked):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
@@ -412,6 +417,27 @@ class Scheduler:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c))
+
+    def _placed(self, key: TaskKey, requires: Mapping[str, Any],
+                ) -> Mapping[str, Mapping[str, Any]] | None:
+        """The live peers that may claim chunks of a task stating `requires` (all of them
+        when it states none); None if this peer does not meet them (then, when no live peer
+        does, the task waits with that reason in the job view)."""
+        live = self.peers()
+        if not requires:
+            return live
+        members = {p: e.payload for p, e in self.state.members.items()}
+        ok = placement.suited(requires, live, members)
+        if placement.unmet(requires, members.get(self.peer_id)) is None:
+            self._unplaced.pop(key, None)
+            return {p: live[p] for p in ok}
+        if ok:
+            self._unplaced.pop(key, None)
+        else:
+            names = {p: str(m.get("name", "")) for p, m in members.items()}
+            self._unplaced[key] = placement.no_peer_reason(
+                requires, [self.peer_id, *live], members, names)
+        return None
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""

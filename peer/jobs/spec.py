@@ -20,6 +20,7 @@ from cid import make_cid
 
 from peer.errors import ArgError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds
+from peer.jobs.placement import parse_requires
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -31,7 +32,7 @@ MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
 MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
-_LIST_KEYS = ("args", "call", "cid", "name", "params")
+_LIST_KEYS = ("args", "call", "cid", "name", "params", "requires")
 _DAG_KEYS = (*_LIST_KEYS, "depends")
 _TOP_KEYS = ("name", "tasks")
 _JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -47,14 +48,18 @@ class TaskSpec:
     params: Mapping[str, Any]
     depends: tuple[str, ...]
     cid: str | None = None
+    requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # placement
 
     def to_json(self) -> dict[str, Any]:
         """The canonical DAG-form object of this task."""
         if self.cid is not None:
             return {"name": self.name, "cid": self.cid}
         params = {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()}
-        return {"name": self.name, "call": self.call, "params": params,
-                "depends": list(self.depends)}
+        out = {"name": self.name, "call": self.call, "params": params,
+               "depends": list(self.depends)}
+        if self.requires:  # absent when empty: older workflows keep their stored form
+            out["requires"] = dict(self.requires)
+        return out
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class _Raw:
     params: dict[str, Any] | None = None
     cid: str | None = None
     depends: list[str] | None = None
+    requires: dict[str, Any] | None = None
 
     @property
     def where(self) -> str:
@@ -268,7 +274,8 @@ def workflow_from_json(doc: Any) -> Workflow:
                             field=f"{r.where}.args")
     names = _names(raws)
     specs = [TaskSpec(name=names[r.index], call=r.call, params=dict(r.params or {}),
-                      depends=tuple(r.depends or ()), cid=r.cid) for r in raws]
+                      depends=tuple(r.depends or ()), cid=r.cid, requires=r.requires or {})
+             for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
@@ -324,7 +331,7 @@ def _task_name(value: Any, field: str) -> str:
 
 
 def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
-    for k in ("call", "args", "params", "depends"):
+    for k in ("call", "args", "params", "depends", "requires"):
         if k in item:
             raise SpecError(f"{raw.where}.{k}: a cid source takes no {k} (it is existing data)",
                             field=f"{raw.where}.{k}")
@@ -354,6 +361,8 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
             raise SpecError(f"{where}.params: must be an object, got {_kind(item['params'])}",
                             field=f"{where}.params")
         raw.params = dict(item["params"])
+    if "requires" in item:
+        raw.requires = parse_requires(item["requires"], f"{where}.requires")
 
 
 def _depends(value: Any, field: str) -> list[str]:
@@ -432,7 +441,8 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
         params = td.bind(raw.args, raw.params, raw.where)
     except ArgError as exc:
         raise _relocate(exc, raw, td) from exc
-    return TaskSpec(name=name, call=raw.call, params=params, depends=depends)
+    return TaskSpec(name=name, call=raw.call, params=params, depends=depends,
+                    requires=raw.requires or {})
 
 
 def _unknown(field: str, what: str, value: str, known: Mapping[str, Any] | Sequence[str]) -> str:

@@ -491,6 +491,8 @@ class Member:
     mem_mb: int
     gpu: bool
     key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
+    kinds: tuple[str, ...] = ("python",)  # executor kinds it runs (absent before placement)
+    labels: tuple[tuple[str, str], ...] = ()  # operator-declared (--label), name order
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -498,10 +500,19 @@ class Member:
         calls = _list(k, "calls", p.get("calls", _MISSING), MAX_TASKS)
         for i, c in enumerate(calls):
             _check_str(k, f"calls[{i}]", c, 1, MAX_ID_CHARS)
+        kinds = _list(k, "kinds", p.get("kinds", ["python"]), MAX_TASKS)
+        for i, c in enumerate(kinds):
+            _check_str(k, f"kinds[{i}]", c, 1, MAX_ID_CHARS)
+        labels = p.get("labels", {})
+        if not isinstance(labels, Mapping) or len(labels) > MAX_TASKS:
+            raise _bad(k, "labels", f"an object of at most {MAX_TASKS} strings", labels)
+        for n, v in labels.items():
+            _check_str(k, f"labels.{n}", v, 0, MAX_LABEL_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
                    _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
-                   _opt_str(k, p, "key", MAX_LABEL_CHARS))
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS), tuple(kinds),
+                   tuple(sorted(labels.items())))
 
 
 @dataclass(frozen=True, slots=True)
