@@ -139,6 +139,9 @@ class PeerConfig:
     worker_memory_mb: int = field(default_factory=default_worker_memory_mb, metadata=setting(
         "address-space limit (RLIMIT_AS) of each worker process in MiB; a task that needs "
         "more fails with MemoryError (default: half the machine's memory, at least 2048)"))
+    partial_outputs: bool = field(default=True, metadata=setting(
+        "do not publish per-item tasks' outputs as they grow (progressive answers: a partial "
+        "output CID in the job view after each chunk, cached items first)"))
     warm_workers: bool = field(default=True, metadata=setting(
         "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
         "forkserver; each worker then pays them on its first task"))

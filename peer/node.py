@@ -141,7 +141,8 @@ class Node:
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
                             fetch_allow=cfg.fetch_allow,
-                            lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s),
+                            lease_s=cfg.lease_s, task_timeout_s=cfg.task_timeout_s,
+                            partial_outputs=cfg.partial_outputs),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]

@@ -33,6 +33,7 @@ class SchedulerConfig:
     fetch_max_backoff_s: float = 30.0
     max_split_bytes: int = 8 << 20  # larger chunk lists go as a listing (TASK_SPLIT_REF)
     storage_retry_s: float = 1.0  # an attempt failed by a full disk is recorded after this
+    partial_outputs: bool = True  # publish per-item outputs as they grow (PARTIAL events)
 
 
 class RunResultLike(Protocol):

@@ -79,6 +79,9 @@ class Scheduler:
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._unplaced: dict[TaskKey, str] = {}  # tasks no live peer meets the requires of
+        self._partial_due: dict[TaskKey, float] = {}  # our split tasks: next PARTIAL not before
+        self._partial_sent: dict[TaskKey, int] = {}  # items in the last PARTIAL we emitted
+        self._partial_fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -232,7 +235,10 @@ class Scheduler:
         _prune(self.locality.waiting, stale)
         _prune(self.locality.stalled, stale)
         _prune(self._unplaced, stale)
-        keys = {(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
+        _prune(self._partial_due, stale)
+        _prune(self._partial_sent, stale)
+        keys = ({(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
+                | set(self._partial_due))
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
 
@@ -282,6 +288,8 @@ class Scheduler:
             return
         for i in range(n):
             self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
+        if tdef.per_item and split.origin == self.peer_id and self.cfg.partial_outputs:
+            self._partial(job, task, tdef, spec, split, chunks)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input
@@ -336,6 +344,42 @@ class Scheduler:
                 return
         key = self.planner.key(job, task, tdef, spec, split.payload["input"])
         self._done(job, task, self.planner.output(a), key, cached=False, warning=a.warning)
+
+    def _partial(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                 chunks: list[Any]) -> None:
+        """Progressive answers: the splitter of a per-item task publishes its output so far
+        (PARTIAL) when it holds more results than it last published, at most once per
+        progress_interval_s; results made elsewhere are fetched in the background. The
+        final output is assembled as without it (a PARTIAL of every item has its CID)."""
+        tk = (job, task)
+        now = self.clock()
+        if now < self._partial_due.get(tk, 0.0) or not self.data.is_complete(
+                split.payload["input"]):
+            return
+        a = self.planner.assembly(job, task, tdef, spec, split, chunks, partial=True)
+        here = {p: c for p, c in a.entries.items() if self.data.is_complete(c)}
+        missing = [c for c in a.made_by if not self.data.is_complete(c)]
+        if missing and tk not in self._partial_fetching:
+            self._partial_fetching.add(tk)
+            self._background(self._fetch_partial(tk, missing))
+        items = sum(1 for p in here if p in a.results)
+        if items <= self._partial_sent.get(tk, 0):
+            return
+        self._partial_due[tk] = now + self.cfg.progress_interval_s
+        self._partial_sent[tk] = items
+        output = self.store.make_dir(here)
+        self.data.mark(output)
+        self.emit(EventType.PARTIAL, {"job": job, "task": task, "output": output,
+                                      "items": items, "of": a.of})
+
+    async def _fetch_partial(self, key: TaskKey, cids: list[str]) -> None:
+        try:
+            await self.data.ensure(cids)
+        except Exception as e:  # best effort: the final assembly fetches (and waits) itself
+            log.debug("%s/%s: results for a partial output not fetched: %s", *key, e)
+        finally:
+            self._partial_fetching.discard(key)
+            self._mark(key)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
                    ) -> None:

@@ -21,6 +21,7 @@ from peer.log.events import (
     JobDeleted,
     JobSubmitted,
     Member,
+    Partial,
     Progress,
     Provide,
     Renew,
@@ -39,6 +40,6 @@ from peer.log.sqlite import EventLog
 __all__ = ["HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body", "CachePut", "ChunkDone",
            "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim", "Door", "DoorConfig",
            "Event", "EventLog", "EventType", "FailureKind", "JobCancelled", "JobDeleted",
-           "JobSubmitted", "Member", "MeshState", "Progress", "Provide", "Refusals", "Renew",
-           "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef", "Unknown",
-           "Unprovide", "fold", "hlc_ms"]
+           "JobSubmitted", "Member", "MeshState", "Partial", "Progress", "Provide", "Refusals",
+           "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef",
+           "Unknown", "Unprovide", "fold", "hlc_ms"]

@@ -35,6 +35,7 @@ class EventType(IntEnum):
     UNPROVIDE = 14  # CIDs a peer no longer holds (collected); older peers ignore it
     REVOKE = 15  # a member revoked (peer.log.signing); older peers ignore it
     TASK_SPLIT_REF = 16  # a TASK_SPLIT too large for one frame: its chunks in a stored listing
+    PARTIAL = 23  # a per-item task's output so far (progressive answers); older peers ignore it
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -457,6 +458,25 @@ class TaskDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Partial:
+    """A running per-item task's output directory so far: the results of `items` of its
+    `of` input items (cached ones first). The fullest one is shown until the task is done."""
+
+    TYPE: ClassVar[EventType] = EventType.PARTIAL
+    job: str
+    task: str
+    output: str  # CID of the directory of the results so far
+    items: int
+    of: int
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Partial:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "task"), _str(k, p, "output", MAX_CID_CHARS),
+                   _int(k, p, "items", MAX_ITEMS), _int(k, p, "of", MAX_ITEMS))
+
+
+@dataclass(frozen=True, slots=True)
 class CachePut:
     """Per-item results flushed while a chunk runs."""
 
@@ -569,13 +589,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | Unknown)
+        | Revoke | TaskSplitRef | Partial | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef)}
+                Revoke, TaskSplitRef, Partial)}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request

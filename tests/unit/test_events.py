@@ -64,6 +64,7 @@ VALID: dict[EventType, dict[str, Any]] = {
     EventType.REVOKE: {"peer": "b", "after": 3, "reason": "left the lab"},
     EventType.TASK_SPLIT_REF: {"job": "j1", "task": "t", "input": CID, "listing": CID,
                                "sizes": [2, 1]},
+    EventType.PARTIAL: {"job": "j1", "task": "t", "output": CID, "items": 3, "of": 7},
 }
 
 
@@ -292,6 +293,15 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     # TASK_SPLIT_REF
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
+    # PARTIAL
+    (T.PARTIAL, _without(VALID[T.PARTIAL], "output"), "payload.output",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.PARTIAL, _with(T.PARTIAL, items=-1), "payload.items", "expected an integer >= 0, got -1"),
+    # MEMBER's capabilities for placement
+    (T.MEMBER, _with(T.MEMBER, kinds="python"), "payload.kinds",
+     "expected a list of at most 100000 items, got 'python'"),
+    (T.MEMBER, _with(T.MEMBER, labels={"site": 3}), "payload.labels.site",
+     "expected a string of at most 1024 characters, got 3"),
 ]
 
 

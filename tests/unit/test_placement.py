@@ -166,3 +166,63 @@ async def test_only_a_peer_meeting_the_requires_claims_and_none_waits_visibly() 
         assert (job2, "w") not in mesh["p0"].sched.waiting()
     finally:
         await mesh.close()
+
+
+# -- progressive answers: PARTIAL events of a per-item task ----------------------------------
+async def _run_items(partials: bool) -> tuple[list[dict[str, Any]], str]:
+    """A per-item task of 6 items in 3 chunks on 2 peers, its runs finished one by one: the
+    PARTIAL payloads p0 saw and the task's output."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), min_chunk_items=1,
+                          max_chunk_items=2, partial_outputs=partials)
+    mesh = JobMesh(2, CATALOG, cfg)
+    try:
+        job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 6}},
+                                 {"name": "u", "call": "T_UPPER", "depends": ["w"]}])
+        await mesh.advance(1.0)
+        for _ in range(20):
+            running = sorted(k for p in mesh.peers.values() for k in p.runner.running)
+            if not running:
+                break
+            owner = next(p for p in mesh.peers.values() if running[0] in p.runner.running)
+            owner.runner.finish(running[0])
+            await mesh.advance(1.0)
+        done = mesh.events(EventType.TASK_DONE, job=job, task="u")
+        assert len(done) == 1
+        seen = mesh.events(EventType.PARTIAL, "p0", job=job, task="u")
+        return [e.payload for e in seen], done[0].payload["output"]
+    finally:
+        await mesh.close()
+
+
+async def test_a_per_item_task_publishes_its_output_as_it_grows_and_ends_the_same() -> None:
+    parts, output = await _run_items(partials=True)
+    assert len(parts) >= 2, parts  # after the first and the second of three chunks
+    assert [p["items"] for p in parts] == sorted({p["items"] for p in parts})  # it grows
+    assert all(p["of"] == 6 and 0 < p["items"] < 6 for p in parts)
+    assert len({p["output"] for p in parts}) == len(parts)
+    none, same = await _run_items(partials=False)
+    assert none == []
+    assert same == output  # the final CID is that of a run without progress
+
+
+def test_the_fullest_partial_wins_whatever_the_order() -> None:
+    from itertools import permutations
+
+    from peer.log import Event, MeshState
+
+    evs = [Event("a", 1, 10, EventType.PARTIAL, {"job": "j", "task": "t", "output": "c1",
+                                                  "items": 2, "of": 9}),
+           Event("b", 1, 11, EventType.PARTIAL, {"job": "j", "task": "t", "output": "c3",
+                                                  "items": 5, "of": 9}),
+           Event("a", 2, 12, EventType.PARTIAL, {"job": "j", "task": "t", "output": "c2",
+                                                  "items": 4, "of": 9})]
+    for order in permutations(evs):
+        s = MeshState()
+        for e in order:
+            s.apply(e)
+        assert s.partials[("j", "t")].payload["output"] == "c3"
+        assert "b" in s.providers["c3"]
