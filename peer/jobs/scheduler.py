@@ -81,6 +81,7 @@ class Scheduler:
         self._unplaced: dict[TaskKey, str] = {}  # tasks no live peer meets the requires of
         self._partial_due: dict[TaskKey, float] = {}  # our split tasks: next PARTIAL not before
         self._partial_sent: dict[TaskKey, int] = {}  # items in the last PARTIAL we emitted
+        self._partial_sig: dict[TaskKey, tuple[int, int]] = {}  # what the last look saw
         self._partial_fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
@@ -237,6 +238,7 @@ class Scheduler:
         _prune(self._unplaced, stale)
         _prune(self._partial_due, stale)
         _prune(self._partial_sent, stale)
+        _prune(self._partial_sig, stale)
         keys = ({(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
                 | set(self._partial_due))
         keys |= {(k[0], k[1]) for k in self._claim_seen}
@@ -356,6 +358,14 @@ class Scheduler:
         if now < self._partial_due.get(tk, 0.0) or not self.data.is_complete(
                 split.payload["input"]):
             return
+        # Looked at again only when results may have come: a chunk done, an item result
+        # recorded (CACHE_PUT) or a fetch of results ended (it forgets the signature).
+        sig = (sum(1 for i in range(len(chunks))
+                   if claims.chunk_done(self.state.chunk(job, task, i)) is not None),
+               len(self.state.cache))
+        if self._partial_sig.get(tk) == sig:
+            return
+        self._partial_sig[tk] = sig
         a = self.planner.assembly(job, task, tdef, spec, split, chunks, partial=True)
         here = {p: c for p, c in a.entries.items() if self.data.is_complete(c)}
         missing = [c for c in a.made_by if not self.data.is_complete(c)]
@@ -379,6 +389,7 @@ class Scheduler:
             log.debug("%s/%s: results for a partial output not fetched: %s", *key, e)
         finally:
             self._partial_fetching.discard(key)
+            self._partial_sig.pop(key, None)
             self._mark(key)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
