@@ -96,12 +96,18 @@ async def watch(c: Client, job: str) -> dict[str, Any]:
             TextColumn("{task.fields[state]:<9}"), TimeElapsedColumn())
     with Progress(*cols, console=console, transient=False) as bar:
         ids: dict[str, Any] = {}
+        shown: dict[str, str] = {}  # task -> the partial output CID printed last
         while True:
             view = await c.call("GET", f"/api/jobs/{job}")
             for t in view["tasks"]:
                 if t["name"] not in ids:
                     ids[t["name"]] = bar.add_task(t["name"], total=1.0, state="")
                 bar.update(ids[t["name"]], completed=t["progress"], state=t["state"])
+                part = t.get("partial")
+                if part and shown.get(t["name"]) != part["output"]:
+                    shown[t["name"]] = part["output"]  # progressive answers, as they come
+                    out.print(f"{t['name']}\tpartial {part['items']}/{part['of']}\t"
+                              f"{part['output']}\t{c.base}/ipfs/{part['output']}/")
             if view["state"] in FINAL:
                 return dict(view)
             await asyncio.sleep(0.25)
@@ -126,6 +132,9 @@ async def cmd_status(c: Client, a: argparse.Namespace) -> int:
                           t["output"] or t["error"] or t.get("waiting") or "")
         out.print(f"job {view['id']} {view['state']} {view['progress']:.0%}")
         out.print(table)
+        for t in view["tasks"]:  # whole lines: a reason is too long for a table cell
+            if t.get("waiting") and t["state"] not in FINAL:
+                out.print(f"{t['name']} {t['waiting']}")
         return 0 if view["state"] != "failed" else 1
     jobs = (await c.call("GET", "/api/jobs"))["jobs"]
     table = Table("job", "name", "state", "progress")

@@ -17,7 +17,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
-from peer.errors import ConfigError
+from peer.errors import ConfigError, SpecError
+from peer.jobs.placement import check_label
 
 
 def default_data_dir() -> Path:
@@ -136,6 +137,10 @@ class PeerConfig:
         "name of this peer in the web UI and CLI (default: HOSTNAME-ID)"))
     task_modules: tuple[str, ...] = field(default=(), metadata=setting(
         "extra Python module to import for tasks (repeatable)", flag="--task-module"))
+    labels: tuple[str, ...] = field(default=(), metadata=setting(
+        "a capability KEY=VALUE this peer announces (e.g. site=lab2); tasks that state "
+        "\"requires\": {\"labels\": {KEY: VALUE}} run only on peers labelled so "
+        "(repeatable)", flag="--label"))
     fetch_allow: tuple[str, ...] = field(default=(), metadata=setting(
         "CIDR that fetching tasks (FETCH_FESTVOX) may reach although it is loopback, "
         "private, link-local or otherwise not public, e.g. 127.0.0.1/32 (repeatable)"))
@@ -161,6 +166,9 @@ class PeerConfig:
     task_secrets_file: Path | None = field(default=None, metadata=setting(
         "file of NAME=VALUE lines: the secrets workflows name in a task's env "
         "({\"secret\": \"NAME\"}); values never enter the log, the UI or cache keys"))
+    partial_outputs: bool = field(default=True, metadata=setting(
+        "do not publish per-item tasks' outputs as they grow (progressive answers: a partial "
+        "output CID in the job view after each chunk, cached items first)"))
     warm_workers: bool = field(default=True, metadata=setting(
         "do not run the tasks' warm-ups (e.g. librosa's imports) once in the executor's "
         "forkserver; each worker then pays them on its first task"))
@@ -215,12 +223,28 @@ class PeerConfig:
             raise ConfigError("tls: --tls-cert and --tls-key go together", field="tls_cert")
         self._check_bounds()
         self._check_lifecycle()
+        self.label_map()  # ConfigError naming a bad label
         for cidr in self.fetch_allow:
             try:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"fetch_allow: not an address or CIDR: {cidr!r}",
                                   field="fetch_allow") from None
+
+    def label_map(self) -> dict[str, str]:
+        """The `--label` settings as name -> value (ConfigError on a bad one)."""
+        out: dict[str, str] = {}
+        for item in self.labels:
+            key, sep, value = item.partition("=")
+            try:
+                if not sep:
+                    raise SpecError(f"expected KEY=VALUE, got {item!r}")
+                check_label(key, value, "labels")
+            except SpecError as e:
+                raise ConfigError(f"labels: {e.message.removeprefix('labels: ')}",
+                                  field="labels") from None
+            out[key] = value
+        return out
 
     def _check_store(self) -> None:
         if self.store == "kubo" and not self.ipfs_api:

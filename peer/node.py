@@ -160,7 +160,8 @@ class Node:
                                 log_max_bytes=cfg.task_log_max_bytes, secrets=cfg.task_secrets,
                                 runtime=cfg.container_runtime, network=cfg.container_network,
                                 owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
-                                images=self.images)),
+                                images=self.images),
+                            partial_outputs=cfg.partial_outputs),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -510,7 +511,7 @@ class Node:
                 "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)],
                 **({"runtime": self.cfg.container_runtime, "images": self.images}
                    if "container" in self.catalog else {}),
-                "features": list(FEATURES)}
+                "labels": self.cfg.label_map(), "features": list(FEATURES)}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a
@@ -595,7 +596,8 @@ class Node:
         txt = build_txt(gossip=self.gossip.address, http_port=port, calls=caps["calls"],
                         cores=caps["cores"], free_slots=self.scheduler.free_slots,
                         mem_mb=caps["mem_mb"], gpu=caps["gpu"],
-                        key_id=self.mesh_keys.serving.key_id)
+                        key_id=self.mesh_keys.serving.key_id, kinds=caps["kinds"],
+                        labels=caps["labels"])
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
                                    txt, on_add=self._discovered,
                                    on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)

@@ -14,6 +14,7 @@ from peer.log import (
     Event,
     JobSubmitted,
     MeshState,
+    Partial,
     TaskDone,
     TaskSplit,
     TaskSplitRef,
@@ -85,12 +86,17 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
     if status == "failed":
         finished = max((c["finished_ms"] or 0 for c in chunks), default=0) or None
     errors = [c["error"] for c in chunks if c["error"] and c["state"] == "failed"]
+    part_ev = state.partials.get((job, name)) if done is None else None
+    part = part_ev.body_as(Partial) if part_ev is not None else None
     return {"name": name, "call": t.get("call"), "params": t.get("params", {}),
             "depends": t.get("depends", []), "cid": t.get("cid"), "state": status,
             "progress": round(progress, 4),
             "attempts": max((c["attempts"] for c in chunks), default=0),
             "peers": sorted({c["peer"] for c in chunks if c["peer"]}),
             "output": done.output if done else None,
+            # progressive answers: the results so far of a running per-item task
+            "partial": {"output": part.output, "items": part.items, "of": part.of}
+            if part is not None else None,
             "cached": done.cached if done else False,
             "warning": done.warning if done else None,
             "error": errors[0] if errors else None,

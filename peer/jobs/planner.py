@@ -233,9 +233,11 @@ class Planner:
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
 
     def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
-                 chunks: Sequence[Sequence[Sequence[str]]]) -> Assembly:
+                 chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False) -> Assembly:
         """What the task's output is made of, from its done chunks (`chunks`: the split's
-        items); per item, the result recorded by its chunk's run, else the cached one."""
+        items); per item, the result recorded by its chunk's run, else the cached one.
+        `partial`: of a per-item task whose chunks are not all done, the results so far
+        (recorded by done chunks, by running ones' CACHE_PUTs, or cached)."""
         if not tdef.per_item:
             out = chunk_done(self.state.chunk(job, task, 0))
             assert out is not None
@@ -244,8 +246,9 @@ class Planner:
         fresh: dict[str, Any] = {}
         for i in range(len(chunks)):
             done = chunk_done(self.state.chunk(job, task, i))
-            assert done is not None
-            fresh.update(done.payload.get("cache") or {})
+            assert done is not None or partial
+            if done is not None:
+                fresh.update(done.payload.get("cache") or {})
         a = Assembly({}, {}, None)
         matched = kept = 0
         for path, cid in self.files(split.payload["input"], item_name(spec)):
@@ -258,8 +261,10 @@ class Planner:
             r = fresh.get(k) or self.state.cache.get(k)
             if r:
                 kept += 1
-                a.entries[posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
+                a.entries[rpath := posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
                 a.made_by[r["c"]] = chunk_of.get(cid)
+                a.results.add(rpath)
+        a.of = matched
         if not kept:
             a.warning = (f"{task}: kept no item of the {matched} input item(s) matching "
                          f"{tdef.items!r}; the output holds no {tdef.items} result")
@@ -284,3 +289,5 @@ class Assembly:
         self.made_by = made_by
         self.warning = warning
         self.whole = whole
+        self.results: set[str] = set()  # the entries that are item results (not passed on)
+        self.of = 0  # input items matching the task (a per-item task's)

@@ -36,6 +36,7 @@ class SchedulerConfig:
     # The peer's settings for external kinds (kinds.settings): log bound, secret values,
     # container runtime and network; sent to the worker with each work order, never logged
     kind_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+    partial_outputs: bool = True  # publish per-item outputs as they grow (PARTIAL events)
 
 
 class RunResultLike(Protocol):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Listings
-from peer.jobs import claims, kinds
+from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -79,6 +79,11 @@ class Scheduler:
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._cannot: set[TaskKey] = set()  # ready tasks whose call this peer does not run
+        self._unplaced: dict[TaskKey, str] = {}  # tasks no live peer meets the requires of
+        self._partial_due: dict[TaskKey, float] = {}  # our split tasks: next PARTIAL not before
+        self._partial_sent: dict[TaskKey, int] = {}  # items in the last PARTIAL we emitted
+        self._partial_sig: dict[TaskKey, tuple[int, int]] = {}  # what the last look saw
+        self._partial_fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
@@ -183,6 +188,7 @@ class Scheduler:
             call = self.workflow(key[0]).task(key[1]).call or ""
             if not any(call in info.get("calls", ()) for info in self.peers().values()):
                 out[key] = kinds.unavailable(call)
+        out.update((k, r) for k, r in self._unplaced.items() if k not in self.state.task_done)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -242,7 +248,12 @@ class Scheduler:
         _prune(self._claim_seen, stale)
         _prune(self.locality.waiting, stale)
         _prune(self.locality.stalled, stale)
-        keys = {(k[0], k[1]) for k in self._ready_since}
+        _prune(self._unplaced, stale)
+        _prune(self._partial_due, stale)
+        _prune(self._partial_sent, stale)
+        _prune(self._partial_sig, stale)
+        keys = ({(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
+                | set(self._partial_due))
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
 
@@ -293,6 +304,8 @@ class Scheduler:
             return
         for i in range(n):
             self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
+        if tdef.per_item and split.origin == self.peer_id and self.cfg.partial_outputs:
+            self._partial(job, task, tdef, spec, split, chunks)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input
@@ -348,6 +361,51 @@ class Scheduler:
         key = self.planner.key(job, task, tdef, spec, split.payload["input"])
         self._done(job, task, self.planner.output(a), key if spec.cache else None, cached=False,
                    warning=a.warning)
+
+    def _partial(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                 chunks: list[Any]) -> None:
+        """Progressive answers: the splitter of a per-item task publishes its output so far
+        (PARTIAL) when it holds more results than it last published, at most once per
+        progress_interval_s; results made elsewhere are fetched in the background. The
+        final output is assembled as without it (a PARTIAL of every item has its CID)."""
+        tk = (job, task)
+        now = self.clock()
+        if now < self._partial_due.get(tk, 0.0) or not self.data.is_complete(
+                split.payload["input"]):
+            return
+        # Looked at again only when results may have come: a chunk done, an item result
+        # recorded (CACHE_PUT) or a fetch of results ended (it forgets the signature).
+        sig = (sum(1 for i in range(len(chunks))
+                   if claims.chunk_done(self.state.chunk(job, task, i)) is not None),
+               len(self.state.cache))
+        if self._partial_sig.get(tk) == sig:
+            return
+        self._partial_sig[tk] = sig
+        a = self.planner.assembly(job, task, tdef, spec, split, chunks, partial=True)
+        here = {p: c for p, c in a.entries.items() if self.data.is_complete(c)}
+        missing = [c for c in a.made_by if not self.data.is_complete(c)]
+        if missing and tk not in self._partial_fetching:
+            self._partial_fetching.add(tk)
+            self._background(self._fetch_partial(tk, missing))
+        items = sum(1 for p in here if p in a.results)
+        if items <= self._partial_sent.get(tk, 0):
+            return
+        self._partial_due[tk] = now + self.cfg.progress_interval_s
+        self._partial_sent[tk] = items
+        output = self.store.make_dir(here)
+        self.data.mark(output)
+        self.emit(EventType.PARTIAL, {"job": job, "task": task, "output": output,
+                                      "items": items, "of": a.of})
+
+    async def _fetch_partial(self, key: TaskKey, cids: list[str]) -> None:
+        try:
+            await self.data.ensure(cids)
+        except Exception as e:  # best effort: the final assembly fetches (and waits) itself
+            log.debug("%s/%s: results for a partial output not fetched: %s", *key, e)
+        finally:
+            self._partial_fetching.discard(key)
+            self._partial_sig.pop(key, None)
+            self._mark(key)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
                    ) -> None:
@@ -405,6 +463,9 @@ class Scheduler:
             return
         if ak in self.runs:
             return
+        able = self._placed((job, task), spec.requires)
+        if able is None:
+            return  # this peer does not meet the task's requires: peers that do claim it
         if self.free_slots <= 0:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
@@ -417,8 +478,7 @@ class Scheduler:
             return
         self._lonely.discard((job, task))
         holders = self.state.providers.get(split.payload["input"] or "", set())
-        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, self.peers(),
-                                   holders)
+        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
         if not self._my_turn(ak, ranked):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
@@ -427,6 +487,27 @@ class Scheduler:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache)
+
+    def _placed(self, key: TaskKey, requires: Mapping[str, Any],
+                ) -> Mapping[str, Mapping[str, Any]] | None:
+        """The live peers that may claim chunks of a task stating `requires` (all of them
+        when it states none); None if this peer does not meet them (then, when no live peer
+        does, the task waits with that reason in the job view)."""
+        live = self.peers()
+        if not requires:
+            return live
+        members = {p: e.payload for p, e in self.state.members.items()}
+        ok = placement.suited(requires, live, members)
+        if placement.unmet(requires, members.get(self.peer_id)) is None:
+            self._unplaced.pop(key, None)
+            return {p: live[p] for p in ok}
+        if ok:
+            self._unplaced.pop(key, None)
+        else:
+            names = {p: str(m.get("name", "")) for p, m in members.items()}
+            self._unplaced[key] = placement.no_peer_reason(
+                requires, [self.peer_id, *live], members, names)
+        return None
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""

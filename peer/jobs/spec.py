@@ -20,6 +20,7 @@ from cid import make_cid
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
+from peer.jobs.placement import parse_requires
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -31,7 +32,8 @@ MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
 MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
-_LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", *kindspec.TASK_KEYS)
+_LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", "requires",
+              *kindspec.TASK_KEYS)
 _DAG_KEYS = (*_LIST_KEYS, "depends")
 _TOP_KEYS = ("name", "tasks")
 _JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -48,6 +50,7 @@ class TaskSpec:
     depends: tuple[str, ...]
     cid: str | None = None
     cache: bool = True  # False: never taken from the cache nor put into it ("cache": false)
+    requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # placement
 
     def to_json(self) -> dict[str, Any]:
         """The canonical DAG-form object of this task (`cache` only when false)."""
@@ -58,6 +61,8 @@ class TaskSpec:
                "depends": list(self.depends)}
         if not self.cache:
             out["cache"] = False
+        if self.requires:  # absent when empty: older workflows keep their stored form
+            out["requires"] = dict(self.requires)
         return out
 
 
@@ -102,6 +107,7 @@ class _Raw:
     depends: list[str] | None = None
     cache: bool = True
     kind_params: dict[str, Any] | None = None  # an external kind's normalised params
+    requires: dict[str, Any] | None = None
 
     @property
     def where(self) -> str:
@@ -300,7 +306,8 @@ def workflow_from_json(doc: Any) -> Workflow:
     names = _names(raws)
     specs = [TaskSpec(name=names[r.index], call=r.call,
                       params=dict(r.kind_params if r.kind_params is not None else r.params or {}),
-                      depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache) for r in raws]
+                      depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache,
+                      requires=r.requires or {}) for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
@@ -375,7 +382,7 @@ def _task_name(value: Any, field: str) -> str:
 
 
 def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
-    for k in ("call", "args", "params", "depends", "cache", *kindspec.TASK_KEYS):
+    for k in ("call", "args", "params", "depends", "cache", "requires", *kindspec.TASK_KEYS):
         if k in item:
             raise SpecError(f"{raw.where}.{k}: a cid source takes no {k} (it is existing data)",
                             field=f"{raw.where}.{k}")
@@ -424,6 +431,8 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
             raise SpecError(f"{where}.params: must be an object, got {_kind(item['params'])}",
                             field=f"{where}.params")
         raw.params = dict(item["params"])
+    if "requires" in item:
+        raw.requires = parse_requires(item["requires"], f"{where}.requires")
 
 
 def _depends(value: Any, field: str) -> list[str]:
@@ -505,7 +514,8 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
         params = td.bind(raw.args, raw.params, raw.where)
     except ArgError as exc:
         raise _relocate(exc, raw, td) from exc
-    return TaskSpec(name=name, call=raw.call, params=params, depends=depends, cache=raw.cache)
+    return TaskSpec(name=name, call=raw.call, params=params, depends=depends, cache=raw.cache,
+                    requires=raw.requires or {})
 
 
 def _unknown(field: str, what: str, value: str, known: Mapping[str, Any] | Sequence[str]) -> str:

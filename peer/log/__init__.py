@@ -23,6 +23,7 @@ from peer.log.events import (
     JobDeleted,
     JobSubmitted,
     Member,
+    Partial,
     Progress,
     Provide,
     Renew,
@@ -43,6 +44,7 @@ from peer.log.sqlite import EventLog
 __all__ = ["BATCH_FEATURE", "HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body",
            "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
            "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
-           "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Progress",
-           "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit",
-           "TaskSplitRef", "Turn", "Unknown", "Unprovide", "fold", "hlc_ms", "turn_event"]
+           "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",
+           "Progress", "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey",
+           "TaskSplit", "TaskSplitRef", "Turn", "Unknown", "Unprovide", "fold", "hlc_ms",
+           "turn_event"]

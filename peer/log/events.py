@@ -39,6 +39,7 @@ class EventType(IntEnum):
     # while every live member announces BATCH_FEATURE (older peers keep it unfolded).
     TURN = 17
     # 18, 19: kept for batching (issue 12)
+    PARTIAL = 23  # a per-item task's output so far (progressive answers); older peers ignore it
     IPNS_RECORD = 25  # a signed IPNS record (peer.ipfs.ipns) for every peer to hold; older
     #                   peers keep and forward it
 
@@ -465,6 +466,25 @@ class TaskDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Partial:
+    """A running per-item task's output directory so far: the results of `items` of its
+    `of` input items (cached ones first). The fullest one is shown until the task is done."""
+
+    TYPE: ClassVar[EventType] = EventType.PARTIAL
+    job: str
+    task: str
+    output: str  # CID of the directory of the results so far
+    items: int
+    of: int
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Partial:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _str(k, p, "task"), _str(k, p, "output", MAX_CID_CHARS),
+                   _int(k, p, "items", MAX_ITEMS), _int(k, p, "of", MAX_ITEMS))
+
+
+@dataclass(frozen=True, slots=True)
 class CachePut:
     """Per-item results flushed while a chunk runs."""
 
@@ -500,6 +520,8 @@ class Member:
     gpu: bool
     key: str | None = None  # its Ed25519 public key (hex; None from peers of 0.1.0)
     features: tuple[str, ...] = ()  # protocol features it understands (BATCH_FEATURE)
+    kinds: tuple[str, ...] = ("python",)  # executor kinds it runs (absent before placement)
+    labels: tuple[tuple[str, str], ...] = ()  # operator-declared (--label), name order
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Member:
@@ -510,10 +532,19 @@ class Member:
         features = _list(k, "features", p.get("features", []), 256)
         for i, f in enumerate(features):
             _check_str(k, f"features[{i}]", f, 1, MAX_LABEL_CHARS)
+        kinds = _list(k, "kinds", p.get("kinds", ["python"]), MAX_TASKS)
+        for i, c in enumerate(kinds):
+            _check_str(k, f"kinds[{i}]", c, 1, MAX_ID_CHARS)
+        labels = p.get("labels", {})
+        if not isinstance(labels, Mapping) or len(labels) > MAX_TASKS:
+            raise _bad(k, "labels", f"an object of at most {MAX_TASKS} strings", labels)
+        for n, v in labels.items():
+            _check_str(k, f"labels.{n}", v, 0, MAX_LABEL_CHARS)
         return cls(_str(k, p, "name", MAX_LABEL_CHARS), _str(k, p, "http", MAX_LABEL_CHARS, lo=0),
                    tuple(calls), _int(k, p, "slots"), _int(k, p, "cores"),
                    _int(k, p, "mem_mb"), _bool(k, p, "gpu", False),
-                   _opt_str(k, p, "key", MAX_LABEL_CHARS), tuple(features))
+                   _opt_str(k, p, "key", MAX_LABEL_CHARS), tuple(features), tuple(kinds),
+                   tuple(sorted(labels.items())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,13 +662,13 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | IpnsRecord | Turn | Unknown)
+        | Revoke | TaskSplitRef | IpnsRecord | Turn | Partial | Unknown)
 
 _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
     cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef, IpnsRecord, Turn)}
+                Revoke, TaskSplitRef, IpnsRecord, Turn, Partial)}
 _PART_SPECS: dict[int, tuple[EventType, Callable[[Mapping[str, Any]], Body]]] = {
     t.value: (t, _SPECS[t.value][2]) for t in TURN_PARTS}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields

@@ -39,6 +39,7 @@ from peer.log.events import (
     JobDeleted,
     JobSubmitted,
     Member,
+    Partial,
     Progress,
     Provide,
     Renew,
@@ -81,6 +82,7 @@ class MeshState:
     splits: dict[TaskKey, Event] = field(default_factory=dict)
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
+    partials: dict[TaskKey, Event] = field(default_factory=dict)  # the fullest PARTIAL
     cache: dict[str, Any] = field(default_factory=dict)  # item key -> {"n": name, "c": cid}
     _cache_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     # Task key -> whole output CID. Apart from the item cache: a per-item task fed one file
@@ -331,9 +333,12 @@ def _hold(s: MeshState, cid: str, ev: Event) -> None:
 
 
 def provided(b: object) -> list[str]:
-    """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE)."""
+    """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE,
+    PARTIAL)."""
     if isinstance(b, Provide):
         return list(b.cids)
+    if isinstance(b, Partial):
+        return [b.output]
     if isinstance(b, TaskDone):
         return [] if b.cached else [b.output]
     out: list[str] = []
@@ -362,9 +367,16 @@ def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
             del s.providers[cid]
 
 
+def _partial(s: MeshState, ev: Event, b: Partial) -> None:
+    cur = s.partials.get((b.job, b.task))
+    if cur is None or (b.items, ev.order) > (cur.payload["items"], cur.order):
+        s.partials[(b.job, b.task)] = ev  # the fullest (then the latest) wins: order-free
+    _hold(s, b.output, ev)  # its origin made the directory (the UI's browser fetches it)
+
+
 def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
     s._first(s.deleted, b.job, ev)
-    for table in (s.splits, s.task_done):
+    for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
     for ck in [k for k in s.chunks if k.job == b.job]:
@@ -380,6 +392,7 @@ def _forget(s: MeshState, b: object, job: str) -> None:
     if task is not None:
         s.splits.pop((job, task), None)
         s.task_done.pop((job, task), None)
+        s.partials.pop((job, task), None)
     if isinstance(b, ChunkEvent):
         s.chunks.pop(b.key, None)
 
@@ -413,6 +426,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     Unprovide: _unprovide,
     Revoke: _revoke,
     IpnsRecord: _ipns_record,
+    Partial: _partial,
 }
 
 

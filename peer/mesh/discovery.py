@@ -40,23 +40,31 @@ def mesh_hash(name: str) -> str:
 
 def build_txt(*, gossip: str, http_port: int, calls: Iterable[str] = (), cores: int = 0,
               free_slots: int = 0, mem_mb: int = 0, gpu: bool = False,
-              key_id: str = "") -> dict[str, str]:
-    """TXT fields describing a peer. A call list too long for one TXT string is replaced by
-    its hash ("calls_h") and count ("calls_n"); gossip heartbeats carry the full list.
-    `key_id` ("kid") names the CURVE key the peer serves: a hash of a public key, never
-    secret material (keyring.py)."""
-    names = sorted(set(calls))
-    joined = ",".join(names)
+              key_id: str = "", kinds: Iterable[str] = ("python",),
+              labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """TXT fields describing a peer: its capabilities (calls, executor kinds, operator
+    labels as "k=v,...", cores, memory, GPU). A list too long for one TXT string (255 bytes
+    with its key) is replaced by its hash ("<key>_h") and count ("<key>_n"); the MEMBER
+    event and gossip heartbeats carry the full lists. `key_id` ("kid") names the CURVE key
+    the peer serves: a hash of a public key, never secret material (keyring.py)."""
     txt = {"gossip": gossip, "http": str(http_port), "cores": str(cores),
            "slots": str(free_slots), "mem": str(mem_mb), "gpu": "1" if gpu else "0"}
     if key_id:
         txt["kid"] = key_id
-    if len(joined.encode()) <= MAX_TXT_VALUE:
-        txt["calls"] = joined
-    else:
-        txt["calls_h"] = hashlib.sha256(joined.encode()).hexdigest()[:16]
-        txt["calls_n"] = str(len(names))
+    _list_field(txt, "calls", sorted(set(calls)))
+    _list_field(txt, "kinds", sorted(set(kinds)))
+    if labels:
+        _list_field(txt, "labels", [f"{k}={v}" for k, v in sorted(labels.items())])
     return txt
+
+
+def _list_field(txt: dict[str, str], key: str, names: list[str]) -> None:
+    joined = ",".join(names)
+    if len(joined.encode()) <= MAX_TXT_VALUE:
+        txt[key] = joined
+    else:
+        txt[f"{key}_h"] = hashlib.sha256(joined.encode()).hexdigest()[:16]
+        txt[f"{key}_n"] = str(len(names))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 
 from peer.ipfs import EmbeddedStore
 from tests.conftest import BIN, ROOT, PeerProc
-from tests.helpers import get_json, launch, stop, wait_mesh
+from tests.helpers import get_json, launch, multipart, post_json, stop, wait_mesh
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "NO_COLOR": "1"}
@@ -286,3 +286,76 @@ def test_usage_errors_exit_2() -> None:
     r = subprocess.run([str(BIN / "banzai")], capture_output=True, text=True, timeout=30,
                        env=ENV, cwd=ROOT)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def _add_dir(peer: PeerProc, files: dict[str, bytes]) -> str:
+    body, headers = multipart(files)
+    req = urllib.request.Request(peer.url + "/api/add", data=body, headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return str(json.loads(r.read())["cid"])
+
+
+def test_submit_wait_prints_partial_outputs_cached_items_first(
+        peer: PeerProc, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Progressive answers: a per-item task publishes its output as it grows (the items
+    found in the cache at once), `submit --wait` prints each partial CID, the gateway serves
+    it, and the final CID is that of a peer run without progressive answers."""
+    tag = uuid.uuid4().hex
+    old = {f"in/f{i:02d}.txt": f"{tag} {i}\n".encode() for i in range(4)}
+    new = {f"in/f{i:02d}.txt": f"{tag} {i}\n".encode() for i in range(4, 12)}
+    first = post_json(peer.url + "/api/jobs", [{"cid": _add_dir(peer, old)},
+                                               {"call": "T_SLOW_ITEMS", "args": [0.3]}])
+    pipe = {"name": f"progressive-{tag}", "tasks": [
+        {"name": "src", "cid": _add_dir(peer, {**old, **new})},
+        {"name": "s", "call": "T_SLOW_ITEMS", "args": [0.3], "depends": ["src"]}]}
+    deadline = time.monotonic() + 60
+    while get_json(f"{peer.url}/api/jobs/{first['job']}")["state"] != "done":
+        assert time.monotonic() < deadline, "the first job did not finish"
+        time.sleep(0.1)
+
+    cli = subprocess.Popen([str(BIN / "banzai"), "--peer", peer.url, "submit",
+                            str(_write(tmp_path / "p.json", pipe)), "--wait"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                           cwd=ROOT)
+    try:
+        first_seen, job_id = None, None
+        while cli.poll() is None and first_seen is None:
+            job_id = next((j["id"] for j in get_json(f"{peer.url}/api/jobs")["jobs"]
+                           if j["name"] == pipe["name"]), None)
+            if job_id:
+                t = get_json(f"{peer.url}/api/jobs/{job_id}")["tasks"][1]
+                if t["partial"]:
+                    first_seen = (t["partial"], [c["state"] for c in t["chunks"]])
+            time.sleep(0.03)
+        stdout, stderr = cli.communicate(timeout=90)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0, stderr
+    assert first_seen is not None, "no partial output was ever shown"
+    part, states = first_seen
+    assert part["of"] == 12 and part["items"] >= 4, part  # the 4 cached items at once
+    assert "done" not in states, states  # ... before any chunk of the 8 others was done
+    lines = [ln.split() for ln in stdout.splitlines() if ln.strip()]  # tabs come expanded
+    partials = [ln for ln in lines if ln[1] == "partial"]  # name, partial, n/of, CID, URL
+    assert partials and all(ln[0] == "s" for ln in partials), stdout
+    assert part["output"] in {ln[3] for ln in partials}, stdout
+    assert partials[0][2].endswith("/12") and partials[0][4].endswith(f"/ipfs/{partials[0][3]}/")
+    with urllib.request.urlopen(f"{peer.url}/ipfs/{partials[0][3]}/f00.txt") as r:
+        assert r.read() == f"{tag} 0\n".encode()  # a result of the cache, served
+    final = next(ln[1] for ln in lines if ln[0] == "s" and ln[1] != "partial")
+    view = get_json(f"{peer.url}/api/jobs/{job_id}")
+    assert view["outputs"]["s"] == final and view["tasks"][1]["partial"] is None
+
+    plain = launch(tmp_path_factory.mktemp("plain") / "p0", "--slots", "2", "--no-mdns",
+                   "--no-partial-outputs", "--mesh-name", f"plain-{tag}")
+    try:
+        pipe["tasks"][0]["cid"] = _add_dir(plain, {**old, **new})
+        job = post_json(plain.url + "/api/jobs", pipe)["job"]
+        deadline = time.monotonic() + 60
+        while (v := get_json(f"{plain.url}/api/jobs/{job}"))["state"] != "done":
+            assert time.monotonic() < deadline, "the run without progress did not finish"
+            assert v["tasks"][1]["partial"] is None  # no progressive answers there
+            time.sleep(0.1)
+        assert v["outputs"]["s"] == final  # the same CID as with progressive answers
+    finally:
+        stop(plain)

@@ -4,8 +4,10 @@ gossip, claims spread across peers, cancellation, secrets and a peer killed mid-
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ import pytest
 import zmq
 
 from peer.mesh.gossip import Kind, encode_frame
-from tests.conftest import PeerProc
+from tests.conftest import BIN, ROOT, PeerProc
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
 from tests.helpers import get_json as get
@@ -194,3 +196,36 @@ def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(
     e.value.close()
     assert e.value.code == 400
     assert get(a.url + "/api/health")["ok"]
+
+
+def test_tasks_run_only_on_peers_meeting_their_requires_or_wait_visibly(
+        peer_factory: Any) -> None:
+    """Operator labels (`--label`) announced in MEMBER events; a task's `requires` places
+    it: every chunk on the peer labelled so; a requirement no live peer meets waits with
+    its reason in the job view and `banzai status`."""
+    a = peer_factory("la", "--slots", "2", "--label", "site=a")
+    b = peer_factory("lb", "--slots", "1", "--label", "site=b", "--label", "gpu-box=no")
+    wait_mesh([a, b], 2)
+    pipe = {"tasks": [{"name": "w", "call": "T_WRITE", "args": [12]},
+                      {"name": "s", "call": "T_SLOW_ITEMS", "args": [0.01], "depends": ["w"],
+                       "requires": {"labels": {"site": "b"}, "kind": "python"}}]}
+    v = wait_job(a, post(a.url + "/api/jobs", pipe)["job"])
+    assert v["state"] == "done", v
+    me_b = next(x for x in get(f"{b.url}/api/peers")["peers"] if x["self"])
+    b_id = me_b["id"]
+    assert me_b["labels"] == {"gpu-box": "no", "site": "b"} and me_b["kinds"] == ["python"]
+    assert {c["peer"] for c in v["tasks"][1]["chunks"]} == {b_id}
+
+    pipe["tasks"][1].update(args=[0.02], requires={"labels": {"site": "c"}})  # not cached
+    job = post(b.url + "/api/jobs", pipe)["job"]
+    reason = until(lambda: get(f"{a.url}/api/jobs/{job}")["tasks"][1]["waiting"],
+                   "no waiting reason shown")
+    assert reason.startswith("waiting for a live peer that meets its requires"), reason
+    assert "lacks label site=c (it has site=a)" in reason and "(it has site=b)" in reason
+    r = subprocess.run([str(BIN / "banzai"), "--peer", a.url, "status", job],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert "s waiting for a live peer that meets its requires" in r.stdout, r.stdout
+    assert get(f"{a.url}/api/jobs/{job}")["tasks"][1]["state"] == "pending"
+    post(f"{a.url}/api/jobs/{job}/cancel")

@@ -122,6 +122,8 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_MAX_ATTEMPTS": "0"}, "max_attempts"),
     ({"BANZAI_FETCH_ALLOW": "127.0.0.1/32,localhost"}, "fetch_allow"),
     ({"BANZAI_FETCH_ALLOW": "10.0.0.0/33"}, "fetch_allow"),
+    ({"BANZAI_LABELS": "site"}, "labels"),
+    ({"BANZAI_LABELS": "a b=c"}, "labels"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:
@@ -129,6 +131,12 @@ def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
         load({}, env=env)
     assert e.value.field == field
     assert field in e.value.message or field.replace("_", "-") in e.value.message
+
+
+def test_label_flags_map_names_to_values() -> None:
+    cfg, _ = from_args(["--label", "site=lab2", "--label", "gpu=a100=x"])
+    assert cfg.label_map() == {"site": "lab2", "gpu": "a100=x"}
+    assert PeerConfig().label_map() == {}
 
 
 def test_fetch_allow_flags() -> None:
@@ -179,6 +187,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "allow_shell": True, "allow_containers": True, "container_network": True,
     "container_runtime": "docker", "task_log_max_bytes": 4096,
     "gateway_codec_conversion": True, "kubo_public_swarm": True,
+    "labels": ("site=lab2", "gpu.model=none"),
 }
 
 

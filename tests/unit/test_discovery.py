@@ -44,7 +44,7 @@ def test_build_txt_short_call_list_is_inline() -> None:
     txt = build_txt(gossip="127.0.0.1:7000", http_port=8080, calls=["b.x", "a.y", "a.y"],
                     cores=8, free_slots=3, mem_mb=16000, gpu=True)
     assert txt == {"gossip": "127.0.0.1:7000", "http": "8080", "calls": "a.y,b.x",
-                   "cores": "8", "slots": "3", "mem": "16000", "gpu": "1"}
+                   "cores": "8", "slots": "3", "mem": "16000", "gpu": "1", "kinds": "python"}
 
 
 def test_build_txt_long_call_list_becomes_hash_and_count() -> None:
@@ -115,3 +115,14 @@ def test_gossip_addr_takes_a_wildcard_host_from_the_address_records() -> None:
     v6_only = AsyncServiceInfo(SERVICE_TYPE, "q." + SERVICE_TYPE, port=7000,
                                parsed_addresses=["fe80::1"])
     assert _gossip_addr({"gossip": "*:7000"}, v6_only) is None
+
+
+def test_build_txt_announces_kinds_and_labels_and_hashes_long_ones() -> None:
+    txt = build_txt(gossip="127.0.0.1:7000", http_port=8080, kinds=["shell", "python"],
+                    labels={"site": "b", "rack": "4"})
+    assert txt["kinds"] == "python,shell" and txt["labels"] == "rack=4,site=b"
+    many = {f"label{i}": "v" * 20 for i in range(20)}
+    long = build_txt(gossip="127.0.0.1:7000", http_port=8080, labels=many)
+    assert "labels" not in long and long["labels_n"] == "20" and len(long["labels_h"]) == 16
+    assert all(len(k) + 1 + len(v) <= 255 for k, v in long.items())
+    assert "labels" not in build_txt(gossip="127.0.0.1:7000", http_port=8080)

@@ -70,6 +70,7 @@ VALID: dict[EventType, dict[str, Any]] = {
         "record": "CgA="},
     EventType.TURN: {"parts": [[4, dict(CHUNK)], [7, {**CHUNK, "chunk": 3, "output": CID}],
                                [9, {"job": "j1", "task": "u", "output": CID, "cached": True}]]},
+    EventType.PARTIAL: {"job": "j1", "task": "t", "output": CID, "items": 3, "of": 7},
 }
 
 
@@ -317,6 +318,15 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.TURN, {"parts": [[9, {"job": "j", "task": "t"}]]}, "payload.parts[0].output",
      "TASK_DONE payload.output: expected a string of 1 to 256 characters, got nothing "
      "(the field is missing)"),
+    # PARTIAL
+    (T.PARTIAL, _without(VALID[T.PARTIAL], "output"), "payload.output",
+     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+    (T.PARTIAL, _with(T.PARTIAL, items=-1), "payload.items", "expected an integer >= 0, got -1"),
+    # MEMBER's capabilities for placement
+    (T.MEMBER, _with(T.MEMBER, kinds="python"), "payload.kinds",
+     "expected a list of at most 100000 items, got 'python'"),
+    (T.MEMBER, _with(T.MEMBER, labels={"site": 3}), "payload.labels.site",
+     "expected a string of at most 1024 characters, got 3"),
 ]
 
 

@@ -272,11 +272,12 @@ BAD_OBJS: list[tuple[str, Any, type[BanzaiError], str | None, str]] = [
     ("element not object", [GOOD0, "LEARN"], SpecError, "tasks[1]", "must be an object"),
     ("element list", [[F]], SpecError, "tasks[0]", "got list"),
     ("unknown key", [GOOD0, {"call": "LEARN", "arg": []}], SpecError, "tasks[1].arg",
-     "unknown key 'arg' (allowed: args, cache, call, cid, kind, name, params; a shell, "
-     "container or api task also: body, command, cpus, env, image, mem_mb, network, shell, "
-     "stdin, url)"),
+     "unknown key 'arg' (allowed: args, cache, call, cid, kind, name, params, requires; a "
+     "shell, container or api task also: body, command, cpus, env, image, mem_mb, network, "
+     "shell, stdin, url)"),
     ("unknown dag key", _dag(GOOD0, {"call": "LEARN", "needs": []}), SpecError, "tasks[1].needs",
-     "unknown key 'needs' (allowed: args, cache, call, cid, depends, kind, name, params;"),
+     "unknown key 'needs' (allowed: args, cache, call, cid, depends, kind, name, params, "
+     "requires;"),
     ("depends in list form", [GOOD0, {"call": "LEARN", "depends": []}], SpecError,
      "tasks[1].depends", "DAG form"),
     ("missing call", [{"args": [1]}], SpecError, "tasks[0].call", "missing call"),

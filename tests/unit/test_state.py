@@ -95,7 +95,9 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
         EventType.REVOKE: {"peer": PEERS[pick % len(PEERS)], "after": pick % 4, "reason": ""},
         EventType.TASK_SPLIT_REF: {"job": job, "task": task, "input": None, "listing": cid,
                                    "sizes": [1, 0]},
-        EventType.IPNS_RECORD: {"name": "k51", "record": "CgA="}}
+        EventType.IPNS_RECORD: {"name": "k51", "record": "CgA="},
+        EventType.PARTIAL: {"job": job, "task": task, "output": cid, "items": pick // 4 % 3,
+                            "of": 3}}
     if typ in flat:
         return flat[typ]
     match typ:
@@ -142,6 +144,7 @@ def typed_event_sets(draw: st.DrawFn) -> list[Event]:
 def full_snapshot(s: MeshState) -> object:
     """Everything the fold derives, in a form that ignores arrival order."""
     return (snapshot(s), {k: v.id for k, v in s.jobs.items()},
+            {k: v.id for k, v in s.partials.items()},
             {k: v.id for k, v in s.deleted.items()},
             {k: v.id for k, v in s.splits.items()}, {k: v.id for k, v in s.members.items()},
             {k: v.id for k, v in s.revoked.items()})

@@ -206,6 +206,8 @@ function TaskCard({ job, t, highlight }) {
     ${Object.keys(t.params || {}).length ? html`<div class="params mono small" title="parameters">${paramsText(t.params)}</div>` : null}
     ${t.error && t.state === "cancelled" ? html`<div class="alert alert-warn" role="status"><strong>Stopped:</strong> <span class="pre-wrap">${t.error}</span></div>` : null}
     ${t.error && t.state !== "cancelled" ? html`<div class="alert alert-error" role="alert"><strong>Failed:</strong> <span class="pre-wrap">${t.error}</span></div>` : null}
+    ${t.waiting && ACTIVE.has(t.state) ? html`<div class="alert alert-warn task-waiting" role="status"><strong>Waiting:</strong> <span class="pre-wrap">${t.waiting}</span></div>` : null}
+    ${t.partial && !t.output ? html`<div class="output-row partial-row"><span class="muted small" title="the results so far; the output grows as chunks finish">Partial output (${t.partial.items} of ${t.partial.of} items)</span> <${CidChip} cid=${t.partial.output} name=${`${t.name} (partial)`} /> <a class="btn btn-small open-partial" href=${`#/ipfs/${t.partial.output}`}>Open</a></div>` : null}
     ${t.output || t.cid ? html`<div class="output-row"><span class="muted small">Output</span> <${CidChip} cid=${t.output || t.cid} name=${t.name} /></div>` : null}
     ${t.chunks.length ? html`<${Disclosure} summary=${`Chunks (${t.chunks.length})`} open=${t.chunks.length <= 4}>
       <${ChunkTable} chunks=${t.chunks} task=${t} /></${Disclosure}>` : null}
