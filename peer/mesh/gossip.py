@@ -418,6 +418,9 @@ class Gossip:
     def acknowledge(self, peer_ids: Iterable[str]) -> None:
         """Send our version vector now to these peers (they wait for acknowledgements): a
         DIGEST to SWIM members, a heartbeat to peers of the previous release."""
+        peer_ids = set(peer_ids)
+        if not peer_ids:
+            return
         if self.swim is None:
             self.heartbeat()
             return
