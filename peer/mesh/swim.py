@@ -452,7 +452,7 @@ class Swim:
         for seq, p in list(self._probes.items()):
             if not p.indirect and now >= p.direct_deadline:
                 self._go_indirect(p)
-            elif now >= p.deadline:
+            if p.indirect and now >= p.deadline:
                 del self._probes[seq]
                 self._probe_failed(p, now)
         for seq, r in list(self._relays.items()):
