@@ -270,6 +270,7 @@ class Gossip:
         self._next_hb = 0.0
         self._next_ae = 0.0
         self._next_renew = 0.0
+        self._next_update = 0.0
         self._task: asyncio.Task[None] | None = None
         self._warn = _RateLimitedLog(clock)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
@@ -399,7 +400,9 @@ class Gossip:
             if now >= self._next_renew:
                 self._next_renew = now + self.cfg.renew_s
                 self.view.renew()
-        self._membership.update(now)
+        if now >= self._next_update:  # heartbeat-judged peers and learned addresses
+            self._next_update = now + min(self.cfg.heartbeat_s, self.cfg.suspect_after_s / 4)
+            self._membership.update(now)
 
     def heartbeat(self) -> None:
         """Send one heartbeat now (signed, with our next counter) to every known address, or

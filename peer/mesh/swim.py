@@ -20,6 +20,7 @@ member that misses acks (its own fault or the network's) widens its probe timeou
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import random
@@ -259,6 +260,9 @@ class Swim:
         self._rng = rng
         self._signer: Signer = signer or NoSigner()
         self._members: dict[str, Member] = {}
+        self._live: list[Member] | None = None  # cache of live(); reset on any state change
+        self._suspects: set[str] = set()
+        self._next_forget = 0.0
         self._by_addr: dict[str, str] = {}
         self._queue: dict[str, list[Any]] = {}  # key -> [update, transmits]
         self._order: list[str] = []  # the probe round's shuffled member ids
@@ -306,8 +310,11 @@ class Swim:
         return None if mid is None else self._members.get(mid)
 
     def live(self) -> list[Member]:
-        """Members alive or suspect (a suspect is still worked with)."""
-        return [m for m in self._members.values() if m.state in (State.ALIVE, State.SUSPECT)]
+        """Members alive or suspect (a suspect is still worked with). Do not modify."""
+        if self._live is None:
+            self._live = [m for m in self._members.values()
+                          if m.state in (State.ALIVE, State.SUSPECT)]
+        return self._live
 
     def n(self) -> int:
         """The estimated mesh size (ourselves included)."""
@@ -378,7 +385,9 @@ class Swim:
         if not self._queue:
             return []
         cap = retransmit_limit(self.cfg, self.n())
-        keys = sorted(self._queue, key=lambda k: self._queue[k][1])[:limit]
+        q = self._queue
+        keys = (list(q) if len(q) <= limit
+                else heapq.nsmallest(limit, q, key=lambda k: q[k][1]))
         out = []
         for k in keys:
             entry = self._queue[k]
@@ -391,6 +400,20 @@ class Swim:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def drop_queue(self) -> None:
+        """Forget every queued update (simulations seed a finished join this way)."""
+        self._queue.clear()
+
+    @property
+    def report_update(self) -> Body | None:
+        """Our own signed report (None before the first `set_report`)."""
+        return self._my_report
+
+    @property
+    def alive_update(self) -> Body | None:
+        """Our own signed ALIVE update (None before `bind`)."""
+        return self._my_alive
 
     # -- the timer -------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -465,9 +488,10 @@ class Swim:
         target = self._members.get(p.target)
         if target is None:
             return
-        others = [m for m in self._members.values()
-                  if m.state == State.ALIVE and m.id != p.target and m.addr]
-        helpers = self._rng.sample(others, min(len(others), self.cfg.indirect_checks))
+        live = self.live()
+        k = self.cfg.indirect_checks
+        pool = self._rng.sample(live, min(len(live), 2 * k + 1))
+        helpers = [m for m in pool if m.state == State.ALIVE and m.id != p.target and m.addr][:k]
         p.expected_nacks = len(helpers)
         self.stats.indirect += 1
         for h in helpers:
@@ -485,13 +509,17 @@ class Swim:
         self._suspect(m, m.inc, self.me, now)
 
     def _check_suspicions(self, now: float) -> None:
-        for m in self._members.values():
+        for mid in list(self._suspects):
+            m = self._members[mid]
             s = m.suspicion
-            if m.state == State.SUSPECT and s is not None and now >= s.deadline():
+            if s is not None and now >= s.deadline():
                 self.stats.deaths += 1
                 log.info("swim: member %s dead (suspected %.1f s, %d confirmations)",
                          m.id[:16], now - s.start, len(s.confirmations) - 1)
                 self._set_state(m, State.DEAD, now)
+        if now < self._next_forget:
+            return
+        self._next_forget = now + self.cfg.reconnect_s
         dead = [m for m in self._members.values()
                 if m.state in (State.DEAD, State.LEFT) and now - m.since > self.cfg.forget_s]
         for m in dead:
@@ -502,8 +530,7 @@ class Swim:
     def _gossip(self) -> None:
         if not self._queue:
             return
-        live = [m for m in self._members.values() if m.state == State.ALIVE and m.addr]
-        # the recently dead hear it too: it may be a refutation they need
+        live = self.live()
         for m in self._rng.sample(live, min(len(live), self.cfg.gossip_nodes)):
             updates = self.piggyback()
             if not updates:
@@ -651,6 +678,7 @@ class Swim:
         if m is None:
             m = self._members[mid] = Member(mid, addr, inc, State.ALIVE, now, alive=u)
             self._by_addr[addr] = mid
+            self._live = None
             self._listener.member_changed(m, None)
         else:
             if m.addr != addr:
@@ -738,7 +766,11 @@ class Swim:
         if before == state and not force:
             return
         m.state, m.since = state, now
-        if state != State.SUSPECT:
+        self._live = None
+        if state == State.SUSPECT:
+            self._suspects.add(m.id)
+        else:
+            self._suspects.discard(m.id)
             m.suspicion = None
         if before != state:
             log.info("swim: member %s %s -> %s", m.id[:16], before, state)
