@@ -16,12 +16,21 @@ as after a finished join (each knows every other alive). Reported:
                           false deaths (must be 0);
   dead known to all       for --victims peers stopped one after the other: seconds from the
                           stop until every other peer holds it DEAD; median and max.
+
+    .venv/bin/python scripts/bench_membership.py --loopback 5,20 [--loopback-s 30]
+        [--code DIR]
+
+Real peers instead: N `banzai-peer` processes on 127.0.0.1 (bench_mesh.start_mesh: mDNS on
+127.0.0.1, --slots 1), idle once formed; the CPU of each peer's own process (not its
+workers) over --loopback-s seconds, in % of one core, mean over the peers. --code runs the
+peers from another checkout (the previous release, to compare on the same machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -100,6 +109,40 @@ def detect(c: Cluster, victims: int, limit_s: float = 60.0) -> list[float | None
     return out
 
 
+def cpu_s(pid: int) -> float:
+    """user+system CPU seconds of the process `pid` alone (not its children)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loopback(sizes: list[int], seconds: float, code: Path | None) -> list[dict[str, Any]]:
+    import tempfile
+
+    import bench_mesh as bm
+    if code is not None:
+        bm.ROOT = code.resolve()  # the peers import their code from there
+    out = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-membership-") as tmp:
+            mesh = bm.start_mesh(n, Path(tmp))
+            try:
+                time.sleep(5.0)  # joined, workers up: idle from here
+                pids = [p.proc.pid for p in mesh.peers]
+                c0, t0 = [cpu_s(p) for p in pids], time.monotonic()
+                load0 = os.getloadavg()[0]
+                time.sleep(seconds)
+                c1, t1 = [cpu_s(p) for p in pids], time.monotonic()
+                per = [(b - a) / (t1 - t0) * 100 for a, b in zip(c0, c1, strict=True)]
+                out.append({"peers": n, "cpu_pct_per_peer": statistics.mean(per),
+                            "cpu_pct_max": max(per), "seconds": t1 - t0,
+                            "load": (load0, os.getloadavg()[0]),
+                            "machine": bm.machine_line()})
+                print(out[-1], flush=True)
+            finally:
+                bm.stop_mesh(mesh)
+    return out
+
+
 def markdown(r: dict[str, Any], command: str) -> str:
     d = [x for x in r["dead_known_to_all_s"] if x is not None]
     med = f"{statistics.median(d):.1f} s" if d else "never"
@@ -137,8 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write", type=Path)
+    ap.add_argument("--loopback", help="real peers on loopback, e.g. 5,20 (no simulation)")
+    ap.add_argument("--loopback-s", type=float, default=30.0)
+    ap.add_argument("--code", type=Path, help="the checkout the real peers run")
     a = ap.parse_args(argv)
-    import os
+    if a.loopback:
+        rows = loopback([int(x) for x in a.loopback.split(",")], a.loopback_s, a.code)
+        print(json.dumps(rows, indent=1))
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
+        return 0
     import platform
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()

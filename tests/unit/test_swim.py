@@ -168,7 +168,7 @@ def test_a_relayed_ping_is_answered_with_the_requesters_seq_or_a_nack() -> None:
 
 
 def test_a_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
-    s, clock, net, _ = make(2)
+    s, clock, _, _ = make(2)
     s.apply_updates([{"t": "s", "i": "me", "n": 5, "f": "m0"}], clock())
     assert s.inc == 6 and s.stats.refutations == 1
     ups = s.piggyback()
@@ -197,7 +197,7 @@ def test_independent_confirmations_shorten_the_suspicion() -> None:
     cfg = SwimConfig.local()
     s, clock, _, _ = make(9, cfg)  # n = 10: k = suspicion_mult - 2 = 2 confirmations
     s.apply_updates([{"t": "s", "i": "m0", "n": 1, "f": "m1"}], clock())
-    lo, hi = suspicion_bounds_s(cfg, s.n())
+    lo, _ = suspicion_bounds_s(cfg, s.n())
     clock.advance(lo + 0.01)
     s.tick(clock())
     assert s.members["m0"].state is State.SUSPECT
