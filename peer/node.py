@@ -393,10 +393,15 @@ class Node:
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
         wall = info.get("wall_ms")
-        if type(wall) is int:  # reported in /api/health, never a reason to drop a peer
-            self.skew_ms[peer_id] = wall - int(time.time() * 1000)
+        if type(wall) is int:
+            self.wall_seen(peer_id, wall)
         running = info.get("running")
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
+
+    def wall_seen(self, peer_id: str, wall_ms: int) -> None:
+        """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):
+        its skew is reported in /api/health, never a reason to drop a peer."""
+        self.skew_ms[peer_id] = wall_ms - int(time.time() * 1000)
 
     def left(self, peer_id: str) -> None:
         """`peer_id` announced that it leaves: nothing waits for the leases of its claims."""

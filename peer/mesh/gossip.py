@@ -264,7 +264,8 @@ class Gossip:
             start = auth.incarnation if auth is not None else int(time.time() * 1000)
             self.swim = self.view.swim = Swim(
                 cfg.swim, peer_id, start << 16, self, self.view, self._rng,
-                None if auth is None else AuthSigner(auth, cfg.mesh_id))
+                None if auth is None else AuthSigner(auth, cfg.mesh_id),
+                wall_ms=lambda: int(time.time() * 1000))
         self._writer: FrameWriter | None = None  # made by bind(), once our address is known
         self._address = ""
         self._next_hb = 0.0

@@ -24,7 +24,7 @@ import heapq
 import logging
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
@@ -174,6 +174,10 @@ class Listener(Protocol):
         """`member` announced a new report of its load and runs (`member.report`)."""
         ...
 
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        """`member` answered our probe; its wall clock read `wall_ms` (for clock skews)."""
+        ...
+
 
 @dataclass
 class Suspicion:
@@ -247,8 +251,10 @@ class Swim:
     raise KeyError/TypeError/ValueError for the receive path to count)."""
 
     def __init__(self, cfg: SwimConfig, me: str, inc: int, net: SwimNet, listener: Listener,
-                 rng: random.Random, signer: Signer | None = None) -> None:
+                 rng: random.Random, signer: Signer | None = None,
+                 wall_ms: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
+        self._wall = wall_ms
         self.me = me
         self.addr = ""  # set by `bind`
         self.inc = inc
@@ -576,6 +582,8 @@ class Swim:
         if u is not None:
             self.refute(_int(u))
         ack: Body = {"s": seq}
+        if self._wall is not None:
+            ack["w"] = self._wall()
         m = self._members.get(sender)
         if m is not None and m.state not in (State.ALIVE, State.LEFT):
             ack["u"] = m.inc  # we hold the prober suspect or dead: it may refute
@@ -596,6 +604,10 @@ class Swim:
         if p is not None:
             self.stats.acks += 1
             self._aware(-1)
+            m = self._members.get(p.target)
+            w = body.get("w")
+            if m is not None and m.id == sender and type(w) is int:
+                self._listener.member_wall(m, w)
 
     def on_ping_req(self, sender: str, reply_to: str, body: Mapping[str, Any],
                     now: float) -> None:

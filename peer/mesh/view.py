@@ -100,6 +100,11 @@ class MeshView:
             self._infos[member.id] = info
             self._members.heard(member.id, {**info, "gossip": member.addr})
 
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        seen = getattr(self._members, "wall_seen", None)  # optional: clock skews
+        if seen is not None:
+            seen(member.id, wall_ms)
+
     # -- legacy peers ------------------------------------------------------------------
     def heard_legacy(self, peer_id: str, addr: str, info: dict[str, Any], now: float) -> None:
         """A HEARTBEAT (checked): a peer of the previous release, or one in legacy mode."""

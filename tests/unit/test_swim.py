@@ -45,12 +45,16 @@ class Listener:
     def __init__(self) -> None:
         self.changes: list[tuple[str, State | None, State]] = []
         self.reports: list[str] = []
+        self.walls: list[tuple[str, int]] = []
 
     def member_changed(self, member: Member, before: State | None) -> None:
         self.changes.append((member.id, before, member.state))
 
     def member_report(self, member: Member) -> None:
         self.reports.append(member.id)
+
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        self.walls.append((member.id, wall_ms))
 
 
 def alive(mid: str, port: int, inc: int = 1) -> dict[str, Any]:
@@ -91,13 +95,14 @@ def test_retransmits_grow_with_log_n() -> None:
 
 
 def test_a_probe_round_visits_every_member_once() -> None:
-    s, clock, net, _ = make(4)
+    s, clock, net, listener = make(4)
     seen = []
     for _ in range(4):
         addr, body = probe_once(s, clock, net)
-        s.on_ack("x", addr, {"s": body["s"]}, clock())
+        s.on_ack(body["t"], addr, {"s": body["s"], "w": 5}, clock())
         seen.append(body["t"])
     assert sorted(seen) == ["m0", "m1", "m2", "m3"]
+    assert sorted(listener.walls) == [(m, 5) for m in sorted(seen)]  # their clocks: skews
 
 
 def test_a_missed_ack_goes_to_indirect_probes_then_suspicion_then_death() -> None:
