@@ -599,7 +599,11 @@ class Gossip:
             return
         try:
             # Signed: only a checked heartbeat proves a peer alive (a replayed frame must not).
-            self._membership.touch(f.sender, f.reply_to, refresh=self.auth is None)
+            # A SWIM member's address is SWIM's to keep (a learned address left unvouched
+            # for is disconnected).
+            if self.swim is None or f.sender not in self.swim.members \
+                    or f.sender in self.view.legacy_ids:
+                self._membership.touch(f.sender, f.reply_to, refresh=self.auth is None)
             self._handlers[f.kind](f)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self._drop("bad_frame", f"{f.kind.name} from {f.sender[:16]}: {e!s:.80}")
