@@ -272,6 +272,8 @@ class Gossip:
         self._next_ae = 0.0
         self._next_renew = 0.0
         self._next_update = 0.0
+        self._wake = asyncio.Event()
+        self._sleep_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self._warn = _RateLimitedLog(clock)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
@@ -343,16 +345,20 @@ class Gossip:
         await self.close()
 
     async def _run(self) -> None:
-        step = self.cfg.heartbeat_s
-        if self.cfg.swim is not None:
-            step = min(step, self.cfg.swim.probe_timeout_s / 2, self.cfg.swim.gossip_interval_s)
         while True:
             try:
                 self.tick()
             except Exception:  # a bug in one round must not stop gossip
                 log.exception("gossip tick failed")
-            delay = min(self._next_hb, self._next_ae, self._clock() + step) - self._clock()
-            await asyncio.sleep(min(max(delay, 0.005), 1.0))
+            due = min(self._next_hb, self._next_ae)
+            if self.swim is not None:
+                due = min(due, self.swim.next_due(), self._next_renew)
+            delay = min(max(due - self._clock(), 0.005), 1.0)
+            self._sleep_until = self._clock() + delay
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()  # set when a frame made something due sooner
+            self._wake.clear()
 
     # -- public operations -------------------------------------------------------------
     def add_peer(self, addr: str) -> None:
@@ -483,6 +489,8 @@ class Gossip:
         handler = {Kind.PING: s.on_ping, Kind.ACK: s.on_ack, Kind.PING_REQ: s.on_ping_req,
                    Kind.NACK: s.on_nack, Kind.UPDATES: s.on_updates, Kind.SYNC: s.on_sync}
         handler[f.kind](f.sender, f.reply_to, f.body, now)
+        if s.next_due() < self._sleep_until:
+            self._wake.set()
 
     # -- sending (the anti-entropy Link) -----------------------------------------------
     def send(self, addr: str, kind: Kind, body: bytes) -> None:

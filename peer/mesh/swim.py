@@ -4,7 +4,7 @@ dissemination of membership updates on probe traffic. Pure: no I/O and no clock 
 
 Each protocol period a member probes one other (round-robin over a shuffled list): PING, and
 if no ACK comes within the probe timeout, PING_REQ to `indirect_checks` others, which ping the
-target for it and answer ACK (or NACK when they got nothing). No ack by the end of the period
+target for it and answer ACK (or NACK when they got nothing), and one more PING. No ack by the end of the period
 makes the target SUSPECT. A suspicion becomes DEAD after a timeout of `suspicion_mult` x
 log10(N) periods, up to `suspicion_max_mult` times longer when this member alone suspects,
 shortened by each independent confirmation (Lifeguard). Updates (alive, suspect, left, and
@@ -443,6 +443,22 @@ class Swim:
             self._next_join = now + self.cfg.join_retry_s
             self._sync_joins()
 
+    def next_due(self) -> float:
+        """When `tick` next has something to do (the timer sleeps until then)."""
+        due = [self._next_probe, self._next_reconnect]
+        if self._queue:
+            due.append(self._next_gossip)
+        if self._joins:
+            due.append(self._next_join)
+        if self._pending_info is not None:
+            due.append(self._report_due)
+        due.extend(p.deadline if p.indirect else p.direct_deadline
+                   for p in self._probes.values())
+        due.extend(r.deadline for r in self._relays.values())
+        due.extend(s.deadline() for mid in self._suspects
+                   if (s := self._members[mid].suspicion) is not None)
+        return min(due)
+
     def _next_target(self) -> Member | None:
         for _ in range(2):
             while self._pos < len(self._order):
@@ -474,7 +490,7 @@ class Swim:
     def _send(self, addr: str, kind: Msg, body: Body) -> None:
         updates = self.piggyback()
         if updates:
-            body["m"] = updates
+            body["m"] = [*body.get("m", ()), *updates]
         self._net.send_swim(addr, kind, body)
 
     def _check_probes(self, now: float) -> None:
@@ -502,6 +518,8 @@ class Swim:
         self.stats.indirect += 1
         for h in helpers:
             self._send(h.addr, Msg.PING_REQ, {"s": p.seq, "t": target.id, "a": target.addr})
+        # and once more directly (memberlist's fallback ping): a lost frame is the usual cause
+        self._send(target.addr, Msg.PING, self._ping_body(p.seq, target))
 
     def _probe_failed(self, p: Probe, now: float) -> None:
         if p.expected_nacks > 0:
@@ -578,10 +596,12 @@ class Swim:
         seq, target = _int(body["s"]), body.get("t")
         if target != self.me:
             return  # meant for someone who used to be at this address
-        u = body.get("u")
-        if u is not None:
-            self.refute(_int(u))
         ack: Body = {"s": seq}
+        u = body.get("u")
+        if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly
+            self.refute(_int(u))
+            if self._my_alive is not None:
+                ack["m"] = [self._my_alive]
         if self._wall is not None:
             ack["w"] = self._wall()
         m = self._members.get(sender)

@@ -154,7 +154,7 @@ def test_awareness_widens_timeouts_and_recovers_with_acks() -> None:
     net.sent.clear()
     clock.advance(s.scaled(CFG.probe_interval_s) + 1e-9)
     s.tick(clock())
-    (addr, ping), = net.take(Msg.PING)
+    addr, ping = net.take(Msg.PING)[-1]  # the new probe (after the old one's last try)
     s.on_ack("x", addr, {"s": ping["s"]}, clock())
     assert s.awareness == 3  # the last probe failed (+1), the new one was acked (-1)
 
