@@ -124,7 +124,7 @@ def loopback(sizes: list[int], seconds: float, code: Path | None) -> list[dict[s
     out = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-membership-") as tmp:
-            mesh = bm.start_mesh(n, Path(tmp))
+            mesh = bm.start_mesh(n, Path(tmp), timeout_s=300)
             try:
                 time.sleep(5.0)  # joined, workers up: idle from here
                 pids = [p.proc.pid for p in mesh.peers]

@@ -13,7 +13,7 @@ and gets no SWIM frames. The mark goes when a SWIM frame comes from it (it was u
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from peer.log.signing import MeshAuth, membership_message, verify
@@ -73,8 +73,10 @@ class MeshView:
     """The union of SWIM members and legacy peers, with their reports and version vectors.
     Implements swim.Listener."""
 
-    def __init__(self, members: MemberSink, legacy: Membership) -> None:
+    def __init__(self, members: MemberSink, legacy: Membership,
+                 peer_key: Callable[[str, str], None] = lambda _a, _k: None) -> None:
         self.swim: Swim | None = None  # set by the facade (None: heartbeats only)
+        self._peer_key = peer_key  # (address, the key id it serves): the transport's hint
         self._members = members
         self._legacy = legacy
         self.legacy_ids: set[str] = set()  # members heard by HEARTBEAT, not (yet) by SWIM
@@ -97,6 +99,9 @@ class MeshView:
         except ValueError:
             return
         if isinstance(info, dict):
+            kid = info.get("kid")
+            if isinstance(kid, str) and member.addr:
+                self._peer_key(member.addr, kid)
             self._infos[member.id] = info
             self._members.heard(member.id, {**info, "gossip": member.addr})
 
