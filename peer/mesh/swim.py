@@ -3,13 +3,14 @@ dissemination of membership updates on probe traffic. Pure: no I/O and no clock 
 (time is passed in); messages leave through a `SwimNet`. Owned by one event loop.
 
 Each protocol period a member probes one other (round-robin over a shuffled list): PING, and
-if no ACK comes within the probe timeout, PING_REQ to `indirect_checks` others, which ping the
-target for it and answer ACK (or NACK when they got nothing), and one more PING. No ack by
-the end of the period makes the target SUSPECT. A suspicion becomes DEAD after a timeout of `suspicion_mult` x
-log10(N) periods, up to `suspicion_max_mult` times longer when this member alone suspects,
-shortened by each independent confirmation (Lifeguard). Updates (alive, suspect, left, and
-each member's own report of its load and runs) ride on every frame, each sent at most
-`retransmit_mult` x log10(N+1) times; a gossip timer sends the rest to `gossip_nodes` members.
+if no ACK comes within the probe timeout, PING_REQ to `indirect_checks` others, which ping
+the target for it and answer ACK (or NACK when they got nothing), and one more PING. No ack
+by the end of the period makes the target SUSPECT. A suspicion becomes DEAD after a timeout
+of `suspicion_mult` x log10(N) periods, up to `suspicion_max_mult` times longer when this
+member alone suspects, shortened by each independent confirmation (Lifeguard). Updates
+(alive, suspect, left, and each member's own report of its load and runs) ride on every
+frame, each sent at most `retransmit_mult` x log10(N+1) times; a gossip timer sends the rest
+to `gossip_nodes` members.
 
 Rules that bound what one member can do to another: ALIVE and LEFT of a member are signed by
 that member (only it can refute a suspicion, with a higher incarnation, or leave); a SUSPECT
