@@ -370,8 +370,8 @@ class Node:
         for ev in new:
             if ev.known:
                 self._tell(ev)
-        if self.gossip is not None and any(e.type == EventType.JOB_SUBMITTED for e in new):
-            self.gossip.heartbeat()  # carries our heads: acknowledges the submission now
+        if self.gossip is not None:  # our heads acknowledge a submission to its origin now
+            self.gossip.acknowledge({e.origin for e in new if e.type == EventType.JOB_SUBMITTED})
         return new
 
     def _conflict(self, held: Event, other: Event) -> None:
@@ -411,9 +411,10 @@ class Node:
                 "skew_ms": dict(sorted(self.skew_ms.items()))}
 
     def acks(self, seq: int) -> int:
-        """How many live peers hold our event `seq` (from the heads in their heartbeats)."""
-        return sum(1 for i in self.live_peers().values()
-                   if int(i.get("heads", {}).get(self.peer_id, 0)) >= seq)
+        """How many live peers hold our event `seq` (from the heads they sent us)."""
+        g = self.gossip
+        return 0 if g is None else sum(1 for p in self.live_peers()
+                                       if int(g.heads_of(p).get(self.peer_id, 0)) >= seq)
 
     async def submitted(self, ev: Event) -> int:
         """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen.
@@ -458,10 +459,19 @@ class Node:
         self.heard_at[peer_id] = time.monotonic()
         self.infos[peer_id] = info
         wall = info.get("wall_ms")
-        if type(wall) is int:  # reported in /api/health, never a reason to drop a peer
-            self.skew_ms[peer_id] = wall - int(time.time() * 1000)
+        if type(wall) is int:
+            self.wall_seen(peer_id, wall)
         running = info.get("running")
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
+
+    def wall_seen(self, peer_id: str, wall_ms: int) -> None:
+        """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):
+        its skew is reported in /api/health, never a reason to drop a peer."""
+        self.skew_ms[peer_id] = wall_ms - int(time.time() * 1000)
+
+    def left(self, peer_id: str) -> None:
+        """`peer_id` announced that it leaves: nothing waits for the leases of its claims."""
+        self.scheduler.gone(peer_id)
 
     def live_peers(self) -> dict[str, Mapping[str, Any]]:
         """Other peers the gossip layer currently holds alive, with their heartbeat info."""
@@ -624,8 +634,9 @@ class Node:
             await self.discovery.close()
         await self.janitor.close()
         await self.scheduler.close()
+        self.flush()  # what closing the scheduler emitted goes out before we leave
         if self.gossip is not None:
-            await self.gossip.close()
+            await self.gossip.close()  # announces that we leave
         await self.replicator.close()
         for task in list(self._bg):
             task.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -167,6 +168,17 @@ class Scheduler:
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
             if w is not None and w.origin == peer:
                 self._claim_seen[ak] = now
+
+    def gone(self, peer: str) -> None:
+        """`peer` announced that it leaves the mesh: its claims lapse now, not after their
+        lease (the failures do not count against max_attempts)."""
+        for ak in list(self._claim_seen):
+            c = self.state.chunk(ak.job, ak.task, ak.chunk)
+            w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
+            if w is not None and w.origin == peer:
+                self._claim_seen[ak] = -math.inf
+                self._dirty.add((ak.job, ak.task))
+        self._wake.set()
 
     @property
     def running(self) -> list[AttemptKey]:

@@ -4,11 +4,19 @@ blocks (frames go out through the gossip facade's `Link`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.log import Event
-from peer.mesh.wire import Frame, Kind, Reply, digest_body, parse_vv
+from peer.mesh.wire import Frame, Kind, Reply, digest_body, dumps, parse_vv
+
+HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
+
+
+def heads_sum(heads: Mapping[str, int]) -> str:
+    """A short hash of a version vector: equal on peers that hold the same events."""
+    return hashlib.sha256(dumps(sorted(heads.items()))).hexdigest()[:32]
 
 
 class EventSink(Protocol):
@@ -73,11 +81,28 @@ class AntiEntropy:
     or ValueError for the receive path to count."""
 
     def __init__(self, sink: EventSink, link: Link, peers: PeerSample, *,
-                 max_events_per_frame: int) -> None:
+                 max_events_per_frame: int, heads_seen: HeadsSeen | None = None) -> None:
         self._sink = sink
         self._link = link
         self._peers = peers
         self._limit = max_events_per_frame
+        self._seen = heads_seen or (lambda _p, _vv: None)
+
+    def send_sum(self, addr: str) -> None:
+        """DIGEST_SUM to `addr` (a SWIM member): only a hash of our vector, which costs the
+        same whatever the mesh's size; the full DIGEST follows only when they differ."""
+        self._link.send(addr, Kind.DIGEST_SUM, dumps({"h": heads_sum(self._sink.heads())}))
+
+    def on_digest_sum(self, f: Frame) -> None:
+        """Equal vectors: nothing to do (the sender holds what we hold); else our DIGEST."""
+        h = f.body["h"]
+        if not isinstance(h, str):
+            raise ValueError("bad digest sum")
+        mine = self._sink.heads()
+        if h == heads_sum(mine):
+            self._seen(f.sender, dict(mine))
+        elif f.reply_to:
+            self.send_digest(f.reply_to)
 
     def send_digest(self, addr: str) -> None:
         """DIGEST to `addr`: our version vector and a sample of live peers."""
@@ -88,6 +113,7 @@ class AntiEntropy:
         """Reply with the events the sender lacks (oldest first, at most one frame's worth)
         and, if it holds something we lack, our own vector so that it pushes those."""
         theirs = parse_vv(f.body["vv"])
+        self._seen(f.sender, theirs)
         self._peers.learn_addrs(f.body.get("peers", []))
         mine = self._sink.heads()
         missing = self._sink.events_after(theirs, self._limit)
@@ -108,4 +134,4 @@ class AntiEntropy:
             self.send_digest(f.reply_to)
 
 
-__all__ = ["AntiEntropy", "EventSink", "Link", "PeerSample"]
+__all__ = ["AntiEntropy", "EventSink", "HeadsSeen", "Link", "PeerSample", "heads_sum"]

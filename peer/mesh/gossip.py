@@ -17,11 +17,18 @@ equal:
    a burst of round trips rather than one frame per second. Lost frames are
    repaired by later rounds: the merge is idempotent and commutative, so
    duplicates and reordering are harmless.
-3. Membership (membership.py). Every `heartbeat_s` a peer sends HEARTBEAT (its load and http
-   url) to every known address (static/discovered, or learned from frames and
-   from the peer samples carried by digests). Liveness is judged only on the
-   local monotonic clock: alive until `suspect_after_s` without a frame,
-   suspect until `dead_after_s`, then dead.
+3. Membership: SWIM with Lifeguard (swim.py; view.py joins it to the rest). Each protocol
+   period a peer probes one member, then asks `indirect_checks` others to probe it, then
+   suspects it; suspicions time out into DEAD after a time scaled with log N unless the
+   member refutes them; updates (alive, suspect, left, and each member's signed report of
+   its load and runs, which renews its leases) ride on the probe traffic, each sent a
+   bounded number of times. The version vector travels only in anti-entropy: a SWIM member
+   gets a hash of it (DIGEST_SUM), and the full DIGEST only when the hashes differ. So the
+   idle traffic per peer does not grow with the mesh. `close()` announces LEFT.
+   Peers of the previous release (membership.py, `swim=None`): every `heartbeat_s` a
+   HEARTBEAT (load, runs, version vector) to every known address; liveness judged on the
+   local clock (alive until `suspect_after_s` without one, suspect until `dead_after_s`).
+   A SWIM peer heartbeats exactly the peers it heard a HEARTBEAT from (view.py).
 
 Admission. Over ZeroMQ every connection is CURVE with keys derived from the mesh secret
 (keyring.py, transport.py): only holders of the secret complete a handshake, and frames are
@@ -51,8 +58,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError
@@ -61,8 +68,10 @@ from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, EventSink
 from peer.mesh.keyring import Keyring
-from peer.mesh.membership import Clock, Liveness, Membership, MemberSink
+from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
+from peer.mesh.swim import Msg, Swim, SwimConfig
 from peer.mesh.transport import Transport, ZmqTransport
+from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
     MAGIC,
     Frame,
@@ -82,6 +91,7 @@ from peer.mesh.wire import (
 )
 
 log = logging.getLogger("banzai.gossip")
+LEAVE_DRAIN_S = 0.1  # close() gives the transport this long to send our LEFT
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,17 @@ class GossipConfig:
     suspect_after_s: float = 2.0
     dead_after_s: float = 10.0
     jitter: float = 0.1  # fraction of anti_entropy_s randomised per round
+    # SWIM membership; None: heartbeats to every peer, as the previous release
+    swim: SwimConfig | None = field(default_factory=SwimConfig.lan)
+    renew_s: float = 0.5  # live members' last reports are handed to the sink this often
+    max_connections: int = 128  # ZeroMQ paths kept open at once (least recently used go)
 
     def __post_init__(self) -> None:
         host, _ = parse_addr(self.bind)
         if host in WILDCARD_HOSTS and not self.advertise_host:
             raise ValueError("a wildcard bind needs advertise_host")
-        for name in ("anti_entropy_s", "heartbeat_s", "suspect_after_s", "dead_after_s"):
+        for name in ("anti_entropy_s", "heartbeat_s", "suspect_after_s", "dead_after_s",
+                     "renew_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.suspect_after_s < self.heartbeat_s:
@@ -123,6 +138,8 @@ class GossipConfig:
             raise ValueError("mesh_id must be 1..255 bytes")
         if self.secret is not None and len(self.secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:
@@ -134,13 +151,15 @@ class GossipConfig:
         """Fast timings for tests on one machine."""
         base: dict[str, Any] = {"anti_entropy_s": 0.1, "heartbeat_s": 0.05,
                                 "suspect_after_s": 0.3, "dead_after_s": 1.0,
-                                "max_events_per_frame": 64}
+                                "max_events_per_frame": 64, "swim": SwimConfig.local(),
+                                "renew_s": 0.05}
         return cls(**{**base, **overrides})
 
 
 def zmq_transport(cfg: GossipConfig, keyring: Keyring | None = None) -> ZmqTransport:
     """The production transport for `cfg`: CURVE with `keyring`'s keys when given."""
-    return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes, keyring=keyring)
+    return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes, keyring=keyring,
+                        max_connections=cfg.max_connections)
 
 
 # -- bookkeeping ---------------------------------------------------------------------
@@ -178,6 +197,7 @@ class GossipStats:
     events_refused: int = 0
     merge_errors: int = 0
     rounds: int = 0
+    swim_dropped_updates: int = 0  # SWIM updates refused (signature, unknown key, malformed)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -233,23 +253,43 @@ class Gossip:
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
-        self._ae = AntiEntropy(sink, self, self._membership,
-                               max_events_per_frame=cfg.max_events_per_frame)
+        self.view = MeshView(members, self._membership, transport.peer_key)
+        self._ae = AntiEntropy(sink, self, self,
+                               max_events_per_frame=cfg.max_events_per_frame,
+                               heads_seen=self.view.note_heads)
+        self.swim: Swim | None = None
+        if cfg.swim is not None:
+            # An incarnation above every one of an earlier start (with auth: the persisted
+            # one; without: the wall clock's milliseconds), room for 2^16 refutations each.
+            start = auth.incarnation if auth is not None else int(time.time() * 1000)
+            self.swim = self.view.swim = Swim(
+                cfg.swim, peer_id, start << 16, self, self.view, self._rng,
+                None if auth is None else AuthSigner(auth, cfg.mesh_id),
+                wall_ms=lambda: int(time.time() * 1000))
         self._writer: FrameWriter | None = None  # made by bind(), once our address is known
         self._address = ""
         self._next_hb = 0.0
         self._next_ae = 0.0
+        self._next_renew = 0.0
+        self._next_update = 0.0
+        self._wake = asyncio.Event()
+        self._sleep_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self._warn = _RateLimitedLog(clock)
         self._handlers: dict[Kind, Callable[[Frame], None]] = {
             Kind.HEARTBEAT: self._on_heartbeat, Kind.EVENTS: self._on_events,
-            Kind.DIGEST: self._ae.on_digest, Kind.DIGEST_REPLY: self._ae.on_digest_reply}
+            Kind.DIGEST: self._ae.on_digest, Kind.DIGEST_REPLY: self._ae.on_digest_reply,
+            Kind.DIGEST_SUM: self._ae.on_digest_sum}
+        for k in Msg:
+            self._handlers[Kind(k.value)] = self._on_swim
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def stats(self) -> GossipStats:
         """The counters, with the transport's refused handshakes."""
         self._stats.refused_handshakes = self._t.refused
+        if self.swim is not None:
+            self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
         return self._stats
 
     @property
@@ -274,6 +314,9 @@ class Gossip:
             now = self._clock()
             self._next_hb = now
             self._next_ae = now + self._rng.uniform(0, self.cfg.anti_entropy_s)
+            if self.swim is not None:
+                self.swim.bind(self._address, now)
+                self.swim.join(self._membership.static_addrs)
         return self._address
 
     async def start(self) -> None:
@@ -283,7 +326,10 @@ class Gossip:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        """Stop the timer and close the transport."""
+        """Announce that we leave (SWIM), stop the timer and close the transport."""
+        if (self.swim is not None and self._address and not self.swim.leaving
+                and self.swim.leave()):
+            await asyncio.sleep(LEAVE_DRAIN_S)  # let the transport send it
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -304,17 +350,28 @@ class Gossip:
                 self.tick()
             except Exception:  # a bug in one round must not stop gossip
                 log.exception("gossip tick failed")
-            delay = min(self._next_hb, self._next_ae) - self._clock()
-            await asyncio.sleep(min(max(delay, 0.005), 1.0))
+            due = min(self._next_hb, self._next_ae)
+            if self.swim is not None:
+                due = min(due, self.swim.next_due(), self._next_renew)
+            delay = min(max(due - self._clock(), 0.005), 1.0)
+            self._sleep_until = self._clock() + delay
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()  # set when a frame made something due sooner
+            self._wake.clear()
 
     # -- public operations -------------------------------------------------------------
     def add_peer(self, addr: str) -> None:
         """Gossip with `addr` (from discovery or --join) until `remove_peer`."""
         self._membership.add_static(addr)
+        if self.swim is not None and addr != self._address:
+            self.swim.join([addr])
 
     def remove_peer(self, addr: str) -> None:
         """Stop contacting `addr` (unless a live peer is heard there again)."""
         self._membership.remove(addr)
+        if self.swim is not None:
+            self.swim.forget_addr(addr)
 
     def broadcast(self, events: Sequence[Event]) -> None:
         """Push new local events now to live peers (all, or `fanout` random ones)."""
@@ -322,12 +379,18 @@ class Gossip:
             self._push(list(events), self.cfg.push_hops, exclude=None)
 
     def live_peers(self) -> dict[str, dict[str, Any]]:
-        """peer_id -> last heartbeat info plus "gossip" address and "status" (alive/suspect)."""
-        return self._membership.live_peers()
+        """peer_id -> last report plus "gossip" address and "status" (alive/suspect)."""
+        self._membership.update(self._clock())
+        return self.view.live_peers()
 
     def status(self, peer_id: str) -> Liveness | None:
-        """alive, suspect, dead, or None if never heard."""
-        return self._membership.status(peer_id)
+        """alive, suspect, dead (or left), or None if never heard."""
+        self._membership.update(self._clock())
+        return self.view.status(peer_id)
+
+    def heads_of(self, peer_id: str) -> Mapping[str, int]:
+        """The version vector `peer_id` last sent us (acknowledgements read it)."""
+        return self.view.heads_of(peer_id)
 
     def tick(self) -> None:
         """Do whatever is due at the clock's current time."""
@@ -339,22 +402,95 @@ class Gossip:
             j = self.cfg.jitter * self.cfg.anti_entropy_s
             self._next_ae = now + self.cfg.anti_entropy_s + self._rng.uniform(-j, j)
             self.anti_entropy()
-        self._membership.update(now)
+        if self.swim is not None:
+            self.swim.tick(now)
+            if now >= self._next_renew:
+                self._next_renew = now + self.cfg.renew_s
+                self.view.renew()
+        if now >= self._next_update:  # heartbeat-judged peers and learned addresses
+            self._next_update = now + min(self.cfg.heartbeat_s, self.cfg.suspect_after_s / 4)
+            self._membership.update(now)
 
     def heartbeat(self) -> None:
-        """Send one heartbeat to every known address now (signed, with our next counter)."""
-        frame = self._frame(Kind.HEARTBEAT, self._heartbeat_body(self._local_info()))
+        """Send one heartbeat now (signed, with our next counter) to every known address, or
+        with SWIM only to peers of the previous release; with SWIM, also update our report."""
+        info = self._local_info()
+        if self.swim is not None:
+            self.swim.set_report(report_bytes(info), self._clock())
+        targets = self.view.legacy_addrs()
+        if not targets:
+            return
+        frame = self._frame(Kind.HEARTBEAT, self._heartbeat_body(info))
         if frame is not None:
-            for addr in self._membership.heartbeat_targets():
+            for addr in targets:
                 self._send_frame(addr, frame)
 
+    def acknowledge(self, peer_ids: Iterable[str]) -> None:
+        """Send our version vector now to these peers (they wait for acknowledgements): a
+        DIGEST to SWIM members, a heartbeat to peers of the previous release."""
+        peer_ids = set(peer_ids)
+        if not peer_ids:
+            return
+        if self.swim is None:
+            self.heartbeat()
+            return
+        live = self.view.live_peers()
+        for p in peer_ids:
+            addr = live.get(p, {}).get("gossip")
+            if not isinstance(addr, str):
+                continue
+            if p in self.view.legacy_ids:
+                self.heartbeat()
+            else:
+                self._ae.send_digest(addr)
+
     def anti_entropy(self, addr: str | None = None) -> None:
-        """Start one anti-entropy exchange now, with `addr` or a random peer."""
-        addr = addr or self._membership.pick_partner()
+        """Start one anti-entropy exchange now, with `addr` or a random peer: a DIGEST_SUM to
+        a SWIM member, else a DIGEST."""
+        addr = addr or self._pick_partner()
         if addr is None:
             return
         self._stats.rounds += 1
-        self._ae.send_digest(addr)
+        m = None if self.swim is None else self.swim.member_at(addr)
+        if m is not None and m.id not in self.view.legacy_ids:
+            self._ae.send_sum(addr)
+        else:
+            self._ae.send_digest(addr)
+
+    def _pick_partner(self) -> str | None:
+        """A random live peer's address, else a random known address, else None."""
+        if self.swim is None:
+            return self._membership.pick_partner()
+        live = sorted(self.view.live_addrs())
+        if live:
+            return self._rng.choice(live)
+        return self._membership.pick_partner()
+
+    # -- the PeerSample anti-entropy carries (addresses for peers of the previous release) --
+    def sample(self, exclude: str) -> list[str]:
+        """Up to MAX_PEER_SAMPLE random live addresses other than `exclude`."""
+        live = sorted(self.view.live_addrs() - {exclude})
+        return self._rng.sample(live, min(len(live), MAX_PEER_SAMPLE))
+
+    def learn_addrs(self, addrs: Iterable[Any]) -> None:
+        self._membership.learn_addrs(addrs)
+
+    # -- SWIM (the SwimNet) ------------------------------------------------------------
+    def send_swim(self, addr: str, kind: Msg, body: dict[str, Any]) -> None:
+        """Send one SWIM frame (never to a peer of the previous release: it drops them)."""
+        self.send(addr, Kind(kind.value), dumps(body))
+
+    def _on_swim(self, f: Frame) -> None:
+        if self.swim is None:
+            raise ValueError(f"{f.kind.name}: SWIM is off")
+        self.view.heard_swim(f.sender)
+        now = self._clock()
+        s = self.swim
+        handler = {Kind.PING: s.on_ping, Kind.ACK: s.on_ack, Kind.PING_REQ: s.on_ping_req,
+                   Kind.NACK: s.on_nack, Kind.UPDATES: s.on_updates, Kind.SYNC: s.on_sync}
+        handler[f.kind](f.sender, f.reply_to, f.body, now)
+        if s.next_due() < self._sleep_until:
+            self._wake.set()
 
     # -- sending (the anti-entropy Link) -----------------------------------------------
     def send(self, addr: str, kind: Kind, body: bytes) -> None:
@@ -446,7 +582,7 @@ class Gossip:
         return out
 
     def _push(self, events: list[Event], hops: int, exclude: str | None) -> None:
-        live = self._membership.live_addrs()
+        live = self.view.live_addrs()
         targets = sorted(live - {exclude} if exclude else live)
         if len(targets) > self.cfg.fanout:
             targets = self._rng.sample(targets, self.cfg.fanout)
@@ -472,7 +608,11 @@ class Gossip:
             return
         try:
             # Signed: only a checked heartbeat proves a peer alive (a replayed frame must not).
-            self._membership.touch(f.sender, f.reply_to, refresh=self.auth is None)
+            # A SWIM member's address is SWIM's to keep (a learned address left unvouched
+            # for is disconnected).
+            if self.swim is None or f.sender not in self.swim.members \
+                    or f.sender in self.view.legacy_ids:
+                self._membership.touch(f.sender, f.reply_to, refresh=self.auth is None)
             self._handlers[f.kind](f)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self._drop("bad_frame", f"{f.kind.name} from {f.sender[:16]}: {e!s:.80}")
@@ -495,7 +635,7 @@ class Gossip:
         kid = info.get("kid")
         if isinstance(kid, str) and f.reply_to:
             self._t.peer_key(f.reply_to, kid)
-        self._membership.heard(f.sender, f.reply_to, info, self._clock())
+        self.view.heard_legacy(f.sender, f.reply_to, info, self._clock())
 
     def peer_key(self, addr: str, key_id: str) -> None:
         """`addr` serves the key `key_id` (from mDNS): reach it with that secret's keys."""

@@ -222,3 +222,26 @@ def _idle_bytes(c: Cluster, sample: int = 10) -> float:
     c.net.pump()
     ae = (c.net.bytes_sent - b0) / len(peers)
     return hb / lan.heartbeat_s + ae / lan.anti_entropy_s
+
+
+def swim_cluster(n_peers: int, cfg: GossipConfig, *, loss: float = 0.0, seed: int = 0,
+                 signed: bool = False) -> Cluster:
+    """n SWIM peers that already know each other alive, as after a finished join (seeded
+    directly: a simulated join of 1,000 peers would be N^2 syncs of N members)."""
+    c = Cluster(n_peers, cfg, net=MemoryNetwork(loss=loss, seed=seed), seed=seed,
+                connect=False, signed=signed)
+    now = c.clock()
+    for p in c.peers:
+        p.gossip.heartbeat()  # makes its first report
+        if p.gossip.swim is not None:
+            p.gossip.swim.tick(now)
+    c.net.pump()
+    ups = [u for p in c.peers if p.gossip.swim
+           for u in (p.gossip.swim.alive_update, p.gossip.swim.report_update) if u]
+    for p in c.peers:
+        s = p.gossip.swim
+        if s is not None:
+            s.apply_updates([u for u in ups if u["i"] != p.gossip.peer_id], now, relay=False)
+            s.drop_queue()
+    return c
+

@@ -94,12 +94,16 @@ class ZmqTransport:
     key id, `peer_key`), or, not knowing it yet, with one DEALER per secret held (during a
     rotation), sending on whichever completed its handshake. Failed handshakes on the
     ROUTER are counted (`refused`).
+
+    At most `max_connections` peer addresses have DEALERs at once: connecting one more closes
+    the least recently used (SWIM talks to a few members per period, not to all).
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
                  sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: Keyring | None = None, max_connections: int = 128) -> None:
         parse_addr(bind)
+        self._max_conn = max_connections
         self._keyring = keyring
         self._zap: ZapHandler | None = None
         self._monitor: zmq.asyncio.Socket | None = None
@@ -191,6 +195,8 @@ class ZmqTransport:
     def connect(self, addr: str) -> None:
         if addr in self._dealers or self._ctx is None:
             return
+        while len(self._dealers) >= self._max_conn:
+            self._close_dealers(next(iter(self._dealers)))  # the least recently used
         dealers: list[zmq.Socket[bytes]] = []
         for keys in self._keys_for(addr):
             d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
@@ -229,7 +235,9 @@ class ZmqTransport:
         if self._ctx is None:
             return False
         self.connect(addr)
-        for d in self._dealers[addr]:
+        dealers = self._dealers.pop(addr)
+        self._dealers[addr] = dealers  # the most recently used now
+        for d in dealers:
             try:
                 d.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
             except zmq.Again:  # not connected (IMMEDIATE) or HWM reached: drop, gossip repairs

@@ -33,6 +33,15 @@ class Kind(IntEnum):
     EVENTS = 2  # {"events": [...], "ttl": int, "batches": [...]}
     DIGEST = 3  # {"vv": {origin: seq}, "peers": [addr, ...]}
     DIGEST_REPLY = 4  # {"events": [...], "vv": {origin: seq} | null, "more": bool, "batches"}
+    # SWIM membership (swim.py; peers of 0.2 and earlier drop these kinds). Each may carry
+    # "m": [updates] piggybacked (alive, suspect, left, report; see swim.py).
+    PING = 5  # {"s": seq, "t": target id, "u"?: the incarnation the sender suspects}
+    ACK = 6  # {"s": seq, "u"?: the incarnation the sender suspects the prober at}
+    PING_REQ = 7  # {"s": seq, "t": target id, "a": target address}
+    NACK = 8  # {"s": seq}: an indirect probe got no ack
+    UPDATES = 9  # {"m": [...]}: updates alone (the gossip timer, a leave)
+    SYNC = 10  # {"m": [...], "r": bool}: a member's whole table; "r" asks for ours back
+    DIGEST_SUM = 11  # {"h": hex}: a hash of the version vector; a DIGEST answers a mismatch
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.

@@ -188,6 +188,34 @@ def test_killed_peer_task_is_reclaimed_after_its_lease(peer_factory: Any) -> Non
     assert t["chunks"][0]["peer"] != victim
 
 
+def test_a_peer_stopped_with_sigterm_leaves_and_nothing_waits_for_its_lease(
+        peer_factory: Any) -> None:
+    """SIGTERM: the peer announces LEFT (SWIM) as it stops, and the other fails its claim at
+    once, uncounted. Leases are 120 s here, beyond wait_job's 60 s."""
+    a = peer_factory("g0", "--slots", "1", "--lease-s", "120")
+    b = peer_factory("g1", "--slots", "1", "--lease-s", "120")
+    wait_mesh([a, b], 2)
+    job = post(a.url + "/api/jobs", [{"call": "T_SLEEP", "args": [3]}])["job"]
+    deadline = time.monotonic() + 20
+    holder = None
+    while holder is None:
+        assert time.monotonic() < deadline
+        chunks = get(f"{a.url}/api/jobs/{job}")["tasks"][0]["chunks"]
+        if chunks and chunks[0]["peer"]:
+            holder = chunks[0]["peer"]
+        time.sleep(0.05)
+    gone, stays = (a, b) if get(a.url + "/api/health")["peer"] == holder else (b, a)
+    gone.kill(signal.SIGTERM)
+    assert gone.proc.returncode == 0  # a clean stop
+    v = wait_job(stays, job, timeout_s=60)
+    assert v["state"] == "done", v
+    chunk = v["tasks"][0]["chunks"][0]
+    assert chunk["peer"] != holder
+    assert "left the mesh" in chunk["error"]  # failed by the other on hearing LEFT
+    states = {p["id"]: p["state"] for p in get(stays.url + "/api/peers")["peers"]}
+    assert states[holder] == "dead"  # left: dropped at once
+
+
 def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(
         peer_factory: Any) -> None:
     a = peer_factory("b0", "--no-mdns")

@@ -269,8 +269,13 @@ async def test_start_runs_timers_over_loop_delivery() -> None:
     while not all(len(s.ids()) == 3 for s in sinks):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.005)
+    while not all(len(g.live_peers()) == 2 for g in gs):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
     async with gs[0]:  # `async with` on a started Gossip is harmless
         pass
     for g in gs[1:]:
         await g.close()
-    assert all(len(g.live_peers()) == 2 for g in gs)
+    # closing announced LEFT: the others dropped the leaver at once, no timeout waited for
+    assert gs[2].live_peers() == {}
+    assert gs[1].status(gs[0].peer_id) == "dead"

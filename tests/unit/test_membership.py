@@ -8,6 +8,7 @@ import random
 import pytest
 
 from peer.log.clock import FakeClock
+from peer.mesh.gossip import GossipConfig
 from peer.mesh.membership import (
     MAX_LEARNED,
     MAX_PEER_SAMPLE,
@@ -216,7 +217,9 @@ def test_membership_is_learned_transitively() -> None:
 
 
 def test_liveness_alive_suspect_dead_and_back() -> None:
-    c = Cluster(2)  # local(): heartbeat 0.05, suspect 0.3, dead 1.0
+    # the previous release's rule (peers heard by heartbeat): heartbeat 0.05, suspect 0.3,
+    # dead 1.0; SWIM's own states are tested in test_swim.py
+    c = Cluster(2, GossipConfig.local(swim=None))
     a, b = c.peers
     c.step()
     bid = b.gossip.peer_id
@@ -266,7 +269,7 @@ def test_remove_peer_stops_heartbeats() -> None:
 
 
 def test_stale_learned_addresses_are_forgotten_static_ones_kept() -> None:
-    c = Cluster(3, connect=False)
+    c = Cluster(3, GossipConfig.local(swim=None), connect=False)  # heartbeat-judged peers
     a, hub, b = c.peers
     a.gossip.add_peer(hub.addr)
     b.gossip.add_peer(hub.addr)

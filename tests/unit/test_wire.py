@@ -41,7 +41,9 @@ REASONS = {"bad_mac", "bad_version", "bad_kind", "too_large", "bad_frame", "othe
 
 def test_frame_kinds_are_append_only() -> None:
     assert [(k.name, k.value) for k in Kind] == [
-        ("HEARTBEAT", 1), ("EVENTS", 2), ("DIGEST", 3), ("DIGEST_REPLY", 4)]
+        ("HEARTBEAT", 1), ("EVENTS", 2), ("DIGEST", 3), ("DIGEST_REPLY", 4), ("PING", 5),
+        ("ACK", 6), ("PING_REQ", 7), ("NACK", 8), ("UPDATES", 9), ("SYNC", 10),
+        ("DIGEST_SUM", 11)]
 
 
 @pytest.mark.parametrize("secret", [None, SECRET])

@@ -1,0 +1,821 @@
+"""SWIM membership with Lifeguard: probes, indirect probes, suspicion, refutation and the
+dissemination of membership updates on probe traffic. Pure: no I/O and no clock of its own
+(time is passed in); messages leave through a `SwimNet`. Owned by one event loop.
+
+Each protocol period a member probes one other (round-robin over a shuffled list): PING, and
+if no ACK comes within the probe timeout, PING_REQ to `indirect_checks` others, which ping
+the target for it and answer ACK (or NACK when they got nothing), and one more PING. No ack
+by the end of the period makes the target SUSPECT. A suspicion becomes DEAD after a timeout
+of `suspicion_mult` x log10(N) periods, up to `suspicion_max_mult` times longer when this
+member alone suspects, shortened by each independent confirmation (Lifeguard). Updates
+(alive, suspect, left, and each member's own report of its load and runs) ride on every
+frame, each sent at most `retransmit_mult` x log10(N+1) times; a gossip timer sends the rest
+to `gossip_nodes` members.
+
+Rules that bound what one member can do to another: ALIVE and LEFT of a member are signed by
+that member (only it can refute a suspicion, with a higher incarnation, or leave); a SUSPECT
+claim is signed by its claimant; DEAD is never sent: every member reaches it by its own
+suspicion timer, which the suspected member can stop by refuting. Local-health awareness: a
+member that misses acks (its own fault or the network's) widens its probe timeouts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any, Protocol
+
+log = logging.getLogger("banzai.swim")
+
+Body = dict[str, Any]
+MAX_UPDATES_PER_FRAME = 24  # piggybacked updates on one frame
+SEQ_BITS = 48  # probe sequence numbers are random: an off-path member cannot forge an ack
+
+
+class State(StrEnum):
+    """A member's state as this member sees it; the values appear in the HTTP API."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+class Msg(IntEnum):
+    """SWIM frame kinds (the numbers are the wire's `Kind` values; see wire.py)."""
+
+    PING = 5
+    ACK = 6
+    PING_REQ = 7
+    NACK = 8
+    UPDATES = 9
+    SYNC = 10
+
+
+class Sig(IntEnum):
+    """Signature domains of membership updates (the kind byte of membership_message)."""
+
+    ALIVE = 0xA1
+    SUSPECT = 0xA2
+    LEFT = 0xA3
+    REPORT = 0xA4
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    """SWIM timings and bounds; invalid values raise ValueError at construction."""
+
+    probe_interval_s: float = 0.5
+    probe_timeout_s: float = 0.25
+    indirect_checks: int = 3
+    suspicion_mult: float = 4.0  # suspicion timeout = this x log10(N) x probe interval ...
+    suspicion_max_mult: float = 6.0  # ... up to this many times longer, unconfirmed
+    retransmit_mult: int = 4  # each update is sent at most this x log10(N+1) times
+    gossip_interval_s: float = 0.2
+    gossip_nodes: int = 3
+    awareness_max: int = 8  # timeouts are scaled by (score + 1), score < awareness_max
+    reconnect_s: float = 2.0  # a dead member is pinged this often (heals partitions)
+    join_retry_s: float = 1.0  # an address with no live member there is synced this often
+    forget_s: float = 300.0  # a dead or left member's record is kept this long
+    report_min_s: float = 0.5  # our own report is re-announced at most this often
+
+    def __post_init__(self) -> None:
+        for name in ("probe_interval_s", "probe_timeout_s", "gossip_interval_s",
+                     "reconnect_s", "join_retry_s", "forget_s", "suspicion_mult"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.probe_timeout_s >= self.probe_interval_s:
+            raise ValueError("probe_timeout_s must be < probe_interval_s")
+        if self.suspicion_max_mult < 1 or self.retransmit_mult < 1 or self.awareness_max < 1:
+            raise ValueError("suspicion_max_mult, retransmit_mult, awareness_max must be >= 1")
+        if self.indirect_checks < 0 or self.gossip_nodes < 0 or self.report_min_s < 0:
+            raise ValueError("indirect_checks, gossip_nodes, report_min_s must be >= 0")
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> SwimConfig:
+        """Defaults for a lab LAN."""
+        return cls(**overrides)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> SwimConfig:
+        """Fast timings for tests on one machine or a fake clock."""
+        base: dict[str, Any] = {"probe_interval_s": 0.1, "probe_timeout_s": 0.04,
+                                "gossip_interval_s": 0.05, "reconnect_s": 0.5,
+                                "join_retry_s": 0.2, "report_min_s": 0.0}
+        return cls(**{**base, **overrides})
+
+
+def suspicion_bounds_s(cfg: SwimConfig, n: int) -> tuple[float, float]:
+    """(min, max) suspicion timeout in a mesh of `n` members (memberlist's rule)."""
+    scale = max(1.0, math.log10(max(1.0, float(n))))
+    low = cfg.suspicion_mult * scale * cfg.probe_interval_s
+    return low, low * cfg.suspicion_max_mult
+
+
+def remaining_suspicion_s(confirmations: int, k: int, elapsed_s: float, low: float,
+                          high: float) -> float:
+    """Lifeguard: the timeout falls from `high` to `low` as `k` expected confirmations come."""
+    if k < 1:
+        return low - elapsed_s
+    frac = math.log(confirmations + 1.0) / math.log(k + 1.0)
+    return max(low, high - frac * (high - low)) - elapsed_s
+
+
+def retransmit_limit(cfg: SwimConfig, n: int) -> int:
+    return cfg.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
+
+
+class SwimNet(Protocol):
+    """How SWIM messages leave. Must not block."""
+
+    def send_swim(self, addr: str, kind: Msg, body: Body) -> None:
+        """Send one SWIM frame to `addr` (dropped if it cannot go)."""
+        ...
+
+
+class Signer(Protocol):
+    """Signs our updates and checks others'. Must not block."""
+
+    def sign(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+             body: bytes) -> Body:
+        """The proof fields to add to an update we make."""
+        ...
+
+    def check(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
+              proof: Mapping[str, Any]) -> str | None:
+        """None if `proof` is `signer`'s, else why not."""
+        ...
+
+
+class NoSigner:
+    """No signatures (tests and simulations without identities)."""
+
+    def sign(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+             body: bytes) -> Body:
+        return {}
+
+    def check(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
+              proof: Mapping[str, Any]) -> str | None:
+        return None
+
+
+class Listener(Protocol):
+    """Told of membership changes. Must not block."""
+
+    def member_changed(self, member: Member, before: State | None) -> None:
+        """`member` changed state (or address); `before` is None for a new member."""
+        ...
+
+    def member_report(self, member: Member) -> None:
+        """`member` announced a new report of its load and runs (`member.report`)."""
+        ...
+
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        """`member` answered our probe; its wall clock read `wall_ms` (for clock skews)."""
+        ...
+
+
+@dataclass
+class Suspicion:
+    """A running suspicion of one member: who confirmed it, since when, its bounds."""
+
+    start: float
+    k: int
+    low: float
+    high: float
+    confirmations: set[str] = field(default_factory=set)
+
+    def deadline(self) -> float:
+        n = len(self.confirmations) - 1  # the first claimant is not a confirmation
+        return self.start + self.elapsed_bound(n)
+
+    def elapsed_bound(self, n: int) -> float:
+        return remaining_suspicion_s(n, self.k, 0.0, self.low, self.high)
+
+
+@dataclass
+class Member:
+    """What we know of one member."""
+
+    id: str
+    addr: str
+    inc: int
+    state: State
+    since: float  # local time of the last state change
+    alive: Body | None = None  # its signed ALIVE update (relayed and synced as is)
+    report: Body | None = None  # its signed report (the update, relayed as is)
+    report_ver: tuple[int, int] = (-1, -1)
+    suspicion: Suspicion | None = None
+
+
+@dataclass
+class Probe:
+    """An outstanding probe of ours (direct, then indirect)."""
+
+    target: str
+    seq: int
+    direct_deadline: float
+    deadline: float
+    expected_nacks: int = 0
+    nacks: int = 0
+    indirect: bool = False
+
+
+@dataclass
+class Relay:
+    """A ping we send for another member's PING_REQ: answer it with its own seq."""
+
+    addr: str
+    seq: int
+    deadline: float
+
+
+@dataclass
+class SwimStats:
+    probes: int = 0
+    acks: int = 0
+    indirect: int = 0
+    suspicions_raised: int = 0  # by this member's own probes
+    refutations: int = 0
+    deaths: int = 0
+    dropped_updates: int = 0  # refused: bad signature, unknown claimant, malformed
+
+
+class Swim:
+    """This member's view of the mesh and its side of the protocol. `tick(now)` does what is
+    due; `on_<kind>(sender, reply_to, body, now)` handles a received frame (malformed bodies
+    raise KeyError/TypeError/ValueError for the receive path to count)."""
+
+    def __init__(self, cfg: SwimConfig, me: str, inc: int, net: SwimNet, listener: Listener,
+                 rng: random.Random, signer: Signer | None = None,
+                 wall_ms: Callable[[], int] | None = None) -> None:
+        self.cfg = cfg
+        self._wall = wall_ms
+        self.me = me
+        self.addr = ""  # set by `bind`
+        self.inc = inc
+        self.stats = SwimStats()
+        self.awareness = 0
+        self.leaving = False
+        self._net = net
+        self._listener = listener
+        self._rng = rng
+        self._signer: Signer = signer or NoSigner()
+        self._members: dict[str, Member] = {}
+        self._live: list[Member] | None = None  # cache of live(); reset on any state change
+        self._suspects: set[str] = set()
+        self._next_forget = 0.0
+        self._by_addr: dict[str, str] = {}
+        self._queue: dict[str, list[Any]] = {}  # key -> [update, transmits]
+        self._order: list[str] = []  # the probe round's shuffled member ids
+        self._pos = 0
+        self._probes: dict[int, Probe] = {}
+        self._relays: dict[int, Relay] = {}
+        self._next_probe = 0.0
+        self._next_gossip = 0.0
+        self._next_reconnect = 0.0
+        self._next_join = 0.0
+        self._joins: set[str] = set()  # addresses to sync with until a live member is there
+        self._my_alive: Body | None = None
+        self._my_report: Body | None = None
+        self._report_ctr = 0
+        self._report_info: bytes | None = None
+        self._report_due = 0.0
+        self._pending_info: bytes | None = None
+
+    # -- setup and queries -----------------------------------------------------------
+    def bind(self, addr: str, now: float) -> None:
+        """Our address is known: announce ourselves alive and start probing."""
+        self.addr = addr
+        self._announce_alive()
+        self._next_probe = now + self._rng.uniform(0, self.cfg.probe_interval_s)
+        self._next_gossip = now
+        self._next_reconnect = now + self.cfg.reconnect_s
+        self._next_join = now
+
+    def join(self, addrs: Iterable[str]) -> None:
+        """Sync with these addresses (static peers) until a live member answers there."""
+        for a in addrs:
+            if a and a != self.addr:
+                self._joins.add(a)
+                self._next_join = 0.0
+
+    def forget_addr(self, addr: str) -> None:
+        self._joins.discard(addr)
+
+    @property
+    def members(self) -> Mapping[str, Member]:
+        return self._members
+
+    def member_at(self, addr: str) -> Member | None:
+        mid = self._by_addr.get(addr)
+        return None if mid is None else self._members.get(mid)
+
+    def live(self) -> list[Member]:
+        """Members alive or suspect (a suspect is still worked with). Do not modify."""
+        if self._live is None:
+            self._live = [m for m in self._members.values()
+                          if m.state in (State.ALIVE, State.SUSPECT)]
+        return self._live
+
+    def n(self) -> int:
+        """The estimated mesh size (ourselves included)."""
+        return 1 + len(self.live())
+
+    def scaled(self, t: float) -> float:
+        return t * (self.awareness + 1)
+
+    def _aware(self, delta: int) -> None:
+        self.awareness = max(0, min(self.cfg.awareness_max - 1, self.awareness + delta))
+
+    # -- our own updates -------------------------------------------------------------
+    def _announce_alive(self) -> None:
+        body = {"t": "a", "i": self.me, "a": self.addr, "n": self.inc}
+        body.update(self._signer.sign(Sig.ALIVE, self.me, self.addr, self.inc, 0, b""))
+        self._my_alive = body
+        self._enqueue(f"m{self.me}", body)
+
+    def refute(self, inc: int) -> None:
+        """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive."""
+        if inc < self.inc or self.leaving:
+            return
+        self.inc = inc + 1
+        self.stats.refutations += 1
+        self._aware(1)
+        self._announce_alive()
+
+    def set_report(self, info: bytes, now: float) -> None:
+        """Our report (JSON of our load and runs): announced when it changes, at most every
+        `report_min_s`."""
+        if info == self._report_info or info == self._pending_info:
+            return
+        self._pending_info = info
+        if now >= self._report_due:
+            self._flush_report(now)
+
+    def _flush_report(self, now: float) -> None:
+        info = self._pending_info
+        if info is None:
+            return
+        self._pending_info = None
+        self._report_info = info
+        self._report_ctr += 1
+        body = {"t": "r", "i": self.me, "n": self.inc, "c": self._report_ctr, "d": info.decode()}
+        body.update(self._signer.sign(Sig.REPORT, self.me, "", self.inc, self._report_ctr, info))
+        self._my_report = body
+        self._report_due = now + self.cfg.report_min_s
+        self._enqueue(f"r{self.me}", body)
+
+    def leave(self) -> list[str]:
+        """Announce that we leave; returns the addresses the LEFT update was sent to."""
+        self.leaving = True
+        body = {"t": "l", "i": self.me, "n": self.inc}
+        body.update(self._signer.sign(Sig.LEFT, self.me, "", self.inc, 0, b""))
+        self._queue.clear()
+        self._enqueue(f"m{self.me}", body)
+        targets = [m.addr for m in self.live() if m.addr]
+        for a in targets:
+            self._net.send_swim(a, Msg.UPDATES, {"m": [body]})
+        return targets
+
+    # -- the broadcast queue ---------------------------------------------------------
+    def _enqueue(self, key: str, update: Body) -> None:
+        self._queue[key] = [update, 0]  # a newer update about the same thing replaces it
+
+    def piggyback(self, limit: int = MAX_UPDATES_PER_FRAME) -> list[Body]:
+        """Updates to add to an outgoing frame: the least sent first, each counted."""
+        if not self._queue:
+            return []
+        cap = retransmit_limit(self.cfg, self.n())
+        q = self._queue
+        keys = (list(q) if len(q) <= limit
+                else heapq.nsmallest(limit, q, key=lambda k: q[k][1]))
+        out = []
+        for k in keys:
+            entry = self._queue[k]
+            entry[1] += 1
+            out.append(entry[0])
+            if entry[1] >= cap:
+                del self._queue[k]
+        return out
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def drop_queue(self) -> None:
+        """Forget every queued update (simulations seed a finished join this way)."""
+        self._queue.clear()
+
+    @property
+    def report_update(self) -> Body | None:
+        """Our own signed report (None before the first `set_report`)."""
+        return self._my_report
+
+    @property
+    def alive_update(self) -> Body | None:
+        """Our own signed ALIVE update (None before `bind`)."""
+        return self._my_alive
+
+    # -- the timer -------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Do whatever is due at `now`."""
+        if self.leaving:
+            return
+        self._check_probes(now)
+        self._check_suspicions(now)
+        if now >= self._report_due and self._pending_info is not None:
+            self._flush_report(now)
+        if now >= self._next_probe:
+            self._next_probe = now + self.scaled(self.cfg.probe_interval_s)
+            self._probe(now)
+        if now >= self._next_gossip:
+            self._next_gossip = now + self.cfg.gossip_interval_s
+            self._gossip()
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.cfg.reconnect_s
+            self._reconnect(now)
+        if now >= self._next_join:
+            self._next_join = now + self.cfg.join_retry_s
+            self._sync_joins()
+
+    def next_due(self) -> float:
+        """When `tick` next has something to do (the timer sleeps until then)."""
+        due = [self._next_probe, self._next_reconnect]
+        if self._queue:
+            due.append(self._next_gossip)
+        if self._joins:
+            due.append(self._next_join)
+        if self._pending_info is not None:
+            due.append(self._report_due)
+        due.extend(p.deadline if p.indirect else p.direct_deadline
+                   for p in self._probes.values())
+        due.extend(r.deadline for r in self._relays.values())
+        due.extend(s.deadline() for mid in self._suspects
+                   if (s := self._members[mid].suspicion) is not None)
+        return min(due)
+
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self._pos < len(self._order):
+                m = self._members.get(self._order[self._pos])
+                self._pos += 1
+                if m is not None and m.state in (State.ALIVE, State.SUSPECT) and m.addr:
+                    return m
+            self._order = [m.id for m in self.live()]
+            self._rng.shuffle(self._order)
+            self._pos = 0
+        return None
+
+    def _probe(self, now: float) -> None:
+        m = self._next_target()
+        if m is None:
+            return
+        seq = self._rng.getrandbits(SEQ_BITS)
+        self._probes[seq] = Probe(m.id, seq, now + self.scaled(self.cfg.probe_timeout_s),
+                                  now + self.scaled(self.cfg.probe_interval_s))
+        self.stats.probes += 1
+        self._send(m.addr, Msg.PING, self._ping_body(seq, m))
+
+    def _ping_body(self, seq: int, m: Member) -> Body:
+        body: Body = {"s": seq, "t": m.id}
+        if m.state != State.ALIVE:
+            body["u"] = m.inc  # tell it: it may refute
+        return body
+
+    def _send(self, addr: str, kind: Msg, body: Body) -> None:
+        updates = self.piggyback()
+        if updates:
+            body["m"] = [*body.get("m", ()), *updates]
+        self._net.send_swim(addr, kind, body)
+
+    def _check_probes(self, now: float) -> None:
+        for seq, p in list(self._probes.items()):
+            if not p.indirect and now >= p.direct_deadline:
+                self._go_indirect(p)
+            if p.indirect and now >= p.deadline:
+                del self._probes[seq]
+                self._probe_failed(p, now)
+        for seq, r in list(self._relays.items()):
+            if now >= r.deadline:
+                del self._relays[seq]
+                self._send(r.addr, Msg.NACK, {"s": r.seq})
+
+    def _go_indirect(self, p: Probe) -> None:
+        p.indirect = True
+        target = self._members.get(p.target)
+        if target is None:
+            return
+        live = self.live()
+        k = self.cfg.indirect_checks
+        pool = self._rng.sample(live, min(len(live), 2 * k + 1))
+        helpers = [m for m in pool if m.state == State.ALIVE and m.id != p.target and m.addr][:k]
+        p.expected_nacks = len(helpers)
+        self.stats.indirect += 1
+        for h in helpers:
+            self._send(h.addr, Msg.PING_REQ, {"s": p.seq, "t": target.id, "a": target.addr})
+        # and once more directly (memberlist's fallback ping): a lost frame is the usual cause
+        self._send(target.addr, Msg.PING, self._ping_body(p.seq, target))
+
+    def _probe_failed(self, p: Probe, now: float) -> None:
+        if p.expected_nacks > 0:
+            self._aware(max(0, p.expected_nacks - p.nacks))
+        else:
+            self._aware(1)
+        m = self._members.get(p.target)
+        if m is None or m.state not in (State.ALIVE, State.SUSPECT):
+            return
+        self.stats.suspicions_raised += m.state == State.ALIVE
+        self._suspect(m, m.inc, self.me, now)
+
+    def _check_suspicions(self, now: float) -> None:
+        for mid in list(self._suspects):
+            m = self._members[mid]
+            s = m.suspicion
+            if s is not None and now >= s.deadline():
+                self.stats.deaths += 1
+                log.info("swim: member %s dead (suspected %.1f s, %d confirmations)",
+                         m.id[:16], now - s.start, len(s.confirmations) - 1)
+                self._set_state(m, State.DEAD, now)
+        if now < self._next_forget:
+            return
+        self._next_forget = now + self.cfg.reconnect_s
+        dead = [m for m in self._members.values()
+                if m.state in (State.DEAD, State.LEFT) and now - m.since > self.cfg.forget_s]
+        for m in dead:
+            del self._members[m.id]
+            if self._by_addr.get(m.addr) == m.id:
+                del self._by_addr[m.addr]
+
+    def _gossip(self) -> None:
+        if not self._queue:
+            return
+        live = self.live()
+        for m in self._rng.sample(live, min(len(live), self.cfg.gossip_nodes)):
+            updates = self.piggyback()
+            if not updates:
+                return
+            self._net.send_swim(m.addr, Msg.UPDATES, {"m": updates})
+
+    def _reconnect(self, now: float) -> None:
+        """Ping one dead member (not one that left): after a partition, it refutes."""
+        dead = [m for m in self._members.values() if m.state == State.DEAD and m.addr]
+        if dead:
+            m = self._rng.choice(dead)
+            self._send(m.addr, Msg.PING, {"s": self._rng.getrandbits(SEQ_BITS), "t": m.id,
+                                          "u": m.inc})
+
+    def _sync_joins(self) -> None:
+        for a in sorted(self._joins):
+            m = self.member_at(a)
+            if m is None or m.state != State.ALIVE:
+                self._net.send_swim(a, Msg.SYNC, self.sync_body(reply=True))
+
+    def sync_body(self, *, reply: bool) -> Body:
+        """Everything we know worth telling a newcomer: every member's signed alive (or left)
+        and report, ourselves included."""
+        ups: list[Body] = []
+        if self._my_alive is not None:
+            ups.append(self._my_alive)
+        if self._my_report is not None:
+            ups.append(self._my_report)
+        for m in self._members.values():
+            if m.state in (State.ALIVE, State.SUSPECT) and m.alive is not None:
+                ups.append(m.alive)
+                if m.report is not None:
+                    ups.append(m.report)
+        return {"m": ups, "r": reply}
+
+    # -- receiving -------------------------------------------------------------------
+    def on_ping(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        self.apply_updates(body.get("m", []), now)
+        seq, target = _int(body["s"]), body.get("t")
+        if target != self.me:
+            return  # meant for someone who used to be at this address
+        ack: Body = {"s": seq}
+        u = body.get("u")
+        if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly
+            self.refute(_int(u))
+            if self._my_alive is not None:
+                ack["m"] = [self._my_alive]
+        if self._wall is not None:
+            ack["w"] = self._wall()
+        m = self._members.get(sender)
+        if m is not None and m.state not in (State.ALIVE, State.LEFT):
+            ack["u"] = m.inc  # we hold the prober suspect or dead: it may refute
+        if reply_to:
+            self._send(reply_to, Msg.ACK, ack)
+
+    def on_ack(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        self.apply_updates(body.get("m", []), now)
+        seq = _int(body["s"])
+        u = body.get("u")
+        if u is not None:
+            self.refute(_int(u))
+        r = self._relays.pop(seq, None)
+        if r is not None:
+            self._send(r.addr, Msg.ACK, {"s": r.seq})
+            return
+        p = self._probes.pop(seq, None)
+        if p is not None:
+            self.stats.acks += 1
+            self._aware(-1)
+            m = self._members.get(p.target)
+            w = body.get("w")
+            if m is not None and m.id == sender and type(w) is int:
+                self._listener.member_wall(m, w)
+
+    def on_ping_req(self, sender: str, reply_to: str, body: Mapping[str, Any],
+                    now: float) -> None:
+        self.apply_updates(body.get("m", []), now)
+        seq, target, addr = _int(body["s"]), body["t"], body["a"]
+        if not isinstance(target, str) or not isinstance(addr, str) or not reply_to:
+            raise ValueError("bad ping-req")
+        own = self._rng.getrandbits(SEQ_BITS)
+        self._relays[own] = Relay(reply_to, seq, now + self.scaled(self.cfg.probe_timeout_s))
+        m = self._members.get(target)
+        ping: Body = {"s": own, "t": target}
+        if m is not None and m.state != State.ALIVE:
+            ping["u"] = m.inc
+        self._send(addr, Msg.PING, ping)
+
+    def on_nack(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        self.apply_updates(body.get("m", []), now)
+        p = self._probes.get(_int(body["s"]))
+        if p is not None:
+            p.nacks += 1
+
+    def on_updates(self, sender: str, reply_to: str, body: Mapping[str, Any],
+                   now: float) -> None:
+        self.apply_updates(body.get("m", []), now)
+
+    def on_sync(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        known = sender in self._members
+        self.apply_updates(body.get("m", []), now, relay=False)
+        if body.get("r") and reply_to:
+            self._net.send_swim(reply_to, Msg.SYNC, self.sync_body(reply=not known and False))
+
+    def apply_updates(self, updates: Any, now: float, *, relay: bool = True) -> None:
+        """Apply piggybacked updates (each checked alone: a bad one is counted, not fatal)."""
+        if not isinstance(updates, list):
+            raise ValueError("updates is not a list")
+        for u in updates:
+            try:
+                self._apply(u, now, relay)
+            except (KeyError, TypeError, ValueError):
+                self.stats.dropped_updates += 1
+
+    def _apply(self, u: Any, now: float, relay: bool) -> None:
+        if not isinstance(u, dict):
+            raise TypeError("update is not an object")
+        t, mid = u["t"], u["i"]
+        if not isinstance(mid, str) or not mid:
+            raise ValueError("bad member id")
+        inc = _int(u["n"])
+        if t == "a":
+            self._on_alive(u, mid, inc, now, relay)
+        elif t == "s":
+            self._on_suspect(u, mid, inc, now)
+        elif t == "l":
+            self._on_left(u, mid, inc, now)
+        elif t == "r":
+            self._on_report(u, mid, inc, now, relay)
+        else:
+            raise ValueError(f"unknown update {t!r:.10}")
+
+    def _checked(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
+                 u: Mapping[str, Any]) -> bool:
+        why = self._signer.check(domain, signer, addr, inc, ctr, body, u)
+        if why is not None:
+            self.stats.dropped_updates += 1
+            log.debug("swim: update %s of %s refused: %s", domain.name, signer[:16], why)
+        return why is None
+
+    def _on_alive(self, u: Body, mid: str, inc: int, now: float, relay: bool) -> None:
+        addr = u["a"]
+        if not isinstance(addr, str) or not addr:
+            raise ValueError("bad address")
+        if mid == self.me:
+            return
+        m = self._members.get(mid)
+        if m is not None and inc <= m.inc and not (m.alive is None and m.state == State.ALIVE):
+            return  # stale (also every replay of an older alive)
+        if not self._checked(Sig.ALIVE, mid, addr, inc, 0, b"", u):
+            return
+        self._joins.discard(addr)
+        if m is None:
+            m = self._members[mid] = Member(mid, addr, inc, State.ALIVE, now, alive=u)
+            self._by_addr[addr] = mid
+            self._live = None
+            self._listener.member_changed(m, None)
+        else:
+            if m.addr != addr:
+                if self._by_addr.get(m.addr) == mid:
+                    del self._by_addr[m.addr]
+                m.addr = addr
+            self._by_addr[addr] = mid
+            m.inc, m.alive, m.suspicion = inc, u, None
+            self._set_state(m, State.ALIVE, now, force=True)
+        if relay:
+            self._enqueue(f"m{mid}", u)
+
+    def _on_suspect(self, u: Body, mid: str, inc: int, now: float) -> None:
+        claimant = u["f"]
+        if not isinstance(claimant, str):
+            raise ValueError("bad claimant")
+        if mid == self.me:
+            if self._checked(Sig.SUSPECT, claimant, "", inc, 0, mid.encode(), u):
+                self.refute(inc)
+            return
+        m = self._members.get(mid)
+        if m is None or m.state in (State.DEAD, State.LEFT) or inc < m.inc:
+            return
+        if m.state == State.SUSPECT and (m.suspicion is None
+                                         or claimant in m.suspicion.confirmations):
+            return
+        if claimant == self.me or not self._checked(Sig.SUSPECT, claimant, "", inc, 0,
+                                                     mid.encode(), u):
+            return
+        self._suspect(m, inc, claimant, now, update=u)
+
+    def _suspect(self, m: Member, inc: int, claimant: str, now: float,
+                 update: Body | None = None) -> None:
+        if m.state == State.SUSPECT and m.suspicion is not None:
+            if claimant in m.suspicion.confirmations:
+                return
+            m.suspicion.confirmations.add(claimant)
+        else:
+            n = self.n()
+            low, high = suspicion_bounds_s(self.cfg, n)
+            k = int(self.cfg.suspicion_mult) - 2
+            if n - 2 < k:
+                k = 0
+            m.inc = inc
+            m.suspicion = Suspicion(now, k, low, high, {claimant})
+            self._set_state(m, State.SUSPECT, now)
+        if update is None:
+            update = {"t": "s", "i": m.id, "n": inc, "f": self.me}
+            update.update(self._signer.sign(Sig.SUSPECT, self.me, "", inc, 0, m.id.encode()))
+        self._enqueue(f"s{m.id}/{claimant}", update)
+
+    def _on_left(self, u: Body, mid: str, inc: int, now: float) -> None:
+        if mid == self.me:
+            return
+        m = self._members.get(mid)
+        if m is not None and (m.state == State.LEFT or inc < m.inc):
+            return
+        if not self._checked(Sig.LEFT, mid, "", inc, 0, b"", u):
+            return
+        if m is None:
+            m = self._members[mid] = Member(mid, "", inc, State.LEFT, now)
+            return  # a stranger's leave: remembered, so that its stale alive is refused
+        m.inc = inc
+        self._set_state(m, State.LEFT, now)
+        self._enqueue(f"m{mid}", u)
+
+    def _on_report(self, u: Body, mid: str, inc: int, now: float, relay: bool) -> None:
+        if mid == self.me:
+            return
+        ctr, data = _int(u["c"]), u["d"]
+        if not isinstance(data, str):
+            raise ValueError("bad report")
+        m = self._members.get(mid)
+        if m is None or (inc, ctr) <= m.report_ver or m.state == State.LEFT:
+            return
+        if not self._checked(Sig.REPORT, mid, "", inc, ctr, data.encode(), u):
+            return
+        m.report, m.report_ver = u, (inc, ctr)
+        self._listener.member_report(m)
+        if relay:
+            self._enqueue(f"r{mid}", u)
+
+    def _set_state(self, m: Member, state: State, now: float, *, force: bool = False) -> None:
+        before = m.state
+        if before == state and not force:
+            return
+        m.state, m.since = state, now
+        self._live = None
+        if state == State.SUSPECT:
+            self._suspects.add(m.id)
+        else:
+            self._suspects.discard(m.id)
+            m.suspicion = None
+        if before != state:
+            log.info("swim: member %s %s -> %s", m.id[:16], before, state)
+            self._listener.member_changed(m, before)
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or not 0 <= v < 2**63:
+        raise ValueError(f"not a non-negative integer: {v!r:.20}")
+    return v
+
+
+__all__ = ["MAX_UPDATES_PER_FRAME", "Member", "Msg", "NoSigner", "Sig", "Signer", "State",
+           "Swim", "SwimConfig", "SwimNet", "SwimStats", "remaining_suspicion_s",
+           "retransmit_limit", "suspicion_bounds_s"]

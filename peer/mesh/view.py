@@ -1,0 +1,186 @@
+"""Who is alive, as the gossip facade reports it: SWIM members (swim.py) plus peers of the
+previous release, judged by their heartbeats (membership.py); each member's last report
+(load and runs) handed to the member sink; the signer of SWIM updates. Loop-owned; every
+method is non-blocking.
+
+Mixed versions. A peer of the previous release sends HEARTBEATs and does not know the SWIM
+frame kinds (it drops them). A peer that hears a HEARTBEAT from a member marks it legacy:
+that member is judged as before (quiet time on our clock), gets our HEARTBEATs (with our
+version vector, which it reads for acknowledgements, and our runs, which renew our leases)
+and gets no SWIM frames. The mark goes when a SWIM frame comes from it (it was upgraded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from peer.log.signing import MeshAuth, membership_message, verify
+from peer.mesh.membership import Liveness, Membership
+from peer.mesh.swim import Member, Sig, State, Swim
+
+MAX_HEADS = 4096  # peers whose version vectors we keep (acknowledgements)
+NOT_REPORTED = ("heads", "wall_ms")  # a report leaves these out: they change all the time
+
+
+class MemberSink(Protocol):
+    """Where gossip reports members. Must not block."""
+
+    def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
+        """`peer_id` is alive and reports `info` (its load and runs, plus "gossip")."""
+        ...
+
+
+class AuthSigner:
+    """SWIM updates signed with this peer's identity and checked against bound keys (the
+    membership signature of docs/security.md, one domain byte per update kind)."""
+
+    def __init__(self, auth: MeshAuth, mesh_id: str) -> None:
+        self._auth = auth
+        self._mesh = mesh_id
+
+    def sign(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+             body: bytes) -> dict[str, Any]:
+        a = self._auth
+        msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
+        proof: dict[str, Any] = {"g": a.identity.sign(msg).hex()}
+        if domain == Sig.ALIVE:  # binds our key where it is not bound yet
+            proof["k"] = a.identity.key.hex()
+            if a.admit is not None:
+                proof["x"] = a.admit.hex()
+        return proof
+
+    def check(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
+              proof: Mapping[str, Any]) -> str | None:
+        ring = self._auth.keyring
+        if ring.is_revoked(signer):
+            return "revoked"
+        k = proof.get("k")
+        if k is not None:
+            x = proof.get("x")
+            why = ring.bind(signer, bytes.fromhex(k), None if x is None else bytes.fromhex(x))
+            if why is not None:
+                return why
+        key = ring.keys.get(signer)
+        if key is None:
+            return "unknown_key"
+        msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
+        return None if verify(key, bytes.fromhex(proof["g"]), msg) else "bad_signature"
+
+
+class MeshView:
+    """The union of SWIM members and legacy peers, with their reports and version vectors.
+    Implements swim.Listener."""
+
+    def __init__(self, members: MemberSink, legacy: Membership,
+                 peer_key: Callable[[str, str], None] = lambda _a, _k: None) -> None:
+        self.swim: Swim | None = None  # set by the facade (None: heartbeats only)
+        self._peer_key = peer_key  # (address, the key id it serves): the transport's hint
+        self._members = members
+        self._legacy = legacy
+        self.legacy_ids: set[str] = set()  # members heard by HEARTBEAT, not (yet) by SWIM
+        self._infos: dict[str, dict[str, Any]] = {}  # member -> its last report, parsed
+        self._heads: dict[str, dict[str, int]] = {}  # member -> its version vector
+
+    # -- swim.Listener -----------------------------------------------------------------
+    def member_changed(self, member: Member, before: State | None) -> None:
+        if member.state == State.LEFT:
+            gone = getattr(self._members, "left", None)
+            if gone is not None:
+                gone(member.id)
+        if member.state in (State.DEAD, State.LEFT):
+            self._heads.pop(member.id, None)
+
+    def member_report(self, member: Member) -> None:
+        assert member.report is not None
+        try:
+            info = json.loads(member.report["d"])
+        except ValueError:
+            return
+        if isinstance(info, dict):
+            kid = info.get("kid")
+            if isinstance(kid, str) and member.addr:
+                self._peer_key(member.addr, kid)
+            self._infos[member.id] = info
+            self._members.heard(member.id, {**info, "gossip": member.addr})
+
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        seen = getattr(self._members, "wall_seen", None)  # optional: clock skews
+        if seen is not None:
+            seen(member.id, wall_ms)
+
+    # -- legacy peers ------------------------------------------------------------------
+    def heard_legacy(self, peer_id: str, addr: str, info: dict[str, Any], now: float) -> None:
+        """A HEARTBEAT (checked): a peer of the previous release, or one in legacy mode."""
+        if self.swim is not None:
+            self.legacy_ids.add(peer_id)
+            self.swim.forget_addr(addr)
+        heads = info.get("heads")
+        if isinstance(heads, dict):
+            self.note_heads(peer_id, heads)
+        self._legacy.heard(peer_id, addr, info, now)
+
+    def heard_swim(self, peer_id: str) -> None:
+        """A SWIM frame from `peer_id`: it is no legacy peer (any more)."""
+        self.legacy_ids.discard(peer_id)
+
+    def legacy_addrs(self) -> list[str]:
+        """Where our HEARTBEATs go (with SWIM: only to legacy peers)."""
+        if self.swim is None:
+            return self._legacy.heartbeat_targets()
+        live = self._legacy.live_peers()
+        return sorted(str(live[p]["gossip"]) for p in self.legacy_ids if p in live)
+
+    # -- version vectors (acknowledgements) ------------------------------------------------
+    def note_heads(self, peer_id: str, heads: Mapping[str, Any]) -> None:
+        if peer_id in self._heads or len(self._heads) < MAX_HEADS:
+            self._heads[peer_id] = {str(k): v for k, v in heads.items() if type(v) is int}
+
+    def heads_of(self, peer_id: str) -> Mapping[str, int]:
+        """The last version vector `peer_id` sent us (a digest or a heartbeat), or {}."""
+        return self._heads.get(peer_id, {})
+
+    # -- queries -----------------------------------------------------------------------
+    def live_peers(self) -> dict[str, dict[str, Any]]:
+        """peer_id -> its last report plus "gossip" address and "status" (alive/suspect)."""
+        out = {p: i for p, i in self._legacy.live_peers().items()
+               if self.swim is None or p in self.legacy_ids or p not in self.swim.members}
+        if self.swim is not None:
+            for m in self.swim.live():
+                out[m.id] = {**self._infos.get(m.id, {}), "gossip": m.addr,
+                             "status": m.state.value}
+        return out
+
+    def status(self, peer_id: str) -> Liveness | None:
+        """alive, suspect, dead (left counts as dead), or None if never heard."""
+        m = None if self.swim is None else self.swim.members.get(peer_id)
+        if m is None or peer_id in self.legacy_ids:
+            return self._legacy.status(peer_id)
+        return {State.ALIVE: Liveness.ALIVE, State.SUSPECT: Liveness.SUSPECT}.get(
+            m.state, Liveness.DEAD)
+
+    def live_addrs(self) -> frozenset[str]:
+        """Addresses of the members alive or suspect, SWIM or legacy."""
+        if self.swim is None:
+            return self._legacy.live_addrs()
+        return self._legacy.live_addrs() | {m.addr for m in self.swim.live() if m.addr}
+
+    def renew(self) -> None:
+        """Hand every live SWIM member's last report to the member sink again: the sink
+        renews the leases of the runs it reports (a dead or departed member's are not)."""
+        if self.swim is None:
+            return
+        for m in self.swim.live():
+            info = self._infos.get(m.id)
+            if info is not None:
+                self._members.heard(m.id, {**info, "gossip": m.addr})
+
+
+def report_bytes(info: Mapping[str, Any]) -> bytes:
+    """Our report: the heartbeat info without what changes all the time."""
+    return json.dumps({k: v for k, v in info.items() if k not in NOT_REPORTED},
+                      separators=(",", ":"), sort_keys=True).encode()
+
+
+__all__ = ["NOT_REPORTED", "AuthSigner", "MemberSink", "MeshView", "report_bytes"]

@@ -1,0 +1,417 @@
+"""SWIM with Lifeguard: the pure state machine on a fake clock (probes, indirect probes,
+suspicion, refutation, dissemination, awareness), then clusters on the in-memory network
+with loss, a partition, a pause, a graceful leave, forged updates and a peer of the
+previous release."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from peer.log.clock import FakeClock
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster, SimPeer
+from peer.mesh.swim import (
+    Member,
+    Msg,
+    State,
+    Swim,
+    SwimConfig,
+    remaining_suspicion_s,
+    retransmit_limit,
+    suspicion_bounds_s,
+)
+from peer.mesh.wire import Kind
+
+CFG = SwimConfig.local()  # probe 0.1 s, probe timeout 0.04 s
+
+
+class Net:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Msg, dict[str, Any]]] = []
+
+    def send_swim(self, addr: str, kind: Msg, body: dict[str, Any]) -> None:
+        self.sent.append((addr, kind, body))
+
+    def take(self, kind: Msg) -> list[tuple[str, dict[str, Any]]]:
+        out = [(a, b) for a, k, b in self.sent if k == kind]
+        self.sent = [s for s in self.sent if s[1] != kind]
+        return out
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, State | None, State]] = []
+        self.reports: list[str] = []
+        self.walls: list[tuple[str, int]] = []
+
+    def member_changed(self, member: Member, before: State | None) -> None:
+        self.changes.append((member.id, before, member.state))
+
+    def member_report(self, member: Member) -> None:
+        self.reports.append(member.id)
+
+    def member_wall(self, member: Member, wall_ms: int) -> None:
+        self.walls.append((member.id, wall_ms))
+
+
+def alive(mid: str, port: int, inc: int = 1) -> dict[str, Any]:
+    return {"t": "a", "i": mid, "a": f"127.0.0.1:{port}", "n": inc}
+
+
+def make(others: int = 3, cfg: SwimConfig = CFG) -> tuple[Swim, FakeClock, Net, Listener]:
+    clock, net, listener = FakeClock(), Net(), Listener()
+    s = Swim(cfg, "me", 5, net, listener, random.Random(1))
+    s.bind("127.0.0.1:1", clock())
+    s.apply_updates([alive(f"m{i}", 10 + i) for i in range(others)], clock())
+    return s, clock, net, listener
+
+
+def probe_once(s: Swim, clock: FakeClock, net: Net) -> tuple[str, dict[str, Any]]:
+    clock.advance(CFG.probe_interval_s)
+    s.tick(clock())
+    pings = net.take(Msg.PING)
+    assert len(pings) == 1
+    return pings[0]
+
+
+@pytest.mark.parametrize(("n", "low"), [(1, 0.4), (10, 0.4), (100, 0.8), (1000, 1.2)])
+def test_suspicion_timeout_scales_with_log_n(n: int, low: float) -> None:
+    lo, hi = suspicion_bounds_s(CFG, n)
+    assert lo == pytest.approx(low) and hi == pytest.approx(low * CFG.suspicion_max_mult)
+
+
+def test_confirmations_shorten_the_suspicion_down_to_its_minimum() -> None:
+    k, lo, hi = 2, 1.0, 6.0
+    times = [remaining_suspicion_s(c, k, 0.0, lo, hi) for c in range(4)]
+    assert times[0] == hi and times[0] > times[1] > times[2] and times[2] == times[3] == lo
+    assert remaining_suspicion_s(0, 0, 0.5, lo, hi) == pytest.approx(0.5)  # k = 0: the minimum
+
+
+def test_retransmits_grow_with_log_n() -> None:
+    assert [retransmit_limit(CFG, n) for n in (1, 9, 10, 99, 1000)] == [4, 4, 8, 8, 16]
+
+
+def test_a_probe_round_visits_every_member_once() -> None:
+    s, clock, net, listener = make(4)
+    seen = []
+    for _ in range(4):
+        addr, body = probe_once(s, clock, net)
+        s.on_ack(body["t"], addr, {"s": body["s"], "w": 5}, clock())
+        seen.append(body["t"])
+    assert sorted(seen) == ["m0", "m1", "m2", "m3"]
+    assert sorted(listener.walls) == [(m, 5) for m in sorted(seen)]  # their clocks: skews
+
+
+def test_a_missed_ack_goes_to_indirect_probes_then_suspicion_then_death() -> None:
+    s, clock, net, listener = make(4)
+    addr, ping = probe_once(s, clock, net)
+    target = ping["t"]
+    clock.advance(CFG.probe_timeout_s)
+    s.tick(clock())
+    reqs = net.take(Msg.PING_REQ)
+    assert len(reqs) == CFG.indirect_checks
+    assert all(b["t"] == target and b["a"] == addr and a != addr for a, b in reqs)
+    assert s.members[target].state is State.ALIVE
+    clock.advance(CFG.probe_interval_s - CFG.probe_timeout_s + 1e-9)
+    s.tick(clock())
+    assert s.members[target].state is State.SUSPECT
+    assert s.awareness == CFG.indirect_checks  # no nack came either: our own health is in doubt
+    lo, hi = suspicion_bounds_s(CFG, s.n())
+    clock.advance(lo)
+    s.tick(clock())
+    assert s.members[target].state is State.SUSPECT  # alone, we wait longer than the minimum
+    clock.advance(hi - lo)
+    s.tick(clock())
+    assert s.members[target].state is State.DEAD
+    assert (target, State.SUSPECT, State.DEAD) in listener.changes
+
+
+def test_an_indirect_ack_saves_the_target_and_nacks_are_counted() -> None:
+    s, clock, net, _ = make(4)
+    _, ping = probe_once(s, clock, net)
+    clock.advance(CFG.probe_timeout_s)
+    s.tick(clock())
+    net.take(Msg.PING_REQ)
+    s.on_nack("m9", "127.0.0.1:20", {"s": ping["s"]}, clock())
+    s.on_ack("m9", "127.0.0.1:20", {"s": ping["s"]}, clock())  # forwarded by a helper
+    clock.advance(CFG.probe_interval_s)
+    s.tick(clock())
+    assert s.members[ping["t"]].state is State.ALIVE and s.stats.acks == 1
+
+
+def test_awareness_widens_timeouts_and_recovers_with_acks() -> None:
+    s, clock, net, _ = make(2, SwimConfig.local(indirect_checks=0, suspicion_mult=1000))
+    for _ in range(10):  # probes without any ack (the targets stay suspect, not dead)
+        if s.awareness == 3:
+            break
+        clock.advance(s.scaled(CFG.probe_interval_s) + 1e-9)
+        s.tick(clock())
+    assert s.awareness == 3
+    assert s.scaled(CFG.probe_timeout_s) == pytest.approx(CFG.probe_timeout_s * 4)
+    net.sent.clear()
+    clock.advance(s.scaled(CFG.probe_interval_s) + 1e-9)
+    s.tick(clock())
+    addr, ping = net.take(Msg.PING)[-1]  # the new probe (after the old one's last try)
+    s.on_ack("x", addr, {"s": ping["s"]}, clock())
+    assert s.awareness == 3  # the last probe failed (+1), the new one was acked (-1)
+
+
+def test_a_relayed_ping_is_answered_with_the_requesters_seq_or_a_nack() -> None:
+    s, clock, net, _ = make(2)
+    s.on_ping_req("m0", "127.0.0.1:10", {"s": 77, "t": "m1", "a": "127.0.0.1:11"}, clock())
+    (addr, ping), = net.take(Msg.PING)
+    assert addr == "127.0.0.1:11" and ping["t"] == "m1"
+    s.on_ack("m1", addr, {"s": ping["s"]}, clock())
+    assert [(a, b["s"]) for a, b in net.take(Msg.ACK)] == [("127.0.0.1:10", 77)]
+    s.on_ping_req("m0", "127.0.0.1:10", {"s": 78, "t": "m1", "a": "127.0.0.1:11"}, clock())
+    clock.advance(CFG.probe_timeout_s)
+    s.tick(clock())
+    assert [(a, b["s"]) for a, b in net.take(Msg.NACK)] == [("127.0.0.1:10", 78)]
+
+
+def test_a_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
+    s, clock, _, _ = make(2)
+    s.apply_updates([{"t": "s", "i": "me", "n": 5, "f": "m0"}], clock())
+    assert s.inc == 6 and s.stats.refutations == 1
+    ups = s.piggyback()
+    assert {"t": "a", "i": "me", "a": "127.0.0.1:1", "n": 6} in ups
+    s.apply_updates([{"t": "s", "i": "me", "n": 5, "f": "m1"}], clock())  # stale: ignored
+    assert s.inc == 6
+    # a ping that says "I suspect you" makes us refute too
+    s.on_ping("m0", "127.0.0.1:10", {"s": 1, "t": "me", "u": 6}, clock())
+    assert s.inc == 7
+
+
+def test_only_a_higher_incarnation_revives_and_only_the_member_itself_refutes() -> None:
+    s, clock, _, _ = make(1)
+    s.apply_updates([{"t": "s", "i": "m0", "n": 1, "f": "x"}], clock())
+    assert s.members["m0"].state is State.SUSPECT
+    s.apply_updates([alive("m0", 10, inc=1)], clock())  # a replay of its old alive
+    assert s.members["m0"].state is State.SUSPECT
+    s.apply_updates([alive("m0", 10, inc=2)], clock())
+    assert s.members["m0"].state is State.ALIVE and s.members["m0"].inc == 2
+    # there is no "dead" update: a member's death is each member's own conclusion
+    s.apply_updates([{"t": "d", "i": "m0", "n": 9}], clock())
+    assert s.members["m0"].state is State.ALIVE and s.stats.dropped_updates == 1
+
+
+def test_independent_confirmations_shorten_the_suspicion() -> None:
+    cfg = SwimConfig.local()
+    s, clock, _, _ = make(9, cfg)  # n = 10: k = suspicion_mult - 2 = 2 confirmations
+    s.apply_updates([{"t": "s", "i": "m0", "n": 1, "f": "m1"}], clock())
+    lo, _ = suspicion_bounds_s(cfg, s.n())
+    clock.advance(lo + 0.01)
+    s.tick(clock())
+    assert s.members["m0"].state is State.SUSPECT
+    s.apply_updates([{"t": "s", "i": "m0", "n": 1, "f": "m2"},
+                     {"t": "s", "i": "m0", "n": 1, "f": "m2"},  # the same claimant again
+                     {"t": "s", "i": "m0", "n": 1, "f": "m3"}], clock())
+    assert len(s.members["m0"].suspicion.confirmations) == 3  # type: ignore[union-attr]
+    s.tick(clock())
+    assert s.members["m0"].state is State.DEAD
+
+
+def test_updates_are_piggybacked_a_bounded_number_of_times() -> None:
+    s, _, _, _ = make(3)
+    s.piggyback(limit=100)  # drain what joining queued... counted once
+    limit = retransmit_limit(CFG, s.n())
+    sends = 1
+    while s.piggyback():
+        sends += 1
+    assert sends == limit and s.queued == 0
+
+
+def test_a_report_is_announced_when_it_changes_and_relayed_newest_first() -> None:
+    s, clock, _, listener = make(1)
+    s.apply_updates([{"t": "r", "i": "m0", "n": 1, "c": 2, "d": '{"running":[]}'}], clock())
+    s.apply_updates([{"t": "r", "i": "m0", "n": 1, "c": 1, "d": '{"old":1}'}], clock())
+    assert listener.reports == ["m0"] and s.members["m0"].report_ver == (1, 2)
+    s.set_report(b'{"a":1}', clock())
+    s.set_report(b'{"a":1}', clock())
+    mine = [u for u in s.piggyback(limit=100) if u["t"] == "r" and u["i"] == "me"]
+    assert [u["c"] for u in mine] == [1]
+
+
+def test_a_left_member_is_dropped_at_once_and_its_old_alive_refused() -> None:
+    s, clock, _, listener = make(2)
+    s.apply_updates([{"t": "l", "i": "m0", "n": 1}], clock())
+    assert s.members["m0"].state is State.LEFT
+    assert "m0" not in {m.id for m in s.live()}
+    s.apply_updates([alive("m0", 10, inc=1)], clock())
+    assert s.members["m0"].state is State.LEFT
+    assert ("m0", State.ALIVE, State.LEFT) in listener.changes
+
+
+# -- clusters on the in-memory network -------------------------------------------------
+
+
+def settle(c: Cluster, seconds: float, dt: float = 0.05, skip: SimPeer | None = None) -> None:
+    for _ in range(round(seconds / dt)):
+        c.clock.advance(dt)
+        for p in c.peers:
+            if p is not skip:
+                p.gossip.tick()
+        c.net.pump()
+
+
+def states(p: SimPeer) -> dict[str, str]:
+    assert p.gossip.swim is not None
+    return {m.id: m.state.value for m in p.gossip.swim.members.values()}
+
+
+def all_alive(c: Cluster, among: list[SimPeer] | None = None) -> bool:
+    group = among or c.peers
+    ids = {p.gossip.peer_id for p in group}
+    return all(set(p.gossip.live_peers()) >= ids - {p.gossip.peer_id} for p in group)
+
+
+def test_with_loss_every_member_is_found_and_a_dead_one_is_known_to_all() -> None:
+    c = Cluster(10, seed=3)
+    c.net.loss = 0.05
+    settle(c, 1.0)
+    assert all_alive(c)
+    victim = c.peers[4]
+    c.net._nodes[victim.addr].close_now()
+    c.peers.remove(victim)
+    settle(c, 5.0)
+    vid = victim.gossip.peer_id
+    assert all(p.gossip.status(vid) == "dead" for p in c.peers)
+    assert all_alive(c)  # nobody else died of the loss
+
+
+def test_a_partition_kills_the_other_side_and_healing_revives_it() -> None:
+    c = Cluster(6, seed=4)
+    settle(c, 0.5)
+    left, right = c.peers[:3], c.peers[3:]
+    c.net.partition([p.addr for p in left])
+    settle(c, 4.0)
+    for p in left:
+        assert all(p.gossip.status(q.gossip.peer_id) == "dead" for q in right)
+    assert all_alive(c, left) and all_alive(c, right)
+    c.net.heal()
+    settle(c, 3.0)
+    assert all_alive(c)
+
+
+def test_a_member_that_pauses_shorter_than_the_suspicion_timeout_is_not_declared_dead() -> None:
+    swim = SwimConfig.local(suspicion_mult=8)
+    c = Cluster(6, GossipConfig.local(swim=swim), seed=5)
+    settle(c, 0.5)
+    sleeper = c.peers[2]
+    t = c.net._nodes[sleeper.addr]
+    handler, t.handler = t.handler, None  # a long GC: it neither runs nor hears anything
+    low, _ = suspicion_bounds_s(swim, 6)
+    settle(c, low * 0.75, skip=sleeper)
+    suspected = [p for p in c.peers if p.gossip.status(sleeper.gossip.peer_id) == "suspect"]
+    assert suspected  # it was missed...
+    t.handler = handler
+    settle(c, 2.0)
+    sid = sleeper.gossip.peer_id
+    assert all(p.gossip.status(sid) == "alive" for p in c.peers if p is not sleeper)
+    assert all(p.gossip.swim is not None and p.gossip.swim.stats.deaths == 0 for p in c.peers)
+    assert sleeper.gossip.swim is not None and sleeper.gossip.swim.stats.refutations >= 1
+
+
+async def test_a_member_that_leaves_is_dropped_by_all_at_once() -> None:
+    c = Cluster(5, seed=6)
+    settle(c, 0.5)
+    leaver = c.peers[1]
+    assert leaver.gossip.swim is not None
+    leaver.gossip.swim.leave()  # what close() does first
+    c.net.pump()
+    lid = leaver.gossip.peer_id
+    others = [p for p in c.peers if p is not leaver]
+    assert all(lid not in p.gossip.live_peers() for p in others)
+    assert all(states(p)[lid] == "left" for p in others)
+
+
+def test_reports_reach_every_member_sink_and_are_renewed_while_alive() -> None:
+    c = Cluster(4, seed=7)
+    settle(c, 0.5)
+    a = c.peers[0]
+    assert all(p.members.heard_from.get(a.gossip.peer_id) == {"free_slots": 1, "gossip": a.addr}
+               for p in c.peers[1:])
+    count = c.peers[1].members.count
+    settle(c, 0.5)
+    assert c.peers[1].members.count > count  # renewals: the leases of reported runs hold
+
+
+def test_signed_updates_cannot_be_forged_and_suspicions_do_not_kill_a_live_member() -> None:
+    c = Cluster(4, signed=True, seed=8)
+    settle(c, 0.5)
+    assert all_alive(c)
+    victim, mallory, judge = c.peers[0], c.peers[1], c.peers[2]
+    vid = victim.gossip.peer_id
+    assert judge.gossip.swim is not None and mallory.gossip.auth is not None
+    inc = judge.gossip.swim.members[vid].inc
+    before = judge.gossip.swim.stats.dropped_updates
+    # an alive of the victim at a new address, a leave in its name: unsigned by it
+    judge.gossip.swim.apply_updates([
+        {"t": "a", "i": vid, "a": "127.0.0.1:66", "n": inc + 1, "g": "00" * 64},
+        {"t": "l", "i": vid, "n": inc + 1, "g": "00" * 64}], c.clock())
+    assert judge.gossip.swim.stats.dropped_updates == before + 2
+    assert states(judge)[vid] == "alive"
+    assert judge.gossip.live_peers()[vid]["gossip"] == victim.addr
+    # mallory, a member, keeps suspecting the victim: it refutes, nobody declares it dead
+    for _ in range(10):
+        assert mallory.gossip.swim is not None
+        m = mallory.gossip.swim.members[vid]
+        mallory.gossip.swim._suspect(m, m.inc, mallory.gossip.peer_id, c.clock())
+        settle(c, 0.2)
+    settle(c, 1.0)
+    assert all(p.gossip.status(vid) == "alive" for p in c.peers[1:])
+    assert all(p.gossip.swim is not None and p.gossip.swim.stats.deaths == 0 for p in c.peers)
+    assert victim.gossip.swim is not None and victim.gossip.swim.stats.refutations >= 1
+
+
+def test_a_peer_of_the_previous_release_keeps_working_with_swim_peers() -> None:
+    c = Cluster(3, seed=9, connect=False)
+    old = c.add("old", GossipConfig.local(swim=None))
+    for p in c.peers:
+        for q in c.peers:
+            p.gossip.add_peer(q.addr)
+    for p in c.peers:
+        p.sink.emit()
+    settle(c, 1.0)
+    assert all_alive(c)
+    assert c.converged()
+    new = c.peers[0]
+    assert new.gossip.view.legacy_ids == {"old"}  # it gets heartbeats, and no SWIM frames
+    mark = old.gossip.stats.dropped_bad_kind
+    settle(c, 1.0)
+    assert old.gossip.stats.dropped_bad_kind == mark
+    assert old.members.heard_from[new.gossip.peer_id]["gossip"] == new.addr
+    # the old peer stops: the new ones judge it by its heartbeats, as before
+    c.net._nodes[old.addr].close_now()
+    c.peers.remove(old)
+    settle(c, 2.0)
+    assert all(p.gossip.status("old") == "dead" for p in c.peers)
+    assert all_alive(c)
+
+
+def test_idle_traffic_per_peer_does_not_grow_with_the_mesh() -> None:
+    per_peer = []
+    for n in (6, 24):
+        c = Cluster(n, seed=10)
+        for p in c.peers:
+            p.sink.emit()
+        settle(c, 2.0)  # joined, converged: idle from here
+        assert c.converged()
+        b0 = c.net.bytes_sent
+        settle(c, 2.0)
+        per_peer.append((c.net.bytes_sent - b0) / n / 2.0)
+    assert per_peer[1] < 1.5 * per_peer[0], per_peer
+
+
+def test_swim_frames_of_a_malformed_body_are_dropped_and_counted() -> None:
+    from .mesh_helpers import frame_to, inject
+    c = Cluster(2)
+    settle(c, 0.2)
+    for body in ({"s": "x", "t": "p0000"}, {"m": "no"}, {"s": 1, "t": 5, "a": None}):
+        inject(c, 0, frame_to(c, Kind.PING_REQ if "a" in body else Kind.PING, body))
+    assert c.peers[0].gossip.stats.dropped_bad_frame == 3
+    inject(c, 0, frame_to(c, Kind.UPDATES, {"m": [{"t": "a"}, 5]}))
+    assert c.peers[0].gossip.stats.swim_dropped_updates >= 2
