@@ -19,7 +19,8 @@ MAX_REQUIRED_CALLS = 64
 MAX_LABELS = 32
 
 
-def _type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages (also spec.py's)."""
     if value is None:
         return "null"
     for t, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
@@ -31,7 +32,7 @@ def _type(value: Any) -> str:
 
 def _count(value: Any, field: str, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= (1 << 31) - 1:
-        raise SpecError(f"{field}: {what} must be a positive integer, got {_type(value)} "
+        raise SpecError(f"{field}: {what} must be a positive integer, got {json_type(value)} "
                         f"{value!r}"[:300], field=field)
     return value
 
@@ -44,7 +45,7 @@ def check_label(key: Any, value: Any, field: str) -> tuple[str, str]:
     if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE_CHARS or "," in value:
         raise SpecError(f"{field}: a label value is a string of at most "
                         f"{MAX_LABEL_VALUE_CHARS} characters without commas, got "
-                        f"{_type(value)}"[:300], field=field)
+                        f"{json_type(value)}"[:300], field=field)
     return key, value
 
 
@@ -54,20 +55,20 @@ def parse_requires(value: Any, field: str) -> dict[str, Any]:
     peer must run), labels (name -> value the peer must be labelled with)."""
     if not isinstance(value, Mapping):
         raise SpecError(f"{field}: must be an object such as {{\"mem_mb\": 2000}}, got "
-                        f"{_type(value)}", field=field)
+                        f"{json_type(value)}", field=field)
     out: dict[str, Any] = {}
     for k, v in value.items():
         f = f"{field}.{k}"
         if k == "kind":
             if not isinstance(v, str) or not LABEL_RE.fullmatch(v):
                 raise SpecError(f"{f}: must be a kind name such as \"python\", got "
-                                f"{_type(v)}", field=f)
+                                f"{json_type(v)}", field=f)
             out[k] = v
         elif k in ("mem_mb", "cores"):
             out[k] = _count(v, f, "mem_mb (MiB)" if k == "mem_mb" else "cores")
         elif k == "gpu":
             if not isinstance(v, bool):
-                raise SpecError(f"{f}: must be true or false, got {_type(v)}", field=f)
+                raise SpecError(f"{f}: must be true or false, got {json_type(v)}", field=f)
             if v:
                 out[k] = True  # gpu: false asks for nothing
         elif k == "calls":
@@ -83,10 +84,10 @@ def parse_requires(value: Any, field: str) -> dict[str, Any]:
 def _calls(v: Any, field: str) -> list[str]:
     if not isinstance(v, list) or len(v) > MAX_REQUIRED_CALLS:
         raise SpecError(f"{field}: must be a list of at most {MAX_REQUIRED_CALLS} task names, "
-                        f"got {_type(v)}", field=field)
+                        f"got {json_type(v)}", field=field)
     for j, c in enumerate(v):
         if not isinstance(c, str) or not 1 <= len(c) <= 256:
-            raise SpecError(f"{field}[{j}]: must be a task name, got {_type(c)}",
+            raise SpecError(f"{field}[{j}]: must be a task name, got {json_type(c)}",
                             field=f"{field}[{j}]")
     return sorted(set(v))
 
@@ -94,7 +95,7 @@ def _calls(v: Any, field: str) -> list[str]:
 def _labels(v: Any, field: str) -> dict[str, str]:
     if not isinstance(v, Mapping) or len(v) > MAX_LABELS:
         raise SpecError(f"{field}: must be an object of at most {MAX_LABELS} labels "
-                        f"(name -> value), got {_type(v)}", field=field)
+                        f"(name -> value), got {json_type(v)}", field=field)
     return dict(sorted(check_label(k, x, f"{field}.{k}") for k, x in v.items()))
 
 

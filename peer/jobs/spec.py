@@ -20,7 +20,7 @@ from cid import make_cid
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
-from peer.jobs.placement import parse_requires
+from peer.jobs.placement import json_type, parse_requires
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -242,17 +242,6 @@ def _load_yaml(text: str) -> Any:
         raise SpecError(f"invalid YAML: {exc}") from None
 
 
-def _kind(value: Any) -> str:
-    """The JSON name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    for t, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-                    (list, "list"), (Mapping, "object")):
-        if isinstance(value, t):
-            return name
-    return type(value).__name__
-
-
 # -- shape of the document --------------------------------------------------------------------
 
 
@@ -267,7 +256,7 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
         name, items = _top(obj)
     else:
         raise SpecError("a pipeline must be a list of tasks or an object "
-                        f'{{"name": ..., "tasks": [...]}}, got {_kind(obj)}')
+                        f'{{"name": ..., "tasks": [...]}}, got {json_type(obj)}')
     if not items:
         raise SpecError("tasks: empty pipeline, there are no tasks", field="tasks")
     if max_tasks is not None and len(items) > max_tasks:
@@ -296,7 +285,7 @@ def workflow_from_json(doc: Any) -> Workflow:
     stored; only the shape and the graph are checked again.
     """
     if not isinstance(doc, Mapping):
-        raise SpecError(f"a workflow must be an object, got {_kind(doc)}")
+        raise SpecError(f"a workflow must be an object, got {json_type(doc)}")
     name, items = _top(doc)
     raws = [_shape(i, item, _DAG_KEYS) for i, item in enumerate(items)]
     for r in raws:
@@ -319,14 +308,15 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
                             field=str(k))
     name = obj.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_WORKFLOW_NAME_CHARS:
-        got = f"{name[:40]!r} ({len(name)} characters)" if isinstance(name, str) else _kind(name)
+        got = (f"{name[:40]!r} ({len(name)} characters)" if isinstance(name, str)
+               else json_type(name))
         raise SpecError(f"name: the workflow name must be a non-empty string of at most "
                         f"{MAX_WORKFLOW_NAME_CHARS} characters, got {got}", field="name")
     if "tasks" not in obj:
         raise SpecError('tasks: missing key "tasks" (the list of tasks)', field="tasks")
     items = obj["tasks"]
     if not isinstance(items, list):
-        raise SpecError(f"tasks: must be a list of tasks, got {_kind(items)}", field="tasks")
+        raise SpecError(f"tasks: must be a list of tasks, got {json_type(items)}", field="tasks")
     return name, items
 
 
@@ -334,7 +324,7 @@ def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
     raw = _Raw(index)
     where = raw.where
     if not isinstance(item, Mapping):
-        raise SpecError(f"{where}: a task must be an object, got {_kind(item)}", field=where)
+        raise SpecError(f"{where}: a task must be an object, got {json_type(item)}", field=where)
     for k in item:
         if k not in allowed:
             hint = (" (depends is for the DAG form {\"name\": ..., \"tasks\": [...]}; "
@@ -345,7 +335,7 @@ def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
         raw.name = _task_name(item["name"], f"{where}.name")
     if "cache" in item:
         if not isinstance(item["cache"], bool):
-            raise SpecError(f"{where}.cache: must be true or false, got {_kind(item['cache'])}",
+            raise SpecError(f"{where}.cache: must be true or false, got {json_type(item['cache'])}",
                             field=f"{where}.cache")
         raw.cache = item["cache"]
     kind = kindspec.kind_of(item, where)
@@ -373,7 +363,8 @@ def _allowed(keys: tuple[str, ...]) -> str:
 
 def _task_name(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise SpecError(f"{field}: a task name must be a string, got {_kind(value)}", field=field)
+        raise SpecError(f"{field}: a task name must be a string, got {json_type(value)}",
+                        field=field)
     if (not NAME_RE.fullmatch(value) or value in (".", "..")
             or len(value) > MAX_NAME_CHARS):
         raise SpecError(f"{field}: bad task name {value!r}: use 1 to {MAX_NAME_CHARS} of "
@@ -415,7 +406,7 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
                         field=f"{where}.call")
     call = item["call"]
     if not isinstance(call, str):
-        raise SpecError(f"{where}.call: must be a task name string, got {_kind(call)}",
+        raise SpecError(f"{where}.call: must be a task name string, got {json_type(call)}",
                         field=f"{where}.call")
     raw.call = call
     if "args" in item and "params" in item:
@@ -423,12 +414,12 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
                         field=where)
     if "args" in item:
         if not isinstance(item["args"], list):
-            raise SpecError(f"{where}.args: must be a list, got {_kind(item['args'])}",
+            raise SpecError(f"{where}.args: must be a list, got {json_type(item['args'])}",
                             field=f"{where}.args")
         raw.args = item["args"]
     if "params" in item:
         if not isinstance(item["params"], Mapping):
-            raise SpecError(f"{where}.params: must be an object, got {_kind(item['params'])}",
+            raise SpecError(f"{where}.params: must be an object, got {json_type(item['params'])}",
                             field=f"{where}.params")
         raw.params = dict(item["params"])
     if "requires" in item:
@@ -437,12 +428,12 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
 
 def _depends(value: Any, field: str) -> list[str]:
     if not isinstance(value, list):
-        raise SpecError(f"{field}: must be a list of task names, got {_kind(value)}",
+        raise SpecError(f"{field}: must be a list of task names, got {json_type(value)}",
                         field=field)
     seen: set[str] = set()
     for j, d in enumerate(value):
         if not isinstance(d, str):
-            raise SpecError(f"{field}[{j}]: must be a task name string, got {_kind(d)}",
+            raise SpecError(f"{field}[{j}]: must be a task name string, got {json_type(d)}",
                             field=f"{field}[{j}]")
         if d in seen:
             raise SpecError(f"{field}[{j}]: {d!r} is listed twice", field=f"{field}[{j}]")
@@ -453,7 +444,7 @@ def _depends(value: Any, field: str) -> list[str]:
 def _check_cid(value: Any, field: str) -> str:
     """Validate a CID string with py-cid; return it canonical (v0 as is, v1 in base32)."""
     if not isinstance(value, str):
-        raise SpecError(f"{field}: a CID must be a string, got {_kind(value)}", field=field)
+        raise SpecError(f"{field}: a CID must be a string, got {json_type(value)}", field=field)
     if not value or len(value) > MAX_CID_CHARS:
         raise SpecError(f"{field}: {value[:40]!r} is not a valid CID (length {len(value)})",
                         field=field)
