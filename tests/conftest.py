@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,10 +75,15 @@ _SECRETS = Path(tempfile.mkdtemp(prefix="banzai-test-secrets-"))
 atexit.register(shutil.rmtree, _SECRETS, ignore_errors=True)
 
 
+_SECRETS_LOCK = threading.Lock()  # peers of one mesh may be started from several threads
+
+
 def mesh_secret_file(mesh: str) -> Path:
     """The secret file every peer of mesh `mesh` starts with (made once, mode 0600)."""
     path = _SECRETS / f"{mesh}.secret"
-    if not path.exists():
+    with _SECRETS_LOCK:
+        if path.exists():
+            return path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
