@@ -35,7 +35,7 @@ from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.auth import Auth, Policy
 from peer.http.host import Host
 from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
-from peer.http.metrics import Metrics
+from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view, page_jobs
@@ -364,12 +364,11 @@ async def peers(request: web.Request) -> web.Response:
     out = []
     now = time.monotonic()
     live = node.gossip.live_peers() if node.gossip else {}
+    left = node.gossip.left_peers() if node.gossip else frozenset()
     for pid, ev in sorted(node.state.members.items()):
         me = pid == node.peer_id
         info = node.local_info() if me else node.infos.get(pid, {})
-        status = "alive" if me else str(live.get(pid, {}).get("status", "dead"))
-        if pid in node.state.revoked:
-            status = "revoked"
+        status = "alive" if me else member_state(pid, node, live, left)
         heard = node.heard_at.get(pid)
         out.append({"id": pid, **ev.payload, "self": me, "state": status,
                     "free_slots": info.get("free_slots"),

@@ -67,6 +67,7 @@ class GossipView(Protocol):
     @property
     def stats(self) -> GossipStats: ...
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> info, "status"
+    def left_peers(self) -> frozenset[str]: ...
 
 
 class DiscoveryView(Protocol):

@@ -33,6 +33,7 @@ class GossipView(Protocol):
     @property
     def stats(self) -> StatsView: ...
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # peer id -> info, "status"
+    def left_peers(self) -> frozenset[str]: ...
 
 
 class MetricsHost(Protocol):
@@ -57,18 +58,25 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"banzai_{name}", doc, value=value)
 
 
+def member_state(pid: str, host: MetricsHost, live: Mapping[str, Mapping[str, Any]],
+                 left: frozenset[str]) -> str:
+    """One member's state as shown to operators: self, alive, suspect, left, dead, revoked."""
+    if pid == host.peer_id:
+        return "self"
+    if pid in host.state.revoked:
+        return "revoked"
+    if pid in live:
+        return str(live[pid].get("status", "alive"))
+    return "left" if pid in left else "dead"
+
+
 def member_states(host: MetricsHost) -> dict[str, int]:
-    """Members known to the log, by state: self, alive, suspect, dead (not heard), revoked."""
+    """Members known to the log, by state (member_state); dead = not heard, not left."""
     live = host.gossip.live_peers() if host.gossip is not None else {}
-    out = {"self": 0, "alive": 0, "suspect": 0, "dead": 0, "revoked": 0}
-    st = host.state
-    for pid in {*st.members, *live}:
-        if pid == host.peer_id:
-            state = "self"
-        elif pid in st.revoked:
-            state = "revoked"
-        else:
-            state = str(live.get(pid, {}).get("status", "dead"))
+    left = host.gossip.left_peers() if host.gossip is not None else frozenset()
+    out = {"self": 0, "alive": 0, "suspect": 0, "left": 0, "dead": 0, "revoked": 0}
+    for pid in {*host.state.members, *live}:
+        state = member_state(pid, host, live, left)
         out[state] = out.get(state, 0) + 1
     return out
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peer.errors import ConfigError
-from peer.jobs.claims import task_status
-from peer.log import ChunkDone, Event, JobSubmitted, MeshState, TaskSplit, hlc_ms
+from peer.jobs.claims import n_chunks, task_status
+from peer.log import ChunkDone, Event, JobSubmitted, MeshState, Partial, hlc_ms
 
 
 @dataclass(frozen=True)
@@ -125,17 +125,17 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts
             if b.log:
                 logs.add(b.log)
         split = state.splits.get((job, t["name"]))
-        if split is not None and split.body_as(TaskSplit).input:
-            needs.add(str(split.body_as(TaskSplit).input))
+        if split is not None and split.payload.get("input"):
+            needs.add(str(split.payload["input"]))
+        partial = state.partials.get((job, t["name"]))
+        if partial is not None:  # the directory the job view shows while the task runs
+            needs.add(partial.body_as(Partial).output)
     return JobFacts(job, finished_at(state, job, tasks, max_attempts), frozenset(outputs),
                     frozenset(needs), frozenset(logs))
 
 
 def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:
-    split = state.splits.get((job, task))
-    if split is None:
-        return
-    for i in range(len(split.body_as(TaskSplit).chunks)):
+    for i in range(_n_chunks(state, job, task)):
         done = state.chunk(job, task, i).done
         if done is not None:
             yield done
@@ -177,7 +177,7 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
 
 def _n_chunks(state: MeshState, job: str, task: str) -> int:
     split = state.splits.get((job, task))
-    return 0 if split is None else len(split.body_as(TaskSplit).chunks)
+    return 0 if split is None else n_chunks(split)
 
 
 def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:

@@ -337,7 +337,7 @@ class Scheduler:
         if cached is not None:
             self._done(job, task, cached, key, cached=True)
             return
-        slots = mesh_slots(tdef.name, self.runner.slots, self.peers())
+        slots = self._placed_slots(tdef.name, spec.requires)
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
 
@@ -499,6 +499,17 @@ class Scheduler:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache)
+
+    def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
+        """Slots of the live peers (this one included) that run `call` and meet `requires`:
+        what a task's chunks are sized for."""
+        live = self.peers()
+        if not requires:
+            return mesh_slots(call, self.runner.slots, live)
+        members = {p: e.payload for p, e in self.state.members.items()}
+        meets = placement.unmet(requires, members.get(self.peer_id)) is None
+        suited = {p: live[p] for p in placement.suited(requires, live, members)}
+        return mesh_slots(call, self.runner.slots if meets else 0, suited)
 
     def _placed(self, key: TaskKey, requires: Mapping[str, Any],
                 ) -> Mapping[str, Mapping[str, Any]] | None:

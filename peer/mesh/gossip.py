@@ -383,6 +383,10 @@ class Gossip:
         self._membership.update(self._clock())
         return self.view.live_peers()
 
+    def left_peers(self) -> frozenset[str]:
+        """Members that left gracefully (SIGTERM); `status` counts them as dead."""
+        return self.view.left_ids()
+
     def status(self, peer_id: str) -> Liveness | None:
         """alive, suspect, dead (or left), or None if never heard."""
         self._membership.update(self._clock())

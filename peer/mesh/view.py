@@ -152,6 +152,12 @@ class MeshView:
                              "status": m.state.value}
         return out
 
+    def left_ids(self) -> frozenset[str]:
+        """Members that announced their departure (SWIM LEFT), as opposed to failed ones."""
+        if self.swim is None:
+            return frozenset()
+        return frozenset(m.id for m in self.swim.members.values() if m.state == State.LEFT)
+
     def status(self, peer_id: str) -> Liveness | None:
         """alive, suspect, dead (left counts as dead), or None if never heard."""
         m = None if self.swim is None else self.swim.members.get(peer_id)

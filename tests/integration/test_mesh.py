@@ -213,7 +213,7 @@ def test_a_peer_stopped_with_sigterm_leaves_and_nothing_waits_for_its_lease(
     assert chunk["peer"] != holder
     assert "left the mesh" in chunk["error"]  # failed by the other on hearing LEFT
     states = {p["id"]: p["state"] for p in get(stays.url + "/api/peers")["peers"]}
-    assert states[holder] == "dead"  # left: dropped at once
+    assert states[holder] == "left"  # dropped at once, shown apart from a failed peer
 
 
 def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(

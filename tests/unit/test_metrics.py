@@ -34,6 +34,9 @@ class Gossip:
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]:
         return self.live
 
+    def left_peers(self) -> frozenset[str]:
+        return frozenset({"e"})
+
 
 @dataclass
 class Host:
@@ -68,13 +71,14 @@ def member(origin: str, seq: int) -> Event:
 
 def test_samples_follow_the_peer_at_scrape_time() -> None:
     h = Host()
-    for i, o in enumerate(["a", "b", "c", "d"]):
+    for i, o in enumerate(["a", "b", "c", "d", "e"]):
         h.state.apply(member(o, 1 + i))
     m = Metrics(h)
     s = samples(m)
-    for state, n in {"self": 1, "alive": 1, "suspect": 1, "dead": 1, "revoked": 0}.items():
+    for state, n in {"self": 1, "alive": 1, "suspect": 1, "left": 1, "dead": 1,
+                     "revoked": 0}.items():
         assert s[("banzai_members", (("state", state),))] == n
-    assert s[("banzai_log_events", ())] == 4
+    assert s[("banzai_log_events", ())] == 5
     assert s[("banzai_log_bytes", ())] == 4096
     assert s[("banzai_events_received_total", ())] == 5
     assert s[("banzai_events_sent_total", ())] == 7
@@ -86,7 +90,7 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
     assert s[("banzai_fetched_bytes_total", ())] == 12345
     h.state.apply(Event("b", 9, 2, EventType.MEMBER, {
         "name": "b", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1}))
-    assert samples(m)[("banzai_log_events", ())] == 5
+    assert samples(m)[("banzai_log_events", ())] == 6
 
 
 def test_listener_counts_claims_outcomes_leases_and_times_own_runs() -> None:

@@ -168,6 +168,38 @@ async def test_only_a_peer_meeting_the_requires_claims_and_none_waits_visibly() 
         await mesh.close()
 
 
+async def test_chunks_are_sized_for_the_slots_of_the_peers_meeting_the_requires() -> None:
+    """Three peers of one slot each, one of them labelled: a per-item task that only the
+    labelled peer may run is split into chunks for its one slot, not for all three."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), min_chunk_items=1,
+                          max_chunk_items=6)
+    mesh = JobMesh(3, CATALOG, cfg, auto=True)
+    try:
+        for pid in ("p0", "p1", "p2"):
+            mesh.emit(pid, EventType.MEMBER, {
+                "name": pid, "http": "", "calls": sorted(CATALOG), "slots": 1, "cores": 2,
+                "mem_mb": 1000, "gpu": False, "labels": {"site": "b"} if pid == "p2" else {}})
+        steps = [{"name": "w", "call": "T_WRITE", "params": {"files": 6}},
+                 {"name": "u", "call": "T_UPPER", "depends": ["w"]}]
+        free = mesh.submit("p0", steps)
+        placed = mesh.submit("p0", [steps[0], {**steps[1], "requires": {"labels": {"site": "b"}}}])
+        await mesh.advance(3.0)
+
+        def chunks(job: str) -> int:
+            (split,) = mesh.events(EventType.TASK_SPLIT, "p0", job=job, task="u")
+            return len(split.payload["chunks"])
+        assert chunks(free) == 3  # one per slot of the mesh
+        assert chunks(placed) == 1  # one slot meets the requires
+        assert {e.origin for e in mesh.events(EventType.CLAIM, job=placed)
+                if e.payload.get("task") == "u"} <= {"p2"}
+    finally:
+        await mesh.close()
+
+
 # -- progressive answers: PARTIAL events of a per-item task ----------------------------------
 async def _run_items(partials: bool) -> tuple[list[dict[str, Any]], str]:
     """A per-item task of 6 items in 3 chunks on 2 peers, its runs finished one by one: the

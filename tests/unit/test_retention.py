@@ -167,6 +167,18 @@ def test_job_facts_finished_live_and_failed() -> None:
     assert {"la", "csrc"} <= roots and "oa" not in roots  # finished outputs: pins decide
 
 
+def test_a_running_tasks_partial_output_is_kept_while_its_job_is_live() -> None:
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}, {"name": "b", **T, "depends": ["a"]}])
+    m.run("j", "a", "oa")
+    m.emit(EventType.TASK_SPLIT_REF, {"job": "j", "task": "b", "input": "oa",
+                                      "listing": "clist", "sizes": [1, 1]})
+    m.emit(EventType.PARTIAL, {"job": "j", "task": "b", "output": "cpart", "items": 1, "of": 2})
+    (live,) = job_facts(m.state, max_attempts=3)
+    assert live.finished_s is None and {"oa", "cpart"} <= live.needs
+    assert "cpart" in gc_roots(m.state, [live])
+
+
 def test_a_deleted_job_is_forgotten_whatever_arrives_later() -> None:
     m = Mesh()
     m.submit("j", [{"name": "a", **T}])
