@@ -38,7 +38,7 @@ from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
-from peer.http.views import job_view, page_jobs
+from peer.http.views import job_view, page_jobs, published_names
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.jobs.claims import n_chunks
@@ -160,6 +160,8 @@ async def get_job(request: web.Request) -> web.Response:
     waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
     for t in view["tasks"]:
         t["waiting"] = waiting.get((job, t["name"]))
+    held = await asyncio.to_thread(node.ipns.names.held)  # IPNS names naming its outputs
+    view["published"] = published_names(view, {n: r.value for n, r in held.items()})
     return web.json_response(view)
 
 

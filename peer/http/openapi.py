@@ -67,8 +67,9 @@ OPENAPI: dict[str, Any] = {
                                          "put into the cache (banzai submit --no-cache)"),)),
         },
         "/api/jobs/{job}": {
-            "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors",
-                       params=JOB, errors=("404",)),
+            "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors, "
+                       "and `published`: the IPNS names whose record here names an output "
+                       "([{name, value, task}])", params=JOB, errors=("404",)),
             "delete": _op("Delete a finished job's record on every peer (its outputs stay "
                           "while pinned)", params=JOB, errors=("404", "409"))},
         "/api/jobs/{job}/cancel": {"post": _op("Cancel a job on every peer", params=JOB,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from typing import Any
 
 from peer.errors import ArgError
@@ -142,6 +143,20 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
         out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
                         for t in tasks]
     return out
+
+
+def published_names(view: dict[str, Any], held: Mapping[str, str]) -> list[dict[str, str]]:
+    """The IPNS names among `held` (name -> its record's value) that name an output of the job
+    `view` (`/ipfs/OUTPUT`, or a path below it): [{name, value, task}] in task order. A name
+    republished to another job's output moves there."""
+    by_output = {f"/ipfs/{t['output']}": t["name"] for t in view["tasks"] if t.get("output")}
+    found = []
+    for name, value in held.items():
+        root = "/".join(value.split("/", 3)[:3])  # /ipfs/CID of /ipfs/CID/path
+        if root in by_output:
+            found.append({"name": name, "value": value, "task": by_output[root]})
+    order = {task: i for i, task in enumerate(by_output.values())}
+    return sorted(found, key=lambda p: (order[p["task"]], p["name"]))
 
 
 MAX_PAGE_JOBS = 1000  # the largest `?limit=` of the job list

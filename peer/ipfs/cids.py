@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,9 +63,10 @@ class Cid:
 
 @lru_cache(maxsize=65536)
 def _encode(c: Cid) -> str:
+    if c.version == 1:  # multibase base32: "b", RFC 4648 lower case without padding
+        return "b" + base64.b32encode(c.binary).decode("ascii").lower().rstrip("=")
     made = pycid.make_cid(c.version, c.codec, c.multihash)
-    raw = made.encode() if c.version == 0 else made.encode("base32")
-    return str(raw.decode("ascii"))
+    return str(made.encode().decode("ascii"))
 
 
 def sha256_cid(data: bytes, codec: str, version: int) -> Cid:

@@ -160,8 +160,7 @@ def _decode_link(buf: memoryview) -> PBLink:
     return PBLink(hash_, name, tsize)
 
 
-def decode_node(buf: bytes | memoryview) -> PBNode:
-    """Parse dag-pb bytes (any field order); StoreError when malformed."""
+def _decode_node_slow(buf: bytes | memoryview) -> PBNode:
     links: list[PBLink] = []
     data: bytes | None = None
     for field_no, value in _fields(buf):
@@ -172,6 +171,83 @@ def decode_node(buf: bytes | memoryview) -> PBNode:
         else:
             raise StoreError(f"malformed dag-pb: unexpected node field {field_no}")
     return PBNode(tuple(links), data)
+
+
+# Field keys of the messages as every writer puts them (one byte each): PBNode Links (2) and
+# Data (1), both length-delimited; PBLink Hash (1) and Name (2), length-delimited, Tsize (3),
+# a varint.
+_NODE_LINK, _NODE_DATA, _LINK_HASH, _LINK_NAME, _LINK_TSIZE = 0x12, 0x0A, 0x0A, 0x12, 0x18
+
+
+class _Slow(Exception):
+    """Not the common shape: decode with the general (and strict) parser instead."""
+
+
+def _fast_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """read_varint bounded by `end` (the enclosing message's)."""
+    result = shift = 0
+    stop = min(end, pos + _MAX_VARINT_BYTES)
+    while pos < stop:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+    raise _Slow
+
+
+def _fast_link(buf: bytes, pos: int, end: int) -> PBLink:
+    hash_: bytes | None = None
+    name: str | None = None
+    tsize: int | None = None
+    while pos < end:
+        key = buf[pos]
+        if key == _LINK_TSIZE:
+            tsize, pos = _fast_varint(buf, pos + 1, end)
+            continue
+        if key not in (_LINK_HASH, _LINK_NAME):
+            raise _Slow
+        size, pos = _fast_varint(buf, pos + 1, end)
+        if pos + size > end:
+            raise _Slow
+        if key == _LINK_HASH:
+            hash_ = buf[pos:pos + size]
+        else:
+            try:
+                name = buf[pos:pos + size].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Slow from None
+        pos += size
+    if hash_ is None:
+        raise _Slow
+    return PBLink(hash_, name, tsize)
+
+
+def decode_node(buf: bytes | memoryview) -> PBNode:
+    """Parse dag-pb bytes (any field order); StoreError when malformed. The common shape
+    (one-byte keys) is parsed inline; anything else goes through the general parser, which
+    accepts and refuses exactly the same blocks."""
+    data = bytes(buf)
+    try:
+        links: list[PBLink] = []
+        node_data: bytes | None = None
+        pos, end = 0, len(data)
+        while pos < end:
+            key = data[pos]
+            if key not in (_NODE_LINK, _NODE_DATA):
+                raise _Slow
+            size, pos = _fast_varint(data, pos + 1, end)
+            if pos + size > end:
+                raise _Slow
+            if key == _NODE_LINK:
+                links.append(_fast_link(data, pos, pos + size))
+            else:
+                node_data = data[pos:pos + size]
+            pos += size
+        return PBNode(tuple(links), node_data)
+    except (_Slow, StoreError):
+        return _decode_node_slow(data)
 
 
 def encode_unixfs(fs: UnixFSData) -> bytes:

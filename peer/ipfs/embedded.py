@@ -28,7 +28,7 @@ from peer.errors import (
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
 from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
-from peer.ipfs.store import CarOptions, Entry, GcStats
+from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
 __all__ = ["EmbeddedStore", "Entry"]
@@ -149,10 +149,11 @@ class EmbeddedStore:
     # --- reading ------------------------------------------------------------------------------
 
     def stat(self, cid: str) -> Entry:
-        """The node itself as an Entry with path ""; NotFound if its block is missing."""
+        """The node itself as an Entry with path ""; NotFound if its block is missing. Only
+        its own block is read (a HAMT's entries are not listed, names not checked)."""
         c = parse_cid(cid)
-        info = self._reader.info(c)
-        return Entry("", str(c), info.size, info.kind)
+        kind, size = self._reader.head(c)
+        return Entry("", str(c), size, kind)
 
     def ls(self, cid: str) -> list[Entry]:
         """Entries of a directory in name order (paths are the names); [] for a file."""
@@ -163,6 +164,13 @@ class EmbeddedStore:
             size = child.size if child.kind == "file" else link.tsize
             out.append(Entry(link.name, str(link.cid), size, child.kind))
         return out
+
+    def dir_links(self, cid: str) -> list[DirLink]:
+        """A directory's entries as stored (names unchecked), in ls's order (a HAMT's by name),
+        without reading them: what a listing shows (boxo's shows each link's Tsize); [] for a
+        file."""
+        info = self._reader.info(parse_cid(cid), check_names=False)
+        return [DirLink(link.name, str(link.cid), link.tsize) for link in info.links]
 
     def walk(self, cid: str) -> Iterator[Entry]:
         """Every file under `cid`, depth first in name order; a file yields itself with path ""."""

@@ -22,6 +22,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,7 +35,7 @@ from peer.errors import ArgError, BanzaiError, IpnsError, NotAcceptable, NotCach
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import ipld, ipns
 from peer.ipfs.cids import DAG_PB, parse_cid
-from peer.ipfs.store import CarOptions, DagScope, Entry, Store
+from peer.ipfs.store import CarOptions, DagScope, DirLink, Entry, Store
 from peer.ipfs.tarstream import tar_stream
 
 log = logging.getLogger(__name__)
@@ -541,13 +542,16 @@ class Gateway:
         return Plan(200, headers, body=body)
 
     def _listing_html(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+        """Kubo's listing of the directory's links (each one's Tsize, as boxo: no child is
+        read), streamed; the links (a HAMT's shards) are read before the first byte."""
         etag = f'"DirIndex-1_CID-{entry.cid}"'
         headers |= {"Content-Type": "text/html; charset=utf-8", "ETag": etag}
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
-        body = render_listing(request.match_info.get("cid") or entry.cid,
-                              request.match_info.get("path", ""), self.store.ls(entry.cid), entry)
-        return Plan(200, headers, body=body.encode())
+        links = self.store.dir_links(entry.cid)
+        page = render_listing(request.match_info.get("cid") or entry.cid,
+                              request.match_info.get("path", ""), links, entry)
+        return Plan(200, headers, stream=page)
 
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
               etag: str | None = None) -> Plan:
@@ -627,36 +631,59 @@ def _disposition(request: web.Request, default: str, attachment: bool = False,
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def render_listing(root: str, path: str, entries: list[Entry], entry: Entry) -> str:
-    """An HTML index of directory /ipfs/`root`/`path` (Kubo's layout: breadcrumbs, a `..`
-    backlink below the root, absolute links, each CID linked with its ?filename=); escaped."""
+def human_bytes(n: int) -> str:
+    """`n` bytes as boxo's listing writes sizes (go-humanize's Bytes: SI units, 1 decimal
+    below 10): 9 B, 1.2 kB, 83 MB."""
+    if n < 10:
+        return f"{n} B"
+    e = min(math.floor(math.log(n) / math.log(1000)), len(_SI_UNITS) - 1)
+    val = math.floor(n / 1000**e * 10 + 0.5) / 10
+    return f"{val:.1f} {_SI_UNITS[e]}" if val < 10 else f"{val:.0f} {_SI_UNITS[e]}"
+
+
+_SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # the same once %-encoded and HTML-escaped
+LISTING_ROWS = 512  # rows per piece of a streamed listing
+
+
+def _listing_row(base: str, link: DirLink) -> str:
+    name = link.name
+    if _PLAIN_NAME.fullmatch(name):
+        href, shown, filename = f"{base}/{name}", name, name
+    else:
+        quoted = quote(name, safe="")
+        href, shown = html.escape(f"{base}/{quoted}"), html.escape(name)
+        filename = html.escape(quote(quoted, safe=""))
+    return (f'<tr><td><a href="{href}">{shown}</a></td>'
+            f'<td title="Cumulative size of IPFS DAG (data + metadata)">'
+            f"{human_bytes(link.tsize)}</td>"
+            f'<td><a class="ipfs-hash" translate="no" href="/ipfs/{link.cid}?filename={filename}">'
+            f"<code>{link.cid}</code></a></td></tr>")
+
+
+def render_listing(root: str, path: str, links: list[DirLink], entry: Entry) -> Iterator[bytes]:
+    """An HTML index of directory /ipfs/`root`/`path` in pieces (Kubo's layout: breadcrumbs,
+    the directory's DAG size, a `..` backlink below the root, absolute links, each link's
+    Tsize, each CID linked with its ?filename=); escaped."""
     segments = [s for s in path.split("/") if s]
     base = f"/ipfs/{root}"
     crumbs = [f'<a href="{html.escape(base)}">{html.escape(root)}</a>']
     for seg in segments:
         base += "/" + quote(seg, safe="")
         crumbs.append(f'<a href="{html.escape(base)}">{html.escape(seg)}</a>')
-    rows = []
-    if segments:
-        rows.append(f'<tr><td><a href="{html.escape(base)}/..">..</a></td><td></td><td></td>'
-                    "<td></td></tr>")
-    for e in entries:
-        href = f"{base}/{quote(e.path, safe='')}"
-        cid_href = f"/ipfs/{e.cid}?filename={quote(quote(e.path, safe=''), safe='')}"
-        rows.append(
-            f'<tr><td><a href="{html.escape(href)}">{html.escape(e.path)}</a></td>'
-            f"<td>{e.kind}</td><td>{e.size}</td>"
-            f'<td><a class="ipfs-hash" translate="no" href="{html.escape(cid_href)}">'
-            f"<code>{html.escape(e.cid)}</code></a></td></tr>"
-        )
     title = html.escape("/ipfs/" + "/".join([root, *segments]) + "/")
-    return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body><h1>Index of /ipfs/{'/'.join(crumbs)}</h1>"
-        f"<p><code>{html.escape(entry.cid)}</code></p>"
-        f"<table><tr><th>Name</th><th>Type</th><th>Size</th><th>CID</th></tr>{''.join(rows)}"
-        "</table></body></html>"
-    )
+    head = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f"<body><h1>Index of /ipfs/{'/'.join(crumbs)}</h1>"
+            f"<p><code>{html.escape(entry.cid)}</code> {human_bytes(entry.size)}</p>"
+            "<table><tr><th>Name</th><th>Size</th><th>CID</th></tr>"]
+    if segments:
+        head.append(f'<tr><td><a href="{html.escape(base)}/..">..</a></td><td></td><td></td>'
+                    "</tr>")
+    yield "".join(head).encode()
+    for i in range(0, len(links), LISTING_ROWS):
+        yield "".join([_listing_row(base, link)
+                       for link in links[i:i + LISTING_ROWS]]).encode()
+    yield b"</table></body></html>"
 
 
 def _error(err: HttpError) -> web.Response:

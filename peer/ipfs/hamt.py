@@ -166,17 +166,24 @@ def _checked(c: Cid, node: PBNode, fs: UnixFSData,
         raise BadDag(f"HAMT shard {c}: its bitfield of {len(bitfield)} bytes has buckets past "
                      f"its fanout {shape.fanout}")
     occupied = int.from_bytes(bitfield, "big")
-    buckets = [b for b in range(shape.fanout) if occupied >> b & 1]
+    buckets = []  # the set bits, lowest first (a sub-shard has a few of 256)
+    while occupied:
+        low = occupied & -occupied
+        buckets.append(low.bit_length() - 1)
+        occupied ^= low
     if len(buckets) != len(node.links):
         raise BadDag(f"HAMT shard {c}: its bitfield marks {len(buckets)} buckets but it has "
                      f"{len(node.links)} links")
     return shape, [_slot(c, shape, b, link) for b, link in zip(buckets, node.links, strict=True)]
 
 
+_HEX_DIGITS = frozenset("0123456789ABCDEFabcdef")
+
+
 def _slot(c: Cid, shape: _Shape, bucket: int, link: PBLink) -> Slot:
     name = link.name or ""
     prefix = name[: shape.width]
-    if len(prefix) < shape.width or not all(ch in "0123456789ABCDEFabcdef" for ch in prefix):
+    if len(prefix) < shape.width or not _HEX_DIGITS.issuperset(prefix):
         raise BadDag(f"HAMT shard {c}: link name {name!r} does not start with a bucket number")
     if int(prefix, 16) != bucket:
         raise BadDag(f"HAMT shard {c}: link {name!r} points to bucket {int(prefix, 16)} but the "

@@ -277,6 +277,9 @@ class IpnsNames:
     def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
         self.clock = clock
+        # file name -> ((mtime_ns, size), the name, its record or None if invalid): held()
+        # validates a file once per version, then only checks its end of life
+        self._seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -315,6 +318,42 @@ class IpnsNames:
         except FileNotFoundError as exc:
             raise NotFound(f"no IPNS record for {name} on this peer", field="name") from exc
         return validate(c, raw, self._now())
+
+    def held(self) -> dict[str, Record]:
+        """Every name with a valid record here (expired and invalid ones left out) and its
+        record, read from the files (each validated once per version of it: cached)."""
+        now = self._now()
+        seen: dict[str, tuple[tuple[int, int], str, Record | None]] = {}
+        out: dict[str, Record] = {}
+        try:
+            files = list(os.scandir(self.root))
+        except FileNotFoundError:
+            files = []
+        for f in files:
+            stem, _, ext = f.name.partition(".")
+            if ext != "ipns-record":
+                continue  # published.json, temp files
+            try:
+                st = f.stat()
+                c = Cid(1, LIBP2P_KEY, bytes.fromhex(stem))
+            except (OSError, ValueError):
+                continue  # gone, or not a record file
+            version = (st.st_mtime_ns, st.st_size)
+            cached = self._seen.get(f.name)
+            if cached is None or cached[0] != version:
+                cached = (version, canonical(c), self._read(c, Path(f.path), now))
+            seen[f.name] = cached
+            if cached[2] is not None and cached[2].eol > now:
+                out[cached[1]] = cached[2]
+        self._seen = seen
+        return out
+
+    @staticmethod
+    def _read(c: Cid, path: Path, now: datetime) -> Record | None:
+        try:
+            return validate(c, path.read_bytes(), now)
+        except (OSError, IpnsError):
+            return None
 
     def resolve(self, name: str) -> Record:
         """Like get, but a missing or invalid record is an IpnsError (the gateway's 5xx)."""

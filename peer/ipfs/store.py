@@ -39,6 +39,17 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class DirLink:
+    """A directory entry as stored: its name, CID and link Tsize (cumulative DAG bytes, what
+    boxo's listing shows). The name is not checked: it may hold '/' or '..', so it is never
+    used as a path on disk (materialize and walk check every name)."""
+
+    name: str
+    cid: str
+    tsize: int
+
+
+@dataclass(frozen=True, slots=True)
 class GcStats:
     """What a gc freed: blocks and their bytes, and the removed blocks as CIDv1 raw (as Kubo's
     `repo gc` names them)."""
@@ -94,6 +105,7 @@ class Store(Listings, Protocol):
     # reading UnixFS
     def stat(self, cid: str) -> Entry: ...
     def ls(self, cid: str) -> list[Entry]: ...
+    def dir_links(self, cid: str) -> list[DirLink]: ...  # as ls, but no entry is read
     def walk(self, cid: str) -> Iterator[Entry]: ...
     def resolve(self, cid: str, path: str) -> str: ...
     def resolve_path(self, cid: str, path: str) -> list[str]: ...  # root, then one per segment

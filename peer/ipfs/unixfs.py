@@ -156,6 +156,10 @@ def _entry_name(name: str, parent: Path) -> str:
     return name
 
 
+def _stored_name(name: str | None) -> str:
+    return name or ""
+
+
 def check_name(name: str | None) -> str:
     """A directory entry name safe to use as a path segment; StoreError otherwise."""
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
@@ -202,31 +206,47 @@ class Reader:
             raise Unsupported(f"{c} is a UnixFS metadata node, which is not supported")
         return block, node, fs
 
-    def info(self, c: Cid) -> Info:
+    def info(self, c: Cid, check_names: bool = True) -> Info:
         """Kind, size and (for a dir) links of `c`, a HAMT's in name order; Unsupported for
-        non-UnixFS nodes, BadDag for a malformed HAMT."""
+        non-UnixFS nodes, BadDag for a malformed HAMT. Names are checked (StoreError for '..',
+        '/', ...: they become paths on disk) unless `check_names` is False."""
         if c.codec == RAW:
             return Info("file", len(self.get(c)), ())
-        if c.codec != DAG_PB:
-            raise Unsupported(
-                f"{c} has codec {c.codec}; only raw and dag-pb (UnixFS) are supported"
-            )
-        block, node, fs = self._decode(c)
+        block, node, fs = self._unixfs(c)
         dag_bytes = len(block) + sum(link.tsize or 0 for link in node.links)
         if hamt.is_shard(fs):
             entries = sorted(hamt.entries(self.get, c, node, fs),
                              key=lambda e: e.name.encode("utf-8"))
-            for e in entries:
-                check_name(e.name)
+            if check_names:
+                for e in entries:
+                    check_name(e.name)
             return Info("dir", dag_bytes, tuple(entries))
         if fs.type != dagpb.DataType.DIRECTORY:
             return Info("file", check_file(c, node, fs), (),
                         symlink=fs.type == dagpb.DataType.SYMLINK)
-        links = tuple(
-            Link(check_name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
-            for link in node.links
-        )
+        name = check_name if check_names else _stored_name
+        links = tuple(Link(name(link.name), cid_from_bytes(link.hash), link.tsize or 0)
+                      for link in node.links)
         return Info("dir", dag_bytes, links)
+
+    def head(self, c: Cid) -> tuple[Kind, int]:
+        """Kind and size of `c` as `info` gives them, from its own block: a HAMT's entries are
+        not read (only its root shard is checked), nor are names checked."""
+        if c.codec == RAW:
+            return "file", len(self.get(c))
+        block, node, fs = self._unixfs(c)
+        if hamt.is_shard(fs):
+            hamt.slots(c, node, fs)
+        elif fs.type != dagpb.DataType.DIRECTORY:
+            return "file", check_file(c, node, fs)
+        return "dir", len(block) + sum(link.tsize or 0 for link in node.links)
+
+    def _unixfs(self, c: Cid) -> tuple[bytes, dagpb.PBNode, dagpb.UnixFSData]:
+        if c.codec != DAG_PB:
+            raise Unsupported(
+                f"{c} has codec {c.codec}; only raw and dag-pb (UnixFS) are supported"
+            )
+        return self._decode(c)
 
     def child(self, c: Cid, name: str) -> Cid:
         """The CID of entry `name` in directory `c`; NotFound if absent or `c` is a file."""
@@ -242,7 +262,7 @@ class Reader:
                 if found is not None:
                     return [*trail, found]
                 raise NotFound(f"no entry {name!r} in {c}", field="path")
-        info = self.info(c)
+        info = self.info(c, check_names=False)  # `name` is a path segment: never '..' or '/'
         for link in info.links:
             if link.name == name:
                 return [link.cid]

@@ -243,8 +243,12 @@ def test_key_gen_ls_publish_and_every_peer_resolves(peer: PeerProc, tmp_path: Pa
     r = banzai("submit", str(pipeline), "--wait", "--publish", "latest-model", peer=peer)
     assert r.returncode == 0 and f"/ipns/{name} -> /ipfs/" in r.stdout, r.stderr
     published = r.stdout.split(f"/ipns/{name} -> /ipfs/")[1].split()[0]
+    job = get_json(f"{peer.url}/api/jobs?limit=1")["jobs"][0]["id"]
+    assert get_json(f"{peer.url}/api/jobs/{job}")["published"] == [  # what the UI shows
+        {"name": name, "value": f"/ipfs/{published}", "task": "t_write"}]
     r = banzai("publish", "--key", "latest-model", cid, peer=peer)  # back to the model
     assert r.returncode == 0 and published != cid
+    assert get_json(f"{peer.url}/api/jobs/{job}")["published"] == []  # the name moved on
     assert banzai("submit", str(pipeline), "--publish", "k", peer=peer).returncode == 2
     other = launch(tmp_path / "p1", "--slots", "1", "--mesh-name", CLI_MESH)
     try:

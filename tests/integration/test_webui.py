@@ -562,3 +562,25 @@ def test_uploaded_html_page_cannot_call_the_api(tab: Tab) -> None:
         "(() => { try { return document.cookie; } catch (e) { return e.name; } })()"
     ) == "SecurityError"
     assert len(api(tab.base, "jobs")["jobs"]) == before  # no job was created
+
+
+def test_job_page_shows_the_published_ipns_name(seed_job: dict[str, Any], tab: Tab) -> None:
+    """`banzai submit --wait --publish KEY` publishes the final output (name/publish): the job
+    view carries the name and the job page links /ipns/NAME (gateway) and its content."""
+    assert seed_job["state"] == "done"
+    job, final = seed_job["job"], seed_job["view"]["outputs"]["learn"]
+    req = urllib.request.Request(f"{tab.base}/api/v0/name/publish?arg=/ipfs/{final}&key=self",
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        name = json.loads(r.read())["Name"]
+    assert api(tab.base, f"jobs/{job}")["published"] == [
+        {"name": name, "value": f"/ipfs/{final}", "task": "learn"}]
+    expect = sync_api.expect
+    page = tab.go(f"/jobs/{job}")
+    link = page.locator(".published a.ipns-name")
+    expect(link).to_have_text(f"/ipns/{name}")
+    with urllib.request.urlopen(f"{tab.base}/{link.get_attribute('href')}", timeout=30) as r:
+        assert r.status == 200 and r.headers["X-Ipfs-Roots"].startswith(final)
+    page.click(".published a.browse-ipns")
+    page.wait_for_url(re.compile(rf"#/ipfs/{final}$"))
+    expect(page.locator(".browse-page")).to_be_visible()

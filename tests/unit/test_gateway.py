@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestClient
 
 from peer.errors import ArgError, Unsupported
@@ -20,6 +20,7 @@ from peer.ipfs.gateway import (
     CACHE_IMMUTABLE,
     add_routes,
     etag_matches,
+    human_bytes,
     parse_range,
     sniff_type,
 )
@@ -538,3 +539,76 @@ async def test_dag_codec_blocks_as_stored_html_for_browsers(
     other = "dag-cbor" if codec == "dag-json" else "dag-json"
     r = await client.get(f"/ipfs/{c}?format={other}")
     assert r.status == 406
+
+
+def _dir_block(store: EmbeddedStore, links: dict[str, str]) -> str:
+    """A basic UnixFS directory of `links` (name -> CID) stored as it is, names unchecked."""
+    pb = tuple(PBLink(parse_cid(c).binary, name, 1) for name, c in links.items())
+    block = dagpb.encode_node(PBNode(pb, dagpb.DIRECTORY_DATA))
+    c = str(sha256_cid(block, DAG_PB, 1))
+    store.put_block(c, block)
+    return c
+
+
+async def test_tar_writes_relative_names_inside_its_root_and_refuses_escapes(
+        client: Client, store: EmbeddedStore) -> None:
+    """As boxo's TarWriter (the conformance fixtures inside-root.car / outside-root.car): an
+    entry `../file` of root/foobar/directory is written as root/foobar/file; a name that leaves
+    the root is refused, before the first byte when it is an entry of the root itself."""
+    import io
+    import tarfile
+
+    inside = _dir_block(store, {"foobar": _dir_block(store, {
+        "directory": _dir_block(store, {"../file": HELLO_V1}), "/abs": HELLO_V1})})
+    r = await client.get(f"/ipfs/{inside}?format=tar")
+    assert r.status == 200
+    with tarfile.open(fileobj=io.BytesIO(await r.read())) as tar:
+        assert tar.getnames() == [inside, f"{inside}/foobar", f"{inside}/foobar/directory",
+                                  f"{inside}/foobar/file", f"{inside}/foobar/abs"]  # link order
+        member = tar.extractfile(f"{inside}/foobar/file")
+        assert member is not None and member.read() == b"hello\n"
+    outside = _dir_block(store, {"../foo": HELLO_V1, "bar": HELLO_V1})
+    r = await client.get(f"/ipfs/{outside}?format=tar")
+    assert r.status == 406 and "outside the root" in (await r.json())["message"]
+    for name in ("..", "../../x", "a/../../../x", "x\x00y"):
+        deep = _dir_block(store, {"a": _dir_block(store, {name: HELLO_V1})})
+        r = await client.get(f"/ipfs/{deep}?format=tar")
+        assert r.status == 200  # the root's header is out: the TAR is cut short
+        with pytest.raises(ClientPayloadError):
+            await r.read()
+    r = await client.get(f"/ipfs/{inside}/foobar/directory/", headers={"Accept": "text/html"})
+    assert r.status == 200 and f'href="/ipfs/{inside}/foobar/directory/..%2Ffile"' in await r.text()
+
+
+async def test_listing_shows_link_sizes_and_reads_no_entry(
+        client: Client, store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTML listing of a HAMT shows each link's Tsize as boxo does (go-humanize) and reads
+    only the shard blocks, never the entries' own blocks."""
+    files = {f"f{i:04d}.txt": store.add_bytes(f"{i}\n".encode() * (i + 1)) for i in range(40)}
+    big = store.add_bytes(BIG)
+    root = store.make_dir({**files, "big.bin": big, "a b&c.txt": HELLO_V1}
+                          | {f"{'n' * 200}{i}": HELLO_V1 for i in range(1200)})
+    assert dagpb.decode_unixfs(dagpb.decode_node(store.get_block(root)).data or b"").type == (
+        DataType.HAMT_SHARD)
+    entries = {parse_cid(c) for c in [*files.values(), big, HELLO_V1]}
+    reads: list[Any] = []
+    real_get = store._reader.get
+    monkeypatch.setattr(store._reader, "get", lambda c: reads.append(c) or real_get(c))
+    r = await client.get(f"/ipfs/{root}/", headers={"Accept": "text/html"})
+    page = await r.text()
+    assert r.status == 200 and page.endswith("</table></body></html>")
+    assert reads and not entries & set(reads)
+    assert page.count("<tr><td>") == 1242
+    assert f'<a href="/ipfs/{root}/f0007.txt">f0007.txt</a></td><td title=' in page
+    assert ">512 kB</td>" in page and ">16 B</td>" in page  # f0007.txt: 8 times "7\n"
+    assert f'href="/ipfs/{root}/a%20b%26c.txt">a b&amp;c.txt</a>' in page
+    assert f'href="/ipfs/{HELLO_V1}?filename=a%2520b%2526c.txt"' in page
+
+
+@pytest.mark.parametrize(("n", "shown"), [
+    (0, "0 B"), (9, "9 B"), (10, "10 B"), (999, "999 B"), (1000, "1.0 kB"), (1049, "1.0 kB"),
+    (1050, "1.1 kB"), (9999, "10 kB"), (82854982, "83 MB"), (512000, "512 kB"),
+    (10**18 * 20, "20 EB"),
+])
+def test_human_bytes_is_go_humanize(n: int, shown: str) -> None:
+    assert human_bytes(n) == shown

@@ -225,6 +225,24 @@ def test_publish_signs_v1_v2_records_with_growing_sequences_and_republishes(
         svc.sign("model", "/ipns/elsewhere")
 
 
+def test_held_lists_the_valid_names_and_follows_new_records(tmp_path: Path) -> None:
+    now = [NOW.timestamp()]
+    svc, _ = _service(tmp_path, now)
+    svc.keys.gen("model")
+    model, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
+    me, _ = svc.sign("self", "/ipfs/bafkqaaa/x", lifetime_s=7200)
+    (svc.names.root / "zz.ipns-record").write_bytes(b"not hex")
+    (svc.names.root / f"{'00' * 34}.ipns-record").write_bytes(b"not a record")
+    held = svc.names.held
+    assert {n: r.value for n, r in held().items()} == {model: "/ipfs/bafkqaaa",
+                                                       me: "/ipfs/bafkqaaa/x"}
+    svc.sign("model", "/ipfs/bafkqaab", lifetime_s=3600)  # a new record: read again
+    assert held()[model].value == "/ipfs/bafkqaab"
+    now[0] += 3601  # the model's record expired
+    assert list(held()) == [me]
+    assert ipns.IpnsNames(tmp_path / "none").held() == {}
+
+
 async def test_records_are_emitted_and_kept_by_the_peers_that_hear_them(tmp_path: Path) -> None:
     now = [NOW.timestamp()]
     svc, emitted = _service(tmp_path / "a", now)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, Entry, StoreConfig, dagpb, open_store
-from peer.ipfs.cids import parse_cid
+from peer.ipfs.cids import parse_cid, sha256_cid
 from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -81,6 +81,44 @@ def test_walk_ls_stat(store: EmbeddedStore, tmp_path: Path) -> None:
     assert store.stat(HELLO_V1) == Entry("", HELLO_V1, 6, "file")
     assert list(store.walk(HELLO_V1)) == [Entry("", HELLO_V1, 6, "file")]
     assert store.ls(HELLO_V1) == []
+
+
+def test_dir_links_are_the_stored_links_unread(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = store.add_path(_tree(tmp_path / "t"))
+    links = store.dir_links(root)
+    assert [(lk.name, lk.cid) for lk in links] == [(e.path, e.cid) for e in store.ls(root)]
+    assert [lk.tsize for lk in links] == [store.dag_size(e.cid) for e in store.ls(root)]
+    assert store.dir_links(HELLO_V1) == []
+
+
+def _stored_dir(store: EmbeddedStore, links: dict[str, str]) -> str:
+    """A directory block of `links` (name -> CID) written as it is: names are not checked."""
+    pb = tuple(dagpb.PBLink(parse_cid(c).binary, name, 1) for name, c in links.items())
+    block = dagpb.encode_node(dagpb.PBNode(pb, dagpb.DIRECTORY_DATA))
+    c = str(sha256_cid(block, "dag-pb", 1))
+    store.put_block(c, block)
+    return c
+
+
+@pytest.mark.parametrize("name", ["../file", "..", "a/b", "/etc/x", ""])
+def test_unsafe_names_are_listed_but_never_written_or_walked(
+        store: EmbeddedStore, tmp_path: Path, name: str) -> None:
+    """A name the gateway's TAR may write inside its root (`../file` of foobar/directory, as
+    the conformance fixture inside-root.car) never becomes a path of a task's inputs."""
+    store.add_bytes(b"hello\n")
+    root = _stored_dir(store, {"foobar": _stored_dir(store, {
+        "directory": _stored_dir(store, {name: HELLO_V1})})})
+    directory = store.resolve(root, "foobar/directory")
+    assert [lk.name for lk in store.dir_links(directory)] == [name]
+    assert store.stat(directory).kind == "dir"
+    dest = tmp_path / "in" / "job"
+    with pytest.raises(StoreError, match="unsafe or empty directory entry name"):
+        store.materialize(root, dest)
+    assert [p for p in (tmp_path / "in").rglob("*") if not p.is_dir()] == []
+    with pytest.raises(StoreError, match="unsafe"):
+        list(store.walk(root))
+    with pytest.raises(StoreError, match="unsafe"):
+        store.ls(directory)
 
 
 def test_resolve(store: EmbeddedStore, tmp_path: Path) -> None:

@@ -281,3 +281,29 @@ def test_a_chain_deeper_than_the_bound_is_refused_naming_the_root() -> None:
         with pytest.raises(TooLarge, match=f"the file DAG {root} is more than {MAX_DEPTH} "
                            "levels deep"):
             list(Reader(sink.get).read(root, 0, 10))
+
+
+def _decoded(decode: object, block: bytes) -> object:
+    try:
+        return decode(block)  # type: ignore[operator]
+    except StoreError as exc:
+        return ("refused", exc.message)
+
+
+_PB_LINKS = st.lists(st.builds(dagpb.PBLink, st.binary(max_size=40),
+                               st.none() | st.text(max_size=10),
+                               st.none() | st.integers(0, 2**64 - 1)), max_size=4)
+
+
+@given(links=_PB_LINKS, data=st.none() | st.binary(max_size=20), edit=st.data())
+def test_inline_dagpb_decoder_is_the_general_one(links: list[dagpb.PBLink], data: bytes | None,
+                                                edit: st.DataObject) -> None:
+    """decode_node's inline path accepts and refuses exactly what the general parser does,
+    on valid nodes, a byte changed anywhere, and any prefix."""
+    block = bytearray(dagpb.encode_node(dagpb.PBNode(tuple(links), data)))
+    blocks = [bytes(block)]
+    if block:
+        block[edit.draw(st.integers(0, len(block) - 1))] = edit.draw(st.integers(0, 255))
+        blocks += [bytes(block), bytes(block[:edit.draw(st.integers(0, len(block)))])]
+    for b in blocks:
+        assert _decoded(dagpb.decode_node, b) == _decoded(dagpb._decode_node_slow, b)

@@ -4,10 +4,27 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, hub, useLive, useTick } from "../api.js";
 import { MetricsSeries } from "../metrics.js";
-import { CidChip, ErrorBox, Progress, Spinner, StateBadge, fmtDuration, fmtTime, html, shortId, usePageTitle } from "../ui.js";
+import { gatewayBase } from "../settings.js";
+import { CidChip, CopyButton, ErrorBox, Progress, Spinner, StateBadge, fmtDuration, fmtTime, html, shortId, usePageTitle } from "../ui.js";
 import { jobDuration } from "./jobs.js";
 
 const ACTIVE = new Set(["pending", "running"]);
+
+// ------------------------------------------------------------------ IPNS names
+
+/** The IPNS names whose record names an output of this job (`banzai submit --publish`,
+ *  `banzai publish`): /ipns/NAME on the gateway, and the content it names in the browser. */
+function Published({ names }) {
+  if (!names || !names.length) return null;
+  return html`<ul class="published" aria-label="Published IPNS names">${names.map((p) => html`<li>
+    <span class="muted small">Published as</span>
+    <a class="ipns-name mono" href=${`${gatewayBase()}ipns/${p.name}/`} target="_blank" rel="noopener"
+       title=${`/ipns/${p.name} names ${p.value} (the output of ${p.task}); opens on the gateway`}>/ipns/${p.name}</a>
+    <${CopyButton} text=${`/ipns/${p.name}`} label="Copy" />
+    <a class="btn btn-small btn-ghost browse-ipns" href=${`#${p.value}`} title=${`Browse ${p.value}`}>Browse</a>
+    <span class="muted small">${p.task}</span>
+  </li>`)}</ul>`;
+}
 
 // ------------------------------------------------------------------ DAG
 
@@ -327,6 +344,7 @@ export function JobPage({ id }) {
         <${CidChip} cid=${final.output} name=${final.name} />
         <a class="btn btn-primary btn-small open-result" href=${`#/ipfs/${final.output}`}>Open result</a>
       </div>` : null}
+      <${Published} names=${j.published} />
     </div>
     <section class="section" aria-labelledby="graph-title">
       <h2 id="graph-title">Pipeline</h2>
