@@ -5,16 +5,20 @@ is still checked strictly."""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.errors import SpecError
 from peer.ipfs.store import StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.jobs.spec import from_obj, workflow_from_json
-from peer.log import EventType
+from peer.log import Event, EventType
+from peer.node import Node
 from tasks import registry
 
 CATALOG = registry.load(("tests.fixture_tasks",))
@@ -87,3 +91,22 @@ async def test_a_peer_runs_the_tasks_it_knows_and_leaves_the_newer_ones_waiting(
                            "priority")
     finally:
         await mesh.close()
+
+
+def test_the_door_admits_a_newer_peers_job_and_keeps_it_as_sent(tmp_path: Path) -> None:
+    """Before this rule an unknown key refused the whole JOB_SUBMITTED (not stored, not
+    forwarded, the job invisible here)."""
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    node.listeners.clear()  # about the log only
+    try:
+        doc = stored(WRITE, {**WRITE, "name": "f", "priority": 5})
+        ev = Event("o", 1, int(time.time() * 1000) << 16, EventType.JOB_SUBMITTED,
+                   {"job": "j", "workflow": doc})
+        assert node.merge([ev]) == [ev]
+        assert node.state.jobs["j"].payload["workflow"] == doc
+        broken = stored({**WRITE, "name": "f", "priority": 5, "depends": ["nowhere"]})
+        ev2 = Event("o", 2, int(time.time() * 1000) << 16, EventType.JOB_SUBMITTED,
+                    {"job": "k", "workflow": broken})
+        assert node.merge([ev2]) == [] and "k" not in node.state.jobs  # the graph still counts
+    finally:
+        node.log.close()
