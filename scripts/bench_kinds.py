@@ -152,21 +152,29 @@ async def measure(n: int, n_box: int, tmp: Path) -> dict[str, Any]:
         await via_jobs(node, shell, 3)
         echo = {"name": "e", "call": "ECHO", "args": ["hi"], "cache": False}
         await via_executor(node, echo, 3)
-        out["python"] = {"executor": await via_executor(node, echo, n),
-                         "job": await via_jobs(node, echo, n)}
-        out["shell"] = {"direct": timed(direct_shell(tmp), n),
-                        "executor": await via_executor(node, shell, n),
-                        "job": await via_jobs(node, shell, n)}
+        out["python"] = await interleaved(node, echo, None, n)
+        out["shell"] = await interleaved(node, shell, direct_shell(tmp), n)
         if n_box > 0 and "container" in node.catalog:
             box = {"name": "box", "image": IMAGE, "command": ["sh", "-c", BOX_CMD],
                    "cache": False}
             direct_podman(tmp)()
             await via_executor(node, box, 1)
-            out["container"] = {"direct": timed(direct_podman(tmp), n_box),
-                                "executor": await via_executor(node, box, n_box),
-                                "job": await via_jobs(node, box, n_box)}
+            out["container"] = await interleaved(node, box, direct_podman(tmp), n_box)
     finally:
         await node.close()
+    return out
+
+
+async def interleaved(node: Node, task: dict[str, Any], direct: Callable[[], object] | None,
+                      n: int) -> dict[str, list[float]]:
+    """n rounds of (direct, executor, job), so that a change of the machine's load during
+    the run weighs on the three ways alike."""
+    out: dict[str, list[float]] = {"direct": [], "executor": [], "job": []}
+    for _ in range(n):
+        if direct is not None:
+            out["direct"] += timed(direct, 1)
+        out["executor"] += await via_executor(node, task, 1)
+        out["job"] += await via_jobs(node, task, 1)
     return out
 
 
@@ -197,8 +205,9 @@ def report(res: dict[str, Any], n: int, n_box: int) -> str:
         "(a forkserver worker materialises the input, runs the kind, adds the output to the "
         "store). (b) job: a one-task job in an in-process peer (2 slots), JOB_SUBMITTED -> "
         "TASK_DONE, `\"cache\": false`, jobs one after the other.",
-        f"- Medians of {n} (shell) and {n_box} (container) runs after warm-up; the overhead "
-        "in parentheses is against direct.",
+        f"- Medians of {n} (shell) and {n_box} (container) runs after warm-up, the three ways "
+        "interleaved (direct, executor, job, direct, ...) so that a change of load weighs on "
+        "each alike; the overhead in parentheses is against direct.",
         f"- Load average (1 min) at the start and the end: {res['load'][0]:.1f}, "
         f"{res['load'][1]:.1f} (other work shares the 2 CPUs when it is above ~1).", "",
         f"**Results** ({time.strftime('%d %b %Y %H:%M UTC', time.gmtime())})", "",

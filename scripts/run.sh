@@ -192,11 +192,12 @@ for t in v["tasks"]:
     elif t["error"]:
         print(f"  {t['name']:<14} {t['state']}: {t['error']}")
 last = v["tasks"][-1]
-if last["state"] == "done" and last["call"] == "LEARN":
-    try:
-        print("\n" + get(f"/ipfs/{last['output']}/report.md").decode().rstrip())
-    except OSError:
-        pass
+if last["state"] == "done" and last["call"] in ("LEARN", "container"):
+    for name in ("summary.txt", "report.md"):  # LEARN's; examples/mixed-kinds.yaml's summary
+        try:
+            print("\n" + get(f"/ipfs/{last['output']}/{name}").decode().rstrip())
+        except OSError:
+            pass
 EOF
 printf '\nweb UI: %s/\n' "$PEER_URL"
 LOGIN=$(grep -m1 -oE '^login: +[^ ]+' "$PEER_LOG" | awk '{print $2}' || true)

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import resource
 import select
 import shutil
@@ -633,7 +634,7 @@ class _Context:
 
     @property
     def workdir(self) -> Path:
-        """A directory for this run only (created on first use, removed afterwards)."""
+        """A directory for this run only (created on first use, gone once the run ends)."""
         if not self._made:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._made = True
@@ -679,7 +680,7 @@ class _Context:
         with self._lock:
             self._open = False
         if self._made:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            _TRASH.remove(self._dir)
 
     def _flush(self) -> None:
         with self._lock:
@@ -689,6 +690,39 @@ class _Context:
                 return
             self._next_s = time.monotonic() + _PROGRESS_INTERVAL_S
             self._chan.send(("m", self._run_id, "progress", (value,)))
+
+
+class _Trash:
+    """Removes run directories on a thread of this process, off the path of a run's result:
+    removing a directory costs milliseconds on some file systems (on ext4 mounted with
+    `discard`, 1 to 4 ms per rmdir), moving it out of the way microseconds."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
+
+    def remove(self, path: Path) -> None:
+        """Move `path` out of the way now (it is gone when this returns), remove it soon."""
+        gone = path.with_name(f".{path.name}.gone")
+        try:
+            os.rename(path, gone)
+            if self._pid != os.getpid():  # the first use in this process (a forked worker)
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, args=(self._queue,), name="banzai-trash",
+                                 daemon=True).start()
+                self._pid = os.getpid()
+        except (OSError, RuntimeError, MemoryError):  # cannot rename or start a thread
+            shutil.rmtree(path if path.exists() else gone, ignore_errors=True)
+            return
+        self._queue.put(gone)
+
+    @staticmethod
+    def _run(todo: queue.SimpleQueue[Path]) -> None:
+        while True:
+            shutil.rmtree(todo.get(), ignore_errors=True)
+
+
+_TRASH = _Trash()  # what a worker left of its runs goes with its executor's directory
 
 
 def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:

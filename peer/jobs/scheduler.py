@@ -197,8 +197,12 @@ class Scheduler:
             if key in self.state.task_done or key[0] not in self.state.jobs:
                 self._cannot.discard(key)
                 continue
-            call = self.workflow(key[0]).task(key[1]).call or ""
-            if not any(call in info.get("calls", ()) for info in self.peers().values()):
+            spec = self.workflow(key[0]).task(key[1])
+            call = spec.call or ""
+            if spec.newer:
+                out[key] = ("waiting for a peer of a newer version: this one does not know "
+                            + ", ".join(spec.newer))
+            elif not any(call in info.get("calls", ()) for info in self.peers().values()):
                 out[key] = kinds.unavailable(call)
         out.update((k, r) for k, r in self._unplaced.items() if k not in self.state.task_done)
         return out
@@ -294,6 +298,9 @@ class Scheduler:
         if not ready(st, job, spec):
             return
         if task_status(st, job, task, self.cfg.max_attempts) == "failed":
+            return
+        if spec.newer:  # a newer peer's keys: this peer cannot honour them, newer peers will
+            self._cannot.add((job, task))
             return
         if spec.cid is not None:
             self._done(job, task, spec.cid, None, cached=True)

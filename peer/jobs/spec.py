@@ -20,7 +20,7 @@ from cid import make_cid
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
-from peer.jobs.placement import json_type, parse_requires
+from peer.jobs.placement import KEYS, json_type, parse_requires
 from tasks.registry import Arg, TaskDef
 
 DEFAULT_NAME = "pipeline"
@@ -51,9 +51,15 @@ class TaskSpec:
     cid: str | None = None
     cache: bool = True  # False: never taken from the cache nor put into it ("cache": false)
     requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # placement
+    # A stored task with keys this version does not know (a newer peer's: `newer` names
+    # them) is kept as it was stored, never run here (workflow_from_json).
+    newer: tuple[str, ...] = ()
+    stored: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical DAG-form object of this task (`cache` only when false)."""
+        if self.stored is not None:
+            return dict(self.stored)
         if self.cid is not None:
             return {"name": self.name, "cid": self.cid}
         params = {k: list(v) if isinstance(v, list) else v for k, v in self.params.items()}
@@ -72,6 +78,7 @@ class Workflow:
 
     name: str
     tasks: tuple[TaskSpec, ...]
+    newer: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # unknown top-level keys
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; NotFound if there is none."""
@@ -91,7 +98,7 @@ class Workflow:
 
     def to_json(self) -> dict[str, Any]:
         """Canonical DAG form; `from_obj(wf.to_json(), catalog) == wf`."""
-        return {"name": self.name, "tasks": [t.to_json() for t in self.tasks]}
+        return {"name": self.name, "tasks": [t.to_json() for t in self.tasks], **self.newer}
 
 
 @dataclass
@@ -282,12 +289,18 @@ def workflow_from_json(doc: Any) -> Workflow:
     """Rebuild a Workflow from `Workflow.to_json()` output without a catalog.
 
     For documents `parse` already checked (e.g. from the event log): params are kept as
-    stored; only the shape and the graph are checked again.
+    stored; only the shape and the graph are checked again. Keys this version does not
+    know were checked by a newer peer (docs/architecture.md, "Workflows of newer peers"):
+    a task that has any (or whose `requires` or kind params have any, or whose workflow
+    has any at the top) is kept as stored, with `newer` naming them, and never run here.
     """
     if not isinstance(doc, Mapping):
         raise SpecError(f"a workflow must be an object, got {json_type(doc)}")
-    name, items = _top(doc)
-    raws = [_shape(i, item, _DAG_KEYS) for i, item in enumerate(items)]
+    top = {str(k): v for k, v in doc.items() if k not in _TOP_KEYS}
+    name, items = _top({k: v for k, v in doc.items() if k in _TOP_KEYS})
+    newer = [(*(f"workflow.{k}" for k in sorted(top)), *_newer_keys(item)) for item in items]
+    raws = [_opaque(i, item) if newer[i] else _shape(i, item, _DAG_KEYS)
+            for i, item in enumerate(items)]
     for r in raws:
         if r.args is not None:
             raise SpecError(f"{r.where}.args: the canonical form has params, not args",
@@ -296,9 +309,34 @@ def workflow_from_json(doc: Any) -> Workflow:
     specs = [TaskSpec(name=names[r.index], call=r.call,
                       params=dict(r.kind_params if r.kind_params is not None else r.params or {}),
                       depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache,
-                      requires=r.requires or {}) for r in raws]
+                      requires=r.requires or {}, newer=newer[r.index],
+                      stored=dict(items[r.index]) if newer[r.index] else None) for r in raws]
     _check_refs(raws, specs)
-    return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
+    return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),
+                    newer=top)
+
+
+def _newer_keys(item: Any) -> tuple[str, ...]:
+    """The keys of a stored task object that this version does not know."""
+    if not isinstance(item, Mapping):
+        return ()
+    out = [str(k) for k in item if k not in _DAG_KEYS]
+    requires, call, params = item.get("requires"), item.get("call"), item.get("params")
+    if isinstance(requires, Mapping):
+        out += [f"requires.{k}" for k in requires if k not in KEYS]
+    if isinstance(call, str) and call in kindspec.FIELDS and isinstance(params, Mapping):
+        out += [f"params.{k}" for k in params if k not in kindspec.FIELDS[call]]
+    return tuple(out)
+
+
+def _opaque(index: int, item: Mapping[str, Any]) -> _Raw:
+    """A stored task of a newer version: only its name and depends are read (the graph)."""
+    raw = _Raw(index)
+    raw.name = _task_name(item.get("name"), f"{raw.where}.name")
+    raw.depends = _depends(item.get("depends", []), f"{raw.where}.depends")
+    call = item.get("call")
+    raw.call = call if isinstance(call, str) else None
+    return raw
 
 
 def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
@@ -392,6 +430,7 @@ def _shape_kind(raw: _Raw, item: Mapping[str, Any], kind: str) -> None:
                         field=f"{where}.args")
     raw.call = kind
     raw.kind_params = kindspec.normalise(kind, item, where)
+    _shape_requires(raw, item)
     try:
         json.dumps(raw.kind_params, allow_nan=False)
     except ValueError:
@@ -422,8 +461,13 @@ def _shape_call(raw: _Raw, item: Mapping[str, Any]) -> None:
             raise SpecError(f"{where}.params: must be an object, got {json_type(item['params'])}",
                             field=f"{where}.params")
         raw.params = dict(item["params"])
+    _shape_requires(raw, item)
+
+
+def _shape_requires(raw: _Raw, item: Mapping[str, Any]) -> None:
+    """Where a task of any kind may run (placement.py)."""
     if "requires" in item:
-        raw.requires = parse_requires(item["requires"], f"{where}.requires")
+        raw.requires = parse_requires(item["requires"], f"{raw.where}.requires")
 
 
 def _depends(value: Any, field: str) -> list[str]:
@@ -494,7 +538,7 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
         return TaskSpec(name=name, call=None, params={}, depends=(), cid=raw.cid)
     if raw.kind_params is not None:
         return TaskSpec(name=name, call=raw.call, params=raw.kind_params, depends=depends,
-                        cache=raw.cache)
+                        cache=raw.cache, requires=raw.requires or {})
     td = catalog.get(raw.call)
     if td is None:
         raise SpecError(_unknown(f"{raw.where}.call", "task", raw.call, catalog),

@@ -391,6 +391,20 @@ async def test_workdir_is_fresh_and_removed(make_executor: MakeExecutor) -> None
     assert not Path(first.value).exists() and not Path(second.value).exists()
 
 
+async def test_a_finished_runs_directory_is_removed_after_its_result(
+        make_executor: MakeExecutor) -> None:
+    """Renamed away before the result is sent, removed by a thread of the worker after."""
+    ex = await make_executor(slots=1)
+    runs = [Path((await ex.run(f"k{i}", T + "use_workdir", "x")).value) for i in range(3)]
+    base = runs[0].parent
+    assert not any(r.exists() for r in runs)
+    for _ in range(500):  # bounded: the removal is short work on another thread
+        if not any(base.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    assert list(base.iterdir()) == []
+
+
 async def test_worker_environment(make_executor: MakeExecutor) -> None:
     ex = await make_executor(slots=1, env={"BANZAI_TEST_X": "42"}, preload=("colorsys",))
     info = (await ex.run("a", T + "describe", "BANZAI_TEST_X")).value

@@ -66,6 +66,21 @@ def test_canonical_form_round_trips_with_cache_and_secrets() -> None:
     assert kinds.KIND_TASKS["shell"].needs_input is False
 
 
+def test_a_kind_task_keeps_its_requires() -> None:
+    """`requires` is placement for any kind (it was dropped from shell/container/api tasks)."""
+    wf = from_obj({"tasks": [{**SHELL, "requires": {"labels": {"site": "lab2"}, "mem_mb": 500}},
+                             {"name": "c", "image": "x/y:1", "requires": {"gpu": True}}]},
+                  CATALOG)
+    assert dict(wf.tasks[0].requires) == {"labels": {"site": "lab2"}, "mem_mb": 500}
+    assert dict(wf.tasks[1].requires) == {"gpu": True}
+    doc = json.loads(json.dumps(wf.to_json()))
+    assert doc["tasks"][0]["requires"]["mem_mb"] == 500
+    assert workflow_from_json(doc) == wf
+    with pytest.raises(SpecError) as e:
+        from_obj({"tasks": [{**SHELL, "requires": {"ram": 1}}]}, CATALOG)
+    assert e.value.field == "tasks[0].requires.ram"
+
+
 def test_yaml_works_too() -> None:
     wf = parse("tasks:\n  - name: r\n    shell: echo hi > {out}/x\n    env: {A: b}\n", CATALOG)
     assert wf.tasks[0].params["env"] == {"A": "b"}
