@@ -173,22 +173,24 @@ class SpeakerFit:
         return self.weights[i], self.means[i], self.covariances[i]
 
     def save(self, path: Path) -> None:
-        save_npz(path, {"format": np.array(FORMAT), "speaker": np.array(self.speaker),
+        save_npz(path, {"format": np.array([FORMAT]), "speaker": np.array([self.speaker]),
                         "lower_bounds": self.lower_bounds,
                         "snapshots": np.array(self.snapshots, dtype=np.int64),
                         "weights": self.weights, "means": self.means,
                         "covariances": self.covariances, "heldout": self.heldout,
                         "heldout_lengths": self.heldout_lengths,
-                        "train_utterances": np.array(self.train_utterances, dtype=np.int64)})
+                        "train_utterances": np.array([self.train_utterances],
+                                                     dtype=np.int64)})
 
     @classmethod
     def load(cls, path: Path) -> SpeakerFit:
         with np.load(path, allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != FORMAT:
+            if "format" not in z or str(z["format"].reshape(-1)[0]) != FORMAT:
                 raise LearnError(f"LEARN: {path.name} is not a per-speaker model ({FORMAT})")
-            return cls(str(z["speaker"]), z["lower_bounds"], [int(i) for i in z["snapshots"]],
-                       z["weights"], z["means"], z["covariances"], z["heldout"],
-                       z["heldout_lengths"], int(z["train_utterances"]))
+            return cls(str(z["speaker"].reshape(-1)[0]), z["lower_bounds"],
+                       [int(i) for i in z["snapshots"]], z["weights"], z["means"],
+                       z["covariances"], z["heldout"], z["heldout_lengths"],
+                       int(z["train_utterances"].reshape(-1)[0]))
 
 
 def train_speaker(spk: str, utts: Mapping[str, Array], p: LearnParams, metric: Metric,
@@ -363,8 +365,10 @@ def learn_dir(inp: Path, out: Path, p: LearnParams, metric: Metric,
     if not dirs:
         raise _no_features()
     with tempfile.TemporaryDirectory(prefix="learn-", dir=out.parent) as tmp:
-        for d in dirs:
-            learn_speaker(d, Path(tmp), p, metric)
+        for d in dirs:  # each result where the mesh's assembly puts it (beside its dir)
+            where = Path(tmp) / d.relative_to(inp).parent
+            where.mkdir(parents=True, exist_ok=True)
+            learn_speaker(d, where, p, metric)
         m = assemble(Path(tmp), out, p, metric)
     log(f"LEARN: {len(m['speakers'])} speaker(s), {m['train_utterances']} training and "
         f"{m['test_utterances']} held-out utterances")

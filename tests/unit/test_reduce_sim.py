@@ -33,10 +33,10 @@ async def mesh() -> AsyncIterator[JobMesh]:
     await m.close()
 
 
-def corpus(m: JobMesh) -> tuple[str, dict[str, dict[str, str]]]:
-    """At p0: a/ and b/ with two .txt files each, c/ with one and a notes file, a .txt at the
-    root; returns the root CID and, per group, its matching files."""
-    st = m["p0"].store
+def corpus(m: JobMesh, pid: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """At `pid`: a/ and b/ with two .txt files each, c/ with one and a notes file, a .txt at
+    the root; returns the root CID and, per group, its matching files."""
+    st = m[pid].store
     groups: dict[str, dict[str, str]] = {}
     dirs = {}
     for name, files in {"a": ["1.txt", "2.txt"], "b": ["1.txt", "3.txt"], "c": ["9.txt"]}.items():
@@ -47,26 +47,39 @@ def corpus(m: JobMesh) -> tuple[str, dict[str, dict[str, str]]]:
     return st.make_dir({**dirs, **groups["src"]}), groups
 
 
-async def test_groups_run_as_chunks_then_the_reduce_once(mesh: JobMesh) -> None:
-    root, groups = corpus(mesh)
-    job = mesh.submit("p0", [{"name": "src", "cid": root},
-                             {"name": "g", "call": "T_GROUPS", "depends": ["src"]}])
+async def source(mesh: JobMesh, job: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """Finish the job's source task `src` with the corpus as its output."""
     await mesh.settle()
     await mesh.advance(0.3)
+    key = f"{job}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    root, groups = corpus(mesh, pid)
+    mesh[pid].runner.finish(key, {"output": root})
+    await mesh.advance(0.3)
+    return root, groups
+
+
+SRC = {"name": "src", "call": "T_WRITE", "params": {"files": 1}}
+G = {"name": "g", "call": "T_GROUPS", "params": {}, "depends": ["src"]}
+
+
+async def test_groups_run_as_chunks_then_the_reduce_once(mesh: JobMesh) -> None:
+    job = mesh.submit("p0", [SRC, G])
+    _, groups = await source(mesh, job)
     split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
     chunks = split.payload["chunks"]
     st = mesh["p0"].store
     # one chunk per directory holding items (only its items: c's notes.md is left out; the
     # root's files are one group named after the task they came from), then the reduce's
-    assert [[p for p, _ in c] for c in chunks] == [["a"], ["b"], ["c"], ["src"], []]
+    assert [[p for p, _ in c] for c in chunks] == [["src"], ["a"], ["b"], ["c"], []]
     for (path, cid), in chunks[:-1]:
         assert st.content.dirs[cid] == dict(sorted(groups[path].items()))
-    started = {pid: [k for k in p.runner.started if k.startswith(f"{job}/g/")]
+    running = {pid: [k for k in p.runner.running if k.startswith(f"{job}/g/")]
                for pid, p in mesh.peers.items()}
     reduce_key = f"{job}/g/4/0"
     # one slot per peer: each runs one group, the others wait for a free slot
-    assert [len(ks) for ks in started.values()] == [1, 1]
-    assert reduce_key not in {k for ks in started.values() for k in ks}
+    assert [len(ks) for ks in running.values()] == [1, 1], running
+    assert reduce_key not in {k for ks in running.values() for k in ks}
     for _ in range(4):  # the groups end one by one; the reduce starts only after the last
         for p in mesh.peers.values():
             for key in list(p.runner.running):
@@ -93,18 +106,26 @@ async def test_groups_run_as_chunks_then_the_reduce_once(mesh: JobMesh) -> None:
 
 async def test_a_rerun_after_one_group_changed_recomputes_only_that_group(
         mesh: JobMesh) -> None:
-    root, groups = corpus(mesh)
+    first = mesh.submit("p0", [SRC, G])
+    _, groups = await source(mesh, first)
     mesh["p0"].runner.auto = mesh["p1"].runner.auto = True
-    first = mesh.submit("p0", [{"name": "src", "cid": root},
-                               {"name": "g", "call": "T_GROUPS", "depends": ["src"]}])
+    for p in mesh.peers.values():
+        for key in list(p.runner.running):
+            p.runner.finish(key)
     await mesh.advance(1.0)
     assert mesh.events(EventType.TASK_DONE, job=first, task="g")
-    st = mesh["p0"].store
+    mesh["p0"].runner.auto = mesh["p1"].runner.auto = False
+    second = mesh.submit("p0", [{**SRC, "params": {"files": 2}}, G])  # another source run
+    await mesh.settle()
+    await mesh.advance(0.3)
+    key = f"{second}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    st = mesh[pid].store
     entries = {"a": st.make_dir(groups["a"]), "b": st.make_dir(groups["b"]),
                "c": st.make_dir({**groups["c"], "8.txt": st.add_bytes(b"new")}),
                **groups["src"]}
-    second = mesh.submit("p0", [{"name": "src", "cid": st.make_dir(entries)},
-                                {"name": "g", "call": "T_GROUPS", "depends": ["src"]}])
+    mesh["p0"].runner.auto = mesh["p1"].runner.auto = True
+    mesh[pid].runner.finish(key, {"output": st.make_dir(entries)})
     await mesh.advance(1.0)
     split = mesh.events(EventType.TASK_SPLIT, job=second, task="g")[0]
     assert [[p for p, _ in c] for c in split.payload["chunks"]] == [["c"], []]
