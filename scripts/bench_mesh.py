@@ -160,8 +160,9 @@ def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
 
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
-               log_level: str = "WARNING") -> Mesh:
-    """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed."""
+               log_level: str = "WARNING", cores: Sequence[int] = ()) -> Mesh:
+    """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed; with
+    `cores`, peer i and its workers are pinned to core cores[i] (taskset)."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
     secret = mesh_secret_file(base)  # the peers' shared mesh secret
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -175,6 +176,8 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                 "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
                 "--secret-file", str(secret),
                 "--fetch-allow", "127.0.0.1/32"]  # the --pipeline corpus server
+        if cores:  # taskset execs the peer: same pid; its forkserver and workers inherit it
+            args = ["taskset", "-c", str(cores[i]), *args]
         with log.open("wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                     env=env, stdin=subprocess.DEVNULL)

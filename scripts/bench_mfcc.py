@@ -56,7 +56,10 @@ def plain(work: Path, mfcc: list[int], zips: Sequence[str]) -> dict[str, Any]:
     wavs_dir, out = work / "wavs", work / "mfcc"
     wavs_dir.mkdir()
     out.mkdir()
-    audio.fetch_festvox(ctx, None, wavs_dir, urls=list(zips))
+    from tasks.audio_fetch import FetchLimits, extract_festvox
+
+    for z in zips:  # local zips: unpacked as FETCH_FESTVOX does (which takes http(s) only)
+        extract_festvox(Path(z), wavs_dir, FetchLimits(), str(z), lambda f: None)
     params = catalog()["EXTRACT_MFCC"].bind(mfcc, None, "EXTRACT_MFCC")
     times = []
     cpu0 = time.process_time()

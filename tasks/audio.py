@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from peer.errors import ArgError, BanzaiError
 from tasks.audio_fetch import FetchLimits, download, extract_festvox
-from tasks.audio_learn import LearnError, LearnParams, learn_dir
+from tasks.audio_learn import LearnError, LearnParams, assemble, learn_dir, learn_speaker
 from tasks.audio_wav import WavError, wav_info
 from tasks.fetch_policy import AddressPolicy, PolicyError, Resolver, check_url, system_resolver
 from tasks.registry import KEEP, Arg, Keep, TaskContext, task
@@ -281,7 +281,7 @@ def extract_mfcc(ctx: TaskContext, src: Path, out_dir: Path, *, fft_size: int, n
 # ---------------------------------------------------------------- LEARN
 
 
-@task("LEARN", version="1", args=[
+_LEARN_ARGS = [
     Arg("n_components", "int", 8, "Gaussians per speaker model", min=1, max=512),
     Arg("test_fraction", "float", 0.25, "share of each speaker's utterances held out",
         min=0.05, max=0.9),
@@ -289,20 +289,53 @@ def extract_mfcc(ctx: TaskContext, src: Path, out_dir: Path, *, fft_size: int, n
         min=0),
     Arg("max_iter", "int", 100, "maximum EM iterations", min=1, max=10_000),
     Arg("normalize", "bool", False, "per-utterance cepstral mean/variance normalisation"),
-])
-def learn(ctx: TaskContext, inp: Path | None, out: Path, *, n_components: int,
-          test_fraction: float, seed: int, max_iter: int, normalize: bool) -> None:
-    """Train one GMM per speaker on MFCC frames; report held-out speaker-ID accuracy.
+]
 
-    Input: `<speaker>/<utterance>.npy` (frames x coefficients). Utterances are split per
-    speaker into train/test by a seeded shuffle; an utterance is assigned to the model
-    with the highest summed frame log-likelihood. One speaker: held-out log-likelihood.
-    Writes model.npz, model.json, metrics.json (accuracy, confusion, curves) and report.md.
-    """
+
+def _learn_params(n_components: int, test_fraction: float, seed: int, max_iter: int,
+                  normalize: bool) -> LearnParams:
+    return LearnParams(n_components=n_components, test_fraction=test_fraction, seed=seed,
+                       max_iter=max_iter, normalize=normalize)
+
+
+def learn_assemble(ctx: TaskContext, inp: Path | None, out: Path, **params: Any) -> None:
+    """LEARN's assembling step: the per-speaker models (`<speaker>.npz`) -> model.npz,
+    model.json, metrics.json (accuracy, confusion, curves) and report.md."""
     if inp is None or not inp.exists():
         raise LearnError("LEARN needs at least one .npy feature file as input, got nothing")
-    p = LearnParams(n_components=n_components, test_fraction=test_fraction, seed=seed,
-                    max_iter=max_iter, normalize=normalize)
+    m = assemble(inp, out, _learn_params(**params), ctx.metric)
+    ctx.log(f"LEARN: {len(m['speakers'])} speaker(s), {m['train_utterances']} training and "
+            f"{m['test_utterances']} held-out utterances")
+    if "accuracy" in m:
+        ctx.log(f"LEARN: held-out accuracy {m['accuracy']:.1%} on {m['test_utterances']} "
+                f"utterances")
+    ctx.progress(1.0)
+
+
+@task("LEARN", version="2", per_item=True, items="*.npy", groups=True, reduce=learn_assemble,
+      args=_LEARN_ARGS)
+def learn_speaker_task(ctx: TaskContext, src: Path, out_dir: Path, **params: Any) -> Path | None:
+    """Train one GMM per speaker on MFCC frames; report held-out speaker-ID accuracy.
+
+    Input: `<speaker>/<utterance>.npy` (frames x coefficients). Each speaker is trained on
+    its own (in parallel across the mesh: one chunk per speaker directory, then an
+    assembling step). Utterances are split per speaker into train/test by a seeded shuffle;
+    an utterance is assigned to the model with the highest summed frame log-likelihood. One
+    speaker: held-out log-likelihood. Writes model.npz, model.json, metrics.json (accuracy,
+    confusion, curves) and report.md.
+    """
+    made = learn_speaker(src, out_dir, _learn_params(**params), ctx.metric)
+    ctx.log(f"LEARN: speaker {src.name}: " + ("trained" if made else "no frames, left out"))
+    return made
+
+
+def learn(ctx: TaskContext, inp: Path | None, out: Path, *, n_components: int,
+          test_fraction: float, seed: int, max_iter: int, normalize: bool) -> None:
+    """The serial LEARN (every speaker in this process, then the assembling step): the same
+    output, byte for byte, as the mesh's per-speaker chunks and assembly."""
+    if inp is None or not inp.exists():
+        raise LearnError("LEARN needs at least one .npy feature file as input, got nothing")
+    p = _learn_params(n_components, test_fraction, seed, max_iter, normalize)
     m = learn_dir(inp, out, p, ctx.metric, ctx.log)
     if "accuracy" in m:
         ctx.log(f"LEARN: held-out accuracy {m['accuracy']:.1%} on {m['test_utterances']} "

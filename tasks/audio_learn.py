@@ -1,18 +1,22 @@
-"""MFCC-GMM speaker models: one diagonal GaussianMixture per speaker, trained by EM.
+"""MFCC-GMM speaker models (LEARN version 2): one diagonal GaussianMixture per speaker, each
+trained by EM on its own, then assembled into one model with held-out scores.
 
-Pure functions over arrays plus `learn_dir`, which reads `<speaker>/<utt>.npy` files and
-writes model.npz / model.json / metrics.json / report.md. Single-threaded; deterministic
-for a given seed.
+Pure functions over arrays, plus `learn_speaker` (one speaker directory -> `<speaker>.npz`:
+its model's EM trajectory and its held-out frames), `assemble` (those files -> model.npz /
+model.json / metrics.json / report.md) and `learn_dir` (both, one speaker after another: the
+serial LEARN, whose output equals the mesh's chunked one byte for byte). Single-threaded;
+deterministic for a given seed. scikit-learn is imported only by the functions that train.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +33,7 @@ Array = npt.NDArray[np.float64]
 Metric = Callable[[str, int, float], None]
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 EVAL_EVERY = 5  # held-out evaluation period, in EM iterations
+FORMAT = "banzai-learn-speaker-v2"  # the per-speaker file's format tag
 
 
 class LearnError(BanzaiError):
@@ -56,39 +61,69 @@ class Split:
     test: dict[str, dict[str, Array]] = field(default_factory=dict)
 
 
+def _load(p: Path, dims: set[int]) -> Array | None:
+    a = np.load(p, allow_pickle=False)
+    if a.ndim != 2 or a.shape[0] == 0:
+        return None
+    out: Array = a[np.isfinite(a).all(axis=1)].astype(np.float64)
+    dims.add(out.shape[1])
+    return out
+
+
+def _no_features() -> LearnError:
+    return LearnError("LEARN needs at least one .npy feature file (frames x coefficients) "
+                      "in its input, found none")
+
+
+def _check_dims(dims: set[int], where: str = "") -> None:
+    if len(dims) > 1:
+        raise LearnError(f"LEARN: feature files{where} disagree on the coefficient count: "
+                         f"{sorted(dims)}")
+
+
 def load_features(root: Path) -> dict[str, dict[str, Array]]:
     """{speaker (parent dir name): {relative path: frames x coeffs}} of every .npy under root."""
     feats: dict[str, dict[str, Array]] = {}
     dims: set[int] = set()
     for p in sorted(root.rglob("*.npy")):
-        a = np.load(p, allow_pickle=False)
-        if a.ndim != 2 or a.shape[0] == 0:
-            continue
-        a = a[np.isfinite(a).all(axis=1)].astype(np.float64)
-        dims.add(a.shape[1])
-        spk = p.parent.name if p.parent != root else "speaker"
-        feats.setdefault(spk, {})[p.relative_to(root).as_posix()] = a
+        a = _load(p, dims)
+        if a is not None:
+            spk = p.parent.name if p.parent != root else "speaker"
+            feats.setdefault(spk, {})[p.relative_to(root).as_posix()] = a
     if not feats:
-        raise LearnError("LEARN needs at least one .npy feature file (frames x coefficients) "
-                         "in its input, found none")
-    if len(dims) > 1:
-        raise LearnError(f"LEARN: feature files disagree on the coefficient count: {sorted(dims)}")
+        raise _no_features()
+    _check_dims(dims)
     return feats
+
+
+def load_speaker(d: Path) -> dict[str, Array]:
+    """{file name: frames x coeffs} of the .npy files directly in `d` (one speaker's)."""
+    dims: set[int] = set()
+    utts = {p.name: a for p in sorted(d.glob("*.npy")) if (a := _load(p, dims)) is not None}
+    _check_dims(dims, f" of speaker {d.name!r}")
+    return utts
+
+
+def split_speaker(spk: str, utts: Mapping[str, Array], test_fraction: float, seed: int,
+                  ) -> tuple[dict[str, Array], dict[str, Array]]:
+    """One speaker's (train, test): a seeded shuffle of the sorted utterance names (the seed
+    mixes in the speaker's name, so that each speaker's split depends on it alone)."""
+    names = sorted(utts)
+    n_test = max(1, round(len(names) * test_fraction))
+    if len(names) - n_test < 1:
+        raise LearnError(f"LEARN: speaker {spk!r} has {len(names)} utterance(s); at least 2 "
+                         "are needed to hold one out for testing")
+    rng = np.random.default_rng([seed, zlib.crc32(spk.encode())])
+    order = [names[i] for i in rng.permutation(len(names))]
+    return ({n: utts[n] for n in sorted(order[n_test:])},
+            {n: utts[n] for n in sorted(order[:n_test])})
 
 
 def split(feats: Mapping[str, Mapping[str, Array]], test_fraction: float, seed: int) -> Split:
     """Deterministic split by utterance: per speaker a seeded shuffle of the sorted names."""
     out = Split()
     for spk in sorted(feats):
-        names = sorted(feats[spk])
-        n_test = max(1, round(len(names) * test_fraction))
-        if len(names) - n_test < 1:
-            raise LearnError(f"LEARN: speaker {spk!r} has {len(names)} utterance(s); at least 2 "
-                             "are needed to hold one out for testing")
-        rng = np.random.default_rng([seed, zlib.crc32(spk.encode())])
-        order = [names[i] for i in rng.permutation(len(names))]
-        out.test[spk] = {n: feats[spk][n] for n in sorted(order[:n_test])}
-        out.train[spk] = {n: feats[spk][n] for n in sorted(order[n_test:])}
+        out.train[spk], out.test[spk] = split_speaker(spk, feats[spk], test_fraction, seed)
     return out
 
 
@@ -108,70 +143,151 @@ def _em_step(gmm: GaussianMixture, x: Array) -> None:
         gmm.fit(x)
 
 
+def eval_points(iterations: int) -> list[int]:
+    """The iterations at which held-out scores are taken: 1, every EVAL_EVERY, the last."""
+    return sorted({1, iterations, *range(EVAL_EVERY, iterations + 1, EVAL_EVERY)})
+
+
 @dataclass
-class Trained:
-    """Fitted models and the curves recorded while training them."""
+class SpeakerFit:
+    """One speaker's EM trajectory: lower bounds per iteration, the model at eval_points of
+    its own iteration count (the last one is the final model), and its held-out frames."""
 
-    speakers: list[str]
-    models: list[GaussianMixture]
-    curves: dict[str, list[list[float]]]
-    iterations: int
+    speaker: str
+    lower_bounds: Array
+    snapshots: list[int]
+    weights: Array  # snapshots x K
+    means: Array  # snapshots x K x D
+    covariances: Array  # snapshots x K x D
+    heldout: Array  # held-out frames (normalised if asked) x D
+    heldout_lengths: npt.NDArray[np.int64]  # frames per held-out utterance, in name order
+    train_utterances: int
+
+    @property
+    def iterations(self) -> int:
+        return len(self.lower_bounds)
+
+    def at(self, it: int) -> tuple[Array, Array, Array]:
+        """(weights, means, covariances) after iteration min(it, its last)."""
+        i = self.snapshots.index(min(it, self.iterations))
+        return self.weights[i], self.means[i], self.covariances[i]
+
+    def save(self, path: Path) -> None:
+        save_npz(path, {"format": np.array([FORMAT]), "speaker": np.array([self.speaker]),
+                        "lower_bounds": self.lower_bounds,
+                        "snapshots": np.array(self.snapshots, dtype=np.int64),
+                        "weights": self.weights, "means": self.means,
+                        "covariances": self.covariances, "heldout": self.heldout,
+                        "heldout_lengths": self.heldout_lengths,
+                        "train_utterances": np.array([self.train_utterances],
+                                                     dtype=np.int64)})
+
+    @classmethod
+    def load(cls, path: Path) -> SpeakerFit:
+        with np.load(path, allow_pickle=False) as z:
+            if "format" not in z or str(z["format"].reshape(-1)[0]) != FORMAT:
+                raise LearnError(f"LEARN: {path.name} is not a per-speaker model ({FORMAT})")
+            return cls(str(z["speaker"].reshape(-1)[0]), z["lower_bounds"],
+                       [int(i) for i in z["snapshots"]], z["weights"], z["means"],
+                       z["covariances"], z["heldout"], z["heldout_lengths"],
+                       int(z["train_utterances"].reshape(-1)[0]))
 
 
-def train(data: Split, p: LearnParams, metric: Metric) -> Trained:
-    """EM one iteration at a time (warm start), reporting train and held-out scores."""
-    speakers = sorted(data.train)
-    xs = [_frames(data.train[s], p.normalize) for s in speakers]
-    for s, x in zip(speakers, xs, strict=True):
-        if len(x) < p.n_components:
-            raise LearnError(f"LEARN: speaker {s!r} has {len(x)} training frames, fewer than "
-                             f"n_components={p.n_components}")
+def train_speaker(spk: str, utts: Mapping[str, Array], p: LearnParams, metric: Metric,
+                  ) -> SpeakerFit:
+    """EM one iteration at a time (warm start) on one speaker's training utterances, until
+    its own mean frame log-likelihood improves by less than `tol` (or max_iter); reports
+    `train_loglik/<speaker>` per iteration."""
+    train_u, test_u = split_speaker(spk, utts, p.test_fraction, p.seed)
+    x = _frames(train_u, p.normalize)
+    if len(x) < p.n_components:
+        raise LearnError(f"LEARN: speaker {spk!r} has {len(x)} training frames, fewer than "
+                         f"n_components={p.n_components}")
     from sklearn.mixture import GaussianMixture
-    models = [GaussianMixture(p.n_components, covariance_type="diag", max_iter=1,
-                              warm_start=True, random_state=p.seed, reg_covar=p.reg_covar)
-              for _ in speakers]
-    curves: dict[str, list[list[float]]] = {"train_loglik": [], "heldout": []}
+    g = GaussianMixture(p.n_components, covariance_type="diag", max_iter=1, warm_start=True,
+                        random_state=p.seed, reg_covar=p.reg_covar)
+    bounds: list[float] = []
+    snaps: list[tuple[int, Array, Array, Array]] = []
     prev = -np.inf
-    it = 0
     for it in range(1, p.max_iter + 1):
-        for g, x in zip(models, xs, strict=True):
-            _em_step(g, x)
+        _em_step(g, x)
         # lower_bound_: mean frame log-likelihood of this iteration's E-step (no extra pass)
-        ll = float(np.mean([g.lower_bound_ for g in models]))
-        curves["train_loglik"].append([it, ll])
-        metric("train_loglik", it, ll)
+        ll = float(g.lower_bound_)
+        bounds.append(ll)
+        metric(f"train_loglik/{spk}", it, ll)
         done = ll - prev < p.tol or it == p.max_iter
         if done or it % EVAL_EVERY == 0 or it == 1:
-            name, value = _heldout(speakers, models, data, p.normalize)
-            curves["heldout"].append([it, value])
-            metric(name, it, value)
+            snaps.append((it, g.weights_.copy(), g.means_.copy(), g.covariances_.copy()))
         if done:
             break
         prev = ll
-    return Trained(speakers, models, curves, it)
+    return SpeakerFit(spk, np.array(bounds, dtype=np.float64), [s[0] for s in snaps],
+                      np.stack([s[1] for s in snaps]), np.stack([s[2] for s in snaps]),
+                      np.stack([s[3] for s in snaps]), _frames(test_u, p.normalize),
+                      np.array([len(a) for a in test_u.values()], dtype=np.int64),
+                      len(train_u))
 
 
-def _heldout(speakers: list[str], models: list[GaussianMixture], data: Split,
-             normalize: bool) -> tuple[str, float]:
-    if len(speakers) == 1:
-        x = _frames(data.test[speakers[0]], normalize)
-        return "heldout_loglik", float(models[0].score(x))
-    conf = confusion(speakers, models, data, normalize)
+def learn_speaker(src: Path, out_dir: Path, p: LearnParams, metric: Metric) -> Path | None:
+    """One speaker (the .npy files directly in `src`, named after it) -> out_dir/<name>.npz;
+    None if none of them holds a frame (as if the speaker were absent)."""
+    utts = load_speaker(src) if src.is_dir() else {}
+    if not utts:
+        return None
+    fit = train_speaker(src.name, utts, p, metric)
+    dest = out_dir / f"{src.name}.npz"
+    fit.save(dest)
+    return dest
+
+
+def score_samples(w: Array, means: Array, cov: Array, x: Array) -> Array:
+    """Per-frame log-likelihood under a diagonal GMM (scikit-learn's formula, in numpy)."""
+    prec_chol = 1.0 / np.sqrt(cov)
+    log_det = np.sum(np.log(prec_chol), axis=1)
+    prec = prec_chol ** 2
+    log_prob = (np.sum(means ** 2 * prec, axis=1) - 2.0 * (x @ (means * prec).T)
+                + (x ** 2) @ prec.T)
+    lp = -0.5 * (x.shape[1] * np.log(2 * np.pi) + log_prob) + log_det + np.log(w)
+    top = lp.max(axis=1)
+    out: Array = top + np.log(np.sum(np.exp(lp - top[:, None]), axis=1))
+    return out
+
+
+def confusion(fits: Sequence[SpeakerFit], it: int) -> npt.NDArray[np.int64]:
+    """Rows: true speaker, columns: predicted (argmax of summed frame log-likelihoods), with
+    each speaker's model after iteration min(it, its last)."""
+    truth = np.repeat(np.arange(len(fits)), [len(f.heldout_lengths) for f in fits])
+    lengths = np.concatenate([f.heldout_lengths for f in fits])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    x = np.concatenate([f.heldout for f in fits])
+    # one pass per model over all held-out frames, then per-utterance sums
+    scores = np.stack([np.add.reduceat(score_samples(*f.at(it), x), starts) for f in fits],
+                      axis=1)
+    conf = np.zeros((len(fits), len(fits)), dtype=np.int64)
+    np.add.at(conf, (truth, scores.argmax(axis=1)), 1)
+    return conf
+
+
+def _heldout(fits: Sequence[SpeakerFit], it: int) -> tuple[str, float]:
+    if len(fits) == 1:
+        f = fits[0]
+        return "heldout_loglik", float(np.mean(score_samples(*f.at(it), f.heldout)))
+    conf = confusion(fits, it)
     return "heldout_accuracy", float(np.trace(conf) / conf.sum())
 
 
-def confusion(speakers: list[str], models: list[GaussianMixture], data: Split,
-              normalize: bool) -> npt.NDArray[np.int64]:
-    """Rows: true speaker, columns: predicted (argmax of summed frame log-likelihoods)."""
-    truth = [i for i, s in enumerate(speakers) for _ in data.test[s]]
-    utts = [a for s in speakers for a in data.test[s].values()]
-    starts = np.cumsum([0] + [len(a) for a in utts[:-1]])
-    x = np.concatenate([_cmvn(a) if normalize else a for a in utts])
-    # one pass per model over all held-out frames, then per-utterance sums
-    scores = np.stack([np.add.reduceat(g.score_samples(x), starts) for g in models], axis=1)
-    conf = np.zeros((len(speakers), len(speakers)), dtype=np.int64)
-    np.add.at(conf, (np.array(truth), scores.argmax(axis=1)), 1)
-    return conf
+def load_fits(inp: Path) -> list[SpeakerFit]:
+    """The per-speaker files under `inp`, in speaker order."""
+    fits = [SpeakerFit.load(q) for q in sorted(inp.rglob("*.npz"))] if inp.is_dir() else []
+    if not fits:
+        raise _no_features()
+    fits.sort(key=lambda f: f.speaker)
+    names = [f.speaker for f in fits]
+    if len(set(names)) < len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise LearnError(f"LEARN: two speaker directories share the name(s) {dup}")
+    _check_dims({f.means.shape[2] for f in fits}, " of the speakers")
+    return fits
 
 
 def save_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
@@ -185,42 +301,78 @@ def save_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def learn_dir(inp: Path, out: Path, p: LearnParams, metric: Metric,
-              log: Callable[[str], None]) -> dict[str, Any]:
-    """Train on `inp`, write the four output files into `out`, return the metrics."""
-    feats = load_features(inp)
-    data = split(feats, p.test_fraction, p.seed)
-    n_train = sum(len(v) for v in data.train.values())
-    n_test = sum(len(v) for v in data.test.values())
-    log(f"LEARN: {len(feats)} speaker(s), {n_train} training and {n_test} held-out utterances")
-    t = train(data, p, metric)
-    dim = int(t.models[0].means_.shape[1])
-    metrics: dict[str, Any] = {"speakers": t.speakers, "iterations": t.iterations,
+
+def assemble(inp: Path, out: Path, p: LearnParams, metric: Metric) -> dict[str, Any]:
+    """The per-speaker files under `inp` -> the four output files in `out`; returns the
+    metrics. Curves: `train_loglik` is the mean over speakers of each one's lower bound at
+    iteration min(t, its last); held-out scores at eval_points of the longest run."""
+    fits = load_fits(inp)
+    speakers = [f.speaker for f in fits]
+    last = max(f.iterations for f in fits)
+    curves: dict[str, list[list[float]]] = {"train_loglik": [], "heldout": []}
+    for it in range(1, last + 1):
+        ll = float(np.mean([f.lower_bounds[min(it, f.iterations) - 1] for f in fits]))
+        curves["train_loglik"].append([it, ll])
+        metric("train_loglik", it, ll)
+    for it in eval_points(last):
+        name, value = _heldout(fits, it)
+        curves["heldout"].append([it, value])
+        metric(name, it, value)
+    n_train = sum(f.train_utterances for f in fits)
+    n_test = sum(len(f.heldout_lengths) for f in fits)
+    metrics: dict[str, Any] = {"speakers": speakers, "iterations": last,
+                               "speaker_iterations": {f.speaker: f.iterations for f in fits},
                                "train_utterances": n_train, "test_utterances": n_test,
-                               "curves": t.curves}
-    if len(t.speakers) > 1:
-        conf = confusion(t.speakers, t.models, data, p.normalize)
+                               "curves": curves}
+    if len(fits) > 1:
+        conf = confusion(fits, last)
         metrics["accuracy"] = float(np.trace(conf) / conf.sum())
-        metrics["confusion"] = {"labels": t.speakers, "matrix": conf.tolist()}
+        metrics["confusion"] = {"labels": speakers, "matrix": conf.tolist()}
     else:
-        metrics["heldout_loglik"] = t.curves["heldout"][-1][1]
+        metrics["heldout_loglik"] = curves["heldout"][-1][1]
+    final = [f.at(last) for f in fits]
     save_npz(out / "model.npz", {
-        "speakers": np.array(t.speakers, dtype=str),
-        "weights": np.stack([g.weights_ for g in t.models]),
-        "means": np.stack([g.means_ for g in t.models]),
-        "covariances": np.stack([g.covariances_ for g in t.models]),
+        "speakers": np.array(speakers, dtype=str),
+        "weights": np.stack([m[0] for m in final]),
+        "means": np.stack([m[1] for m in final]),
+        "covariances": np.stack([m[2] for m in final]),
     })
-    model = {"kind": "gmm-diag-per-speaker", "speakers": t.speakers,
+    dim = int(fits[0].means.shape[2])
+    model = {"kind": "gmm-diag-per-speaker", "version": 2, "speakers": speakers,
              "params": p.__dict__, "feature_dim": dim,
-             "shapes": {"weights": [len(t.speakers), p.n_components],
-                        "means": [len(t.speakers), p.n_components, dim],
-                        "covariances": [len(t.speakers), p.n_components, dim]},
+             "shapes": {"weights": [len(fits), p.n_components],
+                        "means": [len(fits), p.n_components, dim],
+                        "covariances": [len(fits), p.n_components, dim]},
              "features": "MFCC frames (EXTRACT_MFCC .npy); score = sum of frame log-likelihoods",
              "normalize": "per-utterance mean/variance" if p.normalize else "none"}
     _write_json(out / "model.json", model)
     _write_json(out / "metrics.json", metrics)
     (out / "report.md").write_text(_report(metrics, p))
     return metrics
+
+
+def speaker_dirs(root: Path) -> list[Path]:
+    """The directories under `root` (itself included) that directly hold .npy files: one
+    speaker each, as the mesh's chunks of LEARN take them."""
+    return sorted({q.parent for q in root.rglob("*.npy")})
+
+
+def learn_dir(inp: Path, out: Path, p: LearnParams, metric: Metric,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """The serial LEARN: every speaker of `inp` one after another (`learn_speaker`), then
+    `assemble`; writes the four output files into `out` and returns the metrics."""
+    dirs = speaker_dirs(inp) if inp.is_dir() else []
+    if not dirs:
+        raise _no_features()
+    with tempfile.TemporaryDirectory(prefix="learn-", dir=out.parent) as tmp:
+        for d in dirs:  # each result where the mesh's assembly puts it (beside its dir)
+            where = Path(tmp) / d.relative_to(inp).parent
+            where.mkdir(parents=True, exist_ok=True)
+            learn_speaker(d, where, p, metric)
+        m = assemble(Path(tmp), out, p, metric)
+    log(f"LEARN: {len(m['speakers'])} speaker(s), {m['train_utterances']} training and "
+        f"{m['test_utterances']} held-out utterances")
+    return m
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -134,6 +134,8 @@ class TaskDef:
     per-item: fn(ctx, src: Path, out_dir: Path, **params) -> Path | Keep | None
               (None drops the item, KEEP keeps it, a path is the new item,
               placed beside the input's relative path under its own name)
+    reduce:   reduce(ctx, inp: Path, out: Path, **params) -> None, inp holding the
+              per-item results as the per-item task's output would
     """
 
     name: str
@@ -149,6 +151,13 @@ class TaskDef:
     module: str = ""
     kind: str = "python"  # executor kind (peer/jobs/kinds.py): how the peer runs this task
     warm: Warm | None = None  # see Warm; run by warm_up()
+    # per-item: an item is a directory holding files that match `items` (only those files,
+    # as one directory), not a file; files at the input's root form one item
+    groups: bool = False
+    # per-item: the assembling step, a whole function over the directory of the item
+    # results (in a worker, as the split's last chunk, once the others are done); its
+    # output is the task's
+    reduce: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -217,16 +226,20 @@ _REGISTRY: dict[str, TaskDef] = {}
 
 def task(name: str, *, version: str = "1", args: Iterable[Arg] = (), per_item: bool = False,
          items: str = "*", passthrough: bool = False, needs_input: bool = True,
-         check: Checker | None = None, warm: Warm | None = None
+         check: Checker | None = None, warm: Warm | None = None, groups: bool = False,
+         reduce: Callable[..., Any] | None = None,
          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `fn` as task `name`. Bump `version` when its output changes; `warm` is its
-    warm-up (see Warm)."""
+    warm-up (see Warm); `groups` and `reduce`: see TaskDef."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         d = TaskDef(name=name, version=version, fn=fn, args=tuple(args), per_item=per_item,
                     items=items, passthrough=passthrough, needs_input=needs_input, doc=doc,
-                    check=check, module=fn.__module__, warm=warm)
+                    check=check, module=fn.__module__, warm=warm, groups=groups,
+                    reduce=reduce)
+        if (groups or reduce is not None) and not per_item:
+            raise ValueError(f"task {name}: groups and reduce are for per-item tasks")
         for a in d.args[:-1]:
             if a.variadic:
                 raise ValueError(f"task {name}: only the last argument may be variadic")

@@ -215,21 +215,48 @@ class Planner:
             return [(prefix, cid)]
         return [(e.path, e.cid) for e in self.store.walk(cid)]
 
+    def items(self, cid: str, spec: TaskSpec, tdef: TaskDef) -> list[tuple[str, str]]:
+        """A per-item task's items under `cid` as (relpath, cid): the files matching its
+        `items`, or for a task of `groups` the directories that hold such files, each as a
+        directory of those files alone (made here; files at the root are one item named as
+        a file input is), in path order."""
+        files = self.files(cid, item_name(spec))
+        if not tdef.groups:
+            return [(path, c) for path, c in files if tdef.matches(path)]
+        by_dir: dict[str, dict[str, str]] = {}
+        for path, c in files:
+            if tdef.matches(path):
+                d, _, name = path.rpartition("/")
+                by_dir.setdefault(d, {})[name] = c
+        out = []
+        for d in sorted(by_dir):
+            group = self.store.make_dir(by_dir[d])
+            self.data.mark(group)
+            out.append((d or item_name(spec), group))
+        return out
+
     def split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, input_cid: str | None,
               slots: int) -> dict[str, Any]:
         """The TASK_SPLIT payload: one whole chunk, or the input items not cached yet in
-        chunks sized for `slots` slots."""
+        chunks sized for `slots` slots (of a task of `groups`: one item per chunk, so that
+        each peer takes the next as it frees: groups are few and unequal), then, for a
+        task with a `reduce`, one empty chunk: the assembling step."""
         chunks: list[list[list[str]]]
         if not tdef.per_item:
             chunks = [[]]
         else:
             if input_cid is None:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
-            misses = [[path, cid] for path, cid in self.files(input_cid, item_name(spec))
-                      if tdef.matches(path) and (not spec.cache or not item_cached(
-                          self.state, self.store, cache_key(tdef, spec.params, cid)))]
-            chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
-                                 self.max_chunk_items)
+            misses = [[path, cid] for path, cid in self.items(input_cid, spec, tdef)
+                      if not spec.cache or not item_cached(
+                          self.state, self.store, cache_key(tdef, spec.params, cid))]
+            if tdef.groups:
+                chunks = [[m] for m in misses]
+            else:
+                chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
+                                     self.max_chunk_items)
+            if tdef.reduce is not None:
+                chunks.append([])
         return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
 
     def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
@@ -237,11 +264,21 @@ class Planner:
         """What the task's output is made of, from its done chunks (`chunks`: the split's
         items); per item, the result recorded by its chunk's run, else the cached one.
         `partial`: of a per-item task whose chunks are not all done, the results so far
-        (recorded by done chunks, by running ones' CACHE_PUTs, or cached)."""
-        if not tdef.per_item:
-            out = chunk_done(self.state.chunk(job, task, 0))
+        (recorded by done chunks, by running ones' CACHE_PUTs, or cached). A task with a
+        `reduce` is made of its last chunk's output (`items_assembly`: the reduce's input)."""
+        if not tdef.per_item or tdef.reduce is not None:
+            last = len(chunks) - 1 if tdef.reduce is not None else 0
+            out = chunk_done(self.state.chunk(job, task, last))
             assert out is not None
-            return Assembly({}, {str(out.payload["output"]): 0}, None, str(out.payload["output"]))
+            cid = str(out.payload["output"])
+            return Assembly({}, {cid: last}, None, cid)
+        return self.items_assembly(job, task, tdef, spec, split, chunks, partial)
+
+    def items_assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                       chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False,
+                       ) -> Assembly:
+        """A per-item task's results as its output would hold them (see `assembly`;
+        `chunks`: those that compute items)."""
         chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
         fresh: dict[str, Any] = {}
         for i in range(len(chunks)):
@@ -251,8 +288,13 @@ class Planner:
                 fresh.update(done.payload.get("cache") or {})
         a = Assembly({}, {}, None)
         matched = kept = 0
-        for path, cid in self.files(split.payload["input"], item_name(spec)):
-            if not tdef.matches(path):
+        inp = split.payload["input"]
+        listed = ([(path, cid, True) for path, cid in self.items(inp, spec, tdef)]
+                  if tdef.groups else
+                  [(path, cid, tdef.matches(path)) for path, cid in self.files(inp,
+                                                                              item_name(spec))])
+        for path, cid, match in listed:
+            if not match:
                 if tdef.passthrough:
                     a.entries[path] = cid
                 continue

@@ -37,7 +37,8 @@ def _task(call: str, modules: list[str]) -> TaskDef:
 
 
 def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Run one chunk; returns {"output": cid} or {"items": {path: result}, "inputs": [...]}."""
+    """Run one chunk; returns {"output": cid} (a whole task, or the reduce of a per-item
+    task) or {"items": {path: result}, "inputs": [...]}."""
     store = _store(payload["store"])
     tdef = _task(payload["call"], payload["modules"])
     ctx.fetch_allow = tuple(payload.get("fetch_allow", ()))  # the peer's, never the job's
@@ -51,7 +52,10 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         store.materialize(payload["input"], inp)
     out = ctx.workdir / "output"
     out.mkdir()
-    result = kinds.invoke(tdef, ctx, inp, out, params)
+    if payload.get("reduce") and tdef.reduce is not None:  # a per-item task's assembling step
+        result = tdef.reduce(ctx, inp, out, **params)
+    else:
+        result = kinds.invoke(tdef, ctx, inp, out, params)
     ctx.progress(1.0)
     return {"output": store.add_path(Path(result) if result is not None else out)}
 

@@ -48,6 +48,7 @@ class Run:
     last_progress_s: float = 0.0
     last_flush_s: float = 0.0
     partial: dict[str, Any] = field(default_factory=dict)  # item results not yet recorded
+    reduce: bool = False  # the assembling step of a task with a reduce: a whole output
 
 
 @dataclass
@@ -92,9 +93,10 @@ class Runs:
         return ak in self.active or ak in self.finishing
 
     def start(self, ak: AttemptKey, split: Event, chunk: list[list[str]], tdef: TaskDef,
-              spec: TaskSpec, rerun: bool = False) -> None:
+              spec: TaskSpec, rerun: bool = False, reduce_input: str | None = None) -> None:
         """Run attempt `ak` of chunk `chunk` (its items) of `split` (its claim is ours) in a
-        task of its own; `rerun`: the chunk was reopened, every item is computed again."""
+        task of its own; `rerun`: the chunk was reopened, every item is computed again;
+        `reduce_input`: the chunk is the task's reduce, run on that directory of results."""
         items = [it for it in chunk
                  if rerun or not item_cached(self.state, self.store,
                                              cache_key(tdef, spec.params, it[1]))]
@@ -104,10 +106,12 @@ class Runs:
                    "fetch_allow": list(self.cfg.fetch_allow),
                    "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,
                                                ak.unit)}
+        if reduce_input is not None:
+            payload.update(input=reduce_input, items=None, reduce=True)
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all
         run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,
-                  last_flush_s=now)
+                  last_flush_s=now, reduce=reduce_input is not None)
         run.log, run.metrics = self.live.open((ak.job, ak.task))
         run.task = asyncio.create_task(self._run(ak, run, payload), name=run.key)
         self.active[ak] = run
@@ -211,7 +215,7 @@ class Runs:
             await self._failed(base, str(e), FailureKind.STORAGE.value)
             return
         out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
-        if run.tdef.per_item:
+        if run.tdef.per_item and not run.reduce:
             out["cache"] = {cache_key(run.tdef, run.spec.params, cid): res.value["items"][path]
                             for path, cid in res.value["inputs"]}
             for v in out["cache"].values():

@@ -19,7 +19,7 @@ from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import Planner, chunk_outputs, mesh_slots, producer, ready
+from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
 from peer.jobs.ports import (
     Clock,
     Data,
@@ -321,10 +321,22 @@ class Scheduler:
         if all(claims.chunk_done(st.chunk(job, task, i)) is not None for i in range(n)):
             self._assemble(job, task, tdef, spec, split, chunks)
             return
-        for i in range(n):
-            self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
-        if tdef.per_item and split.origin == self.peer_id and self.cfg.partial_outputs:
+        self._consider_chunks(job, task, split, chunks, tdef, spec)
+        if (tdef.per_item and tdef.reduce is None and split.origin == self.peer_id
+                and self.cfg.partial_outputs):
             self._partial(job, task, tdef, spec, split, chunks)
+
+    def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
+                         tdef: TaskDef, spec: TaskSpec) -> None:
+        """Every chunk of the split; a reduce's (the last) once the others are done."""
+        n = len(chunks)
+        for i in range(n):
+            if tdef.reduce is not None and i == n - 1:  # the assembling step: after the rest
+                if all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
+                       for j in range(n - 1)):
+                    self._consider_chunk(job, task, i, split, chunks[i], tdef, spec, chunks)
+                return
+            self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input
@@ -354,32 +366,46 @@ class Scheduler:
         # that split the task holds the input, so it goes first; a whole task's one chunk
         # is assembled by the peer that ran it. Results that no live peer can provide are
         # recomputed: their chunks are reopened.
+        # A task with a reduce is made of its last chunk's output, as a whole task is.
+        whole = not tdef.per_item or tdef.reduce is not None
+        last = len(chunks) - 1 if tdef.reduce is not None else 0
+        first = split.origin
+        if whole and (done := claims.chunk_done(self.state.chunk(job, task, last))):
+            first = done.origin
+        a = self._gathered(job, task, tdef, spec, split, chunks, first, whole)
+        if a is None:
+            return
+        key = self.planner.key(job, task, tdef, spec, split.payload["input"])
+        self._done(job, task, self.planner.output(a), key if spec.cache else None, cached=False,
+                   warning=a.warning)
+
+    def _gathered(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                  chunks: list[Any], first: str, whole: bool) -> Assembly | None:
+        """The assembly of done `chunks` once everything it reads is here (None: fetching);
+        `whole`: made of the last chunk's output, else of the chunks' item results."""
         tk = (job, task)
         n = len(chunks)
         epoch = tuple(d.id for i in range(n)
                       if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None)
-        first = split.origin
-        if not tdef.per_item and (done := claims.chunk_done(self.state.chunk(job, task, 0))):
-            first = done.origin
         # One wait for everything the assembly reads (so that its failures add up): the
         # chunks' outputs, the input's listing and, once that is here, every item result.
-        need: dict[str, int | None] = {**chunk_outputs(self.state, job, task, n)}
         a = None
-        if tdef.per_item:
-            need[split.payload["input"]] = None
-        if not tdef.per_item or self.data.is_complete(split.payload["input"]):
+        if whole:
             a = self.planner.assembly(job, task, tdef, spec, split, chunks)
-            need.update(a.made_by)
+            need: dict[str, int | None] = dict(a.made_by)
+        else:
+            need = {**chunk_outputs(self.state, job, task, n), split.payload["input"]: None}
+            if self.data.is_complete(split.payload["input"]):
+                a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
+                need.update(a.made_by)
         if not self.locality.have(tk, list(need), first, epoch):
             self._recompute(job, task, split, need)
-            return
+            return None
         if a is None:  # the input's listing just came: the item results next
-            a = self.planner.assembly(job, task, tdef, spec, split, chunks)
+            a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
             if not self.locality.have(tk, list(a.made_by), first, epoch):
-                return
-        key = self.planner.key(job, task, tdef, spec, split.payload["input"])
-        self._done(job, task, self.planner.output(a), key if spec.cache else None, cached=False,
-                   warning=a.warning)
+                return None
+        return a
 
     def _partial(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                  chunks: list[Any]) -> None:
@@ -466,7 +492,10 @@ class Scheduler:
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
-                        tdef: TaskDef, spec: TaskSpec) -> None:
+                        tdef: TaskDef, spec: TaskSpec, reduces: list[Any] | None = None,
+                        ) -> None:
+        """Watch, or claim and run, chunk `i`; `reduces`: the split's chunks, when chunk `i`
+        is the assembling step of a task with a reduce (its input: the others' results)."""
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
         if where is Standing.SETTLED:
@@ -496,6 +525,12 @@ class Scheduler:
             self._lonely.add((job, task))
             return
         self._lonely.discard((job, task))
+        reduce_input = None
+        if reduces is not None:  # its input first: the others' results, gathered here
+            a = self._gathered(job, task, tdef, spec, split, reduces[:-1], split.origin, False)
+            if a is None:
+                return
+            reduce_input = self.planner.output(a)
         holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
         if not self._my_turn(ak, ranked):
@@ -505,7 +540,8 @@ class Scheduler:
         if mine is not None and mine.origin == self.peer_id:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
-                             rerun=claims.reopened(c) or not spec.cache)
+                             rerun=claims.reopened(c) or not spec.cache,
+                             reduce_input=reduce_input)
 
     def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `call` and meet `requires`:

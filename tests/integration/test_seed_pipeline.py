@@ -26,8 +26,9 @@ import pytest
 import soundfile as sf
 
 from peer.ipfs import EmbeddedStore
+from tasks import audio
 from tasks.audio_wav import wav_info
-from tests.helpers import lone_peer, serve_corpus
+from tests.helpers import FakeCtx, lone_peer, serve_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -229,6 +230,18 @@ def test_four_speaker_dag_accuracy(peer: Peer, corpus_url: str, tmp_path: Path) 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["speakers"] == SPEAKERS
     assert metrics["accuracy"] >= 0.9, metrics["confusion"]
+    # LEARN ran as one chunk per speaker (in the peer's 4 workers) plus the assembling step,
+    # and its output equals the serial LEARN's on the same input, byte for byte
+    learn = task(v, "learn")
+    assert [c["items"] for c in learn["chunks"]] == [1, 1, 1, 1, 0], learn["chunks"]
+    feats, serial = tmp_path / "feats", tmp_path / "serial"
+    store(peer).materialize(task(v, "mfcc")["output"], feats)
+    serial.mkdir()
+    audio.learn(FakeCtx(tmp_path), feats, serial, n_components=8, test_fraction=0.25, seed=0,
+                max_iter=100, normalize=False)
+    for name in ("model.npz", "model.json", "metrics.json", "report.md"):
+        assert (serial / name).read_bytes() == (out / name).read_bytes(), name
+    assert store(peer).add_path(serial) == learn["output"]
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tasks import audio
-from tasks.audio_learn import LearnError, LearnParams, learn_dir, split
+from tasks.audio_learn import LearnError, LearnParams, SpeakerFit, learn_dir, split
 from tests.helpers import FakeCtx, load_script
 
 SPEAKERS = ["awb", "bdl", "clb", "jmk"]
@@ -75,7 +75,7 @@ def check_outputs(out: Path, ctx: FakeCtx) -> dict[str, object]:
     assert m["confusion"]["labels"] == SPEAKERS
     assert np.sum(m["confusion"]["matrix"]) == m["test_utterances"] == 20
     names = {n for n, _, _ in ctx.metrics}
-    assert names == {"train_loglik", "heldout_accuracy"}
+    assert names == {"train_loglik", "heldout_accuracy", *(f"train_loglik/{s}" for s in SPEAKERS)}
     ll = [v for n, _, v in ctx.metrics if n == "train_loglik"]
     assert ll == sorted(ll)  # EM never decreases the likelihood
     assert "held-out utterance accuracy" in (out / "report.md").read_text()
@@ -124,7 +124,8 @@ def test_learn_single_speaker(tmp_path: Path) -> None:
     out, ctx = run_learn(tmp_path, feats, n_components=2)
     m = json.loads((out / "metrics.json").read_text())
     assert "accuracy" not in m and m["heldout_loglik"] < 0
-    assert {n for n, _, _ in ctx.metrics} == {"train_loglik", "heldout_loglik"}
+    assert {n for n, _, _ in ctx.metrics} == {"train_loglik", "heldout_loglik",
+                                              "train_loglik/awb"}
     assert "log-likelihood" in (out / "report.md").read_text()
 
 
@@ -181,3 +182,67 @@ def test_learn_params_defaults_match_task() -> None:
     assert d == {"n_components": p.n_components, "test_fraction": p.test_fraction,
                  "seed": p.seed, "max_iter": p.max_iter, "normalize": p.normalize}
     assert learn_dir  # the function the task wraps
+
+
+OUTPUTS = ("model.npz", "model.json", "metrics.json", "report.md")
+PARAMS: dict[str, object] = {"n_components": 2, "test_fraction": 0.25, "seed": 0,
+                             "max_iter": 30, "normalize": False}
+
+
+def test_per_speaker_chunks_then_assembly_equal_the_serial_learn(tmp_path: Path) -> None:
+    """What the mesh does (LEARN version 2): each speaker directory is trained on its own
+    (the per-item function, in any order), then the assembling step runs on the directory of
+    their results; the output equals the serial LEARN's byte for byte."""
+    feats = fake_feats(tmp_path / "f", {"a": 6, "b": 7, "c": 5})
+    serial, _ = run_learn(tmp_path, feats, **PARAMS)
+    results, out = tmp_path / "results", tmp_path / "chunked"
+    results.mkdir()
+    out.mkdir()
+    ctx = FakeCtx(tmp_path)
+    for spk in ("c", "a", "b"):  # chunks end in any order, each in its own work dir
+        work = tmp_path / f"chunk-{spk}"
+        work.mkdir()
+        made = audio.learn_speaker_task(ctx, feats / spk, work, **PARAMS)
+        assert made is not None and made.name == f"{spk}.npz"
+        made.rename(results / made.name)
+    audio.learn_assemble(ctx, results, out, **PARAMS)
+    for name in OUTPUTS:
+        assert (serial / name).read_bytes() == (out / name).read_bytes(), name
+    assert {n for n, _, _ in ctx.metrics} >= {"train_loglik/a", "train_loglik", "heldout_accuracy"}
+
+
+def test_each_speaker_stops_on_its_own_and_the_curves_cover_the_longest(tmp_path: Path,
+                                                                        ) -> None:
+    feats = fake_feats(tmp_path / "f", {"a": 6, "b": 6, "c": 6})
+    out, _ = run_learn(tmp_path, feats, **PARAMS)
+    m = json.loads((out / "metrics.json").read_text())
+    per = m["speaker_iterations"]
+    assert sorted(per) == ["a", "b", "c"] and m["iterations"] == max(per.values())
+    assert [it for it, _ in m["curves"]["train_loglik"]] == list(range(1, m["iterations"] + 1))
+    held = [it for it, _ in m["curves"]["heldout"]]
+    assert held[0] == 1 and held[-1] == m["iterations"]
+    assert json.loads((out / "model.json").read_text())["version"] == 2
+
+
+def test_a_speaker_file_names_its_format(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((3, 3)))
+    with pytest.raises(LearnError, match="not a per-speaker model"):
+        SpeakerFit.load(_npz_of(tmp_path))
+
+
+def _npz_of(tmp_path: Path) -> Path:
+    from tasks.audio_learn import save_npz
+
+    path = tmp_path / "other.npz"
+    save_npz(path, {"a": np.zeros(2)})
+    return path
+
+
+def test_two_speaker_directories_of_one_name_are_refused(tmp_path: Path) -> None:
+    feats = fake_feats(tmp_path / "f", {"a": 4})
+    (tmp_path / "f" / "x").mkdir()
+    (feats / "a").rename(tmp_path / "f" / "x" / "a")
+    fake_feats(tmp_path / "f2", {"a": 4})
+    (tmp_path / "f2" / "a").rename(tmp_path / "f" / "a")
+    with pytest.raises(LearnError, match="share the name"):
+        run_learn(tmp_path, feats, **PARAMS)

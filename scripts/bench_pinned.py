@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""The seed pipeline on peers pinned to their own cores (issue 12 item 6): 1 peer on one core
+against 2 peers on a core each, speed-up per stage.
+
+    .venv/bin/python scripts/bench_pinned.py [--repeat 3] [--write docs/benchmarks.md]
+
+Workflow: the seed's list form, FETCH_FESTVOX (the 4 speakers' zips, one task) ->
+FILTER_LONGER 5 -> EXTRACT_MFCC [32, 24, 1, 8000, 16000] -> LEARN (defaults), on a synthetic
+corpus of 4 speakers x 100 utterances (scripts/make_corpus.py, cached in .cache/bench-corpus)
+served by scripts/serve_dir.py on 127.0.0.1, submitted to peer 0. Each configuration starts
+fresh peers on fresh data dirs (nothing cached), `--slots 1` each, mDNS on 127.0.0.1; peer i
+runs under `taskset -c i` (its forkserver and workers inherit the pinning), which emulates
+one-core machines on this host. The client and the corpus server are not pinned. Runs are
+interleaved (1 peer, 2 peers, 1 peer, ...) so drift hits both alike; medians.
+Stage time = the task's TASK_DONE minus the previous task's (the first: minus the job's
+submission), from peer 0's job view; total = POST to the view saying done.
+Targets (issue 12): total >= 1.6x, EXTRACT_MFCC >= 1.8x.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
+for _v in THREAD_VARS:  # before numpy is imported, here and in every child process
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_mesh as bm  # noqa: E402  (start_mesh, stop_mesh, load1, code_version)
+import bench_pipeline as bp  # noqa: E402  (run_job, machine, write_section)
+
+SECTION = "## Seed pipeline on pinned cores: 1 peer vs 2 (issue 12 item 6)"
+SEED_MFCC = [32, 24, 1, 8000, 16000]
+STAGES = ("fetch_festvox", "filter_longer", "extract_mfcc", "learn")
+TARGETS = {"total": 1.6, "extract_mfcc": 1.8}
+
+
+def seed(urls: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"call": "FETCH_FESTVOX", "args": list(urls)},
+            {"call": "FILTER_LONGER", "args": [5]},
+            {"call": "EXTRACT_MFCC", "args": SEED_MFCC},
+            {"call": "LEARN", "args": []}]
+
+
+def stage_times(view: dict[str, Any]) -> dict[str, float]:
+    """Per task: its finish minus the previous task's (the first: minus the submission)."""
+    out: dict[str, float] = {}
+    prev = view["submitted_ms"]
+    for t in view["tasks"]:
+        out[t["name"]] = (t["finished_ms"] - prev) / 1000
+        prev = t["finished_ms"]
+    return out
+
+
+def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path) -> dict[str, Any]:
+    d = Path(tempfile.mkdtemp(prefix=f"pinned-{npeers}-", dir=base))
+    mesh = bm.start_mesh(npeers, d, cores=list(range(npeers)))
+    try:
+        l0, c0 = bm.load1(), mesh.cpu_s()
+        res = bp.run_job(SimpleNamespace(url=mesh.peers[0].url), pipe)
+        cpu = mesh.cpu_s() - c0
+        names = mesh.names()
+        chunks = {t["name"]: [[names.get(c["peer"], "?"), c["items"]] for c in t["chunks"]]
+                  for t in res["view"]["tasks"]}
+        return {"seconds": res["seconds"], "stages": stage_times(res["view"]),
+                "cpu_s": round(cpu, 2), "chunks": chunks, "load1": [l0, bm.load1()]}
+    finally:
+        bm.stop_mesh(mesh)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def med(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def markdown(r: dict[str, Any], command: str) -> str:
+    one, two = r["one"], r["two"]
+    loads = [x for run in one + two for x in run["load1"]]
+    ok = {True: "met", False: "**not met**"}
+    lines = [
+        SECTION, "",
+        f"Command: `{command}` ({r['date']}, code {r['code']}; corpus {r['corpus']}; "
+        f"{len(one)} cold run(s) per side, interleaved, fresh data dirs every run; medians).",
+        f"Machine: {bm.machine_line()}. Threads: {', '.join(THREAD_VARS)} = 1. "
+        f"Load average (1 min) before/after the runs: {min(loads):.1f} to {max(loads):.1f} "
+        "on the 2 cores, which other sessions' tests and benchmarks shared with these peers: "
+        "a pinned peer competes with whatever else the scheduler puts on its core, so the "
+        "figures are noisy (each run's load is in the raw list below).",
+        "",
+        "Workflow: the seed pipeline (list form) FETCH_FESTVOX (4 zips, one task) -> "
+        "FILTER_LONGER 5 -> EXTRACT_MFCC [32, 24, 1, 8000, 16000] -> LEARN (defaults); "
+        "`--slots 1` per peer; peer i under `taskset -c i`.",
+        "",
+        "| stage | 1 peer, core 0 (s) | 2 peers, cores 0 and 1 (s) | speed-up | target | |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in (*STAGES, "total"):
+        if name == "total":
+            a, b = med([x["seconds"] for x in one]), med([x["seconds"] for x in two])
+        else:
+            a, b = med([x["stages"][name] for x in one]), med([x["stages"][name] for x in two])
+        tgt = TARGETS.get(name)
+        verdict = ok[a / b >= tgt] if tgt else ""
+        label = f"**{name}**" if name == "total" else name
+        lines.append(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x | "
+                     f"{f'≥ {tgt}x' if tgt else ''} | {verdict} |")
+    cpu1, cpu2 = med([x["cpu_s"] for x in one]), med([x["cpu_s"] for x in two])
+    lines += ["", f"CPU time (all peers' process trees): 1 peer {cpu1:.1f} s, 2 peers "
+              f"{cpu2:.1f} s.", "", "Runs (total s, load before -> after; chunks of "
+              "EXTRACT_MFCC and LEARN as peer:items, LEARN's last chunk is its assembly):", ""]
+    for key, runs in (("1 peer", one), ("2 peers", two)):
+        for x in runs:
+            ch = x["chunks"]
+            lines.append(
+                f"- {key}: {x['seconds']:.2f} s (load {x['load1'][0]:.1f} -> "
+                f"{x['load1'][1]:.1f}); stages "
+                + ", ".join(f"{s} {x['stages'][s]:.2f}" for s in STAGES)
+                + "; extract_mfcc [" + " ".join(f"{p}:{n}" for p, n in ch["extract_mfcc"])
+                + "]; learn [" + " ".join(f"{p}:{n}" for p, n in ch["learn"]) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--speakers", type=int, default=4, help="the first N corpus speakers")
+    ap.add_argument("--utterances", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (median)")
+    ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-corpus")
+    ap.add_argument("--write", type=Path, help="update this markdown file's section")
+    ap.add_argument("--json", type=Path, help="also save the raw results here")
+    a = ap.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        print("needs 2 cores", file=sys.stderr)
+        return 2
+    mc = bp._script("make_corpus")
+    zips = mc.build_corpus(a.corpus, list(mc.VOICES)[: a.speakers], a.utterances)
+    r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                         time.gmtime()),
+                         "code": bm.code_version(),
+                         "corpus": f"{a.speakers} speakers x {a.utterances} utterances",
+                         "one": [], "two": []}
+    base = Path(tempfile.mkdtemp(prefix="bench-pinned-"))
+    try:
+        with bp._script("serve_dir").serve(a.corpus) as url:
+            pipe = seed([url + z.name for z in zips])
+            for rep in range(a.repeat):
+                for key, npeers in (("one", 1), ("two", 2)):
+                    x = run_once(npeers, pipe, base)
+                    r[key].append(x)
+                    print(f"rep {rep + 1}/{a.repeat} {npeers} peer(s): {x['seconds']:.2f} s "
+                          f"{json.dumps(x['stages'])} (load {x['load1'][0]:.1f}->"
+                          f"{x['load1'][1]:.1f})", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    cmd = "python scripts/bench_pinned.py" + "".join(
+        f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    text = markdown(r, cmd)
+    print(text)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(r, indent=1) + "\n")
+    if a.write:
+        bp.write_section(a.write, SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Per-item tasks of groups with a reduce (LEARN's shape) on the in-memory mesh: one chunk per
+group, then the assembling step as the split's last chunk, run once, after the others."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from peer.log import EventType
+from tasks import registry
+from tasks.registry import TaskDef
+
+
+def _never(*_: Any, **__: Any) -> None:
+    raise AssertionError("the fake runner runs nothing")
+
+
+GROUPS = TaskDef(name="T_GROUPS", version="1", fn=_never, args=(), per_item=True,
+                 items="*.txt", groups=True, reduce=_never)
+CATALOG = {**registry.load(("tests.fixture_tasks",)), "T_GROUPS": GROUPS}
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[JobMesh]:
+    m = JobMesh(2, CATALOG, CFG)
+    yield m
+    await m.close()
+
+
+def corpus(m: JobMesh, pid: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """At `pid`: a/ and b/ with two .txt files each, c/ with one and a notes file, a .txt at
+    the root; returns the root CID and, per group, its matching files."""
+    st = m[pid].store
+    groups: dict[str, dict[str, str]] = {}
+    dirs = {}
+    for name, files in {"a": ["1.txt", "2.txt"], "b": ["1.txt", "3.txt"], "c": ["9.txt"]}.items():
+        groups[name] = {f: st.add_bytes(f"{name}/{f}".encode()) for f in files}
+        extra = {"notes.md": st.add_bytes(b"not an item")} if name == "c" else {}
+        dirs[name] = st.make_dir({**groups[name], **extra})
+    groups["src"] = {"top.txt": st.add_bytes(b"at the root")}
+    return st.make_dir({**dirs, **groups["src"]}), groups
+
+
+async def source(mesh: JobMesh, job: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """Finish the job's source task `src` with the corpus as its output."""
+    await mesh.settle()
+    await mesh.advance(0.3)
+    key = f"{job}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    root, groups = corpus(mesh, pid)
+    mesh[pid].runner.finish(key, {"output": root})
+    await mesh.advance(0.3)
+    return root, groups
+
+
+SRC = {"name": "src", "call": "T_WRITE", "params": {"files": 1}}
+G = {"name": "g", "call": "T_GROUPS", "params": {}, "depends": ["src"]}
+
+
+async def test_groups_run_as_chunks_then_the_reduce_once(mesh: JobMesh) -> None:
+    job = mesh.submit("p0", [SRC, G])
+    _, groups = await source(mesh, job)
+    split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
+    chunks = split.payload["chunks"]
+    st = mesh["p0"].store
+    # one chunk per directory holding items (only its items: c's notes.md is left out; the
+    # root's files are one group named after the task they came from), then the reduce's
+    assert [[p for p, _ in c] for c in chunks] == [["src"], ["a"], ["b"], ["c"], []]
+    for (path, cid), in chunks[:-1]:
+        assert st.content.dirs[cid] == dict(sorted(groups[path].items()))
+    running = {pid: [k for k in p.runner.running if k.startswith(f"{job}/g/")]
+               for pid, p in mesh.peers.items()}
+    reduce_key = f"{job}/g/4/0"
+    # one slot per peer: each runs one group, the others wait for a free slot
+    assert [len(ks) for ks in running.values()] == [1, 1], running
+    assert reduce_key not in {k for ks in running.values() for k in ks}
+    for _ in range(4):  # the groups end one by one; the reduce starts only after the last
+        for p in mesh.peers.values():
+            for key in list(p.runner.running):
+                if key != reduce_key:
+                    assert not any(reduce_key in q.runner.started for q in mesh.peers.values())
+                    p.runner.finish(key)
+                    break
+        await mesh.advance(0.3)
+    runs = [pid for pid, p in mesh.peers.items() if reduce_key in p.runner.started]
+    assert len(runs) == 1, runs
+    p = mesh[runs[0]]
+    payload = p.runner.payloads[reduce_key]
+    assert payload["reduce"] is True and payload["items"] is None
+    # its input: the groups' results, as the per-item task's output would hold them
+    assert sorted(p.store.content.dirs[payload["input"]]) == ["a", "b", "c", "src"]
+    p.runner.finish(reduce_key)
+    await mesh.advance(0.3)
+    done = mesh.events(EventType.CHUNK_DONE, job=job, task="g", chunk=4)
+    assert len(done) == 1 and "output" in done[0].payload and "cache" not in done[0].payload
+    for pid in mesh.peers:
+        (td,) = mesh.events(EventType.TASK_DONE, pid, job=job, task="g")
+        assert td.payload["output"] == done[0].payload["output"]
+
+
+async def test_a_rerun_after_one_group_changed_recomputes_only_that_group(
+        mesh: JobMesh) -> None:
+    first = mesh.submit("p0", [SRC, G])
+    _, groups = await source(mesh, first)
+    mesh["p0"].runner.auto = mesh["p1"].runner.auto = True
+    for p in mesh.peers.values():
+        for key in list(p.runner.running):
+            p.runner.finish(key)
+    await mesh.advance(1.0)
+    assert mesh.events(EventType.TASK_DONE, job=first, task="g")
+    mesh["p0"].runner.auto = mesh["p1"].runner.auto = False
+    second = mesh.submit("p0", [{**SRC, "params": {"files": 2}}, G])  # another source run
+    await mesh.settle()
+    await mesh.advance(0.3)
+    key = f"{second}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    st = mesh[pid].store
+    entries = {"a": st.make_dir(groups["a"]), "b": st.make_dir(groups["b"]),
+               "c": st.make_dir({**groups["c"], "8.txt": st.add_bytes(b"new")}),
+               **groups["src"]}
+    mesh["p0"].runner.auto = mesh["p1"].runner.auto = True
+    mesh[pid].runner.finish(key, {"output": st.make_dir(entries)})
+    await mesh.advance(1.0)
+    split = mesh.events(EventType.TASK_SPLIT, job=second, task="g")[0]
+    assert [[p for p, _ in c] for c in split.payload["chunks"]] == [["c"], []]
+    assert mesh.events(EventType.TASK_DONE, job=second, task="g")
+
+
+def test_groups_and_reduce_need_a_per_item_task() -> None:
+    with pytest.raises(ValueError, match="per-item"):
+        registry.task("T_BAD_REDUCE", reduce=_never)(_never)
