@@ -92,6 +92,8 @@ class Scheduler:
         self._starved: dict[TaskKey, None] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stepping = False
+        self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -223,19 +225,33 @@ class Scheduler:
             self._dirty.update(self._waiting())
             self._check_claims()
         dirty, self._dirty = self._dirty, set()
-        for key in sorted(dirty):
-            try:
-                self._evaluate(*key)
-            except BanzaiError as e:
-                self._fail_task(key, str(e))
-            except Exception as e:  # a bug must not stop the scheduler
-                log.exception("scheduler error on %s", key)
-                self._fail_task(key, f"internal error: {e}")
+        self._stepping = True  # the live peers are read once per round, not per task
+        try:
+            for key in sorted(dirty):
+                try:
+                    self._evaluate(*key)
+                except BanzaiError as e:
+                    self._fail_task(key, str(e))
+                except Exception as e:  # a bug must not stop the scheduler
+                    log.exception("scheduler error on %s", key)
+                    self._fail_task(key, f"internal error: {e}")
+        finally:
+            self._stepping, self._live = False, None
         if self._starved and self.free_slots > 0:
             # Slots are free (other peers may have taken what woke last time): look
             # at the next starved tasks, a few per round, until the slots fill.
             self._unstarve()
             self._wake.set()
+
+    def _peers(self) -> Mapping[str, Mapping[str, Any]]:
+        """The live peers: read once per evaluation round (a round is synchronous, so the
+        membership cannot change within it; with thousands of tasks marked by the events of
+        a turn, reading it per task cost more than evaluating them)."""
+        if not self._stepping:
+            return self.peers()
+        if self._live is None:
+            self._live = self.peers()
+        return self._live
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
@@ -325,11 +341,11 @@ class Scheduler:
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
         if needs_data and not self.locality.have(
-                (job, task), outs, producer(self.state, {*self.peers(), self.peer_id}, job, spec)):
+                (job, task), outs, producer(self.state, {*self._peers(), self.peer_id}, job, spec)):
             return
         unit = f"{job}/{task}"
         if not needs_data and not self._my_turn(
-                AttemptKey(job, task, -1, -1), rendezvous(unit, [*self.peers(), self.peer_id])):
+                AttemptKey(job, task, -1, -1), rendezvous(unit, [*self._peers(), self.peer_id])):
             return  # every peer could split it: stagger them so that one usually does
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
@@ -337,7 +353,7 @@ class Scheduler:
         if cached is not None:
             self._done(job, task, cached, key, cached=True)
             return
-        slots = mesh_slots(tdef.name, self.runner.slots, self.peers())
+        slots = mesh_slots(tdef.name, self.runner.slots, self._peers())
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
 
@@ -482,7 +498,7 @@ class Scheduler:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]
-        if src and not self.peers() and not self.data.is_complete(src):
+        if src and not self._peers() and not self.data.is_complete(src):
             # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
             # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
             self.locality.waiting.setdefault((job, task), self.clock())
@@ -505,7 +521,7 @@ class Scheduler:
         """The live peers that may claim chunks of a task stating `requires` (all of them
         when it states none); None if this peer does not meet them (then, when no live peer
         does, the task waits with that reason in the job view)."""
-        live = self.peers()
+        live = self._peers()
         if not requires:
             return live
         members = {p: e.payload for p, e in self.state.members.items()}
@@ -539,7 +555,7 @@ class Scheduler:
         seen = self._claim_seen.setdefault(ak, now)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
-            left = holder.origin not in self.peers()
+            left = holder.origin not in self._peers()
             self.emit(EventType.CHUNK_FAILED,
                       claims.lease_failure(ak, holder, self.cfg.lease_s, left=left))
 

@@ -329,3 +329,19 @@ async def test_one_round_claims_and_finishes_many_tasks_in_few_events(
         assert len(kinds) <= 16  # split + claim + chunk done + task done each: 32 singles
     else:
         assert EventType.TURN not in kinds and len(kinds) >= 8 * 4
+
+
+async def test_a_round_reads_the_live_peers_once_however_many_tasks_it_evaluates(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    sched = mesh["p0"].sched
+    reads: list[int] = []
+    peers = sched.peers
+    sched.peers = lambda: reads.append(1) or peers()  # type: ignore[method-assign]
+    job = mesh.submit("p0", [{**WRITE, "name": f"w{i}"} for i in range(20)])
+    sched.step()  # the 20 ready tasks of the submission: planned (split) in one round
+    assert len(reads) == 1
+    assert len(mesh.events(EventType.TASK_SPLIT, "p0", job=job)) >= 1
+    reads.clear()
+    sched.step()  # the splits marked the tasks again: the next round reads afresh, once
+    assert reads == [1]
