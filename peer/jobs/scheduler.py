@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
@@ -93,6 +94,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stepping = False
+        self._to_pin: list[str] = []  # task outputs to pin (by _pin_all, in a thread)
+        self._pinning = False
         self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
 
     # -- what the node and the API read -----------------------------------------------------
@@ -466,7 +469,7 @@ class Scheduler:
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
         if self.data.is_complete(output):
-            self._background(self.offload(lambda: self.store.pin(output)))
+            self._pin_soon(output)
         self.planner.forget(job, task)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
@@ -591,6 +594,30 @@ class Scheduler:
         for key in list(self._starved)[:max(self.free_slots, 1) * 4]:
             del self._starved[key]
             self._dirty.add(key)
+
+    def _pin_soon(self, cid: str) -> None:
+        """Pin a task output in a thread: the outputs finished while a pin is under way wait
+        for it and are pinned together (one directory fsync for the lot, not two fsyncs
+        each). Nothing waits for a pin: it keeps the output from gc, the event is not it."""
+        self._to_pin.append(cid)
+        if not self._pinning:
+            self._pinning = True
+            self._background(self._pin_all())
+
+    async def _pin_all(self) -> None:
+        try:
+            while self._to_pin:
+                batch, self._to_pin = self._to_pin, []
+                try:
+                    await self.offload(partial(self.store.pin_many, batch))
+                except Exception:  # e.g. one output gc'd meanwhile: the others one by one
+                    for cid in batch:
+                        try:
+                            await self.offload(partial(self.store.pin, cid))
+                        except Exception as e:
+                            log.warning("pinning the task output %s failed: %s", cid, e)
+        finally:
+            self._pinning = False
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

@@ -3,7 +3,9 @@ and cancels with a fake clock and a fake runner; no processes, sockets or sleeps
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -345,3 +347,25 @@ async def test_a_round_reads_the_live_peers_once_however_many_tasks_it_evaluates
     reads.clear()
     sched.step()  # the splits marked the tasks again: the next round reads afresh, once
     assert reads == [1]
+
+
+async def test_outputs_finished_while_a_pin_runs_are_pinned_together(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(1)
+    sched, store = mesh["p0"].sched, mesh["p0"].store
+    batches: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def gated(fn: Callable[[], Any]) -> Any:
+        await gate.wait()  # a slow disk: the first pin is still under way
+        return fn()
+
+    store.pin_many = lambda cids: batches.append(list(cids))  # type: ignore[method-assign]
+    sched.offload = gated  # type: ignore[assignment]
+    for cid in ("c1", "c2", "c3"):
+        sched._pin_soon(cid)
+        await asyncio.sleep(0)
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert batches == [["c1"], ["c2", "c3"]]  # the first at once, the rest in one batch
