@@ -73,7 +73,7 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended)
+                          self._ended, self._recorded)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
@@ -589,6 +589,17 @@ class Scheduler:
         self._dirty.add((ak.job, ak.task))
         self._unstarve()
         self._wake.set()
+
+    def _recorded(self, ak: AttemptKey) -> None:
+        """Our run's CHUNK_DONE was just emitted: evaluate now, in the same loop turn, so
+        that the outcome, the task's completion and the next claim of the freed slot are
+        parts of one TURN event (one signature, one write, one frame) instead of two."""
+        self._dirty.add((ak.job, ak.task))
+        self._unstarve()
+        if self._loop_task is not None and not self._loop_task.done() and not self._stepping:
+            self.step()
+        else:
+            self._wake.set()
 
     def _unstarve(self) -> None:
         for key in list(self._starved)[:max(self.free_slots, 1) * 4]:

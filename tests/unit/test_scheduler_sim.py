@@ -369,3 +369,39 @@ async def test_outputs_finished_while_a_pin_runs_are_pinned_together(
     for _ in range(10):
         await asyncio.sleep(0)
     assert batches == [["c1"], ["c2", "c3"]]  # the first at once, the rest in one batch
+
+
+async def test_a_runs_outcome_its_tasks_completion_and_the_next_claim_share_a_loop_turn(
+        ) -> None:
+    mesh = JobMesh(1, CATALOG, CFG, auto=True, batch=True)
+    turn = [0]  # loop iterations so far (a callback that reschedules itself each iteration)
+    loop = asyncio.get_running_loop()
+
+    def count() -> None:
+        turn[0] += 1
+        if turn[0] < 10_000:
+            loop.call_soon(count)
+
+    when: dict[tuple[EventType, str], int] = {}
+    emit = mesh.emit
+
+    def spy(pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
+        when.setdefault((typ, str(payload.get("task"))), turn[0])
+        return emit(pid, typ, payload)
+
+    mesh.emit = spy  # type: ignore[method-assign]
+    try:
+        await mesh["p0"].sched.start()  # its own loop, as in a peer
+        loop.call_soon(count)
+        mesh.submit("p0", [{**WRITE, "name": "a"}, {**WRITE, "name": "b"}])
+        async with asyncio.timeout(10):
+            while (EventType.TASK_DONE, "b") not in when:
+                await asyncio.sleep(0.01)
+        first = "a" if when[(EventType.CLAIM, "a")] < when[(EventType.CLAIM, "b")] else "b"
+        second = "b" if first == "a" else "a"
+        # one slot: the second task is claimed as the first one's outcome is recorded
+        assert when[(EventType.CHUNK_DONE, first)] == when[(EventType.TASK_DONE, first)] \
+            == when[(EventType.CLAIM, second)]
+    finally:
+        turn[0] = 10_000
+        await mesh.close()
