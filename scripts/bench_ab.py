@@ -47,7 +47,10 @@ _MESH_KEYS = {"b_dag": "independent tasks/s", "b_jobs": "one-task jobs tasks/s",
               "b_map": "per-file items/s", "b_p50": "latency p50 ms",
               "b_p95": "latency p95 ms", "b_cpu_dag": "CPU ms/task (independent)",
               "b_events_dag": "events/task (independent; /metrics)",
-              "b_gossip_dag": "gossip bytes sent/task (independent; /metrics)"}
+              "b_gossip_dag": "gossip bytes sent/task (independent; /metrics)",
+              # Dask runs beside each side (its own baseline; the targets are ratios)
+              "d_map": "Dask map tasks/s (beside)", "d_p50": "Dask latency p50 ms (beside)",
+              "d_cpu_map": "Dask CPU ms/task (beside)"}
 
 
 def _mesh(tree: Path, args: Sequence[str]) -> dict[str, float]:

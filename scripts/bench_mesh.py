@@ -511,9 +511,10 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
         frames = stack.split(";")
         kind = "worker" if any("peer/runner.py" in f or ("executor.py" in f and "_worker" in f)
                                for f in frames) else "peer"
-        if frames and frames[0].startswith("process "):
-            kind = ("peer" if "banzai-peer" in frames[0] and "forkserver" not in frames[0]
-                    else "worker") if kind == "peer" else kind
+        procs_ = [f for f in frames if f.startswith("process ")]  # peer;forkserver;worker
+        if procs_:  # --subprocesses: the innermost process line names the process
+            kind = ("peer" if len(procs_) == 1 and "banzai-peer" in procs_[0]
+                    and "forkserver" not in procs_[0] else "worker")
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames or any(x in frames[-1] for x in _IDLE):
             continue  # waiting (py-spy's idle detection misses some waits)

@@ -374,6 +374,15 @@ class EmbeddedStore:
             if explicit:
                 self._explicit.add(c)
 
+    def pin_many(self, cids: Sequence[str]) -> None:
+        """Pin each of `cids` and everything below it, with one fsync of the pin directory
+        for them all; NotFound (nothing pinned) if a block of any DAG is missing."""
+        parsed = [parse_cid(c) for c in cids]
+        with self._lock.hold():
+            for c in parsed:
+                self._check_complete(c)
+            self._pins.add_many(parsed)
+
     def unpin(self, cid: str) -> None:
         """Remove a pin (and its explicit mark); NotFound if `cid` was not pinned."""
         c = parse_cid(cid)

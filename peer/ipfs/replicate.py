@@ -194,8 +194,8 @@ class Replicator:
     def _pin_complete(self, cids: list[str]) -> list[str]:
         """Pin those of `cids` whose DAG is complete here; returns them (thread)."""
         done = [c for c in cids if self.data.is_complete(c)]
-        for c in done:
-            self.store.pin(c)
+        if done:
+            self.store.pin_many(done)  # one fsync of the pin directory for the batch
         return done
 
     async def close(self) -> None:

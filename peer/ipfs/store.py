@@ -76,6 +76,7 @@ class Pinner(Protocol):
     """The one call a replicator needs."""
 
     def pin(self, cid: str) -> None: ...  # recursive; NotFound if the DAG is incomplete
+    def pin_many(self, cids: Sequence[str]) -> None: ...  # as pin, all or none, one dir fsync
 
 
 class Listings(Pinner, Protocol):
@@ -130,6 +131,7 @@ class Store(Listings, Protocol):
     # pins and gc. An explicit pin is a user's (add, pin add, dag import): retention keeps
     # it; the others (task outputs and their replicas) retention may unpin.
     def pin(self, cid: str, *, explicit: bool = False) -> None: ...
+    def pin_many(self, cids: Sequence[str]) -> None: ...  # non-explicit pins, one dir fsync
     def unpin(self, cid: str) -> None: ...  # NotFound if not pinned; drops `explicit` too
     def pins(self) -> list[str]: ...
     def explicit_pins(self) -> list[str]: ...

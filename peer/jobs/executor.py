@@ -7,6 +7,7 @@ a task started. Concurrency rule: use it from one event loop; nothing there bloc
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import contextlib
@@ -24,6 +25,7 @@ import select
 import shutil
 import signal
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -242,7 +244,7 @@ class Executor:
             Path(self.cfg.work_dir).mkdir(parents=True, exist_ok=True)
         self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-", dir=self.cfg.work_dir))
         # Workers fork from the forkserver with these already imported (if it is not running yet).
-        _MP.set_forkserver_preload(["__main__", __name__, *self.cfg.preload])
+        _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
         if not wait:
             for _ in range(self.cfg.slots):
                 self._track(self._respawn(0.0))
@@ -542,6 +544,32 @@ class Executor:
             error = _describe_exit(code, self.cfg.memory_limit_mb)
         kind = job.kill_kind or ExitKind.CRASH
         return RunResult(False, None, error, None, self._elapsed(job), kind)
+
+
+def _main_imports() -> list[str]:
+    """The modules this process's `__main__` script imports at its top level (`banzai-peer`:
+    peer.main). Each forkserver child runs that script again (as `__mp_main__`) before its
+    first run, since the forkserver of CPython 3.11 never imports `__main__` itself (it looks
+    for a `main_path` that `spawn.get_preparation_data` does not set): preloaded, those
+    imports are found done, where each new worker would otherwise import them again (for a
+    peer, aiohttp and the whole daemon: about a second of CPU per worker replaced)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:  # `python -m NAME`: the child runs NAME again (not a package main)
+        return [] if spec.name.endswith("__main__") else [spec.name]
+    path = getattr(main, "__file__", None)
+    try:
+        tree = ast.parse(Path(path).read_bytes()) if isinstance(path, str) else None
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    # Only what this process imported already (the forkserver survives only ImportError).
+    return [n for n in dict.fromkeys(names) if n != "__future__" and n in sys.modules]
 
 
 def _signal(w: _Worker, sig: signal.Signals) -> None:

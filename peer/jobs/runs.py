@@ -68,7 +68,8 @@ class Runs:
 
     def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
-                 ended: Callable[[AttemptKey], None]) -> None:
+                 ended: Callable[[AttemptKey], None],
+                 recorded: Callable[[AttemptKey], None] | None = None) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -79,6 +80,7 @@ class Runs:
         self.clock = clock
         self.offload = offload
         self.ended = ended
+        self.recorded = recorded  # a run's CHUNK_DONE was just emitted (in that loop turn)
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         self.executions = 0  # chunks handed to the executor (tests count them)
@@ -225,6 +227,8 @@ class Runs:
             out["output"] = res.value["output"]
             self.data.mark(out["output"])
         self.emit(EventType.CHUNK_DONE, out)
+        if self.recorded is not None:
+            self.recorded(AttemptKey(base["job"], base["task"], base["chunk"], base["attempt"]))
 
     async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
@@ -72,7 +73,7 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended)
+                          self._ended, self._recorded)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
@@ -92,6 +93,10 @@ class Scheduler:
         self._starved: dict[TaskKey, None] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stepping = False
+        self._to_pin: list[str] = []  # task outputs to pin (by _pin_all, in a thread)
+        self._pinning = False
+        self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -227,19 +232,33 @@ class Scheduler:
             self._dirty.update(self._waiting())
             self._check_claims()
         dirty, self._dirty = self._dirty, set()
-        for key in sorted(dirty):
-            try:
-                self._evaluate(*key)
-            except BanzaiError as e:
-                self._fail_task(key, str(e))
-            except Exception as e:  # a bug must not stop the scheduler
-                log.exception("scheduler error on %s", key)
-                self._fail_task(key, f"internal error: {e}")
+        self._stepping = True  # the live peers are read once per round, not per task
+        try:
+            for key in sorted(dirty):
+                try:
+                    self._evaluate(*key)
+                except BanzaiError as e:
+                    self._fail_task(key, str(e))
+                except Exception as e:  # a bug must not stop the scheduler
+                    log.exception("scheduler error on %s", key)
+                    self._fail_task(key, f"internal error: {e}")
+        finally:
+            self._stepping, self._live = False, None
         if self._starved and self.free_slots > 0:
             # Slots are free (other peers may have taken what woke last time): look
             # at the next starved tasks, a few per round, until the slots fill.
             self._unstarve()
             self._wake.set()
+
+    def _peers(self) -> Mapping[str, Mapping[str, Any]]:
+        """The live peers: read once per evaluation round (a round is synchronous, so the
+        membership cannot change within it; with thousands of tasks marked by the events of
+        a turn, reading it per task cost more than evaluating them)."""
+        if not self._stepping:
+            return self.peers()
+        if self._live is None:
+            self._live = self.peers()
+        return self._live
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
@@ -344,11 +363,11 @@ class Scheduler:
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
         if needs_data and not self.locality.have(
-                (job, task), outs, producer(self.state, {*self.peers(), self.peer_id}, job, spec)):
+                (job, task), outs, producer(self.state, {*self._peers(), self.peer_id}, job, spec)):
             return
         unit = f"{job}/{task}"
         if not needs_data and not self._my_turn(
-                AttemptKey(job, task, -1, -1), rendezvous(unit, [*self.peers(), self.peer_id])):
+                AttemptKey(job, task, -1, -1), rendezvous(unit, [*self._peers(), self.peer_id])):
             return  # every peer could split it: stagger them so that one usually does
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
@@ -483,7 +502,7 @@ class Scheduler:
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
         if self.data.is_complete(output):
-            self._background(self.offload(lambda: self.store.pin(output)))
+            self._pin_soon(output)
         self.planner.forget(job, task)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
@@ -518,7 +537,7 @@ class Scheduler:
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]
-        if src and not self.peers() and not self.data.is_complete(src):
+        if src and not self._peers() and not self.data.is_complete(src):
             # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
             # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
             self.locality.waiting.setdefault((job, task), self.clock())
@@ -546,7 +565,7 @@ class Scheduler:
     def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `call` and meet `requires`:
         what a task's chunks are sized for."""
-        live = self.peers()
+        live = self._peers()
         if not requires:
             return mesh_slots(call, self.runner.slots, live)
         members = {p: e.payload for p, e in self.state.members.items()}
@@ -559,7 +578,7 @@ class Scheduler:
         """The live peers that may claim chunks of a task stating `requires` (all of them
         when it states none); None if this peer does not meet them (then, when no live peer
         does, the task waits with that reason in the job view)."""
-        live = self.peers()
+        live = self._peers()
         if not requires:
             return live
         members = {p: e.payload for p, e in self.state.members.items()}
@@ -593,7 +612,7 @@ class Scheduler:
         seen = self._claim_seen.setdefault(ak, now)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
-            left = holder.origin not in self.peers()
+            left = holder.origin not in self._peers()
             self.emit(EventType.CHUNK_FAILED,
                       claims.lease_failure(ak, holder, self.cfg.lease_s, left=left))
 
@@ -625,10 +644,45 @@ class Scheduler:
         self._unstarve()
         self._wake.set()
 
+    def _recorded(self, ak: AttemptKey) -> None:
+        """Our run's CHUNK_DONE was just emitted: evaluate now, in the same loop turn, so
+        that the outcome, the task's completion and the next claim of the freed slot are
+        parts of one TURN event (one signature, one write, one frame) instead of two."""
+        self._dirty.add((ak.job, ak.task))
+        self._unstarve()
+        if self._loop_task is not None and not self._loop_task.done() and not self._stepping:
+            self.step()
+        else:
+            self._wake.set()
+
     def _unstarve(self) -> None:
         for key in list(self._starved)[:max(self.free_slots, 1) * 4]:
             del self._starved[key]
             self._dirty.add(key)
+
+    def _pin_soon(self, cid: str) -> None:
+        """Pin a task output in a thread: the outputs finished while a pin is under way wait
+        for it and are pinned together (one directory fsync for the lot, not two fsyncs
+        each). Nothing waits for a pin: it keeps the output from gc, the event is not it."""
+        self._to_pin.append(cid)
+        if not self._pinning:
+            self._pinning = True
+            self._background(self._pin_all())
+
+    async def _pin_all(self) -> None:
+        try:
+            while self._to_pin:
+                batch, self._to_pin = self._to_pin, []
+                try:
+                    await self.offload(partial(self.store.pin_many, batch))
+                except Exception:  # e.g. one output gc'd meanwhile: the others one by one
+                    for cid in batch:
+                        try:
+                            await self.offload(partial(self.store.pin, cid))
+                        except Exception as e:
+                            log.warning("pinning the task output %s failed: %s", cid, e)
+        finally:
+            self._pinning = False
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

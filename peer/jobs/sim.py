@@ -86,6 +86,9 @@ class MemoryStore:
     def pin(self, cid: str) -> None:
         self.pinned.add(cid)
 
+    def pin_many(self, cids: Sequence[str]) -> None:
+        self.pinned.update(cids)
+
 
 class MemoryData:
     """A Data fetcher that completes DAGs from the shared content at once, or waits while

@@ -75,12 +75,15 @@ class EventLog:
         """The row id of `b`, inserted if new (inside the caller's transaction)."""
         bid = self._batch_ids.get(b.sig)
         if bid is None:
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT OR IGNORE INTO batches (signer, origin, first, hashes, key, admit, sig) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (b.signer, b.origin, b.first, b.hashes, b.key, b.admit, b.sig))
-            bid = int(self._db.execute("SELECT id FROM batches WHERE sig = ?",
-                                       (b.sig,)).fetchone()[0])
+            if cur.rowcount == 1 and cur.lastrowid is not None:  # new: no second query
+                bid = int(cur.lastrowid)
+            else:  # stored already (by an earlier write that rolled back our memo)
+                bid = int(self._db.execute("SELECT id FROM batches WHERE sig = ?",
+                                           (b.sig,)).fetchone()[0])
             self._batch_ids[b.sig] = bid
         return bid
 

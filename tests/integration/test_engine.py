@@ -66,6 +66,7 @@ async def wait(node: Node, job: str, timeout_s: float = 30) -> dict[str, Any]:
 
 def items_computed(node: Node, job: str) -> int:
     """Per-item results produced by workers for a job (cache entries in its CHUNK_DONEs)."""
+    node.flush()  # the loop turn that finished the job (its last CHUNK_DONE) is held once closed
     return sum(len(e.payload.get("cache", {})) for x in node.state.events.values()
                for e in x.singles if e.type == EventType.CHUNK_DONE and e.payload["job"] == job)
 

@@ -55,6 +55,9 @@ class _Fakes:
     def pin(self, cid: str) -> None:
         self.pinned.append(cid)
 
+    def pin_many(self, cids: Sequence[str]) -> None:
+        self.pinned.extend(cids)
+
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         self.emitted.append((typ, payload))
         return Event("me", len(self.emitted), 0, typ, payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import signal
@@ -519,3 +520,32 @@ async def test_workers_and_their_processes_die_with_the_parent(tmp_path: Path) -
         await proc.wait()
     assert await _ends(pid)
     assert await _ends(grandchild)  # it ignores SIGTERM: the worker took its group along
+
+
+MAIN_SCRIPT = """
+import asyncio, json
+from tests.unit.forkserver_targets import IMPORTED_BY  # what a daemon's script imports
+from peer.jobs.executor import Executor, ExecutorConfig
+
+async def main() -> None:
+    async with Executor(ExecutorConfig(slots=1)) as ex:
+        r = await ex.run("p", "tests.unit.forkserver_targets:probe", None)
+        print(json.dumps({**r.value, "parent": IMPORTED_BY}))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_workers_find_the_main_scripts_imports_done_by_the_forkserver(
+        tmp_path: Path) -> None:
+    # A forkserver child runs the parent's main script again: what that script imports must
+    # come from the forkserver, not be imported again by every new worker.
+    (tmp_path / "main.py").write_text(MAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(tmp_path / "main.py"), env=env, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    got = json.loads(out)
+    assert got["imported_by"] not in (got["pid"], got["parent"])  # by the forkserver

@@ -28,6 +28,9 @@ class Fakes:
     def pin(self, cid: str) -> None:
         self.pinned.append(cid)
 
+    def pin_many(self, cids: Sequence[str]) -> None:
+        self.pinned.extend(cids)
+
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         self.emitted.append((typ, payload))
         for c in payload.get("cids", ()):

@@ -3,7 +3,9 @@ and cancels with a fake clock and a fake runner; no processes, sockets or sleeps
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -329,3 +331,77 @@ async def test_one_round_claims_and_finishes_many_tasks_in_few_events(
         assert len(kinds) <= 16  # split + claim + chunk done + task done each: 32 singles
     else:
         assert EventType.TURN not in kinds and len(kinds) >= 8 * 4
+
+
+async def test_a_round_reads_the_live_peers_once_however_many_tasks_it_evaluates(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(2)
+    sched = mesh["p0"].sched
+    reads: list[int] = []
+    peers = sched.peers
+    sched.peers = lambda: reads.append(1) or peers()  # type: ignore[method-assign]
+    job = mesh.submit("p0", [{**WRITE, "name": f"w{i}"} for i in range(20)])
+    sched.step()  # the 20 ready tasks of the submission: planned (split) in one round
+    assert len(reads) == 1
+    assert len(mesh.events(EventType.TASK_SPLIT, "p0", job=job)) >= 1
+    reads.clear()
+    sched.step()  # the splits marked the tasks again: the next round reads afresh, once
+    assert reads == [1]
+
+
+async def test_outputs_finished_while_a_pin_runs_are_pinned_together(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(1)
+    sched, store = mesh["p0"].sched, mesh["p0"].store
+    batches: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def gated(fn: Callable[[], Any]) -> Any:
+        await gate.wait()  # a slow disk: the first pin is still under way
+        return fn()
+
+    store.pin_many = lambda cids: batches.append(list(cids))  # type: ignore[method-assign]
+    sched.offload = gated  # type: ignore[assignment]
+    for cid in ("c1", "c2", "c3"):
+        sched._pin_soon(cid)
+        await asyncio.sleep(0)
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert batches == [["c1"], ["c2", "c3"]]  # the first at once, the rest in one batch
+
+
+async def test_a_runs_outcome_its_tasks_completion_and_the_next_claim_share_a_loop_turn(
+        ) -> None:
+    mesh = JobMesh(1, CATALOG, CFG, auto=True, batch=True)
+    turn = [0]  # loop iterations so far (a callback that reschedules itself each iteration)
+    loop = asyncio.get_running_loop()
+
+    def count() -> None:
+        turn[0] += 1
+        if turn[0] < 10_000:
+            loop.call_soon(count)
+
+    when: dict[tuple[EventType, str], int] = {}
+    emit = mesh.emit
+
+    def spy(pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
+        when.setdefault((typ, str(payload.get("task"))), turn[0])
+        return emit(pid, typ, payload)
+
+    mesh.emit = spy  # type: ignore[method-assign]
+    try:
+        await mesh["p0"].sched.start()  # its own loop, as in a peer
+        loop.call_soon(count)
+        mesh.submit("p0", [{**WRITE, "name": "a"}, {**WRITE, "name": "b"}])
+        async with asyncio.timeout(10):
+            while (EventType.TASK_DONE, "b") not in when:
+                await asyncio.sleep(0.01)
+        first = "a" if when[(EventType.CLAIM, "a")] < when[(EventType.CLAIM, "b")] else "b"
+        second = "b" if first == "a" else "a"
+        # one slot: the second task is claimed as the first one's outcome is recorded
+        assert when[(EventType.CHUNK_DONE, first)] == when[(EventType.TASK_DONE, first)] \
+            == when[(EventType.CLAIM, second)]
+    finally:
+        turn[0] = 10_000
+        await mesh.close()

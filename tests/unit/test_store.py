@@ -408,3 +408,33 @@ def test_sweep_at_start_removes_what_a_crash_left(store: EmbeddedStore) -> None:
     assert not (shard / ".partial.123.abc.tmp").exists()
     assert list((store.root / "staging").iterdir()) == []
     assert store.sweep() == {"staging": 0, "temp_files": 0}
+
+
+def test_pin_many_pins_every_dag_with_one_directory_fsync(
+        store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    cids = [store.add_bytes(f"output {i}".encode()) for i in range(5)]
+    synced: list[Path] = []
+    real = blocks.fsync_dir
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    store.pin(cids[0])
+    assert len(synced) == 1  # a lone pin: its own directory fsync
+    synced.clear()
+    store.pin_many(cids + cids[1:2])  # one pinned already, one named twice
+    assert sorted(store.pins()) == sorted(cids)
+    assert synced == [store.root / "pins"]  # once for the four new pins
+    synced.clear()
+    store.pin_many(cids)  # all pinned: nothing to make durable
+    assert synced == []
+    assert store.explicit_pins() == []  # outputs' pins, which retention may drop
+
+
+def test_pin_many_pins_nothing_if_one_dag_is_incomplete(store: EmbeddedStore,
+                                                        tmp_path: Path) -> None:
+    whole = store.add_bytes(b"whole")
+    root = store.add_path(_tree(tmp_path / "t"))
+    store.blocks.path(parse_cid(store.ls(root)[0].cid).key).unlink()  # a child block gone
+    with pytest.raises(NotFound):
+        store.pin_many([whole, root])
+    assert store.pins() == []

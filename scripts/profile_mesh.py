@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Where the CPU per task goes (issue 12): one job of n independent ECHO tasks on N real peers
+(bench_mesh.py's mesh), measured three ways on the same mesh, one batch each.
+
+    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--spy DIR] [--strace]
+        [--json PATH]
+
+1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
+   workers around one batch, per task; and events per task (/metrics).
+2. spy (--spy DIR): py-spy (100 Hz, raw, idle excluded) on every peer with --subprocesses
+   during one batch; the top functions per process kind (peer, worker), as a share of that
+   kind's samples and as ms per task (share x the kind's CPU per task of step 1).
+3. strace (--strace): `strace -c -f` on peer 0 and, separately, on its forkserver and workers
+   during one batch; system calls per task (of the whole batch) by name, fsyncs first.
+Each instrument perturbs the others, so each has its own batch; step 1 runs uninstrumented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_mesh as bm  # noqa: E402  (start_mesh, banzai_batches, hot_spots)
+import bench_pipeline as bp  # noqa: E402  (descendants)
+
+
+def kinds_of(mesh: bm.Mesh) -> dict[int, str]:
+    """pid -> "peer", "forkserver" or "worker" for every process of the mesh."""
+    out: dict[int, str] = {}
+    for p in mesh.peers:
+        out[p.proc.pid] = "peer"
+        for pid, (ppid, cmd) in bp.descendants(p.proc.pid).items():
+            out[pid] = "forkserver" if "forkserver" in cmd and ppid == p.proc.pid else "worker"
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def cpu_by_kind(mesh: bm.Mesh) -> dict[int, tuple[str, float]]:
+    return {pid: (kind, _cpu_s(pid)) for pid, kind in kinds_of(mesh).items()}
+
+
+def dag(mesh: bm.Mesh, n: int) -> dict[str, Any]:
+    return dict(bm.banzai_batches(mesh, ["dag"], n, 0)["dag"])
+
+
+def step_cpu(mesh: bm.Mesh, n: int) -> dict[str, Any]:
+    before = cpu_by_kind(mesh)
+    got = dag(mesh, n)
+    after = cpu_by_kind(mesh)
+    per: Counter[str] = Counter()
+    for pid, (kind, s) in after.items():
+        per[kind] += s - before.get(pid, (kind, 0.0))[1]  # a new worker counts from 0
+    return {"tasks_per_s": got["tasks_per_s"], "cpu_ms_per_task": got["cpu_ms_per_task"],
+            "events_per_task": got.get("events_per_task"), "load1": got["load1"],
+            "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())}}
+
+
+def step_spy(mesh: bm.Mesh, n: int, out_dir: Path, cpu: dict[str, float]) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raws, spies = [], []
+    for i, p in enumerate(mesh.peers):
+        raw = out_dir / f"pyspy-{len(mesh.peers)}peers-p{i}.txt"
+        raws.append(raw)
+        spies.append(subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(p.proc.pid), "--subprocesses",
+             "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(2.0)  # py-spy attaches
+    got = dag(mesh, n)
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+    merged = out_dir / f"pyspy-{len(mesh.peers)}peers-all.txt"
+    merged.write_text("".join(r.read_text(errors="replace") for r in raws if r.exists()))
+    hot = bm.hot_spots(merged, top=25)
+    for kind, h in hot.items():  # a share of the kind's samples as ms of its CPU per task
+        ms = cpu.get(kind, 0.0) + (cpu.get("forkserver", 0.0) if kind == "worker" else 0.0)
+        for key in ("self", "incl"):
+            h[key] = [(f, share, round(share * ms / 100, 3)) for f, share in h[key]]
+    return {"tasks_per_s": got["tasks_per_s"], "raw": str(merged), "hot": hot}
+
+
+_STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
+
+
+def _strace_calls(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            m = _STRACE_ROW.match(line)
+            if m and m.group(3) != "total":
+                out[m.group(3)] = int(m.group(1))
+    return out
+
+
+def step_strace(mesh: bm.Mesh, n: int, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p0 = mesh.peers[0].proc.pid
+    kids = [pid for pid, k in kinds_of(mesh).items() if k != "peer"
+            and pid in bp.descendants(p0)]
+    files = {"peer": out_dir / f"strace-{len(mesh.peers)}peers-peer0.txt",
+             "workers": out_dir / f"strace-{len(mesh.peers)}peers-workers0.txt"}
+    pids = {"peer": [p0], "workers": kids}
+    procs = []
+    for who, path in files.items():
+        args = ["strace", "-c", "-f", "-o", str(path)]
+        for pid in pids[who]:
+            args += ["-p", str(pid)]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    time.sleep(2.0)
+    got = dag(mesh, n)
+    for sp in procs:
+        sp.send_signal(signal.SIGINT)
+    for sp in procs:
+        sp.wait(60)
+    out: dict[str, Any] = {"tasks_per_s": got["tasks_per_s"], "per_peer": got["per_peer"]}
+    for who, path in files.items():
+        calls = _strace_calls(path)
+        top = sorted(calls.items(), key=lambda kv: -kv[1])
+        out[who] = {"total_per_task": round(sum(calls.values()) / n, 1),
+                    "fsync_per_task": round(sum(calls.get(c, 0) for c in
+                                                ("fsync", "fdatasync")) / n, 2),
+                    "top_per_task": [(c, round(v / n, 2)) for c, v in top[:20]]}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers", default="1,3")
+    ap.add_argument("-n", type=int, default=1000)
+    ap.add_argument("--spy", type=Path, help="py-spy output directory")
+    ap.add_argument("--strace", type=Path, help="strace output directory")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "by_n": {}}
+    with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
+        for npeers in [int(x) for x in a.peers.split(",")]:
+            d = Path(tmp) / f"n{npeers}"
+            mesh = bm.start_mesh(npeers, d)
+            r: dict[str, Any] = {}
+            try:
+                bm.banzai_batches(mesh, ["warm"], a.n, 0)
+                r["cpu"] = step_cpu(mesh, a.n)
+                print(f"N={npeers} cpu: {r['cpu']}", file=sys.stderr, flush=True)
+                if a.spy:
+                    r["spy"] = step_spy(mesh, a.n, a.spy, r["cpu"]["by_kind_ms"])
+                if a.strace:
+                    r["strace"] = step_strace(mesh, a.n, a.strace)
+            finally:
+                bm.stop_mesh(mesh)
+            res["by_n"][npeers] = r
+    text = json.dumps(res, indent=1, default=str)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
