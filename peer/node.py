@@ -365,7 +365,7 @@ class Node:
             held = self.state.events.get(e.id)
             if held is None:
                 fresh.append(e)
-            elif held.att is not e.att and held_hash(held) != held_hash(e):
+            elif (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
                 rivals.append((held, e))
         if rivals:
             self.rule.settle(rivals)

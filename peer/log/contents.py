@@ -90,12 +90,8 @@ class ContentSums:
                 self.origins.pop(origin, None)
         self.dirty.clear()
 
-    def total(self, by_origin: Mapping[str, Mapping[int, Event]],
-              exclude: str | None = None) -> str:
+    def total(self, by_origin: Mapping[str, Mapping[int, Event]]) -> str:
         """One digest of every origin's (cached unless something changed)."""
-        if exclude is not None:
-            self.refresh(by_origin)
-            return _sum_of(o for o in self.origins.items() if o[0] != exclude)
         if self._total is None or self.dirty:
             self.refresh(by_origin)
             self._total = _sum_of(self.origins.items())

@@ -204,9 +204,9 @@ class MeshState:
         self.__dict__.update(fresh.__dict__)
         return failed
 
-    def content_sum(self, exclude: str | None = None) -> str:
-        """One digest of every held content (of every origin but `exclude`)."""
-        return self.sums.total(self.by_origin, exclude)
+    def content_sum(self) -> str:
+        """One digest of every held content (peer.log.contents)."""
+        return self.sums.total(self.by_origin)
 
     def content_digests(self) -> dict[str, str]:
         """Origin -> the digest of its held contents."""

@@ -23,8 +23,8 @@ from peer.mesh.wire import (
     parse_vv,
 )
 
-FIX_BLOCKS = 8  # blocks of differing contents exchanged per round (256 seqs each)
-MAX_FIX_BLOCKS = 64  # and taken from a peer's "fix" at most
+FIX_BLOCKS = 64  # blocks of differing contents exchanged per round at most (256 seqs each)
+FIX_EVENTS = 2048  # and events: blocks are added while fewer than this are sent
 BLOCK_ROW_BYTES = 48  # about what one [block, digest] costs in JSON
 
 HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
@@ -213,9 +213,9 @@ class AntiEntropy:
             self._send_fix(f.reply_to, parse_blocks(blk, self._max_blocks))
 
     def _send_fix(self, addr: str, theirs: Blocks) -> None:
-        """Our events of the blocks (at most FIX_BLOCKS) whose digests differ from the
-        replier's, and our digests of them ("fix"): it keeps what wins and sends back its own
-        events of each block that still differs."""
+        """Our events of the blocks whose digests differ from the replier's (a bounded part:
+        the rest in later rounds), and our digests of them ("fix"): it keeps what wins and
+        sends back its own events of each block that still differs."""
         assert self._contents is not None
         fix: Blocks = {}
         events: list[Event] = []
@@ -223,14 +223,12 @@ class AntiEntropy:
         for o, rows in theirs.items():
             their = dict(rows)
             mine = self._contents.block_digests(o)
-            diff = sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b))
-            diff = diff[:FIX_BLOCKS - n]
-            if diff:
-                fix[o] = [(b, mine.get(b, "")) for b in diff]
-                events += self._contents.events_in(o, diff)
-                n += len(diff)
-            if n >= FIX_BLOCKS:
-                break
+            for b in sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b)):
+                if n >= FIX_BLOCKS or len(events) >= FIX_EVENTS:
+                    break
+                fix.setdefault(o, []).append((b, mine.get(b, "")))
+                events += self._contents.events_in(o, [b])
+                n += 1
         if fix:
             self._link.send_events([addr], events, fix=fix)
 
@@ -240,7 +238,7 @@ class AntiEntropy:
         if self._contents is None or not f.reply_to:
             return
         back: list[Event] = []
-        for o, rows in parse_blocks(f.body["fix"], MAX_FIX_BLOCKS).items():
+        for o, rows in parse_blocks(f.body["fix"], FIX_BLOCKS).items():
             mine = self._contents.block_digests(o)
             diff = [b for b, d in rows if mine.get(b, "") != d]
             if diff:
