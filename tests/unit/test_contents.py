@@ -284,3 +284,43 @@ def test_a_data_dir_of_an_earlier_release_opens_with_its_digests_computed(
         assert n.content_sum() == digest and json.dumps(n.content_digests())
     finally:
         n.log.close()
+
+
+def test_a_node_spaces_its_refolds_with_a_timer(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from peer.log.signing import Identity, peer_id_for, sign_events
+
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    n.listeners.clear()
+    told: list[Event] = []
+    n.listeners.append(told.append)
+    other = Identity.generate()
+    oid = peer_id_for(other.key)
+    now = n.hlc.now()
+    evs = [Event(oid, 1, now, EventType.PROVIDE, {"cids": [f"c{v}"]}) for v in range(3)]
+    for e in evs:
+        sign_events(other, oid, [e], None)
+    worst, mid, best = sorted(evs, key=held_hash, reverse=True)
+
+    async def run() -> None:
+        n.merge([worst])
+        n.merge([mid])  # the first refold runs at once
+        assert not n.rule.stale and n.rule.refolds == 1 and told[-1] is mid
+        n.rule._next_refold = time.monotonic() + 100  # as if the last one took 10 s
+        n.merge([best])
+        assert n.rule.stale and n._refold is not None  # later, on the loop's timer
+        assert mid.payload["cids"][0] in n.state.providers  # the loser's effects, until then
+        assert n._refold.when() > asyncio.get_running_loop().time() + 50
+        n._refold.cancel()
+        n._refold_now()
+        assert not n.rule.stale and told[-1] is best
+        assert set(n.state.providers) == {best.payload["cids"][0]}
+
+    try:
+        asyncio.run(run())
+        assert n.log_health()["conflicts"] == {"replaced": 2, "refolds": 2, "stale": 0}
+        assert n.security()["conflicts"] == {oid: {"conflict": 2}}
+    finally:
+        n.log.close()
