@@ -324,3 +324,26 @@ def test_a_node_spaces_its_refolds_with_a_timer(tmp_path: Path) -> None:
         assert n.security()["conflicts"] == {oid: {"conflict": 2}}
     finally:
         n.log.close()
+
+
+def test_a_frame_relays_events_of_two_batches_that_start_at_the_same_seq() -> None:
+    """An equivocating origin signs two batches from one first seq; a relayer holding one
+    event of each sends both batches in one frame: each event is checked against its own (the
+    bug: the second batch replaced the first and its events were refused as bad_hash, at
+    every exchange, so two peers never converged)."""
+    from peer.log.signing import Identity, Keyring, peer_id_for, sign_events
+    from peer.mesh.wire import pack_frames
+
+    me = Identity.generate()
+    oid = peer_id_for(me.key)
+    a = [provide(oid, q, 0) for q in (3, 4)]
+    b = [provide(oid, q, 1) for q in (3, 4)]
+    sign_events(me, oid, a, None)
+    sign_events(me, oid, b, None)
+    frames, _ = pack_frames([a[0], b[1]], 1 << 20, 64)
+    (f,) = frames
+    assert len(f.batches) == 2
+    k = Keyring()
+    got = k.accept([json.loads(x) for x in f.events], [json.loads(x) for x in f.batches])
+    assert [(e.id, e.payload) for e in got] == [(a[0].id, a[0].payload), (b[1].id, b[1].payload)]
+    assert k.refused.total == {}
