@@ -10,18 +10,23 @@ import argparse
 import time
 
 from peer.log import Event, EventType, MeshState
+from peer.log.signing import Identity, sign_events
 from peer.mesh.antientropy import heads_sum
 
 LIMIT = 512
 
 
 def build(n: int, origins: int) -> MeshState:
+    """The history, signed as a peer holds it (each event's content hash in its batch)."""
     s = MeshState()
     per = n // origins
+    me = Identity.generate()
     for o in range(origins):
-        for q in range(1, per + 1):
-            s.apply(Event(f"o{o}", q, (q << 16) + o, EventType.PROVIDE,
-                          {"cids": [f"c{o}-{q}"]}))
+        evs = [Event(f"o{o}", q, (q << 16) + o, EventType.PROVIDE, {"cids": [f"c{o}-{q}"]})
+               for q in range(1, per + 1)]
+        sign_events(me, f"o{o}", evs, None)
+        for e in evs:
+            s.apply(e)
     return s
 
 

@@ -201,6 +201,7 @@ class MeshState:
                 failed.append((ev, e))
         for origin, seq in self.floors.items():
             fresh.raise_floor(origin, seq)
+        fresh.sums = self.sums  # the same events are held: their digests stay right
         self.__dict__.update(fresh.__dict__)
         return failed
 
