@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,10 +63,9 @@ from peer.log import (
     Member,
     MeshState,
     Revoke,
-    fold,
 )
+from peer.log.conflicts import ConflictRule
 from peer.log.signing import (
-    Counters,
     Identity,
     Keyring,
     MeshAuth,
@@ -210,7 +209,10 @@ class Node:
         for signer, key in self.log.signer_keys():
             self.keyring.keys.setdefault(signer, key)
         self.auth = MeshAuth(self.identity, self.keyring, self.incarnation, self.admit)
-        self.conflicts = Counters()  # (origin, seq) held with two contents, by origin
+        # Two contents for one (origin, seq): the smaller content hash is kept everywhere.
+        self.rule = ConflictRule(self.state, self.log, self.door, self._tell)
+        self.conflicts = self.rule.counts  # by origin
+        self._refold: asyncio.TimerHandle | None = None
         self.skew_ms: dict[str, int] = {}  # peer id -> its wall clock minus ours, at receipt
         legacy = [e for e in self.state.events.values() if e.att is None]
         if legacy:
@@ -358,34 +360,48 @@ class Node:
         content for a held (origin, seq) goes to the conflict rule."""
         self._close_turn()  # a conflict refolds what is recorded: our open turn first
         fresh = []
+        rivals = []
         for e in events:
             held = self.state.events.get(e.id)
             if held is None:
                 fresh.append(e)
-            elif held.att is not e.att and held_hash(held) != held_hash(e):
-                self._conflict(held, e)
+            elif (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
+                rivals.append((held, e))
+        if rivals:
+            self.rule.settle(rivals)
         new = self.door.admit(fresh)
         self.log.append(new)
         new = self.door.fold(self.state, new)
         for ev in new:
             if ev.known:
                 self._tell(ev)
+        if self.rule.stale:
+            self._refold_soon()
         if self.gossip is not None:  # our heads acknowledge a submission to its origin now
             self.gossip.acknowledge({e.origin for e in new if e.type == EventType.JOB_SUBMITTED})
         return new
 
-    def _conflict(self, held: Event, other: Event) -> None:
-        """Two contents for one (origin, seq): counted and reported; on every peer the one
-        with the smaller content hash wins (the state is folded again without the other)."""
-        self.conflicts.add(held.origin, "conflict")
-        log.warning("event %s/%d exists with two contents (origin reported)",
-                    held.origin[:16], held.seq)
-        if held_hash(other) >= held_hash(held):
+    def _refold_soon(self) -> None:
+        """Fold the state again once the conflict rule's spacing allows (at once if it does,
+        or when no loop runs)."""
+        wait_s = self.rule.refold_at() - time.monotonic()
+        if wait_s <= 0:
+            self._refold_now()
             return
-        self.log.replace(other)
-        evs = [other if e.id == other.id else e for e in self.state.events.values()]
-        self.state.__dict__.update(fold(sorted(evs, key=lambda e: e.order)).__dict__)
-        self._tell(other)
+        if self._refold is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._refold_now()
+                return
+            self._refold = loop.call_later(wait_s, self._refold_now)
+
+    def _refold_now(self) -> None:
+        self._refold = None
+        if self._log_closed:
+            return
+        self._close_turn()  # the open turn's parts are folded but not yet held
+        self.rule.refold()
 
     def revoke(self, peer_id: str, reason: str) -> Event:
         """Revoke a member: every peer refuses its events past the ones we hold, and its
@@ -436,23 +452,50 @@ class Node:
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
-        out = self.state.events_after(vv, limit)
+        return self._servable(self.state.events_after(vv, limit))
+
+    def refused(self, origin: Any, reason: str) -> None:
+        """A malformed event left out of a frame: counted per origin at the door."""
+        self.door.refuse(origin, reason)
+
+    # -- the ContentSink of anti-entropy (what heads do not say: peer.log.contents) --------
+    def content_sum(self) -> str | None:
+        """A digest of every content held as far as our heads go: None while some of our
+        own events are not on disk (their contents are not served yet)."""
+        self.flush()
+        return None if self._unflushed else self.state.content_sum()
+
+    def content_digests(self) -> Mapping[str, str]:
+        """Origin -> digest of its held contents (not our own while some are unwritten)."""
+        self.flush()
+        out = self.state.content_digests()
+        if self._unflushed:
+            out.pop(self.peer_id, None)
+        return out
+
+    def block_digests(self, origin: str) -> Mapping[int, str]:
+        return self.state.block_digests(origin)
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        """`origin`'s held events in these blocks that we serve (as `events_after`)."""
+        self.flush()
+        return self._servable(self.state.events_in(origin, blocks))
+
+    def _servable(self, out: list[Event]) -> list[Event]:
         if self._unflushed:  # ours not yet written are not served
             out = [e for e in out if e.origin != self.peer_id or e.seq <= self._durable_seq]
         if self.state.revoked:  # what every peer refuses is not served
             out = [e for e in out if (a := self._revoked_after(e.origin)) is None or e.seq <= a]
         return out
 
-    def refused(self, origin: Any, reason: str) -> None:
-        """A malformed event left out of a frame: counted per origin at the door."""
-        self.door.refuse(origin, reason)
-
     def log_health(self) -> dict[str, Any]:
-        """The log's part of /api/health: its size, a digest of the heads, the door."""
+        """The log's part of /api/health: its size, a digest of the heads and of the contents
+        held, the door, the conflict rule."""
         heads = sorted(self.state.heads.items())
         digest = hashlib.sha256(json.dumps(heads, separators=(",", ":")).encode()).hexdigest()
         return {"events": len(self.state.events), "origins": len(heads),
-                "heads_digest": digest[:32], **self.door.health()}
+                "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
+                "conflicts": self.rule.health(), **self.door.health()}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
@@ -648,6 +691,8 @@ class Node:
         self.flush()
         if self._retry is not None:
             self._retry.cancel()
+        if self._refold is not None:
+            self._refold.cancel()
         if self._unflushed:
             log.error("closing with %d events not written to the log: %s",
                       len(self._unflushed), self.write_error)

@@ -749,6 +749,8 @@ async def write_stream(request: web.Request, resp: web.StreamResponse, stream: I
         log.warning("gateway: aborted %s: %s", request.rel_url, exc.message)
         if request.transport is not None:
             request.transport.close()
+    except ConnectionResetError:  # the client left (a fetch that gave up): nothing to answer
+        log.debug("gateway: the client of %s left", request.rel_url)
     finally:
         close = getattr(stream, "close", None)
         if close is not None:

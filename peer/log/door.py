@@ -7,6 +7,7 @@ replay at start quarantines what fails. Loop-owned, like the state and the log i
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,15 +91,18 @@ class Refusals:
 
 @dataclass
 class _Held:
-    """The unknown-type events held of one origin, oldest first: seq -> payload bytes."""
+    """The unknown-type events held of one origin: seq -> payload bytes, and a heap of their
+    seqs (lazily pruned)."""
 
     seqs: dict[int, int] = field(default_factory=dict)
     bytes: int = 0
+    heap: list[int] = field(default_factory=list)
 
 
 class UnknownCap:
     """Bounds the events of unknown types held per origin (count and bytes); past the cap
-    the oldest held is let go (counted in `dropped`)."""
+    the one of lowest seq is let go (counted in `dropped`). By seq, not by arrival: peers
+    that saw the same events then hold the same ones (their content digests agree)."""
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
@@ -110,15 +114,24 @@ class UnknownCap:
         """Hold `ev`; returns the ids let go to stay within the cap (possibly `ev`'s own)."""
         h = self._held.setdefault(ev.origin, _Held())
         size = len(repr(ev.payload))  # a cheap bound of its JSON size; only unknown types
+        h.bytes += size - h.seqs.get(ev.seq, 0)
+        if ev.seq not in h.seqs:
+            heapq.heappush(h.heap, ev.seq)
         h.seqs[ev.seq] = size
-        h.bytes += size
         out: list[tuple[str, int]] = []
         while h.seqs and (len(h.seqs) > self.max_events or h.bytes > self.max_bytes):
-            seq = next(iter(h.seqs))  # the first to arrive
-            h.bytes -= h.seqs.pop(seq)
-            out.append((ev.origin, seq))
+            seq = heapq.heappop(h.heap)
+            if seq in h.seqs:  # else released already
+                h.bytes -= h.seqs.pop(seq)
+                out.append((ev.origin, seq))
         self.dropped += len(out)
         return out
+
+    def release(self, ev: Event) -> None:
+        """`ev` (of an unknown type) is no longer held (replaced by another content)."""
+        h = self._held.get(ev.origin)
+        if h is not None and ev.seq in h.seqs:
+            h.bytes -= h.seqs.pop(ev.seq)
 
     def held(self) -> tuple[int, int]:
         """(events, bytes) held in all."""
@@ -217,6 +230,14 @@ class Door:
                 self.refused.add(origin, "fold")
             self.store.quarantine(bad)  # logs each with its origin, seq and reason
         return out
+
+    def replaced(self, state: MeshState, loser: Event, winner: Event) -> None:
+        """`winner` is held in place of `loser` (the conflict rule): the cap of unknown types
+        follows."""
+        if not loser.known:
+            self.unknown.release(loser)
+        if not winner.known:
+            self._hold(state, winner)
 
     def _hold(self, state: MeshState, ev: Event) -> None:
         let_go = self.unknown.add(ev)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from peer.log.contents import ContentSums, block_digest, block_seqs
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -105,6 +106,9 @@ class MeshState:
     # Origin -> the seqs held beyond its head (past a gap): with the heads, the per-origin
     # index that serves `events_after` without scanning the log.
     beyond: dict[str, set[int]] = field(default_factory=dict)
+    # Digests of the held contents per origin and block (peer.log.contents): what heads do not
+    # say, compared by anti-entropy.
+    sums: ContentSums = field(default_factory=ContentSums)
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent). If its applier
@@ -132,6 +136,7 @@ class MeshState:
         self.events[ev.id] = ev
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
+        self.sums.touch(ev.origin, ev.seq)
         self._advance(ev.origin, self.heads.get(ev.origin, 0))
         if ev.seq > self.heads[ev.origin]:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
@@ -159,11 +164,70 @@ class MeshState:
         log = self.by_origin.get(ev.origin)
         if log is not None:
             log.pop(ev.seq, None)
+        self.sums.touch(ev.origin, ev.seq)
         beyond = self.beyond.get(ev.origin)
         if beyond is not None:
             beyond.discard(ev.seq)
             if not beyond:
                 del self.beyond[ev.origin]
+
+    def replace(self, ev: Event) -> bool:
+        """Hold `ev` in place of the other content held for its (origin, seq) (the conflict
+        rule's winner, peer.log.contents.wins). True if the state is up to date; False if
+        the loser was folded: its effects stay until `refold` (no fold can be undone in
+        place). A winner of a known type replacing an unknown one is folded now (if its
+        applier raises, nothing changes)."""
+        old = self.events[ev.id]
+        if ev.known and not old.known:
+            for part in ev.singles:
+                self.fold_only(part)
+        self.events[ev.id] = ev
+        self.by_origin[ev.origin][ev.seq] = ev
+        self.sums.touch(ev.origin, ev.seq)
+        return not old.known
+
+    def refold(self) -> list[tuple[Event, Exception]]:
+        """Fold the held events again from an empty state, in place (the objects that hold
+        this state keep it): afterwards it is what a peer that never held a replaced loser
+        holds. Floors are kept. An event whose fold raises stays held, unfolded, and is
+        returned with its error (the same on every peer: the fold is deterministic)."""
+        fresh = MeshState()
+        failed: list[tuple[Event, Exception]] = []
+        for ev in self.events.values():
+            try:
+                fresh.apply(ev)
+            except Exception as e:  # kept held (heads and sums stay right), reported
+                fresh.record(ev)
+                failed.append((ev, e))
+        for origin, seq in self.floors.items():
+            fresh.raise_floor(origin, seq)
+        fresh.sums = self.sums  # the same events are held: their digests stay right
+        self.__dict__.update(fresh.__dict__)
+        return failed
+
+    def content_sum(self) -> str:
+        """One digest of every held content (peer.log.contents)."""
+        return self.sums.total(self.by_origin)
+
+    def content_digests(self) -> dict[str, str]:
+        """Origin -> the digest of its held contents."""
+        self.sums.refresh(self.by_origin)
+        return dict(self.sums.origins)
+
+    def block_digests(self, origin: str) -> dict[int, str]:
+        """Block -> the digest of `origin`'s held contents in it (non-empty blocks only)."""
+        self.sums.refresh(self.by_origin)
+        return dict(self.sums.blocks.get(origin, {}))
+
+    def block_digest(self, origin: str, block: int) -> str:
+        """The digest of `origin`'s held contents in `block` ("" if none), computed now."""
+        return block_digest(self.by_origin.get(origin, {}), block)
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        """`origin`'s held events in these blocks, in seq order."""
+        log = self.by_origin.get(origin, {})
+        return [e for b in sorted(set(blocks)) for q in block_seqs(b)
+                if (e := log.get(q)) is not None]
 
     def raise_floor(self, origin: str, seq: int) -> None:
         """Count every seq of `origin` up to `seq` as held (the caller knows they are held

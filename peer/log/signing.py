@@ -344,13 +344,17 @@ class Keyring:
         malformed."""
         if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
             raise ValueError("events or batches is not a list")
-        batches: dict[tuple[Any, str, Any], Batch | None] = {}
+        # (signer, origin, first) -> the batches of that reference, None for a refused one.
+        # Several only when an origin signed two contents from one seq (equivocation): a
+        # relayer may hold an event of each, and each is checked against its own.
+        batches: dict[tuple[Any, str, Any], list[Batch | None]] = {}
         for d in raw_batches:
             bt = Batch.from_json(d)
             why = self.check_batch(bt)
             if why is not None:
                 self.refused.add(bt.origin, why, bt.count)
-            batches[(bt.signer, bt.origin, bt.first)] = bt if why is None else None
+            batches.setdefault((bt.signer, bt.origin, bt.first), []).append(
+                bt if why is None else None)
         out: list[Event] = []
         for d in raw_events:
             try:
@@ -360,15 +364,25 @@ class Keyring:
                     raise
                 invalid(d.get("origin") if type(d) is dict else None, f"invalid: {err!s:.200}")
                 continue
-            ref = (d.get("bs", e.origin), e.origin, d.get("b"))
-            if ref in batches and batches[ref] is None:
+            cands = batches.get((d.get("bs", e.origin), e.origin, d.get("b")))
+            good = [b for b in cands or () if b is not None]
+            if cands and not good:
                 continue  # its batch was refused (counted there, once per event of it)
-            why = self.check_event(e, batches.get(ref))
+            why = self._check_against(e, good)
             if why is None:
                 out.append(e)
             else:
                 self.refused.add(e.origin, why)
         return out
+
+    def _check_against(self, e: Event, batches: Sequence[Batch]) -> str | None:
+        """`check_event` against the first of `batches` that holds `e`'s hash (the last
+        one's reason if none does)."""
+        if len(batches) > 1:
+            h = event_hash(e)
+            batches = [b for b in batches if b.covers(e.seq) and b.hash_at(e.seq) == h] \
+                or batches[-1:]
+        return self.check_event(e, batches[0] if batches else None)
 
     # -- membership messages -------------------------------------------------------------
     def check_message(self, sender: str, key: bytes, admit: bytes | None, inc: int, ctr: int,

@@ -101,13 +101,26 @@ class EventLog:
                              [(self._batch_id(e.att), e.origin, e.seq) for e in events])
         self._db.execute("COMMIT")
 
-    def replace(self, ev: Event) -> None:
-        """Store `ev` in place of the event with its (origin, seq) (the conflict rule)."""
-        self._db.execute("BEGIN")
-        self._db.execute(
-            "INSERT OR REPLACE INTO events (origin, seq, hlc, type, payload, batch) "
-            "VALUES (?, ?, ?, ?, ?, ?)", self._rows([ev])[0])
-        self._db.execute("COMMIT")
+    def replace(self, events: Sequence[Event]) -> None:
+        """Store `events` in place of the events with their (origin, seq)s (the conflict
+        rule), in one transaction; on a failure nothing is written and it raises as
+        `append`."""
+        if not events:
+            return
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO events (origin, seq, hlc, type, payload, batch) "
+                "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            self._rollback()
+            if disk_full(e):
+                raise StorageFull(f"cannot write the event log {self.path}: the disk is "
+                                  "full") from e
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"cannot write the event log {self.path}: {e}") from e
+            raise
 
     def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Persist events (one transaction); duplicates are ignored. With `sync` (default:

@@ -16,7 +16,10 @@ equal:
    `more` makes the sender pull again at once, so a restarted peer catches up in
    a burst of round trips rather than one frame per second. Lost frames are
    repaired by later rounds: the merge is idempotent and commutative, so
-   duplicates and reordering are harmless.
+   duplicates and reordering are harmless. Beside the heads, digests of the contents
+   held (peer.log.contents) expose two contents of one (origin, seq) on peers with equal
+   heads; the blocks that differ are exchanged both ways and the conflict rule keeps the
+   smaller content hash everywhere.
 3. Membership: SWIM with Lifeguard (swim.py; view.py joins it to the rest). Each protocol
    period a peer probes one member, then asks `indirect_checks` others to probe it, then
    suspects it; suspicions time out into DEAD after a time scaled with log N unless the
@@ -66,7 +69,7 @@ from peer.errors import BanzaiError
 from peer.log import Event
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
-from peer.mesh.antientropy import AntiEntropy, EventSink
+from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
 from peer.mesh.swim import Msg, Swim, SwimConfig
@@ -74,6 +77,7 @@ from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
     MAGIC,
+    Blocks,
     Frame,
     FrameError,
     FrameWriter,
@@ -256,7 +260,9 @@ class Gossip:
         self.view = MeshView(members, self._membership, transport.peer_key)
         self._ae = AntiEntropy(sink, self, self,
                                max_events_per_frame=cfg.max_events_per_frame,
-                               heads_seen=self.view.note_heads)
+                               heads_seen=self.view.note_heads,
+                               contents=sink if isinstance(sink, ContentSink) else None,
+                               max_frame_bytes=cfg.max_frame_bytes)
         self.swim: Swim | None = None
         if cfg.swim is not None:
             # An incarnation above every one of an earlier start (with auth: the persisted
@@ -504,10 +510,10 @@ class Gossip:
             self._send_frame(addr, frame)
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
-                    reply: Reply | None = None) -> None:
+                    reply: Reply | None = None, fix: Blocks | None = None) -> None:
         """`events` in EVENTS frames to each of `addrs`; with `reply`, the last frame is a
-        DIGEST_REPLY carrying it."""
-        frames = self._event_frames(events, ttl=ttl, reply=reply)
+        DIGEST_REPLY carrying it; with `fix`, the last EVENTS frame carries it."""
+        frames = self._event_frames(events, ttl=ttl, reply=reply, fix=fix)
         for addr in addrs:
             for frame, n in frames:
                 self._stats.events_out += n
@@ -564,8 +570,8 @@ class Gossip:
         else:
             self._stats.send_failed += 1
 
-    def _event_frames(self, events: Sequence[Event], *, ttl: int,
-                      reply: Reply | None) -> list[tuple[bytes, int]]:
+    def _event_frames(self, events: Sequence[Event], *, ttl: int, reply: Reply | None,
+                      fix: Blocks | None = None) -> list[tuple[bytes, int]]:
         """(frame, event count) for each frame `send_events` sends."""
         batches, too_large = pack_frames(events, self.cfg.max_frame_bytes,
                                          self.cfg.max_events_per_frame)
@@ -573,14 +579,18 @@ class Gossip:
             self._stats.events_unsendable += 1
             self._warn.warn("event_large", "gossip: event %s of %d bytes cannot be sent",
                             e.id, size)
-        if reply is not None and not batches:
+        if (reply is not None or fix is not None) and not batches:
             batches = [Packed([], [])]
+        elif (reply is not None and reply.blocks) or fix:  # digests in a frame of their own
+            batches.append(Packed([], []))
         out: list[tuple[bytes, int]] = []
         for i, (batch, signed) in enumerate(batches):
-            if reply is not None and i == len(batches) - 1:
+            last = i == len(batches) - 1
+            if reply is not None and last:
                 frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, reply, signed))
             else:
-                frame = self._frame(Kind.EVENTS, events_body(batch, ttl, signed))
+                frame = self._frame(Kind.EVENTS, events_body(batch, ttl, signed,
+                                                             fix if last else None))
             if frame is not None:
                 out.append((frame, len(batch)))
         return out
@@ -683,6 +693,8 @@ class Gossip:
         if type(ttl) is not int:  # checked first: a bad frame is dropped before any merge
             raise ValueError(f"ttl is not an integer: {ttl!r:.20}")
         new = self.receive_events(f.body)
+        if "fix" in f.body:  # a content exchange (antientropy.py): send back what differs
+            self._ae.on_fix(f)
         ttl = min(ttl, self.cfg.push_hops)  # a sender cannot make the rumour live longer
         if new and ttl > 0:
             self._push(new, ttl - 1, exclude=f.reply_to)

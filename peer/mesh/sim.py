@@ -9,19 +9,29 @@ from __future__ import annotations
 import bisect
 import heapq
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from peer.log import Event, EventType, MeshState
 from peer.log.clock import FakeClock
-from peer.log.signing import Identity, Keyring, MeshAuth, admit_tag, peer_id_for, sign_events
+from peer.log.contents import wins
+from peer.log.signing import (
+    Identity,
+    Keyring,
+    MeshAuth,
+    admit_tag,
+    held_hash,
+    peer_id_for,
+    sign_events,
+)
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.transport import MemoryNetwork
 
 
 class MemorySink:
-    """An EventSink over peer.log.MeshState with contiguous version-vector heads."""
+    """An EventSink and ContentSink over peer.log.MeshState with contiguous version-vector
+    heads; two contents for one (origin, seq) settle by the conflict rule."""
 
     def __init__(self, peer_id: str = "", auth: MeshAuth | None = None) -> None:
         self.peer_id = peer_id
@@ -31,6 +41,7 @@ class MemorySink:
         self._contig: dict[str, int] = {}
         self._hlc = 0
         self.refusals: list[tuple[Any, str]] = []
+        self.replaced = 0  # contents replaced by the conflict rule
 
     def refused(self, origin: Any, reason: str) -> None:
         self.refusals.append((origin, reason))
@@ -45,8 +56,33 @@ class MemorySink:
             out.extend(self.state.events[(origin, s)] for s in seqs[i:])
         return heapq.nsmallest(limit, out, key=lambda e: (e.hlc, e.origin, e.seq))
 
+    def content_sum(self) -> str | None:
+        return self.state.content_sum()
+
+    def content_digests(self) -> Mapping[str, str]:
+        return self.state.content_digests()
+
+    def block_digests(self, origin: str) -> Mapping[int, str]:
+        return self.state.block_digests(origin)
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        return self.state.events_in(origin, blocks)
+
+    def contents(self) -> dict[tuple[str, int], bytes]:
+        """(origin, seq) -> the content hash held."""
+        return {i: held_hash(e) for i, e in self.state.events.items()}
+
     def merge(self, events: Sequence[Event]) -> list[Event]:
-        new = [e for e in events if self.state.apply(e)]
+        new = []
+        for e in events:
+            held = self.state.events.get(e.id)
+            if held is None:
+                if self.state.apply(e):
+                    new.append(e)
+            elif held_hash(held) != held_hash(e) and wins(e, held):
+                if not self.state.replace(e):
+                    self.state.refold()
+                self.replaced += 1
         for e in new:
             seqs = self._seqs.setdefault(e.origin, [])
             bisect.insort(seqs, e.seq)

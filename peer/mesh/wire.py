@@ -42,6 +42,13 @@ class Kind(IntEnum):
     UPDATES = 9  # {"m": [...]}: updates alone (the gossip timer, a leave)
     SYNC = 10  # {"m": [...], "r": bool}: a member's whole table; "r" asks for ours back
     DIGEST_SUM = 11  # {"h": hex}: a hash of the version vector; a DIGEST answers a mismatch
+# Content digests (peer.log.contents; peers of the previous release ignore the keys, and the
+# last two are only sent to a peer that sent the first ones): DIGEST_SUM "c" (a digest of every
+# content held) and DIGEST "cs" ({origin: digest}): equal heads, different contents. A
+# DIGEST_REPLY "blk" ({origin: [[block, digest], ...]}) gives the replier's blocks of the
+# origins whose heads are equal and contents are not; the asker sends its events of the blocks
+# that differ, the last EVENTS frame with "fix" (the same shape: its own digests of them), and
+# the receiver sends back its events of each block whose digest still differs after merging.
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
@@ -162,12 +169,17 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
 # -- bodies --------------------------------------------------------------------------
 
 
+Blocks = dict[str, list[tuple[int, str]]]  # origin -> [(block, content digest), ...]
+
+
 class Reply(NamedTuple):
     """What a DIGEST_REPLY adds to its events: the replier's vector when the asker holds
-    something it lacks, and whether more events are waiting."""
+    something it lacks, whether more events are waiting, and the replier's block digests of
+    the origins whose contents differ."""
 
     vv: Mapping[str, int] | None
     more: bool
+    blocks: Blocks | None = None
 
 
 def dumps(obj: Any) -> bytes:
@@ -190,24 +202,34 @@ def heartbeat_body(info: Mapping[str, Any]) -> bytes:
     return dumps({"info": dict(info)})
 
 
-def digest_body(vv: Mapping[str, int], peers: Sequence[str]) -> bytes:
-    return dumps({"vv": dict(vv), "peers": list(peers)})
+def digest_body(vv: Mapping[str, int], peers: Sequence[str],
+                contents: Mapping[str, str] | None = None) -> bytes:
+    body: dict[str, Any] = {"vv": dict(vv), "peers": list(peers)}
+    if contents is not None:
+        body["cs"] = dict(contents)
+    return dumps(body)
 
 
 def _batches(signed: Sequence[bytes]) -> bytes:
     return b',"batches":[' + b",".join(signed) + b"]" if signed else b""
 
 
-def events_body(batch: Sequence[bytes], ttl: int, signed: Sequence[bytes] = ()) -> bytes:
+def _blocks(key: bytes, blocks: Blocks | None) -> bytes:
+    return b"" if blocks is None else b',"' + key + b'":' + dumps(blocks)
+
+
+def events_body(batch: Sequence[bytes], ttl: int, signed: Sequence[bytes] = (),
+                fix: Blocks | None = None) -> bytes:
     """An EVENTS body around already encoded events (and the batches that sign them)."""
-    return b'{"events":[' + b",".join(batch) + b'],"ttl":%d' % ttl + _batches(signed) + b"}"
+    return (b'{"events":[' + b",".join(batch) + b'],"ttl":%d' % ttl + _batches(signed)
+            + _blocks(b"fix", fix) + b"}")
 
 
 def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = ()) -> bytes:
     """A DIGEST_REPLY body around already encoded events (and the batches that sign them)."""
     vv = None if reply.vv is None else dict(reply.vv)
     return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
-            + dumps(reply.more) + _batches(signed) + b"}")
+            + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks) + b"}")
 
 
 class Packed(NamedTuple):
@@ -280,6 +302,36 @@ def parse_vv(obj: Any) -> dict[str, int]:
     return out
 
 
+def parse_digests(obj: Any) -> dict[str, str]:
+    """Content digests by origin off the wire ("cs"); ValueError if malformed."""
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise ValueError("content digests are not an object of strings")
+    return {str(k): v for k, v in obj.items()}
+
+
+def parse_blocks(obj: Any, max_blocks: int) -> Blocks:
+    """Block digests by origin off the wire ("blk", "fix"); ValueError if malformed or if
+    more than `max_blocks` in all."""
+    if not isinstance(obj, dict):
+        raise ValueError("block digests are not an object")
+    out: Blocks = {}
+    n = 0
+    for origin, rows in obj.items():
+        if not isinstance(rows, list):
+            raise ValueError("block digests of an origin are not a list")
+        n += len(rows)
+        if n > max_blocks:
+            raise ValueError("too many block digests")
+        got: list[tuple[int, str]] = []
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 2 and type(row[0]) is int
+                    and 0 <= row[0] < 2**63 and isinstance(row[1], str)):
+                raise ValueError("bad block digest")
+            got.append((row[0], row[1]))
+        out[str(origin)] = got
+    return out
+
+
 Refused = Callable[[Any, str], None]  # (the event's origin as sent, why it was refused)
 
 
@@ -304,8 +356,8 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
     return out
 
 
-__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Frame", "FrameError",
+__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Blocks", "Frame", "FrameError",
            "FrameWriter", "Kind", "Packed", "Refused", "Reply", "decode_frame", "digest_body",
            "dumps", "encode_event", "encode_frame", "events_body", "frame_header",
-           "heartbeat_body", "pack_events", "pack_frames", "parse_events", "parse_info",
-           "parse_vv", "reply_body", "seal"]
+           "heartbeat_body", "pack_events", "pack_frames", "parse_blocks", "parse_digests",
+           "parse_events", "parse_info", "parse_vv", "reply_body", "seal"]

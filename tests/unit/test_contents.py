@@ -1,0 +1,349 @@
+"""Content digests and the conflict rule (issue 11 item 1): peers given different contents for
+one (origin, seq) end up holding the same one, the smaller content hash, once they have run
+anti-entropy both ways; the state is the fold of the winners; peers of the previous release
+(heads only) still talk to this one; a data dir without digests opens with them computed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.config import PeerConfig
+from peer.log import Door, DoorConfig, Event, EventLog, EventType, MeshState, fold
+from peer.log.clock import HLC
+from peer.log.conflicts import ConflictRule
+from peer.log.contents import BLOCK_SEQS, block_of, wins
+from peer.log.door import UnknownCap
+from peer.log.signing import held_hash
+from peer.mesh.antientropy import heads_sum
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster, MemorySink
+from peer.mesh.wire import Frame, Kind, parse_blocks
+from peer.node import Node
+
+from .test_antientropy import ASKER, FakeLink, FakePeers
+
+NEWER = 200  # a type this version does not know
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-v0.1.0"
+
+
+def provide(origin: str, seq: int, variant: int = 0, hlc: int | None = None) -> Event:
+    return Event(origin, seq, seq * 10 + variant if hlc is None else hlc, EventType.PROVIDE,
+                 {"cids": [f"c-{origin}-{seq}-{variant}"]})
+
+
+def content(origin: str, seq: int, variant: int) -> Event:
+    """One of several contents for (origin, seq): variant 2 is of a type we do not know."""
+    if variant == 2:
+        return Event(origin, seq, seq * 10 + 2, NEWER, {"x": seq})  # type: ignore[arg-type]
+    return provide(origin, seq, variant)
+
+
+# -- the digests -----------------------------------------------------------------------
+
+
+def test_equal_heads_different_contents_differ_in_one_origin_and_one_block() -> None:
+    a = fold([provide("o", q) for q in range(1, 600)] + [provide("p", 1)])
+    b = fold([provide("o", q, 1 if q == 300 else 0) for q in range(1, 600)] + [provide("p", 1)])
+    assert a.heads == b.heads and heads_sum(a.heads) == heads_sum(b.heads)
+    assert a.content_sum() != b.content_sum()
+    ca, cb = a.content_digests(), b.content_digests()
+    assert ca["p"] == cb["p"] and ca["o"] != cb["o"]
+    ba, bb = a.block_digests("o"), b.block_digests("o")
+    assert sorted(ba) == [0, 1, 2] and [k for k in ba if ba[k] != bb[k]] == [block_of(300)]
+    assert block_of(300) == 1 and block_of(BLOCK_SEQS) == 0 and block_of(BLOCK_SEQS + 1) == 1
+
+
+def test_the_digest_is_of_the_held_set_whatever_the_order_and_is_cached() -> None:
+    evs = [provide(o, q) for o in "abc" for q in range(1, 40)] + [content("a", 50, 2)]
+    s1, s2 = fold(evs), fold(reversed(evs))
+    assert s1.content_sum() == s2.content_sum()
+    assert not s1.sums.dirty and s1.sums._total is not None  # an in-sync read is a lookup
+    s1.apply(provide("a", 40))
+    assert s1.sums.dirty == {"a": {0}} and s1.content_sum() != s2.content_sum()
+
+
+def test_a_forgotten_unknown_event_leaves_the_digest() -> None:
+    s = fold([provide("o", 1), content("o", 2, 2)])
+    before = s.content_sum()
+    s.forget(("o", 2))
+    assert s.content_sum() == fold([provide("o", 1)]).content_sum() != before
+
+
+# -- replacing a content ---------------------------------------------------------------
+
+
+def test_a_folded_loser_needs_a_refold_after_which_the_state_is_the_winners_fold() -> None:
+    lose, win = sorted((provide("o", 2, 0), provide("o", 2, 1)), key=held_hash, reverse=True)
+    s = fold([provide("o", 1), lose, provide("o", 3)])
+    s.raise_floor("x", 5)
+    assert s.replace(win) is False  # folded: its effects stay until the refold
+    assert lose.payload["cids"][0] in s.providers
+    assert s.refold() == []
+    want = fold([provide("o", 1), win, provide("o", 3)])
+    assert set(s.providers) == set(want.providers)
+    assert s.events[win.id] is win and s.content_sum() == want.content_sum()
+    assert s.heads["x"] == 5  # floors are kept
+
+
+def test_a_known_winner_over_an_unknown_loser_is_folded_at_once() -> None:
+    s = fold([content("o", 1, 2)])
+    win = provide("o", 1)
+    assert s.replace(win) is True and win.payload["cids"][0] in s.providers
+
+
+def test_the_unknown_cap_lets_the_lowest_seq_go_whatever_the_arrival_order() -> None:
+    held = []
+    for order in ([1, 2, 3, 4, 5], [5, 3, 4, 1, 2]):
+        cap = UnknownCap(max_events=3, max_bytes=1 << 20)
+        gone = [i for q in order for i in cap.add(content("n", q, 2))]
+        held.append(sorted(set(order) - {q for _, q in gone}))
+    assert held == [[3, 4, 5], [3, 4, 5]]
+
+
+# -- the rule on a peer's log ----------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def rule(tmp_path: Path) -> Iterator[tuple[ConflictRule, MeshState, EventLog, list[Event], Clock]]:
+    state, store, told, clock = MeshState(), EventLog(tmp_path / "e.sqlite"), [], Clock()
+    door = Door(DoorConfig(), HLC(), store)
+    yield ConflictRule(state, store, door, told.append, clock=clock), state, store, told, clock
+    store.close()
+
+
+def _stored(store: EventLog) -> dict[tuple[str, int], Any]:
+    return {e.id: e.payload for e in store.load()}
+
+
+def test_the_rule_replaces_the_row_refolds_spaced_and_tells_the_winner(
+        rule: tuple[ConflictRule, MeshState, EventLog, list[Event], Clock]) -> None:
+    r, state, store, told, clock = rule
+    now = HLC().now()
+    a, b = provide("o", 1, 0, hlc=now), provide("o", 1, 1, hlc=now)
+    lose, win = sorted((a, b), key=held_hash, reverse=True)
+    store.append([lose])
+    state.apply(lose)
+    r.settle([(lose, win)])
+    assert r.stale and told == [] and _stored(store) == {win.id: win.payload}
+    assert r.refold_at() == 0.0  # the first refold may run at once
+    r.refold()
+    assert not r.stale and told == [win] and win.payload["cids"][0] in state.providers
+    assert lose.payload["cids"][0] not in state.providers
+    assert r.refold_at() >= clock.t and r.counts.by_origin == {"o": {"conflict": 1}}
+    r.settle([(win, lose)])  # the loser again: counted, nothing changes
+    assert r.counts.by_origin == {"o": {"conflict": 2}} and state.events[win.id] is win
+
+
+def test_a_challenger_the_door_refuses_is_never_kept(
+        rule: tuple[ConflictRule, MeshState, EventLog, list[Event], Clock]) -> None:
+    r, state, _store, _told, _ = rule
+    held = provide("o", 1, hlc=HLC().now())
+    state.apply(held)
+    far = provide("o", 1, 1, hlc=HLC().now() + (10**9 << 16))  # beyond the drift bound
+    r.settle([(held, far)])
+    assert state.events[held.id] is held and r.door.refused.total == 1 and r.replaced == 0
+
+
+def test_two_challengers_in_one_batch_keep_the_smallest(
+        rule: tuple[ConflictRule, MeshState, EventLog, list[Event], Clock]) -> None:
+    r, state, _store, _told, _ = rule
+    now = HLC().now()
+    evs = sorted((provide("o", 1, v, hlc=now) for v in range(4)), key=held_hash)
+    state.apply(evs[-1])
+    r.settle([(evs[-1], evs[1]), (evs[-1], evs[0]), (evs[-1], evs[2])])
+    assert state.events[("o", 1)] is evs[0]
+
+
+# -- peers converge --------------------------------------------------------------------
+
+
+@st.composite
+def divergent(draw: st.DrawFn) -> list[list[Event]]:
+    """For 2 or 3 peers, the events each was given: per (origin, seq), a peer holds it or
+    not and, if it does, one of three contents (one of a type we do not know)."""
+    n = draw(st.integers(2, 3))
+    out: list[list[Event]] = [[] for _ in range(n)]
+    for origin in ("x", "y"):
+        for seq in range(1, draw(st.integers(1, 6)) + 1):
+            big = seq if seq < 5 else seq + draw(st.sampled_from([0, BLOCK_SEQS]))
+            for p in range(n):
+                if draw(st.integers(0, 4)):  # mostly held
+                    out[p].append(content(origin, big, draw(st.integers(0, 2))))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(divergent())
+def test_peers_that_exchanged_digests_both_ways_hold_the_same_contents(
+        given_events: list[list[Event]]) -> None:
+    c = Cluster(len(given_events), GossipConfig.local(max_events_per_frame=4))
+    for p, evs in zip(c.peers, given_events, strict=True):
+        p.sink.merge(evs)
+    winners: dict[tuple[str, int], Event] = {}
+    for ev in (e for evs in given_events for e in evs):
+        cur = winners.get(ev.id)
+        if cur is None or wins(ev, cur):
+            winners[ev.id] = ev
+    for _ in range(6):  # rounds: every ordered pair starts one exchange
+        for p in c.peers:
+            for q in c.peers:
+                if p is not q:
+                    p.gossip.anti_entropy(q.addr)
+                    c.net.pump()
+    want = {i: held_hash(e) for i, e in winners.items()}
+    folded = fold(winners.values())
+    for p in c.peers:
+        assert p.sink.contents() == want
+        assert p.sink.state.content_sum() == folded.content_sum()
+        assert set(p.sink.state.providers) == set(folded.providers)  # the winners' fold
+
+
+def test_in_sync_peers_exchange_only_the_sums() -> None:
+    c = Cluster(2)
+    a, b = c.peers
+    for q in range(1, 5):
+        a.sink.merge([provide("o", q)])
+        b.sink.merge([provide("o", q)])
+    c.net.pump()
+    a0, b0 = a.gossip.stats.frames_out, b.gossip.stats.frames_out
+    a.gossip.anti_entropy(b.addr)
+    c.net.pump()
+    assert (a.gossip.stats.frames_out - a0, b.gossip.stats.frames_out - b0) == (1, 0)
+
+
+# -- the previous release --------------------------------------------------------------
+
+
+def _old_engine() -> tuple[Any, MemorySink, FakeLink]:
+    from peer.mesh.antientropy import AntiEntropy
+
+    sink = MemorySink("me")
+    sink.merge([provide("o", 1)])
+    link = FakeLink(sink)
+    return AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4), sink, link
+
+
+def test_a_peer_of_the_previous_release_ignores_the_content_keys() -> None:
+    ae, sink, link = _old_engine()  # no contents: as the previous release
+    ae.on_digest_sum(Frame(Kind.DIGEST_SUM, "banzai", "new", ASKER,
+                           {"h": heads_sum(sink.heads()), "c": "0" * 32}))
+    ae.on_digest(Frame(Kind.DIGEST, "banzai", "new", ASKER,
+                       {"vv": dict(sink.heads()), "peers": [], "cs": {"o": "0" * 32}}))
+    assert link.frames == [] and link.sent == []  # in sync, as far as it can tell
+
+
+def test_a_sum_without_contents_is_compared_by_its_heads() -> None:
+    from peer.mesh.antientropy import AntiEntropy
+
+    sink = MemorySink("me")
+    sink.merge([provide("o", 1)])
+    link = FakeLink(sink)
+    ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4, contents=sink)
+    ae.on_digest_sum(Frame(Kind.DIGEST_SUM, "banzai", "old", ASKER,
+                           {"h": heads_sum(sink.heads())}))
+    assert link.frames == []
+    ae.on_digest_sum(Frame(Kind.DIGEST_SUM, "banzai", "new", ASKER,
+                           {"h": heads_sum(sink.heads()), "c": "0" * 32}))
+    assert [(k, sorted(b)) for _, k, b in link.frames] == [(Kind.DIGEST, ["cs", "peers", "vv"])]
+
+
+@pytest.mark.parametrize("bad", [[], {"o": {}}, {"o": [[1]]}, {"o": [["1", "ab"]]},
+                                 {"o": [[-1, "ab"]]}, {"o": [[1, 2]]}])
+def test_malformed_block_digests_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_blocks(bad, 10)
+    with pytest.raises(ValueError):
+        parse_blocks({"o": [[i, "ab"] for i in range(11)]}, 10)
+
+
+def test_a_data_dir_of_an_earlier_release_opens_with_its_digests_computed(
+        tmp_path: Path) -> None:
+    d = tmp_path / "old"
+    shutil.copytree(FIXTURE, d)
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False))
+    try:
+        n.listeners.clear()
+        digest = n.log_health()["content_digest"]
+        assert digest == fold(n.state.events.values()).content_sum()
+        assert n.content_sum() == digest and json.dumps(n.content_digests())
+    finally:
+        n.log.close()
+
+
+def test_a_node_spaces_its_refolds_with_a_timer(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from peer.log.signing import Identity, peer_id_for, sign_events
+
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    n.listeners.clear()
+    told: list[Event] = []
+    n.listeners.append(told.append)
+    other = Identity.generate()
+    oid = peer_id_for(other.key)
+    now = n.hlc.now()
+    evs = [Event(oid, 1, now, EventType.PROVIDE, {"cids": [f"c{v}"]}) for v in range(3)]
+    for e in evs:
+        sign_events(other, oid, [e], None)
+    worst, mid, best = sorted(evs, key=held_hash, reverse=True)
+
+    async def run() -> None:
+        n.merge([worst])
+        n.merge([mid])  # the first refold runs at once
+        assert not n.rule.stale and n.rule.refolds == 1 and told[-1] is mid
+        n.rule._next_refold = time.monotonic() + 100  # as if the last one took 10 s
+        n.merge([best])
+        assert n.rule.stale and n._refold is not None  # later, on the loop's timer
+        assert mid.payload["cids"][0] in n.state.providers  # the loser's effects, until then
+        assert n._refold.when() > asyncio.get_running_loop().time() + 50
+        n._refold.cancel()
+        n._refold_now()
+        assert not n.rule.stale and told[-1] is best
+        assert set(n.state.providers) == {best.payload["cids"][0]}
+
+    try:
+        asyncio.run(run())
+        assert n.log_health()["conflicts"] == {"replaced": 2, "refolds": 2, "stale": 0}
+        assert n.security()["conflicts"] == {oid: {"conflict": 2}}
+    finally:
+        n.log.close()
+
+
+def test_a_frame_relays_events_of_two_batches_that_start_at_the_same_seq() -> None:
+    """An equivocating origin signs two batches from one first seq; a relayer holding one
+    event of each sends both batches in one frame: each event is checked against its own (the
+    bug: the second batch replaced the first and its events were refused as bad_hash, at
+    every exchange, so two peers never converged)."""
+    from peer.log.signing import Identity, Keyring, peer_id_for, sign_events
+    from peer.mesh.wire import pack_frames
+
+    me = Identity.generate()
+    oid = peer_id_for(me.key)
+    a = [provide(oid, q, 0) for q in (3, 4)]
+    b = [provide(oid, q, 1) for q in (3, 4)]
+    sign_events(me, oid, a, None)
+    sign_events(me, oid, b, None)
+    frames, _ = pack_frames([a[0], b[1]], 1 << 20, 64)
+    (f,) = frames
+    assert len(f.batches) == 2
+    k = Keyring()
+    got = k.accept([json.loads(x) for x in f.events], [json.loads(x) for x in f.batches])
+    assert [(e.id, e.payload) for e in got] == [(a[0].id, a[0].payload), (b[1].id, b[1].payload)]
+    assert k.refused.total == {}
