@@ -217,6 +217,7 @@ class Node:
                                self.emit)
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
         self.janitor.archived = lambda: [archived_facts(j, f) for j, f in self.index.facts()]
+        self.janitor.archived_cids = lambda: self.index.provided_by(self.peer_id)
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)

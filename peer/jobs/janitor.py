@@ -81,6 +81,7 @@ class Janitor:
         self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
         # The facts of compacted jobs (their records are in the job index, not the state).
         self.archived: Callable[[], list[JobFacts]] = list
+        self.archived_cids: Callable[[], list[str]] = list  # we provided them (compacted jobs)
         self.last: CycleReport | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -198,7 +199,9 @@ class Janitor:
     async def _unprovide(self) -> int:
         """Tell the mesh which CIDs this peer provided and no longer holds (after a gc), so
         that a rerun recomputes what no peer holds instead of waiting for it."""
-        mine = [c for c, holders in self.state.providers.items() if self.peer_id in holders]
+        mine = {c for c, holders in self.state.providers.items() if self.peer_id in holders}
+        mine |= {c for c in self.archived_cids()
+                 if self.peer_id in self.state.providers.get(c, ())}  # read from the index
         gone = await asyncio.to_thread(lambda: [c for c in mine if not self.store.has(c)])
         for i in range(0, len(gone), MAX_UNPROVIDE_CIDS):
             self.emit(EventType.UNPROVIDE, {"cids": gone[i:i + MAX_UNPROVIDE_CIDS]})

@@ -179,6 +179,11 @@ class JobIndex:
             "SELECT origin FROM provider_index WHERE cid = ?", (cid,))}
         return out or None
 
+    def provided_by(self, origin: str) -> list[str]:
+        """The CIDs `origin` provided by the events of compacted jobs."""
+        return [str(c) for (c,) in self._db.execute(
+            "SELECT cid FROM provider_index WHERE origin = ?", (origin,))]
+
     def lookups(self) -> dict[str, Callable[[str], Any]]:
         """The on-demand reads of MeshState.tier."""
         def value(kind: int) -> Callable[[str], Any]:
