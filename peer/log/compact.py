@@ -198,13 +198,12 @@ class Compactor:
         vvs = list(self.vvs())
         now = self.now_hlc()
         jobs: list[str] = []
-        gone: list[tuple[str, int]] = []
-        for job, ended, ids in self.index.pending():
-            if droppable(marks_of(ids), ended, vvs, now, self.cfg):
+        for job, ended, m in self.index.pending():
+            if droppable(m, ended, vvs, now, self.cfg):
                 jobs.append(job)
-                gone += ids
         if not jobs:
             return
+        gone = self.index.ids(jobs)
         floors = marks_of(gone)
         self.store.delete(gone)
         for origin, seq in floors.items():

@@ -57,7 +57,8 @@ class JobIndex:
             "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
             "state TEXT NOT NULL, summary TEXT NOT NULL, record TEXT NOT NULL, "
-            "ids TEXT NOT NULL DEFAULT '[]', facts TEXT NOT NULL DEFAULT '{}')")
+            "ids TEXT NOT NULL DEFAULT '[]', facts TEXT NOT NULL DEFAULT '{}', "
+            "marks TEXT NOT NULL DEFAULT '{}')")
         db.execute("CREATE INDEX IF NOT EXISTS job_index_order ON job_index (hlc, origin, seq)")
         db.execute(
             "CREATE TABLE IF NOT EXISTS cache_index (kind INTEGER NOT NULL, k TEXT NOT NULL, "
@@ -75,10 +76,10 @@ class JobIndex:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
-                "INSERT OR REPLACE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
                   _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
-                  _dumps(r.facts or {})) for r in records])
+                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records])
             self._db.executemany(
                 "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
                 "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
@@ -135,11 +136,21 @@ class JobIndex:
         self._db.execute("COMMIT")
         return out
 
-    def pending(self) -> Iterator[tuple[str, int, list[tuple[str, int]]]]:
-        """(job, ended hlc, ids) of the jobs whose events are still in the log."""
-        for job, ended, ids in self._db.execute(
-                "SELECT job, ended, ids FROM job_index WHERE ids != '[]'").fetchall():
-            yield str(job), int(ended), [(str(o), int(q)) for o, q in json.loads(ids)]
+    def pending(self) -> Iterator[tuple[str, int, dict[str, int]]]:
+        """(job, ended hlc, marks: origin -> its highest seq) of the jobs whose events are
+        still in the log."""
+        for job, ended, marks in self._db.execute(
+                "SELECT job, ended, marks FROM job_index WHERE ids != '[]'").fetchall():
+            yield str(job), int(ended), {str(o): int(q) for o, q in json.loads(marks).items()}
+
+    def ids(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
+        """The ids of these jobs' events still in the log."""
+        out: list[tuple[str, int]] = []
+        for job in jobs:
+            row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
+            if row is not None:
+                out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+        return out
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
@@ -206,6 +217,13 @@ class JobIndex:
                 "job_index ORDER BY hlc, origin, seq"):
             yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
                             json.loads(summary), json.loads(record), (), json.loads(facts))
+
+
+def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o, q in ids:
+        out[o] = max(out.get(o, 0), q)
+    return out
 
 
 __all__ = ["ITEM", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord", "Order"]
