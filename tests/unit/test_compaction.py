@@ -281,3 +281,33 @@ def test_a_snapshot_that_does_not_check_is_refused_and_counted(
     assert dict(b.heads()) != dict(a.heads()) and heads != dict(b.heads())  # events merged
     signer = body["snapshot"]["signer"]
     assert b.keyring.refused.by_origin[signer][f"snapshot_{why}"] == 1
+
+
+def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.compact()
+    record = n.job_record("job000")
+    late = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.JOB_CANCELLED,
+                 {"job": "job000", "reason": "late"})
+    assert n.merge([late]) == [late]
+    assert "job000" not in n.state.jobs and "job000" not in n.state.cancelled
+    assert late.id not in n.state.events and (ORIGIN, len(evs) + 1) in _rows(n)  # disk only
+    assert n.job_record("job000") == record
+    assert _ids(n.events_after({ORIGIN: len(evs)}, 10)) == [late.id]
+
+
+def test_an_unprovide_reaches_a_provider_read_from_the_job_index(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.compact()
+    cid = _cid("job000/t0")
+    assert dict.get(n.state.providers, cid) is None  # not in memory: read on demand
+    assert n.state.providers.get(cid) == {ORIGIN}
+    gone = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE, {"cids": [cid]})
+    n.merge([gone])
+    assert not n.state.providers.get(cid)  # an empty set stays in front of the index's row
