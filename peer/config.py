@@ -201,6 +201,14 @@ class PeerConfig:
     keep_jobs_days: float | None = field(default=None, metadata=setting(
         "delete the records of jobs that finished more than this many days ago, on every "
         "peer (default: keep them; `banzai jobs rm` deletes one)"))
+    compact_recent_tasks: int = field(default=1000, metadata=setting(
+        "finished jobs stay in memory, newest first, while their tasks add up to at most "
+        "this; older ones become one compact record in the log's job index, read on demand "
+        "(default 1000)"))
+    compact_horizon_days: float = field(default=7.0, metadata=setting(
+        "a finished job's events leave the log once every live peer holds them, or this many "
+        "days after it ended even if one does not (it then catches up from a snapshot; "
+        "default 7)"))
     gc_interval_s: float = field(default=600.0, metadata=setting(
         "seconds between storage cycles: retention, garbage collection (default 600; 0 = "
         "only on demand, `banzai gc`)"))
@@ -284,10 +292,13 @@ class PeerConfig:
 
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
-                     "gc_grace_s"):
+                     "gc_grace_s", "compact_recent_tasks"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
+        if not self.compact_horizon_days > 0:
+            raise ConfigError("compact_horizon_days: must be positive, got "
+                              f"{self.compact_horizon_days}", field="compact_horizon_days")
 
     @property
     def http_addr(self) -> tuple[str, int]:

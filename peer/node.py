@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import (
     BanzaiError,
@@ -36,6 +38,7 @@ from peer.errors import (
     disk_full,
 )
 from peer.http.tokens import mesh_headers
+from peer.http.views import compact_view, job_view, summary
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
@@ -48,7 +51,7 @@ from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
-from peer.jobs.retention import RetentionConfig
+from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, job_facts_of
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import (
@@ -64,7 +67,16 @@ from peer.log import (
     MeshState,
     Revoke,
 )
+from peer.log.compact import (
+    CompactConfig,
+    Compactor,
+    Finished,
+    PassStats,
+    Snapshot,
+    check_snapshot,
+)
 from peer.log.conflicts import ConflictRule
+from peer.log.jobindex import JobIndex
 from peer.log.signing import (
     Identity,
     Keyring,
@@ -79,6 +91,7 @@ from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
 from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
+from peer.mesh.wire import dumps, pack_frames
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -88,6 +101,8 @@ Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
+SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
+SNAPSHOT_TIMEOUT_S = 120.0
 
 
 def _sync_error(e: OSError) -> BanzaiError:
@@ -126,10 +141,13 @@ class Node:
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
+        self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
+        self._seed_index()
         self.door = Door(door_cfg, self.hlc, self.log, checks={
             EventType.JOB_SUBMITTED: lambda ev: workflow_from_json(
                 ev.body_as(JobSubmitted).workflow)})
         self.door.replay(self.state, self.peer_id)
+        self._after_replay()
         self._setup_signing(self.mesh_secrets.secrets)
         store_cfg = StoreConfig(str(cfg.data_dir / "store"), cfg.store, cfg.ipfs_api)
         self.store = open_store(store_cfg)
@@ -164,6 +182,11 @@ class Node:
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
+        self.compactor = Compactor(
+            CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
+                          recent_tasks=cfg.compact_recent_tasks),
+            self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
+        self.listeners.append(self.compactor.note)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
@@ -186,11 +209,14 @@ class Node:
             self.fetcher.first.append(kubo.fetch)
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
+        self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
         if isinstance(self.store, EmbeddedStore):
             self.store.blocks.repair = self._repair_block
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
                                self.emit)
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
+        self.janitor.archived = lambda: [archived_facts(j, f) for j, f in self.index.facts()]
+        self.janitor.archived_cids = lambda: self.index.provided_by(self.peer_id)
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)
@@ -198,6 +224,164 @@ class Node:
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
         self.closed = False
+
+    def _seed_index(self) -> None:
+        """What the job index keeps joins the state before the log is replayed: the compacted
+        jobs (their events left or leave memory) and, read on demand, their cache entries."""
+        self.state.compacted.update(self.index.jobs())
+        self.state.tier(**self.index.lookups())
+
+    def _after_replay(self) -> None:
+        """Events that left memory (or the log) are served from disk; what the replay folded of
+        compacted jobs leaves memory."""
+        for origin, seq in (self.log.floors() | self.index.floors()).items():
+            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self.state.archive = self.log.range
+        self.state.compact(())
+
+    def _finished(self, job: str) -> Finished | None:
+        """A finished job's compact record (None while it is live): its view and what
+        retention needs of it."""
+        ev = self.state.jobs[job]
+        tasks = ev.body_as(JobSubmitted).workflow["tasks"]
+        end_s = finished_at(self.state, job, tasks, self.cfg.max_attempts)
+        if end_s is None:
+            return None
+        view = job_view(self.state, job, self.cfg.max_attempts)
+        facts = job_facts_of(self.state, job, self.cfg.max_attempts)
+        return Finished(view["state"], int(end_s * 1000) << 16, len(tasks), summary(view),
+                        compact_view(view),
+                        {"finished_s": end_s, "outputs": sorted(facts.outputs),
+                         "logs": sorted(facts.logs)})
+
+    def _vvs(self) -> list[Mapping[str, int]]:
+        """The version vectors of every member gossip holds live (suspects too), ours first:
+        what a finished job's events must be covered by before they leave the log."""
+        out: list[Mapping[str, int]] = [dict(self.heads())]
+        g = self.gossip
+        if g is not None:
+            out += [g.heads_of(p) for p in g.live_peers() if p != self.peer_id]
+        return out
+
+    def compact(self) -> PassStats:
+        """One compaction pass now (the node runs one every few seconds)."""
+        self.flush()
+        return self.compactor.step()
+
+    async def _compact_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.compactor.cfg.interval_s)
+            try:
+                self.compact()
+            except Exception:  # a failed pass (a full disk) must not end the next ones
+                log.exception("compaction pass failed")
+
+    def job_record(self, job: str) -> dict[str, Any] | None:
+        """A compacted job's view from the job index (None if it is not there)."""
+        return self.index.record(job) if job in self.state.compacted else None
+
+    # -- snapshots: a peer behind the compaction horizon ----------------------------------
+    def _snapshot(self) -> Snapshot:
+        self.flush()
+        return Snapshot.make(self.identity, self.peer_id, self.admit, dict(self.heads()),
+                             self.compactor.records())
+
+    def snapshot_digest(self) -> dict[str, Any]:
+        """What a second member's check compares: our heads, floors and snapshot digest."""
+        s = self._snapshot()
+        return {"heads": dict(s.heads), "floors": s.records["floors"],
+                "digest": s.content_digest().hex()}
+
+    def snapshot(self) -> bytes:
+        """GET /api/snapshot: our signed snapshot (the job index, as of our heads) and every
+        event our log still holds, each in its signed batch (checked like a frame's)."""
+        s = self._snapshot()
+        events = list(self.log.load())
+        packed, _ = pack_frames(events, 1 << 62, 1 << 62)
+        evs = [e for p in packed for e in p.events]
+        batches = [b for p in packed for b in p.batches]
+        return (b'{"snapshot":' + dumps(s.to_json()) + b',"events":[' + b",".join(evs)
+                + b'],"batches":[' + b",".join(batches) + b"]}")
+
+    def take_snapshot(self, body: Mapping[str, Any],
+                      second: Mapping[str, Any] | None = None) -> str | None:
+        """Catch up from another member's snapshot: its events are checked (signatures, the
+        door) and merged like a frame's; the snapshot itself must come from an admitted,
+        unrevoked member with a valid signature and match a second member's digest of the
+        same heads and floors when one is given. None once taken, else why not (counted in
+        /api/health `security.refused` under its signer)."""
+        try:
+            snap = Snapshot.from_json(body["snapshot"])
+            events = self.keyring.accept(body["events"], body.get("batches", []), self.refused)
+        except (KeyError, TypeError, ValueError, BanzaiError) as e:
+            log.warning("refused a malformed snapshot: %s", e)
+            return "malformed"
+        self.merge(events)
+        digest = None
+        if (second is not None and second.get("heads") == dict(snap.heads)
+                and second.get("floors") == snap.records.get("floors")):
+            digest = bytes.fromhex(str(second.get("digest", "")))
+        why = check_snapshot(snap, self.keyring, self.state.members, digest,
+                             self.keyring.refused)
+        if why is None:
+            try:
+                n = self.compactor.take(snap.records, snap.heads)
+            except ValueError as e:
+                why = "malformed"
+                log.warning("refused the snapshot of %s: %s", snap.signer[:16], e)
+            else:
+                log.info("caught up from the snapshot of %s: %d job records", snap.signer[:16],
+                         n)
+                return None
+        log.warning("refused the snapshot of %s: %s", snap.signer[:16], why)
+        return why
+
+    def _behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
+        """`peer_id` dropped events we lack (its compaction floors are above our heads): ask
+        it for a snapshot (one request at a time, at most every SNAPSHOT_RETRY_S)."""
+        floors = info.get("cfloor")
+        if not isinstance(floors, dict) or self._loop is None:
+            return
+        heads = self.state.heads
+        if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
+            return
+        now = time.monotonic()
+        if now < self._snapshot_next:
+            return
+        self._snapshot_next = now + SNAPSHOT_RETRY_S
+        task = self._loop.create_task(self._catch_up(peer_id))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _catch_up(self, peer_id: str) -> None:
+        urls = self.peer_urls()
+        url = urls.get(peer_id)
+        if url is None:
+            return
+        headers = mesh_headers(self.mesh_secrets.primary)
+        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        try:
+            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+                async with http.get(f"{url}/api/snapshot") as r:
+                    r.raise_for_status()
+                    body = json.loads(await r.read())
+                second = None
+                for other, other_url in urls.items():
+                    if other != peer_id:
+                        async with http.get(f"{other_url}/api/snapshot",
+                                            params={"digest": "1"}) as r2:
+                            if r2.status == 200:
+                                second = await r2.json()
+                        break
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.warning("no snapshot from %s: %s", peer_id[:16], e)
+            return
+        self.take_snapshot(body, second)
+
+    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
+                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]:
+        """(order, summary) of compacted jobs older than `before`, newest first."""
+        return self.index.page(limit, before)
 
     def _setup_signing(self, secrets: Sequence[bytes]) -> None:
         """The keyring (our key, the keys of the batches on disk) and the one-time attestation
@@ -364,7 +548,8 @@ class Node:
         for e in events:
             held = self.state.events.get(e.id)
             if held is None:
-                fresh.append(e)
+                if not self.state.holds(e.id):  # not one that left memory or the log
+                    fresh.append(e)
             elif (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
                 rivals.append((held, e))
         if rivals:
@@ -493,9 +678,12 @@ class Node:
         held, the door, the conflict rule."""
         heads = sorted(self.state.heads.items())
         digest = hashlib.sha256(json.dumps(heads, separators=(",", ":")).encode()).hexdigest()
+        c = self.compactor
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
-                "conflicts": self.rule.health(), **self.door.health()}
+                "conflicts": self.rule.health(), **self.door.health(),
+                "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
+                               "dropped": c.total.dropped, "floors": len(c.floors)}}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
@@ -506,6 +694,8 @@ class Node:
             self.wall_seen(peer_id, wall)
         running = info.get("running")
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
+        if "cfloor" in info:
+            self._behind(peer_id, info)
 
     def wall_seen(self, peer_id: str, wall_ms: int) -> None:
         """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):
@@ -554,6 +744,7 @@ class Node:
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(FEATURES),
+                **({"cfloor": dict(self.compactor.floors)} if self.compactor.floors else {}),
                 **(self.kubo.info() if self.kubo else {})}
 
     def capabilities(self) -> dict[str, Any]:
@@ -619,9 +810,10 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        republish = asyncio.get_running_loop().create_task(self.ipns.run())  # before expiry
-        self._bg.add(republish)
-        republish.add_done_callback(self._bg.discard)
+        for coro in (self.ipns.run(), self._compact_loop()):  # republish before expiry
+            task = asyncio.get_running_loop().create_task(coro)
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg

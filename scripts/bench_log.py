@@ -1,8 +1,12 @@
 """Measure the replicated log at scale (issue 11, Measure): a history of N finished tasks
 (jobs of `--tasks-per-job` whole ECHO tasks: JOB_SUBMITTED, then per task TASK_SPLIT, CLAIM,
-CHUNK_DONE, TASK_DONE with its cache key) written straight into a peer's log, then: the
-peer's RSS, restart to /api/health, a fresh peer's catch-up, an in-sync digest (in process,
-`events_after` over the folded log) and RSS growth per 10,000 tasks run on the live peer.
+CHUNK_DONE, TASK_DONE with its cache key) merged straight into a peer's log in process and
+compacted as the peer does (`Node.merge`, then `Node.compact` every few jobs: alone, every
+finished job beyond the recent history becomes a job index record and its events leave the
+log), then: the peer's RSS, restart to /api/health, a fresh peer's catch-up (its heads digest
+equal to the first peer's: it takes a snapshot), an in-sync digest (in process, `events_after`
+over the folded log) and RSS growth per 10,000 tasks run on the live peer (after a warm-up of
+the recent history).
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_log.py --tasks 100000
 """
@@ -19,15 +23,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scriptlib import BIN, ROOT, lone_peer, machine, mesh_secret_file, remember_peer
 
+from peer.config import PeerConfig
 from peer.jobs.spec import workflow_from_json
 from peer.log import Event, EventLog, EventType, MeshState
+from peer.node import Node
 
 ORIGIN = "bench0000000000000000"  # the history's author: a peer long gone (attested at start)
 LIMIT = 512
@@ -37,19 +43,19 @@ def _cid(s: str) -> str:
     return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
 
 
-def history(tasks: int, per_job: int, start_hlc: int) -> list[Event]:
-    """The events of `tasks` finished tasks in jobs of `per_job`."""
-    out: list[Event] = []
+def history(tasks: int, per_job: int, start_hlc: int) -> Iterator[list[Event]]:
+    """The events of `tasks` finished tasks in jobs of `per_job`, one job at a time."""
     seq = 0
     hlc = start_hlc
-
-    def add(typ: EventType, payload: dict[str, Any]) -> None:
-        nonlocal seq, hlc
-        seq += 1
-        hlc += 1
-        out.append(Event(ORIGIN, seq, hlc, typ, payload))
-
     for j in range(tasks // per_job):
+        out: list[Event] = []
+
+        def add(typ: EventType, payload: dict[str, Any], out: list[Event] = out) -> None:
+            nonlocal seq, hlc
+            seq += 1
+            hlc += 1
+            out.append(Event(ORIGIN, seq, hlc, typ, payload))
+
         job = f"bench-{j:06d}"
         wf = {"name": job, "tasks": [{"name": f"t{i}", "call": "ECHO",
                                       "params": {"text": f"{j}/{i}"}}
@@ -57,18 +63,40 @@ def history(tasks: int, per_job: int, start_hlc: int) -> list[Event]:
         if j == 0:
             workflow_from_json(wf)
         add(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf})
-        split = [ORIGIN, 0]
         for i in range(per_job):
             task = f"t{i}"
             add(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
                                        "chunks": [[]]})
-            split = [ORIGIN, seq]
-            base = {"job": job, "task": task, "split": split, "chunk": 0, "attempt": 0}
+            base = {"job": job, "task": task, "split": [ORIGIN, seq], "chunk": 0, "attempt": 0}
             add(EventType.CLAIM, base)
             out_cid = _cid(f"{job}/{task}")
             add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
             add(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid,
                                       "key": hashlib.sha256(f"{j}/{i}".encode()).hexdigest()})
+        yield out
+
+
+def build(data: Path, secret: Path, tasks: int, per_job: int) -> dict[str, Any]:
+    """The history merged into a node on `data` and compacted as a peer alone would."""
+    node = Node(PeerConfig(data_dir=data, slots=1, mdns=False, secret_file=secret,
+                           mesh_name=MESH))
+    node.listeners[:] = [node.compactor.note]  # nothing runs: only the compactor listens
+    events = 0
+    batch: list[Event] = []
+    start_hlc = (int(time.time() * 1000) - 86_400_000) << 16
+    for evs in history(tasks, per_job, start_hlc):
+        batch += evs
+        events += len(evs)
+        if len(batch) >= 40_000:
+            node.merge(batch)
+            node.compact()
+            batch = []
+    node.merge(batch)
+    node.compact()
+    node.compact()
+    out = {"events": events, "compacted_jobs": len(node.index),
+           "dropped": node.compactor.total.dropped, "in_memory": len(node.state.events)}
+    node.log.close()
     return out
 
 
@@ -108,6 +136,8 @@ def digest_ms(path: Path) -> tuple[float, int]:
     log = EventLog(path)
     for ev in log.load():
         s.apply(ev)
+    for origin, seq in log.floors().items():
+        s.raise_floor(origin, seq)
     log.close()
     heads = dict(s.heads)
     t = time.perf_counter()
@@ -154,15 +184,16 @@ def restart_s(data: Path, log: Path, secret: Path) -> float:
         proc.wait(60)
 
 
-def caught_up_s(data: Path, log: Path, secret: Path, join: str, want: int) -> float:
-    """Seconds from starting a fresh peer joining `join` until it holds `want` events (its
-    /api/health may be slow to answer meanwhile: a timeout is retried)."""
+def caught_up_s(data: Path, log: Path, secret: Path, join: str, first: str) -> float:
+    """Seconds from starting a fresh peer joining `join` until its heads digest is that of
+    the peer at `first` (its /api/health may be slow to answer meanwhile: a timeout is
+    retried)."""
     t = time.perf_counter()
     proc, url = spawn(data, log, secret, ["--join", join])
     try:
         while time.perf_counter() - t < 1800:
             try:
-                if health(url)["log"]["events"] >= want:
+                if health(url)["log"]["heads_digest"] == health(first)["log"]["heads_digest"]:
                     break
             except (TimeoutError, OSError):
                 pass
@@ -173,42 +204,47 @@ def caught_up_s(data: Path, log: Path, secret: Path, join: str, want: int) -> fl
         proc.wait(60)
 
 
+def run_tasks(url: str, n: int) -> None:
+    done = 0
+    while done < n:
+        k = min(500, n - done)
+        wait_done(url, submit(url, k), 600)
+        done += k
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--tasks-per-job", type=int, default=1000)
     ap.add_argument("--live-tasks", type=int, default=2000,
                     help="tasks run on the live peer to measure RSS growth")
+    ap.add_argument("--warm-tasks", type=int, default=1500,
+                    help="tasks run first (the recent history, 1000 tasks by default)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-log-"))
     secret = mesh_secret_file(tmp)
     data = tmp / "a"
     t0 = time.perf_counter()
-    evs = history(a.tasks, a.tasks_per_job, (int(time.time() * 1000) - 86_400_000) << 16)
-    log = EventLog(data / "events.sqlite")
-    for i in range(0, len(evs), 50_000):
-        log.append(evs[i:i + 50_000], sync=False)
-    log.close()
-    build_s = time.perf_counter() - t0
-    figures: dict[str, Any] = {"tasks": a.tasks, "events": len(evs), "build_s": round(build_s, 1)}
-    del evs
+    built = build(data, secret, a.tasks, a.tasks_per_job)
+    figures: dict[str, Any] = {"tasks": a.tasks, **built,
+                               "build_s": round(time.perf_counter() - t0, 1)}
     with start(data, tmp / "a0.log", secret, []) as (proc, url):  # first start attests 0.1.0 rows
         figures["first_start_events"] = health(url)["log"]["events"]
     figures["restart_to_health_s"] = round(restart_s(data, tmp / "r.log", secret), 2)
     with start(data, tmp / "a1.log", secret, []) as (proc, url):
         figures["rss_mb"] = round(rss_mb(proc.pid), 1)
-        gossip = health(url).get("gossip_address")
+        h = health(url)
+        gossip = h.get("gossip_address")
         if gossip:
             figures["start_and_catch_up_s"] = round(caught_up_s(
-                tmp / "b", tmp / "b.log", secret, gossip, figures["events"]), 1)
+                tmp / "b", tmp / "b.log", secret, gossip, url), 1)
+        run_tasks(url, a.warm_tasks)  # the recent history fills up first
         before = rss_mb(proc.pid)
-        done = 0
-        while done < a.live_tasks:
-            n = min(500, a.live_tasks - done)
-            wait_done(url, submit(url, n), 600)
-            done += n
-        figures["live_tasks"] = done
-        figures["rss_growth_mb_per_10k"] = round((rss_mb(proc.pid) - before) * 10_000 / done, 1)
+        run_tasks(url, a.live_tasks)
+        figures["live_tasks"] = a.live_tasks
+        figures["rss_growth_mb_per_10k"] = round(
+            (rss_mb(proc.pid) - before) * 10_000 / a.live_tasks, 1)
+        figures["live_compaction"] = health(url)["log"]["compaction"]
     ms, n = digest_ms(data / "events.sqlite")
     figures["in_sync_digest_ms"] = round(ms, 4)
     figures["folded_events"] = n

@@ -88,9 +88,15 @@ def _node(request: web.Request) -> Host:
     return request.app[NODE]
 
 
-def _job(node: Host, job_id: str) -> None:
-    if job_id not in node.state.jobs:
+def _job(node: Host, job_id: str) -> dict[str, Any] | None:
+    """None for a job of the state; a compacted job's record (from the job index); else
+    NotFound."""
+    if job_id in node.state.jobs:
+        return None
+    record = node.job_record(job_id)
+    if record is None:
         raise NotFound(f"no job {job_id!r}", field="job")
+    return record
 
 
 async def health(request: web.Request) -> web.Response:
@@ -144,9 +150,10 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit = None if raw is None else int(raw)
     except ValueError:
         raise ArgError("limit must be an integer", field="limit") from None
-    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"))
-    body: dict[str, Any] = {"jobs": [job_view(node.state, j, node.cfg.max_attempts,
-                                              detail=False) for j in jobs]}
+    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"), node.archived_jobs)
+    body: dict[str, Any] = {"jobs": [
+        j if isinstance(j, dict) else job_view(node.state, j, node.cfg.max_attempts,
+                                               detail=False) for j in jobs]}
     if limit is not None:
         body["next"] = nxt
     return web.json_response(body)
@@ -155,7 +162,9 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    _job(node, job)
+    record = _job(node, job)
+    if record is not None:  # finished and compacted: its record as it ended
+        return web.json_response(record)
     view = job_view(node.state, job, node.cfg.max_attempts)
     waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
     for t in view["tasks"]:
@@ -168,11 +177,11 @@ async def get_job(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    _job(node, job)
-    view = job_view(node.state, job, node.cfg.max_attempts, detail=False)
+    record = _job(node, job)
+    view = record or job_view(node.state, job, node.cfg.max_attempts, detail=False)
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
-    if job not in node.state.cancelled:
+    if record is None and job not in node.state.cancelled:
         ev = node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "cancelled by a user"})
         await node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "state": "cancelled"})
@@ -195,7 +204,9 @@ async def gc(request: web.Request) -> web.Response:
 async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
-    _job(node, job)
+    record = _job(node, job)
+    if record is not None:
+        return await _archived_record(node, record, task, kind)
     names = node.state.jobs[job].body_as(JobSubmitted).tasks
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
@@ -215,6 +226,23 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     live = (node.scheduler.logs if kind == "log" else node.scheduler.metrics).get((job, task))
     if live and (job, task) not in node.state.task_done:
         out.extend(live)
+    return out
+
+
+async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: str,
+                           ) -> list[Any]:
+    """A compacted job's task log or metrics, from the run logs its record names."""
+    tasks = {t["name"]: t for t in record.get("tasks", [])}
+    t = tasks.get(task)
+    if t is None:
+        raise NotFound(f"job {record['id']} has no task {task!r} (tasks: "
+                       f"{', '.join(tasks)})", field="task")
+    out: list[Any] = []
+    for cid in t.get("logs", []):
+        data = await asyncio.to_thread(_read_all, node, cid)
+        out.extend(json.loads(data)[kind])
+    if kind == "log" and t.get("warning"):
+        out.append(f"[banzai] warning: {t['warning']}")
     return out
 
 
@@ -394,6 +422,15 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
+async def snapshot(request: web.Request) -> web.Response:
+    """This peer's signed snapshot and the events its log holds, for a peer behind the
+    compaction horizon (`?digest=1`: only the digest a second member's check compares)."""
+    node = _node(request)
+    if request.query.get("digest"):
+        return web.json_response(node.snapshot_digest())
+    return web.Response(body=node.snapshot(), content_type="application/json")
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this peer's registry (peer.http.metrics)."""
     return web.Response(body=request.app[METRICS].render(),
@@ -429,6 +466,7 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/api/health", health)
     r.add_get("/api/tasks", list_tasks)
     r.add_get("/api/jobs", list_jobs)
+    r.add_get("/api/snapshot", snapshot)
     r.add_post("/api/jobs", submit)
     r.add_get("/api/jobs/{job}", get_job)
     r.add_delete("/api/jobs/{job}", delete_job)

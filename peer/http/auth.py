@@ -38,6 +38,7 @@ class Route(Enum):
 
     OPEN = "open"  # /api/health, the UI's static files, login: anyone whose Host is ours
     API_READ = "api-read"  # reads of /api/ (and /metrics): the token beyond loopback
+    MESH_READ = "mesh-read"  # GET /api/snapshot: as API_READ, or the mesh credential
     CONTENT = "content"  # /ipfs/, /ipns/, POST /api/car: also the mesh credential
     WRITE = "write"  # every state-changing route, every /api/v0/ route: the token, always
 
@@ -108,6 +109,8 @@ def classify(method: str, path: str) -> Route:
         return Route.WRITE
     if path == "/api/health" or path in ("/", "/favicon.ico") or path.startswith("/ui/"):
         return Route.OPEN
+    if path == "/api/snapshot":
+        return Route.MESH_READ  # a peer behind the compaction horizon catching up
     return Route.API_READ
 
 
@@ -196,6 +199,8 @@ def decide(facts: Facts, policy: Policy) -> BanzaiError | None:
             return None
         return _needs_token("reading content from a peer bound beyond loopback (without "
                             "--public-gateway)", facts)
+    if route is Route.MESH_READ and facts.mesh is Cred.VALID:
+        return None
     return _needs_token("reading the API of a peer bound beyond loopback", facts)
 
 

@@ -144,6 +144,11 @@ class Host(Protocol):
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
+    def job_record(self, job: str) -> dict[str, Any] | None: ...  # a compacted job's view
+    def snapshot(self) -> bytes: ...  # GET /api/snapshot: signed snapshot + events (JSON)
+    def snapshot_digest(self) -> Mapping[str, Any]: ...  # heads, floors, digest
+    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
+                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

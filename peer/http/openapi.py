@@ -93,6 +93,11 @@ OPENAPI: dict[str, Any] = {
             "bounds, collect garbage; returns what it freed {blocks, bytes, unpinned, "
             "deleted_jobs}", errors=())},
         "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
+        "/api/snapshot": {"get": _op(
+            "This peer's signed snapshot of compacted jobs (records, cache entries, providers, "
+            "compaction floors, as of its heads) and the events its log holds, for a peer "
+            "behind the compaction horizon; `?digest=1`: only {heads, floors, digest}. Open "
+            "to the mesh credential", errors=())},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
         "/api/mesh/revoke": {"post": _op(

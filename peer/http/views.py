@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from peer.errors import ArgError
@@ -136,12 +136,24 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
         "progress": round(sum(t["progress"] for t in tasks) / max(len(tasks), 1), 4),
         "outputs": {t["name"]: t["output"] for t in tasks if t["output"]},
     }
-    if detail:
-        out["tasks"] = tasks
-        out["workflow"] = wf
-    else:
-        out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
-                        for t in tasks]
+    out["tasks"] = tasks
+    out["workflow"] = wf
+    return out if detail else summary(out)
+
+
+def compact_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A finished job's record (the job index keeps it): its full view without each task's
+    chunk details, which a task keeps as `logs`, the CIDs of its chunks' run logs."""
+    tasks = [{**{k: v for k, v in t.items() if k != "chunks"}, "chunks": [],
+              "logs": [c["log"] for c in t["chunks"] if c.get("log")]} for t in view["tasks"]]
+    return {**view, "tasks": tasks}
+
+
+def summary(view: dict[str, Any]) -> dict[str, Any]:
+    """The list entry of a job's full view (the job list's form)."""
+    out = {k: v for k, v in view.items() if k not in ("tasks", "workflow")}
+    out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
+                    for t in view["tasks"]]
     return out
 
 
@@ -162,23 +174,32 @@ def published_names(view: dict[str, Any], held: Mapping[str, str]) -> list[dict[
 MAX_PAGE_JOBS = 1000  # the largest `?limit=` of the job list
 
 
+Order = tuple[int, str, int]
+# (limit, before) -> (order, summary) of compacted jobs older than `before`, newest first
+Archived = Callable[[int | None, Order | None], list[tuple[Order, dict[str, Any]]]]
+
+
 def page_jobs(state: MeshState, limit: int | None, cursor: str | None,
-              ) -> tuple[list[str], str | None]:
-    """Job ids newest first (by the submission's (hlc, origin, seq)): all of them without a
+              archived: Archived | None = None) -> tuple[list[str | dict[str, Any]], str | None]:
+    """Jobs newest first (by the submission's (hlc, origin, seq)): all of them without a
     limit (the list's first form), else at most `limit` older than `cursor` and the cursor
-    of the next page (None on the last). ArgError for a bad limit or cursor."""
+    of the next page (None on the last). A job of the state is its id; a compacted one
+    (`archived`, from the job index) its summary. ArgError for a bad limit or cursor."""
     if limit is not None and not 1 <= limit <= MAX_PAGE_JOBS:
         raise ArgError(f"limit must be 1..{MAX_PAGE_JOBS}", field="limit")
     after = None if cursor is None else _parse_cursor(cursor)
     jobs = state.jobs
-    ids = [j for j, ev in jobs.items() if after is None or ev.order < after]
+    entries: list[tuple[Order, str | dict[str, Any]]] = [
+        (ev.order, j) for j, ev in jobs.items() if after is None or ev.order < after]
+    if archived is not None:
+        entries += archived(None if limit is None else limit + 1, after)
     if limit is None:
-        return sorted(ids, key=lambda j: jobs[j].order, reverse=True), None
-    page = heapq.nlargest(limit + 1, ids, key=lambda j: jobs[j].order)
+        return [e for _, e in sorted(entries, key=lambda oe: oe[0], reverse=True)], None
+    page = heapq.nlargest(limit + 1, entries, key=lambda oe: oe[0])
     if len(page) <= limit:
-        return page, None
-    last = jobs[page[limit - 1]].order
-    return page[:limit], f"{last[0]}.{last[2]}.{last[1]}"
+        return [e for _, e in page], None
+    last = page[limit - 1][0]
+    return [e for _, e in page[:limit]], f"{last[0]}.{last[2]}.{last[1]}"
 
 
 def _parse_cursor(cursor: str) -> tuple[int, str, int]:

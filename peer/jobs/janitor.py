@@ -79,6 +79,9 @@ class Janitor:
         self.on_unpinned: list[Hook] = []  # e.g. unpin in Kubo too
         self.after_gc: list[Callable[[], Awaitable[None]]] = []  # e.g. Kubo's repo gc
         self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
+        # The facts of compacted jobs (their records are in the job index, not the state).
+        self.archived: Callable[[], list[JobFacts]] = list
+        self.archived_cids: Callable[[], list[str]] = list  # we provided them (compacted jobs)
         self.last: CycleReport | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -100,12 +103,19 @@ class Janitor:
             except Exception:  # a failed cycle must not end the periodic ones
                 log.exception("storage lifecycle cycle failed")
 
+    def _jobs(self) -> list[JobFacts]:
+        """Every job: those of the state and the compacted ones."""
+        return job_facts(self.state, self.cfg.max_attempts) + self.archived()
+
     # -- job records -------------------------------------------------------------------------
     def delete_job(self, job: str, reason: str = "deleted by a user") -> None:
         """Delete a finished job's record on every peer; NotFound, or Conflict while it is
         live."""
         ev = self.state.jobs.get(job)
         if ev is None:
+            if job in self.state.compacted and job not in self.state.deleted:  # finished
+                self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
+                return
             raise NotFound(f"no job {job!r}", field="job")
         tasks = ev.body_as(JobSubmitted).workflow["tasks"]
         if finished_at(self.state, job, tasks, self.cfg.max_attempts) is None:
@@ -129,7 +139,7 @@ class Janitor:
         """Garbage collection alone (`repo gc`): keeps pins, what live jobs use and blocks in
         the grace period; announces what is gone."""
         async with self._lock:
-            stats = await self._gc(job_facts(self.state, self.cfg.max_attempts))
+            stats = await self._gc(self._jobs())
             if stats.blocks:
                 await self._unprovide()
         return stats
@@ -137,12 +147,12 @@ class Janitor:
     async def _cycle(self) -> CycleReport:
         ret = self.cfg.retention
         now = self.wall()
-        jobs = job_facts(self.state, self.cfg.max_attempts)
+        jobs = self._jobs()
         deleted = plan_job_deletions(jobs, now, ret.keep_jobs_s)
         for job in deleted:
             self.emit(EventType.JOB_DELETED, {"job": job, "reason": "older than --keep-jobs-days"})
         if deleted:
-            jobs = job_facts(self.state, self.cfg.max_attempts)
+            jobs = self._jobs()
         unpinned: list[str] = []
         stats, collected = GcStats(), False
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:
@@ -189,7 +199,9 @@ class Janitor:
     async def _unprovide(self) -> int:
         """Tell the mesh which CIDs this peer provided and no longer holds (after a gc), so
         that a rerun recomputes what no peer holds instead of waiting for it."""
-        mine = [c for c, holders in self.state.providers.items() if self.peer_id in holders]
+        mine = {c for c, holders in self.state.providers.items() if self.peer_id in holders}
+        mine |= {c for c in self.archived_cids()
+                 if self.peer_id in self.state.providers.get(c, ())}  # read from the index
         gone = await asyncio.to_thread(lambda: [c for c in mine if not self.store.has(c)])
         for i in range(0, len(gone), MAX_UNPROVIDE_CIDS):
             self.emit(EventType.UNPROVIDE, {"cids": gone[i:i + MAX_UNPROVIDE_CIDS]})

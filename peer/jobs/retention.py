@@ -108,6 +108,18 @@ def job_facts(state: MeshState, max_attempts: int) -> list[JobFacts]:
     return [_facts(state, job, ev, max_attempts) for job, ev in state.jobs.items()]
 
 
+def job_facts_of(state: MeshState, job: str, max_attempts: int) -> JobFacts:
+    """One job of the state (KeyError if the state does not hold it)."""
+    return _facts(state, job, state.jobs[job], max_attempts)
+
+
+def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
+    """A compacted job's facts as its record keeps them (finished; outputs and logs)."""
+    outputs = frozenset(str(c) for c in facts.get("outputs", ()))
+    return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
+                    frozenset(str(c) for c in facts.get("logs", ())))
+
+
 def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts:
     tasks: list[Mapping[str, Any]] = list(ev.body_as(JobSubmitted).workflow["tasks"])
     outputs: set[str] = set()

@@ -1,20 +1,25 @@
-"""Compaction of finished jobs (issue 11 item 3), the pure parts: when a finished job's events
-may leave the log (every live member holds them, or the job ended past the horizon), and
-signed snapshots of the compacted state, checked by the receiver. Pure; callers own the loop.
-
-Not yet wired into the node: see docs/architecture.md "Compaction" for what is built."""
+"""Compaction of finished jobs (issue 11 item 3): when a finished job's events may leave the
+log (every live member holds them, or the job ended past the horizon), the `Compactor` that
+turns finished jobs into job index records and drops their events, and signed snapshots of
+the compacted state, checked by the receiver. Loop-owned (the Compactor works on the state,
+the log and the index of the loop); the rest is pure."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
-from peer.log.events import Event
+from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
+from peer.log.fold import MeshState, provided
+from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, Keyring, _str_bytes, verify
+
+log = logging.getLogger("banzai.log")
 
 SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 
@@ -25,10 +30,17 @@ class CompactConfig:
 
     horizon_s: float = 7 * 86_400.0  # past this since the job ended, dropped even if a
     # live member still lacks them (it then needs a snapshot)
+    recent_tasks: int = 1000  # finished jobs stay in memory, newest first, while their
+    # tasks add up to at most this (the recent history); older ones are compacted
+    interval_s: float = 5.0  # how often the node runs a pass
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
             raise ValueError("horizon_s must be > 0")
+        if self.recent_tasks < 0:
+            raise ValueError("recent_tasks must be >= 0")
+        if not self.interval_s > 0:
+            raise ValueError("interval_s must be > 0")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
@@ -53,6 +65,254 @@ def droppable(m: Mapping[str, int], ended_hlc: int, live_vvs: Sequence[Mapping[s
     if hlc_ms(now_hlc) - hlc_ms(ended_hlc) >= cfg.horizon_s * 1000:
         return True
     return bool(live_vvs) and all(covered(m, vv) for vv in live_vvs)
+
+
+# -- the compactor -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished job's compact record: its state, end, list entry and full view."""
+
+    state: str  # done, failed, cancelled
+    ended_hlc: int
+    n_tasks: int
+    summary: Mapping[str, Any]
+    record: Mapping[str, Any]
+    facts: Mapping[str, Any] | None = None  # what retention needs (see JobRecord)
+
+
+class EventStore(Protocol):
+    """What the compactor needs of the SQLite log (peer.log.sqlite.EventLog)."""
+
+    def delete(self, ids: Iterable[tuple[str, int]]) -> None: ...
+    def set_floor(self, origin: str, seq: int) -> None: ...
+    def prune_batches(self) -> None: ...
+
+
+@dataclass
+class PassStats:
+    compacted: int = 0  # jobs turned into records by this pass
+    evicted: int = 0  # events that left memory
+    dropped: int = 0  # events that left the log
+    jobs: list[str] = field(default_factory=list)
+
+
+class Compactor:
+    """Turns finished jobs beyond the recent history into job index records (their events
+    leave memory, the SQLite log still serves them) and drops their events from the log once
+    `droppable`. `finished(job)` is the job's record if it is finished, else None; `vvs()` the
+    version vectors of every live member, ours first; `now_hlc()` the clock."""
+
+    def __init__(self, cfg: CompactConfig, state: MeshState, store: EventStore,
+                 index: JobIndex, finished: Callable[[str], Finished | None],
+                 vvs: Callable[[], Sequence[Mapping[str, int]]],
+                 now_hlc: Callable[[], int]) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.store = store
+        self.index = index
+        self.finished = finished
+        self.vvs = vvs
+        self.now_hlc = now_hlc
+        self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
+        self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
+        self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
+        self.total = PassStats()
+
+    def note(self, ev: Event) -> None:
+        """A listener: the job `ev` is about may have finished (or its record is deleted)."""
+        job = getattr(ev.body, "job", None)
+        if isinstance(job, str):
+            self.dirty.add(job)
+            if isinstance(ev.body, JobDeleted) and job in self.state.compacted:
+                self.deleted(job)
+
+    def step(self) -> PassStats:
+        """One pass: compact what left the recent history, then drop what may be dropped."""
+        out = PassStats()
+        self._scan()
+        old = self._beyond_recent()
+        if old:
+            self._compact(old, out)
+        self._drop(out)
+        self.total.compacted += out.compacted
+        self.total.evicted += out.evicted
+        self.total.dropped += out.dropped
+        return out
+
+    def _scan(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        for job in dirty:
+            if job not in self.state.jobs:
+                self.ended.pop(job, None)
+                continue
+            f = self.finished(job)
+            if f is None:
+                self.ended.pop(job, None)
+            else:
+                self.ended[job] = (f.ended_hlc, f.n_tasks)
+
+    def _beyond_recent(self) -> list[str]:
+        """Finished jobs past the recent history (newest first, within recent_tasks)."""
+        tasks = 0
+        out: list[str] = []
+        ends = {j: (e, self.state.jobs[j].order) for j, (e, _) in self.ended.items()}
+        for job in sorted(self.ended, key=ends.__getitem__, reverse=True):  # ties: submission
+            n = self.ended[job][1]
+            tasks += n
+            if tasks > self.cfg.recent_tasks:
+                out.append(job)
+        return out
+
+    def _compact(self, jobs: list[str], out: PassStats) -> None:
+        records: list[JobRecord] = []
+        done: list[str] = []
+        for job in jobs:
+            f = self.finished(job)
+            if f is None:  # not finished after all (a reopened chunk)
+                self.ended.pop(job, None)
+                continue
+            done.append(job)
+            ev = self.state.jobs[job]
+            records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, f.summary, f.record,
+                                     (), f.facts))
+        if not done:
+            return
+        leaving = self.state.compactable(done)
+        ids = _assign(leaving, done)
+        records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
+                             tuple(ids.get(r.job, ())), r.facts) for r in records]
+        entries, providers = _entries(self.state, leaving)
+        self.index.put(records, entries, providers)  # raises: nothing changed in memory
+        out.evicted += len(self.state.compact(done))
+        _spill(self.state, entries, providers)
+        for job in done:
+            self.ended.pop(job, None)
+        out.compacted += len(done)
+        out.jobs += done
+
+    def _drop(self, out: PassStats) -> None:
+        """Drop the events of compacted jobs that every live member holds (or past the
+        horizon); each origin's floor rises to the highest seq dropped."""
+        vvs = list(self.vvs())
+        now = self.now_hlc()
+        jobs: list[str] = []
+        for job, ended, m in self.index.pending():
+            if droppable(m, ended, vvs, now, self.cfg):
+                jobs.append(job)
+        if not jobs:
+            return
+        gone = self.index.ids(jobs)
+        floors = marks_of(gone)
+        self.store.delete(gone)
+        for origin, seq in floors.items():
+            self.store.set_floor(origin, seq)  # the heads count them held after a restart
+            self.floors[origin] = max(self.floors.get(origin, 0), seq)
+            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self.index.dropped(jobs, floors)
+        self.store.prune_batches()
+        out.dropped += len(gone)
+
+    def records(self) -> dict[str, Any]:
+        """What a snapshot carries: every record of the job index, the cache entries and
+        providers it keeps, and the compaction floors (JSON)."""
+        return {
+            "jobs": [[r.job, *r.order, r.ended_hlc, r.state, r.summary, r.record, r.facts]
+                     for r in self.index.rows()],
+            "cache": [[e.kind, e.key, e.value, *e.order] for e in self.index.entries()],
+            "providers": sorted([c, o] for c, o in self.index.providers()),
+            "floors": dict(sorted(self.floors.items()))}
+
+    def take(self, records: Mapping[str, Any], heads: Mapping[str, int]) -> int:
+        """Apply a checked snapshot (its events merged already): its records join the index
+        and the state, and every seq up to its heads counts as held (the events it stands for
+        left the log). ValueError (nothing changed) if the records are malformed. Returns
+        the number of job records taken."""
+        try:
+            jobs = [JobRecord(str(j), (int(h), str(o), int(q)), int(end), str(st), dict(sm),
+                              dict(rec), (), dict(f or {}))
+                    for j, h, o, q, end, st, sm, rec, f in records["jobs"]]
+            entries = [CacheEntry(int(kind), str(k), v, (int(h), str(o), int(q)))
+                       for kind, k, v, h, o, q in records["cache"]]
+            providers = [(str(c), str(o)) for c, o in records["providers"]]
+            floors = {str(o): int(q) for o, q in dict(records["floors"]).items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed snapshot records: {e!s:.60}") from None
+        self.index.put(jobs, entries, providers)
+        names = [r.job for r in jobs]
+        self.state.compact(names)
+        _spill(self.state, entries, providers)
+        for origin, seq in heads.items():
+            if seq > self.state.heads.get(origin, 0):
+                self.state.raise_floor(origin, seq)
+                self.store.set_floor(origin, seq)
+        for origin, seq in floors.items():
+            self.floors[origin] = max(self.floors.get(origin, 0), seq)
+            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self.index.dropped((), floors)
+        for name in names:
+            self.ended.pop(name, None)
+        return len(jobs)
+
+    def deleted(self, job: str) -> None:
+        """A JOB_DELETED of a compacted job: its record goes; its events left or will."""
+        ids = self.index.delete([job])
+        if ids:
+            self.store.delete(ids)
+            for origin, seq in marks_of(ids).items():
+                if seq <= self.state.heads.get(origin, 0):
+                    self.store.set_floor(origin, seq)
+
+
+def _spill(state: MeshState, entries: Sequence[CacheEntry],
+           providers: Sequence[tuple[str, str]]) -> None:
+    """Entries now in the job index leave memory (the state reads them on demand)."""
+    state.spill([e.key for e in entries if e.kind == OUTPUT],
+                [e.key for e in entries if e.kind == ITEM], {c for c, _ in providers})
+
+
+def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o, q in ids:
+        if q > out.get(o, 0):
+            out[o] = q
+    return out
+
+
+def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+    """Each leaving event under one job of this pass it is about (a TURN may be about several)."""
+    mine = set(jobs)
+    out: dict[str, list[tuple[str, int]]] = {}
+    for ev in events:
+        for p in ev.singles:
+            job = getattr(p.body, "job", None)
+            if job in mine:
+                out.setdefault(job, []).append(ev.id)
+                break
+    return out
+
+
+def _entries(state: MeshState, events: Sequence[Event],
+             ) -> tuple[list[CacheEntry], list[tuple[str, str]]]:
+    """The cache entries (as won, with their order) and (cid, origin) providers that the
+    leaving events made: what a restart must still know once they are dropped."""
+    entries: dict[tuple[int, str], CacheEntry] = {}
+    cids: set[str] = set()
+    for ev in events:
+        for p in ev.singles:
+            b = p.body
+            if isinstance(b, TaskDone) and b.key and b.key in state.outputs:
+                entries[(OUTPUT, b.key)] = CacheEntry(OUTPUT, b.key, state.outputs[b.key],
+                                                      state._outputs_src[b.key])
+            if isinstance(b, ChunkDone | CachePut):
+                for k in b.cache:
+                    if k in state.cache:
+                        entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
+                                                        state._cache_src[k])
+            cids.update(provided(b))
+    providers = [(c, o) for c in cids for o in state.providers.get(c, ())]
+    return list(entries.values()), providers
 
 
 # -- snapshots ---------------------------------------------------------------------------
@@ -82,6 +342,27 @@ class Snapshot:
     def signed_digest(self) -> bytes:
         return hashlib.sha256(SNAPSHOT_DOMAIN + _str_bytes(self.signer) + self.key
                               + self.content_digest()).digest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signer": self.signer, "key": self.key.hex(),
+                "admit": None if self.admit is None else self.admit.hex(),
+                "heads": dict(self.heads), "records": self.records, "sig": self.sig.hex()}
+
+    @staticmethod
+    def from_json(d: Any) -> Snapshot:
+        """A snapshot from its JSON form; ValueError if it is malformed."""
+        try:
+            heads = d["heads"]
+            if not (isinstance(heads, dict) and all(
+                    isinstance(o, str) and type(q) is int and q >= 0 for o, q in heads.items())):
+                raise ValueError("heads")
+            if not isinstance(d["signer"], str) or not isinstance(d["records"], dict):
+                raise ValueError("signer or records")
+            admit = None if d.get("admit") is None else bytes.fromhex(d["admit"])
+            return Snapshot(d["signer"], bytes.fromhex(d["key"]), admit, heads, d["records"],
+                            bytes.fromhex(d["sig"]))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"malformed snapshot: {e!s:.60}") from None
 
     @staticmethod
     def make(me: Identity, signer: str, admit: bytes | None, heads: Mapping[str, int],
@@ -119,4 +400,5 @@ def _why(s: Snapshot, keyring: Keyring, members: set[str],
     return None
 
 
-__all__ = ["CompactConfig", "Snapshot", "check_snapshot", "covered", "droppable", "marks"]
+__all__ = ["CompactConfig", "Compactor", "EventStore", "Finished", "PassStats", "Snapshot",
+           "check_snapshot", "covered", "droppable", "marks", "marks_of"]

@@ -53,6 +53,48 @@ from peer.log.events import (
     Unprovide,
 )
 
+Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
+_MISSING = object()
+
+
+class Tiered(dict[str, Any]):
+    """A dict in front of the job index: a key missing here is looked up there (`lookup`,
+    None if it has none) and kept here once found; with `default`, a key found nowhere is
+    made (as a defaultdict). Iteration, len and values cover what is in memory only."""
+
+    def __init__(self, default: Callable[[], Any] | None = None) -> None:
+        super().__init__()
+        self.default = default
+        self.lookup: Callable[[str], Any] | None = None
+
+    def _load(self, k: str) -> Any:
+        if self.lookup is None:
+            return _MISSING
+        v = self.lookup(k)
+        if v is None:
+            return _MISSING
+        dict.__setitem__(self, k, v)
+        return v
+
+    def get(self, k: str, default: Any = None) -> Any:
+        if dict.__contains__(self, k):
+            return dict.__getitem__(self, k)
+        v = self._load(k)
+        return default if v is _MISSING else v
+
+    def __contains__(self, k: object) -> bool:
+        return dict.__contains__(self, k) or (isinstance(k, str) and self._load(k) is not _MISSING)
+
+    def __missing__(self, k: str) -> Any:
+        v = self._load(k)
+        if v is not _MISSING:
+            return v
+        if self.default is None:
+            raise KeyError(k)
+        v = self.default()
+        dict.__setitem__(self, k, v)
+        return v
+
 
 @dataclass
 class ChunkState:
@@ -84,13 +126,15 @@ class MeshState:
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
     partials: dict[TaskKey, Event] = field(default_factory=dict)  # the fullest PARTIAL
-    cache: dict[str, Any] = field(default_factory=dict)  # item key -> {"n": name, "c": cid}
-    _cache_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
+    # Item key -> {"n": name, "c": cid}. This and the other cache tables are Tiered: entries
+    # of compacted jobs live in the job index and are read from it on demand.
+    cache: dict[str, Any] = field(default_factory=Tiered)
+    _cache_src: dict[str, tuple[int, str, int]] = field(default_factory=Tiered)
     # Task key -> whole output CID. Apart from the item cache: a per-item task fed one file
     # has the same key as that file's item, and the two values must not shadow each other.
-    outputs: dict[str, str] = field(default_factory=dict)
-    _outputs_src: dict[str, tuple[int, str, int]] = field(default_factory=dict)
-    providers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    outputs: dict[str, str] = field(default_factory=Tiered)
+    _outputs_src: dict[str, tuple[int, str, int]] = field(default_factory=Tiered)
+    providers: dict[str, set[str]] = field(default_factory=lambda: Tiered(set))
     members: dict[str, Event] = field(default_factory=dict)
     revoked: dict[str, Event] = field(default_factory=dict)  # peer id -> first REVOKE of it
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
@@ -109,11 +153,23 @@ class MeshState:
     # Digests of the held contents per origin and block (peer.log.contents): what heads do not
     # say, compared by anti-entropy.
     sums: ContentSums = field(default_factory=ContentSums)
+    # Compaction (peer.log.jobindex): finished jobs whose record is in the job index. Their
+    # per-job tables are emptied and their events leave memory (`evicted`: origin -> the
+    # highest seq held on disk only, served by `archive`); their cache entries stay.
+    compacted: set[str] = field(default_factory=set)
+    evicted: dict[str, int] = field(default_factory=dict)
+    # (origin, after, upto, limit) -> the origin's events in (after, upto] from disk, in seq
+    # order, at most limit; None: every event held is in memory.
+    archive: Callable[[str, int, int, int], Iterable[Event]] | None = None
+
+    def holds(self, ev_id: tuple[str, int]) -> bool:
+        """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
+        return ev_id in self.events or ev_id[1] <= self.heads.get(ev_id[0], 0)
 
     def apply(self, ev: Event) -> bool:
         """Fold one event in; False if it was already known (idempotent). If its applier
         raises, the state is unchanged and the event is not recorded as known."""
-        if ev.id in self.events:
+        if self.holds(ev.id):
             return False
         if type(ev.body) is not Unknown:  # a newer peer's type: held and served, never folded
             for part in ev.parts or (ev,):  # a TURN folds as its parts, in order
@@ -126,9 +182,9 @@ class MeshState:
         it as held: `record` does, once the turn is closed."""
         b = ev.body
         _APPLY[type(b)](self, ev, b)
-        if self.deleted:
+        if self.deleted or self.compacted:
             job = getattr(b, "job", None)
-            if job is not None and job in self.deleted:
+            if job is not None and (job in self.deleted or job in self.compacted):
                 _forget(self, b, job)
 
     def record(self, ev: Event) -> None:
@@ -140,6 +196,69 @@ class MeshState:
         self._advance(ev.origin, self.heads.get(ev.origin, 0))
         if ev.seq > self.heads[ev.origin]:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
+        elif self.compacted and self._compacted_event(ev):  # a straggler of a compacted job
+            self._evict_one(ev)
+
+    def _compacted_event(self, ev: Event, compacted: set[str] | None = None) -> bool:
+        """Is every job `ev` is about compacted (and is it about one at least)?"""
+        jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
+        return bool(jobs) and jobs <= (self.compacted if compacted is None else compacted)
+
+    def _evict_one(self, ev: Event) -> None:
+        del self.events[ev.id]
+        del self.by_origin[ev.origin][ev.seq]
+        if ev.seq > self.evicted.get(ev.origin, 0):
+            self.evicted[ev.origin] = ev.seq
+
+    def compactable(self, jobs: Iterable[str]) -> list[Event]:
+        """The events that leave memory when `jobs` are compacted: held up to their origin's
+        head, and every job they are about compacted."""
+        every = self.compacted | set(jobs)
+        return [ev for ev in self.events.values()
+                if ev.seq <= self.heads.get(ev.origin, 0) and self._compacted_event(ev, every)]
+
+    def compact(self, jobs: Iterable[str]) -> list[Event]:
+        """Jobs whose record is now in the job index: empty their per-job tables and let the
+        `compactable` events leave memory (they stay on disk until dropped); returns them.
+        The cache entries they made stay. With no new job, it sweeps what is left (after a
+        replay)."""
+        new = set(jobs) - self.compacted
+        self.compacted |= new
+        for job in new:
+            self.jobs.pop(job, None)
+            self.cancelled.pop(job, None)
+        if new:
+            for table in (self.splits, self.task_done, self.partials):
+                for k in [k for k in table if k[0] in new]:
+                    del table[k]
+            for ck in [k for k in self.chunks if k.job in new]:
+                del self.chunks[ck]
+        out = self.compactable(())
+        for ev in out:
+            self._evict_one(ev)
+        return out
+
+    def tier(self, outputs: Callable[[str], Any], outputs_src: Callable[[str], Any],
+             cache: Callable[[str], Any], cache_src: Callable[[str], Any],
+             providers: Callable[[str], set[str] | None]) -> None:
+        """Read the cache tables' entries missing from memory from the job index (each
+        lookup returns None for a key it does not hold)."""
+        for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
+                          (self.cache, cache), (self._cache_src, cache_src),
+                          (self.providers, providers)):
+            if isinstance(table, Tiered):
+                table.lookup = fn
+
+    def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
+        """These entries are in the job index now: memory lets them go (read on demand)."""
+        for k in outputs:
+            self.outputs.pop(k, None)
+            self._outputs_src.pop(k, None)
+        for k in items:
+            self.cache.pop(k, None)
+            self._cache_src.pop(k, None)
+        for c in cids:
+            self.providers.pop(c, None)
 
     def _advance(self, origin: str, head: int) -> None:
         """Set `origin`'s head to `head` moved on over the seqs held after it."""
@@ -191,7 +310,12 @@ class MeshState:
         this state keep it): afterwards it is what a peer that never held a replaced loser
         holds. Floors are kept. An event whose fold raises stays held, unfolded, and is
         returned with its error (the same on every peer: the fold is deterministic)."""
-        fresh = MeshState()
+        fresh = MeshState(compacted=set(self.compacted), evicted=dict(self.evicted),
+                          archive=self.archive)
+        for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers"):
+            old, new = getattr(self, name), getattr(fresh, name)
+            if isinstance(old, Tiered) and isinstance(new, Tiered):
+                new.lookup = old.lookup  # the job index's entries (compaction)
         failed: list[tuple[Event, Exception]] = []
         for ev in self.events.values():
             try:
@@ -201,6 +325,9 @@ class MeshState:
                 failed.append((ev, e))
         for origin, seq in self.floors.items():
             fresh.raise_floor(origin, seq)
+        if self.evicted:  # events that left memory (compaction) are still held below heads
+            for origin, head in self.heads.items():
+                fresh.raise_floor(origin, head)
         fresh.sums = self.sums  # the same events are held: their digests stay right
         self.__dict__.update(fresh.__dict__)
         return failed
@@ -253,7 +380,10 @@ class MeshState:
         for origin, head in self.heads.items():
             have = vv.get(origin, 0)
             if have < head:
-                runs.append(self._run(origin, have, head, limit))
+                if self.archive is not None and have < self.evicted.get(origin, 0):
+                    runs.append(iter(self.archive(origin, have, head, limit)))  # from disk
+                else:
+                    runs.append(self._run(origin, have, head, limit))
         out = list(itertools.islice(heapq.merge(*runs, key=_order), limit))
         if len(out) < limit and self.beyond:
             rest = [self.by_origin[o][q] for o, seqs in self.beyond.items()
@@ -282,14 +412,14 @@ class MeshState:
 
     @staticmethod
     def _merge_first(table: dict[str, Any], srcs: dict[str, tuple[int, str, int]],
-                     entries: Mapping[str, Any], ev: Event) -> None:
+                     entries: Mapping[str, Any], order: Order) -> None:
         # Values for one key should be equal (content-addressed); if a buggy or
         # non-deterministic task disagrees, the earliest event wins everywhere.
         for k, v in entries.items():
             src = srcs.get(k)
-            if src is None or ev.order < src:
+            if src is None or order < src:
                 table[k] = v
-                srcs[k] = ev.order
+                srcs[k] = order
 
     def cache_since(self, hlc: int) -> Iterator[str]:
         """CIDs of the item results whose winning event is from `hlc` on."""
@@ -368,7 +498,7 @@ def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:
     if not b.cached:
         _hold(s, b.output, ev)
     if b.key:
-        s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev)
+        s._merge_first(s.outputs, s._outputs_src, {b.key: b.output}, ev.order)
 
 
 def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
@@ -377,7 +507,7 @@ def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
 
 def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
-    s._merge_first(s.cache, s._cache_src, cache, ev)
+    s._merge_first(s.cache, s._cache_src, cache, ev.order)
     for c in cids:  # values are any JSON: only a string "c" is an item's CID
         _hold(s, c, ev)  # the peer that made an item holds it
 
@@ -427,8 +557,8 @@ def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
         if any(e.order > drop and cid in provided(p.body) for e in later for p in e.singles):
             continue
         holders.discard(ev.origin)
-        if not holders:
-            del s.providers[cid]
+        if not holders and getattr(s.providers, "lookup", None) is None:
+            del s.providers[cid]  # (an empty set stays in front of the job index's)
 
 
 def _partial(s: MeshState, ev: Event, b: Partial) -> None:
@@ -494,8 +624,8 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
 }
 
 
-def fold(events: Iterable[Event]) -> MeshState:
-    s = MeshState()
+def fold(events: Iterable[Event], into: MeshState | None = None) -> MeshState:
+    s = MeshState() if into is None else into
     for e in events:
         s.apply(e)
     return s

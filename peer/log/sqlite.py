@@ -247,6 +247,39 @@ class EventLog:
         self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?", list(ids))
         self._db.execute("COMMIT")
 
+    def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:
+        """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with
+        their signed batches (events that left memory are served from here)."""
+        rows = self._db.execute(
+            "SELECT seq, hlc, type, payload, batch FROM events WHERE origin = ? AND seq > ? "
+            "AND seq <= ? ORDER BY seq LIMIT ?", (origin, after, upto, limit)).fetchall()
+        bids = {bid for *_, bid in rows if bid is not None}
+        batches: dict[int, Batch] = {}
+        if bids:
+            marks = ",".join("?" * len(bids))
+            for bid, *cols in self._db.execute(
+                    "SELECT id, signer, origin, first, hashes, key, admit, sig FROM batches "
+                    f"WHERE id IN ({marks})", list(bids)):
+                batches[bid] = Batch(*cols)
+        out: list[Event] = []
+        for seq, hlc, typ, payload, bid in rows:
+            ev = Event(origin, seq, hlc, typ, json.loads(payload))
+            if bid in batches:
+                object.__setattr__(ev, "att", batches[bid])
+            out.append(ev)
+        return out
+
+    def prune_batches(self) -> None:
+        """Remove the signed batches no stored event refers to (their events were dropped)."""
+        self._db.execute("DELETE FROM batches WHERE id NOT IN (SELECT batch FROM events WHERE "
+                         "batch IS NOT NULL)")
+        self._batch_ids.clear()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection (the job index keeps its tables in the same file)."""
+        return self._db
+
     def floors(self) -> dict[str, int]:
         return {str(o): int(s) for o, s in self._db.execute("SELECT origin, seq FROM floors")}
 

@@ -407,6 +407,25 @@ def test_cid_decoding_and_verified_reads_match_the_store(tab: Tab, tmp_path: Pat
     sync_api.expect(tab.page.locator('[data-verify="ok"]')).to_be_visible()
 
 
+def test_the_job_list_pages_newest_first(tab: Tab, peer: PeerProc) -> None:
+    """`#/jobs?limit=2`: two rows a page, Older and Newer walk the API's pages in order."""
+    expect = sync_api.expect
+    for i in range(3):
+        api(peer.url, "jobs", body=json.dumps([{"call": "ECHO", "args": [f"page {i}"]}]).encode())
+    newest = [j["id"] for j in api(peer.url, "jobs")["jobs"]]
+    page = tab.go("/jobs?limit=2")
+    rows = page.locator("tr.job-row")
+    expect(rows).to_have_count(2)
+    assert [rows.nth(i).get_attribute("data-job") for i in range(2)] == newest[:2]
+    expect(page.locator(".jobs-count")).to_contain_text("Jobs 1–2, newest first")
+    expect(page.locator('[data-pager="newer"]')).to_be_disabled()
+    page.click('[data-pager="older"]')
+    expect(page.locator(".pager")).to_contain_text("Page 2")
+    expect(rows.first).to_have_attribute("data-job", newest[2])
+    page.click('[data-pager="newer"]')
+    expect(rows.first).to_have_attribute("data-job", newest[0])
+
+
 def test_readable_error_states(tab: Tab, browser: Any, peer: PeerProc) -> None:
     """Job failed, peer unreachable, gateway unreachable: each says so in words."""
     expect = sync_api.expect

@@ -20,7 +20,10 @@ function parseRoute(hash) {
     try { return decodeURIComponent(p); } catch { return p; }
   });
   if (parts.length === 0 || parts[0] === "mesh") return { page: "mesh" };
-  if (parts[0] === "jobs" && parts.length === 1) return { page: "jobs" };
+  if (parts[0] === "jobs" && parts.length === 1) {
+    const limit = Number(new URLSearchParams(raw.split("?")[1] || "").get("limit"));
+    return { page: "jobs", limit: limit >= 1 && limit <= 1000 ? Math.floor(limit) : 50 };
+  }
   if (parts[0] === "jobs") return { page: "job", id: parts[1] };
   if (parts[0] === "submit") return { page: "submit" };
   if (parts[0] === "browse") return { page: "browse" };
@@ -194,7 +197,7 @@ function App() {
   let page;
   switch (route.page) {
     case "mesh": page = html`<${MeshPage} />`; break;
-    case "jobs": page = html`<${JobsPage} />`; break;
+    case "jobs": page = html`<${JobsPage} limit=${route.limit} />`; break;
     case "job": page = html`<${JobPage} key=${route.id} id=${route.id} />`; break;
     case "submit": page = html`<${SubmitPage} />`; break;
     case "browse": page = html`<${BrowsePage} key=${`${route.cid}/${route.path}`} cid=${route.cid} path=${route.path || ""} />`; break;

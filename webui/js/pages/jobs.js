@@ -1,5 +1,7 @@
-// Jobs list: state, progress, duration; live.
+// Jobs list: state, progress, duration; live; paged (`limit` a page, newest first; the API's
+// `next` cursor goes one page older, the cursors seen go back).
 
+import { useState } from "preact/hooks";
 import { useLive, useTick } from "../api.js";
 import { Empty, ErrorBox, Progress, Spinner, StateBadge, fmtAgo, fmtDuration, fmtTime, html, shortId, usePageTitle } from "../ui.js";
 
@@ -15,16 +17,34 @@ function TaskDots({ tasks }) {
   </span>`;
 }
 
-export function JobsPage() {
+function Pager({ page, next, onNewer, onOlder }) {
+  return html`<nav class="pager" aria-label="Job pages">
+    <button type="button" class="btn" data-pager="newer" disabled=${page === 1} onClick=${onNewer}>Newer</button>
+    <span class="muted small tabnum">Page ${page}</span>
+    <button type="button" class="btn" data-pager="older" disabled=${!next} onClick=${onOlder}>Older</button>
+  </nav>`;
+}
+
+export function JobsPage({ limit = 50 }) {
   usePageTitle("Jobs");
   useTick(1000);
-  const jobs = useLive("jobs", { filter: (ev) => ev.job && ev.type !== "renew", throttleMs: 500, pollMs: 15000 });
+  const [cursors, setCursors] = useState([null]); // the cursor of each page down to this one
+  const cursor = cursors[cursors.length - 1];
+  const path = `jobs?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+  const jobs = useLive(path, { filter: (ev) => ev.job && ev.type !== "renew", throttleMs: 500, pollMs: 15000 });
   const list = jobs.data ? jobs.data.jobs : [];
+  const next = jobs.data ? jobs.data.next : null;
+  const page = cursors.length;
+  const first = (page - 1) * limit + 1;
+  const paged = page > 1 || Boolean(next);
+  const count = !jobs.data ? "" : paged
+    ? `Jobs ${first}–${first + list.length - 1}, newest first`
+    : `${list.length} job${list.length === 1 ? "" : "s"} known to the mesh, newest first`;
   return html`<div class="page">
     <div class="page-head">
       <div>
         <h1>Jobs</h1>
-        <p class="muted">${jobs.data ? `${list.length} job${list.length === 1 ? "" : "s"} known to the mesh, newest first` : ""}</p>
+        <p class="muted jobs-count">${count}</p>
       </div>
       <a class="btn btn-primary" href="#/submit">New pipeline</a>
     </div>
@@ -49,5 +69,7 @@ export function JobsPage() {
         <td data-label="Duration" class="tabnum">${fmtDuration(jobDuration(j))}</td>
       </tr>`)}</tbody>
     </table></div>` : null}
+    ${paged ? html`<${Pager} page=${page} next=${next}
+      onNewer=${() => setCursors(cursors.slice(0, -1))} onOlder=${() => setCursors([...cursors, next])} />` : null}
   </div>`;
 }

@@ -1,0 +1,229 @@
+"""The job index (issue 11 item 3): one compact record per finished job, the cache entries and
+providers its events made, and how far each origin's events were dropped, in the log's SQLite
+file. Loop-owned, like the EventLog whose connection it shares.
+
+Tables (added when a data dir of an earlier release is opened; nothing else changes):
+`job_index` (a job's order, end, state, list summary, full record, and the ids of its events
+still in the log until they are dropped), `cache_index` (item and output cache entries with
+the order of the event that won them), `provider_index` (cid, origin) and `compact_floors`
+(origin -> the highest seq dropped by compaction: an asker below it needs a snapshot)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
+ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A finished job as the index keeps it: `summary` is its list entry, `record` its full
+    view (both JSON objects), `ids` its events still in the log (dropped later)."""
+
+    job: str
+    order: Order
+    ended_hlc: int
+    state: str
+    summary: Mapping[str, Any]
+    record: Mapping[str, Any]
+    ids: tuple[tuple[str, int], ...] = ()
+    facts: Mapping[str, Any] | None = None  # what retention needs: finished_s, outputs, logs
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: int  # ITEM or OUTPUT
+    key: str
+    value: Any
+    order: Order  # the winning event's
+
+
+class JobIndex:
+    """The index over one SQLite connection (the event log's). Every write is one
+    transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
+            "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
+            "state TEXT NOT NULL, summary TEXT NOT NULL, record TEXT NOT NULL, "
+            "ids TEXT NOT NULL DEFAULT '[]', facts TEXT NOT NULL DEFAULT '{}', "
+            "marks TEXT NOT NULL DEFAULT '{}')")
+        db.execute("CREATE INDEX IF NOT EXISTS job_index_order ON job_index (hlc, origin, seq)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS cache_index (kind INTEGER NOT NULL, k TEXT NOT NULL, "
+            "v TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "PRIMARY KEY (kind, k))")
+        db.execute("CREATE TABLE IF NOT EXISTS provider_index (cid TEXT NOT NULL, "
+                   "origin TEXT NOT NULL, PRIMARY KEY (cid, origin))")
+        db.execute("CREATE TABLE IF NOT EXISTS compact_floors (origin TEXT PRIMARY KEY, "
+                   "seq INTEGER NOT NULL)")
+
+    def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
+            providers: Iterable[tuple[str, str]]) -> None:
+        """Store finished jobs, the cache entries their events made (an entry replaces one of
+        a later order only) and (cid, origin) providers, in one transaction."""
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
+                  _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
+                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records])
+            self._db.executemany(
+                "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
+                "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
+                "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
+                "(cache_index.hlc, cache_index.origin, cache_index.seq)",
+                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
+            self._db.executemany("INSERT OR IGNORE INTO provider_index VALUES (?, ?)",
+                                 list(providers))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def jobs(self) -> set[str]:
+        return {str(j) for (j,) in self._db.execute("SELECT job FROM job_index")}
+
+    def __contains__(self, job: object) -> bool:
+        return self._db.execute("SELECT 1 FROM job_index WHERE job = ?",
+                                (job,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM job_index").fetchone()[0])
+
+    def record(self, job: str) -> dict[str, Any] | None:
+        """The full view of a finished job, or None if it is not in the index."""
+        row = self._db.execute("SELECT record FROM job_index WHERE job = ?", (job,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
+        """(order, summary) of the jobs older than `before` (all without it), newest first,
+        at most `limit` (all without it)."""
+        sql = "SELECT hlc, origin, seq, summary FROM job_index"
+        args: list[Any] = []
+        if before is not None:
+            sql += " WHERE (hlc, origin, seq) < (?, ?, ?)"
+            args += list(before)
+        sql += " ORDER BY hlc DESC, origin DESC, seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [((int(h), str(o), int(q)), json.loads(s))
+                for h, o, q, s in self._db.execute(sql, args)]
+
+    def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
+        """Remove jobs' records; returns the ids of their events still in the log."""
+        out: list[tuple[str, int]] = []
+        self._db.execute("BEGIN")
+        for job in jobs:
+            row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
+            if row is not None:
+                out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+                self._db.execute("DELETE FROM job_index WHERE job = ?", (job,))
+        self._db.execute("COMMIT")
+        return out
+
+    def pending(self) -> Iterator[tuple[str, int, dict[str, int]]]:
+        """(job, ended hlc, marks: origin -> its highest seq) of the jobs whose events are
+        still in the log."""
+        for job, ended, marks in self._db.execute(
+                "SELECT job, ended, marks FROM job_index WHERE ids != '[]'").fetchall():
+            yield str(job), int(ended), {str(o): int(q) for o, q in json.loads(marks).items()}
+
+    def ids(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
+        """The ids of these jobs' events still in the log."""
+        out: list[tuple[str, int]] = []
+        for job in jobs:
+            row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
+            if row is not None:
+                out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+        return out
+
+    def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
+        """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
+        self._db.execute("BEGIN")
+        self._db.executemany("UPDATE job_index SET ids = '[]' WHERE job = ?",
+                             [(j,) for j in jobs])
+        self._db.executemany(
+            "INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO UPDATE "
+            "SET seq = max(seq, excluded.seq)", list(floors.items()))
+        self._db.execute("COMMIT")
+
+    def floors(self) -> dict[str, int]:
+        return {str(o): int(q) for o, q in self._db.execute(
+            "SELECT origin, seq FROM compact_floors")}
+
+    def entries(self) -> Iterator[CacheEntry]:
+        for kind, k, v, h, o, q in self._db.execute(
+                "SELECT kind, k, v, hlc, origin, seq FROM cache_index"):
+            yield CacheEntry(int(kind), str(k), json.loads(v), (int(h), str(o), int(q)))
+
+    def facts(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(job, facts) of every record: what retention needs of compacted jobs."""
+        for job, facts in self._db.execute("SELECT job, facts FROM job_index"):
+            yield str(job), json.loads(facts)
+
+    def entry(self, kind: int, key: str) -> CacheEntry | None:
+        row = self._db.execute("SELECT v, hlc, origin, seq FROM cache_index WHERE kind = ? AND "
+                               "k = ?", (kind, key)).fetchone()
+        if row is None:
+            return None
+        v, h, o, q = row
+        return CacheEntry(kind, key, json.loads(v), (int(h), str(o), int(q)))
+
+    def providers_of(self, cid: str) -> set[str] | None:
+        """The origins that provided `cid` by the events of compacted jobs (None: none)."""
+        out = {str(o) for (o,) in self._db.execute(
+            "SELECT origin FROM provider_index WHERE cid = ?", (cid,))}
+        return out or None
+
+    def provided_by(self, origin: str) -> list[str]:
+        """The CIDs `origin` provided by the events of compacted jobs."""
+        return [str(c) for (c,) in self._db.execute(
+            "SELECT cid FROM provider_index WHERE origin = ?", (origin,))]
+
+    def lookups(self) -> dict[str, Callable[[str], Any]]:
+        """The on-demand reads of MeshState.tier."""
+        def value(kind: int) -> Callable[[str], Any]:
+            return lambda k: None if (e := self.entry(kind, k)) is None else e.value
+
+        def order(kind: int) -> Callable[[str], Any]:
+            return lambda k: None if (e := self.entry(kind, k)) is None else e.order
+
+        return {"outputs": value(OUTPUT), "outputs_src": order(OUTPUT), "cache": value(ITEM),
+                "cache_src": order(ITEM), "providers": self.providers_of}
+
+    def providers(self) -> Iterator[tuple[str, str]]:
+        for cid, origin in self._db.execute("SELECT cid, origin FROM provider_index"):
+            yield str(cid), str(origin)
+
+    def rows(self) -> Iterator[JobRecord]:
+        """Every record (for a snapshot), oldest first; without their event ids."""
+        for job, h, o, q, ended, st, summary, record, facts in self._db.execute(
+                "SELECT job, hlc, origin, seq, ended, state, summary, record, facts FROM "
+                "job_index ORDER BY hlc, origin, seq"):
+            yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
+                            json.loads(summary), json.loads(record), (), json.loads(facts))
+
+
+def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o, q in ids:
+        out[o] = max(out.get(o, 0), q)
+    return out
+
+
+__all__ = ["ITEM", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord", "Order"]

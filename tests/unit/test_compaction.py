@@ -1,0 +1,313 @@
+"""Compaction wired into the node (issue 11 item 3): finished jobs beyond the recent history
+become job index records read on demand, their events leave memory (served from disk), then
+leave the log once every live member holds them or past the horizon; the cache entries they
+made keep working, also after a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.config import PeerConfig
+from peer.http.views import compact_view, job_view, page_jobs
+from peer.log import Event, EventType
+from peer.mesh.keyring import SECRET_FILE_NAME
+from peer.node import Node
+
+ORIGIN = "hist0000000000000000"
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-v0.1.0"
+
+
+def _cid(s: str) -> str:
+    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+
+
+def key_of(j: int, i: int) -> str:
+    return hashlib.sha256(f"{j}/{i}".encode()).hexdigest()
+
+
+def history(jobs: int, per_job: int, live: int = 0) -> list[Event]:
+    """Events of `jobs` finished jobs of `per_job` ECHO tasks (each with its cache key), then
+    `live` jobs submitted and not run, all by ORIGIN, with current HLCs."""
+    out: list[Event] = []
+    hlc = (int(time.time() * 1000) - 60_000) << 16
+
+    def add(typ: EventType, payload: dict[str, object]) -> list[object]:
+        nonlocal hlc
+        hlc += 1
+        out.append(Event(ORIGIN, len(out) + 1, hlc, typ, payload))
+        return [ORIGIN, len(out)]
+
+    for j in range(jobs + live):
+        job = f"job{j:03d}"
+        add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
+            {"name": f"t{i}", "call": "ECHO", "params": {"text": f"{j}/{i}"}}
+            for i in range(per_job)]}})
+        if j >= jobs:
+            continue
+        for i in range(per_job):
+            task = f"t{i}"
+            split = add(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
+                                               "chunks": [[]]})
+            base = {"job": job, "task": task, "split": split, "chunk": 0, "attempt": 0}
+            add(EventType.CLAIM, base)
+            out_cid = _cid(f"{job}/{task}")
+            add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
+            add(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid,
+                                      "key": key_of(j, i)})
+    return out
+
+
+@pytest.fixture
+def opened() -> Iterator[list[Node]]:
+    nodes: list[Node] = []
+    yield nodes
+    for n in nodes:
+        n.log.close()
+
+
+def _open(d: Path, nodes: list[Node], recent_tasks: int = 2) -> Node:
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=recent_tasks))
+    n.listeners[:] = [n.compactor.note]  # no scheduler running: only the compactor listens
+    nodes.append(n)
+    return n
+
+
+def _rows(n: Node) -> set[tuple[str, int]]:
+    return {(str(o), int(q)) for o, q in n.log.db.execute("SELECT origin, seq FROM events")}
+
+
+def _ids(evs: list[Event]) -> list[tuple[str, int]]:
+    return [e.id for e in evs]
+
+
+def _lagging(n: Node) -> None:
+    """A live member that holds nothing: nothing may leave the log before the horizon."""
+    n.compactor.vvs = lambda: [dict(n.heads()), {}]
+
+
+def test_finished_jobs_beyond_the_recent_history_become_records_read_on_demand(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened)
+    _lagging(n)
+    evs = history(jobs=3, per_job=2, live=1)
+    n.merge(evs)
+    views = {j: job_view(n.state, j, n.cfg.max_attempts) for j in n.state.jobs}
+    before = {vv: _ids(n.events_after(dict(vv), 1000)) for vv in ((), ((ORIGIN, 5),))}
+    stats = n.compact()
+    # the two oldest finished jobs leave memory; the newest (2 tasks: the recent history)
+    # and the live one stay
+    assert sorted(stats.jobs) == ["job000", "job001"] and stats.dropped == 0
+    assert sorted(n.state.jobs) == ["job002", "job003"]
+    for j in ("job000", "job001"):
+        assert n.job_record(j) == compact_view(views[j])
+        assert views[j]["state"] == "done"
+    # their events left memory but are still served, oldest first, around the gap
+    assert len(n.state.events) == len(evs) - 2 * (1 + 2 * 4)
+    for vv, ids in before.items():
+        assert _ids(n.events_after(dict(vv), 1000)) == ids
+    assert _ids(n.events_after({ORIGIN: 3}, 4)) == [(ORIGIN, q) for q in range(4, 8)]
+    # their cache entries keep working
+    assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")
+    assert ORIGIN in n.state.providers[_cid("job000/t1")]
+    # the job list pages across memory and the index, newest first
+    page, cursor = page_jobs(n.state, 3, None, n.archived_jobs)
+    assert [p if isinstance(p, str) else p["id"] for p in page] == ["job003", "job002",
+                                                                     "job001"]
+    rest, end = page_jobs(n.state, 3, cursor, n.archived_jobs)
+    assert [p["id"] for p in rest if isinstance(p, dict)] == ["job000"] and end is None
+    assert rest[0] == {k: v for k, v in views["job000"].items() if k != "workflow"} | {
+        "tasks": [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
+                  for t in views["job000"]["tasks"]]}
+
+
+def test_events_leave_the_log_once_every_live_member_holds_them(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened)
+    _lagging(n)
+    evs = history(jobs=3, per_job=2)
+    n.merge(evs)
+    n.compact()
+    assert _rows(n) == {e.id for e in evs}
+    held = dict(n.heads())
+    n.compactor.vvs = lambda: [dict(n.heads()), {ORIGIN: 11}]  # lacks job001's last events
+    assert n.compact().dropped == 9  # job000: seqs 1..9
+    assert _rows(n) == {e.id for e in evs} - {(ORIGIN, q) for q in range(1, 10)}
+    n.compactor.vvs = lambda: [dict(n.heads()), held]
+    assert n.compact().dropped == 9
+    assert _rows(n) == {e.id for e in evs[18:]}
+    assert n.compactor.floors == {ORIGIN: 18}
+    # the heads do not move back; an asker below the floor gets what is left, in order
+    assert n.heads() == held
+    assert _ids(n.events_after({}, 100)) == [e.id for e in evs[18:]]
+    assert _ids(n.events_after({ORIGIN: 20}, 100)) == [e.id for e in evs[20:]]
+    # a dropped event sent again by a peer is not stored again
+    assert n.merge([evs[0]]) == [] and (ORIGIN, 1) not in _rows(n)
+
+
+def test_past_the_horizon_events_leave_the_log_even_if_a_member_lacks_them(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    _lagging(n)
+    n.merge(history(jobs=1, per_job=2))
+    assert n.compact().dropped == 0
+    later = n.hlc.now() + ((7 * 86_400_000 + 1) << 16)
+    n.compactor.now_hlc = lambda: later
+    assert n.compact().dropped == 9 and _rows(n) == set()
+
+
+def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
+                                                         opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened)
+    evs = history(jobs=3, per_job=2, live=1)
+    n.merge(evs)
+    record = compact_view(job_view(n.state, "job000", n.cfg.max_attempts))
+    n.compact()  # alone: every live member (we) holds them: they leave the log at once
+    assert n.compactor.total.dropped == 18
+    heads = dict(n.heads())
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened)
+    assert dict(again.heads()) == heads
+    assert sorted(again.state.jobs) == ["job002", "job003"]
+    assert again.job_record("job000") == record
+    assert again.state.outputs[key_of(1, 0)] == _cid("job001/t0")
+    assert ORIGIN in again.state.providers[_cid("job001/t0")]
+    assert again.merge([evs[3]]) == [] and "job000" not in again.state.jobs
+    assert _ids(again.events_after({}, 100)) == [e.id for e in evs[18:]]
+
+
+def test_a_deleted_compacted_job_loses_its_record(tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    n.merge(history(jobs=1, per_job=1))
+    n.compact()
+    assert n.job_record("job000") is not None
+    n.janitor.delete_job("job000")
+    assert n.job_record("job000") is None and len(n.index) == 0
+    assert n.state.outputs[key_of(0, 0)] == _cid("job000/t0")  # the cache stays
+
+
+def test_a_data_dir_of_0_1_0_opens_with_the_job_index(tmp_path: Path,
+                                                      opened: list[Node]) -> None:
+    d = tmp_path / "old"
+    shutil.copytree(FIXTURE, d)
+    n = _open(d, opened)
+    jobs = set(n.state.jobs)
+    n.compact()
+    c = sqlite3.connect(d / "events.sqlite")
+    try:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        c.close()
+    assert {"job_index", "cache_index", "provider_index", "compact_floors"} <= tables
+    assert jobs == set(n.state.jobs) | {j for j in n.state.compacted}
+
+
+# -- snapshots: a peer behind the compaction horizon -------------------------------------------
+
+
+def _run_history(n: Node, jobs: int, per_job: int) -> None:
+    """`jobs` finished jobs of `per_job` tasks, emitted by `n` itself (so signed)."""
+    n.emit(EventType.MEMBER, n.capabilities())
+    for j in range(jobs):
+        job = f"job{j:03d}"
+        n.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
+            {"name": f"t{i}", "call": "ECHO", "params": {"text": f"{j}/{i}"}}
+            for i in range(per_job)]}})
+        for i in range(per_job):
+            task = f"t{i}"
+            split = n.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
+                                                  "chunks": [[]]})
+            base = {"job": job, "task": task, "split": list(split.id), "chunk": 0, "attempt": 0}
+            n.emit(EventType.CLAIM, base)
+            out_cid = _cid(f"{job}/{task}")
+            n.emit(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
+            n.emit(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid,
+                                         "key": key_of(j, i)})
+    n.flush()
+
+
+def _pair(tmp_path: Path, opened: list[Node]) -> tuple[Node, Node]:
+    a = _open(tmp_path / "a", opened)
+    (tmp_path / "b").mkdir(mode=0o700)
+    shutil.copy(tmp_path / "a" / SECRET_FILE_NAME, tmp_path / "b" / SECRET_FILE_NAME)
+    return a, _open(tmp_path / "b", opened)
+
+
+def test_a_fresh_peer_catches_up_from_a_signed_snapshot_plus_the_events_left(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()  # alone: the two oldest jobs' events leave its log at once
+    assert a.compactor.total.dropped > 0 and a.compactor.floors
+    assert b.take_snapshot(json.loads(a.snapshot()), a.snapshot_digest()) is None
+    assert dict(b.heads()) == dict(a.heads())
+    for j in ("job000", "job001"):
+        assert b.job_record(j) == a.job_record(j) is not None
+    assert sorted(b.state.jobs) == ["job002"]
+    assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
+    assert a.peer_id in b.state.providers[_cid("job000/t0")]
+    assert b.compactor.floors == a.compactor.floors  # it serves snapshots in turn
+    assert b.local_info()["cfloor"] == a.local_info()["cfloor"]
+    assert _ids(b.events_after({}, 1000)) == _ids(a.events_after({}, 1000))
+
+
+@pytest.mark.parametrize(("tamper", "why"), [
+    (lambda s, d: s["snapshot"]["records"]["jobs"].pop(), "bad_signature"),
+    (lambda s, d: s["snapshot"]["heads"].update({"x": 1}), "bad_signature"),
+    (lambda s, d: d.update(digest="00" * 32), "digest_mismatch"),
+    (lambda s, d: s["snapshot"].update(signer="someone-else"), "not_member"),
+])
+def test_a_snapshot_that_does_not_check_is_refused_and_counted(
+        tmp_path: Path, opened: list[Node], tamper: Callable[[Any, Any], object],
+        why: str) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=4, per_job=1)
+    a.compact()
+    body, digest = json.loads(a.snapshot()), a.snapshot_digest()
+    tamper(body, digest)
+    heads = dict(b.heads())
+    assert b.take_snapshot(body, digest) == why
+    assert len(b.index) == 0 and b.compactor.floors == {}
+    assert dict(b.heads()) != dict(a.heads()) and heads != dict(b.heads())  # events merged
+    signer = body["snapshot"]["signer"]
+    assert b.keyring.refused.by_origin[signer][f"snapshot_{why}"] == 1
+
+
+def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.compact()
+    record = n.job_record("job000")
+    late = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.JOB_CANCELLED,
+                 {"job": "job000", "reason": "late"})
+    assert n.merge([late]) == [late]
+    assert "job000" not in n.state.jobs and "job000" not in n.state.cancelled
+    assert late.id not in n.state.events and (ORIGIN, len(evs) + 1) in _rows(n)  # disk only
+    assert n.job_record("job000") == record
+    assert _ids(n.events_after({ORIGIN: len(evs)}, 10)) == [late.id]
+
+
+def test_an_unprovide_reaches_a_provider_read_from_the_job_index(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.compact()
+    cid = _cid("job000/t0")
+    assert dict.get(n.state.providers, cid) is None  # not in memory: read on demand
+    assert n.state.providers.get(cid) == {ORIGIN}
+    gone = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE, {"cids": [cid]})
+    n.merge([gone])
+    assert not n.state.providers.get(cid)  # an empty set stays in front of the index's row
