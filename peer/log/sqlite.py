@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from peer.errors import StorageFull, StoreError, disk_full
 from peer.log.events import Event, EventType
@@ -105,22 +105,8 @@ class EventLog:
         """Store `events` in place of the events with their (origin, seq)s (the conflict
         rule), in one transaction; on a failure nothing is written and it raises as
         `append`."""
-        if not events:
-            return
-        try:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO events (origin, seq, hlc, type, payload, batch) "
-                "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
-            self._db.execute("COMMIT")
-        except BaseException as e:
-            self._rollback()
-            if disk_full(e):
-                raise StorageFull(f"cannot write the event log {self.path}: the disk is "
-                                  "full") from e
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"cannot write the event log {self.path}: {e}") from e
-            raise
+        if events:
+            self._write("REPLACE", events, sync=None)
 
     def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Persist events (one transaction); duplicates are ignored. With `sync` (default:
@@ -131,11 +117,18 @@ class EventLog:
             return
         if sync is None:
             sync = any(e.type in DURABLE_TYPES for e in events)
+        self._write("IGNORE", events, sync)
+
+    def _write(self, conflict: Literal["IGNORE", "REPLACE"], events: Sequence[Event],
+               sync: bool | None) -> None:
+        """One transaction of `INSERT OR <conflict>` rows (`sync`: set the synchronous
+        level first; None keeps it). Failures as `append` says."""
         try:
-            self._sync(sync)
+            if sync is not None:
+                self._sync(sync)
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR IGNORE INTO events (origin, seq, hlc, type, payload, batch) "
+                f"INSERT OR {conflict} INTO events (origin, seq, hlc, type, payload, batch) "
                 "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
             self._db.execute("COMMIT")
         except BaseException as e:
