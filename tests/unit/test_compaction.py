@@ -311,3 +311,22 @@ def test_an_unprovide_reaches_a_provider_read_from_the_job_index(
     gone = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE, {"cids": [cid]})
     n.merge([gone])
     assert not n.state.providers.get(cid)  # an empty set stays in front of the index's row
+
+
+def test_a_refold_after_a_conflict_keeps_what_compaction_holds(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The conflict rule folds the state again from the events in memory: compacted jobs stay
+    compacted, heads stay over the events that left memory, and the cache entries read from
+    the job index keep working."""
+    n = _open(tmp_path / "a", opened)
+    _lagging(n)
+    n.merge(history(jobs=3, per_job=2, live=1))
+    n.compact()
+    heads, jobs = dict(n.state.heads), sorted(n.state.jobs)
+    assert n.state.evicted and n.state.compacted == {"job000", "job001"}
+    n.state.refold()
+    assert dict(n.state.heads) == heads and sorted(n.state.jobs) == jobs
+    assert n.state.compacted == {"job000", "job001"} and n.state.evicted
+    assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")  # read from the job index
+    assert ORIGIN in n.state.providers[_cid("job000/t1")]
+    assert _ids(n.events_after({ORIGIN: 3}, 4)) == [(ORIGIN, q) for q in range(4, 8)]
