@@ -70,12 +70,13 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Decode a varint at `pos`; returns (value, next position); StoreError when malformed."""
+def read_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> tuple[int, int]:
+    """Decode a varint at `pos` (ending before `end`: the enclosing message's, default the
+    buffer's); returns (value, next position); StoreError when malformed."""
     result = 0
     shift = 0
-    end = min(len(buf), pos + _MAX_VARINT_BYTES)
-    while pos < end:
+    stop = min(len(buf) if end is None else end, pos + _MAX_VARINT_BYTES)
+    while pos < stop:
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -183,20 +184,6 @@ class _Slow(Exception):
     """Not the common shape: decode with the general (and strict) parser instead."""
 
 
-def _fast_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """read_varint bounded by `end` (the enclosing message's)."""
-    result = shift = 0
-    stop = min(end, pos + _MAX_VARINT_BYTES)
-    while pos < stop:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-    raise _Slow
-
-
 def _fast_link(buf: bytes, pos: int, end: int) -> PBLink:
     hash_: bytes | None = None
     name: str | None = None
@@ -204,11 +191,11 @@ def _fast_link(buf: bytes, pos: int, end: int) -> PBLink:
     while pos < end:
         key = buf[pos]
         if key == _LINK_TSIZE:
-            tsize, pos = _fast_varint(buf, pos + 1, end)
+            tsize, pos = read_varint(buf, pos + 1, end)
             continue
         if key not in (_LINK_HASH, _LINK_NAME):
             raise _Slow
-        size, pos = _fast_varint(buf, pos + 1, end)
+        size, pos = read_varint(buf, pos + 1, end)
         if pos + size > end:
             raise _Slow
         if key == _LINK_HASH:
@@ -237,7 +224,7 @@ def decode_node(buf: bytes | memoryview) -> PBNode:
             key = data[pos]
             if key not in (_NODE_LINK, _NODE_DATA):
                 raise _Slow
-            size, pos = _fast_varint(data, pos + 1, end)
+            size, pos = read_varint(data, pos + 1, end)
             if pos + size > end:
                 raise _Slow
             if key == _NODE_LINK:
