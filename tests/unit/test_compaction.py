@@ -10,7 +10,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +64,6 @@ def history(jobs: int, per_job: int, live: int = 0) -> list[Event]:
             add(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid,
                                       "key": key_of(j, i)})
     return out
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Node]]:
-    nodes: list[Node] = []
-    yield nodes
-    for n in nodes:
-        n.log.close()
 
 
 def _open(d: Path, nodes: list[Node], recent_tasks: int = 2) -> Node:

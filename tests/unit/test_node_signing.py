@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from peer.node import Node
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-v0.1.0"
 OLD_ID = "9b79d67a1e23336a"
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Node]]:
-    nodes: list[Node] = []
-    yield nodes
-    for n in nodes:
-        n.log.close()
 
 
 def _open(d: Path, nodes: list[Node]) -> Node:
