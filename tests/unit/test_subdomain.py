@@ -3,6 +3,7 @@ and the gateway's middleware over a real EmbeddedStore through aiohttp's test cl
 
 from __future__ import annotations
 
+import ctypes.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,20 @@ async def test_protocol_handler_redirect(aiohttp_client: MakeClient,
     assert r.status == 400
     r = await client.get("/ipns/")
     assert r.status == 400
+
+
+# -- the allocator setting the gateway's file path relies on (peer/ipfs/blocks.py) -----------
+def test_tune_allocator_defers_to_malloc_settings_in_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer.ipfs.blocks import tune_allocator
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert tune_allocator() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert tune_allocator() is (ctypes.util.find_library("c") is not None and _glibc())
+
+
+def _glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
