@@ -93,6 +93,11 @@ class PeerConfig:
     public_gateway: bool = field(default=False, metadata=setting(
         "serve /ipfs/ reads without the token also when bound beyond loopback (on loopback "
         "they are always open)"))
+    subdomain_hosts: tuple[str, ...] = field(default=("localhost",), metadata=setting(
+        "a host whose subdomains CID.ipfs.HOST and KEY.ipns.HOST serve that content at / (the "
+        "subdomain gateway: one origin per root); where anyone may read content, /ipfs/CID "
+        "and /ipns/KEY on HOST redirect there (repeatable; default localhost, as Kubo; an "
+        "empty value turns it off)", flag="--subdomain-host"))
     gateway_codec_conversion: bool = field(default=False, metadata=setting(
         "answer DAG-CBOR blocks as DAG-JSON and back when ?format= or Accept asks (as Kubo's "
         "Gateway.AllowCodecConversion; the gateway specs answer 406 Not Acceptable: IPIP-0524)"))

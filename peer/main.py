@@ -28,6 +28,7 @@ from peer.http.tokens import (
     remove_runtime,
     write_runtime,
 )
+from peer.ipfs.blocks import tune_allocator
 from peer.mesh.keyring import join_command
 from peer.node import Node, mesh_secrets
 
@@ -155,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_allocator()  # block reads: see peer/ipfs/blocks.py
     try:
         private_dirs(cfg.data_dir)
         if ns.print_join:

@@ -41,6 +41,7 @@ from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view, page_jobs, published_names
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
+from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.claims import n_chunks
 from peer.jobs.spec import parse, resolve_images
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
@@ -451,8 +452,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 def make_app(node: Host) -> web.Application:
     cfg = node.cfg
-    auth = Auth(load_or_create_token(cfg.data_dir),
-                Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway),
+    policy = Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway,
+                             cfg.subdomain_hosts)
+    auth = Auth(load_or_create_token(cfg.data_dir), policy,
                 [c for s in node.mesh_secrets.secrets if (c := mesh_credential(s))],
                 secure_cookie=cfg.tls_cert is not None)
     app = web.Application(middlewares=[auth.middleware, errors],
@@ -483,7 +485,8 @@ def make_app(node: Host) -> web.Application:
     r.add_get("/metrics", metrics)
     rpc_options = rpc.node_options(node)  # its IPNS records are the gateway's /ipns/ names too
     gateway.add_routes(app, node.store, fetch=node.fetcher.try_ensure, names=rpc_options["names"],
-                       codec_conversion=node.cfg.gateway_codec_conversion)
+                       codec_conversion=node.cfg.gateway_codec_conversion,
+                       subdomains=SubdomainConfig(policy.subdomain_hosts, policy.content_open))
     rpc.add_routes(app, node.store, refused=app[IPFS_REFUSED], **rpc_options)
     r.add_get("/", index)
     r.add_static("/ui/", _webui_dir(), show_index=False)

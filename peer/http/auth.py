@@ -20,6 +20,7 @@ from aiohttp import web
 from peer.errors import BanzaiError, Forbidden, Unauthorized
 from peer.errors_http import Surface, http_error
 from peer.http.tokens import MESH_SCHEME, csrf_token, new_session, same, session_nonce
+from peer.ipfs.subdomain import parse_host
 
 log = logging.getLogger("banzai.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,19 +58,30 @@ class Policy:
     loopback_only: bool  # bound to loopback addresses only
     public_gateway: bool = False  # /ipfs/ reads open to anyone (--public-gateway)
     any_address: bool = False  # bound to a wildcard: any IP-literal Host is ours
+    subdomain_hosts: frozenset[str] = frozenset()  # their *.ipfs. and *.ipns. serve content
 
     @staticmethod
     def for_bind(bind_host: str, allow_hosts: Iterable[str] = (),
-                 public_gateway: bool = False) -> Policy:
+                 public_gateway: bool = False,
+                 subdomain_hosts: Iterable[str] = ("localhost",)) -> Policy:
         """The policy of a peer bound to `bind_host`; names: the bound address, localhost,
-        the loopback addresses, `allow_hosts` and, beyond loopback, this machine's name."""
+        the loopback addresses, `allow_hosts`, the subdomain gateway's hosts and, beyond
+        loopback, this machine's name."""
         wildcard = bind_host in ("", "0.0.0.0", "::", "*")
         loop = not wildcard and is_loopback(bind_host)
-        names = {"localhost", bind_host.strip("[]").lower(), *(h.lower() for h in allow_hosts)}
+        subdomains = frozenset(h.strip().lower() for h in subdomain_hosts) - {""}
+        names = {"localhost", bind_host.strip("[]").lower(), *(h.lower() for h in allow_hosts),
+                 *subdomains}
         if not loop:
             names.add(socket.gethostname().lower())
         names.discard("")
-        return Policy(frozenset(names), loop, public_gateway, wildcard)
+        return Policy(frozenset(names), loop, public_gateway, wildcard, subdomains)
+
+    @property
+    def content_open(self) -> bool:
+        """Anyone may read content (no token): the subdomain gateway's redirects are useful
+        only then, as another origin does not get the UI's session cookie."""
+        return self.loopback_only or self.public_gateway
 
 
 @dataclass(frozen=True)
@@ -124,7 +136,7 @@ def split_host(value: str) -> str:
 
 def host_kind(host: str, policy: Policy) -> str | None:
     """"peer" for a Host of this peer, "content" for the subdomain gateway form
-    (CID.ipfs.NAME, NAME.ipns.NAME), None for a foreign Host."""
+    (CID.ipfs.NAME, KEY.ipns.NAME of a subdomain gateway host NAME), None for a foreign Host."""
     h = split_host(host).rstrip(".")
     try:
         ip = ipaddress.ip_address(h)
@@ -134,11 +146,7 @@ def host_kind(host: str, policy: Policy) -> str | None:
         return "peer" if policy.any_address or ip.is_loopback or h in policy.names else None
     if h in policy.names:
         return "peer"
-    for ns in (".ipfs.", ".ipns."):
-        label, sep, rest = h.partition(ns)
-        if sep and label and (rest in policy.names or host_kind(rest, policy) == "peer"):
-            return "content"
-    return None
+    return "content" if parse_host(h, policy.subdomain_hosts) is not None else None
 
 
 def same_origin(origin: str, scheme: str, host: str) -> bool:
@@ -160,27 +168,32 @@ def _needs_token(what: str, facts: Facts) -> BanzaiError:
     return Unauthorized(f"{what} needs the peer's token: " + HOW_TO_LOGIN, field="token")
 
 
-def _check_host_origin(facts: Facts, policy: Policy, route: Route) -> BanzaiError | None:
+def _check_host_origin(facts: Facts, policy: Policy) -> tuple[BanzaiError | None, Route]:
+    """The refusal for the request's Host or Origin, if any, and its access class: every path
+    of a content Host (the subdomain gateway) is a path in the content."""
+    route = classify(facts.method, facts.path)
     if not facts.host:
-        return Forbidden("the request has no Host header", field="host")
+        return Forbidden("the request has no Host header", field="host"), route
     kind = host_kind(facts.host, policy)
     if kind is None:
         return Forbidden(f"Host {split_host(facts.host)!r} is not a name of this peer "
                          "(DNS rebinding is refused); if it is, start the peer with "
-                         f"--allow-host {split_host(facts.host)}", field="host")
-    if kind == "content" and not (route is Route.CONTENT and facts.method in SAFE_METHODS):
-        return Forbidden("a subdomain gateway host serves content reads only", field="host")
+                         f"--allow-host {split_host(facts.host)}", field="host"), route
+    if kind == "content":
+        if facts.method not in SAFE_METHODS:
+            return Forbidden("a subdomain gateway host serves content reads only",
+                             field="host"), route
+        route = Route.CONTENT
     if facts.method not in SAFE_METHODS and facts.origin is not None and not same_origin(
             facts.origin, facts.scheme, facts.host):
         return Forbidden(f"cross-origin request refused: Origin {facts.origin!r} is not this "
-                         "peer's; use the peer's own web UI or the CLI", field="origin")
-    return None
+                         "peer's; use the peer's own web UI or the CLI", field="origin"), route
+    return None, route
 
 
 def decide(facts: Facts, policy: Policy) -> BanzaiError | None:
     """None if the request may proceed, else the error to answer (401 or 403)."""
-    route = classify(facts.method, facts.path)
-    refused = _check_host_origin(facts, policy, route)
+    refused, route = _check_host_origin(facts, policy)
     if refused is not None or route is Route.OPEN:
         return refused
     user_ok = facts.user is Cred.VALID

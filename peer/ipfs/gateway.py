@@ -1,8 +1,10 @@
 """IPFS HTTP path + trustless gateway: GET/HEAD /ipfs/{cid}[/path] over a Store; HTTP only (paths,
 ranges, DAG and CAR traversal are store methods).
 
-Store calls run in worker threads (asyncio.to_thread) and file bytes are streamed block by block,
-so the event loop never blocks; only store content is ever read.
+Store calls run in worker threads (asyncio.to_thread) and file bytes are streamed in batches of
+blocks read ahead by a worker thread while the loop writes the previous batch, so the event loop
+never blocks; only store content is ever read. The subdomain gateway (CID.ipfs.HOST, names and
+redirects in peer/ipfs/subdomain.py) is a middleware over the same handler.
 
 Responses: UnixFS files (Range, ETag, If-None-Match), directories (index.html, else an HTML
 listing for browsers or JSON `{"Hash", "Links": [{"Name", "Hash", "Size", "Type"}]}` for
@@ -18,6 +20,7 @@ DAG-CBOR <-> DAG-JSON with `codec_conversion` (opt-in, as boxo's AllowCodecConve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import json
@@ -30,10 +33,19 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from peer.errors import ArgError, BanzaiError, IpnsError, NotAcceptable, NotCached, NotFound
+from peer.errors import (
+    ArgError,
+    BadCID,
+    BanzaiError,
+    IpnsError,
+    NotAcceptable,
+    NotCached,
+    NotFound,
+)
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import ipld, ipns
+from peer.ipfs import ipld, ipns, subdomain
 from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, DirLink, Entry, Store
 from peer.ipfs.tarstream import tar_stream
@@ -108,18 +120,26 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 
 Fetch = Callable[[str], Awaitable[bool]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Requests made by peers fetching data carry this header: they never trigger a fetch in
 # turn, so two peers lacking a block cannot ask each other for it forever.
 PEER_FETCH_HEADER = "X-Banzai-Fetch"
 
 
 def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
-               names: ipns.IpnsNames | None = None, codec_conversion: bool = False) -> None:
+               names: ipns.IpnsNames | None = None, codec_conversion: bool = False,
+               subdomains: subdomain.SubdomainConfig | None = None) -> None:
     """Register GET and HEAD /ipfs/{cid} and /ipfs/{cid}/{path} on `app`, and /ipns/{name}[/path]
     with `names` (the IPNS records this peer holds). With `fetch`, a CID missing here is
     fetched from the mesh (fetch(cid) -> True if now local) first. `codec_conversion` answers
-    DAG-CBOR blocks as DAG-JSON and back when asked (the specs answer 406: IPIP-0524)."""
+    DAG-CBOR blocks as DAG-JSON and back when asked (the specs answer 406: IPIP-0524).
+    `subdomains` adds the subdomain gateway: a middleware (appended to the app's, so after the
+    access check) that serves Hosts `{cid}.ipfs.{host}` / `{key}.ipns.{host}` and redirects
+    /ipfs/ and /ipns/ paths on `host` there. /ipfs/?uri= and /ipns/?uri= redirect ipfs:// and
+    ipns:// URIs (browsers' protocol handlers) to their paths."""
     gateway = Gateway(store, fetch, names, codec_conversion)
+    app.router.add_get("/ipfs/", protocol_handler)
+    app.router.add_get("/ipns/", protocol_handler)
     app.router.add_get("/ipfs/{cid}", gateway.handle)
     app.router.add_get("/ipfs/{cid}/{path:.*}", gateway.handle)
     app.router.add_route("OPTIONS", "/ipfs/{cid}", preflight)
@@ -129,6 +149,72 @@ def add_routes(app: web.Application, store: Store, fetch: Fetch | None = None,
         app.router.add_get("/ipns/{name}/{path:.*}", gateway.handle_ipns)
         app.router.add_route("OPTIONS", "/ipns/{name}", preflight)
         app.router.add_route("OPTIONS", "/ipns/{name}/{path:.*}", preflight)
+    if subdomains is not None and subdomains.hosts:
+        app.middlewares.append(subdomain_middleware(gateway, subdomains))
+
+
+def subdomain_middleware(gateway: Gateway, cfg: subdomain.SubdomainConfig) -> Middleware:
+    """Serve requests whose Host is a content Host (at any path), and answer GET/HEAD of
+    /ipfs/{cid}[/rest] and /ipns/{name}[/rest] on a gateway host (or one named by
+    X-Forwarded-Host) with a 301 to the content Host when `cfg.redirect`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        content = subdomain.parse_host(request.headers.get("Host", ""), cfg.hosts)
+        if content is not None:
+            return await gateway.handle_subdomain(request, content)
+        if cfg.redirect and request.method in ("GET", "HEAD") and request.path.startswith(
+                ("/ipfs/", "/ipns/")):
+            redirect = path_redirect(request, cfg.hosts)
+            if redirect is not None:
+                return redirect
+        return await handler(request)
+
+    return middleware
+
+
+def request_scheme(request: web.Request) -> str:
+    """https if the request came over TLS or through a proxy that says so (X-Forwarded-Proto),
+    else http: the scheme of a redirect's Location."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+    return forwarded if forwarded in ("http", "https") else request.scheme
+
+
+def path_redirect(request: web.Request, hosts: frozenset[str]) -> web.Response | None:
+    """The 301 of a path request on a gateway host to its content Host; None if the Host is
+    not a gateway host or the path names no root. X-Forwarded-Host is followed only when it
+    names a gateway host too: the access check has already accepted the Host, and the header
+    can only choose which of this peer's gateway hosts the Location names. An /ipfs/ root that
+    is not a CID, or a CID too long for a DNS label, is a 400 (plain text, as boxo)."""
+    forwarded = request.headers.get("X-Forwarded-Host", "")
+    parent = ((subdomain.gateway_host(forwarded, hosts) if forwarded else None)
+              or subdomain.gateway_host(request.headers.get("Host", ""), hosts))
+    if parent is None:
+        return None
+    try:
+        location = subdomain.redirect_url(request_scheme(request), parent,
+                                          request.rel_url.raw_path,
+                                          request.rel_url.raw_query_string)
+    except BadCID as exc:
+        return _text_error(400, f'invalid path "{request.path}": {exc.message}')
+    except ArgError as exc:
+        return _text_error(400, exc.message)
+    if location is None:
+        return None
+    return web.Response(status=301, headers={"Location": location} | CORS)
+
+
+async def protocol_handler(request: web.Request) -> web.Response:
+    """GET /ipfs/?uri=ipfs://CID/path (and ipns://): a 301 to the URI's content path."""
+    try:
+        uri = request.query.get("uri")
+        if not uri:
+            raise ArgError(f"{request.path} needs a root, or ?uri=ipfs://CID/path (an ipfs:// "
+                           "or ipns:// URI) to be redirected to its path", field="uri")
+        location = subdomain.protocol_redirect(uri)
+    except ArgError as exc:
+        return _error(http_error(exc, Surface.GATEWAY))
+    return web.Response(status=301, headers={"Location": location} | CORS)
 
 
 def sniff_type(name: str, head: bytes) -> str:
@@ -299,11 +385,15 @@ def check_raw_path(raw_path: str) -> None:
 @dataclass(frozen=True)
 class Target:
     """What a request names: a root CID, a path below it, and how long its answer may be
-    cached (immutable for /ipfs/, the record's TTL for /ipns/)."""
+    cached (immutable for /ipfs/, the record's TTL for /ipns/). On the subdomain gateway:
+    `gateway_host`, the host (and port) the content Host is a subdomain of (listings link
+    there), and `content_path`, the /ipfs/ or /ipns/ path the request stands for."""
 
     root: str
     path: str
     cache_control: str = CACHE_IMMUTABLE
+    gateway_host: str = ""
+    content_path: str = ""
 
 
 @dataclass
@@ -332,13 +422,45 @@ class Gateway:
         target = Target(request.match_info["cid"], request.match_info.get("path", ""))
         return await self.serve(request, target)
 
+    async def handle_subdomain(self, request: web.Request,
+                               content: subdomain.ContentHost) -> web.StreamResponse:
+        """Serve a request whose Host is `content`: its root at `/`, every path below it (an
+        /ipfs/ or /api/ path too is a path in the content). A root not in its canonical label
+        is redirected there; one no DNS label can hold is a 400 (plain text, as boxo)."""
+        if request.method == "OPTIONS":
+            return await preflight(request)
+        try:
+            label = subdomain.served_label(content)
+        except ArgError as exc:
+            return _text_error(400, exc.message)
+        raw = request.rel_url
+        if label is not None:
+            location = subdomain.content_redirect(request_scheme(request), content, label,
+                                                  raw.raw_path, raw.raw_query_string)
+            return web.Response(status=301, headers={"Location": location} | CORS)
+        path = request.path[1:]
+        content_path = f"/{content.ns}/{content.root}{raw.raw_path}"
+        if content.ns == "ipns":
+            return await self.serve_ipns(request, content.root, path, content.parent,
+                                         content_path)
+        return await self.serve(request, Target(content.root, path,
+                                                gateway_host=content.parent,
+                                                content_path=content_path))
+
     async def handle_ipns(self, request: web.Request) -> web.StreamResponse:
-        """Serve one /ipns request: a name written as a base58 key is redirected to its CID
-        form; the name's record (?format=ipns-record), or the content its value names."""
-        name, rest = request.match_info["name"], request.match_info.get("path", "")
+        """Serve one /ipns request (serve_ipns)."""
+        return await self.serve_ipns(request, request.match_info["name"],
+                                     request.match_info.get("path", ""))
+
+    async def serve_ipns(self, request: web.Request, name: str, rest: str,
+                         gateway_host: str = "", content_path: str = "") -> web.StreamResponse:
+        """Serve IPNS name `name` with `rest` below it: a name written as a base58 key is
+        redirected to its CID form; the name's record (?format=ipns-record), or the content
+        its value names."""
         try:
             check_raw_path(request.rel_url.raw_path)
-            assert self.names is not None
+            if self.names is None:
+                raise NotFound("this gateway serves no IPNS names", field="name")
             key, is_cid = ipns.parse_name(name)
             if not is_cid:
                 raw = request.rel_url.raw_path
@@ -349,7 +471,7 @@ class Gateway:
             record = await asyncio.to_thread(self.names.resolve, name)
             if response_format(request) == "ipns-record":
                 return await _send(request, _record_plan(request, name, record))
-            target = _ipns_target(record, rest)
+            target = _ipns_target(record, rest, gateway_host, content_path)
         except BanzaiError as exc:
             return _error(http_error(exc, Surface.GATEWAY))
         return await self.serve(request, target)
@@ -387,7 +509,7 @@ class Gateway:
             raise ArgError("empty path segments are not allowed", field="path")
         cids = self.store.resolve_path(root, path)
         headers = {
-            "X-Ipfs-Path": request.rel_url.raw_path,
+            "X-Ipfs-Path": target.content_path or request.rel_url.raw_path,
             "X-Ipfs-Roots": ",".join(cids),
             "Cache-Control": target.cache_control,
         }
@@ -404,7 +526,7 @@ class Gateway:
             return self._tar(cids[-1], request, headers)
         entry = self.store.stat(cids[-1])
         if entry.kind == "dir":
-            return self._dir(entry, request, headers, fmt)
+            return self._dir(entry, request, headers, fmt, target)
         name = path.rstrip("/").rsplit("/", 1)[-1] if path else ""  # typed by its own name
         return self._file(entry, name, request, headers)
 
@@ -512,7 +634,8 @@ class Gateway:
         # tests pin the root); NotFound comes before the first byte.
         return Plan(200, headers, stream=self.store.export_car(cids[0], path, opts))
 
-    def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str) -> Plan:
+    def _dir(self, entry: Entry, request: web.Request, headers: dict[str, str], fmt: str,
+             target: Target) -> Plan:
         if fmt in ("json", "dag-json"):
             return self._listing_json(entry, request, headers)
         if not request.path.endswith("/"):
@@ -523,10 +646,10 @@ class Gateway:
         try:
             index = self.store.resolve(entry.cid, "index.html")
         except NotFound:
-            return self._listing_html(entry, request, headers)
+            return self._listing_html(entry, request, headers, target)
         index_entry = self.store.stat(index)
         if index_entry.kind != "file":
-            return self._listing_html(entry, request, headers)
+            return self._listing_html(entry, request, headers, target)
         return self._file(index_entry, "index.html", request, headers, etag=f'"{entry.cid}"')
 
     def _listing_json(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
@@ -541,7 +664,8 @@ class Gateway:
         body = json.dumps({"Hash": entry.cid, "Links": links}, ensure_ascii=False).encode()
         return Plan(200, headers, body=body)
 
-    def _listing_html(self, entry: Entry, request: web.Request, headers: dict[str, str]) -> Plan:
+    def _listing_html(self, entry: Entry, request: web.Request, headers: dict[str, str],
+                      target: Target) -> Plan:
         """Kubo's listing of the directory's links (each one's Tsize, as boxo: no child is
         read), streamed; the links (a HAMT's shards) are read before the first byte."""
         etag = f'"DirIndex-1_CID-{entry.cid}"'
@@ -549,8 +673,11 @@ class Gateway:
         if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Plan(304, headers)
         links = self.store.dir_links(entry.cid)
-        page = render_listing(request.match_info.get("cid") or entry.cid,
-                              request.match_info.get("path", ""), links, entry)
+        if target.gateway_host:
+            page = render_listing(target.root, target.path, links, entry, target.gateway_host)
+        else:
+            page = render_listing(request.match_info.get("cid") or entry.cid,
+                                  request.match_info.get("path", ""), links, entry)
         return Plan(200, headers, stream=page)
 
     def _file(self, entry: Entry, name: str, request: web.Request, headers: dict[str, str],
@@ -581,14 +708,16 @@ class Gateway:
         return Plan(206, headers, stream=stream, length=end - start)
 
 
-def _ipns_target(record: ipns.Record, rest: str) -> Target:
+def _ipns_target(record: ipns.Record, rest: str, gateway_host: str = "",
+                 content_path: str = "") -> Target:
     """The /ipfs/ content a record's value names, with `rest` below it, cached for its TTL."""
     if not record.value.startswith("/ipfs/"):
         raise IpnsError(f"the record's value {record.value!r} names another IPNS name, which "
                         "this gateway does not follow")
     root, _, sub = record.value[len("/ipfs/"):].partition("/")
     path = "/".join(p for p in (sub.strip("/"), rest) if p)
-    return Target(root, path, f"public, max-age={record.ttl_ns // 1_000_000_000}")
+    return Target(root, path, f"public, max-age={record.ttl_ns // 1_000_000_000}",
+                  gateway_host, content_path)
 
 
 def _record_plan(request: web.Request, name: str, record: ipns.Record) -> Plan:
@@ -646,7 +775,7 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # the same once %-encoded and HTM
 LISTING_ROWS = 512  # rows per piece of a streamed listing
 
 
-def _listing_row(base: str, link: DirLink) -> str:
+def _listing_row(base: str, link: DirLink, ipfs: str = "/ipfs/") -> str:
     name = link.name
     if _PLAIN_NAME.fullmatch(name):
         href, shown, filename = f"{base}/{name}", name, name
@@ -657,20 +786,26 @@ def _listing_row(base: str, link: DirLink) -> str:
     return (f'<tr><td><a href="{href}">{shown}</a></td>'
             f'<td title="Cumulative size of IPFS DAG (data + metadata)">'
             f"{human_bytes(link.tsize)}</td>"
-            f'<td><a class="ipfs-hash" translate="no" href="/ipfs/{link.cid}?filename={filename}">'
+            f'<td><a class="ipfs-hash" translate="no" href="{ipfs}{link.cid}?filename={filename}">'
             f"<code>{link.cid}</code></a></td></tr>")
 
 
-def render_listing(root: str, path: str, links: list[DirLink], entry: Entry) -> Iterator[bytes]:
+def render_listing(root: str, path: str, links: list[DirLink], entry: Entry,
+                   gateway_host: str = "") -> Iterator[bytes]:
     """An HTML index of directory /ipfs/`root`/`path` in pieces (Kubo's layout: breadcrumbs,
     the directory's DAG size, a `..` backlink below the root, absolute links, each link's
-    Tsize, each CID linked with its ?filename=); escaped."""
+    Tsize, each CID linked with its ?filename=); escaped. On the subdomain gateway
+    (`gateway_host`), entries link to paths of the content's own origin, and breadcrumbs and
+    CIDs to the path gateway of `//gateway_host` (boxo's layout)."""
     segments = [s for s in path.split("/") if s]
-    base = f"/ipfs/{root}"
-    crumbs = [f'<a href="{html.escape(base)}">{html.escape(root)}</a>']
-    for seg in segments:
-        base += "/" + quote(seg, safe="")
-        crumbs.append(f'<a href="{html.escape(base)}">{html.escape(seg)}</a>')
+    quoted = [quote(seg, safe="") for seg in segments]
+    ipfs = f"//{gateway_host}/ipfs/" if gateway_host else "/ipfs/"
+    at = ipfs + root
+    crumbs = [f'<a href="{html.escape(at)}">{html.escape(root)}</a>']
+    for seg, q in zip(segments, quoted, strict=True):
+        at += "/" + q
+        crumbs.append(f'<a href="{html.escape(at)}">{html.escape(seg)}</a>')
+    base = "".join("/" + q for q in quoted) if gateway_host else at  # where entries are
     title = html.escape("/ipfs/" + "/".join([root, *segments]) + "/")
     head = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
             f"<body><h1>Index of /ipfs/{'/'.join(crumbs)}</h1>"
@@ -681,7 +816,7 @@ def render_listing(root: str, path: str, links: list[DirLink], entry: Entry) -> 
                     "</tr>")
     yield "".join(head).encode()
     for i in range(0, len(links), LISTING_ROWS):
-        yield "".join([_listing_row(base, link)
+        yield "".join([_listing_row(base, link, ipfs)
                        for link in links[i:i + LISTING_ROWS]]).encode()
     yield b"</table></body></html>"
 
@@ -709,6 +844,11 @@ CORS = {"Access-Control-Allow-Origin": "*",
             "X-Stream-Output"}
 
 
+def _text_error(status: int, message: str) -> web.Response:
+    """An error of the subdomain gateway's Host and redirect step: plain text, as boxo's."""
+    return web.Response(status=status, text=message + "\n", headers=CORS | ISOLATION)
+
+
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS)
 
@@ -732,26 +872,54 @@ async def _send(request: web.Request, plan: Plan) -> web.StreamResponse:
     return resp
 
 
+READ_AHEAD_BYTES = 1 << 20  # what one worker-thread hop pulls from a stream (>= 1 piece)
+
+
+def _take(stream: Iterator[bytes], max_bytes: int) -> list[bytes]:
+    """The next pieces of `stream`, at least one and about `max_bytes` in all; [] at its end.
+    A worker thread's side: reading and verifying blocks blocks."""
+    pieces: list[bytes] = []
+    n = 0
+    for piece in stream:
+        pieces.append(piece)
+        n += len(piece)
+        if n >= max_bytes:
+            break
+    return pieces
+
+
 async def write_stream(request: web.Request, resp: web.StreamResponse, stream: Iterator[bytes],
                        *, first: bytes | None = None, body: bool = True) -> None:
-    """Prepare `resp` and write `stream` (pulled in worker threads, after `first`); content
-    that vanishes or breaks mid-stream cuts the connection. The stream is always closed."""
+    """Prepare `resp` and write `stream` (after `first`); content that vanishes or breaks
+    mid-stream cuts the connection. The stream is pulled in worker threads about
+    READ_AHEAD_BYTES at a time, the next batch while this one is written (so at most two
+    batches are in memory, and one thread at a time touches the stream). It is always
+    closed, once no thread holds it."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[list[bytes]] | None = None
     try:
         await resp.prepare(request)
-        piece = first
-        if body and piece is None:
-            piece = await asyncio.to_thread(next, stream, None)
-        while body and piece is not None:
-            await resp.write(piece)
-            piece = await asyncio.to_thread(next, stream, None)
+        if body:
+            pending = loop.run_in_executor(None, _take, stream, READ_AHEAD_BYTES)
+            if first is not None:
+                await resp.write(first)
+            while batch := await pending:
+                pending = loop.run_in_executor(None, _take, stream, READ_AHEAD_BYTES)
+                for piece in batch:
+                    await resp.write(piece)
+            pending = None
         await resp.write_eof()
     except BanzaiError as exc:
+        pending = None  # the failed read was the pending one: no thread holds the stream
         log.warning("gateway: aborted %s: %s", request.rel_url, exc.message)
         if request.transport is not None:
             request.transport.close()
     except ConnectionResetError:  # the client left (a fetch that gave up): nothing to answer
         log.debug("gateway: the client of %s left", request.rel_url)
     finally:
+        if pending is not None:  # a read ahead still runs: let it end before closing
+            with contextlib.suppress(Exception):
+                await pending
         close = getattr(stream, "close", None)
         if close is not None:
             await asyncio.to_thread(close)

@@ -36,8 +36,9 @@ def suite() -> Any:
 
 
 def test_conformance_suite(suite: Any, peer: PeerProc, tmp_path: Path) -> None:
-    """Specs trustless-gateway and path-gateway: every check passes except those listed in
-    conformance_known_failures.txt, and every listed check still fails (the list only shrinks)."""
+    """Specs trustless-gateway, path-gateway and subdomain-gateway: every check passes except
+    those listed in conformance_known_failures.txt, and every listed check still fails (the
+    list only shrinks)."""
     fixtures = conformance.extract_fixtures(suite, tmp_path / "fixtures")
     imported = conformance.import_fixtures(peer.url, fixtures)
     assert not [r for r in imported["refused"] if ".car:" in r], imported["refused"]
@@ -81,7 +82,7 @@ def kubo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboGatew
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
-    p = start_peer(tmp_path_factory.mktemp("conf") / "p0", "--no-mdns")
+    p = start_peer(tmp_path_factory.mktemp("conf") / "p0", "--no-mdns", *conformance.PEER_FLAGS)
     yield p
     p.kill()
 

@@ -7,6 +7,7 @@ the CLI's token lookup and HTTPS. Two module-scoped peers: one on 127.0.0.1, one
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
 import json
 import os
@@ -27,6 +28,8 @@ import pytest
 from peer.http.auth import Route, classify
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import mesh_credential
+from peer.ipfs.cids import parse_cid
+from peer.ipfs.subdomain import dns_label
 from tests.conftest import BIN, ROOT, PeerProc, start_peer
 from tests.helpers import multipart
 
@@ -145,6 +148,58 @@ def test_foreign_host_refused(loop: PeerProc) -> None:
     _error(*raw("POST", f"{loop.url}/api/jobs", PIPELINE,
                 {**_bearer(loop), "Host": "rebound.example:80"}), 403)
     assert raw("GET", f"{loop.url}/api/health", headers={"Host": "localhost"})[0] == 200
+
+
+def _plain(url: str, path: str, host: str, headers: dict[str, str] | None = None,
+           method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request to the peer at `url` (127.0.0.1) with this Host, redirects not followed
+    (their targets, *.ipfs.localhost, are reached the same way: nothing is resolved)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+    try:
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+def test_subdomain_gateway_on_loopback(loop: PeerProc) -> None:
+    """/ipfs/CID on localhost redirects to CID.ipfs.localhost, which serves the content at /
+    in its own origin (still sandboxed) and nothing of the peer: no API, no login, no
+    writes; the UI's session cookie is host-only, so content origins never get it."""
+    status, body = raw("POST", f"{loop.url}/api/add?name=a.txt", b"subdomain", _bearer(loop))
+    assert status == 201, body
+    cid = json.loads(body)["cid"]
+    port = loop.url.rsplit(":", 1)[1]
+    label = dns_label(parse_cid(cid), "ipfs")
+    status, headers, _ = _plain(loop.url, f"/ipfs/{cid}", f"localhost:{port}")
+    assert status == 301 and headers["Location"] == f"http://{label}.ipfs.localhost:{port}/"
+    content = f"{label}.ipfs.localhost:{port}"
+    status, headers, body = _plain(loop.url, "/", content)
+    assert (status, body) == (200, b"subdomain")
+    assert headers["Content-Security-Policy"] == "sandbox"
+    for path in ("/api/jobs", f"/login?token={loop.token}", "/"):
+        status, headers, body = _plain(loop.url, path, content)
+        assert "Set-Cookie" not in headers and b'"jobs"' not in body
+        assert status == (200 if path == "/" else 404)
+    assert _plain(loop.url, "/api/jobs", content, _bearer(loop), "POST")[0] == 403
+    # 127.0.0.1 stays a path gateway (the UI's own origin serves sandboxed content as before)
+    assert _plain(loop.url, f"/ipfs/{cid}", f"127.0.0.1:{port}")[::2] == (200, b"subdomain")
+    status, headers, _ = _plain(loop.url, f"/login?token={loop.token}", f"localhost:{port}")
+    assert status == 302 and "domain=" not in headers["Set-Cookie"].lower()
+
+
+def test_subdomain_gateway_beyond_loopback_keeps_the_token(wide: tuple[PeerProc, str]) -> None:
+    """Where content needs the token, localhost does not redirect (another origin would not
+    get the UI's session); a content Host still needs the token."""
+    w, url = wide
+    cid = json.loads(raw("POST", f"{url}/api/add?name=s.txt", b"wide", _bearer(w))[1])["cid"]
+    port = url.rsplit(":", 1)[1]
+    status, _, body = _plain(url, f"/ipfs/{cid}", f"localhost:{port}", _bearer(w))
+    assert (status, body) == (200, b"wide")
+    content = f"{dns_label(parse_cid(cid), 'ipfs')}.ipfs.localhost:{port}"
+    assert _plain(url, "/", content)[0] == 401
+    assert _plain(url, "/", content, _bearer(w))[::2] == (200, b"wide")
 
 
 def _state_changing() -> list[tuple[str, str]]:

@@ -18,6 +18,8 @@ from peer.http.auth import Auth, Cred, Facts, Policy, Route, classify, decide, h
 LOOP = Policy.for_bind("127.0.0.1")
 WIDE = Policy.for_bind("0.0.0.0", allow_hosts=("lab.example.org",))
 WIDE_PUBLIC = Policy.for_bind("0.0.0.0", public_gateway=True)
+NO_SUB = Policy.for_bind("127.0.0.1", subdomain_hosts=())
+GW = Policy.for_bind("127.0.0.1", subdomain_hosts=("GW.lab.example",))
 H = "127.0.0.1:8700"
 OK, E401, E403 = None, Unauthorized, Forbidden
 V, W, N = Cred.VALID, Cred.WRONG, Cred.NONE
@@ -77,8 +79,23 @@ CASES: list[tuple[str, Facts, Policy, type[Exception] | None]] = [
     ("subdomain ipns read", f("GET", "/ipns/x", host="k51.ipns.localhost:8700"), LOOP, OK),
     ("subdomain of a foreign name", f("GET", "/ipfs/x", host="bafy.ipfs.evil.example"), LOOP,
      E403),
-    ("subdomain host cannot use the API", f("GET", "/api/jobs", host="bafy.ipfs.localhost"),
-     LOOP, E403),
+    # every path of a content Host is a path in the content (the API is not served there)
+    ("subdomain host: /api/ is a content path", f("GET", "/api/jobs", host="bafy.ipfs.localhost"),
+     LOOP, OK),
+    ("subdomain host beyond loopback needs the token", f("GET", "/", host="bafy.ipfs.localhost"),
+     WIDE, E401),
+    ("subdomain host beyond loopback, bearer", f("GET", "/", host="bafy.ipfs.localhost",
+                                                 user=V), WIDE, OK),
+    ("subdomain host, public gateway", f("GET", "/", host="bafy.ipfs.localhost"), WIDE_PUBLIC,
+     OK),
+    ("subdomain of an --allow-host name", f("GET", "/", host="bafy.ipfs.lab.example.org"), WIDE,
+     E403),
+    ("subdomain of an address", f("GET", "/", host="bafy.ipfs.127.0.0.1"), LOOP, E403),
+    ("subdomain gateway turned off", f("GET", "/ipfs/x", host="bafy.ipfs.localhost"), NO_SUB,
+     E403),
+    ("a named gateway host", f("GET", "/ipfs/x", host="gw.lab.example:8700"), GW, OK),
+    ("a named gateway host's subdomain", f("GET", "/x", host="bafy.ipfs.gw.lab.example"), GW,
+     OK),
     ("subdomain host cannot write", f("POST", "/api/jobs", host="bafy.ipfs.localhost",
                                       user=V), LOOP, E403),
     # reads: open on loopback, the token beyond
@@ -143,6 +160,14 @@ def test_policy_of_binds() -> None:
     assert not Policy.for_bind("10.0.0.5").loopback_only  # on 127.0.0.1
     assert host_kind("10.0.0.5:1", Policy.for_bind("10.0.0.5")) == "peer"
     assert host_kind("10.0.0.6:1", Policy.for_bind("10.0.0.5")) is None
+    assert LOOP.content_open and WIDE_PUBLIC.content_open and not WIDE.content_open
+
+
+def test_subdomain_hosts_of_a_policy() -> None:
+    assert LOOP.subdomain_hosts == {"localhost"} and NO_SUB.subdomain_hosts == frozenset()
+    assert GW.subdomain_hosts == {"gw.lab.example"} and "gw.lab.example" in GW.names
+    assert host_kind("bafy.ipfs.localhost:1", LOOP) == "content"
+    assert host_kind("bafy.ipfs.localhost:1", GW) is None
 
 
 # -- tokens ------------------------------------------------------------------------------
