@@ -40,6 +40,7 @@ __all__ = ["Scheduler", "SchedulerConfig"]
 
 log = logging.getLogger("banzai.scheduler")
 _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
+IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
 
 
 K = TypeVar("K", bound=tuple[Any, ...])
@@ -218,10 +219,18 @@ class Scheduler:
             # Not asyncio.wait_for: on 3.11 it swallows a cancel() that lands just after the
             # event was set, and then close() waits forever for this loop to end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.tick_s):
+                async with asyncio.timeout(self.cfg.tick_s if self.timed() else IDLE_TICK_S):
                     await self._wake.wait()
             self._wake.clear()
             self.step()
+
+    def timed(self) -> bool:
+        """Does a tick have work here (something waits on time: staggered claims, others'
+        leases, our claims to check, data, starved tasks)? If not, only events (which wake
+        the loop) can change anything, and an idle peer ticks every IDLE_TICK_S."""
+        return bool(self._dirty or self._mine or self._starved or self._ready_since
+                    or self._claim_seen or self._unplaced or self._partial_due
+                    or self.locality.waiting or self.locality.stalled)
 
     def step(self) -> None:
         """One evaluation round: the tasks marked by events, and every tick those whose

@@ -96,6 +96,19 @@ from peer.mesh.wire import (
 
 log = logging.getLogger("banzai.gossip")
 LEAVE_DRAIN_S = 0.1  # close() gives the transport this long to send our LEFT
+SOFT_SLACK_S = 0.2  # a periodic chore runs this early (at most half its period) if woken
+
+
+def next_soft(now: float, due: float, period_s: float) -> float | None:
+    """A soft periodic timer due at `due`: None if it does not run at `now` (too early),
+    else when it is next due: a period after this one was due, so that the cadence holds
+    when it runs early, or a period from now when it runs late (then the next run could
+    come within half a period: runs are never closer than that)."""
+    slack = min(SOFT_SLACK_S, period_s / 2)
+    if now + slack < due:
+        return None
+    nxt = due + period_s
+    return nxt if nxt - slack >= now + period_s / 2 else now + period_s
 
 
 @dataclass(frozen=True)
@@ -403,22 +416,25 @@ class Gossip:
         return self.view.heads_of(peer_id)
 
     def tick(self) -> None:
-        """Do whatever is due at the clock's current time."""
+        """Do whatever is due at the clock's current time. The periodic chores (heartbeat,
+        anti-entropy, renewals) are soft timers: each runs on a wake-up up to SOFT_SLACK_S
+        before it is due, so that an idle peer wakes for the probes, not for each chore."""
         now = self._clock()
-        if now >= self._next_hb:
-            self._next_hb = now + self.cfg.heartbeat_s
+        if (nxt := next_soft(now, self._next_hb, self.cfg.heartbeat_s)) is not None:
+            self._next_hb = nxt
             self.heartbeat()
-        if now >= self._next_ae:
-            j = self.cfg.jitter * self.cfg.anti_entropy_s
-            self._next_ae = now + self.cfg.anti_entropy_s + self._rng.uniform(-j, j)
+        j = self.cfg.jitter * self.cfg.anti_entropy_s
+        if (nxt := next_soft(now, self._next_ae, self.cfg.anti_entropy_s)) is not None:
+            self._next_ae = nxt + self._rng.uniform(-j, j)
             self.anti_entropy()
         if self.swim is not None:
             self.swim.tick(now)
-            if now >= self._next_renew:
-                self._next_renew = now + self.cfg.renew_s
+            if (nxt := next_soft(now, self._next_renew, self.cfg.renew_s)) is not None:
+                self._next_renew = nxt
                 self.view.renew()
-        if now >= self._next_update:  # heartbeat-judged peers and learned addresses
-            self._next_update = now + min(self.cfg.heartbeat_s, self.cfg.suspect_after_s / 4)
+        every = min(self.cfg.heartbeat_s, self.cfg.suspect_after_s / 4)
+        if (nxt := next_soft(now, self._next_update, every)) is not None:
+            self._next_update = nxt  # heartbeat-judged peers and learned addresses
             self._membership.update(now)
 
     def heartbeat(self) -> None:

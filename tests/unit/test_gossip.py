@@ -4,6 +4,7 @@ path. The codec, membership and anti-entropy have their own test modules."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from peer.log import PROTOCOL_VERSION, Event, EventType, fold
 from peer.log.clock import FakeClock
-from peer.mesh.gossip import Gossip, GossipConfig, Kind, encode_frame
+from peer.mesh.gossip import SOFT_SLACK_S, Gossip, GossipConfig, Kind, encode_frame, next_soft
 from peer.mesh.sim import Cluster, MemorySink, RecordingMembers, simulate
 from peer.mesh.transport import MemoryNetwork
 
@@ -279,3 +280,60 @@ async def test_start_runs_timers_over_loop_delivery() -> None:
     # closing announced LEFT: the others dropped the leaver at once, no timeout waited for
     assert gs[2].live_peers() == {}
     assert gs[1].status(gs[0].peer_id) == "dead"
+
+
+# -- soft timers: the periodic chores ride on other wake-ups, keeping their cadence ------------
+@given(st.lists(st.floats(min_value=0.001, max_value=0.3), min_size=50, max_size=400),
+       st.sampled_from([0.1, 0.5, 1.0]))
+def test_soft_timer_keeps_its_cadence_and_is_never_late(gaps: list[float], period: float) -> None:
+    """Woken at arbitrary times, a soft timer runs at most one slack early, never twice
+    within half a period, and not more often than once per period overall."""
+    slack = min(SOFT_SLACK_S, period / 2)
+    now, due, fired = 0.0, 0.0, []
+    for gap in gaps:
+        now += gap
+        nxt = next_soft(now, due, period)
+        if nxt is None:
+            assert now + slack < due  # not due yet
+            continue
+        assert now >= due - slack - 1e-9  # never more than the slack early
+        fired.append(now)
+        due = nxt
+        assert due > now  # never due again at once
+    assert all(b - a >= period / 2 - 1e-9 for a, b in itertools.pairwise(fired))
+    # The cadence holds: not more often than once per period over the run, give or take one.
+    assert len(fired) <= now / period + 2
+
+
+def test_soft_timer_runs_late_after_a_stall_then_resumes_its_period() -> None:
+    assert next_soft(0.0, 0.5, 0.5) is None  # early by more than the slack
+    assert next_soft(0.35, 0.5, 0.5) == 1.0  # early within the slack: cadence kept
+    assert next_soft(0.7, 0.5, 0.5) == 1.2  # late: a period from now, never two runs at once
+    assert next_soft(10.0, 0.5, 0.5) == 10.5  # after a stall: a period from now
+
+
+def test_idle_gossip_chores_share_the_probe_wake_ups() -> None:
+    """Two SWIM members on the in-memory network, each woken only when its timer is due (as
+    `_run` sleeps): the chores ride on the probes' wake-ups, and still run at their rates."""
+    c = Cluster(2, GossipConfig(secret=SECRET))
+    a = c.peers[0].gossip
+
+    def due(g: Gossip) -> float:
+        assert g.swim is not None
+        return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
+
+    wakes, rounds0, start = 0, a.stats.rounds, c.clock()
+    while c.clock() < start + 60.0 and wakes < 2000:
+        c.clock.now = max(min(due(p.gossip) for p in c.peers), c.clock() + 0.001)
+        for p in c.peers:
+            if c.clock() >= due(p.gossip):
+                p.gossip.tick()
+                wakes += p.gossip is a
+        c.net.pump()
+    rounds = a.stats.rounds - rounds0
+    assert 50 <= rounds <= 66  # anti-entropy about once a second (1 s +- 10 %)
+    assert len(a.live_peers()) == 1  # the probes kept the other member alive
+    # Unaligned, the chores (heartbeat 2/s, renewals 2/s, membership update 2/s, anti-entropy
+    # 1/s) and the probes (2/s, each with a timeout) would wake the timer up to 11 times a
+    # second; aligned, the chores add almost nothing to the probes' wake-ups.
+    assert wakes < 5 * 60

@@ -405,3 +405,21 @@ async def test_a_runs_outcome_its_tasks_completion_and_the_next_claim_share_a_lo
     finally:
         turn[0] = 10_000
         await mesh.close()
+
+
+async def test_a_peer_ticks_only_while_something_waits_on_time(make_mesh: MeshFactory) -> None:
+    """`timed()` (the loop's fast tick) holds while a claim, a lease of another peer or a
+    stagger is being watched, and not once every job is done: an idle peer's loop sleeps
+    until an event wakes it."""
+    mesh = make_mesh(2)
+    assert not any(p.sched.timed() for p in mesh.peers.values())  # nothing submitted yet
+    job, holder = await started_job(mesh)
+    other = "p1" if holder == "p0" else "p0"
+    assert mesh[holder].sched.timed()  # its own claims, checked at each tick
+    assert mesh[other].sched.timed()  # the holder's leases, watched at each tick
+    for key in list(mesh[holder].runner.running):
+        mesh[holder].runner.finish(key)
+    await mesh.advance(TURN_S * 4)
+    assert task_status(mesh[other].state, job, "w", CFG.max_attempts) == "done"
+    await mesh.advance(TURN_S)  # the next tick forgets what it watched for the finished task
+    assert not any(p.sched.timed() for p in mesh.peers.values())
