@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from peer.mesh.gossip import Kind, encode_frame
-from tests.conftest import BIN, ROOT, PeerProc, mesh_secret_file, start_peer
+from tests.conftest import BIN, ROOT, PeerProc, start_peer
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
 from tests.helpers import get_json as get
@@ -42,7 +42,7 @@ def start_all(start: Any, *specs: tuple[str, ...]) -> list[PeerProc]:
 @pytest.fixture(scope="module")
 def lone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     """One peer that gossips with nobody (no mDNS, no --join; --slots 2): the single-peer
-    reference run and the target of a plain ZeroMQ client. Its secret: mesh_secret_file."""
+    reference run, and a peer given a bad submission."""
     p = start_peer(tmp_path_factory.mktemp("lone") / "p0", "--slots", "2", "--no-mdns",
                    mesh=f"lone-{uuid.uuid4().hex[:12]}")
     yield p
@@ -168,11 +168,12 @@ def test_peer_with_another_secret_never_joins(trio: list[PeerProc], tmp_path: Pa
         c.kill(signal.SIGTERM)
 
 
-def test_plain_connection_is_refused_and_counted(lone: PeerProc) -> None:
+def test_plain_connection_is_refused_and_counted(peer_factory: Any, tmp_path: Path) -> None:
     """Gossip is CURVE: a plain ZeroMQ client (here sending HMAC-tagged frames, as before
     CURVE) fails the handshake, counted; none of its frames reaches the frame layer."""
-    a = lone
-    secret_file = mesh_secret_file(a.args[a.args.index("--mesh-name") + 1])
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secrets.token_hex(32))
+    a = peer_factory("h0", "--secret-file", str(secret_file), "--no-mdns")
     health = get(a.url + "/api/health")
     before = health["gossip"]["refused_handshakes"]
     ctx = zmq.Context()
