@@ -11,6 +11,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 import zmq
 
 from peer.mesh.gossip import Kind, encode_frame
-from tests.conftest import BIN, ROOT, PeerProc
+from tests.conftest import BIN, ROOT, PeerProc, start_peer
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
 from tests.helpers import get_json as get
@@ -29,17 +32,48 @@ PIPE = [{"call": "T_WRITE", "args": [48]}, {"call": "T_SLOW_ITEMS", "args": [0.1
         {"call": "T_CONCAT"}]
 
 
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Path:
-    f = tmp_path / "secret"
-    f.write_text(secrets.token_hex(32))
-    return f
+def start_all(start: Any, *specs: tuple[str, ...]) -> list[PeerProc]:
+    """`start(*spec)` for every spec at once: a peer's start-up is mostly its own process
+    importing, so two start in about the time of one on two cores."""
+    with ThreadPoolExecutor(len(specs)) as pool:
+        return list(pool.map(lambda spec: start(*spec), specs))
 
 
-def test_three_peers_discover_spread_work_and_agree_on_cids(peer_factory: Any) -> None:
-    single = peer_factory("single", "--slots", "2", "--no-mdns")
-    ref = wait_job(single, post(single.url + "/api/jobs", PIPE)["job"])
-    peers = [peer_factory(f"m{i}", "--slots", "2") for i in range(3)]
+@pytest.fixture(scope="module")
+def lone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
+    """One peer that gossips with nobody (no mDNS, no --join; --slots 2): the single-peer
+    reference run, and a peer given a bad submission."""
+    p = start_peer(tmp_path_factory.mktemp("lone") / "p0", "--slots", "2", "--no-mdns",
+                   mesh=f"lone-{uuid.uuid4().hex[:12]}")
+    yield p
+    p.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PeerProc]]:
+    """Three peers of one mesh found by mDNS (--slots 1, leases of 120 s), started at once,
+    shared by the tests that leave every peer running (they share peers, not jobs)."""
+    d, mesh = tmp_path_factory.mktemp("trio"), f"trio-{uuid.uuid4().hex[:12]}"
+    started: list[PeerProc] = []
+
+    def start(name: str) -> PeerProc:
+        started.append(p := start_peer(d / name, "--slots", "1", "--lease-s", "120",
+                                       mesh=mesh))
+        return p
+
+    try:
+        peers = start_all(start, ("m0",), ("m1",), ("m2",))
+        wait_mesh(peers, 3)
+        yield peers
+    finally:
+        for p in started:
+            p.kill(signal.SIGTERM)
+
+
+def test_three_peers_discover_spread_work_and_agree_on_cids(lone: PeerProc,
+                                                           trio: list[PeerProc]) -> None:
+    ref = wait_job(lone, post(lone.url + "/api/jobs", PIPE)["job"])
+    peers = trio
     wait_mesh(peers, 3)
     r = post(peers[0].url + "/api/jobs", PIPE)
     assert r["replicas"] >= 2  # acknowledged by another live peer before returning
@@ -53,13 +87,13 @@ def test_three_peers_discover_spread_work_and_agree_on_cids(peer_factory: Any) -
             assert resp.read().count(b"\n") == 48
 
 
-def test_per_item_task_is_assembled_without_waiting_for_a_lease(peer_factory: Any) -> None:
+def test_per_item_task_is_assembled_without_waiting_for_a_lease(trio: list[PeerProc]) -> None:
     """Assembling a per-item task's output reads its input's listing, which only the
     holders of the input have: here one peer, which got the upload. The peer that split
     the task (a holder) assembles it at once; the last chunk finisher used to, and when it
     lacked the listing the task waited a whole lease for another peer to take over. Leases
     are 120 s here, beyond wait_job's 60 s; repeated so that other peers finish last."""
-    peers = [peer_factory(f"a{i}", "--slots", "1", "--lease-s", "120") for i in range(3)]
+    peers = trio
     wait_mesh(peers, 3)
     ran: set[str] = set()
     for rep in range(4):
@@ -92,8 +126,8 @@ def _own_running(peers: list[PeerProc]) -> list[int]:
             for p in peers]
 
 
-def test_cancel_stops_workers_on_every_peer(peer_factory: Any) -> None:
-    peers = [peer_factory(f"c{i}", "--slots", "1") for i in range(3)]
+def test_cancel_stops_workers_on_every_peer(trio: list[PeerProc]) -> None:
+    peers = trio
     wait_mesh(peers, 3)
     job = post(peers[0].url + "/api/jobs", [{"call": "T_WRITE", "args": [12]},
                                            {"call": "T_SLOW_ITEMS", "args": [3600]}])["job"]
@@ -110,30 +144,35 @@ def test_cancel_stops_workers_on_every_peer(peer_factory: Any) -> None:
     # how soon (the design's bound: within a second): scripts/bench_latency.py
 
 
-def test_peer_with_another_secret_never_joins(peer_factory: Any, secret_file: Path,
-                                              tmp_path: Path) -> None:
+def test_peer_with_another_secret_never_joins(trio: list[PeerProc], tmp_path: Path) -> None:
     other = tmp_path / "other-secret"
     other.write_text(secrets.token_hex(32))
-    a = peer_factory("s0", "--secret-file", str(secret_file))
-    b = peer_factory("s1", "--secret-file", str(secret_file))
-    wait_mesh([a, b], 2)
-    ga = get(a.url + "/api/health")["gossip_address"]
-    c = peer_factory("s2", "--secret-file", str(other), "--join", ga)
-    # c finds a and b by mDNS (same mesh name) and leaves them alone (another key id); told
-    # to --join a, it tries: every CURVE handshake is refused and counted
-    until(lambda: get(a.url + "/api/health")["gossip"]["refused_handshakes"] >= 3,
-          "the other-secret peer's connections were not refused")
-    until(lambda: "uses a mesh secret this peer does not hold" in c.output,
-          "the other-secret peer never saw the mesh's peers by mDNS")
-    cid = get(c.url + "/api/health")["peer"]
-    for p in (a, b):
-        assert cid not in {x["id"] for x in get(p.url + "/api/peers")["peers"]}
-    assert {x["id"] for x in get(c.url + "/api/peers")["peers"]} == {cid}
+    wait_mesh(trio, 3)
+    a = trio[0]
+    health = get(a.url + "/api/health")
+    ga, before = health["gossip_address"], health["gossip"]["refused_handshakes"]
+    c = start_peer(tmp_path / "s2", "--secret-file", str(other), "--join", ga,
+                   mesh=trio[0].args[trio[0].args.index("--mesh-name") + 1])
+    try:
+        # c finds the mesh's peers by mDNS (same mesh name) and leaves them alone (another
+        # key id); told to --join a, it tries: every CURVE handshake is refused and counted
+        until(lambda: get(a.url + "/api/health")["gossip"]["refused_handshakes"] >= before + 3,
+              "the other-secret peer's connections were not refused")
+        until(lambda: "uses a mesh secret this peer does not hold" in c.output,
+              "the other-secret peer never saw the mesh's peers by mDNS")
+        cid = get(c.url + "/api/health")["peer"]
+        for p in trio:
+            assert cid not in {x["id"] for x in get(p.url + "/api/peers")["peers"]}
+        assert {x["id"] for x in get(c.url + "/api/peers")["peers"]} == {cid}
+    finally:
+        c.kill(signal.SIGTERM)
 
 
-def test_plain_connection_is_refused_and_counted(peer_factory: Any, secret_file: Path) -> None:
+def test_plain_connection_is_refused_and_counted(peer_factory: Any, tmp_path: Path) -> None:
     """Gossip is CURVE: a plain ZeroMQ client (here sending HMAC-tagged frames, as before
     CURVE) fails the handshake, counted; none of its frames reaches the frame layer."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secrets.token_hex(32))
     a = peer_factory("h0", "--secret-file", str(secret_file), "--no-mdns")
     health = get(a.url + "/api/health")
     before = health["gossip"]["refused_handshakes"]
@@ -166,8 +205,8 @@ def _mesh_id(p: PeerProc) -> str:
 
 
 def test_killed_peer_task_is_reclaimed_after_its_lease(peer_factory: Any) -> None:
-    a = peer_factory("k0", "--slots", "1", "--lease-s", "3")
-    b = peer_factory("k1", "--slots", "1", "--lease-s", "3")
+    a, b = start_all(peer_factory, *((f"k{i}", "--slots", "1", "--lease-s", "3")
+                                     for i in range(2)))
     wait_mesh([a, b], 2)
     job = post(a.url + "/api/jobs", [{"call": "T_SLEEP", "args": [4]}])["job"]
     deadline = time.monotonic() + 20
@@ -192,8 +231,8 @@ def test_a_peer_stopped_with_sigterm_leaves_and_nothing_waits_for_its_lease(
         peer_factory: Any) -> None:
     """SIGTERM: the peer announces LEFT (SWIM) as it stops, and the other fails its claim at
     once, uncounted. Leases are 120 s here, beyond wait_job's 60 s."""
-    a = peer_factory("g0", "--slots", "1", "--lease-s", "120")
-    b = peer_factory("g1", "--slots", "1", "--lease-s", "120")
+    a, b = start_all(peer_factory, *((f"g{i}", "--slots", "1", "--lease-s", "120")
+                                     for i in range(2)))
     wait_mesh([a, b], 2)
     job = post(a.url + "/api/jobs", [{"call": "T_SLEEP", "args": [3]}])["job"]
     deadline = time.monotonic() + 20
@@ -217,8 +256,8 @@ def test_a_peer_stopped_with_sigterm_leaves_and_nothing_waits_for_its_lease(
 
 
 def test_submission_is_rejected_when_body_is_bad_but_mesh_keeps_running(
-        peer_factory: Any) -> None:
-    a = peer_factory("b0", "--no-mdns")
+        lone: PeerProc) -> None:
+    a = lone
     with pytest.raises(urllib.error.HTTPError) as e:
         post(a.url + "/api/jobs", [{"call": "NOPE"}])
     e.value.close()
@@ -231,8 +270,8 @@ def test_tasks_run_only_on_peers_meeting_their_requires_or_wait_visibly(
     """Operator labels (`--label`) announced in MEMBER events; a task's `requires` places
     it: every chunk on the peer labelled so; a requirement no live peer meets waits with
     its reason in the job view and `banzai status`."""
-    a = peer_factory("la", "--slots", "2", "--label", "site=a")
-    b = peer_factory("lb", "--slots", "1", "--label", "site=b", "--label", "gpu-box=no")
+    a, b = start_all(peer_factory, ("la", "--slots", "2", "--label", "site=a"),
+                     ("lb", "--slots", "1", "--label", "site=b", "--label", "gpu-box=no"))
     wait_mesh([a, b], 2)
     pipe = {"tasks": [{"name": "w", "call": "T_WRITE", "args": [12]},
                       {"name": "s", "call": "T_SLOW_ITEMS", "args": [0.01], "depends": ["w"],

@@ -92,6 +92,25 @@ def mesh(netns_ok: None, tmp_path: Path) -> Iterator[Mesh]:
         assert not errors and not left, f"netns cleanup failed: {errors} {left}"
 
 
+@pytest.fixture(scope="module")
+def trio(netns_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """Three peers (--slots 1) in their namespaces, found by mDNS only, shared by the tests
+    that neither kill, cut nor restart one (discovery, cancel)."""
+    m = Mesh(tmp_path_factory.mktemp("trio"))
+    try:
+        m.network(3)
+        m.peers(range(3), "--slots", "1")  # no --join: only mDNS can introduce them
+        yield m
+    finally:
+        if m.set is not None:
+            for p in m.set.peers:
+                print(f"---- {p.name} ({p.ns}) {p.log} ----\n{p.output[-3000:]}")
+        errors = m.close()
+        left = [n for n in netns.ip("netns", "list", check=False).stdout.split()
+                if m.net is not None and n.startswith(m.net.tag)]
+        assert not errors and not left, f"netns cleanup failed: {errors} {left}"
+
+
 class Reference:
     """Undisturbed runs of pipelines on one plain loopback peer (no mDNS, no mesh)."""
 
@@ -207,10 +226,10 @@ def timed(report: dict[str, float], name: str, t0: float) -> None:
 
 
 # -- 6. discovery ----------------------------------------------------------------------------
-def test_peers_in_namespaces_discover_each_other_over_mdns(mesh: Mesh) -> None:
+def test_peers_in_namespaces_discover_each_other_over_mdns(trio: Mesh) -> None:
     t0 = time.monotonic()
-    net = mesh.network(3)
-    peers = mesh.peers(range(3), "--slots", "1")  # no --join: only mDNS can introduce them
+    assert trio.net is not None and trio.set is not None
+    net, peers = trio.net, trio.set.peers
     started = time.monotonic()
     wait_mesh(peers, timeout_s=30)
     print(f"[timing] mesh formed {time.monotonic() - started:.2f} s after the peers started")
@@ -503,10 +522,10 @@ def test_peer_without_the_secret_is_refused_and_never_joins(mesh: Mesh, tmp_path
 
 # -- 5. cancel ---------------------------------------------------------------------------------
 @pytest.mark.timeout(180)
-def test_cancel_stops_every_peer(mesh: Mesh) -> None:
+def test_cancel_stops_every_peer(trio: Mesh) -> None:
     t0 = time.monotonic()
-    mesh.network(3)
-    peers = mesh.peers(range(3), "--slots", "1")
+    assert trio.set is not None
+    peers = trio.set.peers
     wait_mesh(peers)
     jid = peers[0].post("/api/jobs", [{"call": "T_WRITE", "args": [12, "cancel"]},
                                       {"call": "T_SLOW_ITEMS", "args": [3600]}])["job"]

@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -477,8 +478,8 @@ def test_any_peer_same_view(browser: Any, peer_factory: Any) -> None:
     live: B's job list gets the row and B's job page goes from running to done (progress
     on the way, 100 % at the end) without a reload."""
     expect = sync_api.expect
-    a = peer_factory("a", "--slots", "1")
-    b = peer_factory("b", "--slots", "1")
+    with ThreadPoolExecutor(2) as pool:  # at once: a start is mostly the peer's own imports
+        a, b = pool.map(lambda name: peer_factory(name, "--slots", "1"), ("a", "b"))
     wait_mesh([a, b], 2)  # mDNS on loopback: each sees both alive
     a_id = api(a.url, "health")["peer"]
     t = Tab(browser, b.url, login=b.login_url)
