@@ -18,6 +18,7 @@ The ratio is Kubo's time over ours (>= 1: ours is as fast or faster). Prints a M
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -33,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import scriptlib  # noqa: E402
 
-from tests.integration.kubo import kubo_binary, start_kubo  # noqa: E402
+from tests.integration.kubo import kubo_binary, restart_kubo, start_kubo  # noqa: E402
 
 
 def read_all(url: str, headers: dict[str, str]) -> tuple[float, int]:
@@ -79,12 +80,20 @@ def main() -> None:
     ap.add_argument("--file-mb", type=int, default=200)
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--hash-on-read", action="store_true",
+                    help="Kubo verifies every block read (Datastore.HashOnRead), as ours does")
     a = ap.parse_args()
     binary = kubo_binary()
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         work = Path(tmp)
         big, d = make_data(work, a.file_mb, a.entries)
         kubo = start_kubo(work / "kubo")
+        if a.hash_on_read:
+            cfg_path = kubo.repo / "config"
+            cfg = json.loads(cfg_path.read_text())
+            cfg.setdefault("Datastore", {})["HashOnRead"] = True
+            cfg_path.write_text(json.dumps(cfg, indent=2))
+            kubo = restart_kubo(kubo)
         try:
             with scriptlib.lone_peer(work / "peer", work / "peer.log", 1, mesh_prefix="bench-gw",
                                      log_level="WARNING",
@@ -115,7 +124,8 @@ def main() -> None:
                                 f"{ours_s:.3f} | {kubo_s:.3f} | {kubo_s / ours_s:.2f} |")
         finally:
             kubo.stop()
-    print(f"Machine: {scriptlib.machine()}. Kubo 0.39.0 gateway vs banzai's, loopback, "
+    hor = " (Datastore.HashOnRead: true)" if a.hash_on_read else ""
+    print(f"Machine: {scriptlib.machine()}. Kubo 0.39.0 gateway{hor} vs banzai's, loopback, "
           f"median of {a.rounds} (s).")
     print(f"File {a.file_mb} MB; directory of {a.entries} files ({cids['dir']}).\n")
     print("| request | bytes ours / Kubo | ours s | Kubo s | Kubo/ours (>= 1: ours as fast) |")
