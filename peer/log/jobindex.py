@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,28 @@ class JobIndex:
                 self._db.execute("ROLLBACK")
             raise
 
+    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("c",
+        rows of CACHE_COLUMNS), ("p", (cid, origin) rows); checked by the caller), all in one
+        transaction (an exception from `batches`: nothing stored). A job already held keeps
+        its record (and its events still in the log); cache entries follow `put`'s rule."""
+        sql = {"j": "INSERT OR IGNORE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, "
+                    "'{}')",
+               "c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
+                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
+                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
+                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
+               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
+        self._db.execute("BEGIN")
+        try:
+            for tag, rows in batches:
+                self._db.executemany(sql[tag], rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     def jobs(self) -> set[str]:
         return {str(j) for (j,) in self._db.execute("SELECT job FROM job_index")}
 
@@ -162,6 +184,11 @@ class JobIndex:
             "SET seq = max(seq, excluded.seq)", list(floors.items()))
         self._db.execute("COMMIT")
 
+    def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
+        """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""
+        return {str(r[0]): digest(r) for r in self._db.execute(
+            f"SELECT {JOB_COLUMNS} FROM job_index")}
+
     def floors(self) -> dict[str, int]:
         return {str(o): int(q) for o, q in self._db.execute(
             "SELECT origin, seq FROM compact_floors")}
@@ -219,6 +246,23 @@ class JobIndex:
                             json.loads(summary), json.loads(record), (), json.loads(facts))
 
 
+JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
+CACHE_COLUMNS = "kind, k, v, hlc, origin, seq"
+
+
+def raw_rows(db: sqlite3.Connection, batch: int = 4096,
+             ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """The index's rows as stored, in batches: ("j", job rows of JOB_COLUMNS, their JSON
+    texts as they are), ("c", cache rows of CACHE_COLUMNS), ("p", (cid, origin) rows). Read
+    on `db` (a connection of its own, inside a read transaction, for a consistent view)."""
+    for tag, sql in (("j", f"SELECT {JOB_COLUMNS} FROM job_index"),
+                     ("c", f"SELECT {CACHE_COLUMNS} FROM cache_index"),
+                     ("p", "SELECT cid, origin FROM provider_index")):
+        cur = db.execute(sql)
+        while rows := cur.fetchmany(batch):
+            yield tag, rows
+
+
 def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for o, q in ids:
@@ -226,4 +270,5 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["ITEM", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord", "Order"]
+__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex",
+           "JobRecord", "Order", "raw_rows"]
