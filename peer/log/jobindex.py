@@ -129,7 +129,13 @@ class JobIndex:
     def record(self, job: str) -> dict[str, Any] | None:
         """The full view of a finished job, or None if it is not in the index."""
         row = self._db.execute("SELECT record FROM job_index WHERE job = ?", (job,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        if row is None:
+            return None
+        try:  # a snapshot's record is checked here, when read (peer.log.snapstream)
+            rec = json.loads(row[0])
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
 
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
@@ -242,8 +248,12 @@ class JobIndex:
         for job, h, o, q, ended, st, summary, record, facts in self._db.execute(
                 "SELECT job, hlc, origin, seq, ended, state, summary, record, facts FROM "
                 "job_index ORDER BY hlc, origin, seq"):
+            try:  # a malformed record taken from a snapshot stream is not served on
+                rec = json.loads(record)
+            except ValueError:
+                continue
             yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
-                            json.loads(summary), json.loads(record), (), json.loads(facts))
+                            json.loads(summary), rec, (), json.loads(facts))
 
 
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"

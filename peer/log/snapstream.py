@@ -180,12 +180,13 @@ def _json_text(v: Any, kind: type) -> str:
 
 
 def check_job(r: Any) -> tuple[Any, ...]:
-    """A job row (JOB_COLUMNS) fit to store: its JSON texts must parse (the readers trust
-    them)."""
+    """A job row (JOB_COLUMNS) fit to store: its summary and facts must parse (the job list
+    and retention read them in bulk); its full record (most of the bytes) is parsed when it
+    is read, one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
     return (_s(r[0]), _i(r[1]), _s(r[2]), _i(r[3]), _i(r[4]), _s(r[5]),
-            _json_text(r[6], dict), _json_text(r[7], dict), _json_text(r[8], dict))
+            _json_text(r[6], dict), _s(r[7]), _json_text(r[8], dict))
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:

@@ -91,8 +91,9 @@ def test_lines_are_split_by_rows() -> None:
 
 
 @pytest.mark.parametrize("line", [
-    b'["j",[["job",1,"o",1,1,"done","{}","not json","{}"]]]',
-    b'["j",[["job",1,"o",1,1,"done","{}","[]","{}"]]]',  # a record that is not an object
+    b'["j",[["job",1,"o",1,1,"done","not json","{}","{}"]]]',
+    b'["j",[["job",1,"o",1,1,"done","{}","{}","[]"]]]',  # facts that are not an object
+    b'["j",[["job",1,"o",1,1,"done","{}",{},"{}"]]]',  # a record that is not a text
     b'["j",[["job",-1,"o",1,1,"done","{}","{}","{}"]]]',
     b'["j",[["job",1,"o",1,1,"done","{}","{}"]]]',
     b'["c",[[2,"k","\\"v\\"",1,"o",1]]]',
@@ -132,3 +133,14 @@ def test_a_second_members_digests_compare_the_jobs_both_hold() -> None:
     changed = {"job1": job_digest((*row[:5], "failed", *row[6:]))}
     with pytest.raises(Mismatch):
         list(against([("j", [row])], changed))
+
+
+def test_a_malformed_record_is_stored_and_reads_as_absent() -> None:
+    import sqlite3
+
+    from peer.log.jobindex import JobIndex
+
+    index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+    index.put_batches(read_rows([b'["j",[["bad",1,"o",1,1,"done","{}","{not json","{}"],'
+                                 b'["list",1,"o",2,1,"done","{}","[1]","{}"]]]']))
+    assert "bad" in index and index.record("bad") is None and index.record("list") is None
