@@ -202,7 +202,11 @@ class JobIndex:
     def entries(self) -> Iterator[CacheEntry]:
         for kind, k, v, h, o, q in self._db.execute(
                 "SELECT kind, k, v, hlc, origin, seq FROM cache_index"):
-            yield CacheEntry(int(kind), str(k), json.loads(v), (int(h), str(o), int(q)))
+            try:  # a malformed value taken from a snapshot stream is not served on
+                value = json.loads(v)
+            except ValueError:
+                continue
+            yield CacheEntry(int(kind), str(k), value, (int(h), str(o), int(q)))
 
     def facts(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(job, facts) of every record: what retention needs of compacted jobs."""
@@ -215,7 +219,11 @@ class JobIndex:
         if row is None:
             return None
         v, h, o, q = row
-        return CacheEntry(kind, key, json.loads(v), (int(h), str(o), int(q)))
+        try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
+            value = json.loads(v)
+        except ValueError:
+            return None
+        return CacheEntry(kind, key, value, (int(h), str(o), int(q)))
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""

@@ -190,10 +190,11 @@ def check_job(r: Any) -> tuple[Any, ...]:
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:
+    """A cache row (CACHE_COLUMNS); its value's JSON text is parsed when read
+    (`JobIndex.entry`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 6 or r[0] not in (0, 1) or type(r[0]) is not int:
         raise StreamError("a cache row of the wrong shape")
-    json.loads(_s(r[2]))
-    return (r[0], _s(r[1]), r[2], _i(r[3]), _s(r[4]), _i(r[5]))
+    return (r[0], _s(r[1]), _s(r[2]), _i(r[3]), _s(r[4]), _i(r[5]))
 
 
 def check_provider(r: Any) -> tuple[Any, ...]:

@@ -98,7 +98,7 @@ def test_lines_are_split_by_rows() -> None:
     b'["j",[["job",1,"o",1,1,"done","{}","{}"]]]',
     b'["c",[[2,"k","\\"v\\"",1,"o",1]]]',
     b'["c",[[true,"k","\\"v\\"",1,"o",1]]]',
-    b'["c",[[0,"k","{bad",1,"o",1]]]',
+    b'["c",[[0,"k",{},1,"o",1]]]',
     b'["p",[["c"]]]',
     b'["x",[]]',
     b'["p"]',
@@ -144,3 +144,5 @@ def test_a_malformed_record_is_stored_and_reads_as_absent() -> None:
     index.put_batches(read_rows([b'["j",[["bad",1,"o",1,1,"done","{}","{not json","{}"],'
                                  b'["list",1,"o",2,1,"done","{}","[1]","{}"]]]']))
     assert "bad" in index and index.record("bad") is None and index.record("list") is None
+    index.put_batches(read_rows([b'["c",[[0,"k","{bad",1,"o",1]]]']))
+    assert index.entry(0, "k") is None and list(index.entries()) == []
