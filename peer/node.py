@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
 import socket
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,7 +78,7 @@ from peer.log.compact import (
     check_snapshot,
 )
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex
+from peer.log.jobindex import JobIndex, raw_rows
 from peer.log.signing import (
     Identity,
     Keyring,
@@ -85,6 +87,16 @@ from peer.log.signing import (
     held_hash,
     peer_id_for,
     sign_events,
+)
+from peer.log.snapstream import (
+    Mismatch,
+    Spool,
+    StreamError,
+    Trailer,
+    against,
+    job_digest,
+    read_rows,
+    row_lines,
 )
 from peer.log.turns import TurnBuilder
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
@@ -103,6 +115,7 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
 SNAPSHOT_TIMEOUT_S = 120.0
+MAX_SNAPSHOT_BYTES = 64 << 30  # a snapshot stream longer than this is refused
 
 
 def _sync_error(e: OSError) -> BanzaiError:
@@ -118,6 +131,30 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
     except SecretError as e:
         field = "join_token" if cfg.join_token else "secret_file"
         raise ConfigError(str(e), field=field) from None
+
+
+def _job_digests(second: Mapping[str, Any] | None,
+                 heads: Mapping[str, int]) -> dict[str, str] | None:
+    """A second member's per-job digests (`Node.snapshot_digest`) if it reported the same
+    heads as the snapshot's (it then holds the same events), else None (not compared)."""
+    if second is None or second.get("heads") != dict(heads):
+        return None
+    jobs = second.get("jobs")
+    if not isinstance(jobs, dict) or not all(isinstance(v, str) for v in jobs.values()):
+        return None
+    return jobs
+
+
+def _agrees(records: Mapping[str, Any], digests: Mapping[str, str] | None) -> bool:
+    """The job records of a snapshot of the previous form agree with a second member's
+    per-job digests (for the jobs it holds; malformed records are refused later)."""
+    if not digests:
+        return True
+    try:
+        return all(digests.get(r[0], d) == d for r in records["jobs"]
+                   if (d := job_digest(r)) is not None)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return True
 
 
 class Node:
@@ -210,6 +247,8 @@ class Node:
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
         self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
+        self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
+        self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
         if isinstance(self.store, EmbeddedStore):
             self.store.blocks.repair = self._repair_block
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
@@ -286,8 +325,15 @@ class Node:
         return Snapshot.make(self.identity, self.peer_id, self.admit, dict(self.heads()),
                              self.compactor.records())
 
-    def snapshot_digest(self) -> dict[str, Any]:
-        """What a second member's check compares: our heads, floors and snapshot digest."""
+    def snapshot_digest(self, per_job: bool = False) -> dict[str, Any]:
+        """What a second member's check compares: our heads, floors and snapshot digest
+        (`per_job`, `?v=2`: instead of the digest, one per compacted job, `job_digest`:
+        what two honest peers that both compacted a job agree on)."""
+        if per_job:
+            self.flush()
+            return {"heads": dict(self.heads()),
+                    "floors": dict(sorted(self.compactor.floors.items())),
+                    "jobs": self.index.job_digests(job_digest)}
         s = self._snapshot()
         return {"heads": dict(s.heads), "floors": s.records["floors"],
                 "digest": s.content_digest().hex()}
@@ -295,13 +341,94 @@ class Node:
     def snapshot(self) -> bytes:
         """GET /api/snapshot: our signed snapshot (the job index, as of our heads) and every
         event our log still holds, each in its signed batch (checked like a frame's)."""
+        t0 = time.perf_counter()
         s = self._snapshot()
+        t1 = time.perf_counter()
         events = list(self.log.load())
         packed, _ = pack_frames(events, 1 << 62, 1 << 62)
         evs = [e for p in packed for e in p.events]
         batches = [b for p in packed for b in p.batches]
-        return (b'{"snapshot":' + dumps(s.to_json()) + b',"events":[' + b",".join(evs)
-                + b'],"batches":[' + b",".join(batches) + b"]}")
+        t2 = time.perf_counter()
+        out = (b'{"snapshot":' + dumps(s.to_json()) + b',"events":[' + b",".join(evs)
+               + b'],"batches":[' + b",".join(batches) + b"]}")
+        self.served_s = {"records_and_sign": t1 - t0, "events": t2 - t1,
+                         "encode": time.perf_counter() - t2, "bytes": len(out)}
+        return out
+
+    def snapshot_stream(self) -> Generator[bytes, None, None]:
+        """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
+        the events line is made now; the index rows are read, as they are in SQLite, on a
+        read transaction of their own (begun now: they match the heads of now) while the
+        caller iterates, in any thread."""
+        self.flush()
+        heads = dict(self.heads())
+        db = sqlite3.connect(str(self.log.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("BEGIN")
+            floors = {str(o): int(q) for o, q in db.execute(
+                "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
+            packed, _ = pack_frames(list(self.log.load()), 1 << 62, 1 << 62)
+        except BaseException:
+            db.close()
+            raise
+        head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
+                + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
+        return self._stream(db, head, heads, floors)
+
+    def _stream(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
+                floors: dict[str, int]) -> Generator[bytes, None, None]:
+        try:
+            yield head
+            sha = hashlib.sha256()
+            rows = 0
+            for tag, batch in raw_rows(db):
+                rows += len(batch)
+                for line in row_lines([(tag, batch)]):
+                    sha.update(line)
+                    yield line
+            yield Trailer.make(self.identity, self.peer_id, self.admit, heads, floors, rows,
+                               sha.digest())
+        finally:
+            db.close()
+
+    def take_stream(self, spool: Spool, rows: Path,
+                    second: Mapping[str, Any] | None = None) -> str | None:
+        """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
+        the events of its first line are checked and merged like a frame's; the trailer must
+        check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
+        then the rows are checked as they are read and taken in one transaction. None once
+        taken, else why not (counted under its signer)."""
+        t = [time.perf_counter()]
+        try:
+            trailer = spool.trailer()
+            body = json.loads(spool.head or b"")
+            events = self.keyring.accept(body["events"], body.get("batches", []), self.refused)
+        except (KeyError, TypeError, ValueError, BanzaiError) as e:
+            log.warning("refused a malformed snapshot: %s", e)
+            return "malformed"
+        t.append(time.perf_counter())
+        self.merge(events)
+        t.append(time.perf_counter())
+        why = check_snapshot(trailer, self.keyring, self.state.members, None,
+                             self.keyring.refused)
+        if why is None:
+            with rows.open("rb") as f:
+                try:
+                    n = self.compactor.take_rows(
+                        against(read_rows(f), _job_digests(second, trailer.heads)),
+                        trailer.heads, trailer.floors)
+                except StreamError as e:
+                    why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
+                    self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
+                    log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
+                    return why
+            t.append(time.perf_counter())
+            self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
+                                       (b - a for a, b in itertools.pairwise(t)), strict=True))
+            log.info("caught up from the snapshot of %s: %d job records", trailer.signer[:16], n)
+            return None
+        log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
+        return why
 
     def take_snapshot(self, body: Mapping[str, Any],
                       second: Mapping[str, Any] | None = None) -> str | None:
@@ -310,22 +437,33 @@ class Node:
         unrevoked member with a valid signature and match a second member's digest of the
         same heads and floors when one is given. None once taken, else why not (counted in
         /api/health `security.refused` under its signer)."""
+        t = [time.perf_counter()]
         try:
             snap = Snapshot.from_json(body["snapshot"])
             events = self.keyring.accept(body["events"], body.get("batches", []), self.refused)
         except (KeyError, TypeError, ValueError, BanzaiError) as e:
             log.warning("refused a malformed snapshot: %s", e)
             return "malformed"
+        t.append(time.perf_counter())
         self.merge(events)
+        t.append(time.perf_counter())
         digest = None
         if (second is not None and second.get("heads") == dict(snap.heads)
-                and second.get("floors") == snap.records.get("floors")):
+                and second.get("floors") == snap.records.get("floors") and "digest" in second):
             digest = bytes.fromhex(str(second.get("digest", "")))
         why = check_snapshot(snap, self.keyring, self.state.members, digest,
                              self.keyring.refused)
+        if why is None and not _agrees(snap.records, _job_digests(second, snap.heads)):
+            why = "digest_mismatch"
+            self.keyring.refused.add(snap.signer, f"snapshot_{why}")
+        t.append(time.perf_counter())
         if why is None:
             try:
                 n = self.compactor.take(snap.records, snap.heads)
+                t.append(time.perf_counter())
+                self.catch_up_s.update(zip(("events_check", "merge", "snapshot_check", "take"),
+                                           (b - a for a, b in itertools.pairwise(t)),
+                                           strict=True))
             except ValueError as e:
                 why = "malformed"
                 log.warning("refused the snapshot of %s: %s", snap.signer[:16], e)
@@ -360,23 +498,54 @@ class Node:
             return
         headers = mesh_headers(self.mesh_secrets.primary)
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        t0 = time.perf_counter()
+        spool_dir = self.cfg.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        rows = spool_dir / f"snapshot-{os.getpid()}.rows"
         try:
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-                async with http.get(f"{url}/api/snapshot") as r:
-                    r.raise_for_status()
-                    body = json.loads(await r.read())
-                second = None
-                for other, other_url in urls.items():
-                    if other != peer_id:
-                        async with http.get(f"{other_url}/api/snapshot",
-                                            params={"digest": "1"}) as r2:
-                            if r2.status == 200:
-                                second = await r2.json()
-                        break
+                second_task = asyncio.ensure_future(self._second(http, urls, peer_id))
+                try:
+                    async with http.get(f"{url}/api/snapshot", params={"v": "2"}) as r:
+                        r.raise_for_status()
+                        if r.content_type == "application/json":  # an older peer: one body
+                            body: Any = json.loads(await r.read())
+                        else:
+                            with rows.open("wb") as f:
+                                body = Spool(f, MAX_SNAPSHOT_BYTES)
+                                async for chunk in r.content.iter_chunked(1 << 20):
+                                    body.feed(chunk)
+                    self.catch_up_s = {"download": time.perf_counter() - t0}
+                    if isinstance(body, Spool):
+                        self.catch_up_s["bytes"] = body.total
+                    second = await second_task
+                finally:
+                    second_task.cancel()
+            if isinstance(body, Spool):
+                self.take_stream(body, rows, second)
+            else:
+                self.take_snapshot(body, second)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
-            return
-        self.take_snapshot(body, second)
+        finally:
+            rows.unlink(missing_ok=True)
+
+    async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
+                      peer_id: str) -> dict[str, Any] | None:
+        """Another live member's digests of what it compacted (per job; an older peer
+        answers with one digest of its whole snapshot), None if there is none."""
+        for other, other_url in urls.items():
+            if other != peer_id:
+                try:
+                    async with http.get(f"{other_url}/api/snapshot",
+                                        params={"digest": "1", "v": "2"}) as r:
+                        if r.status == 200:
+                            d = await r.json()
+                            return d if isinstance(d, dict) else None
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    return None
+                return None
+        return None
 
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
                       ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]:
@@ -683,7 +852,8 @@ class Node:
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
-                               "dropped": c.total.dropped, "floors": len(c.floors)}}
+                               "dropped": c.total.dropped, "floors": len(c.floors),
+                               "caught_up_s": self.catch_up_s, "served_s": self.served_s}}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""

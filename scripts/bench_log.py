@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,12 +185,14 @@ def restart_s(data: Path, log: Path, secret: Path) -> float:
         proc.wait(60)
 
 
-def caught_up_s(data: Path, log: Path, secret: Path, join: str, first: str) -> float:
+def caught_up_s(data: Path, log: Path, secret: Path, join: str, first: str,
+                figures: dict[str, Any]) -> float:
     """Seconds from starting a fresh peer joining `join` until its heads digest is that of
     the peer at `first` (its /api/health may be slow to answer meanwhile: a timeout is
-    retried)."""
+    retried); the stages of both sides go to `figures`."""
     t = time.perf_counter()
     proc, url = spawn(data, log, secret, ["--join", join])
+    figures["fresh_peer_url_s"] = round(time.perf_counter() - t, 2)
     try:
         while time.perf_counter() - t < 1800:
             try:
@@ -198,7 +201,13 @@ def caught_up_s(data: Path, log: Path, secret: Path, join: str, first: str) -> f
             except (TimeoutError, OSError):
                 pass
             time.sleep(0.2)
-        return time.perf_counter() - t
+        took = time.perf_counter() - t
+        fresh, served = health(url)["log"]["compaction"], health(first)["log"]["compaction"]
+        figures["catch_up_stages_s"] = {k: round(v, 3) for k, v in
+                                        fresh.get("caught_up_s", {}).items()}
+        figures["served_stages_s"] = {k: round(v, 3) for k, v in
+                                      served.get("served_s", {}).items()}
+        return took
     finally:
         proc.terminate()
         proc.wait(60)
@@ -220,24 +229,44 @@ def main() -> None:
                     help="tasks run on the live peer to measure RSS growth")
     ap.add_argument("--warm-tasks", type=int, default=1500,
                     help="tasks run first (the recent history, 1000 tasks by default)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="a directory to keep the built history in (built there if absent, "
+                         "else reused: the same tasks); a fresh peer joins it each time")
+    ap.add_argument("--catch-up-only", action="store_true",
+                    help="measure only a fresh peer's catch-up (with --reuse)")
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-log-"))
-    secret = mesh_secret_file(tmp)
+    global MESH
+    tmp = a.reuse or Path(tempfile.mkdtemp(prefix="bench-log-"))
     data = tmp / "a"
+    reused = (data / "events.sqlite").exists()
+    if reused:
+        secret = tmp / "mesh.secret"
+        MESH = (tmp / "mesh.name").read_text()
+        shutil.rmtree(tmp / "b", ignore_errors=True)
+    else:
+        secret = mesh_secret_file(tmp)
+        (tmp / "mesh.name").write_text(MESH)
     t0 = time.perf_counter()
-    built = build(data, secret, a.tasks, a.tasks_per_job)
+    built = {} if reused else build(data, secret, a.tasks, a.tasks_per_job)
     figures: dict[str, Any] = {"tasks": a.tasks, **built,
                                "build_s": round(time.perf_counter() - t0, 1)}
-    with start(data, tmp / "a0.log", secret, []) as (proc, url):  # first start attests 0.1.0 rows
-        figures["first_start_events"] = health(url)["log"]["events"]
-    figures["restart_to_health_s"] = round(restart_s(data, tmp / "r.log", secret), 2)
+    if not reused:
+        with start(data, tmp / "a0.log", secret, []) as (proc, url):  # attests 0.1.0 rows
+            figures["first_start_events"] = health(url)["log"]["events"]
+    if not a.catch_up_only:
+        figures["restart_to_health_s"] = round(restart_s(data, tmp / "r.log", secret), 2)
     with start(data, tmp / "a1.log", secret, []) as (proc, url):
         figures["rss_mb"] = round(rss_mb(proc.pid), 1)
         h = health(url)
         gossip = h.get("gossip_address")
         if gossip:
             figures["start_and_catch_up_s"] = round(caught_up_s(
-                tmp / "b", tmp / "b.log", secret, gossip, url), 1)
+                tmp / "b", tmp / "b.log", secret, gossip, url, figures), 1)
+            shutil.rmtree(tmp / "b", ignore_errors=True)
+        if a.catch_up_only:
+            figures["load"] = os.getloadavg()
+            print(json.dumps(figures, indent=1))
+            return
         run_tasks(url, a.warm_tasks)  # the recent history fills up first
         before = rss_mb(proc.pid)
         run_tasks(url, a.live_tasks)

@@ -423,13 +423,26 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "revoked": True, "event": list(ev.id)})
 
 
-async def snapshot(request: web.Request) -> web.Response:
+async def snapshot(request: web.Request) -> web.StreamResponse:
     """This peer's signed snapshot and the events its log holds, for a peer behind the
     compaction horizon (`?digest=1`: only the digest a second member's check compares)."""
     node = _node(request)
+    v2 = request.query.get("v") == "2"  # a stream (peer.log.snapstream); older peers ask v1
     if request.query.get("digest"):
-        return web.json_response(node.snapshot_digest())
-    return web.Response(body=node.snapshot(), content_type="application/json")
+        return web.json_response(node.snapshot_digest(per_job=v2))
+    if not v2:
+        return web.Response(body=node.snapshot(), content_type="application/json")
+    lines = node.snapshot_stream()
+    try:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        while (chunk := await asyncio.to_thread(next, lines, b"")):  # SQLite reads off the loop
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        with contextlib.suppress(ValueError):  # still running in its thread: closed when freed
+            lines.close()
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@ peer.node.Node (mypy checks it where main.py calls make_app). Used on the event 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableSequence, Sequence
+from collections.abc import Callable, Generator, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -148,7 +148,9 @@ class Host(Protocol):
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
     def job_record(self, job: str) -> dict[str, Any] | None: ...  # a compacted job's view
     def snapshot(self) -> bytes: ...  # GET /api/snapshot: signed snapshot + events (JSON)
-    def snapshot_digest(self) -> Mapping[str, Any]: ...  # heads, floors, digest
+    def snapshot_stream(self) -> Generator[bytes, None, None]: ...  # ?v=2: the same, streamed
+    def snapshot_digest(self, per_job: bool = False) -> Mapping[str, Any]: ...  # heads, floors,
+    # digest (per_job: one per compacted job)
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
                       ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)

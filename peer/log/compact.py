@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,10 +118,13 @@ class Compactor:
         self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
+        self.beyond = False  # an event was held past a gap since the last pass
         self.total = PassStats()
 
     def note(self, ev: Event) -> None:
         """A listener: the job `ev` is about may have finished (or its record is deleted)."""
+        if ev.seq > self.state.heads.get(ev.origin, 0):
+            self.beyond = True  # held past a gap: see step
         job = getattr(ev.body, "job", None)
         if isinstance(job, str):
             self.dirty.add(job)
@@ -135,6 +138,9 @@ class Compactor:
         old = self._beyond_recent()
         if old:
             self._compact(old, out)
+        elif self.beyond and self.state.compacted:  # an event of a compacted job held past a
+            out.evicted += len(self.state.compact(()))  # gap stays in memory until swept
+        self.beyond = False
         self._drop(out)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
@@ -243,6 +249,45 @@ class Compactor:
         names = [r.job for r in jobs]
         self.state.compact(names)
         _spill(self.state, entries, providers)
+        self._took(heads, floors)
+        for name in names:
+            self.ended.pop(name, None)
+        return len(jobs)
+
+    def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
+                  heads: Mapping[str, int], floors: Mapping[str, int]) -> int:
+        """`take` for a checked snapshot stream (peer.log.snapstream): its checked rows, as
+        they are read, join the index in one transaction (StreamError or ValueError from the
+        rows: nothing changed), then the state. Returns the number of job rows."""
+        jobs: list[str] = []
+        spill: dict[int, list[str]] = {OUTPUT: [], ITEM: []}  # memory entries now in the index
+        cids: set[str] = set()
+        st = self.state
+        mem = {OUTPUT: st.outputs, ITEM: st.cache}
+
+        def noted() -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+            for tag, rows in batches:
+                if tag == "j":
+                    jobs.extend(r[0] for r in rows)
+                elif tag == "c":
+                    for r in rows:
+                        if dict.__contains__(mem[r[0]], r[1]):
+                            spill[r[0]].append(r[1])
+                else:
+                    cids.update(r[0] for r in rows if dict.__contains__(st.providers, r[0]))
+                yield tag, rows
+
+        self.index.put_batches(noted())
+        st.compact(jobs)
+        st.spill(spill[OUTPUT], spill[ITEM], cids)
+        self._took(heads, floors)
+        for name in jobs:
+            self.ended.pop(name, None)
+        return len(jobs)
+
+    def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
+        """A snapshot was taken: every seq up to its heads counts as held, and its floors
+        are ours."""
         for origin, seq in heads.items():
             if seq > self.state.heads.get(origin, 0):
                 self.state.raise_floor(origin, seq)
@@ -251,9 +296,6 @@ class Compactor:
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.index.dropped((), floors)
-        for name in names:
-            self.ended.pop(name, None)
-        return len(jobs)
 
     def deleted(self, job: str) -> None:
         """A JOB_DELETED of a compacted job: its record goes; its events left or will."""
@@ -371,7 +413,22 @@ class Snapshot:
         return Snapshot(signer, me.key, admit, s.heads, records, me.sign(s.signed_digest()))
 
 
-def check_snapshot(s: Snapshot, keyring: Keyring, members: Iterable[str],
+class Signed(Protocol):
+    """What `check_snapshot` reads of a snapshot (a `Snapshot`, or a stream's trailer)."""
+
+    @property
+    def signer(self) -> str: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def admit(self) -> bytes | None: ...
+    @property
+    def sig(self) -> bytes: ...
+    def signed_digest(self) -> bytes: ...
+    def content_digest(self) -> bytes: ...
+
+
+def check_snapshot(s: Signed, keyring: Keyring, members: Iterable[str],
                    second_digest: bytes | None = None,
                    refused: Counters | None = None) -> str | None:
     """None if `s` may stand for the events it covers, else why not (counted in `refused`
@@ -384,7 +441,7 @@ def check_snapshot(s: Snapshot, keyring: Keyring, members: Iterable[str],
     return why
 
 
-def _why(s: Snapshot, keyring: Keyring, members: set[str],
+def _why(s: Signed, keyring: Keyring, members: set[str],
          second_digest: bytes | None) -> str | None:
     if s.signer not in members:
         return "not_member"
@@ -400,5 +457,5 @@ def _why(s: Snapshot, keyring: Keyring, members: set[str],
     return None
 
 
-__all__ = ["CompactConfig", "Compactor", "EventStore", "Finished", "PassStats", "Snapshot",
-           "check_snapshot", "covered", "droppable", "marks", "marks_of"]
+__all__ = ["CompactConfig", "Compactor", "EventStore", "Finished", "PassStats", "Signed",
+           "Snapshot", "check_snapshot", "covered", "droppable", "marks", "marks_of"]

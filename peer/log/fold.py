@@ -205,8 +205,12 @@ class MeshState:
         return bool(jobs) and jobs <= (self.compacted if compacted is None else compacted)
 
     def _evict_one(self, ev: Event) -> None:
+        """`ev` leaves memory (it stays held): it leaves the content digests too, so that
+        they cover the same events on every peer that compacted the same jobs, restarted or
+        not (an evicted event can no longer be compared nor replaced)."""
         del self.events[ev.id]
         del self.by_origin[ev.origin][ev.seq]
+        self.sums.touch(ev.origin, ev.seq)
         if ev.seq > self.evicted.get(ev.origin, 0):
             self.evicted[ev.origin] = ev.seq
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,28 @@ class JobIndex:
                 self._db.execute("ROLLBACK")
             raise
 
+    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("c",
+        rows of CACHE_COLUMNS), ("p", (cid, origin) rows); checked by the caller), all in one
+        transaction (an exception from `batches`: nothing stored). A job already held keeps
+        its record (and its events still in the log); cache entries follow `put`'s rule."""
+        sql = {"j": "INSERT OR IGNORE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, "
+                    "'{}')",
+               "c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
+                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
+                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
+                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
+               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
+        self._db.execute("BEGIN")
+        try:
+            for tag, rows in batches:
+                self._db.executemany(sql[tag], rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     def jobs(self) -> set[str]:
         return {str(j) for (j,) in self._db.execute("SELECT job FROM job_index")}
 
@@ -107,7 +129,13 @@ class JobIndex:
     def record(self, job: str) -> dict[str, Any] | None:
         """The full view of a finished job, or None if it is not in the index."""
         row = self._db.execute("SELECT record FROM job_index WHERE job = ?", (job,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        if row is None:
+            return None
+        try:  # a snapshot's record is checked here, when read (peer.log.snapstream)
+            rec = json.loads(row[0])
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
 
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
@@ -162,6 +190,11 @@ class JobIndex:
             "SET seq = max(seq, excluded.seq)", list(floors.items()))
         self._db.execute("COMMIT")
 
+    def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
+        """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""
+        return {str(r[0]): digest(r) for r in self._db.execute(
+            f"SELECT {JOB_COLUMNS} FROM job_index")}
+
     def floors(self) -> dict[str, int]:
         return {str(o): int(q) for o, q in self._db.execute(
             "SELECT origin, seq FROM compact_floors")}
@@ -169,7 +202,11 @@ class JobIndex:
     def entries(self) -> Iterator[CacheEntry]:
         for kind, k, v, h, o, q in self._db.execute(
                 "SELECT kind, k, v, hlc, origin, seq FROM cache_index"):
-            yield CacheEntry(int(kind), str(k), json.loads(v), (int(h), str(o), int(q)))
+            try:  # a malformed value taken from a snapshot stream is not served on
+                value = json.loads(v)
+            except ValueError:
+                continue
+            yield CacheEntry(int(kind), str(k), value, (int(h), str(o), int(q)))
 
     def facts(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(job, facts) of every record: what retention needs of compacted jobs."""
@@ -182,7 +219,11 @@ class JobIndex:
         if row is None:
             return None
         v, h, o, q = row
-        return CacheEntry(kind, key, json.loads(v), (int(h), str(o), int(q)))
+        try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
+            value = json.loads(v)
+        except ValueError:
+            return None
+        return CacheEntry(kind, key, value, (int(h), str(o), int(q)))
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
@@ -215,8 +256,29 @@ class JobIndex:
         for job, h, o, q, ended, st, summary, record, facts in self._db.execute(
                 "SELECT job, hlc, origin, seq, ended, state, summary, record, facts FROM "
                 "job_index ORDER BY hlc, origin, seq"):
+            try:  # a malformed record taken from a snapshot stream is not served on
+                rec = json.loads(record)
+            except ValueError:
+                continue
             yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
-                            json.loads(summary), json.loads(record), (), json.loads(facts))
+                            json.loads(summary), rec, (), json.loads(facts))
+
+
+JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
+CACHE_COLUMNS = "kind, k, v, hlc, origin, seq"
+
+
+def raw_rows(db: sqlite3.Connection, batch: int = 4096,
+             ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """The index's rows as stored, in batches: ("j", job rows of JOB_COLUMNS, their JSON
+    texts as they are), ("c", cache rows of CACHE_COLUMNS), ("p", (cid, origin) rows). Read
+    on `db` (a connection of its own, inside a read transaction, for a consistent view)."""
+    for tag, sql in (("j", f"SELECT {JOB_COLUMNS} FROM job_index"),
+                     ("c", f"SELECT {CACHE_COLUMNS} FROM cache_index"),
+                     ("p", "SELECT cid, origin FROM provider_index")):
+        cur = db.execute(sql)
+        while rows := cur.fetchmany(batch):
+            yield tag, rows
 
 
 def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -226,4 +288,5 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["ITEM", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord", "Order"]
+__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex",
+           "JobRecord", "Order", "raw_rows"]

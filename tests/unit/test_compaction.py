@@ -19,6 +19,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.http.views import compact_view, job_view, page_jobs
 from peer.log import Event, EventType
+from peer.log.snapstream import Spool, job_digest
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.node import Node
 
@@ -230,9 +231,14 @@ def _run_history(n: Node, jobs: int, per_job: int) -> None:
 
 def _pair(tmp_path: Path, opened: list[Node]) -> tuple[Node, Node]:
     a = _open(tmp_path / "a", opened)
-    (tmp_path / "b").mkdir(mode=0o700)
-    shutil.copy(tmp_path / "a" / SECRET_FILE_NAME, tmp_path / "b" / SECRET_FILE_NAME)
-    return a, _open(tmp_path / "b", opened)
+    return a, _joiner(tmp_path, "b", opened)
+
+
+def _joiner(tmp_path: Path, name: str, opened: list[Node]) -> Node:
+    """A fresh peer in the mesh of the one at tmp_path/a."""
+    (tmp_path / name).mkdir(mode=0o700)
+    shutil.copy(tmp_path / "a" / SECRET_FILE_NAME, tmp_path / name / SECRET_FILE_NAME)
+    return _open(tmp_path / name, opened)
 
 
 def test_a_fresh_peer_catches_up_from_a_signed_snapshot_plus_the_events_left(
@@ -273,6 +279,93 @@ def test_a_snapshot_that_does_not_check_is_refused_and_counted(
     assert dict(b.heads()) != dict(a.heads()) and heads != dict(b.heads())  # events merged
     signer = body["snapshot"]["signer"]
     assert b.keyring.refused.by_origin[signer][f"snapshot_{why}"] == 1
+
+
+def _take_stream(a: Node, b: Node, tmp: Path, second: Any = None,
+                 tamper: Callable[[bytes], bytes] = lambda body: body) -> str | None:
+    """b takes a's snapshot stream (GET /api/snapshot?v=2), spooled as _catch_up does."""
+    body = tamper(b"".join(a.snapshot_stream()))
+    path = tmp / "rows"
+    with path.open("wb") as f:
+        spool = Spool(f, 1 << 30)
+        spool.feed(body)
+    return b.take_stream(spool, path, second)
+
+
+def test_a_fresh_peer_catches_up_from_a_snapshot_stream(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    b.state.outputs[key_of(0, 0)] = "stale"  # a memory entry the snapshot's index row replaces
+    assert _take_stream(a, b, tmp_path, a.snapshot_digest(per_job=True)) is None
+    assert dict(b.heads()) == dict(a.heads())
+    for j in ("job000", "job001"):
+        assert b.job_record(j) == a.job_record(j) is not None
+    assert sorted(b.state.jobs) == ["job002"]
+    assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
+    assert a.peer_id in b.state.providers[_cid("job000/t0")]
+    assert b.compactor.floors == a.compactor.floors
+    assert _ids(b.events_after({}, 1000)) == _ids(a.events_after({}, 1000))
+    assert b.index.job_digests(job_digest) == a.index.job_digests(job_digest)
+    c = _joiner(tmp_path, "c", opened)  # b (a member) serves it on in turn, as a stream too
+    b.emit(EventType.MEMBER, b.capabilities())
+    b.flush()
+    assert _take_stream(b, c, tmp_path) is None
+    assert dict(c.heads()) == dict(b.heads()) and c.job_record("job000") == a.job_record("job000")
+
+
+def _in_rows(body: bytes, old: bytes, new: bytes) -> bytes:
+    i = body.find(b"\n")
+    assert old in body[i:]
+    return body[:i] + body[i:].replace(old, new, 1)
+
+
+def _in_trailer(body: bytes, old: bytes, new: bytes) -> bytes:
+    i = body.rfind(b"\n")
+    return body[:i] + body[i:].replace(old, new, 1)
+
+
+@pytest.mark.parametrize(("tamper", "second", "why"), [
+    (lambda body: _in_rows(body, b'["job00', b'["job09'), None, "bad_signature"),
+    (lambda body: _in_trailer(body, b'"heads":{', b'"heads":{"x":1,'), None, "bad_signature"),
+    (lambda body: body[:body.rfind(b"\n") + 1], None, "malformed"),  # no trailer
+    (lambda body: body, "wrong", "digest_mismatch"),
+])
+def test_a_snapshot_stream_that_does_not_check_is_refused_and_counted(
+        tmp_path: Path, opened: list[Node], tamper: Callable[[bytes], bytes], second: Any,
+        why: str) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=4, per_job=1)
+    a.compact()
+    digests = a.snapshot_digest(per_job=True)
+    if second == "wrong":
+        digests["jobs"]["job000"] = "0" * 32
+    assert _take_stream(a, b, tmp_path, digests, tamper) == why
+    assert len(b.index) == 0 and b.compactor.floors == {}
+    if why != "malformed":
+        assert b.keyring.refused.by_origin[a.peer_id][f"snapshot_{why}"] == 1
+
+
+def test_a_second_member_that_compacted_other_jobs_does_not_refuse(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Item 2: two honest peers whose indexes differ (one compacted, or dropped past the
+    horizon, what the other holds) agree on every job both hold: the snapshot is taken."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=4, per_job=1)
+    a.compact()
+    digests = a.snapshot_digest(per_job=True)
+    assert set(digests["jobs"]) == {"job000", "job001"}
+    del digests["jobs"]["job000"]  # the second never compacted job000
+    digests["jobs"]["job777"] = "0" * 32  # and holds one the signer dropped from its index
+    assert _take_stream(a, b, tmp_path, digests) is None
+    assert len(b.index) == 2
+    # the previous form of snapshot is checked against per-job digests the same way
+    c = _joiner(tmp_path, "c", opened)
+    assert c.take_snapshot(json.loads(a.snapshot()), digests) is None
+    digests["jobs"]["job001"] = "0" * 32
+    d = _joiner(tmp_path, "d", opened)
+    assert d.take_snapshot(json.loads(a.snapshot()), digests) == "digest_mismatch"
 
 
 def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(

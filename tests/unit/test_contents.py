@@ -347,3 +347,63 @@ def test_a_frame_relays_events_of_two_batches_that_start_at_the_same_seq() -> No
     got = k.accept([json.loads(x) for x in f.events], [json.loads(x) for x in f.batches])
     assert [(e.id, e.payload) for e in got] == [(a[0].id, a[0].payload), (b[1].id, b[1].payload)]
     assert k.refused.total == {}
+
+
+# -- digests against compaction (events that left memory) ------------------------------
+
+
+def _job_events() -> list[Event]:
+    """A finished job of two tasks by one origin, then an event of no job in the same block."""
+    from .test_compaction import history
+
+    evs = history(jobs=1, per_job=2)
+    return [*evs, provide(evs[0].origin, len(evs) + 1, hlc=evs[-1].hlc + 1)]
+
+
+def test_an_idle_compacted_mesh_exchanges_only_the_sums() -> None:
+    """Two peers that compacted the same job at different moments (one before the rest of
+    its block arrived, one after its digests were computed) agree on their digests: a round
+    of anti-entropy between them is one DIGEST_SUM each way, nothing else."""
+    c = Cluster(2)
+    a, b = c.peers
+    evs = _job_events()
+    a.sink.merge(evs[:3])
+    a.sink.state.compact(["job000"])  # early: the rest of the job arrives compacted
+    a.sink.merge(evs[3:])
+    b.sink.merge(evs)
+    b.sink.state.content_sum()  # b's digests were computed before its compaction
+    b.sink.state.compact(["job000"])
+    origin = evs[0].origin
+    assert a.sink.state.events.keys() == b.sink.state.events.keys() == {(origin, len(evs))}
+    assert a.sink.state.content_sum() == b.sink.state.content_sum()
+    for _ in range(3):  # rounds, both ways, on the fake clock
+        c.clock.advance(c.cfg.anti_entropy_s)
+        for p, q in ((a, b), (b, a)):
+            p0, q0 = p.gossip.stats.frames_out, q.gossip.stats.frames_out
+            p.gossip.anti_entropy(q.addr)
+            c.net.pump()
+            assert (p.gossip.stats.frames_out - p0, q.gossip.stats.frames_out - q0) == (1, 0)
+
+
+def test_a_restart_keeps_the_digests_of_a_compacted_log(tmp_path: Path,
+                                                        opened: list[Node]) -> None:
+    from .test_compaction import history
+
+    def node() -> Node:
+        n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=2))
+        n.listeners[:] = [n.compactor.note]
+        opened.append(n)
+        return n
+
+    n = node()
+    n.compactor.vvs = lambda: [dict(n.heads()), {}]  # a lagging member: events stay on disk
+    n.merge(history(jobs=3, per_job=2))
+    before = n.state.content_sum()  # computed while every event is in memory
+    n.compact()
+    assert n.state.evicted and n.state.content_sum() != before
+    digests = n.state.content_digests()
+    n.log.close()
+    opened.remove(n)
+    m = node()
+    assert m.state.evicted == n.state.evicted
+    assert m.state.content_digests() == digests

@@ -1,0 +1,254 @@
+"""Snapshots as a stream (issue 11 item 3, version 2): the job index's rows travel as lines of
+JSON, hashed as they pass and signed in a trailer, so that neither side holds the whole
+snapshot nor re-encodes its records; the receiver spools and hashes the lines, checks the
+trailer, then checks and takes the rows in bulk. Pure (I/O only on the files it is given).
+
+The body: a first line `{"events": [...], "batches": [...]}` (events in their signed batches,
+checked like a frame's; not part of the snapshot's digest), then row lines `["j", [rows]]`,
+`["c", [rows]]`, `["p", [rows]]` (peer.log.jobindex JOB_COLUMNS, CACHE_COLUMNS, (cid, origin);
+the records' JSON texts as strings, as the index stores them), each ending with a newline,
+then the trailer without one: `{"v": 2, "signer", "key", "admit", "heads", "floors", "rows",
+"sig"}`. content digest = sha256(domain + canonical [heads, floors, rows] + sha256(the row
+lines' bytes)); the signature is over sha256(domain + signer + key + content digest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from peer.log.signing import Identity, _str_bytes
+
+STREAM_DOMAIN = b"banzai-snapshot-v2\n"
+MAX_LINE_BYTES = 256 << 20  # a job's record of tens of thousands of tasks fits
+MAX_ROWS_PER_LINE = 4096
+LINE_BYTES = 1 << 20  # a row line is closed once it holds this much (or MAX_ROWS_PER_LINE)
+
+
+class StreamError(ValueError):
+    """A malformed snapshot stream (nothing of it is taken)."""
+
+
+def _canon(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
+
+
+def _line(tag: str, rows: list[Any]) -> bytes:
+    return json.dumps([tag, rows], separators=(",", ":")).encode() + b"\n"
+
+
+def row_lines(rows: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[bytes]:
+    """The row lines of batches of index rows (peer.log.jobindex.raw_rows): at most
+    MAX_ROWS_PER_LINE rows or about LINE_BYTES per line."""
+    for tag, batch in rows:
+        out: list[Any] = []
+        size = 0
+        for r in batch:
+            out.append(r)
+            size += sum(len(v) for v in r if isinstance(v, str))
+            if size >= LINE_BYTES or len(out) >= MAX_ROWS_PER_LINE:
+                yield _line(tag, out)
+                out, size = [], 0
+        if out:
+            yield _line(tag, out)
+
+
+def content_digest(heads: Mapping[str, int], floors: Mapping[str, int], rows: int,
+                   rows_sha: bytes) -> bytes:
+    return hashlib.sha256(STREAM_DOMAIN + _canon([dict(heads), dict(floors), rows])
+                          + rows_sha).digest()
+
+
+def signed_digest(signer: str, key: bytes, content: bytes) -> bytes:
+    return hashlib.sha256(STREAM_DOMAIN + _str_bytes(signer) + key + content).digest()
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """What a stream's last line says and signs; `rows_sha` is the receiver's hash of the
+    row lines it got (not sent: computed)."""
+
+    signer: str
+    key: bytes
+    admit: bytes | None
+    heads: Mapping[str, int]
+    floors: Mapping[str, int]
+    rows: int
+    sig: bytes
+    rows_sha: bytes = b""
+
+    def content_digest(self) -> bytes:
+        return content_digest(self.heads, self.floors, self.rows, self.rows_sha)
+
+    def signed_digest(self) -> bytes:
+        return signed_digest(self.signer, self.key, self.content_digest())
+
+    @staticmethod
+    def make(me: Identity, signer: str, admit: bytes | None, heads: Mapping[str, int],
+             floors: Mapping[str, int], rows: int, rows_sha: bytes) -> bytes:
+        """The trailer line (no newline) of a stream whose row lines hash to `rows_sha`."""
+        sig = me.sign(signed_digest(signer, me.key,
+                                    content_digest(heads, floors, rows, rows_sha)))
+        return json.dumps({"v": 2, "signer": signer, "key": me.key.hex(),
+                           "admit": None if admit is None else admit.hex(),
+                           "heads": dict(heads), "floors": dict(floors), "rows": rows,
+                           "sig": sig.hex()}, separators=(",", ":")).encode()
+
+    @staticmethod
+    def parse(raw: bytes, rows_sha: bytes) -> Trailer:
+        """StreamError if `raw` is not a well-formed trailer."""
+        try:
+            d = json.loads(raw)
+            heads, floors = _vv(d["heads"]), _vv(d["floors"])
+            rows = d["rows"]
+            if d.get("v") != 2 or not isinstance(d["signer"], str) or type(rows) is not int:
+                raise StreamError("version, signer or rows")
+            admit = None if d.get("admit") is None else bytes.fromhex(d["admit"])
+            return Trailer(d["signer"], bytes.fromhex(d["key"]), admit, heads, floors, rows,
+                           bytes.fromhex(d["sig"]), rows_sha)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise StreamError(f"malformed trailer: {e!s:.60}") from None
+
+
+def _vv(d: Any) -> dict[str, int]:
+    if not (isinstance(d, dict) and all(isinstance(o, str) and type(q) is int and q >= 0
+                                        for o, q in d.items())):
+        raise StreamError("not a version vector")
+    return d
+
+
+@dataclass
+class Spool:
+    """The receiving side: `feed` the body's bytes as they come; the first line is kept
+    (`head`), the row lines are hashed and written to `out`, the trailer is the unterminated
+    tail at the end. StreamError on a line over MAX_LINE_BYTES or a body over `max_bytes`."""
+
+    out: IO[bytes]
+    max_bytes: int
+    head: bytes | None = None
+    rows_sha: Any = field(default_factory=hashlib.sha256)
+    total: int = 0
+    _tail: bytearray = field(default_factory=bytearray)
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.total > self.max_bytes:
+            raise StreamError(f"a snapshot over {self.max_bytes} bytes")
+        self._tail += chunk
+        end = self._tail.rfind(b"\n")
+        if end < 0:
+            if len(self._tail) > MAX_LINE_BYTES:
+                raise StreamError("a line too long")
+            return
+        done = bytes(self._tail[:end + 1])
+        del self._tail[:end + 1]
+        if self.head is None:
+            first = done.find(b"\n")
+            self.head, done = done[:first], done[first + 1:]
+        self.rows_sha.update(done)
+        self.out.write(done)
+
+    def trailer(self) -> Trailer:
+        """The body ended: its trailer (StreamError if there is none)."""
+        if self.head is None or not self._tail:
+            raise StreamError("a snapshot stream without its trailer")
+        return Trailer.parse(bytes(self._tail), self.rows_sha.digest())
+
+
+# -- checking the rows (every byte came from a socket) -----------------------------------
+
+
+def _s(v: Any) -> str:
+    if type(v) is not str:
+        raise StreamError("expected a string")
+    return v
+
+
+def _i(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise StreamError("expected a non-negative integer")
+    return v
+
+
+def _json_text(v: Any, kind: type) -> str:
+    """A JSON text of `kind` (dict or list), as the index stores it."""
+    if type(v) is not str or not isinstance(json.loads(v), kind):
+        raise StreamError("expected the JSON text of an object")
+    return v
+
+
+def check_job(r: Any) -> tuple[Any, ...]:
+    """A job row (JOB_COLUMNS) fit to store: its summary and facts must parse (the job list
+    and retention read them in bulk); its full record (most of the bytes) is parsed when it
+    is read, one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
+    if type(r) is not list or len(r) != 9:
+        raise StreamError("a job row of the wrong shape")
+    return (_s(r[0]), _i(r[1]), _s(r[2]), _i(r[3]), _i(r[4]), _s(r[5]),
+            _json_text(r[6], dict), _s(r[7]), _json_text(r[8], dict))
+
+
+def check_cache(r: Any) -> tuple[Any, ...]:
+    """A cache row (CACHE_COLUMNS); its value's JSON text is parsed when read
+    (`JobIndex.entry`: a malformed one reads as absent)."""
+    if type(r) is not list or len(r) != 6 or r[0] not in (0, 1) or type(r[0]) is not int:
+        raise StreamError("a cache row of the wrong shape")
+    return (r[0], _s(r[1]), _s(r[2]), _i(r[3]), _s(r[4]), _i(r[5]))
+
+
+def check_provider(r: Any) -> tuple[Any, ...]:
+    if type(r) is not list or len(r) != 2:
+        raise StreamError("a provider row of the wrong shape")
+    return (_s(r[0]), _s(r[1]))
+
+
+CHECKS = {"j": check_job, "c": check_cache, "p": check_provider}
+
+
+def read_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """The checked rows of spooled row lines, a line at a time: (tag, rows). StreamError on
+    anything malformed (the caller takes nothing of a stream that raises)."""
+    for raw in lines:
+        try:
+            tag, rows = json.loads(raw)
+            check = CHECKS[tag]
+            if type(rows) is not list or len(rows) > MAX_ROWS_PER_LINE:
+                raise StreamError("rows")
+            yield tag, [check(r) for r in rows]
+        except (TypeError, ValueError, KeyError) as e:
+            raise StreamError(f"a malformed row line: {e!s:.60}") from None
+
+
+class Mismatch(StreamError):
+    """A job row differs from a second member's digest of that job."""
+
+
+def against(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
+            digests: Mapping[str, str] | None) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """The batches, each job row checked against a second member's digest of that job
+    (`job_digest`) when it holds the job: jobs only one of them holds are not compared
+    (one may have compacted, or dropped past the horizon, what the other still holds).
+    Mismatch on a difference."""
+    for tag, rows in batches:
+        if tag == "j" and digests:
+            for r in rows:
+                d = digests.get(r[0])
+                if d is not None and d != job_digest(r):
+                    raise Mismatch(f"job {r[0]!r} differs from a second member's")
+        yield tag, rows
+
+
+def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
+    """What two honest peers holding one compacted job agree on (a second member's check):
+    its name, order, end, state and outputs (its record's form may differ between
+    releases)."""
+    job, h, o, q, ended, state = row[:6]
+    facts = row[8]
+    outputs = (json.loads(facts) if isinstance(facts, str) else facts or {}).get("outputs", [])
+    return hashlib.sha256(_canon([job, h, o, q, ended, state, sorted(outputs)])).hexdigest()[:32]
+
+
+__all__ = ["CHECKS", "MAX_LINE_BYTES", "STREAM_DOMAIN", "Mismatch", "Spool", "StreamError",
+           "Trailer", "against", "check_cache", "check_job", "check_provider", "content_digest",
+           "job_digest", "read_rows", "row_lines", "signed_digest"]
