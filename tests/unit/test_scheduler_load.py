@@ -98,7 +98,7 @@ async def test_a_split_task_leaves_the_planning_stagger() -> None:
 
 
 async def test_a_full_peer_does_not_look_at_the_tasks_waiting_for_their_claim_turn(
-        counted: Counter[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A task this peer may claim after its stagger, while its only slot is busy: a tick
     queues it for the next free slot instead of evaluating it."""
     mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
@@ -108,14 +108,22 @@ async def test_a_full_peer_does_not_look_at_the_tasks_waiting_for_their_claim_tu
         s = mesh["p1"].sched
         assert s.free_slots == 0 and s.starved > 5  # p1 runs one task, the others wait
         # Tasks it looked at while its slot was free, waiting for its turn to claim them:
-        waiting = list(s._starved)[:5]
+        watched = {(a.job, a.task) for a in s._claim_seen}  # p0's runs: leases watched
+        waiting = [k for k in s._starved if k not in watched][:5]
         for job_, task in waiting:
             del s._starved[(job_, task)]
             s._ready_since[AttemptKey(job_, task, 0, 0)] = mesh.clock()
-        counted.clear()
+        looked: list[tuple[str, str]] = []
+        evaluate = Scheduler._evaluate
+
+        def spy(self: Scheduler, job: str, task: str) -> None:
+            looked.append((job, task))
+            evaluate(self, job, task)
+
+        monkeypatch.setattr(Scheduler, "_evaluate", spy)
         mesh.clock.advance(CFG.tick_s)
         s.step()
-        assert counted["p1"] == 0
+        assert not set(waiting) & set(looked)
         assert set(waiting) <= set(s._starved)  # looked at once a slot frees
         assert len(mesh.events(EventType.TASK_SPLIT, "p1", job=job)) == 20
     finally:
