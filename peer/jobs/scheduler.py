@@ -41,6 +41,8 @@ __all__ = ["Scheduler", "SchedulerConfig"]
 log = logging.getLogger("banzai.scheduler")
 _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
+FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
+_SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 
 
 K = TypeVar("K", bound=tuple[Any, ...])
@@ -89,8 +91,9 @@ class Scheduler:
         self._partial_fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
-        # Tasks with a claimable chunk but no free slot, oldest first; a freed slot wakes a
-        # few of them (not all: with thousands queued that would be quadratic).
+        # Tasks with a claimable chunk but no free slot, oldest first; a freed slot takes
+        # them one at a time until it is full (`_fill_slots`; not all: with thousands
+        # queued that would be quadratic).
         self._starved: dict[TaskKey, None] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -244,20 +247,33 @@ class Scheduler:
         self._stepping = True  # the live peers are read once per round, not per task
         try:
             for key in sorted(dirty):
-                try:
-                    self._evaluate(*key)
-                except BanzaiError as e:
-                    self._fail_task(key, str(e))
-                except Exception as e:  # a bug must not stop the scheduler
-                    log.exception("scheduler error on %s", key)
-                    self._fail_task(key, f"internal error: {e}")
+                self._evaluate_safely(key)
+            self._fill_slots()
         finally:
             self._stepping, self._live = False, None
         if self._starved and self.free_slots > 0:
-            # Slots are free (other peers may have taken what woke last time): look
-            # at the next starved tasks, a few per round, until the slots fill.
-            self._unstarve()
-            self._wake.set()
+            self._wake.set()  # slots still free: the next starved tasks in the next round
+
+    def _evaluate_safely(self, key: TaskKey) -> None:
+        try:
+            self._evaluate(*key)
+        except BanzaiError as e:
+            self._fail_task(key, str(e))
+        except Exception as e:  # a bug must not stop the scheduler
+            log.exception("scheduler error on %s", key)
+            self._fail_task(key, f"internal error: {e}")
+
+    def _fill_slots(self) -> None:
+        """Free slots take starved tasks, oldest first, one at a time, until the slots are
+        full (at most FILL_PER_ROUND a round): each leaves the queue once looked at (it is
+        claimed, held by another peer, or waits for its turn in `_ready_since`), and comes
+        back only if it is still open when the slots are full again."""
+        budget = FILL_PER_ROUND
+        while self._starved and self.free_slots > 0 and budget > 0:
+            key = next(iter(self._starved))
+            del self._starved[key]
+            budget -= 1
+            self._evaluate_safely(key)
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the
@@ -279,6 +295,8 @@ class Scheduler:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
             self._dirty.add((p["job"], p["task"]))
+            if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
+                self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
             if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
                 ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
                 self._claim_seen[ak] = self.clock()
@@ -296,8 +314,13 @@ class Scheduler:
         _prune(self._partial_due, stale)
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
-        keys = ({(k[0], k[1]) for k in self._ready_since} | set(self._unplaced)
-                | set(self._partial_due))
+        keys = set(self._unplaced) | set(self._partial_due)
+        full = self.free_slots <= 0
+        for k in self._ready_since:
+            if full and k.chunk >= 0:  # a claim's turn with no slot to run it: wait for one
+                self._starved[(k.job, k.task)] = None
+            else:
+                keys.add((k.job, k.task))
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
 
@@ -650,7 +673,6 @@ class Scheduler:
     def _ended(self, ak: AttemptKey) -> None:
         """A local run ended: its task moves on, and its slot may serve a starved task."""
         self._dirty.add((ak.job, ak.task))
-        self._unstarve()
         self._wake.set()
 
     def _recorded(self, ak: AttemptKey) -> None:
@@ -658,16 +680,10 @@ class Scheduler:
         that the outcome, the task's completion and the next claim of the freed slot are
         parts of one TURN event (one signature, one write, one frame) instead of two."""
         self._dirty.add((ak.job, ak.task))
-        self._unstarve()
         if self._loop_task is not None and not self._loop_task.done() and not self._stepping:
             self.step()
         else:
             self._wake.set()
-
-    def _unstarve(self) -> None:
-        for key in list(self._starved)[:max(self.free_slots, 1) * 4]:
-            del self._starved[key]
-            self._dirty.add(key)
 
     def _pin_soon(self, cid: str) -> None:
         """Pin a task output in a thread: the outputs finished while a pin is under way wait

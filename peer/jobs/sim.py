@@ -348,7 +348,8 @@ class JobMesh:
             p = self.peers[dst]
             if p.state.apply(ev):
                 p.hlc = max(p.hlc, ev.hlc)
-                p.sched.poke(ev)
+                for single in ev.singles:  # as Node tells its listeners: each part of a TURN
+                    p.sched.poke(single)
                 n += 1
         self._queue = keep
         return n

@@ -4,6 +4,7 @@ admission tags, signed membership messages and the keyring that checks them. Pur
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -113,9 +114,16 @@ class Identity:
         return self._sk.sign(msg)
 
 
+@functools.lru_cache(maxsize=VERIFIED_CACHE)
+def public_key(key: bytes) -> Ed25519PublicKey:
+    """The key object of raw public key bytes, made once per key (every received batch and
+    membership message is checked against one of a few keys); ValueError if malformed."""
+    return Ed25519PublicKey.from_public_bytes(key)
+
+
 def verify(key: bytes, sig: bytes, msg: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(key).verify(sig, msg)
+        public_key(key).verify(sig, msg)
     except (InvalidSignature, ValueError):
         return False
     return True

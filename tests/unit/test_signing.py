@@ -304,3 +304,17 @@ def test_frames_carry_each_batch_once_and_again_in_the_next_frame() -> None:
     got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
                                                [json.loads(x) for x in f.batches])]
     assert [e.seq for e in got] == list(range(1, 11))
+
+
+def test_verify_makes_a_key_object_once_per_key_and_still_checks_each_signature() -> None:
+    from peer.log.signing import public_key, verify
+
+    me, other = Identity.generate(), Identity.generate()
+    public_key.cache_clear()
+    sig = me.sign(b"msg")
+    assert verify(me.key, sig, b"msg")
+    assert not verify(me.key, sig, b"other msg")
+    assert not verify(other.key, sig, b"msg")
+    assert not verify(b"short", sig, b"msg")  # a malformed key is refused, not cached
+    info = public_key.cache_info()
+    assert (info.misses, info.hits, info.currsize) == (3, 1, 2)
