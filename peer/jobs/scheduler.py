@@ -76,6 +76,7 @@ class Scheduler:
                           self._ended, self._recorded)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
+        self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
@@ -218,19 +219,28 @@ class Scheduler:
             # Not asyncio.wait_for: on 3.11 it swallows a cancel() that lands just after the
             # event was set, and then close() waits forever for this loop to end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.tick_s):
+                async with asyncio.timeout(self.sleep_s()):
                     await self._wake.wait()
             self._wake.clear()
             self.step()
 
+    def sleep_s(self) -> float:
+        """How long the loop may wait for an event before its next round: a tick, or less
+        when a staggered turn (split or claim) comes sooner."""
+        return max(0.0, min(self.cfg.tick_s, self._turn_at - self.clock()))
+
     def step(self) -> None:
-        """One evaluation round: the tasks marked by events, and every tick those whose
-        progress depends on time (staggered claims, others' leases, data)."""
+        """One evaluation round: the tasks marked by events, every tick those whose
+        progress depends on time (staggered claims, others' leases, data), and the staggered
+        ones as soon as a turn comes (not at the next tick)."""
         now = self.clock()
         if now - self._last_tick >= self.cfg.tick_s / 2:
             self._last_tick = now
             self._dirty.update(self._waiting())
             self._check_claims()
+        if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
+            self._turn_at = math.inf
+            self._dirty.update((k.job, k.task) for k in self._ready_since)
         dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
@@ -331,7 +341,10 @@ class Scheduler:
         split = st.splits.get((job, task))
         if split is None:
             self._plan(job, task, tdef, spec)
-            return
+            # Our split is folded at once: its chunks are considered in this round, so the
+            # split and our claim are parts of one TURN (one loop turn, signature, frame).
+            if (split := st.splits.get((job, task))) is None:
+                return
         chunks = self.planner.chunks(split)
         if chunks is None:  # a split by reference: its listing first (at once: it is small)
             self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
@@ -598,7 +611,9 @@ class Scheduler:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""
         now = self.clock()
         since = self._ready_since.setdefault(ak, now)
-        if not claims.turn_due(ranked, self.peer_id, since, now, self.cfg.stagger_s):
+        due = claims.turn_at(ranked, self.peer_id, since, self.cfg.stagger_s)
+        if now < due:
+            self._turn_at = min(self._turn_at, due)  # the loop steps then (see sleep_s)
             return False
         self._ready_since.pop(ak, None)
         return True

@@ -348,7 +348,8 @@ class JobMesh:
             p = self.peers[dst]
             if p.state.apply(ev):
                 p.hlc = max(p.hlc, ev.hlc)
-                p.sched.poke(ev)
+                for single in ev.singles:  # each part of a TURN, as Node tells its listeners
+                    p.sched.poke(single)
                 n += 1
         self._queue = keep
         return n
