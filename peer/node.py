@@ -98,6 +98,7 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
+from peer.log.sqlite import DURABLE_TYPES
 from peer.log.turns import TurnBuilder
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
@@ -228,6 +229,10 @@ class Node:
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
+        # Received events of acknowledged kinds written but not yet fsynced (in a thread):
+        # origin -> (lowest such seq, the sync that covers it). Our heads stop below them.
+        self._unsynced: dict[str, tuple[int, int]] = {}
+        self._sync_gen = 0
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
@@ -724,16 +729,47 @@ class Node:
         if rivals:
             self.rule.settle(rivals)
         new = self.door.admit(fresh)
-        self.log.append(new)
+        durable = [e for e in new if e.type in DURABLE_TYPES]
+        later = bool(durable) and self._loop is not None and not self._log_closed
+        self.log.append(new, sync=False if later else None)  # later: fsynced in a thread
         new = self.door.fold(self.state, new)
         for ev in new:
             if ev.known:
                 self._tell(ev)
         if self.rule.stale:
             self._refold_soon()
-        if self.gossip is not None:  # our heads acknowledge a submission to its origin now
-            self.gossip.acknowledge({e.origin for e in new if e.type == EventType.JOB_SUBMITTED})
+        submitted = {e.origin for e in new if e.type == EventType.JOB_SUBMITTED}
+        if later:
+            self._sync_received(durable, submitted)
+        elif self.gossip is not None:  # our heads acknowledge a submission to its origin now
+            self.gossip.acknowledge(submitted)
         return new
+
+    def _sync_received(self, events: Sequence[Event], submitted: set[str]) -> None:
+        """Fsync the log in a thread for received events of acknowledged kinds (the loop
+        goes on: the job is planned and claimed meanwhile); until then our heads stop below
+        them, so no peer counts them as held here; then acknowledge the submissions."""
+        self._sync_gen += 1
+        gen = self._sync_gen
+        for e in events:
+            low = self._unsynced.get(e.origin, (e.seq, gen))[0]
+            self._unsynced[e.origin] = (min(low, e.seq), gen)
+        assert self._loop is not None
+        task = self._loop.create_task(self._synced(gen, submitted))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _synced(self, gen: int, submitted: set[str]) -> None:
+        try:
+            await asyncio.to_thread(self.log.sync)
+        except OSError as e:  # the heads stay below them; a later sync covers them
+            log.error("cannot fsync the event log: %s", e)
+            return
+        for origin, (_, g) in list(self._unsynced.items()):
+            if g <= gen:  # committed before this fsync began
+                del self._unsynced[origin]
+        if self.gossip is not None and submitted:
+            self.gossip.acknowledge(submitted)
 
     def _refold_soon(self) -> None:
         """Fold the state again once the conflict rule's spacing allows (at once if it does,
@@ -800,9 +836,14 @@ class Node:
     def heads(self) -> Mapping[str, int]:
         """Our heads as others may see them: our own events only as far as they are on disk."""
         self.flush()
-        if not self._unflushed:
+        if not self._unflushed and not self._unsynced:
             return self.state.heads
-        return {**self.state.heads, self.peer_id: self._durable_seq}
+        heads = dict(self.state.heads)
+        if self._unflushed:
+            heads[self.peer_id] = self._durable_seq
+        for origin, (low, _) in self._unsynced.items():  # held, not yet fsynced
+            heads[origin] = min(heads.get(origin, 0), low - 1)
+        return heads
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
@@ -817,7 +858,7 @@ class Node:
         """A digest of every content held as far as our heads go: None while some of our
         own events are not on disk (their contents are not served yet)."""
         self.flush()
-        return None if self._unflushed else self.state.content_sum()
+        return None if self._unflushed or self._unsynced else self.state.content_sum()
 
     def content_digests(self) -> Mapping[str, str]:
         """Origin -> digest of its held contents (not our own while some are unwritten)."""
@@ -825,6 +866,8 @@ class Node:
         out = self.state.content_digests()
         if self._unflushed:
             out.pop(self.peer_id, None)
+        for origin in self._unsynced:
+            out.pop(origin, None)
         return out
 
     def block_digests(self, origin: str) -> Mapping[int, str]:

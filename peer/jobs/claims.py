@@ -135,10 +135,15 @@ def candidates(unit: str, call: str, split: Event, me: str,
     return near + rendezvous(unit, [p for p in able if p not in near])
 
 
+def turn_at(ranked: Sequence[str], me: str, since_s: float, stagger_s: float) -> float:
+    """When the turn of `me`, of rank r in `ranked`, comes: r × stagger_s after `since_s`."""
+    return since_s + ranked.index(me) * stagger_s
+
+
 def turn_due(ranked: Sequence[str], me: str, since_s: float, now_s: float,
              stagger_s: float) -> bool:
     """True once `me`, of rank r in `ranked`, has waited r × stagger_s since `since_s`."""
-    return now_s - since_s >= ranked.index(me) * stagger_s
+    return now_s >= turn_at(ranked, me, since_s, stagger_s)
 
 
 def duplicate(run_split: tuple[str, int], split: tuple[str, int], winner: Event | None,

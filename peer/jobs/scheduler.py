@@ -79,6 +79,7 @@ class Scheduler:
                           self._ended, self._recorded)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
+        self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
@@ -222,7 +223,7 @@ class Scheduler:
             # Not asyncio.wait_for: on 3.11 it swallows a cancel() that lands just after the
             # event was set, and then close() waits forever for this loop to end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.tick_s if self.timed() else IDLE_TICK_S):
+                async with asyncio.timeout(self.sleep_s()):
                     await self._wake.wait()
             self._wake.clear()
             self.step()
@@ -235,14 +236,25 @@ class Scheduler:
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled)
 
+    def sleep_s(self) -> float:
+        """How long the loop may wait for an event before its next round: a tick while
+        something waits on time (`timed`), else IDLE_TICK_S; less when a staggered turn
+        (split or claim) comes sooner."""
+        tick = self.cfg.tick_s if self.timed() else max(self.cfg.tick_s, IDLE_TICK_S)
+        return max(0.0, min(tick, self._turn_at - self.clock()))
+
     def step(self) -> None:
-        """One evaluation round: the tasks marked by events, and every tick those whose
-        progress depends on time (staggered claims, others' leases, data)."""
+        """One evaluation round: the tasks marked by events, every tick those whose
+        progress depends on time (staggered claims, others' leases, data), and the staggered
+        ones as soon as a turn comes (not at the next tick)."""
         now = self.clock()
         if now - self._last_tick >= self.cfg.tick_s / 2:
             self._last_tick = now
             self._dirty.update(self._waiting())
             self._check_claims()
+        if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
+            self._turn_at = math.inf
+            self._dirty.update(self._turns())
         dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
@@ -314,15 +326,21 @@ class Scheduler:
         _prune(self._partial_due, stale)
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
-        keys = set(self._unplaced) | set(self._partial_due)
+        keys = set(self._unplaced) | set(self._partial_due) | self._turns()
+        keys |= {(k[0], k[1]) for k in self._claim_seen}
+        return keys | set(self.locality.waiting)
+
+    def _turns(self) -> set[TaskKey]:
+        """The tasks waiting for their staggered turn to split or claim; a claim's turn with
+        no free slot to run it goes to the starved queue instead (looked at when one frees)."""
+        keys: set[TaskKey] = set()
         full = self.free_slots <= 0
         for k in self._ready_since:
-            if full and k.chunk >= 0:  # a claim's turn with no slot to run it: wait for one
+            if full and k.chunk >= 0:
                 self._starved[(k.job, k.task)] = None
             else:
                 keys.add((k.job, k.task))
-        keys |= {(k[0], k[1]) for k in self._claim_seen}
-        return keys | set(self.locality.waiting)
+        return keys
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
@@ -363,7 +381,10 @@ class Scheduler:
         split = st.splits.get((job, task))
         if split is None:
             self._plan(job, task, tdef, spec)
-            return
+            # Our split is folded at once: its chunks are considered in this round, so the
+            # split and our claim are parts of one TURN (one loop turn, signature, frame).
+            if (split := st.splits.get((job, task))) is None:
+                return
         chunks = self.planner.chunks(split)
         if chunks is None:  # a split by reference: its listing first (at once: it is small)
             self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
@@ -630,7 +651,9 @@ class Scheduler:
         """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""
         now = self.clock()
         since = self._ready_since.setdefault(ak, now)
-        if not claims.turn_due(ranked, self.peer_id, since, now, self.cfg.stagger_s):
+        due = claims.turn_at(ranked, self.peer_id, since, self.cfg.stagger_s)
+        if now < due:
+            self._turn_at = min(self._turn_at, due)  # the loop steps then (see sleep_s)
             return False
         self._ready_since.pop(ak, None)
         return True

@@ -335,3 +335,33 @@ async def test_an_acknowledgement_fsyncs_the_log_off_the_loop(node: Node) -> Non
     await node.durable(ev)
     assert synced == [False]  # one fsync, in a thread: the loop went on meanwhile
     assert _stored(node) == [ev.seq]
+
+
+async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads_say_so(
+        node: Node) -> None:
+    """A merged PROVIDE (or submission) is written at once and fsynced in a thread: the loop
+    goes on, and until the fsync is done our heads (what acknowledgements count) and content
+    digests stop below it."""
+    node._loop = asyncio.get_running_loop()
+    acked: list[set[str]] = []
+    node.gossip.acknowledge = acked.append  # type: ignore[attr-defined]
+    gate = threading.Event()
+    on_loop: list[bool] = []
+    sync = node.log.sync
+
+    def slow_sync() -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        gate.wait(10)
+        sync()
+
+    node.log.sync = slow_sync  # type: ignore[method-assign]
+    assert node.merge(_events(1, 2))
+    assert node.state.heads[ORIGIN] == 2  # folded at once
+    assert node.heads().get(ORIGIN, 0) == 0  # not yet fsynced: not announced as held
+    assert node.content_sum() is None and ORIGIN not in node.content_digests()
+    gate.set()
+    await asyncio.gather(*node._bg)
+    assert on_loop == [False]
+    assert node.heads()[ORIGIN] == 2
+    assert node.content_sum() is not None
+    assert acked == []  # nothing to acknowledge: no submission

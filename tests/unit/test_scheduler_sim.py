@@ -423,3 +423,45 @@ async def test_a_peer_ticks_only_while_something_waits_on_time(make_mesh: MeshFa
     assert task_status(mesh[other].state, job, "w", CFG.max_attempts) == "done"
     await mesh.advance(TURN_S)  # the next tick forgets what it watched for the finished task
     assert not any(p.sched.timed() for p in mesh.peers.values())
+
+
+async def test_a_peer_claims_the_task_it_splits_in_the_same_round() -> None:
+    """The split and the claim of its chunk are parts of one TURN: one loop turn, one
+    signature, one write and one frame before the run starts, not two."""
+    mesh = JobMesh(1, CATALOG, CFG, batch=True)
+    try:
+        job = mesh.submit("p0", [WRITE])
+        mesh.close_turns()  # the submission goes out on its own (not a part of a turn)
+        mesh["p0"].sched.step()  # one evaluation round
+        mesh.close_turns()
+        last = mesh["p0"].emitted[-1]
+        assert last.type == EventType.TURN
+        assert [e.type for e in last.singles] == [EventType.TASK_SPLIT, EventType.CLAIM]
+        await asyncio.sleep(0)
+        assert mesh["p0"].runner.started == [f"{job}/w/0/0"]
+    finally:
+        await mesh.close()
+
+
+async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tick() -> None:
+    """Splits slow on the wire: the peer of rank 1 splits (and claims) once its stagger has
+    passed; its loop sleeps until then, not for a whole tick."""
+    cfg = SchedulerConfig(store=CFG.store, lease_s=CFG.lease_s, stagger_s=0.05, tick_s=10.0)
+    mesh = JobMesh(2, CATALOG, cfg, batch=True)
+    mesh.hold = lambda ev, to: ev.type == EventType.TASK_SPLIT
+    try:
+        job = mesh.submit("p0", [WRITE])
+        await mesh.settle()
+        split = {pid for pid in mesh.peers if mesh.events(EventType.TASK_SPLIT, pid, job=job)}
+        assert len(split) == 1  # rank 0 at once
+        (later,) = set(mesh.peers) - split
+        sched = mesh[later].sched
+        assert sched.sleep_s() == pytest.approx(cfg.stagger_s)  # not tick_s
+        await mesh.advance(cfg.stagger_s / 2)
+        assert not mesh.events(EventType.TASK_SPLIT, later, job=job)
+        assert sched.sleep_s() == pytest.approx(cfg.stagger_s / 2)
+        await mesh.advance(cfg.stagger_s / 2)  # far less than a tick: its turn came
+        assert mesh.events(EventType.TASK_SPLIT, later, job=job)
+        assert sched.sleep_s() == pytest.approx(cfg.tick_s)
+    finally:
+        await mesh.close()
