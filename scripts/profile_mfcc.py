@@ -108,6 +108,7 @@ def worker_phases(zips: Sequence[Path], mfcc: list[int], work: Path) -> dict[str
     from peer.ipfs import blocks
     from peer.ipfs.store import StoreConfig
     from peer.jobs import kinds, runner
+    from tasks import audio  # noqa: F401  (registers EXTRACT_MFCC)
     from tasks.registry import catalog
 
     cfg = StoreConfig(str(work / "store"))

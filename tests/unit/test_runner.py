@@ -178,3 +178,23 @@ def test_a_corrupt_block_never_reaches_the_task(tmp_path: Path,
     with pytest.raises(IntegrityError):
         runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
     assert seen == []
+
+
+def test_a_batch_fsyncs_every_directory_it_wrote_to_before_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    store = EmbeddedStore(tmp_path / "store")
+    synced: list[Path] = []
+    real = blocks.fsync_dir
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    files = []
+    for i in range(12):
+        f = tmp_path / f"f{i}"
+        f.write_text(f"content {i}\n")
+        files.append(f)
+    with store.adding() as add:
+        cids = [add(f) for f in files]
+        assert synced == []  # nothing fsynced per add
+    shards = {store.blocks.path(parse_cid(c).key).parent for c in cids}
+    assert shards <= set(synced) and len(synced) == len(set(synced))
