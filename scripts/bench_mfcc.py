@@ -83,14 +83,15 @@ def run_plain(mfcc: list[int], zips: Sequence[Path]) -> dict[str, Any]:
 
 # -- banzai ------------------------------------------------------------------------------
 def run_banzai(urls: Sequence[str], files: int, mfcc: list[int], warm: bool, slots: int,
-               base: Path) -> dict[str, Any]:
-    """A fresh peer; its start-up, then one FETCH -> EXTRACT_MFCC job."""
+               base: Path, code: Path = ROOT) -> dict[str, Any]:
+    """A fresh peer running the source tree `code`; its start-up, then one FETCH ->
+    EXTRACT_MFCC job."""
     bp = load_script("bench_pipeline")
     d = Path(tempfile.mkdtemp(prefix="bench-mfcc-", dir=base))
     extra = () if warm else ("--no-warm-workers",)
     try:
         t0 = time.perf_counter()
-        with bp.peer(d / "peer", slots, extra) as p:
+        with bp.peer(d / "peer", slots, extra, code=code) as p:
             start_s = time.perf_counter() - t0
             start_cpu_s = settled_cpu_s(bp.tree_cpu_s, p.proc.pid)
             job = bp.run_job(p, [{"call": "FETCH_FESTVOX", "args": list(urls)},
@@ -142,18 +143,21 @@ def markdown(r: dict[str, Any], command: str) -> str:
         f"target ≤ {TARGET} | cold peer ms/file | warm start s (CPU s) | cold start s (CPU s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if r.get("base"):
+        return _markdown_ab(r, lines[:3])
     for key, row in r["settings"].items():
         pl, w, c = row["plain"], row["warm"], row["cold"]
         plain_ms = med([x["per_file_s"] for x in pl]) * 1e3
         warm_ms = med([x["per_file_s"] for x in w]) * 1e3
-        cold_ms = med([x["per_file_s"] for x in c]) * 1e3
+        cold = (f"{med([x['per_file_s'] for x in c]) * 1e3:.2f}",
+                f"{med([x['start_s'] for x in c]):.2f} ({med([x['start_cpu_s'] for x in c]):.2f})"
+                ) if c else ("-", "-")
         ratio = warm_ms / plain_ms
         lines.append(
             f"| {key} | {plain_ms:.2f} ({med([x['first_s'] for x in pl]):.2f} s) | "
             f"{warm_ms:.2f} | {ratio:.2f} | {'met' if ratio <= TARGET else '**not met**'} | "
-            f"{cold_ms:.2f} | {med([x['start_s'] for x in w]):.2f} "
-            f"({med([x['start_cpu_s'] for x in w]):.2f}) | "
-            f"{med([x['start_s'] for x in c]):.2f} ({med([x['start_cpu_s'] for x in c]):.2f}) |")
+            f"{cold[0]} | {med([x['start_s'] for x in w]):.2f} "
+            f"({med([x['start_cpu_s'] for x in w]):.2f}) | {cold[1]} |")
     lines += [
         "",
         "Plain: mean of files 2..n (the first pays librosa's import, shown in brackets). "
@@ -161,6 +165,29 @@ def markdown(r: dict[str, Any], command: str) -> str:
         "cell; start = launch to ready (a warm peer warms its forkserver after that), CPU = the "
         "peer's process tree once it idles after start-up, warm-up included.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_ab(r: dict[str, Any], head: list[str]) -> str:
+    """The A/B table: plain loop, warm peer on the base tree, warm peer on this tree."""
+    lines = [*head,
+             f"Base: the source tree {r['base']} (warm peer), interleaved with this one's.", "",
+             "| EXTRACT_MFCC | plain ms/file | base warm ms/file (ratio) | head warm ms/file "
+             f"(ratio) | target ≤ {TARGET} | runs (head ms/file, load) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key, row in r["settings"].items():
+        plain_ms = med([x["per_file_s"] for x in row["plain"]]) * 1e3
+        base_ms = med([x["per_file_s"] for x in row["base"]]) * 1e3
+        head_ms = med([x["per_file_s"] for x in row["warm"]]) * 1e3
+        ratio = head_ms / plain_ms
+        runs = ", ".join(f"{x['per_file_s'] * 1e3:.1f} ({x.get('load1', 0):.1f})"
+                         for x in row["warm"])
+        lines.append(f"| {key} | {plain_ms:.2f} | {base_ms:.2f} ({base_ms / plain_ms:.2f}) | "
+                     f"{head_ms:.2f} ({ratio:.2f}) | "
+                     f"{'met' if ratio <= TARGET else '**not met**'} | {runs} |")
+    lines += ["", "Plain: mean of files 2..n in a process of its own (the first pays librosa's "
+              "import). Peers: the EXTRACT_MFCC task's claim-to-done time over its files, one "
+              "fresh warm peer per cell, --slots 1; medians of the runs."]
     return "\n".join(lines) + "\n"
 
 
@@ -172,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, default=1, help="worker slots of each peer")
     ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-corpus")
     ap.add_argument("--json", type=Path, help="also save the raw results here")
+    ap.add_argument("--no-cold", action="store_true", help="skip the --no-warm-workers peer")
+    ap.add_argument("--base", type=Path,
+                    help="also run a warm peer on this source tree (an A/B), interleaved")
     ap.add_argument("--plain", nargs="+", metavar=("WORKDIR", "MFCC"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.plain:
@@ -179,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     mc = load_script("make_corpus")
     zips = mc.build_corpus(a.corpus, list(mc.VOICES)[: a.speakers], a.utterances)
-    r: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+    r: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                     time.gmtime()),
+                         "base": str(a.base) if a.base else None,
                          "corpus": f"{a.speakers} speakers x {a.utterances} utterances",
                          "slots": a.slots, "repeat": a.repeat, "settings": {}}
     base = Path(tempfile.mkdtemp(prefix="bench-mfcc-"))
@@ -191,10 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(a.repeat):  # interleaved, so drift hits every side alike
                 for mfcc in SETTINGS:
                     row = r["settings"].setdefault(
-                        str(mfcc), {"plain": [], "warm": [], "cold": []})
-                    for key in ("plain", "warm", "cold"):
+                        str(mfcc), {"plain": [], "warm": [], "cold": [], "base": []})
+                    keys = ["plain", "warm"] + ([] if a.no_cold else ["cold"]) + (
+                        ["base"] if a.base else [])
+                    if i % 2:  # alternate which peer goes first
+                        keys = ["plain", *reversed(keys[1:])]
+                    for key in keys:
                         res = run_plain(mfcc, zips) if key == "plain" else run_banzai(
-                            urls, files, mfcc, key == "warm", a.slots, base)
+                            urls, files, mfcc, key != "cold", a.slots, base,
+                            a.base.resolve() if key == "base" else ROOT)
+                        res["load1"] = os.getloadavg()[0]
                         row[key].append(res)
                         print(f"run {i + 1}/{a.repeat} {mfcc} {key}: "
                               f"{res['per_file_s'] * 1e3:.2f} ms/file", file=sys.stderr)

@@ -67,21 +67,37 @@ def stage_times(view: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path) -> dict[str, Any]:
+def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str = "WARNING",
+             logs: Path | None = None) -> dict[str, Any]:
     d = Path(tempfile.mkdtemp(prefix=f"pinned-{npeers}-", dir=base))
-    mesh = bm.start_mesh(npeers, d, cores=list(range(npeers)))
+    mesh = bm.start_mesh(npeers, d, cores=list(range(npeers)), log_level=log_level)
     try:
         l0, c0 = bm.load1(), mesh.cpu_s()
         res = bp.run_job(SimpleNamespace(url=mesh.peers[0].url), pipe)
         cpu = mesh.cpu_s() - c0
         names = mesh.names()
-        chunks = {t["name"]: [[names.get(c["peer"], "?"), c["items"]] for c in t["chunks"]]
+        sub = res["view"]["submitted_ms"]
+        chunks = {t["name"]: [[names.get(c["peer"], "?"), c["items"],
+                               round(((c["started_ms"] or sub) - sub) / 1000, 2),
+                               round(((c["finished_ms"] or sub) - sub) / 1000, 2)]
+                              for c in t["chunks"]]
                   for t in res["view"]["tasks"]}
+        chunks["done_s"] = [[t["name"], round((t["finished_ms"] - sub) / 1000, 2)]
+                            for t in res["view"]["tasks"]]
         return {"seconds": res["seconds"], "stages": stage_times(res["view"]),
                 "cpu_s": round(cpu, 2), "chunks": chunks, "load1": [l0, bm.load1()]}
     finally:
         bm.stop_mesh(mesh)
+        if logs is not None:  # the peers' logs, kept: <logs>/<run dir>-peer<i>.log
+            logs.mkdir(parents=True, exist_ok=True)
+            for f in d.glob("peer*.log"):
+                shutil.copy(f, logs / f"{d.name}-{f.name}")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _chunk(c: list[Any]) -> str:
+    """peer:items, and when known @start-end (s after the job's submission)."""
+    return f"{c[0]}:{c[1]}" + (f"@{c[2]:.2f}-{c[3]:.2f}" if len(c) > 2 else "")
 
 
 def med(xs: Sequence[float]) -> float:
@@ -122,7 +138,8 @@ def markdown(r: dict[str, Any], command: str) -> str:
     cpu1, cpu2 = med([x["cpu_s"] for x in one]), med([x["cpu_s"] for x in two])
     lines += ["", f"CPU time (all peers' process trees): 1 peer {cpu1:.1f} s, 2 peers "
               f"{cpu2:.1f} s.", "", "Runs (total s, load before -> after; chunks of "
-              "EXTRACT_MFCC and LEARN as peer:items, LEARN's last chunk is its assembly):", ""]
+              "EXTRACT_MFCC and LEARN as peer:items@claimed-done, in s after the submission; "
+              "LEARN's last chunk is its assembly):", ""]
     for key, runs in (("1 peer", one), ("2 peers", two)):
         for x in runs:
             ch = x["chunks"]
@@ -130,8 +147,9 @@ def markdown(r: dict[str, Any], command: str) -> str:
                 f"- {key}: {x['seconds']:.2f} s (load {x['load1'][0]:.1f} -> "
                 f"{x['load1'][1]:.1f}); stages "
                 + ", ".join(f"{s} {x['stages'][s]:.2f}" for s in STAGES)
-                + "; extract_mfcc [" + " ".join(f"{p}:{n}" for p, n in ch["extract_mfcc"])
-                + "]; learn [" + " ".join(f"{p}:{n}" for p, n in ch["learn"]) + "]")
+                + "; tasks done at " + ", ".join(f"{n} {t:.2f}" for n, t in ch.get("done_s", []))
+                + "; extract_mfcc [" + " ".join(_chunk(c) for c in ch["extract_mfcc"])
+                + "]; learn [" + " ".join(_chunk(c) for c in ch["learn"]) + "]")
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-corpus")
     ap.add_argument("--write", type=Path, help="update this markdown file's section")
     ap.add_argument("--json", type=Path, help="also save the raw results here")
+    ap.add_argument("--log-level", default="WARNING", help="the peers' --log-level")
+    ap.add_argument("--logs", type=Path, help="keep the peers' logs in this directory")
+    ap.add_argument("--only", choices=("one", "two"), help="run one configuration only")
     a = ap.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("needs 2 cores", file=sys.stderr)
@@ -160,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipe = seed([url + z.name for z in zips])
             for rep in range(a.repeat):
                 for key, npeers in (("one", 1), ("two", 2)):
-                    x = run_once(npeers, pipe, base)
+                    if a.only and key != a.only:
+                        continue
+                    x = run_once(npeers, pipe, base, a.log_level, a.logs)
                     r[key].append(x)
                     print(f"rep {rep + 1}/{a.repeat} {npeers} peer(s): {x['seconds']:.2f} s "
                           f"{json.dumps(x['stages'])} (load {x['load1'][0]:.1f}->"
@@ -169,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(base, ignore_errors=True)
     cmd = "python scripts/bench_pinned.py" + "".join(
         f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
-    text = markdown(r, cmd)
+    text = markdown(r, cmd) if r["one"] and r["two"] else json.dumps(r, indent=1)
     print(text)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

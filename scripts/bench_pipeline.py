@@ -132,11 +132,14 @@ class Peer:
 
 
 @contextlib.contextmanager
-def peer(data_dir: Path, slots: int, extra: Sequence[str] = ()) -> Iterator[Peer]:
-    """A banzai-peer alone on 127.0.0.1 with a fresh data dir; SIGTERM at exit."""
+def peer(data_dir: Path, slots: int, extra: Sequence[str] = (), code: Path = ROOT,
+         ) -> Iterator[Peer]:
+    """A banzai-peer alone on 127.0.0.1 with a fresh data dir, running the source tree
+    `code`; SIGTERM at exit."""
     log = data_dir.with_suffix(".log")
     with lone_peer(data_dir, log, slots, mesh_prefix="bench", log_level="WARNING",
-                   extra=["--fetch-allow", LOOPBACK, *extra], stop_timeout_s=30) as (proc, url):
+                   extra=["--fetch-allow", LOOPBACK, *extra], stop_timeout_s=30,
+                   code=code) as (proc, url):
         yield Peer(proc, url, log)
 
 

@@ -118,16 +118,17 @@ def wait_workers_ready(url: str, timeout_s: float = 180) -> None:
 
 @contextlib.contextmanager
 def lone_peer(data_dir: Path, log: Path, slots: int, *, mesh_prefix: str, log_level: str,
-              extra: Sequence[str] = (), stop_timeout_s: float = 30,
+              extra: Sequence[str] = (), stop_timeout_s: float = 30, code: Path = ROOT,
               ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A banzai-peer alone on 127.0.0.1 (no mDNS, a mesh name of its own), its output to
-    `log`; yields (process, URL) once it prints its URL; SIGTERM at exit."""
+    `log`; yields (process, URL) once it prints its URL; SIGTERM at exit. `code`: the
+    source tree it runs (another checkout, for an A/B)."""
     args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", "127.0.0.1:0",
             "--no-mdns", "--mesh-name", f"{mesh_prefix}-{secrets.token_hex(6)}",
             "--slots", str(slots), "--log-level", log_level, *extra]
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=code,
+                                env={**os.environ, "PYTHONPATH": str(code)})
     try:
         deadline = time.monotonic() + 60
         while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:

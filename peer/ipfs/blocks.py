@@ -282,8 +282,10 @@ class BlockStore:
                 with self._lock:
                     dirs, self._unsynced = self._unsynced, set()
                 try:
-                    for d in sorted(dirs, key=lambda p: p != self.dir):  # new shards' parent
-                        fsync_dir(d)
+                    if self.dir in dirs:  # new shards' parent first
+                        fsync_dir(self.dir)
+                    # the rest at once, on the pool: one journal commit covers them all
+                    list(_fsync_pool().map(fsync_dir, sorted(dirs - {self.dir})))
                 except OSError:
                     self._dirty_all(dirs)
                     raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from peer.errors import (
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
-from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid, verify
+from peer.ipfs.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
@@ -96,6 +96,29 @@ class EmbeddedStore:
                     raise StorageFull(f"cannot add {p.name}: the disk is full") from exc
                 raise StoreError(f"cannot add {p}: {exc.strerror or exc}") from exc
         return str(node.cid)
+
+    @contextlib.contextmanager
+    def adding(self, cid_version: int = 1) -> Iterator[Callable[[Path], str]]:
+        """A batch of adds under one sync: `add(path)` imports a file or tree as add_path
+        does and returns its CID at once, its blocks written and fsynced in the background;
+        once the `with` block ends without an exception they are all durable, their
+        directories fsynced once for the batch rather than once per add. Announce no CID of
+        the batch before that. Errors as add_path's (StorageFull, StoreError, NotFound)."""
+        with self._lock.hold():
+            self.blocks.begin()
+            importer = Importer(self.blocks, cid_version)
+
+            def add(path: Path) -> str:
+                p = Path(path)
+                if not p.exists() and not p.is_symlink():
+                    raise NotFound(f"{p} does not exist", field="path")
+                try:
+                    return str(importer.path(p).cid)
+                except OSError as exc:
+                    raise _add_error(exc, p) from exc
+
+            yield add
+            self.blocks.sync()  # StorageFull or StoreError if it fails
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""
@@ -263,6 +286,16 @@ class EmbeddedStore:
             at.mkdir(exist_ok=True)
             stack.extend((link.cid, at / check_name(link.name), depth + 1)
                          for link in reversed(info.links))
+
+    def block_file(self, cid: str) -> Path | None:
+        """The store's own file holding the whole content of file `cid`, verified now,
+        when `cid` is a one-block raw file (a CIDv1 raw leaf: its block is its bytes);
+        None otherwise (materialize it). Read it only: it is the store's block."""
+        c = parse_cid(cid)
+        if c.codec != RAW or c.multihash[0] == IDENTITY:
+            return None
+        self.blocks.get(c)  # NotFound; a corrupt block is removed (and repaired or refused)
+        return self.blocks.path(c.key)
 
     def _write_file(self, c: Cid, dest: Path) -> None:
         if c.codec == RAW:  # a one-block file: its block is its content (read once)
@@ -458,6 +491,12 @@ class EmbeddedStore:
             except (NotFound, IntegrityError):  # missing, or corrupt and not repaired
                 continue
             stack.extend(dag.links(c, data))
+
+
+def _add_error(exc: OSError, p: Path) -> BanzaiError:
+    if disk_full(exc):
+        return StorageFull(f"cannot add {p.name}: the disk is full")
+    return StoreError(f"cannot add {p}: {exc.strerror or exc}")
 
 
 def _insert(tree: dict[str, object], parts: list[str], c: Cid, relpath: str) -> None:

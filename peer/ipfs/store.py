@@ -14,7 +14,8 @@ import, and a data dir opens under either kind. The cost: Kubo's repo holds a se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -100,6 +101,8 @@ class Store(Listings, Protocol):
 
     # adding
     def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str: ...
+    # a batch of add_paths with one sync: its CIDs are durable once the `with` block ends
+    def adding(self, cid_version: int = 1) -> AbstractContextManager[Callable[[Path], str]]: ...
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
     def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
 
@@ -112,6 +115,8 @@ class Store(Listings, Protocol):
     def resolve_path(self, cid: str, path: str) -> list[str]: ...  # root, then one per segment
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
     def materialize(self, cid: str, dest: Path) -> None: ...
+    # a one-block raw file's own block file, verified (to read in place), else None
+    def block_file(self, cid: str) -> Path | None: ...
 
     # blocks and DAGs
     def get_block(self, cid: str) -> bytes: ...

@@ -252,14 +252,10 @@ class Runs:
             run.log.append(str(args[0]))
         elif kind == "metric":
             run.metrics.append([str(args[0]), int(args[1]), float(args[2])])
-        elif kind == "item":  # one item finished: record it soon, so a crash keeps it
-            _path, cid, result = args
-            run.partial[cache_key(run.tdef, run.spec.params, cid)] = result
-            now = self.clock()
-            if now - run.last_flush_s >= self.cfg.progress_interval_s:
-                run.last_flush_s = now
-                self.emit(EventType.CACHE_PUT, {"cache": run.partial})
-                run.partial = {}
+        elif kind == "items":  # items finished, outputs durable: record them soon, so
+            self._items(run, args[0])  # that a crash keeps them
+        elif kind == "item":  # one item: [path, input cid, result]
+            self._items(run, [list(args)])
         elif kind == "progress":
             now = self.clock()
             if now - run.last_progress_s >= self.cfg.progress_interval_s:  # CHUNK_DONE: 100 %
@@ -268,3 +264,14 @@ class Runs:
                                                "chunk": ak.chunk, "attempt": ak.attempt,
                                                "split": list(run.split),
                                                "progress": round(float(args[0]), 4)})
+
+    def _items(self, run: Run, items: list[list[Any]]) -> None:
+        """Finished items ([path, input cid, result] each) of a running chunk: their cache
+        entries go out in one CACHE_PUT per progress_interval_s."""
+        for _path, cid, result in items:
+            run.partial[cache_key(run.tdef, run.spec.params, cid)] = result
+        now = self.clock()
+        if now - run.last_flush_s >= self.cfg.progress_interval_s:
+            run.last_flush_s = now
+            self.emit(EventType.CACHE_PUT, {"cache": run.partial})
+            run.partial = {}

@@ -1,0 +1,200 @@
+"""The worker's per-item chunk path (peer/jobs/runner.py) on a real EmbeddedStore, and the peer's
+handling of its item messages (peer/jobs/runs.py, on the in-memory mesh): results are announced
+only once their outputs are durable, and batched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.errors import IntegrityError
+from peer.ipfs.cids import parse_cid
+from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.store import StoreConfig
+from peer.jobs import runner
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from peer.log import EventType
+from tasks import registry
+from tasks.registry import KEEP, TaskDef
+
+
+class Ctx:
+    """What the executor's ctx offers the runner; records the messages in order."""
+
+    def __init__(self, workdir: Path, trail: list[tuple[Any, ...]]) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True)
+        self.trail = trail
+
+    def progress(self, fraction: float) -> None:
+        self.trail.append(("progress", fraction))
+
+    def log(self, message: str) -> None:
+        self.trail.append(("log", message))
+
+    def metric(self, name: str, step: int, value: float) -> None:
+        pass
+
+    def send(self, kind: str, *args: Any) -> None:
+        self.trail.append((kind, *args))
+
+
+def _chunk(tmp_path: Path, files: int) -> tuple[EmbeddedStore, dict[str, Any]]:
+    """A store (the one runner.run opens for this root) holding `files` small files, and the
+    work order of one CHECKSUM chunk over them."""
+    cfg = StoreConfig(str(tmp_path / "store"))
+    store = runner._store(cfg.to_json())
+    assert isinstance(store, EmbeddedStore)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(files):
+        (src / f"f{i:02d}.txt").write_text(f"file {i}\n")
+    root = store.add_path(src)
+    items = sorted([e.path, e.cid] for e in store.walk(root) if e.kind == "file")
+    return store, {"store": cfg.to_json(), "modules": [], "call": "CHECKSUM",
+                   "params": {"algorithm": "sha256"}, "input": root, "items": items,
+                   "fetch_allow": [], "kind": {}}
+
+
+def _spy(store: EmbeddedStore, trail: list[tuple[Any, ...]]) -> None:
+    """Record each block put and each sync of the store in `trail`, in order."""
+    put, sync = store.blocks.put_trusted, store.blocks.sync
+
+    def spied_put(c: Any, data: bytes) -> None:
+        trail.append(("put", str(c)))
+        put(c, data)
+
+    def spied_sync() -> None:
+        sync()
+        trail.append(("synced",))
+
+    store.blocks.put_trusted = spied_put  # type: ignore[method-assign]
+    store.blocks.sync = spied_sync  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("flush_s", [0.0, 3600.0])
+def test_item_results_are_announced_only_once_their_outputs_are_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush_s: float) -> None:
+    monkeypatch.setattr(runner, "_FLUSH_S", flush_s)
+    store, payload = _chunk(tmp_path, 6)
+    trail: list[tuple[Any, ...]] = []
+    _spy(store, trail)
+    out = runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    assert [p for p, _ in out["inputs"]] == [p for p, _ in payload["items"]]
+    synced: set[str] = set()
+    written: set[str] = set()
+    announced: list[str] = []
+    for kind, *args in trail:
+        if kind == "put":
+            written.add(args[0])
+        elif kind == "synced":
+            synced |= written
+        elif kind == "items":
+            for path, _cid, result in args[0]:
+                assert result["c"] in synced, f"{path}'s output announced before its sync"
+                announced.append(path)
+    assert announced == [p for p, _ in payload["items"]]  # every item once, in order
+    messages = [t for t in trail if t[0] == "items"]
+    syncs = [t for t in trail if t[0] == "synced"]
+    if flush_s:  # a chunk shorter than the flush interval: one sync, one message
+        assert len(messages) == 1 and len(syncs) == 1
+    else:  # every item is a batch of its own
+        assert len(messages) == 6 and len(syncs) == 6
+    for path, cid in payload["items"]:  # the outputs are the task's, as add_path stores them
+        data = b"".join(store.cat(cid))
+        text = b"".join(store.cat(out["items"][path]["c"])).decode()
+        assert text == f"{hashlib.sha256(data).hexdigest()}  {path.rsplit('/', 1)[-1]}\n"
+
+
+def test_a_failing_item_announces_nothing_of_its_unsynced_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
+    _, payload = _chunk(tmp_path, 3)
+    payload["items"][2][1] = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"  # absent
+    trail: list[tuple[Any, ...]] = []
+    with pytest.raises(Exception, match="not in the store"):
+        runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    assert [t for t in trail if t[0] == "items"] == []
+
+
+async def test_a_message_of_many_items_is_recorded_in_one_cache_put() -> None:
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05)
+    mesh = JobMesh(1, registry.load(("tests.fixture_tasks",)), cfg)
+    try:
+        job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 3}},
+                                 {"name": "u", "call": "T_UPPER", "depends": ["w"]}])
+        await mesh.settle()
+        mesh["p0"].runner.finish(f"{job}/w/0/0")
+        await mesh.advance(max(cfg.stagger_s * 2, cfg.tick_s))
+        key = f"{job}/u/0/0"
+        items = mesh["p0"].runner.payloads[key]["items"]
+        mesh.clock.advance(cfg.progress_interval_s)
+        mesh["p0"].runner.messages[key]("items", (
+            [[path, cid, {"n": path, "c": f"bafkout{i}"}] for i, (path, cid) in enumerate(items)],))
+        await mesh.settle()
+        [put] = mesh.events(EventType.CACHE_PUT)
+        assert sorted(r["c"] for r in put.payload["cache"].values()) == [
+            f"bafkout{i}" for i in range(len(items))]
+    finally:
+        await mesh.close()
+
+
+def _peek(seen: list[tuple[bool, bytes]]) -> TaskDef:
+    def peek(ctx: Any, src: Path, out_dir: Path) -> Any:
+        seen.append((src.is_symlink(), src.read_bytes()))
+        return KEEP
+
+    return TaskDef(name="PEEK", version="1", fn=peek, args=(), per_item=True)
+
+
+def test_a_python_task_reads_one_block_items_in_place_and_larger_ones_as_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 2)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 2048)  # 512 KiB: two leaves and a root node
+    payload["items"].append(["big.bin", store.add_path(big)])
+    seen: list[tuple[bool, bytes]] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _peek(seen))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert [s for s, _ in seen] == [True, True, False]  # the block's file; a copy
+    assert [d for _, d in seen] == [b"".join(store.cat(c)) for _, c in payload["items"]]
+    assert {p: r["c"] for p, r in out["items"].items()} == dict(payload["items"])
+    for _, c in payload["items"][:2]:  # read, not moved or changed: still there and valid
+        assert store.get_block(c) == seen[0 if c == payload["items"][0][1] else 1][1]
+    assert list((tmp_path / "run" / "in").iterdir()) == []  # the links went, not the blocks
+
+
+def test_a_corrupt_block_never_reaches_the_task(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 1)
+    (_, cid), = payload["items"]
+    store.blocks.path(parse_cid(cid).key).write_bytes(b"not what was stored\n")
+    seen: list[tuple[bool, bytes]] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _peek(seen))
+    with pytest.raises(IntegrityError):
+        runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert seen == []
+
+
+def test_a_batch_fsyncs_every_directory_it_wrote_to_before_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    store = EmbeddedStore(tmp_path / "store")
+    synced: list[Path] = []
+    real = blocks.fsync_dir
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    files = []
+    for i in range(12):
+        f = tmp_path / f"f{i}"
+        f.write_text(f"content {i}\n")
+        files.append(f)
+    with store.adding() as add:
+        cids = [add(f) for f in files]
+        assert synced == []  # nothing fsynced per add
+    shards = {store.blocks.path(parse_cid(c).key).parent for c in cids}
+    assert shards <= set(synced) and len(synced) == len(set(synced))
