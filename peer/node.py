@@ -81,7 +81,7 @@ from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import JobIndex, raw_rows
 from peer.log.signing import (
     Identity,
-    Keyring,
+    MemberKeys,
     MeshAuth,
     admit_tag,
     held_hash,
@@ -560,7 +560,7 @@ class Node:
     def _setup_signing(self, secrets: Sequence[bytes]) -> None:
         """The keyring (our key, the keys of the batches on disk) and the one-time attestation
         of the events of 0.1.0 on disk: ours signed as ours, other origins' attested by us."""
-        self.keyring = Keyring(secrets, self._revoked_after)  # admit tags of any accepted secret
+        self.keyring = MemberKeys(secrets, self._revoked_after)  # admit tags of any accepted secret
         self.admit = None if not secrets else admit_tag(secrets[0], self.peer_id,
                                                         self.identity.key)
         self.keyring.keys[self.peer_id] = self.identity.key

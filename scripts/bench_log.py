@@ -213,12 +213,25 @@ def caught_up_s(data: Path, log: Path, secret: Path, join: str, first: str,
         proc.wait(60)
 
 
-def run_tasks(url: str, n: int) -> None:
-    done = 0
+def run_tasks(url: str, n: int, pid: int | None = None) -> list[tuple[int, float]]:
+    """Run n ECHO tasks in jobs of 500; with `pid`, that process's RSS after each job."""
+    done, samples = 0, []
     while done < n:
         k = min(500, n - done)
         wait_done(url, submit(url, k), 600)
         done += k
+        if pid is not None:
+            samples.append((done, rss_mb(pid)))
+    return samples
+
+
+def slope_mb_per_10k(samples: list[tuple[int, float]]) -> float:
+    """Least-squares slope of RSS over tasks, per 10,000 tasks (one reading's noise, a
+    page-in here or a freed arena there, weighs less than in a first-to-last difference)."""
+    xs, ys = [x for x, _ in samples], [y for _, y in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return 0.0 if var == 0 else sum((x - mx) * (y - my) for x, y in samples) / var * 10_000
 
 
 def main() -> None:
@@ -269,10 +282,12 @@ def main() -> None:
             return
         run_tasks(url, a.warm_tasks)  # the recent history fills up first
         before = rss_mb(proc.pid)
-        run_tasks(url, a.live_tasks)
+        samples = run_tasks(url, a.live_tasks, proc.pid)
         figures["live_tasks"] = a.live_tasks
         figures["rss_growth_mb_per_10k"] = round(
             (rss_mb(proc.pid) - before) * 10_000 / a.live_tasks, 1)
+        figures["rss_slope_mb_per_10k"] = round(slope_mb_per_10k([(0, before), *samples]), 1)
+        figures["rss_samples_mb"] = [round(y, 1) for _, y in samples]
         figures["live_compaction"] = health(url)["log"]["compaction"]
     ms, n = digest_ms(data / "events.sqlite")
     figures["in_sync_digest_ms"] = round(ms, 4)

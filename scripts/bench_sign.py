@@ -32,7 +32,7 @@ from peer.log import Event  # noqa: E402
 from peer.log.signing import (  # noqa: E402
     Batch,
     Identity,
-    Keyring,
+    MemberKeys,
     event_hash,
     peer_id_for,
     sign_events,
@@ -66,7 +66,7 @@ def _frames(events: list[Event], batch: int) -> list[tuple[list[Any], list[Any]]
 
 
 def _verify_only(frames: list[tuple[list[Any], list[Any]]], events: list[Event]) -> None:
-    k = Keyring()
+    k = MemberKeys()
     i = 0
     for _raw, batches in frames:  # the events are already decoded: signature + hashes only
         for b in batches:
@@ -80,7 +80,7 @@ def _verify_only(frames: list[tuple[list[Any], list[Any]]], events: list[Event])
 
 
 def _accept(frames: list[tuple[list[Any], list[Any]]]) -> None:
-    k = Keyring()
+    k = MemberKeys()
     for raw, batches in frames:
         k._good.clear()
         k.accept(raw, batches)

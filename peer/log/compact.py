@@ -17,7 +17,7 @@ from peer.log.clock import hlc_ms
 from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
 from peer.log.fold import MeshState, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
-from peer.log.signing import Counters, Identity, Keyring, _str_bytes, verify
+from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 
 log = logging.getLogger("banzai.log")
 
@@ -428,12 +428,12 @@ class Signed(Protocol):
     def content_digest(self) -> bytes: ...
 
 
-def check_snapshot(s: Signed, keyring: Keyring, members: Iterable[str],
+def check_snapshot(s: Signed, keyring: MemberKeys, members: Iterable[str],
                    second_digest: bytes | None = None,
                    refused: Counters | None = None) -> str | None:
     """None if `s` may stand for the events it covers, else why not (counted in `refused`
     by signer): the signer must be a member (MEMBER event held), admitted and bound to its key
-    (`Keyring.bind`), not revoked; the signature must hold; and when a second member's
+    (`MemberKeys.bind`), not revoked; the signature must hold; and when a second member's
     digest of the same heads is at hand, it must equal the snapshot's."""
     why = _why(s, keyring, set(members), second_digest)
     if why is not None and refused is not None:
@@ -441,7 +441,7 @@ def check_snapshot(s: Signed, keyring: Keyring, members: Iterable[str],
     return why
 
 
-def _why(s: Signed, keyring: Keyring, members: set[str],
+def _why(s: Signed, keyring: MemberKeys, members: set[str],
          second_digest: bytes | None) -> str | None:
     if s.signer not in members:
         return "not_member"

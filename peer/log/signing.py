@@ -1,6 +1,6 @@
 """Identities and signatures: a peer's Ed25519 identity, event content hashes, signed batches,
 admission tags, signed membership messages and the keyring that checks them. Pure but for
-`Identity.load`; a Keyring is owned by the event loop. The event path: docs/architecture.md."""
+`Identity.load`; a MemberKeys is owned by the event loop. The event path: docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ class Counters:
         self.total[reason] = self.total.get(reason, 0) + n
 
 
-class Keyring:
+class MemberKeys:
     """Who speaks for which peer id: bindings peer id -> public key (a self-certifying id
     only ever to its own key; an id of 0.1.0 to the first admitted key heard), the
     revoked members, the last (incarnation, counter) accepted from each member, and the
@@ -417,7 +417,7 @@ class MeshAuth:
     incarnation (persisted, one more at each start) and counter, and the keyring."""
 
     identity: Identity
-    keyring: Keyring
+    keyring: MemberKeys
     incarnation: int
     admit: bytes | None = None
     counter: int = 0
@@ -428,6 +428,6 @@ class MeshAuth:
 
 
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
-           "Identity", "Keyring", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
+           "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
            "held_hash", "membership_message", "peer_id_for", "self_certifying", "sign_events",
            "sign_run", "verify"]

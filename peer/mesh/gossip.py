@@ -198,7 +198,7 @@ class GossipStats:
     dropped_too_large: int = 0
     dropped_bad_frame: int = 0
     dropped_other_mesh: int = 0
-    # membership messages refused by signature checks (peer.log.signing.Keyring)
+    # membership messages refused by signature checks (peer.log.signing.MemberKeys)
     dropped_unsigned: int = 0
     dropped_bad_signature: int = 0
     dropped_replayed: int = 0

@@ -18,7 +18,7 @@ from peer.log.clock import FakeClock
 from peer.log.contents import wins
 from peer.log.signing import (
     Identity,
-    Keyring,
+    MemberKeys,
     MeshAuth,
     admit_tag,
     held_hash,
@@ -163,7 +163,7 @@ class Cluster:
             me = Identity.generate()
             peer_id = peer_id_for(me.key)
             secrets = () if cfg.secret is None else (cfg.secret,)
-            auth = MeshAuth(me, Keyring(secrets), incarnation=1,
+            auth = MeshAuth(me, MemberKeys(secrets), incarnation=1,
                             admit=admit_tag(cfg.secret, peer_id, me.key) if cfg.secret else None)
             auth.keyring.keys[peer_id] = me.key
         sink, members = MemorySink(peer_id, auth), RecordingMembers()

@@ -7,7 +7,7 @@ import pytest
 
 from peer.log import Event, EventType
 from peer.log.compact import CompactConfig, Snapshot, check_snapshot, covered, droppable, marks
-from peer.log.signing import Counters, Identity, Keyring, admit_tag, peer_id_for
+from peer.log.signing import Counters, Identity, MemberKeys, admit_tag, peer_id_for
 
 DAY_MS = 86_400_000
 CFG = CompactConfig(horizon_s=86_400)
@@ -60,7 +60,7 @@ def _snap(who: Identity = ME, pid: str = ME_ID, secret: bytes = SECRET) -> Snaps
 
 def test_a_good_snapshot_is_taken_and_checked_against_a_second_digest() -> None:
     s = _snap()
-    ring = Keyring([SECRET])
+    ring = MemberKeys([SECRET])
     assert check_snapshot(s, ring, {ME_ID}) is None
     assert check_snapshot(s, ring, {ME_ID}, second_digest=s.content_digest()) is None
 
@@ -89,10 +89,10 @@ def test_a_bad_snapshot_is_refused_and_counted(snap: object, members: set[str],
                                                second: bytes | None, why: str) -> None:
     s = snap()  # type: ignore[operator]
     refused = Counters()
-    assert check_snapshot(s, Keyring([SECRET]), members, second, refused) == why
+    assert check_snapshot(s, MemberKeys([SECRET]), members, second, refused) == why
     assert refused.by_origin == {s.signer: {f"snapshot_{why}": 1}}
 
 
 def test_a_revoked_members_snapshot_is_refused() -> None:
-    ring = Keyring([SECRET], revoked=lambda p: 3 if p == ME_ID else None)
+    ring = MemberKeys([SECRET], revoked=lambda p: 3 if p == ME_ID else None)
     assert check_snapshot(_snap(), ring, {ME_ID}) == "revoked"

@@ -331,7 +331,7 @@ def test_a_frame_relays_events_of_two_batches_that_start_at_the_same_seq() -> No
     event of each sends both batches in one frame: each event is checked against its own (the
     bug: the second batch replaced the first and its events were refused as bad_hash, at
     every exchange, so two peers never converged)."""
-    from peer.log.signing import Identity, Keyring, peer_id_for, sign_events
+    from peer.log.signing import Identity, MemberKeys, peer_id_for, sign_events
     from peer.mesh.wire import pack_frames
 
     me = Identity.generate()
@@ -343,7 +343,7 @@ def test_a_frame_relays_events_of_two_batches_that_start_at_the_same_seq() -> No
     frames, _ = pack_frames([a[0], b[1]], 1 << 20, 64)
     (f,) = frames
     assert len(f.batches) == 2
-    k = Keyring()
+    k = MemberKeys()
     got = k.accept([json.loads(x) for x in f.events], [json.loads(x) for x in f.batches])
     assert [(e.id, e.payload) for e in got] == [(a[0].id, a[0].payload), (b[1].id, b[1].payload)]
     assert k.refused.total == {}

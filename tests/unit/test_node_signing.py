@@ -13,7 +13,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.log import Event, EventType
-from peer.log.signing import Identity, Keyring, event_hash, peer_id_for, sign_events
+from peer.log.signing import Identity, MemberKeys, event_hash, peer_id_for, sign_events
 from peer.mesh.wire import pack_frames
 from peer.node import Node
 
@@ -63,7 +63,7 @@ def test_a_data_dir_of_0_1_0_is_signed_once_by_its_own_peer(tmp_path: Path,
     assert all(e.att is not None for e in again.state.events.values())
     assert _batches(d / "events.sqlite") == count  # nothing signed twice
     frames, _ = pack_frames(list(again.state.events.values()), 16 << 20, 512)
-    k = Keyring()
+    k = MemberKeys()
     got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
                                                [json.loads(x) for x in f.batches])]
     assert len(got) == len(before) and not k.refused.total
@@ -82,11 +82,11 @@ def test_other_origins_events_of_0_1_0_are_attested(tmp_path: Path,
     old = [e for e in n.state.events.values() if e.origin == OLD_ID]
     assert old and all(e.att.signer == n.peer_id for e in old)
     frames, _ = pack_frames(old, 16 << 20, 512)
-    k = Keyring()
+    k = MemberKeys()
     got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
                                                [json.loads(x) for x in f.batches])]
     assert len(got) == len(old)  # the origin signed nothing: an admitted member's word holds
-    k2 = Keyring()
+    k2 = MemberKeys()
     k2.keys[OLD_ID] = Identity.generate().key  # once the origin signs, only it speaks for it
     assert [e for f in frames for e in k2.accept([json.loads(x) for x in f.events],
                                                  [json.loads(x) for x in f.batches])] == []

@@ -14,7 +14,7 @@ from peer.log.signing import (
     Batch,
     Counters,
     Identity,
-    Keyring,
+    MemberKeys,
     admit_tag,
     event_hash,
     held_hash,
@@ -75,7 +75,7 @@ def test_sign_events_makes_one_batch_per_run_of_one_origin() -> None:
 def test_a_batch_verifies_and_any_subset_of_it_can_be_relayed() -> None:
     evs = [ev(s) for s in range(1, 17)]
     sign_events(ME, ID, evs, None)
-    k = Keyring()
+    k = MemberKeys()
     raw, batches = wire(evs[5:9])  # a relayer forwards four of the sixteen
     assert len(batches) == 1 and len(bytes.fromhex(batches[0]["h"])) == 16 * 32
     got = k.accept(raw, batches)
@@ -89,7 +89,7 @@ def _tampered(mutate: Any) -> dict[str, int]:
     sign_events(ME, ID, evs, None)
     raw, batches = wire(evs)
     mutate(raw, batches)
-    k = Keyring()
+    k = MemberKeys()
     got = k.accept(raw, batches)
     assert len(got) < 4
     return k.refused.by_origin[ID]
@@ -133,7 +133,7 @@ def test_a_wrong_key_cannot_speak_for_a_bound_or_self_certifying_id() -> None:
     mallory = Identity.generate()
     forged = [ev(1)]  # under ID, signed by mallory
     sign_events(mallory, ID, forged, None)
-    k = Keyring()
+    k = MemberKeys()
     assert k.accept(*wire(forged)) == []  # ID certifies ME's key only, even heard first
     assert k.refused.by_origin[ID] == {"key_conflict": 1}
     legacy = "0123456789abcdef"  # an id of 0.1.0: the first admitted key heard is bound
@@ -145,12 +145,12 @@ def test_a_wrong_key_cannot_speak_for_a_bound_or_self_certifying_id() -> None:
 
 
 def test_admission_needs_a_tag_made_with_the_mesh_secret() -> None:
-    k = Keyring([SECRET])
+    k = MemberKeys([SECRET])
     assert k.bind(ID, ME.key, None) == "not_admitted"
     assert k.bind(ID, ME.key, admit_tag(b"x" * 32, ID, ME.key)) == "not_admitted"
     assert k.bind(ID, ME.key, admit_tag(SECRET, peer_id_for(b"y" * 32), ME.key)) == "not_admitted"
     assert k.bind(ID, ME.key, admit_tag(SECRET, ID, ME.key)) is None
-    rotating = Keyring([b"n" * 32, SECRET])  # during a rotation both secrets admit
+    rotating = MemberKeys([b"n" * 32, SECRET])  # during a rotation both secrets admit
     assert rotating.bind(ID, ME.key, admit_tag(SECRET, ID, ME.key)) is None
 
 
@@ -160,15 +160,15 @@ def test_legacy_events_are_accepted_only_when_attested_for_an_unsigned_origin() 
     sign_events(ME, ID, evs, None)  # attested by ID, an admitted member
     raw, batches = wire(evs)
     assert raw[0]["bs"] == ID and batches[0]["s"] == ID
-    assert [e.id for e in Keyring().accept(raw, batches)] == [(old, 1), (old, 2)]
-    k = Keyring()
+    assert [e.id for e in MemberKeys().accept(raw, batches)] == [(old, 1), (old, 2)]
+    k = MemberKeys()
     k.keys[old] = Identity.generate().key  # the origin signs for itself now
     assert k.accept(raw, batches) == []
     assert k.refused.by_origin[old] == {"attested_signed_origin": 2}
 
 
 def test_membership_messages_are_refused_when_replayed_or_not_newer() -> None:
-    k = Keyring()
+    k = MemberKeys()
 
     def msg(inc: int, ctr: int, body: bytes = b"{}", reply_to: str = "127.0.0.1:1",
             key: Identity = ME) -> str | None:
@@ -189,7 +189,7 @@ def test_membership_messages_are_refused_when_replayed_or_not_newer() -> None:
 
 def test_revoked_members_events_past_the_revocation_and_messages_are_refused() -> None:
     revoked: dict[str, int] = {}
-    k = Keyring(revoked=revoked.get)
+    k = MemberKeys(revoked=revoked.get)
     evs = [ev(s) for s in range(1, 5)]
     sign_events(ME, ID, evs, None)
     revoked[ID] = 2
@@ -300,7 +300,7 @@ def test_frames_carry_each_batch_once_and_again_in_the_next_frame() -> None:
     assert not too_large
     firsts = [[json.loads(b)["f"] for b in f.batches] for f in frames]
     assert firsts == [[1], [1, 7], [7]]
-    k = Keyring()
+    k = MemberKeys()
     got = [e for f in frames for e in k.accept([json.loads(x) for x in f.events],
                                                [json.loads(x) for x in f.batches])]
     assert [e.seq for e in got] == list(range(1, 11))
