@@ -28,10 +28,10 @@ BATCH_CIDS = 512  # DAGs per POST /api/car request (the peer accepts up to 1024)
 MAX_COMPLETE = 2048  # DAGs remembered complete here, the latest used (a miss walks the DAG)
 
 
-class CompleteMemo:
-    """CIDs of DAGs known complete here: the `max_entries` used last (a long-lived peer
-    must not remember every output it ever made; issue 11). Thread-safe: DAG walks run in
-    threads."""
+class RecentSet:
+    """A memo of CIDs (e.g. DAGs known complete here) bounded to the `max_entries` added or
+    found last: a long-lived peer must not remember every output it ever made (issue 11).
+    Thread-safe: DAG walks run in threads."""
 
     def __init__(self, max_entries: int = MAX_COMPLETE) -> None:
         self.max_entries = max_entries
@@ -55,6 +55,10 @@ class CompleteMemo:
             while len(self._cids) > self.max_entries:
                 self._cids.popitem(last=False)
 
+    def update(self, cids: Iterable[str]) -> None:
+        for c in cids:
+            self.add(c)
+
     def clear(self) -> None:
         with self._lock:
             self._cids.clear()
@@ -76,7 +80,7 @@ class Fetcher:
         # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
         # serve content to members of the mesh only
         self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
-        self.complete = CompleteMemo()
+        self.complete = RecentSet()
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peer.ipfs.fetch import CompleteMemo, Fetcher
+from peer.ipfs.fetch import Fetcher, RecentSet
 from peer.ipfs.store import StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
@@ -98,8 +98,8 @@ async def test_a_late_task_done_of_a_compacted_job_wakes_nothing() -> None:
         await mesh.close()
 
 
-def test_the_complete_memo_keeps_the_dags_used_last() -> None:
-    memo = CompleteMemo(max_entries=3)
+def test_a_recent_set_keeps_the_dags_used_last() -> None:
+    memo = RecentSet(max_entries=3)
     for c in ("a", "b", "c"):
         memo.add(c)
     assert "a" in memo  # used: now the newest
@@ -121,3 +121,20 @@ def test_a_fetcher_remembers_a_bounded_number_of_complete_dags() -> None:
         f.mark(f"bafk{i}")
     assert len(f.complete) == f.complete.max_entries
     assert f.is_complete(f"bafk{3 * f.complete.max_entries - 1}")
+
+
+async def test_the_replicator_remembers_a_bounded_number_of_outputs() -> None:
+    """Every output replicated here is noted (so a repeated TASK_DONE is not fetched
+    again); after many, the note holds at most its bound (`_wanted` still refuses an output
+    this peer provides)."""
+    from tests.unit.test_replicate_repair import Fakes
+
+    f = Fakes()
+    f.peers = {"p1": {}}
+    r = f.replicator([])
+    n = 3 * r.replicated.max_entries
+    await r._replicate({f"bafy{i}": ("p1", 1) for i in range(n)})
+    assert len(f.pinned) == n
+    assert len(r.replicated) == r.replicated.max_entries
+    assert not r._wanted("bafy0")  # forgotten by the note, known provided by the log
+    await r.close()
