@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
@@ -50,7 +52,26 @@ def census() -> dict[str, Any]:
         for k, v in fields.items():
             if isinstance(v, _CONTAINERS):
                 attrs[f"{cls.__qualname__}.{k}"] += len(v)
-    return {"types": dict(types), "attrs": dict(attrs)}
+    return {"types": dict(types), "attrs": dict(attrs), "rss_kb": _status_kb("VmRSS"),
+            "sqlite_bytes": _sqlite_bytes()}
+
+
+def _status_kb(field: str) -> int:
+    for ln in Path("/proc/self/status").read_text().splitlines():
+        if ln.startswith(field + ":"):
+            return int(ln.split()[1])
+    return 0
+
+
+def _sqlite_bytes() -> int:
+    """SQLite's own heap (page caches and the rest; not traced by tracemalloc), -1 if the
+    library cannot be asked."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        return int(lib.sqlite3_memory_used())
+    except (OSError, AttributeError):
+        return -1
 
 
 def peer_main(out: Path, frames: int, argv: list[str]) -> None:
@@ -90,6 +111,8 @@ def compare(out: Path, tasks: int, top: int) -> None:
         for line in st.traceback.format(limit=12, most_recent_first=True):
             print("  " + line)
     c1, c2 = (json.loads((out / f"{n}.json").read_text()) for n in (1, 2))
+    print(f"\nRSS (traced peer): {c1['rss_kb'] / 1024:.1f} -> {c2['rss_kb'] / 1024:.1f} MB; "
+          f"SQLite heap: {c1['sqlite_bytes'] / 1e6:.2f} -> {c2['sqlite_bytes'] / 1e6:.2f} MB")
     print("\nobjects per type that grew (before -> after):")
     for k, x, y in _grown(c1["types"], c2["types"], top):
         print(f"  {k}: {x} -> {y}")
