@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
@@ -24,6 +25,43 @@ from peer.ipfs.store import Store
 log = logging.getLogger("banzai.fetch")
 
 BATCH_CIDS = 512  # DAGs per POST /api/car request (the peer accepts up to 1024)
+MAX_COMPLETE = 2048  # DAGs remembered complete here, the latest used (a miss walks the DAG)
+
+
+class RecentSet:
+    """A memo of CIDs (e.g. DAGs known complete here) bounded to the `max_entries` added or
+    found last: a long-lived peer must not remember every output it ever made (issue 11).
+    Thread-safe: DAG walks run in threads."""
+
+    def __init__(self, max_entries: int = MAX_COMPLETE) -> None:
+        self.max_entries = max_entries
+        self._cids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, cid: object) -> bool:
+        with self._lock:
+            if cid not in self._cids:
+                return False
+            self._cids.move_to_end(cid)  # type: ignore[arg-type]
+            return True
+
+    def __len__(self) -> int:
+        return len(self._cids)
+
+    def add(self, cid: str) -> None:
+        with self._lock:
+            self._cids[cid] = None
+            self._cids.move_to_end(cid)
+            while len(self._cids) > self.max_entries:
+                self._cids.popitem(last=False)
+
+    def update(self, cids: Iterable[str]) -> None:
+        for c in cids:
+            self.add(c)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cids.clear()
 
 
 class Fetcher:
@@ -42,7 +80,7 @@ class Fetcher:
         # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
         # serve content to members of the mesh only
         self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
-        self.complete: set[str] = set()
+        self.complete = RecentSet()
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}

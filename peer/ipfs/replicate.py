@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
+from peer.ipfs.fetch import RecentSet
 from peer.ipfs.store import Pinner
 from peer.log import Event, EventType, Provide, TaskDone
 from peer.rendezvous import rendezvous
@@ -90,7 +91,7 @@ class Replicator:
         self.watch_s = watch_s
         self.rescans = 0
         self._watch: asyncio.Task[None] | None = None
-        self.replicated: set[str] = set()
+        self.replicated = RecentSet()  # replicated here (a memo: _wanted decides)
         self._queue: dict[str, tuple[str, int]] = {}  # cid -> (producer, attempt) to fetch
         self._drainer: asyncio.Task[None] | None = None
         self._retries: dict[str, asyncio.TimerHandle] = {}  # cid -> its next attempt

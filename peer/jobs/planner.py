@@ -8,7 +8,7 @@ import hashlib
 import json
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from peer.errors import BanzaiError
@@ -122,6 +122,8 @@ class Planner:
         """Tasks of `job` that depend on `task` (indexed once per job)."""
         index = self._users.get(job)
         if index is None:
+            if job not in self.state.jobs:  # compacted or deleted: none left to wake
+                return []
             index = self._users[job] = defaultdict(list)
             for t in self.workflow(job).tasks:
                 for d in t.depends:
@@ -144,6 +146,15 @@ class Planner:
         if memo is None or memo[0] != input_cid:
             memo = self._keys[(job, task)] = (input_cid, cache_key(tdef, spec.params, input_cid))
         return memo[1]
+
+    def sweep(self, gone: Callable[[str], bool]) -> None:
+        """Drop what is memoised for the jobs that are `gone` (they left memory)."""
+        for table in (self._workflows, self._users):
+            for job in [j for j in table if gone(j)]:
+                del table[job]
+        for memo in (self._keys, self._listings):
+            for key in [k for k in memo if gone(k[0])]:
+                del memo[key]
 
     def forget(self, job: str, task: str) -> None:
         self._keys.pop((job, task), None)

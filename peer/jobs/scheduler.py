@@ -92,6 +92,7 @@ class Scheduler:
         self._partial_fetching: set[TaskKey] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
+        self._gone = 0  # jobs compacted or deleted when the tables here were last swept
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot takes
         # them one at a time until it is full (`_fill_slots`; not all: with thousands
         # queued that would be quadratic).
@@ -252,6 +253,7 @@ class Scheduler:
             self._last_tick = now
             self._dirty.update(self._waiting())
             self._check_claims()
+            self._sweep_gone()
         if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
             self._turn_at = math.inf
             self._dirty.update(self._turns())
@@ -329,6 +331,30 @@ class Scheduler:
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
+
+    def _sweep_gone(self) -> None:
+        """Jobs that left memory (compacted or deleted) leave every table here keyed by
+        their tasks, the planner's and the live records too: what stays is bounded by the
+        jobs in memory (live ones and the recent history; issue 11)."""
+        st = self.state
+        gone = len(st.compacted) + len(st.deleted)
+        if gone == self._gone:
+            return
+        self._gone = gone
+
+        def left(k: tuple[Any, ...]) -> bool:
+            return k[0] in st.compacted or k[0] in st.deleted
+
+        tables: tuple[dict[Any, Any], ...] = (
+            self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
+            self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
+            self.locality.stalled, self.live.logs, self.live.metrics)
+        for table in tables:
+            _prune(table, left)
+        for keys in (self._assembly_failed, self._lonely, self._cannot,
+                     self._partial_fetching):
+            keys.difference_update([k for k in keys if left(k)])
+        self.planner.sweep(lambda job: job in st.compacted or job in st.deleted)
 
     def _turns(self) -> set[TaskKey]:
         """The tasks waiting for their staggered turn to split or claim; a claim's turn with

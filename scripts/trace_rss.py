@@ -1,0 +1,185 @@
+"""Find what grows in a live peer's memory per finished task (issue 11's RSS bound): a lone
+banzai-peer runs under tracemalloc, `--warm-tasks` ECHO tasks run first, then the peer dumps a
+snapshot (on SIGUSR1), `--live-tasks` more run, it dumps again, and this prints the top
+`compare_to(..., 'traceback')` entries, the object counts per type that grew, and the sizes of
+the peer's own dicts/sets/lists/deques (every `peer.*` object's attributes) that grew.
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/trace_rss.py --warm-tasks 1500 --live-tasks 3000
+
+tracemalloc makes the peer several times slower; RSS is not measured here (bench_log does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scriptlib import ROOT, load_script, mesh_secret_file, remember_peer, wait_workers_ready
+
+_CONTAINERS = (dict, set, list, collections.deque, frozenset)
+
+
+def census() -> dict[str, Any]:
+    """Object counts per type, and len() of every container attribute of `peer.*` objects
+    (keyed "Class.attr", summed over instances)."""
+    gc.collect()
+    types: collections.Counter[str] = collections.Counter()
+    attrs: collections.Counter[str] = collections.Counter()
+    for o in gc.get_objects():
+        cls = type(o)
+        types[cls.__qualname__] += 1
+        module = getattr(cls, "__module__", None)
+        if not isinstance(module, str) or not module.startswith("peer."):
+            continue
+        fields = getattr(o, "__dict__", None) or {
+            s: getattr(o, s, None) for s in getattr(cls, "__slots__", ())}
+        for k, v in fields.items():
+            if isinstance(v, _CONTAINERS):
+                attrs[f"{cls.__qualname__}.{k}"] += len(v)
+    return {"types": dict(types), "attrs": dict(attrs), "rss_kb": _status_kb("VmRSS"),
+            "sqlite_bytes": _sqlite_bytes()}
+
+
+def _status_kb(field: str) -> int:
+    for ln in Path("/proc/self/status").read_text().splitlines():
+        if ln.startswith(field + ":"):
+            return int(ln.split()[1])
+    return 0
+
+
+def _sqlite_bytes() -> int:
+    """SQLite's own heap (page caches and the rest; not traced by tracemalloc), -1 if the
+    library cannot be asked."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        return int(lib.sqlite3_memory_used())
+    except (OSError, AttributeError):
+        return -1
+
+
+def peer_main(out: Path, frames: int, argv: list[str]) -> None:
+    """Run banzai-peer's main under tracemalloc; each SIGUSR1 writes out/N.snap + N.json."""
+    tracemalloc.start(frames)
+    os.register_at_fork(after_in_child=tracemalloc.stop)  # the workers are not traced
+    dumps = [0]
+
+    def dump(_sig: int, _frame: FrameType | None) -> None:
+        n = dumps[0] = dumps[0] + 1
+        tracemalloc.take_snapshot().dump(str(out / f"{n}.snap"))
+        (out / f"{n}.json").write_text(json.dumps(census()))
+        (out / f"{n}.done").touch()
+
+    signal.signal(signal.SIGUSR1, dump)
+    from peer.main import main
+    main(argv)
+
+
+def _grown(a: dict[str, int], b: dict[str, int], top: int) -> list[tuple[str, int, int]]:
+    rows = [(k, a.get(k, 0), v) for k, v in b.items() if v > a.get(k, 0)]
+    return sorted(rows, key=lambda r: r[1] - r[2])[:top]
+
+
+def compare(out: Path, tasks: int, top: int) -> None:
+    """Print what grew between out/1 and out/2."""
+    s1 = tracemalloc.Snapshot.load(str(out / "1.snap"))
+    s2 = tracemalloc.Snapshot.load(str(out / "2.snap"))
+    flt = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    s1, s2 = s1.filter_traces(flt), s2.filter_traces(flt)
+    total = sum(t.size for t in s2.traces) - sum(t.size for t in s1.traces)
+    print(f"traced growth over {tasks} tasks: {total / 1e6:.2f} MB "
+          f"({total / tasks:.0f} B per task)")
+    for st in s2.compare_to(s1, "traceback")[:top]:
+        print(f"\n+{st.size_diff / 1024:.1f} KiB, +{st.count_diff} blocks "
+              f"({st.size_diff / tasks:.0f} B/task)")
+        for line in st.traceback.format(limit=12, most_recent_first=True):
+            print("  " + line)
+    c1, c2 = (json.loads((out / f"{n}.json").read_text()) for n in (1, 2))
+    print(f"\nRSS (traced peer): {c1['rss_kb'] / 1024:.1f} -> {c2['rss_kb'] / 1024:.1f} MB; "
+          f"SQLite heap: {c1['sqlite_bytes'] / 1e6:.2f} -> {c2['sqlite_bytes'] / 1e6:.2f} MB")
+    print("\nobjects per type that grew (before -> after):")
+    for k, x, y in _grown(c1["types"], c2["types"], top):
+        print(f"  {k}: {x} -> {y}")
+    print("\npeer containers that grew (Class.attr, summed len, before -> after):")
+    for k, x, y in _grown(c1["attrs"], c2["attrs"], 3 * top):
+        print(f"  {k}: {x} -> {y}")
+
+
+def run(bench: Any, url: str, n: int, per_job: int) -> None:
+    """n ECHO tasks in jobs of `per_job`, one job at a time (as bench_log's live phase)."""
+    while n > 0:
+        bench.wait_done(url, bench.submit(url, min(per_job, n)), 600)
+        n -= per_job
+
+
+def snap(proc: subprocess.Popen[bytes], out: Path, n: int) -> None:
+    proc.send_signal(signal.SIGUSR1)
+    while not (out / f"{n}.done").exists():
+        if proc.poll() is not None:
+            raise RuntimeError("the peer exited")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--warm-tasks", type=int, default=1500)
+    ap.add_argument("--live-tasks", type=int, default=3000)
+    ap.add_argument("--job-tasks", type=int, default=500, help="ECHO tasks per job")
+    ap.add_argument("--recent-tasks", type=int, default=1000,
+                    help="the peer's --compact-recent-tasks (lower: a shorter warm-up)")
+    ap.add_argument("--frames", type=int, default=8, help="traceback depth traced")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: the peer side
+    a, rest = ap.parse_known_args()
+    if a.peer:
+        peer_main(a.peer, a.frames, rest[1:] if rest[:1] == ["--"] else rest)
+        return
+    bench = load_script("bench_log")
+    tmp = Path(tempfile.mkdtemp(prefix="trace-rss-"))
+    secret = mesh_secret_file(tmp)
+    log = tmp / "peer.log"
+    args = [sys.executable, __file__, "--peer", str(tmp), "--frames", str(a.frames), "--",
+            "--data-dir", str(tmp / "a"), "--http", "127.0.0.1:0", "--no-mdns",
+            "--mesh-name", f"trace-rss-{os.getpid()}", "--secret-file", str(secret),
+            "--slots", "1", "--replicas", "1", "--log-level", "warning",
+            "--compact-recent-tasks", str(a.recent_tasks)]
+    with log.open("wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
+            if proc.poll() is not None:
+                raise RuntimeError("banzai-peer did not start:\n" + log.read_text())
+            time.sleep(0.1)
+        url = m.group(1)
+        remember_peer(url, tmp / "a")
+        wait_workers_ready(url)
+        run(bench, url, a.warm_tasks, a.job_tasks)
+        snap(proc, tmp, 1)
+        run(bench, url, a.live_tasks, a.job_tasks)
+        snap(proc, tmp, 2)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(f"(dumps in {tmp})")
+    compare(tmp, a.live_tasks, a.top)
+
+
+if __name__ == "__main__":
+    main()
