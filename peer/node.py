@@ -78,7 +78,7 @@ from peer.log.compact import (
     check_snapshot,
 )
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex, raw_rows
+from peer.log.jobindex import JobIndex, raw_rows, thin_rows
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -87,6 +87,18 @@ from peer.log.signing import (
     held_hash,
     peer_id_for,
     sign_events,
+)
+from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
+from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
+from peer.log.snapframe import (
+    MAGIC,
+    FrameSpool,
+    against3,
+    check_record,
+    frame,
+    job_digest3,
+    read_frames,
+    row_frames,
 )
 from peer.log.snapstream import (
     Mismatch,
@@ -111,11 +123,13 @@ from tasks.registry import TaskDef
 log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
-FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
+# we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
 SNAPSHOT_TIMEOUT_S = 120.0
+RECORD_TIMEOUT_S = 10.0  # a compacted job's full record fetched from one member
 MAX_SNAPSHOT_BYTES = 64 << 30  # a snapshot stream longer than this is refused
 
 
@@ -324,21 +338,57 @@ class Node:
         """A compacted job's view from the job index (None if it is not there)."""
         return self.index.record(job) if job in self.state.compacted else None
 
+    def record_texts(self, job: str) -> list[str] | None:
+        """GET /api/snapshot?v=3&record=JOB: a compacted job's full texts, for a peer that
+        took its thin row (None if we hold no full record of it)."""
+        return self.index.texts(job) if job in self.state.compacted else None
+
+    async def fetch_record(self, job: str) -> dict[str, Any] | None:
+        """A compacted job's view when we hold only its thin row (taken from a version 3
+        snapshot): fetched from a live member announcing SNAPSHOT_FEATURE, checked against
+        the hash the signed snapshot gave, stored; None if no member has it (or the job is
+        not such a job)."""
+        sha = self.index.thin_sha(job) if job in self.state.compacted else None
+        if sha is None:
+            return None
+        headers = mesh_headers(self.mesh_secrets.primary)
+        timeout = aiohttp.ClientTimeout(total=RECORD_TIMEOUT_S)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+            for peer, info in self.live_peers().items():
+                if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
+                    continue
+                try:
+                    async with http.get(f"{info['http']}/api/snapshot",
+                                        params={"v": "3", "record": job}) as r:
+                        if r.status != 200:
+                            continue
+                        texts = check_record(sha, await r.json())
+                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                    log.warning("no record of job %s from %s: %s", job, peer[:16], e)
+                    if isinstance(e, StreamError):
+                        self.keyring.refused.add(peer, "record_mismatch")
+                    continue
+                if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
+                    self.index.fill(job, texts)
+                return self.index.record(job)
+        return None
+
     # -- snapshots: a peer behind the compaction horizon ----------------------------------
     def _snapshot(self) -> Snapshot:
         self.flush()
         return Snapshot.make(self.identity, self.peer_id, self.admit, dict(self.heads()),
                              self.compactor.records())
 
-    def snapshot_digest(self, per_job: bool = False) -> dict[str, Any]:
+    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> dict[str, Any]:
         """What a second member's check compares: our heads, floors and snapshot digest
         (`per_job`, `?v=2`: instead of the digest, one per compacted job, `job_digest`:
-        what two honest peers that both compacted a job agree on)."""
+        what two honest peers that both compacted a job agree on; `v=3`: `job_digest3`)."""
         if per_job:
             self.flush()
             return {"heads": dict(self.heads()),
                     "floors": dict(sorted(self.compactor.floors.items())),
-                    "jobs": self.index.job_digests(job_digest)}
+                    "jobs": self.index.thin_digests(job_digest3) if v == 3
+                    else self.index.job_digests(job_digest)}
         s = self._snapshot()
         return {"heads": dict(s.heads), "floors": s.records["floors"],
                 "digest": s.content_digest().hex()}
@@ -360,11 +410,12 @@ class Node:
                          "encode": time.perf_counter() - t2, "bytes": len(out)}
         return out
 
-    def snapshot_stream(self) -> Generator[bytes, None, None]:
+    def snapshot_stream(self, v: int = 2) -> Generator[bytes, None, None]:
         """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
         the events line is made now; the index rows are read, as they are in SQLite, on a
         read transaction of their own (begun now: they match the heads of now) while the
-        caller iterates, in any thread."""
+        caller iterates, in any thread. `v=3`: peer.log.snapframe's frames (thin job rows,
+        columns of cache entries and providers)."""
         self.flush()
         heads = dict(self.heads())
         db = sqlite3.connect(str(self.log.path), isolation_level=None, check_same_thread=False)
@@ -378,7 +429,28 @@ class Node:
             raise
         head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
                 + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
+        if v == 3:
+            return self._stream3(db, head, heads, floors)
         return self._stream(db, head, heads, floors)
+
+    def _stream3(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
+                 floors: dict[str, int]) -> Generator[bytes, None, None]:
+        t0 = time.perf_counter()
+        try:
+            yield MAGIC + frame(b"E", head[:-1])
+            sha = hashlib.sha256()
+            rows = total = 0
+            for tag, batch in thin_rows(db):
+                rows += len(batch)
+                for out in row_frames([(tag, batch)]):
+                    sha.update(out)
+                    total += len(out)
+                    yield out
+            yield frame(b"T", Trailer.make(self.identity, self.peer_id, self.admit, heads,
+                                           floors, rows, sha.digest(), v=3))
+            self.served_s = {"stream": time.perf_counter() - t0, "bytes": total}
+        finally:
+            db.close()
 
     def _stream(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
                 floors: dict[str, int]) -> Generator[bytes, None, None]:
@@ -396,7 +468,7 @@ class Node:
         finally:
             db.close()
 
-    def take_stream(self, spool: Spool, rows: Path,
+    def take_stream(self, spool: Spool | FrameSpool, rows: Path,
                     second: Mapping[str, Any] | None = None) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
         the events of its first line are checked and merged like a frame's; the trailer must
@@ -417,11 +489,12 @@ class Node:
         why = check_snapshot(trailer, self.keyring, self.state.members, None,
                              self.keyring.refused)
         if why is None:
+            digests = _job_digests(second, trailer.heads)
             with rows.open("rb") as f:
                 try:
                     n = self.compactor.take_rows(
-                        against(read_rows(f), _job_digests(second, trailer.heads)),
-                        trailer.heads, trailer.floors)
+                        against3(read_frames(f), digests) if isinstance(spool, FrameSpool)
+                        else against(read_rows(f), digests), trailer.heads, trailer.floors)
                 except StreamError as e:
                     why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
                     self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
@@ -507,26 +580,30 @@ class Node:
         spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         rows = spool_dir / f"snapshot-{os.getpid()}.rows"
+        v = "3" if SNAPSHOT_FEATURE in (self.live_peers().get(peer_id, {}).get("features")
+                                        or ()) else "2"
         try:
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-                second_task = asyncio.ensure_future(self._second(http, urls, peer_id))
+                second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
-                    async with http.get(f"{url}/api/snapshot", params={"v": "2"}) as r:
+                    async with http.get(f"{url}/api/snapshot", params={"v": v}) as r:
                         r.raise_for_status()
                         if r.content_type == "application/json":  # an older peer: one body
                             body: Any = json.loads(await r.read())
                         else:
                             with rows.open("wb") as f:
-                                body = Spool(f, MAX_SNAPSHOT_BYTES)
+                                body = (FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                                        if r.content_type == SNAPSHOT_TYPE_V3
+                                        else Spool(f, MAX_SNAPSHOT_BYTES))
                                 async for chunk in r.content.iter_chunked(1 << 20):
                                     body.feed(chunk)
                     self.catch_up_s = {"download": time.perf_counter() - t0}
-                    if isinstance(body, Spool):
+                    if isinstance(body, Spool | FrameSpool):
                         self.catch_up_s["bytes"] = body.total
                     second = await second_task
                 finally:
                     second_task.cancel()
-            if isinstance(body, Spool):
+            if isinstance(body, Spool | FrameSpool):
                 self.take_stream(body, rows, second)
             else:
                 self.take_snapshot(body, second)
@@ -536,14 +613,17 @@ class Node:
             rows.unlink(missing_ok=True)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
-                      peer_id: str) -> dict[str, Any] | None:
-        """Another live member's digests of what it compacted (per job; an older peer
-        answers with one digest of its whole snapshot), None if there is none."""
+                      peer_id: str, v: str = "2") -> dict[str, Any] | None:
+        """Another live member's digests of what it compacted (per job, of version `v`; an
+        older peer answers with one digest of its whole snapshot), None if there is none."""
         for other, other_url in urls.items():
             if other != peer_id:
+                if v == "3" and SNAPSHOT_FEATURE not in (
+                        self.live_peers().get(other, {}).get("features") or ()):
+                    continue  # its digests would be of version 2: not comparable
                 try:
                     async with http.get(f"{other_url}/api/snapshot",
-                                        params={"digest": "1", "v": "2"}) as r:
+                                        params={"digest": "1", "v": v}) as r:
                         if r.status == 200:
                             d = await r.json()
                             return d if isinstance(d, dict) else None

@@ -22,6 +22,7 @@ from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 log = logging.getLogger("banzai.log")
 
 SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
+BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class Compactor:
             out.evicted += len(self.state.compact(()))  # gap stays in memory until swept
         self.beyond = False
         self._drop(out)
+        self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
         self.total.dropped += out.dropped
@@ -267,13 +269,14 @@ class Compactor:
 
         def noted() -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
             for tag, rows in batches:
-                if tag == "j":
+                if tag in ("j", "t"):
                     jobs.extend(r[0] for r in rows)
                 elif tag == "c":
-                    for r in rows:
-                        if dict.__contains__(mem[r[0]], r[1]):
-                            spill[r[0]].append(r[1])
-                else:
+                    if st.outputs or st.cache:  # a fresh peer's are empty: no row-by-row pass
+                        for r in rows:
+                            if dict.__contains__(mem[r[0]], r[1]):
+                                spill[r[0]].append(r[1])
+                elif st.providers:
                     cids.update(r[0] for r in rows if dict.__contains__(st.providers, r[0]))
                 yield tag, rows
 
