@@ -78,7 +78,7 @@ from peer.log.compact import (
     check_snapshot,
 )
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex, raw_rows, thin_rows
+from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -97,7 +97,7 @@ from peer.log.snapframe import (
     check_record,
     frame,
     job_digest3,
-    read_frames,
+    read_jobs,
     row_frames,
 )
 from peer.log.snapstream import (
@@ -239,6 +239,8 @@ class Node:
                           recent_tasks=cfg.compact_recent_tasks),
             self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
         self.listeners.append(self.compactor.note)
+        self.compactor.refuse = self.keyring.refused.add
+        self._ingesting: asyncio.Task[None] | None = None  # a snapshot's rows being taken
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
@@ -328,6 +330,7 @@ class Node:
 
     async def _compact_loop(self) -> None:
         while True:
+            self._ensure_ingest()  # a snapshot's rows left by a restart, or a failed slice
             await asyncio.sleep(self.compactor.cfg.interval_s)
             try:
                 self.compact()
@@ -490,16 +493,18 @@ class Node:
                              self.keyring.refused)
         if why is None:
             digests = _job_digests(second, trailer.heads)
-            with rows.open("rb") as f:
-                try:
-                    n = self.compactor.take_rows(
-                        against3(read_frames(f), digests) if isinstance(spool, FrameSpool)
-                        else against(read_rows(f), digests), trailer.heads, trailer.floors)
-                except StreamError as e:
-                    why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
-                    self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
-                    log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
-                    return why
+            try:
+                if isinstance(spool, FrameSpool):
+                    n = self._take_frames(trailer, rows, digests)
+                else:
+                    with rows.open("rb") as f:
+                        n = self.compactor.take_rows(against(read_rows(f), digests),
+                                                     trailer.heads, trailer.floors)
+            except StreamError as e:
+                why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
+                self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
+                log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
+                return why
             t.append(time.perf_counter())
             self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
                                        (b - a for a, b in itertools.pairwise(t)), strict=True))
@@ -507,6 +512,54 @@ class Node:
             return None
         log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
         return why
+
+    def _take_frames(self, trailer: Trailer, rows: Path, digests: Mapping[str, str] | None,
+                     ) -> int:
+        """A checked version 3 stream spooled to `rows` (peer.log.snapframe): its thin job
+        rows (checked against a second member's digests) are taken now, with the heads; the
+        spool moves into the data dir (fsynced) and its cache and provider rows are taken
+        after, a slice per loop turn (`_ingest`; resumed after a restart). StreamError (nothing
+        taken) if a job row is malformed or differs."""
+        with rows.open("rb") as f:
+            jobs, at = read_jobs(f)
+        keep = self.cfg.data_dir / "snapshots"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        os.replace(rows, path)
+        fsync_path(path)
+        fsync_path(keep)
+        try:
+            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+                                         trailer.floors, (str(path), at, trailer.signer))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self._ensure_ingest()
+        return n
+
+    def _ensure_ingest(self) -> None:
+        """Take the rows of pending snapshots: a slice per loop turn while a loop runs (one
+        task), else all of them now."""
+        if self._ingesting is not None or not self.index.snapshots_pending():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            while self.compactor.ingest():
+                pass
+            return
+        self._ingesting = loop.create_task(self._ingest())
+
+    async def _ingest(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            while self.compactor.ingest():
+                await asyncio.sleep(0)
+            self.catch_up_s["rows_indexed_after_take"] = time.perf_counter() - t0
+        except Exception:  # a failed write (a full disk): resumed at the next pass
+            log.exception("taking a snapshot's rows failed")
+        finally:
+            self._ingesting = None
 
     def take_snapshot(self, body: Mapping[str, Any],
                       second: Mapping[str, Any] | None = None) -> str | None:
@@ -976,7 +1029,8 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
-                               "caught_up_s": self.catch_up_s, "served_s": self.served_s}}
+                               "caught_up_s": self.catch_up_s, "served_s": self.served_s,
+                               "snapshots_pending": len(self.index.snapshots_pending())}}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""

@@ -6,10 +6,12 @@ Tables (added when a data dir of an earlier release is opened; nothing else chan
 `job_index` (a job's order, end, state, list summary, full record, and the ids of its events
 still in the log until they are dropped), `cache_index` (item and output cache entries with
 the order of the event that won them), `provider_index` (cid, origin), `compact_floors`
-(origin -> the highest seq dropped by compaction: an asker below it needs a snapshot) and
-`job_thin` (a job's thin row: its list entry without per-task lists, its facts without CIDs,
-the hash of its full texts; what a version 3 snapshot sends, peer.log.snapframe). A job taken
-from such a snapshot has an empty `record` until it is fetched (`fill`)."""
+(origin -> the highest seq dropped by compaction: an asker below it needs a snapshot),
+`snapshot_pending` (a spooled snapshot whose cache and provider rows are still being taken,
+and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
+facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
+peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
+fetched (`fill`)."""
 
 from __future__ import annotations
 
@@ -78,6 +80,8 @@ class JobIndex:
                    "seq INTEGER NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS job_thin (job TEXT PRIMARY KEY, "
                    "summary TEXT NOT NULL, facts TEXT NOT NULL, sha TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, "
+                   "at INTEGER NOT NULL, signer TEXT NOT NULL)")
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]]) -> None:
@@ -107,14 +111,16 @@ class JobIndex:
                 self._db.execute("ROLLBACK")
             raise
 
-    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
+                    pending: tuple[str, int, str] | None = None) -> None:
         """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("t",
         thin rows, peer.log.snapframe.THIN_COLUMNS), ("c", rows of CACHE_COLUMNS), ("p",
         (cid, origin) rows); checked by the caller), all in one transaction (an exception from
         `batches`: nothing stored). A job already held keeps its record (and its events still
         in the log); cache entries follow `put`'s rule. The transaction runs with a larger
         page cache and synchronous=OFF, and the file is fsynced once after it commits: it is
-        durable when this returns, as with synchronous=FULL."""
+        durable when this returns, as with synchronous=FULL. `pending`: (path, offset,
+        signer) of a spooled snapshot whose remaining rows are taken later (`put_rows`)."""
         sql = {"j": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
                     "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                "t": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
@@ -138,6 +144,8 @@ class JobIndex:
                                    [(r[0], *r[6:]) for r in rows])
                 else:
                     db.executemany(sql[tag], rows)
+            if pending is not None:
+                db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)", pending)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -196,6 +204,37 @@ class JobIndex:
                 self._db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
         self._db.execute("COMMIT")
         return out
+
+    def snapshots_pending(self) -> list[tuple[str, int, str]]:
+        """(path, offset, signer) of the spooled snapshots whose rows are still being taken."""
+        return [(str(p), int(a), str(s)) for p, a, s in self._db.execute(
+            "SELECT path, at, signer FROM snapshot_pending ORDER BY rowid")]
+
+    def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
+                 at: int | None) -> None:
+        """Cache and provider rows of the pending snapshot `path` (checked by the caller), and
+        how far it was read (`at`; None: all of it, the snapshot is no longer pending), in one
+        transaction: a crash resumes where the last one ended (a row taken twice is
+        harmless)."""
+        sql = {"c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
+                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
+                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
+                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
+               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for tag, rows in batches:
+                db.executemany(sql[tag], rows)
+            if at is None:
+                db.execute("DELETE FROM snapshot_pending WHERE path = ?", (path,))
+            else:
+                db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, path))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     # -- thin rows (peer.log.snapframe): a job's full texts fetched on demand ---------------
     def thin_sha(self, job: str) -> str | None:
@@ -356,19 +395,24 @@ class JobIndex:
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (FileNotFoundError if it is not there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_files(db: sqlite3.Connection) -> None:
     """fsync the main database file of `db` and its WAL (after writes made with
     synchronous=OFF)."""
     path = Path(str(db.execute("PRAGMA database_list").fetchone()[2]))
     for p in (path, Path(f"{path}-wal")):
         try:
-            fd = os.open(p, os.O_RDONLY)
+            fsync_path(p)
         except FileNotFoundError:
             continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def thin_rows(db: sqlite3.Connection, batch: int = 16384,
@@ -422,5 +466,5 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex",
-           "JobRecord", "Order", "fsync_files", "raw_rows", "thin_rows"]
+__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord",
+           "Order", "fsync_files", "fsync_path", "raw_rows", "thin_rows"]

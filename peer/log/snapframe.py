@@ -30,7 +30,7 @@ CONTENT_TYPE = "application/x-banzai-snapshot-v3"
 FEATURE = "snapshot-v3"  # announced in heartbeats and MEMBER events: it serves `?v=3`
 HEADER = struct.Struct(">cI")
 MAX_FRAME_BYTES = 32 << 20  # a row frame (the events frame: MAX_LINE_BYTES)
-ROWS_PER_FRAME = 16384
+ROWS_PER_FRAME = 4096  # a slice of `Compactor.ingest` is about one frame
 RECORD_DOMAIN = b"banzai-job-record-v1\n"
 THIN_KEYS = ("tasks", "outputs")  # what a thin list entry leaves out (the full one has them)
 _LITTLE = sys.byteorder == "little"
@@ -354,24 +354,66 @@ def decode_jobs(payload: bytes) -> list[tuple[Any, ...]]:
 DECODE = {b"J": ("t", decode_jobs), b"C": ("c", decode_cache), b"P": ("p", decode_providers)}
 
 
+def _decode(tag: bytes, payload: bytes) -> tuple[str, list[tuple[Any, ...]]]:
+    if tag not in DECODE:
+        raise StreamError(f"an unknown frame {tag!r}")
+    name, decode = DECODE[tag]
+    try:
+        return name, decode(payload)
+    except StreamError:
+        raise
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise StreamError(f"a malformed frame: {e!s:.60}") from None
+
+
+def _next(f: IO[bytes]) -> tuple[bytes, bytes] | None:
+    """The next (tag, payload) of spooled frames, None at the end."""
+    hdr = f.read(HEADER.size)
+    if not hdr:
+        return None
+    if len(hdr) != HEADER.size:
+        raise StreamError("a truncated frame header")
+    tag, n = HEADER.unpack(hdr)
+    if n > MAX_FRAME_BYTES:
+        raise StreamError("a frame over its bound")
+    payload = f.read(n)
+    if len(payload) != n:
+        raise StreamError("a truncated frame")
+    return tag, payload
+
+
+def iter_frames(f: IO[bytes], at: int = 0,
+                ) -> Iterator[tuple[int, str, list[tuple[Any, ...]]]]:
+    """(offset after it, name, checked rows) of each spooled row frame from offset `at`
+    (`f` positioned there): ("t", thin job rows), ("c", cache rows), ("p", provider rows).
+    StreamError on anything malformed."""
+    while (got := _next(f)) is not None:
+        tag, payload = got
+        at += HEADER.size + len(payload)
+        name, rows = _decode(tag, payload)
+        yield at, name, rows
+
+
 def read_frames(f: IO[bytes]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    """The checked rows of spooled row frames, a frame at a time: ("t", thin job rows),
-    ("c", cache rows), ("p", provider rows). StreamError on anything malformed (the caller
-    takes nothing of a stream that raises)."""
-    while hdr := f.read(HEADER.size):
-        if len(hdr) != HEADER.size:
-            raise StreamError("a truncated frame header")
-        tag, n = HEADER.unpack(hdr)
-        payload = f.read(n)
-        if len(payload) != n or tag not in DECODE:
-            raise StreamError("a truncated or unknown frame")
-        name, decode = DECODE[tag]
-        try:
-            yield name, decode(payload)
-        except (TypeError, ValueError, KeyError, OverflowError) as e:
-            if isinstance(e, StreamError):
-                raise
-            raise StreamError(f"a malformed frame: {e!s:.60}") from None
+    """The checked rows of spooled row frames, a frame at a time (`iter_frames`). StreamError
+    on anything malformed (the caller takes nothing of a stream that raises)."""
+    for _, name, rows in iter_frames(f):
+        yield name, rows
+
+
+def read_jobs(f: IO[bytes]) -> tuple[list[tuple[str, list[tuple[Any, ...]]]], int]:
+    """The checked thin job rows of the leading `J` frames of a spool (a sender sends them
+    first) and the offset of the first frame after them (cache and provider rows, taken
+    later, a frame at a time: `iter_frames`)."""
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    at = 0
+    while (got := _next(f)) is not None:
+        tag, payload = got
+        if tag != b"J":
+            return out, at
+        out.append(_decode(tag, payload))
+        at += HEADER.size + len(payload)
+    return out, at
 
 
 def against3(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
@@ -407,5 +449,5 @@ def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
 __all__ = ["CONTENT_TYPE", "DECODE", "FEATURE", "MAGIC", "MAX_FRAME_BYTES", "RECORD_DOMAIN",
            "ROWS_PER_FRAME", "THIN_COLUMNS", "FrameSpool", "against3", "cache_frame",
            "check_record", "check_thin", "decode_cache", "decode_jobs", "decode_providers",
-           "frame", "job_digest3", "job_frame", "outputs_sha", "provider_frame", "read_frames",
-           "record_sha", "row_frames", "thin", "thin_digest"]
+           "frame", "iter_frames", "job_digest3", "job_frame", "outputs_sha", "provider_frame",
+           "read_frames", "read_jobs", "record_sha", "row_frames", "thin", "thin_digest"]
