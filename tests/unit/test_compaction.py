@@ -550,3 +550,37 @@ async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
         assert b.keyring.refused.by_origin[a.peer_id]["record_mismatch"] == 1
         assert b.index.thin_sha("job000") is not None and len(served) == 2
         assert await b.fetch_record("nope") is None and len(served) == 2
+
+
+def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    digests = a.index.thin_digests(job_digest3)
+    a.log.db.execute("DELETE FROM job_thin")  # as a data dir of the previous release holds
+    assert a.index.thin_digests(job_digest3) == digests  # made of the full records
+    assert _take_v3(a, b, tmp_path, a.snapshot_digest(per_job=True, v=3)) is None
+    assert b.index.thin_digests(job_digest3) == digests
+    assert a.index.backfill(1) == 1 and a.index.backfill(10) == 1 and a.index.backfill(10) == 0
+    assert a.index.thin_digests(job_digest3) == digests
+
+
+def test_a_peer_holding_thin_rows_serves_an_older_peer_the_jobs_it_holds_in_full(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A peer of the previous release asks `?v=2`: the thin rows of jobs whose records were
+    never fetched are not sent (it could not fetch or check them), nor in the v2 digests."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    assert _take_v3(a, b, tmp_path) is None
+    texts = a.record_texts("job001")
+    assert texts is not None
+    b.index.fill("job001", texts)
+    b.emit(EventType.MEMBER, b.capabilities())
+    b.flush()
+    assert set(b.snapshot_digest(per_job=True)["jobs"]) == {"job001"}
+    c = _joiner(tmp_path, "c", opened)
+    assert _take_stream(b, c, tmp_path, a.snapshot_digest(per_job=True)) is None
+    assert dict(c.heads()) == dict(b.heads())
+    assert c.index.jobs() == {"job001"} and c.job_record("job001") == a.job_record("job001")
