@@ -329,6 +329,10 @@ class Node:
         return self.compactor.step()
 
     async def _compact_loop(self) -> None:
+        keep = {p for p, _, _ in self.index.snapshots_pending()}
+        for path in (self.cfg.data_dir / "snapshots").glob("*.frames"):
+            if str(path) not in keep:  # moved in, then a crash before its take committed
+                path.unlink(missing_ok=True)
         while True:
             self._ensure_ingest()  # a snapshot's rows left by a restart, or a failed slice
             await asyncio.sleep(self.compactor.cfg.interval_s)
