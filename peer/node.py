@@ -241,6 +241,7 @@ class Node:
         self.listeners.append(self.compactor.note)
         self.compactor.refuse = self.keyring.refused.add
         self._ingesting: asyncio.Task[None] | None = None  # a snapshot's rows being taken
+        self._fetching: asyncio.Task[None] | None = None  # ... or fetched
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
@@ -334,7 +335,8 @@ class Node:
             if str(path) not in keep:  # moved in, then a crash before its take committed
                 path.unlink(missing_ok=True)
         while True:
-            self._ensure_ingest()  # a snapshot's rows left by a restart, or a failed slice
+            self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
+            self._ensure_ingest()  # ... or left half taken
             await asyncio.sleep(self.compactor.cfg.interval_s)
             try:
                 self.compact()
@@ -417,12 +419,14 @@ class Node:
                          "encode": time.perf_counter() - t2, "bytes": len(out)}
         return out
 
-    def snapshot_stream(self, v: int = 2) -> Generator[bytes, None, None]:
+    def snapshot_stream(self, v: int = 2, part: str | None = None,
+                        ) -> Generator[bytes, None, None]:
         """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
         the events line is made now; the index rows are read, as they are in SQLite, on a
         read transaction of their own (begun now: they match the heads of now) while the
         caller iterates, in any thread. `v=3`: peer.log.snapframe's frames (thin job rows,
-        columns of cache entries and providers)."""
+        columns of cache entries and providers); `part` "jobs": without the cache entries and
+        providers (fetched after, `_fetch_rows`), "rows": only them (and no events)."""
         self.flush()
         heads = dict(self.heads())
         db = sqlite3.connect(str(self.log.path), isolation_level=None, check_same_thread=False)
@@ -430,24 +434,26 @@ class Node:
             db.execute("BEGIN")
             floors = {str(o): int(q) for o, q in db.execute(
                 "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
-            packed, _ = pack_frames(list(self.log.load()), 1 << 62, 1 << 62)
+            packed, _ = pack_frames([] if part == "rows" else list(self.log.load()), 1 << 62,
+                                    1 << 62)
         except BaseException:
             db.close()
             raise
         head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
                 + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
-        if v == 3:
-            return self._stream3(db, head, heads, floors)
+        if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
+            return self._stream3(db, head, {} if part == "rows" else heads,
+                                 {} if part == "rows" else floors, part)
         return self._stream(db, head, heads, floors)
 
     def _stream3(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
-                 floors: dict[str, int]) -> Generator[bytes, None, None]:
+                 floors: dict[str, int], part: str | None) -> Generator[bytes, None, None]:
         t0 = time.perf_counter()
         try:
             yield MAGIC + frame(b"E", head[:-1])
             sha = hashlib.sha256()
             rows = total = 0
-            for tag, batch in thin_rows(db):
+            for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs"):
                 rows += len(batch)
                 for out in row_frames([(tag, batch)]):
                     sha.update(out)
@@ -526,6 +532,12 @@ class Node:
         taken) if a job row is malformed or differs."""
         with rows.open("rb") as f:
             jobs, at = read_jobs(f)
+            more = bool(f.read(1))
+        if not more:  # `?part=jobs`: its cache and provider rows are fetched after
+            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+                                         trailer.floors, owed=trailer.signer)
+            self._ensure_rows()
+            return n
         keep = self.cfg.data_dir / "snapshots"
         keep.mkdir(mode=0o700, exist_ok=True)
         path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
@@ -540,6 +552,78 @@ class Node:
             raise
         self._ensure_ingest()
         return n
+
+    def _ensure_rows(self) -> None:
+        """Fetch the cache and provider rows owed by taken `?part=jobs` snapshots (one task;
+        retried from the compaction loop)."""
+        if self._fetching is not None or not self.index.snapshots_owed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test): the caller fetches
+        self._fetching = loop.create_task(self._fetch_rows())
+
+    async def _fetch_rows(self) -> None:
+        """GET /api/snapshot?v=3&part=rows of the signer of each owed snapshot (else of any
+        live member serving version 3): its trailer must check as a snapshot's (`check_
+        snapshot`); the spool moves into the data dir and its rows are taken (`_ingest`)."""
+        t0 = time.perf_counter()
+        try:
+            for owed in self.index.snapshots_owed():
+                live = self.live_peers()
+                order = sorted(live, key=lambda p: p != owed)  # the signer first
+                for peer in order:
+                    info = live[peer]
+                    if (SNAPSHOT_FEATURE in (info.get("features") or ()) and info.get("http")
+                            and await self._rows_from(str(info["http"]), owed)):
+                        break
+            self.catch_up_s["rows_fetched_after_take"] = time.perf_counter() - t0
+        finally:
+            self._fetching = None
+        self._ensure_ingest()
+
+    async def _rows_from(self, url: str, owed: str) -> bool:
+        spool_dir = self.cfg.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        rows = spool_dir / f"snapshot-rows-{os.getpid()}.frames"
+        headers = mesh_headers(self.mesh_secrets.primary)
+        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        try:
+            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http, \
+                    http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
+                r.raise_for_status()
+                with rows.open("wb") as f:
+                    spool = FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        spool.feed(chunk)
+            return self.take_rows_part(spool, rows, owed)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.warning("no snapshot rows from %s: %s", url, e)
+            return False
+        finally:
+            rows.unlink(missing_ok=True)
+
+    def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str) -> bool:
+        """A `?part=rows` stream spooled to `rows`, owed for `owed`'s snapshot: its trailer
+        must check as a snapshot's; then the spool moves into the data dir and its rows are
+        taken after (`_ingest`). Never raises the heads (its rows stand for no event).
+        Whether it was kept (a refusal is counted under its signer)."""
+        trailer = spool.trailer()
+        why = check_snapshot(trailer, self.keyring, self.state.members, None,
+                             self.keyring.refused)
+        if why is not None:
+            log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
+            return False
+        keep = self.cfg.data_dir / "snapshots"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        os.replace(rows, path)
+        fsync_path(path)
+        fsync_path(keep)
+        self.index.spooled(str(path), trailer.signer, owed)
+        self._ensure_ingest()
+        return True
 
     def _ensure_ingest(self) -> None:
         """Take the rows of pending snapshots: a slice per loop turn while a loop runs (one
@@ -643,7 +727,8 @@ class Node:
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
-                    async with http.get(f"{url}/api/snapshot", params={"v": v}) as r:
+                    params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
+                    async with http.get(f"{url}/api/snapshot", params=params) as r:
                         r.raise_for_status()
                         if r.content_type == "application/json":  # an older peer: one body
                             body: Any = json.loads(await r.read())
@@ -1034,7 +1119,8 @@ class Node:
                 "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
                                "caught_up_s": self.catch_up_s, "served_s": self.served_s,
-                               "snapshots_pending": len(self.index.snapshots_pending())}}
+                               "snapshots_pending": len(self.index.snapshots_pending())
+                               + len(self.index.snapshots_owed())}}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""

@@ -441,7 +441,10 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         return web.json_response(node.snapshot_digest(per_job=v > 1, v=v))
     if v == 1:
         return web.Response(body=node.snapshot(), content_type="application/json")
-    lines = node.snapshot_stream(v)
+    part = request.query.get("part")
+    if part not in (None, "jobs", "rows"):
+        raise SpecError("part: jobs or rows", field="part")
+    lines = node.snapshot_stream(v, part)
     try:
         resp = web.StreamResponse(headers={
             "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})

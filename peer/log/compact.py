@@ -263,15 +263,17 @@ class Compactor:
 
     def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
                   heads: Mapping[str, int], floors: Mapping[str, int],
-                  pending: tuple[str, int, str] | None = None) -> int:
+                  pending: tuple[str, int, str] | None = None, owed: str | None = None,
+                  ) -> int:
         """`take` for a checked snapshot stream (peer.log.snapstream): its checked rows, as
         they are read, join the index in one transaction (StreamError or ValueError from the
         rows: nothing changed), then the state. `pending`: (path, offset, signer) of a
-        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`).
+        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`);
+        `owed`: its signer, when they are fetched later (`?part=rows`).
         Returns the number of job rows."""
         jobs: list[str] = []
         spill = _Spill(self.state)
-        self.index.put_batches(spill.noted(batches, jobs), pending)
+        self.index.put_batches(spill.noted(batches, jobs), pending, owed)
         self.state.compact(jobs)
         spill.done()
         self._took(heads, floors)

@@ -82,6 +82,7 @@ class JobIndex:
                    "summary TEXT NOT NULL, facts TEXT NOT NULL, sha TEXT NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, "
                    "at INTEGER NOT NULL, signer TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)")
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]]) -> None:
@@ -112,7 +113,8 @@ class JobIndex:
             raise
 
     def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
-                    pending: tuple[str, int, str] | None = None) -> None:
+                    pending: tuple[str, int, str] | None = None, owed: str | None = None,
+                    ) -> None:
         """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("t",
         thin rows, peer.log.snapframe.THIN_COLUMNS), ("c", rows of CACHE_COLUMNS), ("p",
         (cid, origin) rows); checked by the caller), all in one transaction (an exception from
@@ -120,7 +122,9 @@ class JobIndex:
         in the log); cache entries follow `put`'s rule. The transaction runs with a larger
         page cache and synchronous=OFF, and the file is fsynced once after it commits: it is
         durable when this returns, as with synchronous=FULL. `pending`: (path, offset,
-        signer) of a spooled snapshot whose remaining rows are taken later (`put_rows`)."""
+        signer) of a spooled snapshot whose remaining rows are taken later (`put_rows`);
+        `owed`: the signer of a snapshot whose cache and provider rows are fetched later
+        (`snapshots_owed`)."""
         sql = {"j": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
                     "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                "t": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
@@ -146,6 +150,8 @@ class JobIndex:
                     db.executemany(sql[tag], rows)
             if pending is not None:
                 db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)", pending)
+            if owed is not None:
+                db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -209,6 +215,19 @@ class JobIndex:
         """(path, offset, signer) of the spooled snapshots whose rows are still being taken."""
         return [(str(p), int(a), str(s)) for p, a, s in self._db.execute(
             "SELECT path, at, signer FROM snapshot_pending ORDER BY rowid")]
+
+    def snapshots_owed(self) -> list[str]:
+        """Signers of taken snapshots whose cache and provider rows are still to fetch."""
+        return [str(s) for (s,) in self._db.execute("SELECT signer FROM snapshot_owed")]
+
+    def spooled(self, path: str, signer: str, owed: str) -> None:
+        """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
+        taken from now on (`put_rows`), in one transaction."""
+        self._db.execute("BEGIN")
+        self._db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
+                         (path, signer))
+        self._db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
+        self._db.execute("COMMIT")
 
     def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
                  at: int | None) -> None:
@@ -415,11 +434,23 @@ def fsync_files(db: sqlite3.Connection) -> None:
             continue
 
 
-def thin_rows(db: sqlite3.Connection, batch: int = 16384,
-              ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+def thin_rows(db: sqlite3.Connection, batch: int = 16384, jobs: bool = True,
+              rows: bool = True) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """`raw_rows` for a version 3 snapshot (peer.log.snapframe): ("t", thin job rows: a job
-    without its `job_thin` row yet gets one made of its full texts here), ("c", cache rows),
-    ("p", provider rows). Read on `db` as `raw_rows` says."""
+    without its `job_thin` row yet gets one made of its full texts here; unless not `jobs`),
+    ("c", cache rows), ("p", provider rows) (unless not `rows`). Read on `db` as `raw_rows`
+    says."""
+    if jobs:
+        yield from _thin_jobs(db)
+    if rows:
+        for tag, sql in (("c", f"SELECT {CACHE_COLUMNS} FROM cache_index ORDER BY kind, k"),
+                         ("p", "SELECT cid, origin FROM provider_index ORDER BY cid, origin")):
+            cur = db.execute(sql)
+            while got := cur.fetchmany(batch):
+                yield tag, got
+
+
+def _thin_jobs(db: sqlite3.Connection) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     cur = db.execute(
         "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.summary, t.facts, t.sha, "
         "CASE WHEN t.job IS NULL THEN j.summary END, CASE WHEN t.job IS NULL THEN j.record END, "
@@ -436,11 +467,6 @@ def thin_rows(db: sqlite3.Connection, batch: int = 16384,
             except ValueError:  # a malformed record is not served on
                 continue
         yield "t", out
-    for tag, sql in (("c", f"SELECT {CACHE_COLUMNS} FROM cache_index ORDER BY kind, k"),
-                     ("p", "SELECT cid, origin FROM provider_index ORDER BY cid, origin")):
-        cur = db.execute(sql)
-        while rows := cur.fetchmany(batch):
-            yield tag, rows
 CACHE_COLUMNS = "kind, k, v, hlc, origin, seq"
 
 

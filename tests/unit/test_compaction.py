@@ -584,3 +584,35 @@ def test_a_peer_holding_thin_rows_serves_an_older_peer_the_jobs_it_holds_in_full
     assert _take_stream(b, c, tmp_path, a.snapshot_digest(per_job=True)) is None
     assert dict(c.heads()) == dict(b.heads())
     assert c.index.jobs() == {"job001"} and c.job_record("job001") == a.job_record("job001")
+
+
+def _spooled(body: bytes, path: Path) -> FrameSpool:
+    with path.open("wb") as f:
+        spool = FrameSpool(f, 1 << 30)
+        spool.feed(body)
+    return spool
+
+
+def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """`?v=3&part=jobs` (what `_catch_up` asks): caught up with the thin jobs and heads; the
+    cache and provider rows are owed, then fetched (`?part=rows`, its trailer checked, no
+    heads vouched for) and taken."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    spool = _spooled(b"".join(a.snapshot_stream(v=3, part="jobs")), tmp_path / "jobs")
+    assert b.take_stream(spool, tmp_path / "jobs") is None
+    assert dict(b.heads()) == dict(a.heads()) and b.index.snapshots_owed() == [a.peer_id]
+    assert b.index.jobs() == a.index.jobs() and b.index.entry(1, key_of(0, 0)) is None
+    rows = b"".join(a.snapshot_stream(v=3, part="rows"))
+    bad = _spooled(rows.replace(key_of(0, 0).encode(), key_of(9, 9).encode(), 1),
+                   tmp_path / "bad")
+    assert not b.take_rows_part(bad, tmp_path / "bad", a.peer_id)
+    assert b.keyring.refused.by_origin[a.peer_id]["snapshot_bad_signature"] == 1
+    spool = _spooled(rows, tmp_path / "rows")
+    assert spool.trailer().heads == {}  # it cannot pass for a snapshot
+    assert b.take_rows_part(spool, tmp_path / "rows", a.peer_id)
+    assert not b.index.snapshots_owed() and not b.index.snapshots_pending()
+    assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
+    assert sorted(b.index.providers()) == sorted(a.index.providers())
