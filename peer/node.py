@@ -148,6 +148,9 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
         raise ConfigError(str(e), field=field) from None
 
 
+_SPOOLS = itertools.count()  # spool files of one process never share a name
+
+
 def _job_digests(second: Mapping[str, Any] | None,
                  heads: Mapping[str, int]) -> dict[str, str] | None:
     """A second member's per-job digests (`Node.snapshot_digest`) if it reported the same
@@ -269,6 +272,7 @@ class Node:
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
         self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
+        self._catching = False  # a snapshot is being fetched and taken
         self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
         self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
         if isinstance(self.store, EmbeddedStore):
@@ -586,7 +590,7 @@ class Node:
     async def _rows_from(self, url: str, owed: str) -> bool:
         spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-rows-{os.getpid()}.frames"
+        rows = spool_dir / f"snapshot-rows-{os.getpid()}-{next(_SPOOLS)}.frames"
         headers = mesh_headers(self.mesh_secrets.primary)
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
         try:
@@ -703,12 +707,17 @@ class Node:
         if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
             return
         now = time.monotonic()
-        if now < self._snapshot_next:
-            return
+        if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
+            return  # not raced by a second one
         self._snapshot_next = now + SNAPSHOT_RETRY_S
+        self._catching = True
         task = self._loop.create_task(self._catch_up(peer_id))
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._caught)
+
+    def _caught(self, task: asyncio.Task[None]) -> None:
+        self._bg.discard(task)
+        self._catching = False
 
     async def _catch_up(self, peer_id: str) -> None:
         urls = self.peer_urls()
@@ -720,7 +729,7 @@ class Node:
         t0 = time.perf_counter()
         spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-{os.getpid()}.rows"
+        rows = spool_dir / f"snapshot-{os.getpid()}-{next(_SPOOLS)}.rows"
         v = "3" if SNAPSHOT_FEATURE in (self.live_peers().get(peer_id, {}).get("features")
                                         or ()) else "2"
         try:

@@ -616,3 +616,33 @@ def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
     assert not b.index.snapshots_owed() and not b.index.snapshots_pending()
     assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
     assert sorted(b.index.providers()) == sorted(a.index.providers())
+
+
+async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download longer than the retry interval (the first 1M-task run: 35 s) must not be
+    joined by a second request writing the same spool."""
+    import asyncio
+
+    b = _open(tmp_path / "b", opened)
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(peer_id: str) -> None:
+        started.append(peer_id)
+        await gate.wait()
+
+    monkeypatch.setattr(b, "_catch_up", slow)
+    monkeypatch.setattr(b, "_loop", asyncio.get_running_loop())
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    b._snapshot_next = 0.0  # the retry interval has passed
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    assert started == ["x"]
+    gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    assert started == ["x", "x"]
