@@ -179,6 +179,7 @@ class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it."""
 
     def __init__(self, cfg: PeerConfig) -> None:
+        self._born = time.perf_counter()  # catch-up stages are also reported from here
         self.cfg = cfg
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mesh_secrets = mesh_secrets(cfg)
@@ -522,6 +523,7 @@ class Node:
             t.append(time.perf_counter())
             self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
                                        (b - a for a, b in itertools.pairwise(t)), strict=True))
+            self.catch_up_s["taken_after_init"] = time.perf_counter() - self._born
             log.info("caught up from the snapshot of %s: %d job records", trailer.signer[:16], n)
             return None
         log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
@@ -722,8 +724,10 @@ class Node:
     async def _catch_up(self, peer_id: str) -> None:
         urls = self.peer_urls()
         url = urls.get(peer_id)
-        if url is None:
+        if url is None:  # not live to gossip yet: ask again at its next heartbeat
+            self._snapshot_next = 0.0
             return
+        asked = time.perf_counter() - self._born
         headers = mesh_headers(self.mesh_secrets.primary)
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
         t0 = time.perf_counter()
@@ -748,7 +752,8 @@ class Node:
                                         else Spool(f, MAX_SNAPSHOT_BYTES))
                                 async for chunk in r.content.iter_chunked(1 << 20):
                                     body.feed(chunk)
-                    self.catch_up_s = {"download": time.perf_counter() - t0}
+                    self.catch_up_s = {"asked_after_init": asked,
+                                       "download": time.perf_counter() - t0}
                     if isinstance(body, Spool | FrameSpool):
                         self.catch_up_s["bytes"] = body.total
                     second = await second_task
