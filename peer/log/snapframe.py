@@ -7,10 +7,11 @@ escapes or parses them row by row. Pure (I/O only on the files it is given).
 
 The body: MAGIC, then frames `tag (1 byte) + length (uint32, big-endian) + payload`: first
 `E` (the events line of version 2: `{"events": [...], "batches": [...]}`), then row frames
-`J` (a JSON list of thin job rows, THIN_COLUMNS), `C` (cache rows, CACHE_COLUMNS), `P`
-((cid, origin) rows), in any order, then `T`, the trailer (snapstream.Trailer with "v": 3),
-last. The row frames' bytes (headers included) are hashed in order into the trailer's
-content digest (STREAM_DOMAIN_V3)."""
+`J` (a JSON list of thin job rows, THIN_COLUMNS), then `C` (cache rows, CACHE_COLUMNS) and
+`P` ((cid, origin) rows), then `T`, the trailer (snapstream.Trailer with "v": 3), last. The
+row frames' bytes (headers included) are hashed in order into the trailer's content digest
+(STREAM_DOMAIN_V3). `?part=jobs` sends no C/P frames; `?part=rows` no J frames, no events,
+and a trailer over empty heads and floors (it stands for no event)."""
 
 from __future__ import annotations
 
