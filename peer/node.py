@@ -78,7 +78,7 @@ from peer.log.compact import (
     check_snapshot,
 )
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex, raw_rows
+from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -87,6 +87,18 @@ from peer.log.signing import (
     held_hash,
     peer_id_for,
     sign_events,
+)
+from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
+from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
+from peer.log.snapframe import (
+    MAGIC,
+    FrameSpool,
+    against3,
+    check_record,
+    frame,
+    job_digest3,
+    read_jobs,
+    row_frames,
 )
 from peer.log.snapstream import (
     Mismatch,
@@ -111,11 +123,13 @@ from tasks.registry import TaskDef
 log = logging.getLogger("banzai.node")
 
 Listener = Callable[[Event], None]
-FEATURES = (BATCH_FEATURE,)  # what our MEMBER event and heartbeats announce we understand
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
+# we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
 SNAPSHOT_TIMEOUT_S = 120.0
+RECORD_TIMEOUT_S = 10.0  # a compacted job's full record fetched from one member
 MAX_SNAPSHOT_BYTES = 64 << 30  # a snapshot stream longer than this is refused
 
 
@@ -132,6 +146,9 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
     except SecretError as e:
         field = "join_token" if cfg.join_token else "secret_file"
         raise ConfigError(str(e), field=field) from None
+
+
+_SPOOLS = itertools.count()  # spool files of one process never share a name
 
 
 def _job_digests(second: Mapping[str, Any] | None,
@@ -162,6 +179,7 @@ class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it."""
 
     def __init__(self, cfg: PeerConfig) -> None:
+        self._born = time.perf_counter()  # catch-up stages are also reported from here
         self.cfg = cfg
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mesh_secrets = mesh_secrets(cfg)
@@ -225,6 +243,9 @@ class Node:
                           recent_tasks=cfg.compact_recent_tasks),
             self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
         self.listeners.append(self.compactor.note)
+        self.compactor.refuse = self.keyring.refused.add
+        self._ingesting: asyncio.Task[None] | None = None  # a snapshot's rows being taken
+        self._fetching: asyncio.Task[None] | None = None  # ... or fetched
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
@@ -252,6 +273,7 @@ class Node:
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
         self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
+        self._catching = False  # a snapshot is being fetched and taken
         self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
         self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
         if isinstance(self.store, EmbeddedStore):
@@ -313,7 +335,13 @@ class Node:
         return self.compactor.step()
 
     async def _compact_loop(self) -> None:
+        keep = {p for p, _, _ in self.index.snapshots_pending()}
+        for path in (self.cfg.data_dir / "snapshots").glob("*.frames"):
+            if str(path) not in keep:  # moved in, then a crash before its take committed
+                path.unlink(missing_ok=True)
         while True:
+            self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
+            self._ensure_ingest()  # ... or left half taken
             await asyncio.sleep(self.compactor.cfg.interval_s)
             try:
                 self.compact()
@@ -324,21 +352,57 @@ class Node:
         """A compacted job's view from the job index (None if it is not there)."""
         return self.index.record(job) if job in self.state.compacted else None
 
+    def record_texts(self, job: str) -> list[str] | None:
+        """GET /api/snapshot?v=3&record=JOB: a compacted job's full texts, for a peer that
+        took its thin row (None if we hold no full record of it)."""
+        return self.index.texts(job) if job in self.state.compacted else None
+
+    async def fetch_record(self, job: str) -> dict[str, Any] | None:
+        """A compacted job's view when we hold only its thin row (taken from a version 3
+        snapshot): fetched from a live member announcing SNAPSHOT_FEATURE, checked against
+        the hash the signed snapshot gave, stored; None if no member has it (or the job is
+        not such a job)."""
+        sha = self.index.thin_sha(job) if job in self.state.compacted else None
+        if sha is None:
+            return None
+        headers = mesh_headers(self.mesh_secrets.primary)
+        timeout = aiohttp.ClientTimeout(total=RECORD_TIMEOUT_S)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+            for peer, info in self.live_peers().items():
+                if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
+                    continue
+                try:
+                    async with http.get(f"{info['http']}/api/snapshot",
+                                        params={"v": "3", "record": job}) as r:
+                        if r.status != 200:
+                            continue
+                        texts = check_record(sha, await r.json())
+                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                    log.warning("no record of job %s from %s: %s", job, peer[:16], e)
+                    if isinstance(e, StreamError):
+                        self.keyring.refused.add(peer, "record_mismatch")
+                    continue
+                if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
+                    self.index.fill(job, texts)
+                return self.index.record(job)
+        return None
+
     # -- snapshots: a peer behind the compaction horizon ----------------------------------
     def _snapshot(self) -> Snapshot:
         self.flush()
         return Snapshot.make(self.identity, self.peer_id, self.admit, dict(self.heads()),
                              self.compactor.records())
 
-    def snapshot_digest(self, per_job: bool = False) -> dict[str, Any]:
+    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> dict[str, Any]:
         """What a second member's check compares: our heads, floors and snapshot digest
         (`per_job`, `?v=2`: instead of the digest, one per compacted job, `job_digest`:
-        what two honest peers that both compacted a job agree on)."""
+        what two honest peers that both compacted a job agree on; `v=3`: `job_digest3`)."""
         if per_job:
             self.flush()
             return {"heads": dict(self.heads()),
                     "floors": dict(sorted(self.compactor.floors.items())),
-                    "jobs": self.index.job_digests(job_digest)}
+                    "jobs": self.index.thin_digests(job_digest3) if v == 3
+                    else self.index.job_digests(job_digest)}
         s = self._snapshot()
         return {"heads": dict(s.heads), "floors": s.records["floors"],
                 "digest": s.content_digest().hex()}
@@ -360,11 +424,14 @@ class Node:
                          "encode": time.perf_counter() - t2, "bytes": len(out)}
         return out
 
-    def snapshot_stream(self) -> Generator[bytes, None, None]:
+    def snapshot_stream(self, v: int = 2, part: str | None = None,
+                        ) -> Generator[bytes, None, None]:
         """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
         the events line is made now; the index rows are read, as they are in SQLite, on a
         read transaction of their own (begun now: they match the heads of now) while the
-        caller iterates, in any thread."""
+        caller iterates, in any thread. `v=3`: peer.log.snapframe's frames (thin job rows,
+        columns of cache entries and providers); `part` "jobs": without the cache entries and
+        providers (fetched after, `_fetch_rows`), "rows": only them (and no events)."""
         self.flush()
         heads = dict(self.heads())
         db = sqlite3.connect(str(self.log.path), isolation_level=None, check_same_thread=False)
@@ -372,13 +439,36 @@ class Node:
             db.execute("BEGIN")
             floors = {str(o): int(q) for o, q in db.execute(
                 "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
-            packed, _ = pack_frames(list(self.log.load()), 1 << 62, 1 << 62)
+            packed, _ = pack_frames([] if part == "rows" else list(self.log.load()), 1 << 62,
+                                    1 << 62)
         except BaseException:
             db.close()
             raise
         head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
                 + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
+        if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
+            return self._stream3(db, head, {} if part == "rows" else heads,
+                                 {} if part == "rows" else floors, part)
         return self._stream(db, head, heads, floors)
+
+    def _stream3(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
+                 floors: dict[str, int], part: str | None) -> Generator[bytes, None, None]:
+        t0 = time.perf_counter()
+        try:
+            yield MAGIC + frame(b"E", head[:-1])
+            sha = hashlib.sha256()
+            rows = total = 0
+            for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs"):
+                rows += len(batch)
+                for out in row_frames([(tag, batch)]):
+                    sha.update(out)
+                    total += len(out)
+                    yield out
+            yield frame(b"T", Trailer.make(self.identity, self.peer_id, self.admit, heads,
+                                           floors, rows, sha.digest(), v=3))
+            self.served_s = {"stream": time.perf_counter() - t0, "bytes": total}
+        finally:
+            db.close()
 
     def _stream(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
                 floors: dict[str, int]) -> Generator[bytes, None, None]:
@@ -396,7 +486,7 @@ class Node:
         finally:
             db.close()
 
-    def take_stream(self, spool: Spool, rows: Path,
+    def take_stream(self, spool: Spool | FrameSpool, rows: Path,
                     second: Mapping[str, Any] | None = None) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
         the events of its first line are checked and merged like a frame's; the trailer must
@@ -417,23 +507,153 @@ class Node:
         why = check_snapshot(trailer, self.keyring, self.state.members, None,
                              self.keyring.refused)
         if why is None:
-            with rows.open("rb") as f:
-                try:
-                    n = self.compactor.take_rows(
-                        against(read_rows(f), _job_digests(second, trailer.heads)),
-                        trailer.heads, trailer.floors)
-                except StreamError as e:
-                    why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
-                    self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
-                    log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
-                    return why
+            digests = _job_digests(second, trailer.heads)
+            try:
+                if isinstance(spool, FrameSpool):
+                    n = self._take_frames(trailer, rows, digests)
+                else:
+                    with rows.open("rb") as f:
+                        n = self.compactor.take_rows(against(read_rows(f), digests),
+                                                     trailer.heads, trailer.floors)
+            except StreamError as e:
+                why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
+                self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
+                log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
+                return why
             t.append(time.perf_counter())
             self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
                                        (b - a for a, b in itertools.pairwise(t)), strict=True))
+            self.catch_up_s["taken_after_init"] = time.perf_counter() - self._born
             log.info("caught up from the snapshot of %s: %d job records", trailer.signer[:16], n)
             return None
         log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
         return why
+
+    def _take_frames(self, trailer: Trailer, rows: Path, digests: Mapping[str, str] | None,
+                     ) -> int:
+        """A checked version 3 stream spooled to `rows` (peer.log.snapframe): its thin job
+        rows (checked against a second member's digests) are taken now, with the heads; the
+        spool moves into the data dir (fsynced) and its cache and provider rows are taken
+        after, a slice per loop turn (`_ingest`; resumed after a restart). StreamError (nothing
+        taken) if a job row is malformed or differs."""
+        with rows.open("rb") as f:
+            jobs, at = read_jobs(f)
+            more = bool(f.read(1))
+        if not more:  # `?part=jobs`: its cache and provider rows are fetched after
+            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+                                         trailer.floors, owed=trailer.signer)
+            self._ensure_rows()
+            return n
+        keep = self.cfg.data_dir / "snapshots"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        os.replace(rows, path)
+        fsync_path(path)
+        fsync_path(keep)
+        try:
+            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
+                                         trailer.floors, (str(path), at, trailer.signer))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self._ensure_ingest()
+        return n
+
+    def _ensure_rows(self) -> None:
+        """Fetch the cache and provider rows owed by taken `?part=jobs` snapshots (one task;
+        retried from the compaction loop)."""
+        if self._fetching is not None or not self.index.snapshots_owed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test): the caller fetches
+        self._fetching = loop.create_task(self._fetch_rows())
+
+    async def _fetch_rows(self) -> None:
+        """GET /api/snapshot?v=3&part=rows of the signer of each owed snapshot (else of any
+        live member serving version 3): its trailer must check as a snapshot's (`check_
+        snapshot`); the spool moves into the data dir and its rows are taken (`_ingest`)."""
+        t0 = time.perf_counter()
+        try:
+            for owed in self.index.snapshots_owed():
+                live = self.live_peers()
+                order = sorted(live, key=lambda p: p != owed)  # the signer first
+                for peer in order:
+                    info = live[peer]
+                    if (SNAPSHOT_FEATURE in (info.get("features") or ()) and info.get("http")
+                            and await self._rows_from(str(info["http"]), owed)):
+                        break
+            self.catch_up_s["rows_fetched_after_take"] = time.perf_counter() - t0
+        finally:
+            self._fetching = None
+        self._ensure_ingest()
+
+    async def _rows_from(self, url: str, owed: str) -> bool:
+        spool_dir = self.cfg.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        rows = spool_dir / f"snapshot-rows-{os.getpid()}-{next(_SPOOLS)}.frames"
+        headers = mesh_headers(self.mesh_secrets.primary)
+        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        try:
+            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http, \
+                    http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
+                r.raise_for_status()
+                with rows.open("wb") as f:
+                    spool = FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        spool.feed(chunk)
+            return self.take_rows_part(spool, rows, owed)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.warning("no snapshot rows from %s: %s", url, e)
+            return False
+        finally:
+            rows.unlink(missing_ok=True)
+
+    def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str) -> bool:
+        """A `?part=rows` stream spooled to `rows`, owed for `owed`'s snapshot: its trailer
+        must check as a snapshot's; then the spool moves into the data dir and its rows are
+        taken after (`_ingest`). Never raises the heads (its rows stand for no event).
+        Whether it was kept (a refusal is counted under its signer)."""
+        trailer = spool.trailer()
+        why = check_snapshot(trailer, self.keyring, self.state.members, None,
+                             self.keyring.refused)
+        if why is not None:
+            log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
+            return False
+        keep = self.cfg.data_dir / "snapshots"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        os.replace(rows, path)
+        fsync_path(path)
+        fsync_path(keep)
+        self.index.spooled(str(path), trailer.signer, owed)
+        self._ensure_ingest()
+        return True
+
+    def _ensure_ingest(self) -> None:
+        """Take the rows of pending snapshots: a slice per loop turn while a loop runs (one
+        task), else all of them now."""
+        if self._ingesting is not None or not self.index.snapshots_pending():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            while self.compactor.ingest():
+                pass
+            return
+        self._ingesting = loop.create_task(self._ingest())
+
+    async def _ingest(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            while self.compactor.ingest():
+                await asyncio.sleep(0)
+            self.catch_up_s["rows_indexed_after_take"] = time.perf_counter() - t0
+        except Exception:  # a failed write (a full disk): resumed at the next pass
+            log.exception("taking a snapshot's rows failed")
+        finally:
+            self._ingesting = None
 
     def take_snapshot(self, body: Mapping[str, Any],
                       second: Mapping[str, Any] | None = None) -> str | None:
@@ -489,44 +709,57 @@ class Node:
         if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
             return
         now = time.monotonic()
-        if now < self._snapshot_next:
-            return
+        if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
+            return  # not raced by a second one
         self._snapshot_next = now + SNAPSHOT_RETRY_S
+        self._catching = True
         task = self._loop.create_task(self._catch_up(peer_id))
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._caught)
+
+    def _caught(self, task: asyncio.Task[None]) -> None:
+        self._bg.discard(task)
+        self._catching = False
 
     async def _catch_up(self, peer_id: str) -> None:
         urls = self.peer_urls()
         url = urls.get(peer_id)
-        if url is None:
+        if url is None:  # not live to gossip yet: ask again at its next heartbeat
+            self._snapshot_next = 0.0
             return
+        asked = time.perf_counter() - self._born
         headers = mesh_headers(self.mesh_secrets.primary)
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
         t0 = time.perf_counter()
         spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-{os.getpid()}.rows"
+        rows = spool_dir / f"snapshot-{os.getpid()}-{next(_SPOOLS)}.rows"
+        v = "3" if SNAPSHOT_FEATURE in (self.live_peers().get(peer_id, {}).get("features")
+                                        or ()) else "2"
         try:
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-                second_task = asyncio.ensure_future(self._second(http, urls, peer_id))
+                second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
-                    async with http.get(f"{url}/api/snapshot", params={"v": "2"}) as r:
+                    params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
+                    async with http.get(f"{url}/api/snapshot", params=params) as r:
                         r.raise_for_status()
                         if r.content_type == "application/json":  # an older peer: one body
                             body: Any = json.loads(await r.read())
                         else:
                             with rows.open("wb") as f:
-                                body = Spool(f, MAX_SNAPSHOT_BYTES)
+                                body = (FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                                        if r.content_type == SNAPSHOT_TYPE_V3
+                                        else Spool(f, MAX_SNAPSHOT_BYTES))
                                 async for chunk in r.content.iter_chunked(1 << 20):
                                     body.feed(chunk)
-                    self.catch_up_s = {"download": time.perf_counter() - t0}
-                    if isinstance(body, Spool):
+                    self.catch_up_s = {"asked_after_init": asked,
+                                       "download": time.perf_counter() - t0}
+                    if isinstance(body, Spool | FrameSpool):
                         self.catch_up_s["bytes"] = body.total
                     second = await second_task
                 finally:
                     second_task.cancel()
-            if isinstance(body, Spool):
+            if isinstance(body, Spool | FrameSpool):
                 self.take_stream(body, rows, second)
             else:
                 self.take_snapshot(body, second)
@@ -536,14 +769,17 @@ class Node:
             rows.unlink(missing_ok=True)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
-                      peer_id: str) -> dict[str, Any] | None:
-        """Another live member's digests of what it compacted (per job; an older peer
-        answers with one digest of its whole snapshot), None if there is none."""
+                      peer_id: str, v: str = "2") -> dict[str, Any] | None:
+        """Another live member's digests of what it compacted (per job, of version `v`; an
+        older peer answers with one digest of its whole snapshot), None if there is none."""
         for other, other_url in urls.items():
             if other != peer_id:
+                if v == "3" and SNAPSHOT_FEATURE not in (
+                        self.live_peers().get(other, {}).get("features") or ()):
+                    continue  # its digests would be of version 2: not comparable
                 try:
                     async with http.get(f"{other_url}/api/snapshot",
-                                        params={"digest": "1", "v": "2"}) as r:
+                                        params={"digest": "1", "v": v}) as r:
                         if r.status == 200:
                             d = await r.json()
                             return d if isinstance(d, dict) else None
@@ -896,7 +1132,9 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
-                               "caught_up_s": self.catch_up_s, "served_s": self.served_s}}
+                               "caught_up_s": self.catch_up_s, "served_s": self.served_s,
+                               "snapshots_pending": len(self.index.snapshots_pending())
+                               + len(self.index.snapshots_owed())}}
 
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""

@@ -45,6 +45,7 @@ from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.claims import n_chunks
 from peer.jobs.spec import parse, resolve_images
 from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
+from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
 NODE: web.AppKey[Host] = web.AppKey("node")
@@ -89,12 +90,14 @@ def _node(request: web.Request) -> Host:
     return request.app[NODE]
 
 
-def _job(node: Host, job_id: str) -> dict[str, Any] | None:
-    """None for a job of the state; a compacted job's record (from the job index); else
-    NotFound."""
+async def _job(node: Host, job_id: str) -> dict[str, Any] | None:
+    """None for a job of the state; a compacted job's record (from the job index, or
+    fetched from a member when we took only its thin row); else NotFound."""
     if job_id in node.state.jobs:
         return None
     record = node.job_record(job_id)
+    if record is None:
+        record = await node.fetch_record(job_id)
     if record is None:
         raise NotFound(f"no job {job_id!r}", field="job")
     return record
@@ -163,7 +166,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    record = _job(node, job)
+    record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
         return web.json_response(record)
     view = job_view(node.state, job, node.cfg.max_attempts)
@@ -178,7 +181,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    record = _job(node, job)
+    record = await _job(node, job)
     view = record or job_view(node.state, job, node.cfg.max_attempts, detail=False)
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
@@ -205,7 +208,7 @@ async def gc(request: web.Request) -> web.Response:
 async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
-    record = _job(node, job)
+    record = await _job(node, job)
     if record is not None:
         return await _archived_record(node, record, task, kind)
     names = node.state.jobs[job].body_as(JobSubmitted).tasks
@@ -427,14 +430,24 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     """This peer's signed snapshot and the events its log holds, for a peer behind the
     compaction horizon (`?digest=1`: only the digest a second member's check compares)."""
     node = _node(request)
-    v2 = request.query.get("v") == "2"  # a stream (peer.log.snapstream); older peers ask v1
+    v = {"2": 2, "3": 3}.get(request.query.get("v", ""), 1)  # 2: peer.log.snapstream, 3:
+    # peer.log.snapframe; older peers ask v1 (and an older peer ignores v)
+    if v == 3 and "record" in request.query:  # a compacted job's full texts
+        texts = node.record_texts(request.query["record"])
+        if texts is None:
+            raise NotFound("no full record of that job here", field="record")
+        return web.json_response(texts)
     if request.query.get("digest"):
-        return web.json_response(node.snapshot_digest(per_job=v2))
-    if not v2:
+        return web.json_response(node.snapshot_digest(per_job=v > 1, v=v))
+    if v == 1:
         return web.Response(body=node.snapshot(), content_type="application/json")
-    lines = node.snapshot_stream()
+    part = request.query.get("part")
+    if part not in (None, "jobs", "rows"):
+        raise SpecError("part: jobs or rows", field="part")
+    lines = node.snapshot_stream(v, part)
     try:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        resp = web.StreamResponse(headers={
+            "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})
         await resp.prepare(request)
         while (chunk := await asyncio.to_thread(next, lines, b"")):  # SQLite reads off the loop
             await resp.write(chunk)

@@ -96,8 +96,11 @@ OPENAPI: dict[str, Any] = {
         "/api/snapshot": {"get": _op(
             "This peer's signed snapshot of compacted jobs (records, cache entries, providers, "
             "compaction floors, as of its heads) and the events its log holds, for a peer "
-            "behind the compaction horizon; `?digest=1`: only {heads, floors, digest}. Open "
-            "to the mesh credential", errors=())},
+            "behind the compaction horizon; `?digest=1`: only {heads, floors, digest}; "
+            "`?v=2`: as a stream of lines; `?v=3`: as frames, thin job rows (peer.log."
+            "snapframe); `?v=3&record=JOB`: a compacted job's full texts [summary, record, "
+            "facts] (404 if not held in full). Open to the mesh credential",
+            errors=("404",))},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
         "/api/mesh/revoke": {"post": _op(

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
@@ -18,10 +19,14 @@ from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
 from peer.log.fold import MeshState, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
+from peer.log.snapframe import iter_frames
+from peer.log.snapstream import StreamError
 
 log = logging.getLogger("banzai.log")
 
 SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
+BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
+INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Compactor:
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
         self.total = PassStats()
+        self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
 
     def note(self, ev: Event) -> None:
         """A listener: the job `ev` is about may have finished (or its record is deleted)."""
@@ -142,6 +148,7 @@ class Compactor:
             out.evicted += len(self.state.compact(()))  # gap stays in memory until swept
         self.beyond = False
         self._drop(out)
+        self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
         self.total.dropped += out.dropped
@@ -255,35 +262,62 @@ class Compactor:
         return len(jobs)
 
     def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
-                  heads: Mapping[str, int], floors: Mapping[str, int]) -> int:
+                  heads: Mapping[str, int], floors: Mapping[str, int],
+                  pending: tuple[str, int, str] | None = None, owed: str | None = None,
+                  ) -> int:
         """`take` for a checked snapshot stream (peer.log.snapstream): its checked rows, as
         they are read, join the index in one transaction (StreamError or ValueError from the
-        rows: nothing changed), then the state. Returns the number of job rows."""
+        rows: nothing changed), then the state. `pending`: (path, offset, signer) of a
+        spooled version 3 snapshot whose cache and provider rows are taken later (`ingest`);
+        `owed`: its signer, when they are fetched later (`?part=rows`).
+        Returns the number of job rows."""
         jobs: list[str] = []
-        spill: dict[int, list[str]] = {OUTPUT: [], ITEM: []}  # memory entries now in the index
-        cids: set[str] = set()
-        st = self.state
-        mem = {OUTPUT: st.outputs, ITEM: st.cache}
-
-        def noted() -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-            for tag, rows in batches:
-                if tag == "j":
-                    jobs.extend(r[0] for r in rows)
-                elif tag == "c":
-                    for r in rows:
-                        if dict.__contains__(mem[r[0]], r[1]):
-                            spill[r[0]].append(r[1])
-                else:
-                    cids.update(r[0] for r in rows if dict.__contains__(st.providers, r[0]))
-                yield tag, rows
-
-        self.index.put_batches(noted())
-        st.compact(jobs)
-        st.spill(spill[OUTPUT], spill[ITEM], cids)
+        spill = _Spill(self.state)
+        self.index.put_batches(spill.noted(batches, jobs), pending, owed)
+        self.state.compact(jobs)
+        spill.done()
         self._took(heads, floors)
         for name in jobs:
             self.ended.pop(name, None)
         return len(jobs)
+
+    def ingest(self, rows: int = INGEST_ROWS) -> bool:
+        """Take about `rows` more cache and provider rows of a taken version 3 snapshot
+        (peer.log.snapframe; `index.pending`), a frame at a time, each checked as it is read,
+        in one transaction with how far the spool was read. True while rows are left. A
+        malformed frame ends that snapshot's rows there (what was taken stays: each row was
+        checked) and is counted under its signer (`refuse`)."""
+        pending = self.index.snapshots_pending()
+        if not pending:
+            return False
+        path, at, signer = pending[0]
+        batches: list[tuple[str, list[tuple[Any, ...]]]] = []
+        end: int | None = at
+        try:
+            with open(path, "rb") as f:
+                f.seek(at)
+                n = 0
+                for after, tag, got in iter_frames(f, at):
+                    end = after
+                    if tag == "t":
+                        raise StreamError("a job frame after the cache and provider rows")
+                    batches.append((tag, got))
+                    n += len(got)
+                    if n >= rows:
+                        break
+                else:
+                    end = None
+        except (OSError, StreamError) as e:
+            log.warning("the rest of the snapshot of %s is left out: %s", signer[:16], e)
+            self.refuse(signer, "snapshot_malformed" if isinstance(e, StreamError)
+                        else "snapshot_lost")
+            batches, end = [], None
+        spill = _Spill(self.state)
+        self.index.put_rows(list(spill.noted(batches, [])), path, end)
+        spill.done()
+        if end is None:
+            Path(path).unlink(missing_ok=True)
+        return end is not None or len(pending) > 1
 
     def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
         """A snapshot was taken: every seq up to its heads counts as held, and its floors
@@ -305,6 +339,35 @@ class Compactor:
             for origin, seq in marks_of(ids).items():
                 if seq <= self.state.heads.get(origin, 0):
                     self.store.set_floor(origin, seq)
+
+
+class _Spill:
+    """Memory entries that rows taken from a snapshot stand for: they leave memory once the
+    rows are in the index (the state reads them on demand)."""
+
+    def __init__(self, state: MeshState) -> None:
+        self.state = state
+        self.keys: dict[int, list[str]] = {OUTPUT: [], ITEM: []}
+        self.cids: set[str] = set()
+
+    def noted(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]], jobs: list[str],
+              ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        st = self.state
+        mem = {OUTPUT: st.outputs, ITEM: st.cache}
+        for tag, rows in batches:
+            if tag in ("j", "t"):
+                jobs.extend(r[0] for r in rows)
+            elif tag == "c":
+                if st.outputs or st.cache:  # a fresh peer's are empty: no row-by-row pass
+                    for r in rows:
+                        if dict.__contains__(mem[r[0]], r[1]):
+                            self.keys[r[0]].append(r[1])
+            elif st.providers:
+                self.cids.update(r[0] for r in rows if dict.__contains__(st.providers, r[0]))
+            yield tag, rows
+
+    def done(self) -> None:
+        self.state.spill(self.keys[OUTPUT], self.keys[ITEM], self.cids)
 
 
 def _spill(state: MeshState, entries: Sequence[CacheEntry],

@@ -5,16 +5,25 @@ file. Loop-owned, like the EventLog whose connection it shares.
 Tables (added when a data dir of an earlier release is opened; nothing else changes):
 `job_index` (a job's order, end, state, list summary, full record, and the ids of its events
 still in the log until they are dropped), `cache_index` (item and output cache entries with
-the order of the event that won them), `provider_index` (cid, origin) and `compact_floors`
-(origin -> the highest seq dropped by compaction: an asker below it needs a snapshot)."""
+the order of the event that won them), `provider_index` (cid, origin), `compact_floors`
+(origin -> the highest seq dropped by compaction: an asker below it needs a snapshot),
+`snapshot_pending` (a spooled snapshot whose cache and provider rows are still being taken,
+and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
+facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
+peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
+fetched (`fill`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from peer.log.snapframe import outputs_sha, thin
 
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
@@ -63,23 +72,32 @@ class JobIndex:
         db.execute(
             "CREATE TABLE IF NOT EXISTS cache_index (kind INTEGER NOT NULL, k TEXT NOT NULL, "
             "v TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, "
-            "PRIMARY KEY (kind, k))")
+            "PRIMARY KEY (kind, k)) WITHOUT ROWID")  # a data dir of an earlier release keeps
+        # its rowid tables (the same SQL reads both); a new one's take one B-tree per row
         db.execute("CREATE TABLE IF NOT EXISTS provider_index (cid TEXT NOT NULL, "
-                   "origin TEXT NOT NULL, PRIMARY KEY (cid, origin))")
+                   "origin TEXT NOT NULL, PRIMARY KEY (cid, origin)) WITHOUT ROWID")
         db.execute("CREATE TABLE IF NOT EXISTS compact_floors (origin TEXT PRIMARY KEY, "
                    "seq INTEGER NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS job_thin (job TEXT PRIMARY KEY, "
+                   "summary TEXT NOT NULL, facts TEXT NOT NULL, sha TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, "
+                   "at INTEGER NOT NULL, signer TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)")
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]]) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
         a later order only) and (cid, origin) providers, in one transaction."""
+        rows = [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
+                 _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
+                 _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records]
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
-                "INSERT OR REPLACE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
-                  _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
-                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records])
+                "INSERT OR REPLACE INTO job_index (job, hlc, origin, seq, ended, state, summary, "
+                "record, ids, facts, marks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)",
+                                 [(r[0], *thin(r[6], r[7], r[9])) for r in rows])
             self._db.executemany(
                 "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
                 "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
@@ -94,27 +112,55 @@ class JobIndex:
                 self._db.execute("ROLLBACK")
             raise
 
-    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("c",
-        rows of CACHE_COLUMNS), ("p", (cid, origin) rows); checked by the caller), all in one
-        transaction (an exception from `batches`: nothing stored). A job already held keeps
-        its record (and its events still in the log); cache entries follow `put`'s rule."""
-        sql = {"j": "INSERT OR IGNORE INTO job_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, "
-                    "'{}')",
+    def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
+                    pending: tuple[str, int, str] | None = None, owed: str | None = None,
+                    ) -> None:
+        """Store rows as a snapshot stream carries them (("j", rows of JOB_COLUMNS), ("t",
+        thin rows, peer.log.snapframe.THIN_COLUMNS), ("c", rows of CACHE_COLUMNS), ("p",
+        (cid, origin) rows); checked by the caller), all in one transaction (an exception from
+        `batches`: nothing stored). A job already held keeps its record (and its events still
+        in the log); cache entries follow `put`'s rule. The transaction runs with a larger
+        page cache and synchronous=OFF, and the file is fsynced once after it commits: it is
+        durable when this returns, as with synchronous=FULL. `pending`: (path, offset,
+        signer) of a spooled snapshot whose remaining rows are taken later (`put_rows`);
+        `owed`: the signer of a snapshot whose cache and provider rows are fetched later
+        (`snapshots_owed`)."""
+        sql = {"j": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
+                    "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               "t": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
+                    "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
                "c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
                     "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
                     "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
                     "(cache_index.hlc, cache_index.origin, cache_index.seq)",
                "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
-        self._db.execute("BEGIN")
+        db = self._db
+        sync, cache = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("synchronous",
+                                                                          "cache_size"))
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB while the bulk runs
         try:
+            db.execute("BEGIN")
             for tag, rows in batches:
-                self._db.executemany(sql[tag], rows)
-            self._db.execute("COMMIT")
+                if tag == "t":
+                    db.executemany(sql[tag], [tuple(r[:8]) for r in rows])
+                    db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
+                                   [(r[0], *r[6:]) for r in rows])
+                else:
+                    db.executemany(sql[tag], rows)
+            if pending is not None:
+                db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)", pending)
+            if owed is not None:
+                db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
+        finally:
+            db.execute(f"PRAGMA synchronous={int(sync)}")
+            db.execute(f"PRAGMA cache_size={int(cache)}")
+        fsync_files(db)
 
     def jobs(self) -> set[str]:
         return {str(j) for (j,) in self._db.execute("SELECT job FROM job_index")}
@@ -161,7 +207,108 @@ class JobIndex:
             if row is not None:
                 out += [(str(o), int(q)) for o, q in json.loads(row[0])]
                 self._db.execute("DELETE FROM job_index WHERE job = ?", (job,))
+                self._db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
         self._db.execute("COMMIT")
+        return out
+
+    def snapshots_pending(self) -> list[tuple[str, int, str]]:
+        """(path, offset, signer) of the spooled snapshots whose rows are still being taken."""
+        return [(str(p), int(a), str(s)) for p, a, s in self._db.execute(
+            "SELECT path, at, signer FROM snapshot_pending ORDER BY rowid")]
+
+    def snapshots_owed(self) -> list[str]:
+        """Signers of taken snapshots whose cache and provider rows are still to fetch."""
+        return [str(s) for (s,) in self._db.execute("SELECT signer FROM snapshot_owed")]
+
+    def spooled(self, path: str, signer: str, owed: str) -> None:
+        """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
+        taken from now on (`put_rows`), in one transaction."""
+        self._db.execute("BEGIN")
+        self._db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
+                         (path, signer))
+        self._db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
+        self._db.execute("COMMIT")
+
+    def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
+                 at: int | None) -> None:
+        """Cache and provider rows of the pending snapshot `path` (checked by the caller), and
+        how far it was read (`at`; None: all of it, the snapshot is no longer pending), in one
+        transaction: a crash resumes where the last one ended (a row taken twice is
+        harmless)."""
+        sql = {"c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
+                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
+                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
+                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
+               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for tag, rows in batches:
+                db.executemany(sql[tag], rows)
+            if at is None:
+                db.execute("DELETE FROM snapshot_pending WHERE path = ?", (path,))
+            else:
+                db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, path))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    # -- thin rows (peer.log.snapframe): a job's full texts fetched on demand ---------------
+    def thin_sha(self, job: str) -> str | None:
+        """The hash of a job's full texts if the index holds only its thin row (taken from
+        a version 3 snapshot, not fetched yet), else None."""
+        row = self._db.execute("SELECT t.sha FROM job_index j JOIN job_thin t USING (job) "
+                               "WHERE j.job = ? AND j.record = ''", (job,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def texts(self, job: str) -> list[str] | None:
+        """[summary, record, facts] of a job whose full record the index holds (what a
+        member answers a peer fetching it), else None."""
+        row = self._db.execute("SELECT summary, record, facts FROM job_index WHERE job = ? "
+                               "AND record != ''", (job,)).fetchone()
+        return None if row is None else [str(v) for v in row]
+
+    def fill(self, job: str, texts: Sequence[str]) -> None:
+        """A thin job's full texts (checked against its hash by the caller: snapframe.
+        check_record) replace its thin summary, record and facts."""
+        summary, record, facts = texts
+        self._db.execute("BEGIN")
+        self._db.execute("UPDATE job_index SET summary = ?, record = ?, facts = ? WHERE job = ? "
+                         "AND record = ''", (summary, record, facts, job))
+        self._db.execute("COMMIT")
+
+    def backfill(self, limit: int) -> int:
+        """Thin rows for at most `limit` records written by an earlier release (none yet):
+        a snapshot stream then reads them instead of the full texts. Returns how many."""
+        rows = self._db.execute(
+            "SELECT job, summary, record, facts FROM job_index WHERE record != '' AND job NOT IN "
+            "(SELECT job FROM job_thin) LIMIT ?", (limit,)).fetchall()
+        out = []
+        for job, summary, record, facts in rows:
+            try:
+                out.append((job, *thin(summary, record, facts)))
+            except ValueError:
+                continue
+        if out:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)
+            self._db.execute("COMMIT")
+        return len(rows)
+
+    def thin_digests(self, digest: Callable[..., str]) -> dict[str, str]:
+        """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
+        of the index (snapframe.job_digest3)."""
+        out: dict[str, str] = {}
+        for job, h, o, q, ended, state, tf, facts in self._db.execute(
+                "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
+                "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
+                "LEFT JOIN job_thin t USING (job)"):
+            f = json.loads(tf) if tf is not None else {}
+            osha = f.get("outputs_sha") if tf is not None else outputs_sha(
+                json.loads(facts).get("outputs", ()))
+            out[str(job)] = digest(job, h, o, q, ended, state, str(osha))
         return out
 
     def pending(self) -> Iterator[tuple[str, int, dict[str, int]]]:
@@ -193,7 +340,7 @@ class JobIndex:
     def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""
         return {str(r[0]): digest(r) for r in self._db.execute(
-            f"SELECT {JOB_COLUMNS} FROM job_index")}
+            f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''")}  # not thin rows
 
     def floors(self) -> dict[str, int]:
         return {str(o): int(q) for o, q in self._db.execute(
@@ -265,15 +412,72 @@ class JobIndex:
 
 
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (FileNotFoundError if it is not there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_files(db: sqlite3.Connection) -> None:
+    """fsync the main database file of `db` and its WAL (after writes made with
+    synchronous=OFF)."""
+    path = Path(str(db.execute("PRAGMA database_list").fetchone()[2]))
+    for p in (path, Path(f"{path}-wal")):
+        try:
+            fsync_path(p)
+        except FileNotFoundError:
+            continue
+
+
+def thin_rows(db: sqlite3.Connection, batch: int = 16384, jobs: bool = True,
+              rows: bool = True) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """`raw_rows` for a version 3 snapshot (peer.log.snapframe): ("t", thin job rows: a job
+    without its `job_thin` row yet gets one made of its full texts here; unless not `jobs`),
+    ("c", cache rows), ("p", provider rows) (unless not `rows`). Read on `db` as `raw_rows`
+    says."""
+    if jobs:
+        yield from _thin_jobs(db)
+    if rows:
+        for tag, sql in (("c", f"SELECT {CACHE_COLUMNS} FROM cache_index ORDER BY kind, k"),
+                         ("p", "SELECT cid, origin FROM provider_index ORDER BY cid, origin")):
+            cur = db.execute(sql)
+            while got := cur.fetchmany(batch):
+                yield tag, got
+
+
+def _thin_jobs(db: sqlite3.Connection) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    cur = db.execute(
+        "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.summary, t.facts, t.sha, "
+        "CASE WHEN t.job IS NULL THEN j.summary END, CASE WHEN t.job IS NULL THEN j.record END, "
+        "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j LEFT JOIN job_thin t "
+        "USING (job)")
+    while rows := cur.fetchmany(256):
+        out = []
+        for r in rows:
+            if r[8] is not None:
+                out.append(tuple(r[:9]))
+                continue
+            try:
+                out.append((*r[:6], *thin(r[9], r[10], r[11])))
+            except ValueError:  # a malformed record is not served on
+                continue
+        yield "t", out
 CACHE_COLUMNS = "kind, k, v, hlc, origin, seq"
 
 
 def raw_rows(db: sqlite3.Connection, batch: int = 4096,
              ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """The index's rows as stored, in batches: ("j", job rows of JOB_COLUMNS, their JSON
-    texts as they are), ("c", cache rows of CACHE_COLUMNS), ("p", (cid, origin) rows). Read
-    on `db` (a connection of its own, inside a read transaction, for a consistent view)."""
-    for tag, sql in (("j", f"SELECT {JOB_COLUMNS} FROM job_index"),
+    texts as they are; not the thin rows of jobs whose record was never fetched: a version 2
+    receiver could not check or fetch them), ("c", cache rows of CACHE_COLUMNS), ("p",
+    (cid, origin) rows). Read on `db` (a connection of its own, inside a read transaction,
+    for a consistent view)."""
+    for tag, sql in (("j", f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"),
                      ("c", f"SELECT {CACHE_COLUMNS} FROM cache_index"),
                      ("p", "SELECT cid, origin FROM provider_index")):
         cur = db.execute(sql)
@@ -288,5 +492,5 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex",
-           "JobRecord", "Order", "raw_rows"]
+__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord",
+           "Order", "fsync_files", "fsync_path", "raw_rows", "thin_rows"]

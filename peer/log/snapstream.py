@@ -22,6 +22,8 @@ from typing import IO, Any
 from peer.log.signing import Identity, _str_bytes
 
 STREAM_DOMAIN = b"banzai-snapshot-v2\n"
+STREAM_DOMAIN_V3 = b"banzai-snapshot-v3\n"  # peer.log.snapframe's streams
+_DOMAINS = {2: STREAM_DOMAIN, 3: STREAM_DOMAIN_V3}
 MAX_LINE_BYTES = 256 << 20  # a job's record of tens of thousands of tasks fits
 MAX_ROWS_PER_LINE = 4096
 LINE_BYTES = 1 << 20  # a row line is closed once it holds this much (or MAX_ROWS_PER_LINE)
@@ -56,13 +58,13 @@ def row_lines(rows: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[byt
 
 
 def content_digest(heads: Mapping[str, int], floors: Mapping[str, int], rows: int,
-                   rows_sha: bytes) -> bytes:
-    return hashlib.sha256(STREAM_DOMAIN + _canon([dict(heads), dict(floors), rows])
+                   rows_sha: bytes, v: int = 2) -> bytes:
+    return hashlib.sha256(_DOMAINS[v] + _canon([dict(heads), dict(floors), rows])
                           + rows_sha).digest()
 
 
-def signed_digest(signer: str, key: bytes, content: bytes) -> bytes:
-    return hashlib.sha256(STREAM_DOMAIN + _str_bytes(signer) + key + content).digest()
+def signed_digest(signer: str, key: bytes, content: bytes, v: int = 2) -> bytes:
+    return hashlib.sha256(_DOMAINS[v] + _str_bytes(signer) + key + content).digest()
 
 
 @dataclass(frozen=True)
@@ -78,36 +80,37 @@ class Trailer:
     rows: int
     sig: bytes
     rows_sha: bytes = b""
+    v: int = 2  # 3: peer.log.snapframe's (another domain)
 
     def content_digest(self) -> bytes:
-        return content_digest(self.heads, self.floors, self.rows, self.rows_sha)
+        return content_digest(self.heads, self.floors, self.rows, self.rows_sha, self.v)
 
     def signed_digest(self) -> bytes:
-        return signed_digest(self.signer, self.key, self.content_digest())
+        return signed_digest(self.signer, self.key, self.content_digest(), self.v)
 
     @staticmethod
     def make(me: Identity, signer: str, admit: bytes | None, heads: Mapping[str, int],
-             floors: Mapping[str, int], rows: int, rows_sha: bytes) -> bytes:
+             floors: Mapping[str, int], rows: int, rows_sha: bytes, v: int = 2) -> bytes:
         """The trailer line (no newline) of a stream whose row lines hash to `rows_sha`."""
         sig = me.sign(signed_digest(signer, me.key,
-                                    content_digest(heads, floors, rows, rows_sha)))
-        return json.dumps({"v": 2, "signer": signer, "key": me.key.hex(),
+                                    content_digest(heads, floors, rows, rows_sha, v), v))
+        return json.dumps({"v": v, "signer": signer, "key": me.key.hex(),
                            "admit": None if admit is None else admit.hex(),
                            "heads": dict(heads), "floors": dict(floors), "rows": rows,
                            "sig": sig.hex()}, separators=(",", ":")).encode()
 
     @staticmethod
-    def parse(raw: bytes, rows_sha: bytes) -> Trailer:
-        """StreamError if `raw` is not a well-formed trailer."""
+    def parse(raw: bytes, rows_sha: bytes, v: int = 2) -> Trailer:
+        """StreamError if `raw` is not a well-formed trailer of version `v`."""
         try:
             d = json.loads(raw)
             heads, floors = _vv(d["heads"]), _vv(d["floors"])
             rows = d["rows"]
-            if d.get("v") != 2 or not isinstance(d["signer"], str) or type(rows) is not int:
+            if d.get("v") != v or not isinstance(d["signer"], str) or type(rows) is not int:
                 raise StreamError("version, signer or rows")
             admit = None if d.get("admit") is None else bytes.fromhex(d["admit"])
             return Trailer(d["signer"], bytes.fromhex(d["key"]), admit, heads, floors, rows,
-                           bytes.fromhex(d["sig"]), rows_sha)
+                           bytes.fromhex(d["sig"]), rows_sha, v)
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise StreamError(f"malformed trailer: {e!s:.60}") from None
 
@@ -249,6 +252,6 @@ def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
     return hashlib.sha256(_canon([job, h, o, q, ended, state, sorted(outputs)])).hexdigest()[:32]
 
 
-__all__ = ["CHECKS", "MAX_LINE_BYTES", "STREAM_DOMAIN", "Mismatch", "Spool", "StreamError",
-           "Trailer", "against", "check_cache", "check_job", "check_provider", "content_digest",
-           "job_digest", "read_rows", "row_lines", "signed_digest"]
+__all__ = ["CHECKS", "MAX_LINE_BYTES", "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool",
+           "StreamError", "Trailer", "against", "check_cache", "check_job", "check_provider",
+           "content_digest", "job_digest", "read_rows", "row_lines", "signed_digest"]

@@ -44,7 +44,10 @@ def test_a_compacted_job_is_served_cached_and_reaches_a_late_peer_by_snapshot(
     b = peer_factory("b", "--no-mdns", "--join", health["gossip_address"])
     _until(lambda: get(b.url + "/api/health")["log"]["heads_digest"]
            == get(a.url + "/api/health")["log"]["heads_digest"])
-    assert get(f"{b.url}/api/jobs/{job}") == record
+    stages = _until(lambda: (c := get(b.url + "/api/health")["log"]["compaction"])[
+        "caught_up_s"].get("rows_indexed_after_take") is not None and c)
+    assert stages["snapshots_pending"] == 0  # a version 3 snapshot: its rows are all taken
+    assert get(f"{b.url}/api/jobs/{job}") == record  # fetched from a on demand, checked
     assert job in [j["id"] for j in get(b.url + "/api/jobs")["jobs"]]
     refused = get(b.url + "/api/health")["security"]["refused"]
     assert not any(k.startswith("snapshot") for r in refused.values() for k in r), refused

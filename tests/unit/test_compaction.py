@@ -19,6 +19,8 @@ import pytest
 from peer.config import PeerConfig
 from peer.http.views import compact_view, job_view, page_jobs
 from peer.log import Event, EventType
+from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
+from peer.log.snapframe import FrameSpool, check_record, job_digest3
 from peer.log.snapstream import Spool, job_digest
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.node import Node
@@ -415,3 +417,232 @@ def test_a_refold_after_a_conflict_keeps_what_compaction_holds(
     assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")  # read from the job index
     assert ORIGIN in n.state.providers[_cid("job000/t1")]
     assert _ids(n.events_after({ORIGIN: 3}, 4)) == [(ORIGIN, q) for q in range(4, 8)]
+
+
+# -- snapshots of version 3 (peer.log.snapframe): thin job rows, rows taken after -------------
+
+
+def _take_v3(a: Node, b: Node, tmp: Path, second: Any = None,
+             tamper: Callable[[bytes], bytes] = lambda body: body) -> str | None:
+    """b takes a's version 3 stream (GET /api/snapshot?v=3), spooled as _catch_up does."""
+    body = tamper(b"".join(a.snapshot_stream(v=3)))
+    path = tmp / "rows3"
+    with path.open("wb") as f:
+        spool = FrameSpool(f, 1 << 30)
+        spool.feed(body)
+    return b.take_stream(spool, path, second)
+
+
+def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    assert _take_v3(a, b, tmp_path, a.snapshot_digest(per_job=True, v=3)) is None
+    assert dict(b.heads()) == dict(a.heads())
+    assert sorted(b.state.jobs) == ["job002"] and b.compactor.floors == a.compactor.floors
+    assert not b.index.snapshots_pending()  # no loop: the rows were taken at once
+    assert not list((tmp_path / "b" / "snapshots").iterdir())
+    assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
+    assert a.peer_id in b.state.providers[_cid("job000/t0")]
+    assert b.index.thin_digests(job_digest3) == a.index.thin_digests(job_digest3)
+    # the list shows thin entries; the full record is absent until fetched, then checked
+    page, _ = page_jobs(b.state, 10, None, b.archived_jobs)
+    thin_entry = next(e for e in page if isinstance(e, dict) and e["id"] == "job000")
+    assert thin_entry["partial"] and thin_entry["n_tasks"] == 2 and thin_entry["tasks"] == []
+    assert b.job_record("job000") is None and b.record_texts("job000") is None
+    texts = a.record_texts("job000")
+    assert texts is not None
+    sha = b.index.thin_sha("job000")
+    assert sha is not None
+    b.index.fill("job000", check_record(sha, texts))
+    assert b.job_record("job000") == a.job_record("job000") is not None
+    assert b.index.thin_sha("job000") is None and b.record_texts("job000") == texts
+
+
+@pytest.mark.parametrize(("tamper", "second", "why"), [
+    (lambda body: body.replace(b'"job000"', b'"job009"', 1), None, "bad_signature"),
+    (lambda body: body[:-40], None, "malformed"),  # the trailer cut short
+    (lambda body: body, "wrong", "digest_mismatch"),
+])
+def test_a_v3_stream_that_does_not_check_is_refused_and_counted(
+        tmp_path: Path, opened: list[Node], tamper: Callable[[bytes], bytes], second: Any,
+        why: str) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=4, per_job=1)
+    a.compact()
+    digests = a.snapshot_digest(per_job=True, v=3)
+    if second == "wrong":
+        digests["jobs"]["job000"] = "0" * 32
+    assert _take_v3(a, b, tmp_path, digests, tamper) == why
+    assert len(b.index) == 0 and b.compactor.floors == {} and not b.index.snapshots_pending()
+    if why != "malformed":
+        assert b.keyring.refused.by_origin[a.peer_id][f"snapshot_{why}"] == 1
+
+
+def test_a_v3_snapshots_rows_are_taken_in_slices_and_resumed_after_a_restart(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=6, per_job=3)
+    a.compact()
+    monkeypatch.setattr(b, "_ensure_ingest", lambda: None)  # as if the peer stopped at once
+    assert _take_v3(a, b, tmp_path) is None
+    assert dict(b.heads()) == dict(a.heads()) and len(b.index.snapshots_pending()) == 1
+    assert b.index.entry(1, key_of(0, 0)) is None  # not taken yet: a lookup misses
+    assert b.compactor.ingest(rows=1)  # one frame
+    b.log.close()
+    opened.remove(b)
+    b2 = _open(tmp_path / "b", opened)
+    (path, at, signer), = b2.index.snapshots_pending()
+    assert at > 0 and signer == a.peer_id
+    while b2.compactor.ingest(rows=1):
+        pass
+    assert not b2.index.snapshots_pending() and not Path(path).exists()
+    assert {e.key for e in b2.index.entries()} == {e.key for e in a.index.entries()}
+    assert sorted(b2.index.providers()) == sorted(a.index.providers())
+
+
+def test_a_malformed_frame_found_while_taking_rows_ends_them_and_is_counted(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    monkeypatch.setattr(b, "_ensure_ingest", lambda: None)
+    assert _take_v3(a, b, tmp_path) is None
+    (path, at, _), = b.index.snapshots_pending()
+    with open(path, "r+b") as f:  # the spool is damaged on disk after it was checked
+        f.seek(at + 5)
+        f.write(b"\xff\xff\xff\xff")
+    assert not b.compactor.ingest()
+    assert not b.index.snapshots_pending() and not Path(path).exists()
+    assert b.keyring.refused.by_origin[a.peer_id]["snapshot_malformed"] == 1
+    assert dict(b.heads()) == dict(a.heads())  # what was taken stays
+
+
+async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    assert _take_v3(a, b, tmp_path) is None
+    served: list[Any] = []
+
+    async def record(request: web.Request) -> web.Response:
+        assert request.query["v"] == "3"
+        texts = a.record_texts(request.query["record"])
+        if served and texts is not None:  # the second answer: tampered
+            texts[1] = texts[1].replace("job", "jab")
+        served.append(texts)
+        return web.json_response(texts) if texts else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/api/snapshot", record)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]},
+            "old": {"http": "http://127.0.0.1:9", "features": []}})  # not asked
+        assert await b.fetch_record("job001") == a.job_record("job001") is not None
+        assert await b.fetch_record("job000") is None  # the tampered answer is refused
+        assert b.keyring.refused.by_origin[a.peer_id]["record_mismatch"] == 1
+        assert b.index.thin_sha("job000") is not None and len(served) == 2
+        assert await b.fetch_record("nope") is None and len(served) == 2
+
+
+def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    digests = a.index.thin_digests(job_digest3)
+    a.log.db.execute("DELETE FROM job_thin")  # as a data dir of the previous release holds
+    assert a.index.thin_digests(job_digest3) == digests  # made of the full records
+    assert _take_v3(a, b, tmp_path, a.snapshot_digest(per_job=True, v=3)) is None
+    assert b.index.thin_digests(job_digest3) == digests
+    assert a.index.backfill(1) == 1 and a.index.backfill(10) == 1 and a.index.backfill(10) == 0
+    assert a.index.thin_digests(job_digest3) == digests
+
+
+def test_a_peer_holding_thin_rows_serves_an_older_peer_the_jobs_it_holds_in_full(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A peer of the previous release asks `?v=2`: the thin rows of jobs whose records were
+    never fetched are not sent (it could not fetch or check them), nor in the v2 digests."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    assert _take_v3(a, b, tmp_path) is None
+    texts = a.record_texts("job001")
+    assert texts is not None
+    b.index.fill("job001", texts)
+    b.emit(EventType.MEMBER, b.capabilities())
+    b.flush()
+    assert set(b.snapshot_digest(per_job=True)["jobs"]) == {"job001"}
+    c = _joiner(tmp_path, "c", opened)
+    assert _take_stream(b, c, tmp_path, a.snapshot_digest(per_job=True)) is None
+    assert dict(c.heads()) == dict(b.heads())
+    assert c.index.jobs() == {"job001"} and c.job_record("job001") == a.job_record("job001")
+
+
+def _spooled(body: bytes, path: Path) -> FrameSpool:
+    with path.open("wb") as f:
+        spool = FrameSpool(f, 1 << 30)
+        spool.feed(body)
+    return spool
+
+
+def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """`?v=3&part=jobs` (what `_catch_up` asks): caught up with the thin jobs and heads; the
+    cache and provider rows are owed, then fetched (`?part=rows`, its trailer checked, no
+    heads vouched for) and taken."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.compact()
+    spool = _spooled(b"".join(a.snapshot_stream(v=3, part="jobs")), tmp_path / "jobs")
+    assert b.take_stream(spool, tmp_path / "jobs") is None
+    assert dict(b.heads()) == dict(a.heads()) and b.index.snapshots_owed() == [a.peer_id]
+    assert b.index.jobs() == a.index.jobs() and b.index.entry(1, key_of(0, 0)) is None
+    rows = b"".join(a.snapshot_stream(v=3, part="rows"))
+    bad = _spooled(rows.replace(key_of(0, 0).encode(), key_of(9, 9).encode(), 1),
+                   tmp_path / "bad")
+    assert not b.take_rows_part(bad, tmp_path / "bad", a.peer_id)
+    assert b.keyring.refused.by_origin[a.peer_id]["snapshot_bad_signature"] == 1
+    spool = _spooled(rows, tmp_path / "rows")
+    assert spool.trailer().heads == {}  # it cannot pass for a snapshot
+    assert b.take_rows_part(spool, tmp_path / "rows", a.peer_id)
+    assert not b.index.snapshots_owed() and not b.index.snapshots_pending()
+    assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
+    assert sorted(b.index.providers()) == sorted(a.index.providers())
+
+
+async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download longer than the retry interval (the first 1M-task run: 35 s) must not be
+    joined by a second request writing the same spool."""
+    import asyncio
+
+    b = _open(tmp_path / "b", opened)
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(peer_id: str) -> None:
+        started.append(peer_id)
+        await gate.wait()
+
+    monkeypatch.setattr(b, "_catch_up", slow)
+    monkeypatch.setattr(b, "_loop", asyncio.get_running_loop())
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    b._snapshot_next = 0.0  # the retry interval has passed
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    assert started == ["x"]
+    gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    b._behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    assert started == ["x", "x"]
