@@ -315,6 +315,9 @@ def _install_worker() -> None:
     _wrap(embedded.EmbeddedStore, "add_path", add_path)
 
 
+if os.environ.get("BANZAI_TRACE_SWITCH_S"):  # an experiment: the GIL's switch interval
+    sys.setswitchinterval(float(os.environ["BANZAI_TRACE_SWITCH_S"]))
+
 if _DIR:
     _install_peer()
     _install_worker()
