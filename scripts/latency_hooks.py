@@ -42,9 +42,10 @@ def _jobs(events: Any) -> list[tuple[str, str]]:
 
 def _wrap(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     fn = getattr(owner, name, None)
-    if fn is None:  # another version of the code: that mark is not made
-        return
+    if fn is None or getattr(fn, "_traced", False):  # another version of the code, or
+        return  # wrapped already (a worker that imports this module a second time)
     new = make(fn)
+    new._traced = True  # type: ignore[attr-defined]
     functools.update_wrapper(new, fn)
     setattr(owner, name, new)
 
@@ -225,6 +226,19 @@ def submit(fn: Callable[..., Any]) -> Callable[..., Any]:
     return w
 
 
+def timed(tag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A duration mark `tag` (detail `Nus`) around each call, for the per-peer medians."""
+    def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def w(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter_ns()
+            try:
+                return fn(*a, **kw)
+            finally:
+                mark(tag, "-", f"{(time.perf_counter_ns() - t) // 1000}us")
+        return w
+    return make
+
+
 def _install_peer() -> None:
     from peer import node as node_mod
     from peer.http import app as app_mod
@@ -252,6 +266,16 @@ def _install_peer() -> None:
     _wrap(ex_mod.Executor, "_assign", assign)
     _wrap(ex_mod.Executor, "_on_done", on_done)
     _wrap(app_mod, "submit", submit)
+    _wrap(gossip_mod.Gossip, "broadcast", timed("d_broadcast"))
+    _wrap(gossip_mod.Gossip, "_event_frames", timed("d_frames"))
+    _wrap(gossip_mod.Gossip, "_send_frame", timed("d_send"))
+    _wrap(gossip_mod, "decode_frame", timed("d_decode"))
+    _wrap(node_mod.Node, "_close_turn", timed("d_close_turn"))
+    door = getattr(node_mod, "Door", None)
+    if door is not None:
+        _wrap(door, "admit", timed("d_admit"))
+        _wrap(door, "fold", timed("d_fold"))
+    _wrap(node_mod.Node, "_tell", timed("d_tell"))
     summary = app_mod._event_summary
 
     def event_summary(ev: Any) -> Any:
@@ -282,9 +306,17 @@ def _install_worker() -> None:
             return r
         return w
 
+    from peer.ipfs import blocks
+
     _wrap(runner, "run", run)
+    _wrap(blocks.BlockStore, "sync", timed("w_blocks_sync"))
+    _wrap(blocks, "_fsync_file", timed("w_fsync_file"))
+    _wrap(blocks, "fsync_dir", timed("w_fsync_dir"))
     _wrap(embedded.EmbeddedStore, "add_path", add_path)
 
+
+if os.environ.get("BANZAI_TRACE_SWITCH_S"):  # an experiment: the GIL's switch interval
+    sys.setswitchinterval(float(os.environ["BANZAI_TRACE_SWITCH_S"]))
 
 if _DIR:
     _install_peer()

@@ -21,7 +21,9 @@ import bisect
 import os
 import secrets
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +39,7 @@ sys.path.insert(0, str(TREE / "scripts"))
 
 import bench_engine as be  # noqa: E402
 import bench_mesh as bm  # noqa: E402
+import bench_pipeline as bp  # noqa: E402
 
 try:
     from scriptlib import peer_auth
@@ -59,7 +62,45 @@ def wrapper_bin(tmp: Path) -> Path:
     return d
 
 
-async def latency_batch(mesh: bm.Mesh, n: int, client: list[Mark]) -> list[float]:
+def cpu_s(mesh: bm.Mesh) -> list[tuple[float, float]]:
+    """(peer's own CPU s, its workers' CPU s) per peer, from /proc."""
+    def one(pid: int) -> float:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    return [(one(p.proc.pid), sum(one(q) for q in bp.descendants(p.proc.pid)))
+            for p in mesh.peers]
+
+
+def start_spies(mesh: bm.Mesh, out: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy (raw collapsed stacks, 250 Hz, idle excluded) on each peer's main process."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                               str(p.proc.pid), "--rate", "250", "--format", "raw", "--output",
+                               str(out / f"p{i}.txt"), "--nonblocking"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for i, p in enumerate(mesh.peers)]
+    time.sleep(2.0)  # py-spy attaches
+    return spies
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for s in spies:
+        s.send_signal(signal.SIGINT)
+    for s in spies:
+        try:
+            s.wait(60)
+        except subprocess.TimeoutExpired:
+            s.kill()
+            s.wait()
+
+
+async def latency_batch(mesh: bm.Mesh, n: int, client: list[Mark],
+                        cpu: list[list[tuple[float, float]]] | None = None,
+                        spy: Path | None = None) -> list[float]:
     import aiohttp
 
     url = mesh.peers[0].url
@@ -71,6 +112,9 @@ async def latency_batch(mesh: bm.Mesh, n: int, client: list[Mark]) -> list[float
         await w.wait(warm, 8 * len(mesh.peers))
         for i in range(5):
             await w.wait(await be.post_job(s, url, [bm.echo(f"warm-{tag}-s{i}")]), 1)
+        spies = start_spies(mesh, spy) if spy is not None else []
+        if cpu is not None:
+            cpu.append(cpu_s(mesh))
         for i in range(n):
             t = time.perf_counter_ns()
             job = await be.post_job(s, url, [bm.echo(f"{tag}-{i}")])
@@ -79,6 +123,9 @@ async def latency_batch(mesh: bm.Mesh, n: int, client: list[Mark]) -> list[float
             client += [(t, 0, "c_post", job, "-"), (t_post, 0, "c_posted", job, "-"),
                        (int(done * 1e9), 0, "c_sse", job, "-")]
             lat.append((done * 1e9 - t) / 1e6)
+        if cpu is not None:
+            cpu.append(cpu_s(mesh))
+        stop_spies(spies)
     return lat
 
 
@@ -170,7 +217,8 @@ def other_marks(marks: list[Mark], names: dict[int, str]) -> None:
     """Per-peer medians of the costs marked with durations (signing, SQLite, merges)."""
     d: dict[str, list[float]] = defaultdict(list)
     for _, pid, tag, _, detail in marks:
-        if tag in ("sign", "sqlite", "w_add_path", "merged") and detail.endswith("us"):
+        if (tag in ("sign", "sqlite", "w_add_path", "merged") or tag.startswith(("d_", "w_"))) \
+                and detail.endswith("us"):
             d[f"{tag} @{names.get(pid, 'w')}"].append(int(detail.split(":")[-1][:-2]) / 1000)
     for k in sorted(d):
         v = d[k]
@@ -184,6 +232,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=60)
     ap.add_argument("--keep", type=Path, help="keep the traces in this directory")
     ap.add_argument("--tree", type=Path, help="run this tree's code (default: this one)")
+    ap.add_argument("--spy", type=Path, help="py-spy each peer during the timed batch into DIR")
     a = ap.parse_args()
     for n in [int(x) for x in a.peers.split(",")]:
         with tempfile.TemporaryDirectory(prefix="trace-latency-") as tmp:
@@ -196,14 +245,23 @@ def main() -> None:
             bm.BIN = wrapper_bin(base)
             mesh = bm.start_mesh(n, base)
             client: list[Mark] = []
+            cpu: list[list[tuple[float, float]]] = []
             try:
-                lat = asyncio.run(latency_batch(mesh, a.n, client))
+                lat = asyncio.run(latency_batch(mesh, a.n, client, cpu,
+                                                a.spy / f"n{n}" if a.spy else None))
             finally:
                 bm.stop_mesh(mesh)
             names = {p.proc.pid: f"p{i}" for i, p in enumerate(mesh.peers)}
             marks = read_marks(tdir)
             report(n, lat, client, marks, names)
             other_marks(marks, names)
+            if len(cpu) == 2:
+                per = [(o1 - o0, w1 - w0)
+                       for (o0, w0), (o1, w1) in zip(cpu[0], cpu[1], strict=True)]
+                print("  CPU ms per job (peer / its workers): " + ", ".join(
+                    f"p{i} {o * 1000 / a.n:.1f} / {w * 1000 / a.n:.1f}"
+                    for i, (o, w) in enumerate(per))
+                    + f"; all {sum(o + w for o, w in per) * 1000 / a.n:.1f}")
 
 
 if __name__ == "__main__":

@@ -284,8 +284,11 @@ class BlockStore:
                 try:
                     if self.dir in dirs:  # new shards' parent first
                         fsync_dir(self.dir)
-                    # the rest at once, on the pool: one journal commit covers them all
-                    list(_fsync_pool().map(fsync_dir, sorted(dirs - {self.dir})))
+                    rest = sorted(dirs - {self.dir})
+                    if len(rest) == 1:  # one (a small add): here, without a thread hop
+                        fsync_dir(rest[0])
+                    elif rest:  # at once, on the pool: one journal commit covers them all
+                        list(_fsync_pool().map(fsync_dir, rest))
                 except OSError:
                     self._dirty_all(dirs)
                     raise

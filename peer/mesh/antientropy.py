@@ -162,12 +162,21 @@ class AntiEntropy:
         cs = None if self._contents is None else self._contents.content_digests()
         self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), sample, cs))
 
+    def send_ack(self, addr: str) -> None:
+        """An acknowledgement to `addr`: a DIGEST of our vector alone, marked "ack" (no sample,
+        no content digests), which the receiver notes and does not answer."""
+        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), [], ack=True))
+
     def on_digest(self, f: Frame) -> None:
         """Reply with the events the sender lacks (oldest first, at most one frame's worth)
         and, if it holds something we lack, our own vector so that it pushes those; and our
-        block digests of the origins whose heads are equal and contents are not."""
+        block digests of the origins whose heads are equal and contents are not. An
+        acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
+        rounds repair it."""
         theirs = parse_vv(f.body["vv"])
         self._seen(f.sender, theirs)
+        if f.body.get("ack") is True:
+            return
         self._peers.learn_addrs(f.body.get("peers", []))
         mine = self._sink.heads()
         missing = self._sink.events_after(theirs, self._limit)

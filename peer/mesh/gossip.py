@@ -452,8 +452,9 @@ class Gossip:
                 self._send_frame(addr, frame)
 
     def acknowledge(self, peer_ids: Iterable[str]) -> None:
-        """Send our version vector now to these peers (they wait for acknowledgements): a
-        DIGEST to SWIM members, a heartbeat to peers of the previous release."""
+        """Send our version vector now to these peers (they wait for acknowledgements): an
+        acknowledging DIGEST (noted, not answered) to SWIM members, a heartbeat to peers of
+        the previous release."""
         peer_ids = set(peer_ids)
         if not peer_ids:
             return
@@ -468,7 +469,7 @@ class Gossip:
             if p in self.view.legacy_ids:
                 self.heartbeat()
             else:
-                self._ae.send_digest(addr)
+                self._ae.send_ack(addr)
 
     def anti_entropy(self, addr: str | None = None) -> None:
         """Start one anti-entropy exchange now, with `addr` or a random peer: a DIGEST_SUM to

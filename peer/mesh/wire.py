@@ -49,6 +49,9 @@ class Kind(IntEnum):
 # origins whose heads are equal and contents are not; the asker sends its events of the blocks
 # that differ, the last EVENTS frame with "fix" (the same shape: its own digests of them), and
 # the receiver sends back its events of each block whose digest still differs after merging.
+# A DIGEST with "ack": true is an acknowledgement (Gossip.acknowledge): the vector only, no
+# sample and no contents; it is noted, not answered (the periodic rounds repair). Peers of
+# the previous release ignore the key and answer it as any DIGEST.
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
@@ -203,10 +206,12 @@ def heartbeat_body(info: Mapping[str, Any]) -> bytes:
 
 
 def digest_body(vv: Mapping[str, int], peers: Sequence[str],
-                contents: Mapping[str, str] | None = None) -> bytes:
+                contents: Mapping[str, str] | None = None, *, ack: bool = False) -> bytes:
     body: dict[str, Any] = {"vv": dict(vv), "peers": list(peers)}
     if contents is not None:
         body["cs"] = dict(contents)
+    if ack:
+        body["ack"] = True
     return dumps(body)
 
 

@@ -114,6 +114,58 @@ def test_digest_from_a_peer_both_behind_and_ahead() -> None:
     assert s.reply == Reply({"me": 2}, False)
 
 
+class Contents:
+    """A ContentSink that counts how often its digests are computed."""
+
+    def __init__(self) -> None:
+        self.computed = 0
+
+    def content_sum(self) -> str | None:
+        return "sum"
+
+    def content_digests(self) -> Mapping[str, str]:
+        self.computed += 1
+        return {"me": "d"}
+
+    def block_digests(self, origin: str) -> Mapping[int, str]:
+        return {}
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        return []
+
+
+def test_an_acknowledgement_carries_the_vector_alone() -> None:
+    """An ack (sent once a received submission is fsynced) is a DIGEST of our heads marked
+    "ack": no sample of peers and no content digests (neither is computed)."""
+    sink = MemorySink("me")
+    for _ in range(3):
+        sink.emit()
+    link, peers, contents = FakeLink(sink), FakePeers(), Contents()
+    ae = AntiEntropy(sink, link, peers, max_events_per_frame=4, contents=contents)
+    ae.send_ack("127.0.0.1:5")
+    assert link.frames == [("127.0.0.1:5", Kind.DIGEST, {"vv": {"me": 3}, "peers": [],
+                                                         "ack": True})]
+    assert peers.excluded == [] and contents.computed == 0
+
+
+@pytest.mark.parametrize("vv", [{"me": 1}, {"me": 2, "other": 5}, {"other": 1}])
+def test_an_acknowledgement_is_noted_and_not_answered(vv: dict[str, int]) -> None:
+    """Behind, ahead or both: the sender's heads are noted (what the submitter counts) and
+    nothing is sent back; what differs is in flight or left to the periodic rounds."""
+    sink = MemorySink("me")
+    for _ in range(2):
+        sink.emit()
+    link, seen = FakeLink(sink), []
+    ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4,
+                     heads_seen=lambda p, h: seen.append((p, dict(h))))
+    ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", ASKER,
+                       {"vv": vv, "peers": [], "ack": True}))
+    assert seen == [("asker", vv)]
+    assert link.sent == [] and link.frames == []
+    ae.on_digest(digest(vv))  # the same vector in a plain digest is answered
+    assert len(link.sent) == 1
+
+
 def test_equal_vectors_need_no_reply() -> None:
     ae, _, link, _ = engine(n_events=2)
     ae.on_digest(digest({"me": 2}))

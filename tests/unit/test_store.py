@@ -438,3 +438,23 @@ def test_pin_many_pins_nothing_if_one_dag_is_incomplete(store: EmbeddedStore,
     with pytest.raises(NotFound):
         store.pin_many([whole, root])
     assert store.pins() == []
+
+
+def test_a_small_add_fsyncs_its_one_directory_without_a_thread_hop(
+        store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One block: its shard directory is fsynced before add_bytes returns, on the calling
+    thread (after the shards' parent if the shard is new); the pool only for several."""
+    import threading
+
+    import peer.ipfs.blocks as blocks
+
+    synced: list[tuple[Path, bool]] = []
+    real = blocks.fsync_dir
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (
+        synced.append((d, threading.current_thread() is threading.main_thread())), real(d)))
+    for data in (b"first", b"second"):
+        synced.clear()
+        shard = store.blocks.path(parse_cid(store.add_bytes(data)).key).parent
+        assert synced[-1][0].samefile(shard)
+        assert [d.name for d, _ in synced[:-1]] in ([], ["blocks"])  # a new shard's parent
+        assert all(on_caller for _, on_caller in synced)
