@@ -120,6 +120,14 @@ def worker_phases(zips: Sequence[Path], mfcc: list[int], work: Path) -> dict[str
         if hasattr(store, name):
             setattr(store, name, tm.wrap(f"store.{name}", getattr(store, name)))
     kinds.invoke = tm.wrap("task (invoke)", kinds.invoke)  # type: ignore[method-assign]
+    # blocking on the worker's thread: verifying the input block, the batch-end wait
+    for name in ("block_file",):
+        if hasattr(store, name):
+            setattr(store, name, tm.wrap(f"store.{name} (verify input)", getattr(store, name)))
+    store.blocks.sync = tm.wrap("batch sync (worker waits)", store.blocks.sync)
+    from peer.ipfs import unixfs
+    unixfs.Importer.path = tm.wrap("import output (read, hash, write)",  # type: ignore
+                                   unixfs.Importer.path)
     runner._empty = tm.wrap("empty dirs", runner._empty)
     blocks._fsync_file = tm.wrap("fsync file (pool thread)", blocks._fsync_file)
     blocks.fsync_dir = tm.wrap("fsync dir", blocks.fsync_dir)

@@ -100,12 +100,14 @@ class EmbeddedStore:
     @contextlib.contextmanager
     def adding(self, cid_version: int = 1) -> Iterator[Callable[[Path], str]]:
         """A batch of adds under one sync: `add(path)` imports a file or tree as add_path
-        does and returns its CID at once, its blocks written and fsynced in the background;
-        once the `with` block ends without an exception they are all durable, their
-        directories fsynced once for the batch rather than once per add. Announce no CID of
-        the batch before that. Errors as add_path's (StorageFull, StoreError, NotFound)."""
+        does and returns its CID at once, its blocks written (not yet readable); once the
+        `with` block ends without an exception they are all durable (one syncfs for the
+        batch's files rather than one fsync each, where the OS has it), renamed into place
+        and their directories fsynced once for the batch rather than once per add. Announce
+        no CID of the batch before that. Errors as add_path's (StorageFull, StoreError,
+        NotFound)."""
         with self._lock.hold():
-            self.blocks.begin()
+            self.blocks.begin(batch=True)
             importer = Importer(self.blocks, cid_version)
 
             def add(path: Path) -> str:
