@@ -502,3 +502,24 @@ def test_without_syncfs_a_batch_fsyncs_each_block(
     with store.adding() as add:
         cids = [add(f) for f in _files(tmp_path / "in", 4)]
     assert len(fsynced) == 4 and all(store.has(c) for c in cids)
+
+
+def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task's input is listed at its split, every PARTIAL and its assembly:
+    walk read (and hashed) every file's block for a size the planner does not use."""
+    root = _tree(tmp_path / "t")
+    (root / "sub" / "big.bin").write_bytes(os.urandom(600_000))  # several blocks: a dag-pb root
+    cid = store.add_path(root)
+    expected = [(e.path, e.cid) for e in store.walk(cid)]
+    read: list[int] = []
+    real = store.blocks.get
+    monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(c.codec), real(c))[1])
+    assert store.file_cids(cid) == expected
+    assert 0x55 not in read  # no raw block (a file's content) was read, directories were
+    leaf = next(c for p, c in expected if p == "a.txt")
+    assert store.file_cids(leaf) == [("", leaf)]
+    big = parse_cid(next(c for p, c in expected if p == "sub/big.bin"))
+    store.blocks.path(big.key).write_bytes(b"corrupt")  # a dag-pb node is still verified
+    with pytest.raises(IntegrityError):
+        store.file_cids(cid)
