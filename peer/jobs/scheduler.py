@@ -396,9 +396,16 @@ class Scheduler:
             self._assemble(job, task, tdef, spec, split, chunks)
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
-        if (tdef.per_item and tdef.reduce is None and split.origin == self.peer_id
-                and self.cfg.partial_outputs):
+        if split.origin == self.peer_id:
+            self._ahead(job, task, tdef, spec, split, chunks)
+
+    def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+               chunks: list[Any]) -> None:
+        """What the splitter of a running per-item task does ahead of its assembly."""
+        if tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
+        elif tdef.reduce is not None:
+            self._prefetch_reduce(job, task, split, chunks)
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -519,6 +526,26 @@ class Scheduler:
         self.data.mark(output)
         self.emit(EventType.PARTIAL, {"job": job, "task": task, "output": output,
                                       "items": items, "of": a.of})
+
+    def _prefetch_reduce(self, job: str, task: str, split: Event, chunks: list[Any]) -> None:
+        """The splitter of a task with a reduce (which gathers the reduce's input first):
+        the outputs of chunks done elsewhere, and the task's input, are fetched as the chunks
+        end, so that the assembling step does not wait for them after the last one."""
+        tk = (job, task)
+        n = len(chunks) - 1
+        dones = [d for i in range(n)
+                 if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None]
+        if self._results_seen.get(tk) == len(dones) or tk in self._partial_fetching:
+            return
+        self._results_seen[tk] = len(dones)
+        need = [split.payload["input"]]
+        for d in dones:  # as chunk_outputs: whole outputs and item results
+            need.append(d.payload.get("output"))
+            need += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]
+        missing = [c for c in need if c and not self.data.is_complete(c)]
+        if missing:
+            self._partial_fetching.add(tk)
+            self._background(self._fetch_partial(tk, missing))
 
     def _fetch_results(self, tk: TaskKey, a: Assembly) -> None:
         """Fetch, in the background, the results of `a` made elsewhere (one fetch at once)."""
