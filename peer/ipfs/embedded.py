@@ -100,12 +100,14 @@ class EmbeddedStore:
     @contextlib.contextmanager
     def adding(self, cid_version: int = 1) -> Iterator[Callable[[Path], str]]:
         """A batch of adds under one sync: `add(path)` imports a file or tree as add_path
-        does and returns its CID at once, its blocks written and fsynced in the background;
-        once the `with` block ends without an exception they are all durable, their
-        directories fsynced once for the batch rather than once per add. Announce no CID of
-        the batch before that. Errors as add_path's (StorageFull, StoreError, NotFound)."""
+        does and returns its CID at once, its blocks written (not yet readable); once the
+        `with` block ends without an exception they are all durable (one syncfs for the
+        batch's files rather than one fsync each, where the OS has it), renamed into place
+        and their directories fsynced once for the batch rather than once per add. Announce
+        no CID of the batch before that. Errors as add_path's (StorageFull, StoreError,
+        NotFound)."""
         with self._lock.hold():
-            self.blocks.begin()
+            self.blocks.begin(batch=True)
             importer = Importer(self.blocks, cid_version)
 
             def add(path: Path) -> str:
@@ -212,6 +214,28 @@ class EmbeddedStore:
                 yield Entry(path, str(link.cid), child.size, "file")
             else:
                 yield from self._walk(child, path + "/")
+
+    def file_cids(self, cid: str) -> list[tuple[str, str]]:
+        """Every file under `cid` as (path, cid), in walk's order (a file: itself, path ""),
+        from the directories' blocks alone: a raw leaf's block is not read (its CID says it is
+        a file), so listing a directory of N one-block files reads N blocks fewer than walk
+        (which reads each to give its size). Nothing returned comes from an unverified block."""
+        c = parse_cid(cid)
+        info = None if c.codec == RAW else self._reader.info(c)
+        if info is None or info.kind == "file":
+            return [("", str(c))]
+        out: list[tuple[str, str]] = []
+        self._file_cids(info, "", out)
+        return out
+
+    def _file_cids(self, info: Info, prefix: str, out: list[tuple[str, str]]) -> None:
+        for link in sorted(info.links, key=lambda lk: lk.name.encode("utf-8")):
+            path = f"{prefix}{link.name}"
+            child = None if link.cid.codec == RAW else self._reader.info(link.cid)
+            if child is None or child.kind == "file":
+                out.append((path, str(link.cid)))
+            else:
+                self._file_cids(child, path + "/", out)
 
     def resolve(self, cid: str, path: str) -> str:
         """CID of `path` under `cid` ("" is `cid`); NotFound for a missing segment."""

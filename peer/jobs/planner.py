@@ -221,10 +221,11 @@ class Planner:
         return out
 
     def files(self, cid: str, prefix: str) -> list[tuple[str, str]]:
-        """Files under `cid` as (relpath, cid); a file output is named after its task."""
+        """Files under `cid` as (relpath, cid); a file output is named after its task. Read
+        at every split, PARTIAL and assembly: the input's files themselves are not read."""
         if self.store.stat(cid).kind != "dir":
             return [(prefix, cid)]
-        return [(e.path, e.cid) for e in self.store.walk(cid)]
+        return self.store.file_cids(cid)
 
     def items(self, cid: str, spec: TaskSpec, tdef: TaskDef) -> list[tuple[str, str]]:
         """A per-item task's items under `cid` as (relpath, cid): the files matching its

@@ -90,6 +90,7 @@ class Scheduler:
         self._partial_sent: dict[TaskKey, int] = {}  # items in the last PARTIAL we emitted
         self._partial_sig: dict[TaskKey, tuple[int, int]] = {}  # what the last look saw
         self._partial_fetching: set[TaskKey] = set()
+        self._results_seen: dict[TaskKey, int] = {}  # done chunks when we last fetched results
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         self._gone = 0  # jobs compacted or deleted when the tables here were last swept
@@ -328,6 +329,7 @@ class Scheduler:
         _prune(self._partial_due, stale)
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
+        _prune(self._results_seen, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -420,9 +422,16 @@ class Scheduler:
             self._assemble(job, task, tdef, spec, split, chunks)
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
-        if (tdef.per_item and tdef.reduce is None and split.origin == self.peer_id
-                and self.cfg.partial_outputs):
+        if split.origin == self.peer_id:
+            self._ahead(job, task, tdef, spec, split, chunks)
+
+    def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+               chunks: list[Any]) -> None:
+        """What the splitter of a running per-item task does ahead of its assembly."""
+        if tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
+        elif tdef.reduce is not None:
+            self._prefetch_reduce(job, task, split, chunks)
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -513,23 +522,27 @@ class Scheduler:
         final output is assembled as without it (a PARTIAL of every item has its CID)."""
         tk = (job, task)
         now = self.clock()
-        if now < self._partial_due.get(tk, 0.0) or not self.data.is_complete(
-                split.payload["input"]):
+        if not self.data.is_complete(split.payload["input"]):
+            return
+        done = sum(1 for i in range(len(chunks))
+                   if claims.chunk_done(self.state.chunk(job, task, i)) is not None)
+        if self._results_seen.get(tk) != done and tk not in self._partial_fetching:
+            # A chunk done elsewhere: its results are fetched now, not at the PARTIALs'
+            # pace, so that the final assembly (after the last chunk) rarely waits for them
+            self._results_seen[tk] = done
+            a = self.planner.assembly(job, task, tdef, spec, split, chunks, partial=True)
+            self._fetch_results(tk, a)
+        if now < self._partial_due.get(tk, 0.0):
             return
         # Looked at again only when results may have come: a chunk done, an item result
         # recorded (CACHE_PUT) or a fetch of results ended (it forgets the signature).
-        sig = (sum(1 for i in range(len(chunks))
-                   if claims.chunk_done(self.state.chunk(job, task, i)) is not None),
-               len(self.state.cache))
+        sig = (done, len(self.state.cache))
         if self._partial_sig.get(tk) == sig:
             return
         self._partial_sig[tk] = sig
         a = self.planner.assembly(job, task, tdef, spec, split, chunks, partial=True)
         here = {p: c for p, c in a.entries.items() if self.data.is_complete(c)}
-        missing = [c for c in a.made_by if not self.data.is_complete(c)]
-        if missing and tk not in self._partial_fetching:
-            self._partial_fetching.add(tk)
-            self._background(self._fetch_partial(tk, missing))
+        self._fetch_results(tk, a)
         items = sum(1 for p in here if p in a.results)
         if items <= self._partial_sent.get(tk, 0):
             return
@@ -539,6 +552,33 @@ class Scheduler:
         self.data.mark(output)
         self.emit(EventType.PARTIAL, {"job": job, "task": task, "output": output,
                                       "items": items, "of": a.of})
+
+    def _prefetch_reduce(self, job: str, task: str, split: Event, chunks: list[Any]) -> None:
+        """The splitter of a task with a reduce (which gathers the reduce's input first):
+        the outputs of chunks done elsewhere, and the task's input, are fetched as the chunks
+        end, so that the assembling step does not wait for them after the last one."""
+        tk = (job, task)
+        n = len(chunks) - 1
+        dones = [d for i in range(n)
+                 if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None]
+        if self._results_seen.get(tk) == len(dones) or tk in self._partial_fetching:
+            return
+        self._results_seen[tk] = len(dones)
+        need = [split.payload["input"]]
+        for d in dones:  # as chunk_outputs: whole outputs and item results
+            need.append(d.payload.get("output"))
+            need += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]
+        missing = [c for c in need if c and not self.data.is_complete(c)]
+        if missing:
+            self._partial_fetching.add(tk)
+            self._background(self._fetch_partial(tk, missing))
+
+    def _fetch_results(self, tk: TaskKey, a: Assembly) -> None:
+        """Fetch, in the background, the results of `a` made elsewhere (one fetch at once)."""
+        missing = [c for c in a.made_by if not self.data.is_complete(c)]
+        if missing and tk not in self._partial_fetching:
+            self._partial_fetching.add(tk)
+            self._background(self._fetch_partial(tk, missing))
 
     async def _fetch_partial(self, key: TaskKey, cids: list[str]) -> None:
         try:

@@ -76,6 +76,9 @@ class MemoryStore:
             else:
                 yield Entry(path, sub, len(self.content.files.get(sub, b"")), "file")
 
+    def file_cids(self, cid: str) -> list[tuple[str, str]]:
+        return [(e.path, e.cid) for e in self.walk(cid)]
+
     def has(self, cid: str) -> bool:
         return cid in self.local
 

@@ -135,3 +135,25 @@ async def test_a_rerun_after_one_group_changed_recomputes_only_that_group(
 def test_groups_and_reduce_need_a_per_item_task() -> None:
     with pytest.raises(ValueError, match="per-item"):
         registry.task("T_BAD_REDUCE", reduce=_never)(_never)
+
+
+async def test_the_splitter_fetches_a_group_done_elsewhere_before_the_reduce(
+        mesh: JobMesh) -> None:
+    """LEARN's shape on two peers: while the splitter still runs a group, the other peer's
+    finished group output is fetched at once, not only when every group is done (the
+    assembling step then starts without waiting for it)."""
+    job = mesh.submit("p0", [SRC, G])
+    await source(mesh, job)
+    split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
+    s = split.origin
+    (o,) = set(mesh.peers) - {s}
+    theirs = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/g/"))
+    assert any(k.startswith(f"{job}/g/") for k in mesh[s].runner.running)
+    value = mesh[o].runner._output(theirs)
+    made = [v["c"] for v in value["items"].values()]
+    assert made and not any(mesh[s].data.is_complete(c) for c in made)
+    mesh[o].runner.finish(theirs, value)
+    await mesh.settle()  # no time passes; the splitter's own group still runs
+    assert mesh.events(EventType.CHUNK_DONE, s, job=job, task="g")
+    assert not mesh.events(EventType.TASK_DONE, s, job=job, task="g")
+    assert set(made) <= set(mesh[s].data.fetched)

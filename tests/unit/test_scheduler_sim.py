@@ -465,3 +465,38 @@ async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tic
         assert sched.sleep_s() == pytest.approx(cfg.tick_s)
     finally:
         await mesh.close()
+
+
+# -- results of other peers' chunks (issue 12: MFCC on two pinned peers) ---------------------
+async def test_the_splitter_fetches_a_chunk_done_elsewhere_at_once_not_at_the_partials_pace(
+        ) -> None:
+    """A per-item task in three chunks on two peers: right after the splitter published a
+    PARTIAL (the next one is due only after progress_interval_s), the other peer finishes
+    a chunk; the splitter fetches that chunk's results at once, so that its final assembly
+    does not wait for them after its own last chunk."""
+    cfg = SchedulerConfig(store=CFG.store, lease_s=CFG.lease_s, stagger_s=0.05,
+                          max_chunk_items=4, progress_interval_s=0.5)
+    mesh = JobMesh(2, CATALOG, cfg, batch=True)
+    try:
+        job = mesh.submit("p0", [{**WRITE, "params": {"files": 12}}, UPPER])
+        await mesh.settle()
+        w = only_runner(mesh, f"{job}/w/0/0")
+        mesh[w].runner.finish(f"{job}/w/0/0")
+        await mesh.advance(TURN_S)
+        [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+        assert [len(c) for c in split.payload["chunks"]] == [4, 4, 4]
+        s = split.origin
+        (o,) = set(mesh.peers) - {s}
+        mine = next(k for k in mesh[s].runner.running if k.startswith(f"{job}/u/"))
+        theirs = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/u/"))
+        mesh[s].runner.finish(mine)
+        await mesh.settle()
+        assert mesh.events(EventType.PARTIAL, s, job=job, task="u")  # next one not yet due
+        made = [v["c"] for v in mesh[o].runner._output(theirs)["items"].values()]
+        mesh[o].runner.finish(theirs)
+        await mesh.settle()  # no time passes
+        assert len(mesh.events(EventType.CHUNK_DONE, s, job=job, task="u")) == 2
+        assert set(made) <= set(mesh[s].data.fetched)
+        assert len(mesh.events(EventType.PARTIAL, s, job=job, task="u")) == 1
+    finally:
+        await mesh.close()

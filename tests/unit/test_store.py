@@ -458,3 +458,87 @@ def test_a_small_add_fsyncs_its_one_directory_without_a_thread_hop(
         assert synced[-1][0].samefile(shard)
         assert [d.name for d, _ in synced[:-1]] in ([], ["blocks"])  # a new shard's parent
         assert all(on_caller for _, on_caller in synced)
+
+# -- a batch of adds made durable by one syncfs (issue 12: EXTRACT_MFCC per file) ------------
+def _files(d: Path, n: int) -> list[Path]:
+    d.mkdir()
+    for i in range(n):
+        (d / f"f{i}").write_text(f"content {i}\n")
+    return sorted(d.iterdir())
+
+
+def test_a_batch_makes_its_blocks_durable_with_one_syncfs_before_they_appear(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    if blocks._syncfs_fn is None:
+        pytest.skip("no syncfs here")
+    calls: list[str] = []
+    real_syncfs, real_dir = blocks.syncfs, blocks.fsync_dir
+    monkeypatch.setattr(blocks, "_fsync_file", lambda p: calls.append("fsync file"))
+    monkeypatch.setattr(blocks, "syncfs", lambda d: (calls.append("syncfs"), real_syncfs(d)))
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (calls.append("dir"), real_dir(d)))
+    with store.adding() as add:
+        cids = [add(f) for f in _files(tmp_path / "in", 10)]
+        assert not any(store.has(c) for c in cids)  # not under their names before the sync
+        assert calls == []
+    assert calls[0] == "syncfs" and "fsync file" not in calls  # one syncfs, then renames
+    assert calls.count("syncfs") == 1 and calls.count("dir") >= 1  # and directory fsyncs
+    assert [b"".join(store.cat(c)) for c in cids] == [f.read_bytes() for f in
+                                                      _files(tmp_path / "again", 10)]
+
+
+def test_a_batch_whose_syncfs_fails_leaves_no_block_and_no_temp_file(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    if blocks._syncfs_fn is None:
+        pytest.skip("no syncfs here")
+
+    def failing(d: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(blocks, "syncfs", failing)
+    with pytest.raises(StoreError), store.adding() as add:
+        cids = [add(f) for f in _files(tmp_path / "in", 3)]
+    assert not any(store.has(c) for c in cids)  # nothing to announce: nothing there
+    assert not [p for p in store.blocks.dir.rglob("*.tmp")]
+    with pytest.raises(RuntimeError), store.adding() as add:  # a batch that fails itself
+        add(tmp_path / "in" / "f0")
+        raise RuntimeError("the task failed")
+    store.add_bytes(b"the next write on this thread")  # forgets the failed batch
+    assert not [p for p in store.blocks.dir.rglob("*.tmp")]
+
+
+def test_without_syncfs_a_batch_fsyncs_each_block(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    fsynced: list[Path] = []
+    real = blocks._fsync_file
+    monkeypatch.setattr(blocks, "_syncfs_fn", None)
+    monkeypatch.setattr(blocks, "_fsync_file", lambda p: (fsynced.append(p), real(p)))
+    with store.adding() as add:
+        cids = [add(f) for f in _files(tmp_path / "in", 4)]
+    assert len(fsynced) == 4 and all(store.has(c) for c in cids)
+
+
+def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task's input is listed at its split, every PARTIAL and its assembly:
+    walk read (and hashed) every file's block for a size the planner does not use."""
+    root = _tree(tmp_path / "t")
+    (root / "sub" / "big.bin").write_bytes(os.urandom(600_000))  # several blocks: a dag-pb root
+    cid = store.add_path(root)
+    expected = [(e.path, e.cid) for e in store.walk(cid)]
+    read: list[int] = []
+    real = store.blocks.get
+    monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(c.codec), real(c))[1])
+    assert store.file_cids(cid) == expected
+    assert 0x55 not in read  # no raw block (a file's content) was read, directories were
+    leaf = next(c for p, c in expected if p == "a.txt")
+    assert store.file_cids(leaf) == [("", leaf)]
+    big = parse_cid(next(c for p, c in expected if p == "sub/big.bin"))
+    store.blocks.path(big.key).write_bytes(b"corrupt")  # a dag-pb node is still verified
+    with pytest.raises(IntegrityError):
+        store.file_cids(cid)
