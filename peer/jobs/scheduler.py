@@ -119,6 +119,13 @@ class Scheduler:
         return self._runs.free_slots
 
     @property
+    def outcomes_pending(self) -> bool:
+        """True while a local run has ended and its outcome is about to be emitted (its
+        record being saved): Node holds its flush for it, so that a claim of the freed slot
+        goes out in one TURN with that outcome."""
+        return self._runs.outcomes_pending
+
+    @property
     def starved(self) -> int:
         """Tasks with a claimable chunk waiting for a free slot here (/metrics)."""
         return len(self._starved)
