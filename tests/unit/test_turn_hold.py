@@ -150,3 +150,32 @@ async def test_an_outcome_is_pending_from_the_slot_freeing_to_its_emit() -> None
     finally:
         gate.set()
         await mesh.close()
+
+
+async def test_slots_freeing_at_once_look_at_different_starved_tasks() -> None:
+    """Each peer sees the other full (its last heartbeat) and so ranks itself first for
+    every task: both freed slots used to take the oldest starved task, a duplicate claim
+    (one run wasted); each now looks first at a task it comes first for by rendezvous."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
+                 for i in range(12)]
+        job = mesh.submit("p0", tasks)
+        await mesh.settle()
+        await mesh.advance(CFG.stagger_s)
+        mesh.heartbeats()  # both busy: each sees the other with no free slot
+        running = {(job, k.split("/")[1]) for p in mesh.peers.values() for k in p.runner.running}
+        queued = sorted({k for p in mesh.peers.values() for k in p.sched._starved} - running)
+        for p in mesh.peers.values():  # both full when the split came: the same queue
+            p.sched._starved = dict.fromkeys(queued)
+        for p in mesh.peers.values():
+            assert p.sched.free_slots == 0 and p.sched.starved > 0
+            [key] = p.runner.running
+            p.runner.finish(key)  # both slots free in the same round
+        await mesh.settle()
+        claimed = [(e.payload["task"], e.payload["attempt"])
+                   for e in mesh.events(EventType.CLAIM, "p0", job=job)]
+        assert len(claimed) == 4  # two runs, then the two freed slots' claims
+        assert len(set(claimed)) == len(claimed)  # no task claimed twice
+    finally:
+        await mesh.close()
