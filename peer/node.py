@@ -126,6 +126,9 @@ Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
+# A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
+# a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
+HOLD_MAX_S = 0.02
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
 SNAPSHOT_TIMEOUT_S = 120.0
@@ -249,6 +252,7 @@ class Node:
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
+        self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
         # Received events of acknowledged kinds written but not yet fsynced (in a thread):
         # origin -> (lowest such seq, the sync that covers it). Our heads stop below them.
@@ -842,10 +846,21 @@ class Node:
         if self._flush_due:
             return
         try:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self._turn_end)
             self._flush_due = True
         except RuntimeError:  # no loop: nothing batches, write through
             self.flush()
+
+    def _turn_end(self) -> None:
+        """The end of a loop turn's flush: held (at most HOLD_MAX_S) while a local run's
+        outcome is being recorded, so that what this turn emitted (the freed slot's next
+        claim) and that outcome are one TURN. `written`/`durable` flush at once."""
+        if self.scheduler.outcomes_pending and (self._unflushed or self.turn.open):
+            self._flush_due = False  # the outcome's emit schedules the flush again
+            if self._held is None:  # at the latest after HOLD_MAX_S
+                self._held = asyncio.get_running_loop().call_later(HOLD_MAX_S, self.flush)
+            return
+        self.flush()
 
     def _close_turn(self) -> None:
         """End the open turn: its event joins the queue (our next event takes the next seq)."""
@@ -877,6 +892,9 @@ class Node:
         to peers (one frame each, split only by the frame size bound). Never raises: a failed
         write leaves them queued and retried (see `durable`)."""
         self._flush_due = False
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         if self._log_closed:
             return  # after close nothing more is written (the scheduler is stopped first)
         self._close_turn()
@@ -952,7 +970,6 @@ class Node:
         """Fold remote events; returns the new ones (checked at the door, persisted first).
         Never blocks. Events of unknown types are kept and forwarded, not folded. A second
         content for a held (origin, seq) goes to the conflict rule."""
-        self._close_turn()  # a conflict refolds what is recorded: our open turn first
         fresh = []
         rivals = []
         for e in events:
@@ -963,6 +980,7 @@ class Node:
             elif (held.att is None or held.att is not e.att) and held_hash(held) != held_hash(e):
                 rivals.append((held, e))
         if rivals:
+            self._close_turn()  # a conflict refolds what is recorded: our open turn first
             self.rule.settle(rivals)
         new = self.door.admit(fresh)
         durable = [e for e in new if e.type in DURABLE_TYPES]

@@ -9,7 +9,7 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,11 @@ class _ExecutorFailure:
     duration_s: float = 0.0
 
 
+def _key(base: Mapping[str, Any]) -> AttemptKey:
+    """The attempt key of a run's base payload."""
+    return AttemptKey(base["job"], base["task"], base["chunk"], base["attempt"])
+
+
 class Runs:
     """The chunks this peer claimed and runs; `ended(ak)` is called when one ends (its slot
     is free), whatever the outcome."""
@@ -83,6 +88,8 @@ class Runs:
         self.recorded = recorded  # a run's CHUNK_DONE was just emitted (in that loop turn)
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
+        # ended, their outcome event not yet emitted (see `outcomes_pending`)
+        self.unrecorded: set[AttemptKey] = set()
         self.executions = 0  # chunks handed to the executor (tests count them)
 
     @property
@@ -166,6 +173,7 @@ class Runs:
                                                          self.cfg.kind_settings))
             self.active.pop(ak, None)  # the slot is free again while the outcome is recorded
             self.finishing.add(ak)
+            self.unrecorded.add(ak)
             try:
                 await asyncio.shield(self._finish(base, run, res))
             except Exception as e:  # e.g. the run's log could not be stored (ENOSPC)
@@ -174,6 +182,7 @@ class Runs:
         finally:
             self.active.pop(ak, None)
             self.finishing.discard(ak)
+            self.unrecorded.discard(ak)
             self.ended(ak)
 
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
@@ -203,6 +212,19 @@ class Runs:
         return res
 
     async def _finish(self, base: dict[str, Any], run: Run, res: RunResultLike) -> None:
+        ak = _key(base)
+        try:
+            await self._record(base, run, res)
+        finally:  # in the loop turn of the outcome's emit: no await after it
+            self.unrecorded.discard(ak)
+
+    @property
+    def outcomes_pending(self) -> bool:
+        """True while a run has ended and its outcome event is not yet emitted (the run's
+        record is being saved, a few ms): what it emits next is its CHUNK_DONE."""
+        return bool(self.unrecorded)
+
+    async def _record(self, base: dict[str, Any], run: Run, res: RunResultLike) -> None:
         if run.lost or (base["job"], base["task"]) in self.state.task_done:
             return
         if not res.ok:
@@ -234,6 +256,7 @@ class Runs:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so
         that the retries of a peer whose disk stays full do not spin."""
         if kind == FailureKind.STORAGE:
+            self.unrecorded.discard(_key(base))  # its outcome is not imminent: hold nothing
             await asyncio.sleep(self.cfg.storage_retry_s)
         self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
 

@@ -42,6 +42,7 @@ log = logging.getLogger("banzai.scheduler")
 _CLOSE_TIMEOUT_S = 10.0  # close() fails loudly rather than wait forever
 IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it at once)
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
+FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 
 
@@ -119,6 +120,13 @@ class Scheduler:
     @property
     def free_slots(self) -> int:
         return self._runs.free_slots
+
+    @property
+    def outcomes_pending(self) -> bool:
+        """True while a local run has ended and its outcome is about to be emitted (its
+        record being saved): Node holds its flush for it, so that a claim of the freed slot
+        goes out in one TURN with that outcome."""
+        return self._runs.outcomes_pending
 
     @property
     def starved(self) -> int:
@@ -285,10 +293,26 @@ class Scheduler:
         back only if it is still open when the slots are full again."""
         budget = FILL_PER_ROUND
         while self._starved and self.free_slots > 0 and budget > 0:
-            key = next(iter(self._starved))
+            key = self._next_starved()
             del self._starved[key]
             budget -= 1
             self._evaluate_safely(key)
+
+    def _next_starved(self) -> TaskKey:
+        """The starved task a free slot looks at next: of the FILL_SCAN oldest, the first
+        whose rendezvous order of the live peers (this one included, full or not) puts this
+        peer first, else the oldest. Peers whose slots free at about the same time, each
+        seeing the others full, then look at different tasks instead of all claiming the
+        oldest (a duplicate claim: every loser's run is wasted). Only the order of looking
+        changes: who may claim is still `claims.candidates`'."""
+        peers = [*self._peers(), self.peer_id]
+        if len(peers) > 1:
+            for i, key in enumerate(self._starved):
+                if i >= FILL_SCAN:
+                    break
+                if rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id:
+                    return key
+        return next(iter(self._starved))
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the
