@@ -1,0 +1,73 @@
+"""peer.ipfs.cids: the fast parse of the common CID forms agrees with py-cid on every input."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cid as pycid
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peer.errors import BadCID
+from peer.ipfs import cids
+from peer.ipfs.cids import Cid, _fast_parse, _from_py, parse_cid
+
+
+def _slow(s: str) -> Cid | None:
+    try:
+        return _from_py(pycid.make_cid(s), s)
+    except Exception:
+        return None
+
+
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([(0, "dag-pb"), (1, "raw"),
+                                                               (1, "dag-pb")]))
+def test_canonical_forms_parse_fast_and_as_py_cid_does(
+        digest: bytes, form: tuple[int, str]) -> None:
+    c = Cid(form[0], form[1], b"\x12\x20" + digest)
+    text = str(c)
+    assert _fast_parse(text) == c == _slow(text)
+
+
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+@given(st.one_of(
+    st.text(alphabet=_B32, min_size=58, max_size=58).map(lambda t: "b" + t),
+    st.text(alphabet=cids._B58, min_size=44, max_size=44).map(lambda t: "Qm" + t)))
+def test_any_string_of_those_shapes_is_taken_only_if_py_cid_reads_the_same(s: str) -> None:
+    fast = _fast_parse(s)
+    if fast is not None:  # taken only when canonical, and then exactly what py-cid reads
+        assert fast == _slow(s) and str(fast) == s
+
+
+def test_a_stray_bit_in_the_last_character_is_left_to_the_slow_path() -> None:
+    good = str(cids.sha256_cid(b"x", "raw", 1))
+    stray = good[:-1] + _B32[_B32.index(good[-1]) ^ 1]  # one of the 2 unused low bits set
+    assert _fast_parse(stray) is None
+    assert parse_cid(good) == cids.sha256_cid(b"x", "raw", 1)
+
+
+@pytest.mark.parametrize("s", [
+    "Qm" + "0" * 44,                                   # 0 is not base58
+    "b" + "a" * 57 + "1",                               # 1 is not base32
+    str(cids.sha256_cid(b"x", "raw", 1)).upper(),        # upper-case multibase: slow path
+    str(Cid(1, "dag-cbor", cids.sha256_cid(b"x", "raw", 1).multihash)),  # other codecs
+])
+def test_other_forms_go_the_slow_way_and_still_parse_or_fail_as_before(s: str) -> None:
+    assert _fast_parse(s) is None
+    slow = _slow(s)
+    if slow is None:
+        with pytest.raises(BadCID):
+            parse_cid(s)
+    else:
+        assert parse_cid(s) == slow
+
+
+def test_the_caches_are_bounded() -> None:
+    parse_cid.cache_clear()
+    for i in range(cids.CID_CACHE_ENTRIES + 100):
+        parse_cid(str(cids.sha256_cid(hashlib.sha256(str(i).encode()).digest(), "raw", 1)))
+    assert parse_cid.cache_info().currsize == cids.CID_CACHE_ENTRIES
+    assert cids._encode.cache_info().currsize <= cids.CID_CACHE_ENTRIES
