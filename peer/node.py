@@ -548,12 +548,7 @@ class Node:
                                          trailer.floors, owed=trailer.signer)
             self._ensure_rows()
             return n
-        keep = self.cfg.data_dir / "snapshots"
-        keep.mkdir(mode=0o700, exist_ok=True)
-        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
-        os.replace(rows, path)
-        fsync_path(path)
-        fsync_path(keep)
+        path = self._keep_spool(rows, trailer)
         try:
             n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
                                          trailer.floors, (str(path), at, trailer.signer))
@@ -562,6 +557,17 @@ class Node:
             raise
         self._ensure_ingest()
         return n
+
+    def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
+        """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
+        provider rows wait to be taken (`_ingest`, resumed after a restart)."""
+        keep = self.cfg.data_dir / "snapshots"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        os.replace(rows, path)
+        fsync_path(path)
+        fsync_path(keep)
+        return path
 
     def _ensure_rows(self) -> None:
         """Fetch the cache and provider rows owed by taken `?part=jobs` snapshots (one task;
@@ -625,12 +631,7 @@ class Node:
         if why is not None:
             log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
             return False
-        keep = self.cfg.data_dir / "snapshots"
-        keep.mkdir(mode=0o700, exist_ok=True)
-        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
-        os.replace(rows, path)
-        fsync_path(path)
-        fsync_path(keep)
+        path = self._keep_spool(rows, trailer)
         self.index.spooled(str(path), trailer.signer, owed)
         self._ensure_ingest()
         return True

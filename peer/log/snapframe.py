@@ -24,7 +24,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from peer.log.snapstream import MAX_LINE_BYTES, Mismatch, StreamError, Trailer
+from peer.log.snapstream import (
+    MAX_LINE_BYTES,
+    Mismatch,
+    StreamError,
+    Trailer,
+    checked_str,
+    checked_uint,
+)
 
 MAGIC = b"BANZAI-SNAPSHOT-3\n"
 CONTENT_TYPE = "application/x-banzai-snapshot-v3"
@@ -315,18 +322,6 @@ def decode_providers(payload: bytes) -> list[tuple[Any, ...]]:
     return list(zip(_texts(cids, n), _origins(head["origins"], oidx, n), strict=True))
 
 
-def _s(v: Any) -> str:
-    if type(v) is not str:
-        raise StreamError("expected a string")
-    return v
-
-
-def _i(v: Any) -> int:
-    if type(v) is not int or v < 0:
-        raise StreamError("expected a non-negative integer")
-    return v
-
-
 def _obj(v: Any) -> str:
     if type(v) is not str or not isinstance(json.loads(v), dict):
         raise StreamError("expected the JSON text of an object")
@@ -338,11 +333,11 @@ def check_thin(r: Any) -> tuple[Any, ...]:
     hash is 64 hex digits."""
     if type(r) is not list or len(r) != len(THIN_COLUMNS):
         raise StreamError("a thin job row of the wrong shape")
-    sha = _s(r[8])
+    sha = checked_str(r[8])
     if len(sha) != 64 or sha.strip("0123456789abcdef"):
         raise StreamError("a record hash that is not 64 hex digits")
-    return (_s(r[0]), _i(r[1]), _s(r[2]), _i(r[3]), _i(r[4]), _s(r[5]), _obj(r[6]),
-            _obj(r[7]), sha)
+    return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
+            checked_uint(r[4]), checked_str(r[5]), _obj(r[6]), _obj(r[7]), sha)
 
 
 def decode_jobs(payload: bytes) -> list[tuple[Any, ...]]:

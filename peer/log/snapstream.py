@@ -163,13 +163,15 @@ class Spool:
 # -- checking the rows (every byte came from a socket) -----------------------------------
 
 
-def _s(v: Any) -> str:
+def checked_str(v: Any) -> str:
+    """`v` if it is a string (a row's field from a socket), else StreamError."""
     if type(v) is not str:
         raise StreamError("expected a string")
     return v
 
 
-def _i(v: Any) -> int:
+def checked_uint(v: Any) -> int:
+    """`v` if it is a non-negative int (a row's field from a socket), else StreamError."""
     if type(v) is not int or v < 0:
         raise StreamError("expected a non-negative integer")
     return v
@@ -188,8 +190,9 @@ def check_job(r: Any) -> tuple[Any, ...]:
     is read, one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
-    return (_s(r[0]), _i(r[1]), _s(r[2]), _i(r[3]), _i(r[4]), _s(r[5]),
-            _json_text(r[6], dict), _s(r[7]), _json_text(r[8], dict))
+    return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
+            checked_uint(r[4]), checked_str(r[5]), _json_text(r[6], dict), checked_str(r[7]),
+            _json_text(r[8], dict))
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:
@@ -197,13 +200,14 @@ def check_cache(r: Any) -> tuple[Any, ...]:
     (`JobIndex.entry`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 6 or r[0] not in (0, 1) or type(r[0]) is not int:
         raise StreamError("a cache row of the wrong shape")
-    return (r[0], _s(r[1]), _s(r[2]), _i(r[3]), _s(r[4]), _i(r[5]))
+    return (r[0], checked_str(r[1]), checked_str(r[2]), checked_uint(r[3]), checked_str(r[4]),
+            checked_uint(r[5]))
 
 
 def check_provider(r: Any) -> tuple[Any, ...]:
     if type(r) is not list or len(r) != 2:
         raise StreamError("a provider row of the wrong shape")
-    return (_s(r[0]), _s(r[1]))
+    return (checked_str(r[0]), checked_str(r[1]))
 
 
 CHECKS = {"j": check_job, "c": check_cache, "p": check_provider}
