@@ -26,9 +26,9 @@ from typing import IO, Any
 
 from peer.log.snapstream import (
     MAX_LINE_BYTES,
-    Mismatch,
     StreamError,
     Trailer,
+    against,
     checked_str,
     checked_uint,
 )
@@ -414,14 +414,8 @@ def read_jobs(f: IO[bytes]) -> tuple[list[tuple[str, list[tuple[Any, ...]]]], in
 
 def against3(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
              digests: Mapping[str, str] | None) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    """`snapstream.against` for thin rows (job_digest3)."""
-    for tag, rows in batches:
-        if tag == "t" and digests:
-            for r in rows:
-                d = digests.get(r[0])
-                if d is not None and d != thin_digest(r):
-                    raise Mismatch(f"job {r[0]!r} differs from a second member's")
-        yield tag, rows
+    """`snapstream.against` for thin rows."""
+    return against(batches, digests, tag="t", digest=thin_digest)
 
 
 def check_record(sha: str, texts: Any) -> tuple[str, str, str]:

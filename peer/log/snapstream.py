@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -232,18 +232,22 @@ class Mismatch(StreamError):
 
 
 def against(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
-            digests: Mapping[str, str] | None) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+            digests: Mapping[str, str] | None, tag: str = "j",
+            digest: Callable[[tuple[Any, ...]], str] | None = None,
+            ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """The batches, each job row checked against a second member's digest of that job
     (`job_digest`) when it holds the job: jobs only one of them holds are not compared
     (one may have compacted, or dropped past the horizon, what the other still holds).
-    Mismatch on a difference."""
-    for tag, rows in batches:
-        if tag == "j" and digests:
+    Mismatch on a difference. `tag` and `digest`: another kind of job row (snapframe's thin
+    rows)."""
+    of = digest or job_digest
+    for t, rows in batches:
+        if t == tag and digests:
             for r in rows:
                 d = digests.get(r[0])
-                if d is not None and d != job_digest(r):
+                if d is not None and d != of(r):
                     raise Mismatch(f"job {r[0]!r} differs from a second member's")
-        yield tag, rows
+        yield t, rows
 
 
 def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
