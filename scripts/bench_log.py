@@ -90,11 +90,11 @@ def build(data: Path, secret: Path, tasks: int, per_job: int) -> dict[str, Any]:
         events += len(evs)
         if len(batch) >= 40_000:
             node.merge(batch)
-            node.compact()
+            node.catchup.compact()
             batch = []
     node.merge(batch)
-    node.compact()
-    node.compact()
+    node.catchup.compact()
+    node.catchup.compact()
     out = {"events": events, "compacted_jobs": len(node.index),
            "dropped": node.compactor.total.dropped, "in_memory": len(node.state.events)}
     node.log.close()
