@@ -15,13 +15,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, ConfigError
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
 from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
@@ -51,11 +52,24 @@ from peer.log.snapstream import (
 from peer.mesh.wire import dumps, pack_frames
 
 log = logging.getLogger("banzai.catchup")
+_Signed = TypeVar("_Signed", Snapshot, Trailer)
 
-SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
-SNAPSHOT_TIMEOUT_S = 120.0
-RECORD_TIMEOUT_S = 10.0  # a compacted job's full record fetched from one member
-MAX_SNAPSHOT_BYTES = 64 << 30  # a snapshot stream longer than this is refused
+
+
+@dataclass(frozen=True)
+class CatchUpConfig:
+    """Settings of catch-up; an invalid value raises ConfigError at construction."""
+
+    data_dir: Path  # the peer's: spools under tmp/, checked ones kept under snapshots/
+    retry_s: float = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
+    timeout_s: float = 120.0  # one snapshot download (either part), whole
+    record_timeout_s: float = 10.0  # a compacted job's full record fetched from one member
+    max_snapshot_bytes: int = 64 << 30  # a snapshot stream longer than this is refused
+
+    def __post_init__(self) -> None:
+        for name in ("retry_s", "timeout_s", "record_timeout_s", "max_snapshot_bytes"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"catch-up {name} must be positive", field=name)
 
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
@@ -115,12 +129,12 @@ class CatchUpHost(Protocol):
 class CatchUp:
     """Compaction passes, compacted jobs' records, snapshots served and taken."""
 
-    def __init__(self, host: CatchUpHost, compactor: Compactor, index: JobIndex,
-                 data_dir: Path, headers: Mapping[str, str], born: float) -> None:
+    def __init__(self, cfg: CatchUpConfig, host: CatchUpHost, compactor: Compactor,
+                 index: JobIndex, headers: Mapping[str, str], born: float) -> None:
+        self.cfg = cfg
         self._host = host
         self.compactor = compactor
         self.index = index
-        self._data_dir = data_dir  # spools under tmp/, kept ones under snapshots/
         self._headers = dict(headers)  # our mesh credential, for other members' HTTP
         self._born = born  # perf_counter at the peer's start: stages are reported from it
         self._ingesting: asyncio.Task[None] | None = None  # a snapshot's rows being taken
@@ -135,15 +149,22 @@ class CatchUp:
     def start(self) -> None:
         """Run compaction passes (and take owed snapshot rows) on the running loop."""
         self._loop = asyncio.get_running_loop()
-        task = self._loop.create_task(self._compact_loop())
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        self._spawn(self._compact_loop())
 
     async def close(self) -> None:
-        """Stop the passes and any catch-up in progress."""
-        for task in list(self._bg):
-            task.cancel()
-        await asyncio.gather(*self._bg, return_exceptions=True)
+        """Stop the passes and any catch-up, fetch or take of rows in progress."""
+        while self._bg:
+            for task in list(self._bg):
+                task.cancel()
+            await asyncio.gather(*self._bg, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None],
+               loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[None]:
+        """A task of ours (on `loop`, else the running loop), cancelled by `close`."""
+        task = (loop or asyncio.get_running_loop()).create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
 
     def compact(self) -> PassStats:
         """One compaction pass now (the node runs one every few seconds)."""
@@ -152,7 +173,7 @@ class CatchUp:
 
     async def _compact_loop(self) -> None:
         keep = {p for p, _, _ in self.index.snapshots_pending()}
-        for path in (self._data_dir / "snapshots").glob("*.frames"):
+        for path in (self.cfg.data_dir / "snapshots").glob("*.frames"):
             if str(path) not in keep:  # moved in, then a crash before its take committed
                 path.unlink(missing_ok=True)
         while True:
@@ -182,7 +203,7 @@ class CatchUp:
         if sha is None:
             return None
         headers = self._headers
-        timeout = aiohttp.ClientTimeout(total=RECORD_TIMEOUT_S)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.record_timeout_s)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
             for peer, info in self._host.live_peers().items():
                 if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
@@ -304,6 +325,31 @@ class CatchUp:
         finally:
             db.close()
 
+    def _merge_events(self, read: Callable[[], tuple[_Signed, Mapping[str, Any]]],
+                      t: list[float]) -> _Signed | None:
+        """The first steps of taking a snapshot (`take_snapshot`, `take_stream`): `read` gives
+        its signed part and the body that holds its events; the events are checked
+        (signatures, batches, the door) and merged like a frame's, and the time after each
+        step is appended to `t`. None if anything is malformed (logged, nothing merged)."""
+        try:
+            signed, body = read()
+            events = self._host.keyring.accept(body["events"], body.get("batches", []),
+                                               self._host.refused)
+        except (KeyError, TypeError, ValueError, BanzaiError) as e:
+            log.warning("refused a malformed snapshot: %s", e)
+            return None
+        t.append(time.perf_counter())
+        self._host.merge(events)
+        t.append(time.perf_counter())
+        return signed
+
+    def _check(self, signed: Snapshot | Trailer, second_digest: bytes | None = None,
+               ) -> str | None:
+        """`check_snapshot` against our members and keyring; a refusal is counted."""
+        keyring = self._host.keyring
+        return check_snapshot(signed, keyring, self._host.state.members, second_digest,
+                              keyring.refused)
+
     def take_stream(self, spool: Spool | FrameSpool, rows: Path,
                     second: Mapping[str, Any] | None = None) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
@@ -312,19 +358,11 @@ class CatchUp:
         then the rows are checked as they are read and taken in one transaction. None once
         taken, else why not (counted under its signer)."""
         t = [time.perf_counter()]
-        try:
-            trailer = spool.trailer()
-            body = json.loads(spool.head or b"")
-            events = self._host.keyring.accept(body["events"], body.get("batches", []),
-                                               self._host.refused)
-        except (KeyError, TypeError, ValueError, BanzaiError) as e:
-            log.warning("refused a malformed snapshot: %s", e)
+        trailer = self._merge_events(lambda: (spool.trailer(), json.loads(spool.head or b"")),
+                                     t)
+        if trailer is None:
             return "malformed"
-        t.append(time.perf_counter())
-        self._host.merge(events)
-        t.append(time.perf_counter())
-        why = check_snapshot(trailer, self._host.keyring, self._host.state.members, None,
-                             self._host.keyring.refused)
+        why = self._check(trailer)
         if why is None:
             digests = _job_digests(second, trailer.heads)
             try:
@@ -376,7 +414,7 @@ class CatchUp:
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
         provider rows wait to be taken (`_ingest`, resumed after a restart)."""
-        keep = self._data_dir / "snapshots"
+        keep = self.cfg.data_dir / "snapshots"
         keep.mkdir(mode=0o700, exist_ok=True)
         path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
         os.replace(rows, path)
@@ -393,7 +431,7 @@ class CatchUp:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (a test): the caller fetches
-        self._fetching = loop.create_task(self._fetch_rows())
+        self._fetching = self._spawn(self._fetch_rows(), loop)
 
     async def _fetch_rows(self) -> None:
         """GET /api/snapshot?v=3&part=rows of the signer of each owed snapshot (else of any
@@ -415,17 +453,17 @@ class CatchUp:
         self._ensure_ingest()
 
     async def _rows_from(self, url: str, owed: str) -> bool:
-        spool_dir = self._data_dir / "tmp"
+        spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         rows = spool_dir / f"snapshot-rows-{os.getpid()}-{next(_SPOOLS)}.frames"
         headers = self._headers
-        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http, \
                     http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
                 r.raise_for_status()
                 with rows.open("wb") as f:
-                    spool = FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                    spool = FrameSpool(f, self.cfg.max_snapshot_bytes)
                     async for chunk in r.content.iter_chunked(1 << 20):
                         spool.feed(chunk)
             return self.take_rows_part(spool, rows, owed)
@@ -441,8 +479,7 @@ class CatchUp:
         taken after (`_ingest`). Never raises the heads (its rows stand for no event).
         Whether it was kept (a refusal is counted under its signer)."""
         trailer = spool.trailer()
-        why = check_snapshot(trailer, self._host.keyring, self._host.state.members, None,
-                             self._host.keyring.refused)
+        why = self._check(trailer)
         if why is not None:
             log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
             return False
@@ -462,7 +499,7 @@ class CatchUp:
             while self.compactor.ingest():
                 pass
             return
-        self._ingesting = loop.create_task(self._ingest())
+        self._ingesting = self._spawn(self._ingest(), loop)
 
     async def _ingest(self) -> None:
         t0 = time.perf_counter()
@@ -483,22 +520,14 @@ class CatchUp:
         same heads and floors when one is given. None once taken, else why not (counted in
         /api/health `security.refused` under its signer)."""
         t = [time.perf_counter()]
-        try:
-            snap = Snapshot.from_json(body["snapshot"])
-            events = self._host.keyring.accept(body["events"], body.get("batches", []),
-                                               self._host.refused)
-        except (KeyError, TypeError, ValueError, BanzaiError) as e:
-            log.warning("refused a malformed snapshot: %s", e)
+        snap = self._merge_events(lambda: (Snapshot.from_json(body["snapshot"]), body), t)
+        if snap is None:
             return "malformed"
-        t.append(time.perf_counter())
-        self._host.merge(events)
-        t.append(time.perf_counter())
         digest = None
         if (second is not None and second.get("heads") == dict(snap.heads)
                 and second.get("floors") == snap.records.get("floors") and "digest" in second):
             digest = bytes.fromhex(str(second.get("digest", "")))
-        why = check_snapshot(snap, self._host.keyring, self._host.state.members, digest,
-                             self._host.keyring.refused)
+        why = self._check(snap, digest)
         if why is None and not _agrees(snap.records, _job_digests(second, snap.heads)):
             why = "digest_mismatch"
             self._host.keyring.refused.add(snap.signer, f"snapshot_{why}")
@@ -520,9 +549,9 @@ class CatchUp:
         log.warning("refused the snapshot of %s: %s", snap.signer[:16], why)
         return why
 
-    def _behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
+    def behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """`peer_id` dropped events we lack (its compaction floors are above our heads): ask
-        it for a snapshot (one request at a time, at most every SNAPSHOT_RETRY_S)."""
+        it for a snapshot (one request at a time, at most every `retry_s`)."""
         floors = info.get("cfloor")
         if not isinstance(floors, dict) or self._loop is None:
             return
@@ -532,14 +561,11 @@ class CatchUp:
         now = time.monotonic()
         if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
             return  # not raced by a second one
-        self._snapshot_next = now + SNAPSHOT_RETRY_S
+        self._snapshot_next = now + self.cfg.retry_s
         self._catching = True
-        task = self._loop.create_task(self._catch_up(peer_id))
-        self._bg.add(task)
-        task.add_done_callback(self._caught)
+        self._spawn(self._catch_up(peer_id), self._loop).add_done_callback(self._caught)
 
     def _caught(self, task: asyncio.Task[None]) -> None:
-        self._bg.discard(task)
         self._catching = False
 
     async def _catch_up(self, peer_id: str) -> None:
@@ -550,9 +576,9 @@ class CatchUp:
             return
         asked = time.perf_counter() - self._born
         headers = self._headers
-        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
-        spool_dir = self._data_dir / "tmp"
+        spool_dir = self.cfg.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         rows = spool_dir / f"snapshot-{os.getpid()}-{next(_SPOOLS)}.rows"
         v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
@@ -568,9 +594,9 @@ class CatchUp:
                             body: Any = json.loads(await r.read())
                         else:
                             with rows.open("wb") as f:
-                                body = (FrameSpool(f, MAX_SNAPSHOT_BYTES)
+                                body = (FrameSpool(f, self.cfg.max_snapshot_bytes)
                                         if r.content_type == SNAPSHOT_TYPE_V3
-                                        else Spool(f, MAX_SNAPSHOT_BYTES))
+                                        else Spool(f, self.cfg.max_snapshot_bytes))
                                 async for chunk in r.content.iter_chunked(1 << 20):
                                     body.feed(chunk)
                     self.catch_up_s = {"asked_after_init": asked,

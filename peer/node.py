@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from peer.catchup import CatchUp
+from peer.catchup import CatchUp, CatchUpConfig
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import (
     BanzaiError,
@@ -184,7 +184,7 @@ class Node:
             self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
         self.listeners.append(self.compactor.note)
         self.compactor.refuse = self.keyring.refused.add
-        self.catchup = CatchUp(self, self.compactor, self.index, cfg.data_dir,
+        self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
@@ -634,7 +634,7 @@ class Node:
         running = info.get("running")
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
         if "cfloor" in info:
-            self.catchup._behind(peer_id, info)
+            self.catchup.behind(peer_id, info)
 
     def wall_seen(self, peer_id: str, wall_ms: int) -> None:
         """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):

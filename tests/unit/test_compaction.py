@@ -637,15 +637,15 @@ async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
 
     monkeypatch.setattr(b.catchup, "_catch_up", slow)
     monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
-    b.catchup._behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     b.catchup._snapshot_next = 0.0  # the retry interval has passed
-    b.catchup._behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     assert started == ["x"]
     gate.set()
     for _ in range(3):
         await asyncio.sleep(0)
-    b.catchup._behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     assert started == ["x", "x"]
