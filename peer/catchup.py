@@ -55,7 +55,6 @@ log = logging.getLogger("banzai.catchup")
 _Signed = TypeVar("_Signed", Snapshot, Trailer)
 
 
-
 @dataclass(frozen=True)
 class CatchUpConfig:
     """Settings of catch-up; an invalid value raises ConfigError at construction."""
@@ -202,9 +201,8 @@ class CatchUp:
         sha = self.index.thin_sha(job) if job in self._host.state.compacted else None
         if sha is None:
             return None
-        headers = self._headers
         timeout = aiohttp.ClientTimeout(total=self.cfg.record_timeout_s)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+        async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http:
             for peer, info in self._host.live_peers().items():
                 if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
                     continue
@@ -411,6 +409,12 @@ class CatchUp:
         self._ensure_ingest()
         return n
 
+    def _spool_path(self, stem: str, suffix: str) -> Path:
+        """A new file name for a download's spool, in the data dir's tmp/ (swept at start)."""
+        spool_dir = self.cfg.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
+        return spool_dir / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
+
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
         provider rows wait to be taken (`_ingest`, resumed after a restart)."""
@@ -453,13 +457,10 @@ class CatchUp:
         self._ensure_ingest()
 
     async def _rows_from(self, url: str, owed: str) -> bool:
-        spool_dir = self.cfg.data_dir / "tmp"
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-rows-{os.getpid()}-{next(_SPOOLS)}.frames"
-        headers = self._headers
+        rows = self._spool_path("snapshot-rows", ".frames")
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
-            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http, \
+            async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http, \
                     http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
                 r.raise_for_status()
                 with rows.open("wb") as f:
@@ -575,16 +576,13 @@ class CatchUp:
             self._snapshot_next = 0.0
             return
         asked = time.perf_counter() - self._born
-        headers = self._headers
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
-        spool_dir = self.cfg.data_dir / "tmp"
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-{os.getpid()}-{next(_SPOOLS)}.rows"
+        rows = self._spool_path("snapshot", ".rows")
         v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
                                         or ()) else "2"
         try:
-            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+            async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http:
                 second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
                 try:
                     params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
