@@ -649,3 +649,35 @@ async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
     b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     assert started == ["x", "x"]
+
+
+async def test_closing_ends_a_catch_up_in_progress(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    b = _open(tmp_path / "b", opened)
+    ended: list[str] = []
+
+    async def slow(peer_id: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append(peer_id)
+
+    monkeypatch.setattr(b.catchup, "_catch_up", slow)
+    monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    await b.catchup.close()
+    assert ended == ["x"]
+
+
+@pytest.mark.parametrize("field", ["retry_s", "timeout_s", "record_timeout_s",
+                                   "max_snapshot_bytes"])
+def test_catch_up_settings_must_be_positive(tmp_path: Path, field: str) -> None:
+    from peer.catchup import CatchUpConfig
+    from peer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        CatchUpConfig(tmp_path, **{field: 0})
+    assert e.value.field == field
