@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import logging
 import os
 import socket
-import sqlite3
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
+from peer.catchup import CatchUp, CatchUpConfig
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import (
     BanzaiError,
@@ -69,16 +66,9 @@ from peer.log import (
     MeshState,
     Revoke,
 )
-from peer.log.compact import (
-    CompactConfig,
-    Compactor,
-    Finished,
-    PassStats,
-    Snapshot,
-    check_snapshot,
-)
+from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
+from peer.log.jobindex import JobIndex
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -88,35 +78,13 @@ from peer.log.signing import (
     peer_id_for,
     sign_events,
 )
-from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
-from peer.log.snapframe import (
-    MAGIC,
-    FrameSpool,
-    against3,
-    check_record,
-    frame,
-    job_digest3,
-    read_jobs,
-    row_frames,
-)
-from peer.log.snapstream import (
-    Mismatch,
-    Spool,
-    StreamError,
-    Trailer,
-    against,
-    job_digest,
-    read_rows,
-    row_lines,
-)
 from peer.log.sqlite import DURABLE_TYPES
 from peer.log.turns import TurnBuilder
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
 from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
-from peer.mesh.wire import dumps, pack_frames
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -130,10 +98,6 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
 HOLD_MAX_S = 0.02
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
-SNAPSHOT_RETRY_S = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
-SNAPSHOT_TIMEOUT_S = 120.0
-RECORD_TIMEOUT_S = 10.0  # a compacted job's full record fetched from one member
-MAX_SNAPSHOT_BYTES = 64 << 30  # a snapshot stream longer than this is refused
 
 
 def _sync_error(e: OSError) -> BanzaiError:
@@ -149,33 +113,6 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
     except SecretError as e:
         field = "join_token" if cfg.join_token else "secret_file"
         raise ConfigError(str(e), field=field) from None
-
-
-_SPOOLS = itertools.count()  # spool files of one process never share a name
-
-
-def _job_digests(second: Mapping[str, Any] | None,
-                 heads: Mapping[str, int]) -> dict[str, str] | None:
-    """A second member's per-job digests (`Node.snapshot_digest`) if it reported the same
-    heads as the snapshot's (it then holds the same events), else None (not compared)."""
-    if second is None or second.get("heads") != dict(heads):
-        return None
-    jobs = second.get("jobs")
-    if not isinstance(jobs, dict) or not all(isinstance(v, str) for v in jobs.values()):
-        return None
-    return jobs
-
-
-def _agrees(records: Mapping[str, Any], digests: Mapping[str, str] | None) -> bool:
-    """The job records of a snapshot of the previous form agree with a second member's
-    per-job digests (for the jobs it holds; malformed records are refused later)."""
-    if not digests:
-        return True
-    try:
-        return all(digests.get(r[0], d) == d for r in records["jobs"]
-                   if (d := job_digest(r)) is not None)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return True
 
 
 class Node:
@@ -247,8 +184,8 @@ class Node:
             self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
         self.listeners.append(self.compactor.note)
         self.compactor.refuse = self.keyring.refused.add
-        self._ingesting: asyncio.Task[None] | None = None  # a snapshot's rows being taken
-        self._fetching: asyncio.Task[None] | None = None  # ... or fetched
+        self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
+                               mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
         self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
         self._flush_due = False
@@ -276,10 +213,6 @@ class Node:
             self.fetcher.first.append(kubo.fetch)
             self.listeners.append(lambda ev: kubo.mirror(mirrored(ev, self.peer_id)))
         self._loop: asyncio.AbstractEventLoop | None = None  # for store threads' repairs
-        self._snapshot_next = 0.0  # monotonic time before which no snapshot is asked for
-        self._catching = False  # a snapshot is being fetched and taken
-        self.catch_up_s: dict[str, float] = {}  # the last snapshot taken: seconds per stage
-        self.served_s: dict[str, float] = {}  # the last snapshot served: seconds per stage
         if isinstance(self.store, EmbeddedStore):
             self.store.blocks.repair = self._repair_block
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
@@ -332,471 +265,6 @@ class Node:
         if g is not None:
             out += [g.heads_of(p) for p in g.live_peers() if p != self.peer_id]
         return out
-
-    def compact(self) -> PassStats:
-        """One compaction pass now (the node runs one every few seconds)."""
-        self.flush()
-        return self.compactor.step()
-
-    async def _compact_loop(self) -> None:
-        keep = {p for p, _, _ in self.index.snapshots_pending()}
-        for path in (self.cfg.data_dir / "snapshots").glob("*.frames"):
-            if str(path) not in keep:  # moved in, then a crash before its take committed
-                path.unlink(missing_ok=True)
-        while True:
-            self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
-            self._ensure_ingest()  # ... or left half taken
-            await asyncio.sleep(self.compactor.cfg.interval_s)
-            try:
-                self.compact()
-            except Exception:  # a failed pass (a full disk) must not end the next ones
-                log.exception("compaction pass failed")
-
-    def job_record(self, job: str) -> dict[str, Any] | None:
-        """A compacted job's view from the job index (None if it is not there)."""
-        return self.index.record(job) if job in self.state.compacted else None
-
-    def record_texts(self, job: str) -> list[str] | None:
-        """GET /api/snapshot?v=3&record=JOB: a compacted job's full texts, for a peer that
-        took its thin row (None if we hold no full record of it)."""
-        return self.index.texts(job) if job in self.state.compacted else None
-
-    async def fetch_record(self, job: str) -> dict[str, Any] | None:
-        """A compacted job's view when we hold only its thin row (taken from a version 3
-        snapshot): fetched from a live member announcing SNAPSHOT_FEATURE, checked against
-        the hash the signed snapshot gave, stored; None if no member has it (or the job is
-        not such a job)."""
-        sha = self.index.thin_sha(job) if job in self.state.compacted else None
-        if sha is None:
-            return None
-        headers = mesh_headers(self.mesh_secrets.primary)
-        timeout = aiohttp.ClientTimeout(total=RECORD_TIMEOUT_S)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-            for peer, info in self.live_peers().items():
-                if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
-                    continue
-                try:
-                    async with http.get(f"{info['http']}/api/snapshot",
-                                        params={"v": "3", "record": job}) as r:
-                        if r.status != 200:
-                            continue
-                        texts = check_record(sha, await r.json())
-                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                    log.warning("no record of job %s from %s: %s", job, peer[:16], e)
-                    if isinstance(e, StreamError):
-                        self.keyring.refused.add(peer, "record_mismatch")
-                    continue
-                if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
-                    self.index.fill(job, texts)
-                return self.index.record(job)
-        return None
-
-    # -- snapshots: a peer behind the compaction horizon ----------------------------------
-    def _snapshot(self) -> Snapshot:
-        self.flush()
-        return Snapshot.make(self.identity, self.peer_id, self.admit, dict(self.heads()),
-                             self.compactor.records())
-
-    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> dict[str, Any]:
-        """What a second member's check compares: our heads, floors and snapshot digest
-        (`per_job`, `?v=2`: instead of the digest, one per compacted job, `job_digest`:
-        what two honest peers that both compacted a job agree on; `v=3`: `job_digest3`)."""
-        if per_job:
-            self.flush()
-            return {"heads": dict(self.heads()),
-                    "floors": dict(sorted(self.compactor.floors.items())),
-                    "jobs": self.index.thin_digests(job_digest3) if v == 3
-                    else self.index.job_digests(job_digest)}
-        s = self._snapshot()
-        return {"heads": dict(s.heads), "floors": s.records["floors"],
-                "digest": s.content_digest().hex()}
-
-    def snapshot(self) -> bytes:
-        """GET /api/snapshot: our signed snapshot (the job index, as of our heads) and every
-        event our log still holds, each in its signed batch (checked like a frame's)."""
-        t0 = time.perf_counter()
-        s = self._snapshot()
-        t1 = time.perf_counter()
-        events = list(self.log.load())
-        packed, _ = pack_frames(events, 1 << 62, 1 << 62)
-        evs = [e for p in packed for e in p.events]
-        batches = [b for p in packed for b in p.batches]
-        t2 = time.perf_counter()
-        out = (b'{"snapshot":' + dumps(s.to_json()) + b',"events":[' + b",".join(evs)
-               + b'],"batches":[' + b",".join(batches) + b"]}")
-        self.served_s = {"records_and_sign": t1 - t0, "events": t2 - t1,
-                         "encode": time.perf_counter() - t2, "bytes": len(out)}
-        return out
-
-    def snapshot_stream(self, v: int = 2, part: str | None = None,
-                        ) -> Generator[bytes, None, None]:
-        """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
-        the events line is made now; the index rows are read, as they are in SQLite, on a
-        read transaction of their own (begun now: they match the heads of now) while the
-        caller iterates, in any thread. `v=3`: peer.log.snapframe's frames (thin job rows,
-        columns of cache entries and providers); `part` "jobs": without the cache entries and
-        providers (fetched after, `_fetch_rows`), "rows": only them (and no events)."""
-        self.flush()
-        heads = dict(self.heads())
-        db = sqlite3.connect(str(self.log.path), isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("BEGIN")
-            floors = {str(o): int(q) for o, q in db.execute(
-                "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
-            packed, _ = pack_frames([] if part == "rows" else list(self.log.load()), 1 << 62,
-                                    1 << 62)
-        except BaseException:
-            db.close()
-            raise
-        head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
-                + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
-        if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
-            return self._stream3(db, head, {} if part == "rows" else heads,
-                                 {} if part == "rows" else floors, part)
-        return self._stream(db, head, heads, floors)
-
-    def _stream3(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
-                 floors: dict[str, int], part: str | None) -> Generator[bytes, None, None]:
-        t0 = time.perf_counter()
-        try:
-            yield MAGIC + frame(b"E", head[:-1])
-            sha = hashlib.sha256()
-            rows = total = 0
-            for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs"):
-                rows += len(batch)
-                for out in row_frames([(tag, batch)]):
-                    sha.update(out)
-                    total += len(out)
-                    yield out
-            yield frame(b"T", Trailer.make(self.identity, self.peer_id, self.admit, heads,
-                                           floors, rows, sha.digest(), v=3))
-            self.served_s = {"stream": time.perf_counter() - t0, "bytes": total}
-        finally:
-            db.close()
-
-    def _stream(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
-                floors: dict[str, int]) -> Generator[bytes, None, None]:
-        try:
-            yield head
-            sha = hashlib.sha256()
-            rows = 0
-            for tag, batch in raw_rows(db):
-                rows += len(batch)
-                for line in row_lines([(tag, batch)]):
-                    sha.update(line)
-                    yield line
-            yield Trailer.make(self.identity, self.peer_id, self.admit, heads, floors, rows,
-                               sha.digest())
-        finally:
-            db.close()
-
-    def take_stream(self, spool: Spool | FrameSpool, rows: Path,
-                    second: Mapping[str, Any] | None = None) -> str | None:
-        """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
-        the events of its first line are checked and merged like a frame's; the trailer must
-        check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
-        then the rows are checked as they are read and taken in one transaction. None once
-        taken, else why not (counted under its signer)."""
-        t = [time.perf_counter()]
-        try:
-            trailer = spool.trailer()
-            body = json.loads(spool.head or b"")
-            events = self.keyring.accept(body["events"], body.get("batches", []), self.refused)
-        except (KeyError, TypeError, ValueError, BanzaiError) as e:
-            log.warning("refused a malformed snapshot: %s", e)
-            return "malformed"
-        t.append(time.perf_counter())
-        self.merge(events)
-        t.append(time.perf_counter())
-        why = check_snapshot(trailer, self.keyring, self.state.members, None,
-                             self.keyring.refused)
-        if why is None:
-            digests = _job_digests(second, trailer.heads)
-            try:
-                if isinstance(spool, FrameSpool):
-                    n = self._take_frames(trailer, rows, digests)
-                else:
-                    with rows.open("rb") as f:
-                        n = self.compactor.take_rows(against(read_rows(f), digests),
-                                                     trailer.heads, trailer.floors)
-            except StreamError as e:
-                why = "digest_mismatch" if isinstance(e, Mismatch) else "malformed"
-                self.keyring.refused.add(trailer.signer, f"snapshot_{why}")
-                log.warning("refused the snapshot of %s: %s", trailer.signer[:16], e)
-                return why
-            t.append(time.perf_counter())
-            self.catch_up_s.update(zip(("events_check", "merge", "check_and_take"),
-                                       (b - a for a, b in itertools.pairwise(t)), strict=True))
-            self.catch_up_s["taken_after_init"] = time.perf_counter() - self._born
-            log.info("caught up from the snapshot of %s: %d job records", trailer.signer[:16], n)
-            return None
-        log.warning("refused the snapshot of %s: %s", trailer.signer[:16], why)
-        return why
-
-    def _take_frames(self, trailer: Trailer, rows: Path, digests: Mapping[str, str] | None,
-                     ) -> int:
-        """A checked version 3 stream spooled to `rows` (peer.log.snapframe): its thin job
-        rows (checked against a second member's digests) are taken now, with the heads; the
-        spool moves into the data dir (fsynced) and its cache and provider rows are taken
-        after, a slice per loop turn (`_ingest`; resumed after a restart). StreamError (nothing
-        taken) if a job row is malformed or differs."""
-        with rows.open("rb") as f:
-            jobs, at = read_jobs(f)
-            more = bool(f.read(1))
-        if not more:  # `?part=jobs`: its cache and provider rows are fetched after
-            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
-                                         trailer.floors, owed=trailer.signer)
-            self._ensure_rows()
-            return n
-        path = self._keep_spool(rows, trailer)
-        try:
-            n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
-                                         trailer.floors, (str(path), at, trailer.signer))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        self._ensure_ingest()
-        return n
-
-    def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
-        """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
-        provider rows wait to be taken (`_ingest`, resumed after a restart)."""
-        keep = self.cfg.data_dir / "snapshots"
-        keep.mkdir(mode=0o700, exist_ok=True)
-        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
-        os.replace(rows, path)
-        fsync_path(path)
-        fsync_path(keep)
-        return path
-
-    def _ensure_rows(self) -> None:
-        """Fetch the cache and provider rows owed by taken `?part=jobs` snapshots (one task;
-        retried from the compaction loop)."""
-        if self._fetching is not None or not self.index.snapshots_owed():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (a test): the caller fetches
-        self._fetching = loop.create_task(self._fetch_rows())
-
-    async def _fetch_rows(self) -> None:
-        """GET /api/snapshot?v=3&part=rows of the signer of each owed snapshot (else of any
-        live member serving version 3): its trailer must check as a snapshot's (`check_
-        snapshot`); the spool moves into the data dir and its rows are taken (`_ingest`)."""
-        t0 = time.perf_counter()
-        try:
-            for owed in self.index.snapshots_owed():
-                live = self.live_peers()
-                order = sorted(live, key=lambda p: p != owed)  # the signer first
-                for peer in order:
-                    info = live[peer]
-                    if (SNAPSHOT_FEATURE in (info.get("features") or ()) and info.get("http")
-                            and await self._rows_from(str(info["http"]), owed)):
-                        break
-            self.catch_up_s["rows_fetched_after_take"] = time.perf_counter() - t0
-        finally:
-            self._fetching = None
-        self._ensure_ingest()
-
-    async def _rows_from(self, url: str, owed: str) -> bool:
-        spool_dir = self.cfg.data_dir / "tmp"
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-rows-{os.getpid()}-{next(_SPOOLS)}.frames"
-        headers = mesh_headers(self.mesh_secrets.primary)
-        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
-        try:
-            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http, \
-                    http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
-                r.raise_for_status()
-                with rows.open("wb") as f:
-                    spool = FrameSpool(f, MAX_SNAPSHOT_BYTES)
-                    async for chunk in r.content.iter_chunked(1 << 20):
-                        spool.feed(chunk)
-            return self.take_rows_part(spool, rows, owed)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            log.warning("no snapshot rows from %s: %s", url, e)
-            return False
-        finally:
-            rows.unlink(missing_ok=True)
-
-    def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str) -> bool:
-        """A `?part=rows` stream spooled to `rows`, owed for `owed`'s snapshot: its trailer
-        must check as a snapshot's; then the spool moves into the data dir and its rows are
-        taken after (`_ingest`). Never raises the heads (its rows stand for no event).
-        Whether it was kept (a refusal is counted under its signer)."""
-        trailer = spool.trailer()
-        why = check_snapshot(trailer, self.keyring, self.state.members, None,
-                             self.keyring.refused)
-        if why is not None:
-            log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
-            return False
-        path = self._keep_spool(rows, trailer)
-        self.index.spooled(str(path), trailer.signer, owed)
-        self._ensure_ingest()
-        return True
-
-    def _ensure_ingest(self) -> None:
-        """Take the rows of pending snapshots: a slice per loop turn while a loop runs (one
-        task), else all of them now."""
-        if self._ingesting is not None or not self.index.snapshots_pending():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            while self.compactor.ingest():
-                pass
-            return
-        self._ingesting = loop.create_task(self._ingest())
-
-    async def _ingest(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            while self.compactor.ingest():
-                await asyncio.sleep(0)
-            self.catch_up_s["rows_indexed_after_take"] = time.perf_counter() - t0
-        except Exception:  # a failed write (a full disk): resumed at the next pass
-            log.exception("taking a snapshot's rows failed")
-        finally:
-            self._ingesting = None
-
-    def take_snapshot(self, body: Mapping[str, Any],
-                      second: Mapping[str, Any] | None = None) -> str | None:
-        """Catch up from another member's snapshot: its events are checked (signatures, the
-        door) and merged like a frame's; the snapshot itself must come from an admitted,
-        unrevoked member with a valid signature and match a second member's digest of the
-        same heads and floors when one is given. None once taken, else why not (counted in
-        /api/health `security.refused` under its signer)."""
-        t = [time.perf_counter()]
-        try:
-            snap = Snapshot.from_json(body["snapshot"])
-            events = self.keyring.accept(body["events"], body.get("batches", []), self.refused)
-        except (KeyError, TypeError, ValueError, BanzaiError) as e:
-            log.warning("refused a malformed snapshot: %s", e)
-            return "malformed"
-        t.append(time.perf_counter())
-        self.merge(events)
-        t.append(time.perf_counter())
-        digest = None
-        if (second is not None and second.get("heads") == dict(snap.heads)
-                and second.get("floors") == snap.records.get("floors") and "digest" in second):
-            digest = bytes.fromhex(str(second.get("digest", "")))
-        why = check_snapshot(snap, self.keyring, self.state.members, digest,
-                             self.keyring.refused)
-        if why is None and not _agrees(snap.records, _job_digests(second, snap.heads)):
-            why = "digest_mismatch"
-            self.keyring.refused.add(snap.signer, f"snapshot_{why}")
-        t.append(time.perf_counter())
-        if why is None:
-            try:
-                n = self.compactor.take(snap.records, snap.heads)
-                t.append(time.perf_counter())
-                self.catch_up_s.update(zip(("events_check", "merge", "snapshot_check", "take"),
-                                           (b - a for a, b in itertools.pairwise(t)),
-                                           strict=True))
-            except ValueError as e:
-                why = "malformed"
-                log.warning("refused the snapshot of %s: %s", snap.signer[:16], e)
-            else:
-                log.info("caught up from the snapshot of %s: %d job records", snap.signer[:16],
-                         n)
-                return None
-        log.warning("refused the snapshot of %s: %s", snap.signer[:16], why)
-        return why
-
-    def _behind(self, peer_id: str, info: Mapping[str, Any]) -> None:
-        """`peer_id` dropped events we lack (its compaction floors are above our heads): ask
-        it for a snapshot (one request at a time, at most every SNAPSHOT_RETRY_S)."""
-        floors = info.get("cfloor")
-        if not isinstance(floors, dict) or self._loop is None:
-            return
-        heads = self.state.heads
-        if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
-            return
-        now = time.monotonic()
-        if now < self._snapshot_next or self._catching:  # one at a time: a slow download is
-            return  # not raced by a second one
-        self._snapshot_next = now + SNAPSHOT_RETRY_S
-        self._catching = True
-        task = self._loop.create_task(self._catch_up(peer_id))
-        self._bg.add(task)
-        task.add_done_callback(self._caught)
-
-    def _caught(self, task: asyncio.Task[None]) -> None:
-        self._bg.discard(task)
-        self._catching = False
-
-    async def _catch_up(self, peer_id: str) -> None:
-        urls = self.peer_urls()
-        url = urls.get(peer_id)
-        if url is None:  # not live to gossip yet: ask again at its next heartbeat
-            self._snapshot_next = 0.0
-            return
-        asked = time.perf_counter() - self._born
-        headers = mesh_headers(self.mesh_secrets.primary)
-        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
-        t0 = time.perf_counter()
-        spool_dir = self.cfg.data_dir / "tmp"
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
-        rows = spool_dir / f"snapshot-{os.getpid()}-{next(_SPOOLS)}.rows"
-        v = "3" if SNAPSHOT_FEATURE in (self.live_peers().get(peer_id, {}).get("features")
-                                        or ()) else "2"
-        try:
-            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-                second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
-                try:
-                    params = {"v": v, "part": "jobs"} if v == "3" else {"v": v}
-                    async with http.get(f"{url}/api/snapshot", params=params) as r:
-                        r.raise_for_status()
-                        if r.content_type == "application/json":  # an older peer: one body
-                            body: Any = json.loads(await r.read())
-                        else:
-                            with rows.open("wb") as f:
-                                body = (FrameSpool(f, MAX_SNAPSHOT_BYTES)
-                                        if r.content_type == SNAPSHOT_TYPE_V3
-                                        else Spool(f, MAX_SNAPSHOT_BYTES))
-                                async for chunk in r.content.iter_chunked(1 << 20):
-                                    body.feed(chunk)
-                    self.catch_up_s = {"asked_after_init": asked,
-                                       "download": time.perf_counter() - t0}
-                    if isinstance(body, Spool | FrameSpool):
-                        self.catch_up_s["bytes"] = body.total
-                    second = await second_task
-                finally:
-                    second_task.cancel()
-            if isinstance(body, Spool | FrameSpool):
-                self.take_stream(body, rows, second)
-            else:
-                self.take_snapshot(body, second)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            log.warning("no snapshot from %s: %s", peer_id[:16], e)
-        finally:
-            rows.unlink(missing_ok=True)
-
-    async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
-                      peer_id: str, v: str = "2") -> dict[str, Any] | None:
-        """Another live member's digests of what it compacted (per job, of version `v`; an
-        older peer answers with one digest of its whole snapshot), None if there is none."""
-        for other, other_url in urls.items():
-            if other != peer_id:
-                if v == "3" and SNAPSHOT_FEATURE not in (
-                        self.live_peers().get(other, {}).get("features") or ()):
-                    continue  # its digests would be of version 2: not comparable
-                try:
-                    async with http.get(f"{other_url}/api/snapshot",
-                                        params={"digest": "1", "v": v}) as r:
-                        if r.status == 200:
-                            d = await r.json()
-                            return d if isinstance(d, dict) else None
-                except (aiohttp.ClientError, TimeoutError, ValueError):
-                    return None
-                return None
-        return None
-
-    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
-                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]:
-        """(order, summary) of compacted jobs older than `before`, newest first."""
-        return self.index.page(limit, before)
 
     def _setup_signing(self, secrets: Sequence[bytes]) -> None:
         """The keyring (our key, the keys of the batches on disk) and the one-time attestation
@@ -1151,7 +619,8 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
-                               "caught_up_s": self.catch_up_s, "served_s": self.served_s,
+                               "caught_up_s": self.catchup.catch_up_s,
+                               "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())
                                + len(self.index.snapshots_owed())}}
 
@@ -1165,7 +634,7 @@ class Node:
         running = info.get("running")
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
         if "cfloor" in info:
-            self._behind(peer_id, info)
+            self.catchup.behind(peer_id, info)
 
     def wall_seen(self, peer_id: str, wall_ms: int) -> None:
         """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):
@@ -1280,10 +749,10 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for coro in (self.ipns.run(), self._compact_loop()):  # republish before expiry
-            task = asyncio.get_running_loop().create_task(coro)
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+        task = asyncio.get_running_loop().create_task(self.ipns.run())  # republish before expiry
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        self.catchup.start()
 
     async def _start_mesh(self) -> None:
         cfg = self.cfg
@@ -1343,6 +812,7 @@ class Node:
         if self.gossip is not None:
             await self.gossip.close()  # announces that we leave
         await self.replicator.close()
+        await self.catchup.close()
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)

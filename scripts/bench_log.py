@@ -1,7 +1,7 @@
 """Measure the replicated log at scale (issue 11, Measure): a history of N finished tasks
 (jobs of `--tasks-per-job` whole ECHO tasks: JOB_SUBMITTED, then per task TASK_SPLIT, CLAIM,
 CHUNK_DONE, TASK_DONE with its cache key) merged straight into a peer's log in process and
-compacted as the peer does (`Node.merge`, then `Node.compact` every few jobs: alone, every
+compacted as the peer does (`Node.merge`, then `CatchUp.compact` every few jobs: alone, every
 finished job beyond the recent history becomes a job index record and its events leave the
 log), then: the peer's RSS, restart to /api/health, a fresh peer's catch-up (its heads digest
 equal to the first peer's: it takes a snapshot), an in-sync digest (in process, `events_after`
@@ -90,11 +90,11 @@ def build(data: Path, secret: Path, tasks: int, per_job: int) -> dict[str, Any]:
         events += len(evs)
         if len(batch) >= 40_000:
             node.merge(batch)
-            node.compact()
+            node.catchup.compact()
             batch = []
     node.merge(batch)
-    node.compact()
-    node.compact()
+    node.catchup.compact()
+    node.catchup.compact()
     out = {"events": events, "compacted_jobs": len(node.index),
            "dropped": node.compactor.total.dropped, "in_memory": len(node.state.events)}
     node.log.close()

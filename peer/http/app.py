@@ -95,9 +95,9 @@ async def _job(node: Host, job_id: str) -> dict[str, Any] | None:
     fetched from a member when we took only its thin row); else NotFound."""
     if job_id in node.state.jobs:
         return None
-    record = node.job_record(job_id)
+    record = node.catchup.job_record(job_id)
     if record is None:
-        record = await node.fetch_record(job_id)
+        record = await node.catchup.fetch_record(job_id)
     if record is None:
         raise NotFound(f"no job {job_id!r}", field="job")
     return record
@@ -154,7 +154,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit = None if raw is None else int(raw)
     except ValueError:
         raise ArgError("limit must be an integer", field="limit") from None
-    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"), node.archived_jobs)
+    jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"),
+                          node.catchup.archived_jobs)
     body: dict[str, Any] = {"jobs": [
         j if isinstance(j, dict) else job_view(node.state, j, node.cfg.max_attempts,
                                                detail=False) for j in jobs]}
@@ -433,18 +434,18 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     v = {"2": 2, "3": 3}.get(request.query.get("v", ""), 1)  # 2: peer.log.snapstream, 3:
     # peer.log.snapframe; older peers ask v1 (and an older peer ignores v)
     if v == 3 and "record" in request.query:  # a compacted job's full texts
-        texts = node.record_texts(request.query["record"])
+        texts = node.catchup.record_texts(request.query["record"])
         if texts is None:
             raise NotFound("no full record of that job here", field="record")
         return web.json_response(texts)
     if request.query.get("digest"):
-        return web.json_response(node.snapshot_digest(per_job=v > 1, v=v))
+        return web.json_response(node.catchup.snapshot_digest(per_job=v > 1, v=v))
     if v == 1:
-        return web.Response(body=node.snapshot(), content_type="application/json")
+        return web.Response(body=node.catchup.snapshot(), content_type="application/json")
     part = request.query.get("part")
     if part not in (None, "jobs", "rows"):
         raise SpecError("part: jobs or rows", field="part")
-    lines = node.snapshot_stream(v, part)
+    lines = node.catchup.snapshot_stream(v, part)
     try:
         resp = web.StreamResponse(headers={
             "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})

@@ -99,6 +99,23 @@ class MeshSecretsView(Protocol):
     def secrets(self) -> Sequence[bytes]: ...  # the first is served, every one accepted
 
 
+class Archive(Protocol):
+    """Compacted jobs and the snapshots served to peers catching up (peer.catchup.CatchUp)."""
+
+    def job_record(self, job: str) -> dict[str, Any] | None: ...  # a compacted job's view
+    async def fetch_record(self, job: str) -> dict[str, Any] | None: ...  # a thin one's,
+    # fetched from a member and checked
+    def record_texts(self, job: str) -> list[str] | None: ...  # ?v=3&record=: its full texts
+    def snapshot(self) -> bytes: ...  # GET /api/snapshot: signed snapshot + events (JSON)
+    def snapshot_stream(self, v: int = 2, part: str | None = None,
+                        ) -> Generator[bytes, None, None]: ...  # ?v=2 or 3: the same,
+    # streamed (v=3&part=jobs|rows: a part)
+    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> Mapping[str, Any]: ...
+    # heads, floors, digest (per_job: one per compacted job)
+    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
+                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
+
+
 class Host(Protocol):
     """The peer as the app and its views see it."""
 
@@ -134,6 +151,8 @@ class Host(Protocol):
     def janitor(self) -> Lifecycle: ...
     @property
     def ipns(self) -> IpnsService: ...  # IPNS keys, records, publishing
+    @property
+    def catchup(self) -> Archive: ...  # compacted jobs' records, snapshots served
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
     def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)
@@ -146,18 +165,6 @@ class Host(Protocol):
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
-    def job_record(self, job: str) -> dict[str, Any] | None: ...  # a compacted job's view
-    async def fetch_record(self, job: str) -> dict[str, Any] | None: ...  # a thin one's,
-    # fetched from a member and checked
-    def record_texts(self, job: str) -> list[str] | None: ...  # ?v=3&record=: its full texts
-    def snapshot(self) -> bytes: ...  # GET /api/snapshot: signed snapshot + events (JSON)
-    def snapshot_stream(self, v: int = 2, part: str | None = None,
-                        ) -> Generator[bytes, None, None]: ...  # ?v=2 or 3: the same,
-    # streamed (v=3&part=jobs|rows: a part)
-    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> Mapping[str, Any]: ...
-    # heads, floors, digest (per_job: one per compacted job)
-    def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
-                      ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)
     @property
     def workers(self) -> Mapping[str, int]: ...  # {slots, ready}: ready < slots while warming

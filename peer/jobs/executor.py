@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError, disk_full
 
-__all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer"]
+__all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
+           "sweep_bases"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ _READ_BYTES = 1 << 16
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
 _TRACE_FRAMES = 8
 _RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
+_BASE_PREFIX = "banzai-exec-"  # + PID + "-" + random: one executor's run directories
+_UNNAMED_STALE_S = 86400.0  # a run directory of the earlier form (no PID) untouched this long
 
 
 class Handle(Protocol):
@@ -95,7 +99,7 @@ class ExecutorConfig:
     preload: tuple[str, ...] = ()  # modules the forkserver imports in order, then each worker
     env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
     # Where the runs' work directories go (a peer: <data dir>/work, swept at its start);
-    # None: the system temp directory.
+    # None: the system temp directory. Either way under banzai-exec-PID-* (`sweep_bases`).
     work_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -194,6 +198,7 @@ class Executor:
         self._stop = asyncio.Event()
         self._closed = False
         self._base = Path()
+        self._remove_base: weakref.finalize[Any, Any] | None = None
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []
         self._queue: collections.deque[_Job] = collections.deque()
@@ -242,7 +247,15 @@ class Executor:
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
         if self.cfg.work_dir is not None:
             Path(self.cfg.work_dir).mkdir(parents=True, exist_ok=True)
-        self._base = Path(tempfile.mkdtemp(prefix="banzai-exec-", dir=self.cfg.work_dir))
+        where = Path(self.cfg.work_dir or tempfile.gettempdir())
+        swept = await self._loop.run_in_executor(self._helper, sweep_bases, where)
+        if swept:
+            log.info("removed %d run directories of executors killed before they closed "
+                     "(in %s)", swept, where)
+        self._base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
+        # Removed by close(), else when this executor is collected or the process exits;
+        # a killed process's is swept by the next executor started in the same directory.
+        self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid())
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
         if not wait:
@@ -273,7 +286,8 @@ class Executor:
         if self._helper is not None:
             self._helper.shutdown(wait=True)
             self._helper = None
-        shutil.rmtree(self._base, ignore_errors=True)
+        if self._remove_base is not None:
+            self._remove_base()
         self._closed = True
 
     async def run(
@@ -609,6 +623,55 @@ def _split_frames(buf: bytearray) -> list[bytes]:
         pos = end
     del buf[:pos]
     return frames
+
+
+def sweep_bases(directory: Path) -> int:
+    """Remove what executors killed before they closed left in `directory`: the directories
+    `banzai-exec-PID-*` of a process that is gone, and those of the earlier form (no PID) that
+    are empty (an executor of that version still running makes it again at its next run) or
+    untouched for a day. Returns how many were removed. Blocking."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if not entry.name.startswith(_BASE_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid, dash, _ = entry.name[len(_BASE_PREFIX):].partition("-")
+        try:
+            if not dash and time.time() - entry.stat().st_mtime > _UNNAMED_STALE_S:
+                shutil.rmtree(entry.path)
+            elif not dash:
+                os.rmdir(entry.path)  # only if empty
+            elif pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry.path)
+            else:
+                continue
+        except OSError:  # not empty, not ours, gone meanwhile
+            continue
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts; another user's too)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_base(base: Path, pid: int) -> None:
+    """An executor's run directories, removed by the process that made them (not by a child
+    forked from it that exits through the interpreter)."""
+    if os.getpid() == pid:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _join(proc: BaseProcess, workdir: Path | None) -> int | None:

@@ -35,9 +35,11 @@ log = logging.getLogger("banzai.janitor")
 
 MAX_UNPROVIDE_CIDS = 10_000  # per UNPROVIDE event
 # What a kill -9 leaves in a peer's data dir: HTTP and Kubo RPC uploads, the executor's run
-# directories (under work/); the store sweeps its own.
+# directories (under work/), snapshot downloads (peer.catchup's spools under tmp/); the store
+# sweeps its own.
 STALE = (("upload-*", "upload dirs"), ("kubo-add-*", "upload dirs"),
-         ("kubo-dag-import-*", "upload dirs"), ("work/*", "work dirs"))
+         ("kubo-dag-import-*", "upload dirs"), ("work/*", "work dirs"),
+         ("tmp/snapshot-*", "snapshot spools"))
 
 
 @dataclass(frozen=True)

@@ -97,13 +97,13 @@ def test_finished_jobs_beyond_the_recent_history_become_records_read_on_demand(
     n.merge(evs)
     views = {j: job_view(n.state, j, n.cfg.max_attempts) for j in n.state.jobs}
     before = {vv: _ids(n.events_after(dict(vv), 1000)) for vv in ((), ((ORIGIN, 5),))}
-    stats = n.compact()
+    stats = n.catchup.compact()
     # the two oldest finished jobs leave memory; the newest (2 tasks: the recent history)
     # and the live one stay
     assert sorted(stats.jobs) == ["job000", "job001"] and stats.dropped == 0
     assert sorted(n.state.jobs) == ["job002", "job003"]
     for j in ("job000", "job001"):
-        assert n.job_record(j) == compact_view(views[j])
+        assert n.catchup.job_record(j) == compact_view(views[j])
         assert views[j]["state"] == "done"
     # their events left memory but are still served, oldest first, around the gap
     assert len(n.state.events) == len(evs) - 2 * (1 + 2 * 4)
@@ -114,10 +114,10 @@ def test_finished_jobs_beyond_the_recent_history_become_records_read_on_demand(
     assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")
     assert ORIGIN in n.state.providers[_cid("job000/t1")]
     # the job list pages across memory and the index, newest first
-    page, cursor = page_jobs(n.state, 3, None, n.archived_jobs)
+    page, cursor = page_jobs(n.state, 3, None, n.catchup.archived_jobs)
     assert [p if isinstance(p, str) else p["id"] for p in page] == ["job003", "job002",
                                                                      "job001"]
-    rest, end = page_jobs(n.state, 3, cursor, n.archived_jobs)
+    rest, end = page_jobs(n.state, 3, cursor, n.catchup.archived_jobs)
     assert [p["id"] for p in rest if isinstance(p, dict)] == ["job000"] and end is None
     assert rest[0] == {k: v for k, v in views["job000"].items() if k != "workflow"} | {
         "tasks": [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
@@ -130,14 +130,14 @@ def test_events_leave_the_log_once_every_live_member_holds_them(
     _lagging(n)
     evs = history(jobs=3, per_job=2)
     n.merge(evs)
-    n.compact()
+    n.catchup.compact()
     assert _rows(n) == {e.id for e in evs}
     held = dict(n.heads())
     n.compactor.vvs = lambda: [dict(n.heads()), {ORIGIN: 11}]  # lacks job001's last events
-    assert n.compact().dropped == 9  # job000: seqs 1..9
+    assert n.catchup.compact().dropped == 9  # job000: seqs 1..9
     assert _rows(n) == {e.id for e in evs} - {(ORIGIN, q) for q in range(1, 10)}
     n.compactor.vvs = lambda: [dict(n.heads()), held]
-    assert n.compact().dropped == 9
+    assert n.catchup.compact().dropped == 9
     assert _rows(n) == {e.id for e in evs[18:]}
     assert n.compactor.floors == {ORIGIN: 18}
     # the heads do not move back; an asker below the floor gets what is left, in order
@@ -153,10 +153,10 @@ def test_past_the_horizon_events_leave_the_log_even_if_a_member_lacks_them(
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     _lagging(n)
     n.merge(history(jobs=1, per_job=2))
-    assert n.compact().dropped == 0
+    assert n.catchup.compact().dropped == 0
     later = n.hlc.now() + ((7 * 86_400_000 + 1) << 16)
     n.compactor.now_hlc = lambda: later
-    assert n.compact().dropped == 9 and _rows(n) == set()
+    assert n.catchup.compact().dropped == 9 and _rows(n) == set()
 
 
 def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
@@ -166,7 +166,7 @@ def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
     evs = history(jobs=3, per_job=2, live=1)
     n.merge(evs)
     record = compact_view(job_view(n.state, "job000", n.cfg.max_attempts))
-    n.compact()  # alone: every live member (we) holds them: they leave the log at once
+    n.catchup.compact()  # alone: every live member (we) holds them: they leave the log at once
     assert n.compactor.total.dropped == 18
     heads = dict(n.heads())
     n.log.close()
@@ -174,7 +174,7 @@ def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
     again = _open(d, opened)
     assert dict(again.heads()) == heads
     assert sorted(again.state.jobs) == ["job002", "job003"]
-    assert again.job_record("job000") == record
+    assert again.catchup.job_record("job000") == record
     assert again.state.outputs[key_of(1, 0)] == _cid("job001/t0")
     assert ORIGIN in again.state.providers[_cid("job001/t0")]
     assert again.merge([evs[3]]) == [] and "job000" not in again.state.jobs
@@ -184,10 +184,10 @@ def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
 def test_a_deleted_compacted_job_loses_its_record(tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     n.merge(history(jobs=1, per_job=1))
-    n.compact()
-    assert n.job_record("job000") is not None
+    n.catchup.compact()
+    assert n.catchup.job_record("job000") is not None
     n.janitor.delete_job("job000")
-    assert n.job_record("job000") is None and len(n.index) == 0
+    assert n.catchup.job_record("job000") is None and len(n.index) == 0
     assert n.state.outputs[key_of(0, 0)] == _cid("job000/t0")  # the cache stays
 
 
@@ -197,7 +197,7 @@ def test_a_data_dir_of_0_1_0_opens_with_the_job_index(tmp_path: Path,
     shutil.copytree(FIXTURE, d)
     n = _open(d, opened)
     jobs = set(n.state.jobs)
-    n.compact()
+    n.catchup.compact()
     c = sqlite3.connect(d / "events.sqlite")
     try:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -247,12 +247,13 @@ def test_a_fresh_peer_catches_up_from_a_signed_snapshot_plus_the_events_left(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()  # alone: the two oldest jobs' events leave its log at once
+    a.catchup.compact()  # alone: the two oldest jobs' events leave its log at once
     assert a.compactor.total.dropped > 0 and a.compactor.floors
-    assert b.take_snapshot(json.loads(a.snapshot()), a.snapshot_digest()) is None
+    assert b.catchup.take_snapshot(json.loads(a.catchup.snapshot()),
+                                   a.catchup.snapshot_digest()) is None
     assert dict(b.heads()) == dict(a.heads())
     for j in ("job000", "job001"):
-        assert b.job_record(j) == a.job_record(j) is not None
+        assert b.catchup.job_record(j) == a.catchup.job_record(j) is not None
     assert sorted(b.state.jobs) == ["job002"]
     assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
     assert a.peer_id in b.state.providers[_cid("job000/t0")]
@@ -272,11 +273,11 @@ def test_a_snapshot_that_does_not_check_is_refused_and_counted(
         why: str) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
-    a.compact()
-    body, digest = json.loads(a.snapshot()), a.snapshot_digest()
+    a.catchup.compact()
+    body, digest = json.loads(a.catchup.snapshot()), a.catchup.snapshot_digest()
     tamper(body, digest)
     heads = dict(b.heads())
-    assert b.take_snapshot(body, digest) == why
+    assert b.catchup.take_snapshot(body, digest) == why
     assert len(b.index) == 0 and b.compactor.floors == {}
     assert dict(b.heads()) != dict(a.heads()) and heads != dict(b.heads())  # events merged
     signer = body["snapshot"]["signer"]
@@ -286,24 +287,24 @@ def test_a_snapshot_that_does_not_check_is_refused_and_counted(
 def _take_stream(a: Node, b: Node, tmp: Path, second: Any = None,
                  tamper: Callable[[bytes], bytes] = lambda body: body) -> str | None:
     """b takes a's snapshot stream (GET /api/snapshot?v=2), spooled as _catch_up does."""
-    body = tamper(b"".join(a.snapshot_stream()))
+    body = tamper(b"".join(a.catchup.snapshot_stream()))
     path = tmp / "rows"
     with path.open("wb") as f:
         spool = Spool(f, 1 << 30)
         spool.feed(body)
-    return b.take_stream(spool, path, second)
+    return b.catchup.take_stream(spool, path, second)
 
 
 def test_a_fresh_peer_catches_up_from_a_snapshot_stream(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
+    a.catchup.compact()
     b.state.outputs[key_of(0, 0)] = "stale"  # a memory entry the snapshot's index row replaces
-    assert _take_stream(a, b, tmp_path, a.snapshot_digest(per_job=True)) is None
+    assert _take_stream(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True)) is None
     assert dict(b.heads()) == dict(a.heads())
     for j in ("job000", "job001"):
-        assert b.job_record(j) == a.job_record(j) is not None
+        assert b.catchup.job_record(j) == a.catchup.job_record(j) is not None
     assert sorted(b.state.jobs) == ["job002"]
     assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
     assert a.peer_id in b.state.providers[_cid("job000/t0")]
@@ -314,7 +315,8 @@ def test_a_fresh_peer_catches_up_from_a_snapshot_stream(
     b.emit(EventType.MEMBER, b.capabilities())
     b.flush()
     assert _take_stream(b, c, tmp_path) is None
-    assert dict(c.heads()) == dict(b.heads()) and c.job_record("job000") == a.job_record("job000")
+    assert dict(c.heads()) == dict(b.heads())
+    assert c.catchup.job_record("job000") == a.catchup.job_record("job000")
 
 
 def _in_rows(body: bytes, old: bytes, new: bytes) -> bytes:
@@ -339,8 +341,8 @@ def test_a_snapshot_stream_that_does_not_check_is_refused_and_counted(
         why: str) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
-    a.compact()
-    digests = a.snapshot_digest(per_job=True)
+    a.catchup.compact()
+    digests = a.catchup.snapshot_digest(per_job=True)
     if second == "wrong":
         digests["jobs"]["job000"] = "0" * 32
     assert _take_stream(a, b, tmp_path, digests, tamper) == why
@@ -355,8 +357,8 @@ def test_a_second_member_that_compacted_other_jobs_does_not_refuse(
     horizon, what the other holds) agree on every job both hold: the snapshot is taken."""
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
-    a.compact()
-    digests = a.snapshot_digest(per_job=True)
+    a.catchup.compact()
+    digests = a.catchup.snapshot_digest(per_job=True)
     assert set(digests["jobs"]) == {"job000", "job001"}
     del digests["jobs"]["job000"]  # the second never compacted job000
     digests["jobs"]["job777"] = "0" * 32  # and holds one the signer dropped from its index
@@ -364,10 +366,10 @@ def test_a_second_member_that_compacted_other_jobs_does_not_refuse(
     assert len(b.index) == 2
     # the previous form of snapshot is checked against per-job digests the same way
     c = _joiner(tmp_path, "c", opened)
-    assert c.take_snapshot(json.loads(a.snapshot()), digests) is None
+    assert c.catchup.take_snapshot(json.loads(a.catchup.snapshot()), digests) is None
     digests["jobs"]["job001"] = "0" * 32
     d = _joiner(tmp_path, "d", opened)
-    assert d.take_snapshot(json.loads(a.snapshot()), digests) == "digest_mismatch"
+    assert d.catchup.take_snapshot(json.loads(a.catchup.snapshot()), digests) == "digest_mismatch"
 
 
 def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(
@@ -375,14 +377,14 @@ def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     evs = history(jobs=1, per_job=1)
     n.merge(evs)
-    n.compact()
-    record = n.job_record("job000")
+    n.catchup.compact()
+    record = n.catchup.job_record("job000")
     late = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.JOB_CANCELLED,
                  {"job": "job000", "reason": "late"})
     assert n.merge([late]) == [late]
     assert "job000" not in n.state.jobs and "job000" not in n.state.cancelled
     assert late.id not in n.state.events and (ORIGIN, len(evs) + 1) in _rows(n)  # disk only
-    assert n.job_record("job000") == record
+    assert n.catchup.job_record("job000") == record
     assert _ids(n.events_after({ORIGIN: len(evs)}, 10)) == [late.id]
 
 
@@ -391,7 +393,7 @@ def test_an_unprovide_reaches_a_provider_read_from_the_job_index(
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     evs = history(jobs=1, per_job=1)
     n.merge(evs)
-    n.compact()
+    n.catchup.compact()
     cid = _cid("job000/t0")
     assert dict.get(n.state.providers, cid) is None  # not in memory: read on demand
     assert n.state.providers.get(cid) == {ORIGIN}
@@ -408,7 +410,7 @@ def test_a_refold_after_a_conflict_keeps_what_compaction_holds(
     n = _open(tmp_path / "a", opened)
     _lagging(n)
     n.merge(history(jobs=3, per_job=2, live=1))
-    n.compact()
+    n.catchup.compact()
     heads, jobs = dict(n.state.heads), sorted(n.state.jobs)
     assert n.state.evicted and n.state.compacted == {"job000", "job001"}
     n.state.refold()
@@ -425,20 +427,20 @@ def test_a_refold_after_a_conflict_keeps_what_compaction_holds(
 def _take_v3(a: Node, b: Node, tmp: Path, second: Any = None,
              tamper: Callable[[bytes], bytes] = lambda body: body) -> str | None:
     """b takes a's version 3 stream (GET /api/snapshot?v=3), spooled as _catch_up does."""
-    body = tamper(b"".join(a.snapshot_stream(v=3)))
+    body = tamper(b"".join(a.catchup.snapshot_stream(v=3)))
     path = tmp / "rows3"
     with path.open("wb") as f:
         spool = FrameSpool(f, 1 << 30)
         spool.feed(body)
-    return b.take_stream(spool, path, second)
+    return b.catchup.take_stream(spool, path, second)
 
 
 def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
-    assert _take_v3(a, b, tmp_path, a.snapshot_digest(per_job=True, v=3)) is None
+    a.catchup.compact()
+    assert _take_v3(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True, v=3)) is None
     assert dict(b.heads()) == dict(a.heads())
     assert sorted(b.state.jobs) == ["job002"] and b.compactor.floors == a.compactor.floors
     assert not b.index.snapshots_pending()  # no loop: the rows were taken at once
@@ -447,17 +449,17 @@ def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
     assert a.peer_id in b.state.providers[_cid("job000/t0")]
     assert b.index.thin_digests(job_digest3) == a.index.thin_digests(job_digest3)
     # the list shows thin entries; the full record is absent until fetched, then checked
-    page, _ = page_jobs(b.state, 10, None, b.archived_jobs)
+    page, _ = page_jobs(b.state, 10, None, b.catchup.archived_jobs)
     thin_entry = next(e for e in page if isinstance(e, dict) and e["id"] == "job000")
     assert thin_entry["partial"] and thin_entry["n_tasks"] == 2 and thin_entry["tasks"] == []
-    assert b.job_record("job000") is None and b.record_texts("job000") is None
-    texts = a.record_texts("job000")
+    assert b.catchup.job_record("job000") is None and b.catchup.record_texts("job000") is None
+    texts = a.catchup.record_texts("job000")
     assert texts is not None
     sha = b.index.thin_sha("job000")
     assert sha is not None
     b.index.fill("job000", check_record(sha, texts))
-    assert b.job_record("job000") == a.job_record("job000") is not None
-    assert b.index.thin_sha("job000") is None and b.record_texts("job000") == texts
+    assert b.catchup.job_record("job000") == a.catchup.job_record("job000") is not None
+    assert b.index.thin_sha("job000") is None and b.catchup.record_texts("job000") == texts
 
 
 @pytest.mark.parametrize(("tamper", "second", "why"), [
@@ -470,8 +472,8 @@ def test_a_v3_stream_that_does_not_check_is_refused_and_counted(
         why: str) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
-    a.compact()
-    digests = a.snapshot_digest(per_job=True, v=3)
+    a.catchup.compact()
+    digests = a.catchup.snapshot_digest(per_job=True, v=3)
     if second == "wrong":
         digests["jobs"]["job000"] = "0" * 32
     assert _take_v3(a, b, tmp_path, digests, tamper) == why
@@ -484,8 +486,8 @@ def test_a_v3_snapshots_rows_are_taken_in_slices_and_resumed_after_a_restart(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=6, per_job=3)
-    a.compact()
-    monkeypatch.setattr(b, "_ensure_ingest", lambda: None)  # as if the peer stopped at once
+    a.catchup.compact()
+    monkeypatch.setattr(b.catchup, "_ensure_ingest", lambda: None)  # as if the peer stopped at once
     assert _take_v3(a, b, tmp_path) is None
     assert dict(b.heads()) == dict(a.heads()) and len(b.index.snapshots_pending()) == 1
     assert b.index.entry(1, key_of(0, 0)) is None  # not taken yet: a lookup misses
@@ -506,8 +508,8 @@ def test_a_malformed_frame_found_while_taking_rows_ends_them_and_is_counted(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
-    monkeypatch.setattr(b, "_ensure_ingest", lambda: None)
+    a.catchup.compact()
+    monkeypatch.setattr(b.catchup, "_ensure_ingest", lambda: None)
     assert _take_v3(a, b, tmp_path) is None
     (path, at, _), = b.index.snapshots_pending()
     with open(path, "r+b") as f:  # the spool is damaged on disk after it was checked
@@ -526,13 +528,13 @@ async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
 
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
+    a.catchup.compact()
     assert _take_v3(a, b, tmp_path) is None
     served: list[Any] = []
 
     async def record(request: web.Request) -> web.Response:
         assert request.query["v"] == "3"
-        texts = a.record_texts(request.query["record"])
+        texts = a.catchup.record_texts(request.query["record"])
         if served and texts is not None:  # the second answer: tampered
             texts[1] = texts[1].replace("job", "jab")
         served.append(texts)
@@ -545,22 +547,22 @@ async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
         monkeypatch.setattr(b, "live_peers", lambda: {
             a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]},
             "old": {"http": "http://127.0.0.1:9", "features": []}})  # not asked
-        assert await b.fetch_record("job001") == a.job_record("job001") is not None
-        assert await b.fetch_record("job000") is None  # the tampered answer is refused
+        assert await b.catchup.fetch_record("job001") == a.catchup.job_record("job001") is not None
+        assert await b.catchup.fetch_record("job000") is None  # the tampered answer is refused
         assert b.keyring.refused.by_origin[a.peer_id]["record_mismatch"] == 1
         assert b.index.thin_sha("job000") is not None and len(served) == 2
-        assert await b.fetch_record("nope") is None and len(served) == 2
+        assert await b.catchup.fetch_record("nope") is None and len(served) == 2
 
 
 def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
+    a.catchup.compact()
     digests = a.index.thin_digests(job_digest3)
     a.log.db.execute("DELETE FROM job_thin")  # as a data dir of the previous release holds
     assert a.index.thin_digests(job_digest3) == digests  # made of the full records
-    assert _take_v3(a, b, tmp_path, a.snapshot_digest(per_job=True, v=3)) is None
+    assert _take_v3(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True, v=3)) is None
     assert b.index.thin_digests(job_digest3) == digests
     assert a.index.backfill(1) == 1 and a.index.backfill(10) == 1 and a.index.backfill(10) == 0
     assert a.index.thin_digests(job_digest3) == digests
@@ -572,18 +574,19 @@ def test_a_peer_holding_thin_rows_serves_an_older_peer_the_jobs_it_holds_in_full
     never fetched are not sent (it could not fetch or check them), nor in the v2 digests."""
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
+    a.catchup.compact()
     assert _take_v3(a, b, tmp_path) is None
-    texts = a.record_texts("job001")
+    texts = a.catchup.record_texts("job001")
     assert texts is not None
     b.index.fill("job001", texts)
     b.emit(EventType.MEMBER, b.capabilities())
     b.flush()
-    assert set(b.snapshot_digest(per_job=True)["jobs"]) == {"job001"}
+    assert set(b.catchup.snapshot_digest(per_job=True)["jobs"]) == {"job001"}
     c = _joiner(tmp_path, "c", opened)
-    assert _take_stream(b, c, tmp_path, a.snapshot_digest(per_job=True)) is None
+    assert _take_stream(b, c, tmp_path, a.catchup.snapshot_digest(per_job=True)) is None
     assert dict(c.heads()) == dict(b.heads())
-    assert c.index.jobs() == {"job001"} and c.job_record("job001") == a.job_record("job001")
+    assert c.index.jobs() == {"job001"}
+    assert c.catchup.job_record("job001") == a.catchup.job_record("job001")
 
 
 def _spooled(body: bytes, path: Path) -> FrameSpool:
@@ -600,19 +603,19 @@ def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
     heads vouched for) and taken."""
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
-    a.compact()
-    spool = _spooled(b"".join(a.snapshot_stream(v=3, part="jobs")), tmp_path / "jobs")
-    assert b.take_stream(spool, tmp_path / "jobs") is None
+    a.catchup.compact()
+    spool = _spooled(b"".join(a.catchup.snapshot_stream(v=3, part="jobs")), tmp_path / "jobs")
+    assert b.catchup.take_stream(spool, tmp_path / "jobs") is None
     assert dict(b.heads()) == dict(a.heads()) and b.index.snapshots_owed() == [a.peer_id]
     assert b.index.jobs() == a.index.jobs() and b.index.entry(1, key_of(0, 0)) is None
-    rows = b"".join(a.snapshot_stream(v=3, part="rows"))
+    rows = b"".join(a.catchup.snapshot_stream(v=3, part="rows"))
     bad = _spooled(rows.replace(key_of(0, 0).encode(), key_of(9, 9).encode(), 1),
                    tmp_path / "bad")
-    assert not b.take_rows_part(bad, tmp_path / "bad", a.peer_id)
+    assert not b.catchup.take_rows_part(bad, tmp_path / "bad", a.peer_id)
     assert b.keyring.refused.by_origin[a.peer_id]["snapshot_bad_signature"] == 1
     spool = _spooled(rows, tmp_path / "rows")
     assert spool.trailer().heads == {}  # it cannot pass for a snapshot
-    assert b.take_rows_part(spool, tmp_path / "rows", a.peer_id)
+    assert b.catchup.take_rows_part(spool, tmp_path / "rows", a.peer_id)
     assert not b.index.snapshots_owed() and not b.index.snapshots_pending()
     assert b.state.outputs[key_of(0, 0)] == _cid("job000/t0")
     assert sorted(b.index.providers()) == sorted(a.index.providers())
@@ -632,17 +635,49 @@ async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
         started.append(peer_id)
         await gate.wait()
 
-    monkeypatch.setattr(b, "_catch_up", slow)
-    monkeypatch.setattr(b, "_loop", asyncio.get_running_loop())
-    b._behind("x", {"cfloor": {"o": 5}})
+    monkeypatch.setattr(b.catchup, "_catch_up", slow)
+    monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
-    b._snapshot_next = 0.0  # the retry interval has passed
-    b._behind("x", {"cfloor": {"o": 5}})
+    b.catchup._snapshot_next = 0.0  # the retry interval has passed
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     assert started == ["x"]
     gate.set()
     for _ in range(3):
         await asyncio.sleep(0)
-    b._behind("x", {"cfloor": {"o": 5}})
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
     await asyncio.sleep(0)
     assert started == ["x", "x"]
+
+
+async def test_closing_ends_a_catch_up_in_progress(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    b = _open(tmp_path / "b", opened)
+    ended: list[str] = []
+
+    async def slow(peer_id: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append(peer_id)
+
+    monkeypatch.setattr(b.catchup, "_catch_up", slow)
+    monkeypatch.setattr(b.catchup, "_loop", asyncio.get_running_loop())
+    b.catchup.behind("x", {"cfloor": {"o": 5}})
+    await asyncio.sleep(0)
+    await b.catchup.close()
+    assert ended == ["x"]
+
+
+@pytest.mark.parametrize("field", ["retry_s", "timeout_s", "record_timeout_s",
+                                   "max_snapshot_bytes"])
+def test_catch_up_settings_must_be_positive(tmp_path: Path, field: str) -> None:
+    from peer.catchup import CatchUpConfig
+    from peer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        CatchUpConfig(tmp_path, **{field: 0})
+    assert e.value.field == field

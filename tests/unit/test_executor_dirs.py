@@ -1,0 +1,86 @@
+"""Where an executor's run directories go and that none outlives it (peer.jobs.executor):
+removed at close, at the exit of a process that never closed it, and, for a process killed
+before either, by the next executor started in the same directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from peer.jobs.executor import Executor, ExecutorConfig, sweep_bases
+
+
+def _gone_pid() -> int:
+    """A PID no process has: above the kernel's highest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def test_the_directories_of_gone_executors_are_swept_and_no_other(tmp_path: Path) -> None:
+    dead = tmp_path / f"banzai-exec-{_gone_pid()}-a1b2c3d4"
+    (dead / "7").mkdir(parents=True)
+    (dead / "7" / "out").write_text("left by a killed run")
+    live = tmp_path / f"banzai-exec-{os.getpid()}-e5f6g7h8"
+    live.mkdir()
+    old_empty = tmp_path / "banzai-exec-01xnk3am"  # the earlier form: no PID
+    old_empty.mkdir()
+    old_used = tmp_path / "banzai-exec-0555d8fu"
+    (old_used / "3").mkdir(parents=True)
+    old_stale = tmp_path / "banzai-exec-0_kosepp"  # untouched for two days
+    (old_stale / "1").mkdir(parents=True)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old_stale, (two_days_ago, two_days_ago))
+    other = tmp_path / "upload-x"
+    other.mkdir()
+    a_file = tmp_path / f"banzai-exec-{_gone_pid()}-file"
+    a_file.write_text("")
+    assert sweep_bases(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, old_used, other, a_file))
+    assert sweep_bases(tmp_path / "missing") == 0
+
+
+async def test_an_executor_sweeps_at_start_and_removes_its_own_at_close(
+        tmp_path: Path) -> None:
+    stale = tmp_path / f"banzai-exec-{_gone_pid()}-zzzzzzzz"
+    (stale / "1").mkdir(parents=True)
+    ex = Executor(ExecutorConfig(slots=1, default_timeout_s=30.0, kill_grace_s=0.05,
+                                 work_dir=str(tmp_path)))
+    await ex.start()
+    try:
+        assert not stale.exists()
+        mine = [p.name for p in tmp_path.iterdir()]
+        assert len(mine) == 1 and mine[0].startswith(f"banzai-exec-{os.getpid()}-")
+        result = await ex.run("a", "tests.unit.executor_targets:echo", "x")
+        assert result.ok
+    finally:
+        await ex.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+NEVER_CLOSED = """
+import asyncio, sys
+from peer.jobs.executor import Executor, ExecutorConfig
+
+async def main() -> None:
+    ex = Executor(ExecutorConfig(slots=1, kill_grace_s=0.05, work_dir=sys.argv[1]))
+    await ex.start()
+    await ex.run("a", "tests.unit.executor_targets:echo", "x")
+    print(sorted(p.name for p in __import__("pathlib").Path(sys.argv[1]).iterdir()))
+
+asyncio.run(main())  # returns without ex.close()
+"""
+
+
+async def test_the_directory_of_an_executor_never_closed_goes_with_its_process(
+        tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", NEVER_CLOSED, str(work), env=env, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert "banzai-exec-" in out.decode()  # it was there while the executor ran
+    assert list(work.iterdir()) == []
