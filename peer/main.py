@@ -1,5 +1,7 @@
 """`banzai-peer`: run one peer until SIGINT/SIGTERM (or print the mesh's join command).
-Sets the process's cache and temp directories under the data dir before anything starts."""
+Sets the process's cache and temp directories under the data dir before anything starts.
+Imports the daemon (aiohttp, peer.node, peer.http) in its functions, not at the top: each
+executor worker and its forkserver import this module again (the script's own import)."""
 
 from __future__ import annotations
 
@@ -15,22 +17,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from peer.config import PeerConfig, from_args
 from peer.errors import BanzaiError, ConfigError
-from peer.http.app import make_app
-from peer.http.tokens import (
-    find_record,
-    load_or_create_token,
-    local_urls,
-    remove_runtime,
-    write_runtime,
-)
-from peer.ipfs.blocks import tune_allocator
-from peer.mesh.keyring import join_command
-from peer.node import Node, mesh_secrets
+
+if TYPE_CHECKING:
+    from peer.node import Node
 
 log = logging.getLogger("banzai")
 
@@ -52,6 +45,12 @@ def login_url(base: str, token: str) -> str:
 
 
 async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
+    from aiohttp import web
+
+    from peer.http.app import make_app
+    from peer.http.tokens import load_or_create_token, local_urls, remove_runtime, write_runtime
+    from peer.node import Node
+
     node = Node(cfg)
     runner = web.AppRunner(make_app(node), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -92,6 +91,8 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
 
 def print_join(node: Node, cfg: PeerConfig) -> None:
     """A new mesh's join command, once (it holds the secret: not repeated in every log)."""
+    from peer.mesh.keyring import join_command
+
     src = node.mesh_secrets
     if src.source == "generated":
         print(f"new mesh: its secret is in {src.path} (mode 0600). To join another peer "
@@ -135,6 +136,8 @@ def private_dirs(data_dir: Path) -> None:
 def print_login(cfg: PeerConfig) -> None:
     """--print-login: the login URL of the running peer of cfg.data_dir, else the one it
     will have (from --http); never starts a peer."""
+    from peer.http.tokens import find_record, load_or_create_token
+
     token = load_or_create_token(cfg.data_dir)
     rec = find_record(cfg.data_dir, cfg.runtime_dir)
     if rec is not None:
@@ -149,6 +152,10 @@ def print_login(cfg: PeerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from peer.ipfs.blocks import tune_allocator
+    from peer.mesh.keyring import join_command
+    from peer.node import mesh_secrets
+
     try:
         cfg, ns = from_args(argv)
     except BanzaiError as e:

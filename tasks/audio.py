@@ -43,17 +43,21 @@ import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from peer.errors import ArgError, BanzaiError
 from tasks.audio_fetch import FetchLimits, download, extract_festvox
-from tasks.audio_learn import LearnError, LearnParams, assemble, learn_dir, learn_speaker
-from tasks.audio_wav import WavError, wav_info
 from tasks.fetch_policy import AddressPolicy, PolicyError, Resolver, check_url, system_resolver
 from tasks.registry import KEEP, Arg, Keep, TaskContext, task
+
+# numpy, soundfile and the LEARN code are imported by the functions that use them: a peer
+# imports this module for its task catalog (and its forkserver preloads it), ~0.2 s of CPU
+# each that a peer's start need not pay (workers pay it once, or the warm-up does).
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from tasks.audio_learn import LearnParams
 
 DAY_S = 86_400.0
 
@@ -119,6 +123,8 @@ def _check_seconds(params: Mapping[str, Any]) -> None:
 
 
 def _duration(ctx: TaskContext, src: Path) -> float | None:
+    from tasks.audio_wav import WavError, wav_info
+
     try:
         return wav_info(src).duration_s
     except (WavError, OSError) as e:
@@ -175,6 +181,7 @@ def mfcc_features(y: npt.NDArray[np.float32], sr: int, *, fft_size: int, n_mels:
                   fmin: float, fmax: float, n_mfcc: int) -> npt.NDArray[np.float32]:
     """MFCC of mono `y` at rate `sr` with the documented librosa mapping: frames x n_mfcc."""
     import librosa  # heavy import (numba): only in workers that extract
+    import numpy as np
 
     power = librosa.feature.melspectrogram(
         y=y, sr=sr, n_fft=2 * fft_size, hop_length=fft_size, win_length=None, window="hann",
@@ -198,6 +205,7 @@ def load_mono(src: Path, sample_rate: int) -> npt.NDArray[np.float32]:
     Upsampling by more than MAX_UPSAMPLE is refused (ResampleError): a 10 Hz file resampled to
     384 kHz holds 38,400 times its samples.
     """
+    import numpy as np
     import soundfile as sf
 
     sr = sf.info(src).samplerate
@@ -222,6 +230,7 @@ def warm_mfcc() -> None:
     functions it compiles), soundfile and soxr, and run the seed's and the common MFCC
     settings once on 0.1 s of noise, so that no worker pays for it on its first file."""
     import librosa
+    import numpy as np
     import soundfile  # noqa: F401  (load_mono's reader)
 
     y = np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1
@@ -253,6 +262,8 @@ def extract_mfcc(ctx: TaskContext, src: Path, out_dir: Path, *, fft_size: int, n
     bankCount, lowFrequency, highFrequency, sampleRate. Computed with librosa
     (Hann window, HTK mel, power spectrum in dB, orthonormal DCT-II).
     """
+    import numpy as np
+
     global _warned_empty_filters
     try:
         y = load_mono(src, sample_rate)
@@ -294,6 +305,8 @@ _LEARN_ARGS = [
 
 def _learn_params(n_components: int, test_fraction: float, seed: int, max_iter: int,
                   normalize: bool) -> LearnParams:
+    from tasks.audio_learn import LearnParams
+
     return LearnParams(n_components=n_components, test_fraction=test_fraction, seed=seed,
                        max_iter=max_iter, normalize=normalize)
 
@@ -301,6 +314,8 @@ def _learn_params(n_components: int, test_fraction: float, seed: int, max_iter: 
 def learn_assemble(ctx: TaskContext, inp: Path | None, out: Path, **params: Any) -> None:
     """LEARN's assembling step: the per-speaker models (`<speaker>.npz`) -> model.npz,
     model.json, metrics.json (accuracy, confusion, curves) and report.md."""
+    from tasks.audio_learn import LearnError, assemble
+
     if inp is None or not inp.exists():
         raise LearnError("LEARN needs at least one .npy feature file as input, got nothing")
     m = assemble(inp, out, _learn_params(**params), ctx.metric)
@@ -324,6 +339,8 @@ def learn_speaker_task(ctx: TaskContext, src: Path, out_dir: Path, **params: Any
     speaker: held-out log-likelihood. Writes model.npz, model.json, metrics.json (accuracy,
     confusion, curves) and report.md.
     """
+    from tasks.audio_learn import learn_speaker
+
     made = learn_speaker(src, out_dir, _learn_params(**params), ctx.metric)
     ctx.log(f"LEARN: speaker {src.name}: " + ("trained" if made else "no frames, left out"))
     return made
@@ -333,6 +350,8 @@ def learn(ctx: TaskContext, inp: Path | None, out: Path, *, n_components: int,
           test_fraction: float, seed: int, max_iter: int, normalize: bool) -> None:
     """The serial LEARN (every speaker in this process, then the assembling step): the same
     output, byte for byte, as the mesh's per-speaker chunks and assembly."""
+    from tasks.audio_learn import LearnError, learn_dir
+
     if inp is None or not inp.exists():
         raise LearnError("LEARN needs at least one .npy feature file as input, got nothing")
     p = _learn_params(n_components, test_fraction, seed, max_iter, normalize)

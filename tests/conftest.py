@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +58,21 @@ class PeerProc:
         return self.log.read_text(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_peers([self], sig)
+
+
+def stop_peers(peers: Iterable[PeerProc], sig: int = signal.SIGTERM) -> None:
+    """`PeerProc.kill(sig)` of every peer, the signals sent first: the peers shut down at
+    the same time, not one after another."""
+    live = [p for p in peers if p.proc.poll() is None]
+    for p in live:
+        p.proc.send_signal(sig)
+    for p in live:
+        try:
+            p.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(5)
 
 
 # Peers of one test run share a mesh name no other run (or concurrent test) uses.
@@ -153,5 +161,4 @@ def peer_factory(tmp_path: Path) -> Iterator[object]:
         return p
 
     yield start
-    for p in started:
-        p.kill(signal.SIGTERM)
+    stop_peers(started)

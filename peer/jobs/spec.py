@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import heapq
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from cid import make_cid
 
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from peer.jobs.placement import KEYS, json_type, parse_requires
 from tasks.registry import Arg, TaskDef
+
+if TYPE_CHECKING:
+    import yaml
 
 DEFAULT_NAME = "pipeline"
 SOURCE_BASE = "source"  # generated name of an unnamed {"cid": ...} node
@@ -223,24 +226,33 @@ def _load_json(text: str) -> Any:
         raise SpecError(f"invalid JSON: {exc}") from None
 
 
-class _SafeLoader(yaml.SafeLoader):
+@functools.cache
+def _safe_loader() -> type[yaml.SafeLoader]:
     """yaml.SafeLoader without anchors and aliases: an alias copies a subtree by reference,
-    so a small document could expand to gigabytes of JSON (the "billion laughs")."""
+    so a small document could expand to gigabytes of JSON (the "billion laughs"). Made on
+    the first YAML pipeline: a peer's start need not import yaml."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        ev = self.peek_event()  # type: ignore[no-untyped-call]
-        what = ("an alias (*)" if isinstance(ev, yaml.AliasEvent)
-                else "an anchor (&)" if getattr(ev, "anchor", None) is not None else None)
-        if what is not None:
-            mark = ev.start_mark
-            raise SpecError(f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
-                            f"{what} is not allowed in a pipeline; write the value out")
-        return super().compose_node(parent, index)
+    class _SafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            ev = self.peek_event()  # type: ignore[no-untyped-call]
+            what = ("an alias (*)" if isinstance(ev, yaml.AliasEvent)
+                    else "an anchor (&)" if getattr(ev, "anchor", None) is not None else None)
+            if what is not None:
+                mark = ev.start_mark
+                raise SpecError(f"invalid YAML at line {mark.line + 1}, column "
+                                f"{mark.column + 1}: {what} is not allowed in a pipeline; "
+                                "write the value out")
+            return super().compose_node(parent, index)
+
+    return _SafeLoader
 
 
 def _load_yaml(text: str) -> Any:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_SafeLoader)
+        return yaml.load(text, Loader=_safe_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

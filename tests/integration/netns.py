@@ -463,9 +463,18 @@ class PeerSet:
         return list(peers)
 
     def close(self) -> None:
-        for p in self.peers:
+        """SIGTERM every peer first, then reap each: they shut down at the same time."""
+        procs = [p.proc for p in self.peers if p.proc is not None and p.proc.poll() is None]
+        for proc in procs:
             with contextlib.suppress(Exception):
-                p.kill(signal.SIGTERM, timeout_s=5)
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
 
 
 # -- waiting -------------------------------------------------------------------------------

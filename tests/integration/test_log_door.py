@@ -7,7 +7,6 @@ converge to one state and still run pipelines. Longer runs: scripts/fuzz_mesh.py
 from __future__ import annotations
 
 import secrets
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from peer.log import Event, EventType
-from tests.conftest import PeerProc, start_peer
+from tests.conftest import PeerProc, start_peer, stop_peers
 from tests.fuzz_frames import batches
 from tests.gossip_client import GossipClient
 from tests.helpers import JsonApi, get_json, wait_mesh
@@ -60,8 +59,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         wait_mesh(peers, 3)
         yield Mesh(peers, name, secret.read_bytes().strip())
     finally:
-        for p in peers:
-            p.kill(signal.SIGTERM)
+        stop_peers(peers)
 
 
 def until_converged(m: Mesh, timeout_s: float = 60) -> list[dict[str, Any]]:

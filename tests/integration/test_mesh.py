@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from peer.mesh.gossip import Kind, encode_frame
-from tests.conftest import BIN, ROOT, PeerProc, start_peer
+from tests.conftest import BIN, ROOT, PeerProc, start_peer, stop_peers
 
 # get, post, wait_job and wait_mesh: other test modules import them from here too
 from tests.helpers import get_json as get
@@ -66,8 +66,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PeerProc]]:
         wait_mesh(peers, 3)
         yield peers
     finally:
-        for p in started:
-            p.kill(signal.SIGTERM)
+        stop_peers(started)
 
 
 def test_three_peers_discover_spread_work_and_agree_on_cids(lone: PeerProc,

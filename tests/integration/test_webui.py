@@ -61,8 +61,11 @@ def corpus_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
+    # Warm workers on (as a peer runs by default): its forkserver warms EXTRACT_MFCC up once
+    # while the browser starts, instead of each of the seed job's two workers.
     p = start_peer(tmp_path_factory.mktemp("webui") / "p0", "--slots", "2",
-                   "--fetch-allow", "127.0.0.1/32", mesh=MESH_NAME)  # the corpus server
+                   "--fetch-allow", "127.0.0.1/32", mesh=MESH_NAME,  # the corpus server
+                   env={"BANZAI_WARM_WORKERS": "1"})
     yield p
     p.kill(signal.SIGTERM)
     time.sleep(0.2)  # let the output pump reach EOF, then close the pipe (no ResourceWarning)
