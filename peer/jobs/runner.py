@@ -2,17 +2,20 @@
 
 Runs inside executor workers (never in the event loop). The store is opened per
 process, by peer.ipfs.store.open_store from the work order's store settings, and shared
-with the peer through the filesystem. A per-item chunk imports each finished batch on one
-helper thread of its own while the next batch computes.
+with the peer through the filesystem. A per-item chunk imports its outputs on one helper
+thread of its own (a queue in, futures out) while the next items compute.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +78,10 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
                ctx: TaskContext) -> dict[str, Any]:
-    """Run a per-item chunk in batches of about _FLUSH_S. A batch's outputs are imported,
-    made durable together (one store sync) and announced to the peer in one message on a
-    helper thread while the next batch computes; at most one batch is in flight."""
+    """Run a per-item chunk in batches of about _FLUSH_S. A helper thread imports each
+    output as soon as its item ends, while the next ones compute; at a batch's end it makes
+    the batch's outputs durable (one store sync) and then announces them to the peer in one
+    message. The chunk ends once its last batch is durable and announced."""
     results: dict[str, Any] = {}
     scratch = _scratch(ctx, tdef)
     flusher = _Flusher(store, ctx, results, len(items))
@@ -85,9 +89,9 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
         n = 0
         while n < len(items):
             batch = scratch / f"b{n}"
-            first, (n, done, wait) = n, _batch(store, tdef, params, items, n, ctx, batch)
-            flusher.submit(done, batch, first)
-            if wait:  # an output the next items could change: imported before they run
+            n, must_wait = _batch(store, tdef, params, items, n, ctx, batch, flusher.put)
+            flusher.end_batch(batch)
+            if must_wait:  # an output the next items could change: imported before they run
                 flusher.wait()
         flusher.wait()
     finally:
@@ -101,15 +105,15 @@ _Done = tuple[str, str, Any, Path | None, str]
 
 
 def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
-           n: int, ctx: TaskContext, batch: Path) -> tuple[int, list[_Done], bool]:
+           n: int, ctx: TaskContext, batch: Path, put: Callable[[_Done], None],
+           ) -> tuple[int, bool]:
     """Run items from index `n` for about _FLUSH_S (one at least), each with an output
-    directory of its own under `batch`; returns the next index, the finished items, and
-    whether they must be imported before the next item runs (an output that is not a file
-    of its own directory)."""
+    directory of its own under `batch`, handing each to `put` as it ends; returns the next
+    index and whether the batch must be durable before the next item runs (an output that
+    is not a file of its own directory)."""
     until = time.monotonic() + _FLUSH_S
     inp = batch / "in"
     inp.mkdir(parents=True)
-    done: list[_Done] = []
     size = 0
     while n < len(items):
         relpath, cid = items[n]
@@ -124,16 +128,16 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
                 _empty(ctx.workdir / "in")
         n += 1
         if r is None or r is KEEP:
-            done.append((relpath, cid, None if r is None else {"n": name, "c": cid}, None, ""))
+            put((relpath, cid, None if r is None else {"n": name, "c": cid}, None, ""))
         else:
             p = Path(r)
-            done.append((relpath, cid, None, p, p.name))
+            put((relpath, cid, None, p, p.name))
             if not _private(p, out):
-                return n, done, True
+                return n, True
             size += p.stat().st_size
         if time.monotonic() >= until or size >= _BATCH_BYTES:
             break
-    return n, done, False
+    return n, False
 
 
 def _private(p: Path, out: Path) -> bool:
@@ -144,50 +148,101 @@ def _private(p: Path, out: Path) -> bool:
 
 
 class _Flusher:
-    """Imports finished batches on one helper thread, in order: their outputs are added
-    under one store sync, then (durable) announced in one `items` message."""
+    """One helper thread that imports finished items in order, each batch under one store
+    sync (`Store.adding`), then announces the batch, durable, in one `items` message. At
+    most one batch's end is pending: `end_batch` first waits for the one before."""
 
     def __init__(self, store: Store, ctx: TaskContext, results: dict[str, Any],
                  total: int) -> None:
         self._store, self._ctx, self._results, self._total = store, ctx, results, total
         self._send = getattr(ctx, "send", None)
-        self._pool: ThreadPoolExecutor | None = None
-        self._fut: Future[None] | None = None
+        self._queue: queue.SimpleQueue[_Done | tuple[Path, Future[None]] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._pending: Future[None] | None = None  # the end of the last batch handed over
+        self._error: BaseException | None = None
         self._count = 0
 
-    def submit(self, done: list[_Done], batch: Path, first: int) -> None:
-        self.wait()  # the previous batch first: one in flight, messages in order
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="banzai-items")
-        self._fut = self._pool.submit(self._flush, done, batch)
+    def put(self, done: _Done) -> None:
+        """Hand over a finished item (imported soon, announced at its batch's end)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="banzai-items", daemon=True)
+            self._thread.start()
+        self._queue.put(done)
+
+    def end_batch(self, batch: Path) -> None:
+        """End the current batch (its scratch `batch` is removed once it is imported);
+        raises the error of an earlier batch."""
+        self.wait()
+        if self._thread is None:  # an empty batch: nothing to import or announce
+            return
+        self._pending = Future()
+        self._queue.put((batch, self._pending))
 
     def wait(self) -> None:
-        """Until the batch in flight is durable and announced; raises its error."""
-        fut, self._fut = self._fut, None
+        """Until every batch ended so far is durable and announced; raises its error."""
+        fut, self._pending = self._pending, None
         if fut is not None:
             fut.result()
 
     def close(self) -> None:
-        """Wait for the batch in flight (its error, if any, is dropped: another one is
-        being raised) and stop the thread."""
-        if self._fut is not None:
-            wait([self._fut])
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Stop the thread once it is idle (an error of its is dropped here: `wait` raises
+        it; close runs on the way out of a chunk that failed already)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
 
-    def _flush(self, done: list[_Done], batch: Path) -> None:
-        message = []
-        with self._store.adding() as add:
-            for relpath, cid, result, path, name in done:
-                if path is not None:
-                    result = {"n": name, "c": add(path)}
-                self._results[relpath] = result
-                message.append([relpath, cid, result])
-        if self._send is not None:  # lets the peer record finished items before the chunk ends
-            self._send("items", message)
-        self._count += len(done)
-        self._ctx.progress(self._count / self._total)
-        shutil.rmtree(batch, ignore_errors=True)
+    def _run(self) -> None:
+        while self._batch():
+            pass
+
+    def _batch(self) -> bool:
+        """Import one batch's items, sync, announce; False once told to stop."""
+        message: list[list[Any]] = []
+        got: _Done | tuple[Path, Future[None]] | None = None
+        try:
+            with self._store.adding() as add:
+                while True:
+                    got = self._queue.get()
+                    if got is None or len(got) == 2:
+                        break
+                    message.append(self._import(add, got))
+                if got is None:  # stopping: an unfinished batch is not announced
+                    raise _Stop
+            if self._send is not None:  # the peer records finished items before the end
+                self._send("items", message)
+            self._count += len(message)
+            self._ctx.progress(self._count / self._total)
+            shutil.rmtree(got[0], ignore_errors=True)
+            got[1].set_result(None)
+        except _Stop:
+            return False
+        except BaseException as e:  # this batch's end, and every later one, fail with it
+            self._error = e
+            if got is not None and len(got) == 2:
+                got[1].set_exception(e)
+            return self._fail()
+        return True
+
+    def _import(self, add: Callable[[Path], str], done: _Done) -> list[Any]:
+        relpath, cid, result, path, name = done
+        if path is not None:
+            result = {"n": name, "c": add(path)}
+        self._results[relpath] = result
+        return [relpath, cid, result]
+
+    def _fail(self) -> bool:
+        """After an error: every later batch's end fails with it, nothing is imported."""
+        while True:
+            got = self._queue.get()
+            if got is None:
+                return False
+            if len(got) == 2:
+                got[1].set_exception(self._error)
+
+
+class _Stop(Exception):
+    """The chunk ends with a batch unfinished (an item failed): nothing more to do."""
 
 
 def _scratch(ctx: TaskContext, tdef: TaskDef) -> Path:

@@ -115,7 +115,7 @@ def test_a_failing_item_announces_nothing_of_its_unsynced_batch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
     _, payload = _chunk(tmp_path, 3)
-    payload["items"][2][1] = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"  # absent
+    payload["items"][1][1] = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"  # absent
     trail: list[tuple[Any, ...]] = []
     with pytest.raises(Exception, match="not in the store"):
         runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
