@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -120,31 +121,34 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
         name = relpath.rsplit("/", 1)[-1] or "item"
         out = batch / str(n)
         out.mkdir()
+        src = _place(store, tdef, cid, inp / name, ctx)
         try:
-            r = kinds.invoke(tdef, ctx, _place(store, tdef, cid, inp / name, ctx), out, params)
+            r = kinds.invoke(tdef, ctx, src, out, params)
         finally:
-            _empty(inp)
-            if (ctx.workdir / "in").is_dir():
-                _empty(ctx.workdir / "in")
+            _empty(src.parent)
         n += 1
         if r is None or r is KEEP:
             put((relpath, cid, None if r is None else {"n": name, "c": cid}, None, ""))
         else:
             p = Path(r)
             put((relpath, cid, None, p, p.name))
-            if not _private(p, out):
+            private = _private(p, out)
+            if private is None:
                 return n, True
-            size += p.stat().st_size
+            size += private
         if time.monotonic() >= until or size >= _BATCH_BYTES:
             break
     return n, False
 
 
-def _private(p: Path, out: Path) -> bool:
-    """True if `p` is a regular file in `out` (no later item can change it before its
-    import); anything else (a directory, a link, a path elsewhere) is imported at once."""
-    return (os.path.dirname(os.path.abspath(p)) == str(out) and not p.is_symlink()
-            and p.is_file())
+def _private(p: Path, out: Path) -> int | None:
+    """The size of `p` if it is a regular file in `out` (no later item can change it before
+    its import); None for anything else (a directory, a link, a path elsewhere), which is
+    imported before the next item runs."""
+    if os.path.dirname(os.path.abspath(p)) != str(out):
+        return None
+    st = os.lstat(p)
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 class _Flusher:
