@@ -94,6 +94,8 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
             flusher.end_batch(batch)
             if must_wait:  # an output the next items could change: imported before they run
                 flusher.wait()
+                if (ctx.workdir / "in").is_dir():  # a large item's copy (the batch's go with it)
+                    _empty(ctx.workdir / "in")
         flusher.wait()
     finally:
         flusher.close()
@@ -122,10 +124,7 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
         out = batch / str(n)
         out.mkdir()
         src = _place(store, tdef, cid, inp / name, ctx)
-        try:
-            r = kinds.invoke(tdef, ctx, src, out, params)
-        finally:
-            _empty(src.parent)
+        r = kinds.invoke(tdef, ctx, src, out, params)
         n += 1
         if r is None or r is KEEP:
             put((relpath, cid, None if r is None else {"n": name, "c": cid}, None, ""))
@@ -133,9 +132,10 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
             p = Path(r)
             put((relpath, cid, None, p, p.name))
             private = _private(p, out)
-            if private is None:
+            if private is None:  # imported before anything changes (`src`'s directory too)
                 return n, True
             size += private
+        _empty(src.parent)
         if time.monotonic() >= until or size >= _BATCH_BYTES:
             break
     return n, False

@@ -268,3 +268,23 @@ def test_scratch_left_on_tmpfs_by_a_dead_worker_is_swept(
     _, payload = _chunk(tmp_path, 1)
     runner.run(payload, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
     assert not left.exists() and live.exists() and other.exists()
+
+
+def _in_place(ctx: Any, src: Path, out_dir: Path) -> Any:
+    """Changes its own copy of the input and returns it as the output."""
+    src.write_bytes(b"changed " + src.read_bytes())
+    return src
+
+
+def test_an_input_changed_in_place_and_returned_is_the_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 3)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 2048)  # two leaves: a copy on the work directory
+    payload["items"].append(["big.bin", store.add_path(big)])
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="INPLACE", version="1", fn=_in_place, args=(), per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        original = b"".join(store.cat(cid))  # the store's block is unchanged
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"changed " + original
