@@ -5,6 +5,7 @@ only once their outputs are durable, and batched."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def test_a_failing_item_announces_nothing_of_its_unsynced_batch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
     _, payload = _chunk(tmp_path, 3)
-    payload["items"][2][1] = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"  # absent
+    payload["items"][1][1] = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"  # absent
     trail: list[tuple[Any, ...]] = []
     with pytest.raises(Exception, match="not in the store"):
         runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
@@ -143,29 +144,36 @@ async def test_a_message_of_many_items_is_recorded_in_one_cache_put() -> None:
         await mesh.close()
 
 
-def _peek(seen: list[tuple[bool, bytes]]) -> TaskDef:
+def _peek(seen: list[tuple[bool, bytes]], scribble: bool = False) -> TaskDef:
     def peek(ctx: Any, src: Path, out_dir: Path) -> Any:
         seen.append((src.is_symlink(), src.read_bytes()))
+        if scribble:  # a task writing to its input changes its own copy only
+            src.write_bytes(b"scribbled")
         return KEEP
 
     return TaskDef(name="PEEK", version="1", fn=peek, args=(), per_item=True)
 
 
-def test_a_python_task_reads_one_block_items_in_place_and_larger_ones_as_copies(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("tmpfs", [True, False])
+def test_a_python_task_gets_private_copies_of_its_items_and_cannot_change_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmpfs: bool) -> None:
+    if not tmpfs:  # no tmpfs: the scratch goes to the run's work directory
+        monkeypatch.setattr(runner, "_TMPFS", str(tmp_path / "absent"))
     store, payload = _chunk(tmp_path, 2)
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(range(256)) * 2048)  # 512 KiB: two leaves and a root node
     payload["items"].append(["big.bin", store.add_path(big)])
     seen: list[tuple[bool, bytes]] = []
-    monkeypatch.setattr(runner, "_task", lambda call, modules: _peek(seen))
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _peek(seen, scribble=True))
     out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
-    assert [s for s, _ in seen] == [True, True, False]  # the block's file; a copy
+    assert [s for s, _ in seen] == [False, False, False]  # copies, never the block's file
     assert [d for _, d in seen] == [b"".join(store.cat(c)) for _, c in payload["items"]]
     assert {p: r["c"] for p, r in out["items"].items()} == dict(payload["items"])
-    for _, c in payload["items"][:2]:  # read, not moved or changed: still there and valid
-        assert store.get_block(c) == seen[0 if c == payload["items"][0][1] else 1][1]
-    assert list((tmp_path / "run" / "in").iterdir()) == []  # the links went, not the blocks
+    for (_, c), (_, data) in zip(payload["items"], seen, strict=True):  # unchanged, valid
+        assert b"".join(store.cat(c)) == data
+    assert not (tmp_path / "run" / "items").exists() or not any(
+        (tmp_path / "run" / "items").iterdir())
+    assert [d for d in Path(runner._TMPFS).glob(f"{runner._PREFIX}{os.getpid()}-*")] == []
 
 
 def test_a_corrupt_block_never_reaches_the_task(tmp_path: Path,
@@ -198,3 +206,85 @@ def test_a_batch_fsyncs_every_directory_it_wrote_to_before_it_ends(
         assert synced == []  # nothing fsynced per add
     shards = {store.blocks.path(parse_cid(c).key).parent for c in cids}
     assert shards <= set(synced) and len(synced) == len(set(synced))
+
+
+def _same_place(ctx: Any, src: Path, out_dir: Path) -> Any:
+    """Writes every item's output to one path outside its output directory."""
+    dest = ctx.workdir / "same.txt"
+    dest.write_bytes(b"copy of " + src.read_bytes())
+    return dest
+
+
+def test_an_output_outside_its_directory_is_imported_before_the_next_item_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
+    store, payload = _chunk(tmp_path, 4)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="SAME", version="1", fn=_same_place, args=(), per_item=True))
+    trail: list[tuple[Any, ...]] = []
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"copy of " + b"".join(
+            store.cat(cid))
+    assert len([t for t in trail if t[0] == "items"]) == 4  # one batch per such item
+
+
+def test_a_failed_batch_sync_fails_the_chunk_and_announces_nothing_of_that_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer.errors import StoreError
+
+    monkeypatch.setattr(runner, "_FLUSH_S", 0.0)  # one item per batch
+    store, payload = _chunk(tmp_path, 4)
+    trail: list[tuple[Any, ...]] = []
+    sync, calls = store.blocks.sync, []
+
+    def failing_second() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreError("disk gone")
+        sync()
+
+    monkeypatch.setattr(store.blocks, "sync", failing_second)
+    with pytest.raises(StoreError, match="disk gone"):
+        runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    announced = [path for t in trail if t[0] == "items" for path, _, _ in t[1]]
+    assert announced == [payload["items"][0][0]]  # the first batch only, synced
+
+
+def test_scratch_left_on_tmpfs_by_a_dead_worker_is_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(runner, "_TMPFS", str(tmp_path / "shm"))
+    (tmp_path / "shm").mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / "shm" / f"{runner._PREFIX}{dead}-x1"
+    live = tmp_path / "shm" / f"{runner._PREFIX}{os.getppid()}-x2"
+    other = tmp_path / "shm" / "someone-else"
+    for d in (left, live, other):
+        (d / "b0").mkdir(parents=True)
+    _, payload = _chunk(tmp_path, 1)
+    runner.run(payload, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert not left.exists() and live.exists() and other.exists()
+
+
+def _in_place(ctx: Any, src: Path, out_dir: Path) -> Any:
+    """Changes its own copy of the input and returns it as the output."""
+    src.write_bytes(b"changed " + src.read_bytes())
+    return src
+
+
+def test_an_input_changed_in_place_and_returned_is_the_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 3)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 2048)  # two leaves: a copy on the work directory
+    payload["items"].append(["big.bin", store.add_path(big)])
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="INPLACE", version="1", fn=_in_place, args=(), per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        original = b"".join(store.cat(cid))  # the store's block is unchanged
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"changed " + original
