@@ -312,8 +312,17 @@ def learn_assemble(ctx: TaskContext, inp: Path | None, out: Path, **params: Any)
     ctx.progress(1.0)
 
 
+def warm_learn() -> None:
+    """LEARN's warm-up: import scikit-learn's GaussianMixture and what training a speaker
+    uses (about 1 s of CPU; 3 s on a cold disk), so that each peer pays it once in its
+    forkserver, not in the first speaker of every worker (on two peers, both pay it there,
+    at the same time: it does not halve)."""
+    from sklearn.exceptions import ConvergenceWarning  # noqa: F401
+    from sklearn.mixture import GaussianMixture  # noqa: F401
+
+
 @task("LEARN", version="2", per_item=True, items="*.npy", groups=True, reduce=learn_assemble,
-      args=_LEARN_ARGS)
+      args=_LEARN_ARGS, warm=warm_learn)
 def learn_speaker_task(ctx: TaskContext, src: Path, out_dir: Path, **params: Any) -> Path | None:
     """Train one GMM per speaker on MFCC frames; report held-out speaker-ID accuracy.
 

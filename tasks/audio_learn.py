@@ -5,7 +5,8 @@ Pure functions over arrays, plus `learn_speaker` (one speaker directory -> `<spe
 its model's EM trajectory and its held-out frames), `assemble` (those files -> model.npz /
 model.json / metrics.json / report.md) and `learn_dir` (both, one speaker after another: the
 serial LEARN, whose output equals the mesh's chunked one byte for byte). Single-threaded;
-deterministic for a given seed. scikit-learn is imported only by the functions that train.
+deterministic for a given seed. scikit-learn is imported only by the functions that train
+(and by LEARN's warm-up in a peer's forkserver: tasks.audio.warm_learn).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy.typing as npt
 
 from peer.errors import BanzaiError
 
-if TYPE_CHECKING:  # scikit-learn takes ~3 s to import: only the workers that train pay it
+if TYPE_CHECKING:  # scikit-learn takes ~1-3 s to import: only the processes that train pay it
     from sklearn.mixture import GaussianMixture
 
 Array = npt.NDArray[np.float64]

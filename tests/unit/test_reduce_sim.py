@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from peer.ipfs.store import StoreConfig
+from peer.jobs import planner
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
@@ -157,3 +158,11 @@ async def test_the_splitter_fetches_a_group_done_elsewhere_before_the_reduce(
     assert mesh.events(EventType.CHUNK_DONE, s, job=job, task="g")
     assert not mesh.events(EventType.TASK_DONE, s, job=job, task="g")
     assert set(made) <= set(mesh[s].data.fetched)
+
+
+def test_groups_are_split_largest_first_ties_in_path_order() -> None:
+    sizes = {"a": 5, "b": 9, "c": 5, "d": 7}
+    groups = [[name, f"cid-{name}"] for name in sorted(sizes)]
+    ordered = planner.longest_first(groups, lambda g: sizes[g[0]])
+    assert [g[0] for g in ordered] == ["b", "d", "a", "c"]
+    assert planner.longest_first([], lambda g: 0) == []
