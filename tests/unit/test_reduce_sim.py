@@ -166,3 +166,28 @@ def test_groups_are_split_largest_first_ties_in_path_order() -> None:
     ordered = planner.longest_first(groups, lambda g: sizes[g[0]])
     assert [g[0] for g in ordered] == ["b", "d", "a", "c"]
     assert planner.longest_first([], lambda g: 0) == []
+
+
+async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
+        mesh: JobMesh) -> None:
+    """Whichever peer ends the last group may claim the assembling step: a peer that ran a
+    group (not only the splitter) fetches the groups done elsewhere as they end, so that
+    it holds every result when its own last group ends."""
+    job = mesh.submit("p0", [SRC, G])
+    await source(mesh, job)
+    split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
+    s = split.origin
+    (o,) = set(mesh.peers) - {s}
+    mine = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/g/"))
+    mesh[o].runner.finish(mine)  # o has ended a group; it runs the next one
+    await mesh.advance(0.3)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
+    theirs = next(k for k in mesh[s].runner.running if k.startswith(f"{job}/g/"))
+    value = mesh[s].runner._output(theirs)
+    made = [v["c"] for v in value["items"].values()]
+    assert made and not any(mesh[o].data.is_complete(c) for c in made)
+    mesh[s].runner.finish(theirs, value)
+    await mesh.settle()  # no time passes; o's group still runs
+    assert not mesh.events(EventType.TASK_DONE, o, job=job, task="g")
+    assert set(made) <= set(mesh[o].data.fetched)
+    assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input
