@@ -451,16 +451,22 @@ class Scheduler:
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
         """What the splitter of a running per-item task does ahead of its assembly (and a
-        peer that ran a group of a task with a reduce: it may end the last group)."""
+        peer running a group of a task with a reduce: it may end the last group)."""
         if split.origin != self.peer_id:
-            if tdef.reduce is not None and any(
-                    (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None
-                    and d.origin == self.peer_id for i in range(len(chunks) - 1)):
+            if tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks)):
                 self._prefetch_reduce(job, task, split, chunks, with_input=False)
         elif tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
         elif tdef.reduce is not None:
             self._prefetch_reduce(job, task, split, chunks)
+
+    def _may_end_last(self, job: str, task: str, split: Event, n: int) -> bool:
+        """True if this peer runs a group of a task with a reduce (of `n` chunks) and every
+        group is claimed or done: it may end the last one (and then assemble)."""
+        return (any(ak.job == job and ak.task == task for ak in self.runs)
+                and all(claims.standing(self.state.chunk(job, task, i), split.id,
+                                        self.cfg.max_attempts)[0] is not Standing.OPEN
+                        for i in range(n - 1)))
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -586,9 +592,9 @@ class Scheduler:
                          with_input: bool = True) -> None:
         """The splitter of a task with a reduce (which gathers the reduce's input first):
         the outputs of chunks done elsewhere, and the task's input, are fetched as the chunks
-        end, so that the assembling step does not wait for them after the last one. A peer
-        that ran a group fetches the others' outputs too (not the input): if it ends the
-        last group, it holds them all and can claim the reduce at once."""
+        end, so that the assembling step does not wait for them after the last one. Once
+        every group is claimed, a peer running one fetches the others' outputs too (not the
+        input): if it ends the last group, it holds them all and claims the reduce at once."""
         tk = (job, task)
         n = len(chunks) - 1
         dones = [d for i in range(n)

@@ -170,9 +170,9 @@ def test_groups_are_split_largest_first_ties_in_path_order() -> None:
 
 async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
         mesh: JobMesh) -> None:
-    """Whichever peer ends the last group may claim the assembling step: a peer that ran a
-    group (not only the splitter) fetches the groups done elsewhere as they end, so that
-    it holds every result when its own last group ends."""
+    """Whichever peer ends the last group may claim the assembling step: once every group
+    is claimed, a peer running one (not only the splitter) fetches the groups done
+    elsewhere as they end, so that it holds every result when its own last group ends."""
     job = mesh.submit("p0", [SRC, G])
     await source(mesh, job)
     split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
@@ -189,5 +189,7 @@ async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
     mesh[s].runner.finish(theirs, value)
     await mesh.settle()  # no time passes; o's group still runs
     assert not mesh.events(EventType.TASK_DONE, o, job=job, task="g")
+    assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
+    assert all(mesh[o].state.chunk(job, "g", i).claims for i in range(4))  # the tail
     assert set(made) <= set(mesh[o].data.fetched)
     assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input
