@@ -98,9 +98,11 @@ class CpuSampler:
         while not self._stop.is_set():
             row: list[Any] = [round(time.perf_counter() - self.t0, 3)]
             for pid in self.pids:
+                kids = list(bp.descendants(pid))
                 own = _proc_cpu(pid, tick)
-                tree = sum(_proc_cpu(q, tick) for q in bp.descendants(pid))
-                row.append([round(own, 3), round(tree, 3)])
+                tree = sum(_proc_cpu(q, tick) for q in kids)
+                wait = sum(_run_wait_s(q) for q in [pid, *kids])
+                row.append([round(own, 3), round(tree, 3), round(wait, 3)])
             self.samples.append(row)
             self._stop.wait(self.period_s)
 
@@ -114,16 +116,28 @@ def _proc_cpu(pid: int, tick: int) -> float:
     return (int(f[11]) + int(f[12])) / tick
 
 
+def _run_wait_s(pid: int) -> float:
+    """Seconds the threads of one process have waited, runnable, for a CPU (schedstat)."""
+    total = 0
+    for t in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(t.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def cpu_by_stage(samples: list[list[Any]], done_s: Sequence[Sequence[Any]],
                  ) -> dict[str, list[list[float]]]:
     """Per stage (between the previous task's TASK_DONE and its own): per peer, the CPU
-    seconds of its own process and of its workers."""
+    seconds of its own process and of its workers, and the seconds its processes waited,
+    runnable, for their core (other work on it: the other peer's, or anyone's)."""
     out: dict[str, list[list[float]]] = {}
     prev = 0.0
     for name, t in done_s:
         a = next((r for r in samples if r[0] >= prev), samples[-1])
         b = next((r for r in samples if r[0] >= t), samples[-1])
-        out[name] = [[round(b[i][0] - a[i][0], 2), round(b[i][1] - a[i][1], 2)]
+        out[name] = [[round(y - x, 2) for x, y in zip(a[i], b[i], strict=True)]
                      for i in range(1, len(a))]
         prev = t
     return out
@@ -174,8 +188,10 @@ def _stage_cpu(x: dict[str, Any]) -> str:
     sc = x.get("stage_cpu")
     if not sc:
         return ""
-    return "; CPU s peer/workers " + ", ".join(
-        f"{s} " + " ".join(f"p{i}:{a:.2f}/{b:.2f}" for i, (a, b) in enumerate(v))
+    return "; CPU s peer/workers (waited for the core) " + ", ".join(
+        f"{s} " + " ".join(f"p{i}:{c[0]:.2f}/{c[1]:.2f}"
+                           + (f" ({c[2]:.2f})" if len(c) > 2 else "")
+                           for i, c in enumerate(v))
         for s, v in sc.items())
 
 

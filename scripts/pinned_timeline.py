@@ -3,7 +3,8 @@
 its --json files: the first claim after the previous task's TASK_DONE, each peer's busy
 time, the gap between the peers' last chunk ends, the last chunk to TASK_DONE, LEARN's
 assembling step (on which peer, how long after the last speaker), and the CPU seconds of
-each peer's own process and of its workers when the run was sampled.
+each peer's own process and of its workers, and how long its processes waited, runnable, for
+their core, when the run was sampled.
 
     .venv/bin/python scripts/pinned_timeline.py /tmp/pinned/*.json
 """
@@ -40,8 +41,9 @@ def stage_line(x: dict[str, Any], stage: str) -> str:
         s += f" (assembly on {red[0]}, starts +{red[2] - last:.2f}, runs {red[3] - red[2]:.2f})"
     cpu = x.get("stage_cpu", {}).get(stage)
     if cpu:
-        s += "; CPU s peer/workers " + " ".join(f"p{i} {a:.2f}/{b:.2f}"
-                                                for i, (a, b) in enumerate(cpu))
+        s += "; CPU s peer/workers (waited for the core) " + " ".join(
+            f"p{i} {c[0]:.2f}/{c[1]:.2f}" + (f" ({c[2]:.2f})" if len(c) > 2 else "")
+            for i, c in enumerate(cpu))
     return s
 
 
