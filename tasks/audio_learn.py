@@ -5,7 +5,8 @@ Pure functions over arrays, plus `learn_speaker` (one speaker directory -> `<spe
 its model's EM trajectory and its held-out frames), `assemble` (those files -> model.npz /
 model.json / metrics.json / report.md) and `learn_dir` (both, one speaker after another: the
 serial LEARN, whose output equals the mesh's chunked one byte for byte). Single-threaded;
-deterministic for a given seed. scikit-learn is imported only by the functions that train.
+deterministic for a given seed. scikit-learn is imported only by the functions that train
+(and by LEARN's warm-up in a peer's forkserver: tasks.audio.warm_learn).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy.typing as npt
 
 from peer.errors import BanzaiError
 
-if TYPE_CHECKING:  # scikit-learn takes ~3 s to import: only the workers that train pay it
+if TYPE_CHECKING:  # scikit-learn takes ~1-3 s to import: only the processes that train pay it
     from sklearn.mixture import GaussianMixture
 
 Array = npt.NDArray[np.float64]
@@ -253,26 +254,51 @@ def score_samples(w: Array, means: Array, cov: Array, x: Array) -> Array:
     return out
 
 
+class Heldout:
+    """Every speaker's held-out frames as one array, and each speaker model's per-utterance
+    scores on them, computed once per (speaker, iteration it is taken at): an eval point
+    past a speaker's last iteration, and the final confusion, reuse its final model's."""
+
+    def __init__(self, fits: Sequence[SpeakerFit]) -> None:
+        self.fits = fits
+        self.truth = np.repeat(np.arange(len(fits)), [len(f.heldout_lengths) for f in fits])
+        lengths = np.concatenate([f.heldout_lengths for f in fits])
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.x = np.concatenate([f.heldout for f in fits])
+        self._scores: dict[tuple[int, int], Array] = {}
+
+    def scores(self, i: int, it: int) -> Array:
+        """Per held-out utterance: its summed frame log-likelihood under speaker i's model
+        after iteration min(it, its last)."""
+        f = self.fits[i]
+        key = (i, min(it, f.iterations))
+        got = self._scores.get(key)
+        if got is None:  # one pass over all held-out frames, then per-utterance sums
+            got = self._scores[key] = np.add.reduceat(score_samples(*f.at(it), self.x),
+                                                      self.starts)
+        return got
+
+    def confusion(self, it: int) -> npt.NDArray[np.int64]:
+        """Rows: true speaker, columns: predicted (argmax of summed frame log-likelihoods),
+        with each speaker's model after iteration min(it, its last)."""
+        n = len(self.fits)
+        scores = np.stack([self.scores(i, it) for i in range(n)], axis=1)
+        conf = np.zeros((n, n), dtype=np.int64)
+        np.add.at(conf, (self.truth, scores.argmax(axis=1)), 1)
+        return conf
+
+
 def confusion(fits: Sequence[SpeakerFit], it: int) -> npt.NDArray[np.int64]:
     """Rows: true speaker, columns: predicted (argmax of summed frame log-likelihoods), with
     each speaker's model after iteration min(it, its last)."""
-    truth = np.repeat(np.arange(len(fits)), [len(f.heldout_lengths) for f in fits])
-    lengths = np.concatenate([f.heldout_lengths for f in fits])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    x = np.concatenate([f.heldout for f in fits])
-    # one pass per model over all held-out frames, then per-utterance sums
-    scores = np.stack([np.add.reduceat(score_samples(*f.at(it), x), starts) for f in fits],
-                      axis=1)
-    conf = np.zeros((len(fits), len(fits)), dtype=np.int64)
-    np.add.at(conf, (truth, scores.argmax(axis=1)), 1)
-    return conf
+    return Heldout(fits).confusion(it)
 
 
-def _heldout(fits: Sequence[SpeakerFit], it: int) -> tuple[str, float]:
+def _heldout(fits: Sequence[SpeakerFit], it: int, held: Heldout) -> tuple[str, float]:
     if len(fits) == 1:
         f = fits[0]
         return "heldout_loglik", float(np.mean(score_samples(*f.at(it), f.heldout)))
-    conf = confusion(fits, it)
+    conf = held.confusion(it)
     return "heldout_accuracy", float(np.trace(conf) / conf.sum())
 
 
@@ -314,8 +340,9 @@ def assemble(inp: Path, out: Path, p: LearnParams, metric: Metric) -> dict[str, 
         ll = float(np.mean([f.lower_bounds[min(it, f.iterations) - 1] for f in fits]))
         curves["train_loglik"].append([it, ll])
         metric("train_loglik", it, ll)
+    held = Heldout(fits)
     for it in eval_points(last):
-        name, value = _heldout(fits, it)
+        name, value = _heldout(fits, it, held)
         curves["heldout"].append([it, value])
         metric(name, it, value)
     n_train = sum(f.train_utterances for f in fits)
@@ -325,7 +352,7 @@ def assemble(inp: Path, out: Path, p: LearnParams, metric: Metric) -> dict[str, 
                                "train_utterances": n_train, "test_utterances": n_test,
                                "curves": curves}
     if len(fits) > 1:
-        conf = confusion(fits, last)
+        conf = held.confusion(last)
         metrics["accuracy"] = float(np.trace(conf) / conf.sum())
         metrics["confusion"] = {"labels": speakers, "matrix": conf.tolist()}
     else:

@@ -43,6 +43,15 @@ def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def longest_first(items: Sequence[Any], size: Callable[[Any], int]) -> list[Any]:
+    """Items by `size`, largest first, ties in their order: the groups of a task of
+    `groups` are claimed in this order as slots free, so that the last to start are the
+    shortest and the peers finish close together (LPT scheduling; a group's bytes stand for
+    its run time)."""
+    sizes = [size(it) for it in items]
+    return [items[i] for i in sorted(range(len(items)), key=lambda i: -sizes[i])]
+
+
 def item_cached(state: MeshState, store: Listings, key: str) -> bool:
     """True if an item's result is cached and, if it has an output, that output is here or
     has a provider (an output no peer holds any more, e.g. collected, is computed again)."""
@@ -250,9 +259,9 @@ class Planner:
     def split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, input_cid: str | None,
               slots: int) -> dict[str, Any]:
         """The TASK_SPLIT payload: one whole chunk, or the input items not cached yet in
-        chunks sized for `slots` slots (of a task of `groups`: one item per chunk, so that
-        each peer takes the next as it frees: groups are few and unequal), then, for a
-        task with a `reduce`, one empty chunk: the assembling step."""
+        chunks sized for `slots` slots (of a task of `groups`: one item per chunk, largest
+        first, so that each peer takes the next as it frees: groups are few and unequal),
+        then, for a task with a `reduce`, one empty chunk: the assembling step."""
         chunks: list[list[list[str]]]
         if not tdef.per_item:
             chunks = [[]]
@@ -262,8 +271,9 @@ class Planner:
             misses = [[path, cid] for path, cid in self.items(input_cid, spec, tdef)
                       if not spec.cache or not item_cached(
                           self.state, self.store, cache_key(tdef, spec.params, cid))]
-            if tdef.groups:
-                chunks = [[m] for m in misses]
+            if tdef.groups:  # largest first: each directory's own block holds its size
+                chunks = [[m] for m in longest_first(misses,
+                                                     lambda m: self.store.stat(m[1]).size)]
             else:
                 chunks = chunk_items(misses, max(slots, 1), self.min_chunk_items,
                                      self.max_chunk_items)

@@ -446,16 +446,27 @@ class Scheduler:
             self._assemble(job, task, tdef, spec, split, chunks)
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
-        if split.origin == self.peer_id:
-            self._ahead(job, task, tdef, spec, split, chunks)
+        self._ahead(job, task, tdef, spec, split, chunks)
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
-        """What the splitter of a running per-item task does ahead of its assembly."""
-        if tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
+        """What the splitter of a running per-item task does ahead of its assembly (and a
+        peer running a group of a task with a reduce: it may end the last group)."""
+        if split.origin != self.peer_id:
+            if tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks)):
+                self._prefetch_reduce(job, task, split, chunks, with_input=False)
+        elif tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
         elif tdef.reduce is not None:
             self._prefetch_reduce(job, task, split, chunks)
+
+    def _may_end_last(self, job: str, task: str, split: Event, n: int) -> bool:
+        """True if this peer runs a group of a task with a reduce (of `n` chunks) and every
+        group is claimed or done: it may end the last one (and then assemble)."""
+        return (any(ak.job == job and ak.task == task for ak in self.runs)
+                and all(claims.standing(self.state.chunk(job, task, i), split.id,
+                                        self.cfg.max_attempts)[0] is not Standing.OPEN
+                        for i in range(n - 1)))
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -577,10 +588,13 @@ class Scheduler:
         self.emit(EventType.PARTIAL, {"job": job, "task": task, "output": output,
                                       "items": items, "of": a.of})
 
-    def _prefetch_reduce(self, job: str, task: str, split: Event, chunks: list[Any]) -> None:
+    def _prefetch_reduce(self, job: str, task: str, split: Event, chunks: list[Any],
+                         with_input: bool = True) -> None:
         """The splitter of a task with a reduce (which gathers the reduce's input first):
         the outputs of chunks done elsewhere, and the task's input, are fetched as the chunks
-        end, so that the assembling step does not wait for them after the last one."""
+        end, so that the assembling step does not wait for them after the last one. Once
+        every group is claimed, a peer running one fetches the others' outputs too (not the
+        input): if it ends the last group, it holds them all and claims the reduce at once."""
         tk = (job, task)
         n = len(chunks) - 1
         dones = [d for i in range(n)
@@ -588,7 +602,7 @@ class Scheduler:
         if self._results_seen.get(tk) == len(dones) or tk in self._partial_fetching:
             return
         self._results_seen[tk] = len(dones)
-        need = [split.payload["input"]]
+        need = [split.payload["input"]] if with_input else []
         for d in dones:  # as chunk_outputs: whole outputs and item results
             need.append(d.payload.get("output"))
             need += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]

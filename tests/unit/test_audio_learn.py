@@ -246,3 +246,32 @@ def test_two_speaker_directories_of_one_name_are_refused(tmp_path: Path) -> None
     (tmp_path / "f2" / "a").rename(tmp_path / "f" / "a")
     with pytest.raises(LearnError, match="share the name"):
         run_learn(tmp_path, feats, **PARAMS)
+
+
+def test_heldout_scores_once_per_model_and_equal_a_fresh_confusion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The assembling step scores each speaker's model once per iteration it is taken at: an
+    eval point past a speaker's last iteration reuses its final model's scores, and every
+    confusion equals one computed afresh."""
+    from tasks import audio_learn
+    from tasks.audio_learn import Heldout, confusion, eval_points, learn_speaker, load_fits
+
+    feats = fake_feats(tmp_path / "f", {"a": 6, "b": 6, "c": 6})
+    fits_dir = tmp_path / "fits"
+    fits_dir.mkdir()
+    p = LearnParams(n_components=2, max_iter=30)
+    for spk in ("a", "b", "c"):
+        learn_speaker(feats / spk, fits_dir, p, lambda *_: None)
+    fits = load_fits(fits_dir)
+    last = max(f.iterations for f in fits)
+    assert min(f.iterations for f in fits) < last  # a speaker stops early: its scores reused
+    calls: list[int] = []
+    real = audio_learn.score_samples
+    monkeypatch.setattr(audio_learn, "score_samples", lambda *a: calls.append(1) or real(*a))
+    held = Heldout(fits)
+    points = [*eval_points(last), last]  # the final confusion too
+    got = [held.confusion(it) for it in points]
+    distinct = {(i, min(it, f.iterations)) for it in points for i, f in enumerate(fits)}
+    assert len(calls) == len(distinct) < len(points) * len(fits)
+    for it, conf in zip(points, got, strict=True):
+        assert (conf == confusion(fits, it)).all()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from peer.ipfs.store import StoreConfig
+from peer.jobs import planner
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
@@ -157,3 +158,38 @@ async def test_the_splitter_fetches_a_group_done_elsewhere_before_the_reduce(
     assert mesh.events(EventType.CHUNK_DONE, s, job=job, task="g")
     assert not mesh.events(EventType.TASK_DONE, s, job=job, task="g")
     assert set(made) <= set(mesh[s].data.fetched)
+
+
+def test_groups_are_split_largest_first_ties_in_path_order() -> None:
+    sizes = {"a": 5, "b": 9, "c": 5, "d": 7}
+    groups = [[name, f"cid-{name}"] for name in sorted(sizes)]
+    ordered = planner.longest_first(groups, lambda g: sizes[g[0]])
+    assert [g[0] for g in ordered] == ["b", "d", "a", "c"]
+    assert planner.longest_first([], lambda g: 0) == []
+
+
+async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
+        mesh: JobMesh) -> None:
+    """Whichever peer ends the last group may claim the assembling step: once every group
+    is claimed, a peer running one (not only the splitter) fetches the groups done
+    elsewhere as they end, so that it holds every result when its own last group ends."""
+    job = mesh.submit("p0", [SRC, G])
+    await source(mesh, job)
+    split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
+    s = split.origin
+    (o,) = set(mesh.peers) - {s}
+    mine = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/g/"))
+    mesh[o].runner.finish(mine)  # o has ended a group; it runs the next one
+    await mesh.advance(0.3)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
+    theirs = next(k for k in mesh[s].runner.running if k.startswith(f"{job}/g/"))
+    value = mesh[s].runner._output(theirs)
+    made = [v["c"] for v in value["items"].values()]
+    assert made and not any(mesh[o].data.is_complete(c) for c in made)
+    mesh[s].runner.finish(theirs, value)
+    await mesh.settle()  # no time passes; o's group still runs
+    assert not mesh.events(EventType.TASK_DONE, o, job=job, task="g")
+    assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
+    assert all(mesh[o].state.chunk(job, "g", i).claims for i in range(4))  # the tail
+    assert set(made) <= set(mesh[o].data.fetched)
+    assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input

@@ -63,6 +63,12 @@ def test_extract_mfcc_declares_its_warm_up() -> None:
     assert registry.load()["EXTRACT_MFCC"].warm is audio.warm_mfcc
 
 
+def test_learn_declares_its_warm_up() -> None:
+    from tasks import audio
+
+    assert registry.load()["LEARN"].warm is audio.warm_learn
+
+
 PROBE = """
 import asyncio, json, sys
 from peer.jobs.executor import Executor, ExecutorConfig
@@ -95,10 +101,11 @@ async def test_workers_fork_warm_from_a_forkserver_that_ran_the_warm_ups(tmp_pat
     states = await _probe(tmp_path, "tasks.warmup")
     assert len({s["pid"] for s in states}) == 2  # two workers, each on its first run
     for s in states:
-        assert set(s["warmed"]) == {"EXTRACT_MFCC", "T_WARM_PROBE"}
+        assert set(s["warmed"]) == {"EXTRACT_MFCC", "LEARN", "T_WARM_PROBE"}
         warm_pid = s["warmed"]["EXTRACT_MFCC"]
         assert warm_pid == s["warmed"]["T_WARM_PROBE"] != s["pid"]  # run once, by the parent
         assert s["librosa"] and s["librosa_feature"]
+        assert s["sklearn_mixture"]  # LEARN's: scikit-learn's GaussianMixture
         assert s["librosa_ufunc_loops"] > 0  # numba's eagerly compiled ufuncs
         assert s["jit_signatures"] == ["(int64,)"]  # a lazily jitted function, compiled
     assert states[0]["warmed"] == states[1]["warmed"]
@@ -108,4 +115,5 @@ async def test_without_the_warm_up_workers_start_cold(tmp_path: Path) -> None:
     for s in await _probe(tmp_path):
         assert s["warmed"] == {}
         assert not s["librosa"] and s["librosa_ufunc_loops"] == 0
+        assert not s["sklearn_mixture"]
         assert s["jit_signatures"] == []

@@ -38,6 +38,7 @@ def probe(payload: Any, ctx: Any) -> dict[str, Any]:
         "warmed": registry.warmed(),
         "librosa": "librosa" in sys.modules,
         "librosa_feature": "librosa.feature.spectral" in sys.modules,
+        "sklearn_mixture": "sklearn.mixture" in sys.modules,
         "librosa_ufunc_loops": 0 if utils is None else len(utils._cabs2.types),
         "jit_signatures": [str(s) for s in plus_one.signatures],
     }

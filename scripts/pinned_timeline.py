@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Where each 2-peer run of bench_pinned.py loses against a perfect split, per stage, from
+its --json files: the first claim after the previous task's TASK_DONE, each peer's busy
+time, the gap between the peers' last chunk ends, the last chunk to TASK_DONE, LEARN's
+assembling step (on which peer, how long after the last speaker), and the CPU seconds of
+each peer's own process and of its workers, and how long its processes waited, runnable, for
+their core, when the run was sampled.
+
+    .venv/bin/python scripts/pinned_timeline.py /tmp/pinned/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+STAGES = {"extract_mfcc": "filter_longer", "learn": "extract_mfcc"}  # stage -> the one before
+
+
+def stage_line(x: dict[str, Any], stage: str) -> str:
+    ch = x["chunks"]
+    done = dict(ch["done_s"])
+    start = done[STAGES[stage]]
+    runs = ch[stage][:-1] if stage == "learn" else ch[stage]  # LEARN's last: the assembly
+    ends: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    for peer, _, a, b in runs:
+        ends[peer] = max(ends.get(peer, 0.0), b)
+        busy[peer] = busy.get(peer, 0.0) + b - a
+    last = max(ends.values())
+    first = min(c[2] for c in runs) - start
+    per_peer = " ".join(f"{p} {v:.2f}" for p, v in sorted(busy.items()))
+    s = (f"  {stage}: {done[stage] - start:.2f} s; first claim +{first:.2f}; busy {per_peer}"
+         f"; last-chunk ends {last - min(ends.values()):.2f} apart; last chunk to done "
+         f"{done[stage] - last:.2f}")
+    if stage == "learn":
+        red = ch[stage][-1]
+        s += f" (assembly on {red[0]}, starts +{red[2] - last:.2f}, runs {red[3] - red[2]:.2f})"
+    cpu = x.get("stage_cpu", {}).get(stage)
+    if cpu:
+        s += "; CPU s peer/workers (waited for the core) " + " ".join(
+            f"p{i} {c[0]:.2f}/{c[1]:.2f}" + (f" ({c[2]:.2f})" if len(c) > 2 else "")
+            for i, c in enumerate(cpu))
+    return s
+
+
+def main(argv: Sequence[str]) -> int:
+    for f in argv:
+        r = json.loads(Path(f).read_text())
+        for cfg in ("one", "two"):
+            for x in r.get(cfg, []):
+                print(f"{Path(f).name} {cfg}: total {x['seconds']:.2f} s, load "
+                      f"{x['load1'][0]:.1f} -> {x['load1'][1]:.1f}")
+                for stage in STAGES:
+                    print(stage_line(x, stage))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
