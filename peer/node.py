@@ -44,6 +44,7 @@ from peer.http.views import compact_view, job_view, summary
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
+from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
@@ -237,7 +238,8 @@ class Node:
                                 runtime=cfg.container_runtime, network=cfg.container_network,
                                 owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
                                 images=self.images),
-                            partial_outputs=cfg.partial_outputs),
+                            partial_outputs=cfg.partial_outputs,
+                            inline_max_bytes=cfg.inline_output_max_bytes),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -262,9 +264,19 @@ class Node:
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
+        # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): kept by every peer that
+        # folds it, before the replicator sees the TASK_DONE (it fetches none of them).
+        self.inline: InlineBlocks | None = None
+        self._inline_due = False  # a queued event carries inline blocks: fsync before sending
+        if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
+            self.inline = InlineBlocks(self.peer_id, self.store, cfg.inline_output_max_bytes,
+                                       self.fetcher.mark)
+            self.scheduler.keep_inline(self.inline)
+            self.listeners.append(self.inline.on_event)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
-                                     outputs=self._outputs)
+                                     outputs=self._outputs,
+                                     held=self.inline.holds if self.inline else None)
         self.listeners.append(self.replicator.on_event)
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)
@@ -827,6 +839,8 @@ class Node:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs). While every live member folds them,
         the turn's events about tasks and chunks are parts of one TURN event."""
+        if "inline" in payload:
+            self._inline_due = True
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(typ, payload)
             if closed is not None:
@@ -916,8 +930,21 @@ class Node:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
+        if self._inline_due and not self._sync_inline():
+            return  # not pushed: anti-entropy serves them later
         if self.gossip is not None:
             self.gossip.broadcast(events)
+
+    def _sync_inline(self) -> bool:
+        """Fsync the log before events carrying inline blocks leave (their only durable
+        copy); False if it fails (the next flush tries again)."""
+        try:
+            self.log.sync()
+        except OSError as e:
+            log.error("cannot fsync the event log: %s", e)
+            return False
+        self._inline_due = False
+        return True
 
     def _write_failed(self, e: Exception) -> None:
         """Keep the queued events and retry later; log once per outage."""
@@ -1261,7 +1288,16 @@ class Node:
         return {"unwritten_events": len(self._unflushed),
                 "write_error": self.write_error.message if self.write_error else None,
                 "corrupt_blocks": self.store.corrupt_blocks
-                if isinstance(self.store, EmbeddedStore) else 0}
+                if isinstance(self.store, EmbeddedStore) else 0,
+                "inline": self.inline.health() if self.inline else None}
+
+    async def _restore_inline(self) -> None:
+        """Keep again the inline blocks of the events in memory (in a thread): written
+        unsynced, a crash of the machine may have lost them; the log holds them."""
+        if self.inline is not None:
+            events = list(self.state.events.values())
+            n = await asyncio.to_thread(self.inline.restore, events)
+            log.debug("inline outputs of %d events checked in the store", n)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -1280,7 +1316,7 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for coro in (self.ipns.run(), self._compact_loop()):  # republish before expiry
+        for coro in (self.ipns.run(), self._compact_loop(), self._restore_inline()):
             task = asyncio.get_running_loop().create_task(coro)
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)

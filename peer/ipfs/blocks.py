@@ -361,6 +361,28 @@ class BlockStore:
         with self._lock:
             self._unsynced |= dirs
 
+    def put_unsynced(self, c: Cid, data: bytes) -> None:
+        """Store bytes already hashed to `c`, in place at once and never fsynced: for blocks
+        whose durable copy is elsewhere (an inline output's, in the event log). A block torn
+        by a crash is caught as corrupt when read; a present block is kept."""
+        if c.multihash[0] == IDENTITY:
+            return
+        final = self.path(c.key)
+        if final.exists() or final in self._pending:
+            return
+        self._shard(final.parent)
+        tmp = _tmp_name(final)
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
         verify(c, data)
@@ -462,6 +484,20 @@ class PinSet:
         finally:
             for fd in made:
                 os.close(fd)
+
+    def add_unsynced(self, cids: Sequence[Cid]) -> None:
+        """Pin each of `cids`, not fsynced (the caller can pin them again after a crash:
+        inline outputs, from the event log)."""
+        for c in cids:
+            try:
+                os.close(os.open(self.dir / str(c), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 0o644))
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if disk_full(e):
+                    raise StorageFull("cannot pin: the disk is full") from e
+                raise
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned."""

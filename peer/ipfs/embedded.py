@@ -122,6 +122,15 @@ class EmbeddedStore:
             yield add
             self.blocks.sync()  # StorageFull or StoreError if it fails
 
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        """Keep blocks already verified against their CIDs and pin `roots`, none of it
+        fsynced: an inline output, whose durable copy is the event log's (restored from it
+        after a crash, peer.ipfs.inline). StorageFull or OSError if they cannot be written."""
+        with self._lock.hold():
+            for c, data in blocks.items():
+                self.blocks.put_unsynced(c, data)
+            self._pins.add_unsynced([parse_cid(r) for r in roots])
+
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""
         with self._lock.hold():

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
+from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
@@ -797,6 +798,10 @@ class Scheduler:
             self.step()
         else:
             self._wake.set()
+
+    def keep_inline(self, inline: InlineBlocks) -> None:
+        """Small outputs of our runs ride in their CHUNK_DONE, kept by `inline`."""
+        self._runs.inline = inline
 
     def _pin_soon(self, cid: str) -> None:
         """Pin a task output in a thread: the outputs finished while a pin is under way wait
