@@ -1182,6 +1182,10 @@ class Node:
                                "snapshots_pending": len(self.index.snapshots_pending())
                                + len(self.index.snapshots_owed())}}
 
+    def inline_health(self) -> dict[str, int] | None:
+        """Small outputs' blocks kept from events and refused (a hash or size mismatch)."""
+        return self.inline.health() if self.inline is not None else None
+
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
         self.heard_at[peer_id] = time.monotonic()
@@ -1288,8 +1292,7 @@ class Node:
         return {"unwritten_events": len(self._unflushed),
                 "write_error": self.write_error.message if self.write_error else None,
                 "corrupt_blocks": self.store.corrupt_blocks
-                if isinstance(self.store, EmbeddedStore) else 0,
-                "inline": self.inline.health() if self.inline else None}
+                if isinstance(self.store, EmbeddedStore) else 0}
 
     async def _restore_inline(self) -> None:
         """Keep again the inline blocks of the events in memory (in a thread): written
