@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from peer.errors import IntegrityError
+from peer.errors import BanzaiError, IntegrityError
 from peer.ipfs.cids import Cid, parse_cid, verify
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.unixfs import Importer
@@ -112,7 +112,7 @@ def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: in
         try:
             data = base64.b64decode(b64, validate=True)
             c = parse_cid(text)
-        except (binascii.Error, ValueError, IntegrityError) as e:
+        except (binascii.Error, ValueError, BanzaiError) as e:  # BadCID
             raise IntegrityError(f"inline block {text[:64]}: not a CID and base64: {e}") from e
         total += len(data)
         if total > max_bytes:

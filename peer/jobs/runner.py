@@ -65,7 +65,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     path = Path(result) if result is not None else out
     small = inline.import_small(path, int(payload.get("inline_max_bytes", 0)))
     if small is not None:  # its blocks ride in the CHUNK_DONE: the peer keeps them
-        return {"output": small[0], "inline": small[1]}
+        return {"output": small[0], "inline": inline.encode(small[1])}  # JSON: base64
     return {"output": store.add_path(path)}
 
 

@@ -285,22 +285,25 @@ class Runs:
     def _save_json(self, obj: Any) -> str:
         return self.store.add_bytes(json.dumps(obj).encode())
 
-    async def _inline_record(self, record: Any, output: str, blocks: dict[str, bytes],
+    async def _inline_record(self, record: Any, output: str, carried: dict[str, str],
                              ) -> tuple[str, dict[str, str]]:
-        """Keep a small output's blocks (unsynced: the CHUNK_DONE carrying them is fsynced
-        before it leaves, Node.flush) and its run record with them if the bound allows;
-        returns the record's CID and the event's `inline` value."""
+        """Keep a small output's blocks (`carried`: the worker's, base64; unsynced: the
+        CHUNK_DONE carrying them is fsynced before it leaves, Node.flush) and its run
+        record with them if the bound allows; returns the record's CID and the event's
+        `inline` value. IntegrityError if the worker's blocks do not match their CIDs."""
         assert self.inline is not None
+        bound = self.cfg.inline_max_bytes
+        blocks = inline.decode(carried, [output], bound)
         data = json.dumps(record).encode()
-        if sum(map(len, blocks.values())) + len(data) <= self.cfg.inline_max_bytes:
+        if sum(map(len, blocks.values())) + len(data) <= bound:
             logs, more = inline.import_bytes(data)
-            blocks = {**blocks, **more}
+            carried = {**carried, **inline.encode(more)}
+            blocks.update(inline.checked(more, logs))
         else:  # a long log: stored and synced as before, the output alone inline
             logs = await self.offload(lambda: self._save_json(record))
-        kept = inline.checked(blocks, output)
-        self.inline.store.keep_inline(kept, [output])
+        self.inline.store.keep_inline(blocks, [output])
         self.inline.note(output)
-        return logs, inline.encode(blocks)
+        return logs, carried
 
     def _message(self, ak: AttemptKey, run: Run, kind: str, args: tuple[Any, ...]) -> None:
         if kind == "log":
