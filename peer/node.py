@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -268,9 +269,11 @@ class Node:
         # folds it, before the replicator sees the TASK_DONE (it fetches none of them).
         self.inline: InlineBlocks | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
+        self._inline_pool: ThreadPoolExecutor | None = None  # writes them, in order
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
+            pool = self._inline_pool = ThreadPoolExecutor(1, thread_name_prefix="inline")
             self.inline = InlineBlocks(self.peer_id, self.store, cfg.inline_output_max_bytes,
-                                       self.fetcher.mark)
+                                       self.fetcher.mark, pool.submit)
             self.scheduler.keep_inline(self.inline)
             self.listeners.append(self.inline.on_event)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
@@ -1390,6 +1393,8 @@ class Node:
         await self.fetcher.close()
         await self.executor.close()
         self.flush()
+        if self._inline_pool is not None:  # the inline blocks still being written land
+            await asyncio.to_thread(self._inline_pool.shutdown)
         if self._retry is not None:
             self._retry.cancel()
         if self._refold is not None:

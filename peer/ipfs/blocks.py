@@ -170,6 +170,9 @@ class BlockStore:
         self._pending: dict[Path, Future[None]] = {}  # every thread's, until renamed
         self._lock = threading.Lock()  # guards _unsynced and _pending
         self._sync_lock = threading.Lock()  # held by sync() while it fsyncs directories
+        # Verified blocks kept in memory until a background write lands (inline outputs,
+        # peer.ipfs.inline): reads fall back to them. Multihash key -> bytes; dict ops only.
+        self.unwritten: dict[str, bytes] = {}
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -177,7 +180,8 @@ class BlockStore:
 
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
-        return c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+        return (c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+                or c.key in self.unwritten)
 
     def _settled(self, path: Path) -> Path:
         """`path`, once a block this process put there is renamed into place (reads see
@@ -200,6 +204,9 @@ class BlockStore:
             with open(name, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
+            kept = self.unwritten.get(key)  # verified when it was kept
+            if kept is not None:
+                return kept
             raise NotFound(f"block {c} is not in the store", field="cid") from None
         if _matches(c, data):
             return data
@@ -227,6 +234,8 @@ class BlockStore:
         try:
             return self._settled(self.path(c.key)).stat().st_size
         except FileNotFoundError:
+            if c.key in self.unwritten:
+                return len(self.unwritten[c.key])
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
     def put_trusted(self, c: Cid, data: bytes) -> None:

@@ -140,8 +140,10 @@ def checked(blocks: Mapping[str, bytes], output: str) -> dict[Cid, bytes]:
 
 
 class Keeper(Protocol):
-    """Where a peer keeps inline blocks (EmbeddedStore.keep_inline)."""
+    """Where a peer keeps inline blocks (EmbeddedStore): served from memory at once
+    (`stage_inline`), then written and `roots` pinned, unsynced (`keep_inline`, a thread)."""
 
+    def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None: ...
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None: ...
 
 
@@ -157,14 +159,33 @@ class InlineBlocks:
     kept and refused. `holds(cid)`: an output kept so (no replication fetch needed)."""
 
     def __init__(self, self_id: str, store: Keeper, max_bytes: int,
-                 mark: Callable[[str], None] = lambda c: None) -> None:
+                 mark: Callable[[str], None] = lambda c: None,
+                 background: Callable[[Callable[[], None]], object] | None = None) -> None:
         self.self_id = self_id
         self.store = store
         self.max_bytes = max_bytes
         self.mark = mark  # the fetcher's "complete here" memo
+        # runs the writes off the loop, in order (None: at once, in the caller's thread)
+        self.background = background
         self.kept = 0
         self.refused = 0
         self._held = RecentSet()
+
+    def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
+        """Serve `blocks` now and write them (and pin `output`) in the background."""
+        roots = [output] if output else []
+        if self.background is None:
+            self.store.keep_inline(blocks, roots)
+            return
+        self.store.stage_inline(blocks)
+
+        def write() -> None:
+            try:
+                self.store.keep_inline(blocks, roots)
+            except OSError as e:  # a full disk: served from other peers by CID later
+                log.warning("inline blocks of %s not written: %s", output, e)
+
+        self.background(write)
 
     def holds(self, cid: str) -> bool:
         return cid in self._held
@@ -192,7 +213,7 @@ class InlineBlocks:
             log.warning("inline blocks of %s from %s refused: %s", body.job, origin[:8], e)
             return False
         try:  # the output is pinned, as its producer pins it; the run record is not
-            self.store.keep_inline(blocks, [body.output] if body.output else [])
+            self.store_blocks(blocks, body.output)
         except OSError as e:  # a full disk: fetched by CID later, as any output
             log.warning("inline blocks of %s not kept: %s", body.job, e)
             return False
@@ -202,13 +223,19 @@ class InlineBlocks:
         return True
 
     def restore(self, events: Iterable[Event]) -> int:
-        """Keep again the inline blocks of `events` (ours too): after a crash, blocks and
-        pins written unsynced may be gone while the log holds them. Returns how many."""
+        """Keep again the inline blocks of `events` (ours too), in the caller's thread:
+        after a crash, blocks and pins written unsynced may be gone while the log holds
+        them. Returns how many events had some."""
         n = 0
         for ev in events:
             for part in ev.parts or (ev,):
                 b = part.body
-                if isinstance(b, ChunkDone) and b.inline and self.keep(part.origin, b):
+                if isinstance(b, ChunkDone) and b.inline:
+                    try:
+                        blocks = decode(b.inline, roots_of(b), self.max_bytes)
+                        self.store.keep_inline(blocks, [b.output] if b.output else [])
+                    except (IntegrityError, OSError):
+                        continue  # refused when it came, or no room: as then
                     n += 1
         return n
 

@@ -301,7 +301,7 @@ class Runs:
             blocks.update(inline.checked(more, logs))
         else:  # a long log: stored and synced as before, the output alone inline
             logs = await self.offload(lambda: self._save_json(record))
-        self.inline.store.keep_inline(blocks, [output])
+        self.inline.store_blocks(blocks, output)
         self.inline.note(output)
         return logs, carried
 

@@ -645,8 +645,9 @@ class Scheduler:
 
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
-        if self.data.is_complete(output):
-            self._pin_soon(output)
+        inline = self._runs.inline
+        if (inline is None or not inline.holds(output)) and self.data.is_complete(output):
+            self._pin_soon(output)  # (an inline output is pinned as it is written)
         self.planner.forget(job, task)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:

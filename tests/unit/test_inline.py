@@ -157,3 +157,18 @@ async def test_the_replicator_fetches_no_inline_output() -> None:
                          {"job": "j", "task": cid, "output": cid, "key": None}))
     assert "bafyinline" not in r._queue and "bafylarge" in r._queue
     await r.close()
+
+
+def test_blocks_are_served_from_memory_until_the_background_write_lands(
+        tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    later: list[Any] = []
+    ib = inline.InlineBlocks("me", store, 1024, background=later.append)
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert later and list((tmp_path / "store" / "blocks").glob("*/*")) == []
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from memory
+    later.pop()()
+    assert store.blocks.unwritten == {} and cid in store.pins()
+    assert len(list((tmp_path / "store" / "blocks").glob("*/*"))) == len(blocks)
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from disk
