@@ -236,6 +236,8 @@ class InlineBlocks:
                         self.store.keep_inline(blocks, [b.output] if b.output else [])
                     except (IntegrityError, OSError):
                         continue  # refused when it came, or no room: as then
+                    if b.output:
+                        self.note(b.output)  # thread-safe memos
                     n += 1
         return n
 

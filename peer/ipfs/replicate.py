@@ -137,7 +137,8 @@ class Replicator:
         alive = [*self.peers(), self.self_id]
         n = 0
         for cid, producer in self.outputs():
-            if cid in self._queue or cid in self._retries:
+            if cid in self._queue or cid in self._retries or (
+                    self.held is not None and self.held(cid)):
                 continue
             holders = set(self.providers(cid))
             if self.self_id in holders:

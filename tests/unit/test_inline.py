@@ -120,7 +120,7 @@ def test_restore_keeps_again_the_blocks_of_logged_events(tmp_path: Path) -> None
     store = EmbeddedStore(tmp_path / "store")
     ib = inline.InlineBlocks("me", store, 1024)
     n = ib.restore([_done("me", cid, inline.encode(blocks)), _done("x", cid, None)])
-    assert n == 1 and cid in store.pins()
+    assert n == 1 and cid in store.pins() and ib.holds(cid)
     assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT
 
 
@@ -172,3 +172,14 @@ def test_blocks_are_served_from_memory_until_the_background_write_lands(
     assert store.blocks.unwritten == {} and cid in store.pins()
     assert len(list((tmp_path / "store" / "blocks").glob("*/*"))) == len(blocks)
     assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from disk
+
+
+async def test_a_rescan_replicates_no_inline_output() -> None:
+    data = _Data()
+    r = Replicator("me", 2, lambda: {"p": {}}, lambda c: set(), data, None,  # type: ignore[arg-type]
+                   lambda t, p: None, outputs=lambda: [("bafyinline", "gone"),  # type: ignore[arg-type,return-value]
+                                                       ("bafylarge", "gone")],
+                   batch_window_s=0.0, held={"bafyinline"}.__contains__)
+    r.rescan()
+    assert "bafyinline" not in r._queue and "bafylarge" in r._queue
+    await r.close()
