@@ -116,9 +116,14 @@ def tab(browser: Any, peer: PeerProc) -> Iterator[Tab]:
         t.close()
 
 
-def _progress(page: Any) -> int:
-    v = page.get_attribute('.job-summary [role="progressbar"]', "aria-valuenow")
-    return int(v) if v is not None else -1
+def _state_and_progress(page: Any) -> tuple[str, int]:
+    """The job page's state and its bar's percentage, read in one evaluation: two reads could
+    straddle a render and pair a stale percentage with a newer state."""
+    state, v = page.evaluate("""() => [
+        document.querySelector('.job-page')?.dataset.state ?? '',
+        document.querySelector('.job-summary [role="progressbar"]')
+            ?.getAttribute('aria-valuenow') ?? null]""")
+    return state, int(v) if v is not None else -1
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +144,8 @@ def seed_job(browser: Any, peer: PeerProc, corpus_url: str) -> Iterator[dict[str
     deadline = time.monotonic() + 100
     while time.monotonic() < deadline:
         if page.locator(".job-summary").count():
-            seen.append(_progress(page))
-            state = page.get_attribute(".job-page", "data-state") or ""
+            state, pct = _state_and_progress(page)
+            seen.append(pct)
             if state in ("done", "failed", "cancelled"):
                 break
         page.wait_for_timeout(100)
@@ -501,9 +506,12 @@ def test_any_peer_same_view(browser: Any, peer_factory: Any) -> None:
         expect(state).to_have_attribute("data-state", re.compile(r"^(pending|running)$"))
         seen: list[int] = []
         deadline = time.monotonic() + 30
-        while page.get_attribute(".job-page", "data-state") != "done":
+        while True:
+            b_state, pct = _state_and_progress(page)
+            seen.append(pct)
+            if b_state == "done":
+                break
             assert time.monotonic() < deadline, f"B's page never showed done: {seen}"
-            seen.append(_progress(page))
             page.wait_for_timeout(100)
         expect(page.locator(".job-summary .job-state")).to_have_text("done")
         expect(page.locator('.job-summary [role="progressbar"]')).to_have_attribute(
