@@ -77,6 +77,15 @@ def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
     return {"setting": Setting(help, flag, choices)}
 
 
+MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
+
+
+def _check_inline(n: int) -> None:
+    if not 0 <= n <= MAX_INLINE_OUTPUT_BYTES:
+        raise ConfigError(f"inline_output_max_bytes: must be from 0 to "
+                          f"{MAX_INLINE_OUTPUT_BYTES}, got {n}", field="inline_output_max_bytes")
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     """Everything a peer needs to start; validated at construction. Each field is a setting
@@ -195,6 +204,10 @@ class PeerConfig:
     max_clock_drift_s: float = field(default=300.0, metadata=setting(
         "how far ahead of this machine's clock another peer's event may be stamped, in "
         "seconds; later ones are refused and counted in /api/health (default 300)"))
+    inline_output_max_bytes: int = field(default=1024, metadata=setting(
+        "a task output (with its run record) of at most this many bytes rides inside its "
+        "completion event, durable with the log, kept by every peer, never fetched; 0 = "
+        "off (default 1024)"))
     replicas: int = field(default=2, metadata=setting(
         "peers that pin each output: its producer and N-1 others (default 2; 1 = off)"))
     keep_outputs_days: float | None = field(default=None, metadata=setting(
@@ -270,6 +283,7 @@ class PeerConfig:
         if self.replicas < 1:
             raise ConfigError(f"replicas: must be at least 1, got {self.replicas}",
                               field="replicas")
+        _check_inline(self.inline_output_max_bytes)
         if self.slots < 1:
             raise ConfigError(f"slots: must be at least 1, got {self.slots}", field="slots")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

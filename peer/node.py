@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,7 @@ from peer.http.views import compact_view, job_view, summary
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
+from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
@@ -174,7 +176,8 @@ class Node:
                                 runtime=cfg.container_runtime, network=cfg.container_network,
                                 owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
                                 images=self.images),
-                            partial_outputs=cfg.partial_outputs),
+                            partial_outputs=cfg.partial_outputs,
+                            inline_max_bytes=cfg.inline_output_max_bytes),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -199,9 +202,21 @@ class Node:
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
+        # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): kept by every peer that
+        # folds it, before the replicator sees the TASK_DONE (it fetches none of them).
+        self.inline: InlineBlocks | None = None
+        self._inline_due = False  # a queued event carries inline blocks: fsync before sending
+        self._inline_pool: ThreadPoolExecutor | None = None  # writes them, in order
+        if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
+            pool = self._inline_pool = ThreadPoolExecutor(1, thread_name_prefix="inline")
+            self.inline = InlineBlocks(self.peer_id, self.store, cfg.inline_output_max_bytes,
+                                       self.fetcher.mark, pool.submit)
+            self.scheduler.keep_inline(self.inline)
+            self.listeners.append(self.inline.on_event)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
-                                     outputs=self._outputs)
+                                     outputs=self._outputs,
+                                     held=self.inline.holds if self.inline else None)
         self.listeners.append(self.replicator.on_event)
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)
@@ -295,6 +310,8 @@ class Node:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs). While every live member folds them,
         the turn's events about tasks and chunks are parts of one TURN event."""
+        if "inline" in payload:
+            self._inline_due = True
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(typ, payload)
             if closed is not None:
@@ -384,8 +401,21 @@ class Node:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
+        if self._inline_due and not self._sync_inline():
+            return  # not pushed: anti-entropy serves them later
         if self.gossip is not None:
             self.gossip.broadcast(events)
+
+    def _sync_inline(self) -> bool:
+        """Fsync the log before events carrying inline blocks leave (their only durable
+        copy); False if it fails (the next flush tries again)."""
+        try:
+            self.log.sync()
+        except OSError as e:
+            log.error("cannot fsync the event log: %s", e)
+            return False
+        self._inline_due = False
+        return True
 
     def _write_failed(self, e: Exception) -> None:
         """Keep the queued events and retry later; log once per outage."""
@@ -624,6 +654,10 @@ class Node:
                                "snapshots_pending": len(self.index.snapshots_pending())
                                + len(self.index.snapshots_owed())}}
 
+    def inline_health(self) -> dict[str, int] | None:
+        """Small outputs' blocks kept from events and refused (a hash or size mismatch)."""
+        return self.inline.health() if self.inline is not None else None
+
     def heard(self, peer_id: str, info: Mapping[str, Any]) -> None:
         """A heartbeat: note liveness and load; renews the leases of that peer's claims."""
         self.heard_at[peer_id] = time.monotonic()
@@ -732,6 +766,14 @@ class Node:
                 "corrupt_blocks": self.store.corrupt_blocks
                 if isinstance(self.store, EmbeddedStore) else 0}
 
+    async def _restore_inline(self) -> None:
+        """Keep again the inline blocks of the events in memory (in a thread): written
+        unsynced, a crash of the machine may have lost them; the log holds them."""
+        if self.inline is not None:
+            events = list(self.state.events.values())
+            n = await asyncio.to_thread(self.inline.restore, events)
+            log.debug("inline outputs of %d events checked in the store", n)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.kubo is not None:
@@ -749,9 +791,10 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        task = asyncio.get_running_loop().create_task(self.ipns.run())  # republish before expiry
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        for coro in (self.ipns.run(), self._restore_inline()):
+            task = asyncio.get_running_loop().create_task(coro)
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
         self.catchup.start()
 
     async def _start_mesh(self) -> None:
@@ -821,6 +864,8 @@ class Node:
         await self.fetcher.close()
         await self.executor.close()
         self.flush()
+        if self._inline_pool is not None:  # the inline blocks still being written land
+            await asyncio.to_thread(self._inline_pool.shutdown)
         if self._retry is not None:
             self._retry.cancel()
         if self._refold is not None:

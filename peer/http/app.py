@@ -112,6 +112,7 @@ async def health(request: web.Request) -> web.Response:
         "gossip_address": node.gossip.address if node.gossip else None,
         "durability": dict(node.durability()),
         "log": node.log_health(),
+        "inline": node.inline_health(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
         "mdns": None if node.discovery is None else {"running": node.discovery.running,

@@ -163,6 +163,7 @@ class Host(Protocol):
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
+    def inline_health(self) -> Mapping[str, int] | None: ...  # inline blocks kept, refused
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews
     def revoke(self, peer_id: str, reason: str) -> Event: ...  # NotFound, Conflict
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched (/metrics)

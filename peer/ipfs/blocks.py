@@ -170,6 +170,9 @@ class BlockStore:
         self._pending: dict[Path, Future[None]] = {}  # every thread's, until renamed
         self._lock = threading.Lock()  # guards _unsynced and _pending
         self._sync_lock = threading.Lock()  # held by sync() while it fsyncs directories
+        # Verified blocks kept in memory until a background write lands (inline outputs,
+        # peer.ipfs.inline): reads fall back to them. Multihash key -> bytes; dict ops only.
+        self.unwritten: dict[str, bytes] = {}
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -177,7 +180,8 @@ class BlockStore:
 
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
-        return c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+        return (c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
+                or c.key in self.unwritten)
 
     def _settled(self, path: Path) -> Path:
         """`path`, once a block this process put there is renamed into place (reads see
@@ -200,6 +204,9 @@ class BlockStore:
             with open(name, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
+            kept = self.unwritten.get(key)  # verified when it was kept
+            if kept is not None:
+                return kept
             raise NotFound(f"block {c} is not in the store", field="cid") from None
         if _matches(c, data):
             return data
@@ -227,6 +234,8 @@ class BlockStore:
         try:
             return self._settled(self.path(c.key)).stat().st_size
         except FileNotFoundError:
+            if c.key in self.unwritten:
+                return len(self.unwritten[c.key])
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
@@ -361,6 +370,28 @@ class BlockStore:
         with self._lock:
             self._unsynced |= dirs
 
+    def put_unsynced(self, c: Cid, data: bytes) -> None:
+        """Store bytes already hashed to `c`, in place at once and never fsynced: for blocks
+        whose durable copy is elsewhere (an inline output's, in the event log). A block torn
+        by a crash is caught as corrupt when read; a present block is kept."""
+        if c.multihash[0] == IDENTITY:
+            return
+        final = self.path(c.key)
+        if final.exists() or final in self._pending:
+            return
+        self._shard(final.parent)
+        tmp = _tmp_name(final)
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
         verify(c, data)
@@ -462,6 +493,20 @@ class PinSet:
         finally:
             for fd in made:
                 os.close(fd)
+
+    def add_unsynced(self, cids: Sequence[Cid]) -> None:
+        """Pin each of `cids`, not fsynced (the caller can pin them again after a crash:
+        inline outputs, from the event log)."""
+        for c in cids:
+            try:
+                os.close(os.open(self.dir / str(c), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 0o644))
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if disk_full(e):
+                    raise StorageFull("cannot pin: the disk is full") from e
+                raise
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned."""

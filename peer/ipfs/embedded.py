@@ -122,6 +122,24 @@ class EmbeddedStore:
             yield add
             self.blocks.sync()  # StorageFull or StoreError if it fails
 
+    def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None:
+        """Serve verified `blocks` from memory until `keep_inline` has written them."""
+        for c, data in blocks.items():
+            self.blocks.unwritten[c.key] = data
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        """Keep blocks already verified against their CIDs and pin `roots`, none of it
+        fsynced: an inline output, whose durable copy is the event log's (restored from it
+        after a crash, peer.ipfs.inline). StorageFull or OSError if they cannot be written."""
+        with self._lock.hold():
+            try:
+                for c, data in blocks.items():
+                    self.blocks.put_unsynced(c, data)
+                self._pins.add_unsynced([parse_cid(r) for r in roots])
+            finally:
+                for c in blocks:
+                    self.blocks.unwritten.pop(c.key, None)
+
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""
         with self._lock.hold():
@@ -319,7 +337,8 @@ class EmbeddedStore:
         if c.codec != RAW or c.multihash[0] == IDENTITY:
             return None
         self.blocks.get(c)  # NotFound; a corrupt block is removed (and repaired or refused)
-        return self.blocks.path(c.key)
+        path = self.blocks.path(c.key)
+        return path if c.key not in self.blocks.unwritten or path.exists() else None
 
     def _write_file(self, c: Cid, dest: Path) -> None:
         if c.codec == RAW:  # a one-block file: its block is its content (read once)

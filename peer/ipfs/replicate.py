@@ -75,7 +75,8 @@ class Replicator:
                  emit: Emit, *, attempts: int = 3, backoff_s: float = 2.0,
                  batch_window_s: float = 0.05,
                  outputs: Callable[[], Iterable[tuple[str, str]]] = tuple,
-                 settle_s: float = 5.0, watch_s: float = 1.0) -> None:
+                 settle_s: float = 5.0, watch_s: float = 1.0,
+                 held: Callable[[str], bool] | None = None) -> None:
         self.self_id = self_id
         self.replicas = replicas
         self.peers = peers  # live peers other than this one
@@ -89,6 +90,7 @@ class Replicator:
         self.outputs = outputs  # (cid, producer) of every output computed in the mesh
         self.settle_s = settle_s
         self.watch_s = watch_s
+        self.held = held  # an output every folding peer keeps (inline): never fetched
         self.rescans = 0
         self._watch: asyncio.Task[None] | None = None
         self.replicated = RecentSet()  # replicated here (a memo: _wanted decides)
@@ -103,6 +105,8 @@ class Replicator:
             return
         cid = b.output
         if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
+            return
+        if self.held is not None and self.held(cid):
             return
         alive = [*self.peers(), self.self_id]
         if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
@@ -133,7 +137,8 @@ class Replicator:
         alive = [*self.peers(), self.self_id]
         n = 0
         for cid, producer in self.outputs():
-            if cid in self._queue or cid in self._retries:
+            if cid in self._queue or cid in self._retries or (
+                    self.held is not None and self.held(cid)):
                 continue
             holders = set(self.providers(cid))
             if self.self_id in holders:

@@ -37,6 +37,9 @@ class SchedulerConfig:
     # container runtime and network; sent to the worker with each work order, never logged
     kind_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
     partial_outputs: bool = True  # publish per-item outputs as they grow (PARTIAL events)
+    # a whole output (and its run record) of at most this many bytes of blocks rides in its
+    # CHUNK_DONE (peer.ipfs.inline) rather than being added to the store; 0: never
+    inline_max_bytes: int = 0
 
 
 class RunResultLike(Protocol):

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from peer.ipfs import inline
 from peer.ipfs.cids import RAW, parse_cid
 from peer.ipfs.store import Store, StoreConfig, open_store
 from peer.jobs import kinds
@@ -74,7 +75,11 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     else:
         result = kinds.invoke(tdef, ctx, inp, out, params)
     ctx.progress(1.0)
-    return {"output": store.add_path(Path(result) if result is not None else out)}
+    path = Path(result) if result is not None else out
+    small = inline.import_small(path, int(payload.get("inline_max_bytes", 0)))
+    if small is not None:  # its blocks ride in the CHUNK_DONE: the peer keeps them
+        return {"output": small[0], "inline": inline.encode(small[1])}  # JSON: base64
+    return {"output": store.add_path(path)}
 
 
 def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],

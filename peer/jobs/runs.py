@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError, StorageFull, disk_full
+from peer.ipfs import inline
+from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import kinds
 from peer.jobs.claims import AttemptKey
@@ -91,6 +93,12 @@ class Runs:
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
         self.unrecorded: set[AttemptKey] = set()
         self.executions = 0  # chunks handed to the executor (tests count them)
+        self.inline: InlineBlocks | None = None  # where inline outputs are kept (the node's)
+
+    @property
+    def inline_max(self) -> int:
+        """The bound of an inline output, 0 while nothing keeps them here."""
+        return self.cfg.inline_max_bytes if self.inline is not None else 0
 
     @property
     def free_slots(self) -> int:
@@ -114,7 +122,7 @@ class Runs:
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
                    "fetch_allow": list(self.cfg.fetch_allow),
                    "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,
-                                               ak.unit)}
+                                               ak.unit), "inline_max_bytes": self.inline_max}
         if reduce_input is not None:
             payload.update(input=reduce_input, items=None, reduce=True)
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
@@ -233,12 +241,19 @@ class Runs:
             await self._failed(base, res.error, kind)
             return
         record = {"log": run.log, "metrics": run.metrics}
+        blocks = res.value.get("inline") if isinstance(res.value, dict) else None
+        carried: dict[str, str] | None = None
         try:
-            logs = await self.offload(lambda: self._save_json(record))
+            if blocks is not None and self.inline is not None:
+                logs, carried = await self._inline_record(record, res.value["output"], blocks)
+            else:
+                logs = await self.offload(lambda: self._save_json(record))
         except StorageFull as e:
             await self._failed(base, str(e), FailureKind.STORAGE.value)
             return
         out: dict[str, Any] = {**base, "log": logs, "s": round(res.duration_s, 4)}
+        if carried is not None:
+            out["inline"] = carried
         if run.tdef.per_item and not run.reduce:
             out["cache"] = {cache_key(run.tdef, run.spec.params, cid): res.value["items"][path]
                             for path, cid in res.value["inputs"]}
@@ -269,6 +284,26 @@ class Runs:
 
     def _save_json(self, obj: Any) -> str:
         return self.store.add_bytes(json.dumps(obj).encode())
+
+    async def _inline_record(self, record: Any, output: str, carried: dict[str, str],
+                             ) -> tuple[str, dict[str, str]]:
+        """Keep a small output's blocks (`carried`: the worker's, base64; unsynced: the
+        CHUNK_DONE carrying them is fsynced before it leaves, Node.flush) and its run
+        record with them if the bound allows; returns the record's CID and the event's
+        `inline` value. IntegrityError if the worker's blocks do not match their CIDs."""
+        assert self.inline is not None
+        bound = self.cfg.inline_max_bytes
+        blocks = inline.decode(carried, [output], bound)
+        data = json.dumps(record).encode()
+        if sum(map(len, blocks.values())) + len(data) <= bound:
+            logs, more = inline.import_bytes(data)
+            carried = {**carried, **inline.encode(more)}
+            blocks.update(inline.checked(more, logs))
+        else:  # a long log: stored and synced as before, the output alone inline
+            logs = await self.offload(lambda: self._save_json(record))
+        self.inline.store_blocks(blocks, output)
+        self.inline.note(output)
+        return logs, carried
 
     def _message(self, ak: AttemptKey, run: Run, kind: str, args: tuple[Any, ...]) -> None:
         if kind == "log":

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
+from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
@@ -658,8 +659,9 @@ class Scheduler:
 
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
-        if self.data.is_complete(output):
-            self._pin_soon(output)
+        inline = self._runs.inline
+        if (inline is None or not inline.holds(output)) and self.data.is_complete(output):
+            self._pin_soon(output)  # (an inline output is pinned as it is written)
         self.planner.forget(job, task)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
@@ -811,6 +813,10 @@ class Scheduler:
             self.step()
         else:
             self._wake.set()
+
+    def keep_inline(self, inline: InlineBlocks) -> None:
+        """Small outputs of our runs ride in their CHUNK_DONE, kept by `inline`."""
+        self._runs.inline = inline
 
     def _pin_soon(self, cid: str) -> None:
         """Pin a task output in a thread: the outputs finished while a pin is under way wait

@@ -96,6 +96,8 @@ MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
 MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
 MAX_PARTS = 10_000  # parts of a TURN
+MAX_INLINE_BLOCKS = 64  # blocks riding inline in one CHUNK_DONE
+MAX_INLINE_CHARS = 64 * 1024  # their base64, in all (a peer's own bound is far lower)
 BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
 
 _MISSING: Any = object()
@@ -221,6 +223,24 @@ def _cache(kind: str, p: Mapping[str, Any], required: bool) -> Mapping[str, Any]
     for k in v:
         if not _is_str(k, 1, MAX_KEY_CHARS):
             _check_str(kind, "cache (a key)", k, 1, MAX_KEY_CHARS)
+    return v
+
+
+def _inline(kind: str, p: Mapping[str, Any]) -> Mapping[str, str] | None:
+    """CHUNK_DONE's `inline`: an object of at most MAX_INLINE_BLOCKS CID -> base64 strings,
+    MAX_INLINE_CHARS in all (its blocks are checked against their CIDs by peer.ipfs.inline)."""
+    v = p.get("inline")
+    if v is None:
+        return None
+    if not isinstance(v, dict) or len(v) > MAX_INLINE_BLOCKS:
+        raise _bad(kind, "inline", f"an object of at most {MAX_INLINE_BLOCKS} keys", v)
+    total = 0
+    for c, b in v.items():
+        if not (_is_str(c, 1, MAX_CID_CHARS) and isinstance(b, str)):
+            raise _bad(kind, "inline", "CID -> base64 strings", {c: b})
+        total += len(b)
+    if total > MAX_INLINE_CHARS:
+        raise _bad(kind, "inline", f"at most {MAX_INLINE_CHARS} characters of blocks", v)
     return v
 
 
@@ -415,13 +435,17 @@ class ChunkDone(ChunkEvent):
     cache: Mapping[str, Any]  # item cache key -> result (the payload's object: never mutate)
     log: str | None  # CID of the run's {"log": [...], "metrics": [...]}
     s: float | None  # the run's duration in seconds
+    # small outputs' blocks, CID -> base64 (peer.ipfs.inline checks them against the CIDs);
+    # older peers ignore the key and fetch the output by CID
+    inline: Mapping[str, str] | None = None
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> ChunkDone:
         k = _NAME[cls.TYPE]
         s = _num(k, p, "s", 0.0, 1e9) if p.get("s") is not None else None
         return cls(*_chunk_fields(k, p), _opt_str(k, p, "output", MAX_CID_CHARS),
-                   _cache(k, p, required=False), _opt_str(k, p, "log", MAX_CID_CHARS), s)
+                   _cache(k, p, required=False), _opt_str(k, p, "log", MAX_CID_CHARS), s,
+                   _inline(k, p) if "inline" in p else None)
 
 
 _FAILURE_KINDS: dict[str, FailureKind] = {k.value: k for k in FailureKind}

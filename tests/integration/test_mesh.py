@@ -69,6 +69,40 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PeerProc]]:
         stop_peers(started)
 
 
+def _fetched_bytes(p: PeerProc) -> float:
+    with urllib.request.urlopen(f"{p.url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("banzai_fetched_bytes"):
+                return float(line.split()[-1])
+    raise AssertionError("no banzai_fetched_bytes in /metrics")
+
+
+def test_a_small_output_rides_inline_and_is_served_by_cid_without_a_fetch(
+        trio: list[PeerProc]) -> None:
+    """First on the trio (nothing else fetching): an ECHO output rides in its CHUNK_DONE;
+    every peer that did not run it keeps its blocks from the event (counted in /api/health)
+    and serves it through /ipfs/ with no fetch from another peer."""
+    peers = trio
+    wait_mesh(peers, 3)
+    text = f"inline {uuid.uuid4().hex}"
+    job = post(peers[0].url + "/api/jobs", [{"call": "ECHO", "args": [text]}])["job"]
+    views = [wait_job(p, job) for p in peers]
+    assert all(v["state"] == "done" for v in views), views
+    ran = views[0]["tasks"][0]["chunks"][0]["peer"]
+    out = views[0]["outputs"]["echo"]
+    others = [p for p, v in zip(peers, views, strict=True)
+              if get(p.url + "/api/health")["peer"] != ran]
+    assert len(others) == 2
+    for p in others:
+        until(lambda p=p: (get(p.url + "/api/health")["inline"] or {}).get("kept", 0) >= 1,
+              "the inline blocks were not kept")
+        before = _fetched_bytes(p)
+        with urllib.request.urlopen(f"{p.url}/ipfs/{out}", timeout=10) as resp:
+            assert text.encode() in resp.read()
+        assert _fetched_bytes(p) == before  # served from what the event carried
+        assert get(p.url + "/api/health")["inline"]["refused"] == 0
+
+
 def test_three_peers_discover_spread_work_and_agree_on_cids(lone: PeerProc,
                                                            trio: list[PeerProc]) -> None:
     ref = wait_job(lone, post(lone.url + "/api/jobs", PIPE)["job"])

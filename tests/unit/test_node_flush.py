@@ -19,6 +19,9 @@ class _Gossip:
     def broadcast(self, events: Sequence[Event]) -> None:
         self.frames.append(list(events))
 
+    def live_peers(self) -> dict[str, Any]:
+        return {}
+
 
 def _node(d: Path) -> tuple[Node, list[int], _Gossip]:
     node = Node(PeerConfig(data_dir=d, slots=1, mdns=False))
@@ -164,3 +167,26 @@ def test_without_a_loop_a_turn_is_written_through(tmp_path: Path) -> None:
     node.emit(EventType.CLAIM, _claim(1))
     assert txns == [1, 1] and node.state.heads[node.peer_id] == 2
     node.log.close()
+
+
+async def test_a_turn_carrying_inline_blocks_is_fsynced_before_it_is_pushed(
+        tmp_path: Path) -> None:
+    node, _, gossip = _node(tmp_path)
+    order: list[str] = []
+    sync = node.log.sync
+    node.log.sync = lambda: (order.append(f"sync after {len(gossip.frames)} frames"),  # type: ignore[method-assign]
+                             sync())[1]
+    done = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
+            "output": "bafyout", "s": 0.1}
+    node.emit(EventType.CHUNK_DONE, done)  # no inline: written, pushed, not fsynced
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == [] and len(gossip.frames) == 1
+    node.emit(EventType.CHUNK_DONE, {**done, "attempt": 2, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == ["sync after 1 frames"] and len(gossip.frames) == 2
+    node.emit(EventType.CHUNK_DONE, {**done, "attempt": 3})  # the next turn: no fsync
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == ["sync after 1 frames"] and len(gossip.frames) == 3

@@ -1,0 +1,245 @@
+"""Small outputs inline: a task output (and its run record) of at most `max_bytes` of blocks
+travels inside its CHUNK_DONE (`inline`: CID -> base64 block), whose log write is its
+durability; every peer that folds the event checks and keeps the blocks. Pure but for
+`InlineBlocks` (loop-owned; its writes are small and unsynced: the log is the source).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from peer.errors import BanzaiError, IntegrityError
+from peer.ipfs.cids import Cid, parse_cid, verify
+from peer.ipfs.fetch import RecentSet
+from peer.ipfs.unixfs import Importer
+from peer.log import ChunkDone, Event, EventType
+
+log = logging.getLogger("banzai.inline")
+
+# The default bound, in bytes of blocks (the event carries 4/3 of it, base64). 1 KiB holds a
+# small task's output directory (its node and a file of a few hundred bytes) and an empty
+# run record; a bigger bound makes every peer's log, and every frame, carry more for each
+# task, and compaction keeps the recent tasks' events in memory.
+DEFAULT_MAX_BYTES = 1024
+MAX_ENTRIES = 16  # files and directories of an output that may ride inline
+
+
+class MemorySink:
+    """A BlockSink that keeps what the importer hashed (CID text -> bytes), in order."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, bytes] = {}
+        self.bytes = 0
+
+    def put_trusted(self, c: Cid, data: bytes) -> None:
+        if str(c) not in self.blocks:
+            self.blocks[str(c)] = data
+            self.bytes += len(data)
+
+
+def _small_tree(path: Path, max_bytes: int) -> bool:
+    """True if `path` is a file or a tree of regular files and directories whose files hold
+    at most `max_bytes` together, with at most MAX_ENTRIES entries (nothing else read)."""
+    if path.is_symlink():
+        return False
+    if path.is_file():
+        return path.stat().st_size <= max_bytes
+    if not path.is_dir():
+        return False
+    total = entries = 0
+    for top, dirs, files in os.walk(path):
+        entries += len(dirs) + len(files)
+        if entries > MAX_ENTRIES:
+            return False
+        for name in files:
+            p = Path(top, name)
+            if p.is_symlink() or not p.is_file():
+                return False
+            total += p.stat().st_size
+            if total > max_bytes:
+                return False
+        if any(Path(top, d).is_symlink() for d in dirs):
+            return False
+    return True
+
+
+def import_small(path: Path, max_bytes: int, cid_version: int = 1,
+                 ) -> tuple[str, dict[str, bytes]] | None:
+    """The CID and blocks of `path` imported as `add_path` would (same CID), without writing
+    anything, if its blocks total at most `max_bytes`; else None (the caller adds it)."""
+    if max_bytes <= 0 or not _small_tree(path, max_bytes):
+        return None
+    sink = MemorySink()
+    try:
+        node = Importer(sink, cid_version).path(path)
+    except (OSError, IntegrityError):  # what add_path would report: let it
+        return None
+    if sink.bytes > max_bytes:
+        return None
+    return str(node.cid), sink.blocks
+
+
+def import_bytes(data: bytes, cid_version: int = 1) -> tuple[str, dict[str, bytes]]:
+    """The CID and blocks of `data` as one file (as `add_bytes`), written nowhere."""
+    sink = MemorySink()
+    node = Importer(sink, cid_version).file(io.BytesIO(data))
+    return str(node.cid), sink.blocks
+
+
+def encode(blocks: Mapping[str, bytes]) -> dict[str, str]:
+    """The event's `inline` value: CID -> standard base64 of the block."""
+    return {c: base64.b64encode(b).decode("ascii") for c, b in blocks.items()}
+
+
+def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: int,
+           ) -> dict[Cid, bytes]:
+    """Check an event's `inline` value as hostile input: at most `max_bytes` of blocks, each
+    hashing to its CID, every root named in the event among them. IntegrityError if not."""
+    if len(inline) > 2 * MAX_ENTRIES + 2:
+        raise IntegrityError(f"inline: {len(inline)} blocks, more than allowed")
+    out: dict[Cid, bytes] = {}
+    total = 0
+    for text, b64 in inline.items():
+        if len(b64) > (max_bytes + 2) // 3 * 4:
+            raise IntegrityError(f"inline block {text[:64]}: larger than {max_bytes} bytes")
+        try:
+            data = base64.b64decode(b64, validate=True)
+            c = parse_cid(text)
+        except (binascii.Error, ValueError, BanzaiError) as e:  # BadCID
+            raise IntegrityError(f"inline block {text[:64]}: not a CID and base64: {e}") from e
+        total += len(data)
+        if total > max_bytes:
+            raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
+        verify(c, data)  # IntegrityError on a mismatch
+        out[c] = data
+    have = {str(c) for c in out}
+    for r in roots:
+        if r is not None and r not in have:
+            raise IntegrityError(f"inline: the announced CID {r[:64]} is not among the blocks")
+    return out
+
+
+def checked(blocks: Mapping[str, bytes], output: str) -> dict[Cid, bytes]:
+    """A worker's inline blocks, each verified against its CID, the output among them
+    (IntegrityError if not: the task's process made them)."""
+    out = {}
+    for text, data in blocks.items():
+        c = parse_cid(text)
+        verify(c, data)
+        out[c] = data
+    if output not in blocks:
+        raise IntegrityError(f"inline: the output {output[:64]} is not among the blocks")
+    return out
+
+
+class Keeper(Protocol):
+    """Where a peer keeps inline blocks (EmbeddedStore): served from memory at once
+    (`stage_inline`), then written and `roots` pinned, unsynced (`keep_inline`, a thread)."""
+
+    def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None: ...
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None: ...
+
+
+def roots_of(body: ChunkDone) -> list[str | None]:
+    """The CIDs a CHUNK_DONE announces that its inline blocks must hold (its run record may
+    ride too, or be fetched by CID as before)."""
+    return [body.output]
+
+
+class InlineBlocks:
+    """Listener: keeps the inline blocks of every CHUNK_DONE folded here (another peer's;
+    ours are kept before they are emitted), after checking them (`decode`); counts what it
+    kept and refused. `holds(cid)`: an output kept so (no replication fetch needed)."""
+
+    def __init__(self, self_id: str, store: Keeper, max_bytes: int,
+                 mark: Callable[[str], None] = lambda c: None,
+                 background: Callable[[Callable[[], None]], object] | None = None) -> None:
+        self.self_id = self_id
+        self.store = store
+        self.max_bytes = max_bytes
+        self.mark = mark  # the fetcher's "complete here" memo
+        # runs the writes off the loop, in order (None: at once, in the caller's thread)
+        self.background = background
+        self.kept = 0
+        self.refused = 0
+        self._held = RecentSet()
+
+    def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
+        """Serve `blocks` now and write them (and pin `output`) in the background."""
+        roots = [output] if output else []
+        if self.background is None:
+            self.store.keep_inline(blocks, roots)
+            return
+        self.store.stage_inline(blocks)
+
+        def write() -> None:
+            try:
+                self.store.keep_inline(blocks, roots)
+            except OSError as e:  # a full disk: served from other peers by CID later
+                log.warning("inline blocks of %s not written: %s", output, e)
+
+        self.background(write)
+
+    def holds(self, cid: str) -> bool:
+        return cid in self._held
+
+    def note(self, cid: str) -> None:
+        """An output of ours kept inline (the runner's side)."""
+        self._held.add(cid)
+        self.mark(cid)
+
+    def on_event(self, ev: Event) -> None:
+        if ev.type != EventType.CHUNK_DONE or ev.origin == self.self_id:
+            return
+        body = ev.body
+        if not isinstance(body, ChunkDone) or not body.inline:
+            return
+        self.keep(ev.origin, body)
+
+    def keep(self, origin: str, body: ChunkDone) -> bool:
+        """Check and keep `body`'s inline blocks; False (counted) if refused or not kept."""
+        assert body.inline is not None
+        try:
+            blocks = decode(body.inline, roots_of(body), self.max_bytes)
+        except IntegrityError as e:
+            self.refused += 1
+            log.warning("inline blocks of %s from %s refused: %s", body.job, origin[:8], e)
+            return False
+        try:  # the output is pinned, as its producer pins it; the run record is not
+            self.store_blocks(blocks, body.output)
+        except OSError as e:  # a full disk: fetched by CID later, as any output
+            log.warning("inline blocks of %s not kept: %s", body.job, e)
+            return False
+        self.kept += 1
+        if body.output:
+            self.note(body.output)
+        return True
+
+    def restore(self, events: Iterable[Event]) -> int:
+        """Keep again the inline blocks of `events` (ours too), in the caller's thread:
+        after a crash, blocks and pins written unsynced may be gone while the log holds
+        them. Returns how many events had some."""
+        n = 0
+        for ev in events:
+            for part in ev.parts or (ev,):
+                b = part.body
+                if isinstance(b, ChunkDone) and b.inline:
+                    try:
+                        blocks = decode(b.inline, roots_of(b), self.max_bytes)
+                        self.store.keep_inline(blocks, [b.output] if b.output else [])
+                    except (IntegrityError, OSError):
+                        continue  # refused when it came, or no room: as then
+                    if b.output:
+                        self.note(b.output)  # thread-safe memos
+                    n += 1
+        return n
+
+    def health(self) -> dict[str, int]:
+        return {"kept": self.kept, "refused": self.refused}

@@ -1,0 +1,185 @@
+"""Small outputs inline (peer/ipfs/inline.py, issues 10 and 12): the worker's in-memory import
+gives add_path's CID; a receiver keeps checked blocks and refuses (and counts) hostile ones;
+the replicator fetches none of them; the node fsyncs the log before such an event leaves."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.errors import IntegrityError
+from peer.ipfs import inline
+from peer.ipfs.cids import Cid
+from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.replicate import Replicator
+from peer.log import Event, EventType
+
+OUT = b"a small result\n"
+
+
+def _out_dir(tmp: Path, data: bytes = OUT) -> Path:
+    d = tmp / "out"
+    d.mkdir()
+    (d / "result.txt").write_bytes(data)
+    return d
+
+
+class FakeKeeper:
+    def __init__(self) -> None:
+        self.blocks: dict[str, bytes] = {}
+        self.pins: list[str] = []
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        self.blocks.update({str(c): b for c, b in blocks.items()})
+        self.pins += roots
+
+
+def _done(origin: str, output: str | None, carried: Mapping[str, str] | None) -> Event:
+    p: dict[str, Any] = {"job": "j", "task": "t", "split": ["a", 1], "chunk": 0, "attempt": 1,
+                         "output": output, "log": None, "s": 0.01}
+    if carried is not None:
+        p["inline"] = dict(carried)
+    return Event(origin, 1, 1, EventType.CHUNK_DONE, p)
+
+
+def test_a_small_output_gets_the_cid_add_path_gives_and_writes_nothing(tmp_path: Path) -> None:
+    out = _out_dir(tmp_path)
+    store = EmbeddedStore(tmp_path / "store")
+    small = inline.import_small(out, 1024)
+    assert small is not None
+    cid, blocks = small
+    assert list((tmp_path / "store" / "blocks").glob("*/*")) == []  # nothing written
+    assert cid == store.add_path(out)
+    assert cid in blocks and sum(map(len, blocks.values())) <= 1024
+    rec, rblocks = inline.import_bytes(b'{"log": [], "metrics": []}')
+    assert rec == store.add_bytes(b'{"log": [], "metrics": []}') and rec in rblocks
+
+
+def test_a_large_output_or_an_odd_tree_is_not_inline(tmp_path: Path) -> None:
+    assert inline.import_small(_out_dir(tmp_path, b"x" * 2000), 1024) is None
+    assert inline.import_small(tmp_path / "out", 0) is None  # off
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(inline.MAX_ENTRIES + 1):
+        (many / f"f{i}").write_bytes(b"1")
+    assert inline.import_small(many, 1024) is None
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "l").symlink_to(many / "f0")
+    assert inline.import_small(link, 1024) is None  # add_path refuses symlinks: it says so
+
+
+def test_a_receiver_keeps_checked_blocks_and_the_output_is_held(tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    keeper = FakeKeeper()
+    marked: list[str] = []
+    ib = inline.InlineBlocks("me", keeper, 1024, marked.append)
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert keeper.blocks == blocks and keeper.pins == [cid]
+    assert ib.holds(cid) and marked == [cid] and ib.health() == {"kept": 1, "refused": 0}
+    ib.on_event(_done("me", "bafyother", inline.encode(blocks)))  # ours: kept before emit
+    assert ib.health()["kept"] == 1 and not ib.holds("bafyother")
+
+
+@pytest.mark.parametrize("attack", ["tampered", "foreign_root", "too_big", "not_base64",
+                                    "not_a_cid"])
+def test_hostile_inline_blocks_are_refused_and_counted(tmp_path: Path, attack: str) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    carried = inline.encode(blocks)
+    first = next(iter(carried))
+    if attack == "tampered":
+        carried[first] = base64.b64encode(b"evil" + blocks[first]).decode()
+    elif attack == "foreign_root":
+        cid = "bafkreih4chlpfdsz2pgdhqfrjtvwis7qsaxl2y6wcimn77u6pwwhyjkfii"
+    elif attack == "too_big":
+        big = inline.import_bytes(b"y" * 1000)
+        carried.update(inline.encode(big[1]))
+    elif attack == "not_base64":
+        carried[first] = "!!!!"
+    else:
+        carried["not-a-cid"] = carried.pop(first)
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024)
+    ib.on_event(_done("other", cid, carried))
+    assert ib.health() == {"kept": 0, "refused": 1}
+    assert keeper.blocks == {} and not ib.holds(cid)  # fetched by CID as any output, later
+
+
+def test_decode_checks_the_size_bound_before_hashing() -> None:
+    _, blocks = inline.import_bytes(b"z" * 600)
+    with pytest.raises(IntegrityError, match=r"larger than|more than"):
+        inline.decode(inline.encode(blocks), [], 512)
+
+
+def test_restore_keeps_again_the_blocks_of_logged_events(tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    ib = inline.InlineBlocks("me", store, 1024)
+    n = ib.restore([_done("me", cid, inline.encode(blocks)), _done("x", cid, None)])
+    assert n == 1 and cid in store.pins() and ib.holds(cid)
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT
+
+
+def test_the_store_keeps_inline_blocks_without_fsync(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    synced: list[str] = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append("fsync"))
+    store.keep_inline(inline.checked(blocks, cid), [cid])
+    assert synced == [] and store.has(cid)
+
+
+class _Data:
+    def __init__(self) -> None:
+        self.fetched: list[str] = []
+
+    async def ensure(self, cids: Any, hints: Any = ()) -> None:
+        self.fetched += cids
+
+    def is_complete(self, cid: str) -> bool:
+        return False
+
+
+async def test_the_replicator_fetches_no_inline_output() -> None:
+    data = _Data()
+    held = {"bafyinline"}
+    emitted: list[Any] = []
+    r = Replicator("me", 3, lambda: {"p": {}, "q": {}}, lambda c: {"p"}, data, None,  # type: ignore[arg-type]
+                   lambda t, p: emitted.append(p), batch_window_s=0.0,  # type: ignore[arg-type,return-value]
+                   held=held.__contains__)
+    for cid in ("bafyinline", "bafylarge"):
+        r.on_event(Event("p", 1, 1, EventType.TASK_DONE,
+                         {"job": "j", "task": cid, "output": cid, "key": None}))
+    assert "bafyinline" not in r._queue and "bafylarge" in r._queue
+    await r.close()
+
+
+def test_blocks_are_served_from_memory_until_the_background_write_lands(
+        tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    later: list[Any] = []
+    ib = inline.InlineBlocks("me", store, 1024, background=later.append)
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert later and list((tmp_path / "store" / "blocks").glob("*/*")) == []
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from memory
+    later.pop()()
+    assert store.blocks.unwritten == {} and cid in store.pins()
+    assert len(list((tmp_path / "store" / "blocks").glob("*/*"))) == len(blocks)
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from disk
+
+
+async def test_a_rescan_replicates_no_inline_output() -> None:
+    data = _Data()
+    r = Replicator("me", 2, lambda: {"p": {}}, lambda c: set(), data, None,  # type: ignore[arg-type]
+                   lambda t, p: None, outputs=lambda: [("bafyinline", "gone"),  # type: ignore[arg-type,return-value]
+                                                       ("bafylarge", "gone")],
+                   batch_window_s=0.0, held={"bafyinline"}.__contains__)
+    r.rescan()
+    assert "bafyinline" not in r._queue and "bafylarge" in r._queue
+    await r.close()
