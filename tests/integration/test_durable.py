@@ -80,8 +80,9 @@ def _view(peer: PeerProc, job: str) -> dict[str, Any]:
 
 def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         small_disk: Path) -> None:
+    # outputs go through the block store (an inline one needs no disk of its own)
     peer = start_peer(small_disk, "--slots", "1", "--no-mdns", "--max-attempts", "1",
-                      timeout_s=START_S)
+                      "--inline-output-max-bytes", "0", timeout_s=START_S)
     try:
         before = API.submit(peer.url, [{"call": "ECHO", "args": ["acknowledged"]}])
         done = API.wait(peer.url, before)
