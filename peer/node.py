@@ -203,7 +203,9 @@ class Node:
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
         # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): kept by every peer that
-        # folds it, before the replicator sees the TASK_DONE (it fetches none of them).
+        # folds it, before the replicator sees the TASK_DONE (it fetches none of them). A
+        # Kubo-backed peer keeps them too but still takes its replicas' duty (their fetch is
+        # local), so that their PROVIDE mirrors them into its Kubo node, pinned.
         self.inline: InlineBlocks | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
         self._inline_pool: ThreadPoolExecutor | None = None  # writes them, in order
@@ -216,7 +218,8 @@ class Node:
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs,
-                                     held=self.inline.holds if self.inline else None)
+                                     held=self.inline.holds if self.inline and not
+                                     isinstance(self.store, KuboStore) else None)
         self.listeners.append(self.replicator.on_event)
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)

@@ -38,15 +38,16 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
 
 
-def write_atomic(final: Path, data: bytes) -> None:
-    """Write `data` to `final` through a temp file in the same directory, fsynced, and a
-    rename (the directory's entry is made durable by `fsync_dir`). StorageFull if the disk
-    is full."""
+def write_atomic(final: Path, data: bytes, fsync: bool = True) -> None:
+    """Write `data` to `final` through a temp file in the same directory, fsynced unless
+    `fsync` is False, and a rename (the directory's entry is made durable by `fsync_dir`).
+    StorageFull if the disk is full."""
     tmp = _tmp_name(final)
     try:
         with open(tmp, "wb", buffering=0) as f:
             f.write(data)
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, final)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -380,17 +381,7 @@ class BlockStore:
         if final.exists() or final in self._pending:
             return
         self._shard(final.parent)
-        tmp = _tmp_name(final)
-        try:
-            with open(tmp, "wb", buffering=0) as f:
-                f.write(data)
-            os.replace(tmp, final)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if disk_full(e):
-                raise StorageFull(f"cannot write block {c}: the disk is full") from e
-            raise
+        write_atomic(final, data, fsync=False)
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""

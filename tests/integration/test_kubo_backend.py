@@ -185,6 +185,8 @@ def test_mixed_mesh_exchanges_both_ways(peer_factory: Any, kubo: Callable[..., K
     assert v2["tasks"][1]["peers"] == [busy] and v3["tasks"][1]["peers"] != [busy]
     until(lambda: all(ka.pinned(c) for c in (x, y, z)),
           "Kubo to pin every output (its peer's own and the replicas)")
+    # the embedded peer's small outputs came to the Kubo peer inline, and still reached Kubo
+    assert get(kp.url + "/api/health")["inline"]["kept"] >= 1
     assert ka.rpc("cat", z) == b"FILE 0 MIXED\nFILE 1 MIXED\nFILE 2 MIXED\n"
 
 
@@ -210,9 +212,13 @@ def test_two_kubo_peers_connect_and_use_bitswap(peer_factory: Any,
     assert "Swarm is limited to private network of peers with the swarm key" in \
         ka.log.read_text()
     kb = kubo("b", key)
+    # outputs above the inline bound (0 here) replicate by CID: bitswap between the Kubos
+    no_inline = ("--inline-output-max-bytes", "0")
     pa, pb = start_all(peer_factory, {
-        "pa": ("--store", "kubo", "--ipfs-api", ka.api, "--kubo-repo", str(ka.repo)),
-        "pb": ("--store", "kubo", "--ipfs-api", kb.api, "--kubo-repo", str(kb.repo))})
+        "pa": ("--store", "kubo", "--ipfs-api", ka.api, "--kubo-repo", str(ka.repo),
+               *no_inline),
+        "pb": ("--store", "kubo", "--ipfs-api", kb.api, "--kubo-repo", str(kb.repo),
+               *no_inline)})
     assert "holds the mesh's swarm key" in pa.output
     with pytest.raises(AssertionError):  # a Kubo outside the private swarm: no handshake
         outsider.rpc("swarm/connect", f"{kb.rpc('id')['Addresses'][0]}", timeout="5s",
