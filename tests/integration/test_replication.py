@@ -119,9 +119,11 @@ def _pinned_by(peers: Sequence[PeerProc], cid: str) -> list[str]:
 
 
 def test_killing_the_producer_loses_no_result(peer_factory: Any, tmp_path: Path) -> None:
+    # inline off: a small output would ride in its event and every peer would pin it; here
+    # outputs replicate by CID to the r-1 peers of their rendezvous order
     with ThreadPoolExecutor(3) as pool:
-        peers: list[PeerProc] = list(pool.map(
-            lambda n: peer_factory(n, "--slots", "1"), ["r0", "r1", "r2"]))
+        peers: list[PeerProc] = list(pool.map(lambda n: peer_factory(
+            n, "--slots", "1", "--inline-output-max-bytes", "0"), ["r0", "r1", "r2"]))
     wait_mesh(peers, 3)
     ids = {get(p.url + "/api/health")["peer"]: p for p in peers}
     v = wait_job(peers[0], post(peers[0].url + "/api/jobs", [
