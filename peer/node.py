@@ -93,7 +93,8 @@ log = logging.getLogger("banzai.node")
 Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
 # we understand
-WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
+WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
+# and a failed fsync of received events (rewritten first)
 # A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
 # a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
 HOLD_MAX_S = 0.02
