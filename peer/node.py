@@ -95,7 +95,8 @@ log = logging.getLogger("banzai.node")
 Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
 # we understand
-WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush)
+WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
+# and a failed fsync of received events (rewritten first)
 # A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
 # a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
 HOLD_MAX_S = 0.02
@@ -194,10 +195,16 @@ class Node:
         self._flush_due = False
         self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
-        # Received events of acknowledged kinds written but not yet fsynced (in a thread):
-        # origin -> (lowest such seq, the sync that covers it). Our heads stop below them.
-        self._unsynced: dict[str, tuple[int, int]] = {}
+        # Received events of acknowledged kinds written but not yet on disk: origin -> their
+        # lowest seq (our heads stop below it). Those being fsynced (in a thread), by the
+        # sync that covers them, with the origins of their submissions (acknowledged then);
+        # those whose fsync failed (rewritten, then fsynced, every WRITE_RETRY_S).
+        self._unsynced: dict[str, int] = {}
+        self._syncing: dict[int, tuple[list[Event], set[str]]] = {}
         self._sync_gen = 0
+        self._rewrite: dict[tuple[str, int], Event] = {}
+        self._unacked: set[str] = set()
+        self._sync_error: Exception | None = None  # why received events are not yet on disk
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
@@ -432,7 +439,10 @@ class Node:
                 "is written, and goes on, once space is freed (unless the peer stops first)")
         else:
             self.write_error = StoreError(f"the peer cannot write its event log: {e}")
-        if self._retry is None:
+        self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._retry is None and not self.closed:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -442,6 +452,8 @@ class Node:
     def _retry_flush(self) -> None:
         self._retry = None
         self.flush()
+        if self._rewrite and not self.closed:
+            self._resync()
 
     def written(self, ev: Event) -> None:
         """Flush; raise the write's error (StorageFull when the disk is full) unless our
@@ -507,25 +519,62 @@ class Node:
         them, so no peer counts them as held here; then acknowledge the submissions."""
         self._sync_gen += 1
         gen = self._sync_gen
+        self._syncing[gen] = (list(events), submitted)
         for e in events:
-            low = self._unsynced.get(e.origin, (e.seq, gen))[0]
-            self._unsynced[e.origin] = (min(low, e.seq), gen)
+            self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
         assert self._loop is not None
-        task = self._loop.create_task(self._synced(gen, submitted))
+        task = self._loop.create_task(self._synced(gen))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    async def _synced(self, gen: int, submitted: set[str]) -> None:
+    async def _synced(self, gen: int) -> None:
         try:
             await asyncio.to_thread(self.log.sync)
-        except OSError as e:  # the heads stay below them; a later sync covers them
-            log.error("cannot fsync the event log: %s", e)
+        except OSError as e:
+            self._sync_failed(e)
             return
-        for origin, (_, g) in list(self._unsynced.items()):
-            if g <= gen:  # committed before this fsync began
-                del self._unsynced[origin]
-        if self.gossip is not None and submitted:
-            self.gossip.acknowledge(submitted)
+        if gen not in self._syncing:
+            return  # a later fsync covered it, or one failed meanwhile: this proves nothing
+        acked: set[str] = set()
+        for g in [g for g in self._syncing if g <= gen]:  # committed before this fsync began
+            acked |= self._syncing.pop(g)[1]
+        lows: dict[str, int] = {}
+        for ev in [*self._rewrite.values(), *(v for es, _ in self._syncing.values() for v in es)]:
+            lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
+        self._unsynced = lows
+        if self._sync_error is not None and not self._rewrite:
+            log.warning("the event log syncs again: received events rewritten and fsynced")
+            self._sync_error = None
+        if self.gossip is not None and acked:
+            self.gossip.acknowledge(acked)
+
+    def _sync_failed(self, e: Exception) -> None:
+        """Every received event not yet proven on disk is rewritten, then fsynced, every
+        WRITE_RETRY_S (`_resync`): Linux may drop the dirty pages a failed fsync could not
+        write, and a later fsync then succeeds without them. Our heads stay below them and
+        their submissions wait until that succeeds; log once per outage."""
+        for events, submitted in self._syncing.values():
+            self._rewrite.update((ev.id, ev) for ev in events)
+            self._unacked |= submitted
+        self._syncing.clear()
+        if self._sync_error is None:
+            log.error("cannot fsync the event log (%d received events rewritten and retried "
+                      "every %g s): %s", len(self._rewrite), WRITE_RETRY_S, e)
+        self._sync_error = e
+        self._retry_later()
+
+    def _resync(self) -> None:
+        """Rewrite the received events whose fsync failed (fresh WAL frames; each as held
+        now: the conflict rule may have replaced it, compaction dropped it), then fsync."""
+        events = [ev for i in self._rewrite if (ev := self.state.events.get(i)) is not None]
+        try:
+            self.log.replace(events, sync=False)
+        except Exception as e:
+            self._sync_failed(e)
+            return
+        submitted, self._unacked = self._unacked, set()
+        self._rewrite.clear()
+        self._sync_received(events, submitted)
 
     def _refold_soon(self) -> None:
         """Fold the state again once the conflict rule's spacing allows (at once if it does,
@@ -597,7 +646,7 @@ class Node:
         heads = dict(self.state.heads)
         if self._unflushed:
             heads[self.peer_id] = self._durable_seq
-        for origin, (low, _) in self._unsynced.items():  # held, not yet fsynced
+        for origin, low in self._unsynced.items():  # held, not yet on disk
             heads[origin] = min(heads.get(origin, 0), low - 1)
         return heads
 
@@ -876,6 +925,9 @@ class Node:
         if self._unflushed:
             log.error("closing with %d events not written to the log: %s",
                       len(self._unflushed), self.write_error)
+        if self._rewrite:
+            log.error("closing with %d received events not fsynced (peers hold them): %s",
+                      len(self._rewrite), self._sync_error)
         self._log_closed = True
         self.log.close()
 

@@ -101,12 +101,12 @@ class EventLog:
                              [(self._batch_id(e.att), e.origin, e.seq) for e in events])
         self._db.execute("COMMIT")
 
-    def replace(self, events: Sequence[Event]) -> None:
+    def replace(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Store `events` in place of the events with their (origin, seq)s (the conflict
-        rule), in one transaction; on a failure nothing is written and it raises as
-        `append`."""
+        rule; a rewrite after a failed fsync), in one transaction (`sync`: as `_write`); on
+        a failure nothing is written and it raises as `append`."""
         if events:
-            self._write("REPLACE", events, sync=None)
+            self._write("REPLACE", events, sync)
 
     def append(self, events: Sequence[Event], sync: bool | None = None) -> None:
         """Persist events (one transaction); duplicates are ignored. With `sync` (default:

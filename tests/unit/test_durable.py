@@ -365,3 +365,119 @@ async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads
     assert node.heads()[ORIGIN] == 2
     assert node.content_sum() is not None
     assert acked == []  # nothing to acknowledge: no submission
+
+
+def _submission(origin: str) -> Event:
+    return Event(origin, 1, 1001, EventType.JOB_SUBMITTED,
+                 {"job": f"j-{origin[0]}", "workflow": {"tasks": []}})
+
+
+class _FlakySync:
+    """Wraps EventLog.sync and replace: an fsync fails (EIO) while `outcomes` says False;
+    records the fsyncs and the rewrites in order."""
+
+    def __init__(self, node: Node, outcomes: list[bool]) -> None:
+        self.outcomes = outcomes
+        self.calls: list[Any] = []
+        self._sync, self._replace = node.log.sync, node.log.replace
+        node.log.sync = self.sync  # type: ignore[method-assign]
+        node.log.replace = self.replace  # type: ignore[method-assign]
+
+    def sync(self) -> None:
+        if self.outcomes and not self.outcomes.pop(0):
+            self.calls.append("failed fsync")
+            raise OSError(errno.EIO, "Input/output error")
+        self.calls.append("fsync")
+        self._sync()
+
+    def replace(self, events: Sequence[Event], sync: bool | None = None) -> None:
+        self.calls.append(sorted(e.id for e in events))
+        self._replace(events, sync)
+
+
+async def _retried(node: Node) -> None:
+    """What the retry timer runs (without waiting WRITE_RETRY_S), and its fsync."""
+    assert node._retry is not None and not node._retry.cancelled()
+    node._retry.cancel()
+    node._retry_flush()
+    await asyncio.gather(*node._bg)
+
+
+async def test_a_failed_fsync_of_received_events_rewrites_them_until_one_succeeds(
+        node: Node) -> None:
+    """Received events whose fsync failed stay below our heads and their submissions
+    unacknowledged, also when a later fsync succeeds (Linux may have dropped their pages):
+    every WRITE_RETRY_S they are rewritten, then fsynced; once that succeeds our heads cover
+    them and the submissions of every failed generation are acknowledged."""
+    node._loop = asyncio.get_running_loop()
+    acked: list[set[str]] = []
+    node.gossip.acknowledge = acked.append  # type: ignore[attr-defined]
+    disk = _FlakySync(node, [False, False, True, False])
+    b, c = "b" * 16, "c" * 16
+    assert node.merge([_submission(ORIGIN), *_events(2, 1)])
+    await asyncio.gather(*node._bg)
+    retry = node._retry
+    assert retry is not None
+    assert node.merge([_submission(c)])  # fails too: the same outage, the same timer
+    await asyncio.gather(*node._bg)
+    assert node._retry is retry
+    assert node.merge([_submission(b)])  # fsynced: proves b's, not the earlier ones
+    await asyncio.gather(*node._bg)
+    assert disk.calls == ["failed fsync", "failed fsync", "fsync"]
+    heads = node.heads()
+    assert heads[b] == 1 and heads.get(ORIGIN, 0) == 0 and heads.get(c, 0) == 0
+    assert node.content_sum() is None
+    assert acked == [{b}]
+    rewritten = [(ORIGIN, 1), (ORIGIN, 2), (c, 1)]
+    await _retried(node)  # rewritten, the fsync fails again
+    assert disk.calls[3:] == [rewritten, "failed fsync"]
+    assert node.heads().get(ORIGIN, 0) == 0 and acked == [{b}]
+    await _retried(node)
+    assert disk.calls[5:] == [rewritten, "fsync"]  # rewritten before the fsync that counts
+    heads = node.heads()
+    assert (heads[ORIGIN], heads[b], heads[c]) == (2, 1, 1)
+    assert node.content_sum() is not None
+    assert acked == [{b}, {ORIGIN, c}]
+    assert node._retry is None and not node._rewrite and not node._syncing
+    assert not node._unacked and not node._unsynced
+
+
+async def test_a_rewrite_takes_each_event_as_held_now(node: Node) -> None:
+    """An event that left memory meanwhile (compacted) is not written back."""
+    node._loop = asyncio.get_running_loop()
+    disk = _FlakySync(node, [False])
+    assert node.merge(_events(1, 2))
+    await asyncio.gather(*node._bg)
+    del node.state.events[(ORIGIN, 1)]
+    await _retried(node)
+    assert disk.calls == ["failed fsync", [(ORIGIN, 2)], "fsync"]
+    assert not node._unsynced
+
+
+async def test_nothing_is_retried_after_close(node: Node) -> None:
+    node._loop = asyncio.get_running_loop()
+    disk = _FlakySync(node, [False])
+    assert node.merge(_events(1, 1))
+    await asyncio.gather(*node._bg)
+    retry = node._retry
+    assert retry is not None
+    node.gossip = None  # the stand-in has nothing to close
+    await node.close()
+    assert retry.cancelled()
+    node._retry_flush()  # as if the timer had fired anyway
+    node._sync_failed(OSError(errno.EIO, "late"))
+    assert node._retry is None
+    assert disk.calls == ["failed fsync"]  # no rewrite, no fsync
+
+
+def test_a_rewrite_writes_fresh_wal_frames(tmp_path: Path) -> None:
+    """What a retry after a failed fsync relies on: replacing stored events with the same
+    events writes their pages to the WAL again (not skipped as unchanged)."""
+    log = EventLog(tmp_path / "e.sqlite")
+    log.append(_events(1, 3), sync=False)
+    wal = tmp_path / "e.sqlite-wal"
+    before = wal.stat().st_size
+    log.replace(_events(1, 3), sync=False)
+    assert wal.stat().st_size > before
+    assert [e.seq for e in log.load()] == [1, 2, 3]
+    log.close()
