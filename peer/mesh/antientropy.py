@@ -43,7 +43,9 @@ class EventSink(Protocol):
         ...
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
-        """Events with seq > vv.get(origin, 0), oldest first, at most `limit`."""
+        """Events with seq > vv.get(origin, 0), at most `limit`: those up to our heads first,
+        oldest first, then those beyond a gap (which the asker may hold already: served first,
+        they could crowd out for ever the events that move its heads on)."""
         ...
 
     def merge(self, events: Sequence[Event]) -> list[Event]:

@@ -6,8 +6,6 @@ sockets, no sleeps: time moves only when `FakeClock.advance` is called.
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,15 +28,13 @@ from peer.mesh.transport import MemoryNetwork
 
 
 class MemorySink:
-    """An EventSink and ContentSink over peer.log.MeshState with contiguous version-vector
-    heads; two contents for one (origin, seq) settle by the conflict rule."""
+    """An EventSink and ContentSink over peer.log.MeshState, serving its heads and events as a
+    node does; two contents for one (origin, seq) settle by the conflict rule."""
 
     def __init__(self, peer_id: str = "", auth: MeshAuth | None = None) -> None:
         self.peer_id = peer_id
         self.auth = auth  # set: local events are signed (one batch each)
         self.state = MeshState()
-        self._seqs: dict[str, list[int]] = {}
-        self._contig: dict[str, int] = {}
         self._hlc = 0
         self.refusals: list[tuple[Any, str]] = []
         self.replaced = 0  # contents replaced by the conflict rule
@@ -47,14 +43,10 @@ class MemorySink:
         self.refusals.append((origin, reason))
 
     def heads(self) -> Mapping[str, int]:
-        return self._contig
+        return self.state.heads
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
-        out: list[Event] = []
-        for origin, seqs in self._seqs.items():
-            i = bisect.bisect_right(seqs, vv.get(origin, 0))
-            out.extend(self.state.events[(origin, s)] for s in seqs[i:])
-        return heapq.nsmallest(limit, out, key=lambda e: (e.hlc, e.origin, e.seq))
+        return self.state.events_after(vv, limit)  # within our heads first, as a node serves
 
     def content_sum(self) -> str | None:
         return self.state.content_sum()
@@ -84,23 +76,13 @@ class MemorySink:
                     self.state.refold()
                 self.replaced += 1
         for e in new:
-            seqs = self._seqs.setdefault(e.origin, [])
-            bisect.insort(seqs, e.seq)
-            c = self._contig.get(e.origin, 0)
-            while True:
-                j = bisect.bisect_left(seqs, c + 1)
-                if j < len(seqs) and seqs[j] == c + 1:
-                    c += 1
-                else:
-                    break
-            self._contig[e.origin] = c
             self._hlc = max(self._hlc, e.hlc)
         return new
 
     def emit(self, payload: dict[str, Any] | None = None,
              typ: EventType = EventType.CACHE_PUT) -> Event:
         """Append a local event (default: a CACHE_PUT with a unique key)."""
-        seq = len(self._seqs.get(self.peer_id, ())) + 1
+        seq = self.state.heads.get(self.peer_id, 0) + 1
         self._hlc += 1
         ev = Event(self.peer_id, seq, self._hlc, typ,
                    payload if payload is not None else {"cache": {f"{self.peer_id}/{seq}": seq}})
