@@ -815,6 +815,9 @@ class Node:
         """What /api/health reports of the log's writes and the store's reads."""
         return {"unwritten_events": len(self._unflushed),
                 "write_error": self.write_error.message if self.write_error else None,
+                # received events whose fsync failed: rewritten and fsynced every WRITE_RETRY_S
+                "unsynced_received": len(self._rewrite),
+                "sync_error": str(self._sync_error) if self._sync_error else None,
                 "corrupt_blocks": self.store.corrupt_blocks
                 if isinstance(self.store, EmbeddedStore) else 0}
 

@@ -122,8 +122,12 @@ class _Sampled(Collector):
                      health.get("events", 0))
         yield _gauge("log_bytes", "Bytes of the SQLite log (database and WAL)",
                      h.load().get("log_bytes", 0))
+        durability = h.durability()
         yield _gauge("log_unwritten_events", "Local events not yet written to the log",
-                     h.durability().get("unwritten_events", 0))
+                     durability.get("unwritten_events", 0))
+        yield _gauge("log_unsynced_received_events",
+                     "Received events whose fsync failed, rewritten until one succeeds",
+                     durability.get("unsynced_received", 0))
         mine = h.state.heads.get(h.peer_id, 0)
         yield _counter("events_emitted", "Events this peer made (its own seq)", mine)
         dropped = CounterMetricFamily("banzai_events_dropped",

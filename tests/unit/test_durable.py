@@ -180,6 +180,7 @@ async def test_disk_full_mid_flush_keeps_events_queued_then_writes_them_in_order
     assert _stored(node) == [1, 2, 3, 4, 5]
     assert node.heads()[node.peer_id] == 5
     assert node.durability() == {"unwritten_events": 0, "write_error": None,
+                                 "unsynced_received": 0, "sync_error": None,
                                  "corrupt_blocks": 0}
 
 
@@ -432,6 +433,8 @@ async def test_a_failed_fsync_of_received_events_rewrites_them_until_one_succeed
     await _retried(node)  # rewritten, the fsync fails again
     assert disk.calls[3:] == [rewritten, "failed fsync"]
     assert node.heads().get(ORIGIN, 0) == 0 and acked == [{b}]
+    assert node.durability()["unsynced_received"] == 3  # /api/health shows the outage
+    assert node.durability()["sync_error"]
     await _retried(node)
     assert disk.calls[5:] == [rewritten, "fsync"]  # rewritten before the fsync that counts
     heads = node.heads()
@@ -439,6 +442,7 @@ async def test_a_failed_fsync_of_received_events_rewrites_them_until_one_succeed
     assert node.content_sum() is not None
     assert acked == [{b}, {ORIGIN, c}]
     assert node._retry is None and not node._rewrite and not node._syncing
+    assert node.durability()["unsynced_received"] == 0 and not node.durability()["sync_error"]
     assert not node._unacked and not node._unsynced
 
 
