@@ -290,6 +290,23 @@ async def test_a_cancel_stops_a_run_still_fetching_its_input(make_mesh: MeshFact
     assert len(mesh.events(EventType.CLAIM, job=job)) == 1
 
 
+async def test_a_cancel_in_the_loop_turn_of_a_claim_still_ends_it(make_mesh: MeshFactory) -> None:
+    """A claim, then the cancel of its job before the run's task took its first step (so
+    cancelled, its body never runs): the claim ends as a cancelled run's, and the slot frees."""
+    mesh = make_mesh(1)
+    job = mesh.submit("p0", [WRITE])
+    p = mesh["p0"]
+    p.sched.step()  # split and claim: the run's task is made, not yet started
+    assert list(p.sched.runs) == [(job, "w", 0, 0)]
+    mesh.emit("p0", EventType.JOB_CANCELLED, {"job": job, "reason": "test"})  # same loop turn
+    await mesh.settle()
+    assert p.sched.runs == {} and p.sched.running == [] and p.sched.free_slots == 1
+    assert p.runner.started == []
+    [failed] = mesh.events(EventType.CHUNK_FAILED, job=job)
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        "p0", "cancelled", "cancelled")
+
+
 # -- a whole pipeline --------------------------------------------------------------------------
 async def test_a_two_step_pipeline_runs_to_the_end_on_three_peers(make_mesh: MeshFactory) -> None:
     mesh = make_mesh(3, auto=True)
