@@ -164,8 +164,8 @@ class Runs:
             run.task.cancel()
 
     def cancel_job(self, job: str) -> None:
-        """Kill this peer's workers of `job` now; runs still fetching input stop and record
-        the cancel as a worker's would."""
+        """Kill this peer's workers of `job` now; runs still fetching input, or not yet
+        started (`_unstarted`), stop and record the cancel as a worker's would."""
         for ak, r in list(self.active.items()):
             if ak.job == job and not self.runner.cancel(r.key) and r.task is not None:
                 r.task.cancel()
