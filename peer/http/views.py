@@ -28,7 +28,9 @@ def _ms(ev: Event | None) -> int | None:
 
 
 def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
-                max_attempts: int, task_done: bool) -> dict[str, Any]:
+                max_attempts: int, task_done: bool, cancel: Event | None = None,
+                ) -> dict[str, Any]:
+    """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled."""
     attempt = c.attempt
     last_fail_ev = c.failures[max(c.failures)] if c.failures else None
     last_fail = last_fail_ev.body_as(ChunkFailed) if last_fail_ev else None
@@ -45,6 +47,10 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
         failed = last_fail.attempt
         state, progress = "failed", c.progress.get(failed, 0.0)
         ran, end = c.winner(failed, split), last_fail_ev
+    elif claim is not None and cancel is not None:
+        # Its holder kills the run when it hears of the cancel and records that (not heard
+        # here yet), or died holding the claim (nobody fails a cancelled job's leases).
+        state, progress, ran, end = "cancelled", c.progress.get(attempt, 0.0), claim, cancel
     elif claim is not None:
         state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
     else:
@@ -53,7 +59,8 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
                       key=lambda e: e.order, default=None)
     return {"state": state, "progress": progress,
             "attempt": done.attempt if done else attempt,
-            "attempts": len(c.failures) + (1 if state in ("done", "running") else 0),
+            "attempts": len(c.failures) + (1 if state in ("done", "running", "cancelled")
+                                           else 0),
             "peer": ran.origin if ran is not None else None, "items": n_items,
             "error": last_fail.error if last_fail else None,
             "started_ms": _ms(first_claim), "finished_ms": _ms(end),
@@ -74,7 +81,7 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
                  else [len(c) for c in split.body_as(TaskSplit).chunks])
         for i, n_items in enumerate(sizes):
             chunks.append(_chunk_view(state.chunk(job, name, i), split.id, n_items,
-                                      max_attempts, done is not None))
+                                      max_attempts, done is not None, state.cancelled.get(job)))
     if status == "done":
         progress = 1.0
     elif chunks:

@@ -69,6 +69,17 @@ def _key(base: Mapping[str, Any]) -> AttemptKey:
     return AttemptKey(base["job"], base["task"], base["chunk"], base["attempt"])
 
 
+def _base(ak: AttemptKey, run: Run) -> dict[str, Any]:
+    """The fields every outcome event of a run carries."""
+    return {"job": ak.job, "task": ak.task, "split": list(run.split), "chunk": ak.chunk,
+            "attempt": ak.attempt}
+
+
+def _cancelled(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The CHUNK_FAILED payload of a run its job's cancel stopped before its worker did."""
+    return {**base, "error": "cancelled", "kind": FailureKind.CANCELLED.value}
+
+
 class Runs:
     """The chunks this peer claimed and runs; `ended(ak)` is called when one ends (its slot
     is free), whatever the outcome."""
@@ -131,7 +142,20 @@ class Runs:
                   last_flush_s=now, reduce=reduce_input is not None)
         run.log, run.metrics = self.live.open((ak.job, ak.task))
         run.task = asyncio.create_task(self._run(ak, run, payload), name=run.key)
+        run.task.add_done_callback(lambda _: self._unstarted(ak, run))
         self.active[ak] = run
+
+    def _unstarted(self, ak: AttemptKey, run: Run) -> None:
+        """The task of a run ended. One cancelled before its first step (its job cancelled,
+        its claim lost or the peer closing in the loop turn of its claim) never ran its body,
+        nor so the `finally` that ends a run: it ends here as a run cancelled while fetching
+        its input does (a cancel of its job recorded, its slot freed)."""
+        if self.active.get(ak) is not run:
+            return  # it ran: its `finally` ended it
+        del self.active[ak]
+        if ak.job in self.state.cancelled and not run.lost:
+            self.emit(EventType.CHUNK_FAILED, _cancelled(_base(ak, run)))
+        self.ended(ak)
 
     def lose(self, run: Run) -> None:
         """Stop a run whose claim lost; it records nothing (the winner's outcome counts)."""
@@ -140,8 +164,8 @@ class Runs:
             run.task.cancel()
 
     def cancel_job(self, job: str) -> None:
-        """Kill this peer's workers of `job` now; runs still fetching input stop and record
-        the cancel as a worker's would."""
+        """Kill this peer's workers of `job` now; runs still fetching input, or not yet
+        started (`_unstarted`), stop and record the cancel as a worker's would."""
         for ak, r in list(self.active.items()):
             if ak.job == job and not self.runner.cancel(r.key) and r.task is not None:
                 r.task.cancel()
@@ -157,8 +181,7 @@ class Runs:
 
     # -- one run -------------------------------------------------------------------------
     async def _run(self, ak: AttemptKey, run: Run, payload: dict[str, Any]) -> None:
-        base = {"job": ak.job, "task": ak.task, "split": list(run.split), "chunk": ak.chunk,
-                "attempt": ak.attempt}
+        base = _base(ak, run)
         try:
             try:
                 await self._fetch_input(payload)
@@ -168,8 +191,7 @@ class Runs:
                 return
             except asyncio.CancelledError:
                 if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
-                    self.emit(EventType.CHUNK_FAILED,
-                              {**base, "error": "cancelled", "kind": "cancelled"})
+                    self.emit(EventType.CHUNK_FAILED, _cancelled(base))
                 raise
             except Exception as e:  # OSError (a full disk), a bug: the claim must end too
                 log.exception("%s: fetching the input failed", run.key)

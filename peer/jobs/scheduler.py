@@ -687,7 +687,9 @@ class Scheduler:
             self._ready_since.pop(ak, None)
             self._watch_lease(ak, holder)
             return
-        if ak in self.runs:
+        if self._runs.running(ak):
+            # Ours, or a lost one still ending (its run key is this attempt's: it would end
+            # a new run's bookkeeping with its own): claimed again once it has ended.
             return
         able = self._placed((job, task), spec.requires)
         if able is None:

@@ -159,6 +159,11 @@ def _own_running(peers: list[PeerProc]) -> list[int]:
             for p in peers]
 
 
+def _ran(p: PeerProc, job: str) -> list[dict[str, Any]]:
+    """The chunks of the job's second task that a peer claimed, in `p`'s view."""
+    return [c for c in get(f"{p.url}/api/jobs/{job}")["tasks"][1]["chunks"] if c["peer"]]
+
+
 def test_cancel_stops_workers_on_every_peer(trio: list[PeerProc]) -> None:
     peers = trio
     wait_mesh(peers, 3)
@@ -170,10 +175,13 @@ def test_cancel_stops_workers_on_every_peer(trio: list[PeerProc]) -> None:
           lambda: f"still running after cancel: {_own_running(peers)}")
     v = wait_job(peers[0], job)
     assert v["state"] == "cancelled"
-    # an item takes an hour: every chunk that ran was ended by the cancel, on its own peer
-    ran = [c for c in v["tasks"][1]["chunks"] if c["peer"]]
+    assert all(c["state"] != "running" for t in v["tasks"] for c in t["chunks"]), v
+    # an item takes an hour: every chunk that ran was ended by the cancel, on its own peer,
+    # which recorded it (heard on peers[0] once gossip brings it: it may still be on its way)
+    ran = until(lambda: (r := _ran(peers[0], job)) and all(c["error"] == "cancelled" for c in r)
+                and r, lambda: f"not all recorded as cancelled: {_ran(peers[0], job)}")
     assert len({c["peer"] for c in ran}) >= 2, ran
-    assert all(c["state"] != "done" and c["error"] == "cancelled" for c in ran), ran
+    assert all(c["state"] != "done" for c in ran), ran
     # how soon (the design's bound: within a second): scripts/bench_latency.py
 
 

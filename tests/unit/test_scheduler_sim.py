@@ -290,6 +290,56 @@ async def test_a_cancel_stops_a_run_still_fetching_its_input(make_mesh: MeshFact
     assert len(mesh.events(EventType.CLAIM, job=job)) == 1
 
 
+async def test_a_cancel_in_the_loop_turn_of_a_claim_still_ends_it(make_mesh: MeshFactory) -> None:
+    """A claim, then the cancel of its job before the run's task took its first step (so
+    cancelled, its body never runs): the claim ends as a cancelled run's, and the slot frees."""
+    mesh = make_mesh(1)
+    job = mesh.submit("p0", [WRITE])
+    p = mesh["p0"]
+    p.sched.step()  # split and claim: the run's task is made, not yet started
+    assert list(p.sched.runs) == [(job, "w", 0, 0)]
+    mesh.emit("p0", EventType.JOB_CANCELLED, {"job": job, "reason": "test"})  # same loop turn
+    await mesh.settle()
+    assert p.sched.runs == {} and p.sched.running == [] and p.sched.free_slots == 1
+    assert p.runner.started == []
+    [failed] = mesh.events(EventType.CHUNK_FAILED, job=job)
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        "p0", "cancelled", "cancelled")
+
+
+async def test_a_chunk_is_not_claimed_again_while_our_lost_run_of_it_ends(
+        make_mesh: MeshFactory) -> None:
+    """Our run of a chunk of a split that lost (an earlier split of the task came) is killed;
+    while its (unrecorded) outcome is settled, the same attempt of the winning split's chunk
+    must not be claimed: the old run's end would take the new run out of our runs (not
+    reported, not killed by a cancel, its claim shown running forever)."""
+    mesh = make_mesh(1)
+    job, _ = await started_job(mesh)
+    p, key = mesh["p0"], f"{job}/w/0/0"
+    [ours] = mesh.events(EventType.TASK_SPLIT, job=job)
+    early = Event("px", 1, ours.hlc - 1, EventType.TASK_SPLIT, dict(ours.payload))
+    assert p.state.apply(early)  # another peer's earlier split of the task: it wins
+    p.sched.poke(early)
+    p.sched.step()
+    assert p.runner.cancelled == [key]  # our run of the losing split is stopped
+    for _ in range(10):  # until the killed run has left the active runs (finishing)
+        await asyncio.sleep(0)
+        if not p.sched.runs:
+            break
+    assert p.sched.running != []  # its outcome is being settled
+    p.sched.poke(early)  # any event of the task: a round in that window
+    p.sched.step()
+    await mesh.settle()
+    assert p.runner.running == [key]  # the winning split's chunk runs here now...
+    assert list(p.sched.runs) == [(job, "w", 0, 0)]  # ...as one of our runs
+    mesh.emit("p0", EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()
+    assert p.runner.running == [] and p.sched.runs == {}
+    failed = [e for e in mesh.events(EventType.CHUNK_FAILED, job=job)
+              if tuple(e.payload["split"]) == early.id]
+    assert [(e.origin, e.payload["kind"]) for e in failed] == [("p0", "cancelled")]
+
+
 # -- a whole pipeline --------------------------------------------------------------------------
 async def test_a_two_step_pipeline_runs_to_the_end_on_three_peers(make_mesh: MeshFactory) -> None:
     mesh = make_mesh(3, auto=True)
