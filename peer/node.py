@@ -92,6 +92,14 @@ from tasks.registry import TaskDef
 
 log = logging.getLogger("banzai.node")
 
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 Listener = Callable[[Event], None]
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
 # we understand
@@ -226,7 +234,8 @@ class Node:
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs,
                                      held=self.inline.holds if self.inline and not
-                                     isinstance(self.store, KuboStore) else None)
+                                     isinstance(self.store, KuboStore) else None,
+                                     job_live=self._job_fills_cores)
         self.listeners.append(self.replicator.on_event)
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)
@@ -752,6 +761,15 @@ class Node:
         """(output CID, producer) of every task output computed in the mesh."""
         return [(e.payload["output"], e.origin) for e in self.state.task_done.values()
                 if not e.payload.get("cached")]
+
+    def _job_fills_cores(self, job: str) -> bool:
+        """True while `job` runs and this peer's slots can take every core it may use (one
+        when pinned, e.g. `taskset -c 0`): the replication of its outputs waits for it."""
+        ev = self.state.jobs.get(job)
+        if ev is None or self.cfg.slots < usable_cores():
+            return False
+        tasks = ev.body_as(JobSubmitted).workflow["tasks"]
+        return finished_at(self.state, job, tasks, self.cfg.max_attempts) is None
 
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())

@@ -35,6 +35,7 @@ Metric = Callable[[str, int, float], None]
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 EVAL_EVERY = 5  # held-out evaluation period, in EM iterations
 FORMAT = "banzai-learn-speaker-v2"  # the per-speaker file's format tag
+SCORE_BLOCK = 8192  # values per block of score_samples (64 KiB of float64)
 
 
 class LearnError(BanzaiError):
@@ -241,16 +242,46 @@ def learn_speaker(src: Path, out_dir: Path, p: LearnParams, metric: Metric) -> P
     return dest
 
 
-def score_samples(w: Array, means: Array, cov: Array, x: Array) -> Array:
-    """Per-frame log-likelihood under a diagonal GMM (scikit-learn's formula, in numpy)."""
+def score_samples(w: Array, means: Array, cov: Array, x: Array, x2: Array | None = None,
+                  ) -> Array:
+    """Per-frame log-likelihood under a diagonal GMM (scikit-learn's formula, in numpy);
+    `x2` is x ** 2 if the caller has it already.
+
+    Bit for bit the result of the plain formula on frames x components arrays (which the
+    tests keep as the reference), but computed on blocks of SCORE_BLOCK values laid out
+    components x frames: numpy's elementwise loops then run along the frames rather than
+    along the few components, and the blocks stay in cache (2-3x faster). Only the order
+    of the loops differs: every value sees the same operations, the row maximum is exact in
+    any order, and each frame's sum over components is taken, as before, on a frames x
+    components array.
+    """
     prec_chol = 1.0 / np.sqrt(cov)
     log_det = np.sum(np.log(prec_chol), axis=1)
     prec = prec_chol ** 2
-    log_prob = (np.sum(means ** 2 * prec, axis=1) - 2.0 * (x @ (means * prec).T)
-                + (x ** 2) @ prec.T)
-    lp = -0.5 * (x.shape[1] * np.log(2 * np.pi) + log_prob) + log_det + np.log(w)
-    top = lp.max(axis=1)
-    out: Array = top + np.log(np.sum(np.exp(lp - top[:, None]), axis=1))
+    cross = x @ (means * prec).T  # frames x components, as the plain formula has them
+    square = (x ** 2 if x2 is None else x2) @ prec.T
+    const = np.sum(means ** 2 * prec, axis=1)[:, None]
+    two_pi = x.shape[1] * np.log(2 * np.pi)
+    log_det_c, log_w = log_det[:, None], np.log(w)[:, None]
+    n, k = cross.shape
+    rows = max(1, SCORE_BLOCK // k)
+    lp_t, lp = np.empty((k, rows)), np.empty((rows, k))
+    out: Array = np.empty(n)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        a, b = lp_t[:, :e - s], lp[:e - s]
+        np.multiply(2.0, cross[s:e].T, out=a)
+        np.subtract(const, a, out=a)
+        np.add(a, square[s:e].T, out=a)  # the squared Mahalanobis distances
+        np.add(two_pi, a, out=a)
+        np.multiply(-0.5, a, out=a)
+        np.add(a, log_det_c, out=a)
+        np.add(a, log_w, out=a)  # per component: log weight + log density
+        top = a.max(axis=0)
+        np.subtract(a, top, out=a)
+        np.exp(a, out=a)
+        np.copyto(b, a.T)
+        np.add(top, np.log(b.sum(axis=1)), out=out[s:e])
     return out
 
 
@@ -265,6 +296,7 @@ class Heldout:
         lengths = np.concatenate([f.heldout_lengths for f in fits])
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.x = np.concatenate([f.heldout for f in fits])
+        self.x2 = self.x ** 2  # shared by every model's pass
         self._scores: dict[tuple[int, int], Array] = {}
 
     def scores(self, i: int, it: int) -> Array:
@@ -274,8 +306,8 @@ class Heldout:
         key = (i, min(it, f.iterations))
         got = self._scores.get(key)
         if got is None:  # one pass over all held-out frames, then per-utterance sums
-            got = self._scores[key] = np.add.reduceat(score_samples(*f.at(it), self.x),
-                                                      self.starts)
+            frames = score_samples(*f.at(it), self.x, self.x2)
+            got = self._scores[key] = np.add.reduceat(frames, self.starts)
         return got
 
     def confusion(self, it: int) -> npt.NDArray[np.int64]:

@@ -12,12 +12,17 @@ Repair (`rescan`): at start, once the membership has had `settle_s` to form, and
 live peer is no longer live, every output held by fewer than r live peers is replicated by
 the first live non-holders in rendezvous order (so a replica lost later is rebuilt).
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
+Replication is background work: a fresh output of a job still running (`job_live`: the
+node's says so when its chunks can fill every core it may use) is replicated once that job
+ends, at most `defer_max_s` later, so that on a one-core peer the copy (which costs the
+replica and the producer CPU) does not slow the job's next tasks. Repairs are not deferred.
 Loop-owned; one listener (`on_event`) on the node; `start` runs the repair watch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -29,6 +34,7 @@ from peer.log import Event, EventType, Provide, TaskDone
 from peer.rendezvous import rendezvous
 
 log = logging.getLogger("banzai.replicate")
+DEFER_MAX_S = 30.0  # longest a fresh output waits for its job to end before it is replicated
 
 
 class Data(Protocol):
@@ -76,7 +82,9 @@ class Replicator:
                  batch_window_s: float = 0.05,
                  outputs: Callable[[], Iterable[tuple[str, str]]] = tuple,
                  settle_s: float = 5.0, watch_s: float = 1.0,
-                 held: Callable[[str], bool] | None = None) -> None:
+                 held: Callable[[str], bool] | None = None,
+                 job_live: Callable[[str], bool] | None = None,
+                 defer_max_s: float = DEFER_MAX_S) -> None:
         self.self_id = self_id
         self.replicas = replicas
         self.peers = peers  # live peers other than this one
@@ -91,6 +99,11 @@ class Replicator:
         self.settle_s = settle_s
         self.watch_s = watch_s
         self.held = held  # an output every folding peer keeps (inline): never fetched
+        self.job_live = job_live  # a job still runs (its outputs' replication waits)
+        self.defer_max_s = defer_max_s
+        self.deferred = 0  # batches that waited for their jobs to end
+        self._jobs: dict[str, str] = {}  # queued fresh output -> the job that made it
+        self._wake = asyncio.Event()  # set by every event: a job may have ended
         self.rescans = 0
         self._watch: asyncio.Task[None] | None = None
         self.replicated = RecentSet()  # replicated here (a memo: _wanted decides)
@@ -100,6 +113,7 @@ class Replicator:
 
     def on_event(self, ev: Event) -> None:
         """Listener: queue a fresh output if this peer is one of its replicas."""
+        self._wake.set()
         b = ev.body
         if not isinstance(b, TaskDone) or b.cached or self.replicas < 2:
             return
@@ -110,6 +124,7 @@ class Replicator:
             return
         alive = [*self.peers(), self.self_id]
         if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
+            self._jobs[cid] = b.job
             self._enqueue(cid, ev.origin, 1)
 
     def start(self) -> None:
@@ -158,8 +173,28 @@ class Replicator:
     async def _drain(self) -> None:
         await asyncio.sleep(self.batch_window_s)  # gather a burst; its PROVIDEs fold first
         while self._queue:
+            await self._after_jobs()
             batch, self._queue = self._queue, {}
+            for c in batch:
+                self._jobs.pop(c, None)
             await self._replicate(batch)
+
+    async def _after_jobs(self) -> None:
+        """Wait until no queued output's job is live (woken by every event), defer_max_s at
+        most."""
+        def live() -> bool:
+            jobs = {self._jobs[c] for c in self._queue if c in self._jobs}
+            return self.job_live is not None and any(self.job_live(j) for j in jobs)
+
+        if not live():
+            return
+        self.deferred += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.defer_max_s
+        while live() and (left := deadline - loop.time()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
 
     async def _replicate(self, batch: dict[str, tuple[str, int]]) -> None:
         todo = [c for c in batch if self._wanted(c)]

@@ -87,3 +87,34 @@ async def test_the_watch_rescans_at_start_and_when_a_holder_departs() -> None:
     await until(lambda: f.pinned == ["bafyA"])
     assert r.rescans == 2
     await r.close()
+
+
+def a_task_done(seq: int, job: str, cid: str) -> Event:
+    """Peer p1's TASK_DONE of `job`, a fresh output `cid`."""
+    return Event("p1", seq, 0, EventType.TASK_DONE,
+                 {"job": job, "task": "T", "output": cid, "key": None, "cached": False,
+                  "warning": None})
+
+
+async def test_a_fresh_output_is_replicated_once_its_job_ends() -> None:
+    """While its job runs (job_live), a fresh output waits; the event that ends the job
+    wakes the replicator; a job that outlives defer_max_s does not hold it longer."""
+    f = Fakes()
+    f.peers = {"p1": {}}
+    live = {"j1"}
+    r = f.replicator([], job_live=lambda j: j in live, defer_max_s=600.0)
+    r.on_event(a_task_done(1, "j1", "bafyA"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert f.fetched == [] and r.deferred == 1  # its job still runs
+    live.clear()  # the job's last task is done: that event wakes the replicator
+    r.on_event(a_task_done(2, "j2", "bafyB"))
+    await until(lambda: sorted(f.pinned) == ["bafyA", "bafyB"])
+    await r.close()
+
+    g = Fakes()
+    g.peers = {"p1": {}}
+    r = g.replicator([], job_live=lambda j: True, defer_max_s=0.01)
+    r.on_event(a_task_done(1, "j1", "bafyC"))
+    await until(lambda: g.pinned == ["bafyC"])  # the job never ends: replicated anyway
+    await r.close()
