@@ -411,7 +411,11 @@ def dask_cpu_s(exclude: Mesh | None) -> float:
 
 @contextlib.contextmanager
 def dask_cluster(n: int) -> Any:
-    from dask.distributed import Client, LocalCluster
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        sys.exit("bench_mesh: the Dask baseline needs the bench extra: "
+                 ".venv/bin/pip install -c constraints.txt -e '.[bench]'")
 
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=None,
