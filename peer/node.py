@@ -110,6 +110,9 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
 # a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
 HOLD_MAX_S = 0.02
+# A running peer makes its inline writes durable (one syncfs) and marks them this often: a
+# crash then pins again only the inline outputs logged since (peer/ipfs/inlinemark.py).
+INLINE_MARK_S = 300.0
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
 
@@ -865,18 +868,27 @@ class Node:
                      "every event: no sound marker" if lost is None else
                      f"{len(lost)} logged since the last clean close")
 
-    async def _mark_inline_durable(self) -> None:
-        """At a clean close, once the inline writer has drained: make the store's unsynced
-        inline writes durable, then move the marker to the log's last event (the next start
-        restores only later ones). Not if some were not written (a full disk) or the
+    async def _mark_inline_every(self) -> None:
+        """Mark the inline writes durable every INLINE_MARK_S while the peer runs: after a
+        crash, only the outputs logged since then are pinned again (even if unpinned)."""
+        while True:
+            await asyncio.sleep(INLINE_MARK_S)
+            await self._mark_inline_durable(closing=False)
+
+    async def _mark_inline_durable(self, closing: bool = True) -> None:
+        """Make the store's unsynced inline writes durable, then move the marker to the log's
+        last event (the next start restores only later ones): at a clean close once the
+        inline writer has drained, and while running (`closing` False) once the writes
+        asked for so far have landed. Not if some were not written (a full disk) or the
         start's restore did not end: the old marker stays true."""
-        store = self.store
-        if self.inline is None or not isinstance(store, EmbeddedStore):
+        store, pool = self.store, self._inline_pool
+        if self.inline is None or not isinstance(store, EmbeddedStore) or pool is None:
             return
         if not self._restored or self.inline.failed:
-            log.info("inline outputs not marked durable (%s): the next start writes again "
-                     "those logged since the last clean close", "some writes failed"
-                     if self.inline.failed else "the start's restore did not end")
+            if closing:
+                log.info("inline outputs not marked durable (%s): the next start writes "
+                         "again those logged since the last mark", "some writes failed"
+                         if self.inline.failed else "the start's restore did not end")
             return
         try:
             rowid = self.log.last_rowid()  # on the loop: the connection is the loop's
@@ -884,6 +896,10 @@ class Node:
         except sqlite3.Error as e:
             log.warning("inline outputs not marked durable: %s", e)
             return
+        if not closing:  # every event up to `rowid` was folded: its writes were asked for
+            await asyncio.wrap_future(pool.submit(lambda: None))  # in order: they landed
+            if self.inline.failed:
+                return
 
         def mark() -> None:
             store.sync_inline()
@@ -894,7 +910,7 @@ class Node:
             await asyncio.to_thread(mark)
         except (OSError, BanzaiError) as e:  # StorageFull
             log.warning("inline outputs not marked durable (the next start writes again "
-                        "those logged since the last clean close): %s", e)
+                        "those logged since the last mark): %s", e)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -913,7 +929,7 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for coro in (self.ipns.run(), self._restore_inline()):
+        for coro in (self.ipns.run(), self._restore_inline(), self._mark_inline_every()):
             task = asyncio.get_running_loop().create_task(coro)
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)

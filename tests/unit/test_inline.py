@@ -288,6 +288,29 @@ async def test_a_crash_restores_the_events_logged_since_the_last_clean_close(
     assert a not in n.store.pins()  # made durable at the clean close: left unpinned
 
 
+async def test_a_running_peer_marks_its_inline_writes_so_a_crash_restores_only_later_ones(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    b, bblocks = _small(tmp_path, "b")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await n._mark_inline_durable(closing=False)  # the start's restore has not ended: no mark
+    assert not (d / inlinemark.NAME).exists()
+    await n._restore_inline()
+    n.merge([_done_by(1, a, ablocks)])
+    await n._mark_inline_durable(closing=False)  # waits for a's write, then marks it
+    assert (d / inlinemark.NAME).exists() and a in n.store.pins()
+    n.store.unpin(a)  # retention's or a user's unpin, then a crash: no clean close
+    n.merge([_done_by(2, b, bblocks)])
+    await _crash(n)
+    n.store.unpin(b)  # as if the crash lost b's unsynced pin and blocks
+    n.store.gc()
+    n = _peer(d, opened)
+    await n._restore_inline()
+    assert b in n.store.pins() and n.store.has(b)  # logged after the mark: restored
+    assert a not in n.store.pins()  # marked durable: left unpinned
+
+
 @pytest.mark.parametrize("marker", [None, b"", b"{", b"\xff\xfe", b"[]", b"x" * 5000,
                                     b'{"version":2,"rowid":1,"key":null}',
                                     b'{"version":1,"rowid":999,"key":["other",9]}',
