@@ -129,6 +129,15 @@ def syncfs(d: Path) -> None:
         os.close(fd)
 
 
+def sync_fs(d: Path) -> None:
+    """Make every write on the file system holding `d` durable, whether or not fsynced
+    (syncfs; where the OS lacks it, sync of every file system). OSError if it fails."""
+    if _syncfs_fn is not None:
+        syncfs(d)
+    else:
+        os.sync()
+
+
 def fsync_dir(d: Path) -> None:
     """Make the entries of directory `d` (renames, new files) durable."""
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)

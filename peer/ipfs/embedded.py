@@ -26,7 +26,7 @@ from peer.errors import (
     disk_full,
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
-from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root
+from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
 from peer.ipfs.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
@@ -139,6 +139,11 @@ class EmbeddedStore:
             finally:
                 for c in blocks:
                     self.blocks.unwritten.pop(c.key, None)
+
+    def sync_inline(self) -> None:
+        """Make every `keep_inline` write so far durable (blocks, pins, their directory
+        entries): one syncfs of the store's file system. OSError if it fails."""
+        sync_fs(self.root)
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from peer.errors import BanzaiError, IntegrityError
+from peer.errors import BanzaiError, IntegrityError, StoreError
 from peer.ipfs.cids import Cid, parse_cid, verify
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.unixfs import Importer
@@ -169,20 +169,26 @@ class InlineBlocks:
         self.background = background
         self.kept = 0
         self.refused = 0
+        self.failed = 0  # writes that failed (disk full): the next start restores them all
         self._held = RecentSet()
 
     def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
         """Serve `blocks` now and write them (and pin `output`) in the background."""
         roots = [output] if output else []
         if self.background is None:
-            self.store.keep_inline(blocks, roots)
+            try:
+                self.store.keep_inline(blocks, roots)
+            except (OSError, StoreError):
+                self.failed += 1
+                raise
             return
         self.store.stage_inline(blocks)
 
         def write() -> None:
             try:
                 self.store.keep_inline(blocks, roots)
-            except OSError as e:  # a full disk: served from other peers by CID later
+            except (OSError, StoreError) as e:  # a full disk: served by other peers later
+                self.failed += 1  # racing increments may lose a count, never all
                 log.warning("inline blocks of %s not written: %s", output, e)
 
         self.background(write)
@@ -214,7 +220,7 @@ class InlineBlocks:
             return False
         try:  # the output is pinned, as its producer pins it; the run record is not
             self.store_blocks(blocks, body.output)
-        except OSError as e:  # a full disk: fetched by CID later, as any output
+        except (OSError, StoreError) as e:  # a full disk: fetched by CID later
             log.warning("inline blocks of %s not kept: %s", body.job, e)
             return False
         self.kept += 1
@@ -222,23 +228,37 @@ class InlineBlocks:
             self.note(body.output)
         return True
 
-    def restore(self, events: Iterable[Event]) -> int:
-        """Keep again the inline blocks of `events` (ours too), in the caller's thread:
-        after a crash, blocks and pins written unsynced may be gone while the log holds
-        them. Returns how many events had some."""
+    def restore(self, events: Iterable[Event],
+                lost: Callable[[Event], bool] = lambda ev: True) -> int:
+        """Keep again the inline blocks of the `events` (ours too) that a crash may have
+        lost (`lost`; default all), in the caller's thread: written and pinned unsynced,
+        they may be gone while the log holds them. The others were made durable at the last
+        clean close (peer.ipfs.inlinemark): never written nor pinned again, so an output
+        unpinned since (retention, a user) stays unpinned; their outputs are only noted as
+        inline (`holds`). Returns how many events had blocks written again."""
         n = 0
         for ev in events:
+            again = lost(ev)
             for part in ev.parts or (ev,):
                 b = part.body
-                if isinstance(b, ChunkDone) and b.inline:
-                    try:
-                        blocks = decode(b.inline, roots_of(b), self.max_bytes)
-                        self.store.keep_inline(blocks, [b.output] if b.output else [])
-                    except (IntegrityError, OSError):
-                        continue  # refused when it came, or no room: as then
+                if not (isinstance(b, ChunkDone) and b.inline):
+                    continue
+                try:
+                    blocks = decode(b.inline, roots_of(b), self.max_bytes)
+                except IntegrityError:
+                    continue  # refused when it came: as then
+                if not again:
                     if b.output:
-                        self.note(b.output)  # thread-safe memos
-                    n += 1
+                        self._held.add(b.output)  # inline, not "complete here": maybe gc'd
+                    continue
+                try:
+                    self.store.keep_inline(blocks, [b.output] if b.output else [])
+                except (OSError, StoreError):
+                    self.failed += 1  # no room: as then (and restored again next start)
+                    continue
+                if b.output:
+                    self.note(b.output)  # thread-safe memos
+                n += 1
         return n
 
     def health(self) -> dict[str, int]:

@@ -294,6 +294,22 @@ class EventLog:
         return [(str(s), bytes(k)) for s, k in self._db.execute(
             "SELECT signer, key FROM batches WHERE signer = origin ORDER BY id")]
 
+    def last_rowid(self) -> int:
+        """The highest rowid of the events table (0 if empty): a position of the log. Rows
+        written later get higher ones unless the highest is deleted first (SQLite reuses)."""
+        return int(self._db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0])
+
+    def key_at(self, rowid: int) -> tuple[str, int] | None:
+        """The (origin, seq) of the event at position `rowid`, None if there is none."""
+        row = self._db.execute("SELECT origin, seq FROM events WHERE rowid = ?",
+                               (rowid,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def keys_after(self, rowid: int) -> set[tuple[str, int]]:
+        """The (origin, seq) of the events written after position `rowid` (`last_rowid`)."""
+        return {(str(o), int(s)) for o, s in self._db.execute(
+            "SELECT origin, seq FROM events WHERE rowid > ?", (rowid,))}
+
     def get_meta(self, k: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
         return None if row is None else str(row[0])

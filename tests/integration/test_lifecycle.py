@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc
 from tests.helpers import JsonApi, launch, multipart, stop
 from tests.integration.test_cli import banzai, no_traceback
+from tests.integration.test_mesh import until
 
 pytestmark = pytest.mark.integration
 API = JsonApi(job_timeout_s=60)
@@ -166,3 +168,31 @@ def test_a_tiny_store_bound_evicts_finished_outputs_and_a_rerun_recomputes(
     assert [t["cached"] for t in tasks] == [False, False]
     assert [c["state"] for c in tasks[1]["chunks"]] == ["done"] * len(tasks[1]["chunks"])
     assert second["outputs"] == outputs  # the same content again
+
+
+def _pinned(p: PeerProc) -> list[str]:
+    status, _, body = API.http("POST", f"{p.url}/api/v0/pin/ls?type=recursive")
+    assert status == 200, body
+    return list(json.loads(body)["Keys"])
+
+
+def test_an_unpinned_inline_output_stays_unpinned_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "p0"
+    flags = (*ON_DEMAND, "--mesh-name", f"lc-{uuid.uuid4().hex[:12]}")
+    p = launch(data, *flags)
+    try:
+        outputs = run(p, [{"call": "T_WRITE", "args": [1, uuid.uuid4().hex]}])["outputs"]
+        assert isinstance(outputs, dict)
+        cid = outputs["t_write"]
+        assert cid in _pinned(p)
+        status, _, body = API.http("POST", f"{p.url}/api/v0/pin/rm?arg={cid}")
+        assert status == 200, body
+        p.kill(signal.SIGTERM)  # a clean close: the inline writes made durable, marked
+        stop(p)
+        assert (data / "inline-durable").exists()
+        p = launch(data, *flags, fresh_log=True)
+        until(lambda: "(0 logged since the last clean close)" in p.output,
+              "the start's restore did not end, or restored every event")
+        assert cid not in _pinned(p) and store(p).has(cid)  # left unpinned, not collected
+    finally:
+        stop(p)

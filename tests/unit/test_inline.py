@@ -4,19 +4,24 @@ the replicator fetches none of them; the node fsyncs the log before such an even
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterable, Mapping
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.errors import IntegrityError
-from peer.ipfs import inline
+from peer.ipfs import inline, inlinemark
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.replicate import Replicator
 from peer.log import Event, EventType
+from peer.node import Node
 
 OUT = b"a small result\n"
 
@@ -32,6 +37,9 @@ class FakeKeeper:
     def __init__(self) -> None:
         self.blocks: dict[str, bytes] = {}
         self.pins: list[str] = []
+
+    def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None:
+        pass
 
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
         self.blocks.update({str(c): b for c, b in blocks.items()})
@@ -183,3 +191,176 @@ async def test_a_rescan_replicates_no_inline_output() -> None:
     r.rescan()
     assert "bafyinline" not in r._queue and "bafylarge" in r._queue
     await r.close()
+
+
+# --- restore after a start: only what a crash may have lost (peer/ipfs/inlinemark.py) ------
+
+OTHER = "other000000000000000"
+
+
+def _small(tmp: Path, name: str) -> tuple[str, dict[str, bytes]]:
+    d = tmp / name
+    d.mkdir()
+    (d / "result.txt").write_bytes(name.encode() + b"\n")
+    small = inline.import_small(d, 1024)
+    assert small is not None
+    return small
+
+
+def _done_by(seq: int, cid: str, blocks: Mapping[str, bytes]) -> Event:
+    p: dict[str, Any] = {"job": "j", "task": f"t{seq}", "split": ["a", 1], "chunk": 0,
+                         "attempt": 1, "output": cid, "log": None, "s": 0.01,
+                         "inline": inline.encode(blocks)}
+    return Event(OTHER, seq, (int(time.time() * 1000) << 16) + seq, EventType.CHUNK_DONE, p)
+
+
+def _peer(d: Path, opened: list[Node]) -> Node:
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False))
+    assert n.inline is not None
+    n.listeners[:] = [n.inline.on_event]  # no scheduler: only the inline keeper listens
+    opened.append(n)
+    return n
+
+
+async def _crash(n: Node) -> None:
+    """What a crash leaves: the log as written, no close (the writer thread drained)."""
+    assert n._inline_pool is not None
+    await asyncio.to_thread(n._inline_pool.shutdown)
+    n.log.close()
+    n.closed = True
+
+
+def test_restore_writes_only_what_a_crash_may_have_lost(tmp_path: Path) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    b, bblocks = _small(tmp_path, "b")
+    keeper = FakeKeeper()
+    marked: list[str] = []
+    ib = inline.InlineBlocks("me", keeper, 1024, marked.append)
+    old, new = _done_by(1, a, ablocks), _done_by(2, b, bblocks)
+    assert ib.restore([old, new], lambda ev: ev.id == new.id) == 1
+    assert keeper.pins == [b] and set(keeper.blocks) == set(bblocks)  # a: durable already
+    assert ib.holds(a) and ib.holds(b)  # both inline: the replicator fetches neither
+    assert marked == [b]  # a is not claimed complete here: it may have been collected
+
+
+async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    b, bblocks = _small(tmp_path, "b")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await n._restore_inline()  # a first start: no marker, nothing logged yet
+    n.merge([_done_by(1, a, ablocks), _done_by(2, b, bblocks)])
+    assert n._inline_pool is not None
+    await asyncio.to_thread(n._inline_pool.submit(lambda: None).result)  # written
+    assert {a, b} <= set(n.store.pins())
+    n.store.unpin(a)  # retention's or a user's unpin
+    n.store.unpin(b)
+    n.store.gc()  # b's blocks collected too
+    await n.close()
+    assert (d / inlinemark.NAME).exists()
+    n = _peer(d, opened)
+    await n._restore_inline()
+    assert a not in n.store.pins() and b not in n.store.pins()
+    assert not n.store.has(b)  # not written back
+    assert n.inline is not None and n.inline.holds(a)
+
+
+async def test_a_crash_restores_the_events_logged_since_the_last_clean_close(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    b, bblocks = _small(tmp_path, "b")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await n._restore_inline()
+    n.merge([_done_by(1, a, ablocks)])
+    await n.close()
+    n = _peer(d, opened)
+    await n._restore_inline()
+    n.store.unpin(a)  # after the clean close, then a crash
+    n.merge([_done_by(2, b, bblocks)])
+    await _crash(n)
+    n.store.unpin(b)  # as if the crash lost its unsynced pin and blocks
+    n.store.gc()
+    n = _peer(d, opened)
+    await n._restore_inline()
+    assert b in n.store.pins() and n.store.has(b)  # logged after the marker: restored
+    assert a not in n.store.pins()  # made durable at the clean close: left unpinned
+
+
+async def test_a_running_peer_marks_its_inline_writes_so_a_crash_restores_only_later_ones(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    b, bblocks = _small(tmp_path, "b")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await n._mark_inline_durable(closing=False)  # the start's restore has not ended: no mark
+    assert not (d / inlinemark.NAME).exists()
+    await n._restore_inline()
+    n.merge([_done_by(1, a, ablocks)])
+    await n._mark_inline_durable(closing=False)  # waits for a's write, then marks it
+    assert (d / inlinemark.NAME).exists() and a in n.store.pins()
+    n.store.unpin(a)  # retention's or a user's unpin, then a crash: no clean close
+    n.merge([_done_by(2, b, bblocks)])
+    await _crash(n)
+    n.store.unpin(b)  # as if the crash lost b's unsynced pin and blocks
+    n.store.gc()
+    n = _peer(d, opened)
+    await n._restore_inline()
+    assert b in n.store.pins() and n.store.has(b)  # logged after the mark: restored
+    assert a not in n.store.pins()  # marked durable: left unpinned
+
+
+@pytest.mark.parametrize("marker", [None, b"", b"{", b"\xff\xfe", b"[]", b"x" * 5000,
+                                    b'{"version":2,"rowid":1,"key":null}',
+                                    b'{"version":1,"rowid":999,"key":["other",9]}',
+                                    b'{"version":1,"rowid":1,"key":["someone",1]}',
+                                    b'{"version":1,"rowid":-1,"key":null}',
+                                    b'{"version":1,"rowid":true,"key":["other",1]}',
+                                    b'{"version":1,"rowid":1e400,"key":null}',
+                                    b'{"version":1,"rowid":99999999999999999999999,"key":null}',
+                                    b'{"version":1,"rowid":1,"key":["other"]}'])
+async def test_a_start_without_a_sound_marker_restores_every_event(
+        tmp_path: Path, opened: list[Node], marker: bytes | None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await n._restore_inline()
+    n.merge([_done_by(1, a, ablocks)])
+    await n.close()
+    if marker is None:  # a data dir of an earlier release, or a first start
+        (d / inlinemark.NAME).unlink()
+    else:
+        (d / inlinemark.NAME).write_bytes(marker)
+    n = _peer(d, opened)
+    n.store.unpin(a)
+    n.store.gc()
+    await n._restore_inline()
+    assert a in n.store.pins() and n.store.has(a)  # restored, as before the marker
+    assert (marker is None) == ("inline marker" not in caplog.text)
+
+
+def _log(rows: Mapping[int, tuple[str, int]]) -> Callable[[int], tuple[str, int] | None]:
+    return lambda rowid: rows.get(rowid)
+
+
+def test_the_marker_names_a_position_of_the_log(tmp_path: Path) -> None:
+    inlinemark.write_mark(tmp_path, 7, ("o", 3))
+    assert inlinemark.read_mark(tmp_path, _log({7: ("o", 3)})) == 7
+    assert inlinemark.read_mark(tmp_path, _log({7: ("o", 4)})) is None  # another log's
+    inlinemark.write_mark(tmp_path, 0, None)  # an empty log
+    assert inlinemark.read_mark(tmp_path, _log({})) == 0
+    assert inlinemark.read_mark(tmp_path / "none", _log({})) is None
+    for odd in ("dir", "link", "fifo"):  # none is read, none blocks the start
+        d = tmp_path / odd
+        d.mkdir()
+        mark = d / inlinemark.NAME
+        if odd == "dir":
+            mark.mkdir()
+        elif odd == "link":
+            (d / "elsewhere").write_bytes(b'{"version":1,"rowid":0,"key":null}')
+            mark.symlink_to(d / "elsewhere")
+        else:
+            os.mkfifo(mark)
+        assert inlinemark.read_mark(d, _log({})) is None
