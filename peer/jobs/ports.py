@@ -23,6 +23,9 @@ class SchedulerConfig:
     max_attempts: int = 3
     lease_s: float = 10.0
     stagger_s: float = 0.05  # delay per rank before claiming (rendezvous stagger)
+    # delay per rank before splitting a task whose input several live peers hold: the first
+    # (its producer) splits at once, the others only if no split came meanwhile
+    split_wait_s: float = 0.2
     task_timeout_s: float = 3600.0
     max_chunk_items: int = 64
     min_chunk_items: int = 4

@@ -482,16 +482,29 @@ class Scheduler:
             self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
-        """Input, cache lookup and split of a ready task: done by a peer holding the input
+        """Input, cache lookup and split of a ready task: done by a peer holding the input,
+        its producer at once, other live holders (of the call) after split_wait_s per rank
         (others wait for its TASK_SPLIT or TASK_DONE, or take over after a grace period)."""
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
-        if needs_data and not self.locality.have(
-                (job, task), outs, producer(self.state, {*self._peers(), self.peer_id}, job, spec)):
-            return
-        unit = f"{job}/{task}"
-        if not needs_data and not self._my_turn(
-                AttemptKey(job, task, -1, -1), rendezvous(unit, [*self._peers(), self.peer_id])):
+        unit, turn = f"{job}/{task}", AttemptKey(job, task, -1, -1)
+        if needs_data:
+            able = {p for p, i in self._peers().items() if tdef.name in i.get("calls", ())}
+            able.add(self.peer_id)
+            first = producer(self.state, able, job, spec)
+            if not self.locality.have((job, task), outs, first):
+                return
+            # Every live peer that holds the input could split it at once (the loser's runs
+            # of its split's chunks are killed): the producer splits, the others wait.
+            holders = {p for p in able
+                       if all(p in self.state.providers.get(o, ()) for o in outs)}
+            holders.add(self.peer_id)  # (its PROVIDE may not be out yet)
+            ranked = rendezvous(unit, holders - {first})
+            if first in holders:
+                ranked.insert(0, first)
+            if not self._my_turn(turn, ranked, self.cfg.split_wait_s):
+                return
+        elif not self._my_turn(turn, rendezvous(unit, [*self._peers(), self.peer_id])):
             return  # every peer could split it: stagger them so that one usually does
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
@@ -755,11 +768,14 @@ class Scheduler:
                 requires, [self.peer_id, *live], members, names)
         return None
 
-    def _my_turn(self, ak: AttemptKey, ranked: list[str]) -> bool:
-        """True once this peer of rank r in `ranked` has waited r × stagger_s for `ak`."""
+    def _my_turn(self, ak: AttemptKey, ranked: list[str], step_s: float | None = None,
+                 ) -> bool:
+        """True once this peer of rank r in `ranked` has waited r × `step_s` (stagger_s
+        unless given) for `ak`."""
         now = self.clock()
         since = self._ready_since.setdefault(ak, now)
-        due = claims.turn_at(ranked, self.peer_id, since, self.cfg.stagger_s)
+        due = claims.turn_at(ranked, self.peer_id, since,
+                             self.cfg.stagger_s if step_s is None else step_s)
         if now < due:
             self._turn_at = min(self._turn_at, due)  # the loop steps then (see sleep_s)
             return False

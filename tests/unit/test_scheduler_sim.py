@@ -550,3 +550,113 @@ async def test_the_splitter_fetches_a_chunk_done_elsewhere_at_once_not_at_the_pa
         assert len(mesh.events(EventType.PARTIAL, s, job=job, task="u")) == 1
     finally:
         await mesh.close()
+
+
+# -- who splits a task whose input several peers hold -------------------------------------
+SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
+SPLIT_W = CFG.split_wait_s
+
+
+async def _input_everywhere(mesh: JobMesh) -> tuple[str, str]:
+    """A job of `w` (8 files) then `u` (per item): `w` ends on one peer (the producer),
+    whose TASK_DONE and split of `u` are held while every other peer gets `w`'s output (as
+    replication does) and says so; then `w`'s TASK_DONE goes out (splits stay held). The
+    job and the producer."""
+    mesh.hold = lambda ev, to: ev.type == EventType.TASK_DONE or u_split(ev)
+    job = mesh.submit("p0", [{**WRITE, "params": {"files": 8}}, UPPER])
+    await mesh.settle()
+    producer = only_runner(mesh, f"{job}/w/0/0")
+    mesh[producer].runner.finish(f"{job}/w/0/0")
+    await mesh.settle()
+    assert splitters(mesh, job) == [producer]  # at once
+    out = mesh.events(EventType.TASK_DONE, producer, job=job, task="w")[0].payload["output"]
+    for pid in set(mesh.peers) - {producer}:
+        mesh[pid].data.mark(out)
+        mesh.emit(pid, EventType.PROVIDE, {"cids": [out]})
+    mesh.hold = lambda ev, to: u_split(ev)
+    await mesh.settle()  # every peer holds the input and knows that `w` is done
+    for pid in mesh.peers:
+        assert mesh[pid].state.providers[out] == set(mesh.peers)
+        assert (job, "w") in mesh[pid].state.task_done
+    return job, producer
+
+
+def u_split(ev: Event) -> bool:
+    return ev.type in SPLITS and ev.payload["task"] == "u"
+
+
+def splitters(mesh: JobMesh, job: str) -> list[str]:
+    """The peers that emitted a split of `u`."""
+    mesh.close_turns()
+    return sorted({s.origin for p in mesh.peers.values() for e in p.emitted for s in e.singles
+                   if u_split(s) and s.payload["job"] == job})
+
+
+def splits_seen(mesh: JobMesh, pid: str, job: str) -> list[str]:
+    """The origins of the splits of `u` that `pid` folded."""
+    return [e.origin for e in mesh.events(EventType.TASK_SPLIT, pid, job=job, task="u")]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_peers_holding_the_input_leave_its_split_to_the_producer(
+        make_mesh: MeshFactory, n: int) -> None:
+    """Every peer holds `u`'s input when `w`'s TASK_DONE reaches it: the producer splits
+    at once, the others wait split_wait_s per rank and see its split meanwhile (a second
+    split would lose, and its runs be killed)."""
+    mesh = make_mesh(n)
+    job, producer = await _input_everywhere(mesh)
+    assert splitters(mesh, job) == [producer]  # no time has passed: the others wait
+    mesh.hold = None
+    await mesh.settle()
+    for p in mesh.peers.values():  # the chunks of `u` run to the end
+        p.runner.auto = True
+        for key in p.runner.running:
+            p.runner.finish(key)
+    await mesh.advance(SPLIT_W * n)
+    assert splitters(mesh, job) == [producer]
+    for pid in mesh.peers:
+        assert splits_seen(mesh, pid, job) == [producer]
+        assert task_status(mesh[pid].state, job, "u", CFG.max_attempts) == "done"
+
+
+async def test_a_hung_producer_is_taken_over_after_split_wait_s(make_mesh: MeshFactory,
+                                                                ) -> None:
+    """The producer is still heard but its split never comes: the holder of rank 1 splits
+    after split_wait_s, the one of rank 2 sees that split in its wait and does not."""
+    mesh = make_mesh(3)
+    job, producer = await _input_everywhere(mesh)
+    mesh.hold = lambda ev, to: ev.origin == producer and u_split(ev)
+    await mesh.advance(SPLIT_W * 0.9)  # (a tick passes: its turn is not due yet)
+    assert splitters(mesh, job) == [producer]
+    await mesh.advance(SPLIT_W * 0.2)
+    [taker] = set(splitters(mesh, job)) - {producer}
+    await mesh.advance(SPLIT_W * 3)
+    assert splitters(mesh, job) == sorted([producer, taker])
+    for pid in set(mesh.peers) - {producer}:
+        assert splits_seen(mesh, pid, job) == [taker]
+
+
+async def test_when_the_producer_left_the_next_holder_splits_at_its_next_tick(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh(3)
+    job, producer = await _input_everywhere(mesh)
+    mesh.hold = lambda ev, to: ev.origin == producer and u_split(ev)
+    mesh.silent.add(producer)  # gone: no longer a live peer (its split never came)
+    assert CFG.tick_s / 2 < SPLIT_W * 0.75
+    await mesh.advance(SPLIT_W * 0.75)  # a tick, before the wait of rank 1 ends
+    [taker] = set(splitters(mesh, job)) - {producer}
+    await mesh.advance(SPLIT_W * 3)
+    assert splitters(mesh, job) == sorted([producer, taker])
+    for pid in set(mesh.peers) - {producer}:
+        assert splits_seen(mesh, pid, job) == [taker]
+
+
+async def test_a_lone_peer_splits_the_next_task_as_soon_as_its_input_is_made() -> None:
+    """One peer: no wait for a split (nor for a tick): the pipeline runs through at once."""
+    mesh = JobMesh(1, CATALOG, CFG, auto=True)
+    try:
+        job = mesh.submit("p0", [{**WRITE, "params": {"files": 8}}, UPPER])
+        await mesh.settle()  # no time passes
+        assert task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done"
+    finally:
+        await mesh.close()
