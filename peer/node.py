@@ -19,10 +19,8 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +42,7 @@ from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inline import InlineBlocks
-from peer.ipfs.inlinemark import read_mark, write_mark
+from peer.ipfs.inlineoutputs import InlineOutputs
 from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
@@ -110,9 +108,6 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
 # a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
 HOLD_MAX_S = 0.02
-# A running peer makes its inline writes durable (one syncfs) and marks them this often: a
-# crash then pins again only the inline outputs logged since (peer/ipfs/inlinemark.py).
-INLINE_MARK_S = 300.0
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
 
@@ -226,23 +221,17 @@ class Node:
         # folds it, before the replicator sees the TASK_DONE (it fetches none of them). A
         # Kubo-backed peer keeps them too but still takes its replicas' duty (their fetch is
         # local), so that their PROVIDE mirrors them into its Kubo node, pinned.
+        # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
+        self.inline_outputs: InlineOutputs | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
-        self._inline_pool: ThreadPoolExecutor | None = None  # writes them, in order
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
-            pool = self._inline_pool = ThreadPoolExecutor(1, thread_name_prefix="inline")
-            self.inline = InlineBlocks(self.peer_id, self.store, cfg.inline_output_max_bytes,
-                                       self.fetcher.mark, pool.submit)
+            self.inline_outputs = InlineOutputs(cfg.data_dir, self.peer_id, self.store,
+                                                cfg.inline_output_max_bytes, self,
+                                                self.fetcher.mark)
+            self.inline = self.inline_outputs.blocks
             self.scheduler.keep_inline(self.inline)
             self.listeners.append(self.inline.on_event)
-        # Restored at start: the inline writes a crash may have lost, those of the events
-        # logged after the last clean close's marker (None: every event). Read before this
-        # run logs anything: what it logs later is folded, so kept, by this run itself.
-        self._lost: set[tuple[str, int]] | None = None
-        self._restored = False  # the start's restore has ended (the marker may move on)
-        if self.inline is not None:
-            mark = read_mark(cfg.data_dir, self.log.key_at)
-            self._lost = None if mark is None else self.log.keys_after(mark)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs,
@@ -852,66 +841,6 @@ class Node:
                 "corrupt_blocks": self.store.corrupt_blocks
                 if isinstance(self.store, EmbeddedStore) else 0}
 
-    async def _restore_inline(self) -> None:
-        """Keep again the inline blocks of the events in memory logged after the last clean
-        close (all without its marker), in a thread: written unsynced, a crash of the
-        machine may have lost them; the log holds them. Those before the marker were made
-        durable then: an output unpinned since stays unpinned."""
-        if self.inline is not None:
-            events = list(self.state.events.values())
-            lost = self._lost
-            n = await asyncio.to_thread(
-                self.inline.restore, events,
-                (lambda ev: True) if lost is None else (lambda ev: ev.id in lost))
-            self._restored = True
-            log.info("inline outputs restored: %d events' blocks written again (%s)", n,
-                     "every event: no sound marker" if lost is None else
-                     f"{len(lost)} logged since the last clean close")
-
-    async def _mark_inline_every(self) -> None:
-        """Mark the inline writes durable every INLINE_MARK_S while the peer runs: after a
-        crash, only the outputs logged since then are pinned again (even if unpinned)."""
-        while True:
-            await asyncio.sleep(INLINE_MARK_S)
-            await self._mark_inline_durable(closing=False)
-
-    async def _mark_inline_durable(self, closing: bool = True) -> None:
-        """Make the store's unsynced inline writes durable, then move the marker to the log's
-        last event (the next start restores only later ones): at a clean close once the
-        inline writer has drained, and while running (`closing` False) once the writes
-        asked for so far have landed. Not if some were not written (a full disk) or the
-        start's restore did not end: the old marker stays true."""
-        store, pool = self.store, self._inline_pool
-        if self.inline is None or not isinstance(store, EmbeddedStore) or pool is None:
-            return
-        if not self._restored or self.inline.failed:
-            if closing:
-                log.info("inline outputs not marked durable (%s): the next start writes "
-                         "again those logged since the last mark", "some writes failed"
-                         if self.inline.failed else "the start's restore did not end")
-            return
-        try:
-            rowid = self.log.last_rowid()  # on the loop: the connection is the loop's
-            key = self.log.key_at(rowid)
-        except sqlite3.Error as e:
-            log.warning("inline outputs not marked durable: %s", e)
-            return
-        if not closing:  # every event up to `rowid` was folded: its writes were asked for
-            await asyncio.wrap_future(pool.submit(lambda: None))  # in order: they landed
-            if self.inline.failed:
-                return
-
-        def mark() -> None:
-            store.sync_inline()
-            self.log.sync()  # the marked events are on disk before the marker
-            write_mark(self.cfg.data_dir, rowid, key)
-
-        try:
-            await asyncio.to_thread(mark)
-        except (OSError, BanzaiError) as e:  # StorageFull
-            log.warning("inline outputs not marked durable (the next start writes again "
-                        "those logged since the last mark): %s", e)
-
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.kubo is not None:
@@ -929,10 +858,11 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for coro in (self.ipns.run(), self._restore_inline(), self._mark_inline_every()):
-            task = asyncio.get_running_loop().create_task(coro)
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+        task = asyncio.get_running_loop().create_task(self.ipns.run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        if self.inline_outputs is not None:
+            self.inline_outputs.start()
         self.catchup.start()
 
     async def _start_mesh(self) -> None:
@@ -997,14 +927,15 @@ class Node:
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        if self.inline_outputs is not None:
+            await self.inline_outputs.stop()
         if self.kubo is not None:
             await self.kubo.close()
         await self.fetcher.close()
         await self.executor.close()
         self.flush()
-        if self._inline_pool is not None:  # the inline blocks still being written land
-            await asyncio.to_thread(self._inline_pool.shutdown)
-            await self._mark_inline_durable()
+        if self.inline_outputs is not None:  # the inline blocks still being written land
+            await self.inline_outputs.close()
         if self._retry is not None:
             self._retry.cancel()
         if self._refold is not None:

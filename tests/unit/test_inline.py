@@ -19,6 +19,7 @@ from peer.errors import IntegrityError
 from peer.ipfs import inline, inlinemark
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.inlineoutputs import InlineOutputs
 from peer.ipfs.replicate import Replicator
 from peer.log import Event, EventType
 from peer.node import Node
@@ -222,10 +223,14 @@ def _peer(d: Path, opened: list[Node]) -> Node:
     return n
 
 
+def _outputs(n: Node) -> InlineOutputs:
+    assert n.inline_outputs is not None
+    return n.inline_outputs
+
+
 async def _crash(n: Node) -> None:
     """What a crash leaves: the log as written, no close (the writer thread drained)."""
-    assert n._inline_pool is not None
-    await asyncio.to_thread(n._inline_pool.shutdown)
+    await asyncio.to_thread(_outputs(n).pool.shutdown)
     n.log.close()
     n.closed = True
 
@@ -249,10 +254,9 @@ async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
     b, bblocks = _small(tmp_path, "b")
     d = tmp_path / "peer"
     n = _peer(d, opened)
-    await n._restore_inline()  # a first start: no marker, nothing logged yet
+    await _outputs(n).restore()  # a first start: no marker, nothing logged yet
     n.merge([_done_by(1, a, ablocks), _done_by(2, b, bblocks)])
-    assert n._inline_pool is not None
-    await asyncio.to_thread(n._inline_pool.submit(lambda: None).result)  # written
+    await asyncio.to_thread(_outputs(n).pool.submit(lambda: None).result)  # written
     assert {a, b} <= set(n.store.pins())
     n.store.unpin(a)  # retention's or a user's unpin
     n.store.unpin(b)
@@ -260,7 +264,7 @@ async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
     await n.close()
     assert (d / inlinemark.NAME).exists()
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     assert a not in n.store.pins() and b not in n.store.pins()
     assert not n.store.has(b)  # not written back
     assert n.inline is not None and n.inline.holds(a)
@@ -272,18 +276,18 @@ async def test_a_crash_restores_the_events_logged_since_the_last_clean_close(
     b, bblocks = _small(tmp_path, "b")
     d = tmp_path / "peer"
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     n.merge([_done_by(1, a, ablocks)])
     await n.close()
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     n.store.unpin(a)  # after the clean close, then a crash
     n.merge([_done_by(2, b, bblocks)])
     await _crash(n)
     n.store.unpin(b)  # as if the crash lost its unsynced pin and blocks
     n.store.gc()
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     assert b in n.store.pins() and n.store.has(b)  # logged after the marker: restored
     assert a not in n.store.pins()  # made durable at the clean close: left unpinned
 
@@ -294,11 +298,11 @@ async def test_a_running_peer_marks_its_inline_writes_so_a_crash_restores_only_l
     b, bblocks = _small(tmp_path, "b")
     d = tmp_path / "peer"
     n = _peer(d, opened)
-    await n._mark_inline_durable(closing=False)  # the start's restore has not ended: no mark
+    await _outputs(n).mark_durable(closing=False)  # the start's restore has not ended: no mark
     assert not (d / inlinemark.NAME).exists()
-    await n._restore_inline()
+    await _outputs(n).restore()
     n.merge([_done_by(1, a, ablocks)])
-    await n._mark_inline_durable(closing=False)  # waits for a's write, then marks it
+    await _outputs(n).mark_durable(closing=False)  # waits for a's write, then marks it
     assert (d / inlinemark.NAME).exists() and a in n.store.pins()
     n.store.unpin(a)  # retention's or a user's unpin, then a crash: no clean close
     n.merge([_done_by(2, b, bblocks)])
@@ -306,7 +310,7 @@ async def test_a_running_peer_marks_its_inline_writes_so_a_crash_restores_only_l
     n.store.unpin(b)  # as if the crash lost b's unsynced pin and blocks
     n.store.gc()
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     assert b in n.store.pins() and n.store.has(b)  # logged after the mark: restored
     assert a not in n.store.pins()  # marked durable: left unpinned
 
@@ -326,7 +330,7 @@ async def test_a_start_without_a_sound_marker_restores_every_event(
     a, ablocks = _small(tmp_path, "a")
     d = tmp_path / "peer"
     n = _peer(d, opened)
-    await n._restore_inline()
+    await _outputs(n).restore()
     n.merge([_done_by(1, a, ablocks)])
     await n.close()
     if marker is None:  # a data dir of an earlier release, or a first start
@@ -336,7 +340,7 @@ async def test_a_start_without_a_sound_marker_restores_every_event(
     n = _peer(d, opened)
     n.store.unpin(a)
     n.store.gc()
-    await n._restore_inline()
+    await _outputs(n).restore()
     assert a in n.store.pins() and n.store.has(a)  # restored, as before the marker
     assert (marker is None) == ("inline marker" not in caplog.text)
 

@@ -1,0 +1,155 @@
+"""The inline outputs' lifecycle on a peer with an embedded store: the writer thread (one,
+in order), the restore at start, the durability marker (peer.ipfs.inlinemark), moved every
+INLINE_MARK_S and at a clean close. Loop-owned; the writes, restore and marks run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from peer.errors import BanzaiError
+from peer.ipfs.inline import InlineBlocks, Keeper
+from peer.ipfs.inlinemark import Key, read_mark, write_mark
+from peer.log import Event
+
+log = logging.getLogger("banzai.inline")
+
+# A running peer makes its inline writes durable (one syncfs) and marks them this often: a
+# crash then pins again only the inline outputs logged since (peer/ipfs/inlinemark.py).
+INLINE_MARK_S = 300.0
+
+
+class DurableKeeper(Keeper, Protocol):
+    """A Keeper whose unsynced inline writes can be made durable (EmbeddedStore)."""
+
+    def sync_inline(self) -> None: ...  # blocks (one syncfs); OSError if it fails
+
+
+class MarkedLog(Protocol):
+    """What the marker needs of the event log (peer.log.sqlite.EventLog); loop-owned but
+    `sync`, which may run in a thread."""
+
+    def key_at(self, rowid: int) -> Key | None: ...  # the event at a position
+    def keys_after(self, rowid: int) -> set[Key]: ...  # the events logged after it
+    def last_rowid(self) -> int: ...  # the log's last position (0 if empty)
+    def sync(self) -> None: ...  # every commit so far durable (fsync)
+
+
+class Folded(Protocol):
+    @property
+    def events(self) -> Mapping[Key, Event]: ...  # the events in memory
+
+
+class InlineHost(Protocol):
+    """What the inline outputs need of their peer (peer.node.Node): its log and the events
+    it holds in memory; read on the loop only."""
+
+    @property
+    def log(self) -> MarkedLog: ...
+    @property
+    def state(self) -> Folded: ...
+
+
+class InlineOutputs:
+    """Keeps the inline blocks (`blocks`, written by `pool` in order), restores at start those
+    a crash may have lost, and marks the writes durable while running and at close."""
+
+    def __init__(self, data_dir: Path, self_id: str, store: DurableKeeper, max_bytes: int,
+                 host: InlineHost, mark: Callable[[str], None] = lambda c: None) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.host = host
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="inline")  # writes, in order
+        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit)
+        # Restored at start: the inline writes a crash may have lost, those of the events
+        # logged after the last clean close's marker (None: every event). Read before this
+        # run logs anything: what it logs later is folded, so kept, by this run itself.
+        mark_at = read_mark(data_dir, host.log.key_at)
+        self._lost: set[Key] | None = None if mark_at is None else host.log.keys_after(mark_at)
+        self._restored = False  # the start's restore has ended (the marker may move on)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Restore in the background, then mark the writes durable every INLINE_MARK_S."""
+        loop = asyncio.get_running_loop()
+        for coro in (self.restore(), self.mark_every()):
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def restore(self) -> None:
+        """Keep again the inline blocks of the events in memory logged after the last clean
+        close (all without its marker), in a thread: written unsynced, a crash of the
+        machine may have lost them; the log holds them. Those before the marker were made
+        durable then: an output unpinned since stays unpinned."""
+        events = list(self.host.state.events.values())
+        lost = self._lost
+        n = await asyncio.to_thread(
+            self.blocks.restore, events,
+            (lambda ev: True) if lost is None else (lambda ev: ev.id in lost))
+        self._restored = True
+        log.info("inline outputs restored: %d events' blocks written again (%s)", n,
+                 "every event: no sound marker" if lost is None else
+                 f"{len(lost)} logged since the last clean close")
+
+    async def mark_every(self) -> None:
+        """Mark the inline writes durable every INLINE_MARK_S while the peer runs: after a
+        crash, only the outputs logged since then are pinned again (even if unpinned)."""
+        while True:
+            await asyncio.sleep(INLINE_MARK_S)
+            await self.mark_durable(closing=False)
+
+    async def mark_durable(self, closing: bool = True) -> None:
+        """Make the store's unsynced inline writes durable, then move the marker to the log's
+        last event (the next start restores only later ones): at a clean close once the
+        inline writer has drained, and while running (`closing` False) once the writes
+        asked for so far have landed. Not if some were not written (a full disk) or the
+        start's restore did not end: the old marker stays true."""
+        if not self._restored or self.blocks.failed:
+            if closing:
+                log.info("inline outputs not marked durable (%s): the next start writes "
+                         "again those logged since the last mark", "some writes failed"
+                         if self.blocks.failed else "the start's restore did not end")
+            return
+        eventlog = self.host.log
+        try:
+            rowid = eventlog.last_rowid()  # on the loop: the connection is the loop's
+            key = eventlog.key_at(rowid)
+        except sqlite3.Error as e:
+            log.warning("inline outputs not marked durable: %s", e)
+            return
+        if not closing:  # every event up to `rowid` was folded: its writes were asked for
+            await asyncio.wrap_future(self.pool.submit(lambda: None))  # in order: they landed
+            if self.blocks.failed:
+                return
+
+        def mark() -> None:
+            self.store.sync_inline()
+            eventlog.sync()  # the marked events are on disk before the marker
+            write_mark(self.data_dir, rowid, key)
+
+        try:
+            await asyncio.to_thread(mark)
+        except (OSError, BanzaiError) as e:  # StorageFull
+            log.warning("inline outputs not marked durable (the next start writes again "
+                        "those logged since the last mark): %s", e)
+
+    async def stop(self) -> None:
+        """Cancel the restore and the periodic marks (with the peer's other background
+        tasks, before its last flush)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """After the peer's last flush: let the blocks still being written land, then mark
+        them durable."""
+        await self.stop()
+        await asyncio.to_thread(self.pool.shutdown)
+        await self.mark_durable()
