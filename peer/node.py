@@ -223,6 +223,8 @@ class Node:
         # local), so that their PROVIDE mirrors them into its Kubo node, pinned.
         # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
+        # our slots can take every core we may use (one when pinned): see _job_fills_cores
+        self._fills_cores = cfg.slots >= usable_cores()
         self.inline_outputs: InlineOutputs | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
@@ -768,7 +770,7 @@ class Node:
         """True while `job` runs and this peer's slots can take every core it may use (one
         when pinned, e.g. `taskset -c 0`): the replication of its outputs waits for it."""
         ev = self.state.jobs.get(job)
-        if ev is None or self.cfg.slots < usable_cores():
+        if ev is None or not self._fills_cores:
             return False
         tasks = ev.body_as(JobSubmitted).workflow["tasks"]
         return finished_at(self.state, job, tasks, self.cfg.max_attempts) is None

@@ -1,6 +1,7 @@
 """The inline marker (<data dir>/inline-durable): the inline blocks and pins of the events
 logged up to a position of the log (an `events` rowid, and the key of its event) were made
-durable at a clean close. Written then, read at start as hostile input; synchronous."""
+durable at a clean close or a periodic mark. Written then, read at start as hostile input;
+synchronous."""
 
 from __future__ import annotations
 
