@@ -415,7 +415,7 @@ def dask_cluster(n: int) -> Any:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         sys.exit("bench_mesh: the Dask baseline needs the bench extra: "
-                 ".venv/bin/pip install -c constraints.txt -e '.[bench]'")
+                 "bash scripts/setup.sh --bench")
 
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=None,

@@ -2,10 +2,12 @@
 # Install what Banzai needs on a fresh Debian machine, idempotently.
 #   scripts/setup.sh          runtime: a virtual environment in .venv with the package
 #   scripts/setup.sh --test   also: test tools, espeak-ng/sox, Chromium, Kubo
+#   scripts/setup.sh --bench  --test and the benchmarks' extra (Dask, py-spy: scripts/bench_*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want_test=0
+want_test=0 want_bench=0
 [[ "${1:-}" == "--test" ]] && want_test=1
+[[ "${1:-}" == "--bench" ]] && want_test=1 want_bench=1
 
 apt_pkgs=(espeak-ng sox)
 # systemd: systemd-analyze checks contrib/banzai-peer.service; util-linux (setpriv, unshare)
@@ -44,11 +46,12 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.banzai-installed-$want_test
+stamp=.venv/.banzai-installed-$want_test$want_bench
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   extra=""
   (( want_test )) && extra="[test]"
+  (( want_bench )) && extra="[test,bench]"
   echo "setup: installing Python packages (pinned by constraints.txt)"
   .venv/bin/python -m pip install -q -c constraints.txt -e ".${extra}"
   touch "$stamp"
