@@ -43,6 +43,10 @@ class SchedulerConfig:
     # a whole output (and its run record) of at most this many bytes of blocks rides in its
     # CHUNK_DONE (peer.ipfs.inline) rather than being added to the store; 0: never
     inline_max_bytes: int = 0
+    # runs claimed per slot beyond it, queued in the executor, of starved tasks this peer
+    # comes first for: its worker starts the next at once, and a backlog's outcomes and
+    # claims go out in few TURN events (the flush is held while one is queued); 0: none
+    queue_ahead: int = 0
 
 
 class RunResultLike(Protocol):

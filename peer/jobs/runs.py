@@ -114,7 +114,19 @@ class Runs:
     @property
     def free_slots(self) -> int:
         """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
-        return self.runner.slots - len(self.active)
+        return max(0, self.runner.slots - len(self.active))
+
+    @property
+    def room(self) -> int:
+        """Runs this peer may still claim counting those queued behind its slots
+        (`queue_ahead` per slot): more than `free_slots` while a backlog is queued."""
+        return self.runner.slots * (1 + self.cfg.queue_ahead) - len(self.active)
+
+    @property
+    def queued(self) -> bool:
+        """True while more runs are active than there are slots: some wait in the
+        executor's queue (a backlog of this peer's own tasks, `queue_ahead`)."""
+        return len(self.active) > self.runner.slots
 
     def running(self, ak: AttemptKey) -> bool:
         """True if a run of ours is behind attempt `ak` (running, fetching or recording)."""

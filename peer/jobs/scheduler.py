@@ -133,6 +133,13 @@ class Scheduler:
         return self._runs.outcomes_pending
 
     @property
+    def backlog(self) -> bool:
+        """True while runs of ours are queued behind the slots (`queue_ahead`): more
+        outcomes come in turn, each with the claim of the next. Node holds its flush for
+        them (at most HOLD_MAX_S), so that a backlog goes out in few TURNs."""
+        return self._runs.queued
+
+    @property
     def starved(self) -> int:
         """Tasks with a claimable chunk waiting for a free slot here (/metrics)."""
         return len(self._starved)
@@ -296,8 +303,10 @@ class Scheduler:
         claimed, held by another peer, or waits for its turn in `_ready_since`), and comes
         back only if it is still open when the slots are full again."""
         budget = FILL_PER_ROUND
-        while self._starved and self.free_slots > 0 and budget > 0:
+        while self._starved and self._runs.room > 0 and budget > 0:
             key, mine = self._next_starved()
+            if self.free_slots <= 0 and not mine:
+                break  # queued behind the slots: only tasks this peer comes first for
             del self._starved[key]
             budget -= 1
             self._first_for = key if mine else None
@@ -724,7 +733,8 @@ class Scheduler:
         able = self._placed((job, task), spec.requires)
         if able is None:
             return  # this peer does not meet the task's requires: peers that do claim it
-        if self.free_slots <= 0:
+        if self.free_slots <= 0 and not (self._first_for == (job, task)
+                                         and self._runs.room > 0):
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]

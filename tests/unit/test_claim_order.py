@@ -128,3 +128,59 @@ async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() 
         assert len(splits) == len(set(splits)) == 30
     finally:
         await mesh.close()
+
+
+# -- runs queued behind the slots (queue_ahead) ------------------------------------------------
+AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                        queue_ahead=1)
+
+
+async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
+    """One one-slot peer and a job of 6 tasks: it claims two (one runs, one waits in the
+    executor's queue, so that the worker starts it as the first ends), and each outcome
+    frees room for the next; every task runs once."""
+    mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", _tasks(6))
+        await mesh.settle()
+        p = mesh["p0"]
+        assert len(p.runner.running) == 2
+        assert p.sched.free_slots == 0 and p.sched.backlog
+        done = 0
+        while p.runner.running:
+            p.runner.finish(p.runner.running[0])
+            await mesh.settle()
+            done += 1
+            assert len(p.runner.running) == min(2, 6 - done)
+        assert not p.sched.backlog
+        assert sum(1 for k in p.state.task_done if k[0] == job) == 6
+        claims_ = [e.payload["task"] for e in mesh.events(EventType.CLAIM, "p0", job=job)]
+        assert sorted(claims_) == sorted(f"e{i}" for i in range(6))
+    finally:
+        await mesh.close()
+
+
+async def test_only_tasks_this_peer_comes_first_for_are_queued_behind_the_slot() -> None:
+    """Two one-slot peers, both running: p0's queue holds only tasks p1 comes first for, so
+    p0 queues none of them behind its slot (p1 will take them); given one of its own, it
+    queues that one at once."""
+    mesh, job, open_ = await _busy_pair(12)
+    try:
+        p = mesh["p0"]
+        theirs = [k for k in open_ if _first(k, ["p0", "p1"]) == "p1"]
+        mine = [k for k in open_ if _first(k, ["p0", "p1"]) == "p0"]
+        for q in mesh.peers.values():  # as without queue_ahead so far: one run each
+            assert len(q.runner.running) == 1
+        p.sched.cfg = AHEAD
+        p.sched._runs.cfg = AHEAD
+        p.sched._starved = dict.fromkeys(theirs)
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 1
+        p.sched._starved = dict.fromkeys([*theirs, mine[0]])
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 2
+        assert f"{job}/{mine[0][1]}/0/0" in p.runner.running
+    finally:
+        await mesh.close()
