@@ -305,8 +305,8 @@ class Scheduler:
         budget = FILL_PER_ROUND
         while self._starved and self._runs.room > 0 and budget > 0:
             key, mine = self._next_starved()
-            if self.free_slots <= 0 and not mine:
-                break  # queued behind the slots: only tasks this peer comes first for
+            if self.free_slots <= 0 and not (mine and self._short(key)):
+                break  # queued behind the slots: only short tasks this peer comes first for
             del self._starved[key]
             budget -= 1
             self._first_for = key if mine else None
@@ -333,6 +333,13 @@ class Scheduler:
             if rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id:
                 return key, True
         return next(reversed(self._starved)), False
+
+    def _short(self, key: TaskKey) -> bool:
+        """True if the call of task `key` ran here lately within queue_ahead_max_s (a run
+        of it may wait behind a slot: `queue_ahead`)."""
+        if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
+            return False
+        return self._runs.short(self.workflow(key[0]).task(key[1]).call or "")
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the

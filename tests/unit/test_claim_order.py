@@ -136,26 +136,30 @@ AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_
 
 
 async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
-    """One one-slot peer and a job of 6 tasks: it claims two (one runs, one waits in the
+    """One one-slot peer and a job of 7 tasks: the first run of the call shows it short
+    (within queue_ahead_max_s), then the peer holds two (one runs, one waits in the
     executor's queue, so that the worker starts it as the first ends), and each outcome
     frees room for the next; every task runs once."""
     mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
     try:
-        job = mesh.submit("p0", _tasks(6))
+        job = mesh.submit("p0", _tasks(7))
         await mesh.settle()
         p = mesh["p0"]
+        assert len(p.runner.running) == 1  # how long the call runs is not known yet
+        p.runner.finish(p.runner.running[0])  # 0.01 s
+        await mesh.settle()
         assert len(p.runner.running) == 2
         assert p.sched.free_slots == 0 and p.sched.backlog
-        done = 0
+        done = 1
         while p.runner.running:
             p.runner.finish(p.runner.running[0])
             await mesh.settle()
             done += 1
-            assert len(p.runner.running) == min(2, 6 - done)
+            assert len(p.runner.running) == min(2, 7 - done)
         assert not p.sched.backlog
-        assert sum(1 for k in p.state.task_done if k[0] == job) == 6
+        assert sum(1 for k in p.state.task_done if k[0] == job) == 7
         claims_ = [e.payload["task"] for e in mesh.events(EventType.CLAIM, "p0", job=job)]
-        assert sorted(claims_) == sorted(f"e{i}" for i in range(6))
+        assert sorted(claims_) == sorted(f"e{i}" for i in range(7))
     finally:
         await mesh.close()
 
@@ -173,6 +177,7 @@ async def test_only_tasks_this_peer_comes_first_for_are_queued_behind_the_slot()
             assert len(q.runner.running) == 1
         p.sched.cfg = AHEAD
         p.sched._runs.cfg = AHEAD
+        p.sched._runs.last_s["T_WRITE"] = 0.01  # a short call
         p.sched._starved = dict.fromkeys(theirs)
         p.sched.poke()
         await mesh.settle()
@@ -182,5 +187,22 @@ async def test_only_tasks_this_peer_comes_first_for_are_queued_behind_the_slot()
         await mesh.settle()
         assert len(p.runner.running) == 2
         assert f"{job}/{mine[0][1]}/0/0" in p.runner.running
+    finally:
+        await mesh.close()
+
+
+async def test_a_long_call_is_not_queued_behind_the_slot() -> None:
+    """A call whose last run here took longer than queue_ahead_max_s: a peer that frees
+    meanwhile would wait that long for work queued here, so nothing is queued."""
+    mesh, _, open_ = await _busy_pair(12)
+    try:
+        p = mesh["p0"]
+        p.sched.cfg = AHEAD
+        p.sched._runs.cfg = AHEAD
+        p.sched._runs.last_s["T_WRITE"] = AHEAD.queue_ahead_max_s * 2
+        p.sched._starved = dict.fromkeys(k for k in open_ if _first(k, ["p0", "p1"]) == "p0")
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 1 and not p.sched.backlog
     finally:
         await mesh.close()
