@@ -105,9 +105,11 @@ FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartb
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
-# A turn's flush waits at most this long for a local run's outcome being recorded (issue 12):
-# a claim made meanwhile then goes out with that outcome (one TURN, signature, frame).
+# A turn's flush waits at most this long for a local run's outcome being recorded, or while
+# runs of ours are queued behind the slots (issue 12): a claim made meanwhile then goes out
+# with that outcome, and a backlog's outcomes and claims in few TURNs (signatures, frames).
 HOLD_MAX_S = 0.02
+QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
 
@@ -186,7 +188,8 @@ class Node:
                                 owner=self.peer_id, mem_mb=cfg.worker_memory_mb,
                                 images=self.images),
                             partial_outputs=cfg.partial_outputs,
-                            inline_max_bytes=cfg.inline_output_max_bytes),
+                            inline_max_bytes=cfg.inline_output_max_bytes,
+                            queue_ahead=QUEUE_AHEAD),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -363,8 +366,11 @@ class Node:
     def _turn_end(self) -> None:
         """The end of a loop turn's flush: held (at most HOLD_MAX_S) while a local run's
         outcome is being recorded, so that what this turn emitted (the freed slot's next
-        claim) and that outcome are one TURN. `written`/`durable` flush at once."""
-        if self.scheduler.outcomes_pending and (self._unflushed or self.turn.open):
+        claim) and that outcome are one TURN; and while runs of ours are queued behind
+        the slots, so that a backlog's outcomes and claims go out a
+        few per TURN. `written`/`durable` flush at once."""
+        held = self.scheduler.outcomes_pending or self.scheduler.backlog
+        if held and (self._unflushed or self.turn.open):
             self._flush_due = False  # the outcome's emit schedules the flush again
             if self._held is None:  # at the latest after HOLD_MAX_S
                 self._held = asyncio.get_running_loop().call_later(HOLD_MAX_S, self.flush)

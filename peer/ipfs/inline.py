@@ -11,6 +11,7 @@ import binascii
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -171,6 +172,11 @@ class InlineBlocks:
         self.refused = 0
         self.failed = 0  # writes that failed (disk full): the next start restores them all
         self._held = RecentSet()
+        # Blocks (and roots) asked to be written while a write is queued or under way: the
+        # writer takes them all at its next pass, one store call (one lock) for the lot.
+        self._queue: list[tuple[Mapping[Cid, bytes], list[str]]] = []
+        self._queue_lock = threading.Lock()
+        self._writing = False  # a `_write_queued` is queued or running in `background`
 
     def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
         """Serve `blocks` now and write them (and pin `output`) in the background."""
@@ -183,15 +189,30 @@ class InlineBlocks:
                 raise
             return
         self.store.stage_inline(blocks)
+        with self._queue_lock:
+            self._queue.append((blocks, roots))
+            if self._writing:
+                return  # the queued (or running) writer takes these too
+            self._writing = True
+        self.background(self._write_queued)
 
-        def write() -> None:
+    def _write_queued(self) -> None:
+        """The writer (in `background`, in order): everything queued so far, in one store
+        call per pass, until the queue is empty. A write asked for before a later job of
+        `background` has landed when that job runs (InlineOutputs.mark_durable)."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    return
+            blocks = {c: data for b, _ in batch for c, data in b.items()}
+            roots = [r for _, rs in batch for r in rs]
             try:
                 self.store.keep_inline(blocks, roots)
             except (OSError, StoreError) as e:  # a full disk: served by other peers later
                 self.failed += 1  # racing increments may lose a count, never all
-                log.warning("inline blocks of %s not written: %s", output, e)
-
-        self.background(write)
+                log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
 
     def holds(self, cid: str) -> bool:
         return cid in self._held

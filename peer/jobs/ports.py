@@ -43,6 +43,13 @@ class SchedulerConfig:
     # a whole output (and its run record) of at most this many bytes of blocks rides in its
     # CHUNK_DONE (peer.ipfs.inline) rather than being added to the store; 0: never
     inline_max_bytes: int = 0
+    # runs claimed per slot beyond it, queued in the executor, of starved tasks this peer
+    # comes first for whose call's last run here took at most queue_ahead_max_s: its worker
+    # starts the next at once, and a backlog's outcomes and claims go out in few TURN events
+    # (the flush is held while one is queued); 0: none. The bound keeps a peer that frees
+    # meanwhile from waiting long for work queued here.
+    queue_ahead: int = 0
+    queue_ahead_max_s: float = 0.05
 
 
 class RunResultLike(Protocol):

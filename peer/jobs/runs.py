@@ -105,6 +105,7 @@ class Runs:
         self.unrecorded: set[AttemptKey] = set()
         self.executions = 0  # chunks handed to the executor (tests count them)
         self.inline: InlineBlocks | None = None  # where inline outputs are kept (the node's)
+        self.last_s: dict[str, float] = {}  # call -> duration of its last successful run here
 
     @property
     def inline_max(self) -> int:
@@ -114,7 +115,25 @@ class Runs:
     @property
     def free_slots(self) -> int:
         """Slots not taken by a chunk this peer claimed (running, queued or fetching)."""
-        return self.runner.slots - len(self.active)
+        return max(0, self.runner.slots - len(self.active))
+
+    @property
+    def room(self) -> int:
+        """Runs this peer may still claim counting those queued behind its slots
+        (`queue_ahead` per slot): more than `free_slots` while a backlog is queued."""
+        return self.runner.slots * (1 + self.cfg.queue_ahead) - len(self.active)
+
+    def short(self, call: str) -> bool:
+        """True if the last successful run of `call` here took at most queue_ahead_max_s
+        (a call not run here yet is not)."""
+        last = self.last_s.get(call)
+        return last is not None and last <= self.cfg.queue_ahead_max_s
+
+    @property
+    def queued(self) -> bool:
+        """True while more runs are active than there are slots: some wait in the
+        executor's queue (a backlog of this peer's own tasks, `queue_ahead`)."""
+        return len(self.active) > self.runner.slots
 
     def running(self, ak: AttemptKey) -> bool:
         """True if a run of ours is behind attempt `ak` (running, fetching or recording)."""
@@ -198,6 +217,8 @@ class Runs:
                 self._crashed(base, run, e, "fetching the input")
                 return
             res = await self._execute(ak, run, payload)
+            if res.ok:
+                self.last_s[run.tdef.name] = res.duration_s
             if not res.ok and run.tdef.kind != "python":  # a killed run's container
                 await self.offload(lambda: kinds.cleanup(run.tdef, ak.unit,
                                                          self.cfg.kind_settings))

@@ -106,6 +106,9 @@ class Scheduler:
         self._to_pin: list[str] = []  # task outputs to pin (by _pin_all, in a thread)
         self._pinning = False
         self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
+        # The starved task being looked at, when this peer comes first for it among every
+        # live peer (`_next_starved`): its claim does not wait for the stagger.
+        self._first_for: TaskKey | None = None
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -128,6 +131,13 @@ class Scheduler:
         record being saved): Node holds its flush for it, so that a claim of the freed slot
         goes out in one TURN with that outcome."""
         return self._runs.outcomes_pending
+
+    @property
+    def backlog(self) -> bool:
+        """True while runs of ours are queued behind the slots (`queue_ahead`): more
+        outcomes come in turn, each with the claim of the next. Node holds its flush for
+        them (at most HOLD_MAX_S), so that a backlog goes out in few TURNs."""
+        return self._runs.queued
 
     @property
     def starved(self) -> int:
@@ -293,27 +303,43 @@ class Scheduler:
         claimed, held by another peer, or waits for its turn in `_ready_since`), and comes
         back only if it is still open when the slots are full again."""
         budget = FILL_PER_ROUND
-        while self._starved and self.free_slots > 0 and budget > 0:
-            key = self._next_starved()
+        while self._starved and self._runs.room > 0 and budget > 0:
+            key, mine = self._next_starved()
+            if self.free_slots <= 0 and not (mine and self._short(key)):
+                break  # queued behind the slots: only short tasks this peer comes first for
             del self._starved[key]
             budget -= 1
-            self._evaluate_safely(key)
+            self._first_for = key if mine else None
+            try:
+                self._evaluate_safely(key)
+            finally:
+                self._first_for = None
 
-    def _next_starved(self) -> TaskKey:
-        """The starved task a free slot looks at next: of the FILL_SCAN oldest, the first
-        whose rendezvous order of the live peers (this one included, full or not) puts this
-        peer first, else the oldest. Peers whose slots free at about the same time, each
+    def _next_starved(self) -> tuple[TaskKey, bool]:
+        """The starved task a free slot looks at next, and whether this peer comes first for
+        it: of the FILL_SCAN oldest, the first whose rendezvous order of the live peers (this
+        one included, full or not) puts this peer first; else the newest (a peer that ran
+        out of its own takes from the far end of the queue, where the peers that come first
+        for those tasks look last). Peers whose slots free at about the same time, each
         seeing the others full, then look at different tasks instead of all claiming the
         oldest (a duplicate claim: every loser's run is wasted). Only the order of looking
         changes: who may claim is still `claims.candidates`'."""
         peers = [*self._peers(), self.peer_id]
-        if len(peers) > 1:
-            for i, key in enumerate(self._starved):
-                if i >= FILL_SCAN:
-                    break
-                if rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id:
-                    return key
-        return next(iter(self._starved))
+        if len(peers) == 1:
+            return next(iter(self._starved)), True
+        for i, key in enumerate(self._starved):
+            if i >= FILL_SCAN:
+                break
+            if rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id:
+                return key, True
+        return next(reversed(self._starved)), False
+
+    def _short(self, key: TaskKey) -> bool:
+        """True if the call of task `key` ran here lately within queue_ahead_max_s (a run
+        of it may wait behind a slot: `queue_ahead`)."""
+        if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
+            return False
+        return self._runs.short(self.workflow(key[0]).task(key[1]).call or "")
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the
@@ -504,8 +530,15 @@ class Scheduler:
                 ranked.insert(0, first)
             if not self._my_turn(turn, ranked, self.cfg.split_wait_s):
                 return
-        elif not self._my_turn(turn, rendezvous(unit, [*self._peers(), self.peer_id])):
-            return  # every peer could split it: stagger them so that one usually does
+        elif not self._my_turn(turn, rendezvous(unit, [
+                *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
+                self.peer_id]), self.cfg.split_wait_s):
+            # Every peer could split it: stagger them so that one usually does. By
+            # split_wait_s, not stagger_s: the first splits as soon as it sees the job, and a
+            # job of thousands of tasks takes each peer longer than stagger_s to fold (and
+            # its splits longer to reach the others), which used to split a quarter of
+            # them twice (every duplicate split a wasted event, its claims' runs killed).
+            return
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)
         cached = self.planner.cached_output(key) if spec.cache else None
@@ -707,7 +740,8 @@ class Scheduler:
         able = self._placed((job, task), spec.requires)
         if able is None:
             return  # this peer does not meet the task's requires: peers that do claim it
-        if self.free_slots <= 0:
+        if self.free_slots <= 0 and not (self._first_for == (job, task)
+                                         and self._runs.room > 0):
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]
@@ -726,7 +760,12 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
-        if not self._my_turn(ak, ranked):
+        # A starved task this peer comes first for among every live peer (full or not:
+        # `_next_starved`) is claimed at once: the others look at it last, if at all. The
+        # stagger is for a task that several free peers see at once (its input's holders
+        # first, then its splitter).
+        first = self._first_for == (job, task) and (not holders or self.peer_id in holders)
+        if not self._my_turn(ak, ranked, 0.0 if first else None):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
         mine = c.winner(ak.attempt, split.id)

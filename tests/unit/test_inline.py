@@ -183,6 +183,35 @@ def test_blocks_are_served_from_memory_until_the_background_write_lands(
     assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT  # from disk
 
 
+class _CountingKeeper(FakeKeeper):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        self.calls += 1
+        super().keep_inline(blocks, roots)
+
+
+def test_outputs_kept_while_a_write_is_queued_are_written_with_it(tmp_path: Path) -> None:
+    """Three events' blocks before the writer runs: one job in the background, one store
+    call (one lock, one pass) for the three; a later event queues a job of its own."""
+    store = _CountingKeeper()
+    later: list[Any] = []
+    ib = inline.InlineBlocks("me", store, 1024, background=later.append)  # type: ignore[arg-type]
+    outs = [_small(tmp_path, f"o{i}") for i in range(4)]
+    for cid, blocks in outs[:3]:
+        ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert len(later) == 1 and store.calls == 0
+    later.pop()()
+    assert store.calls == 1 and store.pins == [c for c, _ in outs[:3]]
+    assert set(store.blocks) == {k for _, b in outs[:3] for k in b}
+    ib.on_event(_done("other", outs[3][0], inline.encode(outs[3][1])))
+    assert len(later) == 1
+    later.pop()()
+    assert store.calls == 2 and store.pins[-1] == outs[3][0]
+
+
 async def test_a_rescan_replicates_no_inline_output() -> None:
     data = _Data()
     r = Replicator("me", 2, lambda: {"p": {}}, lambda c: set(), data, None,  # type: ignore[arg-type]

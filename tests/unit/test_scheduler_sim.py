@@ -494,8 +494,8 @@ async def test_a_peer_claims_the_task_it_splits_in_the_same_round() -> None:
 
 
 async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tick() -> None:
-    """Splits slow on the wire: the peer of rank 1 splits (and claims) once its stagger has
-    passed; its loop sleeps until then, not for a whole tick."""
+    """Splits slow on the wire: the peer of rank 1 splits (and claims) once its split_wait_s
+    has passed; its loop sleeps until then, not for a whole tick."""
     cfg = SchedulerConfig(store=CFG.store, lease_s=CFG.lease_s, stagger_s=0.05, tick_s=10.0)
     mesh = JobMesh(2, CATALOG, cfg, batch=True)
     mesh.hold = lambda ev, to: ev.type == EventType.TASK_SPLIT
@@ -506,11 +506,12 @@ async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tic
         assert len(split) == 1  # rank 0 at once
         (later,) = set(mesh.peers) - split
         sched = mesh[later].sched
-        assert sched.sleep_s() == pytest.approx(cfg.stagger_s)  # not tick_s
-        await mesh.advance(cfg.stagger_s / 2)
+        wait = cfg.split_wait_s  # a task without input: split_wait_s per rank
+        assert sched.sleep_s() == pytest.approx(wait)  # not tick_s
+        await mesh.advance(wait / 2)
         assert not mesh.events(EventType.TASK_SPLIT, later, job=job)
-        assert sched.sleep_s() == pytest.approx(cfg.stagger_s / 2)
-        await mesh.advance(cfg.stagger_s / 2)  # far less than a tick: its turn came
+        assert sched.sleep_s() == pytest.approx(wait / 2)
+        await mesh.advance(wait / 2)  # far less than a tick: its turn came
         assert mesh.events(EventType.TASK_SPLIT, later, job=job)
         assert sched.sleep_s() == pytest.approx(cfg.tick_s)
     finally:

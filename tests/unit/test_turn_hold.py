@@ -179,3 +179,37 @@ async def test_slots_freeing_at_once_look_at_different_starved_tasks() -> None:
         assert len(set(claimed)) == len(claimed)  # no task claimed twice
     finally:
         await mesh.close()
+
+
+async def test_a_backlog_holds_the_turn_until_the_next_outcome(tmp_path: Path) -> None:
+    """Runs of ours queued behind the slot (a backlog): an outcome and the next claim are
+    held (at most HOLD_MAX_S) for the outcomes that follow, then go out as one TURN; once
+    no run is queued, the turn goes out at its end."""
+    node, gossip = _node(tmp_path)
+    runs = node.scheduler._runs
+    queued = AttemptKey("j", "t2", 0, 0)
+    runs.active = {AttemptKey("j", "t1", 0, 0): None, queued: None}  # type: ignore[dict-item]
+    assert node.scheduler.backlog
+    node.emit(EventType.CHUNK_DONE, {**_chunk(0), "output": "c"})
+    node.emit(EventType.CLAIM, _chunk(3))
+    await _turns()
+    assert gossip.frames == [] and node._held is not None  # held for the backlog
+    del runs.active[queued]  # t1's outcome next; nothing queued behind it any more
+    node.emit(EventType.CHUNK_DONE, {**_chunk(1), "output": "d"})
+    await _turns()
+    [[ev]] = gossip.frames
+    assert [p.type for p in ev.parts] == [EventType.CHUNK_DONE, EventType.CLAIM,
+                                          EventType.CHUNK_DONE]
+    assert node._held is None
+    node.log.close()
+
+
+async def test_one_run_in_one_slot_holds_nothing(tmp_path: Path) -> None:
+    """A run in a slot with none queued behind it (one task at a time): no hold."""
+    node, gossip = _node(tmp_path)
+    node.scheduler._runs.active = {AttemptKey("j", "t1", 0, 0): None}  # type: ignore[dict-item]
+    assert not node.scheduler.backlog
+    node.emit(EventType.CLAIM, _chunk(1))
+    await _turns()
+    assert [[e.type for e in f] for f in gossip.frames] == [[EventType.CLAIM]]
+    node.log.close()

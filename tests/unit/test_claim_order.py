@@ -1,0 +1,208 @@
+"""Which starved task a freed slot takes, and when (issue 12: a job of many independent tasks
+on three peers): a task this peer comes first for among every live peer is claimed at once;
+a peer with none of its own left takes from the far end of its queue; a task without input
+is split by its first peer, the others waiting split_wait_s per rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs import claims
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from peer.log import EventType
+from peer.rendezvous import rendezvous
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25)
+
+
+def _tasks(n: int) -> list[dict[str, Any]]:
+    return [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
+            for i in range(n)]
+
+
+def _first(key: tuple[str, str], peers: list[str]) -> str:
+    return rendezvous(f"{key[0]}/{key[1]}", peers)[0]
+
+
+async def _busy_pair(n: int) -> tuple[JobMesh, str, list[tuple[str, str]]]:
+    """Two one-slot peers, both running a task of one job of n; the job's open tasks."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    job = mesh.submit("p0", _tasks(n))
+    await mesh.settle()
+    await mesh.advance(CFG.stagger_s * 2)
+    mesh.heartbeats()
+    running = {(job, k.split("/")[1]) for p in mesh.peers.values() for k in p.runner.running}
+    assert len(running) == 2
+    return mesh, job, sorted({(job, f"e{i}") for i in range(n)} - running)
+
+
+async def test_a_starved_task_this_peer_comes_first_for_is_claimed_without_the_stagger(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stagger ranks p0 after p1 for every task (as when p1's stale heartbeat shows a
+    free slot, or p1 split the task): a freed slot still takes a task p0
+    comes first for among every live peer at once, in the round its slot frees."""
+    mesh, _, open_ = await _busy_pair(12)
+    try:
+        real = claims.candidates
+        monkeypatch.setattr(claims, "candidates", lambda *a: [
+            "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+        p = mesh["p0"]
+        mine = [k for k in open_ if _first(k, ["p0", "p1"]) == "p0"]
+        assert mine and len(mine) < len(open_)
+        p.sched._starved = dict.fromkeys(sorted(open_, key=lambda k: k in mine))  # p1's first
+        p.sched._ready_since.clear()
+        [key] = p.runner.running
+        p.runner.finish(key)
+        await mesh.settle()  # no time passes
+        [new] = p.runner.running
+        assert tuple(new.split("/")[:2]) in mine
+    finally:
+        await mesh.close()
+
+
+async def test_a_task_another_peer_comes_first_for_still_waits_for_its_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only this peer's own tasks skip the stagger: with none of them queued, the freed
+    slot waits for its turn (rank 1: one stagger_s) before it claims."""
+    mesh, _, open_ = await _busy_pair(12)
+    try:
+        real = claims.candidates
+        monkeypatch.setattr(claims, "candidates", lambda *a: [
+            "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+        p = mesh["p0"]
+        theirs = [k for k in open_ if _first(k, ["p0", "p1"]) == "p1"]
+        p.sched._starved = dict.fromkeys(theirs)
+        p.sched._ready_since.clear()
+        [key] = p.runner.running
+        p.runner.finish(key)
+        await mesh.settle()
+        assert p.runner.running == []
+        await mesh.advance(CFG.stagger_s)
+        assert len(p.runner.running) == 1
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_with_none_of_its_own_left_takes_from_the_far_end() -> None:
+    """The peer that comes first for the oldest tasks takes them oldest first; another peer
+    that ran out of its own takes the newest, not the task the first one is about to take."""
+    mesh, _, open_ = await _busy_pair(12)
+    try:
+        sched = mesh["p0"].sched
+        theirs = [k for k in open_ if _first(k, ["p0", "p1"]) == "p1"]
+        assert len(theirs) >= 2
+        sched._starved = dict.fromkeys(theirs)
+        sched._stepping = True  # as in a round: the live peers read once
+        try:
+            assert sched._next_starved() == (theirs[-1], False)
+            sched._starved = dict.fromkeys(open_)
+            mine = next(k for k in open_ if _first(k, ["p0", "p1"]) == "p0")
+            assert sched._next_starved() == (mine, True)
+        finally:
+            sched._stepping, sched._live = False, None
+    finally:
+        await mesh.close()
+
+
+async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() -> None:
+    """Three peers see a job of many tasks; the first peer's splits take longer than
+    stagger_s to reach the others (a big job to fold): the others wait split_wait_s per
+    rank, so each task is split once."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          split_wait_s=0.2)
+    mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
+    try:
+        mesh.hold = lambda ev, to: ev.type == EventType.TASK_SPLIT  # slow on the wire
+        job = mesh.submit("p0", _tasks(30))
+        await mesh.settle()  # every peer saw the job; each split the tasks it comes first for
+        await mesh.advance(cfg.stagger_s * 3)  # well past the claim stagger
+        mesh.hold = None
+        await mesh.settle()
+        splits = [e.payload["task"] for e in mesh.events(EventType.TASK_SPLIT, "p0", job=job)]
+        assert len(splits) == len(set(splits)) == 30
+    finally:
+        await mesh.close()
+
+
+# -- runs queued behind the slots (queue_ahead) ------------------------------------------------
+AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                        queue_ahead=1)
+
+
+async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
+    """One one-slot peer and a job of 7 tasks: the first run of the call shows it short
+    (within queue_ahead_max_s), then the peer holds two (one runs, one waits in the
+    executor's queue, so that the worker starts it as the first ends), and each outcome
+    frees room for the next; every task runs once."""
+    mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", _tasks(7))
+        await mesh.settle()
+        p = mesh["p0"]
+        assert len(p.runner.running) == 1  # how long the call runs is not known yet
+        p.runner.finish(p.runner.running[0])  # 0.01 s
+        await mesh.settle()
+        assert len(p.runner.running) == 2
+        assert p.sched.free_slots == 0 and p.sched.backlog
+        done = 1
+        while p.runner.running:
+            p.runner.finish(p.runner.running[0])
+            await mesh.settle()
+            done += 1
+            assert len(p.runner.running) == min(2, 7 - done)
+        assert not p.sched.backlog
+        assert sum(1 for k in p.state.task_done if k[0] == job) == 7
+        claims_ = [e.payload["task"] for e in mesh.events(EventType.CLAIM, "p0", job=job)]
+        assert sorted(claims_) == sorted(f"e{i}" for i in range(7))
+    finally:
+        await mesh.close()
+
+
+async def test_only_tasks_this_peer_comes_first_for_are_queued_behind_the_slot() -> None:
+    """Two one-slot peers, both running: p0's queue holds only tasks p1 comes first for, so
+    p0 queues none of them behind its slot (p1 will take them); given one of its own, it
+    queues that one at once."""
+    mesh, job, open_ = await _busy_pair(12)
+    try:
+        p = mesh["p0"]
+        theirs = [k for k in open_ if _first(k, ["p0", "p1"]) == "p1"]
+        mine = [k for k in open_ if _first(k, ["p0", "p1"]) == "p0"]
+        for q in mesh.peers.values():  # as without queue_ahead so far: one run each
+            assert len(q.runner.running) == 1
+        p.sched.cfg = AHEAD
+        p.sched._runs.cfg = AHEAD
+        p.sched._runs.last_s["T_WRITE"] = 0.01  # a short call
+        p.sched._starved = dict.fromkeys(theirs)
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 1
+        p.sched._starved = dict.fromkeys([*theirs, mine[0]])
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 2
+        assert f"{job}/{mine[0][1]}/0/0" in p.runner.running
+    finally:
+        await mesh.close()
+
+
+async def test_a_long_call_is_not_queued_behind_the_slot() -> None:
+    """A call whose last run here took longer than queue_ahead_max_s: a peer that frees
+    meanwhile would wait that long for work queued here, so nothing is queued."""
+    mesh, _, open_ = await _busy_pair(12)
+    try:
+        p = mesh["p0"]
+        p.sched.cfg = AHEAD
+        p.sched._runs.cfg = AHEAD
+        p.sched._runs.last_s["T_WRITE"] = AHEAD.queue_ahead_max_s * 2
+        p.sched._starved = dict.fromkeys(k for k in open_ if _first(k, ["p0", "p1"]) == "p0")
+        p.sched.poke()
+        await mesh.settle()
+        assert len(p.runner.running) == 1 and not p.sched.backlog
+    finally:
+        await mesh.close()
