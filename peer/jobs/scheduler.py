@@ -106,6 +106,7 @@ class Scheduler:
         self._to_pin: list[str] = []  # task outputs to pin (by _pin_all, in a thread)
         self._pinning = False
         self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
+        self._full_peers: set[str] | None = None  # of this step (see _full)
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -274,7 +275,7 @@ class Scheduler:
                 self._evaluate_safely(key)
             self._fill_slots()
         finally:
-            self._stepping, self._live = False, None
+            self._stepping, self._live, self._full_peers = False, None, None
         if self._starved and self.free_slots > 0:
             self._wake.set()  # slots still free: the next starved tasks in the next round
 
@@ -725,7 +726,8 @@ class Scheduler:
                 return
             reduce_input = self.planner.output(a)
         holders = self.state.providers.get(split.payload["input"] or "", set())
-        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
+        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
+                                   self._full() if holders else ())
         if not self._my_turn(ak, ranked):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
@@ -735,6 +737,17 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _full(self) -> set[str]:
+        """The live peers whose claims fill their slots (`claims.full_peers`), read once per
+        evaluation round (only where input holders rank first: a task without input
+        ranks no holder a stagger ahead)."""
+        if self._stepping and self._full_peers is not None:
+            return self._full_peers
+        full = claims.full_peers(self.state, self._claim_seen, self.peer_id, self._peers())
+        if self._stepping:
+            self._full_peers = full
+        return full
 
     def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `call` and meet `requires`:

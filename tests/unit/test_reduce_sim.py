@@ -193,3 +193,25 @@ async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
     assert all(mesh[o].state.chunk(job, "g", i).claims for i in range(4))  # the tail
     assert set(made) <= set(mesh[o].data.fetched)
     assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input
+
+
+async def test_a_peer_claims_at_once_when_the_input_holder_is_full(mesh: JobMesh) -> None:
+    """The input's holder ranks first for every group, but once the log shows its claim
+    filling its one slot (its last heartbeat still says it has a free one), the other
+    peer claims the next group without waiting a stagger for it."""
+    mesh.tamper = lambda _, info: {**info, "free_slots": 1}  # heartbeats a period old
+    job = mesh.submit("p0", [SRC, G])
+    await mesh.settle()
+    await mesh.advance(0.3)
+    key = f"{job}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    (other,) = set(mesh.peers) - {pid}
+    root, _ = corpus(mesh, pid)
+    mesh[pid].runner.finish(key, {"output": root})
+    await mesh.settle()  # no time passes: no stagger is waited out
+    assert mesh["p0"].sched.peers()  # (the peers hear each other)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[pid].runner.running)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[other].runner.running)
+    claims_ = mesh.events(EventType.CLAIM, job=job, task="g")
+    assert len({c.payload["chunk"] for c in claims_}) == len(claims_) == 2  # no duplicate
+
