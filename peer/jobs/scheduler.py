@@ -727,7 +727,7 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
-                                   self._full() if holders else ())
+                                   self._full() if holders and tdef.groups else ())
         if not self._my_turn(ak, ranked):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
@@ -740,8 +740,11 @@ class Scheduler:
 
     def _full(self) -> set[str]:
         """The live peers whose claims fill their slots (`claims.full_peers`), read once per
-        evaluation round (only where input holders rank first: a task without input
-        ranks no holder a stagger ahead)."""
+        evaluation round. Used for the groups of a task of `groups` only (LEARN's speakers):
+        they are few and each runs far longer than an event takes to arrive, so a holder
+        the log shows full is still busy. A per-item chunk may take milliseconds: a holder
+        seen full may already be free and claiming that chunk itself (a duplicate run), so
+        the others keep waiting their stagger for it."""
         if self._stepping and self._full_peers is not None:
             return self._full_peers
         full = claims.full_peers(self.state, self._claim_seen, self.peer_id, self._peers())
