@@ -20,10 +20,8 @@ from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
+
 # -- pure core -------------------------------------------------------------------------
-ROUND_SLACK = 4  # one round of chunks may exceed max_chunk_items by 1/ROUND_SLACK of it
-
-
 def cache_key(tdef: TaskDef, params: Mapping[str, Any], input_cid: str | None) -> str:
     """hash(call, version, canonical params, input CID): the content-addressed cache key."""
     raw = canonical_json([tdef.name, tdef.version, dict(params), input_cid])
@@ -33,17 +31,11 @@ def cache_key(tdef: TaskDef, params: Mapping[str, Any], input_cid: str | None) -
 def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list[list[Any]]:
     """Split items, order kept, into chunks of equal size within [lo, hi] (the last may be
     shorter): one per slot, or when that makes them larger than `hi`, about a whole number
-    of rounds of one chunk per slot (200 items, 2 slots, hi 64: 4 × 50, not 64+64+64+8).
-    One round may hold up to a quarter more than `hi` (129 items on 2 slots: 2 × 65, not
-    4 × 33): a second round would double the chunks' fixed costs (claim, input, worker
-    start, outputs) to keep a bound overshot by an item or two."""
+    of rounds of one chunk per slot (200 items, 2 slots, hi 64: 4 × 50, not 64+64+64+8)."""
     if not items:
         return []
     slots = max(free_slots, 1)
-    one_round = -(-len(items) // slots)
-    if hi < one_round <= hi + hi // ROUND_SLACK:
-        return [list(items[i:i + one_round]) for i in range(0, len(items), one_round)]
-    size = max(lo, min(hi, one_round))
+    size = max(lo, min(hi, -(-len(items) // slots)))
     chunks = -(-len(items) // size)
     if chunks > slots:
         rounds = -(-chunks // slots)

@@ -10,7 +10,6 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.jobs import planner
 from peer.jobs.planner import cache_key, chunk_items
 from peer.rendezvous import rendezvous
 from tasks import registry
@@ -74,13 +73,8 @@ def test_chunk_items_examples() -> None:
     assert chunk_items(list(range(10)), 0, 1, 64) == [list(range(10))]  # 0 slots acts as 1
     # more than a round: whole rounds of equal chunks, not 64 + 64 + 64 + 8
     assert [len(c) for c in chunk_items(list(range(200)), 2, 4, 64)] == [50, 50, 50, 50]
-    assert [len(c) for c in chunk_items(list(range(153)), 2, 4, 64)] == [77, 76]  # see below
+    assert [len(c) for c in chunk_items(list(range(153)), 2, 4, 64)] == [39, 39, 39, 36]
     assert len(chunk_items(list(range(1000)), 3, 4, 64)) == 18  # 6 rounds of 3
-    # one round a little over hi (by at most a quarter of it) beats two rounds
-    assert [len(c) for c in chunk_items(list(range(129)), 2, 4, 64)] == [65, 64]
-    assert [len(c) for c in chunk_items(list(range(160)), 2, 4, 64)] == [80, 80]
-    assert [len(c) for c in chunk_items(list(range(161)), 2, 4, 64)] == [41, 41, 41, 38]
-    assert [len(c) for c in chunk_items(list(range(129)), 1, 4, 64)] == [43, 43, 43]
 
 
 @given(st.lists(st.integers(), max_size=300), st.integers(0, 16), st.integers(1, 20),
@@ -95,9 +89,7 @@ def test_chunk_items_keeps_order_and_bounds(items: list[int], free: int, lo: int
         return
     size = len(chunks[0])
     assert all(c for c in chunks)
-    assert all(len(c) <= hi + hi // planner.ROUND_SLACK for c in chunks)
-    if len(chunks) > max(free, 1):  # more than one round: within hi
-        assert all(len(c) <= hi for c in chunks)
+    assert all(len(c) <= hi for c in chunks)
     assert all(len(c) == size for c in chunks[:-1])  # only the last chunk may be short
     if len(items) >= lo:
         assert all(len(c) >= lo for c in chunks[:-1]) and size >= lo
