@@ -11,8 +11,9 @@ import pytest
 from peer.ipfs.store import StoreConfig
 from peer.jobs import planner
 from peer.jobs.ports import SchedulerConfig
-from peer.jobs.sim import JobMesh
-from peer.log import EventType
+from peer.jobs.sim import Content, JobMesh, MemoryData, MemoryStore
+from peer.jobs.spec import TaskSpec
+from peer.log import EventType, MeshState
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -215,3 +216,38 @@ async def test_a_peer_claims_at_once_when_the_input_holder_is_full(mesh: JobMesh
     claims_ = mesh.events(EventType.CLAIM, job=job, task="g")
     assert len({c.payload["chunk"] for c in claims_}) == len(claims_) == 2  # no duplicate
 
+
+
+def test_the_groups_of_an_input_are_made_once_while_their_directories_are_here() -> None:
+    """The split and the assembling step both list a task's groups: each group's
+    directory is made (every file of it read, for its size) once, not at every listing;
+    made again if a directory was collected meanwhile."""
+    store = MemoryStore(Content())
+    made: list[dict[str, str]] = []
+    make_dir = store.make_dir
+
+    def counting(entries: Any, cid_version: int = 1) -> str:
+        made.append(dict(entries))
+        return make_dir(entries, cid_version)
+
+    plan = planner.Planner(MeshState(), store, MemoryData(store), 4, 64)
+    root, _ = corpus_in(store)
+    store.make_dir = counting  # type: ignore[method-assign]
+    spec = TaskSpec(name="g", call="T_GROUPS", params={}, depends=("src",))
+    first = plan.items(root, spec, GROUPS)
+    assert [p for p, _ in first] == ["src", "a", "b", "c"] and len(made) == 4
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 4  # memoised
+    store.local.discard(first[2][1])  # b's directory collected
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 8  # made again
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 8
+
+
+def corpus_in(st: Any) -> tuple[str, dict[str, dict[str, str]]]:
+    """`corpus`'s directory tree in the store `st`."""
+    groups: dict[str, dict[str, str]] = {}
+    dirs = {}
+    for name, files in {"a": ["1.txt", "2.txt"], "b": ["1.txt", "3.txt"], "c": ["9.txt"]}.items():
+        groups[name] = {f: st.add_bytes(f"{name}/{f}".encode()) for f in files}
+        dirs[name] = st.make_dir(groups[name])
+    groups["src"] = {"top.txt": st.add_bytes(b"at the root")}
+    return st.make_dir({**dirs, **groups["src"]}), groups
