@@ -453,9 +453,12 @@ class Scheduler:
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
         """What the splitter of a running per-item task does ahead of its assembly (and a
-        peer running a group of a task with a reduce: it may end the last group)."""
+        peer running a group of a task with a reduce: it may end the last group, and if it
+        holds the task's input, which the assembling step lists, claim that step at once;
+        without the input it cannot before the splitter does, so it fetches nothing)."""
         if split.origin != self.peer_id:
-            if tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks)):
+            if (tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks))
+                    and self.data.is_complete(split.payload["input"])):
                 self._prefetch_reduce(job, task, split, chunks, with_input=False)
         elif tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)

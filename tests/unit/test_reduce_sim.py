@@ -169,16 +169,22 @@ def test_groups_are_split_largest_first_ties_in_path_order() -> None:
     assert planner.longest_first([], lambda g: 0) == []
 
 
-async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
-        mesh: JobMesh) -> None:
-    """Whichever peer ends the last group may claim the assembling step: once every group
-    is claimed, a peer running one (not only the splitter) fetches the groups done
-    elsewhere as they end, so that it holds every result when its own last group ends."""
+@pytest.mark.parametrize("holds_input", [True, False])
+async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_if_it_can_assemble(
+        mesh: JobMesh, holds_input: bool) -> None:
+    """Whichever peer ends the last group may claim the assembling step if it holds the
+    task's input (the step's input lists it): once every group is claimed, such a peer
+    running one (not only the splitter) fetches the groups done elsewhere as they end, so
+    that it holds every result when its own last group ends, and claims the step at once.
+    A peer without the input could not assemble before the splitter: it fetches nothing
+    (LEARN's second peer on two pinned cores copied each group's output for nothing)."""
     job = mesh.submit("p0", [SRC, G])
     await source(mesh, job)
     split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
     s = split.origin
     (o,) = set(mesh.peers) - {s}
+    if holds_input:  # e.g. a replica
+        mesh[o].data.mark(split.payload["input"])
     mine = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/g/"))
     mesh[o].runner.finish(mine)  # o has ended a group; it runs the next one
     await mesh.advance(0.3)
@@ -192,8 +198,17 @@ async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
     assert not mesh.events(EventType.TASK_DONE, o, job=job, task="g")
     assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
     assert all(mesh[o].state.chunk(job, "g", i).claims for i in range(4))  # the tail
-    assert set(made) <= set(mesh[o].data.fetched)
+    assert (set(made) <= set(mesh[o].data.fetched)) is holds_input
     assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input
+    if not holds_input:
+        return
+    last = next(k for k in mesh[s].runner.running if k.startswith(f"{job}/g/"))
+    mesh[s].runner.finish(last)  # s ends its last group; o runs the last one
+    await mesh.advance(0.3)
+    mesh[o].runner.finish(next(k for k in mesh[o].runner.running))
+    await mesh.settle()  # no time passes: o holds every result and the input
+    assert f"{job}/g/4/0" in mesh[o].runner.started
+    assert f"{job}/g/4/0" not in mesh[s].runner.started
 
 
 async def test_a_peer_claims_at_once_when_the_input_holder_is_full(mesh: JobMesh) -> None:
