@@ -457,8 +457,10 @@ class Scheduler:
         holds the task's input, which the assembling step lists, claim that step at once;
         without the input it cannot before the splitter does, so it fetches nothing)."""
         if split.origin != self.peer_id:
+            inp = split.payload["input"]
             if (tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks))
-                    and self.data.is_complete(split.payload["input"])):
+                    and self.store.has(inp) and self.data.is_complete(inp)):  # (root first:
+                # is_complete walks the DAG up to its first missing block)
                 self._prefetch_reduce(job, task, split, chunks, with_input=False)
         elif tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
