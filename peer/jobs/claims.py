@@ -4,7 +4,7 @@ and a time passed in (`now_s`). No I/O, no clock, no mutation: safe wherever the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -121,18 +121,40 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
 
 # -- ranking and the stagger ----------------------------------------------------------------
 def candidates(unit: str, call: str, split: Event, me: str,
-               peers: Mapping[str, Mapping[str, Any]], holders: set[str]) -> list[str]:
+               peers: Mapping[str, Mapping[str, Any]], holders: set[str],
+               full: Collection[str] = ()) -> list[str]:
     """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
     free slot (`me` included); those holding the input (`holders`) first, then the peer
     that split the task (it saw the task first: no gossip hop), then the others, each group
-    ordered by rendezvous hash so that every peer computes the same order."""
+    ordered by rendezvous hash so that every peer computes the same order. `full`: peers
+    whose claims the log shows filling their slots (their heartbeat's free_slots is up to
+    a report period old): left out, as a peer reporting no free slot is, so that nobody
+    waits a stagger for a holder that cannot take the chunk now."""
     able = [p for p, info in peers.items()
-            if call in info.get("calls", ()) and int(info.get("free_slots", 0)) > 0]
+            if call in info.get("calls", ()) and int(info.get("free_slots", 0)) > 0
+            and p not in full]
     able.append(me)
     near = rendezvous(unit, [p for p in able if p in holders])
     if split.origin in able and split.origin not in holders:
         near.append(split.origin)
     return near + rendezvous(unit, [p for p in able if p not in near])
+
+
+def full_peers(state: MeshState, held: Iterable[AttemptKey], me: str,
+               peers: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The live peers (`peers`: their heartbeat info) whose winning claims of open chunks,
+    among `held` (the other peers' claims this peer watches), number at least their
+    `slots`: the log says they cannot take another chunk now, whatever their last
+    heartbeat's free_slots says."""
+    count: dict[str, int] = {}
+    for ak in held:
+        c = state.chunk(ak.job, ak.task, ak.chunk)
+        if c.attempt != ak.attempt or chunk_done(c) is not None:
+            continue
+        w = c.winner(ak.attempt, state.split_id(ak.job, ak.task))
+        if w is not None and w.origin != me and w.origin in peers:
+            count[w.origin] = count.get(w.origin, 0) + 1
+    return {p for p, n in count.items() if n >= max(int(peers[p].get("slots", 1) or 1), 1)}
 
 
 def turn_at(ranked: Sequence[str], me: str, since_s: float, stagger_s: float) -> float:

@@ -109,6 +109,7 @@ class Scheduler:
         # The starved task being looked at, when this peer comes first for it among every
         # live peer (`_next_starved`): its claim does not wait for the stagger.
         self._first_for: TaskKey | None = None
+        self._full_peers: set[str] | None = None  # of this step (see _full)
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -284,7 +285,7 @@ class Scheduler:
                 self._evaluate_safely(key)
             self._fill_slots()
         finally:
-            self._stepping, self._live = False, None
+            self._stepping, self._live, self._full_peers = False, None, None
         if self._starved and self.free_slots > 0:
             self._wake.set()  # slots still free: the next starved tasks in the next round
 
@@ -478,9 +479,14 @@ class Scheduler:
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
         """What the splitter of a running per-item task does ahead of its assembly (and a
-        peer running a group of a task with a reduce: it may end the last group)."""
+        peer running a group of a task with a reduce: it may end the last group, and if it
+        holds the task's input, which the assembling step lists, claim that step at once;
+        without the input it cannot before the splitter does, so it fetches nothing)."""
         if split.origin != self.peer_id:
-            if tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks)):
+            inp = split.payload["input"]
+            if (tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks))
+                    and self.store.has(inp) and self.data.is_complete(inp)):  # (root first:
+                # is_complete walks the DAG up to its first missing block)
                 self._prefetch_reduce(job, task, split, chunks, with_input=False)
         elif tdef.per_item and tdef.reduce is None and self.cfg.partial_outputs:
             self._partial(job, task, tdef, spec, split, chunks)
@@ -759,7 +765,8 @@ class Scheduler:
                 return
             reduce_input = self.planner.output(a)
         holders = self.state.providers.get(split.payload["input"] or "", set())
-        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders)
+        ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
+                                   self._full() if holders and tdef.groups else ())
         # A starved task this peer comes first for among every live peer (full or not:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
@@ -774,6 +781,20 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _full(self) -> set[str]:
+        """The live peers whose claims fill their slots (`claims.full_peers`), read once per
+        evaluation round. Used for the groups of a task of `groups` only (LEARN's speakers):
+        they are few and each runs far longer than an event takes to arrive, so a holder
+        the log shows full is still busy. A per-item chunk may take milliseconds: a holder
+        seen full may already be free and claiming that chunk itself (a duplicate run), so
+        the others keep waiting their stagger for it."""
+        if self._stepping and self._full_peers is not None:
+            return self._full_peers
+        full = claims.full_peers(self.state, self._claim_seen, self.peer_id, self._peers())
+        if self._stepping:
+            self._full_peers = full
+        return full
 
     def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `call` and meet `requires`:

@@ -189,6 +189,40 @@ def test_candidates(peers: dict[str, Any], holders: set[str], expect: list[str])
     assert claims.candidates("u", "C", SPLIT_EV, "me", peers, holders) == expect
 
 
+def test_candidates_leave_out_peers_the_log_shows_full() -> None:
+    # a holder whose last heartbeat still says free, but whose claims fill its slots, is
+    # not waited for: the others rank as if it had reported no free slot
+    peers = {"ps": _info(), "a": _info(), "b": _info()}
+    assert claims.candidates("u", "C", SPLIT_EV, "me", peers, {"b"}, full={"b"}) == [
+        "ps", *rendezvous("u", ["a", "me"])]
+    assert claims.candidates("u", "C", SPLIT_EV, "me", peers, {"b"}, full={"ps", "b"}) == (
+        rendezvous("u", ["a", "me"]))
+
+
+def _slots(n: int) -> dict[str, Any]:
+    return {"calls": ["C"], "free_slots": n, "slots": n}
+
+
+def test_full_peers_count_open_winning_claims_against_slots() -> None:
+    log = Log().job(chunks=5)
+    log.claim("p1", chunk=0)  # p1 (1 slot): one open claim, full
+    log.claim("p2", chunk=1)  # p2 (2 slots): one open claim (its other one is done)
+    log.claim("p2", chunk=2)
+    log.done("p2", chunk=2)
+    log.claim("p1", chunk=3)  # p3's claim loses to p1's earlier one
+    log.claim("p3", chunk=3)
+    log.claim("p4", chunk=4)  # p4 failed its attempt 0: its claim is not held any more
+    log.fail("p4", FailureKind.ERROR.value, chunk=4)
+    st = log.state()
+    held = [AttemptKey("j", "t", i, 0) for i in range(5)]
+    peers = {"p1": _slots(1), "p2": _slots(2), "p3": _slots(1), "p4": _slots(1)}
+    assert claims.full_peers(st, held, "me", peers) == {"p1"}
+    assert claims.full_peers(st, held, "p1", peers) == set()  # ours are not counted
+    assert claims.full_peers(st, held, "me", {"p2": _slots(2)}) == set()  # p1 not live
+    assert claims.full_peers(st, held[:1], "me", peers) == {"p1"}
+    assert claims.full_peers(st, [], "me", peers) == set()
+
+
 @pytest.mark.parametrize(("rank", "waited_s", "due"), [
     (0, 0.0, True), (1, 0.0, False), (1, 0.049, False), (1, 0.05, True), (2, 0.09, False),
     (2, 0.1, True), (2, 5.0, True)])

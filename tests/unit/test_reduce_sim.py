@@ -11,8 +11,9 @@ import pytest
 from peer.ipfs.store import StoreConfig
 from peer.jobs import planner
 from peer.jobs.ports import SchedulerConfig
-from peer.jobs.sim import JobMesh
-from peer.log import EventType
+from peer.jobs.sim import Content, JobMesh, MemoryData, MemoryStore
+from peer.jobs.spec import TaskSpec
+from peer.log import EventType, MeshState
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -168,16 +169,22 @@ def test_groups_are_split_largest_first_ties_in_path_order() -> None:
     assert planner.longest_first([], lambda g: 0) == []
 
 
-async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
-        mesh: JobMesh) -> None:
-    """Whichever peer ends the last group may claim the assembling step: once every group
-    is claimed, a peer running one (not only the splitter) fetches the groups done
-    elsewhere as they end, so that it holds every result when its own last group ends."""
+@pytest.mark.parametrize("holds_input", [True, False])
+async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_if_it_can_assemble(
+        mesh: JobMesh, holds_input: bool) -> None:
+    """Whichever peer ends the last group may claim the assembling step if it holds the
+    task's input (the step's input lists it): once every group is claimed, such a peer
+    running one (not only the splitter) fetches the groups done elsewhere as they end, so
+    that it holds every result when its own last group ends, and claims the step at once.
+    A peer without the input could not assemble before the splitter: it fetches nothing
+    (LEARN's second peer on two pinned cores copied each group's output for nothing)."""
     job = mesh.submit("p0", [SRC, G])
     await source(mesh, job)
     split = mesh.events(EventType.TASK_SPLIT, job=job, task="g")[0]
     s = split.origin
     (o,) = set(mesh.peers) - {s}
+    if holds_input:  # e.g. a replica
+        mesh[o].data.mark(split.payload["input"])
     mine = next(k for k in mesh[o].runner.running if k.startswith(f"{job}/g/"))
     mesh[o].runner.finish(mine)  # o has ended a group; it runs the next one
     await mesh.advance(0.3)
@@ -191,5 +198,71 @@ async def test_a_peer_that_ran_a_group_fetches_the_others_outputs_as_they_end(
     assert not mesh.events(EventType.TASK_DONE, o, job=job, task="g")
     assert any(k.startswith(f"{job}/g/") for k in mesh[o].runner.running)
     assert all(mesh[o].state.chunk(job, "g", i).claims for i in range(4))  # the tail
-    assert set(made) <= set(mesh[o].data.fetched)
+    assert (set(made) <= set(mesh[o].data.fetched)) is holds_input
     assert split.payload["input"] not in mesh[o].data.fetched  # results only, not the input
+    if not holds_input:
+        return
+    last = next(k for k in mesh[s].runner.running if k.startswith(f"{job}/g/"))
+    mesh[s].runner.finish(last)  # s ends its last group; o runs the last one
+    await mesh.advance(0.3)
+    mesh[o].runner.finish(next(k for k in mesh[o].runner.running))
+    await mesh.settle()  # no time passes: o holds every result and the input
+    assert f"{job}/g/4/0" in mesh[o].runner.started
+    assert f"{job}/g/4/0" not in mesh[s].runner.started
+
+
+async def test_a_peer_claims_at_once_when_the_input_holder_is_full(mesh: JobMesh) -> None:
+    """The input's holder ranks first for every group, but once the log shows its claim
+    filling its one slot (its last heartbeat still says it has a free one), the other
+    peer claims the next group without waiting a stagger for it."""
+    mesh.tamper = lambda _, info: {**info, "free_slots": 1}  # heartbeats a period old
+    job = mesh.submit("p0", [SRC, G])
+    await mesh.settle()
+    await mesh.advance(0.3)
+    key = f"{job}/src/0/0"
+    (pid,) = [pid for pid, p in mesh.peers.items() if key in p.runner.running]
+    (other,) = set(mesh.peers) - {pid}
+    root, _ = corpus(mesh, pid)
+    mesh[pid].runner.finish(key, {"output": root})
+    await mesh.settle()  # no time passes: no stagger is waited out
+    assert mesh["p0"].sched.peers()  # (the peers hear each other)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[pid].runner.running)
+    assert any(k.startswith(f"{job}/g/") for k in mesh[other].runner.running)
+    claims_ = mesh.events(EventType.CLAIM, job=job, task="g")
+    assert len({c.payload["chunk"] for c in claims_}) == len(claims_) == 2  # no duplicate
+
+
+
+def test_the_groups_of_an_input_are_made_once_while_their_directories_are_here() -> None:
+    """The split and the assembling step both list a task's groups: each group's
+    directory is made (every file of it read, for its size) once, not at every listing;
+    made again if a directory was collected meanwhile."""
+    store = MemoryStore(Content())
+    made: list[dict[str, str]] = []
+    make_dir = store.make_dir
+
+    def counting(entries: Any, cid_version: int = 1) -> str:
+        made.append(dict(entries))
+        return make_dir(entries, cid_version)
+
+    plan = planner.Planner(MeshState(), store, MemoryData(store), 4, 64)
+    root, _ = corpus_in(store)
+    store.make_dir = counting  # type: ignore[method-assign]
+    spec = TaskSpec(name="g", call="T_GROUPS", params={}, depends=("src",))
+    first = plan.items(root, spec, GROUPS)
+    assert [p for p, _ in first] == ["src", "a", "b", "c"] and len(made) == 4
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 4  # memoised
+    store.local.discard(first[2][1])  # b's directory collected
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 8  # made again
+    assert plan.items(root, spec, GROUPS) == first and len(made) == 8
+
+
+def corpus_in(st: Any) -> tuple[str, dict[str, dict[str, str]]]:
+    """`corpus`'s directory tree in the store `st`."""
+    groups: dict[str, dict[str, str]] = {}
+    dirs = {}
+    for name, files in {"a": ["1.txt", "2.txt"], "b": ["1.txt", "3.txt"], "c": ["9.txt"]}.items():
+        groups[name] = {f: st.add_bytes(f"{name}/{f}".encode()) for f in files}
+        dirs[name] = st.make_dir(groups[name])
+    groups["src"] = {"top.txt": st.add_bytes(b"at the root")}
+    return st.make_dir({**dirs, **groups["src"]}), groups
