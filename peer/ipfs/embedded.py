@@ -54,6 +54,37 @@ MAX_MATERIALIZE_BYTES = 256 * 2**30
 MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
 
 
+class _AddBatch:
+    """EmbeddedStore.add_batch's batch (a peer.ipfs.store.AddBatch)."""
+
+    def __init__(self, store: EmbeddedStore, cid_version: int) -> None:
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(store._lock.hold())
+        self._blocks = store.blocks.batch()
+        self._importer = Importer(self._blocks, cid_version)
+
+    def add(self, path: Path) -> str:
+        p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise NotFound(f"{p} does not exist", field="path")
+        try:
+            return str(self._importer.path(p).cid)
+        except OSError as exc:
+            raise _add_error(exc, p) from exc
+
+    def commit(self) -> None:
+        try:
+            self._blocks.commit()  # StorageFull or StoreError if it fails
+        finally:
+            self._held.close()
+
+    def discard(self) -> None:
+        try:
+            self._blocks.discard()
+        finally:
+            self._held.close()
+
+
 class EmbeddedStore:
     """The content store rooted at `root` (a peer.ipfs.store.Store); every method is
     synchronous and may block."""
@@ -100,27 +131,26 @@ class EmbeddedStore:
     @contextlib.contextmanager
     def adding(self, cid_version: int = 1) -> Iterator[Callable[[Path], str]]:
         """A batch of adds under one sync: `add(path)` imports a file or tree as add_path
-        does and returns its CID at once, its blocks written (not yet readable); once the
-        `with` block ends without an exception they are all durable (one syncfs for the
-        batch's files rather than one fsync each, where the OS has it), renamed into place
-        and their directories fsynced once for the batch rather than once per add. Announce
-        no CID of the batch before that. Errors as add_path's (StorageFull, StoreError,
-        NotFound)."""
-        with self._lock.hold():
-            self.blocks.begin(batch=True)
-            importer = Importer(self.blocks, cid_version)
+        does and returns its CID at once; once the `with` block ends without an exception
+        they are all durable and in place (`add_batch`). Announce no CID of the batch before
+        that. Errors as add_path's (StorageFull, StoreError, NotFound)."""
+        batch = self.add_batch(cid_version)
+        try:
+            yield batch.add
+        except BaseException:
+            batch.discard()
+            raise
+        batch.commit()
 
-            def add(path: Path) -> str:
-                p = Path(path)
-                if not p.exists() and not p.is_symlink():
-                    raise NotFound(f"{p} does not exist", field="path")
-                try:
-                    return str(importer.path(p).cid)
-                except OSError as exc:
-                    raise _add_error(exc, p) from exc
-
-            yield add
-            self.blocks.sync()  # StorageFull or StoreError if it fails
+    def add_batch(self, cid_version: int = 1) -> _AddBatch:
+        """A batch of adds made durable together: `add(path)` (on one thread at a time)
+        imports a file or tree as add_path does and returns its CID at once, its blocks
+        written but not yet readable; `commit()` (on any thread, once) makes them all
+        durable and puts them in place with two syncfs calls for the whole batch (one for
+        the blocks' data, one for their renames) rather than a fsync per block and per
+        directory; `discard()` drops them. Holds the store's shared lock (gc waits) until
+        either. Announce no CID of the batch before `commit` returns."""
+        return _AddBatch(self, cid_version)
 
     def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None:
         """Serve verified `blocks` from memory until `keep_inline` has written them."""
