@@ -52,6 +52,7 @@ def _segments(path: str) -> list[str]:
 # each file is written, so a DAG that claims 240 TB never starts filling the disk.
 MAX_MATERIALIZE_BYTES = 256 * 2**30
 MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
+_SIZES_KEPT = 8192  # DAG sizes remembered (~1 MB at most): make_dir's children
 
 
 class _AddBatch:
@@ -97,6 +98,7 @@ class EmbeddedStore:
         self._explicit = PinSet(self.root, "pins-explicit")
         self._lock = StoreLock(self.root)
         self._reader = Reader(self.blocks.get)
+        self._sizes: dict[tuple[str, bytes], int] = {}  # (codec, multihash) -> DAG size
 
     @property
     def corrupt_blocks(self) -> int:
@@ -217,12 +219,26 @@ class EmbeddedStore:
         return self._dag_size(parse_cid(cid))
 
     def _dag_size(self, c: Cid) -> int:
-        """Block bytes + the children's link Tsize (read from this one block)."""
+        """Block bytes + the children's link Tsize (read from this one block, verified, the
+        first time; then remembered: a per-item task's PARTIALs and assembly ask again for
+        every output so far). NotFound if the block is not stored."""
+        key = (c.codec, c.multihash)
+        size = self._sizes.get(key)
+        if size is not None:
+            if not self.blocks.has(c):  # gone since (gc)
+                raise NotFound(f"block {c} is not in the store", field="cid")
+            return size
         block = self.blocks.get(c)
         if c.codec != DAG_PB:
-            return len(block)
-        node = dagpb.decode_node(block)
-        return len(block) + sum(link.tsize or 0 for link in node.links)
+            size = len(block)
+        else:
+            node = dagpb.decode_node(block)
+            size = len(block) + sum(link.tsize or 0 for link in node.links)
+        if len(self._sizes) >= _SIZES_KEPT:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # other threads
+                del self._sizes[next(iter(self._sizes))]  # the oldest
+        self._sizes[key] = size
+        return size
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -543,3 +543,26 @@ def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
     store.blocks.path(big.key).write_bytes(b"corrupt")  # a dag-pb node is still verified
     with pytest.raises(IntegrityError):
         store.file_cids(cid)
+
+
+def test_make_dir_reads_each_child_block_once_for_its_size(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task's PARTIALs and assembly rebuild its output directory from every output
+    so far: each output's block is read (and verified) for its size the first time only."""
+    files = {f"o{i}.npy": store.add_bytes(f"output {i}\n".encode() * 50) for i in range(6)}
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))  # a dag-pb root: its size is its links' too
+    files["big.bin"] = store.add_path(big)
+    read: list[str] = []
+    real = store.blocks.get
+    monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(str(c)), real(c))[1])
+    first = store.make_dir(dict(list(files.items())[:3]))
+    whole = store.make_dir(files)
+    assert sorted(read) == sorted(files.values())  # once each
+    fresh = EmbeddedStore(tmp_path / "store")  # nothing remembered: the same directories
+    assert (fresh.make_dir(dict(list(files.items())[:3])), fresh.make_dir(files)) == (first,
+                                                                                     whole)
+    assert store.dag_size(files["big.bin"]) == fresh.dag_size(files["big.bin"]) > 600_000
+    store.gc()  # nothing pinned: every block goes
+    with pytest.raises(NotFound):
+        store.dag_size(files["o0.npy"])
