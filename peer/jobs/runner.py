@@ -31,6 +31,9 @@ _stores: dict[StoreConfig, Store] = {}
 # A per-item chunk makes its finished items' outputs durable and reports them to the peer
 # at least this often (a slower item: after itself), so a crash loses at most this much work.
 _FLUSH_S = 0.25
+# A chunk's last items run as a batch of their own: the batch before them is committed on the
+# helper thread while they compute, so the chunk waits at its end for a small commit only.
+_TAIL_ITEMS = 4
 # A python task's per-item scratch (its input and output directories, emptied after each
 # item) lives on tmpfs where there is one.
 _TMPFS = "/dev/shm"
@@ -115,6 +118,7 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
     directory, importing each output with `add` before the next item runs; returns the next
     index and the batch's results as [relpath, input cid, result]."""
     until = time.monotonic() + _FLUSH_S
+    tail = len(items) - _TAIL_ITEMS if n < len(items) - 2 * _TAIL_ITEMS else -1
     inp, out = scratch / "in", scratch / "out"
     inp.mkdir(exist_ok=True)
     out.mkdir(exist_ok=True)
@@ -134,7 +138,7 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
         message.append([relpath, cid, result])
         _empty(src.parent)
         _empty(out)
-        if time.monotonic() >= until:
+        if n == tail or time.monotonic() >= until:
             break
     return n, message
 

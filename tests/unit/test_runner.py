@@ -112,6 +112,22 @@ def test_item_results_are_announced_only_once_their_outputs_are_durable(
         assert text == f"{hashlib.sha256(data).hexdigest()}  {path.rsplit('/', 1)[-1]}\n"
 
 
+def test_a_chunks_last_items_are_a_batch_of_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch before them is committed while they compute: the chunk's end waits for a
+    commit of a few items only. Each batch is announced once durable, in order."""
+    monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
+    _, payload = _chunk(tmp_path, 12)
+    trail: list[tuple[Any, ...]] = []
+    _spy(monkeypatch, trail)
+    out = runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    messages = [[path for path, _, _ in t[1]] for t in trail if t[0] == "items"]
+    paths = [p for p, _ in payload["items"]]
+    assert messages == [paths[:-runner._TAIL_ITEMS], paths[-runner._TAIL_ITEMS:]]
+    assert len([t for t in trail if t[0] == "synced"]) == 2
+    assert sorted(out["items"]) == sorted(paths)
+
+
 def test_a_failing_item_announces_nothing_of_its_unsynced_batch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
