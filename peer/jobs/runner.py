@@ -120,10 +120,10 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
     until = time.monotonic() + _FLUSH_S
     tail = len(items) - _TAIL_ITEMS if n < len(items) - 2 * _TAIL_ITEMS else -1
     inp, out = scratch / "in", scratch / "out"
-    inp.mkdir(exist_ok=True)
-    out.mkdir(exist_ok=True)
     message: list[list[Any]] = []
     while n < len(items):
+        inp.mkdir(exist_ok=True)  # again: a task may have removed them
+        out.mkdir(exist_ok=True)
         relpath, cid = items[n]
         name = relpath.rsplit("/", 1)[-1] or "item"
         src = _place(store, tdef, cid, inp / name, ctx)
@@ -263,8 +263,13 @@ def _place(store: Store, tdef: TaskDef, cid: str, src: Path, ctx: TaskContext) -
 
 def _empty(d: Path) -> None:
     """Empty `d` for the next item. Unlinks files and rmtree()s only subdirectories: a
-    per-item rmtree of fresh directories cost more than the trivial tasks themselves."""
-    with os.scandir(d) as it:
+    per-item rmtree of fresh directories cost more than the trivial tasks themselves. A
+    directory the task removed itself is left absent (made again for the next item)."""
+    try:
+        it = os.scandir(d)
+    except FileNotFoundError:
+        return
+    with it:
         for e in it:
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path)

@@ -358,3 +358,24 @@ def test_an_input_changed_in_place_and_returned_is_the_output(
     for path, cid in payload["items"]:
         original = b"".join(store.cat(cid))  # the store's block is unchanged
         assert b"".join(store.cat(out["items"][path]["c"])) == b"changed " + original
+
+
+def _removes_its_dirs(ctx: Any, src: Path, out_dir: Path) -> Any:
+    """Writes its output beside the run, then removes its own input and output directories."""
+    dest = ctx.workdir / f"{src.name}.out"
+    dest.write_bytes(b"seen " + src.read_bytes())
+    src.unlink()
+    src.parent.rmdir()
+    out_dir.rmdir()
+    return dest
+
+
+def test_a_task_that_removes_its_own_directories_does_not_break_the_next_item(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 3)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="RMDIRS", version="1", fn=_removes_its_dirs, args=(), per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
+            store.cat(cid))
