@@ -124,7 +124,14 @@ def worker_phases(zips: Sequence[Path], mfcc: list[int], work: Path) -> dict[str
     for name in ("block_file",):
         if hasattr(store, name):
             setattr(store, name, tm.wrap(f"store.{name} (verify input)", getattr(store, name)))
-    store.blocks.sync = tm.wrap("batch sync (worker waits)", store.blocks.sync)
+    if hasattr(blocks, "BlockBatch"):  # a batch of adds: its temp files, its commit
+        blocks.BlockBatch.put_trusted = tm.wrap(  # type: ignore[method-assign]
+            "write block temp file", blocks.BlockBatch.put_trusted)
+        blocks.BlockBatch.commit = tm.wrap(  # type: ignore[method-assign]
+            "batch commit (syncfs, renames, syncfs)", blocks.BlockBatch.commit)
+        blocks.syncfs = tm.wrap("syncfs", blocks.syncfs)
+    else:
+        store.blocks.sync = tm.wrap("batch sync (worker waits)", store.blocks.sync)
     from peer.ipfs import unixfs
     unixfs.Importer.path = tm.wrap("import output (read, hash, write)",  # type: ignore
                                    unixfs.Importer.path)

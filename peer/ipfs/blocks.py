@@ -2,8 +2,10 @@
 
 Blocks live at blocks/<2 hex>/<multihash hex>, written to a temp file, fsynced (on a few
 threads, so that the fsyncs of one add overlap) and renamed, directories fsynced by `sync`
-once per add or import, and verified against their CID on every read; pins are one file
-each under pins/; writers hold a shared flock on `lock`, gc holds it exclusively.
+once per add or import, and verified against their CID on every read; a `BlockBatch` (many
+adds) makes its temp files durable with one syncfs, renames them, and makes the renames
+durable with one more. Pins are one file each under pins/; writers hold a shared flock on
+`lock`, gc holds it exclusively.
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ def _fsync_pool() -> ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(_FSYNC_THREADS, "banzai-fsync"))
         return _pool[1]
+
+
+def _write_new(tmp: Path, data: bytes) -> None:
+    """Write `data` to the new file `tmp` (removed again if that fails)."""
+    try:
+        with open(tmp, "xb", buffering=0) as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _fsync_file(path: Path) -> None:
@@ -269,11 +282,6 @@ class BlockStore:
             if disk_full(e):
                 raise StorageFull(f"cannot write block {c}: the disk is full") from e
             raise
-        deferred: list[tuple[Path, Path]] | None = getattr(self._local, "deferred", None)
-        if deferred is not None:  # a batch: one syncfs at `sync`, then the rename
-            deferred.append((tmp, final))
-            settling[final] = _DONE
-            return
         fut = _fsync_pool().submit(self._settle, tmp, final)
         settling[final] = fut
         with self._lock:
@@ -285,18 +293,14 @@ class BlockStore:
             if self._pending.get(final) is fut:
                 del self._pending[final]
 
-    def begin(self, batch: bool = False) -> None:
+    def begin(self) -> None:
         """Start a write on this thread: forget what an earlier one that failed left (its
-        blocks still settle in the background). `batch` (where syncfs exists): the blocks'
-        temp files are not fsynced one by one; `sync` makes them all durable with one
-        syncfs, then renames them into place (so a block file under its final name is
-        always durable and whole) and fsyncs their directories as usual. Until then they
-        are invisible to reads; the temp files of a failed batch are left to sweep_tmp."""
+        blocks still settle in the background)."""
         self._local.settling = {}
-        for tmp, _ in getattr(self._local, "deferred", None) or ():  # a failed batch's
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self._local.deferred = [] if batch and _syncfs_fn is not None else None
+
+    def batch(self) -> BlockBatch:
+        """A batch of blocks made durable and put in place together (`BlockBatch.commit`)."""
+        return BlockBatch(self)
 
     def _settling(self) -> dict[Path, Future[None]]:
         """This thread's blocks whose fsync and rename may not be done yet."""
@@ -333,14 +337,10 @@ class BlockStore:
         rename, then fsync the directories. Callers announce CIDs only after it."""
         settling = self._settling()
         self._local.settling = {}
-        deferred: list[tuple[Path, Path]] | None = getattr(self._local, "deferred", None)
-        self._local.deferred = None
         wait(settling.values())
         try:
             for fut in settling.values():
                 fut.result()
-            if deferred:
-                self._settle_batch(deferred)
             with self._sync_lock:  # a concurrent sync returns after ours
                 with self._lock:
                     dirs, self._unsynced = self._unsynced, set()
@@ -359,22 +359,6 @@ class BlockStore:
             if disk_full(e):
                 raise StorageFull(f"cannot store blocks in {self.dir}: the disk is full") from e
             raise StoreError(f"cannot store blocks in {self.dir}: {e.strerror or e}") from e
-
-    def _settle_batch(self, deferred: list[tuple[Path, Path]]) -> None:
-        """A batch's temp files: made durable by one syncfs, then renamed into place and
-        their directories marked for `sync` (which fsyncs them next)."""
-        done = 0
-        try:
-            syncfs(self.dir)
-            for tmp, final in deferred:
-                os.replace(tmp, final)
-                done += 1
-                self._dirty(final.parent)
-        except BaseException:
-            for tmp, _ in deferred[done:]:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-            raise
 
     def _dirty_all(self, dirs: set[Path]) -> None:
         with self._lock:
@@ -439,8 +423,75 @@ class BlockStore:
                         os.unlink(entry.path)
 
 
-_DONE: Future[None] = Future()  # a batch's deferred block: nothing runs in the background
-_DONE.set_result(None)
+class BlockBatch:
+    """Blocks written by one thread as temp files beside their final places (invisible to
+    reads), then made durable and put in place together by `commit`, on any one thread:
+    one syncfs for the data of them all, the renames, and one more syncfs for the renames
+    (where the OS lacks syncfs: each file fsynced, renamed, its directory fsynced). A block
+    file under its final name is thus always durable and whole; announce no CID of the
+    batch before `commit` returns. `discard` drops the temp files of a batch not committed."""
+
+    def __init__(self, blocks: BlockStore) -> None:
+        self._blocks = blocks
+        self._written: dict[Path, Path] = {}  # final place -> temp file, in order
+
+    def put_trusted(self, c: Cid, data: bytes) -> None:
+        """Write bytes already hashed to `c` to a temp file; a present block is kept."""
+        if c.multihash[0] == IDENTITY:
+            return
+        final = self._blocks.path(c.key)
+        if final in self._written:
+            return
+        if final.exists():
+            touch(final)  # gc's grace period covers this add (it found the block)
+            return
+        self._blocks._shard(final.parent)
+        tmp = _tmp_name(final)
+        try:
+            _write_new(tmp, data)
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+        self._written[final] = tmp
+
+    def commit(self) -> None:
+        """Make every block of the batch durable and put it in place (StorageFull or
+        StoreError if that fails: then none of the batch's temp files is left)."""
+        written, self._written = list(self._written.items()), {}
+        if not written:  # every block was there already (durable: under its final name)
+            return
+        done = 0
+        try:
+            if _syncfs_fn is None:
+                list(_fsync_pool().map(_fsync_file, [tmp for _, tmp in written]))
+            else:
+                syncfs(self._blocks.dir)
+            for final, tmp in written:
+                os.replace(tmp, final)
+                done += 1
+            if _syncfs_fn is None:
+                for final, _ in written:
+                    self._blocks._dirty(final.parent)
+                self._blocks.sync()
+            else:
+                syncfs(self._blocks.dir)  # the renames (and new shards' entries)
+        except OSError as e:
+            for _, tmp in written[done:]:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {self._blocks.dir}: the disk is "
+                                  "full") from e
+            raise StoreError(f"cannot store blocks in {self._blocks.dir}: "
+                             f"{e.strerror or e}") from e
+
+    def discard(self) -> None:
+        """Remove the temp files of the blocks not committed."""
+        written, self._written = self._written, {}
+        for tmp in written.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def touch(path: Path) -> None:

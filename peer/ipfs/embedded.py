@@ -52,6 +52,38 @@ def _segments(path: str) -> list[str]:
 # each file is written, so a DAG that claims 240 TB never starts filling the disk.
 MAX_MATERIALIZE_BYTES = 256 * 2**30
 MAX_DIR_DEPTH = 256  # nested directories of a materialized tree (Linux paths end at 4 KiB)
+_SIZES_KEPT = 8192  # DAG sizes remembered (~1 MB at most): make_dir's children
+
+
+class _AddBatch:
+    """EmbeddedStore.add_batch's batch (a peer.ipfs.store.AddBatch)."""
+
+    def __init__(self, store: EmbeddedStore, cid_version: int) -> None:
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(store._lock.hold())
+        self._blocks = store.blocks.batch()
+        self._importer = Importer(self._blocks, cid_version)
+
+    def add(self, path: Path) -> str:
+        p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise NotFound(f"{p} does not exist", field="path")
+        try:
+            return str(self._importer.path(p).cid)
+        except OSError as exc:
+            raise _add_error(exc, p) from exc
+
+    def commit(self) -> None:
+        try:
+            self._blocks.commit()  # StorageFull or StoreError if it fails
+        finally:
+            self._held.close()
+
+    def discard(self) -> None:
+        try:
+            self._blocks.discard()
+        finally:
+            self._held.close()
 
 
 class EmbeddedStore:
@@ -66,6 +98,7 @@ class EmbeddedStore:
         self._explicit = PinSet(self.root, "pins-explicit")
         self._lock = StoreLock(self.root)
         self._reader = Reader(self.blocks.get)
+        self._sizes: dict[tuple[str, bytes], int] = {}  # (codec, multihash) -> DAG size
 
     @property
     def corrupt_blocks(self) -> int:
@@ -100,27 +133,26 @@ class EmbeddedStore:
     @contextlib.contextmanager
     def adding(self, cid_version: int = 1) -> Iterator[Callable[[Path], str]]:
         """A batch of adds under one sync: `add(path)` imports a file or tree as add_path
-        does and returns its CID at once, its blocks written (not yet readable); once the
-        `with` block ends without an exception they are all durable (one syncfs for the
-        batch's files rather than one fsync each, where the OS has it), renamed into place
-        and their directories fsynced once for the batch rather than once per add. Announce
-        no CID of the batch before that. Errors as add_path's (StorageFull, StoreError,
-        NotFound)."""
-        with self._lock.hold():
-            self.blocks.begin(batch=True)
-            importer = Importer(self.blocks, cid_version)
+        does and returns its CID at once; once the `with` block ends without an exception
+        they are all durable and in place (`add_batch`). Announce no CID of the batch before
+        that. Errors as add_path's (StorageFull, StoreError, NotFound)."""
+        batch = self.add_batch(cid_version)
+        try:
+            yield batch.add
+        except BaseException:
+            batch.discard()
+            raise
+        batch.commit()
 
-            def add(path: Path) -> str:
-                p = Path(path)
-                if not p.exists() and not p.is_symlink():
-                    raise NotFound(f"{p} does not exist", field="path")
-                try:
-                    return str(importer.path(p).cid)
-                except OSError as exc:
-                    raise _add_error(exc, p) from exc
-
-            yield add
-            self.blocks.sync()  # StorageFull or StoreError if it fails
+    def add_batch(self, cid_version: int = 1) -> _AddBatch:
+        """A batch of adds made durable together: `add(path)` (on one thread at a time)
+        imports a file or tree as add_path does and returns its CID at once, its blocks
+        written but not yet readable; `commit()` (on any thread, once) makes them all
+        durable and puts them in place with two syncfs calls for the whole batch (one for
+        the blocks' data, one for their renames) rather than a fsync per block and per
+        directory; `discard()` drops them. Holds the store's shared lock (gc waits) until
+        either. Announce no CID of the batch before `commit` returns."""
+        return _AddBatch(self, cid_version)
 
     def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None:
         """Serve verified `blocks` from memory until `keep_inline` has written them."""
@@ -187,12 +219,26 @@ class EmbeddedStore:
         return self._dag_size(parse_cid(cid))
 
     def _dag_size(self, c: Cid) -> int:
-        """Block bytes + the children's link Tsize (read from this one block)."""
+        """Block bytes + the children's link Tsize (read from this one block, verified, the
+        first time; then remembered: a per-item task's PARTIALs and assembly ask again for
+        every output so far). NotFound if the block is not stored."""
+        key = (c.codec, c.multihash)
+        size = self._sizes.get(key)
+        if size is not None:
+            if not self.blocks.has(c):  # gone since (gc)
+                raise NotFound(f"block {c} is not in the store", field="cid")
+            return size
         block = self.blocks.get(c)
         if c.codec != DAG_PB:
-            return len(block)
-        node = dagpb.decode_node(block)
-        return len(block) + sum(link.tsize or 0 for link in node.links)
+            size = len(block)
+        else:
+            node = dagpb.decode_node(block)
+            size = len(block) + sum(link.tsize or 0 for link in node.links)
+        if len(self._sizes) >= _SIZES_KEPT:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # other threads
+                del self._sizes[next(iter(self._sizes))]  # the oldest
+        self._sizes[key] = size
+        return size
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -94,6 +94,14 @@ class Listings(Pinner, Protocol):
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
 
 
+class AddBatch(Protocol):
+    """Adds made durable together (Store.add_batch)."""
+
+    def add(self, path: Path) -> str: ...  # as add_path; on one thread at a time
+    def commit(self) -> None: ...  # on any one thread: durable and in place (StoreError)
+    def discard(self) -> None: ...  # drops what was written and not committed
+
+
 class Store(Listings, Protocol):
     """A content store: UnixFS files and directories, DAG and CAR traversal, blocks and pins.
 
@@ -105,6 +113,8 @@ class Store(Listings, Protocol):
     def add_path(self, path: Path, cid_version: int = 1, pin: bool = False) -> str: ...
     # a batch of add_paths with one sync: its CIDs are durable once the `with` block ends
     def adding(self, cid_version: int = 1) -> AbstractContextManager[Callable[[Path], str]]: ...
+    # the same batch as an object: its adds on one thread, its commit on another
+    def add_batch(self, cid_version: int = 1) -> AddBatch: ...
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str: ...
     def make_dir(self, entries: Mapping[str, str], cid_version: int = 1) -> str: ...
 

@@ -2,8 +2,9 @@
 
 Runs inside executor workers (never in the event loop). The store is opened per
 process, by peer.ipfs.store.open_store from the work order's store settings, and shared
-with the peer through the filesystem. A per-item chunk imports its outputs on one helper
-thread of its own (a queue in, futures out) while the next items compute.
+with the peer through the filesystem. A per-item chunk imports each output as its item ends
+and makes its batches durable (one store commit each), a batch followed by others on a helper
+thread of its own while the next batch computes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -22,7 +22,7 @@ from typing import Any
 
 from peer.ipfs import inline
 from peer.ipfs.cids import RAW, parse_cid
-from peer.ipfs.store import Store, StoreConfig, open_store
+from peer.ipfs.store import AddBatch, Store, StoreConfig, open_store
 from peer.jobs import kinds
 from tasks import registry
 from tasks.registry import KEEP, TaskContext, TaskDef
@@ -31,11 +31,13 @@ _stores: dict[StoreConfig, Store] = {}
 # A per-item chunk makes its finished items' outputs durable and reports them to the peer
 # at least this often (a slower item: after itself), so a crash loses at most this much work.
 _FLUSH_S = 0.25
-# A python task's per-item scratch (inputs and outputs) lives on tmpfs where there is one;
-# a batch ends early once its outputs there reach this many bytes.
+# A chunk's last items run as a batch of their own: the batch before them is committed on the
+# helper thread while they compute, so the chunk waits at its end for a small commit only.
+_TAIL_ITEMS = 4
+# A python task's per-item scratch (its input and output directories, emptied after each
+# item) lives on tmpfs where there is one.
 _TMPFS = "/dev/shm"
 _PREFIX = "banzai-items-"
-_BATCH_BYTES = 64 << 20
 
 
 def _store(settings: dict[str, Any]) -> Store:
@@ -84,174 +86,127 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
                ctx: TaskContext) -> dict[str, Any]:
-    """Run a per-item chunk in batches of about _FLUSH_S. A helper thread imports each
-    output as soon as its item ends, while the next ones compute; at a batch's end it makes
-    the batch's outputs durable (one store sync) and then announces them to the peer in one
-    message. The chunk ends once its last batch is durable and announced."""
+    """Run a per-item chunk in batches of about _FLUSH_S. Each output is imported as soon as
+    its item ends, on this thread, into the batch's `Store.add_batch`; at a batch's end the
+    batch is made durable (one store commit) and only then announced to the peer in one
+    message: on a helper thread while the next batch computes, here for the chunk's last.
+    The chunk ends once its last batch is durable and announced."""
     results: dict[str, Any] = {}
     scratch = _scratch(ctx, tdef)
-    flusher = _Flusher(store, ctx, results, len(items))
+    announcer = _Announcer(ctx, results, len(items))
     try:
         n = 0
         while n < len(items):
-            batch = scratch / f"b{n}"
-            n, must_wait = _batch(store, tdef, params, items, n, ctx, batch, flusher.put)
-            flusher.end_batch(batch)
-            if must_wait:  # an output the next items could change: imported before they run
-                flusher.wait()
-                if (ctx.workdir / "in").is_dir():  # a large item's copy (the batch's go with it)
-                    _empty(ctx.workdir / "in")
-        flusher.wait()
+            adds = store.add_batch()
+            try:
+                n, message = _batch(store, tdef, params, items, n, ctx, scratch, adds.add)
+            except BaseException:
+                adds.discard()
+                raise
+            announcer.commit(adds, message, last=n >= len(items))
+        announcer.wait()
     finally:
-        flusher.close()
+        announcer.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return {"items": results, "inputs": items}
 
 
-# One finished item: (relpath, input cid, result, output file to import or None, its name).
-_Done = tuple[str, str, Any, Path | None, str]
-
-
 def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
-           n: int, ctx: TaskContext, batch: Path, put: Callable[[_Done], None],
-           ) -> tuple[int, bool]:
-    """Run items from index `n` for about _FLUSH_S (one at least), each with an output
-    directory of its own under `batch`, handing each to `put` as it ends; returns the next
-    index and whether the batch must be durable before the next item runs (an output that
-    is not a file of its own directory)."""
+           n: int, ctx: TaskContext, scratch: Path, add: Callable[[Path], str],
+           ) -> tuple[int, list[list[Any]]]:
+    """Run items from index `n` for about _FLUSH_S (one at least), each in an empty output
+    directory, importing each output with `add` before the next item runs; returns the next
+    index and the batch's results as [relpath, input cid, result]."""
     until = time.monotonic() + _FLUSH_S
-    inp = batch / "in"
-    inp.mkdir(parents=True)
-    size = 0
+    tail = len(items) - _TAIL_ITEMS if n < len(items) - 2 * _TAIL_ITEMS else -1
+    inp, out = scratch / "in", scratch / "out"
+    message: list[list[Any]] = []
     while n < len(items):
+        inp.mkdir(exist_ok=True)  # again: a task may have removed them
+        out.mkdir(exist_ok=True)
         relpath, cid = items[n]
         name = relpath.rsplit("/", 1)[-1] or "item"
-        out = batch / str(n)
-        out.mkdir()
         src = _place(store, tdef, cid, inp / name, ctx)
         r = kinds.invoke(tdef, ctx, src, out, params)
         n += 1
-        if r is None or r is KEEP:
-            put((relpath, cid, None if r is None else {"n": name, "c": cid}, None, ""))
-        else:
+        result: dict[str, str] | None = None
+        if r is KEEP:
+            result = {"n": name, "c": cid}
+        elif r is not None:
             p = Path(r)
-            put((relpath, cid, None, p, p.name))
-            private = _private(p, out)
-            if private is None:  # imported before anything changes (`src`'s directory too)
-                return n, True
-            size += private
+            result = {"n": p.name, "c": add(p)}
+        message.append([relpath, cid, result])
         _empty(src.parent)
-        if time.monotonic() >= until or size >= _BATCH_BYTES:
+        _empty(out)
+        if n == tail or time.monotonic() >= until:
             break
-    return n, False
+    return n, message
 
 
-def _private(p: Path, out: Path) -> int | None:
-    """The size of `p` if it is a regular file in `out` (no later item can change it before
-    its import); None for anything else (a directory, a link, a path elsewhere), which is
-    imported before the next item runs."""
-    if os.path.dirname(os.path.abspath(p)) != str(out):
-        return None
-    st = os.lstat(p)
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
+_Commit = tuple[AddBatch, list[list[Any]], Future[None]]  # a batch handed to the thread
 
 
-class _Flusher:
-    """One helper thread that imports finished items in order, each batch under one store
-    sync (`Store.adding`), then announces the batch, durable, in one `items` message. At
-    most one batch's end is pending: `end_batch` first waits for the one before."""
+class _Announcer:
+    """Makes each batch of a chunk durable (`AddBatch.commit`), then announces it in one
+    `items` message and records its results: a batch followed by others on one helper
+    thread (the next batch computes meanwhile), the chunk's last on the chunk's thread. At
+    most one batch is pending: `commit` first waits for the one before."""
 
-    def __init__(self, store: Store, ctx: TaskContext, results: dict[str, Any],
-                 total: int) -> None:
-        self._store, self._ctx, self._results, self._total = store, ctx, results, total
+    def __init__(self, ctx: TaskContext, results: dict[str, Any], total: int) -> None:
+        self._ctx, self._results, self._total = ctx, results, total
         self._send = getattr(ctx, "send", None)
-        self._queue: queue.SimpleQueue[_Done | tuple[Path, Future[None]] | None] = (
-            queue.SimpleQueue())
+        self._queue: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._pending: Future[None] | None = None  # the end of the last batch handed over
-        self._error: BaseException | None = None
+        self._pending: Future[None] | None = None  # the batch handed to the thread
         self._count = 0
 
-    def put(self, done: _Done) -> None:
-        """Hand over a finished item (imported soon, announced at its batch's end)."""
+    def commit(self, adds: AddBatch, message: list[list[Any]], last: bool) -> None:
+        """Commit and announce a batch (`last`: here, before returning); raises the error
+        of an earlier batch (then `adds` is discarded) or, if `last`, of this one."""
+        try:
+            self.wait()
+        except BaseException:
+            adds.discard()
+            raise
+        if last:
+            self._announce(adds, message)
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="banzai-items", daemon=True)
             self._thread.start()
-        self._queue.put(done)
-
-    def end_batch(self, batch: Path) -> None:
-        """End the current batch (its scratch `batch` is removed once it is imported);
-        raises the error of an earlier batch."""
-        self.wait()
-        if self._thread is None:  # an empty batch: nothing to import or announce
-            return
         self._pending = Future()
-        self._queue.put((batch, self._pending))
+        self._queue.put((adds, message, self._pending))
 
     def wait(self) -> None:
-        """Until every batch ended so far is durable and announced; raises its error."""
+        """Until the batch handed to the thread is durable and announced; raises its error."""
         fut, self._pending = self._pending, None
         if fut is not None:
             fut.result()
 
     def close(self) -> None:
-        """Stop the thread once it is idle (an error of its is dropped here: `wait` raises
-        it; close runs on the way out of a chunk that failed already)."""
+        """Stop the thread once it is idle (its error, if any, is `wait`'s to raise)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
 
+    def _announce(self, adds: AddBatch, message: list[list[Any]]) -> None:
+        adds.commit()  # StorageFull or StoreError: nothing of this batch is announced
+        if self._send is not None:  # the peer records finished items before the end
+            self._send("items", message)
+        for relpath, _, result in message:
+            self._results[relpath] = result
+        self._count += len(message)
+        self._ctx.progress(self._count / self._total)
+
     def _run(self) -> None:
-        while self._batch():
-            pass
-
-    def _batch(self) -> bool:
-        """Import one batch's items, sync, announce; False once told to stop."""
-        message: list[list[Any]] = []
-        got: _Done | tuple[Path, Future[None]] | None = None
-        try:
-            with self._store.adding() as add:
-                while True:
-                    got = self._queue.get()
-                    if got is None or len(got) == 2:
-                        break
-                    message.append(self._import(add, got))
-                if got is None:  # stopping: an unfinished batch is not announced
-                    raise _Stop
-            if self._send is not None:  # the peer records finished items before the end
-                self._send("items", message)
-            self._count += len(message)
-            self._ctx.progress(self._count / self._total)
-            shutil.rmtree(got[0], ignore_errors=True)
-            got[1].set_result(None)
-        except _Stop:
-            return False
-        except BaseException as e:  # this batch's end, and every later one, fail with it
-            self._error = e
-            if got is not None and len(got) == 2:
-                got[1].set_exception(e)
-            return self._fail()
-        return True
-
-    def _import(self, add: Callable[[Path], str], done: _Done) -> list[Any]:
-        relpath, cid, result, path, name = done
-        if path is not None:
-            result = {"n": name, "c": add(path)}
-        self._results[relpath] = result
-        return [relpath, cid, result]
-
-    def _fail(self) -> bool:
-        """After an error: every later batch's end fails with it, nothing is imported."""
-        while True:
-            got = self._queue.get()
-            if got is None:
-                return False
-            if len(got) == 2:
-                got[1].set_exception(self._error)
-
-
-class _Stop(Exception):
-    """The chunk ends with a batch unfinished (an item failed): nothing more to do."""
+        while (got := self._queue.get()) is not None:
+            adds, message, fut = got
+            try:
+                self._announce(adds, message)
+            except BaseException as e:  # the chunk's thread raises it at its next wait
+                fut.set_exception(e)
+            else:
+                fut.set_result(None)
 
 
 def _scratch(ctx: TaskContext, tdef: TaskDef) -> Path:
@@ -308,8 +263,13 @@ def _place(store: Store, tdef: TaskDef, cid: str, src: Path, ctx: TaskContext) -
 
 def _empty(d: Path) -> None:
     """Empty `d` for the next item. Unlinks files and rmtree()s only subdirectories: a
-    per-item rmtree of fresh directories cost more than the trivial tasks themselves."""
-    with os.scandir(d) as it:
+    per-item rmtree of fresh directories cost more than the trivial tasks themselves. A
+    directory the task removed itself is left absent (made again for the next item)."""
+    try:
+        it = os.scandir(d)
+    except FileNotFoundError:
+        return
+    with it:
         for e in it:
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from peer.errors import IntegrityError
+from peer.ipfs.blocks import BlockBatch
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.store import StoreConfig
@@ -61,20 +62,20 @@ def _chunk(tmp_path: Path, files: int) -> tuple[EmbeddedStore, dict[str, Any]]:
                    "fetch_allow": [], "kind": {}}
 
 
-def _spy(store: EmbeddedStore, trail: list[tuple[Any, ...]]) -> None:
-    """Record each block put and each sync of the store in `trail`, in order."""
-    put, sync = store.blocks.put_trusted, store.blocks.sync
+def _spy(monkeypatch: pytest.MonkeyPatch, trail: list[tuple[Any, ...]]) -> None:
+    """Record each block a batch of adds writes and each batch's commit in `trail`, in order."""
+    put, commit = BlockBatch.put_trusted, BlockBatch.commit
 
-    def spied_put(c: Any, data: bytes) -> None:
+    def spied_put(self: BlockBatch, c: Any, data: bytes) -> None:
         trail.append(("put", str(c)))
-        put(c, data)
+        put(self, c, data)
 
-    def spied_sync() -> None:
-        sync()
+    def spied_commit(self: BlockBatch) -> None:
+        commit(self)
         trail.append(("synced",))
 
-    store.blocks.put_trusted = spied_put  # type: ignore[method-assign]
-    store.blocks.sync = spied_sync  # type: ignore[method-assign]
+    monkeypatch.setattr(BlockBatch, "put_trusted", spied_put)
+    monkeypatch.setattr(BlockBatch, "commit", spied_commit)
 
 
 @pytest.mark.parametrize("flush_s", [0.0, 3600.0])
@@ -83,7 +84,7 @@ def test_item_results_are_announced_only_once_their_outputs_are_durable(
     monkeypatch.setattr(runner, "_FLUSH_S", flush_s)
     store, payload = _chunk(tmp_path, 6)
     trail: list[tuple[Any, ...]] = []
-    _spy(store, trail)
+    _spy(monkeypatch, trail)
     out = runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
     assert [p for p, _ in out["inputs"]] == [p for p, _ in payload["items"]]
     synced: set[str] = set()
@@ -109,6 +110,22 @@ def test_item_results_are_announced_only_once_their_outputs_are_durable(
         data = b"".join(store.cat(cid))
         text = b"".join(store.cat(out["items"][path]["c"])).decode()
         assert text == f"{hashlib.sha256(data).hexdigest()}  {path.rsplit('/', 1)[-1]}\n"
+
+
+def test_a_chunks_last_items_are_a_batch_of_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch before them is committed while they compute: the chunk's end waits for a
+    commit of a few items only. Each batch is announced once durable, in order."""
+    monkeypatch.setattr(runner, "_FLUSH_S", 3600.0)
+    _, payload = _chunk(tmp_path, 12)
+    trail: list[tuple[Any, ...]] = []
+    _spy(monkeypatch, trail)
+    out = runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
+    messages = [[path for path, _, _ in t[1]] for t in trail if t[0] == "items"]
+    paths = [p for p, _ in payload["items"]]
+    assert messages == [paths[:-runner._TAIL_ITEMS], paths[-runner._TAIL_ITEMS:]]
+    assert len([t for t in trail if t[0] == "synced"]) == 2
+    assert sorted(out["items"]) == sorted(paths)
 
 
 def test_a_failing_item_announces_nothing_of_its_unsynced_batch(
@@ -188,14 +205,22 @@ def test_a_corrupt_block_never_reaches_the_task(tmp_path: Path,
     assert seen == []
 
 
-def test_a_batch_fsyncs_every_directory_it_wrote_to_before_it_ends(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("has_syncfs", [True, False])
+def test_a_batch_makes_its_renames_durable_before_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_syncfs: bool) -> None:
     import peer.ipfs.blocks as blocks
 
+    if has_syncfs and blocks._syncfs_fn is None:
+        pytest.skip("no syncfs here")
+    if not has_syncfs:
+        monkeypatch.setattr(blocks, "_syncfs_fn", None)
     store = EmbeddedStore(tmp_path / "store")
-    synced: list[Path] = []
-    real = blocks.fsync_dir
-    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    trail: list[tuple[str, Path]] = []
+    real_dir, real_syncfs, real_replace = blocks.fsync_dir, blocks.syncfs, os.replace
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (trail.append(("dir", d)), real_dir(d)))
+    monkeypatch.setattr(blocks, "syncfs", lambda d: (trail.append(("syncfs", d)), real_syncfs(d)))
+    monkeypatch.setattr(blocks.os, "replace", lambda a, b: (trail.append(("rename", Path(b))),
+                                                            real_replace(a, b)))
     files = []
     for i in range(12):
         f = tmp_path / f"f{i}"
@@ -203,9 +228,54 @@ def test_a_batch_fsyncs_every_directory_it_wrote_to_before_it_ends(
         files.append(f)
     with store.adding() as add:
         cids = [add(f) for f in files]
-        assert synced == []  # nothing fsynced per add
-    shards = {store.blocks.path(parse_cid(c).key).parent for c in cids}
-    assert shards <= set(synced) and len(synced) == len(set(synced))
+        assert trail == []  # nothing synced or renamed per add
+    renamed = [i for i, (kind, _) in enumerate(trail) if kind == "rename"]
+    assert len(renamed) == len(cids)
+    after = trail[renamed[-1] + 1:]  # what made the renames durable
+    if has_syncfs:  # the data before the renames, the renames after: one syncfs each
+        assert [k for k, _ in trail if k != "rename"] == ["syncfs", "syncfs"]
+        assert after == [("syncfs", store.blocks.dir)]
+    else:  # every shard directory fsynced after the last rename
+        shards = {store.blocks.path(parse_cid(c).key).parent for c in cids}
+        assert shards <= {d for kind, d in after if kind == "dir"}
+
+
+def test_a_batch_added_on_one_thread_is_committed_on_another(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    store = EmbeddedStore(tmp_path / "store")
+    (tmp_path / "f").write_text("made here, committed there\n")
+    batch = store.add_batch()
+    cid = batch.add(tmp_path / "f")
+    assert not store.has(cid)
+    t = threading.Thread(target=batch.commit)
+    t.start()
+    t.join()
+    assert b"".join(store.cat(cid)) == b"made here, committed there\n"
+    fd = os.open(tmp_path / "store" / "lock", os.O_RDWR)
+    try:  # the store's shared lock was let go: gc could take it (without waiting)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_a_batch_with_nothing_new_to_write_does_not_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FILTER_LONGER's chunks keep or drop their items: no output, no syncfs."""
+    import peer.ipfs.blocks as blocks
+
+    store = EmbeddedStore(tmp_path / "store")
+    (tmp_path / "f").write_text("there already\n")
+    store.add_path(tmp_path / "f")
+    calls: list[str] = []
+    monkeypatch.setattr(blocks, "syncfs", lambda d: calls.append("syncfs"))
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: calls.append("dir"))
+    with store.adding() as add:
+        add(tmp_path / "f")
+    with store.adding():
+        pass
+    assert calls == []
 
 
 def _same_place(ctx: Any, src: Path, out_dir: Path) -> Any:
@@ -226,7 +296,7 @@ def test_an_output_outside_its_directory_is_imported_before_the_next_item_runs(
     for path, cid in payload["items"]:
         assert b"".join(store.cat(out["items"][path]["c"])) == b"copy of " + b"".join(
             store.cat(cid))
-    assert len([t for t in trail if t[0] == "items"]) == 4  # one batch per such item
+    assert len([t for t in trail if t[0] == "items"]) == 1  # one batch: each imported at once
 
 
 def test_a_failed_batch_sync_fails_the_chunk_and_announces_nothing_of_that_batch(
@@ -234,17 +304,17 @@ def test_a_failed_batch_sync_fails_the_chunk_and_announces_nothing_of_that_batch
     from peer.errors import StoreError
 
     monkeypatch.setattr(runner, "_FLUSH_S", 0.0)  # one item per batch
-    store, payload = _chunk(tmp_path, 4)
+    _, payload = _chunk(tmp_path, 4)
     trail: list[tuple[Any, ...]] = []
-    sync, calls = store.blocks.sync, []
+    commit, calls = BlockBatch.commit, []
 
-    def failing_second() -> None:
+    def failing_second(self: BlockBatch) -> None:
         calls.append(1)
         if len(calls) == 2:
             raise StoreError("disk gone")
-        sync()
+        commit(self)
 
-    monkeypatch.setattr(store.blocks, "sync", failing_second)
+    monkeypatch.setattr(BlockBatch, "commit", failing_second)
     with pytest.raises(StoreError, match="disk gone"):
         runner.run(payload, Ctx(tmp_path / "run", trail))  # type: ignore[arg-type]
     announced = [path for t in trail if t[0] == "items" for path, _, _ in t[1]]
@@ -288,3 +358,24 @@ def test_an_input_changed_in_place_and_returned_is_the_output(
     for path, cid in payload["items"]:
         original = b"".join(store.cat(cid))  # the store's block is unchanged
         assert b"".join(store.cat(out["items"][path]["c"])) == b"changed " + original
+
+
+def _removes_its_dirs(ctx: Any, src: Path, out_dir: Path) -> Any:
+    """Writes its output beside the run, then removes its own input and output directories."""
+    dest = ctx.workdir / f"{src.name}.out"
+    dest.write_bytes(b"seen " + src.read_bytes())
+    src.unlink()
+    src.parent.rmdir()
+    out_dir.rmdir()
+    return dest
+
+
+def test_a_task_that_removes_its_own_directories_does_not_break_the_next_item(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, payload = _chunk(tmp_path, 3)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="RMDIRS", version="1", fn=_removes_its_dirs, args=(), per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
+            store.cat(cid))

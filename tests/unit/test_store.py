@@ -467,7 +467,7 @@ def _files(d: Path, n: int) -> list[Path]:
     return sorted(d.iterdir())
 
 
-def test_a_batch_makes_its_blocks_durable_with_one_syncfs_before_they_appear(
+def test_a_batch_makes_its_blocks_durable_with_syncfs_before_they_appear(
         store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import peer.ipfs.blocks as blocks
 
@@ -482,8 +482,9 @@ def test_a_batch_makes_its_blocks_durable_with_one_syncfs_before_they_appear(
         cids = [add(f) for f in _files(tmp_path / "in", 10)]
         assert not any(store.has(c) for c in cids)  # not under their names before the sync
         assert calls == []
-    assert calls[0] == "syncfs" and "fsync file" not in calls  # one syncfs, then renames
-    assert calls.count("syncfs") == 1 and calls.count("dir") >= 1  # and directory fsyncs
+    # one syncfs for the blocks' data, then the renames, one more for them: no fsync per
+    # file or directory
+    assert calls == ["syncfs", "syncfs"]
     assert [b"".join(store.cat(c)) for c in cids] == [f.read_bytes() for f in
                                                       _files(tmp_path / "again", 10)]
 
@@ -542,3 +543,26 @@ def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
     store.blocks.path(big.key).write_bytes(b"corrupt")  # a dag-pb node is still verified
     with pytest.raises(IntegrityError):
         store.file_cids(cid)
+
+
+def test_make_dir_reads_each_child_block_once_for_its_size(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task's PARTIALs and assembly rebuild its output directory from every output
+    so far: each output's block is read (and verified) for its size the first time only."""
+    files = {f"o{i}.npy": store.add_bytes(f"output {i}\n".encode() * 50) for i in range(6)}
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))  # a dag-pb root: its size is its links' too
+    files["big.bin"] = store.add_path(big)
+    read: list[str] = []
+    real = store.blocks.get
+    monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(str(c)), real(c))[1])
+    first = store.make_dir(dict(list(files.items())[:3]))
+    whole = store.make_dir(files)
+    assert sorted(read) == sorted(files.values())  # once each
+    fresh = EmbeddedStore(tmp_path / "store")  # nothing remembered: the same directories
+    assert (fresh.make_dir(dict(list(files.items())[:3])), fresh.make_dir(files)) == (first,
+                                                                                     whole)
+    assert store.dag_size(files["big.bin"]) == fresh.dag_size(files["big.bin"]) > 600_000
+    store.gc()  # nothing pinned: every block goes
+    with pytest.raises(NotFound):
+        store.dag_size(files["o0.npy"])
