@@ -131,9 +131,12 @@ class Runs:
 
     @property
     def queued(self) -> bool:
-        """True while more runs are active than there are slots: some wait in the
-        executor's queue (a backlog of this peer's own tasks, `queue_ahead`)."""
-        return len(self.active) > self.runner.slots
+        """True while more runs are active than there are slots and one of them is of a
+        short call: some wait in the executor's queue (a backlog of this peer's own short
+        tasks, `queue_ahead`), whose outcomes come in quick succession. A lone peer's
+        queued long chunk is not counted: its outcomes come far apart."""
+        return len(self.active) > self.runner.slots and any(
+            self.short(r.tdef.name) for r in self.active.values())
 
     def running(self, ak: AttemptKey) -> bool:
         """True if a run of ours is behind attempt `ak` (running, fetching or recording)."""

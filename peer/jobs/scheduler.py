@@ -306,8 +306,8 @@ class Scheduler:
         budget = FILL_PER_ROUND
         while self._starved and self._runs.room > 0 and budget > 0:
             key, mine = self._next_starved()
-            if self.free_slots <= 0 and not (mine and self._short(key)):
-                break  # queued behind the slots: only short tasks this peer comes first for
+            if self.free_slots <= 0 and not (mine and self._may_queue(key)):
+                break  # queued behind the slots: only this peer's own short tasks (or alone)
             del self._starved[key]
             budget -= 1
             self._first_for = key if mine else None
@@ -335,12 +335,16 @@ class Scheduler:
                 return key, True
         return next(reversed(self._starved)), False
 
-    def _short(self, key: TaskKey) -> bool:
-        """True if the call of task `key` ran here lately within queue_ahead_max_s (a run
-        of it may wait behind a slot: `queue_ahead`)."""
+    def _may_queue(self, key: TaskKey) -> bool:
+        """True if a run of task `key` may wait behind a slot (`queue_ahead`): this peer is
+        alone (no other peer could take it meanwhile, and its worker starts it as the one
+        before ends, without the claim's round trip: a per-item task's next chunk), or the
+        call ran here lately within queue_ahead_max_s (a peer that frees meanwhile waits
+        that long at most for work queued here)."""
         if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
             return False
-        return self._runs.short(self.workflow(key[0]).task(key[1]).call or "")
+        return not self._peers() or self._runs.short(
+            self.workflow(key[0]).task(key[1]).call or "")
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the

@@ -136,16 +136,17 @@ AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_
 
 
 async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
-    """One one-slot peer and a job of 7 tasks: the first run of the call shows it short
-    (within queue_ahead_max_s), then the peer holds two (one runs, one waits in the
-    executor's queue, so that the worker starts it as the first ends), and each outcome
-    frees room for the next; every task runs once."""
+    """One one-slot peer and a job of 7 tasks: alone, the peer holds two runs at once (one
+    runs, one waits in the executor's queue, so that the worker starts it as the first
+    ends), and each outcome frees room for the next; the flush is held for the backlog
+    only once the call is known short (its first run took 0.01 s); every task runs once."""
     mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
     try:
         job = mesh.submit("p0", _tasks(7))
         await mesh.settle()
         p = mesh["p0"]
-        assert len(p.runner.running) == 1  # how long the call runs is not known yet
+        assert len(p.runner.running) == 2  # alone: no other peer could take the second
+        assert not p.sched.backlog  # how long the call runs is not known yet
         p.runner.finish(p.runner.running[0])  # 0.01 s
         await mesh.settle()
         assert len(p.runner.running) == 2
@@ -187,6 +188,25 @@ async def test_only_tasks_this_peer_comes_first_for_are_queued_behind_the_slot()
         await mesh.settle()
         assert len(p.runner.running) == 2
         assert f"{job}/{mine[0][1]}/0/0" in p.runner.running
+    finally:
+        await mesh.close()
+
+
+async def test_a_lone_peer_queues_a_long_call_without_holding_its_flush() -> None:
+    """Alone, a peer queues the next run of a long call behind its slot too (nobody else
+    could take it), but a long call's outcomes come far apart: no flush is held for them."""
+    mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", _tasks(4))
+        await mesh.settle()
+        p = mesh["p0"]
+        p.sched._runs.last_s["T_WRITE"] = AHEAD.queue_ahead_max_s * 2
+        assert len(p.runner.running) == 2 and p.sched.free_slots == 0
+        assert not p.sched.backlog
+        while p.runner.running:
+            p.runner.finish(p.runner.running[0])
+            await mesh.settle()
+        assert sum(1 for k in p.state.task_done if k[0] == job) == 4
     finally:
         await mesh.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -188,7 +189,10 @@ async def test_a_backlog_holds_the_turn_until_the_next_outcome(tmp_path: Path) -
     node, gossip = _node(tmp_path)
     runs = node.scheduler._runs
     queued = AttemptKey("j", "t2", 0, 0)
-    runs.active = {AttemptKey("j", "t1", 0, 0): None, queued: None}  # type: ignore[dict-item]
+    run = SimpleNamespace(tdef=SimpleNamespace(name="T_SHORT"))
+    runs.active = {AttemptKey("j", "t1", 0, 0): run, queued: run}  # type: ignore[dict-item]
+    assert not node.scheduler.backlog  # how long T_SHORT runs is not known yet
+    runs.last_s["T_SHORT"] = 0.01
     assert node.scheduler.backlog
     node.emit(EventType.CHUNK_DONE, {**_chunk(0), "output": "c"})
     node.emit(EventType.CLAIM, _chunk(3))
