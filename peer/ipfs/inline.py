@@ -306,6 +306,8 @@ class InlineBlocks:
             return False
         if body.output and not self.replica(body.output, origin):
             self.staged.put(body.output, blocks)  # the replicas write it; fetched if needed
+            if body.log and body.log in body.inline:  # its run record rode too (/api logs)
+                self.staged.put(body.log, blocks)
             self.kept += 1
             self.unwritten += 1
             return True

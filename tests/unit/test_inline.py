@@ -423,6 +423,19 @@ def test_an_output_kept_in_memory_is_written_unpinned_when_this_peer_needs_it(
     assert ib.health()["restaged"] == 1
 
 
+def test_a_run_record_that_rode_along_is_kept_in_memory_under_its_cid_too(
+        tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    record, more = inline.import_bytes(b'{"log": [], "metrics": []}')
+    p = {**_done("other", cid, inline.encode({**blocks, **more})).payload, "log": record}
+    ev = Event("other", 1, 1, EventType.CHUNK_DONE, p)
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib.on_event(ev)
+    assert keeper.blocks == {} and record in ib.staged and cid in ib.staged
+    assert ib.restage(record) and record in keeper.blocks
+
+
 def test_the_memory_kept_is_bounded_by_bytes_oldest_out_first(tmp_path: Path) -> None:
     outs = [_small(tmp_path, f"m{i}") for i in range(4)]
     size = sum(map(len, outs[0][1].values()))
