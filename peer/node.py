@@ -222,9 +222,11 @@ class Node:
         self._bg: set[asyncio.Task[None]] = set()
         # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): written by the peers
         # that fold it and are among its replicas (replica_peers, as the replicator's rule),
-        # before the replicator sees the TASK_DONE (their replication then fetches nothing
-        # and announces them); the other peers keep them in memory for a while, written if
-        # this peer needs one (the fetcher's `local`), else fetched by CID as any output.
+        # before the replicator sees the TASK_DONE (it fetches none they hold); the other
+        # peers keep them in memory for a while, written if this peer needs one (the
+        # fetcher's `local`), else fetched by CID as any output. A Kubo-backed peer still
+        # takes its replicas' duty (their fetch is local), so that their PROVIDE mirrors
+        # them into its Kubo node, pinned.
         # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
         # our slots can take every core we may use (one when pinned): see _job_fills_cores
@@ -242,6 +244,8 @@ class Node:
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs,
+                                     held=self.inline.holds if self.inline and not
+                                     isinstance(self.store, KuboStore) else None,
                                      job_live=self._job_fills_cores)
         self.listeners.append(self.replicator.on_event)
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),

@@ -11,9 +11,10 @@ never remove one. An output already announced by r live peers is not replicated 
 Repair (`rescan`): at start, once the membership has had `settle_s` to form, and whenever a
 live peer is no longer live, every output held by fewer than r live peers is replicated by
 the first live non-holders in rendezvous order (so a replica lost later is rebuilt).
-An inline output (peer.ipfs.inline) was written at once by the replicas that folded it
-(by the same rule): their replication fetches nothing (complete here) and finds it pinned,
-and their PROVIDE names them as holders. Other peers keep it in memory only.
+An inline output (peer.ipfs.inline) is written when folded by the peers this rule names
+(`held`: never fetched here); they announce nothing, so a repair may count them out and
+copy it once more (never fewer copies than r), and a fetch finds them among the live peers
+asked after its providers. The other peers keep it in memory only.
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
 Replication is background work: a fresh output of a job still running (`job_live`: the
 node's says so when its chunks can fill every core it may use) is replicated once that job
@@ -85,6 +86,7 @@ class Replicator:
                  batch_window_s: float = 0.05,
                  outputs: Callable[[], Iterable[tuple[str, str]]] = tuple,
                  settle_s: float = 5.0, watch_s: float = 1.0,
+                 held: Callable[[str], bool] | None = None,
                  job_live: Callable[[str], bool] | None = None,
                  defer_max_s: float = DEFER_MAX_S) -> None:
         self.self_id = self_id
@@ -100,6 +102,7 @@ class Replicator:
         self.outputs = outputs  # (cid, producer) of every output computed in the mesh
         self.settle_s = settle_s
         self.watch_s = watch_s
+        self.held = held  # an inline output written here when folded: never fetched
         self.job_live = job_live  # a job still runs (its outputs' replication waits)
         self.defer_max_s = defer_max_s
         self.deferred = 0  # batches that waited for their jobs to end
@@ -120,6 +123,8 @@ class Replicator:
             return
         cid = b.output
         if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
+            return
+        if self.held is not None and self.held(cid):
             return
         alive = [*self.peers(), self.self_id]
         if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
@@ -151,7 +156,8 @@ class Replicator:
         alive = [*self.peers(), self.self_id]
         n = 0
         for cid, producer in self.outputs():
-            if cid in self._queue or cid in self._retries:
+            if cid in self._queue or cid in self._retries or (
+                    self.held is not None and self.held(cid)):
                 continue
             holders = set(self.providers(cid))
             if self.self_id in holders:

@@ -157,6 +157,20 @@ class _Data:
         return False
 
 
+async def test_the_replicator_fetches_no_inline_output() -> None:
+    data = _Data()
+    held = {"bafyinline"}
+    emitted: list[Any] = []
+    r = Replicator("me", 3, lambda: {"p": {}, "q": {}}, lambda c: {"p"}, data, None,  # type: ignore[arg-type]
+                   lambda t, p: emitted.append(p), batch_window_s=0.0,  # type: ignore[arg-type,return-value]
+                   held=held.__contains__)
+    for cid in ("bafyinline", "bafylarge"):
+        r.on_event(Event("p", 1, 1, EventType.TASK_DONE,
+                         {"job": "j", "task": cid, "output": cid, "key": None}))
+    assert "bafyinline" not in r._queue and "bafylarge" in r._queue
+    await r.close()
+
+
 def test_blocks_are_served_from_memory_until_the_background_write_lands(
         tmp_path: Path) -> None:
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
@@ -199,6 +213,17 @@ def test_outputs_kept_while_a_write_is_queued_are_written_with_it(tmp_path: Path
     assert len(later) == 1
     later.pop()()
     assert store.calls == 2 and store.pins[-1] == outs[3][0]
+
+
+async def test_a_rescan_replicates_no_inline_output() -> None:
+    data = _Data()
+    r = Replicator("me", 2, lambda: {"p": {}}, lambda c: set(), data, None,  # type: ignore[arg-type]
+                   lambda t, p: None, outputs=lambda: [("bafyinline", "gone"),  # type: ignore[arg-type,return-value]
+                                                       ("bafylarge", "gone")],
+                   batch_window_s=0.0, held={"bafyinline"}.__contains__)
+    r.rescan()
+    assert "bafyinline" not in r._queue and "bafylarge" in r._queue
+    await r.close()
 
 
 # --- restore after a start: only what a crash may have lost (peer/ipfs/inlinemark.py) ------
@@ -468,37 +493,6 @@ async def test_the_fetcher_takes_an_output_kept_in_memory_before_asking_any_peer
     with pytest.raises(NotFound):  # neither here nor in memory: asked of peers (none)
         await f.ensure([other])
     await f.close()
-
-
-class _Pins:
-    def __init__(self) -> None:
-        self.pinned: list[str] = []
-
-    def pin_many(self, cids: Any) -> None:
-        self.pinned += cids
-
-
-class _Complete(_Data):
-    def is_complete(self, cid: str) -> bool:
-        return True  # written at fold (held) or brought by ensure
-
-
-async def test_a_replica_that_wrote_an_inline_output_announces_it_without_a_fetch() -> None:
-    """The replica's replication of an output it wrote at fold: complete here (no peer
-    asked by the real fetcher), pinned, announced: the other peers learn it holds a copy."""
-    alive = ["me", "p", "q"]
-    cid = next(c for c in (f"bafy{i}" for i in range(100))
-               if replica_peers(c, "p", alive, 2) == ["me"])
-    emitted: list[Any] = []
-    pins = _Pins()
-    r = Replicator("me", 2, lambda: {"p": {}, "q": {}}, lambda c: {"p"}, _Complete(), pins,  # type: ignore[arg-type]
-                   lambda t, p: emitted.append(p), batch_window_s=0.0)  # type: ignore[arg-type,return-value]
-    r.on_event(Event("p", 1, 1, EventType.TASK_DONE,
-                     {"job": "j", "task": "t", "output": cid, "key": None}))
-    assert cid in r._queue and r._drainer is not None
-    await r._drainer
-    assert pins.pinned == [cid] and emitted == [{"cids": [cid]}]
-    await r.close()
 
 
 async def test_a_peer_that_becomes_a_replica_later_gets_its_copy_by_the_rescan(
