@@ -47,7 +47,7 @@ from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
-from peer.ipfs.replicate import Replicator, mirrored
+from peer.ipfs.replicate import Replicator, mirrored, replica_peers
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
@@ -220,10 +220,13 @@ class Node:
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
         self._bg: set[asyncio.Task[None]] = set()
-        # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): kept by every peer that
-        # folds it, before the replicator sees the TASK_DONE (it fetches none of them). A
-        # Kubo-backed peer keeps them too but still takes its replicas' duty (their fetch is
-        # local), so that their PROVIDE mirrors them into its Kubo node, pinned.
+        # Small outputs ride in their CHUNK_DONE (peer.ipfs.inline): written by the peers
+        # that fold it and are among its replicas (replica_peers, as the replicator's rule),
+        # before the replicator sees the TASK_DONE (it fetches none they hold); the other
+        # peers keep them in memory for a while, written if this peer needs one (the
+        # fetcher's `local`), else fetched by CID as any output. A Kubo-backed peer still
+        # takes its replicas' duty (their fetch is local), so that their PROVIDE mirrors
+        # them into its Kubo node, pinned.
         # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
         # our slots can take every core we may use (one when pinned): see _job_fills_cores
@@ -233,8 +236,9 @@ class Node:
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
             self.inline_outputs = InlineOutputs(cfg.data_dir, self.peer_id, self.store,
                                                 cfg.inline_output_max_bytes, self,
-                                                self.fetcher.mark)
+                                                self.fetcher.mark, self._holds_copy)
             self.inline = self.inline_outputs.blocks
+            self.fetcher.local = self.inline.restage
             self.scheduler.keep_inline(self.inline)
             self.listeners.append(self.inline.on_event)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
@@ -780,6 +784,12 @@ class Node:
             return False
         tasks = ev.body_as(JobSubmitted).workflow["tasks"]
         return finished_at(self.state, job, tasks, self.cfg.max_attempts) is None
+
+    def _holds_copy(self, cid: str, producer: str) -> bool:
+        """True if this peer is one of the replicas of `producer`'s output `cid` (the
+        replicator's rule, on the current membership): it writes the output when inline."""
+        alive = [*self.live_peers(), self.peer_id]
+        return self.peer_id in replica_peers(cid, producer, alive, self.cfg.replicas)
 
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())

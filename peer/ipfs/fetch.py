@@ -86,6 +86,9 @@ class Fetcher:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Tried before other peers' gateways: (cid, hints) -> True if it stored the DAG.
         self.first: list[Callable[[str, Sequence[str]], Awaitable[bool]]] = []
+        # Writes a DAG this peer keeps in memory (another peer's inline output) into the
+        # store, in a thread: True if it did. Tried before anything is fetched.
+        self.local: Callable[[str], bool] | None = None
 
     def mark(self, cid: str) -> None:
         """Note a DAG known to be complete here (e.g. one this peer produced)."""
@@ -111,13 +114,17 @@ class Fetcher:
         wanted = list(dict.fromkeys(cids))
 
         def incomplete() -> list[str]:  # one thread hop for the whole list
-            return [c for c in wanted if not self.is_complete(c)]
+            return [c for c in wanted if not self.is_complete(c) and not self._written(c)]
 
         missing = await asyncio.to_thread(incomplete)
         if len(missing) > 1:
             await self._batches(missing, hints)
             missing = await asyncio.to_thread(incomplete)
         await asyncio.gather(*(self._one(c, hints) for c in missing))
+
+    def _written(self, cid: str) -> bool:
+        """True if `cid` was kept in memory here and is now complete in the store."""
+        return self.local is not None and self.local(cid) and self.is_complete(cid)
 
     async def _batches(self, cids: list[str], hints: Sequence[str]) -> None:
         """Fetch `cids` in one CAR per provider (at most BATCH_CIDS per request); failures

@@ -1,7 +1,10 @@
 """Small outputs inline: a task output (and its run record) of at most `max_bytes` of blocks
 travels inside its CHUNK_DONE (`inline`: CID -> base64 block), whose log write is its
-durability; every peer that folds the event checks and keeps the blocks. Pure but for
-`InlineBlocks` (loop-owned; its writes are small and unsynced: the log is the source).
+durability; every peer that folds the event checks the blocks, and writes them only if it
+is one of the output's replicas (peer.ipfs.replicate.replica_peers); the others keep them
+in memory for a while (`Staged`) and write them only when this peer needs the output.
+Pure but for `InlineBlocks` (loop-owned; its writes are small and unsynced: the log is the
+source).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import io
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +34,10 @@ log = logging.getLogger("banzai.inline")
 # task, and compaction keeps the recent tasks' events in memory.
 DEFAULT_MAX_BYTES = 1024
 MAX_ENTRIES = 16  # files and directories of an output that may ride inline
+# The inline outputs a peer keeps in memory rather than on disk (it is not one of their
+# replicas), the latest folded: thousands of small outputs, a downstream task's input
+# or a read through this peer's gateway written from memory rather than fetched.
+STAGED_MAX_BYTES = 4 << 20
 
 
 class MemorySink:
@@ -148,28 +156,85 @@ class Keeper(Protocol):
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None: ...
 
 
+class Staged:
+    """The blocks of inline outputs kept in memory (root CID text -> its blocks), bounded
+    to `max_bytes` of blocks: the least recently folded or asked for goes first.
+    Thread-safe (the fetcher takes them in its threads)."""
+
+    def __init__(self, max_bytes: int = STAGED_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._outputs: OrderedDict[str, tuple[Mapping[Cid, bytes], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def __contains__(self, root: object) -> bool:
+        with self._lock:
+            return root in self._outputs
+
+    def put(self, root: str, blocks: Mapping[Cid, bytes]) -> None:
+        """Keep `blocks` under `root`, dropping the oldest beyond the bound."""
+        size = sum(len(b) for b in blocks.values())
+        with self._lock:
+            old = self._outputs.pop(root, None)
+            if old is not None:
+                self.bytes -= old[1]
+            if size > self.max_bytes:
+                return
+            self._outputs[root] = (blocks, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, n) = self._outputs.popitem(last=False)
+                self.bytes -= n
+
+    def take(self, root: str) -> Mapping[Cid, bytes] | None:
+        """The blocks kept under `root` (then no longer kept), or None."""
+        with self._lock:
+            got = self._outputs.pop(root, None)
+            if got is None:
+                return None
+            self.bytes -= got[1]
+            return got[0]
+
+
 def roots_of(body: ChunkDone) -> list[str | None]:
     """The CIDs a CHUNK_DONE announces that its inline blocks must hold (its run record may
     ride too, or be fetched by CID as before)."""
     return [body.output]
 
 
+def every_peer(cid: str, producer: str) -> bool:
+    """The rule of a peer that keeps a copy of every inline output."""
+    return True
+
+
 class InlineBlocks:
     """Listener: keeps the inline blocks of every CHUNK_DONE folded here (another peer's;
     ours are kept before they are emitted), after checking them (`decode`); counts what it
-    kept and refused. `holds(cid)`: an output kept so (no replication fetch needed)."""
+    kept and refused. Another peer's output is written and pinned here only if this peer
+    is to hold a copy (`replica(cid, producer)`: one of its replicas); otherwise its blocks
+    stay in memory (`staged`, bounded) until the fetcher asks for them (`restage`) or
+    newer ones push them out. `holds(cid)`: an output written here (or being written)."""
 
     def __init__(self, self_id: str, store: Keeper, max_bytes: int,
                  mark: Callable[[str], None] = lambda c: None,
-                 background: Callable[[Callable[[], None]], object] | None = None) -> None:
+                 background: Callable[[Callable[[], None]], object] | None = None,
+                 replica: Callable[[str, str], bool] = every_peer,
+                 staged_max_bytes: int = STAGED_MAX_BYTES) -> None:
         self.self_id = self_id
         self.store = store
         self.max_bytes = max_bytes
         self.mark = mark  # the fetcher's "complete here" memo
         # runs the writes off the loop, in order (None: at once, in the caller's thread)
         self.background = background
+        self.replica = replica  # (cid, producer) -> this peer holds a copy of the output
+        self.staged = Staged(staged_max_bytes)  # the others' outputs, in memory only
         self.kept = 0
         self.refused = 0
+        self.unwritten = 0  # outputs kept in memory only (this peer holds no copy)
+        self.restaged = 0  # of those, written here when this peer needed them
         self.failed = 0  # writes that failed (disk full): the next start restores them all
         self._held = RecentSet()
         # Blocks (and roots) asked to be written while a write is queued or under way: the
@@ -239,6 +304,13 @@ class InlineBlocks:
             self.refused += 1
             log.warning("inline blocks of %s from %s refused: %s", body.job, origin[:8], e)
             return False
+        if body.output and not self.replica(body.output, origin):
+            self.staged.put(body.output, blocks)  # the replicas write it; fetched if needed
+            if body.log and body.log in body.inline:  # its run record rode too (/api logs)
+                self.staged.put(body.log, blocks)
+            self.kept += 1
+            self.unwritten += 1
+            return True
         try:  # the output is pinned, as its producer pins it; the run record is not
             self.store_blocks(blocks, body.output)
         except (OSError, StoreError) as e:  # a full disk: fetched by CID later
@@ -249,17 +321,36 @@ class InlineBlocks:
             self.note(body.output)
         return True
 
+    def restage(self, cid: str) -> bool:
+        """Write the blocks of `cid` kept in memory here (not pinned: a cache copy, the
+        replicas hold it); True if written, False if not kept or not written (fetched by
+        CID then). For the fetcher, in its threads."""
+        blocks = self.staged.take(cid)
+        if blocks is None:
+            return False
+        try:
+            self.store.keep_inline(blocks, [])
+        except (OSError, StoreError) as e:
+            log.warning("inline blocks of %s not written: %s", cid[:64], e)
+            return False
+        self.restaged += 1
+        return True
+
     def restore(self, events: Iterable[Event],
                 lost: Callable[[Event], bool] = lambda ev: True) -> int:
         """Keep again the inline blocks of the `events` (ours too) that a crash may have
         lost (`lost`; default all), in the caller's thread: written and pinned unsynced,
-        they may be gone while the log holds them. The others were made durable at the last
-        clean close (peer.ipfs.inlinemark): never written nor pinned again, so an output
-        unpinned since (retention, a user) stays unpinned; their outputs are only noted as
-        inline (`holds`). Returns how many events had blocks written again."""
+        they may be gone while the log holds them. All of them, whatever the replica rule:
+        the membership has not formed at start, and a copy too many is harmless. The
+        others were made durable at the last clean close (peer.ipfs.inlinemark): never
+        written nor pinned again, so an output unpinned since (retention, a user) stays
+        unpinned; nor noted as held: this peer wrote one only if it was among its replicas
+        then, and the replicator goes by the PROVIDEs. Returns how many events had blocks
+        written again."""
         n = 0
         for ev in events:
-            again = lost(ev)
+            if not lost(ev):
+                continue
             for part in ev.parts or (ev,):
                 b = part.body
                 if not (isinstance(b, ChunkDone) and b.inline):
@@ -268,10 +359,6 @@ class InlineBlocks:
                     blocks = decode(b.inline, roots_of(b), self.max_bytes)
                 except IntegrityError:
                     continue  # refused when it came: as then
-                if not again:
-                    if b.output:
-                        self._held.add(b.output)  # inline, not "complete here": maybe gc'd
-                    continue
                 try:
                     self.store.keep_inline(blocks, [b.output] if b.output else [])
                 except (OSError, StoreError):
@@ -283,4 +370,5 @@ class InlineBlocks:
         return n
 
     def health(self) -> dict[str, int]:
-        return {"kept": self.kept, "refused": self.refused}
+        return {"kept": self.kept, "refused": self.refused, "unwritten": self.unwritten,
+                "restaged": self.restaged, "staged_bytes": self.staged.bytes}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from peer.errors import BanzaiError
-from peer.ipfs.inline import InlineBlocks, Keeper
+from peer.ipfs.inline import InlineBlocks, Keeper, every_peer
 from peer.ipfs.inlinemark import Key, read_mark, write_mark
 from peer.log import Event
 
@@ -61,12 +61,13 @@ class InlineOutputs:
     a crash may have lost, and marks the writes durable while running and at close."""
 
     def __init__(self, data_dir: Path, self_id: str, store: DurableKeeper, max_bytes: int,
-                 host: InlineHost, mark: Callable[[str], None] = lambda c: None) -> None:
+                 host: InlineHost, mark: Callable[[str], None] = lambda c: None,
+                 replica: Callable[[str, str], bool] = every_peer) -> None:
         self.data_dir = data_dir
         self.store = store
         self.host = host
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="inline")  # writes, in order
-        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit)
+        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit, replica)
         # Restored at start: the inline writes a crash may have lost, those of the events
         # logged after the last clean close's marker (None: every event). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.

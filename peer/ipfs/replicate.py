@@ -11,6 +11,10 @@ never remove one. An output already announced by r live peers is not replicated 
 Repair (`rescan`): at start, once the membership has had `settle_s` to form, and whenever a
 live peer is no longer live, every output held by fewer than r live peers is replicated by
 the first live non-holders in rendezvous order (so a replica lost later is rebuilt).
+An inline output (peer.ipfs.inline) is written when folded by the peers this rule names
+(`held`: never fetched here); they announce nothing, so a repair may count them out and
+copy it once more (never fewer copies than r), and a fetch finds them among the live peers
+asked after its providers. The other peers keep it in memory only.
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
 Replication is background work: a fresh output of a job still running (`job_live`: the
 node's says so when its chunks can fill every core it may use) is replicated once that job
@@ -98,7 +102,7 @@ class Replicator:
         self.outputs = outputs  # (cid, producer) of every output computed in the mesh
         self.settle_s = settle_s
         self.watch_s = watch_s
-        self.held = held  # an output every folding peer keeps (inline): never fetched
+        self.held = held  # an inline output written here when folded: never fetched
         self.job_live = job_live  # a job still runs (its outputs' replication waits)
         self.defer_max_s = defer_max_s
         self.deferred = 0  # batches that waited for their jobs to end

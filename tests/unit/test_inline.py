@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
-from peer.errors import IntegrityError
+from peer.errors import IntegrityError, NotFound
 from peer.ipfs import inline, inlinemark
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
+from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
-from peer.ipfs.replicate import Replicator
+from peer.ipfs.replicate import Replicator, replica_peers
 from peer.log import Event, EventType
 from peer.node import Node
 
@@ -89,7 +90,9 @@ def test_a_receiver_keeps_checked_blocks_and_the_output_is_held(tmp_path: Path) 
     ib = inline.InlineBlocks("me", keeper, 1024, marked.append)
     ib.on_event(_done("other", cid, inline.encode(blocks)))
     assert keeper.blocks == blocks and keeper.pins == [cid]
-    assert ib.holds(cid) and marked == [cid] and ib.health() == {"kept": 1, "refused": 0}
+    assert ib.holds(cid) and marked == [cid]
+    assert ib.health() == {"kept": 1, "refused": 0, "unwritten": 0, "restaged": 0,
+                           "staged_bytes": 0}
     ib.on_event(_done("me", "bafyother", inline.encode(blocks)))  # ours: kept before emit
     assert ib.health()["kept"] == 1 and not ib.holds("bafyother")
 
@@ -114,7 +117,7 @@ def test_hostile_inline_blocks_are_refused_and_counted(tmp_path: Path, attack: s
     keeper = FakeKeeper()
     ib = inline.InlineBlocks("me", keeper, 1024)
     ib.on_event(_done("other", cid, carried))
-    assert ib.health() == {"kept": 0, "refused": 1}
+    assert ib.health()["kept"] == 0 and ib.health()["refused"] == 1
     assert keeper.blocks == {} and not ib.holds(cid)  # fetched by CID as any output, later
 
 
@@ -273,7 +276,7 @@ def test_restore_writes_only_what_a_crash_may_have_lost(tmp_path: Path) -> None:
     old, new = _done_by(1, a, ablocks), _done_by(2, b, bblocks)
     assert ib.restore([old, new], lambda ev: ev.id == new.id) == 1
     assert keeper.pins == [b] and set(keeper.blocks) == set(bblocks)  # a: durable already
-    assert ib.holds(a) and ib.holds(b)  # both inline: the replicator fetches neither
+    assert ib.holds(b) and not ib.holds(a)  # a: written here only if a replica then
     assert marked == [b]  # a is not claimed complete here: it may have been collected
 
 
@@ -296,7 +299,7 @@ async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
     await _outputs(n).restore()
     assert a not in n.store.pins() and b not in n.store.pins()
     assert not n.store.has(b)  # not written back
-    assert n.inline is not None and n.inline.holds(a)
+    assert n.inline is not None and not n.inline.holds(a)  # the PROVIDEs tell the holders
 
 
 async def test_a_crash_restores_the_events_logged_since_the_last_clean_close(
@@ -397,3 +400,119 @@ def test_the_marker_names_a_position_of_the_log(tmp_path: Path) -> None:
         else:
             os.mkfifo(mark)
         assert inlinemark.read_mark(d, _log({})) is None
+
+
+# --- who writes another peer's inline output: its replicas only (issue 12) ----------------
+
+def _rule(me: str, alive: list[str], replicas: int) -> Callable[[str, str], bool]:
+    """The node's rule (Node._holds_copy) on a fixed membership."""
+    return lambda cid, producer: me in replica_peers(cid, producer, alive, replicas)
+
+
+def test_only_the_replicas_write_another_peers_inline_output(tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    alive = ["a", "b", "c"]
+    chosen = replica_peers(cid, "a", alive, 2)
+    assert len(chosen) == 1
+    for me in ("b", "c"):
+        keeper = FakeKeeper()
+        marked: list[str] = []
+        ib = inline.InlineBlocks(me, keeper, 1024, marked.append, replica=_rule(me, alive, 2))
+        ib.on_event(_done("a", cid, inline.encode(blocks)))
+        writes = me in chosen
+        assert (keeper.pins == [cid]) is writes and bool(keeper.blocks) is writes
+        assert ib.holds(cid) is writes and (marked == [cid]) is writes
+        assert ib.health()["kept"] == 1 and ib.health()["unwritten"] == (0 if writes else 1)
+        assert (cid in ib.staged) is not writes
+
+
+def test_with_one_replica_no_other_peer_writes_an_inline_output(tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    for me in ("b", "c"):
+        keeper = FakeKeeper()
+        ib = inline.InlineBlocks(me, keeper, 1024, replica=_rule(me, ["a", "b", "c"], 1))
+        ib.on_event(_done("a", cid, inline.encode(blocks)))
+        assert keeper.blocks == {} and keeper.pins == [] and not ib.holds(cid)
+
+
+def test_an_output_kept_in_memory_is_written_unpinned_when_this_peer_needs_it(
+        tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert keeper.blocks == {} and ib.health()["staged_bytes"] == sum(map(len, blocks.values()))
+    assert ib.restage(cid)
+    assert keeper.blocks == blocks and keeper.pins == []  # a cache copy: the replicas pin it
+    assert not ib.restage(cid) and ib.health()["staged_bytes"] == 0  # written: no longer kept
+    assert ib.health()["restaged"] == 1
+
+
+def test_a_run_record_that_rode_along_is_kept_in_memory_under_its_cid_too(
+        tmp_path: Path) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    record, more = inline.import_bytes(b'{"log": [], "metrics": []}')
+    p = {**_done("other", cid, inline.encode({**blocks, **more})).payload, "log": record}
+    ev = Event("other", 1, 1, EventType.CHUNK_DONE, p)
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib.on_event(ev)
+    assert keeper.blocks == {} and record in ib.staged and cid in ib.staged
+    assert ib.restage(record) and record in keeper.blocks
+
+
+def test_the_memory_kept_is_bounded_by_bytes_oldest_out_first(tmp_path: Path) -> None:
+    outs = [_small(tmp_path, f"m{i}") for i in range(4)]
+    size = sum(map(len, outs[0][1].values()))
+    staged = inline.Staged(max_bytes=2 * size + size // 2)  # two outputs fit, not three
+    for cid, blocks in outs[:3]:
+        staged.put(cid, inline.checked(blocks, cid))
+    assert outs[0][0] not in staged and outs[1][0] in staged and outs[2][0] in staged
+    assert staged.bytes <= staged.max_bytes and len(staged) == 2
+    staged.put("huge", {c: b * 100 for c, b in inline.checked(*outs[3][::-1]).items()})
+    assert "huge" not in staged and len(staged) == 2  # larger than the bound: not kept
+    assert staged.take(outs[1][0]) is not None and staged.take(outs[1][0]) is None
+    assert staged.bytes == size
+
+
+async def test_the_fetcher_takes_an_output_kept_in_memory_before_asking_any_peer(
+        tmp_path: Path) -> None:
+    """A downstream task's input (or a gateway read) on a peer that did not write the
+    output: written from memory, no peer asked; one not kept is fetched as before."""
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert not store.has(cid)  # not written: the worker process could not read it
+    f = Fetcher(store, dict, lambda c: set(), "me")
+    f.local = ib.restage
+    await f.ensure([cid])
+    assert f.is_complete(cid) and cid not in store.pins() and f.fetched_bytes == 0
+    assert b"".join(store.cat(store.resolve(cid, "result.txt"))) == OUT
+    other, _ = _small(tmp_path, "elsewhere")
+    with pytest.raises(NotFound):  # neither here nor in memory: asked of peers (none)
+        await f.ensure([other])
+    await f.close()
+
+
+async def test_a_peer_that_becomes_a_replica_later_gets_its_copy_by_the_rescan(
+        tmp_path: Path) -> None:
+    """Not a replica when it folded the output (kept in memory only); its producer and
+    replica gone, the rescan makes it one: written from memory (else fetched), pinned,
+    announced."""
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    store = EmbeddedStore(tmp_path / "store")
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib.on_event(_done("a", cid, inline.encode(blocks)))
+    f = Fetcher(store, dict, lambda c: {"a", "b"}, "me")
+    f.local = ib.restage
+    emitted: list[Any] = []
+    r = Replicator("me", 2, lambda: {"c": {}}, lambda c: {"a", "b"}, f, store,
+                   lambda t, p: emitted.append(p),  # type: ignore[arg-type,return-value]
+                   outputs=lambda: [(cid, "a")], batch_window_s=0.0)
+    assert r.rescan() == 1  # its two holders left: me and c are the first non-holders
+    assert r._drainer is not None
+    await r._drainer
+    assert cid in store.pins() and emitted == [{"cids": [cid]}] and f.fetched_bytes == 0
+    await r.close()
+    await f.close()
