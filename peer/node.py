@@ -177,6 +177,8 @@ class Node:
         self.infos: dict[str, Mapping[str, Any]] = {}  # peer id -> last heartbeat info
         self.fetcher = Fetcher(self.store, self.peer_urls, self._providers, self.peer_id,
                                headers=mesh_headers(self.mesh_secrets.primary))
+        # our slots can take every core we may use (one when pinned): see _job_fills_cores
+        self._fills_cores = cfg.slots >= usable_cores()
         self.scheduler = Scheduler(
             SchedulerConfig(store=store_cfg,
                             task_modules=cfg.task_modules, max_attempts=cfg.max_attempts,
@@ -189,7 +191,8 @@ class Node:
                                 images=self.images),
                             partial_outputs=cfg.partial_outputs,
                             inline_max_bytes=cfg.inline_output_max_bytes,
-                            queue_ahead=QUEUE_AHEAD),
+                            queue_ahead=QUEUE_AHEAD,
+                            queue_alone=not self._fills_cores),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
@@ -229,8 +232,6 @@ class Node:
         # them into its Kubo node, pinned.
         # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
-        # our slots can take every core we may use (one when pinned): see _job_fills_cores
-        self._fills_cores = cfg.slots >= usable_cores()
         self.inline_outputs: InlineOutputs | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:

@@ -50,6 +50,11 @@ class SchedulerConfig:
     # meanwhile from waiting long for work queued here.
     queue_ahead: int = 0
     queue_ahead_max_s: float = 0.05
+    # a lone peer queues a run of any length behind its slots (nobody else could take it):
+    # only where a core is left for the peer's own work beside its workers. On a peer whose
+    # slots fill its cores (pinned to one), the peer's recording of one run would preempt
+    # the next run's compute: LEARN's fits took 8-10 % longer on one pinned core.
+    queue_alone: bool = False
 
 
 class RunResultLike(Protocol):

@@ -337,13 +337,13 @@ class Scheduler:
 
     def _may_queue(self, key: TaskKey) -> bool:
         """True if a run of task `key` may wait behind a slot (`queue_ahead`): this peer is
-        alone (no other peer could take it meanwhile, and its worker starts it as the one
-        before ends, without the claim's round trip: a per-item task's next chunk), or the
-        call ran here lately within queue_ahead_max_s (a peer that frees meanwhile waits
-        that long at most for work queued here)."""
+        alone and has a core to spare (`queue_alone`: no other peer could take it meanwhile,
+        and its worker starts it as the one before ends, without the claim's round trip: a
+        per-item task's next chunk), or the call ran here lately within queue_ahead_max_s
+        (a peer that frees meanwhile waits that long at most for work queued here)."""
         if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
             return False
-        return not self._peers() or self._runs.short(
+        return (self.cfg.queue_alone and not self._peers()) or self._runs.short(
             self.workflow(key[0]).task(key[1]).call or "")
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:

@@ -132,7 +132,7 @@ async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() 
 
 # -- runs queued behind the slots (queue_ahead) ------------------------------------------------
 AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
-                        queue_ahead=1)
+                        queue_ahead=1, queue_alone=True)
 
 
 async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
@@ -207,6 +207,25 @@ async def test_a_lone_peer_queues_a_long_call_without_holding_its_flush() -> Non
             p.runner.finish(p.runner.running[0])
             await mesh.settle()
         assert sum(1 for k in p.state.task_done if k[0] == job) == 4
+    finally:
+        await mesh.close()
+
+
+async def test_a_lone_peer_whose_slots_fill_its_cores_queues_only_short_calls() -> None:
+    """Without a core to spare (`queue_alone` off: slots fill the cores, e.g. pinned to one),
+    a lone peer queues no run of a call not known short: recording one run would preempt
+    the next one's compute on the same core."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          queue_ahead=1, queue_alone=False)
+    mesh = JobMesh(1, CATALOG, cfg, slots=1, batch=True)
+    try:
+        mesh.submit("p0", _tasks(4))
+        await mesh.settle()
+        p = mesh["p0"]
+        assert len(p.runner.running) == 1  # how long the call runs is not known yet
+        p.runner.finish(p.runner.running[0])  # 0.01 s: short
+        await mesh.settle()
+        assert len(p.runner.running) == 2
     finally:
         await mesh.close()
 
