@@ -30,6 +30,13 @@ def _first(key: tuple[str, str], peers: list[str]) -> str:
     return rendezvous(f"{key[0]}/{key[1]}", peers)[0]
 
 
+def _rank_p0_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stagger ranks p1 first and p0 last for every chunk."""
+    real = claims.candidates
+    monkeypatch.setattr(claims, "candidates", lambda *a: [
+        "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+
+
 async def _busy_pair(n: int) -> tuple[JobMesh, str, list[tuple[str, str]]]:
     """Two one-slot peers, both running a task of one job of n; the job's open tasks."""
     mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
@@ -49,9 +56,7 @@ async def test_a_starved_task_this_peer_comes_first_for_is_claimed_without_the_s
     comes first for among every live peer at once, in the round its slot frees."""
     mesh, _, open_ = await _busy_pair(12)
     try:
-        real = claims.candidates
-        monkeypatch.setattr(claims, "candidates", lambda *a: [
-            "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+        _rank_p0_last(monkeypatch)
         p = mesh["p0"]
         mine = [k for k in open_ if _first(k, ["p0", "p1"]) == "p0"]
         assert mine and len(mine) < len(open_)
@@ -72,9 +77,7 @@ async def test_a_task_another_peer_comes_first_for_still_waits_for_its_turn(
     slot waits for its turn (rank 1: one stagger_s) before it claims."""
     mesh, _, open_ = await _busy_pair(12)
     try:
-        real = claims.candidates
-        monkeypatch.setattr(claims, "candidates", lambda *a: [
-            "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+        _rank_p0_last(monkeypatch)
         p = mesh["p0"]
         theirs = [k for k in open_ if _first(k, ["p0", "p1"]) == "p1"]
         p.sched._starved = dict.fromkeys(theirs)
