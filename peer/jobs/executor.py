@@ -41,6 +41,7 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError, disk_full
+from peer.jobs.heap import HeapConfig, libc_mallopt, tune
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
            "sweep_bases"]
@@ -101,6 +102,8 @@ class ExecutorConfig:
     # Where the runs' work directories go (a peer: <data dir>/work, swept at its start);
     # None: the system temp directory. Either way under banzai-exec-PID-* (`sweep_bases`).
     work_dir: str | None = None
+    # Each worker's C heap thresholds (glibc; see peer.jobs.heap); None: the C library's own.
+    heap: HeapConfig | None = field(default_factory=HeapConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -374,7 +377,7 @@ class Executor:
         child_rx, tx = _MP.Pipe(duplex=False)
         rx, child_tx = _MP.Pipe(duplex=False)
         cfg = self.cfg
-        spec = _Spec(dict(cfg.env), cfg.preload, cfg.memory_limit_mb)
+        spec = _Spec(dict(cfg.env), cfg.preload, cfg.memory_limit_mb, cfg.heap)
         proc = _MP.Process(
             target=_worker_main, args=(child_rx, child_tx, spec), name="banzai-worker", daemon=True
         )
@@ -691,6 +694,7 @@ class _Spec(NamedTuple):
     env: dict[str, str]
     preload: tuple[str, ...]
     memory_limit_mb: int | None
+    heap: HeapConfig | None
 
 
 class _Channel:
@@ -832,6 +836,8 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
+    if spec.heap is not None:  # before any thread of this process allocates
+        tune(spec.heap, libc_mallopt())
     os.setsid()  # our own process group: a kill reaches every process a task starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
