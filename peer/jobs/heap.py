@@ -5,10 +5,9 @@ freed so far (up to 32 MiB), giving the top of the heap back to the kernel above
 A task that allocates and frees a few MiB of arrays per item (numpy, librosa: EXTRACT_MFCC)
 then has those pages mapped afresh for every item: about 600 page faults per 7 s WAV, 0.5-0.6
 ms of a 3.3 ms file on this machine; LEARN's per-speaker arrays (tens of MiB) 65k-125k faults
-per speaker. The defaults fix from the start the mmap threshold glibc's adaptation reaches
-at most (blocks under 32 MiB come from the heap) and keep up to 32 MiB of free top (LEARN
-faulted as often as before with 16). The cost: a worker may hold that much more resident
-between runs. Called before a worker starts its threads.
+per speaker. The defaults here are the values glibc's adaptation reaches at most, fixed from
+the start: blocks under 32 MiB come from the heap, 64 MiB of free top are kept. Called before
+a worker starts its threads.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ class HeapConfig:
     # Blocks from this size up are mapped on their own (and unmapped when freed).
     mmap_threshold_bytes: int = MAX_MMAP_THRESHOLD_BYTES
     # Free memory at the heap's top is given back to the kernel only above this.
-    trim_threshold_bytes: int = MAX_MMAP_THRESHOLD_BYTES
+    trim_threshold_bytes: int = 2 * MAX_MMAP_THRESHOLD_BYTES
 
     def __post_init__(self) -> None:
         if not 0 < self.mmap_threshold_bytes <= MAX_MMAP_THRESHOLD_BYTES:
