@@ -41,6 +41,7 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError, disk_full
+from peer.jobs.heap import HeapConfig, libc_mallopt, tune
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
            "sweep_bases"]
@@ -101,6 +102,13 @@ class ExecutorConfig:
     # Where the runs' work directories go (a peer: <data dir>/work, swept at its start);
     # None: the system temp directory. Either way under banzai-exec-PID-* (`sweep_bases`).
     work_dir: str | None = None
+    # Each worker's C heap thresholds (glibc; see peer.jobs.heap); None: the C library's own.
+    heap: HeapConfig | None = field(default_factory=HeapConfig)
+    # Threads of each worker's math libraries (OpenMP, OpenBLAS, MKL, numba: MATH_THREAD_VARS),
+    # unless the process's environment sizes them; None: theirs (one per core). A worker is
+    # one slot: on 2 unpinned cores, OpenBLAS's 2 threads per worker tripled EXTRACT_MFCC's
+    # CPU per file and changed its output's bytes (a threaded sgemm's sums).
+    math_threads: int | None = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -117,6 +125,8 @@ class ExecutorConfig:
             (self.kill_grace_s >= 0, "kill_grace_s", "must not be negative"),
             (all(isinstance(m, str) and m for m in self.preload), "preload", "must be names"),
             (all(_is_str_pair(k, v) for k, v in self.env.items()), "env", "must map str to str"),
+            (self.math_threads is None or (_is_int(self.math_threads) and self.math_threads >= 1),
+             "math_threads", "must be an integer >= 1 or None"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -205,6 +215,7 @@ class Executor:
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
+        self._env: dict[str, str] = dict(cfg.env)  # the workers' env (start() adds to it)
 
     @property
     def slots(self) -> int:
@@ -256,6 +267,7 @@ class Executor:
         # Removed by close(), else when this executor is collected or the process exits;
         # a killed process's is swept by the next executor started in the same directory.
         self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid())
+        self._env = {**_math_env(self.cfg.math_threads), **self.cfg.env}
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
         if not wait:
@@ -374,7 +386,7 @@ class Executor:
         child_rx, tx = _MP.Pipe(duplex=False)
         rx, child_tx = _MP.Pipe(duplex=False)
         cfg = self.cfg
-        spec = _Spec(dict(cfg.env), cfg.preload, cfg.memory_limit_mb)
+        spec = _Spec(dict(self._env), cfg.preload, cfg.memory_limit_mb, cfg.heap)
         proc = _MP.Process(
             target=_worker_main, args=(child_rx, child_tx, spec), name="banzai-worker", daemon=True
         )
@@ -684,6 +696,23 @@ def _join(proc: BaseProcess, workdir: Path | None) -> int | None:
     return code
 
 
+MATH_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _math_env(threads: int | None) -> dict[str, str]:
+    """The math libraries' thread variables for the workers: `threads` where this process's
+    environment does not set them. Also set in this process's environment, where the
+    forkserver (started by the first executor's first worker) takes them from: a library
+    sizes its pool when the forkserver's preload imports it, before any worker's env."""
+    if threads is None:
+        return {}
+    env = {v: os.environ.get(v) or str(threads) for v in MATH_THREAD_VARS}
+    for v, value in env.items():
+        os.environ.setdefault(v, value)
+    return env
+
+
 # -- inside the worker process -----------------------------------------------------------------
 
 
@@ -691,6 +720,7 @@ class _Spec(NamedTuple):
     env: dict[str, str]
     preload: tuple[str, ...]
     memory_limit_mb: int | None
+    heap: HeapConfig | None
 
 
 class _Channel:
@@ -832,6 +862,8 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
+    if spec.heap is not None:  # before any thread of this process allocates
+        tune(spec.heap, libc_mallopt())
     os.setsid()  # our own process group: a kill reaches every process a task starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run

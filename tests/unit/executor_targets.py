@@ -121,3 +121,12 @@ def stubborn_family(payload: str, ctx: Any) -> None:
     _grandchild(payload, ignore_term=False)
     ctx.log("started")
     time.sleep(60)
+
+
+def fresh_pages(payload: list[int], ctx: Any) -> int:
+    """Allocate, fill and free a buffer of each size in MiB in turn; the minor page faults."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for mib in payload:
+        buf = bytearray(mib << 20)  # zeroed: every page touched
+        del buf
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
