@@ -237,7 +237,8 @@ class Runs:
             res = await self._execute(ak, run, payload)
             if res.ok:
                 self.last_s[run.tdef.name] = res.duration_s
-            self._note_output(run, res.value if res.ok else None)
+            if res.ok or not (run.lost or res.exit_kind == FailureKind.CANCELLED):
+                self._note_output(run, res.value if res.ok else None)
             if not res.ok and run.tdef.kind != "python":  # a killed run's container
                 await self.offload(lambda: kinds.cleanup(run.tdef, ak.unit,
                                                          self.cfg.kind_settings))
@@ -257,8 +258,9 @@ class Runs:
 
     def _note_output(self, run: Run, value: Any) -> None:
         """Remember the bytes a whole run wrote (its worker's count), or forget them if it
-        failed (it may have filled the tmpfs) or did not count: then the call's next output
-        goes to disk."""
+        failed (it may have filled the tmpfs; a run stopped because its claim lost or its
+        job was cancelled says nothing of its size) or did not count: then the call's next
+        output goes to disk."""
         if run.tdef.per_item:
             return
         n = value.get("bytes") if isinstance(value, dict) else None

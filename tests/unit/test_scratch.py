@@ -89,6 +89,12 @@ async def test_a_failed_run_sends_its_calls_next_output_to_disk(mesh: JobMesh) -
     assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is True
 
 
+async def test_a_cancelled_run_leaves_its_calls_history_alone(mesh: JobMesh) -> None:
+    await _run_once(mesh, _done(12))
+    assert (await _run_once(mesh, lambda r, k: r.cancel(k)))["tmpfs_output"] is True
+    assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is True
+
+
 async def test_per_item_chunks_are_not_whole_outputs(mesh: JobMesh) -> None:
     job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 2}},
                              {"name": "u", "call": "T_UPPER", "depends": ["w"]}])
