@@ -55,6 +55,12 @@ class SchedulerConfig:
     # slots fill its cores (pinned to one), the peer's recording of one run would preempt
     # the next run's compute: LEARN's fits took 8-10 % longer on one pinned core.
     queue_alone: bool = False
+    # a whole python task writes its output on tmpfs (peer.jobs.scratch: no ext4 metadata
+    # work per run) if its call's last output here was at most tmpfs_output_max_bytes (a
+    # call not run here yet, or with a larger last output, writes to disk; 0: never) and
+    # the tmpfs has tmpfs_free_min_bytes free; per-item scratch on tmpfs needs that floor too
+    tmpfs_output_max_bytes: int = 1 << 20
+    tmpfs_free_min_bytes: int = 256 << 20
 
 
 class RunResultLike(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 from peer.ipfs import inline
 from peer.ipfs.cids import RAW, parse_cid
 from peer.ipfs.store import AddBatch, Store, StoreConfig, open_store
-from peer.jobs import kinds
+from peer.jobs import kinds, scratch
 from tasks import registry
 from tasks.registry import KEEP, TaskContext, TaskDef
 
@@ -34,10 +33,6 @@ _FLUSH_S = 0.25
 # A chunk's last items run as a batch of their own: the batch before them is committed on the
 # helper thread while they compute, so the chunk waits at its end for a small commit only.
 _TAIL_ITEMS = 4
-# A python task's per-item scratch (its input and output directories, emptied after each
-# item) lives on tmpfs where there is one.
-_TMPFS = "/dev/shm"
-_PREFIX = "banzai-items-"
 
 
 def _store(settings: dict[str, Any]) -> Store:
@@ -65,41 +60,56 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     ctx.kind_settings = payload.get("kind") or {}  # type: ignore[attr-defined]  # the peer's
     params = payload["params"]
     if payload["items"] is not None:
-        return _run_items(store, tdef, params, payload["items"], ctx)
+        return _run_items(store, tdef, params, payload["items"], ctx,
+                          int(payload.get("tmpfs_free_min_bytes", 0)))
     inp: Path | None = None
-    if payload["input"] is not None:
+    if payload["input"] is not None:  # on disk, whatever its size
         inp = ctx.workdir / "input"
         store.materialize(payload["input"], inp)
-    out = ctx.workdir / "output"
-    out.mkdir()
-    if payload.get("reduce") and tdef.reduce is not None:  # a per-item task's assembling step
-        result = tdef.reduce(ctx, inp, out, **params)
-    else:
-        result = kinds.invoke(tdef, ctx, inp, out, params)
-    ctx.progress(1.0)
-    path = Path(result) if result is not None else out
+    tmp = (scratch.on_tmpfs(int(payload.get("tmpfs_free_min_bytes", 0)))
+           if payload.get("tmpfs_output") and tdef.kind == "python" else None)
+    try:
+        out = (tmp or ctx.workdir) / "output"  # ctx.workdir: made only if needed
+        out.mkdir()
+        if payload.get("reduce") and tdef.reduce is not None:  # a per-item task's assembly
+            result = tdef.reduce(ctx, inp, out, **params)
+        else:
+            result = kinds.invoke(tdef, ctx, inp, out, params)
+        ctx.progress(1.0)
+        return _output(store, Path(result) if result is not None else out, out, payload)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _output(store: Store, path: Path, out: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """A whole task's output `path` imported (inline if small: its blocks ride in the
+    CHUNK_DONE, the peer keeps them), with the bytes the task wrote in `out` (counted up to
+    tmpfs_output_max_bytes: the peer's rule of where this call's next output goes)."""
+    limit = int(payload.get("tmpfs_output_max_bytes", 0))
+    size = {"bytes": scratch.tree_bytes(out, limit)} if limit > 0 else {}
     small = inline.import_small(path, int(payload.get("inline_max_bytes", 0)))
-    if small is not None:  # its blocks ride in the CHUNK_DONE: the peer keeps them
-        return {"output": small[0], "inline": inline.encode(small[1])}  # JSON: base64
-    return {"output": store.add_path(path)}
+    if small is not None:
+        return {"output": small[0], "inline": inline.encode(small[1]), **size}  # base64
+    return {"output": store.add_path(path), **size}
 
 
 def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
-               ctx: TaskContext) -> dict[str, Any]:
+               ctx: TaskContext, tmpfs_free_min_bytes: int = 0) -> dict[str, Any]:
     """Run a per-item chunk in batches of about _FLUSH_S. Each output is imported as soon as
     its item ends, on this thread, into the batch's `Store.add_batch`; at a batch's end the
     batch is made durable (one store commit) and only then announced to the peer in one
     message: on a helper thread while the next batch computes, here for the chunk's last.
     The chunk ends once its last batch is durable and announced."""
     results: dict[str, Any] = {}
-    scratch = _scratch(ctx, tdef)
+    where = _scratch(ctx, tdef, tmpfs_free_min_bytes)
     announcer = _Announcer(ctx, results, len(items))
     try:
         n = 0
         while n < len(items):
             adds = store.add_batch()
             try:
-                n, message = _batch(store, tdef, params, items, n, ctx, scratch, adds.add)
+                n, message = _batch(store, tdef, params, items, n, ctx, where, adds.add)
             except BaseException:
                 adds.discard()
                 raise
@@ -107,19 +117,19 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
         announcer.wait()
     finally:
         announcer.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(where, ignore_errors=True)
     return {"items": results, "inputs": items}
 
 
 def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
-           n: int, ctx: TaskContext, scratch: Path, add: Callable[[Path], str],
+           n: int, ctx: TaskContext, where: Path, add: Callable[[Path], str],
            ) -> tuple[int, list[list[Any]]]:
     """Run items from index `n` for about _FLUSH_S (one at least), each in an empty output
     directory, importing each output with `add` before the next item runs; returns the next
     index and the batch's results as [relpath, input cid, result]."""
     until = time.monotonic() + _FLUSH_S
     tail = len(items) - _TAIL_ITEMS if n < len(items) - 2 * _TAIL_ITEMS else -1
-    inp, out = scratch / "in", scratch / "out"
+    inp, out = where / "in", where / "out"
     message: list[list[Any]] = []
     while n < len(items):
         inp.mkdir(exist_ok=True)  # again: a task may have removed them
@@ -209,39 +219,16 @@ class _Announcer:
                 fut.set_result(None)
 
 
-def _scratch(ctx: TaskContext, tdef: TaskDef) -> Path:
+def _scratch(ctx: TaskContext, tdef: TaskDef, free_min_bytes: int) -> Path:
     """A fresh directory for a chunk's per-item inputs and outputs: on tmpfs for python
-    tasks where there is one (its files never reach the disk: no journal, nothing for
-    the store's syncfs to write back), else in the run's work directory."""
-    if tdef.kind == "python" and os.path.isdir(_TMPFS) and os.access(_TMPFS, os.W_OK):
-        _sweep(Path(_TMPFS))
-        try:
-            return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=_TMPFS))
-        except OSError:
-            pass
+    tasks where there is one with `free_min_bytes` free (its files never reach the disk: no
+    journal, nothing for the store's syncfs to write back), else in the run's work
+    directory."""
+    if tdef.kind == "python" and (d := scratch.on_tmpfs(free_min_bytes)) is not None:
+        return d
     d = ctx.workdir / "items"
     d.mkdir()
     return d
-
-
-def _sweep(root: Path) -> None:
-    """Remove scratch directories left on tmpfs by workers that died (killed mid-chunk)."""
-    with os.scandir(root) as it:
-        names = [e.name for e in it if e.name.startswith(_PREFIX)]
-    for name in names:
-        pid = name[len(_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(root / name, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's: alive
-        return True
-    return True
 
 
 def _place(store: Store, tdef: TaskDef, cid: str, src: Path, ctx: TaskContext) -> Path:

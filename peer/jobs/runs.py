@@ -17,7 +17,7 @@ from peer.errors import BanzaiError, StorageFull, disk_full
 from peer.ipfs import inline
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
-from peer.jobs import kinds
+from peer.jobs import kinds, scratch
 from peer.jobs.claims import AttemptKey
 from peer.jobs.live import LiveRecords
 from peer.jobs.planner import cache_key, item_cached
@@ -106,6 +106,9 @@ class Runs:
         self.executions = 0  # chunks handed to the executor (tests count them)
         self.inline: InlineBlocks | None = None  # where inline outputs are kept (the node's)
         self.last_s: dict[str, float] = {}  # call -> duration of its last successful run here
+        # call -> bytes its last successful whole run here wrote (as its worker counted them,
+        # up to just above tmpfs_output_max_bytes): where its next output goes (`on_tmpfs`)
+        self.out_bytes: dict[str, int] = {}
 
     @property
     def inline_max(self) -> int:
@@ -122,6 +125,14 @@ class Runs:
         """Runs this peer may still claim counting those queued behind its slots
         (`queue_ahead` per slot): more than `free_slots` while a backlog is queued."""
         return self.runner.slots * (1 + self.cfg.queue_ahead) - len(self.active)
+
+    def on_tmpfs(self, tdef: TaskDef) -> bool:
+        """True if a whole run of `tdef` is to write its output on tmpfs (its worker checks
+        that there is one, with tmpfs_free_min_bytes free): a python task whose last output
+        here was small (scratch.small_output)."""
+        return (tdef.kind == "python" and not tdef.per_item
+                and scratch.small_output(self.out_bytes.get(tdef.name),
+                                         self.cfg.tmpfs_output_max_bytes))
 
     def short(self, call: str) -> bool:
         """True if the last successful run of `call` here took at most queue_ahead_max_s
@@ -155,9 +166,13 @@ class Runs:
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
                    "fetch_allow": list(self.cfg.fetch_allow),
                    "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,
-                                               ak.unit), "inline_max_bytes": self.inline_max}
+                                               ak.unit), "inline_max_bytes": self.inline_max,
+                   "tmpfs_free_min_bytes": self.cfg.tmpfs_free_min_bytes}
         if reduce_input is not None:
             payload.update(input=reduce_input, items=None, reduce=True)
+        elif not tdef.per_item:  # the worker counts its output's bytes up to the bound
+            payload.update(tmpfs_output=self.on_tmpfs(tdef),
+                           tmpfs_output_max_bytes=self.cfg.tmpfs_output_max_bytes)
         now = self.clock()  # so a run shorter than progress_interval_s emits no PROGRESS or
         # CACHE_PUT event at all: its CHUNK_DONE says it all
         run = Run(key=ak.unit, split=split.id, tdef=tdef, spec=spec, last_progress_s=now,
@@ -222,6 +237,8 @@ class Runs:
             res = await self._execute(ak, run, payload)
             if res.ok:
                 self.last_s[run.tdef.name] = res.duration_s
+            if res.ok or not (run.lost or res.exit_kind == FailureKind.CANCELLED):
+                self._note_output(run, res.value if res.ok else None)
             if not res.ok and run.tdef.kind != "python":  # a killed run's container
                 await self.offload(lambda: kinds.cleanup(run.tdef, ak.unit,
                                                          self.cfg.kind_settings))
@@ -238,6 +255,19 @@ class Runs:
             self.finishing.discard(ak)
             self.unrecorded.discard(ak)
             self.ended(ak)
+
+    def _note_output(self, run: Run, value: Any) -> None:
+        """Remember the bytes a whole run wrote (its worker's count), or forget them if it
+        failed (it may have filled the tmpfs; a run stopped because its claim lost or its
+        job was cancelled says nothing of its size) or did not count: then the call's next
+        output goes to disk."""
+        if run.tdef.per_item:
+            return
+        n = value.get("bytes") if isinstance(value, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+            self.out_bytes[run.tdef.name] = n
+        else:
+            self.out_bytes.pop(run.tdef.name, None)
 
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
         """End our claim of a run that raised something unexpected (kind crash, or storage

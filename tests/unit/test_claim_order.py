@@ -113,6 +113,23 @@ async def test_a_peer_with_none_of_its_own_left_takes_from_the_far_end() -> None
         await mesh.close()
 
 
+async def test_who_comes_first_is_remembered_per_set_of_live_peers() -> None:
+    """_comes_first hashes a task once per set of live peers: a peer that joins (or
+    leaves) changes the answer for the tasks it comes first for."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    try:
+        sched = mesh["p0"].sched
+        keys = [("j", f"e{i}") for i in range(40)]
+        mine = [k for k in keys if _first(k, ["p0", "p1"]) == "p0"]
+        taken = next(k for k in mine if _first(k, ["p0", "p1", "p2"]) == "p2")
+        assert [sched._comes_first(k, ["p0", "p1"]) for k in keys] == [k in mine for k in keys]
+        assert sched._comes_first(taken, ["p1", "p0"]) is True  # the same set, remembered
+        assert sched._comes_first(taken, ["p0", "p1", "p2"]) is False  # p2 joined
+        assert sched._comes_first(taken, ["p0", "p1"]) is True  # and left
+    finally:
+        await mesh.close()
+
+
 async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() -> None:
     """Three peers see a job of many tasks; the first peer's splits take longer than
     stagger_s to reach the others (a big job to fold): the others wait split_wait_s per

@@ -16,7 +16,7 @@ from peer.ipfs.blocks import BlockBatch
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.store import StoreConfig
-from peer.jobs import runner
+from peer.jobs import runner, scratch
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
@@ -175,7 +175,7 @@ def _peek(seen: list[tuple[bool, bytes]], scribble: bool = False) -> TaskDef:
 def test_a_python_task_gets_private_copies_of_its_items_and_cannot_change_the_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmpfs: bool) -> None:
     if not tmpfs:  # no tmpfs: the scratch goes to the run's work directory
-        monkeypatch.setattr(runner, "_TMPFS", str(tmp_path / "absent"))
+        monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "absent"))
     store, payload = _chunk(tmp_path, 2)
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(range(256)) * 2048)  # 512 KiB: two leaves and a root node
@@ -190,7 +190,7 @@ def test_a_python_task_gets_private_copies_of_its_items_and_cannot_change_the_st
         assert b"".join(store.cat(c)) == data
     assert not (tmp_path / "run" / "items").exists() or not any(
         (tmp_path / "run" / "items").iterdir())
-    assert [d for d in Path(runner._TMPFS).glob(f"{runner._PREFIX}{os.getpid()}-*")] == []
+    assert [d for d in Path(scratch.TMPFS).glob(f"{scratch.PREFIX}{os.getpid()}-*")] == []
 
 
 def test_a_corrupt_block_never_reaches_the_task(tmp_path: Path,
@@ -326,12 +326,12 @@ def test_scratch_left_on_tmpfs_by_a_dead_worker_is_swept(
     import subprocess
     import sys
 
-    monkeypatch.setattr(runner, "_TMPFS", str(tmp_path / "shm"))
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "shm"))
     (tmp_path / "shm").mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    left = tmp_path / "shm" / f"{runner._PREFIX}{dead}-x1"
-    live = tmp_path / "shm" / f"{runner._PREFIX}{os.getppid()}-x2"
+    left = tmp_path / "shm" / f"{scratch.PREFIX}{dead}-x1"
+    live = tmp_path / "shm" / f"{scratch.PREFIX}{os.getppid()}-x2"
     other = tmp_path / "shm" / "someone-else"
     for d in (left, live, other):
         (d / "b0").mkdir(parents=True)

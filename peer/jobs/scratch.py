@@ -1,0 +1,119 @@
+"""Where a worker's run writes its files: a private directory on tmpfs (RAM: no journal, no
+ext4 metadata work, nothing for the store's syncfs) when that is safe, else the run's work
+directory on the data dir. Blocking file calls, made in workers, except `small_output`: the
+peer's pure rule of which whole tasks may write their output to tmpfs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TMPFS = "/dev/shm"
+# + PID + "-" + random: one worker's directory on TMPFS (the prefix of the first kind of
+# scratch, a per-item chunk's; kept so that one sweep finds the leftovers of every version)
+PREFIX = "banzai-items-"
+SWEEP_S = 5.0  # a worker sweeps the leftovers of dead workers at most this often
+
+
+def small_output(last_bytes: int | None, max_bytes: int) -> bool:
+    """The peer's rule: a whole task of a call whose last output here was at most
+    `max_bytes` writes its output on tmpfs; a call not run here yet (None), or whose last
+    output was larger, writes to disk, and so does every call if `max_bytes` is 0."""
+    return last_bytes is not None and 0 <= last_bytes <= max_bytes and max_bytes > 0
+
+
+class Sweeps:
+    """Removes the directories left on tmpfs by workers that died (killed mid-run) at most
+    once per `interval_s` per root; the first call in a process always sweeps."""
+
+    def __init__(self, interval_s: float = SWEEP_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next: dict[str, float] = {}  # root -> when its next sweep is due
+
+    def maybe(self, root: str) -> int:
+        """Sweep `root` if due; returns how many directories were removed."""
+        now = self._clock()
+        if now < self._next.get(root, -math.inf):
+            return 0
+        self._next[root] = now + self.interval_s
+        return sweep(Path(root))
+
+
+_SWEEPS = Sweeps()
+
+
+def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
+    """A fresh directory of this worker on TMPFS, if TMPFS exists, is writable and has at
+    least `free_min_bytes` free (a task may write its output into RAM: the floor keeps a
+    nearly full tmpfs for others); else None (the caller uses the run's work directory)."""
+    try:
+        st = os.statvfs(TMPFS)
+    except OSError:  # no tmpfs here
+        return None
+    if st.f_bavail * st.f_frsize < free_min_bytes or not os.access(TMPFS, os.W_OK):
+        return None
+    sweeps.maybe(TMPFS)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
+    except OSError:
+        return None
+
+
+def sweep(root: Path) -> int:
+    """Remove the directories left on `root` by workers that died (killed mid-run: their
+    `finally` never ran); returns how many."""
+    try:
+        with os.scandir(root) as it:
+            names = [e.name for e in it if e.name.startswith(PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        pid = name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(root / name, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's: alive
+        return True
+    return True
+
+
+def tree_bytes(path: Path, stop_above: int) -> int:
+    """Bytes of the regular files at or under `path` (symlinks not followed), counted until
+    the total exceeds `stop_above` (then a total above it, not the exact one)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if not path.is_dir() or path.is_symlink():
+        return st.st_size if path.is_file() and not path.is_symlink() else 0
+    total = 0
+    todo = [str(path)]
+    while todo and total <= stop_above:
+        try:
+            it = os.scandir(todo.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    total += e.stat(follow_symlinks=False).st_size
+    return total

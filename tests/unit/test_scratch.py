@@ -1,0 +1,249 @@
+"""Where a run writes its files (peer/jobs/scratch.py): the peer's rule per call (a fake
+runner on the in-memory mesh), the worker's tmpfs checks and the sweep of a dead worker's
+directory (a fake clock, a real killed process), and runner.run's whole-task path on tmpfs
+and on disk (a real EmbeddedStore)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs import runner, scratch
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from tasks import registry
+from tasks.registry import TaskDef
+
+MIB = 1 << 20
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05,
+                      tmpfs_output_max_bytes=MIB)
+TURN_S = max(CFG.stagger_s * 2, CFG.tick_s)
+
+
+@pytest.mark.parametrize(("last_bytes", "max_bytes", "tmpfs"), [
+    (None, MIB, False),  # never run here: disk
+    (0, MIB, True),
+    (12, MIB, True),
+    (MIB, MIB, True),
+    (MIB + 1, MIB, False),  # a big output: disk
+    (12, 0, False),  # tmpfs outputs off
+    (-1, MIB, False),
+])
+def test_which_outputs_go_on_tmpfs(last_bytes: int | None, max_bytes: int, tmpfs: bool) -> None:
+    assert scratch.small_output(last_bytes, max_bytes) is tmpfs
+
+
+# -- the peer's rule, per call, on the in-memory mesh -----------------------------------------
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[JobMesh]:
+    m = JobMesh(1, registry.load(("tests.fixture_tasks",)), CFG)
+    yield m
+    await m.close()
+
+
+async def _run_once(mesh: JobMesh, end: Any) -> dict[str, Any]:
+    """Submit a one-task job of T_WRITE, end its run with `end(runner, key)`; its payload."""
+    tag = str(len(mesh["p0"].runner.started))  # a new run each time, not a cache hit
+    job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE",
+                              "params": {"files": 1, "tag": tag}}])
+    await mesh.settle()
+    key = f"{job}/w/0/0"
+    payload: dict[str, Any] = mesh["p0"].runner.payloads[key]
+    end(mesh["p0"].runner, key)
+    await mesh.advance(TURN_S)
+    return payload
+
+
+def _done(size: int | None) -> Any:
+    def end(r: Any, key: str) -> None:
+        value = {"output": r.store.add_bytes(key.encode())}
+        r.finish(key, value if size is None else {**value, "bytes": size})
+    return end
+
+
+async def test_a_call_goes_on_tmpfs_after_a_small_output_and_back_to_disk_after_a_big_one(
+        mesh: JobMesh) -> None:
+    trail = []
+    for end in (_done(12), _done(12), _done(2 * MIB), _done(MIB), _done(None), _done(5)):
+        payload = await _run_once(mesh, end)
+        trail.append(payload["tmpfs_output"])
+        assert payload["tmpfs_output_max_bytes"] == MIB  # the worker counts up to here
+        assert payload["tmpfs_free_min_bytes"] == CFG.tmpfs_free_min_bytes
+    # unknown, small, small, big, small, not counted, small
+    assert trail == [False, True, True, False, True, False]
+
+
+async def test_a_failed_run_sends_its_calls_next_output_to_disk(mesh: JobMesh) -> None:
+    await _run_once(mesh, _done(12))
+    assert (await _run_once(mesh, lambda r, k: r.fail(k, "error", "OSError: No space left")))[
+        "tmpfs_output"] is True
+    assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is False  # after the failure
+    assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is True
+
+
+async def test_a_cancelled_run_leaves_its_calls_history_alone(mesh: JobMesh) -> None:
+    await _run_once(mesh, _done(12))
+    assert (await _run_once(mesh, lambda r, k: r.cancel(k)))["tmpfs_output"] is True
+    assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is True
+
+
+async def test_per_item_chunks_are_not_whole_outputs(mesh: JobMesh) -> None:
+    job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 2}},
+                             {"name": "u", "call": "T_UPPER", "depends": ["w"]}])
+    await mesh.settle()
+    mesh["p0"].runner.finish(f"{job}/w/0/0", {"output": mesh["p0"].runner.store.make_dir({
+        "a.txt": mesh["p0"].runner.store.add_bytes(b"a")}), "bytes": 1})
+    await mesh.advance(TURN_S)
+    payload = mesh["p0"].runner.payloads[f"{job}/u/0/0"]
+    assert "tmpfs_output" not in payload and payload["items"]
+
+
+# -- the worker's checks -----------------------------------------------------------------------
+
+def test_no_tmpfs_means_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "absent"))
+    assert scratch.on_tmpfs(0, scratch.Sweeps()) is None
+
+
+def test_a_tmpfs_low_on_space_means_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "shm").mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "shm"))
+    st = os.statvfs(tmp_path / "shm")
+    free = st.f_bavail * st.f_frsize
+    assert scratch.on_tmpfs(free + (1 << 30), scratch.Sweeps()) is None
+    d = scratch.on_tmpfs(0, scratch.Sweeps())
+    assert d is not None and d.parent == tmp_path / "shm"
+    assert d.name.startswith(f"{scratch.PREFIX}{os.getpid()}-")
+
+
+def _killed_worker_dir(shm: Path) -> Path:
+    """A process that makes its directory on `shm` as a worker does, then is SIGKILLed."""
+    code = ("import os, signal; from peer.jobs import scratch; "
+            f"scratch.TMPFS = {str(shm)!r}; d = scratch.on_tmpfs(0); (d / 'output').mkdir(); "
+            "print(d, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert p.returncode == -9
+    return Path(p.stdout.strip())
+
+
+def test_a_killed_runs_tmpfs_directory_is_swept_at_most_once_per_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    now = [100.0]
+    sweeps = scratch.Sweeps(interval_s=5.0, clock=lambda: now[0])
+    first = _killed_worker_dir(shm)
+    mine = scratch.on_tmpfs(0, sweeps)  # the first use in a process sweeps
+    assert not first.exists() and mine is not None and mine.exists()
+    second = _killed_worker_dir(shm)
+    now[0] += 4.9
+    assert scratch.on_tmpfs(0, sweeps) is not None and second.exists()  # not due yet
+    now[0] += 0.1
+    assert scratch.on_tmpfs(0, sweeps) is not None
+    assert not second.exists() and mine.exists()  # ours lives: this process is alive
+    assert sweeps.maybe(str(shm)) == 0
+
+
+def test_tree_bytes_stops_counting_above_its_bound(tmp_path: Path) -> None:
+    for i in range(4):
+        (tmp_path / "d" / str(i)).mkdir(parents=True)
+        (tmp_path / "d" / str(i) / "f").write_bytes(b"x" * 100)
+    os.symlink("/etc/passwd", tmp_path / "d" / "link")
+    assert scratch.tree_bytes(tmp_path / "d", 1000) == 400
+    assert 150 < scratch.tree_bytes(tmp_path / "d", 150) < 400
+    assert scratch.tree_bytes(tmp_path / "d" / "0" / "f", 0) == 100
+    assert scratch.tree_bytes(tmp_path / "absent", 10) == 0
+
+
+# -- runner.run's whole-task path --------------------------------------------------------------
+
+class LazyCtx:
+    """The executor's ctx as the runner sees it: `workdir` is made on first use."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._dir, self.made = workdir, False
+
+    @property
+    def workdir(self) -> Path:
+        if not self.made:
+            self._dir.mkdir(parents=True)
+            self.made = True
+        return self._dir
+
+    def progress(self, fraction: float) -> None:
+        pass
+
+
+def _writer(seen: list[Path], size: int) -> TaskDef:
+    def write(ctx: Any, inp: Path | None, out: Path) -> Path:
+        seen.append(out)
+        if inp is not None:
+            seen.append(inp)
+        f = out / "out.bin"
+        f.write_bytes(b"y" * size)
+        return f
+
+    return TaskDef(name="WRITE", version="1", fn=write, args=(), needs_input=False)
+
+
+def _order(tmp_path: Path, tmpfs: bool, input_cid: str | None = None) -> dict[str, Any]:
+    return {"store": StoreConfig(str(tmp_path / "store")).to_json(), "modules": [],
+            "call": "WRITE", "params": {}, "input": input_cid, "items": None,
+            "fetch_allow": [], "kind": {}, "inline_max_bytes": 1024, "tmpfs_output": tmpfs,
+            "tmpfs_output_max_bytes": MIB, "tmpfs_free_min_bytes": 0}
+
+
+@pytest.mark.parametrize("size", [10, 5000])  # inline, added to the store
+def test_a_small_whole_output_is_written_on_tmpfs_and_nothing_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    seen: list[Path] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _writer(seen, size))
+    ctx = LazyCtx(tmp_path / "run")
+    out = runner.run(_order(tmp_path, True), ctx)  # type: ignore[arg-type]
+    assert seen[0].parent.parent == shm and not ctx.made  # no run directory on disk
+    assert out["bytes"] == size and ("inline" in out) is (size <= 1024)
+    assert list(shm.iterdir()) == []  # removed once the run ended
+    store = runner._store(_order(tmp_path, True)["store"])
+    if size > 1024:
+        assert b"".join(store.cat(out["output"])) == b"y" * size
+
+
+@pytest.mark.parametrize("shm", ["absent", "full", None])  # None: the peer said disk
+def test_a_whole_output_goes_to_disk_without_a_usable_tmpfs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shm: str | None) -> None:
+    (tmp_path / "full").mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / (shm or "full")))
+    seen: list[Path] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _writer(seen, 10))
+    ctx = LazyCtx(tmp_path / "run")
+    order = {**_order(tmp_path, shm is not None), "tmpfs_free_min_bytes": 1 << 62}
+    out = runner.run(order, ctx)  # type: ignore[arg-type]
+    assert seen[0] == tmp_path / "run" / "output" and out["bytes"] == 10
+
+
+def test_a_whole_tasks_input_is_materialized_on_disk_with_its_output_on_tmpfs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    store = runner._store(_order(tmp_path, True)["store"])
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * MIB))
+    seen: list[Path] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _writer(seen, 10))
+    runner.run(_order(tmp_path, True, store.add_path(big)), LazyCtx(tmp_path / "run"))  # type: ignore[arg-type]
+    out_dir, inp = seen
+    assert out_dir.parent.parent == shm and inp == tmp_path / "run" / "input"
