@@ -237,7 +237,8 @@ class Node:
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
             self.inline_outputs = InlineOutputs(cfg.data_dir, self.peer_id, self.store,
                                                 cfg.inline_output_max_bytes, self,
-                                                self.fetcher.mark, self._holds_copy)
+                                                self.fetcher.mark, self._holds_copy,
+                                                self.fetcher.unmark)
             self.inline = self.inline_outputs.blocks
             self.fetcher.local = self.inline.restage
             self.scheduler.keep_inline(self.inline)

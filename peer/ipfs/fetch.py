@@ -59,6 +59,10 @@ class RecentSet:
         for c in cids:
             self.add(c)
 
+    def discard(self, cid: str) -> None:
+        with self._lock:
+            self._cids.pop(cid, None)
+
     def clear(self) -> None:
         with self._lock:
             self._cids.clear()
@@ -93,6 +97,10 @@ class Fetcher:
     def mark(self, cid: str) -> None:
         """Note a DAG known to be complete here (e.g. one this peer produced)."""
         self.complete.add(cid)
+
+    def unmark(self, cid: str) -> None:
+        """Forget that `cid` was complete here (its blocks' write failed): walked again."""
+        self.complete.discard(cid)
 
     def is_complete(self, cid: str) -> bool:
         """True if every block under `cid` is stored (memoised; reads blocks once)."""

@@ -222,11 +222,13 @@ class InlineBlocks:
                  mark: Callable[[str], None] = lambda c: None,
                  background: Callable[[Callable[[], None]], object] | None = None,
                  replica: Callable[[str, str], bool] = every_peer,
-                 staged_max_bytes: int = STAGED_MAX_BYTES) -> None:
+                 staged_max_bytes: int = STAGED_MAX_BYTES,
+                 unmark: Callable[[str], None] = lambda c: None) -> None:
         self.self_id = self_id
         self.store = store
         self.max_bytes = max_bytes
         self.mark = mark  # the fetcher's "complete here" memo
+        self.unmark = unmark  # ... forgotten for an output whose write failed
         # runs the writes off the loop, in order (None: at once, in the caller's thread)
         self.background = background
         self.replica = replica  # (cid, producer) -> this peer holds a copy of the output
@@ -278,6 +280,9 @@ class InlineBlocks:
             except (OSError, StoreError) as e:  # a full disk: served by other peers later
                 self.failed += 1  # racing increments may lose a count, never all
                 log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
+                for root in roots:  # not held here after all: fetched (or replicated) again
+                    self._held.discard(root)
+                    self.unmark(root)
 
     def holds(self, cid: str) -> bool:
         return cid in self._held

@@ -62,12 +62,14 @@ class InlineOutputs:
 
     def __init__(self, data_dir: Path, self_id: str, store: DurableKeeper, max_bytes: int,
                  host: InlineHost, mark: Callable[[str], None] = lambda c: None,
-                 replica: Callable[[str, str], bool] = every_peer) -> None:
+                 replica: Callable[[str, str], bool] = every_peer,
+                 unmark: Callable[[str], None] = lambda c: None) -> None:
         self.data_dir = data_dir
         self.store = store
         self.host = host
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="inline")  # writes, in order
-        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit, replica)
+        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit, replica,
+                                   unmark=unmark)
         # Restored at start: the inline writes a crash may have lost, those of the events
         # logged after the last clean close's marker (None: every event). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.

@@ -516,3 +516,23 @@ async def test_a_peer_that_becomes_a_replica_later_gets_its_copy_by_the_rescan(
     assert cid in store.pins() and emitted == [{"cids": [cid]}] and f.fetched_bytes == 0
     await r.close()
     await f.close()
+
+
+class _FullKeeper(FakeKeeper):
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_an_output_whose_background_write_failed_is_no_longer_held_or_complete(
+        tmp_path: Path) -> None:
+    """A full disk fails the writer after the output was noted: the peer must not keep
+    claiming it (the replicator would not fetch it, the fetcher would skip it)."""
+    later: list[Any] = []
+    marked: list[str] = []
+    ib = inline.InlineBlocks("me", _FullKeeper(), 1024, marked.append,  # type: ignore[arg-type]
+                             background=later.append, unmark=marked.remove)
+    cid, blocks = _small(tmp_path, "o")
+    ib.on_event(_done("other", cid, inline.encode(blocks)))
+    assert ib.holds(cid) and marked == [cid]
+    later.pop()()
+    assert ib.failed == 1 and not ib.holds(cid) and marked == []
