@@ -55,6 +55,12 @@ class SchedulerConfig:
     # slots fill its cores (pinned to one), the peer's recording of one run would preempt
     # the next run's compute: LEARN's fits took 8-10 % longer on one pinned core.
     queue_alone: bool = False
+    # a peer without a split's input waits this much longer than its stagger for a chunk
+    # whose call the input's holders ran short (their CHUNK_DONEs: at most
+    # queue_ahead_max_s): fetching the chunk's items would take it longer than a holder
+    # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
+    # busy with other work from holding the task up
+    local_wait_s: float = 0.5
 
 
 class RunResultLike(Protocol):
