@@ -75,11 +75,14 @@ def stage_times(view: dict[str, Any]) -> dict[str, float]:
 
 class CpuSampler:
     """Every `period_s`, the CPU seconds so far of each peer's own process and of the rest
-    of its tree (forkserver, workers): [t, [peer s, workers s] per peer], t from start()."""
+    of its tree (forkserver, workers): [t, [peer s, workers s] per peer], t from start();
+    and in `driver`, [t, CPU s] of this process (the client, the corpus server's threads,
+    this sampler: unpinned, so with two pinned peers on one of their cores)."""
 
     def __init__(self, pids: Sequence[int], period_s: float = 0.1) -> None:
         self.pids, self.period_s = list(pids), period_s
         self.samples: list[list[Any]] = []
+        self.driver: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.t0 = 0.0
@@ -104,6 +107,7 @@ class CpuSampler:
                 wait = sum(_run_wait_s(q) for q in [pid, *kids])
                 row.append([round(own, 3), round(tree, 3), round(wait, 3)])
             self.samples.append(row)
+            self.driver.append([row[0], round(time.process_time(), 3)])
             self._stop.wait(self.period_s)
 
 
@@ -183,8 +187,11 @@ def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str
                             for t in res["view"]["tasks"]]
         view = res["view"]  # total: submission to the last TASK_DONE, as the stages
         total = (max(t["finished_ms"] for t in view["tasks"]) - view["submitted_ms"]) / 1000
+        driver = [[t, [c, 0.0, 0.0]] for t, c in sampler.driver]
         return {"seconds": round(total, 3), "client_s": res["seconds"],
                 "stages": stage_times(view),
+                "driver_cpu": {k: v[0][0] for k, v in cpu_by_stage(
+                    driver, chunks["done_s"]).items()},
                 "cpu_s": round(cpu, 2), "chunks": chunks, "load1": [l0, bm.load1()],
                 "stage_cpu": cpu_by_stage(samples, chunks["done_s"]), "cpu_samples": samples}
     finally:

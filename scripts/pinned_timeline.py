@@ -3,8 +3,10 @@
 its --json files: the first claim after the previous task's TASK_DONE, each peer's busy
 time, the gap between the peers' last chunk ends, the last chunk to TASK_DONE, LEARN's
 assembling step (on which peer, how long after the last speaker), and the CPU seconds of
-each peer's own process and of its workers, and how long its processes waited, runnable, for
-their core, when the run was sampled.
+each peer's own process and of its workers, how long its processes waited, runnable, for
+their core, what was not the peer's (the stage's wall time less that CPU: idle, or another
+process on its core), and the bench driver's CPU (client, corpus server, sampler), when the
+run was sampled.
 
     .venv/bin/python scripts/pinned_timeline.py /tmp/pinned/*.json
 """
@@ -17,13 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STAGES = {"extract_mfcc": "filter_longer", "learn": "extract_mfcc"}  # stage -> the one before
+STAGES = {"fetch_festvox": None, "filter_longer": "fetch_festvox",
+          "extract_mfcc": "filter_longer", "learn": "extract_mfcc"}  # stage -> the one before
 
 
 def stage_line(x: dict[str, Any], stage: str) -> str:
     ch = x["chunks"]
     done = dict(ch["done_s"])
-    start = done[STAGES[stage]]
+    before = STAGES[stage]
+    start = done[before] if before else 0.0
     runs = ch[stage][:-1] if stage == "learn" else ch[stage]  # LEARN's last: the assembly
     ends: dict[str, float] = {}
     busy: dict[str, float] = {}
@@ -44,6 +48,13 @@ def stage_line(x: dict[str, Any], stage: str) -> str:
         s += "; CPU s peer/workers (waited for the core) " + " ".join(
             f"p{i} {c[0]:.2f}/{c[1]:.2f}" + (f" ({c[2]:.2f})" if len(c) > 2 else "")
             for i, c in enumerate(cpu))
+        # the stage's wall time less the CPU of the peer's own process and its workers: its
+        # core was idle or ran something else (the other peer's, the driver's, anyone's)
+        s += "; not the peer's " + " ".join(
+            f"p{i} {done[stage] - start - c[0] - c[1]:.2f}" for i, c in enumerate(cpu))
+    drv = x.get("driver_cpu", {}).get(stage)
+    if drv is not None:
+        s += f"; driver CPU {drv:.2f}"
     return s
 
 

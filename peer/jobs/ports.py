@@ -61,6 +61,12 @@ class SchedulerConfig:
     # the tmpfs has tmpfs_free_min_bytes free; per-item scratch on tmpfs needs that floor too
     tmpfs_output_max_bytes: int = 1 << 20
     tmpfs_free_min_bytes: int = 256 << 20
+    # a peer without a split's input waits this much longer than its stagger for a chunk
+    # whose call the input's holders ran short (their CHUNK_DONEs: at most
+    # queue_ahead_max_s): fetching the chunk's items would take it longer than a holder
+    # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
+    # busy with other work from holding the task up
+    local_wait_s: float = 0.5
 
 
 class RunResultLike(Protocol):

@@ -114,6 +114,7 @@ class Scheduler:
         # Whether this peer comes first for a starved task among the live peers (_comes_first)
         self._firsts: dict[TaskKey, bool] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
+        self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -290,6 +291,7 @@ class Scheduler:
             self._fill_slots()
         finally:
             self._stepping, self._live, self._full_peers = False, None, None
+            self._short_here.clear()
         if self._starved and self.free_slots > 0:
             self._wake.set()  # slots still free: the next starved tasks in the next round
 
@@ -358,11 +360,28 @@ class Scheduler:
         alone and has a core to spare (`queue_alone`: no other peer could take it meanwhile,
         and its worker starts it as the one before ends, without the claim's round trip: a
         per-item task's next chunk), or the call ran here lately within queue_ahead_max_s
-        (a peer that frees meanwhile waits that long at most for work queued here)."""
+        (a peer that frees meanwhile waits that long at most for work queued here); and, once
+        the task is split, its input is here (`_input_here`)."""
         if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
+            return False
+        split = self.state.splits.get(key)
+        if split is not None and not self._input_here(
+                split, self.state.providers.get(split.payload["input"] or "", set())):
             return False
         return (self.cfg.queue_alone and not self._peers()) or self._runs.short(
             self.workflow(key[0]).task(key[1]).call or "")
+
+    def _input_here(self, split: Event, holders: set[str]) -> bool:
+        """True if the split's input is here (or it has none, or no other peer is live):
+        only then may one of its chunks wait behind a busy slot (`queue_ahead`) on a peer
+        with live peers. A peer that must fetch a chunk's
+        input first takes longer over it than the run of a short call does: queued here, the
+        chunk would be held back while a holder of the input frees and could run it at once
+        (seen on two pinned peers: the other peer's two chunks of FILTER_LONGER, one queued
+        behind the other, ended the stage 0.05-0.2 s after the holder had run out of work)."""
+        inp = split.payload["input"]
+        return (not inp or self.peer_id in holders or not self._peers()
+                or (self.store.has(inp) and self.data.is_complete(inp)))
 
     def _peers(self) -> Mapping[str, Mapping[str, Any]]:
         """The live peers: read once per evaluation round (a round is synchronous, so the
@@ -768,8 +787,10 @@ class Scheduler:
         able = self._placed((job, task), spec.requires)
         if able is None:
             return  # this peer does not meet the task's requires: peers that do claim it
+        holders = self.state.providers.get(split.payload["input"] or "", set())
         if self.free_slots <= 0 and not (self._first_for == (job, task)
-                                         and self._runs.room > 0):
+                                         and self._runs.room > 0
+                                         and self._input_here(split, holders)):
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]
@@ -786,7 +807,6 @@ class Scheduler:
             if a is None:
                 return
             reduce_input = self.planner.output(a)
-        holders = self.state.providers.get(split.payload["input"] or "", set())
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else ())
         # A starved task this peer comes first for among every live peer (full or not:
@@ -794,7 +814,12 @@ class Scheduler:
         # stagger is for a task that several free peers see at once (its input's holders
         # first, then its splitter).
         first = self._first_for == (job, task) and (not holders or self.peer_id in holders)
-        if not self._my_turn(ak, ranked, 0.0 if first else None):
+        # Without the input, a chunk of a call its holders run short is left to them a while
+        # longer (`local_wait_s`): their run of it ends before our fetch of its items would.
+        later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
+                 and reduces is None and self._short_at_holders(job, task, split, holders)
+                 else 0.0)
+        if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
         mine = c.winner(ak.attempt, split.id)
@@ -803,6 +828,27 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
+        """True if the last chunk of the split that a live holder of its input ran took at
+        most queue_ahead_max_s (its CHUNK_DONE's `s`, the worker's time): a peer that would
+        fetch the items first is slower at them than the holder (the holder's first chunk
+        may run longer, warming up: the last is the one that counts). Read once per round."""
+        key = (job, task)
+        if self._stepping and key in self._short_here:
+            return self._short_here[key]
+        live = self._peers()
+        last: Event | None = None
+        for i in range(claims.n_chunks(split)):
+            d = claims.chunk_done(self.state.chunk(job, task, i))
+            if (d is not None and d.origin in holders and d.origin in live
+                    and (last is None or d.order > last.order)):
+                last = d
+        s = last.payload.get("s") if last is not None else None
+        short = s is not None and s <= self.cfg.queue_ahead_max_s
+        if self._stepping:
+            self._short_here[key] = short
+        return short
 
     def _full(self) -> set[str]:
         """The live peers whose claims fill their slots (`claims.full_peers`), read once per
@@ -851,13 +897,13 @@ class Scheduler:
         return None
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str], step_s: float | None = None,
-                 ) -> bool:
+                 later_s: float = 0.0) -> bool:
         """True once this peer of rank r in `ranked` has waited r × `step_s` (stagger_s
-        unless given) for `ak`."""
+        unless given), and `later_s` more, for `ak`."""
         now = self.clock()
         since = self._ready_since.setdefault(ak, now)
-        due = claims.turn_at(ranked, self.peer_id, since,
-                             self.cfg.stagger_s if step_s is None else step_s)
+        due = later_s + claims.turn_at(ranked, self.peer_id, since,
+                                       self.cfg.stagger_s if step_s is None else step_s)
         if now < due:
             self._turn_at = min(self._turn_at, due)  # the loop steps then (see sleep_s)
             return False

@@ -186,10 +186,12 @@ class FakeRunner:
         fut.set_result(FakeResult(False, error="cancelled", exit_kind="cancelled"))
         return True
 
-    def finish(self, key: str, value: Any = None) -> None:
-        """End a run successfully, with `value` or an output made from its payload."""
+    def finish(self, key: str, value: Any = None, duration_s: float = 0.01) -> None:
+        """End a run successfully, with `value` or an output made from its payload, having
+        run `duration_s` (its CHUNK_DONE's `s`)."""
         self._pending[key].set_result(FakeResult(True, value if value is not None
-                                                 else self._output(key), duration_s=0.01))
+                                                 else self._output(key),
+                                                 duration_s=duration_s))
 
     def fail(self, key: str, kind: str = "crash", error: str = "worker died") -> None:
         """End a run unsuccessfully: `kind` is the executor's exit kind (error, crash...)."""

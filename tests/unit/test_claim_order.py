@@ -265,3 +265,91 @@ async def test_a_long_call_is_not_queued_behind_the_slot() -> None:
         assert len(p.runner.running) == 1 and not p.sched.backlog
     finally:
         await mesh.close()
+
+
+async def _chunks_running_on_both() -> tuple[JobMesh, str, str, str]:
+    """Two one-slot peers; T_WRITE's 24 files on one of them (the holder), then T_UPPER over
+    them in 6 chunks of 4: the holder runs one, the other peer (after its stagger, fetching
+    its items) another. The mesh, the job, the holder and the other peer."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          queue_ahead=1, max_chunk_items=4)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
+    job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
+                             {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
+    await mesh.settle()
+    [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+    mesh[holder].runner.finish(mesh[holder].runner.running[0])
+    await mesh.settle()
+    await mesh.advance(cfg.stagger_s * 2)
+    mesh.heartbeats()
+    other = next(p for p in mesh.peers if p != holder)
+    for p in mesh.peers.values():
+        [key] = p.runner.running
+        assert key.startswith(f"{job}/u/")
+    assert holder in mesh[other].state.providers.get(
+        mesh[other].state.splits[(job, "u")].payload["input"], set())
+    return mesh, job, holder, other
+
+
+@pytest.mark.parametrize("where", ["holder", "other"])
+async def test_only_a_peer_holding_the_input_queues_a_chunk_behind_its_slot(
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A short per-item call this peer comes first for, its slot busy: the holder of the
+    task's input queues its next chunk behind the slot; the other peer does not (it would
+    fetch the items first and hold the chunk back while the holder frees), also when its
+    slot frees: then it claims one chunk, not one more behind it."""
+    mesh, job, holder, other = await _chunks_running_on_both()
+    try:
+        p = mesh[holder if where == "holder" else other]
+        p.sched._runs.last_s["T_UPPER"] = 0.01  # a short call
+        monkeypatch.setattr(p.sched, "_next_starved", lambda: ((job, "u"), True))
+        p.sched._starved = {(job, "u"): None}
+        p.sched.poke()
+        await mesh.settle()  # no time passes
+        assert len(p.runner.running) == (2 if where == "holder" else 1)
+        if where == "other":
+            p.runner.finish(p.runner.running[0])  # its slot frees
+            await mesh.settle()
+            assert len(p.runner.running) == 1
+    finally:
+        await mesh.close()
+
+
+@pytest.mark.parametrize("holder_run_s", [0.01, 0.5])
+async def test_a_peer_without_the_input_leaves_a_short_calls_chunks_to_its_holder(
+        holder_run_s: float) -> None:
+    """The holder's chunks of T_UPPER ran within queue_ahead_max_s (0.01 s): the other peer,
+    its slot free, leaves the open chunks to the holder for local_wait_s beyond its stagger
+    (fetching their items would take it longer than the holder's runs), then claims one if
+    the holder has not (the bound: a holder busy elsewhere does not hold the task up). The
+    holder's runs took 0.5 s: the other peer claims after its stagger, as before."""
+    mesh, job, holder, other = await _chunks_running_on_both()
+    try:
+        h, o = mesh[holder], mesh[other]
+        h.runner.finish(h.runner.running[0], duration_s=holder_run_s)
+        await mesh.settle()
+        assert h.runner.running  # the holder took its next chunk (or two) at once
+        o.runner.finish(o.runner.running[0], duration_s=0.3)
+        await mesh.settle()
+        await mesh.advance(h.sched.cfg.stagger_s * 2)
+        mesh.heartbeats()  # the holder shows a free slot or not: the other waits either way
+        await mesh.advance(h.sched.cfg.stagger_s)
+        assert len(o.runner.running) == (1 if holder_run_s > 0.05 else 0)
+        if holder_run_s < 0.05:
+            await mesh.advance(h.sched.cfg.local_wait_s)
+            assert len(o.runner.running) == 1  # the holder is still on its chunk
+        done = 0
+        while any(p.runner.running for p in mesh.peers.values()) and done < 20:
+            for p in mesh.peers.values():
+                for key in p.runner.running:
+                    p.runner.finish(key, duration_s=holder_run_s)
+                    done += 1
+            await mesh.settle()
+            await mesh.advance(h.sched.cfg.local_wait_s + 0.1)
+        assert (job, "u") in h.state.task_done
+        ran = [e.payload["chunk"] for p in ("p0", "p1")
+               for e in mesh.events(EventType.CHUNK_DONE, p, job=job, task="u")
+               if e.origin == p]
+        assert sorted(ran) == list(range(6))  # each chunk ran once
+    finally:
+        await mesh.close()
