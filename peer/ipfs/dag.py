@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from peer.errors import BadCID, BadDag, IntegrityError, TooLarge
+from peer.errors import BadCID, BadDag, IntegrityError, NotFound, TooLarge
 from peer.ipfs import car, dagpb, hamt, ipld
 from peer.ipfs.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
@@ -14,6 +14,7 @@ from peer.ipfs.unixfs import MAX_DEPTH
 
 GetBlock = Callable[[Cid], bytes]  # NotFound if absent
 Blocks = Iterator[tuple[Cid, bytes]]
+HasBlock = Callable[[Cid], bool]
 
 
 def links(c: Cid, data: bytes) -> list[Cid]:
@@ -32,6 +33,24 @@ def links(c: Cid, data: bytes) -> list[Cid]:
         except BadCID as exc:
             raise IntegrityError(f"block {c} links to an invalid CID") from exc
     return out
+
+
+def check_complete(get: GetBlock, has: HasBlock, root: Cid) -> None:
+    """NotFound at the first block of the DAG under `root` that is not stored. Only the
+    blocks that can link (dag-pb, the IPLD codecs) are read (verified, for their links); a
+    leaf of another codec (raw: a file's data) is only looked up, not read nor hashed: its
+    bytes are verified where they are read."""
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        c = stack.pop()
+        if c.key in seen:
+            continue
+        seen.add(c.key)
+        if c.codec == DAG_PB or c.codec in ipld.CODECS:
+            stack.extend(links(c, get(c)))
+        elif not has(c):
+            raise NotFound(f"block {c} is not in the store", field="cid")
 
 
 def walk(get: GetBlock, root: Cid, seen: set[str] | None = None, dups: bool = False) -> Blocks:

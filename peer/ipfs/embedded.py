@@ -220,18 +220,19 @@ class EmbeddedStore:
 
     def _dag_size(self, c: Cid) -> int:
         """Block bytes + the children's link Tsize (read from this one block, verified, the
-        first time; then remembered: a per-item task's PARTIALs and assembly ask again for
-        every output so far). NotFound if the block is not stored."""
+        first time; a leaf's is its block file's length, not read; then remembered: a
+        per-item task's PARTIALs and assembly ask again for every output so far). NotFound
+        if the block is not stored."""
         key = (c.codec, c.multihash)
         size = self._sizes.get(key)
         if size is not None:
             if not self.blocks.has(c):  # gone since (gc)
                 raise NotFound(f"block {c} is not in the store", field="cid")
             return size
-        block = self.blocks.get(c)
-        if c.codec != DAG_PB:
-            size = len(block)
+        if c.codec != DAG_PB:  # a leaf: its length, from its file
+            size = self.blocks.size(c)
         else:
+            block = self.blocks.get(c)
             node = dagpb.decode_node(block)
             size = len(block) + sum(link.tsize or 0 for link in node.links)
         if len(self._sizes) >= _SIZES_KEPT:
@@ -488,8 +489,15 @@ class EmbeddedStore:
     # --- pins and gc --------------------------------------------------------------------------
 
     def _check_complete(self, c: Cid) -> None:
-        for _ in dag.walk(self.blocks.get, c):
-            pass
+        dag.check_complete(self.blocks.get, self.blocks.has, c)
+
+    def is_complete(self, cid: str) -> bool:
+        """True if every block under `cid` is stored (raw leaves looked up, not read)."""
+        try:
+            dag.check_complete(self.blocks.get, self.blocks.has, parse_cid(cid))
+        except BanzaiError:  # NotFound, or a corrupt node that could not be repaired
+            return False
+        return True
 
     def pin(self, cid: str, *, explicit: bool = False) -> None:
         """Pin `cid` and everything below it; NotFound if any block of the DAG is missing.

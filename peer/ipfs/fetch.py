@@ -103,15 +103,11 @@ class Fetcher:
         self.complete.discard(cid)
 
     def is_complete(self, cid: str) -> bool:
-        """True if every block under `cid` is stored (memoised; reads blocks once)."""
+        """True if every block under `cid` is stored (memoised; the store reads its linking
+        blocks, not its raw leaves)."""
         if cid in self.complete:
             return True
-        try:
-            for _ in self.store.dag(cid):
-                pass
-        except NotFound:
-            return False
-        except BanzaiError:
+        if not self.store.is_complete(cid):
             return False
         self.complete.add(cid)
         return True

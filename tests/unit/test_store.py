@@ -440,6 +440,32 @@ def test_pin_many_pins_nothing_if_one_dag_is_incomplete(store: EmbeddedStore,
     assert store.pins() == []
 
 
+def test_completeness_reads_the_linking_blocks_only(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """is_complete and pin check every block of the DAG is stored, but read (and hash) only
+    the blocks that link: a raw leaf, a file's data, is looked up. A missing leaf, or a
+    missing node below the root, still makes the DAG incomplete."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))  # a dag-pb root over three raw leaves
+    small = store.add_bytes(b"one raw block")
+    d = store.make_dir({"big.bin": store.add_path(big), "s.txt": small})
+    read: list[str] = []
+    real = store.blocks.get
+    monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(str(c)), real(c))[1])
+    assert store.is_complete(d) and store.is_complete(small)
+    store.pin_many([d])
+    big_root = next(e.cid for e in store.ls(d) if e.path.endswith("big.bin"))
+    assert sorted(read) == sorted([d, big_root] * 2)  # the directory and the file's root
+    leaves = [c for c, _ in store.dag(big_root)][1:]
+    assert len(leaves) == 3 and all(c.startswith("b") for c in leaves)  # CIDv1 raw
+    store.blocks.path(parse_cid(leaves[1]).key).unlink()
+    assert not store.is_complete(d) and not store.is_complete(big_root)
+    assert store.is_complete(small)
+    store.blocks.path(parse_cid(small).key).unlink()
+    assert not store.is_complete(small)
+    assert not store.is_complete("not a cid")
+
+
 def test_a_small_add_fsyncs_its_one_directory_without_a_thread_hop(
         store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """One block: its shard directory is fsynced before add_bytes returns, on the calling
@@ -545,10 +571,11 @@ def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
         store.file_cids(cid)
 
 
-def test_make_dir_reads_each_child_block_once_for_its_size(
+def test_make_dir_reads_each_dag_pb_child_once_for_its_size(
         store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A per-item task's PARTIALs and assembly rebuild its output directory from every output
-    so far: each output's block is read (and verified) for its size the first time only."""
+    so far: a dag-pb output's block is read (and verified) for its size the first time only;
+    a raw one (a one-block file) is not read: its size is its block file's length."""
     files = {f"o{i}.npy": store.add_bytes(f"output {i}\n".encode() * 50) for i in range(6)}
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(600_000))  # a dag-pb root: its size is its links' too
@@ -558,7 +585,7 @@ def test_make_dir_reads_each_child_block_once_for_its_size(
     monkeypatch.setattr(store.blocks, "get", lambda c: (read.append(str(c)), real(c))[1])
     first = store.make_dir(dict(list(files.items())[:3]))
     whole = store.make_dir(files)
-    assert sorted(read) == sorted(files.values())  # once each
+    assert read == [files["big.bin"]]  # once; the raw leaves not at all
     fresh = EmbeddedStore(tmp_path / "store")  # nothing remembered: the same directories
     assert (fresh.make_dir(dict(list(files.items())[:3])), fresh.make_dir(files)) == (first,
                                                                                      whole)
