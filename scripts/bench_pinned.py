@@ -168,6 +168,7 @@ def cpu_by_stage(samples: list[list[Any]], done_s: Sequence[Sequence[Any]],
 def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str = "WARNING",
              logs: Path | None = None, poll_s: float = POLL_S) -> dict[str, Any]:
     d = Path(tempfile.mkdtemp(prefix=f"pinned-{npeers}-", dir=base))
+    code = bm.code_version()  # what these peers import (the tree may move between runs)
     mesh = bm.start_mesh(npeers, d, cores=list(range(npeers)), log_level=log_level)
     sampler = CpuSampler([p.proc.pid for p in mesh.peers])
     try:
@@ -188,7 +189,7 @@ def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str
         view = res["view"]  # total: submission to the last TASK_DONE, as the stages
         total = (max(t["finished_ms"] for t in view["tasks"]) - view["submitted_ms"]) / 1000
         driver = [[t, [c, 0.0, 0.0]] for t, c in sampler.driver]
-        return {"seconds": round(total, 3), "client_s": res["seconds"],
+        return {"code": code, "seconds": round(total, 3), "client_s": res["seconds"],
                 "stages": stage_times(view),
                 "driver_cpu": {k: v[0][0] for k, v in cpu_by_stage(
                     driver, chunks["done_s"]).items()},
@@ -298,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "code": bm.code_version(),
                          "corpus": f"{a.speakers} speakers x {a.utterances} utterances",
                          "one": [], "two": []}
+    ran = {r["code"]: None}  # the code versions the runs saw, in order
     base = Path(tempfile.mkdtemp(prefix="bench-pinned-"))
     try:
         with bp._script("serve_dir").serve(a.corpus) as url:
@@ -308,11 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     x = run_once(npeers, pipe, base, a.log_level, a.logs, a.poll_s)
                     r[key].append(x)
+                    ran[x["code"]] = None
                     print(f"rep {rep + 1}/{a.repeat} {npeers} peer(s): {x['seconds']:.2f} s "
                           f"{json.dumps(x['stages'])} (load {x['load1'][0]:.1f}->"
-                          f"{x['load1'][1]:.1f})", file=sys.stderr, flush=True)
+                          f"{x['load1'][1]:.1f}; code {x['code']})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if len(ran) > 1:  # the tree moved during the runs (each run's own is in its entry)
+        r["code"] = f"{' then '.join(ran)} (changed during the runs)"
     cmd = "python scripts/bench_pinned.py" + "".join(
         f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     text = markdown(r, cmd) if r["one"] and r["two"] else json.dumps(r, indent=1)
