@@ -65,6 +65,7 @@ from scriptlib import (  # noqa: E402
     mesh_secret_file,
     peer_auth,
     remember_peer,
+    source_digest,
     wait_workers_ready,
 )
 
@@ -82,14 +83,17 @@ def machine_line() -> str:
 
 
 def code_version() -> str:
-    """The commit under test, and whether peer/ or tasks/ differ from it (others may be
-    editing the tree while a benchmark runs: the figures belong to this version)."""
+    """The commit under test ("?" outside a git checkout, e.g. a `git archive`), whether
+    peer/ or tasks/ differ from it, and the digest of those sources (scriptlib.source_digest):
+    others may be editing or moving the tree while a benchmark runs, and an A/B of two trees
+    compares what their digests say, not what one believes was checked out."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                               check=False).stdout.strip()
     head = git("rev-parse", "--short", "HEAD") or "?"
     dirty = git("status", "--porcelain", "--", "peer", "tasks")
-    return head + (" + uncommitted changes in peer/ or tasks/" if dirty else "")
+    return (head + (" + uncommitted changes in peer/ or tasks/" if dirty else "")
+            + f", source {source_digest(ROOT)}")
 
 
 def load1() -> float:

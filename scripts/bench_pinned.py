@@ -75,7 +75,9 @@ def stage_times(view: dict[str, Any]) -> dict[str, float]:
 
 class CpuSampler:
     """Every `period_s`, the CPU seconds so far of each peer's own process and of the rest
-    of its tree (forkserver, workers): [t, [peer s, workers s] per peer], t from start();
+    of its tree (forkserver, workers), the seconds they waited for a core and the minor page
+    faults of that rest: [t, [peer s, workers s, waited s, workers' faults] per peer], t from
+    start();
     and in `driver`, [t, CPU s] of this process (the client, the corpus server's threads,
     this sampler: unpinned, so with two pinned peers on one of their cores)."""
 
@@ -105,7 +107,8 @@ class CpuSampler:
                 own = _proc_cpu(pid, tick)
                 tree = sum(_proc_cpu(q, tick) for q in kids)
                 wait = sum(_run_wait_s(q) for q in [pid, *kids])
-                row.append([round(own, 3), round(tree, 3), round(wait, 3)])
+                faults = sum(_proc_minflt(q) for q in kids)
+                row.append([round(own, 3), round(tree, 3), round(wait, 3), faults])
             self.samples.append(row)
             self.driver.append([row[0], round(time.process_time(), 3)])
             self._stop.wait(self.period_s)
@@ -138,6 +141,16 @@ def _proc_cpu(pid: int, tick: int) -> float:
     return (int(f[11]) + int(f[12])) / tick
 
 
+def _proc_minflt(pid: int) -> int:
+    """Minor page faults of one process so far; 0 if gone. A worker that faults its arrays
+    in afresh per item (glibc's default heap thresholds, peer/jobs/heap.py) shows here as
+    10-20x the faults, and as CPU, where the wall time alone looks like a slower machine."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _run_wait_s(pid: int) -> float:
     """Seconds the threads of one process have waited, runnable, for a CPU (schedstat)."""
     total = 0
@@ -152,8 +165,9 @@ def _run_wait_s(pid: int) -> float:
 def cpu_by_stage(samples: list[list[Any]], done_s: Sequence[Sequence[Any]],
                  ) -> dict[str, list[list[float]]]:
     """Per stage (between the previous task's TASK_DONE and its own): per peer, the CPU
-    seconds of its own process and of its workers, and the seconds its processes waited,
-    runnable, for their core (other work on it: the other peer's, or anyone's)."""
+    seconds of its own process and of its workers, the seconds its processes waited,
+    runnable, for their core (other work on it: the other peer's, or anyone's), and its
+    workers' minor page faults."""
     out: dict[str, list[list[float]]] = {}
     prev = 0.0
     for name, t in done_s:
@@ -168,6 +182,7 @@ def cpu_by_stage(samples: list[list[Any]], done_s: Sequence[Sequence[Any]],
 def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str = "WARNING",
              logs: Path | None = None, poll_s: float = POLL_S) -> dict[str, Any]:
     d = Path(tempfile.mkdtemp(prefix=f"pinned-{npeers}-", dir=base))
+    code = bm.code_version()  # what these peers import (the tree may move between runs)
     mesh = bm.start_mesh(npeers, d, cores=list(range(npeers)), log_level=log_level)
     sampler = CpuSampler([p.proc.pid for p in mesh.peers])
     try:
@@ -188,7 +203,7 @@ def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str
         view = res["view"]  # total: submission to the last TASK_DONE, as the stages
         total = (max(t["finished_ms"] for t in view["tasks"]) - view["submitted_ms"]) / 1000
         driver = [[t, [c, 0.0, 0.0]] for t, c in sampler.driver]
-        return {"seconds": round(total, 3), "client_s": res["seconds"],
+        return {"code": code, "seconds": round(total, 3), "client_s": res["seconds"],
                 "stages": stage_times(view),
                 "driver_cpu": {k: v[0][0] for k, v in cpu_by_stage(
                     driver, chunks["done_s"]).items()},
@@ -213,9 +228,10 @@ def _stage_cpu(x: dict[str, Any]) -> str:
     sc = x.get("stage_cpu")
     if not sc:
         return ""
-    return "; CPU s peer/workers (waited for the core) " + ", ".join(
+    return "; CPU s peer/workers (waited for the core) [workers' minor faults] " + ", ".join(
         f"{s} " + " ".join(f"p{i}:{c[0]:.2f}/{c[1]:.2f}"
                            + (f" ({c[2]:.2f})" if len(c) > 2 else "")
+                           + (f" [{c[3] / 1000:.0f}k]" if len(c) > 3 else "")
                            for i, c in enumerate(v))
         for s, v in sc.items())
 
@@ -298,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "code": bm.code_version(),
                          "corpus": f"{a.speakers} speakers x {a.utterances} utterances",
                          "one": [], "two": []}
+    ran = {r["code"]: None}  # the code versions the runs saw, in order
     base = Path(tempfile.mkdtemp(prefix="bench-pinned-"))
     try:
         with bp._script("serve_dir").serve(a.corpus) as url:
@@ -308,11 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     x = run_once(npeers, pipe, base, a.log_level, a.logs, a.poll_s)
                     r[key].append(x)
+                    ran[x["code"]] = None
                     print(f"rep {rep + 1}/{a.repeat} {npeers} peer(s): {x['seconds']:.2f} s "
                           f"{json.dumps(x['stages'])} (load {x['load1'][0]:.1f}->"
-                          f"{x['load1'][1]:.1f})", file=sys.stderr, flush=True)
+                          f"{x['load1'][1]:.1f}; code {x['code']})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if len(ran) > 1:  # the tree moved during the runs (each run's own is in its entry)
+        r["code"] = f"{' then '.join(ran)} (changed during the runs)"
     cmd = "python scripts/bench_pinned.py" + "".join(
         f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     text = markdown(r, cmd) if r["one"] and r["two"] else json.dumps(r, indent=1)

@@ -8,6 +8,7 @@ Scripts import it as `scriptlib` (scripts/ is on sys.path when one runs), the te
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -39,6 +40,18 @@ def load_script(name: str) -> ModuleType:
         sys.modules[key] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[key])
     return sys.modules[key]
+
+
+def source_digest(code: Path = ROOT) -> str:
+    """12 hex digits of SHA-256 over the paths and bytes of `code`'s peer/ and tasks/ Python
+    sources: what a benchmark's peers run, wherever the tree lies. The same for a checkout,
+    a clone and a `git archive` of one commit; it tells runs of two trees apart when git
+    cannot (an archive has no commit) and when a checkout moved between runs."""
+    h = hashlib.sha256()
+    for path in sorted(p for pkg in ("peer", "tasks") for p in (code / pkg).rglob("*.py")):
+        h.update(path.relative_to(code).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def mesh_secret_file(directory: Path) -> Path:
