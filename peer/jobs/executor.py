@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError, disk_full
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
+from peer.jobs.scratch import alive
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
            "sweep_bases"]
@@ -656,7 +657,7 @@ def sweep_bases(directory: Path) -> int:
                 shutil.rmtree(entry.path)
             elif not dash:
                 os.rmdir(entry.path)  # only if empty
-            elif pid.isdigit() and not _alive(int(pid)):
+            elif pid.isdigit() and not alive(int(pid)):
                 shutil.rmtree(entry.path)
             else:
                 continue
@@ -664,19 +665,6 @@ def sweep_bases(directory: Path) -> int:
             continue
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists (a zombie counts; another user's too)."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _remove_base(base: Path, pid: int) -> None:

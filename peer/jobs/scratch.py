@@ -51,45 +51,70 @@ _SWEEPS = Sweeps()
 
 
 def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
-    """A fresh directory of this worker on TMPFS, if TMPFS exists, is writable and has at
-    least `free_min_bytes` free (a task may write its output into RAM: the floor keeps a
-    nearly full tmpfs for others); else None (the caller uses the run's work directory)."""
+    """A fresh directory of this worker on TMPFS, if TMPFS exists, is writable and, once the
+    leftovers of dead workers are swept, has at least `free_min_bytes` free, and the machine
+    has as much memory available (a task may write its output into RAM, which neither the
+    tmpfs's size cap nor the worker's memory limit accounts for); else None (the caller uses
+    the run's work directory)."""
+    if not os.path.isdir(TMPFS) or not os.access(TMPFS, os.W_OK):
+        return None
+    sweeps.maybe(TMPFS)  # first: a dead worker's leftovers must not keep the floor unmet
     try:
         st = os.statvfs(TMPFS)
-    except OSError:  # no tmpfs here
+    except OSError:
         return None
-    if st.f_bavail * st.f_frsize < free_min_bytes or not os.access(TMPFS, os.W_OK):
+    if st.f_bavail * st.f_frsize < free_min_bytes or mem_available() < free_min_bytes:
         return None
-    sweeps.maybe(TMPFS)
     try:
         return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
     except OSError:
         return None
 
 
+def mem_available(meminfo: str = "/proc/meminfo") -> int:
+    """The kernel's estimate of the memory available without swapping, in bytes
+    (MemAvailable); 0 if it cannot be read (then tmpfs is not used)."""
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
 def sweep(root: Path) -> int:
     """Remove the directories left on `root` by workers that died (killed mid-run: their
-    `finally` never ran); returns how many."""
+    `finally` never ran); returns how many. Only this user's real directories: the tmpfs is
+    shared with every user, whose entries are names to distrust."""
+    uid = os.getuid()
     try:
         with os.scandir(root) as it:
-            names = [e.name for e in it if e.name.startswith(PREFIX)]
+            names = [e.name for e in it if e.name.startswith(PREFIX)
+                     and e.is_dir(follow_symlinks=False)
+                     and e.stat(follow_symlinks=False).st_uid == uid]
     except OSError:
         return 0
     removed = 0
     for name in names:
         pid = name[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(root / name, ignore_errors=True)
             removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts; another user's too; a number no
+    process can have counts as alive: its directory is not ours to remove)."""
+    if pid <= 0:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # someone else's: alive
+    except (OSError, OverflowError):  # someone else's, or no pid_t
         return True
     return True
 

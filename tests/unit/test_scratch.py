@@ -154,6 +154,47 @@ def test_a_killed_runs_tmpfs_directory_is_swept_at_most_once_per_interval(
     assert sweeps.maybe(str(shm)) == 0
 
 
+def test_a_dead_workers_leftover_is_swept_before_the_free_space_floor_is_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leftovers of killed runs are what fills a tmpfs: they must not keep it 'full'."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    left = _killed_worker_dir(shm)
+    seen: list[bool] = []
+    real = os.statvfs
+    monkeypatch.setattr(scratch.os, "statvfs", lambda p: (seen.append(left.exists()), real(p))[1])
+    assert scratch.on_tmpfs(0, scratch.Sweeps()) is not None
+    assert seen == [False]  # the space was measured after the sweep
+
+
+def test_memory_short_means_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tmpfs pages are RAM that the worker's memory limit does not count."""
+    (tmp_path / "shm").mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "shm"))
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       1000 kB\nMemAvailable:     512 kB\n")
+    assert scratch.mem_available(str(info)) == 512 * 1024
+    assert scratch.mem_available(str(tmp_path / "absent")) == 0
+    monkeypatch.setattr(scratch, "mem_available", lambda: 512 * 1024)
+    assert scratch.on_tmpfs(512 * 1024 + 1, scratch.Sweeps()) is None
+    assert scratch.on_tmpfs(512 * 1024, scratch.Sweeps()) is not None
+
+
+def test_the_sweep_skips_names_it_cannot_trust(tmp_path: Path) -> None:
+    """The tmpfs is every user's: a pid no process can have, a symlink, a plain file."""
+    huge = tmp_path / f"{scratch.PREFIX}99999999999999999999-x"
+    huge.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    (tmp_path / f"{scratch.PREFIX}2147483646-link").symlink_to(target)
+    (tmp_path / f"{scratch.PREFIX}2147483645-file").write_text("x")
+    assert scratch.sweep(tmp_path) == 0
+    assert huge.exists() and (target / "keep").exists()
+    assert scratch.alive(10 ** 20)  # not a pid_t: not ours to remove
+
+
 def test_tree_bytes_stops_counting_above_its_bound(tmp_path: Path) -> None:
     for i in range(4):
         (tmp_path / "d" / str(i)).mkdir(parents=True)
