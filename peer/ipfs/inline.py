@@ -253,6 +253,7 @@ class InlineBlocks:
                 self.store.keep_inline(blocks, roots)
             except (OSError, StoreError):
                 self.failed += 1
+                self.forget(roots)
                 raise
             return
         self.store.stage_inline(blocks)
@@ -280,17 +281,22 @@ class InlineBlocks:
             except (OSError, StoreError) as e:  # a full disk: served by other peers later
                 self.failed += 1  # racing increments may lose a count, never all
                 log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
-                for root in roots:  # not held here after all: fetched (or replicated) again
-                    self._held.discard(root)
-                    self.unmark(root)
+                self.forget(roots)
 
     def holds(self, cid: str) -> bool:
         return cid in self._held
 
     def note(self, cid: str) -> None:
-        """An output of ours kept inline (the runner's side)."""
+        """An output kept inline here: noted before its blocks are asked to be written, so
+        that a write failing at once (a full disk) is the one to `forget` it, never undone."""
         self._held.add(cid)
         self.mark(cid)
+
+    def forget(self, cids: Iterable[str]) -> None:
+        """Outputs whose write failed: not held here after all (fetched or replicated again)."""
+        for cid in cids:
+            self._held.discard(cid)
+            self.unmark(cid)
 
     def on_event(self, ev: Event) -> None:
         if ev.type != EventType.CHUNK_DONE or ev.origin == self.self_id:
@@ -316,14 +322,14 @@ class InlineBlocks:
             self.kept += 1
             self.unwritten += 1
             return True
+        if body.output:
+            self.note(body.output)
         try:  # the output is pinned, as its producer pins it; the run record is not
             self.store_blocks(blocks, body.output)
         except (OSError, StoreError) as e:  # a full disk: fetched by CID later
             log.warning("inline blocks of %s not kept: %s", body.job, e)
             return False
         self.kept += 1
-        if body.output:
-            self.note(body.output)
         return True
 
     def restage(self, cid: str) -> bool:

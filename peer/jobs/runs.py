@@ -377,8 +377,8 @@ class Runs:
             blocks.update(inline.checked(more, logs))
         else:  # a long log: stored and synced as before, the output alone inline
             logs = await self.offload(lambda: self._save_json(record))
+        self.inline.note(output)  # before the write, which un-notes it if it fails
         self.inline.store_blocks(blocks, output)
-        self.inline.note(output)
         return logs, carried
 
     def _message(self, ak: AttemptKey, run: Run, kind: str, args: tuple[Any, ...]) -> None:

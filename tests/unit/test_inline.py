@@ -523,16 +523,20 @@ class _FullKeeper(FakeKeeper):
         raise OSError(28, "No space left on device")
 
 
+@pytest.mark.parametrize("deferred", [True, False])
 def test_an_output_whose_background_write_failed_is_no_longer_held_or_complete(
-        tmp_path: Path) -> None:
-    """A full disk fails the writer after the output was noted: the peer must not keep
-    claiming it (the replicator would not fetch it, the fetcher would skip it)."""
+        tmp_path: Path, deferred: bool) -> None:
+    """A full disk fails the writer, whether it runs after the output was noted or at once
+    (before `keep` returns): the peer must not keep claiming it (the replicator would not
+    fetch it, the fetcher would skip it)."""
     later: list[Any] = []
     marked: list[str] = []
     ib = inline.InlineBlocks("me", _FullKeeper(), 1024, marked.append,  # type: ignore[arg-type]
-                             background=later.append, unmark=marked.remove)
+                             background=later.append if deferred else lambda f: f(),
+                             unmark=marked.remove)
     cid, blocks = _small(tmp_path, "o")
     ib.on_event(_done("other", cid, inline.encode(blocks)))
-    assert ib.holds(cid) and marked == [cid]
-    later.pop()()
+    if deferred:
+        assert ib.holds(cid) and marked == [cid]
+        later.pop()()
     assert ib.failed == 1 and not ib.holds(cid) and marked == []
