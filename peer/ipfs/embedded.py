@@ -220,7 +220,7 @@ class EmbeddedStore:
 
     def _dag_size(self, c: Cid) -> int:
         """Block bytes + the children's link Tsize (read from this one block, verified, the
-        first time; a leaf's is its block file's length, not read; then remembered: a
+        first time; a raw leaf's is its block file's length, not read; then remembered: a
         per-item task's PARTIALs and assembly ask again for every output so far). NotFound
         if the block is not stored."""
         key = (c.codec, c.multihash)
@@ -229,12 +229,13 @@ class EmbeddedStore:
             if not self.blocks.has(c):  # gone since (gc)
                 raise NotFound(f"block {c} is not in the store", field="cid")
             return size
-        if c.codec != DAG_PB:  # a leaf: its length, from its file
+        if c.codec == RAW:  # a raw leaf: its file's length (its bytes verified where read)
             size = self.blocks.size(c)
         else:
             block = self.blocks.get(c)
-            node = dagpb.decode_node(block)
-            size = len(block) + sum(link.tsize or 0 for link in node.links)
+            size = len(block)
+            if c.codec == DAG_PB:
+                size += sum(link.tsize or 0 for link in dagpb.decode_node(block).links)
         if len(self._sizes) >= _SIZES_KEPT:
             with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # other threads
                 del self._sizes[next(iter(self._sizes))]  # the oldest

@@ -818,7 +818,7 @@ class Scheduler:
         # longer (`local_wait_s`): their run of it ends before our fetch of its items would.
         later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
                  and reduces is None and self._short_at_holders(job, task, split, holders)
-                 else 0.0)
+                 and not self._input_here(split, holders) else 0.0)
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
