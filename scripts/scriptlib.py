@@ -49,8 +49,12 @@ def source_digest(code: Path = ROOT) -> str:
     cannot (an archive has no commit) and when a checkout moved between runs."""
     h = hashlib.sha256()
     for path in sorted(p for pkg in ("peer", "tasks") for p in (code / pkg).rglob("*.py")):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # removed since the listing: the tree is being edited
+            continue
         h.update(path.relative_to(code).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
+        h.update(data + b"\0")
     return h.hexdigest()[:12]
 
 

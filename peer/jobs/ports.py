@@ -6,9 +6,10 @@ event loop: no method may block it.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
+from peer.errors import ConfigError
 from peer.ipfs.store import StoreConfig
 from peer.log import Event, EventType
 
@@ -67,6 +68,15 @@ class SchedulerConfig:
     # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
     # busy with other work from holding the task up
     local_wait_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Every count, size and duration is zero or more (ConfigError names the first not)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and not value >= 0):  # also NaN
+                raise ConfigError(f"scheduler setting {f.name} must be zero or more, "
+                                  f"not {value!r}")
 
 
 class RunResultLike(Protocol):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from peer.errors import ConfigError
 from peer.ipfs.store import StoreConfig
 from peer.jobs import runner, scratch
 from peer.jobs.ports import SchedulerConfig
@@ -288,3 +289,11 @@ def test_a_whole_tasks_input_is_materialized_on_disk_with_its_output_on_tmpfs(
     runner.run(_order(tmp_path, True, store.add_path(big)), LazyCtx(tmp_path / "run"))  # type: ignore[arg-type]
     out_dir, inp = seen
     assert out_dir.parent.parent == shm and inp == tmp_path / "run" / "input"
+
+
+@pytest.mark.parametrize("name", ["tmpfs_output_max_bytes", "tmpfs_free_min_bytes",
+                                  "local_wait_s", "stagger_s"])
+@pytest.mark.parametrize("bad", [-1, float("nan")])
+def test_a_negative_scheduler_setting_is_refused_by_name(name: str, bad: float) -> None:
+    with pytest.raises(ConfigError, match=name):
+        SchedulerConfig(StoreConfig("/nonexistent"), **{name: bad})
