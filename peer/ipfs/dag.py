@@ -35,6 +35,12 @@ def links(c: Cid, data: bytes) -> list[Cid]:
     return out
 
 
+def may_link(c: Cid) -> bool:
+    """Whether a block of `c`'s codec can link to others (dag-pb, the IPLD codecs); a raw
+    leaf cannot, so a walk for links need not read it."""
+    return c.codec == DAG_PB or c.codec in ipld.CODECS
+
+
 def check_complete(get: GetBlock, has: HasBlock, root: Cid) -> None:
     """NotFound at the first block of the DAG under `root` that is not stored. Only the
     blocks that can link (dag-pb, the IPLD codecs) are read (verified, for their links); a
@@ -47,7 +53,7 @@ def check_complete(get: GetBlock, has: HasBlock, root: Cid) -> None:
         if c.key in seen:
             continue
         seen.add(c.key)
-        if c.codec == DAG_PB or c.codec in ipld.CODECS:
+        if may_link(c):
             stack.extend(links(c, get(c)))
         elif not has(c):
             raise NotFound(f"block {c} is not in the store", field="cid")

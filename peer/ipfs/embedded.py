@@ -589,6 +589,8 @@ class EmbeddedStore:
             if c.key in live:
                 continue
             live.add(c.key)
+            if not dag.may_link(c):  # a raw leaf: live, nothing below it to read
+                continue
             try:
                 data = self.blocks.get(c)
             except (NotFound, IntegrityError):  # missing, or corrupt and not repaired
