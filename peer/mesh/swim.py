@@ -35,6 +35,9 @@ log = logging.getLogger("banzai.swim")
 Body = dict[str, Any]
 MAX_UPDATES_PER_FRAME = 24  # piggybacked updates on one frame
 SEQ_BITS = 48  # probe sequence numbers are random: an off-path member cannot forge an ack
+# Members we never heard of that probed us, synced with until their alive arrives (at most):
+# their alive's bounded retransmits may all have missed us, and nothing else would repair it.
+MAX_ASKED = 16
 
 
 class State(StrEnum):
@@ -281,6 +284,7 @@ class Swim:
         self._next_reconnect = 0.0
         self._next_join = 0.0
         self._joins: set[str] = set()  # addresses to sync with until a live member is there
+        self._asked: dict[str, str] = {}  # of those: address -> the unknown member that probed
         self._my_alive: Body | None = None
         self._my_report: Body | None = None
         self._report_ctr = 0
@@ -571,6 +575,10 @@ class Swim:
                                           "u": m.inc})
 
     def _sync_joins(self) -> None:
+        for a, mid in list(self._asked.items()):
+            if mid in self._members:  # its alive came (at whatever address)
+                del self._asked[a]
+                self._joins.discard(a)
         for a in sorted(self._joins):
             m = self.member_at(a)
             if m is None or m.state != State.ALIVE:
@@ -597,6 +605,10 @@ class Swim:
         seq, target = _int(body["s"]), body.get("t")
         if target != self.me:
             return  # meant for someone who used to be at this address
+        if (sender not in self._members and sender != self.me and reply_to
+                and reply_to not in self._asked and len(self._asked) < MAX_ASKED):
+            self._asked[reply_to] = sender  # it knows us, we never got its alive: sync
+            self.join([reply_to])
         ack: Body = {"s": seq}
         u = body.get("u")
         if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly

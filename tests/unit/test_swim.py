@@ -14,6 +14,7 @@ from peer.log.clock import FakeClock
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
+    MAX_ASKED,
     Member,
     Msg,
     State,
@@ -233,6 +234,37 @@ def test_a_report_is_announced_when_it_changes_and_relayed_newest_first() -> Non
     s.set_report(b'{"a":1}', clock())
     mine = [u for u in s.piggyback(limit=100) if u["t"] == "r" and u["i"] == "me"]
     assert [u["c"] for u in mine] == [1]
+
+
+def test_a_probe_from_a_member_never_heard_of_is_answered_by_a_sync_until_its_alive_comes(
+        ) -> None:
+    """Its alive's bounded retransmits all missed us (seen in CI: a 3-peer mesh where one
+    peer never learned the third): the probe it sends us is the only trace left."""
+    s, clock, net, _ = make(2)
+    s.on_ping("x", "127.0.0.1:99", {"s": 7, "t": "me"}, clock())
+    assert [a for a, _ in net.take(Msg.ACK)] == ["127.0.0.1:99"]
+    clock.advance(CFG.join_retry_s)
+    s.tick(clock())
+    syncs = net.take(Msg.SYNC)
+    assert [(a, b["r"]) for a, b in syncs] == [("127.0.0.1:99", True)]
+    s.on_sync("x", "127.0.0.1:99", {"m": [alive("x", 99)], "r": False}, clock())
+    assert s.members["x"].state == State.ALIVE
+    clock.advance(CFG.join_retry_s)
+    s.tick(clock())
+    assert net.take(Msg.SYNC) == []  # known now: no more syncs
+    s.on_ping("m0", "127.0.0.1:10", {"s": 8, "t": "me"}, clock())  # a known prober: none
+    clock.advance(CFG.join_retry_s)
+    s.tick(clock())
+    assert net.take(Msg.SYNC) == []
+
+
+def test_probes_from_unknown_members_ask_for_a_bounded_number_of_syncs() -> None:
+    s, clock, net, _ = make(1)
+    for i in range(3 * MAX_ASKED):
+        s.on_ping(f"x{i}", f"127.0.0.1:{100 + i}", {"s": i, "t": "me"}, clock())
+    clock.advance(CFG.join_retry_s)
+    s.tick(clock())
+    assert len(net.take(Msg.SYNC)) == MAX_ASKED
 
 
 def test_a_left_member_is_dropped_at_once_and_its_old_alive_refused() -> None:
