@@ -850,7 +850,7 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
-    if spec.heap is not None:  # before any thread of this process allocates
+    if spec.heap is not None:  # first: before the worker's runs allocate their arrays
         tune(spec.heap, libc_mallopt())
     os.setsid()  # our own process group: a kill reaches every process a task starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C

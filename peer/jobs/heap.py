@@ -6,8 +6,8 @@ A task that allocates and frees a few MiB of arrays per item (numpy, librosa: EX
 then has those pages mapped afresh for every item: about 600 page faults per 7 s WAV, 0.5-0.6
 ms of a 3.3 ms file on this machine; LEARN's per-speaker arrays (tens of MiB) 65k-125k faults
 per speaker. The defaults here are the values glibc's adaptation reaches at most, fixed from
-the start: blocks under 32 MiB come from the heap, 64 MiB of free top are kept. Called before
-a worker starts its threads.
+the start: blocks under 32 MiB come from the heap, 64 MiB of free top are kept. Applied as a
+worker starts, before its runs allocate.
 """
 
 from __future__ import annotations

@@ -59,14 +59,14 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     ctx.fetch_allow = tuple(payload.get("fetch_allow", ()))  # the peer's, never the job's
     ctx.kind_settings = payload.get("kind") or {}  # type: ignore[attr-defined]  # the peer's
     params = payload["params"]
+    free_min = int(payload.get("tmpfs_free_min_bytes", 0))
     if payload["items"] is not None:
-        return _run_items(store, tdef, params, payload["items"], ctx,
-                          int(payload.get("tmpfs_free_min_bytes", 0)))
+        return _run_items(store, tdef, params, payload["items"], ctx, free_min)
     inp: Path | None = None
     if payload["input"] is not None:  # on disk, whatever its size
         inp = ctx.workdir / "input"
         store.materialize(payload["input"], inp)
-    tmp = (scratch.on_tmpfs(int(payload.get("tmpfs_free_min_bytes", 0)))
+    tmp = (scratch.on_tmpfs(free_min)
            if payload.get("tmpfs_output") and tdef.kind == "python" else None)
     try:
         out = (tmp or ctx.workdir) / "output"  # ctx.workdir: made only if needed
