@@ -38,6 +38,7 @@ SEQ_BITS = 48  # probe sequence numbers are random: an off-path member cannot fo
 # Members we never heard of that probed us, synced with until their alive arrives (at most):
 # their alive's bounded retransmits may all have missed us, and nothing else would repair it.
 MAX_ASKED = 16
+ASK_SYNCS = 10  # join retries per prober (its alive may be refused: revoked, bad signature)
 
 
 class State(StrEnum):
@@ -284,7 +285,10 @@ class Swim:
         self._next_reconnect = 0.0
         self._next_join = 0.0
         self._joins: set[str] = set()  # addresses to sync with until a live member is there
-        self._asked: dict[str, str] = {}  # of those: address -> the unknown member that probed
+        # of those: address -> (the unknown member that probed from it, when we stop syncing
+        # with it, when it may ask again): a prober whose alive is refused costs ASK_SYNCS
+        # syncs per forget_s, not one every join_retry_s for ever
+        self._asked: dict[str, tuple[str, float, float]] = {}
         self._my_alive: Body | None = None
         self._my_report: Body | None = None
         self._report_ctr = 0
@@ -446,7 +450,7 @@ class Swim:
             self._reconnect(now)
         if now >= self._next_join:
             self._next_join = now + self.cfg.join_retry_s
-            self._sync_joins()
+            self._sync_joins(now)
 
     def next_due(self) -> float:
         """When `tick` next has something to do (the timer sleeps until then)."""
@@ -574,11 +578,12 @@ class Swim:
             self._send(m.addr, Msg.PING, {"s": self._rng.getrandbits(SEQ_BITS), "t": m.id,
                                           "u": m.inc})
 
-    def _sync_joins(self) -> None:
-        for a, mid in list(self._asked.items()):
-            if mid in self._members:  # its alive came (at whatever address)
-                del self._asked[a]
+    def _sync_joins(self, now: float) -> None:
+        for a, (mid, stop, forget) in list(self._asked.items()):
+            if mid in self._members or now >= stop:  # its alive came (any address), or never
                 self._joins.discard(a)
+            if mid in self._members or now >= forget:
+                del self._asked[a]
         for a in sorted(self._joins):
             m = self.member_at(a)
             if m is None or m.state != State.ALIVE:
@@ -606,9 +611,11 @@ class Swim:
         if target != self.me:
             return  # meant for someone who used to be at this address
         if (sender not in self._members and sender != self.me and reply_to
-                and reply_to not in self._asked and len(self._asked) < MAX_ASKED):
-            self._asked[reply_to] = sender  # it knows us, we never got its alive: sync
-            self.join([reply_to])
+                and reply_to not in self._asked and reply_to not in self._joins
+                and len(self._asked) < MAX_ASKED):
+            stop = now + ASK_SYNCS * self.cfg.join_retry_s
+            self._asked[reply_to] = (sender, stop, now + self.cfg.forget_s)
+            self.join([reply_to])  # it knows us, we never got its alive: sync with it
         ack: Body = {"s": seq}
         u = body.get("u")
         if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly

@@ -14,6 +14,7 @@ from peer.log.clock import FakeClock
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
+    ASK_SYNCS,
     MAX_ASKED,
     Member,
     Msg,
@@ -265,6 +266,25 @@ def test_probes_from_unknown_members_ask_for_a_bounded_number_of_syncs() -> None
     clock.advance(CFG.join_retry_s)
     s.tick(clock())
     assert len(net.take(Msg.SYNC)) == MAX_ASKED
+
+
+def test_a_prober_whose_alive_never_comes_is_synced_a_bounded_number_of_times() -> None:
+    """Its alive may be refused (revoked, badly signed): ASK_SYNCS syncs, then none until
+    forget_s has passed, however often it probes."""
+    s, clock, net, _ = make(1)
+    synced = 0
+    for i in range(3 * ASK_SYNCS):
+        s.on_ping("x", "127.0.0.1:99", {"s": i, "t": "me"}, clock())
+        s.tick(clock())
+        synced += len(net.take(Msg.SYNC))
+        clock.advance(CFG.join_retry_s)
+    assert synced == ASK_SYNCS
+    clock.advance(CFG.forget_s)
+    s.tick(clock())
+    s.on_ping("x", "127.0.0.1:99", {"s": 0, "t": "me"}, clock())
+    clock.advance(CFG.join_retry_s)
+    s.tick(clock())
+    assert len(net.take(Msg.SYNC)) == 1  # asked again after forget_s
 
 
 def test_a_left_member_is_dropped_at_once_and_its_old_alive_refused() -> None:
