@@ -212,13 +212,14 @@ class Node:
         # Received events of acknowledged kinds written but not yet on disk: origin -> their
         # lowest seq (our heads stop below it). Those being fsynced (in a thread), by the
         # sync that covers them, with the origins of their submissions (acknowledged then);
-        # those whose fsync failed (rewritten, then fsynced, every WRITE_RETRY_S).
+        # those whose fsync failed (rewritten, then fsynced, every WRITE_RETRY_S), with ours
+        # that a failed fsync was to prove (an acknowledged event, a turn with inline blocks).
         self._unsynced: dict[str, int] = {}
         self._syncing: dict[int, tuple[list[Event], set[str]]] = {}
         self._sync_gen = 0
         self._rewrite: dict[tuple[str, int], Event] = {}
         self._unacked: set[str] = set()
-        self._sync_error: Exception | None = None  # why received events are not yet on disk
+        self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
         self.write_error: BanzaiError | None = None  # why the queued events are not on disk
         self._retry: asyncio.TimerHandle | None = None
         self._log_closed = False
@@ -436,20 +437,21 @@ class Node:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
-        if self._inline_due and not self._sync_inline():
-            return  # not pushed: anti-entropy serves them later
+        if self._inline_due and not self._sync_inline(events):
+            return  # not pushed: rewritten, then served by anti-entropy once on disk
         if self.gossip is not None:
             self.gossip.broadcast(events)
 
-    def _sync_inline(self) -> bool:
+    def _sync_inline(self, events: Sequence[Event]) -> bool:
         """Fsync the log before events carrying inline blocks leave (their only durable
-        copy); False if it fails (the next flush tries again)."""
-        try:
-            self.log.sync()
-        except OSError as e:
-            log.error("cannot fsync the event log: %s", e)
-            return False
+        copy); False if it fails: then they are rewritten and fsynced as received events
+        whose fsync failed are (`_sync_failed`), and our heads stay below them meanwhile."""
         self._inline_due = False
+        try:
+            self.log.sync(self.log.sync_epoch)
+        except OSError as e:
+            self._sync_failed(e, events)
+            return False
         return True
 
     def _write_failed(self, e: Exception) -> None:
@@ -492,17 +494,20 @@ class Node:
         the loop goes on, and the fsyncs of concurrent acknowledgements overlap); raise as
         `written` otherwise. What the API acknowledges."""
         self.written(ev)
+        epoch = self.log.sync_epoch
         try:
-            await asyncio.to_thread(self.log.sync)
+            await asyncio.to_thread(self.log.sync, epoch)
         except OSError as e:
+            self._sync_failed(e, [ev])
             raise _sync_error(e) from e
 
     def durable_now(self, ev: Event) -> None:
         """`durable` for a caller that cannot wait (blocks the loop for one fsync)."""
         self.written(ev)
         try:
-            self.log.sync()
+            self.log.sync(self.log.sync_epoch)
         except OSError as e:
+            self._sync_failed(e, [ev])
             raise _sync_error(e) from e
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -548,14 +553,14 @@ class Node:
         for e in events:
             self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
         assert self._loop is not None
-        task = self._loop.create_task(self._synced(gen))
+        task = self._loop.create_task(self._synced(gen, self.log.sync_epoch))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    async def _synced(self, gen: int) -> None:
+    async def _synced(self, gen: int, epoch: int) -> None:
         try:
-            await asyncio.to_thread(self.log.sync)
-        except OSError as e:
+            await asyncio.to_thread(self.log.sync, epoch)
+        except OSError as e:  # SyncTainted too: an fsync failed since the write
             self._sync_failed(e)
             return
         if gen not in self._syncing:
@@ -563,34 +568,42 @@ class Node:
         acked: set[str] = set()
         for g in [g for g in self._syncing if g <= gen]:  # committed before this fsync began
             acked |= self._syncing.pop(g)[1]
-        lows: dict[str, int] = {}
-        for ev in [*self._rewrite.values(), *(v for es, _ in self._syncing.values() for v in es)]:
-            lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
-        self._unsynced = lows
+        self._note_unsynced()
         if self._sync_error is not None and not self._rewrite:
-            log.warning("the event log syncs again: received events rewritten and fsynced")
+            log.warning("the event log syncs again: events rewritten and fsynced")
             self._sync_error = None
         if self.gossip is not None and acked:
             self.gossip.acknowledge(acked)
 
-    def _sync_failed(self, e: Exception) -> None:
-        """Every received event not yet proven on disk is rewritten, then fsynced, every
+    def _sync_failed(self, e: Exception, ours: Sequence[Event] = ()) -> None:
+        """An fsync of the log failed (any of its callers'): every received event not yet
+        proven on disk, and `ours` (events of ours that fsync was to prove: an acknowledged
+        one, or a turn carrying inline blocks), is rewritten, then fsynced, every
         WRITE_RETRY_S (`_resync`): Linux may drop the dirty pages a failed fsync could not
         write, and a later fsync then succeeds without them. Our heads stay below them and
-        their submissions wait until that succeeds; log once per outage."""
+        the submissions received wait until that succeeds; log once per outage."""
         for events, submitted in self._syncing.values():
             self._rewrite.update((ev.id, ev) for ev in events)
             self._unacked |= submitted
         self._syncing.clear()
+        self._rewrite.update((ev.id, ev) for ev in ours)
+        self._note_unsynced()
         if self._sync_error is None:
-            log.error("cannot fsync the event log (%d received events rewritten and retried "
-                      "every %g s): %s", len(self._rewrite), WRITE_RETRY_S, e)
+            log.error("cannot fsync the event log (%d events rewritten and retried every %g "
+                      "s): %s", len(self._rewrite), WRITE_RETRY_S, e)
         self._sync_error = e
         self._retry_later()
 
+    def _note_unsynced(self) -> None:
+        """Per origin, the lowest seq written but not proven on disk (our heads stop below)."""
+        lows: dict[str, int] = {}
+        for ev in [*self._rewrite.values(), *(v for es, _ in self._syncing.values() for v in es)]:
+            lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
+        self._unsynced = lows
+
     def _resync(self) -> None:
-        """Rewrite the received events whose fsync failed (fresh WAL frames; each as held
-        now: the conflict rule may have replaced it, compaction dropped it), then fsync."""
+        """Rewrite the events whose fsync failed (fresh WAL frames; each as held now: the
+        conflict rule may have replaced it, compaction dropped it), then fsync."""
         events = [ev for i in self._rewrite if (ev := self.state.events.get(i)) is not None]
         try:
             self.log.replace(events, sync=False)
@@ -855,7 +868,8 @@ class Node:
         """What /api/health reports of the log's writes and the store's reads."""
         return {"unwritten_events": len(self._unflushed),
                 "write_error": self.write_error.message if self.write_error else None,
-                # received events whose fsync failed: rewritten and fsynced every WRITE_RETRY_S
+                # events whose fsync failed (received, or ours that it was to prove):
+                # rewritten and fsynced every WRITE_RETRY_S
                 "unsynced_received": len(self._rewrite),
                 "sync_error": str(self._sync_error) if self._sync_error else None,
                 "corrupt_blocks": self.store.corrupt_blocks

@@ -38,7 +38,9 @@ class MarkedLog(Protocol):
     def key_at(self, rowid: int) -> Key | None: ...  # the event at a position
     def keys_after(self, rowid: int) -> set[Key]: ...  # the events logged after it
     def last_rowid(self) -> int: ...  # the log's last position (0 if empty)
-    def sync(self) -> None: ...  # every commit so far durable (fsync)
+    @property
+    def sync_epoch(self) -> int: ...  # failed fsyncs so far
+    def sync(self, since: int | None = None) -> None: ...  # commits so far durable (fsync)
 
 
 class Folded(Protocol):
@@ -124,6 +126,7 @@ class InlineOutputs:
         try:
             rowid = eventlog.last_rowid()  # on the loop: the connection is the loop's
             key = eventlog.key_at(rowid)
+            epoch = eventlog.sync_epoch
         except sqlite3.Error as e:
             log.warning("inline outputs not marked durable: %s", e)
             return
@@ -134,7 +137,7 @@ class InlineOutputs:
 
         def mark() -> None:
             self.store.sync_inline()
-            eventlog.sync()  # the marked events are on disk before the marker
+            eventlog.sync(epoch)  # the marked events are on disk before the marker
             write_mark(self.data_dir, rowid, key)
 
         try:

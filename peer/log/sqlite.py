@@ -11,10 +11,12 @@ turn in one transaction (group commit)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 # Events that the API acknowledges or that announce stored blocks: written with an fsync.
 DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED, EventType.PROVIDE})
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
+
+
+class SyncTainted(OSError):
+    """An fsync succeeded, but one that failed came between it and the write it was to make
+    durable: nothing proves that write is on disk."""
 
 
 class EventLog:
@@ -46,6 +53,8 @@ class EventLog:
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
         self._full = False
         self._dir_synced = False
+        self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread
+        self._failed_syncs = 0
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
@@ -140,10 +149,34 @@ class EventLog:
                 raise StoreError(f"cannot write the event log {self.path}: {e}") from e
             raise
 
-    def sync(self) -> None:
+    @property
+    def sync_epoch(self) -> int:
+        """How many fsyncs of `sync` have failed so far: taken right after a write, then
+        given to `sync` (`since`), it says whether one failed in between."""
+        return self._failed_syncs
+
+    def sync(self, since: int | None = None) -> None:
         """Make every commit so far durable: fsync the WAL (what synchronous=FULL does at a
         commit; a checkpoint that moved frames to the database synced it first). Needs no
-        connection: safe on any thread while the loop goes on. OSError if it fails."""
+        connection: safe on any thread while the loop goes on. OSError if it fails.
+
+        One fsync at a time (they queue on a lock), so each one's outcome is its own: two
+        that overlap could have one report the error of pages the other was writing (the
+        kernel reports a writeback error once), and the other "succeed" without them. With
+        `since` (a `sync_epoch`) it also fails, as SyncTainted, if any fsync failed since:
+        Linux may have dropped the pages that one could not write, and a later fsync then
+        succeeds without them."""
+        with self._sync_lock:
+            try:
+                self._fsync()
+            except OSError:
+                self._failed_syncs += 1
+                raise
+            if since is not None and self._failed_syncs != since:
+                raise SyncTainted(errno.EIO, "an earlier fsync of the event log failed after "
+                                  "this write: its pages may not be on disk")
+
+    def _fsync(self) -> None:
         for path in (Path(f"{self.path}-wal"), self.path):
             try:
                 fd = os.open(path, os.O_RDONLY)

@@ -23,6 +23,7 @@ from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind
+from peer.log.sqlite import SyncTainted
 from peer.node import Node
 
 ORIGIN = "a" * 16
@@ -327,9 +328,9 @@ async def test_an_acknowledgement_fsyncs_the_log_off_the_loop(node: Node) -> Non
     synced: list[bool] = []
     sync = node.log.sync
 
-    def spy() -> None:
+    def spy(since: int | None = None) -> None:
         synced.append(threading.current_thread() is threading.main_thread())
-        sync()
+        sync(since)
 
     node.log.sync = spy  # type: ignore[method-assign]
     ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
@@ -350,10 +351,10 @@ async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads
     on_loop: list[bool] = []
     sync = node.log.sync
 
-    def slow_sync() -> None:
+    def slow_sync(since: int | None = None) -> None:
         on_loop.append(threading.current_thread() is threading.main_thread())
         gate.wait(10)
-        sync()
+        sync(since)
 
     node.log.sync = slow_sync  # type: ignore[method-assign]
     assert node.merge(_events(1, 2))
@@ -374,22 +375,22 @@ def _submission(origin: str) -> Event:
 
 
 class _FlakySync:
-    """Wraps EventLog.sync and replace: an fsync fails (EIO) while `outcomes` says False;
+    """Wraps EventLog's fsync and replace: an fsync fails (EIO) while `outcomes` says False;
     records the fsyncs and the rewrites in order."""
 
     def __init__(self, node: Node, outcomes: list[bool]) -> None:
         self.outcomes = outcomes
         self.calls: list[Any] = []
-        self._sync, self._replace = node.log.sync, node.log.replace
-        node.log.sync = self.sync  # type: ignore[method-assign]
+        self._fsync, self._replace = node.log._fsync, node.log.replace
+        node.log._fsync = self.fsync  # type: ignore[method-assign]
         node.log.replace = self.replace  # type: ignore[method-assign]
 
-    def sync(self) -> None:
+    def fsync(self) -> None:
         if self.outcomes and not self.outcomes.pop(0):
             self.calls.append("failed fsync")
             raise OSError(errno.EIO, "Input/output error")
         self.calls.append("fsync")
-        self._sync()
+        self._fsync()
 
     def replace(self, events: Sequence[Event], sync: bool | None = None) -> None:
         self.calls.append(sorted(e.id for e in events))
@@ -485,3 +486,117 @@ def test_a_rewrite_writes_fresh_wal_frames(tmp_path: Path) -> None:
     assert wal.stat().st_size > before
     assert [e.seq for e in log.load()] == [1, 2, 3]
     log.close()
+
+
+def test_an_fsync_after_a_failed_one_does_not_prove_the_writes_before_it(
+        tmp_path: Path) -> None:
+    """Linux may drop the pages a failed fsync could not write: a later fsync that succeeds
+    proves nothing of a write made before that failure (`since`), only of later ones."""
+    log = EventLog(tmp_path / "e.sqlite")
+    log.append(_events(1, 1), sync=False)
+    before = log.sync_epoch
+    fsync, outcomes = log._fsync, [False]
+
+    def flaky() -> None:
+        if outcomes and not outcomes.pop(0):
+            raise OSError(errno.EIO, "Input/output error")
+        fsync()
+
+    log._fsync = flaky  # type: ignore[method-assign]
+    with pytest.raises(OSError) as failed:
+        log.sync()
+    assert not isinstance(failed.value, SyncTainted) and log.sync_epoch == before + 1
+    with pytest.raises(SyncTainted):
+        log.sync(before)  # the fsync itself succeeds: the failure came after the write
+    log.append(_events(2, 1), sync=False)
+    log.sync(log.sync_epoch)  # a write after the failure: proven
+    log.sync()
+    log.close()
+
+
+def test_fsyncs_of_the_log_never_overlap(tmp_path: Path) -> None:
+    """One fsync at a time: with two in flight the kernel may report one's writeback error to
+    the other, and the one whose pages were dropped "succeeds"."""
+    log = EventLog(tmp_path / "e.sqlite")
+    log.append(_events(1, 1), sync=False)
+    fsync = log._fsync
+    inside: list[int] = []
+    entered = threading.Event()
+    overlapped: list[bool] = []
+
+    def slow() -> None:
+        inside.append(1)
+        overlapped.append(len(inside) > 1)
+        if entered.is_set():
+            second_in.set()
+        else:  # the first one stays until the second comes in, or 0.5 s (bounded)
+            entered.set()
+            second_in.wait(0.5)
+        fsync()
+        inside.pop()
+
+    second_in = threading.Event()
+    log._fsync = slow  # type: ignore[method-assign]
+    first = threading.Thread(target=log.sync)
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=log.sync)
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert overlapped == [False, False]
+    log.close()
+
+
+async def test_an_acknowledgement_whose_fsync_failed_is_rewritten_until_one_succeeds(
+        node: Node) -> None:
+    """The API answers an error, and the event (folded and pushed already) stays below our
+    heads until it is rewritten and an fsync proves it."""
+    node._loop = asyncio.get_running_loop()
+    disk = _FlakySync(node, [False])
+    ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    with pytest.raises(StoreError, match="cannot sync"):
+        await node.durable(ev)
+    assert node.heads()[node.peer_id] == ev.seq - 1
+    assert node.durability()["unsynced_received"] == 1
+    await _retried(node)
+    assert disk.calls == ["failed fsync", [ev.id], "fsync"]
+    assert node.heads()[node.peer_id] == ev.seq and not node._rewrite
+
+
+async def test_a_turn_with_inline_blocks_whose_fsync_failed_is_rewritten_not_pushed(
+        node: Node) -> None:
+    node._loop = asyncio.get_running_loop()
+    disk = _FlakySync(node, [False])
+    gossip: Any = node.gossip
+    done = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
+            "output": "bafyout", "s": 0.1, "inline": {"bafyout": "AA=="}}
+    ev = node.emit(EventType.CHUNK_DONE, done)
+    node.flush()
+    assert gossip.frames == [] and node.heads()[node.peer_id] == ev.seq - 1
+    nxt = node.emit(EventType.CHUNK_DONE, {**done, "attempt": 2})
+    node.flush()  # a later turn's fsync succeeds: it proves that turn, not the failed one
+    assert [e.seq for f in gossip.frames for e in f] == [nxt.seq]
+    assert node.heads()[node.peer_id] == ev.seq - 1
+    await _retried(node)
+    assert disk.calls == ["failed fsync", "fsync", [ev.id], "fsync"]
+    assert node.heads()[node.peer_id] == nxt.seq and not node._rewrite
+
+
+async def test_a_failed_fsync_of_any_caller_taints_the_fsyncs_in_flight(node: Node) -> None:
+    """Received events whose fsync is under way when another caller's fsync fails are not
+    proven by theirs: they are rewritten, and acknowledged only then."""
+    node._loop = asyncio.get_running_loop()
+    acked: list[set[str]] = []
+    node.gossip.acknowledge = acked.append  # type: ignore[attr-defined]
+    disk = _FlakySync(node, [False])
+    assert node.merge([_submission(ORIGIN)])  # its fsync waits for the next loop turn
+    ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    with pytest.raises(StoreError):
+        node.durable_now(ev)  # fails first
+    await asyncio.gather(*node._bg)  # the received event's fsync succeeds, after the failure
+    assert disk.calls == ["failed fsync", "fsync"]
+    assert node.heads().get(ORIGIN, 0) == 0 and acked == []
+    await _retried(node)
+    assert sorted(disk.calls[2]) == sorted([(ORIGIN, 1), ev.id])
+    assert node.heads()[ORIGIN] == 1 and acked == [{ORIGIN}]

@@ -174,8 +174,8 @@ async def test_a_turn_carrying_inline_blocks_is_fsynced_before_it_is_pushed(
     node, _, gossip = _node(tmp_path)
     order: list[str] = []
     sync = node.log.sync
-    node.log.sync = lambda: (order.append(f"sync after {len(gossip.frames)} frames"),  # type: ignore[method-assign]
-                             sync())[1]
+    node.log.sync = lambda since=None: (  # type: ignore[method-assign]
+        order.append(f"sync after {len(gossip.frames)} frames"), sync(since))[1]
     done = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
             "output": "bafyout", "s": 0.1}
     node.emit(EventType.CHUNK_DONE, done)  # no inline: written, pushed, not fsynced
