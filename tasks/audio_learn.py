@@ -14,22 +14,19 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from peer.errors import BanzaiError
+from tasks.gmm_em import EmSteps
 from tasks.gmm_score import score_samples
-
-if TYPE_CHECKING:  # scikit-learn takes ~1-3 s to import: only the processes that train pay it
-    from sklearn.mixture import GaussianMixture
 
 Array = npt.NDArray[np.float64]
 Metric = Callable[[str, int, float], None]
@@ -138,13 +135,6 @@ def _frames(utts: Mapping[str, Array], normalize: bool) -> Array:
     return np.concatenate([_cmvn(a) if normalize else a for a in utts.values()])
 
 
-def _em_step(gmm: GaussianMixture, x: Array) -> None:
-    from sklearn.exceptions import ConvergenceWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # one EM step never "converges"
-        gmm.fit(x)
-
-
 def eval_points(iterations: int) -> list[int]:
     """The iterations at which held-out scores are taken: 1, every EVAL_EVERY, the last."""
     return sorted({1, iterations, *range(EVAL_EVERY, iterations + 1, EVAL_EVERY)})
@@ -208,13 +198,12 @@ def train_speaker(spk: str, utts: Mapping[str, Array], p: LearnParams, metric: M
     from sklearn.mixture import GaussianMixture
     g = GaussianMixture(p.n_components, covariance_type="diag", max_iter=1, warm_start=True,
                         random_state=p.seed, reg_covar=p.reg_covar)
+    em = EmSteps(g, x)
     bounds: list[float] = []
     snaps: list[tuple[int, Array, Array, Array]] = []
     prev = -np.inf
     for it in range(1, p.max_iter + 1):
-        _em_step(g, x)
-        # lower_bound_: mean frame log-likelihood of this iteration's E-step (no extra pass)
-        ll = float(g.lower_bound_)
+        ll = em.step()  # mean frame log-likelihood of this iteration's E-step
         bounds.append(ll)
         metric(f"train_loglik/{spk}", it, ll)
         done = ll - prev < p.tol or it == p.max_iter
