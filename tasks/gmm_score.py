@@ -85,7 +85,7 @@ def score_samples(w: Array, means: Array, cov: Array, x: Array, x2: Array | None
     half_two_pi = -0.5 * (x.shape[1] * np.log(2 * np.pi))
     log_det_c, log_w = log_det[:, None], np.log(w)[:, None]
     n, k = cross.shape
-    rows = max(1, SCORE_BLOCK // k)
+    rows = max(1, min(n, SCORE_BLOCK // k))
     lp_t, tot = np.empty((k, rows)), np.empty(rows)
     out: Array = np.empty(n)
     for s in range(0, n, rows):

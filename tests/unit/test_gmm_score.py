@@ -36,13 +36,14 @@ def test_score_samples_equals_the_plain_formula_bit_for_bit(
         w = rng.dirichlet(np.ones(k))
         means = rng.normal(size=(k, d)) * 3.0 * scale
         cov = rng.uniform(0.01, 5.0, size=(k, d)) * scale ** 2
-        want = _plain_score(w, means, cov, x).view(np.int64)
         for block in (1, 7 * k, gmm_score.SCORE_BLOCK, 10 ** 9):
+            xb = x[:40] if block == 1 else x  # one frame a block: 40 frames suffice
+            want = _plain_score(w, means, cov, xb).view(np.int64)
             monkeypatch.setattr(gmm_score, "SCORE_BLOCK", block)
-            assert np.array_equal(gmm_score.score_samples(w, means, cov, x).view(np.int64),
+            assert np.array_equal(gmm_score.score_samples(w, means, cov, xb).view(np.int64),
                                   want)
             assert np.array_equal(
-                gmm_score.score_samples(w, means, cov, x, x ** 2).view(np.int64), want)
+                gmm_score.score_samples(w, means, cov, xb, xb ** 2).view(np.int64), want)
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 7, 8, 9, 15, 16, 23, 64, 127, 128, 129, 136, 255,
