@@ -14,28 +14,25 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from peer.errors import BanzaiError
-
-if TYPE_CHECKING:  # scikit-learn takes ~1-3 s to import: only the processes that train pay it
-    from sklearn.mixture import GaussianMixture
+from tasks.gmm_em import EmSteps
+from tasks.gmm_score import score_samples
 
 Array = npt.NDArray[np.float64]
 Metric = Callable[[str, int, float], None]
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 EVAL_EVERY = 5  # held-out evaluation period, in EM iterations
 FORMAT = "banzai-learn-speaker-v2"  # the per-speaker file's format tag
-SCORE_BLOCK = 8192  # values per block of score_samples (64 KiB of float64)
 
 
 class LearnError(BanzaiError):
@@ -138,13 +135,6 @@ def _frames(utts: Mapping[str, Array], normalize: bool) -> Array:
     return np.concatenate([_cmvn(a) if normalize else a for a in utts.values()])
 
 
-def _em_step(gmm: GaussianMixture, x: Array) -> None:
-    from sklearn.exceptions import ConvergenceWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # one EM step never "converges"
-        gmm.fit(x)
-
-
 def eval_points(iterations: int) -> list[int]:
     """The iterations at which held-out scores are taken: 1, every EVAL_EVERY, the last."""
     return sorted({1, iterations, *range(EVAL_EVERY, iterations + 1, EVAL_EVERY)})
@@ -208,13 +198,12 @@ def train_speaker(spk: str, utts: Mapping[str, Array], p: LearnParams, metric: M
     from sklearn.mixture import GaussianMixture
     g = GaussianMixture(p.n_components, covariance_type="diag", max_iter=1, warm_start=True,
                         random_state=p.seed, reg_covar=p.reg_covar)
+    em = EmSteps(g, x)
     bounds: list[float] = []
     snaps: list[tuple[int, Array, Array, Array]] = []
     prev = -np.inf
     for it in range(1, p.max_iter + 1):
-        _em_step(g, x)
-        # lower_bound_: mean frame log-likelihood of this iteration's E-step (no extra pass)
-        ll = float(g.lower_bound_)
+        ll = em.step()  # mean frame log-likelihood of this iteration's E-step
         bounds.append(ll)
         metric(f"train_loglik/{spk}", it, ll)
         done = ll - prev < p.tol or it == p.max_iter
@@ -240,49 +229,6 @@ def learn_speaker(src: Path, out_dir: Path, p: LearnParams, metric: Metric) -> P
     dest = out_dir / f"{src.name}.npz"
     fit.save(dest)
     return dest
-
-
-def score_samples(w: Array, means: Array, cov: Array, x: Array, x2: Array | None = None,
-                  ) -> Array:
-    """Per-frame log-likelihood under a diagonal GMM (scikit-learn's formula, in numpy);
-    `x2` is x ** 2 if the caller has it already.
-
-    Bit for bit the result of the plain formula on frames x components arrays (which the
-    tests keep as the reference), but computed on blocks of SCORE_BLOCK values laid out
-    components x frames: numpy's elementwise loops then run along the frames rather than
-    along the few components, and the blocks stay in cache (2-3x faster). Only the order
-    of the loops differs: every value sees the same operations, the row maximum is exact in
-    any order, and each frame's sum over components is taken, as before, on a frames x
-    components array.
-    """
-    prec_chol = 1.0 / np.sqrt(cov)
-    log_det = np.sum(np.log(prec_chol), axis=1)
-    prec = prec_chol ** 2
-    cross = x @ (means * prec).T  # frames x components, as the plain formula has them
-    square = (x ** 2 if x2 is None else x2) @ prec.T
-    const = np.sum(means ** 2 * prec, axis=1)[:, None]
-    two_pi = x.shape[1] * np.log(2 * np.pi)
-    log_det_c, log_w = log_det[:, None], np.log(w)[:, None]
-    n, k = cross.shape
-    rows = max(1, SCORE_BLOCK // k)
-    lp_t, lp = np.empty((k, rows)), np.empty((rows, k))
-    out: Array = np.empty(n)
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        a, b = lp_t[:, :e - s], lp[:e - s]
-        np.multiply(2.0, cross[s:e].T, out=a)
-        np.subtract(const, a, out=a)
-        np.add(a, square[s:e].T, out=a)  # the squared Mahalanobis distances
-        np.add(two_pi, a, out=a)
-        np.multiply(-0.5, a, out=a)
-        np.add(a, log_det_c, out=a)
-        np.add(a, log_w, out=a)  # per component: log weight + log density
-        top = a.max(axis=0)
-        np.subtract(a, top, out=a)
-        np.exp(a, out=a)
-        np.copyto(b, a.T)
-        np.add(top, np.log(b.sum(axis=1)), out=out[s:e])
-    return out
 
 
 class Heldout:

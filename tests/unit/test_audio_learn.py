@@ -275,39 +275,3 @@ def test_heldout_scores_once_per_model_and_equal_a_fresh_confusion(
     assert len(calls) == len(distinct) < len(points) * len(fits)
     for it, conf in zip(points, got, strict=True):
         assert (conf == confusion(fits, it)).all()
-
-
-def _plain_score(w: np.ndarray, means: np.ndarray, cov: np.ndarray, x: np.ndarray,
-                 ) -> np.ndarray:
-    """The diagonal GMM's per-frame log-likelihood as LEARN v2 first computed it: the
-    reference that the blocked score_samples must equal bit for bit."""
-    prec_chol = 1.0 / np.sqrt(cov)
-    log_det = np.sum(np.log(prec_chol), axis=1)
-    prec = prec_chol ** 2
-    log_prob = (np.sum(means ** 2 * prec, axis=1) - 2.0 * (x @ (means * prec).T)
-                + (x ** 2) @ prec.T)
-    lp = -0.5 * (x.shape[1] * np.log(2 * np.pi) + log_prob) + log_det + np.log(w)
-    top = lp.max(axis=1)
-    out: np.ndarray = top + np.log(np.sum(np.exp(lp - top[:, None]), axis=1))
-    return out
-
-
-@pytest.mark.parametrize("k", [1, 2, 7, 8, 9, 17, 128, 300])
-def test_score_samples_equals_the_plain_formula_bit_for_bit(
-        k: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocked and laid out components x frames, the scores are still the plain formula's
-    bits, whatever the block size (one frame, a remainder, one block for all)."""
-    from tasks import audio_learn
-
-    rng = np.random.default_rng(k)
-    for d, n in ((1, 1), (13, 1000), (40, 257)):
-        x = rng.normal(size=(n, d)) * 7.0
-        w = rng.dirichlet(np.ones(k))
-        means, cov = rng.normal(size=(k, d)) * 3.0, rng.uniform(0.01, 5.0, size=(k, d))
-        want = _plain_score(w, means, cov, x).view(np.int64)
-        for block in (1, 7 * k, audio_learn.SCORE_BLOCK, 10 ** 9):
-            monkeypatch.setattr(audio_learn, "SCORE_BLOCK", block)
-            assert np.array_equal(audio_learn.score_samples(w, means, cov, x).view(np.int64),
-                                  want)
-            assert np.array_equal(
-                audio_learn.score_samples(w, means, cov, x, x ** 2).view(np.int64), want)
