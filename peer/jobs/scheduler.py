@@ -21,16 +21,27 @@ from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
+from peer.jobs.planner import (
+    Assembly,
+    Planner,
+    cache_key,
+    chunk_outputs,
+    item_cached,
+    mesh_slots,
+    producer,
+    ready,
+)
 from peer.jobs.ports import (
     Clock,
     Data,
     Emit,
+    FetchAhead,
     Offload,
     PeerInfos,
     Runner,
     SchedulerConfig,
 )
+from peer.jobs.prefetch import Prefetch
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow
 from peer.log import Event, EventType, MeshState, TaskKey
@@ -62,7 +73,8 @@ class Scheduler:
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
                  store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
-                 offload: Offload = asyncio.to_thread) -> None:
+                 offload: Offload = asyncio.to_thread, ahead: FetchAhead | None = None,
+                 ) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -79,7 +91,9 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self._recorded)
+                          self._ended, self._recorded, self._executing)
+        # the items of the chunk a peer without the input claims next, fetched ahead
+        self.prefetch = Prefetch(cfg, ahead) if ahead is not None else None
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
@@ -181,6 +195,8 @@ class Scheduler:
                 raise RuntimeError(f"the scheduler loop did not stop within {_CLOSE_TIMEOUT_S:g} s"
                                    " of being cancelled")
             await asyncio.gather(self._loop_task, return_exceptions=True)  # done: its outcome
+        if self.prefetch is not None:
+            await self.prefetch.close()
         await self._runs.close()
 
     def poke(self, ev: Event | None = None) -> None:
@@ -399,8 +415,12 @@ class Scheduler:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
+            if self.prefetch is not None:
+                self.prefetch.drop(p["job"])
         elif ev.type == EventType.TASK_DONE:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
+            if self.prefetch is not None:
+                self.prefetch.drop(p["job"], p["task"])
         elif "job" in p and "task" in p:
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
@@ -516,6 +536,7 @@ class Scheduler:
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
+        self._prefetch_next(job, task, split, chunks, tdef, spec)
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
@@ -546,7 +567,13 @@ class Scheduler:
                          tdef: TaskDef, spec: TaskSpec) -> None:
         """Every chunk of the split; a reduce's (the last) once the others are done."""
         n = len(chunks)
+        ahead = self.prefetch.chunk_for(job, task) if self.prefetch is not None else None
+        if ahead is not None and ahead < (n - 1 if tdef.reduce is not None else n):
+            # its items were fetched ahead: claimed first (a holder takes the first ones)
+            self._consider_chunk(job, task, ahead, split, chunks[ahead], tdef, spec)
         for i in range(n):
+            if i == ahead:
+                continue
             if tdef.reduce is not None and i == n - 1:  # the assembling step: after the rest
                 if all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
                        for j in range(n - 1)):
@@ -769,6 +796,7 @@ class Scheduler:
         is the assembling step of a task with a reduce (its input: the others' results)."""
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
+        self._taken(job, task, i, where, holder)
         if where is Standing.SETTLED:
             return
         ak = AttemptKey(job, task, i, c.attempt)
@@ -825,9 +853,44 @@ class Scheduler:
         mine = c.winner(ak.attempt, split.id)
         if mine is not None and mine.origin == self.peer_id:
             self._mine[ak] = split.id
+            self._taken(job, task, i, Standing.HELD, mine)
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _taken(self, job: str, task: str, i: int, where: Standing, holder: Event | None,
+               ) -> None:
+        """Chunk `i` stands `where`, claimed by `holder`: a fetch ahead of its items stops
+        once another peer claimed it or it settled; our claim's run uses it."""
+        if self.prefetch is None or where is Standing.OPEN:
+            return
+        if holder is not None and holder.origin == self.peer_id:
+            self.prefetch.claimed((job, task, i))
+        else:
+            self.prefetch.taken((job, task, i))
+
+    def _prefetch_next(self, job: str, task: str, split: Event, chunks: list[Any],
+                       tdef: TaskDef, spec: TaskSpec) -> None:
+        """A peer without the split's input whose slots are full, one of them running a
+        chunk of this task (its input fetched: two fetches at once would share the link and
+        the holder's core), fetches ahead the items of the split's last open chunk: the one
+        it will likely claim next, since it considers that one first and the holders, which
+        need no fetch, take the open chunks from the first (`_consider_chunks`). Not the
+        assembling step of a task with a reduce (its input is made when the rest are done)."""
+        if (self.prefetch is None or not tdef.per_item or self.free_slots > 0
+                or not any(ak.job == job and ak.task == task and r.executing
+                           for ak, r in self.runs.items())):
+            return
+        holders = self.state.providers.get(split.payload["input"] or "", set())
+        if not holders or self._input_here(split, holders):
+            return
+        for i in reversed(range(len(chunks) - (1 if tdef.reduce is not None else 0))):
+            if claims.standing(self.state.chunk(job, task, i), split.id,
+                               self.cfg.max_attempts)[0] is Standing.OPEN:
+                cids = [cid for _, cid in chunks[i] if not spec.cache or not item_cached(
+                    self.state, self.store, cache_key(tdef, spec.params, cid))]
+                self.prefetch.want((job, task, i), cids, [split.payload["input"]])
+                return
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at
@@ -949,6 +1012,15 @@ class Scheduler:
         """A local run ended: its task moves on, and its slot may serve a starved task."""
         self._dirty.add((ak.job, ak.task))
         self._wake.set()
+
+    def _executing(self, ak: AttemptKey) -> None:
+        """Our run's input is here and its worker starts: a peer without its split's input
+        may now fetch ahead the items of the chunk it claims next (`_prefetch_next`)."""
+        split = self.state.splits.get((ak.job, ak.task))
+        if (self.prefetch is not None and split is not None and split.payload["input"]
+                and self.peer_id not in self.state.providers.get(split.payload["input"], ())):
+            self._dirty.add((ak.job, ak.task))
+            self._wake.set()
 
     def _recorded(self, ak: AttemptKey) -> None:
         """Our run's CHUNK_DONE was just emitted: evaluate now, in the same loop turn, so
