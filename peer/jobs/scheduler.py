@@ -56,6 +56,7 @@ IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it 
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
+LOCAL_SCAN_ITEMS = 4096  # a split's items looked up here, at most, to order its claims
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 
 
@@ -565,21 +566,37 @@ class Scheduler:
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
-        """Every chunk of the split; a reduce's (the last) once the others are done."""
+        """Every chunk of the split (in `_claim_order`); a reduce's (the last) once the
+        others are done."""
         n = len(chunks)
-        ahead = self.prefetch.chunk_for(job, task) if self.prefetch is not None else None
-        if ahead is not None and ahead < (n - 1 if tdef.reduce is not None else n):
-            # its items were fetched ahead: claimed first (a holder takes the first ones)
-            self._consider_chunk(job, task, ahead, split, chunks[ahead], tdef, spec)
-        for i in range(n):
-            if i == ahead:
-                continue
-            if tdef.reduce is not None and i == n - 1:  # the assembling step: after the rest
-                if all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
-                       for j in range(n - 1)):
-                    self._consider_chunk(job, task, i, split, chunks[i], tdef, spec, chunks)
-                return
+        m = n - 1 if tdef.reduce is not None else n  # the chunks that compute items
+        for i in self._claim_order(job, task, split, chunks[:m]):
             self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
+        if m < n and all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
+                         for j in range(m)):  # the assembling step: after the rest
+            self._consider_chunk(job, task, m, split, chunks[m], tdef, spec, chunks)
+
+    def _claim_order(self, job: str, task: str, split: Event, chunks: list[Any],
+                     ) -> Sequence[int]:
+        """The order in which this peer considers the split's chunks (which one a free slot
+        claims): the holders of the input, and every peer while its slots are full, from the
+        first. A peer without the input, a slot free: first the chunk whose items it fetched
+        ahead, then those with the most items here (a step it ran passed them through, as
+        FILTER_LONGER does its kept WAVs): those items need no fetch."""
+        order = range(len(chunks))
+        if self.free_slots <= 0 or len(chunks) < 2 or not split.payload["input"]:
+            return order
+        ahead = self.prefetch.chunk_for(job, task) if self.prefetch is not None else None
+        holders = self.state.providers.get(split.payload["input"], set())
+        if not holders or self._input_here(split, holders):
+            return order
+        here: dict[int, int] = {}
+        if sum(map(len, chunks)) <= LOCAL_SCAN_ITEMS:
+            for i, items in enumerate(chunks):
+                if claims.standing(self.state.chunk(job, task, i), split.id,
+                                   self.cfg.max_attempts)[0] is Standing.OPEN:
+                    here[i] = sum(1 for _, cid in items if self.store.has(cid))
+        return sorted(order, key=lambda i: (i != ahead, -here.get(i, 0), i))
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input,

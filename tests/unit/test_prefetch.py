@@ -272,3 +272,30 @@ async def test_an_ensure_fetches_itself_once_the_fetch_ahead_was_cancelled(
             await ahead
     finally:
         await f.close()
+
+
+async def test_a_peer_without_the_input_first_claims_the_chunk_with_most_items_here() -> None:
+    """The other peer already holds the items of chunk 4 (a step it ran passed them
+    through): with its slot free it claims that chunk rather than chunk 1, and fetches
+    none of its items; the holder still takes the chunks from the first."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
+                                 {"name": "u", "call": "T_UPPER", "params": {},
+                                  "depends": ["w"]}])
+        await mesh.settle()
+        [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+        other = next(p for p in mesh.peers if p != holder)
+        h, o = mesh[holder], mesh[other]
+        h.runner.finish(h.runner.running[0])
+        await mesh.settle()
+        assert h.runner.running == [f"{job}/u/0/0"] and o.runner.running == []
+        o.store.local.update(_items(mesh, other, job, 4))
+        await mesh.advance(CFG.stagger_s * 2)
+        assert o.runner.running == [f"{job}/u/4/0"]
+        assert not set(o.data.fetched) & set(_items(mesh, other, job, 4))
+        h.runner.finish(h.runner.running[0])
+        await mesh.settle()
+        assert h.runner.running[0] == f"{job}/u/1/0"
+    finally:
+        await mesh.close()
