@@ -892,20 +892,14 @@ class Scheduler:
         chunk of this task (its input fetched: two fetches at once would share the link and
         the holder's core), fetches ahead the items of the split's last open chunk: the one
         it will likely claim next, since it considers that one first and the holders, which
-        need no fetch, take the open chunks from the first (`_claim_order`). Not the
-        assembling step of a task with a reduce (its input is made when the rest are done),
-        nor a chunk of a call the holders run short (`_short_at_holders`)."""
+        need no fetch, take the open chunks from the first (`_consider_chunks`). Not the
+        assembling step of a task with a reduce (its input is made when the rest are done)."""
         if (self.prefetch is None or not tdef.per_item or self.free_slots > 0
                 or not any(ak.job == job and ak.task == task and r.executing
                            for ak, r in self.runs.items())):
             return
         holders = self.state.providers.get(split.payload["input"] or "", set())
         if not holders or self._input_here(split, holders):
-            return
-        if self._short_at_holders(job, task, split, holders):
-            # the holders run a chunk sooner than we could fetch it (FILTER_LONGER reads WAV
-            # headers): they take the open ones, what we fetched ahead would be wasted
-            self.prefetch.drop(job, task)
             return
         for i in reversed(range(len(chunks) - (1 if tdef.reduce is not None else 0))):
             if claims.standing(self.state.chunk(job, task, i), split.id,

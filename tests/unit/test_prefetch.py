@@ -299,20 +299,3 @@ async def test_a_peer_without_the_input_first_claims_the_chunk_with_most_items_h
         assert h.runner.running[0] == f"{job}/u/1/0"
     finally:
         await mesh.close()
-
-
-@pytest.mark.parametrize("holder_run_s", [0.01, 0.5])
-async def test_nothing_is_fetched_ahead_of_a_call_the_holder_runs_short(
-        holder_run_s: float) -> None:
-    """The holder's chunk took 0.01 s (within queue_ahead_max_s): it runs the open chunks
-    sooner than the other peer could fetch their items (FILTER_LONGER reads WAV headers),
-    so the other peer stops fetching ahead; after a run of 0.5 s it goes on."""
-    mesh, job, holder, other = await _chunks_running_on_both()
-    try:
-        h, o = mesh[holder], mesh[other]
-        assert o.sched.prefetch is not None and o.sched.prefetch.target == (job, "u", 5)
-        h.runner.finish(h.runner.running[0], duration_s=holder_run_s)
-        await mesh.settle()
-        assert o.sched.prefetch.target == (None if holder_run_s < 0.05 else (job, "u", 5))
-    finally:
-        await mesh.close()
