@@ -56,7 +56,7 @@ IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it 
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
-LOCAL_SCAN_ITEMS = 4096  # a split's items looked up here, at most, to order its claims
+LOCAL_SCAN_ITEMS = 512  # a split's items looked up here (a stat, ~10 us each) to order claims
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 
 
