@@ -379,3 +379,90 @@ def test_a_task_that_removes_its_own_directories_does_not_break_the_next_item(
     for path, cid in payload["items"]:
         assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
             store.cat(cid))
+
+
+# -- a whole task's output ---------------------------------------------------------------------
+
+def _tree(dest: Path) -> None:
+    """Files of one block and of several (600 KB: three 256 KiB leaves), in subdirectories."""
+    for spk in ("a", "b"):
+        (dest / spk).mkdir(parents=True)
+        for i in range(3):
+            (dest / spk / f"{i}.wav").write_bytes(f"{spk} {i}\n".encode() * (50 + i))
+        (dest / spk / "long.wav").write_bytes(bytes(range(256)) * 2400)
+
+
+def _tree_writer() -> TaskDef:
+    def write(ctx: Any, inp: Path | None, out: Path) -> None:
+        _tree(out)
+
+    return TaskDef(name="TREE", version="1", fn=write, args=(), needs_input=False)
+
+
+def _whole(tmp_path: Path) -> dict[str, Any]:
+    return {"store": StoreConfig(str(tmp_path / "store")).to_json(), "modules": [],
+            "call": "TREE", "params": {}, "input": None, "items": None, "fetch_allow": [],
+            "kind": {}, "inline_max_bytes": 0}
+
+
+def test_a_whole_output_is_made_durable_as_one_batch_not_a_fsync_per_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FETCH_FESTVOX's output is 440 blocks: a fsync each (on the add_path pool) cost a
+    journal commit each. Its CID is add_path's: the same blocks, the same DAG."""
+    import peer.ipfs.blocks as blocks
+
+    fsyncs: list[Path] = []
+    real = blocks._fsync_file
+    monkeypatch.setattr(blocks, "_fsync_file", lambda p: (fsyncs.append(p), real(p)))
+    trail: list[tuple[Any, ...]] = []
+    _spy(monkeypatch, trail)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _tree_writer())
+    out = runner.run(_whole(tmp_path), Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    puts = [t for t in trail if t[0] == "put"]
+    assert len(puts) >= 10 and trail[-1] == ("synced",)  # every block, then one commit
+    assert [t for t in trail if t[0] == "synced"] == [("synced",)]
+    if blocks._syncfs_fn is not None:
+        assert fsyncs == []
+    _tree(tmp_path / "copy")
+    assert out["output"] == EmbeddedStore(tmp_path / "other").add_path(tmp_path / "copy")
+    store = runner._store(_whole(tmp_path)["store"])
+    assert store.is_complete(out["output"])
+
+
+def test_a_whole_outputs_files_are_removed_before_its_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit's sync of the file system would otherwise write them back to disk, only
+    for the run's cleanup to delete them (57 MB for FETCH_FESTVOX)."""
+    left: list[list[str]] = []
+    commit = BlockBatch.commit
+
+    def spied(self: BlockBatch) -> None:
+        run = tmp_path / "run"
+        left.append(sorted(str(p.relative_to(run)) for p in run.rglob("*")))
+        commit(self)
+
+    monkeypatch.setattr(BlockBatch, "commit", spied)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _tree_writer())
+    out = runner.run(_whole(tmp_path), Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert left == [[]]
+    store = runner._store(_whole(tmp_path)["store"])
+    assert sorted(e.path for e in store.walk(out["output"]) if e.kind == "file") == [
+        f"{s}/{n}" for s in ("a", "b") for n in ("0.wav", "1.wav", "2.wav", "long.wav")]
+
+
+def test_a_whole_output_whose_commit_fails_fails_the_run_and_leaves_no_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+    from peer.errors import StoreError
+
+    def fail(d: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(blocks, "syncfs", fail)
+    monkeypatch.setattr(blocks, "_fsync_file", fail)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: _tree_writer())
+    with pytest.raises(StoreError, match="Input/output error"):
+        runner.run(_whole(tmp_path), Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    store = runner._store(_whole(tmp_path)["store"])
+    assert isinstance(store, EmbeddedStore)
+    assert [p for p in store.blocks.dir.rglob("*") if p.is_file()] == []
