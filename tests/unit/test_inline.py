@@ -17,7 +17,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, NotFound
 from peer.ipfs import inline, inlinemark
-from peer.ipfs.cids import Cid
+from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
@@ -373,6 +373,22 @@ async def test_the_writes_asked_for_within_the_wait_are_one_pass_of_the_writer(
     await io.landed()
     assert passes == [3] and len(submits) == 2  # one pass for the three, then landed's
     assert {c for c, _ in outs} <= set(n.store.pins())
+
+
+async def test_a_run_waits_for_its_input_kept_inline_to_land_on_disk(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A worker (another process) reads its input from disk: a run whose input is an inline
+    output still waiting for the writer starts once it has landed."""
+    a, ablocks = _small(tmp_path, "a")
+    n = _peer(tmp_path / "peer", opened)
+    await _outputs(n).restore()
+    _outputs(n).write_wait_s = 3600.0
+    n.merge([_done_by(1, a, ablocks)])
+    on_disk = [n.store.blocks.path(parse_cid(c).key) for c in ablocks]
+    assert not any(p.exists() for p in on_disk)
+    await n.scheduler._runs._fetch_input({"items": None, "input": a})
+    assert all(p.exists() for p in on_disk) and a in n.store.pins()
+    await n.scheduler._runs._fetch_input({"items": None, "input": None})  # nothing waits
 
 
 async def test_a_clean_close_writes_what_waited_for_the_writer_before_its_mark(
