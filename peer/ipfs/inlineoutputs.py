@@ -121,7 +121,11 @@ class InlineOutputs:
     async def landed(self) -> None:
         """Return once every write asked for so far has landed (or failed: `blocks.failed`)."""
         self._submit_due()
-        await asyncio.wrap_future(self.pool.submit(lambda: None))  # in order
+        try:
+            done = self.pool.submit(lambda: None)  # in order: after every pass asked for
+        except RuntimeError:  # closed: every pass submitted before has ended
+            return
+        await asyncio.wrap_future(done)
 
     def start(self) -> None:
         """Restore in the background, then mark the writes durable every INLINE_MARK_S."""

@@ -415,6 +415,7 @@ async def test_a_write_asked_for_after_the_close_is_counted_not_raised(
     io._later(lambda: None)
     io._submit_due()  # the wait's end
     assert io.blocks.failed == 1
+    await io.landed()  # nothing left to land: returns
 
 
 def test_the_writers_wait_must_not_be_negative(tmp_path: Path) -> None:
