@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -244,6 +244,14 @@ class InlineBlocks:
         self._queue: list[tuple[Mapping[Cid, bytes], list[str]]] = []
         self._queue_lock = threading.Lock()
         self._writing = False  # a `_write_queued` is queued or running in `background`
+        # Lands the writes asked for so far (InlineOutputs.landed; None: nothing to wait for)
+        self.drain: Callable[[], Awaitable[None]] | None = None
+
+    async def landed(self) -> None:
+        """Return once the writes asked for so far have landed (or failed): a worker, in its
+        own process, reads a run's input from disk, not from the blocks staged here."""
+        if self._writing and self.drain is not None:
+            await self.drain()
 
     def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
         """Serve `blocks` now and write them (and pin `output`) in the background."""

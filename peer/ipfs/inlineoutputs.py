@@ -23,6 +23,12 @@ log = logging.getLogger("banzai.inline")
 # A running peer makes its inline writes durable (one syncfs) and marks them this often: a
 # crash then pins again only the inline outputs logged since (peer/ipfs/inlinemark.py).
 INLINE_MARK_S = 300.0
+# The writer thread starts this long after the first write asked for while it was idle, and
+# takes every write asked for meanwhile in one pass: waking it for each output (as each
+# event came) cost the three peers of a 2-core machine more than the writes themselves
+# (issue 12). Meanwhile the blocks are served from memory (`stage_inline`); the log is
+# their durable copy either way.
+INLINE_WRITE_WAIT_S = 0.01
 
 
 class DurableKeeper(Keeper, Protocol):
@@ -65,13 +71,20 @@ class InlineOutputs:
     def __init__(self, data_dir: Path, self_id: str, store: DurableKeeper, max_bytes: int,
                  host: InlineHost, mark: Callable[[str], None] = lambda c: None,
                  replica: Callable[[str, str], bool] = every_peer,
-                 unmark: Callable[[str], None] = lambda c: None) -> None:
+                 unmark: Callable[[str], None] = lambda c: None,
+                 write_wait_s: float = INLINE_WRITE_WAIT_S) -> None:
+        if write_wait_s < 0:
+            raise ValueError("write_wait_s must be >= 0")
         self.data_dir = data_dir
         self.store = store
         self.host = host
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="inline")  # writes, in order
-        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self.pool.submit, replica,
+        self.write_wait_s = write_wait_s
+        self._due: Callable[[], None] | None = None  # the writer's pass, not yet submitted
+        self._due_at: asyncio.TimerHandle | None = None
+        self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self._later, replica,
                                    unmark=unmark)
+        self.blocks.drain = self.landed
         # Restored at start: the inline writes a crash may have lost, those of the events
         # logged after the last clean close's marker (None: every event). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.
@@ -79,6 +92,42 @@ class InlineOutputs:
         self._lost: set[Key] | None = None if mark_at is None else host.log.keys_after(mark_at)
         self._restored = False  # the start's restore has ended (the marker may move on)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _later(self, write: Callable[[], None]) -> None:
+        """InlineBlocks' `background`: submit its writer's pass `write_wait_s` from now (at
+        once without a running loop: a thread's call, or no loop yet). It asks for one pass
+        at a time (the next once that one found its queue empty)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.pool.submit(write)
+            return
+        self._due = write
+        self._due_at = loop.call_later(self.write_wait_s, self._submit_due)
+
+    def _submit_due(self) -> None:
+        """Submit the writer's pass now if one is waiting (every write asked for so far then
+        lands before a job submitted after it)."""
+        write, self._due = self._due, None
+        if self._due_at is not None:
+            self._due_at.cancel()
+            self._due_at = None
+        if write is None:
+            return
+        try:
+            self.pool.submit(write)
+        except RuntimeError:  # closed: asked for after the close's last pass (not marked)
+            self.blocks.failed += 1
+            log.warning("inline blocks asked to be written after the close are not written")
+
+    async def landed(self) -> None:
+        """Return once every write asked for so far has landed (or failed: `blocks.failed`)."""
+        self._submit_due()
+        try:
+            done = self.pool.submit(lambda: None)  # in order: after every pass asked for
+        except RuntimeError:  # closed: every pass submitted before has ended
+            return
+        await asyncio.wrap_future(done)
 
     def start(self) -> None:
         """Restore in the background, then mark the writes durable every INLINE_MARK_S."""
@@ -131,7 +180,7 @@ class InlineOutputs:
             log.warning("inline outputs not marked durable: %s", e)
             return
         if not closing:  # every event up to `rowid` was folded: its writes were asked for
-            await asyncio.wrap_future(self.pool.submit(lambda: None))  # in order: they landed
+            await self.landed()
             if self.blocks.failed:
                 return
 
@@ -157,5 +206,6 @@ class InlineOutputs:
         """After the peer's last flush: let the blocks still being written land, then mark
         them durable."""
         await self.stop()
+        self._submit_due()
         await asyncio.to_thread(self.pool.shutdown)
         await self.mark_durable()

@@ -27,6 +27,11 @@ from peer.log.snapframe import outputs_sha, thin
 
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
+_PROVIDERS = 2  # the provider_index's key in JobIndex's memo of keys it does not hold
+# Keys looked up and not found, remembered per table up to this many (then forgotten all at
+# once): the fold and the scheduler ask for every fresh output CID and task key, most of
+# them not compacted, some again and again (a task with no input asks for the CID "").
+ABSENT_MAX = 65536
 
 
 def _dumps(obj: Any) -> str:
@@ -58,10 +63,13 @@ class CacheEntry:
 
 class JobIndex:
     """The index over one SQLite connection (the event log's). Every write is one
-    transaction."""
+    transaction. The keys that `entry` and `providers_of` did not find are remembered
+    (`ABSENT_MAX` per table) until the next write of cache or provider rows, whatever its
+    outcome: only this object's `put`, `put_batches` and `put_rows` write them."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set()}
         db.execute(
             "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
@@ -111,6 +119,8 @@ class JobIndex:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._forget_absent()
 
     def put_batches(self, batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
                     pending: tuple[str, int, str] | None = None, owed: str | None = None,
@@ -158,6 +168,7 @@ class JobIndex:
                 db.execute("ROLLBACK")
             raise
         finally:
+            self._forget_absent()
             db.execute(f"PRAGMA synchronous={int(sync)}")
             db.execute(f"PRAGMA cache_size={int(cache)}")
         fsync_files(db)
@@ -254,6 +265,19 @@ class JobIndex:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        finally:
+            self._forget_absent()
+
+    def _forget_absent(self) -> None:
+        """Cache or provider rows may have been written: a key not found before may be now."""
+        for keys in self._absent.values():
+            keys.clear()
+
+    def _note_absent(self, table: int, key: str) -> None:
+        keys = self._absent[table]
+        if len(keys) >= ABSENT_MAX:
+            keys.clear()
+        keys.add(key)
 
     # -- thin rows (peer.log.snapframe): a job's full texts fetched on demand ---------------
     def thin_sha(self, job: str) -> str | None:
@@ -361,9 +385,14 @@ class JobIndex:
             yield str(job), json.loads(facts)
 
     def entry(self, kind: int, key: str) -> CacheEntry | None:
+        absent = self._absent.get(kind)
+        if absent is not None and key in absent:
+            return None
         row = self._db.execute("SELECT v, hlc, origin, seq FROM cache_index WHERE kind = ? AND "
                                "k = ?", (kind, key)).fetchone()
         if row is None:
+            if absent is not None:
+                self._note_absent(kind, key)
             return None
         v, h, o, q = row
         try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
@@ -374,8 +403,12 @@ class JobIndex:
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
+        if cid in self._absent[_PROVIDERS]:
+            return None
         out = {str(o) for (o,) in self._db.execute(
             "SELECT origin FROM provider_index WHERE cid = ?", (cid,))}
+        if not out:
+            self._note_absent(_PROVIDERS, cid)
         return out or None
 
     def provided_by(self, origin: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, NotFound
 from peer.ipfs import inline, inlinemark
-from peer.ipfs.cids import Cid
+from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
@@ -262,6 +262,7 @@ def _outputs(n: Node) -> InlineOutputs:
 
 async def _crash(n: Node) -> None:
     """What a crash leaves: the log as written, no close (the writer thread drained)."""
+    await _outputs(n).landed()
     await asyncio.to_thread(_outputs(n).pool.shutdown)
     n.log.close()
     n.closed = True
@@ -288,7 +289,7 @@ async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
     n = _peer(d, opened)
     await _outputs(n).restore()  # a first start: no marker, nothing logged yet
     n.merge([_done_by(1, a, ablocks), _done_by(2, b, bblocks)])
-    await asyncio.to_thread(_outputs(n).pool.submit(lambda: None).result)  # written
+    await _outputs(n).landed()  # written
     assert {a, b} <= set(n.store.pins())
     n.store.unpin(a)  # retention's or a user's unpin
     n.store.unpin(b)
@@ -345,6 +346,81 @@ async def test_a_running_peer_marks_its_inline_writes_so_a_crash_restores_only_l
     await _outputs(n).restore()
     assert b in n.store.pins() and n.store.has(b)  # logged after the mark: restored
     assert a not in n.store.pins()  # marked durable: left unpinned
+
+
+async def test_the_writes_asked_for_within_the_wait_are_one_pass_of_the_writer(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer is not woken per output (issue 12): the first write asked for while it is
+    idle is submitted `write_wait_s` later, with every write asked for meanwhile; they are
+    served from memory until then, and `landed` (a mark, a close) submits them at once."""
+    outs = [_small(tmp_path, f"o{i}") for i in range(3)]
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    io.write_wait_s = 3600.0  # never reached here: only `landed` submits
+    submits: list[object] = []
+    real = io.pool.submit
+    monkeypatch.setattr(io.pool, "submit", lambda fn: submits.append(fn) or real(fn))
+    passes: list[int] = []
+    keep = n.store.keep_inline
+    monkeypatch.setattr(n.store, "keep_inline",
+                        lambda blocks, roots: passes.append(len(roots)) or keep(blocks, roots))
+    n.merge([_done_by(i + 1, c, b) for i, (c, b) in enumerate(outs[:2])])
+    n.merge([_done_by(3, *outs[2])])
+    assert submits == [] and passes == []
+    assert not {c for c, _ in outs} & set(n.store.pins())
+    assert b"".join(n.store.cat(n.store.resolve(outs[2][0], "result.txt"))) == b"o2\n"
+    await io.landed()
+    assert passes == [3] and len(submits) == 2  # one pass for the three, then landed's
+    assert {c for c, _ in outs} <= set(n.store.pins())
+
+
+async def test_a_run_waits_for_its_input_kept_inline_to_land_on_disk(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A worker (another process) reads its input from disk: a run whose input is an inline
+    output still waiting for the writer starts once it has landed."""
+    a, ablocks = _small(tmp_path, "a")
+    n = _peer(tmp_path / "peer", opened)
+    await _outputs(n).restore()
+    _outputs(n).write_wait_s = 3600.0
+    n.merge([_done_by(1, a, ablocks)])
+    on_disk = [n.store.blocks.path(parse_cid(c).key) for c in ablocks]
+    assert not any(p.exists() for p in on_disk)
+    await n.scheduler._runs._fetch_input({"items": None, "input": a})
+    assert all(p.exists() for p in on_disk) and a in n.store.pins()
+    await n.scheduler._runs._fetch_input({"items": None, "input": None})  # nothing waits
+
+
+async def test_a_clean_close_writes_what_waited_for_the_writer_before_its_mark(
+        tmp_path: Path, opened: list[Node]) -> None:
+    a, ablocks = _small(tmp_path, "a")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await _outputs(n).restore()
+    _outputs(n).write_wait_s = 3600.0
+    n.merge([_done_by(1, a, ablocks)])
+    assert a not in n.store.pins()
+    await n.close()
+    assert (d / inlinemark.NAME).exists()
+    n = _peer(d, opened)  # no restore: the marker says it was written
+    assert a in n.store.pins() and n.store.has(a)
+
+
+async def test_a_write_asked_for_after_the_close_is_counted_not_raised(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _peer(tmp_path / "peer", opened)
+    await _outputs(n).restore()
+    await n.close()
+    io = _outputs(n)
+    io._later(lambda: None)
+    io._submit_due()  # the wait's end
+    assert io.blocks.failed == 1
+    await io.landed()  # nothing left to land: returns
+
+
+def test_the_writers_wait_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        InlineOutputs(tmp_path, "me", None, 1024, None, write_wait_s=-1.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("marker", [None, b"", b"{", b"\xff\xfe", b"[]", b"x" * 5000,

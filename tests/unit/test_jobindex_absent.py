@@ -1,0 +1,104 @@
+"""The job index remembers the keys it does not hold (issue 12: every peer's fold and scheduler
+ask it for each fresh output CID and task key), until cache or provider rows are written."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+
+from peer.log import MeshState
+from peer.log import jobindex as ji
+from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
+
+
+@pytest.fixture
+def db() -> Iterator[sqlite3.Connection]:
+    c = sqlite3.connect(":memory:", isolation_level=None)
+    yield c
+    c.close()
+
+
+def _reads(db: sqlite3.Connection) -> list[str]:
+    """The SELECTs on cache_index and provider_index run from now on."""
+    seen: list[str] = []
+    db.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("SELECT") and (
+        "cache_index" in sql or "provider_index" in sql) else None)
+    return seen
+
+
+def _entry(kind: int, key: str, value: object) -> CacheEntry:
+    return CacheEntry(kind, key, value, (1, "o", 1))
+
+
+def test_a_key_not_found_is_not_looked_up_again(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    reads = _reads(db)
+    for _ in range(3):
+        assert index.providers_of("") is None
+        assert index.entry(OUTPUT, "job/t") is None
+        assert index.entry(ITEM, "job/t") is None
+    assert len(reads) == 3  # one per table and key, not one per ask
+
+
+def test_rows_written_by_compaction_are_found_after_a_miss(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    assert index.providers_of("bafy1") is None and index.entry(OUTPUT, "k") is None
+    index.put([], [_entry(OUTPUT, "k", "bafy1")], [("bafy1", "peerA")])
+    assert index.providers_of("bafy1") == {"peerA"}
+    e = index.entry(OUTPUT, "k")
+    assert e is not None and e.value == "bafy1"
+    assert index.entry(ITEM, "k") is None  # the other table's key stays unknown
+
+
+def test_rows_taken_from_a_snapshot_are_found_after_a_miss(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    for cid in ("c1", "c2"):
+        assert index.providers_of(cid) is None
+    index.put_batches([("p", [("c1", "peerA")])])
+    assert index.providers_of("c1") == {"peerA"}
+    index.spooled("/nowhere/spool", "signer", "signer")
+    index.put_rows([("p", [("c2", "peerB")]), ("c", [(ITEM, "i", '"v"', 1, "o", 1)])],
+                   "/nowhere/spool", None)
+    assert index.providers_of("c2") == {"peerB"}
+    e = index.entry(ITEM, "i")
+    assert e is not None and e.value == "v"
+
+
+def test_a_write_that_fails_forgets_the_misses_too(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    assert index.providers_of("c1") is None
+
+    def rows() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+        yield "p", [("c1", "peerA")]
+        raise ValueError("a malformed row")
+
+    with pytest.raises(ValueError):
+        index.put_batches(rows())
+    reads = _reads(db)
+    assert index.providers_of("c1") is None  # rolled back: asked again, still not there
+    assert len(reads) == 1
+
+
+def test_the_misses_kept_are_bounded(db: sqlite3.Connection,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ji, "ABSENT_MAX", 4)
+    index = JobIndex(db)
+    for i in range(10):
+        assert index.providers_of(f"c{i}") is None
+        assert len(index._absent[ji._PROVIDERS]) <= 4
+    reads = _reads(db)
+    assert index.providers_of("c9") is None and not reads  # the latest is still remembered
+    assert index.providers_of("c0") is None and len(reads) == 1  # an early one was let go
+
+
+def test_the_fold_asks_the_index_once_for_a_task_without_input(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    state = MeshState()
+    state.tier(**index.lookups())  # type: ignore[arg-type]
+    reads = _reads(db)
+    for _ in range(5):
+        assert state.providers.get("", set()) == set()
+        assert state.outputs.get("job/t") is None
+    assert len(reads) == 2
