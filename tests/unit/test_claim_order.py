@@ -16,6 +16,7 @@ from peer.jobs.sim import JobMesh
 from peer.log import EventType
 from peer.rendezvous import rendezvous
 from tasks import registry
+from tests.unit.split_helpers import chunks_running_on_both
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25)
@@ -274,15 +275,7 @@ async def _chunks_running_on_both() -> tuple[JobMesh, str, str, str]:
     cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
                           queue_ahead=1, max_chunk_items=4)
     mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
-    job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
-                             {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
-    await mesh.settle()
-    [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-    mesh[holder].runner.finish(mesh[holder].runner.running[0])
-    await mesh.settle()
-    await mesh.advance(cfg.stagger_s * 2)
-    mesh.heartbeats()
-    other = next(p for p in mesh.peers if p != holder)
+    job, holder, other = await chunks_running_on_both(mesh, cfg)
     for p in mesh.peers.values():
         [key] = p.runner.running
         assert key.startswith(f"{job}/u/")

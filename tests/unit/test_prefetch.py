@@ -23,6 +23,7 @@ from peer.jobs.prefetch import Prefetch
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
 from tasks import registry
+from tests.unit.split_helpers import chunks_running_on_both, write_then_upper
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
@@ -35,15 +36,7 @@ async def _chunks_running_on_both(cfg: SchedulerConfig = CFG,
     them in 6 chunks of 4: the holder runs chunk 0, the other peer (after its stagger,
     fetching its items) chunk 1. The mesh, the job, the holder and the other peer."""
     mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
-    job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
-                             {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
-    await mesh.settle()
-    [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-    mesh[holder].runner.finish(mesh[holder].runner.running[0])
-    await mesh.settle()
-    await mesh.advance(cfg.stagger_s * 2)
-    mesh.heartbeats()
-    other = next(p for p in mesh.peers if p != holder)
+    job, holder, other = await chunks_running_on_both(mesh, cfg)
     assert mesh[holder].runner.running == [f"{job}/u/0/0"]
     assert mesh[other].runner.running == [f"{job}/u/1/0"]
     return mesh, job, holder, other
@@ -83,16 +76,9 @@ async def test_a_fetch_ahead_waits_for_the_runs_own_fetch() -> None:
     runs, the next chunk's items are."""
     mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
     try:
-        job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
-                                 {"name": "u", "call": "T_UPPER", "params": {},
-                                  "depends": ["w"]}])
-        await mesh.settle()
-        [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-        other = next(p for p in mesh.peers if p != holder)
+        job, _, other = await write_then_upper(mesh)
         o = mesh[other]
         o.data.stall = True  # its fetches hang
-        mesh[holder].runner.finish(mesh[holder].runner.running[0])
-        await mesh.settle()
         await mesh.advance(CFG.stagger_s * 2)
         assert (job, "u", 1, 0) in o.sched.runs and o.runner.running == []  # fetching
         assert o.data.ahead == [] and o.sched.prefetch is not None
@@ -280,15 +266,8 @@ async def test_a_peer_without_the_input_first_claims_the_chunk_with_most_items_h
     none of its items; the holder still takes the chunks from the first."""
     mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
     try:
-        job = mesh.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 24}},
-                                 {"name": "u", "call": "T_UPPER", "params": {},
-                                  "depends": ["w"]}])
-        await mesh.settle()
-        [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-        other = next(p for p in mesh.peers if p != holder)
+        job, holder, other = await write_then_upper(mesh)
         h, o = mesh[holder], mesh[other]
-        h.runner.finish(h.runner.running[0])
-        await mesh.settle()
         assert h.runner.running == [f"{job}/u/0/0"] and o.runner.running == []
         o.store.local.update(_items(mesh, other, job, 4))
         await mesh.advance(CFG.stagger_s * 2)
