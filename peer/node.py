@@ -194,7 +194,7 @@ class Node:
                             queue_ahead=QUEUE_AHEAD,
                             queue_alone=not self._fills_cores),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
-            self.fetcher, peers=self.live_peers, ahead=self.fetcher)
+            self.fetcher, peers=self.live_peers)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
             CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,

@@ -88,7 +88,6 @@ class Fetcher:
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._ahead: dict[str, asyncio.Future[Any]] = {}  # cid -> its fetch ahead (fetch_ahead)
         # Tried before other peers' gateways: (cid, hints) -> True if it stored the DAG.
         self.first: list[Callable[[str, Sequence[str]], Awaitable[bool]]] = []
         # Writes a DAG this peer keeps in memory (another peer's inline output) into the
@@ -117,9 +116,6 @@ class Fetcher:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
         providers probably hold them too (e.g. the directory an item came from)."""
         wanted = list(dict.fromkeys(cids))
-        ahead = {f for c in wanted if (f := self._ahead.get(c)) is not None}
-        if ahead:  # a fetch ahead of them under way: not fetched twice (its outcome: below)
-            await asyncio.wait(ahead)
 
         def incomplete() -> list[str]:  # one thread hop for the whole list
             return [c for c in wanted if not self.is_complete(c) and not self._written(c)]
@@ -129,43 +125,6 @@ class Fetcher:
             await self._batches(missing, hints)
             missing = await asyncio.to_thread(incomplete)
         await asyncio.gather(*(self._one(c, hints) for c in missing))
-
-    async def fetch_ahead(self, cids: Sequence[str], hints: Sequence[str],
-                          max_bytes: int) -> int:
-        """Best effort, bounded: fetch the DAGs of `cids` incomplete here in one CAR per
-        provider (as ensure's batches), at most `max_bytes` in all; a CAR beyond what is left
-        of that is dropped whole (nothing of it stored), a failure ends it. Raises nothing
-        but a cancel (nor does it stop an import already under way: harmless). Returns the
-        bytes fetched. An `ensure` of these CIDs meanwhile waits for it instead of fetching
-        them again."""
-        me = asyncio.current_task()
-        assert me is not None
-        wanted = [c for c in dict.fromkeys(cids) if c not in self._ahead]
-        for c in wanted:
-            self._ahead[c] = me
-        got = 0
-        try:
-            missing = await asyncio.to_thread(
-                lambda: [c for c in wanted if not self.is_complete(c) and not self._written(c)])
-            urls = self.urls()
-            groups: dict[str, list[str]] = defaultdict(list)
-            for c in missing:
-                if sources := self._sources(c, hints, urls):
-                    groups[sources[0]].append(c)
-            for base, group in groups.items():
-                for i in range(0, len(group), BATCH_CIDS):
-                    if got >= max_bytes:
-                        return got
-                    got += await self._import(f"{base}/api/car",
-                                              {"cids": group[i:i + BATCH_CIDS]},
-                                              max_bytes=max_bytes - got)
-        except (aiohttp.ClientError, TimeoutError, BanzaiError, OSError) as e:
-            log.debug("fetching %d DAGs ahead: %s", len(wanted), e)
-        finally:
-            for c in wanted:
-                if self._ahead.get(c) is me:
-                    del self._ahead[c]
-        return got
 
     def _written(self, cid: str) -> bool:
         """True if `cid` was kept in memory here and is now complete in the store."""
@@ -224,18 +183,15 @@ class Fetcher:
         raise NotFound(f"no live peer could provide {cid}"
                        + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
 
-    async def _import(self, url: str, body: Any = None, max_bytes: int | None = None) -> int:
-        """GET `url` (POST `body` as JSON if given), a CAR of at most `max_bytes`
-        (TooLarge), and import it, every block verified (nothing stored unless the whole CAR
-        is valid); returns its bytes."""
-        max_bytes = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
+    async def _import(self, url: str, body: Any = None) -> None:
+        """GET `url` (POST `body` as JSON if given), a CAR, and import it, every block
+        verified (nothing stored unless the whole CAR is valid)."""
         with tempfile.TemporaryFile() as spool:  # bounded memory, whatever the size
-            size = await self._get(url, spool, body, max_bytes)
+            size = await self._get(url, spool, body)
             spool.seek(0)
             chunks = iter(lambda: spool.read(1 << 20), b"")
-            await asyncio.to_thread(self.store.import_car, chunks, max_bytes=max_bytes)
+            await asyncio.to_thread(self.store.import_car, chunks, max_bytes=self.max_bytes)
         self.fetched_bytes += size
-        return size
 
     async def _get(self, url: str, out: IO[bytes], body: Any = None,
                    max_bytes: int | None = None) -> int:

@@ -68,13 +68,6 @@ class SchedulerConfig:
     # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
     # busy with other work from holding the task up
     local_wait_s: float = 0.5
-    # a peer without a split's input, its slots running that task's chunks, fetches ahead
-    # (peer.jobs.prefetch) the items of the chunk it will likely claim next (the split's
-    # last open one: holders take them from the first), so that its run starts without the
-    # fetch: a chunk of at most prefetch_max_items items, at most prefetch_max_bytes of
-    # CARs (one beyond it is dropped whole); 0 bytes: never
-    prefetch_max_items: int = 256
-    prefetch_max_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         """Every count, size and duration is zero or more (ConfigError names the first not)."""
@@ -111,15 +104,6 @@ class Data(Protocol):
     def is_complete(self, cid: str) -> bool: ...
     def mark(self, cid: str) -> None: ...
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None: ...
-
-
-class FetchAhead(Protocol):
-    """Fetching a chunk's items before it is claimed (peer.ipfs.fetch.Fetcher)."""
-
-    # best effort: at most max_bytes; raises nothing but a cancel; returns the bytes fetched.
-    # An ensure of these CIDs meanwhile waits for it rather than fetching them again.
-    async def fetch_ahead(self, cids: Sequence[str], hints: Sequence[str],
-                          max_bytes: int) -> int: ...
 
 
 class Clock(Protocol):

@@ -51,7 +51,6 @@ class Run:
     last_flush_s: float = 0.0
     partial: dict[str, Any] = field(default_factory=dict)  # item results not yet recorded
     reduce: bool = False  # the assembling step of a task with a reduce: a whole output
-    executing: bool = False  # its input is here: handed to the executor
 
 
 @dataclass
@@ -88,8 +87,7 @@ class Runs:
     def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
                  ended: Callable[[AttemptKey], None],
-                 recorded: Callable[[AttemptKey], None] | None = None,
-                 executing: Callable[[AttemptKey], None] | None = None) -> None:
+                 recorded: Callable[[AttemptKey], None] | None = None) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -101,7 +99,6 @@ class Runs:
         self.offload = offload
         self.ended = ended
         self.recorded = recorded  # a run's CHUNK_DONE was just emitted (in that loop turn)
-        self.executing = executing  # a run's input is here: it goes to the executor now
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
@@ -237,9 +234,6 @@ class Runs:
                 log.exception("%s: fetching the input failed", run.key)
                 self._crashed(base, run, e, "fetching the input")
                 return
-            run.executing = True
-            if self.executing is not None:
-                self.executing(ak)
             res = await self._execute(ak, run, payload)
             if res.ok:
                 self.last_s[run.tdef.name] = res.duration_s

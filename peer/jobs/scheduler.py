@@ -21,27 +21,16 @@ from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_status
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import (
-    Assembly,
-    Planner,
-    cache_key,
-    chunk_outputs,
-    item_cached,
-    mesh_slots,
-    producer,
-    ready,
-)
+from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
 from peer.jobs.ports import (
     Clock,
     Data,
     Emit,
-    FetchAhead,
     Offload,
     PeerInfos,
     Runner,
     SchedulerConfig,
 )
-from peer.jobs.prefetch import Prefetch
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow
 from peer.log import Event, EventType, MeshState, TaskKey
@@ -56,7 +45,6 @@ IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it 
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
-LOCAL_SCAN_ITEMS = 512  # a split's items looked up here (a stat, ~10 us each) to order claims
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 
 
@@ -74,8 +62,7 @@ class Scheduler:
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
                  store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
-                 offload: Offload = asyncio.to_thread, ahead: FetchAhead | None = None,
-                 ) -> None:
+                 offload: Offload = asyncio.to_thread) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -92,9 +79,7 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self._recorded, self._executing)
-        # the items of the chunk a peer without the input claims next, fetched ahead
-        self.prefetch = Prefetch(cfg, ahead) if ahead is not None else None
+                          self._ended, self._recorded)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
@@ -196,8 +181,6 @@ class Scheduler:
                 raise RuntimeError(f"the scheduler loop did not stop within {_CLOSE_TIMEOUT_S:g} s"
                                    " of being cancelled")
             await asyncio.gather(self._loop_task, return_exceptions=True)  # done: its outcome
-        if self.prefetch is not None:
-            await self.prefetch.close()
         await self._runs.close()
 
     def poke(self, ev: Event | None = None) -> None:
@@ -416,12 +399,8 @@ class Scheduler:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
-            if self.prefetch is not None:
-                self.prefetch.drop(p["job"])
         elif ev.type == EventType.TASK_DONE:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
-            if self.prefetch is not None:
-                self.prefetch.drop(p["job"], p["task"])
         elif "job" in p and "task" in p:
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
@@ -537,7 +516,6 @@ class Scheduler:
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
-        self._prefetch_next(job, task, split, chunks, tdef, spec)
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
@@ -566,37 +544,15 @@ class Scheduler:
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
-        """Every chunk of the split (in `_claim_order`); a reduce's (the last) once the
-        others are done."""
+        """Every chunk of the split; a reduce's (the last) once the others are done."""
         n = len(chunks)
-        m = n - 1 if tdef.reduce is not None else n  # the chunks that compute items
-        for i in self._claim_order(job, task, split, chunks[:m]):
+        for i in range(n):
+            if tdef.reduce is not None and i == n - 1:  # the assembling step: after the rest
+                if all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
+                       for j in range(n - 1)):
+                    self._consider_chunk(job, task, i, split, chunks[i], tdef, spec, chunks)
+                return
             self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
-        if m < n and all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
-                         for j in range(m)):  # the assembling step: after the rest
-            self._consider_chunk(job, task, m, split, chunks[m], tdef, spec, chunks)
-
-    def _claim_order(self, job: str, task: str, split: Event, chunks: list[Any],
-                     ) -> Sequence[int]:
-        """The order in which this peer considers the split's chunks (which one a free slot
-        claims): the holders of the input, and every peer while its slots are full, from the
-        first. A peer without the input, a slot free: first the chunk whose items it fetched
-        ahead, then those with the most items here (a step it ran passed them through, as
-        FILTER_LONGER does its kept WAVs): those items need no fetch."""
-        order = range(len(chunks))
-        if self.free_slots <= 0 or len(chunks) < 2 or not split.payload["input"]:
-            return order
-        ahead = self.prefetch.chunk_for(job, task) if self.prefetch is not None else None
-        holders = self.state.providers.get(split.payload["input"], set())
-        if not holders or self._input_here(split, holders):
-            return order
-        here: dict[int, int] = {}
-        if sum(map(len, chunks)) <= LOCAL_SCAN_ITEMS:
-            for i, items in enumerate(chunks):
-                if claims.standing(self.state.chunk(job, task, i), split.id,
-                                   self.cfg.max_attempts)[0] is Standing.OPEN:
-                    here[i] = sum(1 for _, cid in items if self.store.has(cid))
-        return sorted(order, key=lambda i: (i != ahead, -here.get(i, 0), i))
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input,
@@ -813,7 +769,6 @@ class Scheduler:
         is the assembling step of a task with a reduce (its input: the others' results)."""
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
-        self._taken(job, task, i, where, holder)
         if where is Standing.SETTLED:
             return
         ak = AttemptKey(job, task, i, c.attempt)
@@ -870,44 +825,9 @@ class Scheduler:
         mine = c.winner(ak.attempt, split.id)
         if mine is not None and mine.origin == self.peer_id:
             self._mine[ak] = split.id
-            self._taken(job, task, i, Standing.HELD, mine)
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
-
-    def _taken(self, job: str, task: str, i: int, where: Standing, holder: Event | None,
-               ) -> None:
-        """Chunk `i` stands `where`, claimed by `holder`: a fetch ahead of its items stops
-        once another peer claimed it or it settled; our claim's run uses it."""
-        if self.prefetch is None or where is Standing.OPEN:
-            return
-        if holder is not None and holder.origin == self.peer_id:
-            self.prefetch.claimed((job, task, i))
-        else:
-            self.prefetch.taken((job, task, i))
-
-    def _prefetch_next(self, job: str, task: str, split: Event, chunks: list[Any],
-                       tdef: TaskDef, spec: TaskSpec) -> None:
-        """A peer without the split's input whose slots are full, one of them running a
-        chunk of this task (its input fetched: two fetches at once would share the link and
-        the holder's core), fetches ahead the items of the split's last open chunk: the one
-        it will likely claim next, since it considers that one first and the holders, which
-        need no fetch, take the open chunks from the first (`_consider_chunks`). Not the
-        assembling step of a task with a reduce (its input is made when the rest are done)."""
-        if (self.prefetch is None or not tdef.per_item or self.free_slots > 0
-                or not any(ak.job == job and ak.task == task and r.executing
-                           for ak, r in self.runs.items())):
-            return
-        holders = self.state.providers.get(split.payload["input"] or "", set())
-        if not holders or self._input_here(split, holders):
-            return
-        for i in reversed(range(len(chunks) - (1 if tdef.reduce is not None else 0))):
-            if claims.standing(self.state.chunk(job, task, i), split.id,
-                               self.cfg.max_attempts)[0] is Standing.OPEN:
-                cids = [cid for _, cid in chunks[i] if not spec.cache or not item_cached(
-                    self.state, self.store, cache_key(tdef, spec.params, cid))]
-                self.prefetch.want((job, task, i), cids, [split.payload["input"]])
-                return
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at
@@ -1029,15 +949,6 @@ class Scheduler:
         """A local run ended: its task moves on, and its slot may serve a starved task."""
         self._dirty.add((ak.job, ak.task))
         self._wake.set()
-
-    def _executing(self, ak: AttemptKey) -> None:
-        """Our run's input is here and its worker starts: a peer without its split's input
-        may now fetch ahead the items of the chunk it claims next (`_prefetch_next`)."""
-        split = self.state.splits.get((ak.job, ak.task))
-        if (self.prefetch is not None and split is not None and split.payload["input"]
-                and self.peer_id not in self.state.providers.get(split.payload["input"], ())):
-            self._dirty.add((ak.job, ak.task))
-            self._wake.set()
 
     def _recorded(self, ak: AttemptKey) -> None:
         """Our run's CHUNK_DONE was just emitted: evaluate now, in the same loop turn, so

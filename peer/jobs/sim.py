@@ -101,7 +101,6 @@ class MemoryData:
         self.store = store
         self.stall = False
         self.fetched: list[str] = []
-        self.ahead: list[str] = []  # what fetch_ahead fetched
         self._waiting: list[asyncio.Future[None]] = []
 
     def is_complete(self, cid: str) -> bool:
@@ -120,22 +119,6 @@ class MemoryData:
                 self.store.stat(cid)  # BanzaiError if nobody has it
                 self.fetched.append(cid)
                 self.store.local.add(cid)
-
-    async def fetch_ahead(self, cids: Sequence[str], hints: Sequence[str],
-                          max_bytes: int) -> int:
-        """As ensure, best effort (a CID nobody has is skipped): `ahead` lists what it
-        fetched; waits while `stall` is set, as ensure does."""
-        got = 0
-        if self.stall:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiting.append(fut)
-            await fut
-        for cid in cids:
-            if cid not in self.store.local and cid in self.store.content.files:
-                self.ahead.append(cid)
-                self.store.local.add(cid)
-                got += len(self.store.content.files[cid])
-        return got
 
     def release(self) -> None:
         self.stall = False
@@ -285,7 +268,7 @@ class JobMesh:
                    runner: FakeRunner) -> Scheduler:
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
-                         offload=inline, ahead=data)
+                         offload=inline)
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
