@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,10 @@ class Node:
         self._flush_due = False
         self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
         self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
+        # The last flushes' last seq and the log's write_epoch when each began (what an
+        # fsync proving one of them passes as `since`); the last seq of one forgotten.
+        self._flushes: deque[tuple[int, int]] = deque(maxlen=64)
+        self._flushes_floor = self._durable_seq
         # Received events of acknowledged kinds written but not yet on disk: origin -> their
         # lowest seq (our heads stop below it). Those being fsynced (in a thread), by the
         # sync that covers them, with the origins of their submissions (acknowledged then);
@@ -433,22 +438,26 @@ class Node:
             return
         del self._unflushed[:len(events)]
         self._durable_seq = events[-1].seq
+        epoch = self.log.write_epoch
+        if len(self._flushes) == self._flushes.maxlen:
+            self._flushes_floor = self._flushes[0][0]
+        self._flushes.append((events[-1].seq, epoch))
         if self.write_error is not None:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
-        if self._inline_due and not self._sync_inline(events):
+        if self._inline_due and not self._sync_inline(events, epoch):
             return  # not pushed: rewritten, then served by anti-entropy once on disk
         if self.gossip is not None:
             self.gossip.broadcast(events)
 
-    def _sync_inline(self, events: Sequence[Event]) -> bool:
+    def _sync_inline(self, events: Sequence[Event], epoch: int) -> bool:
         """Fsync the log before events carrying inline blocks leave (their only durable
         copy); False if it fails: then they are rewritten and fsynced as received events
         whose fsync failed are (`_sync_failed`), and our heads stay below them meanwhile."""
         self._inline_due = False
         try:
-            self.log.sync(self.log.sync_epoch)
+            self.log.sync(epoch)
         except OSError as e:
             self._sync_failed(e, events)
             return False
@@ -494,9 +503,8 @@ class Node:
         the loop goes on, and the fsyncs of concurrent acknowledgements overlap); raise as
         `written` otherwise. What the API acknowledges."""
         self.written(ev)
-        epoch = self.log.sync_epoch
         try:
-            await asyncio.to_thread(self.log.sync, epoch)
+            await asyncio.to_thread(self.log.sync, self._write_epoch_of(ev))
         except OSError as e:
             self._sync_failed(e, [ev])
             raise _sync_error(e) from e
@@ -505,10 +513,18 @@ class Node:
         """`durable` for a caller that cannot wait (blocks the loop for one fsync)."""
         self.written(ev)
         try:
-            self.log.sync(self.log.sync_epoch)
+            self.log.sync(self._write_epoch_of(ev))
         except OSError as e:
             self._sync_failed(e, [ev])
             raise _sync_error(e) from e
+
+    def _write_epoch_of(self, ev: Event) -> int:
+        """The log's `write_epoch` of the flush that wrote our event `ev` (0, the most
+        cautious, for one older than the flushes remembered)."""
+        for last, epoch in self._flushes:
+            if ev.seq <= last:
+                return epoch if ev.seq > self._flushes_floor else 0
+        return 0
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold remote events; returns the new ones (checked at the door, persisted first).
@@ -530,6 +546,7 @@ class Node:
         durable = [e for e in new if e.type in DURABLE_TYPES]
         later = bool(durable) and self._loop is not None and not self._log_closed
         self.log.append(new, sync=False if later else None)  # later: fsynced in a thread
+        epoch = self.log.write_epoch
         new = self.door.fold(self.state, new)
         for ev in new:
             if ev.known:
@@ -538,12 +555,13 @@ class Node:
             self._refold_soon()
         submitted = {e.origin for e in new if e.type == EventType.JOB_SUBMITTED}
         if later:
-            self._sync_received(durable, submitted)
+            self._sync_received(durable, submitted, epoch)
         elif self.gossip is not None:  # our heads acknowledge a submission to its origin now
             self.gossip.acknowledge(submitted)
         return new
 
-    def _sync_received(self, events: Sequence[Event], submitted: set[str]) -> None:
+    def _sync_received(self, events: Sequence[Event], submitted: set[str], epoch: int,
+                       ) -> None:
         """Fsync the log in a thread for received events of acknowledged kinds (the loop
         goes on: the job is planned and claimed meanwhile); until then our heads stop below
         them, so no peer counts them as held here; then acknowledge the submissions."""
@@ -553,7 +571,7 @@ class Node:
         for e in events:
             self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
         assert self._loop is not None
-        task = self._loop.create_task(self._synced(gen, self.log.sync_epoch))
+        task = self._loop.create_task(self._synced(gen, epoch))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
@@ -612,7 +630,7 @@ class Node:
             return
         submitted, self._unacked = self._unacked, set()
         self._rewrite.clear()
-        self._sync_received(events, submitted)
+        self._sync_received(events, submitted, self.log.write_epoch)
 
     def _refold_soon(self) -> None:
         """Fold the state again once the conflict rule's spacing allows (at once if it does,

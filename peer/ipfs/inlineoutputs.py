@@ -91,6 +91,7 @@ class InlineOutputs:
         mark_at = read_mark(data_dir, host.log.key_at)
         self._lost: set[Key] | None = None if mark_at is None else host.log.keys_after(mark_at)
         self._restored = False  # the start's restore has ended (the marker may move on)
+        self._mark_epoch = host.log.sync_epoch  # the log's failed fsyncs at the last mark
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _later(self, write: Callable[[], None]) -> None:
@@ -175,10 +176,12 @@ class InlineOutputs:
         try:
             rowid = eventlog.last_rowid()  # on the loop: the connection is the loop's
             key = eventlog.key_at(rowid)
-            epoch = eventlog.sync_epoch
         except sqlite3.Error as e:
             log.warning("inline outputs not marked durable: %s", e)
             return
+        # An fsync of the log that failed since the last mark may have dropped pages of the
+        # events it would cover: then this one does not move it (`since`).
+        since, self._mark_epoch = self._mark_epoch, eventlog.sync_epoch
         if not closing:  # every event up to `rowid` was folded: its writes were asked for
             await self.landed()
             if self.blocks.failed:
@@ -186,7 +189,7 @@ class InlineOutputs:
 
         def mark() -> None:
             self.store.sync_inline()
-            eventlog.sync(epoch)  # the marked events are on disk before the marker
+            eventlog.sync(since)  # the marked events are on disk before the marker
             write_mark(self.data_dir, rowid, key)
 
         try:

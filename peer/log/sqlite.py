@@ -55,6 +55,7 @@ class EventLog:
         self._dir_synced = False
         self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread
         self._failed_syncs = 0
+        self._write_epoch = 0
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
@@ -132,6 +133,7 @@ class EventLog:
                sync: bool | None) -> None:
         """One transaction of `INSERT OR <conflict>` rows (`sync`: set the synchronous
         level first; None keeps it). Failures as `append` says."""
+        self._write_epoch = self._failed_syncs
         try:
             if sync is not None:
                 self._sync(sync)
@@ -151,9 +153,15 @@ class EventLog:
 
     @property
     def sync_epoch(self) -> int:
-        """How many fsyncs of `sync` have failed so far: taken right after a write, then
-        given to `sync` (`since`), it says whether one failed in between."""
+        """How many fsyncs of `sync` have failed so far."""
         return self._failed_syncs
+
+    @property
+    def write_epoch(self) -> int:
+        """`sync_epoch` when the last write began: given to `sync` (`since`), it says whether
+        an fsync failed after that write began (one running in a thread meanwhile may have
+        dropped its pages). Read on the loop right after the write."""
+        return self._write_epoch
 
     def sync(self, since: int | None = None) -> None:
         """Make every commit so far durable: fsync the WAL (what synchronous=FULL does at a
@@ -163,7 +171,7 @@ class EventLog:
         One fsync at a time (they queue on a lock), so each one's outcome is its own: two
         that overlap could have one report the error of pages the other was writing (the
         kernel reports a writeback error once), and the other "succeed" without them. With
-        `since` (a `sync_epoch`) it also fails, as SyncTainted, if any fsync failed since:
+        `since` (a `write_epoch`) it also fails, as SyncTainted, if any fsync failed since:
         Linux may have dropped the pages that one could not write, and a later fsync then
         succeeds without them."""
         with self._sync_lock:

@@ -494,7 +494,7 @@ def test_an_fsync_after_a_failed_one_does_not_prove_the_writes_before_it(
     proves nothing of a write made before that failure (`since`), only of later ones."""
     log = EventLog(tmp_path / "e.sqlite")
     log.append(_events(1, 1), sync=False)
-    before = log.sync_epoch
+    before = log.write_epoch
     fsync, outcomes = log._fsync, [False]
 
     def flaky() -> None:
@@ -509,8 +509,39 @@ def test_an_fsync_after_a_failed_one_does_not_prove_the_writes_before_it(
     with pytest.raises(SyncTainted):
         log.sync(before)  # the fsync itself succeeds: the failure came after the write
     log.append(_events(2, 1), sync=False)
-    log.sync(log.sync_epoch)  # a write after the failure: proven
+    log.sync(log.write_epoch)  # a write after the failure: proven
     log.sync()
+    log.close()
+
+
+def test_an_fsync_that_fails_while_a_write_is_under_way_taints_that_write(
+        tmp_path: Path) -> None:
+    """Another thread's fsync that fails while our transaction is being written may have
+    dropped its pages: the write's epoch is the one when it began."""
+    log = EventLog(tmp_path / "e.sqlite")
+    fsync, db = log._fsync, log._db
+
+    def failing() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    class _Concurrent:  # an fsync in a thread fails between BEGIN and COMMIT
+        def executemany(self, sql: str, rows: Any) -> Any:
+            log._fsync = failing  # type: ignore[method-assign]
+            with pytest.raises(OSError):
+                log.sync()
+            log._fsync = fsync  # type: ignore[method-assign]
+            return db.executemany(sql, rows)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(db, name)
+
+    log._db = _Concurrent()  # type: ignore[assignment]
+    log.append(_events(1, 1), sync=False)
+    log._db = db
+    with pytest.raises(SyncTainted):
+        log.sync(log.write_epoch)
+    log.append(_events(2, 1), sync=False)
+    log.sync(log.write_epoch)
     log.close()
 
 
@@ -600,3 +631,22 @@ async def test_a_failed_fsync_of_any_caller_taints_the_fsyncs_in_flight(node: No
     await _retried(node)
     assert sorted(disk.calls[2]) == sorted([(ORIGIN, 1), ev.id])
     assert node.heads()[ORIGIN] == 1 and acked == [{ORIGIN}]
+
+
+async def test_an_acknowledgement_of_an_event_written_before_a_failed_fsync_fails(
+        node: Node) -> None:
+    """`durable` of an event a flush wrote earlier: an fsync that failed since that flush
+    began taints it, though the fsync for the acknowledgement itself succeeds."""
+    node._loop = asyncio.get_running_loop()
+    disk = _FlakySync(node, [False])
+    ev = node.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    node.flush()  # written, not fsynced
+    other = node.emit(EventType.JOB_CANCELLED, {"job": "k", "reason": "r"})
+    with pytest.raises(StoreError):
+        node.durable_now(other)  # fails
+    with pytest.raises(StoreError):
+        await node.durable(ev)  # its fsync succeeds, after the failure: proves nothing
+    assert disk.calls == ["failed fsync", "fsync"]
+    await _retried(node)
+    assert sorted(disk.calls[2]) == sorted([ev.id, other.id]) and disk.calls[3] == "fsync"
+    assert node.heads()[node.peer_id] == other.seq
