@@ -797,6 +797,12 @@ class Node:
     def peer_urls(self) -> dict[str, str]:
         return {p: str(i["http"]) for p, i in self.live_peers().items() if i.get("http")}
 
+    async def inline_landed(self) -> None:
+        """Return once the inline outputs' blocks and pins asked for so far are written (the
+        writer thread takes them shortly after each output is done)."""
+        if self.inline_outputs is not None:
+            await self.inline_outputs.landed()
+
     def unpinned(self, cids: list[str]) -> None:
         """A user unpinned these (`pin rm`): with Kubo, unpin them there too."""
         if self.kubo is not None:

@@ -159,6 +159,7 @@ class Host(Protocol):
     async def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless on disk
     def durable_now(self, ev: Event) -> None: ...  # the same, blocking (the Kubo RPC's add)
     def unpinned(self, cids: list[str]) -> None: ...  # a user removed pins (Kubo: there too)
+    async def inline_landed(self) -> None: ...  # the inline outputs' pins written so far
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks

@@ -108,6 +108,7 @@ class Host(Protocol):
     def durable_now(self, ev: Any) -> None: ...  # raises (StorageFull...) unless on disk
     def flush(self) -> None: ...
     def unpinned(self, cids: list[str]) -> None: ...  # e.g. unpin in Kubo too
+    async def inline_landed(self) -> None: ...  # the inline outputs' pins written so far
 
 
 def node_options(node: Host) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def node_options(node: Host) -> dict[str, Any]:
     return {"peer_id": node.peer_id, "tmp_dir": node.cfg.data_dir,
             "max_upload_bytes": node.cfg.max_upload_bytes, "on_added": provide,
             "on_removed": node.unpinned, "collect": node.janitor.collect,
-            "names": node.ipns.names, "ipns": node.ipns}
+            "names": node.ipns.names, "ipns": node.ipns, "settle": node.inline_landed}
 
 
 def add_routes(
@@ -136,6 +137,7 @@ def add_routes(
     names: IpnsNames | None = None,
     refused: Counter[str] | None = None,
     ipns: IpnsService | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Register POST /api/v0/{add,cat,pin/add,pin/ls,pin/rm,repo/gc,dag/export,dag/import,
     block/get,id,version} and, with `names` (the IPNS records this peer holds), routing/put
@@ -144,12 +146,16 @@ def add_routes(
     Uploads are spooled under `tmp_dir` (default: the system temp dir), at most
     `max_upload_bytes` per request; `on_added(cids)` is told about new roots (e.g. to provide),
     `on_removed(cids)` about removed pins; `collect` is repo/gc (default: the store's gc);
-    `refused` counts bad input refused, by command and reason (for /api/health).
+    `refused` counts bad input refused, by command and reason (for /api/health); `settle`
+    is awaited before a pin command reads or changes the pins (a peer's inline outputs: their
+    pins are written by a thread shortly after the output is done).
     """
     rpc = KuboRpc(store, peer_id, tmp_dir, max_upload_bytes, on_added)
     rpc.refused = refused if refused is not None else Counter()
     rpc.on_removed = on_removed
     rpc.collect = collect or (lambda: asyncio.to_thread(store.gc))
+    if settle is not None:
+        rpc.settle = settle
     routes: dict[str, Handler] = {
         "add": rpc.add, "cat": rpc.cat, "pin/add": rpc.pin_add, "pin/ls": rpc.pin_ls,
         "pin/rm": rpc.pin_rm, "repo/gc": rpc.repo_gc,
@@ -382,6 +388,10 @@ def add_spooled(store: Store, spool: Spool, version: int, pin: bool,
 # --- the handlers ------------------------------------------------------------------------------
 
 
+async def _settled() -> None:
+    """Nothing to wait for before reading the pins (a store without background pins)."""
+
+
 class KuboRpc:
     """Handlers; blocking store work runs in worker threads."""
 
@@ -394,6 +404,7 @@ class KuboRpc:
         self.on_added = on_added
         self.on_removed: OnAdded | None = None
         self.collect: Collect = lambda: asyncio.to_thread(store.gc)
+        self.settle: Callable[[], Awaitable[None]] = _settled
         self.refused: Counter[str] = Counter()
 
     def _tmp(self, prefix: str) -> Path:
@@ -471,6 +482,7 @@ class KuboRpc:
                               field="recursive")
         flag(request, "progress", False)
         targets = args(request, "ipfs-path")
+        await self.settle()
         pinned = await asyncio.to_thread(self._pin_all, targets)
         self._provide(pinned)
         return web.json_response({"Pins": pinned}, headers={"Vary": "Origin"})
@@ -489,6 +501,7 @@ class KuboRpc:
         that is not pinned (then nothing is unpinned). The blocks go at the next gc."""
         flag(request, "recursive", True)
         targets = args(request, "ipfs-path")
+        await self.settle()  # else a pin written after this unpin would undo it
         removed = await asyncio.to_thread(self._unpin_all, targets)
         if self.on_removed is not None:
             self.on_removed(removed)
@@ -522,6 +535,7 @@ class KuboRpc:
         if kind not in ("all", "recursive", "direct", "indirect"):
             raise ArgError(f"invalid type {kind!r}, must be one of direct, indirect, recursive "
                            "or all", field="type")
+        await self.settle()
         keys = await asyncio.to_thread(self._pin_keys, kind, request.query.getall("arg", []))
         if flag(request, "stream", False):
             lines = [{"Cid": cid, "Type": t, "Name": ""} for cid, t in keys.items()]
