@@ -375,6 +375,24 @@ async def test_the_writes_asked_for_within_the_wait_are_one_pass_of_the_writer(
     assert {c for c, _ in outs} <= set(n.store.pins())
 
 
+async def test_the_writers_pass_is_submitted_when_its_wait_ends(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Without `landed`: the timer submits the pass (here after 0 s, on the loop's next
+    turn) and the outputs get their blocks and pins on disk."""
+    outs = [_small(tmp_path, f"o{i}") for i in range(2)]
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    io.write_wait_s = 0.0
+    n.merge([_done_by(i + 1, c, b) for i, (c, b) in enumerate(outs)])
+    assert io._due is not None  # waiting for its timer
+    await asyncio.sleep(0)  # a loop turn: the timer fires (submits the pass, or no one does)
+    await asyncio.sleep(0)
+    assert io._due is None
+    await asyncio.wrap_future(io.pool.submit(lambda: None))  # the pass submitted has ended
+    assert {c for c, _ in outs} <= set(n.store.pins())
+
+
 async def test_a_run_waits_for_its_input_kept_inline_to_land_on_disk(
         tmp_path: Path, opened: list[Node]) -> None:
     """A worker (another process) reads its input from disk: a run whose input is an inline
