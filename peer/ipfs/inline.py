@@ -223,7 +223,8 @@ class InlineBlocks:
                  background: Callable[[Callable[[], None]], object] | None = None,
                  replica: Callable[[str, str], bool] = every_peer,
                  staged_max_bytes: int = STAGED_MAX_BYTES,
-                 unmark: Callable[[str], None] = lambda c: None) -> None:
+                 unmark: Callable[[str], None] = lambda c: None,
+                 drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self.self_id = self_id
         self.store = store
         self.max_bytes = max_bytes
@@ -244,8 +245,8 @@ class InlineBlocks:
         self._queue: list[tuple[Mapping[Cid, bytes], list[str]]] = []
         self._queue_lock = threading.Lock()
         self._writing = False  # a `_write_queued` is queued or running in `background`
-        # Lands the writes asked for so far (InlineOutputs.landed; None: nothing to wait for)
-        self.drain: Callable[[], Awaitable[None]] | None = None
+        # lands the writes asked for so far (InlineOutputs.landed; None: nothing to wait for)
+        self.drain = drain
 
     async def landed(self) -> None:
         """Return once the writes asked for so far have landed (or failed): a worker, in its

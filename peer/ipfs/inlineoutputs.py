@@ -83,8 +83,7 @@ class InlineOutputs:
         self._due: Callable[[], None] | None = None  # the writer's pass, not yet submitted
         self._due_at: asyncio.TimerHandle | None = None
         self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self._later, replica,
-                                   unmark=unmark)
-        self.blocks.drain = self.landed
+                                   unmark=unmark, drain=self.landed)
         # Restored at start: the inline writes a crash may have lost, those of the events
         # logged after the last clean close's marker (None: every event). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.
