@@ -307,6 +307,43 @@ async def test_a_cancel_in_the_loop_turn_of_a_claim_still_ends_it(make_mesh: Mes
         "p0", "cancelled", "cancelled")
 
 
+async def test_a_second_cancel_before_the_killed_run_resumes_leaves_its_record(
+        make_mesh: MeshFactory) -> None:
+    """Two peers cancel the job at once. The first cancel kills the worker; the second comes
+    in the loop turns before the run resumes with that outcome (the runner no longer has the
+    run): the run must not be stopped again, it records the cancel."""
+    mesh = make_mesh(3)
+    job, holder = await started_job(mesh)
+    for pid in (p for p in mesh.peers if p != holder):
+        mesh.emit(pid, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()  # both cancels reach the holder in one loop turn
+    p = mesh[holder]
+    assert p.runner.cancelled == [f"{job}/w/0/0"]
+    assert p.sched.runs == {} and p.sched.running == []
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        holder, "cancelled", "cancelled")
+
+
+async def test_a_cancel_before_a_finished_run_resumes_leaves_its_outcome(
+        make_mesh: MeshFactory) -> None:
+    """The run ended (its result is in) and its job's cancel comes before the run resumed
+    with it: nothing is left to kill, and the run records what it did."""
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    key = f"{job}/w/0/0"
+    mesh[holder].runner.finish(key)
+    other = next(p for p in mesh.peers if p != holder)
+    mesh.emit(other, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()  # the cancel reaches the holder before its run resumed
+    assert mesh[holder].runner.cancelled == []
+    assert mesh[holder].sched.runs == {} and mesh[holder].sched.running == []
+    [done] = chunk_events(mesh, EventType.CHUNK_DONE)
+    assert (done.origin, done.payload["attempt"]) == (holder, 0)
+    assert chunk_events(mesh, EventType.CHUNK_FAILED) == []
+    assert task_status(mesh["p0"].state, job, "w", CFG.max_attempts) == "cancelled"
+
+
 async def test_a_chunk_is_not_claimed_again_while_our_lost_run_of_it_ends(
         make_mesh: MeshFactory) -> None:
     """Our run of a chunk of a split that lost (an earlier split of the task came) is killed;
