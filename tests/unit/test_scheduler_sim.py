@@ -246,6 +246,25 @@ async def test_a_restart_leaves_finished_chunks_and_others_claims_alone(
     assert mesh[holder].runner.running == [f"{job}/w/0/0"]
 
 
+async def test_a_peer_restarting_inside_a_cancelled_job_fails_its_claim_as_cancelled(
+        make_mesh: MeshFactory) -> None:
+    """The holder hears of the cancel and stops before its killed run recorded it: on
+    restart its old claim is failed as cancelled (its job will not run again), not lost."""
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    mesh.emit(holder, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.restart(holder)  # in the loop turn of the cancel: the run records nothing
+    await mesh.settle()
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"], failed.payload["attempt"]) == (
+        holder, "cancelled", 0)
+    await mesh.advance(CFG.lease_s * 3)
+    assert all(p.runner.started == [] for p in mesh.peers.values())  # nothing runs again
+    assert len(mesh.events(EventType.CLAIM, job=job)) == 1
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "cancelled"
+
+
 # -- a cancel ----------------------------------------------------------------------------------
 async def test_a_cancel_stops_local_runs_and_nothing_more_is_claimed(
         make_mesh: MeshFactory) -> None:
