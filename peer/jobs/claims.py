@@ -220,7 +220,8 @@ def reopen_failure(job: str, task: str, split: tuple[str, int], chunk: int, atte
 
 def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
     """CHUNK_FAILED payloads (kind lost) for the open claims `me` held before a restart:
-    the runs died with the process, so they are failed to be retried."""
+    the runs died with the process, so they are failed to be retried; in a cancelled job
+    (kind cancelled) they are not, and end as its killed runs do."""
     out: list[dict[str, Any]] = []
     for (job, task, so, sq, i), c in list(state.chunks.items()):
         split = state.split_id(job, task)
@@ -228,10 +229,12 @@ def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
             continue
         w = c.winner(c.attempt, split)
         if chunk_done(c) is None and w is not None and w.origin == me:
-            out.append({"job": job, "task": task, "split": list(split), "chunk": i,
-                        "attempt": c.attempt, "kind": FailureKind.LOST.value,
-                        "error": "the peer restarted while running this chunk",
-                        "counts": False})
+            p = {"job": job, "task": task, "split": list(split), "chunk": i,
+                 "attempt": c.attempt, "kind": FailureKind.LOST.value,
+                 "error": "the peer restarted while running this chunk", "counts": False}
+            if job in state.cancelled:
+                p.update(kind=FailureKind.CANCELLED.value, error="cancelled")
+            out.append(p)
     return out
 
 

@@ -45,6 +45,8 @@ class Run:
     spec: TaskSpec
     task: asyncio.Task[None] | None = None
     lost: bool = False  # our claim lost to another: the outcome is not recorded
+    # handed to the runner: only the runner's cancel stops it, whose outcome comes back
+    executing: bool = False
     log: list[str] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
     last_progress_s: float = 0.0
@@ -202,9 +204,12 @@ class Runs:
 
     def cancel_job(self, job: str) -> None:
         """Kill this peer's workers of `job` now; runs still fetching input, or not yet
-        started (`_unstarted`), stop and record the cancel as a worker's would."""
+        started (`_unstarted`), stop and record the cancel as a worker's would. A run the
+        runner has ended (killed by an earlier cancel, or finished) is left to resume and
+        record that outcome: stopping its task in those loop turns would lose it."""
         for ak, r in list(self.active.items()):
-            if ak.job == job and not self.runner.cancel(r.key) and r.task is not None:
+            if (ak.job == job and not self.runner.cancel(r.key) and not r.executing
+                    and r.task is not None):
                 r.task.cancel()
 
     async def close(self) -> None:
@@ -285,6 +290,7 @@ class Runs:
         """The executor call; an executor that raises fails the attempt as a crash (retried)
         rather than leaving the chunk claimed forever."""
         self.executions += 1
+        run.executing = True  # from here a cancel is the runner's (see cancel_job)
         try:
             res: RunResultLike = await self.runner.run(
                 run.key, kinds.target(run.tdef), payload,

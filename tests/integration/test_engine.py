@@ -256,6 +256,26 @@ async def test_unfinished_work_resumes_after_restart(node_factory: Any) -> None:
     assert v["tasks"][0]["cached"] is False and again.scheduler.executions <= 3
 
 
+async def test_a_restart_inside_a_cancelled_job_fails_its_claim_as_cancelled(
+        node_factory: Any) -> None:
+    """The peer stops in the loop turn of a cancel, before its killed run recorded it: the
+    restarted peer fails its old claim as cancelled (not lost) and runs nothing again."""
+    node = await node_factory("c")
+    job = submit(node, [{"call": "T_SLEEP", "args": [3600]}])  # ends only if it is killed
+    await until(lambda: node.scheduler.runs, "the task never started")
+    node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await node.close()
+    again = await node_factory("c")
+    again.flush()  # the loop turn of the restart's failures is held once closed
+    failed = [e.payload for x in again.state.events.values() for e in x.singles
+              if e.type == EventType.CHUNK_FAILED and e.payload["job"] == job]
+    assert [(p["attempt"], p["kind"], p["error"]) for p in failed] == [
+        (0, "cancelled", "cancelled")]
+    v = job_view(again.state, job, 3)
+    assert v["state"] == "cancelled" and v["tasks"][0]["chunks"][0]["error"] == "cancelled"
+    assert again.scheduler.runs == {} and again.scheduler.executions == 0
+
+
 async def test_close_right_after_a_wake_up_does_not_hang(node_factory: Any) -> None:
     """close() while the scheduler's wake-up is in flight must stop its loop (Python 3.11's
     asyncio.wait_for swallowed that cancellation and close() waited forever)."""

@@ -246,6 +246,25 @@ async def test_a_restart_leaves_finished_chunks_and_others_claims_alone(
     assert mesh[holder].runner.running == [f"{job}/w/0/0"]
 
 
+async def test_a_peer_restarting_inside_a_cancelled_job_fails_its_claim_as_cancelled(
+        make_mesh: MeshFactory) -> None:
+    """The holder hears of the cancel and stops before its killed run recorded it: on
+    restart its old claim is failed as cancelled (its job will not run again), not lost."""
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    mesh.emit(holder, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.restart(holder)  # in the loop turn of the cancel: the run records nothing
+    await mesh.settle()
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"], failed.payload["attempt"]) == (
+        holder, "cancelled", 0)
+    await mesh.advance(CFG.lease_s * 3)
+    assert all(p.runner.started == [] for p in mesh.peers.values())  # nothing runs again
+    assert len(mesh.events(EventType.CLAIM, job=job)) == 1
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "cancelled"
+
+
 # -- a cancel ----------------------------------------------------------------------------------
 async def test_a_cancel_stops_local_runs_and_nothing_more_is_claimed(
         make_mesh: MeshFactory) -> None:
@@ -305,6 +324,43 @@ async def test_a_cancel_in_the_loop_turn_of_a_claim_still_ends_it(make_mesh: Mes
     [failed] = mesh.events(EventType.CHUNK_FAILED, job=job)
     assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
         "p0", "cancelled", "cancelled")
+
+
+async def test_a_second_cancel_before_the_killed_run_resumes_leaves_its_record(
+        make_mesh: MeshFactory) -> None:
+    """Two peers cancel the job at once. The first cancel kills the worker; the second comes
+    in the loop turns before the run resumes with that outcome (the runner no longer has the
+    run): the run must not be stopped again, it records the cancel."""
+    mesh = make_mesh(3)
+    job, holder = await started_job(mesh)
+    for pid in (p for p in mesh.peers if p != holder):
+        mesh.emit(pid, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()  # both cancels reach the holder in one loop turn
+    p = mesh[holder]
+    assert p.runner.cancelled == [f"{job}/w/0/0"]
+    assert p.sched.runs == {} and p.sched.running == []
+    [failed] = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert (failed.origin, failed.payload["kind"], failed.payload["error"]) == (
+        holder, "cancelled", "cancelled")
+
+
+async def test_a_cancel_before_a_finished_run_resumes_leaves_its_outcome(
+        make_mesh: MeshFactory) -> None:
+    """The run ended (its result is in) and its job's cancel comes before the run resumed
+    with it: nothing is left to kill, and the run records what it did."""
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    key = f"{job}/w/0/0"
+    mesh[holder].runner.finish(key)
+    other = next(p for p in mesh.peers if p != holder)
+    mesh.emit(other, EventType.JOB_CANCELLED, {"job": job, "reason": "test"})
+    await mesh.settle()  # the cancel reaches the holder before its run resumed
+    assert mesh[holder].runner.cancelled == []
+    assert mesh[holder].sched.runs == {} and mesh[holder].sched.running == []
+    [done] = chunk_events(mesh, EventType.CHUNK_DONE)
+    assert (done.origin, done.payload["attempt"]) == (holder, 0)
+    assert chunk_events(mesh, EventType.CHUNK_FAILED) == []
+    assert task_status(mesh["p0"].state, job, "w", CFG.max_attempts) == "cancelled"
 
 
 async def test_a_chunk_is_not_claimed_again_while_our_lost_run_of_it_ends(
