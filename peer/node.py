@@ -740,8 +740,12 @@ class Node:
         return self._servable(self.state.events_in(origin, blocks))
 
     def _servable(self, out: list[Event]) -> list[Event]:
-        if self._unflushed:  # ours not yet written are not served
-            out = [e for e in out if e.origin != self.peer_id or e.seq <= self._durable_seq]
+        low = self._unsynced.get(self.peer_id)
+        if self._unflushed or low is not None:  # ours not yet written, or proven, are not served
+            top = self._durable_seq if self._unflushed else self.state.heads.get(self.peer_id, 0)
+            if low is not None:
+                top = min(top, low - 1)
+            out = [e for e in out if e.origin != self.peer_id or e.seq <= top]
         if self.state.revoked:  # what every peer refuses is not served
             out = [e for e in out if (a := self._revoked_after(e.origin)) is None or e.seq <= a]
         return out

@@ -590,7 +590,9 @@ async def test_an_acknowledgement_whose_fsync_failed_is_rewritten_until_one_succ
         await node.durable(ev)
     assert node.heads()[node.peer_id] == ev.seq - 1
     assert node.durability()["unsynced_received"] == 1
+    assert ev.id not in {e.id for e in node.events_after({}, 100)}  # nor served
     await _retried(node)
+    assert ev.id in {e.id for e in node.events_after({}, 100)}
     assert disk.calls == ["failed fsync", [ev.id], "fsync"]
     assert node.heads()[node.peer_id] == ev.seq and not node._rewrite
 
