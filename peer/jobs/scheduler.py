@@ -579,12 +579,14 @@ class Scheduler:
                 return
         elif not self._my_turn(turn, rendezvous(unit, [
                 *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
-                self.peer_id]), self.cfg.split_wait_s):
+                self.peer_id]), self.cfg.split_wait_s
+                + self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks)):
             # Every peer could split it: stagger them so that one usually does. By
-            # split_wait_s, not stagger_s: the first splits as soon as it sees the job, and a
-            # job of thousands of tasks takes each peer longer than stagger_s to fold (and
-            # its splits longer to reach the others), which used to split a quarter of
-            # them twice (every duplicate split a wasted event, its claims' runs killed).
+            # split_wait_s and more per task of the job, not stagger_s: the first splits as
+            # soon as it sees the job, and a job of thousands of tasks takes each peer longer
+            # than stagger_s to fold (and its splits longer to reach the others), which used
+            # to split a quarter of them twice (every duplicate split a wasted event, its
+            # claims' runs killed).
             return
         input_cid = self.planner.input(job, spec)
         key = self.planner.key(job, task, tdef, spec, input_cid)

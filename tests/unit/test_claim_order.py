@@ -151,6 +151,28 @@ async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() 
         await mesh.close()
 
 
+async def test_a_big_job_waits_longer_before_a_task_without_input_is_split_again() -> None:
+    """The first peer's splits of a job of 400 tasks come after split_wait_s (its pass over
+    the job): the others wait split_wait_per_task_s more per task of the job, so each task
+    is still split once; with no wait per task they split the tasks again."""
+    for per_task_s, once in ((0.0005, True), (0.0, False)):
+        cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                              split_wait_s=0.2, split_wait_per_task_s=per_task_s)
+        mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
+        try:
+            mesh.hold = lambda ev, to: ev.type == EventType.TASK_SPLIT  # slow on the wire
+            job = mesh.submit("p0", _tasks(400))
+            await mesh.settle()
+            await mesh.advance(0.3)  # past split_wait_s, within 0.2 + 400 x 0.0005 s
+            mesh.hold = None
+            await mesh.settle()
+            splits = [e.payload["task"]
+                      for e in mesh.events(EventType.TASK_SPLIT, "p0", job=job)]
+            assert len(set(splits)) == 400 and (len(splits) == 400) is once
+        finally:
+            await mesh.close()
+
+
 # -- runs queued behind the slots (queue_ahead) ------------------------------------------------
 AHEAD = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
                         queue_ahead=1, queue_alone=True)

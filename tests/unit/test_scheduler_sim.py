@@ -562,7 +562,8 @@ async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tic
         assert len(split) == 1  # rank 0 at once
         (later,) = set(mesh.peers) - split
         sched = mesh[later].sched
-        wait = cfg.split_wait_s  # a task without input: split_wait_s per rank
+        # a task without input: split_wait_s and split_wait_per_task_s per task, per rank
+        wait = cfg.split_wait_s + cfg.split_wait_per_task_s
         assert sched.sleep_s() == pytest.approx(wait)  # not tick_s
         await mesh.advance(wait / 2)
         assert not mesh.events(EventType.TASK_SPLIT, later, job=job)
