@@ -568,7 +568,7 @@ async def test_a_staggered_peer_takes_its_turn_when_it_comes_not_at_the_next_tic
         await mesh.advance(wait / 2)
         assert not mesh.events(EventType.TASK_SPLIT, later, job=job)
         assert sched.sleep_s() == pytest.approx(wait / 2)
-        await mesh.advance(wait / 2)  # far less than a tick: its turn came
+        await mesh.advance(wait / 2 + 1e-9)  # far less than a tick: its turn came
         assert mesh.events(EventType.TASK_SPLIT, later, job=job)
         assert sched.sleep_s() == pytest.approx(cfg.tick_s)
     finally:
