@@ -276,6 +276,8 @@ class SwimStats:
     refutations: int = 0
     deaths: int = 0
     dropped_updates: int = 0  # refused: bad signature, unknown claimant, malformed
+    push_pulls: int = 0  # table hashes sent
+    tables_sent: int = 0  # tables sent back: a hash differed from ours
 
 
 class Swim:
@@ -658,6 +660,7 @@ class Swim:
         if targets:
             body = {"m": [], "h": self.table_hash()}
             for a in targets:
+                self.stats.push_pulls += 1
                 self._net.send_swim(a, Msg.SYNC, body)
 
     def _updates_of(self, ids: Iterable[str]) -> list[Body]:
@@ -696,6 +699,7 @@ class Swim:
             m = self._members.get(sender)
             if m is not None and m.state not in (State.ALIVE, State.LEFT):
                 reply["u"] = m.inc
+            self.stats.tables_sent += 1
             self._net.send_swim(reply_to, Msg.SYNC, reply)
         if theirs is not None:
             mine = self.table()

@@ -558,6 +558,7 @@ def test_push_pull_sends_a_hash_to_one_alive_member_and_one_silent_join_address(
     s.tick(clock())
     opens = [(a, b) for a, b in net.take(Msg.SYNC) if "h" in b]
     assert len(opens) == 2 and all(b == {"m": [], "h": s.table_hash()} for _, b in opens)
+    assert s.stats.push_pulls == 2
     assert opens[0][0] in ("127.0.0.1:10", "127.0.0.1:11", "127.0.0.1:12")
     assert opens[1][0] == "127.0.0.1:50"
     clock.advance(CFG.push_pull_s / 2)
@@ -573,6 +574,7 @@ def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
     s.on_sync("x", peer, {"m": [], "h": "0" * 32}, clock())
     [(to, body)] = net.take(Msg.SYNC)
     assert to == peer and body == {"m": [], "d": [["m0", 1], ["m1", 1], ["m2", 1], ["me", 5]]}
+    assert s.stats.tables_sent == 1
     # its table: us and m0 as we hold them, m1 older, m9 unknown to us; m2 unknown to it
     s.on_sync("x", peer, {"m": [], "d": [["me", 5], ["m0", 1], ["m1", 0], ["m9", 3]]},
               clock())
