@@ -27,7 +27,10 @@ equal:
    its load and runs, which renews its leases) ride on the probe traffic, each sent a
    bounded number of times. The version vector travels only in anti-entropy: a SWIM member
    gets a hash of it (DIGEST_SUM), and the full DIGEST only when the hashes differ. So the
-   idle traffic per peer does not grow with the mesh. `close()` announces LEFT.
+   idle traffic per peer does not grow with the mesh. A periodic push-pull of membership
+   tables (hash first, then rows, then the updates each side lacks; scaled with log2 N)
+   repairs what the bounded retransmits missed and heals a partition both sides forgot.
+   `close()` announces LEFT.
    Peers of the previous release (membership.py, `swim=None`): every `heartbeat_s` a
    HEARTBEAT (load, runs, version vector) to every known address; liveness judged on the
    local clock (alive until `suspect_after_s` without one, suspect until `dead_after_s`).

@@ -17,10 +17,20 @@ that member (only it can refute a suspicion, with a higher incarnation, or leave
 claim is signed by its claimant; DEAD is never sent: every member reaches it by its own
 suspicion timer, which the suspected member can stop by refuting. Local-health awareness: a
 member that misses acks (its own fault or the network's) widens its probe timeouts.
+
+Push-pull (memberlist's periodic state sync): every `push_pull_s`, scaled up with log2(N)
+above 32 members, a member sends one live member a hash of its table (each live member's
+incarnation, its own included); on a mismatch the two exchange their tables as
+(member, incarnation) rows and then the signed updates each lacks, a bounded number per
+frame. It repairs what the bounded retransmits missed (a member whose every alive was lost
+on its way to us). On the same cadence the hash also goes to one join address where no member
+is alive: after a partition that outlasted `forget_s`, both sides have forgotten each other
+and nothing else would bring them together. The exchange rides on the probe's wake-ups.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import math
@@ -29,6 +39,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
+
+from peer.mesh.wire import dumps, parse_member_ids, parse_table, parse_table_hash
 
 log = logging.getLogger("banzai.swim")
 
@@ -39,6 +51,10 @@ SEQ_BITS = 48  # probe sequence numbers are random: an off-path member cannot fo
 # their alive's bounded retransmits may all have missed us, and nothing else would repair it.
 MAX_ASKED = 16
 ASK_SYNCS = 10  # join retries per prober (its alive may be refused: revoked, bad signature)
+PUSH_PULL_SCALE_ABOVE = 32  # members: the push-pull interval grows with log2(N) above this
+MAX_TABLE_ROWS = 8192  # rows of a push-pull table accepted (a larger mesh: the first ones)
+MAX_PUSHED = 64  # members whose updates one push-pull frame carries (the rest: next rounds)
+MAX_SEEDS = 1024  # join addresses kept for the push-pull after a long partition
 
 
 class State(StrEnum):
@@ -87,10 +103,12 @@ class SwimConfig:
     join_retry_s: float = 1.0  # an address with no live member there is synced this often
     forget_s: float = 300.0  # a dead or left member's record is kept this long
     report_min_s: float = 0.5  # our own report is re-announced at most this often
+    push_pull_s: float = 30.0  # table hash to one live member (and one silent join address)
 
     def __post_init__(self) -> None:
         for name in ("probe_interval_s", "probe_timeout_s", "gossip_interval_s",
-                     "reconnect_s", "join_retry_s", "forget_s", "suspicion_mult"):
+                     "reconnect_s", "join_retry_s", "forget_s", "suspicion_mult",
+                     "push_pull_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.probe_timeout_s >= self.probe_interval_s:
@@ -110,7 +128,8 @@ class SwimConfig:
         """Fast timings for tests on one machine or a fake clock."""
         base: dict[str, Any] = {"probe_interval_s": 0.1, "probe_timeout_s": 0.04,
                                 "gossip_interval_s": 0.05, "reconnect_s": 0.5,
-                                "join_retry_s": 0.2, "report_min_s": 0.0}
+                                "join_retry_s": 0.2, "report_min_s": 0.0,
+                                "push_pull_s": 1.0}
         return cls(**{**base, **overrides})
 
 
@@ -128,6 +147,15 @@ def remaining_suspicion_s(confirmations: int, k: int, elapsed_s: float, low: flo
         return low - elapsed_s
     frac = math.log(confirmations + 1.0) / math.log(k + 1.0)
     return max(low, high - frac * (high - low)) - elapsed_s
+
+
+def push_pull_interval_s(cfg: SwimConfig, n: int) -> float:
+    """The push-pull period in a mesh of `n` members (memberlist's pushPullScale): the base
+    up to 32 members, then one more base per doubling, so that the traffic of the exchanges
+    (tables grow with N) stays flat per member."""
+    if n <= PUSH_PULL_SCALE_ABOVE:
+        return cfg.push_pull_s
+    return cfg.push_pull_s * (math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_ABOVE)) + 1)
 
 
 def retransmit_limit(cfg: SwimConfig, n: int) -> int:
@@ -248,6 +276,8 @@ class SwimStats:
     refutations: int = 0
     deaths: int = 0
     dropped_updates: int = 0  # refused: bad signature, unknown claimant, malformed
+    push_pulls: int = 0  # table hashes sent
+    tables_sent: int = 0  # tables sent back: a hash differed from ours
 
 
 class Swim:
@@ -285,6 +315,11 @@ class Swim:
         self._next_reconnect = 0.0
         self._next_join = 0.0
         self._joins: set[str] = set()  # addresses to sync with until a live member is there
+        self._seeds: set[str] = set()  # join addresses: pushed-pulled while nobody lives there
+        # the last push-pull, and the part of a period to wait after it (random before the
+        # first: the members' rounds are spread over the period, whatever N is by then)
+        self._pp_last = 0.0
+        self._pp_wait = 1.0
         # of those: address -> (the unknown member that probed from it, when we stop syncing
         # with it, when it may ask again): a prober whose alive is refused costs ASK_SYNCS
         # syncs per forget_s, not one every join_retry_s for ever
@@ -305,16 +340,24 @@ class Swim:
         self._next_gossip = now
         self._next_reconnect = now + self.cfg.reconnect_s
         self._next_join = now
+        self._pp_last, self._pp_wait = now, self._rng.random()
 
     def join(self, addrs: Iterable[str]) -> None:
-        """Sync with these addresses (static peers) until a live member answers there."""
+        """Sync with these addresses (static peers) until a live member answers there; later,
+        whenever nobody is alive there, push-pull with them now and then."""
         for a in addrs:
             if a and a != self.addr:
-                self._joins.add(a)
-                self._next_join = 0.0
+                if len(self._seeds) < MAX_SEEDS:
+                    self._seeds.add(a)
+                self._sync_with(a)
+
+    def _sync_with(self, addr: str) -> None:
+        self._joins.add(addr)
+        self._next_join = 0.0
 
     def forget_addr(self, addr: str) -> None:
         self._joins.discard(addr)
+        self._seeds.discard(addr)
 
     @property
     def members(self) -> Mapping[str, Member]:
@@ -451,6 +494,10 @@ class Swim:
         if now >= self._next_join:
             self._next_join = now + self.cfg.join_retry_s
             self._sync_joins(now)
+        # not in next_due: it rides on the probe's wake-ups
+        if now >= self._pp_last + self._pp_wait * push_pull_interval_s(self.cfg, self.n()):
+            self._pp_last, self._pp_wait = now, 1.0
+            self._push_pull()
 
     def next_due(self) -> float:
         """When `tick` next has something to do (the timer sleeps until then)."""
@@ -589,6 +636,84 @@ class Swim:
             if m is None or m.state != State.ALIVE:
                 self._net.send_swim(a, Msg.SYNC, self.sync_body(reply=True))
 
+    # -- push-pull -------------------------------------------------------------------
+    def table(self) -> dict[str, int]:
+        """Member -> incarnation of every live member we hold a signed alive of, and us."""
+        out = {m.id: m.inc for m in self.live() if m.alive is not None and m.addr}
+        if self._my_alive is not None:
+            out[self.me] = self.inc
+        return out
+
+    def table_hash(self) -> str:
+        """A short hash of `table()`: equal on members that see the same live mesh."""
+        return hashlib.sha256(dumps(sorted(self.table().items()))).hexdigest()[:32]
+
+    def _push_pull(self) -> None:
+        """Our table's hash to one random alive member, and to one join address where no
+        member is alive (a long partition: both sides forgot each other)."""
+        alive = [m for m in self.live() if m.state == State.ALIVE and m.addr]
+        silent = sorted(a for a in self._seeds
+                        if (m := self.member_at(a)) is None or m.state != State.ALIVE)
+        targets = [self._rng.choice(alive).addr] if alive else []
+        if silent:
+            targets.append(self._rng.choice(silent))
+        if targets:
+            body = {"m": [], "h": self.table_hash()}
+            for a in targets:
+                self.stats.push_pulls += 1
+                self._net.send_swim(a, Msg.SYNC, body)
+
+    def _updates_of(self, ids: Iterable[str]) -> list[Body]:
+        """The signed alive and report of each of these members we hold live (or us)."""
+        ups: list[Body] = []
+        for mid in ids:
+            if mid == self.me:
+                alive, report = self._my_alive, self._my_report
+            else:
+                m = self._members.get(mid)
+                if m is None or m.state not in (State.ALIVE, State.SUSPECT):
+                    continue
+                alive, report = m.alive, m.report
+            if alive is not None:
+                ups.append(alive)
+                if report is not None:
+                    ups.append(report)
+        return ups
+
+    def _on_push_pull(self, sender: str, reply_to: str, body: Mapping[str, Any]) -> None:
+        """The push-pull keys of a SYNC (wire.py), each checked before any is acted on: a
+        hash ("h") answered by our table when it differs; a table ("d") answered by the
+        updates it lacks and the members we lack ("w"), which are answered by theirs."""
+        u, h, d, w = (body.get(k) for k in ("u", "h", "d", "w"))
+        inc = None if u is None else _int(u)
+        h = None if h is None else parse_table_hash(h)
+        theirs = None if d is None else parse_table(d, MAX_TABLE_ROWS)
+        wanted = None if w is None else parse_member_ids(w, MAX_PUSHED)
+        if inc is not None:  # it holds us suspect or dead: refute (as an ACK's "u")
+            self.refute(inc)
+        if not reply_to:
+            return
+        if h is not None and h != self.table_hash():
+            rows = sorted([k, v] for k, v in self.table().items())[:MAX_TABLE_ROWS]
+            reply: Body = {"m": [], "d": rows}
+            m = self._members.get(sender)
+            if m is not None and m.state not in (State.ALIVE, State.LEFT):
+                reply["u"] = m.inc
+            self.stats.tables_sent += 1
+            self._net.send_swim(reply_to, Msg.SYNC, reply)
+        if theirs is not None:
+            mine = self.table()
+            push = [mid for mid, n in sorted(mine.items()) if theirs.get(mid, -1) < n]
+            want = [mid for mid, n in sorted(theirs.items()) if mid != self.me
+                    and ((m := self._members.get(mid)) is None or m.inc < n)]
+            if push or want:
+                self._net.send_swim(reply_to, Msg.SYNC, {
+                    "m": self._updates_of(push[:MAX_PUSHED]), "w": want[:MAX_PUSHED]})
+        if wanted:
+            ups = self._updates_of(wanted)
+            if ups:
+                self._net.send_swim(reply_to, Msg.SYNC, {"m": ups})
+
     def sync_body(self, *, reply: bool) -> Body:
         """Everything we know worth telling a newcomer: every member's signed alive (or left)
         and report, ourselves included."""
@@ -615,7 +740,7 @@ class Swim:
                 and len(self._asked) < MAX_ASKED):
             stop = now + ASK_SYNCS * self.cfg.join_retry_s
             self._asked[reply_to] = (sender, stop, now + self.cfg.forget_s)
-            self.join([reply_to])  # it knows us, we never got its alive: sync with it
+            self._sync_with(reply_to)  # it knows us, we never got its alive: sync with it
         ack: Body = {"s": seq}
         u = body.get("u")
         if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly
@@ -678,6 +803,7 @@ class Swim:
         self.apply_updates(body.get("m", []), now, relay=False)
         if body.get("r") and reply_to:
             self._net.send_swim(reply_to, Msg.SYNC, self.sync_body(reply=not known and False))
+        self._on_push_pull(sender, reply_to, body)
 
     def apply_updates(self, updates: Any, now: float, *, relay: bool = True) -> None:
         """Apply piggybacked updates (each checked alone: a bad one is counted, not fatal)."""
@@ -836,5 +962,5 @@ def _int(v: Any) -> int:
 
 
 __all__ = ["MAX_UPDATES_PER_FRAME", "Member", "Msg", "NoSigner", "Sig", "Signer", "State",
-           "Swim", "SwimConfig", "SwimNet", "SwimStats", "remaining_suspicion_s",
-           "retransmit_limit", "suspicion_bounds_s"]
+           "Swim", "SwimConfig", "SwimNet", "SwimStats", "push_pull_interval_s",
+           "remaining_suspicion_s", "retransmit_limit", "suspicion_bounds_s"]

@@ -41,6 +41,12 @@ class Kind(IntEnum):
     NACK = 8  # {"s": seq}: an indirect probe got no ack
     UPDATES = 9  # {"m": [...]}: updates alone (the gossip timer, a leave)
     SYNC = 10  # {"m": [...], "r": bool}: a member's whole table; "r" asks for ours back
+    # SYNC keys of the periodic push-pull (swim.py; peers of the previous release ignore them
+    # and never answer "h", so they are sent "d" and "w" only by peers that know them):
+    # "h": a hash of the sender's table ({member: incarnation} of the live ones, itself
+    # included); a member whose hash differs answers "d": its table as [[member, inc], ...]
+    # (and "u" when it holds the sender suspect or dead: it may refute); the asker pushes
+    # "m", the updates the other lacks, with "w": [member, ...] it lacks, answered by "m".
     DIGEST_SUM = 11  # {"h": hex}: a hash of the version vector; a DIGEST answers a mismatch
 # Content digests (peer.log.contents; peers of the previous release ignore the keys, and the
 # last two are only sent to a peer that sent the first ones): DIGEST_SUM "c" (a digest of every
@@ -337,6 +343,46 @@ def parse_blocks(obj: Any, max_blocks: int) -> Blocks:
     return out
 
 
+MAX_MEMBER_ID_BYTES = 255  # as a frame header's sender id
+TABLE_HASH_CHARS = 32
+
+
+def parse_table_hash(obj: Any) -> str:
+    """A push-pull's table hash ("h"); ValueError if it is no short hex string."""
+    if not (isinstance(obj, str) and len(obj) == TABLE_HASH_CHARS
+            and all(c in "0123456789abcdef" for c in obj)):
+        raise ValueError("bad table hash")
+    return obj
+
+
+def _member_id(obj: Any) -> str:
+    if not (isinstance(obj, str) and 0 < len(obj.encode()) <= MAX_MEMBER_ID_BYTES):
+        raise ValueError("bad member id")
+    return obj
+
+
+def parse_table(obj: Any, max_rows: int) -> dict[str, int]:
+    """A push-pull's table ("d": [[member, incarnation], ...]); ValueError if malformed or
+    longer than `max_rows`."""
+    if not isinstance(obj, list) or len(obj) > max_rows:
+        raise ValueError(f"table is not a list of at most {max_rows} rows")
+    out: dict[str, int] = {}
+    for row in obj:
+        if not (isinstance(row, list) and len(row) == 2 and type(row[1]) is int
+                and 0 <= row[1] < 2**63):
+            raise ValueError("bad table row")
+        out[_member_id(row[0])] = row[1]
+    return out
+
+
+def parse_member_ids(obj: Any, max_ids: int) -> list[str]:
+    """Members asked for by a push-pull ("w"); ValueError if malformed or more than
+    `max_ids`."""
+    if not isinstance(obj, list) or len(obj) > max_ids:
+        raise ValueError(f"member ids are not a list of at most {max_ids}")
+    return [_member_id(x) for x in obj]
+
+
 Refused = Callable[[Any, str], None]  # (the event's origin as sent, why it was refused)
 
 
@@ -361,8 +407,9 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
     return out
 
 
-__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "TAG_LEN", "Blocks", "Frame", "FrameError",
-           "FrameWriter", "Kind", "Packed", "Refused", "Reply", "decode_frame", "digest_body",
-           "dumps", "encode_event", "encode_frame", "events_body", "frame_header",
-           "heartbeat_body", "pack_events", "pack_frames", "parse_blocks", "parse_digests",
-           "parse_events", "parse_info", "parse_vv", "reply_body", "seal"]
+__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "TAG_LEN", "Blocks",
+           "Frame", "FrameError", "FrameWriter", "Kind", "Packed", "Refused", "Reply",
+           "decode_frame", "digest_body", "dumps", "encode_event", "encode_frame", "events_body",
+           "frame_header", "heartbeat_body", "pack_events", "pack_frames", "parse_blocks",
+           "parse_digests", "parse_events", "parse_info", "parse_member_ids", "parse_table",
+           "parse_table_hash", "parse_vv", "reply_body", "seal"]

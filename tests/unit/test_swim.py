@@ -11,21 +11,24 @@ from typing import Any
 import pytest
 
 from peer.log.clock import FakeClock
-from peer.mesh.gossip import GossipConfig
+from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
     ASK_SYNCS,
     MAX_ASKED,
+    MAX_PUSHED,
+    MAX_TABLE_ROWS,
     Member,
     Msg,
     State,
     Swim,
     SwimConfig,
+    push_pull_interval_s,
     remaining_suspicion_s,
     retransmit_limit,
     suspicion_bounds_s,
 )
-from peer.mesh.wire import Kind
+from peer.mesh.wire import Kind, decode_frame
 
 CFG = SwimConfig.local()  # probe 0.1 s, probe timeout 0.04 s
 
@@ -467,3 +470,203 @@ def test_swim_frames_of_a_malformed_body_are_dropped_and_counted() -> None:
     assert c.peers[0].gossip.stats.dropped_bad_frame == 3
     inject(c, 0, frame_to(c, Kind.UPDATES, {"m": [{"t": "a"}, 5]}))
     assert c.peers[0].gossip.stats.swim_dropped_updates >= 2
+
+
+# -- push-pull: what the bounded retransmits and the reconnect pings leave ---------------
+
+
+def _drop_to(c: Cluster, dst: SimPeer, drop: Any) -> None:
+    """Frames to `dst` for which `drop(frame)` holds are lost (the sender cannot tell)."""
+    t = c.net._nodes[dst.addr]
+    handler = t.handler
+    assert handler is not None
+    t.handler = lambda data: None if drop(data) else handler(data)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_partition_longer_than_the_forget_time_heals_without_an_outside_trigger(
+        signed: bool) -> None:
+    """Both sides declare the other dead and then forget it (the reconnect pings go to the
+    dead they remember, so they stop): the join addresses are synced again at the push-pull
+    cadence while nobody is alive there."""
+    swim = SwimConfig.local(forget_s=3.0)
+    c = Cluster(6, GossipConfig.local(swim=swim), seed=11, signed=signed)
+    settle(c, 0.5)
+    assert all_alive(c)
+    left, right = c.peers[:3], c.peers[3:]
+    c.net.partition([p.addr for p in left])
+    _, high = suspicion_bounds_s(swim, 6)
+    settle(c, high + 2 * swim.forget_s)
+    for p in left:
+        assert all(q.gossip.peer_id not in states(p) for q in right)  # forgotten
+    c.net.heal()
+    settle(c, 3 * swim.push_pull_s)
+    assert all_alive(c)
+
+
+def test_a_member_whose_gossip_missed_a_peer_is_learned_by_push_pull() -> None:
+    """D joins through A; every update naming D is lost on its way to C while its bounded
+    retransmits last, and D's own frames never reach C (so no probe from D makes C ask):
+    C learns D from a periodic push-pull with a member that knows it."""
+    c = Cluster(4, seed=12)
+    settle(c, 0.5)
+    a, cc = c.peers[0], c.peers[2]
+    d = c.add("pnew")
+    d.gossip.add_peer(a.addr)
+    lift = c.clock() + 2.0
+    mesh = c.cfg.mesh_id
+
+    def drop(data: bytes) -> bool:
+        f = decode_frame(data, None, mesh, 1 << 30)
+        return f.sender == "pnew" or (c.clock() < lift and b"pnew" in data)
+
+    _drop_to(c, cc, drop)
+    settle(c, 2.0)
+    assert "pnew" not in states(cc)  # the gossip about D missed C
+    assert all("pnew" in states(p) for p in c.peers if p not in (cc, d))
+    settle(c, 3 * c.cfg.swim.push_pull_s if c.cfg.swim else 0.0)
+    assert "pnew" in cc.gossip.live_peers()
+
+
+def test_a_member_whose_gossip_missed_a_peer_is_learned_when_it_probes_that_peer() -> None:
+    """As above but D reaches C after the loss: D's next probe of C (within one probe round
+    of D, N x probe interval) makes C sync with it (728a301)."""
+    c = Cluster(4, seed=13)
+    settle(c, 0.5)
+    a, cc = c.peers[0], c.peers[2]
+    d = c.add("pnew")
+    d.gossip.add_peer(a.addr)
+    lift = c.clock() + 2.0
+    _drop_to(c, cc, lambda data: c.clock() < lift and b"pnew" in data)
+    settle(c, 2.0)
+    assert "pnew" not in states(cc)
+    swim = c.cfg.swim
+    assert swim is not None
+    settle(c, len(c.peers) * swim.probe_interval_s * 2 + swim.join_retry_s)
+    assert "pnew" in cc.gossip.live_peers()
+
+
+@pytest.mark.parametrize(("n", "mult"), [(1, 1), (32, 1), (33, 2), (64, 2), (65, 3), (1000, 6)])
+def test_the_push_pull_interval_grows_with_log2_n_above_32_members(n: int, mult: int) -> None:
+    assert push_pull_interval_s(SwimConfig.lan(), n) == 30.0 * mult
+
+
+def test_push_pull_sends_a_hash_to_one_alive_member_and_one_silent_join_address() -> None:
+    s, clock, net, _ = make(3)
+    s.join(["127.0.0.1:10", "127.0.0.1:50"])  # m0 lives at :10; nobody at :50
+    clock.advance(CFG.push_pull_s)
+    s.tick(clock())
+    opens = [(a, b) for a, b in net.take(Msg.SYNC) if "h" in b]
+    assert len(opens) == 2 and all(b == {"m": [], "h": s.table_hash()} for _, b in opens)
+    assert s.stats.push_pulls == 2
+    assert opens[0][0] in ("127.0.0.1:10", "127.0.0.1:11", "127.0.0.1:12")
+    assert opens[1][0] == "127.0.0.1:50"
+    clock.advance(CFG.push_pull_s / 2)
+    s.tick(clock())
+    assert not [b for _, b in net.take(Msg.SYNC) if "h" in b]  # once per period
+
+
+def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
+    s, clock, net, _ = make(3)
+    peer = "127.0.0.1:99"
+    s.on_sync("x", peer, {"m": [], "h": s.table_hash()}, clock())
+    assert net.take(Msg.SYNC) == []  # the same table: nothing to do
+    s.on_sync("x", peer, {"m": [], "h": "0" * 32}, clock())
+    [(to, body)] = net.take(Msg.SYNC)
+    assert to == peer and body == {"m": [], "d": [["m0", 1], ["m1", 1], ["m2", 1], ["me", 5]]}
+    assert s.stats.tables_sent == 1
+    # its table: us and m0 as we hold them, m1 older, m9 unknown to us; m2 unknown to it
+    s.on_sync("x", peer, {"m": [], "d": [["me", 5], ["m0", 1], ["m1", 0], ["m9", 3]]},
+              clock())
+    [(to, body)] = net.take(Msg.SYNC)
+    assert [u["i"] for u in body["m"]] == ["m1", "m2"] and body["w"] == ["m9"]
+    s.on_sync("x", peer, {"m": [], "w": ["m2", "nobody", "me"]}, clock())
+    [(to, body)] = net.take(Msg.SYNC)
+    assert [u["i"] for u in body["m"]] == ["m2", "me"]
+    # a member we hold suspect is told so with our table (it may refute)...
+    m0 = s.members["m0"]
+    s._suspect(m0, m0.inc, "me", clock())
+    s.on_sync("m0", "127.0.0.1:10", {"m": [], "h": "0" * 32}, clock())
+    [(to, body)] = net.take(Msg.SYNC)
+    assert body["u"] == 1
+    # ...and refutes when it is told
+    s.on_sync("m0", "127.0.0.1:10", {"m": [], "d": [], "u": 5}, clock())
+    assert s.inc == 6
+    [(to, body)] = net.take(Msg.SYNC)
+    assert {"t": "a", "i": "me", "a": "127.0.0.1:1", "n": 6} in body["m"]
+
+
+@pytest.mark.parametrize("body", [
+    {"m": [], "h": 5},
+    {"m": [], "h": "zz"},
+    {"m": [], "h": "0" * 64},
+    {"m": [], "d": "x"},
+    {"m": [], "d": [["a", -1]]},
+    {"m": [], "d": [[5, 1]]},
+    {"m": [], "d": [["", 1]]},
+    {"m": [], "d": [["a", 1, 2]]},
+    {"m": [], "d": [[f"a{i}", 1] for i in range(MAX_TABLE_ROWS + 1)]},
+    {"m": [], "w": [1]},
+    {"m": [], "w": "a"},
+    {"m": [], "w": [f"a{i}" for i in range(MAX_PUSHED + 1)]},
+    {"m": [], "w": ["x" * 256]},
+    {"m": [], "u": "1"},
+])
+def test_malformed_push_pull_fields_are_dropped_and_counted(body: dict[str, Any]) -> None:
+    from .mesh_helpers import frame_to, inject
+    c = Cluster(2)
+    settle(c, 0.2)
+    b0 = c.net.bytes_sent
+    inject(c, 0, frame_to(c, Kind.SYNC, body))
+    assert c.peers[0].gossip.stats.dropped_bad_frame == 1
+    c.net.pump()
+    assert c.net.bytes_sent == b0  # nothing answered
+
+
+def test_push_pull_rides_on_the_probe_wake_ups() -> None:
+    """Each member woken only when its timer is due (as `_run` sleeps): the push-pull runs at
+    its period and adds no wake-up of its own."""
+    swim = SwimConfig.lan(push_pull_s=5.0)
+    c = Cluster(3, GossipConfig(swim=swim))
+    settle(c, 1.0)
+    a = c.peers[0].gossip
+    opens: list[bytes] = []
+
+    def note(data: bytes) -> bool:  # records a's push-pull hashes, drops nothing
+        if data[3] == Kind.SYNC and b'"h":' in data and a.peer_id.encode() in data[:40]:
+            opens.append(data)
+        return False
+
+    for p in c.peers[1:]:
+        _drop_to(c, p, note)
+
+    def due(g: Gossip) -> float:
+        assert g.swim is not None
+        return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
+
+    wakes, start = 0, c.clock()
+    while c.clock() < start + 60.0 and wakes < 2000:
+        c.clock.now = max(min(due(p.gossip) for p in c.peers), c.clock() + 0.001)
+        for p in c.peers:
+            if c.clock() >= due(p.gossip):
+                p.gossip.tick()
+                wakes += p.gossip is a
+        c.net.pump()
+    assert 60 / swim.push_pull_s - 1 <= len(opens) <= 60 / swim.push_pull_s + 1
+    assert wakes < 5 * 60  # as without push-pull (test_gossip's share of the probe wake-ups)
+
+
+def test_peers_of_the_previous_release_ignore_the_push_pull_and_keep_working() -> None:
+    """A SWIM peer of the previous release answers a SYNC only for its "r" (and sends no
+    hashes): the new keys cost it nothing, and the mesh is unchanged around it."""
+    c = Cluster(4, seed=14)
+    old = c.peers[1]
+    s = old.gossip.swim
+    assert s is not None
+    s._on_push_pull = lambda *_a: None  # type: ignore[method-assign]
+    s._push_pull = lambda: None  # type: ignore[method-assign]
+    c.net.loss = 0.05
+    settle(c, 6 * c.cfg.swim.push_pull_s if c.cfg.swim else 0.0)
+    assert all_alive(c)
+    assert all(p.gossip.stats.dropped_bad_frame == 0 for p in c.peers)
+    assert all(p.gossip.stats.dropped_bad_kind == 0 for p in c.peers)
