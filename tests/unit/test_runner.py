@@ -214,6 +214,7 @@ def test_a_batch_makes_its_renames_durable_before_it_ends(
         pytest.skip("no syncfs here")
     if not has_syncfs:
         monkeypatch.setattr(blocks, "_syncfs_fn", None)
+    monkeypatch.setattr(blocks, "dirty_bytes", lambda: 0)  # nothing else waits for write-back
     store = EmbeddedStore(tmp_path / "store")
     trail: list[tuple[str, Path]] = []
     real_dir, real_syncfs, real_replace = blocks.fsync_dir, blocks.syncfs, os.replace
@@ -411,6 +412,7 @@ def test_a_whole_output_is_made_durable_as_one_batch_not_a_fsync_per_block(
     journal commit each. Its CID is add_path's: the same blocks, the same DAG."""
     import peer.ipfs.blocks as blocks
 
+    monkeypatch.setattr(blocks, "dirty_bytes", lambda: 0)  # nothing else waits for write-back
     fsyncs: list[Path] = []
     real = blocks._fsync_file
     monkeypatch.setattr(blocks, "_fsync_file", lambda p: (fsyncs.append(p), real(p)))

@@ -499,6 +499,7 @@ def test_a_batch_makes_its_blocks_durable_with_syncfs_before_they_appear(
 
     if blocks._syncfs_fn is None:
         pytest.skip("no syncfs here")
+    monkeypatch.setattr(blocks, "dirty_bytes", lambda: 0)  # nothing else waits for write-back
     calls: list[str] = []
     real_syncfs, real_dir = blocks.syncfs, blocks.fsync_dir
     monkeypatch.setattr(blocks, "_fsync_file", lambda p: calls.append("fsync file"))
@@ -521,6 +522,7 @@ def test_a_batch_whose_syncfs_fails_leaves_no_block_and_no_temp_file(
 
     if blocks._syncfs_fn is None:
         pytest.skip("no syncfs here")
+    monkeypatch.setattr(blocks, "dirty_bytes", lambda: 0)
 
     def failing(d: Path) -> None:
         raise OSError(5, "Input/output error")
@@ -548,6 +550,53 @@ def test_without_syncfs_a_batch_fsyncs_each_block(
     with store.adding() as add:
         cids = [add(f) for f in _files(tmp_path / "in", 4)]
     assert len(fsynced) == 4 and all(store.has(c) for c in cids)
+
+
+def test_a_batch_fsyncs_its_own_files_when_other_writes_wait_for_write_back(
+        store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A syncfs would wait for every dirty page of the file system (a neighbour's 200 MB:
+    98 ms here): above SYNCFS_DIRTY_MAX_BYTES beyond the batch's own, its files are
+    fsynced one by one, then its directories; at or below it, one syncfs each time."""
+    import peer.ipfs.blocks as blocks
+
+    if blocks._syncfs_fn is None:
+        pytest.skip("no syncfs here")
+    calls: list[str] = []
+    real_file, real_syncfs, real_dir = blocks._fsync_file, blocks.syncfs, blocks.fsync_dir
+    monkeypatch.setattr(blocks, "_fsync_file", lambda p: (calls.append("file"), real_file(p)))
+    monkeypatch.setattr(blocks, "syncfs", lambda d: (calls.append("syncfs"), real_syncfs(d)))
+    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (calls.append("dir"), real_dir(d)))
+    for n, (extra, expect_syncfs) in enumerate(((1, False), (0, True))):
+        files = []
+        for i in range(4):  # new blocks each time
+            f = tmp_path / f"in{n}" / f"f{i}"
+            f.parent.mkdir(exist_ok=True)
+            f.write_text(f"content {n} {i}\n")
+            files.append(f)
+        own = sum(f.stat().st_size for f in files)  # each file one block of its bytes
+        dirty = blocks.SYNCFS_DIRTY_MAX_BYTES + own + extra
+        monkeypatch.setattr(blocks, "dirty_bytes", lambda dirty=dirty: dirty)
+        calls.clear()
+        with store.adding() as add:
+            cids = [add(f) for f in files]
+        assert all(store.has(c) for c in cids)
+        if expect_syncfs:
+            assert calls == ["syncfs", "syncfs"]
+        else:
+            assert "syncfs" not in calls and calls.count("file") == 4 and "dir" in calls
+
+
+def test_dirty_bytes_reads_dirty_and_writeback_of_meminfo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.ipfs.blocks as blocks
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100 kB\nDirty:  3 kB\nWriteback:   2 kB\n"
+                       "WritebackTmp: 50 kB\n")
+    monkeypatch.setattr(blocks, "_MEMINFO", meminfo)
+    assert blocks.dirty_bytes() == 5 * 1024
+    monkeypatch.setattr(blocks, "_MEMINFO", tmp_path / "absent")
+    assert blocks.dirty_bytes() is None
 
 
 def test_file_cids_lists_as_walk_does_without_reading_one_block_files(
