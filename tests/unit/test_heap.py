@@ -31,11 +31,6 @@ class FakeMallopt:
         return 0 if param in self.refuse else 1
 
 
-def test_defaults_are_glibcs_adaptive_ceiling() -> None:
-    cfg = HeapConfig()
-    assert (cfg.mmap_threshold_bytes, cfg.trim_threshold_bytes) == (32 * MIB, 64 * MIB)
-
-
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
