@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,15 +57,31 @@ Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict 
 _MISSING = object()
 
 
+# Entries read back from the job index that a Tiered keeps (per table): past this many, the
+# first read goes first (read again from the index when asked again).
+READ_MAX = 65536
+
+
 class Tiered(dict[str, Any]):
     """A dict in front of the job index: a key missing here is looked up there (`lookup`,
     None if it has none) and kept here once found; with `default`, a key found nowhere is
-    made (as a defaultdict). Iteration, len and values cover what is in memory only."""
+    made (as a defaultdict). Iteration, len and values cover what is in memory only.
 
-    def __init__(self, default: Callable[[], Any] | None = None) -> None:
+    What is kept of the index is bounded: at most `read_max` entries read back and unchanged
+    since (`_read`), the first read going first (FIFO: a hit records nothing, it costs one
+    dict lookup as before; an entry read often is read again once per `read_max` reads). An
+    entry written here (`t[k] = v`, or made by `default`) or changed in place (`pin`: the
+    fold adds to or takes from a provider set) is live: kept until compaction spills it."""
+
+    def __init__(self, default: Callable[[], Any] | None = None,
+                 read_max: int | None = None) -> None:
         super().__init__()
         self.default = default
         self.lookup: Callable[[str], Any] | None = None
+        self.read_max = READ_MAX if read_max is None else read_max
+        if self.read_max < 1:
+            raise ValueError(f"read_max: must be at least 1, got {self.read_max}")
+        self._read: OrderedDict[str, None] = OrderedDict()  # in memory, as read back
 
     def _load(self, k: str) -> Any:
         if self.lookup is None:
@@ -74,7 +90,17 @@ class Tiered(dict[str, Any]):
         if v is None:
             return _MISSING
         dict.__setitem__(self, k, v)
+        read = self._read
+        read[k] = None
+        if len(read) > self.read_max:
+            dict.__delitem__(self, read.popitem(last=False)[0])
         return v
+
+    def pin(self, k: str) -> None:
+        """`k`'s entry (in memory) was changed in place: it is live, no longer let go as read
+        back."""
+        if self._read:
+            self._read.pop(k, None)
 
     def get(self, k: str, default: Any = None) -> Any:
         if dict.__contains__(self, k):
@@ -94,6 +120,45 @@ class Tiered(dict[str, Any]):
         v = self.default()
         dict.__setitem__(self, k, v)
         return v
+
+    # Writes and removals keep `_read` to the entries in memory as read back.
+    def __setitem__(self, k: str, v: Any) -> None:
+        if self._read:
+            self._read.pop(k, None)
+        dict.__setitem__(self, k, v)
+
+    def __delitem__(self, k: str) -> None:
+        dict.__delitem__(self, k)
+        if self._read:
+            self._read.pop(k, None)
+
+    def pop(self, k: str, *default: Any) -> Any:
+        if self._read:
+            self._read.pop(k, None)
+        return dict.pop(self, k, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        k, v = dict.popitem(self)
+        if self._read:
+            self._read.pop(k, None)
+        return k, v
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._read.clear()
+
+    def setdefault(self, k: str, default: Any = None) -> Any:
+        if not dict.__contains__(self, k):
+            self[k] = default
+        return dict.__getitem__(self, k)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __ior__(self, other: Any) -> Tiered:  # type: ignore[override,misc]
+        self.update(other)
+        return self
 
 
 @dataclass
@@ -246,7 +311,8 @@ class MeshState:
              cache: Callable[[str], Any], cache_src: Callable[[str], Any],
              providers: Callable[[str], set[str] | None]) -> None:
         """Read the cache tables' entries missing from memory from the job index (each
-        lookup returns None for a key it does not hold)."""
+        lookup returns None for a key it does not hold); each table keeps a bounded number
+        of them (`Tiered.read_max`)."""
         for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
                           (self.cache, cache), (self._cache_src, cache_src),
                           (self.providers, providers)):
@@ -320,6 +386,7 @@ class MeshState:
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
                 new.lookup = old.lookup  # the job index's entries (compaction)
+                new.read_max = old.read_max
         failed: list[tuple[Event, Exception]] = []
         for ev in self.events.values():
             try:
@@ -527,7 +594,10 @@ def _hold(s: MeshState, cid: str, ev: Event) -> None:
         dropped = s._dropped.get((cid, ev.origin))
         if dropped is not None and dropped > ev.order:
             return
-    s.providers[cid].add(ev.origin)
+    holders = s.providers
+    holders[cid].add(ev.origin)
+    if isinstance(holders, Tiered):  # read back from the job index, maybe: live now
+        holders.pin(cid)
 
 
 def provided(b: object) -> list[str]:
@@ -561,6 +631,8 @@ def _unprovide(s: MeshState, ev: Event, b: Unprovide) -> None:
         if any(e.order > drop and cid in provided(p.body) for e in later for p in e.singles):
             continue
         holders.discard(ev.origin)
+        if isinstance(s.providers, Tiered):  # read back from the job index, maybe: live now
+            s.providers.pin(cid)
         if not holders and getattr(s.providers, "lookup", None) is None:
             del s.providers[cid]  # (an empty set stays in front of the job index's)
 

@@ -1,0 +1,158 @@
+"""The cache tables in front of the job index (peer.log.fold.Tiered) keep a bounded number of
+the entries read back from it: a peer that runs for months and reads many old task keys or
+CIDs (cached outputs, providers, the janitor's archived CIDs) does not grow without bound.
+What the fold changed of an entry read back is live: it is kept until compaction spills it."""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from peer.log import Event, EventType, MeshState
+from peer.log.fold import Tiered
+from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
+
+fold_mod = importlib.import_module("peer.log.fold")  # (peer.log.fold is the function)
+BOUND = 8
+N = 100  # distinct old keys, many more than BOUND
+
+
+@pytest.fixture
+def db() -> Iterator[sqlite3.Connection]:
+    c = sqlite3.connect(":memory:", isolation_level=None)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def state(db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> MeshState:
+    """A state whose cache tables keep at most BOUND entries read back, in front of an index
+    that holds N outputs, items and provided CIDs of compacted jobs (order (10, "o", 1))."""
+    monkeypatch.setattr(fold_mod, "READ_MAX", BOUND, raising=False)
+    index = JobIndex(db)
+    index.put([], [CacheEntry(kind, f"k{i}", v, (10, "o", 1)) for i in range(N)
+                   for kind, v in ((OUTPUT, f"out{i}"), (ITEM, {"n": f"n{i}", "c": f"c{i}"}))],
+              [(f"c{i}", "peerA") for i in range(N)])
+    s = MeshState()
+    s.tier(**index.lookups())  # type: ignore[arg-type]
+    return s
+
+
+def _tables(s: MeshState) -> list[dict[str, Any]]:
+    return [s.outputs, s._outputs_src, s.cache, s._cache_src, s.providers]
+
+
+def _in_memory(table: dict[str, Any], k: str) -> bool:
+    return dict.__contains__(table, k)
+
+
+def _ev(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, object]) -> Event:
+    return Event(origin, seq, hlc, typ, payload)
+
+
+def test_reads_of_many_old_keys_stay_bounded(state: MeshState) -> None:
+    for _ in range(2):
+        for i in range(N):
+            k = f"k{i}"
+            assert state.outputs.get(k) == f"out{i}"  # Planner.cached_output
+            assert state.providers.get(f"c{i}") == {"peerA"}
+            assert k in state.cache  # item_cached
+            assert state.cache[k] == {"n": f"n{i}", "c": f"c{i}"}
+            assert state._outputs_src[k] == (10, "o", 1)
+            assert state._cache_src.get(k) == (10, "o", 1)  # the fold's _merge_first
+            for t in _tables(state):
+                assert len(t) <= BOUND
+
+
+def test_an_entry_let_go_is_read_again_from_the_index(state: MeshState,
+                                                      db: sqlite3.Connection) -> None:
+    assert state.outputs.get("k0") == "out0"
+    for i in range(1, N):
+        state.outputs.get(f"k{i}")
+    assert not _in_memory(state.outputs, "k0")
+    reads: list[str] = []
+    db.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
+    assert state.outputs.get("k0") == "out0"  # read again
+    assert state.outputs["k0"] == "out0" and "k0" in state.outputs  # now a hit
+    assert len(reads) == 1
+
+
+def test_the_first_read_goes_first(state: MeshState) -> None:
+    for i in range(BOUND + 1):
+        state.providers.get(f"c{i}")
+    assert [c for c in state.providers] == [f"c{i}" for i in range(1, BOUND + 1)]
+
+
+def test_a_provider_set_the_fold_added_to_is_kept(state: MeshState) -> None:
+    assert state.providers.get("c0") == {"peerA"}  # read back first, then changed in place
+    state.apply(_ev("peerB", 1, 20, EventType.PROVIDE, {"cids": ["c0", "c1"]}))  # c1: loaded
+    for i in range(2, N):
+        state.providers.get(f"c{i}")
+    assert dict.__getitem__(state.providers, "c0") == {"peerA", "peerB"}
+    assert dict.__getitem__(state.providers, "c1") == {"peerA", "peerB"}
+    assert len(state.providers) <= BOUND + 2
+
+
+def test_a_provider_the_fold_took_away_stays_away(state: MeshState) -> None:
+    assert state.providers.get("c0") == {"peerA"}
+    state.apply(_ev("peerA", 1, 20, EventType.UNPROVIDE, {"cids": ["c0"]}))
+    for i in range(1, N):
+        state.providers.get(f"c{i}")
+    assert state.providers.get("c0") == set()  # not read again from the index
+
+
+def test_an_entry_the_fold_wrote_over_a_read_back_one_is_kept(state: MeshState) -> None:
+    assert state._outputs_src.get("k0") == (10, "o", 1) and state.outputs.get("k0") == "out0"
+    state.apply(_ev("peerB", 1, 5, EventType.TASK_DONE, {  # earlier than the index's: it wins
+        "job": "j", "task": "t", "output": "other", "key": "k0", "cached": True}))
+    for i in range(1, N):
+        state.outputs.get(f"k{i}")
+        state._outputs_src.get(f"k{i}")
+    assert state.outputs.get("k0") == "other"
+    assert state._outputs_src.get("k0") == (5, "peerB", 1)
+
+
+def test_a_spilled_entry_leaves_the_read_back_ones(state: MeshState) -> None:
+    state.outputs.get("k0")
+    state.spill(["k0"], [], [])  # compaction: k0's entry is in the index
+    state.outputs["k0"] = "live"  # a later live write of the same key
+    for i in range(1, N):
+        state.outputs.get(f"k{i}")
+    assert dict.__getitem__(state.outputs, "k0") == "live"
+
+
+def test_a_refold_keeps_the_bound_and_the_index(state: MeshState) -> None:
+    state.refold()
+    for i in range(N):
+        assert state.outputs.get(f"k{i}") == f"out{i}"
+        assert len(state.outputs) <= BOUND
+
+
+def test_without_an_index_nothing_is_let_go() -> None:
+    t = Tiered(set)
+    for i in range(3 * BOUND):
+        t[f"c{i}"].add("p")
+    assert len(t) == 3 * BOUND
+
+
+def test_every_write_makes_an_entry_live(state: MeshState) -> None:
+    for k in ("k0", "k1", "k2", "k3"):
+        state.outputs.get(k)
+    t = state.outputs
+    t["k0"] = "a"
+    t.update({"k1": "b"})
+    t.setdefault("k2", "ignored")  # in memory already: a read, not a write
+    t |= {"k3": "d"}
+    for i in range(4, N):
+        t.get(f"k{i}")
+    assert [dict.get(t, k) for k in ("k0", "k1", "k3")] == ["a", "b", "d"]
+    assert not _in_memory(t, "k2")
+
+
+def test_the_bound_is_at_least_one() -> None:
+    with pytest.raises(ValueError):
+        Tiered(read_max=0)
