@@ -142,12 +142,12 @@ def syncfs(d: Path) -> None:
         os.close(fd)
 
 
-# A syncfs writes back every dirty page of the file system, other processes' too: with a
-# neighbour's 200 MB of unwritten data on this machine's disk, one took 98 ms against 0.8
-# idle, while fsyncing a batch's own 50 files took 3-10 ms either way
-# (scripts/bench_syncfs.py). Above this much dirty or in-flight data beyond the batch's own
-# (the machine's, /proc/meminfo: it does not say which file system), a batch fsyncs its own
-# files instead.
+# A syncfs writes back every dirty page of the file system, other processes' too: beside a
+# neighbour's 200 MB of unwritten data on this machine's disk, a batch of 50 small files
+# committed in 107 ms (7.4 ms alone), and in 16-17 ms either way when it fsynced its own
+# files (scripts/bench_syncfs.py, docs/benchmarks.md). Above this much dirty or in-flight
+# data beyond the batch's own (the machine's, /proc/meminfo: it does not say which file
+# system), a batch fsyncs its own files instead.
 SYNCFS_DIRTY_MAX_BYTES = 32 << 20
 _MEMINFO = Path("/proc/meminfo")
 
@@ -166,13 +166,17 @@ def dirty_bytes() -> int | None:
     return total
 
 
-def syncfs_pays(own_bytes: int) -> bool:
+def syncfs_pays(own_bytes: int, before: int | None = None) -> bool:
     """True if one syncfs is the cheaper way to make `own_bytes` just written durable: the
-    OS has it, and little else waits to be written back beside them."""
+    OS has it, and little else waits to be written back beside them, now (less our own)
+    nor `before` we began writing them (the kernel may have written ours back meanwhile,
+    which would hide a neighbour's behind them)."""
     if _syncfs_fn is None:
         return False
     dirty = dirty_bytes()
-    return dirty is None or dirty - own_bytes <= SYNCFS_DIRTY_MAX_BYTES
+    if dirty is None:
+        return True
+    return max(dirty - own_bytes, before or 0) <= SYNCFS_DIRTY_MAX_BYTES
 
 
 def sync_fs(d: Path) -> None:
@@ -355,10 +359,13 @@ class BlockStore:
         self._dirty(final.parent)
 
     def _shard(self, shard: Path) -> None:
+        """Make shard directory `shard` if needed. The first time this process uses it, the
+        root's entry for it is fsynced with the next sync (even if another process made it:
+        that one may have died before its own sync)."""
         if shard.name not in self._shards:
             if not shard.is_dir():
                 shard.mkdir(exist_ok=True)
-                self._dirty(self.dir)
+            self._dirty(self.dir)
             self._shards.add(shard.name)
 
     def _dirty(self, d: Path) -> None:
@@ -469,6 +476,7 @@ class BlockBatch:
         self._blocks = blocks
         self._written: dict[Path, Path] = {}  # final place -> temp file, in order
         self._bytes = 0  # written to the temp files
+        self._dirty_before: int | None = None  # dirty_bytes() before the first was written
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
         """Write bytes already hashed to `c` to a temp file; a present block is kept."""
@@ -488,6 +496,8 @@ class BlockBatch:
             if disk_full(e):
                 raise StorageFull(f"cannot write block {c}: the disk is full") from e
             raise
+        if not self._written:  # the first: what else waited for write-back then
+            self._dirty_before = dirty_bytes()
         self._written[final] = tmp
         self._bytes += len(data)
 
@@ -500,7 +510,7 @@ class BlockBatch:
             return
         done = 0
         try:
-            whole_fs = syncfs_pays(nbytes)
+            whole_fs = syncfs_pays(nbytes, self._dirty_before)
             if not whole_fs:
                 list(_fsync_pool().map(_fsync_file, [tmp for _, tmp in written]))
             else:

@@ -218,6 +218,11 @@ def reopen_failure(job: str, task: str, split: tuple[str, int], chunk: int, atte
                      "recomputing them"}
 
 
+def cancelled_failure(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The CHUNK_FAILED payload of an attempt its job's cancel ended (`base`: its fields)."""
+    return {**base, "error": "cancelled", "kind": FailureKind.CANCELLED.value}
+
+
 def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
     """CHUNK_FAILED payloads (kind lost) for the open claims `me` held before a restart:
     the runs died with the process, so they are failed to be retried; in a cancelled job
@@ -232,9 +237,7 @@ def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
             p = {"job": job, "task": task, "split": list(split), "chunk": i,
                  "attempt": c.attempt, "kind": FailureKind.LOST.value,
                  "error": "the peer restarted while running this chunk", "counts": False}
-            if job in state.cancelled:
-                p.update(kind=FailureKind.CANCELLED.value, error="cancelled")
-            out.append(p)
+            out.append(cancelled_failure(p) if job in state.cancelled else p)
     return out
 
 

@@ -28,10 +28,13 @@ class SchedulerConfig:
     # (its producer) splits at once, the others only if no split came meanwhile
     split_wait_s: float = 0.2
     # a task without input (any peer may split it): split_wait_s and this much more per task
-    # of its job, per rank. Its first peer splits in one pass over the job all the tasks it
-    # comes first for, and they reach the others after that pass: three peers on two cores
-    # took longer than 0.2 s over a job of 1,000 tasks and split a third of them twice.
+    # of its job (at most split_wait_job_max_s more), per rank. Its first peer splits in one
+    # pass over the job all the tasks it comes first for, and they reach the others after
+    # that pass: three peers on two cores took longer than 0.2 s over a job of 1,000 tasks
+    # and split up to a quarter of them twice. The bound keeps a hung first peer's tasks of
+    # a huge job from waiting long for another to split them.
     split_wait_per_task_s: float = 0.0005
+    split_wait_job_max_s: float = 5.0
     task_timeout_s: float = 3600.0
     max_chunk_items: int = 64
     min_chunk_items: int = 4

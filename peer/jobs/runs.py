@@ -18,7 +18,7 @@ from peer.ipfs import inline
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import kinds, scratch
-from peer.jobs.claims import AttemptKey
+from peer.jobs.claims import AttemptKey, cancelled_failure
 from peer.jobs.live import LiveRecords
 from peer.jobs.planner import cache_key, item_cached
 from peer.jobs.ports import (
@@ -75,11 +75,6 @@ def _base(ak: AttemptKey, run: Run) -> dict[str, Any]:
     """The fields every outcome event of a run carries."""
     return {"job": ak.job, "task": ak.task, "split": list(run.split), "chunk": ak.chunk,
             "attempt": ak.attempt}
-
-
-def _cancelled(base: Mapping[str, Any]) -> dict[str, Any]:
-    """The CHUNK_FAILED payload of a run its job's cancel stopped before its worker did."""
-    return {**base, "error": "cancelled", "kind": FailureKind.CANCELLED.value}
 
 
 class Runs:
@@ -193,7 +188,7 @@ class Runs:
             return  # it ran: its `finally` ended it
         del self.active[ak]
         if ak.job in self.state.cancelled and not run.lost:
-            self.emit(EventType.CHUNK_FAILED, _cancelled(_base(ak, run)))
+            self.emit(EventType.CHUNK_FAILED, cancelled_failure(_base(ak, run)))
         self.ended(ak)
 
     def lose(self, run: Run) -> None:
@@ -233,7 +228,7 @@ class Runs:
                 return
             except asyncio.CancelledError:
                 if ak.job in self.state.cancelled and not run.lost:  # as a cancelled worker
-                    self.emit(EventType.CHUNK_FAILED, _cancelled(base))
+                    self.emit(EventType.CHUNK_FAILED, cancelled_failure(base))
                 raise
             except Exception as e:  # OSError (a full disk), a bug: the claim must end too
                 log.exception("%s: fetching the input failed", run.key)

@@ -580,7 +580,8 @@ class Scheduler:
         elif not self._my_turn(turn, rendezvous(unit, [
                 *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
                 self.peer_id]), self.cfg.split_wait_s
-                + self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks)):
+                + min(self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks),
+                      self.cfg.split_wait_job_max_s)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
             # soon as it sees the job, and a job of thousands of tasks takes each peer longer

@@ -154,10 +154,13 @@ async def test_a_task_without_input_is_split_once_when_its_first_peer_is_slow() 
 async def test_a_big_job_waits_longer_before_a_task_without_input_is_split_again() -> None:
     """The first peer's splits of a job of 400 tasks come after split_wait_s (its pass over
     the job): the others wait split_wait_per_task_s more per task of the job, so each task
-    is still split once; with no wait per task they split the tasks again."""
-    for per_task_s, once in ((0.0005, True), (0.0, False)):
+    is still split once; with no wait per task, or a bound below the delay, they split the
+    tasks again."""
+    for per_task_s, job_max_s, once in ((0.0005, 5.0, True), (0.0, 5.0, False),
+                                        (0.0005, 0.05, False)):  # (at most 0.25 s)
         cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
-                              split_wait_s=0.2, split_wait_per_task_s=per_task_s)
+                              split_wait_s=0.2, split_wait_per_task_s=per_task_s,
+                              split_wait_job_max_s=job_max_s)
         mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
         try:
             mesh.hold = lambda ev, to: ev.type == EventType.TASK_SPLIT  # slow on the wire
