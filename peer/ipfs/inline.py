@@ -9,18 +9,22 @@ source).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Protocol
 
 from peer.errors import BanzaiError, IntegrityError, StoreError
+from peer.ipfs import dag
 from peer.ipfs.cids import Cid, parse_cid, verify
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.unixfs import Importer
@@ -150,10 +154,40 @@ def checked(blocks: Mapping[str, bytes], output: str) -> dict[Cid, bytes]:
 
 class Keeper(Protocol):
     """Where a peer keeps inline blocks (EmbeddedStore): served from memory at once
-    (`stage_inline`), then written and `roots` pinned, unsynced (`keep_inline`, a thread)."""
+    (`stage_inline`), then written and `roots` pinned, unsynced (`keep_inline`, a thread);
+    `get_block` reads one (from memory or disk; NotFound), in any thread."""
 
     def stage_inline(self, blocks: Mapping[Cid, bytes]) -> None: ...
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None: ...
+    def get_block(self, cid: str) -> bytes: ...
+
+
+def last_pending(get: Callable[[str], bytes], roots: Iterable[str],
+                 pending: Mapping[str, int]) -> int:
+    """The latest of the `pending` writes (block key -> the first write not yet landed that
+    holds it) holding a block of the DAGs under `roots`, 0 if none: their linking blocks
+    are read (`get`; one not found or malformed is not followed: the worker reports it)."""
+    last = max(pending.values(), default=0)
+    need = 0
+    seen: set[str] = set()
+    stack: list[Cid] = []
+    for r in roots:
+        try:
+            stack.append(parse_cid(r))
+        except BanzaiError:
+            continue
+    while stack and need < last:
+        c = stack.pop()
+        if c.key in seen:
+            continue
+        seen.add(c.key)
+        need = max(need, pending.get(c.key, 0))
+        if dag.may_link(c):
+            try:
+                stack.extend(dag.links(c, get(str(c))))
+            except BanzaiError:
+                continue
+    return need
 
 
 class Staged:
@@ -224,7 +258,7 @@ class InlineBlocks:
                  replica: Callable[[str, str], bool] = every_peer,
                  staged_max_bytes: int = STAGED_MAX_BYTES,
                  unmark: Callable[[str], None] = lambda c: None,
-                 drain: Callable[[], Awaitable[None]] | None = None) -> None:
+                 hurry: Callable[[], None] = lambda: None) -> None:
         self.self_id = self_id
         self.store = store
         self.max_bytes = max_bytes
@@ -242,17 +276,53 @@ class InlineBlocks:
         self._held = RecentSet()
         # Blocks (and roots) asked to be written while a write is queued or under way: the
         # writer takes them all at its next pass, one store call (one lock) for the lot.
-        self._queue: list[tuple[Mapping[Cid, bytes], list[str]]] = []
+        # Each write asked for is numbered (`_asked`, from 1); `_landed`: the last one landed
+        # or failed (the writer's, in order). All of it under `_queue_lock`.
+        self._queue: list[tuple[Mapping[Cid, bytes], list[str], int]] = []
         self._queue_lock = threading.Lock()
         self._writing = False  # a `_write_queued` is queued or running in `background`
-        # lands the writes asked for so far (InlineOutputs.landed; None: nothing to wait for)
-        self.drain = drain
+        self._asked = 0
+        self._landed = 0
+        self._pending: dict[str, int] = {}  # block key -> the first write not landed holding it
+        self._waiters: list[tuple[int, Future[None]]] = []  # (write, resolved once it landed)
+        self.hurry = hurry  # submits the writer's pass now if it waits (InlineOutputs)
 
-    async def landed(self) -> None:
-        """Return once the writes asked for so far have landed (or failed): a worker, in its
-        own process, reads a run's input from disk, not from the blocks staged here."""
-        if self._writing and self.drain is not None:
-            await self.drain()
+    async def landed(self, roots: Iterable[str]) -> None:
+        """Return once the writes asked for so far that hold a block of the DAGs under
+        `roots` have landed (or failed): a worker, in its own process, reads a run's input
+        from disk, not from the blocks staged here. No wait, and the writer's pass is not
+        hurried, if none does (written already, or never inline); the DAGs are walked in a
+        thread only while some write is pending."""
+        roots = list(roots)
+        if not self._pending or not roots:
+            return
+        with self._queue_lock:
+            pending = dict(self._pending)
+        need = await asyncio.to_thread(last_pending, self.store.get_block, roots, pending)
+        await self.written(need)
+
+    async def written(self, n: int) -> None:
+        """Return once write `n` (and so every write before it) has landed or failed; its
+        pass is submitted now if it still waits for the writer (`hurry`)."""
+        with self._queue_lock:
+            if n <= self._landed:
+                return
+            done: Future[None] = Future()
+            self._waiters.append((n, done))
+        self.hurry()
+        await asyncio.wrap_future(done)
+
+    def _settle(self, n: int) -> None:
+        """Writes up to `n` have landed or failed (any thread): their blocks are no longer
+        pending and their waiters resume."""
+        with self._queue_lock:
+            self._landed = max(self._landed, n)
+            self._pending = {k: w for k, w in self._pending.items() if w > self._landed}
+            due = [f for w, f in self._waiters if w <= self._landed]
+            self._waiters = [(w, f) for w, f in self._waiters if w > self._landed]
+        for f in due:
+            with contextlib.suppress(InvalidStateError):  # its waiter was cancelled
+                f.set_result(None)
 
     def store_blocks(self, blocks: Mapping[Cid, bytes], output: str | None) -> None:
         """Serve `blocks` now and write them (and pin `output`) in the background."""
@@ -267,7 +337,10 @@ class InlineBlocks:
             return
         self.store.stage_inline(blocks)
         with self._queue_lock:
-            self._queue.append((blocks, roots))
+            self._asked += 1
+            for c in blocks:
+                self._pending.setdefault(c.key, self._asked)
+            self._queue.append((blocks, roots, self._asked))
             if self._writing:
                 return  # the queued (or running) writer takes these too
             self._writing = True
@@ -283,14 +356,28 @@ class InlineBlocks:
                 if not batch:
                     self._writing = False
                     return
-            blocks = {c: data for b, _ in batch for c, data in b.items()}
-            roots = [r for _, rs in batch for r in rs]
+            blocks = {c: data for b, _, _ in batch for c, data in b.items()}
+            roots = [r for _, rs, _ in batch for r in rs]
             try:
                 self.store.keep_inline(blocks, roots)
             except (OSError, StoreError) as e:  # a full disk: served by other peers later
                 self.failed += 1  # racing increments may lose a count, never all
                 log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
                 self.forget(roots)
+            finally:  # landed or failed: its waiters (runs) resume either way
+                self._settle(batch[-1][2])
+
+    def unwritable(self) -> None:
+        """The writer's pass could not be submitted (the peer closed): what is queued is not
+        written (a failure, counted: no durability mark), its outputs not held here after
+        all, its waiters resume; a later write asks for a pass again."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            self._writing = False
+        self.failed += 1
+        self.forget([r for _, rs, _ in batch for r in rs])
+        if batch:
+            self._settle(batch[-1][2])
 
     def holds(self, cid: str) -> bool:
         return cid in self._held

@@ -83,7 +83,7 @@ class InlineOutputs:
         self._due: Callable[[], None] | None = None  # the writer's pass, not yet submitted
         self._due_at: asyncio.TimerHandle | None = None
         self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self._later, replica,
-                                   unmark=unmark, drain=self.landed)
+                                   unmark=unmark, hurry=self._submit_due)
         # Restored at start: the inline writes a crash may have lost, those of the events
         # logged after the last clean close's marker (None: every event). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.
@@ -100,7 +100,7 @@ class InlineOutputs:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.pool.submit(write)
+            self._submit(write)
             return
         self._due = write
         self._due_at = loop.call_later(self.write_wait_s, self._submit_due)
@@ -112,12 +112,14 @@ class InlineOutputs:
         if self._due_at is not None:
             self._due_at.cancel()
             self._due_at = None
-        if write is None:
-            return
+        if write is not None:
+            self._submit(write)
+
+    def _submit(self, write: Callable[[], None]) -> None:
         try:
             self.pool.submit(write)
         except RuntimeError:  # closed: asked for after the close's last pass (not marked)
-            self.blocks.failed += 1
+            self.blocks.unwritable()
             log.warning("inline blocks asked to be written after the close are not written")
 
     async def landed(self) -> None:

@@ -358,9 +358,11 @@ class Runs:
             await self.data.ensure([c for _, c in payload["items"]], hints=[payload["input"]])
         elif payload["input"] is not None:
             await self.data.ensure([payload["input"]])
-        if self.inline is not None and (payload["input"] is not None or payload["items"]):
-            await self.inline.landed()  # the worker reads the input from disk: an inline
-            # output kept here may still wait for the writer (InlineOutputs.write_wait_s)
+        if self.inline is not None:  # the worker reads what it is given from disk: an
+            # inline output kept here may still wait for the writer (its write_wait_s)
+            await self.inline.landed(
+                [c for _, c in payload["items"]] if payload["items"] is not None
+                else [payload["input"]] if payload["input"] is not None else [])
 
     def _save_json(self, obj: Any) -> str:
         return self.store.add_bytes(json.dumps(obj).encode())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -409,6 +410,86 @@ async def test_a_run_waits_for_its_input_kept_inline_to_land_on_disk(
     await n.scheduler._runs._fetch_input({"items": None, "input": None})  # nothing waits
 
 
+async def test_a_run_whose_input_is_on_disk_neither_waits_nor_hurries_the_writer(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another output waiting for the writer does not concern a run whose input was written
+    already, or never inline: it starts at once, and that output's pass keeps its wait (the
+    writer is not woken per run: issue 12)."""
+    (a, ablocks), (b, bblocks) = _small(tmp_path, "a"), _small(tmp_path, "b")
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    io.write_wait_s = 3600.0  # never reached here
+    n.merge([_done_by(1, a, ablocks)])
+    await io.landed()  # a is on disk
+    user = n.store.add_bytes(b"never inline\n")
+    n.merge([_done_by(2, b, bblocks)])
+    assert io._due is not None
+    submits: list[object] = []
+    real = io.pool.submit
+    monkeypatch.setattr(io.pool, "submit", lambda fn: submits.append(fn) or real(fn))
+    runs = n.scheduler._runs
+    await runs._fetch_input({"items": None, "input": a})
+    await runs._fetch_input({"items": [["x", user]], "input": user})
+    assert io._due is not None and submits == []  # b's pass still waits for its timer
+    assert b not in n.store.pins()
+
+
+def _gated(monkeypatch: pytest.MonkeyPatch, store: EmbeddedStore, passes: int,
+           ) -> tuple[list[threading.Event], list[threading.Event]]:
+    """The writer's first `passes` store calls: each says it began (`began`) and waits for
+    its `go` before writing."""
+    began = [threading.Event() for _ in range(passes)]
+    go = [threading.Event() for _ in range(passes)]
+    keep = store.keep_inline
+    calls = iter(range(passes))
+
+    def gated(blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        i = next(calls)
+        began[i].set()
+        go[i].wait(10)
+        keep(blocks, roots)
+
+    monkeypatch.setattr(store, "keep_inline", gated)
+    return began, go
+
+
+@pytest.mark.parametrize("given", ["output", "a directory holding it", "an item in it"])
+async def test_a_run_whose_input_waits_for_the_writer_waits_for_that_write_only(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        given: str) -> None:
+    """A run whose input (or a block under it: a task's assembled input, an item) is an
+    inline output still waiting for the writer has its pass submitted now, and starts once
+    that pass has landed, not after a write asked for since (left to the writer's next
+    pass)."""
+    (a, ablocks), (b, bblocks) = _small(tmp_path, "a"), _small(tmp_path, "b")
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    io.write_wait_s = 3600.0  # never reached here: only the run submits the pass
+    n.merge([_done_by(1, a, ablocks)])
+    payload: dict[str, Any] = {"items": None, "input": a}
+    if given == "a directory holding it":
+        payload["input"] = n.store.make_dir({"x/a": a})
+    elif given == "an item in it":
+        payload["items"] = [["result.txt", n.store.resolve(a, "result.txt")]]
+    began, go = _gated(monkeypatch, n.store, 2)
+    try:
+        run = asyncio.create_task(n.scheduler._runs._fetch_input(payload))
+        assert await asyncio.to_thread(began[0].wait, 10)  # the run submitted a's pass
+        assert not run.done() and io._due is None
+        n.merge([_done_by(2, b, bblocks)])  # queued behind the pass under way
+        go[0].set()
+        await asyncio.wait_for(run, 10)  # b's write still waits for its `go`
+        assert a in n.store.pins() and b not in n.store.pins()
+        assert all(n.store.blocks.path(parse_cid(c).key).exists() for c in ablocks)
+    finally:
+        for g in go:
+            g.set()
+    await io.landed()
+    assert b in n.store.pins()
+
+
 async def test_a_clean_close_writes_what_waited_for_the_writer_before_its_mark(
         tmp_path: Path, opened: list[Node]) -> None:
     a, ablocks = _small(tmp_path, "a")
@@ -434,6 +515,29 @@ async def test_a_write_asked_for_after_the_close_is_counted_not_raised(
     io._submit_due()  # the wait's end
     assert io.blocks.failed == 1
     await io.landed()  # nothing left to land: returns
+
+
+async def test_an_output_whose_write_is_asked_for_after_the_close_is_not_held(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The pass of a write asked for after the close cannot be submitted: besides the
+    count, its output is forgotten (not held, not complete here) as after a failed write,
+    and a later write asks for a pass again; a run waiting for one resumes."""
+    (a, ablocks), (b, bblocks) = _small(tmp_path, "a"), _small(tmp_path, "b")
+    n = _peer(tmp_path / "peer", opened)
+    io = _outputs(n)
+    await io.restore()
+    await n.close()
+    io.write_wait_s = 3600.0
+    assert n.inline is not None
+    n.inline.on_event(_done_by(1, a, ablocks))
+    assert io._due is not None and io.blocks.holds(a) and n.fetcher.is_complete(a)
+    io._submit_due()  # the wait's end
+    assert io.blocks.failed == 1 and not io.blocks.holds(a) and a not in n.fetcher.complete
+    n.inline.on_event(_done_by(2, b, bblocks))
+    assert io._due is not None  # a pass asked for again
+    await asyncio.wait_for(io.blocks.written(2), 10)  # hurried: not submitted, resumes
+    assert io.blocks.failed == 2 and not io.blocks.holds(b)
+    await io.blocks.landed([a, b])  # nothing pending: returns
 
 
 def test_the_writers_wait_must_not_be_negative(tmp_path: Path) -> None:
