@@ -30,14 +30,13 @@ reply-to address, so it heals only when given as the member advertises itself). 
 exchange rides on the probe's wake-ups.
 
 A frame's reply-to address is not checked (it may be forged to aim our answers at someone
-else), so no push-pull answer is larger than what provoked it unless we asked for it: a table
-("d") is answered only from an address we sent a hash to within the last period, the members
-it asks for ("w") only from one we sent a table to; we send at most MAX_TABLES tables per
-period, and answer a join sync ("r") at most MAX_SYNC_ANSWERS times per address per period.
+else): a table ("d") is answered only from an address we sent a hash to within the last
+period, the members it asks for ("w") only from one we sent a table to. What stays answered
+unasked is bounded: a hash by our table (it grows with N) MAX_TABLES times per period in all,
+a join sync ("r", all our signed updates) MAX_SYNC_ANSWERS times per address per period.
 A table holds MAX_TABLE_ROWS rows at most, the first in member order: a truncated one says
-so ("t"), and its receiver pushes no member beyond its last row (in a larger mesh the rest is
-never reconciled by push-pull, only by gossip, and the hashes never agree: every exchange
-sends tables).
+so ("t"), and its receiver pushes no member beyond its last row (in a larger mesh the members
+beyond are reconciled by gossip alone, not by push-pull).
 """
 
 from __future__ import annotations
