@@ -65,8 +65,8 @@ def idle(c: Cluster, seconds: float) -> dict[str, Any]:
     run_for(c, 5.0)  # warm up: the random first probes, the queues drained
     b0, f0 = c.net.bytes_sent, c.net.sent
     probes0 = sum(p.gossip.swim.stats.probes for p in c.peers if p.gossip.swim)
-    pp0 = [sum(getattr(p.gossip.swim.stats, k, 0) for p in c.peers if p.gossip.swim)
-           for k in ("push_pulls", "tables_sent")]
+    swims0 = [p.gossip.swim for p in c.peers if p.gossip.swim]
+    pp0 = [sum(s.stats.push_pulls for s in swims0), sum(s.stats.tables_sent for s in swims0)]
     sus0 = sum(p.gossip.swim.stats.suspicions_raised for p in c.peers if p.gossip.swim)
     suspected: set[str] = set()
     steps = round(seconds / DT_S)
@@ -89,8 +89,8 @@ def idle(c: Cluster, seconds: float) -> dict[str, Any]:
             "false_suspicion_rate": sus / probes if probes else 0.0,
             "suspected_share": len(suspected) / n,
             "false_deaths": sum(s.stats.deaths for s in swims),
-            "push_pulls": sum(getattr(s.stats, "push_pulls", 0) for s in swims) - pp0[0],
-            "tables_sent": sum(getattr(s.stats, "tables_sent", 0) for s in swims) - pp0[1]}
+            "push_pulls": sum(s.stats.push_pulls for s in swims) - pp0[0],
+            "tables_sent": sum(s.stats.tables_sent for s in swims) - pp0[1]}
 
 
 def detect(c: Cluster, victims: int, limit_s: float = 60.0) -> list[float | None]:

@@ -25,7 +25,18 @@ incarnation, its own included); on a mismatch the two exchange their tables as
 frame. It repairs what the bounded retransmits missed (a member whose every alive was lost
 on its way to us). On the same cadence the hash also goes to one join address where no member
 is alive: after a partition that outlasted `forget_s`, both sides have forgotten each other
-and nothing else would bring them together. The exchange rides on the probe's wake-ups.
+and nothing else would bring them together (a join address is matched with the frames'
+reply-to address, so it heals only when given as the member advertises itself). The
+exchange rides on the probe's wake-ups.
+
+A frame's reply-to address is not checked (it may be forged to aim our answers at someone
+else): a table ("d") is answered only from an address we sent a hash to within the last
+period, the members it asks for ("w") only from one we sent a table to. What stays answered
+unasked is bounded: a hash by our table (it grows with N) MAX_TABLES times per period in all,
+a join sync ("r", all our signed updates) MAX_SYNC_ANSWERS times per address per period.
+A table holds MAX_TABLE_ROWS rows at most, the first in member order: a truncated one says
+so ("t"), and its receiver pushes no member beyond its last row (in a larger mesh the members
+beyond are reconciled by gossip alone, not by push-pull).
 """
 
 from __future__ import annotations
@@ -55,6 +66,10 @@ PUSH_PULL_SCALE_ABOVE = 32  # members: the push-pull interval grows with log2(N)
 MAX_TABLE_ROWS = 8192  # rows of a push-pull table accepted (a larger mesh: the first ones)
 MAX_PUSHED = 64  # members whose updates one push-pull frame carries (the rest: next rounds)
 MAX_SEEDS = 1024  # join addresses kept for the push-pull after a long partition
+MAX_TABLES = 4  # tables sent per push-pull period (a flood of mismatching hashes: no more)
+MAX_PP_PEERS = 16  # addresses we await a push-pull answer from, kept for one period
+MAX_SYNC_ANSWERS = 3  # join syncs ("r") answered per reply-to address per push-pull period
+MAX_SYNC_PEERS = 64  # addresses whose join syncs are counted (more at once: not answered)
 
 
 class State(StrEnum):
@@ -151,8 +166,9 @@ def remaining_suspicion_s(confirmations: int, k: int, elapsed_s: float, low: flo
 
 def push_pull_interval_s(cfg: SwimConfig, n: int) -> float:
     """The push-pull period in a mesh of `n` members (memberlist's pushPullScale): the base
-    up to 32 members, then one more base per doubling, so that the traffic of the exchanges
-    (tables grow with N) stays flat per member."""
+    up to 32 members, then one more base per doubling. A table grows with N and the period
+    only with log2 N, so a member's push-pull traffic still grows as N / log N (bounded:
+    MAX_TABLE_ROWS)."""
     if n <= PUSH_PULL_SCALE_ABOVE:
         return cfg.push_pull_s
     return cfg.push_pull_s * (math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_ABOVE)) + 1)
@@ -320,6 +336,12 @@ class Swim:
         # first: the members' rounds are spread over the period, whatever N is by then)
         self._pp_last = 0.0
         self._pp_wait = 1.0
+        # address -> until when its answer is awaited: those we sent a hash to (their table
+        # is answered) and those we sent a table to (the members they want are answered)
+        self._hashed_to: dict[str, float] = {}
+        self._tabled_to: dict[str, float] = {}
+        self._tables_left = MAX_TABLES  # in this push-pull period
+        self._sync_answers: dict[str, tuple[float, int]] = {}  # reply-to -> (until, count)
         # of those: address -> (the unknown member that probed from it, when we stop syncing
         # with it, when it may ask again): a prober whose alive is refused costs ASK_SYNCS
         # syncs per forget_s, not one every join_retry_s for ever
@@ -399,6 +421,13 @@ class Swim:
         self.stats.refutations += 1
         self._aware(1)
         self._announce_alive()
+
+    def _refute_told(self, inc: int) -> None:
+        """An unsigned claim (a frame's "u") that someone holds us suspect at `inc`: refuted
+        unless it is above our incarnation, which no one can hold legitimately (a forged
+        2^63 - 1 would put ours beyond what a frame may carry)."""
+        if inc <= self.inc:
+            self.refute(inc)
 
     def set_report(self, info: bytes, now: float) -> None:
         """Our report (JSON of our load and runs): announced when it changes, at most every
@@ -497,7 +526,8 @@ class Swim:
         # not in next_due: it rides on the probe's wake-ups
         if now >= self._pp_last + self._pp_wait * push_pull_interval_s(self.cfg, self.n()):
             self._pp_last, self._pp_wait = now, 1.0
-            self._push_pull()
+            self._tables_left = MAX_TABLES
+            self._push_pull(now)
 
     def next_due(self) -> float:
         """When `tick` next has something to do (the timer sleeps until then)."""
@@ -648,7 +678,10 @@ class Swim:
         """A short hash of `table()`: equal on members that see the same live mesh."""
         return hashlib.sha256(dumps(sorted(self.table().items()))).hexdigest()[:32]
 
-    def _push_pull(self) -> None:
+    def _pp_period(self) -> float:
+        return push_pull_interval_s(self.cfg, self.n())
+
+    def _push_pull(self, now: float) -> None:
         """Our table's hash to one random alive member, and to one join address where no
         member is alive (a long partition: both sides forgot each other)."""
         alive = [m for m in self.live() if m.state == State.ALIVE and m.addr]
@@ -660,8 +693,9 @@ class Swim:
         if targets:
             body = {"m": [], "h": self.table_hash()}
             for a in targets:
-                self.stats.push_pulls += 1
-                self._net.send_swim(a, Msg.SYNC, body)
+                if _await(self._hashed_to, a, now, now + self._pp_period()):
+                    self.stats.push_pulls += 1
+                    self._net.send_swim(a, Msg.SYNC, body)
 
     def _updates_of(self, ids: Iterable[str]) -> list[Body]:
         """The signed alive and report of each of these members we hold live (or us)."""
@@ -680,39 +714,80 @@ class Swim:
                     ups.append(report)
         return ups
 
-    def _on_push_pull(self, sender: str, reply_to: str, body: Mapping[str, Any]) -> None:
-        """The push-pull keys of a SYNC (wire.py), each checked before any is acted on: a
-        hash ("h") answered by our table when it differs; a table ("d") answered by the
-        updates it lacks and the members we lack ("w"), which are answered by theirs."""
-        u, h, d, w = (body.get(k) for k in ("u", "h", "d", "w"))
+    def _on_push_pull(self, sender: str, reply_to: str, body: Mapping[str, Any],
+                      now: float) -> None:
+        """The push-pull keys of a SYNC (wire.py): a hash ("h") answered by our table when it
+        differs; a table ("d") answered by the updates it lacks and the members we lack ("w"),
+        which are answered by theirs. Only the answers to what we sent are answered (see the
+        module's doc: the reply-to address may be forged). These keys are all checked before
+        any of them is acted on (the frame's "m" and "r" were handled before, by on_sync)."""
+        u, h, d, w, t = (body.get(k) for k in ("u", "h", "d", "w", "t"))
         inc = None if u is None else _int(u)
         h = None if h is None else parse_table_hash(h)
         theirs = None if d is None else parse_table(d, MAX_TABLE_ROWS)
         wanted = None if w is None else parse_member_ids(w, MAX_PUSHED)
+        if h is not None and (d is not None or w is not None):
+            raise ValueError("a push-pull hash with a table or members")
+        if t is not None and (t is not True or theirs is None):
+            raise ValueError("bad truncation flag")
         if inc is not None:  # it holds us suspect or dead: refute (as an ACK's "u")
-            self.refute(inc)
+            self._refute_told(inc)
         if not reply_to:
             return
         if h is not None and h != self.table_hash():
-            rows = sorted([k, v] for k, v in self.table().items())[:MAX_TABLE_ROWS]
-            reply: Body = {"m": [], "d": rows}
-            m = self._members.get(sender)
-            if m is not None and m.state not in (State.ALIVE, State.LEFT):
-                reply["u"] = m.inc
-            self.stats.tables_sent += 1
-            self._net.send_swim(reply_to, Msg.SYNC, reply)
-        if theirs is not None:
-            mine = self.table()
-            push = [mid for mid, n in sorted(mine.items()) if theirs.get(mid, -1) < n]
-            want = [mid for mid, n in sorted(theirs.items()) if mid != self.me
-                    and ((m := self._members.get(mid)) is None or m.inc < n)]
-            if push or want:
-                self._net.send_swim(reply_to, Msg.SYNC, {
-                    "m": self._updates_of(push[:MAX_PUSHED]), "w": want[:MAX_PUSHED]})
-        if wanted:
+            self._send_table(sender, reply_to, now)
+        if theirs is not None and _answered(self._hashed_to, reply_to, now):
+            self._answer_table(reply_to, theirs, truncated=t is True)
+        if wanted and _answered(self._tabled_to, reply_to, now):
             ups = self._updates_of(wanted)
             if ups:
                 self._net.send_swim(reply_to, Msg.SYNC, {"m": ups})
+
+    def _send_table(self, sender: str, reply_to: str, now: float) -> None:
+        """Our table, for a hash that differs from ours (MAX_TABLES per period)."""
+        if self._tables_left <= 0 or not _await(self._tabled_to, reply_to, now,
+                                                 now + self._pp_period()):
+            return
+        self._tables_left -= 1
+        rows = sorted([k, v] for k, v in self.table().items())
+        reply: Body = {"m": [], "d": rows[:MAX_TABLE_ROWS]}
+        if len(rows) > MAX_TABLE_ROWS:
+            reply["t"] = True
+        m = self._members.get(sender)
+        if m is not None and m.state not in (State.ALIVE, State.LEFT):
+            reply["u"] = m.inc
+        self.stats.tables_sent += 1
+        self._net.send_swim(reply_to, Msg.SYNC, reply)
+
+    def _answer_table(self, reply_to: str, theirs: dict[str, int], *, truncated: bool) -> None:
+        """The updates a table lacks, and the members we lack. A truncated table lists the
+        members up to its last one: those beyond may well be there."""
+        mine = self.table()
+        last = max(theirs) if truncated and theirs else None
+        push = [mid for mid, n in sorted(mine.items()) if theirs.get(mid, -1) < n
+                and (last is None or mid <= last)]
+        want = [mid for mid, n in sorted(theirs.items()) if mid != self.me
+                and ((m := self._members.get(mid)) is None or m.inc < n)]
+        if push or want:
+            self._net.send_swim(reply_to, Msg.SYNC, {
+                "m": self._updates_of(push[:MAX_PUSHED]), "w": want[:MAX_PUSHED]})
+
+    def _answer_sync(self, reply_to: str, now: float) -> bool:
+        """Whether a join sync ("r") from this address is answered: MAX_SYNC_ANSWERS per
+        push-pull period (a forged reply-to gets that much of our table, not a stream)."""
+        until, count = self._sync_answers.get(reply_to, (0.0, 0))
+        if now >= until:
+            if reply_to not in self._sync_answers and len(self._sync_answers) >= MAX_SYNC_PEERS:
+                for a, (end, _) in list(self._sync_answers.items()):
+                    if now >= end:
+                        del self._sync_answers[a]
+                if len(self._sync_answers) >= MAX_SYNC_PEERS:
+                    return False
+            until, count = now + self._pp_period(), 0
+        if count >= MAX_SYNC_ANSWERS:
+            return False
+        self._sync_answers[reply_to] = (until, count + 1)
+        return True
 
     def sync_body(self, *, reply: bool) -> Body:
         """Everything we know worth telling a newcomer: every member's signed alive (or left)
@@ -744,7 +819,7 @@ class Swim:
         ack: Body = {"s": seq}
         u = body.get("u")
         if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly
-            self.refute(_int(u))
+            self._refute_told(_int(u))
             if self._my_alive is not None:
                 ack["m"] = [self._my_alive]
         if self._wall is not None:
@@ -760,7 +835,7 @@ class Swim:
         seq = _int(body["s"])
         u = body.get("u")
         if u is not None:
-            self.refute(_int(u))
+            self._refute_told(_int(u))
         r = self._relays.pop(seq, None)
         if r is not None:
             self._send(r.addr, Msg.ACK, {"s": r.seq})
@@ -799,11 +874,10 @@ class Swim:
         self.apply_updates(body.get("m", []), now)
 
     def on_sync(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
-        known = sender in self._members
         self.apply_updates(body.get("m", []), now, relay=False)
-        if body.get("r") and reply_to:
-            self._net.send_swim(reply_to, Msg.SYNC, self.sync_body(reply=not known and False))
-        self._on_push_pull(sender, reply_to, body)
+        if body.get("r") and reply_to and self._answer_sync(reply_to, now):
+            self._net.send_swim(reply_to, Msg.SYNC, self.sync_body(reply=False))
+        self._on_push_pull(sender, reply_to, body, now)
 
     def apply_updates(self, updates: Any, now: float, *, relay: bool = True) -> None:
         """Apply piggybacked updates (each checked alone: a bad one is counted, not fatal)."""
@@ -953,6 +1027,24 @@ class Swim:
         if before != state:
             log.info("swim: member %s %s -> %s", m.id[:16], before, state)
             self._listener.member_changed(m, before)
+
+
+def _await(pending: dict[str, float], addr: str, now: float, until: float) -> bool:
+    """Note that an answer from `addr` is awaited until `until` (False: too many awaited)."""
+    if addr not in pending and len(pending) >= MAX_PP_PEERS:
+        for a, end in list(pending.items()):
+            if now >= end:
+                del pending[a]
+        if len(pending) >= MAX_PP_PEERS:
+            return False
+    pending[addr] = until
+    return True
+
+
+def _answered(pending: dict[str, float], addr: str, now: float) -> bool:
+    """Whether an answer from `addr` was awaited (once: it is no longer)."""
+    until = pending.pop(addr, None)
+    return until is not None and now < until
 
 
 def _int(v: Any) -> int:

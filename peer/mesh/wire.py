@@ -45,8 +45,10 @@ class Kind(IntEnum):
     # and never answer "h", so they are sent "d" and "w" only by peers that know them):
     # "h": a hash of the sender's table ({member: incarnation} of the live ones, itself
     # included); a member whose hash differs answers "d": its table as [[member, inc], ...]
-    # (and "u" when it holds the sender suspect or dead: it may refute); the asker pushes
-    # "m", the updates the other lacks, with "w": [member, ...] it lacks, answered by "m".
+    # (and "u" when it holds the sender suspect or dead: it may refute; "t": true when the
+    # table was cut to its first rows); the asker pushes "m", the updates the other lacks,
+    # with "w": [member, ...] it lacks, answered by "m". "h" comes alone: a frame with "h"
+    # and "d" or "w" is malformed; "d" and "w" are answered only from whom they were asked.
     DIGEST_SUM = 11  # {"h": hex}: a hash of the version vector; a DIGEST answers a mismatch
 # Content digests (peer.log.contents; peers of the previous release ignore the keys, and the
 # last two are only sent to a peer that sent the first ones): DIGEST_SUM "c" (a digest of every

@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 
 from peer.log.clock import FakeClock
+from peer.mesh import swim as swim_module
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
     ASK_SYNCS,
     MAX_ASKED,
     MAX_PUSHED,
+    MAX_SYNC_ANSWERS,
     MAX_TABLE_ROWS,
+    MAX_TABLES,
     Member,
     Msg,
     State,
@@ -530,8 +533,9 @@ def test_a_member_whose_gossip_missed_a_peer_is_learned_by_push_pull() -> None:
 
 def test_a_member_whose_gossip_missed_a_peer_is_learned_when_it_probes_that_peer() -> None:
     """As above but D reaches C after the loss: D's next probe of C (within one probe round
-    of D, N x probe interval) makes C sync with it (728a301)."""
-    c = Cluster(4, seed=13)
+    of D, N x probe interval) makes C sync with it (728a301). No push-pull within the test
+    (its period: 1e6 s), which would learn D too."""
+    c = Cluster(4, GossipConfig.local(swim=SwimConfig.local(push_pull_s=1e6)), seed=13)
     settle(c, 0.5)
     a, cc = c.peers[0], c.peers[2]
     d = c.add("pnew")
@@ -566,6 +570,14 @@ def test_push_pull_sends_a_hash_to_one_alive_member_and_one_silent_join_address(
     assert not [b for _, b in net.take(Msg.SYNC) if "h" in b]  # once per period
 
 
+def hash_sent(s: Swim, clock: FakeClock, net: Net) -> str:
+    """Run s's next push-pull: the address it sent its hash to (whose table it answers)."""
+    clock.advance(push_pull_interval_s(s.cfg, s.n()))
+    s.tick(clock())
+    [to] = [a for a, b in net.take(Msg.SYNC) if "h" in b]
+    return to
+
+
 def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
     s, clock, net, _ = make(3)
     peer = "127.0.0.1:99"
@@ -575,14 +587,17 @@ def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
     [(to, body)] = net.take(Msg.SYNC)
     assert to == peer and body == {"m": [], "d": [["m0", 1], ["m1", 1], ["m2", 1], ["me", 5]]}
     assert s.stats.tables_sent == 1
-    # its table: us and m0 as we hold them, m1 older, m9 unknown to us; m2 unknown to it
-    s.on_sync("x", peer, {"m": [], "d": [["me", 5], ["m0", 1], ["m1", 0], ["m9", 3]]},
+    s.on_sync("x", peer, {"m": [], "w": ["m2", "nobody", "me"]}, clock())  # it was sent ours
+    [(to, body)] = net.take(Msg.SYNC)
+    assert to == peer and [u["i"] for u in body["m"]] == ["m2", "me"]
+    # the table of the member we sent our hash to: us and m0 as we hold them, m1 older, m9
+    # unknown to us; m2 unknown to it
+    asked = hash_sent(s, clock, net)
+    s.on_sync("x", asked, {"m": [], "d": [["me", 5], ["m0", 1], ["m1", 0], ["m9", 3]]},
               clock())
     [(to, body)] = net.take(Msg.SYNC)
+    assert to == asked
     assert [u["i"] for u in body["m"]] == ["m1", "m2"] and body["w"] == ["m9"]
-    s.on_sync("x", peer, {"m": [], "w": ["m2", "nobody", "me"]}, clock())
-    [(to, body)] = net.take(Msg.SYNC)
-    assert [u["i"] for u in body["m"]] == ["m2", "me"]
     # a member we hold suspect is told so with our table (it may refute)...
     m0 = s.members["m0"]
     s._suspect(m0, m0.inc, "me", clock())
@@ -592,8 +607,93 @@ def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
     # ...and refutes when it is told
     s.on_sync("m0", "127.0.0.1:10", {"m": [], "d": [], "u": 5}, clock())
     assert s.inc == 6
-    [(to, body)] = net.take(Msg.SYNC)
-    assert {"t": "a", "i": "me", "a": "127.0.0.1:1", "n": 6} in body["m"]
+    assert {"t": "a", "i": "me", "a": "127.0.0.1:1", "n": 6} in s.piggyback()
+
+
+def test_tables_and_wanted_members_are_answered_only_to_whom_they_were_asked() -> None:
+    """A forged reply-to must not turn a small frame into our updates sent to someone else:
+    a table is answered once, from the address we sent our hash to, within the period; the
+    members it wants, once, from the address we sent our table to."""
+    s, clock, net, _ = make(3)
+    victim = "127.0.0.1:99"
+    s.on_sync("x", victim, {"m": [], "d": []}, clock())
+    s.on_sync("x", victim, {"m": [], "w": ["m0", "m1", "m2", "me"]}, clock())
+    assert net.take(Msg.SYNC) == []
+    asked = hash_sent(s, clock, net)
+    s.on_sync("x", asked, {"m": [], "d": []}, clock())
+    assert len(net.take(Msg.SYNC)) == 1
+    s.on_sync("x", asked, {"m": [], "d": []}, clock())  # once
+    s.on_sync("x", asked, {"m": [], "w": ["m0"]}, clock())  # it was sent no table
+    assert net.take(Msg.SYNC) == []
+    asked = hash_sent(s, clock, net)
+    clock.advance(push_pull_interval_s(s.cfg, s.n()))  # too late
+    s.on_sync("x", asked, {"m": [], "d": []}, clock())
+    assert net.take(Msg.SYNC) == []
+    s.on_sync("x", victim, {"m": [], "h": "0" * 32}, clock())
+    assert len(net.take(Msg.SYNC)) == 1  # our table
+    s.on_sync("x", victim, {"m": [], "w": ["m0"]}, clock())
+    assert len(net.take(Msg.SYNC)) == 1
+    s.on_sync("x", victim, {"m": [], "w": ["m0"]}, clock())  # once
+    assert net.take(Msg.SYNC) == []
+
+
+def test_the_tables_sent_per_push_pull_period_are_capped() -> None:
+    s, clock, net, _ = make(3)
+    for i in range(3 * MAX_TABLES):
+        s.on_sync("x", f"127.0.0.1:{200 + i}", {"m": [], "h": "0" * 32}, clock())
+    assert len(net.take(Msg.SYNC)) == MAX_TABLES == s.stats.tables_sent
+    hash_sent(s, clock, net)  # a new period
+    for i in range(3 * MAX_TABLES):
+        s.on_sync("x", f"127.0.0.1:{300 + i}", {"m": [], "h": "0" * 32}, clock())
+    assert len(net.take(Msg.SYNC)) == MAX_TABLES
+
+
+def test_join_syncs_are_answered_a_bounded_number_of_times_per_address_and_period() -> None:
+    s, clock, net, _ = make(3)
+    for _ in range(3 * MAX_SYNC_ANSWERS):
+        s.on_sync("x", "127.0.0.1:99", {"m": [], "r": True}, clock())
+        s.on_sync("y", "127.0.0.1:98", {"m": [], "r": True}, clock())
+    sent = net.take(Msg.SYNC)
+    assert [a for a, _ in sent].count("127.0.0.1:99") == MAX_SYNC_ANSWERS
+    assert [a for a, _ in sent].count("127.0.0.1:98") == MAX_SYNC_ANSWERS
+    assert all(b["r"] is False and len(b["m"]) == 4 for _, b in sent)
+    clock.advance(push_pull_interval_s(s.cfg, s.n()))
+    s.on_sync("x", "127.0.0.1:99", {"m": [], "r": True}, clock())
+    assert len(net.take(Msg.SYNC)) == 1
+
+
+def test_a_truncated_table_says_so_and_members_beyond_its_last_row_are_not_pushed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(swim_module, "MAX_TABLE_ROWS", 2)
+    s, clock, net, _ = make(3)
+    s.on_sync("x", "127.0.0.1:99", {"m": [], "h": "0" * 32}, clock())
+    [(_, body)] = net.take(Msg.SYNC)
+    assert body == {"m": [], "d": [["m0", 1], ["m1", 1]], "t": True}
+    asked = hash_sent(s, clock, net)
+    s.on_sync("x", asked, {"m": [], "d": [["m0", 1], ["m1", 0]], "t": True}, clock())
+    [(_, body)] = net.take(Msg.SYNC)
+    assert [u["i"] for u in body["m"]] == ["m1"]  # not m2, nor us: beyond its last row
+    asked = hash_sent(s, clock, net)
+    s.on_sync("x", asked, {"m": [], "d": [["m0", 1], ["m1", 0]]}, clock())  # whole: pushed
+    [(_, body)] = net.take(Msg.SYNC)
+    assert [u["i"] for u in body["m"]] == ["m1", "m2", "me"]
+
+
+@pytest.mark.parametrize("kind", [Msg.PING, Msg.ACK, Msg.SYNC])
+def test_an_unsigned_view_of_our_incarnation_above_ours_is_ignored(kind: Msg) -> None:
+    """No member can hold us at an incarnation above ours: a frame's "u" that says so is
+    forged (2^63 - 1 would put ours beyond what a frame may carry: out of the mesh)."""
+    s, clock, _, _ = make(3)
+    handle = {Msg.PING: s.on_ping, Msg.ACK: s.on_ack, Msg.SYNC: s.on_sync}[kind]
+    body: dict[str, Any] = {"s": 1, "t": "me", "u": 2**63 - 1}
+    if kind == Msg.SYNC:
+        body = {"m": [], "d": [], "u": 2**63 - 1}
+    handle("m0", "127.0.0.1:10", body, clock())
+    assert s.inc == 5 and s.stats.refutations == 0
+    handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())
+    assert s.inc == 5
+    handle("m0", "127.0.0.1:10", {**body, "u": 5}, clock())  # ours: refuted
+    assert s.inc == 6 and s.stats.refutations == 1
 
 
 @pytest.mark.parametrize("body", [
@@ -611,6 +711,10 @@ def test_push_pull_exchanges_tables_then_the_updates_each_side_lacks() -> None:
     {"m": [], "w": [f"a{i}" for i in range(MAX_PUSHED + 1)]},
     {"m": [], "w": ["x" * 256]},
     {"m": [], "u": "1"},
+    {"m": [], "h": "0" * 32, "d": []},  # a table's answer to a frame that answers itself
+    {"m": [], "h": "0" * 32, "w": ["p0000"]},
+    {"m": [], "t": True},
+    {"m": [], "d": [], "t": 1},
 ])
 def test_malformed_push_pull_fields_are_dropped_and_counted(body: dict[str, Any]) -> None:
     from .mesh_helpers import frame_to, inject
@@ -664,7 +768,7 @@ def test_peers_of_the_previous_release_ignore_the_push_pull_and_keep_working() -
     s = old.gossip.swim
     assert s is not None
     s._on_push_pull = lambda *_a: None  # type: ignore[method-assign]
-    s._push_pull = lambda: None  # type: ignore[method-assign]
+    s._push_pull = lambda *_a: None  # type: ignore[method-assign]
     c.net.loss = 0.05
     settle(c, 6 * c.cfg.swim.push_pull_s if c.cfg.swim else 0.0)
     assert all_alive(c)
