@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from peer.mesh.gossip import Gossip
 from peer.mesh.sim import Cluster
 from peer.mesh.transport import MemoryNetwork
 from peer.mesh.wire import Frame, Kind, decode_frame, encode_frame
@@ -47,3 +48,23 @@ class Probe:
         """Every frame received so far (of `kind`), decoded."""
         out = [decode_frame(d, self.secret, self.mesh_id, 1 << 30) for d in self.raw]
         return [f for f in out if kind is None or f.kind == kind]
+
+
+def _due(g: Gossip) -> float:
+    """When `g`'s timer next wakes (as `Gossip._run` sleeps until then)."""
+    assert g.swim is not None
+    return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
+
+
+def run_on_wake_ups(c: Cluster, seconds: float, watched: Gossip) -> int:
+    """Run the members of `c` for `seconds` of its fake clock, each ticked only when its
+    timer is due (at most 2,000 wake-ups of `watched`); returns `watched`'s wake-ups."""
+    wakes, start = 0, c.clock()
+    while c.clock() < start + seconds and wakes < 2000:
+        c.clock.now = max(min(_due(p.gossip) for p in c.peers), c.clock() + 0.001)
+        for p in c.peers:
+            if c.clock() >= _due(p.gossip):
+                p.gossip.tick()
+                wakes += p.gossip is watched
+        c.net.pump()
+    return wakes

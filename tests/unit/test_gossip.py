@@ -20,7 +20,7 @@ from peer.mesh.gossip import SOFT_SLACK_S, Gossip, GossipConfig, Kind, encode_fr
 from peer.mesh.sim import Cluster, MemorySink, RecordingMembers, simulate
 from peer.mesh.transport import MemoryNetwork
 
-from .mesh_helpers import SECRET, frame_to, inject
+from .mesh_helpers import SECRET, frame_to, inject, run_on_wake_ups
 
 # -- config ------------------------------------------------------------------------
 
@@ -318,18 +318,8 @@ def test_idle_gossip_chores_share_the_probe_wake_ups() -> None:
     c = Cluster(2, GossipConfig(secret=SECRET))
     a = c.peers[0].gossip
 
-    def due(g: Gossip) -> float:
-        assert g.swim is not None
-        return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
-
-    wakes, rounds0, start = 0, a.stats.rounds, c.clock()
-    while c.clock() < start + 60.0 and wakes < 2000:
-        c.clock.now = max(min(due(p.gossip) for p in c.peers), c.clock() + 0.001)
-        for p in c.peers:
-            if c.clock() >= due(p.gossip):
-                p.gossip.tick()
-                wakes += p.gossip is a
-        c.net.pump()
+    rounds0 = a.stats.rounds
+    wakes = run_on_wake_ups(c, 60.0, a)
     rounds = a.stats.rounds - rounds0
     assert 50 <= rounds <= 66  # anti-entropy about once a second (1 s +- 10 %)
     assert len(a.live_peers()) == 1  # the probes kept the other member alive

@@ -12,7 +12,7 @@ import pytest
 
 from peer.log.clock import FakeClock
 from peer.mesh import swim as swim_module
-from peer.mesh.gossip import Gossip, GossipConfig
+from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
     ASK_SYNCS,
@@ -32,6 +32,8 @@ from peer.mesh.swim import (
     suspicion_bounds_s,
 )
 from peer.mesh.wire import Kind, decode_frame
+
+from .mesh_helpers import run_on_wake_ups
 
 CFG = SwimConfig.local()  # probe 0.1 s, probe timeout 0.04 s
 
@@ -744,18 +746,7 @@ def test_push_pull_rides_on_the_probe_wake_ups() -> None:
     for p in c.peers[1:]:
         _drop_to(c, p, note)
 
-    def due(g: Gossip) -> float:
-        assert g.swim is not None
-        return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
-
-    wakes, start = 0, c.clock()
-    while c.clock() < start + 60.0 and wakes < 2000:
-        c.clock.now = max(min(due(p.gossip) for p in c.peers), c.clock() + 0.001)
-        for p in c.peers:
-            if c.clock() >= due(p.gossip):
-                p.gossip.tick()
-                wakes += p.gossip is a
-        c.net.pump()
+    wakes = run_on_wake_ups(c, 60.0, a)
     assert 60 / swim.push_pull_s - 1 <= len(opens) <= 60 / swim.push_pull_s + 1
     assert wakes < 5 * 60  # as without push-pull (test_gossip's share of the probe wake-ups)
 
