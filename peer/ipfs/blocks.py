@@ -166,17 +166,17 @@ def dirty_bytes() -> int | None:
     return total
 
 
-def syncfs_pays(own_bytes: int, before: int | None = None) -> bool:
+def syncfs_pays(own_bytes: int) -> bool:
     """True if one syncfs is the cheaper way to make `own_bytes` just written durable: the
-    OS has it, and little else waits to be written back beside them, now (less our own)
-    nor `before` we began writing them (the kernel may have written ours back meanwhile,
-    which would hide a neighbour's behind them)."""
+    OS has it, and little else waits to be written back beside them. Read at the commit,
+    not before the first block: a task's own files, written just before and removed by
+    then (FETCH_FESTVOX's 57 MB of WAVs), would count as a neighbour's. (If the kernel
+    wrote part of ours back meanwhile, a neighbour's may hide behind them: a slower commit,
+    not a less durable one.)"""
     if _syncfs_fn is None:
         return False
     dirty = dirty_bytes()
-    if dirty is None:
-        return True
-    return max(dirty - own_bytes, before or 0) <= SYNCFS_DIRTY_MAX_BYTES
+    return dirty is None or dirty - own_bytes <= SYNCFS_DIRTY_MAX_BYTES
 
 
 def sync_fs(d: Path) -> None:
@@ -476,7 +476,6 @@ class BlockBatch:
         self._blocks = blocks
         self._written: dict[Path, Path] = {}  # final place -> temp file, in order
         self._bytes = 0  # written to the temp files
-        self._dirty_before: int | None = None  # dirty_bytes() before the first was written
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
         """Write bytes already hashed to `c` to a temp file; a present block is kept."""
@@ -496,8 +495,6 @@ class BlockBatch:
             if disk_full(e):
                 raise StorageFull(f"cannot write block {c}: the disk is full") from e
             raise
-        if not self._written:  # the first: what else waited for write-back then
-            self._dirty_before = dirty_bytes()
         self._written[final] = tmp
         self._bytes += len(data)
 
@@ -510,7 +507,7 @@ class BlockBatch:
             return
         done = 0
         try:
-            whole_fs = syncfs_pays(nbytes, self._dirty_before)
+            whole_fs = syncfs_pays(nbytes)
             if not whole_fs:
                 list(_fsync_pool().map(_fsync_file, [tmp for _, tmp in written]))
             else:
