@@ -364,6 +364,10 @@ class InlineBlocks:
                 self.failed += 1  # racing increments may lose a count, never all
                 log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
                 self.forget(roots)
+            except Exception:  # a bug: this pass's outputs are not kept here, the writer goes
+                self.failed += 1  # on (else `_writing` stays set and every run waits for ever)
+                log.exception("inline blocks of %d output(s) not written", len(batch))
+                self.forget(roots)
             finally:  # landed or failed: its waiters (runs) resume either way
                 self._settle(batch[-1][2])
 

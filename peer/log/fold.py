@@ -148,9 +148,10 @@ class Tiered(dict[str, Any]):
         self._read.clear()
 
     def setdefault(self, k: str, default: Any = None) -> Any:
-        if not dict.__contains__(self, k):
-            self[k] = default
-        return dict.__getitem__(self, k)
+        if k in self:  # in memory, or read back from the index
+            return dict.__getitem__(self, k)
+        self[k] = default
+        return default
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         for k, v in dict(*args, **kwargs).items():

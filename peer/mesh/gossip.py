@@ -366,16 +366,20 @@ class Gossip:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def next_due(self) -> float:
+        """When the loop's next round is due (the other chores ride on these wake-ups)."""
+        due = min(self._next_hb, self._next_ae)
+        if self.swim is not None:
+            due = min(due, self.swim.next_due(), self._next_renew)
+        return due
+
     async def _run(self) -> None:
         while True:
             try:
                 self.tick()
             except Exception:  # a bug in one round must not stop gossip
                 log.exception("gossip tick failed")
-            due = min(self._next_hb, self._next_ae)
-            if self.swim is not None:
-                due = min(due, self.swim.next_due(), self._next_renew)
-            delay = min(max(due - self._clock(), 0.005), 1.0)
+            delay = min(max(self.next_due() - self._clock(), 0.005), 1.0)
             self._sleep_until = self._clock() + delay
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -335,6 +335,7 @@ class Swim:
         # the last push-pull, and the part of a period to wait after it (random before the
         # first: the members' rounds are spread over the period, whatever N is by then)
         self._pp_last = 0.0
+        self._told_at = -math.inf  # the last refutation of an unsigned claim ("u")
         self._pp_wait = 1.0
         # address -> until when its answer is awaited: those we sent a hash to (their table
         # is answered) and those we sent a table to (the members they want are answered)
@@ -422,11 +423,14 @@ class Swim:
         self._aware(1)
         self._announce_alive()
 
-    def _refute_told(self, inc: int) -> None:
+    def _refute_told(self, inc: int, now: float) -> None:
         """An unsigned claim (a frame's "u") that someone holds us suspect at `inc`: refuted
         unless it is above our incarnation, which no one can hold legitimately (a forged
-        2^63 - 1 would put ours beyond what a frame may carry)."""
-        if inc <= self.inc:
+        2^63 - 1 would put ours beyond what a frame may carry), and at most once per probe
+        interval (each refutation is an alive every member hears: a stream of forged claims
+        must not make one each)."""
+        if inc <= self.inc and now >= self._told_at + self.cfg.probe_interval_s:
+            self._told_at = now
             self.refute(inc)
 
     def set_report(self, info: bytes, now: float) -> None:
@@ -731,7 +735,7 @@ class Swim:
         if t is not None and (t is not True or theirs is None):
             raise ValueError("bad truncation flag")
         if inc is not None:  # it holds us suspect or dead: refute (as an ACK's "u")
-            self._refute_told(inc)
+            self._refute_told(inc, now)
         if not reply_to:
             return
         if h is not None and h != self.table_hash():
@@ -819,7 +823,7 @@ class Swim:
         ack: Body = {"s": seq}
         u = body.get("u")
         if u is not None:  # the prober holds us suspect or dead: refute, and tell it directly
-            self._refute_told(_int(u))
+            self._refute_told(_int(u), now)
             if self._my_alive is not None:
                 ack["m"] = [self._my_alive]
         if self._wall is not None:
@@ -835,7 +839,7 @@ class Swim:
         seq = _int(body["s"])
         u = body.get("u")
         if u is not None:
-            self._refute_told(_int(u))
+            self._refute_told(_int(u), now)
         r = self._relays.pop(seq, None)
         if r is not None:
             self._send(r.addr, Msg.ACK, {"s": r.seq})

@@ -50,21 +50,22 @@ class Probe:
         return [f for f in out if kind is None or f.kind == kind]
 
 
-def _due(g: Gossip) -> float:
-    """When `g`'s timer next wakes (as `Gossip._run` sleeps until then)."""
-    assert g.swim is not None
-    return min(g._next_hb, g._next_ae, g._next_renew, g._next_update, g.swim.next_due())
+def _due(g: Gossip, now: float) -> float:
+    """When `g`'s loop next wakes, as `Gossip._run` sleeps (at most 1 s)."""
+    return now + min(max(g.next_due() - now, 0.005), 1.0)
 
 
 def run_on_wake_ups(c: Cluster, seconds: float, watched: Gossip) -> int:
     """Run the members of `c` for `seconds` of its fake clock, each ticked only when its
     timer is due (at most 2,000 wake-ups of `watched`); returns `watched`'s wake-ups."""
     wakes, start = 0, c.clock()
+    wake_at = {p.gossip: _due(p.gossip, start) for p in c.peers}
     while c.clock() < start + seconds and wakes < 2000:
-        c.clock.now = max(min(_due(p.gossip) for p in c.peers), c.clock() + 0.001)
-        for p in c.peers:
-            if c.clock() >= _due(p.gossip):
-                p.gossip.tick()
-                wakes += p.gossip is watched
+        c.clock.now = max(min(wake_at.values()), c.clock() + 0.001)
+        for g, at in wake_at.items():
+            if c.clock() >= at:
+                g.tick()
+                wakes += g is watched
+                wake_at[g] = _due(g, c.clock())
         c.net.pump()
     return wakes

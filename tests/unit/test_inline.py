@@ -716,6 +716,39 @@ async def test_a_peer_that_becomes_a_replica_later_gets_its_copy_by_the_rescan(
     await f.close()
 
 
+class _BuggyKeeper(FakeKeeper):
+    """Its first write raises what no store should (a bug), the next ones work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("a bug in the store")
+        super().keep_inline(blocks, roots)
+
+
+def test_a_bug_in_one_write_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """The failed pass counts and forgets its output; the writer is idle again, so the next
+    output is written (it used to stay 'writing' for good: every later run with an inline
+    input would wait for ever)."""
+    later: list[Any] = []
+    keeper = _BuggyKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, lambda c: None,  # type: ignore[arg-type]
+                             background=later.append)
+    first, b1 = _small(tmp_path, "o1")
+    ib.on_event(_done("other", first, inline.encode(b1)))
+    later.pop()()  # the pass whose write raised
+    assert ib.failed == 1 and not ib.holds(first) and not ib._writing
+    second, b2 = _small(tmp_path, "o2")
+    ib.on_event(_done("other", second, inline.encode(b2)))
+    assert later, "a new pass was asked for"
+    later.pop()()
+    assert keeper.calls == 2 and ib.holds(second) and ib.failed == 1
+
+
 class _FullKeeper(FakeKeeper):
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
         raise OSError(28, "No space left on device")

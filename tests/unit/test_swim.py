@@ -696,6 +696,11 @@ def test_an_unsigned_view_of_our_incarnation_above_ours_is_ignored(kind: Msg) ->
     assert s.inc == 5
     handle("m0", "127.0.0.1:10", {**body, "u": 5}, clock())  # ours: refuted
     assert s.inc == 6 and s.stats.refutations == 1
+    handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())  # again within a probe interval:
+    assert s.inc == 6 and s.stats.refutations == 1  # one alive per interval, not per frame
+    clock.now += s.cfg.probe_interval_s
+    handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())
+    assert s.inc == 7 and s.stats.refutations == 2
 
 
 @pytest.mark.parametrize("body", [

@@ -118,7 +118,10 @@ def test_an_entry_the_fold_wrote_over_a_read_back_one_is_kept(state: MeshState) 
 
 def test_a_spilled_entry_leaves_the_read_back_ones(state: MeshState) -> None:
     state.outputs.get("k0")
-    state.spill(["k0"], [], [])  # compaction: k0's entry is in the index
+    state.spill(["k0"], [], [])  # compaction: k0's entry left memory for the index
+    for i in range(1, N):  # k0 read first: had it stayed in the read-back order, letting it
+        state.outputs.get(f"k{i}")  # go again would fail (it is not in memory)
+    assert len(state.outputs) <= BOUND
     state.outputs["k0"] = "live"  # a later live write of the same key
     for i in range(1, N):
         state.outputs.get(f"k{i}")
@@ -156,3 +159,10 @@ def test_every_write_makes_an_entry_live(state: MeshState) -> None:
 def test_the_bound_is_at_least_one() -> None:
     with pytest.raises(ValueError):
         Tiered(read_max=0)
+
+
+def test_setdefault_of_a_key_held_in_the_index_gives_the_index_s_value(state: MeshState) -> None:
+    """As `in` and `get`: a key only the index holds is not hidden behind the default."""
+    assert state.outputs.setdefault("k3", "default") == "out3"
+    assert state.outputs.setdefault("absent", "default") == "default"
+    assert state.outputs["absent"] == "default"
