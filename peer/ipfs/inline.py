@@ -152,6 +152,9 @@ def checked(blocks: Mapping[str, bytes], output: str) -> dict[Cid, bytes]:
     return out
 
 
+PENDING_WALK_MAX = 4096  # blocks of a run's input looked at for a pending inline write
+
+
 class Keeper(Protocol):
     """Where a peer keeps inline blocks (EmbeddedStore): served from memory at once
     (`stage_inline`), then written and `roots` pinned, unsynced (`keep_inline`, a thread);
@@ -163,10 +166,12 @@ class Keeper(Protocol):
 
 
 def last_pending(get: Callable[[str], bytes], roots: Iterable[str],
-                 pending: Mapping[str, int]) -> int:
+                 pending: Mapping[str, int], max_blocks: int = PENDING_WALK_MAX) -> int:
     """The latest of the `pending` writes (block key -> the first write not yet landed that
     holds it) holding a block of the DAGs under `roots`, 0 if none: their linking blocks
-    are read (`get`; one not found or malformed is not followed: the worker reports it)."""
+    are read (`get`; one not found or malformed is not followed: the worker reports it).
+    Past `max_blocks` blocks, the latest of them all (waiting for every pending write costs
+    less than reading a large input's every directory)."""
     last = max(pending.values(), default=0)
     need = 0
     seen: set[str] = set()
@@ -180,6 +185,8 @@ def last_pending(get: Callable[[str], bytes], roots: Iterable[str],
         c = stack.pop()
         if c.key in seen:
             continue
+        if len(seen) >= max_blocks:
+            return last
         seen.add(c.key)
         need = max(need, pending.get(c.key, 0))
         if dag.may_link(c):

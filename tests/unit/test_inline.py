@@ -771,3 +771,24 @@ def test_an_output_whose_background_write_failed_is_no_longer_held_or_complete(
         assert ib.holds(cid) and marked == [cid]
         later.pop()()
     assert ib.failed == 1 and not ib.holds(cid) and marked == []
+
+
+def test_last_pending_finds_the_write_under_an_input_and_bounds_its_walk(
+        tmp_path: Path) -> None:
+    """The latest pending write holding a block under the input's root; past max_blocks
+    blocks looked at, every pending write (as before: the run waits for them all)."""
+    from peer.ipfs import EmbeddedStore
+    from peer.ipfs.cids import parse_cid
+
+    root_dir = tmp_path / "in"
+    (root_dir / "sub").mkdir(parents=True)
+    for i in range(3):
+        (root_dir / "sub" / f"f{i}").write_text(f"item {i}\n")
+    store = EmbeddedStore(tmp_path / "store")
+    root = store.add_path(root_dir)
+    leaf = next(e.cid for e in store.walk(root) if e.path.endswith("f1"))
+    pending = {parse_cid(leaf).key: 3, "unrelated": 7}
+    assert inline.last_pending(store.get_block, [root], pending) == 3
+    assert inline.last_pending(store.get_block, [root], {"unrelated": 7}) == 0
+    assert inline.last_pending(store.get_block, [root], pending, max_blocks=1) == 7
+    assert inline.last_pending(store.get_block, ["not a cid"], pending) == 0
