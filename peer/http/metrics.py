@@ -22,7 +22,7 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 _GOSSIP = {"frames_received": "frames_in", "frames_sent": "frames_out",
            "gossip_bytes_received": "bytes_in", "gossip_bytes_sent": "bytes_out",
            "events_received": "events_in", "events_new": "events_new",
-           "events_sent": "events_out"}
+           "events_sent": "events_out", "swim_unanswered": "swim_unanswered"}
 
 
 class StatsView(Protocol):

@@ -218,6 +218,7 @@ class GossipStats:
     merge_errors: int = 0
     rounds: int = 0
     swim_dropped_updates: int = 0  # SWIM updates refused (signature, unknown key, malformed)
+    swim_unanswered: int = 0  # push-pull tables and join syncs over their per-period caps
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -312,6 +313,7 @@ class Gossip:
         self._stats.refused_handshakes = self._t.refused
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
+            self._stats.swim_unanswered = self.swim.stats.unanswered
         return self._stats
 
     @property

@@ -294,6 +294,9 @@ class SwimStats:
     dropped_updates: int = 0  # refused: bad signature, unknown claimant, malformed
     push_pulls: int = 0  # table hashes sent
     tables_sent: int = 0  # tables sent back: a hash differed from ours
+    # tables and join syncs not answered: a per-period cap was reached (a flood, or forged
+    # reply-to addresses, may starve honest askers until the next period)
+    unanswered: int = 0
 
 
 class Swim:
@@ -749,8 +752,10 @@ class Swim:
 
     def _send_table(self, sender: str, reply_to: str, now: float) -> None:
         """Our table, for a hash that differs from ours (MAX_TABLES per period)."""
-        if self._tables_left <= 0 or not _await(self._tabled_to, reply_to, now,
-                                                 now + self._pp_period()):
+        if self._tables_left <= 0:
+            self.stats.unanswered += 1
+            return
+        if not _await(self._tabled_to, reply_to, now, now + self._pp_period()):
             return
         self._tables_left -= 1
         rows = sorted([k, v] for k, v in self.table().items())
@@ -786,9 +791,11 @@ class Swim:
                     if now >= end:
                         del self._sync_answers[a]
                 if len(self._sync_answers) >= MAX_SYNC_PEERS:
+                    self.stats.unanswered += 1
                     return False
             until, count = now + self._pp_period(), 0
         if count >= MAX_SYNC_ANSWERS:
+            self.stats.unanswered += 1
             return False
         self._sync_answers[reply_to] = (until, count + 1)
         return True

@@ -644,6 +644,7 @@ def test_the_tables_sent_per_push_pull_period_are_capped() -> None:
     for i in range(3 * MAX_TABLES):
         s.on_sync("x", f"127.0.0.1:{200 + i}", {"m": [], "h": "0" * 32}, clock())
     assert len(net.take(Msg.SYNC)) == MAX_TABLES == s.stats.tables_sent
+    assert s.stats.unanswered == 2 * MAX_TABLES  # counted: an operator sees the flood
     hash_sent(s, clock, net)  # a new period
     for i in range(3 * MAX_TABLES):
         s.on_sync("x", f"127.0.0.1:{300 + i}", {"m": [], "h": "0" * 32}, clock())
@@ -659,6 +660,7 @@ def test_join_syncs_are_answered_a_bounded_number_of_times_per_address_and_perio
     assert [a for a, _ in sent].count("127.0.0.1:99") == MAX_SYNC_ANSWERS
     assert [a for a, _ in sent].count("127.0.0.1:98") == MAX_SYNC_ANSWERS
     assert all(b["r"] is False and len(b["m"]) == 4 for _, b in sent)
+    assert s.stats.unanswered == 2 * 2 * MAX_SYNC_ANSWERS
     clock.advance(push_pull_interval_s(s.cfg, s.n()))
     s.on_sync("x", "127.0.0.1:99", {"m": [], "r": True}, clock())
     assert len(net.take(Msg.SYNC)) == 1
