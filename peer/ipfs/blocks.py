@@ -468,9 +468,11 @@ class BlockBatch:
     reads), then made durable and put in place together by `commit`, on any one thread:
     one syncfs for the data of them all, the renames, and one more syncfs for the renames
     (where the OS lacks syncfs, or other writes wait to be written back: `syncfs_pays`,
-    each file fsynced, renamed, its directory fsynced). A block file under its final name
-    is thus always durable and whole; announce no CID of the batch before `commit`
-    returns. `discard` drops the temp files of a batch not committed."""
+    each file fsynced, renamed, its directory fsynced). A block file the batch put in place
+    is thus durable and whole; one it found already there is taken as durable, which it
+    may not be (an inline output's is never fsynced; another process may have died before
+    its sync). Announce no CID of the batch before `commit` returns. `discard` drops the
+    temp files of a batch not committed."""
 
     def __init__(self, blocks: BlockStore) -> None:
         self._blocks = blocks
@@ -503,7 +505,7 @@ class BlockBatch:
         StoreError if that fails: then none of the batch's temp files is left)."""
         written, self._written = list(self._written.items()), {}
         nbytes, self._bytes = self._bytes, 0
-        if not written:  # every block was there already (durable: under its final name)
+        if not written:  # every block was there already (taken as durable: see the class)
             return
         done = 0
         try:
