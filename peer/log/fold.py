@@ -71,7 +71,8 @@ class Tiered(dict[str, Any]):
     since (`_read`), the first read going first (FIFO: a hit records nothing, it costs one
     dict lookup as before; an entry read often is read again once per `read_max` reads). An
     entry written here (`t[k] = v`, or made by `default`) or changed in place (`pin`: the
-    fold adds to or takes from a provider set) is live: kept until compaction spills it."""
+    fold adds to or takes from a provider set) is live: kept until compaction spills it (a
+    provider set changed by PROVIDE or UNPROVIDE events, which belong to no job, never is)."""
 
     def __init__(self, default: Callable[[], Any] | None = None,
                  read_max: int | None = None) -> None:
