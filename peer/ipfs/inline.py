@@ -367,13 +367,13 @@ class InlineBlocks:
             roots = [r for _, rs, _ in batch for r in rs]
             try:
                 self.store.keep_inline(blocks, roots)
-            except (OSError, StoreError) as e:  # a full disk: served by other peers later
+            except Exception as e:  # a full disk (served by other peers later), or a bug: the
+                # writer goes on (else `_writing` stays set and every run waits for ever)
                 self.failed += 1  # racing increments may lose a count, never all
-                log.warning("inline blocks of %d output(s) not written: %s", len(batch), e)
-                self.forget(roots)
-            except Exception:  # a bug: this pass's outputs are not kept here, the writer goes
-                self.failed += 1  # on (else `_writing` stays set and every run waits for ever)
-                log.exception("inline blocks of %d output(s) not written", len(batch))
+                bug = not isinstance(e, (OSError, StoreError))
+                log.log(logging.ERROR if bug else logging.WARNING,
+                        "inline blocks of %d output(s) not written: %s", len(batch), e,
+                        exc_info=bug)
                 self.forget(roots)
             finally:  # landed or failed: its waiters (runs) resume either way
                 self._settle(batch[-1][2])

@@ -786,13 +786,9 @@ class Swim:
         push-pull period (a forged reply-to gets that much of our table, not a stream)."""
         until, count = self._sync_answers.get(reply_to, (0.0, 0))
         if now >= until:
-            if reply_to not in self._sync_answers and len(self._sync_answers) >= MAX_SYNC_PEERS:
-                for a, (end, _) in list(self._sync_answers.items()):
-                    if now >= end:
-                        del self._sync_answers[a]
-                if len(self._sync_answers) >= MAX_SYNC_PEERS:
-                    self.stats.unanswered += 1
-                    return False
+            if not _room(self._sync_answers, reply_to, now, MAX_SYNC_PEERS, lambda v: v[0]):
+                self.stats.unanswered += 1
+                return False
             until, count = now + self._pp_period(), 0
         if count >= MAX_SYNC_ANSWERS:
             self.stats.unanswered += 1
@@ -1040,14 +1036,22 @@ class Swim:
             self._listener.member_changed(m, before)
 
 
+def _room(table: dict[str, Any], addr: str, now: float, cap: int,
+          until: Callable[[Any], float]) -> bool:
+    """Whether `addr` has, or now gets, a place in `table` (at most `cap` addresses; the
+    entries whose `until` has passed make room)."""
+    if addr in table or len(table) < cap:
+        return True
+    for a, v in list(table.items()):
+        if now >= until(v):
+            del table[a]
+    return len(table) < cap
+
+
 def _await(pending: dict[str, float], addr: str, now: float, until: float) -> bool:
     """Note that an answer from `addr` is awaited until `until` (False: too many awaited)."""
-    if addr not in pending and len(pending) >= MAX_PP_PEERS:
-        for a, end in list(pending.items()):
-            if now >= end:
-                del pending[a]
-        if len(pending) >= MAX_PP_PEERS:
-            return False
+    if not _room(pending, addr, now, MAX_PP_PEERS, float):
+        return False
     pending[addr] = until
     return True
 
