@@ -99,7 +99,7 @@ class Tiered(dict[str, Any]):
 
     def pin(self, k: str) -> None:
         """`k`'s entry (in memory) was changed in place: it is live, no longer let go as read
-        back."""
+        back (also what every write and removal does)."""
         if self._read:
             self._read.pop(k, None)
 
@@ -124,24 +124,20 @@ class Tiered(dict[str, Any]):
 
     # Writes and removals keep `_read` to the entries in memory as read back.
     def __setitem__(self, k: str, v: Any) -> None:
-        if self._read:
-            self._read.pop(k, None)
+        self.pin(k)
         dict.__setitem__(self, k, v)
 
     def __delitem__(self, k: str) -> None:
         dict.__delitem__(self, k)
-        if self._read:
-            self._read.pop(k, None)
+        self.pin(k)
 
     def pop(self, k: str, *default: Any) -> Any:
-        if self._read:
-            self._read.pop(k, None)
+        self.pin(k)
         return dict.pop(self, k, *default)
 
     def popitem(self) -> tuple[str, Any]:
         k, v = dict.popitem(self)
-        if self._read:
-            self._read.pop(k, None)
+        self.pin(k)
         return k, v
 
     def clear(self) -> None:
