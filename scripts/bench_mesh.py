@@ -164,9 +164,11 @@ def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
 
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
-               log_level: str = "WARNING", cores: Sequence[int] = ()) -> Mesh:
+               log_level: str = "WARNING", cores: Sequence[int] = (),
+               extra: Sequence[str] = ()) -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed; with
-    `cores`, peer i and its workers are pinned to core cores[i] (taskset)."""
+    `cores`, peer i and its workers are pinned to core cores[i] (taskset); `extra`: more
+    banzai-peer flags for every peer."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
     secret = mesh_secret_file(base)  # the peers' shared mesh secret
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -179,7 +181,8 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                 "--gossip", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
                 "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
                 "--secret-file", str(secret),
-                "--fetch-allow", "127.0.0.1/32"]  # the --pipeline corpus server
+                "--fetch-allow", "127.0.0.1/32",  # the --pipeline corpus server
+                *extra]
         if cores:  # taskset execs the peer: same pid; its forkserver and workers inherit it
             args = ["taskset", "-c", str(cores[i]), *args]
         with log.open("wb") as out:

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Soak: a mesh of real banzai-peer processes on 127.0.0.1 runs a steady mix of jobs for
+`--minutes`, and what a peer holds is sampled as it goes: RSS (peer process, and its whole
+tree with the workers), open file descriptors, threads, the data dir's bytes (the event log,
+the block store, all) and the events in memory (/metrics). The report fits a
+line through the samples of the second half (after the warm-up) and gives each figure's
+growth per 1,000 jobs: what a lab would see after months is that slope, not the level.
+
+The mix, per submitted job of `--tasks` ECHO tasks, to a random peer: fresh texts; one job
+in five a rerun of an earlier job (cached outputs), one in ten cancelled right after its
+submit, one in five deleted once it ended (`banzai jobs rm`). Retention is short so that
+the periodic storage cycle runs during the soak (`--keep-jobs-s`, `--gc-interval-s`), and
+compaction keeps `--recent-tasks` tasks. At most `--in-flight` jobs are open at once;
+`--rate` caps the submits per second. Every loop is bounded in time.
+
+    .venv/bin/python scripts/soak.py [--peers 3] [--minutes 20] [--rate 4] [--tasks 5]
+        [--sample-s 30] [--kill-every-min 0] [--json PATH]
+
+`--kill-every-min M`: every M minutes one peer (round robin, never peer 0) is killed
+with SIGKILL and restarted on its data dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_mesh as bm
+import bench_pipeline as bp
+from scriptlib import auth_headers, machine, remember_peer
+
+GAUGES = ("banzai_log_events", "banzai_log_bytes", "banzai_log_unwritten_events",
+          "banzai_runs_active", "banzai_executor_queued")
+
+
+def _req(url: str, method: str = "GET", body: Any = None, timeout_s: float = 30) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {**auth_headers(url), **({"Content-Type": "application/json"} if data else {})}
+    r = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(r, timeout=timeout_s) as resp:
+        return json.load(resp)
+
+
+def _kb(pid: int, key: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _dir_bytes(d: Path) -> int:
+    total = 0
+    for top, _, files in os.walk(d):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, f)).st_size
+    return total
+
+
+def _gauges(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = urllib.request.Request(f"{url}/metrics", headers=auth_headers(url))
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        text = resp.read().decode()
+    return {s.name: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name in GAUGES}
+
+
+def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, Any]:
+    """One row per peer: what it holds now."""
+    rows = []
+    for p, d in zip(mesh.peers, dirs, strict=True):
+        pid = p.proc.pid
+        tree = [pid, *bp.descendants(pid)]
+        fds = 0
+        with contextlib.suppress(OSError):
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        log_b = sum(f.stat().st_size for f in d.glob("events.sqlite*"))
+        row = {"rss_mb": _kb(pid, "VmRSS") / 1024,
+               "tree_rss_mb": sum(_kb(q, "VmRSS") for q in tree) / 1024,
+               "procs": len(tree), "fds": fds, "threads": _kb(pid, "Threads"),
+               "log_mb": log_b / 1e6, "store_mb": _dir_bytes(d / "store") / 1e6,
+               "dir_mb": _dir_bytes(d) / 1e6}
+        with contextlib.suppress(OSError, ValueError):
+            g = _gauges(p.url)
+            row |= {"log_events": g.get("banzai_log_events", 0.0),
+                    "unwritten": g.get("banzai_log_unwritten_events", 0.0)}
+        rows.append(row)
+    return {"t_s": time.monotonic() - t0, "jobs": jobs, "peers": rows}
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return 0.0
+    return statistics.linear_regression(xs, ys).slope
+
+
+def restart(mesh: bm.Mesh, i: int, base: Path, argv: list[str]) -> None:
+    """SIGKILL peer i and start it again on its data dir with the same arguments."""
+    p = mesh.peers[i]
+    p.proc.send_signal(signal.SIGKILL)
+    p.proc.wait(30)
+    log = base / f"peer{i}.restart.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=bm.ROOT,
+                                env={**os.environ, "PYTHONPATH": str(bm.ROOT)},
+                                stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while (m := re.search(r"^web UI: (http://\S+?)/?$", log.read_text(), re.M)) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the restarted peer did not start:\n" + log.read_text())
+        time.sleep(0.1)
+    remember_peer(m.group(1), base / f"peer{i}")
+    mesh.peers[i] = bm.Peer(proc, m.group(1), log, p.id)
+
+
+def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
+    extra = ["--keep-jobs-days", f"{a.keep_jobs_s / 86400:.8f}",
+             "--gc-interval-s", str(a.gc_interval_s),
+             "--compact-recent-tasks", str(a.recent_tasks)]
+    mesh = bm.start_mesh(a.peers, base, extra=extra)
+    dirs = [base / f"peer{i}" for i in range(a.peers)]
+    rng = random.Random(a.seed)
+    t0 = time.monotonic()
+    end = t0 + a.minutes * 60
+    open_jobs: dict[str, tuple[str, str]] = {}  # job -> (peer url, its fate)
+    done_texts: list[str] = []
+    counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0, "deleted": 0,
+              "errors": 0, "restarts": 0}
+    samples = [sample(mesh, dirs, 0, t0)]
+    next_sample, next_kill, victim = t0 + a.sample_s, t0 + a.kill_every_min * 60, 1
+    try:
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if a.kill_every_min and now >= next_kill and a.peers > 1:
+                restart(mesh, victim, base, mesh_argv(mesh, victim))
+                counts["restarts"] += 1
+                victim = victim % (a.peers - 1) + 1
+                next_kill = now + a.kill_every_min * 60
+            if now >= next_sample:
+                samples.append(sample(mesh, dirs, counts["submitted"], t0))
+                next_sample = now + a.sample_s
+                print(json.dumps(samples[-1]["peers"][0] | {"jobs": counts["submitted"],
+                                                            "t_s": round(now - t0)}),
+                      flush=True)
+            if len(open_jobs) < a.in_flight:
+                url = rng.choice(mesh.peers).url
+                fate = rng.choices(["keep", "rerun", "cancel", "delete"], [5, 2, 1, 2])[0]
+                texts = (rng.choice(done_texts) if fate == "rerun" and done_texts
+                         else secrets.token_hex(8))
+                tasks = [{"name": f"t{k}", "call": "ECHO", "args": [f"{texts}-{k}"]}
+                         for k in range(a.tasks)]
+                try:
+                    job = _req(f"{url}/api/jobs", "POST", {"name": "soak", "tasks": tasks})["job"]
+                    counts["submitted"] += 1
+                    if fate == "cancel":
+                        _req(f"{url}/api/jobs/{job}/cancel", "POST")
+                    open_jobs[job] = (url, fate)
+                    done_texts.append(texts)
+                    del done_texts[:-1000]
+                except (OSError, urllib.error.URLError):
+                    counts["errors"] += 1
+            for job, (url, fate) in list(open_jobs.items()):
+                try:
+                    st = _req(f"{url}/api/jobs/{job}")["state"]
+                except (OSError, urllib.error.URLError):
+                    counts["errors"] += 1  # its peer is restarting: ask another one
+                    open_jobs[job] = (rng.choice(mesh.peers).url, fate)
+                    continue
+                if st in ("done", "failed", "cancelled"):
+                    counts[st] += 1
+                    del open_jobs[job]
+                    if fate == "delete":
+                        with contextlib.suppress(OSError, urllib.error.URLError):
+                            _req(f"{url}/api/jobs/{job}", "DELETE")
+                            counts["deleted"] += 1
+            time.sleep(1 / a.rate)
+        samples.append(sample(mesh, dirs, counts["submitted"], t0))
+        alive = [p.proc.poll() is None for p in mesh.peers]
+    finally:
+        bm.stop_mesh(mesh)
+    return {"counts": counts, "samples": samples, "alive": alive, "machine": machine(),
+            "args": vars(a) | {"json": str(a.json) if a.json else None}}
+
+
+def mesh_argv(mesh: bm.Mesh, i: int) -> list[str]:
+    """The command line peer i was started with (from /proc: the same flags again)."""
+    raw = Path(f"/proc/{mesh.peers[i].proc.pid}/cmdline").read_bytes()
+    return [x.decode() for x in raw.split(b"\0") if x]
+
+
+FIELDS = ("rss_mb", "tree_rss_mb", "fds", "threads", "procs", "log_events", "log_mb",
+          "store_mb", "dir_mb")
+
+
+def report(r: dict[str, Any]) -> str:
+    """A markdown table: per figure, peer 0's level at the start, middle and end, and the
+    slope per 1,000 jobs through the second half's samples (each peer; the largest shown)."""
+    s = r["samples"]
+    half = [x for x in s if x["t_s"] >= s[-1]["t_s"] / 2]
+    lines = [f"Machine: {r['machine']}. Jobs: {json.dumps(r['counts'])}; peers alive at the "
+             f"end: {r['alive']}.", "",
+             "| figure (peer 0) | start | middle | end | growth per 1,000 jobs, 2nd half "
+             "(largest of the peers) |", "| --- | --- | --- | --- | --- |"]
+    mid = s[len(s) // 2]
+    for f in FIELDS:
+        slopes = [_slope([x["jobs"] for x in half], [x["peers"][i].get(f, 0.0) for x in half])
+                  * 1000 for i in range(len(s[0]["peers"]))]
+        lines.append(f"| {f} | {s[0]['peers'][0].get(f, 0):.1f} | "
+                     f"{mid['peers'][0].get(f, 0):.1f} | {s[-1]['peers'][0].get(f, 0):.1f} | "
+                     f"{max(slopes, key=abs):+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers", type=int, default=3)
+    ap.add_argument("--minutes", type=float, default=20)
+    ap.add_argument("--rate", type=float, default=4, help="loop passes (submits) per second")
+    ap.add_argument("--tasks", type=int, default=5)
+    ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--sample-s", type=float, default=30)
+    ap.add_argument("--keep-jobs-s", type=float, default=120)
+    ap.add_argument("--gc-interval-s", type=float, default=30)
+    ap.add_argument("--recent-tasks", type=int, default=200)
+    ap.add_argument("--kill-every-min", type=float, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="banzai-soak-") as tmp:
+        r = soak(a, Path(tmp))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1))
+    print(report(r))
+    return 0 if all(r["alive"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
