@@ -132,73 +132,100 @@ def restart(mesh: bm.Mesh, i: int, base: Path, argv: list[str]) -> None:
     mesh.peers[i] = bm.Peer(proc, m.group(1), log, p.id)
 
 
+class Workload:
+    """The jobs: submitted to random peers with their fates, followed until they end."""
+
+    def __init__(self, a: argparse.Namespace, mesh: bm.Mesh) -> None:
+        self.a, self.mesh, self.rng = a, mesh, random.Random(a.seed)
+        self.open: dict[str, tuple[str, str, float]] = {}  # job -> (peer url, fate, since)
+        self.texts: list[str] = []  # of recent jobs, for reruns
+        self.counts = dict.fromkeys(("submitted", "done", "failed", "cancelled", "deleted",
+                                     "restarts"), 0)
+        self.errors: dict[str, int] = {}
+
+    def _refused(self, what: str, e: OSError) -> None:
+        """A request that failed, by what it was and its HTTP status (or unreachable)."""
+        key = f"{what} {e.code if isinstance(e, urllib.error.HTTPError) else 'unreachable'}"
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def submit(self, now: float) -> None:
+        url = self.rng.choice(self.mesh.peers).url
+        fate = self.rng.choices(["keep", "rerun", "cancel", "delete"], [5, 2, 1, 2])[0]
+        text = (self.rng.choice(self.texts) if fate == "rerun" and self.texts
+                else secrets.token_hex(8))
+        tasks = [{"name": f"t{k}", "call": "ECHO", "args": [f"{text}-{k}"]}
+                 for k in range(self.a.tasks)]
+        try:
+            job = _req(f"{url}/api/jobs", "POST", {"name": "soak", "tasks": tasks})["job"]
+        except OSError as e:
+            self._refused("submit", e)
+            return
+        self.counts["submitted"] += 1
+        self.open[job] = (url, fate, now)
+        self.texts.append(text)
+        del self.texts[:-1000]
+        if fate == "cancel":
+            try:
+                _req(f"{url}/api/jobs/{job}/cancel", "POST")
+            except OSError as e:  # 409: it already ended
+                self._refused("cancel", e)
+
+    def poll(self) -> None:
+        for job, (url, fate, since) in list(self.open.items()):
+            try:
+                st = _req(f"{url}/api/jobs/{job}")["state"]
+            except OSError as e:  # its peer is restarting: ask another one next time
+                self._refused("view", e)
+                self.open[job] = (self.rng.choice(self.mesh.peers).url, fate, since)
+                continue
+            if st not in ("done", "failed", "cancelled"):
+                continue
+            self.counts[st] += 1
+            del self.open[job]
+            if fate == "delete":
+                try:
+                    _req(f"{url}/api/jobs/{job}", "DELETE")
+                    self.counts["deleted"] += 1
+                except OSError as e:
+                    self._refused("delete", e)
+
+
 def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
     extra = ["--keep-jobs-days", f"{a.keep_jobs_s / 86400:.8f}",
              "--gc-interval-s", str(a.gc_interval_s),
              "--compact-recent-tasks", str(a.recent_tasks)]
     mesh = bm.start_mesh(a.peers, base, extra=extra)
     dirs = [base / f"peer{i}" for i in range(a.peers)]
-    rng = random.Random(a.seed)
+    w = Workload(a, mesh)
     t0 = time.monotonic()
-    end = t0 + a.minutes * 60
-    open_jobs: dict[str, tuple[str, str]] = {}  # job -> (peer url, its fate)
-    done_texts: list[str] = []
-    counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0, "deleted": 0,
-              "errors": 0, "restarts": 0}
     samples = [sample(mesh, dirs, 0, t0)]
     next_sample, next_kill, victim = t0 + a.sample_s, t0 + a.kill_every_min * 60, 1
     try:
-        while time.monotonic() < end:
-            now = time.monotonic()
+        while (now := time.monotonic()) < t0 + a.minutes * 60:
             if a.kill_every_min and now >= next_kill and a.peers > 1:
                 restart(mesh, victim, base, mesh_argv(mesh, victim))
-                counts["restarts"] += 1
+                w.counts["restarts"] += 1
                 victim = victim % (a.peers - 1) + 1
                 next_kill = now + a.kill_every_min * 60
             if now >= next_sample:
-                samples.append(sample(mesh, dirs, counts["submitted"], t0))
+                samples.append(sample(mesh, dirs, w.counts["submitted"], t0))
                 next_sample = now + a.sample_s
-                print(json.dumps(samples[-1]["peers"][0] | {"jobs": counts["submitted"],
+                print(json.dumps(samples[-1]["peers"][0] | {"jobs": w.counts["submitted"],
                                                             "t_s": round(now - t0)}),
                       flush=True)
-            if len(open_jobs) < a.in_flight:
-                url = rng.choice(mesh.peers).url
-                fate = rng.choices(["keep", "rerun", "cancel", "delete"], [5, 2, 1, 2])[0]
-                texts = (rng.choice(done_texts) if fate == "rerun" and done_texts
-                         else secrets.token_hex(8))
-                tasks = [{"name": f"t{k}", "call": "ECHO", "args": [f"{texts}-{k}"]}
-                         for k in range(a.tasks)]
-                try:
-                    job = _req(f"{url}/api/jobs", "POST", {"name": "soak", "tasks": tasks})["job"]
-                    counts["submitted"] += 1
-                    if fate == "cancel":
-                        _req(f"{url}/api/jobs/{job}/cancel", "POST")
-                    open_jobs[job] = (url, fate)
-                    done_texts.append(texts)
-                    del done_texts[:-1000]
-                except (OSError, urllib.error.URLError):
-                    counts["errors"] += 1
-            for job, (url, fate) in list(open_jobs.items()):
-                try:
-                    st = _req(f"{url}/api/jobs/{job}")["state"]
-                except (OSError, urllib.error.URLError):
-                    counts["errors"] += 1  # its peer is restarting: ask another one
-                    open_jobs[job] = (rng.choice(mesh.peers).url, fate)
-                    continue
-                if st in ("done", "failed", "cancelled"):
-                    counts[st] += 1
-                    del open_jobs[job]
-                    if fate == "delete":
-                        with contextlib.suppress(OSError, urllib.error.URLError):
-                            _req(f"{url}/api/jobs/{job}", "DELETE")
-                            counts["deleted"] += 1
+            if len(w.open) < a.in_flight:
+                w.submit(now)
+            w.poll()
             time.sleep(1 / a.rate)
-        samples.append(sample(mesh, dirs, counts["submitted"], t0))
+        samples.append(sample(mesh, dirs, w.counts["submitted"], t0))
         alive = [p.proc.poll() is None for p in mesh.peers]
+        end = time.monotonic()
     finally:
         bm.stop_mesh(mesh)
-    return {"counts": counts, "samples": samples, "alive": alive, "machine": machine(),
-            "args": vars(a) | {"json": str(a.json) if a.json else None}}
+    counts = w.counts | {"open_at_end": len(w.open), "oldest_open_s": round(
+        max((end - t for _, _, t in w.open.values()), default=0))}
+    return {"counts": counts, "errors": w.errors, "samples": samples, "alive": alive,
+            "machine": machine(), "args": vars(a) | {"json": str(a.json) if a.json else None}}
 
 
 def mesh_argv(mesh: bm.Mesh, i: int) -> list[str]:
@@ -216,8 +243,8 @@ def report(r: dict[str, Any]) -> str:
     slope per 1,000 jobs through the second half's samples (each peer; the largest shown)."""
     s = r["samples"]
     half = [x for x in s if x["t_s"] >= s[-1]["t_s"] / 2]
-    lines = [f"Machine: {r['machine']}. Jobs: {json.dumps(r['counts'])}; peers alive at the "
-             f"end: {r['alive']}.", "",
+    lines = [f"Machine: {r['machine']}. Jobs: {json.dumps(r['counts'])}; requests refused: "
+             f"{json.dumps(r['errors'])}; peers alive at the end: {r['alive']}.", "",
              "| figure (peer 0) | start | middle | end | growth per 1,000 jobs, 2nd half "
              "(largest of the peers) |", "| --- | --- | --- | --- | --- |"]
     mid = s[len(s) // 2]
