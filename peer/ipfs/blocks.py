@@ -102,7 +102,8 @@ def _write_new(tmp: Path, data: bytes) -> None:
 
 # An unsynced block's file (`BlockStore.put_unsynced`): no write bit, so that any process
 # that finds it knows it is not known durable (every other block file is created with its
-# owner's write bit, under any sane umask; one without is only rewritten once more).
+# owner's write bit, under any sane umask; one without is only written once more). Created
+# with this mode, less the umask's bits.
 _MARKED_MODE = 0o444
 
 
@@ -112,10 +113,10 @@ def _marked(mode: int) -> bool:
 
 
 def _mark(path: Path) -> None:
-    """Mark the block file `path` not known durable (best effort: the caller also stops
-    trusting the store)."""
+    """Mark the block file `path` not known durable: its write bits off, the others kept
+    (best effort: the caller also stops trusting the store)."""
     with contextlib.suppress(OSError):
-        os.chmod(path, _MARKED_MODE)
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
 
 
 def _place_new(tmp: Path, final: Path) -> bool:

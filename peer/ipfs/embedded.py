@@ -162,7 +162,9 @@ class EmbeddedStore:
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
         """Keep blocks already verified against their CIDs and pin `roots`, none of it
         fsynced: an inline output, whose durable copy is the event log's (restored from it
-        after a crash, peer.ipfs.inline). StorageFull or OSError if they cannot be written."""
+        after a crash, peer.ipfs.inline). The block files are marked not known durable (an
+        add that finds one writes it again: `BlockStore.put_unsynced`); a present one torn
+        by a crash is written again. StorageFull or OSError if they cannot be written."""
         with self._lock.hold():
             try:
                 for c, data in blocks.items():

@@ -221,3 +221,13 @@ def test_vouched_blocks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     store.blocks.vouch(["a", "b"])
     store.blocks.vouch(["c", "d"])
     assert store.blocks._vouched == {"c", "d"}
+
+
+def test_marking_a_block_takes_only_its_write_bits(tmp_path: Path) -> None:
+    """A marked block is never more readable than the umask made it (a data dir is 0700,
+    its files may be 0600)."""
+    f = tmp_path / "block"
+    f.write_bytes(b"x")
+    os.chmod(f, 0o600)
+    blocks._mark(f)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o400
