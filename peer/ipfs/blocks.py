@@ -107,6 +107,11 @@ def _write_new(tmp: Path, data: bytes) -> None:
 _MARKED_MODE = 0o444
 
 
+def _marked_opener(path: str, flags: int) -> int:
+    """`open`'s opener for a new marked block file."""
+    return os.open(path, flags, _MARKED_MODE)
+
+
 def _marked(mode: int) -> bool:
     """True if a block file of `mode` is not known durable (see the module's docstring)."""
     return not mode & stat.S_IWUSR
@@ -533,13 +538,11 @@ class BlockStore:
         self._shard(final.parent)
         tmp = _tmp_name(final)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MARKED_MODE)
-            try:
-                os.write(fd, data)  # (a short write fails the read's check: torn)
+            with open(tmp, "xb", opener=_marked_opener) as f:
+                f.write(data)
                 if mode is not None:  # torn: replacing it, never by a copy less durable
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+                    f.flush()
+                    os.fsync(f.fileno())
             if mode is None:
                 _place_new(tmp, final)
             else:
