@@ -176,8 +176,13 @@ class EmbeddedStore:
 
     def sync_inline(self) -> None:
         """Make every `keep_inline` write so far durable (blocks, pins, their directory
-        entries): one syncfs of the store's file system. OSError if it fails."""
-        sync_fs(self.root)
+        entries): one syncfs of the store's file system. OSError if it fails (then no block
+        found present is trusted any more: `BlockStore.distrust`)."""
+        try:
+            sync_fs(self.root)
+        except OSError:
+            self.blocks.distrust()
+            raise
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""

@@ -231,3 +231,16 @@ def test_marking_a_block_takes_only_its_write_bits(tmp_path: Path) -> None:
     os.chmod(f, 0o600)
     blocks._mark(f)
     assert stat.S_IMODE(f.stat().st_mode) == 0o400
+
+
+def test_a_failed_sync_of_the_inline_writes_withdraws_the_trust_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _file(tmp_path, "f", "added before the inline writes' sync failed\n")
+    store = EmbeddedStore(tmp_path / "store")
+    store.add_path(f)
+    calls = _count(monkeypatch, fail=lambda n: n == 1)
+    with pytest.raises(OSError):
+        store.sync_inline()
+    with store.adding() as add:
+        add(f)
+    assert calls == ["syncfs", "syncfs", "syncfs"]  # the failed one, then the batch's two
