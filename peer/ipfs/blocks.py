@@ -6,6 +6,21 @@ once per add or import, and verified against their CID on every read; a `BlockBa
 adds) makes its temp files durable with one syncfs, renames them, and makes the renames
 durable with one more. Pins are one file each under pins/; writers hold a shared flock on
 `lock`, gc holds it exclusively.
+
+Which present blocks are durable. The peer and its worker processes write one store. A
+block file without its owner's write bit is *marked*: not known durable (an inline output's,
+written unsynced: `put_unsynced`; or one put in place by a write whose sync then failed);
+the others were fsynced (or syncfs'd) before their rename, by whichever process wrote them.
+A write that finds a block present keeps it only if it is known durable (`BlockStore.
+durable`): unmarked, and this process trusts the store (a sync of the whole file system when
+it opened the store covers the renames of a process that died before its own sync; a sync
+that failed since withdraws that trust: the pages it could not write may be lost while a
+later sync succeeds, so until the process restarts only the blocks it wrote itself since
+count); otherwise it writes the block again, as if absent, and its sync covers it. Another
+process's block renamed in but not yet covered by its own sync (the milliseconds of its
+commit, or for ever if it died there while this one was open) is taken as durable: its data
+was synced before the rename, and the event log's fsync that carries this process's report
+(one journal for the whole file system on ext4 and xfs) commits that rename too.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +98,46 @@ def _write_new(tmp: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+# An unsynced block's file (`BlockStore.put_unsynced`): no write bit, so that any process
+# that finds it knows it is not known durable (every other block file is created with its
+# owner's write bit, under any sane umask; one without is only written once more). Created
+# with this mode, less the umask's bits.
+_MARKED_MODE = 0o444
+
+
+def _marked_opener(path: str, flags: int) -> int:
+    """`open`'s opener for a new marked block file."""
+    return os.open(path, flags, _MARKED_MODE)
+
+
+def _marked(mode: int) -> bool:
+    """True if a block file of `mode` is not known durable (see the module's docstring)."""
+    return not mode & stat.S_IWUSR
+
+
+def _mark(path: Path) -> None:
+    """Mark the block file `path` not known durable: its write bits off, the others kept
+    (best effort: the caller also stops trusting the store)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
+
+
+def _place_new(tmp: Path, final: Path) -> bool:
+    """Put `tmp` in place as `final` unless a file is there already (then `tmp` is
+    removed): a hard link, which never replaces, where the file system has them. True if
+    `tmp` took the place."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        tmp.unlink()
+        return False
+    except OSError:  # no hard links here: a rename (which replaces)
+        os.replace(tmp, final)
+        return True
+    tmp.unlink()
+    return True
 
 
 def _fsync_file(path: Path) -> None:
@@ -149,6 +205,10 @@ def syncfs(d: Path) -> None:
 # data beyond the batch's own (the machine's, /proc/meminfo: it does not say which file
 # system), a batch fsyncs its own files instead.
 SYNCFS_DIRTY_MAX_BYTES = 32 << 20
+# The blocks a store that no longer trusts its present blocks (a sync failed) remembers as
+# made durable since by this process (~100 bytes each): past it they are forgotten, and
+# written again when met.
+VOUCHED_MAX = 1 << 16
 _MEMINFO = Path("/proc/meminfo")
 
 
@@ -233,6 +293,51 @@ class BlockStore:
         # Verified blocks kept in memory until a background write lands (inline outputs,
         # peer.ipfs.inline): reads fall back to them. Multihash key -> bytes; dict ops only.
         self.unwritten: dict[str, bytes] = {}
+        # Every unmarked block present is durable (the module's docstring): the sync below,
+        # until a sync fails. Then only the blocks this process made durable since count.
+        self.trusted = True
+        self._vouched: set[str] = set()  # keys made durable here while not `trusted`
+        self._open_sync()
+
+    def _open_sync(self) -> None:
+        """Make every write on the store's file system so far durable (one syncfs; where
+        the OS lacks it, a sync of every file system): the renames of a process that died
+        before its own sync. A failure is not fatal: the store is not trusted (`distrust`)."""
+        try:
+            sync_fs(self.dir)
+        except OSError as e:
+            log.warning("store %s: the sync at open failed (every block met is written "
+                        "again): %s", self.dir, e)
+            self.distrust()
+
+    def durable(self, final: Path) -> bool | None:
+        """Whether the block file `final` is known durable: None if it is not there, False
+        if it is there but not known durable (marked, or not trusted: write it again)."""
+        try:
+            mode = os.stat(final).st_mode
+        except OSError:
+            return None
+        if _marked(mode):
+            return False
+        return self.trusted or final.name in self._vouched
+
+    def distrust(self, finals: Sequence[Path] = ()) -> None:
+        """A sync failed: the block files `finals` put in place by its write are marked,
+        and no block found present is taken as durable any more unless this process makes
+        it so (`vouch`): the pages the sync could not write may be lost while a later one
+        succeeds (Linux marks them clean)."""
+        for final in finals:
+            _mark(final)
+        self.trusted = False
+
+    def vouch(self, keys: Sequence[str]) -> None:
+        """Blocks this process just made durable (remembered only while not `trusted`, up
+        to VOUCHED_MAX: past it they are forgotten, and written again if met)."""
+        if self.trusted:
+            return
+        if len(self._vouched) + len(keys) > VOUCHED_MAX:
+            self._vouched.clear()
+        self._vouched.update(keys)
 
     def path(self, key: str) -> Path:
         """Where the block with multihash hex `key` lives."""
@@ -299,15 +404,17 @@ class BlockStore:
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
-        """Store bytes already hashed to `c` by the caller; a present block is kept."""
+        """Store bytes already hashed to `c` by the caller; a present block is kept if known
+        durable (`durable`), else written again."""
         if c.multihash[0] == IDENTITY:
             return
         final = self.path(c.key)
         settling = self._settling()
-        if final in settling or final.exists():
-            if final not in settling:
-                touch(final)  # gc's grace period covers this add (it found the block)
+        if final in settling:
             return
+        if self.durable(final):
+            touch(final)  # gc's grace period covers this add (it found the block)
+            return  # (one not known durable is written again, its rename replacing it)
         self._shard(final.parent)
         tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
         try:
@@ -379,8 +486,12 @@ class BlockStore:
         self._local.settling = {}
         wait(settling.values())
         try:
-            for fut in settling.values():
-                fut.result()
+            try:
+                for fut in settling.values():
+                    fut.result()
+            except OSError:  # an fsync failed (or a rename): mark those that were renamed
+                self.distrust([f for f, fut in settling.items() if fut.exception() is None])
+                raise
             with self._sync_lock:  # a concurrent sync returns after ours
                 with self._lock:
                     dirs, self._unsynced = self._unsynced, set()
@@ -394,7 +505,9 @@ class BlockStore:
                         list(_fsync_pool().map(fsync_dir, rest))
                 except OSError:
                     self._dirty_all(dirs)
+                    self.distrust(list(settling))
                     raise
+            self.vouch([f.name for f in settling])
         except OSError as e:
             if disk_full(e):
                 raise StorageFull(f"cannot store blocks in {self.dir}: the disk is full") from e
@@ -405,16 +518,50 @@ class BlockStore:
             self._unsynced |= dirs
 
     def put_unsynced(self, c: Cid, data: bytes) -> None:
-        """Store bytes already hashed to `c`, in place at once and never fsynced: for blocks
-        whose durable copy is elsewhere (an inline output's, in the event log). A block torn
-        by a crash is caught as corrupt when read; a present block is kept."""
+        """Store bytes already hashed to `c`, in place at once and never fsynced, its file
+        marked (not known durable: a write that finds it writes it again): for blocks whose
+        durable copy is elsewhere (an inline output's, in the event log). A present block is
+        kept, but for a marked one torn by a crash (checked: an inline block is small),
+        written again, fsynced; one put in place meanwhile by another write is never
+        replaced (`_place_new`)."""
         if c.multihash[0] == IDENTITY:
             return
         final = self.path(c.key)
-        if final.exists() or final in self._pending:
+        if final in self._pending:
+            return
+        try:
+            mode: int | None = os.stat(final).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and (not _marked(mode) or self._whole(c, final)):
             return
         self._shard(final.parent)
-        write_atomic(final, data, fsync=False)
+        tmp = _tmp_name(final)
+        try:
+            with open(tmp, "xb", opener=_marked_opener) as f:
+                f.write(data)
+                if mode is not None:  # torn: replacing it, never by a copy less durable
+                    f.flush()
+                    os.fsync(f.fileno())
+            if mode is None:
+                _place_new(tmp, final)
+            else:
+                os.replace(tmp, final)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if disk_full(e):
+                raise StorageFull(f"cannot write block {c}: the disk is full") from e
+            raise
+
+    @staticmethod
+    def _whole(c: Cid, final: Path) -> bool:
+        """True if the file `final` holds the block `c` (read whole: a small block's)."""
+        try:
+            with open(final, "rb") as f:
+                return _matches(c, f.read())
+        except OSError:
+            return False
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
@@ -424,12 +571,12 @@ class BlockStore:
     def adopt(self, c: Cid, staged: Path) -> None:
         """Move a verified staged file into place (rename; an existing block wins)."""
         final = self.path(c.key)
-        if final.exists():
+        if self.durable(final):
             touch(final)
             staged.unlink(missing_ok=True)
             return
         self._shard(final.parent)
-        os.replace(staged, final)  # staged files are fsynced (Staging.put)
+        os.replace(staged, final)  # staged files are fsynced (Staging.commit)
         self._dirty(final.parent)
 
     def sweep_tmp(self, max_age_s: float) -> int:
@@ -469,10 +616,12 @@ class BlockBatch:
     one syncfs for the data of them all, the renames, and one more syncfs for the renames
     (where the OS lacks syncfs, or other writes wait to be written back: `syncfs_pays`,
     each file fsynced, renamed, its directory fsynced). A block file the batch put in place
-    is thus durable and whole; one it found already there is taken as durable, which it
-    may not be (an inline output's is never fsynced; another process may have died before
-    its sync). Announce no CID of the batch before `commit` returns. `discard` drops the
-    temp files of a batch not committed."""
+    is thus durable and whole; one it found already there is kept only if known durable
+    (`BlockStore.durable`: the module's docstring), else written again and put in place by
+    the commit like a new one (an inline output's, never fsynced; one whose writer's sync
+    failed): a batch that finds every block known durable commits without a sync.
+    Announce no CID of the batch before `commit` returns. `discard` drops the temp files of
+    a batch not committed."""
 
     def __init__(self, blocks: BlockStore) -> None:
         self._blocks = blocks
@@ -480,15 +629,16 @@ class BlockBatch:
         self._bytes = 0  # written to the temp files
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
-        """Write bytes already hashed to `c` to a temp file; a present block is kept."""
+        """Write bytes already hashed to `c` to a temp file; a present block is kept if known
+        durable (`BlockStore.durable`), else written again."""
         if c.multihash[0] == IDENTITY:
             return
         final = self._blocks.path(c.key)
         if final in self._written:
             return
-        if final.exists():
+        if self._blocks.durable(final):
             touch(final)  # gc's grace period covers this add (it found the block)
-            return
+            return  # (one not known durable is written again, its rename replacing it)
         self._blocks._shard(final.parent)
         tmp = _tmp_name(final)
         try:
@@ -505,7 +655,7 @@ class BlockBatch:
         StoreError if that fails: then none of the batch's temp files is left)."""
         written, self._written = list(self._written.items()), {}
         nbytes, self._bytes = self._bytes, 0
-        if not written:  # every block was there already (taken as durable: see the class)
+        if not written:  # every block was there already, known durable
             return
         done = 0
         try:
@@ -523,7 +673,11 @@ class BlockBatch:
                 self._blocks.sync()
             else:
                 syncfs(self._blocks.dir)  # the renames (and new shards' entries)
+        except StoreError:  # `sync`'s fsync of the directories, after every rename
+            self._blocks.distrust([final for final, _ in written])
+            raise
         except OSError as e:
+            self._blocks.distrust([final for final, _ in written[:done]])
             for _, tmp in written[done:]:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
@@ -532,6 +686,7 @@ class BlockBatch:
                                   "full") from e
             raise StoreError(f"cannot store blocks in {self._blocks.dir}: "
                              f"{e.strerror or e}") from e
+        self._blocks.vouch([final.name for final, _ in written])
 
     def discard(self) -> None:
         """Remove the temp files of the blocks not committed."""

@@ -162,7 +162,9 @@ class EmbeddedStore:
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
         """Keep blocks already verified against their CIDs and pin `roots`, none of it
         fsynced: an inline output, whose durable copy is the event log's (restored from it
-        after a crash, peer.ipfs.inline). StorageFull or OSError if they cannot be written."""
+        after a crash, peer.ipfs.inline). The block files are marked not known durable (an
+        add that finds one writes it again: `BlockStore.put_unsynced`); a present one torn
+        by a crash is written again. StorageFull or OSError if they cannot be written."""
         with self._lock.hold():
             try:
                 for c, data in blocks.items():
@@ -174,8 +176,13 @@ class EmbeddedStore:
 
     def sync_inline(self) -> None:
         """Make every `keep_inline` write so far durable (blocks, pins, their directory
-        entries): one syncfs of the store's file system. OSError if it fails."""
-        sync_fs(self.root)
+        entries): one syncfs of the store's file system. OSError if it fails (then no block
+        found present is trusted any more: `BlockStore.distrust`)."""
+        try:
+            sync_fs(self.root)
+        except OSError:
+            self.blocks.distrust()
+            raise
 
     def add_bytes(self, data: bytes, cid_version: int = 1) -> str:
         """Import `data` as one file; returns its CID."""

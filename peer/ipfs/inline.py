@@ -458,8 +458,9 @@ class InlineBlocks:
                 lost: Callable[[Event], bool] = lambda ev: True) -> int:
         """Keep again the inline blocks of the `events` (ours too) that a crash may have
         lost (`lost`; default all), in the caller's thread: written and pinned unsynced,
-        they may be gone while the log holds them. All of them, whatever the replica rule:
-        the membership has not formed at start, and a copy too many is harmless. The
+        they may be gone (or torn: the store writes those again) while the log holds them.
+        All of them, whatever the replica rule: the membership has not formed at start,
+        and a copy too many is harmless. The
         others were made durable at the last clean close (peer.ipfs.inlinemark): never
         written nor pinned again, so an output unpinned since (retention, a user) stays
         unpinned; nor noted as held: this peer wrote one only if it was among its replicas
