@@ -205,8 +205,11 @@ class MeshState:
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
-    # Deleted jobs (JOB_DELETED): their per-job tables are emptied, whatever arrives later.
-    deleted: dict[str, Event] = field(default_factory=dict)
+    # Deleted jobs (JOB_DELETED): job -> the order of its first JOB_DELETED (the tombstone:
+    # not the event, which leaves memory as the job's other events do). Their per-job tables
+    # are emptied, whatever arrives later, and their events leave memory as a compacted
+    # job's do (`gone`).
+    deleted: dict[str, Order] = field(default_factory=dict)
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
@@ -224,6 +227,9 @@ class MeshState:
     # (origin, after, upto, limit) -> the origin's events in (after, upto] from disk, in seq
     # order, at most limit; None: every event held is in memory.
     archive: Callable[[str, int, int, int], Iterable[Event]] | None = None
+    # Told of every event that leaves memory (`_evict_one`): the compactor, which drops a
+    # deleted job's events from the log (peer.log.compact.Compactor.evicted).
+    on_evict: Callable[[Event], None] | None = None
 
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
@@ -259,13 +265,26 @@ class MeshState:
         self._advance(ev.origin, self.heads.get(ev.origin, 0))
         if ev.seq > self.heads[ev.origin]:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
-        elif self.compacted and self._compacted_event(ev):  # a straggler of a compacted job
-            self._evict_one(ev)
+        elif (self.compacted or self.deleted) and self.gone(ev):  # a straggler of a job
+            self._evict_one(ev)  # compacted or deleted (its JOB_DELETED itself too)
 
-    def _compacted_event(self, ev: Event, compacted: set[str] | None = None) -> bool:
-        """Is every job `ev` is about compacted (and is it about one at least)?"""
+    def gone(self, ev: Event, also: set[str] | None = None) -> bool:
+        """Is every job `ev` is about compacted or deleted (or in `also`), and is it about
+        one at least? Such an event leaves memory once its origin's head covers it.
+
+        Deleted jobs count as compacted here: a job deleted before it was compacted never
+        is (its record is gone), so without them its events (every TURN, CHUNK_DONE with
+        its inline bytes) stayed in memory for ever. Unlike compaction (which follows each
+        peer's recent history) this is decided by the events alone: every peer that holds
+        the same events, JOB_DELETED among them, holds the same ones in memory after its
+        next sweep (`compact(())`, at most one compaction pass after the JOB_DELETED), so
+        their content digests agree. A peer of the previous release keeps them: see
+        peer.log.compact.Compactor for what anti-entropy then does."""
         jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
-        return bool(jobs) and jobs <= (self.compacted if compacted is None else compacted)
+        if not jobs:
+            return False
+        c, d = self.compacted, self.deleted
+        return all(j in c or j in d or (also is not None and j in also) for j in jobs)
 
     def _evict_one(self, ev: Event) -> None:
         """`ev` leaves memory (it stays held): it leaves the content digests too, so that
@@ -276,19 +295,21 @@ class MeshState:
         self.sums.touch(ev.origin, ev.seq)
         if ev.seq > self.evicted.get(ev.origin, 0):
             self.evicted[ev.origin] = ev.seq
+        if self.on_evict is not None:
+            self.on_evict(ev)
 
     def compactable(self, jobs: Iterable[str]) -> list[Event]:
         """The events that leave memory when `jobs` are compacted: held up to their origin's
-        head, and every job they are about compacted."""
-        every = self.compacted | set(jobs)
+        head, and every job they are about compacted or deleted (`gone`)."""
+        also = set(jobs)
         return [ev for ev in self.events.values()
-                if ev.seq <= self.heads.get(ev.origin, 0) and self._compacted_event(ev, every)]
+                if ev.seq <= self.heads.get(ev.origin, 0) and self.gone(ev, also)]
 
     def compact(self, jobs: Iterable[str]) -> list[Event]:
         """Jobs whose record is now in the job index: empty their per-job tables and let the
         `compactable` events leave memory (they stay on disk until dropped); returns them.
         The cache entries they made stay. With no new job, it sweeps what is left (after a
-        replay)."""
+        replay, or a JOB_DELETED: the events of a deleted job held before it)."""
         new = set(jobs) - self.compacted
         self.compacted |= new
         for job in new:
@@ -378,8 +399,10 @@ class MeshState:
         this state keep it): afterwards it is what a peer that never held a replaced loser
         holds. Floors are kept. An event whose fold raises stays held, unfolded, and is
         returned with its error (the same on every peer: the fold is deterministic)."""
+        # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are.
+        tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
         fresh = MeshState(compacted=set(self.compacted), evicted=dict(self.evicted),
-                          archive=self.archive)
+                          archive=self.archive, deleted=tombs, on_evict=self.on_evict)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
@@ -397,6 +420,8 @@ class MeshState:
         if self.evicted:  # events that left memory (compaction) are still held below heads
             for origin, head in self.heads.items():
                 fresh.raise_floor(origin, head)
+        for origin, seq in self.events.keys() - fresh.events.keys():  # left memory now (a
+            self.sums.touch(origin, seq)  # deleted job's events waiting for their sweep)
         fresh.sums = self.sums  # the same events are held: their digests stay right
         self.__dict__.update(fresh.__dict__)
         return failed
@@ -643,7 +668,9 @@ def _partial(s: MeshState, ev: Event, b: Partial) -> None:
 
 
 def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
-    s._first(s.deleted, b.job, ev)
+    cur = s.deleted.get(b.job)
+    if cur is None or ev.order < cur:
+        s.deleted[b.job] = ev.order
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
