@@ -288,9 +288,9 @@ class Node:
         self.closed = False
 
     def _seed_index(self) -> None:
-        """What the job index keeps joins the state before the log is replayed: the compacted
-        jobs (their events left or leave memory) and, read on demand, their cache entries."""
-        self.state.compacted.update(self.index.jobs())
+        """What the job index keeps joins the state before the log is replayed, read on demand:
+        the compacted jobs (their events left or leave memory) and their cache entries."""
+        self.state.compacted.tier(self.index.__contains__, len(self.index) > 0)
         self.state.tier(**self.index.lookups())
 
     def _after_replay(self) -> None:
@@ -764,7 +764,7 @@ class Node:
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
-                "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
+                "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,

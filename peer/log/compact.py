@@ -408,6 +408,7 @@ class Compactor:
     def deleted(self, job: str) -> None:
         """A JOB_DELETED of a compacted job: its record goes; its events left or will."""
         ids = self.index.delete([job])
+        self.state.compacted.discard(job)  # (as after a restart: the job index answers)
         if ids:
             self.store.delete(ids)
             for origin, seq in marks_of(ids).items():

@@ -159,6 +159,94 @@ class Tiered(dict[str, Any]):
         return self
 
 
+# Jobs a TieredSet keeps in memory once it has a lookup (the rest: asked of the job index),
+# and keys the index did not hold that it remembers.
+MEMBERS_MAX = 4096
+ABSENT_MAX = 65536
+
+
+class TieredSet(set[str]):
+    """A set of job ids in front of the job index (`tier(lookup)`: does the index hold this
+    job?): `in` asks the index for a job missing here. Without a lookup, a plain set.
+    Iteration, len and equality cover what is in memory only.
+
+    Once it has a lookup, what is kept is bounded: at most `members_max` members (added or
+    found in the index, the first in going first: the index answers for it after) and
+    `absent_max` jobs the index did not hold (a live job's events ask once each; forgotten
+    when the job is added). A member must be in the index before it is added (compaction
+    writes its record first). `added` counts the members added, ever: a change counter (len
+    stays level once full)."""
+
+    def __init__(self, members_max: int = MEMBERS_MAX, absent_max: int = ABSENT_MAX) -> None:
+        super().__init__()
+        if members_max < 1 or absent_max < 1:
+            raise ValueError("members_max and absent_max must be at least 1")
+        self.members_max = members_max
+        self.absent_max = absent_max
+        self.lookup: Callable[[str], bool] | None = None
+        self.added = 0
+        self._some = False  # the index held a job when tiered
+        self._in: OrderedDict[str, None] = OrderedDict()  # members in memory, first in first
+        self._absent: OrderedDict[str, None] = OrderedDict()
+
+    def tier(self, lookup: Callable[[str], bool], some: bool) -> None:
+        """Ask `lookup` for a job missing from memory; `some`: the index holds a job."""
+        self.lookup = lookup
+        self._some = self._some or some
+        for k in self:
+            self._in[k] = None
+        self._trim()
+
+    def _keep(self, k: str) -> None:
+        set.add(self, k)
+        if self.lookup is not None:
+            self._in[k] = None
+            self._in.move_to_end(k)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._in) > self.members_max:
+            set.discard(self, self._in.popitem(last=False)[0])
+
+    def __contains__(self, k: object) -> bool:
+        if set.__contains__(self, k):
+            return True
+        if self.lookup is None or not isinstance(k, str) or k in self._absent:
+            return False
+        if self.lookup(k):
+            self._keep(k)
+            return True
+        self._absent[k] = None
+        if len(self._absent) > self.absent_max:
+            self._absent.popitem(last=False)
+        return False
+
+    def __bool__(self) -> bool:
+        return self._some or set.__len__(self) > 0
+
+    def add(self, k: str) -> None:
+        if not set.__contains__(self, k):
+            self.added += 1
+        self._absent.pop(k, None)
+        self._some = True
+        self._keep(k)
+
+    def discard(self, k: object) -> None:
+        """`k` is no longer a member (its index record was deleted)."""
+        set.discard(self, k)
+        if isinstance(k, str):
+            self._in.pop(k, None)
+
+    def update(self, *others: Iterable[str]) -> None:
+        for other in others:
+            for k in other:
+                self.add(k)
+
+    def __ior__(self, other: Any) -> TieredSet:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 @dataclass
 class ChunkState:
     claims: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
@@ -219,10 +307,11 @@ class MeshState:
     # Digests of the held contents per origin and block (peer.log.contents): what heads do not
     # say, compared by anti-entropy.
     sums: ContentSums = field(default_factory=ContentSums)
-    # Compaction (peer.log.jobindex): finished jobs whose record is in the job index. Their
+    # Compaction (peer.log.jobindex): finished jobs whose record is in the job index (in
+    # memory the ones compacted or asked for last; the job index answers for the others). Their
     # per-job tables are emptied and their events leave memory (`evicted`: origin -> the
     # highest seq held on disk only, served by `archive`); their cache entries stay.
-    compacted: set[str] = field(default_factory=set)
+    compacted: TieredSet = field(default_factory=TieredSet)
     evicted: dict[str, int] = field(default_factory=dict)
     # (origin, after, upto, limit) -> the origin's events in (after, upto] from disk, in seq
     # order, at most limit; None: every event held is in memory.
@@ -310,7 +399,7 @@ class MeshState:
         `compactable` events leave memory (they stay on disk until dropped); returns them.
         The cache entries they made stay. With no new job, it sweeps what is left (after a
         replay, or a JOB_DELETED: the events of a deleted job held before it)."""
-        new = set(jobs) - self.compacted
+        new = set(jobs)  # (the job index holds them already: asking it tells nothing)
         self.compacted |= new
         for job in new:
             self.jobs.pop(job, None)
@@ -401,7 +490,7 @@ class MeshState:
         returned with its error (the same on every peer: the fold is deterministic)."""
         # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are.
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
-        fresh = MeshState(compacted=set(self.compacted), evicted=dict(self.evicted),
+        fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, deleted=tombs, on_evict=self.on_evict)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers"):
             old, new = getattr(self, name), getattr(fresh, name)

@@ -792,3 +792,26 @@ def test_peers_holding_the_same_events_hold_the_same_in_memory_whatever_the_orde
     b.compact(())  # those held past a gap when it came (here all but the last to come)
     assert sorted(a.events) == sorted(b.events) == sorted(e.id for e in evs[9:])
     assert a.content_sum() == b.content_sum()
+
+
+def test_compacted_jobs_are_asked_of_the_job_index_not_all_kept_in_memory(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=0)
+    n.state.compacted.members_max = 2
+    evs = history(jobs=5, per_job=1)
+    n.merge(evs)
+    assert n.catchup.compact().compacted == 5
+    assert len(n.state.compacted) == 2 and n.state.compacted.added == 5
+    assert all(f"job{j:03d}" in n.state.compacted for j in range(5))
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=0)
+    assert len(again.state.compacted) == 0  # nothing read at start: asked on demand
+    late = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.JOB_CANCELLED,
+                 {"job": "job001", "reason": "late"})
+    assert again.merge([late]) == [late]  # a late event of a compacted job: asked, let go
+    assert late.id not in again.state.events and "job001" not in again.state.cancelled
+    assert again.state.compacted == {"job001"}
+    again.janitor.delete_job("job002")  # a compacted job: found in the index
+    assert again.catchup.job_record("job002") is None and "job002" not in again.state.compacted
