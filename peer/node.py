@@ -291,7 +291,8 @@ class Node:
         """What the job index keeps joins the state before the log is replayed, read on demand:
         the compacted jobs (their events left or leave memory) and their cache entries."""
         self.state.compacted.tier(self.index.__contains__, len(self.index) > 0)
-        self.state.tier(**self.index.lookups())
+        self.state.tier(**self.index.lookups(), deleted=self.index.tombstone,
+                        some_deleted=self.index.deleted_any())
 
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded

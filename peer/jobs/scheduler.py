@@ -432,7 +432,7 @@ class Scheduler:
         their tasks, the planner's and the live records too: what stays is bounded by the
         jobs in memory (live ones and the recent history; issue 11)."""
         st = self.state
-        gone = st.compacted.added + len(st.deleted)  # (len(compacted) stays level once full)
+        gone = st.compacted.added + st.deletions  # (their lens stay level once full)
         if gone == self._gone:
             return
         self._gone = gone

@@ -195,6 +195,7 @@ class Compactor:
         elif self.sweep or (self.beyond and (self.state.compacted or self.state.deleted)):
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
+        self._bury()
         self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
@@ -253,11 +254,21 @@ class Compactor:
         out.compacted += len(done)
         out.jobs += done
 
+    def _bury(self) -> None:
+        """The tombstones in memory go to the job index (read on demand after): what memory
+        keeps of deleted jobs stays bounded (a restart folds their JOB_DELETEDs again, read
+        back as known: they do not come back into memory)."""
+        tombs = dict(dict.items(self.state.deleted))
+        if tombs:
+            self.index.put_deleted(tombs.items())  # raises: they stay in memory
+            self.state.spill_deleted()
+
     def settle(self) -> int:
         """After a replay: what it folded of compacted or deleted jobs leaves memory (their
         cache entries to the job index); returns the number of events that left."""
         out = PassStats()
         self._sweep(out)
+        self._bury()
         return out.evicted
 
     def _sweep(self, out: PassStats) -> None:

@@ -159,6 +159,25 @@ class Tiered(dict[str, Any]):
         return self
 
 
+class Tombstones(Tiered):
+    """Deleted jobs' tombstones (job -> order of its first JOB_DELETED) in front of the job
+    index: a Tiered that is true while the index holds one, even with none in memory (the
+    fold's per-event test asks it only then), and keeps nothing it read back (who asks of a
+    deleted job asks rarely: a late event of it, a replay, a sweep; the job index remembers
+    the jobs it does not hold, which every live job's events ask about)."""
+
+    some = False
+
+    def __bool__(self) -> bool:
+        return self.some or dict.__len__(self) > 0
+
+    def _load(self, k: str) -> Any:
+        if self.lookup is None:
+            return _MISSING
+        v = self.lookup(k)
+        return _MISSING if v is None else v
+
+
 # Jobs a TieredSet keeps in memory once it has a lookup (the rest: asked of the job index),
 # and keys the index did not hold that it remembers.
 MEMBERS_MAX = 4096
@@ -296,8 +315,10 @@ class MeshState:
     # Deleted jobs (JOB_DELETED): job -> the order of its first JOB_DELETED (the tombstone:
     # not the event, which leaves memory as the job's other events do). Their per-job tables
     # are emptied, whatever arrives later, and their events leave memory as a compacted
-    # job's do (`gone`).
-    deleted: dict[str, Order] = field(default_factory=dict)
+    # job's do (`gone`). Tombstones live in the job index once a compaction pass wrote them
+    # (`Tombstones`, read on demand); `deletions` counts the jobs deleted here, ever.
+    deleted: dict[str, Order] = field(default_factory=Tombstones)
+    deletions: int = 0
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
@@ -417,15 +438,30 @@ class MeshState:
 
     def tier(self, outputs: Callable[[str], Any], outputs_src: Callable[[str], Any],
              cache: Callable[[str], Any], cache_src: Callable[[str], Any],
-             providers: Callable[[str], set[str] | None]) -> None:
-        """Read the cache tables' entries missing from memory from the job index (each
-        lookup returns None for a key it does not hold); each table keeps a bounded number
-        of them (`Tiered.read_max`)."""
+             providers: Callable[[str], set[str] | None],
+             deleted: Callable[[str], Any] | None = None, some_deleted: bool = False,
+             ) -> None:
+        """Read the cache tables' entries and the tombstones missing from memory from the
+        job index (each lookup returns None for a key it does not hold); each table keeps a
+        bounded number of them (`Tiered.read_max`). `some_deleted`: the index holds a
+        tombstone."""
         for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
                           (self.cache, cache), (self._cache_src, cache_src),
-                          (self.providers, providers)):
-            if isinstance(table, Tiered):
+                          (self.providers, providers), (self.deleted, deleted)):
+            if isinstance(table, Tiered) and fn is not None:
                 table.lookup = fn
+        if isinstance(self.deleted, Tombstones):
+            self.deleted.some = self.deleted.some or some_deleted
+
+    def spill_deleted(self) -> dict[str, Order]:
+        """The tombstones in memory, which the caller has just written to the job index:
+        memory lets them go (read on demand). Returns them."""
+        tombs = dict(dict.items(self.deleted))
+        for job in tombs:
+            self.deleted.pop(job, None)
+        if isinstance(self.deleted, Tombstones) and tombs:
+            self.deleted.some = True
+        return tombs
 
     def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
         """These entries are in the job index now: memory lets them go (read on demand)."""
@@ -488,15 +524,20 @@ class MeshState:
         this state keep it): afterwards it is what a peer that never held a replaced loser
         holds. Floors are kept. An event whose fold raises stays held, unfolded, and is
         returned with its error (the same on every peer: the fold is deterministic)."""
-        # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are.
+        # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are
+        # (and those in the job index are read from it).
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
-                          archive=self.archive, deleted=tombs, on_evict=self.on_evict)
-        for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers"):
+                          archive=self.archive, on_evict=self.on_evict,
+                          deletions=self.deletions)
+        for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
                 new.lookup = old.lookup  # the job index's entries (compaction)
                 new.read_max = old.read_max
+        if isinstance(self.deleted, Tombstones) and isinstance(fresh.deleted, Tombstones):
+            fresh.deleted.some = self.deleted.some
+        fresh.deleted.update(tombs)
         failed: list[tuple[Event, Exception]] = []
         for ev in self.events.values():
             try:
@@ -757,8 +798,10 @@ def _partial(s: MeshState, ev: Event, b: Partial) -> None:
 
 
 def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
-    cur = s.deleted.get(b.job)
-    if cur is None or ev.order < cur:
+    cur = s.deleted.get(b.job)  # (read from the job index, maybe: replayed after a restart)
+    if cur is None:
+        s.deletions += 1
+    if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:

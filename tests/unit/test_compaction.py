@@ -701,7 +701,8 @@ def test_a_job_deleted_before_compaction_leaves_memory_then_the_log(
     n.merge([*evs, gone])
     assert gone.id not in n.state.events  # the JOB_DELETED left memory at once
     assert n.catchup.compact().evicted == 9  # its job's events at the next pass
-    assert not n.state.compacted and n.state.deleted == {"job000": gone.order}
+    assert not n.state.compacted and n.state.deleted.get("job000") == gone.order
+    assert n.state.deleted == {} and "job000" in n.state.deleted  # its tombstone: in the index
     assert n.state.events.keys() == {e.id for e in evs[9:]}
     # what its events made is read from the job index, as a compacted job's
     assert not dict.__contains__(n.state.outputs, key_of(0, 1))
@@ -716,7 +717,7 @@ def test_a_job_deleted_before_compaction_leaves_memory_then_the_log(
     assert n.compactor.floors == {ORIGIN: 9} and not n.compactor.leaving
     # a refold keeps the tombstone whose JOB_DELETED left memory
     n.state.refold()
-    assert n.state.deleted == {"job000": gone.order}
+    assert n.state.deleted.get("job000") == gone.order
     assert n.state.events.keys() == {e.id for e in evs[9:]}
 
 
@@ -762,7 +763,8 @@ def test_a_restart_holds_the_same_events_of_a_deleted_job(
     opened.remove(n)
     again = _open(d, opened, recent_tasks=1000)
     assert sorted(again.state.events) == held and again.state.content_digests() == digests
-    assert again.state.deleted == {"job000": gone.order}
+    assert again.state.deleted.get("job000") == gone.order
+    assert again.state.deleted == {}  # the replayed JOB_DELETED was known: not kept in memory
     assert not dict.__contains__(again.state.outputs, key_of(0, 1))
     # what the replay let leave memory leaves the log once droppable, as before the restart
     assert again.compactor.leaving == {"job000": {e.id for e in evs[:9]}}
@@ -815,3 +817,27 @@ def test_compacted_jobs_are_asked_of_the_job_index_not_all_kept_in_memory(
     assert again.state.compacted == {"job001"}
     again.janitor.delete_job("job002")  # a compacted job: found in the index
     assert again.catchup.job_record("job002") is None and "job002" not in again.state.compacted
+
+
+def test_a_data_dir_of_the_previous_release_with_a_deleted_job_opens_and_lets_it_go(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The previous release kept a job deleted before compaction in its log and had no
+    tombstone table: the first start folds the JOB_DELETED from the log, lets the job's events
+    leave memory, writes the tombstone and drops the events once droppable."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    n.listeners[:] = []  # no compactor: as the previous release, nothing leaves
+    evs = history(jobs=2, per_job=2)
+    gone = _deleted(evs, "job000")
+    n.log.append([*evs, gone])
+    n.log.close()
+    opened.remove(n)
+    c = sqlite3.connect(d / "events.sqlite")
+    c.execute("DROP TABLE job_deleted")
+    c.commit()
+    c.close()
+    again = _open(d, opened, recent_tasks=1000)
+    assert again.state.events.keys() == {e.id for e in evs[9:]}
+    assert again.state.deleted == {} and again.state.deleted.get("job000") == gone.order
+    assert again.catchup.compact().dropped == 9  # alone: we hold them all
+    assert _rows(again) == {e.id for e in evs[9:]} | {gone.id}
