@@ -179,9 +179,9 @@ class Tombstones(Tiered):
 
 
 # Jobs a TieredSet keeps in memory once it has a lookup (the rest: asked of the job index),
-# and keys the index did not hold that it remembers.
+# and jobs the index did not hold that it remembers (live jobs, mostly: one query each).
 MEMBERS_MAX = 4096
-ABSENT_MAX = 65536
+ABSENT_MAX = 4096
 
 
 class TieredSet(set[str]):
