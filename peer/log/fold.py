@@ -172,7 +172,7 @@ class Tombstones(Tiered):
         return self.some or dict.__len__(self) > 0
 
     def _load(self, k: str) -> Any:
-        if self.lookup is None:
+        if self.lookup is None or not self.some:  # (a mesh that never deleted asks nothing)
             return _MISSING
         v = self.lookup(k)
         return _MISSING if v is None else v

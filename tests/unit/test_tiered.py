@@ -217,3 +217,25 @@ def test_without_a_lookup_a_tiered_set_is_a_plain_set() -> None:
     assert t == {"a", "b", "c"} and "d" not in t and not TieredSet()
     with pytest.raises(ValueError, match="members_max"):
         TieredSet(members_max=0)
+
+
+def test_tombstones_ask_the_index_only_once_it_holds_one_and_keep_nothing_read_back() -> None:
+    from peer.log.fold import Tombstones
+
+    asked: list[str] = []
+    index: dict[str, tuple[int, str, int]] = {}
+
+    def lookup(job: str) -> tuple[int, str, int] | None:
+        asked.append(job)
+        return index.get(job)
+
+    s = MeshState()
+    s.tier(lambda k: None, lambda k: None, lambda k: None, lambda k: None, lambda k: None,
+           deleted=lookup, some_deleted=False)
+    assert isinstance(s.deleted, Tombstones) and not s.deleted
+    assert "live" not in s.deleted and asked == []  # a mesh that never deleted asks nothing
+    s.apply(Event("o", 1, 5, EventType.JOB_DELETED, {"job": "gone", "reason": "rm"}))
+    index.update(s.spill_deleted())  # a compaction pass wrote it to the index
+    assert s.deleted and dict.__len__(s.deleted) == 0
+    assert s.deleted.get("gone") == (5, "o", 1) and "gone" in s.deleted
+    assert dict.__len__(s.deleted) == 0 and asked == ["gone", "gone"]  # nothing kept
