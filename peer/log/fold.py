@@ -360,11 +360,14 @@ class MeshState:
         """Fold a single event (a part of a turn this peer is still making) without recording
         it as held: `record` does, once the turn is closed."""
         b = ev.body
+        job = getattr(b, "job", None)
+        # A job in `jobs` is neither deleted nor compacted (both take it out, whatever comes
+        # later): its events skip the two tests, which may ask the job index.
+        live = job is not None and job in self.jobs
         _APPLY[type(b)](self, ev, b)
-        if self.deleted or self.compacted:
-            job = getattr(b, "job", None)
-            if job is not None and (job in self.deleted or job in self.compacted):
-                _forget(self, b, job)
+        if not live and job is not None and (self.deleted or self.compacted) and (
+                job in self.deleted or job in self.compacted):
+            _forget(self, b, job)
 
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
@@ -393,8 +396,13 @@ class MeshState:
         jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
         if not jobs:
             return False
-        c, d = self.compacted, self.deleted
-        return all(j in c or j in d or (also is not None and j in also) for j in jobs)
+        c, d, live = self.compacted, self.deleted, self.jobs
+        for j in jobs:
+            if also is not None and j in also:
+                continue
+            if j in live or not (j in c or j in d):  # (a live job is neither: see fold_only)
+                return False
+        return True
 
     def _evict_one(self, ev: Event) -> None:
         """`ev` leaves memory (it stays held): it leaves the content digests too, so that
@@ -803,6 +811,8 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
+    s.jobs.pop(b.job, None)  # (as `_forget`: a job in `jobs` is never a deleted one)
+    s.cancelled.pop(b.job, None)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
