@@ -164,7 +164,8 @@ class Tombstones(Tiered):
     index: a Tiered that is true while the index holds one, even with none in memory (the
     fold's per-event test asks it only then), and keeps nothing it read back (who asks of a
     deleted job asks rarely: a late event of it, a replay, a sweep; the job index remembers
-    the jobs it does not hold, which every live job's events ask about)."""
+    the jobs it does not hold, which the first events of each job ask about: `fold_only`
+    skips the test for a job in `jobs`)."""
 
     some = False
 
