@@ -156,6 +156,8 @@ class Node:
         self.door = Door(door_cfg, self.hlc, self.log, checks={
             EventType.JOB_SUBMITTED: lambda ev: workflow_from_json(
                 ev.body_as(JobSubmitted).workflow)})
+        replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
+        self.state.on_evict = replayed.append  # among them: the compactor drops them later)
         self.door.replay(self.state, self.peer_id)
         self._after_replay()
         self._setup_signing(self.mesh_secrets.secrets)
@@ -202,6 +204,10 @@ class Node:
                           recent_tasks=cfg.compact_recent_tasks),
             self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
         self.listeners.append(self.compactor.note)
+        for ev in replayed:
+            self.compactor.evicted(ev)
+        del replayed
+        self.compactor.settle()  # what the replay folded of compacted or deleted jobs
         self.compactor.refuse = self.keyring.refused.add
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
@@ -282,18 +288,18 @@ class Node:
         self.closed = False
 
     def _seed_index(self) -> None:
-        """What the job index keeps joins the state before the log is replayed: the compacted
-        jobs (their events left or leave memory) and, read on demand, their cache entries."""
-        self.state.compacted.update(self.index.jobs())
-        self.state.tier(**self.index.lookups())
+        """What the job index keeps joins the state before the log is replayed, read on demand:
+        the compacted jobs (their events left or leave memory) and their cache entries."""
+        self.state.compacted.tier(self.index.__contains__, len(self.index) > 0)
+        self.state.tier(**self.index.lookups(), deleted=self.index.tombstone,
+                        some_deleted=self.index.deleted_any())
 
     def _after_replay(self) -> None:
-        """Events that left memory (or the log) are served from disk; what the replay folded of
-        compacted jobs leaves memory."""
+        """Events that left memory (or the log) are served from disk (what the replay folded
+        of compacted or deleted jobs leaves memory once the compactor is made: `settle`)."""
         for origin, seq in (self.log.floors() | self.index.floors()).items():
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.state.archive = self.log.range
-        self.state.compact(())
 
     def _finished(self, job: str) -> Finished | None:
         """A finished job's compact record (None while it is live): its view and what
@@ -759,7 +765,7 @@ class Node:
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
-                "compaction": {"jobs": len(self.state.compacted), "evicted": c.total.evicted,
+                "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,

@@ -254,7 +254,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"round {r + 1}: {args.jobs} jobs {states} in "
                       f"{time.monotonic() - t0:.1f} s, {passes} compaction passes, "
                       f"{sizes['(objects walked)']} objects, {len(sizes)} container paths, "
-                      f"compacted {len(node.state.compacted)}, deleted {len(node.state.deleted)}, "
+                      f"compacted {len(node.state.compacted)} in memory "
+                      f"({len(node.index)} in the job index), "
+                      f"deleted {len(node.state.deleted)} in memory, "
                       f"{log_rows(node)} events in the log"
                       f"{' (walk cut short)' if c else ''}", flush=True)
         finally:

@@ -432,7 +432,7 @@ class Scheduler:
         their tasks, the planner's and the live records too: what stays is bounded by the
         jobs in memory (live ones and the recent history; issue 11)."""
         st = self.state
-        gone = len(st.compacted) + len(st.deleted)
+        gone = st.compacted.added + st.deletions  # (their lens stay level once full)
         if gone == self._gone:
             return
         self._gone = gone

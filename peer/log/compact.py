@@ -107,7 +107,28 @@ class Compactor:
     """Turns finished jobs beyond the recent history into job index records (their events
     leave memory, the SQLite log still serves them) and drops their events from the log once
     `droppable`. `finished(job)` is the job's record if it is finished, else None; `vvs()` the
-    version vectors of every live member, ours first; `now_hlc()` the clock."""
+    version vectors of every live member, ours first; `now_hlc()` the clock.
+
+    Deleted jobs (JOB_DELETED) take the same path whether or not they were compacted first:
+    their events leave memory (`MeshState.gone`: at the next pass for those held before the
+    JOB_DELETED, at once for later ones), the cache entries and providers those events made
+    go to the job index (read on demand, as a compacted job's), and the events leave the log
+    once `droppable` (the JOB_DELETED's hlc standing for the job's end; every origin's store
+    and compaction floors rise over them, as `_drop` does for compacted jobs, so a peer that
+    lacks them takes a snapshot). The JOB_DELETEDs themselves stay in the log: they are the
+    tombstones a restart folds again (then they leave memory at once).
+
+    A mesh with peers of the previous release, which keep a job deleted before compaction
+    in memory and in their log: for each origin whose heads are equal, the blocks of 256
+    seqs that hold such events have different content digests on the two sides. Anti-entropy
+    then exchanges those blocks at each round (at most FIX_BLOCKS blocks or about FIX_EVENTS
+    events each way, peer/mesh/antientropy.py); nothing is applied on either side (we hold
+    them below our heads, `MeshState.holds`; they hold them already), nothing is stored
+    again, and no round triggers another (a reply asks again only when it brought something
+    new): a bounded cost per round, until the old peer is upgraded, as between two peers with
+    different `recent_tasks` today. No event is lost: the old peer serves them to whoever
+    lacks them, and we drop them from our log only once every live member (the old one
+    too) holds them or past the horizon, then announce our floors (snapshots)."""
 
     def __init__(self, cfg: CompactConfig, state: MeshState, store: EventStore,
                  index: JobIndex, finished: Callable[[str], Finished | None],
@@ -124,18 +145,45 @@ class Compactor:
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
+        self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
+        # Deleted job -> ids of its events that left memory and are still in the log, until
+        # they are droppable (rebuilt at start from what the replay evicts: `evicted`).
+        self.leaving: dict[str, set[tuple[str, int]]] = {}
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
+        state.on_evict = self.evicted
 
     def note(self, ev: Event) -> None:
-        """A listener: the job `ev` is about may have finished (or its record is deleted)."""
+        """A listener (of single events, a TURN's parts one by one): the job `ev` is about
+        may have finished (or it is deleted: its events leave memory at the next pass)."""
         if ev.seq > self.state.heads.get(ev.origin, 0):
             self.beyond = True  # held past a gap: see step
         job = getattr(ev.body, "job", None)
         if isinstance(job, str):
             self.dirty.add(job)
-            if isinstance(ev.body, JobDeleted) and job in self.state.compacted:
-                self.deleted(job)
+            if isinstance(ev.body, JobDeleted):
+                if job in self.state.compacted:
+                    self.deleted(job)
+                self.sweep = True  # its events held in memory leave at the next pass
+
+    def evicted(self, ev: Event) -> None:
+        """`ev` left memory (`MeshState.on_evict`): if every job it is about is deleted, it
+        leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
+        deleted = self.state.deleted
+        if not deleted:
+            return
+        first = None
+        for p in ev.singles:
+            if isinstance(p.body, JobDeleted):
+                return
+            job = getattr(p.body, "job", None)
+            if job is None:
+                continue
+            if job not in deleted:
+                return
+            first = first or job
+        if first is not None:
+            self.leaving.setdefault(first, set()).add(ev.id)
 
     def step(self) -> PassStats:
         """One pass: compact what left the recent history, then drop what may be dropped."""
@@ -143,10 +191,11 @@ class Compactor:
         self._scan()
         old = self._beyond_recent()
         if old:
-            self._compact(old, out)
-        elif self.beyond and self.state.compacted:  # an event of a compacted job held past a
-            out.evicted += len(self.state.compact(()))  # gap stays in memory until swept
-        self.beyond = False
+            self._compact(old, out)  # (sweeps the deleted jobs' events too)
+        elif self.sweep or (self.beyond and (self.state.compacted or self.state.deleted)):
+            self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
+        self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
+        self._bury()
         self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
@@ -205,18 +254,54 @@ class Compactor:
         out.compacted += len(done)
         out.jobs += done
 
+    def _bury(self) -> None:
+        """The tombstones in memory go to the job index (read on demand after): what memory
+        keeps of deleted jobs stays bounded (a restart folds their JOB_DELETEDs again, read
+        back as known: they do not come back into memory)."""
+        tombs = dict(dict.items(self.state.deleted))
+        if tombs:
+            self.index.put_deleted(tombs.items())  # raises: they stay in memory
+            self.state.spill_deleted()
+
+    def settle(self) -> int:
+        """After a replay: what it folded of compacted or deleted jobs leaves memory (their
+        cache entries to the job index); returns the number of events that left."""
+        out = PassStats()
+        self._sweep(out)
+        self._bury()
+        return out.evicted
+
+    def _sweep(self, out: PassStats) -> None:
+        """The events of compacted or deleted jobs still in memory leave it; the cache
+        entries and providers they made go to the job index first (as `_compact` does)."""
+        leaving = self.state.compactable(())
+        if not leaving:
+            return
+        entries, providers = _entries(self.state, leaving)
+        if entries or providers:
+            self.index.put((), entries, providers)  # raises: nothing changed in memory
+        out.evicted += len(self.state.compact(()))
+        _spill(self.state, entries, providers)
+
     def _drop(self, out: PassStats) -> None:
-        """Drop the events of compacted jobs that every live member holds (or past the
-        horizon); each origin's floor rises to the highest seq dropped."""
+        """Drop the events of compacted jobs, and those of deleted jobs that left memory,
+        that every live member holds (or past the horizon); each origin's floor rises to the
+        highest seq dropped."""
         vvs = list(self.vvs())
         now = self.now_hlc()
         jobs: list[str] = []
         for job, ended, m in self.index.pending():
             if droppable(m, ended, vvs, now, self.cfg):
                 jobs.append(job)
-        if not jobs:
+        gone = self.index.ids(jobs) if jobs else []
+        for job, ids in list(self.leaving.items()):
+            tomb = self.state.deleted.get(job)
+            ended = now if tomb is None else tomb[0]
+            if droppable(marks_of(ids), ended, vvs, now, self.cfg):
+                gone += ids
+                del self.leaving[job]
+        if not gone:
             return
-        gone = self.index.ids(jobs)
         floors = marks_of(gone)
         self.store.delete(gone)
         for origin, seq in floors.items():
@@ -334,6 +419,7 @@ class Compactor:
     def deleted(self, job: str) -> None:
         """A JOB_DELETED of a compacted job: its record goes; its events left or will."""
         ids = self.index.delete([job])
+        self.state.compacted.discard(job)  # (as after a restart: the job index answers)
         if ids:
             self.store.delete(ids)
             for origin, seq in marks_of(ids).items():

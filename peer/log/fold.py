@@ -159,6 +159,114 @@ class Tiered(dict[str, Any]):
         return self
 
 
+class Tombstones(Tiered):
+    """Deleted jobs' tombstones (job -> order of its first JOB_DELETED) in front of the job
+    index: a Tiered that is true while the index holds one, even with none in memory (the
+    fold's per-event test asks it only then), and keeps nothing it read back (who asks of a
+    deleted job asks rarely: a late event of it, a replay, a sweep; the job index remembers
+    the jobs it does not hold, which the first events of each job ask about: `fold_only`
+    skips the test for a job in `jobs`)."""
+
+    some = False
+
+    def __bool__(self) -> bool:
+        return self.some or dict.__len__(self) > 0
+
+    def _load(self, k: str) -> Any:
+        if self.lookup is None or not self.some:  # (a mesh that never deleted asks nothing)
+            return _MISSING
+        v = self.lookup(k)
+        return _MISSING if v is None else v
+
+
+# Jobs a TieredSet keeps in memory once it has a lookup (the rest: asked of the job index),
+# and jobs the index did not hold that it remembers (live jobs, mostly: one query each).
+MEMBERS_MAX = 4096
+ABSENT_MAX = 4096
+
+
+class TieredSet(set[str]):
+    """A set of job ids in front of the job index (`tier(lookup)`: does the index hold this
+    job?): `in` asks the index for a job missing here. Without a lookup, a plain set.
+    Iteration, len and equality cover what is in memory only.
+
+    Once it has a lookup, what is kept is bounded: at most `members_max` members (added or
+    found in the index, the first in going first: the index answers for it after) and
+    `absent_max` jobs the index did not hold (a live job's events ask once each; forgotten
+    when the job is added). A member must be in the index before it is added (compaction
+    writes its record first). `added` counts the members added, ever: a change counter (len
+    stays level once full)."""
+
+    def __init__(self, members_max: int = MEMBERS_MAX, absent_max: int = ABSENT_MAX) -> None:
+        super().__init__()
+        if members_max < 1 or absent_max < 1:
+            raise ValueError("members_max and absent_max must be at least 1")
+        self.members_max = members_max
+        self.absent_max = absent_max
+        self.lookup: Callable[[str], bool] | None = None
+        self.added = 0
+        self._some = False  # the index held a job when tiered
+        self._in: OrderedDict[str, None] = OrderedDict()  # members in memory, first in first
+        self._absent: OrderedDict[str, None] = OrderedDict()
+
+    def tier(self, lookup: Callable[[str], bool], some: bool) -> None:
+        """Ask `lookup` for a job missing from memory; `some`: the index holds a job."""
+        self.lookup = lookup
+        self._some = self._some or some
+        for k in self:
+            self._in[k] = None
+        self._trim()
+
+    def _keep(self, k: str) -> None:
+        set.add(self, k)
+        if self.lookup is not None:
+            self._in[k] = None
+            self._in.move_to_end(k)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._in) > self.members_max:
+            set.discard(self, self._in.popitem(last=False)[0])
+
+    def __contains__(self, k: object) -> bool:
+        if set.__contains__(self, k):
+            return True
+        if self.lookup is None or not isinstance(k, str) or k in self._absent:
+            return False
+        if self.lookup(k):
+            self._keep(k)
+            return True
+        self._absent[k] = None
+        if len(self._absent) > self.absent_max:
+            self._absent.popitem(last=False)
+        return False
+
+    def __bool__(self) -> bool:
+        return self._some or set.__len__(self) > 0
+
+    def add(self, k: str) -> None:
+        if not set.__contains__(self, k):
+            self.added += 1
+        self._absent.pop(k, None)
+        self._some = True
+        self._keep(k)
+
+    def discard(self, k: object) -> None:
+        """`k` is no longer a member (its index record was deleted)."""
+        set.discard(self, k)
+        if isinstance(k, str):
+            self._in.pop(k, None)
+
+    def update(self, *others: Iterable[str]) -> None:
+        for other in others:
+            for k in other:
+                self.add(k)
+
+    def __ior__(self, other: Any) -> TieredSet:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 @dataclass
 class ChunkState:
     claims: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
@@ -205,8 +313,13 @@ class MeshState:
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
-    # Deleted jobs (JOB_DELETED): their per-job tables are emptied, whatever arrives later.
-    deleted: dict[str, Event] = field(default_factory=dict)
+    # Deleted jobs (JOB_DELETED): job -> the order of its first JOB_DELETED (the tombstone:
+    # not the event, which leaves memory as the job's other events do). Their per-job tables
+    # are emptied, whatever arrives later, and their events leave memory as a compacted
+    # job's do (`gone`). Tombstones live in the job index once a compaction pass wrote them
+    # (`Tombstones`, read on demand); `deletions` counts the jobs deleted here, ever.
+    deleted: dict[str, Order] = field(default_factory=Tombstones)
+    deletions: int = 0
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
@@ -216,14 +329,18 @@ class MeshState:
     # Digests of the held contents per origin and block (peer.log.contents): what heads do not
     # say, compared by anti-entropy.
     sums: ContentSums = field(default_factory=ContentSums)
-    # Compaction (peer.log.jobindex): finished jobs whose record is in the job index. Their
+    # Compaction (peer.log.jobindex): finished jobs whose record is in the job index (in
+    # memory the ones compacted or asked for last; the job index answers for the others). Their
     # per-job tables are emptied and their events leave memory (`evicted`: origin -> the
     # highest seq held on disk only, served by `archive`); their cache entries stay.
-    compacted: set[str] = field(default_factory=set)
+    compacted: TieredSet = field(default_factory=TieredSet)
     evicted: dict[str, int] = field(default_factory=dict)
     # (origin, after, upto, limit) -> the origin's events in (after, upto] from disk, in seq
     # order, at most limit; None: every event held is in memory.
     archive: Callable[[str, int, int, int], Iterable[Event]] | None = None
+    # Told of every event that leaves memory (`_evict_one`): the compactor, which drops a
+    # deleted job's events from the log (peer.log.compact.Compactor.evicted).
+    on_evict: Callable[[Event], None] | None = None
 
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
@@ -244,11 +361,14 @@ class MeshState:
         """Fold a single event (a part of a turn this peer is still making) without recording
         it as held: `record` does, once the turn is closed."""
         b = ev.body
+        job = getattr(b, "job", None)
+        # A job in `jobs` is neither deleted nor compacted (both take it out, whatever comes
+        # later): its events skip the two tests, which may ask the job index.
+        live = job is not None and job in self.jobs
         _APPLY[type(b)](self, ev, b)
-        if self.deleted or self.compacted:
-            job = getattr(b, "job", None)
-            if job is not None and (job in self.deleted or job in self.compacted):
-                _forget(self, b, job)
+        if not live and job is not None and (self.deleted or self.compacted) and (
+                job in self.deleted or job in self.compacted):
+            _forget(self, b, job)
 
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
@@ -259,13 +379,31 @@ class MeshState:
         self._advance(ev.origin, self.heads.get(ev.origin, 0))
         if ev.seq > self.heads[ev.origin]:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
-        elif self.compacted and self._compacted_event(ev):  # a straggler of a compacted job
-            self._evict_one(ev)
+        elif (self.compacted or self.deleted) and self.gone(ev):  # a straggler of a job
+            self._evict_one(ev)  # compacted or deleted (its JOB_DELETED itself too)
 
-    def _compacted_event(self, ev: Event, compacted: set[str] | None = None) -> bool:
-        """Is every job `ev` is about compacted (and is it about one at least)?"""
+    def gone(self, ev: Event, also: set[str] | None = None) -> bool:
+        """Is every job `ev` is about compacted or deleted (or in `also`), and is it about
+        one at least? Such an event leaves memory once its origin's head covers it.
+
+        Deleted jobs count as compacted here: a job deleted before it was compacted never
+        is (its record is gone), so without them its events (every TURN, CHUNK_DONE with
+        its inline bytes) stayed in memory for ever. Unlike compaction (which follows each
+        peer's recent history) this is decided by the events alone: every peer that holds
+        the same events, JOB_DELETED among them, holds the same ones in memory after its
+        next sweep (`compact(())`, at most one compaction pass after the JOB_DELETED), so
+        their content digests agree. A peer of the previous release keeps them: see
+        peer.log.compact.Compactor for what anti-entropy then does."""
         jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
-        return bool(jobs) and jobs <= (self.compacted if compacted is None else compacted)
+        if not jobs:
+            return False
+        c, d, live = self.compacted, self.deleted, self.jobs
+        for j in jobs:
+            if also is not None and j in also:
+                continue
+            if j in live or not (j in c or j in d):  # (a live job is neither: see fold_only)
+                return False
+        return True
 
     def _evict_one(self, ev: Event) -> None:
         """`ev` leaves memory (it stays held): it leaves the content digests too, so that
@@ -276,20 +414,22 @@ class MeshState:
         self.sums.touch(ev.origin, ev.seq)
         if ev.seq > self.evicted.get(ev.origin, 0):
             self.evicted[ev.origin] = ev.seq
+        if self.on_evict is not None:
+            self.on_evict(ev)
 
     def compactable(self, jobs: Iterable[str]) -> list[Event]:
         """The events that leave memory when `jobs` are compacted: held up to their origin's
-        head, and every job they are about compacted."""
-        every = self.compacted | set(jobs)
+        head, and every job they are about compacted or deleted (`gone`)."""
+        also = set(jobs)
         return [ev for ev in self.events.values()
-                if ev.seq <= self.heads.get(ev.origin, 0) and self._compacted_event(ev, every)]
+                if ev.seq <= self.heads.get(ev.origin, 0) and self.gone(ev, also)]
 
     def compact(self, jobs: Iterable[str]) -> list[Event]:
         """Jobs whose record is now in the job index: empty their per-job tables and let the
         `compactable` events leave memory (they stay on disk until dropped); returns them.
         The cache entries they made stay. With no new job, it sweeps what is left (after a
-        replay)."""
-        new = set(jobs) - self.compacted
+        replay, or a JOB_DELETED: the events of a deleted job held before it)."""
+        new = set(jobs)  # (the job index holds them already: asking it tells nothing)
         self.compacted |= new
         for job in new:
             self.jobs.pop(job, None)
@@ -307,15 +447,30 @@ class MeshState:
 
     def tier(self, outputs: Callable[[str], Any], outputs_src: Callable[[str], Any],
              cache: Callable[[str], Any], cache_src: Callable[[str], Any],
-             providers: Callable[[str], set[str] | None]) -> None:
-        """Read the cache tables' entries missing from memory from the job index (each
-        lookup returns None for a key it does not hold); each table keeps a bounded number
-        of them (`Tiered.read_max`)."""
+             providers: Callable[[str], set[str] | None],
+             deleted: Callable[[str], Any] | None = None, some_deleted: bool = False,
+             ) -> None:
+        """Read the cache tables' entries and the tombstones missing from memory from the
+        job index (each lookup returns None for a key it does not hold); each table keeps a
+        bounded number of them (`Tiered.read_max`). `some_deleted`: the index holds a
+        tombstone."""
         for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
                           (self.cache, cache), (self._cache_src, cache_src),
-                          (self.providers, providers)):
-            if isinstance(table, Tiered):
+                          (self.providers, providers), (self.deleted, deleted)):
+            if isinstance(table, Tiered) and fn is not None:
                 table.lookup = fn
+        if isinstance(self.deleted, Tombstones):
+            self.deleted.some = self.deleted.some or some_deleted
+
+    def spill_deleted(self) -> dict[str, Order]:
+        """The tombstones in memory, which the caller has just written to the job index:
+        memory lets them go (read on demand). Returns them."""
+        tombs = dict(dict.items(self.deleted))
+        for job in tombs:
+            self.deleted.pop(job, None)
+        if isinstance(self.deleted, Tombstones) and tombs:
+            self.deleted.some = True
+        return tombs
 
     def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
         """These entries are in the job index now: memory lets them go (read on demand)."""
@@ -378,13 +533,20 @@ class MeshState:
         this state keep it): afterwards it is what a peer that never held a replaced loser
         holds. Floors are kept. An event whose fold raises stays held, unfolded, and is
         returned with its error (the same on every peer: the fold is deterministic)."""
-        fresh = MeshState(compacted=set(self.compacted), evicted=dict(self.evicted),
-                          archive=self.archive)
-        for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers"):
+        # The tombstones whose JOB_DELETED left memory are not folded again: kept as they are
+        # (and those in the job index are read from it).
+        tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
+        fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
+                          archive=self.archive, on_evict=self.on_evict,
+                          deletions=self.deletions)
+        for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
                 new.lookup = old.lookup  # the job index's entries (compaction)
                 new.read_max = old.read_max
+        if isinstance(self.deleted, Tombstones) and isinstance(fresh.deleted, Tombstones):
+            fresh.deleted.some = self.deleted.some
+        fresh.deleted.update(tombs)
         failed: list[tuple[Event, Exception]] = []
         for ev in self.events.values():
             try:
@@ -397,6 +559,8 @@ class MeshState:
         if self.evicted:  # events that left memory (compaction) are still held below heads
             for origin, head in self.heads.items():
                 fresh.raise_floor(origin, head)
+        for origin, seq in self.events.keys() - fresh.events.keys():  # left memory now (a
+            self.sums.touch(origin, seq)  # deleted job's events waiting for their sweep)
         fresh.sums = self.sums  # the same events are held: their digests stay right
         self.__dict__.update(fresh.__dict__)
         return failed
@@ -643,7 +807,13 @@ def _partial(s: MeshState, ev: Event, b: Partial) -> None:
 
 
 def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
-    s._first(s.deleted, b.job, ev)
+    cur = s.deleted.get(b.job)  # (read from the job index, maybe: replayed after a restart)
+    if cur is None:
+        s.deletions += 1
+    if cur is None or ev.order < tuple(cur):
+        s.deleted[b.job] = ev.order
+    s.jobs.pop(b.job, None)  # (as `_forget`: a job in `jobs` is never a deleted one)
+    s.cancelled.pop(b.job, None)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]

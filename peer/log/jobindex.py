@@ -28,6 +28,7 @@ from peer.log.snapframe import outputs_sha, thin
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
 _PROVIDERS = 2  # the provider_index's key in JobIndex's memo of keys it does not hold
+_DELETED = 3  # and job_deleted's
 # Keys looked up and not found, remembered per table up to this many (then forgotten all at
 # once): the fold and the scheduler ask for every fresh output CID and task key, most of
 # them not compacted, some again and again (a task with no input asks for the CID "").
@@ -69,7 +70,8 @@ class JobIndex:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set()}
+        self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
+                                             _DELETED: set()}
         db.execute(
             "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
@@ -91,6 +93,12 @@ class JobIndex:
         db.execute("CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, "
                    "at INTEGER NOT NULL, signer TEXT NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)")
+        # Deleted jobs' tombstones (MeshState.deleted): job -> its first JOB_DELETED's order.
+        # The JOB_DELETED events stay in the log; a data dir of an earlier release gets the
+        # table empty and fills it from them at its first pass.
+        db.execute("CREATE TABLE IF NOT EXISTS job_deleted (job TEXT PRIMARY KEY, "
+                   "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) "
+                   "WITHOUT ROWID")
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]]) -> None:
@@ -268,10 +276,46 @@ class JobIndex:
         finally:
             self._forget_absent()
 
+    def put_deleted(self, tombs: Iterable[tuple[str, Order]]) -> None:
+        """Store deleted jobs' tombstones (job, order of its JOB_DELETED; the earlier order
+        of two is kept), in one transaction."""
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT INTO job_deleted VALUES (?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
+                "hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq WHERE "
+                "(excluded.hlc, excluded.origin, excluded.seq) < "
+                "(job_deleted.hlc, job_deleted.origin, job_deleted.seq)",
+                [(j, *o) for j, o in tombs])
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._absent[_DELETED].clear()
+
+    def tombstone(self, job: str) -> Order | None:
+        """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted."""
+        absent = self._absent[_DELETED]
+        if job in absent:
+            return None
+        row = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
+                               (job,)).fetchone()
+        if row is None:
+            self._note_absent(_DELETED, job)
+            return None
+        return (int(row[0]), str(row[1]), int(row[2]))
+
+    def deleted_any(self) -> bool:
+        """Does the index hold a tombstone?"""
+        return self._db.execute("SELECT 1 FROM job_deleted LIMIT 1").fetchone() is not None
+
     def _forget_absent(self) -> None:
         """Cache or provider rows may have been written: a key not found before may be now."""
-        for keys in self._absent.values():
-            keys.clear()
+        for table, keys in self._absent.items():
+            if table != _DELETED:  # (tombstones are written by put_deleted only)
+                keys.clear()
 
     def _note_absent(self, table: int, key: str) -> None:
         keys = self._absent[table]

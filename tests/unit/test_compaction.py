@@ -681,3 +681,163 @@ def test_catch_up_settings_must_be_positive(tmp_path: Path, field: str) -> None:
     with pytest.raises(ConfigError) as e:
         CatchUpConfig(tmp_path, **{field: 0})
     assert e.value.field == field
+
+
+# -- deleted jobs: their events leave memory and the log as a compacted job's -----------------
+
+
+def _deleted(evs: list[Event], job: str, k: int = 1) -> Event:
+    """ORIGIN's JOB_DELETED of `job`, `k` seqs after `evs`."""
+    return Event(ORIGIN, len(evs) + k, evs[-1].hlc + k, EventType.JOB_DELETED,
+                 {"job": job, "reason": "rm"})
+
+
+def test_a_job_deleted_before_compaction_leaves_memory_then_the_log(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)  # nothing is compacted
+    _lagging(n)
+    evs = history(jobs=2, per_job=2)  # job000: seqs 1..9
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    assert gone.id not in n.state.events  # the JOB_DELETED left memory at once
+    assert n.catchup.compact().evicted == 9  # its job's events at the next pass
+    assert not n.state.compacted and n.state.deleted.get("job000") == gone.order
+    assert n.state.deleted == {} and "job000" in n.state.deleted  # its tombstone: in the index
+    assert n.state.events.keys() == {e.id for e in evs[9:]}
+    # what its events made is read from the job index, as a compacted job's
+    assert not dict.__contains__(n.state.outputs, key_of(0, 1))
+    assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")
+    assert ORIGIN in n.state.providers[_cid("job000/t1")]
+    # served from disk while a live member lacks them
+    assert _rows(n) == {e.id for e in [*evs, gone]}
+    assert _ids(n.events_after({}, 100)) == [e.id for e in [*evs, gone]]
+    n.compactor.vvs = lambda: [dict(n.heads()), dict(n.heads())]
+    assert n.catchup.compact().dropped == 9
+    assert _rows(n) == {e.id for e in evs[9:]} | {gone.id}  # the tombstone stays
+    assert n.compactor.floors == {ORIGIN: 9} and not n.compactor.leaving
+    # a refold keeps the tombstone whose JOB_DELETED left memory
+    n.state.refold()
+    assert n.state.deleted.get("job000") == gone.order
+    assert n.state.events.keys() == {e.id for e in evs[9:]}
+
+
+def test_past_the_horizon_a_deleted_jobs_events_leave_the_log_if_a_member_lacks_them(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    _lagging(n)
+    evs = history(jobs=1, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    assert n.catchup.compact().dropped == 0
+    later = gone.hlc + ((7 * 86_400_000 + 1) << 16)  # the fake clock: a week after it
+    n.compactor.now_hlc = lambda: later
+    assert n.catchup.compact().dropped == len(evs) and _rows(n) == {gone.id}
+
+
+def test_a_late_event_of_a_deleted_job_leaves_memory_at_once(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=1, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    n.catchup.compact()  # alone: we hold them all, they leave the log at once
+    assert _rows(n) == {gone.id}
+    late = Event(ORIGIN, gone.seq + 1, gone.hlc + 1, EventType.JOB_CANCELLED,
+                 {"job": "job000", "reason": "late"})
+    assert n.merge([late]) == [late]
+    assert late.id not in n.state.events and "job000" not in n.state.cancelled
+    assert n.catchup.compact().dropped == 1 and _rows(n) == {gone.id}
+
+
+def test_a_restart_holds_the_same_events_of_a_deleted_job(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    _lagging(n)
+    evs = history(jobs=2, per_job=2)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    n.catchup.compact()
+    held, digests = sorted(n.state.events), n.state.content_digests()
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1000)
+    assert sorted(again.state.events) == held and again.state.content_digests() == digests
+    assert again.state.deleted.get("job000") == gone.order
+    assert again.state.deleted == {}  # the replayed JOB_DELETED was known: not kept in memory
+    assert not dict.__contains__(again.state.outputs, key_of(0, 1))
+    # what the replay let leave memory leaves the log once droppable, as before the restart
+    assert again.compactor.leaving == {"job000": {e.id for e in evs[:9]}}
+    again.compactor.vvs = lambda: [dict(again.heads())]
+    assert again.catchup.compact().dropped == 9
+
+
+def test_a_job_rm_of_a_recent_job_lets_its_events_go(tmp_path: Path,
+                                                     opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=2)
+    n.merge(evs)
+    n.janitor.delete_job("job001")  # our own JOB_DELETED, in a turn
+    n.catchup.compact()
+    assert "job001" in n.state.deleted and not n.state.compacted
+    assert n.state.events.keys() == {e.id for e in evs[:9]}
+    assert _rows(n) == {e.id for e in evs[:9]} | {(n.peer_id, n.state.heads[n.peer_id])}
+
+
+def test_peers_holding_the_same_events_hold_the_same_in_memory_whatever_the_order() -> None:
+    from peer.log import fold
+
+    evs = history(jobs=2, per_job=2)
+    gone = _deleted(evs, "job000")
+    a, b = fold([*evs, gone]), fold([gone, *reversed(evs)])
+    a.compact(())  # the events held before the JOB_DELETED leave at the next sweep, as do
+    b.compact(())  # those held past a gap when it came (here all but the last to come)
+    assert sorted(a.events) == sorted(b.events) == sorted(e.id for e in evs[9:])
+    assert a.content_sum() == b.content_sum()
+
+
+def test_compacted_jobs_are_asked_of_the_job_index_not_all_kept_in_memory(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=0)
+    n.state.compacted.members_max = 2
+    evs = history(jobs=5, per_job=1)
+    n.merge(evs)
+    assert n.catchup.compact().compacted == 5
+    assert len(n.state.compacted) == 2 and n.state.compacted.added == 5
+    assert all(f"job{j:03d}" in n.state.compacted for j in range(5))
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=0)
+    assert len(again.state.compacted) == 0  # nothing read at start: asked on demand
+    late = Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.JOB_CANCELLED,
+                 {"job": "job001", "reason": "late"})
+    assert again.merge([late]) == [late]  # a late event of a compacted job: asked, let go
+    assert late.id not in again.state.events and "job001" not in again.state.cancelled
+    assert again.state.compacted == {"job001"}
+    again.janitor.delete_job("job002")  # a compacted job: found in the index
+    assert again.catchup.job_record("job002") is None and "job002" not in again.state.compacted
+
+
+def test_a_data_dir_of_the_previous_release_with_a_deleted_job_opens_and_lets_it_go(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The previous release kept a job deleted before compaction in its log and had no
+    tombstone table: the first start folds the JOB_DELETED from the log, lets the job's events
+    leave memory, writes the tombstone and drops the events once droppable."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    n.listeners[:] = []  # no compactor: as the previous release, nothing leaves
+    evs = history(jobs=2, per_job=2)
+    gone = _deleted(evs, "job000")
+    n.log.append([*evs, gone])
+    n.log.close()
+    opened.remove(n)
+    c = sqlite3.connect(d / "events.sqlite")
+    c.execute("DROP TABLE job_deleted")
+    c.commit()
+    c.close()
+    again = _open(d, opened, recent_tasks=1000)
+    assert again.state.events.keys() == {e.id for e in evs[9:]}
+    assert again.state.deleted == {} and again.state.deleted.get("job000") == gone.order
+    assert again.catchup.compact().dropped == 9  # alone: we hold them all
+    assert _rows(again) == {e.id for e in evs[9:]} | {gone.id}

@@ -418,3 +418,52 @@ def test_a_restart_keeps_the_digests_of_a_compacted_log(tmp_path: Path,
     m = node()
     assert m.state.evicted == n.state.evicted
     assert m.state.content_digests() == digests
+
+
+# -- deleted jobs' events leave memory (peer.log.fold.MeshState.gone) ---------------------------
+
+
+class _PreviousRelease(MeshState):
+    """The previous release's rule: only compacted jobs' events leave memory (a job deleted
+    before it was compacted keeps them for ever)."""
+
+    def gone(self, ev: Event, also: set[str] | None = None) -> bool:
+        jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
+        return bool(jobs) and jobs <= self.compacted | (also or set())
+
+
+def test_a_peer_of_the_previous_release_keeping_a_deleted_jobs_events_costs_a_bounded_exchange(
+        ) -> None:
+    """It holds the events we let go: the blocks that hold them differ at every round, which
+    exchanges the same bounded frames each time and applies nothing on either side; a peer
+    that lacks them gets them from it and lets them go as we did."""
+    from .test_compaction import ORIGIN, _deleted, history
+
+    c = Cluster(3)
+    new, old, late = c.peers
+    old.sink.state = _PreviousRelease()
+    evs = history(jobs=2, per_job=2)
+    gone = _deleted(evs, "job000")
+    for p in (new, old):
+        p.sink.merge([*evs, gone])
+        p.sink.state.compact(())  # a compaction pass
+    assert (ORIGIN, 1) in old.sink.state.events and (ORIGIN, 1) not in new.sink.state.events
+    assert new.sink.state.content_sum() != old.sink.state.content_sum()
+    held = (sorted(new.sink.state.events), sorted(old.sink.state.events))
+    costs = []
+    for _ in range(4):  # rounds, both ways, on the fake clock
+        c.clock.advance(c.cfg.anti_entropy_s)
+        f0 = new.gossip.stats.frames_out + old.gossip.stats.frames_out
+        for p, q in ((new, old), (old, new)):
+            p.gossip.anti_entropy(q.addr)
+            c.net.pump()
+        costs.append(new.gossip.stats.frames_out + old.gossip.stats.frames_out - f0)
+        assert (sorted(new.sink.state.events), sorted(old.sink.state.events)) == held
+        assert new.sink.replaced == old.sink.replaced == 0
+    assert len(set(costs)) == 1 and costs[0] <= 10  # the same few frames each round
+    late.gossip.anti_entropy(old.addr)  # it lacks everything: the old peer serves it
+    c.net.pump()
+    late.sink.state.compact(())
+    assert dict(late.sink.state.heads) == dict(new.sink.state.heads)
+    assert sorted(late.sink.state.events) == held[0]
+    assert late.sink.state.content_sum() == new.sink.state.content_sum()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from peer.log import Event, EventType, MeshState
-from peer.log.fold import Tiered
+from peer.log.fold import Tiered, TieredSet
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
 
 fold_mod = importlib.import_module("peer.log.fold")  # (peer.log.fold is the function)
@@ -166,3 +166,76 @@ def test_setdefault_of_a_key_held_in_the_index_gives_the_index_s_value(state: Me
     assert state.outputs.setdefault("k3", "default") == "out3"
     assert state.outputs.setdefault("absent", "default") == "default"
     assert state.outputs["absent"] == "default"
+
+
+# -- the compacted jobs (MeshState.compacted, a TieredSet in front of the job index) ------------
+
+
+def _tiered_set(index: set[str], asked: list[str]) -> TieredSet:
+    def lookup(job: str) -> bool:
+        asked.append(job)
+        return job in index
+
+    t = TieredSet(members_max=BOUND, absent_max=BOUND)
+    t.tier(lookup, bool(index))
+    return t
+
+
+def test_compacted_jobs_in_memory_are_bounded_and_the_index_answers_for_the_rest() -> None:
+    index: set[str] = set()
+    asked: list[str] = []
+    t = _tiered_set(index, asked)
+    for i in range(N):  # compaction writes the record, then adds the job
+        index.add(f"j{i}")
+        t.add(f"j{i}")
+    assert len(t) == BOUND and t.added == N  # a change counter, though len stays level
+    assert all(f"j{i}" in t for i in range(N - BOUND, N)) and asked == []  # the last in
+    assert all(f"j{i}" in t for i in range(N - BOUND))  # the others: asked of the index
+    assert len(t) == BOUND and asked == [f"j{i}" for i in range(N - BOUND)]
+
+
+def test_a_job_the_index_does_not_hold_is_asked_once_until_it_is_added() -> None:
+    index = {"old"}
+    asked: list[str] = []
+    t = _tiered_set(index, asked)
+    assert t and len(t) == 0  # not empty: the index holds a job
+    assert "live" not in t and "live" not in t and asked == ["live"]
+    index.add("live")
+    t.add("live")
+    assert "live" in t and asked == ["live"]
+    t.discard("live")  # its record deleted
+    index.discard("live")
+    assert "live" not in t and asked == ["live", "live"]
+    for i in range(N):  # the jobs it did not hold are remembered within a bound
+        assert f"x{i}" not in t
+    assert len(t._absent) == BOUND
+
+
+def test_without_a_lookup_a_tiered_set_is_a_plain_set() -> None:
+    t = TieredSet(members_max=1)
+    t |= {"a", "b", "c"}
+    assert t == {"a", "b", "c"} and "d" not in t and not TieredSet()
+    with pytest.raises(ValueError, match="members_max"):
+        TieredSet(members_max=0)
+
+
+def test_tombstones_ask_the_index_only_once_it_holds_one_and_keep_nothing_read_back() -> None:
+    from peer.log.fold import Tombstones
+
+    asked: list[str] = []
+    index: dict[str, tuple[int, str, int]] = {}
+
+    def lookup(job: str) -> tuple[int, str, int] | None:
+        asked.append(job)
+        return index.get(job)
+
+    s = MeshState()
+    s.tier(lambda k: None, lambda k: None, lambda k: None, lambda k: None, lambda k: None,
+           deleted=lookup, some_deleted=False)
+    assert isinstance(s.deleted, Tombstones) and not s.deleted
+    assert "live" not in s.deleted and asked == []  # a mesh that never deleted asks nothing
+    s.apply(Event("o", 1, 5, EventType.JOB_DELETED, {"job": "gone", "reason": "rm"}))
+    index.update(s.spill_deleted())  # a compaction pass wrote it to the index
+    assert s.deleted and dict.__len__(s.deleted) == 0
+    assert s.deleted.get("gone") == (5, "o", 1) and "gone" in s.deleted
+    assert dict.__len__(s.deleted) == 0 and asked == ["gone", "gone"]  # nothing kept
