@@ -55,7 +55,7 @@ from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, job_facts_of
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
-from peer.jobs.spec import workflow_from_json
+from peer.jobs.spec import Workflows
 from peer.log import (
     BATCH_FEATURE,
     HLC,
@@ -153,8 +153,11 @@ class Node:
         self.state = MeshState()
         self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
         self._seed_index()
+        # A received workflow is rebuilt once: checked at the door, then planned (the planner
+        # takes it from here)
+        self.workflows = Workflows()
         self.door = Door(door_cfg, self.hlc, self.log, checks={
-            EventType.JOB_SUBMITTED: lambda ev: workflow_from_json(
+            EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
                 ev.body_as(JobSubmitted).workflow)})
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
@@ -197,7 +200,7 @@ class Node:
                             queue_ahead=QUEUE_AHEAD,
                             queue_alone=not self._fills_cores),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
-            self.fetcher, peers=self.live_peers)
+            self.fetcher, peers=self.live_peers, parse=self.workflows.workflow)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
             CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,

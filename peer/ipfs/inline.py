@@ -132,9 +132,13 @@ def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: in
             raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
         verify(c, data)  # IntegrityError on a mismatch
         out[c] = data
-    have = {str(c) for c in out}
+    have: set[str] | None = None  # every block's CID text, made only when needed
     for r in roots:
-        if r is not None and r not in have:
+        if r is None or (r in inline and str(parse_cid(r)) == r):
+            continue  # a block's key, in canonical form: no need to format every block's
+        if have is None:
+            have = {str(c) for c in out}
+        if r not in have:
             raise IntegrityError(f"inline: the announced CID {r[:64]} is not among the blocks")
     return out
 

@@ -112,8 +112,10 @@ class Planner:
     """Workflows, cache keys, inputs, splits and assemblies of this peer's view of the mesh."""
 
     def __init__(self, state: MeshState, store: Listings, data: Data, min_chunk_items: int,
-                 max_chunk_items: int) -> None:
+                 max_chunk_items: int,
+                 parse: Callable[[Any], Workflow] = workflow_from_json) -> None:
         self.state = state
+        self.parse = parse  # a stored workflow document -> its Workflow (Workflows.workflow)
         self.store = store
         self.data = data
         self.min_chunk_items = min_chunk_items
@@ -129,7 +131,7 @@ class Planner:
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
         if wf is None:
-            wf = self._workflows[job] = workflow_from_json(self.state.jobs[job].payload["workflow"])
+            wf = self._workflows[job] = self.parse(self.state.jobs[job].payload["workflow"])
         return wf
 
     def dependents(self, job: str, task: str) -> list[str]:

@@ -32,7 +32,7 @@ from peer.jobs.ports import (
     SchedulerConfig,
 )
 from peer.jobs.runs import Run, Runs
-from peer.jobs.spec import TaskSpec, Workflow
+from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import Event, EventType, MeshState, TaskKey
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
@@ -62,7 +62,8 @@ class Scheduler:
     def __init__(self, cfg: SchedulerConfig, peer_id: str, state: MeshState, emit: Emit,
                  store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
-                 offload: Offload = asyncio.to_thread) -> None:
+                 offload: Offload = asyncio.to_thread,
+                 parse: Callable[[Any], Workflow] = workflow_from_json) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -75,7 +76,8 @@ class Scheduler:
         self.clock = clock
         self.offload = offload
         self.live = LiveRecords()  # what the API shows of local runs
-        self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items)
+        self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
+                               parse)
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,

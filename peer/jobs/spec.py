@@ -328,6 +328,32 @@ def workflow_from_json(doc: Any) -> Workflow:
                     newer=top)
 
 
+class Workflows:
+    """The last few workflows rebuilt by `workflow_from_json`, by the identity of their
+    stored document (an event payload's own object, never mutated): a peer's door checks a
+    received JOB_SUBMITTED's workflow and its planner needs the same workflow a moment later
+    (rebuilding one of 1,000 tasks costs tens of milliseconds). Loop-owned."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self.built = 0  # documents rebuilt (misses)
+        # id(doc) -> (doc, its workflow); the document is held so that its id is not reused
+        self._memo: dict[int, tuple[Any, Workflow]] = {}
+
+    def workflow(self, doc: Any) -> Workflow:
+        """`workflow_from_json(doc)`, rebuilt only if `doc` is not one of the last few
+        (SpecError as there: nothing is remembered of a document that fails)."""
+        hit = self._memo.get(id(doc))
+        if hit is not None and hit[0] is doc:
+            return hit[1]
+        wf = workflow_from_json(doc)
+        self.built += 1
+        self._memo[id(doc)] = (doc, wf)
+        while len(self._memo) > self.max_entries:
+            del self._memo[next(iter(self._memo))]
+        return wf
+
+
 def _newer_keys(item: Any) -> tuple[str, ...]:
     """The keys of a stored task object that this version does not know."""
     if not isinstance(item, Mapping):

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import cid as pycid
 import pytest
 
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, NotFound
-from peer.ipfs import inline, inlinemark
+from peer.ipfs import cids, inline, inlinemark
 from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
@@ -126,6 +127,40 @@ def test_decode_checks_the_size_bound_before_hashing() -> None:
     _, blocks = inline.import_bytes(b"z" * 600)
     with pytest.raises(IntegrityError, match=r"larger than|more than"):
         inline.decode(inline.encode(blocks), [], 512)
+
+
+def test_decode_formats_only_the_roots_when_they_are_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every peer decodes every inline output: the announced root, a block's key in canonical
+    form, is found without formatting each block's CID (issue 12: 1 % of three peers' CPU)."""
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    assert len(blocks) >= 2
+    formatted: list[Cid] = []
+    real = cids._encode
+
+    def encode(c: Cid) -> str:
+        formatted.append(c)
+        return real(c)
+
+    monkeypatch.setattr(cids, "_encode", encode)
+    got = inline.decode(inline.encode(blocks), [cid], 1024)
+    assert formatted == [parse_cid(cid)]
+    assert {str(c) for c in got} == set(blocks)
+
+
+def test_decode_finds_a_root_whose_block_is_keyed_in_another_form() -> None:
+    """A block keyed by a non-canonical text of its CID still holds the announced (canonical)
+    root; a root announced in a non-canonical text is not a CID's text: refused, as before."""
+    cid, blocks = inline.import_bytes(b"hello")
+    c = parse_cid(cid)
+    alt = pycid.make_cid(1, c.codec, c.multihash).encode("base58btc").decode()
+    assert alt != cid and parse_cid(alt) == c
+    carried = {alt: base64.b64encode(blocks[cid]).decode()}
+    assert list(inline.decode(carried, [cid], 1024)) == [c]
+    with pytest.raises(IntegrityError, match="not among the blocks"):
+        inline.decode(carried, [alt], 1024)
+    with pytest.raises(IntegrityError, match="not among the blocks"):
+        inline.decode(inline.encode(blocks), [alt], 1024)
 
 
 def test_restore_keeps_again_the_blocks_of_logged_events(tmp_path: Path) -> None:

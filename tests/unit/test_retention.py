@@ -10,6 +10,7 @@ import pytest
 
 from peer.errors import Conflict, NotFound
 from peer.ipfs import EmbeddedStore
+from peer.jobs import retention
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.planner import Planner
 from peer.jobs.retention import (
@@ -165,6 +166,37 @@ def test_job_facts_finished_live_and_failed() -> None:
     assert facts["partly"].finished_s is None
     roots = gc_roots(m.state, list(facts.values()))
     assert {"la", "csrc"} <= roots and "oa" not in roots  # finished outputs: pins decide
+
+
+def test_a_live_job_of_independent_tasks_is_known_live_without_every_tasks_status(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every peer's compaction pass asks whether each changed job has finished: a running job
+    of 1,000 independent tasks is live as soon as one of them is neither done nor failed
+    (issue 12), not after the status of every task; a finished one still gets its end."""
+    m = Mesh()
+    m.submit("j", [{"name": f"t{i}", **T} for i in range(200)])
+    m.run("j", "t0", "o0")
+    asked: list[str] = []
+    real = retention.task_status
+
+    def status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
+        asked.append(task)
+        return real(state, job, task, max_attempts)
+
+    monkeypatch.setattr(retention, "task_status", status)
+    tasks = m.state.jobs["j"].payload["workflow"]["tasks"]
+    assert retention.finished_at(m.state, "j", tasks, 3) is None
+    assert len(asked) <= 2
+    m.run("j", "t1", "", fail=True)  # a failed task does not make its job live
+    asked.clear()
+    assert retention.finished_at(m.state, "j", tasks, 3) is None
+    assert asked[:2] == ["t1", "t2"] and len(asked) <= 3
+    m2 = Mesh()
+    m2.submit("k", [{"name": "a", **T}, {"name": "b", **T}])
+    m2.run("k", "a", "oa")
+    m2.run("k", "b", "", fail=True)
+    k_tasks = m2.state.jobs["k"].payload["workflow"]["tasks"]
+    assert retention.finished_at(m2.state, "k", k_tasks, 3) is not None
 
 
 def test_a_running_tasks_partial_output_is_kept_while_its_job_is_live() -> None:
