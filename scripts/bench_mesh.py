@@ -581,15 +581,16 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
             runs: dict[str, list[Any]] = {"banzai": [], "dask": [], "stalls": []}
             try:
                 banzai_batches(mesh, ["warm"], a.n, a.latency_n)
+                lat = ["latency"] if a.latency_n > 0 else []  # (--latency-n 0: none)
                 with dask_cluster(npeers) as client:
                     for rep in range(a.repeat):  # interleaved: drift hits both sides alike
                         b: dict[str, Any] = {}
-                        dk = dask_batches(client, ["latency", "dag", "map"], a.n, a.latency_n,
+                        dk = dask_batches(client, [*lat, "dag", "map"], a.n, a.latency_n,
                                           mesh)
                         runs["dask"].append(dk)
                         runs["banzai"].append(b)
                         try:
-                            for kind in ("latency", "dag", "jobs", "map"):
+                            for kind in (*lat, "dag", "jobs", "map"):
                                 b |= banzai_batches(mesh, [kind], a.n, a.latency_n)
                         except TimeoutError as e:  # a stalled mesh: record, skip the rest
                             runs["stalls"].append(f"rep {rep + 1}: {e}")
@@ -597,11 +598,11 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
                                   flush=True)
                             break
                         print(f"N={npeers} rep {rep + 1}/{a.repeat}: banzai "
-                              f"lat p50 {b['latency']['p50_ms']:.1f} ms, dag "
+                              f"lat p50 {_m([b], 'latency', 'p50_ms'):.1f} ms, dag "
                               f"{b['dag']['tasks_per_s']:.0f}/s, "
                               f"jobs {b['jobs']['tasks_per_s']:.0f}/s, "
                               f"map {b['map']['tasks_per_s']:.0f}/s"
-                              f" | dask lat p50 {dk['latency']['p50_ms']:.1f} ms, map "
+                              f" | dask lat p50 {_m([dk], 'latency', 'p50_ms'):.1f} ms, map "
                               f"{dk['dag']['tasks_per_s']:.0f}/s, sha256 map "
                               f"{dk['map']['tasks_per_s']:.0f}/s | load {load1():.1f}",
                               file=sys.stderr, flush=True)
