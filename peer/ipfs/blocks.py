@@ -185,17 +185,32 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _syncfs_fn = _load_syncfs()
 
 
+# (pid, device) -> a descriptor of a directory on that file system, opened at this
+# process's first syncfs there (the store's open) and kept: syncfs reports the write-back
+# errors of the file system since *its descriptor* was opened, so one opened per call would
+# miss an error of the background write-back of a batch's files before the call.
+_fs_fds: dict[tuple[int, int], int] = {}
+_fs_fds_lock = threading.Lock()
+
+
+def _fs_fd(d: Path) -> int:
+    key = (os.getpid(), os.stat(d).st_dev)  # (a forked child opens its own)
+    with _fs_fds_lock:
+        fd = _fs_fds.get(key)
+        if fd is None:
+            fd = _fs_fds[key] = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    return fd
+
+
 def syncfs(d: Path) -> None:
     """Make the data and metadata of every file on the file system holding `d` durable:
-    one call for a batch of written files instead of one fsync each."""
+    one call for a batch of written files instead of one fsync each. It fails (OSError)
+    for a write-back error on that file system since this process's first syncfs there,
+    once for each error."""
     assert _syncfs_fn is not None
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _syncfs_fn(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
+    if _syncfs_fn(_fs_fd(d)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 # A syncfs writes back every dirty page of the file system, other processes' too: beside a

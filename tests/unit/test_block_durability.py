@@ -244,3 +244,25 @@ def test_a_failed_sync_of_the_inline_writes_withdraws_the_trust_too(
     with store.adding() as add:
         add(f)
     assert calls == ["syncfs", "syncfs", "syncfs"]  # the failed one, then the batch's two
+
+
+def test_every_syncfs_of_a_process_uses_the_descriptor_opened_at_the_store_s_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """syncfs(2) reports the write-back errors since its descriptor was opened: one opened
+    for each call would miss an error of the background write-back of a batch's files
+    written before the call. So the descriptor is opened once, at the store's open (its
+    first sync), before any block is written, and kept for every later sync there."""
+    fds: list[int] = []
+    real = blocks._syncfs_fn
+    assert real is not None
+    monkeypatch.setattr(blocks, "_fs_fds", {})
+    monkeypatch.setattr(blocks, "_syncfs_fn", lambda fd: (fds.append(fd), real(fd))[1])
+    store = EmbeddedStore(tmp_path / "store")
+    opened = list(fds)
+    with store.adding() as add:  # a batch: its data and its renames, one syncfs each
+        cid = add(_file(tmp_path, "a.txt", "a block written after the open"))
+    store.sync_inline()
+    assert opened and len(fds) > len(opened) + 1, "the open, the batch and sync_inline synced"
+    assert set(fds) == {opened[0]}
+    assert Path(os.readlink(f"/proc/self/fd/{opened[0]}")) == store.blocks.dir  # still open
+    assert os.fstat(opened[0]).st_dev == _path(store, cid).stat().st_dev
