@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import logging
@@ -191,6 +192,15 @@ _syncfs_fn = _load_syncfs()
 # miss an error of the background write-back of a batch's files before the call.
 _fs_fds: dict[tuple[int, int], int] = {}
 _fs_fds_lock = threading.Lock()
+# The syncfs calls of this process that failed, ever. The kernel reports an error once per
+# descriptor, to whichever syncfs comes first: a batch whose own syncfs succeeded while
+# this moved since the batch began may have lost pages to an error another caller was told
+# of (`syncfs_failures`).
+_syncfs_failed = 0
+
+
+def syncfs_failures() -> int:
+    return _syncfs_failed
 
 
 def _fs_fd(d: Path) -> int:
@@ -207,9 +217,12 @@ def syncfs(d: Path) -> None:
     one call for a batch of written files instead of one fsync each. It fails (OSError)
     for a write-back error on that file system since this process's first syncfs there,
     once for each error."""
+    global _syncfs_failed
     assert _syncfs_fn is not None
     if _syncfs_fn(_fs_fd(d)) != 0:
         err = ctypes.get_errno()
+        with _fs_fds_lock:
+            _syncfs_failed += 1
         raise OSError(err, os.strerror(err))
 
 
@@ -642,6 +655,7 @@ class BlockBatch:
         self._blocks = blocks
         self._written: dict[Path, Path] = {}  # final place -> temp file, in order
         self._bytes = 0  # written to the temp files
+        self._failed = syncfs_failures()  # when the batch began
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
         """Write bytes already hashed to `c` to a temp file; a present block is kept if known
@@ -679,6 +693,7 @@ class BlockBatch:
                 list(_fsync_pool().map(_fsync_file, [tmp for _, tmp in written]))
             else:
                 syncfs(self._blocks.dir)
+                self._no_failure_since()
             for final, tmp in written:
                 os.replace(tmp, final)
                 done += 1
@@ -688,6 +703,7 @@ class BlockBatch:
                 self._blocks.sync()
             else:
                 syncfs(self._blocks.dir)  # the renames (and new shards' entries)
+                self._no_failure_since()
         except StoreError:  # `sync`'s fsync of the directories, after every rename
             self._blocks.distrust([final for final, _ in written])
             raise
@@ -702,6 +718,13 @@ class BlockBatch:
             raise StoreError(f"cannot store blocks in {self._blocks.dir}: "
                              f"{e.strerror or e}") from e
         self._blocks.vouch([final.name for final, _ in written])
+
+    def _no_failure_since(self) -> None:
+        """OSError (EIO) if a syncfs of this process failed since the batch began: the
+        kernel may have reported a write-back error of our pages to that call instead."""
+        if syncfs_failures() != self._failed:
+            raise OSError(errno.EIO, "a write-back error on the store's file system while "
+                          "the batch was written (reported to another sync)")
 
     def discard(self) -> None:
         """Remove the temp files of the blocks not committed."""

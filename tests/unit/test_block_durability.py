@@ -266,3 +266,24 @@ def test_every_syncfs_of_a_process_uses_the_descriptor_opened_at_the_store_s_ope
     assert set(fds) == {opened[0]}
     assert Path(os.readlink(f"/proc/self/fd/{opened[0]}")) == store.blocks.dir  # still open
     assert os.fstat(opened[0]).st_dev == _path(store, cid).stat().st_dev
+
+
+def test_a_batch_fails_if_another_sync_of_the_process_was_told_of_an_error_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel reports a write-back error once per descriptor, to the first syncfs to
+    come: if another thread's syncfs got it while this batch was being written, the pages
+    lost may be this batch's, so its own syncfs succeeding proves nothing."""
+    store = EmbeddedStore(tmp_path / "store")
+    real = blocks._syncfs_fn
+    assert real is not None
+    with pytest.raises(StoreError), store.adding() as add:
+        cid = add(_file(tmp_path, "a.txt", "written while another sync fails"))
+        monkeypatch.setattr(blocks, "_syncfs_fn", lambda fd: -1)  # another thread's syncfs
+        with pytest.raises(OSError):
+            blocks.syncfs(store.blocks.dir)
+        monkeypatch.setattr(blocks, "_syncfs_fn", real)
+    assert not store.has(cid)  # not announced: not in place
+    assert not [p for p in store.blocks.dir.rglob("*.tmp")]
+    with store.adding() as add:  # a batch begun after the failure commits
+        cid = add(_file(tmp_path, "b.txt", "written after it"))
+    assert store.has(cid)
