@@ -210,7 +210,10 @@ class Node:
         for ev in replayed:
             self.compactor.evicted(ev)
         del replayed
-        self.compactor.settle()  # what the replay folded of compacted or deleted jobs
+        try:  # what the replay folded of compacted or deleted jobs leaves memory
+            self.compactor.settle()
+        except Exception:  # (a full disk): the first compaction pass does it, as any pass
+            log.exception("compaction at start failed: left to the next pass")
         self.compactor.refuse = self.keyring.refused.add
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)

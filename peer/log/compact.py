@@ -27,6 +27,9 @@ log = logging.getLogger("banzai.log")
 SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
+# Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
+# after an upgrade from a release that kept them all must not hold the loop for long.
+DELETED_DROP_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,12 @@ class Compactor:
         # Deleted job -> ids of its events that left memory and are still in the log, until
         # they are droppable (rebuilt at start from what the replay evicts: `evicted`).
         self.leaving: dict[str, set[tuple[str, int]]] = {}
+        # Events that left memory outside a pass that indexed what they made (a late event
+        # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
+        # sweep): their cache entries and providers go to the job index at the next pass,
+        # before any of them may be dropped (`_index_evicted`).
+        self.unindexed: list[Event] = []
+        self._indexing = False  # a pass is evicting what it indexed just before
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
         state.on_evict = self.evicted
@@ -169,6 +178,8 @@ class Compactor:
     def evicted(self, ev: Event) -> None:
         """`ev` left memory (`MeshState.on_evict`): if every job it is about is deleted, it
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
+        if not self._indexing:
+            self.unindexed.append(ev)
         deleted = self.state.deleted
         if not deleted:
             return
@@ -188,11 +199,12 @@ class Compactor:
     def step(self) -> PassStats:
         """One pass: compact what left the recent history, then drop what may be dropped."""
         out = PassStats()
+        self._index_evicted()
         self._scan()
         old = self._beyond_recent()
-        if old:
-            self._compact(old, out)  # (sweeps the deleted jobs' events too)
-        elif self.sweep or (self.beyond and (self.state.compacted or self.state.deleted)):
+        compacted = bool(old) and self._compact(old, out)  # (sweeping the deleted jobs' too)
+        if not compacted and (self.sweep or (
+                self.beyond and (self.state.compacted or self.state.deleted))):
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
@@ -227,7 +239,8 @@ class Compactor:
                 out.append(job)
         return out
 
-    def _compact(self, jobs: list[str], out: PassStats) -> None:
+    def _compact(self, jobs: list[str], out: PassStats) -> bool:
+        """Compact the jobs of `jobs` still finished; False if none was."""
         records: list[JobRecord] = []
         done: list[str] = []
         for job in jobs:
@@ -240,19 +253,20 @@ class Compactor:
             records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, f.summary, f.record,
                                      (), f.facts))
         if not done:
-            return
+            return False
         leaving = self.state.compactable(done)
         ids = _assign(leaving, done)
         records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
         entries, providers = _entries(self.state, leaving)
         self.index.put(records, entries, providers)  # raises: nothing changed in memory
-        out.evicted += len(self.state.compact(done))
+        out.evicted += len(self._compact_state(done))
         _spill(self.state, entries, providers)
         for job in done:
             self.ended.pop(job, None)
         out.compacted += len(done)
         out.jobs += done
+        return True
 
     def _bury(self) -> None:
         """The tombstones in memory go to the job index (read on demand after): what memory
@@ -267,8 +281,11 @@ class Compactor:
         """After a replay: what it folded of compacted or deleted jobs leaves memory (their
         cache entries to the job index); returns the number of events that left."""
         out = PassStats()
+        self.sweep = True  # (if this fails, the next pass does it)
+        self._index_evicted()
         self._sweep(out)
         self._bury()
+        self.sweep = False
         return out.evicted
 
     def _sweep(self, out: PassStats) -> None:
@@ -280,7 +297,33 @@ class Compactor:
         entries, providers = _entries(self.state, leaving)
         if entries or providers:
             self.index.put((), entries, providers)  # raises: nothing changed in memory
-        out.evicted += len(self.state.compact(()))
+        out.evicted += len(self._compact_state(()))
+        _spill(self.state, entries, providers)
+
+    def _compact_state(self, jobs: Sequence[str]) -> list[Event]:
+        """`state.compact(jobs)`, whose leaving events' entries the caller indexed."""
+        self._indexing = True
+        try:
+            return self.state.compact(jobs)
+        finally:
+            self._indexing = False
+
+    def _index_evicted(self) -> None:
+        """The cache entries and providers made by the events in `unindexed` go to the job
+        index (then memory lets them go), as a pass does for the events it evicts: the same
+        entries whatever order a deleted job's events and its JOB_DELETED came in, and none
+        left in memory for ever. Raises (they stay queued) if the index cannot be written:
+        the pass stops before any drop."""
+        evs, self.unindexed = self.unindexed, []
+        if not evs:
+            return
+        entries, providers = _entries(self.state, evs)
+        if entries or providers:
+            try:
+                self.index.put((), entries, providers)
+            except BaseException:
+                self.unindexed[:0] = evs
+                raise
         _spill(self.state, entries, providers)
 
     def _drop(self, out: PassStats) -> None:
@@ -294,16 +337,21 @@ class Compactor:
             if droppable(m, ended, vvs, now, self.cfg):
                 jobs.append(job)
         gone = self.index.ids(jobs) if jobs else []
-        for job, ids in list(self.leaving.items()):
+        left: list[str] = []  # deleted jobs whose events go now
+        for job, ids in self.leaving.items():
+            if len(gone) >= DELETED_DROP_MAX:  # (the rest at the next passes)
+                break
             tomb = self.state.deleted.get(job)
             ended = now if tomb is None else tomb[0]
             if droppable(marks_of(ids), ended, vvs, now, self.cfg):
                 gone += ids
-                del self.leaving[job]
+                left.append(job)
         if not gone:
             return
         floors = marks_of(gone)
         self.store.delete(gone)
+        for job in left:  # (after the delete: if it raised, they are dropped later)
+            del self.leaving[job]
         for origin, seq in floors.items():
             self.store.set_floor(origin, seq)  # the heads count them held after a restart
             self.floors[origin] = max(self.floors.get(origin, 0), seq)

@@ -266,6 +266,11 @@ class TieredSet(set[str]):
         self.update(other)
         return self
 
+    def _memory_only(self, other: Any) -> Any:
+        raise TypeError("a TieredSet's set operations would see its members in memory only")
+
+    __or__ = __and__ = __sub__ = __xor__ = __ror__ = __rand__ = __rsub__ = __rxor__ = _memory_only
+
 
 @dataclass
 class ChunkState:

@@ -19,6 +19,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.http.views import compact_view, job_view, page_jobs
 from peer.log import Event, EventType
+from peer.log.jobindex import ITEM
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.snapframe import FrameSpool, check_record, job_digest3
 from peer.log.snapstream import Spool, job_digest
@@ -841,3 +842,69 @@ def test_a_data_dir_of_the_previous_release_with_a_deleted_job_opens_and_lets_it
     assert again.state.deleted == {} and again.state.deleted.get("job000") == gone.order
     assert again.catchup.compact().dropped == 9  # alone: we hold them all
     assert _rows(again) == {e.id for e in evs[9:]} | {gone.id}
+
+
+def _late_chunk(job: str, seq: int, hlc: int, key: str) -> Event:
+    """Another origin's CHUNK_DONE of `job` with one item cache entry `key`."""
+    return Event("othr0000000000000000", seq, hlc, EventType.CHUNK_DONE,
+                 {"job": job, "task": "t0", "split": [ORIGIN, 2], "chunk": 0, "attempt": 1,
+                  "output": None, "cache": {key: {"c": _cid("item/" + key)}}})
+
+
+@pytest.mark.parametrize("late_first", [True, False])
+def test_a_deleted_jobs_late_event_s_cache_entry_reaches_the_index_in_either_order(
+        tmp_path: Path, opened: list[Node], late_first: bool) -> None:
+    """An event of a deleted job recorded after its JOB_DELETED leaves memory at once; the
+    cache entry it made still goes to the job index at the next pass (as when it came
+    before the JOB_DELETED and was swept), not kept in memory for ever, nor lost when its
+    event is dropped."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    gone = _deleted(evs, "job000")
+    key = hashlib.sha256(b"item-key").hexdigest()
+    late = _late_chunk("job000", 1, evs[-1].hlc, key)
+    n.merge([*evs, late, gone] if late_first else [*evs, gone, late])
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    n.catchup.compact()
+    n.catchup.compact()
+    assert late.id not in _rows(n)  # dropped from the log
+    assert not dict.__contains__(n.state.cache, key)  # memory let it go
+    assert n.index.entry(ITEM, key) is not None
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1000)
+    assert again.state.cache.get(key) == {"c": _cid("item/" + key)}
+
+
+def test_a_failed_drop_keeps_the_deleted_jobs_events_to_drop_later(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000")])
+    n.compactor.vvs = lambda: [{}]  # a live member lacks them: nothing droppable yet
+    n.catchup.compact()
+    assert n.compactor.leaving
+
+    def fail(ids: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with monkeypatch.context() as m:
+        m.setattr(n.compactor.store, "delete", fail)
+        n.compactor.vvs = lambda: [dict(n.heads())]
+        with pytest.raises(sqlite3.OperationalError):
+            n.compactor.step()
+    assert n.compactor.leaving  # kept: dropped by a later pass
+    assert n.catchup.compact().dropped > 0 and not n.compactor.leaving
+
+
+def test_a_pass_whose_old_jobs_reopened_still_sweeps_a_deleted_jobs_events(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000")])
+    n.compactor.dirty.clear()
+    n.compactor.ended["job001"] = (0, 10_000)  # "finished" past the recent history...
+    n.compactor.finished = lambda job: None  # ...but not after all (a reopened chunk)
+    assert n.compactor.step().evicted > 0
+    assert not any(getattr(e.body, "job", None) == "job000" for e in n.state.events.values())

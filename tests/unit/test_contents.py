@@ -429,7 +429,7 @@ class _PreviousRelease(MeshState):
 
     def gone(self, ev: Event, also: set[str] | None = None) -> bool:
         jobs = {j for p in ev.singles if (j := getattr(p.body, "job", None)) is not None}
-        return bool(jobs) and jobs <= self.compacted | (also or set())
+        return bool(jobs) and all(j in self.compacted or j in (also or ()) for j in jobs)
 
 
 def test_a_peer_of_the_previous_release_keeping_a_deleted_jobs_events_costs_a_bounded_exchange(
