@@ -93,7 +93,8 @@ class Finished:
 class EventStore(Protocol):
     """What the compactor needs of the SQLite log (peer.log.sqlite.EventLog)."""
 
-    def delete(self, ids: Iterable[tuple[str, int]]) -> None: ...
+    def delete(self, ids: Iterable[tuple[str, int]],
+               floors: Mapping[str, int] | None = None) -> None: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
     def prune_batches(self) -> None: ...
 
@@ -348,12 +349,11 @@ class Compactor:
                 left.append(job)
         if not gone:
             return
-        floors = marks_of(gone)
-        self.store.delete(gone)
+        floors = marks_of(gone)  # the heads count them held after a restart
+        self.store.delete(gone, floors)  # (one transaction)
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
         for origin, seq in floors.items():
-            self.store.set_floor(origin, seq)  # the heads count them held after a restart
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.index.dropped(jobs, floors)
@@ -469,10 +469,8 @@ class Compactor:
         ids = self.index.delete([job])
         self.state.compacted.discard(job)  # (as after a restart: the job index answers)
         if ids:
-            self.store.delete(ids)
-            for origin, seq in marks_of(ids).items():
-                if seq <= self.state.heads.get(origin, 0):
-                    self.store.set_floor(origin, seq)
+            self.store.delete(ids, {o: q for o, q in marks_of(ids).items()
+                                    if q <= self.state.heads.get(o, 0)})
 
 
 class _Spill:

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,10 +275,19 @@ class EventLog:
                                "typeof(seq) = 'integer'", (origin,)).fetchone()
         return int(row[0] or 0)
 
-    def delete(self, ids: Iterable[tuple[str, int]]) -> None:
-        """Drop these events' rows (events set aside on purpose, see `set_floor`)."""
+    def delete(self, ids: Iterable[tuple[str, int]],
+               floors: Mapping[str, int] | None = None) -> None:
+        """Drop these events' rows (events set aside on purpose, see `set_floor`), and raise
+        these `floors` (origin -> seq) in the same transaction: a crash between the two
+        would leave a gap below a head that no floor covers."""
         self._db.execute("BEGIN")
-        self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?", list(ids))
+        try:
+            self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?", list(ids))
+            for origin, seq in (floors or {}).items():
+                self.set_floor(origin, seq)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
 
     def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:

@@ -886,7 +886,7 @@ def test_a_failed_drop_keeps_the_deleted_jobs_events_to_drop_later(
     n.catchup.compact()
     assert n.compactor.leaving
 
-    def fail(ids: object) -> None:
+    def fail(ids: object, floors: object = None) -> None:
         raise sqlite3.OperationalError("database is locked")
 
     with monkeypatch.context() as m:
@@ -908,3 +908,27 @@ def test_a_pass_whose_old_jobs_reopened_still_sweeps_a_deleted_jobs_events(
     n.compactor.finished = lambda job: None  # ...but not after all (a reopened chunk)
     assert n.compactor.step().evicted > 0
     assert not any(getattr(e.body, "job", None) == "job000" for e in n.state.events.values())
+
+
+def test_a_drop_and_its_floors_are_one_transaction(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash (here: the floor's write failing) between dropping events and raising their
+    origin's floor must not leave a gap below the head that no floor covers: nothing of the
+    drop is kept."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000")])
+    n.compactor.vvs = lambda: [{}]
+    n.catchup.compact()
+    before = _rows(n)
+
+    def crash(origin: str, seq: int) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    with monkeypatch.context() as m:
+        m.setattr(n.log, "set_floor", crash)
+        with pytest.raises(sqlite3.OperationalError):
+            n.compactor.step()
+    assert _rows(n) == before and n.log.floors() == {}
+    assert n.catchup.compact().dropped > 0 and n.log.floors()
