@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
 from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
-from peer.log.fold import MeshState, provided
+from peer.log.fold import MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -38,6 +38,9 @@ class CompactConfig:
     recent_tasks: int = 1000  # finished jobs stay in memory, newest first, while their
     # tasks add up to at most this (the recent history); older ones are compacted
     interval_s: float = 5.0  # how often the node runs a pass
+    provider_sets_max: int = 4096  # provider sets changed in memory (by PROVIDE or UNPROVIDE
+    # events, which belong to no job) kept there; past this many, the oldest half go to the
+    # job index (read back on demand)
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -46,6 +49,8 @@ class CompactConfig:
             raise ValueError("recent_tasks must be >= 0")
         if not self.interval_s > 0:
             raise ValueError("interval_s must be > 0")
+        if self.provider_sets_max < 0:
+            raise ValueError("provider_sets_max must be >= 0")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
@@ -147,6 +152,7 @@ class Compactor:
         elif self.beyond and self.state.compacted:  # an event of a compacted job held past a
             out.evicted += len(self.state.compact(()))  # gap stays in memory until swept
         self.beyond = False
+        self._spill_providers()
         self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
@@ -196,14 +202,27 @@ class Compactor:
         ids = _assign(leaving, done)
         records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
-        entries, providers = _entries(self.state, leaving)
-        self.index.put(records, entries, providers)  # raises: nothing changed in memory
-        out.evicted += len(self.state.compact(done))
-        _spill(self.state, entries, providers)
+        entries, cids = _entries(self.state, leaving)
+        self.index.put(records, entries, _pairs(self.state, cids), cids)  # raises: nothing
+        out.evicted += len(self.state.compact(done))  # changed in memory
+        _spill(self.state, entries, cids)
         for job in done:
             self.ended.pop(job, None)
         out.compacted += len(done)
         out.jobs += done
+
+    def _spill_providers(self) -> None:
+        """Provider sets changed in memory past `provider_sets_max`: the oldest (first made or
+        read back) go to the job index as they are, down to half of it. Compaction spills the
+        sets of its jobs' CIDs; the sets that only PROVIDE and UNPROVIDE events (of no job)
+        changed would stay in memory for good."""
+        table = self.state.providers
+        cap = self.cfg.provider_sets_max
+        if not isinstance(table, Tiered) or table.live_count() <= cap:
+            return
+        cids = table.live()[:table.live_count() - cap // 2]
+        self.index.put((), (), _pairs(self.state, cids), cids)  # raises: nothing changed
+        self.state.spill((), (), cids)
 
     def _drop(self, out: PassStats) -> None:
         """Drop the events of compacted jobs that every live member holds (or past the
@@ -255,7 +274,7 @@ class Compactor:
         self.index.put(jobs, entries, providers)
         names = [r.job for r in jobs]
         self.state.compact(names)
-        _spill(self.state, entries, providers)
+        _spill(self.state, entries, {c for c, _ in providers})
         self._took(heads, floors)
         for name in names:
             self.ended.pop(name, None)
@@ -370,11 +389,10 @@ class _Spill:
         self.state.spill(self.keys[OUTPUT], self.keys[ITEM], self.cids)
 
 
-def _spill(state: MeshState, entries: Sequence[CacheEntry],
-           providers: Sequence[tuple[str, str]]) -> None:
+def _spill(state: MeshState, entries: Sequence[CacheEntry], cids: Iterable[str]) -> None:
     """Entries now in the job index leave memory (the state reads them on demand)."""
     state.spill([e.key for e in entries if e.kind == OUTPUT],
-                [e.key for e in entries if e.kind == ITEM], {c for c, _ in providers})
+                [e.key for e in entries if e.kind == ITEM], cids)
 
 
 def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -398,10 +416,9 @@ def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tupl
     return out
 
 
-def _entries(state: MeshState, events: Sequence[Event],
-             ) -> tuple[list[CacheEntry], list[tuple[str, str]]]:
-    """The cache entries (as won, with their order) and (cid, origin) providers that the
-    leaving events made: what a restart must still know once they are dropped."""
+def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry], list[str]]:
+    """The cache entries (as won, with their order) that the leaving events made and the
+    CIDs they provided: what a restart must still know once they are dropped."""
     entries: dict[tuple[int, str], CacheEntry] = {}
     cids: set[str] = set()
     for ev in events:
@@ -416,8 +433,13 @@ def _entries(state: MeshState, events: Sequence[Event],
                         entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
                                                         state._cache_src[k])
             cids.update(provided(b))
-    providers = [(c, o) for c in cids for o in state.providers.get(c, ())]
-    return list(entries.values()), providers
+    return list(entries.values()), sorted(cids)
+
+
+def _pairs(state: MeshState, cids: Iterable[str]) -> list[tuple[str, str]]:
+    """(cid, origin) of each CID's providers as the fold holds them now (the set in memory,
+    else the job index's): what replaces the index's rows of these CIDs."""
+    return [(c, o) for c in cids for o in state.providers.get(c, ())]
 
 
 # -- snapshots ---------------------------------------------------------------------------
