@@ -218,8 +218,8 @@ class Compactor:
         changed would stay in memory for good."""
         table = self.state.providers
         cap = self.cfg.provider_sets_max
-        if not isinstance(table, Tiered) or table.live_count() <= cap:
-            return
+        if not isinstance(table, Tiered) or table.lookup is None or table.live_count() <= cap:
+            return  # (without a lookup, a set spilled could not be read back)
         cids = table.live()[:table.live_count() - cap // 2]
         self.index.put((), (), _pairs(self.state, cids), cids)  # raises: nothing changed
         self.state.spill((), (), cids)
