@@ -71,7 +71,7 @@ from peer.log import (
 )
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex
+from peer.log.jobindex import JobIndex, read_outputs, read_provided
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -284,7 +284,8 @@ class Node:
                                self.emit)
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
         self.janitor.archived = lambda: [archived_facts(j, f) for j, f in self.index.facts()]
-        self.janitor.archived_cids = lambda: self.index.provided_by(self.peer_id)
+        self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
+        self.janitor.archived_outputs = lambda: read_outputs(self.log.path)
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)

@@ -20,6 +20,8 @@ per job. Worker processes are not walked.
         [--restart]  # restart the node (same data dir) before each walk
         [--delete finished|compacted]  # then delete each round's jobs (`banzai jobs rm`,
                                        # --keep-jobs-days) before or after their compaction
+        [--uploads N]  # also N files uploaded per round (`banzai add`: stored, pinned, one
+                       # PROVIDE each, an event of no job, as a replicated output's)
 """
 
 from __future__ import annotations
@@ -190,6 +192,12 @@ def log_rows(node: Node) -> int:
     return int(node.log.db.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
+def upload(node: Node, text: str) -> str:
+    cid = node.store.add_bytes(text.encode())
+    node.store.pin(cid)
+    return cid
+
+
 def delete(node: Node, jobs: list[str], states: dict[str, int]) -> None:
     """Delete the records of `jobs` (`banzai jobs rm`, or retention's --keep-jobs-days)."""
     for j in jobs:
@@ -225,6 +233,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "audit"})
                     jobs.append(job)
                 states = await wait_jobs(node, jobs, args.timeout_s)
+                for i in range(args.uploads):  # as the upload endpoint does (peer.http.app)
+                    cid = await asyncio.to_thread(upload, node, f"round {r} upload {i}")
+                    node.emit(EventType.PROVIDE, {"cids": [cid]})
                 if args.delete == "finished":  # deleted once finished, before compaction
                     delete(node, jobs, states)
                 passes = 0
@@ -290,6 +301,7 @@ def main() -> None:
     ap.add_argument("--delete", choices=("none", "finished", "compacted"), default="none",
                     help="delete each round's jobs once finished (before compaction) or once "
                     "compacted, as `banzai jobs rm` or --keep-jobs-days do")
+    ap.add_argument("--uploads", type=int, default=0, help="files uploaded per round")
     ap.add_argument("--mix", action="store_true",
                     help="one job in five a rerun of the same tasks (cached), one cancelled")
     ap.add_argument("--restart", action="store_true",

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,10 @@ class Janitor:
         self.forget: list[Callable[[], None]] = []  # after blocks went: drop memos of them
         # The facts of compacted jobs (their records are in the job index, not the state).
         self.archived: Callable[[], list[JobFacts]] = list
-        self.archived_cids: Callable[[], list[str]] = list  # we provided them (compacted jobs)
+        # What the job index lists beyond memory (blocking reads, run in a thread): the CIDs
+        # it lists us as a provider of, and its output cache entries' CIDs.
+        self.archived_cids: Callable[[], Iterable[str]] = tuple
+        self.archived_outputs: Callable[[], Iterable[str]] = tuple
         self.last: CycleReport | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -161,7 +164,10 @@ class Janitor:
             if ret.store_max_bytes is not None:  # measure the store without its garbage
                 stats, collected = await self._gc(jobs), True
             facts = await asyncio.to_thread(self._store_facts, ret.store_max_bytes is not None)
-            unpinned = plan_unpins(jobs, facts, self.state.outputs.values(), now, ret)
+            known = set(self.state.outputs.values())  # in memory, and pinned ones of the index
+            known.update(await asyncio.to_thread(
+                lambda: [c for c in self.archived_outputs() if c in facts.pins]))
+            unpinned = plan_unpins(jobs, facts, known, now, ret)
             if unpinned:
                 await asyncio.to_thread(self._unpin, unpinned)
                 for hook in self.on_unpinned:
@@ -201,10 +207,13 @@ class Janitor:
     async def _unprovide(self) -> int:
         """Tell the mesh which CIDs this peer provided and no longer holds (after a gc), so
         that a rerun recomputes what no peer holds instead of waiting for it."""
-        mine = {c for c, holders in self.state.providers.items() if self.peer_id in holders}
-        mine |= {c for c in self.archived_cids()
-                 if self.peer_id in self.state.providers.get(c, ())}  # read from the index
+        mine = [c for c, holders in self.state.providers.items() if self.peer_id in holders]
         gone = await asyncio.to_thread(lambda: [c for c in mine if not self.store.has(c)])
+        indexed = await asyncio.to_thread(  # the index's, read in batches
+            lambda: {c for c in self.archived_cids() if not self.store.has(c)})
+        # A set in memory is the fold's: the index's row of it may be older.
+        gone += sorted(c for c in indexed.difference(gone)
+                       if self.peer_id in self.state.providers.get(c, ()))
         for i in range(0, len(gone), MAX_UNPROVIDE_CIDS):
             self.emit(EventType.UNPROVIDE, {"cids": gone[i:i + MAX_UNPROVIDE_CIDS]})
         return len(gone)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
 from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
-from peer.log.fold import MeshState, provided
+from peer.log.fold import MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -41,6 +41,9 @@ class CompactConfig:
     recent_tasks: int = 1000  # finished jobs stay in memory, newest first, while their
     # tasks add up to at most this (the recent history); older ones are compacted
     interval_s: float = 5.0  # how often the node runs a pass
+    provider_sets_max: int = 4096  # provider sets changed in memory (by PROVIDE or UNPROVIDE
+    # events, which belong to no job) kept there; past this many, the oldest half go to the
+    # job index (read back on demand)
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -49,6 +52,8 @@ class CompactConfig:
             raise ValueError("recent_tasks must be >= 0")
         if not self.interval_s > 0:
             raise ValueError("interval_s must be > 0")
+        if self.provider_sets_max < 0:
+            raise ValueError("provider_sets_max must be >= 0")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
@@ -209,6 +214,7 @@ class Compactor:
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
+        self._spill_providers()
         self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
@@ -259,10 +265,10 @@ class Compactor:
         ids = _assign(leaving, done)
         records = [JobRecord(r.job, r.order, r.ended_hlc, r.state, r.summary, r.record,
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
-        entries, providers = _entries(self.state, leaving)
-        self.index.put(records, entries, providers)  # raises: nothing changed in memory
-        out.evicted += len(self._compact_state(done))
-        _spill(self.state, entries, providers)
+        entries, cids = _entries(self.state, leaving)
+        self.index.put(records, entries, _pairs(self.state, cids), cids)  # raises: nothing
+        out.evicted += len(self._compact_state(done))  # changed in memory
+        _spill(self.state, entries, cids)
         for job in done:
             self.ended.pop(job, None)
         out.compacted += len(done)
@@ -295,11 +301,11 @@ class Compactor:
         leaving = self.state.compactable(())
         if not leaving:
             return
-        entries, providers = _entries(self.state, leaving)
-        if entries or providers:
-            self.index.put((), entries, providers)  # raises: nothing changed in memory
+        entries, cids = _entries(self.state, leaving)
+        if entries or cids:  # (raises: nothing changed in memory)
+            self.index.put((), entries, _pairs(self.state, cids), cids)
         out.evicted += len(self._compact_state(()))
-        _spill(self.state, entries, providers)
+        _spill(self.state, entries, cids)
 
     def _compact_state(self, jobs: Sequence[str]) -> list[Event]:
         """`state.compact(jobs)`, whose leaving events' entries the caller indexed."""
@@ -318,14 +324,27 @@ class Compactor:
         evs, self.unindexed = self.unindexed, []
         if not evs:
             return
-        entries, providers = _entries(self.state, evs)
-        if entries or providers:
+        entries, cids = _entries(self.state, evs)
+        if entries or cids:
             try:
-                self.index.put((), entries, providers)
+                self.index.put((), entries, _pairs(self.state, cids), cids)
             except BaseException:
                 self.unindexed[:0] = evs
                 raise
-        _spill(self.state, entries, providers)
+        _spill(self.state, entries, cids)
+
+    def _spill_providers(self) -> None:
+        """Provider sets changed in memory past `provider_sets_max`: the oldest (first made or
+        read back) go to the job index as they are, down to half of it. Compaction spills the
+        sets of its jobs' CIDs; the sets that only PROVIDE and UNPROVIDE events (of no job)
+        changed would stay in memory for good."""
+        table = self.state.providers
+        cap = self.cfg.provider_sets_max
+        if not isinstance(table, Tiered) or table.lookup is None or table.live_count() <= cap:
+            return  # (without a lookup, a set spilled could not be read back)
+        cids = table.live()[:table.live_count() - cap // 2]
+        self.index.put((), (), _pairs(self.state, cids), cids)  # raises: nothing changed
+        self.state.spill((), (), cids)
 
     def _drop(self, out: PassStats) -> None:
         """Drop the events of compacted jobs, and those of deleted jobs that left memory,
@@ -388,7 +407,7 @@ class Compactor:
         self.index.put(jobs, entries, providers)
         names = [r.job for r in jobs]
         self.state.compact(names)
-        _spill(self.state, entries, providers)
+        _spill(self.state, entries, {c for c, _ in providers})
         self._took(heads, floors)
         for name in names:
             self.ended.pop(name, None)
@@ -502,11 +521,10 @@ class _Spill:
         self.state.spill(self.keys[OUTPUT], self.keys[ITEM], self.cids)
 
 
-def _spill(state: MeshState, entries: Sequence[CacheEntry],
-           providers: Sequence[tuple[str, str]]) -> None:
+def _spill(state: MeshState, entries: Sequence[CacheEntry], cids: Iterable[str]) -> None:
     """Entries now in the job index leave memory (the state reads them on demand)."""
     state.spill([e.key for e in entries if e.kind == OUTPUT],
-                [e.key for e in entries if e.kind == ITEM], {c for c, _ in providers})
+                [e.key for e in entries if e.kind == ITEM], cids)
 
 
 def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -530,10 +548,9 @@ def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tupl
     return out
 
 
-def _entries(state: MeshState, events: Sequence[Event],
-             ) -> tuple[list[CacheEntry], list[tuple[str, str]]]:
-    """The cache entries (as won, with their order) and (cid, origin) providers that the
-    leaving events made: what a restart must still know once they are dropped."""
+def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry], list[str]]:
+    """The cache entries (as won, with their order) that the leaving events made and the
+    CIDs they provided: what a restart must still know once they are dropped."""
     entries: dict[tuple[int, str], CacheEntry] = {}
     cids: set[str] = set()
     for ev in events:
@@ -548,8 +565,13 @@ def _entries(state: MeshState, events: Sequence[Event],
                         entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
                                                         state._cache_src[k])
             cids.update(provided(b))
-    providers = [(c, o) for c in cids for o in state.providers.get(c, ())]
-    return list(entries.values()), providers
+    return list(entries.values()), sorted(cids)
+
+
+def _pairs(state: MeshState, cids: Iterable[str]) -> list[tuple[str, str]]:
+    """(cid, origin) of each CID's providers as the fold holds them now (the set in memory,
+    else the job index's): what replaces the index's rows of these CIDs."""
+    return [(c, o) for c in cids for o in state.providers.get(c, ())]
 
 
 # -- snapshots ---------------------------------------------------------------------------

@@ -71,8 +71,9 @@ class Tiered(dict[str, Any]):
     since (`_read`), the first read going first (FIFO: a hit records nothing, it costs one
     dict lookup as before; an entry read often is read again once per `read_max` reads). An
     entry written here (`t[k] = v`, or made by `default`) or changed in place (`pin`: the
-    fold adds to or takes from a provider set) is live: kept until compaction spills it (a
-    provider set changed by PROVIDE or UNPROVIDE events, which belong to no job, never is)."""
+    fold adds to or takes from a provider set) is live: kept until compaction spills it (the
+    provider sets that PROVIDE or UNPROVIDE events, which belong to no job, changed are
+    spilled past a bound: peer.log.compact.CompactConfig.provider_sets_max)."""
 
     def __init__(self, default: Callable[[], Any] | None = None,
                  read_max: int | None = None) -> None:
@@ -96,6 +97,15 @@ class Tiered(dict[str, Any]):
         if len(read) > self.read_max:
             dict.__delitem__(self, read.popitem(last=False)[0])
         return v
+
+    def live_count(self) -> int:
+        """How many entries in memory are live (not as read back)."""
+        return dict.__len__(self) - len(self._read)
+
+    def live(self) -> list[str]:
+        """The keys of the live entries, in the order they entered memory."""
+        read = self._read
+        return [k for k in dict.keys(self) if k not in read]
 
     def pin(self, k: str) -> None:
         """`k`'s entry (in memory) was changed in place: it is live, no longer let go as read

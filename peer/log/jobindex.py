@@ -101,9 +101,11 @@ class JobIndex:
                    "WITHOUT ROWID")
 
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
-            providers: Iterable[tuple[str, str]]) -> None:
+            providers: Iterable[tuple[str, str]], cids: Iterable[str] = ()) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
-        a later order only) and (cid, origin) providers, in one transaction."""
+        a later order only) and (cid, origin) providers, in one transaction. The provider rows
+        of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
+        that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to."""
         rows = [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
                  _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records]
@@ -120,6 +122,8 @@ class JobIndex:
                 "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
                 "(cache_index.hlc, cache_index.origin, cache_index.seq)",
                 [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
+            self._db.executemany("DELETE FROM provider_index WHERE cid = ?",
+                                 [(c,) for c in cids])
             self._db.executemany("INSERT OR IGNORE INTO provider_index VALUES (?, ?)",
                                  list(providers))
             self._db.execute("COMMIT")
@@ -455,11 +459,6 @@ class JobIndex:
             self._note_absent(_PROVIDERS, cid)
         return out or None
 
-    def provided_by(self, origin: str) -> list[str]:
-        """The CIDs `origin` provided by the events of compacted jobs."""
-        return [str(c) for (c,) in self._db.execute(
-            "SELECT cid FROM provider_index WHERE origin = ?", (origin,))]
-
     def lookups(self) -> dict[str, Callable[[str], Any]]:
         """The on-demand reads of MeshState.tier."""
         def value(kind: int) -> Callable[[str], Any]:
@@ -562,6 +561,35 @@ def raw_rows(db: sqlite3.Connection, batch: int = 4096,
             yield tag, rows
 
 
+def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:
+    """The CIDs the job index lists `origin` as a provider of, read in batches on a
+    connection of its own (blocking: for a thread; the loop keeps writing meanwhile)."""
+    yield from _read(path, "SELECT cid FROM provider_index WHERE origin = ?", (origin,), batch)
+
+
+def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
+    """The output CIDs of the job index's cache entries (MeshState.outputs' values), read as
+    `read_provided` reads."""
+    for v in _read(path, "SELECT v FROM cache_index WHERE kind = ?", (OUTPUT,), batch):
+        try:
+            cid = json.loads(v)
+        except ValueError:  # a malformed value taken from a snapshot stream
+            continue
+        if isinstance(cid, str):
+            yield cid
+
+
+def _read(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[str]:
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)  # reads
+    try:
+        cur = db.execute(sql, args)
+        while rows := cur.fetchmany(batch):
+            for (v,) in rows:
+                yield str(v)
+    finally:
+        db.close()
+
+
 def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for o, q in ids:
@@ -570,4 +598,5 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 
 __all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord",
-           "Order", "fsync_files", "fsync_path", "raw_rows", "thin_rows"]
+           "Order", "fsync_files", "fsync_path", "raw_rows", "read_outputs", "read_provided",
+           "thin_rows"]

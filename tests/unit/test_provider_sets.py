@@ -1,0 +1,163 @@
+"""The provider sets the fold keeps in front of the job index: bounded in memory whatever
+events changed them, removals (UNPROVIDE) kept in the index, and the janitor's passes over
+what only the index holds. Real nodes on temp dirs, no scheduler running (as
+test_compaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from peer.jobs.janitor import JanitorConfig
+from peer.jobs.retention import RetentionConfig
+from peer.log import Event, EventType
+from peer.log.compact import CompactConfig
+from peer.log.fold import Tiered
+from peer.node import Node
+from tests.unit.test_compaction import ORIGIN, _cid, _open, history
+
+OTHER = "othr0000000000000000"
+REPLICA = "repl0000000000000000"
+
+
+def _hlc() -> int:
+    return (int(time.time() * 1000) - 30_000) << 16
+
+
+def _job(origin: str, job: str, output: str, first_seq: int, hlc: int) -> list[Event]:
+    """One finished job of one task by `origin`, its seqs from `first_seq`."""
+    out: list[Event] = []
+
+    def add(typ: EventType, payload: dict[str, object]) -> list[object]:
+        out.append(Event(origin, first_seq + len(out), hlc + len(out), typ, payload))
+        return [origin, out[-1].seq]
+
+    add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
+        {"name": "t0", "call": "ECHO", "params": {"text": job}}]}})
+    split = add(EventType.TASK_SPLIT, {"job": job, "task": "t0", "input": None,
+                                       "chunks": [[]]})
+    base = {"job": job, "task": "t0", "split": split, "chunk": 0, "attempt": 0}
+    add(EventType.CLAIM, base)
+    add(EventType.CHUNK_DONE, {**base, "output": output, "cache": {}})
+    add(EventType.TASK_DONE, {"job": job, "task": "t0", "output": output, "key": f"k-{job}"})
+    return out
+
+
+def _live(n: Node) -> int:
+    """Provider sets in memory that were changed there (not as read back from the index)."""
+    table = n.state.providers
+    assert isinstance(table, Tiered)
+    return len([k for k in dict.keys(table) if k not in table._read])
+
+
+def _reopen(n: Node, opened: list[Node], recent_tasks: int = 0) -> Node:
+    n.log.close()
+    opened.remove(n)
+    return _open(n.cfg.data_dir, opened, recent_tasks=recent_tasks)
+
+
+# -- 1: sets changed by PROVIDE and UNPROVIDE events (of no job) are bounded in memory ---------
+def test_provider_sets_of_replicated_cids_leave_memory_past_the_bound(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    n.compactor.cfg = dataclasses.replace(n.compactor.cfg, provider_sets_max=8)
+    hlc = _hlc()
+    cids = [_cid(f"replica/{i}") for i in range(40)]
+    provides = [Event(REPLICA, i + 1, hlc + i, EventType.PROVIDE, {"cids": cids[i:i + 1]})
+                for i in range(40)]
+    n.merge(provides)
+    assert _live(n) == 40
+    n.catchup.compact()
+    assert _live(n) <= 8
+    assert all(n.state.providers.get(c) == {REPLICA} for c in cids)  # read back on demand
+    assert all(e.id in n.state.events for e in provides)  # the events held do not change
+    gone = Event(REPLICA, 41, hlc + 50, EventType.UNPROVIDE, {"cids": cids[:20]})
+    n.merge([gone])
+    n.catchup.compact()
+    assert _live(n) <= 8
+    assert [c for c in cids if n.state.providers.get(c)] == cids[20:]
+    again = _reopen(n, opened)
+    assert [c for c in cids if again.state.providers.get(c)] == cids[20:]
+
+
+def test_provider_sets_max_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="provider_sets_max"):
+        CompactConfig(provider_sets_max=-1)
+
+
+# -- 2: a removal reaches the index's rows ---------------------------------------------------
+def test_an_unprovided_origin_does_not_come_back_when_its_cid_is_spilled_again(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.catchup.compact()
+    cid = _cid("job000/t0")
+    assert n.state.providers.get(cid) == {ORIGIN}  # read back from the index
+    n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
+                   {"cids": [cid]})])
+    assert not n.state.providers.get(cid)
+    # Another peer computes the same output; its job is compacted: the CID is spilled again.
+    n.merge(_job(OTHER, "again", cid, 1, evs[-1].hlc + 10))
+    assert n.state.providers.get(cid) == {OTHER}
+    n.catchup.compact()
+    assert "again" in n.state.compacted and dict.get(n.state.providers, cid) is None
+    assert n.state.providers.get(cid) == {OTHER}
+    assert {o for (o,) in n.log.db.execute(
+        "SELECT origin FROM provider_index WHERE cid = ?", (cid,))} == {OTHER}
+    again = _reopen(n, opened)
+    assert again.state.providers.get(cid) == {OTHER}
+
+
+def test_an_unprovide_of_a_set_read_back_holds_after_a_restart(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The changed set spilled (item 1) holds the removal: a restart reads it back as it is
+    (before, the UNPROVIDE replayed against the index's set made it right again)."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=2, per_job=1)
+    n.merge(evs)
+    n.catchup.compact()
+    cid, kept = _cid("job000/t0"), _cid("job001/t0")
+    n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
+                   {"cids": [cid]})])
+    n.compactor.cfg = dataclasses.replace(n.compactor.cfg, provider_sets_max=0)
+    n.catchup.compact()  # the changed set goes to the index as it is
+    assert _live(n) == 0 and not n.state.providers.get(cid)
+    again = _reopen(n, opened)
+    assert not again.state.providers.get(cid) and again.state.providers.get(kept) == {ORIGIN}
+
+
+# -- 3: the janitor's passes see what only the index holds -----------------------------------
+async def test_retention_unpins_an_output_only_the_job_index_knows(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    out = n.store.add_bytes(b"an output of a deleted job" * 100)
+    n.store.pin(out)
+    hlc = _hlc()
+    n.merge(_job(OTHER, "gone", out, 1, hlc))
+    n.catchup.compact()  # its output entry is in the index only
+    n.merge([Event(OTHER, 6, hlc + 10, EventType.JOB_DELETED, {"job": "gone", "reason": "test"})])
+    assert "gone" not in n.index and dict.get(n.state.outputs, "k-gone") is None
+    n.janitor.cfg = JanitorConfig(RetentionConfig(keep_outputs_s=0), gc_interval_s=0,
+                                  gc_grace_s=0)
+    report = await n.janitor.cycle()
+    assert report.unpinned == (out,) and not n.store.has(out)
+
+
+async def test_unprovide_announces_a_cid_only_the_job_index_lists_us_for(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    made = n.store.add_bytes(b"made here, then lost" * 100)
+    hlc = _hlc()
+    n.merge(_job(n.peer_id, "mine", made, 1, hlc))
+    n.catchup.compact()
+    assert dict.get(n.state.providers, made) is None  # the index's only
+    n.janitor.cfg = JanitorConfig(gc_interval_s=0, gc_grace_s=0)  # not pinned: collected
+    emitted: list[tuple[EventType, dict[str, object]]] = []
+    n.janitor.emit = lambda typ, payload: emitted.append((typ, payload))  # type: ignore
+    report = await n.janitor.cycle()
+    assert report.gc.blocks and not n.store.has(made)
+    assert report.unprovided == 1 and emitted == [(EventType.UNPROVIDE, {"cids": [made]})]
