@@ -15,6 +15,7 @@ fetched (`fill`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -29,6 +30,13 @@ Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the lis
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
 _PROVIDERS = 2  # the provider_index's key in JobIndex's memo of keys it does not hold
 _DELETED = 3  # and job_deleted's
+# A cache entry replaces one of a later order only; a provider row is added once.
+_CACHE_UPSERT = (
+    "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO UPDATE SET "
+    "v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq WHERE "
+    "(excluded.hlc, excluded.origin, excluded.seq) < "
+    "(cache_index.hlc, cache_index.origin, cache_index.seq)")
+_PROVIDER_ADD = "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"
 # Keys looked up and not found, remembered per table up to this many (then forgotten all at
 # once): the fold and the scheduler ask for every fresh output CID and task key, most of
 # them not compacted, some again and again (a task with no input asks for the CID "").
@@ -100,6 +108,20 @@ class JobIndex:
                    "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) "
                    "WITHOUT ROWID")
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on the index's connection: committed if the body returns, rolled
+        back if it raises."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     def put(self, records: Iterable[JobRecord], entries: Iterable[CacheEntry],
             providers: Iterable[tuple[str, str]], cids: Iterable[str] = ()) -> None:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
@@ -109,28 +131,18 @@ class JobIndex:
         rows = [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
                  _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records]
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO job_index (job, hlc, origin, seq, ended, state, summary, "
-                "record, ids, facts, marks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)",
-                                 [(r[0], *thin(r[6], r[7], r[9])) for r in rows])
-            self._db.executemany(
-                "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
-                "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
-                "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
-                "(cache_index.hlc, cache_index.origin, cache_index.seq)",
-                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
-            self._db.executemany("DELETE FROM provider_index WHERE cid = ?",
-                                 [(c,) for c in cids])
-            self._db.executemany("INSERT OR IGNORE INTO provider_index VALUES (?, ?)",
-                                 list(providers))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO job_index (job, hlc, origin, seq, ended, state, "
+                    "summary, record, ids, facts, marks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows)
+                db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)",
+                               [(r[0], *thin(r[6], r[7], r[9])) for r in rows])
+                db.executemany(_CACHE_UPSERT,
+                               [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
+                db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
+                db.executemany(_PROVIDER_ADD, list(providers))
         finally:
             self._forget_absent()
 
@@ -151,34 +163,26 @@ class JobIndex:
                     "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                "t": "INSERT OR IGNORE INTO job_index (job, hlc, origin, seq, ended, state, "
                     "summary, record, facts) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
-               "c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
-                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
-                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
-                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
-               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
+               "c": _CACHE_UPSERT, "p": _PROVIDER_ADD}
         db = self._db
         sync, cache = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("synchronous",
                                                                           "cache_size"))
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB while the bulk runs
         try:
-            db.execute("BEGIN")
-            for tag, rows in batches:
-                if tag == "t":
-                    db.executemany(sql[tag], [tuple(r[:8]) for r in rows])
-                    db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
-                                   [(r[0], *r[6:]) for r in rows])
-                else:
-                    db.executemany(sql[tag], rows)
-            if pending is not None:
-                db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)", pending)
-            if owed is not None:
-                db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            with self._tx():
+                for tag, rows in batches:
+                    if tag == "t":
+                        db.executemany(sql[tag], [tuple(r[:8]) for r in rows])
+                        db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
+                                       [(r[0], *r[6:]) for r in rows])
+                    else:
+                        db.executemany(sql[tag], rows)
+                if pending is not None:
+                    db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)",
+                               pending)
+                if owed is not None:
+                    db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
         finally:
             self._forget_absent()
             db.execute(f"PRAGMA synchronous={int(sync)}")
@@ -224,14 +228,13 @@ class JobIndex:
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
         """Remove jobs' records; returns the ids of their events still in the log."""
         out: list[tuple[str, int]] = []
-        self._db.execute("BEGIN")
-        for job in jobs:
-            row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
-            if row is not None:
-                out += [(str(o), int(q)) for o, q in json.loads(row[0])]
-                self._db.execute("DELETE FROM job_index WHERE job = ?", (job,))
-                self._db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
-        self._db.execute("COMMIT")
+        with self._tx() as db:
+            for job in jobs:
+                row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
+                if row is not None:
+                    out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+                    db.execute("DELETE FROM job_index WHERE job = ?", (job,))
+                    db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
         return out
 
     def snapshots_pending(self) -> list[tuple[str, int, str]]:
@@ -246,11 +249,10 @@ class JobIndex:
     def spooled(self, path: str, signer: str, owed: str) -> None:
         """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
         taken from now on (`put_rows`), in one transaction."""
-        self._db.execute("BEGIN")
-        self._db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
-                         (path, signer))
-        self._db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
-        self._db.execute("COMMIT")
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
+                       (path, signer))
+            db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
 
     def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
                  at: int | None) -> None:
@@ -258,44 +260,29 @@ class JobIndex:
         how far it was read (`at`; None: all of it, the snapshot is no longer pending), in one
         transaction: a crash resumes where the last one ended (a row taken twice is
         harmless)."""
-        sql = {"c": "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO "
-                    "UPDATE SET v = excluded.v, hlc = excluded.hlc, origin = excluded.origin, "
-                    "seq = excluded.seq WHERE (excluded.hlc, excluded.origin, excluded.seq) < "
-                    "(cache_index.hlc, cache_index.origin, cache_index.seq)",
-               "p": "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"}
-        db = self._db
-        db.execute("BEGIN")
+        sql = {"c": _CACHE_UPSERT, "p": _PROVIDER_ADD}
         try:
-            for tag, rows in batches:
-                db.executemany(sql[tag], rows)
-            if at is None:
-                db.execute("DELETE FROM snapshot_pending WHERE path = ?", (path,))
-            else:
-                db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, path))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            with self._tx() as db:
+                for tag, rows in batches:
+                    db.executemany(sql[tag], rows)
+                if at is None:
+                    db.execute("DELETE FROM snapshot_pending WHERE path = ?", (path,))
+                else:
+                    db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, path))
         finally:
             self._forget_absent()
 
     def put_deleted(self, tombs: Iterable[tuple[str, Order]]) -> None:
         """Store deleted jobs' tombstones (job, order of its JOB_DELETED; the earlier order
         of two is kept), in one transaction."""
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany(
-                "INSERT INTO job_deleted VALUES (?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
-                "hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq WHERE "
-                "(excluded.hlc, excluded.origin, excluded.seq) < "
-                "(job_deleted.hlc, job_deleted.origin, job_deleted.seq)",
-                [(j, *o) for j, o in tombs])
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT INTO job_deleted VALUES (?, ?, ?, ?) ON CONFLICT (job) DO UPDATE "
+                    "SET hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq WHERE "
+                    "(excluded.hlc, excluded.origin, excluded.seq) < "
+                    "(job_deleted.hlc, job_deleted.origin, job_deleted.seq)",
+                    [(j, *o) for j, o in tombs])
         finally:
             self._absent[_DELETED].clear()
 
@@ -346,10 +333,9 @@ class JobIndex:
         """A thin job's full texts (checked against its hash by the caller: snapframe.
         check_record) replace its thin summary, record and facts."""
         summary, record, facts = texts
-        self._db.execute("BEGIN")
-        self._db.execute("UPDATE job_index SET summary = ?, record = ?, facts = ? WHERE job = ? "
-                         "AND record = ''", (summary, record, facts, job))
-        self._db.execute("COMMIT")
+        with self._tx() as db:
+            db.execute("UPDATE job_index SET summary = ?, record = ?, facts = ? WHERE job = ? "
+                       "AND record = ''", (summary, record, facts, job))
 
     def backfill(self, limit: int) -> int:
         """Thin rows for at most `limit` records written by an earlier release (none yet):
@@ -364,9 +350,8 @@ class JobIndex:
             except ValueError:
                 continue
         if out:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)
-            self._db.execute("COMMIT")
+            with self._tx() as db:
+                db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)
         return len(rows)
 
     def thin_digests(self, digest: Callable[..., str]) -> dict[str, str]:
@@ -401,13 +386,10 @@ class JobIndex:
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
-        self._db.execute("BEGIN")
-        self._db.executemany("UPDATE job_index SET ids = '[]' WHERE job = ?",
-                             [(j,) for j in jobs])
-        self._db.executemany(
-            "INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO UPDATE "
-            "SET seq = max(seq, excluded.seq)", list(floors.items()))
-        self._db.execute("COMMIT")
+        with self._tx() as db:
+            db.executemany("UPDATE job_index SET ids = '[]' WHERE job = ?", [(j,) for j in jobs])
+            db.executemany("INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO "
+                           "UPDATE SET seq = max(seq, excluded.seq)", list(floors.items()))
 
     def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""
