@@ -57,23 +57,31 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
 
 
+@contextlib.contextmanager
+def _or_removed(tmp: Path, what: str) -> Iterator[None]:
+    """The body writes the temp file `tmp`: if it raises, `tmp` is removed, and a full disk
+    is told as StorageFull ("cannot write `what`")."""
+    try:
+        yield
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if disk_full(e):
+            raise StorageFull(f"cannot write {what}: the disk is full") from e
+        raise
+
+
 def write_atomic(final: Path, data: bytes, fsync: bool = True) -> None:
     """Write `data` to `final` through a temp file in the same directory, fsynced unless
     `fsync` is False, and a rename (the directory's entry is made durable by `fsync_dir`).
     StorageFull if the disk is full."""
     tmp = _tmp_name(final)
-    try:
+    with _or_removed(tmp, final.name):
         with open(tmp, "wb", buffering=0) as f:
             f.write(data)
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if disk_full(e):
-            raise StorageFull(f"cannot write {final.name}: the disk is full") from e
-        raise
 
 
 _FSYNC_THREADS = 8  # concurrent fsyncs of one add share the file system's journal commits
@@ -90,15 +98,10 @@ def _fsync_pool() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _write_new(tmp: Path, data: bytes) -> None:
-    """Write `data` to the new file `tmp` (removed again if that fails)."""
-    try:
-        with open(tmp, "xb", buffering=0) as f:
-            f.write(data)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+def _write_new(tmp: Path, data: bytes, what: str) -> None:
+    """Write `data` to the new file `tmp` (removed again if that fails; StorageFull)."""
+    with _or_removed(tmp, what), open(tmp, "xb", buffering=0) as f:
+        f.write(data)
 
 
 # An unsynced block's file (`BlockStore.put_unsynced`): no write bit, so that any process
@@ -445,15 +448,7 @@ class BlockStore:
             return  # (one not known durable is written again, its rename replacing it)
         self._shard(final.parent)
         tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
-        try:
-            with open(tmp, "wb", buffering=0) as f:
-                f.write(data)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if disk_full(e):
-                raise StorageFull(f"cannot write block {c}: the disk is full") from e
-            raise
+        _write_new(tmp, data, f"block {c}")
         fut = _fsync_pool().submit(self._settle, tmp, final)
         settling[final] = fut
         with self._lock:
@@ -565,7 +560,7 @@ class BlockStore:
             return
         self._shard(final.parent)
         tmp = _tmp_name(final)
-        try:
+        with _or_removed(tmp, f"block {c}"):
             with open(tmp, "xb", opener=_marked_opener) as f:
                 f.write(data)
                 if mode is not None:  # torn: replacing it, never by a copy less durable
@@ -575,12 +570,6 @@ class BlockStore:
                 _place_new(tmp, final)
             else:
                 os.replace(tmp, final)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if disk_full(e):
-                raise StorageFull(f"cannot write block {c}: the disk is full") from e
-            raise
 
     @staticmethod
     def _whole(c: Cid, final: Path) -> bool:
@@ -670,12 +659,7 @@ class BlockBatch:
             return  # (one not known durable is written again, its rename replacing it)
         self._blocks._shard(final.parent)
         tmp = _tmp_name(final)
-        try:
-            _write_new(tmp, data)
-        except OSError as e:
-            if disk_full(e):
-                raise StorageFull(f"cannot write block {c}: the disk is full") from e
-            raise
+        _write_new(tmp, data, f"block {c}")
         self._written[final] = tmp
         self._bytes += len(data)
 
