@@ -211,9 +211,11 @@ class Janitor:
         gone = await asyncio.to_thread(lambda: [c for c in mine if not self.store.has(c)])
         indexed = await asyncio.to_thread(  # the index's, read in batches
             lambda: {c for c in self.archived_cids() if not self.store.has(c)})
-        # A set in memory is the fold's: the index's row of it may be older.
+        # A set in memory is the fold's: the index's row of it may be older (one not in
+        # memory is the index's, just read: not asked again, one query each, on the loop).
         gone += sorted(c for c in indexed.difference(gone)
-                       if self.peer_id in self.state.providers.get(c, ()))
+                       if (held := dict.get(self.state.providers, c)) is None
+                       or self.peer_id in held)
         for i in range(0, len(gone), MAX_UNPROVIDE_CIDS):
             self.emit(EventType.UNPROVIDE, {"cids": gone[i:i + MAX_UNPROVIDE_CIDS]})
         return len(gone)

@@ -99,7 +99,8 @@ class EventStore(Protocol):
     """What the compactor needs of the SQLite log (peer.log.sqlite.EventLog)."""
 
     def delete(self, ids: Iterable[tuple[str, int]],
-               floors: Mapping[str, int] | None = None) -> None: ...
+               floors: Mapping[str, int] | None = None,
+               also: Callable[[], None] | None = None) -> None: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
     def prune_batches(self) -> None: ...
 
@@ -368,14 +369,15 @@ class Compactor:
                 left.append(job)
         if not gone:
             return
-        floors = marks_of(gone)  # the heads count them held after a restart
-        self.store.delete(gone, floors)  # (one transaction)
+        # One transaction: the rows, the log's floors (the heads count them held after a
+        # restart) and the job index's compaction floors (a peer behind them takes a snapshot).
+        floors = marks_of(gone)
+        self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
-        self.index.dropped(jobs, floors)
         self.store.prune_batches()
         out.dropped += len(gone)
 
@@ -407,7 +409,8 @@ class Compactor:
         self.index.put(jobs, entries, providers)
         names = [r.job for r in jobs]
         self.state.compact(names)
-        _spill(self.state, entries, {c for c, _ in providers})
+        _spill(self.state, entries, ())
+        self.state.take_providers(providers)
         self._took(heads, floors)
         for name in names:
             self.ended.pop(name, None)
@@ -499,7 +502,7 @@ class _Spill:
     def __init__(self, state: MeshState) -> None:
         self.state = state
         self.keys: dict[int, list[str]] = {OUTPUT: [], ITEM: []}
-        self.cids: set[str] = set()
+        self.providers: list[tuple[str, str]] = []  # rows of CIDs with a set in memory
 
     def noted(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]], jobs: list[str],
               ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
@@ -514,11 +517,13 @@ class _Spill:
                         if dict.__contains__(mem[r[0]], r[1]):
                             self.keys[r[0]].append(r[1])
             elif st.providers:
-                self.cids.update(r[0] for r in rows if dict.__contains__(st.providers, r[0]))
+                self.providers += [(r[0], r[1]) for r in rows
+                                   if dict.__contains__(st.providers, r[0])]
             yield tag, rows
 
     def done(self) -> None:
-        self.state.spill(self.keys[OUTPUT], self.keys[ITEM], self.cids)
+        self.state.spill(self.keys[OUTPUT], self.keys[ITEM], ())
+        self.state.take_providers(self.providers)
 
 
 def _spill(state: MeshState, entries: Sequence[CacheEntry], cids: Iterable[str]) -> None:

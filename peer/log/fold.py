@@ -98,6 +98,10 @@ class Tiered(dict[str, Any]):
             dict.__delitem__(self, read.popitem(last=False)[0])
         return v
 
+    def is_live(self, k: str) -> bool:
+        """Is `k`'s entry in memory and written or changed here (not as read back)?"""
+        return dict.__contains__(self, k) and k not in self._read
+
     def live_count(self) -> int:
         """How many entries in memory are live (not as read back)."""
         return dict.__len__(self) - len(self._read)
@@ -486,6 +490,18 @@ class MeshState:
         if isinstance(self.deleted, Tombstones) and tombs:
             self.deleted.some = True
         return tombs
+
+    def take_providers(self, rows: Iterable[tuple[str, str]]) -> None:
+        """(cid, origin) provider rows a snapshot brought, now in the job index: a CID's set
+        changed here (PROVIDE, UNPROVIDE: not yet in the index) takes them in, but for an
+        origin whose UNPROVIDE of it was folded (a later PROVIDE is in the set already);
+        the other sets leave memory (read on demand, the rows included)."""
+        t = self.providers
+        for c, o in rows:
+            if isinstance(t, Tiered) and not t.is_live(c):
+                t.pop(c, None)
+            elif dict.__contains__(t, c) and (c, o) not in self._dropped:
+                dict.__getitem__(t, c).add(o)
 
     def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
         """These entries are in the job index now: memory lets them go (read on demand)."""

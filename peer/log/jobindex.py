@@ -386,10 +386,15 @@ class JobIndex:
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
-        with self._tx() as db:
-            db.executemany("UPDATE job_index SET ids = '[]' WHERE job = ?", [(j,) for j in jobs])
-            db.executemany("INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO "
-                           "UPDATE SET seq = max(seq, excluded.seq)", list(floors.items()))
+        with self._tx():
+            self.note_dropped(jobs, floors)
+
+    def note_dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
+        """`dropped`, in the caller's transaction on this connection (the log's delete)."""
+        self._db.executemany("UPDATE job_index SET ids = '[]' WHERE job = ?",
+                             [(j,) for j in jobs])
+        self._db.executemany("INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO "
+                             "UPDATE SET seq = max(seq, excluded.seq)", list(floors.items()))
 
     def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""

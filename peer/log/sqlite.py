@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -276,19 +276,24 @@ class EventLog:
         return int(row[0] or 0)
 
     def delete(self, ids: Iterable[tuple[str, int]],
-               floors: Mapping[str, int] | None = None) -> None:
+               floors: Mapping[str, int] | None = None,
+               also: Callable[[], None] | None = None) -> None:
         """Drop these events' rows (events set aside on purpose, see `set_floor`), and raise
-        these `floors` (origin -> seq) in the same transaction: a crash between the two
-        would leave a gap below a head that no floor covers."""
+        these `floors` (origin -> seq) in the same transaction, with `also`'s statements on
+        this connection (the job index's record of the drop): a crash between them would
+        leave a gap below a head that no floor covers."""
         self._db.execute("BEGIN")
         try:
             self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?", list(ids))
             for origin, seq in (floors or {}).items():
                 self.set_floor(origin, seq)
+            if also is not None:
+                also()
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:
         """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with

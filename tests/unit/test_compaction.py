@@ -886,7 +886,7 @@ def test_a_failed_drop_keeps_the_deleted_jobs_events_to_drop_later(
     n.catchup.compact()
     assert n.compactor.leaving
 
-    def fail(ids: object, floors: object = None) -> None:
+    def fail(ids: object, floors: object = None, also: object = None) -> None:
         raise sqlite3.OperationalError("database is locked")
 
     with monkeypatch.context() as m:
@@ -932,3 +932,72 @@ def test_a_drop_and_its_floors_are_one_transaction(
             n.compactor.step()
     assert _rows(n) == before and n.log.floors() == {}
     assert n.catchup.compact().dropped > 0 and n.log.floors()
+
+
+def test_a_crash_in_a_drop_leaves_the_job_index_s_floors_with_the_log_s(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job index's compaction floors (announced: a peer behind them takes a snapshot)
+    are written in the drop's transaction: a crash there keeps them with the log's."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000")])
+    n.compactor.vvs = lambda: [{}]
+    n.catchup.compact()
+    n.compactor.vvs = lambda: [dict(n.heads())]
+
+    def crash(jobs: object, floors: object) -> None:  # kill -9 after the log's statements
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as m:
+        m.setattr(n.index, "note_dropped", crash)
+        with pytest.raises(sqlite3.OperationalError):
+            n.compactor.step()
+    assert n.log.floors() == {} and n.index.floors() == {}
+    assert n.catchup.compact().dropped > 0
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1000)
+    assert again.compactor.floors == again.log.floors() != {}
+
+
+def test_a_pass_drops_deleted_jobs_events_up_to_its_cap_and_the_rest_later(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    import peer.log.compact as compact
+
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=3, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000"), _deleted(evs, "job001", 2)])
+    n.compactor.vvs = lambda: [{}]
+    n.catchup.compact()
+    assert len(n.compactor.leaving) == 2
+    monkeypatch.setattr(compact, "DELETED_DROP_MAX", 1)  # one job's events per pass
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    first = n.catchup.compact().dropped
+    assert first > 0 and len(n.compactor.leaving) == 1
+    assert n.catchup.compact().dropped > 0 and not n.compactor.leaving
+
+
+def test_a_peer_whose_sweep_at_start_fails_starts_and_sweeps_at_its_first_pass(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer.log.compact import Compactor
+
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    n.merge([*evs, _deleted(evs, "job000")])
+    n.log.close()
+    opened.remove(n)
+    real = Compactor._sweep
+
+    def full(self: Compactor, out: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Compactor, "_sweep", full)
+    again = _open(d, opened, recent_tasks=1000)  # starts all the same
+    job000 = [e for e in again.state.events.values() if getattr(e.body, "job", None) == "job000"]
+    assert job000  # still in memory
+    monkeypatch.setattr(Compactor, "_sweep", real)
+    assert again.catchup.compact().evicted >= len(job000)
+    assert not [e for e in again.state.events.values()
+                if getattr(e.body, "job", None) == "job000"]

@@ -161,3 +161,35 @@ async def test_unprovide_announces_a_cid_only_the_job_index_lists_us_for(
     report = await n.janitor.cycle()
     assert report.gc.blocks and not n.store.has(made)
     assert report.unprovided == 1 and emitted == [(EventType.UNPROVIDE, {"cids": [made]})]
+
+
+# -- a snapshot's provider rows and the sets changed in memory -------------------------------
+def _snap(cid: str, origin: str) -> dict[str, object]:
+    return {"jobs": [], "cache": [], "providers": [[cid, origin]], "floors": {}}
+
+
+def test_a_snapshot_taken_keeps_a_provider_only_memory_knew(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    cid = _cid("replicated")
+    hlc = (int(time.time() * 1000) - 30_000) << 16
+    n.merge([Event(REPLICA, 1, hlc, EventType.PROVIDE, {"cids": [cid]})])
+    assert n.state.providers.get(cid) == {REPLICA}
+    n.compactor.take(_snap(cid, OTHER), {})
+    assert n.state.providers.get(cid) == {REPLICA, OTHER}
+
+
+def test_a_snapshot_taken_does_not_bring_back_an_unprovided_origin(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=1, per_job=1)
+    n.merge(evs)
+    n.catchup.compact()
+    cid = _cid("job000/t0")
+    n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
+                   {"cids": [cid]})])
+    assert not n.state.providers.get(cid)
+    n.compactor.take(_snap(cid, ORIGIN), {})  # a signer's index of before the UNPROVIDE
+    assert not n.state.providers.get(cid)
+    n.compactor.take(_snap(cid, OTHER), {})  # another origin's row is taken in
+    assert n.state.providers.get(cid) == {OTHER}
