@@ -551,13 +551,15 @@ def raw_rows(db: sqlite3.Connection, batch: int = 4096,
 def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:
     """The CIDs the job index lists `origin` as a provider of, read in batches on a
     connection of its own (blocking: for a thread; the loop keeps writing meanwhile)."""
-    yield from _read(path, "SELECT cid FROM provider_index WHERE origin = ?", (origin,), batch)
+    yield from _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND cid > ? "
+                      "ORDER BY cid LIMIT ?", (origin,), batch)
 
 
 def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
     """The output CIDs of the job index's cache entries (MeshState.outputs' values), read as
     `read_provided` reads."""
-    for v in _read(path, "SELECT v FROM cache_index WHERE kind = ?", (OUTPUT,), batch):
+    for v in _pages(path, "SELECT k, v FROM cache_index WHERE kind = ? AND k > ? ORDER BY k "
+                    "LIMIT ?", (OUTPUT,), batch):
         try:
             cid = json.loads(v)
         except ValueError:  # a malformed value taken from a snapshot stream
@@ -566,13 +568,20 @@ def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
             yield cid
 
 
-def _read(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[str]:
+def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[str]:
+    """The values of `sql` ((key, value) rows `WHERE ... AND key > ? ORDER BY key LIMIT ?`)
+    read a page of `batch` at a time, each page its own statement: no read transaction is
+    held while the caller works between pages (it would keep the WAL from being
+    checkpointed past it)."""
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)  # reads
     try:
-        cur = db.execute(sql, args)
-        while rows := cur.fetchmany(batch):
-            for (v,) in rows:
+        after = ""
+        while rows := db.execute(sql, (*args, after, batch)).fetchall():
+            after = rows[-1][0]
+            for _, v in rows:
                 yield str(v)
+            if len(rows) < batch:
+                break
     finally:
         db.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -64,3 +65,28 @@ def test_catch_up_pages_reach_the_heads() -> None:
             assert e.seq == vv.get(e.origin, 0) + 1  # each page moves the heads on, in order
             vv[e.origin] = e.seq
     assert vv == s.heads and pages == 15
+
+
+def test_a_thread_reads_the_index_s_outputs_and_provided_cids_page_by_page(
+        tmp_path: Path) -> None:
+    """read_outputs and read_provided read every row once, a page at a time (each page its
+    own statement: the loop's writes between pages are not held back), on a connection of
+    their own."""
+    import sqlite3
+
+    from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, read_outputs, read_provided
+
+    path = tmp_path / "index.sqlite"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    index = JobIndex(db)
+    outs = [f"bafyout{i:03d}" for i in range(10)]
+    index.put((), [CacheEntry(OUTPUT, f"k{i:03d}", c, (i, "o", i)) for i, c in enumerate(outs)]
+              + [CacheEntry(ITEM, "item", "bafyitem", (0, "o", 0))],
+              [(c, "me") for c in outs[:7]] + [(c, "other") for c in outs])
+    pages = read_outputs(path, batch=3)
+    first = [next(pages) for _ in range(3)]
+    index.put((), [CacheEntry(OUTPUT, "k999", "bafylate", (99, "o", 99))], [])  # meanwhile
+    assert first + list(pages) == [*outs, "bafylate"]
+    assert sorted(read_provided(path, "me", batch=3)) == outs[:7]
+    assert list(read_provided(path, "nobody", batch=3)) == []
