@@ -284,6 +284,9 @@ class TieredSet(set[str]):
         raise TypeError("a TieredSet's set operations would see its members in memory only")
 
     __or__ = __and__ = __sub__ = __xor__ = __ror__ = __rand__ = __rsub__ = __rxor__ = _memory_only
+    __le__ = __lt__ = __ge__ = __gt__ = __isub__ = __iand__ = __ixor__ = _memory_only
+    union = intersection = difference = symmetric_difference = _memory_only  # type: ignore[assignment]
+    issubset = issuperset = isdisjoint = _memory_only
 
 
 @dataclass

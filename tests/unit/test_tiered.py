@@ -239,3 +239,13 @@ def test_tombstones_ask_the_index_only_once_it_holds_one_and_keep_nothing_read_b
     assert s.deleted and dict.__len__(s.deleted) == 0
     assert s.deleted.get("gone") == (5, "o", 1) and "gone" in s.deleted
     assert dict.__len__(s.deleted) == 0 and asked == ["gone", "gone"]  # nothing kept
+
+
+def test_a_tiered_set_refuses_set_operations_that_would_see_memory_only() -> None:
+    s = TieredSet()
+    s.tier(lambda k: k == "in-the-index", some=True)
+    assert "in-the-index" in s  # asked of the index
+    for op in (lambda: s | {"a"}, lambda: {"a"} - s, lambda: s <= {"a"},
+               lambda: s.union({"a"}), lambda: s.issubset({"a"})):
+        with pytest.raises(TypeError, match="memory only"):
+            op()
