@@ -464,12 +464,11 @@ class InlineBlocks:
         lost (`lost`; default all), in the caller's thread: written and pinned unsynced,
         they may be gone (or torn: the store writes those again) while the log holds them.
         All of them, whatever the replica rule: the membership has not formed at start,
-        and a copy too many is harmless. The
-        others were made durable at the last clean close (peer.ipfs.inlinemark): never
-        written nor pinned again, so an output unpinned since (retention, a user) stays
-        unpinned; nor noted as held: this peer wrote one only if it was among its replicas
-        then, and the replicator goes by the PROVIDEs. Returns how many events had blocks
-        written again."""
+        and a copy too many is harmless. The others were made durable at the last clean
+        close (peer.ipfs.inlinemark): never written nor pinned again, so an output unpinned
+        since (retention, a user) stays unpinned; nor noted as held: this peer wrote one
+        only if it was among its replicas then, and the replicator goes by the PROVIDEs.
+        Returns how many events had blocks written again."""
         n = 0
         for ev in events:
             if not lost(ev):
