@@ -23,6 +23,15 @@ OTHER = "othr0000000000000000"
 REPLICA = "repl0000000000000000"
 
 
+def _compacted(tmp_path: Path, opened: list[Node], jobs: int = 1) -> tuple[Node, list[Event]]:
+    """A node (recent history 0) whose `jobs` one-task jobs of ORIGIN are compacted."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = history(jobs=jobs, per_job=1)
+    n.merge(evs)
+    n.catchup.compact()
+    return n, evs
+
+
 def _hlc() -> int:
     return (int(time.time() * 1000) - 30_000) << 16
 
@@ -91,10 +100,7 @@ def test_provider_sets_max_must_not_be_negative() -> None:
 # -- 2: a removal reaches the index's rows ---------------------------------------------------
 def test_an_unprovided_origin_does_not_come_back_when_its_cid_is_spilled_again(
         tmp_path: Path, opened: list[Node]) -> None:
-    n = _open(tmp_path / "a", opened, recent_tasks=0)
-    evs = history(jobs=1, per_job=1)
-    n.merge(evs)
-    n.catchup.compact()
+    n, evs = _compacted(tmp_path, opened)
     cid = _cid("job000/t0")
     assert n.state.providers.get(cid) == {ORIGIN}  # read back from the index
     n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
@@ -116,10 +122,7 @@ def test_an_unprovide_of_a_set_read_back_holds_after_a_restart(
         tmp_path: Path, opened: list[Node]) -> None:
     """The changed set spilled (item 1) holds the removal: a restart reads it back as it is
     (before, the UNPROVIDE replayed against the index's set made it right again)."""
-    n = _open(tmp_path / "a", opened, recent_tasks=0)
-    evs = history(jobs=2, per_job=1)
-    n.merge(evs)
-    n.catchup.compact()
+    n, evs = _compacted(tmp_path, opened, jobs=2)
     cid, kept = _cid("job000/t0"), _cid("job001/t0")
     n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
                    {"cids": [cid]})])
@@ -172,8 +175,7 @@ def test_a_snapshot_taken_keeps_a_provider_only_memory_knew(
         tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     cid = _cid("replicated")
-    hlc = (int(time.time() * 1000) - 30_000) << 16
-    n.merge([Event(REPLICA, 1, hlc, EventType.PROVIDE, {"cids": [cid]})])
+    n.merge([Event(REPLICA, 1, _hlc(), EventType.PROVIDE, {"cids": [cid]})])
     assert n.state.providers.get(cid) == {REPLICA}
     n.compactor.take(_snap(cid, OTHER), {})
     assert n.state.providers.get(cid) == {REPLICA, OTHER}
@@ -181,10 +183,7 @@ def test_a_snapshot_taken_keeps_a_provider_only_memory_knew(
 
 def test_a_snapshot_taken_does_not_bring_back_an_unprovided_origin(
         tmp_path: Path, opened: list[Node]) -> None:
-    n = _open(tmp_path / "a", opened, recent_tasks=0)
-    evs = history(jobs=1, per_job=1)
-    n.merge(evs)
-    n.catchup.compact()
+    n, evs = _compacted(tmp_path, opened)
     cid = _cid("job000/t0")
     n.merge([Event(ORIGIN, len(evs) + 1, evs[-1].hlc + 1, EventType.UNPROVIDE,
                    {"cids": [cid]})])
