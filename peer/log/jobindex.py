@@ -189,9 +189,6 @@ class JobIndex:
             db.execute(f"PRAGMA cache_size={int(cache)}")
         fsync_files(db)
 
-    def jobs(self) -> set[str]:
-        return {str(j) for (j,) in self._db.execute("SELECT job FROM job_index")}
-
     def __contains__(self, job: object) -> bool:
         return self._db.execute("SELECT 1 FROM job_index WHERE job = ?",
                                 (job,)).fetchone() is not None
