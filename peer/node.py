@@ -152,6 +152,9 @@ class Node:
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
         self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
+        self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
+                                         recent_tasks=cfg.compact_recent_tasks,
+                                         read_back_entries=cfg.compact_read_back_entries)
         self._seed_index()
         # A received workflow is rebuilt once: checked at the door, then planned (the planner
         # takes it from here)
@@ -203,9 +206,8 @@ class Node:
             self.fetcher, peers=self.live_peers, parse=self.workflows.workflow)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
-            CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
-                          recent_tasks=cfg.compact_recent_tasks),
-            self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
+            self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
+            self.hlc.now)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -299,7 +301,8 @@ class Node:
         the compacted jobs (their events left or leave memory) and their cache entries."""
         self.state.compacted.tier(self.index.__contains__, len(self.index) > 0)
         self.state.tier(**self.index.lookups(), deleted=self.index.tombstone,
-                        some_deleted=self.index.deleted_any())
+                        some_deleted=self.index.deleted_any(),
+                        read_max=self.compact_cfg.read_back_entries)
 
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
 from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
-from peer.log.fold import MeshState, Tiered, provided
+from peer.log.fold import READ_MAX, MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -44,6 +44,8 @@ class CompactConfig:
     provider_sets_max: int = 4096  # provider sets changed in memory (by PROVIDE or UNPROVIDE
     # events, which belong to no job) kept there; past this many, the oldest half go to the
     # job index (read back on demand)
+    read_back_entries: int = READ_MAX  # entries read back from the job index that each of
+    # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again)
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -54,6 +56,8 @@ class CompactConfig:
             raise ValueError("interval_s must be > 0")
         if self.provider_sets_max < 0:
             raise ValueError("provider_sets_max must be >= 0")
+        if self.read_back_entries < 1:
+            raise ValueError("read_back_entries must be >= 1")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
