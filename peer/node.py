@@ -777,6 +777,8 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
+                               "unindexed": len(c.unindexed),
+                               "index_failures": c.index_failures,
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
-from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
+from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, Partial, Provide, TaskDone
 from peer.log.fold import READ_MAX, MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
@@ -30,6 +30,11 @@ INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`in
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
+# Events that left memory outside a pass whose cache entries and providers a pass writes to the
+# job index, at most (`Compactor.unindexed`: the rest at the next passes, and no drop before).
+UNINDEXED_PER_PASS = 10_000
+# The kinds of event whose cache entries or provided CIDs the job index keeps (`_entries`).
+_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial)
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,11 @@ class Compactor:
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
-        # before any of them may be dropped (`_index_evicted`).
+        # before any of them may be dropped (`_index_evicted`: UNINDEXED_PER_PASS a pass).
+        # Only events that make such entries are queued.
         self.unindexed: list[Event] = []
+        self.index_failures = 0  # passes whose write of `unindexed` failed, ever
+        self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
@@ -189,7 +197,7 @@ class Compactor:
     def evicted(self, ev: Event) -> None:
         """`ev` left memory (`MeshState.on_evict`): if every job it is about is deleted, it
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
-        if not self._indexing:
+        if not self._indexing and any(isinstance(p.body, _INDEXED) for p in ev.singles):
             self.unindexed.append(ev)
         deleted = self.state.deleted
         if not deleted:
@@ -220,7 +228,8 @@ class Compactor:
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
         self._spill_providers()
-        self._drop(out)
+        if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
+            self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
@@ -294,7 +303,8 @@ class Compactor:
         cache entries to the job index); returns the number of events that left."""
         out = PassStats()
         self.sweep = True  # (if this fails, the next pass does it)
-        self._index_evicted()
+        while self.unindexed:  # (before the loop runs: the whole replay's; each round
+            self._index_evicted()  # takes some or raises)
         self._sweep(out)
         self._bury()
         self.sweep = False
@@ -321,21 +331,32 @@ class Compactor:
             self._indexing = False
 
     def _index_evicted(self) -> None:
-        """The cache entries and providers made by the events in `unindexed` go to the job
-        index (then memory lets them go), as a pass does for the events it evicts: the same
-        entries whatever order a deleted job's events and its JOB_DELETED came in, and none
-        left in memory for ever. Raises (they stay queued) if the index cannot be written:
-        the pass stops before any drop."""
-        evs, self.unindexed = self.unindexed, []
+        """The cache entries and providers made by the first UNINDEXED_PER_PASS events of
+        `unindexed` go to the job index (then memory lets them go), as a pass does for the
+        events it evicts: the same entries whatever order a deleted job's events and its
+        JOB_DELETED came in, and none left in memory for ever. Raises (they stay queued) if
+        the index cannot be written: the pass stops before any drop; the failure is counted
+        (`index_failures`, /api/health, /metrics) and logged when a run of them starts."""
+        evs = self.unindexed[:UNINDEXED_PER_PASS]
         if not evs:
             return
         entries, cids = _entries(self.state, evs)
         if entries or cids:
             try:
                 self.index.put((), entries, _pairs(self.state, cids), cids)
-            except BaseException:
-                self.unindexed[:0] = evs
+            except Exception as e:
+                self.index_failures += 1
+                self._failing += 1
+                if self._failing == 1:
+                    log.warning("the job index cannot be written (%s): %d events that left "
+                                "memory wait for it; compaction stops until it can", e,
+                                len(self.unindexed))
                 raise
+        if self._failing:
+            log.warning("the job index is written again after %d failed passes",
+                        self._failing)
+            self._failing = 0
+        del self.unindexed[:len(evs)]
         _spill(self.state, entries, cids)
 
     def _spill_providers(self) -> None:
