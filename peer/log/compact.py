@@ -168,6 +168,10 @@ class Compactor:
         # Deleted job -> ids of its events that left memory and are still in the log, until
         # they are droppable (rebuilt at start from what the replay evicts: `evicted`).
         self.leaving: dict[str, set[tuple[str, int]]] = {}
+        # Deleted job of `leaving` -> (its tombstone's hlc, the marks of its ids): what `_drop`
+        # asks of each waiting job, read once (from the job index for the tombstone) and kept
+        # up to date by `evicted` (an id added) and `note` (a JOB_DELETED: read again).
+        self.waiting: dict[str, tuple[int, dict[str, int]]] = {}
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
@@ -190,6 +194,7 @@ class Compactor:
         if isinstance(job, str):
             self.dirty.add(job)
             if isinstance(ev.body, JobDeleted):
+                self.waiting.pop(job, None)  # (an earlier one moves the tombstone)
                 if job in self.state.compacted:
                     self.deleted(job)
                 self.sweep = True  # its events held in memory leave at the next pass
@@ -214,6 +219,9 @@ class Compactor:
             first = first or job
         if first is not None:
             self.leaving.setdefault(first, set()).add(ev.id)
+            facts = self.waiting.get(first)
+            if facts is not None and ev.seq > facts[1].get(ev.origin, 0):
+                facts[1][ev.origin] = ev.seq
 
     def step(self) -> PassStats:
         """One pass: compact what left the recent history, then drop what may be dropped."""
@@ -387,9 +395,13 @@ class Compactor:
         for job, ids in self.leaving.items():
             if len(gone) >= DELETED_DROP_MAX:  # (the rest at the next passes)
                 break
-            tomb = self.state.deleted.get(job)
-            ended = now if tomb is None else tomb[0]
-            if droppable(marks_of(ids), ended, vvs, now, self.cfg):
+            facts = self.waiting.get(job)
+            if facts is None:
+                tomb = self.state.deleted.get(job)  # (a query: the index holds tombstones)
+                facts = (now, marks_of(ids)) if tomb is None else (tomb[0], marks_of(ids))
+                if tomb is not None:
+                    self.waiting[job] = facts
+            if droppable(facts[1], facts[0], vvs, now, self.cfg):
                 gone += ids
                 left.append(job)
         if not gone:
@@ -400,6 +412,7 @@ class Compactor:
         self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
+            self.waiting.pop(job, None)
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
