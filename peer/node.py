@@ -154,6 +154,7 @@ class Node:
         self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
         self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
                                          recent_tasks=cfg.compact_recent_tasks,
+                                         provider_sets_max=cfg.compact_provider_sets_max,
                                          read_back_entries=cfg.compact_read_back_entries)
         self._seed_index()
         # A received workflow is rebuilt once: checked at the door, then planned (the planner

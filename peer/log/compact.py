@@ -48,9 +48,10 @@ class CompactConfig:
     interval_s: float = 5.0  # how often the node runs a pass
     provider_sets_max: int = 4096  # provider sets changed in memory (by PROVIDE or UNPROVIDE
     # events, which belong to no job) kept there; past this many, the oldest half go to the
-    # job index (read back on demand)
+    # job index (read back on demand); the peer setting compact_provider_sets_max
     read_back_entries: int = READ_MAX  # entries read back from the job index that each of
-    # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again)
+    # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again);
+    # the peer setting compact_read_back_entries
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:

@@ -124,6 +124,9 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_FETCH_ALLOW": "10.0.0.0/33"}, "fetch_allow"),
     ({"BANZAI_LABELS": "site"}, "labels"),
     ({"BANZAI_LABELS": "a b=c"}, "labels"),
+    ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "-1"}, "compact_provider_sets_max"),
+    ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "many"}, "compact_provider_sets_max"),
+    ({"BANZAI_COMPACT_READ_BACK_ENTRIES": "0"}, "compact_read_back_entries"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:
