@@ -1,7 +1,8 @@
 """What one entry read back from the job index costs a peer (peer.log.fold.Tiered): the memory
 each of the five cache tables keeps per entry (tracemalloc: key, value, dict slot and the FIFO
 record), and the time of a miss (one SQLite lookup, through `JobIndex.lookups`) against a hit
-(a dict lookup). Keys and values are shaped as a peer's: 64-hex task and item keys, CIDv1
+(a dict lookup); and what a key the index does not hold costs it (remembered until the
+next write of cache rows). Keys and values are shaped as a peer's: 64-hex task and item keys, CIDv1
 (59 characters), item names of 24 characters, peer ids of 20 hex digits, two providers per
 CID. In process, an on-disk SQLite file in a temporary directory; a few seconds.
 
@@ -77,6 +78,15 @@ def main() -> None:
             hit = _time_hits(t, ks)
             print(f"{name:<12} {per:>11.0f} {miss:>8.1f} {hit:>7.2f}")
         print(f"all five     {total:>11.0f}")
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):  # keys the index does not hold: remembered (ABSENT_MAX a table)
+            index.entry(OUTPUT, _hex("fresh", i, 64))
+        gc.collect()
+        per = (tracemalloc.get_traced_memory()[0] - before) / n
+        tracemalloc.stop()
+        print(f"absent key (JobIndex._absent, one table) {per:.0f} bytes")
         db.close()
 
 
