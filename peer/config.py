@@ -227,6 +227,14 @@ class PeerConfig:
         "a finished job's events leave the log once every live peer holds them, or this many "
         "days after it ended even if one does not (it then catches up from a snapshot; "
         "default 7)"))
+    compact_provider_sets_max: int = field(default=4096, metadata=setting(
+        "provider sets (who holds a CID) changed in memory by events of no job (PROVIDE, "
+        "UNPROVIDE: uploads, replicas, garbage collection) kept there; past this many, the "
+        "oldest half go to the job index, read back on demand (default 4096)"))
+    compact_read_back_entries: int = field(default=4096, metadata=setting(
+        "entries of compacted jobs' cache (cached outputs, items, providers) read back from "
+        "the job index that memory keeps, per table (5 tables, about 0.5 KB each); past "
+        "this, the first read goes first and is read again when asked (default 4096)"))
     gc_interval_s: float = field(default=600.0, metadata=setting(
         "seconds between storage cycles: retention, garbage collection (default 600; 0 = "
         "only on demand, `banzai gc`)"))
@@ -311,10 +319,14 @@ class PeerConfig:
 
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
-                     "gc_grace_s", "compact_recent_tasks"):
+                     "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
+        if self.compact_read_back_entries < 1:
+            raise ConfigError("compact_read_back_entries: must be at least 1, got "
+                              f"{self.compact_read_back_entries}",
+                              field="compact_read_back_entries")
         if not self.compact_horizon_days > 0:
             raise ConfigError("compact_horizon_days: must be positive, got "
                               f"{self.compact_horizon_days}", field="compact_horizon_days")

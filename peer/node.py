@@ -152,6 +152,10 @@ class Node:
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
         self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
+        self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
+                                         recent_tasks=cfg.compact_recent_tasks,
+                                         provider_sets_max=cfg.compact_provider_sets_max,
+                                         read_back_entries=cfg.compact_read_back_entries)
         self._seed_index()
         # A received workflow is rebuilt once: checked at the door, then planned (the planner
         # takes it from here)
@@ -203,9 +207,8 @@ class Node:
             self.fetcher, peers=self.live_peers, parse=self.workflows.workflow)
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
-            CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
-                          recent_tasks=cfg.compact_recent_tasks),
-            self.state, self.log, self.index, self._finished, self._vvs, self.hlc.now)
+            self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
+            self.hlc.now)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -299,7 +302,8 @@ class Node:
         the compacted jobs (their events left or leave memory) and their cache entries."""
         self.state.compacted.tier(self.index.__contains__, len(self.index) > 0)
         self.state.tier(**self.index.lookups(), deleted=self.index.tombstone,
-                        some_deleted=self.index.deleted_any())
+                        some_deleted=self.index.deleted_any(),
+                        read_max=self.compact_cfg.read_back_entries)
 
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded
@@ -774,6 +778,8 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "floors": len(c.floors),
+                               "unindexed": len(c.unindexed),
+                               "index_failures": c.index_failures,
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())

@@ -146,6 +146,11 @@ class _Sampled(Collector):
                      int(health.get("quarantined", 0)))
         yield _gauge("log_unknown_events", "Events of newer types held, not folded",
                      unknown.get("events", 0))
+        compaction: Mapping[str, Any] = health.get("compaction", {})
+        yield _gauge("compaction_unindexed_events", "Events that left memory whose cache "
+                     "entries wait for the job index", compaction.get("unindexed", 0))
+        yield _counter("compaction_index_failures", "Compaction passes that could not write "
+                       "the job index", compaction.get("index_failures", 0))
 
 
 class Metrics:

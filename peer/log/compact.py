@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
-from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, TaskDone
-from peer.log.fold import MeshState, Tiered, provided
+from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, Partial, Provide, TaskDone
+from peer.log.fold import READ_MAX, MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -30,6 +30,11 @@ INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`in
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
+# Events that left memory outside a pass whose cache entries and providers a pass writes to the
+# job index, at most (`Compactor.unindexed`: the rest at the next passes, and no drop before).
+UNINDEXED_PER_PASS = 10_000
+# The kinds of event whose cache entries or provided CIDs the job index keeps (`_entries`).
+_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,10 @@ class CompactConfig:
     interval_s: float = 5.0  # how often the node runs a pass
     provider_sets_max: int = 4096  # provider sets changed in memory (by PROVIDE or UNPROVIDE
     # events, which belong to no job) kept there; past this many, the oldest half go to the
-    # job index (read back on demand)
+    # job index (read back on demand); the peer setting compact_provider_sets_max
+    read_back_entries: int = READ_MAX  # entries read back from the job index that each of
+    # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again);
+    # the peer setting compact_read_back_entries
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -54,6 +62,8 @@ class CompactConfig:
             raise ValueError("interval_s must be > 0")
         if self.provider_sets_max < 0:
             raise ValueError("provider_sets_max must be >= 0")
+        if self.read_back_entries < 1:
+            raise ValueError("read_back_entries must be >= 1")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
@@ -159,11 +169,18 @@ class Compactor:
         # Deleted job -> ids of its events that left memory and are still in the log, until
         # they are droppable (rebuilt at start from what the replay evicts: `evicted`).
         self.leaving: dict[str, set[tuple[str, int]]] = {}
+        # Deleted job of `leaving` -> (its tombstone's hlc, the marks of its ids): what `_drop`
+        # asks of each waiting job, read once (from the job index for the tombstone) and kept
+        # up to date by `evicted` (an id added) and `note` (a JOB_DELETED: read again).
+        self.waiting: dict[str, tuple[int, dict[str, int]]] = {}
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
-        # before any of them may be dropped (`_index_evicted`).
+        # before any of them may be dropped (`_index_evicted`: UNINDEXED_PER_PASS a pass).
+        # Only events that make such entries are queued.
         self.unindexed: list[Event] = []
+        self.index_failures = 0  # passes whose write of `unindexed` failed, ever
+        self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
@@ -178,6 +195,7 @@ class Compactor:
         if isinstance(job, str):
             self.dirty.add(job)
             if isinstance(ev.body, JobDeleted):
+                self.waiting.pop(job, None)  # (an earlier one moves the tombstone)
                 if job in self.state.compacted:
                     self.deleted(job)
                 self.sweep = True  # its events held in memory leave at the next pass
@@ -185,7 +203,7 @@ class Compactor:
     def evicted(self, ev: Event) -> None:
         """`ev` left memory (`MeshState.on_evict`): if every job it is about is deleted, it
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
-        if not self._indexing:
+        if not self._indexing and any(isinstance(p.body, _INDEXED) for p in ev.singles):
             self.unindexed.append(ev)
         deleted = self.state.deleted
         if not deleted:
@@ -202,6 +220,9 @@ class Compactor:
             first = first or job
         if first is not None:
             self.leaving.setdefault(first, set()).add(ev.id)
+            facts = self.waiting.get(first)
+            if facts is not None and ev.seq > facts[1].get(ev.origin, 0):
+                facts[1][ev.origin] = ev.seq
 
     def step(self) -> PassStats:
         """One pass: compact what left the recent history, then drop what may be dropped."""
@@ -216,7 +237,8 @@ class Compactor:
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
         self._spill_providers()
-        self._drop(out)
+        if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
+            self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
@@ -290,7 +312,8 @@ class Compactor:
         cache entries to the job index); returns the number of events that left."""
         out = PassStats()
         self.sweep = True  # (if this fails, the next pass does it)
-        self._index_evicted()
+        while self.unindexed:  # (before the loop runs: the whole replay's; each round
+            self._index_evicted()  # takes some or raises)
         self._sweep(out)
         self._bury()
         self.sweep = False
@@ -317,21 +340,32 @@ class Compactor:
             self._indexing = False
 
     def _index_evicted(self) -> None:
-        """The cache entries and providers made by the events in `unindexed` go to the job
-        index (then memory lets them go), as a pass does for the events it evicts: the same
-        entries whatever order a deleted job's events and its JOB_DELETED came in, and none
-        left in memory for ever. Raises (they stay queued) if the index cannot be written:
-        the pass stops before any drop."""
-        evs, self.unindexed = self.unindexed, []
+        """The cache entries and providers made by the first UNINDEXED_PER_PASS events of
+        `unindexed` go to the job index (then memory lets them go), as a pass does for the
+        events it evicts: the same entries whatever order a deleted job's events and its
+        JOB_DELETED came in, and none left in memory for ever. Raises (they stay queued) if
+        the index cannot be written: the pass stops before any drop; the failure is counted
+        (`index_failures`, /api/health, /metrics) and logged when a run of them starts."""
+        evs = self.unindexed[:UNINDEXED_PER_PASS]
         if not evs:
             return
         entries, cids = _entries(self.state, evs)
         if entries or cids:
             try:
                 self.index.put((), entries, _pairs(self.state, cids), cids)
-            except BaseException:
-                self.unindexed[:0] = evs
+            except Exception as e:
+                self.index_failures += 1
+                self._failing += 1
+                if self._failing == 1:
+                    log.warning("the job index cannot be written (%s): %d events that left "
+                                "memory wait for it; compaction stops until it can", e,
+                                len(self.unindexed))
                 raise
+        if self._failing:
+            log.warning("the job index is written again after %d failed passes",
+                        self._failing)
+            self._failing = 0
+        del self.unindexed[:len(evs)]
         _spill(self.state, entries, cids)
 
     def _spill_providers(self) -> None:
@@ -362,9 +396,13 @@ class Compactor:
         for job, ids in self.leaving.items():
             if len(gone) >= DELETED_DROP_MAX:  # (the rest at the next passes)
                 break
-            tomb = self.state.deleted.get(job)
-            ended = now if tomb is None else tomb[0]
-            if droppable(marks_of(ids), ended, vvs, now, self.cfg):
+            facts = self.waiting.get(job)
+            if facts is None:
+                tomb = self.state.deleted.get(job)  # (a query: the index holds tombstones)
+                facts = (now, marks_of(ids)) if tomb is None else (tomb[0], marks_of(ids))
+                if tomb is not None:
+                    self.waiting[job] = facts
+            if droppable(facts[1], facts[0], vvs, now, self.cfg):
                 gone += ids
                 left.append(job)
         if not gone:
@@ -375,6 +413,7 @@ class Compactor:
         self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
+            self.waiting.pop(job, None)
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)

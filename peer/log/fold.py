@@ -57,9 +57,12 @@ Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict 
 _MISSING = object()
 
 
-# Entries read back from the job index that a Tiered keeps (per table): past this many, the
-# first read goes first (read again from the index when asked again).
-READ_MAX = 65536
+# Entries read back from the job index that a Tiered keeps (per table, by default: the
+# peer setting is compact_read_back_entries): past this many, the first read goes first (read
+# again from the index when asked again). One costs 0.3-0.6 KB of memory (2.2 KB for the five
+# tables), a miss one SQLite lookup of about 12 us (docs/benchmarks.md, "Read-back cache"):
+# about 9 MB for the five tables when full.
+READ_MAX = 4096
 
 
 class Tiered(dict[str, Any]):
@@ -94,9 +97,20 @@ class Tiered(dict[str, Any]):
         dict.__setitem__(self, k, v)
         read = self._read
         read[k] = None
-        if len(read) > self.read_max:
-            dict.__delitem__(self, read.popitem(last=False)[0])
+        self._trim()
         return v
+
+    def _trim(self) -> None:
+        read = self._read
+        while len(read) > self.read_max:
+            dict.__delitem__(self, read.popitem(last=False)[0])
+
+    def bound(self, read_max: int) -> None:
+        """Keep at most `read_max` entries read back from now on (ValueError below 1)."""
+        if read_max < 1:
+            raise ValueError(f"read_max: must be at least 1, got {read_max}")
+        self.read_max = read_max
+        self._trim()
 
     def is_live(self, k: str) -> bool:
         """Is `k`'s entry in memory and written or changed here (not as read back)?"""
@@ -471,16 +485,18 @@ class MeshState:
              cache: Callable[[str], Any], cache_src: Callable[[str], Any],
              providers: Callable[[str], set[str] | None],
              deleted: Callable[[str], Any] | None = None, some_deleted: bool = False,
-             ) -> None:
+             read_max: int | None = None) -> None:
         """Read the cache tables' entries and the tombstones missing from memory from the
         job index (each lookup returns None for a key it does not hold); each table keeps a
-        bounded number of them (`Tiered.read_max`). `some_deleted`: the index holds a
-        tombstone."""
+        bounded number of them (`read_max`, READ_MAX without it: `Tiered.read_max`).
+        `some_deleted`: the index holds a tombstone."""
         for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
                           (self.cache, cache), (self._cache_src, cache_src),
                           (self.providers, providers), (self.deleted, deleted)):
             if isinstance(table, Tiered) and fn is not None:
                 table.lookup = fn
+                if read_max is not None:
+                    table.bound(read_max)
         if isinstance(self.deleted, Tombstones):
             self.deleted.some = self.deleted.some or some_deleted
 

@@ -107,6 +107,9 @@ class JobIndex:
         db.execute("CREATE TABLE IF NOT EXISTS job_deleted (job TEXT PRIMARY KEY, "
                    "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) "
                    "WITHOUT ROWID")
+        # How many records the index holds: counted once here, then kept by this object's
+        # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
+        self._count = int(db.execute("SELECT count(*) FROM job_index").fetchone()[0])
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -133,6 +136,9 @@ class JobIndex:
                  _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records]
         try:
             with self._tx() as db:
+                jobs = {r[0] for r in rows}
+                new = len(jobs) - sum(db.execute("SELECT 1 FROM job_index WHERE job = ?",
+                                                 (j,)).fetchone() is not None for j in jobs)
                 db.executemany(
                     "INSERT OR REPLACE INTO job_index (job, hlc, origin, seq, ended, state, "
                     "summary, record, ids, facts, marks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -143,6 +149,7 @@ class JobIndex:
                                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
                 db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
                 db.executemany(_PROVIDER_ADD, list(providers))
+            self._count += new  # (committed)
         finally:
             self._forget_absent()
 
@@ -169,20 +176,26 @@ class JobIndex:
                                                                           "cache_size"))
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB while the bulk runs
+        new = 0  # job rows inserted (a job already held is ignored: not counted)
         try:
             with self._tx():
                 for tag, rows in batches:
+                    before = db.total_changes
                     if tag == "t":
                         db.executemany(sql[tag], [tuple(r[:8]) for r in rows])
+                        new += db.total_changes - before
                         db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
                                        [(r[0], *r[6:]) for r in rows])
                     else:
                         db.executemany(sql[tag], rows)
+                        if tag == "j":
+                            new += db.total_changes - before
                 if pending is not None:
                     db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)",
                                pending)
                 if owed is not None:
                     db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
+            self._count += new  # (committed)
         finally:
             self._forget_absent()
             db.execute(f"PRAGMA synchronous={int(sync)}")
@@ -194,7 +207,8 @@ class JobIndex:
                                 (job,)).fetchone() is not None
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM job_index").fetchone()[0])
+        """The number of records: O(1), kept by the writes (counted once at open)."""
+        return self._count
 
     def record(self, job: str) -> dict[str, Any] | None:
         """The full view of a finished job, or None if it is not in the index."""
@@ -225,6 +239,7 @@ class JobIndex:
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
         """Remove jobs' records; returns the ids of their events still in the log."""
         out: list[tuple[str, int]] = []
+        gone = 0
         with self._tx() as db:
             for job in jobs:
                 row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
@@ -232,6 +247,8 @@ class JobIndex:
                     out += [(str(o), int(q)) for o, q in json.loads(row[0])]
                     db.execute("DELETE FROM job_index WHERE job = ?", (job,))
                     db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
+                    gone += 1
+        self._count -= gone  # (committed)
         return out
 
     def snapshots_pending(self) -> list[tuple[str, int, str]]:

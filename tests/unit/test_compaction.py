@@ -19,6 +19,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.http.views import compact_view, job_view, page_jobs
 from peer.log import Event, EventType
+from peer.log import compact as compact_mod
 from peer.log.jobindex import ITEM
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.snapframe import FrameSpool, check_record, job_digest3
@@ -901,6 +902,42 @@ def test_a_failed_drop_keeps_the_deleted_jobs_events_to_drop_later(
             n.compactor.step()
     assert n.compactor.leaving  # kept: dropped by a later pass
     assert n.catchup.compact().dropped > 0 and not n.compactor.leaving
+
+
+def test_a_waiting_deleted_job_s_tombstone_and_marks_are_read_once(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its events wait (up to the horizon) for every live member to hold them: the passes
+    meanwhile do not read its tombstone from the job index nor its marks again; a late event
+    of it moves its marks, and it leaves once they are covered."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    n.compactor.vvs = lambda: [{}]  # a live member lacks them: nothing droppable yet
+    tombs: list[str] = []
+    lookup = n.state.deleted.lookup  # type: ignore[attr-defined]
+    assert lookup is not None
+    monkeypatch.setattr(n.state.deleted, "lookup", lambda job: (tombs.append(job),
+                                                                lookup(job))[1])
+    marked: list[int] = []
+    real = compact_mod.marks_of
+    monkeypatch.setattr(compact_mod, "marks_of", lambda ids: (marked.append(1), real(ids))[1])
+    for _ in range(4):
+        assert n.catchup.compact().dropped == 0
+    assert tombs == ["job000"] and len(marked) == 1
+    assert n.compactor.waiting["job000"][0] == gone.hlc
+    late = _late_chunk("job000", 1, evs[-1].hlc, hashlib.sha256(b"late").hexdigest())
+    n.merge([late])  # left memory at once: waits with the job's
+    assert n.compactor.waiting["job000"][1]["othr0000000000000000"] == 1
+    tombs.clear()  # (the fold and `evicted` asked: the late event is of a deleted job)
+    n.catchup.compact()
+    assert tombs == [] and marked == [1]
+    n.compactor.vvs = lambda: [{ORIGIN: gone.seq}]  # not the late one's origin yet
+    assert n.catchup.compact().dropped == 0
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    assert n.catchup.compact().dropped > 0
+    assert not n.compactor.leaving and not n.compactor.waiting
+    assert late.id not in _rows(n)
 
 
 def test_a_pass_whose_old_jobs_reopened_still_sweeps_a_deleted_jobs_events(

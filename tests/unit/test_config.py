@@ -124,6 +124,9 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_FETCH_ALLOW": "10.0.0.0/33"}, "fetch_allow"),
     ({"BANZAI_LABELS": "site"}, "labels"),
     ({"BANZAI_LABELS": "a b=c"}, "labels"),
+    ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "-1"}, "compact_provider_sets_max"),
+    ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "many"}, "compact_provider_sets_max"),
+    ({"BANZAI_COMPACT_READ_BACK_ENTRIES": "0"}, "compact_read_back_entries"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:
@@ -261,7 +264,8 @@ def test_default_worker_memory_is_half_the_machine(monkeypatch: pytest.MonkeyPat
     assert default_worker_memory_mb() == 2048
 
 
-@pytest.mark.parametrize("name", ["max_tasks_per_job", "max_workflow_bytes", "max_body_bytes"])
+@pytest.mark.parametrize("name", ["max_tasks_per_job", "max_workflow_bytes", "max_body_bytes",
+                                  "compact_read_back_entries"])
 def test_bounds_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError) as e:
         PeerConfig(**{name: 0})

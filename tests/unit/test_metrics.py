@@ -46,7 +46,8 @@ class Host:
 
     def log_health(self) -> Mapping[str, Any]:
         return {"events": len(self.state.events), "quarantined": 3,
-                "refused": {"by_reason": {"clock": 4}}, "unknown": {"events": 1, "dropped": 6}}
+                "refused": {"by_reason": {"clock": 4}}, "unknown": {"events": 1, "dropped": 6},
+                "compaction": {"unindexed": 8, "index_failures": 9}}
 
     def durability(self) -> Mapping[str, Any]:
         return {"unwritten_events": 2}
@@ -88,6 +89,8 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
     assert s[("banzai_executor_queued", ())] == 2
     assert s[("banzai_tasks_starved", ())] == 3
     assert s[("banzai_fetched_bytes_total", ())] == 12345
+    assert s[("banzai_compaction_unindexed_events", ())] == 8
+    assert s[("banzai_compaction_index_failures_total", ())] == 9
     h.state.apply(Event("b", 9, 2, EventType.MEMBER, {
         "name": "b", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1}))
     assert samples(m)[("banzai_log_events", ())] == 6

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from peer.config import PeerConfig
+from peer.errors import ConfigError
 from peer.jobs.janitor import JanitorConfig
 from peer.jobs.retention import RetentionConfig
 from peer.log import Event, EventType
@@ -95,6 +97,21 @@ def test_provider_sets_of_replicated_cids_leave_memory_past_the_bound(
 def test_provider_sets_max_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="provider_sets_max"):
         CompactConfig(provider_sets_max=-1)
+    with pytest.raises(ConfigError) as e:
+        PeerConfig(compact_provider_sets_max=-1)
+    assert e.value.field == "compact_provider_sets_max"
+
+
+def test_the_peer_settings_reach_the_compactor_and_the_tables(tmp_path: Path,
+                                                              opened: list[Node]) -> None:
+    """--compact-provider-sets-max and --compact-read-back-entries."""
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_provider_sets_max=8,
+                        compact_read_back_entries=3))
+    opened.append(n)
+    assert n.compactor.cfg.provider_sets_max == 8
+    assert n.compactor.cfg.read_back_entries == 3
+    for t in (n.state.outputs, n.state.cache, n.state.providers):
+        assert isinstance(t, Tiered) and t.read_max == 3
 
 
 # -- 2: a removal reaches the index's rows ---------------------------------------------------

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.log import Event, EventType, MeshState
+from peer.log.compact import CompactConfig
 from peer.log.fold import Tiered, TieredSet
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
 
@@ -159,6 +161,43 @@ def test_every_write_makes_an_entry_live(state: MeshState) -> None:
 def test_the_bound_is_at_least_one() -> None:
     with pytest.raises(ValueError):
         Tiered(read_max=0)
+    with pytest.raises(ValueError):
+        Tiered().bound(0)
+
+
+def test_the_default_bound_keeps_a_few_megabytes() -> None:
+    """4096 entries per table, about 2.2 KB for the five (docs/benchmarks.md, "Read-back
+    cache"): about 9 MB when full, where 65,536 was about 145 MB."""
+    assert fold_mod.READ_MAX == 4096
+    assert CompactConfig().read_back_entries == fold_mod.READ_MAX
+    assert PeerConfig().compact_read_back_entries == fold_mod.READ_MAX
+    with pytest.raises(ValueError, match="read_back_entries"):
+        CompactConfig(read_back_entries=0)
+
+
+def test_tier_sets_each_table_s_bound_and_refold_keeps_it(db: sqlite3.Connection) -> None:
+    index = JobIndex(db)
+    index.put([], [CacheEntry(OUTPUT, f"k{i}", f"out{i}", (10, "o", 1)) for i in range(N)],
+              [(f"c{i}", "peerA") for i in range(N)])
+    s = MeshState()
+    s.tier(**index.lookups(), read_max=3)  # type: ignore[arg-type]
+    for s2 in (s, None):
+        if s2 is None:
+            s.refold()
+        for i in range(N):
+            assert s.outputs.get(f"k{i}") == f"out{i}"
+            assert s.providers.get(f"c{i}") == {"peerA"}
+        for t in _tables(s):
+            assert isinstance(t, Tiered) and t.read_max == 3
+            assert dict.__len__(t) <= 3
+
+
+def test_a_lower_bound_lets_the_first_read_go_at_once(state: MeshState) -> None:
+    for i in range(BOUND):
+        state.outputs.get(f"k{i}")
+    assert isinstance(state.outputs, Tiered)
+    state.outputs.bound(2)
+    assert list(state.outputs) == [f"k{BOUND - 2}", f"k{BOUND - 1}"]
 
 
 def test_setdefault_of_a_key_held_in_the_index_gives_the_index_s_value(state: MeshState) -> None:
