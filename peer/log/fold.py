@@ -23,7 +23,7 @@ import heapq
 import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from peer.log.contents import ContentSums, block_digest, block_seqs
@@ -363,6 +363,13 @@ class MeshState:
     # Told of every event that leaves memory (`_evict_one`): the compactor, which drops a
     # deleted job's events from the log (peer.log.compact.Compactor.evicted).
     on_evict: Callable[[Event], None] | None = None
+
+    def sizes(self) -> dict[str, int]:
+        """The entries each table keeps in memory (a Tiered's, a TieredSet's: in memory
+        only), by field name: /metrics shows them, so that an operator (and
+        scripts/soak.py) sees which one grows."""
+        return {f.name.lstrip("_"): len(v) for f in fields(self)
+                if isinstance(v := getattr(self, f.name), dict | set)}
 
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
