@@ -128,6 +128,12 @@ class _Sampled(Collector):
         yield _gauge("log_unsynced_received_events",
                      "Received events whose fsync failed, rewritten until one succeeds",
                      durability.get("unsynced_received", 0))
+        held = GaugeMetricFamily("banzai_memory_entries",
+                                 "Entries of the fold's tables in memory, by table",
+                                 labels=["table"])
+        for table, n in sorted(h.state.sizes().items()):
+            held.add_metric([table], n)
+        yield held
         mine = h.state.heads.get(h.peer_id, 0)
         yield _counter("events_emitted", "Events this peer made (its own seq)", mine)
         dropped = CounterMetricFamily("banzai_events_dropped",

@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from peer.log.clock import hlc_ms
-from peer.log.events import CachePut, ChunkDone, Event, JobDeleted, Partial, Provide, TaskDone
-from peer.log.fold import READ_MAX, MeshState, Tiered, provided
+from peer.log.events import (
+    CachePut,
+    ChunkDone,
+    Event,
+    JobDeleted,
+    Partial,
+    Provide,
+    TaskDone,
+    Unprovide,
+)
+from peer.log.fold import READ_MAX, MeshState, Tiered, of_providers, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -33,8 +42,9 @@ DELETED_DROP_MAX = 10_000
 # Events that left memory outside a pass whose cache entries and providers a pass writes to the
 # job index, at most (`Compactor.unindexed`: the rest at the next passes, and no drop before).
 UNINDEXED_PER_PASS = 10_000
-# The kinds of event whose cache entries or provided CIDs the job index keeps (`_entries`).
-_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial)
+# The kinds of event whose cache entries or provided (or unprovided) CIDs the job index keeps
+# (`_entries`).
+_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial, Unprovide)
 
 
 @dataclass(frozen=True)
@@ -138,17 +148,25 @@ class Compactor:
     lacks them takes a snapshot). The JOB_DELETEDs themselves stay in the log: they are the
     tombstones a restart folds again (then they leave memory at once).
 
+    PROVIDEs and UNPROVIDEs (events of no job: one per upload, replication or gc) take the
+    same path at the next pass once their origin's head covers them (`of_providers`): the
+    provider sets they changed go to the job index (an emptied set's rows are deleted), they
+    leave memory, and the log once `droppable` (their own hlc standing for an end). Before,
+    they stayed in memory and in the log for good, with one `_dropped` entry per CID ever
+    collected (`MeshState.forget_drops`).
+
     A mesh with peers of the previous release, which keep a job deleted before compaction
-    in memory and in their log: for each origin whose heads are equal, the blocks of 256
-    seqs that hold such events have different content digests on the two sides. Anti-entropy
-    then exchanges those blocks at each round (at most FIX_BLOCKS blocks or about FIX_EVENTS
-    events each way, peer/mesh/antientropy.py); nothing is applied on either side (we hold
-    them below our heads, `MeshState.holds`; they hold them already), nothing is stored
-    again, and no round triggers another (a reply asks again only when it brought something
-    new): a bounded cost per round, until the old peer is upgraded, as between two peers with
-    different `recent_tasks` today. No event is lost: the old peer serves them to whoever
-    lacks them, and we drop them from our log only once every live member (the old one
-    too) holds them or past the horizon, then announce our floors (snapshots)."""
+    (or a PROVIDE, UNPROVIDE) in memory and in their log: for each origin whose heads are
+    equal, the blocks of 256 seqs that hold such events have different content digests on
+    the two sides. Anti-entropy then exchanges those blocks at each round (at most
+    FIX_BLOCKS blocks or about FIX_EVENTS events each way, peer/mesh/antientropy.py);
+    nothing is applied on either side (we hold them below our heads, `MeshState.holds`; they
+    hold them already), nothing is stored again, and no round triggers another (a reply asks
+    again only when it brought something new): a bounded cost per round, until the old peer
+    is upgraded, as between two peers with different `recent_tasks` today. No event is lost:
+    the old peer serves them to whoever lacks them, and we drop them from our log only once
+    every live member (the old one too) holds them or past the horizon, then announce our
+    floors (snapshots)."""
 
     def __init__(self, cfg: CompactConfig, state: MeshState, store: EventStore,
                  index: JobIndex, finished: Callable[[str], Finished | None],
@@ -173,6 +191,9 @@ class Compactor:
         # asks of each waiting job, read once (from the job index for the tombstone) and kept
         # up to date by `evicted` (an id added) and `note` (a JOB_DELETED: read again).
         self.waiting: dict[str, tuple[int, dict[str, int]]] = {}
+        # PROVIDEs and UNPROVIDEs (of no job) that left memory and are still in the log ->
+        # their hlc, until they are droppable (rebuilt at start: the replay's sweep).
+        self.leaving_free: dict[tuple[str, int], int] = {}
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
@@ -191,6 +212,9 @@ class Compactor:
         may have finished (or it is deleted: its events leave memory at the next pass)."""
         if ev.seq > self.state.heads.get(ev.origin, 0):
             self.beyond = True  # held past a gap: see step
+        if of_providers(ev):
+            self.sweep = True  # it leaves memory at the next pass (its sets to the index)
+            return
         job = getattr(ev.body, "job", None)
         if isinstance(job, str):
             self.dirty.add(job)
@@ -205,6 +229,9 @@ class Compactor:
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
         if not self._indexing and any(isinstance(p.body, _INDEXED) for p in ev.singles):
             self.unindexed.append(ev)
+        if of_providers(ev):
+            self.leaving_free[ev.id] = ev.hlc
+            return
         deleted = self.state.deleted
         if not deleted:
             return
@@ -236,6 +263,7 @@ class Compactor:
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
+        self.state.forget_drops()
         self._spill_providers()
         if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
             self._drop(out)
@@ -382,9 +410,9 @@ class Compactor:
         self.state.spill((), (), cids)
 
     def _drop(self, out: PassStats) -> None:
-        """Drop the events of compacted jobs, and those of deleted jobs that left memory,
-        that every live member holds (or past the horizon); each origin's floor rises to the
-        highest seq dropped."""
+        """Drop the events of compacted jobs, and those of deleted jobs and the PROVIDEs and
+        UNPROVIDEs that left memory, that every live member holds (or past the horizon);
+        each origin's floor rises to the highest seq dropped."""
         vvs = list(self.vvs())
         now = self.now_hlc()
         jobs: list[str] = []
@@ -405,6 +433,8 @@ class Compactor:
             if droppable(facts[1], facts[0], vvs, now, self.cfg):
                 gone += ids
                 left.append(job)
+        free = self._free_droppable(vvs, now, DELETED_DROP_MAX - len(gone))
+        gone += free
         if not gone:
             return
         # One transaction: the rows, the log's floors (the heads count them held after a
@@ -414,11 +444,25 @@ class Compactor:
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
+        for i in free:
+            del self.leaving_free[i]
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.store.prune_batches()
         out.dropped += len(gone)
+
+    def _free_droppable(self, vvs: Sequence[Mapping[str, int]], now: int,
+                        room: int) -> list[tuple[str, int]]:
+        """At most `room` of the PROVIDEs and UNPROVIDEs that left memory that may leave the
+        log (each ended at its own hlc)."""
+        out: list[tuple[str, int]] = []
+        for i, hlc in self.leaving_free.items():
+            if len(out) >= room:
+                break
+            if droppable({i[0]: i[1]}, hlc, vvs, now, self.cfg):
+                out.append(i)
+        return out
 
     def records(self) -> dict[str, Any]:
         """What a snapshot carries: every record of the job index, the cache entries and
@@ -594,7 +638,8 @@ def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tupl
 
 def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry], list[str]]:
     """The cache entries (as won, with their order) that the leaving events made and the
-    CIDs they provided: what a restart must still know once they are dropped."""
+    CIDs they provided or unprovided: what a restart must still know once they are dropped
+    (the index's rows of those CIDs are replaced by the sets the fold holds)."""
     entries: dict[tuple[int, str], CacheEntry] = {}
     cids: set[str] = set()
     for ev in events:
@@ -608,7 +653,7 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
                     if k in state.cache:
                         entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
                                                         state._cache_src[k])
-            cids.update(provided(b))
+            cids.update(b.cids if isinstance(b, Unprovide) else provided(b))
     return list(entries.values()), sorted(cids)
 
 

@@ -23,7 +23,7 @@ import heapq
 import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from peer.log.contents import ContentSums, block_digest, block_seqs
@@ -378,6 +378,13 @@ class MeshState:
     # deleted job's events from the log (peer.log.compact.Compactor.evicted).
     on_evict: Callable[[Event], None] | None = None
 
+    def sizes(self) -> dict[str, int]:
+        """The entries each table keeps in memory (a Tiered's, a TieredSet's: in memory
+        only), by field name: /metrics shows them, so that an operator (and
+        scripts/soak.py) sees which one grows."""
+        return {f.name.lstrip("_"): len(v) for f in fields(self)
+                if isinstance(v := getattr(self, f.name), dict | set)}
+
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
         return ev_id in self.events or ev_id[1] <= self.heads.get(ev_id[0], 0)
@@ -455,10 +462,23 @@ class MeshState:
 
     def compactable(self, jobs: Iterable[str]) -> list[Event]:
         """The events that leave memory when `jobs` are compacted: held up to their origin's
-        head, and every job they are about compacted or deleted (`gone`)."""
+        head, and every job they are about compacted or deleted (`gone`), or only about
+        providers (`of_providers`)."""
         also = set(jobs)
         return [ev for ev in self.events.values()
-                if ev.seq <= self.heads.get(ev.origin, 0) and self.gone(ev, also)]
+                if ev.seq <= self.heads.get(ev.origin, 0)
+                and (of_providers(ev) or self.gone(ev, also))]
+
+    def forget_drops(self) -> int:
+        """Forget the UNPROVIDEs (`_dropped`) that their origin's head covers: every event of
+        that origin up to it is held, so none that could provide the CID earlier can still
+        come (held events are not folded again; a restart folds the log in order). Returns
+        how many were forgotten. Without this, one entry per CID ever collected stayed."""
+        heads = self.heads
+        old = [k for k, order in self._dropped.items() if order[2] <= heads.get(k[1], 0)]
+        for k in old:
+            del self._dropped[k]
+        return len(old)
 
     def compact(self, jobs: Iterable[str]) -> list[Event]:
         """Jobs whose record is now in the job index: empty their per-job tables and let the
@@ -812,6 +832,14 @@ def _hold(s: MeshState, cid: str, ev: Event) -> None:
         holders.pin(cid)
 
 
+def of_providers(ev: Event) -> bool:
+    """Is `ev` a PROVIDE or an UNPROVIDE (events of no job)? Such an event leaves memory at
+    the next compaction pass once its origin's head covers it (`MeshState.compactable`): what
+    it did is the provider sets', which go to the job index; it leaves the log once every live
+    member holds it (peer.log.compact). Decided by the events alone, as `gone`."""
+    return type(ev.body) in _OF_PROVIDERS
+
+
 def provided(b: object) -> list[str]:
     """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE,
     PARTIAL)."""
@@ -916,6 +944,7 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     IpnsRecord: _ipns_record,
     Partial: _partial,
 }
+_OF_PROVIDERS = frozenset({Provide, Unprovide})  # see of_providers
 
 
 def fold(events: Iterable[Event], into: MeshState | None = None) -> MeshState:

@@ -96,6 +96,21 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
     assert samples(m)[("banzai_log_events", ())] == 6
 
 
+def test_the_fold_tables_in_memory_are_shown_by_table() -> None:
+    h = Host()
+    m = Metrics(h)
+
+    def held(table: str) -> float:
+        return samples(m)[("banzai_memory_entries", (("table", table),))]
+    assert held("dropped") == held("events") == held("providers") == 0
+    h.state.apply(Event("b", 1, 2, EventType.PROVIDE, {"cids": ["c1", "c2", "c3"]}))
+    assert held("providers") == 3
+    h.state.apply(Event("b", 2, 3, EventType.UNPROVIDE, {"cids": ["c1", "c2"]}))
+    assert held("dropped") == 2 and held("events") == 2 and held("providers") == 1
+    h.state.forget_drops()
+    assert held("dropped") == 0
+
+
 def test_listener_counts_claims_outcomes_leases_and_times_own_runs() -> None:
     h = Host()
     m = Metrics(h)
