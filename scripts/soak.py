@@ -80,8 +80,14 @@ def _gauges(url: str) -> dict[str, float]:
     r = urllib.request.Request(f"{url}/metrics", headers=auth_headers(url))
     with urllib.request.urlopen(r, timeout=30) as resp:
         text = resp.read().decode()
-    return {s.name: s.value for fam in text_string_to_metric_families(text)
-            for s in fam.samples if s.name in GAUGES}
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in GAUGES:
+                out[s.name] = s.value
+            elif s.name == "banzai_memory_entries":  # the fold's tables, by table
+                out[f"mem_{s.labels['table']}"] = s.value
+    return out
 
 
 def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, Any]:
@@ -103,6 +109,7 @@ def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, A
             g = _gauges(p.url)
             row |= {"log_events": g.get("banzai_log_events", 0.0),
                     "unwritten": g.get("banzai_log_unwritten_events", 0.0)}
+            row |= {k: v for k, v in g.items() if k.startswith("mem_")}
         rows.append(row)
     return {"t_s": time.monotonic() - t0, "jobs": jobs, "peers": rows}
 
@@ -248,7 +255,8 @@ def report(r: dict[str, Any]) -> str:
              "| figure (peer 0) | start | middle | end | growth per 1,000 jobs, 2nd half "
              "(largest of the peers) |", "| --- | --- | --- | --- | --- |"]
     mid = s[len(s) // 2]
-    for f in FIELDS:
+    tables = sorted({k for x in s for p in x["peers"] for k in p if k.startswith("mem_")})
+    for f in (*FIELDS, *tables):  # then the fold's tables in memory (entries)
         slopes = [_slope([x["jobs"] for x in half], [x["peers"][i].get(f, 0.0) for x in half])
                   * 1000 for i in range(len(s[0]["peers"]))]
         lines.append(f"| {f} | {s[0]['peers'][0].get(f, 0):.1f} | "
