@@ -74,7 +74,8 @@ class JobIndex:
     """The index over one SQLite connection (the event log's). Every write is one
     transaction. The keys that `entry` and `providers_of` did not find are remembered
     (`ABSENT_MAX` per table) until the next write of cache or provider rows, whatever its
-    outcome: only this object's `put`, `put_batches` and `put_rows` write them."""
+    outcome: only this object's `put`, `put_batches` and `put_rows` write them (`reap` only
+    deletes some)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -442,6 +443,27 @@ class JobIndex:
         if not out:
             self._note_absent(_PROVIDERS, cid)
         return out or None
+
+    def output_slice(self, after: str, limit: int) -> list[tuple[str, str, str | None, bool]]:
+        """At most `limit` output cache entries of keys after `after`, in key order: (key,
+        value as stored, its CID (None: the value is not a JSON string), whether the index
+        holds a provider row of that CID). What `Compactor._reap` examines per pass."""
+        return [(str(k), str(v), None if c is None else str(c), bool(p))
+                for k, v, c, p in self._db.execute(
+                    "SELECT k, v, c, c IS NOT NULL AND EXISTS (SELECT 1 FROM provider_index "
+                    "WHERE cid = c) FROM (SELECT k, v, CASE WHEN json_valid(v) AND "
+                    "json_type(v) = 'text' THEN json_extract(v, '$') END AS c FROM "
+                    "cache_index WHERE kind = ? AND k > ? ORDER BY k LIMIT ?)",
+                    (OUTPUT, after, limit))]
+
+    def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str]) -> None:
+        """Delete output cache entries ((key, value as stored): one whose value changed
+        meanwhile stays) and every provider row of `cids` (sets the fold holds empty), in
+        one transaction. (The keys remembered as absent stay so: a deletion adds none.)"""
+        with self._tx() as db:
+            db.executemany("DELETE FROM cache_index WHERE kind = ? AND k = ? AND v = ?",
+                           [(OUTPUT, k, v) for k, v in entries])
+            db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
 
     def lookups(self) -> dict[str, Callable[[str], Any]]:
         """The on-demand reads of MeshState.tier."""
