@@ -11,7 +11,8 @@ the order of the event that won them), `provider_index` (cid, origin), `compact_
 and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
 peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
-fetched (`fill`)."""
+fetched (`fill`). Output cache entries whose CID has no provider are deleted
+(`reap`, peer.log.compact.Compactor._reap); item entries never are."""
 
 from __future__ import annotations
 
