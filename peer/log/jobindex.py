@@ -449,13 +449,19 @@ class JobIndex:
         """At most `limit` output cache entries of keys after `after`, in key order: (key,
         value as stored, its CID (None: the value is not a JSON string), whether the index
         holds a provider row of that CID). What `Compactor._reap` examines per pass."""
-        return [(str(k), str(v), None if c is None else str(c), bool(p))
-                for k, v, c, p in self._db.execute(
-                    "SELECT k, v, c, c IS NOT NULL AND EXISTS (SELECT 1 FROM provider_index "
-                    "WHERE cid = c) FROM (SELECT k, v, CASE WHEN json_valid(v) AND "
-                    "json_type(v) = 'text' THEN json_extract(v, '$') END AS c FROM "
-                    "cache_index WHERE kind = ? AND k > ? ORDER BY k LIMIT ?)",
-                    (OUTPUT, after, limit))]
+        out: list[tuple[str, str, str | None, bool]] = []
+        for k, v, held in self._db.execute(  # (a CID's JSON text is the CID in quotes)
+                "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
+                "substr(v, 2, length(v) - 2)) FROM cache_index WHERE kind = ? AND k > ? "
+                "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
+            try:
+                cid = json.loads(v)
+            except ValueError:  # a malformed value taken from a snapshot stream
+                cid = None
+            if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
+                cid = None
+            out.append((str(k), str(v), cid, bool(held)))
+        return out
 
     def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str]) -> None:
         """Delete output cache entries ((key, value as stored): one whose value changed

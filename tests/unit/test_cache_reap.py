@@ -7,6 +7,7 @@ bare state, index and compactor."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -237,6 +238,28 @@ def test_a_snapshot_row_of_an_origin_that_unprovided_the_cid_is_not_taken(
     snap["providers"] = [[cid, A]]
     new.compactor.take(snap, dict(new.state.heads))
     assert _provider_rows(new, cid) == set()
+
+
+def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
+    """A malformed value taken from a snapshot stream, or any JSON but a CID's string, is
+    not the rule's to judge (a lookup of it misses already)."""
+    index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+    cid, held = _cid("dead"), _cid("held")
+    index.put_batches([("c", [(OUTPUT, "a", f'"{cid}"', 1, A, 1),
+                              (OUTPUT, "b", f'"{held}"', 1, A, 2), (OUTPUT, "c", "x{", 1, A, 3),
+                              (OUTPUT, "d", "5", 1, A, 4), (OUTPUT, "e", '"\\u0062afy"', 1, A, 5),
+                              (ITEM, "f", json.dumps({"n": "r", "c": cid}), 1, A, 6)]),
+                       ("p", [(held, A)])])
+    assert [(k, c, p) for k, _, c, p in index.output_slice("", 10)] == [
+        ("a", cid, False), ("b", held, True), ("c", None, False), ("d", None, False),
+        ("e", None, False)]
+    state = MeshState()
+    state.tier(**index.lookups())
+    c = Compactor(CompactConfig(), state, _Log(), index, lambda job: None, lambda: [],
+                  lambda: 1 << 60)
+    c.step()
+    assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
+    assert index.entry(ITEM, "f") is not None
 
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
