@@ -773,7 +773,8 @@ class Node:
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
-                               "dropped": c.total.dropped, "floors": len(c.floors),
+                               "dropped": c.total.dropped, "reaped": c.total.reaped,
+                               "floors": len(c.floors),
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())
