@@ -188,6 +188,24 @@ def test_a_restart_keeps_what_was_deleted_deleted(tmp_path: Path, opened: list[N
     assert again.state.outputs.get("key000") == _cid("out0")
 
 
+def test_an_entry_whose_events_are_still_in_the_log_is_made_again_by_a_restart_then_deleted(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    n.compactor.vvs = lambda: [dict(n.heads()), {}]  # a member that holds nothing: no drop
+    evs = _history(2, _hlc())
+    n.merge(evs)
+    n.merge([_unprovide(A, len(evs) + 1, evs[-1].hlc + 1, [_cid("out0")])])
+    n.catchup.compact()
+    assert set(_outputs(n)) == {"key001"}
+    n.log.close()
+    opened.remove(n)
+    again = _open(tmp_path / "a", opened, recent_tasks=0)  # the replay folds them again
+    assert set(_outputs(again)) == {"key000", "key001"}
+    assert not again.state.providers.get(_cid("out0"))
+    again.catchup.compact()
+    assert set(_outputs(again)) == {"key001"}
+
+
 def test_rows_of_a_snapshot_from_a_peer_that_keeps_them_are_deleted_again_bounded(
         tmp_path: Path, opened: list[Node]) -> None:
     """A peer of the previous release (here: reap_rows 0) sends the entries back in its
