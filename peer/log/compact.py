@@ -545,7 +545,8 @@ class Compactor:
 
 class _Spill:
     """Memory entries that rows taken from a snapshot stand for: they leave memory once the
-    rows are in the index (the state reads them on demand)."""
+    rows are in the index (the state reads them on demand). A provider row of an origin
+    whose UNPROVIDE of the CID was folded here is left out (`MeshState.unprovided`)."""
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
