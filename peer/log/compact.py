@@ -62,6 +62,9 @@ class CompactConfig:
     read_back_entries: int = READ_MAX  # entries read back from the job index that each of
     # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again);
     # the peer setting compact_read_back_entries
+    reap_rows: int = 1024  # output cache entries of the job index examined per pass (in key
+    # order, resuming where the last pass stopped): those whose CID no peer provides are
+    # deleted (`Compactor._reap`); 0: none is
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -74,6 +77,8 @@ class CompactConfig:
             raise ValueError("provider_sets_max must be >= 0")
         if self.read_back_entries < 1:
             raise ValueError("read_back_entries must be >= 1")
+        if self.reap_rows < 0:
+            raise ValueError("reap_rows must be >= 0")
 
 
 def marks(events: Iterable[Event]) -> dict[str, int]:
@@ -130,6 +135,7 @@ class PassStats:
     compacted: int = 0  # jobs turned into records by this pass
     evicted: int = 0  # events that left memory
     dropped: int = 0  # events that left the log
+    reaped: int = 0  # output cache entries deleted (their CID has no provider: `_reap`)
     jobs: list[str] = field(default_factory=list)
 
 
@@ -153,7 +159,7 @@ class Compactor:
     provider sets they changed go to the job index (an emptied set's rows are deleted), they
     leave memory, and the log once `droppable` (their own hlc standing for an end). Before,
     they stayed in memory and in the log for good, with one `_dropped` entry per CID ever
-    collected (`MeshState.forget_drops`).
+    collected (now forgotten as the UNPROVIDE leaves the log: `MeshState.forget_drops`).
 
     A mesh with peers of the previous release, which keep a job deleted before compaction
     (or a PROVIDE, UNPROVIDE) in memory and in their log: for each origin whose heads are
@@ -203,6 +209,7 @@ class Compactor:
         self.index_failures = 0  # passes whose write of `unindexed` failed, ever
         self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
+        self._reap_after = ""  # the last output cache key `_reap` examined ("": start over)
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
         state.on_evict = self.evicted
@@ -263,14 +270,15 @@ class Compactor:
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
         self._bury()
-        self.state.forget_drops()
         self._spill_providers()
+        self._reap(out)
         if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
             self._drop(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
         self.total.dropped += out.dropped
+        self.total.reaped += out.reaped
         return out
 
     def _scan(self) -> None:
@@ -409,6 +417,43 @@ class Compactor:
         self.index.put((), (), _pairs(self.state, cids), cids)  # raises: nothing changed
         self.state.spill((), (), cids)
 
+    def _reap(self, out: PassStats) -> None:
+        """The next `reap_rows` output cache entries of the job index (`MeshState.outputs`
+        spilled there) whose CID has no provider in the fold (its set in memory if there is
+        one, else the index's rows) are deleted, with the index's provider rows of such a
+        CID, in one transaction; memory lets them go. Such an entry can give no cache hit
+        (`Planner.cached_output` asks for a provider, or the CID in the local store, which
+        this rule does not read: the same decision on every peer that folded the same
+        events). An entry the fold wrote since (live in memory) waits for its spill. A later
+        provider of the CID finds no entry: the task is computed again, and its TASK_DONE
+        makes the entry again. Item entries (`MeshState.cache`) are never deleted: an
+        assembly reads them for the items its split left out (docs/architecture.md,
+        "Cache entries that can no longer give a hit")."""
+        n = self.cfg.reap_rows
+        if n <= 0:
+            return
+        rows = self.index.output_slice(self._reap_after, n)
+        self._reap_after = rows[-1][0] if len(rows) == n else ""
+        st = self.state
+        outputs, providers = st.outputs, st.providers
+        live = outputs.is_live if isinstance(outputs, Tiered) else lambda k: False
+        dead: list[tuple[str, str]] = []
+        empty: list[str] = []  # CIDs whose empty set the fold holds in memory
+        for k, v, cid, rows_held in rows:
+            if cid is None or live(k):
+                continue
+            held = dict.get(providers, cid)
+            if held or (held is None and rows_held):
+                continue
+            dead.append((k, v))
+            if held is not None and rows_held:
+                empty.append(cid)
+        if not dead:
+            return
+        self.index.reap(dead, empty)  # raises: nothing changed
+        st.spill([k for k, _ in dead], (), empty)
+        out.reaped += len(dead)
+
     def _drop(self, out: PassStats) -> None:
         """Drop the events of compacted jobs, and those of deleted jobs and the PROVIDEs and
         UNPROVIDEs that left memory, that every live member holds (or past the horizon);
@@ -446,6 +491,7 @@ class Compactor:
             self.waiting.pop(job, None)
         for i in free:
             del self.leaving_free[i]
+        self.state.forget_drops(marks_of(free))
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
@@ -489,6 +535,8 @@ class Compactor:
             floors = {str(o): int(q) for o, q in dict(records["floors"]).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed snapshot records: {e!s:.60}") from None
+        unprovided = set(self.state.unprovided(providers))
+        providers = [r for r in providers if r not in unprovided]
         self.index.put(jobs, entries, providers)
         names = [r.job for r in jobs]
         self.state.compact(names)
@@ -580,7 +628,8 @@ class Compactor:
 
 class _Spill:
     """Memory entries that rows taken from a snapshot stand for: they leave memory once the
-    rows are in the index (the state reads them on demand)."""
+    rows are in the index (the state reads them on demand). A provider row of an origin
+    whose UNPROVIDE of the CID was folded here is left out (`MeshState.unprovided`)."""
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
@@ -599,9 +648,12 @@ class _Spill:
                     for r in rows:
                         if dict.__contains__(mem[r[0]], r[1]):
                             self.keys[r[0]].append(r[1])
-            elif st.providers:
-                self.providers += [(r[0], r[1]) for r in rows
-                                   if dict.__contains__(st.providers, r[0])]
+            else:
+                if st.providers:
+                    self.providers += [(r[0], r[1]) for r in rows
+                                       if dict.__contains__(st.providers, r[0])]
+                if unprovided := set(st.unprovided((r[0], r[1]) for r in rows)):
+                    rows = [r for r in rows if (r[0], r[1]) not in unprovided]
             yield tag, rows
 
     def done(self) -> None:

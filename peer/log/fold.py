@@ -469,13 +469,16 @@ class MeshState:
                 if ev.seq <= self.heads.get(ev.origin, 0)
                 and (of_providers(ev) or self.gone(ev, also))]
 
-    def forget_drops(self) -> int:
-        """Forget the UNPROVIDEs (`_dropped`) that their origin's head covers: every event of
-        that origin up to it is held, so none that could provide the CID earlier can still
+    def forget_drops(self, upto: Mapping[str, int]) -> int:
+        """Forget the UNPROVIDEs (`_dropped`) of an origin up to seq `upto[origin]`, which
+        left the log (every live member held them: a snapshot one of them signs no longer
+        lists the origin, see `unprovided`) and which its head covers: every event of that
+        origin up to them is held, so none that could provide the CID earlier can still
         come (held events are not folded again; a restart folds the log in order). Returns
         how many were forgotten. Without this, one entry per CID ever collected stayed."""
         heads = self.heads
-        old = [k for k, order in self._dropped.items() if order[2] <= heads.get(k[1], 0)]
+        old = [k for k, order in self._dropped.items()
+               if order[2] <= min(upto.get(k[1], 0), heads.get(k[1], 0))]
         for k in old:
             del self._dropped[k]
         return len(old)
@@ -541,6 +544,14 @@ class MeshState:
                 t.pop(c, None)
             elif dict.__contains__(t, c) and (c, o) not in self._dropped:
                 dict.__getitem__(t, c).add(o)
+
+    def unprovided(self, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Of (cid, origin) provider rows a snapshot brought, those whose origin's UNPROVIDE
+        of the CID was folded here: not taken into the job index either (a set spilled there,
+        or deleted with the cache entries of its CID, would take back an origin that dropped
+        it; a later PROVIDE of it is folded already)."""
+        dropped = self._dropped
+        return [r for r in rows if (r[0], r[1]) in dropped] if dropped else []
 
     def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
         """These entries are in the job index now: memory lets them go (read on demand)."""

@@ -11,7 +11,8 @@ the order of the event that won them), `provider_index` (cid, origin), `compact_
 and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
 peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
-fetched (`fill`)."""
+fetched (`fill`). Output cache entries whose CID has no provider are deleted
+(`reap`, peer.log.compact.Compactor._reap); item entries never are."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class JobIndex:
     """The index over one SQLite connection (the event log's). Every write is one
     transaction. The keys that `entry` and `providers_of` did not find are remembered
     (`ABSENT_MAX` per table) until the next write of cache or provider rows, whatever its
-    outcome: only this object's `put`, `put_batches` and `put_rows` write them."""
+    outcome: only this object's `put`, `put_batches` and `put_rows` write them (`reap` only
+    deletes some)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -459,6 +461,33 @@ class JobIndex:
         if not out:
             self._note_absent(_PROVIDERS, cid)
         return out or None
+
+    def output_slice(self, after: str, limit: int) -> list[tuple[str, str, str | None, bool]]:
+        """At most `limit` output cache entries of keys after `after`, in key order: (key,
+        value as stored, its CID (None: the value is not a JSON string), whether the index
+        holds a provider row of that CID). What `Compactor._reap` examines per pass."""
+        out: list[tuple[str, str, str | None, bool]] = []
+        for k, v, held in self._db.execute(  # (a CID's JSON text is the CID in quotes)
+                "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
+                "substr(v, 2, length(v) - 2)) FROM cache_index WHERE kind = ? AND k > ? "
+                "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
+            try:
+                cid = json.loads(v)
+            except ValueError:  # a malformed value taken from a snapshot stream
+                cid = None
+            if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
+                cid = None
+            out.append((str(k), str(v), cid, bool(held)))
+        return out
+
+    def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str]) -> None:
+        """Delete output cache entries ((key, value as stored): one whose value changed
+        meanwhile stays) and every provider row of `cids` (sets the fold holds empty), in
+        one transaction. (The keys remembered as absent stay so: a deletion adds none.)"""
+        with self._tx() as db:
+            db.executemany("DELETE FROM cache_index WHERE kind = ? AND k = ? AND v = ?",
+                           [(OUTPUT, k, v) for k, v in entries])
+            db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
 
     def lookups(self) -> dict[str, Callable[[str], Any]]:
         """The on-demand reads of MeshState.tier."""
