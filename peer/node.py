@@ -636,10 +636,21 @@ class Node:
             lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
         self._unsynced = lows
 
+    def _as_held(self, ev: Event) -> Event | None:
+        """`ev` as held now, to write again: the conflict rule may have replaced it; one that
+        left memory only (compaction) as it is; None if it may have left the log (at or below
+        the highest seq dropped of its origin: a dropped event is not written back)."""
+        held = self.state.events.get(ev.id)
+        if held is not None:
+            return held
+        if self.state.holds(ev.id) and ev.seq > self.compactor.floors.get(ev.origin, 0):
+            return ev
+        return None
+
     def _resync(self) -> None:
         """Rewrite the events whose fsync failed (fresh WAL frames; each as held now: the
         conflict rule may have replaced it, compaction dropped it), then fsync."""
-        events = [ev for i in self._rewrite if (ev := self.state.events.get(i)) is not None]
+        events = [held for ev in self._rewrite.values() if (held := self._as_held(ev))]
         try:
             self.log.replace(events, sync=False)
         except Exception as e:

@@ -25,8 +25,9 @@ from peer.log.events import (
     TaskDone,
     Unprovide,
 )
-from peer.log.fold import READ_MAX, MeshState, Tiered, of_providers, provided
+from peer.log.fold import READ_MAX, MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
+from peer.log.jobless import PROVIDING, Jobless, jobless
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
 from peer.log.snapstream import StreamError
@@ -128,6 +129,7 @@ class EventStore(Protocol):
                also: Callable[[], None] | None = None) -> None: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
     def prune_batches(self) -> None: ...
+    def lowest(self, origin: str, types: Iterable[int]) -> int | None: ...
 
 
 @dataclass
@@ -154,15 +156,12 @@ class Compactor:
     lacks them takes a snapshot). The JOB_DELETEDs themselves stay in the log: they are the
     tombstones a restart folds again (then they leave memory at once).
 
-    PROVIDEs and UNPROVIDEs (events of no job: one per upload, replication or gc) take the
-    same path at the next pass once their origin's head covers them (`of_providers`): the
-    provider sets they changed go to the job index (an emptied set's rows are deleted), they
-    leave memory, and the log once `droppable` (their own hlc standing for an end). Before,
-    they stayed in memory and in the log for good, with one `_dropped` entry per CID ever
-    collected (now forgotten as the UNPROVIDE leaves the log: `MeshState.forget_drops`).
+    PROVIDEs, UNPROVIDEs and CACHE_PUTs (events of no job: one per upload, replication, gc
+    or flush of a running chunk's items) leave memory, then the log, by the rule of
+    peer.log.jobless (`jobless`, `_let_go_jobless`); before, they stayed for good.
 
     A mesh with peers of the previous release, which keep a job deleted before compaction
-    (or a PROVIDE, UNPROVIDE) in memory and in their log: for each origin whose heads are
+    (or a jobless event) in memory and in their log: for each origin whose heads are
     equal, the blocks of 256 seqs that hold such events have different content digests on
     the two sides. Anti-entropy then exchanges those blocks at each round (at most
     FIX_BLOCKS blocks or about FIX_EVENTS events each way, peer/mesh/antientropy.py);
@@ -197,9 +196,8 @@ class Compactor:
         # asks of each waiting job, read once (from the job index for the tombstone) and kept
         # up to date by `evicted` (an id added) and `note` (a JOB_DELETED: read again).
         self.waiting: dict[str, tuple[int, dict[str, int]]] = {}
-        # PROVIDEs and UNPROVIDEs (of no job) that left memory and are still in the log ->
-        # their hlc, until they are droppable (rebuilt at start: the replay's sweep).
-        self.leaving_free: dict[tuple[str, int], int] = {}
+        # PROVIDEs, UNPROVIDEs and CACHE_PUTs (of no job): to leave memory, then the log.
+        self.jobless = Jobless()
         # Events that left memory outside a pass that indexed what they made (a late event
         # of a compacted or deleted job, evicted as it is recorded; the replay; a snapshot's
         # sweep): their cache entries and providers go to the job index at the next pass,
@@ -219,9 +217,7 @@ class Compactor:
         may have finished (or it is deleted: its events leave memory at the next pass)."""
         if ev.seq > self.state.heads.get(ev.origin, 0):
             self.beyond = True  # held past a gap: see step
-        if of_providers(ev):
-            self.sweep = True  # it leaves memory at the next pass (its sets to the index)
-            return
+        self.jobless.note(ev)  # (a PROVIDE, UNPROVIDE, CACHE_PUT: see `_let_go_jobless`)
         job = getattr(ev.body, "job", None)
         if isinstance(job, str):
             self.dirty.add(job)
@@ -236,8 +232,8 @@ class Compactor:
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
         if not self._indexing and any(isinstance(p.body, _INDEXED) for p in ev.singles):
             self.unindexed.append(ev)
-        if of_providers(ev):
-            self.leaving_free[ev.id] = ev.hlc
+        if jobless(ev):
+            self.jobless.left(ev)
             return
         deleted = self.state.deleted
         if not deleted:
@@ -269,6 +265,7 @@ class Compactor:
                 self.beyond and (self.state.compacted or self.state.deleted))):
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
+        self._let_go_jobless(out)
         self._bury()
         self._spill_providers()
         self._reap(out)
@@ -351,6 +348,8 @@ class Compactor:
         while self.unindexed:  # (before the loop runs: the whole replay's; each round
             self._index_evicted()  # takes some or raises)
         self._sweep(out)
+        self.jobless.pending.update(i for i, ev in self.state.events.items() if jobless(ev))
+        self._let_go_jobless(out)
         self._bury()
         self.sweep = False
         return out.evicted
@@ -374,6 +373,24 @@ class Compactor:
             return self.state.compact(jobs)
         finally:
             self._indexing = False
+
+    def _let_go_jobless(self, out: PassStats) -> None:
+        """The jobless events their origin's head covers leave memory (peer.log.jobless);
+        the cache entries and provider sets they made go to the job index first (raises:
+        nothing changed)."""
+        evs = self.jobless.ready(self.state.events, self.state.heads)
+        if not evs:
+            return
+        entries, cids = _entries(self.state, evs)
+        if entries or cids:
+            self.index.put((), entries, _pairs(self.state, cids), cids)
+        self._indexing = True
+        try:
+            self.state.let_go(evs)
+        finally:
+            self._indexing = False
+        _spill(self.state, entries, cids)
+        out.evicted += len(evs)
 
     def _index_evicted(self) -> None:
         """The cache entries and providers made by the first UNINDEXED_PER_PASS events of
@@ -478,7 +495,10 @@ class Compactor:
             if droppable(facts[1], facts[0], vvs, now, self.cfg):
                 gone += ids
                 left.append(job)
-        free = self._free_droppable(vvs, now, DELETED_DROP_MAX - len(gone))
+        free, unprovided = self.jobless.droppable(
+            vvs, now, self.cfg.horizon_s, DELETED_DROP_MAX - len(gone),
+            lambda origin: self.store.lowest(origin, PROVIDING),
+            bool(self.jobless.waiting) and bool(self.index.snapshots_pending()))
         gone += free
         if not gone:
             return
@@ -489,26 +509,13 @@ class Compactor:
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
-        for i in free:
-            del self.leaving_free[i]
-        self.state.forget_drops(marks_of(free))
+        self.jobless.dropped(free)
+        self.state.forget_drops(unprovided)
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.store.prune_batches()
         out.dropped += len(gone)
-
-    def _free_droppable(self, vvs: Sequence[Mapping[str, int]], now: int,
-                        room: int) -> list[tuple[str, int]]:
-        """At most `room` of the PROVIDEs and UNPROVIDEs that left memory that may leave the
-        log (each ended at its own hlc)."""
-        out: list[tuple[str, int]] = []
-        for i, hlc in self.leaving_free.items():
-            if len(out) >= room:
-                break
-            if droppable({i[0]: i[1]}, hlc, vvs, now, self.cfg):
-                out.append(i)
-        return out
 
     def records(self) -> dict[str, Any]:
         """What a snapshot carries: every record of the job index, the cache entries and

@@ -462,20 +462,25 @@ class MeshState:
 
     def compactable(self, jobs: Iterable[str]) -> list[Event]:
         """The events that leave memory when `jobs` are compacted: held up to their origin's
-        head, and every job they are about compacted or deleted (`gone`), or only about
-        providers (`of_providers`)."""
+        head, and every job they are about compacted or deleted (`gone`)."""
         also = set(jobs)
         return [ev for ev in self.events.values()
-                if ev.seq <= self.heads.get(ev.origin, 0)
-                and (of_providers(ev) or self.gone(ev, also))]
+                if ev.seq <= self.heads.get(ev.origin, 0) and self.gone(ev, also)]
+
+    def let_go(self, events: Iterable[Event]) -> None:
+        """These events, held up to their origin's head, leave memory (they stay held; the
+        caller indexed what they made): peer.log.jobless."""
+        for ev in events:
+            if self.events.get(ev.id) is ev and ev.seq <= self.heads.get(ev.origin, 0):
+                self._evict_one(ev)
 
     def forget_drops(self, upto: Mapping[str, int]) -> int:
         """Forget the UNPROVIDEs (`_dropped`) of an origin up to seq `upto[origin]`, which
-        left the log (every live member held them: a snapshot one of them signs no longer
-        lists the origin, see `unprovided`) and which its head covers: every event of that
-        origin up to them is held, so none that could provide the CID earlier can still
-        come (held events are not folded again; a restart folds the log in order). Returns
-        how many were forgotten. Without this, one entry per CID ever collected stayed."""
+        left the log (peer.log.jobless: no event of that origin that could provide a CID
+        with a lower seq was left there, nor in memory; every live member held them, so a
+        snapshot one of them signs no longer lists the origin, see `unprovided`) and which
+        its head covers (none earlier can still come). Returns how many were forgotten.
+        Without this, one entry per CID ever collected stayed."""
         heads = self.heads
         old = [k for k, order in self._dropped.items()
                if order[2] <= min(upto.get(k[1], 0), heads.get(k[1], 0))]
@@ -628,6 +633,9 @@ class MeshState:
         if isinstance(self.deleted, Tombstones) and isinstance(fresh.deleted, Tombstones):
             fresh.deleted.some = self.deleted.some
         fresh.deleted.update(tombs)
+        # Likewise the UNPROVIDEs that left memory (peer.log.jobless): still remembered.
+        fresh._dropped = {k: o for k, o in self._dropped.items()
+                          if (o[1], o[2]) not in self.events}
         failed: list[tuple[Event, Exception]] = []
         for ev in self.events.values():
             try:
@@ -843,14 +851,6 @@ def _hold(s: MeshState, cid: str, ev: Event) -> None:
         holders.pin(cid)
 
 
-def of_providers(ev: Event) -> bool:
-    """Is `ev` a PROVIDE or an UNPROVIDE (events of no job)? Such an event leaves memory at
-    the next compaction pass once its origin's head covers it (`MeshState.compactable`): what
-    it did is the provider sets', which go to the job index; it leaves the log once every live
-    member holds it (peer.log.compact). Decided by the events alone, as `gone`."""
-    return type(ev.body) in _OF_PROVIDERS
-
-
 def provided(b: object) -> list[str]:
     """The CIDs an event's origin says it holds (CHUNK_DONE, TASK_DONE, CACHE_PUT, PROVIDE,
     PARTIAL)."""
@@ -955,7 +955,6 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     IpnsRecord: _ipns_record,
     Partial: _partial,
 }
-_OF_PROVIDERS = frozenset({Provide, Unprovide})  # see of_providers
 
 
 def fold(events: Iterable[Event], into: MeshState | None = None) -> MeshState:

@@ -331,6 +331,15 @@ class EventLog:
     def floors(self) -> dict[str, int]:
         return {str(o): int(s) for o, s in self._db.execute("SELECT origin, seq FROM floors")}
 
+    def lowest(self, origin: str, types: Iterable[int]) -> int | None:
+        """The lowest seq of `origin`'s events of these types in the log, if any (the key's
+        order, stopping at the first)."""
+        ts = [int(t) for t in types]
+        row = self._db.execute(
+            f"SELECT seq FROM events WHERE origin = ? AND type IN ({','.join('?' * len(ts))}) "
+            "ORDER BY seq LIMIT 1", (origin, *ts)).fetchone()
+        return None if row is None else int(row[0])
+
     def set_floor(self, origin: str, seq: int) -> None:
         self._db.execute("INSERT INTO floors VALUES (?, ?) ON CONFLICT(origin) DO UPDATE "
                          "SET seq = max(seq, excluded.seq)", (origin, seq))

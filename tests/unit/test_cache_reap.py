@@ -286,17 +286,31 @@ def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
 class _Log:
-    """The compactor's event store: nothing to drop here (no job)."""
+    """The compactor's event store, in memory: the events `put` here, until dropped."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, int], Event] = {}
+
+    def put(self, ev: Event) -> None:
+        self.held[ev.id] = ev
 
     def delete(self, ids: Iterable[tuple[str, int]], floors: Mapping[str, int] | None = None,
                also: Any = None) -> None:
-        pass
+        for i in ids:
+            self.held.pop(i, None)
+        if also is not None:
+            also()
 
     def set_floor(self, origin: str, seq: int) -> None:
         pass
 
     def prune_batches(self) -> None:
         pass
+
+    def lowest(self, origin: str, types: Iterable[int]) -> int | None:
+        ts = set(types)
+        return min((q for (o, q), ev in self.held.items() if o == origin and ev.type in ts),
+                   default=None)
 
 
 ORIGINS = ("orga0000000000000000", "orgb0000000000000000")

@@ -448,15 +448,35 @@ async def test_a_failed_fsync_of_received_events_rewrites_them_until_one_succeed
 
 
 async def test_a_rewrite_takes_each_event_as_held_now(node: Node) -> None:
-    """An event that left memory meanwhile (compacted) is not written back."""
+    """An event that may have left the log meanwhile (at or below its origin's highest seq
+    dropped) is not written back."""
     node._loop = asyncio.get_running_loop()
     disk = _FlakySync(node, [False])
     assert node.merge(_events(1, 2))
     await asyncio.gather(*node._bg)
     del node.state.events[(ORIGIN, 1)]
+    node.compactor.floors[ORIGIN] = 1
     await _retried(node)
     assert disk.calls == ["failed fsync", [(ORIGIN, 2)], "fsync"]
     assert not node._unsynced
+
+
+async def test_received_provides_that_left_memory_are_rewritten(node: Node) -> None:
+    """A pass lets PROVIDEs (of no job) go from memory while their fsync is being retried
+    (every 5 s against 0.5 s): they are written again as they are (before, the rewrite
+    skipped what was not in memory, and the heads then said they were held)."""
+    node._loop = asyncio.get_running_loop()
+    node.listeners[:] = [node.compactor.note]  # as a running node
+    disk = _FlakySync(node, [False])
+    now = node.hlc.now()  # (within the horizon: not dropped for their age)
+    assert node.merge([Event(ORIGIN, e.seq, now + e.seq, e.type, e.payload)
+                       for e in _events(1, 2)])  # PROVIDEs of ORIGIN
+    await asyncio.gather(*node._bg)
+    node.catchup.compact()
+    assert (ORIGIN, 1) not in node.state.events
+    await _retried(node)
+    assert disk.calls == ["failed fsync", [(ORIGIN, 1), (ORIGIN, 2)], "fsync"]
+    assert node.heads()[ORIGIN] == 2
 
 
 async def test_nothing_is_retried_after_close(node: Node) -> None:

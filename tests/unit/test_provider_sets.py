@@ -96,59 +96,6 @@ def test_provider_sets_of_replicated_cids_leave_memory_past_the_bound(
     assert [c for c in cids if again.state.providers.get(c)] == cids[20:]
 
 
-def _events_of(n: Node, origin: str) -> list[int]:
-    return [q for (q,) in n.log.db.execute(
-        "SELECT seq FROM events WHERE origin = ? ORDER BY seq", (origin,))]
-
-
-def test_provides_and_unprovides_leave_memory_and_the_log_with_their_sets_indexed(
-        tmp_path: Path, opened: list[Node]) -> None:
-    """Once their origin's head covers them, PROVIDE and UNPROVIDE events leave memory at
-    the next pass, their sets go to the job index (an emptied set's rows are deleted), and
-    they leave the log once every live member holds them (here: this node only). Before,
-    each stayed in memory and in the log for good, and each (CID, origin) an UNPROVIDE
-    named stayed in `_dropped`."""
-    n = _open(tmp_path / "a", opened, recent_tasks=0)
-    hlc = _hlc()
-    cids = [_cid(f"up/{i}") for i in range(4)]
-    evs = [Event(REPLICA, i + 1, hlc + i, EventType.PROVIDE, {"cids": [c]})
-           for i, c in enumerate(cids)]
-    evs.append(Event(REPLICA, 5, hlc + 10, EventType.UNPROVIDE, {"cids": cids[:2]}))
-    n.merge(evs)
-    assert n.state._dropped  # the UNPROVIDE, until its origin's head covers it
-    n.catchup.compact()
-    assert not any(e.id in n.state.events for e in evs)
-    assert all(n.state.holds(e.id) for e in evs)
-    assert not n.state._dropped and _live(n) == 0
-    assert [c for c in cids if n.state.providers.get(c)] == cids[2:]
-    assert {c for (c,) in n.log.db.execute("SELECT cid FROM provider_index")} == set(cids[2:])
-    assert _events_of(n, REPLICA) == []  # dropped: every live member (we) holds them
-    # A later PROVIDE of an unprovided CID by the same origin counts (the drop is forgotten).
-    n.merge([Event(REPLICA, 6, hlc + 20, EventType.PROVIDE, {"cids": [cids[0]]})])
-    assert n.state.providers.get(cids[0]) == {REPLICA}
-    n.catchup.compact()
-    again = _reopen(n, opened)
-    assert [c for c in cids if again.state.providers.get(c)] == [cids[0], *cids[2:]]
-    assert again.state.heads.get(REPLICA) == 6 and not again.state.events
-
-
-def test_provides_stay_in_the_log_while_a_live_member_lacks_them(
-        tmp_path: Path, opened: list[Node]) -> None:
-    n = _open(tmp_path / "a", opened, recent_tasks=0)
-    hlc = _hlc()
-    evs = [Event(REPLICA, i + 1, hlc + i, EventType.PROVIDE, {"cids": [_cid(f"k/{i}")]})
-           for i in range(3)]
-    n.merge(evs)
-    n.compactor.vvs = lambda: [dict(n.state.heads), {REPLICA: 1}]  # a member holds seq 1
-    n.catchup.compact()
-    assert not any(e.id in n.state.events for e in evs)  # memory: decided by the events
-    assert _events_of(n, REPLICA) == [2, 3]
-    n.compactor.vvs = lambda: [dict(n.state.heads), {REPLICA: 3}]
-    n.catchup.compact()
-    assert _events_of(n, REPLICA) == []
-    assert all(n.state.providers.get(_cid(f"k/{i}")) == {REPLICA} for i in range(3))
-
-
 def test_provider_sets_max_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="provider_sets_max"):
         CompactConfig(provider_sets_max=-1)

@@ -1,0 +1,121 @@
+"""Events of no job that only feed caches and provider sets (PROVIDE, UNPROVIDE, CACHE_PUT; a
+TURN of CACHE_PUT parts): which may leave memory and which may leave the log. Pure: the
+compactor (peer.log.compact) asks and acts.
+
+Such an event leaves memory at the first compaction pass after its origin's head covers it
+(what it did is in the provider sets and cache tables, which go to the job index first), and
+the log once every live member holds it or past the horizon (its own hlc standing for a
+job's end), with one more condition for an UNPROVIDE: no event of its origin that could
+provide a CID and has a lower seq is left in the log. The fold remembers an UNPROVIDE
+(`MeshState._dropped`) so that such an earlier event, folded again (by a restart's replay or a
+refold) or arriving late, does not make its origin a provider again; once the UNPROVIDE is
+dropped the fold forgets it (`MeshState.forget_drops`), so it must outlive those events. Until
+this release these events stayed in memory and in the log for good, and `_dropped` kept one
+entry per CID ever collected.
+
+Decided by the events alone, as a deleted job's (`MeshState.gone`): two peers that hold the
+same events hold the same ones in memory after their next pass, so their content digests
+agree."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from peer.log.clock import hlc_ms
+from peer.log.events import CachePut, Event, EventType, Provide, Unprovide
+
+_JOBLESS = frozenset({Provide, Unprovide, CachePut})
+# The types of event that may provide a CID (a TURN: any of its parts): an UNPROVIDE waits in
+# the log while one of its origin with a lower seq is there.
+PROVIDING = (EventType.TURN, EventType.TASK_DONE, EventType.CHUNK_DONE, EventType.CACHE_PUT,
+             EventType.PROVIDE, EventType.PARTIAL)
+
+Id = tuple[str, int]
+
+
+def jobless(ev: Event) -> bool:
+    """Is `ev` only PROVIDE, UNPROVIDE or CACHE_PUT (a TURN: every part)?"""
+    return all(type(p.body) in _JOBLESS for p in ev.singles)
+
+
+class Jobless:
+    """The jobless events noted and not yet out of memory (`pending`), and those out of
+    memory and still in the log, per origin in seq order (`waiting`: rebuilt at start from
+    what the replay's settle lets go)."""
+
+    def __init__(self) -> None:
+        self.pending: set[Id] = set()
+        self.waiting: dict[str, list[tuple[int, int, bool]]] = {}  # (seq, hlc, unprovide)
+
+    def note(self, ev: Event) -> None:
+        """A single event (a TURN's part: its id is the TURN's) was folded."""
+        if type(ev.body) in _JOBLESS:
+            self.pending.add(ev.id)
+
+    def ready(self, events: Mapping[Id, Event], heads: Mapping[str, int]) -> list[Event]:
+        """The pending events that may leave memory now (their origin's head covers them);
+        pending ids that left memory otherwise or are about a job too are forgotten."""
+        out: list[Event] = []
+        for i in list(self.pending):
+            ev = events.get(i)
+            if ev is None or not jobless(ev):
+                self.pending.discard(i)
+            elif i[1] <= heads.get(i[0], 0):
+                out.append(ev)
+        return out
+
+    def left(self, ev: Event) -> None:
+        """`ev` (jobless) left memory: it waits to leave the log."""
+        self.pending.discard(ev.id)
+        row = (ev.seq, ev.hlc, type(ev.body) is Unprovide)
+        seqs = self.waiting.setdefault(ev.origin, [])
+        if not seqs or seqs[-1] < row:
+            seqs.append(row)
+        else:
+            bisect.insort(seqs, row)
+
+    def droppable(self, vvs: Sequence[Mapping[str, int]], now_hlc: int, horizon_s: float,
+                  room: int, lowest: Callable[[str], int | None], spooling: bool,
+                  ) -> tuple[list[Id], dict[str, int]]:
+        """At most `room` waiting events that may leave the log, per origin a prefix in seq
+        order: held by every live member (and one at least) or past the horizon; an
+        UNPROVIDE also needs no providing event of its origin below it in the log
+        (`lowest(origin)`: the lowest seq of one, asked at most once per origin) and no
+        snapshot rows being taken (`spooling`: a stale row of it may still come). Also
+        returns, per origin, the highest seq of an UNPROVIDE among them."""
+        out: list[Id] = []
+        marks: dict[str, int] = {}
+        now_ms, horizon_ms = hlc_ms(now_hlc), horizon_s * 1000
+        for origin, rows in self.waiting.items():
+            cover = min((vv.get(origin, 0) for vv in vvs), default=0)
+            low: int | None = -1  # not asked yet
+            for seq, hlc, unprovide in rows:
+                if len(out) >= room:
+                    return out, marks
+                if seq > cover and now_ms - hlc_ms(hlc) < horizon_ms:
+                    break
+                if unprovide:
+                    if spooling:
+                        break
+                    if low == -1:
+                        low = lowest(origin)
+                    if low is not None and low < seq:
+                        break
+                    marks[origin] = seq
+                out.append((origin, seq))
+        return out, marks
+
+    def dropped(self, ids: Iterable[Id]) -> None:
+        """These (a prefix of their origin's, from `droppable`) left the log."""
+        counts: dict[str, int] = {}
+        for origin, _ in ids:
+            counts[origin] = counts.get(origin, 0) + 1
+        for origin, n in counts.items():
+            rows = self.waiting[origin]
+            del rows[:n]
+            if not rows:
+                del self.waiting[origin]
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.waiting.values())
