@@ -157,8 +157,8 @@ class Compactor:
     tombstones a restart folds again (then they leave memory at once).
 
     PROVIDEs, UNPROVIDEs and CACHE_PUTs (events of no job: one per upload, replication, gc
-    or flush of a running chunk's items) leave memory, then the log, by the rule of
-    peer.log.jobless (`jobless`, `_let_go_jobless`); before, they stayed for good.
+    or flush of a running chunk's items) leave memory as they are recorded, then the log, by
+    the rule of peer.log.jobless (`evicted`, `_drop`); before, they stayed for good.
 
     A mesh with peers of the previous release, which keep a job deleted before compaction
     (or a jobless event) in memory and in their log: for each origin whose heads are
@@ -217,7 +217,6 @@ class Compactor:
         may have finished (or it is deleted: its events leave memory at the next pass)."""
         if ev.seq > self.state.heads.get(ev.origin, 0):
             self.beyond = True  # held past a gap: see step
-        self.jobless.note(ev)  # (a PROVIDE, UNPROVIDE, CACHE_PUT: see `_let_go_jobless`)
         job = getattr(ev.body, "job", None)
         if isinstance(job, str):
             self.dirty.add(job)
@@ -230,8 +229,10 @@ class Compactor:
     def evicted(self, ev: Event) -> None:
         """`ev` left memory (`MeshState.on_evict`): if every job it is about is deleted, it
         leaves the log once droppable (a JOB_DELETED never: it is the tombstone)."""
-        if not self._indexing and any(isinstance(p.body, _INDEXED) for p in ev.singles):
-            self.unindexed.append(ev)
+        if not self._indexing:  # (outside a pass: a straggler, a jobless event)
+            self.total.evicted += 1
+            if any(isinstance(p.body, _INDEXED) for p in ev.singles):
+                self.unindexed.append(ev)
         if jobless(ev):
             self.jobless.left(ev)
             return
@@ -265,7 +266,6 @@ class Compactor:
                 self.beyond and (self.state.compacted or self.state.deleted))):
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
-        self._let_go_jobless(out)
         self._bury()
         self._spill_providers()
         self._reap(out)
@@ -348,8 +348,6 @@ class Compactor:
         while self.unindexed:  # (before the loop runs: the whole replay's; each round
             self._index_evicted()  # takes some or raises)
         self._sweep(out)
-        self.jobless.pending.update(i for i, ev in self.state.events.items() if jobless(ev))
-        self._let_go_jobless(out)
         self._bury()
         self.sweep = False
         return out.evicted
@@ -373,24 +371,6 @@ class Compactor:
             return self.state.compact(jobs)
         finally:
             self._indexing = False
-
-    def _let_go_jobless(self, out: PassStats) -> None:
-        """The jobless events their origin's head covers leave memory (peer.log.jobless);
-        the cache entries and provider sets they made go to the job index first (raises:
-        nothing changed)."""
-        evs = self.jobless.ready(self.state.events, self.state.heads)
-        if not evs:
-            return
-        entries, cids = _entries(self.state, evs)
-        if entries or cids:
-            self.index.put((), entries, _pairs(self.state, cids), cids)
-        self._indexing = True
-        try:
-            self.state.let_go(evs)
-        finally:
-            self._indexing = False
-        _spill(self.state, entries, cids)
-        out.evicted += len(evs)
 
     def _index_evicted(self) -> None:
         """The cache entries and providers made by the first UNINDEXED_PER_PASS events of

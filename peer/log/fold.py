@@ -19,6 +19,7 @@ applier returned. Not thread-safe: owned by the event loop.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 from collections import OrderedDict, defaultdict
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from peer.log.contents import ContentSums, block_digest, block_seqs
+from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
     CachePut,
     ChunkDone,
@@ -52,10 +53,15 @@ from peer.log.events import (
     Unknown,
     Unprovide,
 )
+from peer.log.jobless import jobless
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
 
+
+# Seqs behind its origin's head past which a jobless event leaves memory (`_let_go_jobless`):
+# a content-digest block, so that a rival content of a recent one is still compared.
+JOBLESS_WINDOW = BLOCK_SEQS
 
 # Entries read back from the job index that a Tiered keeps (per table, by default: the
 # peer setting is compact_read_back_entries): past this many, the first read goes first (read
@@ -359,6 +365,10 @@ class MeshState:
     # (cid, origin) -> order of the latest UNPROVIDE: an origin provides a CID only through
     # an event later than that (so the fold stays order-free).
     _dropped: dict[tuple[str, str], tuple[int, str, int]] = field(default_factory=dict)
+    # Origin -> the seqs of its jobless events in memory (peer.log.jobless), in order: those
+    # `jobless_window` seqs behind its head leave memory (only with an `archive`: a log).
+    _jobless: dict[str, list[int]] = field(default_factory=dict)
+    jobless_window: int = field(default_factory=lambda: JOBLESS_WINDOW)
     # Origin -> the seqs held beyond its head (past a gap): with the heads, the per-origin
     # index that serves `events_after` without scanning the log.
     beyond: dict[str, set[int]] = field(default_factory=dict)
@@ -424,6 +434,8 @@ class MeshState:
             self.beyond.setdefault(ev.origin, set()).add(ev.seq)
         elif (self.compacted or self.deleted) and self.gone(ev):  # a straggler of a job
             self._evict_one(ev)  # compacted or deleted (its JOB_DELETED itself too)
+        if self.archive is not None:  # (with a log to serve what leaves memory)
+            self._age(ev)
 
     def gone(self, ev: Event, also: set[str] | None = None) -> bool:
         """Is every job `ev` is about compacted or deleted (or in `also`), and is it about
@@ -466,13 +478,6 @@ class MeshState:
         also = set(jobs)
         return [ev for ev in self.events.values()
                 if ev.seq <= self.heads.get(ev.origin, 0) and self.gone(ev, also)]
-
-    def let_go(self, events: Iterable[Event]) -> None:
-        """These events, held up to their origin's head, leave memory (they stay held; the
-        caller indexed what they made): peer.log.jobless."""
-        for ev in events:
-            if self.events.get(ev.id) is ev and ev.seq <= self.heads.get(ev.origin, 0):
-                self._evict_one(ev)
 
     def forget_drops(self, upto: Mapping[str, int]) -> int:
         """Forget the UNPROVIDEs (`_dropped`) of an origin up to seq `upto[origin]`, which
@@ -612,6 +617,9 @@ class MeshState:
         self.events[ev.id] = ev
         self.by_origin[ev.origin][ev.seq] = ev
         self.sums.touch(ev.origin, ev.seq)
+        seqs = self._jobless.setdefault(ev.origin, [])
+        if self.archive is not None and jobless(ev) and ev.seq not in seqs:
+            bisect.insort(seqs, ev.seq)  # (it leaves memory with its window, as any)
         return not old.known
 
     def refold(self) -> list[tuple[Event, Exception]]:
@@ -624,7 +632,7 @@ class MeshState:
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
-                          deletions=self.deletions)
+                          deletions=self.deletions, jobless_window=self.jobless_window)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
@@ -685,6 +693,38 @@ class MeshState:
             return
         self.floors[origin] = seq
         self._advance(origin, max(self.heads.get(origin, 0), seq))
+        if self.archive is not None:
+            self._let_go_jobless(origin)
+
+    def _age(self, ev: Event) -> None:
+        """`ev` was recorded: if jobless (peer.log.jobless) it joins its origin's jobless
+        events in memory; those a window behind the head (which `ev` may have moved) leave."""
+        if jobless(ev):
+            seqs = self._jobless.setdefault(ev.origin, [])
+            if not seqs or seqs[-1] < ev.seq:
+                seqs.append(ev.seq)
+            else:
+                bisect.insort(seqs, ev.seq)
+        self._let_go_jobless(ev.origin)
+
+    def _let_go_jobless(self, origin: str) -> None:
+        """The jobless events of `origin` in memory `jobless_window` seqs or more behind its
+        head leave it (they stay held; the compactor indexes what they made): decided by the
+        held events alone, the same on every peer that holds them, and late enough that the
+        conflict rule compares a rival content of one while its origin is within a window."""
+        seqs = self._jobless.get(origin)
+        if not seqs:
+            return
+        upto = self.heads.get(origin, 0) - self.jobless_window
+        n = bisect.bisect_right(seqs, upto)
+        if not n:
+            return
+        log = self.by_origin.get(origin, {})
+        for q in seqs[:n]:
+            held = log.get(q)
+            if held is not None and jobless(held):
+                self._evict_one(held)
+        del seqs[:n]
 
     def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
         """Events with seq above `vv[origin]` (a version vector), at most limit: first those

@@ -2,20 +2,25 @@
 TURN of CACHE_PUT parts): which may leave memory and which may leave the log. Pure: the
 compactor (peer.log.compact) asks and acts.
 
-Such an event leaves memory at the first compaction pass after its origin's head covers it
-(what it did is in the provider sets and cache tables, which go to the job index first), and
-the log once every live member holds it or past the horizon (its own hlc standing for a
-job's end), with one more condition for an UNPROVIDE: no event of its origin that could
-provide a CID and has a lower seq is left in the log. The fold remembers an UNPROVIDE
-(`MeshState._dropped`) so that such an earlier event, folded again (by a restart's replay or a
-refold) or arriving late, does not make its origin a provider again; once the UNPROVIDE is
-dropped the fold forgets it (`MeshState.forget_drops`), so it must outlive those events. Until
-this release these events stayed in memory and in the log for good, and `_dropped` kept one
-entry per CID ever collected.
-
-Decided by the events alone, as a deleted job's (`MeshState.gone`): two peers that hold the
-same events hold the same ones in memory after their next pass, so their content digests
-agree."""
+Such an event leaves memory once its origin's head is `MeshState.jobless_window` seqs (a
+content-digest block, 256) past it (`MeshState._let_go_jobless`, as events are recorded or a
+floor rises): decided by the held events alone, so two peers that hold the same events hold
+the same ones in memory and their content digests agree, and late enough that the conflict
+rule still compares a rival content of a recent one. (Two first forms were measured against
+the fuzzed mesh of tests/integration/test_log_door.py and failed it: at a compaction pass,
+peers' digests differed between their passes; as soon as the head covered it, a rival
+content that came later was never compared, and peers that met the two contents in
+different orders kept different ones.) What it did is in the provider sets and cache tables,
+which go to the job index at the next compaction pass (`Compactor.unindexed`). It leaves the
+log once every live member holds it or past the horizon (its own hlc standing for a job's
+end), with one more condition for an UNPROVIDE: no event of its origin that could provide a
+CID and has a lower seq is left in the log, and no snapshot's rows are still being taken.
+The fold remembers an UNPROVIDE (`MeshState._dropped`) so that such an earlier event, folded
+again (a restart's replay, a refold) or arriving late, does not make its origin a provider
+again; once the UNPROVIDE is dropped the fold forgets it (`MeshState.forget_drops`), so it
+must outlive those events. Until this release these events stayed in memory and in the log
+for good, and `_dropped` kept one entry per CID ever collected. Only a state with a log to
+serve what leaves memory (`MeshState.archive`) lets them go (simulations keep them)."""
 
 from __future__ import annotations
 
@@ -40,34 +45,14 @@ def jobless(ev: Event) -> bool:
 
 
 class Jobless:
-    """The jobless events noted and not yet out of memory (`pending`), and those out of
-    memory and still in the log, per origin in seq order (`waiting`: rebuilt at start from
-    what the replay's settle lets go)."""
+    """The jobless events out of memory and still in the log, per origin in seq order
+    (`waiting`: rebuilt at start from what the replay lets go)."""
 
     def __init__(self) -> None:
-        self.pending: set[Id] = set()
         self.waiting: dict[str, list[tuple[int, int, bool]]] = {}  # (seq, hlc, unprovide)
-
-    def note(self, ev: Event) -> None:
-        """A single event (a TURN's part: its id is the TURN's) was folded."""
-        if type(ev.body) in _JOBLESS:
-            self.pending.add(ev.id)
-
-    def ready(self, events: Mapping[Id, Event], heads: Mapping[str, int]) -> list[Event]:
-        """The pending events that may leave memory now (their origin's head covers them);
-        pending ids that left memory otherwise or are about a job too are forgotten."""
-        out: list[Event] = []
-        for i in list(self.pending):
-            ev = events.get(i)
-            if ev is None or not jobless(ev):
-                self.pending.discard(i)
-            elif i[1] <= heads.get(i[0], 0):
-                out.append(ev)
-        return out
 
     def left(self, ev: Event) -> None:
         """`ev` (jobless) left memory: it waits to leave the log."""
-        self.pending.discard(ev.id)
         row = (ev.seq, ev.hlc, type(ev.body) is Unprovide)
         seqs = self.waiting.setdefault(ev.origin, [])
         if not seqs or seqs[-1] < row:

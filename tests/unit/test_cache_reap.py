@@ -233,6 +233,7 @@ def test_rows_of_a_snapshot_from_a_peer_that_keeps_them_are_deleted_again_bounde
     assert new.compactor.total.reaped == 6
 
 
+@pytest.mark.usefixtures("no_jobless_window")
 def test_a_snapshot_row_of_an_origin_that_unprovided_the_cid_is_not_taken(
         tmp_path: Path, opened: list[Node]) -> None:
     """Whatever deleted the set's rows (here the UNPROVIDE's pass, no entry deleted): the

@@ -461,6 +461,7 @@ async def test_a_rewrite_takes_each_event_as_held_now(node: Node) -> None:
     assert not node._unsynced
 
 
+@pytest.mark.usefixtures("no_jobless_window")
 async def test_received_provides_that_left_memory_are_rewritten(node: Node) -> None:
     """A pass lets PROVIDEs (of no job) go from memory while their fsync is being retried
     (every 5 s against 0.5 s): they are written again as they are (before, the rewrite
