@@ -122,10 +122,11 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
 # -- ranking and the stagger ----------------------------------------------------------------
 def candidates(unit: str, call: str, split: Event, me: str,
                peers: Mapping[str, Mapping[str, Any]], holders: set[str],
-               full: Collection[str] = ()) -> list[str]:
+               full: Collection[str] = (), splitter: bool = True) -> list[str]:
     """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
     free slot (`me` included); those holding the input (`holders`) first, then the peer
-    that split the task (it saw the task first: no gossip hop), then the others, each group
+    that split the task (it saw the task first: no gossip hop; not when `splitter` is
+    False: an implicit split, which no peer made), then the others, each group
     ordered by rendezvous hash so that every peer computes the same order. `full`: peers
     whose claims the log shows filling their slots (their heartbeat's free_slots is up to
     a report period old): left out, as a peer reporting no free slot is, so that nobody
@@ -135,7 +136,7 @@ def candidates(unit: str, call: str, split: Event, me: str,
             and p not in full]
     able.append(me)
     near = rendezvous(unit, [p for p in able if p in holders])
-    if split.origin in able and split.origin not in holders:
+    if splitter and split.origin in able and split.origin not in holders:
         near.append(split.origin)
     return near + rendezvous(unit, [p for p in able if p not in near])
 

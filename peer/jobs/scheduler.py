@@ -501,13 +501,8 @@ class Scheduler:
         if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
             self._cannot.add((job, task))  # `waiting` says why if no live peer can either
             return  # this peer cannot run that call: peers that can will
-        split = st.splits.get((job, task))
-        if split is None:
-            self._plan(job, task, tdef, spec)
-            # Our split is folded at once: its chunks are considered in this round, so the
-            # split and our claim are parts of one TURN (one loop turn, signature, frame).
-            if (split := st.splits.get((job, task))) is None:
-                return
+        if (split := self._split(job, task, tdef, spec)) is None:
+            return
         chunks = self.planner.chunks(split)
         if chunks is None:  # a split by reference: its listing first (at once: it is small)
             self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
@@ -518,6 +513,23 @@ class Scheduler:
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
+
+    def _split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> Event | None:
+        """The task's winning split once its chunks may be considered (None: not yet). An
+        implicit split (peer.log.fold: no peer splits the task) skips `_plan` but keeps what
+        it did besides splitting: the cache lookup (`_cached`); placement is the claims'.
+        Else a peer's split, ours made now if it is our turn: folded at once, its chunks are
+        considered in this round, so the split and our claim are parts of one TURN (one
+        loop turn, signature, frame)."""
+        split = self.state.splits.get((job, task))
+        if split is not None and self.state.implicit(split):
+            if tdef.per_item:  # (`parse` refuses such a task: no split could be made)
+                raise BanzaiError(f"{task}: a per-item task needs an input")
+            return None if self._cached(job, task, tdef, spec, split) else split
+        if split is None:
+            self._plan(job, task, tdef, spec)
+            split = self.state.splits.get((job, task))
+        return split
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
@@ -600,6 +612,30 @@ class Scheduler:
         slots = self._placed_slots(tdef.name, spec.requires)
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
+
+    def _cached(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
+                ) -> bool:
+        """The cache lookup of a task with an implicit split (`_plan`'s, which it skips):
+        with a cached output and its chunk never claimed, the first of the peers that would
+        claim it (in claim order, its stagger) records it done (TASK_DONE `cached`) instead
+        of a CLAIM. True if the task waits for that (or for a peer meeting its requires)."""
+        c = self.state.chunk(job, task, 0)
+        if not spec.cache or c.claims or c.failures or c.done is not None:
+            return False  # claimed once: it runs (or ran), as a split task does
+        key = self.planner.key(job, task, tdef, spec, None)
+        cached = self.planner.cached_output(key)
+        if cached is None:
+            return False
+        able = self._placed((job, task), spec.requires)
+        if able is None:
+            return True  # the peers that meet its requires take it
+        # Ranked as its claim would be; waited for as a planning turn (it takes no slot)
+        ranked = claims.candidates(AttemptKey(job, task, 0, 0).unit, tdef.name, split,
+                                   self.peer_id, able, set(), splitter=False)
+        turn = AttemptKey(job, task, -1, -1)
+        if self._my_turn(turn, ranked):
+            self._done(job, task, cached, key, cached=True)
+        return True
 
     def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
                   split: Event, chunks: list[Any]) -> None:
@@ -813,7 +849,8 @@ class Scheduler:
                 return
             reduce_input = self.planner.output(a)
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
-                                   self._full() if holders and tdef.groups else ())
+                                   self._full() if holders and tdef.groups else (),
+                                   splitter=not self.state.implicit(split))
         # A starved task this peer comes first for among every live peer (full or not:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
