@@ -33,7 +33,7 @@ from peer.jobs.ports import (
 )
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import Event, EventType, MeshState, TaskKey
+from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, TaskKey
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -113,8 +113,8 @@ class Scheduler:
         # live peer (`_next_starved`): its claim does not wait for the stagger.
         self._first_for: TaskKey | None = None
         self._full_peers: set[str] | None = None  # of this step (see _full)
-        # Whether this peer comes first for a starved task among the live peers (_comes_first)
-        self._firsts: dict[TaskKey, bool] = {}
+        # The peer that comes first for a task among the live peers (_first_peer)
+        self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
 
@@ -345,15 +345,22 @@ class Scheduler:
 
     def _comes_first(self, key: TaskKey, peers: list[str]) -> bool:
         """True if this peer comes first for task `key` in the rendezvous order of `peers`
-        (every live peer, this one included); remembered per set of peers: a freed slot
-        scans up to FILL_SCAN starved tasks, each hashed once per peer (at 3 peers about
+        (every live peer, this one included): see `_first_peer`."""
+        return self._first_peer(key, peers) == self.peer_id
+
+    def _first_peer(self, key: TaskKey, peers: list[str] | None = None) -> str:
+        """The peer that comes first for task `key` in the rendezvous order of `peers`
+        (default: every live peer, this one included); remembered per set of peers: a freed
+        slot scans up to FILL_SCAN starved tasks, each hashed once per peer (at 3 peers about
         4 % of the peers' CPU in a job of 1,000 short tasks when hashed at every scan)."""
+        if peers is None:
+            peers = [*self._peers(), self.peer_id]
         live = frozenset(peers)
         if live != self._firsts_peers or len(self._firsts) >= FIRST_MEMO:
             self._firsts, self._firsts_peers = {}, live
         first = self._firsts.get(key)
         if first is None:
-            first = rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id
+            first = rendezvous(f"{key[0]}/{key[1]}", peers)[0]
             self._firsts[key] = first
         return first
 
@@ -626,12 +633,12 @@ class Scheduler:
         cached = self.planner.cached_output(key)
         if cached is None:
             return False
-        able = self._placed((job, task), spec.requires)
+        able = self._claimers((job, task), spec.requires, split)
         if able is None:
             return True  # the peers that meet its requires take it
         # Ranked as its claim would be; waited for as a planning turn (it takes no slot)
         ranked = claims.candidates(AttemptKey(job, task, 0, 0).unit, tdef.name, split,
-                                   self.peer_id, able, set(), splitter=False)
+                                   self.peer_id, able, set(), (), self._splitter(split))
         turn = AttemptKey(job, task, -1, -1)
         if self._my_turn(turn, ranked):
             self._done(job, task, cached, key, cached=True)
@@ -825,7 +832,7 @@ class Scheduler:
             # Ours, or a lost one still ending (its run key is this attempt's: it would end
             # a new run's bookkeeping with its own): claimed again once it has ended.
             return
-        able = self._placed((job, task), spec.requires)
+        able = self._claimers((job, task), spec.requires, split)
         if able is None:
             return  # this peer does not meet the task's requires: peers that do claim it
         holders = self.state.providers.get(split.payload["input"] or "", set())
@@ -850,7 +857,7 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else (),
-                                   splitter=not self.state.implicit(split))
+                                   self._splitter(split))
         # A starved task this peer comes first for among every live peer (full or not:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
@@ -870,6 +877,16 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _splitter(self, split: Event) -> str:
+        """The peer that split the task (ranked first of the claimers after the input's
+        holders); of an implicit split, which no peer made, the one that comes first for the
+        task among the live peers (`_first_peer`: the one that would have split it, and
+        that takes it at once from the starved queue), so that every peer ranks it first."""
+        if not self.state.implicit(split):
+            return split.origin
+        p = split.payload
+        return self._first_peer((p["job"], p["task"]))
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at
@@ -937,6 +954,16 @@ class Scheduler:
             self._unplaced[key] = placement.no_peer_reason(
                 requires, [self.peer_id, *live], members, names)
         return None
+
+    def _claimers(self, key: TaskKey, requires: Mapping[str, Any], split: Event,
+                  ) -> Mapping[str, Mapping[str, Any]] | None:
+        """The live peers that may claim a chunk of `split` (`_placed`); of an implicit
+        split, only those announcing SPLITS_FEATURE (a peer of the previous release runs
+        none of its job: nobody waits a stagger for it)."""
+        able = self._placed(key, requires)
+        if able is None or not self.state.implicit(split):
+            return able
+        return {p: i for p, i in able.items() if SPLITS_FEATURE in (i.get("features") or ())}
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str], step_s: float | None = None,
                  later_s: float = 0.0) -> bool:
