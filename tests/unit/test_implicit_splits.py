@@ -129,6 +129,7 @@ def test_deletion_and_compaction_drop_the_implicit_splits() -> None:
     assert fold([job, deleted]).splits == {}
     assert fold([deleted, job]).splits == {}  # a JOB_SUBMITTED after its job's deletion
     s = fold([job])
+    assert set(s.splits) == {("j", "a"), ("j", "b")}
     s.compact(["j"])
     assert s.splits == {}
     late = fold([], MeshState(compacted=s.compacted))
@@ -139,6 +140,7 @@ def test_deletion_and_compaction_drop_the_implicit_splits() -> None:
 def test_a_refold_makes_them_again() -> None:
     s = fold([_job(), _split("p1", 1, 200, task="c")])
     before = dict(s.splits)
+    assert s.implicit(before[("j", "a")]) and not s.implicit(before[("j", "c")])
     assert s.refold() == []
     assert {k: (v.id, v.payload) for k, v in s.splits.items()} == {
         k: (v.id, v.payload) for k, v in before.items()}
