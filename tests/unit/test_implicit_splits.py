@@ -199,6 +199,8 @@ def test_a_peer_shows_compacts_and_restarts_with_implicit_splits(
     assert states == {"t0": "running", "t1": "pending"}
     t0 = next(t for t in live["tasks"] if t["name"] == "t0")
     assert len(t0["chunks"]) == 1 and t0["chunks"][0]["peer"] == ORIGIN
+    t1 = next(t for t in live["tasks"] if t["name"] == "t1")  # no peer acted on its split:
+    assert t1["chunks"] == [] and t1["started_ms"] is None  # shown as a cached task's, none
     n.catchup.compact()
     assert n.state.compacted and "job0" in n.state.compacted
     assert not [k for k in n.state.splits if k[0] == "job0"]
