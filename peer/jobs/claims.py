@@ -125,8 +125,9 @@ def candidates(unit: str, call: str, split: Event, me: str,
                full: Collection[str] = (), splitter: str | None = None) -> list[str]:
     """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
     free slot (`me` included); those holding the input (`holders`) first, then the peer
-    that split the task (it saw the task first: no gossip hop; `splitter`, else the split's
-    origin: an implicit split's is its submitter's), then the others, each group
+    that split the task (it saw the task first: no gossip hop; the split's origin unless
+    `splitter` names another: an implicit split's origin is its job's submitter, who did
+    not split it), then the others, each group
     ordered by rendezvous hash so that every peer computes the same order. `full`: peers
     whose claims the log shows filling their slots (their heartbeat's free_slots is up to
     a report period old): left out, as a peer reporting no free slot is, so that nobody

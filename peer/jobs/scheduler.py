@@ -117,6 +117,7 @@ class Scheduler:
         self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
+        self._uncached: dict[TaskKey, None] = {}  # implicitly split tasks not in the cache
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -432,6 +433,7 @@ class Scheduler:
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
         _prune(self._results_seen, stale)
+        _prune(self._uncached, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -452,7 +454,7 @@ class Scheduler:
         tables: tuple[dict[Any, Any], ...] = (
             self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
-            self.locality.stalled, self.live.logs, self.live.metrics)
+            self.locality.stalled, self.live.logs, self.live.metrics, self._uncached)
         for table in tables:
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
@@ -629,9 +631,12 @@ class Scheduler:
         c = self.state.chunk(job, task, 0)
         if not spec.cache or c.claims or c.failures or c.done is not None:
             return False  # claimed once: it runs (or ran), as a split task does
+        if (job, task) in self._uncached:
+            return False
         key = self.planner.key(job, task, tdef, spec, None)
         cached = self.planner.cached_output(key)
-        if cached is None:
+        if cached is None:  # looked up once, as `_plan` did (a miss may ask the job index)
+            self._uncached[(job, task)] = None
             return False
         able = self._claimers((job, task), spec.requires, split)
         if able is None:
