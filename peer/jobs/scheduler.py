@@ -117,7 +117,7 @@ class Scheduler:
         self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
-        self._uncached: dict[TaskKey, None] = {}  # implicitly split tasks not in the cache
+        self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -433,7 +433,7 @@ class Scheduler:
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
         _prune(self._results_seen, stale)
-        _prune(self._uncached, stale)
+        _prune(self._looked, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -454,7 +454,7 @@ class Scheduler:
         tables: tuple[dict[Any, Any], ...] = (
             self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
-            self.locality.stalled, self.live.logs, self.live.metrics, self._uncached)
+            self.locality.stalled, self.live.logs, self.live.metrics, self._looked)
         for table in tables:
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
@@ -534,7 +534,7 @@ class Scheduler:
         if split is not None and self.state.implicit(split):
             if tdef.per_item:  # (`parse` refuses such a task: no split could be made)
                 raise BanzaiError(f"{task}: a per-item task needs an input")
-            return None if self._cached(job, task, tdef, spec, split) else split
+            return split if self._implicit_turn(job, task, tdef, spec) else None
         if split is None:
             self._plan(job, task, tdef, spec)
             split = self.state.splits.get((job, task))
@@ -602,9 +602,7 @@ class Scheduler:
                 return
         elif not self._my_turn(turn, rendezvous(unit, [
                 *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
-                self.peer_id]), self.cfg.split_wait_s
-                + min(self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks),
-                      self.cfg.split_wait_job_max_s)):
+                self.peer_id]), self._split_wait_s(job)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
             # soon as it sees the job, and a job of thousands of tasks takes each peer longer
@@ -622,32 +620,48 @@ class Scheduler:
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
 
-    def _cached(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
-                ) -> bool:
-        """The cache lookup of a task with an implicit split (`_plan`'s, which it skips):
-        with a cached output and its chunk never claimed, the first of the peers that would
-        claim it (in claim order, its stagger) records it done (TASK_DONE `cached`) instead
-        of a CLAIM. True if the task waits for that (or for a peer meeting its requires)."""
-        c = self.state.chunk(job, task, 0)
-        if not spec.cache or c.claims or c.failures or c.done is not None:
-            return False  # claimed once: it runs (or ran), as a split task does
-        if (job, task) in self._uncached:
-            return False
-        key = self.planner.key(job, task, tdef, spec, None)
-        cached = self.planner.cached_output(key)
-        if cached is None:  # looked up once, as `_plan` did (a miss may ask the job index)
-            self._uncached[(job, task)] = None
-            return False
-        able = self._claimers((job, task), spec.requires, split)
-        if able is None:
-            return True  # the peers that meet its requires take it
-        # Ranked as its claim would be; waited for as a planning turn (it takes no slot)
-        ranked = claims.candidates(AttemptKey(job, task, 0, 0).unit, tdef.name, split,
-                                   self.peer_id, able, set(), (), self._splitter(split))
+    def _implicit_turn(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> bool:
+        """What `_plan` did for a task without input besides splitting it, for a task with an
+        implicit split (no peer splits it); True once its chunk may be claimed here. Until
+        the chunk is first claimed, the live peers that run its call take their turn in its
+        rendezvous order as they took their turn to split it (`_implicit_rank`: the first at
+        once, the others after `_split_wait_s` per rank): the others leave it a while to its
+        first peer, which claims it or queues it (without that wait every peer looked at
+        every chunk of a job as it came, and a third of the tasks of a job of 1,000 on three
+        peers were claimed twice, from stale free-slot counts). Whoever's turn comes looks the
+        task up in the cache and finishes it from there (TASK_DONE `cached`, no claim)."""
+        key = (job, task)
         turn = AttemptKey(job, task, -1, -1)
-        if self._my_turn(turn, ranked):
-            self._done(job, task, cached, key, cached=True)
+        c = self.state.chunk(job, task, 0)
+        if key in self._looked or c.claims or c.failures or c.done is not None:
+            self._ready_since.pop(turn, None)
+            return True  # its turn came here, or it was claimed: as a split task's chunk
+        if not self._my_turn(turn, self._implicit_rank(job, task, tdef.name),
+                             self._split_wait_s(job)):
+            return False
+        if spec.cache:  # looked up once, as `_plan` did (a miss may ask the job index)
+            ck = self.planner.key(job, task, tdef, spec, None)
+            cached = self.planner.cached_output(ck)
+            if cached is not None:
+                self._done(job, task, cached, ck, cached=True)
+                return False
+        self._looked[key] = None
         return True
+
+    def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
+        """The live peers (this one included) that may claim a task with an implicit split,
+        in the order they would have split it (`_plan`): those that run its call and
+        announce SPLITS_FEATURE, by rendezvous hash of the task."""
+        return rendezvous(f"{job}/{task}", [
+            *(p for p, i in self._peers().items() if call in i.get("calls", ())
+              and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id])
+
+    def _split_wait_s(self, job: str) -> float:
+        """The wait per rank before a peer splits (or looks at) a task without input of `job`
+        that its first peer has not: split_wait_s and more per task of the job."""
+        return self.cfg.split_wait_s + min(
+            self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks),
+            self.cfg.split_wait_job_max_s)
 
     def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
                   split: Event, chunks: list[Any]) -> None:
@@ -862,7 +876,7 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else (),
-                                   self._splitter(split))
+                                   self._splitter(split, tdef.name))
         # A starved task this peer comes first for among every live peer (full or not:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
@@ -883,15 +897,13 @@ class Scheduler:
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
 
-    def _splitter(self, split: Event) -> str:
+    def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's
-        holders); of an implicit split, which no peer made, the one that comes first for the
-        task among the live peers (`_first_peer`: the one that would have split it, and
-        that takes it at once from the starved queue), so that every peer ranks it first."""
+        holders); of an implicit split, which no peer made, the one that would have split it
+        (`_implicit_rank`), so that every peer ranks it first."""
         if not self.state.implicit(split):
             return split.origin
-        p = split.payload
-        return self._first_peer((p["job"], p["task"]))
+        return self._implicit_rank(split.payload["job"], split.payload["task"], call)[0]
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at

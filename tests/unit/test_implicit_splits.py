@@ -323,3 +323,39 @@ async def test_a_previous_release_runs_none_of_a_flagged_job(batch: bool) -> Non
         assert all(len(peers) == 1 for peers in _runs(mesh, job).values())
     finally:
         await mesh.close()
+
+
+async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
+    """Busy peers (3 slots each, runs of 6 ms, heartbeats every 0.1 s: stale free-slot counts)
+    on a flagged job of 200 tasks: a peer other than a task's first (the one that would have
+    split it) looks at its chunk only after the split wait, as it would have split it, so no
+    attempt is claimed twice (when every peer looked at every chunk as the job came, 10 were)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), queue_ahead=1)
+    mesh = JobMesh(3, CATALOG, cfg, batch=True, slots=3)
+    try:
+        for a in mesh.peers:
+            for b in mesh.peers:
+                if a != b:
+                    mesh.delay_s[(a, b)] = 0.002
+        job = mesh.submit("p0", [{"name": f"e{i}", "call": "T_WRITE",
+                                  "params": {"files": 1, "tag": str(i)}, "depends": []}
+                                 for i in range(200)], implicit=True)
+        started: dict[tuple[str, str], float] = {}
+        for step in range(2000):
+            mesh.clock.advance(0.001)
+            if step % 100 == 0:
+                mesh.heartbeats()
+            await mesh.settle()
+            for pid, p in mesh.peers.items():
+                for key in list(p.runner.running):
+                    if mesh.clock() - started.setdefault((pid, key), mesh.clock()) >= 0.006:
+                        p.runner.finish(key)
+            if len(mesh.events(EventType.TASK_DONE, "p0", job=job)) == 200:
+                break
+        assert len(mesh.events(EventType.TASK_DONE, "p0", job=job)) == 200
+        claims = [(e.payload["task"], e.payload["attempt"]) for p in mesh.peers.values()
+                  for ev in p.emitted for e in ev.singles if e.type == EventType.CLAIM]
+        assert len(claims) == len(set(claims)) == 200
+        assert mesh.events(EventType.TASK_SPLIT, "p0", job=job) == []
+    finally:
+        await mesh.close()
