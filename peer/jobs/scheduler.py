@@ -118,6 +118,8 @@ class Scheduler:
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
         self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
+        self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
+        self._ranks_peers: frozenset[str] = frozenset()
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -651,10 +653,16 @@ class Scheduler:
     def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
         """The live peers (this one included) that may claim a task with an implicit split,
         in the order they would have split it (`_plan`): those that run its call and
-        announce SPLITS_FEATURE, by rendezvous hash of the task."""
-        return rendezvous(f"{job}/{task}", [
-            *(p for p, i in self._peers().items() if call in i.get("calls", ())
-              and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id])
+        announce SPLITS_FEATURE, by rendezvous hash of the task. Remembered per set of those
+        peers (read at every look at its chunk: see `_first_peer`)."""
+        peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
+                             and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
+        if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
+            self._ranks, self._ranks_peers = {}, peers
+        ranked = self._ranks.get((job, task))
+        if ranked is None:
+            ranked = self._ranks[(job, task)] = rendezvous(f"{job}/{task}", list(peers))
+        return ranked
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`
