@@ -118,6 +118,7 @@ class Scheduler:
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
         self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
+        self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
         self._ranks_peers: frozenset[str] = frozenset()
 
@@ -288,6 +289,7 @@ class Scheduler:
         if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
             self._turn_at = math.inf
             self._dirty.update(self._turns())
+            self._dirty.update(self._deferred_due(now))
         dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
@@ -436,6 +438,7 @@ class Scheduler:
         _prune(self._partial_sig, stale)
         _prune(self._results_seen, stale)
         _prune(self._looked, stale)
+        _prune(self._deferred, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -456,7 +459,8 @@ class Scheduler:
         tables: tuple[dict[Any, Any], ...] = (
             self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
-            self.locality.stalled, self.live.logs, self.live.metrics, self._looked)
+            self.locality.stalled, self.live.logs, self.live.metrics, self._looked,
+            self._deferred)
         for table in tables:
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
@@ -475,6 +479,17 @@ class Scheduler:
             else:
                 keys.add((k.job, k.task))
         return keys
+
+    def _deferred_due(self, now: float) -> list[TaskKey]:
+        """The tasks with an implicit split whose turn to look at their chunk has come
+        (`_implicit_turn`); the turn of the others is set again."""
+        out = []
+        for key, due in self._deferred.items():
+            if due <= now:
+                out.append(key)
+            else:
+                self._turn_at = min(self._turn_at, due)
+        return out
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
@@ -633,14 +648,19 @@ class Scheduler:
         peers were claimed twice, from stale free-slot counts). Whoever's turn comes looks the
         task up in the cache and finishes it from there (TASK_DONE `cached`, no claim)."""
         key = (job, task)
-        turn = AttemptKey(job, task, -1, -1)
         c = self.state.chunk(job, task, 0)
         if key in self._looked or c.claims or c.failures or c.done is not None:
-            self._ready_since.pop(turn, None)
+            self._deferred.pop(key, None)
             return True  # its turn came here, or it was claimed: as a split task's chunk
-        if not self._my_turn(turn, self._implicit_rank(job, task, tdef.name),
-                             self._split_wait_s(job)):
+        now = self.clock()
+        due = self._deferred.get(key)
+        if due is None:
+            rank = self._implicit_rank(job, task, tdef.name).index(self.peer_id)
+            due = self._deferred[key] = now + rank * self._split_wait_s(job)
+        if now < due:  # (not a `_ready_since` turn: those are looked at every tick, and
+            self._turn_at = min(self._turn_at, due)  # hundreds wait here for seconds)
             return False
+        del self._deferred[key]
         if spec.cache:  # looked up once, as `_plan` did (a miss may ask the job index)
             ck = self.planner.key(job, task, tdef, spec, None)
             cached = self.planner.cached_output(ck)

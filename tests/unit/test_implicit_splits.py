@@ -359,3 +359,21 @@ async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
         assert mesh.events(EventType.TASK_SPLIT, "p0", job=job) == []
     finally:
         await mesh.close()
+
+
+async def test_the_tasks_left_to_their_first_peer_are_not_looked_at_every_tick() -> None:
+    """They wait for their turn's time (`Scheduler._deferred`), not as staggered claims (which
+    every tick evaluates again: hundreds of tasks of a big job, for seconds)."""
+    mesh = JobMesh(3, CATALOG, CFG)
+    try:
+        job = mesh.submit("p0", [{"name": f"e{i}", "call": "T_WRITE",
+                                  "params": {"files": 1, "tag": str(i)}, "depends": []}
+                                 for i in range(30)], implicit=True)
+        await mesh.settle()
+        s = mesh["p1"].sched
+        assert [k for k in s._ready_since if k.chunk < 0] == []
+        waiting = {k for k in s._deferred if k[0] == job}
+        assert 10 < len(waiting) < 30 and not waiting & s._waiting()
+        assert s.sleep_s() <= CFG.split_wait_s + 30 * CFG.split_wait_per_task_s
+    finally:
+        await mesh.close()
