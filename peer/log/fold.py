@@ -318,6 +318,8 @@ class MeshState:
     events: dict[tuple[str, int], Event] = field(default_factory=dict)
     jobs: dict[str, Event] = field(default_factory=dict)
     cancelled: dict[str, Event] = field(default_factory=dict)
+    # The winning TASK_SPLIT of each task, or its implicit split (`implicit_splits`: made
+    # from a flagged job's JOB_SUBMITTED, never held; `implicit` tells it apart)
     splits: dict[TaskKey, Event] = field(default_factory=dict)
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
