@@ -59,6 +59,7 @@ from peer.jobs.spec import Workflows
 from peer.log import (
     BATCH_FEATURE,
     HLC,
+    SPLITS_FEATURE,
     Door,
     DoorConfig,
     Event,
@@ -102,7 +103,8 @@ def usable_cores() -> int:
 
 
 Listener = Callable[[Event], None]
-FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE)  # what our MEMBER event and heartbeats announce
+# What our MEMBER event and heartbeats announce
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -421,12 +423,23 @@ class Node:
     def batching(self) -> bool:
         """True if every live member says it folds TURN events (its heartbeat's or its MEMBER
         event's `features`): a peer of the previous version would keep them unfolded."""
+        return self._all_announce(BATCH_FEATURE)
+
+    def implicit_splits(self) -> bool:
+        """True if every live member says it folds implicit splits (peer.log.fold): a job
+        submitted here then says so (`"splits": "implicit"`). A peer of the previous version
+        would take that key for a newer peer's and run none of the job's tasks."""
+        return self._all_announce(SPLITS_FEATURE)
+
+    def _all_announce(self, feature: str) -> bool:
+        """True if every live member announces `feature` (in its heartbeat's `features`, or
+        its MEMBER event's if its heartbeat has none)."""
         for pid, info in self.live_peers().items():
             feats = info.get("features")
             if not isinstance(feats, list):
                 m = self.state.members.get(pid)
                 feats = list(m.body_as(Member).features) if m is not None else []
-            if BATCH_FEATURE not in feats:
+            if feature not in feats:
                 return False
         return True
 

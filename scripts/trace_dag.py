@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where a job of n independent ECHO tasks on N peers waits or wastes (issue 12): bench_mesh's
 mesh, a warm batch, then `--reps` dag batches; after each, from peer 0's events.sqlite, per
-peer: tasks split, claimed and done, events emitted (TURNs), duplicate claims (the same
+peer: tasks split, claimed and done, events emitted (TURNs) and their parts (single events),
+duplicate claims (the same
 attempt claimed by several peers: by whom, S = the task's splitter, and how far apart) and
 the time from a task's split to its first claim; plus the CPU each peer and its workers used
 and how idle the whole machine was during the batch (/proc/stat).
@@ -59,8 +60,10 @@ def trace(db: Path, names: dict[str, str], job_name: str = "bench-dag") -> dict[
     splitter: dict[str, str] = {}
     claimed: dict[tuple[str, int], list[tuple[float, str]]] = defaultdict(list)
     wait: list[float] = []
+    parts_n: Counter[str] = Counter()
     for ms, o, parts in evs:
         events[o] += 1
+        parts_n[o] += len(parts)
         for t, q in parts:
             if t == 3:
                 splits[o] += 1
@@ -82,6 +85,7 @@ def trace(db: Path, names: dict[str, str], job_name: str = "bench-dag") -> dict[
             dups[" ".join("S" if o == splitter.get(task) else "x" for _, o in xs)] += 1
     return {"wall_ms": round(max(e[0] for e in evs) - t0), "splits": dict(splits),
             "claims": dict(claims), "dones": dict(dones), "events": dict(events),
+            "parts": dict(parts_n),
             "duplicate_claims": sum(dups.values()), "duplicates_by": dict(dups),
             "duplicates_apart_ms": sorted(apart),
             "split_to_first_claim_ms": {"p50": _pct(wait, 50), "p90": _pct(wait, 90)}}

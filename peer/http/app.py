@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -44,7 +45,7 @@ from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.claims import n_chunks
 from peer.jobs.spec import parse, resolve_images
-from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
+from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -136,6 +137,8 @@ async def submit(request: web.Request) -> web.Response:
                                  for p, m in node.state.members.items()})
     if request.query.get("cache", "").lower() in ("false", "0", "no"):
         wf = wf.without_cache()
+    # Its tasks without input have implicit splits only while every live peer folds them
+    wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS if node.implicit_splits() else None)
     job = "j" + secrets.token_hex(6)
     ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
     try:

@@ -161,6 +161,7 @@ class Host(Protocol):
     def unpinned(self, cids: list[str]) -> None: ...  # a user removed pins (Kubo: there too)
     async def inline_landed(self) -> None: ...  # the inline outputs' pins written so far
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
+    def implicit_splits(self) -> bool: ...  # every live peer folds implicit splits
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined

@@ -11,6 +11,7 @@ from peer.jobs.claims import chunk_exhausted, task_status
 from peer.log import (
     ChunkDone,
     ChunkFailed,
+    ChunkKey,
     ChunkState,
     Event,
     JobSubmitted,
@@ -67,11 +68,20 @@ def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
             "log": done.log if done else None}
 
 
+def _touched(state: MeshState, job: str, task: str) -> bool:
+    """Is there an event about the one chunk of the task's implicit split (a claim, an
+    outcome)? Until then it was not split into work, as a task taken from the cache never is."""
+    c = state.chunks.get(ChunkKey(job, task, *state.jobs[job].id, 0))
+    return c is not None and bool(c.claims or c.failures or c.done or c.progress)
+
+
 def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
               ) -> dict[str, Any]:
     name = t["name"]
     status = task_status(state, job, name, max_attempts)
     split = state.splits.get((job, name))
+    if split is not None and state.implicit(split) and not _touched(state, job, name):
+        split = None  # an implicit split no peer acted on: shown as none (a cached task's)
     done_ev = state.task_done.get((job, name))
     done = done_ev.body_as(TaskDone) if done_ev else None
     chunks = []

@@ -122,10 +122,12 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
 # -- ranking and the stagger ----------------------------------------------------------------
 def candidates(unit: str, call: str, split: Event, me: str,
                peers: Mapping[str, Mapping[str, Any]], holders: set[str],
-               full: Collection[str] = ()) -> list[str]:
+               full: Collection[str] = (), splitter: str | None = None) -> list[str]:
     """Peers that may claim `unit`, in claim order: live peers that run `call` and have a
     free slot (`me` included); those holding the input (`holders`) first, then the peer
-    that split the task (it saw the task first: no gossip hop), then the others, each group
+    that split the task (it saw the task first: no gossip hop; the split's origin unless
+    `splitter` names another: an implicit split's origin is its job's submitter, who did
+    not split it), then the others, each group
     ordered by rendezvous hash so that every peer computes the same order. `full`: peers
     whose claims the log shows filling their slots (their heartbeat's free_slots is up to
     a report period old): left out, as a peer reporting no free slot is, so that nobody
@@ -135,8 +137,9 @@ def candidates(unit: str, call: str, split: Event, me: str,
             and p not in full]
     able.append(me)
     near = rendezvous(unit, [p for p in able if p in holders])
-    if split.origin in able and split.origin not in holders:
-        near.append(split.origin)
+    first = split.origin if splitter is None else splitter
+    if first in able and first not in holders:
+        near.append(first)
     return near + rendezvous(unit, [p for p in able if p not in near])
 
 

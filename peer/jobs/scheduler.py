@@ -33,7 +33,7 @@ from peer.jobs.ports import (
 )
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import Event, EventType, MeshState, TaskKey
+from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, TaskKey
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -113,10 +113,14 @@ class Scheduler:
         # live peer (`_next_starved`): its claim does not wait for the stagger.
         self._first_for: TaskKey | None = None
         self._full_peers: set[str] | None = None  # of this step (see _full)
-        # Whether this peer comes first for a starved task among the live peers (_comes_first)
-        self._firsts: dict[TaskKey, bool] = {}
+        # The peer that comes first for a task among the live peers (_first_peer)
+        self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
+        self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
+        self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
+        self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
+        self._ranks_peers: frozenset[str] = frozenset()
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -285,6 +289,7 @@ class Scheduler:
         if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
             self._turn_at = math.inf
             self._dirty.update(self._turns())
+            self._dirty.update(self._deferred_due(now))
         dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
@@ -345,15 +350,22 @@ class Scheduler:
 
     def _comes_first(self, key: TaskKey, peers: list[str]) -> bool:
         """True if this peer comes first for task `key` in the rendezvous order of `peers`
-        (every live peer, this one included); remembered per set of peers: a freed slot
-        scans up to FILL_SCAN starved tasks, each hashed once per peer (at 3 peers about
+        (every live peer, this one included): see `_first_peer`."""
+        return self._first_peer(key, peers) == self.peer_id
+
+    def _first_peer(self, key: TaskKey, peers: list[str] | None = None) -> str:
+        """The peer that comes first for task `key` in the rendezvous order of `peers`
+        (default: every live peer, this one included); remembered per set of peers: a freed
+        slot scans up to FILL_SCAN starved tasks, each hashed once per peer (at 3 peers about
         4 % of the peers' CPU in a job of 1,000 short tasks when hashed at every scan)."""
+        if peers is None:
+            peers = [*self._peers(), self.peer_id]
         live = frozenset(peers)
         if live != self._firsts_peers or len(self._firsts) >= FIRST_MEMO:
             self._firsts, self._firsts_peers = {}, live
         first = self._firsts.get(key)
         if first is None:
-            first = rendezvous(f"{key[0]}/{key[1]}", peers)[0] == self.peer_id
+            first = rendezvous(f"{key[0]}/{key[1]}", peers)[0]
             self._firsts[key] = first
         return first
 
@@ -425,6 +437,8 @@ class Scheduler:
         _prune(self._partial_sent, stale)
         _prune(self._partial_sig, stale)
         _prune(self._results_seen, stale)
+        _prune(self._looked, stale)
+        _prune(self._deferred, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         keys |= {(k[0], k[1]) for k in self._claim_seen}
         return keys | set(self.locality.waiting)
@@ -445,7 +459,8 @@ class Scheduler:
         tables: tuple[dict[Any, Any], ...] = (
             self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
-            self.locality.stalled, self.live.logs, self.live.metrics)
+            self.locality.stalled, self.live.logs, self.live.metrics, self._looked,
+            self._deferred)
         for table in tables:
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
@@ -464,6 +479,17 @@ class Scheduler:
             else:
                 keys.add((k.job, k.task))
         return keys
+
+    def _deferred_due(self, now: float) -> list[TaskKey]:
+        """The tasks with an implicit split whose turn to look at their chunk has come
+        (`_implicit_turn`); the turn of the others is set again."""
+        out = []
+        for key, due in self._deferred.items():
+            if due <= now:
+                out.append(key)
+            else:
+                self._turn_at = min(self._turn_at, due)
+        return out
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
@@ -501,13 +527,8 @@ class Scheduler:
         if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
             self._cannot.add((job, task))  # `waiting` says why if no live peer can either
             return  # this peer cannot run that call: peers that can will
-        split = st.splits.get((job, task))
-        if split is None:
-            self._plan(job, task, tdef, spec)
-            # Our split is folded at once: its chunks are considered in this round, so the
-            # split and our claim are parts of one TURN (one loop turn, signature, frame).
-            if (split := st.splits.get((job, task))) is None:
-                return
+        if (split := self._split(job, task, tdef, spec)) is None:
+            return
         chunks = self.planner.chunks(split)
         if chunks is None:  # a split by reference: its listing first (at once: it is small)
             self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
@@ -518,6 +539,23 @@ class Scheduler:
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
+
+    def _split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> Event | None:
+        """The task's winning split once its chunks may be considered (None: not yet). An
+        implicit split (peer.log.fold: no peer splits the task) skips `_plan` but keeps what
+        it did besides splitting: the cache lookup (`_cached`); placement is the claims'.
+        Else a peer's split, ours made now if it is our turn: folded at once, its chunks are
+        considered in this round, so the split and our claim are parts of one TURN (one
+        loop turn, signature, frame)."""
+        split = self.state.splits.get((job, task))
+        if split is not None and self.state.implicit(split):
+            if tdef.per_item:  # (`parse` refuses such a task: no split could be made)
+                raise BanzaiError(f"{task}: a per-item task needs an input")
+            return split if self._implicit_turn(job, task, tdef, spec) else None
+        if split is None:
+            self._plan(job, task, tdef, spec)
+            split = self.state.splits.get((job, task))
+        return split
 
     def _ahead(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                chunks: list[Any]) -> None:
@@ -581,9 +619,7 @@ class Scheduler:
                 return
         elif not self._my_turn(turn, rendezvous(unit, [
                 *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
-                self.peer_id]), self.cfg.split_wait_s
-                + min(self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks),
-                      self.cfg.split_wait_job_max_s)):
+                self.peer_id]), self._split_wait_s(job)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
             # soon as it sees the job, and a job of thousands of tasks takes each peer longer
@@ -600,6 +636,60 @@ class Scheduler:
         slots = self._placed_slots(tdef.name, spec.requires)
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
+
+    def _implicit_turn(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> bool:
+        """What `_plan` did for a task without input besides splitting it, for a task with an
+        implicit split (no peer splits it); True once its chunk may be claimed here. Until
+        the chunk is first claimed, the live peers that run its call take their turn in its
+        rendezvous order as they took their turn to split it (`_implicit_rank`: the first at
+        once, the others after `_split_wait_s` per rank): the others leave it a while to its
+        first peer, which claims it or queues it (without that wait every peer looked at
+        every chunk of a job as it came, and a third of the tasks of a job of 1,000 on three
+        peers were claimed twice, from stale free-slot counts). Whoever's turn comes looks the
+        task up in the cache and finishes it from there (TASK_DONE `cached`, no claim)."""
+        key = (job, task)
+        c = self.state.chunk(job, task, 0)
+        if key in self._looked or c.claims or c.failures or c.done is not None:
+            self._deferred.pop(key, None)
+            return True  # its turn came here, or it was claimed: as a split task's chunk
+        now = self.clock()
+        due = self._deferred.get(key)
+        if due is None:
+            rank = self._implicit_rank(job, task, tdef.name).index(self.peer_id)
+            due = self._deferred[key] = now + rank * self._split_wait_s(job)
+        if now < due:  # (not a `_ready_since` turn: those are looked at every tick, and
+            self._turn_at = min(self._turn_at, due)  # hundreds wait here for seconds)
+            return False
+        del self._deferred[key]
+        if spec.cache:  # looked up once, as `_plan` did (a miss may ask the job index)
+            ck = self.planner.key(job, task, tdef, spec, None)
+            cached = self.planner.cached_output(ck)
+            if cached is not None:
+                self._done(job, task, cached, ck, cached=True)
+                return False
+        self._looked[key] = None
+        return True
+
+    def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
+        """The live peers (this one included) that may claim a task with an implicit split,
+        in the order they would have split it (`_plan`): those that run its call and
+        announce SPLITS_FEATURE, by rendezvous hash of the task. Remembered per set of those
+        peers (read at every look at its chunk: see `_first_peer`)."""
+        peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
+                             and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
+        if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
+            self._ranks, self._ranks_peers = {}, peers
+        ranked = self._ranks.get((job, task))
+        if ranked is None:
+            ranked = self._ranks[(job, task)] = rendezvous(f"{job}/{task}", list(peers))
+        return ranked
+
+    def _split_wait_s(self, job: str) -> float:
+        """The wait per rank before a peer splits (or looks at) a task without input of `job`
+        that its first peer has not: split_wait_s and more per task of the job."""
+        return self.cfg.split_wait_s + min(
+            self.cfg.split_wait_per_task_s * len(self.workflow(job).tasks),
+            self.cfg.split_wait_job_max_s)
 
     def _assemble(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
                   split: Event, chunks: list[Any]) -> None:
@@ -789,7 +879,7 @@ class Scheduler:
             # Ours, or a lost one still ending (its run key is this attempt's: it would end
             # a new run's bookkeeping with its own): claimed again once it has ended.
             return
-        able = self._placed((job, task), spec.requires)
+        able = self._claimers((job, task), spec.requires, split)
         if able is None:
             return  # this peer does not meet the task's requires: peers that do claim it
         holders = self.state.providers.get(split.payload["input"] or "", set())
@@ -813,7 +903,8 @@ class Scheduler:
                 return
             reduce_input = self.planner.output(a)
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
-                                   self._full() if holders and tdef.groups else ())
+                                   self._full() if holders and tdef.groups else (),
+                                   self._splitter(split, tdef.name))
         # A starved task this peer comes first for among every live peer (full or not:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
@@ -833,6 +924,14 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+
+    def _splitter(self, split: Event, call: str) -> str:
+        """The peer that split the task (ranked first of the claimers after the input's
+        holders); of an implicit split, which no peer made, the one that would have split it
+        (`_implicit_rank`), so that every peer ranks it first."""
+        if not self.state.implicit(split):
+            return split.origin
+        return self._implicit_rank(split.payload["job"], split.payload["task"], call)[0]
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at
@@ -900,6 +999,16 @@ class Scheduler:
             self._unplaced[key] = placement.no_peer_reason(
                 requires, [self.peer_id, *live], members, names)
         return None
+
+    def _claimers(self, key: TaskKey, requires: Mapping[str, Any], split: Event,
+                  ) -> Mapping[str, Mapping[str, Any]] | None:
+        """The live peers that may claim a chunk of `split` (`_placed`); of an implicit
+        split, only those announcing SPLITS_FEATURE (a peer of the previous release runs
+        none of its job: nobody waits a stagger for it)."""
+        able = self._placed(key, requires)
+        if able is None or not self.state.implicit(split):
+            return able
+        return {p: i for p, i in able.items() if SPLITS_FEATURE in (i.get("features") or ())}
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str], step_s: float | None = None,
                  later_s: float = 0.0) -> bool:

@@ -6,24 +6,27 @@ store and data. Single-threaded, no processes, no sockets, no sleeps: time moves
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
 from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
-from peer.jobs.spec import from_obj
-from peer.log import Event, EventType, MeshState
+from peer.jobs.spec import from_obj, workflow_from_json
+from peer.log import IMPLICIT_SPLITS, SPLITS_FEATURE, Event, EventType, MeshState
 from peer.log.clock import FakeClock
 from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
 
 T = TypeVar("T")
+PREVIOUS_TOP_KEYS = ("name", "tasks")  # the workflow keys a peer of the previous release knows
 
 
 async def inline(fn: Callable[[], T]) -> T:
@@ -233,9 +236,14 @@ class JobMesh:
     `delay_s` (per link), unless the link is cut, either end is silent or `hold` keeps it."""
 
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
-                 *, slots: int = 1, auto: bool = False, batch: bool = False) -> None:
+                 *, slots: int = 1, auto: bool = False, batch: bool = False,
+                 old: Collection[str] = ()) -> None:
         self.catalog = catalog
         self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
+        # Peers of the previous release: they do not announce SPLITS_FEATURE and read a
+        # workflow's `splits` as a newer peer's key (their fold is this release's: the
+        # implicit splits it makes are never used, their scheduler runs none of such a job)
+        self.old = frozenset(old)
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -266,9 +274,11 @@ class JobMesh:
 
     def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
                    runner: FakeRunner) -> Scheduler:
+        parse = (partial(workflow_from_json, known=PREVIOUS_TOP_KEYS) if pid in self.old
+                 else workflow_from_json)
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
-                         offload=inline)
+                         offload=inline, parse=parse)
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
@@ -297,7 +307,8 @@ class JobMesh:
         for b, p in self.peers.items():
             info: dict[str, Any] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
                                     "free_slots": p.sched.free_slots,
-                                    "running": [list(k) for k in p.sched.running]}
+                                    "running": [list(k) for k in p.sched.running],
+                                    "features": [] if b in self.old else [SPLITS_FEATURE]}
             self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
             for b in self.peers:
@@ -359,11 +370,20 @@ class JobMesh:
         self._queue = keep
         return n
 
-    def submit(self, pid: str, tasks: list[dict[str, Any]]) -> str:
-        """Submit a DAG-form workflow at peer `pid`; its job id."""
+    def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
+               ) -> str:
+        """Submit a DAG-form workflow at peer `pid`; its job id. `implicit`: whether it says
+        its tasks without input have implicit splits (None: as Node decides, if `pid` and
+        every live peer it hears announce SPLITS_FEATURE; not by default: a task is split
+        by a peer, as in a mesh with a peer of the previous release)."""
         self._jobs += 1
         job = f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
+        if implicit is None:
+            implicit = pid not in self.old and all(
+                SPLITS_FEATURE in info.get("features", ()) for info in self.infos(pid).values())
+        if implicit:
+            wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS)
         self.emit(pid, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
         return job
 

@@ -21,6 +21,7 @@ from cid import make_cid
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from peer.jobs.placement import KEYS, json_type, parse_requires
+from peer.log import IMPLICIT_SPLITS
 from tasks.registry import Arg, TaskDef
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", "requires",
               *kindspec.TASK_KEYS)
 _DAG_KEYS = (*_LIST_KEYS, "depends")
-_TOP_KEYS = ("name", "tasks")
+_TOP_KEYS = ("name", "tasks", "splits")
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
@@ -82,6 +83,9 @@ class Workflow:
     name: str
     tasks: tuple[TaskSpec, ...]
     newer: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # unknown top-level keys
+    # IMPLICIT_SPLITS: its tasks without input have an implicit split (peer.log.fold); set by
+    # the peer a job is submitted to, only while every live member folds them (Node.submit_form)
+    splits: str | None = None
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; NotFound if there is none."""
@@ -101,7 +105,10 @@ class Workflow:
 
     def to_json(self) -> dict[str, Any]:
         """Canonical DAG form; `from_obj(wf.to_json(), catalog) == wf`."""
-        return {"name": self.name, "tasks": [t.to_json() for t in self.tasks], **self.newer}
+        out = {"name": self.name, "tasks": [t.to_json() for t in self.tasks], **self.newer}
+        if self.splits is not None:
+            out["splits"] = self.splits
+        return out
 
 
 @dataclass
@@ -272,7 +279,7 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
     if isinstance(obj, list):
         name, items = DEFAULT_NAME, obj
     elif dag:
-        name, items = _top(obj)
+        name, items, _ = _top(obj)  # (`splits` is the submitting peer's to set)
     else:
         raise SpecError("a pipeline must be a list of tasks or an object "
                         f'{{"name": ..., "tasks": [...]}}, got {json_type(obj)}')
@@ -297,7 +304,7 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)))
 
 
-def workflow_from_json(doc: Any) -> Workflow:
+def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
     """Rebuild a Workflow from `Workflow.to_json()` output without a catalog.
 
     For documents `parse` already checked (e.g. from the event log): params are kept as
@@ -305,11 +312,13 @@ def workflow_from_json(doc: Any) -> Workflow:
     know were checked by a newer peer (docs/architecture.md, "Workflows of newer peers"):
     a task that has any (or whose `requires` or kind params have any, or whose workflow
     has any at the top) is kept as stored, with `newer` naming them, and never run here.
+    `known`: the top-level keys this version knows (a test passes an older version's).
     """
     if not isinstance(doc, Mapping):
         raise SpecError(f"a workflow must be an object, got {json_type(doc)}")
-    top = {str(k): v for k, v in doc.items() if k not in _TOP_KEYS}
-    name, items = _top({k: v for k, v in doc.items() if k in _TOP_KEYS})
+    known = [k for k in known if k != "splits" or doc.get(k) == IMPLICIT_SPLITS]
+    top = {str(k): v for k, v in doc.items() if k not in known}
+    name, items, splits = _top({k: v for k, v in doc.items() if k in known})
     newer = [(*(f"workflow.{k}" for k in sorted(top)), *_newer_keys(item)) for item in items]
     raws = [_opaque(i, item) if newer[i] else _shape(i, item, _DAG_KEYS)
             for i, item in enumerate(items)]
@@ -325,7 +334,7 @@ def workflow_from_json(doc: Any) -> Workflow:
                       stored=dict(items[r.index]) if newer[r.index] else None) for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),
-                    newer=top)
+                    newer=top, splits=splits)
 
 
 class Workflows:
@@ -377,11 +386,15 @@ def _opaque(index: int, item: Mapping[str, Any]) -> _Raw:
     return raw
 
 
-def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
+def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None]:
     for k in obj:
         if k not in _TOP_KEYS:
-            raise SpecError(f"{k}: unknown top-level key {k!r} (allowed: name, tasks)",
+            raise SpecError(f"{k}: unknown top-level key {k!r} (allowed: name, tasks, splits)",
                             field=str(k))
+    splits = obj.get("splits")
+    if splits is not None and splits != IMPLICIT_SPLITS:
+        raise SpecError(f"splits: must be {IMPLICIT_SPLITS!r}, got {splits!r}"[:200],
+                        field="splits")
     name = obj.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_WORKFLOW_NAME_CHARS:
         got = (f"{name[:40]!r} ({len(name)} characters)" if isinstance(name, str)
@@ -393,7 +406,7 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any]]:
     items = obj["tasks"]
     if not isinstance(items, list):
         raise SpecError(f"tasks: must be a list of tasks, got {json_type(items)}", field="tasks")
-    return name, items
+    return name, items, splits
 
 
 def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:

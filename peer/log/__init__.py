@@ -5,8 +5,10 @@ from peer.log.clock import HLC, hlc_ms
 from peer.log.door import Door, DoorConfig, Refusals
 from peer.log.events import (
     BATCH_FEATURE,
+    IMPLICIT_SPLITS,
     PROTOCOL_VERSION,
     RETRYABLE,
+    SPLITS_FEATURE,
     UNCOUNTED,
     Body,
     CachePut,
@@ -41,7 +43,8 @@ from peer.log.events import (
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["BATCH_FEATURE", "HLC", "PROTOCOL_VERSION", "RETRYABLE", "UNCOUNTED", "Body",
+__all__ = ["BATCH_FEATURE", "HLC", "IMPLICIT_SPLITS", "PROTOCOL_VERSION", "RETRYABLE",
+           "SPLITS_FEATURE", "UNCOUNTED", "Body",
            "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
            "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
            "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",

@@ -99,6 +99,10 @@ MAX_PARTS = 10_000  # parts of a TURN
 MAX_INLINE_BLOCKS = 64  # blocks riding inline in one CHUNK_DONE
 MAX_INLINE_CHARS = 64 * 1024  # their base64, in all (a peer's own bound is far lower)
 BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
+# A MEMBER's `features` (and heartbeat's): it folds a job whose workflow says
+# `"splits": IMPLICIT_SPLITS` (its tasks without input have an implicit split: MeshState).
+SPLITS_FEATURE = "splits-v1"
+IMPLICIT_SPLITS = "implicit"
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split

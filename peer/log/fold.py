@@ -29,6 +29,7 @@ from typing import Any
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
+    IMPLICIT_SPLITS,
     CachePut,
     ChunkDone,
     ChunkEvent,
@@ -36,6 +37,7 @@ from peer.log.events import (
     ChunkKey,
     Claim,
     Event,
+    EventType,
     IpnsRecord,
     JobCancelled,
     JobDeleted,
@@ -52,6 +54,7 @@ from peer.log.events import (
     TaskSplitRef,
     Unknown,
     Unprovide,
+    part_event,
 )
 from peer.log.jobless import jobless
 
@@ -335,6 +338,8 @@ class MeshState:
     events: dict[tuple[str, int], Event] = field(default_factory=dict)
     jobs: dict[str, Event] = field(default_factory=dict)
     cancelled: dict[str, Event] = field(default_factory=dict)
+    # The winning TASK_SPLIT of each task, or its implicit split (`implicit_splits`: made
+    # from a flagged job's JOB_SUBMITTED, never held; `implicit` tells it apart)
     splits: dict[TaskKey, Event] = field(default_factory=dict)
     chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
@@ -798,6 +803,12 @@ class MeshState:
             return ChunkState()
         return self.chunks[ChunkKey(job, task, sid[0], sid[1], chunk)]
 
+    def implicit(self, split: Event) -> bool:
+        """Is `split` an implicit split (`implicit_splits`: no peer made it)? Its id is its
+        job's JOB_SUBMITTED's, which no real split's is."""
+        job = self.jobs.get(split.payload["job"])
+        return job is not None and job.id == split.id
+
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
         return s.id if s else None
@@ -809,6 +820,29 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     s._first(s.jobs, b.job, ev)
+    for split in implicit_splits(ev, b):
+        s._first(s.splits, (b.job, split.body_as(TaskSplit).task), split)
+
+
+def implicit_splits(ev: Event, b: JobSubmitted) -> list[Event]:
+    """The implicit splits of a JOB_SUBMITTED whose workflow says `"splits": "implicit"`
+    (only while every live member folds them: Node.implicit_splits): one per task without
+    input (no `depends`, no `cid`), the one whole chunk of a TASK_SPLIT that no peer emits.
+    Each is a part event with the JOB_SUBMITTED's origin, seq and hlc (its id is the job's:
+    the CLAIMs carry that as `split`; its order is the job's, earlier than any real split of
+    the task, which loses to it). Folded into `splits` only, never held: the log and its
+    digests are as without them; refolding the JOB_SUBMITTED (a restart) makes them again."""
+    if b.workflow.get("splits") != IMPLICIT_SPLITS:
+        return []
+    out = []
+    for t in b.workflow["tasks"]:
+        if t.get("depends") or t.get("cid") is not None:
+            continue
+        payload: dict[str, Any] = {"job": b.job, "task": t["name"], "input": None,
+                                   "chunks": [[]]}
+        out.append(part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_SPLIT, payload,
+                              TaskSplit(b.job, t["name"], None, ((),))))
+    return out
 
 
 def _cancel(s: MeshState, ev: Event, b: JobCancelled) -> None:
@@ -955,6 +989,9 @@ def _forget(s: MeshState, b: object, job: str) -> None:
     and providers stay: a rerun may use them)."""
     s.jobs.pop(job, None)
     s.cancelled.pop(job, None)
+    if isinstance(b, JobSubmitted):  # its implicit splits
+        for name in b.tasks:
+            s.splits.pop((job, name), None)
     task = getattr(b, "task", None)
     if task is not None:
         s.splits.pop((job, task), None)

@@ -34,8 +34,8 @@ def _first(key: tuple[str, str], peers: list[str]) -> str:
 def _rank_p0_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stagger ranks p1 first and p0 last for every chunk."""
     real = claims.candidates
-    monkeypatch.setattr(claims, "candidates", lambda *a: [
-        "p1", *(p for p in real(*a) if p not in ("p0", "p1")), "p0"])
+    monkeypatch.setattr(claims, "candidates", lambda *a, **k: [
+        "p1", *(p for p in real(*a, **k) if p not in ("p0", "p1")), "p0"])
 
 
 async def _busy_pair(n: int) -> tuple[JobMesh, str, list[tuple[str, str]]]:

@@ -1,0 +1,379 @@
+"""Implicit splits (issue 12): a job whose workflow says `"splits": "implicit"` (set by the
+peer it is submitted to while every live member announces SPLITS_FEATURE) has no TASK_SPLIT
+for its tasks without input: the fold makes their one-chunk split from the JOB_SUBMITTED, its
+id the job's, and the scheduler claims it (or, for a cached output, records the task done)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.config import PeerConfig
+from peer.errors import SpecError
+from peer.http.views import compact_view, job_view
+from peer.ipfs.store import StoreConfig
+from peer.jobs.claims import task_status
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
+from peer.jobs.spec import from_obj, workflow_from_json
+from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, fold
+from peer.node import Node
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                      max_attempts=3)
+ORIGIN = "origin00000000000000"
+WRITE = {"name": "w", "call": "T_WRITE", "params": {"files": 1}, "depends": []}
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+
+
+def _workflow(implicit: bool = True) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": "x", "tasks": [
+        {"name": "a", "call": "ECHO", "params": {"text": "a"}, "depends": []},
+        {"name": "b", "call": "ECHO", "params": {"text": "b"}},  # no depends key at all
+        {"name": "src", "cid": CID},
+        {"name": "c", "call": "ECHO", "params": {"text": "c"}, "depends": ["a"]}]}
+    if implicit:
+        doc["splits"] = "implicit"
+    return doc
+
+
+def _job(seq: int = 1, hlc: int = 100, job: str = "j", implicit: bool = True) -> Event:
+    return Event(ORIGIN, seq, hlc, EventType.JOB_SUBMITTED,
+                 {"job": job, "workflow": _workflow(implicit)})
+
+
+def _split(origin: str, seq: int, hlc: int, task: str = "a") -> Event:
+    return Event(origin, seq, hlc, EventType.TASK_SPLIT,
+                 {"job": "j", "task": task, "input": None, "chunks": [[]]})
+
+
+def _claim(origin: str, seq: int, hlc: int, split: tuple[str, int], task: str = "a") -> Event:
+    return Event(origin, seq, hlc, EventType.CLAIM, {"job": "j", "task": task,
+                                                       "split": list(split), "chunk": 0,
+                                                       "attempt": 0})
+
+
+# -- the workflow key ------------------------------------------------------------------------
+def test_the_splits_key_is_known_and_kept() -> None:
+    wf = workflow_from_json(_workflow())
+    assert wf.splits == "implicit" and wf.newer == {}
+    assert all(t.newer == () for t in wf.tasks)
+    assert wf.to_json()["splits"] == "implicit" and workflow_from_json(wf.to_json()) == wf
+    assert "splits" not in workflow_from_json(_workflow(implicit=False)).to_json()
+
+
+def test_a_previous_release_reads_the_splits_key_as_a_newer_peers() -> None:
+    wf = workflow_from_json(_workflow(), known=PREVIOUS_TOP_KEYS)
+    assert wf.newer == {"splits": "implicit"}
+    assert all(t.newer[:1] == ("workflow.splits",) for t in wf.tasks)
+
+
+def test_an_unknown_splits_value_is_a_newer_peers() -> None:
+    wf = workflow_from_json({**_workflow(), "splits": "sharded"})
+    assert wf.splits is None and wf.newer == {"splits": "sharded"}
+
+
+def test_a_user_may_not_set_another_splits_value() -> None:
+    doc = {"name": "x", "tasks": [{"name": "w", "call": "T_WRITE", "params": {"files": 1}}]}
+    assert from_obj({**doc, "splits": "implicit"}, CATALOG).splits is None  # the peer's to set
+    with pytest.raises(SpecError) as e:
+        from_obj({**doc, "splits": "sharded"}, CATALOG)
+    assert e.value.field == "splits"
+
+
+# -- the fold --------------------------------------------------------------------------------
+def test_a_flagged_job_has_an_implicit_split_per_task_without_input() -> None:
+    job = _job()
+    s = fold([job])
+    assert set(s.splits) == {("j", "a"), ("j", "b")}  # not c (depends), not src (a cid)
+    for t in ("a", "b"):
+        sp = s.splits[("j", t)]
+        assert sp.type == EventType.TASK_SPLIT and sp.id == job.id and sp.order == job.order
+        assert sp.payload == {"job": "j", "task": t, "input": None, "chunks": [[]]}
+        assert s.implicit(sp)
+    # never held: the log, its heads and its digests are as without them
+    assert list(s.events) == [job.id] and list(s.by_origin[ORIGIN]) == [1]
+    assert s.content_sum() == fold([job]).content_sum()
+
+
+def test_an_unflagged_job_has_none() -> None:
+    assert fold([_job(implicit=False)]).splits == {}
+
+
+def test_a_real_split_loses_to_the_implicit_one_in_any_order() -> None:
+    job, real = _job(), _split("p1", 1, 200)
+    for evs in ([job, real], [real, job]):
+        s = fold(evs)
+        assert s.splits[("j", "a")].id == job.id
+        assert not s.implicit(real)
+
+
+def test_claims_on_the_implicit_split_win_and_others_do_not_count() -> None:
+    job = _job()
+    s = fold([job, _split("p1", 1, 200), _claim("p1", 2, 210, ("p1", 1)),
+              _claim("p2", 1, 220, job.id)])
+    w = s.chunk("j", "a", 0).winner(0, s.split_id("j", "a"))
+    assert w is not None and w.origin == "p2"  # the earlier claim was on the losing split
+
+
+def test_deletion_and_compaction_drop_the_implicit_splits() -> None:
+    job = _job()
+    deleted = Event(ORIGIN, 2, 300, EventType.JOB_DELETED, {"job": "j", "reason": ""})
+    assert fold([job, deleted]).splits == {}
+    assert fold([deleted, job]).splits == {}  # a JOB_SUBMITTED after its job's deletion
+    s = fold([job])
+    assert set(s.splits) == {("j", "a"), ("j", "b")}
+    s.compact(["j"])
+    assert s.splits == {}
+    late = fold([], MeshState(compacted=s.compacted))
+    late.apply(job)  # a straggler of a compacted job
+    assert late.splits == {}
+
+
+def test_a_refold_makes_them_again() -> None:
+    s = fold([_job(), _split("p1", 1, 200, task="c")])
+    before = dict(s.splits)
+    assert s.implicit(before[("j", "a")]) and not s.implicit(before[("j", "c")])
+    assert s.refold() == []
+    assert {k: (v.id, v.payload) for k, v in s.splits.items()} == {
+        k: (v.id, v.payload) for k, v in before.items()}
+
+
+# -- a peer on its data dir: restart, views, compaction ----------------------------------------
+def _cid(s: str) -> str:
+    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+
+
+def _open(d: Path, opened: list[Node]) -> Node:
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=0))
+    n.listeners[:] = [n.compactor.note]  # no scheduler running: only the compactor listens
+    opened.append(n)
+    return n
+
+
+def _history(jobs: int, live: int) -> list[Event]:
+    """`jobs` finished flagged jobs of two ECHO tasks (no TASK_SPLIT: their claims name the
+    job's id), then `live` flagged jobs, one of whose tasks is claimed."""
+    out: list[Event] = []
+    hlc = (int(time.time() * 1000) - 60_000) << 16
+
+    def add(typ: EventType, payload: dict[str, Any]) -> Event:
+        nonlocal hlc
+        hlc += 1
+        out.append(Event(ORIGIN, len(out) + 1, hlc, typ, payload))
+        return out[-1]
+
+    for j in range(jobs + live):
+        job = f"job{j}"
+        sub = add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {
+            "name": job, "splits": "implicit", "tasks": [
+                {"name": f"t{i}", "call": "ECHO", "params": {"text": f"{j}/{i}"}}
+                for i in range(2)]}})
+        for i in range(2 if j < jobs else 1):
+            base = {"job": job, "task": f"t{i}", "split": list(sub.id), "chunk": 0,
+                    "attempt": 0}
+            add(EventType.CLAIM, base)
+            if j < jobs:
+                out_cid = _cid(f"{job}/t{i}")
+                add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
+                add(EventType.TASK_DONE, {"job": job, "task": f"t{i}", "output": out_cid})
+    return out
+
+
+def test_a_peer_shows_compacts_and_restarts_with_implicit_splits(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened)
+    evs = _history(jobs=1, live=1)
+    assert n.merge(evs) == evs  # the door admits the key and claims on the job's id
+    done = job_view(n.state, "job0", n.cfg.max_attempts)
+    assert done["state"] == "done"
+    live = job_view(n.state, "job1", n.cfg.max_attempts)
+    states = {t["name"]: t["state"] for t in live["tasks"]}
+    assert states == {"t0": "running", "t1": "pending"}
+    t0 = next(t for t in live["tasks"] if t["name"] == "t0")
+    assert len(t0["chunks"]) == 1 and t0["chunks"][0]["peer"] == ORIGIN
+    t1 = next(t for t in live["tasks"] if t["name"] == "t1")  # no peer acted on its split:
+    assert t1["chunks"] == [] and t1["started_ms"] is None  # shown as a cached task's, none
+    n.catchup.compact()
+    assert n.state.compacted and "job0" in n.state.compacted
+    assert not [k for k in n.state.splits if k[0] == "job0"]
+    assert n.catchup.job_record("job0") == compact_view(done)
+    n.flush()
+    n.log.close()
+    opened.remove(n)
+    m = _open(tmp_path / "a", opened)  # a restart: the JOB_SUBMITTED is folded again
+    assert sorted(m.state.splits) == [("job1", "t0"), ("job1", "t1")]
+    assert all(m.state.implicit(s) for s in m.state.splits.values())
+    assert task_status(m.state, "job1", "t0", m.cfg.max_attempts) == "running"
+    assert "job0" not in m.state.jobs
+
+
+def test_a_live_member_without_the_feature_gets_no_flagged_job(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened)
+    live: dict[str, dict[str, Any]] = {"old": {"calls": [], "features": ["batch-v1"]}}
+    n.live_peers = lambda: live  # type: ignore[method-assign]
+    assert not n.implicit_splits() and n.batching()
+    live["old"]["features"].append(SPLITS_FEATURE)
+    assert n.implicit_splits()
+    live["quiet"] = {"calls": []}  # no features in its heartbeat, none in a MEMBER event
+    assert not n.implicit_splits()
+
+
+# -- the scheduler ---------------------------------------------------------------------------
+@pytest.fixture(params=[False, True], ids=["single", "batched"])
+async def batch(request: pytest.FixtureRequest) -> AsyncIterator[bool]:
+    yield bool(request.param)
+
+
+def _runs(mesh: JobMesh, job: str) -> dict[str, list[str]]:
+    """Run key -> the peers that were handed it."""
+    out: dict[str, list[str]] = {}
+    for pid, p in mesh.peers.items():
+        for key in p.runner.started:
+            if key.startswith(f"{job}/"):
+                out.setdefault(key, []).append(pid)
+    return out
+
+
+async def test_three_peers_run_a_flagged_job_without_a_task_split(batch: bool) -> None:
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch)
+    try:
+        tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)},
+                  "depends": []} for i in range(9)]
+        job = mesh.submit("p0", [*tasks, {"name": "u", "call": "T_UPPER", "params": {},
+                                          "depends": ["e0"]}], implicit=None)
+        assert mesh["p0"].state.jobs[job].payload["workflow"]["splits"] == "implicit"
+        for _ in range(10):
+            await mesh.advance(CFG.tick_s)
+        for pid in mesh.peers:
+            assert task_status(mesh[pid].state, job, "u", CFG.max_attempts) == "done"
+            for i in range(9):
+                assert task_status(mesh[pid].state, job, f"e{i}", CFG.max_attempts) == "done"
+        runs = _runs(mesh, job)
+        assert sorted(k for k in runs if "/e" in k) == sorted(f"{job}/e{i}/0/0"
+                                                              for i in range(9))
+        assert all(len(peers) == 1 for peers in runs.values())  # each task ran once
+        assert len({p for peers in runs.values() for p in peers}) > 1  # spread over peers
+        splits = [e for pid in mesh.peers for e in mesh[pid].emitted for e in e.singles
+                  if e.type in (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)]
+        assert [e.payload["task"] for e in splits] == ["u"]  # the task with an input only
+        sub = mesh["p0"].state.jobs[job]
+        claims = mesh.events(EventType.CLAIM, "p1", job=job)
+        assert all(tuple(c.payload["split"]) == sub.id for c in claims
+                   if c.payload["task"] != "u")
+    finally:
+        await mesh.close()
+
+
+async def test_a_cached_task_of_a_flagged_job_is_done_without_a_claim(batch: bool) -> None:
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch)
+    try:
+        first = mesh.submit("p0", [WRITE], implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert task_status(mesh["p2"].state, first, "w", CFG.max_attempts) == "done"
+        again = mesh.submit("p1", [WRITE], implicit=True)
+        for _ in range(4):
+            await mesh.advance(CFG.tick_s)
+        done = mesh.events(EventType.TASK_DONE, "p2", job=again)
+        assert len(done) == 1 and done[0].payload["cached"] is True
+        for pid in mesh.peers:
+            assert mesh.events(EventType.CLAIM, pid, job=again) == []
+            assert mesh.events(EventType.TASK_SPLIT, pid, job=again) == []
+        assert _runs(mesh, again) == {}
+    finally:
+        await mesh.close()
+
+
+async def test_a_member_without_the_feature_gets_a_job_split_as_before() -> None:
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, old={"p2"})
+    try:
+        job = mesh.submit("p0", [WRITE], implicit=None)
+        assert "splits" not in mesh["p0"].state.jobs[job].payload["workflow"]
+        await mesh.advance(CFG.tick_s)
+        assert len(mesh.events(EventType.TASK_SPLIT, "p0", job=job)) >= 1
+        assert task_status(mesh["p2"].state, job, "w", CFG.max_attempts) == "done"
+    finally:
+        await mesh.close()
+
+
+async def test_a_previous_release_runs_none_of_a_flagged_job(batch: bool) -> None:
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch, old={"p2"})
+    try:
+        tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)},
+                  "depends": []} for i in range(8)]
+        job = mesh.submit("p0", tasks, implicit=True)  # p2 was not live when it was submitted
+        for _ in range(10):
+            await mesh.advance(CFG.tick_s)
+        for pid in ("p0", "p1"):
+            for i in range(8):
+                assert task_status(mesh[pid].state, job, f"e{i}", CFG.max_attempts) == "done"
+        assert mesh["p2"].runner.started == []
+        assert [e for e in mesh["p2"].emitted if e.singles[0].payload.get("job") == job] == []
+        why = mesh["p2"].sched.waiting()
+        assert all(why[(job, f"e{i}")].endswith("does not know workflow.splits")
+                   for i in range(8) if (job, f"e{i}") in why)
+        assert all(len(peers) == 1 for peers in _runs(mesh, job).values())
+    finally:
+        await mesh.close()
+
+
+async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
+    """Busy peers (3 slots each, runs of 6 ms, heartbeats every 0.1 s: stale free-slot counts)
+    on a flagged job of 200 tasks: a peer other than a task's first (the one that would have
+    split it) looks at its chunk only after the split wait, as it would have split it, so no
+    attempt is claimed twice (when every peer looked at every chunk as the job came, 10 were)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), queue_ahead=1)
+    mesh = JobMesh(3, CATALOG, cfg, batch=True, slots=3)
+    try:
+        for a in mesh.peers:
+            for b in mesh.peers:
+                if a != b:
+                    mesh.delay_s[(a, b)] = 0.002
+        job = mesh.submit("p0", [{"name": f"e{i}", "call": "T_WRITE",
+                                  "params": {"files": 1, "tag": str(i)}, "depends": []}
+                                 for i in range(200)], implicit=True)
+        started: dict[tuple[str, str], float] = {}
+        for step in range(2000):
+            mesh.clock.advance(0.001)
+            if step % 100 == 0:
+                mesh.heartbeats()
+            await mesh.settle()
+            for pid, p in mesh.peers.items():
+                for key in list(p.runner.running):
+                    if mesh.clock() - started.setdefault((pid, key), mesh.clock()) >= 0.006:
+                        p.runner.finish(key)
+            if len(mesh.events(EventType.TASK_DONE, "p0", job=job)) == 200:
+                break
+        assert len(mesh.events(EventType.TASK_DONE, "p0", job=job)) == 200
+        claims = [(e.payload["task"], e.payload["attempt"]) for p in mesh.peers.values()
+                  for ev in p.emitted for e in ev.singles if e.type == EventType.CLAIM]
+        assert len(claims) == len(set(claims)) == 200
+        assert mesh.events(EventType.TASK_SPLIT, "p0", job=job) == []
+    finally:
+        await mesh.close()
+
+
+async def test_the_tasks_left_to_their_first_peer_are_not_looked_at_every_tick() -> None:
+    """They wait for their turn's time (`Scheduler._deferred`), not as staggered claims (which
+    every tick evaluates again: hundreds of tasks of a big job, for seconds)."""
+    mesh = JobMesh(3, CATALOG, CFG)
+    try:
+        job = mesh.submit("p0", [{"name": f"e{i}", "call": "T_WRITE",
+                                  "params": {"files": 1, "tag": str(i)}, "depends": []}
+                                 for i in range(30)], implicit=True)
+        await mesh.settle()
+        s = mesh["p1"].sched
+        assert [k for k in s._ready_since if k.chunk < 0] == []
+        waiting = {k for k in s._deferred if k[0] == job}
+        assert 10 < len(waiting) < 30 and not waiting & s._waiting()
+        assert s.sleep_s() <= CFG.split_wait_s + 30 * CFG.split_wait_per_task_s + 1e-6
+    finally:
+        await mesh.close()
