@@ -1,5 +1,5 @@
-"""Output cache entries whose CID no peer provides leave the job index (`Compactor._reap`):
-bounded per pass, the same on every peer that folded the same events, item entries kept, a
+"""Output and item cache entries whose CID no peer provides leave the job index (`_reap`):
+bounded per pass, the same on every peer that folded the same events, a
 later provider a missed hit only, restarts and snapshots of a peer that keeps them. Real
 nodes on temp dirs, no scheduler running (as test_compaction), then a property test over a
 bare state, index and compactor."""
@@ -113,10 +113,12 @@ def test_an_output_entry_whose_cid_no_peer_provides_leaves_the_index(
     assert n.state.outputs.get("key000") is None
     assert n.state.outputs.get("key001") == _cid("out1")
     assert n.compactor.total.reaped == 1 and n.log_health()["compaction"]["reaped"] == 1
-    # The item entry stays: an assembly reads it for an item its split left out.
-    assert n.state.cache.get("ik0") == {"n": "r", "c": item}
+    # The item entry goes too (the same rule): no assembly of this release reads it.
+    assert n.state.cache.get("ik0") is None and "ik0" not in n.state.cache
     assert n.log.db.execute("SELECT count(*) FROM cache_index WHERE kind = ?",
-                            (ITEM,)).fetchone()[0] == 1
+                            (ITEM,)).fetchone()[0] == 0
+    assert n.compactor.total.reaped_items == 1
+    assert n.log_health()["compaction"]["reaped_items"] == 1
 
 
 def test_an_entry_with_one_provider_left_stays(tmp_path: Path, opened: list[Node]) -> None:
@@ -270,18 +272,25 @@ def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
     index.put_batches([("c", [(OUTPUT, "a", f'"{cid}"', 1, A, 1),
                               (OUTPUT, "b", f'"{held}"', 1, A, 2), (OUTPUT, "c", "x{", 1, A, 3),
                               (OUTPUT, "d", "5", 1, A, 4), (OUTPUT, "e", '"\\u0062afy"', 1, A, 5),
-                              (ITEM, "f", json.dumps({"n": "r", "c": cid}), 1, A, 6)]),
+                              (ITEM, "f", json.dumps({"n": "r", "c": cid}), 1, A, 6),
+                              (ITEM, "g", json.dumps({"n": "r", "c": held}), 1, A, 7),
+                              (ITEM, "h", "null", 1, A, 8), (ITEM, "i", "x{", 1, A, 9),
+                              (ITEM, "j", json.dumps({"n": "r", "c": 5}), 1, A, 10)]),
                        ("p", [(held, A)])])
     assert [(k, c, p) for k, _, c, p in index.output_slice("", 10)] == [
         ("a", cid, False), ("b", held, True), ("c", None, False), ("d", None, False),
         ("e", None, False)]
+    assert [(k, c, p) for k, _, c, p in index.item_slice("", 10)] == [
+        ("f", cid, False), ("g", held, True), ("h", None, False), ("i", None, False),
+        ("j", None, False)]
     state = MeshState()
     state.tier(**index.lookups())
     c = Compactor(CompactConfig(), state, _Log(), index, lambda job: None, lambda: [],
                   lambda: 1 << 60)
     c.step()
     assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
-    assert index.entry(ITEM, "f") is not None
+    assert [k for k, *_ in index.item_slice("", 10)] == ["g", "h", "i", "j"]
+    assert c.total.reaped == 1 and c.total.reaped_items == 1
 
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
