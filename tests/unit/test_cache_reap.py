@@ -190,6 +190,39 @@ def test_a_restart_keeps_what_was_deleted_deleted(tmp_path: Path, opened: list[N
     assert again.state.outputs.get("key000") == _cid("out0")
 
 
+def _items(n: Node) -> dict[str, Any]:
+    """The job index's item cache entries (key -> value)."""
+    return {str(k): json.loads(v) for k, v in n.log.db.execute(
+        "SELECT k, v FROM cache_index WHERE kind = ?", (ITEM,))}
+
+
+def test_an_item_entry_whose_cid_no_peer_provides_leaves_the_index_and_stays_gone(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Item entries: the same rule as output entries (one with a provider left, or with no
+    result, stays), across a restart."""
+    dead, held = _cid("item-dead"), _cid("item-held")
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    n.merge(_job(A, "job000", "key000", _cid("out0"), 1, hlc,
+                 {"ik0": {"n": "a", "c": dead}, "ik1": {"n": "b", "c": held}, "ik2": None}))
+    n.catchup.compact()
+    assert set(_items(n)) == {"ik0", "ik1", "ik2"}
+    n.merge([_unprovide(A, 6, hlc + 20, [dead]),
+             Event(OTHER, 1, hlc + 21, EventType.PROVIDE, {"cids": [held]}),
+             _unprovide(A, 7, hlc + 22, [held])])
+    n.catchup.compact()
+    assert _items(n) == {"ik1": {"n": "b", "c": held}, "ik2": None}
+    assert "ik0" not in n.state.cache and n.state.cache.get("ik1") == {"n": "b", "c": held}
+    assert _provider_rows(n, dead) == set()
+    assert n.compactor.total.reaped_items == 1 and n.compactor.total.reaped == 0
+    n.log.close()
+    opened.remove(n)
+    again = _open(tmp_path / "a", opened, recent_tasks=0)
+    assert "ik0" not in again.state.cache
+    again.catchup.compact()
+    assert _items(again) == {"ik1": {"n": "b", "c": held}, "ik2": None}
+
+
 def test_an_entry_whose_events_are_still_in_the_log_is_made_again_by_a_restart_then_deleted(
         tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=0)
@@ -320,8 +353,10 @@ class _Peer:
     def __init__(self, reap_rows: int, sets_max: int) -> None:
         self.index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
         self.state = MeshState()
-        entries = [CacheEntry(OUTPUT, k, CIDS[i % 3], (1, ORIGINS[0], i + 1))
-                   for i, k in enumerate(KEYS)]
+        entries = [CacheEntry(kind, k, CIDS[i % 3] if kind == OUTPUT else {"n": k,
+                                                                            "c": CIDS[i % 3]},
+                              (1, ORIGINS[0], i + 1))
+                   for i, k in enumerate(KEYS) for kind in (OUTPUT, ITEM)]
         self.index.put((), entries, [(c, o) for c in CIDS for o in ORIGINS], CIDS)
         self.state.tier(**self.index.lookups())
         self.c = Compactor(CompactConfig(reap_rows=reap_rows, provider_sets_max=sets_max),
@@ -338,8 +373,10 @@ class _Peer:
         for _ in range(len(KEYS) + 1):  # a full scan, whatever the cursor
             self.step()
 
-    def view(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def view(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Output entries, item entries (as their CID), provider sets."""
         return ({k: self.state.outputs.get(k) for k in KEYS},
+                {k: (self.state.cache.get(k) or {}).get("c") for k in KEYS},
                 {c: sorted(self.state.providers.get(c) or ()) for c in CIDS})
 
 
@@ -387,11 +424,14 @@ def test_the_rule_is_a_function_of_the_events_and_only_ever_removes(
             p.step()
         p.state.apply(ev)
     p.settle()
-    outputs, providers = p.view()
-    old_outputs, old_providers = keep.view()
+    outputs, items, providers = p.view()
+    old_outputs, old_items, old_providers = keep.view()
     assert providers == old_providers
-    for k, v in outputs.items():
-        assert v is None or v == old_outputs[k]
-        assert v is not None or k in p.unprovided
-        assert v is None or providers[v]
-    assert {k for k, v in outputs.items() if v} <= {k for k, v in views[0][0].items() if v}
+    for table, old, final in ((outputs, old_outputs, views[0][0]),
+                              (items, old_items, views[0][1])):
+        for k, v in table.items():
+            assert v is None or v == old[k]
+            assert v is not None or k in p.unprovided
+            assert v is None or providers[v]
+        assert {k for k, v in table.items() if v} <= {k for k, v in final.items() if v}
+    assert outputs == items  # the same rule for both kinds
