@@ -241,7 +241,11 @@ class Planner:
         None for a split that keeps none (of an older peer: its assembly reads the cache)."""
         p = split.payload
         if p.get("kept_listing"):
-            return self._kept[(p["job"], p["task"])]
+            key = (p["job"], p["task"])
+            if key not in self._kept and self.chunks(split) is None:
+                raise BanzaiError(f"{p['task']}: the kept listing {p['kept_listing']} is "
+                                  "not here")
+            return self._kept[key]
         kept: Mapping[str, Any] | None = p.get("kept")
         return kept
 
