@@ -324,7 +324,8 @@ class Planner:
         chunks sized for `slots` slots (of a task of `groups`: one item per chunk, largest
         first, so that each peer takes the next as it frees: groups are few and unequal),
         then, for a task with a `reduce`, one empty chunk: the assembling step. A per-item
-        task's split keeps the cached results of the items it left out (`kept`)."""
+        task's split keeps the cached results of the items it left out (`kept`; a whole
+        task's keeps none)."""
         chunks: list[list[list[str]]]
         kept: dict[str, Any] = {}
         if not tdef.per_item:
@@ -347,10 +348,9 @@ class Planner:
                                      self.max_chunk_items)
             if tdef.reduce is not None:
                 chunks.append([])
-        out: dict[str, Any] = {"job": job, "task": task, "input": input_cid, "chunks": chunks}
-        if tdef.per_item:
-            out["kept"] = kept
-        return out
+        # (`kept` in every split of this release, empty for a whole task: a split without
+        # it is an older peer's, which pauses the deletion of item entries, `Compactor._reap`)
+        return {"job": job, "task": task, "input": input_cid, "chunks": chunks, "kept": kept}
 
     def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                  chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False) -> Assembly:

@@ -474,7 +474,7 @@ class Scheduler:
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
-                                             "chunks": [[]]})
+                                             "chunks": [[]], "kept": {}})
         payload = claims.task_failure(self.state, job, task, error)
         if payload is None:  # every chunk is done: the error came from assembling the output
             if key not in self._assembly_failed:  # retried at each tick: logged once

@@ -432,16 +432,19 @@ class Compactor:
         its spill. A later provider of the CID finds no entry: the task (or item) is
         computed again, and its TASK_DONE (CHUNK_DONE) makes the entry again. An assembly
         never reads the item entries of a split of this release: the split keeps the
-        results of the items it leaves out (docs/architecture.md, "Cache entries that can
-        no longer give a hit")."""
+        results of the items it leaves out; while the fold holds an unfinished split of an
+        older peer, which does not, no item entry is deleted (`_older_splits`;
+        docs/architecture.md, "Cache entries that can no longer give a hit")."""
         n = self.cfg.reap_rows
         if n <= 0:
             return
         st = self.state
         rows = self.index.output_slice(self._reap_after, n)
         self._reap_after = rows[-1][0] if len(rows) == n else ""
-        items = self.index.item_slice(self._reap_items_after, n)
-        self._reap_items_after = items[-1][0] if len(items) == n else ""
+        items: list[tuple[str, str, str | None, bool]] = []
+        if not self._older_splits():
+            items = self.index.item_slice(self._reap_items_after, n)
+            self._reap_items_after = items[-1][0] if len(items) == n else ""
         empty: set[str] = set()  # CIDs whose empty set the fold holds in memory
         dead = self._unprovided(rows, st.outputs, empty)
         dead_items = self._unprovided(items, st.cache, empty)
@@ -451,6 +454,15 @@ class Compactor:
         st.spill([k for k, _ in dead], [k for k, _ in dead_items], sorted(empty))
         out.reaped += len(dead)
         out.reaped_items += len(dead_items)
+
+    def _older_splits(self) -> bool:
+        """True while the fold holds a split without `kept` (of a peer of the previous
+        release, or of this data dir before the upgrade) of a task not done in a job not
+        cancelled: its assembly reads the cache entries of the items it left out, so none
+        is deleted meanwhile (such a split leaves memory with its job)."""
+        st = self.state
+        return any("kept" not in ev.payload and key not in st.task_done
+                   and key[0] not in st.cancelled for key, ev in st.splits.items())
 
     def _unprovided(self, rows: Sequence[tuple[str, str, str | None, bool]], table: Any,
                     empty: set[str]) -> list[tuple[str, str]]:

@@ -336,9 +336,9 @@ class TaskSplit:
     task: str
     input: str | None  # the input CID (None: the task has no input)
     chunks: tuple[tuple[Item, ...], ...]
-    # A per-item task's: the cached results of the items the split left out (cache key ->
-    # result, as MeshState.cache holds them), which its assembly reads instead of the cache
-    # (None: a split of an older peer, or of a whole-input task; older peers ignore it)
+    # The cached results of the items a per-item task's split left out (cache key -> result,
+    # as MeshState.cache holds them), which its assembly reads instead of the cache; empty
+    # for a whole task (None: a split of an older peer, which older peers ignore)
     kept: Mapping[str, Any] | None = None
 
     @classmethod

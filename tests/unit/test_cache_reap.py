@@ -223,6 +223,43 @@ def test_an_item_entry_whose_cid_no_peer_provides_leaves_the_index_and_stays_gon
     assert _items(again) == {"ik1": {"n": "b", "c": held}, "ik2": None}
 
 
+def test_no_item_entry_goes_while_an_older_peers_split_of_a_task_not_done_is_folded(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A split without `kept` (a peer of the previous release, or this data dir before the
+    upgrade) is assembled from the cache: item entries wait until its task is done (output
+    entries do not). One of this release (`kept`) does not hold them back."""
+    dead = _cid("item-dead")
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    evs = _job(A, "job000", "key000", _cid("out0"), 1, hlc, {"ik0": {"n": "a", "c": dead}})
+    evs += _job(A, "job001", "key001", _cid("out1"), 6, hlc + 10)
+    n.merge(evs)
+    n.catchup.compact()
+    n.compactor.vvs = lambda: [dict(n.heads()), {}]  # a member that holds nothing: no drop
+    submit = Event(OTHER, 1, hlc + 20, EventType.JOB_SUBMITTED, {"job": "jobold", "workflow": {
+        "name": "jobold", "tasks": [{"name": "t0", "call": "ECHO", "params": {"text": "o"}}]}})
+    split = Event(OTHER, 2, hlc + 21, EventType.TASK_SPLIT,
+                  {"job": "jobold", "task": "t0", "input": None, "chunks": [[]]})
+    n.merge([submit, split, _unprovide(A, 11, hlc + 22, [dead, _cid("out1")])])
+    n.catchup.compact()
+    assert "ik0" in _items(n) and n.state.cache.get("ik0") == {"n": "a", "c": dead}
+    assert set(_outputs(n)) == {"key000"}  # output entries go meanwhile
+    done = Event(OTHER, 3, hlc + 23, EventType.TASK_DONE,
+                 {"job": "jobold", "task": "t0", "output": _cid("o"), "key": None})
+    n.merge([done])
+    n.catchup.compact()
+    assert _items(n) == {} and "ik0" not in n.state.cache
+    # A split of this release (`kept`) of a task not done holds nothing back.
+    n.merge([Event(OTHER, 4, hlc + 30, EventType.JOB_SUBMITTED,
+                   {**submit.payload, "job": "jobnew"}),
+             Event(OTHER, 5, hlc + 31, EventType.TASK_SPLIT,
+                   {**split.payload, "job": "jobnew", "kept": {}})])
+    assert ("jobnew", "t0") in n.state.splits and not n.compactor._older_splits()
+    n.merge([Event(OTHER, 6, hlc + 32, EventType.TASK_SPLIT,
+                   {**split.payload, "job": "jobnew", "task": "t1"})])
+    assert n.compactor._older_splits()  # another task's split, of an older peer
+
+
 def test_an_entry_whose_events_are_still_in_the_log_is_made_again_by_a_restart_then_deleted(
         tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=0)
