@@ -802,6 +802,7 @@ class Node:
                 "conflicts": self.rule.health(), **self.door.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "reaped": c.total.reaped,
+                               "reaped_items": c.total.reaped_items,
                                "floors": len(c.floors),
                                "unindexed": len(c.unindexed),
                                "index_failures": c.index_failures,

@@ -56,7 +56,9 @@ def longest_first(items: Sequence[Any], size: Callable[[Any], int]) -> list[Any]
 
 def item_cached(state: MeshState, store: Listings, key: str) -> bool:
     """True if an item's result is cached and, if it has an output, that output is here or
-    has a provider (an output no peer holds any more, e.g. collected, is computed again)."""
+    has a provider (an output no peer holds any more, e.g. collected, is computed again).
+    A split leaves such an item out and keeps its result in its own payload (`kept`): its
+    assembly, on any peer, never reads the cache entry, which compaction may delete."""
     if key not in state.cache:
         return False
     r = state.cache[key]
@@ -124,6 +126,7 @@ class Planner:
         self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
         self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
         self._listings: dict[TaskKey, list[Any]] = {}  # chunks read from TASK_SPLIT_REFs
+        self._kept: dict[TaskKey, dict[str, Any]] = {}  # their `kept_listing`s, read
         # (input, items glob, name) -> the groups of a task of `groups` (content-addressed,
         # so always what a new make_dir would give; the most recent few)
         self._groups: OrderedDict[tuple[str, str, str], list[tuple[str, str]]] = OrderedDict()
@@ -168,47 +171,83 @@ class Planner:
         for table in (self._workflows, self._users):
             for job in [j for j in table if gone(j)]:
                 del table[job]
-        for memo in (self._keys, self._listings):
+        for memo in (self._keys, self._listings, self._kept):
             for key in [k for k in memo if gone(k[0])]:
                 del memo[key]
 
     def forget(self, job: str, task: str) -> None:
         self._keys.pop((job, task), None)
         self._listings.pop((job, task), None)
+        self._kept.pop((job, task), None)
 
     def framed(self, payload: dict[str, Any], max_bytes: int,
                ) -> tuple[EventType, dict[str, Any]]:
-        """The split event for a TASK_SPLIT payload: itself, or when its chunks exceed
-        `max_bytes` of JSON (a frame holds 16 MiB), a TASK_SPLIT_REF to them stored as a
-        file (pinned here; peers fetch it)."""
+        """The split event for a TASK_SPLIT payload: itself, or when its chunks and kept
+        results exceed `max_bytes` of JSON (a frame holds 16 MiB), a TASK_SPLIT_REF to the
+        chunks stored as a file (pinned here; peers fetch it), and to the kept results as
+        another when they alone exceed a quarter of it (older peers read only the first)."""
         raw = json.dumps(payload["chunks"], separators=(",", ":")).encode()
-        if len(raw) <= max_bytes:
+        kept = payload.get("kept")
+        raw_kept = json.dumps(kept, separators=(",", ":")).encode() if kept else b""
+        if len(raw) + len(raw_kept) <= max_bytes:
             return EventType.TASK_SPLIT, payload
-        listing = self.store.add_bytes(raw)
-        self.store.pin(listing)
-        self.data.mark(listing)
-        return EventType.TASK_SPLIT_REF, {
-            "job": payload["job"], "task": payload["task"], "input": payload["input"],
-            "listing": listing, "sizes": [len(c) for c in payload["chunks"]]}
+        out = {"job": payload["job"], "task": payload["task"], "input": payload["input"],
+               "listing": self._stored(raw), "sizes": [len(c) for c in payload["chunks"]]}
+        if kept is not None:
+            if len(raw_kept) > max_bytes // 4:
+                out["kept_listing"] = self._stored(raw_kept)
+            else:
+                out["kept"] = kept
+        return EventType.TASK_SPLIT_REF, out
+
+    def _stored(self, raw: bytes) -> str:
+        cid = self.store.add_bytes(raw)
+        self.store.pin(cid)
+        self.data.mark(cid)
+        return cid
+
+    @staticmethod
+    def listings(split: Event) -> list[str]:
+        """The files a TASK_SPLIT_REF's chunks and kept results are read from."""
+        p = split.payload
+        return [p["listing"], *([p["kept_listing"]] if p.get("kept_listing") else [])]
 
     def chunks(self, split: Event) -> list[Any] | None:
         """A split's chunks (lists of [path, cid]): inline, or read from the listing of a
-        TASK_SPLIT_REF once that is here (None: fetch it first). A listing is validated as
-        a TASK_SPLIT's chunks are (BanzaiError if it is not one)."""
+        TASK_SPLIT_REF once that is here, and its kept results' too (None: fetch them
+        first, `listings`). A listing is validated as a TASK_SPLIT's chunks are, a kept
+        listing as its `kept` (BanzaiError if it is not one)."""
         if split.type != EventType.TASK_SPLIT_REF:
             chunks: list[Any] = split.payload["chunks"]
             return chunks
         p = split.payload
         key = (p["job"], p["task"])
         got = self._listings.get(key)
-        if got is None and self.data.is_complete(p["listing"]):
+        if got is None and all(self.data.is_complete(c) for c in self.listings(split)):
             got = json.loads(b"".join(self.store.cat(p["listing"])))
             TaskSplit.from_payload({**p, "chunks": got})  # InvalidEvent names what is wrong
             if [len(c) for c in got] != p["sizes"]:
                 raise BanzaiError(f"{p['task']}: the split listing {p['listing']} does not "
                                   "match its sizes")
+            if p.get("kept_listing"):
+                kept = json.loads(b"".join(self.store.cat(p["kept_listing"])))
+                TaskSplit.from_payload({**p, "chunks": [], "kept": kept})
+                self._kept[key] = kept
             self._listings[key] = got
         return got
+
+    def kept(self, split: Event) -> Mapping[str, Any] | None:
+        """The results a split keeps for the items it left out (read after `chunks`), or
+        None for a split that keeps none (of an older peer: its assembly reads the cache)."""
+        p = split.payload
+        if p.get("kept_listing"):
+            key = (p["job"], p["task"])
+            if key not in self._kept and self.chunks(split) is None:
+                raise BanzaiError(f"{p['task']}: the kept listing {p['kept_listing']} is "
+                                  "not here")
+            return self._kept[key]
+        kept: Mapping[str, Any] | None = p.get("kept")
+        return kept
 
     def cached_output(self, key: str) -> str | None:
         """A cached whole output for `key` that is here or has a provider."""
@@ -284,16 +323,23 @@ class Planner:
         """The TASK_SPLIT payload: one whole chunk, or the input items not cached yet in
         chunks sized for `slots` slots (of a task of `groups`: one item per chunk, largest
         first, so that each peer takes the next as it frees: groups are few and unequal),
-        then, for a task with a `reduce`, one empty chunk: the assembling step."""
+        then, for a task with a `reduce`, one empty chunk: the assembling step. A per-item
+        task's split keeps the cached results of the items it left out (`kept`; a whole
+        task's keeps none)."""
         chunks: list[list[list[str]]]
+        kept: dict[str, Any] = {}
         if not tdef.per_item:
             chunks = [[]]
         else:
             if input_cid is None:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
-            misses = [[path, cid] for path, cid in self.items(input_cid, spec, tdef)
-                      if not spec.cache or not item_cached(
-                          self.state, self.store, cache_key(tdef, spec.params, cid))]
+            misses: list[list[str]] = []
+            for path, cid in self.items(input_cid, spec, tdef):
+                k = cache_key(tdef, spec.params, cid)
+                if spec.cache and item_cached(self.state, self.store, k):
+                    kept[k] = self.state.cache[k]
+                else:
+                    misses.append([path, cid])
             if tdef.groups:  # largest first: each directory's own block holds its size
                 chunks = [[m] for m in longest_first(misses,
                                                      lambda m: self.store.stat(m[1]).size)]
@@ -302,7 +348,9 @@ class Planner:
                                      self.max_chunk_items)
             if tdef.reduce is not None:
                 chunks.append([])
-        return {"job": job, "task": task, "input": input_cid, "chunks": chunks}
+        # (`kept` in every split of this release, empty for a whole task: a split without
+        # it is an older peer's, which pauses the deletion of item entries, `Compactor._reap`)
+        return {"job": job, "task": task, "input": input_cid, "chunks": chunks, "kept": kept}
 
     def assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                  chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False) -> Assembly:
@@ -323,8 +371,11 @@ class Planner:
                        chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False,
                        ) -> Assembly:
         """A per-item task's results as its output would hold them (see `assembly`;
-        `chunks`: those that compute items)."""
+        `chunks`: those that compute items). An item the split left out has the result it
+        kept; of a split that kept none (an older peer's), the cached one, and without a
+        cache entry (deleted by compaction) it is `lost`: no output is made of it."""
         chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
+        pinned = self.kept(split)
         fresh: dict[str, Any] = {}
         for i in range(len(chunks)):
             done = chunk_done(self.state.chunk(job, task, i))
@@ -345,7 +396,12 @@ class Planner:
                 continue
             matched += 1
             k = cache_key(tdef, spec.params, cid)
-            r = fresh.get(k) or self.state.cache.get(k)
+            if pinned is not None and cid not in chunk_of:
+                r = pinned.get(k)
+            else:
+                r = fresh.get(k) or self.state.cache.get(k)
+                if r is None and cid not in chunk_of and k not in self.state.cache:
+                    a.lost.append(path)
             if r:
                 kept += 1
                 a.entries[rpath := posixpath.join(posixpath.dirname(path), r["n"])] = r["c"]
@@ -378,3 +434,5 @@ class Assembly:
         self.whole = whole
         self.results: set[str] = set()  # the entries that are item results (not passed on)
         self.of = 0  # input items matching the task (a per-item task's)
+        # items an older peer's split left out whose cache entry is gone (no output is made)
+        self.lost: list[str] = []

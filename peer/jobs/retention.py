@@ -137,8 +137,13 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts
             if b.log:
                 logs.add(b.log)
         split = state.splits.get((job, t["name"]))
-        if split is not None and split.payload.get("input"):
-            needs.add(str(split.payload["input"]))
+        if split is not None:
+            if split.payload.get("input"):
+                needs.add(str(split.payload["input"]))
+            # the cached results the split left out, which its assembly reads (inline only:
+            # a `kept_listing` is read where a split is assembled, not here)
+            kept = split.payload.get("kept")
+            needs.update(_items(kept if isinstance(kept, dict) else {}))
         partial = state.partials.get((job, t["name"]))
         if partial is not None:  # the directory the job view shows while the task runs
             needs.add(partial.body_as(Partial).output)

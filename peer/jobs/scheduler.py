@@ -88,6 +88,7 @@ class Scheduler:
         self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
+        self._lost: dict[TaskKey, str] = {}  # assemblies that lack a deleted cache entry
         self._lonely: set[TaskKey] = set()  # tasks whose input is elsewhere, no peer live
         self._cannot: set[TaskKey] = set()  # ready tasks whose call this peer does not run
         self._unplaced: dict[TaskKey, str] = {}  # tasks no live peer meets the requires of
@@ -247,7 +248,8 @@ class Scheduler:
                             + ", ".join(spec.newer))
             elif not any(call in info.get("calls", ()) for info in self.peers().values()):
                 out[key] = kinds.unavailable(call)
-        out.update((k, r) for k, r in self._unplaced.items() if k not in self.state.task_done)
+        for tables in (self._unplaced, self._lost):
+            out.update((k, r) for k, r in tables.items() if k not in self.state.task_done)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -457,7 +459,7 @@ class Scheduler:
             return k[0] in st.compacted or k[0] in st.deleted
 
         tables: tuple[dict[Any, Any], ...] = (
-            self._ready_since, self._claim_seen, self._unplaced, self._partial_due,
+            self._ready_since, self._claim_seen, self._unplaced, self._lost, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
             self.locality.stalled, self.live.logs, self.live.metrics, self._looked,
             self._deferred)
@@ -498,7 +500,7 @@ class Scheduler:
             return
         if key not in self.state.splits:  # failed while planning: record a one-chunk split
             self.emit(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
-                                             "chunks": [[]]})
+                                             "chunks": [[]], "kept": {}})
         payload = claims.task_failure(self.state, job, task, error)
         if payload is None:  # every chunk is done: the error came from assembling the output
             if key not in self._assembly_failed:  # retried at each tick: logged once
@@ -531,7 +533,7 @@ class Scheduler:
             return
         chunks = self.planner.chunks(split)
         if chunks is None:  # a split by reference: its listing first (at once: it is small)
-            self.locality.have((job, task), [split.payload["listing"]], self.peer_id)
+            self.locality.have((job, task), self.planner.listings(split), self.peer_id)
             return
         n = len(chunks)
         if all(claims.chunk_done(st.chunk(job, task, i)) is not None for i in range(n)):
@@ -728,15 +730,33 @@ class Scheduler:
             need = {**chunk_outputs(self.state, job, task, n), split.payload["input"]: None}
             if self.data.is_complete(split.payload["input"]):
                 a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
+                if self._lost_items(tk, a):
+                    return None
                 need.update(a.made_by)
         if not self.locality.have(tk, list(need), first, epoch):
             self._recompute(job, task, split, need)
             return None
         if a is None:  # the input's listing just came: the item results next
             a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
-            if not self.locality.have(tk, list(a.made_by), first, epoch):
+            if self._lost_items(tk, a) or not self.locality.have(tk, list(a.made_by), first,
+                                                                 epoch):
                 return None
         return a
+
+    def _lost_items(self, tk: TaskKey, a: Assembly) -> bool:
+        """True if an older peer's split left out items whose cache entries compaction
+        deleted here (`Assembly.lost`): an output without them would be wrong, so this peer
+        does not assemble it; a peer that holds them does (the splitter goes first; a peer
+        of the previous release deletes none). Said once in the log, and in `waiting`."""
+        if not a.lost:
+            self._lost.pop(tk, None)
+            return False
+        if tk not in self._lost:
+            log.warning("%s/%s: not assembled here: the cache entries of %d item(s) its "
+                        "split left out were deleted (first: %s)", *tk, len(a.lost), a.lost[0])
+        self._lost[tk] = (f"waiting for a peer that holds the cached results of "
+                          f"{len(a.lost)} item(s) (deleted here)")
+        return True
 
     def _partial(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                  chunks: list[Any]) -> None:

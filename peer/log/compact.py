@@ -64,8 +64,8 @@ class CompactConfig:
     # the state's cache tables keeps (peer.log.fold.Tiered: a miss reads the index again);
     # the peer setting compact_read_back_entries
     reap_rows: int = 1024  # output cache entries of the job index examined per pass (in key
-    # order, resuming where the last pass stopped): those whose CID no peer provides are
-    # deleted (`Compactor._reap`); 0: none is
+    # order, resuming where the last pass stopped), and as many item entries: those whose
+    # CID no peer provides are deleted (`Compactor._reap`); 0: none is
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -138,6 +138,7 @@ class PassStats:
     evicted: int = 0  # events that left memory
     dropped: int = 0  # events that left the log
     reaped: int = 0  # output cache entries deleted (their CID has no provider: `_reap`)
+    reaped_items: int = 0  # item cache entries deleted (the same rule)
     jobs: list[str] = field(default_factory=list)
 
 
@@ -208,6 +209,7 @@ class Compactor:
         self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
         self._reap_after = ""  # the last output cache key `_reap` examined ("": start over)
+        self._reap_items_after = ""  # and the last item cache key
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
         state.on_evict = self.evicted
@@ -276,6 +278,7 @@ class Compactor:
         self.total.evicted += out.evicted
         self.total.dropped += out.dropped
         self.total.reaped += out.reaped
+        self.total.reaped_items += out.reaped_items
         return out
 
     def _scan(self) -> None:
@@ -416,26 +419,56 @@ class Compactor:
 
     def _reap(self, out: PassStats) -> None:
         """The next `reap_rows` output cache entries of the job index (`MeshState.outputs`
-        spilled there) whose CID has no provider in the fold (its set in memory if there is
-        one, else the index's rows) are deleted, with the index's provider rows of such a
-        CID, in one transaction; memory lets them go. Such an entry can give no cache hit
-        (`Planner.cached_output` asks for a provider, or the CID in the local store, which
-        this rule does not read: the same decision on every peer that folded the same
-        events). An entry the fold wrote since (live in memory) waits for its spill. A later
-        provider of the CID finds no entry: the task is computed again, and its TASK_DONE
-        makes the entry again. Item entries (`MeshState.cache`) are never deleted: an
-        assembly reads them for the items its split left out (docs/architecture.md,
-        "Cache entries that can no longer give a hit")."""
+        spilled there), and the next `reap_rows` item cache entries (`MeshState.cache`),
+        whose CID has no provider in the fold (its set in memory if there is one, else the
+        index's rows) are deleted, with the index's provider rows of such a CID, in one
+        transaction; memory lets them go. Such an entry can give no cache hit
+        (`Planner.cached_output` and `item_cached` ask for a provider, or the CID in the
+        local store, which this rule does not read: the same decision on every peer that
+        folded the same events). An entry the fold wrote since (live in memory) waits for
+        its spill. A later provider of the CID finds no entry: the task (or item) is
+        computed again, and its TASK_DONE (CHUNK_DONE) makes the entry again. An assembly
+        never reads the item entries of a split of this release: the split keeps the
+        results of the items it leaves out; while the fold holds an unfinished split of an
+        older peer, which does not, no item entry is deleted (`_older_splits`;
+        docs/architecture.md, "Cache entries that can no longer give a hit")."""
         n = self.cfg.reap_rows
         if n <= 0:
             return
+        st = self.state
         rows = self.index.output_slice(self._reap_after, n)
         self._reap_after = rows[-1][0] if len(rows) == n else ""
+        items: list[tuple[str, str, str | None, bool]] = []
+        if not self._older_splits():
+            items = self.index.item_slice(self._reap_items_after, n)
+            self._reap_items_after = items[-1][0] if len(items) == n else ""
+        empty: set[str] = set()  # CIDs whose empty set the fold holds in memory
+        dead = self._unprovided(rows, st.outputs, empty)
+        dead_items = self._unprovided(items, st.cache, empty)
+        if not dead and not dead_items:
+            return
+        self.index.reap(dead, sorted(empty), dead_items)  # raises: nothing changed
+        st.spill([k for k, _ in dead], [k for k, _ in dead_items], sorted(empty))
+        out.reaped += len(dead)
+        out.reaped_items += len(dead_items)
+
+    def _older_splits(self) -> bool:
+        """True while the fold holds a split without `kept` (of a peer of the previous
+        release, or of this data dir before the upgrade) of a task not done in a job not
+        cancelled: its assembly reads the cache entries of the items it left out, so none
+        is deleted meanwhile (such a split leaves memory with its job)."""
         st = self.state
-        outputs, providers = st.outputs, st.providers
-        live = outputs.is_live if isinstance(outputs, Tiered) else lambda k: False
+        return any("kept" not in ev.payload and key not in st.task_done
+                   and key[0] not in st.cancelled for key, ev in st.splits.items())
+
+    def _unprovided(self, rows: Sequence[tuple[str, str, str | None, bool]], table: Any,
+                    empty: set[str]) -> list[tuple[str, str]]:
+        """The entries of `rows` (a slice of the index) whose CID has no provider in the
+        fold, not live in `table` (the state's); adds to `empty` the CIDs of those whose
+        empty set the fold holds in memory while the index has rows of it."""
+        providers = self.state.providers
+        live = table.is_live if isinstance(table, Tiered) else lambda k: False
         dead: list[tuple[str, str]] = []
-        empty: list[str] = []  # CIDs whose empty set the fold holds in memory
         for k, v, cid, rows_held in rows:
             if cid is None or live(k):
                 continue
@@ -444,12 +477,8 @@ class Compactor:
                 continue
             dead.append((k, v))
             if held is not None and rows_held:
-                empty.append(cid)
-        if not dead:
-            return
-        self.index.reap(dead, empty)  # raises: nothing changed
-        st.spill([k for k, _ in dead], (), empty)
-        out.reaped += len(dead)
+                empty.add(cid)
+        return dead
 
     def _drop(self, out: PassStats) -> None:
         """Drop the events of compacted jobs, and those of deleted jobs and the PROVIDEs and

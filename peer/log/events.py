@@ -217,17 +217,25 @@ def _split(kind: str, p: Mapping[str, Any]) -> SplitId | None:
     raise _bad(kind, "split", "[origin, seq] of a TASK_SPLIT event", v)
 
 
-def _cache(kind: str, p: Mapping[str, Any], required: bool) -> Mapping[str, Any]:
+def _cache(kind: str, p: Mapping[str, Any], required: bool, name: str = "cache",
+           ) -> Mapping[str, Any]:
     """A map of cache key -> result; values are any JSON (item results, CIDs, ...)."""
-    v = p.get("cache", _MISSING)
+    v = p.get(name, _MISSING)
     if v is _MISSING and not required:
         return {}
     if not isinstance(v, dict) or len(v) > MAX_ITEMS:
-        raise _bad(kind, "cache", f"an object of at most {MAX_ITEMS} keys", v)
+        raise _bad(kind, name, f"an object of at most {MAX_ITEMS} keys", v)
     for k in v:
         if not _is_str(k, 1, MAX_KEY_CHARS):
-            _check_str(kind, "cache (a key)", k, 1, MAX_KEY_CHARS)
+            _check_str(kind, f"{name} (a key)", k, 1, MAX_KEY_CHARS)
     return v
+
+
+def _kept(kind: str, p: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A split's `kept`: absent (None), or a map of cache key -> result as `cache` is."""
+    if p.get("kept", _MISSING) is _MISSING:
+        return None
+    return _cache(kind, p, required=True, name="kept")
 
 
 def _inline(kind: str, p: Mapping[str, Any]) -> Mapping[str, str] | None:
@@ -332,12 +340,16 @@ class TaskSplit:
     task: str
     input: str | None  # the input CID (None: the task has no input)
     chunks: tuple[tuple[Item, ...], ...]
+    # The cached results of the items a per-item task's split left out (cache key -> result,
+    # as MeshState.cache holds them), which its assembly reads instead of the cache; empty
+    # for a whole task (None: a split of an older peer, which older peers ignore)
+    kept: Mapping[str, Any] | None = None
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> TaskSplit:
         k = _NAME[cls.TYPE]
         return cls(_str(k, p, "job"), _str(k, p, "task"),
-                   _opt_str(k, p, "input", MAX_CID_CHARS), _chunks(k, p))
+                   _opt_str(k, p, "input", MAX_CID_CHARS), _chunks(k, p), _kept(k, p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +364,8 @@ class TaskSplitRef:
     input: str | None
     listing: str  # CID of the JSON chunks list
     sizes: tuple[int, ...]
+    kept: Mapping[str, Any] | None = None  # as TaskSplit's, when it is small
+    kept_listing: str | None = None  # else the CID of its JSON object, stored as a file
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> TaskSplitRef:
@@ -362,7 +376,8 @@ class TaskSplitRef:
                 raise _bad(k, f"sizes[{i}]", f"an integer in [0, {MAX_ITEMS}]", n)
         return cls(_str(k, p, "job"), _str(k, p, "task"),
                    _opt_str(k, p, "input", MAX_CID_CHARS),
-                   _str(k, p, "listing", MAX_CID_CHARS), tuple(sizes))
+                   _str(k, p, "listing", MAX_CID_CHARS), tuple(sizes), _kept(k, p),
+                   _opt_str(k, p, "kept_listing", MAX_CID_CHARS))
 
 
 @dataclass(frozen=True, slots=True)

@@ -480,13 +480,37 @@ class JobIndex:
             out.append((str(k), str(v), cid, bool(held)))
         return out
 
-    def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str]) -> None:
-        """Delete output cache entries ((key, value as stored): one whose value changed
-        meanwhile stays) and every provider row of `cids` (sets the fold holds empty), in
-        one transaction. (The keys remembered as absent stay so: a deletion adds none.)"""
+    def item_slice(self, after: str, limit: int) -> list[tuple[str, str, str | None, bool]]:
+        """As `output_slice`, of item cache entries: an item's CID is its result's string
+        "c" (None: no result, e.g. an item a task left out, or not an item result)."""
+        out: list[tuple[str, str, str | None]] = []
+        for k, v in self._db.execute("SELECT k, v FROM cache_index WHERE kind = ? AND k > ? "
+                                     "ORDER BY k LIMIT ?", (ITEM, after, limit)):
+            try:
+                r = json.loads(v)
+            except ValueError:  # a malformed value taken from a snapshot stream
+                r = None
+            cid = r.get("c") if isinstance(r, dict) else None
+            out.append((str(k), str(v), cid if isinstance(cid, str) and cid else None))
+        cids = sorted({c for _, _, c in out if c is not None})
+        held: set[str] = set()
+        for i in range(0, len(cids), 500):  # (SQLite's bound on a statement's parameters)
+            part = cids[i:i + 500]
+            held.update(str(c) for (c,) in self._db.execute(
+                "SELECT DISTINCT cid FROM provider_index WHERE cid IN "
+                f"({','.join('?' * len(part))})", part))
+        return [(k, v, c, c in held) for k, v, c in out]
+
+    def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str],
+             items: Iterable[tuple[str, str]] = ()) -> None:
+        """Delete output cache entries and item cache entries ((key, value as stored): one
+        whose value changed meanwhile stays) and every provider row of `cids` (sets the fold
+        holds empty), in one transaction. (The keys remembered as absent stay so: a deletion
+        adds none.)"""
         with self._tx() as db:
             db.executemany("DELETE FROM cache_index WHERE kind = ? AND k = ? AND v = ?",
-                           [(OUTPUT, k, v) for k, v in entries])
+                           [*((OUTPUT, k, v) for k, v in entries),
+                            *((ITEM, k, v) for k, v in items)])
             db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
 
     def lookups(self) -> dict[str, Callable[[str], Any]]:

@@ -1,5 +1,5 @@
-"""Output cache entries whose CID no peer provides leave the job index (`Compactor._reap`):
-bounded per pass, the same on every peer that folded the same events, item entries kept, a
+"""Output and item cache entries whose CID no peer provides leave the job index (`_reap`):
+bounded per pass, the same on every peer that folded the same events, a
 later provider a missed hit only, restarts and snapshots of a peer that keeps them. Real
 nodes on temp dirs, no scheduler running (as test_compaction), then a property test over a
 bare state, index and compactor."""
@@ -113,10 +113,12 @@ def test_an_output_entry_whose_cid_no_peer_provides_leaves_the_index(
     assert n.state.outputs.get("key000") is None
     assert n.state.outputs.get("key001") == _cid("out1")
     assert n.compactor.total.reaped == 1 and n.log_health()["compaction"]["reaped"] == 1
-    # The item entry stays: an assembly reads it for an item its split left out.
-    assert n.state.cache.get("ik0") == {"n": "r", "c": item}
+    # The item entry goes too (the same rule): no assembly of this release reads it.
+    assert n.state.cache.get("ik0") is None and "ik0" not in n.state.cache
     assert n.log.db.execute("SELECT count(*) FROM cache_index WHERE kind = ?",
-                            (ITEM,)).fetchone()[0] == 1
+                            (ITEM,)).fetchone()[0] == 0
+    assert n.compactor.total.reaped_items == 1
+    assert n.log_health()["compaction"]["reaped_items"] == 1
 
 
 def test_an_entry_with_one_provider_left_stays(tmp_path: Path, opened: list[Node]) -> None:
@@ -186,6 +188,76 @@ def test_a_restart_keeps_what_was_deleted_deleted(tmp_path: Path, opened: list[N
     again.catchup.compact()
     assert set(_outputs(again)) == {"key000", "key002"}
     assert again.state.outputs.get("key000") == _cid("out0")
+
+
+def _items(n: Node) -> dict[str, Any]:
+    """The job index's item cache entries (key -> value)."""
+    return {str(k): json.loads(v) for k, v in n.log.db.execute(
+        "SELECT k, v FROM cache_index WHERE kind = ?", (ITEM,))}
+
+
+def test_an_item_entry_whose_cid_no_peer_provides_leaves_the_index_and_stays_gone(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Item entries: the same rule as output entries (one with a provider left, or with no
+    result, stays), across a restart."""
+    dead, held = _cid("item-dead"), _cid("item-held")
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    n.merge(_job(A, "job000", "key000", _cid("out0"), 1, hlc,
+                 {"ik0": {"n": "a", "c": dead}, "ik1": {"n": "b", "c": held}, "ik2": None}))
+    n.catchup.compact()
+    assert set(_items(n)) == {"ik0", "ik1", "ik2"}
+    n.merge([_unprovide(A, 6, hlc + 20, [dead]),
+             Event(OTHER, 1, hlc + 21, EventType.PROVIDE, {"cids": [held]}),
+             _unprovide(A, 7, hlc + 22, [held])])
+    n.catchup.compact()
+    assert _items(n) == {"ik1": {"n": "b", "c": held}, "ik2": None}
+    assert "ik0" not in n.state.cache and n.state.cache.get("ik1") == {"n": "b", "c": held}
+    assert _provider_rows(n, dead) == set()
+    assert n.compactor.total.reaped_items == 1 and n.compactor.total.reaped == 0
+    n.log.close()
+    opened.remove(n)
+    again = _open(tmp_path / "a", opened, recent_tasks=0)
+    assert "ik0" not in again.state.cache
+    again.catchup.compact()
+    assert _items(again) == {"ik1": {"n": "b", "c": held}, "ik2": None}
+
+
+def test_no_item_entry_goes_while_an_older_peers_split_of_a_task_not_done_is_folded(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A split without `kept` (a peer of the previous release, or this data dir before the
+    upgrade) is assembled from the cache: item entries wait until its task is done (output
+    entries do not). One of this release (`kept`) does not hold them back."""
+    dead = _cid("item-dead")
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    evs = _job(A, "job000", "key000", _cid("out0"), 1, hlc, {"ik0": {"n": "a", "c": dead}})
+    evs += _job(A, "job001", "key001", _cid("out1"), 6, hlc + 10)
+    n.merge(evs)
+    n.catchup.compact()
+    n.compactor.vvs = lambda: [dict(n.heads()), {}]  # a member that holds nothing: no drop
+    submit = Event(OTHER, 1, hlc + 20, EventType.JOB_SUBMITTED, {"job": "jobold", "workflow": {
+        "name": "jobold", "tasks": [{"name": "t0", "call": "ECHO", "params": {"text": "o"}}]}})
+    split = Event(OTHER, 2, hlc + 21, EventType.TASK_SPLIT,
+                  {"job": "jobold", "task": "t0", "input": None, "chunks": [[]]})
+    n.merge([submit, split, _unprovide(A, 11, hlc + 22, [dead, _cid("out1")])])
+    n.catchup.compact()
+    assert "ik0" in _items(n) and n.state.cache.get("ik0") == {"n": "a", "c": dead}
+    assert set(_outputs(n)) == {"key000"}  # output entries go meanwhile
+    done = Event(OTHER, 3, hlc + 23, EventType.TASK_DONE,
+                 {"job": "jobold", "task": "t0", "output": _cid("o"), "key": None})
+    n.merge([done])
+    n.catchup.compact()
+    assert _items(n) == {} and "ik0" not in n.state.cache
+    # A split of this release (`kept`) of a task not done holds nothing back.
+    n.merge([Event(OTHER, 4, hlc + 30, EventType.JOB_SUBMITTED,
+                   {**submit.payload, "job": "jobnew"}),
+             Event(OTHER, 5, hlc + 31, EventType.TASK_SPLIT,
+                   {**split.payload, "job": "jobnew", "kept": {}})])
+    assert ("jobnew", "t0") in n.state.splits and not n.compactor._older_splits()
+    n.merge([Event(OTHER, 6, hlc + 32, EventType.TASK_SPLIT,
+                   {**split.payload, "job": "jobnew", "task": "t1"})])
+    assert n.compactor._older_splits()  # another task's split, of an older peer
 
 
 def test_an_entry_whose_events_are_still_in_the_log_is_made_again_by_a_restart_then_deleted(
@@ -271,18 +343,25 @@ def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
     index.put_batches([("c", [(OUTPUT, "a", f'"{cid}"', 1, A, 1),
                               (OUTPUT, "b", f'"{held}"', 1, A, 2), (OUTPUT, "c", "x{", 1, A, 3),
                               (OUTPUT, "d", "5", 1, A, 4), (OUTPUT, "e", '"\\u0062afy"', 1, A, 5),
-                              (ITEM, "f", json.dumps({"n": "r", "c": cid}), 1, A, 6)]),
+                              (ITEM, "f", json.dumps({"n": "r", "c": cid}), 1, A, 6),
+                              (ITEM, "g", json.dumps({"n": "r", "c": held}), 1, A, 7),
+                              (ITEM, "h", "null", 1, A, 8), (ITEM, "i", "x{", 1, A, 9),
+                              (ITEM, "j", json.dumps({"n": "r", "c": 5}), 1, A, 10)]),
                        ("p", [(held, A)])])
     assert [(k, c, p) for k, _, c, p in index.output_slice("", 10)] == [
         ("a", cid, False), ("b", held, True), ("c", None, False), ("d", None, False),
         ("e", None, False)]
+    assert [(k, c, p) for k, _, c, p in index.item_slice("", 10)] == [
+        ("f", cid, False), ("g", held, True), ("h", None, False), ("i", None, False),
+        ("j", None, False)]
     state = MeshState()
     state.tier(**index.lookups())
     c = Compactor(CompactConfig(), state, _Log(), index, lambda job: None, lambda: [],
                   lambda: 1 << 60)
     c.step()
     assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
-    assert index.entry(ITEM, "f") is not None
+    assert [k for k, *_ in index.item_slice("", 10)] == ["g", "h", "i", "j"]
+    assert c.total.reaped == 1 and c.total.reaped_items == 1
 
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
@@ -326,8 +405,10 @@ class _Peer:
     def __init__(self, reap_rows: int, sets_max: int) -> None:
         self.index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
         self.state = MeshState()
-        entries = [CacheEntry(OUTPUT, k, CIDS[i % 3], (1, ORIGINS[0], i + 1))
-                   for i, k in enumerate(KEYS)]
+        entries = [CacheEntry(kind, k, CIDS[i % 3] if kind == OUTPUT else {"n": k,
+                                                                            "c": CIDS[i % 3]},
+                              (1, ORIGINS[0], i + 1))
+                   for i, k in enumerate(KEYS) for kind in (OUTPUT, ITEM)]
         self.index.put((), entries, [(c, o) for c in CIDS for o in ORIGINS], CIDS)
         self.state.tier(**self.index.lookups())
         self.c = Compactor(CompactConfig(reap_rows=reap_rows, provider_sets_max=sets_max),
@@ -344,8 +425,10 @@ class _Peer:
         for _ in range(len(KEYS) + 1):  # a full scan, whatever the cursor
             self.step()
 
-    def view(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def view(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Output entries, item entries (as their CID), provider sets."""
         return ({k: self.state.outputs.get(k) for k in KEYS},
+                {k: (self.state.cache.get(k) or {}).get("c") for k in KEYS},
                 {c: sorted(self.state.providers.get(c) or ()) for c in CIDS})
 
 
@@ -393,11 +476,14 @@ def test_the_rule_is_a_function_of_the_events_and_only_ever_removes(
             p.step()
         p.state.apply(ev)
     p.settle()
-    outputs, providers = p.view()
-    old_outputs, old_providers = keep.view()
+    outputs, items, providers = p.view()
+    old_outputs, old_items, old_providers = keep.view()
     assert providers == old_providers
-    for k, v in outputs.items():
-        assert v is None or v == old_outputs[k]
-        assert v is not None or k in p.unprovided
-        assert v is None or providers[v]
-    assert {k for k, v in outputs.items() if v} <= {k for k, v in views[0][0].items() if v}
+    for table, old, final in ((outputs, old_outputs, views[0][0]),
+                              (items, old_items, views[0][1])):
+        for k, v in table.items():
+            assert v is None or v == old[k]
+            assert v is not None or k in p.unprovided
+            assert v is None or providers[v]
+        assert {k for k, v in table.items() if v} <= {k for k, v in final.items() if v}
+    assert outputs == items  # the same rule for both kinds

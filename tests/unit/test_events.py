@@ -33,6 +33,7 @@ from peer.log import (
     Renew,
     TaskDone,
     TaskSplit,
+    TaskSplitRef,
     fold,
 )
 
@@ -108,6 +109,22 @@ def test_bodies_carry_the_payload_typed() -> None:
         "host-ab12", "http://127.0.0.1:8000", ("c",), 2, 4, 8192, False, None, ("batch-v1",))
     older = {k: v for k, v in VALID[EventType.MEMBER].items() if k != "features"}
     assert ev(EventType.MEMBER, older).body_as(Member).features == ()
+
+
+def test_a_split_keeps_the_results_of_the_items_it_left_out() -> None:
+    """`kept` (and a TASK_SPLIT_REF's `kept_listing`): absent in an older peer's split (None,
+    its assembly reads the cache), checked as a `cache` map when present."""
+    split = {"job": "j", "task": "t", "input": CID, "chunks": [[["a", CID]]]}
+    assert ev(EventType.TASK_SPLIT, split).body_as(TaskSplit).kept is None
+    kept = {"k" * 64: {"n": "b", "c": CID}, "l" * 64: None}
+    assert ev(EventType.TASK_SPLIT, {**split, "kept": kept}).body_as(TaskSplit).kept == kept
+    with pytest.raises(InvalidEvent, match="kept"):
+        ev(EventType.TASK_SPLIT, {**split, "kept": [CID]})
+    ref = {"job": "j", "task": "t", "input": CID, "listing": CID, "sizes": [1]}
+    b = ev(EventType.TASK_SPLIT_REF, {**ref, "kept_listing": CID}).body_as(TaskSplitRef)
+    assert (b.kept, b.kept_listing) == (None, CID)
+    b = ev(EventType.TASK_SPLIT_REF, ref).body_as(TaskSplitRef)
+    assert (b.kept, b.kept_listing) == (None, None)
 
 
 def test_optional_fields_default() -> None:

@@ -168,6 +168,15 @@ def test_job_facts_finished_live_and_failed() -> None:
     assert {"la", "csrc"} <= roots and "oa" not in roots  # finished outputs: pins decide
 
 
+def test_a_live_job_needs_the_cached_results_its_split_kept() -> None:
+    m = Mesh()
+    m.submit("live", [{"name": "a", **T}])
+    m.emit(EventType.TASK_SPLIT, {"job": "live", "task": "a", "input": "cin", "chunks": [[]],
+                                  "kept": {"k1": {"n": "r", "c": "ckept"}, "k2": None}})
+    [live] = job_facts(m.state, max_attempts=3)
+    assert {"cin", "ckept"} <= live.needs and "ckept" in gc_roots(m.state, [live])
+
+
 def test_a_live_job_of_independent_tasks_is_known_live_without_every_tasks_status(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every peer's compaction pass asks whether each changed job has finished: a running job
