@@ -839,9 +839,9 @@ def implicit_splits(ev: Event, b: JobSubmitted) -> list[Event]:
         if t.get("depends") or t.get("cid") is not None:
             continue
         payload: dict[str, Any] = {"job": b.job, "task": t["name"], "input": None,
-                                   "chunks": [[]]}
+                                   "chunks": [[]], "kept": {}}  # (a split of this release)
         out.append(part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_SPLIT, payload,
-                              TaskSplit(b.job, t["name"], None, ((),))))
+                              TaskSplit(b.job, t["name"], None, ((),), {})))
     return out
 
 
