@@ -19,6 +19,7 @@ from peer.log import Event, EventType
 from peer.log.compact import CompactConfig
 from peer.log.fold import Tiered
 from peer.node import Node
+from tests.unit.test_cache_reap import _job as job_of
 from tests.unit.test_compaction import ORIGIN, _cid, _open, history
 
 OTHER = "othr0000000000000000"
@@ -39,22 +40,9 @@ def _hlc() -> int:
 
 
 def _job(origin: str, job: str, output: str, first_seq: int, hlc: int) -> list[Event]:
-    """One finished job of one task by `origin`, its seqs from `first_seq`."""
-    out: list[Event] = []
-
-    def add(typ: EventType, payload: dict[str, object]) -> list[object]:
-        out.append(Event(origin, first_seq + len(out), hlc + len(out), typ, payload))
-        return [origin, out[-1].seq]
-
-    add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
-        {"name": "t0", "call": "ECHO", "params": {"text": job}}]}})
-    split = add(EventType.TASK_SPLIT, {"job": job, "task": "t0", "input": None,
-                                       "chunks": [[]]})
-    base = {"job": job, "task": "t0", "split": split, "chunk": 0, "attempt": 0}
-    add(EventType.CLAIM, base)
-    add(EventType.CHUNK_DONE, {**base, "output": output, "cache": {}})
-    add(EventType.TASK_DONE, {"job": job, "task": "t0", "output": output, "key": f"k-{job}"})
-    return out
+    """One finished job of one task by `origin` (its output cached under k-<job>), its seqs
+    from `first_seq`."""
+    return job_of(origin, job, f"k-{job}", output, first_seq, hlc)
 
 
 def _live(n: Node) -> int:
