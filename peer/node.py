@@ -14,6 +14,7 @@ succeeds they are neither acknowledged nor sent. Loop-owned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -167,6 +168,9 @@ class Node:
                 ev.body_as(JobSubmitted).workflow)})
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
+        # What leaves memory is served from the log, from the replay on (jobless events a
+        # window behind their origin's head leave as they are replayed: peer.log.jobless).
+        self.state.archive = self.log.range
         self.door.replay(self.state, self.peer_id)
         self._after_replay()
         self._setup_signing(self.mesh_secrets.secrets)
@@ -312,7 +316,6 @@ class Node:
         of compacted or deleted jobs leaves memory once the compactor is made: `settle`)."""
         for origin, seq in (self.log.floors() | self.index.floors()).items():
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
-        self.state.archive = self.log.range
 
     def _finished(self, job: str) -> Finished | None:
         """A finished job's compact record (None while it is live): its view and what
@@ -656,9 +659,12 @@ class Node:
         held = self.state.events.get(ev.id)
         if held is not None:
             return held
-        if self.state.holds(ev.id) and ev.seq > self.compactor.floors.get(ev.origin, 0):
-            return ev
-        return None
+        if not self.state.holds(ev.id) or ev.seq <= self.compactor.floors.get(ev.origin, 0):
+            return None
+        row = self.log.range(ev.origin, ev.seq - 1, ev.seq, 1)  # (a rare path: an outage)
+        if row and held_hash(row[0]) != held_hash(ev):
+            return None  # the conflict rule's winner replaced it there: not written back
+        return ev
 
     def _resync(self) -> None:
         """Rewrite the events whose fsync failed (fresh WAL frames; each as held now: the
@@ -693,6 +699,14 @@ class Node:
         if self._log_closed:
             return
         self._close_turn()  # the open turn's parts are folded but not yet held
+        try:  # a refold rebuilds the cache and provider tables from memory and the job
+            self.compactor.index_evicted()  # index: what left memory goes there first
+        except Exception as e:  # (a full disk): the loser's effects stay until it can
+            log.warning("refold put off: the job index cannot be written: %s", e)
+            with contextlib.suppress(RuntimeError):
+                self._refold = asyncio.get_running_loop().call_later(
+                    WRITE_RETRY_S, self._refold_now)
+            return
         self.rule.refold()
 
     def revoke(self, peer_id: str, reason: str) -> Event:

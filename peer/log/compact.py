@@ -348,8 +348,7 @@ class Compactor:
         cache entries to the job index); returns the number of events that left."""
         out = PassStats()
         self.sweep = True  # (if this fails, the next pass does it)
-        while self.unindexed:  # (before the loop runs: the whole replay's; each round
-            self._index_evicted()  # takes some or raises)
+        self.index_evicted()  # (before the loop runs: the whole replay's)
         self._sweep(out)
         self._bury()
         self.sweep = False
@@ -374,6 +373,12 @@ class Compactor:
             return self.state.compact(jobs)
         finally:
             self._indexing = False
+
+    def index_evicted(self) -> None:
+        """Everything `unindexed` goes to the job index now (before a refold, which rebuilds
+        the cache and provider tables from memory and the index); raises as a pass would."""
+        while self.unindexed:  # (each round takes some or raises)
+            self._index_evicted()
 
     def _index_evicted(self) -> None:
         """The cache entries and providers made by the first UNINDEXED_PER_PASS events of
@@ -458,7 +463,8 @@ class Compactor:
         cancelled: its assembly reads the cache entries of the items it left out, so none
         is deleted meanwhile (such a split leaves memory with its job)."""
         st = self.state
-        return any("kept" not in ev.payload and key not in st.task_done
+        return any("kept" not in ev.payload and "kept_listing" not in ev.payload
+                   and key not in st.task_done
                    and key[0] not in st.cancelled for key, ev in st.splits.items())
 
     def _unprovided(self, rows: Sequence[tuple[str, str, str | None, bool]], table: Any,

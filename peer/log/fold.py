@@ -622,9 +622,11 @@ class MeshState:
         self.events[ev.id] = ev
         self.by_origin[ev.origin][ev.seq] = ev
         self.sums.touch(ev.origin, ev.seq)
-        seqs = self._jobless.setdefault(ev.origin, [])
-        if self.archive is not None and jobless(ev) and ev.seq not in seqs:
-            bisect.insort(seqs, ev.seq)  # (it leaves memory with its window, as any)
+        if self.archive is not None and jobless(ev):  # it leaves memory with its window
+            seqs = self._jobless.setdefault(ev.origin, [])
+            if ev.seq not in seqs:
+                bisect.insort(seqs, ev.seq)
+            self._let_go_jobless(ev.origin)
         return not old.known
 
     def refold(self) -> list[tuple[Event, Exception]]:

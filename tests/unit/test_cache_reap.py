@@ -487,3 +487,16 @@ def test_the_rule_is_a_function_of_the_events_and_only_ever_removes(
             assert v is None or providers[v]
         assert {k for k, v in table.items() if v} <= {k for k, v in final.items() if v}
     assert outputs == items  # the same rule for both kinds
+
+
+def test_a_split_whose_kept_results_went_to_a_listing_is_not_an_older_split() -> None:
+    """Review 2 of session 16: a split of this release whose kept results were too many to
+    carry inline (`kept_listing`, no `kept`) paused item reaping while its task ran."""
+    st = MeshState()
+    cid = _cid("listing")
+    st.splits[("j1", "t")] = Event(A, 1, 1 << 16, EventType.TASK_SPLIT_REF, {
+        "job": "j1", "task": "t", "input": cid, "listing": cid, "sizes": [1],
+        "kept_listing": cid})
+    c = Compactor(CompactConfig(), st, _Log(), JobIndex(sqlite3.connect(":memory:")),
+                  lambda job: None, lambda: [], lambda: 0)
+    assert not c._older_splits()

@@ -673,3 +673,23 @@ async def test_an_acknowledgement_of_an_event_written_before_a_failed_fsync_fail
     await _retried(node)
     assert sorted(disk.calls[2]) == sorted([ev.id, other.id]) and disk.calls[3] == "fsync"
     assert node.heads()[node.peer_id] == other.seq
+
+
+@pytest.mark.usefixtures("no_jobless_window")
+def test_an_event_out_of_memory_is_not_written_back_over_a_conflict_winner(
+        tmp_path: Path) -> None:
+    """Review 2 of session 16: a received event whose fsync failed, then replaced by the
+    conflict rule's winner (written to the log) and out of memory: the rewrite wrote the
+    loser back over the winner. Now it is written back only if the log holds it or nothing."""
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    n.listeners.clear()
+    try:
+        now = n.hlc.now()
+        loser = Event(ORIGIN, 1, now, EventType.PROVIDE, {"cids": ["c-loser"]})
+        winner = Event(ORIGIN, 1, now, EventType.PROVIDE, {"cids": ["c-winner"]})
+        assert n.merge([loser]) and loser.id not in n.state.events  # out of memory at once
+        assert n._as_held(loser) is loser  # the log holds it: written back as it is
+        n.log.replace([winner])  # (what the conflict rule writes)
+        assert n._as_held(loser) is None
+    finally:
+        n.log.close()

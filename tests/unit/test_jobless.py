@@ -359,3 +359,73 @@ def test_a_jobless_event_stays_in_memory_until_its_origin_is_a_block_past_it(
     rival = Event(A, 2, hlc + 2, EventType.PROVIDE, {"cids": [_cid("rival")]})
     n.merge([rival])
     assert n.conflicts.by_origin == {A: {"conflict": 1}}  # still compared
+
+
+# -- review 2 of session 16: a restart, a refold before the pass ------------------------------
+def _provides(first: int, last: int, hlc: int) -> list[Event]:
+    return [Event(A, i, hlc + i, EventType.PROVIDE, {"cids": [_cid(f"p/{i}")]})
+            for i in range(first, last + 1)]
+
+
+def test_jobless_events_replayed_at_a_restart_leave_memory_with_their_window(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The replay ran without a log to serve from (`archive` set after it): every jobless
+    event replayed stayed in memory, and so in the log, for good."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    n.merge(_provides(1, 300, hlc))
+    n.catchup.compact()
+    assert (A, 44) not in n.state.events and (A, 45) in n.state.events  # the window
+    again = _reopen(n, opened)
+    assert (A, 44) not in again.state.events and (A, 45) in again.state.events
+    again.merge(_provides(301, 600, hlc))
+    again.catchup.compact()
+    assert sorted(q for (o, q) in again.state.events if o == A) == list(range(345, 601))
+
+
+def test_a_restarted_peer_holds_the_same_events_in_memory_as_one_that_did_not(
+        tmp_path: Path, opened: list[Node]) -> None:
+    hlc = _hlc()
+    first, later = _provides(1, 300, hlc), _provides(301, 600, hlc)
+    a = _open(tmp_path / "a", opened, recent_tasks=0)
+    b = _open(tmp_path / "b", opened, recent_tasks=0)
+    a.merge(first)
+    b.merge(first)
+    a = _reopen(a, opened)
+    a.merge(later)
+    b.merge(later)
+    assert a.state.content_digests().get(A) == b.state.content_digests().get(A)
+
+
+def test_a_refold_before_the_pass_keeps_what_jobless_events_out_of_memory_made(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """They leave memory as they are recorded, what they made is indexed at the next pass: a
+    refold (the conflict rule) in between rebuilt the tables without it, and the pass then
+    wrote that into the index. The node indexes them first."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    item = {"n": "a.wav", "c": _cid("a.wav/mfcc")}
+    n.merge([Event(A, 1, hlc, EventType.CACHE_PUT, {"cache": {"k-item": item}}),
+             *_provides(2, 300, hlc)])
+    assert (A, 1) not in n.state.events and (A, 2) not in n.state.events  # left memory
+    n.rule.stale = True  # (a rival content was settled: the loser's effects stay)
+    n._refold_now()  # what the conflict rule runs
+    n.catchup.compact()
+    assert n.state.providers.get(_cid("p/2")) == {A} and n.state.cache.get("k-item") == item
+
+
+@_LEFT
+def test_a_refold_before_the_pass_keeps_an_unprovide_out_of_memory(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    hlc = _hlc()
+    x = _cid("x")
+    n.merge([Event(A, 1, hlc, EventType.PROVIDE, {"cids": [x]})])
+    n.catchup.compact()  # X -> {A} in the job index
+    n.merge([Event(A, 2, hlc + 1, EventType.UNPROVIDE, {"cids": [x]})])
+    assert (A, 2) not in n.state.events and not n.state.providers.get(x)
+    n.rule.stale = True
+    n._refold_now()
+    n.catchup.compact()
+    n.catchup.compact()
+    assert not n.state.providers.get(x)
