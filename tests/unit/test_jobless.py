@@ -429,3 +429,15 @@ def test_a_refold_before_the_pass_keeps_an_unprovide_out_of_memory(
     n.catchup.compact()
     n.catchup.compact()
     assert not n.state.providers.get(x)
+
+
+def test_a_jobless_winner_of_the_conflict_rule_leaves_memory_with_its_window() -> None:
+    """A jobless content replacing another (`replace`) at a seq already a window behind its
+    origin's head left memory only when the origin recorded again (never, if quiet)."""
+    st = MeshState(jobless_window=0)
+    st.archive = lambda o, after, upto, limit: []
+    loser = Event(A, 1, _hlc(), EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    st.apply(loser)
+    assert loser.id in st.events  # (not jobless: stays)
+    st.replace(Event(A, 1, loser.hlc, EventType.PROVIDE, {"cids": [_cid("w")]}))
+    assert loser.id not in st.events and st.holds(loser.id)
