@@ -14,7 +14,7 @@ compaction keeps `--recent-tasks` tasks. At most `--in-flight` jobs are open at 
 `--rate` caps the submits per second. Every loop is bounded in time.
 
     .venv/bin/python scripts/soak.py [--peers 3] [--minutes 20] [--rate 4] [--tasks 5]
-        [--sample-s 30] [--kill-every-min 0] [--json PATH]
+        [--sample-s 30] [--kill-every-min 0] [--stored-outputs] [--json PATH]
 
 `--kill-every-min M`: every M minutes one peer (round robin, never peer 0) is killed
 with SIGKILL and restarted on its data dir.
@@ -201,6 +201,8 @@ def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
     extra = ["--keep-jobs-days", f"{a.keep_jobs_s / 86400:.8f}",
              "--gc-interval-s", str(a.gc_interval_s),
              "--compact-recent-tasks", str(a.recent_tasks)]
+    if a.stored_outputs:  # every output in the block store: retention unpins, gc frees,
+        extra += ["--inline-output-max-bytes", "0"]  # the peers UNPROVIDE (jobless events)
     mesh = bm.start_mesh(a.peers, base, extra=extra)
     dirs = [base / f"peer{i}" for i in range(a.peers)]
     w = Workload(a, mesh)
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-jobs-s", type=float, default=120)
     ap.add_argument("--gc-interval-s", type=float, default=30)
     ap.add_argument("--recent-tasks", type=int, default=200)
+    ap.add_argument("--stored-outputs", action="store_true",
+                    help="no inline outputs: gc frees them and the peers UNPROVIDE")
     ap.add_argument("--kill-every-min", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
