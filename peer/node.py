@@ -819,6 +819,7 @@ class Node:
                                "reaped_items": c.total.reaped_items,
                                "floors": len(c.floors),
                                "unindexed": len(c.unindexed),
+                               "jobless_waiting": len(c.jobless),  # out of memory, in the log
                                "index_failures": c.index_failures,
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,

@@ -103,4 +103,5 @@ class Jobless:
                 del self.waiting[origin]
 
     def __len__(self) -> int:
+        """How many wait to leave the log (/api/health: `log.compaction.jobless_waiting`)."""
         return sum(len(r) for r in self.waiting.values())

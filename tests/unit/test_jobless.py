@@ -441,3 +441,15 @@ def test_a_jobless_winner_of_the_conflict_rule_leaves_memory_with_its_window() -
     assert loser.id in st.events  # (not jobless: stays)
     st.replace(Event(A, 1, loser.hlc, EventType.PROVIDE, {"cids": [_cid("w")]}))
     assert loser.id not in st.events and st.holds(loser.id)
+
+
+@_LEFT
+def test_health_shows_the_jobless_events_waiting_to_leave_the_log(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    n.compactor.vvs = lambda: [dict(n.state.heads), {}]  # a live member lacks them
+    n.merge(_provides(1, 3, _hlc()))
+    assert n.log_health()["compaction"]["jobless_waiting"] == 3
+    n.compactor.vvs = lambda: [dict(n.state.heads)]
+    n.catchup.compact()
+    assert n.log_health()["compaction"]["jobless_waiting"] == 0
