@@ -622,11 +622,8 @@ class MeshState:
         self.events[ev.id] = ev
         self.by_origin[ev.origin][ev.seq] = ev
         self.sums.touch(ev.origin, ev.seq)
-        if self.archive is not None and jobless(ev):  # it leaves memory with its window
-            seqs = self._jobless.setdefault(ev.origin, [])
-            if ev.seq not in seqs:
-                bisect.insort(seqs, ev.seq)
-            self._let_go_jobless(ev.origin)
+        if self.archive is not None:  # a jobless winner leaves memory with its window
+            self._age(ev)
         return not old.known
 
     def refold(self) -> list[tuple[Event, Exception]]:
@@ -704,13 +701,14 @@ class MeshState:
             self._let_go_jobless(origin)
 
     def _age(self, ev: Event) -> None:
-        """`ev` was recorded: if jobless (peer.log.jobless) it joins its origin's jobless
-        events in memory; those a window behind the head (which `ev` may have moved) leave."""
+        """`ev` was recorded (or replaced a rival): if jobless (peer.log.jobless) it joins
+        its origin's jobless events in memory; those a window behind the head (which `ev` may
+        have moved) leave."""
         if jobless(ev):
             seqs = self._jobless.setdefault(ev.origin, [])
             if not seqs or seqs[-1] < ev.seq:
                 seqs.append(ev.seq)
-            else:
+            elif ev.seq not in seqs:  # (past a gap, or a rival's winner: rare)
                 bisect.insort(seqs, ev.seq)
         self._let_go_jobless(ev.origin)
 
