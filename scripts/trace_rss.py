@@ -73,7 +73,7 @@ def native() -> dict[str, Any]:
     out: dict[str, Any] = {"rss_kb": _status_kb("VmRSS"), "threads": _status_kb("Threads"),
                            "sqlite_bytes": _sqlite_bytes(),
                            "traced_bytes": tracemalloc.get_traced_memory()[0],
-                           "py_blocks": sys.getallocatedblocks()}
+                           "py_blocks": sys.getallocatedblocks(), "smaps_kb": _smaps_kb()}
     try:
         fn = _libc().mallinfo2
         fn.restype = _Mallinfo2
@@ -98,6 +98,21 @@ def _status_kb(field: str) -> int:
         if ln.startswith(field + ":"):
             return int(ln.split()[1])
     return 0
+
+
+def _smaps_kb() -> dict[str, int]:
+    """Resident kB per kind of mapping: [heap] (glibc's main arena), [stack], files, and
+    anonymous mappings (other arenas, pymalloc's arenas, thread stacks, large blocks)."""
+    out: dict[str, int] = collections.Counter()
+    kind = "anon"
+    for ln in Path("/proc/self/smaps").read_text().splitlines():
+        head = ln.split()
+        if head and "-" in head[0] and len(head) >= 5:
+            name = head[5] if len(head) > 5 else ""
+            kind = name if name.startswith("[") else ("file" if name else "anon")
+        elif head[:1] == ["Rss:"]:
+            out[kind] += int(head[1])
+    return dict(out)
 
 
 def _sqlite_bytes() -> int:
@@ -194,7 +209,7 @@ def _native_line(c: dict[str, Any]) -> str:
             f"{c['sqlite_bytes'] / 1e6:.2f} MB, glibc arena {m.get('arena', 0) / 1e6:.2f} MB "
             f"(in use {m.get('uordblks', 0) / 1e6:.2f}, free {m.get('fordblks', 0) / 1e6:.2f}, "
             f"top {m.get('keepcost', 0) / 1e6:.2f}), mmapped {m.get('hblkhd', 0) / 1e6:.2f} MB, "
-            f"threads {c['threads']}")
+            f"threads {c['threads']}, resident kB {c.get('smaps_kb')}")
 
 
 def mix(url: str, seconds: float, jobs: list[int], rate: float = 4) -> None:
