@@ -52,8 +52,45 @@ def census() -> dict[str, Any]:
         for k, v in fields.items():
             if isinstance(v, _CONTAINERS):
                 attrs[f"{cls.__qualname__}.{k}"] += len(v)
-    return {"types": dict(types), "attrs": dict(attrs), "rss_kb": _status_kb("VmRSS"),
-            "sqlite_bytes": _sqlite_bytes()}
+    return {"types": dict(types), "attrs": dict(attrs)} | native()
+
+
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+              "uordblks", "fordblks", "keepcost")
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in _MALLINFO2]
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None)
+
+
+def native() -> dict[str, Any]:
+    """RSS, tracemalloc's traced total, SQLite's heap, glibc's heap (mallinfo2, all arenas),
+    pymalloc's live blocks and the thread count: to tell Python objects from native growth."""
+    out: dict[str, Any] = {"rss_kb": _status_kb("VmRSS"), "threads": _status_kb("Threads"),
+                           "sqlite_bytes": _sqlite_bytes(),
+                           "traced_bytes": tracemalloc.get_traced_memory()[0],
+                           "py_blocks": sys.getallocatedblocks(), "smaps_kb": _smaps_kb()}
+    try:
+        fn = _libc().mallinfo2
+        fn.restype = _Mallinfo2
+        mi = fn()
+        out["malloc"] = {f: int(getattr(mi, f)) for f in _MALLINFO2}
+    except AttributeError:
+        pass
+    return out
+
+
+def trim() -> dict[str, Any]:
+    """malloc_trim(0) (every arena's free pages back to the kernel), RSS before and after."""
+    before = _status_kb("VmRSS")
+    fn = _libc().malloc_trim
+    fn.argtypes, fn.restype = (ctypes.c_size_t,), ctypes.c_int
+    fn(0)
+    return {"rss_before_trim_kb": before, "rss_after_trim_kb": _status_kb("VmRSS")}
 
 
 def _status_kb(field: str) -> int:
@@ -61,6 +98,21 @@ def _status_kb(field: str) -> int:
         if ln.startswith(field + ":"):
             return int(ln.split()[1])
     return 0
+
+
+def _smaps_kb() -> dict[str, int]:
+    """Resident kB per kind of mapping: [heap] (glibc's main arena), [stack], files, and
+    anonymous mappings (other arenas, pymalloc's arenas, thread stacks, large blocks)."""
+    out: dict[str, int] = collections.Counter()
+    kind = "anon"
+    for ln in Path("/proc/self/smaps").read_text().splitlines():
+        head = ln.split()
+        if head and "-" in head[0] and len(head) >= 5:
+            name = head[5] if len(head) > 5 else ""
+            kind = name if name.startswith("[") else ("file" if name else "anon")
+        elif head[:1] == ["Rss:"]:
+            out[kind] += int(head[1])
+    return dict(out)
 
 
 def _sqlite_bytes() -> int:
@@ -76,17 +128,27 @@ def _sqlite_bytes() -> int:
 
 def peer_main(out: Path, frames: int, argv: list[str]) -> None:
     """Run banzai-peer's main under tracemalloc; each SIGUSR1 writes out/N.snap + N.json."""
-    tracemalloc.start(frames)
+    if frames:  # 0: not traced (RSS and the heaps alone, without tracemalloc's own overhead)
+        tracemalloc.start(frames)
     os.register_at_fork(after_in_child=tracemalloc.stop)  # the workers are not traced
-    dumps = [0]
+    dumps, samples = [0], [0]
+
+    def light(_sig: int, _frame: FrameType | None) -> None:
+        n = samples[0] = samples[0] + 1
+        (out / f"s{n}.json").write_text(json.dumps(native() | {"t": time.monotonic()}))
 
     def dump(_sig: int, _frame: FrameType | None) -> None:
         n = dumps[0] = dumps[0] + 1
-        tracemalloc.take_snapshot().dump(str(out / f"{n}.snap"))
-        (out / f"{n}.json").write_text(json.dumps(census()))
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(str(out / f"{n}.snap"))
+        c = census()
+        if (out / f"{n}.trim").exists():
+            c |= trim()
+        (out / f"{n}.json").write_text(json.dumps(c))
         (out / f"{n}.done").touch()
 
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, light)
     from peer.main import main
     main(argv)
 
@@ -98,6 +160,13 @@ def _grown(a: dict[str, int], b: dict[str, int], top: int) -> list[tuple[str, in
 
 def compare(out: Path, tasks: int, top: int) -> None:
     """Print what grew between out/1 and out/2."""
+    if (out / "1.snap").exists():
+        _diff(out, tasks, top)
+    c1, c2 = (json.loads((out / f"{n}.json").read_text()) for n in (1, 2))
+    _report(out, c1, c2, top)
+
+
+def _diff(out: Path, tasks: int, top: int) -> None:
     s1 = tracemalloc.Snapshot.load(str(out / "1.snap"))
     s2 = tracemalloc.Snapshot.load(str(out / "2.snap"))
     flt = [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -110,15 +179,56 @@ def compare(out: Path, tasks: int, top: int) -> None:
               f"({st.size_diff / tasks:.0f} B/task)")
         for line in st.traceback.format(limit=12, most_recent_first=True):
             print("  " + line)
-    c1, c2 = (json.loads((out / f"{n}.json").read_text()) for n in (1, 2))
-    print(f"\nRSS (traced peer): {c1['rss_kb'] / 1024:.1f} -> {c2['rss_kb'] / 1024:.1f} MB; "
+
+
+def _report(out: Path, c1: dict[str, Any], c2: dict[str, Any], top: int) -> None:
+    print(f"\nRSS (peer): {c1['rss_kb'] / 1024:.1f} -> {c2['rss_kb'] / 1024:.1f} MB; "
           f"SQLite heap: {c1['sqlite_bytes'] / 1e6:.2f} -> {c2['sqlite_bytes'] / 1e6:.2f} MB")
+    for c in (c1, c2):
+        print("  " + _native_line(c))
+    if "rss_after_trim_kb" in c2:
+        print(f"malloc_trim(0) at the second snapshot: RSS {c2['rss_before_trim_kb'] / 1024:.1f}"
+              f" -> {c2['rss_after_trim_kb'] / 1024:.1f} MB")
+    samples = sorted(out.glob("s*.json"), key=lambda p: int(p.stem[1:]))
+    if samples:
+        print("\nsamples (SIGUSR2):")
+        for p in samples:
+            print("  " + _native_line(json.loads(p.read_text())))
     print("\nobjects per type that grew (before -> after):")
     for k, x, y in _grown(c1["types"], c2["types"], top):
         print(f"  {k}: {x} -> {y}")
     print("\npeer containers that grew (Class.attr, summed len, before -> after):")
     for k, x, y in _grown(c1["attrs"], c2["attrs"], 3 * top):
         print(f"  {k}: {x} -> {y}")
+
+
+def _native_line(c: dict[str, Any]) -> str:
+    m = c.get("malloc", {})
+    return (f"jobs {c.get('jobs', '?')}: RSS {c['rss_kb'] / 1024:.1f} MB, traced "
+            f"{c['traced_bytes'] / 1e6:.2f} MB, pymalloc blocks {c['py_blocks']}, SQLite "
+            f"{c['sqlite_bytes'] / 1e6:.2f} MB, glibc arena {m.get('arena', 0) / 1e6:.2f} MB "
+            f"(in use {m.get('uordblks', 0) / 1e6:.2f}, free {m.get('fordblks', 0) / 1e6:.2f}, "
+            f"top {m.get('keepcost', 0) / 1e6:.2f}), mmapped {m.get('hblkhd', 0) / 1e6:.2f} MB, "
+            f"threads {c['threads']}, resident kB {c.get('smaps_kb')}")
+
+
+def mix(url: str, seconds: float, jobs: list[int], rate: float = 4) -> None:
+    """soak.py's mix on one peer for `seconds`: jobs of 5 ECHO tasks, reruns, cancels,
+    deletes; jobs[0] counts the submits."""
+    soak = load_script("soak")
+    a = argparse.Namespace(seed=jobs[0] + 1, tasks=5)
+    w = soak.Workload(a, argparse.Namespace(peers=[argparse.Namespace(url=url)]))
+    w.texts = _TEXTS  # reruns reach back over earlier calls
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if len(w.open) < 8:
+            w.submit(time.monotonic())
+        w.poll()
+        time.sleep(1 / rate)
+    jobs[0] += w.counts["submitted"]
+
+
+_TEXTS: list[str] = []
 
 
 def run(bench: Any, url: str, n: int, per_job: int) -> None:
@@ -136,6 +246,18 @@ def snap(proc: subprocess.Popen[bytes], out: Path, n: int) -> None:
         time.sleep(0.2)
 
 
+def _wait(proc: subprocess.Popen[bytes], path: Path) -> None:
+    for _ in range(600):
+        if path.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(0.2)  # written, not only created
+
+
+def _tag(path: Path, jobs: int) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"jobs": jobs}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warm-tasks", type=int, default=1500)
@@ -145,6 +267,10 @@ def main() -> None:
                     help="the peer's --compact-recent-tasks (lower: a shorter warm-up)")
     ap.add_argument("--frames", type=int, default=8, help="traceback depth traced")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--mix-minutes", type=float, nargs=2, metavar=("WARM", "LIVE"),
+                    help="soak.py's mix (retention 120 s, gc every 30 s) instead of big jobs")
+    ap.add_argument("--sample-s", type=float, default=30, help="light samples in --mix")
+    ap.add_argument("--trim", action="store_true", help="malloc_trim(0) at the 2nd snapshot")
     ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: the peer side
     a, rest = ap.parse_known_args()
     if a.peer:
@@ -159,6 +285,8 @@ def main() -> None:
             "--mesh-name", f"trace-rss-{os.getpid()}", "--secret-file", str(secret),
             "--slots", "1", "--replicas", "1", "--log-level", "warning",
             "--compact-recent-tasks", str(a.recent_tasks)]
+    if a.mix_minutes:
+        args += ["--keep-jobs-days", f"{120 / 86400:.8f}", "--gc-interval-s", "30"]
     with log.open("wb") as f:
         proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -170,10 +298,26 @@ def main() -> None:
         url = m.group(1)
         remember_peer(url, tmp / "a")
         wait_workers_ready(url)
-        run(bench, url, a.warm_tasks, a.job_tasks)
-        snap(proc, tmp, 1)
-        run(bench, url, a.live_tasks, a.job_tasks)
-        snap(proc, tmp, 2)
+        if a.trim:
+            (tmp / "2.trim").touch()
+        if a.mix_minutes:
+            jobs = [0]
+            mix(url, a.mix_minutes[0] * 60, jobs)
+            snap(proc, tmp, 1)
+            _tag(tmp / "1.json", jobs[0])
+            for k in range(max(1, round(a.mix_minutes[1] * 60 / a.sample_s))):
+                mix(url, a.sample_s, jobs)
+                proc.send_signal(signal.SIGUSR2)
+                _wait(proc, tmp / f"s{k + 1}.json")
+                _tag(tmp / f"s{k + 1}.json", jobs[0])
+            snap(proc, tmp, 2)
+            _tag(tmp / "2.json", jobs[0])
+            a.live_tasks = max(1, 5 * (jobs[0] - json.loads((tmp / "1.json").read_text())["jobs"]))
+        else:
+            run(bench, url, a.warm_tasks, a.job_tasks)
+            snap(proc, tmp, 1)
+            run(bench, url, a.live_tasks, a.job_tasks)
+            snap(proc, tmp, 2)
     finally:
         proc.terminate()
         proc.wait(60)
