@@ -15,27 +15,23 @@ from peer.log import Event, EventType, MeshState
 from peer.log import compact as compact_mod
 from peer.log.compact import CompactConfig, Compactor
 from peer.log.jobindex import OUTPUT, CacheEntry, JobIndex, JobRecord
+from tests.unit.test_cache_reap import _Log
 
 ORIGIN = "orig0000000000000000"
 
 
-class Store:
+class Store(_Log):
     """The event store: records the drops."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.deleted: list[tuple[str, int]] = []
 
     def delete(self, ids: Iterable[tuple[str, int]], floors: Mapping[str, int] | None = None,
                also: Callable[[], None] | None = None) -> None:
+        ids = list(ids)
         self.deleted += ids
-        if also is not None:
-            also()
-
-    def set_floor(self, origin: str, seq: int) -> None:
-        pass
-
-    def prune_batches(self) -> None:
-        pass
+        super().delete(ids, floors, also)
 
 
 class FailingIndex(JobIndex):
