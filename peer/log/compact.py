@@ -487,9 +487,9 @@ class Compactor:
         return dead
 
     def _drop(self, out: PassStats) -> None:
-        """Drop the events of compacted jobs, and those of deleted jobs and the PROVIDEs and
-        UNPROVIDEs that left memory, that every live member holds (or past the horizon);
-        each origin's floor rises to the highest seq dropped."""
+        """Drop the events of compacted jobs, and those of deleted jobs and the jobless
+        events (peer.log.jobless) that left memory, that every live member holds (or past the
+        horizon); each origin's floor rises to the highest seq dropped."""
         vvs = list(self.vvs())
         now = self.now_hlc()
         jobs: list[str] = []
@@ -557,7 +557,7 @@ class Compactor:
             floors = {str(o): int(q) for o, q in dict(records["floors"]).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed snapshot records: {e!s:.60}") from None
-        unprovided = set(self.state.unprovided(providers))
+        unprovided = self.state.unprovided(providers)
         providers = [r for r in providers if r not in unprovided]
         self.index.put(jobs, entries, providers)
         names = [r.job for r in jobs]
@@ -674,7 +674,7 @@ class _Spill:
                 if st.providers:
                     self.providers += [(r[0], r[1]) for r in rows
                                        if dict.__contains__(st.providers, r[0])]
-                if unprovided := set(st.unprovided((r[0], r[1]) for r in rows)):
+                if unprovided := st.unprovided((r[0], r[1]) for r in rows):
                     rows = [r for r in rows if (r[0], r[1]) not in unprovided]
             yield tag, rows
 

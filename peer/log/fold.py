@@ -560,13 +560,13 @@ class MeshState:
             elif dict.__contains__(t, c) and (c, o) not in self._dropped:
                 dict.__getitem__(t, c).add(o)
 
-    def unprovided(self, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    def unprovided(self, rows: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of (cid, origin) provider rows a snapshot brought, those whose origin's UNPROVIDE
         of the CID was folded here: not taken into the job index either (a set spilled there,
         or deleted with the cache entries of its CID, would take back an origin that dropped
         it; a later PROVIDE of it is folded already)."""
         dropped = self._dropped
-        return [r for r in rows if (r[0], r[1]) in dropped] if dropped else []
+        return {(r[0], r[1]) for r in rows if (r[0], r[1]) in dropped} if dropped else set()
 
     def spill(self, outputs: Iterable[str], items: Iterable[str], cids: Iterable[str]) -> None:
         """These entries are in the job index now: memory lets them go (read on demand)."""
