@@ -295,6 +295,7 @@ class Node:
         self.janitor.archived = lambda: [archived_facts(j, f) for j, f in self.index.facts()]
         self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
         self.janitor.archived_outputs = lambda: read_outputs(self.log.path)
+        self.janitor.fetch = self.fetcher.ensure  # a live job's kept listing, if not here
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)

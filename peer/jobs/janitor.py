@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.errors import Conflict, NotFound
+from peer.errors import BanzaiError, Conflict, NotFound
 from peer.ipfs.store import GcStats, Store
 from peer.jobs.ports import Emit
 from peer.jobs.retention import (
@@ -26,6 +27,7 @@ from peer.jobs.retention import (
     finished_at,
     gc_roots,
     job_facts,
+    kept_listings,
     plan_job_deletions,
     plan_unpins,
 )
@@ -87,6 +89,10 @@ class Janitor:
         # it lists us as a provider of, and its output cache entries' CIDs.
         self.archived_cids: Callable[[], Iterable[str]] = tuple
         self.archived_outputs: Callable[[], Iterable[str]] = tuple
+        # Brings DAGs here from the peers that provide them (the fetcher's `ensure`): a live
+        # job's kept listing, read before deciding what it still needs.
+        self.fetch: Callable[[Sequence[str]], Awaitable[None]] | None = None
+        self._listed: dict[str, Mapping[str, Any]] = {}  # live jobs' kept listings, read
         self.last: CycleReport | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +116,47 @@ class Janitor:
 
     def _jobs(self) -> list[JobFacts]:
         """Every job: those of the state and the compacted ones."""
-        return job_facts(self.state, self.cfg.max_attempts) + self.archived()
+        return (job_facts(self.state, self.cfg.max_attempts, self._listed.get)
+                + self.archived())
+
+    async def _needs_read(self, jobs: list[JobFacts]) -> list[JobFacts] | None:
+        """`jobs` with what live jobs need read in full: a split whose kept results are too
+        many for its event lists them in a stored file, which is read here (fetched first if
+        this peer lacks it). None while one cannot be read: then nothing may be unpinned or
+        collected, since those results would be lost to the job that reads them."""
+        want = {c for j in jobs if j.finished_s is None
+                for c in kept_listings(self.state, j.job)}
+        for c in self._listed.keys() - want:
+            del self._listed[c]
+        missing = sorted(want - self._listed.keys())
+        if not missing:
+            return jobs
+        if self.fetch is not None:
+            try:
+                await self.fetch(missing)
+            except BanzaiError as e:
+                log.warning("storage: fetching kept listings failed: %s", e)
+        for c in missing:
+            try:
+                self._listed[c] = await asyncio.to_thread(self._read_listing, c)
+            except BanzaiError as e:
+                log.warning("storage: %s: nothing is unpinned or collected until it is "
+                            "read", e.message)
+                return None
+        return self._jobs()
+
+    def _read_listing(self, cid: str) -> Mapping[str, Any]:
+        """A kept listing's results (BanzaiError naming the listing if it is not here or
+        not a JSON object)."""
+        try:
+            got = json.loads(b"".join(self.store.cat(cid)))
+        except NotFound:
+            raise BanzaiError(f"a live job's kept listing {cid} is not here") from None
+        except (OSError, ValueError) as e:  # (JSON and UTF-8 errors are ValueErrors)
+            raise BanzaiError(f"a live job's kept listing {cid} is unreadable: {e}") from None
+        if not isinstance(got, dict):
+            raise BanzaiError(f"a live job's kept listing {cid} is not a JSON object")
+        return got
 
     # -- job records -------------------------------------------------------------------------
     def delete_job(self, job: str, reason: str = "deleted by a user") -> None:
@@ -144,7 +190,12 @@ class Janitor:
         """Garbage collection alone (`repo gc`): keeps pins, what live jobs use and blocks in
         the grace period; announces what is gone."""
         async with self._lock:
-            stats = await self._gc(self._jobs())
+            jobs = await self._needs_read(self._jobs())
+            if jobs is None:
+                raise Conflict("a live job's kept listing is not readable here, and gc would "
+                               "free the cached results it lists: try again once it is "
+                               "fetched", field="gc")
+            stats = await self._gc(jobs)
             if stats.blocks:
                 await self._unprovide()
         return stats
@@ -156,8 +207,10 @@ class Janitor:
         deleted = plan_job_deletions(jobs, now, ret.keep_jobs_s)
         for job in deleted:
             self.emit(EventType.JOB_DELETED, {"job": job, "reason": "older than --keep-jobs-days"})
-        if deleted:
-            jobs = self._jobs()
+        read = await self._needs_read(self._jobs() if deleted else jobs)
+        if read is None:
+            return CycleReport(tuple(deleted))
+        jobs = read
         unpinned: list[str] = []
         stats, collected = GcStats(), False
         if ret.keep_outputs_s is not None or ret.store_max_bytes is not None:

@@ -10,7 +10,7 @@ finished more than `keep_outputs_s` ago are unpinned; then, while the store hold
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,10 +102,33 @@ def plan_job_deletions(jobs: Sequence[JobFacts], now_s: float, keep_jobs_s: floa
 
 # -- facts from the mesh state ---------------------------------------------------------------
 
+# A split's kept listing (its CID) -> the cached results it lists, or None if it is not read
+# here: the results a split keeps are in its event (`kept`) or, when large, in a stored file.
+Listed = Callable[[str], Mapping[str, Any] | None]
 
-def job_facts(state: MeshState, max_attempts: int) -> list[JobFacts]:
+
+def _unread(cid: str) -> None:
+    return None
+
+
+def job_facts(state: MeshState, max_attempts: int, listed: Listed = _unread,
+              ) -> list[JobFacts]:
     """Every job of the state, live or finished (see `finished_at`)."""
-    return [_facts(state, job, ev, max_attempts) for job, ev in state.jobs.items()]
+    return [_facts(state, job, ev, max_attempts, listed) for job, ev in state.jobs.items()]
+
+
+def kept_listings(state: MeshState, job: str) -> list[str]:
+    """The kept listings of `job`'s splits in memory (the files its assembly reads the
+    results its splits left out from)."""
+    ev = state.jobs.get(job)
+    if ev is None:
+        return []
+    out = []
+    for t in ev.body_as(JobSubmitted).workflow["tasks"]:
+        split = state.splits.get((job, t["name"]))
+        if split is not None and split.payload.get("kept_listing"):
+            out.append(str(split.payload["kept_listing"]))
+    return out
 
 
 def job_facts_of(state: MeshState, job: str, max_attempts: int) -> JobFacts:
@@ -120,7 +143,8 @@ def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
                     frozenset(str(c) for c in facts.get("logs", ())))
 
 
-def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts:
+def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
+           listed: Listed = _unread) -> JobFacts:
     tasks: list[Mapping[str, Any]] = list(ev.body_as(JobSubmitted).workflow["tasks"])
     outputs: set[str] = set()
     needs: set[str] = {str(t["cid"]) for t in tasks if t.get("cid")}
@@ -140,10 +164,12 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int) -> JobFacts
         if split is not None:
             if split.payload.get("input"):
                 needs.add(str(split.payload["input"]))
-            # the cached results the split left out, which its assembly reads (inline only:
-            # a `kept_listing` is read where a split is assembled, not here)
+            # the cached results the split left out, which its assembly reads (inline, or
+            # listed in a stored file once that is read here)
             kept = split.payload.get("kept")
-            needs.update(_items(kept if isinstance(kept, dict) else {}))
+            if kept is None and split.payload.get("kept_listing"):
+                kept = listed(str(split.payload["kept_listing"]))
+            needs.update(_items(kept if isinstance(kept, Mapping) else {}))
         partial = state.partials.get((job, t["name"]))
         if partial is not None:  # the directory the job view shows while the task runs
             needs.add(partial.body_as(Partial).output)

@@ -177,6 +177,22 @@ def test_a_live_job_needs_the_cached_results_its_split_kept() -> None:
     assert {"cin", "ckept"} <= live.needs and "ckept" in gc_roots(m.state, [live])
 
 
+def test_a_live_job_needs_the_cached_results_its_kept_listing_lists() -> None:
+    """A split whose kept results are too many for its event lists them in a stored file:
+    they are what the live job needs once that file is read (and unknown before)."""
+    m = Mesh()
+    m.submit("live", [{"name": "a", **T}])
+    m.emit(EventType.TASK_SPLIT_REF, {"job": "live", "task": "a", "input": "cin",
+                                      "listing": "clist", "sizes": [1],
+                                      "kept_listing": "ckl"})
+    kept = {"k1": {"n": "r", "c": "ckept"}, "k2": None}
+    [live] = job_facts(m.state, 3, {"ckl": kept}.get)
+    assert "ckept" in live.needs and "ckept" in gc_roots(m.state, [live])
+    [unread] = job_facts(m.state, 3)
+    assert "ckept" not in unread.needs
+    assert retention.kept_listings(m.state, "live") == ["ckl"]
+
+
 def test_a_live_job_of_independent_tasks_is_known_live_without_every_tasks_status(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every peer's compaction pass asks whether each changed job has finished: a running job
@@ -362,3 +378,62 @@ def test_lifecycle_settings_parse_and_refuse_negatives() -> None:
     assert config.load({}, env={}).store_max_gb is None  # default: no bound
     with pytest.raises(ConfigError, match="store_max_gb"):
         config.load({}, env={"BANZAI_STORE_MAX_GB": "-1"})
+
+
+def _kept_listing_job(m: Mesh, s: EmbeddedStore, listing: bytes) -> tuple[str, str]:
+    """An old finished job whose output a live job's split keeps, listed in a stored file:
+    (that output, the listing's CID)."""
+    old = s.add_bytes(b"an old result" * 100)
+    s.pin(old)
+    m.submit("old", [{"name": "a", **T}])
+    m.run("old", "a", old)
+    m.submit("live", [{"name": "a", **T}])
+    cid = s.add_bytes(listing.replace(b"OLD", old.encode()))
+    s.pin(cid)
+    m.emit(EventType.TASK_SPLIT_REF, {"job": "live", "task": "a", "input": "cin",
+                                      "listing": "clist", "sizes": [1], "kept_listing": cid})
+    return old, cid
+
+
+async def test_a_cycle_keeps_a_live_jobs_results_listed_in_its_kept_listing(tmp_path: Path,
+                                                                            ) -> None:
+    s = EmbeddedStore(tmp_path / "store")
+    m = Mesh()
+    old, _ = _kept_listing_job(m, s, b'{"k1": {"n": "r", "c": "OLD"}}')
+    report = await _janitor(m, s, RetentionConfig(keep_outputs_s=0)).cycle()
+    assert old not in report.unpinned and s.has(old)
+    stats = await _janitor(m, s, RetentionConfig(keep_outputs_s=0)).collect()
+    assert stats.blocks == 0 and s.has(old)
+
+
+@pytest.mark.parametrize("listing", [b"[1, 2]", b"{not json", b"\xff\xfe", None])
+async def test_a_kept_listing_not_read_here_stops_unpinning_and_gc(
+        tmp_path: Path, listing: bytes | None, caplog: pytest.LogCaptureFixture) -> None:
+    """Not a JSON object, not JSON, not UTF-8, or not here and not fetched: the results it
+    lists are unknown, so a cycle unpins and collects nothing (and says why) and `repo gc`
+    is refused; it goes on once the listing is read."""
+    s = EmbeddedStore(tmp_path / "store")
+    m = Mesh()
+    old, cid = _kept_listing_job(m, s, listing or b"{}")
+    if listing is None:
+        s.unpin(cid)
+        s.gc(set(), 0)
+        assert not s.has(cid) and s.has(old)
+    loose = s.add_bytes(b"garbage")
+    j = _janitor(m, s, RetentionConfig(keep_outputs_s=0))
+    fetched: list[str] = []
+
+    async def fetch(cids: Any) -> None:
+        fetched.extend(cids)
+        raise NotFound("no live peer could provide it")
+
+    j.fetch = fetch
+    report = await j.cycle()
+    assert report.unpinned == () and report.gc.blocks == 0 and s.has(old) and s.has(loose)
+    assert cid in caplog.text and fetched == [cid]
+    with pytest.raises(Conflict, match="kept listing"):
+        await j.collect()
+    m.emit(EventType.TASK_DONE, {"job": "live", "task": "a", "output": s.add_bytes(b"o"),
+                                 "key": "k-live-a", "cached": False})  # the job ends
+    report = await j.cycle()
+    assert report.unpinned == (old,) and not s.has(old) and not s.has(loose)
