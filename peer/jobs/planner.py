@@ -8,7 +8,7 @@ import hashlib
 import json
 import posixpath
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from peer.errors import BanzaiError
@@ -54,16 +54,33 @@ def longest_first(items: Sequence[Any], size: Callable[[Any], int]) -> list[Any]
     return [items[i] for i in sorted(range(len(items)), key=lambda i: -sizes[i])]
 
 
-def item_cached(state: MeshState, store: Listings, key: str) -> bool:
+class _Anyone:
+    """Every peer (`Container`): where no membership is known, any provider counts."""
+
+    def __contains__(self, peer: object) -> bool:
+        return True
+
+
+ANYONE: Container[str] = _Anyone()
+
+
+def provided(state: MeshState, cid: str, live: Container[str]) -> bool:
+    """True if a peer of `live` provides `cid`, by the fold's provider set."""
+    return any(p in live for p in state.providers.get(cid) or ())
+
+
+def item_cached(state: MeshState, store: Listings, key: str,
+                live: Container[str] = ANYONE) -> bool:
     """True if an item's result is cached and, if it has an output, that output is here or
-    has a provider (an output no peer holds any more, e.g. collected, is computed again).
-    A split leaves such an item out and keeps its result in its own payload (`kept`): its
-    assembly, on any peer, never reads the cache entry, which compaction may delete."""
+    a live peer (of `live`) provides it: an output no live peer holds (collected, or its
+    peers left the mesh) is computed again. A split leaves a cached item out and keeps its
+    result in its own payload (`kept`): its assembly, on any peer, never reads the cache
+    entry, which compaction may delete."""
     if key not in state.cache:
         return False
     r = state.cache[key]
     cid = r.get("c") if isinstance(r, dict) else None
-    return not cid or bool(state.providers.get(cid)) or store.has(cid)
+    return not cid or provided(state, cid, live) or store.has(cid)
 
 
 def item_name(spec: TaskSpec) -> str:
@@ -115,8 +132,10 @@ class Planner:
 
     def __init__(self, state: MeshState, store: Listings, data: Data, min_chunk_items: int,
                  max_chunk_items: int,
-                 parse: Callable[[Any], Workflow] = workflow_from_json) -> None:
+                 parse: Callable[[Any], Workflow] = workflow_from_json,
+                 live: Callable[[], Container[str]] = lambda: ANYONE) -> None:
         self.state = state
+        self.live = live  # the other peers alive now: only their providing counts for a hit
         self.parse = parse  # a stored workflow document -> its Workflow (Workflows.workflow)
         self.store = store
         self.data = data
@@ -250,10 +269,11 @@ class Planner:
         return kept
 
     def cached_output(self, key: str) -> str | None:
-        """A cached whole output for `key` that is here or has a provider."""
+        """A cached whole output for `key` that is here or a live peer provides (one whose
+        providers all left the mesh is computed again, not waited for)."""
         cached = self.state.outputs.get(key)
         if cached is not None and (self.store.has(cached)
-                                        or self.state.providers.get(cached)):
+                                   or provided(self.state, cached, self.live())):
             return cached
         return None
 
@@ -334,9 +354,10 @@ class Planner:
             if input_cid is None:
                 raise BanzaiError(f"{task}: a per-item task needs an input")
             misses: list[list[str]] = []
+            live = self.live()
             for path, cid in self.items(input_cid, spec, tdef):
                 k = cache_key(tdef, spec.params, cid)
-                if spec.cache and item_cached(self.state, self.store, k):
+                if spec.cache and item_cached(self.state, self.store, k, live):
                     kept[k] = self.state.cache[k]
                 else:
                     misses.append([path, cid])

@@ -9,7 +9,7 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from peer.ipfs.store import Listings
 from peer.jobs import kinds, scratch
 from peer.jobs.claims import AttemptKey, cancelled_failure
 from peer.jobs.live import LiveRecords
-from peer.jobs.planner import cache_key, item_cached
+from peer.jobs.planner import ANYONE, cache_key, item_cached
 from peer.jobs.ports import (
     Clock,
     Data,
@@ -84,7 +84,8 @@ class Runs:
     def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
                  ended: Callable[[AttemptKey], None],
-                 recorded: Callable[[AttemptKey], None] | None = None) -> None:
+                 recorded: Callable[[AttemptKey], None] | None = None,
+                 peers: Callable[[], Container[str]] = lambda: ANYONE) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -96,6 +97,7 @@ class Runs:
         self.offload = offload
         self.ended = ended
         self.recorded = recorded  # a run's CHUNK_DONE was just emitted (in that loop turn)
+        self.peers = peers  # the other live peers (whose providing makes an item cached)
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
@@ -155,9 +157,10 @@ class Runs:
         """Run attempt `ak` of chunk `chunk` (its items) of `split` (its claim is ours) in a
         task of its own; `rerun`: the chunk was reopened, every item is computed again;
         `reduce_input`: the chunk is the task's reduce, run on that directory of results."""
+        live = self.peers()
         items = [it for it in chunk
                  if rerun or not item_cached(self.state, self.store,
-                                             cache_key(tdef, spec.params, it[1]))]
+                                             cache_key(tdef, spec.params, it[1]), live)]
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
                    "call": tdef.name, "params": dict(spec.params),
                    "input": split.payload["input"], "items": items if tdef.per_item else None,

@@ -77,11 +77,11 @@ class Scheduler:
         self.offload = offload
         self.live = LiveRecords()  # what the API shows of local runs
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
-                               parse)
+                               parse, self._peers)
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self._recorded)
+                          self._ended, self._recorded, self._peers)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes

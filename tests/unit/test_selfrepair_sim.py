@@ -334,8 +334,10 @@ def test_a_split_by_reference_folds_as_a_split_and_is_validated() -> None:
 async def test_results_recorded_by_a_lost_attempt_and_lost_are_recomputed(
         make_mesh: MeshFactory) -> None:
     """Items flushed (CACHE_PUT) by an attempt that died with its peer, whose blocks are
-    gone, are not in the later attempt's CHUNK_DONE: the assembly still waits on them, and
-    their chunk is reopened (the netns kill -9 scenario, in memory)."""
+    gone, are not in the later attempt's CHUNK_DONE (the netns kill -9 scenario, in
+    memory). The restarted peer, which runs the chunk again, does not count its own
+    providing of a result its store lacks: it computes that item again at once, with no
+    failed fetch and no reopen (the reopen when another peer holds on: tests above)."""
     mesh = make_mesh(2)
     job = mesh.submit("p0", [{**WRITE, "params": {"files": 4}}, UPPER])
     await mesh.settle()
@@ -348,6 +350,7 @@ async def test_results_recorded_by_a_lost_attempt_and_lost_are_recomputed(
     mesh[holder].runner.messages[key]("item", (path, cid, {"n": path, "c": "bafklostitem"}))
     await mesh.settle()
     assert mesh.events(EventType.CACHE_PUT)  # recorded in the log...
+    assert holder in mesh[holder].state.providers["bafklostitem"]
     await mesh.restart(holder)  # ... then the peer died mid-chunk
     for _ in range(80):
         await mesh.advance(CFG.tick_s)
@@ -356,13 +359,44 @@ async def test_results_recorded_by_a_lost_attempt_and_lost_are_recomputed(
                 p.runner.finish(k)
         if task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done":
             break
-    reopen = [e for e in mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
-              if e.payload.get("reopen")]
-    assert reopen, mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
     assert task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done"
+    rerun = mesh[holder].runner.payloads[f"{job}/u/0/1"]["items"]
+    assert [path, cid] in rerun and len(rerun) == 4  # the lost item computed again
+    assert not [e for e in mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
+                if e.payload.get("reopen")]
     [out] = mesh.events(EventType.TASK_DONE, job=job, task="u")
     listing = mesh.content.dirs[out.payload["output"]]
     assert "bafklostitem" not in listing.values() and len(listing) == 4
+
+
+@pytest.mark.parametrize("left", [False, True])
+async def test_a_cached_output_whose_providers_all_left_is_computed_again(
+        make_mesh: MeshFactory, left: bool) -> None:
+    """A cached output is a hit while it is here or a live peer provides it. Once every
+    peer that provides it has left the mesh (here: cut off from the asker), a new job
+    computes it again rather than finishing from the cache with an output no live peer
+    can serve (its dependents would wait for it for good)."""
+    mesh = make_mesh(2)
+    job, runner = await started(mesh)
+    await finish_elsewhere(mesh, job, 0)
+    asker = next(p for p in mesh.peers if p != runner)
+    out = mesh[asker].state.task_done[(job, "w")].payload["output"]
+    assert not mesh[asker].store.has(out) and mesh[asker].state.providers.get(out) == {runner}
+    if left:
+        mesh.partition({runner}, {asker})
+    again = mesh.submit(asker, [WRITE])
+    await mesh.settle()
+    if not left:
+        [done] = mesh.events(EventType.TASK_DONE, asker, job=again)
+        assert done.payload["cached"] is True and done.payload["output"] == out
+        return
+    assert mesh.events(EventType.TASK_DONE, asker, job=again) == []
+    key = f"{again}/w/0/0"
+    assert only_runner(mesh, key) == asker
+    mesh[asker].runner.finish(key)
+    await mesh.settle()
+    [done] = mesh.events(EventType.TASK_DONE, asker, job=again)
+    assert done.payload["cached"] is False and mesh[asker].store.has(done.payload["output"])
 
 
 async def test_a_lone_peer_does_not_burn_attempts_on_an_input_it_cannot_fetch(
