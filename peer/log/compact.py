@@ -26,7 +26,7 @@ from peer.log.events import (
     Unprovide,
 )
 from peer.log.fold import READ_MAX, MeshState, Tiered, provided
-from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord
+from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord, SliceRow
 from peer.log.jobless import PROVIDING, Jobless, jobless
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -436,20 +436,21 @@ class Compactor:
         never reads the item entries of a split of this release: the split keeps the
         results of the items it leaves out; while the fold holds an unfinished split of an
         older peer, which does not, no item entry is deleted (`_older_splits`;
-        docs/architecture.md, "Cache entries that can no longer give a hit")."""
+        docs/architecture.md, "Cache entries that can no longer give a hit"). So are the
+        item entries of the slice with no result older than the horizon (`_stale`)."""
         n = self.cfg.reap_rows
         if n <= 0:
             return
         st = self.state
         rows = self.index.output_slice(self._reap_after, n)
         self._reap_after = rows[-1][0] if len(rows) == n else ""
-        items: list[tuple[str, str, str | None, bool]] = []
+        items: list[SliceRow] = []
         if not self._older_splits():
             items = self.index.item_slice(self._reap_items_after, n)
             self._reap_items_after = items[-1][0] if len(items) == n else ""
         empty: set[str] = set()  # CIDs whose empty set the fold holds in memory
         dead = self._unprovided(rows, st.outputs, empty)
-        dead_items = self._unprovided(items, st.cache, empty)
+        dead_items = self._unprovided(items, st.cache, empty) + self._stale(items, st.cache)
         if not dead and not dead_items:
             return
         self.index.reap(dead, sorted(empty), dead_items)  # raises: nothing changed
@@ -467,7 +468,19 @@ class Compactor:
                    and key not in st.task_done
                    and key[0] not in st.cancelled for key, ev in st.splits.items())
 
-    def _unprovided(self, rows: Sequence[tuple[str, str, str | None, bool]], table: Any,
+    def _stale(self, rows: Sequence[SliceRow], table: Any) -> list[tuple[str, str]]:
+        """The item entries of `rows` with no result (no CID: an item its task left out, or
+        a malformed value) won by an event older than the horizon, not live in `table`.
+        Nothing else would ever delete them (about 80 bytes each, one per item a filter
+        drops); a later hit on one computes the item again (`item_cached`), which makes it
+        again. Unlike the rule for CIDs, this one reads the clock: two peers may delete one
+        a pass apart (as their scans are apart)."""
+        live = table.is_live if isinstance(table, Tiered) else lambda k: False
+        cutoff = (hlc_ms(self.now_hlc()) - int(self.cfg.horizon_s * 1000)) << 16
+        return [(r.key, r.value) for r in rows
+                if r.cid is None and r.hlc < cutoff and not live(r.key)]
+
+    def _unprovided(self, rows: Sequence[SliceRow], table: Any,
                     empty: set[str]) -> list[tuple[str, str]]:
         """The entries of `rows` (a slice of the index) whose CID has no provider in the
         fold, not live in `table` (the state's); adds to `empty` the CIDs of those whose
@@ -475,7 +488,7 @@ class Compactor:
         providers = self.state.providers
         live = table.is_live if isinstance(table, Tiered) else lambda k: False
         dead: list[tuple[str, str]] = []
-        for k, v, cid, rows_held in rows:
+        for k, v, cid, rows_held, _ in rows:
             if cid is None or live(k):
                 continue
             held = dict.get(providers, cid)

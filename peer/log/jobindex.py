@@ -11,8 +11,8 @@ the order of the event that won them), `provider_index` (cid, origin), `compact_
 and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
 peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
-fetched (`fill`). Output cache entries whose CID has no provider are deleted
-(`reap`, peer.log.compact.Compactor._reap); item entries never are."""
+fetched (`fill`). Cache entries whose CID has no provider, and item entries with no result
+past the compaction horizon, are deleted (`reap`, peer.log.compact.Compactor._reap)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from peer.log.snapframe import outputs_sha, thin
 
@@ -69,6 +69,16 @@ class CacheEntry:
     key: str
     value: Any
     order: Order  # the winning event's
+
+
+class SliceRow(NamedTuple):
+    """A cache entry as `output_slice` and `item_slice` give it."""
+
+    key: str
+    value: str  # as stored (its JSON text)
+    cid: str | None  # the CID it names (None: none, or a malformed value)
+    held: bool  # the index holds a provider row of that CID
+    hlc: int  # of the event that won it
 
 
 class JobIndex:
@@ -462,14 +472,13 @@ class JobIndex:
             self._note_absent(_PROVIDERS, cid)
         return out or None
 
-    def output_slice(self, after: str, limit: int) -> list[tuple[str, str, str | None, bool]]:
-        """At most `limit` output cache entries of keys after `after`, in key order: (key,
-        value as stored, its CID (None: the value is not a JSON string), whether the index
-        holds a provider row of that CID). What `Compactor._reap` examines per pass."""
-        out: list[tuple[str, str, str | None, bool]] = []
-        for k, v, held in self._db.execute(  # (a CID's JSON text is the CID in quotes)
+    def output_slice(self, after: str, limit: int) -> list[SliceRow]:
+        """At most `limit` output cache entries of keys after `after`, in key order (the CID
+        is the value's JSON string). What `Compactor._reap` examines per pass."""
+        out: list[SliceRow] = []
+        for k, v, held, h in self._db.execute(  # (a CID's JSON text is the CID in quotes)
                 "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
-                "substr(v, 2, length(v) - 2)) FROM cache_index WHERE kind = ? AND k > ? "
+                "substr(v, 2, length(v) - 2)), hlc FROM cache_index WHERE kind = ? AND k > ? "
                 "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
             try:
                 cid = json.loads(v)
@@ -477,29 +486,29 @@ class JobIndex:
                 cid = None
             if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
                 cid = None
-            out.append((str(k), str(v), cid, bool(held)))
+            out.append(SliceRow(str(k), str(v), cid, bool(held), int(h)))
         return out
 
-    def item_slice(self, after: str, limit: int) -> list[tuple[str, str, str | None, bool]]:
+    def item_slice(self, after: str, limit: int) -> list[SliceRow]:
         """As `output_slice`, of item cache entries: an item's CID is its result's string
         "c" (None: no result, e.g. an item a task left out, or not an item result)."""
-        out: list[tuple[str, str, str | None]] = []
-        for k, v in self._db.execute("SELECT k, v FROM cache_index WHERE kind = ? AND k > ? "
-                                     "ORDER BY k LIMIT ?", (ITEM, after, limit)):
+        out: list[tuple[str, str, str | None, int]] = []
+        for k, v, h in self._db.execute("SELECT k, v, hlc FROM cache_index WHERE kind = ? "
+                                        "AND k > ? ORDER BY k LIMIT ?", (ITEM, after, limit)):
             try:
                 r = json.loads(v)
             except ValueError:  # a malformed value taken from a snapshot stream
                 r = None
             cid = r.get("c") if isinstance(r, dict) else None
-            out.append((str(k), str(v), cid if isinstance(cid, str) and cid else None))
-        cids = sorted({c for _, _, c in out if c is not None})
+            out.append((str(k), str(v), cid if isinstance(cid, str) and cid else None, int(h)))
+        cids = sorted({c for _, _, c, _ in out if c is not None})
         held: set[str] = set()
         for i in range(0, len(cids), 500):  # (SQLite's bound on a statement's parameters)
             part = cids[i:i + 500]
             held.update(str(c) for (c,) in self._db.execute(
                 "SELECT DISTINCT cid FROM provider_index WHERE cid IN "
                 f"({','.join('?' * len(part))})", part))
-        return [(k, v, c, c in held) for k, v, c in out]
+        return [SliceRow(k, v, c, c in held, h) for k, v, c, h in out]
 
     def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str],
              items: Iterable[tuple[str, str]] = ()) -> None:

@@ -224,6 +224,28 @@ def test_an_item_entry_whose_cid_no_peer_provides_leaves_the_index_and_stays_gon
     assert _items(again) == {"ik1": {"n": "b", "c": held}, "ik2": None}
 
 
+def test_an_item_entry_with_no_result_leaves_the_index_past_the_horizon(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """An item entry with no result (no CID to find unprovided) goes once the event that
+    won it is older than the horizon; a younger one stays, and so does one with a result
+    that a peer provides, however old; a later run of the item makes it again."""
+    held = _cid("item-held")
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    day = (86_400 * 1000) << 16
+    old, young = _hlc() - 8 * day, _hlc()
+    n.merge(_job(A, "job000", "key000", _cid("out0"), 1, old,
+                 {"ik-old": None, "ik-held": {"n": "b", "c": held}, "ik-bad": {"n": "x"}}))
+    n.merge(_job(A, "job001", "key001", _cid("out1"), 6, young, {"ik-young": None}))
+    n.merge([Event(OTHER, 1, young + 10, EventType.PROVIDE, {"cids": [held]})])
+    n.catchup.compact()
+    assert _items(n) == {"ik-held": {"n": "b", "c": held}, "ik-young": None}
+    assert "ik-old" not in n.state.cache and "ik-bad" not in n.state.cache
+    assert n.compactor.total.reaped_items == 2
+    n.merge(_job(A, "job002", "key002", _cid("out2"), 11, young + 20, {"ik-old": None}))
+    n.catchup.compact()
+    assert _items(n)["ik-old"] is None  # made again by a later run, and young
+
+
 def test_no_item_entry_goes_while_an_older_peers_split_of_a_task_not_done_is_folded(
         tmp_path: Path, opened: list[Node]) -> None:
     """A split without `kept` (a peer of the previous release, or this data dir before the
@@ -338,7 +360,8 @@ def test_a_snapshot_row_of_an_origin_that_unprovided_the_cid_is_not_taken(
 
 def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
     """A malformed value taken from a snapshot stream, or any JSON but a CID's string, is
-    not the rule's to judge (a lookup of it misses already)."""
+    not the CID rule's to judge (a lookup of it misses already); an item entry with no
+    result goes past the horizon, by its age."""
     index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
     cid, held = _cid("dead"), _cid("held")
     index.put_batches([("c", [(OUTPUT, "a", f'"{cid}"', 1, A, 1),
@@ -349,20 +372,25 @@ def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
                               (ITEM, "h", "null", 1, A, 8), (ITEM, "i", "x{", 1, A, 9),
                               (ITEM, "j", json.dumps({"n": "r", "c": 5}), 1, A, 10)]),
                        ("p", [(held, A)])])
-    assert [(k, c, p) for k, _, c, p in index.output_slice("", 10)] == [
+    assert [(k, c, p) for k, _, c, p, _ in index.output_slice("", 10)] == [
         ("a", cid, False), ("b", held, True), ("c", None, False), ("d", None, False),
         ("e", None, False)]
-    assert [(k, c, p) for k, _, c, p in index.item_slice("", 10)] == [
+    assert [(k, c, p) for k, _, c, p, _ in index.item_slice("", 10)] == [
         ("f", cid, False), ("g", held, True), ("h", None, False), ("i", None, False),
         ("j", None, False)]
     state = MeshState()
     state.tier(**index.lookups())
+    now = 2  # the entries' events are recent
     c = Compactor(CompactConfig(), state, _Log(), index, lambda job: None, lambda: [],
-                  lambda: 1 << 60)
+                  lambda: now)
     c.step()
     assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
     assert [k for k, *_ in index.item_slice("", 10)] == ["g", "h", "i", "j"]
     assert c.total.reaped == 1 and c.total.reaped_items == 1
+    now = 1 << 60  # past the horizon, item entries with no result go (outputs' stay)
+    c.step()
+    assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
+    assert [k for k, *_ in index.item_slice("", 10)] == ["g"]
 
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
