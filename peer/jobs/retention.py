@@ -162,8 +162,9 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
                 logs.add(b.log)
         split = state.splits.get((job, t["name"]))
         if split is not None:
-            if split.payload.get("input"):
-                needs.add(str(split.payload["input"]))
+            for field in ("input", "listing", "kept_listing"):  # (listings: a large split)
+                if split.payload.get(field):
+                    needs.add(str(split.payload[field]))
             # the cached results the split left out, which its assembly reads (inline, or
             # listed in a stored file once that is read here)
             kept = split.payload.get("kept")

@@ -188,6 +188,7 @@ def test_a_live_job_needs_the_cached_results_its_kept_listing_lists() -> None:
     kept = {"k1": {"n": "r", "c": "ckept"}, "k2": None}
     [live] = job_facts(m.state, 3, {"ckl": kept}.get)
     assert "ckept" in live.needs and "ckept" in gc_roots(m.state, [live])
+    assert {"clist", "ckl"} <= live.needs  # the listings themselves
     [unread] = job_facts(m.state, 3)
     assert "ckept" not in unread.needs
     assert retention.kept_listings(m.state, "live") == ["ckl"]
