@@ -22,7 +22,6 @@ from peer.log.fold import MeshState
 log = logging.getLogger("banzai.log")
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
-ASIDE_MAX = 10_000  # quarantined events past their origin's head that wait to count as held
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
 
 
@@ -173,8 +172,6 @@ class Door:
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
         self.quarantined = 0  # by this run
-        self._aside: dict[str, set[int]] = {}  # origin -> quarantined seqs past its head
-        self._aside_n = 0
         self._warn = _RateLimited(cfg.log_every_s)
 
     def problem(self, ev: Event, *, stored: bool = False) -> str | None:
@@ -232,34 +229,7 @@ class Door:
             for (origin, _), _reason in bad:
                 self.refused.add(origin, "fold")
             self.store.quarantine(bad)  # logs each with its origin, seq and reason
-        if bad or self._aside:
-            self._set_aside(state, [i for i, _ in bad])
         return out
-
-    def _set_aside(self, state: MeshState, ids: Iterable[tuple[str, int]] = ()) -> None:
-        """Quarantined events (`ids`) count as held once their origin's head reaches them,
-        for good (the floor is stored), as an unknown type's let go does: else a peer would
-        ask for one again at every anti-entropy round and quarantine it again (a row each
-        time), and its origin's head would stay below it, so that none of that origin's
-        later events could leave the log. One past a gap waits here (at most ASIDE_MAX; a
-        restart forgets them: each is asked for and quarantined once more)."""
-        for origin, seq in ids:
-            if seq > state.heads.get(origin, 0) and self._aside_n < ASIDE_MAX:
-                self._aside.setdefault(origin, set()).add(seq)
-                self._aside_n += 1
-        for origin in list(self._aside):
-            seqs = self._aside[origin]
-            while True:
-                head = state.heads.get(origin, 0)
-                covered = {q for q in seqs if q <= head}
-                seqs -= covered
-                self._aside_n -= len(covered)
-                if head + 1 not in seqs:
-                    break
-                state.raise_floor(origin, head + 1)  # (moves the head on over what follows)
-                self.store.set_floor(origin, head + 1)
-            if not seqs:
-                del self._aside[origin]
 
     def replaced(self, state: MeshState, loser: Event, winner: Event) -> None:
         """`winner` is held in place of `loser` (the conflict rule): the cap of unknown types
@@ -299,7 +269,6 @@ class Door:
         n = len(self.fold(state, ok))
         for origin, seq in self.store.floors().items():
             state.raise_floor(origin, seq)
-        self._set_aside(state, [i for i, _ in bad])  # (the fold's own wait here)
         # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
         state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin))
         return n

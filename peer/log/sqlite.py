@@ -65,6 +65,7 @@ class EventLog:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS quarantine (origin, seq, hlc, type, payload, "
             "reason TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS quarantine_id ON quarantine (origin, seq)")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
@@ -260,8 +261,12 @@ class EventLog:
         now = int(time.time() * 1000)
         self._db.execute("BEGIN")
         for key, reason in zip(keys, reasons, strict=True):
+            # (a row the quarantine holds already is not added again: an event whose fold
+            # raises is not held, so anti-entropy brings it again, round after round)
             self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, payload, "
-                             f"?, ? FROM events WHERE {where}", (reason, now, *key))
+                             f"?, ? FROM events e WHERE {where} AND NOT EXISTS (SELECT 1 FROM "
+                             "quarantine q WHERE q.origin = e.origin AND q.seq = e.seq AND "
+                             "q.payload = e.payload)", (reason, now, *key))
             self._db.execute(f"DELETE FROM events WHERE {where}", key)
         self._db.execute("COMMIT")
 
