@@ -60,10 +60,12 @@ class CycleReport:
     unpinned: tuple[str, ...] = ()
     gc: GcStats = field(default_factory=GcStats)
     unprovided: int = 0
+    held_back: tuple[str, ...] = ()  # live jobs' kept listings not read: nothing collected
 
     def to_json(self) -> dict[str, Any]:
         return {"deleted_jobs": list(self.deleted_jobs), "unpinned": list(self.unpinned),
-                "blocks": self.gc.blocks, "bytes": self.gc.bytes, "unprovided": self.unprovided}
+                "blocks": self.gc.blocks, "bytes": self.gc.bytes, "unprovided": self.unprovided,
+                "held_back": list(self.held_back)}
 
 
 Hook = Callable[[Sequence[str]], Awaitable[None]]
@@ -119,11 +121,13 @@ class Janitor:
         return (job_facts(self.state, self.cfg.max_attempts, self._listed.get)
                 + self.archived())
 
-    async def _needs_read(self, jobs: list[JobFacts]) -> list[JobFacts] | None:
+    async def _needs_read(self, jobs: list[JobFacts]) -> list[JobFacts] | str:
         """`jobs` with what live jobs need read in full: a split whose kept results are too
         many for its event lists them in a stored file, which is read here (fetched first if
-        this peer lacks it). None while one cannot be read: then nothing may be unpinned or
-        collected, since those results would be lost to the job that reads them."""
+        this peer lacks it). While one cannot be read, its CID: then nothing may be unpinned
+        or collected, since those results would be lost to the task that reads them (until
+        it is read, or its task is done or its job cancelled; the log and the cycle's report
+        name it)."""
         want = {c for j in jobs if j.finished_s is None
                 for c in kept_listings(self.state, j.job)}
         for c in self._listed.keys() - want:
@@ -141,8 +145,8 @@ class Janitor:
                 self._listed[c] = await asyncio.to_thread(self._read_listing, c)
             except BanzaiError as e:
                 log.warning("storage: %s: nothing is unpinned or collected until it is "
-                            "read", e.message)
-                return None
+                            "read (or its task is done, or its job cancelled)", e.message)
+                return c
         return self._jobs()
 
     def _read_listing(self, cid: str) -> Mapping[str, Any]:
@@ -191,10 +195,10 @@ class Janitor:
         the grace period; announces what is gone."""
         async with self._lock:
             jobs = await self._needs_read(self._jobs())
-            if jobs is None:
-                raise Conflict("a live job's kept listing is not readable here, and gc would "
-                               "free the cached results it lists: try again once it is "
-                               "fetched", field="gc")
+            if isinstance(jobs, str):
+                raise Conflict(f"a live job's kept listing {jobs} is not readable here, and "
+                               "gc would free the cached results it lists: try again once it "
+                               "is fetched, or cancel its job", field="gc")
             stats = await self._gc(jobs)
             if stats.blocks:
                 await self._unprovide()
@@ -208,8 +212,8 @@ class Janitor:
         for job in deleted:
             self.emit(EventType.JOB_DELETED, {"job": job, "reason": "older than --keep-jobs-days"})
         read = await self._needs_read(self._jobs() if deleted else jobs)
-        if read is None:
-            return CycleReport(tuple(deleted))
+        if isinstance(read, str):
+            return CycleReport(tuple(deleted), held_back=(read,))
         jobs = read
         unpinned: list[str] = []
         stats, collected = GcStats(), False

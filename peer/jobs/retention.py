@@ -118,15 +118,17 @@ def job_facts(state: MeshState, max_attempts: int, listed: Listed = _unread,
 
 
 def kept_listings(state: MeshState, job: str) -> list[str]:
-    """The kept listings of `job`'s splits in memory (the files its assembly reads the
-    results its splits left out from)."""
+    """The kept listings of the splits of `job`'s tasks not done yet (the files their
+    assemblies will read the results the splits left out from; a done task's output
+    holds those results already)."""
     ev = state.jobs.get(job)
     if ev is None:
         return []
     out = []
     for t in ev.body_as(JobSubmitted).workflow["tasks"]:
         split = state.splits.get((job, t["name"]))
-        if split is not None and split.payload.get("kept_listing"):
+        if (split is not None and split.payload.get("kept_listing")
+                and (job, t["name"]) not in state.task_done):
             out.append(str(split.payload["kept_listing"]))
     return out
 

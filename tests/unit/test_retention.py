@@ -388,7 +388,7 @@ def _kept_listing_job(m: Mesh, s: EmbeddedStore, listing: bytes) -> tuple[str, s
     s.pin(old)
     m.submit("old", [{"name": "a", **T}])
     m.run("old", "a", old)
-    m.submit("live", [{"name": "a", **T}])
+    m.submit("live", [{"name": "a", **T}, {"name": "b", **T}])
     cid = s.add_bytes(listing.replace(b"OLD", old.encode()))
     s.pin(cid)
     m.emit(EventType.TASK_SPLIT_REF, {"job": "live", "task": "a", "input": "cin",
@@ -431,10 +431,12 @@ async def test_a_kept_listing_not_read_here_stops_unpinning_and_gc(
     j.fetch = fetch
     report = await j.cycle()
     assert report.unpinned == () and report.gc.blocks == 0 and s.has(old) and s.has(loose)
-    assert cid in caplog.text and fetched == [cid]
-    with pytest.raises(Conflict, match="kept listing"):
+    assert cid in caplog.text and fetched == [cid] and report.held_back == (cid,)
+    assert report.to_json()["held_back"] == [cid]
+    with pytest.raises(Conflict, match=cid):
         await j.collect()
     m.emit(EventType.TASK_DONE, {"job": "live", "task": "a", "output": s.add_bytes(b"o"),
-                                 "key": "k-live-a", "cached": False})  # the job ends
-    report = await j.cycle()
+                                 "key": "k-live-a", "cached": False})  # its task is done
+    report = await j.cycle()  # (the job is live: b runs; a's output holds what it kept)
     assert report.unpinned == (old,) and not s.has(old) and not s.has(loose)
+    assert report.held_back == ()
