@@ -25,7 +25,16 @@ from typing import Any, Literal
 from peer.errors import StorageFull, StoreError, disk_full
 from peer.log.events import Event, EventType
 from peer.log.signing import Batch
-from peer.log.vacuum import Converted, FileStats, VacuumConfig, convert, file_stats, new_file, step
+from peer.log.vacuum import (
+    Converted,
+    FileStats,
+    VacuumConfig,
+    convert,
+    file_stats,
+    limit_wal,
+    new_file,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class EventLog:
         new_file(self._db)  # (before the WAL pragma writes a new file's header)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
+        limit_wal(self._db, self.vacuum_cfg)
         self._full = False
         self._dir_synced = False
         self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread

@@ -32,12 +32,14 @@ class VacuumConfig:
     step_pages: int = 512  # pages one step gives back at most (a few ms, docs/benchmarks.md)
     step_min_pages: int = 64  # fewer free pages than this: no step (not worth a transaction)
     disk_factor: float = 2.0  # a VACUUM needs this many times the file's size free on its disk
+    wal_limit_bytes: int = 64 << 20  # a WAL grown past this (a burst) is cut back to it when
+    # SQLite next starts it over (journal_size_limit; about 4 MB between checkpoints else)
 
     def __post_init__(self) -> None:
         if self.min_free_bytes < 0:
             raise ConfigError("vacuum min_free_bytes must not be negative",
                               field="min_free_bytes")
-        for name in ("step_pages", "step_min_pages", "disk_factor"):
+        for name in ("step_pages", "step_min_pages", "disk_factor", "wal_limit_bytes"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"vacuum {name} must be positive", field=name)
 
@@ -89,6 +91,12 @@ def new_file(db: sqlite3.Connection) -> None:
     effect only on a file without tables, and not after `PRAGMA journal_mode=WAL` has
     written the header); on an existing file it does nothing until a VACUUM."""
     db.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
+
+
+def limit_wal(db: sqlite3.Connection, cfg: VacuumConfig) -> None:
+    """A WAL grown past `cfg.wal_limit_bytes` is cut back to it when SQLite starts it over
+    after a checkpoint (else it keeps its peak size for good)."""
+    db.execute(f"PRAGMA journal_size_limit={int(cfg.wal_limit_bytes)}").fetchall()
 
 
 def convert(db: sqlite3.Connection, path: Path, cfg: VacuumConfig,

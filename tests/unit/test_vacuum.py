@@ -163,7 +163,20 @@ def test_a_failing_probe_or_vacuum_never_fails_the_open(tmp_path: Path,
 
 
 @pytest.mark.parametrize("kw", [{"min_free_bytes": -1}, {"step_pages": 0},
-                                {"step_min_pages": 0}, {"disk_factor": 0.0}])
+                                {"step_min_pages": 0}, {"disk_factor": 0.0},
+                                {"wal_limit_bytes": 0}])
 def test_invalid_settings_raise(kw: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         VacuumConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_a_wal_grown_by_a_burst_is_cut_back_when_it_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    wal = Path(f"{path}-wal")
+    log = EventLog(path, vacuum=VacuumConfig(wal_limit_bytes=64 << 10))
+    log.append(_events(4000), sync=False)  # one transaction: a WAL of about 1 MB
+    assert wal.stat().st_size > 512 << 10
+    log.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    log.set_meta("k", "v")  # the next commit starts the WAL over
+    assert wal.stat().st_size <= 64 << 10
+    log.close()
