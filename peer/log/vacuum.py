@@ -149,4 +149,3 @@ def step(db: sqlite3.Connection, cfg: VacuumConfig) -> int:
         # waits for readers; they only defer the truncation)
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     return given
-
