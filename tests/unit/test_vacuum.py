@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from peer.config import PeerConfig
 from peer.errors import ConfigError
 from peer.log import Event, EventLog, EventType
 from peer.log.vacuum import VacuumConfig, convert, file_stats
+from peer.node import Node
 
 ORIGIN = "a" * 16
 PAD = "p" * 200  # a few events to a page: a few thousand events fill a few hundred pages
@@ -180,3 +182,27 @@ def test_a_wal_grown_by_a_burst_is_cut_back_when_it_starts_over(tmp_path: Path) 
     log.set_meta("k", "v")  # the next commit starts the WAL over
     assert wal.stat().st_size <= 64 << 10
     log.close()
+
+
+def test_a_compaction_pass_gives_back_the_pages_its_drop_freed(tmp_path: Path,
+                                                               opened: list[Node]) -> None:
+    from .test_compaction import history
+
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=2))
+    n.listeners[:] = [n.compactor.note]
+    opened.append(n)
+    n.merge(history(jobs=60, per_job=20))
+    n.log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    full = _db_bytes(n.log.path)
+    assert n.log.file_stats().incremental and n.log.file_stats().free_pages == 0
+    out = n.catchup.compact()  # a lone peer: every compacted job's events are dropped
+    assert out.dropped > 4000 and n.log.vacuumed_pages > 0
+    for _ in range(20):  # (bounded) the next passes give back the rest
+        n.catchup.compact()
+    stats = n.log.file_stats()
+    assert stats.free_pages < n.log.vacuum_cfg.step_min_pages
+    assert n.log.vacuumed_pages * stats.page_size > full // 3  # (the job index took the rest)
+    n.log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    assert _db_bytes(n.log.path) == stats.pages * stats.page_size
+    health = n.log_health()["file"]
+    assert health["log_incremental"] == 1 and health["log_vacuumed_pages"] > 0
