@@ -104,8 +104,8 @@ def convert(db: sqlite3.Connection, path: Path, cfg: VacuumConfig,
     """Rewrite the file at `path` (VACUUM) with auto_vacuum=INCREMENTAL if it is not so and
     its free pages exceed `cfg.min_free_bytes`; skipped with a warning if its disk has less
     than `cfg.disk_factor` times its size free (`free`: the probe). Never raises (a failed
-    VACUUM leaves the file as it was): None unless it was rewritten. Blocks for about a second
-    per few hundred MB: call at open, before the peer serves."""
+    VACUUM leaves the file as it was): None unless it was rewritten. Blocks about 0.5 s per
+    100 MB of live rows (docs/benchmarks.md): call at open, before the peer serves."""
     try:
         s = file_stats(db)
         if s.incremental or s.free_bytes <= cfg.min_free_bytes or db.in_transaction:
