@@ -166,9 +166,13 @@ class CatchUp:
         return task
 
     def compact(self) -> PassStats:
-        """One compaction pass now (the node runs one every few seconds)."""
+        """One compaction pass now (the node runs one every few seconds), then a bounded
+        step giving the SQLite file's free pages back (what this pass or earlier ones freed:
+        EventLog.vacuum)."""
         self._host.flush()
-        return self.compactor.step()
+        out = self.compactor.step()
+        self._host.log.vacuum()
+        return out
 
     async def _compact_loop(self) -> None:
         keep = {p for p, _, _ in self.index.snapshots_pending()}

@@ -235,6 +235,11 @@ class PeerConfig:
         "entries of compacted jobs' cache (cached outputs, items, providers) read back from "
         "the job index that memory keeps, per table (5 tables, about 0.5 KB each); past "
         "this, the first read goes first and is read again when asked (default 4096)"))
+    log_vacuum_min_free_mb: float = field(default=64.0, metadata=setting(
+        "the log's SQLite file gives the pages compaction frees back to the disk, a few MB "
+        "after each pass; a file written by an earlier release cannot until it is rewritten "
+        "once (VACUUM), at a start where its free pages exceed this many MiB and its disk "
+        "has twice its size free (default 64)"))
     gc_interval_s: float = field(default=600.0, metadata=setting(
         "seconds between storage cycles: retention, garbage collection (default 600; 0 = "
         "only on demand, `banzai gc`)"))
@@ -319,7 +324,8 @@ class PeerConfig:
 
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
-                     "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max"):
+                     "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max",
+                     "log_vacuum_min_free_mb"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)

@@ -86,6 +86,7 @@ from peer.log.signing import (
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.sqlite import DURABLE_TYPES
 from peer.log.turns import TurnBuilder
+from peer.log.vacuum import VacuumConfig, file_bytes
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
@@ -143,7 +144,8 @@ class Node:
         self.mesh_keys = MeshKeyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.catalog.update(kinds.allowed(cfg.allow_shell, cfg.allow_containers))
-        self.log = EventLog(cfg.data_dir / "events.sqlite")
+        self.log = EventLog(cfg.data_dir / "events.sqlite", vacuum=VacuumConfig(
+            min_free_bytes=int(cfg.log_vacuum_min_free_mb * 2**20)))
         self.identity = Identity.load(cfg.data_dir / "identity.key")
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
         self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
@@ -815,6 +817,7 @@ class Node:
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
+                "file": self._log_file(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "reaped": c.total.reaped,
                                "reaped_items": c.total.reaped_items,
@@ -945,13 +948,18 @@ class Node:
 
     def load(self) -> dict[str, int]:
         """What /metrics samples of this peer's work and data: runs, queues, slots, bytes."""
-        db = self.cfg.data_dir / "events.sqlite"
-        log_bytes = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal"))
-                        if p.exists())
         return {"runs": len(self.scheduler.runs), "queued": self.executor.queued,
                 "starved": self.scheduler.starved, "slots": self.executor.slots,
                 "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
-                "log_bytes": log_bytes}
+                **self._log_file()}
+
+    def _log_file(self) -> dict[str, int]:
+        """The SQLite log's file: bytes on disk (database and WAL), bytes of its free pages
+        (given back after each compaction pass if `incremental`), pages given back."""
+        stats = self.log.file_stats()
+        return {"log_bytes": file_bytes(self.log.path), "log_free_bytes": stats.free_bytes,
+                "log_incremental": int(stats.incremental),
+                "log_vacuumed_pages": self.log.vacuumed_pages}
 
     def durability(self) -> dict[str, Any]:
         """What /api/health reports of the log's writes and the store's reads."""

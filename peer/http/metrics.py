@@ -120,8 +120,13 @@ class _Sampled(Collector):
         health = h.log_health()
         yield _gauge("log_events", "Events held in the log (folded or kept)",
                      health.get("events", 0))
+        load = h.load()
         yield _gauge("log_bytes", "Bytes of the SQLite log (database and WAL)",
-                     h.load().get("log_bytes", 0))
+                     load.get("log_bytes", 0))
+        yield _gauge("log_free_bytes", "Bytes of free pages in the SQLite log, given back to the "
+                     "disk a few MB after each compaction pass", load.get("log_free_bytes", 0))
+        yield _counter("log_vacuumed_pages", "SQLite log pages given back to the disk since "
+                       "start (incremental vacuum)", load.get("log_vacuumed_pages", 0))
         durability = h.durability()
         yield _gauge("log_unwritten_events", "Local events not yet written to the log",
                      durability.get("unwritten_events", 0))

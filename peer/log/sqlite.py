@@ -25,6 +25,16 @@ from typing import Any, Literal
 from peer.errors import StorageFull, StoreError, disk_full
 from peer.log.events import Event, EventType
 from peer.log.signing import Batch
+from peer.log.vacuum import (
+    Converted,
+    FileStats,
+    VacuumConfig,
+    convert,
+    file_stats,
+    limit_wal,
+    new_file,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +51,22 @@ class SyncTainted(OSError):
 class EventLog:
     """SQLite persistence of events; `append` commits (durably) before it returns or rolls
     back and raises. `skipped` counts the rows `load` set aside (quarantined) because they
-    are not valid events."""
+    are not valid events. Its file gives free pages back (peer.log.vacuum): `vacuum` after
+    each compaction pass; `converted` is the one-off VACUUM done at open, if any."""
 
-    def __init__(self, path: Path, max_payload_bytes: int = 1 << 30) -> None:
+    def __init__(self, path: Path, max_payload_bytes: int = 1 << 30,
+                 vacuum: VacuumConfig | None = None) -> None:
         self.path = path
         self.skipped = 0
         self.max_payload_bytes = max_payload_bytes
+        self.vacuum_cfg = vacuum or VacuumConfig()
+        self.vacuumed_pages = 0  # pages `vacuum` gave back, since open
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        new_file(self._db)  # (before the WAL pragma writes a new file's header)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
+        limit_wal(self._db, self.vacuum_cfg)
         self._full = False
         self._dir_synced = False
         self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread
@@ -70,6 +86,7 @@ class EventLog:
                          "seq INTEGER NOT NULL)")
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         self._migrate()
+        self.converted: Converted | None = convert(self._db, path, self.vacuum_cfg)
 
     def _migrate(self) -> None:
         """Signed batches (this release): a table of batches and a reference on each event
@@ -385,6 +402,22 @@ class EventLog:
 
     def set_meta(self, k: str, v: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+
+    def vacuum(self) -> int:
+        """Give back a bounded number of free pages (peer.log.vacuum.step; a few ms): the
+        number given back; 0 if the step failed (logged: the next pass tries again)."""
+        try:
+            n = step(self._db, self.vacuum_cfg)
+        except sqlite3.Error as e:
+            self._rollback()
+            log.warning("%s: incremental vacuum failed: %s", self.path, e)
+            return 0
+        self.vacuumed_pages += n
+        return n
+
+    def file_stats(self) -> FileStats:
+        """The file's pages: size, count, free (reads the header: microseconds)."""
+        return file_stats(self._db)
 
     def close(self) -> None:
         self._db.close()

@@ -142,6 +142,10 @@ def test_prometheus_metrics_follow_the_work(peer: PeerProc) -> None:
     assert after[("banzai_claims_total", (("by", "self"),))] >= 2
     assert after[("banzai_log_events", ())] > before[("banzai_log_events", ())]
     assert after[("banzai_log_bytes", ())] > 0
+    assert after[("banzai_log_free_bytes", ())] >= 0  # (given back after compaction passes)
+    assert ("banzai_log_vacuumed_pages_total", ()) in after
+    status, _, body = http("GET", f"{peer.url}/api/health")
+    assert status == 200 and json.loads(body)["log"]["file"]["log_incremental"] == 1
 
 
 def test_cancel_running_job_then_409_when_finished(peer: PeerProc) -> None:

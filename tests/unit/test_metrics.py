@@ -54,7 +54,8 @@ class Host:
 
     def load(self) -> Mapping[str, int]:
         return {"runs": 1, "queued": 2, "starved": 3, "slots": 4, "ready": 4,
-                "fetched_bytes": 12345, "log_bytes": 4096}
+                "fetched_bytes": 12345, "log_bytes": 4096, "log_free_bytes": 1024,
+                "log_vacuumed_pages": 5}
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -81,6 +82,8 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
         assert s[("banzai_members", (("state", state),))] == n
     assert s[("banzai_log_events", ())] == 5
     assert s[("banzai_log_bytes", ())] == 4096
+    assert s[("banzai_log_free_bytes", ())] == 1024
+    assert s[("banzai_log_vacuumed_pages_total", ())] == 5
     assert s[("banzai_events_received_total", ())] == 5
     assert s[("banzai_events_sent_total", ())] == 7
     assert s[("banzai_events_dropped_total", (("reason", "door_clock"),))] == 4
