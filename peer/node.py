@@ -956,7 +956,8 @@ class Node:
                 "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
                 "log_bytes": log_bytes, "malloc_trims": self.trimmer.stats.trims,
                 "malloc_trim_freed_bytes": self.trimmer.stats.freed_bytes,
-                "malloc_trim_us": round(self.trimmer.stats.seconds * 1e6)}
+                "malloc_trim_us": round(self.trimmer.stats.seconds * 1e6),
+                "malloc_trim_rss_after_bytes": self.trimmer.stats.last_rss_after}
 
     def durability(self) -> dict[str, Any]:
         """What /api/health reports of the log's writes and the store's reads."""

@@ -121,6 +121,9 @@ class _Sampled(Collector):
                        "before - after)", load.get("malloc_trim_freed_bytes", 0))
         yield _counter("malloc_trim_seconds", "Time spent in the trims",
                        load.get("malloc_trim_us", 0) / 1e6)
+        yield _gauge("malloc_trim_rss_after_bytes", "Resident bytes of the peer right after "
+                     "its last trim (0 before the first)",
+                     load.get("malloc_trim_rss_after_bytes", 0))
 
     def _log(self, h: MetricsHost) -> Iterator[Metric]:
         health = h.log_health()
