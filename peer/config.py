@@ -246,6 +246,10 @@ class PeerConfig:
     gc_grace_s: float = field(default=300.0, metadata=setting(
         "blocks written less than this many seconds ago are never collected, so an add in "
         "progress is safe (default 300)"))
+    malloc_trim_interval_s: float = field(default=30.0, metadata=setting(
+        "after a storage cycle (--gc-interval-s), give the memory the C allocator holds free "
+        "back to the system (glibc's malloc_trim), at most once per this many seconds "
+        "(default 30; 0 = never; nothing off glibc)"))
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")
@@ -325,9 +329,9 @@ class PeerConfig:
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
                      "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max",
-                     "log_vacuum_min_free_mb"):
+                     "log_vacuum_min_free_mb", "malloc_trim_interval_s"):
             value = getattr(self, name)
-            if value is not None and value < 0:
+            if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
         if self.compact_read_back_entries < 1:
             raise ConfigError("compact_read_back_entries: must be at least 1, got "

@@ -87,6 +87,7 @@ from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.sqlite import DURABLE_TYPES
 from peer.log.turns import TurnBuilder
 from peer.log.vacuum import VacuumConfig, file_bytes
+from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.keyring import Keyring as MeshKeyring
@@ -301,6 +302,9 @@ class Node:
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)
+        # Churn leaves glibc's arenas with free pages it keeps resident: give them back.
+        self.trimmer = Trimmer(TrimConfig(cfg.malloc_trim_interval_s), glibc_malloc_trim())
+        self.janitor.after_gc.append(self.trimmer.after_cycle)
         self.http_url = ""
         self.gossip: Gossip | None = None
         self.discovery: Discovery | None = None
@@ -951,6 +955,10 @@ class Node:
         return {"runs": len(self.scheduler.runs), "queued": self.executor.queued,
                 "starved": self.scheduler.starved, "slots": self.executor.slots,
                 "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
+                "malloc_trims": self.trimmer.stats.trims,
+                "malloc_trim_freed_bytes": self.trimmer.stats.freed_bytes,
+                "malloc_trim_us": round(self.trimmer.stats.seconds * 1e6),
+                "malloc_trim_rss_after_bytes": self.trimmer.stats.last_rss_after,
                 **self._log_file()}
 
     def _log_file(self) -> dict[str, int]:

@@ -46,7 +46,9 @@ import bench_pipeline as bp
 from scriptlib import auth_headers, machine, remember_peer
 
 GAUGES = ("banzai_log_events", "banzai_log_bytes", "banzai_log_unwritten_events",
-          "banzai_runs_active", "banzai_executor_queued")
+          "banzai_runs_active", "banzai_executor_queued", "banzai_malloc_trims_total",
+          "banzai_malloc_trim_freed_bytes_total", "banzai_malloc_trim_rss_after_bytes",
+          "banzai_malloc_trim_seconds_total")
 
 
 def _req(url: str, method: str = "GET", body: Any = None, timeout_s: float = 30) -> Any:
@@ -110,6 +112,10 @@ def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, A
             row |= {"log_events": g.get("banzai_log_events", 0.0),
                     "unwritten": g.get("banzai_log_unwritten_events", 0.0)}
             row |= {k: v for k, v in g.items() if k.startswith("mem_")}
+            row |= {"trims": g.get("banzai_malloc_trims_total", 0.0),  # (peers with a trimmer)
+                    "trimmed_mb": g.get("banzai_malloc_trim_freed_bytes_total", 0.0) / 1e6,
+                    "rss_after_trim_mb": g.get("banzai_malloc_trim_rss_after_bytes", 0.0) / 2**20,
+                    "trim_ms": g.get("banzai_malloc_trim_seconds_total", 0.0) * 1e3}
         rows.append(row)
     return {"t_s": time.monotonic() - t0, "jobs": jobs, "peers": rows}
 
@@ -244,7 +250,7 @@ def mesh_argv(mesh: bm.Mesh, i: int) -> list[str]:
 
 
 FIELDS = ("rss_mb", "tree_rss_mb", "fds", "threads", "procs", "log_events", "log_mb",
-          "store_mb", "dir_mb")
+          "store_mb", "dir_mb", "trims", "trimmed_mb", "rss_after_trim_mb", "trim_ms")
 
 
 def report(r: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ class MetricsHost(Protocol):
     def gossip(self) -> GossipView | None: ...
     def log_health(self) -> Mapping[str, Any]: ...  # events, refused, quarantined, unknown
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, corrupt blocks
-    def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes fetched, log bytes
+    def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes, malloc trims
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -115,6 +115,15 @@ class _Sampled(Collector):
                      load.get("ready", 0))
         yield _counter("fetched_bytes", "Bytes of DAGs fetched from other peers",
                        load.get("fetched_bytes", 0))
+        yield _counter("malloc_trims", "Trims of the C allocator's free memory (glibc "
+                       "malloc_trim, after storage cycles)", load.get("malloc_trims", 0))
+        yield _counter("malloc_trim_freed_bytes", "Resident bytes the trims gave back (RSS "
+                       "before - after)", load.get("malloc_trim_freed_bytes", 0))
+        yield _counter("malloc_trim_seconds", "Time spent in the trims",
+                       load.get("malloc_trim_us", 0) / 1e6)
+        yield _gauge("malloc_trim_rss_after_bytes", "Resident bytes of the peer right after "
+                     "its last trim (0 before the first)",
+                     load.get("malloc_trim_rss_after_bytes", 0))
 
     def _log(self, h: MetricsHost) -> Iterator[Metric]:
         health = h.log_health()

@@ -127,6 +127,9 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "-1"}, "compact_provider_sets_max"),
     ({"BANZAI_COMPACT_PROVIDER_SETS_MAX": "many"}, "compact_provider_sets_max"),
     ({"BANZAI_COMPACT_READ_BACK_ENTRIES": "0"}, "compact_read_back_entries"),
+    ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "-1"}, "malloc_trim_interval_s"),
+    ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "nan"}, "malloc_trim_interval_s"),
+    ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "often"}, "malloc_trim_interval_s"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:

@@ -55,7 +55,9 @@ class Host:
     def load(self) -> Mapping[str, int]:
         return {"runs": 1, "queued": 2, "starved": 3, "slots": 4, "ready": 4,
                 "fetched_bytes": 12345, "log_bytes": 4096, "log_free_bytes": 1024,
-                "log_vacuumed_pages": 5}
+                "log_vacuumed_pages": 5, "malloc_trims": 3,
+                "malloc_trim_freed_bytes": 2**20, "malloc_trim_us": 1500,
+                "malloc_trim_rss_after_bytes": 80 * 2**20}
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -94,6 +96,10 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
     assert s[("banzai_fetched_bytes_total", ())] == 12345
     assert s[("banzai_compaction_unindexed_events", ())] == 8
     assert s[("banzai_compaction_index_failures_total", ())] == 9
+    assert s[("banzai_malloc_trims_total", ())] == 3
+    assert s[("banzai_malloc_trim_freed_bytes_total", ())] == 2**20
+    assert s[("banzai_malloc_trim_seconds_total", ())] == 0.0015
+    assert s[("banzai_malloc_trim_rss_after_bytes", ())] == 80 * 2**20
     h.state.apply(Event("b", 9, 2, EventType.MEMBER, {
         "name": "b", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1}))
     assert samples(m)[("banzai_log_events", ())] == 6
