@@ -6,7 +6,10 @@
         [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
-   workers around one batch, per task; and events per task (/metrics).
+   workers around one batch, per task; and events per task (/metrics). The peers' share is
+   also split by thread (`peer_threads_ms`): "loop" (the main thread, the event loop) and
+   "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
+   part that varies most between meshes of the same code; docs/benchmarks.md).
 2. spy (--spy DIR): py-spy (100 Hz, raw, idle excluded) on every peer with --subprocesses
    during one batch; the top functions per process kind (peer, worker), as a share of that
    kind's samples and as ms per task (share x the kind's CPU per task of step 1).
@@ -61,20 +64,52 @@ def cpu_by_kind(mesh: bm.Mesh) -> dict[int, tuple[str, float]]:
     return {pid: (kind, _cpu_s(pid)) for pid, kind in kinds_of(mesh).items()}
 
 
+def _thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of process `pid` (tid -> s; the main thread's tid is pid)."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[int(tid)] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def peer_threads(mesh: bm.Mesh) -> dict[tuple[int, int], float]:
+    """(peer pid, tid) -> CPU seconds, for every thread of every peer process."""
+    return {(p.proc.pid, tid): s for p in mesh.peers
+            for tid, s in _thread_cpu_s(p.proc.pid).items()}
+
+
+def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float],
+                  n: int) -> dict[str, float]:
+    """The peers' CPU between two `peer_threads` readings, ms per task of `n`: their main
+    threads ("loop") and the others ("other"; a thread new since `before` counts from 0)."""
+    loop = other = 0.0
+    for (pid, tid), s in after.items():
+        d = s - before.get((pid, tid), 0.0)
+        if tid == pid:
+            loop += d
+        else:
+            other += d
+    return {"loop": round(loop * 1000 / n, 3), "other": round(other * 1000 / n, 3)}
+
+
 def dag(mesh: bm.Mesh, n: int) -> dict[str, Any]:
     return dict(bm.banzai_batches(mesh, ["dag"], n, 0)["dag"])
 
 
 def step_cpu(mesh: bm.Mesh, n: int) -> dict[str, Any]:
-    before = cpu_by_kind(mesh)
+    before, threads = cpu_by_kind(mesh), peer_threads(mesh)
     got = dag(mesh, n)
-    after = cpu_by_kind(mesh)
+    after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
     per: Counter[str] = Counter()
     for pid, (kind, s) in after.items():
         per[kind] += s - before.get(pid, (kind, 0.0))[1]  # a new worker counts from 0
     return {"tasks_per_s": got["tasks_per_s"], "cpu_ms_per_task": got["cpu_ms_per_task"],
             "events_per_task": got.get("events_per_task"), "load1": got["load1"],
-            "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())}}
+            "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())},
+            "peer_threads_ms": split_threads(threads, threads_after, n)}
 
 
 def step_spy(mesh: bm.Mesh, n: int, out_dir: Path, cpu: dict[str, float]) -> dict[str, Any]:
