@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from peer.log.signing import MeshAuth, membership_message, verify
 from peer.mesh.membership import Liveness, Membership
 from peer.mesh.swim import Member, Sig, State, Swim
+from peer.mesh.wire import check_info
 
 MAX_HEADS = 4096  # peers whose version vectors we keep (acknowledgements)
 NOT_REPORTED = ("heads", "wall_ms")  # a report leaves these out: they change all the time
@@ -96,7 +97,9 @@ class MeshView:
         assert member.report is not None
         try:
             info = json.loads(member.report["d"])
-        except ValueError:
+            if isinstance(info, dict):
+                check_info(info)
+        except ValueError:  # (signed by the member: kept out as a malformed frame is)
             return
         if isinstance(info, dict):
             kid = info.get("kid")

@@ -300,7 +300,41 @@ def parse_info(body: Mapping[str, Any]) -> dict[str, Any]:
     info = body["info"]
     if not isinstance(info, dict):
         raise ValueError("info is not an object")
+    check_info(info)
     return info
+
+
+_INFO_STR = ("name", "http", "kid", "status")
+_INFO_INT = ("slots", "free_slots", "wall_ms")
+_INFO_STRS = ("calls", "features")
+_INFO_VV = ("heads", "cfloor")
+
+
+def check_info(info: Mapping[str, Any]) -> None:
+    """ValueError naming the key if a key of a peer's info (a HEARTBEAT's, a SWIM member's
+    report) that this release reads has another type than ours sends: such input must not
+    reach the scheduler, which reads it per task. Keys it does not know pass (a newer
+    peer's)."""
+    for k in _INFO_STR:
+        if k in info and not isinstance(info[k], str):
+            raise ValueError(f"info.{k} is not a string")
+    for k in _INFO_INT:
+        if k in info and type(info[k]) is not int:
+            raise ValueError(f"info.{k} is not an integer")
+    for k in _INFO_STRS:
+        v = info.get(k)
+        if k in info and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise ValueError(f"info.{k} is not a list of strings")
+    if "running" in info and not isinstance(info["running"], list):
+        raise ValueError("info.running is not a list")
+    for k in _INFO_VV:
+        if k in info:
+            try:
+                parse_vv(info[k])
+            except ValueError:
+                raise ValueError(f"info.{k} is not an object of seqs") from None
+    if "kubo" in info and not isinstance(info["kubo"], dict):
+        raise ValueError("info.kubo is not an object")
 
 
 def parse_vv(obj: Any) -> dict[str, int]:
@@ -411,7 +445,8 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
 
 __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "TAG_LEN", "Blocks",
            "Frame", "FrameError", "FrameWriter", "Kind", "Packed", "Refused", "Reply",
-           "decode_frame", "digest_body", "dumps", "encode_event", "encode_frame", "events_body",
-           "frame_header", "heartbeat_body", "pack_events", "pack_frames", "parse_blocks",
-           "parse_digests", "parse_events", "parse_info", "parse_member_ids", "parse_table",
-           "parse_table_hash", "parse_vv", "reply_body", "seal"]
+           "check_info", "decode_frame", "digest_body", "dumps", "encode_event",
+           "encode_frame", "events_body", "frame_header", "heartbeat_body", "pack_events",
+           "pack_frames", "parse_blocks", "parse_digests", "parse_events", "parse_info",
+           "parse_member_ids", "parse_table", "parse_table_hash", "parse_vv", "reply_body",
+           "seal"]

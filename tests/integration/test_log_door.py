@@ -151,7 +151,8 @@ def test_fuzzed_frames_leave_the_mesh_up_converged_and_working(mesh: Mesh) -> No
     stored = held(hs[0]) - held(before[0])
     assert stored > 100, stored  # fuzzed events passed the door, were folded and replicated
     for p in mesh.peers:
-        assert "Traceback" not in p.output, p.output[-5000:]
+        at = p.output.find("Traceback")
+        assert at < 0, p.output[max(0, at - 1500):at + 3500]  # the traceback itself
     view = API.wait(mesh.peers[0].url, running, timeout_s=90)
     assert view["state"] == "done", view
     run_pipeline(mesh, on=0)

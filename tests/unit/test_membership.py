@@ -3,7 +3,9 @@ addresses, partner choice; then heartbeats between Gossip peers on the in-memory
 
 from __future__ import annotations
 
+import json
 import random
+from typing import cast
 
 import pytest
 
@@ -17,6 +19,8 @@ from peer.mesh.membership import (
     liveness,
 )
 from peer.mesh.sim import Cluster, RecordingMembers
+from peer.mesh.swim import Member, State
+from peer.mesh.view import MeshView
 from peer.mesh.wire import Kind
 
 from .mesh_helpers import frame_to, inject
@@ -286,3 +290,17 @@ def test_stale_learned_addresses_are_forgotten_static_ones_kept() -> None:
     assert hub.addr in a.gossip.membership.static_addrs
     c.step(100.0)  # long dead: the record goes too
     assert a.gossip.status(b.gossip.peer_id) is None
+
+
+def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
+    """A member's signed report reaches the scheduler as its heartbeat info does: one whose
+    `calls` is not a list of strings is kept out (the last good one stands)."""
+    members = RecordingMembers()
+    view = MeshView(members, cast(Membership, None))
+    m = Member("m1", "127.0.0.1:9", 1, State.ALIVE, 0.0)
+    m.report = {"d": json.dumps({"calls": ["T_ECHO"], "free_slots": 1})}
+    view.member_report(m)
+    assert members.heard_from["m1"]["calls"] == ["T_ECHO"]
+    m.report = {"d": json.dumps({"calls": 5, "free_slots": 1})}
+    view.member_report(m)
+    assert members.heard_from["m1"]["calls"] == ["T_ECHO"] and members.count == 1

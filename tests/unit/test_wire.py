@@ -222,6 +222,25 @@ def test_parse_info_rejects(body: dict[str, Any]) -> None:
         parse_info(body)
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("calls", 5), ("calls", [1]), ("calls", "T_ECHO"), ("features", {"a": 1}),
+    ("name", 3), ("http", None), ("kid", []), ("status", 1), ("slots", "2"),
+    ("free_slots", 1.5), ("free_slots", True), ("wall_ms", "now"), ("running", 7),
+    ("heads", {"o": -1}), ("heads", [1]), ("cfloor", {"o": "3"}), ("kubo", "x")])
+def test_a_known_info_key_of_another_type_makes_the_frame_malformed(key: str,
+                                                                   value: Any) -> None:
+    """A member's info reaches the scheduler, which reads `calls` and `free_slots` per task
+    (the fuzzed mesh of test_log_door once sent `calls: 5`: a TypeError per evaluation):
+    a known key of another type is refused with its name; unknown keys pass."""
+    good = {"name": "p", "http": "http://127.0.0.1:1", "calls": ["T_ECHO"], "slots": 2,
+            "free_slots": 1, "running": [["j", "t", 0, 0]], "heads": {"o": 3},
+            "kid": "k", "wall_ms": 5, "features": ["f"], "cfloor": {"o": 1},
+            "kubo": {"id": "q", "addrs": []}, "newer": {"any": ["thing"]}}
+    assert parse_info({"info": good}) == good
+    with pytest.raises(ValueError, match=f"info.{key} "):
+        parse_info({"info": {**good, key: value}})
+
+
 @FAST
 @given(sizes=st.lists(st.integers(0, 3000), max_size=40), max_per_frame=st.integers(1, 8))
 def test_property_pack_events_fits_frames(sizes: list[int], max_per_frame: int) -> None:
