@@ -39,6 +39,14 @@ def _older_file(path: Path) -> None:
     db.close()
 
 
+def _older_log(path: Path, events: int) -> EventLog:
+    """An earlier release's file opened by this one, `events` written and dropped in it."""
+    _older_file(path)
+    log = EventLog(path)
+    _fill_and_drop(log, events)
+    return log
+
+
 def _db_bytes(path: Path) -> int:
     return path.stat().st_size
 
@@ -112,9 +120,7 @@ def test_an_older_file_with_many_free_pages_is_rewritten_once_at_open(
 
 def test_an_older_file_with_few_free_pages_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "e.sqlite"
-    _older_file(path)
-    log = EventLog(path)
-    _fill_and_drop(log, 4000)
+    log = _older_log(path, 4000)
     log.close()
     log = EventLog(path)  # 64 MiB by default
     assert log.converted is None and not log.file_stats().incremental
@@ -125,9 +131,7 @@ def test_an_older_file_with_few_free_pages_is_left_alone(tmp_path: Path) -> None
 def test_no_vacuum_without_room_on_the_disk(tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "e.sqlite"
-    _older_file(path)
-    log = EventLog(path)
-    _fill_and_drop(log, 4000)
+    log = _older_log(path, 4000)
     size = _db_bytes(path) + Path(f"{path}-wal").stat().st_size
     cfg = VacuumConfig(min_free_bytes=0)
     probed: list[Path] = []
@@ -149,9 +153,7 @@ def test_no_vacuum_without_room_on_the_disk(tmp_path: Path,
 def test_a_failing_probe_or_vacuum_never_fails_the_open(tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "e.sqlite"
-    _older_file(path)
-    log = EventLog(path)
-    _fill_and_drop(log, 1000)
+    log = _older_log(path, 1000)
 
     def broken(p: Path) -> int:
         raise OSError("no statfs")
