@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 # Events that the API acknowledges or that announce stored blocks: written with an fsync.
 DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED, EventType.PROVIDE})
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
+# A row the quarantine holds already is not added again: an event whose fold raises is not
+# held, so anti-entropy brings it again, round after round. (The unary + drops e.seq's
+# affinity, so that the lookup uses both columns of quarantine_id.)
+NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.origin AND "
+                   "q.seq = +e.seq AND q.payload = e.payload)")
 
 
 class SyncTainted(OSError):
@@ -278,12 +283,9 @@ class EventLog:
         now = int(time.time() * 1000)
         self._db.execute("BEGIN")
         for key, reason in zip(keys, reasons, strict=True):
-            # (a row the quarantine holds already is not added again: an event whose fold
-            # raises is not held, so anti-entropy brings it again, round after round)
             self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, payload, "
-                             f"?, ? FROM events e WHERE {where} AND NOT EXISTS (SELECT 1 FROM "
-                             "quarantine q WHERE q.origin = e.origin AND q.seq = e.seq AND "
-                             "q.payload = e.payload)", (reason, now, *key))
+                             f"?, ? FROM events e WHERE {where} AND {NOT_QUARANTINED}",
+                             (reason, now, *key))
             self._db.execute(f"DELETE FROM events WHERE {where}", key)
         self._db.execute("COMMIT")
 
@@ -410,6 +412,8 @@ class EventLog:
             n = step(self._db, self.vacuum_cfg)
         except sqlite3.Error as e:
             self._rollback()
+            with self._sync_lock:  # its checkpoint fsyncs the files: a failure there may
+                self._failed_syncs += 1  # have cost pages a later fsync would not report
             log.warning("%s: incremental vacuum failed: %s", self.path, e)
             return 0
         self.vacuumed_pages += n

@@ -10,6 +10,7 @@ a checkpoint, which truncates the file: a few ms)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -99,11 +100,23 @@ def limit_wal(db: sqlite3.Connection, cfg: VacuumConfig) -> None:
     db.execute(f"PRAGMA journal_size_limit={int(cfg.wal_limit_bytes)}").fetchall()
 
 
+def sqlite_temp_dir() -> Path:
+    """Where SQLite (on Unix) writes a VACUUM's temporary copy: its own search order."""
+    for d in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp",
+              "/usr/tmp", "/tmp"):
+        if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            return Path(d)
+    return Path(".")
+
+
 def convert(db: sqlite3.Connection, path: Path, cfg: VacuumConfig,
-            free: Callable[[Path], int] = disk_free) -> Converted | None:
+            free: Callable[[Path], int] = disk_free,
+            temp: Callable[[], Path] = sqlite_temp_dir) -> Converted | None:
     """Rewrite the file at `path` (VACUUM) with auto_vacuum=INCREMENTAL if it is not so and
     its free pages exceed `cfg.min_free_bytes`; skipped with a warning if its disk has less
-    than `cfg.disk_factor` times its size free (`free`: the probe). Never raises (a failed
+    than `cfg.disk_factor` times its size free, or SQLite's temporary directory (`temp`,
+    where the copy is built, often another file system) less than its size (`free`: the
+    probe). Never raises (a failed
     VACUUM leaves the file as it was): None unless it was rewritten. Blocks about 0.5 s per
     100 MB of live rows (docs/benchmarks.md): call at open, before the peer serves."""
     try:
@@ -112,12 +125,13 @@ def convert(db: sqlite3.Connection, path: Path, cfg: VacuumConfig,
             return None
         before = file_bytes(path)
         need = int(before * cfg.disk_factor)
-        avail = free(path.parent)
-        if avail < need:
-            log.warning("%s: %d MiB of free pages not given back: a VACUUM needs %d MiB free "
-                        "on its disk, %d MiB are (tried again at the next start)", path,
-                        s.free_bytes >> 20, need >> 20, avail >> 20)
-            return None
+        for where, want in ((path.parent, need), (temp(), before)):
+            avail = free(where)
+            if avail < want:
+                log.warning("%s: %d MiB of free pages not given back: a VACUUM needs %d MiB "
+                            "free in %s, %d MiB are (tried again at the next start)", path,
+                            s.free_bytes >> 20, want >> 20, where, avail >> 20)
+                return None
         log.info("%s: %d MiB of %d MiB free: rewriting the file (VACUUM) once", path,
                  s.free_bytes >> 20, before >> 20)
         t0 = time.perf_counter()

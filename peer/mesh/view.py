@@ -99,7 +99,8 @@ class MeshView:
             info = json.loads(member.report["d"])
             if isinstance(info, dict):
                 check_info(info)
-        except ValueError:  # (signed by the member: kept out as a malformed frame is)
+        except ValueError:  # (signed by the member: kept out as a malformed frame is, and
+            self._infos.pop(member.id, None)  # its last report renews no lease any more)
             return
         if isinstance(info, dict):
             kid = info.get("kid")

@@ -23,6 +23,7 @@ from peer.log.clock import MAX_HLC
 from peer.log.door import OTHER, Refusals, UnknownCap
 from peer.log.events import MAX_CLOCK
 from peer.log.fold import _APPLY
+from peer.log.sqlite import NOT_QUARANTINED
 from peer.mesh.gossip import GossipConfig, Kind
 from peer.mesh.sim import Cluster
 from peer.mesh.wire import parse_events
@@ -352,6 +353,17 @@ def test_door_config_is_checked() -> None:
         DoorConfig(max_origins_counted=0)
     with pytest.raises(ValueError):
         HLC(max_drift_ms=-1)
+
+
+def test_the_quarantine_check_looks_rows_up_by_origin_and_seq(tmp_path: Path) -> None:
+    """Whether a row is quarantined already is one index lookup on (origin, seq), not a
+    scan of that origin's rows (an event whose fold raises comes back every round)."""
+    log = EventLog(tmp_path / "e.sqlite")
+    plan = " ".join(str(r[-1]) for r in log.db.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM events e WHERE origin = ? AND seq = ? AND "
+        f"{NOT_QUARANTINED}", ("a", 1)))
+    assert "quarantine_id (origin=? AND seq=?)" in plan, plan
+    log.close()
 
 
 def test_event_log_quarantine_keeps_the_row(tmp_path: Path) -> None:

@@ -294,7 +294,8 @@ def test_stale_learned_addresses_are_forgotten_static_ones_kept() -> None:
 
 def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
     """A member's signed report reaches the scheduler as its heartbeat info does: one whose
-    `calls` is not a list of strings is kept out (the last good one stands)."""
+    `calls` is not a list of strings is kept out, and the last good one is no longer handed
+    on again (`renew`: it would renew the leases of the runs it lists)."""
     members = RecordingMembers()
     view = MeshView(members, cast(Membership, None))
     m = Member("m1", "127.0.0.1:9", 1, State.ALIVE, 0.0)
@@ -304,3 +305,4 @@ def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
     m.report = {"d": json.dumps({"calls": 5, "free_slots": 1})}
     view.member_report(m)
     assert members.heard_from["m1"]["calls"] == ["T_ECHO"] and members.count == 1
+    assert "m1" not in view._infos

@@ -13,7 +13,8 @@ import pytest
 from peer.config import PeerConfig
 from peer.errors import ConfigError
 from peer.log import Event, EventLog, EventType
-from peer.log.vacuum import VacuumConfig, convert, file_stats
+from peer.log import sqlite as sqlite_module
+from peer.log.vacuum import VacuumConfig, convert, file_stats, sqlite_temp_dir
 from peer.node import Node
 
 ORIGIN = "a" * 16
@@ -145,9 +146,24 @@ def test_no_vacuum_without_room_on_the_disk(tmp_path: Path,
     assert not file_stats(log.db).incremental
     assert any(r.levelno == logging.WARNING and "needs" in r.getMessage()
                for r in caplog.records)
+    # SQLite builds the copy in its temporary directory: without room there, none either
+    scratch = tmp_path / "sqlite-tmp"
+    caplog.clear()
+    assert convert(log.db, path, cfg, lambda p: size - 1 if p == scratch else 2 * size,
+                   lambda: scratch) is None
+    assert str(scratch) in caplog.text and not file_stats(log.db).incremental
     assert convert(log.db, path, cfg, lambda p: 2 * size) is not None
     assert file_stats(log.db).incremental
     log.close()
+
+
+def test_sqlite_temp_dir_follows_sqlites_search_order(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))
+    assert sqlite_temp_dir() == tmp_path
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert sqlite_temp_dir() == tmp_path
 
 
 def test_a_failing_probe_or_vacuum_never_fails_the_open(tmp_path: Path,
@@ -208,3 +224,19 @@ def test_a_compaction_pass_gives_back_the_pages_its_drop_freed(tmp_path: Path,
     assert _db_bytes(n.log.path) == stats.pages * stats.page_size
     health = n.log_health()["file"]
     assert health["log_incremental"] == 1 and health["log_vacuumed_pages"] > 0
+
+
+def test_a_failed_vacuum_step_taints_the_later_syncs(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's checkpoint fsyncs the files itself: when it fails, the pages it could not
+    write may be gone without a later fsync saying so, so it counts as a failed sync."""
+    log = EventLog(tmp_path / "e.sqlite")
+    epoch = log.sync_epoch
+
+    def broken(db: sqlite3.Connection, cfg: VacuumConfig) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_module, "step", broken)
+    assert log.vacuum() == 0
+    assert log.sync_epoch == epoch + 1
+    log.close()
