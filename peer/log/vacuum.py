@@ -116,9 +116,9 @@ def convert(db: sqlite3.Connection, path: Path, cfg: VacuumConfig,
     its free pages exceed `cfg.min_free_bytes`; skipped with a warning if its disk has less
     than `cfg.disk_factor` times its size free, or SQLite's temporary directory (`temp`,
     where the copy is built, often another file system) less than its size (`free`: the
-    probe). Never raises (a failed
-    VACUUM leaves the file as it was): None unless it was rewritten. Blocks about 0.5 s per
-    100 MB of live rows (docs/benchmarks.md): call at open, before the peer serves."""
+    probe). Never raises (a failed VACUUM leaves the file as it was): None unless it was
+    rewritten. Blocks about 0.5 s per 100 MB of live rows (docs/benchmarks.md): call at
+    open, before the peer serves."""
     try:
         s = file_stats(db)
         if s.incremental or s.free_bytes <= cfg.min_free_bytes or db.in_transaction:
