@@ -190,6 +190,8 @@ class Compactor:
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
         self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
+        self.filled = state.gaps_filled  # the state's count of gaps filled (a replay's too:
+        # `settle` sweeps), at the last pass
         # Deleted job -> ids of its events that left memory and are still in the log, until
         # they are droppable (rebuilt at start from what the replay evicts: `evicted`).
         self.leaving: dict[str, set[tuple[str, int]]] = {}
@@ -264,10 +266,12 @@ class Compactor:
         self._scan()
         old = self._beyond_recent()
         compacted = bool(old) and self._compact(old, out)  # (sweeping the deleted jobs' too)
+        filled = self.state.gaps_filled != self.filled  # held past a gap, contiguous now
         if not compacted and (self.sweep or (
-                self.beyond and (self.state.compacted or self.state.deleted))):
+                (self.beyond or filled) and (self.state.compacted or self.state.deleted))):
             self._sweep(out)  # a deleted job's events, or one of a compacted or deleted
         self.beyond = self.sweep = False  # job held past a gap, stay in memory until swept
+        self.filled = self.state.gaps_filled
         self._bury()
         self._spill_providers()
         self._reap(out)

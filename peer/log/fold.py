@@ -377,6 +377,10 @@ class MeshState:
     # Origin -> the seqs held beyond its head (past a gap): with the heads, the per-origin
     # index that serves `events_after` without scanning the log.
     beyond: dict[str, set[int]] = field(default_factory=dict)
+    # How many times a head moved past seqs held beyond a gap (`_advance`), ever: the events
+    # held there that are of compacted or deleted jobs leave memory only at a sweep, which
+    # the compactor asks for when this count changed (peer.log.compact.Compactor.step).
+    gaps_filled: int = 0
     # Digests of the held contents per origin and block (peer.log.contents): what heads do not
     # say, compared by anti-entropy.
     sums: ContentSums = field(default_factory=ContentSums)
@@ -587,7 +591,10 @@ class MeshState:
             head += 1
         self.heads[origin] = head
         if beyond:
+            held = len(beyond)
             beyond.difference_update([q for q in beyond if q <= head])
+            if len(beyond) < held:
+                self.gaps_filled += 1
             if not beyond:
                 del self.beyond[origin]
 
@@ -636,7 +643,8 @@ class MeshState:
         tombs = {j: o for j, o in self.deleted.items() if (o[1], o[2]) not in self.events}
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
-                          deletions=self.deletions, jobless_window=self.jobless_window)
+                          deletions=self.deletions, jobless_window=self.jobless_window,
+                          gaps_filled=self.gaps_filled)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):

@@ -728,6 +728,77 @@ def test_a_job_deleted_before_compaction_leaves_memory_then_the_log(
     assert n.state.events.keys() == {e.id for e in evs[9:]}
 
 
+def _count_sweeps(n: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The compactor's sweeps of memory (a scan of every event held), counted as made."""
+    made: list[int] = []
+    sweep = n.compactor._sweep
+
+    def counted(out: compact_mod.PassStats) -> None:
+        made.append(1)
+        sweep(out)
+    monkeypatch.setattr(n.compactor, "_sweep", counted)
+    return made
+
+
+@pytest.mark.parametrize("fill", ["a later batch", "the same batch, last"])
+def test_a_deleted_jobs_events_held_past_a_gap_leave_at_the_pass_after_it_fills(
+        tmp_path: Path, opened: list[Node], fill: str) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    n.compactor.vvs = lambda: [dict(n.heads())]  # every live member holds what we hold
+    evs = history(jobs=1, per_job=1, live=1)  # job000: seqs 1..5; job001 submitted: 6
+    gone = _deleted(evs, "job000")
+    if fill == "a later batch":
+        n.merge([*evs[1:], gone])  # held past the gap of seq 1
+        n.catchup.compact()
+        assert {e.id for e in evs[1:5]} <= n.state.events.keys()
+        n.merge(evs[:1])  # fills it
+    else:
+        n.merge([gone])  # held past a gap
+        n.catchup.compact()
+        n.merge([*evs[1:], evs[0]])  # held past it, then filled, in one batch
+    assert n.state.heads[ORIGIN] == gone.seq
+    n.catchup.compact()
+    assert not {e.id for e in evs[:5]} & n.state.events.keys()
+    assert _rows(n) == {evs[5].id, gone.id}  # and the log: the job's tombstone stays
+
+
+def test_contiguous_batches_ask_for_no_sweep_and_the_one_that_fills_a_gap_for_one(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=8, per_job=1)  # 40 events
+    gone = _deleted(evs, "job000")
+    n.merge([*evs[:3], gone])  # a deleted job (sweeps are asked for), and a gap: 4..40
+    sweeps = _count_sweeps(n, monkeypatch)
+    n.catchup.compact()
+    assert sweeps == [1]  # for the JOB_DELETED, as before
+    for i in range(3, 39, 3):  # contiguous batches of three: none reaches the held seq
+        n.merge(evs[i:i + 3])
+        n.catchup.compact()
+    assert sweeps == [1] and n.state.beyond == {ORIGIN: {gone.seq}}
+    n.merge(evs[39:])  # fills the gap: the JOB_DELETED is contiguous now
+    n.catchup.compact()
+    assert sweeps == [1, 1] and not n.state.beyond
+    n.catchup.compact()
+    assert sweeps == [1, 1]
+
+
+def test_a_batch_held_past_a_gap_filling_none_asks_for_a_sweep_as_before(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=2, per_job=1)  # 10 events
+    gone = _deleted(evs, "job000")
+    n.merge([*evs[:4], gone])
+    sweeps = _count_sweeps(n, monkeypatch)
+    n.catchup.compact()
+    assert sweeps == [1]
+    n.merge(evs[5:7])  # past the gap of seq 5 (and of the JOB_DELETED's 11): none filled
+    assert n.state.beyond == {ORIGIN: {6, 7, gone.seq}}
+    n.catchup.compact()
+    assert sweeps == [1, 1]  # (`Compactor.note`: an event held past a gap)
+    n.catchup.compact()
+    assert sweeps == [1, 1]
+
+
 def test_past_the_horizon_a_deleted_jobs_events_leave_the_log_if_a_member_lacks_them(
         tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=1000)

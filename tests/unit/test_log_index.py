@@ -47,6 +47,26 @@ def test_in_sync_serves_nothing_and_the_beyond_index_follows_the_heads() -> None
     assert [e.seq for e in s.events_after({"a": 2}, 10)] == [3, 5]
 
 
+def test_gaps_filled_counts_a_head_moving_past_seqs_held_beyond_a_gap_and_nothing_else() -> None:
+    s = fold(_ev("a", q) for q in (1, 2, 3))  # contiguous, in one fold
+    assert s.gaps_filled == 0
+    for q in (4, 5, 6):  # contiguous, one at a time
+        s.apply(_ev("a", q))
+    assert s.gaps_filled == 0
+    s.apply(_ev("a", 9))  # held past a gap: none filled
+    s.apply(_ev("b", 2))
+    assert s.gaps_filled == 0 and s.beyond == {"a": {9}, "b": {2}}
+    s.apply(_ev("a", 7))  # moves the head, not past a held seq
+    assert s.gaps_filled == 0
+    s.apply(_ev("a", 8))  # past 9 now
+    assert s.gaps_filled == 1 and s.beyond == {"b": {2}}
+    s.raise_floor("b", 1)  # a floor too
+    assert s.gaps_filled == 2 and s.beyond == {}
+    s.refold()  # keeps the count, and adds the gaps its own fold fills (held out of order:
+    assert s.gaps_filled == 4  # a's 9 before 7 and 8, b's 2 before its floor)
+    assert fold([_ev("c", 2), _ev("c", 3), _ev("c", 1)]).gaps_filled == 1  # one batch
+
+
 def test_forgetting_an_event_beyond_a_gap_drops_it_from_the_index() -> None:
     unknown = Event("a", 3, 3 << 8, 200, {"x": 1})  # a newer peer's type
     s = fold([_ev("a", 1), unknown])
