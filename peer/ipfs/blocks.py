@@ -5,12 +5,14 @@ threads, so that the fsyncs of one add overlap) and renamed, directories fsynced
 once per add or import, and verified against their CID on every read; a `BlockBatch` (many
 adds) makes its temp files durable with one syncfs, renames them, and makes the renames
 durable with one more. Pins are one file each under pins/; writers hold a shared flock on
-`lock`, gc holds it exclusively.
+`lock`, gc holds it exclusively. Inline outputs' blocks and pins are rows of the inline pack
+(peer.ipfs.pack), read after the files and memory.
 
 Which present blocks are durable. The peer and its worker processes write one store. A
-block file without its owner's write bit is *marked*: not known durable (an inline output's,
-written unsynced: `put_unsynced`; or one put in place by a write whose sync then failed);
-the others were fsynced (or syncfs'd) before their rename, by whichever process wrote them.
+block file without its owner's write bit is *marked*: not known durable (one put in place
+by a write whose sync then failed; or an earlier release's inline output, written unsynced:
+inline outputs now go to the inline pack, peer.ipfs.pack); the others were fsynced (or
+syncfs'd) before their rename, by whichever process wrote them.
 A write that finds a block present keeps it only if it is known durable (`BlockStore.
 durable`): unmarked, and this process trusts the store (a sync of the whole file system when
 it opened the store covers the renames of a process that died before its own sync; a sync
@@ -46,6 +48,7 @@ import multihash
 
 from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, parse_cid, verify
+from peer.ipfs.pack import InlinePack
 
 log = logging.getLogger("banzai.store")
 
@@ -104,16 +107,10 @@ def _write_new(tmp: Path, data: bytes, what: str) -> None:
         f.write(data)
 
 
-# An unsynced block's file (`BlockStore.put_unsynced`): no write bit, so that any process
-# that finds it knows it is not known durable (every other block file is created with its
-# owner's write bit, under any sane umask; one without is only written once more). Created
-# with this mode, less the umask's bits.
-_MARKED_MODE = 0o444
-
-
-def _marked_opener(path: str, flags: int) -> int:
-    """`open`'s opener for a new marked block file."""
-    return os.open(path, flags, _MARKED_MODE)
+# A block file without its owner's write bit is *marked*: not known durable (one put in
+# place by a write whose sync then failed; an earlier release's inline blocks, written
+# unsynced). Every other block file is created with its owner's write bit, under any sane
+# umask.
 
 
 def _marked(mode: int) -> bool:
@@ -126,22 +123,6 @@ def _mark(path: Path) -> None:
     (best effort: the caller also stops trusting the store)."""
     with contextlib.suppress(OSError):
         os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
-
-
-def _place_new(tmp: Path, final: Path) -> bool:
-    """Put `tmp` in place as `final` unless a file is there already (then `tmp` is
-    removed): a hard link, which never replaces, where the file system has them. True if
-    `tmp` took the place."""
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        tmp.unlink()
-        return False
-    except OSError:  # no hard links here: a rename (which replaces)
-        os.replace(tmp, final)
-        return True
-    tmp.unlink()
-    return True
 
 
 def _fsync_file(path: Path) -> None:
@@ -328,6 +309,7 @@ class BlockStore:
         # until a sync fails. Then only the blocks this process made durable since count.
         self.trusted = True
         self._vouched: set[str] = set()  # keys made durable here while not `trusted`
+        self.pack = InlinePack(root)  # inline outputs' blocks (peer.ipfs.pack)
         self._open_sync()
 
     def _open_sync(self) -> None:
@@ -377,7 +359,7 @@ class BlockStore:
     def has(self, c: Cid) -> bool:
         """True if the block is stored (always for identity CIDs)."""
         return (c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
-                or c.key in self.unwritten)
+                or c.key in self.unwritten or self.pack.has(c.key))
 
     def _settled(self, path: Path) -> Path:
         """`path`, once a block this process put there is renamed into place (reads see
@@ -390,7 +372,8 @@ class BlockStore:
 
     def get(self, c: Cid) -> bytes:
         """The block's bytes, verified; NotFound if absent, IntegrityError if corrupt and
-        not repaired."""
+        not repaired. Looked for as a file, then in memory (`unwritten`), then in the inline
+        pack; a copy that does not match its CID is removed and the next place looked in."""
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
         key = c.key
@@ -400,17 +383,39 @@ class BlockStore:
             with open(name, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            kept = self.unwritten.get(key)  # verified when it was kept
-            if kept is not None:
-                return kept
-            raise NotFound(f"block {c} is not in the store", field="cid") from None
-        if _matches(c, data):
-            return data
-        path = Path(name)
-        self.corrupt += 1
-        log.error("block %s is corrupt on disk (%s): removed", c, path)
-        with contextlib.suppress(OSError):
-            path.unlink()
+            corrupt = False
+        else:
+            if _matches(c, data):
+                return data
+            self.corrupt += 1
+            corrupt = True
+            log.error("block %s is corrupt on disk (%s): removed", c, name)
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        kept = self.unwritten.get(key)  # verified when it was kept
+        if kept is not None:
+            return kept
+        packed = self.pack.get(key)
+        if packed is not None:
+            if _matches(c, packed):
+                return packed
+            self.corrupt += 1
+            corrupt = True
+            log.error("block %s is corrupt in the inline pack (%s): removed", c,
+                      self.pack.path)
+            with contextlib.suppress(StoreError):
+                self.pack.delete([key])
+        if not corrupt:
+            raise NotFound(f"block {c} is not in the store", field="cid")
+        return self._repaired(c)
+
+    def has_durable_file(self, c: Cid) -> bool:
+        """True if the block is stored as a file known durable (`durable`)."""
+        return bool(self.durable(self._settled(self.path(c.key))))
+
+    def _repaired(self, c: Cid) -> bytes:
+        """A corrupt block (removed) fetched again through `repair`, stored and returned;
+        IntegrityError if no live peer provides it."""
         fresh = self.repair(c) if self.repair is not None else None
         if fresh is None or not _matches(c, fresh):
             raise IntegrityError(f"block {c} was corrupt on disk (removed) and no live peer "
@@ -432,6 +437,9 @@ class BlockStore:
         except FileNotFoundError:
             if c.key in self.unwritten:
                 return len(self.unwritten[c.key])
+            n = self.pack.size(c.key)
+            if n is not None:
+                return n
             raise NotFound(f"block {c} is not in the store", field="cid") from None
 
     def put_trusted(self, c: Cid, data: bytes) -> None:
@@ -539,46 +547,6 @@ class BlockStore:
     def _dirty_all(self, dirs: set[Path]) -> None:
         with self._lock:
             self._unsynced |= dirs
-
-    def put_unsynced(self, c: Cid, data: bytes) -> None:
-        """Store bytes already hashed to `c`, in place at once and never fsynced, its file
-        marked (not known durable: a write that finds it writes it again): for blocks whose
-        durable copy is elsewhere (an inline output's, in the event log). A present block is
-        kept, but for a marked one torn by a crash (checked: an inline block is small),
-        written again, fsynced; one put in place meanwhile by another write is never
-        replaced (`_place_new`)."""
-        if c.multihash[0] == IDENTITY:
-            return
-        final = self.path(c.key)
-        if final in self._pending:
-            return
-        try:
-            mode: int | None = os.stat(final).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and (not _marked(mode) or self._whole(c, final)):
-            return
-        self._shard(final.parent)
-        tmp = _tmp_name(final)
-        with _or_removed(tmp, f"block {c}"):
-            with open(tmp, "xb", opener=_marked_opener) as f:
-                f.write(data)
-                if mode is not None:  # torn: replacing it, never by a copy less durable
-                    f.flush()
-                    os.fsync(f.fileno())
-            if mode is None:
-                _place_new(tmp, final)
-            else:
-                os.replace(tmp, final)
-
-    @staticmethod
-    def _whole(c: Cid, final: Path) -> bool:
-        """True if the file `final` holds the block `c` (read whole: a small block's)."""
-        try:
-            with open(final, "rb") as f:
-                return _matches(c, f.read())
-        except OSError:
-            return False
 
     def put(self, c: Cid, data: bytes) -> None:
         """Verify `data` against `c` (IntegrityError) and store it."""
@@ -768,20 +736,6 @@ class PinSet:
         finally:
             for fd in made:
                 os.close(fd)
-
-    def add_unsynced(self, cids: Sequence[Cid]) -> None:
-        """Pin each of `cids`, not fsynced (the caller can pin them again after a crash:
-        inline outputs, from the event log)."""
-        for c in cids:
-            try:
-                os.close(os.open(self.dir / str(c), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                 0o644))
-            except FileExistsError:
-                continue
-            except OSError as e:
-                if disk_full(e):
-                    raise StorageFull("cannot pin: the disk is full") from e
-                raise
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -30,6 +31,8 @@ from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root,
 from peer.ipfs.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
+
+log = logging.getLogger("banzai.store")
 
 __all__ = ["EmbeddedStore", "Entry"]
 
@@ -162,22 +165,29 @@ class EmbeddedStore:
     def keep_inline(self, blocks: Mapping[Cid, bytes], roots: Iterable[str]) -> None:
         """Keep blocks already verified against their CIDs and pin `roots`, none of it
         fsynced: an inline output, whose durable copy is the event log's (restored from it
-        after a crash, peer.ipfs.inline). The block files are marked not known durable (an
-        add that finds one writes it again: `BlockStore.put_unsynced`); a present one torn
-        by a crash is written again. StorageFull or OSError if they cannot be written."""
+        after a crash, peer.ipfs.inline). They go to the inline pack (peer.ipfs.pack: one
+        transaction, no file per block or pin), but for blocks stored as files already.
+        StorageFull or StoreError if they cannot be written."""
         with self._lock.hold():
             try:
-                for c, data in blocks.items():
-                    self.blocks.put_unsynced(c, data)
-                self._pins.add_unsynced([parse_cid(r) for r in roots])
+                self.blocks.pack.keep(
+                    {c.key: data for c, data in blocks.items()
+                     if c.multihash[0] != IDENTITY and not self.blocks.has_durable_file(c)},
+                    [str(parse_cid(r)) for r in roots])
             finally:
                 for c in blocks:
                     self.blocks.unwritten.pop(c.key, None)
 
+    @property
+    def inline_lost(self) -> bool:
+        """The inline pack was found unsound and made anew: its blocks are to be kept
+        again from every event held, not only those the durability marker does not cover."""
+        return self.blocks.pack.probe()
+
     def sync_inline(self) -> None:
-        """Make every `keep_inline` write so far durable (blocks, pins, their directory
-        entries): one syncfs of the store's file system. OSError if it fails (then no block
-        found present is trusted any more: `BlockStore.distrust`)."""
+        """Make every `keep_inline` write so far durable (the inline pack's WAL, and an
+        earlier release's files): one syncfs of the store's file system. OSError if it
+        fails (then no block found present is trusted any more: `BlockStore.distrust`)."""
         try:
             sync_fs(self.root)
         except OSError:
@@ -398,7 +408,7 @@ class EmbeddedStore:
             return None
         self.blocks.get(c)  # NotFound; a corrupt block is removed (and repaired or refused)
         path = self.blocks.path(c.key)
-        return path if c.key not in self.blocks.unwritten or path.exists() else None
+        return path if path.exists() else None  # (in memory or in the inline pack: None)
 
     def _write_file(self, c: Cid, dest: Path) -> None:
         if c.codec == RAW:  # a one-block file: its block is its content (read once)
@@ -531,11 +541,25 @@ class EmbeddedStore:
         c = parse_cid(cid)
         with contextlib.suppress(NotFound):
             self._explicit.remove(c)
-        self._pins.remove(c)
+        packed = self.blocks.pack.unpin(str(c))
+        try:
+            self._pins.remove(c)
+        except NotFound:
+            if not packed:
+                raise
 
     def pins(self) -> list[str]:
         """Pinned CIDs, sorted."""
-        return [str(c) for c in self._pins.list()]
+        return [str(c) for c in self._pin_list()]
+
+    def _pin_list(self) -> list[Cid]:
+        """Every pin, as files (pins/) and in the inline pack, once each, sorted by text."""
+        out = {str(c): c for c in self._pins.list()}
+        for text in self.blocks.pack.pins():
+            with contextlib.suppress(BanzaiError):
+                c = parse_cid(text)
+                out.setdefault(str(c), c)
+        return [out[k] for k in sorted(out)]
 
     def explicit_pins(self) -> list[str]:
         """The pins a user made (add, pin add, dag import), sorted."""
@@ -548,7 +572,7 @@ class EmbeddedStore:
         for _, path in stored:
             with contextlib.suppress(OSError):
                 total += path.stat().st_size
-        return total
+        return total + sum(n for _, _, n in self.blocks.pack.entries())
 
     def gc(self, roots: Iterable[str] = (), grace_s: float = 0.0) -> GcStats:
         """Delete every block not reachable from a pin or from `roots` and not written (or
@@ -563,7 +587,7 @@ class EmbeddedStore:
         with self._lock.hold(exclusive=True):
             Staging.sweep(self.root)
             live: set[str] = set()
-            for root in [*self._pins.list(), *extra]:
+            for root in [*self._pin_list(), *extra]:
                 self._mark(root, live)
             recent = time.time() - grace_s
             removed: list[str] = []
@@ -580,6 +604,20 @@ class EmbeddedStore:
                     continue
                 removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
                 freed += st.st_size
+            gone: list[tuple[str, int]] = []
+            for key, at, size in list(self.blocks.pack.entries()):
+                if key in live or (grace_s > 0 and at >= recent):
+                    continue
+                gone.append((key, size))
+            try:
+                self.blocks.pack.delete(k for k, _ in gone)
+            except StoreError as e:
+                log.warning("gc: the inline pack's unreachable blocks stay: %s", e)
+                gone = []
+            for key, size in gone:
+                with contextlib.suppress(ValueError):  # a row's key that is not hex: dropped
+                    removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
+                freed += size
             return GcStats(len(removed), freed, tuple(removed))
 
     def sweep(self) -> dict[str, int]:

@@ -35,6 +35,8 @@ class DurableKeeper(Keeper, Protocol):
     """A Keeper whose unsynced inline writes can be made durable (EmbeddedStore)."""
 
     def sync_inline(self) -> None: ...  # blocks (one syncfs); OSError if it fails
+    @property
+    def inline_lost(self) -> bool: ...  # its unsynced inline writes were lost (not a crash)
 
 
 class MarkedLog(Protocol):
@@ -85,9 +87,10 @@ class InlineOutputs:
         self.blocks = InlineBlocks(self_id, store, max_bytes, mark, self._later, replica,
                                    unmark=unmark, hurry=self._submit_due)
         # Restored at start: the inline writes a crash may have lost, those of the events
-        # logged after the last clean close's marker (None: every event). Read before this
+        # logged after the last clean close's marker (None: every event; so too when the
+        # store's inline pack was found unsound and made anew). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.
-        mark_at = read_mark(data_dir, host.log.key_at)
+        mark_at = None if store.inline_lost else read_mark(data_dir, host.log.key_at)
         self._lost: set[Key] | None = None if mark_at is None else host.log.keys_after(mark_at)
         self._restored = False  # the start's restore has ended (the marker may move on)
         self._mark_epoch = host.log.sync_epoch  # the log's failed fsyncs at the last mark

@@ -1,11 +1,11 @@
 """Which present blocks a write takes as durable (peer.ipfs.blocks: the module's docstring):
-an inline output's (written unsynced, its file marked), one put in place by a write whose
-sync failed, and the blocks of an earlier run or of a process that died before its sync."""
+an inline output's (kept unsynced in the inline pack, or an earlier release's marked file),
+one put in place by a write whose sync failed, and the blocks of an earlier run or of a
+process that died before its sync."""
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,19 +57,20 @@ def _path(store: EmbeddedStore, cid: str) -> Path:
 
 def test_a_batch_writes_again_an_inline_block_it_finds_and_syncs_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """(a) The peer writes an inline output unsynced; a worker process (its own store on
-    the same root) whose output holds the same block makes it durable before reporting it."""
+    """(a) The peer keeps an inline output unsynced (in the inline pack); a worker process
+    (its own store on the same root) whose output holds the same block makes it durable, as
+    a file, before reporting it."""
     f = _file(tmp_path, "f", "an inline output, then a worker's\n")
     peer, worker = EmbeddedStore(tmp_path / "store"), EmbeddedStore(tmp_path / "store")
     cid, made = inline.import_bytes(f.read_bytes())
     peer.keep_inline(inline.checked(made, cid), [cid])
     where = _path(peer, cid)
-    assert where.exists()
+    assert worker.has(cid) and not where.exists()  # a row of the pack, not a file
     calls = _count(monkeypatch)
     with worker.adding() as add:
         assert add(f) == cid
     assert calls == ["syncfs", "syncfs"]  # written again: its data, then its rename
-    assert worker.blocks.durable(where) and peer.blocks.durable(where)  # no longer marked
+    assert worker.blocks.durable(where) and peer.blocks.durable(where)
     assert b"".join(worker.cat(cid)) == f.read_bytes()
     calls.clear()
     with worker.adding() as add:  # FILTER_LONGER's chunks: every block known durable
@@ -77,6 +78,25 @@ def test_a_batch_writes_again_an_inline_block_it_finds_and_syncs_it(
     with peer.adding() as add:  # ... whichever process made it so
         add(f)
     assert calls == []
+
+
+def test_an_earlier_releases_unsynced_inline_file_is_written_again_by_a_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data dir of an earlier release holds inline blocks as marked files (no write bit):
+    not known durable, so a batch that finds one writes it again."""
+    f = _file(tmp_path, "f", "an earlier release's inline output\n")
+    store = EmbeddedStore(tmp_path / "store")
+    cid, made = inline.import_bytes(f.read_bytes())
+    where = _path(store, cid)
+    where.parent.mkdir(parents=True)
+    where.write_bytes(made[cid])
+    os.chmod(where, 0o444)  # how that release marked it
+    assert store.blocks.durable(where) is False
+    calls = _count(monkeypatch)
+    with store.adding() as add:
+        assert add(f) == cid
+    assert calls == ["syncfs", "syncfs"]
+    assert store.blocks.durable(where)
 
 
 def test_without_a_syncfs_worth_it_the_block_written_again_is_fsynced(
@@ -180,110 +200,19 @@ def test_a_store_whose_sync_at_open_fails_trusts_no_block_it_finds(
     assert calls == ["syncfs", "syncfs", "syncfs"]  # the open's, then the batch's two
 
 
-def test_keeping_an_inline_block_again_repairs_a_torn_copy(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The restore at start writes again the inline blocks a crash may have torn: present
-    but not whole (unsynced, so marked), they are written again; whole ones are kept."""
+def test_an_earlier_releases_torn_inline_file_is_removed_and_the_pack_serves_the_block(
+        tmp_path: Path) -> None:
+    """A crash tore an earlier release's unsynced inline block file; the restore at start
+    keeps the block (from the log) in the pack: a read removes the torn file and serves the
+    pack's copy, verified."""
     store = EmbeddedStore(tmp_path / "store")
-    cid, made = inline.import_bytes(b"an inline output torn by a crash\n" * 4)
-    got = inline.checked(made, cid)
-    store.keep_inline(got, [cid])
+    data = b"an inline output torn by a crash\n" * 4
+    cid, made = inline.import_bytes(data)
     where = _path(store, cid)
-    inode = where.stat().st_ino
-    store.keep_inline(got, [cid])  # whole: kept
-    assert where.stat().st_ino == inode
-    os.chmod(where, 0o644)
+    where.parent.mkdir(parents=True)
     where.write_bytes(b"")  # what a crash may leave of an unsynced write
     os.chmod(where, 0o444)
-    store.keep_inline(got, [cid])
-    assert b"".join(store.cat(cid)) == b"an inline output torn by a crash\n" * 4
-    assert stat.S_IMODE(where.stat().st_mode) & 0o222 == 0  # still not known durable
-
-
-def test_an_inline_write_never_replaces_a_block_put_in_place_meanwhile(tmp_path: Path) -> None:
-    final, tmp = tmp_path / "block", tmp_path / ".block.tmp"
-    final.write_bytes(b"durable copy")
-    tmp.write_bytes(b"unsynced copy")
-    assert blocks._place_new(tmp, final) is False
-    assert final.read_bytes() == b"durable copy" and not tmp.exists()
-    tmp.write_bytes(b"unsynced copy")
-    final.unlink()
-    assert blocks._place_new(tmp, final) is True
-    assert final.read_bytes() == b"unsynced copy" and not tmp.exists()
-
-
-def test_vouched_blocks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = EmbeddedStore(tmp_path / "store")
-    store.blocks.vouch(["a"])
-    assert store.blocks._vouched == set()  # trusted: nothing to remember
-    store.blocks.distrust()
-    monkeypatch.setattr(blocks, "VOUCHED_MAX", 3)
-    store.blocks.vouch(["a", "b"])
-    store.blocks.vouch(["c", "d"])
-    assert store.blocks._vouched == {"c", "d"}
-
-
-def test_marking_a_block_takes_only_its_write_bits(tmp_path: Path) -> None:
-    """A marked block is never more readable than the umask made it (a data dir is 0700,
-    its files may be 0600)."""
-    f = tmp_path / "block"
-    f.write_bytes(b"x")
-    os.chmod(f, 0o600)
-    blocks._mark(f)
-    assert stat.S_IMODE(f.stat().st_mode) == 0o400
-
-
-def test_a_failed_sync_of_the_inline_writes_withdraws_the_trust_too(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = _file(tmp_path, "f", "added before the inline writes' sync failed\n")
-    store = EmbeddedStore(tmp_path / "store")
-    store.add_path(f)
-    calls = _count(monkeypatch, fail=lambda n: n == 1)
-    with pytest.raises(OSError):
-        store.sync_inline()
-    with store.adding() as add:
-        add(f)
-    assert calls == ["syncfs", "syncfs", "syncfs"]  # the failed one, then the batch's two
-
-
-def test_every_syncfs_of_a_process_uses_the_descriptor_opened_at_the_store_s_open(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """syncfs(2) reports the write-back errors since its descriptor was opened: one opened
-    for each call would miss an error of the background write-back of a batch's files
-    written before the call. So the descriptor is opened once, at the store's open (its
-    first sync), before any block is written, and kept for every later sync there."""
-    fds: list[int] = []
-    real = blocks._syncfs_fn
-    assert real is not None
-    monkeypatch.setattr(blocks, "_fs_fds", {})
-    monkeypatch.setattr(blocks, "_syncfs_fn", lambda fd: (fds.append(fd), real(fd))[1])
-    store = EmbeddedStore(tmp_path / "store")
-    opened = list(fds)
-    with store.adding() as add:  # a batch: its data and its renames, one syncfs each
-        cid = add(_file(tmp_path, "a.txt", "a block written after the open"))
-    store.sync_inline()
-    assert opened and len(fds) > len(opened) + 1, "the open, the batch and sync_inline synced"
-    assert set(fds) == {opened[0]}
-    assert Path(os.readlink(f"/proc/self/fd/{opened[0]}")) == store.blocks.dir  # still open
-    assert os.fstat(opened[0]).st_dev == _path(store, cid).stat().st_dev
-
-
-def test_a_batch_fails_if_another_sync_of_the_process_was_told_of_an_error_meanwhile(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel reports a write-back error once per descriptor, to the first syncfs to
-    come: if another thread's syncfs got it while this batch was being written, the pages
-    lost may be this batch's, so its own syncfs succeeding proves nothing."""
-    store = EmbeddedStore(tmp_path / "store")
-    real = blocks._syncfs_fn
-    assert real is not None
-    with pytest.raises(StoreError), store.adding() as add:
-        cid = add(_file(tmp_path, "a.txt", "written while another sync fails"))
-        monkeypatch.setattr(blocks, "_syncfs_fn", lambda fd: -1)  # another thread's syncfs
-        with pytest.raises(OSError):
-            blocks.syncfs(store.blocks.dir)
-        monkeypatch.setattr(blocks, "_syncfs_fn", real)
-    assert not store.has(cid)  # not announced: not in place
-    assert not [p for p in store.blocks.dir.rglob("*.tmp")]
-    with store.adding() as add:  # a batch begun after the failure commits
-        cid = add(_file(tmp_path, "b.txt", "written after it"))
-    assert store.has(cid)
+    store.keep_inline(inline.checked(made, cid), [cid])
+    assert b"".join(store.cat(cid)) == data
+    assert not where.exists() and store.blocks.corrupt == 1
+    assert b"".join(store.cat(cid)) == data and store.blocks.corrupt == 1
