@@ -2,7 +2,8 @@
 """Soak: a mesh of real banzai-peer processes on 127.0.0.1 runs a steady mix of jobs for
 `--minutes`, and what a peer holds is sampled as it goes: RSS (peer process, and its whole
 tree with the workers), open file descriptors, threads, the data dir's bytes (the event log,
-the block store, all) and the events in memory (/metrics). The report fits a
+the block store, all; the log's bytes per table and index, `log:<name>`) and the events in
+memory (/metrics). The report fits a
 line through the samples of the second half (after the warm-up) and gives each figure's
 growth per 1,000 jobs: what a lab would see after months is that slope, not the level.
 
@@ -30,6 +31,7 @@ import random
 import re
 import secrets
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -92,6 +94,24 @@ def _gauges(url: str) -> dict[str, float]:
     return out
 
 
+def log_tables(path: Path) -> dict[str, float]:
+    """MB of each table and index of the SQLite file `path` (its pages, SQLite's dbstat),
+    its free pages (`free`) and its WAL (`wal`), read through a read-only connection; {}
+    if it cannot be read."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(sqlite3.Error, OSError):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            for name, size in db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+                out[name] = size / 1e6
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            out["free"] = free * db.execute("PRAGMA page_size").fetchone()[0] / 1e6
+        finally:
+            db.close()
+        out["wal"] = Path(f"{path}-wal").stat().st_size / 1e6
+    return out
+
+
 def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, Any]:
     """One row per peer: what it holds now."""
     rows = []
@@ -106,7 +126,10 @@ def sample(mesh: bm.Mesh, dirs: list[Path], jobs: int, t0: float) -> dict[str, A
                "tree_rss_mb": sum(_kb(q, "VmRSS") for q in tree) / 1024,
                "procs": len(tree), "fds": fds, "threads": _kb(pid, "Threads"),
                "log_mb": log_b / 1e6, "store_mb": _dir_bytes(d / "store") / 1e6,
+               "pack_mb": sum(f.stat().st_size for f in (d / "store").glob("inline.sqlite*"))
+               / 1e6,
                "dir_mb": _dir_bytes(d) / 1e6}
+        row |= {f"log:{k}": v for k, v in log_tables(d / "events.sqlite").items()}
         with contextlib.suppress(OSError, ValueError):
             g = _gauges(p.url)
             row |= {"log_events": g.get("banzai_log_events", 0.0),
@@ -250,7 +273,7 @@ def mesh_argv(mesh: bm.Mesh, i: int) -> list[str]:
 
 
 FIELDS = ("rss_mb", "tree_rss_mb", "fds", "threads", "procs", "log_events", "log_mb",
-          "store_mb", "dir_mb", "trims", "trimmed_mb", "rss_after_trim_mb", "trim_ms")
+          "store_mb", "pack_mb", "dir_mb", "trims", "trimmed_mb", "rss_after_trim_mb", "trim_ms")
 
 
 def report(r: dict[str, Any]) -> str:
@@ -264,7 +287,9 @@ def report(r: dict[str, Any]) -> str:
              "(largest of the peers) |", "| --- | --- | --- | --- | --- |"]
     mid = s[len(s) // 2]
     tables = sorted({k for x in s for p in x["peers"] for k in p if k.startswith("mem_")})
-    for f in (*FIELDS, *tables):  # then the fold's tables in memory (entries)
+    files = sorted({k for x in s for p in x["peers"] for k in p if k.startswith("log:")})
+    for f in (*FIELDS, *tables, *files):  # then the fold's tables in memory (entries), then
+        # the log's tables and indexes on disk (MB)
         slopes = [_slope([x["jobs"] for x in half], [x["peers"][i].get(f, 0.0) for x in half])
                   * 1000 for i in range(len(s[0]["peers"]))]
         lines.append(f"| {f} | {s[0]['peers'][0].get(f, 0):.1f} | "
