@@ -404,7 +404,7 @@ class BlockStore:
             log.error("block %s is corrupt in the inline pack (%s): removed", c,
                       self.pack.path)
             with contextlib.suppress(StoreError):
-                self.pack.delete([key])
+                self.pack.delete_key(key)
         if not corrupt:
             raise NotFound(f"block {c} is not in the store", field="cid")
         return self._repaired(c)

@@ -178,11 +178,25 @@ class EmbeddedStore:
                 for c in blocks:
                     self.blocks.unwritten.pop(c.key, None)
 
-    @property
     def inline_lost(self) -> bool:
-        """The inline pack was found unsound and made anew: its blocks are to be kept
-        again from every event held, not only those the durability marker does not cover."""
-        return self.blocks.pack.probe()
+        """At the peer's start: judge the inline pack (peer.ipfs.pack: an unsound one is
+        replaced). True while its blocks are to be kept again from every event held, not
+        only from those the durability marker does not cover (`inline_restored` ends it),
+        and when the pack cannot even be checked (logged)."""
+        with self._lock.hold(exclusive=True):
+            try:
+                return self.blocks.pack.check()
+            except StoreError as e:
+                log.error("%s: every inline output is kept again", e)
+                return True
+
+    def inline_restored(self) -> None:
+        """Every event's inline blocks were kept again (after `inline_lost`)."""
+        self.blocks.pack.restored()
+
+    def close(self) -> None:
+        """Release the inline pack's connections (a later use opens them again)."""
+        self.blocks.pack.close()
 
     def sync_inline(self) -> None:
         """Make every `keep_inline` write so far durable (the inline pack's WAL, and an
@@ -537,16 +551,27 @@ class EmbeddedStore:
             self._pins.add_many(parsed)
 
     def unpin(self, cid: str) -> None:
-        """Remove a pin (and its explicit mark); NotFound if `cid` was not pinned."""
+        """Remove a pin (and its explicit mark), a file or a row of the inline pack;
+        NotFound if `cid` was not pinned. StoreError if the pack cannot be read or written
+        while it may hold the pin (a file pin removed meanwhile stays removed)."""
         c = parse_cid(cid)
-        with contextlib.suppress(NotFound):
-            self._explicit.remove(c)
-        packed = self.blocks.pack.unpin(str(c))
         try:
             self._pins.remove(c)
+            filed = True
         except NotFound:
-            if not packed:
+            filed = False
+        try:
+            packed = self.blocks.pack.has_pin(str(c)) and self.blocks.pack.unpin(str(c))
+        except StoreError:
+            if not filed:
                 raise
+            log.warning("unpin %s: its pin file is removed, the inline pack cannot be read "
+                        "or written (a pin there stays)", c)
+            packed = False
+        if not (filed or packed):
+            raise NotFound(f"{c} is not pinned", field="cid")
+        with contextlib.suppress(NotFound):
+            self._explicit.remove(c)
 
     def pins(self) -> list[str]:
         """Pinned CIDs, sorted."""
@@ -572,7 +597,7 @@ class EmbeddedStore:
         for _, path in stored:
             with contextlib.suppress(OSError):
                 total += path.stat().st_size
-        return total + sum(n for _, _, n in self.blocks.pack.entries())
+        return total + self.blocks.pack.file_bytes()
 
     def gc(self, roots: Iterable[str] = (), grace_s: float = 0.0) -> GcStats:
         """Delete every block not reachable from a pin or from `roots` and not written (or
@@ -604,20 +629,17 @@ class EmbeddedStore:
                     continue
                 removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
                 freed += st.st_size
-            gone: list[tuple[str, int]] = []
-            for key, at, size in list(self.blocks.pack.entries()):
-                if key in live or (grace_s > 0 and at >= recent):
+            gone: list[tuple[int, str | None, int]] = []
+            for rowid, k, at, size in list(self.blocks.pack.entries()):
+                if k in live or (grace_s > 0 and at >= recent):
                     continue
-                gone.append((key, size))
-            try:
-                self.blocks.pack.delete(k for k, _ in gone)
-            except StoreError as e:
-                log.warning("gc: the inline pack's unreachable blocks stay: %s", e)
-                gone = []
-            for key, size in gone:
-                with contextlib.suppress(ValueError):  # a row's key that is not hex: dropped
-                    removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
+                gone.append((rowid, k, size))
+            self.blocks.pack.delete(rowid for rowid, _, _ in gone)  # StoreError: gc fails
+            for _, k, size in gone:
                 freed += size
+                with contextlib.suppress(ValueError):  # a row's key that is not hex
+                    if k:
+                        removed.append(str(Cid(1, RAW, bytes.fromhex(k))))
             return GcStats(len(removed), freed, tuple(removed))
 
     def sweep(self) -> dict[str, int]:

@@ -35,8 +35,9 @@ class DurableKeeper(Keeper, Protocol):
     """A Keeper whose unsynced inline writes can be made durable (EmbeddedStore)."""
 
     def sync_inline(self) -> None: ...  # blocks (one syncfs); OSError if it fails
-    @property
-    def inline_lost(self) -> bool: ...  # its unsynced inline writes were lost (not a crash)
+    def inline_lost(self) -> bool: ...  # at start: its inline writes were lost (not a crash)
+    def inline_restored(self) -> None: ...  # every event's inline blocks were kept again
+    def close(self) -> None: ...  # release what it holds open (used again: opened again)
 
 
 class MarkedLog(Protocol):
@@ -90,7 +91,8 @@ class InlineOutputs:
         # logged after the last clean close's marker (None: every event; so too when the
         # store's inline pack was found unsound and made anew). Read before this
         # run logs anything: what it logs later is folded, so kept, by this run itself.
-        mark_at = None if store.inline_lost else read_mark(data_dir, host.log.key_at)
+        self._every = store.inline_lost()  # the restore must cover every event held
+        mark_at = None if self._every else read_mark(data_dir, host.log.key_at)
         self._lost: set[Key] | None = None if mark_at is None else host.log.keys_after(mark_at)
         self._restored = False  # the start's restore has ended (the marker may move on)
         self._mark_epoch = host.log.sync_epoch  # the log's failed fsyncs at the last mark
@@ -152,6 +154,11 @@ class InlineOutputs:
         n = await asyncio.to_thread(
             self.blocks.restore, events,
             (lambda ev: True) if lost is None else (lambda ev: ev.id in lost))
+        if self._every and not self.blocks.failed:
+            try:  # (not cleared: the next start restores every event again)
+                await asyncio.to_thread(self.store.inline_restored)
+            except BanzaiError as e:
+                log.warning("inline outputs: %s", e)
         self._restored = True
         log.info("inline outputs restored: %d events' blocks written again (%s)", n,
                  "every event: no sound marker" if lost is None else
@@ -216,3 +223,4 @@ class InlineOutputs:
         self._submit_due()
         await asyncio.to_thread(self.pool.shutdown)
         await self.mark_durable()
+        self.store.close()

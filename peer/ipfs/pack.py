@@ -3,34 +3,48 @@ SQLite file, <root>/inline.sqlite, rather than two files each (a block file and 
 
 Why: every replica of an inline output wrote both files, and each file creation cost this
 host 50-70 us of kernel CPU plus its journal's share, on every peer (issue 12,
-docs/benchmarks.md: with those writes skipped, three peers' CPU per task fell from 2.2-2.5 to
-1.4-1.5 ms). Here one writer pass is one transaction, never fsynced: the event log is the
-durable copy of every inline block, and the store's `sync_inline` (one syncfs of the file
-system, which covers this file's WAL) marks them durable as it did the files.
+docs/benchmarks.md, "Inline outputs as rows of one file"). Here one writer pass is one
+transaction, never fsynced: the event log is the durable copy of every inline block, and the
+store's `sync_inline` (one syncfs of the file system, which covers this file's WAL) makes
+them durable before the inline marker moves, as it did the files.
 
-Safety: WAL journal with synchronous=NORMAL, so a crash of the machine may lose the last
-transactions but never corrupts the file; a file that is not a sound pack when opened (torn
-by a disk fault, overwritten, another program's) is moved aside (`inline.sqlite.bad-<time>`)
-and a new one made, and `recreated` tells the inline outputs to keep again the blocks of
-every event they hold (the marker no longer covers what was in it). Every row read is
-hostile: its block is verified against its CID by the caller (peer.ipfs.blocks.BlockStore)
-and a pin that does not parse is ignored. Safe for several processes (SQLite's locks, a
-busy timeout); within one, a connection for writes and one for reads, each behind a lock, so
-a read on the event loop never waits for a write's commit or checkpoint.
+Safety. WAL journal with synchronous=NORMAL: a crash of the machine may lose the last
+transactions (a prefix of the WAL survives: its frames are checksummed in a chain), never
+corrupt the file. Every byte read back is hostile: a block is verified against its CID by
+the caller (peer.ipfs.blocks.BlockStore), a pin that does not parse is ignored, rows are
+paged by rowid (a key of another type cannot loop a scan), a row longer than any block is
+not read. Reads that gc relies on (`pins`, `entries`, `get`) raise StoreError when the file
+cannot be read, so a failed read never looks like "nothing pinned" (gc would then delete
+what is pinned); `has` and `size` answer "absent" (the caller fetches it).
 
-A data dir of an earlier release has no pack: it is made at the first inline write; its
-blocks and pins written as files stay there and are read as before.
+Unsound packs. Only `check` (the peer's start, under the store's exclusive lock: peer.ipfs.
+inlineoutputs) judges the file: its schema, then SQLite's `quick_check` (a read of every
+page: about a second per few hundred MB). A pack found unsound is moved aside
+(`inline.sqlite.bad-<ns>`, kept for a post-mortem) and a new one made, fsynced, holding a
+`restore` flag: until `restored` clears it, at this start and every later one, the inline
+outputs keep again the blocks of every event they hold (the marker no longer covers what was
+in the old pack, and a crash mid-restore must not forget that). Other opens never move the
+file (a worker process finding it unsound just fails its reads).
+
+Several processes share the file (SQLite's locks; a busy timeout for writes, a short one for
+reads). Within one, a connection for writes and one for reads, each behind a lock, so a read
+on the event loop never waits for a write's commit or checkpoint; a failed open of the read
+connection is retried only after REOPEN_S (a read on the loop must not wait on every call).
+A data dir of an earlier release has no pack: it is made at the first inline write; the
+blocks and pins written then as files stay there and are read as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from peer.errors import StorageFull, StoreError
 
@@ -38,14 +52,24 @@ log = logging.getLogger("banzai.store")
 
 PACK_FILE = "inline.sqlite"
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000  # another process's write (a worker's store on the same root)
+BUSY_TIMEOUT_MS = 5000  # a write waits this long for another process's
+READ_BUSY_MS = 50  # a read (on the event loop, too) waits at most this long
+REOPEN_S = 5.0  # after a failed open of the read connection, reads answer without retrying
 JOURNAL_LIMIT_BYTES = 16 << 20  # the WAL is cut back to this after a checkpoint
 VACUUM_PAGES = 512  # free pages given back after a gc that deleted rows
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
-    " at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY) WITHOUT ROWID",
-)
+MAX_ROW_BYTES = 4 << 20  # a row longer than any block (a hostile one) is not read
+PAGE_ROWS = 1024  # rows per query of a scan
+_TABLES = {  # name -> (create statement, its columns)
+    "blocks": ("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
+               " at REAL NOT NULL)", ["key", "data", "at"]),
+    "pins": ("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY) WITHOUT ROWID", ["cid"]),
+    "meta": ("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID",
+             ["k", "v"]),
+}
+
+
+class Unsound(sqlite3.DatabaseError):
+    """The file is not a pack of this release (its schema or its pages)."""
 
 
 def _error(e: sqlite3.Error, what: str) -> StoreError:
@@ -54,85 +78,92 @@ def _error(e: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"cannot {what}: the inline pack: {e}")
 
 
+def _check_schema(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise Unsound(f"schema version {version}, not {SCHEMA_VERSION}")
+    for name, (_, cols) in _TABLES.items():
+        got = [r[1] for r in db.execute(f"PRAGMA table_info({name})")]
+        if got != cols:
+            raise Unsound(f"table {name} has columns {got}, not {cols}")
+
+
 class InlinePack:
     """Inline blocks (multihash hex key -> bytes, with the time written) and pins (CID
-    text) of one store; the file is made at the first write. Raises StoreError (StorageFull)
-    for a write that fails; a read that fails is logged and answers "absent"."""
+    text) of one store; the file is made at the first write. Writes raise StoreError
+    (StorageFull); reads as the module's docstring says."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = root / PACK_FILE
+        self._clock = clock
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
-        self.recreated = False  # a pack found unsound was moved aside by this process
+        self._failed: tuple[float, str] | None = None  # the read connection's failed open
 
     # --- connections ------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                              check_same_thread=False, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # new: before WAL
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # new
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (before WAL, or ignored)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("BEGIN IMMEDIATE")
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # still: ours
+                    for create, _ in _TABLES.values():
+                        db.execute(create)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
-            for stmt in _SCHEMA:
-                db.execute(stmt)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version}, not {SCHEMA_VERSION}")
-            cols = [r[1] for r in db.execute("PRAGMA table_info(blocks)")]
-            if cols != ["key", "data", "at"]:
-                raise sqlite3.DatabaseError(f"table blocks has columns {cols}")
+            _check_schema(db)
         except BaseException:
             db.close()
             raise
         return db
 
-    def _open(self) -> sqlite3.Connection:
-        """A new connection; a file that is not a sound pack is moved aside first (logged)."""
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError):
-                raise  # cannot open, lock or write it (permissions, a full disk, another
-                # process's lock held past the timeout): not its content
-            aside = self.path.with_name(f"{PACK_FILE}.bad-{time.time_ns()}")
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(f"{self.path}{suffix}").rename(f"{aside}{suffix}")
-            log.error("the inline pack %s is not sound (%s): moved to %s; the inline "
-                      "outputs of every event held are kept again", self.path, e, aside)
-            self.recreated = True
-            return self._connect()
-
     def _writer(self) -> sqlite3.Connection:
         if self._w is None:
-            self._w = self._open()
+            self._w = self._connect_writer()
         return self._w
 
     def _reader(self) -> sqlite3.Connection | None:
-        if self._r is None:
-            if not self.path.exists():
-                return None  # nothing kept yet (by any process)
-            self._r = self._open()
-        return self._r
-
-    def probe(self) -> bool:
-        """Open the pack if there is one (moving an unsound one aside); `recreated`."""
-        with self._rlock:
+        """The read connection, None while there is no pack (or one not yet made whole by
+        its writer); StoreError while its open failed less than REOPEN_S ago."""
+        if self._r is not None:
+            return self._r
+        if self._failed is not None and self._clock() - self._failed[0] < REOPEN_S:
+            raise StoreError(f"the inline pack cannot be read: {self._failed[1]}")
+        if not self.path.exists():
+            return None  # nothing kept yet (by any process)
+        try:
+            db = sqlite3.connect(self.path, timeout=READ_BUSY_MS / 1000,
+                                 check_same_thread=False, isolation_level=None)
             try:
-                self._reader()
-            except sqlite3.Error as e:
-                log.error("the inline pack %s cannot be opened: %s", self.path, e)
-        return self.recreated
+                db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
+                db.execute("PRAGMA query_only=1")
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    db.close()
+                    return None  # being made by its writer, now
+                _check_schema(db)
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.Error as e:
+            self._failed = (self._clock(), str(e))
+            log.error("the inline pack %s cannot be read (tried again in %.0f s): %s",
+                      self.path, REOPEN_S, e)
+            raise StoreError(f"the inline pack cannot be read: {e}") from e
+        self._failed = None
+        self._r = db
+        return db
 
     def close(self) -> None:
+        """Close both connections (a later use opens them again)."""
         for lock, attr in ((self._wlock, "_w"), (self._rlock, "_r")):
             with lock:
                 db = getattr(self, attr)
@@ -140,49 +171,121 @@ class InlinePack:
                 if db is not None:
                     db.close()
 
+    # --- the start's check -------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """Judge the pack (call under the store's exclusive lock, before any write): an
+        unsound one is moved aside and a new one made with the `restore` flag. True while
+        that flag is set (the inline outputs are to keep again every event's blocks)."""
+        self.close()
+        if not self.path.exists():
+            return False
+        try:
+            db = self._connect_writer()
+            try:
+                rows = db.execute("PRAGMA quick_check").fetchall()
+                if rows != [("ok",)]:
+                    raise Unsound("; ".join(str(r[0]) for r in rows[:5]))
+                flag = db.execute("SELECT v FROM meta WHERE k = 'restore'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.OperationalError as e:  # not its content: cannot open, lock or read
+            raise _error(e, "check the inline pack") from e
+        except sqlite3.DatabaseError as e:  # Unsound, "not a database", "malformed"
+            self._move_aside(str(e))
+            return True
+        return flag is not None
+
+    def _move_aside(self, why: str) -> None:
+        aside = self.path.with_name(f"{PACK_FILE}.bad-{time.time_ns()}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+            db = self._connect_writer()
+            try:
+                db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('restore', 1)")
+                db.execute("PRAGMA wal_checkpoint(FULL)")  # the flag in the file, fsynced
+            finally:
+                db.close()
+            fd = os.open(self.path.parent, os.O_RDONLY)  # ... and the renames and the file
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot replace the unsound inline pack {self.path}: {e}") from e
+        log.error("the inline pack %s is not sound (%s): moved to %s; the inline outputs of "
+                  "every event held are kept again", self.path, why, aside)
+
     # --- reads -------------------------------------------------------------------------------
 
-    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """The rows of a query; StoreError if the pack cannot be read."""
         with self._rlock:
-            try:
-                db = self._reader()
-                return [] if db is None else db.execute(sql, args).fetchall()
-            except sqlite3.Error as e:
-                log.error("the inline pack %s cannot be read: %s", self.path, e)
+            db = self._reader()
+            if db is None:
                 return []
+            try:
+                return db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise _error(e, "read") from e
+
+    def _absent_on_error(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._read(sql, args)
+        except StoreError as e:
+            log.debug("%s", e)  # (the failed open was logged once)
+            return []
 
     def get(self, key: str) -> bytes | None:
-        """The bytes kept under `key` (not verified: the caller checks them), or None."""
-        rows = self._read("SELECT data FROM blocks WHERE key = ?", (key,))
+        """The bytes kept under `key` (not verified: the caller checks them), or None;
+        StoreError if the pack cannot be read."""
+        rows = self._read("SELECT data FROM blocks WHERE key = ? AND typeof(data) = 'blob'"
+                          f" AND length(data) <= {MAX_ROW_BYTES}", (key,))
         data = rows[0][0] if rows else None
         return data if isinstance(data, bytes) else None
 
     def has(self, key: str) -> bool:
-        return bool(self._read("SELECT 1 FROM blocks WHERE key = ? AND typeof(data) = 'blob'",
-                               (key,)))
+        """Whether a block is kept under `key` (False if the pack cannot be read)."""
+        return bool(self._absent_on_error(
+            "SELECT 1 FROM blocks WHERE key = ? AND typeof(data) = 'blob'", (key,)))
 
     def size(self, key: str) -> int | None:
-        rows = self._read("SELECT length(data) FROM blocks WHERE key = ?"
-                          " AND typeof(data) = 'blob'", (key,))
+        rows = self._absent_on_error(
+            "SELECT length(data) FROM blocks WHERE key = ? AND typeof(data) = 'blob'", (key,))
         n = rows[0][0] if rows else None
         return n if isinstance(n, int) else None
 
     def pins(self) -> list[str]:
-        """Every pin's CID text as stored (the caller parses them)."""
+        """Every pin's CID text as stored (the caller parses them); StoreError if the pack
+        cannot be read."""
         return [r[0] for r in self._read("SELECT cid FROM pins", ()) if isinstance(r[0], str)]
 
-    def entries(self) -> Iterator[tuple[str, float, int]]:
-        """(key, time written, length) of every block, read in pages (gc's sweep)."""
-        last = ""
+    def has_pin(self, cid: str) -> bool:
+        return bool(self._read("SELECT 1 FROM pins WHERE cid = ?", (cid,)))
+
+    def entries(self) -> Iterator[tuple[int, str | None, float, int]]:
+        """(rowid, key or None if not text, time written, length) of every block row,
+        read PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable."""
+        last = 0
         while True:
-            rows = self._read("SELECT key, at, length(data) FROM blocks WHERE key > ?"
-                              " ORDER BY key LIMIT 1024", (last,))
-            for key, at, n in rows:
-                if isinstance(key, str):
-                    yield key, at if isinstance(at, float) else 0.0, n if isinstance(n, int) else 0
-            if len(rows) < 1024:
+            rows = self._read("SELECT rowid, key, at, length(data) FROM blocks WHERE rowid > ?"
+                              f" ORDER BY rowid LIMIT {PAGE_ROWS}", (last,))
+            for rowid, key, at, n in rows:
+                yield (int(rowid), key if isinstance(key, str) else None,
+                       at if isinstance(at, float) else 0.0, n if isinstance(n, int) else 0)
+            if len(rows) < PAGE_ROWS:
                 return
-            last = str(rows[-1][0])
+            last = int(rows[-1][0])
+
+    def file_bytes(self) -> int:
+        """The pack's bytes on disk (its file and WAL)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -216,23 +319,27 @@ class InlinePack:
              [(k, d, now) for k, d in blocks.items()]),
             ("INSERT OR IGNORE INTO pins (cid) VALUES (?)", [(p,) for p in pins])))
 
-    def replace(self, key: str, data: bytes) -> None:
-        """Write `key`'s row again (a corrupt one, with verified bytes)."""
-        self._write("repair an inline block", (
-            ("INSERT OR REPLACE INTO blocks (key, data, at) VALUES (?, ?, ?)",
-             [(key, data, time.time())]),))
+    def restored(self) -> None:
+        """The inline outputs kept again every event's blocks: clear the `restore` flag."""
+        self._write("clear the restore flag", (("DELETE FROM meta WHERE k = ?", [("restore",)]),))
 
     def unpin(self, cid: str) -> bool:
-        """Remove the pin `cid`; False if it was not pinned here."""
+        """Remove the pin `cid`; False if it was not pinned here (or there is no pack)."""
         if not self.path.exists():
             return False
         return self._write("unpin", (("DELETE FROM pins WHERE cid = ?", [(cid,)]),)) > 0
 
-    def delete(self, keys: Iterable[str]) -> None:
-        """Delete the blocks `keys` (gc), then give back up to VACUUM_PAGES free pages."""
-        rows = [(k,) for k in keys]
+    def delete(self, rowids: Iterable[int]) -> None:
+        """Delete the block rows `rowids` (gc; a key is not needed: a hostile row may have
+        none), then give back up to VACUUM_PAGES free pages."""
+        rows = [(r,) for r in rowids]
         if not rows:
             return
-        self._write("delete inline blocks", (("DELETE FROM blocks WHERE key = ?", rows),))
+        self._write("delete inline blocks", (("DELETE FROM blocks WHERE rowid = ?", rows),))
         with self._wlock, contextlib.suppress(sqlite3.Error):
-            self._writer().execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+            # executescript steps the pragma to its end (`execute` frees one page)
+            self._writer().executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+
+    def delete_key(self, key: str) -> None:
+        """Delete the row of `key` (a corrupt one)."""
+        self._write("delete an inline block", (("DELETE FROM blocks WHERE key = ?", [(key,)]),))

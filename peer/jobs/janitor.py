@@ -113,6 +113,8 @@ class Janitor:
             await asyncio.sleep(self.cfg.gc_interval_s)
             try:
                 await self.cycle()
+            except BanzaiError as e:  # the store could not be read (e.g. its inline pack)
+                log.error("storage lifecycle cycle failed: %s", e)
             except Exception:  # a failed cycle must not end the periodic ones
                 log.exception("storage lifecycle cycle failed")
 

@@ -68,12 +68,14 @@ def peer(ctx: Ctx) -> Iterator[PeerProc]:
 
 
 def pins(p: PeerProc) -> set[str]:
+    """The pins kept as files (uploads, stored outputs; inline outputs' are rows of the
+    store's inline pack)."""
     return set(os.listdir(p.data_dir / "store" / "pins"))
 
 
 def upload_pins(p: PeerProc) -> set[str]:
-    """The pins but the task outputs of the jobs run here: an inline output is pinned by
-    the writer thread up to INLINE_WRITE_WAIT_S after its task ended (an earlier test's)."""
+    """The pin files but the task outputs of the jobs run here (a stored output's pin is a
+    file too)."""
     _, listing = api("GET", f"{p.url}/api/jobs")
     outs: set[str] = set()
     for j in listing["jobs"]:

@@ -636,6 +636,7 @@ async def test_a_start_whose_inline_pack_is_unsound_restores_every_event(
     assert not n.store.has(a)  # moved aside
     await _outputs(n).restore()
     assert a in n.store.pins() and n.store.has(a)
+    assert not n.store.inline_lost()  # restored: the next start trusts the marker again
 
 
 def _log(rows: Mapping[int, tuple[str, int]]) -> Callable[[int], tuple[str, int] | None]:
