@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from scripts.scriptlib import load_script
 
 soak = load_script("soak")
@@ -29,3 +31,18 @@ def test_log_tables_gives_each_table_and_index_its_pages_and_the_free_and_wal(
 
 def test_log_tables_of_no_file_is_empty(tmp_path: Path) -> None:
     assert soak.log_tables(tmp_path / "absent.sqlite") == {}
+
+
+def test_base_dir_keeps_the_given_directory_and_refuses_one_not_empty(tmp_path: Path) -> None:
+    keep = tmp_path / "kept" / "soak"
+    with soak.base_dir(keep) as base:
+        (base / "peer0").mkdir()
+    assert (keep / "peer0").is_dir()  # still there after
+    with pytest.raises(ValueError, match="not empty"), soak.base_dir(keep):
+        pass
+
+
+def test_base_dir_without_one_is_a_temporary_directory_removed_after() -> None:
+    with soak.base_dir(None) as base:
+        (base / "peer0").mkdir()
+    assert not base.exists()
