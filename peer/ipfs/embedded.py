@@ -590,6 +590,14 @@ class EmbeddedStore:
         """The pins a user made (add, pin add, dag import), sorted."""
         return [str(c) for c in self._explicit.list()]
 
+    def output_pins(self) -> list[str]:
+        """The pins that are task outputs by how they were made, sorted: the inline pack's
+        (it pins the inline outputs this peer produced, replicates or restored, nothing
+        else). Retention unpins one even once no job record or cache entry names it any
+        more (a replica's copy of a deleted job's output: the replica announces nothing,
+        so the entry may go first). StoreError if the pack cannot be read."""
+        return sorted(self.blocks.pack.pins())
+
     def used_bytes(self) -> int:
         """Bytes of every stored block (one scan of the block directory)."""
         total = 0

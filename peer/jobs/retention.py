@@ -2,7 +2,8 @@
 must keep, as pure functions of the mesh state, the store's pins and a wall-clock time.
 
 The rule. Kept, whatever the bounds: explicit pins (add, pin add, dag import), pins that are no
-task's output (a data dir of an older release did not mark its explicit pins), and everything a
+task's output (a data dir of an older release did not mark its explicit pins; the inline pack's
+pins are outputs by how they were made, whatever the mesh still records), and everything a
 live job made or still needs. Of the rest (outputs of finished and deleted jobs), outputs of jobs
 finished more than `keep_outputs_s` ago are unpinned; then, while the store holds more than
 `store_max_bytes`, outputs go oldest job first (however recent). Pure: no I/O, no clock.
@@ -52,6 +53,8 @@ class StoreFacts:
     pins: Mapping[str, int]  # pinned CID -> its DAG bytes
     explicit: frozenset[str]  # the pins a user made
     used_bytes: int  # every stored block
+    outputs: frozenset[str] = frozenset()  # pins made for task outputs as such (the inline
+    # pack's: Store.output_pins): outputs whatever the mesh still records of them
 
 
 # -- the decisions ---------------------------------------------------------------------------
@@ -60,8 +63,9 @@ class StoreFacts:
 def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iterable[str],
                 now_s: float, cfg: RetentionConfig) -> list[str]:
     """The pins to remove, in order (see the module docstring). `known_outputs`: every CID
-    the mesh recorded as a task's output (the cache's, deleted jobs' included)."""
-    outputs = set(known_outputs)
+    the mesh recorded as a task's output (the cache's, deleted jobs' included); the store's
+    output pins (`StoreFacts.outputs`) are outputs too, recorded or not."""
+    outputs = set(known_outputs) | store.outputs
     needed: set[str] = set()
     ended: dict[str, float] = {}  # output -> when the newest finished job using it ended
     for j in jobs:

@@ -440,3 +440,13 @@ async def test_a_kept_listing_not_read_here_stops_unpinning_and_gc(
     report = await j.cycle()  # (the job is live: b runs; a's output holds what it kept)
     assert report.unpinned == (old,) and not s.has(old) and not s.has(loose)
     assert report.held_back == ()
+
+
+def test_an_output_pin_that_the_mesh_no_longer_records_goes_as_a_deleted_jobs_output() -> None:
+    """A pin of the inline pack (StoreFacts.outputs) whose job record and cache entry are
+    gone is an output still: unpinned first, where an unknown pin is kept."""
+    facts = StoreFacts({"inline": 10, "unknown": 10}, frozenset(), 20, frozenset({"inline"}))
+    assert plan_unpins([], facts, [], NOW, RetentionConfig(keep_outputs_s=7 * DAY)) == ["inline"]
+    assert plan_unpins([], facts, [], NOW, RetentionConfig(store_max_bytes=15)) == ["inline"]
+    explicit = StoreFacts({"inline": 10}, frozenset({"inline"}), 10, frozenset({"inline"}))
+    assert plan_unpins([], explicit, [], NOW, RetentionConfig(keep_outputs_s=0)) == []
