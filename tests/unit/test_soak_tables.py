@@ -46,3 +46,30 @@ def test_base_dir_without_one_is_a_temporary_directory_removed_after() -> None:
     with soak.base_dir(None) as base:
         (base / "peer0").mkdir()
     assert not base.exists()
+
+
+def test_soak_rows_relates_cache_and_provider_rows_to_every_peers_pins(tmp_path: Path) -> None:
+    from peer.log.jobindex import OUTPUT, JobIndex
+
+    rows = load_script("soak_rows")
+    for p, pid in (("peer0", "aaaa"), ("peer1", "bbbb")):
+        (tmp_path / f"{p}.log").write_text(f"mesh secret: x\nbanzai-peer {pid} (vm) ready\n")
+        (tmp_path / p / "store" / "pins").mkdir(parents=True)
+        db = sqlite3.connect(tmp_path / p / "events.sqlite", isolation_level=None)
+        JobIndex(db)  # the tables
+        db.executemany("INSERT INTO cache_index VALUES (?, ?, ?, 1, 'aaaa', 1)",
+                       [(OUTPUT, "k1", '"held"'), (OUTPUT, "k2", '"gone"')])
+        db.executemany("INSERT INTO provider_index VALUES (?, ?)",
+                       [("held", "aaaa"), ("gone", "bbbb"), ("other", "bbbb")])
+        db.close()
+    (tmp_path / "peer0" / "store" / "pins" / "held").touch()  # a file pin
+    pack = sqlite3.connect(tmp_path / "peer1" / "store" / "inline.sqlite")
+    pack.execute("CREATE TABLE pins (cid TEXT PRIMARY KEY)")
+    pack.execute("INSERT INTO pins VALUES ('held')")  # a replica's row of the inline pack
+    pack.commit()
+    pack.close()
+    got = rows.rows(tmp_path)["peer0"]
+    assert got["cache rows by kind"] == {1: 2} and got["output CIDs"] == 2
+    assert got["output CIDs by holders"] == {2: 1, 0: 1}
+    assert got["provider rows"] == 3 and got["provider rows whose origin pins the CID"] == 1
+    assert got["provider CIDs with no output entry"] == 1
