@@ -247,7 +247,7 @@ class Janitor:
                 sizes[cid] = 0
         return StoreFacts(sizes, frozenset(self.store.explicit_pins()),
                           self.store.used_bytes() if measure else 0,
-                          frozenset(self.store.output_pins()))
+                          dict(self.store.output_pins()))
 
     def _unpin(self, cids: Sequence[str]) -> None:
         for cid in cids:
