@@ -16,9 +16,12 @@ compaction keeps `--recent-tasks` tasks. At most `--in-flight` jobs are open at 
 
     .venv/bin/python scripts/soak.py [--peers 3] [--minutes 20] [--rate 4] [--tasks 5]
         [--sample-s 30] [--kill-every-min 0] [--stored-outputs] [--json PATH]
+        [--keep-dir DIR]
 
 `--kill-every-min M`: every M minutes one peer (round robin, never peer 0) is killed
-with SIGKILL and restarted on its data dir.
+with SIGKILL and restarted on its data dir. `--keep-dir DIR`: the peers' data dirs (and
+their logs) go under DIR, a new or empty directory, and stay there after the soak (stopped
+cleanly) to be read; without it, a temporary directory removed at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +230,20 @@ class Workload:
                     self._refused("delete", e)
 
 
+@contextlib.contextmanager
+def base_dir(keep: Path | None) -> Iterator[Path]:
+    """Where the peers' data dirs go: `keep` (made if absent; ValueError unless empty), kept
+    after; else a temporary directory, removed after."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="banzai-soak-") as tmp:
+            yield Path(tmp)
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    if any(keep.iterdir()):
+        raise ValueError(f"--keep-dir {keep}: not empty")
+    yield keep.resolve()
+
+
 def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
     extra = ["--keep-jobs-days", f"{a.keep_jobs_s / 86400:.8f}",
              "--gc-interval-s", str(a.gc_interval_s),
@@ -263,7 +281,8 @@ def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
     counts = w.counts | {"open_at_end": len(w.open), "oldest_open_s": round(
         max((end - t for _, _, t in w.open.values()), default=0))}
     return {"counts": counts, "errors": w.errors, "samples": samples, "alive": alive,
-            "machine": machine(), "args": vars(a) | {"json": str(a.json) if a.json else None}}
+            "machine": machine(), "args": vars(a) | {"json": str(a.json) if a.json else None,
+                                "keep_dir": str(a.keep_dir) if a.keep_dir else None}}
 
 
 def mesh_argv(mesh: bm.Mesh, i: int) -> list[str]:
@@ -314,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-every-min", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep-dir", type=Path,
+                    help="keep the peers' data dirs here (a new or empty directory)")
     a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="banzai-soak-") as tmp:
-        r = soak(a, Path(tmp))
+    with base_dir(a.keep_dir) as base:
+        r = soak(a, base)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1))
     print(report(r))

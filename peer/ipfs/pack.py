@@ -262,6 +262,18 @@ class InlinePack:
         cannot be read."""
         return [r[0] for r in self._read("SELECT cid FROM pins", ()) if isinstance(r[0], str)]
 
+    def written(self, keys: Iterable[str]) -> dict[str, float]:
+        """Key -> when its row was written (wall seconds), for those of `keys` kept here;
+        StoreError if the pack cannot be read."""
+        keys = list(keys)
+        out: dict[str, float] = {}
+        for i in range(0, len(keys), 500):  # (SQLite's bound on a statement's parameters)
+            part = keys[i:i + 500]
+            out.update((str(k), float(at)) for k, at in self._read(
+                f"SELECT key, at FROM blocks WHERE key IN ({','.join('?' * len(part))})",
+                tuple(part)) if isinstance(at, int | float))  # (a row of another type: none)
+        return out
+
     def has_pin(self, cid: str) -> bool:
         return bool(self._read("SELECT 1 FROM pins WHERE cid = ?", (cid,)))
 

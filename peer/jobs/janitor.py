@@ -246,7 +246,8 @@ class Janitor:
             except NotFound:
                 sizes[cid] = 0
         return StoreFacts(sizes, frozenset(self.store.explicit_pins()),
-                          self.store.used_bytes() if measure else 0)
+                          self.store.used_bytes() if measure else 0,
+                          dict(self.store.output_pins()))
 
     def _unpin(self, cids: Sequence[str]) -> None:
         for cid in cids:

@@ -2,16 +2,18 @@
 must keep, as pure functions of the mesh state, the store's pins and a wall-clock time.
 
 The rule. Kept, whatever the bounds: explicit pins (add, pin add, dag import), pins that are no
-task's output (a data dir of an older release did not mark its explicit pins), and everything a
-live job made or still needs. Of the rest (outputs of finished and deleted jobs), outputs of jobs
-finished more than `keep_outputs_s` ago are unpinned; then, while the store holds more than
-`store_max_bytes`, outputs go oldest job first (however recent). Pure: no I/O, no clock.
+task's output (a data dir of an older release did not mark its explicit pins; the inline pack's
+pins are outputs by how they were made, whatever the mesh still records: one no job names ages
+from when it was written), and everything a live job made or still needs. Of the rest (outputs
+of finished and deleted jobs), outputs of jobs finished more than `keep_outputs_s` ago are
+unpinned; then, while the store holds more than `store_max_bytes`, outputs go oldest job first
+(however recent). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
@@ -52,6 +54,9 @@ class StoreFacts:
     pins: Mapping[str, int]  # pinned CID -> its DAG bytes
     explicit: frozenset[str]  # the pins a user made
     used_bytes: int  # every stored block
+    # Pins made for task outputs as such (the inline pack's: Store.output_pins) -> when
+    # written (wall seconds): outputs whatever the mesh still records of them.
+    outputs: Mapping[str, float] = field(default_factory=dict)
 
 
 # -- the decisions ---------------------------------------------------------------------------
@@ -60,7 +65,9 @@ class StoreFacts:
 def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iterable[str],
                 now_s: float, cfg: RetentionConfig) -> list[str]:
     """The pins to remove, in order (see the module docstring). `known_outputs`: every CID
-    the mesh recorded as a task's output (the cache's, deleted jobs' included)."""
+    the mesh recorded as a task's output (the cache's, deleted jobs' included); the store's
+    output pins (`StoreFacts.outputs`) are outputs too, recorded or not: one that nothing
+    records any more ages from when it was written."""
     outputs = set(known_outputs)
     needed: set[str] = set()
     ended: dict[str, float] = {}  # output -> when the newest finished job using it ended
@@ -71,6 +78,10 @@ def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iter
         outputs |= j.outputs
         for c in j.outputs | j.needs:
             ended[c] = max(ended.get(c, j.finished_s), j.finished_s)
+    for c, written_s in store.outputs.items():  # (e.g. a replica's copy of a deleted job's
+        if c not in outputs:  # inline output whose cache entry went first)
+            outputs.add(c)
+            ended[c] = written_s
     candidates = sorted((ended.get(c, 0.0), c) for c in store.pins
                         if c in outputs and c not in store.explicit and c not in needed)
     unpin: list[str] = []
@@ -164,9 +175,9 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
                 logs.add(b.log)
         split = state.splits.get((job, t["name"]))
         if split is not None:
-            for field in ("input", "listing", "kept_listing"):  # (listings: a large split)
-                if split.payload.get(field):
-                    needs.add(str(split.payload[field]))
+            for ref in ("input", "listing", "kept_listing"):  # (listings: a large split)
+                if split.payload.get(ref):
+                    needs.add(str(split.payload[ref]))
             # the cached results the split left out, which its assembly reads (inline, or
             # listed in a stored file once that is read here)
             kept = split.payload.get("kept")

@@ -305,3 +305,18 @@ def test_the_pack_shrinks_after_gc(tmp_path: Path) -> None:
     store.gc()
     store.close()
     assert (root / PACK_FILE).stat().st_size < big / 2  # incremental_vacuum stepped whole
+
+
+def test_written_gives_when_each_kept_row_was_written_and_output_pins_use_it(
+        tmp_path: Path) -> None:
+    pack = InlinePack(tmp_path)
+    pack.keep({f"{i:06x}": b"x" for i in range(1200)}, [])
+    got = pack.written([f"{i:06x}" for i in range(0, 1300, 2)])  # (more than one query)
+    assert sorted(got) == [f"{i:06x}" for i in range(0, 1200, 2)] and min(got.values()) > 0
+    store = EmbeddedStore(tmp_path / "s")
+    cid, blocks = _output("a small result\n")
+    store.keep_inline(blocks, [cid])
+    at = store.blocks.pack.written([parse_cid(cid).key])[parse_cid(cid).key]
+    assert store.output_pins() == {cid: at}
+    store.pin(store.add_bytes(b"a pin of a file: not one of these"))
+    assert list(store.output_pins()) == [cid]

@@ -440,3 +440,18 @@ async def test_a_kept_listing_not_read_here_stops_unpinning_and_gc(
     report = await j.cycle()  # (the job is live: b runs; a's output holds what it kept)
     assert report.unpinned == (old,) and not s.has(old) and not s.has(loose)
     assert report.held_back == ()
+
+
+def test_an_output_pin_that_the_mesh_no_longer_records_ages_from_when_it_was_written() -> None:
+    """A pin of the inline pack (StoreFacts.outputs) whose job record and cache entry are
+    gone is an output still, aged from when it was written, where an unknown pin is kept."""
+    pins = {"old": 10, "new": 10, "unknown": 10}
+    facts = StoreFacts(pins, frozenset(), 30, {"old": NOW - 8 * DAY, "new": NOW - 60})
+    keep = RetentionConfig(keep_outputs_s=7 * DAY)
+    assert plan_unpins([], facts, [], NOW, keep) == ["old"]  # aged from when written
+    assert plan_unpins([], facts, [], NOW, RetentionConfig(store_max_bytes=15)) == ["old", "new"]
+    # One a job still names ages with that job, as any output.
+    named = [job("j", NOW - 10 * DAY, {"new"})]
+    assert plan_unpins(named, facts, [], NOW, keep) == ["new", "old"]
+    explicit = StoreFacts({"old": 10}, frozenset({"old"}), 10, {"old": 0.0})
+    assert plan_unpins([], explicit, [], NOW, RetentionConfig(keep_outputs_s=0)) == []
