@@ -10,7 +10,8 @@ growth per 1,000 jobs: what a lab would see after months is that slope, not the 
 The mix, per submitted job of `--tasks` ECHO tasks, to a random peer: fresh texts; one job
 in five a rerun of an earlier job (cached outputs), one in ten cancelled right after its
 submit, one in five deleted once it ended (`banzai jobs rm`). Retention is short so that
-the periodic storage cycle runs during the soak (`--keep-jobs-s`, `--gc-interval-s`), and
+the periodic storage cycle runs during the soak (`--keep-jobs-s`, `--gc-interval-s`; with
+`--keep-outputs-s` outputs are unpinned too, else every output is kept), and
 compaction keeps `--recent-tasks` tasks. At most `--in-flight` jobs are open at once;
 `--rate` caps the submits per second. Every loop is bounded in time.
 
@@ -246,6 +247,8 @@ def base_dir(keep: Path | None) -> Iterator[Path]:
 
 def soak(a: argparse.Namespace, base: Path) -> dict[str, Any]:
     extra = ["--keep-jobs-days", f"{a.keep_jobs_s / 86400:.8f}",
+             *(["--keep-outputs-days", f"{a.keep_outputs_s / 86400:.8f}"]
+               if a.keep_outputs_s is not None else []),
              "--gc-interval-s", str(a.gc_interval_s),
              "--compact-recent-tasks", str(a.recent_tasks)]
     if a.stored_outputs:  # every output in the block store: retention unpins, gc frees,
@@ -326,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-flight", type=int, default=8)
     ap.add_argument("--sample-s", type=float, default=30)
     ap.add_argument("--keep-jobs-s", type=float, default=120)
+    ap.add_argument("--keep-outputs-s", type=float, default=None,
+                    help="unpin finished jobs' outputs this long after (default: keep)")
     ap.add_argument("--gc-interval-s", type=float, default=30)
     ap.add_argument("--recent-tasks", type=int, default=200)
     ap.add_argument("--stored-outputs", action="store_true",
