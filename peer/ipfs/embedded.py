@@ -593,16 +593,15 @@ class EmbeddedStore:
     def output_pins(self) -> dict[str, float]:
         """The pins that are task outputs by how they were made: the inline pack's (it pins
         the inline outputs this peer produced, replicates or restored, nothing else), each
-        with when its root block was written there (wall seconds; 0.0 if it is not a row of
-        the pack). Retention unpins one even once no job record or cache entry names it
-        any more (a replica's copy of a deleted job's output: the replica announces
-        nothing, so the entry may go first). StoreError if the pack cannot be read."""
-        keys: dict[str, str] = {}
-        for text in self.blocks.pack.pins():
+        with when it was pinned (wall seconds). Retention unpins one even once no job
+        record or cache entry names it any more (a replica's copy of a deleted job's output:
+        the replica announces nothing, so the entry may go first). StoreError if the pack
+        cannot be read."""
+        out: dict[str, float] = {}
+        for text, at in self.blocks.pack.pinned().items():
             with contextlib.suppress(BanzaiError):
-                keys[text] = parse_cid(text).key
-        at = self.blocks.pack.written(set(keys.values()))
-        return {text: at.get(k, 0.0) for text, k in sorted(keys.items())}
+                out[str(parse_cid(text))] = at
+        return dict(sorted(out.items()))
 
     def used_bytes(self) -> int:
         """Bytes of every stored block (one scan of the block directory)."""

@@ -62,7 +62,8 @@ PAGE_ROWS = 1024  # rows per query of a scan
 _TABLES = {  # name -> (create statement, its columns)
     "blocks": ("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
                " at REAL NOT NULL)", ["key", "data", "at"]),
-    "pins": ("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY) WITHOUT ROWID", ["cid"]),
+    "pins": ("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY, at REAL NOT NULL)"
+             " WITHOUT ROWID", ["cid", "at"]),
     "meta": ("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID",
              ["k", "v"]),
 }
@@ -90,8 +91,8 @@ def _check_schema(db: sqlite3.Connection) -> None:
 
 class InlinePack:
     """Inline blocks (multihash hex key -> bytes, with the time written) and pins (CID
-    text) of one store; the file is made at the first write. Writes raise StoreError
-    (StorageFull); reads as the module's docstring says."""
+    text, with the time pinned) of one store; the file is made at the first write. Writes
+    raise StoreError (StorageFull); reads as the module's docstring says."""
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = root / PACK_FILE
@@ -262,17 +263,11 @@ class InlinePack:
         cannot be read."""
         return [r[0] for r in self._read("SELECT cid FROM pins", ()) if isinstance(r[0], str)]
 
-    def written(self, keys: Iterable[str]) -> dict[str, float]:
-        """Key -> when its row was written (wall seconds), for those of `keys` kept here;
-        StoreError if the pack cannot be read."""
-        keys = list(keys)
-        out: dict[str, float] = {}
-        for i in range(0, len(keys), 500):  # (SQLite's bound on a statement's parameters)
-            part = keys[i:i + 500]
-            out.update((str(k), float(at)) for k, at in self._read(
-                f"SELECT key, at FROM blocks WHERE key IN ({','.join('?' * len(part))})",
-                tuple(part)) if isinstance(at, int | float))  # (a row of another type: none)
-        return out
+    def pinned(self) -> dict[str, float]:
+        """Every pin's CID text as stored -> when it was pinned (wall seconds; 0.0 if the
+        row's time is not a number); StoreError if the pack cannot be read."""
+        return {c: float(at) if isinstance(at, int | float) else 0.0
+                for c, at in self._read("SELECT cid, at FROM pins", ()) if isinstance(c, str)}
 
     def has_pin(self, cid: str) -> bool:
         return bool(self._read("SELECT 1 FROM pins WHERE cid = ?", (cid,)))
@@ -329,7 +324,7 @@ class InlinePack:
         self._write("keep inline blocks", (
             ("INSERT OR IGNORE INTO blocks (key, data, at) VALUES (?, ?, ?)",
              [(k, d, now) for k, d in blocks.items()]),
-            ("INSERT OR IGNORE INTO pins (cid) VALUES (?)", [(p,) for p in pins])))
+            ("INSERT OR IGNORE INTO pins (cid, at) VALUES (?, ?)", [(p, now) for p in pins])))
 
     def restored(self) -> None:
         """The inline outputs kept again every event's blocks: clear the `restore` flag."""

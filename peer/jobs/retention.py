@@ -3,11 +3,12 @@ must keep, as pure functions of the mesh state, the store's pins and a wall-cloc
 
 The rule. Kept, whatever the bounds: explicit pins (add, pin add, dag import), pins that are no
 task's output (a data dir of an older release did not mark its explicit pins; the inline pack's
-pins are outputs by how they were made, whatever the mesh still records: one no job names ages
-from when it was written), and everything a live job made or still needs. Of the rest (outputs
-of finished and deleted jobs), outputs of jobs finished more than `keep_outputs_s` ago are
-unpinned; then, while the store holds more than `store_max_bytes`, outputs go oldest job first
-(however recent). Pure: no I/O, no clock.
+pins are outputs by how they were made, whatever the mesh still records: one nothing names ages
+from when it was pinned, and is kept for UNNAMED_MIN_AGE_S whatever the bounds), and
+everything a live job made or still needs. Of the rest (outputs of finished and deleted jobs),
+outputs of jobs finished more than `keep_outputs_s` ago are unpinned; then, while the store
+holds more than `store_max_bytes`, outputs go oldest job first (however recent). Pure: no I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -55,11 +56,16 @@ class StoreFacts:
     explicit: frozenset[str]  # the pins a user made
     used_bytes: int  # every stored block
     # Pins made for task outputs as such (the inline pack's: Store.output_pins) -> when
-    # written (wall seconds): outputs whatever the mesh still records of them.
+    # pinned (wall seconds): outputs whatever the mesh still records of them.
     outputs: Mapping[str, float] = field(default_factory=dict)
 
 
 # -- the decisions ---------------------------------------------------------------------------
+
+# An output pin that no job record or cache entry names (Store.output_pins) is not unpinned,
+# under any bound, until this long after it was pinned: its job may not be folded here yet
+# (catch-up after a restart, a partition) and would then name it.
+UNNAMED_MIN_AGE_S = 3600.0
 
 
 def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iterable[str],
@@ -67,7 +73,8 @@ def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iter
     """The pins to remove, in order (see the module docstring). `known_outputs`: every CID
     the mesh recorded as a task's output (the cache's, deleted jobs' included); the store's
     output pins (`StoreFacts.outputs`) are outputs too, recorded or not: one that nothing
-    records any more ages from when it was written."""
+    records any more ages from when it was pinned (and is not unpinned before
+    UNNAMED_MIN_AGE_S)."""
     outputs = set(known_outputs)
     needed: set[str] = set()
     ended: dict[str, float] = {}  # output -> when the newest finished job using it ended
@@ -78,12 +85,16 @@ def plan_unpins(jobs: Sequence[JobFacts], store: StoreFacts, known_outputs: Iter
         outputs |= j.outputs
         for c in j.outputs | j.needs:
             ended[c] = max(ended.get(c, j.finished_s), j.finished_s)
-    for c, written_s in store.outputs.items():  # (e.g. a replica's copy of a deleted job's
-        if c not in outputs:  # inline output whose cache entry went first)
-            outputs.add(c)
-            ended[c] = written_s
+    young: set[str] = set()  # output pins nothing names, pinned under UNNAMED_MIN_AGE_S ago
+    for c, pinned_s in store.outputs.items():  # (e.g. a replica's copy of a deleted job's
+        if c not in outputs and c not in ended:  # inline output whose cache entry went first)
+            ended[c] = pinned_s
+            if now_s - pinned_s < UNNAMED_MIN_AGE_S:  # (or for a job not folded here yet)
+                young.add(c)
+        outputs.add(c)
     candidates = sorted((ended.get(c, 0.0), c) for c in store.pins
-                        if c in outputs and c not in store.explicit and c not in needed)
+                        if c in outputs and c not in store.explicit and c not in needed
+                        and c not in young)
     unpin: list[str] = []
     if cfg.keep_outputs_s is not None:
         horizon = now_s - cfg.keep_outputs_s

@@ -127,7 +127,7 @@ def test_hostile_rows_are_ignored(tmp_path: Path) -> None:
     cid, blocks = _output("a sound row\n")
     store.keep_inline(blocks, [cid])
     db = sqlite3.connect(tmp_path / "s" / PACK_FILE)
-    db.execute("INSERT INTO pins VALUES ('not a cid'), (7)")
+    db.execute("INSERT INTO pins VALUES ('not a cid', 0.0), (7, 0.0)")
     db.execute("INSERT INTO blocks VALUES ('zz-not-hex', x'01', 0.0), ('ab', 7, 'x')")
     db.commit()
     assert store.pins() == [cid]
@@ -249,7 +249,7 @@ def test_a_read_whose_open_failed_does_not_open_again_until_reopen_s(tmp_path: P
     other = sqlite3.connect(tmp_path / PACK_FILE, isolation_level=None)  # another process
     other.execute("PRAGMA locking_mode=EXCLUSIVE")
     other.execute("BEGIN IMMEDIATE")
-    other.execute("INSERT INTO pins VALUES ('x')")
+    other.execute("INSERT INTO pins VALUES ('x', 0.0)")
     other.execute("COMMIT")  # exclusive mode: it keeps its lock
     now = [100.0]
     reader = InlinePack(tmp_path, clock=lambda: now[0])
@@ -307,16 +307,22 @@ def test_the_pack_shrinks_after_gc(tmp_path: Path) -> None:
     assert (root / PACK_FILE).stat().st_size < big / 2  # incremental_vacuum stepped whole
 
 
-def test_written_gives_when_each_kept_row_was_written_and_output_pins_use_it(
-        tmp_path: Path) -> None:
-    pack = InlinePack(tmp_path)
-    pack.keep({f"{i:06x}": b"x" for i in range(1200)}, [])
-    got = pack.written([f"{i:06x}" for i in range(0, 1300, 2)])  # (more than one query)
-    assert sorted(got) == [f"{i:06x}" for i in range(0, 1200, 2)] and min(got.values()) > 0
+def test_each_pin_has_its_own_time_and_output_pins_give_it(tmp_path: Path) -> None:
+    """The time is the pin's, not its block row's: a row kept earlier (an unpinned copy
+    written when this peer needed it), or a root stored as a durable file, has none."""
     store = EmbeddedStore(tmp_path / "s")
     cid, blocks = _output("a small result\n")
-    store.keep_inline(blocks, [cid])
-    at = store.blocks.pack.written([parse_cid(cid).key])[parse_cid(cid).key]
-    assert store.output_pins() == {cid: at}
+    store.keep_inline(blocks, [])  # kept, unpinned (restaged)
+    db = sqlite3.connect(tmp_path / "s" / PACK_FILE)
+    db.execute("UPDATE blocks SET at = 1.0")  # ... a month ago
+    db.commit()
+    store.keep_inline(blocks, [cid])  # pinned now
+    durable = store.add_bytes(b"a durable file first\n")
+    store.keep_inline(_output("a durable file first\n")[1], [durable])  # no row: a file
+    got = store.output_pins()
+    assert sorted(got) == sorted([cid, durable]) and min(got.values()) > 1e9
     store.pin(store.add_bytes(b"a pin of a file: not one of these"))
-    assert list(store.output_pins()) == [cid]
+    assert sorted(store.output_pins()) == sorted([cid, durable])
+    db.execute("INSERT INTO pins VALUES ('not a cid', 5.0), (?, 'x')", ("bafy" + "a" * 55,))
+    db.commit()
+    assert sorted(store.output_pins()) == sorted([cid, durable])

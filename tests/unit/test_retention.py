@@ -14,6 +14,7 @@ from peer.jobs import retention
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.planner import Planner
 from peer.jobs.retention import (
+    UNNAMED_MIN_AGE_S,
     JobFacts,
     RetentionConfig,
     StoreFacts,
@@ -448,10 +449,23 @@ def test_an_output_pin_that_the_mesh_no_longer_records_ages_from_when_it_was_wri
     pins = {"old": 10, "new": 10, "unknown": 10}
     facts = StoreFacts(pins, frozenset(), 30, {"old": NOW - 8 * DAY, "new": NOW - 60})
     keep = RetentionConfig(keep_outputs_s=7 * DAY)
-    assert plan_unpins([], facts, [], NOW, keep) == ["old"]  # aged from when written
-    assert plan_unpins([], facts, [], NOW, RetentionConfig(store_max_bytes=15)) == ["old", "new"]
+    assert plan_unpins([], facts, [], NOW, keep) == ["old"]  # aged from when pinned
+    # Under the store's bound too, one pinned within UNNAMED_MIN_AGE_S stays (its job may
+    # not be folded here yet), however full the store.
+    assert plan_unpins([], facts, [], NOW, RetentionConfig(store_max_bytes=15)) == ["old"]
+    assert plan_unpins([], facts, [], NOW + UNNAMED_MIN_AGE_S,
+                       RetentionConfig(store_max_bytes=15)) == ["old", "new"]
     # One a job still names ages with that job, as any output.
     named = [job("j", NOW - 10 * DAY, {"new"})]
     assert plan_unpins(named, facts, [], NOW, keep) == ["new", "old"]
     explicit = StoreFacts({"old": 10}, frozenset({"old"}), 10, {"old": 0.0})
     assert plan_unpins([], explicit, [], NOW, RetentionConfig(keep_outputs_s=0)) == []
+
+
+def test_a_finished_jobs_chunk_output_ages_from_the_jobs_end_not_its_pin() -> None:
+    """A chunk output (a need of its job, not one of its outputs) that is a pin of the inline
+    pack ages with its job, as before (it did from its pin, so a long job lost its chunks at
+    its end)."""
+    facts = StoreFacts({"chunk": 10}, frozenset(), 10, {"chunk": NOW - 30 * DAY})
+    j = JobFacts("j", NOW - 60, frozenset(), frozenset({"chunk"}), frozenset())
+    assert plan_unpins([j], facts, [], NOW, RetentionConfig(keep_outputs_s=DAY)) == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from peer.config import PeerConfig
 from peer.ipfs.cids import parse_cid, sha256_cid
+from peer.jobs.retention import UNNAMED_MIN_AGE_S
 from peer.log import Event, EventType
 from peer.log.jobindex import OUTPUT
 from peer.node import Node
@@ -121,7 +122,7 @@ async def test_a_replicas_copy_of_a_deleted_jobs_inline_output_is_unpinned_after
     n.catchup.compact()
     assert "job0" in n.state.deleted
     assert _rows(n, cid) == (0, 0) and n.store.pins() == [cid]  # the entry went first
-    n.janitor.wall = lambda: time.time() + 60
+    n.janitor.wall = lambda: time.time() + UNNAMED_MIN_AGE_S + 60  # (unnamed: kept a while)
     report = await n.janitor.cycle()
     assert report.unpinned == (cid,) and report.gc.blocks == 1
     assert n.store.pins() == [] and not n.store.has(cid)
