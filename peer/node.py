@@ -221,7 +221,7 @@ class Node:
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
             self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
-            self.hlc.now)
+            self.hlc.now, ended=self._ended)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -338,10 +338,18 @@ class Node:
             return None
         view = job_view(self.state, job, self.cfg.max_attempts)
         facts = job_facts_of(self.state, job, self.cfg.max_attempts)
-        return Finished(view["state"], int(end_s * 1000) << 16, len(tasks), summary(view),
+        return Finished(view["state"], _ended_hlc(end_s), len(tasks), summary(view),
                         compact_view(view),
                         {"finished_s": end_s, "outputs": sorted(facts.outputs),
                          "logs": sorted(facts.logs)})
+
+    def _ended(self, job: str) -> tuple[int, int] | None:
+        """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while
+        it is live. The compactor's scan needs no more (the record's view is built once,
+        when the job is compacted)."""
+        tasks = self.state.jobs[job].body_as(JobSubmitted).workflow["tasks"]
+        end_s = finished_at(self.state, job, tasks, self.cfg.max_attempts)
+        return None if end_s is None else (_ended_hlc(end_s), len(tasks))
 
     def _vvs(self) -> list[Mapping[str, int]]:
         """The version vectors of every member gossip holds live (suspects too), ours first:
@@ -1114,6 +1122,11 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.close())
+
+
+def _ended_hlc(end_s: float) -> int:
+    """A finished job's end (`finished_at`'s wall-clock seconds) as an hlc."""
+    return int(end_s * 1000) << 16
 
 
 def _janitor_config(cfg: PeerConfig) -> JanitorConfig:
