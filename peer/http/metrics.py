@@ -190,6 +190,17 @@ class Metrics:
         self.durations = Histogram("banzai_task_duration_seconds",
                                    "Run time of the chunks this peer ran", registry=self.registry,
                                    buckets=DURATION_BUCKETS_S)
+        # the labelled series, each made at its first use (as `labels` makes it: a series
+        # never counted is not exposed); `labels` costs a lock and a tuple per call, and
+        # every peer counts every claim and outcome of the mesh
+        self._series: dict[tuple[int | str, ...], Any] = {}  # (id of the metric, *labels) -> series
+
+    def _count(self, metric: Counter, *labels: str) -> None:
+        key: tuple[int | str, ...] = (id(metric), *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        series.inc()
 
     def on_event(self, ev: Event) -> None:
         """Listener: count claims, outcomes, lapsed leases; time our own runs."""
@@ -199,13 +210,13 @@ class Metrics:
             return
         by = "self" if ev.origin == self.host.peer_id else "others"
         if isinstance(b, Claim):
-            self.claims.labels(by).inc()
+            self._count(self.claims, by)
         elif isinstance(b, ChunkDone):
-            self.outcomes.labels(by, "done").inc()
+            self._count(self.outcomes, by, "done")
             if by == "self" and b.s is not None:
                 self.durations.observe(b.s)
         elif isinstance(b, ChunkFailed):
-            self.outcomes.labels(by, "failed").inc()
+            self._count(self.outcomes, by, "failed")
             if b.kind == FailureKind.LEASE:
                 self.leases_lost.inc()
 

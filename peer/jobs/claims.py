@@ -119,6 +119,20 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     return "pending"
 
 
+def task_failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
+    """`task_status(...) == "failed"`, without looking for who runs the task (the winning
+    claim of each open chunk): the scheduler asks it at every evaluation of every task, on
+    every peer, and a task of another peer's is mostly running."""
+    if (job, task) in state.task_done or job in state.cancelled:
+        return False
+    split = state.splits.get((job, task))
+    if split is None:
+        return False
+    chunks = [state.chunk(job, task, i) for i in range(n_chunks(split))]  # (as task_status)
+    return any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts)
+               for c in chunks)
+
+
 # -- ranking and the stagger ----------------------------------------------------------------
 def candidates(unit: str, call: str, split: Event, me: str,
                peers: Mapping[str, Mapping[str, Any]], holders: set[str],

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
-from peer.jobs.claims import n_chunks, task_status
+from peer.jobs.claims import n_chunks, task_failed, task_status
 from peer.log import ChunkDone, Event, JobSubmitted, MeshState, Partial, hlc_ms
 
 
@@ -224,7 +224,7 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
         return hlc_ms(cancel.hlc) / 1000
     for t in tasks:  # a task that waits for nothing and is not over: live (no full pass)
         if (not t.get("depends") and (job, t["name"]) not in state.task_done
-                and task_status(state, job, t["name"], max_attempts) != "failed"):
+                and not task_failed(state, job, t["name"], max_attempts)):
             return None
     status = {str(t["name"]): task_status(state, job, t["name"], max_attempts) for t in tasks}
     blocked: set[str] = {n for n, s in status.items() if s == "failed"}

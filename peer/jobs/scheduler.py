@@ -18,7 +18,7 @@ from peer.errors import BanzaiError
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
-from peer.jobs.claims import AttemptKey, Standing, task_status
+from peer.jobs.claims import AttemptKey, Standing, task_failed
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
 from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
@@ -517,7 +517,7 @@ class Scheduler:
         spec = self.workflow(job).task(task)
         if not ready(st, job, spec):
             return
-        if task_status(st, job, task, self.cfg.max_attempts) == "failed":
+        if task_failed(st, job, task, self.cfg.max_attempts):
             return
         if spec.newer:  # a newer peer's keys: this peer cannot honour them, newer peers will
             self._cannot.add((job, task))

@@ -154,11 +154,48 @@ def test_task_status(story: list[tuple[str, str]], status: str) -> None:
         elif what == "task_done":
             log.add("p1", EventType.TASK_DONE, job="j", task="t", output="bafy", key=None,
                     cached=True)
-    assert claims.task_status(log.state(), "j", "t", 3) == status
+    state = log.state()
+    assert claims.task_status(state, "j", "t", 3) == status
+    assert claims.task_failed(state, "j", "t", 3) is (status == "failed")
 
 
 def test_task_status_without_a_split_is_pending() -> None:
     assert claims.task_status(MeshState(), "j", "t", 3) == "pending"
+    assert claims.task_failed(MeshState(), "j", "t", 3) is False
+
+
+@pytest.mark.parametrize("story", [
+    [("claim", "p1", 0), ("fail", "error", 0), ("done", "", 0)],  # a later done settles it
+    [("claim", "p1", 1), ("fail", "error", 1)],  # the second chunk failed for good
+    [("fail", "crash", 0), ("fail", "crash", 0), ("fail", "crash", 0)],  # 3 attempts
+    [("fail", "crash", 0), ("fail", "crash", 0)],
+    [("claim", "p2", 0), ("claim", "p1", 1), ("done", "", 0)],
+    [("fail", "error", 0), ("cancel", "", 0)],
+    [("fail", "error", 0), ("task_done", "", 0)],
+])
+def test_task_failed_says_what_task_status_says(story: list[tuple[str, str, int]]) -> None:
+    """Failed, running, pending and settled tasks: the same answer, and the same chunk
+    entries made in the fold's table (each asks every chunk of the split)."""
+    log = Log().job(chunks=2)
+    attempt = 0
+    for what, arg, chunk in story:
+        if what == "claim":
+            log.claim(arg, attempt=attempt, chunk=chunk)
+        elif what == "fail":
+            log.fail("p1", arg, attempt=attempt, chunk=chunk)
+            attempt += 1
+        elif what == "done":
+            log.done("p1", attempt=attempt, chunk=chunk)
+        elif what == "cancel":
+            log.add("p3", EventType.JOB_CANCELLED, job="j", reason="r")
+        elif what == "task_done":
+            log.add("p1", EventType.TASK_DONE, job="j", task="t", output="bafy", key=None,
+                    cached=True)
+    for max_attempts in (1, 2, 3):
+        a, b = log.state(), log.state()
+        status = claims.task_status(a, "j", "t", max_attempts)
+        assert claims.task_failed(b, "j", "t", max_attempts) is (status == "failed")
+        assert set(a.chunks) == set(b.chunks)
 
 
 # -- ranking and the stagger -----------------------------------------------------------------

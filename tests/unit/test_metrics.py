@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,3 +150,27 @@ def test_two_peers_in_one_process_keep_their_own_counts() -> None:
     assert ("banzai_claims_total", (("by", "self"),)) not in samples(two)
     assert samples(two)[("banzai_events_received_total", ())] == 0
     assert REGISTRY.get_sample_value("banzai_claims_total", {"by": "self"}) is None
+
+
+def test_each_series_is_looked_up_once_and_exposed_only_once_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Metrics(Host())
+    looked: list[tuple[str, ...]] = []
+    for metric in (m.claims, m.outcomes):
+        real = metric.labels
+
+        def labels(*values: str, _real: Any = real) -> Any:
+            looked.append(values)
+            return _real(*values)
+
+        monkeypatch.setattr(metric, "labels", labels)
+    for i in range(5):
+        m.on_event(Event("b", 2 * i + 1, 1, EventType.CLAIM, {**BASE, "chunk": i}))
+        m.on_event(Event("b", 2 * i + 2, 2, EventType.CHUNK_DONE,
+                         {**BASE, "chunk": i, "output": "x", "s": 0.1}))
+    assert sorted(looked) == [("others",), ("others", "done")]
+    s = samples(m)
+    assert s[("banzai_claims_total", (("by", "others"),))] == 5
+    assert s[("banzai_chunks_total", (("by", "others"), ("outcome", "done")))] == 5
+    assert ("banzai_claims_total", (("by", "self"),)) not in s  # never counted: not shown
+    assert ("banzai_chunks_total", (("by", "others"), ("outcome", "failed"))) not in s

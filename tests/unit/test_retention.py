@@ -204,13 +204,18 @@ def test_a_live_job_of_independent_tasks_is_known_live_without_every_tasks_statu
     m.submit("j", [{"name": f"t{i}", **T} for i in range(200)])
     m.run("j", "t0", "o0")
     asked: list[str] = []
-    real = retention.task_status
+    real, real_failed = retention.task_status, retention.task_failed
 
     def status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
         asked.append(task)
         return real(state, job, task, max_attempts)
 
+    def failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
+        asked.append(task)  # (its "failed?" only)
+        return real_failed(state, job, task, max_attempts)
+
     monkeypatch.setattr(retention, "task_status", status)
+    monkeypatch.setattr(retention, "task_failed", failed)
     tasks = m.state.jobs["j"].payload["workflow"]["tasks"]
     assert retention.finished_at(m.state, "j", tasks, 3) is None
     assert len(asked) <= 2
