@@ -3,8 +3,6 @@ touched since the last pass asks only when each ended (Node._ended), not for the
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,45 +10,16 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.http.views import compact_view, job_view
-from peer.log import Event, EventType
+from peer.log import Event
 from peer.log.compact import Finished
 from peer.node import Node
-
-ORIGIN = "scan0000000000000000"
-
-
-def _cid(s: str) -> str:
-    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+from tests.unit.test_compaction import history as compaction_history
 
 
 def history(jobs: int, per_job: int, live: int = 0) -> list[Event]:
-    """`jobs` finished jobs of `per_job` ECHO tasks, then `live` jobs submitted, not run."""
-    out: list[Event] = []
-    hlc = (int(time.time() * 1000) - 60_000) << 16
-
-    def add(typ: EventType, payload: dict[str, object]) -> list[object]:
-        nonlocal hlc
-        hlc += 1 << 16  # a millisecond apart: each job's end differs
-        out.append(Event(ORIGIN, len(out) + 1, hlc, typ, payload))
-        return [ORIGIN, len(out)]
-
-    for j in range(jobs + live):
-        job = f"job{j:03d}"
-        add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
-            {"name": f"t{i}", "call": "ECHO", "params": {"text": f"{j}/{i}"}}
-            for i in range(per_job)]}})
-        if j >= jobs:
-            continue
-        for i in range(per_job):
-            task = f"t{i}"
-            split = add(EventType.TASK_SPLIT, {"job": job, "task": task, "input": None,
-                                               "chunks": [[]]})
-            base = {"job": job, "task": task, "split": split, "chunk": 0, "attempt": 0}
-            add(EventType.CLAIM, base)
-            out_cid = _cid(f"{job}/{task}")
-            add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
-            add(EventType.TASK_DONE, {"job": job, "task": task, "output": out_cid})
-    return out
+    """`jobs` finished jobs of `per_job` ECHO tasks, then `live` jobs submitted, not run; a
+    millisecond apart, so that each job's end differs."""
+    return compaction_history(jobs, per_job, live, hlc_step=1 << 16)
 
 
 @pytest.fixture

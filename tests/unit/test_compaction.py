@@ -39,15 +39,15 @@ def key_of(j: int, i: int) -> str:
     return hashlib.sha256(f"{j}/{i}".encode()).hexdigest()
 
 
-def history(jobs: int, per_job: int, live: int = 0) -> list[Event]:
+def history(jobs: int, per_job: int, live: int = 0, hlc_step: int = 1) -> list[Event]:
     """Events of `jobs` finished jobs of `per_job` ECHO tasks (each with its cache key), then
-    `live` jobs submitted and not run, all by ORIGIN, with current HLCs."""
+    `live` jobs submitted and not run, all by ORIGIN, with current HLCs `hlc_step` apart."""
     out: list[Event] = []
     hlc = (int(time.time() * 1000) - 60_000) << 16
 
     def add(typ: EventType, payload: dict[str, object]) -> list[object]:
         nonlocal hlc
-        hlc += 1
+        hlc += hlc_step
         out.append(Event(ORIGIN, len(out) + 1, hlc, typ, payload))
         return [ORIGIN, len(out)]
 
