@@ -303,6 +303,18 @@ def _outputs(n: Node) -> InlineOutputs:
     return n.inline_outputs
 
 
+async def _closed_after_one_output(tmp_path: Path, opened: list[Node],
+                                   ) -> tuple[str, Path, Node]:
+    """A peer that folded one inline output ("a", by OTHER), then closed cleanly (marked)."""
+    a, ablocks = _small(tmp_path, "a")
+    d = tmp_path / "peer"
+    n = _peer(d, opened)
+    await _outputs(n).restore()
+    n.merge([_done_by(1, a, ablocks)])
+    await n.close()
+    return a, d, n
+
+
 async def _crash(n: Node) -> None:
     """What a crash leaves: the log as written, no close (the writer thread drained)."""
     await _outputs(n).landed()
@@ -598,12 +610,7 @@ def test_the_writers_wait_must_not_be_negative(tmp_path: Path) -> None:
 async def test_a_start_without_a_sound_marker_restores_every_event(
         tmp_path: Path, opened: list[Node], marker: bytes | None,
         caplog: pytest.LogCaptureFixture) -> None:
-    a, ablocks = _small(tmp_path, "a")
-    d = tmp_path / "peer"
-    n = _peer(d, opened)
-    await _outputs(n).restore()
-    n.merge([_done_by(1, a, ablocks)])
-    await n.close()
+    a, d, n = await _closed_after_one_output(tmp_path, opened)
     if marker is None:  # a data dir of an earlier release, or a first start
         (d / inlinemark.NAME).unlink()
     else:
@@ -620,12 +627,7 @@ async def test_a_start_whose_inline_pack_is_unsound_restores_every_event(
         tmp_path: Path, opened: list[Node]) -> None:
     """The inline pack lost its rows (a disk fault; moved aside at open): the sound marker
     no longer covers them, so the start keeps again the blocks of every event held."""
-    a, ablocks = _small(tmp_path, "a")
-    d = tmp_path / "peer"
-    n = _peer(d, opened)
-    await _outputs(n).restore()
-    n.merge([_done_by(1, a, ablocks)])
-    await n.close()
+    a, d, n = await _closed_after_one_output(tmp_path, opened)
     assert (d / inlinemark.NAME).exists() and n.store.has(a)
     pack = n.store.blocks.pack.path
     n.store.blocks.pack.close()
