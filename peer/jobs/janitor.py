@@ -123,6 +123,15 @@ class Janitor:
         return (job_facts(self.state, self.cfg.max_attempts, self._listed.get)
                 + self.archived())
 
+    def _refreshed(self, jobs: list[JobFacts]) -> list[JobFacts]:
+        """`jobs` with the state's jobs read again: a job submitted, or a cached output a
+        live job took, while the cycle awaited (its store reads, its listings' fetches) is
+        kept by what follows. (A new job's kept listing not read yet is not among its needs:
+        a split that large comes later in a job's life than one cycle.)"""
+        fresh = job_facts(self.state, self.cfg.max_attempts, self._listed.get)
+        ids = {j.job for j in fresh}
+        return fresh + [j for j in jobs if j.job not in ids]
+
     async def _needs_read(self, jobs: list[JobFacts]) -> list[JobFacts] | str:
         """`jobs` with what live jobs need read in full: a split whose kept results are too
         many for its event lists them in a stored file, which is read here (fetched first if
@@ -226,13 +235,14 @@ class Janitor:
             known = set(self.state.outputs.values())  # in memory, and pinned ones of the index
             known.update(await asyncio.to_thread(
                 lambda: [c for c in self.archived_outputs() if c in facts.pins]))
+            jobs = self._refreshed(jobs)  # (the awaits above let events fold)
             unpinned = plan_unpins(jobs, facts, known, now, ret)
             if unpinned:
                 await asyncio.to_thread(self._unpin, unpinned)
                 for hook in self.on_unpinned:
                     await hook(unpinned)
         if unpinned or not collected:
-            more = await self._gc(jobs)
+            more = await self._gc(self._refreshed(jobs))
             stats = GcStats(stats.blocks + more.blocks, stats.bytes + more.bytes,
                             stats.removed + more.removed)
         unprovided = await self._unprovide() if stats.blocks else 0

@@ -3,6 +3,7 @@ clock, job facts from a folded state, and one janitor cycle over a real store in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,29 @@ async def test_a_cycle_over_the_bound_unpins_collects_and_unprovides(tmp_path: P
     assert report.unprovided == 1 and s.pins() == [user]
     assert not s.has(out) and out not in m.state.providers
     assert planner.cached_output("k-j-a") is None  # a rerun recomputes instead of waiting
+
+
+async def test_a_job_that_takes_an_output_while_the_cycle_awaits_keeps_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job submitted (or a cached output taken) while the cycle reads the store in a
+    thread is among the jobs its unpins and gc keep what they need for (they used the list
+    made before the awaits)."""
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"an old job's output" * 100)
+    s.pin(out)
+    m = Mesh()
+    m.submit("old", [{"name": "a", **T}])
+    m.run("old", "a", out)
+    real = s.output_pins
+
+    def meanwhile() -> Mapping[str, float]:  # (in the cycle's thread, as the loop would fold)
+        m.submit("new", [{"name": "a", **T}, {"name": "b", **T, "depends": ["a"]}])
+        m.run("new", "a", out)  # a cache hit: b, still to run, reads it
+        return real()
+
+    monkeypatch.setattr(s, "output_pins", meanwhile)
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=0)).cycle()
+    assert report.unpinned == () and s.has(out) and out in s.pins()
 
 
 async def test_without_bounds_a_cycle_keeps_outputs_and_deletes_nothing(tmp_path: Path,
