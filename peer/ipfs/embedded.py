@@ -580,7 +580,7 @@ class EmbeddedStore:
     def _pin_list(self) -> list[Cid]:
         """Every pin, as files (pins/) and in the inline pack, once each, sorted by text."""
         out = {str(c): c for c in self._pins.list()}
-        for text in self.blocks.pack.pins():
+        for text in self.blocks.pack.pinned():
             with contextlib.suppress(BanzaiError):
                 c = parse_cid(text)
                 out.setdefault(str(c), c)

@@ -13,7 +13,7 @@ transactions (a prefix of the WAL survives: its frames are checksummed in a chai
 corrupt the file. Every byte read back is hostile: a block is verified against its CID by
 the caller (peer.ipfs.blocks.BlockStore), a pin that does not parse is ignored, rows are
 paged by rowid (a key of another type cannot loop a scan), a row longer than any block is
-not read. Reads that gc relies on (`pins`, `entries`, `get`) raise StoreError when the file
+not read. Reads that gc relies on (`pinned`, `entries`, `get`) raise StoreError when the file
 cannot be read, so a failed read never looks like "nothing pinned" (gc would then delete
 what is pinned); `has` and `size` answer "absent" (the caller fetches it).
 
@@ -257,11 +257,6 @@ class InlinePack:
             "SELECT length(data) FROM blocks WHERE key = ? AND typeof(data) = 'blob'", (key,))
         n = rows[0][0] if rows else None
         return n if isinstance(n, int) else None
-
-    def pins(self) -> list[str]:
-        """Every pin's CID text as stored (the caller parses them); StoreError if the pack
-        cannot be read."""
-        return [r[0] for r in self._read("SELECT cid FROM pins", ()) if isinstance(r[0], str)]
 
     def pinned(self) -> dict[str, float]:
         """Every pin's CID text as stored -> when it was pinned (wall seconds; 0.0 if the

@@ -179,7 +179,7 @@ def test_a_write_error_names_the_pack_and_keeps_nothing_half_done(tmp_path: Path
     ro._writer().execute("PRAGMA query_only=1")  # every write fails (as on a read-only disk)
     with pytest.raises(StoreError, match="cannot keep inline blocks: the inline pack"):
         ro.keep({"bb": b"2"}, ["q"])
-    assert ro.get("aa") == b"1" and ro.get("bb") is None and ro.pins() == ["p"]
+    assert ro.get("aa") == b"1" and ro.get("bb") is None and list(ro.pinned()) == ["p"]
 
 
 def test_entries_pages_through_every_row(tmp_path: Path) -> None:
