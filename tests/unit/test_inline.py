@@ -360,13 +360,8 @@ async def test_a_clean_close_then_a_start_leaves_an_unpinned_output_unpinned(
 
 async def test_a_crash_restores_the_events_logged_since_the_last_clean_close(
         tmp_path: Path, opened: list[Node]) -> None:
-    a, ablocks = _small(tmp_path, "a")
+    a, d, n = await _closed_after_one_output(tmp_path, opened)
     b, bblocks = _small(tmp_path, "b")
-    d = tmp_path / "peer"
-    n = _peer(d, opened)
-    await _outputs(n).restore()
-    n.merge([_done_by(1, a, ablocks)])
-    await n.close()
     n = _peer(d, opened)
     await _outputs(n).restore()
     n.store.unpin(a)  # after the clean close, then a crash

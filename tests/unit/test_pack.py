@@ -24,6 +24,15 @@ def _files(root: Path) -> list[Path]:
     return [p for d in ("blocks", "pins") for p in (root / d).glob("**/*") if p.is_file()]
 
 
+def _kept(tmp_path: Path, text: str,
+          ) -> tuple[EmbeddedStore, str, dict[Cid, bytes], sqlite3.Connection]:
+    """A store that kept and pinned one inline output, and a connection to its pack."""
+    store = EmbeddedStore(tmp_path / "s")
+    cid, blocks = _output(text)
+    store.keep_inline(blocks, [cid])
+    return store, cid, blocks, sqlite3.connect(tmp_path / "s" / PACK_FILE)
+
+
 def test_an_inline_output_is_rows_of_the_pack_not_files(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "s")
     cid, blocks = _output("a small result\n")
@@ -104,10 +113,7 @@ def test_gc_keeps_a_pack_block_under_a_pinned_file_dag(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_row_is_removed_and_repaired_or_refused(tmp_path: Path) -> None:
-    store = EmbeddedStore(tmp_path / "s")
-    cid, blocks = _output("a row a disk fault changed\n")
-    store.keep_inline(blocks, [cid])
-    db = sqlite3.connect(tmp_path / "s" / PACK_FILE)
+    store, cid, blocks, db = _kept(tmp_path, "a row a disk fault changed\n")
     db.execute("UPDATE blocks SET data = x'00'")
     db.commit()
     with pytest.raises(IntegrityError):
@@ -123,10 +129,7 @@ def test_a_corrupt_row_is_removed_and_repaired_or_refused(tmp_path: Path) -> Non
 
 
 def test_hostile_rows_are_ignored(tmp_path: Path) -> None:
-    store = EmbeddedStore(tmp_path / "s")
-    cid, blocks = _output("a sound row\n")
-    store.keep_inline(blocks, [cid])
-    db = sqlite3.connect(tmp_path / "s" / PACK_FILE)
+    store, cid, _, db = _kept(tmp_path, "a sound row\n")
     db.execute("INSERT INTO pins VALUES ('not a cid', 0.0), (7, 0.0)")
     db.execute("INSERT INTO blocks VALUES ('zz-not-hex', x'01', 0.0), ('ab', 7, 'x')")
     db.commit()
