@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cid as pycid
@@ -36,14 +36,18 @@ _FAST_CODECS = {prefix: codec for codec, prefix in _V1_PREFIX.items()}
 
 @dataclass(frozen=True, slots=True)
 class Cid:
-    """A parsed CID: version 0 or 1, codec name (e.g. "raw", "dag-pb") and multihash bytes."""
+    """A parsed CID: version 0 or 1, codec name (e.g. "raw", "dag-pb") and multihash bytes.
+    `text`: its canonical text when known at construction (`parse_cid` of a canonical text
+    keeps it: formatting it again is most of what `str` costs), else None (formatted once
+    asked, from a bounded cache). Not part of its identity (equality, hash)."""
 
     version: int
     codec: str
     multihash: bytes
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        return _encode(self)
+        return _encode(self) if self.text is None else self.text
 
     @property
     def binary(self) -> bytes:
@@ -111,14 +115,14 @@ def _fast_parse(s: str) -> Cid | None:
         if n >= 1 << 272:
             return None
         mh = n.to_bytes(34, "big")
-        return Cid(0, DAG_PB, mh) if mh[:2] == b"\x12\x20" else None
+        return Cid(0, DAG_PB, mh, s) if mh[:2] == b"\x12\x20" else None
     if len(s) == 59 and s[0] == "b" and _B32_LOWER.issuperset(s[1:]):
         n = int(s[1:].translate(_B32_TO_INT), 32)  # 58 characters: 290 bits for 36 bytes
         if n & 0b11:  # stray bits in the last character: not the canonical text
             return None
         raw = (n >> 2).to_bytes(36, "big")
         codec = _FAST_CODECS.get(raw[:2])
-        return Cid(1, codec, raw[2:]) if codec and raw[2:4] == b"\x12\x20" else None
+        return Cid(1, codec, raw[2:], s) if codec and raw[2:4] == b"\x12\x20" else None
     return None
 
 

@@ -249,12 +249,13 @@ class Janitor:
         return CycleReport(tuple(deleted), tuple(unpinned), stats, unprovided)
 
     def _store_facts(self, measure: bool) -> StoreFacts:
-        sizes: dict[str, int] = {}
-        for cid in self.store.pins():
-            try:
-                sizes[cid] = self.store.dag_size(cid)
-            except NotFound:
-                sizes[cid] = 0
+        """The pins, and with `measure` (a store budget) their DAG sizes and the store's
+        bytes; without it retention reads neither."""
+        sizes: dict[str, int] = dict.fromkeys(self.store.pins(), 0)
+        if measure:
+            for cid in sizes:
+                with contextlib.suppress(NotFound):  # (unpinned, or a block gone: 0)
+                    sizes[cid] = self.store.dag_size(cid)
         return StoreFacts(sizes, frozenset(self.store.explicit_pins()),
                           self.store.used_bytes() if measure else 0,
                           dict(self.store.output_pins()))

@@ -52,9 +52,11 @@ class JobFacts:
 class StoreFacts:
     """The store as retention sees it."""
 
-    pins: Mapping[str, int]  # pinned CID -> its DAG bytes
+    # pinned CID -> its DAG bytes (0 for each while there is no store budget, which alone
+    # reads them: a DAG walk per pin, most of a cycle's reads at 100,000 pins)
+    pins: Mapping[str, int]
     explicit: frozenset[str]  # the pins a user made
-    used_bytes: int  # every stored block
+    used_bytes: int  # every stored block (0 without a store budget)
     # Pins made for task outputs as such (the inline pack's: Store.output_pins) -> when
     # pinned (wall seconds): outputs whatever the mesh still records of them.
     outputs: Mapping[str, float] = field(default_factory=dict)

@@ -39,7 +39,22 @@ _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 def test_any_string_of_those_shapes_is_taken_only_if_py_cid_reads_the_same(s: str) -> None:
     fast = _fast_parse(s)
     if fast is not None:  # taken only when canonical, and then exactly what py-cid reads
-        assert fast == _slow(s) and str(fast) == s
+        assert fast == _slow(s) and str(fast) == s == cids._encode(fast)
+
+
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([(0, "dag-pb"), (1, "raw"),
+                                                               (1, "dag-pb")]))
+def test_a_parsed_cid_keeps_its_text_and_is_the_cid_made_from_its_bytes(
+        digest: bytes, form: tuple[int, str]) -> None:
+    made = Cid(form[0], form[1], b"\x12\x20" + digest)
+    text = cids._encode(made)
+    parse_cid.cache_clear()
+    cids._encode.cache_clear()
+    got = parse_cid(text)
+    assert str(got) == text and got.text == text  # not formatted again
+    assert cids._encode.cache_info().misses == 0
+    assert got == made and hash(got) == hash(made) and made.text is None
+    assert {got: 1}[made] == 1
 
 
 def test_a_stray_bit_in_the_last_character_is_left_to_the_slow_path() -> None:

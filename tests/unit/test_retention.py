@@ -301,6 +301,33 @@ async def test_a_cycle_over_the_bound_unpins_collects_and_unprovides(tmp_path: P
     assert planner.cached_output("k-j-a") is None  # a rerun recomputes instead of waiting
 
 
+async def test_only_a_store_budget_reads_the_pins_dag_sizes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DAG walk per pin (most of a cycle's reads with many pins) is for the budget
+    alone: a cycle with an age bound only does not size any pin; one with a budget sizes
+    each, and unpins by those sizes."""
+    s = EmbeddedStore(tmp_path / "store")
+    out = s.add_bytes(b"an output" * 1000)
+    s.pin(out)
+    m = Mesh()
+    m.submit("j", [{"name": "a", **T}])
+    m.run("j", "a", out)
+    sized: list[str] = []
+    real = s.dag_size
+
+    def dag_size(cid: str) -> int:
+        sized.append(cid)
+        return real(cid)
+
+    monkeypatch.setattr(s, "dag_size", dag_size)
+    report = await _janitor(m, s, RetentionConfig(keep_outputs_s=30 * DAY)).cycle()
+    assert sized == [] and report.unpinned == () and s.pins() == [out]
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=9000)).cycle()
+    assert sized == [out] and report.unpinned == ()  # 9,000 bytes: within the budget
+    report = await _janitor(m, s, RetentionConfig(store_max_bytes=8999)).cycle()
+    assert report.unpinned == (out,)
+
+
 async def test_a_job_that_takes_an_output_while_the_cycle_awaits_keeps_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A job submitted (or a cached output taken) while the cycle reads the store in a
