@@ -418,15 +418,32 @@ class Scheduler:
         elif ev.type == EventType.TASK_DONE:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
-            self._dirty.add((p["job"], p["task"]))
-            if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
-                self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
             if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
                 ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
                 self._claim_seen[ak] = self.clock()
+                if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
+                    self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
+                    return  # (as `_implicit_turn` finds once the chunk is claimed)
+            self._dirty.add((p["job"], p["task"]))
+            if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
+                self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+
+    def _unconcerned(self, ak: AttemptKey) -> bool:
+        """True if another peer's claim of `ak` changes nothing this peer does before its
+        lease lapses: the one whole chunk of a task with an implicit split (no input, no
+        items, no reduce) that this peer neither runs, nor claimed, nor waits for its turn
+        to claim. (Before, every peer looked at each such task as the claim came: about one
+        evaluation per task and peer, for nothing.) A look at it that comes later anyway
+        (a free slot) finds it claimed, as before."""
+        split = self.state.splits.get((ak.job, ak.task))
+        return (split is not None and ak.chunk == 0 and self.state.implicit(split)
+                and ak not in self._ready_since and ak not in self._mine
+                and not self._runs.running(ak))
 
     def _waiting(self) -> set[TaskKey]:
-        """Tasks whose progress depends on time: staggered claims, leases of others, data."""
+        """Tasks whose progress depends on time: staggered claims, others' leases that
+        lapsed (one that holds changes nothing: before, each task another peer held was
+        looked at every tick), data."""
         def stale(k: tuple[Any, ...]) -> bool:
             return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
 
@@ -442,7 +459,9 @@ class Scheduler:
         _prune(self._looked, stale)
         _prune(self._deferred, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
-        keys |= {(k[0], k[1]) for k in self._claim_seen}
+        now, lease_s = self.clock(), self.cfg.lease_s
+        keys |= {(k.job, k.task) for k, seen in self._claim_seen.items()
+                 if claims.lease_lapsed(seen, now, lease_s)}
         return keys | set(self.locality.waiting)
 
     def _sweep_gone(self) -> None:

@@ -148,3 +148,54 @@ async def test_a_freed_slot_looks_at_one_starved_task_when_it_can_claim_it(
         assert sum(1 for k in p.state.task_done if k[0] == job) == 1
     finally:
         await mesh.close()
+
+
+async def test_another_peers_claim_of_a_task_without_input_is_not_looked_at_while_it_holds(
+        counted: Counter[str]) -> None:
+    """The claim of a task with an implicit split (no input: one whole chunk), made by the
+    other peer, changes nothing here until its lease lapses: the task is not evaluated as
+    the claim comes nor at the ticks after (before: at both). When the holder falls silent
+    its lease lapses here, the claim is failed and the task runs here."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", tasks(1), implicit=True)
+        await mesh.settle()
+        [holder] = [p for p, peer in mesh.peers.items() if peer.runner.running]
+        other = next(p for p in mesh.peers if p != holder)
+        assert mesh.events(EventType.CLAIM, other, job=job)  # the claim reached the other
+        counted.clear()
+        for _ in range(int(CFG.lease_s / CFG.tick_s / 2)):  # heartbeats renew the lease
+            await mesh.advance(CFG.tick_s)
+        assert counted[other] == 0
+        mesh.silent.add(holder)
+        for _ in range(int(2 * CFG.lease_s / CFG.tick_s)):
+            await mesh.advance(CFG.tick_s)
+            if mesh[other].runner.running:
+                break
+        [failed] = mesh.events(EventType.CHUNK_FAILED, other, job=job)
+        assert failed.origin == other and failed.payload["kind"] == "lease"
+        assert mesh[other].runner.running and counted[other] >= 1
+    finally:
+        await mesh.close()
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+async def test_three_peers_look_at_each_task_fewer_times_when_others_claims_hold(
+        counted: Counter[str], implicit: bool) -> None:
+    """Evaluations per task and peer on three peers with one slot each (a fake run takes
+    RUN_S, far less than a lease): 4.7-4.9 with implicit splits and 5.5 with real ones before
+    others' claims were watched only for their leases."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True)
+    try:
+        for a in mesh.peers:
+            for b in mesh.peers:
+                if a != b:
+                    mesh.delay_s[(a, b)] = 0.002
+        n = 60
+        job = mesh.submit("p0", tasks(n), implicit=implicit)
+        await drive(mesh, job, n)
+        bound = 4.3 if implicit else 5.4
+        for pid in mesh.peers:
+            assert counted[pid] <= bound * n, f"{pid}: {counted[pid] / n:.2f} per task"
+    finally:
+        await mesh.close()
