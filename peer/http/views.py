@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping
+from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -83,9 +84,7 @@ def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attem
             state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
         else:
             state, progress, ran, end = "pending", 0.0, None, None
-    claims = c.claims
-    first_claim = (min((cl for cls in claims.values() for cl in cls), key=_ORDER, default=None)
-                   if claims else None)
+    first_claim = min(chain.from_iterable(c.claims.values()), key=_ORDER, default=None)
     done = c.done.body_as(ChunkDone) if c.done is not None else None
     return _Chunk(state, progress, done.attempt if done else attempt,
                   len(failures) + (1 if state in ("done", "running", "cancelled") else 0),
