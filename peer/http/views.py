@@ -101,10 +101,10 @@ def _touched(state: MeshState, job: str, task: str) -> bool:
 
 
 def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, detail: bool,
-          ) -> tuple[dict[str, Any], int | None]:
+          ) -> tuple[dict[str, Any], list[_Chunk]]:
     """One task's view, with its chunks' views (`detail`) or as a job's record keeps it
     (`chunks` empty, `logs` the CIDs of its chunks' run logs: no chunk view is made), and
-    the latest end of its chunks (None without chunks; a chunk not ended counts as 0)."""
+    its chunks."""
     name = t["name"]
     status = task_status(state, job, name, max_attempts)
     split = state.splits.get((job, name))
@@ -130,9 +130,8 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     starts = [c.started_ms for c in chunks if c.started_ms]
     started = min(starts) if starts else _ms(split)
     finished = _ms(done_ev)
-    ends = max((c.finished_ms or 0 for c in chunks), default=None)
     if status == "failed":
-        finished = ends or None
+        finished = max((c.finished_ms or 0 for c in chunks), default=0) or None
     errors = [c.error for c in chunks if c.error and c.state == "failed"]
     part_ev = state.partials.get((job, name)) if done is None else None
     part = part_ev.body_as(Partial) if part_ev is not None else None
@@ -155,7 +154,7 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
     else:
         out["chunks"] = []
         out["logs"] = [c.log for c in chunks if c.log]
-    return out, ends
+    return out, chunks
 
 
 def job_state(task_states: list[str], cancelled: bool) -> str:
@@ -193,7 +192,7 @@ def _job(state: MeshState, job: str, max_attempts: int, detail: bool) -> dict[st
     finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None
     if st in ("cancelled", "failed"):
         finished = _ms(state.cancelled.get(job)) or max(
-            (ends for _, ends in made if ends is not None), default=None)
+            (c.finished_ms or 0 for _, chunks in made for c in chunks), default=None)
     submitted = _ms(ev) or 0
     out: dict[str, Any] = {
         "id": job, "name": wf.get("name", job), "state": st, "submitted_by": ev.origin,

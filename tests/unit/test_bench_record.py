@@ -22,6 +22,7 @@ def test_a_small_run_of_two_versions_reports_both_and_the_same_records(
         for job in ("tasks", "chunks"):
             assert figures[version][job]["record_ms"] > 0
             assert figures[version][job]["view_ms"] > 0
+            assert 0 < figures[version][job]["record_min_ms"] <= figures[version][job]["record_ms"]
 
 
 def test_a_size_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
