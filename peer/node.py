@@ -39,7 +39,7 @@ from peer.errors import (
     disk_full,
 )
 from peer.http.tokens import mesh_headers
-from peer.http.views import compact_view, job_view, summary
+from peer.http.views import job_record, summary
 from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
@@ -54,7 +54,7 @@ from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
-from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, job_facts_of
+from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, record_facts
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import Workflows
 from peer.log import (
@@ -336,12 +336,9 @@ class Node:
         end_s = finished_at(self.state, job, tasks, self.cfg.max_attempts)
         if end_s is None:
             return None
-        view = job_view(self.state, job, self.cfg.max_attempts)
-        facts = job_facts_of(self.state, job, self.cfg.max_attempts)
-        return Finished(view["state"], _ended_hlc(end_s), len(tasks), summary(view),
-                        compact_view(view),
-                        {"finished_s": end_s, "outputs": sorted(facts.outputs),
-                         "logs": sorted(facts.logs)})
+        record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
+        return Finished(record["state"], _ended_hlc(end_s), len(tasks), summary(record),
+                        record, record_facts(record, end_s))
 
     def _ended(self, job: str) -> tuple[int, int] | None:
         """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while

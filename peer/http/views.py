@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping
-from typing import Any
+from itertools import chain
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from peer.errors import ArgError
 from peer.jobs.claims import chunk_exhausted, task_status
@@ -28,44 +30,67 @@ def _ms(ev: Event | None) -> int | None:
     return hlc_ms(ev.hlc) if ev is not None else None
 
 
-def _chunk_view(c: ChunkState, split: tuple[str, int] | None, n_items: int,
-                max_attempts: int, task_done: bool, cancel: Event | None = None,
-                ) -> dict[str, Any]:
-    """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled."""
-    attempt = c.attempt
-    last_fail_ev = c.failures[max(c.failures)] if c.failures else None
-    last_fail = last_fail_ev.body_as(ChunkFailed) if last_fail_ev else None
-    done = c.done.body_as(ChunkDone) if c.done else None
-    claim = c.winner(attempt, split)
+_ORDER = attrgetter("order")
+
+
+class _Chunk(NamedTuple):
+    """A chunk as its view shows it, in the view's key order (`._asdict()` is the view)."""
+
+    state: str
+    progress: float
+    attempt: int
+    attempts: int
+    peer: str | None
+    items: int
+    error: str | None
+    started_ms: int | None
+    finished_ms: int | None
+    log: str | None
+
+
+def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attempts: int,
+           task_done: bool, cancel: Event | None = None) -> _Chunk:
+    """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled. Who won a claim is looked
+    for only where the chunk's state asks (a done chunk's runner is its CHUNK_DONE's origin)."""
+    failures = c.failures
+    last_fail_ev: Event | None = None
+    last_fail: ChunkFailed | None = None
+    attempt = 0  # (ChunkState.attempt: one past the last failed one)
+    if failures:
+        attempt = max(failures)
+        last_fail_ev = failures[attempt]
+        last_fail = last_fail_ev.body_as(ChunkFailed)
+        attempt += 1
     ran: Event | None
     end: Event | None
     if c.done is not None:
         state, progress, ran, end = "done", 1.0, c.done, c.done
     elif task_done:  # the task finished from the cache, or another peer assembled it
-        state, progress, ran, end = "skipped", 1.0, claim, None
-    elif chunk_exhausted(c.failures, max_attempts):
+        state, progress, ran, end = "skipped", 1.0, c.winner(attempt, split), None
+    elif chunk_exhausted(failures, max_attempts):
         assert last_fail is not None
         failed = last_fail.attempt
         state, progress = "failed", c.progress.get(failed, 0.0)
         ran, end = c.winner(failed, split), last_fail_ev
-    elif claim is not None and cancel is not None:
-        # Its holder kills the run when it hears of the cancel and records that (not heard
-        # here yet), or died holding the claim (nobody fails a cancelled job's leases).
-        state, progress, ran, end = "cancelled", c.progress.get(attempt, 0.0), claim, cancel
-    elif claim is not None:
-        state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
     else:
-        state, progress, ran, end = "pending", 0.0, None, None
-    first_claim = min((cl for cls in c.claims.values() for cl in cls),
-                      key=lambda e: e.order, default=None)
-    return {"state": state, "progress": progress,
-            "attempt": done.attempt if done else attempt,
-            "attempts": len(c.failures) + (1 if state in ("done", "running", "cancelled")
-                                           else 0),
-            "peer": ran.origin if ran is not None else None, "items": n_items,
-            "error": last_fail.error if last_fail else None,
-            "started_ms": _ms(first_claim), "finished_ms": _ms(end),
-            "log": done.log if done else None}
+        claim = c.winner(attempt, split)
+        if claim is not None and cancel is not None:
+            # Its holder kills the run when it hears of the cancel and records that (not
+            # heard here yet), or died holding the claim (nobody fails a cancelled job's
+            # leases).
+            state, progress, ran, end = ("cancelled", c.progress.get(attempt, 0.0), claim,
+                                         cancel)
+        elif claim is not None:
+            state, progress, ran, end = "running", c.progress.get(attempt, 0.0), claim, None
+        else:
+            state, progress, ran, end = "pending", 0.0, None, None
+    first_claim = min(chain.from_iterable(c.claims.values()), key=_ORDER, default=None)
+    done = c.done.body_as(ChunkDone) if c.done is not None else None
+    return _Chunk(state, progress, done.attempt if done else attempt,
+                  len(failures) + (1 if state in ("done", "running", "cancelled") else 0),
+                  ran.origin if ran is not None else None, n_items,
+                  last_fail.error if last_fail else None,
+                  _ms(first_claim), _ms(end), done.log if done else None)
 
 
 def _touched(state: MeshState, job: str, task: str) -> bool:
@@ -75,8 +100,11 @@ def _touched(state: MeshState, job: str, task: str) -> bool:
     return c is not None and bool(c.claims or c.failures or c.done or c.progress)
 
 
-def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
-              ) -> dict[str, Any]:
+def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, detail: bool,
+          ) -> tuple[dict[str, Any], list[_Chunk]]:
+    """One task's view, with its chunks' views (`detail`) or as a job's record keeps it
+    (`chunks` empty, `logs` the CIDs of its chunks' run logs: no chunk view is made), and
+    its chunks."""
     name = t["name"]
     status = task_status(state, job, name, max_attempts)
     split = state.splits.get((job, name))
@@ -84,43 +112,49 @@ def task_view(state: MeshState, job: str, t: dict[str, Any], max_attempts: int,
         split = None  # an implicit split no peer acted on: shown as none (a cached task's)
     done_ev = state.task_done.get((job, name))
     done = done_ev.body_as(TaskDone) if done_ev else None
-    chunks = []
+    chunks: list[_Chunk] = []
     if split is not None:
         b = split.body
         sizes = (b.sizes if isinstance(b, TaskSplitRef)
                  else [len(c) for c in split.body_as(TaskSplit).chunks])
-        for i, n_items in enumerate(sizes):
-            chunks.append(_chunk_view(state.chunk(job, name, i), split.id, n_items,
-                                      max_attempts, done is not None, state.cancelled.get(job)))
+        sid = split.id  # (the chunks of the winning split: MeshState.chunk)
+        table, cancel, task_done = state.chunks, state.cancelled.get(job), done is not None
+        chunks = [_chunk(table[ChunkKey(job, name, sid[0], sid[1], i)], sid, n_items,
+                         max_attempts, task_done, cancel) for i, n_items in enumerate(sizes)]
     if status == "done":
         progress = 1.0
     elif chunks:
-        progress = sum(c["progress"] for c in chunks) / len(chunks)
+        progress = sum(c.progress for c in chunks) / len(chunks)
     else:
         progress = 0.0
-    starts = [c["started_ms"] for c in chunks if c["started_ms"]]
+    starts = [c.started_ms for c in chunks if c.started_ms]
     started = min(starts) if starts else _ms(split)
     finished = _ms(done_ev)
     if status == "failed":
-        finished = max((c["finished_ms"] or 0 for c in chunks), default=0) or None
-    errors = [c["error"] for c in chunks if c["error"] and c["state"] == "failed"]
+        finished = max((c.finished_ms or 0 for c in chunks), default=0) or None
+    errors = [c.error for c in chunks if c.error and c.state == "failed"]
     part_ev = state.partials.get((job, name)) if done is None else None
     part = part_ev.body_as(Partial) if part_ev is not None else None
-    return {"name": name, "call": t.get("call"), "params": t.get("params", {}),
-            "depends": t.get("depends", []), "cid": t.get("cid"), "state": status,
-            "progress": round(progress, 4),
-            "attempts": max((c["attempts"] for c in chunks), default=0),
-            "peers": sorted({c["peer"] for c in chunks if c["peer"]}),
-            "output": done.output if done else None,
-            # progressive answers: the results so far of a running per-item task
-            "partial": {"output": part.output, "items": part.items, "of": part.of}
-            if part is not None else None,
-            "cached": done.cached if done else False,
-            "warning": done.warning if done else None,
-            "error": errors[0] if errors else None,
-            "started_ms": started, "finished_ms": finished,
-            "duration_s": (finished - started) / 1000 if finished and started else None,
-            "chunks": chunks}
+    out = {"name": name, "call": t.get("call"), "params": t.get("params", {}),
+           "depends": t.get("depends", []), "cid": t.get("cid"), "state": status,
+           "progress": round(progress, 4),
+           "attempts": max((c.attempts for c in chunks), default=0),
+           "peers": sorted({c.peer for c in chunks if c.peer}),
+           "output": done.output if done else None,
+           # progressive answers: the results so far of a running per-item task
+           "partial": {"output": part.output, "items": part.items, "of": part.of}
+           if part is not None else None,
+           "cached": done.cached if done else False,
+           "warning": done.warning if done else None,
+           "error": errors[0] if errors else None,
+           "started_ms": started, "finished_ms": finished,
+           "duration_s": (finished - started) / 1000 if finished and started else None}
+    if detail:
+        out["chunks"] = [c._asdict() for c in chunks]
+    else:
+        out["chunks"] = []
+        out["logs"] = [c.log for c in chunks if c.log]
+    return out, chunks
 
 
 def job_state(task_states: list[str], cancelled: bool) -> str:
@@ -137,14 +171,28 @@ def job_state(task_states: list[str], cancelled: bool) -> str:
 
 def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
              ) -> dict[str, Any]:
+    """A job's full view (`detail`), else its list entry (`summary`)."""
+    view = _job(state, job, max_attempts, detail)
+    return view if detail else summary(view)
+
+
+def job_record(state: MeshState, job: str, max_attempts: int) -> dict[str, Any]:
+    """A finished job's record (the job index keeps it): its full view without each task's
+    chunk views (`chunks` empty), which a task keeps as `logs`, the CIDs of its chunks' run
+    logs. Made without the chunk views (not the view then cut)."""
+    return _job(state, job, max_attempts, False)
+
+
+def _job(state: MeshState, job: str, max_attempts: int, detail: bool) -> dict[str, Any]:
     ev = state.jobs[job]
     wf = ev.body_as(JobSubmitted).workflow
-    tasks = [task_view(state, job, t, max_attempts) for t in wf["tasks"]]
+    made = [_task(state, job, t, max_attempts, detail) for t in wf["tasks"]]
+    tasks = [t for t, _ in made]
     st = job_state([t["state"] for t in tasks], job in state.cancelled)
     finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None
     if st in ("cancelled", "failed"):
         finished = _ms(state.cancelled.get(job)) or max(
-            (c["finished_ms"] or 0 for t in tasks for c in t["chunks"]), default=None)
+            (c.finished_ms or 0 for _, chunks in made for c in chunks), default=None)
     submitted = _ms(ev) or 0
     out: dict[str, Any] = {
         "id": job, "name": wf.get("name", job), "state": st, "submitted_by": ev.origin,
@@ -155,19 +203,11 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
     }
     out["tasks"] = tasks
     out["workflow"] = wf
-    return out if detail else summary(out)
-
-
-def compact_view(view: dict[str, Any]) -> dict[str, Any]:
-    """A finished job's record (the job index keeps it): its full view without each task's
-    chunk details, which a task keeps as `logs`, the CIDs of its chunks' run logs."""
-    tasks = [{**{k: v for k, v in t.items() if k != "chunks"}, "chunks": [],
-              "logs": [c["log"] for c in t["chunks"] if c.get("log")]} for t in view["tasks"]]
-    return {**view, "tasks": tasks}
+    return out
 
 
 def summary(view: dict[str, Any]) -> dict[str, Any]:
-    """The list entry of a job's full view (the job list's form)."""
+    """The list entry of a job's full view or record (the job list's form)."""
     out = {k: v for k, v in view.items() if k not in ("tasks", "workflow")}
     out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
                     for t in view["tasks"]]

@@ -19,7 +19,16 @@ from typing import Any
 
 from peer.errors import ConfigError
 from peer.jobs.claims import n_chunks, task_failed, task_status
-from peer.log import ChunkDone, Event, JobSubmitted, MeshState, Partial, hlc_ms
+from peer.log import (
+    ChunkDone,
+    ChunkKey,
+    ChunkState,
+    Event,
+    JobSubmitted,
+    MeshState,
+    Partial,
+    hlc_ms,
+)
 
 
 @dataclass(frozen=True)
@@ -157,16 +166,22 @@ def kept_listings(state: MeshState, job: str) -> list[str]:
     return out
 
 
-def job_facts_of(state: MeshState, job: str, max_attempts: int) -> JobFacts:
-    """One job of the state (KeyError if the state does not hold it)."""
-    return _facts(state, job, state.jobs[job], max_attempts)
-
-
 def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
     """A compacted job's facts as its record keeps them (finished; outputs and logs)."""
     outputs = frozenset(str(c) for c in facts.get("outputs", ()))
     return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
                     frozenset(str(c) for c in facts.get("logs", ())))
+
+
+def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:
+    """What a finished job's record keeps for retention (`archived_facts` reads it back):
+    when it ended, what its computed tasks produced and its chunks' run logs, read off the
+    record (`peer.http.views.job_record`) as `job_facts` finds them in the state."""
+    tasks = record["tasks"]
+    return {"finished_s": finished_s,
+            "outputs": sorted({t["output"] for t in tasks if t["state"] == "done"
+                               and not t["cid"]}),
+            "logs": sorted({c for t in tasks for c in t["logs"]})}
 
 
 def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
@@ -205,10 +220,9 @@ def _facts(state: MeshState, job: str, ev: Event, max_attempts: int,
 
 
 def _chunks_done(state: MeshState, job: str, task: str) -> Iterator[Event]:
-    for i in range(_n_chunks(state, job, task)):
-        done = state.chunk(job, task, i).done
-        if done is not None:
-            yield done
+    for c in _chunks(state, job, task):
+        if c.done is not None:
+            yield c.done
 
 
 def _items(cache: Mapping[str, Any]) -> Iterator[str]:
@@ -244,14 +258,21 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
         done = state.task_done.get((job, t["name"]))
         if done is not None:
             end = max(end, done.hlc)
-        for i in range(_n_chunks(state, job, t["name"])):
-            end = max([end, *(f.hlc for f in state.chunk(job, t["name"], i).failures.values())])
+        for c in _chunks(state, job, t["name"]):
+            if c.failures:
+                end = max(end, max(f.hlc for f in c.failures.values()))
     return hlc_ms(end or state.jobs[job].hlc) / 1000
 
 
-def _n_chunks(state: MeshState, job: str, task: str) -> int:
+def _chunks(state: MeshState, job: str, task: str) -> Iterator[ChunkState]:
+    """The chunks of the task's winning split (`MeshState.chunk` of each, one lookup of the
+    split)."""
     split = state.splits.get((job, task))
-    return 0 if split is None else n_chunks(split)
+    if split is None:
+        return
+    table, (origin, seq) = state.chunks, split.id
+    for i in range(n_chunks(split)):
+        yield table[ChunkKey(job, task, origin, seq, i)]
 
 
 def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from peer.config import PeerConfig
-from peer.http.views import compact_view, job_view
+from peer.http.views import job_view
 from peer.log import Event
 from peer.log.compact import Finished
 from peer.node import Node
+from tests.unit.record_oracle import compact_view
 from tests.unit.test_compaction import history as compaction_history
 
 

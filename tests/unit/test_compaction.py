@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
-from peer.http.views import compact_view, job_view, page_jobs
+from peer.http.views import job_view, page_jobs
 from peer.log import Event, EventType
 from peer.log import compact as compact_mod
 from peer.log.jobindex import ITEM
@@ -26,6 +26,7 @@ from peer.log.snapframe import FrameSpool, check_record, job_digest3
 from peer.log.snapstream import Spool, job_digest
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.node import Node
+from tests.unit.record_oracle import compact_view
 
 ORIGIN = "hist0000000000000000"
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-v0.1.0"

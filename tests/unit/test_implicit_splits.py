@@ -15,7 +15,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.errors import SpecError
-from peer.http.views import compact_view, job_view
+from peer.http.views import job_view
 from peer.ipfs.store import StoreConfig
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
@@ -24,6 +24,7 @@ from peer.jobs.spec import from_obj, workflow_from_json
 from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, fold
 from peer.node import Node
 from tasks import registry
+from tests.unit.record_oracle import compact_view
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
