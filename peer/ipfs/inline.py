@@ -1,9 +1,9 @@
 """Small outputs inline: a task output (and its run record) of at most `max_bytes` of blocks
 travels inside its CHUNK_DONE (`inline`: CID -> base64 block), whose log write is its
-durability; every peer that folds the event checks the blocks, and writes them only if it
-is one of the output's replicas (peer.ipfs.replicate.replica_peers); the others keep them
-in memory for a while (`Staged`), as they rode, and check and write them only when this
-peer needs the output.
+durability; a peer that folds the event checks the blocks and writes them if it is one of
+the output's replicas (peer.ipfs.replicate.replica_peers); the others only bound them
+(`sized`) and keep them in memory for a while as they rode (`Staged`), checked (`decode`)
+and written only when this peer needs the output.
 Pure but for `InlineBlocks` (loop-owned; its writes are small and unsynced: the log is the
 source).
 """
