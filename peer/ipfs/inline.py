@@ -1,8 +1,9 @@
 """Small outputs inline: a task output (and its run record) of at most `max_bytes` of blocks
 travels inside its CHUNK_DONE (`inline`: CID -> base64 block), whose log write is its
-durability; every peer that folds the event checks the blocks, and writes them only if it
-is one of the output's replicas (peer.ipfs.replicate.replica_peers); the others keep them
-in memory for a while (`Staged`) and write them only when this peer needs the output.
+durability; a peer that folds the event checks the blocks and writes them if it is one of
+the output's replicas (peer.ipfs.replicate.replica_peers); the others only bound them
+(`sized`) and keep them in memory for a while as they rode (`Staged`), checked (`decode`)
+and written only when this peer needs the output.
 Pure but for `InlineBlocks` (loop-owned; its writes are small and unsynced: the log is the
 source).
 """
@@ -111,17 +112,36 @@ def encode(blocks: Mapping[str, bytes]) -> dict[str, str]:
     return {c: base64.b64encode(b).decode("ascii") for c, b in blocks.items()}
 
 
-def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: int,
-           ) -> dict[Cid, bytes]:
-    """Check an event's `inline` value as hostile input: at most `max_bytes` of blocks, each
-    hashing to its CID, every root named in the event among them. IntegrityError if not."""
+def _b64_size(b64: str) -> int:
+    """The bytes a base64 text decodes to (exact for a valid one: 4 characters -> 3 bytes,
+    less its padding; a text that is not base64 is refused when decoded)."""
+    return len(b64) * 3 // 4 - (b64[-2:] == "==") - (b64[-1:] == "=")
+
+
+def sized(inline: Mapping[str, str], max_bytes: int) -> int:
+    """The bytes of blocks an event's `inline` value holds, from its texts' lengths alone
+    (nothing decoded nor hashed): IntegrityError if more blocks than allowed, one block's
+    text or all of them larger than `max_bytes` of blocks. The first checks of `decode`."""
     if len(inline) > 2 * MAX_ENTRIES + 2:
         raise IntegrityError(f"inline: {len(inline)} blocks, more than allowed")
-    out: dict[Cid, bytes] = {}
     total = 0
     for text, b64 in inline.items():
         if len(b64) > (max_bytes + 2) // 3 * 4:
             raise IntegrityError(f"inline block {text[:64]}: larger than {max_bytes} bytes")
+        total += _b64_size(b64)
+    if total > max_bytes:
+        raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
+    return total
+
+
+def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: int,
+           ) -> dict[Cid, bytes]:
+    """Check an event's `inline` value as hostile input: at most `max_bytes` of blocks, each
+    hashing to its CID, every root named in the event among them. IntegrityError if not."""
+    sized(inline, max_bytes)  # the bounds, before anything is decoded or hashed
+    out: dict[Cid, bytes] = {}
+    total = 0
+    for text, b64 in inline.items():
         try:
             data = base64.b64decode(b64, validate=True)
             c = parse_cid(text)
@@ -201,15 +221,51 @@ def last_pending(get: Callable[[str], bytes], roots: Iterable[str],
     return need
 
 
+class Carried:
+    """An inline output's blocks as they rode (CID text -> base64; the event's own mapping,
+    so holding it copies nothing), within the bounds (`sized`) but not yet checked against
+    their CIDs: `decode` runs when they are taken, at most once for a refusal (the same
+    blocks may be kept under the output and its run record)."""
+
+    __slots__ = ("_lock", "_refused", "inline", "job", "max_bytes", "origin", "roots", "size")
+
+    def __init__(self, inline: Mapping[str, str], roots: Iterable[str | None],
+                 max_bytes: int, size: int, job: str = "", origin: str = "") -> None:
+        self.inline = inline
+        self.roots = tuple(roots)
+        self.max_bytes = max_bytes
+        self.size = size  # bytes of blocks, from the texts' lengths (`sized`)
+        self.job = job
+        self.origin = origin
+        self._refused: IntegrityError | None = None
+        self._lock = threading.Lock()
+
+    def decode(self) -> tuple[dict[Cid, bytes] | IntegrityError, bool]:
+        """The checked blocks (`decode`), or why they are refused; and whether this call
+        found that (False: an earlier one refused them already). In any thread."""
+        with self._lock:
+            if self._refused is not None:
+                return self._refused, False
+            try:
+                return decode(self.inline, self.roots, self.max_bytes), True
+            except IntegrityError as e:
+                self._refused = e
+                return e, True
+
+
+Kept = Mapping[Cid, bytes] | Carried  # checked blocks, or blocks to check when taken
+
+
 class Staged:
-    """The blocks of inline outputs kept in memory (root CID text -> its blocks), bounded
-    to `max_bytes` of blocks: the least recently folded or asked for goes first.
-    Thread-safe (the fetcher takes them in its threads)."""
+    """The blocks of inline outputs kept in memory (root CID text -> its blocks, checked or
+    `Carried`), bounded to `max_bytes` of blocks (a Carried one's size taken from its base64
+    texts' lengths: exact for valid base64, which is all a take keeps): the least recently
+    folded or asked for goes first. Thread-safe (the fetcher takes them in its threads)."""
 
     def __init__(self, max_bytes: int = STAGED_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._outputs: OrderedDict[str, tuple[Mapping[Cid, bytes], int]] = OrderedDict()
+        self._outputs: OrderedDict[str, tuple[Kept, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -219,9 +275,10 @@ class Staged:
         with self._lock:
             return root in self._outputs
 
-    def put(self, root: str, blocks: Mapping[Cid, bytes]) -> None:
+    def put(self, root: str, blocks: Kept) -> None:
         """Keep `blocks` under `root`, dropping the oldest beyond the bound."""
-        size = sum(len(b) for b in blocks.values())
+        size = (blocks.size if isinstance(blocks, Carried)
+                else sum(len(b) for b in blocks.values()))
         with self._lock:
             old = self._outputs.pop(root, None)
             if old is not None:
@@ -234,7 +291,7 @@ class Staged:
                 _, (_, n) = self._outputs.popitem(last=False)
                 self.bytes -= n
 
-    def take(self, root: str) -> Mapping[Cid, bytes] | None:
+    def take(self, root: str) -> Kept | None:
         """The blocks kept under `root` (then no longer kept), or None."""
         with self._lock:
             got = self._outputs.pop(root, None)
@@ -257,11 +314,14 @@ def every_peer(cid: str, producer: str) -> bool:
 
 class InlineBlocks:
     """Listener: keeps the inline blocks of every CHUNK_DONE folded here (another peer's;
-    ours are kept before they are emitted), after checking them (`decode`); counts what it
-    kept and refused. Another peer's output is written and pinned here only if this peer
-    is to hold a copy (`replica(cid, producer)`: one of its replicas); otherwise its blocks
-    stay in memory (`staged`, bounded) until the fetcher asks for them (`restage`) or
-    newer ones push them out. `holds(cid)`: an output written here (or being written)."""
+    ours are kept before they are emitted); counts what it kept and refused. Another
+    peer's output is checked (`decode`), written and pinned here only if this peer is to
+    hold a copy (`replica(cid, producer)`: one of its replicas); otherwise its blocks stay
+    in memory as they rode (`staged`, bounded; only their count and sizes checked) until
+    the fetcher asks for them (`restage`: checked then, refused and fetched by CID if they
+    do not match) or newer ones push them out. Most are never asked for: the full check
+    of every other peer's outputs was the largest item of a peer's receive path (issue 12).
+    `holds(cid)`: an output written here (or being written)."""
 
     def __init__(self, self_id: str, store: Keeper, max_bytes: int,
                  mark: Callable[[str], None] = lambda c: None,
@@ -279,8 +339,9 @@ class InlineBlocks:
         self.background = background
         self.replica = replica  # (cid, producer) -> this peer holds a copy of the output
         self.staged = Staged(staged_max_bytes)  # the others' outputs, in memory only
-        self.kept = 0
-        self.refused = 0
+        self.kept = 0  # outputs kept (written, or in memory: `unwritten`)
+        self.refused = 0  # when folded, or (kept in memory) when taken: then counted in both
+        self._refused_lock = threading.Lock()  # the fetcher's threads count refusals too
         self.unwritten = 0  # outputs kept in memory only (this peer holds no copy)
         self.restaged = 0  # of those, written here when this peer needed them
         self.failed = 0  # writes that failed (disk full): the next start restores them all
@@ -418,21 +479,28 @@ class InlineBlocks:
         self.keep(ev.origin, body)
 
     def keep(self, origin: str, body: ChunkDone) -> bool:
-        """Check and keep `body`'s inline blocks; False (counted) if refused or not kept."""
+        """Keep `body`'s inline blocks (checked if written here, only bounded if kept in
+        memory); False (counted) if refused or not kept."""
         assert body.inline is not None
-        try:
-            blocks = decode(body.inline, roots_of(body), self.max_bytes)
-        except IntegrityError as e:
-            self.refused += 1
-            log.warning("inline blocks of %s from %s refused: %s", body.job, origin[:8], e)
-            return False
         if body.output and not self.replica(body.output, origin):
-            self.staged.put(body.output, blocks)  # the replicas write it; fetched if needed
+            try:  # the replicas write it; checked when taken, fetched by CID if refused
+                size = sized(body.inline, self.max_bytes)
+            except IntegrityError as e:
+                self._refuse(body.job, origin, e)
+                return False
+            carried = Carried(body.inline, roots_of(body), self.max_bytes, size, body.job,
+                              origin)
+            self.staged.put(body.output, carried)
             if body.log and body.log in body.inline:  # its run record rode too (/api logs)
-                self.staged.put(body.log, blocks)
+                self.staged.put(body.log, carried)
             self.kept += 1
             self.unwritten += 1
             return True
+        try:
+            blocks = decode(body.inline, roots_of(body), self.max_bytes)
+        except IntegrityError as e:
+            self._refuse(body.job, origin, e)
+            return False
         if body.output:
             self.note(body.output)
         try:  # the output is pinned, as its producer pins it; the run record is not
@@ -443,13 +511,29 @@ class InlineBlocks:
         self.kept += 1
         return True
 
+    def _refuse(self, job: str, origin: str, e: IntegrityError) -> None:
+        with self._refused_lock:
+            self.refused += 1
+        log.warning("inline blocks of %s from %s refused: %s", job, origin[:8], e)
+
     def restage(self, cid: str) -> bool:
         """Write the blocks of `cid` kept in memory here (not pinned: a cache copy, the
-        replicas hold it); True if written, False if not kept or not written (fetched by
-        CID then). For the fetcher, in its threads."""
-        blocks = self.staged.take(cid)
-        if blocks is None:
+        replicas hold it), checked first (`decode`: refused, counted and logged, if they
+        do not match); True if written, False if not kept, refused or not written (fetched
+        by CID then). For the fetcher, in its threads."""
+        kept = self.staged.take(cid)
+        if kept is None:
             return False
+        blocks: Mapping[Cid, bytes]
+        if isinstance(kept, Carried):
+            verdict, first = kept.decode()
+            if isinstance(verdict, IntegrityError):
+                if first:
+                    self._refuse(kept.job, kept.origin, verdict)
+                return False
+            blocks = verdict
+        else:
+            blocks = kept
         try:
             self.store.keep_inline(blocks, [])
         except (OSError, StoreError) as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import threading
 import time
@@ -733,6 +734,158 @@ def test_the_memory_kept_is_bounded_by_bytes_oldest_out_first(tmp_path: Path) ->
     assert "huge" not in staged and len(staged) == 2  # larger than the bound: not kept
     assert staged.take(outs[1][0]) is not None and staged.take(outs[1][0]) is None
     assert staged.bytes == size
+
+
+# --- another peer's output kept in memory is checked when taken, not when folded (issue 12) --
+
+def _hostile(tmp: Path, attack: str, data: bytes = OUT) -> tuple[str, dict[str, str]]:
+    """An output's CID and `inline` value, made hostile by `attack`."""
+    cid, blocks = inline.import_small(_out_dir(tmp, data), 1024) or ("", {})
+    carried = inline.encode(blocks)
+    first = next(c for c in carried if c != cid)  # the file's block, not the root's
+    if attack == "tampered":  # same length, other bytes: the hash does not match
+        carried[first] = base64.b64encode(bytes(b ^ 1 for b in blocks[first])).decode()
+    elif attack == "not_base64":
+        carried[first] = "!!!!" + carried[first][4:]
+    elif attack == "root_missing":
+        del carried[cid]
+    elif attack == "not_a_cid":
+        carried["not-a-cid"] = carried.pop(first)
+    elif attack == "too_big":
+        carried.update(inline.encode(inline.import_bytes(b"y" * 1000)[1]))
+    elif attack == "one_too_big":
+        carried[first] = base64.b64encode(b"y" * 1100).decode()
+    elif attack == "too_many":
+        carried.update({f"k{i}": "" for i in range(2 * inline.MAX_ENTRIES + 2)})
+    return cid, carried
+
+
+def _by(origin: str, job: str, cid: str, carried: Mapping[str, str],
+        record: str | None = None) -> Event:
+    p = {**_done(origin, cid, carried).payload, "job": job, "log": record}
+    return Event(origin, 1, 1, EventType.CHUNK_DONE, p)
+
+
+def _hashes(monkeypatch: pytest.MonkeyPatch) -> list[Cid]:
+    """The blocks `inline` hashes from now on (its `verify`, spied on)."""
+    seen: list[Cid] = []
+    real = inline.verify
+
+    def verify(c: Cid, data: bytes) -> None:
+        seen.append(c)
+        real(c, data)
+
+    monkeypatch.setattr(inline, "verify", verify)
+    return seen
+
+
+@pytest.mark.parametrize("attack", ["tampered", "not_base64", "root_missing", "not_a_cid"])
+def test_hostile_blocks_kept_in_memory_are_refused_when_taken(
+        tmp_path: Path, attack: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A peer that is not a replica keeps the blocks as they rode, within the bounds, without
+    decoding nor hashing them; taken, they are checked as a replica checks them: refused,
+    counted and logged (job, origin, the block or CID), and nothing written: the fetcher
+    then fetches the output by CID."""
+    cid, carried = _hostile(tmp_path, attack)
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    hashed = _hashes(monkeypatch)
+    ib.on_event(_by("evil0000peer", "job-lazy", cid, carried))
+    assert hashed == [] and cid in ib.staged and keeper.blocks == {}
+    assert ib.health()["kept"] == 1 and ib.health()["refused"] == 0
+    with caplog.at_level(logging.WARNING, logger="banzai.inline"):
+        assert not ib.restage(cid)
+    assert ib.health()["refused"] == 1 and ib.health()["restaged"] == 0
+    assert keeper.blocks == {} and cid not in ib.staged and ib.health()["staged_bytes"] == 0
+    assert "inline blocks of job-lazy from evil0000 refused" in caplog.text
+    named = cid if attack == "root_missing" else "not-a-cid" if attack == "not_a_cid" else ""
+    assert named in caplog.text and "Traceback" not in caplog.text
+
+
+def test_hostile_blocks_kept_under_the_run_record_too_are_refused_once(
+        tmp_path: Path) -> None:
+    cid, carried = _hostile(tmp_path, "tampered")
+    record, more = inline.import_bytes(b'{"log": [], "metrics": []}')
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib.on_event(_by("other", "j", cid, {**carried, **inline.encode(more)}, record))
+    assert cid in ib.staged and record in ib.staged
+    assert not ib.restage(record) and not ib.restage(cid)
+    assert ib.health()["refused"] == 1 and keeper.blocks == {}
+
+
+@pytest.mark.parametrize("attack", ["too_big", "one_too_big", "too_many"])
+def test_blocks_beyond_the_bounds_are_refused_when_folded_without_hashing(
+        tmp_path: Path, attack: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cid, carried = _hostile(tmp_path, attack)
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False)
+    hashed = _hashes(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="banzai.inline"):
+        ib.on_event(_by("evil0000peer", "job-big", cid, carried))
+    assert hashed == [] and cid not in ib.staged and ib.health()["staged_bytes"] == 0
+    assert ib.health()["kept"] == 0 and ib.health()["refused"] == 1
+    assert "inline blocks of job-big from evil0000 refused" in caplog.text
+
+
+def test_good_blocks_kept_in_memory_are_checked_when_taken_then_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    hashed = _hashes(monkeypatch)
+    ib.on_event(_by("other", "j", cid, inline.encode(blocks)))
+    assert hashed == [] and ib.health()["staged_bytes"] == sum(map(len, blocks.values()))
+    assert ib.restage(cid)
+    assert sorted(map(str, hashed)) == sorted(blocks)  # each block checked, once
+    assert keeper.blocks == blocks and keeper.pins == [] and ib.health()["restaged"] == 1
+    assert ib.health()["refused"] == 0
+
+
+def test_a_replica_checks_the_blocks_when_it_folds_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica path is unchanged: checked at once, refused at once if hostile."""
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    keeper = FakeKeeper()
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: True)
+    hashed = _hashes(monkeypatch)
+    ib.on_event(_by("other", "j", cid, inline.encode(blocks)))
+    assert sorted(map(str, hashed)) == sorted(blocks) and keeper.blocks == blocks
+    (tmp_path / "x").mkdir()
+    bad, carried = _hostile(tmp_path / "x", "tampered", b"another result\n")
+    ib.on_event(_by("other", "j2", bad, carried))
+    assert ib.health()["refused"] == 1 and ib.health()["kept"] == 1 and not ib.holds(bad)
+    assert len(ib.staged) == 0
+
+
+def test_the_size_of_blocks_kept_unchecked_is_their_bytes_and_the_bound_holds(
+        tmp_path: Path) -> None:
+    for n in range(8):  # every padding: the size from the base64 text is exact
+        text = base64.b64encode(b"x" * n).decode()
+        assert inline.sized({"c": text}, 1024) == n
+    outs = [_small(tmp_path, f"m{i}") for i in range(4)]
+    size = sum(map(len, outs[0][1].values()))
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
+                             staged_max_bytes=2 * size + size // 2)  # two fit, not three
+    for i, (cid, blocks) in enumerate(outs[:3]):
+        ib.on_event(_by("other", f"j{i}", cid, inline.encode(blocks)))
+    assert ib.health()["staged_bytes"] == 2 * size <= ib.staged.max_bytes
+    assert outs[0][0] not in ib.staged and outs[1][0] in ib.staged and len(ib.staged) == 2
+
+
+async def test_the_fetcher_fetches_by_cid_an_output_whose_kept_blocks_are_refused(
+        tmp_path: Path) -> None:
+    cid, carried = _hostile(tmp_path, "tampered")
+    store = EmbeddedStore(tmp_path / "store")
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib.on_event(_by("other", "j", cid, carried))
+    f = Fetcher(store, dict, lambda c: set(), "me")
+    f.local = ib.restage
+    with pytest.raises(NotFound):  # refused from memory: asked of peers (none here)
+        await f.ensure([cid])
+    assert not store.has(cid) and ib.health()["refused"] == 1
+    await f.close()
 
 
 async def test_the_fetcher_takes_an_output_kept_in_memory_before_asking_any_peer(
