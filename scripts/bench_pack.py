@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The inline pack's costs at a size a lab reaches (peer/ipfs/pack.py): keeping rows (one
-transaction per writer pass), the start's check (`quick_check` of the whole file) and the
-storage cycle's reads of the pins (`pins()`, `output_pins()`), on a store in a temp dir.
+transaction per writer pass), the start's check (`quick_check` of the whole file), the
+storage cycle's reads of the pins (`pins()`, `output_pins()`) and the DAG size of each pin
+(`dag_size`: read only under a store budget) and a gc pass, on a store in a temp dir.
 
     .venv/bin/python scripts/bench_pack.py [--pins 100000] [--pass-rows 50] [--block-bytes 900]
 """
@@ -53,13 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         store.output_pins()
         out_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for cid in store.pins():
+            store.dag_size(cid)
+        sizes_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.gc()
+        gc_s = time.perf_counter() - t0
     print(f"Command: `scripts/bench_pack.py --pins {a.pins} --pass-rows {a.pass_rows} "
           f"--block-bytes {a.block_bytes}`. Machine: {machine()}.")
     print(f"| pins | pack MB | keep, us per output ({a.pass_rows} a pass) | start's check s "
-          "| pins() s | output_pins() s |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| pins() s | output_pins() s | DAG sizes s | gc s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {n} | {size_mb:.1f} | {keep_s / a.pins * 1e6:.1f} | {check_s:.2f} | {pins_s:.2f} "
-          f"| {out_s:.2f} |")
+          f"| {out_s:.2f} | {sizes_s:.2f} | {gc_s:.2f} |")
     return 0
 
 
