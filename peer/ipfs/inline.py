@@ -41,8 +41,11 @@ DEFAULT_MAX_BYTES = 1024
 MAX_ENTRIES = 16  # files and directories of an output that may ride inline
 # The inline outputs a peer keeps in memory rather than on disk (it is not one of their
 # replicas), the latest folded: thousands of small outputs, a downstream task's input
-# or a read through this peer's gateway written from memory rather than fetched.
+# or a read through this peer's gateway written from memory rather than fetched. Counted in
+# the characters they hold (CID texts and base64: 4/3 of their blocks' bytes and more) plus
+# CARRIED_OVERHEAD each, so that no entry is free, whatever an event carries.
 STAGED_MAX_BYTES = 4 << 20
+CARRIED_OVERHEAD = 256  # an entry's objects (its Carried, tuples, the table's slot), about
 
 
 class MemorySink:
@@ -113,21 +116,27 @@ def encode(blocks: Mapping[str, bytes]) -> dict[str, str]:
 
 
 def _b64_size(b64: str) -> int:
-    """The bytes a base64 text decodes to (exact for a valid one: 4 characters -> 3 bytes,
-    less its padding; a text that is not base64 is refused when decoded)."""
+    """The bytes a base64 text of a valid shape (`sized`) decodes to: 4 characters -> 3
+    bytes, less its padding (exact for valid base64; other characters are refused when
+    decoded)."""
     return len(b64) * 3 // 4 - (b64[-2:] == "==") - (b64[-1:] == "=")
 
 
 def sized(inline: Mapping[str, str], max_bytes: int) -> int:
     """The bytes of blocks an event's `inline` value holds, from its texts' lengths alone
-    (nothing decoded nor hashed): IntegrityError if more blocks than allowed, one block's
-    text or all of them larger than `max_bytes` of blocks. The first checks of `decode`."""
+    (nothing decoded nor hashed): IntegrityError if more blocks than allowed, a text whose
+    length or padding no base64 text has, one block's text or all of them larger than
+    `max_bytes` of blocks. The first checks of `decode`."""
     if len(inline) > 2 * MAX_ENTRIES + 2:
         raise IntegrityError(f"inline: {len(inline)} blocks, more than allowed")
     total = 0
     for text, b64 in inline.items():
         if len(b64) > (max_bytes + 2) // 3 * 4:
             raise IntegrityError(f"inline block {text[:64]}: larger than {max_bytes} bytes")
+        body = b64.rstrip("=")
+        if len(b64) % 4 or len(b64) - len(body) > 2 or "=" in body:
+            raise IntegrityError(f"inline block {text[:64]}: not base64 (its length or "
+                                 "padding)")
         total += _b64_size(b64)
     if total > max_bytes:
         raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
@@ -227,14 +236,15 @@ class Carried:
     their CIDs: `decode` runs when they are taken, at most once for a refusal (the same
     blocks may be kept under the output and its run record)."""
 
-    __slots__ = ("_lock", "_refused", "inline", "job", "max_bytes", "origin", "roots", "size")
+    __slots__ = ("_lock", "_refused", "held", "inline", "job", "max_bytes", "origin", "roots")
 
     def __init__(self, inline: Mapping[str, str], roots: Iterable[str | None],
-                 max_bytes: int, size: int, job: str = "", origin: str = "") -> None:
+                 max_bytes: int, job: str = "", origin: str = "") -> None:
         self.inline = inline
         self.roots = tuple(roots)
         self.max_bytes = max_bytes
-        self.size = size  # bytes of blocks, from the texts' lengths (`sized`)
+        # what holding it costs: its texts' characters and CARRIED_OVERHEAD (never 0)
+        self.held = CARRIED_OVERHEAD + sum(len(k) + len(v) for k, v in inline.items())
         self.job = job
         self.origin = origin
         self._refused: IntegrityError | None = None
@@ -253,19 +263,17 @@ class Carried:
                 return e, True
 
 
-Kept = Mapping[Cid, bytes] | Carried  # checked blocks, or blocks to check when taken
-
 
 class Staged:
-    """The blocks of inline outputs kept in memory (root CID text -> its blocks, checked or
-    `Carried`), bounded to `max_bytes` of blocks (a Carried one's size taken from its base64
-    texts' lengths: exact for valid base64, which is all a take keeps): the least recently
-    folded or asked for goes first. Thread-safe (the fetcher takes them in its threads)."""
+    """The blocks of inline outputs kept in memory, as they rode (root CID text -> its
+    `Carried`), bounded to `max_bytes` of what they hold (`Carried.held`): the least
+    recently folded or asked for goes first. Thread-safe (the fetcher takes them in its
+    threads)."""
 
     def __init__(self, max_bytes: int = STAGED_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._outputs: OrderedDict[str, tuple[Kept, int]] = OrderedDict()
+        self._outputs: OrderedDict[str, tuple[Carried, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -275,10 +283,9 @@ class Staged:
         with self._lock:
             return root in self._outputs
 
-    def put(self, root: str, blocks: Kept) -> None:
+    def put(self, root: str, blocks: Carried) -> None:
         """Keep `blocks` under `root`, dropping the oldest beyond the bound."""
-        size = (blocks.size if isinstance(blocks, Carried)
-                else sum(len(b) for b in blocks.values()))
+        size = blocks.held
         with self._lock:
             old = self._outputs.pop(root, None)
             if old is not None:
@@ -291,7 +298,7 @@ class Staged:
                 _, (_, n) = self._outputs.popitem(last=False)
                 self.bytes -= n
 
-    def take(self, root: str) -> Kept | None:
+    def take(self, root: str) -> Carried | None:
         """The blocks kept under `root` (then no longer kept), or None."""
         with self._lock:
             got = self._outputs.pop(root, None)
@@ -341,7 +348,7 @@ class InlineBlocks:
         self.staged = Staged(staged_max_bytes)  # the others' outputs, in memory only
         self.kept = 0  # outputs kept (written, or in memory: `unwritten`)
         self.refused = 0  # when folded, or (kept in memory) when taken: then counted in both
-        self._refused_lock = threading.Lock()  # the fetcher's threads count refusals too
+        self._counts_lock = threading.Lock()  # the fetcher's threads count too
         self.unwritten = 0  # outputs kept in memory only (this peer holds no copy)
         self.restaged = 0  # of those, written here when this peer needed them
         self.failed = 0  # writes that failed (disk full): the next start restores them all
@@ -484,12 +491,11 @@ class InlineBlocks:
         assert body.inline is not None
         if body.output and not self.replica(body.output, origin):
             try:  # the replicas write it; checked when taken, fetched by CID if refused
-                size = sized(body.inline, self.max_bytes)
+                sized(body.inline, self.max_bytes)
             except IntegrityError as e:
                 self._refuse(body.job, origin, e)
                 return False
-            carried = Carried(body.inline, roots_of(body), self.max_bytes, size, body.job,
-                              origin)
+            carried = Carried(body.inline, roots_of(body), self.max_bytes, body.job, origin)
             self.staged.put(body.output, carried)
             if body.log and body.log in body.inline:  # its run record rode too (/api logs)
                 self.staged.put(body.log, carried)
@@ -512,7 +518,7 @@ class InlineBlocks:
         return True
 
     def _refuse(self, job: str, origin: str, e: IntegrityError) -> None:
-        with self._refused_lock:
+        with self._counts_lock:
             self.refused += 1
         log.warning("inline blocks of %s from %s refused: %s", job, origin[:8], e)
 
@@ -524,22 +530,18 @@ class InlineBlocks:
         kept = self.staged.take(cid)
         if kept is None:
             return False
-        blocks: Mapping[Cid, bytes]
-        if isinstance(kept, Carried):
-            verdict, first = kept.decode()
-            if isinstance(verdict, IntegrityError):
-                if first:
-                    self._refuse(kept.job, kept.origin, verdict)
-                return False
-            blocks = verdict
-        else:
-            blocks = kept
+        blocks, first = kept.decode()
+        if isinstance(blocks, IntegrityError):
+            if first:
+                self._refuse(kept.job, kept.origin, blocks)
+            return False
         try:
             self.store.keep_inline(blocks, [])
         except (OSError, StoreError) as e:
             log.warning("inline blocks of %s not written: %s", cid[:64], e)
             return False
-        self.restaged += 1
+        with self._counts_lock:
+            self.restaged += 1
         return True
 
     def restore(self, events: Iterable[Event],

@@ -702,7 +702,7 @@ def test_an_output_kept_in_memory_is_written_unpinned_when_this_peer_needs_it(
     keeper = FakeKeeper()
     ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
     ib.on_event(_done("other", cid, inline.encode(blocks)))
-    assert keeper.blocks == {} and ib.health()["staged_bytes"] == sum(map(len, blocks.values()))
+    assert keeper.blocks == {} and ib.health()["staged_bytes"] == _held(blocks)
     assert ib.restage(cid)
     assert keeper.blocks == blocks and keeper.pins == []  # a cache copy: the replicas pin it
     assert not ib.restage(cid) and ib.health()["staged_bytes"] == 0  # written: no longer kept
@@ -722,15 +722,26 @@ def test_a_run_record_that_rode_along_is_kept_in_memory_under_its_cid_too(
     assert ib.restage(record) and record in keeper.blocks
 
 
+def _carried(cid: str, blocks: Mapping[str, bytes]) -> inline.Carried:
+    return inline.Carried(inline.encode(blocks), [cid], 1024)
+
+
+def _held(blocks: Mapping[str, bytes]) -> int:
+    """What keeping `blocks` in memory as they ride is charged: their texts' characters and
+    the overhead of an entry."""
+    return inline.CARRIED_OVERHEAD + sum(len(c) + len(t)
+                                         for c, t in inline.encode(blocks).items())
+
+
 def test_the_memory_kept_is_bounded_by_bytes_oldest_out_first(tmp_path: Path) -> None:
     outs = [_small(tmp_path, f"m{i}") for i in range(4)]
-    size = sum(map(len, outs[0][1].values()))
+    size = _held(outs[0][1])
     staged = inline.Staged(max_bytes=2 * size + size // 2)  # two outputs fit, not three
     for cid, blocks in outs[:3]:
-        staged.put(cid, inline.checked(blocks, cid))
+        staged.put(cid, _carried(cid, blocks))
     assert outs[0][0] not in staged and outs[1][0] in staged and outs[2][0] in staged
     assert staged.bytes <= staged.max_bytes and len(staged) == 2
-    staged.put("huge", {c: b * 100 for c, b in inline.checked(*outs[3][::-1]).items()})
+    staged.put("huge", _carried("huge", {c: b * 100 for c, b in outs[3][1].items()}))
     assert "huge" not in staged and len(staged) == 2  # larger than the bound: not kept
     assert staged.take(outs[1][0]) is not None and staged.take(outs[1][0]) is None
     assert staged.bytes == size
@@ -836,7 +847,7 @@ def test_good_blocks_kept_in_memory_are_checked_when_taken_then_written(
     ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
     hashed = _hashes(monkeypatch)
     ib.on_event(_by("other", "j", cid, inline.encode(blocks)))
-    assert hashed == [] and ib.health()["staged_bytes"] == sum(map(len, blocks.values()))
+    assert hashed == [] and ib.health()["staged_bytes"] == _held(blocks)
     assert ib.restage(cid)
     assert sorted(map(str, hashed)) == sorted(blocks)  # each block checked, once
     assert keeper.blocks == blocks and keeper.pins == [] and ib.health()["restaged"] == 1
@@ -865,13 +876,32 @@ def test_the_size_of_blocks_kept_unchecked_is_their_bytes_and_the_bound_holds(
         text = base64.b64encode(b"x" * n).decode()
         assert inline.sized({"c": text}, 1024) == n
     outs = [_small(tmp_path, f"m{i}") for i in range(4)]
-    size = sum(map(len, outs[0][1].values()))
+    size = _held(outs[0][1])
     ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
                              staged_max_bytes=2 * size + size // 2)  # two fit, not three
     for i, (cid, blocks) in enumerate(outs[:3]):
         ib.on_event(_by("other", f"j{i}", cid, inline.encode(blocks)))
     assert ib.health()["staged_bytes"] == 2 * size <= ib.staged.max_bytes
     assert outs[0][0] not in ib.staged and outs[1][0] in ib.staged and len(ib.staged) == 2
+
+
+@pytest.mark.parametrize("text", ["==", "=", "a=bc", "abcde", "ab=c"])
+def test_a_text_no_base64_text_has_is_refused_when_folded_and_no_entry_is_free(
+        tmp_path: Path, text: str) -> None:
+    """A non-replica keeps another peer's blocks unchecked, so the bound must not trust
+    them: texts of a length or padding that no base64 text has are refused at fold (before,
+    `"=="` counted -1 byte: a flood of them drove the bound's count below zero and kept
+    every entry), and even an entry of tiny texts costs CARRIED_OVERHEAD."""
+    with pytest.raises(IntegrityError, match="not base64"):
+        inline.sized({"c": text}, 1024)
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
+                             staged_max_bytes=10 * inline.CARRIED_OVERHEAD)
+    for i in range(50):
+        ib.on_event(_by("other", f"j{i}", f"out{i}", {f"out{i}": text}))
+    assert ib.refused == 50 and len(ib.staged) == 0
+    for i in range(50):  # the smallest well-shaped texts: kept, each charged its overhead
+        ib.on_event(_by("other", f"k{i}", f"ok{i}", {f"ok{i}": ""}))
+    assert 0 < ib.staged.bytes <= ib.staged.max_bytes and len(ib.staged) < 10
 
 
 async def test_the_fetcher_fetches_by_cid_an_output_whose_kept_blocks_are_refused(
