@@ -39,7 +39,8 @@ class Cid:
     """A parsed CID: version 0 or 1, codec name (e.g. "raw", "dag-pb") and multihash bytes.
     `text`: its canonical text when known at construction (`parse_cid` of a canonical text
     keeps it: formatting it again is most of what `str` costs), else None (formatted once
-    asked, from a bounded cache). Not part of its identity (equality, hash)."""
+    asked, from a bounded cache). Not part of its identity (equality, hash). A Cid with
+    other fields is made anew, never by `dataclasses.replace` (which would keep the text)."""
 
     version: int
     codec: str

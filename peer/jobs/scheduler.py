@@ -46,6 +46,7 @@ FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slo
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
+_OUTCOMES = (EventType.CHUNK_DONE, EventType.CHUNK_FAILED)
 
 
 K = TypeVar("K", bound=tuple[Any, ...])
@@ -424,6 +425,9 @@ class Scheduler:
                 if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
                     self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
                     return  # (as `_implicit_turn` finds once the chunk is claimed)
+            elif ev.type in _OUTCOMES:  # that attempt's lease no longer matters (else, once
+                self._claim_seen.pop(AttemptKey(  # lapsed, every tick would look at it)
+                    p["job"], p["task"], p["chunk"], p["attempt"]), None)
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
                 self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)

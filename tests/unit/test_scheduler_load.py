@@ -199,3 +199,29 @@ async def test_three_peers_look_at_each_task_fewer_times_when_others_claims_hold
             assert counted[pid] <= bound * n, f"{pid}: {counted[pid] / n:.2f} per task"
     finally:
         await mesh.close()
+
+
+async def test_a_failed_attempts_claim_is_not_looked_at_every_tick_while_the_retry_runs(
+        counted: Counter[str]) -> None:
+    """Once an attempt failed (or its chunk is done), its claim's lease no longer matters:
+    the peers that watched it do not look at the task at every tick once that lease would
+    have lapsed, while the next attempt runs elsewhere (found by review: 88 of 120 ticks)."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", tasks(1), implicit=True)
+        await mesh.settle()
+        [holder] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+        for key in mesh[holder].runner.running:
+            mesh[holder].runner.fail(key, kind="crash")
+        await mesh.settle()
+        for _ in range(8):
+            await mesh.advance(CFG.tick_s)
+        [retry] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+        assert mesh.events(EventType.CHUNK_FAILED, retry, job=job)
+        counted.clear()
+        for _ in range(int(3 * CFG.lease_s / CFG.tick_s)):  # the retry runs 3 leases long
+            await mesh.advance(CFG.tick_s)
+        others = {pid: counted[pid] for pid in mesh.peers if pid != retry}
+        assert all(n <= 5 for n in others.values()), others
+    finally:
+        await mesh.close()
