@@ -20,7 +20,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from peer.jobs.scheduler import Scheduler
-from peer.jobs.sim import JobMesh
 from tests.unit import test_scheduler_load as load
 
 
@@ -33,12 +32,8 @@ async def per_task(peers: int, n: int, implicit: bool) -> dict[str, float]:
         evaluate(self, job, task)
 
     Scheduler._evaluate = spy  # type: ignore[method-assign]
-    mesh = JobMesh(peers, load.CATALOG, load.CFG, slots=1, batch=True)
+    mesh = load.linked_mesh(peers)
     try:
-        for a in mesh.peers:
-            for b in mesh.peers:
-                if a != b:
-                    mesh.delay_s[(a, b)] = 0.002
         job = mesh.submit("p0", load.tasks(n), implicit=implicit)
         await load.drive(mesh, job, n)
     finally:

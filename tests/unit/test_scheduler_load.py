@@ -41,6 +41,16 @@ async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Counter[str]
     yield seen
 
 
+def linked_mesh(npeers: int) -> JobMesh:
+    """`npeers` peers with one slot each (a turn's events one TURN), every link 2 ms."""
+    mesh = JobMesh(npeers, CATALOG, CFG, slots=1, batch=True)
+    for a in mesh.peers:
+        for b in mesh.peers:
+            if a != b:
+                mesh.delay_s[(a, b)] = 0.002
+    return mesh
+
+
 async def drive(mesh: JobMesh, job: str, n: int, max_steps: int = 20_000) -> None:
     """Let time pass in small steps (heartbeats every 20 of them), each run ending RUN_S
     after it started, until every peer holds the n tasks done."""
@@ -67,12 +77,8 @@ async def test_tasks_waiting_for_a_slot_are_not_evaluated_again_and_again(
     """One slot per peer, many independent tasks: a task is looked at when an event about it
     comes and when a slot frees for it, not at every tick while it waits (before: 17 times
     per task on one peer, 22 per task and peer on three)."""
-    mesh = JobMesh(npeers, CATALOG, CFG, slots=1, batch=True)
+    mesh = linked_mesh(npeers)
     try:
-        for a in mesh.peers:
-            for b in mesh.peers:
-                if a != b:
-                    mesh.delay_s[(a, b)] = 0.002
         n = 60
         job = mesh.submit("p0", tasks(n))
         await drive(mesh, job, n)
@@ -185,12 +191,8 @@ async def test_three_peers_look_at_each_task_fewer_times_when_others_claims_hold
     """Evaluations per task and peer on three peers with one slot each (a fake run takes
     RUN_S, far less than a lease): 4.7-4.9 with implicit splits and 5.5 with real ones before
     others' claims were watched only for their leases."""
-    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True)
+    mesh = linked_mesh(3)
     try:
-        for a in mesh.peers:
-            for b in mesh.peers:
-                if a != b:
-                    mesh.delay_s[(a, b)] = 0.002
         n = 60
         job = mesh.submit("p0", tasks(n), implicit=implicit)
         await drive(mesh, job, n)
