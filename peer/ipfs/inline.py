@@ -46,6 +46,7 @@ MAX_ENTRIES = 16  # files and directories of an output that may ride inline
 # CARRIED_OVERHEAD each, so that no entry is free, whatever an event carries.
 STAGED_MAX_BYTES = 4 << 20
 CARRIED_OVERHEAD = 256  # an entry's objects (its Carried, tuples, the table's slot), about
+BLOCK_OVERHEAD = 160  # a block's: its key's and text's str objects, its slot in the mapping
 
 
 class MemorySink:
@@ -134,9 +135,10 @@ def sized(inline: Mapping[str, str], max_bytes: int) -> int:
         if len(b64) > (max_bytes + 2) // 3 * 4:
             raise IntegrityError(f"inline block {text[:64]}: larger than {max_bytes} bytes")
         body = b64.rstrip("=")
-        if len(b64) % 4 or len(b64) - len(body) > 2 or "=" in body:
-            raise IntegrityError(f"inline block {text[:64]}: not base64 (its length or "
-                                 "padding)")
+        if (not (b64.isascii() and text.isascii()) or len(b64) % 4
+                or len(b64) - len(body) > 2 or "=" in body):
+            raise IntegrityError(f"inline block {text[:64]!r}: not base64 (its characters, "
+                                 "length or padding)")
         total += _b64_size(b64)
     if total > max_bytes:
         raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
@@ -243,8 +245,10 @@ class Carried:
         self.inline = inline
         self.roots = tuple(roots)
         self.max_bytes = max_bytes
-        # what holding it costs: its texts' characters and CARRIED_OVERHEAD (never 0)
-        self.held = CARRIED_OVERHEAD + sum(len(k) + len(v) for k, v in inline.items())
+        # what holding it costs, about: its texts' characters (ASCII: `sized`), each
+        # block's BLOCK_OVERHEAD and the entry's CARRIED_OVERHEAD (never 0)
+        self.held = CARRIED_OVERHEAD + sum(BLOCK_OVERHEAD + len(k) + len(v)
+                                           for k, v in inline.items())
         self.job = job
         self.origin = origin
         self._refused: IntegrityError | None = None

@@ -421,16 +421,26 @@ class Scheduler:
         elif "job" in p and "task" in p:
             if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
                 ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
+                if self._settled(ak):  # its outcome came first (or it lost): not watched
+                    return
                 self._claim_seen[ak] = self.clock()
                 if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
                     self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
                     return  # (as `_implicit_turn` finds once the chunk is claimed)
             elif ev.type in _OUTCOMES:  # that attempt's lease no longer matters (else, once
-                self._claim_seen.pop(AttemptKey(  # lapsed, every tick would look at it)
-                    p["job"], p["task"], p["chunk"], p["attempt"]), None)
+                ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])  # lapsed,
+                if self._settled(ak):  # every tick would look at it); not another split's
+                    self._claim_seen.pop(ak, None)  # outcome (the holder's still holds)
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
                 self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+
+    def _settled(self, ak: AttemptKey) -> bool:
+        """True if attempt `ak` of the winning split's chunk has ended as the state folds it
+        (a later attempt began, or the chunk is done): its claim's lease no longer matters.
+        (`_note` runs after the event is folded.)"""
+        c = self.state.chunk(ak.job, ak.task, ak.chunk)
+        return ak.attempt < c.attempt or claims.chunk_done(c) is not None
 
     def _unconcerned(self, ak: AttemptKey) -> bool:
         """True if another peer's claim of `ak` changes nothing this peer does before its
