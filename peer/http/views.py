@@ -9,7 +9,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from peer.errors import ArgError
-from peer.jobs.claims import chunk_exhausted, task_status
+from peer.jobs.claims import chunk_exhausted, split_chunks, task_status
 from peer.log import (
     ChunkDone,
     ChunkFailed,
@@ -117,10 +117,9 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         b = split.body
         sizes = (b.sizes if isinstance(b, TaskSplitRef)
                  else [len(c) for c in split.body_as(TaskSplit).chunks])
-        sid = split.id  # (the chunks of the winning split: MeshState.chunk)
-        table, cancel, task_done = state.chunks, state.cancelled.get(job), done is not None
-        chunks = [_chunk(table[ChunkKey(job, name, sid[0], sid[1], i)], sid, n_items,
-                         max_attempts, task_done, cancel) for i, n_items in enumerate(sizes)]
+        sid, cancel, task_done = split.id, state.cancelled.get(job), done is not None
+        chunks = [_chunk(c, sid, n_items, max_attempts, task_done, cancel)
+                  for c, n_items in zip(split_chunks(state, split), sizes, strict=True)]
     if status == "done":
         progress = 1.0
     elif chunks:

@@ -43,7 +43,7 @@ MAX_ENTRIES = 16  # files and directories of an output that may ride inline
 # replicas), the latest folded: thousands of small outputs, a downstream task's input
 # or a read through this peer's gateway written from memory rather than fetched. Counted in
 # the characters they hold (CID texts and base64: 4/3 of their blocks' bytes and more) plus
-# CARRIED_OVERHEAD each, so that no entry is free, whatever an event carries.
+# BLOCK_OVERHEAD a block and CARRIED_OVERHEAD an entry, so that no entry is free.
 STAGED_MAX_BYTES = 4 << 20
 CARRIED_OVERHEAD = 256  # an entry's objects (its Carried, tuples, the table's slot), about
 BLOCK_OVERHEAD = 160  # a block's: its key's and text's str objects, its slot in the mapping
@@ -149,18 +149,14 @@ def decode(inline: Mapping[str, str], roots: Iterable[str | None], max_bytes: in
            ) -> dict[Cid, bytes]:
     """Check an event's `inline` value as hostile input: at most `max_bytes` of blocks, each
     hashing to its CID, every root named in the event among them. IntegrityError if not."""
-    sized(inline, max_bytes)  # the bounds, before anything is decoded or hashed
+    sized(inline, max_bytes)  # the bounds (exact for the base64 decoded below), first
     out: dict[Cid, bytes] = {}
-    total = 0
     for text, b64 in inline.items():
         try:
             data = base64.b64decode(b64, validate=True)
             c = parse_cid(text)
         except (binascii.Error, ValueError, BanzaiError) as e:  # BadCID
             raise IntegrityError(f"inline block {text[:64]}: not a CID and base64: {e}") from e
-        total += len(data)
-        if total > max_bytes:
-            raise IntegrityError(f"inline blocks: more than {max_bytes} bytes")
         verify(c, data)  # IntegrityError on a mismatch
         out[c] = data
     have: set[str] | None = None  # every block's CID text, made only when needed
@@ -265,7 +261,6 @@ class Carried:
             except IntegrityError as e:
                 self._refused = e
                 return e, True
-
 
 
 class Staged:

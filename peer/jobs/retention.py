@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
-from peer.jobs.claims import n_chunks, task_failed, task_status
+from peer.jobs.claims import split_chunks, task_failed, task_status
 from peer.log import (
     ChunkDone,
-    ChunkKey,
     ChunkState,
     Event,
     JobSubmitted,
@@ -265,14 +264,9 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
 
 
 def _chunks(state: MeshState, job: str, task: str) -> Iterator[ChunkState]:
-    """The chunks of the task's winning split (`MeshState.chunk` of each, one lookup of the
-    split)."""
+    """The chunks of the task's winning split (none before it is split)."""
     split = state.splits.get((job, task))
-    if split is None:
-        return
-    table, (origin, seq) = state.chunks, split.id
-    for i in range(n_chunks(split)):
-        yield table[ChunkKey(job, task, origin, seq, i)]
+    return iter(()) if split is None else split_chunks(state, split)
 
 
 def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:
