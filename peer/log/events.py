@@ -4,7 +4,7 @@ typed bodies (validated once, when an Event is built) and their wire form. Pure 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -881,13 +881,16 @@ def implied_done(ev: Event) -> Event | None:
     return part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_DONE, payload, d)
 
 
-def facts(ev: Event) -> list[Event]:
+def facts(ev: Event) -> Sequence[Event]:
     """The single events `ev` stands for as the fold and the listeners see them: a TURN's
     parts, else itself; each CHUNK_DONE followed by the TASK_DONE it implies."""
+    singles = ev.parts or (ev,)
+    if not any(type(b := p.body) is ChunkDone and b.done is not None for p in singles):
+        return singles
     out = []
-    for p in ev.parts or (ev,):
+    for p in singles:
         out.append(p)
-        if type(p.body) is ChunkDone and (t := implied_done(p)) is not None:
+        if (t := implied_done(p)) is not None:
             out.append(t)
     return out
 
