@@ -33,7 +33,15 @@ from peer.jobs.ports import (
 )
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import DONE_FEATURE, SPLITS_FEATURE, Event, EventType, MeshState, TaskKey
+from peer.log import (
+    DONE_FEATURE,
+    SPLITS_FEATURE,
+    Event,
+    EventType,
+    Member,
+    MeshState,
+    TaskKey,
+)
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -914,10 +922,18 @@ class Scheduler:
         self.planner.forget(job, task)
 
     def _implies_done(self) -> bool:
-        """Does every live peer fold the TASK_DONE a CHUNK_DONE's `done` implies
-        (DONE_FEATURE, in its heartbeat's `features`)? Then our run of an implicit split's
-        one chunk says its task is done in its CHUNK_DONE, and no TASK_DONE follows."""
-        return all(DONE_FEATURE in (i.get("features") or ()) for i in self._peers().values())
+        """Does every member fold the TASK_DONE a CHUNK_DONE's `done` implies (DONE_FEATURE)?
+        Then our run of an implicit split's one chunk says its task is done in its
+        CHUNK_DONE, and no TASK_DONE follows. Every member the fold knows and did not revoke
+        (its latest MEMBER event's `features`), not only the live ones: a peer of the
+        previous release away for a while (restarting, cut off) would come back to tasks it
+        cannot see done, and might run them again or, if it cannot run their call, wait for
+        them for good. An old member gone for good holds this back until it is revoked.
+        And every live peer's heartbeat (one whose MEMBER event has not come yet)."""
+        st = self.state
+        return (all(DONE_FEATURE in (i.get("features") or ()) for i in self._peers().values())
+                and all(DONE_FEATURE in ev.body_as(Member).features
+                        for pid, ev in st.members.items() if pid not in st.revoked))
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],

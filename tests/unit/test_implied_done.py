@@ -29,6 +29,7 @@ from peer.log import (
 )
 from peer.log.events import part_event
 from tasks import registry
+from tests.helpers import load_script
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
@@ -209,3 +210,59 @@ async def test_a_run_of_a_cancelled_job_implies_no_completion() -> None:
         assert (job, "w") not in mesh["p0"].state.task_done
     finally:
         await mesh.close()
+
+
+def _member(pid: str, features: list[str], hlc: int) -> Event:
+    return Event(pid, 1, hlc, EventType.MEMBER,
+                 {"name": pid, "http": "", "calls": ["ECHO"], "slots": 1, "cores": 1,
+                  "mem_mb": 1, "gpu": False, "features": features})
+
+
+async def test_a_member_away_without_the_feature_holds_implied_completions_back() -> None:
+    """A peer of the previous release that is not live now (restarting, cut off) would come
+    back to tasks it cannot see done: while its latest MEMBER event lacks the feature, runs
+    end with a TASK_DONE as before; once it is revoked (gone for good), or announces the
+    feature (upgraded), their CHUNK_DONE says it again."""
+    mesh = JobMesh(2, CATALOG, CFG, auto=True)
+    old = "oldpeer0000000000000"
+    try:
+        for p in mesh.peers.values():
+            assert p.state.apply(_member(old, ["batch-v1", "splits-v1"], 10))
+        write = [{"name": "w", "call": "T_WRITE", "params": {"files": 1}, "depends": []}]
+        first = mesh.submit("p0", write, implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert [e.payload["task"] for e in _emitted(mesh, EventType.TASK_DONE, first)] == ["w"]
+        assert not [e for e in _emitted(mesh, EventType.CHUNK_DONE, first)
+                    if "done" in e.payload]
+        for p in mesh.peers.values():  # it came back upgraded
+            assert p.state.apply(Event(old, 2, 20, EventType.MEMBER, {
+                **_member(old, [], 20).payload, "features": ["splits-v1", DONE_FEATURE]}))
+        second = mesh.submit("p1", [{**write[0], "params": {"files": 2}}], implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert _emitted(mesh, EventType.TASK_DONE, second) == []
+        for p in mesh.peers.values():  # another old member, then revoked
+            assert p.state.apply(_member("old1000000000000000", [], 30))
+        third = mesh.submit("p0", [{**write[0], "params": {"files": 3}}], implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert len(_emitted(mesh, EventType.TASK_DONE, third)) == 1
+        for p in mesh.peers.values():
+            assert p.state.apply(Event(A, 9, 40, EventType.REVOKE, {
+                "peer": "old1000000000000000", "after": 1, "reason": "retired"}))
+        fourth = mesh.submit("p0", [{**write[0], "params": {"files": 4}}], implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert _emitted(mesh, EventType.TASK_DONE, fourth) == []
+        for job in (first, second, third, fourth):
+            assert all(task_status(p.state, job, "w", 3) == "done" for p in mesh.peers.values())
+    finally:
+        await mesh.close()
+
+
+def test_the_latency_trace_names_an_implied_completion() -> None:
+    """scripts/trace_latency.py names a flush by its main kind (TASK_DONE first): a TURN
+    whose CHUNK_DONE implies the completion is still the completion's, not the next claim's."""
+    hooks, trace = load_script("latency_hooks"), load_script("trace_latency")
+    done = _done(seq=3, done={"key": None})
+    claim = Event(B, 3, 200, EventType.CLAIM, {**BASE, "task": "b"})
+    turn = turn_event([part_event(B, 3, 200, e.type, e.payload, e.body) for e in (done, claim)])
+    kinds = ",".join(sorted({k for k, _ in hooks._jobs([turn])}))
+    assert trace._main_kind(kinds) == "TASK_DONE"
