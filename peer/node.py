@@ -59,6 +59,7 @@ from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import Workflows
 from peer.log import (
     BATCH_FEATURE,
+    DONE_FEATURE,
     HLC,
     SPLITS_FEATURE,
     Door,
@@ -70,6 +71,7 @@ from peer.log import (
     Member,
     MeshState,
     Revoke,
+    facts,
 )
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
@@ -107,7 +109,7 @@ def usable_cores() -> int:
 
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce
-FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE)
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -434,8 +436,9 @@ class Node:
             self._unflushed.append(ev)
 
     def _tell(self, ev: Event) -> None:
-        """Tell the listeners of a folded event: of each part of a TURN."""
-        for single in ev.parts or (ev,):
+        """Tell the listeners of a folded event: of each part of a TURN, and of the TASK_DONE
+        a CHUNK_DONE implies after it (peer.log.facts)."""
+        for single in facts(ev):
             for fn in list(self.listeners):
                 fn(single)
 

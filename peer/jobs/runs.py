@@ -84,8 +84,9 @@ class Runs:
     def __init__(self, cfg: SchedulerConfig, state: MeshState, emit: Emit, store: Listings,
                  runner: Runner, data: Data, live: LiveRecords, clock: Clock, offload: Offload,
                  ended: Callable[[AttemptKey], None],
-                 recorded: Callable[[AttemptKey], None] | None = None,
-                 peers: Callable[[], Container[str]] = lambda: ANYONE) -> None:
+                 recorded: Callable[[AttemptKey, str | None], None] | None = None,
+                 peers: Callable[[], Container[str]] = lambda: ANYONE,
+                 implies_done: Callable[[], bool] = lambda: False) -> None:
         self.cfg = cfg
         self.state = state
         self.emit = emit
@@ -96,8 +97,11 @@ class Runs:
         self.clock = clock
         self.offload = offload
         self.ended = ended
-        self.recorded = recorded  # a run's CHUNK_DONE was just emitted (in that loop turn)
+        # a run's CHUNK_DONE was just emitted (in that loop turn); with its output if it said
+        # its task is done (`done`)
+        self.recorded = recorded
         self.peers = peers  # the other live peers (whose providing makes an item cached)
+        self.implies_done = implies_done  # every live peer folds a CHUNK_DONE's `done`
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
@@ -343,9 +347,24 @@ class Runs:
         else:
             out["output"] = res.value["output"]
             self.data.mark(out["output"])
+            if self._whole_task(base, run):
+                out["done"] = {"key": cache_key(run.tdef, run.spec.params, None)
+                               if run.spec.cache else None}
         self.emit(EventType.CHUNK_DONE, out)
         if self.recorded is not None:
-            self.recorded(AttemptKey(base["job"], base["task"], base["chunk"], base["attempt"]))
+            self.recorded(_key(base), out["output"] if "done" in out else None)
+
+    def _whole_task(self, base: Mapping[str, Any], run: Run) -> bool:
+        """Is this run the one chunk of its task's implicit split (a task without input,
+        which no peer splits: its output is the task's, as `Scheduler._assemble` would emit
+        it), in a job not cancelled, while every live peer folds an implied TASK_DONE? Its
+        CHUNK_DONE then says the task is done (`done`, with the key `_assemble` would give):
+        one event fewer per task for every peer to receive, log and fold."""
+        st = self.state
+        split = st.splits.get((base["job"], base["task"]))
+        return (base["chunk"] == 0 and split is not None and split.id == tuple(run.split)
+                and st.implicit(split) and base["job"] not in st.cancelled
+                and self.implies_done())
 
     async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so

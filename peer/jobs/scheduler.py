@@ -33,7 +33,15 @@ from peer.jobs.ports import (
 )
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, TaskKey
+from peer.log import (
+    DONE_FEATURE,
+    SPLITS_FEATURE,
+    Event,
+    EventType,
+    Member,
+    MeshState,
+    TaskKey,
+)
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -82,7 +90,7 @@ class Scheduler:
         self.locality = Locality(peer_id, data, peers, clock, cfg.lease_s, self._background,
                                  self._mark, cfg.fetch_backoff_s, cfg.fetch_max_backoff_s)
         self._runs = Runs(cfg, state, emit, store, runner, data, self.live, clock, offload,
-                          self._ended, self._recorded, self._peers)
+                          self._ended, self._recorded, self._peers, self._implies_done)
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
@@ -900,14 +908,32 @@ class Scheduler:
 
     def _done(self, job: str, task: str, output: str, key: str | None, cached: bool,
               warning: str | None = None) -> None:
-        inline = self._runs.inline
-        if (inline is None or not inline.holds(output)) and self.data.is_complete(output):
-            self._pin_soon(output)  # (an inline output is pinned as it is written)
-        self.planner.forget(job, task)
+        self._finished_here(job, task, output)
         payload = {"job": job, "task": task, "output": output, "key": key, "cached": cached}
         if warning:
             payload["warning"] = warning
         self.emit(EventType.TASK_DONE, payload)
+
+    def _finished_here(self, job: str, task: str, output: str) -> None:
+        """A task's completion emitted here (a TASK_DONE, or a CHUNK_DONE implying it)."""
+        inline = self._runs.inline
+        if (inline is None or not inline.holds(output)) and self.data.is_complete(output):
+            self._pin_soon(output)  # (an inline output is pinned as it is written)
+        self.planner.forget(job, task)
+
+    def _implies_done(self) -> bool:
+        """Does every member fold the TASK_DONE a CHUNK_DONE's `done` implies (DONE_FEATURE)?
+        Then our run of an implicit split's one chunk says its task is done in its
+        CHUNK_DONE, and no TASK_DONE follows. Every member the fold knows and did not revoke
+        (its latest MEMBER event's `features`), not only the live ones: a peer of the
+        previous release away for a while (restarting, cut off) would come back to tasks it
+        cannot see done, and might run them again or, if it cannot run their call, wait for
+        them for good. An old member gone for good holds this back until it is revoked.
+        And every live peer's heartbeat (one whose MEMBER event has not come yet)."""
+        st = self.state
+        return (all(DONE_FEATURE in (i.get("features") or ()) for i in self._peers().values())
+                and all(DONE_FEATURE in ev.body_as(Member).features
+                        for pid, ev in st.members.items() if pid not in st.revoked))
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
@@ -1117,10 +1143,13 @@ class Scheduler:
         self._dirty.add((ak.job, ak.task))
         self._wake.set()
 
-    def _recorded(self, ak: AttemptKey) -> None:
-        """Our run's CHUNK_DONE was just emitted: evaluate now, in the same loop turn, so
-        that the outcome, the task's completion and the next claim of the freed slot are
-        parts of one TURN event (one signature, one write, one frame) instead of two."""
+    def _recorded(self, ak: AttemptKey, done: str | None) -> None:
+        """Our run's CHUNK_DONE was just emitted (`done`: its output, if it said its task is
+        done): evaluate now, in the same loop turn, so that the outcome, the task's
+        completion and the next claim of the freed slot are parts of one TURN event (one
+        signature, one write, one frame) instead of two."""
+        if done is not None:
+            self._finished_here(ak.job, ak.task, done)
         self._dirty.add((ak.job, ak.task))
         if self._loop_task is not None and not self._loop_task.done() and not self._stepping:
             self.step()

@@ -20,7 +20,15 @@ from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj, workflow_from_json
-from peer.log import IMPLICIT_SPLITS, SPLITS_FEATURE, Event, EventType, MeshState
+from peer.log import (
+    DONE_FEATURE,
+    IMPLICIT_SPLITS,
+    SPLITS_FEATURE,
+    Event,
+    EventType,
+    MeshState,
+    facts,
+)
 from peer.log.clock import FakeClock
 from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
@@ -308,7 +316,8 @@ class JobMesh:
             info: dict[str, Any] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
                                     "free_slots": p.sched.free_slots,
                                     "running": [list(k) for k in p.sched.running],
-                                    "features": [] if b in self.old else [SPLITS_FEATURE]}
+                                    "features": [] if b in self.old
+                                    else [SPLITS_FEATURE, DONE_FEATURE]}
             self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
             for b in self.peers:
@@ -329,7 +338,8 @@ class JobMesh:
             ev = Event(pid, p.state.heads.get(pid, 0) + 1, self._tick(p), typ, payload)
             p.state.apply(ev)
             self._send(pid, ev)
-        p.sched.poke(ev)
+        for single in facts(ev):
+            p.sched.poke(single)
         return ev
 
     def _tick(self, p: SimPeer) -> int:
@@ -364,8 +374,8 @@ class JobMesh:
             p = self.peers[dst]
             if p.state.apply(ev):
                 p.hlc = max(p.hlc, ev.hlc)
-                for single in ev.singles:  # as Node tells its listeners: each part of a TURN
-                    p.sched.poke(single)
+                for single in facts(ev):  # as Node tells its listeners: each part of a
+                    p.sched.poke(single)  # TURN, a CHUNK_DONE's implied TASK_DONE after it
                 n += 1
         self._queue = keep
         return n
@@ -388,9 +398,10 @@ class JobMesh:
         return job
 
     def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:
-        """Events of `typ` in `pid`'s state whose payload has the `match` items, in order."""
+        """Events of `typ` in `pid`'s state as folded (a TURN's parts, the TASK_DONE a
+        CHUNK_DONE implies) whose payload has the `match` items, in order."""
         self.close_turns()
-        evs = [e for b in self.peers[pid].state.events.values() for e in b.singles
+        evs = [e for b in self.peers[pid].state.events.values() for e in facts(b)
                if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
         return sorted(evs, key=lambda e: e.order)
 

@@ -746,9 +746,11 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
     for ev in events:
         for p in ev.singles:
             b = p.body
-            if isinstance(b, TaskDone) and b.key and b.key in state.outputs:
-                entries[(OUTPUT, b.key)] = CacheEntry(OUTPUT, b.key, state.outputs[b.key],
-                                                      state._outputs_src[b.key])
+            done = b if isinstance(b, TaskDone) else b.done if isinstance(b, ChunkDone) else None
+            if done is not None and done.key and done.key in state.outputs:
+                entries[(OUTPUT, done.key)] = CacheEntry(OUTPUT, done.key,
+                                                         state.outputs[done.key],
+                                                         state._outputs_src[done.key])
             if isinstance(b, ChunkDone | CachePut):
                 for k in b.cache:
                     if k in state.cache:

@@ -4,7 +4,7 @@ typed bodies (validated once, when an Event is built) and their wire form. Pure 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -103,6 +103,12 @@ BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds 
 # `"splits": IMPLICIT_SPLITS` (its tasks without input have an implicit split: MeshState).
 SPLITS_FEATURE = "splits-v1"
 IMPLICIT_SPLITS = "implicit"
+# A MEMBER's `features` (and heartbeat's): it folds the TASK_DONE that a CHUNK_DONE's `done`
+# implies (`implied_done`): the one chunk of an implicit split is its whole task, so its
+# outcome says the task is done and no TASK_DONE follows (only while every live member
+# announces this: a peer of the previous version ignores the key and would assemble the task
+# itself after its grace, with a later TASK_DONE that loses to the implied one).
+DONE_FEATURE = "done-v1"
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -457,14 +463,34 @@ class ChunkDone(ChunkEvent):
     # small outputs' blocks, CID -> base64 (peer.ipfs.inline checks them against the CIDs);
     # older peers ignore the key and fetch the output by CID
     inline: Mapping[str, str] | None = None
+    # The TASK_DONE this outcome implies (payload `"done": {"key": cache key or null}`: the
+    # run was its task's whole work, `output` the task's output; DONE_FEATURE), else None
+    done: TaskDone | None = None
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> ChunkDone:
         k = _NAME[cls.TYPE]
         s = _num(k, p, "s", 0.0, 1e9) if p.get("s") is not None else None
-        return cls(*_chunk_fields(k, p), _opt_str(k, p, "output", MAX_CID_CHARS),
-                   _cache(k, p, required=False), _opt_str(k, p, "log", MAX_CID_CHARS), s,
-                   _inline(k, p) if "inline" in p else None)
+        fields = _chunk_fields(k, p)
+        output = _opt_str(k, p, "output", MAX_CID_CHARS)
+        cache = _cache(k, p, required=False)
+        done = _done(fields[0], fields[1], output, cache, p["done"]) if "done" in p else None
+        return cls(*fields, output, cache, _opt_str(k, p, "log", MAX_CID_CHARS), s,
+                   _inline(k, p) if "inline" in p else None, done)
+
+
+def _done(job: str, task: str, output: str | None, cache: Mapping[str, Any], d: Any,
+          ) -> TaskDone | None:
+    """The TASK_DONE a CHUNK_DONE's `done` implies; None if it implies none: not an object,
+    a key that is not a string of at most MAX_KEY_CHARS, or an outcome that is no whole
+    output (item results). Not refused: an older peer folds such an event (it ignores the
+    key), so every peer must hold it alike; a newer peer's other `done` keys are ignored."""
+    if type(d) is not dict or not output or cache:
+        return None
+    key = d.get("key")
+    if key is not None and (type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS):
+        return None
+    return TaskDone(job, task, output, key, False, None)
 
 
 _FAILURE_KINDS: dict[str, FailureKind] = {k.value: k for k in FailureKind}
@@ -840,6 +866,33 @@ def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[st
                     ("payload", payload), ("body", body), ("att", None), ("parts", ())):
         _setattr(part, name, v)
     return part
+
+
+def implied_done(ev: Event) -> Event | None:
+    """The TASK_DONE part that a CHUNK_DONE (a single event or a TURN's part) implies
+    (ChunkDone.done), with its origin, seq and hlc; None if it implies none. Folded with it
+    (peer.log.fold) and told to listeners after it (`facts`), never held: the log, digests
+    and what is sent are the CHUNK_DONE's alone."""
+    b = ev.body
+    if type(b) is not ChunkDone or b.done is None:
+        return None
+    d = b.done
+    payload = {"job": d.job, "task": d.task, "output": d.output, "key": d.key, "cached": False}
+    return part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_DONE, payload, d)
+
+
+def facts(ev: Event) -> Sequence[Event]:
+    """The single events `ev` stands for as the fold and the listeners see them: a TURN's
+    parts, else itself; each CHUNK_DONE followed by the TASK_DONE it implies."""
+    singles = ev.parts or (ev,)
+    if not any(type(b := p.body) is ChunkDone and b.done is not None for p in singles):
+        return singles
+    out = []
+    for p in singles:
+        out.append(p)
+        if (t := implied_done(p)) is not None:
+            out.append(t)
+    return out
 
 
 def turn_event(parts: list[Event]) -> Event:

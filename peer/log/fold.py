@@ -54,6 +54,7 @@ from peer.log.events import (
     TaskSplitRef,
     Unknown,
     Unprovide,
+    implied_done,
     part_event,
 )
 from peer.log.jobless import jobless
@@ -888,6 +889,8 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     _merge_items(s, ev, b.cache)
     if b.output:
         _hold(s, b.output, ev)
+    if b.done is not None and (done := implied_done(ev)) is not None:
+        _task_done(s, done, b.done)  # the task's completion it implies (DONE_FEATURE)
 
 
 def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:

@@ -159,9 +159,11 @@ def _open(d: Path, opened: list[Node]) -> Node:
     return n
 
 
-def _history(jobs: int, live: int) -> list[Event]:
+def _history(jobs: int, live: int, implied: bool = False) -> list[Event]:
     """`jobs` finished flagged jobs of two ECHO tasks (no TASK_SPLIT: their claims name the
-    job's id), then `live` flagged jobs, one of whose tasks is claimed."""
+    job's id), then `live` flagged jobs, one of whose tasks is claimed. `implied`: each
+    finished task's CHUNK_DONE says it is done (DONE_FEATURE), keyed `key/<job>/<task>`,
+    and no TASK_DONE follows."""
     out: list[Event] = []
     hlc = (int(time.time() * 1000) - 60_000) << 16
 
@@ -183,15 +185,20 @@ def _history(jobs: int, live: int) -> list[Event]:
             add(EventType.CLAIM, base)
             if j < jobs:
                 out_cid = _cid(f"{job}/t{i}")
+                if implied:
+                    add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {},
+                                               "done": {"key": f"key/{job}/t{i}"}})
+                    continue
                 add(EventType.CHUNK_DONE, {**base, "output": out_cid, "cache": {}})
                 add(EventType.TASK_DONE, {"job": job, "task": f"t{i}", "output": out_cid})
     return out
 
 
+@pytest.mark.parametrize("implied", [False, True], ids=["task-done", "implied-done"])
 def test_a_peer_shows_compacts_and_restarts_with_implicit_splits(
-        tmp_path: Path, opened: list[Node]) -> None:
+        tmp_path: Path, opened: list[Node], implied: bool) -> None:
     n = _open(tmp_path / "a", opened)
-    evs = _history(jobs=1, live=1)
+    evs = _history(jobs=1, live=1, implied=implied)
     assert n.merge(evs) == evs  # the door admits the key and claims on the job's id
     done = job_view(n.state, "job0", n.cfg.max_attempts)
     assert done["state"] == "done"
@@ -206,6 +213,8 @@ def test_a_peer_shows_compacts_and_restarts_with_implicit_splits(
     assert n.state.compacted and "job0" in n.state.compacted
     assert not [k for k in n.state.splits if k[0] == "job0"]
     assert n.catchup.job_record("job0") == compact_view(done)
+    keys = {f"key/job0/t{i}": _cid(f"job0/t{i}") for i in range(2)} if implied else {}
+    assert all(n.state.outputs.get(k) == v for k, v in keys.items())  # (from the job index)
     n.flush()
     n.log.close()
     opened.remove(n)
@@ -214,6 +223,8 @@ def test_a_peer_shows_compacts_and_restarts_with_implicit_splits(
     assert all(m.state.implicit(s) for s in m.state.splits.values())
     assert task_status(m.state, "job1", "t0", m.cfg.max_attempts) == "running"
     assert "job0" not in m.state.jobs
+    assert all(m.state.outputs.get(k) == v for k, v in keys.items())
+    assert m.catchup.job_record("job0") == compact_view(done)
     # An implicit split is one of this release (it carries `kept`): a live flagged job does
     # not hold back the deletion of item cache entries, as an older peer's split would.
     assert not m.compactor._older_splits()

@@ -1,0 +1,125 @@
+"""What a peer spends on another peer's short tasks (issue 12, fewer events per task): the
+TURN frames a peer running whole tasks of an implicit-split job sends (per task a CLAIM and a
+CHUNK_DONE, then a TASK_DONE, or with `--shape implied` the CHUNK_DONE's `done` instead),
+decoded from their wire JSON and merged into a peer one frame at a time (`Node.merge`: the
+door's checks, the log's append, the fold, the listeners: the compactor only, no scheduler),
+then compacted once (the job's record, its cache entries into the job index). In process, CPU
+time (`time.process_time`), so far less noisy than a mesh; what it leaves out (signatures,
+sockets, the scheduler's rounds) is the same per TURN on both shapes.
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --shape implied --reps 5
+
+Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B (`--shape
+explicit` only on a release without implied completions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scriptlib import machine
+
+from peer.config import PeerConfig
+from peer.log import Event, EventType, turn_event
+from peer.node import Node
+
+ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
+
+
+def _cid(s: str) -> str:
+    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+
+
+def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[dict[str, Any]]:
+    """The wire JSON of one flagged job of `tasks` ECHO tasks and of the TURNs that ran them,
+    `per_turn` tasks a turn (as `Node.flush` sends them)."""
+    job = "bench-job"
+    wf = {"name": job, "splits": "implicit",
+          "tasks": [{"name": f"t{i}", "call": "ECHO", "params": {"text": str(i)}}
+                    for i in range(tasks)]}
+    sub = Event(ORIGIN, 1, start_hlc, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf})
+    out = [sub.to_json()]
+    seq, hlc = 1, start_hlc
+    for first in range(0, tasks, per_turn):
+        seq += 1
+        hlc += 1
+        parts = []
+        for i in range(first, min(first + per_turn, tasks)):
+            base = {"job": job, "task": f"t{i}", "split": list(sub.id), "chunk": 0,
+                    "attempt": 0}
+            out_cid = _cid(f"{job}/t{i}")
+            key = hashlib.sha256(f"key/{i}".encode()).hexdigest()
+            done = {**base, "output": out_cid, "cache": {}, "log": _cid(f"log/{i}"), "s": 0.002}
+            if implied:
+                done["done"] = {"key": key}
+            parts.append(Event(ORIGIN, seq, hlc, EventType.CLAIM, base))
+            parts.append(Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, done))
+            if not implied:
+                parts.append(Event(ORIGIN, seq, hlc, EventType.TASK_DONE,
+                                   {"job": job, "task": f"t{i}", "output": out_cid, "key": key,
+                                    "cached": False}))
+        out.append(turn_event(parts).to_json())
+    return out
+
+
+def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
+    wire = frames(tasks, per_turn, implied, (int(time.time() * 1000) - 60_000) << 16)
+    with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
+        node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
+                               compact_recent_tasks=0))
+        node.listeners[:] = [node.compactor.note]  # nothing runs here: the compactor listens
+        try:
+            node.merge([Event.from_json(wire[0])])
+            t0 = time.process_time()
+            for w in wire[1:]:  # one frame at a time, decoded as a receiver does
+                node.merge([Event.from_json(w)])
+            merged = time.process_time() - t0
+            done = sum(1 for k in node.state.task_done if k[0] == "bench-job")
+            if done != tasks:
+                raise SystemExit(f"{done} of {tasks} tasks done: this code does not fold "
+                                 f"the {'implied' if implied else 'explicit'} shape")
+            t0 = time.process_time()
+            node.catchup.compact()
+            compacted = time.process_time() - t0
+            if "bench-job" not in node.state.compacted:
+                raise SystemExit("the job was not compacted")
+        finally:
+            node.log.close()
+    parts = sum(len(w["payload"]["parts"]) for w in wire[1:])
+    size = sum(len(json.dumps(w["payload"], separators=(",", ":"))) for w in wire[1:])
+    return {"merge_us_per_task": merged / tasks * 1e6,
+            "compact_us_per_task": compacted / tasks * 1e6,
+            "parts_per_task": parts / tasks, "payload_bytes_per_task": size / tasks}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", choices=("explicit", "implied"), default="implied")
+    ap.add_argument("--tasks", type=int, default=2000)
+    ap.add_argument("--per-turn", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    runs = [once(a.tasks, a.per_turn, a.shape == "implied") for _ in range(a.reps)]
+    out: dict[str, Any] = {"shape": a.shape, "tasks": a.tasks, "per_turn": a.per_turn,
+                           "machine": machine()}
+    for k in runs[0]:
+        vals = [r[k] for r in runs]
+        out[k] = {"median": round(statistics.median(vals), 2),
+                  "min": round(min(vals), 2), "max": round(max(vals), 2)}
+    print(json.dumps(out))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
