@@ -4,6 +4,7 @@ Loop-owned: the listener and the scrape run on the event loop."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from peer import gcpace
 from peer.log import ChunkDone, ChunkFailed, Claim, Event, FailureKind, MeshState
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -124,6 +126,19 @@ class _Sampled(Collector):
         yield _gauge("malloc_trim_rss_after_bytes", "Resident bytes of the peer right after "
                      "its last trim (0 before the first)",
                      load.get("malloc_trim_rss_after_bytes", 0))
+        if (gcs := gcpace.stats()) is not None:  # (a peer's process: peer.main applied it)
+            count = CounterMetricFamily("banzai_gc_collections", "Collections of Python's "
+                                        "cyclic garbage collector, by generation (0 young, "
+                                        "2 old)", labels=["generation"])
+            took = CounterMetricFamily("banzai_gc_seconds", "Time those collections took",
+                                       labels=["generation"])
+            for gen in range(3):
+                count.add_metric([str(gen)], gcs.collections[gen])
+                took.add_metric([str(gen)], gcs.seconds[gen])
+            yield count
+            yield took
+            yield _gauge("gc_young_allocs", "Net allocations between young collections "
+                         "(--gc-young-allocs; Python's own: 700)", gc.get_threshold()[0])
 
     def _log(self, h: MetricsHost) -> Iterator[Metric]:
         health = h.log_health()

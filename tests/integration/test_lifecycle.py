@@ -64,14 +64,19 @@ def gc(p: PeerProc) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def trims(p: PeerProc) -> float:
-    """banzai_malloc_trims_total of the peer's /metrics."""
+def metric(p: PeerProc, name: str) -> float:
+    """One sample of the peer's /metrics (`name` with its labels, if any)."""
     r = urllib.request.Request(f"{p.url}/metrics", headers=p.auth)
     with urllib.request.urlopen(r, timeout=10) as resp:
         text = resp.read().decode()
-    m = re.search(r"^banzai_malloc_trims_total (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     assert m, text
     return float(m.group(1))
+
+
+def trims(p: PeerProc) -> float:
+    """banzai_malloc_trims_total of the peer's /metrics."""
+    return metric(p, "banzai_malloc_trims_total")
 
 
 def run(p: PeerProc, pipeline: list[dict[str, object]]) -> dict[str, object]:
@@ -96,6 +101,10 @@ def test_pin_rm_then_gc_frees_the_bytes_and_the_cid_is_gone(peer: PeerProc,
     assert blocks >= 4 and freed >= 600_000
     assert not store(peer).has(cid)
     assert trims(peer) >= 1  # glibc's malloc_trim ran after the cycle (this host has glibc)
+    # The peer's garbage collector keeps its pace (peer.gcpace): the default threshold, and
+    # its collections counted (a storage cycle allocates far more than 50,000 objects)
+    assert metric(peer, "banzai_gc_young_allocs") == 50_000
+    assert metric(peer, 'banzai_gc_collections_total{generation="0"}') >= 1
     again = banzai("pin", "rm", cid, peer=peer)  # Kubo's answer: not pinned
     assert again.returncode == 2 and "not pinned or pinned indirectly" in again.stderr
     no_traceback(again)
