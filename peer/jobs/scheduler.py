@@ -123,6 +123,7 @@ class Scheduler:
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
         self._ranks_peers: frozenset[str] = frozenset()
+        self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -281,21 +282,22 @@ class Scheduler:
 
     def step(self) -> None:
         """One evaluation round: the tasks marked by events, every tick those whose
-        progress depends on time (staggered claims, others' leases, data), and the staggered
-        ones as soon as a turn comes (not at the next tick)."""
+        progress depends on time (staggered claims, others' leases that lapsed, waits for
+        data whose grace or backoff is over), and the staggered ones as soon as a turn comes
+        (not at the next tick)."""
         now = self.clock()
-        if now - self._last_tick >= self.cfg.tick_s / 2:
-            self._last_tick = now
-            self._dirty.update(self._waiting())
-            self._check_claims()
-            self._sweep_gone()
-        if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
-            self._turn_at = math.inf
-            self._dirty.update(self._turns())
-            self._dirty.update(self._deferred_due(now))
-        dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
+            if now - self._last_tick >= self.cfg.tick_s / 2:
+                self._last_tick = now
+                self._dirty.update(self._waiting())
+                self._check_claims()
+                self._sweep_gone()
+            if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
+                self._turn_at = math.inf
+                self._dirty.update(self._turns())
+                self._dirty.update(self._deferred_due(now))
+            dirty, self._dirty = self._dirty, set()
             for key in sorted(dirty):
                 self._evaluate_safely(key)
             self._fill_slots()
@@ -412,7 +414,9 @@ class Scheduler:
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
-        if ev.type == EventType.JOB_SUBMITTED:
+        if ev.type == EventType.PROVIDE:
+            self._provided(ev)
+        elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
@@ -434,6 +438,12 @@ class Scheduler:
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
                 self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+
+    def _provided(self, ev: Event) -> None:
+        """Our PROVIDE: DAGs complete here now (replicated, say): the tasks waiting for them
+        go on at once (not when their grace period ends)."""
+        if ev.origin == self.peer_id:
+            self._dirty.update(self.locality.wanting(ev.payload["cids"]))
 
     def _settled(self, ak: AttemptKey) -> bool:
         """True if attempt `ak` of the winning split's chunk has ended as the state folds it
@@ -457,7 +467,12 @@ class Scheduler:
     def _waiting(self) -> set[TaskKey]:
         """Tasks whose progress depends on time: staggered claims, others' leases that
         lapsed (one that holds changes nothing: before, each task another peer held was
-        looked at every tick), data."""
+        looked at every tick), waits for data whose grace period or backoff is over
+        (`Locality.due`), and every wait for data when the live peers changed (a preferred
+        peer left, a lonely task has peers again). A task waiting for data is not looked at
+        every tick: a peer without a running per-item task's whole input kept waiting for
+        it to be split, and looked at the task (each of its chunks) at every tick while it
+        ran (found by review: 120 evaluations in 120 ticks)."""
         def stale(k: tuple[Any, ...]) -> bool:
             return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
 
@@ -476,7 +491,12 @@ class Scheduler:
         now, lease_s = self.clock(), self.cfg.lease_s
         keys |= {(k.job, k.task) for k, seen in self._claim_seen.items()
                  if claims.lease_lapsed(seen, now, lease_s)}
-        return keys | set(self.locality.waiting)
+        keys.update(self.locality.due(now))
+        live = frozenset(self._peers())
+        if live != self._waits_peers:
+            self._waits_peers = live
+            keys.update(self.locality.waiting)
+        return keys
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -869,6 +889,7 @@ class Scheduler:
             self._partial_fetching.discard(key)
             self._partial_sig.pop(key, None)
             self._mark(key)
+            self._dirty.update(self.locality.wanting(cids))  # (the assembly's wait, say)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
                    ) -> None:
@@ -945,7 +966,7 @@ class Scheduler:
         if src and not self._peers() and not self.data.is_complete(src):
             # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
             # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
-            self.locality.waiting.setdefault((job, task), self.clock())
+            self.locality.wait((job, task), [src])  # looked at again when peers come
             self._lonely.add((job, task))
             return
         self._lonely.discard((job, task))
@@ -1113,8 +1134,10 @@ class Scheduler:
         self._wake.set()
 
     def _ended(self, ak: AttemptKey) -> None:
-        """A local run ended: its task moves on, and its slot may serve a starved task."""
+        """A local run ended: its task moves on, and its slot may serve a starved task; the
+        data it fetched may be what other tasks of its job wait for."""
         self._dirty.add((ak.job, ak.task))
+        self._dirty.update(k for k in self.locality.waiting if k[0] == ak.job)
         self._wake.set()
 
     def _recorded(self, ak: AttemptKey) -> None:
