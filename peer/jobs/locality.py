@@ -45,7 +45,8 @@ class Waiting:
 
 class Locality:
     """Tracks the tasks waiting for data and the fetches under way; `fetched(key)` is called
-    when a fetch for `key` ends (complete or not), to evaluate the task again."""
+    when a fetch for `key` ends (complete or not), and for the other tasks waiting for any of
+    its DAGs, to evaluate them again."""
 
     def __init__(self, me: str, data: Data, peers: PeerInfos, clock: Clock, grace_s: float,
                  spawn: Spawn, fetched: Callable[[TaskKey], None],
