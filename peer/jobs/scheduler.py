@@ -438,6 +438,7 @@ class Scheduler:
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
                 self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+                self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
 
     def _provided(self, ev: Event) -> None:
         """Our PROVIDE: DAGs complete here now (replicated, say): the tasks waiting for them
@@ -470,9 +471,8 @@ class Scheduler:
         looked at every tick), waits for data whose grace period or backoff is over
         (`Locality.due`), and every wait for data when the live peers changed (a preferred
         peer left, a lonely task has peers again). A task waiting for data is not looked at
-        every tick: a peer without a running per-item task's whole input kept waiting for
-        it to be split, and looked at the task (each of its chunks) at every tick while it
-        ran (found by review: 120 evaluations in 120 ticks)."""
+        every tick (each look walks its chunks): it is when what it waits for may have
+        changed (its fetch ended, the data came, an event about it was folded)."""
         def stale(k: tuple[Any, ...]) -> bool:
             return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
 
@@ -968,6 +968,7 @@ class Scheduler:
             # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
             self.locality.wait((job, task), [src])  # looked at again when peers come
             self._lonely.add((job, task))
+            self._waits_peers = frozenset()  # (seen now: any peer that comes wakes it)
             return
         self._lonely.discard((job, task))
         reduce_input = None
@@ -1129,15 +1130,13 @@ class Scheduler:
 
     # -- wake-ups ----------------------------------------------------------------------
     def _mark(self, key: TaskKey) -> None:
-        """Evaluate `key` again soon (a fetch for it ended)."""
+        """Evaluate `key` again soon (a fetch of what it waits for ended)."""
         self._dirty.add(key)
         self._wake.set()
 
     def _ended(self, ak: AttemptKey) -> None:
-        """A local run ended: its task moves on, and its slot may serve a starved task; the
-        data it fetched may be what other tasks of its job wait for."""
+        """A local run ended: its task moves on, and its slot may serve a starved task."""
         self._dirty.add((ak.job, ak.task))
-        self._dirty.update(k for k in self.locality.waiting if k[0] == ak.job)
         self._wake.set()
 
     def _recorded(self, ak: AttemptKey) -> None:

@@ -5,6 +5,7 @@ data come. No sleeps; the times are the fake clock's."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
@@ -125,3 +126,69 @@ async def test_a_failed_fetch_is_retried_when_each_backoff_ends() -> None:
     for i, gap in enumerate(gaps):
         backoff = min(CFG.fetch_backoff_s * 2 ** i, CFG.fetch_max_backoff_s)
         assert backoff - EPS_S <= gap <= backoff + CFG.tick_s + EPS_S, (i, gaps)
+
+
+# -- found by the review of this change ------------------------------------------------------
+async def test_a_lonely_wait_made_during_a_short_flap_is_woken_when_the_peers_are_back(
+        ) -> None:
+    """A lonely wait (no live peer when the chunk was looked at) begun between two ticks,
+    with the live peers back as they were by the next tick: the task is still looked at
+    once peers are there (the wait resets what the last tick saw)."""
+    cfg = dataclasses.replace(CFG, max_chunk_items=4)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", [
+            {"name": "w1", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
+            {"name": "w2", "call": "T_WRITE", "params": {"files": 1, "tag": "x"}},
+            {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w1"]}])
+        for _ in range(4):
+            await mesh.advance(cfg.tick_s)
+        runs = {pid: list(p.runner.running) for pid, p in mesh.peers.items()}
+        [p] = [pid for pid, r in runs.items() if f"{job}/w1/0/0" in r]
+        [q] = [pid for pid, r in runs.items() if f"{job}/w2/0/0" in r]
+        mesh[p].runner.finish(f"{job}/w1/0/0")
+        for _ in range(8):  # p splits u and runs its chunk 0 (it hangs); q runs w2
+            await mesh.advance(cfg.tick_s)
+        [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+        assert len(split.payload["chunks"]) == 3
+        assert not mesh[q].data.is_complete(split.payload["input"])
+        mesh.partition({p}, {q})  # q loses p; its run ends meanwhile: u is lonely there
+        mesh[q].runner.finish(f"{job}/w2/0/0")
+        await mesh.settle()
+        assert (job, "u") in mesh[q].sched._lonely
+        mesh.heal()  # p is back before q's next tick
+        for _ in range(20):
+            await mesh.advance(cfg.tick_s)
+        assert [k for k in mesh[q].runner.started if k.startswith(f"{job}/u/")]
+    finally:
+        await mesh.close()
+
+
+async def test_a_wait_of_its_planning_ends_with_the_split() -> None:
+    """The wait a peer begins while planning a task (for its input, with a grace period
+    for its producer) ends when the task's split comes: else it stayed (a task failed for
+    good kept the peer ticking every tick_s instead of idling)."""
+    cfg = dataclasses.replace(CFG, max_chunk_items=4, max_attempts=1)
+    mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", [
+            {"name": "w", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
+            {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
+        await mesh.settle()
+        [producer] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+        mesh[producer].runner.finish(f"{job}/w/0/0")
+        for _ in range(8):
+            await mesh.advance(cfg.tick_s)
+        assert mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+        for p in mesh.peers.values():
+            for key in list(p.runner.running):
+                p.runner.fail(key, kind="error", error="boom")
+        for _ in range(48):
+            await mesh.advance(cfg.tick_s)
+        assert mesh.events(EventType.CHUNK_FAILED, job=job, task="u")
+        assert (job, "u") not in mesh["p0"].state.task_done
+        assert {pid: dict(p.sched.locality.waiting) for pid, p in mesh.peers.items()} == {
+            pid: {} for pid in mesh.peers}
+        assert not any(p.sched.timed() for p in mesh.peers.values())
+    finally:
+        await mesh.close()
