@@ -6,7 +6,8 @@ evaluations per task and peer, with implicit splits (tasks without input) and wi
 With --per-item K: also one per-item task of K chunks (4 items each) whose chunks run
 --run-s long, and how often each peer evaluates it meanwhile (the peers without its whole
 input used to at every tick), and the CPU time of those ticks for the whole simulated mesh
-(noisy: a figure, not a test). An A/B runs it once per source tree (`PYTHONPATH=TREE`).
+(noisy: a figure, not a test). An A/B runs a copy of this script inside each source tree
+(it imports the tree it sits in, whatever PYTHONPATH says).
 
     .venv/bin/python scripts/sim_evaluations.py [--peers 3] [-n 60] [--per-item 30]
 """
