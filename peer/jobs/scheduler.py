@@ -131,6 +131,7 @@ class Scheduler:
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
         self._ranks_peers: frozenset[str] = frozenset()
+        self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -289,21 +290,22 @@ class Scheduler:
 
     def step(self) -> None:
         """One evaluation round: the tasks marked by events, every tick those whose
-        progress depends on time (staggered claims, others' leases, data), and the staggered
-        ones as soon as a turn comes (not at the next tick)."""
+        progress depends on time (staggered claims, others' leases that lapsed, waits for
+        data whose grace or backoff is over), and the staggered ones as soon as a turn comes
+        (not at the next tick)."""
         now = self.clock()
-        if now - self._last_tick >= self.cfg.tick_s / 2:
-            self._last_tick = now
-            self._dirty.update(self._waiting())
-            self._check_claims()
-            self._sweep_gone()
-        if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
-            self._turn_at = math.inf
-            self._dirty.update(self._turns())
-            self._dirty.update(self._deferred_due(now))
-        dirty, self._dirty = self._dirty, set()
         self._stepping = True  # the live peers are read once per round, not per task
         try:
+            if now - self._last_tick >= self.cfg.tick_s / 2:
+                self._last_tick = now
+                self._dirty.update(self._waiting())
+                self._check_claims()
+                self._sweep_gone()
+            if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
+                self._turn_at = math.inf
+                self._dirty.update(self._turns())
+                self._dirty.update(self._deferred_due(now))
+            dirty, self._dirty = self._dirty, set()
             for key in sorted(dirty):
                 self._evaluate_safely(key)
             self._fill_slots()
@@ -420,7 +422,9 @@ class Scheduler:
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
-        if ev.type == EventType.JOB_SUBMITTED:
+        if ev.type == EventType.PROVIDE:
+            self._provided(ev)
+        elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
@@ -442,6 +446,13 @@ class Scheduler:
             self._dirty.add((p["job"], p["task"]))
             if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
                 self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+                self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
+
+    def _provided(self, ev: Event) -> None:
+        """Our PROVIDE: DAGs complete here now (replicated, say): the tasks waiting for them
+        go on at once (not when their grace period ends)."""
+        if ev.origin == self.peer_id:
+            self._dirty.update(self.locality.wanting(ev.payload["cids"]))
 
     def _settled(self, ak: AttemptKey) -> bool:
         """True if attempt `ak` of the winning split's chunk has ended as the state folds it
@@ -465,7 +476,11 @@ class Scheduler:
     def _waiting(self) -> set[TaskKey]:
         """Tasks whose progress depends on time: staggered claims, others' leases that
         lapsed (one that holds changes nothing: before, each task another peer held was
-        looked at every tick), data."""
+        looked at every tick), waits for data whose grace period or backoff is over
+        (`Locality.due`), and every wait for data when the live peers changed (a preferred
+        peer left, a lonely task has peers again). A task waiting for data is not looked at
+        every tick (each look walks its chunks): it is when what it waits for may have
+        changed (its fetch ended, the data came, an event about it was folded)."""
         def stale(k: tuple[Any, ...]) -> bool:
             return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
 
@@ -484,7 +499,12 @@ class Scheduler:
         now, lease_s = self.clock(), self.cfg.lease_s
         keys |= {(k.job, k.task) for k, seen in self._claim_seen.items()
                  if claims.lease_lapsed(seen, now, lease_s)}
-        return keys | set(self.locality.waiting)
+        keys.update(self.locality.due(now))
+        live = frozenset(self._peers())
+        if live != self._waits_peers:
+            self._waits_peers = live
+            keys.update(self.locality.waiting)
+        return keys
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -877,6 +897,7 @@ class Scheduler:
             self._partial_fetching.discard(key)
             self._partial_sig.pop(key, None)
             self._mark(key)
+            self._dirty.update(self.locality.wanting(cids))  # (the assembly's wait, say)
 
     def _recompute(self, job: str, task: str, split: Event, made_by: Mapping[str, int | None],
                    ) -> None:
@@ -971,8 +992,9 @@ class Scheduler:
         if src and not self._peers() and not self.data.is_complete(src):
             # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
             # would only fail its fetch and burn an attempt. Wait (visibly) for peers.
-            self.locality.waiting.setdefault((job, task), self.clock())
+            self.locality.wait((job, task), [src])  # looked at again when peers come
             self._lonely.add((job, task))
+            self._waits_peers = frozenset()  # (seen now: any peer that comes wakes it)
             return
         self._lonely.discard((job, task))
         reduce_input = None
@@ -1134,7 +1156,7 @@ class Scheduler:
 
     # -- wake-ups ----------------------------------------------------------------------
     def _mark(self, key: TaskKey) -> None:
-        """Evaluate `key` again soon (a fetch for it ended)."""
+        """Evaluate `key` again soon (a fetch of what it waits for ended)."""
         self._dirty.add(key)
         self._wake.set()
 

@@ -3,6 +3,7 @@ few slots, on the in-memory mesh with a fake clock (peer/jobs/sim.py); no sleeps
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -225,5 +226,57 @@ async def test_a_failed_attempts_claim_is_not_looked_at_every_tick_while_the_ret
             await mesh.advance(CFG.tick_s)
         others = {pid: counted[pid] for pid in mesh.peers if pid != retry}
         assert all(n <= 5 for n in others.values()), others
+    finally:
+        await mesh.close()
+
+
+async def test_a_running_per_item_task_is_not_looked_at_every_tick_where_its_input_is_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task in three chunks on three peers, its chunks running long (three
+    leases): a peer without the task's whole input looked at it at every tick while it ran
+    (its wait for the input to split stayed in `locality.waiting`: found by review, 120
+    evaluations in 120 ticks), each look walking every chunk. Now only events about the
+    task wake it there: a handful of evaluations, not one per tick."""
+    seen: Counter[tuple[str, str]] = Counter()
+    evaluate = Scheduler._evaluate
+
+    def spy(self: Scheduler, job: str, task: str) -> None:
+        seen[(self.peer_id, task)] += 1
+        evaluate(self, job, task)
+
+    monkeypatch.setattr(Scheduler, "_evaluate", spy)
+    cfg = dataclasses.replace(CFG, max_chunk_items=4)
+    mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
+    try:
+        job = mesh.submit("p0", [
+            {"name": "w", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
+            {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
+        await mesh.settle()
+        [producer] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+        mesh[producer].runner.finish(f"{job}/w/0/0")
+        for _ in range(8):  # the split, and a claim of each chunk (one per peer)
+            await mesh.advance(cfg.tick_s)
+        [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+        assert len(split.payload["chunks"]) == 3
+        running = {pid for pid, p in mesh.peers.items()
+                   if any(k.startswith(f"{job}/u/") for k in p.runner.running)}
+        assert running == set(mesh.peers)
+        lacking = [pid for pid in mesh.peers if not mesh[pid].data.is_complete(
+            split.payload["input"])]
+        assert lacking  # (a chunk's run fetches its items, not the whole input)
+        seen.clear()
+        ticks = int(3 * cfg.lease_s / cfg.tick_s)
+        for _ in range(ticks):  # the chunks run 3 leases long
+            await mesh.advance(cfg.tick_s)
+        assert all(t == "u" for _, t in seen)
+        for pid in lacking:
+            assert seen[(pid, "u")] <= 5, f"{pid}: {seen[(pid, 'u')]} in {ticks} ticks"
+        for p in mesh.peers.values():  # and the task still ends
+            p.runner.auto = True
+            for key in p.runner.running:
+                p.runner.finish(key)
+        await mesh.advance(cfg.tick_s)
+        for pid in mesh.peers:
+            assert (job, "u") in mesh[pid].state.task_done
     finally:
         await mesh.close()
