@@ -8,6 +8,7 @@ time (`time.process_time`), so far less noisy than a mesh; what it leaves out (s
 sockets, the scheduler's rounds) is the same per TURN on both shapes.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --shape implied --reps 5
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --gc-young-allocs 0  # Python's pace
 
 Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B (`--shape
 explicit` only on a release without implied completions).
@@ -16,6 +17,7 @@ explicit` only on a release without implied completions).
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import statistics
@@ -31,6 +33,11 @@ from scriptlib import machine
 from peer.config import PeerConfig
 from peer.log import Event, EventType, turn_event
 from peer.node import Node
+
+try:  # the collector's pace of a peer's process (absent from releases before session 20)
+    from peer import gcpace
+except ImportError:
+    gcpace = None  # type: ignore[assignment]
 
 ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
 
@@ -107,10 +114,19 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--per-turn", type=int, default=5)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--gc-young-allocs", type=int, default=None,
+                    help="the collector's pace as a peer's --gc-young-allocs (default: the "
+                    "peer's; 0: Python's own; ignored by a release without peer.gcpace)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    young = None
+    if gcpace is not None:
+        young = (a.gc_young_allocs if a.gc_young_allocs is not None
+                 else PeerConfig.__dataclass_fields__["gc_young_allocs"].default)
+        gcpace.apply(gcpace.GcPace(young))
     runs = [once(a.tasks, a.per_turn, a.shape == "implied") for _ in range(a.reps)]
     out: dict[str, Any] = {"shape": a.shape, "tasks": a.tasks, "per_turn": a.per_turn,
+                           "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),
                            "machine": machine()}
     for k in runs[0]:
         vals = [r[k] for r in runs]

@@ -266,3 +266,12 @@ def test_the_latency_trace_names_an_implied_completion() -> None:
     turn = turn_event([part_event(B, 3, 200, e.type, e.payload, e.body) for e in (done, claim)])
     kinds = ",".join(sorted({k for k, _ in hooks._jobs([turn])}))
     assert trace._main_kind(kinds) == "TASK_DONE"
+
+
+def test_the_receive_benchmark_runs_both_shapes() -> None:
+    """scripts/bench_receive.py: each shape's tasks all end done on the receiving peer
+    (it checks), with two single events per task implied and three explicit."""
+    bench = load_script("bench_receive")
+    implied, explicit = bench.once(40, 5, True), bench.once(40, 5, False)
+    assert implied["parts_per_task"] == 2.0 and explicit["parts_per_task"] == 3.0
+    assert implied["payload_bytes_per_task"] < explicit["payload_bytes_per_task"]
