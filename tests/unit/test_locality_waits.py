@@ -16,6 +16,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType
 from tasks import registry
+from tests.unit.test_scheduler_load import split_per_item
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
@@ -171,14 +172,7 @@ async def test_a_wait_of_its_planning_ends_with_the_split() -> None:
     cfg = dataclasses.replace(CFG, max_chunk_items=4, max_attempts=1)
     mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
     try:
-        job = mesh.submit("p0", [
-            {"name": "w", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
-            {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
-        await mesh.settle()
-        [producer] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-        mesh[producer].runner.finish(f"{job}/w/0/0")
-        for _ in range(8):
-            await mesh.advance(cfg.tick_s)
+        job = await split_per_item(mesh, cfg)
         assert mesh.events(EventType.TASK_SPLIT, job=job, task="u")
         for p in mesh.peers.values():
             for key in list(p.runner.running):

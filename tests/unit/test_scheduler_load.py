@@ -52,6 +52,20 @@ def linked_mesh(npeers: int) -> JobMesh:
     return mesh
 
 
+async def split_per_item(mesh: JobMesh, cfg: SchedulerConfig) -> str:
+    """A job whose `w` writes 12 files on one peer, then its per-item `u` split in three
+    chunks of 4 items (`cfg.max_chunk_items`) on three peers; the job's id."""
+    job = mesh.submit("p0", [
+        {"name": "w", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
+        {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
+    await mesh.settle()
+    [producer] = [pid for pid, p in mesh.peers.items() if p.runner.running]
+    mesh[producer].runner.finish(f"{job}/w/0/0")
+    for _ in range(8):
+        await mesh.advance(cfg.tick_s)
+    return job
+
+
 async def drive(mesh: JobMesh, job: str, n: int, max_steps: int = 20_000) -> None:
     """Let time pass in small steps (heartbeats every 20 of them), each run ending RUN_S
     after it started, until every peer holds the n tasks done."""
@@ -248,14 +262,7 @@ async def test_a_running_per_item_task_is_not_looked_at_every_tick_where_its_inp
     cfg = dataclasses.replace(CFG, max_chunk_items=4)
     mesh = JobMesh(3, CATALOG, cfg, slots=1, batch=True)
     try:
-        job = mesh.submit("p0", [
-            {"name": "w", "call": "T_WRITE", "params": {"files": 12, "tag": "in"}},
-            {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w"]}])
-        await mesh.settle()
-        [producer] = [pid for pid, p in mesh.peers.items() if p.runner.running]
-        mesh[producer].runner.finish(f"{job}/w/0/0")
-        for _ in range(8):  # the split, and a claim of each chunk (one per peer)
-            await mesh.advance(cfg.tick_s)
+        job = await split_per_item(mesh, cfg)  # and a claim of each chunk (one per peer)
         [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
         assert len(split.payload["chunks"]) == 3
         running = {pid for pid, p in mesh.peers.items()
