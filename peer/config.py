@@ -18,6 +18,7 @@ from types import UnionType
 from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from peer.errors import ConfigError, SpecError
+from peer.gcpace import MAX_YOUNG_ALLOCS
 from peer.jobs.placement import check_label
 
 
@@ -252,9 +253,10 @@ class PeerConfig:
         "(default 30; 0 = never; nothing off glibc)"))
     gc_young_allocs: int = field(default=50_000, metadata=setting(
         "Python's cyclic garbage collector runs a young collection after this many net "
-        "allocations of container objects (middle and old ones proportionally less often: "
-        "peer.gcpace); Python's own is 700, which made these collections a third of what "
-        "receiving cost (default 50000; 0 = Python's own thresholds)"))
+        "allocations of container objects (middle and old ones proportionally less often, "
+        "and a sweep after each storage cycle: peer.gcpace); Python's own 700 cost a fifth "
+        "to a quarter of what receiving other peers' tasks cost (default 50000; 0 = "
+        "Python's own thresholds; at most 100000000)"))
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")
@@ -338,6 +340,9 @@ class PeerConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
+        if self.gc_young_allocs > MAX_YOUNG_ALLOCS:
+            raise ConfigError(f"gc_young_allocs: must be at most {MAX_YOUNG_ALLOCS}, got "
+                              f"{self.gc_young_allocs}", field="gc_young_allocs")
         if self.compact_read_back_entries < 1:
             raise ConfigError("compact_read_back_entries: must be at least 1, got "
                               f"{self.compact_read_back_entries}",

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from peer import gcpace
 from peer.catchup import CatchUp, CatchUpConfig
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import (
@@ -308,7 +309,9 @@ class Node:
         if self.kubo is not None:  # unpin in Kubo too, then Kubo's own repo gc
             self.janitor.on_unpinned.append(self.kubo.unpin)
             self.janitor.after_gc.append(self.kubo.gc)
-        # Churn leaves glibc's arenas with free pages it keeps resident: give them back.
+        # Cyclic garbage first (peer/gcpace.py: the collector's pace is slow), then churn
+        # leaves glibc's arenas with free pages it keeps resident: give them back.
+        self.janitor.after_gc.append(gcpace.after_cycle_hook)
         self.trimmer = Trimmer(TrimConfig(cfg.malloc_trim_interval_s), glibc_malloc_trim())
         self.janitor.after_gc.append(self.trimmer.after_cycle)
         self.http_url = ""

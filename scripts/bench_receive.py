@@ -1,8 +1,9 @@
 """What a peer spends on another peer's short tasks (issue 12, fewer events per task): the
 TURN frames a peer running whole tasks of an implicit-split job sends (per task a CLAIM and a
 CHUNK_DONE, then a TASK_DONE, or with `--shape implied` the CHUNK_DONE's `done` instead),
-decoded from their wire JSON and merged into a peer one frame at a time (`Node.merge`: the
-door's checks, the log's append, the fold, the listeners: the compactor only, no scheduler),
+parsed from their wire JSON bytes, decoded and merged into a peer one frame at a time
+(`Node.merge`: the door's checks, the log's append, the fold, the listeners: the compactor
+only, no scheduler),
 then compacted once (the job's record, its cache entries into the job index). In process, CPU
 time (`time.process_time`), so far less noisy than a mesh; what it leaves out (signatures,
 sockets, the scheduler's rounds) is the same per TURN on both shapes.
@@ -46,15 +47,15 @@ def _cid(s: str) -> str:
     return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
 
 
-def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[dict[str, Any]]:
-    """The wire JSON of one flagged job of `tasks` ECHO tasks and of the TURNs that ran them,
-    `per_turn` tasks a turn (as `Node.flush` sends them)."""
+def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[bytes]:
+    """The wire JSON (bytes) of one flagged job of `tasks` ECHO tasks and of the TURNs that
+    ran them, `per_turn` tasks a turn (as `Node.flush` sends them)."""
     job = "bench-job"
     wf = {"name": job, "splits": "implicit",
           "tasks": [{"name": f"t{i}", "call": "ECHO", "params": {"text": str(i)}}
                     for i in range(tasks)]}
     sub = Event(ORIGIN, 1, start_hlc, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf})
-    out = [sub.to_json()]
+    out = [_wire(sub)]
     seq, hlc = 1, start_hlc
     for first in range(0, tasks, per_turn):
         seq += 1
@@ -74,8 +75,12 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[dic
                 parts.append(Event(ORIGIN, seq, hlc, EventType.TASK_DONE,
                                    {"job": job, "task": f"t{i}", "output": out_cid, "key": key,
                                     "cached": False}))
-        out.append(turn_event(parts).to_json())
+        out.append(_wire(turn_event(parts)))
     return out
+
+
+def _wire(ev: Event) -> bytes:
+    return json.dumps(ev.to_json(), separators=(",", ":")).encode()
 
 
 def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
@@ -85,11 +90,15 @@ def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
                                compact_recent_tasks=0))
         node.listeners[:] = [node.compactor.note]  # nothing runs here: the compactor listens
         try:
-            node.merge([Event.from_json(wire[0])])
+            node.merge([Event.from_json(json.loads(wire[0]))])
+            gc.collect()  # what earlier repetitions left is not collected in this one's time
+            before = [st["collections"] for st in gc.get_stats()]
             t0 = time.process_time()
-            for w in wire[1:]:  # one frame at a time, decoded as a receiver does
-                node.merge([Event.from_json(w)])
+            for w in wire[1:]:  # one frame at a time, parsed and decoded as a receiver does
+                node.merge([Event.from_json(json.loads(w))])
             merged = time.process_time() - t0
+            collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
+                                                                 strict=True)]
             done = sum(1 for k in node.state.task_done if k[0] == "bench-job")
             if done != tasks:
                 raise SystemExit(f"{done} of {tasks} tasks done: this code does not fold "
@@ -101,11 +110,13 @@ def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
                 raise SystemExit("the job was not compacted")
         finally:
             node.log.close()
-    parts = sum(len(w["payload"]["parts"]) for w in wire[1:])
-    size = sum(len(json.dumps(w["payload"], separators=(",", ":"))) for w in wire[1:])
+    parts = sum(len(json.loads(w)["payload"]["parts"]) for w in wire[1:])
+    size = sum(len(w) for w in wire[1:])
     return {"merge_us_per_task": merged / tasks * 1e6,
             "compact_us_per_task": compacted / tasks * 1e6,
-            "parts_per_task": parts / tasks, "payload_bytes_per_task": size / tasks}
+            "parts_per_task": parts / tasks, "frame_bytes_per_task": size / tasks,
+            "young_collections": collections[0], "middle_collections": collections[1],
+            "full_collections": collections[2]}
 
 
 def main() -> None:
@@ -116,14 +127,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--gc-young-allocs", type=int, default=None,
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
-                    "peer's; 0: Python's own; ignored by a release without peer.gcpace)")
+                    "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    young = None
+    young = a.gc_young_allocs
     if gcpace is not None:
-        young = (a.gc_young_allocs if a.gc_young_allocs is not None
-                 else PeerConfig.__dataclass_fields__["gc_young_allocs"].default)
+        if young is None:
+            young = PeerConfig.__dataclass_fields__["gc_young_allocs"].default
         gcpace.apply(gcpace.GcPace(young))
+    elif young:  # a release without peer.gcpace: the same thresholds, set here
+        gc.set_threshold(young, 50, 100)
     runs = [once(a.tasks, a.per_turn, a.shape == "implied") for _ in range(a.reps)]
     out: dict[str, Any] = {"shape": a.shape, "tasks": a.tasks, "per_turn": a.per_turn,
                            "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),

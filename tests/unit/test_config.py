@@ -132,6 +132,7 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "often"}, "malloc_trim_interval_s"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "-1"}, "gc_young_allocs"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "1.5"}, "gc_young_allocs"),
+    ({"BANZAI_GC_YOUNG_ALLOCS": "3000000000"}, "gc_young_allocs"),
 ])
 def test_invalid_values_raise_config_error_naming_the_field(env: dict[str, str],
                                                            field: str) -> None:

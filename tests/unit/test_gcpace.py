@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ def restore() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.callbacks[:] = callbacks
-        gcpace._stats = None
+        gcpace._stats = gcpace._pace = gcpace._last_full = None
 
 
 def test_apply_sets_the_thresholds_and_counts_collections(restore: None) -> None:
@@ -51,8 +52,36 @@ def test_the_callback_counts_by_generation() -> None:
     assert s.collections == [2, 1, 1]
 
 
-@pytest.mark.parametrize("bad", [dict(young_allocs=-1), dict(young_per_middle=0),
-                                 dict(middle_per_old=0)])
+@pytest.mark.parametrize("bad", [dict(young_allocs=-1), dict(young_allocs=2**31),
+                                 dict(young_per_middle=0), dict(middle_per_old=0),
+                                 dict(full_every_s=-1.0)])
 def test_bad_thresholds_are_refused(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         GcPace(**bad)
+
+
+class _Cycle:
+    """A container in a reference cycle (as an exception kept with its traceback is)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_after_a_storage_cycle_cyclic_garbage_is_collected(restore: None) -> None:
+    """At the peer's pace a cycle may wait for 50,000 net allocations (on an idle peer its
+    garbage is most of them): the sweep after each storage cycle frees it, a middle
+    collection each time and a full one at most once per full_every_s."""
+    assert gcpace.after_cycle() == -1  # never applied in this process: nothing done
+    stats = gcpace.apply(GcPace(50_000, full_every_s=3600.0))
+    assert gcpace.after_cycle(now=1000.0) == 2  # the first: a full one
+    assert gcpace.after_cycle(now=1010.0) == 1  # then middle ones
+    gone: list[bool] = []
+    c = _Cycle()
+    weakref.finalize(c, gone.append, True)
+    del c
+    assert gone == []  # (a young collection is 50,000 allocations away)
+    before = list(stats.collections)
+    assert gcpace.after_cycle(now=1020.0) == 1
+    assert gone == [True] and stats.collections[1] == before[1] + 1
+    assert gcpace.after_cycle(now=4600.0) == 2  # an hour after the last full one
+    assert stats.collections[2] >= before[2] + 1

@@ -274,4 +274,4 @@ def test_the_receive_benchmark_runs_both_shapes() -> None:
     bench = load_script("bench_receive")
     implied, explicit = bench.once(40, 5, True), bench.once(40, 5, False)
     assert implied["parts_per_task"] == 2.0 and explicit["parts_per_task"] == 3.0
-    assert implied["payload_bytes_per_task"] < explicit["payload_bytes_per_task"]
+    assert implied["frame_bytes_per_task"] < explicit["frame_bytes_per_task"]
