@@ -254,9 +254,9 @@ class PeerConfig:
     gc_young_allocs: int = field(default=50_000, metadata=setting(
         "Python's cyclic garbage collector runs a young collection after this many net "
         "allocations of container objects (middle and old ones proportionally less often, "
-        "and a sweep after each storage cycle: peer.gcpace); Python's own 700 cost a fifth "
-        "to a quarter of what receiving other peers' tasks cost (default 50000; 0 = "
-        "Python's own thresholds; at most 100000000)"))
+        "and a sweep after each storage cycle: peer.gcpace); at Python's own 700, receiving "
+        "a large job's tasks cost 1.7x as much (default 50000; 0 = Python's own "
+        "thresholds; at most 100000000)"))
 
     def __post_init__(self) -> None:
         parse_hostport(self.http, "http")

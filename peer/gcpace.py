@@ -7,10 +7,11 @@ one after 10 middle ones once the objects moved to the old generation since the 
 collection exceed a quarter of it. A peer allocates many small objects per event (parsed
 payloads, part events, the fold's entries) and keeps many of them (the state in memory), so
 the survivors of each young collection are many and are traversed again at each middle and
-old collection: in process, the peer's pace below cut what receiving another peer's short
-tasks cost by a fifth to a quarter (docs/benchmarks.md, "What a peer spends receiving
-another peer's short tasks"); the passes are charged to whatever line allocated (profiles
-cannot show them apart). Receiving and compaction make no cyclic garbage: reference
+old collection while the state grows: in process, with a job of 20,000 tasks in flight, the
+peer's pace below cut what receiving another peer's short tasks cost from 86 to 48-52 us per
+task (with 2,000 after a full collection: no difference; docs/benchmarks.md, "What a peer
+spends receiving another peer's short tasks"); the passes are charged to whatever line
+allocated (profiles cannot show them apart). Receiving and compaction make no cyclic garbage: reference
 counting frees it as it goes. The collector is for cycles (exceptions kept with their
 tracebacks, whose frames may hold buffers; asyncio's and aiohttp's objects), which at this
 pace could wait for hours on an idle peer (its net allocations are its garbage): so
