@@ -11,8 +11,8 @@ old collection while the state grows: in process, with a job of 20,000 tasks in 
 peer's pace below cut what receiving another peer's short tasks cost from 86 to 48-52 us per
 task (with 2,000 after a full collection: no difference; docs/benchmarks.md, "What a peer
 spends receiving another peer's short tasks"); the passes are charged to whatever line
-allocated (profiles cannot show them apart). Receiving and compaction make no cyclic garbage: reference
-counting frees it as it goes. The collector is for cycles (exceptions kept with their
+allocated (profiles cannot show them apart). Receiving and compaction make no cyclic
+garbage: reference counting frees it as it goes. The collector is for cycles (exceptions kept with their
 tracebacks, whose frames may hold buffers; asyncio's and aiohttp's objects), which at this
 pace could wait for hours on an idle peer (its net allocations are its garbage): so
 `after_cycle`, run after each storage cycle (before the allocator's trim, which can then
