@@ -12,12 +12,12 @@ peer's pace below cut what receiving another peer's short tasks cost from 86 to 
 task (with 2,000 after a full collection: no difference; docs/benchmarks.md, "What a peer
 spends receiving another peer's short tasks"); the passes are charged to whatever line
 allocated (profiles cannot show them apart). Receiving and compaction make no cyclic
-garbage: reference counting frees it as it goes. The collector is for cycles (exceptions kept with their
-tracebacks, whose frames may hold buffers; asyncio's and aiohttp's objects), which at this
-pace could wait for hours on an idle peer (its net allocations are its garbage): so
-`after_cycle`, run after each storage cycle (before the allocator's trim, which can then
-give their memory back), makes a young and middle collection, and a full one at most once
-per `full_every_s`.
+garbage: reference counting frees it as it goes. The collector is for cycles (exceptions
+kept with their tracebacks, whose frames may hold buffers; asyncio's and aiohttp's objects),
+which at this pace could wait for hours on an idle peer (its net allocations are its
+garbage): so `after_cycle`, run after each storage cycle (before the allocator's trim, which
+can then give their memory back), makes a young and middle collection, and a full one at
+most once per `full_every_s`.
 
 `apply` sets the thresholds for the process (the peer's `main` calls it once; tests and
 embedders keep Python's) and times the collections (`stats`, shown by /metrics). On Python
