@@ -101,7 +101,7 @@ class Runs:
         # its task is done (`done`)
         self.recorded = recorded
         self.peers = peers  # the other live peers (whose providing makes an item cached)
-        self.implies_done = implies_done  # every live peer folds a CHUNK_DONE's `done`
+        self.implies_done = implies_done  # every member folds a CHUNK_DONE's `done`
         self.active: dict[AttemptKey, Run] = {}
         self.finishing: set[AttemptKey] = set()  # ended, their outcome being recorded
         # ended, their outcome event not yet emitted (see `outcomes_pending`)
@@ -357,7 +357,7 @@ class Runs:
     def _whole_task(self, base: Mapping[str, Any], run: Run) -> bool:
         """Is this run the one chunk of its task's implicit split (a task without input,
         which no peer splits: its output is the task's, as `Scheduler._assemble` would emit
-        it), in a job not cancelled, while every live peer folds an implied TASK_DONE? Its
+        it), in a job not cancelled, while every member folds an implied TASK_DONE? Its
         CHUNK_DONE then says the task is done (`done`, with the key `_assemble` would give):
         one event fewer per task for every peer to receive, log and fold."""
         st = self.state

@@ -24,6 +24,7 @@ from peer.log.events import (
     Provide,
     TaskDone,
     Unprovide,
+    facts,
 )
 from peer.log.fold import READ_MAX, MeshState, Tiered, provided
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord, SliceRow
@@ -744,13 +745,11 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
     entries: dict[tuple[int, str], CacheEntry] = {}
     cids: set[str] = set()
     for ev in events:
-        for p in ev.singles:
+        for p in facts(ev):  # (a CHUNK_DONE's implied TASK_DONE too)
             b = p.body
-            done = b if isinstance(b, TaskDone) else b.done if isinstance(b, ChunkDone) else None
-            if done is not None and done.key and done.key in state.outputs:
-                entries[(OUTPUT, done.key)] = CacheEntry(OUTPUT, done.key,
-                                                         state.outputs[done.key],
-                                                         state._outputs_src[done.key])
+            if isinstance(b, TaskDone) and b.key and b.key in state.outputs:
+                entries[(OUTPUT, b.key)] = CacheEntry(OUTPUT, b.key, state.outputs[b.key],
+                                                      state._outputs_src[b.key])
             if isinstance(b, ChunkDone | CachePut):
                 for k in b.cache:
                     if k in state.cache:
