@@ -258,13 +258,19 @@ def _runs(mesh: JobMesh, job: str) -> dict[str, list[str]]:
     return out
 
 
+def nine_and_a_dependent(mesh: JobMesh) -> str:
+    """Submit at p0, flagged as Node decides, nine independent tasks e0..e8 and `u`, which
+    depends on e0; the job's id."""
+    tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)},
+              "depends": []} for i in range(9)]
+    return mesh.submit("p0", [*tasks, {"name": "u", "call": "T_UPPER", "params": {},
+                                       "depends": ["e0"]}], implicit=None)
+
+
 async def test_three_peers_run_a_flagged_job_without_a_task_split(batch: bool) -> None:
     mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch)
     try:
-        tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)},
-                  "depends": []} for i in range(9)]
-        job = mesh.submit("p0", [*tasks, {"name": "u", "call": "T_UPPER", "params": {},
-                                          "depends": ["e0"]}], implicit=None)
+        job = nine_and_a_dependent(mesh)
         assert mesh["p0"].state.jobs[job].payload["workflow"]["splits"] == "implicit"
         for _ in range(10):
             await mesh.advance(CFG.tick_s)

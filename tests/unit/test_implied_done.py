@@ -30,6 +30,7 @@ from peer.log import (
 from peer.log.events import part_event
 from tasks import registry
 from tests.helpers import load_script
+from tests.unit.test_implicit_splits import nine_and_a_dependent
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
@@ -137,10 +138,7 @@ def _emitted(mesh: JobMesh, typ: EventType, job: str) -> list[Event]:
 async def test_three_peers_finish_tasks_without_a_task_done(batch: bool) -> None:
     mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch)
     try:
-        tasks = [{"name": f"e{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)},
-                  "depends": []} for i in range(9)]
-        job = mesh.submit("p0", [*tasks, {"name": "u", "call": "T_UPPER", "params": {},
-                                          "depends": ["e0"]}], implicit=None)
+        job = nine_and_a_dependent(mesh)
         for _ in range(10):
             await mesh.advance(CFG.tick_s)
         for pid in mesh.peers:  # the dependent ran: its peers were told of e0's completion
