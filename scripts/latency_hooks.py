@@ -147,8 +147,8 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def my_turn(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def w(self: Any, ak: Any, ranked: list[str]) -> Any:
-        r = fn(self, ak, ranked)
+    def w(self: Any, ak: Any, ranked: list[str], *a: Any, **kw: Any) -> Any:
+        r = fn(self, ak, ranked, *a, **kw)
         rank = ranked.index(self.peer_id) if self.peer_id in ranked else -1
         mark("turn" if r else "stagger", ak.job,
              f"{'split' if ak.chunk < 0 else 'claim'}:rank{rank}/{len(ranked)}")
