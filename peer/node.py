@@ -62,6 +62,7 @@ from peer.log import (
     BATCH_FEATURE,
     DONE_FEATURE,
     HLC,
+    LOCAL_FEATURE,
     SPLITS_FEATURE,
     Door,
     DoorConfig,
@@ -110,7 +111,7 @@ def usable_cores() -> int:
 
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce
-FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE)
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)

@@ -23,6 +23,7 @@ from peer.jobs.spec import from_obj, workflow_from_json
 from peer.log import (
     DONE_FEATURE,
     IMPLICIT_SPLITS,
+    LOCAL_FEATURE,
     SPLITS_FEATURE,
     Event,
     EventType,
@@ -245,7 +246,7 @@ class JobMesh:
 
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False,
-                 old: Collection[str] = ()) -> None:
+                 old: Collection[str] = (), members: bool = True) -> None:
         self.catalog = catalog
         self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
         # Peers of the previous release: they do not announce SPLITS_FEATURE and read a
@@ -268,6 +269,10 @@ class JobMesh:
         self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
         for i in range(n):
             self._add(f"p{i}", slots, auto)
+        if members:
+            for pid in self.peers:
+                self.announce(pid)
+            self.deliver()
         self.heartbeats()
 
     def _add(self, pid: str, slots: int, auto: bool) -> None:
@@ -317,12 +322,20 @@ class JobMesh:
                                     "free_slots": p.sched.free_slots,
                                     "running": [list(k) for k in p.sched.running],
                                     "features": [] if b in self.old
-                                    else [SPLITS_FEATURE, DONE_FEATURE]}
+                                    else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]}
             self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
             for b in self.peers:
                 if a != b and self.linked(a, b):
                     self.peers[a].sched.heard(b, self._info[b].get("running"))
+
+    def announce(self, pid: str) -> Event:
+        """`pid`'s MEMBER event, as Node emits one at start (`members`: every peer does)."""
+        p = self.peers[pid]
+        return self.emit(pid, EventType.MEMBER, {
+            "name": pid, "http": "", "calls": sorted(self.catalog), "slots": p.runner.slots,
+            "cores": 1, "mem_mb": 1024, "gpu": False,
+            "features": [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]})
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:

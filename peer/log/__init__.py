@@ -7,6 +7,7 @@ from peer.log.events import (
     BATCH_FEATURE,
     DONE_FEATURE,
     IMPLICIT_SPLITS,
+    LOCAL_FEATURE,
     PROTOCOL_VERSION,
     RETRYABLE,
     SPLITS_FEATURE,
@@ -46,7 +47,8 @@ from peer.log.events import (
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["BATCH_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS", "PROTOCOL_VERSION",
+__all__ = ["BATCH_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS", "LOCAL_FEATURE",
+           "PROTOCOL_VERSION",
            "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
            "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
            "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",

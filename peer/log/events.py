@@ -109,6 +109,11 @@ IMPLICIT_SPLITS = "implicit"
 # announces this: a peer of the previous version ignores the key and would assemble the task
 # itself after its grace, with a later TASK_DONE that loses to the implied one).
 DONE_FEATURE = "done-v1"
+# A heartbeat's (and MEMBER's) `features`: it ranks a small job's submitter first for the
+# job's tasks without input (peer.jobs.scheduler: `_submitter_first`). Only while every live
+# peer that may claim such a task announces it: a peer of the previous version ranks by
+# rendezvous hash alone, and two rankings would claim some tasks twice.
+LOCAL_FEATURE = "local-v1"
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split

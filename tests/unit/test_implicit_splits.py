@@ -21,8 +21,9 @@ from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
 from peer.jobs.spec import from_obj, workflow_from_json
-from peer.log import SPLITS_FEATURE, Event, EventType, MeshState, fold
+from peer.log import DONE_FEATURE, SPLITS_FEATURE, Event, EventType, MeshState, fold
 from peer.node import Node
+from peer.rendezvous import rendezvous
 from tasks import registry
 from tests.unit.record_oracle import compact_view
 
@@ -396,5 +397,120 @@ async def test_the_tasks_left_to_their_first_peer_are_not_looked_at_every_tick()
         waiting = {k for k in s._deferred if k[0] == job}
         assert 10 < len(waiting) < 30 and not waiting & s._waiting()
         assert s.sleep_s() <= CFG.split_wait_s + 30 * CFG.split_wait_per_task_s + 1e-6
+    finally:
+        await mesh.close()
+
+
+# -- a small job runs where it was submitted --------------------------------------------------
+def _one_task(tag: str, **extra: Any) -> list[dict[str, Any]]:
+    return [{"name": "w", "call": "T_WRITE", "params": {"files": 1, "tag": tag}, "depends": [],
+             **extra}]
+
+
+def _slow_links(mesh: JobMesh, delay_s: float = 0.002) -> None:
+    for a in mesh.peers:
+        for b in mesh.peers:
+            if a != b:
+                mesh.delay_s[(a, b)] = delay_s
+
+
+async def test_a_job_that_fits_its_submitters_slots_runs_there_at_once(batch: bool) -> None:
+    """Its submitter holds the job first: it claims and starts each such task before the job
+    has reached another peer (a run elsewhere costs a gossip hop each way). Every peer ranks
+    the submitter first, so nobody else claims. Before, two thirds of one-task jobs went to
+    another peer (the task's first by rendezvous hash)."""
+    mesh = JobMesh(3, CATALOG, CFG, batch=batch, slots=2)
+    _slow_links(mesh)
+    try:
+        jobs = {}
+        for i in range(12):
+            pid = f"p{i % 3}"
+            jobs[mesh.submit(pid, _one_task(str(i)), implicit=True)] = pid
+            await mesh.settle()  # no time passes: the job has not reached the others
+            assert mesh[pid].runner.started[-1:] == [f"{list(jobs)[-1]}/w/0/0"]
+            for key in list(mesh[pid].runner.running):
+                mesh[pid].runner.finish(key)
+            await mesh.settle()
+        two = mesh.submit("p1", [*_one_task("a"), {**_one_task("b")[0], "name": "v"}],
+                          implicit=True)
+        jobs[two] = "p1"  # two tasks, two slots: both at once
+        await mesh.settle()
+        assert sorted(mesh["p1"].runner.running) == [f"{two}/v/0/0", f"{two}/w/0/0"]
+        for key in list(mesh["p1"].runner.running):
+            mesh["p1"].runner.finish(key)
+        for _ in range(4):
+            await mesh.advance(CFG.tick_s)
+        for job, pid in jobs.items():
+            assert {p for ps in _runs(mesh, job).values() for p in ps} == {pid}
+            for q in mesh.peers:
+                assert all(c.origin == pid for c in mesh.events(EventType.CLAIM, q, job=job))
+                assert task_status(mesh[q].state, job, "w", CFG.max_attempts) == "done"
+                assert mesh[q].sched._implicit_rank(job, "w", "T_WRITE")[0] == pid
+    finally:
+        await mesh.close()
+
+
+async def test_a_job_larger_than_its_submitters_slots_is_spread() -> None:
+    """More tasks than the submitter's slots: ranked by rendezvous hash as before, every peer
+    takes its share at once."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, slots=2)
+    try:
+        job = mesh.submit("p0", [{**_one_task(str(i))[0], "name": f"e{i}"} for i in range(9)],
+                          implicit=True)
+        for _ in range(6):
+            await mesh.advance(CFG.tick_s)
+        firsts = {mesh["p0"].sched._implicit_rank(job, f"e{i}", "T_WRITE")[0]
+                  for i in range(9)}
+        assert len(firsts) > 1
+        assert len({p for ps in _runs(mesh, job).values() for p in ps}) > 1
+        assert all(task_status(mesh["p2"].state, job, f"e{i}", 3) == "done" for i in range(9))
+    finally:
+        await mesh.close()
+
+
+async def test_a_submitter_that_does_not_meet_a_tasks_requires_is_not_ranked_first() -> None:
+    """A task that states `requires` its submitter does not meet goes to the first peer by
+    rendezvous hash at once, as before (ranked first, the submitter would make it wait)."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True)
+    _slow_links(mesh)
+    try:
+        for p in mesh.peers.values():  # p1 and p2 are labelled; p0, the submitter, is not
+            for pid in ("p1", "p2"):
+                member = p.state.members[pid]
+                assert p.state.apply(Event(pid, 90, member.hlc + 1, EventType.MEMBER, {
+                    **member.payload, "labels": {"rack": "a"}}))
+        name = next(n for n in (f"w{i}" for i in range(100))  # p0 is not its first
+                    if rendezvous(f"j1/{n}", ["p0", "p1", "p2"])[0] != "p0")
+        job = mesh.submit("p0", [{**_one_task("x", requires={"labels": {"rack": "a"}})[0],
+                                  "name": name}], implicit=True)
+        assert job == "j1"
+        first = mesh["p0"].sched._implicit_rank(job, name, "T_WRITE")[0]
+        assert first != "p0"
+        await mesh.advance(0.01)  # the hop, well within the split wait (0.2 s) of a rank 1
+        assert _runs(mesh, job) == {f"{job}/{name}/0/0": [first]}
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_of_the_previous_version_keeps_the_rendezvous_order(
+        batch: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a live peer that may claim such a task does not announce LOCAL_FEATURE (it ranks
+    by rendezvous hash alone), no peer ranks the submitter first: two rankings would claim
+    some tasks twice."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch, slots=2)
+    mesh.tamper = lambda pid, info: ({**info, "features": [SPLITS_FEATURE, DONE_FEATURE]}
+                                     if pid == "p2" else info)
+    mesh.heartbeats()
+    monkeypatch.setattr(mesh["p2"].sched, "_submitter_first", lambda *a: None)  # (as it has)
+    try:
+        jobs = [mesh.submit("p0", _one_task(str(i)), implicit=True) for i in range(6)]
+        for _ in range(4):
+            await mesh.advance(CFG.tick_s)
+        for job in jobs:
+            plain = rendezvous(f"{job}/w", ["p0", "p1", "p2"])
+            assert all(mesh[q].sched._implicit_rank(job, "w", "T_WRITE") == plain
+                       for q in mesh.peers)
+            assert {p for ps in _runs(mesh, job).values() for p in ps} == {plain[0]}
+        assert any(rendezvous(f"{job}/w", ["p0", "p1", "p2"])[0] != "p0" for job in jobs)
     finally:
         await mesh.close()
