@@ -57,11 +57,12 @@ from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, record_facts
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
-from peer.jobs.spec import Workflows
+from peer.jobs.spec import Workflow, Workflows
 from peer.log import (
     BATCH_FEATURE,
     DONE_FEATURE,
     HLC,
+    IMPLICIT_SPLITS,
     LOCAL_FEATURE,
     SPLITS_FEATURE,
     Door,
@@ -456,6 +457,13 @@ class Node:
         submitted here then says so (`"splits": "implicit"`). A peer of the previous version
         would take that key for a newer peer's and run none of the job's tasks."""
         return self._all_announce(SPLITS_FEATURE)
+
+    def local_first(self, job: str, wf: Workflow) -> bool:
+        """Whether the JOB_SUBMITTED of `wf`, submitted here, says `local` (this peer comes
+        first for its tasks without input: `Scheduler.takes_first`): only with implicit
+        splits and while every live member ranks by it (LOCAL_FEATURE)."""
+        return (wf.splits == IMPLICIT_SPLITS and self._all_announce(LOCAL_FEATURE)
+                and self.scheduler.takes_first(job, wf))
 
     def _all_announce(self, feature: str) -> bool:
         """True if every live member announces `feature` (in its heartbeat's `features`, or

@@ -140,7 +140,10 @@ async def submit(request: web.Request) -> web.Response:
     # Its tasks without input have implicit splits only while every live peer folds them
     wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS if node.implicit_splits() else None)
     job = "j" + secrets.token_hex(6)
-    ev = node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+    payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
+    if node.local_first(job, wf):  # a small job: this peer runs it first (LOCAL_FEATURE)
+        payload["local"] = True
+    ev = node.emit(EventType.JOB_SUBMITTED, payload)
     try:
         replicas = await node.submitted(ev)
     except StorageFull as e:  # not acknowledged; name the job, so that it is not resent

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from peer.ipfs.publish import IpnsService
 from peer.ipfs.store import GcStats, Store
+from peer.jobs.spec import Workflow
 from peer.log import Event, EventType, MeshState
 from tasks.registry import TaskDef
 
@@ -162,6 +163,7 @@ class Host(Protocol):
     async def inline_landed(self) -> None: ...  # the inline outputs' pins written so far
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def implicit_splits(self) -> bool: ...  # every live peer folds implicit splits
+    def local_first(self, job: str, wf: Workflow) -> bool: ...  # JOB_SUBMITTED's `local`
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined

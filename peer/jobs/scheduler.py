@@ -35,10 +35,10 @@ from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import (
     DONE_FEATURE,
-    LOCAL_FEATURE,
     SPLITS_FEATURE,
     Event,
     EventType,
+    JobSubmitted,
     Member,
     MeshState,
     TaskKey,
@@ -131,8 +131,9 @@ class Scheduler:
         self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
-        # (those peers, whether they all announce LOCAL_FEATURE)
-        self._ranks_peers: tuple[frozenset[str], bool] = (frozenset(), False)
+        self._ranks_peers: frozenset[str] = frozenset()
+        # Tasks of jobs submitted here that `takes_first` counted in, until claimed or gone
+        self._promised: dict[TaskKey, None] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
 
     # -- what the node and the API read -----------------------------------------------------
@@ -738,48 +739,58 @@ class Scheduler:
     def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
         """The live peers (this one included) that may claim a task with an implicit split,
         in the order they would have split it (`_plan`): those that run its call and
-        announce SPLITS_FEATURE, by rendezvous hash of the task, the job's submitter first
-        when the job fits its slots (`_submitter_first`) and all of them announce
-        LOCAL_FEATURE (a peer of the previous version would rank by rendezvous hash alone).
-        Remembered per set of those peers and that answer (read at every look at its chunk:
-        see `_first_peer`)."""
-        able = [(p, i.get("features") or ()) for p, i in self._peers().items()
-                if call in i.get("calls", ())]
-        peers = frozenset((*(p for p, f in able if SPLITS_FEATURE in f), self.peer_id))
-        local = all(LOCAL_FEATURE in f for p, f in able if p in peers)
-        if (peers, local) != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
-            self._ranks, self._ranks_peers = {}, (peers, local)
+        announce SPLITS_FEATURE, by rendezvous hash of the task; the job's submitter first
+        when its JOB_SUBMITTED says `local` (`takes_first`: a small job runs where it was
+        submitted, every peer ranking it alike from that event alone; first even while not
+        live here: it sent the job just now, and if it is gone the others take the task
+        after one wait per rank). Remembered per set of those peers (read at every look at
+        its chunk: see `_first_peer`)."""
+        peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
+                             and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
+        if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
+            self._ranks, self._ranks_peers = {}, peers
         ranked = self._ranks.get((job, task))
         if ranked is None:
             ranked = rendezvous(f"{job}/{task}", list(peers))
-            first = self._submitter_first(job, task, peers) if local else None
-            if first is not None and ranked[0] != first:
-                ranked.remove(first)
-                ranked.insert(0, first)
+            submitted = self.state.jobs.get(job)
+            if submitted is not None and submitted.body_as(JobSubmitted).local:
+                if submitted.origin in ranked:
+                    ranked.remove(submitted.origin)
+                ranked.insert(0, submitted.origin)
             self._ranks[(job, task)] = ranked
         return ranked
 
-    def _submitter_first(self, job: str, task: str, peers: frozenset[str]) -> str | None:
-        """The peer that submitted `job` when it comes first for the job's tasks without
-        input (else None): the job fits its slots (no more tasks than its MEMBER's `slots`),
-        it is among `peers` and it meets the task's `requires`. It holds the job first, so a
-        small job runs there without a gossip hop each way (as Ray places a task on the node
-        that submitted it while that node has room); a larger job is spread by rendezvous
-        hash, every peer taking its share at once. Decided by the log alone (the
-        JOB_SUBMITTED's origin, its MEMBER, the workflow), so every peer ranks alike."""
-        submitted = self.state.jobs.get(job)
-        if submitted is None or submitted.origin not in peers:
-            return None
-        member = self.state.members.get(submitted.origin)
-        if member is None:
-            return None
-        wf = self.workflow(job)
-        if len(wf.tasks) > member.body_as(Member).slots:
-            return None
-        requires = wf.task(task).requires
-        if requires and placement.unmet(requires, member.payload) is not None:
-            return None
-        return submitted.origin
+    def takes_first(self, job: str, wf: Workflow) -> bool:
+        """Whether this peer, submitting `wf` as `job` with implicit splits, comes first for
+        its tasks without input (its JOB_SUBMITTED's `local`): it runs each one's call and
+        meets its `requires`, and its free slots, less those promised to such tasks of its
+        earlier jobs that it has not claimed yet, hold them all. It holds the job first, so
+        it claims and starts them before the job has reached another peer: no gossip hop
+        each way (as Ray runs a task on the node that submitted it while that node has
+        room). A larger job, or one that comes while the slots are taken, is spread by
+        rendezvous hash, every peer taking its share at once. Decided here, once, as the
+        job is submitted: every peer reads the same answer in the event."""
+        roots = [t for t in wf.tasks if not t.depends and t.cid is None]
+        me = self.state.members.get(self.peer_id)
+        if not roots or me is None:
+            return False
+        for t in roots:
+            if (t.call or "") not in self.catalog or (
+                    t.requires and placement.unmet(t.requires, me.payload) is not None):
+                return False
+        self._promised = {k: None for k in self._promised if self._unclaimed(k)}
+        if len(roots) > self.free_slots - len(self._promised):
+            return False
+        self._promised.update(((job, t.name), None) for t in roots)
+        return True
+
+    def _unclaimed(self, key: TaskKey) -> bool:
+        """True while a task of a job of ours (`_promised`) is open and nobody claimed it."""
+        if (key[0] not in self.state.jobs or key[0] in self.state.cancelled
+                or key in self.state.task_done):
+            return False
+        c = self.state.chunk(*key, 0)
+        return not c.claims and c.done is None
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`

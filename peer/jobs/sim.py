@@ -394,11 +394,12 @@ class JobMesh:
         return n
 
     def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
-               ) -> str:
+               local: bool | None = None) -> str:
         """Submit a DAG-form workflow at peer `pid`; its job id. `implicit`: whether it says
         its tasks without input have implicit splits (None: as Node decides, if `pid` and
         every live peer it hears announce SPLITS_FEATURE; not by default: a task is split
-        by a peer, as in a mesh with a peer of the previous release)."""
+        by a peer, as in a mesh with a peer of the previous release). `local`: whether its
+        JOB_SUBMITTED says `local` (None: as Node decides, `Node.local_first`)."""
         self._jobs += 1
         job = f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
@@ -407,7 +408,14 @@ class JobMesh:
                 SPLITS_FEATURE in info.get("features", ()) for info in self.infos(pid).values())
         if implicit:
             wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS)
-        self.emit(pid, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf.to_json()})
+        if local is None:
+            local = implicit and pid not in self.old and all(
+                LOCAL_FEATURE in info.get("features", ()) for info in self.infos(pid).values()
+            ) and self.peers[pid].sched.takes_first(job, wf)
+        payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
+        if local:
+            payload["local"] = True
+        self.emit(pid, EventType.JOB_SUBMITTED, payload)
         return job
 
     def events(self, typ: EventType, pid: str = "p0", **match: Any) -> list[Event]:

@@ -109,10 +109,10 @@ IMPLICIT_SPLITS = "implicit"
 # announces this: a peer of the previous version ignores the key and would assemble the task
 # itself after its grace, with a later TASK_DONE that loses to the implied one).
 DONE_FEATURE = "done-v1"
-# A heartbeat's (and MEMBER's) `features`: it ranks a small job's submitter first for the
-# job's tasks without input (peer.jobs.scheduler: `_submitter_first`). Only while every live
-# peer that may claim such a task announces it: a peer of the previous version ranks by
-# rendezvous hash alone, and two rankings would claim some tasks twice.
+# A heartbeat's (and MEMBER's) `features`: it ranks a JOB_SUBMITTED's origin first for the
+# job's tasks without input when the event says `"local": true` (set by the submitter only
+# while every live peer announces this: a peer of the previous version ignores the key and
+# ranks by rendezvous hash alone, and two rankings would claim some tasks twice).
 LOCAL_FEATURE = "local-v1"
 
 _MISSING: Any = object()
@@ -317,17 +317,20 @@ _B = TypeVar("_B", bound="Body")
 
 @dataclass(frozen=True, slots=True)
 class JobSubmitted:
-    """A job: its canonical workflow document (`peer.jobs.spec.Workflow.to_json`)."""
+    """A job: its canonical workflow document (`peer.jobs.spec.Workflow.to_json`); `local`:
+    its submitter (the event's origin) comes first for its tasks without input (LOCAL_FEATURE;
+    absent from older peers' events, which ignore it)."""
 
     TYPE: ClassVar[EventType] = EventType.JOB_SUBMITTED
     job: str
     workflow: Mapping[str, Any]  # the payload's own object: read, never mutate
     tasks: tuple[str, ...]  # the workflow's task names, in its order
+    local: bool = False
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> JobSubmitted:
         k = _NAME[cls.TYPE]
-        return cls(_str(k, p, "job"), *_workflow(k, p))
+        return cls(_str(k, p, "job"), *_workflow(k, p), _bool(k, p, "local", False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ id the job's, and the scheduler claims it (or, for a cached output, records the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,17 @@ from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
 from peer.jobs.spec import from_obj, workflow_from_json
-from peer.log import DONE_FEATURE, SPLITS_FEATURE, Event, EventType, MeshState, fold
+from peer.log import (
+    DONE_FEATURE,
+    LOCAL_FEATURE,
+    SPLITS_FEATURE,
+    Event,
+    EventType,
+    JobSubmitted,
+    MeshState,
+    fold,
+)
+from peer.log.events import InvalidEvent
 from peer.node import Node
 from peer.rendezvous import rendezvous
 from tasks import registry
@@ -241,6 +252,24 @@ def test_a_live_member_without_the_feature_gets_no_flagged_job(
     assert n.implicit_splits()
     live["quiet"] = {"calls": []}  # no features in its heartbeat, none in a MEMBER event
     assert not n.implicit_splits()
+
+
+def test_a_job_says_local_only_while_every_live_member_ranks_by_it(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Node.local_first: implicit splits, every live member announcing LOCAL_FEATURE, and the
+    scheduler's answer (its MEMBER folded, a free slot)."""
+    n = _open(tmp_path / "a", opened)
+    n.emit(EventType.MEMBER, n.capabilities())
+    live: dict[str, dict[str, Any]] = {"old": {"calls": [], "features": [
+        "batch-v1", SPLITS_FEATURE, DONE_FEATURE]}}
+    n.live_peers = lambda: live  # type: ignore[method-assign]
+    wf = from_obj({"name": "x", "tasks": [{"name": "a", "call": "ECHO", "params": {"text": "a"},
+                                           "depends": []}]}, n.catalog)
+    flagged = dataclasses.replace(wf, splits="implicit")
+    assert not n.local_first("j1", flagged)
+    live["old"]["features"].append(LOCAL_FEATURE)
+    assert not n.local_first("j1", wf)  # no implicit splits
+    assert n.local_first("j1", flagged)
 
 
 # -- the scheduler ---------------------------------------------------------------------------
@@ -492,21 +521,20 @@ async def test_a_submitter_that_does_not_meet_a_tasks_requires_is_not_ranked_fir
         await mesh.close()
 
 
-async def test_a_peer_of_the_previous_version_keeps_the_rendezvous_order(
-        batch: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While a live peer that may claim such a task does not announce LOCAL_FEATURE (it ranks
-    by rendezvous hash alone), no peer ranks the submitter first: two rankings would claim
+async def test_a_peer_of_the_previous_version_keeps_the_rendezvous_order(batch: bool) -> None:
+    """While a live peer does not announce LOCAL_FEATURE (it ranks by rendezvous hash alone),
+    no job says `local`, and every peer ranks by rendezvous hash: two rankings would claim
     some tasks twice."""
     mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch, slots=2)
     mesh.tamper = lambda pid, info: ({**info, "features": [SPLITS_FEATURE, DONE_FEATURE]}
                                      if pid == "p2" else info)
     mesh.heartbeats()
-    monkeypatch.setattr(mesh["p2"].sched, "_submitter_first", lambda *a: None)  # (as it has)
     try:
         jobs = [mesh.submit("p0", _one_task(str(i)), implicit=True) for i in range(6)]
         for _ in range(4):
             await mesh.advance(CFG.tick_s)
         for job in jobs:
+            assert "local" not in mesh["p0"].state.jobs[job].payload
             plain = rendezvous(f"{job}/w", ["p0", "p1", "p2"])
             assert all(mesh[q].sched._implicit_rank(job, "w", "T_WRITE") == plain
                        for q in mesh.peers)
@@ -514,3 +542,70 @@ async def test_a_peer_of_the_previous_version_keeps_the_rendezvous_order(
         assert any(rendezvous(f"{job}/w", ["p0", "p1", "p2"])[0] != "p0" for job in jobs)
     finally:
         await mesh.close()
+
+
+async def test_a_burst_of_small_jobs_goes_to_the_submitters_free_slots_then_spreads() -> None:
+    """Jobs that come while the submitter's slots are promised to earlier ones (not claimed
+    yet) do not say `local`: the others take them at once instead of waiting for a busy
+    submitter. A promise ends with its claim, or its job's cancellation."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=2)
+    _slow_links(mesh)
+    try:
+        jobs = [mesh.submit("p0", _one_task(str(i)), implicit=True) for i in range(6)]
+        assert [mesh["p0"].state.jobs[j].payload.get("local") for j in jobs] == [
+            True, True, None, None, None, None]
+        await mesh.advance(0.01)  # the hop, well within a split wait (0.2 s)
+        started = {pid: [k.split("/")[0] for k in p.runner.started]
+                   for pid, p in mesh.peers.items()}
+        assert sorted(started["p0"]) == sorted(jobs[:2])
+        elsewhere = {j: rendezvous(f"{j}/w", ["p0", "p1", "p2"])[0] for j in jobs[2:]}
+        assert set(elsewhere.values()) - {"p0"}
+        for job, first in elsewhere.items():  # taken at once by its first peer, unless
+            if first != "p0":  # that is the busy submitter (then after the split wait)
+                assert job in started[first]
+        for _ in range(50):  # every job of the burst done, nothing left running
+            for p in mesh.peers.values():
+                for key in list(p.runner.running):
+                    p.runner.finish(key)
+            await mesh.advance(0.05)
+            if all(task_status(mesh["p0"].state, j, "w", 3) == "done" for j in jobs):
+                break
+        assert all(task_status(mesh["p0"].state, j, "w", 3) == "done" for j in jobs)
+        assert mesh["p0"].sched.free_slots == 2
+        # promised and cancelled before its claim: the promise ends with the job
+        gone = mesh.submit("p0", _one_task("c"), implicit=True)
+        assert mesh["p0"].state.jobs[gone].payload.get("local") is True
+        mesh.emit("p0", EventType.JOB_CANCELLED, {"job": gone, "reason": "user"})
+        two = [mesh.submit("p0", _one_task(f"d{i}"), implicit=True) for i in range(2)]
+        assert [mesh["p0"].state.jobs[j].payload.get("local") for j in two] == [True, True]
+    finally:
+        await mesh.close()
+
+
+async def test_a_job_says_local_only_at_a_submitter_that_runs_its_tasks() -> None:
+    """A call the submitter does not run, or no MEMBER of its own folded yet: no `local`."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=2, members=False)
+    try:
+        first = mesh.submit("p0", _one_task("a"), implicit=True)
+        assert "local" not in mesh["p0"].state.jobs[first].payload  # its MEMBER not folded
+        mesh.announce("p0")
+        second = mesh.submit("p0", _one_task("b"), implicit=True)
+        assert mesh["p0"].state.jobs[second].payload.get("local") is True
+        wf = from_obj({"name": "x", "tasks": [{"name": "n", "call": "NOT_HERE",
+                                               "params": {"files": 1}, "depends": []}]},
+                      {**CATALOG, "NOT_HERE": CATALOG["T_WRITE"]})
+        assert not mesh["p0"].sched.takes_first("j9", wf)
+    finally:
+        await mesh.close()
+
+
+def test_a_job_submitted_event_reads_local_and_refuses_a_bad_one() -> None:
+    """`local` is optional (older peers' events have none), a boolean when present."""
+    wf = {"name": "x", "tasks": [{"name": "a", "call": "ECHO", "params": {}, "depends": []}]}
+    assert not Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED,
+                     {"job": "j", "workflow": wf}).body_as(JobSubmitted).local
+    assert Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED, {"job": "j", "workflow": wf,
+                                                         "local": True}).body_as(
+        JobSubmitted).local
+    with pytest.raises(InvalidEvent, match="local"):
+        Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED, {"job": "j", "workflow": wf, "local": 1})
