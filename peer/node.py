@@ -379,6 +379,7 @@ class Node:
         self.conflicts = self.rule.counts  # by origin
         self._refold: asyncio.TimerHandle | None = None
         self.skew_ms: dict[str, int] = {}  # peer id -> its wall clock minus ours, at receipt
+        self._heads_noted = asyncio.Event()  # a peer sent its vector (`submitted` waits)
         legacy = [e for e in self.state.events.values() if e.att is None]
         if legacy:
             sign_events(self.identity, self.peer_id, legacy, self.admit)
@@ -779,8 +780,10 @@ class Node:
         await self.durable(ev)
         want = min(self.cfg.submit_acks, len(self.live_peers()))
         deadline = time.monotonic() + self.cfg.ack_timeout_s
-        while (n := self.acks(ev.seq)) < want and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
+        while (n := self.acks(ev.seq)) < want and (left := deadline - time.monotonic()) > 0:
+            self._heads_noted.clear()  # (set again by the next vector any peer sends)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heads_noted.wait(), left)
         return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
@@ -877,6 +880,11 @@ class Node:
         self.scheduler.heard(peer_id, running if isinstance(running, list) else None)
         if "cfloor" in info:
             self.catchup.behind(peer_id, info)
+
+    def heads_noted(self, peer_id: str) -> None:
+        """`peer_id` sent its version vector (an ack, a digest, a heartbeat): `submitted`
+        looks at the acks again."""
+        self._heads_noted.set()
 
     def wall_seen(self, peer_id: str, wall_ms: int) -> None:
         """`peer_id`'s wall clock read `wall_ms` just now (a heartbeat, an ack of a probe):

@@ -140,6 +140,9 @@ class MeshView:
     def note_heads(self, peer_id: str, heads: Mapping[str, Any]) -> None:
         if peer_id in self._heads or len(self._heads) < MAX_HEADS:
             self._heads[peer_id] = {str(k): v for k, v in heads.items() if type(v) is int}
+            noted = getattr(self._members, "heads_noted", None)  # optional: a waiter for acks
+            if noted is not None:
+                noted(peer_id)
 
     def heads_of(self, peer_id: str) -> Mapping[str, int]:
         """The last version vector `peer_id` sent us (a digest or a heartbeat), or {}."""

@@ -693,3 +693,32 @@ def test_an_event_out_of_memory_is_not_written_back_over_a_conflict_winner(
         assert n._as_held(loser) is None
     finally:
         n.log.close()
+
+
+async def test_a_submission_waits_for_an_ack_without_polling(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`submitted` looks at the acks when a peer sends its vector (`heads_noted`), not every
+    few milliseconds: while nothing comes it asks once, and it returns at the ack."""
+    heads: dict[str, dict[str, int]] = {"p1": {}}
+    node.gossip.heads_of = lambda p: heads.get(p, {})  # type: ignore[union-attr]
+    monkeypatch.setattr(node, "live_peers", lambda: {"p1": {}})
+    asked = 0
+    acks = node.acks
+
+    def counted(seq: int) -> int:
+        nonlocal asked
+        asked += 1
+        return acks(seq)
+
+    monkeypatch.setattr(node, "acks", counted)
+    ev = node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    waiter = asyncio.create_task(node.submitted(ev))
+    await asyncio.sleep(0.05)  # (no assertion on time: a poll would have asked ~25 times)
+    assert not waiter.done() and asked == 1
+    node.heads_noted("p1")  # a vector that does not cover it yet
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not waiter.done() and asked == 2
+    heads["p1"] = {node.peer_id: ev.seq}
+    node.heads_noted("p1")
+    assert await asyncio.wait_for(waiter, 5) == 1 and asked == 3

@@ -306,3 +306,20 @@ def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
     view.member_report(m)
     assert members.heard_from["m1"]["calls"] == ["T_ECHO"] and members.count == 1
     assert "m1" not in view._infos
+
+
+def test_a_version_vector_is_noted_and_told_to_a_sink_that_waits_for_acks() -> None:
+    """`note_heads` keeps the vector and tells the sink (Node.heads_noted: a submission waits
+    for acks on it); a sink without the method is told nothing."""
+    told: list[str] = []
+
+    class Waiting(RecordingMembers):
+        def heads_noted(self, peer_id: str) -> None:
+            told.append(peer_id)
+
+    view = MeshView(Waiting(), cast(Membership, None))
+    view.note_heads("m1", {"o": 3, "bad": "x"})
+    assert view.heads_of("m1") == {"o": 3} and told == ["m1"]
+    plain = MeshView(RecordingMembers(), cast(Membership, None))
+    plain.note_heads("m1", {"o": 4})
+    assert plain.heads_of("m1") == {"o": 4}
