@@ -132,8 +132,8 @@ class Scheduler:
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
         self._ranks_peers: frozenset[str] = frozenset()
-        # Tasks of jobs submitted here that `takes_first` counted in, until claimed or gone
-        self._promised: dict[TaskKey, None] = {}
+        # Tasks of jobs submitted here that `takes_first` counted in (-> when), until claimed
+        self._promised: dict[TaskKey, float] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
 
     # -- what the node and the API read -----------------------------------------------------
@@ -589,8 +589,8 @@ class Scheduler:
         if spec.cid is not None:
             self._done(job, task, spec.cid, None, cached=True)
             return
-        tdef = self.catalog.get(spec.call or "")
-        if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
+        tdef = self._runnable(spec)
+        if tdef is None:
             self._cannot.add((job, task))  # `waiting` says why if no live peer can either
             return  # this peer cannot run that call: peers that can will
         if (split := self._split(job, task, tdef, spec)) is None:
@@ -760,6 +760,14 @@ class Scheduler:
             self._ranks[(job, task)] = ranked
         return ranked
 
+    def _runnable(self, spec: TaskSpec) -> TaskDef | None:
+        """The task's definition if this peer runs its call (and its kind here: a container's
+        image, a shell's command), else None."""
+        tdef = self.catalog.get(spec.call or "")
+        if tdef is None or not kinds.runnable(spec.call, spec.params, self.cfg.kind_settings):
+            return None
+        return tdef
+
     def takes_first(self, job: str, wf: Workflow) -> bool:
         """Whether this peer, submitting `wf` as `job` with implicit splits, comes first for
         its tasks without input (its JOB_SUBMITTED's `local`): it runs each one's call and
@@ -775,22 +783,25 @@ class Scheduler:
         if not roots or me is None:
             return False
         for t in roots:
-            if (t.call or "") not in self.catalog or (
+            if t.newer or self._runnable(t) is None or (
                     t.requires and placement.unmet(t.requires, me.payload) is not None):
                 return False
-        self._promised = {k: None for k in self._promised if self._unclaimed(k)}
+        now = self.clock()
+        self._promised = {k: at for k, at in self._promised.items() if self._unclaimed(k, at, now)}
         if len(roots) > self.free_slots - len(self._promised):
             return False
-        self._promised.update(((job, t.name), None) for t in roots)
+        self._promised.update(((job, t.name), now) for t in roots)
         return True
 
-    def _unclaimed(self, key: TaskKey) -> bool:
-        """True while a task of a job of ours (`_promised`) is open and nobody claimed it."""
-        if (key[0] not in self.state.jobs or key[0] in self.state.cancelled
-                or key in self.state.task_done):
+    def _unclaimed(self, key: TaskKey, at: float, now: float) -> bool:
+        """True while a task of a job of ours (`_promised` at `at`) is open, nobody claimed
+        it, and its promise is younger than a split wait: by then the others take it anyway
+        (this peer is wedged, or it failed for good, or no peer can run it)."""
+        if (now - at > self.cfg.split_wait_s or key[0] not in self.state.jobs
+                or key[0] in self.state.cancelled or key in self.state.task_done):
             return False
         c = self.state.chunk(*key, 0)
-        return not c.claims and c.done is None
+        return not c.claims and not c.failures and c.done is None
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`

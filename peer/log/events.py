@@ -319,7 +319,7 @@ _B = TypeVar("_B", bound="Body")
 class JobSubmitted:
     """A job: its canonical workflow document (`peer.jobs.spec.Workflow.to_json`); `local`:
     its submitter (the event's origin) comes first for its tasks without input (LOCAL_FEATURE;
-    absent from older peers' events, which ignore it)."""
+    absent from older peers' events, which ignore it; anything but true reads as false)."""
 
     TYPE: ClassVar[EventType] = EventType.JOB_SUBMITTED
     job: str
@@ -330,7 +330,9 @@ class JobSubmitted:
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> JobSubmitted:
         k = _NAME[cls.TYPE]
-        return cls(_str(k, p, "job"), *_workflow(k, p), _bool(k, p, "local", False))
+        # `local` is a hint: anything but true reads as absent (as a malformed `done` of a
+        # CHUNK_DONE is ignored), so that a later release may widen it
+        return cls(_str(k, p, "job"), *_workflow(k, p), p.get("local") is True)
 
 
 @dataclass(frozen=True, slots=True)

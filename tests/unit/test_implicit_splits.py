@@ -32,7 +32,6 @@ from peer.log import (
     MeshState,
     fold,
 )
-from peer.log.events import InvalidEvent
 from peer.node import Node
 from peer.rendezvous import rendezvous
 from tasks import registry
@@ -599,13 +598,55 @@ async def test_a_job_says_local_only_at_a_submitter_that_runs_its_tasks() -> Non
         await mesh.close()
 
 
-def test_a_job_submitted_event_reads_local_and_refuses_a_bad_one() -> None:
-    """`local` is optional (older peers' events have none), a boolean when present."""
+def test_a_job_submitted_event_reads_local_as_a_hint() -> None:
+    """`local` is optional (older peers' events have none); anything but true reads as
+    false and the event is kept (a later release may widen the key)."""
     wf = {"name": "x", "tasks": [{"name": "a", "call": "ECHO", "params": {}, "depends": []}]}
     assert not Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED,
                      {"job": "j", "workflow": wf}).body_as(JobSubmitted).local
     assert Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED, {"job": "j", "workflow": wf,
                                                          "local": True}).body_as(
         JobSubmitted).local
-    with pytest.raises(InvalidEvent, match="local"):
-        Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED, {"job": "j", "workflow": wf, "local": 1})
+    for odd in (1, "yes", {"peer": "p1"}, None, False):
+        assert not Event(ORIGIN, 1, 1, EventType.JOB_SUBMITTED, {
+            "job": "j", "workflow": wf, "local": odd}).body_as(JobSubmitted).local
+
+
+IMAGE = "img@sha256:" + "ab" * 32
+
+
+async def test_a_submitter_says_local_only_for_tasks_it_can_run_here() -> None:
+    """A container task whose image this peer does not hold (`kinds.runnable`, as
+    `_evaluate` checks): no `local`, so the others do not wait for a peer that never claims
+    it; the next small job at the idle peer says `local` again."""
+    catalog = {**CATALOG, "container": dataclasses.replace(CATALOG["T_WRITE"],
+                                                           name="container")}
+    mesh = JobMesh(2, catalog, CFG, slots=1)
+    try:
+        stuck = mesh.submit("p0", [{"name": "c", "call": "container", "depends": [],
+                                    "params": {"image": IMAGE, "command": ["true"]}}],
+                            implicit=True)
+        assert "local" not in mesh["p0"].state.jobs[stuck].payload
+        later = mesh.submit("p0", _one_task("x"), implicit=True)
+        assert mesh["p0"].state.jobs[later].payload.get("local") is True
+    finally:
+        await mesh.close()
+
+
+async def test_a_promise_ends_when_its_task_fails_for_good_or_after_a_split_wait() -> None:
+    """A task failed for good before any claim, or one this peer has not claimed within a
+    split wait (wedged: the others take it by then), no longer holds a slot's promise."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1)
+    try:
+        job = mesh.submit("p0", _one_task("a"), implicit=True)
+        assert mesh["p0"].state.jobs[job].payload.get("local") is True
+        mesh["p0"].sched._fail_task((job, "w"), "internal error: boom")  # before its claim
+        later = mesh.submit("p0", _one_task("b"), implicit=True)
+        assert mesh["p0"].state.jobs[later].payload.get("local") is True
+        assert not mesh["p0"].state.jobs[mesh.submit("p0", _one_task("c"), implicit=True)
+                                         ].payload.get("local")  # `later` holds the slot
+        mesh.clock.advance(CFG.split_wait_s + 0.01)  # p0 did not step meanwhile
+        again = mesh.submit("p0", _one_task("d"), implicit=True)
+        assert mesh["p0"].state.jobs[again].payload.get("local") is True
+    finally:
+        await mesh.close()
