@@ -783,7 +783,8 @@ class Node:
         while (n := self.acks(ev.seq)) < want and (left := deadline - time.monotonic()) > 0:
             self._heads_noted.clear()  # (set again by the next vector any peer sends)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heads_noted.wait(), left)
+                async with asyncio.timeout(left):  # (wait() registers now, not in a Task
+                    await self._heads_noted.wait()  # that another waiter's clear precedes)
         return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------

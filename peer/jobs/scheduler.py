@@ -797,8 +797,8 @@ class Scheduler:
         """True while a task of a job of ours (`_promised` at `at`) is open, nobody claimed
         it, and its promise is younger than a split wait: by then the others take it anyway
         (this peer is wedged, or it failed for good, or no peer can run it)."""
-        if (now - at > self.cfg.split_wait_s or key[0] not in self.state.jobs
-                or key[0] in self.state.cancelled or key in self.state.task_done):
+        if (key[0] not in self.state.jobs or key[0] in self.state.cancelled
+                or key in self.state.task_done or now - at > self._split_wait_s(key[0])):
             return False
         c = self.state.chunk(*key, 0)
         return not c.claims and not c.failures and c.done is None

@@ -92,6 +92,10 @@ class MeshView:
                 gone(member.id)
         if member.state in (State.DEAD, State.LEFT):
             self._heads.pop(member.id, None)
+        elif member.state == State.ALIVE and before != State.ALIVE and member.id in self._heads:
+            noted = getattr(self._members, "heads_noted", None)  # its vector counts again
+            if noted is not None:  # (Node.acks counts live peers only)
+                noted(member.id)
 
     def member_report(self, member: Member) -> None:
         assert member.report is not None

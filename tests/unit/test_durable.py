@@ -4,12 +4,13 @@ connection survives any exception mid-transaction, blocks are verified when read
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,6 +25,9 @@ from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind
 from peer.log.sqlite import SyncTainted
+from peer.mesh.membership import Membership
+from peer.mesh.swim import Member, State
+from peer.mesh.view import MeshView
 from peer.node import Node
 
 ORIGIN = "a" * 16
@@ -722,3 +726,74 @@ async def test_a_submission_waits_for_an_ack_without_polling(
     heads["p1"] = {node.peer_id: ev.seq}
     node.heads_noted("p1")
     assert await asyncio.wait_for(waiter, 5) == 1 and asked == 3
+
+
+async def test_a_waiter_is_not_put_back_to_sleep_by_another_waiters_clear(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review.) A checks its acks, clears, and hands Event.wait() to wait_for (a Task: it starts on
+    the next loop iteration). An ack for A arrives (set), then B (another POST) checks
+    its own acks and clears: A's wait() then starts on a cleared event and sleeps until the
+    next vector or ack_timeout_s, although its ack is there."""
+    heads: dict[str, dict[str, int]] = {"p1": {}}
+    node.gossip.heads_of = lambda p: heads.get(p, {})  # type: ignore[union-attr]
+    monkeypatch.setattr(node, "live_peers", lambda: {"p1": {}})
+    node.cfg = dataclasses.replace(node.cfg, ack_timeout_s=60.0)
+
+    async def durable(_ev: object) -> None:
+        return None
+
+    monkeypatch.setattr(node, "durable", durable)
+    ev1 = node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    ev2 = node.emit(EventType.PROVIDE, {"cids": ["b"]})
+
+    def ack_of_a() -> None:  # a DIGEST ack from p1 covering ev1 only
+        heads["p1"] = {node.peer_id: ev1.seq}
+        node.heads_noted("p1")
+
+    loop = asyncio.get_running_loop()
+    a = asyncio.create_task(node.submitted(ev1))
+    loop.call_soon(ack_of_a)
+    b = asyncio.create_task(node.submitted(ev2))
+    try:
+        done, _ = await asyncio.wait({a}, timeout=2.0)
+        assert a in done, "A slept on although its ack was noted (lost wake-up)"
+        assert a.result() == 1
+    finally:
+        a.cancel()
+        b.cancel()
+        await asyncio.gather(a, b, return_exceptions=True)
+
+
+async def test_a_peer_turning_alive_again_wakes_a_waiter(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review.) `acks` counts live peers only: p1's ack comes while SWIM holds it suspect (noted,
+    not counted), then p1 refutes and is alive: `acks` is 1 now but nothing wakes the
+    waiter (no vector came), so the POST waits for the next vector any peer sends, or
+    ack_timeout_s. The SWIM listener that sees it alive again is MeshView.member_changed."""
+    live: dict[str, dict[str, str]] = {"p1": {}}
+    monkeypatch.setattr(node, "live_peers", lambda: dict(live))
+    view = MeshView(node, cast(Membership, None))  # Node is the member sink, as in Gossip
+    node.gossip.heads_of = view.heads_of  # type: ignore[union-attr]
+    node.cfg = dataclasses.replace(node.cfg, ack_timeout_s=60.0)
+
+    async def durable(_ev: object) -> None:
+        return None
+
+    monkeypatch.setattr(node, "durable", durable)
+    ev = node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    waiter = asyncio.create_task(node.submitted(ev))  # want = 1 (p1 alive)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    live.clear()  # p1 suspect
+    view.note_heads("p1", {node.peer_id: ev.seq})  # its ack: noted, p1 not counted
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    live["p1"] = {}  # p1 refuted: alive again
+    view.member_changed(Member("p1", "a", 2, State.ALIVE, 0.0), State.SUSPECT)
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=2.0)
+        assert waiter in done, "p1 holds the event and is alive, but the waiter sleeps on"
+    finally:
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
