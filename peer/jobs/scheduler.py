@@ -770,9 +770,10 @@ class Scheduler:
 
     def takes_first(self, job: str, wf: Workflow) -> bool:
         """Whether this peer, submitting `wf` as `job` with implicit splits, comes first for
-        its tasks without input (its JOB_SUBMITTED's `local`): it runs each one's call and
-        meets its `requires`, and its free slots, less those promised to such tasks of its
-        earlier jobs that it has not claimed yet, hold them all. It holds the job first, so
+        its tasks without input (its JOB_SUBMITTED's `local`): it can run each one here
+        (`_runnable`, as `_evaluate` decides) and meets its `requires`, and its free slots,
+        less those promised to such tasks of its earlier jobs that it has not claimed yet,
+        hold them all. It holds the job first, so
         it claims and starts them before the job has reached another peer: no gossip hop
         each way (as Ray runs a task on the node that submitted it while that node has
         room). A larger job, or one that comes while the slots are taken, is spread by

@@ -48,8 +48,7 @@ from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
 __all__ = ["BATCH_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS", "LOCAL_FEATURE",
-           "PROTOCOL_VERSION",
-           "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
+           "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
            "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
            "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
            "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",
