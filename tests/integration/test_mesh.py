@@ -145,6 +145,25 @@ def test_per_item_task_is_assembled_without_waiting_for_a_lease(trio: list[PeerP
     assert len(ran) == 3, f"the chunks never spread over the three peers: {ran}"
 
 
+def test_a_one_task_job_runs_on_the_peer_it_was_posted_to(trio: list[PeerProc]) -> None:
+    """A small job runs where it was submitted: posted to each idle peer in turn, each
+    one-task job says `local` in its JOB_SUBMITTED and is claimed by that peer (before this
+    release, two jobs in three went to the first peer by rendezvous hash: a gossip hop each
+    way)."""
+    peers = trio
+    wait_mesh(peers, 3)
+    ids = [next(x for x in get(f"{p.url}/api/peers")["peers"] if x["self"])["id"]
+           for p in peers]
+    tag = secrets.token_hex(6)
+    for rep in range(2):
+        for i, p in enumerate(peers):
+            until(lambda: _own_running(peers) == [0, 0, 0], "a peer is still running a job")
+            job = post(p.url + "/api/jobs", [{"call": "ECHO", "args": [f"{tag} {rep} {i}"]}])
+            v = wait_job(p, job["job"])
+            assert v["state"] == "done", v
+            assert [c["peer"] for c in v["tasks"][0]["chunks"]] == [ids[i]], (i, v["tasks"])
+
+
 def until(cond: Any, what: Any, timeout_s: float = 30, every_s: float = 0.05) -> Any:
     """Poll until `cond()` is truthy and return it; the deadline only fails a state that
     never comes (`what`: the message, or a callable making it)."""
