@@ -311,6 +311,13 @@ class JobMesh:
         self.cut.clear()
         self.silent.clear()
 
+    def slow_links(self, delay_s: float) -> None:
+        """Every link delivers `delay_s` after the event is sent."""
+        for a in self.peers:
+            for b in self.peers:
+                if a != b:
+                    self.delay_s[(a, b)] = delay_s
+
     def infos(self, pid: str) -> dict[str, Mapping[str, Any]]:
         """What `pid` knows of the live peers it hears: their last heartbeat's info."""
         return {q: self._info[q] for q in self.peers if q != pid and self.linked(pid, q)}
@@ -321,8 +328,7 @@ class JobMesh:
             info: dict[str, Any] = {"calls": sorted(self.catalog), "slots": p.runner.slots,
                                     "free_slots": p.sched.free_slots,
                                     "running": [list(k) for k in p.sched.running],
-                                    "features": [] if b in self.old
-                                    else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]}
+                                    "features": self._features(b)}
             self._info[b] = self.tamper(b, info) if self.tamper else info
         for a in self.peers:
             for b in self.peers:
@@ -334,8 +340,11 @@ class JobMesh:
         p = self.peers[pid]
         return self.emit(pid, EventType.MEMBER, {
             "name": pid, "http": "", "calls": sorted(self.catalog), "slots": p.runner.slots,
-            "cores": 1, "mem_mb": 1024, "gpu": False,
-            "features": [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]})
+            "cores": 1, "mem_mb": 1024, "gpu": False, "features": self._features(pid)})
+
+    def _features(self, pid: str) -> list[str]:
+        """What `pid` announces (its MEMBER and heartbeats): nothing of this release if old."""
+        return [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:

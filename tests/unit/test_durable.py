@@ -699,13 +699,26 @@ def test_an_event_out_of_memory_is_not_written_back_over_a_conflict_winner(
         n.log.close()
 
 
+def _acking(node: Node, monkeypatch: pytest.MonkeyPatch, heads_of: Any,
+            live: dict[str, dict[str, str]]) -> None:
+    """`node` hears one live peer set (`live`), its vectors by `heads_of`; its own fsync is
+    skipped and a submission waits up to 60 s for its ack."""
+    node.gossip.heads_of = heads_of  # type: ignore[union-attr]
+    monkeypatch.setattr(node, "live_peers", lambda: dict(live))
+    node.cfg = dataclasses.replace(node.cfg, ack_timeout_s=60.0)
+
+    async def durable(_ev: object) -> None:
+        return None
+
+    monkeypatch.setattr(node, "durable", durable)
+
+
 async def test_a_submission_waits_for_an_ack_without_polling(
         node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """`submitted` looks at the acks when a peer sends its vector (`heads_noted`), not every
     few milliseconds: while nothing comes it asks once, and it returns at the ack."""
     heads: dict[str, dict[str, int]] = {"p1": {}}
-    node.gossip.heads_of = lambda p: heads.get(p, {})  # type: ignore[union-attr]
-    monkeypatch.setattr(node, "live_peers", lambda: {"p1": {}})
+    _acking(node, monkeypatch, lambda p: heads.get(p, {}), {"p1": {}})
     asked = 0
     acks = node.acks
 
@@ -730,19 +743,12 @@ async def test_a_submission_waits_for_an_ack_without_polling(
 
 async def test_a_waiter_is_not_put_back_to_sleep_by_another_waiters_clear(
         node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """(Review.) A checks its acks, clears, and hands Event.wait() to wait_for (a Task: it starts on
-    the next loop iteration). An ack for A arrives (set), then B (another POST) checks
-    its own acks and clears: A's wait() then starts on a cleared event and sleeps until the
-    next vector or ack_timeout_s, although its ack is there."""
+    """(Review.) POST A checks its acks and clears the event; an ack for A is noted (set);
+    then POST B checks its own acks and clears it: A must be waiting on the event already
+    (a `wait()` started later, as `asyncio.wait_for` starts it in a Task, slept on until
+    the next vector or ack_timeout_s although A's ack was there)."""
     heads: dict[str, dict[str, int]] = {"p1": {}}
-    node.gossip.heads_of = lambda p: heads.get(p, {})  # type: ignore[union-attr]
-    monkeypatch.setattr(node, "live_peers", lambda: {"p1": {}})
-    node.cfg = dataclasses.replace(node.cfg, ack_timeout_s=60.0)
-
-    async def durable(_ev: object) -> None:
-        return None
-
-    monkeypatch.setattr(node, "durable", durable)
+    _acking(node, monkeypatch, lambda p: heads.get(p, {}), {"p1": {}})
     ev1 = node.emit(EventType.PROVIDE, {"cids": ["a"]})
     ev2 = node.emit(EventType.PROVIDE, {"cids": ["b"]})
 
@@ -766,20 +772,13 @@ async def test_a_waiter_is_not_put_back_to_sleep_by_another_waiters_clear(
 
 async def test_a_peer_turning_alive_again_wakes_a_waiter(
         node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """(Review.) `acks` counts live peers only: p1's ack comes while SWIM holds it suspect (noted,
-    not counted), then p1 refutes and is alive: `acks` is 1 now but nothing wakes the
-    waiter (no vector came), so the POST waits for the next vector any peer sends, or
-    ack_timeout_s. The SWIM listener that sees it alive again is MeshView.member_changed."""
+    """(Review.) `acks` counts live peers only: p1's ack comes while SWIM holds it suspect
+    (noted, not counted), then p1 refutes and is alive: no vector comes, so the SWIM
+    listener that sees it alive again (MeshView.member_changed) must wake the waiter, or the
+    POST waits for the next vector any peer sends, or ack_timeout_s."""
     live: dict[str, dict[str, str]] = {"p1": {}}
-    monkeypatch.setattr(node, "live_peers", lambda: dict(live))
     view = MeshView(node, cast(Membership, None))  # Node is the member sink, as in Gossip
-    node.gossip.heads_of = view.heads_of  # type: ignore[union-attr]
-    node.cfg = dataclasses.replace(node.cfg, ack_timeout_s=60.0)
-
-    async def durable(_ev: object) -> None:
-        return None
-
-    monkeypatch.setattr(node, "durable", durable)
+    _acking(node, monkeypatch, view.heads_of, live)
     ev = node.emit(EventType.PROVIDE, {"cids": ["a"]})
     waiter = asyncio.create_task(node.submitted(ev))  # want = 1 (p1 alive)
     for _ in range(5):

@@ -383,10 +383,7 @@ async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
     cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), queue_ahead=1)
     mesh = JobMesh(3, CATALOG, cfg, batch=True, slots=3)
     try:
-        for a in mesh.peers:
-            for b in mesh.peers:
-                if a != b:
-                    mesh.delay_s[(a, b)] = 0.002
+        mesh.slow_links(0.002)
         job = mesh.submit("p0", [{"name": f"e{i}", "call": "T_WRITE",
                                   "params": {"files": 1, "tag": str(i)}, "depends": []}
                                  for i in range(200)], implicit=True)
@@ -435,20 +432,13 @@ def _one_task(tag: str, **extra: Any) -> list[dict[str, Any]]:
              **extra}]
 
 
-def _slow_links(mesh: JobMesh, delay_s: float = 0.002) -> None:
-    for a in mesh.peers:
-        for b in mesh.peers:
-            if a != b:
-                mesh.delay_s[(a, b)] = delay_s
-
-
 async def test_a_job_that_fits_its_submitters_slots_runs_there_at_once(batch: bool) -> None:
     """Its submitter holds the job first: it claims and starts each such task before the job
     has reached another peer (a run elsewhere costs a gossip hop each way). Every peer ranks
     the submitter first, so nobody else claims. Before, two thirds of one-task jobs went to
     another peer (the task's first by rendezvous hash)."""
     mesh = JobMesh(3, CATALOG, CFG, batch=batch, slots=2)
-    _slow_links(mesh)
+    mesh.slow_links(0.002)
     try:
         jobs = {}
         for i in range(12):
@@ -500,7 +490,7 @@ async def test_a_submitter_that_does_not_meet_a_tasks_requires_is_not_ranked_fir
     """A task that states `requires` its submitter does not meet goes to the first peer by
     rendezvous hash at once, as before (ranked first, the submitter would make it wait)."""
     mesh = JobMesh(3, CATALOG, CFG, auto=True)
-    _slow_links(mesh)
+    mesh.slow_links(0.002)
     try:
         for p in mesh.peers.values():  # p1 and p2 are labelled; p0, the submitter, is not
             for pid in ("p1", "p2"):
@@ -548,7 +538,7 @@ async def test_a_burst_of_small_jobs_goes_to_the_submitters_free_slots_then_spre
     yet) do not say `local`: the others take them at once instead of waiting for a busy
     submitter. A promise ends with its claim, or its job's cancellation."""
     mesh = JobMesh(3, CATALOG, CFG, slots=2)
-    _slow_links(mesh)
+    mesh.slow_links(0.002)
     try:
         jobs = [mesh.submit("p0", _one_task(str(i)), implicit=True) for i in range(6)]
         assert [mesh["p0"].state.jobs[j].payload.get("local") for j in jobs] == [

@@ -45,10 +45,7 @@ async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Counter[str]
 def linked_mesh(npeers: int) -> JobMesh:
     """`npeers` peers with one slot each (a turn's events one TURN), every link 2 ms."""
     mesh = JobMesh(npeers, CATALOG, CFG, slots=1, batch=True)
-    for a in mesh.peers:
-        for b in mesh.peers:
-            if a != b:
-                mesh.delay_s[(a, b)] = 0.002
+    mesh.slow_links(0.002)
     return mesh
 
 
