@@ -124,7 +124,7 @@ class Scheduler:
         # live peer (`_next_starved`): its claim does not wait for the stagger.
         self._first_for: TaskKey | None = None
         self._full_peers: set[str] | None = None  # of this step (see _full)
-        # The peer that comes first for a task among the live peers (_first_peer)
+        # The peer that the claim order puts first for a task (_first_peer)
         self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
@@ -347,43 +347,66 @@ class Scheduler:
 
     def _next_starved(self) -> tuple[TaskKey, bool]:
         """The starved task a free slot looks at next, and whether this peer comes first for
-        it: of the FILL_SCAN oldest, the first whose rendezvous order of the live peers (this
-        one included, full or not) puts this peer first; else the newest (a peer that ran
-        out of its own takes from the far end of the queue, where the peers that come first
-        for those tasks look last). Peers whose slots free at about the same time, each
-        seeing the others full, then look at different tasks instead of all claiming the
-        oldest (a duplicate claim: every loser's run is wasted). Only the order of looking
-        changes: who may claim is still `claims.candidates`'."""
+        it: of the FILL_SCAN oldest, the first that the claim order puts this peer first for
+        (`_first_peer`); else the newest (a peer that ran out of its own takes from the far
+        end of the queue, where the peers that come first for those tasks look last). Peers
+        whose slots free at about the same time, each seeing the others full, then look at
+        different tasks instead of all claiming the oldest (a duplicate claim: every loser's
+        run is wasted). Only the order of looking changes: who may claim is still
+        `claims.candidates`'."""
         peers = [*self._peers(), self.peer_id]
         if len(peers) == 1:
             return next(iter(self._starved)), True
         for i, key in enumerate(self._starved):
             if i >= FILL_SCAN:
                 break
-            if self._comes_first(key, peers):
+            if self._first_peer(key, peers) == self.peer_id:
                 return key, True
         return next(reversed(self._starved)), False
 
-    def _comes_first(self, key: TaskKey, peers: list[str]) -> bool:
-        """True if this peer comes first for task `key` in the rendezvous order of `peers`
-        (every live peer, this one included): see `_first_peer`."""
-        return self._first_peer(key, peers) == self.peer_id
-
-    def _first_peer(self, key: TaskKey, peers: list[str] | None = None) -> str:
-        """The peer that comes first for task `key` in the rendezvous order of `peers`
-        (default: every live peer, this one included); remembered per set of peers: a freed
-        slot scans up to FILL_SCAN starved tasks, each hashed once per peer (at 3 peers about
-        4 % of the peers' CPU in a job of 1,000 short tasks when hashed at every scan)."""
-        if peers is None:
-            peers = [*self._peers(), self.peer_id]
+    def _first_peer(self, key: TaskKey, peers: list[str]) -> str:
+        """The peer of `peers` (every live peer, this one included, full or not) that the
+        claim order (`claims.candidates`, nobody holding an input) puts first for task
+        `key`: of the peers that may claim it (those that run its call and meet its
+        `requires`), the one that would have split it when its split is implicit
+        (`_implicit_rank`: its submitter when the job says `local`), else the first by
+        rendezvous hash. A peer that cannot claim the task is never first: a task that
+        only one labelled peer meets is that peer's own, whose runs it queues behind its
+        slot. Remembered per set of peers: a freed slot scans up to FILL_SCAN starved
+        tasks (at 3 peers about 4 % of the peers' CPU in a job of 1,000 short tasks when
+        each was hashed at every scan)."""
         live = frozenset(peers)
         if live != self._firsts_peers or len(self._firsts) >= FIRST_MEMO:
             self._firsts, self._firsts_peers = {}, live
         first = self._firsts.get(key)
         if first is None:
-            first = rendezvous(f"{key[0]}/{key[1]}", peers)[0]
+            first = self._claim_first(key, peers)
             self._firsts[key] = first
         return first
+
+    def _claim_first(self, key: TaskKey, peers: list[str]) -> str:
+        """`_first_peer`, computed."""
+        job, task = key
+        unit = f"{job}/{task}"
+        if job not in self.state.jobs:
+            return rendezvous(unit, peers)[0]
+        spec = self.workflow(job).task(task)
+        call, info = spec.call or "", self._peers()
+        able = [p for p in peers if (p == self.peer_id or call in info.get(p, {}).get("calls", ()))
+                and self._meets(p, spec.requires)]
+        if not able:
+            return rendezvous(unit, peers)[0]
+        split = self.state.splits.get(key)
+        if split is not None and self.state.implicit(split):
+            return next((p for p in self._implicit_rank(job, task, call) if p in able), able[0])
+        return rendezvous(unit, able)[0]
+
+    def _meets(self, peer: str, requires: Mapping[str, Any]) -> bool:
+        """True if `peer`'s MEMBER event (folded here) meets `requires`."""
+        if not requires:
+            return True
+        m = self.state.members.get(peer)
+        return m is not None and placement.unmet(requires, m.payload) is None
 
     def _may_queue(self, key: TaskKey) -> bool:
         """True if a run of task `key` may wait behind a slot (`queue_ahead`): this peer is
@@ -738,20 +761,25 @@ class Scheduler:
 
     def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
         """The live peers (this one included) that may claim a task with an implicit split,
-        in the order they would have split it (`_plan`): those that run its call and
-        announce SPLITS_FEATURE, by rendezvous hash of the task; the job's submitter first
-        when its JOB_SUBMITTED says `local` (`takes_first`: a small job runs where it was
-        submitted, every peer ranking it alike from that event alone; first even while not
-        live here: it sent the job just now, and if it is gone the others take the task
-        after one wait per rank). Remembered per set of those peers (read at every look at
-        its chunk: see `_first_peer`)."""
+        in the order they would have split it (`_plan`): those that run its call, meet its
+        `requires` (their MEMBER events) and announce SPLITS_FEATURE, by rendezvous hash of
+        the task; the job's submitter first when its JOB_SUBMITTED says `local`
+        (`takes_first`: a small job runs where it was submitted, every peer ranking it alike
+        from that event alone; first even while not live here: it sent the job just now,
+        and if it is gone the others take the task after one wait per rank). Nobody waits
+        for a peer that cannot claim the task (a task only a labelled peer meets: that
+        peer's at once). Remembered per set of the live peers that run the call (read at
+        every look at its chunk: see `_first_peer`); a MEMBER announcing other labels
+        comes with a restart, which changes that set."""
         peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
                              and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
         if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
             self._ranks, self._ranks_peers = {}, peers
         ranked = self._ranks.get((job, task))
         if ranked is None:
-            ranked = rendezvous(f"{job}/{task}", list(peers))
+            requires = self.workflow(job).task(task).requires if job in self.state.jobs else {}
+            ranked = rendezvous(f"{job}/{task}", [p for p in peers if p == self.peer_id
+                                                  or self._meets(p, requires)])
             submitted = self.state.jobs.get(job)
             if submitted is not None and submitted.body_as(JobSubmitted).local:
                 if submitted.origin in ranked:

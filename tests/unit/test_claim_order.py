@@ -13,7 +13,7 @@ from peer.ipfs.store import StoreConfig
 from peer.jobs import claims
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
-from peer.log import EventType
+from peer.log import Event, EventType
 from peer.rendezvous import rendezvous
 from tasks import registry
 from tests.unit.split_helpers import chunks_running_on_both
@@ -115,7 +115,7 @@ async def test_a_peer_with_none_of_its_own_left_takes_from_the_far_end() -> None
 
 
 async def test_who_comes_first_is_remembered_per_set_of_live_peers() -> None:
-    """_comes_first hashes a task once per set of live peers: a peer that joins (or
+    """_first_peer hashes a task once per set of live peers: a peer that joins (or
     leaves) changes the answer for the tasks it comes first for."""
     mesh = JobMesh(1, CATALOG, CFG)
     try:
@@ -123,10 +123,11 @@ async def test_who_comes_first_is_remembered_per_set_of_live_peers() -> None:
         keys = [("j", f"e{i}") for i in range(40)]
         mine = [k for k in keys if _first(k, ["p0", "p1"]) == "p0"]
         taken = next(k for k in mine if _first(k, ["p0", "p1", "p2"]) == "p2")
-        assert [sched._comes_first(k, ["p0", "p1"]) for k in keys] == [k in mine for k in keys]
-        assert sched._comes_first(taken, ["p1", "p0"]) is True  # the same set, remembered
-        assert sched._comes_first(taken, ["p0", "p1", "p2"]) is False  # p2 joined
-        assert sched._comes_first(taken, ["p0", "p1"]) is True  # and left
+        assert [sched._first_peer(k, ["p0", "p1"]) == "p0" for k in keys] == [
+            k in mine for k in keys]
+        assert sched._first_peer(taken, ["p1", "p0"]) == "p0"  # the same set, remembered
+        assert sched._first_peer(taken, ["p0", "p1", "p2"]) == "p2"  # p2 joined
+        assert sched._first_peer(taken, ["p0", "p1"]) == "p0"  # and left
     finally:
         await mesh.close()
 
@@ -207,6 +208,84 @@ async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
         assert sum(1 for k in p.state.task_done if k[0] == job) == 7
         claims_ = [e.payload["task"] for e in mesh.events(EventType.CLAIM, "p0", job=job)]
         assert sorted(claims_) == sorted(f"e{i}" for i in range(7))
+    finally:
+        await mesh.close()
+
+
+def _label(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
+    """Every peer folds a later MEMBER of `pid` that announces `labels`."""
+    for p in mesh.peers.values():
+        member = p.state.members[pid]
+        assert p.state.apply(Event(pid, 90, member.hlc + 1, EventType.MEMBER,
+                                   {**member.payload, "labels": labels}))
+
+
+def _labelled_tasks(job: str, n: int, not_first: str) -> list[dict[str, Any]]:
+    """n tasks that require the label gpu=a, none of which `not_first` comes first for by
+    rendezvous hash of p0, p1 and p2."""
+    names = [f"g{i}" for i in range(500)
+             if _first((job, f"g{i}"), ["p0", "p1", "p2"]) != not_first][:n]
+    return [{"name": x, "call": "T_WRITE", "params": {"files": 1, "tag": x},
+             "requires": {"labels": {"gpu": "a"}}} for x in names]
+
+
+async def test_the_one_peer_that_meets_a_tasks_requires_queues_its_runs_behind_the_slot(
+        ) -> None:
+    """Three one-slot peers; a job of 6 tasks that only p0 meets the `requires` of, none of
+    which p0 comes first for by rendezvous hash of every live peer: p0 comes first for
+    each all the same (nobody else may claim them), so once the call is known short it
+    queues one run behind its slot, and holds its flush for that backlog, as a lone peer
+    does (it ran them one at a time, each outcome and next claim a TURN of their own:
+    0.69 events per task in a job of 1,000 on three real peers, against 0.06 with this)."""
+    mesh = JobMesh(3, CATALOG, AHEAD, slots=1, batch=True)
+    try:
+        _label(mesh, "p0", {"gpu": "a"})
+        job = mesh.submit("p1", _labelled_tasks("j1", 6, "p0"), implicit=True)
+        assert job == "j1"
+        await mesh.settle()
+        p = mesh["p0"]
+        assert len(p.runner.running) == 1  # how long the call runs is not known yet
+        p.runner.finish(p.runner.running[0])  # 0.01 s: short
+        await mesh.settle()
+        assert len(p.runner.running) == 2 and p.sched.backlog
+        while p.runner.running:
+            p.runner.finish(p.runner.running[0])
+            await mesh.settle()
+        assert sum(1 for k in p.state.task_done if k[0] == job) == 6
+        claimed = [(e.origin, e.payload["task"]) for e in mesh.events(EventType.CLAIM, job=job)]
+        assert len(claimed) == 6 and {o for o, _ in claimed} == {"p0"}
+    finally:
+        await mesh.close()
+
+
+async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
+    """`_first_peer` agrees with the claim order: a peer that does not meet a task's
+    `requires`, or does not run its call, never comes first; a job that says `local`
+    comes first at its submitter (it took those tasks to run them at once)."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=2)
+    mesh.tamper = lambda pid, info: {**info, "calls": []} if pid == "p2" else info
+    mesh.heartbeats()
+    try:
+        _label(mesh, "p1", {"gpu": "a"})
+        peers = ["p0", "p1", "p2"]
+        labelled = mesh.submit("p0", _labelled_tasks("j1", 4, "p1"), implicit=True)
+        plain = mesh.submit("p0", _tasks(12), implicit=True, local=False)
+        local = mesh.submit("p1", _tasks(12), implicit=True, local=True)
+        await mesh.settle()
+        sched = mesh["p0"].sched
+        sched._stepping = True  # as in a round: the live peers read once
+        try:
+            for i in range(4):
+                task = _labelled_tasks("j1", 4, "p1")[i]["name"]
+                assert sched._first_peer((labelled, task), peers) == "p1"
+            firsts = {_first((plain, f"e{i}"), peers) for i in range(12)}
+            assert "p2" in firsts  # by rendezvous hash alone, p2 would come first for some
+            for i in range(12):
+                assert sched._first_peer((plain, f"e{i}"), peers) == _first(
+                    (plain, f"e{i}"), ["p0", "p1"])
+                assert sched._first_peer((local, f"e{i}"), peers) == "p1"
+        finally:
+            sched._stepping, sched._live = False, None
     finally:
         await mesh.close()
 
