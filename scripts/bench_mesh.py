@@ -165,10 +165,10 @@ def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                log_level: str = "WARNING", cores: Sequence[int] = (),
-               extra: Sequence[str] = ()) -> Mesh:
+               extra: Sequence[str] = (), first_extra: Sequence[str] = ()) -> Mesh:
     """n banzai-peers on 127.0.0.1 (mDNS on 127.0.0.1, a fresh mesh name), formed; with
     `cores`, peer i and its workers are pinned to core cores[i] (taskset); `extra`: more
-    banzai-peer flags for every peer."""
+    banzai-peer flags for every peer, `first_extra` for peer 0 alone."""
     mesh_name = f"bench-mesh-{secrets.token_hex(6)}"
     secret = mesh_secret_file(base)  # the peers' shared mesh secret
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -182,7 +182,7 @@ def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
                 "--mesh-name", mesh_name, "--slots", str(slots), "--log-level", log_level,
                 "--secret-file", str(secret),
                 "--fetch-allow", "127.0.0.1/32",  # the --pipeline corpus server
-                *extra]
+                *extra, *(first_extra if i == 0 else ())]
         if cores:  # taskset execs the peer: same pid; its forkserver and workers inherit it
             args = ["taskset", "-c", str(cores[i]), *args]
         with log.open("wb") as out:
@@ -302,7 +302,7 @@ def echo(text: str) -> dict[str, Any]:
 
 
 async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
-                          ) -> dict[str, Any]:
+                          requires: dict[str, Any] | None = None) -> dict[str, Any]:
     import aiohttp
 
     urls = [p.url for p in mesh.peers]
@@ -334,7 +334,8 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
             elif kind == "dag":
                 t0 = time.perf_counter()
                 job = await be.post_job(s, urls[0], {"name": "bench-dag", "tasks": [
-                    {"name": f"e{i}", **echo(f"{tag}-{i}")} for i in range(n)]})
+                    {"name": f"e{i}", **echo(f"{tag}-{i}"),
+                     **({"requires": requires} if requires else {})} for i in range(n)]})
                 t_post = time.perf_counter() - t0
                 wall = await w.wait(job, n) - t0
                 view = _get(f"{urls[0]}/api/jobs/{job}")
@@ -377,8 +378,10 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
     return out
 
 
-def banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int) -> dict[str, Any]:
-    return asyncio.run(_banzai_batches(mesh, what, n, lat_n))
+def banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
+                   requires: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The batches `what` (see the module's docstring); the dag's tasks state `requires`."""
+    return asyncio.run(_banzai_batches(mesh, what, n, lat_n, requires))
 
 
 # -- Dask ----------------------------------------------------------------------------------
