@@ -368,9 +368,9 @@ class Scheduler:
         """The peer of `peers` (every live peer, this one included, full or not) that the
         claim order (`claims.candidates`, nobody holding an input) puts first for task
         `key`: of the peers that may claim it (those that run its call and meet its
-        `requires`), the one that would have split it when its split is implicit
-        (`_implicit_rank`: its submitter when the job says `local`), else the first by
-        rendezvous hash. A peer that cannot claim the task is never first: a task that
+        `requires`), the one that split it, or would have split it when its split is
+        implicit (`_implicit_rank`: its submitter when the job says `local`), else the
+        first by rendezvous hash. A peer that cannot claim the task is never first: a task that
         only one labelled peer meets is that peer's own, whose runs it queues behind its
         slot. Remembered per set of peers: a freed slot scans up to FILL_SCAN starved
         tasks (at 3 peers about 4 % of the peers' CPU in a job of 1,000 short tasks when
@@ -399,6 +399,8 @@ class Scheduler:
         split = self.state.splits.get(key)
         if split is not None and self.state.implicit(split):
             return next((p for p in self._implicit_rank(job, task, call) if p in able), able[0])
+        if split is not None and split.origin in able:
+            return split.origin  # ranked first after the input's holders (per chunk: not here)
         return rendezvous(unit, able)[0]
 
     def _meets(self, peer: str, requires: Mapping[str, Any]) -> bool:

@@ -5,6 +5,7 @@ is split by its first peer, the others waiting split_wait_s per rank."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -271,7 +272,9 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
         labelled = mesh.submit("p0", _labelled_tasks("j1", 4, "p1"), implicit=True)
         plain = mesh.submit("p0", _tasks(12), implicit=True, local=False)
         local = mesh.submit("p1", _tasks(12), implicit=True, local=True)
+        split = mesh.submit("p2", _tasks(12))  # split by a peer (as with an older peer)
         await mesh.settle()
+        await mesh.advance(1.0)
         sched = mesh["p0"].sched
         sched._stepping = True  # as in a round: the live peers read once
         try:
@@ -284,6 +287,16 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
                 assert sched._first_peer((plain, f"e{i}"), peers) == _first(
                     (plain, f"e{i}"), ["p0", "p1"])
                 assert sched._first_peer((local, f"e{i}"), peers) == "p1"
+            # a task a peer split: that peer first (`candidates` ranks it after the input's
+            # holders), here p1 for tasks p0 comes first for by rendezvous hash
+            state = mesh["p0"].state
+            mine = [f"e{i}" for i in range(12) if _first((split, f"e{i}"), ["p0", "p1"]) == "p0"]
+            assert mine
+            for name in mine:
+                state.splits[(split, name)] = dataclasses.replace(
+                    state.splits[(split, name)], origin="p1")
+            sched._firsts.clear()
+            assert {sched._first_peer((split, name), peers) for name in mine} == {"p1"}
         finally:
             sched._stepping, sched._live = False, None
     finally:
