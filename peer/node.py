@@ -425,12 +425,10 @@ class Node:
         """The end of a loop turn's flush: held (at most HOLD_MAX_S) while a local run's
         outcome is being recorded, so that what this turn emitted (the freed slot's next
         claim) and that outcome are one TURN; and while runs of ours are queued behind
-        the slots, so that a backlog's outcomes and claims go out a few per TURN. Only task
-        events are held: any other event (a JOB_SUBMITTED that a POST waits on) goes out at
-        once, with the turn; `written`/`durable` flush at once."""
+        the slots, so that a backlog's outcomes and claims go out a
+        few per TURN. `written`/`durable` flush at once."""
         held = self.scheduler.outcomes_pending or self.scheduler.backlog
-        if held and (self._unflushed or self.turn.open) and all(
-                e.type is EventType.TURN or TurnBuilder.holds(e.type) for e in self._unflushed):
+        if held and (self._unflushed or self.turn.open):
             self._flush_due = False  # the outcome's emit schedules the flush again
             if self._held is None:  # at the latest after HOLD_MAX_S
                 self._held = asyncio.get_running_loop().call_later(HOLD_MAX_S, self.flush)

@@ -380,7 +380,11 @@ class Scheduler:
             self._firsts, self._firsts_peers = {}, live
         first = self._firsts.get(key)
         if first is None:
-            first = self._claim_first(key, peers)
+            try:
+                first = self._claim_first(key, peers)
+            except Exception:  # a bug must not stop the scheduler (`_fill_slots` is not
+                log.exception("ranking %s", key)  # guarded as an evaluation is)
+                first = rendezvous(f"{key[0]}/{key[1]}", peers)[0]
             self._firsts[key] = first
         return first
 
@@ -404,11 +408,13 @@ class Scheduler:
         return rendezvous(unit, able)[0]
 
     def _meets(self, peer: str, requires: Mapping[str, Any]) -> bool:
-        """True if `peer`'s MEMBER event (folded here) meets `requires`."""
+        """True if `peer`'s MEMBER event meets `requires`, or has not been folded here yet
+        (ranked as if it did, as before its labels were read: a live peer's MEMBER may come
+        after its first heartbeat, and the rankings are made again when it comes)."""
         if not requires:
             return True
         m = self.state.members.get(peer)
-        return m is not None and placement.unmet(requires, m.payload) is None
+        return m is None or placement.unmet(requires, m.payload) is None
 
     def _may_queue(self, key: TaskKey) -> bool:
         """True if a run of task `key` may wait behind a slot (`queue_ahead`): this peer is
@@ -452,6 +458,8 @@ class Scheduler:
         p = ev.payload
         if ev.type == EventType.PROVIDE:
             self._provided(ev)
+        elif ev.type == EventType.MEMBER:  # its labels may change who comes first
+            self._firsts, self._ranks = {}, {}
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
@@ -459,22 +467,26 @@ class Scheduler:
         elif ev.type == EventType.TASK_DONE:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
-            if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
-                ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
-                if self._settled(ak):  # its outcome came first (or it lost): not watched
-                    return
-                self._claim_seen[ak] = self.clock()
-                if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
-                    self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
-                    return  # (as `_implicit_turn` finds once the chunk is claimed)
-            elif ev.type in _OUTCOMES:  # that attempt's lease no longer matters (else, once
-                ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])  # lapsed,
-                if self._settled(ak):  # every tick would look at it); not another split's
-                    self._claim_seen.pop(ak, None)  # outcome (the holder's still holds)
-            self._dirty.add((p["job"], p["task"]))
-            if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
-                self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
-                self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
+            self._note_task(ev, p)
+
+    def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
+        """`_note` of an event about a task or one of its chunks."""
+        if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
+            ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
+            if self._settled(ak):  # its outcome came first (or it lost): not watched
+                return
+            self._claim_seen[ak] = self.clock()
+            if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
+                self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
+                return  # (as `_implicit_turn` finds once the chunk is claimed)
+        elif ev.type in _OUTCOMES:  # that attempt's lease no longer matters (else, once
+            ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])  # lapsed,
+            if self._settled(ak):  # every tick would look at it); not another split's
+                self._claim_seen.pop(ak, None)  # outcome (the holder's still holds)
+        self._dirty.add((p["job"], p["task"]))
+        if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
+            self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
+            self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
 
     def _provided(self, ev: Event) -> None:
         """Our PROVIDE: DAGs complete here now (replicated, say): the tasks waiting for them
@@ -771,8 +783,8 @@ class Scheduler:
         and if it is gone the others take the task after one wait per rank). Nobody waits
         for a peer that cannot claim the task (a task only a labelled peer meets: that
         peer's at once). Remembered per set of the live peers that run the call (read at
-        every look at its chunk: see `_first_peer`); a MEMBER announcing other labels
-        comes with a restart, which changes that set."""
+        every look at its chunk: see `_first_peer`), made again when a MEMBER event
+        comes (its labels)."""
         peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
                              and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
         if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:

@@ -295,10 +295,87 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
             for name in mine:
                 state.splits[(split, name)] = dataclasses.replace(
                     state.splits[(split, name)], origin="p1")
+            # split by p2, which does not run the call (its heartbeat): the first that may
+            others = [f"e{i}" for i in range(12) if f"e{i}" not in mine]
+            for name in others:
+                state.splits[(split, name)] = dataclasses.replace(
+                    state.splits[(split, name)], origin="p2")
             sched._firsts.clear()
             assert {sched._first_peer((split, name), peers) for name in mine} == {"p1"}
+            assert [sched._first_peer((split, x), peers) for x in others] == [
+                _first((split, x), ["p0", "p1"]) for x in others]
         finally:
             sched._stepping, sched._live = False, None
+    finally:
+        await mesh.close()
+
+
+def _member(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
+    """`pid` emits its MEMBER event announcing `labels`."""
+    p = mesh.peers[pid]
+    mesh.emit(pid, EventType.MEMBER, {
+        "name": pid, "http": "", "calls": sorted(CATALOG), "slots": p.runner.slots,
+        "cores": 1, "mem_mb": 1024, "gpu": False, "features": mesh._features(pid),
+        "labels": labels})
+
+
+@pytest.mark.parametrize("n", [12, 32])
+async def test_a_member_event_that_comes_late_claims_nothing_twice(n: int) -> None:
+    """p0 and p1 meet the tasks' `requires`; p1's MEMBER reaches p0 only after the job (its
+    heartbeats did before): p0 ranks p1 as if it met them until then, and ranks again when
+    it comes. Ranked as not meeting them (and remembered so), p0 came first for p1's tasks
+    too, and both claimed some at once (review of cb89acd: 1-8 per job)."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True, members=False)
+    try:
+        late = True
+        mesh.hold = lambda ev, dst: late and ev.type is EventType.MEMBER and (
+            ev.origin == "p1" and dst == "p0")
+        for pid, labels in (("p0", {"gpu": "a"}), ("p1", {"gpu": "a"}), ("p2", {})):
+            _member(mesh, pid, labels)
+        mesh.deliver()
+        mesh.heartbeats()
+        job = mesh.submit("p2", _labelled_tasks("j1", n, ""), implicit=True, local=False)
+        await mesh.settle()
+        late = False
+        for _ in range(4 * n):  # bounded: each round ends one run on each busy peer
+            busy = [r for r in (mesh["p0"].runner, mesh["p1"].runner) if r.running]
+            if not busy:
+                break
+            for r in busy:
+                r.finish(r.running[0])
+            mesh.heartbeats()
+            await mesh.settle()
+            await mesh.advance(0.3)
+        assert sum(1 for k in mesh["p2"].state.task_done if k[0] == job) == n
+        claimed = [(e.payload["task"], e.payload["attempt"])
+                   for e in mesh.events(EventType.CLAIM, "p2", job=job)]
+        assert len(claimed) == len(set(claimed)) == n
+    finally:
+        await mesh.close()
+
+
+async def test_who_comes_first_is_ranked_again_when_a_member_event_comes() -> None:
+    """Before p1's MEMBER reaches p0, p0 ranks p1 as meeting the tasks' `requires` (it may);
+    once it comes and says p1 does not, p0 comes first for them all (not from a memo)."""
+    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True, members=False)
+    try:
+        late = True
+        mesh.hold = lambda ev, dst: late and ev.type is EventType.MEMBER and (
+            ev.origin == "p1" and dst == "p0")
+        for pid, labels in (("p0", {"gpu": "a"}), ("p1", {}), ("p2", {})):
+            _member(mesh, pid, labels)
+        mesh.deliver()
+        mesh.heartbeats()
+        tasks = _labelled_tasks("j1", 8, "")
+        job = mesh.submit("p0", tasks, implicit=True, local=False)
+        sched, peers = mesh["p0"].sched, ["p0", "p1", "p2"]
+        theirs = [t["name"] for t in tasks if _first((job, t["name"]), ["p0", "p1"]) == "p1"]
+        assert theirs
+        assert {sched._first_peer((job, x), peers) for x in theirs} == {"p1"}
+        late = False
+        mesh.deliver()
+        assert {sched._first_peer((job, x), peers) for x in theirs} == {"p0"}
+        assert {sched._implicit_rank(job, x, "T_WRITE")[0] for x in theirs} == {"p0"}
     finally:
         await mesh.close()
 

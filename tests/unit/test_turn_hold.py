@@ -217,24 +217,3 @@ async def test_one_run_in_one_slot_holds_nothing(tmp_path: Path) -> None:
     await _turns()
     assert [[e.type for e in f] for f in gossip.frames] == [[EventType.CLAIM]]
     node.log.close()
-
-
-async def test_an_event_other_than_a_task_event_is_not_held(tmp_path: Path) -> None:
-    """A backlog queued and a held turn: an event that is not a task event (a JOB_SUBMITTED
-    that a POST waits on for its acks) goes out at the end of its loop turn, with the held
-    turn before it; it used to wait for the backlog's hold (up to HOLD_MAX_S)."""
-    node, gossip = _node(tmp_path)
-    runs = node.scheduler._runs
-    runs.last_s["T_SHORT"] = 0.01
-    run = SimpleNamespace(tdef=SimpleNamespace(name="T_SHORT"))
-    runs.active = {AttemptKey("j", t, 0, 0): run for t in ("t1", "t2")}  # type: ignore[misc]
-    assert node.scheduler.backlog
-    node.emit(EventType.CLAIM, _chunk(3))
-    await _turns()
-    assert gossip.frames == [] and node._held is not None
-    node.emit(EventType.PROVIDE, {"cids": ["a"]})
-    await _turns()
-    assert [[e.type for e in f] for f in gossip.frames] == [[EventType.CLAIM,
-                                                             EventType.PROVIDE]]
-    assert node._held is None
-    node.log.close()
