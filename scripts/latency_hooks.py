@@ -241,7 +241,11 @@ def timed(tag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return make
 
 
-def _install_peer() -> None:
+Hook = tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]]
+
+
+def peer_hooks() -> list[Hook]:
+    """(owner, attribute, wrapper maker) of every hook in a peer's process."""
     from peer import node as node_mod
     from peer.http import app as app_mod
     from peer.jobs import executor as ex_mod
@@ -250,34 +254,34 @@ def _install_peer() -> None:
     from peer.log import sqlite as sql_mod
     from peer.mesh import gossip as gossip_mod
 
-    _wrap(node_mod.Node, "emit", emit)
-    _wrap(node_mod.Node, "flush", flush)
-    _wrap(node_mod.Node, "durable", durable)
-    _wrap(node_mod.Node, "submitted", submitted)
-    _wrap(node_mod.Node, "merge", merge)
-    _wrap(node_mod, "sign_events", sign)
-    _wrap(sql_mod.EventLog, "append", append)
-    _wrap(gossip_mod.Gossip, "_on_frame", on_frame)
-    _wrap(gossip_mod.Gossip, "receive_events", receive)
-    _wrap(gossip_mod.Gossip, "acknowledge", acknowledge)
-    _wrap(sch_mod.Scheduler, "step", step)
-    _wrap(sch_mod.Scheduler, "_my_turn", my_turn)
-    _wrap(sch_mod.Scheduler, "_consider_chunk", consider)
-    _wrap(runs_mod.Runs, "_execute", execute)
-    _wrap(runs_mod.Runs, "_finish", finish)
-    _wrap(ex_mod.Executor, "_assign", assign)
-    _wrap(ex_mod.Executor, "_on_done", on_done)
-    _wrap(app_mod, "submit", submit)
-    _wrap(gossip_mod.Gossip, "broadcast", timed("d_broadcast"))
-    _wrap(gossip_mod.Gossip, "_event_frames", timed("d_frames"))
-    _wrap(gossip_mod.Gossip, "_send_frame", timed("d_send"))
-    _wrap(gossip_mod, "decode_frame", timed("d_decode"))
-    _wrap(node_mod.Node, "_close_turn", timed("d_close_turn"))
+    hooks: list[Hook] = [
+        (node_mod.Node, "emit", emit), (node_mod.Node, "flush", flush),
+        (node_mod.Node, "durable", durable), (node_mod.Node, "submitted", submitted),
+        (node_mod.Node, "merge", merge), (node_mod, "sign_events", sign),
+        (sql_mod.EventLog, "append", append), (gossip_mod.Gossip, "_on_frame", on_frame),
+        (gossip_mod.Gossip, "receive_events", receive),
+        (gossip_mod.Gossip, "acknowledge", acknowledge), (sch_mod.Scheduler, "step", step),
+        (sch_mod.Scheduler, "_my_turn", my_turn),
+        (sch_mod.Scheduler, "_consider_chunk", consider), (runs_mod.Runs, "_execute", execute),
+        (runs_mod.Runs, "_finish", finish), (ex_mod.Executor, "_assign", assign),
+        (ex_mod.Executor, "_on_done", on_done), (app_mod, "submit", submit),
+        (gossip_mod.Gossip, "broadcast", timed("d_broadcast")),
+        (gossip_mod.Gossip, "_event_frames", timed("d_frames")),
+        (gossip_mod.Gossip, "_send_frame", timed("d_send")),
+        (gossip_mod, "decode_frame", timed("d_decode")),
+        (node_mod.Node, "_close_turn", timed("d_close_turn")),
+        (node_mod.Node, "_tell", timed("d_tell"))]
     door = getattr(node_mod, "Door", None)
     if door is not None:
-        _wrap(door, "admit", timed("d_admit"))
-        _wrap(door, "fold", timed("d_fold"))
-    _wrap(node_mod.Node, "_tell", timed("d_tell"))
+        hooks += [(door, "admit", timed("d_admit")), (door, "fold", timed("d_fold"))]
+    return hooks
+
+
+def _install_peer() -> None:
+    from peer.http import app as app_mod
+
+    for owner, name, make in peer_hooks():
+        _wrap(owner, name, make)
     summary = app_mod._event_summary
 
     def event_summary(ev: Any) -> Any:
@@ -288,33 +292,38 @@ def _install_peer() -> None:
     app_mod._event_summary = event_summary
 
 
-def _install_worker() -> None:
-    from peer.ipfs import embedded
+def _run(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def w(payload: Any, ctx: Any) -> Any:
+        mark("w_run_in", "-", str(ctx.workdir))
+        r = fn(payload, ctx)
+        mark("w_run_out", "-", str(ctx.workdir))
+        return r
+    return w
+
+
+def _add_path(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def w(self: Any, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter_ns()
+        r = fn(self, *a, **kw)
+        mark("w_add_path", "-", f"{(time.perf_counter_ns() - t) // 1000}us")
+        return r
+    return w
+
+
+def worker_hooks() -> list[Hook]:
+    """(owner, attribute, wrapper maker) of every hook in a worker's process."""
+    from peer.ipfs import blocks, embedded
     from peer.jobs import runner
 
-    def run(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def w(payload: Any, ctx: Any) -> Any:
-            mark("w_run_in", "-", str(ctx.workdir))
-            r = fn(payload, ctx)
-            mark("w_run_out", "-", str(ctx.workdir))
-            return r
-        return w
+    return [(runner, "run", _run), (blocks.BlockStore, "sync", timed("w_blocks_sync")),
+            (blocks, "_fsync_file", timed("w_fsync_file")),
+            (blocks, "fsync_dir", timed("w_fsync_dir")),
+            (embedded.EmbeddedStore, "add_path", _add_path)]
 
-    def add_path(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def w(self: Any, *a: Any, **kw: Any) -> Any:
-            t = time.perf_counter_ns()
-            r = fn(self, *a, **kw)
-            mark("w_add_path", "-", f"{(time.perf_counter_ns() - t) // 1000}us")
-            return r
-        return w
 
-    from peer.ipfs import blocks
-
-    _wrap(runner, "run", run)
-    _wrap(blocks.BlockStore, "sync", timed("w_blocks_sync"))
-    _wrap(blocks, "_fsync_file", timed("w_fsync_file"))
-    _wrap(blocks, "fsync_dir", timed("w_fsync_dir"))
-    _wrap(embedded.EmbeddedStore, "add_path", add_path)
+def _install_worker() -> None:
+    for owner, name, make in worker_hooks():
+        _wrap(owner, name, make)
 
 
 if os.environ.get("BANZAI_TRACE_SWITCH_S"):  # an experiment: the GIL's switch interval
