@@ -487,6 +487,7 @@ class Scheduler:
         if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
             self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
             self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
+            self._firsts.pop((p["job"], p["task"]), None)  # its splitter comes first
 
     def _provided(self, ev: Event) -> None:
         """Our PROVIDE: DAGs complete here now (replicated, say): the tasks waiting for them

@@ -292,15 +292,16 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
             state = mesh["p0"].state
             mine = [f"e{i}" for i in range(12) if _first((split, f"e{i}"), ["p0", "p1"]) == "p0"]
             assert mine
-            for name in mine:
-                state.splits[(split, name)] = dataclasses.replace(
-                    state.splits[(split, name)], origin="p1")
-            # split by p2, which does not run the call (its heartbeat): the first that may
             others = [f"e{i}" for i in range(12) if f"e{i}" not in mine]
-            for name in others:
-                state.splits[(split, name)] = dataclasses.replace(
-                    state.splits[(split, name)], origin="p2")
-            sched._firsts.clear()
+            for name in mine + others:  # remembered: who split them so far
+                sched._first_peer((split, name), peers)
+            # another split wins (told as it is folded): the memo follows it; split by p2,
+            # which does not run the call (its heartbeat): the first peer that may
+            for names, origin in ((mine, "p1"), (others, "p2")):
+                for name in names:
+                    state.splits[(split, name)] = won = dataclasses.replace(
+                        state.splits[(split, name)], origin=origin)
+                    sched._note(won)
             assert {sched._first_peer((split, name), peers) for name in mine} == {"p1"}
             assert [sched._first_peer((split, x), peers) for x in others] == [
                 _first((split, x), ["p0", "p1"]) for x in others]
@@ -345,7 +346,15 @@ async def test_a_member_event_that_comes_late_claims_nothing_twice(n: int) -> No
                 r.finish(r.running[0])
             mesh.heartbeats()
             await mesh.settle()
-            await mesh.advance(0.3)
+            await mesh.advance(CFG.stagger_s)
+        await mesh.advance(10.0)  # the split waits of tasks no runner took yet
+        for _ in range(4 * n):
+            busy = [r for r in (mesh["p0"].runner, mesh["p1"].runner) if r.running]
+            if not busy:
+                break
+            for r in busy:
+                r.finish(r.running[0])
+            await mesh.settle()
         assert sum(1 for k in mesh["p2"].state.task_done if k[0] == job) == n
         claimed = [(e.payload["task"], e.payload["attempt"])
                    for e in mesh.events(EventType.CLAIM, "p2", job=job)]
