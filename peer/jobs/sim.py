@@ -335,12 +335,14 @@ class JobMesh:
                 if a != b and self.linked(a, b):
                     self.peers[a].sched.heard(b, self._info[b].get("running"))
 
-    def announce(self, pid: str) -> Event:
-        """`pid`'s MEMBER event, as Node emits one at start (`members`: every peer does)."""
+    def announce(self, pid: str, labels: Mapping[str, str] | None = None) -> Event:
+        """`pid`'s MEMBER event, as Node emits one at start (`members`: every peer does),
+        with `labels` (`--label`) if given."""
         p = self.peers[pid]
         return self.emit(pid, EventType.MEMBER, {
             "name": pid, "http": "", "calls": sorted(self.catalog), "slots": p.runner.slots,
-            "cores": 1, "mem_mb": 1024, "gpu": False, "features": self._features(pid)})
+            "cores": 1, "mem_mb": 1024, "gpu": False, "features": self._features(pid),
+            **({"labels": dict(labels)} if labels else {})})
 
     def _features(self, pid: str) -> list[str]:
         """What `pid` announces (its MEMBER and heartbeats): nothing of this release if old."""

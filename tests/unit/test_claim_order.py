@@ -6,6 +6,7 @@ is split by its first peer, the others waiting split_wait_s per rank."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from peer.ipfs.store import StoreConfig
 from peer.jobs import claims
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
-from peer.log import Event, EventType
+from peer.log import EventType
 from peer.rendezvous import rendezvous
 from tasks import registry
 from tests.unit.split_helpers import chunks_running_on_both
@@ -213,12 +214,10 @@ async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
         await mesh.close()
 
 
-def _label(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
-    """Every peer folds a later MEMBER of `pid` that announces `labels`."""
-    for p in mesh.peers.values():
-        member = p.state.members[pid]
-        assert p.state.apply(Event(pid, 90, member.hlc + 1, EventType.MEMBER,
-                                   {**member.payload, "labels": labels}))
+async def _label(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
+    """`pid` announces `labels` (a later MEMBER), folded by every peer."""
+    mesh.announce(pid, labels)
+    await mesh.settle()
 
 
 def _labelled_tasks(job: str, n: int, not_first: str) -> list[dict[str, Any]]:
@@ -240,7 +239,7 @@ async def test_the_one_peer_that_meets_a_tasks_requires_queues_its_runs_behind_t
     0.69 events per task in a job of 1,000 on three real peers, against 0.06 with this)."""
     mesh = JobMesh(3, CATALOG, AHEAD, slots=1, batch=True)
     try:
-        _label(mesh, "p0", {"gpu": "a"})
+        await _label(mesh, "p0", {"gpu": "a"})
         job = mesh.submit("p1", _labelled_tasks("j1", 6, "p0"), implicit=True)
         assert job == "j1"
         await mesh.settle()
@@ -267,7 +266,7 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
     mesh.tamper = lambda pid, info: {**info, "calls": []} if pid == "p2" else info
     mesh.heartbeats()
     try:
-        _label(mesh, "p1", {"gpu": "a"})
+        await _label(mesh, "p1", {"gpu": "a"})
         peers = ["p0", "p1", "p2"]
         labelled = mesh.submit("p0", _labelled_tasks("j1", 4, "p1"), implicit=True)
         plain = mesh.submit("p0", _tasks(12), implicit=True, local=False)
@@ -311,13 +310,37 @@ async def test_who_comes_first_is_whom_the_claim_order_puts_first() -> None:
         await mesh.close()
 
 
-def _member(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
-    """`pid` emits its MEMBER event announcing `labels`."""
-    p = mesh.peers[pid]
-    mesh.emit(pid, EventType.MEMBER, {
-        "name": pid, "http": "", "calls": sorted(CATALOG), "slots": p.runner.slots,
-        "cores": 1, "mem_mb": 1024, "gpu": False, "features": mesh._features(pid),
-        "labels": labels})
+def _p1_late(mesh: JobMesh, labels: dict[str, dict[str, str]]) -> Callable[[], None]:
+    """Every peer announces its `labels`; p1's MEMBER reaches p0 only once the returned
+    function is called (its heartbeats do at once)."""
+    late = [True]
+    mesh.hold = lambda ev, dst: late[0] and ev.type is EventType.MEMBER and (
+        ev.origin == "p1" and dst == "p0")
+    for pid in ("p0", "p1", "p2"):
+        mesh.announce(pid, labels[pid])
+    mesh.deliver()
+    mesh.heartbeats()
+
+    def arrive() -> None:
+        late[0] = False
+        mesh.deliver()
+    return arrive
+
+
+async def _finish_runs(mesh: JobMesh, rounds: int, step_s: float = 0.0) -> None:
+    """End one run on each busy peer per round (then `step_s` passes), until none runs."""
+    for _ in range(rounds):
+        busy = [p.runner for p in mesh.peers.values() if p.runner.running]
+        if not busy:
+            return
+        for r in busy:
+            r.finish(r.running[0])
+        if step_s:
+            mesh.heartbeats()
+            await mesh.settle()
+            await mesh.advance(step_s)
+        else:
+            await mesh.settle()
 
 
 @pytest.mark.parametrize("n", [12, 32])
@@ -328,33 +351,13 @@ async def test_a_member_event_that_comes_late_claims_nothing_twice(n: int) -> No
     too, and both claimed some at once (review of cb89acd: 1-8 per job)."""
     mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True, members=False)
     try:
-        late = True
-        mesh.hold = lambda ev, dst: late and ev.type is EventType.MEMBER and (
-            ev.origin == "p1" and dst == "p0")
-        for pid, labels in (("p0", {"gpu": "a"}), ("p1", {"gpu": "a"}), ("p2", {})):
-            _member(mesh, pid, labels)
-        mesh.deliver()
-        mesh.heartbeats()
+        arrive = _p1_late(mesh, {"p0": {"gpu": "a"}, "p1": {"gpu": "a"}, "p2": {}})
         job = mesh.submit("p2", _labelled_tasks("j1", n, ""), implicit=True, local=False)
         await mesh.settle()
-        late = False
-        for _ in range(4 * n):  # bounded: each round ends one run on each busy peer
-            busy = [r for r in (mesh["p0"].runner, mesh["p1"].runner) if r.running]
-            if not busy:
-                break
-            for r in busy:
-                r.finish(r.running[0])
-            mesh.heartbeats()
-            await mesh.settle()
-            await mesh.advance(CFG.stagger_s)
+        arrive()
+        await _finish_runs(mesh, 4 * n, CFG.stagger_s)
         await mesh.advance(10.0)  # the split waits of tasks no runner took yet
-        for _ in range(4 * n):
-            busy = [r for r in (mesh["p0"].runner, mesh["p1"].runner) if r.running]
-            if not busy:
-                break
-            for r in busy:
-                r.finish(r.running[0])
-            await mesh.settle()
+        await _finish_runs(mesh, 4 * n)
         assert sum(1 for k in mesh["p2"].state.task_done if k[0] == job) == n
         claimed = [(e.payload["task"], e.payload["attempt"])
                    for e in mesh.events(EventType.CLAIM, "p2", job=job)]
@@ -368,21 +371,14 @@ async def test_who_comes_first_is_ranked_again_when_a_member_event_comes() -> No
     once it comes and says p1 does not, p0 comes first for them all (not from a memo)."""
     mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True, members=False)
     try:
-        late = True
-        mesh.hold = lambda ev, dst: late and ev.type is EventType.MEMBER and (
-            ev.origin == "p1" and dst == "p0")
-        for pid, labels in (("p0", {"gpu": "a"}), ("p1", {}), ("p2", {})):
-            _member(mesh, pid, labels)
-        mesh.deliver()
-        mesh.heartbeats()
+        arrive = _p1_late(mesh, {"p0": {"gpu": "a"}, "p1": {}, "p2": {}})
         tasks = _labelled_tasks("j1", 8, "")
         job = mesh.submit("p0", tasks, implicit=True, local=False)
         sched, peers = mesh["p0"].sched, ["p0", "p1", "p2"]
         theirs = [t["name"] for t in tasks if _first((job, t["name"]), ["p0", "p1"]) == "p1"]
         assert theirs
         assert {sched._first_peer((job, x), peers) for x in theirs} == {"p1"}
-        late = False
-        mesh.deliver()
+        arrive()
         assert {sched._first_peer((job, x), peers) for x in theirs} == {"p0"}
         assert {sched._implicit_rank(job, x, "T_WRITE")[0] for x in theirs} == {"p0"}
     finally:

@@ -492,11 +492,9 @@ async def test_a_submitter_that_does_not_meet_a_tasks_requires_is_not_ranked_fir
     mesh = JobMesh(3, CATALOG, CFG, auto=True)
     mesh.slow_links(0.002)
     try:
-        for p in mesh.peers.values():  # p1 and p2 are labelled; p0, the submitter, is not
-            for pid in ("p1", "p2"):
-                member = p.state.members[pid]
-                assert p.state.apply(Event(pid, 90, member.hlc + 1, EventType.MEMBER, {
-                    **member.payload, "labels": {"rack": "a"}}))
+        for pid in ("p1", "p2"):  # p1 and p2 are labelled; p0, the submitter, is not
+            mesh.announce(pid, {"rack": "a"})
+        await mesh.advance(0.01)
         name = next(n for n in (f"w{i}" for i in range(100))  # p0 is not its first
                     if rendezvous(f"j1/{n}", ["p0", "p1", "p2"])[0] != "p0")
         job = mesh.submit("p0", [{**_one_task("x", requires={"labels": {"rack": "a"}})[0],
