@@ -273,6 +273,10 @@ class Node:
         self.inline: InlineBlocks | None = None
         self.inline_outputs: InlineOutputs | None = None
         self._inline_due = False  # a queued event carries inline blocks: fsync before sending
+        # Our flushed events not yet pushed, in order: those of a turn with inline blocks wait
+        # for the fsync of their `_syncing` generation (made in a thread), later ones (gen 0)
+        # only for their turn (`_push`).
+        self._outbox: deque[tuple[int, list[Event]]] = deque()
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
             self.inline_outputs = InlineOutputs(cfg.data_dir, self.peer_id, self.store,
                                                 cfg.inline_output_max_bytes, self,
@@ -511,22 +515,49 @@ class Node:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
-        if self._inline_due and not self._sync_inline(events, epoch):
-            return  # not pushed: rewritten, then served by anti-entropy once on disk
+        self._send(events, epoch)
+
+    def _send(self, events: list[Event], epoch: int) -> None:
+        """Push our events just written (at `epoch`): a turn with inline blocks once the log
+        is fsynced, and nothing before a turn still waiting for its fsync."""
+        if self._inline_due:
+            self._inline_due = False
+            if self._loop is None or self.closed:  # (no loop, or closing: at once)
+                if not self._sync_inline(events, epoch):
+                    return  # not pushed: rewritten, then served by anti-entropy once on disk
+            else:  # in a thread, as received events are: the loop goes on meanwhile
+                self._outbox.append((self._sync_received(events, set(), epoch), events))
+                return
+        if self._outbox:  # behind a turn waiting for its fsync: pushed in order
+            self._outbox.append((0, events))
+            return
         if self.gossip is not None:
             self.gossip.broadcast(events)
 
     def _sync_inline(self, events: Sequence[Event], epoch: int) -> bool:
-        """Fsync the log before events carrying inline blocks leave (their only durable
-        copy); False if it fails: then they are rewritten and fsynced as received events
-        whose fsync failed are (`_sync_failed`), and our heads stay below them meanwhile."""
-        self._inline_due = False
+        """Fsync the log (blocking: no loop runs) before events carrying inline blocks
+        leave (their only durable copy); False if it fails: then they are rewritten and
+        fsynced as received events whose fsync failed are (`_sync_failed`), and our heads
+        stay below them meanwhile."""
         try:
             self.log.sync(epoch)
         except OSError as e:
             self._sync_failed(e, events)
             return False
         return True
+
+    def _push(self) -> None:
+        """Push the outbox's turns, in order, up to the first whose fsync is still running;
+        one whose fsync failed is not pushed (rewritten, then served by anti-entropy once on
+        disk, as `_sync_failed` says)."""
+        while self._outbox:
+            gen, events = self._outbox[0]
+            if gen in self._syncing:
+                return
+            self._outbox.popleft()
+            if self.gossip is not None and not (gen and any(
+                    e.id in self._rewrite for e in events)):
+                self.gossip.broadcast(events)
 
     def _write_failed(self, e: Exception) -> None:
         """Keep the queued events and retry later; log once per outage."""
@@ -630,10 +661,12 @@ class Node:
         return new
 
     def _sync_received(self, events: Sequence[Event], submitted: set[str], epoch: int,
-                       ) -> None:
+                       ) -> int:
         """Fsync the log in a thread for received events of acknowledged kinds (the loop
-        goes on: the job is planned and claimed meanwhile); until then our heads stop below
-        them, so no peer counts them as held here; then acknowledge the submissions."""
+        goes on: the job is planned and claimed meanwhile), or a turn of ours with inline
+        blocks; until then our heads stop below them, so no peer counts them as held here;
+        then acknowledge the submissions, and push what the outbox may. Returns the sync's
+        generation."""
         self._sync_gen += 1
         gen = self._sync_gen
         self._syncing[gen] = (list(events), submitted)
@@ -643,6 +676,7 @@ class Node:
         task = self._loop.create_task(self._synced(gen, epoch))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
+        return gen
 
     async def _synced(self, gen: int, epoch: int) -> None:
         try:
@@ -661,6 +695,8 @@ class Node:
             self._sync_error = None
         if self.gossip is not None and acked:
             self.gossip.acknowledge(acked)
+        if self._outbox:
+            self._push()
 
     def _sync_failed(self, e: Exception, ours: Sequence[Event] = ()) -> None:
         """An fsync of the log failed (any of its callers'): every received event not yet
@@ -675,6 +711,8 @@ class Node:
         self._syncing.clear()
         self._rewrite.update((ev.id, ev) for ev in ours)
         self._note_unsynced()
+        if self._outbox:
+            self._push()
         if self._sync_error is None:
             log.error("cannot fsync the event log (%d events rewritten and retried every %g "
                       "s): %s", len(self._rewrite), WRITE_RETRY_S, e)

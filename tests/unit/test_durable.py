@@ -630,10 +630,12 @@ async def test_a_turn_with_inline_blocks_whose_fsync_failed_is_rewritten_not_pus
     done = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
             "output": "bafyout", "s": 0.1, "inline": {"bafyout": "AA=="}}
     ev = node.emit(EventType.CHUNK_DONE, done)
-    node.flush()
+    node.flush()  # (fsynced in a thread: the loop goes on)
+    await asyncio.gather(*node._bg)
     assert gossip.frames == [] and node.heads()[node.peer_id] == ev.seq - 1
     nxt = node.emit(EventType.CHUNK_DONE, {**done, "attempt": 2})
     node.flush()  # a later turn's fsync succeeds: it proves that turn, not the failed one
+    await asyncio.gather(*node._bg)
     assert [e.seq for f in gossip.frames for e in f] == [nxt.seq]
     assert node.heads()[node.peer_id] == ev.seq - 1
     await _retried(node)

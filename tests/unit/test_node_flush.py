@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ def test_without_a_loop_a_turn_is_written_through(tmp_path: Path) -> None:
     node.log.close()
 
 
-async def test_a_turn_carrying_inline_blocks_is_fsynced_before_it_is_pushed(
+async def test_without_a_loop_an_inline_turn_is_fsynced_before_it_is_pushed(
         tmp_path: Path) -> None:
     node, _, gossip = _node(tmp_path)
     order: list[str] = []
@@ -190,3 +191,97 @@ async def test_a_turn_carrying_inline_blocks_is_fsynced_before_it_is_pushed(
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert order == ["sync after 1 frames"] and len(gossip.frames) == 3
+
+
+class _Gate:
+    """The log's fsync held in its thread until `open()`; with `error` it raises."""
+
+    def __init__(self, node: Node) -> None:
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.calls, self.error = 0, False
+        self._sync = node.log.sync
+        node.log.sync = self  # type: ignore[method-assign,assignment]
+
+    def __call__(self, since: int | None = None) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.released.wait(10)
+        if self.error:
+            raise OSError(5, "EIO (test)")
+        self._sync(since)
+
+    def open(self) -> None:
+        self.released.set()
+
+
+async def _until(cond: Any, turns: int = 2000) -> None:
+    """Yield to the loop (and the fsync threads) until `cond()`, at most `turns` times."""
+    for _ in range(turns):
+        if cond():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+_DONE = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
+         "output": "bafyout", "s": 0.1}
+
+
+async def test_with_a_loop_an_inline_turn_is_fsynced_in_a_thread_and_pushed_in_order(
+        tmp_path: Path) -> None:
+    """The loop goes on while a turn with inline blocks is fsynced (the turns after it are
+    written at once), nothing is pushed before it, nor served, nor counted in our heads; once
+    its fsync returns, it and the turns behind it are pushed in order."""
+    node, txns, gossip = _node(tmp_path)
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert txns == [1] and gate.entered.wait(10)  # written; its fsync runs in a thread
+    node.emit(EventType.PROVIDE, {"cids": ["a"]})  # the loop goes on: the next turn is
+    await asyncio.sleep(0)  # written, and waits behind it
+    await asyncio.sleep(0)
+    assert txns == [1, 1] and gossip.frames == []
+    assert node.heads()[node.peer_id] == 0  # neither counted in our heads nor served
+    assert node.events_after({}, 10) == [] and node.content_sum() is None
+    gate.open()
+    await _until(lambda: len(gossip.frames) == 2)
+    assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2]]
+    assert gate.calls == 1 and node.heads()[node.peer_id] == 2
+    node.emit(EventType.PROVIDE, {"cids": ["b"]})  # nothing waits now: pushed at its turn
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2], [3]]
+    await asyncio.gather(*node._bg)
+    node.log.close()
+
+
+async def test_with_a_loop_an_inline_turn_whose_fsync_fails_is_not_pushed(
+        tmp_path: Path) -> None:
+    """A failed fsync: the inline turn is rewritten and fsynced again later (served then by
+    anti-entropy), never pushed; the turn behind it is pushed."""
+    node, _, gossip = _node(tmp_path)
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    gate.error = True
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    gate.open()
+    await _until(lambda: len(gossip.frames) == 1)
+    assert [[e.seq for e in f] for f in gossip.frames] == [[2]]
+    assert (node.peer_id, 1) in node._rewrite and node.heads()[node.peer_id] == 0
+    gate.error = False
+    node._retry_flush()  # (WRITE_RETRY_S later): rewritten, fsynced, then our heads cover it
+    await _until(lambda: not node._rewrite and not node._syncing)
+    assert node.heads()[node.peer_id] == 2
+    assert [[e.seq for e in f] for f in gossip.frames] == [[2]]  # anti-entropy serves it
+    assert [e.seq for e in node.events_after({}, 10)] == [1, 2]
+    if node._retry is not None:
+        node._retry.cancel()
+    await asyncio.gather(*node._bg)
+    node.log.close()
