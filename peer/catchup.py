@@ -119,6 +119,7 @@ class CatchUpHost(Protocol):
 
     def flush(self) -> None: ...  # our emitted events to disk before heads are read
     def heads(self) -> Mapping[str, int]: ...  # our heads as others may see them
+    def servable(self, out: list[Event]) -> list[Event]: ...  # of these, what we may serve
     def merge(self, events: Sequence[Event]) -> list[Event]: ...  # a snapshot's events
     def refused(self, origin: Any, reason: str) -> None: ...  # a malformed event, counted
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # id -> heartbeat info
@@ -252,7 +253,7 @@ class CatchUp:
         t0 = time.perf_counter()
         s = self._snapshot()
         t1 = time.perf_counter()
-        events = list(self._host.log.load())
+        events = self._host.servable(list(self._host.log.load()))  # (ours once proven)
         packed, _ = pack_frames(events, 1 << 62, 1 << 62)
         evs = [e for p in packed for e in p.events]
         batches = [b for p in packed for b in p.batches]
@@ -279,8 +280,8 @@ class CatchUp:
             db.execute("BEGIN")
             floors = {str(o): int(q) for o, q in db.execute(
                 "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
-            packed, _ = pack_frames([] if part == "rows" else list(self._host.log.load()), 1 << 62,
-                                    1 << 62)
+            events = [] if part == "rows" else self._host.servable(list(self._host.log.load()))
+            packed, _ = pack_frames(events, 1 << 62, 1 << 62)
         except BaseException:
             db.close()
             raise

@@ -120,6 +120,7 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # runs of ours are queued behind the slots (issue 12): a claim made meanwhile then goes out
 # with that outcome, and a backlog's outcomes and claims in few TURNs (signatures, frames).
 HOLD_MAX_S = 0.02
+CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for a fsync its last turns wait for
 QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -253,8 +254,9 @@ class Node:
         # those whose fsync failed (rewritten, then fsynced, every WRITE_RETRY_S), with ours
         # that a failed fsync was to prove (an acknowledged event, a turn with inline blocks).
         self._unsynced: dict[str, int] = {}
-        self._syncing: dict[int, tuple[list[Event], set[str]]] = {}
+        self._syncing: dict[int, tuple[list[Event], set[str], int]] = {}  # (+ write epoch)
         self._sync_gen = 0
+        self._syncer: asyncio.Task[None] | None = None  # the one fsync in flight, and after
         self._rewrite: dict[tuple[str, int], Event] = {}
         self._unacked: set[str] = set()
         self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
@@ -669,25 +671,35 @@ class Node:
         generation."""
         self._sync_gen += 1
         gen = self._sync_gen
-        self._syncing[gen] = (list(events), submitted)
+        self._syncing[gen] = (list(events), submitted, epoch)
         for e in events:
             self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
-        assert self._loop is not None
-        task = self._loop.create_task(self._synced(gen, epoch))
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        if self._syncer is None or self._syncer.done():
+            assert self._loop is not None
+            task = self._loop.create_task(self._sync_pending())
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+            self._syncer = task
         return gen
 
-    async def _synced(self, gen: int, epoch: int) -> None:
-        try:
-            await asyncio.to_thread(self.log.sync, epoch)
-        except OSError as e:  # SyncTainted too: an fsync failed since the write
-            self._sync_failed(e)
-            return
-        if gen not in self._syncing:
-            return  # a later fsync covered it, or one failed meanwhile: this proves nothing
+    async def _sync_pending(self) -> None:
+        """One fsync in flight at a time, each proving every generation written before it
+        began (one fsync for all the turns and received events of that while): a slow disk
+        makes fewer, not more, fsyncs, and holds one thread."""
+        while self._syncing:
+            upto = self._sync_gen
+            since = min(w for _, _, w in self._syncing.values())  # the most cautious
+            try:
+                await asyncio.to_thread(self.log.sync, since)
+            except OSError as e:  # SyncTainted too: an fsync failed since a write
+                self._sync_failed(e)
+                return
+            self._synced(upto)
+
+    def _synced(self, upto: int) -> None:
+        """An fsync that began after generation `upto` was written succeeded."""
         acked: set[str] = set()
-        for g in [g for g in self._syncing if g <= gen]:  # committed before this fsync began
+        for g in [g for g in self._syncing if g <= upto]:  # committed before it began
             acked |= self._syncing.pop(g)[1]
         self._note_unsynced()
         if self._sync_error is not None and not self._rewrite:
@@ -705,7 +717,7 @@ class Node:
         WRITE_RETRY_S (`_resync`): Linux may drop the dirty pages a failed fsync could not
         write, and a later fsync then succeeds without them. Our heads stay below them and
         the submissions received wait until that succeeds; log once per outage."""
-        for events, submitted in self._syncing.values():
+        for events, submitted, _ in self._syncing.values():
             self._rewrite.update((ev.id, ev) for ev in events)
             self._unacked |= submitted
         self._syncing.clear()
@@ -722,7 +734,8 @@ class Node:
     def _note_unsynced(self) -> None:
         """Per origin, the lowest seq written but not proven on disk (our heads stop below)."""
         lows: dict[str, int] = {}
-        for ev in [*self._rewrite.values(), *(v for es, _ in self._syncing.values() for v in es)]:
+        syncing = (v for es, _, _ in self._syncing.values() for v in es)
+        for ev in [*self._rewrite.values(), *syncing]:
             lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
         self._unsynced = lows
 
@@ -840,7 +853,7 @@ class Node:
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         self.flush()
-        return self._servable(self.state.events_after(vv, limit))
+        return self.servable(self.state.events_after(vv, limit))
 
     def refused(self, origin: Any, reason: str) -> None:
         """A malformed event left out of a frame: counted per origin at the door."""
@@ -869,9 +882,11 @@ class Node:
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         """`origin`'s held events in these blocks that we serve (as `events_after`)."""
         self.flush()
-        return self._servable(self.state.events_in(origin, blocks))
+        return self.servable(self.state.events_in(origin, blocks))
 
-    def _servable(self, out: list[Event]) -> list[Event]:
+    def servable(self, out: list[Event]) -> list[Event]:
+        """What we may serve of `out`: ours only once written and proven on disk, nothing
+        every peer refuses (a revoked member's events past its last held)."""
         low = self._unsynced.get(self.peer_id)
         if self._unflushed or low is not None:  # ours not yet written, or proven, are not served
             top = self._durable_seq if self._unflushed else self.state.heads.get(self.peer_id, 0)
@@ -1136,6 +1151,12 @@ class Node:
         self.gossip.peer_key(addr, kid)
         self.gossip.add_peer(addr)
 
+    async def _push_last(self) -> None:
+        """Closing: the turns waiting behind a fsync in flight go out before gossip stops
+        (at most CLOSE_PUSH_S; after that anti-entropy serves them once we are back)."""
+        if self._outbox and self._syncer is not None:
+            await asyncio.wait({self._syncer}, timeout=CLOSE_PUSH_S)
+
     async def close(self) -> None:
         """Stop everything in reverse order of start; idempotent."""
         if self.closed:
@@ -1146,6 +1167,7 @@ class Node:
         await self.janitor.close()
         await self.scheduler.close()
         self.flush()  # what closing the scheduler emitted goes out before we leave
+        await self._push_last()
         if self.gossip is not None:
             await self.gossip.close()  # announces that we leave
         await self.replicator.close()

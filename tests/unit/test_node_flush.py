@@ -285,3 +285,72 @@ async def test_with_a_loop_an_inline_turn_whose_fsync_fails_is_not_pushed(
         node._retry.cancel()
     await asyncio.gather(*node._bg)
     node.log.close()
+
+
+async def test_turns_written_during_a_fsync_are_proven_by_one_more(tmp_path: Path) -> None:
+    """One fsync in flight at a time: the inline turns written while it runs (a slow disk)
+    wait for one more fsync, which proves them all, not one fsync each."""
+    node, _, gossip = _node(tmp_path)
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    for i in range(11):
+        node.emit(EventType.CHUNK_DONE, {**_DONE, "attempt": i + 1,
+                                         "inline": {"bafyout": "AA=="}})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert gate.entered.wait(10) and gossip.frames == [] and len(node._outbox) == 11
+    gate.open()
+    await _until(lambda: len(gossip.frames) == 11)
+    assert gate.calls == 2
+    assert [e.seq for f in gossip.frames for e in f] == list(range(1, 12))
+    await asyncio.gather(*node._bg)
+    node.log.close()
+
+
+async def test_a_snapshot_serves_no_turn_of_ours_before_its_fsync(tmp_path: Path) -> None:
+    node, _, _ = _node(tmp_path)
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert gate.entered.wait(10)
+    assert b"bafyout" not in node.catchup.snapshot()
+    assert b"bafyout" not in b"".join(node.catchup.snapshot_stream(3))
+    gate.open()
+    await _until(lambda: not node._syncing)
+    assert b"bafyout" in node.catchup.snapshot()
+    await asyncio.gather(*node._bg)
+    node.log.close()
+
+
+class _Closing(_Gossip):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_after = -1
+
+    async def close(self) -> None:
+        self.closed_after = len(self.frames)
+
+    def acknowledge(self, _: object) -> None:
+        pass
+
+
+async def test_closing_pushes_the_turns_waiting_for_a_fsync_before_gossip_stops(
+        tmp_path: Path) -> None:
+    node, _, _ = _node(tmp_path)
+    gossip = _Closing()
+    node.gossip = gossip  # type: ignore[assignment]
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert gate.entered.wait(10)
+    node.emit(EventType.PROVIDE, {"cids": ["last"]})  # (as closing the scheduler may)
+    closing = asyncio.create_task(node.close())
+    await asyncio.sleep(0.01)
+    gate.open()
+    await asyncio.wait_for(closing, 10)
+    assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2]]
+    assert gossip.closed_after == 2
