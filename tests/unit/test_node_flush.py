@@ -227,18 +227,26 @@ _DONE = {"job": "j", "task": "t", "split": ["x", 1], "chunk": 0, "attempt": 1,
          "output": "bafyout", "s": 0.1}
 
 
+async def _held_inline_turn(node: Node) -> _Gate:
+    """With a running loop, our turn with inline blocks written and its fsync held in its
+    thread (the gate's `open()` releases it)."""
+    node._loop = asyncio.get_running_loop()
+    gate = _Gate(node)
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert gate.entered.wait(10)
+    return gate
+
+
 async def test_with_a_loop_an_inline_turn_is_fsynced_in_a_thread_and_pushed_in_order(
         tmp_path: Path) -> None:
     """The loop goes on while a turn with inline blocks is fsynced (the turns after it are
     written at once), nothing is pushed before it, nor served, nor counted in our heads; once
     its fsync returns, it and the turns behind it are pushed in order."""
     node, txns, gossip = _node(tmp_path)
-    node._loop = asyncio.get_running_loop()
-    gate = _Gate(node)
-    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert txns == [1] and gate.entered.wait(10)  # written; its fsync runs in a thread
+    gate = await _held_inline_turn(node)
+    assert txns == [1]  # written; its fsync runs in a thread
     node.emit(EventType.PROVIDE, {"cids": ["a"]})  # the loop goes on: the next turn is
     await asyncio.sleep(0)  # written, and waits behind it
     await asyncio.sleep(0)
@@ -262,12 +270,8 @@ async def test_with_a_loop_an_inline_turn_whose_fsync_fails_is_not_pushed(
     """A failed fsync: the inline turn is rewritten and fsynced again later (served then by
     anti-entropy), never pushed; the turn behind it is pushed."""
     node, _, gossip = _node(tmp_path)
-    node._loop = asyncio.get_running_loop()
-    gate = _Gate(node)
+    gate = await _held_inline_turn(node)
     gate.error = True
-    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
     node.emit(EventType.PROVIDE, {"cids": ["a"]})
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -309,12 +313,7 @@ async def test_turns_written_during_a_fsync_are_proven_by_one_more(tmp_path: Pat
 
 async def test_a_snapshot_serves_no_turn_of_ours_before_its_fsync(tmp_path: Path) -> None:
     node, _, _ = _node(tmp_path)
-    node._loop = asyncio.get_running_loop()
-    gate = _Gate(node)
-    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert gate.entered.wait(10)
+    gate = await _held_inline_turn(node)
     assert b"bafyout" not in node.catchup.snapshot()
     assert b"bafyout" not in b"".join(node.catchup.snapshot_stream(3))
     gate.open()
@@ -341,12 +340,7 @@ async def test_closing_pushes_the_turns_waiting_for_a_fsync_before_gossip_stops(
     node, _, _ = _node(tmp_path)
     gossip = _Closing()
     node.gossip = gossip  # type: ignore[assignment]
-    node._loop = asyncio.get_running_loop()
-    gate = _Gate(node)
-    node.emit(EventType.CHUNK_DONE, {**_DONE, "inline": {"bafyout": "AA=="}})
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert gate.entered.wait(10)
+    gate = await _held_inline_turn(node)
     node.emit(EventType.PROVIDE, {"cids": ["last"]})  # (as closing the scheduler may)
     closing = asyncio.create_task(node.close())
     await asyncio.sleep(0.01)
