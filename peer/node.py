@@ -432,14 +432,20 @@ class Node:
         outcome is being recorded, so that what this turn emitted (the freed slot's next
         claim) and that outcome are one TURN; and while runs of ours are queued behind
         the slots, so that a backlog's outcomes and claims go out a
-        few per TURN. `written`/`durable` flush at once."""
-        held = self.scheduler.outcomes_pending or self.scheduler.backlog
+        few per TURN; and while a turn of ours waits for its fsync (nothing flushed now
+        would leave before it: the next turn gathers what comes meanwhile, and is flushed
+        when that fsync returns). `written`/`durable` flush at once."""
+        held = self._backlogged() or self._outbox
         if held and (self._unflushed or self.turn.open):
             self._flush_due = False  # the outcome's emit schedules the flush again
             if self._held is None:  # at the latest after HOLD_MAX_S
                 self._held = asyncio.get_running_loop().call_later(HOLD_MAX_S, self.flush)
             return
         self.flush()
+
+    def _backlogged(self) -> bool:
+        """A local run's outcome is being recorded, or runs of ours wait behind the slots."""
+        return bool(self.scheduler.outcomes_pending or self.scheduler.backlog)
 
     def _close_turn(self) -> None:
         """End the open turn: its event joins the queue (our next event takes the next seq)."""
@@ -709,6 +715,8 @@ class Node:
             self.gossip.acknowledge(acked)
         if self._outbox:
             self._push()
+        if self._held is not None and not self._backlogged():  # held for this fsync alone
+            self.flush()  # (`_turn_end`): it goes now
 
     def _sync_failed(self, e: Exception, ours: Sequence[Event] = ()) -> None:
         """An fsync of the log failed (any of its callers'): every received event not yet

@@ -241,17 +241,19 @@ async def _held_inline_turn(node: Node) -> _Gate:
 
 async def test_with_a_loop_an_inline_turn_is_fsynced_in_a_thread_and_pushed_in_order(
         tmp_path: Path) -> None:
-    """The loop goes on while a turn with inline blocks is fsynced (the turns after it are
-    written at once), nothing is pushed before it, nor served, nor counted in our heads; once
-    its fsync returns, it and the turns behind it are pushed in order."""
+    """The loop goes on while a turn with inline blocks is fsynced (the next turn gathers what
+    comes meanwhile; written when asked for, as heads are), nothing is pushed before it, nor
+    served, nor counted in our heads; once its fsync returns, it and the turns behind it are
+    pushed in order."""
     node, txns, gossip = _node(tmp_path)
     gate = await _held_inline_turn(node)
     assert txns == [1]  # written; its fsync runs in a thread
     node.emit(EventType.PROVIDE, {"cids": ["a"]})  # the loop goes on: the next turn is
-    await asyncio.sleep(0)  # written, and waits behind it
+    await asyncio.sleep(0)  # held while that fsync runs
     await asyncio.sleep(0)
-    assert txns == [1, 1] and gossip.frames == []
-    assert node.heads()[node.peer_id] == 0  # neither counted in our heads nor served
+    assert txns == [1] and gossip.frames == []
+    assert node.heads()[node.peer_id] == 0  # (written now) neither counted nor served
+    assert txns == [1, 1]
     assert node.events_after({}, 10) == [] and node.content_sum() is None
     gate.open()
     await _until(lambda: len(gossip.frames) == 2)
@@ -291,9 +293,10 @@ async def test_with_a_loop_an_inline_turn_whose_fsync_fails_is_not_pushed(
     node.log.close()
 
 
-async def test_turns_written_during_a_fsync_are_proven_by_one_more(tmp_path: Path) -> None:
-    """One fsync in flight at a time: the inline turns written while it runs (a slow disk)
-    wait for one more fsync, which proves them all, not one fsync each."""
+async def test_what_comes_during_a_fsync_is_one_turn_proven_by_one_more(tmp_path: Path) -> None:
+    """What we emit while a turn of ours is fsynced (a slow disk) gathers in the next turn,
+    flushed when that fsync returns and proven by one more fsync; and one fsync in flight
+    proves every turn written before it began (`heads` writes the held turn at once)."""
     node, _, gossip = _node(tmp_path)
     node._loop = asyncio.get_running_loop()
     gate = _Gate(node)
@@ -302,11 +305,15 @@ async def test_turns_written_during_a_fsync_are_proven_by_one_more(tmp_path: Pat
                                          "inline": {"bafyout": "AA=="}})
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-    assert gate.entered.wait(10) and gossip.frames == [] and len(node._outbox) == 11
+    assert gate.entered.wait(10) and gossip.frames == [] and len(node._outbox) == 1
+    node.emit(EventType.PROVIDE, {"cids": ["a"]})
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "attempt": 12, "inline": {"bafyout": "AA=="}})
+    assert node.heads()[node.peer_id] == 0 and len(node._outbox) == 2  # (one flush)
     gate.open()
-    await _until(lambda: len(gossip.frames) == 11)
+    await _until(lambda: len(gossip.frames) == 2)
     assert gate.calls == 2
-    assert [e.seq for f in gossip.frames for e in f] == list(range(1, 12))
+    assert [len(e.singles) for f in gossip.frames for e in f] == [1, 10, 1, 1]
+    assert [e.seq for f in gossip.frames for e in f] == [1, 2, 3, 4]
     await asyncio.gather(*node._bg)
     node.log.close()
 
