@@ -279,6 +279,7 @@ class Node:
         # for the fsync of their `_syncing` generation (made in a thread), later ones (gen 0)
         # only for their turn (`_push`).
         self._outbox: deque[tuple[int, list[Event]]] = deque()
+        self._drained = asyncio.Event()  # set by `_push` when the outbox empties
         if isinstance(self.store, EmbeddedStore) and cfg.inline_output_max_bytes > 0:
             self.inline_outputs = InlineOutputs(cfg.data_dir, self.peer_id, self.store,
                                                 cfg.inline_output_max_bytes, self,
@@ -566,6 +567,7 @@ class Node:
             if self.gossip is not None and not (gen and any(
                     e.id in self._rewrite for e in events)):
                 self.gossip.broadcast(events)
+        self._drained.set()
 
     def _write_failed(self, e: Exception) -> None:
         """Keep the queued events and retry later; log once per outage."""
@@ -700,7 +702,10 @@ class Node:
             except OSError as e:  # SyncTainted too: an fsync failed since a write
                 self._sync_failed(e)
                 return
-            self._synced(upto)
+            try:
+                self._synced(upto)
+            except Exception:  # (a listener's bug must not strand the generations left)
+                log.exception("after an fsync of the event log")
 
     def _synced(self, upto: int) -> None:
         """An fsync that began after generation `upto` was written succeeded."""
@@ -1162,8 +1167,10 @@ class Node:
     async def _push_last(self) -> None:
         """Closing: the turns waiting behind a fsync in flight go out before gossip stops
         (at most CLOSE_PUSH_S; after that anti-entropy serves them once we are back)."""
-        if self._outbox and self._syncer is not None:
-            await asyncio.wait({self._syncer}, timeout=CLOSE_PUSH_S)
+        if self._outbox:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), CLOSE_PUSH_S)
 
     async def close(self) -> None:
         """Stop everything in reverse order of start; idempotent."""

@@ -355,3 +355,41 @@ async def test_closing_pushes_the_turns_waiting_for_a_fsync_before_gossip_stops(
     await asyncio.wait_for(closing, 10)
     assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2]]
     assert gossip.closed_after == 2
+
+
+async def test_an_error_after_a_fsync_strands_no_turn_written_meanwhile(tmp_path: Path) -> None:
+    """An error in what follows a fsync (here the push) does not end the fsyncs: the turn
+    written while it ran is still proven (heads cover it)."""
+    node, _, gossip = _node(tmp_path)
+    gate = await _held_inline_turn(node)
+    node.emit(EventType.CHUNK_DONE, {**_DONE, "attempt": 2, "inline": {"bafyout": "AA=="}})
+    node.flush()
+    assert len(node._syncing) == 2
+
+    def broken(events: Sequence[Event]) -> None:
+        raise RuntimeError("a listener's bug (test)")
+
+    gossip.broadcast = broken  # type: ignore[method-assign]
+    gate.open()
+    await _until(lambda: not node._syncing)
+    assert node.heads()[node.peer_id] == 2
+    await asyncio.gather(*node._bg)
+    node.log.close()
+
+
+async def test_closing_waits_for_the_outbox_not_for_later_fsyncs(tmp_path: Path) -> None:
+    """A closing node waits until its waiting turns are pushed, not for fsyncs of what was
+    registered after them (received events): those may go on past the close."""
+    node, _, _ = _node(tmp_path)
+    gossip = _Closing()
+    node.gossip = gossip  # type: ignore[assignment]
+    gate = await _held_inline_turn(node)
+    node._sync_received([], {"x"}, node.log.write_epoch)  # a later generation: its fsync
+    blocked = threading.Event()  # (the next one) blocks until the end of the test
+    node.log.sync = lambda since=None: blocked.wait(10)  # type: ignore[method-assign,assignment,misc]
+    gate.open()
+    try:
+        await asyncio.wait_for(node.close(), 3)
+    finally:
+        blocked.set()
+    assert [[e.seq for e in f] for f in gossip.frames] == [[1]] and gossip.closed_after == 1
