@@ -120,7 +120,7 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # runs of ours are queued behind the slots (issue 12): a claim made meanwhile then goes out
 # with that outcome, and a backlog's outcomes and claims in few TURNs (signatures, frames).
 HOLD_MAX_S = 0.02
-CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for a fsync its last turns wait for
+CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for its last turns to be pushed
 QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -256,7 +256,7 @@ class Node:
         self._unsynced: dict[str, int] = {}
         self._syncing: dict[int, tuple[list[Event], set[str], int]] = {}  # (+ write epoch)
         self._sync_gen = 0
-        self._syncer: asyncio.Task[None] | None = None  # the one fsync in flight, and after
+        self._syncer: asyncio.Task[None] | None = None  # makes the fsyncs, one at a time
         self._rewrite: dict[tuple[str, int], Event] = {}
         self._unacked: set[str] = set()
         self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
@@ -1165,8 +1165,8 @@ class Node:
         self.gossip.add_peer(addr)
 
     async def _push_last(self) -> None:
-        """Closing: the turns waiting behind a fsync in flight go out before gossip stops
-        (at most CLOSE_PUSH_S; after that anti-entropy serves them once we are back)."""
+        """Closing: the turns waiting for a fsync go out before gossip stops (at most
+        CLOSE_PUSH_S; after that anti-entropy serves them once we are back)."""
         if self._outbox:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
