@@ -60,6 +60,7 @@ from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import Workflow, Workflows
 from peer.log import (
     BATCH_FEATURE,
+    CLAIMED_FEATURE,
     DONE_FEATURE,
     HLC,
     IMPLICIT_SPLITS,
@@ -112,7 +113,8 @@ def usable_cores() -> int:
 
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce
-FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE)
+FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
+            CLAIMED_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -478,6 +480,12 @@ class Node:
         splits and while every live member ranks by it (LOCAL_FEATURE)."""
         return (wf.splits == IMPLICIT_SPLITS and self._all_announce(LOCAL_FEATURE)
                 and self.scheduler.takes_first(job, wf))
+
+    def claims_first(self) -> bool:
+        """Whether a JOB_SUBMITTED saying `local` says `claimed` too (it is its submitter's
+        claim of those tasks: no CLAIM event follows): while every live member folds the
+        claims it implies (CLAIMED_FEATURE)."""
+        return self._all_announce(CLAIMED_FEATURE)
 
     def _all_announce(self, feature: str) -> bool:
         """True if every live member announces `feature` (in its heartbeat's `features`, or

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Where the CPU per task goes (issue 12): one job of n independent ECHO tasks on N real peers
-(bench_mesh.py's mesh), measured three ways on the same mesh, one batch each.
+(bench_mesh.py's mesh), or with `--kind jobs` n one-task jobs posted round robin over the
+peers, measured three ways on the same mesh, one batch each.
 
-    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--spy DIR] [--strace]
-        [--json PATH]
+    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--kind dag|jobs]
+        [--spy DIR] [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task (/metrics). The peers' share is
@@ -95,8 +96,13 @@ def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, i
     return {"loop": round(loop * 1000 / n, 3), "other": round(other * 1000 / n, 3)}
 
 
+KIND = "dag"  # the batch each step runs (--kind)
+
+
 def dag(mesh: bm.Mesh, n: int) -> dict[str, Any]:
-    return dict(bm.banzai_batches(mesh, ["dag"], n, 0)["dag"])
+    """One `KIND` batch of `n` tasks: "dag" (one job of n tasks) or "jobs" (n one-task jobs
+    round robin over the peers)."""
+    return dict(bm.banzai_batches(mesh, [KIND], n, 0)[KIND])
 
 
 def step_cpu(mesh: bm.Mesh, n: int) -> dict[str, Any]:
@@ -176,7 +182,7 @@ def step_strace(mesh: bm.Mesh, n: int, out_dir: Path) -> dict[str, Any]:
         sp.send_signal(signal.SIGINT)
     for sp in procs:
         sp.wait(60)
-    out: dict[str, Any] = {"tasks_per_s": got["tasks_per_s"], "per_peer": got["per_peer"]}
+    out: dict[str, Any] = {"tasks_per_s": got["tasks_per_s"], "per_peer": got.get("per_peer")}
     for who, path in files.items():
         calls = _strace_calls(path)
         top = sorted(calls.items(), key=lambda kv: -kv[1])
@@ -194,8 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--kind", choices=("dag", "jobs"), default="dag",
+                    help="the batch: one job of n tasks, or n one-task jobs")
     a = ap.parse_args(argv)
-    res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "by_n": {}}
+    global KIND
+    KIND = a.kind
+    res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": a.kind, "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
             d = Path(tmp) / f"n{npeers}"

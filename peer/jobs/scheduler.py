@@ -36,6 +36,7 @@ from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import (
     DONE_FEATURE,
     SPLITS_FEATURE,
+    ChunkState,
     Event,
     EventType,
     JobSubmitted,
@@ -750,10 +751,13 @@ class Scheduler:
         first peer, which claims it or queues it (without that wait every peer looked at
         every chunk of a job as it came, and a third of the tasks of a job of 1,000 on three
         peers were claimed twice, from stale free-slot counts). Whoever's turn comes looks the
-        task up in the cache and finishes it from there (TASK_DONE `cached`, no claim)."""
+        task up in the cache and finishes it from there (TASK_DONE `cached`, no claim). A task
+        our JOB_SUBMITTED claimed (`_implied_here`) is looked up here once as well, before its
+        run starts."""
         key = (job, task)
         c = self.state.chunk(job, task, 0)
-        if key in self._looked or c.claims or c.failures or c.done is not None:
+        if key in self._looked or c.failures or c.done is not None or (
+                c.claims and self._implied_here(job, task, c) is None):
             self._deferred.pop(key, None)
             return True  # its turn came here, or it was claimed: as a split task's chunk
         now = self.clock()
@@ -845,7 +849,23 @@ class Scheduler:
                 or key in self.state.task_done or now - at > self._split_wait_s(key[0])):
             return False
         c = self.state.chunk(*key, 0)
-        return not c.claims and not c.failures and c.done is None
+        return not c.failures and c.done is None and (
+            not c.claims or self._implied_here(*key, c) is not None)
+
+    def _implied_here(self, job: str, task: str, c: ChunkState) -> Event | None:
+        """The claim of attempt 0 of chunk `c` (the one chunk of an implicit split) that our
+        JOB_SUBMITTED of `job` implies (CLAIMED_FEATURE: its id is the job's), while it is
+        the attempt's winning claim and no run of ours has been behind it: its run starts
+        here as after a CLAIM of ours (`_consider_chunk`), after the cache lookup of its
+        turn (`_implicit_turn`). None otherwise (a restart fails it: `recover`)."""
+        sub = self.state.jobs.get(job)
+        if sub is None or sub.origin != self.peer_id or c.failures:
+            return None
+        w = c.winner(0, sub.id)
+        if w is None or w.id != sub.id:
+            return None
+        ak = AttemptKey(job, task, 0, 0)
+        return None if ak in self._mine or self._runs.running(ak) else w
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`
@@ -1071,7 +1091,8 @@ class Scheduler:
         if run is not None and not run.lost and claims.duplicate(run.split, split.id, holder,
                                                                  self.peer_id):
             self._runs.lose(run)  # another split or an earlier claim won: stop the duplicate
-        if holder is not None:
+        implied = holder is not None and self._implied_here(job, task, c) is holder
+        if holder is not None and not implied:
             self._ready_since.pop(ak, None)
             self._watch_lease(ak, holder)
             return
@@ -1103,6 +1124,20 @@ class Scheduler:
             if a is None:
                 return
             reduce_input = self.planner.output(a)
+        # (our JOB_SUBMITTED is the claim, CLAIMED_FEATURE: its run starts, no CLAIM sent)
+        mine = holder if implied else self._claim_in_turn(ak, c, split, tdef, able, holders,
+                                                          reduces is not None)
+        if mine is not None and mine.origin == self.peer_id:
+            self._mine[ak] = split.id
+            self._runs.start(ak, split, items, tdef, spec,
+                             rerun=claims.reopened(c) or not spec.cache,
+                             reduce_input=reduce_input)
+
+    def _claim_in_turn(self, ak: AttemptKey, c: ChunkState, split: Event, tdef: TaskDef,
+                       able: Mapping[str, Mapping[str, Any]], holders: set[str],
+                       reduce: bool) -> Event | None:
+        """Claim attempt `ak` once this peer's turn among the claimers `able` has come;
+        the attempt's winning claim then (ours, unless an earlier one is folded), else None."""
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else (),
                                    self._splitter(split, tdef.name))
@@ -1110,21 +1145,17 @@ class Scheduler:
         # `_next_starved`) is claimed at once: the others look at it last, if at all. The
         # stagger is for a task that several free peers see at once (its input's holders
         # first, then its splitter).
-        first = self._first_for == (job, task) and (not holders or self.peer_id in holders)
+        first = self._first_for == (ak.job, ak.task) and (not holders
+                                                          or self.peer_id in holders)
         # Without the input, a chunk of a call its holders run short is left to them a while
         # longer (`local_wait_s`): their run of it ends before our fetch of its items would.
         later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
-                 and reduces is None and self._short_at_holders(job, task, split, holders)
+                 and not reduce and self._short_at_holders(ak.job, ak.task, split, holders)
                  and not self._input_here(split, holders) else 0.0)
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
-            return
+            return None
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
-        mine = c.winner(ak.attempt, split.id)
-        if mine is not None and mine.origin == self.peer_id:
-            self._mine[ak] = split.id
-            self._runs.start(ak, split, items, tdef, spec,
-                             rerun=claims.reopened(c) or not spec.cache,
-                             reduce_input=reduce_input)
+        return c.winner(ak.attempt, split.id)
 
     def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's

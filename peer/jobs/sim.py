@@ -21,6 +21,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
 from peer.jobs.spec import from_obj, workflow_from_json
 from peer.log import (
+    CLAIMED_FEATURE,
     DONE_FEATURE,
     IMPLICIT_SPLITS,
     LOCAL_FEATURE,
@@ -246,13 +247,16 @@ class JobMesh:
 
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False,
-                 old: Collection[str] = (), members: bool = True) -> None:
+                 old: Collection[str] = (), members: bool = True,
+                 unclaiming: Collection[str] = ()) -> None:
         self.catalog = catalog
         self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
         # Peers of the previous release: they do not announce SPLITS_FEATURE and read a
         # workflow's `splits` as a newer peer's key (their fold is this release's: the
         # implicit splits it makes are never used, their scheduler runs none of such a job)
         self.old = frozenset(old)
+        # Peers of the release before CLAIMED_FEATURE: they announce the rest of this one's
+        self.unclaiming = frozenset(unclaiming)
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -346,7 +350,8 @@ class JobMesh:
 
     def _features(self, pid: str) -> list[str]:
         """What `pid` announces (its MEMBER and heartbeats): nothing of this release if old."""
-        return [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE]
+        return [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
+                                           *(() if pid in self.unclaiming else (CLAIMED_FEATURE,))]
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:
@@ -405,12 +410,13 @@ class JobMesh:
         return n
 
     def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
-               local: bool | None = None) -> str:
+               local: bool | None = None, claimed: bool | None = None) -> str:
         """Submit a DAG-form workflow at peer `pid`; its job id. `implicit`: whether it says
         its tasks without input have implicit splits (None: as Node decides, if `pid` and
         every live peer it hears announce SPLITS_FEATURE; not by default: a task is split
         by a peer, as in a mesh with a peer of the previous release). `local`: whether its
-        JOB_SUBMITTED says `local` (None: as Node decides, `Node.local_first`)."""
+        JOB_SUBMITTED says `local` (None: as Node decides, `Node.local_first`); `claimed`:
+        whether it says `claimed` with it (None: as Node decides, `Node.claims_first`)."""
         self._jobs += 1
         job = f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
@@ -423,9 +429,14 @@ class JobMesh:
             local = implicit and pid not in self.old and all(
                 LOCAL_FEATURE in info.get("features", ()) for info in self.infos(pid).values()
             ) and self.peers[pid].sched.takes_first(job, wf)
+        if claimed is None:
+            claimed = all(CLAIMED_FEATURE in info.get("features", ())
+                          for info in self.infos(pid).values())
         payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
         if local:
             payload["local"] = True
+            if claimed:
+                payload["claimed"] = True
         self.emit(pid, EventType.JOB_SUBMITTED, payload)
         return job
 
@@ -436,6 +447,13 @@ class JobMesh:
         evs = [e for b in self.peers[pid].state.events.values() for e in facts(b)
                if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
         return sorted(evs, key=lambda e: e.order)
+
+    def sent(self, typ: EventType, **match: Any) -> list[Event]:
+        """Events of `typ` that the peers sent (a TURN's parts; nothing only folded, such as
+        the TASK_DONE a CHUNK_DONE implies) whose payload has the `match` items."""
+        self.close_turns()
+        return [e for p in self.peers.values() for ev in p.emitted for e in ev.singles
+                if e.type == typ and all(e.payload.get(k) == v for k, v in match.items())]
 
     # -- time ------------------------------------------------------------------------------
     async def settle(self, max_rounds: int = 500) -> None:

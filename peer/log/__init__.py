@@ -5,6 +5,7 @@ from peer.log.clock import HLC, hlc_ms
 from peer.log.door import Door, DoorConfig, Refusals
 from peer.log.events import (
     BATCH_FEATURE,
+    CLAIMED_FEATURE,
     DONE_FEATURE,
     IMPLICIT_SPLITS,
     LOCAL_FEATURE,
@@ -41,17 +42,19 @@ from peer.log.events import (
     Unknown,
     Unprovide,
     facts,
+    implicit_roots,
+    implied_claims,
     implied_done,
     turn_event,
 )
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["BATCH_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS", "LOCAL_FEATURE",
-           "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
+__all__ = ["BATCH_FEATURE", "CLAIMED_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS",
+           "LOCAL_FEATURE", "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
            "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
            "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
            "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",
            "Progress", "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey",
            "TaskSplit", "TaskSplitRef", "Turn", "Unknown", "Unprovide", "facts", "fold", "hlc_ms",
-           "implied_done", "turn_event"]
+           "implicit_roots", "implied_claims", "implied_done", "turn_event"]

@@ -114,6 +114,13 @@ DONE_FEATURE = "done-v1"
 # while every live peer announces this: a peer of the previous version ignores the key and
 # ranks by rendezvous hash alone, and two rankings would claim some tasks twice).
 LOCAL_FEATURE = "local-v1"
+# A heartbeat's (and MEMBER's) `features`: it folds the CLAIMs that a JOB_SUBMITTED saying
+# `"claimed": true` (with `local`) implies (`implied_claims`): attempt 0 of the one chunk of
+# each task with an implicit split, held by the event's origin, so that no CLAIM event
+# follows (set by the submitter only while every live peer announces this: a peer of the
+# previous version would see the chunk unclaimed and, once its turn came, claim and run a
+# task that the submitter is running).
+CLAIMED_FEATURE = "claimed-v1"
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -319,20 +326,25 @@ _B = TypeVar("_B", bound="Body")
 class JobSubmitted:
     """A job: its canonical workflow document (`peer.jobs.spec.Workflow.to_json`); `local`:
     its submitter (the event's origin) comes first for its tasks without input (LOCAL_FEATURE;
-    absent from older peers' events, which ignore it; anything but true reads as false)."""
+    absent from older peers' events, which ignore it; anything but true reads as false);
+    `claimed`: with `local`, the event is also its submitter's claim of those tasks
+    (CLAIMED_FEATURE, `implied_claims`; read as `local` is, and false without it)."""
 
     TYPE: ClassVar[EventType] = EventType.JOB_SUBMITTED
     job: str
     workflow: Mapping[str, Any]  # the payload's own object: read, never mutate
     tasks: tuple[str, ...]  # the workflow's task names, in its order
     local: bool = False
+    claimed: bool = False
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> JobSubmitted:
         k = _NAME[cls.TYPE]
-        # `local` is a hint: anything but true reads as absent (as a malformed `done` of a
-        # CHUNK_DONE is ignored), so that a later release may widen it
-        return cls(_str(k, p, "job"), *_workflow(k, p), p.get("local") is True)
+        # `local` and `claimed` are hints: anything but true reads as absent (as a malformed
+        # `done` of a CHUNK_DONE is ignored), so that a later release may widen them
+        local = p.get("local") is True
+        return cls(_str(k, p, "job"), *_workflow(k, p), local,
+                   local and p.get("claimed") is True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -891,17 +903,44 @@ def implied_done(ev: Event) -> Event | None:
     return part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_DONE, payload, d)
 
 
+def implicit_roots(workflow: Mapping[str, Any]) -> list[str]:
+    """The tasks with an implicit split of a JOB_SUBMITTED's workflow: none unless it says
+    `"splits": IMPLICIT_SPLITS`, else its tasks without input (no `depends`, no `cid`)."""
+    if workflow.get("splits") != IMPLICIT_SPLITS:
+        return []
+    return [t["name"] for t in workflow["tasks"] if not t.get("depends") and t.get("cid") is None]
+
+
+def implied_claims(ev: Event) -> list[Event]:
+    """The CLAIM parts that a JOB_SUBMITTED saying `claimed` implies (CLAIMED_FEATURE): of
+    attempt 0 of the one chunk of each implicit split (`implicit_roots`; the split's id is
+    the job's), with the event's origin, seq and hlc, so the earliest claim of the chunk.
+    Folded with it (peer.log.fold) and told to listeners after it (`facts`), never held:
+    the log, digests and what is sent are the JOB_SUBMITTED's alone."""
+    b = ev.body
+    if type(b) is not JobSubmitted or not b.claimed:
+        return []
+    split = (ev.origin, ev.seq)
+    return [part_event(ev.origin, ev.seq, ev.hlc, EventType.CLAIM,
+                       {"job": b.job, "task": t, "split": list(split), "chunk": 0,
+                        "attempt": 0}, Claim(b.job, t, split, 0, 0))
+            for t in implicit_roots(b.workflow)]
+
+
 def facts(ev: Event) -> Sequence[Event]:
     """The single events `ev` stands for as the fold and the listeners see them: a TURN's
-    parts, else itself; each CHUNK_DONE followed by the TASK_DONE it implies."""
+    parts, else itself; each CHUNK_DONE followed by the TASK_DONE it implies, each
+    JOB_SUBMITTED by the CLAIMs it implies."""
     singles = ev.parts or (ev,)
-    if not any(type(b := p.body) is ChunkDone and b.done is not None for p in singles):
+    if not any((type(b := p.body) is ChunkDone and b.done is not None)
+               or (type(b) is JobSubmitted and b.claimed) for p in singles):
         return singles
     out = []
     for p in singles:
         out.append(p)
         if (t := implied_done(p)) is not None:
             out.append(t)
+        out += implied_claims(p)
     return out
 
 

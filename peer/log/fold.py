@@ -29,7 +29,6 @@ from typing import Any
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
-    IMPLICIT_SPLITS,
     CachePut,
     ChunkDone,
     ChunkEvent,
@@ -54,6 +53,8 @@ from peer.log.events import (
     TaskSplitRef,
     Unknown,
     Unprovide,
+    implicit_roots,
+    implied_claims,
     implied_done,
     part_event,
 )
@@ -431,7 +432,7 @@ class MeshState:
         _APPLY[type(b)](self, ev, b)
         if not live and job is not None and (self.deleted or self.compacted) and (
                 job in self.deleted or job in self.compacted):
-            _forget(self, b, job)
+            _forget(self, ev, b, job)
 
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
@@ -831,6 +832,8 @@ def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     s._first(s.jobs, b.job, ev)
     for split in implicit_splits(ev, b):
         s._first(s.splits, (b.job, split.body_as(TaskSplit).task), split)
+    for claim in implied_claims(ev):  # (of a job saying `claimed`: CLAIMED_FEATURE)
+        _claim(s, claim, claim.body_as(Claim))
 
 
 def implicit_splits(ev: Event, b: JobSubmitted) -> list[Event]:
@@ -841,16 +844,12 @@ def implicit_splits(ev: Event, b: JobSubmitted) -> list[Event]:
     the CLAIMs carry that as `split`; its order is the job's, earlier than any real split of
     the task, which loses to it). Folded into `splits` only, never held: the log and its
     digests are as without them; refolding the JOB_SUBMITTED (a restart) makes them again."""
-    if b.workflow.get("splits") != IMPLICIT_SPLITS:
-        return []
     out = []
-    for t in b.workflow["tasks"]:
-        if t.get("depends") or t.get("cid") is not None:
-            continue
-        payload: dict[str, Any] = {"job": b.job, "task": t["name"], "input": None,
+    for t in implicit_roots(b.workflow):
+        payload: dict[str, Any] = {"job": b.job, "task": t, "input": None,
                                    "chunks": [[]], "kept": {}}  # (a split of this release)
         out.append(part_event(ev.origin, ev.seq, ev.hlc, EventType.TASK_SPLIT, payload,
-                              TaskSplit(b.job, t["name"], None, ((),), {})))
+                              TaskSplit(b.job, t, None, ((),), {})))
     return out
 
 
@@ -995,14 +994,15 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         del s.chunks[ck]
 
 
-def _forget(s: MeshState, b: object, job: str) -> None:
+def _forget(s: MeshState, ev: Event, b: object, job: str) -> None:
     """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
     and providers stay: a rerun may use them)."""
     s.jobs.pop(job, None)
     s.cancelled.pop(job, None)
-    if isinstance(b, JobSubmitted):  # its implicit splits
+    if isinstance(b, JobSubmitted):  # its implicit splits (and the claims it implies)
         for name in b.tasks:
             s.splits.pop((job, name), None)
+            s.chunks.pop(ChunkKey(job, name, ev.origin, ev.seq, 0), None)
     task = getattr(b, "task", None)
     if task is not None:
         s.splits.pop((job, task), None)

@@ -334,8 +334,12 @@ async def test_a_cached_task_of_a_flagged_job_is_done_without_a_claim(batch: boo
             await mesh.advance(CFG.tick_s)
         done = mesh.events(EventType.TASK_DONE, "p2", job=again)
         assert len(done) == 1 and done[0].payload["cached"] is True
+        # (its JOB_SUBMITTED says `claimed`: the claim it implies is all, and no run)
+        submitted = mesh["p1"].state.jobs[again]
+        assert submitted.payload.get("claimed") is True
+        assert mesh.sent(EventType.CLAIM, job=again) == []
         for pid in mesh.peers:
-            assert mesh.events(EventType.CLAIM, pid, job=again) == []
+            assert [e.id for e in mesh.events(EventType.CLAIM, pid, job=again)] == [submitted.id]
             assert mesh.events(EventType.TASK_SPLIT, pid, job=again) == []
         assert _runs(mesh, again) == {}
     finally:

@@ -129,11 +129,6 @@ def test_a_deleted_job_forgets_an_implied_task_done_in_any_order() -> None:
 
 
 # -- peers -------------------------------------------------------------------------------
-def _emitted(mesh: JobMesh, typ: EventType, job: str) -> list[Event]:
-    return [e for p in mesh.peers.values() for ev in p.emitted for e in ev.singles
-            if e.type == typ and e.payload.get("job") == job]
-
-
 @pytest.mark.parametrize("batch", [False, True], ids=["single", "batched"])
 async def test_three_peers_finish_tasks_without_a_task_done(batch: bool) -> None:
     mesh = JobMesh(3, CATALOG, CFG, auto=True, batch=batch)
@@ -144,9 +139,9 @@ async def test_three_peers_finish_tasks_without_a_task_done(batch: bool) -> None
         for pid in mesh.peers:  # the dependent ran: its peers were told of e0's completion
             for name in ["u", *(f"e{i}" for i in range(9))]:
                 assert task_status(mesh[pid].state, job, name, CFG.max_attempts) == "done"
-        sent = _emitted(mesh, EventType.TASK_DONE, job)
+        sent = mesh.sent(EventType.TASK_DONE, job=job)
         assert [e.payload["task"] for e in sent] == ["u"]  # a real split's task: assembled
-        dones = _emitted(mesh, EventType.CHUNK_DONE, job)
+        dones = mesh.sent(EventType.CHUNK_DONE, job=job)
         assert sorted(e.payload["task"] for e in dones if "done" in e.payload) == sorted(
             f"e{i}" for i in range(9))
         for e in dones:
@@ -180,10 +175,10 @@ async def test_a_live_member_without_the_feature_gets_task_dones_as_before() -> 
             assert task_status(mesh["p2"].state, job, f"e{i}", CFG.max_attempts) == "done"
         # p0 and p1 hear p2 without the feature (p2 runs this release here: it hears them
         # with it, and its own runs say their tasks are done, unlike a real older peer's)
-        ran = {e.payload["task"]: e for e in _emitted(mesh, EventType.CHUNK_DONE, job)
+        ran = {e.payload["task"]: e for e in mesh.sent(EventType.CHUNK_DONE, job=job)
                if e.origin != "p2"}
         assert ran and not [e for e in ran.values() if "done" in e.payload]
-        sent = _emitted(mesh, EventType.TASK_DONE, job)
+        sent = mesh.sent(EventType.TASK_DONE, job=job)
         assert sorted(e.payload["task"] for e in sent if e.origin != "p2") == sorted(ran)
     finally:
         await mesh.close()
@@ -203,7 +198,7 @@ async def test_a_run_of_a_cancelled_job_implies_no_completion() -> None:
                                                  {"job": job, "reason": "x"}))
         mesh["p0"].runner.finish(key)
         await mesh.advance(CFG.tick_s)
-        (done,) = _emitted(mesh, EventType.CHUNK_DONE, job)
+        (done,) = mesh.sent(EventType.CHUNK_DONE, job=job)
         assert "done" not in done.payload
         assert (job, "w") not in mesh["p0"].state.task_done
     finally:
@@ -229,26 +224,26 @@ async def test_a_member_away_without_the_feature_holds_implied_completions_back(
         write = [{"name": "w", "call": "T_WRITE", "params": {"files": 1}, "depends": []}]
         first = mesh.submit("p0", write, implicit=True)
         await mesh.advance(CFG.tick_s)
-        assert [e.payload["task"] for e in _emitted(mesh, EventType.TASK_DONE, first)] == ["w"]
-        assert not [e for e in _emitted(mesh, EventType.CHUNK_DONE, first)
+        assert [e.payload["task"] for e in mesh.sent(EventType.TASK_DONE, job=first)] == ["w"]
+        assert not [e for e in mesh.sent(EventType.CHUNK_DONE, job=first)
                     if "done" in e.payload]
         for p in mesh.peers.values():  # it came back upgraded
             assert p.state.apply(Event(old, 2, 20, EventType.MEMBER, {
                 **_member(old, [], 20).payload, "features": ["splits-v1", DONE_FEATURE]}))
         second = mesh.submit("p1", [{**write[0], "params": {"files": 2}}], implicit=True)
         await mesh.advance(CFG.tick_s)
-        assert _emitted(mesh, EventType.TASK_DONE, second) == []
+        assert mesh.sent(EventType.TASK_DONE, job=second) == []
         for p in mesh.peers.values():  # another old member, then revoked
             assert p.state.apply(_member("old1000000000000000", [], 30))
         third = mesh.submit("p0", [{**write[0], "params": {"files": 3}}], implicit=True)
         await mesh.advance(CFG.tick_s)
-        assert len(_emitted(mesh, EventType.TASK_DONE, third)) == 1
+        assert len(mesh.sent(EventType.TASK_DONE, job=third)) == 1
         for p in mesh.peers.values():
             assert p.state.apply(Event(A, 9, 40, EventType.REVOKE, {
                 "peer": "old1000000000000000", "after": 1, "reason": "retired"}))
         fourth = mesh.submit("p0", [{**write[0], "params": {"files": 4}}], implicit=True)
         await mesh.advance(CFG.tick_s)
-        assert _emitted(mesh, EventType.TASK_DONE, fourth) == []
+        assert mesh.sent(EventType.TASK_DONE, job=fourth) == []
         for job in (first, second, third, fourth):
             assert all(task_status(p.state, job, "w", 3) == "done" for p in mesh.peers.values())
     finally:
