@@ -23,6 +23,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
 from peer.jobs.spec import from_obj, workflow_from_json
 from peer.log import (
+    CLAIMED_FEATURE,
     DONE_FEATURE,
     LOCAL_FEATURE,
     SPLITS_FEATURE,
@@ -269,6 +270,11 @@ def test_a_job_says_local_only_while_every_live_member_ranks_by_it(
     live["old"]["features"].append(LOCAL_FEATURE)
     assert not n.local_first("j1", wf)  # no implicit splits
     assert n.local_first("j1", flagged)
+    assert not n.claims_first()  # the JOB_SUBMITTED is its claim only if all fold that
+    live["old"]["features"].append(CLAIMED_FEATURE)
+    assert n.claims_first()
+    live["quiet"] = {"calls": []}  # no features in its heartbeat, none in a MEMBER event
+    assert not n.claims_first()
 
 
 # -- the scheduler ---------------------------------------------------------------------------
