@@ -481,11 +481,12 @@ class Node:
         return (wf.splits == IMPLICIT_SPLITS and self._all_announce(LOCAL_FEATURE)
                 and self.scheduler.takes_first(job, wf))
 
-    def claims_first(self) -> bool:
-        """Whether a JOB_SUBMITTED saying `local` says `claimed` too (it is its submitter's
-        claim of those tasks: no CLAIM event follows): while every live member folds the
-        claims it implies (CLAIMED_FEATURE)."""
-        return self._all_announce(CLAIMED_FEATURE)
+    def claims_first(self, job: str, wf: Workflow) -> bool:
+        """Whether the JOB_SUBMITTED of `wf`, which says `local`, says `claimed` too (it is
+        this peer's claim of those tasks: no CLAIM event follows): while every live peer and
+        every member folds the claims it implies (CLAIMED_FEATURE), and none of the tasks is
+        in the cache (`Scheduler.claims_first`)."""
+        return self._all_announce(CLAIMED_FEATURE) and self.scheduler.claims_first(job, wf)
 
     def _all_announce(self, feature: str) -> bool:
         """True if every live member announces `feature` (in its heartbeat's `features`, or

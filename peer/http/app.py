@@ -143,7 +143,7 @@ async def submit(request: web.Request) -> web.Response:
     payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
     if node.local_first(job, wf):  # a small job: this peer runs it first (LOCAL_FEATURE)
         payload["local"] = True
-        if node.claims_first():  # and the event is its claim of them (CLAIMED_FEATURE)
+        if node.claims_first(job, wf):  # and it is its claim of them (CLAIMED_FEATURE)
             payload["claimed"] = True
     ev = node.emit(EventType.JOB_SUBMITTED, payload)
     try:

@@ -164,7 +164,7 @@ class Host(Protocol):
     async def submitted(self, ev: Event) -> int: ...  # live peers that hold `ev` (bounded wait)
     def implicit_splits(self) -> bool: ...  # every live peer folds implicit splits
     def local_first(self, job: str, wf: Workflow) -> bool: ...  # JOB_SUBMITTED's `local`
-    def claims_first(self) -> bool: ...  # ... and its `claimed` (with `local`)
+    def claims_first(self, job: str, wf: Workflow) -> bool: ...  # and `claimed` (with `local`)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined

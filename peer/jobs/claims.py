@@ -243,6 +243,15 @@ def orphan_failure(ak: AttemptKey, split: tuple[str, int]) -> dict[str, Any]:
             "error": "no run behind this claim: the run ended without an outcome"}
 
 
+def released_failure(ak: AttemptKey, split: tuple[str, int]) -> dict[str, Any]:
+    """The CHUNK_FAILED payload (kind lost, not counted) with which a submitter ends the
+    claim its JOB_SUBMITTED implied (CLAIMED_FEATURE) when it finds no free slot for the
+    run after all: the next attempt is anyone's, at once (not after the claim's lease)."""
+    return {"job": ak.job, "task": ak.task, "split": list(split), "chunk": ak.chunk,
+            "attempt": ak.attempt, "kind": FailureKind.LOST.value, "counts": False,
+            "error": "released by its submitter: no free slot for it after all"}
+
+
 def reopen_failure(job: str, task: str, split: tuple[str, int], chunk: int, attempt: int,
                    missing: int) -> dict[str, Any]:
     """The CHUNK_FAILED payload that reopens a done chunk whose results (`missing` of them)
@@ -265,8 +274,8 @@ def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for (job, task, so, sq, i), c in list(state.chunks.items()):
         split = state.split_id(job, task)
-        if split != (so, sq):
-            continue
+        if split != (so, sq) or (job, task) in state.task_done:
+            continue  # (a done task's claim that no outcome ended: a cache hit, say)
         w = c.winner(c.attempt, split)
         if chunk_done(c) is None and w is not None and w.origin == me:
             p = {"job": job, "task": task, "split": list(split), "chunk": i,

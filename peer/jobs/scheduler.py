@@ -34,6 +34,7 @@ from peer.jobs.ports import (
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import (
+    CLAIMED_FEATURE,
     DONE_FEATURE,
     SPLITS_FEATURE,
     ChunkState,
@@ -310,7 +311,8 @@ class Scheduler:
                 self._dirty.update(self._turns())
                 self._dirty.update(self._deferred_due(now))
             dirty, self._dirty = self._dirty, set()
-            for key in sorted(dirty):
+            # (the tasks of our small jobs first: the slots `takes_first` promised them)
+            for key in sorted(dirty, key=lambda k: (k not in self._promised, k)):
                 self._evaluate_safely(key)
             self._fill_slots()
         finally:
@@ -1065,16 +1067,39 @@ class Scheduler:
     def _implies_done(self) -> bool:
         """Does every member fold the TASK_DONE a CHUNK_DONE's `done` implies (DONE_FEATURE)?
         Then our run of an implicit split's one chunk says its task is done in its
-        CHUNK_DONE, and no TASK_DONE follows. Every member the fold knows and did not revoke
-        (its latest MEMBER event's `features`), not only the live ones: a peer of the
-        previous release away for a while (restarting, cut off) would come back to tasks it
-        cannot see done, and might run them again or, if it cannot run their call, wait for
-        them for good. An old member gone for good holds this back until it is revoked.
-        And every live peer's heartbeat (one whose MEMBER event has not come yet)."""
+        CHUNK_DONE, and no TASK_DONE follows. Every member (`_every_member`), not only the
+        live ones: a peer of the previous release away for a while (restarting, cut off)
+        would come back to tasks it cannot see done, and might run them again or, if it
+        cannot run their call, wait for them for good."""
+        return self._every_member(DONE_FEATURE)
+
+    def _every_member(self, feature: str) -> bool:
+        """Does every member the fold knows and did not revoke announce `feature` (its latest
+        MEMBER event's `features`), and every live peer's heartbeat (one whose MEMBER event
+        has not come yet)? An old member gone for good holds this back until it is revoked."""
         st = self.state
-        return (all(DONE_FEATURE in (i.get("features") or ()) for i in self._peers().values())
-                and all(DONE_FEATURE in ev.body_as(Member).features
+        return (all(feature in (i.get("features") or ()) for i in self._peers().values())
+                and all(feature in ev.body_as(Member).features
                         for pid, ev in st.members.items() if pid not in st.revoked))
+
+    def claims_first(self, job: str, wf: Workflow) -> bool:
+        """Whether our JOB_SUBMITTED of `wf` as `job`, which says `local` (`takes_first`),
+        says `claimed` too (CLAIMED_FEATURE: it is our claim of its tasks without input, and
+        no CLAIM follows): while every member folds the claims it implies (`_every_member`:
+        a peer of the previous release that comes back mid-task would see the task unclaimed,
+        run it too, and hold its own claim as the winner for good), and while no such task's
+        output is in the cache (a hit ends the task with no run, and its claim would stand
+        open for nothing)."""
+        if not self._every_member(CLAIMED_FEATURE):
+            return False
+        for t in wf.tasks:
+            if t.depends or t.cid is not None or not t.cache:
+                continue
+            tdef = self._runnable(t)
+            if tdef is None or self.planner.cached_output(
+                    self.planner.key(job, t.name, tdef, t, None)) is not None:
+                return False
+        return True
 
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
@@ -1107,6 +1132,9 @@ class Scheduler:
         if self.free_slots <= 0 and not (self._first_for == (job, task)
                                          and self._runs.room > 0
                                          and self._input_here(split, holders)):
+            if implied:  # its promised slot was taken after all: the others take the task
+                self.emit(EventType.CHUNK_FAILED, claims.released_failure(ak, split.id))
+                return
             self._starved[(job, task)] = None  # looked at again when a slot frees
             return
         src = split.payload["input"]

@@ -430,8 +430,9 @@ class JobMesh:
                 LOCAL_FEATURE in info.get("features", ()) for info in self.infos(pid).values()
             ) and self.peers[pid].sched.takes_first(job, wf)
         if claimed is None:
-            claimed = all(CLAIMED_FEATURE in info.get("features", ())
-                          for info in self.infos(pid).values())
+            claimed = local and all(CLAIMED_FEATURE in info.get("features", ())
+                                    for info in self.infos(pid).values()
+                                    ) and self.peers[pid].sched.claims_first(job, wf)
         payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
         if local:
             payload["local"] = True

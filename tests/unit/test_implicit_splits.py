@@ -270,11 +270,11 @@ def test_a_job_says_local_only_while_every_live_member_ranks_by_it(
     live["old"]["features"].append(LOCAL_FEATURE)
     assert not n.local_first("j1", wf)  # no implicit splits
     assert n.local_first("j1", flagged)
-    assert not n.claims_first()  # the JOB_SUBMITTED is its claim only if all fold that
+    assert not n.claims_first("j1", flagged)  # its claim only if every peer folds that
     live["old"]["features"].append(CLAIMED_FEATURE)
-    assert n.claims_first()
+    assert n.claims_first("j1", flagged)
     live["quiet"] = {"calls": []}  # no features in its heartbeat, none in a MEMBER event
-    assert not n.claims_first()
+    assert not n.claims_first("j1", flagged)
 
 
 # -- the scheduler ---------------------------------------------------------------------------
@@ -340,12 +340,10 @@ async def test_a_cached_task_of_a_flagged_job_is_done_without_a_claim(batch: boo
             await mesh.advance(CFG.tick_s)
         done = mesh.events(EventType.TASK_DONE, "p2", job=again)
         assert len(done) == 1 and done[0].payload["cached"] is True
-        # (its JOB_SUBMITTED says `claimed`: the claim it implies is all, and no run)
-        submitted = mesh["p1"].state.jobs[again]
-        assert submitted.payload.get("claimed") is True
-        assert mesh.sent(EventType.CLAIM, job=again) == []
+        # (its submitter found it in the cache: the job says `local`, not `claimed`)
+        assert "claimed" not in mesh["p1"].state.jobs[again].payload
         for pid in mesh.peers:
-            assert [e.id for e in mesh.events(EventType.CLAIM, pid, job=again)] == [submitted.id]
+            assert mesh.events(EventType.CLAIM, pid, job=again) == []
             assert mesh.events(EventType.TASK_SPLIT, pid, job=again) == []
         assert _runs(mesh, again) == {}
     finally:

@@ -14,6 +14,7 @@ import pytest
 from peer.ipfs.store import StoreConfig
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
+from peer.jobs.retention import finished_at
 from peer.jobs.sim import JobMesh
 from peer.log import (
     ChunkKey,
@@ -26,6 +27,7 @@ from peer.log import (
     fold,
     implied_claims,
 )
+from peer.rendezvous import rendezvous
 from tasks import registry
 from tests.unit.test_implicit_splits import _one_task
 
@@ -211,5 +213,96 @@ async def test_the_slot_stays_promised_until_the_claimed_run_starts() -> None:
             await mesh.advance(CFG.tick_s)
         third = mesh.submit("p0", _one_task("p3"), implicit=True)
         assert mesh["p0"].state.jobs[third].payload.get("claimed") is True
+    finally:
+        await mesh.close()
+
+
+async def test_a_claimed_task_takes_its_promised_slot_before_another_jobs_turn() -> None:
+    """One slot at the submitter, and a task of another job that it ranks first waits in the
+    same round: the small job's task goes first (`_promised` first), so its claim is never
+    left without a run for the others to fail by lease (with max_attempts 1 that failed the
+    job for good)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                          max_attempts=1)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1)
+    try:
+        # a task of a job submitted at p1 that p0 comes first for, sorted before the other
+        name = next(f"t{i}" for i in range(100)
+                    if rendezvous(f"j1/t{i}", ["p0", "p1"])[0] == "p0")
+        mesh.submit("p1", _one_task("other", name=name), implicit=True, local=False)
+        mesh.deliver()  # p0 holds it, not stepped yet
+        mine = mesh.submit("p0", _one_task("mine"), implicit=True)
+        assert mesh["p0"].state.jobs[mine].payload.get("claimed") is True
+        assert mine > "j1"  # (without the order, the other job's task took the slot first)
+        for _ in range(int(cfg.lease_s / cfg.tick_s) + 10):
+            await mesh.advance(cfg.tick_s)
+        assert mesh["p0"].runner.started[0] == f"{mine}/w/0/0"
+        assert mesh.sent(EventType.CHUNK_FAILED, job=mine) == []
+        assert task_status(mesh["p1"].state, mine, "w", 1) == "running"
+    finally:
+        await mesh.close()
+
+
+async def test_a_submitter_without_a_free_slot_releases_the_claim_at_once() -> None:
+    """The slot a claimed task was promised is busy after all (here: the job says `claimed`
+    though the only slot runs another task): the submitter ends the claim with an uncounted
+    failure, and the other peer runs attempt 1 without waiting for a lease."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1)
+    try:
+        busy = mesh.submit("p0", _one_task("busy"), implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert mesh["p0"].runner.running == [f"{busy}/w/0/0"]
+        job = mesh.submit("p0", _one_task("late"), implicit=True, local=True, claimed=True)
+        t0 = mesh.clock()
+        await mesh.advance(CFG.tick_s)
+        (failed,) = mesh.sent(EventType.CHUNK_FAILED, job=job)
+        assert failed.origin == "p0" and failed.payload["attempt"] == 0
+        assert failed.payload["counts"] is False and failed.payload["kind"] == "lost"
+        for _ in range(10):
+            await mesh.advance(CFG.tick_s)
+        assert mesh["p1"].runner.running == [f"{job}/w/0/1"]
+        assert mesh.clock() - t0 < CFG.lease_s  # (not after a lease)
+    finally:
+        await mesh.close()
+
+
+async def test_a_member_of_the_previous_release_away_holds_claimed_back() -> None:
+    """A member that does not announce the feature, not live as the job comes (restarting,
+    cut off): the job says `local` only, since that member, back mid-task, would run the
+    task again and hold its own claim as the winner."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, unclaiming={"p2"})
+    try:
+        mesh.silent.add("p2")
+        job = mesh.submit("p0", _one_task("away"), implicit=True)
+        payload = mesh["p0"].state.jobs[job].payload
+        assert payload.get("local") is True and "claimed" not in payload
+    finally:
+        await mesh.close()
+
+
+async def test_a_task_in_the_cache_is_not_claimed_and_a_restart_fails_no_claim() -> None:
+    """A job whose task is in the cache says `local` only (its run would not happen); and a
+    claimed task that a cache hit ended anyway (the cache filled after the submission) is
+    not failed by the submitter's restart, so its job's end does not move."""
+    mesh = JobMesh(2, CATALOG, CFG, auto=True)
+    try:
+        first = mesh.submit("p0", _one_task("c"), implicit=True)
+        await mesh.advance(CFG.tick_s)
+        assert task_status(mesh["p0"].state, first, "w", 3) == "done"
+        again = mesh.submit("p0", _one_task("c"), implicit=True)
+        payload = mesh["p0"].state.jobs[again].payload
+        assert payload.get("local") is True and "claimed" not in payload
+        forced = mesh.submit("p0", _one_task("c"), implicit=True, local=True, claimed=True)
+        await mesh.advance(CFG.tick_s)
+        st = mesh["p0"].state
+        (done,) = mesh.events(EventType.TASK_DONE, "p0", job=forced)
+        assert done.payload["cached"] is True
+        tasks = st.jobs[forced].payload["workflow"]["tasks"]
+        end = finished_at(st, forced, tasks, 3)
+        await mesh.advance(5.0)
+        await mesh.restart("p0")
+        await mesh.advance(CFG.tick_s)
+        assert mesh.sent(EventType.CHUNK_FAILED, job=forced) == []
+        assert finished_at(st, forced, tasks, 3) == end
     finally:
         await mesh.close()
