@@ -311,8 +311,10 @@ class Scheduler:
                 self._dirty.update(self._turns())
                 self._dirty.update(self._deferred_due(now))
             dirty, self._dirty = self._dirty, set()
-            # (the tasks of our small jobs first: the slots `takes_first` promised them)
-            for key in sorted(dirty, key=lambda k: (k not in self._promised, k)):
+            order = sorted(dirty)
+            if self._promised:  # the tasks of our small jobs first: `takes_first` promised
+                order.sort(key=lambda k: k not in self._promised)  # them the slots (stable)
+            for key in order:
                 self._evaluate_safely(key)
             self._fill_slots()
         finally:
@@ -844,15 +846,20 @@ class Scheduler:
         return True
 
     def _unclaimed(self, key: TaskKey, at: float, now: float) -> bool:
-        """True while a task of a job of ours (`_promised` at `at`) is open, nobody claimed
-        it, and its promise is younger than a split wait: by then the others take it anyway
-        (this peer is wedged, or it failed for good, or no peer can run it)."""
+        """True while a task of a job of ours (`_promised` at `at`) is open and either our
+        JOB_SUBMITTED's claim of it stands with no run yet (`_implied_here`: the others wait
+        for that claim's lease), or nobody claimed it and its promise is younger than a split
+        wait: by then the others take it anyway (this peer is wedged, or it failed for good,
+        or no peer can run it)."""
         if (key[0] not in self.state.jobs or key[0] in self.state.cancelled
-                or key in self.state.task_done or now - at > self._split_wait_s(key[0])):
+                or key in self.state.task_done):
             return False
         c = self.state.chunk(*key, 0)
-        return not c.failures and c.done is None and (
-            not c.claims or self._implied_here(*key, c) is not None)
+        if c.failures or c.done is not None:
+            return False
+        if c.claims:
+            return self._implied_here(*key, c) is not None
+        return now - at <= self._split_wait_s(key[0])
 
     def _implied_here(self, job: str, task: str, c: ChunkState) -> Event | None:
         """The claim of attempt 0 of chunk `c` (the one chunk of an implicit split) that our

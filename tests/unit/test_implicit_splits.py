@@ -637,7 +637,9 @@ async def test_a_promise_ends_when_its_task_fails_for_good_or_after_a_split_wait
         job = mesh.submit("p0", _one_task("a"), implicit=True)
         assert mesh["p0"].state.jobs[job].payload.get("local") is True
         mesh["p0"].sched._fail_task((job, "w"), "internal error: boom")  # before its claim
-        later = mesh.submit("p0", _one_task("b"), implicit=True)
+        # (`local` only: a task its JOB_SUBMITTED claimed keeps its promise while the claim
+        # stands: test_implied_claims)
+        later = mesh.submit("p0", _one_task("b"), implicit=True, claimed=False)
         assert mesh["p0"].state.jobs[later].payload.get("local") is True
         assert not mesh["p0"].state.jobs[mesh.submit("p0", _one_task("c"), implicit=True)
                                          ].payload.get("local")  # `later` holds the slot

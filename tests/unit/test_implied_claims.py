@@ -217,6 +217,24 @@ async def test_the_slot_stays_promised_until_the_claimed_run_starts() -> None:
         await mesh.close()
 
 
+async def test_a_standing_claim_keeps_its_slot_promised_past_a_split_wait() -> None:
+    """The submitter's loop is held up longer than a split wait before it starts the run:
+    the slot stays promised (the others wait for the claim's lease, not a split wait), so
+    a small job submitted then does not say `local`, and the first is not released."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1)
+    try:
+        first = mesh.submit("p0", _one_task("A"), implicit=True)
+        assert mesh["p0"].state.jobs[first].payload.get("claimed") is True
+        mesh.clock.advance(CFG.split_wait_s + 0.05)  # p0 did not step meanwhile
+        second = mesh.submit("p0", _one_task("B"), implicit=True)
+        assert "local" not in mesh["p0"].state.jobs[second].payload
+        await mesh.advance(CFG.tick_s)
+        assert mesh["p0"].runner.started == [f"{first}/w/0/0"]
+        assert mesh.sent(EventType.CHUNK_FAILED) == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_claimed_task_takes_its_promised_slot_before_another_jobs_turn() -> None:
     """One slot at the submitter, and a task of another job that it ranks first waits in the
     same round: the small job's task goes first (`_promised` first), so its claim is never
