@@ -42,7 +42,6 @@ from peer.log.events import (
     Unknown,
     Unprovide,
     facts,
-    implicit_roots,
     implied_claims,
     implied_done,
     turn_event,
@@ -57,4 +56,4 @@ __all__ = ["BATCH_FEATURE", "CLAIMED_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_
            "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",
            "Progress", "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey",
            "TaskSplit", "TaskSplitRef", "Turn", "Unknown", "Unprovide", "facts", "fold", "hlc_ms",
-           "implicit_roots", "implied_claims", "implied_done", "turn_event"]
+           "implied_claims", "implied_done", "turn_event"]

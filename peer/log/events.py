@@ -117,9 +117,9 @@ LOCAL_FEATURE = "local-v1"
 # A heartbeat's (and MEMBER's) `features`: it folds the CLAIMs that a JOB_SUBMITTED saying
 # `"claimed": true` (with `local`) implies (`implied_claims`): attempt 0 of the one chunk of
 # each task with an implicit split, held by the event's origin, so that no CLAIM event
-# follows (set by the submitter only while every live peer announces this: a peer of the
-# previous version would see the chunk unclaimed and, once its turn came, claim and run a
-# task that the submitter is running).
+# follows (set by the submitter only while every member, live or not, announces this: a
+# peer of the previous version would see the chunk unclaimed and, once its turn came, claim
+# and run a task that the submitter is running, its own claim the winner in its view).
 CLAIMED_FEATURE = "claimed-v1"
 
 _MISSING: Any = object()

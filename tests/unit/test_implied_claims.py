@@ -28,19 +28,10 @@ from peer.log import (
     implied_claims,
 )
 from peer.rendezvous import rendezvous
-from tasks import registry
-from tests.unit.test_implicit_splits import _one_task
+from tests.unit.test_implicit_splits import CATALOG, CFG, _one_task, _workflow
 
-CATALOG = registry.load(("tests.fixture_tasks",))
-CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
-                      max_attempts=3)
 A, B = "peera000000000000000", "peerb000000000000000"
-CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
-WORKFLOW = {"name": "x", "splits": "implicit", "tasks": [
-    {"name": "a", "call": "ECHO", "params": {"text": "a"}, "depends": []},
-    {"name": "b", "call": "ECHO", "params": {"text": "b"}},  # no depends key at all
-    {"name": "src", "cid": CID},
-    {"name": "c", "call": "ECHO", "params": {"text": "c"}, "depends": ["a"]}]}
+WORKFLOW = _workflow()  # tasks a and b without input, src a CID, c after a
 
 
 def _job(seq: int = 1, hlc: int = 100, **hints: Any) -> Event:
