@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -149,7 +150,7 @@ def test_a_one_task_job_runs_on_the_peer_it_was_posted_to(trio: list[PeerProc]) 
     """A small job runs where it was submitted: posted to each idle peer in turn, each
     one-task job says `local` in its JOB_SUBMITTED and is claimed by that peer (before this
     release, two jobs in three went to the first peer by rendezvous hash: a gossip hop each
-    way)."""
+    way); its JOB_SUBMITTED says `claimed` too, and no CLAIM event of it is in any log."""
     peers = trio
     wait_mesh(peers, 3)
     ids = [next(x for x in get(f"{p.url}/api/peers")["peers"] if x["self"])["id"]
@@ -162,6 +163,21 @@ def test_a_one_task_job_runs_on_the_peer_it_was_posted_to(trio: list[PeerProc]) 
             v = wait_job(p, job["job"])
             assert v["state"] == "done", v
             assert [c["peer"] for c in v["tasks"][0]["chunks"]] == [ids[i]], (i, v["tasks"])
+            submitted, claims = _logged(p, job["job"])
+            assert submitted.get("claimed") is True and claims == [], (submitted, claims)
+
+
+def _logged(p: PeerProc, job: str) -> tuple[dict[str, Any], list[Any]]:
+    """From `p`'s own log (SQLite, read-only): the JOB_SUBMITTED payload of `job`, and every
+    CLAIM of it, as single events or as parts of a TURN."""
+    uri = f"file:{p.data_dir / 'events.sqlite'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+        rows = db.execute("SELECT type, payload FROM events WHERE payload LIKE ?",
+                          (f'%"{job}"%',)).fetchall()
+    singles = [(t, json.loads(raw)) for t, raw in rows]
+    singles += [(pt, pp) for t, body in list(singles) if t == 17 for pt, pp in body["parts"]]
+    submitted = next(b for t, b in singles if t == 1 and b.get("job") == job)
+    return submitted, [b for t, b in singles if t == 4 and b.get("job") == job]
 
 
 def until(cond: Any, what: Any, timeout_s: float = 30, every_s: float = 0.05) -> Any:
