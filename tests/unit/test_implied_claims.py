@@ -1,9 +1,10 @@
 """A small job's JOB_SUBMITTED is its submitter's claim (issue 12, fewer events per task):
-while every live member announces CLAIMED_FEATURE, a job that says `local` says `claimed` too,
-and no CLAIM follows for its tasks with an implicit split. The fold makes the claims it implies
-(attempt 0 of each such task's one chunk, with the job's origin, seq and hlc: never held),
-the listeners are told of them after it (`facts`), and the submitter runs each task as after
-a CLAIM of its own. Its lease, a restart and a cache hit work as for any claim."""
+while every member announces CLAIMED_FEATURE and none of its tasks is cached, a job that says
+`local` says `claimed` too, and no CLAIM follows for its tasks with an implicit split. The
+fold makes the claims it implies (attempt 0 of each such task's one chunk, with the job's
+origin, seq and hlc: never held), the listeners are told of them after it (`facts`), and the
+submitter runs each task as after a CLAIM of its own. Its lease, a restart and a cache hit
+work as for any claim; a claim that finds no free slot is released at once."""
 
 from __future__ import annotations
 
