@@ -756,12 +756,11 @@ class Scheduler:
         every chunk of a job as it came, and a third of the tasks of a job of 1,000 on three
         peers were claimed twice, from stale free-slot counts). Whoever's turn comes looks the
         task up in the cache and finishes it from there (TASK_DONE `cached`, no claim). A task
-        our JOB_SUBMITTED claimed (`_implied_here`) is looked up here once as well, before its
-        run starts."""
+        our JOB_SUBMITTED claimed is not looked up again: `claims_first` did as we submitted
+        it."""
         key = (job, task)
         c = self.state.chunk(job, task, 0)
-        if key in self._looked or c.failures or c.done is not None or (
-                c.claims and self._implied_here(job, task, c) is None):
+        if key in self._looked or c.claims or c.failures or c.done is not None:
             self._deferred.pop(key, None)
             return True  # its turn came here, or it was claimed: as a split task's chunk
         now = self.clock()
@@ -865,8 +864,8 @@ class Scheduler:
         """The claim of attempt 0 of chunk `c` (the one chunk of an implicit split) that our
         JOB_SUBMITTED of `job` implies (CLAIMED_FEATURE: its id is the job's), while it is
         the attempt's winning claim and no run of ours has been behind it: its run starts
-        here as after a CLAIM of ours (`_consider_chunk`), after the cache lookup of its
-        turn (`_implicit_turn`). None otherwise (a restart fails it: `recover`)."""
+        here as after a CLAIM of ours (`_consider_chunk`). None otherwise (a restart fails
+        it: `recover`)."""
         sub = self.state.jobs.get(job)
         if sub is None or sub.origin != self.peer_id or c.failures:
             return None
@@ -1095,8 +1094,8 @@ class Scheduler:
         no CLAIM follows): while every member folds the claims it implies (`_every_member`:
         a peer of the previous release that comes back mid-task would see the task unclaimed,
         run it too, and hold its own claim as the winner for good), and while no such task's
-        output is in the cache (a hit ends the task with no run, and its claim would stand
-        open for nothing)."""
+        output is in the cache (the one lookup of a claimed task: `_implicit_turn` makes none;
+        a hit ends the task with no run, and a claim would stand open for nothing)."""
         if not self._every_member(CLAIMED_FEATURE):
             return False
         for t in wf.tasks:

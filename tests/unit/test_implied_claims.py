@@ -290,29 +290,53 @@ async def test_a_member_of_the_previous_release_away_holds_claimed_back() -> Non
         await mesh.close()
 
 
-async def test_a_task_in_the_cache_is_not_claimed_and_a_restart_fails_no_claim() -> None:
-    """A job whose task is in the cache says `local` only (its run would not happen); and a
-    claimed task that a cache hit ended anyway (the cache filled after the submission) is
-    not failed by the submitter's restart, so its job's end does not move."""
+async def test_a_task_is_looked_up_in_the_cache_once_and_a_cached_one_is_not_claimed() -> None:
+    """The submission looks each task up in the cache (`claims_first`), and its turn does not
+    again; a job whose task is in the cache says `local` only, and the task ends from the
+    cache with no run."""
     mesh = JobMesh(2, CATALOG, CFG, auto=True)
     try:
+        planner = mesh["p0"].sched.planner
+        looked: list[str] = []
+        lookup = planner.cached_output
+        planner.cached_output = lambda key: looked.append(key) or lookup(key)  # type: ignore[method-assign]
         first = mesh.submit("p0", _one_task("c"), implicit=True)
+        assert mesh["p0"].state.jobs[first].payload.get("claimed") is True
         await mesh.advance(CFG.tick_s)
         assert task_status(mesh["p0"].state, first, "w", 3) == "done"
+        assert len(looked) == 1
         again = mesh.submit("p0", _one_task("c"), implicit=True)
         payload = mesh["p0"].state.jobs[again].payload
         assert payload.get("local") is True and "claimed" not in payload
-        forced = mesh.submit("p0", _one_task("c"), implicit=True, local=True, claimed=True)
+        await mesh.advance(CFG.tick_s)
+        (done,) = mesh.events(EventType.TASK_DONE, "p0", job=again)
+        assert done.payload["cached"] is True
+        assert [k for k in mesh["p0"].runner.started if k.startswith(again)] == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_restart_fails_no_claim_of_a_task_done_without_its_run() -> None:
+    """A claimed task that a TASK_DONE ended before its run (here another peer's, from the
+    cache) is not failed by the submitter's restart, so its job's end does not move."""
+    mesh = JobMesh(2, CATALOG, CFG, auto=True)
+    try:
+        first = mesh.submit("p0", _one_task("d"), implicit=True)
+        await mesh.advance(CFG.tick_s)
+        ran = mesh["p0"].state.task_done[(first, "w")].payload
+        job = mesh.submit("p0", _one_task("d"), implicit=True, local=True, claimed=True)
+        mesh.emit("p1", EventType.TASK_DONE, {"job": job, "task": "w", "output": ran["output"],
+                                             "key": ran["key"], "cached": True})
         await mesh.advance(CFG.tick_s)
         st = mesh["p0"].state
-        (done,) = mesh.events(EventType.TASK_DONE, "p0", job=forced)
-        assert done.payload["cached"] is True
-        tasks = st.jobs[forced].payload["workflow"]["tasks"]
-        end = finished_at(st, forced, tasks, 3)
+        assert task_status(st, job, "w", 3) == "done"
+        assert [k for k in mesh["p0"].runner.started if k.startswith(job)] == []
+        tasks = st.jobs[job].payload["workflow"]["tasks"]
+        end = finished_at(st, job, tasks, 3)
         await mesh.advance(5.0)
         await mesh.restart("p0")
         await mesh.advance(CFG.tick_s)
-        assert mesh.sent(EventType.CHUNK_FAILED, job=forced) == []
-        assert finished_at(st, forced, tasks, 3) == end
+        assert mesh.sent(EventType.CHUNK_FAILED, job=job) == []
+        assert finished_at(st, job, tasks, 3) == end
     finally:
         await mesh.close()
