@@ -96,18 +96,15 @@ def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, i
     return {"loop": round(loop * 1000 / n, 3), "other": round(other * 1000 / n, 3)}
 
 
-KIND = "dag"  # the batch each step runs (--kind)
-
-
-def dag(mesh: bm.Mesh, n: int) -> dict[str, Any]:
-    """One `KIND` batch of `n` tasks: "dag" (one job of n tasks) or "jobs" (n one-task jobs
+def batch(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
+    """One batch of `n` tasks: `kind` "dag" (one job of n tasks) or "jobs" (n one-task jobs
     round robin over the peers)."""
-    return dict(bm.banzai_batches(mesh, [KIND], n, 0)[KIND])
+    return dict(bm.banzai_batches(mesh, [kind], n, 0)[kind])
 
 
-def step_cpu(mesh: bm.Mesh, n: int) -> dict[str, Any]:
+def step_cpu(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
     before, threads = cpu_by_kind(mesh), peer_threads(mesh)
-    got = dag(mesh, n)
+    got = batch(mesh, n, kind)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
     per: Counter[str] = Counter()
     for pid, (kind, s) in after.items():
@@ -118,7 +115,8 @@ def step_cpu(mesh: bm.Mesh, n: int) -> dict[str, Any]:
             "peer_threads_ms": split_threads(threads, threads_after, n)}
 
 
-def step_spy(mesh: bm.Mesh, n: int, out_dir: Path, cpu: dict[str, float]) -> dict[str, Any]:
+def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, float],
+             ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     raws, spies = [], []
     for i, p in enumerate(mesh.peers):
@@ -129,7 +127,7 @@ def step_spy(mesh: bm.Mesh, n: int, out_dir: Path, cpu: dict[str, float]) -> dic
              "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(2.0)  # py-spy attaches
-    got = dag(mesh, n)
+    got = batch(mesh, n, kind)
     for spy in spies:
         spy.send_signal(signal.SIGINT)
     for spy in spies:
@@ -161,7 +159,7 @@ def _strace_calls(path: Path) -> dict[str, int]:
     return out
 
 
-def step_strace(mesh: bm.Mesh, n: int, out_dir: Path) -> dict[str, Any]:
+def step_strace(mesh: bm.Mesh, n: int, kind: str, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     p0 = mesh.peers[0].proc.pid
     kids = [pid for pid, k in kinds_of(mesh).items() if k != "peer"
@@ -177,7 +175,7 @@ def step_strace(mesh: bm.Mesh, n: int, out_dir: Path) -> dict[str, Any]:
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
     time.sleep(2.0)
-    got = dag(mesh, n)
+    got = batch(mesh, n, kind)
     for sp in procs:
         sp.send_signal(signal.SIGINT)
     for sp in procs:
@@ -203,8 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kind", choices=("dag", "jobs"), default="dag",
                     help="the batch: one job of n tasks, or n one-task jobs")
     a = ap.parse_args(argv)
-    global KIND
-    KIND = a.kind
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": a.kind, "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
@@ -213,12 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             r: dict[str, Any] = {}
             try:
                 bm.banzai_batches(mesh, ["warm"], a.n, 0)
-                r["cpu"] = step_cpu(mesh, a.n)
+                r["cpu"] = step_cpu(mesh, a.n, a.kind)
                 print(f"N={npeers} cpu: {r['cpu']}", file=sys.stderr, flush=True)
                 if a.spy:
-                    r["spy"] = step_spy(mesh, a.n, a.spy, r["cpu"]["by_kind_ms"])
+                    r["spy"] = step_spy(mesh, a.n, a.kind, a.spy, r["cpu"]["by_kind_ms"])
                 if a.strace:
-                    r["strace"] = step_strace(mesh, a.n, a.strace)
+                    r["strace"] = step_strace(mesh, a.n, a.kind, a.strace)
             finally:
                 bm.stop_mesh(mesh)
             res["by_n"][npeers] = r

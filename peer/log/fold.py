@@ -432,7 +432,7 @@ class MeshState:
         _APPLY[type(b)](self, ev, b)
         if not live and job is not None and (self.deleted or self.compacted) and (
                 job in self.deleted or job in self.compacted):
-            _forget(self, ev, b, job)
+            _forget(self, ev, job)
 
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
@@ -994,9 +994,10 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         del s.chunks[ck]
 
 
-def _forget(s: MeshState, ev: Event, b: object, job: str) -> None:
+def _forget(s: MeshState, ev: Event, job: str) -> None:
     """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
     and providers stay: a rerun may use them)."""
+    b = ev.body
     s.jobs.pop(job, None)
     s.cancelled.pop(job, None)
     if isinstance(b, JobSubmitted):  # its implicit splits (and the claims it implies)
