@@ -158,8 +158,13 @@ def seed_job(browser: Any, peer: PeerProc, corpus_url: str) -> Iterator[dict[str
         t.close()
 
 
-def _canvas(page: Any, selector: str) -> dict[str, Any]:
-    loc = page.locator(selector).first
+def _canvas(page: Any, selector: str, *, ours: bool = True) -> dict[str, Any]:
+    """Pixel statistics of the first canvas matching `selector`, once it is drawn.
+
+    A canvas of ours (charts.js' Canvas) says `data-drawn` after its first drawing: until
+    then it is a blank 300 x 150 element. uPlot's canvases are drawn as they are made.
+    """
+    loc = page.locator(f"{selector}[data-drawn]" if ours else selector).first
     loc.wait_for()
     stats: dict[str, Any] = loc.evaluate(CANVAS_STATS)
     return stats
@@ -204,7 +209,7 @@ def test_seed_pipeline_submitted_through_the_form_reaches_100(seed_job: dict[str
     learn.locator(".log-disclosure > summary").click()
     expect(learn.locator("pre.log")).to_contain_text("LEARN:")
     # live metrics of LEARN from GET .../metrics
-    stats = _canvas(page, '.task-card[data-task="learn"] .metrics-disclosure canvas')
+    stats = _canvas(page, '.task-card[data-task="learn"] .metrics-disclosure canvas', ours=False)
     assert stats["painted"] > 0.01 and stats["colours"] > 3
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "job-1280", docs=True)
@@ -234,7 +239,7 @@ def test_result_browser_metrics_audio_and_mfcc(seed_job: dict[str, Any], tab: Ta
     expect = sync_api.expect
     expect(page.locator('.preview-head [data-verify="ok"]')).to_be_visible()
     expect(page.locator(".metrics-panel")).to_contain_text("held-out")
-    stats = _canvas(page, ".metrics-panel .chart canvas")
+    stats = _canvas(page, ".metrics-panel .chart canvas", ours=False)
     assert stats["painted"] > 0.01 and stats["colours"] > 3, stats
     names = page.locator(".dir-table .entry").evaluate_all("els => els.map(e => e.dataset.name)")
     assert {"metrics.json", "model.json", "model.npz", "report.md"} <= set(names)

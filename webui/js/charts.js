@@ -1,7 +1,7 @@
 // Canvas drawings: MFCC heatmap, confusion matrix, and uPlot training curves.
 
 import uPlot from "uplot";
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef } from "preact/hooks";
 import { html } from "./ui.js";
 
 // viridis, 9 anchors
@@ -218,16 +218,20 @@ export function LineChart({ series, right = [], height = 240, title, xLabel = "i
   return html`<div class="chart" ref=${ref}></div>`;
 }
 
-/** A <canvas> drawn by `draw(canvas)` after mount and on resize. */
+/**
+ * A <canvas> drawn by `draw(canvas)` in the commit that mounts it (a layout effect, so no
+ * blank frame is ever painted) and again on resize. `data-drawn` counts the drawings.
+ */
 export function Canvas({ draw, deps = [], label, className = "" }) {
   const ref = useRef(null);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const c = ref.current;
     if (!c) return undefined;
-    draw(c);
+    const paint = () => { draw(c); c.dataset.drawn = String(Number(c.dataset.drawn || 0) + 1); };
+    paint();
     let w = c.clientWidth;
     const ro = new ResizeObserver(() => {
-      if (c.clientWidth && c.clientWidth !== w) { w = c.clientWidth; draw(c); }
+      if (c.clientWidth && c.clientWidth !== w) { w = c.clientWidth; paint(); }
     });
     ro.observe(c);
     return () => ro.disconnect();
