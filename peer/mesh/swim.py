@@ -70,6 +70,7 @@ MAX_TABLES = 4  # tables sent per push-pull period (a flood of mismatching hashe
 MAX_PP_PEERS = 16  # addresses we await a push-pull answer from, kept for one period
 MAX_SYNC_ANSWERS = 3  # join syncs ("r") answered per reply-to address per push-pull period
 MAX_SYNC_PEERS = 64  # addresses whose join syncs are counted (more at once: not answered)
+MAX_INC = 2**63 - 1  # the largest incarnation (or any integer) a SWIM frame may carry
 
 
 class State(StrEnum):
@@ -418,8 +419,11 @@ class Swim:
         self._enqueue(f"m{self.me}", body)
 
     def refute(self, inc: int) -> None:
-        """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive."""
-        if inc < self.inc or self.leaving:
+        """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive. No
+        member holds us above our incarnation + 1 (`_suspect`): a claim beyond is ignored,
+        so that each refutation raises ours by 2 at most and never past MAX_INC (it starts
+        near 2^57, see gossip.py: 2^62 refutations away)."""
+        if not self.inc <= inc <= min(self.inc + 1, MAX_INC - 1) or self.leaving:
             return
         self.inc = inc + 1
         self.stats.refutations += 1
@@ -428,11 +432,12 @@ class Swim:
 
     def _refute_told(self, inc: int, now: float) -> None:
         """An unsigned claim (a frame's "u") that someone holds us suspect at `inc`: refuted
-        unless it is above our incarnation, which no one can hold legitimately (a forged
-        2^63 - 1 would put ours beyond what a frame may carry), and at most once per probe
-        interval (each refutation is an alive every member hears: a stream of forged claims
-        must not make one each)."""
-        if inc <= self.inc and now >= self._told_at + self.cfg.probe_interval_s:
+        unless it is more than one above our incarnation, which no one can hold (a forged
+        2^63 - 1 would put ours beyond what a frame may carry; one above: a signed suspicion
+        we may have missed, see `_suspect`), and at most once per probe interval (each
+        refutation is an alive every member hears: a stream of forged claims must not make
+        one each)."""
+        if inc <= self.inc + 1 and now >= self._told_at + self.cfg.probe_interval_s:
             self._told_at = now
             self.refute(inc)
 
@@ -955,7 +960,9 @@ class Swim:
         if not isinstance(claimant, str):
             raise ValueError("bad claimant")
         if mid == self.me:
-            if self._checked(Sig.SUSPECT, claimant, "", inc, 0, mid.encode(), u):
+            if inc > self.inc + 1:  # nobody can hold us there (`_suspect`): refused
+                self.stats.dropped_updates += 1
+            elif self._checked(Sig.SUSPECT, claimant, "", inc, 0, mid.encode(), u):
                 self.refute(inc)
             return
         m = self._members.get(mid)
@@ -971,6 +978,18 @@ class Swim:
 
     def _suspect(self, m: Member, inc: int, claimant: str, now: float,
                  update: Body | None = None) -> None:
+        """`claimant` suspects `m` at `inc`: at the incarnation we hold, or one above (as in
+        memberlist, the claimant may have heard a refutation we missed). Further above, the
+        suspicion is refused (counted): an honest claimant suspects at the incarnation of the
+        last alive it heard, and if we lack that alive, its gossip and the push-pull bring it
+        while our own probes keep judging `m`. Without this bound a member's signed suspicion
+        at MAX_INC would be adopted by all and its victim's refutation (MAX_INC + 1) refused
+        by all: dead for good. With it, nobody holds `m` above its own incarnation + 1 (we
+        adopt only from an alive `m` signed; a suspect's incarnation is not raised again),
+        which `refute` outbids."""
+        if inc > m.inc + 1:
+            self.stats.dropped_updates += 1
+            return
         if m.state == State.SUSPECT and m.suspicion is not None:
             if claimant in m.suspicion.confirmations:
                 return
@@ -1063,7 +1082,7 @@ def _answered(pending: dict[str, float], addr: str, now: float) -> bool:
 
 
 def _int(v: Any) -> int:
-    if type(v) is not int or not 0 <= v < 2**63:
+    if type(v) is not int or not 0 <= v <= MAX_INC:
         raise ValueError(f"not a non-negative integer: {v!r:.20}")
     return v
 

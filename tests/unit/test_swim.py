@@ -195,6 +195,22 @@ def test_a_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None
     assert s.inc == 7
 
 
+def test_a_suspicion_more_than_one_above_the_held_incarnation_is_refused_and_counted() -> None:
+    s, clock, _, _ = make(1)  # m0 held at incarnation 1, ours is 5
+    s.apply_updates([{"t": "s", "i": "m0", "n": 2**63 - 1, "f": "x"},
+                     {"t": "s", "i": "m0", "n": 3, "f": "x"}], clock())
+    assert s.members["m0"].state is State.ALIVE and s.members["m0"].inc == 1
+    assert s.stats.dropped_updates == 2
+    s.apply_updates([{"t": "s", "i": "m0", "n": 2, "f": "x"}], clock())  # an alive we missed
+    assert s.members["m0"].state is State.SUSPECT and s.members["m0"].inc == 2
+    # of ourselves: beyond ours + 1 nobody holds us, so no refutation can be pushed past 2^63
+    s.apply_updates([{"t": "s", "i": "me", "n": 2**63 - 1, "f": "m0"},
+                     {"t": "s", "i": "me", "n": 7, "f": "m0"}], clock())
+    assert s.inc == 5 and s.stats.refutations == 0 and s.stats.dropped_updates == 4
+    s.apply_updates([{"t": "s", "i": "me", "n": 6, "f": "m0"}], clock())  # held + 1 somewhere
+    assert s.inc == 7 and s.stats.refutations == 1
+
+
 def test_only_a_higher_incarnation_revives_and_only_the_member_itself_refutes() -> None:
     s, clock, _, _ = make(1)
     s.apply_updates([{"t": "s", "i": "m0", "n": 1, "f": "x"}], clock())
@@ -423,6 +439,35 @@ def test_signed_updates_cannot_be_forged_and_suspicions_do_not_kill_a_live_membe
         settle(c, 0.2)
     settle(c, 1.0)
     assert all(p.gossip.status(vid) == "alive" for p in c.peers[1:])
+    assert all(p.gossip.swim is not None and p.gossip.swim.stats.deaths == 0 for p in c.peers)
+    assert victim.gossip.swim is not None and victim.gossip.swim.stats.refutations >= 1
+
+
+def test_a_signed_suspicion_far_above_the_held_incarnation_does_not_kill_a_live_member(
+) -> None:
+    """A member signs suspicions of a live one at 2^63 - 1 (adopted, its refutation would be
+    2^63: beyond what any frame may carry) and at one above what everyone holds (adopted:
+    it may be an alive they missed; the victim outbids it)."""
+    c = Cluster(4, signed=True, seed=8)
+    settle(c, 0.5)
+    assert all_alive(c)
+    victim, mallory = c.peers[0], c.peers[1]
+    vid, mid = victim.gossip.peer_id, mallory.gossip.peer_id
+    ms = mallory.gossip.swim
+    assert ms is not None
+    ms._suspect(ms.members[vid], 2**63 - 1, mid, c.clock())  # its own table: refused too
+    held = ms.members[vid].inc
+    for inc, to in ((2**63 - 1, [victim, *c.peers[2:]]), (held + 1, c.peers[2:])):
+        u = {"t": "s", "i": vid, "n": inc, "f": mid,
+             **ms._signer.sign(swim_module.Sig.SUSPECT, mid, "", inc, 0, vid.encode())}
+        for p in to:
+            assert p.gossip.swim is not None
+            before = p.gossip.swim.stats.dropped_updates
+            p.gossip.swim.apply_updates([u], c.clock())
+            refused = p.gossip.swim.stats.dropped_updates - before
+            assert refused == (inc > held + 1)
+        settle(c, 10.0)  # far beyond the suspicion timeout
+        assert all(p.gossip.status(vid) == "alive" for p in c.peers[1:])
     assert all(p.gossip.swim is not None and p.gossip.swim.stats.deaths == 0 for p in c.peers)
     assert victim.gossip.swim is not None and victim.gossip.swim.stats.refutations >= 1
 
@@ -685,8 +730,9 @@ def test_a_truncated_table_says_so_and_members_beyond_its_last_row_are_not_pushe
 
 @pytest.mark.parametrize("kind", [Msg.PING, Msg.ACK, Msg.SYNC])
 def test_an_unsigned_view_of_our_incarnation_above_ours_is_ignored(kind: Msg) -> None:
-    """No member can hold us at an incarnation above ours: a frame's "u" that says so is
-    forged (2^63 - 1 would put ours beyond what a frame may carry: out of the mesh)."""
+    """No member can hold us at an incarnation more than one above ours (one above: a signed
+    suspicion it adopted): a frame's "u" that says so is forged (2^63 - 1 would put ours
+    beyond what a frame may carry: out of the mesh)."""
     s, clock, _, _ = make(3)
     handle = {Msg.PING: s.on_ping, Msg.ACK: s.on_ack, Msg.SYNC: s.on_sync}[kind]
     body: dict[str, Any] = {"s": 1, "t": "me", "u": 2**63 - 1}
@@ -694,15 +740,15 @@ def test_an_unsigned_view_of_our_incarnation_above_ours_is_ignored(kind: Msg) ->
         body = {"m": [], "d": [], "u": 2**63 - 1}
     handle("m0", "127.0.0.1:10", body, clock())
     assert s.inc == 5 and s.stats.refutations == 0
-    handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())
+    handle("m0", "127.0.0.1:10", {**body, "u": 7}, clock())
     assert s.inc == 5
     handle("m0", "127.0.0.1:10", {**body, "u": 5}, clock())  # ours: refuted
     assert s.inc == 6 and s.stats.refutations == 1
     handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())  # again within a probe interval:
     assert s.inc == 6 and s.stats.refutations == 1  # one alive per interval, not per frame
     clock.now += s.cfg.probe_interval_s
-    handle("m0", "127.0.0.1:10", {**body, "u": 6}, clock())
-    assert s.inc == 7 and s.stats.refutations == 2
+    handle("m0", "127.0.0.1:10", {**body, "u": 7}, clock())  # ours + 1: refuted too
+    assert s.inc == 8 and s.stats.refutations == 2
 
 
 @pytest.mark.parametrize("body", [
