@@ -237,6 +237,15 @@ def _attach(b: Batch, events: Sequence[Event]) -> Batch:
     return b
 
 
+def _by_hash(batches: Sequence[Batch]) -> dict[tuple[int, bytes], Batch]:
+    """(seq, content hash) -> the first of `batches` that holds it."""
+    out: dict[tuple[int, bytes], Batch] = {}
+    for b in batches:
+        for seq in range(b.first, b.first + b.count):
+            out.setdefault((seq, b.hash_at(seq)), b)
+    return out
+
+
 # -- membership messages ---------------------------------------------------------------
 
 
@@ -352,17 +361,28 @@ class MemberKeys:
         malformed."""
         if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
             raise ValueError("events or batches is not a list")
-        # (signer, origin, first) -> the batches of that reference, None for a refused one.
-        # Several only when an origin signed two contents from one seq (equivocation): a
-        # relayer may hold an event of each, and each is checked against its own.
-        batches: dict[tuple[Any, str, Any], list[Batch | None]] = {}
+        # (signer, origin, first) -> the distinct batches of that reference that passed, and
+        # the references with one refused. Several only when an origin signed two contents
+        # from one seq (equivocation): a relayer may hold an event of each, and each is
+        # checked against its own. A batch repeated in the frame is checked (and counted)
+        # once: the work stays linear in the frame, whatever it repeats.
+        good: dict[tuple[Any, str, Any], list[Batch]] = {}
+        refused: set[tuple[Any, str, Any]] = set()
+        seen: set[Batch] = set()
         for d in raw_batches:
             bt = Batch.from_json(d)
+            if bt in seen:
+                continue
+            seen.add(bt)
+            ref = (bt.signer, bt.origin, bt.first)
             why = self.check_batch(bt)
-            if why is not None:
+            if why is None:
+                good.setdefault(ref, []).append(bt)
+            else:
                 self.refused.add(bt.origin, why, bt.count)
-            batches.setdefault((bt.signer, bt.origin, bt.first), []).append(
-                bt if why is None else None)
+                refused.add(ref)
+        # of a reference with several: (seq, content hash) -> the first batch that holds it
+        held = {ref: _by_hash(bs) for ref, bs in good.items() if len(bs) > 1}
         out: list[Event] = []
         for d in raw_events:
             try:
@@ -372,25 +392,20 @@ class MemberKeys:
                     raise
                 invalid(d.get("origin") if type(d) is dict else None, f"invalid: {err!s:.200}")
                 continue
-            cands = batches.get((d.get("bs", e.origin), e.origin, d.get("b")))
-            good = [b for b in cands or () if b is not None]
-            if cands and not good:
+            ref = (d.get("bs", e.origin), e.origin, d.get("b"))
+            bs = good.get(ref)
+            if bs is None and ref in refused:
                 continue  # its batch was refused (counted there, once per event of it)
-            why = self._check_against(e, good)
+            if bs is not None and len(bs) > 1:  # the one holding its hash, else the last
+                b: Batch | None = held[ref].get((e.seq, event_hash(e)), bs[-1])
+            else:
+                b = bs[0] if bs else None
+            why = self.check_event(e, b)
             if why is None:
                 out.append(e)
             else:
                 self.refused.add(e.origin, why)
         return out
-
-    def _check_against(self, e: Event, batches: Sequence[Batch]) -> str | None:
-        """`check_event` against the first of `batches` that holds `e`'s hash (the last
-        one's reason if none does)."""
-        if len(batches) > 1:
-            h = event_hash(e)
-            batches = [b for b in batches if b.covers(e.seq) and b.hash_at(e.seq) == h] \
-                or batches[-1:]
-        return self.check_event(e, batches[0] if batches else None)
 
     # -- membership messages -------------------------------------------------------------
     def check_message(self, sender: str, key: bytes, admit: bytes | None, inc: int, ctr: int,

@@ -25,7 +25,7 @@ from peer.log.signing import (
 )
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster
-from peer.mesh.wire import Kind, pack_frames
+from peer.mesh.wire import Kind, encode_event, pack_frames
 
 from .mesh_helpers import SECRET, frame_to, inject
 
@@ -165,6 +165,64 @@ def test_legacy_events_are_accepted_only_when_attested_for_an_unsigned_origin() 
     k.keys[old] = Identity.generate().key  # the origin signs for itself now
     assert k.accept(raw, batches) == []
     assert k.refused.by_origin[old] == {"attested_signed_origin": 2}
+
+
+def _counting(monkeypatch: Any, name: str) -> list[int]:
+    """Count the calls of Batch.<name> (the per-candidate work of matching an event)."""
+    calls = [0]
+    orig = getattr(Batch, name)
+
+    def counted(self: Batch, seq: int) -> Any:
+        calls[0] += 1
+        return orig(self, seq)
+    monkeypatch.setattr(Batch, name, counted)
+    return calls
+
+
+def test_a_frame_repeating_one_batch_is_checked_once_and_matched_in_linear_work(
+        monkeypatch: Any) -> None:
+    """A relayer repeats one verified batch n times next to n copies of its event: each
+    candidate was matched against each event (n^2 hash lookups) and a refused batch was
+    verified (and counted) n times."""
+    import peer.log.signing as signing
+    verified = [0]
+    orig_verify = signing.verify
+
+    def counted_verify(key: bytes, sig: bytes, msg: bytes) -> bool:
+        verified[0] += 1
+        return orig_verify(key, sig, msg)
+    monkeypatch.setattr(signing, "verify", counted_verify)
+    lookups = _counting(monkeypatch, "hash_at")
+    e = ev(1)
+    sign_events(ME, ID, [e], None)
+    raw, batches = wire([e])
+    n = 500
+    k = MemberKeys()
+    got = k.accept(raw * n, batches * n)
+    assert len(got) == n and not k.refused.total
+    assert verified[0] == 1 and lookups[0] <= 2 * n  # not n^2
+    bad = [{**batches[0], "g": "00" * 64}]
+    verified[0] = 0
+    assert MemberKeys().accept(raw * n, bad * n) == []
+    assert verified[0] == 1
+
+
+def test_events_of_many_batches_from_one_seq_are_matched_in_linear_work(
+        monkeypatch: Any) -> None:
+    """An origin signs n contents from one seq (equivocation): each event is checked against
+    its own batch, found by its hash, not by trying each of the n."""
+    n = 300
+    evs = [ev(1, {"cache": {"k": i}}) for i in range(n)]
+    for e in evs:
+        sign_events(ME, ID, [e], None)
+    raw = [json.loads(x) for x in map(encode_event, evs)]
+    batches = [e.att.to_json() for e in evs if e.att is not None]
+    lookups = _counting(monkeypatch, "hash_at")
+    k = MemberKeys()
+    got = k.accept(raw, batches)
+    assert [e.payload for e in got] == [e.payload for e in evs] and not k.refused.total
+    assert all(e.att == f.att for e, f in zip(got, evs, strict=True))  # its own batch
+    assert lookups[0] <= 3 * n  # one per hash held, one per event checked; not n^2
 
 
 def test_membership_messages_are_refused_when_replayed_or_not_newer() -> None:
