@@ -26,6 +26,10 @@ from peer.mesh.wire import (
 FIX_BLOCKS = 64  # blocks of differing contents exchanged per round at most (256 seqs each)
 FIX_EVENTS = 2048  # and events: blocks are added while fewer than this are sent
 BLOCK_ROW_BYTES = 48  # about what one [block, digest] costs in JSON
+# A "fix" is answered only from an address we sent our block digests to ("blk"), once per
+# sending: the addresses awaited (the oldest are forgotten) and the sendings per address
+FIX_PEERS = 64
+FIX_ASKS = 4
 
 HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
 
@@ -131,6 +135,7 @@ class AntiEntropy:
         self._seen = heads_seen or (lambda _p, _vv: None)
         self._contents = contents  # None: heads only (as the previous release)
         self._max_blocks = max(16, max_frame_bytes // 2 // BLOCK_ROW_BYTES)
+        self._fixes_awaited: dict[str, int] = {}  # address -> our "blk" it has not answered
 
     def send_sum(self, addr: str) -> None:
         """DIGEST_SUM to `addr` (a SWIM member): only a hash of our vector and one of our
@@ -188,6 +193,11 @@ class AntiEntropy:
         if missing or ahead or blocks:
             self._link.send_events([f.reply_to], missing, reply=Reply(
                 dict(mine) if ahead else None, len(missing) >= self._limit, blocks or None))
+        if blocks and f.reply_to:
+            awaited = self._fixes_awaited
+            awaited[f.reply_to] = min(awaited.pop(f.reply_to, 0) + 1, FIX_ASKS)
+            if len(awaited) > FIX_PEERS:
+                del awaited[next(iter(awaited))]
 
     def _differing(self, theirs: Mapping[str, int], mine: Mapping[str, int],
                    cs: Any) -> Blocks:
@@ -245,15 +255,26 @@ class AntiEntropy:
 
     def on_fix(self, f: Frame) -> None:
         """An EVENTS frame with "fix" (its events are merged already): send back our events
-        of each named block whose digest still differs from the sender's."""
+        of each named block whose digest still differs from the sender's, bounded as the
+        fix itself (`_send_fix`). Only the answer to our block digests ("blk") sent to its
+        reply-to address is answered (once per sending): a fix nobody asked for, aimed by a
+        forged reply-to at anyone, gets nothing."""
+        fix = parse_blocks(f.body["fix"], FIX_BLOCKS)
         if self._contents is None or not f.reply_to:
             return
+        asks = self._fixes_awaited.pop(f.reply_to, 0)
+        if asks == 0:
+            return
+        if asks > 1:
+            self._fixes_awaited[f.reply_to] = asks - 1
         back: list[Event] = []
-        for o, rows in parse_blocks(f.body["fix"], FIX_BLOCKS).items():
+        for o, rows in fix.items():
             mine = self._contents.block_digests(o)
-            diff = [b for b, d in rows if mine.get(b, "") != d]
-            if diff:
-                back += self._contents.events_in(o, diff)
+            for b, d in rows:
+                if len(back) >= FIX_EVENTS:
+                    break
+                if mine.get(b, "") != d:
+                    back += self._contents.events_in(o, [b])
         if back:
             self._link.send_events([f.reply_to], back)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from peer.log import Event
-from peer.mesh.antientropy import AntiEntropy
+from peer.mesh.antientropy import FIX_EVENTS, AntiEntropy
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, MemorySink
 from peer.mesh.wire import Frame, Kind, Reply, parse_events
@@ -27,6 +27,7 @@ class Sent:
     events: list[Event]
     ttl: int
     reply: Reply | None
+    fix: Any = None
 
 
 @dataclass
@@ -41,8 +42,8 @@ class FakeLink:
         self.frames.append((addr, kind, json.loads(body)))
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
-                    reply: Reply | None = None) -> None:
-        self.sent.append(Sent(list(addrs), list(events), ttl, reply))
+                    reply: Reply | None = None, fix: Any = None) -> None:
+        self.sent.append(Sent(list(addrs), list(events), ttl, reply, fix))
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         return self.sink.merge(events)
@@ -271,3 +272,48 @@ def test_probe_reply_with_a_vector_gets_the_events_it_lacks_pushed() -> None:
     (f,) = probe.frames()
     assert f.kind == Kind.EVENTS and f.body["ttl"] == 0
     assert [e["seq"] for e in f.body["events"]] == [2, 3]
+
+
+def test_a_fix_is_answered_once_per_block_digests_we_sent_and_bounded() -> None:
+    """A "fix" (an EVENTS frame naming blocks whose contents differ) is the answer to our
+    block digests ("blk"): unasked, or from another address than we sent them to, or a
+    second time, it gets nothing (it was ~1 KB in, up to 16,384 events out, to a reply-to
+    of the sender's choosing); asked, it gets our events of its blocks, as many as a fix
+    carries at most."""
+    from peer.log.contents import BLOCK_SEQS, block_of
+
+    sink = MemorySink("me")
+    for _ in range(12 * BLOCK_SEQS):
+        sink.emit()
+    link = FakeLink(sink)
+    ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4, contents=sink)
+    every = {"me": [[b, ""] for b in range(block_of(12 * BLOCK_SEQS) + 1)]}
+
+    def fix(addr: str) -> Frame:
+        return Frame(Kind.EVENTS, "banzai", "asker", addr, {"events": [], "fix": every})
+    ae.on_fix(fix(ASKER))
+    assert link.sent == []
+    ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", ASKER,
+                       {"vv": dict(sink.heads()), "peers": [], "cs": {"me": "0" * 32}}))
+    (offer,) = link.sent
+    assert offer.addrs == [ASKER] and offer.reply is not None and offer.reply.blocks
+    link.sent.clear()
+    ae.on_fix(fix("127.0.0.1:66"))  # not where our block digests went
+    assert link.sent == []
+    ae.on_fix(fix(ASKER))
+    (answer,) = link.sent
+    assert answer.addrs == [ASKER]
+    assert FIX_EVENTS <= len(answer.events) < FIX_EVENTS + BLOCK_SEQS  # not 12 blocks' worth
+    ae.on_fix(fix(ASKER))  # once per sending
+    assert len(link.sent) == 1
+    # the addresses awaited are bounded (forged reply-tos): the oldest are forgotten
+    from peer.mesh.antientropy import FIX_PEERS
+    addrs = [f"127.0.0.1:{1000 + i}" for i in range(FIX_PEERS + 1)]
+    for a in addrs:
+        ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", a,
+                           {"vv": dict(sink.heads()), "peers": [], "cs": {"me": "0" * 32}}))
+    link.sent.clear()
+    ae.on_fix(fix(addrs[0]))
+    assert link.sent == []
+    ae.on_fix(fix(addrs[-1]))
+    assert len(link.sent) == 1
