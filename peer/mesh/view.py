@@ -124,10 +124,10 @@ class MeshView:
         if self.swim is not None:
             self.legacy_ids.add(peer_id)
             self.swim.forget_addr(addr)
+        self._legacy.heard(peer_id, addr, info, now)
         heads = info.get("heads")
         if isinstance(heads, dict):
             self.note_heads(peer_id, heads)
-        self._legacy.heard(peer_id, addr, info, now)
 
     def heard_swim(self, peer_id: str) -> None:
         """A SWIM frame from `peer_id`: it is no legacy peer (any more)."""
@@ -142,6 +142,11 @@ class MeshView:
 
     # -- version vectors (acknowledgements) ------------------------------------------------
     def note_heads(self, peer_id: str, heads: Mapping[str, Any]) -> None:
+        """Keep `peer_id`'s version vector if it is a live member (alive or suspect, SWIM or
+        legacy): a digest's sender id is not authenticated, and vectors under made-up ids
+        would pile up (only live members' are read; a dead or departed one's is freed)."""
+        if self.status(peer_id) not in (Liveness.ALIVE, Liveness.SUSPECT):
+            return
         if peer_id in self._heads or len(self._heads) < MAX_HEADS:
             self._heads[peer_id] = {str(k): v for k, v in heads.items() if type(v) is int}
             noted = getattr(self._members, "heads_noted", None)  # optional: a waiter for acks

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind
 from peer.log.sqlite import SyncTainted
 from peer.mesh.membership import Membership
-from peer.mesh.swim import Member, State
+from peer.mesh.swim import Member, State, Swim, SwimConfig, SwimNet
 from peer.mesh.view import MeshView
 from peer.node import Node
 
@@ -780,6 +781,9 @@ async def test_a_peer_turning_alive_again_wakes_a_waiter(
     POST waits for the next vector any peer sends, or ack_timeout_s."""
     live: dict[str, dict[str, str]] = {"p1": {}}
     view = MeshView(node, cast(Membership, None))  # Node is the member sink, as in Gossip
+    swim = view.swim = Swim(SwimConfig.local(), node.peer_id, 1, cast(SwimNet, None), view,
+                            random.Random(1))  # p1 is a member (vectors are kept of members)
+    swim.apply_updates([{"t": "a", "i": "p1", "a": "127.0.0.1:9", "n": 1}], 0.0)
     _acking(node, monkeypatch, view.heads_of, live)
     ev = node.emit(EventType.PROVIDE, {"cids": ["a"]})
     waiter = asyncio.create_task(node.submitted(ev))  # want = 1 (p1 alive)

@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 
 from peer.log.clock import FakeClock
+from peer.mesh.antientropy import heads_sum
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.membership import (
     MAX_LEARNED,
@@ -24,6 +25,7 @@ from peer.mesh.view import MeshView
 from peer.mesh.wire import Kind
 
 from .mesh_helpers import frame_to, inject
+from .test_swim import settle
 
 SUSPECT, DEAD = 2.0, 10.0
 
@@ -309,17 +311,44 @@ def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
 
 
 def test_a_version_vector_is_noted_and_told_to_a_sink_that_waits_for_acks() -> None:
-    """`note_heads` keeps the vector and tells the sink (Node.heads_noted: a submission waits
-    for acks on it); a sink without the method is told nothing."""
+    """`note_heads` keeps a live member's vector and tells the sink (Node.heads_noted: a
+    submission waits for acks on it); a sink without the method is told nothing."""
     told: list[str] = []
 
     class Waiting(RecordingMembers):
         def heads_noted(self, peer_id: str) -> None:
             told.append(peer_id)
 
-    view = MeshView(Waiting(), cast(Membership, None))
+    legacy, clock, _, _ = make()
+    legacy.heard("m1", "127.0.0.1:9", {}, clock())
+    view = MeshView(Waiting(), legacy)
     view.note_heads("m1", {"o": 3, "bad": "x"})
     assert view.heads_of("m1") == {"o": 3} and told == ["m1"]
-    plain = MeshView(RecordingMembers(), cast(Membership, None))
+    plain = MeshView(RecordingMembers(), legacy)
     plain.note_heads("m1", {"o": 4})
     assert plain.heads_of("m1") == {"o": 4}
+
+
+def test_version_vectors_are_kept_for_live_members_only() -> None:
+    """A digest's sender id is not authenticated: vectors sent ("ack", DIGEST, DIGEST_SUM)
+    under ids that are no member are not kept (each was, for up to 4,096 ids, never
+    freed); a member's is."""
+    c = Cluster(2)
+    settle(c, 0.3)
+    a, b = c.peers
+    vv = {f"o{i}": 1 for i in range(100)}
+    for k in range(10):
+        inject(c, 0, frame_to(c, Kind.DIGEST, {"vv": vv, "peers": [], "ack": True},
+                              sender=f"forged-{k}"))
+        inject(c, 0, frame_to(c, Kind.DIGEST, {"vv": vv, "peers": []},
+                              sender=f"forged-d{k}"))
+        inject(c, 0, frame_to(c, Kind.DIGEST_SUM, {"h": heads_sum({})},
+                              sender=f"forged-s{k}"))
+    assert a.gossip.stats.dropped_bad_frame == 0
+    for k in range(10):
+        for pid in (f"forged-{k}", f"forged-d{k}", f"forged-s{k}"):
+            assert a.gossip.heads_of(pid) == {}
+    bid = b.gossip.peer_id
+    inject(c, 0, frame_to(c, Kind.DIGEST, {"vv": {"o": 7}, "peers": [], "ack": True},
+                          sender=bid))
+    assert a.gossip.heads_of(bid) == {"o": 7}
