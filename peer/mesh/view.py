@@ -103,9 +103,9 @@ class MeshView:
             info = json.loads(member.report["d"])
             if isinstance(info, dict):
                 check_info(info)
-        except ValueError:  # (signed by the member: kept out as a malformed frame is, and
-            self._infos.pop(member.id, None)  # its last report renews no lease any more)
-            return
+        except (ValueError, RecursionError):  # (nested too deep; signed by the member:
+            self._infos.pop(member.id, None)  # kept out as a malformed frame is, and its
+            return  # last report renews no lease any more)
         if isinstance(info, dict):
             kid = info.get("kid")
             if isinstance(kid, str) and member.addr:

@@ -166,8 +166,8 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
         if reply_to:
             parse_addr(reply_to)
         body = json.loads(data[pos:])
-    except (UnicodeDecodeError, ValueError, IndexError) as e:
-        raise FrameError("bad_frame", str(e)[:80]) from None
+    except (UnicodeDecodeError, ValueError, IndexError, RecursionError) as e:
+        raise FrameError("bad_frame", str(e)[:80]) from None  # (nested too deep: recursion)
     if mesh != mesh_id:
         raise FrameError("other_mesh", f"mesh {mesh[:40]!r}")
     if kind not in Kind._value2member_map_:

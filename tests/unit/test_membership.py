@@ -308,6 +308,9 @@ def test_a_swim_report_with_a_known_key_of_another_type_is_not_taken() -> None:
     view.member_report(m)
     assert members.heard_from["m1"]["calls"] == ["T_ECHO"] and members.count == 1
     assert "m1" not in view._infos
+    m.report = {"d": "[" * 100_000}  # nested too deep for json.loads: RecursionError
+    view.member_report(m)
+    assert members.count == 1 and "m1" not in view._infos
 
 
 def test_a_version_vector_is_noted_and_told_to_a_sink_that_waits_for_acks() -> None:

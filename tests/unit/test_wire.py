@@ -118,6 +118,15 @@ def test_decode_rejects(data: bytes, secret: bytes | None, reason: str) -> None:
     assert ei.value.reason == reason
 
 
+def test_a_body_nested_too_deep_is_a_bad_frame() -> None:
+    """json.loads raises RecursionError (no ValueError) on a deep nesting: dropped as any
+    malformed body is (it escaped Gossip._on_frame, whose contract is never to raise)."""
+    data = encode_frame(Kind.EVENTS, "m", "a", "", b"[" * 100_000, None)
+    with pytest.raises(FrameError) as ei:
+        decode_frame(data, None, "m", 1 << 20)
+    assert ei.value.reason == "bad_frame"
+
+
 def test_frame_of_exactly_max_bytes_accepted() -> None:
     body = b'{"info":{"pad":"' + b"x" * 4000 + b'"}}'
     data = encode_frame(Kind.HEARTBEAT, "m", "a", "", body, None)
