@@ -70,6 +70,7 @@ MAX_TABLES = 4  # tables sent per push-pull period (a flood of mismatching hashe
 MAX_PP_PEERS = 16  # addresses we await a push-pull answer from, kept for one period
 MAX_SYNC_ANSWERS = 3  # join syncs ("r") answered per reply-to address per push-pull period
 MAX_SYNC_PEERS = 64  # addresses whose join syncs are counted (more at once: not answered)
+MAX_RELAYS = 64  # PING_REQs relayed at once (more: not answered; a flood walks no more)
 MAX_INC = 2**63 - 1  # the largest incarnation (or any integer) a SWIM frame may carry
 
 
@@ -296,7 +297,8 @@ class SwimStats:
     push_pulls: int = 0  # table hashes sent
     tables_sent: int = 0  # tables sent back: a hash differed from ours
     # tables and join syncs not answered: a per-period cap was reached (a flood, or forged
-    # reply-to addresses, may starve honest askers until the next period)
+    # reply-to addresses, may starve honest askers until the next period); and PING_REQs
+    # not relayed: MAX_RELAYS were outstanding
     unanswered: int = 0
 
 
@@ -867,13 +869,21 @@ class Swim:
         seq, target, addr = _int(body["s"]), body["t"], body["a"]
         if not isinstance(target, str) or not isinstance(addr, str) or not reply_to:
             raise ValueError("bad ping-req")
+        # A member we know, pinged at the address we know for it ("a" is the prober's view:
+        # a frame may name any address, and each one new to the transport takes a
+        # connection); at most MAX_RELAYS at once (each is walked by `next_due`).
+        m = self._members.get(target)
+        if m is None or not m.addr or m.state == State.LEFT:
+            return
+        if len(self._relays) >= MAX_RELAYS:
+            self.stats.unanswered += 1
+            return
         own = self._rng.getrandbits(SEQ_BITS)
         self._relays[own] = Relay(reply_to, seq, now + self.scaled(self.cfg.probe_timeout_s))
-        m = self._members.get(target)
         ping: Body = {"s": own, "t": target}
-        if m is not None and m.state != State.ALIVE:
+        if m.state != State.ALIVE:
             ping["u"] = m.inc
-        self._send(addr, Msg.PING, ping)
+        self._send(m.addr, Msg.PING, ping)
 
     def on_nack(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
         self.apply_updates(body.get("m", []), now)

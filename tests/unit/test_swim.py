@@ -182,6 +182,29 @@ def test_a_relayed_ping_is_answered_with_the_requesters_seq_or_a_nack() -> None:
     assert [(a, b["s"]) for a, b in net.take(Msg.NACK)] == [("127.0.0.1:10", 78)]
 
 
+def test_a_ping_req_pings_only_a_known_member_at_its_known_address_and_relays_are_capped(
+) -> None:
+    """A PING_REQ's target address is the prober's word: one that is no member's (or a
+    member's at a made-up address) would take a transport connection each (the LRU of
+    paths: real members' cut) and its relays were unbounded (each walked by next_due)."""
+    s, clock, net, _ = make(2)
+    s.on_ping_req("m0", "127.0.0.1:10", {"s": 1, "t": "x", "a": "127.0.0.1:77"}, clock())
+    assert net.take(Msg.PING) == []
+    s.on_ping_req("m0", "127.0.0.1:10", {"s": 2, "t": "m1", "a": "127.0.0.1:77"}, clock())
+    assert [a for a, _ in net.take(Msg.PING)] == ["127.0.0.1:11"]  # where m1 is
+    from peer.mesh.swim import MAX_RELAYS
+    for i in range(MAX_RELAYS + 5):
+        s.on_ping_req("m0", "127.0.0.1:10", {"s": 10 + i, "t": "m1", "a": "127.0.0.1:11"},
+                      clock())
+    assert len(net.take(Msg.PING)) == MAX_RELAYS - 1 and s.stats.unanswered == 6
+    clock.advance(CFG.probe_timeout_s)
+    s.tick(clock())  # they time out (NACKs): room again
+    assert len(net.take(Msg.NACK)) == MAX_RELAYS
+    net.take(Msg.PING)  # (our own probe, if one was due)
+    s.on_ping_req("m0", "127.0.0.1:10", {"s": 99, "t": "m1", "a": "127.0.0.1:11"}, clock())
+    assert len(net.take(Msg.PING)) == 1
+
+
 def test_a_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     s, clock, _, _ = make(2)
     s.apply_updates([{"t": "s", "i": "me", "n": 5, "f": "m0"}], clock())
