@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from peer.errors import BanzaiError, Forbidden, Unauthorized
+from peer.errors import ArgError, BanzaiError, Forbidden, Unauthorized
 from peer.errors_http import Surface, http_error
 from peer.http.tokens import MESH_SCHEME, csrf_token, new_session, same, session_nonce
-from peer.ipfs.subdomain import parse_host
+from peer.ipfs.subdomain import parse_host, split_port
 
 log = logging.getLogger("banzai.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,16 +127,18 @@ def classify(method: str, path: str) -> Route:
 
 
 def split_host(value: str) -> str:
-    """The host of a Host header (no port, no IPv6 brackets), lower case."""
-    v = value.strip().lower()
-    if v.startswith("["):
-        return v[1:v.find("]")] if "]" in v else v
-    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+    """The host of a Host header (no port, no IPv6 brackets), lower case; ArgError for a
+    malformed port (split_port: the gateway reads the Host the same way)."""
+    name, _ = split_port(value)
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return name.lower()
 
 
 def host_kind(host: str, policy: Policy) -> str | None:
     """"peer" for a Host of this peer, "content" for the subdomain gateway form
-    (CID.ipfs.NAME, KEY.ipns.NAME of a subdomain gateway host NAME), None for a foreign Host."""
+    (CID.ipfs.NAME, KEY.ipns.NAME of a subdomain gateway host NAME: whatever the gateway's
+    parse_host takes), None for a foreign Host; ArgError for a malformed port."""
     h = split_host(host).rstrip(".")
     try:
         ip = ipaddress.ip_address(h)
@@ -146,7 +148,7 @@ def host_kind(host: str, policy: Policy) -> str | None:
         return "peer" if policy.any_address or ip.is_loopback or h in policy.names else None
     if h in policy.names:
         return "peer"
-    return "content" if parse_host(h, policy.subdomain_hosts) is not None else None
+    return "content" if parse_host(host, policy.subdomain_hosts) is not None else None
 
 
 def same_origin(origin: str, scheme: str, host: str) -> bool:
@@ -174,7 +176,10 @@ def _check_host_origin(facts: Facts, policy: Policy) -> tuple[BanzaiError | None
     route = classify(facts.method, facts.path)
     if not facts.host:
         return Forbidden("the request has no Host header", field="host"), route
-    kind = host_kind(facts.host, policy)
+    try:
+        kind = host_kind(facts.host, policy)
+    except ArgError as exc:
+        return exc, route
     if kind is None:
         return Forbidden(f"Host {split_host(facts.host)!r} is not a name of this peer "
                          "(DNS rebinding is refused); if it is, start the peer with "
@@ -192,7 +197,8 @@ def _check_host_origin(facts: Facts, policy: Policy) -> tuple[BanzaiError | None
 
 
 def decide(facts: Facts, policy: Policy) -> BanzaiError | None:
-    """None if the request may proceed, else the error to answer (401 or 403)."""
+    """None if the request may proceed, else the error to answer (400 for a malformed Host,
+    401 or 403)."""
     refused, route = _check_host_origin(facts, policy)
     if refused is not None or route is Route.OPEN:
         return refused

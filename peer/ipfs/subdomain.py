@@ -46,25 +46,38 @@ class ContentHost:
 
 
 def split_port(host: str) -> tuple[str, str]:
-    """(name, ":port" or "") of a Host header value; IPv6 literals keep their brackets."""
+    """(name, ":port" or "") of a Host header value; IPv6 literals keep their brackets, and
+    an unbracketed one (more than one ':') is all name. The one reading of a Host, the
+    access rule's (peer/http/auth.py) and the gateway's: ArgError if a port is there but is
+    not ASCII digits (an empty one included), as no reading of such a Host is the right one."""
     h = host.strip()
     if h.startswith("["):
         end = h.find("]")
-        return (h, "") if end < 0 else (h[:end + 1], h[end + 1:])
-    name, sep, port = h.rpartition(":")
-    return (name, sep + port) if sep and port.isdigit() else (h, "")
+        name, port = (h, "") if end < 0 else (h[:end + 1], h[end + 1:])
+    elif h.count(":") > 1:
+        name, port = h, ""
+    else:
+        name, sep, digits = h.partition(":")
+        port = sep + digits
+    if port and not (port[0] == ":" and port[1:].isascii() and port[1:].isdigit()):
+        raise ArgError(f"Host {h[:100]!r}: the port must be ASCII digits", field="host")
+    return name, port
 
 
 def gateway_host(host: str, parents: Collection[str]) -> str | None:
-    """`host` (name and port) if its name is one of `parents` (lower case, no port)."""
-    name, _ = split_port(host)
+    """`host` (name and port) if its name is one of `parents` (lower case, no port); None
+    for any other value, a malformed one included."""
+    try:
+        name, _ = split_port(host)
+    except ArgError:
+        return None
     return host.strip() if name.rstrip(".").lower() in parents else None
 
 
 def parse_host(host: str, parents: Collection[str]) -> ContentHost | None:
-    """The subdomain form of a Host header, or None. Labels are read from the left, as boxo
-    does: the first `{ns}.{parent}` suffix whose parent is a gateway host wins, and everything
-    before it is the root (a DNSLink name may hold dots)."""
+    """The subdomain form of a Host header, or None; ArgError for a malformed port. Labels
+    are read from the left, as boxo does: the first `{ns}.{parent}` suffix whose parent is a
+    gateway host wins, and everything before it is the root (a DNSLink name may hold dots)."""
     name, port = split_port(host)
     labels = name.rstrip(".").split(".")
     for i in range(2, len(labels)):

@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.errors import Forbidden, Unauthorized
+from peer.config import PeerConfig
+from peer.errors import ArgError, Forbidden, Unauthorized
 from peer.http import tokens
+from peer.http.app import make_app
 from peer.http.auth import Auth, Cred, Facts, Policy, Route, classify, decide, host_kind
+from peer.ipfs.subdomain import parse_host
+from peer.node import Node
 
 LOOP = Policy.for_bind("127.0.0.1")
 WIDE = Policy.for_bind("0.0.0.0", allow_hosts=("lab.example.org",))
@@ -21,7 +25,7 @@ WIDE_PUBLIC = Policy.for_bind("0.0.0.0", public_gateway=True)
 NO_SUB = Policy.for_bind("127.0.0.1", subdomain_hosts=())
 GW = Policy.for_bind("127.0.0.1", subdomain_hosts=("GW.lab.example",))
 H = "127.0.0.1:8700"
-OK, E401, E403 = None, Unauthorized, Forbidden
+OK, E400, E401, E403 = None, ArgError, Unauthorized, Forbidden
 V, W, N = Cred.VALID, Cred.WRONG, Cred.NONE
 
 
@@ -98,6 +102,14 @@ CASES: list[tuple[str, Facts, Policy, type[Exception] | None]] = [
      OK),
     ("subdomain host cannot write", f("POST", "/api/jobs", host="bafy.ipfs.localhost",
                                       user=V), LOOP, E403),
+    # a Host whose port is not digits: no reading of it is the right one (the gateway's
+    # would serve the API where the rule saw content)
+    ("Host with an empty port", f("GET", "/api/jobs", host="bafy.ipfs.localhost:"),
+     WIDE_PUBLIC, E400),
+    ("Host with a port of letters", f("GET", "/api/jobs", host="bafy.ipfs.localhost:x"),
+     WIDE_PUBLIC, E400),
+    ("peer Host with a port of letters", f("GET", "/api/health", host="127.0.0.1:x"), LOOP,
+     E400),
     # reads: open on loopback, the token beyond
     ("read on loopback", f("GET", "/api/jobs"), LOOP, OK),
     ("read beyond loopback, no token", f("GET", "/api/jobs"), WIDE, E401),
@@ -168,6 +180,30 @@ def test_subdomain_hosts_of_a_policy() -> None:
     assert GW.subdomain_hosts == {"gw.lab.example"} and "gw.lab.example" in GW.names
     assert host_kind("bafy.ipfs.localhost:1", LOOP) == "content"
     assert host_kind("bafy.ipfs.localhost:1", GW) is None
+
+
+@pytest.mark.parametrize("host", [
+    "bafy.ipfs.localhost", "bafy.ipfs.localhost:1", "BAFY.IPFS.LOCALHOST.:1",
+    "bafy.ipfs.localhost:", "bafy.ipfs.localhost:x", "bafy.ipfs.localhost:1:2",
+    "bafy.ipfs.localhost::1", "[::1]:x", "bafy.ipfs.[::1]", "a.ipfs.b.ipfs.localhost",
+    "localhost:1", "127.0.0.1:1", "::1",
+])
+def test_host_kind_and_the_gateway_read_a_host_alike(host: str) -> None:
+    """The rule's content Host is the gateway's (its middleware serves it as content), and a
+    Host one refuses the other refuses too."""
+
+    def read(how: Any) -> object:
+        try:
+            return how()
+        except ArgError:
+            return ArgError
+
+    kind = read(lambda: host_kind(host, WIDE_PUBLIC))
+    served = read(lambda: parse_host(host, WIDE_PUBLIC.subdomain_hosts))
+    if kind is ArgError or served is ArgError:
+        assert kind is ArgError and served is ArgError, (kind, served)
+    else:
+        assert (kind == "content") == (served is not None), (kind, served)
 
 
 # -- tokens ------------------------------------------------------------------------------
@@ -273,3 +309,19 @@ async def test_login_prompt_posts_the_token(client: Any) -> None:
     assert r.status == 200 and body["csrf"]
     r = await client.post("/api/jobs", headers={"X-CSRF-Token": body["csrf"]})
     assert r.status == 200
+
+
+@pytest.mark.parametrize("host", ["bafy.ipfs.localhost:", "bafy.ipfs.localhost:x"])
+async def test_the_api_of_a_public_gateway_needs_the_token_whatever_the_host(
+        aiohttp_client: Any, tmp_path: Path, host: str) -> None:
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False, http="0.0.0.0:8700",
+                           public_gateway=True))
+    try:
+        client = await aiohttp_client(make_app(node))
+        for path in ("/api/jobs", "/api/peers", "/metrics"):
+            r = await client.get(path, headers={"Host": host})
+            assert r.status == 400 and (await r.json())["field"] == "host", (path, r.status)
+            r = await client.get(path, headers={"Host": "127.0.0.1"})
+            assert r.status == 401, path
+    finally:
+        node.log.close()

@@ -70,10 +70,21 @@ def test_parse_host_of_another_gateway_host() -> None:
 
 @pytest.mark.parametrize(("host", "want"), [
     ("localhost:8700", ("localhost", ":8700")), ("localhost", ("localhost", "")),
-    ("[::1]:80", ("[::1]", ":80")), ("[::1]", ("[::1]", "")), ("a:b", ("a:b", "")),
+    ("[::1]:80", ("[::1]", ":80")), ("[::1]", ("[::1]", "")), ("::1", ("::1", "")),
 ])
 def test_split_port(host: str, want: tuple[str, str]) -> None:
     assert split_port(host) == want
+
+
+@pytest.mark.parametrize("host", ["a:b", "bafy.ipfs.localhost:", "bafy.ipfs.localhost:x",
+                                  "localhost:\uff18", "[::1]x", "[::1]:"])
+def test_a_port_not_of_ascii_digits_is_refused(host: str) -> None:
+    with pytest.raises(ArgError, match="port must be ASCII digits") as info:
+        split_port(host)
+    assert info.value.field == "host"
+    with pytest.raises(ArgError):
+        parse_host(host, LOCAL)  # the access rule reads the Host the same way (test_auth.py)
+    assert gateway_host(host, LOCAL) is None
 
 
 @pytest.mark.parametrize(("path", "query", "want"), [
