@@ -58,15 +58,19 @@ def read_token(path: Path) -> str | None:
     return token or None
 
 
+def _utf8(s: str | bytes) -> bytes:
+    """`s` as bytes, whatever it holds: bytes of a request that are not UTF-8 (a header's,
+    a JSON body's escapes) arrive as lone surrogates, which a plain encode() refuses."""
+    return s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s
+
+
 def _mac(key: str | bytes, msg: str | bytes) -> str:
-    k = key.encode() if isinstance(key, str) else key
-    m = msg.encode() if isinstance(msg, str) else msg
-    return hmac.new(k, m, hashlib.sha256).hexdigest()
+    return hmac.new(_utf8(key), _utf8(msg), hashlib.sha256).hexdigest()
 
 
 def same(a: str, b: str) -> bool:
-    """Constant-time comparison of two secrets."""
-    return hmac.compare_digest(a.encode(), b.encode())
+    """Constant-time comparison of two secrets (False, never an error, for any strings)."""
+    return hmac.compare_digest(_utf8(a), _utf8(b))
 
 
 # -- the web session -------------------------------------------------------------------------

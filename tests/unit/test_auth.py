@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import stat
 from pathlib import Path
@@ -222,6 +224,8 @@ def test_session_and_csrf_are_bound_to_the_token() -> None:
     nonce = tokens.session_nonce("t" * 40, cookie)
     assert nonce and tokens.session_nonce("u" * 40, cookie) is None
     assert tokens.session_nonce("t" * 40, nonce + ".00") is None
+    assert tokens.session_nonce("t" * 40, "\udcff.00") is None  # a header's byte 0xff
+    assert not tokens.same("\ud800", "t" * 40)  # a JSON body's lone surrogate
     assert tokens.csrf_token("t" * 40, nonce) != tokens.csrf_token("u" * 40, nonce)
 
 
@@ -262,7 +266,7 @@ async def _ok(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client(aiohttp_client: Any) -> Any:
-    auth = Auth(TOKEN, Policy.for_bind("127.0.0.1"))
+    auth = Auth(TOKEN, Policy.for_bind("127.0.0.1"), [tokens.mesh_credential(b"s") or ""])
     app = web.Application(middlewares=[auth.middleware])
     auth.add_routes(app)
     app.router.add_post("/api/jobs", _ok)
@@ -301,8 +305,36 @@ async def test_login_gives_an_httponly_strict_cookie_and_csrf(client: Any) -> No
     assert not (await (await client.get("/api/session")).json())["authenticated"]
 
 
+async def _raw(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a request sent as bytes (aiohttp's client sends UTF-8 only)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("credential", [
+    b"Authorization: Bearer \xff", b"Authorization: Bearer \xed\xa0\x80",
+    b"Authorization: BanzaiMesh \xff", b"Cookie: banzai-session-PORT=\xff.x",
+    b"Cookie: banzai-session-PORT=x.\xff"])
+async def test_credentials_not_utf8_are_wrong_credentials(client: Any, credential: bytes) -> None:
+    port = client.server.port
+    credential = credential.replace(b"PORT", str(port).encode())
+    status, body = await _raw(port, b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              + credential + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert status == 401 and body["field"] == "token", body
+    status, body = await _raw(port, b"GET /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              + credential + b"\r\nConnection: close\r\n\r\n")
+    assert status == 200 and not body["authenticated"]
+
+
 async def test_login_prompt_posts_the_token(client: Any) -> None:
     r = await client.post("/login", json={"token": "wrong"})
+    assert r.status == 401
+    r = await client.post("/login", data=b'{"token": "\\ud800"}')  # a lone surrogate
     assert r.status == 401
     r = await client.post("/login", json={"token": TOKEN})
     body = await r.json()
