@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
+from peer import jsontext
 from peer.errors import (
     ArgError,
     BadCID,
@@ -44,6 +45,7 @@ from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.claims import n_chunks
+from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images
 from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
@@ -301,10 +303,7 @@ async def cars(request: web.Request) -> web.StreamResponse:
     block once), so a peer fetching a chunk's many small items makes one request, not one
     per item. Never fetches from other peers; the caller verifies every block on import."""
     node = _node(request)
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ArgError(f"the body is not JSON: {e}", field="body") from None
+    body = jsontext.loads(await request.read(), "the body", field="body")
     cids = body.get("cids") if isinstance(body, dict) else None
     if not isinstance(cids, list) or not cids:
         raise ArgError('the body must be {"cids": [CID, ...]} with at least one CID',
@@ -312,6 +311,9 @@ async def cars(request: web.Request) -> web.StreamResponse:
     if len(cids) > MAX_CAR_ROOTS:
         raise TooLarge(f"{len(cids)} CIDs: at most {MAX_CAR_ROOTS} per request", field="cids")
     for i, c in enumerate(cids):
+        if not isinstance(c, str):  # before parse_cid: its cache cannot hash a list
+            raise ArgError(f"cids[{i}]: a CID must be a string, got {json_type(c)}",
+                           field=f"cids[{i}]")
         try:
             parse_cid(c)
         except BadCID as e:
@@ -424,10 +426,7 @@ async def peers(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     node = _node(request)
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise SpecError("the body is not JSON", field="body") from None
+    body = jsontext.loads(await request.read(), "the body", field="body")
     peer = body.get("peer") if isinstance(body, dict) else None
     reason = body.get("reason", "revoked by a user") if isinstance(body, dict) else ""
     if not isinstance(peer, str) or not peer or not isinstance(reason, str):

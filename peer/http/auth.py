@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from peer import jsontext
 from peer.errors import ArgError, BanzaiError, Forbidden, Unauthorized
 from peer.errors_http import Surface, http_error
 from peer.http.tokens import MESH_SCHEME, csrf_token, new_session, same, session_nonce
@@ -308,10 +309,7 @@ class Auth:
 
     async def login_post(self, request: web.Request) -> web.Response:
         """POST /login {"token": T} (the UI's login prompt): the cookie and the CSRF token."""
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        body = jsontext.loads(await request.read(), "the body", field="body")
         if not self._is_token(body.get("token") if isinstance(body, dict) else None):
             return self.refuse(request, WRONG_TOKEN)
         resp = web.Response(content_type="application/json", headers={"Cache-Control": "no-store"})

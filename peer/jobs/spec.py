@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cid import make_cid
 
+from peer import jsontext
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from peer.jobs.placement import KEYS, json_type, parse_requires
@@ -167,23 +168,13 @@ def parse(body: bytes | str, catalog: Mapping[str, TaskDef], *, content_type: st
         size = len(body.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise TooLarge(f"the pipeline is larger than the limit of {max_bytes} bytes")
-    text = _text(body)
+    text = jsontext.text(body, "the pipeline", error=SpecError)
     wf = from_obj(_load(text, _format(content_type)), catalog, max_tasks=max_tasks)
     stored = len(json.dumps(wf.to_json(), separators=(",", ":")).encode("utf-8", "surrogatepass"))
     if stored > max_workflow_bytes:
         raise TooLarge(f"tasks: the checked workflow takes {stored} bytes, over the limit of "
                        f"{max_workflow_bytes} bytes", field="tasks")
     return wf
-
-
-def _text(body: bytes | str) -> str:
-    if isinstance(body, str):
-        return body.removeprefix("\ufeff")
-    try:
-        return body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"the pipeline is not UTF-8 text (bad byte at offset {exc.start})",
-                        field=None) from None
 
 
 def _format(content_type: str | None) -> str | None:
@@ -209,11 +200,11 @@ def _load(text: str, fmt: str | None) -> Any:
 
 def _decode(text: str, fmt: str | None) -> Any:
     if fmt == "json":
-        return _load_json(text)
+        return jsontext.parse(text, error=SpecError)
     if fmt == "yaml":
         return _load_yaml(text)
     try:
-        return _load_json(text)
+        return jsontext.parse(text, error=SpecError)
     except SpecError as json_error:
         try:
             return _load_yaml(text)
@@ -221,16 +212,6 @@ def _decode(text: str, fmt: str | None) -> Any:
             if text.lstrip().startswith(("[", "{")):
                 raise json_error from None  # it meant to be JSON: its error is the precise one
             raise
-
-
-def _load_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                        field=None) from None
-    except ValueError as exc:  # e.g. an integer over the digit limit
-        raise SpecError(f"invalid JSON: {exc}") from None
 
 
 @functools.cache

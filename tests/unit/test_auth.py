@@ -16,7 +16,7 @@ from aiohttp import web
 from peer.config import PeerConfig
 from peer.errors import ArgError, Forbidden, Unauthorized
 from peer.http import tokens
-from peer.http.app import make_app
+from peer.http.app import errors, make_app
 from peer.http.auth import Auth, Cred, Facts, Policy, Route, classify, decide, host_kind
 from peer.ipfs.subdomain import parse_host
 from peer.node import Node
@@ -267,7 +267,7 @@ async def _ok(request: web.Request) -> web.Response:
 @pytest.fixture
 async def client(aiohttp_client: Any) -> Any:
     auth = Auth(TOKEN, Policy.for_bind("127.0.0.1"), [tokens.mesh_credential(b"s") or ""])
-    app = web.Application(middlewares=[auth.middleware])
+    app = web.Application(middlewares=[auth.middleware, errors])
     auth.add_routes(app)
     app.router.add_post("/api/jobs", _ok)
     app.router.add_post("/api/v0/add", _ok)
@@ -336,6 +336,9 @@ async def test_login_prompt_posts_the_token(client: Any) -> None:
     assert r.status == 401
     r = await client.post("/login", data=b'{"token": "\\ud800"}')  # a lone surrogate
     assert r.status == 401
+    for body in (b"[" * 100_000, b'{"token": ', b"\xff"):  # not JSON: 400, not a 500
+        r = await client.post("/login", data=body)
+        assert r.status == 400 and (await r.json())["field"] == "body"
     r = await client.post("/login", json={"token": TOKEN})
     body = await r.json()
     assert r.status == 200 and body["csrf"]

@@ -1,0 +1,66 @@
+"""The REST handlers of peer/http/app.py over a real (not started) Node, through aiohttp's
+test client: bad input from the network is a 4xx JSON error naming its field, never a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from peer.config import PeerConfig
+from peer.http.app import make_app
+from peer.http.tokens import load_or_create_token
+from peer.node import Node
+
+Client = TestClient[Any, Any]
+DEEP = b"[" * 100_000
+V0 = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[Client]:
+    """The app of a loopback peer, every request with its token."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    token = load_or_create_token(node.cfg.data_dir)
+    try:
+        async with TestClient(TestServer(make_app(node)),
+                              headers={"Authorization": f"Bearer {token}"}) as c:
+            yield c
+    finally:
+        node.log.close()
+
+
+async def _error(r: Any, status: int) -> dict[str, Any]:
+    body: dict[str, Any] = await r.json()
+    assert r.status == status, body
+    assert body["message"], body
+    return body
+
+
+@pytest.mark.parametrize("path", ["/api/car", "/api/mesh/revoke"])
+@pytest.mark.parametrize(("body", "message"), [
+    (DEEP, "the body is nested too deeply"),
+    (b"[" + b"9" * 5000 + b"]", "invalid JSON: "),  # over Python's digit limit
+    (b'{"cids": ', "invalid JSON at line 1, column 10"),
+    (b'{"cids": ["\xff"]}', "the body is not UTF-8 text (bad byte at offset 11)"),
+])
+async def test_malformed_json_bodies_are_400_naming_the_body(client: Client, path: str,
+                                                             body: bytes, message: str) -> None:
+    r = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+    err = await _error(r, 400)
+    assert err["error"] == "ArgError" and err["field"] == "body" and message in err["message"]
+
+
+@pytest.mark.parametrize(("cids", "shown"), [
+    ([[1]], "got list"), ([{"/": "x"}], "got object"), ([7], "got integer"),
+    ([None], "got null"),
+])
+async def test_car_cids_must_be_strings(client: Client, cids: list[Any], shown: str) -> None:
+    r = await client.post("/api/car", data=json.dumps({"cids": [V0, *cids]}))
+    err = await _error(r, 400)
+    assert err["field"] == "cids[1]"
+    assert err["message"] == f"cids[1]: a CID must be a string, {shown}"
