@@ -272,11 +272,22 @@ def _with_charset(mime: str) -> str:
 _RANGE_DIGITS = 19  # more digits than any file size (< 2**63): such a number means "beyond"
 
 
+def _beyond(digits: str) -> bool:
+    """True if `digits` (a '-' and leading zeros aside) are more than _RANGE_DIGITS: a number
+    past every file, never to convert (int() refuses 4,300 digits, and is slow past that)."""
+    return len(digits.removeprefix("-").lstrip("0")) > _RANGE_DIGITS
+
+
+def _int(digits: str) -> int:
+    """int(digits) of a number not _beyond, its leading zeros dropped first (int() counts
+    them in its limit of 4,300 digits)."""
+    sign, digits = ("-", digits[1:]) if digits.startswith("-") else ("", digits)
+    return int(sign + (digits.lstrip("0") or "0"))
+
+
 def _range_number(digits: str) -> int:
-    """A Range position; one longer than _RANGE_DIGITS (e.g. 4,300 digits) reads as 10**19,
-    beyond every file, without converting it (int() refuses 4,300 digits; slow past that)."""
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= _RANGE_DIGITS else 10**_RANGE_DIGITS
+    """A Range position; one _beyond every file (e.g. 4,300 digits) reads as 10**19."""
+    return 10**_RANGE_DIGITS if _beyond(digits) else _int(digits)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -352,10 +363,10 @@ def car_options(request: web.Request) -> CarOptions:
     raw = request.query.get("entity-bytes")
     if raw is not None:
         m = _ENTITY_BYTES.match(raw)
-        if m is None:
-            raise ArgError(f"invalid entity-bytes {raw!r} (from:to, to may be *)",
-                           field="entity-bytes")
-        first, last = int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
+        if m is None or any(_beyond(g) for g in m.groups()):
+            raise ArgError(f"invalid entity-bytes {raw[:100]!r} (from:to, to may be *; "
+                           f"at most {_RANGE_DIGITS} digits each)", field="entity-bytes")
+        first, last = _int(m.group(1)), None if m.group(2) == "*" else _int(m.group(2))
         if first >= 0 and last is not None and 0 <= last < first:
             raise ArgError(f"invalid entity-bytes {raw!r}: to < from", field="entity-bytes")
         entity = (first, last)  # only used with dag-scope=entity (ignored otherwise, as Kubo)

@@ -310,6 +310,16 @@ async def test_range_of_4300_digits_is_416_not_502(client: Client, store: Embedd
     assert r.status == 206 and await r.read() == b"ello\n"
 
 
+async def test_entity_bytes_of_5000_digits_is_400_not_502(client: Client,
+                                                          store: EmbeddedStore) -> None:
+    url = f"/ipfs/{_root(store)}/hello.txt?format=car&dag-scope=entity&entity-bytes="
+    for spec in ("9" * 5000 + ":*", "0:" + "9" * 5000, "-" + "9" * 5000 + ":-1", "0:" + "9" * 20):
+        r = await client.get(url + spec)
+        assert r.status == 400 and (await r.json())["field"] == "entity-bytes", spec[:30]
+    r = await client.get(url + "0" * 5000 + "1:" + "9" * 19)  # leading zeros are not digits
+    assert r.status == 200
+
+
 @pytest.mark.parametrize("tail", ["/hello.txt", "/site/index.html", "/data/", "/missing",
                                   "?format=raw", "?format=car", "/data/a.json?download=true"])
 async def test_every_response_is_sandboxed_and_nosniff(client: Client, store: EmbeddedStore,
