@@ -329,41 +329,31 @@ async def cars(request: web.Request) -> web.StreamResponse:
 async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
     total = 0
     if not request.content_type.startswith("multipart/"):
-        name = _safe_rel(request.query.get("name", "upload"))
-        dest = tmp / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with dest.open("wb") as f:
+        name = rpc.safe_rel(request.query.get("name", "upload"))
+        with rpc.open_upload(tmp / name, name) as f:
             async for chunk in request.content.iter_chunked(1 << 20):
                 total += len(chunk)
                 if total > limit:
                     raise TooLarge(f"upload larger than {limit} bytes", field="body")
                 f.write(chunk)
-        return dest
-    reader = await request.multipart()
+        return tmp / name
     tops: set[str] = set()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or not part.filename:
-            raise BanzaiError("every multipart part needs a filename", field="body")
-        rel = _safe_rel(unquote(part.filename))  # clients (aiohttp, Kubo's) %-escape names
-        tops.add(rel.split("/")[0])
-        dest = tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with dest.open("wb") as f:
-            while chunk := await part.read_chunk(1 << 20):
-                total += len(chunk)
-                if total > limit:
-                    raise TooLarge(f"upload larger than {limit} bytes", field="body")
-                f.write(chunk)
+    with rpc.multipart_framing():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.filename:
+                raise BanzaiError("every multipart part needs a filename", field="body")
+            rel = rpc.safe_rel(unquote(part.filename))  # clients (aiohttp, Kubo's) %-escape
+            tops.add(rel.split("/")[0])
+            with rpc.open_upload(tmp / rel, rel) as f:
+                while chunk := await part.read_chunk(1 << 20):
+                    total += len(chunk)
+                    if total > limit:
+                        raise TooLarge(f"upload larger than {limit} bytes", field="body")
+                    f.write(chunk)
     if not tops:
         raise BanzaiError("empty upload: no file parts", field="body")
     return tmp / tops.pop() if len(tops) == 1 else tmp
-
-
-def _safe_rel(name: str) -> str:
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise BanzaiError(f"bad file name {name!r}", field="filename")
-    return "/".join(parts)
 
 
 def _event_summary(ev: Event) -> dict[str, Any]:

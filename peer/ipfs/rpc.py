@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import platform
@@ -25,10 +26,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from peer import __version__
 from peer.errors import (
@@ -298,14 +300,14 @@ class Spool:
 
     async def part(self, part: BodyPartReader) -> None:
         ctype = part.headers.get("Content-Type", "")
-        dest, _ = self.target(part.filename)
+        dest, rel = self.target(part.filename)
         if ctype.startswith(_DIR_TYPE):
-            dest.mkdir(parents=True, exist_ok=True)
+            with upload_name(rel):
+                dest.mkdir(parents=True, exist_ok=True)
             return
         if ctype.startswith("application/symlink"):
             raise Unsupported(f"add: symlinks are not supported ({part.filename})", field="file")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with dest.open("wb") as f:
+        with open_upload(dest, rel) as f:
             while chunk := await part.read_chunk(CHUNK):
                 self.total += len(chunk)
                 if self.total > self.limit:
@@ -314,23 +316,62 @@ class Spool:
 
 
 def safe_rel(name: str) -> str:
+    """An upload's file name as a relative path ('/'-separated; '\\' read as '/'); ArgError
+    for one that is empty, climbs out ('..') or holds a NUL."""
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or any("\x00" in p for p in parts):
         raise ArgError(f"bad file name {name!r}", field="filename")
     return "/".join(parts)
 
 
+@contextlib.contextmanager
+def upload_name(rel: str) -> Iterator[None]:
+    """Around creating `rel` (a safe_rel) in an upload's directory: what the file system
+    refuses of the name (another part's file where it needs a directory, or the reverse; a
+    name longer than the file system takes) is ArgError naming it, not an OSError."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise ArgError(f"file name {rel[:200]!r} collides with an earlier part's: a name "
+                       "cannot be both a file and a directory", field="filename") from None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ArgError(f"file name {rel[:200]!r} is too long for the file system",
+                       field="filename") from None
+
+
+def open_upload(dest: Path, rel: str) -> BinaryIO:
+    """`dest`, the upload's file `rel`, opened to write (its directories made); ArgError for
+    a name the file system refuses (upload_name)."""
+    with upload_name(rel):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest.open("wb")
+
+
+@contextlib.contextmanager
+def multipart_framing() -> Iterator[None]:
+    """Around reading a multipart body with aiohttp: a body that breaks its framing (no
+    boundary, a body not matching it, a malformed part header, cut short) is ArgError, not
+    aiohttp's ValueError or BadHttpMessage."""
+    try:
+        yield
+    except (ValueError, BadHttpMessage) as exc:
+        raise ArgError(f"malformed multipart body: {str(exc)[:200]}", field="body") from None
+
+
 async def spool_multipart(request: web.Request, spool: Spool) -> None:
     if not request.content_type.startswith("multipart/"):
         raise ArgError("expected a multipart/form-data body (as `ipfs add` sends)", field="body")
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, MultipartReader):  # nested multipart (old go-ipfs clients)
-            while (inner := await part.next()) is not None:
-                if isinstance(inner, BodyPartReader):
-                    await spool.part(inner)
-            continue
-        await spool.part(part)
+    with multipart_framing():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, MultipartReader):  # nested multipart (old go-ipfs clients)
+                while (inner := await part.next()) is not None:
+                    if isinstance(inner, BodyPartReader):
+                        await spool.part(inner)
+                continue
+            await spool.part(part)
     if not spool.tops:
         raise ArgError("add: no file parts in the request", field="file")
 
@@ -781,15 +822,16 @@ async def _one_part(request: web.Request, max_bytes: int) -> bytes:
     """The bytes of the first multipart part (at most `max_bytes`; TooLarge past it)."""
     if not request.content_type.startswith("multipart/"):
         raise ArgError("a multipart body with the record is required", field="file")
-    reader = await request.multipart()
-    part = await reader.next()
-    if part is None or not isinstance(part, BodyPartReader):
-        raise ArgError("a multipart body with the record is required", field="file")
-    data = bytearray()
-    while chunk := await part.read_chunk(8192):
-        data += chunk
-        if len(data) > max_bytes:
-            raise TooLarge(f"an IPNS record is at most {max_bytes} bytes", field="file")
+    with multipart_framing():
+        reader = await request.multipart()
+        part = await reader.next()
+        if part is None or not isinstance(part, BodyPartReader):
+            raise ArgError("a multipart body with the record is required", field="file")
+        data = bytearray()
+        while chunk := await part.read_chunk(8192):
+            data += chunk
+            if len(data) > max_bytes:
+                raise TooLarge(f"an IPNS record is at most {max_bytes} bytes", field="file")
     return bytes(data)
 
 
@@ -797,19 +839,21 @@ async def _parts(request: web.Request, max_bytes: int) -> list[bytes]:
     """The bytes of every multipart part, at most `max_bytes` in all (TooLarge past it)."""
     if not request.content_type.startswith("multipart/"):
         raise ArgError("a multipart body with the node(s) is required", field="file")
-    reader = await request.multipart()
     out: list[bytes] = []
     total = 0
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise ArgError("nested multipart bodies are not supported here", field="file")
-        data = bytearray()
-        while chunk := await part.read_chunk(CHUNK):
-            data += chunk
-            total += len(chunk)
-            if total > max_bytes:
-                raise TooLarge(f"dag/put: more than {max_bytes} bytes of input", field="file")
-        out.append(bytes(data))
+    with multipart_framing():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ArgError("nested multipart bodies are not supported here", field="file")
+            data = bytearray()
+            while chunk := await part.read_chunk(CHUNK):
+                data += chunk
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLarge(f"dag/put: more than {max_bytes} bytes of input",
+                                   field="file")
+            out.append(bytes(data))
     if not out:
         raise ArgError('argument "object data" is required', field="file")
     return out

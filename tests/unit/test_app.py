@@ -1,5 +1,6 @@
 """The REST handlers of peer/http/app.py over a real (not started) Node, through aiohttp's
-test client: bad input from the network is a 4xx JSON error naming its field, never a 500."""
+test client: bad input from the network is a 4xx JSON error naming its field, never a 500
+(uploads: the Kubo RPC's add too, which shares their code in peer/ipfs/rpc.py)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,55 @@ async def test_car_cids_must_be_strings(client: Client, cids: list[Any], shown: 
     err = await _error(r, 400)
     assert err["field"] == "cids[1]"
     assert err["message"] == f"cids[1]: a CID must be a string, {shown}"
+
+
+B = "BND"
+MULTIPART = f"multipart/form-data; boundary={B}"
+
+
+def _multipart(*names: str) -> bytes:
+    parts = [f'--{B}\r\nContent-Disposition: form-data; name="file"; filename="{n}"\r\n\r\n'
+             "x\r\n" for n in names]
+    return ("".join(parts) + f"--{B}--\r\n").encode()
+
+
+BAD_UPLOADS = [  # query, Content-Type, body; the field and message of the error
+    ("?name=a%00b", "application/octet-stream", b"x", "filename", "bad file name 'a\\x00b'"),
+    ("?name=" + "a" * 300, "application/octet-stream", b"x", "filename",
+     "is too long for the file system"),
+    ("", MULTIPART, _multipart("d/" + "a" * 300), "filename", "is too long for the file system"),
+    ("", MULTIPART, _multipart("%00"), "filename", "bad file name '\\x00'"),
+    ("", MULTIPART, _multipart("a", "a/b"), "filename",
+     "file name 'a/b' collides with an earlier part's"),
+    ("", MULTIPART, _multipart("a/b", "a"), "filename",
+     "file name 'a' collides with an earlier part's"),
+    ("", MULTIPART, _multipart("a/b/c", "a/b"), "filename", "file name 'a/b' collides"),
+    ("", "multipart/form-data", b"x", "body", "malformed multipart body: boundary missed"),
+    ("", "multipart/form-data; boundary=zz", b"garbage\r\n", "body",
+     "malformed multipart body: Could not find starting boundary"),
+    ("", MULTIPART, _multipart("a")[:-len(f"--{B}--\r\n")], "body",
+     "malformed multipart body"),  # cut short
+]
+
+
+@pytest.mark.parametrize(("query", "ctype", "body", "field", "message"), BAD_UPLOADS)
+async def test_bad_uploads_are_400_naming_the_file_or_the_body(
+        client: Client, query: str, ctype: str, body: bytes, field: str, message: str) -> None:
+    r = await client.post("/api/add" + query, data=body, headers={"Content-Type": ctype})
+    err = await _error(r, 400)
+    assert err["field"] == field and message in err["message"], err
+
+
+@pytest.mark.parametrize(("ctype", "body", "message"),
+                         [(c, b, m) for _, c, b, _, m in BAD_UPLOADS if c.startswith("multipart")])
+async def test_kubo_add_refuses_them_too(client: Client, ctype: str, body: bytes,
+                                         message: str) -> None:
+    r = await client.post("/api/v0/add", data=body, headers={"Content-Type": ctype})
+    err = await r.json()
+    assert r.status == 400 and err["Code"] == 1 and message in err["Message"], err
+
+
+async def test_good_uploads_still_land(client: Client) -> None:
+    r = await client.post("/api/add", data=_multipart("d/a", "d/b/c"),
+                          headers={"Content-Type": MULTIPART})
+    assert r.status == 201 and (await r.json())["name"] == "d"
