@@ -473,9 +473,9 @@ class Gateway:
             if self.names is None:
                 raise NotFound("this gateway serves no IPNS names", field="name")
             key, is_cid = ipns.parse_name(name)
-            if not is_cid:
-                raw = request.rel_url.raw_path
-                location = f"/ipns/{ipns.canonical(key)}{raw[len('/ipns/') + len(name):]}"
+            if not is_cid:  # the rest of the path as sent: `name` may be %-escaped there
+                _, slash, tail = request.rel_url.raw_path.removeprefix("/ipns/").partition("/")
+                location = f"/ipns/{ipns.canonical(key)}{slash}{tail}"
                 if request.rel_url.raw_query_string:
                     location += "?" + request.rel_url.raw_query_string
                 return web.Response(status=302, headers={"Location": location} | CORS)

@@ -12,6 +12,7 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from yarl import URL
 
 from peer.errors import ArgError, Conflict, IpnsError, NotFound
 from peer.ipfs import EmbeddedStore, gateway, ipns, rpc
@@ -162,12 +163,16 @@ async def test_routing_put_and_ipns_gateway(client: Client, key: Key) -> None:
     assert (await r.json())["Path"] == f"/ipfs/{root}/sub"
 
 
-async def test_base58_name_redirects_to_its_cid_form(client: Client) -> None:
-    r = await client.get("/ipns/12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK/a/?x=1",
-                         allow_redirects=False)
+@pytest.mark.parametrize("name", ["12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK",
+                                  "%312D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"])
+async def test_base58_name_redirects_to_its_cid_form(client: Client, name: str) -> None:
+    r = await client.get(URL(f"/ipns/{name}/a/?x=1", encoded=True), allow_redirects=False)
     assert r.status == 302
     assert r.headers["Location"] == (
         "/ipns/k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8/a/?x=1")
+    r = await client.get(URL(f"/ipns/{name}", encoded=True), allow_redirects=False)
+    assert r.headers["Location"] == (
+        "/ipns/k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8")
 
 
 # --- keys and publishing (peer/ipfs/keystore.py, peer/ipfs/publish.py) ------------------------
