@@ -161,6 +161,15 @@ class Batch:
         i = (seq - self.first) * HASH_BYTES
         return self.hashes[i:i + HASH_BYTES]
 
+    def mismatch(self, e: Event) -> str | None:
+        """Why this batch does not vouch for `e`'s content ("bad_batch_ref": not its origin
+        or seq; "bad_hash": another content), or None if it does (one hash of `e`)."""
+        if self.origin != e.origin or not self.covers(e.seq):
+            return "bad_batch_ref"
+        if event_hash(e) != self.hash_at(e.seq):
+            return "bad_hash"
+        return None
+
     def digest(self) -> bytes:
         return batch_digest(self.signer, self.origin, self.first, self.hashes)
 
@@ -346,10 +355,9 @@ class MemberKeys:
             return "revoked"
         if b is None:
             return "unsigned"
-        if b.origin != e.origin or not b.covers(e.seq):
-            return "bad_batch_ref"
-        if event_hash(e) != b.hash_at(e.seq):
-            return "bad_hash"
+        why = b.mismatch(e)
+        if why is not None:
+            return why
         object.__setattr__(e, "att", b)
         return None
 

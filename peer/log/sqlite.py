@@ -242,8 +242,9 @@ class EventLog:
 
     def load(self) -> Iterator[Event]:
         """Every valid event, in hlc order; an invalid row (an older release's bug, a damaged
-        file) is quarantined (moved out of the log, counted, logged) rather than stopping the
-        peer's start. The rows are moved once the iteration is over."""
+        or hand-edited file: a content that is not the one its signed batch holds among
+        them) is quarantined (moved out of the log, counted, logged) rather than stopping
+        the peer's start. The rows are moved once the iteration is over."""
         bad: list[tuple[int, str]] = []
         batches = self._load_batches()
         for rowid, origin, seq, hlc, typ, payload, bid in self._db.execute(
@@ -253,9 +254,14 @@ class EventLog:
                 if isinstance(payload, str | bytes) and len(payload) > self.max_payload_bytes:
                     raise ValueError(f"payload of {len(payload)} bytes")
                 ev = Event(origin, seq, hlc, typ, json.loads(payload))
-                if bid is not None and bid in batches:
-                    object.__setattr__(ev, "att", batches[bid])
-            except (ValueError, TypeError) as e:  # InvalidEvent, bad JSON
+                att = batches.get(bid)
+                if att is not None:  # its content must be the one signed (one hash)
+                    why = att.mismatch(ev)
+                    if why is not None:
+                        raise ValueError(f"{why}: not the content its signed batch (row "
+                                         f"{bid}) holds at seq {seq}")
+                    object.__setattr__(ev, "att", att)
+            except (ValueError, TypeError) as e:  # InvalidEvent, bad JSON, edited content
                 bad.append((rowid, f"{e!s:.300}"))
                 self._note(len(bad), origin, seq, str(e))
                 continue
@@ -321,7 +327,9 @@ class EventLog:
 
     def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:
         """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with
-        their signed batches (events that left memory are served from here)."""
+        their signed batches (events that left memory are served from here). Not hashed
+        again: `load` checked the rows at start, and every receiver checks each event
+        against its batch (a row edited since is refused there as bad_hash)."""
         rows = self._db.execute(
             "SELECT seq, hlc, type, payload, batch FROM events WHERE origin = ? AND seq > ? "
             "AND seq <= ? ORDER BY seq LIMIT ?", (origin, after, upto, limit)).fetchall()

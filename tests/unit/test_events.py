@@ -36,6 +36,7 @@ from peer.log import (
     TaskSplitRef,
     fold,
 )
+from peer.log.signing import Identity, sign_events
 
 CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
 CHUNK = {"job": "j1", "task": "t", "split": ["a", 3], "chunk": 2, "attempt": 1}
@@ -538,4 +539,30 @@ def test_event_log_opens_quarantining_invalid_rows(tmp_path: Path,
     assert fold(loaded).heads == {"a": 1}
     assert again.quarantined() == 3  # moved aside: a second load finds only good rows
     assert list(again.load()) == loaded and again.skipped == 3
+    again.close()
+
+
+def test_event_log_quarantines_a_row_that_is_not_what_its_batch_signed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A row edited on disk no longer hashes to its signed batch: set aside as an invalid
+    row, not loaded (and folded, served) under the batch's signature."""
+    path = tmp_path / "events.sqlite"
+    evs = [ev(EventType.PROVIDE, {"cids": [CID]}, seq=s, hlc=s) for s in (1, 2, 3)]
+    sign_events(Identity.generate(), "a", evs, None)
+    log = EventLog(path)
+    log.append(evs)
+    log.close()
+    db = sqlite3.connect(str(path))
+    db.execute("UPDATE events SET payload = ? WHERE seq = 2", (json.dumps({"cids": [CID] * 2}),))
+    db.execute("UPDATE events SET seq = 9 WHERE seq = 3")  # a seq its batch does not cover
+    db.commit()
+    db.close()
+    again = EventLog(path)
+    with caplog.at_level(logging.WARNING, logger="peer.log.sqlite"):
+        loaded = list(again.load())
+    assert loaded == evs[:1] and loaded[0].att == evs[0].att
+    assert f"{path}: quarantined the event a/2: bad_hash" in caplog.text
+    assert f"{path}: quarantined the event a/9: bad_batch_ref" in caplog.text
+    assert again.skipped == 2 and again.quarantined() == 2  # the rows are kept there
+    assert list(again.load()) == loaded
     again.close()
