@@ -63,6 +63,11 @@ class IntegrityError(StoreError):
     """A block's bytes do not match its CID."""
 
 
+class DataError(StoreError):
+    """A file of the data dir holds what this release cannot read back (damaged, edited by
+    hand): the message names the file and what is wrong."""
+
+
 class StorageFull(StoreError):
     """The disk under the data dir is full (or over quota): retry once space is freed."""
 

@@ -5,7 +5,6 @@ rename, so it is safe from several threads and processes.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.errors import ArgError, Conflict, NotFound
 from peer.ipfs import ipns
+from peer.log.signing import write_key
 
 SELF = "self"
 IDENTITY_FILE = "identity.key"  # the peer's identity (peer.log.signing.Identity)
@@ -55,18 +55,10 @@ class Keystore:
             raise Conflict(f"key {name!r} already exists", field="name")
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sk = Ed25519PrivateKey.generate()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(sk.private_bytes_raw())
-            f.flush()
-            os.fsync(f.fileno())
         try:
-            os.link(tmp, path)  # never replaces a key made meanwhile
+            write_key(path, sk)  # never replaces a key made meanwhile
         except FileExistsError:
             raise Conflict(f"key {name!r} already exists", field="name") from None
-        finally:
-            tmp.unlink()
         return KeyInfo(name, ipns.key_name(sk.public_key()))
 
     def get(self, name: str) -> Ed25519PrivateKey:

@@ -1,6 +1,7 @@
 """Identities and signatures: a peer's Ed25519 identity, event content hashes, signed batches,
 admission tags, signed membership messages and the keyring that checks them. Pure but for
-`Identity.load`; a MemberKeys is owned by the event loop. The event path: docs/architecture.md."""
+the key files (`read_key`, `write_key`); a MemberKeys is owned by the event loop. The event
+path: docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
 import struct
 from collections import OrderedDict
@@ -20,8 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from peer.errors import BanzaiError
+from peer.errors import BanzaiError, DataError
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
+
+log = logging.getLogger(__name__)
 
 HASH_BYTES = 32
 KEY_BYTES = 32
@@ -95,23 +99,55 @@ class Identity:
 
     @classmethod
     def load(cls, path: Path) -> Identity:
-        """The identity stored at `path` (32 raw bytes), created (mode 0600) if missing."""
+        """The identity stored at `path` (`read_key`), created (`write_key`) if missing."""
         try:
-            return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+            return cls(read_key(path))
         except FileNotFoundError:
             pass
         sk = Ed25519PrivateKey.generate()
-        raw = sk.private_bytes_raw()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            write_key(path, sk)
+        except FileExistsError:  # made meanwhile (another process): that one is ours
+            return cls(read_key(path))
         return cls(sk)
 
     def sign(self, msg: bytes) -> bytes:
         return self._sk.sign(msg)
+
+
+def read_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key stored at `path` (32 raw bytes); DataError naming the file if
+    it holds anything else, FileNotFoundError if there is none. A file other users may read
+    is made 0600 (with a warning), as the mesh secret and the API token are."""
+    with path.open("rb") as f:
+        mode = os.fstat(f.fileno()).st_mode & 0o777
+        raw = f.read(KEY_BYTES + 1)
+    if mode & 0o077:
+        log.warning("%s is readable by other users (mode %o): they may hold this private key; "
+                    "made it 0600 (docs/security.md)", path, mode)
+        path.chmod(0o600)
+    if len(raw) != KEY_BYTES:
+        raise DataError(f"{path}: {'more than ' if len(raw) > KEY_BYTES else ''}{len(raw)} "
+                        f"bytes, not an Ed25519 private key ({KEY_BYTES} raw bytes): the file "
+                        "is damaged or was edited; restore it from a backup")
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def write_key(path: Path, sk: Ed25519PrivateKey) -> None:
+    """Store `sk` at `path` (32 raw bytes, mode 0600) whole or not at all: written to a
+    temporary file, fsynced, then linked in place; FileExistsError if `path` exists (a key
+    is never replaced)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(sk.private_bytes_raw())
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 @functools.lru_cache(maxsize=VERIFIED_CACHE)
@@ -452,5 +488,5 @@ class MeshAuth:
 
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
            "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
-           "held_hash", "membership_message", "peer_id_for", "self_certifying", "sign_events",
-           "sign_run", "verify"]
+           "held_hash", "membership_message", "peer_id_for", "read_key", "self_certifying",
+           "sign_events", "sign_run", "verify", "write_key"]

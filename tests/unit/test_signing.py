@@ -4,10 +4,15 @@ revocation (peer.log.signing), and signed gossip on the in-memory mesh."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from peer.errors import DataError
 from peer.log import Event, EventType
 from peer.log.signing import (
     MAX_BATCH,
@@ -276,6 +281,29 @@ def test_the_identity_file_is_private_and_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Identity.load(path).key == a.key
     assert len(peer_id_for(a.key)) == 20
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01" * 31, b"\x01" * 40])
+def test_an_identity_file_that_is_not_a_key_is_an_error_naming_it(tmp_path: Path,
+                                                                   raw: bytes) -> None:
+    path = tmp_path / "identity.key"
+    path.write_bytes(raw)  # (empty: what a crash in its creation could leave, before)
+    path.chmod(0o600)
+    with pytest.raises(DataError, match=re.escape(f"{path}: ") + r".*bytes, not an Ed25519"):
+        Identity.load(path)
+    assert path.read_bytes() == raw  # never replaced: the peer's id is bound to its key
+
+
+def test_an_identity_file_others_may_read_is_made_private(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "identity.key"
+    a = Identity.load(path)
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert Identity.load(path).key == a.key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"{path} is readable by other users (mode 644)" in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == ["identity.key"]  # no temporary left
 
 
 def test_batches_are_split_at_max_batch() -> None:
