@@ -49,6 +49,7 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
+from peer.log.sqlite import seq_rows
 from peer.mesh.wire import dumps, pack_frames
 
 log = logging.getLogger("banzai.catchup")
@@ -278,8 +279,8 @@ class CatchUp:
                              check_same_thread=False)
         try:
             db.execute("BEGIN")
-            floors = {str(o): int(q) for o, q in db.execute(
-                "SELECT origin, seq FROM compact_floors")}  # the read snapshot starts here
+            floors = seq_rows(self._host.log.path, "compact_floors", db.execute(
+                "SELECT origin, seq FROM compact_floors"))  # the read snapshot starts here
             events = [] if part == "rows" else self._host.servable(list(self._host.log.load()))
             packed, _ = pack_frames(events, 1 << 62, 1 << 62)
         except BaseException:

@@ -159,7 +159,7 @@ class Node:
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
         self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
         self.log.set_meta("peer_id", self.peer_id)
-        self.incarnation = int(self.log.get_meta("incarnation") or 0) + 1
+        self.incarnation = self.log.get_meta_int("incarnation") + 1
         self.log.set_meta("incarnation", str(self.incarnation))
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from peer.log.snapframe import outputs_sha, thin
+from peer.log.sqlite import seq_rows
 
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
@@ -90,6 +91,7 @@ class JobIndex:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self.path = db_path(db)  # (named in what is logged or raised of its rows)
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
         db.execute(
@@ -428,8 +430,8 @@ class JobIndex:
             f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''")}  # not thin rows
 
     def floors(self) -> dict[str, int]:
-        return {str(o): int(q) for o, q in self._db.execute(
-            "SELECT origin, seq FROM compact_floors")}
+        return seq_rows(self.path, "compact_floors",
+                        self._db.execute("SELECT origin, seq FROM compact_floors"))
 
     def entries(self) -> Iterator[CacheEntry]:
         for kind, k, v, h, o, q in self._db.execute(
@@ -562,10 +564,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def db_path(db: sqlite3.Connection) -> Path:
+    """The main database file of `db`."""
+    return Path(str(db.execute("PRAGMA database_list").fetchone()[2]))
+
+
 def fsync_files(db: sqlite3.Connection) -> None:
     """fsync the main database file of `db` and its WAL (after writes made with
     synchronous=OFF)."""
-    path = Path(str(db.execute("PRAGMA database_list").fetchone()[2]))
+    path = db_path(db)
     for p in (path, Path(f"{path}-wal")):
         try:
             fsync_path(p)

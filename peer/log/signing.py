@@ -218,25 +218,37 @@ class Batch:
             d["a"] = self.admit.hex()
         return d
 
+    def malformed(self) -> str | None:
+        """What makes this batch unusable (a field of the wrong type or size), or None: a
+        batch off the wire or read back from disk is checked so before it is used."""
+        o, s, first, hashes = self.origin, self.signer, self.first, self.hashes
+        if not (type(o) is str and type(s) is str and 0 < len(o) <= MAX_ID_CHARS
+                and 0 < len(s) <= MAX_ID_CHARS and type(first) is int and 0 < first <= MAX_CLOCK):
+            return "bad batch origin, signer or first seq"
+        if (type(hashes) is not bytes or not hashes or len(hashes) % HASH_BYTES
+                or len(hashes) > MAX_BATCH * 4 * HASH_BYTES):
+            return "bad batch hash list"
+        if not (type(self.key) is bytes and len(self.key) == KEY_BYTES and type(self.sig) is bytes
+                and len(self.sig) == SIG_BYTES and type(self.admit) in (bytes, type(None))):
+            return "bad batch key, admission tag or signature"
+        return None
+
     @staticmethod
     def from_json(d: Any) -> Batch:
         """A batch off the wire; ValueError if malformed (the signature is not checked)."""
         if type(d) is not dict:
             raise ValueError("batch is not an object")
-        origin, first = d.get("o"), d.get("f")
-        signer = d.get("s", origin)
-        if not (isinstance(origin, str) and isinstance(signer, str)
-                and 0 < len(origin) <= MAX_ID_CHARS and 0 < len(signer) <= MAX_ID_CHARS
-                and type(first) is int and 0 < first <= MAX_CLOCK):
-            raise ValueError("bad batch origin, signer or first seq")
-        hashes = bytes.fromhex(_hexstr(d, "h"))
-        if not hashes or len(hashes) % HASH_BYTES or len(hashes) > MAX_BATCH * 4 * HASH_BYTES:
-            raise ValueError("bad batch hash list")
-        key, sig = bytes.fromhex(_hexstr(d, "k")), bytes.fromhex(_hexstr(d, "g"))
-        admit = bytes.fromhex(_hexstr(d, "a")) if "a" in d else None
-        if len(key) != KEY_BYTES or len(sig) != SIG_BYTES:
-            raise ValueError("bad batch key or signature length")
-        return Batch(signer, origin, first, hashes, key, admit, sig)
+        origin: Any = d.get("o")
+        signer: Any = d.get("s", origin)
+        first: Any = d.get("f")
+        b = Batch(signer, origin, first, bytes.fromhex(_hexstr(d, "h")),
+                  bytes.fromhex(_hexstr(d, "k")),
+                  bytes.fromhex(_hexstr(d, "a")) if "a" in d else None,
+                  bytes.fromhex(_hexstr(d, "g")))
+        why = b.malformed()
+        if why is not None:
+            raise ValueError(why)
+        return b
 
 
 def _hexstr(d: Mapping[str, Any], k: str) -> str:

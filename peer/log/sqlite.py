@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from peer.errors import StorageFull, StoreError, disk_full
-from peer.log.events import Event, EventType
+from peer.errors import DataError, StorageFull, StoreError, disk_full
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
 from peer.log.signing import Batch
 from peer.log.vacuum import (
     Converted,
@@ -40,12 +40,40 @@ log = logging.getLogger(__name__)
 
 # Events that the API acknowledges or that announce stored blocks: written with an fsync.
 DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED, EventType.PROVIDE})
+BATCH_COLUMNS = "id, signer, origin, first, hashes, key, admit, sig"
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
 # A row the quarantine holds already is not added again: an event whose fold raises is not
 # held, so anti-entropy brings it again, round after round. (The unary + drops e.seq's
 # affinity, so that the lookup uses both columns of quarantine_id.)
 NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.origin AND "
                    "q.seq = +e.seq AND q.payload = e.payload)")
+
+
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a damaged file
+
+
+def unreadable(path: Path, e: sqlite3.Error) -> StoreError:
+    """What to report when SQLite fails on the log file at `path` as the peer opens or reads
+    it back: DataError if the file is not a sound database, StorageFull, else StoreError."""
+    if getattr(e, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        return DataError(f"{path}: {e}: the file is damaged or is not an event log; restore "
+                         "it from a backup")
+    if disk_full(e):
+        return StorageFull(f"cannot use the event log {path}: the disk is full")
+    return StoreError(f"cannot use the event log {path}: {e}")
+
+
+def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+    """origin -> seq of `table`'s (origin, seq) rows (floors) read back from the file at
+    `path`; DataError naming the file at a row that is not (an id, a seq)."""
+    out: dict[str, int] = {}
+    for o, q in rows:
+        if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(q) is int
+                and 0 <= q <= MAX_CLOCK):
+            raise DataError(f"{path}: a row of {table} holds ({o!r:.40}, {q!r:.40}), not "
+                            "(origin, seq): the file is damaged or was edited")
+        out[o] = q
+    return out
 
 
 class SyncTainted(OSError):
@@ -66,17 +94,28 @@ class EventLog:
         self.max_payload_bytes = max_payload_bytes
         self.vacuum_cfg = vacuum or VacuumConfig()
         self.vacuumed_pages = 0  # pages `vacuum` gave back, since open
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        new_file(self._db)  # (before the WAL pragma writes a new file's header)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
-        limit_wal(self._db, self.vacuum_cfg)
         self._full = False
         self._dir_synced = False
         self._sync_lock = threading.Lock()  # one `sync` at a time, from any thread
         self._failed_syncs = 0
         self._write_epoch = 0
+        self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            self._open()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise unreadable(path, e) from e
+        self.converted: Converted | None = convert(self._db, path, self.vacuum_cfg)
+
+    def _open(self) -> None:
+        """Set the connection up and make the tables a new file lacks (sqlite3.Error: the
+        first statement reads the file's header)."""
+        new_file(self._db)  # (before the WAL pragma writes a new file's header)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
+        limit_wal(self._db, self.vacuum_cfg)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
             "hlc INTEGER NOT NULL, type INTEGER NOT NULL, payload TEXT NOT NULL, "
@@ -89,9 +128,7 @@ class EventLog:
         self._db.execute("CREATE INDEX IF NOT EXISTS quarantine_id ON quarantine (origin, seq)")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
-        self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         self._migrate()
-        self.converted: Converted | None = convert(self._db, path, self.vacuum_cfg)
 
     def _migrate(self) -> None:
         """Signed batches (this release): a table of batches and a reference on each event
@@ -247,7 +284,7 @@ class EventLog:
         the peer's start. The rows are moved once the iteration is over."""
         bad: list[tuple[int, str]] = []
         batches = self._load_batches()
-        for rowid, origin, seq, hlc, typ, payload, bid in self._db.execute(
+        for rowid, origin, seq, hlc, typ, payload, bid in self._read(
                 "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events "
                 "ORDER BY hlc"):
             try:
@@ -261,8 +298,8 @@ class EventLog:
                         raise ValueError(f"{why}: not the content its signed batch (row "
                                          f"{bid}) holds at seq {seq}")
                     object.__setattr__(ev, "att", att)
-            except (ValueError, TypeError) as e:  # InvalidEvent, bad JSON, edited content
-                bad.append((rowid, f"{e!s:.300}"))
+            except (ValueError, TypeError, RecursionError) as e:  # InvalidEvent, bad JSON
+                bad.append((rowid, f"{e!s:.300}"))  # (or nested too deep), edited content
                 self._note(len(bad), origin, seq, str(e))
                 continue
             yield ev
@@ -270,6 +307,14 @@ class EventLog:
         self._move("rowid = ?", [(rowid,) for rowid, _ in bad], [r for _, r in bad])
         if len(bad) > LOGGED_SKIPS:
             log.warning("%s: quarantined %d invalid events in all", self.path, len(bad))
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query reading back what the file holds; a sqlite3.DatabaseError
+        (a damaged page) is raised as `unreadable` says, naming the file."""
+        try:
+            yield from self._db.execute(sql, args)
+        except sqlite3.DatabaseError as e:
+            raise unreadable(self.path, e) from e
 
     def _note(self, n: int, origin: Any, seq: Any, reason: str) -> None:
         if n <= LOGGED_SKIPS:
@@ -338,9 +383,8 @@ class EventLog:
         if bids:
             marks = ",".join("?" * len(bids))
             for bid, *cols in self._db.execute(
-                    "SELECT id, signer, origin, first, hashes, key, admit, sig FROM batches "
-                    f"WHERE id IN ({marks})", list(bids)):
-                batches[bid] = Batch(*cols)
+                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE id IN ({marks})", list(bids)):
+                batches[bid] = self._batch(bid, cols)
         out: list[Event] = []
         for seq, hlc, typ, payload, bid in rows:
             ev = Event(origin, seq, hlc, typ, json.loads(payload))
@@ -361,7 +405,7 @@ class EventLog:
         return self._db
 
     def floors(self) -> dict[str, int]:
-        return {str(o): int(s) for o, s in self._db.execute("SELECT origin, seq FROM floors")}
+        return seq_rows(self.path, "floors", self._read("SELECT origin, seq FROM floors"))
 
     def lowest(self, origin: str, types: Iterable[int]) -> int | None:
         """The lowest seq of `origin`'s events of these types in the log, if any (the key's
@@ -378,17 +422,25 @@ class EventLog:
 
     def _load_batches(self) -> dict[int, Batch]:
         out: dict[int, Batch] = {}
-        for bid, *cols in self._db.execute(
-                "SELECT id, signer, origin, first, hashes, key, admit, sig FROM batches"):
-            b = Batch(*cols)
-            out[bid] = b
+        for bid, *cols in self._read(f"SELECT {BATCH_COLUMNS} FROM batches"):
+            b = out[bid] = self._batch(bid, cols)
             self._batch_ids[b.sig] = bid
         return out
 
+    def _batch(self, bid: Any, cols: Sequence[Any]) -> Batch:
+        """The signed batch of a `batches` row; DataError naming the file if malformed."""
+        b = Batch(*cols)
+        why = b.malformed()
+        if why is not None:
+            raise DataError(f"{self.path}: the signed batch of row {bid!r:.40} is malformed "
+                            f"({why}): the file is damaged or was edited")
+        return b
+
     def signer_keys(self) -> list[tuple[str, bytes]]:
         """(signer, key) of the batches on disk, oldest first."""
-        return [(str(s), bytes(k)) for s, k in self._db.execute(
-            "SELECT signer, key FROM batches WHERE signer = origin ORDER BY id")]
+        return [(b.signer, b.key) for b in (self._batch(bid, cols) for bid, *cols in
+                self._read(f"SELECT {BATCH_COLUMNS} FROM batches WHERE signer = origin "
+                           "ORDER BY id"))]
 
     def last_rowid(self) -> int:
         """The highest rowid of the events table (0 if empty): a position of the log. Rows
@@ -407,8 +459,27 @@ class EventLog:
             "SELECT origin, seq FROM events WHERE rowid > ?", (rowid,))}
 
     def get_meta(self, k: str) -> str | None:
-        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
-        return None if row is None else str(row[0])
+        """The text stored under `k`, None if there is none; DataError naming the file if
+        the row holds something else (NULL, a blob, an empty text)."""
+        rows = list(self._read("SELECT v FROM meta WHERE k = ?", (k,)))
+        if not rows:
+            return None
+        v = rows[0][0]
+        if type(v) is not str or not v:
+            raise DataError(f"{self.path}: meta {k!r} holds {v!r:.40}, not a text: the file "
+                            "is damaged or was edited")
+        return v
+
+    def get_meta_int(self, k: str) -> int:
+        """The count stored under `k` (decimal digits), 0 if there is none; DataError naming
+        the file if the row holds something else."""
+        v = self.get_meta(k)
+        if v is None:
+            return 0
+        if not (v.isascii() and v.isdigit() and int(v) <= MAX_CLOCK):
+            raise DataError(f"{self.path}: meta {k!r} holds {v!r:.40}, not a count: the file "
+                            "is damaged or was edited")
+        return int(v)
 
     def set_meta(self, k: str, v: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))

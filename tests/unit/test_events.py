@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.errors import BanzaiError, InvalidEvent
+from peer.errors import BanzaiError, DataError, InvalidEvent
 from peer.log import (
     CachePut,
     ChunkDone,
@@ -36,6 +37,7 @@ from peer.log import (
     TaskSplitRef,
     fold,
 )
+from peer.log.jobindex import JobIndex
 from peer.log.signing import Identity, sign_events
 
 CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
@@ -524,7 +526,8 @@ def test_event_log_opens_quarantining_invalid_rows(tmp_path: Path,
     bad_rows = [("a", 2, 2, int(EventType.CLAIM), json.dumps({**CHUNK, "attempt": -1})),
                 ("a", 3, 3, 99, "{}"),  # a type this version does not know
                 ("", 1, 4, int(EventType.PROVIDE), '{"cids": []}'),
-                ("b", 1, 5, int(EventType.PROVIDE), "{not json")]
+                ("b", 1, 5, int(EventType.PROVIDE), "{not json"),
+                ("c", 1, 6, int(EventType.PROVIDE), "[" * 100_000 + "]" * 100_000)]  # too deep
     db.executemany("INSERT INTO events (origin, seq, hlc, type, payload) VALUES (?, ?, ?, ?, ?)",
                    bad_rows)
     db.commit()
@@ -534,11 +537,12 @@ def test_event_log_opens_quarantining_invalid_rows(tmp_path: Path,
         loaded = list(again.load())
     unknown = Event("a", 3, 3, 99, {})  # type: ignore[arg-type]
     assert loaded == [*good[:1], unknown, good[1]]  # a newer peer's type is kept
-    assert again.skipped == 3
+    assert again.skipped == 4
     assert "CLAIM payload.attempt: expected an integer >= 0, got -1" in caplog.text
+    assert "c/1: maximum recursion depth exceeded" in caplog.text
     assert fold(loaded).heads == {"a": 1}
-    assert again.quarantined() == 3  # moved aside: a second load finds only good rows
-    assert list(again.load()) == loaded and again.skipped == 3
+    assert again.quarantined() == 4  # moved aside: a second load finds only good rows
+    assert list(again.load()) == loaded and again.skipped == 4
     again.close()
 
 
@@ -566,3 +570,62 @@ def test_event_log_quarantines_a_row_that_is_not_what_its_batch_signed(
     assert again.skipped == 2 and again.quarantined() == 2  # the rows are kept there
     assert list(again.load()) == loaded
     again.close()
+
+
+def _signed_log(path: Path) -> None:
+    evs = [ev(EventType.PROVIDE, {"cids": [CID + str(s)]}, seq=s, hlc=s) for s in range(1, 301)]
+    sign_events(Identity.generate(), "a", evs, None)
+    log = EventLog(path)
+    log.append(evs)
+    log.set_meta("incarnation", "3")
+    log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.close()
+
+
+def _truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_bytes(b"garbage" * 100), "file is not a database"),
+    (_truncate, "database disk image is malformed"),
+], ids=["not_a_database", "truncated"])
+def test_a_log_file_sqlite_cannot_read_is_an_error_naming_it(tmp_path: Path, damage: Any,
+                                                              message: str) -> None:
+    path = tmp_path / "events.sqlite"
+    _signed_log(path)
+    damage(path)
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}: the file is damaged")):
+        EventLog(path)
+    assert path.read_bytes() == before  # left as it was, for a human
+
+
+@pytest.mark.parametrize("stmt,read,message", [
+    ("INSERT INTO floors VALUES ('o', 'x')", lambda log: log.floors(),
+     "a row of floors holds ('o', 'x'), not (origin, seq)"),
+    ("INSERT INTO compact_floors VALUES ('o', 2.5)", lambda log: JobIndex(log.db).floors(),
+     "a row of compact_floors holds ('o', 2.5), not (origin, seq)"),
+    ("INSERT INTO meta VALUES ('peer_id', NULL)", lambda log: log.get_meta("peer_id"),
+     "meta 'peer_id' holds None, not a text"),
+    ("UPDATE meta SET v = 'x' WHERE k = 'incarnation'",
+     lambda log: log.get_meta_int("incarnation"), "meta 'incarnation' holds 'x', not a count"),
+    ("UPDATE batches SET key = 'zz'", lambda log: list(log.load()),
+     "the signed batch of row 1 is malformed (bad batch key"),
+    ("UPDATE batches SET first = 'x'", lambda log: log.signer_keys(),
+     "the signed batch of row 1 is malformed (bad batch origin, signer or first seq)"),
+], ids=["floor", "compact_floor", "peer_id", "incarnation", "batch_key", "batch_first"])
+def test_a_bad_value_in_the_log_file_is_an_error_naming_it(tmp_path: Path, stmt: str,
+                                                           read: Any, message: str) -> None:
+    path = tmp_path / "events.sqlite"
+    _signed_log(path)
+    db = sqlite3.connect(path)
+    JobIndex(db)  # (its tables)
+    db.execute(stmt)
+    db.commit()
+    db.close()
+    log = EventLog(path)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        read(log)
+    log.close()
