@@ -313,7 +313,7 @@ class Node:
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
                                self.emit)
         self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
-        self.janitor.archived = lambda: [archived_facts(j, f) for j, f in self.index.facts()]
+        self.janitor.archived = lambda: self.index.facts(archived_facts)
         self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
         self.janitor.archived_outputs = lambda: read_outputs(self.log.path)
         self.janitor.fetch = self.fetcher.ensure  # a live job's kept listing, if not here
@@ -936,6 +936,7 @@ class Node:
                                "unindexed": len(c.unindexed),
                                "jobless_waiting": len(c.jobless),  # out of memory, in the log
                                "index_failures": c.index_failures,
+                               "index_rows_skipped": self.index.skipped,  # do not read back
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())

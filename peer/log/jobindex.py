@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from peer.log.snapframe import outputs_sha, thin
 from peer.log.sqlite import seq_rows
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
@@ -92,6 +96,9 @@ class JobIndex:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.path = db_path(db)  # (named in what is logged or raised of its rows)
+        # (job, column) of the rows a read left out because that column does not read back
+        # as it was written (damaged, edited by hand): each logged once; `skipped` counts them
+        self._bad: set[tuple[str, str]] = set()
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
         db.execute(
@@ -238,7 +245,7 @@ class JobIndex:
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
         at most `limit` (all without it)."""
-        sql = "SELECT hlc, origin, seq, summary FROM job_index"
+        sql = "SELECT job, hlc, origin, seq, summary FROM job_index"
         args: list[Any] = []
         if before is not None:
             sql += " WHERE (hlc, origin, seq) < (?, ?, ?)"
@@ -247,8 +254,12 @@ class JobIndex:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [((int(h), str(o), int(q)), json.loads(s))
-                for h, o, q, s in self._db.execute(sql, args)]
+        out: list[tuple[Order, dict[str, Any]]] = []
+        for job, h, o, q, s in self._db.execute(sql, args):
+            summary = self._column(job, "summary", s, _is_object)
+            if summary is not None:
+                out.append(((int(h), str(o), int(q)), summary))
+        return out
 
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
         """Remove jobs' records; returns the ids of their events still in the log."""
@@ -258,7 +269,7 @@ class JobIndex:
             for job in jobs:
                 row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
                 if row is not None:
-                    out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+                    out += self._ids(job, row[0])
                     db.execute("DELETE FROM job_index WHERE job = ?", (job,))
                     db.execute("DELETE FROM job_thin WHERE job = ?", (job,))
                     gone += 1
@@ -384,33 +395,74 @@ class JobIndex:
 
     def thin_digests(self, digest: Callable[..., str]) -> dict[str, str]:
         """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
-        of the index (snapframe.job_digest3)."""
+        of the index (snapframe.job_digest3) whose facts read back."""
         out: dict[str, str] = {}
         for job, h, o, q, ended, state, tf, facts in self._db.execute(
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
                 "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
                 "LEFT JOIN job_thin t USING (job)"):
-            f = json.loads(tf) if tf is not None else {}
-            osha = f.get("outputs_sha") if tf is not None else outputs_sha(
-                json.loads(facts).get("outputs", ()))
+            f = self._column(job, "facts", facts if tf is None else tf, _is_object)
+            if f is None:
+                continue
+            try:
+                osha = f.get("outputs_sha") if tf is not None else outputs_sha(
+                    f.get("outputs", ()))
+            except (ValueError, TypeError) as e:
+                self._skip(job, "facts", e)
+                continue
             out[str(job)] = digest(job, h, o, q, ended, state, str(osha))
         return out
 
     def pending(self) -> Iterator[tuple[str, int, dict[str, int]]]:
         """(job, ended hlc, marks: origin -> its highest seq) of the jobs whose events are
-        still in the log."""
+        still in the log (a row whose end or marks do not read back is left out, its events
+        kept)."""
         for job, ended, marks in self._db.execute(
                 "SELECT job, ended, marks FROM job_index WHERE ids != '[]'").fetchall():
-            yield str(job), int(ended), {str(o): int(q) for o, q in json.loads(marks).items()}
+            m = self._column(job, "marks", marks, _is_marks)
+            if type(ended) is not int:
+                self._skip(job, "ended", f"{ended!r:.40} is not an hlc")
+            elif m is not None:
+                yield str(job), ended, m
 
     def ids(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
-        """The ids of these jobs' events still in the log."""
+        """The ids of these jobs' events still in the log (none of a row whose ids do not
+        read back)."""
         out: list[tuple[str, int]] = []
         for job in jobs:
             row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
             if row is not None:
-                out += [(str(o), int(q)) for o, q in json.loads(row[0])]
+                out += self._ids(job, row[0])
         return out
+
+    def _ids(self, job: Any, text: Any) -> list[tuple[str, int]]:
+        return [(o, q) for o, q in self._column(job, "ids", text, _is_ids) or ()]
+
+    @property
+    def skipped(self) -> int:
+        """The (row, column)s that reads left out because they do not read back."""
+        return len(self._bad)
+
+    def _column(self, job: Any, column: str, text: Any, ok: Callable[[Any], bool]) -> Any:
+        """A row's JSON `column` parsed, if it parses to what `ok` accepts; else None, and
+        the row is left out (`_skip`)."""
+        try:
+            v = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as e:
+            self._skip(job, column, e)
+            return None
+        if not ok(v):
+            self._skip(job, column, f"{text!r:.60} is not what the index writes there")
+            return None
+        return v
+
+    def _skip(self, job: Any, column: str, why: object) -> None:
+        """A row left out by a read: counted and logged once per (job, column)."""
+        key = (str(job), column)
+        if key not in self._bad:
+            self._bad.add(key)
+            log.warning("%s: the job index's row of %r is left out: its %s does not read back "
+                        "(%s)", self.path, str(job)[:64], column, f"{why!s:.200}")
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
@@ -442,10 +494,20 @@ class JobIndex:
                 continue
             yield CacheEntry(int(kind), str(k), value, (int(h), str(o), int(q)))
 
-    def facts(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(job, facts) of every record: what retention needs of compacted jobs."""
-        for job, facts in self._db.execute("SELECT job, facts FROM job_index"):
-            yield str(job), json.loads(facts)
+    def facts(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
+        """`read(job, facts)` of every record: what retention needs of compacted jobs. A row
+        whose facts do not parse to an object, or that `read` refuses (ValueError), is left
+        out."""
+        out: list[_T] = []
+        for job, text in self._db.execute("SELECT job, facts FROM job_index"):
+            facts = self._column(job, "facts", text, _is_object)
+            if facts is None:
+                continue
+            try:
+                out.append(read(str(job), facts))
+            except ValueError as e:
+                self._skip(job, "facts", e)
+        return out
 
     def entry(self, kind: int, key: str) -> CacheEntry | None:
         absent = self._absent.get(kind)
@@ -548,8 +610,11 @@ class JobIndex:
                 rec = json.loads(record)
             except ValueError:
                 continue
-            yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
-                            json.loads(summary), rec, (), json.loads(facts))
+            summ = self._column(job, "summary", summary, _is_object)
+            fact = self._column(job, "facts", facts, _is_object)
+            if summ is not None and fact is not None:
+                yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
+                                summ, rec, (), fact)
 
 
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
@@ -667,6 +732,25 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
                 break
     finally:
         db.close()
+
+
+def _is_object(v: Any) -> bool:
+    return type(v) is dict
+
+
+def _is_seq(q: Any) -> bool:
+    return type(q) is int and q > 0
+
+
+def _is_ids(v: Any) -> bool:
+    """A list of [origin, seq] (the ids column)."""
+    return type(v) is list and all(type(i) is list and len(i) == 2 and type(i[0]) is str
+                                   and _is_seq(i[1]) for i in v)
+
+
+def _is_marks(v: Any) -> bool:
+    """An object origin -> seq (the marks column)."""
+    return type(v) is dict and all(_is_seq(q) for q in v.values())
 
 
 def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import sqlite3
 import time
@@ -187,6 +188,38 @@ def test_a_restart_keeps_records_cache_entries_and_heads(tmp_path: Path,
     assert ORIGIN in again.state.providers[_cid("job001/t0")]
     assert again.merge([evs[3]]) == [] and "job000" not in again.state.jobs
     assert _ids(again.events_after({}, 100)) == [e.id for e in evs[18:]]
+
+
+@pytest.mark.parametrize("column,text", [
+    ("facts", "nope"), ("facts", '{"finished_s": "x"}'), ("facts", '{"outputs": "bafyabc"}'),
+    ("summary", "[1]"), ("marks", "nope"), ("ids", '[["o", "x"]]'),
+], ids=["facts_not_json", "facts_finished_text", "facts_outputs_text", "summary_not_object",
+        "marks_not_json", "ids_bad_seq"])
+def test_a_job_index_row_that_does_not_read_back_is_left_out_logged_once_and_counted(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture, column: str,
+        text: str) -> None:
+    n = _open(tmp_path / "a", opened)
+    _lagging(n)
+    evs = history(jobs=3, per_job=2)
+    n.merge(evs)
+    n.catchup.compact()  # job000 and job001 become records; their events stay in the log
+    n.log.db.execute(f"UPDATE job_index SET {column} = ? WHERE job = 'job000'", (text,))
+    n.compactor.vvs = lambda: [dict(n.heads())]  # from now on every member holds them
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # every janitor cycle, compaction pass and listing goes on
+            archived = {f.job for f in n.janitor.archived()}
+            n.catchup.compact()
+            listed = [s["id"] for _, s in n.catchup.archived_jobs(None, None)]
+            digests = n.index.thin_digests(job_digest3)
+    assert "job001" in archived and listed[0] == "job001" and "job001" in digests
+    assert ("job000" in archived) == (column != "facts")
+    assert ("job000" in listed) == (column != "summary")
+    assert caplog.text.count("the job index's row of 'job000' is left out") == 1
+    assert f"{n.log.path}: the job index's row of 'job000' is left out: its {column}" \
+        in caplog.text
+    assert n.index.skipped == 1 and n.log_health()["compaction"]["index_rows_skipped"] == 1
+    kept = {(ORIGIN, q) for q in range(1, 10)} if column in ("marks", "ids") else set()
+    assert _rows(n) == kept | {e.id for e in evs[18:]}  # a job's events it cannot mark stay
 
 
 def test_a_deleted_compacted_job_loses_its_record(tmp_path: Path, opened: list[Node]) -> None:

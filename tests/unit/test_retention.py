@@ -19,10 +19,12 @@ from peer.jobs.retention import (
     JobFacts,
     RetentionConfig,
     StoreFacts,
+    archived_facts,
     gc_roots,
     job_facts,
     plan_job_deletions,
     plan_unpins,
+    record_facts,
 )
 from peer.log import Event, EventType, MeshState
 
@@ -102,6 +104,21 @@ def test_bounds_must_not_be_negative() -> None:
 
 
 # -- plan_job_deletions ------------------------------------------------------------------------
+@pytest.mark.parametrize("facts", [{"finished_s": "x"}, {"finished_s": True},
+                                   {"outputs": "bafyabc"}, {"logs": [1]}, {"logs": None}])
+def test_archived_facts_refuse_what_record_facts_does_not_write(facts: dict[str, Any]) -> None:
+    """Read back from the job index: "outputs" as a string is not a set of its characters."""
+    with pytest.raises(ValueError):
+        archived_facts("j", facts)
+
+
+def test_archived_facts_read_back_what_record_facts_writes() -> None:
+    record = {"tasks": [{"state": "done", "output": "o1", "cid": None, "logs": ["l1"]},
+                        {"state": "done", "output": "s", "cid": "s", "logs": []}]}
+    assert archived_facts("j", record_facts(record, 5.0)) == JobFacts(
+        "j", 5.0, frozenset({"o1"}), frozenset({"o1"}), frozenset({"l1"}))
+
+
 def test_job_records_older_than_the_bound_are_deleted_oldest_first() -> None:
     assert plan_job_deletions(JOBS, NOW, None) == []
     assert plan_job_deletions(JOBS, NOW, 2 * DAY) == ["old", "mid"]
