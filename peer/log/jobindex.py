@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from peer.log.events import MAX_CLOCK
 from peer.log.snapframe import outputs_sha, thin
 from peer.log.sqlite import seq_rows
 
@@ -256,7 +257,7 @@ class JobIndex:
             args.append(limit)
         out: list[tuple[Order, dict[str, Any]]] = []
         for job, h, o, q, s in self._db.execute(sql, args):
-            summary = self._column(job, "summary", s, _is_object)
+            summary = self._column(_job(job), "summary", s, _is_object)
             if summary is not None:
                 out.append(((int(h), str(o), int(q)), summary))
         return out
@@ -401,14 +402,14 @@ class JobIndex:
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
                 "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
                 "LEFT JOIN job_thin t USING (job)"):
-            f = self._column(job, "facts", facts if tf is None else tf, _is_object)
+            f = self._column(_job(job), "facts", facts if tf is None else tf, _is_object)
             if f is None:
                 continue
             try:
                 osha = f.get("outputs_sha") if tf is not None else outputs_sha(
                     f.get("outputs", ()))
             except (ValueError, TypeError) as e:
-                self._skip(job, "facts", e)
+                self._skip(_job(job), "facts", e)
                 continue
             out[str(job)] = digest(job, h, o, q, ended, state, str(osha))
         return out
@@ -419,9 +420,9 @@ class JobIndex:
         kept)."""
         for job, ended, marks in self._db.execute(
                 "SELECT job, ended, marks FROM job_index WHERE ids != '[]'").fetchall():
-            m = self._column(job, "marks", marks, _is_marks)
+            m = self._column(_job(job), "marks", marks, _is_marks)
             if type(ended) is not int:
-                self._skip(job, "ended", f"{ended!r:.40} is not an hlc")
+                self._skip(_job(job), "ended", f"{ended!r:.40} is not an hlc")
             elif m is not None:
                 yield str(job), ended, m
 
@@ -436,33 +437,41 @@ class JobIndex:
         return out
 
     def _ids(self, job: Any, text: Any) -> list[tuple[str, int]]:
-        return [(o, q) for o, q in self._column(job, "ids", text, _is_ids) or ()]
+        return [(o, q) for o, q in self._column(_job(job), "ids", text, _is_ids) or ()]
 
     @property
     def skipped(self) -> int:
         """The (row, column)s that reads left out because they do not read back."""
         return len(self._bad)
 
-    def _column(self, job: Any, column: str, text: Any, ok: Callable[[Any], bool]) -> Any:
+    def _column(self, row: str, column: str, text: Any, ok: Callable[[Any], bool]) -> Any:
         """A row's JSON `column` parsed, if it parses to what `ok` accepts; else None, and
         the row is left out (`_skip`)."""
         try:
             v = json.loads(text)
         except (ValueError, TypeError, RecursionError) as e:
-            self._skip(job, column, e)
+            self._skip(row, column, e)
             return None
         if not ok(v):
-            self._skip(job, column, f"{text!r:.60} is not what the index writes there")
+            self._skip(row, column, f"{text!r:.60} is not what the index writes there")
             return None
         return v
 
-    def _skip(self, job: Any, column: str, why: object) -> None:
-        """A row left out by a read: counted and logged once per (job, column)."""
-        key = (str(job), column)
-        if key not in self._bad:
-            self._bad.add(key)
-            log.warning("%s: the job index's row of %r is left out: its %s does not read back "
-                        "(%s)", self.path, str(job)[:64], column, f"{why!s:.200}")
+    def _order(self, key: Any, h: Any, o: Any, q: Any) -> Order | None:
+        """A cache entry's (hlc, origin, seq); None if they do not read back (left out)."""
+        if type(h) is int and type(o) is str and type(q) is int:
+            return (h, o, q)
+        self._skip(f"the job index's cache entry {str(key)[:64]!r}", "order",
+                   f"({h!r:.40}, {o!r:.40}, {q!r:.40}) is not (hlc, origin, seq)")
+        return None
+
+    def _skip(self, row: str, column: str, why: object) -> None:
+        """A row (as `_job` names it) left out by a read: counted and logged once per (row,
+        column)."""
+        if (row, column) not in self._bad:
+            self._bad.add((row, column))
+            log.warning("%s: %s is left out: its %s does not read back (%s)", self.path, row,
+                        column, f"{why!s:.200}")
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""
@@ -492,7 +501,9 @@ class JobIndex:
                 value = json.loads(v)
             except ValueError:
                 continue
-            yield CacheEntry(int(kind), str(k), value, (int(h), str(o), int(q)))
+            order = self._order(k, h, o, q)
+            if order is not None:
+                yield CacheEntry(int(kind), str(k), value, order)
 
     def facts(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
         """`read(job, facts)` of every record: what retention needs of compacted jobs. A row
@@ -500,13 +511,13 @@ class JobIndex:
         out."""
         out: list[_T] = []
         for job, text in self._db.execute("SELECT job, facts FROM job_index"):
-            facts = self._column(job, "facts", text, _is_object)
+            facts = self._column(_job(job), "facts", text, _is_object)
             if facts is None:
                 continue
             try:
                 out.append(read(str(job), facts))
             except ValueError as e:
-                self._skip(job, "facts", e)
+                self._skip(_job(job), "facts", e)
         return out
 
     def entry(self, kind: int, key: str) -> CacheEntry | None:
@@ -524,7 +535,8 @@ class JobIndex:
             value = json.loads(v)
         except ValueError:
             return None
-        return CacheEntry(kind, key, value, (int(h), str(o), int(q)))
+        order = self._order(key, h, o, q)  # (an edited row: as absent, replaced when won)
+        return None if order is None else CacheEntry(kind, key, value, order)
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
@@ -550,7 +562,7 @@ class JobIndex:
                 cid = None
             if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
                 cid = None
-            out.append(SliceRow(str(k), str(v), cid, bool(held), int(h)))
+            out.append(self._slice_row(k, v, cid, bool(held), h))
         return out
 
     def item_slice(self, after: str, limit: int) -> list[SliceRow]:
@@ -564,7 +576,8 @@ class JobIndex:
             except ValueError:  # a malformed value taken from a snapshot stream
                 r = None
             cid = r.get("c") if isinstance(r, dict) else None
-            out.append((str(k), str(v), cid if isinstance(cid, str) and cid else None, int(h)))
+            row = self._slice_row(k, v, cid if isinstance(cid, str) and cid else None, False, h)
+            out.append((row.key, row.value, row.cid, row.hlc))
         cids = sorted({c for _, _, c, _ in out if c is not None})
         held: set[str] = set()
         for i in range(0, len(cids), 500):  # (SQLite's bound on a statement's parameters)
@@ -573,6 +586,14 @@ class JobIndex:
                 "SELECT DISTINCT cid FROM provider_index WHERE cid IN "
                 f"({','.join('?' * len(part))})", part))
         return [SliceRow(k, v, c, c in held, h) for k, v, c, h in out]
+
+    def _slice_row(self, k: Any, v: Any, cid: str | None, held: bool, h: Any) -> SliceRow:
+        """A slice's row; one whose hlc does not read back stays in the slice (its place
+        moves the scan on) but is never reaped: no CID, the newest order."""
+        if type(h) is not int:
+            self._order(k, h, "", 0)  # (left out: logged once, counted)
+            return SliceRow(str(k), str(v), None, held, MAX_CLOCK)
+        return SliceRow(str(k), str(v), cid, held, h)
 
     def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str],
              items: Iterable[tuple[str, str]] = ()) -> None:
@@ -610,8 +631,8 @@ class JobIndex:
                 rec = json.loads(record)
             except ValueError:
                 continue
-            summ = self._column(job, "summary", summary, _is_object)
-            fact = self._column(job, "facts", facts, _is_object)
+            summ = self._column(_job(job), "summary", summary, _is_object)
+            fact = self._column(_job(job), "facts", facts, _is_object)
             if summ is not None and fact is not None:
                 yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
                                 summ, rec, (), fact)
@@ -732,6 +753,11 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
                 break
     finally:
         db.close()
+
+
+def _job(job: Any) -> str:
+    """A job_index row as logs name it."""
+    return f"the job index's row of {str(job)[:64]!r}"
 
 
 def _is_object(v: Any) -> bool:

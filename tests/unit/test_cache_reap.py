@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -391,6 +392,38 @@ def test_a_value_that_is_not_a_cid_is_left_alone() -> None:
     c.step()
     assert [k for k, *_ in index.output_slice("", 10)] == ["b", "c", "d", "e"]
     assert [k for k, *_ in index.item_slice("", 10)] == ["g"]
+
+
+def test_an_entry_whose_order_does_not_read_back_is_missed_kept_and_replaced_when_won(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A row edited by hand (an hlc that is not an integer): a lookup misses it (the fold
+    goes on), a scan keeps its place but never reaps it, it is logged once and counted; the
+    next entry that wins its key replaces it."""
+    index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+    cid = _cid("dead")  # no provider: its entries go, unless they cannot be read
+    item = json.dumps({"n": "r", "c": cid})
+    index.put_batches([("c", [(OUTPUT, "a", f'"{cid}"', "x", A, 1),
+                              (OUTPUT, "b", f'"{cid}"', 1, A, 2),
+                              (ITEM, "f", item, "x", A, 3), (ITEM, "g", "null", 1, A, 4)])])
+    state = MeshState()
+    state.tier(**index.lookups())
+    now = 1 << 60  # past the horizon: an item entry with no result goes too
+    c = Compactor(CompactConfig(), state, _Log(), index, lambda job: None, lambda: [],
+                  lambda: now)
+    with caplog.at_level(logging.WARNING):
+        assert sorted(e.key for e in index.entries()) == ["b", "g"]
+        for _ in range(2):
+            assert index.entry(OUTPUT, "a") is None and state.outputs.get("a") is None
+            assert index.entry(ITEM, "f") is None
+            c.step()
+    assert [k for k, *_ in index.output_slice("", 10)] == ["a"]
+    assert [k for k, *_ in index.item_slice("", 10)] == ["f"]
+    assert c.total.reaped == 1 and c.total.reaped_items == 1
+    assert caplog.text.count("the job index's cache entry 'a' is left out: its order") == 1
+    assert index.skipped == 2
+    won = CacheEntry(OUTPUT, "a", _cid("new"), (5, A, 9))
+    index.put([], [won], [])
+    assert index.entry(OUTPUT, "a") == won
 
 
 # -- order-independence: a bare state, index and compactor --------------------------------------
