@@ -5,15 +5,18 @@ rename, so it is safe from several threads and processes.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peer.errors import ArgError, Conflict, NotFound
+from peer.errors import ArgError, Conflict, DataError, NotFound
 from peer.ipfs import ipns
-from peer.log.signing import write_key
+from peer.log.signing import read_key, write_key
+
+log = logging.getLogger("banzai.ipns")
 
 SELF = "self"
 IDENTITY_FILE = "identity.key"  # the peer's identity (peer.log.signing.Identity)
@@ -42,6 +45,7 @@ class Keystore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.dir = self.data_dir / "keys"
+        self._bad: set[str] = set()  # names of key files that hold no key (logged once)
 
     def _path(self, name: str) -> Path:
         if name == SELF:
@@ -62,18 +66,30 @@ class Keystore:
         return KeyInfo(name, ipns.key_name(sk.public_key()))
 
     def get(self, name: str) -> Ed25519PrivateKey:
-        """The private key `name`; NotFound if there is none."""
+        """The private key `name`; NotFound if there is none, DataError if its file does not
+        hold one (peer.log.signing.read_key)."""
         try:
-            return Ed25519PrivateKey.from_private_bytes(self._path(name).read_bytes())
+            return read_key(self._path(name))
         except FileNotFoundError:
             raise NotFound(f"no key {name!r} (banzai key gen {name})", field="key") from None
 
     def list(self) -> list[KeyInfo]:
-        """Every key: `self` first, then the others by name."""
+        """Every key: `self` first, then the others by name; a key file that holds no key is
+        left out (logged once)."""
         names = [SELF] if self._path(SELF).exists() else []
         if self.dir.is_dir():
             names += sorted(p.stem for p in self.dir.glob("*.key") if _NAME.match(p.stem))
-        return [KeyInfo(n, ipns.key_name(self.get(n).public_key())) for n in names]
+        out: list[KeyInfo] = []
+        for n in names:
+            try:
+                out.append(KeyInfo(n, ipns.key_name(self.get(n).public_key())))
+            except NotFound:  # removed meanwhile
+                continue
+            except DataError as e:
+                if n not in self._bad:
+                    self._bad.add(n)
+                    log.warning("key %r left out: %s", n, e.message)
+        return out
 
     def by_id(self) -> dict[str, str]:
         """IPNS name -> key name, for the keys held here."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from peer.errors import ArgError, BanzaiError, IpnsError, NotFound
 from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, validate
@@ -58,6 +58,7 @@ class IpnsService:
         self.emit = emit
         self.clock = clock
         self._published = names.root / "published.json"  # name -> {key, value, lifetime_s, ttl_s}
+        self._bad: set[str] = set()  # names whose entry there is malformed (logged once)
 
     # -- blocking parts (worker threads) ------------------------------------------------------
 
@@ -109,13 +110,19 @@ class IpnsService:
         for name, e in self._load().items():
             if name not in held:
                 continue
+            entry = _entry(e)
+            if entry is None:
+                if name not in self._bad:  # (a hand-edited file: once)
+                    self._bad.add(name)
+                    log.warning("%s: the entry of %s is not (key, value, lifetime_s, ttl_s): "
+                                "not republished", self._published, name[:80])
+                continue
             try:
                 left = (self.names.get(name).eol - now).total_seconds()
             except (NotFound, IpnsError):
                 left = 0.0
-            if left < float(e["lifetime_s"]) / 2:
-                out.append((str(e["key"]), str(e["value"]), float(e["lifetime_s"]),
-                            float(e["ttl_s"])))
+            if left < entry[2] / 2:
+                out.append(entry)
         return out
 
     # -- on the loop ---------------------------------------------------------------------------
@@ -155,8 +162,27 @@ class IpnsService:
     async def run(self, every_s: float = REPUBLISH_CHECK_S) -> None:
         """Republish due records every `every_s`, until cancelled."""
         while True:
-            await self.republish()
+            try:
+                await self.republish()
+            except Exception:  # a failed round must not end the periodic ones
+                log.exception("IPNS republishing failed (tried again in %.0f s)", every_s)
             await asyncio.sleep(every_s)
+
+
+def _entry(e: Any) -> tuple[str, str, float, float] | None:
+    """(key, value, lifetime_s, ttl_s) of a published.json entry; None if malformed."""
+    if type(e) is not dict:
+        return None
+    key, value, life, ttl = (e.get(k) for k in ("key", "value", "lifetime_s", "ttl_s"))
+    if not (isinstance(key, str) and isinstance(value, str) and _seconds(life)
+            and _seconds(ttl)):
+        return None
+    return key, value, float(life), float(ttl)
+
+
+def _seconds(v: object) -> TypeGuard[float]:
+    """A number as JSON gives it (not a bool)."""
+    return type(v) in (int, float)
 
 
 def records_dir(data_dir: Path) -> Path:

@@ -3,6 +3,10 @@ gateway, with records signed here by an Ed25519 key (no network)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from yarl import URL
 
-from peer.errors import ArgError, Conflict, IpnsError, NotFound
+from peer.errors import ArgError, Conflict, DataError, IpnsError, NotFound
 from peer.ipfs import EmbeddedStore, gateway, ipns, rpc
 from peer.ipfs.cids import Cid
 from peer.ipfs.dagpb import varint
@@ -228,6 +232,52 @@ def test_publish_signs_v1_v2_records_with_growing_sequences_and_republishes(
     assert svc.names.get(name).sequence == 2
     with pytest.raises(ArgError):
         svc.sign("model", "/ipns/elsewhere")
+
+
+def test_a_key_file_or_published_entry_that_does_not_read_back_is_skipped_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Republishing goes on for the other names (its task used to end for good)."""
+    now = [NOW.timestamp()]
+    svc, emitted = _service(tmp_path, now)
+    for k in ("model", "torn", "edited"):
+        svc.keys.gen(k)
+        svc.sign(k, "/ipfs/bafkqaaa", lifetime_s=3600)
+    torn = tmp_path / "data" / "keys" / "torn.key"
+    torn.write_bytes(torn.read_bytes()[:31])
+    published = svc.names.root / "published.json"
+    entries = json.loads(published.read_text())
+    edited = next(n for n, e in entries.items() if e["key"] == "edited")
+    del entries[edited]["lifetime_s"]
+    published.write_text(json.dumps(entries))
+    now[0] += 1801  # every record is due
+    with caplog.at_level(logging.WARNING):
+        assert [k.name for k in svc.keys.list()] == ["self", "edited", "model"]
+        with pytest.raises(DataError, match=re.escape(f"{torn}: 31 bytes, not an Ed25519")):
+            svc.keys.get("torn")
+        for _ in range(2):
+            assert svc.due() == [("model", "/ipfs/bafkqaaa", 3600.0, 3600.0)]
+        assert asyncio.run(svc.republish()) == 1 and len(emitted) == 1
+    assert caplog.text.count("key 'torn' left out") == 1
+    assert caplog.text.count(f"{published}: the entry of {edited} is not") == 1
+
+
+async def test_the_republish_task_outlives_a_failed_round(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          ) -> None:
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    rounds: list[int] = []
+
+    async def failing() -> int:
+        rounds.append(1)
+        raise RuntimeError("a bug")
+
+    svc.republish = failing  # type: ignore[method-assign]
+    task = asyncio.create_task(svc.run(every_s=0.001))
+    while len(rounds) < 3 and not task.done():
+        await asyncio.sleep(0.001)
+    assert not task.done()  # it failed three rounds and is still running
+    task.cancel()
+    assert "IPNS republishing failed (tried again in 0 s)" in caplog.text
 
 
 def test_held_lists_the_valid_names_and_follows_new_records(tmp_path: Path) -> None:
