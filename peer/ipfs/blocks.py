@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -53,6 +54,7 @@ from peer.ipfs.pack import InlinePack
 log = logging.getLogger("banzai.store")
 
 _TMP_SUFFIX = ".tmp"
+_KEY = re.compile(r"(?:[0-9a-f]{2}){2,}")  # a block file's name: its multihash, in hex
 _STALE_TMP_S = 3600.0
 
 
@@ -296,6 +298,7 @@ class BlockStore:
         self._prefix = f"{self.dir}{os.sep}"  # reads build paths as strings (pathlib is slow)
         self._shards: set[str] = set()
         self.corrupt = 0  # corrupt blocks met by reads in this process
+        self.strays: set[str] = set()  # files in the shards that are no block's (`keys`)
         self.repair: Repair | None = None
         self._unsynced: set[Path] = set()  # directories with entries not yet fsynced
         self._local = threading.local()  # per thread: blocks being fsynced and renamed
@@ -581,18 +584,25 @@ class BlockStore:
         return removed
 
     def keys(self) -> Iterator[tuple[str, Path]]:
-        """Every stored (key, path); stale temp files older than an hour are removed."""
+        """Every stored (key, path); stale temp files older than an hour are removed. A file
+        whose name is no block's (not a multihash's hex, or in another shard) is left alone,
+        logged once (`strays`)."""
         now = time.time()
         for shard in self.dir.iterdir():
             if not shard.is_dir():
                 continue
             for entry in os.scandir(shard):
-                if not entry.name.endswith(_TMP_SUFFIX):
-                    yield entry.name, Path(entry.path)
-                    continue
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > _STALE_TMP_S:
-                        os.unlink(entry.path)
+                name = entry.name
+                if name.endswith(_TMP_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > _STALE_TMP_S:
+                            os.unlink(entry.path)
+                elif _KEY.fullmatch(name) and name[-2:] == shard.name:
+                    yield name, Path(entry.path)
+                elif entry.path not in self.strays:
+                    self.strays.add(entry.path)
+                    log.warning("store %s: %s is not a block file: left alone", self.dir,
+                                entry.path)
 
 
 class BlockBatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from pathlib import Path
@@ -286,6 +287,21 @@ def test_stale_temp_files_are_not_blocks(store: EmbeddedStore) -> None:
     (shard / ".partial.123.abc.tmp").write_bytes(b"junk")
     assert store.gc().blocks == 1  # the block; the fresh temp file is left alone
     assert (shard / ".partial.123.abc.tmp").exists()
+
+
+def test_a_file_in_a_shard_that_is_no_block_is_left_alone_and_logged_once(
+        store: EmbeddedStore, caplog: pytest.LogCaptureFixture) -> None:
+    cid = store.add_bytes(b"x")
+    shard = store.blocks.path(parse_cid(cid).key).parent
+    other = "01" if shard.name != "01" else "02"
+    strays = [shard / "notes.txt", shard / ("00" * 33 + other)]  # (the latter: another shard's)
+    for p in strays:
+        p.write_text("not a block")
+    with caplog.at_level(logging.WARNING):
+        assert store.gc().blocks == 1 and store.gc().blocks == 0  # the block alone
+    assert all(p.exists() for p in strays) and store.used_bytes() == 0
+    assert caplog.text.count("notes.txt is not a block file: left alone") == 1
+    assert len(store.blocks.strays) == 2
 
 
 def _worker(root: str, seed: int) -> str:
