@@ -358,7 +358,7 @@ def _decode(tag: bytes, payload: bytes) -> tuple[str, list[tuple[Any, ...]]]:
         return name, decode(payload)
     except StreamError:
         raise
-    except (TypeError, ValueError, KeyError, OverflowError) as e:
+    except (TypeError, ValueError, KeyError, OverflowError, RecursionError) as e:
         raise StreamError(f"a malformed frame: {e!s:.60}") from None
 
 

@@ -202,6 +202,15 @@ def test_a_malformed_thin_row_is_refused(row: list[Any]) -> None:
         list(read_frames(io.BytesIO(frame(b"J", json.dumps([row]).encode()))))
 
 
+@pytest.mark.parametrize("tag", [b"J", b"P"])
+def test_json_nested_past_the_recursion_limit_in_a_spool_is_refused(tag: bytes) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    payload = deep if tag == b"J" else b"".join(
+        struct.pack(">I", len(p)) + p for p in (deep, b"", b""))
+    with pytest.raises(StreamError, match="a malformed frame: maximum recursion depth"):
+        list(read_frames(io.BytesIO(frame(tag, payload))))
+
+
 def test_a_frame_cut_short_in_the_spool_is_refused() -> None:
     f = frame(b"P", provider_frame([("c1", "o")])[5:])
     with pytest.raises(StreamError):
