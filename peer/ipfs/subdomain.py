@@ -49,7 +49,8 @@ def split_port(host: str) -> tuple[str, str]:
     """(name, ":port" or "") of a Host header value; IPv6 literals keep their brackets, and
     an unbracketed one (more than one ':') is all name. The one reading of a Host, the
     access rule's (peer/http/auth.py) and the gateway's: ArgError if a port is there but is
-    not ASCII digits (an empty one included), as no reading of such a Host is the right one."""
+    not ASCII digits, as no reading of such a Host is the right one (an empty port is none,
+    as RFC 3986 says)."""
     h = host.strip()
     if h.startswith("["):
         end = h.find("]")
@@ -59,6 +60,8 @@ def split_port(host: str) -> tuple[str, str]:
     else:
         name, sep, digits = h.partition(":")
         port = sep + digits
+    if port == ":":  # an empty port is no port (RFC 3986 3.2.3)
+        return name, ""
     if port and not (port[0] == ":" and port[1:].isascii() and port[1:].isdigit()):
         raise ArgError(f"Host {h[:100]!r}: the port must be ASCII digits", field="host")
     return name, port

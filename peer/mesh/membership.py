@@ -168,6 +168,10 @@ class Membership:
     def status(self, peer_id: str) -> Liveness | None:
         """alive, suspect, dead, or None if never heard (or long dead)."""
         self.update(self._clock())
+        return self.judged(peer_id)
+
+    def judged(self, peer_id: str) -> Liveness | None:
+        """`status` as last judged (no re-judging: one lookup)."""
         p = self._peers.get(peer_id)
         return p.status if p else None
 

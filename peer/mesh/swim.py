@@ -72,6 +72,9 @@ MAX_SYNC_ANSWERS = 3  # join syncs ("r") answered per reply-to address per push-
 MAX_SYNC_PEERS = 64  # addresses whose join syncs are counted (more at once: not answered)
 MAX_RELAYS = 64  # PING_REQs relayed at once (more: not answered; a flood walks no more)
 MAX_INC = 2**63 - 1  # the largest incarnation (or any integer) a SWIM frame may carry
+# Unsigned, a suspicion of ours is outbid below this: far above a clock-made incarnation
+# (2^57 now, gossip.py), far below MAX_INC
+UNSIGNED_REFUTE_MAX = 2**62
 
 
 class State(StrEnum):
@@ -322,6 +325,7 @@ class Swim:
         self._listener = listener
         self._rng = rng
         self._signer: Signer = signer or NoSigner()
+        self._signed = signer is not None  # (without: any member may forge any update)
         self._members: dict[str, Member] = {}
         self._live: list[Member] | None = None  # cache of live(); reset on any state change
         self._suspects: set[str] = set()
@@ -421,11 +425,15 @@ class Swim:
         self._enqueue(f"m{self.me}", body)
 
     def refute(self, inc: int) -> None:
-        """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive. No
-        member holds us above our incarnation + 1 (`_suspect`): a claim beyond is ignored,
-        so that each refutation raises ours by 2 at most and never past MAX_INC (it starts
-        near 2^57, see gossip.py: 2^62 refutations away)."""
-        if not self.inc <= inc <= min(self.inc + 1, MAX_INC - 1) or self.leaving:
+        """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive. With
+        signed frames, no member holds us above our incarnation + 1 (`_suspect`): a claim
+        beyond is ignored, so that each refutation raises ours by 2 at most and never past
+        MAX_INC (it starts near 2^57, see gossip.py: 2^62 refutations away). Without them,
+        any member may forge anything, and a claim above is honest after a restart whose
+        clock-made incarnation is below the one held of us (the wall clock stepped back):
+        it is outbid, as before."""
+        top = min(self.inc + 1, MAX_INC - 1) if self._signed else UNSIGNED_REFUTE_MAX
+        if not self.inc <= inc <= top or self.leaving:
             return
         self.inc = inc + 1
         self.stats.refutations += 1
@@ -873,10 +881,14 @@ class Swim:
         # a frame may name any address, and each one new to the transport takes a
         # connection); at most MAX_RELAYS at once (each is walked by `next_due`).
         m = self._members.get(target)
-        if m is None or not m.addr or m.state == State.LEFT:
-            return
-        if len(self._relays) >= MAX_RELAYS:
-            self.stats.unanswered += 1
+        known = m is not None and bool(m.addr) and m.state != State.LEFT
+        if m is None or not known or len(self._relays) >= MAX_RELAYS:
+            # Not relayed: a NACK at once, so that the prober (Lifeguard) does not count a
+            # missing one against itself; only to a member we know, at its known address.
+            self.stats.unanswered += known
+            asker = self._members.get(sender)
+            if asker is not None and asker.addr == reply_to and asker.state != State.LEFT:
+                self._send(reply_to, Msg.NACK, {"s": seq})
             return
         own = self._rng.getrandbits(SEQ_BITS)
         self._relays[own] = Relay(reply_to, seq, now + self.scaled(self.cfg.probe_timeout_s))
@@ -970,7 +982,8 @@ class Swim:
         if not isinstance(claimant, str):
             raise ValueError("bad claimant")
         if mid == self.me:
-            if inc > self.inc + 1:  # nobody can hold us there (`_suspect`): refused
+            if self._signed and inc > self.inc + 1:  # nobody can hold us there
+                # (`_suspect`): refused (unsigned, see `refute`)
                 self.stats.dropped_updates += 1
             elif self._checked(Sig.SUSPECT, claimant, "", inc, 0, mid.encode(), u):
                 self.refute(inc)

@@ -145,13 +145,21 @@ class MeshView:
         """Keep `peer_id`'s version vector if it is a live member (alive or suspect, SWIM or
         legacy): a digest's sender id is not authenticated, and vectors under made-up ids
         would pile up (only live members' are read; a dead or departed one's is freed)."""
-        if self.status(peer_id) not in (Liveness.ALIVE, Liveness.SUSPECT):
+        if not self._live_member(peer_id):
             return
         if peer_id in self._heads or len(self._heads) < MAX_HEADS:
             self._heads[peer_id] = {str(k): v for k, v in heads.items() if type(v) is int}
             noted = getattr(self._members, "heads_noted", None)  # optional: a waiter for acks
             if noted is not None:
                 noted(peer_id)
+
+    def _live_member(self, peer_id: str) -> bool:
+        """Alive or suspect, SWIM or legacy, as last judged: one lookup per frame (`status`
+        re-judges every legacy peer)."""
+        m = None if self.swim is None else self.swim.members.get(peer_id)
+        if m is None or peer_id in self.legacy_ids:
+            return self._legacy.judged(peer_id) in (Liveness.ALIVE, Liveness.SUSPECT)
+        return m.state in (State.ALIVE, State.SUSPECT)
 
     def heads_of(self, peer_id: str) -> Mapping[str, int]:
         """The last version vector `peer_id` sent us (a digest or a heartbeat), or {}."""

@@ -71,13 +71,14 @@ def test_parse_host_of_another_gateway_host() -> None:
 @pytest.mark.parametrize(("host", "want"), [
     ("localhost:8700", ("localhost", ":8700")), ("localhost", ("localhost", "")),
     ("[::1]:80", ("[::1]", ":80")), ("[::1]", ("[::1]", "")), ("::1", ("::1", "")),
+    ("localhost:", ("localhost", "")), ("[::1]:", ("[::1]", "")),  # an empty port is none
 ])
 def test_split_port(host: str, want: tuple[str, str]) -> None:
     assert split_port(host) == want
 
 
-@pytest.mark.parametrize("host", ["a:b", "bafy.ipfs.localhost:", "bafy.ipfs.localhost:x",
-                                  "localhost:\uff18", "[::1]x", "[::1]:"])
+@pytest.mark.parametrize("host", ["a:b", "bafy.ipfs.localhost:x", "localhost:\uff18",
+                                  "[::1]x", "[::1]:y"])
 def test_a_port_not_of_ascii_digits_is_refused(host: str) -> None:
     with pytest.raises(ArgError, match="port must be ASCII digits") as info:
         split_port(host)

@@ -21,8 +21,10 @@ from peer.mesh.swim import (
     MAX_SYNC_ANSWERS,
     MAX_TABLE_ROWS,
     MAX_TABLES,
+    UNSIGNED_REFUTE_MAX,
     Member,
     Msg,
+    NoSigner,
     State,
     Swim,
     SwimConfig,
@@ -71,9 +73,11 @@ def alive(mid: str, port: int, inc: int = 1) -> dict[str, Any]:
     return {"t": "a", "i": mid, "a": f"127.0.0.1:{port}", "n": inc}
 
 
-def make(others: int = 3, cfg: SwimConfig = CFG) -> tuple[Swim, FakeClock, Net, Listener]:
+def make(others: int = 3, cfg: SwimConfig = CFG, signed: bool = False,
+         ) -> tuple[Swim, FakeClock, Net, Listener]:
+    """`signed`: with a signer (one that takes every proof): the bounds of a signed mesh."""
     clock, net, listener = FakeClock(), Net(), Listener()
-    s = Swim(cfg, "me", 5, net, listener, random.Random(1))
+    s = Swim(cfg, "me", 5, net, listener, random.Random(1), NoSigner() if signed else None)
     s.bind("127.0.0.1:1", clock())
     s.apply_updates([alive(f"m{i}", 10 + i) for i in range(others)], clock())
     return s, clock, net, listener
@@ -190,6 +194,10 @@ def test_a_ping_req_pings_only_a_known_member_at_its_known_address_and_relays_ar
     s, clock, net, _ = make(2)
     s.on_ping_req("m0", "127.0.0.1:10", {"s": 1, "t": "x", "a": "127.0.0.1:77"}, clock())
     assert net.take(Msg.PING) == []
+    # not relayed, but NACKed at once (Lifeguard: the prober is not at fault), to a member
+    assert [(a, b["s"]) for a, b in net.take(Msg.NACK)] == [("127.0.0.1:10", 1)]
+    s.on_ping_req("x", "127.0.0.1:77", {"s": 1, "t": "x", "a": "127.0.0.1:77"}, clock())
+    assert net.take(Msg.NACK) == []  # no member: no new connection
     s.on_ping_req("m0", "127.0.0.1:10", {"s": 2, "t": "m1", "a": "127.0.0.1:77"}, clock())
     assert [a for a, _ in net.take(Msg.PING)] == ["127.0.0.1:11"]  # where m1 is
     from peer.mesh.swim import MAX_RELAYS
@@ -197,6 +205,7 @@ def test_a_ping_req_pings_only_a_known_member_at_its_known_address_and_relays_ar
         s.on_ping_req("m0", "127.0.0.1:10", {"s": 10 + i, "t": "m1", "a": "127.0.0.1:11"},
                       clock())
     assert len(net.take(Msg.PING)) == MAX_RELAYS - 1 and s.stats.unanswered == 6
+    assert len(net.take(Msg.NACK)) == 6  # beyond the cap: NACKed at once
     clock.advance(CFG.probe_timeout_s)
     s.tick(clock())  # they time out (NACKs): room again
     assert len(net.take(Msg.NACK)) == MAX_RELAYS
@@ -219,7 +228,7 @@ def test_a_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None
 
 
 def test_a_suspicion_more_than_one_above_the_held_incarnation_is_refused_and_counted() -> None:
-    s, clock, _, _ = make(1)  # m0 held at incarnation 1, ours is 5
+    s, clock, _, _ = make(1, signed=True)  # m0 held at incarnation 1, ours is 5
     s.apply_updates([{"t": "s", "i": "m0", "n": 2**63 - 1, "f": "x"},
                      {"t": "s", "i": "m0", "n": 3, "f": "x"}], clock())
     assert s.members["m0"].state is State.ALIVE and s.members["m0"].inc == 1
@@ -232,6 +241,18 @@ def test_a_suspicion_more_than_one_above_the_held_incarnation_is_refused_and_cou
     assert s.inc == 5 and s.stats.refutations == 0 and s.stats.dropped_updates == 4
     s.apply_updates([{"t": "s", "i": "me", "n": 6, "f": "m0"}], clock())  # held + 1 somewhere
     assert s.inc == 7 and s.stats.refutations == 1
+
+
+def test_unsigned_a_suspicion_of_an_earlier_run_above_ours_is_outbid() -> None:
+    """Without signatures any member may forge anything, and a suspicion far above our
+    incarnation is honest after a restart whose clock-made incarnation is below the one
+    held of us (the wall clock stepped back): outbid at once, as ever; only a claim past
+    what a frame may carry once raised is not."""
+    s, clock, _, _ = make(1)
+    s.apply_updates([{"t": "s", "i": "me", "n": UNSIGNED_REFUTE_MAX + 1, "f": "m0"}], clock())
+    assert s.inc == 5 and s.stats.refutations == 0
+    s.apply_updates([{"t": "s", "i": "me", "n": 1000 << 16, "f": "m0"}], clock())
+    assert s.inc == (1000 << 16) + 1 and s.stats.refutations == 1
 
 
 def test_only_a_higher_incarnation_revives_and_only_the_member_itself_refutes() -> None:
