@@ -4,6 +4,7 @@ counting, key hints and a rotation A -> A+B -> B+A -> B with peers restarted one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -59,13 +60,17 @@ async def test_holders_of_the_secret_gossip_others_are_refused_and_counted() -> 
 
 async def raw_dealer(ctx: zmq.asyncio.Context, addr: str, frame: bytes,
                      **opts: bytes | int) -> zmq.asyncio.Socket:
-    """A DEALER that sends `frame` to `addr` with socket options `opts` (CURVE keys...)."""
+    """A DEALER that sends `frame` to `addr` with socket options `opts` (CURVE keys...).
+    The frame is queued without blocking: a handshake the server refuses may end the
+    socket's only pipe before the send (the io thread races this one; seen under load, a
+    CI run hung 180 s here), and the refusal is what the caller awaits, not the frame."""
     d = ctx.socket(zmq.DEALER)
     d.setsockopt(zmq.LINGER, 0)
     for name, value in opts.items():
         d.setsockopt(getattr(zmq, name), value)
     d.connect("tcp://" + addr)
-    await d.send(frame)
+    with contextlib.suppress(zmq.Again):
+        await d.send(frame, zmq.NOBLOCK)
     return d
 
 
