@@ -124,9 +124,13 @@ def read_key(path: Path) -> Ed25519PrivateKey:
         mode = os.fstat(f.fileno()).st_mode & 0o777
         raw = f.read(KEY_BYTES + 1)
     if mode & 0o077:
+        try:
+            path.chmod(0o600)
+            done = "made it 0600"
+        except OSError as e:  # (a read-only mount, a file of another owner): still ours
+            done = f"could not make it 0600 ({e.strerror}): do so by hand"
         log.warning("%s is readable by other users (mode %o): they may hold this private key; "
-                    "made it 0600 (docs/security.md)", path, mode)
-        path.chmod(0o600)
+                    "%s (docs/security.md)", path, mode, done)
     if len(raw) != KEY_BYTES:
         raise DataError(f"{path}: {'more than ' if len(raw) > KEY_BYTES else ''}{len(raw)} "
                         f"bytes, not an Ed25519 private key ({KEY_BYTES} raw bytes): the file "
@@ -139,15 +143,24 @@ def write_key(path: Path, sk: Ed25519PrivateKey) -> None:
     temporary file, fsynced, then linked in place; FileExistsError if `path` exists (a key
     is never replaced)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(sk.private_bytes_raw())
-        f.flush()
-        os.fsync(f.fileno())
+    _write_new(tmp, sk.private_bytes_raw(), os.O_TRUNC)
     try:
         os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (vfat, some FUSE): made in place
+        _write_new(path, sk.private_bytes_raw(), os.O_EXCL)
     finally:
         tmp.unlink()
+
+
+def _write_new(path: Path, data: bytes, flag: int) -> None:
+    """`data` in a file made at `path` (mode 0600; `flag`: O_EXCL or O_TRUNC), fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flag, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @functools.lru_cache(maxsize=VERIFIED_CACHE)
