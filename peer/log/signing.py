@@ -42,10 +42,15 @@ MAX_TRACKED = 1024  # origins with their own counters; the rest share "(other)"
 VERIFIED_CACHE = 4096  # batch signatures remembered as good
 
 
+# The canonical JSON of what an event's hash covers: json.dumps(v, separators=(",", ":"),
+# sort_keys=True), byte for byte, without making an encoder per call (dumps does, with
+# options: 30 % of an event's hash; every event received and every one read back pays it).
+CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def event_hash(e: Event) -> bytes:
     """sha256 of the canonical encoding of (origin, seq, hlc, type, payload)."""
-    canon = json.dumps([e.origin, e.seq, e.hlc, int(e.type), e.payload], separators=(",", ":"),
-                       sort_keys=True)
+    canon = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type), e.payload])
     return hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
 
 

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peer.errors import DataError
 from peer.log import Event, EventType
 from peer.log.signing import (
+    CANONICAL,
     MAX_BATCH,
     Batch,
     Counters,
@@ -338,6 +341,17 @@ def test_an_identity_is_made_where_hard_links_are_refused(
     a = Identity.load(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and Identity.load(path).key == a.key
     assert [p.name for p in tmp_path.iterdir()] == ["identity.key"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
+
+
+@given(_JSON)
+def test_the_canonical_encoder_is_json_dumps_byte_for_byte(value: object) -> None:
+    """Event hashes must not change across releases: one encoder reused is dumps' output."""
+    assert CANONICAL.encode(value) == json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def test_batches_are_split_at_max_batch() -> None:
