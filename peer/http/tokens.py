@@ -17,8 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from peer.errors import ConfigError
+from peer.privfile import create_private, read_private
 
 TOKEN_FILE = "http-token"
+MAX_TOKEN_BYTES = 4096
 MESH_SCHEME = "BanzaiMesh"  # Authorization: BanzaiMesh <credential> (peer to peer)
 _MESH_CONTEXT = b"banzai-http-v1"
 
@@ -29,24 +31,29 @@ def token_path(data_dir: Path) -> Path:
 
 
 def load_or_create_token(data_dir: Path) -> str:
-    """The peer's token, created (32 random bytes, file mode 0600) on first use; a token
-    file readable by others is tightened to 0600."""
+    """The peer's token, created (32 random bytes, file mode 0600, whole or not at all) on
+    first use; a token file readable by others is made 0600 with a warning."""
     path = token_path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-        token = path.read_text().strip()
-        if len(token) < 16:
-            raise ConfigError(f"{path}: the token is empty or shorter than 16 characters; "
-                              "delete the file to get a new one", field="token") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+        raw = _read_token_file(path)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):  # made meanwhile: that one is ours
+            create_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+        raw = _read_token_file(path)
+    try:
+        token = raw.decode().strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(token) < 16 or len(raw) > MAX_TOKEN_BYTES:
+        raise ConfigError(f"{path}: not a token (empty, shorter than 16 characters, longer "
+                          "than 4 KiB or not UTF-8); delete the file to get a new one",
+                          field="token")
     return token
+
+
+def _read_token_file(path: Path) -> bytes:
+    return read_private(path, "API token", "they may drive this peer's API", MAX_TOKEN_BYTES)
 
 
 def read_token(path: Path) -> str | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections.abc import (
     AsyncIterable,
@@ -44,6 +43,7 @@ import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
 from peer.ipfs.embedded import EmbeddedStore
+from peer.privfile import replace_private
 
 log = logging.getLogger("banzai.kubo")
 
@@ -253,17 +253,6 @@ SWARM_KEY_FILE = "swarm.key"  # in a Kubo repo: read by `ipfs daemon` at start o
 SWARM_KEY_COPY = "kubo-swarm.key"  # in the data dir, for an operator to copy
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` (mode 0600) by rename, so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _public_bootstrap(repo: Path) -> bool:
     """True if the repo's config bootstraps to peers or has AutoConf on (Kubo's defaults),
     which a Kubo in a private swarm cannot use (it may refuse to start)."""
@@ -283,7 +272,7 @@ def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -
     if repo is None:
         copy = data_dir / SWARM_KEY_COPY
         if not copy.exists() or copy.read_text() != swarm_key:
-            _write_private(copy, swarm_key)
+            replace_private(copy, swarm_key.encode())
         log.warning(
             "Kubo at %s is not managed by this peer (no --kubo-repo), so it may be in the public "
             "IPFS network and announce this mesh's CIDs there. To keep it in the mesh's private "
@@ -310,7 +299,7 @@ def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -
     if same:
         log.info("Kubo repo %s holds the mesh's swarm key: a private swarm", repo)
         return False
-    _write_private(target, swarm_key)
+    replace_private(target, swarm_key.encode())
     log.warning("wrote the mesh's swarm key to %s: restart the Kubo daemon at %s so that it "
                 "joins the mesh's private swarm (Kubo reads swarm.key only at start)", target, api)
     return True

@@ -9,8 +9,6 @@ import functools
 import hashlib
 import hmac
 import json
-import logging
-import os
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,8 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.errors import BanzaiError, DataError
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
-
-log = logging.getLogger(__name__)
+from peer.privfile import create_private, read_private
 
 HASH_BYTES = 32
 KEY_BYTES = 32
@@ -124,18 +121,8 @@ class Identity:
 def read_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key stored at `path` (32 raw bytes); DataError naming the file if
     it holds anything else, FileNotFoundError if there is none. A file other users may read
-    is made 0600 (with a warning), as the mesh secret and the API token are."""
-    with path.open("rb") as f:
-        mode = os.fstat(f.fileno()).st_mode & 0o777
-        raw = f.read(KEY_BYTES + 1)
-    if mode & 0o077:
-        try:
-            path.chmod(0o600)
-            done = "made it 0600"
-        except OSError as e:  # (a read-only mount, a file of another owner): still ours
-            done = f"could not make it 0600 ({e.strerror}): do so by hand"
-        log.warning("%s is readable by other users (mode %o): they may hold this private key; "
-                    "%s (docs/security.md)", path, mode, done)
+    is made 0600 with a warning (`peer.privfile`)."""
+    raw = read_private(path, "identity key", "they may hold this private key", KEY_BYTES)
     if len(raw) != KEY_BYTES:
         raise DataError(f"{path}: {'more than ' if len(raw) > KEY_BYTES else ''}{len(raw)} "
                         f"bytes, not an Ed25519 private key ({KEY_BYTES} raw bytes): the file "
@@ -144,28 +131,9 @@ def read_key(path: Path) -> Ed25519PrivateKey:
 
 
 def write_key(path: Path, sk: Ed25519PrivateKey) -> None:
-    """Store `sk` at `path` (32 raw bytes, mode 0600) whole or not at all: written to a
-    temporary file, fsynced, then linked in place; FileExistsError if `path` exists (a key
-    is never replaced)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _write_new(tmp, sk.private_bytes_raw(), os.O_TRUNC)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links (vfat, some FUSE): made in place
-        _write_new(path, sk.private_bytes_raw(), os.O_EXCL)
-    finally:
-        tmp.unlink()
-
-
-def _write_new(path: Path, data: bytes, flag: int) -> None:
-    """`data` in a file made at `path` (mode 0600; `flag`: O_EXCL or O_TRUNC), fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flag, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Store `sk` at `path` (32 raw bytes, mode 0600) whole or not at all; FileExistsError if
+    `path` exists (a key is never replaced)."""
+    create_private(path, sk.private_bytes_raw())
 
 
 @functools.lru_cache(maxsize=VERIFIED_CACHE)

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import shlex
 from collections.abc import Sequence
@@ -32,6 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from zmq.utils import z85
+
+from peer.privfile import read_private, replace_private
 
 log = logging.getLogger("banzai.keyring")
 
@@ -179,29 +180,12 @@ def decode_token(token: str) -> bytes:
     return check_secret(secret)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` readable by its owner only (0600), atomically."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _read_secrets_file(path: Path, what: str) -> tuple[bytes, ...]:
     try:
-        st = path.stat()
-        data = path.read_bytes()
+        data = read_private(path, what, "other local users may hold the mesh secret; "
+                            "consider a rotation")
     except OSError as e:
         raise SecretError(f"{what}: cannot read {path}: {e.strerror}") from None
-    if st.st_mode & 0o077:
-        log.warning("%s %s is readable by other users (mode %o): other local users may hold "
-                    "the mesh secret; made it 0600, consider a rotation (docs/security.md)",
-                    what, path, st.st_mode & 0o777)
-        path.chmod(0o600)
     try:
         return parse_secrets(data)
     except SecretError as e:
@@ -235,13 +219,13 @@ def load_secrets(data_dir: Path, secret_file: Path | None = None,
     if join_token:
         secret = decode_token(join_token)
         if not stored.exists() or _read_secrets_file(stored, "mesh secret") != (secret,):
-            write_private(stored, secret + b"\n")
+            replace_private(stored, secret + b"\n")
             log.info("joined: the mesh secret of the join token is now in %s", stored)
         return MeshSecrets((secret,), "join_token", stored)
     if stored.exists():
         return MeshSecrets(_read_secrets_file(stored, "mesh secret"), "data_dir", stored)
     secret = new_secret()
-    write_private(stored, secret + b"\n")
+    replace_private(stored, secret + b"\n")
     return MeshSecrets((secret,), "generated", stored)
 
 
@@ -255,5 +239,4 @@ def join_command(secret: bytes, mesh_name: str = "banzai") -> str:
 __all__ = ["MAX_SECRETS", "MIN_SECRET_BYTES", "SECRET_FILE_NAME", "TOKEN_PREFIX", "CurveKeys",
            "Keyring", "MeshSecrets", "SecretError", "check_secret", "decode_token", "derive",
            "encode_token", "join_command", "kubo_swarm_key", "load_secrets", "new_secret",
-           "parse_secrets",
-           "write_private"]
+           "parse_secrets"]

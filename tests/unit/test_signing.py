@@ -311,24 +311,6 @@ def test_an_identity_file_others_may_read_is_made_private(
     assert [p.name for p in tmp_path.iterdir()] == ["identity.key"]  # no temporary left
 
 
-def test_an_identity_file_that_cannot_be_made_private_still_loads(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A key on a read-only mount (a container's secret, 0644) or of another owner: the
-    chmod fails, the peer still starts with its key, and says what to do."""
-    path = tmp_path / "identity.key"
-    a = Identity.load(path)
-    path.chmod(0o644)
-
-    def refuse(self: Path, mode: int) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(Path, "chmod", refuse)
-    with caplog.at_level(logging.WARNING):
-        assert Identity.load(path).key == a.key
-    assert "could not make it 0600 (Read-only file system)" in caplog.text
-
-
 def test_an_identity_is_made_where_hard_links_are_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """vfat, some FUSE mounts: no os.link; the key is then made in place, exclusively."""
