@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
@@ -408,20 +409,69 @@ class SettingSpec:
         return f"--no-{dashed}" if self.kind is bool and self.default is True else f"--{dashed}"
 
     def parse(self, value: Any) -> Any:
-        """A TOML, environment or flag value as the field's type; ConfigError if it is not."""
+        """A TOML, environment or flag value as the field's type; ConfigError naming the
+        field if it is not one, never a silent coercion (a TOML `slots = 2.9`, `mdns = "on"`
+        and `heartbeat_s = nan` were taken as 2, False and nan before)."""
+        got = _PARSERS[self.kind](value)
+        if got is _BAD:
+            raise ConfigError(f"{self.name}: invalid value {value!r} (expected "
+                              f"{_EXPECTED[self.kind]})", field=self.name)
+        return got
+
+
+_BAD: Any = object()
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _parse_int(v: Any) -> Any:
+    if isinstance(v, str):
         try:
-            if self.kind is tuple:
-                if isinstance(value, str):
-                    return tuple(v.strip() for v in value.split(",") if v.strip())
-                return tuple(str(v) for v in value)
-            if self.kind is bool:
-                return value if isinstance(value, bool) else str(value).lower() in (
-                    "1", "true", "yes")
-            if self.kind is Path:
-                return Path(value).expanduser()
-            return self.kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{self.name}: invalid value {value!r}", field=self.name) from None
+            return int(v.strip())
+        except ValueError:
+            return _BAD
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v if type(v) is int else _BAD
+
+
+def _parse_float(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return _BAD
+    if type(v) not in (int, float) or not math.isfinite(v):
+        return _BAD
+    return float(v)
+
+
+def _parse_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    word = v.strip().lower() if isinstance(v, str) else None
+    return True if word in _TRUE else False if word in _FALSE else _BAD
+
+
+def _parse_tuple(v: Any) -> Any:
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    return _BAD
+
+
+_PARSERS: dict[type, Callable[[Any], Any]] = {
+    str: lambda v: v if isinstance(v, str) else _BAD,
+    int: _parse_int,
+    float: _parse_float,
+    bool: _parse_bool,
+    Path: lambda v: Path(v).expanduser() if isinstance(v, (str, Path)) else _BAD,
+    tuple: _parse_tuple,
+}
+_EXPECTED = {str: "a string", int: "a whole number", float: "a finite number",
+             bool: "true or false (1/0, yes/no, on/off)", Path: "a path",
+             tuple: "a list of strings, or one string of comma-separated values"}
 
 
 def _kind(hint: Any) -> type:

@@ -276,3 +276,49 @@ def test_bounds_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError) as e:
         PeerConfig(**{name: 0})
     assert e.value.field == name
+
+
+# -- values are parsed, never coerced ----------------------------------------------------
+@pytest.mark.parametrize(("line", "field"), [
+    ("slots = 2.9", "slots"),  # int(2.9) made it 2, silently
+    ("slots = true", "slots"),  # a bool is not a number
+    ("mdns = 2", "mdns"),  # bool(...) made it False
+    ('mdns = "maybe"', "mdns"),
+    ("lease_s = true", "lease_s"),
+    ("lease_s = nan", "lease_s"),
+    ("lease_s = inf", "lease_s"),
+    ("mesh_name = 5", "mesh_name"),  # str(5) made it "5"
+    ("join = [1, 2]", "join"),  # each item str()ed
+    ("data_dir = 3", "data_dir"),
+])
+def test_a_toml_value_of_the_wrong_type_is_an_error_naming_the_setting(
+        tmp_path: Path, line: str, field: str) -> None:
+    path = tmp_path / "peer.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=f"^{field}: invalid value .* \\(expected ") as e:
+        load({}, env={}, toml_path=path)
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(("env", "want"), [
+    ({"BANZAI_MDNS": "on"}, ("mdns", True)),  # was False
+    ({"BANZAI_MDNS": "off"}, ("mdns", False)),
+    ({"BANZAI_MDNS": " Yes "}, ("mdns", True)),
+    ({"BANZAI_SLOTS": " 3 "}, ("slots", 3)),
+    ({"BANZAI_LEASE_S": "2"}, ("lease_s", 2.0)),
+])
+def test_environment_words_and_numbers_parse(env: dict[str, str],
+                                             want: tuple[str, object]) -> None:
+    assert getattr(load({}, env=env), want[0]) == want[1]
+
+
+def test_a_whole_float_in_toml_is_a_whole_number(tmp_path: Path) -> None:
+    path = tmp_path / "peer.toml"
+    path.write_text("slots = 2.0\nlease_s = 3\n")
+    cfg = load({}, env={}, toml_path=path)
+    assert (cfg.slots, cfg.lease_s) == (2, 3.0) and isinstance(cfg.lease_s, float)
+
+
+def test_an_environment_bool_that_is_no_word_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="^mdns: invalid value '2' "):
+        load({}, env={"BANZAI_MDNS": "2"})
