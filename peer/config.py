@@ -441,7 +441,7 @@ def _parse_float(v: Any) -> Any:
             v = float(v.strip())
         except ValueError:
             return _BAD
-    if type(v) not in (int, float) or not math.isfinite(v):
+    if type(v) not in (int, float) or math.isnan(v):  # (inf: e.g. no timeout, if allowed)
         return _BAD
     return float(v)
 
@@ -449,6 +449,8 @@ def _parse_float(v: Any) -> Any:
 def _parse_bool(v: Any) -> Any:
     if isinstance(v, bool):
         return v
+    if type(v) is int and v in (0, 1):  # TOML `mdns = 0`
+        return bool(v)
     word = v.strip().lower() if isinstance(v, str) else None
     return True if word in _TRUE else False if word in _FALSE else _BAD
 
@@ -469,7 +471,7 @@ _PARSERS: dict[type, Callable[[Any], Any]] = {
     Path: lambda v: Path(v).expanduser() if isinstance(v, (str, Path)) else _BAD,
     tuple: _parse_tuple,
 }
-_EXPECTED = {str: "a string", int: "a whole number", float: "a finite number",
+_EXPECTED = {str: "a string", int: "a whole number", float: "a number",
              bool: "true or false (1/0, yes/no, on/off)", Path: "a path",
              tuple: "a list of strings, or one string of comma-separated values"}
 

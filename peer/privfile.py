@@ -26,10 +26,10 @@ def read_private(path: Path, what: str, risk: str, limit: int = 1 << 20) -> byte
         data = f.read(limit + 1)
         if mode & 0o077:
             try:
-                os.fchmod(f.fileno(), 0o600)
-                done = "made it 0600"
+                os.fchmod(f.fileno(), mode & 0o700)
+                done = f"made it {mode & 0o700:o}"
             except OSError as e:
-                done = f"could not make it 0600 ({e.strerror}): do so by hand"
+                done = f"could not make it {mode & 0o700:o} ({e.strerror}): do so by hand"
             log.warning("%s %s is readable by other users (mode %o): %s; %s (%s)",
                         what, path, mode, risk, done, SECURITY_DOC)
     return data
@@ -62,7 +62,11 @@ def create_private(path: Path, data: bytes) -> None:
 
 def _temporary(path: Path, data: bytes) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    _write(tmp, data, os.O_EXCL)
+    try:
+        _write(tmp, data, os.O_EXCL)
+    except BaseException:  # (a full disk): no copy of a secret is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 

@@ -43,7 +43,7 @@ import aiohttp
 
 from peer.errors import BanzaiError, ConfigError, StoreError
 from peer.ipfs.embedded import EmbeddedStore
-from peer.privfile import replace_private
+from peer.privfile import read_private, replace_private
 
 log = logging.getLogger("banzai.kubo")
 
@@ -251,6 +251,16 @@ def _walk(root: Path) -> Iterator[tuple[str, Path | None]]:
 # -- the private swarm -----------------------------------------------------------------
 SWARM_KEY_FILE = "swarm.key"  # in a Kubo repo: read by `ipfs daemon` at start only
 SWARM_KEY_COPY = "kubo-swarm.key"  # in the data dir, for an operator to copy
+MAX_SWARM_KEY_BYTES = 4096  # (a key is 3 lines, about 100 bytes)
+
+
+def _read_swarm_key(path: Path) -> bytes | None:
+    """The swarm key file at `path` (None if there is none), made 0600 if others may read it."""
+    try:
+        return read_private(path, "swarm key", "they may join the mesh's private IPFS swarm",
+                            MAX_SWARM_KEY_BYTES)
+    except FileNotFoundError:
+        return None
 
 
 def _public_bootstrap(repo: Path) -> bool:
@@ -271,7 +281,7 @@ def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -
     operator is told how to install it. Returns True if Kubo must restart to take the key."""
     if repo is None:
         copy = data_dir / SWARM_KEY_COPY
-        if not copy.exists() or copy.read_text() != swarm_key:
+        if _read_swarm_key(copy) != swarm_key.encode():
             replace_private(copy, swarm_key.encode())
         log.warning(
             "Kubo at %s is not managed by this peer (no --kubo-repo), so it may be in the public "
@@ -284,9 +294,7 @@ def private_swarm(swarm_key: str, repo: Path | None, api: str, data_dir: Path) -
         return False
     target = repo / SWARM_KEY_FILE
     try:
-        same = target.read_text() == swarm_key
-    except FileNotFoundError:
-        same = False
+        same = _read_swarm_key(target) == swarm_key.encode()
     except OSError as e:
         raise ConfigError(f"--kubo-repo: cannot read {target}: {e}", field="kubo_repo") from None
     if not (repo / "config").is_file():

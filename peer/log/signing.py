@@ -124,7 +124,7 @@ def read_key(path: Path) -> Ed25519PrivateKey:
     is made 0600 with a warning (`peer.privfile`)."""
     raw = read_private(path, "identity key", "they may hold this private key", KEY_BYTES)
     if len(raw) != KEY_BYTES:
-        raise DataError(f"{path}: {'more than ' if len(raw) > KEY_BYTES else ''}{len(raw)} "
+        raise DataError(f"{path}: {f'more than {KEY_BYTES}' if len(raw) > KEY_BYTES else len(raw)} "
                         f"bytes, not an Ed25519 private key ({KEY_BYTES} raw bytes): the file "
                         "is damaged or was edited; restore it from a backup")
     return Ed25519PrivateKey.from_private_bytes(raw)

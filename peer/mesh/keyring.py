@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from zmq.utils import z85
 
-from peer.privfile import read_private, replace_private
+from peer.privfile import create_private, read_private, replace_private
 
 log = logging.getLogger("banzai.keyring")
 
 SECRET_FILE_NAME = "mesh.secret"  # in the data dir, mode 0600
 MIN_SECRET_BYTES = 16
 MAX_SECRETS = 4
+MAX_SECRETS_FILE_BYTES = 64 * 1024
 TOKEN_PREFIX = "bzj1_"  # a join token: version 1
 _SCRYPT_SALT = b"banzai mesh secret v1"
 _SCRYPT_N = 2**14  # 16 MiB, ~50 ms: once per secret and process
@@ -183,9 +184,12 @@ def decode_token(token: str) -> bytes:
 def _read_secrets_file(path: Path, what: str) -> tuple[bytes, ...]:
     try:
         data = read_private(path, what, "other local users may hold the mesh secret; "
-                            "consider a rotation")
+                            "consider a rotation", MAX_SECRETS_FILE_BYTES)
     except OSError as e:
         raise SecretError(f"{what}: cannot read {path}: {e.strerror}") from None
+    if len(data) > MAX_SECRETS_FILE_BYTES:
+        raise SecretError(f"{what} {path}: longer than {MAX_SECRETS_FILE_BYTES} bytes, not a "
+                          f"secrets file (at most {MAX_SECRETS} secrets, one per line)")
     try:
         return parse_secrets(data)
     except SecretError as e:
@@ -225,7 +229,10 @@ def load_secrets(data_dir: Path, secret_file: Path | None = None,
     if stored.exists():
         return MeshSecrets(_read_secrets_file(stored, "mesh secret"), "data_dir", stored)
     secret = new_secret()
-    replace_private(stored, secret + b"\n")
+    try:
+        create_private(stored, secret + b"\n")
+    except FileExistsError:  # made meanwhile (another process on this data dir): that one
+        return MeshSecrets(_read_secrets_file(stored, "mesh secret"), "data_dir", stored)
     return MeshSecrets((secret,), "generated", stored)
 
 

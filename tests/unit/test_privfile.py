@@ -15,7 +15,7 @@ import pytest
 from peer.errors import ConfigError
 from peer.http import tokens
 from peer.log.signing import Identity
-from peer.mesh.keyring import SECRET_FILE_NAME, load_secrets
+from peer.mesh.keyring import SECRET_FILE_NAME, SecretError, load_secrets
 from peer.privfile import create_private, read_private, replace_private
 
 
@@ -43,7 +43,7 @@ def test_a_file_others_may_read_is_made_private_with_a_warning(
         assert read_private(path, "the thing", "they may hold it") == b"abc"
     assert mode(path) == 0o600
     assert (f"the thing {path} is readable by other users (mode 644): they may hold it; "
-            "made it 0600") in caplog.text
+            "made it 600") in caplog.text
 
 
 def test_a_private_file_is_read_without_a_warning(
@@ -92,7 +92,7 @@ def test_a_file_that_cannot_be_made_private_still_loads(
     refuse_chmod(monkeypatch)
     with caplog.at_level(logging.WARNING):
         assert load(tmp_path)() == first
-    assert "could not make it 0600 (Read-only file system): do so by hand" in caplog.text
+    assert "could not make it 600 (Read-only file system): do so by hand" in caplog.text
 
 
 @pytest.mark.parametrize("raw", [b"", b"short\n", b"\xff" * 40, b"t" * 5000])
@@ -103,3 +103,49 @@ def test_a_token_file_that_is_not_a_token_is_an_error_naming_it(tmp_path: Path,
     with pytest.raises(ConfigError, match=f"{path}: not a token"):
         tokens.load_or_create_token(tmp_path)
     assert path.read_bytes() == raw  # left for the operator to delete
+
+
+def test_a_write_that_fails_leaves_no_copy_behind(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write in (create_private, replace_private):
+        with pytest.raises(OSError, match="No space"):
+            write(tmp_path / "mesh.secret", b"s" * 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_only_its_owner_may_write_keeps_that(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"k")
+    path.chmod(0o444)
+    read_private(path, "f", "r")
+    assert mode(path) == 0o400  # others' bits removed, the owner's not added
+
+
+def test_a_secrets_file_too_long_is_refused_not_cut(tmp_path: Path) -> None:
+    f = tmp_path / "secrets"
+    f.write_bytes(b"s" * (2 << 20) + b"\n")
+    with pytest.raises(SecretError, match=f"secret_file {f}: longer than"):
+        load_secrets(tmp_path / "d", secret_file=f)
+
+
+def test_two_first_starts_on_one_data_dir_keep_one_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process made the secret between our look and our write: its secret is the
+    mesh's (before, the last writer's replaced it, so the two held different secrets)."""
+    import peer.mesh.keyring as keyring
+
+    theirs = b"t" * 43
+    made = keyring.create_private
+
+    def race(path: Path, data: bytes) -> None:
+        made(path, theirs + b"\n")
+        made(path, data)  # ours: FileExistsError
+
+    monkeypatch.setattr(keyring, "create_private", race)
+    got = load_secrets(tmp_path)
+    assert got.secrets == (theirs,) and got.source == "data_dir"
+    assert (tmp_path / SECRET_FILE_NAME).read_bytes() == theirs + b"\n"
