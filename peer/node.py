@@ -1159,8 +1159,12 @@ class Node:
                         labels=caps["labels"])
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
                                    txt, on_add=self._discovered,
-                                   on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id)
+                                   on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id,
+                                   live=self._gossip_live)
         await self.discovery.start()
+
+    def _gossip_live(self, addr: str) -> bool:
+        return self.gossip is not None and addr in self.gossip.view.live_addrs()
 
     def _discovered(self, addr: str, txt: Mapping[str, str]) -> None:
         """A peer of our mesh name found by mDNS: gossip with it if it serves a key of a

@@ -118,8 +118,7 @@ async def health(request: web.Request) -> web.Response:
         "inline": node.inline_health(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
-        "mdns": None if node.discovery is None else {"running": node.discovery.running,
-                                                      "error": node.discovery.error}})
+        "mdns": None if node.discovery is None else node.discovery.health()})
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -74,10 +74,7 @@ class GossipView(Protocol):
 
 
 class DiscoveryView(Protocol):
-    @property
-    def running(self) -> bool: ...
-    @property
-    def error(self) -> str | None: ...
+    def health(self) -> dict[str, object]: ...
 
 
 class CycleReport(Protocol):

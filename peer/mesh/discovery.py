@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -77,6 +78,11 @@ class DiscoveryConfig:
     interfaces: tuple[str, ...] = ()
     ttl_s: int = 120
     resolve_timeout_ms: int = 3000
+    # Anyone on the LAN can announce services with our mesh's (public) id and key id: what
+    # they make us hold and dial is bounded (`Sightings`), and so are the lookups in flight.
+    max_sightings: int = 256
+    max_resolving: int = 32
+    sighting_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not (self.service_type.startswith("_") and self.service_type.endswith("._tcp.local.")):
@@ -85,6 +91,63 @@ class DiscoveryConfig:
             ipaddress.ip_address(a)  # ValueError if not an address
         if not 10 <= self.ttl_s <= 4500 or self.resolve_timeout_ms < 100:
             raise ValueError("ttl_s must be in [10, 4500], resolve_timeout_ms >= 100")
+        if self.max_sightings < 1 or self.max_resolving < 1 or self.sighting_grace_s < 0:
+            raise ValueError("max_sightings and max_resolving must be at least 1, "
+                             "sighting_grace_s at least 0")
+
+
+class Sightings:
+    """The peers mDNS shows us (service name -> gossip address), at most `max_known`: what a
+    LAN host without the mesh secret can make a peer hold and dial (each address is a
+    gossip connection that retries for ever), since the mesh id and key id it must copy are
+    announced in the clear. When full, a new sighting takes the place of the oldest one
+    seen more than `grace_s` ago at whose address no member is alive (`live`): a real peer
+    answers there within the grace, a host that merely announced does not. If every one is
+    alive or young, the new one is left out and counted (`ignored`); a peer left out is
+    seen again when its announcement changes (its free slots do, as it runs tasks) or
+    joined with --join. Pure: the caller gives the clock."""
+
+    def __init__(self, max_known: int, grace_s: float, live: Callable[[str], bool]) -> None:
+        self.max_known = max_known
+        self.grace_s = grace_s
+        self.live = live
+        self.ignored = 0
+        self._known: dict[str, tuple[str, float]] = {}  # name -> (addr, first seen), oldest first
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def peers(self) -> dict[str, str]:
+        return {n: a for n, (a, _) in self._known.items()}
+
+    def see(self, name: str, addr: str, now: float) -> tuple[bool, list[str]]:
+        """Note `name` at `addr`: (taken, addresses no longer shown, for the caller to drop)."""
+        old = self._known.get(name)
+        if old is not None:
+            if old[0] == addr:
+                return True, []
+            self._known[name] = (addr, now)
+            return True, [old[0]] if self._unused(old[0]) else []
+        gone: list[str] = []
+        if len(self._known) >= self.max_known:
+            victim = next((n for n, (a, t) in self._known.items()
+                           if now - t >= self.grace_s and not self.live(a)), None)
+            if victim is None:
+                self.ignored += 1
+                return False, []
+            a, _ = self._known.pop(victim)
+            if self._unused(a) and a != addr:
+                gone.append(a)
+        self._known[name] = (addr, now)
+        return True, gone
+
+    def forget(self, name: str) -> str | None:
+        """`name` said goodbye: its address, if no other sighting shows it."""
+        old = self._known.pop(name, None)
+        return old[0] if old is not None and self._unused(old[0]) else None
+
+    def _unused(self, addr: str) -> bool:
+        return all(a != addr for a, _ in self._known.values())
 
 
 def _decode_txt(props: Mapping[bytes, bytes | None]) -> dict[str, str]:
@@ -100,7 +163,9 @@ class Discovery:
     `mesh_id`, where addr is their gossip "host:port". Callbacks must not block."""
 
     def __init__(self, cfg: DiscoveryConfig, peer_id: str, txt: Mapping[str, str],
-                 on_add: OnAdd, on_remove: OnRemove, mesh_id: str) -> None:
+                 on_add: OnAdd, on_remove: OnRemove, mesh_id: str,
+                 live: Callable[[str], bool] = lambda addr: False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.mesh_id = mesh_id
@@ -112,7 +177,9 @@ class Discovery:
         self._aiozc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
-        self._known: dict[str, str] = {}  # service name -> gossip addr
+        self._clock = clock
+        self._sightings = Sightings(cfg.max_sightings, cfg.sighting_grace_s, live)
+        self.unresolved = 0  # sightings not looked up: max_resolving were in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._announcing: asyncio.Task[None] | None = None
 
@@ -123,7 +190,12 @@ class Discovery:
 
     def peers(self) -> dict[str, str]:
         """Service name -> gossip address of the peers currently seen."""
-        return dict(self._known)
+        return self._sightings.peers()
+
+    def health(self) -> dict[str, object]:
+        """For /api/health: running, the error that stopped it, and what was left out."""
+        return {"running": self.running, "error": self.error, "seen": len(self._sightings),
+                "ignored": self._sightings.ignored, "unresolved": self.unresolved}
 
     def _full_txt(self, txt: Mapping[str, str]) -> dict[str, str]:
         full = {**txt, "id": self.peer_id, "v": str(PROTOCOL_VERSION), "mesh": self.mesh_id}
@@ -232,10 +304,13 @@ class Discovery:
         if name == self.name:
             return
         if state_change is ServiceStateChange.Removed:
-            addr = self._known.pop(name, None)
+            addr = self._sightings.forget(name)
             if addr is not None:
-                log.info("mDNS: peer %s gone (%s)", name.split(".")[0], addr)
+                log.info("mDNS: peer %s gone (%s)", name.split(".")[0][:32], addr)
                 self._on_remove(addr)
+            return
+        if len(self._tasks) >= self.cfg.max_resolving:
+            self.unresolved += 1
             return
         t = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
         self._tasks.add(t)
@@ -255,11 +330,11 @@ class Discovery:
         if addr is None:
             log.info("mDNS: %s announces no usable gossip address", name)
             return
-        old = self._known.get(name)
-        if old is not None and old != addr:
-            self._on_remove(old)
-        self._known[name] = addr
-        self._on_add(addr, {**txt, "addresses": ",".join(info.parsed_addresses())})
+        taken, gone = self._sightings.see(name, addr, self._clock())
+        for a in gone:
+            self._on_remove(a)
+        if taken:
+            self._on_add(addr, {**txt, "addresses": ",".join(info.parsed_addresses())})
 
 
 def _check_interfaces(addrs: Iterable[str]) -> None:
@@ -296,4 +371,4 @@ def _gossip_addr(txt: Mapping[str, str], info: AsyncServiceInfo) -> str | None:
     return format_addr(host, port)
 
 
-__all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "build_txt", "mesh_hash"]
+__all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "Sightings", "build_txt", "mesh_hash"]

@@ -23,9 +23,13 @@ class Seen:
     def __init__(self) -> None:
         self.peers: dict[str, dict[str, str]] = {}
         self.removed: list[str] = []
+        self.ever: set[str] = set()
+        self.most = 0  # peers held at once
 
     def add(self, addr: str, info: Mapping[str, str]) -> None:
         self.peers[addr] = dict(info)
+        self.ever.add(addr)
+        self.most = max(self.most, len(self.peers))
 
     def remove(self, addr: str) -> None:
         self.removed.append(addr)
@@ -81,3 +85,41 @@ async def test_peers_find_each_other_ignore_other_mesh_and_see_goodbye(
     # c announced and browsed the whole time, on the same service type and port 5353
     assert "127.0.0.1:17003" not in seen_a.peers and "127.0.0.1:17003" not in seen_b.peers
     assert seen_c.peers == {}
+
+
+async def test_a_flood_of_announcements_is_bounded_and_a_real_peer_still_found(
+        factory: Callable[..., tuple[Discovery, Seen]]) -> None:
+    """A LAN host without the secret copies our mesh id (and key id: both announced in the
+    clear) into many services of its own. The peer holds and dials at most `max_sightings`
+    of them at once; once they have been silent past the grace, a real peer takes one's
+    place."""
+    from zeroconf import ServiceInfo
+    from zeroconf.asyncio import AsyncZeroconf
+
+    cfg = DiscoveryConfig(interfaces=("127.0.0.1",), ttl_s=30, max_sightings=4,
+                          sighting_grace_s=1.0)
+    seen = Seen()
+    victim = Discovery(cfg, "victim", build_txt(gossip="127.0.0.1:17101", http_port=1),
+                       seen.add, seen.remove, mesh_hash("lab"))
+    flooder = AsyncZeroconf(interfaces=["127.0.0.1"])
+    try:
+        await victim.start()
+        assert victim.running, victim.error
+        fakes = [ServiceInfo(
+            "_banzai._tcp.local.", f"fake{i}._banzai._tcp.local.", port=17200 + i,
+            properties={"gossip": f"127.0.0.1:{17200 + i}", "mesh": mesh_hash("lab"),
+                        "id": f"fake{i}", "v": "1"},
+            server=f"fake{i}.local.", parsed_addresses=["127.0.0.1"]) for i in range(12)]
+        await asyncio.gather(*[await flooder.async_register_service(f) for f in fakes])
+        # every fake is looked at (taken or left out), and never more than 4 held or dialled
+        await until(lambda: len(seen.ever) + victim.health()["ignored"] >= 12, "the flood")
+        assert len(victim.peers()) == 4 and seen.most == 4, (victim.peers(), seen.most)
+        assert set(seen.peers) == set(victim.peers().values())
+        await asyncio.sleep(cfg.sighting_grace_s)  # the held ones never answer as members
+        real, _ = factory("realpeer", 17102)
+        await real.start()
+        await until(lambda: "127.0.0.1:17102" in seen.peers, "the real peer")
+        assert len(victim.peers()) == 4 and len(seen.removed) >= 1
+    finally:
+        await flooder.async_close()
+        await victim.close()

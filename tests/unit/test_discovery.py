@@ -6,12 +6,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peer.log import PROTOCOL_VERSION
 from peer.mesh.discovery import (
     SERVICE_TYPE,
     Discovery,
     DiscoveryConfig,
+    Sightings,
     _decode_txt,
     _gossip_addr,
     build_txt,
@@ -97,7 +100,7 @@ def test_removed_service_reports_its_address_once() -> None:
     from zeroconf import ServiceStateChange
 
     d, calls = make()
-    d._known["peer2." + SERVICE_TYPE] = "127.0.0.1:7002"
+    d._sightings.see("peer2." + SERVICE_TYPE, "127.0.0.1:7002", 0.0)
     for _ in range(2):
         d._on_change(None, SERVICE_TYPE, "peer2." + SERVICE_TYPE,  # type: ignore[arg-type]
                      ServiceStateChange.Removed)
@@ -126,3 +129,54 @@ def test_build_txt_announces_kinds_and_labels_and_hashes_long_ones() -> None:
     assert "labels" not in long and long["labels_n"] == "20" and len(long["labels_h"]) == 16
     assert all(len(k) + 1 + len(v) <= 255 for k, v in long.items())
     assert "labels" not in build_txt(gossip="127.0.0.1:7000", http_port=8080)
+
+
+# -- what a LAN host can make a peer hold (Sightings) -------------------------------------
+def test_a_full_table_replaces_the_oldest_silent_sighting_past_its_grace() -> None:
+    live = {"10.0.0.1:1"}
+    s = Sightings(3, 30.0, live.__contains__)
+    for i, t in ((1, 0.0), (2, 5.0), (3, 10.0)):
+        assert s.see(f"n{i}", f"10.0.0.{i}:1", t) == (True, [])
+    assert s.see("n4", "10.0.0.4:1", 20.0) == (False, [])  # all young: left out
+    assert s.ignored == 1
+    # n1 is alive (a member answers there): n2, the oldest silent one past 30 s, goes
+    assert s.see("n4", "10.0.0.4:1", 40.0) == (True, ["10.0.0.2:1"])
+    assert s.peers() == {"n1": "10.0.0.1:1", "n3": "10.0.0.3:1", "n4": "10.0.0.4:1"}
+    live.update(s.peers().values())
+    assert s.see("n5", "10.0.0.5:1", 1000.0) == (False, [])  # every one alive: kept
+    assert len(s) == 3 and s.ignored == 2
+
+
+def test_an_address_two_sightings_show_is_dropped_with_the_last() -> None:
+    s = Sightings(8, 0.0, lambda a: False)
+    s.see("a", "h:1", 0.0)
+    s.see("b", "h:1", 0.0)
+    assert s.forget("a") is None  # b still shows it
+    assert s.see("b", "h:2", 1.0) == (True, ["h:1"])  # moved: h:1 shown by none
+    assert s.forget("b") == "h:2" and s.forget("b") is None
+
+
+@given(st.lists(st.tuples(st.sampled_from(["see", "forget"]), st.integers(0, 40),
+                          st.integers(0, 12), st.integers(0, 3)), max_size=200),
+       st.frozensets(st.integers(0, 12)))
+def test_sightings_stay_bounded_and_never_drop_a_live_or_shown_address(
+        ops: list[tuple[str, int, int, int]], live_hosts: frozenset[int]) -> None:
+    live = {f"h:{i}" for i in live_hosts}
+    s = Sightings(5, 2.0, live.__contains__)
+    now = 0.0
+    for op, name, host, dt in ops:
+        now += dt
+        before = s.peers()
+        if op == "see":
+            taken, gone = s.see(f"n{name}", f"h:{host}", now)
+        else:
+            a = s.forget(f"n{name}")
+            taken, gone = True, [] if a is None else [a]
+        after = s.peers()
+        assert len(after) <= 5
+        for a in gone:  # dropped only when no sighting shows it any more
+            assert a not in after.values()
+        evicted = set(before) - set(after) - {f"n{name}"}
+        assert all(before[n] not in live for n in evicted), "a live member's sighting went"
+        if not taken:
+            assert after == before
