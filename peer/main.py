@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peer import gcpace
+from peer import fdlimit, gcpace
 from peer.config import PeerConfig, from_args
 from peer.errors import BanzaiError, ConfigError
 
@@ -166,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_allocator()  # block reads: see peer/ipfs/blocks.py
     gcpace.apply(gcpace.GcPace(cfg.gc_young_allocs))  # collections less often: peer/gcpace.py
+    fdlimit.raise_open_files()  # many clients: peer/fdlimit.py
     try:
         private_dirs(cfg.data_dir)
         if ns.print_join:

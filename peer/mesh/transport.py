@@ -97,12 +97,18 @@ class ZmqTransport:
 
     At most `max_connections` peer addresses have DEALERs at once: connecting one more closes
     the least recently used (SWIM talks to a few members per period, not to all).
+
+    A connection whose handshake is not done within `handshake_ivl_ms` is closed, on both
+    sides (libzmq's default, 30 s, let a LAN host hold a descriptor per idle connection for
+    that long; a handshake between peers takes milliseconds).
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
                  sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
-                 keyring: Keyring | None = None, max_connections: int = 128) -> None:
+                 keyring: Keyring | None = None, max_connections: int = 128,
+                 handshake_ivl_ms: int = 10_000) -> None:
         parse_addr(bind)
+        self._handshake_ms = handshake_ivl_ms
         self._max_conn = max_connections
         self._keyring = keyring
         self._zap: ZapHandler | None = None
@@ -138,6 +144,7 @@ class ZmqTransport:
         r.setsockopt(zmq.LINGER, 0)
         r.setsockopt(zmq.RCVHWM, self._rcvhwm)
         r.setsockopt(zmq.MAXMSGSIZE, self._max)
+        r.setsockopt(zmq.HANDSHAKE_IVL, self._handshake_ms)
         if self._keyring is not None:
             self._zap = ZapHandler(self._ctx, self._keyring.admits)
             self._zap.start()  # bound before the ROUTER, so no handshake goes unchecked
@@ -204,6 +211,7 @@ class ZmqTransport:
             d.setsockopt(zmq.SNDHWM, self._sndhwm)
             d.setsockopt(zmq.IMMEDIATE, 1)
             d.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect_max)
+            d.setsockopt(zmq.HANDSHAKE_IVL, self._handshake_ms)
             if keys is not None:
                 d.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
                 d.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)

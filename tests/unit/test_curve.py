@@ -146,3 +146,25 @@ async def test_rotation_from_a_to_b_restarting_one_peer_at_a_time() -> None:
     finally:
         for g, _ in gs:
             await g.close()
+
+
+async def test_a_connection_that_never_handshakes_is_closed() -> None:
+    """A LAN host opens TCP connections to the gossip port and sends nothing: each is closed
+    after the handshake interval (libzmq's default held it 30 s), so idle connections cannot
+    pile up and use the peer's file descriptors."""
+    from peer.mesh.transport import ZmqTransport
+
+    t = ZmqTransport(keyring=Keyring([A]), handshake_ivl_ms=200)
+    addr = t.open(lambda frame: None)
+    host, port = addr.rsplit(":", 1)
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            async with asyncio.timeout(10):
+                with contextlib.suppress(ConnectionResetError):
+                    while await reader.read(4096):  # libzmq's greeting, then EOF
+                        pass
+        finally:
+            writer.close()
+    finally:
+        await t.close()
