@@ -1159,9 +1159,15 @@ class Node:
                         labels=caps["labels"])
         self.discovery = Discovery(DiscoveryConfig(interfaces=tuple(ifaces)), self.peer_id,
                                    txt, on_add=self._discovered,
-                                   on_remove=self.gossip.remove_peer, mesh_id=self.mesh_id,
+                                   on_remove=self._undiscovered, mesh_id=self.mesh_id,
                                    live=self._gossip_live)
         await self.discovery.start()
+
+    def _undiscovered(self, addr: str) -> None:
+        """mDNS no longer shows `addr`: stop contacting it, unless --join names it (anyone on
+        the LAN can announce a name at that address and then withdraw it)."""
+        if self.gossip is not None and addr not in self.cfg.join:
+            self.gossip.remove_peer(addr)
 
     def _gossip_live(self, addr: str) -> bool:
         return self.gossip is not None and addr in self.gossip.view.live_addrs()

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -83,6 +84,8 @@ class DiscoveryConfig:
     max_sightings: int = 256
     max_resolving: int = 32
     sighting_grace_s: float = 30.0
+    max_left_out: int = 1024  # names to look at again (`LeftOut`)
+    retry_s: float = 5.0  # how often they are
 
     def __post_init__(self) -> None:
         if not (self.service_type.startswith("_") and self.service_type.endswith("._tcp.local.")):
@@ -91,9 +94,10 @@ class DiscoveryConfig:
             ipaddress.ip_address(a)  # ValueError if not an address
         if not 10 <= self.ttl_s <= 4500 or self.resolve_timeout_ms < 100:
             raise ValueError("ttl_s must be in [10, 4500], resolve_timeout_ms >= 100")
-        if self.max_sightings < 1 or self.max_resolving < 1 or self.sighting_grace_s < 0:
-            raise ValueError("max_sightings and max_resolving must be at least 1, "
-                             "sighting_grace_s at least 0")
+        if min(self.max_sightings, self.max_resolving, self.max_left_out) < 1 or (
+                self.sighting_grace_s < 0 or self.retry_s <= 0):
+            raise ValueError("max_sightings, max_resolving and max_left_out must be at least "
+                             "1, sighting_grace_s at least 0, retry_s above 0")
 
 
 class Sightings:
@@ -103,19 +107,25 @@ class Sightings:
     announced in the clear. When full, a new sighting takes the place of the oldest one
     seen more than `grace_s` ago at whose address no member is alive (`live`): a real peer
     answers there within the grace, a host that merely announced does not. If every one is
-    alive or young, the new one is left out and counted (`ignored`); a peer left out is
-    seen again when its announcement changes (its free slots do, as it runs tasks) or
-    joined with --join. Pure: the caller gives the clock."""
+    alive or young, the new one is left out and counted (`ignored`); the caller asks again
+    later (`Discovery` keeps such names and retries them). At most `per_addr` names show
+    one address (names aimed at a live member's address would otherwise hold places for
+    good). Pure: the caller gives the clock."""
 
-    def __init__(self, max_known: int, grace_s: float, live: Callable[[str], bool]) -> None:
+    def __init__(self, max_known: int, grace_s: float, live: Callable[[str], bool],
+                 per_addr: int = 4) -> None:
         self.max_known = max_known
         self.grace_s = grace_s
         self.live = live
+        self.per_addr = per_addr
         self.ignored = 0
         self._known: dict[str, tuple[str, float]] = {}  # name -> (addr, first seen), oldest first
 
     def __len__(self) -> int:
         return len(self._known)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
 
     def peers(self) -> dict[str, str]:
         return {n: a for n, (a, _) in self._known.items()}
@@ -123,9 +133,12 @@ class Sightings:
     def see(self, name: str, addr: str, now: float) -> tuple[bool, list[str]]:
         """Note `name` at `addr`: (taken, addresses no longer shown, for the caller to drop)."""
         old = self._known.get(name)
+        if old is not None and old[0] == addr:
+            return True, []
+        if sum(a == addr for a, _ in self._known.values()) >= self.per_addr:
+            self.ignored += 1
+            return False, []
         if old is not None:
-            if old[0] == addr:
-                return True, []
             self._known[name] = (addr, now)
             return True, [old[0]] if self._unused(old[0]) else []
         gone: list[str] = []
@@ -150,6 +163,47 @@ class Sightings:
         return all(a != addr for a, _ in self._known.values())
 
 
+class LeftOut:
+    """Names mDNS showed that were not taken (the table full, or too many lookups in
+    flight), to look at again: zeroconf reports a name once while it stays cached, so a
+    real peer left out during a flood would otherwise never be seen. At most `max_names`;
+    when full, a random one gives way (a flood cannot push out a given name for sure), and
+    each retry picks at random among them."""
+
+    def __init__(self, max_names: int, rng: random.Random) -> None:
+        self.max_names = max_names
+        self._rng = rng
+        self._names: list[str] = []
+        self._at: dict[str, int] = {}  # name -> its index in _names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, name: str) -> None:
+        if name in self._at:
+            return
+        if len(self._names) >= self.max_names:
+            self.discard(self._names[self._rng.randrange(len(self._names))])
+        self._at[name] = len(self._names)
+        self._names.append(name)
+
+    def discard(self, name: str) -> None:
+        i = self._at.pop(name, None)
+        if i is None:
+            return
+        last = self._names.pop()
+        if last != name:  # the last takes the removed one's place
+            self._names[i] = last
+            self._at[last] = i
+
+    def pick(self, n: int) -> list[str]:
+        """Up to `n` of them, at random, taken out (a retry that fails puts one back)."""
+        chosen = self._rng.sample(self._names, min(n, len(self._names)))
+        for name in chosen:
+            self.discard(name)
+        return chosen
+
+
 def _decode_txt(props: Mapping[bytes, bytes | None]) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in props.items():
@@ -165,7 +219,8 @@ class Discovery:
     def __init__(self, cfg: DiscoveryConfig, peer_id: str, txt: Mapping[str, str],
                  on_add: OnAdd, on_remove: OnRemove, mesh_id: str,
                  live: Callable[[str], bool] = lambda addr: False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.mesh_id = mesh_id
@@ -179,8 +234,11 @@ class Discovery:
         self._info: AsyncServiceInfo | None = None
         self._clock = clock
         self._sightings = Sightings(cfg.max_sightings, cfg.sighting_grace_s, live)
-        self.unresolved = 0  # sightings not looked up: max_resolving were in flight
+        self._left = LeftOut(cfg.max_left_out, rng or random.Random())
+        self.unresolved = 0  # sightings not looked up when seen: max_resolving were in flight
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resolving: set[str] = set()
+        self._retrying: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
 
     @property
@@ -195,7 +253,8 @@ class Discovery:
     def health(self) -> dict[str, object]:
         """For /api/health: running, the error that stopped it, and what was left out."""
         return {"running": self.running, "error": self.error, "seen": len(self._sightings),
-                "ignored": self._sightings.ignored, "unresolved": self.unresolved}
+                "ignored": self._sightings.ignored, "unresolved": self.unresolved,
+                "left_out": len(self._left)}
 
     def _full_txt(self, txt: Mapping[str, str]) -> dict[str, str]:
         full = {**txt, "id": self.peer_id, "v": str(PROTOCOL_VERSION), "mesh": self.mesh_id}
@@ -234,7 +293,16 @@ class Discovery:
             await self._disable(e)
             return
         self.running = True
-        self._announcing = asyncio.get_running_loop().create_task(self._announce(self._info))
+        loop = asyncio.get_running_loop()
+        self._announcing = loop.create_task(self._announce(self._info))
+        self._retrying = loop.create_task(self._retry_left_out())
+
+    async def _retry_left_out(self) -> None:
+        """Every `retry_s`, look again at names left out, as many as lookups may start."""
+        while True:
+            await asyncio.sleep(self.cfg.retry_s)
+            for name in self._left.pick(self.cfg.max_resolving - len(self._tasks)):
+                self._look_up(self.cfg.service_type, name)
 
     async def _announce(self, info: AsyncServiceInfo) -> None:
         assert self._aiozc is not None
@@ -275,6 +343,11 @@ class Discovery:
 
     async def _shutdown(self) -> None:
         self.running = False
+        retrying, self._retrying = self._retrying, None
+        if retrying is not None:
+            retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retrying
         announcing, self._announcing = self._announcing, None
         if announcing is not None and announcing is not asyncio.current_task():
             announcing.cancel()
@@ -304,17 +377,26 @@ class Discovery:
         if name == self.name:
             return
         if state_change is ServiceStateChange.Removed:
+            self._left.discard(name)
             addr = self._sightings.forget(name)
             if addr is not None:
                 log.info("mDNS: peer %s gone (%s)", name.split(".")[0][:32], addr)
                 self._on_remove(addr)
             return
+        self._look_up(service_type, name)
+
+    def _look_up(self, service_type: str, name: str) -> None:
+        if name in self._resolving:
+            return
         if len(self._tasks) >= self.cfg.max_resolving:
             self.unresolved += 1
+            self._left.add(name)
             return
+        self._resolving.add(name)
         t = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(lambda _: self._resolving.discard(name))
 
     async def _resolve(self, service_type: str, name: str) -> None:
         if self._aiozc is None:
@@ -335,6 +417,8 @@ class Discovery:
             self._on_remove(a)
         if taken:
             self._on_add(addr, {**txt, "addresses": ",".join(info.parsed_addresses())})
+        elif len(self._sightings) >= self.cfg.max_sightings:  # (not: too many at its address)
+            self._left.add(name)
 
 
 def _check_interfaces(addrs: Iterable[str]) -> None:
@@ -371,4 +455,5 @@ def _gossip_addr(txt: Mapping[str, str], info: AsyncServiceInfo) -> str | None:
     return format_addr(host, port)
 
 
-__all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "Sightings", "build_txt", "mesh_hash"]
+__all__ = ["SERVICE_TYPE", "Discovery", "DiscoveryConfig", "LeftOut", "Sightings", "build_txt",
+           "mesh_hash"]

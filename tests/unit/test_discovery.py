@@ -14,6 +14,7 @@ from peer.mesh.discovery import (
     SERVICE_TYPE,
     Discovery,
     DiscoveryConfig,
+    LeftOut,
     Sightings,
     _decode_txt,
     _gossip_addr,
@@ -180,3 +181,41 @@ def test_sightings_stay_bounded_and_never_drop_a_live_or_shown_address(
         assert all(before[n] not in live for n in evicted), "a live member's sighting went"
         if not taken:
             assert after == before
+
+
+def test_at_most_a_few_names_show_one_address() -> None:
+    """Names aimed at a live member's address would otherwise hold places for good."""
+    s = Sightings(8, 30.0, lambda a: True, per_addr=2)
+    assert s.see("a", "h:1", 0.0)[0] and s.see("b", "h:1", 0.0)[0]
+    assert s.see("c", "h:1", 0.0) == (False, []) and s.ignored == 1
+    assert s.see("c", "h:2", 0.0)[0]
+
+
+def test_left_out_names_are_bounded_and_picked_at_random() -> None:
+    import random
+
+    left = LeftOut(3, random.Random(7))
+    for n in "abcde":
+        left.add(n)
+    left.add("e")  # (once)
+    assert len(left) == 3
+    left.discard("zz")
+    picked = left.pick(2)
+    assert len(picked) == 2 and len(left) == 1
+    rest = left.pick(5)
+    assert len(rest) == 1 and len(left) == 0 and not set(picked) & set(rest)
+
+
+def test_a_join_address_is_kept_when_mdns_stops_showing_it() -> None:
+    """A LAN host can announce a name at a --join address and withdraw it (or have it
+    replaced): the --join stays (helper-142's finding); other addresses are dropped."""
+    from types import SimpleNamespace
+
+    from peer.node import Node
+
+    removed: list[str] = []
+    node = SimpleNamespace(cfg=SimpleNamespace(join=("127.0.0.1:7777",)),
+                           gossip=SimpleNamespace(remove_peer=removed.append))
+    Node._undiscovered(node, "127.0.0.1:7777")  # type: ignore[arg-type]
+    Node._undiscovered(node, "127.0.0.1:7778")  # type: ignore[arg-type]
+    assert removed == ["127.0.0.1:7778"]
