@@ -239,6 +239,7 @@ class Discovery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving: set[str] = set()
         self._retrying: asyncio.Task[None] | None = None
+        self._some_left_out = asyncio.Event()
         self._announcing: asyncio.Task[None] | None = None
 
     @property
@@ -298,11 +299,19 @@ class Discovery:
         self._retrying = loop.create_task(self._retry_left_out())
 
     async def _retry_left_out(self) -> None:
-        """Every `retry_s`, look again at names left out, as many as lookups may start."""
+        """Every `retry_s` while some are left out (an idle peer does not wake for this),
+        look again at names left out, as many as lookups may start."""
         while True:
+            await self._some_left_out.wait()
             await asyncio.sleep(self.cfg.retry_s)
             for name in self._left.pick(self.cfg.max_resolving - len(self._tasks)):
                 self._look_up(self.cfg.service_type, name)
+            if not self._left:
+                self._some_left_out.clear()
+
+    def _leave_out(self, name: str) -> None:
+        self._left.add(name)
+        self._some_left_out.set()
 
     async def _announce(self, info: AsyncServiceInfo) -> None:
         assert self._aiozc is not None
@@ -390,7 +399,7 @@ class Discovery:
             return
         if len(self._tasks) >= self.cfg.max_resolving:
             self.unresolved += 1
-            self._left.add(name)
+            self._leave_out(name)
             return
         self._resolving.add(name)
         t = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
@@ -418,7 +427,7 @@ class Discovery:
         if taken:
             self._on_add(addr, {**txt, "addresses": ",".join(info.parsed_addresses())})
         elif len(self._sightings) >= self.cfg.max_sightings:  # (not: too many at its address)
-            self._left.add(name)
+            self._leave_out(name)
 
 
 def _check_interfaces(addrs: Iterable[str]) -> None:
