@@ -96,6 +96,8 @@ from peer.log.vacuum import VacuumConfig, file_bytes
 from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
+from peer.mesh.incmark import NAME as INCARNATION_MARK
+from peer.mesh.incmark import IncarnationMark
 from peer.mesh.keyring import Keyring as MeshKeyring
 from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
 from tasks import registry
@@ -161,6 +163,8 @@ class Node:
         self.log.set_meta("peer_id", self.peer_id)
         self.incarnation = self.log.get_meta_int("incarnation") + 1
         self.log.set_meta("incarnation", str(self.incarnation))
+        # SWIM's incarnation starts above every one announced before (read as hostile input)
+        self.incarnations = IncarnationMark(cfg.data_dir / INCARNATION_MARK)
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
@@ -1142,7 +1146,8 @@ class Node:
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
         self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.mesh_keys), self, self,
-                             self.peer_id, local_info=self.local_info, auth=self.auth)
+                             self.peer_id, local_info=self.local_info, auth=self.auth,
+                             incarnations=self.incarnations)
         await self.gossip.start()
         for addr in cfg.join:
             self.gossip.add_peer(addr)

@@ -75,7 +75,7 @@ from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
-from peer.mesh.swim import Msg, Swim, SwimConfig
+from peer.mesh.swim import IncarnationStore, Msg, Swim, SwimConfig
 from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
@@ -258,7 +258,8 @@ class Gossip:
                  members: MemberSink, peer_id: str, clock: Clock = time.monotonic,
                  rng: random.Random | None = None, *,
                  local_info: Callable[[], Mapping[str, Any]] | None = None,
-                 auth: MeshAuth | None = None) -> None:
+                 auth: MeshAuth | None = None,
+                 incarnations: IncarnationStore | None = None) -> None:
         if not 0 < len(peer_id.encode()) <= 255:
             raise ValueError("peer_id must be 1..255 bytes")
         self.cfg = cfg
@@ -283,12 +284,14 @@ class Gossip:
         self.swim: Swim | None = None
         if cfg.swim is not None:
             # An incarnation above every one of an earlier start (with auth: the persisted
-            # one; without: the wall clock's milliseconds), room for 2^16 refutations each.
+            # start counter; without: the wall clock's milliseconds), room for 2^16
+            # refutations each; and above `incarnations`' mark of the incarnations announced
+            # (a run refuted more often than that: an insider's signed suspicions).
             start = auth.incarnation if auth is not None else int(time.time() * 1000)
             self.swim = self.view.swim = Swim(
                 cfg.swim, peer_id, start << 16, self, self.view, self._rng,
                 None if auth is None else AuthSigner(auth, cfg.mesh_id),
-                wall_ms=lambda: int(time.time() * 1000))
+                wall_ms=lambda: int(time.time() * 1000), store=incarnations)
         self._writer: FrameWriter | None = None  # made by bind(), once our address is known
         self._address = ""
         self._next_hb = 0.0

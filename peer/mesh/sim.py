@@ -24,6 +24,7 @@ from peer.log.signing import (
     sign_events,
 )
 from peer.mesh.gossip import Gossip, GossipConfig
+from peer.mesh.swim import IncarnationStore
 from peer.mesh.transport import MemoryNetwork
 
 
@@ -138,24 +139,45 @@ class Cluster:
                 for q in self.peers:
                     p.gossip.add_peer(q.addr)
 
-    def add(self, peer_id: str, cfg: GossipConfig | None = None) -> SimPeer:
+    def add(self, peer_id: str, cfg: GossipConfig | None = None, *,
+            incarnations: IncarnationStore | None = None, identity: Identity | None = None,
+            incarnation: int = 1, addr: str | None = None) -> SimPeer:
+        """A new peer (signed: with `identity`, or a new one; `incarnation`: its start counter,
+        as a node keeps it), at `addr` or the network's next address."""
         cfg = cfg or self.cfg
         auth = None
         if self.signed:
-            me = Identity.generate()
+            me = identity or Identity.generate()
             peer_id = peer_id_for(me.key)
             secrets = () if cfg.secret is None else (cfg.secret,)
-            auth = MeshAuth(me, MemberKeys(secrets), incarnation=1,
+            auth = MeshAuth(me, MemberKeys(secrets), incarnation=incarnation,
                             admit=admit_tag(cfg.secret, peer_id, me.key) if cfg.secret else None)
             auth.keyring.keys[peer_id] = me.key
         sink, members = MemorySink(peer_id, auth), RecordingMembers()
-        g = Gossip(cfg, self.net.transport(), sink, members, peer_id,
+        g = Gossip(cfg, self.net.transport(addr), sink, members, peer_id,
                    clock=self.clock, rng=random.Random(self.rng.random()),
-                   local_info=lambda: {"free_slots": 1}, auth=auth)
+                   local_info=lambda: {"free_slots": 1}, auth=auth, incarnations=incarnations)
         g.bind()
         p = SimPeer(g, sink, members)
         self.peers.append(p)
         return p
+
+    def restart(self, p: SimPeer, incarnations: IncarnationStore | None = None) -> SimPeer:
+        """`p` stops without a word (kill -9) and starts again at its address, with its
+        identity (signed) and its start counter one more, as a node on the same data dir
+        (`incarnations`: that data dir's mark); it joins every other peer."""
+        addr, auth = p.addr, p.gossip.auth
+        t = self.net._nodes.get(addr)
+        if t is not None:
+            t.close_now()
+        self.peers.remove(p)
+        q = self.add(p.gossip.peer_id, p.gossip.cfg, incarnations=incarnations,
+                     identity=None if auth is None else auth.identity,
+                     incarnation=1 if auth is None else auth.incarnation + 1, addr=addr)
+        for o in self.peers:
+            if o is not q:
+                q.gossip.add_peer(o.addr)
+        return q
 
     def step(self, dt: float | None = None) -> None:
         """Advance time by dt (default: one heartbeat), tick everyone, deliver everything."""

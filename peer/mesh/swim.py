@@ -75,6 +75,9 @@ MAX_INC = 2**63 - 1  # the largest incarnation (or any integer) a SWIM frame may
 # Unsigned, a suspicion of ours is outbid below this: far above a clock-made incarnation
 # (2^57 now, gossip.py), far below MAX_INC
 UNSIGNED_REFUTE_MAX = 2**62
+# A start's incarnation is raised to its store's floor (incmark.py) up to this: far above any
+# honest run's, far enough below UNSIGNED_REFUTE_MAX and MAX_INC to refute 2^60 times more
+MAX_START_INC = 2**61
 
 
 class State(StrEnum):
@@ -205,6 +208,19 @@ class Signer(Protocol):
         ...
 
 
+class IncarnationStore(Protocol):
+    """Where our incarnation's high-water mark outlives a restart (incmark.py). Called on the
+    loop: `reserve` may write and fsync a file, once per step of incarnations."""
+
+    def floor(self) -> int:
+        """The lowest incarnation this start may announce (0: none kept)."""
+        ...
+
+    def reserve(self, inc: int) -> None:
+        """`inc` is about to be announced: a later start will begin above it."""
+        ...
+
+
 class NoSigner:
     """No signatures (tests and simulations without identities)."""
 
@@ -312,12 +328,15 @@ class Swim:
 
     def __init__(self, cfg: SwimConfig, me: str, inc: int, net: SwimNet, listener: Listener,
                  rng: random.Random, signer: Signer | None = None,
-                 wall_ms: Callable[[], int] | None = None) -> None:
+                 wall_ms: Callable[[], int] | None = None,
+                 store: IncarnationStore | None = None) -> None:
         self.cfg = cfg
         self._wall = wall_ms
         self.me = me
         self.addr = ""  # set by `bind`
-        self.inc = inc
+        # above every incarnation an earlier start announced (`store`), as far as MAX_START_INC
+        self.inc = inc if store is None else max(inc, min(store.floor(), MAX_START_INC))
+        self._store = store
         self.stats = SwimStats()
         self.awareness = 0
         self.leaving = False
@@ -419,6 +438,8 @@ class Swim:
 
     # -- our own updates -------------------------------------------------------------
     def _announce_alive(self) -> None:
+        if self._store is not None:
+            self._store.reserve(self.inc)  # (before it leaves: a restart starts above it)
         body = {"t": "a", "i": self.me, "a": self.addr, "n": self.inc}
         body.update(self._signer.sign(Sig.ALIVE, self.me, self.addr, self.inc, 0, b""))
         self._my_alive = body
@@ -428,7 +449,10 @@ class Swim:
         """Someone holds us suspect (or dead) at `inc`: outbid it and say we are alive. With
         signed frames, no member holds us above our incarnation + 1 (`_suspect`): a claim
         beyond is ignored, so that each refutation raises ours by 2 at most and never past
-        MAX_INC (it starts near 2^57, see gossip.py: 2^62 refutations away). Without them,
+        MAX_INC (it starts below MAX_START_INC: 2^61 refutations away). A restart starts
+        above every incarnation announced before (the store's mark), else a member
+        refuted more than 2^15 times in one run would be held above its next start and,
+        unable to refute that, dead until forgotten. Without them,
         any member may forge anything, and a claim above is honest after a restart whose
         clock-made incarnation is below the one held of us (the wall clock stepped back):
         it is outbid, as before."""
@@ -1110,6 +1134,7 @@ def _int(v: Any) -> int:
     return v
 
 
-__all__ = ["MAX_UPDATES_PER_FRAME", "Member", "Msg", "NoSigner", "Sig", "Signer", "State",
-           "Swim", "SwimConfig", "SwimNet", "SwimStats", "push_pull_interval_s",
-           "remaining_suspicion_s", "retransmit_limit", "suspicion_bounds_s"]
+__all__ = ["MAX_START_INC", "MAX_UPDATES_PER_FRAME", "IncarnationStore", "Member", "Msg",
+           "NoSigner", "Sig", "Signer", "State", "Swim", "SwimConfig", "SwimNet", "SwimStats",
+           "push_pull_interval_s", "remaining_suspicion_s", "retransmit_limit",
+           "suspicion_bounds_s"]
