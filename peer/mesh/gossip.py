@@ -219,6 +219,7 @@ class GossipStats:
     rounds: int = 0
     swim_dropped_updates: int = 0  # SWIM updates refused (signature, unknown key, malformed)
     swim_unanswered: int = 0  # push-pull tables and join syncs over their per-period caps
+    swim_foreign_acks: int = 0  # ACKs from neither the member probed nor a helper asked
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -317,6 +318,7 @@ class Gossip:
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
             self._stats.swim_unanswered = self.swim.stats.unanswered
+            self._stats.swim_foreign_acks = self.swim.stats.foreign_acks
         return self._stats
 
     @property

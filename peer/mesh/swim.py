@@ -207,6 +207,11 @@ class Signer(Protocol):
         """None if `proof` is `signer`'s, else why not."""
         ...
 
+    def revoked(self, member: str) -> bool:
+        """Whether `member`'s identity is revoked (its entry is then dead, whoever answers
+        its probes)."""
+        ...
+
 
 class IncarnationStore(Protocol):
     """Where our incarnation's high-water mark outlives a restart (incmark.py). Called on the
@@ -231,6 +236,9 @@ class NoSigner:
     def check(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
               proof: Mapping[str, Any]) -> str | None:
         return None
+
+    def revoked(self, member: str) -> bool:
+        return False
 
 
 class Listener(Protocol):
@@ -293,6 +301,7 @@ class Probe:
     expected_nacks: int = 0
     nacks: int = 0
     indirect: bool = False
+    helpers: tuple[str, ...] = ()  # the members asked to probe it (their ACKs count too)
 
 
 @dataclass
@@ -302,6 +311,7 @@ class Relay:
     addr: str
     seq: int
     deadline: float
+    target: str = ""  # the member pinged: only its own ACK is relayed
 
 
 @dataclass
@@ -319,6 +329,9 @@ class SwimStats:
     # reply-to addresses, may starve honest askers until the next period); and PING_REQs
     # not relayed: MAX_RELAYS were outstanding
     unanswered: int = 0
+    # ACKs of our probes (or relays) from neither the member probed nor a helper we asked:
+    # ignored (a revoked member answering under another id must not stay alive)
+    foreign_acks: int = 0
 
 
 class Swim:
@@ -591,20 +604,25 @@ class Swim:
                    if (s := self._members[mid].suspicion) is not None)
         return min(due)
 
-    def _next_target(self) -> Member | None:
+    def _next_target(self, now: float) -> Member | None:
         for _ in range(2):
             while self._pos < len(self._order):
                 m = self._members.get(self._order[self._pos])
                 self._pos += 1
-                if m is not None and m.state in (State.ALIVE, State.SUSPECT) and m.addr:
-                    return m
+                if m is None or m.state not in (State.ALIVE, State.SUSPECT) or not m.addr:
+                    continue
+                if self._signer.revoked(m.id):  # dead: nobody may answer for it
+                    log.info("swim: member %s revoked: dead", m.id[:16])
+                    self._set_state(m, State.DEAD, now)
+                    continue
+                return m
             self._order = [m.id for m in self.live()]
             self._rng.shuffle(self._order)
             self._pos = 0
         return None
 
     def _probe(self, now: float) -> None:
-        m = self._next_target()
+        m = self._next_target(now)
         if m is None:
             return
         seq = self._rng.getrandbits(SEQ_BITS)
@@ -647,6 +665,7 @@ class Swim:
         pool = self._rng.sample(live, min(len(live), 2 * k + 1))
         helpers = [m for m in pool if m.state == State.ALIVE and m.id != p.target and m.addr][:k]
         p.expected_nacks = len(helpers)
+        p.helpers = tuple(h.id for h in helpers)
         self.stats.indirect += 1
         for h in helpers:
             self._send(h.addr, Msg.PING_REQ, {"s": p.seq, "t": target.id, "a": target.addr})
@@ -695,7 +714,8 @@ class Swim:
 
     def _reconnect(self, now: float) -> None:
         """Ping one dead member (not one that left): after a partition, it refutes."""
-        dead = [m for m in self._members.values() if m.state == State.DEAD and m.addr]
+        dead = [m for m in self._members.values() if m.state == State.DEAD and m.addr
+                and not self._signer.revoked(m.id)]
         if dead:
             m = self._rng.choice(dead)
             self._send(m.addr, Msg.PING, {"s": self._rng.getrandbits(SEQ_BITS), "t": m.id,
@@ -877,17 +897,29 @@ class Swim:
             self._send(reply_to, Msg.ACK, ack)
 
     def on_ack(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        """An ACK counts only from whom it is expected: the member probed (the frame's sender
+        id, which the receive path refuses for a revoked member), or a helper we asked to
+        probe it. A revoked member answering its probes under another id is then never
+        answered for."""
         self.apply_updates(body.get("m", []), now)
         seq = _int(body["s"])
         u = body.get("u")
         if u is not None:
             self._refute_told(_int(u), now)
-        r = self._relays.pop(seq, None)
+        r = self._relays.get(seq)
         if r is not None:
+            if sender != r.target:
+                self.stats.foreign_acks += 1
+                return
+            del self._relays[seq]
             self._send(r.addr, Msg.ACK, {"s": r.seq})
             return
-        p = self._probes.pop(seq, None)
+        p = self._probes.get(seq)
         if p is not None:
+            if sender != p.target and not (p.indirect and sender in p.helpers):
+                self.stats.foreign_acks += 1
+                return
+            del self._probes[seq]
             self.stats.acks += 1
             self._aware(-1)
             m = self._members.get(p.target)
@@ -915,7 +947,8 @@ class Swim:
                 self._send(reply_to, Msg.NACK, {"s": seq})
             return
         own = self._rng.getrandbits(SEQ_BITS)
-        self._relays[own] = Relay(reply_to, seq, now + self.scaled(self.cfg.probe_timeout_s))
+        self._relays[own] = Relay(reply_to, seq, now + self.scaled(self.cfg.probe_timeout_s),
+                                  target)
         ping: Body = {"s": own, "t": target}
         if m.state != State.ALIVE:
             ping["u"] = m.inc

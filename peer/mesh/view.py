@@ -69,6 +69,9 @@ class AuthSigner:
         msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
         return None if verify(key, bytes.fromhex(proof["g"]), msg) else "bad_signature"
 
+    def revoked(self, member: str) -> bool:
+        return self._auth.keyring.is_revoked(member)
+
 
 class MeshView:
     """The union of SWIM members and legacy peers, with their reports and version vectors.

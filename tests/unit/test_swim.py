@@ -148,9 +148,11 @@ def test_an_indirect_ack_saves_the_target_and_nacks_are_counted() -> None:
     _, ping = probe_once(s, clock, net)
     clock.advance(CFG.probe_timeout_s)
     s.tick(clock())
-    net.take(Msg.PING_REQ)
-    s.on_nack("m9", "127.0.0.1:20", {"s": ping["s"]}, clock())
-    s.on_ack("m9", "127.0.0.1:20", {"s": ping["s"]}, clock())  # forwarded by a helper
+    addr = net.take(Msg.PING_REQ)[0][0]
+    helper = s.member_at(addr)
+    assert helper is not None
+    s.on_nack(helper.id, addr, {"s": ping["s"]}, clock())
+    s.on_ack(helper.id, addr, {"s": ping["s"]}, clock())  # forwarded by a helper
     clock.advance(CFG.probe_interval_s)
     s.tick(clock())
     assert s.members[ping["t"]].state is State.ALIVE and s.stats.acks == 1
@@ -169,7 +171,7 @@ def test_awareness_widens_timeouts_and_recovers_with_acks() -> None:
     clock.advance(s.scaled(CFG.probe_interval_s) + 1e-9)
     s.tick(clock())
     addr, ping = net.take(Msg.PING)[-1]  # the new probe (after the old one's last try)
-    s.on_ack("x", addr, {"s": ping["s"]}, clock())
+    s.on_ack(ping["t"], addr, {"s": ping["s"]}, clock())
     assert s.awareness == 3  # the last probe failed (+1), the new one was acked (-1)
 
 
