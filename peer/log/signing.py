@@ -37,6 +37,9 @@ ADMIT_DOMAIN = b"banzai-admit-v1"
 MEMBERSHIP_DOMAIN = b"banzai-membership-v1\n"
 MAX_TRACKED = 1024  # origins with their own counters; the rest share "(other)"
 VERIFIED_CACHE = 4096  # batch signatures remembered as good
+# Batch signatures that fail in one frame before its other batches are refused unchecked
+# ("unverified"): an honest peer sends only batches it checked, so a failure is a forgery
+MAX_BAD_SIGNATURES = 2
 
 
 # The canonical JSON of what an event's hash covers: json.dumps(v, separators=(",", ":"),
@@ -363,8 +366,9 @@ class MemberKeys:
         return self.revoked_after(peer_id) is not None
 
     # -- batches and events --------------------------------------------------------------
-    def check_batch(self, b: Batch) -> str | None:
-        """None if `b` may vouch for its events, else the reason to refuse them."""
+    def check_batch(self, b: Batch, *, verify_new: bool = True) -> str | None:
+        """None if `b` may vouch for its events, else the reason to refuse them. Without
+        `verify_new`, a signature not verified before is refused unchecked ("unverified")."""
         after = self.revoked_after(b.signer)
         if after is not None and (b.signer != b.origin or b.first > after):
             return "revoked"  # its own events up to `after` stay good: they are kept everywhere
@@ -375,6 +379,8 @@ class MemberKeys:
             return "attested_signed_origin"  # only unsigned (legacy) origins may be attested
         if b.sig in self._good:
             return None
+        if not verify_new:
+            return "unverified"
         if not verify(b.key, b.sig, b.digest()):
             return "bad_signature"
         self._good[b.sig] = None
@@ -407,7 +413,10 @@ class MemberKeys:
         # the references with one refused. Several only when an origin signed two contents
         # from one seq (equivocation): a relayer may hold an event of each, and each is
         # checked against its own. A batch repeated in the frame is checked (and counted)
-        # once: the work stays linear in the frame, whatever it repeats.
+        # once: the work stays linear in the frame, whatever it repeats. After
+        # MAX_BAD_SIGNATURES failed, the frame's other new signatures are not verified: a
+        # frame of forged batches costs that many verifications, not one per batch it packs.
+        bad_left = MAX_BAD_SIGNATURES
         good: dict[tuple[Any, str, Any], list[Batch]] = {}
         refused: set[tuple[Any, str, Any]] = set()
         seen: set[Batch] = set()
@@ -417,7 +426,8 @@ class MemberKeys:
                 continue
             seen.add(bt)
             ref = (bt.signer, bt.origin, bt.first)
-            why = self.check_batch(bt)
+            why = self.check_batch(bt, verify_new=bad_left > 0)
+            bad_left -= why == "bad_signature"
             if why is None:
                 good.setdefault(ref, []).append(bt)
             else:

@@ -220,6 +220,7 @@ class GossipStats:
     swim_dropped_updates: int = 0  # SWIM updates refused (signature, unknown key, malformed)
     swim_unanswered: int = 0  # push-pull tables and join syncs over their per-period caps
     swim_foreign_acks: int = 0  # ACKs from neither the member probed nor a helper asked
+    swim_unverified: int = 0  # updates dropped unchecked after failed signatures in a frame
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -319,6 +320,7 @@ class Gossip:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
             self._stats.swim_unanswered = self.swim.stats.unanswered
             self._stats.swim_foreign_acks = self.swim.stats.foreign_acks
+            self._stats.swim_unverified = self.swim.stats.unverified
         return self._stats
 
     @property

@@ -78,6 +78,10 @@ UNSIGNED_REFUTE_MAX = 2**62
 # A start's incarnation is raised to its store's floor (incmark.py) up to this: far above any
 # honest run's, far enough below UNSIGNED_REFUTE_MAX and MAX_INC to refute 2^60 times more
 MAX_START_INC = 2**61
+# Signatures that fail in one frame before the rest of its updates are dropped unchecked (an
+# honest member relays only updates it checked: a failed one is forged, or a key conflict)
+MAX_BAD_SIGNATURES = 2
+BAD_SIGNATURE = "bad_signature"  # the Signer's reason for a signature checked and false
 
 
 class State(StrEnum):
@@ -204,7 +208,7 @@ class Signer(Protocol):
 
     def check(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
               proof: Mapping[str, Any]) -> str | None:
-        """None if `proof` is `signer`'s, else why not."""
+        """None if `proof` is `signer`'s, else why not (BAD_SIGNATURE: verified and false)."""
         ...
 
     def revoked(self, member: str) -> bool:
@@ -332,6 +336,9 @@ class SwimStats:
     # ACKs of our probes (or relays) from neither the member probed nor a helper we asked:
     # ignored (a revoked member answering under another id must not stay alive)
     foreign_acks: int = 0
+    # updates dropped unchecked: MAX_BAD_SIGNATURES had failed in their frame (also counted
+    # in dropped_updates)
+    unverified: int = 0
 
 
 class Swim:
@@ -350,6 +357,7 @@ class Swim:
         # above every incarnation an earlier start announced (`store`), as far as MAX_START_INC
         self.inc = inc if store is None else max(inc, min(store.floor(), MAX_START_INC))
         self._store = store
+        self._bad_left = MAX_BAD_SIGNATURES  # signatures that may still fail in this frame
         self.stats = SwimStats()
         self.awareness = 0
         self.leaving = False
@@ -974,6 +982,7 @@ class Swim:
         """Apply piggybacked updates (each checked alone: a bad one is counted, not fatal)."""
         if not isinstance(updates, list):
             raise ValueError("updates is not a list")
+        self._bad_left = MAX_BAD_SIGNATURES
         for u in updates:
             try:
                 self._apply(u, now, relay)
@@ -1000,7 +1009,16 @@ class Swim:
 
     def _checked(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int, body: bytes,
                  u: Mapping[str, Any]) -> bool:
+        """Whether the update's signature holds. Once MAX_BAD_SIGNATURES failed in the frame,
+        the rest of its updates are dropped unchecked: a frame of forged signatures costs
+        that many verifications, not one per update it packs."""
+        if self._bad_left <= 0:
+            self.stats.dropped_updates += 1
+            self.stats.unverified += 1
+            return False
         why = self._signer.check(domain, signer, addr, inc, ctr, body, u)
+        if why == BAD_SIGNATURE:
+            self._bad_left -= 1
         if why is not None:
             self.stats.dropped_updates += 1
             log.debug("swim: update %s of %s refused: %s", domain.name, signer[:16], why)
@@ -1167,7 +1185,7 @@ def _int(v: Any) -> int:
     return v
 
 
-__all__ = ["MAX_START_INC", "MAX_UPDATES_PER_FRAME", "IncarnationStore", "Member", "Msg",
-           "NoSigner", "Sig", "Signer", "State", "Swim", "SwimConfig", "SwimNet", "SwimStats",
-           "push_pull_interval_s", "remaining_suspicion_s", "retransmit_limit",
-           "suspicion_bounds_s"]
+__all__ = ["BAD_SIGNATURE", "MAX_BAD_SIGNATURES", "MAX_START_INC", "MAX_UPDATES_PER_FRAME",
+           "IncarnationStore", "Member", "Msg", "NoSigner", "Sig", "Signer", "State", "Swim",
+           "SwimConfig", "SwimNet", "SwimStats", "push_pull_interval_s",
+           "remaining_suspicion_s", "retransmit_limit", "suspicion_bounds_s"]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from peer.log.signing import MeshAuth, membership_message, verify
 from peer.mesh.membership import Liveness, Membership
-from peer.mesh.swim import Member, Sig, State, Swim
+from peer.mesh.swim import BAD_SIGNATURE, Member, Sig, State, Swim
 from peer.mesh.wire import check_info
 
 MAX_HEADS = 4096  # peers whose version vectors we keep (acknowledgements)
@@ -67,7 +67,7 @@ class AuthSigner:
         if key is None:
             return "unknown_key"
         msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
-        return None if verify(key, bytes.fromhex(proof["g"]), msg) else "bad_signature"
+        return None if verify(key, bytes.fromhex(proof["g"]), msg) else BAD_SIGNATURE
 
     def revoked(self, member: str) -> bool:
         return self._auth.keyring.is_revoked(member)
