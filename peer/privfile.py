@@ -1,8 +1,8 @@
-"""Files only their owner may read: the mesh secret, the API token, identity keys and Kubo's
-swarm key. One reader and two writers, so that every such file is treated alike: written whole
-or not at all (a temporary file, fsynced, then moved or linked in place), mode 0600 from its
-creation, and a file other users may read is made 0600 when read, with a warning. A chmod
-that fails (a read-only mount, such as a container's secret, or a file of another owner) is
+"""Files only their owner may read: the mesh secret, the API token, identity keys, Kubo's
+swarm key, SWIM's incarnation mark. One reader and two writers, so that every such file is
+treated alike: written whole or not at all and durably (a temporary file, fsynced, moved or
+linked in place, the directory fsynced), mode 0600 from its creation, and a file other users
+may read is made 0600 when read, with a warning. A chmod that fails (a read-only mount, such as a container's secret, or a file of another owner) is
 warned about, not fatal: the file is still the peer's."""
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def replace_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync_dir(path)
 
 
 def create_private(path: Path, data: bytes) -> None:
@@ -58,6 +59,16 @@ def create_private(path: Path, data: bytes) -> None:
         _write(path, data, os.O_EXCL)
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_dir(path)
+
+
+def _sync_dir(path: Path) -> None:
+    """The directory entry of `path` made durable (a rename or link is not, until then)."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _temporary(path: Path, data: bytes) -> Path:

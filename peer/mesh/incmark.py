@@ -5,14 +5,13 @@ Synchronous; owned by the event loop (an fsync at start and once per step crosse
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 import stat
 from pathlib import Path
 
 from peer.mesh.swim import MAX_START_INC
+from peer.privfile import replace_private
 
 log = logging.getLogger("banzai.swim")
 
@@ -81,26 +80,8 @@ class IncarnationMark:
         return value
 
     def _write(self, mark: int) -> None:
-        """`mark` in the file, durably and atomically (a temp file, fsync, rename, fsync of
-        the directory)."""
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                os.write(fd, f"{mark}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """`mark` in the file, durably and atomically (`peer.privfile.replace_private`)."""
+        replace_private(self.path, f"{mark}\n".encode())
 
 
 def parse_mark(raw: bytes) -> int:
