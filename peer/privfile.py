@@ -2,8 +2,9 @@
 swarm key, SWIM's incarnation mark. One reader and two writers, so that every such file is
 treated alike: written whole or not at all and durably (a temporary file, fsynced, moved or
 linked in place, the directory fsynced), mode 0600 from its creation, and a file other users
-may read is made 0600 when read, with a warning. A chmod that fails (a read-only mount, such as a container's secret, or a file of another owner) is
-warned about, not fatal: the file is still the peer's."""
+may read is made 0600 when read, with a warning. A chmod that fails (a read-only mount, such
+as a container's secret, or a file of another owner) is warned about, not fatal: the file is
+still the peer's."""
 
 from __future__ import annotations
 
