@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
+from peer.log.signing import self_certifying
 from peer.mesh.wire import dumps, parse_member_ids, parse_table, parse_table_hash
 
 log = logging.getLogger("banzai.swim")
@@ -1017,8 +1018,8 @@ class Swim:
             self.stats.unverified += 1
             return False
         why = self._signer.check(domain, signer, addr, inc, ctr, body, u)
-        if why == BAD_SIGNATURE:
-            self._bad_left -= 1
+        if why == BAD_SIGNATURE and self_certifying(signer):  # (a 0.1.0 id's key is the
+            self._bad_left -= 1  # first heard: two honest peers may hold different ones)
         if why is not None:
             self.stats.dropped_updates += 1
             log.debug("swim: update %s of %s refused: %s", domain.name, signer[:16], why)
