@@ -79,6 +79,10 @@ def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
     return {"setting": Setting(help, flag, choices)}
 
 
+# The HTTP side's limits on slow or many clients (peer/http/limits.py, HttpLimits)
+HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s",
+               "http_max_connections", "http_max_connections_per_address",
+               "http_max_event_streams")
 MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
 
 
@@ -203,6 +207,25 @@ class PeerConfig:
         "longest wait for --submit-acks peers, in seconds (default 5)"))
     max_upload_bytes: int = field(default=4 * 1024**3, metadata=setting(
         "largest upload to /api/add or /api/v0/add, in bytes (default 4 GiB)"))
+    http_header_timeout_s: float = field(default=10.0, metadata=setting(
+        "a request's headers must arrive within this many seconds of the HTTP connection's "
+        "opening (on a kept-alive connection: of their first byte), else it is closed "
+        "(default 10)"))
+    http_idle_timeout_s: float = field(default=60.0, metadata=setting(
+        "a kept-alive HTTP connection that sends no request for this many seconds is closed "
+        "(default 60)"))
+    http_body_idle_s: float = field(default=30.0, metadata=setting(
+        "a request body from which no byte arrives for this many seconds is answered 408; "
+        "an upload that keeps progressing is never cut (default 30)"))
+    http_max_connections: int = field(default=1024, metadata=setting(
+        "open HTTP connections at most; one more is closed at once (default 1024)"))
+    http_max_connections_per_address: int = field(default=128, metadata=setting(
+        "open HTTP connections from one remote address at most, loopback included (a reverse "
+        "proxy on this machine is one address: raise it there); one more is closed at once "
+        "(default 128)"))
+    http_max_event_streams: int = field(default=64, metadata=setting(
+        "concurrent /api/events subscribers (the web UI holds one per open tab); one more is "
+        "answered 503 (default 64)"))
     max_clock_drift_s: float = field(default=300.0, metadata=setting(
         "how far ahead of this machine's clock another peer's event may be stamped, in "
         "seconds; later ones are refused and counted in /api/health (default 300)"))
@@ -273,6 +296,7 @@ class PeerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls: --tls-cert and --tls-key go together", field="tls_cert")
         self._check_bounds()
+        self._check_http()
         self._check_lifecycle()
         self.label_map()  # ConfigError naming a bad label
         for cidr in self.fetch_allow:
@@ -333,6 +357,12 @@ class PeerConfig:
         if self.worker_memory_mb <= 0:
             raise ConfigError(f"worker_memory_mb: must be positive, got {self.worker_memory_mb}",
                               field="worker_memory_mb")
+
+    def _check_http(self) -> None:
+        for name in HTTP_LIMITS:  # as peer.http.limits.HttpLimits checks them
+            if not getattr(self, name) > 0:  # (NaN too)
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}",
+                                  field=name)
 
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",

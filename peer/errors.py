@@ -84,6 +84,14 @@ class Unsupported(BanzaiError):
     """A valid request asks for something this peer does not support."""
 
 
+class RequestTimeout(BanzaiError):
+    """A request's body stopped arriving: no byte for the configured time (http_body_idle_s)."""
+
+
+class Unavailable(BanzaiError):
+    """The peer is at one of its bounds of concurrent clients (e.g. event streams): retry later."""
+
+
 class InvalidEvent(BanzaiError, ValueError):
     """An event (from the wire, the log or a local emit) breaks its type's schema."""
 

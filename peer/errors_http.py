@@ -19,10 +19,12 @@ from peer.errors import (
     NotAcceptable,
     NotCached,
     NotFound,
+    RequestTimeout,
     StorageFull,
     StoreError,
     TooLarge,
     Unauthorized,
+    Unavailable,
     Unsupported,
 )
 
@@ -58,6 +60,8 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
+    RequestTimeout: (408, 408, 408),  # a body that stopped arriving (peer/http/limits.py)
+    Unavailable: (503, 503, 503),  # a bound of concurrent clients reached (event streams)
 }
 
 # Kubo's error Code (its cmds.ErrorType): 1 = client error (a bad argument), else 0.

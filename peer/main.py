@@ -46,20 +46,19 @@ def login_url(base: str, token: str) -> str:
 
 
 async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
-    from aiohttp import web
-
-    from peer.http.app import make_app
+    from peer.http.app import GATE, make_app
+    from peer.http.limits import serve as serve_http
     from peer.http.tokens import load_or_create_token, local_urls, remove_runtime, write_runtime
     from peer.node import Node
 
     node = Node(cfg)
-    runner = web.AppRunner(make_app(node), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
+    app = make_app(node)
     host, port = cfg.http_addr
     ctx = _ssl(cfg)
-    site = web.TCPSite(runner, host, port, ssl_context=ctx)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
+    # through the gate of slow and many clients (peer/http/limits.py)
+    runner, site = await serve_http(app, app[GATE], host, port, ssl_context=ctx,
+                                    access_log=None, shutdown_timeout=1.0)
+    bound = site.port
     if host in ("0.0.0.0", "::", ""):  # advertise an address other peers can reach
         host = cfg.mdns_interfaces[0] if cfg.mdns_interfaces else socket.gethostbyname(
             socket.gethostname())

@@ -36,6 +36,7 @@ from peer.errors import (
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.http.auth import Auth, Policy
 from peer.http.host import Host
+from peer.http.limits import Gate, HttpLimits, open_files_limit
 from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
@@ -55,6 +56,7 @@ NODE: web.AppKey[Host] = web.AppKey("node")
 # bad IPFS input refused (dag/put, routing/put), by command: /api/health's ipfs.refused
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -118,6 +120,7 @@ async def health(request: web.Request) -> web.Response:
         "inline": node.inline_health(),
         "security": node.security(),
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
+        "http": request.app[GATE].stats(),
         "mdns": None if node.discovery is None else node.discovery.health()})
 
 
@@ -364,9 +367,21 @@ def _event_summary(ev: Event) -> dict[str, Any]:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat."""
+    """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat;
+    at most `http_max_event_streams` at once (503 past it)."""
+    queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=10_000)
+
+    def gone() -> None:  # the client left: end now, not at the next heartbeat's failed write
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(None)
+
+    with request.app[GATE].event_stream(request, on_lost=gone):
+        return await _stream_events(request, queue)
+
+
+async def _stream_events(request: web.Request, queue: asyncio.Queue[Event | None],
+                         ) -> web.StreamResponse:
     node = _node(request)
-    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
 
     def listener(ev: Event) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -385,6 +400,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
+            if ev is None:  # (gone)
+                break
             data = json.dumps(_event_summary(ev))
             await resp.write(f"event: {ev.type.name.lower()}\ndata: {data}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
@@ -481,9 +498,11 @@ def make_app(node: Host) -> web.Application:
     auth = Auth(load_or_create_token(cfg.data_dir), policy,
                 [c for s in node.mesh_secrets.secrets if (c := mesh_credential(s))],
                 secure_cookie=cfg.tls_cert is not None)
-    app = web.Application(middlewares=[auth.middleware, errors],
+    gate = Gate(HttpLimits.from_settings(cfg), open_files_limit())  # its middleware first
+    app = web.Application(middlewares=[gate.middleware, auth.middleware, errors],
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node
+    app[GATE] = gate
     app[IPFS_REFUSED] = Counter()
     app[METRICS] = registry = Metrics(node)
     node.listeners.append(registry.on_event)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Generator, Mapping, MutableSequence, Seque
 from pathlib import Path
 from typing import Any, Protocol
 
+from peer.http.limits import LimitSettings
 from peer.ipfs.publish import IpnsService
 from peer.ipfs.store import GcStats, Store
 from peer.jobs.spec import Workflow
@@ -14,7 +15,7 @@ from peer.log import Event, EventType, MeshState
 from tasks.registry import TaskDef
 
 
-class HttpConfig(Protocol):
+class HttpConfig(LimitSettings, Protocol):
     """The settings the app reads."""
 
     @property

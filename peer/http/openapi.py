@@ -62,7 +62,7 @@ OPENAPI: dict[str, Any] = {
                            ("cursor", "the `next` of the previous page"))),
             "post": _op("Submit a pipeline (the seed's list or a DAG; JSON or YAML); "
                         "returns once the job is in the durable log", ok="201",
-                        body="application/json", errors=("400", "413"),
+                        body="application/json", errors=("400", "408", "413"),
                         query=(("cache", "false: run every task again, nothing taken from or "
                                          "put into the cache (banzai submit --no-cache)"),)),
         },
@@ -82,7 +82,7 @@ OPENAPI: dict[str, Any] = {
         "/api/add": {"post": _op(
             "Upload a file (raw body, ?name=) or a directory (multipart, names with '/'); "
             "stores, pins and returns its CID", ok="201", body="multipart/form-data",
-            errors=("400", "413"), query=(("cid-version", "0 or 1 (default 1)"),
+            errors=("400", "408", "413"), query=(("cid-version", "0 or 1 (default 1)"),
                                           ("name", "file name of a raw upload")))},
         "/api/car": {"post": _op(
             'One CAR (application/vnd.ipld.car) of the DAGs of {"cids": [...]} that this '
@@ -92,7 +92,8 @@ OPENAPI: dict[str, Any] = {
             "One storage cycle now: delete old job records, unpin outputs past the retention "
             "bounds, collect garbage; returns what it freed {blocks, bytes, unpinned, "
             "deleted_jobs}", errors=())},
-        "/api/events": {"get": _op("Server-sent events of state changes", errors=())},
+        "/api/events": {"get": _op("Server-sent events of state changes (503 past "
+                                   "http_max_event_streams at once)", errors=("503",))},
         "/api/snapshot": {"get": _op(
             "This peer's signed snapshot of compacted jobs (records, cache entries, providers, "
             "compaction floors, as of its heads) and the events its log holds, for a peer "

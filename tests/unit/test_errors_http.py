@@ -20,9 +20,11 @@ from peer.errors import (
     NotAcceptable,
     NotCached,
     NotFound,
+    RequestTimeout,
     SpecError,
     StoreError,
     TooLarge,
+    Unavailable,
     Unsupported,
 )
 from peer.errors_http import STATUS, HttpError, Surface, http_error, status_of, unexpected
@@ -55,6 +57,8 @@ API, GATEWAY, RPC = Surface.API, Surface.GATEWAY, Surface.RPC
     (KuboError, 500, 502, 400),
     (IntegrityError, 502, 502, 400),
     (Unsupported, 501, 501, 501),
+    (RequestTimeout, 408, 408, 408),
+    (Unavailable, 503, 503, 503),
 ])
 def test_status_per_surface(error: type[BanzaiError], api: int, gateway: int, rpc: int) -> None:
     exc = error("boom", field="x")

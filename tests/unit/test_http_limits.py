@@ -1,0 +1,378 @@
+"""peer/http/limits.py over real sockets on loopback: the peer's app (make_app over an
+unstarted Node) served as banzai-peer serves it, with the limits set small. Slow clients
+(a header or a body that stops arriving, an idle kept-alive connection) are cut; prompt ones,
+uploads that keep progressing and event streams are not; connections over a cap are closed
+at once, event streams over theirs answered 503."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.config import PeerConfig, from_args
+from peer.errors import ConfigError
+from peer.http.app import GATE, make_app
+from peer.http.limits import FD_RESERVE, Gate, HttpLimits, connection_cap, serve
+from peer.http.tokens import load_or_create_token
+from peer.node import Node
+
+SMALL = {"http_header_timeout_s": 0.3, "http_idle_timeout_s": 1.0, "http_body_idle_s": 0.3}
+PATIENCE_S = 10.0  # bound on any wait for an answer or a close (never reached when it works)
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass
+class Served:
+    port: int
+    gate: Gate
+    node: Node
+    token: str
+    opened: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def connect(self, source: str = "127.0.0.1") -> Conn:
+        """A connection from `source` (closed at the end of `served`)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port,
+                                                       local_addr=(source, 0))
+        self.opened.append(writer)
+        return reader, writer
+
+    def get(self, path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+    def post_head(self, path: str, length: int,
+                  ctype: str = "application/octet-stream") -> bytes:
+        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                f"{self.token}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@asynccontextmanager
+async def served(tmp_path: Path, **settings: Any) -> AsyncIterator[Served]:
+    """A loopback peer's app served through its gate, as peer.main serves it."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False,
+                           **(SMALL | settings)))
+    try:
+        app = make_app(node)
+        runner, site = await serve(app, app[GATE], "127.0.0.1", 0, access_log=None,
+                                   shutdown_timeout=1.0)
+        s = Served(site.port, app[GATE], node, load_or_create_token(node.cfg.data_dir))
+        try:
+            yield s
+        finally:
+            for w in s.opened:
+                w.close()
+                with contextlib.suppress(ConnectionError):
+                    await w.wait_closed()
+            await runner.cleanup()
+    finally:
+        node.log.close()
+
+
+async def response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: status, headers, body."""
+    async with asyncio.timeout(PATIENCE_S):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+async def closed(reader: asyncio.StreamReader) -> bytes:
+    """What arrives until the server closes the connection (b"": closed without a word)."""
+    async with asyncio.timeout(PATIENCE_S):
+        try:
+            return await reader.read()
+        except ConnectionResetError:
+            return b""
+
+
+async def still_open(reader: asyncio.StreamReader, wait_s: float) -> bool:
+    """True if nothing (not even a close) arrives within wait_s."""
+    try:
+        async with asyncio.timeout(wait_s):
+            await reader.read(1)
+    except TimeoutError:
+        return True
+    return False
+
+
+# -- headers -------------------------------------------------------------------------------
+async def test_a_header_block_that_stops_arriving_closes_the_connection(tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no empty line
+        assert await closed(reader) == b""  # closed, never answered
+        assert s.gate.stats()["header_timeouts"] == 1
+
+
+async def test_a_connection_that_sends_nothing_is_closed(tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        reader, _ = await s.connect()
+        assert await closed(reader) == b""
+        assert s.gate.stats()["header_timeouts"] == 1
+
+
+async def test_a_header_sent_a_byte_at_a_time_is_cut_before_it_ends(tmp_path: Path) -> None:
+    """Slowloris: each byte well within any per-read timeout, the whole block not within
+    the deadline. The drip would take 6 s; the connection is closed before it ends."""
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        head = s.get("/api/health")
+        cut = False
+        for i in range(len(head) - 1):
+            writer.write(head[i:i + 1])
+            try:
+                await writer.drain()
+            except ConnectionError:
+                cut = True
+                break
+            if not await still_open(reader, 0.2):
+                cut = True
+                break
+        assert cut and await closed(reader) == b""
+
+
+async def test_prompt_requests_are_served_also_over_keep_alive(tmp_path: Path) -> None:
+    """The deadline of a later request on a kept-alive connection counts from its first
+    byte: a pause between requests longer than the header deadline (and shorter than the
+    idle timeout) costs nothing. Pipelined requests are served too."""
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        for _ in range(2):
+            writer.write(s.get("/api/health"))
+            status, _, body = await response(reader)
+            assert status == 200 and json.loads(body)["http"]["connections"] == 1
+            assert await still_open(reader, 0.45)  # > header_timeout_s, < idle_timeout_s
+        writer.write(s.get("/api/health") * 3)
+        for _ in range(3):
+            assert (await response(reader))[0] == 200
+        assert s.gate.stats()["header_timeouts"] == 0
+
+
+async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(s.get("/api/health"))
+        assert (await response(reader))[0] == 200
+        assert await closed(reader) == b""  # after idle_timeout_s: aiohttp's keep-alive timer
+        assert s.gate.stats() | {"connections": 0} == s.gate.stats()
+
+
+# -- bodies --------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/api/add", "/api/jobs"])
+async def test_a_body_that_stops_arriving_is_answered_408(tmp_path: Path, path: str) -> None:
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(s.post_head(path, 1000) + b"x" * 10)  # 990 bytes never come
+        status, headers, body = await response(reader)
+        err = json.loads(body)
+        assert status == 408, err
+        assert err["error"] == "RequestTimeout" and err["field"] == "body"
+        assert "no byte for 0.3 s (http_body_idle_s)" in err["message"]
+        assert headers.get("connection") == "close"
+        assert await closed(reader) == b""
+        assert s.gate.stats()["body_timeouts"] == 1
+
+
+async def test_a_stalled_upload_over_the_kubo_rpc_is_answered_408_in_its_shape(
+        tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(s.post_head("/api/v0/add", 1000, "multipart/form-data; boundary=B") +
+                     b'--B\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n'
+                     b"\r\nxy")  # the part's data stops
+        status, _, body = await response(reader)
+        assert status == 408 and json.loads(body)["Type"] == "error", body
+        assert "http_body_idle_s" in json.loads(body)["Message"]
+
+
+async def test_an_upload_that_keeps_progressing_is_not_cut(tmp_path: Path) -> None:
+    """12 pieces 0.1 s apart: the upload lasts beyond every deadline (the body's, the header
+    block's, the idle timeout), no pause reaches the body's."""
+    pieces = [bytes([i]) * 1000 for i in range(12)]
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(s.post_head("/api/add?name=slow.bin", 12_000))
+        for piece in pieces:
+            await asyncio.sleep(0.1)
+            writer.write(piece)
+        status, _, body = await response(reader)
+        assert status == 201, body
+        cid = json.loads(body)["cid"]
+        assert b"".join(s.node.store.cat(cid)) == b"".join(pieces)
+        assert s.gate.stats()["body_timeouts"] == 0
+        writer.write(s.get("/api/health"))  # and the connection serves on
+        assert (await response(reader))[0] == 200
+
+
+# -- caps ----------------------------------------------------------------------------------
+async def test_connections_over_the_per_address_cap_are_closed_at_once(tmp_path: Path) -> None:
+    """Two per address: a third from 127.0.0.1 is closed unanswered while the two are served;
+    127.0.0.2 (another address) is admitted; once one closes, 127.0.0.1 may open one."""
+    async with served(tmp_path, http_header_timeout_s=30.0,
+                      http_max_connections_per_address=2) as s:
+        admitted = [await s.connect() for _ in range(2)]
+        reader, writer = await s.connect()
+        writer.write(s.get("/api/health"))
+        assert await closed(reader) == b""
+        other = await s.connect("127.0.0.2")
+        for r, w in [*admitted, other]:
+            w.write(s.get("/api/health"))
+            assert (await response(r))[0] == 200
+        assert s.gate.stats()["connections"] == 3 and s.gate.stats()["refused_connections"] == 1
+        r0, w0 = admitted.pop()
+        w0.close()
+        assert await closed(r0) == b""
+        await w0.wait_closed()
+        again = await s.connect()
+        again[1].write(s.get("/api/health"))
+        assert (await response(again[0]))[0] == 200
+
+
+async def test_connections_over_the_total_cap_are_closed_at_once(tmp_path: Path) -> None:
+    async with served(tmp_path, http_header_timeout_s=30.0, http_max_connections=2) as s:
+        admitted = [await s.connect(), await s.connect("127.0.0.2")]
+        reader, _ = await s.connect("127.0.0.3")
+        assert await closed(reader) == b""
+        for r, w in admitted:
+            w.write(s.get("/api/health"))
+            assert (await response(r))[0] == 200
+
+
+# -- event streams -------------------------------------------------------------------------
+async def _subscribe(s: Served, source: str = "127.0.0.1") -> Conn:
+    reader, writer = await s.connect(source)
+    writer.write(s.get("/api/events"))
+    async with asyncio.timeout(PATIENCE_S):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert (await reader.readuntil(b"\n\n")).endswith(b": connected\n\n")  # (chunked)
+    return reader, writer
+
+
+async def test_the_65th_event_stream_is_503_while_64_keep_streaming(tmp_path: Path) -> None:
+    """64 streams (the default cap; half from another loopback address, under the per-address
+    cap) outlive every deadline and all receive the next event; the 65th is a 503 naming the
+    cap; once one closes, a new one is admitted."""
+    async with served(tmp_path) as s:
+        streams = [await _subscribe(s, f"127.0.0.{1 + i % 2}") for i in range(64)]
+        reader, writer = await s.connect()
+        writer.write(s.get("/api/events"))
+        status, _, body = await response(reader)
+        err = json.loads(body)
+        assert status == 503 and err["error"] == "Unavailable", err
+        assert "at most 64 event streams" in err["message"]
+        assert "http_max_event_streams" in err["message"]
+        assert s.gate.stats()["event_streams"] == 64
+        await asyncio.sleep(1.1)  # past the header, body and idle deadlines (0.3, 0.3, 1.0 s)
+        adder, w_add = await s.connect()
+        w_add.write(s.post_head("/api/add?name=a.txt", 3) + b"abc")
+        assert (await response(adder))[0] == 201  # a PROVIDE event for every stream
+        for r, _ in streams:
+            async with asyncio.timeout(PATIENCE_S):
+                assert b"event: provide\n" in await r.readuntil(b"\n\n")
+        streams[0][1].close()
+        await streams[0][1].wait_closed()
+        for _ in range(100):  # the handler ends on the loop once it sees the close
+            if s.gate.stats()["event_streams"] < 64:
+                break
+            await asyncio.sleep(0.01)
+        await _subscribe(s)
+
+
+# -- TLS -----------------------------------------------------------------------------------
+def _tls(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a client's
+    that trusts it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    return server, ssl.create_default_context(cafile=str(tmp / "cert.pem"))
+
+
+async def test_a_tls_handshake_that_never_comes_is_cut_and_tls_clients_are_served(
+        tmp_path: Path) -> None:
+    server_ctx, client_ctx = _tls(tmp_path)
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False, **SMALL))
+    app = make_app(node)
+    runner, site = await serve(app, app[GATE], "127.0.0.1", 0, ssl_context=server_ctx,
+                               shutdown_timeout=1.0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        assert await closed(reader) == b""  # no ClientHello within header_timeout_s
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port, ssl=client_ctx)
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await response(reader))[0] == 200
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    finally:
+        await runner.cleanup()
+        node.log.close()
+
+
+# -- settings ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["header_timeout_s", "idle_timeout_s", "body_idle_s",
+                                  "max_connections", "max_connections_per_address",
+                                  "max_event_streams"])
+@pytest.mark.parametrize("value", [0, -1, float("nan")])
+def test_every_limit_must_be_positive(name: str, value: float) -> None:
+    for make in (lambda: HttpLimits(**{name: value}),
+                 lambda: PeerConfig(**{f"http_{name}": value})):
+        with pytest.raises(ConfigError) as e:
+            make()
+        assert e.value.field == f"http_{name}"
+        assert e.value.message.startswith(f"http_{name}: must be positive")
+
+
+def test_the_limits_come_from_the_peer_settings() -> None:
+    cfg, _ = from_args(["--http-header-timeout-s", "2.5", "--http-idle-timeout-s", "90",
+                        "--http-body-idle-s", "5", "--http-max-connections", "10",
+                        "--http-max-connections-per-address", "3",
+                        "--http-max-event-streams", "4"])
+    assert HttpLimits.from_settings(cfg) == HttpLimits(2.5, 90.0, 5.0, 10, 3, 4)
+    assert HttpLimits.from_settings(PeerConfig()) == HttpLimits()
+
+
+@pytest.mark.parametrize(("configured", "open_files", "cap"), [
+    (1024, None, 1024),  # no limit on descriptors
+    (1024, 65536, 1024),  # systemd's LimitNOFILE of contrib/banzai-peer.service
+    (1024, 1024 + FD_RESERVE, 1024),
+    (1024, 1024, 1024 - FD_RESERVE),  # a shell's usual soft limit: the rest of the peer first
+    (1024, 100, 1),
+])
+def test_connections_leave_the_peer_descriptors(configured: int, open_files: int | None,
+                                                cap: int) -> None:
+    assert connection_cap(configured, open_files) == cap
+    assert Gate(HttpLimits(max_connections=configured), open_files).max_connections == cap
