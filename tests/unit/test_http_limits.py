@@ -167,7 +167,7 @@ async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
         writer.write(s.get("/api/health"))
         assert (await response(reader))[0] == 200
         assert await closed(reader) == b""  # after idle_timeout_s: aiohttp's keep-alive timer
-        assert s.gate.stats() | {"connections": 0} == s.gate.stats()
+        assert s.gate.stats()["connections"] == 0
 
 
 # -- bodies --------------------------------------------------------------------------------
