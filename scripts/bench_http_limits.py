@@ -5,14 +5,28 @@ commit (aiohttp's defaults, no limits) and one of this tree, in alternating roun
 and mode: requests per second seen by a client in this process, and the peer's CPU per
 request (utime + stime of its process from /proc, 10 ms ticks). Modes: `keep-alive`, n
 requests one after another on one connection; `new-conn`, n/2 requests each on a connection
-of its own (`Connection: close`).
+of its own (`Connection: close`). The two processes differ by more than the limits cost
+(`--base HEAD` shows the noise), so `--inproc` measures the gate alone: one process serves a
+trivial route (behind a pass-through middleware, as the peer's routes are behind theirs)
+over socketpairs through aiohttp's own protocol or through the gate (its connection protocol
+and its middleware), client in the same process, CPU per request (process_time),
+alternating rounds.
 
     .venv/bin/python scripts/bench_http_limits.py [--base e71ec14] [--rounds 5] [-n 3000]
+    .venv/bin/python scripts/bench_http_limits.py --inproc [--rounds 7] [-n 20000]
+
+`--once gate|plain keep-alive|new-conn N` runs one in-process round and prints nothing: for
+valgrind's instruction counts, the precise figure on a noisy host (a round of 1,200 minus a
+round of 200, over 1,000):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python \
+        scripts/bench_http_limits.py --once gate keep-alive 1200
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import signal
@@ -25,8 +39,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scriptlib import machine, mesh_secret_file
+
+if TYPE_CHECKING:
+    from peer.http.limits import Handler
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -99,12 +117,88 @@ def measure(pid: int, port: int, mode: str, n: int) -> tuple[float, float]:
     return n / wall, cpu / n * 1e6
 
 
+async def _inproc_round(gated: bool, mode: str, n: int) -> float:
+    """CPU microseconds per request of `n` requests to a trivial route, client included."""
+    from aiohttp import web
+
+    from peer.http.limits import Gate, HttpLimits
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    @web.middleware
+    async def passing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)  # stands for the peer's own (auth, errors)
+
+    gate = Gate(HttpLimits())
+    app = web.Application(middlewares=[gate.middleware, passing] if gated else [passing])
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=60)
+    await runner.setup()
+    assert runner.server is not None
+    factory = gate.protocol(runner.server) if gated else runner.server
+    loop = asyncio.get_running_loop()
+
+    async def one_conn(count: int, request: bytes) -> None:
+        a, b = socket.socketpair()
+        await loop.connect_accepted_socket(factory, a)
+        reader, writer = await asyncio.open_connection(sock=b)
+        for _ in range(count):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(m.group(1)) if m else 0)
+        writer.close()
+        await writer.wait_closed()
+
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    t0 = time.process_time()
+    if mode == "keep-alive":
+        await one_conn(n, get)
+    else:
+        for _ in range(n):
+            await one_conn(1, get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    spent = time.process_time() - t0
+    await runner.cleanup()
+    return spent / n * 1e6
+
+
+def inproc(rounds: int, n: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    modes = {"keep-alive": n, "new-conn": n // 4}
+    results: dict[tuple[str, str], list[float]] = {}
+    for mode, count in modes.items():
+        for side in (False, True):  # warm up
+            asyncio.run(_inproc_round(side, mode, count // 10))
+        for r in range(rounds):
+            for gated in ((False, True) if r % 2 == 0 else (True, False)):
+                side = "through the gate" if gated else "aiohttp's protocol alone"
+                results.setdefault((mode, side), []).append(
+                    asyncio.run(_inproc_round(gated, mode, count)))
+    print(f"machine: {machine()}")
+    print(f"in process, a trivial route, client included; {rounds} rounds of {modes}")
+    print("| mode | served | CPU us/request, median | rounds |\n| --- | --- | --- | --- |")
+    for (mode, side), rows in results.items():
+        print(f"| {mode} | {side} | {statistics.median(rows):.1f} | "
+              f"{', '.join(f'{x:.1f}' for x in rows)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="e71ec14", help="the commit without the limits")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", type=int, default=3000, help="keep-alive requests per round")
+    ap.add_argument("--inproc", action="store_true", help="the gate alone, in this process")
+    ap.add_argument("--once", nargs=3, metavar=("SIDE", "MODE", "N"),
+                    help="one in-process round (gate or plain; keep-alive or new-conn)")
     a = ap.parse_args()
+    if a.once:
+        sys.path.insert(0, str(ROOT))
+        asyncio.run(_inproc_round(a.once[0] == "gate", a.once[1], int(a.once[2])))
+        return
+    if a.inproc:
+        inproc(a.rounds, a.n)
+        return
     modes = {"keep-alive": a.n, "new-conn": a.n // 2}
     with tempfile.TemporaryDirectory(prefix="bench-http-limits-") as t:
         tmp = Path(t)
@@ -131,11 +225,12 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"{a.rounds} rounds, medians; keep-alive {modes['keep-alive']} requests, new-conn "
           f"{modes['new-conn']} per round and side")
-    print("| side | mode | requests/s | peer CPU us/request |\n| --- | --- | --- | --- |")
-    for (side, mode), rows in results.items():
-        rps = statistics.median(r[0] for r in rows)
-        cpu = statistics.median(r[1] for r in rows)
-        print(f"| {side} | {mode} | {rps:,.0f} | {cpu:.0f} |")
+    print("| mode | side | requests/s | (rounds' range) | peer CPU us/request | (range) |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for (side, mode), rows in sorted(results.items(), key=lambda kv: kv[0][1]):
+        rps, cpu = [r[0] for r in rows], [r[1] for r in rows]
+        print(f"| {mode} | {side} | {statistics.median(rps):,.0f} | {min(rps):,.0f}-"
+              f"{max(rps):,.0f} | {statistics.median(cpu):.0f} | {min(cpu):.0f}-{max(cpu):.0f} |")
 
 
 if __name__ == "__main__":

@@ -279,15 +279,17 @@ class _Conn(asyncio.Protocol):
         """Whether `data` ends the header block (an empty line; leading ones are skipped, as
         servers may: RFC 9112 2.2). Bare LFs count as CRLFs: never later than aiohttp."""
         if not self._started:
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return False
+            if data[:1] in (b"\r", b"\n"):
+                data = data.lstrip(b"\r\n")
+                if not data:
+                    return False
             self._started = True
-        edge = self._tail + data[:3]
-        if b"\n\n" in data or b"\n\r\n" in data or b"\n\n" in edge or b"\n\r\n" in edge:
+        tail = self._tail
+        if (b"\n\r\n" in data or b"\n\n" in data
+                or (tail and (b"\n\r\n" in (edge := tail + data[:3]) or b"\n\n" in edge))):
             self._phase = _BUSY
             return True
-        self._tail = (self._tail + data[-3:])[-3:]
+        self._tail = (tail + data[-3:])[-3:]
         return False
 
     def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:

@@ -376,3 +376,29 @@ def test_connections_leave_the_peer_descriptors(configured: int, open_files: int
                                                 cap: int) -> None:
     assert connection_cap(configured, open_files) == cap
     assert Gate(HttpLimits(max_connections=configured), open_files).max_connections == cap
+
+
+# -- where a header block ends (the connection's own scan, before aiohttp's parser) --------
+@pytest.mark.parametrize("block", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",  # bare LFs
+    b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",  # empty lines first (RFC 9112 2.2)
+    b"GET / HTTP/1.1\r\n\r\n",
+])
+def test_the_end_of_a_header_block_is_found_wherever_the_reads_split_it(block: bytes) -> None:
+    from peer.http.limits import _Conn
+
+    for cut in range(len(block) + 1):
+        for cut2 in range(cut, len(block) + 1):
+            conn = _Conn(Gate(HttpLimits()), asyncio.Protocol)
+            found = [conn._head_ends(part) for part in
+                     (block[:cut], block[cut:cut2], block[cut2:]) if part]
+            assert found[-1] and not any(found[:-1]), (cut, cut2, found)
+
+
+def test_an_unfinished_header_block_never_ends() -> None:
+    from peer.http.limits import _Conn
+
+    conn = _Conn(Gate(HttpLimits()), asyncio.Protocol)
+    assert not any(conn._head_ends(b) for b in (b"\r\n", b"\r\n", b"GET / HTTP/1.1\r", b"\n",
+                                                b"Host: x\r\n", b"X: \r", b"y"))
