@@ -135,6 +135,8 @@ class GossipConfig:
     swim: SwimConfig | None = field(default_factory=SwimConfig.lan)
     renew_s: float = 0.5  # live members' last reports are handed to the sink this often
     max_connections: int = 128  # ZeroMQ paths kept open at once (least recently used go)
+    # received frames held before they are handled (ZeroMQ; more are dropped, counted)
+    max_queue_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         host, _ = parse_addr(self.bind)
@@ -150,8 +152,9 @@ class GossipConfig:
             raise ValueError("dead_after_s must be > suspect_after_s")
         if self.fanout < 1 or self.push_hops < 0 or self.max_events_per_frame < 1:
             raise ValueError("fanout and max_events_per_frame must be >= 1, push_hops >= 0")
-        if not 4096 <= self.max_frame_bytes <= 1 << 30:
-            raise ValueError("max_frame_bytes must be in [4096, 1 GiB]")
+        if not 4096 <= self.max_frame_bytes <= min(1 << 30, self.max_queue_bytes):
+            raise ValueError("max_frame_bytes must be in [4096, 1 GiB] and at most "
+                             "max_queue_bytes")
         if not 0 <= self.jitter <= 0.5:
             raise ValueError("jitter must be in [0, 0.5]")
         if not 0 < len(self.mesh_id.encode()) <= 255:
@@ -179,7 +182,8 @@ class GossipConfig:
 def zmq_transport(cfg: GossipConfig, keyring: Keyring | None = None) -> ZmqTransport:
     """The production transport for `cfg`: CURVE with `keyring`'s keys when given."""
     return ZmqTransport(cfg.bind, max_frame_bytes=cfg.max_frame_bytes, keyring=keyring,
-                        max_connections=cfg.max_connections)
+                        max_connections=cfg.max_connections,
+                        max_queue_bytes=cfg.max_queue_bytes)
 
 
 # -- bookkeeping ---------------------------------------------------------------------
@@ -201,6 +205,7 @@ class GossipStats:
     dropped_too_large: int = 0
     dropped_bad_frame: int = 0
     dropped_other_mesh: int = 0
+    dropped_queue_full: int = 0  # received while max_queue_bytes (or frames) were held
     # membership messages refused by signature checks (peer.log.signing.MemberKeys)
     dropped_unsigned: int = 0
     dropped_bad_signature: int = 0
@@ -316,6 +321,7 @@ class Gossip:
     def stats(self) -> GossipStats:
         """The counters, with the transport's refused handshakes."""
         self._stats.refused_handshakes = self._t.refused
+        self._stats.dropped_queue_full = self._t.overflowed
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
             self._stats.swim_unanswered = self.swim.stats.unanswered

@@ -62,6 +62,11 @@ class Transport(Protocol):
         """Connections refused below the frame layer (failed CURVE handshakes)."""
         ...
 
+    @property
+    def overflowed(self) -> int:
+        """Frames received and dropped unread: the receive queue was full."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving and release sockets (idempotent)."""
         ...
@@ -101,14 +106,26 @@ class ZmqTransport:
     A connection whose handshake is not done within `handshake_ivl_ms` is closed, on both
     sides (libzmq's default, 30 s, let a LAN host hold a descriptor per idle connection for
     that long; a handshake between peers takes milliseconds).
+
+    Received frames wait in a queue of at most `rcvhwm` frames and `max_queue_bytes` bytes:
+    after each frame handled, every frame libzmq holds by then is taken into it, and those
+    over either bound are dropped and counted (`overflowed`; gossip repairs what was lost).
+    So libzmq holds no more than what arrives while one frame is handled, where its
+    per-connection RCVHWM alone counted frames (10,000 of up to `max_frame_bytes` each).
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
                  sndhwm: int = 1000, rcvhwm: int = 10000, reconnect_ivl_max_ms: int = 2000,
                  keyring: Keyring | None = None, max_connections: int = 128,
-                 handshake_ivl_ms: int = 10_000) -> None:
+                 handshake_ivl_ms: int = 10_000, max_queue_bytes: int = 64 << 20) -> None:
         parse_addr(bind)
         self._handshake_ms = handshake_ivl_ms
+        if max_queue_bytes < max_frame_bytes:
+            raise ValueError("max_queue_bytes must be >= max_frame_bytes")
+        self._max_queue_bytes = max_queue_bytes
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._overflowed = 0
         self._max_conn = max_connections
         self._keyring = keyring
         self._zap: ZapHandler | None = None
@@ -134,6 +151,10 @@ class ZmqTransport:
     @property
     def refused(self) -> int:
         return self._refused
+
+    @property
+    def overflowed(self) -> int:
+        return self._overflowed
 
     def open(self, on_frame: FrameHandler) -> str:
         """Bind the ROUTER and start the receive task; call from the event loop."""
@@ -161,21 +182,42 @@ class ZmqTransport:
         return self._address
 
     async def _recv_loop(self, on_frame: FrameHandler) -> None:
-        assert self._router is not None
+        r = self._router
+        assert r is not None
         while True:
             try:
-                parts = await self._router.recv_multipart()
+                if not self._queue:
+                    self._hold(await r.recv_multipart())
+                while True:  # what libzmq holds by now: queued, or dropped over the bounds
+                    self._hold(await r.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
             except asyncio.CancelledError:
                 raise
             except zmq.ZMQError as e:  # socket closed under us
                 log.debug("zmq receive stopped: %s", e)
                 return
-            if len(parts) != 2:  # [identity, frame]; anything else is not ours
+            if not self._queue:
                 continue
+            frame = self._queue.popleft()
+            self._queued_bytes -= len(frame)
             try:
-                on_frame(parts[1])
+                on_frame(frame)
             except Exception:  # the handler must not raise; never let it kill the loop
                 log.exception("frame handler failed")
+
+    def _hold(self, parts: list[bytes]) -> None:
+        """Queue a received frame, unless the queue holds `rcvhwm` frames or the frame would
+        take it over `max_queue_bytes` (then it is dropped, counted)."""
+        if len(parts) != 2:  # [identity, frame]; anything else is not ours
+            return
+        frame = parts[1]
+        if (len(self._queue) >= self._rcvhwm
+                or self._queued_bytes + len(frame) > self._max_queue_bytes):
+            self._overflowed += 1
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
 
     async def _count_refused(self) -> None:
         assert self._monitor is not None
@@ -260,6 +302,8 @@ class ZmqTransport:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
         self._task = self._monitor_task = None
+        self._queue.clear()
+        self._queued_bytes = 0
         if self._zap is not None:
             await self._zap.close()
             self._zap = None
@@ -403,6 +447,10 @@ class MemoryTransport:
 
     @property
     def refused(self) -> int:
+        return 0
+
+    @property
+    def overflowed(self) -> int:
         return 0
 
     def close_now(self) -> None:

@@ -7,6 +7,9 @@ import random
 import time
 from collections.abc import Callable
 
+import pytest
+import zmq
+
 from peer.mesh.gossip import Gossip, GossipConfig, Kind, encode_frame, zmq_transport
 from peer.mesh.sim import MemorySink, RecordingMembers
 from peer.mesh.transport import ZmqTransport
@@ -87,3 +90,36 @@ async def test_zmq_send_to_an_address_libzmq_refuses_drops_it() -> None:
         assert t.send("127.0(0.1:9", b"x") is False  # and stays so
     finally:
         await t.close()
+
+
+async def test_the_receive_queue_is_bounded_in_bytes_and_counts_what_it_drops() -> None:
+    """Frames waiting to be handled are bounded in bytes as well as in frames: ten frames of
+    10 kB waiting at once, with room for 50 kB, are five handled and five dropped, counted
+    (the previous release held all: up to 10,000 frames per connection, of up to
+    `max_frame_bytes` each, 16 MiB by default)."""
+    cfg = GossipConfig.local(max_frame_bytes=16_384, max_queue_bytes=50_000)
+    g = Gossip(cfg, zmq_transport(cfg), MemorySink("a"), RecordingMembers(), "a")
+    g.bind()
+    t = g._t
+    assert isinstance(t, ZmqTransport) and t._router is not None and t._ctx is not None
+    t._router.bind("inproc://queue")  # a frame sent there is in the ROUTER's queue at once
+    d: zmq.Socket[bytes] = zmq.Socket(t._ctx, zmq.DEALER)
+    try:
+        d.connect("inproc://queue")
+        for _ in range(10):
+            d.send(b"x" * 10_000)  # (not frames: each is handled as a bad one)
+        await wait_for(lambda: g.stats.frames_in + g.stats.dropped_queue_full == 10)
+        assert (g.stats.frames_in, g.stats.dropped_queue_full) == (5, 5)
+        assert g.stats.dropped_bad_frame == 5
+        d.send(b"x" * 10_000)  # room again once handled
+        await wait_for(lambda: g.stats.frames_in == 6)
+    finally:
+        d.close(linger=0)
+        await g.close()
+
+
+def test_a_queue_bound_below_the_frame_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_queue_bytes"):
+        GossipConfig.local(max_frame_bytes=1 << 20, max_queue_bytes=1 << 19)
+    with pytest.raises(ValueError, match="max_queue_bytes"):
+        ZmqTransport(max_frame_bytes=1 << 20, max_queue_bytes=1 << 19)
