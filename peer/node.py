@@ -94,6 +94,7 @@ from peer.log.sqlite import DURABLE_TYPES
 from peer.log.turns import TurnBuilder
 from peer.log.vacuum import VacuumConfig, file_bytes
 from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
+from peer.mesh.antientropy import FIXNONCE_FEATURE
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
 from peer.mesh.incmark import NAME as INCARNATION_MARK
@@ -116,7 +117,7 @@ def usable_cores() -> int:
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-            CLAIMED_FEATURE)
+            CLAIMED_FEATURE, FIXNONCE_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)

@@ -2,13 +2,29 @@
 asker lacks, pulls, and bursts while a reply says `more`; and, beside the heads, digests of the
 contents held (peer.log.contents), so that two contents of one (origin, seq) meet and the
 conflict rule settles them everywhere. Owned by the event loop; never blocks (frames go out
-through the gossip facade's `Link`)."""
+through the gossip facade's `Link`).
+
+Return routability (fixnonce-v1, as QUIC's address validation and memberlist's probe
+sequence numbers): a frame's reply-to address is chosen by its sender, so an answer larger
+than the question goes only to an address that proved it receives our frames: the frame
+echoes ("e") our cookie for that address, a keyed hash of it that only frames we sent there
+carried ("n"). Each side keeps the cookie the other gave it, learned from a proven frame
+only. A frame that proves nothing gets at most a handshake (a DIGEST_SUM of "n", "e" and "k":
+its sender, proven, sends its frame again), no larger than itself (a frame sent before we
+hold its receiver's cookie is padded for that); a handshake answers nothing unproven. A block
+exchange's "fix" must echo the nonce of our block digests ("bn"). With signed membership, a
+version vector is noted under a sender only from a frame proven to come from the address its
+signed alive (or heartbeat) gave. Frames without cookies from a member of the previous
+release (it announces features without FIXNONCE_FEATURE) are answered as that release did."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from enum import Enum
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from peer.log import Event
 from peer.mesh.wire import (
@@ -20,6 +36,7 @@ from peer.mesh.wire import (
     dumps,
     parse_blocks,
     parse_digests,
+    parse_nonce,
     parse_vv,
 )
 
@@ -27,11 +44,35 @@ FIX_BLOCKS = 64  # blocks of differing contents exchanged per round at most (256
 FIX_EVENTS = 2048  # and events: blocks are added while fewer than this are sent
 BLOCK_ROW_BYTES = 48  # about what one [block, digest] costs in JSON
 # A "fix" is answered only from an address we sent our block digests to ("blk"), once per
-# sending: the addresses awaited (the oldest are forgotten) and the sendings per address
+# sending (and, fixnonce-v1, only if it echoes that sending's nonce): the addresses awaited
+# (the oldest are forgotten) and the sendings per address
 FIX_PEERS = 64
 FIX_ASKS = 4
+FIXNONCE_FEATURE = "fixnonce-v1"  # announced in `features`: this peer sends and checks cookies
+COOKIE_BYTES = 8  # a cookie or nonce: 64 random or keyed bits, hex on the wire
+MAX_ECHOES = 4096  # addresses whose cookie for us we keep (the oldest are forgotten)
+# A frame to an address whose cookie for us we lack is padded ("p") by this many characters:
+# its receiver's handshake must not be larger than it (QUIC pads its first packets likewise)
+PAD_CHARS = 64
 
 HeadsSeen = Callable[[str, Mapping[str, int]], None]  # (peer id, its version vector)
+
+
+class Trust(Enum):
+    """What a received frame proves about its reply-to address."""
+
+    VERIFIED = "verified"  # it echoed our cookie for that address: its sender receives there
+    LEGACY = "legacy"  # no cookies, from a member of the previous release: as it expects
+    NONE = "none"  # nothing: the address may be anyone's
+
+
+class PeerAt(NamedTuple):
+    """The live member at an address as membership holds it (signed: the address of its
+    signed alive or heartbeat), and whether it announces FIXNONCE_FEATURE (None: it announced
+    no features yet)."""
+
+    id: str
+    nonces: bool | None
 
 
 def heads_sum(heads: Mapping[str, int]) -> str:
@@ -86,15 +127,18 @@ class ContentSink(Protocol):
 class Link(Protocol):
     """What anti-entropy needs of the gossip facade. Must not block."""
 
-    def send(self, addr: str, kind: Kind, body: bytes) -> None:
-        """Send one frame of `kind` around the encoded `body` (dropped if it cannot go)."""
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+             ) -> None:
+        """Send one frame of `kind` around the encoded `body` (dropped if it cannot go, or if
+        the frame would be larger than `max_bytes`)."""
         ...
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
-                    reply: Reply | None = None, fix: Blocks | None = None) -> None:
+                    reply: Reply | None = None, fix: Blocks | None = None,
+                    fix_echo: str | None = None) -> None:
         """Send `events` in as many EVENTS frames as needed; with `reply`, the last frame is
-        a DIGEST_REPLY, with `fix` an EVENTS frame carrying it (sent even when there are no
-        events)."""
+        a DIGEST_REPLY, with `fix` an EVENTS frame carrying it and `fix_echo` (sent even when
+        there are no events)."""
         ...
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -103,13 +147,16 @@ class Link(Protocol):
 
     def refused(self, origin: Any, reason: str) -> None:
         """Count an event of a frame that was left out as malformed (`origin` as sent)."""
+        ...
+
     def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
         """Check (signatures) and merge the events of a frame body; returns the new ones."""
         ...
 
 
 class PeerSample(Protocol):
-    """The part of Membership a digest carries and learns from."""
+    """The part of Membership a digest carries, learns from and checks addresses against.
+    Must not block."""
 
     def sample(self, exclude: str) -> list[str]:
         """Some live addresses other than `exclude`."""
@@ -119,15 +166,24 @@ class PeerSample(Protocol):
         """Note addresses another peer vouched for; ValueError on a malformed one."""
         ...
 
+    def peer_at(self, addr: str) -> PeerAt | None:
+        """The live member at `addr`, or None."""
+        ...
+
 
 class AntiEntropy:
     """One side of the push-pull exchange: `send_digest` starts a round, `on_digest` and
     `on_digest_reply` answer the frames of one. Malformed bodies raise KeyError, TypeError
-    or ValueError for the receive path to count."""
+    or ValueError for the receive path to count.
+
+    With `nonces` (fixnonce-v1) answers go only to proven addresses (the module's doc); without,
+    as the previous release. With `signed` too, a vector is noted under a frame's sender only
+    if the frame is proven to come from the address membership holds for that sender."""
 
     def __init__(self, sink: EventSink, link: Link, peers: PeerSample, *,
                  max_events_per_frame: int, heads_seen: HeadsSeen | None = None,
-                 contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20) -> None:
+                 contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20,
+                 nonces: bool = False, signed: bool = False) -> None:
         self._sink = sink
         self._link = link
         self._peers = peers
@@ -135,8 +191,91 @@ class AntiEntropy:
         self._seen = heads_seen or (lambda _p, _vv: None)
         self._contents = contents  # None: heads only (as the previous release)
         self._max_blocks = max(16, max_frame_bytes // 2 // BLOCK_ROW_BYTES)
-        self._fixes_awaited: dict[str, int] = {}  # address -> our "blk" it has not answered
+        # address -> the nonces of our "blk" sent there and not answered (None: no nonce)
+        self._fixes_awaited: dict[str, list[str | None]] = {}
+        self._nonces = nonces
+        self._signed = nonces and signed
+        self._key = secrets.token_bytes(32)  # our cookies: HMAC(key, address)
+        self._echoes: dict[str, str] = {}  # address -> the cookie its peer gave us
+        self.unverified = 0  # frames that proved nothing and so got at most a handshake
+        self.unbound = 0  # vectors not noted: the frame was not proven to be its sender's
 
+    # -- cookies -------------------------------------------------------------------------
+    def _cookie(self, addr: str) -> str:
+        """Our cookie for `addr`: only frames we send there carry it."""
+        mac = hmac.new(self._key, addr.encode(), hashlib.sha256).digest()
+        return mac[:COOKIE_BYTES].hex()
+
+    def _keys(self, addr: str, echo: str | None = None) -> dict[str, str]:
+        """The cookie keys of a frame to `addr`: ours ("n") and theirs echoed ("e": `echo`,
+        an answer's question's, else the one kept)."""
+        if not self._nonces:
+            return {}
+        out = {"n": self._cookie(addr)}
+        e = echo or self._echoes.get(addr)
+        if e is not None:
+            out["e"] = e
+        else:  # room for the handshake that answers it
+            out["p"] = "." * PAD_CHARS
+        return out
+
+    def _trust(self, f: Frame) -> Trust:
+        """What `f` proves about its reply-to address; a proven frame's cookie ("n") is kept
+        as the one to echo there. ValueError if a cookie is malformed."""
+        if not self._nonces:
+            return Trust.LEGACY
+        n, e = parse_nonce(f.body, "n"), parse_nonce(f.body, "e")
+        if not f.reply_to:
+            return Trust.NONE
+        if e is not None and hmac.compare_digest(e, self._cookie(f.reply_to)):
+            if n is not None:
+                echoes = self._echoes
+                echoes.pop(f.reply_to, None)
+                echoes[f.reply_to] = n
+                if len(echoes) > MAX_ECHOES:
+                    del echoes[next(iter(echoes))]
+            return Trust.VERIFIED
+        if n is None and e is None and self._legacy(f.reply_to):
+            return Trust.LEGACY
+        return Trust.NONE
+
+    def _legacy(self, addr: str) -> bool:
+        """A member of the previous release is at `addr` (it announces features, not ours)."""
+        at = self._peers.peer_at(addr)
+        return at is not None and at.nonces is False
+
+    def _unproven(self, f: Frame, what: str) -> None:
+        """`f` proved nothing: a handshake back if it carries a cookie, naming `what` it
+        answers ("s" a sum, "d" a digest, "a" an acknowledgement: its sender, proven by echoing
+        ours, sends it again), never larger than `f`, never to a peer that would drop it (of
+        the previous release)."""
+        self.unverified += 1
+        n = f.body.get("n")
+        if isinstance(n, str) and f.reply_to and not self._legacy(f.reply_to):
+            self._link.send(f.reply_to, Kind.DIGEST_SUM,
+                            dumps({"n": self._cookie(f.reply_to), "e": n, "k": what}),
+                            max_bytes=f.size)
+
+    def _on_handshake(self, f: Frame) -> None:
+        """A handshake: proven, our frame it names goes again, now with its cookie echoed;
+        unproven, nothing (a handshake never answers one)."""
+        what = f.body.get("k")
+        if self._trust(f) is not Trust.VERIFIED or what not in ("s", "d", "a"):
+            self.unverified += 1
+            return
+        {"s": self.send_sum, "d": self.send_digest, "a": self.send_ack}[what](f.reply_to)
+
+    def _note(self, f: Frame, vv: Mapping[str, int], trust: Trust) -> None:
+        """Note `vv` as `f.sender`'s vector; signed, only if `f` came from the address
+        membership holds for that member (proven, or a member of the previous release)."""
+        if self._signed:
+            at = self._peers.peer_at(f.reply_to) if trust is not Trust.NONE else None
+            if at is None or at.id != f.sender:
+                self.unbound += 1
+                return
+        self._seen(f.sender, vv)
+
+    # -- rounds --------------------------------------------------------------------------
     def send_sum(self, addr: str) -> None:
         """DIGEST_SUM to `addr` (a SWIM member): only a hash of our vector and one of our
         contents, which cost the same whatever the mesh's size; the full DIGEST follows only
@@ -145,57 +284,77 @@ class AntiEntropy:
         c = None if self._contents is None else self._contents.content_sum()
         if c is not None:
             body["c"] = c
+        body.update(self._keys(addr))
         self._link.send(addr, Kind.DIGEST_SUM, dumps(body))
 
     def on_digest_sum(self, f: Frame) -> None:
         """Equal vectors and contents: nothing to do (the sender holds what we hold); else
-        our DIGEST. A sum without contents (the previous release) compares the heads only."""
+        our DIGEST. A sum without contents (the previous release) compares the heads only.
+        A DIGEST_SUM without "h" is a handshake (`_on_handshake`)."""
+        if self._nonces and "h" not in f.body:
+            self._on_handshake(f)
+            return
         h, c = f.body["h"], f.body.get("c")
         if not isinstance(h, str) or not isinstance(c, str | None):
             raise ValueError("bad digest sum")
+        trust = self._trust(f)
         mine = self._sink.heads()
         if h == heads_sum(mine):
-            self._seen(f.sender, dict(mine))
+            self._note(f, dict(mine), trust)
             ours = None if c is None or self._contents is None else self._contents.content_sum()
-            if ours is None or ours == c:
+            if (ours is None or ours == c) and trust is not Trust.NONE:
                 return
-        if f.reply_to:
-            self.send_digest(f.reply_to)
+        if trust is Trust.NONE:
+            self._unproven(f, "s")
+        elif f.reply_to:
+            self.send_digest(f.reply_to, echo=f.body.get("n"))
 
-    def send_digest(self, addr: str) -> None:
+    def send_digest(self, addr: str, echo: str | None = None) -> None:
         """DIGEST to `addr`: our version vector, a sample of live peers and, when we keep
         them, our content digests per origin."""
         sample = self._peers.sample(addr)
         cs = None if self._contents is None else self._contents.content_digests()
-        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), sample, cs))
+        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), sample, cs,
+                                                       nonces=self._keys(addr, echo)))
 
     def send_ack(self, addr: str) -> None:
         """An acknowledgement to `addr`: a DIGEST of our vector alone, marked "ack" (no sample,
         no content digests), which the receiver notes and does not answer."""
-        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), [], ack=True))
+        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), [], ack=True,
+                                                       nonces=self._keys(addr)))
 
     def on_digest(self, f: Frame) -> None:
         """Reply with the events the sender lacks (oldest first, at most one frame's worth)
         and, if it holds something we lack, our own vector so that it pushes those; and our
         block digests of the origins whose heads are equal and contents are not. An
         acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
-        rounds repair it."""
+        rounds repair it. An unproven digest gets a handshake at most."""
         theirs = parse_vv(f.body["vv"])
-        self._seen(f.sender, theirs)
+        trust = self._trust(f)
+        self._note(f, theirs, trust)
         if f.body.get("ack") is True:
+            if trust is Trust.NONE:
+                self._unproven(f, "a")
             return
         self._peers.learn_addrs(f.body.get("peers", []))
+        if trust is Trust.NONE:
+            self._unproven(f, "d")
+            return
         mine = self._sink.heads()
         missing = self._sink.events_after(theirs, self._limit)
         ahead = any(seq > mine.get(o, 0) for o, seq in theirs.items())
         cs = f.body.get("cs")
         blocks = None if cs is None else self._differing(theirs, mine, cs)
+        nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
         if missing or ahead or blocks:
+            keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
             self._link.send_events([f.reply_to], missing, reply=Reply(
-                dict(mine) if ahead else None, len(missing) >= self._limit, blocks or None))
+                dict(mine) if ahead else None, len(missing) >= self._limit, blocks or None,
+                keys.get("n"), keys.get("e"), nonce))
         if blocks and f.reply_to:
             awaited = self._fixes_awaited
-            awaited[f.reply_to] = min(awaited.pop(f.reply_to, 0) + 1, FIX_ASKS)
+            asks = awaited.pop(f.reply_to, [])
+            awaited[f.reply_to] = [*asks, nonce][-FIX_ASKS:]
             if len(awaited) > FIX_PEERS:
                 del awaited[next(iter(awaited))]
 
@@ -221,22 +380,29 @@ class AntiEntropy:
 
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
-        and we keep learning something new; exchange the blocks whose contents differ."""
+        and we keep learning something new; exchange the blocks whose contents differ. An
+        unproven reply (none of ours asked for it) is merged and not answered."""
         new = self._link.receive_events(f.body)
         vv = f.body.get("vv")
-        if vv is not None:
-            self._link.send_events([f.reply_to],
-                                   self._sink.events_after(parse_vv(vv), self._limit))
-        if f.body.get("more") and new:
-            self.send_digest(f.reply_to)
+        theirs = None if vv is None else parse_vv(vv)
         blk = f.body.get("blk")
-        if blk is not None and self._contents is not None and f.reply_to:
-            self._send_fix(f.reply_to, parse_blocks(blk, self._max_blocks))
+        blocks = None if blk is None else parse_blocks(blk, self._max_blocks)
+        bn = parse_nonce(f.body, "bn")
+        if self._trust(f) is Trust.NONE:
+            self.unverified += 1
+            return
+        if theirs is not None:
+            self._link.send_events([f.reply_to], self._sink.events_after(theirs, self._limit))
+        if f.body.get("more") and new:
+            self.send_digest(f.reply_to, echo=f.body.get("n"))
+        if blocks is not None and self._contents is not None and f.reply_to:
+            self._send_fix(f.reply_to, blocks, bn)
 
-    def _send_fix(self, addr: str, theirs: Blocks) -> None:
+    def _send_fix(self, addr: str, theirs: Blocks, echo: str | None) -> None:
         """Our events of the blocks whose digests differ from the replier's (a bounded part:
-        the rest in later rounds), and our digests of them ("fix"): it keeps what wins and
-        sends back its own events of each block that still differs."""
+        the rest in later rounds), and our digests of them ("fix", echoing the nonce of its
+        block digests): it keeps what wins and sends back its own events of each block that
+        still differs."""
         assert self._contents is not None
         fix: Blocks = {}
         events: list[Event] = []
@@ -251,22 +417,32 @@ class AntiEntropy:
                 events += self._contents.events_in(o, [b])
                 n += 1
         if fix:
-            self._link.send_events([addr], events, fix=fix)
+            self._link.send_events([addr], events, fix=fix,
+                                   fix_echo=echo if self._nonces else None)
 
     def on_fix(self, f: Frame) -> None:
         """An EVENTS frame with "fix" (its events are merged already): send back our events
         of each named block whose digest still differs from the sender's, bounded as the
         fix itself (`_send_fix`). Only the answer to our block digests ("blk") sent to its
-        reply-to address is answered (once per sending): a fix nobody asked for, aimed by a
-        forged reply-to at anyone, gets nothing."""
+        reply-to address is answered, once per sending, and (fixnonce-v1) only if it echoes
+        that sending's nonce ("fn"; a member of the previous release sends none): a fix
+        nobody asked for, aimed by a forged reply-to at anyone, gets nothing."""
         fix = parse_blocks(f.body["fix"], FIX_BLOCKS)
+        fn = parse_nonce(f.body, "fn") if self._nonces else None
         if self._contents is None or not f.reply_to:
             return
-        asks = self._fixes_awaited.pop(f.reply_to, 0)
-        if asks == 0:
+        asks = self._fixes_awaited.get(f.reply_to)
+        if not asks:
             return
-        if asks > 1:
-            self._fixes_awaited[f.reply_to] = asks - 1
+        if fn is not None and fn in asks:
+            asks.remove(fn)
+        elif fn is None and (not self._nonces or self._legacy(f.reply_to)):
+            asks.pop(0)
+        else:
+            self.unverified += 1
+            return
+        if not asks:
+            del self._fixes_awaited[f.reply_to]
         back: list[Event] = []
         for o, rows in fix.items():
             mine = self._contents.block_digests(o)
@@ -279,5 +455,5 @@ class AntiEntropy:
             self._link.send_events([f.reply_to], back)
 
 
-__all__ = ["AntiEntropy", "ContentSink", "EventSink", "HeadsSeen", "Link", "PeerSample",
-           "heads_sum"]
+__all__ = ["FIXNONCE_FEATURE", "AntiEntropy", "ContentSink", "EventSink", "HeadsSeen", "Link",
+           "PeerAt", "PeerSample", "Trust", "heads_sum"]

@@ -72,7 +72,7 @@ from peer.errors import BanzaiError
 from peer.log import Event
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
-from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink
+from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
 from peer.mesh.swim import IncarnationStore, Msg, Swim, SwimConfig
@@ -137,6 +137,9 @@ class GossipConfig:
     max_connections: int = 128  # ZeroMQ paths kept open at once (least recently used go)
     # received frames held before they are handled (ZeroMQ; more are dropped, counted)
     max_queue_bytes: int = 64 << 20
+    # anti-entropy answers only proven addresses (cookies, fixnonce-v1: antientropy.py);
+    # False: as the previous release (mixed-version simulations)
+    anti_entropy_nonces: bool = True
 
     def __post_init__(self) -> None:
         host, _ = parse_addr(self.bind)
@@ -226,6 +229,10 @@ class GossipStats:
     swim_unanswered: int = 0  # push-pull tables and join syncs over their per-period caps
     swim_foreign_acks: int = 0  # ACKs from neither the member probed nor a helper asked
     swim_unverified: int = 0  # updates dropped unchecked after failed signatures in a frame
+    # anti-entropy frames that did not prove their reply-to address (a handshake at most),
+    # and vectors not noted: not proven to come from their sender's address (signed)
+    ae_unverified: int = 0
+    ae_unbound: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -287,7 +294,8 @@ class Gossip:
                                max_events_per_frame=cfg.max_events_per_frame,
                                heads_seen=self.view.note_heads,
                                contents=sink if isinstance(sink, ContentSink) else None,
-                               max_frame_bytes=cfg.max_frame_bytes)
+                               max_frame_bytes=cfg.max_frame_bytes,
+                               nonces=cfg.anti_entropy_nonces, signed=auth is not None)
         self.swim: Swim | None = None
         if cfg.swim is not None:
             # An incarnation above every one of an earlier start (with auth: the persisted
@@ -322,6 +330,8 @@ class Gossip:
         """The counters, with the transport's refused handshakes."""
         self._stats.refused_handshakes = self._t.refused
         self._stats.dropped_queue_full = self._t.overflowed
+        self._stats.ae_unverified = self._ae.unverified
+        self._stats.ae_unbound = self._ae.unbound
         if self.swim is not None:
             self._stats.swim_dropped_updates = self.swim.stats.dropped_updates
             self._stats.swim_unanswered = self.swim.stats.unanswered
@@ -524,6 +534,10 @@ class Gossip:
     def learn_addrs(self, addrs: Iterable[Any]) -> None:
         self._membership.learn_addrs(addrs)
 
+    def peer_at(self, addr: str) -> PeerAt | None:
+        """The live member at `addr` (SWIM or legacy) and whether it announces cookies."""
+        return self.view.member_at(addr)
+
     # -- SWIM (the SwimNet) ------------------------------------------------------------
     def send_swim(self, addr: str, kind: Msg, body: dict[str, Any]) -> None:
         """Send one SWIM frame (never to a peer of the previous release: it drops them)."""
@@ -542,17 +556,21 @@ class Gossip:
             self._wake.set()
 
     # -- sending (the anti-entropy Link) -----------------------------------------------
-    def send(self, addr: str, kind: Kind, body: bytes) -> None:
-        """Send one frame of `kind` around the encoded `body` (dropped if it cannot go)."""
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+             ) -> None:
+        """Send one frame of `kind` around the encoded `body` (dropped if it cannot go, or if
+        it would be larger than `max_bytes`)."""
         frame = self._frame(kind, body)
-        if frame is not None:
+        if frame is not None and (max_bytes is None or len(frame) <= max_bytes):
             self._send_frame(addr, frame)
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
-                    reply: Reply | None = None, fix: Blocks | None = None) -> None:
+                    reply: Reply | None = None, fix: Blocks | None = None,
+                    fix_echo: str | None = None) -> None:
         """`events` in EVENTS frames to each of `addrs`; with `reply`, the last frame is a
-        DIGEST_REPLY carrying it; with `fix`, the last EVENTS frame carries it."""
-        frames = self._event_frames(events, ttl=ttl, reply=reply, fix=fix)
+        DIGEST_REPLY carrying it; with `fix`, the last EVENTS frame carries it (and
+        `fix_echo`)."""
+        frames = self._event_frames(events, ttl=ttl, reply=reply, fix=fix, fix_echo=fix_echo)
         for addr in addrs:
             for frame, n in frames:
                 self._stats.events_out += n
@@ -610,7 +628,8 @@ class Gossip:
             self._stats.send_failed += 1
 
     def _event_frames(self, events: Sequence[Event], *, ttl: int, reply: Reply | None,
-                      fix: Blocks | None = None) -> list[tuple[bytes, int]]:
+                      fix: Blocks | None = None, fix_echo: str | None = None,
+                      ) -> list[tuple[bytes, int]]:
         """(frame, event count) for each frame `send_events` sends."""
         batches, too_large = pack_frames(events, self.cfg.max_frame_bytes,
                                          self.cfg.max_events_per_frame)
@@ -628,8 +647,8 @@ class Gossip:
             if reply is not None and last:
                 frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, reply, signed))
             else:
-                frame = self._frame(Kind.EVENTS, events_body(batch, ttl, signed,
-                                                             fix if last else None))
+                frame = self._frame(Kind.EVENTS, events_body(
+                    batch, ttl, signed, fix if last else None, fix_echo))
             if frame is not None:
                 out.append((frame, len(batch)))
         return out

@@ -78,6 +78,7 @@ class Membership:
         self._static: set[str] = set()
         self._learned: dict[str, float] = {}  # address -> when last vouched for
         self._peers: dict[str, PeerRecord] = {}
+        self._at: dict[str, str] = {}  # address -> the peer last heard there
         self._live_cache: frozenset[str] | None = None  # reset when a status or address changes
 
     # -- addresses ---------------------------------------------------------------------
@@ -155,8 +156,17 @@ class Membership:
             self._live_cache = None
         elif p.status != Liveness.ALIVE or p.addr != addr:
             self._live_cache = None
+        if self._at.get(p.addr) == peer_id:
+            del self._at[p.addr]
         p.addr, p.info, p.last_heard, p.status = addr, info, now, Liveness.ALIVE
+        self._at[addr] = peer_id
         self._members.heard(peer_id, {**info, "gossip": addr})
+
+    def peer_at(self, addr: str) -> PeerRecord | None:
+        """The peer last heard at `addr` (by its heartbeat), if it is not dead."""
+        pid = self._at.get(addr)
+        p = None if pid is None else self._peers.get(pid)
+        return p if p is not None and p.status != Liveness.DEAD and p.addr == addr else None
 
     # -- liveness ----------------------------------------------------------------------
     def live_peers(self) -> dict[str, dict[str, Any]]:
@@ -179,7 +189,9 @@ class Membership:
         """Re-judge every peer at `now`; forget long-dead peers and stale learned addresses."""
         forget_after = FORGET_AFTER_DEAD * self.dead_after_s
         for pid in [p.peer_id for p in self._peers.values() if now - p.last_heard > forget_after]:
-            del self._peers[pid]
+            p = self._peers.pop(pid)
+            if self._at.get(p.addr) == pid:
+                del self._at[p.addr]
         for p in self._peers.values():
             quiet = now - p.last_heard
             st = liveness(quiet, self.suspect_after_s, self.dead_after_s)

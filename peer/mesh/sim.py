@@ -23,6 +23,7 @@ from peer.log.signing import (
     peer_id_for,
     sign_events,
 )
+from peer.mesh.antientropy import FIXNONCE_FEATURE
 from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.swim import IncarnationStore
 from peer.mesh.transport import MemoryNetwork
@@ -154,9 +155,11 @@ class Cluster:
                             admit=admit_tag(cfg.secret, peer_id, me.key) if cfg.secret else None)
             auth.keyring.keys[peer_id] = me.key
         sink, members = MemorySink(peer_id, auth), RecordingMembers()
+        info = {"free_slots": 1, "features": [FIXNONCE_FEATURE] if cfg.anti_entropy_nonces
+                else []}  # (this release's feature, or the previous release's features)
         g = Gossip(cfg, self.net.transport(addr), sink, members, peer_id,
                    clock=self.clock, rng=random.Random(self.rng.random()),
-                   local_info=lambda: {"free_slots": 1}, auth=auth, incarnations=incarnations)
+                   local_info=lambda: dict(info), auth=auth, incarnations=incarnations)
         g.bind()
         p = SimPeer(g, sink, members)
         self.peers.append(p)
@@ -270,6 +273,12 @@ def swim_cluster(n_peers: int, cfg: GossipConfig, *, loss: float = 0.0, seed: in
     directly: a simulated join of 1,000 peers would be N^2 syncs of N members)."""
     c = Cluster(n_peers, cfg, net=MemoryNetwork(loss=loss, seed=seed), seed=seed,
                 connect=False, signed=signed)
+    seed_swim(c)
+    return c
+
+
+def seed_swim(c: Cluster) -> None:
+    """Make the SWIM peers of `c` know each other alive, with their reports, at once."""
     now = c.clock()
     for p in c.peers:
         p.gossip.heartbeat()  # makes its first report
@@ -283,5 +292,3 @@ def swim_cluster(n_peers: int, cfg: GossipConfig, *, loss: float = 0.0, seed: in
         if s is not None:
             s.apply_updates([u for u in ups if u["i"] != p.gossip.peer_id], now, relay=False)
             s.drop_queue()
-    return c
-

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from peer.log.signing import MeshAuth, membership_message, verify
+from peer.mesh.antientropy import FIXNONCE_FEATURE, PeerAt
 from peer.mesh.membership import Liveness, Membership
 from peer.mesh.swim import BAD_SIGNATURE, Member, Sig, State, Swim
 from peer.mesh.wire import check_info
@@ -168,6 +169,18 @@ class MeshView:
         """The last version vector `peer_id` sent us (a digest or a heartbeat), or {}."""
         return self._heads.get(peer_id, {})
 
+    def member_at(self, addr: str) -> PeerAt | None:
+        """The live member (alive or suspect) at `addr`: a SWIM member at the address of its
+        alive (signed, with auth), else a legacy peer at that of its last heartbeat (signed,
+        with auth); with whether its report announces FIXNONCE_FEATURE."""
+        m = None if self.swim is None else self.swim.member_at(addr)
+        if m is not None and m.id not in self.legacy_ids:
+            if m.state not in (State.ALIVE, State.SUSPECT):
+                return None
+            return PeerAt(m.id, _announces(self._infos.get(m.id)))
+        p = self._legacy.peer_at(addr)
+        return None if p is None else PeerAt(p.peer_id, _announces(p.info))
+
     # -- queries -----------------------------------------------------------------------
     def live_peers(self) -> dict[str, dict[str, Any]]:
         """peer_id -> its last report plus "gossip" address and "status" (alive/suspect)."""
@@ -208,6 +221,12 @@ class MeshView:
             info = self._infos.get(m.id)
             if info is not None:
                 self._members.heard(m.id, {**info, "gossip": m.addr})
+
+
+def _announces(info: Mapping[str, Any] | None) -> bool | None:
+    """Whether a member's info announces FIXNONCE_FEATURE (None: it announces no features)."""
+    feats = None if info is None else info.get("features")
+    return FIXNONCE_FEATURE in feats if isinstance(feats, list) else None
 
 
 def report_bytes(info: Mapping[str, Any]) -> bytes:

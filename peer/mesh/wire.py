@@ -8,7 +8,7 @@ import hmac
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -60,6 +60,13 @@ class Kind(IntEnum):
 # A DIGEST with "ack": true is an acknowledgement (Gossip.acknowledge): the vector only, no
 # sample and no contents; it is noted, not answered (the periodic rounds repair). Peers of
 # the previous release ignore the key and answer it as any DIGEST.
+# Return routability (antientropy.py; feature fixnonce-v1; peers of the previous release
+# ignore the keys): DIGEST_SUM, DIGEST and DIGEST_REPLY carry "n", the sender's cookie for the
+# receiver's address, and "e", the receiver's cookie for the sender's address, echoed; a
+# DIGEST_SUM of "n", "e" and "k" (no "h") is a handshake, the answer to a frame that did not
+# echo our cookie ("k": "s" a sum, "d" a digest, "a" an ack, which then goes again). A
+# DIGEST_REPLY with "blk" carries "bn", a nonce that its "fix" echoes ("fn" in that EVENTS
+# frame).
 # Events carry "b" (their batch's first seq) and, when the batch's signer is not their
 # origin, "bs" (the signer); "batches" holds the signed batches of a frame's events
 # (peer.log.signing.Batch.to_json), each once. Peers of 0.1.0 ignore both keys.
@@ -83,6 +90,7 @@ class Frame:
     sender: str
     reply_to: str
     body: dict[str, Any]
+    size: int = field(default=0, compare=False)  # bytes on the wire (0: not received)
 
 
 # -- frames --------------------------------------------------------------------------
@@ -151,8 +159,9 @@ def _check_mac(data: bytes, flags: int, secret: bytes | None) -> bytes:
 
 def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int) -> Frame:
     """Parse and check a frame; raises FrameError(reason) for anything to drop."""
-    if len(data) > max_bytes:
-        raise FrameError("too_large", f"{len(data)} bytes")
+    size = len(data)
+    if size > max_bytes:
+        raise FrameError("too_large", f"{size} bytes")
     if len(data) < _HEAD.size + 3 or data[:2] != MAGIC:
         raise FrameError("bad_frame", "no magic")
     _, version, kind, flags = _HEAD.unpack_from(data)
@@ -174,7 +183,7 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
         raise FrameError("bad_kind", f"kind {kind}")
     if not isinstance(body, dict) or not sender:
         raise FrameError("bad_frame", "body is not an object")
-    return Frame(Kind(kind), mesh, sender, reply_to, body)
+    return Frame(Kind(kind), mesh, sender, reply_to, body, size)
 
 
 # -- bodies --------------------------------------------------------------------------
@@ -185,12 +194,16 @@ Blocks = dict[str, list[tuple[int, str]]]  # origin -> [(block, content digest),
 
 class Reply(NamedTuple):
     """What a DIGEST_REPLY adds to its events: the replier's vector when the asker holds
-    something it lacks, whether more events are waiting, and the replier's block digests of
-    the origins whose contents differ."""
+    something it lacks, whether more events are waiting, the replier's block digests of
+    the origins whose contents differ, and (fixnonce-v1) its cookie for the asker ("n"), the
+    asker's cookie echoed ("e") and the nonce its "fix" must echo ("bn")."""
 
     vv: Mapping[str, int] | None
     more: bool
     blocks: Blocks | None = None
+    cookie: str | None = None
+    echo: str | None = None
+    blk_nonce: str | None = None
 
 
 def dumps(obj: Any) -> bytes:
@@ -214,12 +227,15 @@ def heartbeat_body(info: Mapping[str, Any]) -> bytes:
 
 
 def digest_body(vv: Mapping[str, int], peers: Sequence[str],
-                contents: Mapping[str, str] | None = None, *, ack: bool = False) -> bytes:
+                contents: Mapping[str, str] | None = None, *, ack: bool = False,
+                nonces: Mapping[str, str] | None = None) -> bytes:
     body: dict[str, Any] = {"vv": dict(vv), "peers": list(peers)}
     if contents is not None:
         body["cs"] = dict(contents)
     if ack:
         body["ack"] = True
+    if nonces:
+        body.update(nonces)
     return dumps(body)
 
 
@@ -231,18 +247,26 @@ def _blocks(key: bytes, blocks: Blocks | None) -> bytes:
     return b"" if blocks is None else b',"' + key + b'":' + dumps(blocks)
 
 
+def _str(key: bytes, value: str | None) -> bytes:
+    return b"" if value is None else b',"' + key + b'":' + dumps(value)
+
+
 def events_body(batch: Sequence[bytes], ttl: int, signed: Sequence[bytes] = (),
-                fix: Blocks | None = None) -> bytes:
-    """An EVENTS body around already encoded events (and the batches that sign them)."""
+                fix: Blocks | None = None, fix_echo: str | None = None) -> bytes:
+    """An EVENTS body around already encoded events (and the batches that sign them); with
+    `fix`, `fix_echo` is the nonce of the block digests it answers ("fn")."""
     return (b'{"events":[' + b",".join(batch) + b'],"ttl":%d' % ttl + _batches(signed)
-            + _blocks(b"fix", fix) + b"}")
+            + _blocks(b"fix", fix) + (_str(b"fn", fix_echo) if fix is not None else b"")
+            + b"}")
 
 
 def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = ()) -> bytes:
     """A DIGEST_REPLY body around already encoded events (and the batches that sign them)."""
     vv = None if reply.vv is None else dict(reply.vv)
     return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
-            + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks) + b"}")
+            + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks)
+            + _str(b"bn", reply.blk_nonce if reply.blocks else None) + _str(b"n", reply.cookie)
+            + _str(b"e", reply.echo) + b"}")
 
 
 class Packed(NamedTuple):
@@ -356,6 +380,18 @@ def parse_digests(obj: Any) -> dict[str, str]:
     return {str(k): v for k, v in obj.items()}
 
 
+MAX_NONCE_CHARS = 64  # a cookie or nonce off the wire ("n", "e", "bn", "fn")
+
+
+def parse_nonce(body: Mapping[str, Any], key: str) -> str | None:
+    """The cookie or nonce at `key` of a body, or None if absent; ValueError naming the key if
+    it is no short string."""
+    v = body.get(key)
+    if v is not None and not (isinstance(v, str) and 0 < len(v) <= MAX_NONCE_CHARS):
+        raise ValueError(f"{key} is not a string of 1..{MAX_NONCE_CHARS} characters")
+    return v
+
+
 def parse_blocks(obj: Any, max_blocks: int) -> Blocks:
     """Block digests by origin off the wire ("blk", "fix"); ValueError if malformed or if
     more than `max_blocks` in all."""
@@ -443,10 +479,10 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
     return out
 
 
-__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "TAG_LEN", "Blocks",
-           "Frame", "FrameError", "FrameWriter", "Kind", "Packed", "Refused", "Reply",
-           "check_info", "decode_frame", "digest_body", "dumps", "encode_event",
+__all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "MAX_NONCE_CHARS",
+           "TAG_LEN", "Blocks", "Frame", "FrameError", "FrameWriter", "Kind", "Packed", "Refused",
+           "Reply", "check_info", "decode_frame", "digest_body", "dumps", "encode_event",
            "encode_frame", "events_body", "frame_header", "heartbeat_body", "pack_events",
            "pack_frames", "parse_blocks", "parse_digests", "parse_events", "parse_info",
-           "parse_member_ids", "parse_table", "parse_table_hash", "parse_vv", "reply_body",
-           "seal"]
+           "parse_member_ids", "parse_nonce", "parse_table", "parse_table_hash", "parse_vv",
+           "reply_body", "seal"]

@@ -28,6 +28,7 @@ class Sent:
     ttl: int
     reply: Reply | None
     fix: Any = None
+    fix_echo: str | None = None
 
 
 @dataclass
@@ -37,19 +38,25 @@ class FakeLink:
     sink: MemorySink
     frames: list[tuple[str, Kind, dict[str, Any]]] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
+    limits: list[int | None] = field(default_factory=list)  # each frame's max_bytes, if any
 
-    def send(self, addr: str, kind: Kind, body: bytes) -> None:
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+             ) -> None:
         self.frames.append((addr, kind, json.loads(body)))
+        if max_bytes is not None:
+            self.limits.append(max_bytes)
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
-                    reply: Reply | None = None, fix: Any = None) -> None:
-        self.sent.append(Sent(list(addrs), list(events), ttl, reply, fix))
+                    reply: Reply | None = None, fix: Any = None,
+                    fix_echo: str | None = None) -> None:
+        self.sent.append(Sent(list(addrs), list(events), ttl, reply, fix, fix_echo))
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         return self.sink.merge(events)
 
     def refused(self, origin: Any, reason: str) -> None:
         self.sink.refused(origin, reason)
+
     def receive_events(self, body: Mapping[str, Any]) -> list[Event]:
         return self.merge(parse_events(body["events"], self.refused))
 
@@ -66,6 +73,9 @@ class FakePeers:
 
     def learn_addrs(self, addrs: Iterable[Any]) -> None:
         self.learned.extend(addrs)
+
+    def peer_at(self, addr: str) -> None:
+        return None
 
 
 def engine(n_events: int = 0, limit: int = 4) -> tuple[AntiEntropy, MemorySink, FakeLink,
@@ -252,7 +262,8 @@ def test_probe_digest_gets_a_reply_frame_on_the_wire() -> None:
     for _ in range(3):
         p.sink.emit()
     probe = Probe(c.net)
-    probe.send(p.addr, Kind.DIGEST, {"vv": {"probe": 1}, "peers": ["127.0.0.1:4242"]})
+    probe.send(p.addr, Kind.DIGEST, {"vv": {"probe": 1}, "peers": ["127.0.0.1:4242"],
+                                     **probe.prove(p.addr)})
     c.net.pump()
     (f,) = probe.frames()
     assert (f.kind, f.sender, f.reply_to) == (Kind.DIGEST_REPLY, p.gossip.peer_id, p.addr)
@@ -267,7 +278,8 @@ def test_probe_reply_with_a_vector_gets_the_events_it_lacks_pushed() -> None:
     for _ in range(3):
         p.sink.emit()
     probe = Probe(c.net)
-    probe.send(p.addr, Kind.DIGEST_REPLY, {"events": [], "vv": {"p0000": 1}, "more": False})
+    probe.send(p.addr, Kind.DIGEST_REPLY, {"events": [], "vv": {"p0000": 1}, "more": False,
+                                           **probe.prove(p.addr)})
     c.net.pump()
     (f,) = probe.frames()
     assert f.kind == Kind.EVENTS and f.body["ttl"] == 0

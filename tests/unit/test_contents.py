@@ -28,6 +28,7 @@ from peer.mesh.sim import Cluster, MemorySink
 from peer.mesh.wire import Frame, Kind, parse_blocks
 from peer.node import Node
 
+from .mesh_helpers import introduce
 from .test_antientropy import ASKER, FakeLink, FakePeers
 
 NEWER = 200  # a type this version does not know
@@ -232,6 +233,7 @@ def test_in_sync_peers_exchange_only_the_sums() -> None:
         a.sink.merge([provide("o", q)])
         b.sink.merge([provide("o", q)])
     c.net.pump()
+    introduce(c)  # (their first round swapped cookies: antientropy.py)
     a0, b0 = a.gossip.stats.frames_out, b.gossip.stats.frames_out
     a.gossip.anti_entropy(b.addr)
     c.net.pump()
@@ -387,6 +389,7 @@ def test_an_idle_compacted_mesh_exchanges_only_the_sums() -> None:
     origin = evs[0].origin
     assert a.sink.state.events.keys() == b.sink.state.events.keys() == {(origin, len(evs))}
     assert a.sink.state.content_sum() == b.sink.state.content_sum()
+    introduce(c)  # (their first round swapped cookies: antientropy.py)
     for _ in range(3):  # rounds, both ways, on the fake clock
         c.clock.advance(c.cfg.anti_entropy_s)
         for p, q in ((a, b), (b, a)):
@@ -450,6 +453,7 @@ def test_a_peer_of_the_previous_release_keeping_a_deleted_jobs_events_costs_a_bo
     assert (ORIGIN, 1) in old.sink.state.events and (ORIGIN, 1) not in new.sink.state.events
     assert new.sink.state.content_sum() != old.sink.state.content_sum()
     held = (sorted(new.sink.state.events), sorted(old.sink.state.events))
+    introduce(c)  # (their first round swapped cookies: antientropy.py)
     costs = []
     for _ in range(4):  # rounds, both ways, on the fake clock
         c.clock.advance(c.cfg.anti_entropy_s)

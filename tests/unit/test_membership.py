@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from peer.log.clock import FakeClock
-from peer.mesh.antientropy import heads_sum
+from peer.mesh.antientropy import FIXNONCE_FEATURE, heads_sum
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.membership import (
     MAX_LEARNED,
@@ -262,7 +262,8 @@ def test_heartbeats_reach_member_sink_with_info() -> None:
     c.step()
     m = c.peers[0].members
     assert set(m.heard_from) == {"p0001", "p0002"}
-    assert m.heard_from["p0001"] == {"free_slots": 1, "gossip": c.peers[1].addr}
+    assert m.heard_from["p0001"] == {"free_slots": 1, "features": [FIXNONCE_FEATURE],
+                                     "gossip": c.peers[1].addr}
 
 
 def test_remove_peer_stops_heartbeats() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from peer.log.clock import FakeClock
 from peer.mesh import swim as swim_module
+from peer.mesh.antientropy import FIXNONCE_FEATURE
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer
 from peer.mesh.swim import (
@@ -454,7 +455,8 @@ def test_reports_reach_every_member_sink_and_are_renewed_while_alive() -> None:
     c = Cluster(4, seed=7)
     settle(c, 0.5)
     a = c.peers[0]
-    assert all(p.members.heard_from.get(a.gossip.peer_id) == {"free_slots": 1, "gossip": a.addr}
+    assert all(p.members.heard_from.get(a.gossip.peer_id)
+               == {"free_slots": 1, "features": [FIXNONCE_FEATURE], "gossip": a.addr}
                for p in c.peers[1:])
     count = c.peers[1].members.count
     settle(c, 0.5)

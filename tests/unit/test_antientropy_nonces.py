@@ -1,0 +1,310 @@
+"""Anti-entropy's return routability (fixnonce-v1): answers go only to an address that proved
+it receives our frames (it echoed our cookie), a `fix` must echo the nonce of our block
+digests, and a vector is noted under a sender only from a frame proven to come from that
+member's address (signed meshes). The engine against a recording Link, then Gossip peers on
+the in-memory network with a fake clock, with peers of the previous release both ways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from peer.log.contents import BLOCK_SEQS, block_of
+from peer.log.signing import held_hash
+from peer.mesh.antientropy import FIX_EVENTS, AntiEntropy, PeerAt
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster, MemorySink, seed_swim, swim_cluster
+from peer.mesh.wire import Frame, Kind
+
+from .mesh_helpers import Tap, frame_to, inject, introduce
+from .test_antientropy import ASKER, FakeLink
+from .test_contents import provide
+
+THEIRS = "abcdef0123456789"  # the asker's cookie for our address, as it sends it
+
+
+@dataclass
+class Peers:
+    """FakePeers with a member table: address -> (id, announces fixnonce-v1)."""
+
+    at: dict[str, PeerAt] = field(default_factory=dict)
+
+    def sample(self, exclude: str) -> list[str]:
+        return []
+
+    def learn_addrs(self, addrs: Any) -> None:
+        pass
+
+    def peer_at(self, addr: str) -> PeerAt | None:
+        return self.at.get(addr)
+
+
+def engine(n_events: int = 3, *, contents: bool = False, signed: bool = False,
+           seen: list[tuple[str, dict[str, int]]] | None = None,
+           ) -> tuple[AntiEntropy, MemorySink, FakeLink, Peers]:
+    sink = MemorySink("me")
+    for _ in range(n_events):
+        sink.emit()
+    link, peers = FakeLink(sink), Peers({ASKER: PeerAt("asker", True)})
+    ae = AntiEntropy(sink, link, peers, max_events_per_frame=4, nonces=True, signed=signed,
+                     contents=sink if contents else None,
+                     heads_seen=None if seen is None else lambda p, h: seen.append((p, dict(h))))
+    return ae, sink, link, peers
+
+
+def frame(kind: Kind, body: dict[str, Any], *, sender: str = "asker", addr: str = ASKER,
+          size: int = 1000) -> Frame:
+    return Frame(kind, "banzai", sender, addr, body, size)
+
+
+def cookie(ae: AntiEntropy, link: FakeLink, addr: str = ASKER) -> str:
+    """Our cookie for `addr`, as the handshake that answers an unproven frame gives it."""
+    link.frames.clear()
+    ae.on_digest_sum(frame(Kind.DIGEST_SUM, {"h": "0" * 32, "n": THEIRS}, addr=addr))
+    ((to, kind, body),) = link.frames
+    assert (to, kind, body["e"], body["k"]) == (addr, Kind.DIGEST_SUM, THEIRS, "s")
+    link.frames.clear()
+    return str(body["n"])
+
+
+def test_an_unproven_digest_gets_a_handshake_no_larger_than_itself_and_no_events() -> None:
+    ae, _, link, _ = engine()
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS}))
+    assert link.sent == []  # none of our 3 events, no vector, no block digests
+    ((to, kind, body),) = link.frames
+    assert (to, kind, set(body), body["e"], body["k"]) == (
+        ASKER, Kind.DIGEST_SUM, {"n", "e", "k"}, THEIRS, "d")
+    assert link.limits == [1000]  # the facade drops it if larger than the digest was
+    link.frames.clear()
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": []}))  # no cookie: nothing at all
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS, "e": "f" * 16}))
+    assert link.sent == [] and len(link.frames) == 1 and ae.unverified == 3  # (wrong echo)
+
+
+def test_a_proven_digest_is_answered_with_our_cookie_and_theirs_echoed() -> None:
+    ae, sink, link, _ = engine()
+    ours = cookie(ae, link)
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"me": 1}, "peers": [], "n": THEIRS, "e": ours}))
+    (s,) = link.sent
+    assert [e.seq for e in s.events] == [2, 3]
+    assert s.reply is not None and (s.reply.cookie, s.reply.echo) == (ours, THEIRS)
+    ae.send_sum(ASKER)  # its cookie is kept: our next frames there prove themselves to it
+    assert link.frames[-1][2]["e"] == THEIRS and "p" not in link.frames[-1][2]
+    ae.send_sum("127.0.0.1:77")  # none kept: padded, room for the handshake that answers
+    assert "e" not in link.frames[-1][2] and len(link.frames[-1][2]["p"]) == 64
+    assert ae.unverified == 1 and sink.heads() == {"me": 3}
+
+
+@pytest.mark.parametrize("what", ["s", "d", "a"])
+def test_a_proven_handshake_sends_again_what_it_answers(what: str) -> None:
+    ae, _, link, _ = engine()
+    ours = cookie(ae, link)
+    ae.on_digest_sum(frame(Kind.DIGEST_SUM, {"n": THEIRS, "e": "0" * 16, "k": what}))
+    assert link.frames == []  # unproven: a handshake answers nothing
+    ae.on_digest_sum(frame(Kind.DIGEST_SUM, {"n": THEIRS, "e": ours, "k": what}))
+    ((to, kind, body),) = link.frames
+    assert to == ASKER and body["e"] == THEIRS
+    assert kind == {"s": Kind.DIGEST_SUM, "d": Kind.DIGEST, "a": Kind.DIGEST}[what]
+    assert ("h" in body, body.get("ack") is True) == (what == "s", what == "a")
+
+
+def test_an_unproven_reply_is_merged_and_answers_nothing() -> None:
+    ae, sink, link, _ = engine(contents=True)
+    theirs = MemorySink("them")
+    evs = [theirs.emit() for _ in range(2)]
+    ae.on_digest_reply(frame(Kind.DIGEST_REPLY, {
+        "events": [e.to_json() for e in evs], "vv": {}, "more": True,
+        "blk": {"me": [[0, ""]]}, "bn": "1" * 16, "n": THEIRS}))
+    assert {e.id for e in evs} <= sink.ids()  # merged, as any pushed events
+    assert link.sent == [] and link.frames == []  # no push of our 3, no pull, no fix
+
+
+def test_a_fix_is_answered_only_with_the_nonce_of_our_block_digests() -> None:
+    """Our block digests ("blk") carry a fresh nonce ("bn"); a fix is answered once per
+    sending and only if it echoes one: a forged fix without it, or with a guess, gets
+    nothing even from the address our block digests went to. A member of the previous
+    release (it announces features without fixnonce-v1) sends none: its fix is answered under
+    the address gate, as that release did."""
+    ae, sink, link, peers = engine(12 * BLOCK_SEQS, contents=True)
+    every = {"me": [[b, ""] for b in range(block_of(12 * BLOCK_SEQS) + 1)]}
+    ours = cookie(ae, link)
+
+    def offer() -> str:
+        link.sent.clear()
+        ae.on_digest(frame(Kind.DIGEST, {"vv": dict(sink.heads()), "peers": [],
+                                         "cs": {"me": "0" * 32}, "n": THEIRS, "e": ours}))
+        (s,) = link.sent
+        assert s.reply is not None and s.reply.blocks and s.reply.blk_nonce
+        link.sent.clear()
+        return s.reply.blk_nonce
+
+    def fix(**nonce: str) -> list[Any]:
+        ae.on_fix(frame(Kind.EVENTS, {"events": [], "fix": every, **nonce}))
+        out, link.sent[:] = list(link.sent), []
+        return out
+
+    bn = offer()
+    assert fix() == [] and fix(fn="0" * 16) == []  # none, a guess
+    (answer,) = fix(fn=bn)
+    assert answer.addrs == [ASKER] and FIX_EVENTS <= len(answer.events) < FIX_EVENTS + BLOCK_SEQS
+    assert fix(fn=bn) == []  # once per sending
+    first, second = offer(), offer()
+    assert first != second and len(fix(fn=second)) == 1 and len(fix(fn=first)) == 1
+    peers.at[ASKER] = PeerAt("asker", False)  # a member of the previous release
+    offer()
+    assert len(fix()) == 1 and fix() == []  # answered once per sending, without a nonce
+
+
+def test_signed_a_vector_is_noted_only_from_its_members_proven_address() -> None:
+    seen: list[tuple[str, dict[str, int]]] = []
+    ae, _, link, peers = engine(signed=True, seen=seen)
+    ours = cookie(ae, link)
+    peers.at["127.0.0.1:8"] = PeerAt("other", True)
+    peers.at["127.0.0.1:7"] = PeerAt("old", False)
+    proven = {"n": THEIRS, "e": ours}
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"x": 9}, "peers": [], "ack": True, **proven},
+                       sender="other"))  # proven, but the address is not other's
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"x": 9}, "peers": [], "ack": True},
+                       sender="other", addr="127.0.0.1:8"))  # other's, not proven
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"x": 9}, "peers": [], "ack": True, **proven},
+                       sender="asker"))
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"x": 8}, "peers": [], "ack": True},
+                       sender="old", addr="127.0.0.1:7"))  # previous release, its address
+    assert seen == [("asker", {"x": 9}), ("old", {"x": 8})] and ae.unbound == 2
+
+
+# -- Gossip peers on the in-memory network -----------------------------------------------
+
+
+def test_a_forged_digest_and_fix_aim_nothing_at_a_victim() -> None:
+    """A member forges, with a victim's reply-to address, a DIGEST asking for everything, one
+    whose content digests differ (our block digests answer it), then a `fix` of every block
+    (with and without a guessed nonce). The previous release sent the victim 64 events, then
+    our block digests, then 2,048 events. Now it gets one handshake per forged digest, each no
+    larger than it, and drops them: nothing is sent back to us either."""
+    c = swim_cluster(2, GossipConfig.local())
+    a, victim = c.peers
+    for _ in range(12 * BLOCK_SEQS):
+        a.sink.emit()
+    aid = a.gossip.peer_id
+    every = {aid: [[b, ""] for b in range(block_of(12 * BLOCK_SEQS) + 1)]}
+    tap = Tap(c.net)
+    forged = [frame_to(c, kind, body, reply_to=victim.addr) for kind, body in [
+        (Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS, "p": "." * 64}),
+        (Kind.DIGEST, {"vv": dict(a.sink.heads()), "peers": [], "cs": {aid: "0" * 32}}),
+        (Kind.EVENTS, {"events": [], "fix": every}),
+        (Kind.EVENTS, {"events": [], "fix": every, "fn": "0" * 16})]]
+    for f in forged:
+        inject(c, 0, f)
+    c.net.pump()
+    to_victim = tap.to(victim.addr, a.addr)
+    assert [f.kind for f in to_victim] == [Kind.DIGEST_SUM]  # a handshake, nothing else
+    assert to_victim[0].size <= len(forged[0])
+    assert tap.to(a.addr) == []  # the victim answered nothing
+    assert victim.sink.ids() == frozenset() and victim.gossip.stats.ae_unverified == 1
+    assert a.gossip.stats.ae_unverified == 2  # (the fixes: no block digests went there)
+
+
+def test_a_digest_naming_another_member_does_not_change_its_vector() -> None:
+    """Signed: a member sends DIGESTs and a DIGEST_SUM under another live member's id, from
+    its own (proven) address or with the other's address as reply-to: the other's vector as
+    we hold it is unchanged (the previous release noted each); the other's own ack is."""
+    c = swim_cluster(3, GossipConfig.local(), signed=True)
+    a, b, m = c.peers
+    b.sink.emit()
+    introduce(c)
+    aid, bid = a.gossip.peer_id, b.gossip.peer_id
+    before = dict(a.gossip.heads_of(bid))
+    assert before == {bid: 1}
+    forged = {f"o{i}": 99 for i in range(3)}
+    mine = m.gossip._ae._echoes[a.addr]  # m's proof of its own address
+    for body, reply_to in [({"vv": forged, "peers": [], "ack": True, "e": mine}, m.addr),
+                           ({"vv": forged, "peers": [], "e": mine}, m.addr),
+                           ({"vv": forged, "peers": [], "ack": True}, b.addr),
+                           ({"vv": forged, "peers": []}, b.addr)]:
+        inject(c, 0, frame_to(c, Kind.DIGEST, body, sender=bid, reply_to=reply_to))
+    a.sink.emit()  # our heads now differ from b's: a sum equal to ours would say b holds them
+    inject(c, 0, frame_to(c, Kind.DIGEST_SUM, {"h": _sum(a.sink)}, sender=bid,
+                          reply_to=b.addr))
+    c.net.pump()
+    assert a.gossip.heads_of(bid) == before
+    assert a.gossip.stats.ae_unbound == 5
+    b.sink.merge(list(a.sink.state.events.values()))
+    b.gossip.acknowledge([aid])
+    c.net.pump()
+    assert a.gossip.heads_of(bid) == {bid: 1, aid: 1}
+
+
+def _sum(sink: MemorySink) -> str:
+    from peer.mesh.antientropy import heads_sum
+    return heads_sum(sink.heads())
+
+
+def test_an_acknowledgement_to_a_peer_never_met_is_noted_after_a_handshake() -> None:
+    c = swim_cluster(2, GossipConfig.local(), signed=True)
+    a, b = c.peers
+    a.sink.emit()
+    b.sink.merge(list(a.sink.state.events.values()))
+    b.gossip.acknowledge([a.gossip.peer_id])  # b holds no cookie of a's yet
+    c.net.pump()
+    assert a.gossip.heads_of(b.gossip.peer_id) == {a.gossip.peer_id: 1}
+
+
+def _mixed(new_first: bool, *, signed: bool = False) -> Cluster:
+    """A peer of this release and one of the previous (no cookies), SWIM members of each
+    other with their reports (the old one announces features without fixnonce-v1)."""
+    old_cfg = GossipConfig.local(anti_entropy_nonces=False)
+    c = Cluster(0, connect=False, signed=signed)
+    for i, cfg in enumerate((None, old_cfg) if new_first else (old_cfg, None)):
+        c.add(f"p{i}", cfg)
+    seed_swim(c)
+    return c
+
+
+@pytest.mark.parametrize("new_first", [True, False])
+def test_a_fix_is_answered_between_this_release_and_the_previous_one(new_first: bool) -> None:
+    """The peer that starts the round holds the winning content of (o, 2): its block digests
+    go to the other, whose fix it answers with that content. Either may be the old one."""
+    c = _mixed(new_first)
+    starter, other = c.peers
+    lose, win = sorted((provide("o", 2, v) for v in range(2)), key=held_hash)[::-1]
+    starter.sink.merge([provide("o", 1), win, provide("o", 3)])
+    other.sink.merge([provide("o", 1), lose, provide("o", 3)])
+    starter.gossip.anti_entropy(other.addr)
+    c.net.pump()
+    assert other.sink.state.events[("o", 2)] is not None
+    assert held_hash(other.sink.state.events[("o", 2)]) == held_hash(win)
+    assert starter.gossip.stats.ae_unverified == other.gossip.stats.ae_unverified == 0
+
+
+@pytest.mark.parametrize("new_first", [True, False])
+def test_acknowledgements_are_noted_between_this_release_and_the_previous_one(
+        new_first: bool) -> None:
+    c = _mixed(new_first, signed=True)
+    x, y = c.peers
+    xid, yid = x.gossip.peer_id, y.gossip.peer_id
+    x.sink.emit()
+    y.sink.emit()
+    x.gossip.acknowledge([yid])
+    y.gossip.acknowledge([xid])
+    c.net.pump()
+    assert y.gossip.heads_of(xid) == {xid: 1} and x.gossip.heads_of(yid) == {yid: 1}
+    assert x.gossip.stats.ae_unbound == y.gossip.stats.ae_unbound == 0
+
+
+def test_a_fresh_mesh_converges_and_then_runs_without_handshakes() -> None:
+    c = swim_cluster(3, GossipConfig.local())
+    for p in c.peers:
+        for _ in range(5):
+            p.sink.emit()
+    introduce(c)
+    assert c.converged()
+    handshakes = sum(p.gossip.stats.ae_unverified for p in c.peers)
+    assert 0 < handshakes <= 6  # one per ordered pair at most
+    for p in c.peers:
+        p.sink.emit()
+    introduce(c)
+    assert c.converged()
+    assert sum(p.gossip.stats.ae_unverified for p in c.peers) == handshakes
