@@ -8,14 +8,16 @@ Return routability (fixnonce-v1, as QUIC's address validation and memberlist's p
 sequence numbers): a frame's reply-to address is chosen by its sender, so an answer larger
 than the question goes only to an address that proved it receives our frames: the frame
 echoes ("e") our cookie for that address, a keyed hash of it that only frames we sent there
-carried ("n"). Each side keeps the cookie the other gave it, learned from a proven frame
-only. A frame that proves nothing gets at most a handshake (a DIGEST_SUM of "n", "e" and "k":
-its sender, proven, sends its frame again), no larger than itself (a frame sent before we
-hold its receiver's cookie is padded for that); a handshake answers nothing unproven. A block
-exchange's "fix" must echo the nonce of our block digests ("bn"). With signed membership, a
-version vector is noted under a sender only from a frame proven to come from the address its
-signed alive (or heartbeat) gave. Frames without cookies from a member of the previous
-release (it announces features without FIXNONCE_FEATURE) are answered as that release did."""
+carried ("n"). Each side keeps the cookie the other gave it (from a proven frame; or the
+first one heard, until a proven one comes: a wrong one costs a handshake, no more). A frame
+that proves nothing gets no more bytes back than it cost: a DIGEST its reply with the events
+that fit (no block digests), else a handshake (a DIGEST_SUM of "n", "e" and "k": its sender,
+proven, sends its frame again); a frame sent before we hold its receiver's cookie is padded
+so that the handshake fits; a handshake answers nothing unproven. A block exchange's "fix"
+must echo the nonce of our block digests ("bn"). With signed membership, a version vector is
+noted under a sender only from a frame proven to come from the address its signed alive (or
+heartbeat) gave. Frames without cookies from a member of the previous release (it announces
+features without FIXNONCE_FEATURE) are answered as that release did."""
 
 from __future__ import annotations
 
@@ -141,6 +143,13 @@ class Link(Protocol):
         there are no events)."""
         ...
 
+    def send_reply(self, addr: str, events: Sequence[Event], reply: Reply, *,
+                   max_bytes: int) -> bool:
+        """Send one DIGEST_REPLY of `reply` with as many of `events` (the first ones) as keep
+        the frame within `max_bytes`, saying `more` if some were left out; False, and nothing
+        sent, if it cannot fit with at least one of `events` (if any)."""
+        ...
+
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold received events into the sink, counted; returns the new ones, never raises."""
         ...
@@ -229,15 +238,23 @@ class AntiEntropy:
             return Trust.NONE
         if e is not None and hmac.compare_digest(e, self._cookie(f.reply_to)):
             if n is not None:
-                echoes = self._echoes
-                echoes.pop(f.reply_to, None)
-                echoes[f.reply_to] = n
-                if len(echoes) > MAX_ECHOES:
-                    del echoes[next(iter(echoes))]
+                self._keep_echo(f.reply_to, n)
             return Trust.VERIFIED
+        if n is not None and f.reply_to not in self._echoes:
+            # Kept until a proven one replaces it: it only decides what our frames to that
+            # address echo (a forged one costs a handshake there), and saves the handshake
+            # of our first frame to a peer whose first frame came first.
+            self._keep_echo(f.reply_to, n)
         if n is None and e is None and self._legacy(f.reply_to):
             return Trust.LEGACY
         return Trust.NONE
+
+    def _keep_echo(self, addr: str, cookie: str) -> None:
+        echoes = self._echoes
+        echoes.pop(addr, None)
+        echoes[addr] = cookie
+        if len(echoes) > MAX_ECHOES:
+            del echoes[next(iter(echoes))]
 
     def _legacy(self, addr: str) -> bool:
         """A member of the previous release is at `addr` (it announces features, not ours)."""
@@ -247,8 +264,8 @@ class AntiEntropy:
     def _unproven(self, f: Frame, what: str) -> None:
         """`f` proved nothing: a handshake back if it carries a cookie, naming `what` it
         answers ("s" a sum, "d" a digest, "a" an acknowledgement: its sender, proven by echoing
-        ours, sends it again), never larger than `f`, never to a peer that would drop it (of
-        the previous release)."""
+        ours, sends it again; "c": nothing to send again, the cookies alone), never larger
+        than `f`, never to a peer that would drop it (of the previous release)."""
         self.unverified += 1
         n = f.body.get("n")
         if isinstance(n, str) and f.reply_to and not self._legacy(f.reply_to):
@@ -260,10 +277,12 @@ class AntiEntropy:
         """A handshake: proven, our frame it names goes again, now with its cookie echoed;
         unproven, nothing (a handshake never answers one)."""
         what = f.body.get("k")
-        if self._trust(f) is not Trust.VERIFIED or what not in ("s", "d", "a"):
+        if self._trust(f) is not Trust.VERIFIED or what not in ("s", "d", "a", "c"):
             self.unverified += 1
             return
-        {"s": self.send_sum, "d": self.send_digest, "a": self.send_ack}[what](f.reply_to)
+        again = {"s": self.send_sum, "d": self.send_digest, "a": self.send_ack}.get(what)
+        if again is not None:
+            again(f.reply_to)
 
     def _note(self, f: Frame, vv: Mapping[str, int], trust: Trust) -> None:
         """Note `vv` as `f.sender`'s vector; signed, only if `f` came from the address
@@ -299,14 +318,14 @@ class AntiEntropy:
             raise ValueError("bad digest sum")
         trust = self._trust(f)
         mine = self._sink.heads()
-        if h == heads_sum(mine):
+        differ = h != heads_sum(mine)
+        if not differ:
             self._note(f, dict(mine), trust)
             ours = None if c is None or self._contents is None else self._contents.content_sum()
-            if (ours is None or ours == c) and trust is not Trust.NONE:
-                return
+            differ = ours is not None and ours != c
         if trust is Trust.NONE:
-            self._unproven(f, "s")
-        elif f.reply_to:
+            self._unproven(f, "s" if differ else "c")
+        elif differ and f.reply_to:
             self.send_digest(f.reply_to, echo=f.body.get("n"))
 
     def send_digest(self, addr: str, echo: str | None = None) -> None:
@@ -328,7 +347,8 @@ class AntiEntropy:
         and, if it holds something we lack, our own vector so that it pushes those; and our
         block digests of the origins whose heads are equal and contents are not. An
         acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
-        rounds repair it. An unproven digest gets a handshake at most."""
+        rounds repair it. An unproven digest gets a reply no larger than itself (its events
+        cut to fit, no block digests) or a handshake."""
         theirs = parse_vv(f.body["vv"])
         trust = self._trust(f)
         self._note(f, theirs, trust)
@@ -337,20 +357,25 @@ class AntiEntropy:
                 self._unproven(f, "a")
             return
         self._peers.learn_addrs(f.body.get("peers", []))
-        if trust is Trust.NONE:
-            self._unproven(f, "d")
-            return
         mine = self._sink.heads()
         missing = self._sink.events_after(theirs, self._limit)
         ahead = any(seq > mine.get(o, 0) for o, seq in theirs.items())
+        keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
+        vv, more = dict(mine) if ahead else None, len(missing) >= self._limit
+        if trust is Trust.NONE:
+            if not ((missing or ahead) and self._link.send_reply(
+                    f.reply_to, missing, Reply(vv, more, None, keys.get("n"), keys.get("e")),
+                    max_bytes=f.size)):
+                self._unproven(f, "d" if missing or ahead else "c")
+            else:
+                self.unverified += 1
+            return
         cs = f.body.get("cs")
         blocks = None if cs is None else self._differing(theirs, mine, cs)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
         if missing or ahead or blocks:
-            keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
             self._link.send_events([f.reply_to], missing, reply=Reply(
-                dict(mine) if ahead else None, len(missing) >= self._limit, blocks or None,
-                keys.get("n"), keys.get("e"), nonce))
+                vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce))
         if blocks and f.reply_to:
             awaited = self._fixes_awaited
             asks = awaited.pop(f.reply_to, [])

@@ -69,18 +69,31 @@ def cookie(ae: AntiEntropy, link: FakeLink, addr: str = ASKER) -> str:
     return str(body["n"])
 
 
-def test_an_unproven_digest_gets_a_handshake_no_larger_than_itself_and_no_events() -> None:
-    ae, _, link, _ = engine()
-    ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS}))
-    assert link.sent == []  # none of our 3 events, no vector, no block digests
+def test_an_unproven_digest_gets_what_fits_in_its_size_or_a_handshake() -> None:
+    """A digest that does not echo our cookie gets one reply no larger than itself (the
+    facade cuts its events to fit: `send_reply`), with our cookie and its own echoed and no
+    block digests; if not even that fits, a handshake (it sends its digest again, proven)."""
+    ae, sink, link, _ = engine(contents=True)
+    asked = {"vv": {}, "peers": [], "cs": {"me": "0" * 32}, "n": THEIRS}
+    ae.on_digest(frame(Kind.DIGEST, asked))
+    (s,) = link.sent
+    assert [e.seq for e in s.events] == [1, 2, 3] and link.limits == [1000]
+    assert s.reply is not None and s.reply.echo == THEIRS and s.reply.cookie
+    assert s.reply.blocks is None and s.reply.blk_nonce is None and link.frames == []
+    link.sent.clear()
+    link.fits = 0  # nothing fits
+    ae.on_digest(frame(Kind.DIGEST, asked))
     ((to, kind, body),) = link.frames
     assert (to, kind, set(body), body["e"], body["k"]) == (
         ASKER, Kind.DIGEST_SUM, {"n", "e", "k"}, THEIRS, "d")
-    assert link.limits == [1000]  # the facade drops it if larger than the digest was
+    assert link.limits == [1000, 1000] and link.sent == []
+    link.frames.clear()
+    ae.on_digest(frame(Kind.DIGEST, {"vv": dict(sink.heads()), "peers": [], "n": THEIRS}))
+    assert [b["k"] for _, _, b in link.frames] == ["c"]  # in sync: the cookies alone
     link.frames.clear()
     ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": []}))  # no cookie: nothing at all
-    ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS, "e": "f" * 16}))
-    assert link.sent == [] and len(link.frames) == 1 and ae.unverified == 3  # (wrong echo)
+    ae.on_digest(frame(Kind.DIGEST, {**asked, "e": "f" * 16}))  # a wrong echo
+    assert link.sent == [] and len(link.frames) == 1 and ae.unverified == 5
 
 
 def test_a_proven_digest_is_answered_with_our_cookie_and_theirs_echoed() -> None:
@@ -181,9 +194,11 @@ def test_signed_a_vector_is_noted_only_from_its_members_proven_address() -> None
 def test_a_forged_digest_and_fix_aim_nothing_at_a_victim() -> None:
     """A member forges, with a victim's reply-to address, a DIGEST asking for everything, one
     whose content digests differ (our block digests answer it), then a `fix` of every block
-    (with and without a guessed nonce). The previous release sent the victim 64 events, then
-    our block digests, then 2,048 events. Now it gets one handshake per forged digest, each no
-    larger than it, and drops them: nothing is sent back to us either."""
+    (with and without a guessed nonce): 668 bytes. The previous release sent the victim 64
+    events, then our block digests, then 2,048 events (195 KB). Now each forged digest gets
+    one frame no larger than itself (the first one's events cut to fit; no block digests),
+    each fix nothing, and the victim answers none of it (a handshake or a reply it did not
+    ask for, unproven)."""
     c = swim_cluster(2, GossipConfig.local())
     a, victim = c.peers
     for _ in range(12 * BLOCK_SEQS):
@@ -193,17 +208,21 @@ def test_a_forged_digest_and_fix_aim_nothing_at_a_victim() -> None:
     tap = Tap(c.net)
     forged = [frame_to(c, kind, body, reply_to=victim.addr) for kind, body in [
         (Kind.DIGEST, {"vv": {}, "peers": [], "n": THEIRS, "p": "." * 64}),
-        (Kind.DIGEST, {"vv": dict(a.sink.heads()), "peers": [], "cs": {aid: "0" * 32}}),
+        (Kind.DIGEST, {"vv": dict(a.sink.heads()), "peers": [], "cs": {aid: "0" * 32},
+                       "n": THEIRS}),
         (Kind.EVENTS, {"events": [], "fix": every}),
         (Kind.EVENTS, {"events": [], "fix": every, "fn": "0" * 16})]]
     for f in forged:
         inject(c, 0, f)
     c.net.pump()
     to_victim = tap.to(victim.addr, a.addr)
-    assert [f.kind for f in to_victim] == [Kind.DIGEST_SUM]  # a handshake, nothing else
-    assert to_victim[0].size <= len(forged[0])
+    assert len(to_victim) == 2  # one per forged digest, each no larger than it
+    assert all(f.size <= len(g) for f, g in zip(to_victim, forged, strict=False))
+    assert all(f.kind in (Kind.DIGEST_REPLY, Kind.DIGEST_SUM) and "blk" not in f.body
+               for f in to_victim)
+    assert sum(len(f.body.get("events", ())) for f in to_victim) < 3
     assert tap.to(a.addr) == []  # the victim answered nothing
-    assert victim.sink.ids() == frozenset() and victim.gossip.stats.ae_unverified == 1
+    assert victim.gossip.stats.ae_unverified == 2
     assert a.gossip.stats.ae_unverified == 2  # (the fixes: no block digests went there)
 
 
