@@ -205,15 +205,22 @@ class AntiEntropy:
         self._nonces = nonces
         self._signed = nonces and signed
         self._key = secrets.token_bytes(32)  # our cookies: HMAC(key, address)
+        self._cookies: dict[str, str] = {}
         self._echoes: dict[str, str] = {}  # address -> the cookie its peer gave us
         self.unverified = 0  # frames that proved nothing and so got at most a handshake
         self.unbound = 0  # vectors not noted: the frame was not proven to be its sender's
 
     # -- cookies -------------------------------------------------------------------------
     def _cookie(self, addr: str) -> str:
-        """Our cookie for `addr`: only frames we send there carry it."""
-        mac = hmac.new(self._key, addr.encode(), hashlib.sha256).digest()
-        return mac[:COOKIE_BYTES].hex()
+        """Our cookie for `addr`: only frames we send there carry it (computed once per
+        address while at most MAX_ECHOES are)."""
+        c = self._cookies.get(addr)
+        if c is None:
+            c = hmac.digest(self._key, addr.encode(), "sha256")[:COOKIE_BYTES].hex()
+            if len(self._cookies) >= MAX_ECHOES:
+                self._cookies.clear()
+            self._cookies[addr] = c
+        return c
 
     def _keys(self, addr: str, echo: str | None = None) -> dict[str, str]:
         """The cookie keys of a frame to `addr`: ours ("n") and theirs echoed ("e": `echo`,
@@ -240,10 +247,11 @@ class AntiEntropy:
             if n is not None:
                 self._keep_echo(f.reply_to, n)
             return Trust.VERIFIED
-        if n is not None and f.reply_to not in self._echoes:
+        if n is not None and f.reply_to not in self._echoes and len(self._echoes) < MAX_ECHOES:
             # Kept until a proven one replaces it: it only decides what our frames to that
             # address echo (a forged one costs a handshake there), and saves the handshake
-            # of our first frame to a peer whose first frame came first.
+            # of our first frame to a peer whose first frame came first. (Never evicting:
+            # forged ones cannot push proven ones out.)
             self._keep_echo(f.reply_to, n)
         if n is None and e is None and self._legacy(f.reply_to):
             return Trust.LEGACY

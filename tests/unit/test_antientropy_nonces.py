@@ -6,6 +6,7 @@ the in-memory network with a fake clock, with peers of the previous release both
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from peer.log.signing import held_hash
 from peer.mesh.antientropy import FIX_EVENTS, AntiEntropy, PeerAt
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, MemorySink, seed_swim, swim_cluster
-from peer.mesh.wire import Frame, Kind
+from peer.mesh.wire import Frame, Kind, encode_frame
 
 from .mesh_helpers import Tap, frame_to, inject, introduce
 from .test_antientropy import ASKER, FakeLink
@@ -327,3 +328,50 @@ def test_a_fresh_mesh_converges_and_then_runs_without_handshakes() -> None:
     introduce(c)
     assert c.converged()
     assert sum(p.gossip.stats.ae_unverified for p in c.peers) == handshakes
+
+
+def test_an_unproven_digest_gets_a_reply_cut_to_its_size_then_proven_the_rest() -> None:
+    """A digest from an address that proved nothing yet: one reply no larger than it, its
+    events cut to fit (`more`), our cookie in it; the same digest echoing that cookie gets
+    a frame's worth (the burst then goes on as before)."""
+    from .mesh_helpers import Probe
+
+    c = Cluster(1, GossipConfig.local(max_events_per_frame=16))
+    p = c.peers[0]
+    for _ in range(20):
+        p.sink.emit()
+    probe = Probe(c.net)
+    ask = {"vv": {}, "peers": [], "n": Probe.COOKIE, "p": "." * 300}
+    probe.send(p.addr, Kind.DIGEST, ask)
+    c.net.pump()
+    (r,) = probe.frames()
+    asked = encode_frame(Kind.DIGEST, "banzai", probe.peer_id, probe.address,
+                         json.dumps(ask).encode(), None)
+    assert r.kind == Kind.DIGEST_REPLY and r.size <= len(asked)
+    assert 0 < len(r.body["events"]) < 16 and r.body["more"] is True
+    assert r.body["e"] == Probe.COOKIE and "blk" not in r.body
+    probe.raw.clear()
+    probe.send(p.addr, Kind.DIGEST, {**ask, "e": r.body["n"]})
+    c.net.pump()
+    (r,) = probe.frames()
+    assert len(r.body["events"]) == 16 and r.body["more"] is True
+
+
+def test_a_forged_first_cookie_costs_one_handshake() -> None:
+    """The first cookie heard from an address is kept until a proven one comes: a member
+    that forges one for a peer's address costs the next exchange there a handshake, no
+    more; afterwards the exchange is proven and needs none."""
+    c = swim_cluster(2, GossipConfig.local())
+    a, b = c.peers
+    inject(c, 0, frame_to(c, Kind.DIGEST_SUM, {"h": "0" * 32, "n": "f" * 16, "p": "." * 64},
+                          reply_to=b.addr))
+    c.net.pump()  # (a's handshake to b: unproven there, dropped)
+    b.sink.emit()
+    a.gossip.anti_entropy(b.addr)
+    c.net.pump()
+    assert a.sink.ids() == b.sink.ids()
+    assert b.gossip.stats.ae_unverified == 2  # a's handshake, then a's sum echoing the forgery
+    a.gossip.anti_entropy(b.addr)
+    b.gossip.anti_entropy(a.addr)
+    c.net.pump()
+    assert b.gossip.stats.ae_unverified == 2 and a.gossip.stats.ae_unverified == 1
