@@ -10,6 +10,10 @@ fake clock (peer.mesh.sim), so the wall time is the CPU of the exchange itself.
 2. in sync: `--idle` more rounds of the converged mesh: microseconds and bytes per round.
 3. a content repair: the three hold 3 x 256 events, peer 1 with another content of one of
    them (equal heads); rounds until every peer holds the winner: rounds, frames and bytes.
+4. forged: a member sends a peer holding 3,072 events two DIGESTs with another peer's
+   address as reply-to (one asking for everything, one whose content digests differ) and
+   two `fix` frames of every block (one with a guessed nonce): the bytes forged, and the
+   frames, events and bytes the victim then receives.
 Uses only what the previous release has too, so that one run compares two checkouts."""
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from peer.log import Event, EventType
 from peer.log.signing import held_hash
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, swim_cluster
+from peer.mesh.wire import Kind, dumps, encode_frame
 
 
 def rounds_until(c: Cluster, done: object, limit: int = 1000) -> int:
@@ -75,7 +80,40 @@ def main() -> None:
                        for p in c.peers))
     out["repair_s"] = round(time.perf_counter() - t, 4)
     out["repair_frames"], out["repair_bytes"] = c.net.sent - f0, c.net.bytes_sent - b0
+    out.update(forged())
     print(json.dumps(out))
+
+
+def forged() -> dict[str, int]:
+    c = swim_cluster(2, GossipConfig.local(), seed=3)
+    a, victim = c.peers
+    for _ in range(3072):
+        a.sink.emit()
+    aid = a.gossip.peer_id
+    every = {aid: [[b, ""] for b in range(13)]}
+    got: list[bytes] = []
+    send = c.net._send
+
+    def tap(src: str, dst: str, frame: bytes) -> bool:
+        if dst == victim.addr:
+            got.append(frame)
+        return send(src, dst, frame)
+    c.net._send = tap  # type: ignore[method-assign]
+    cookie = {"n": "abcdef0123456789"}  # (what a peer of this release sends; the other ignores)
+    frames = [encode_frame(k, c.cfg.mesh_id, "intruder", victim.addr, dumps(b), None)
+              for k, b in [(Kind.DIGEST, {"vv": {}, "peers": [], **cookie, "p": "." * 64}),
+                           (Kind.DIGEST, {"vv": dict(a.sink.heads()), "peers": [],
+                                          "cs": {aid: "0" * 32}, **cookie}),
+                           (Kind.EVENTS, {"events": [], "fix": every}),
+                           (Kind.EVENTS, {"events": [], "fix": every, "fn": "0" * 16})]]
+    handler = c.net._nodes[a.addr].handler
+    assert handler is not None
+    for f in frames:
+        handler(f)
+    c.net.pump()
+    events = sum(len(json.loads(f[f.index(b"{"):]).get("events", ())) for f in got)
+    return {"forged_bytes": sum(map(len, frames)), "victim_frames": len(got),
+            "victim_events": events, "victim_bytes": sum(map(len, got))}
 
 
 if __name__ == "__main__":
