@@ -369,6 +369,7 @@ class GuardedSite(web.BaseSite):
         self._listener = await asyncio.get_running_loop().create_server(
             self._factory, self._host or None, self._port, ssl=self._tls, backlog=self._queue,
             ssl_handshake_timeout=self._gate.limits.header_timeout_s if self._tls else None)
+        self._server = self._listener  # what aiohttp's runner.addresses reads
 
     async def stop(self) -> None:
         if self._listener is not None:

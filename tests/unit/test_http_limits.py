@@ -402,3 +402,17 @@ def test_an_unfinished_header_block_never_ends() -> None:
     conn = _Conn(Gate(HttpLimits()), asyncio.Protocol)
     assert not any(conn._head_ends(b) for b in (b"\r\n", b"\r\n", b"GET / HTTP/1.1\r", b"\n",
                                                 b"Host: x\r\n", b"X: \r", b"y"))
+
+
+async def test_the_runner_lists_the_guarded_sites_address(tmp_path: Path) -> None:
+    """aiohttp's runner.addresses reads each site's server: empty before (helper-145)."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False, **SMALL))
+    try:
+        app = make_app(node)
+        runner, site = await serve(app, app[GATE], "127.0.0.1", 0, access_log=None)
+        try:
+            assert [a[1] for a in runner.addresses] == [site.port]
+        finally:
+            await runner.cleanup()
+    finally:
+        node.log.close()
