@@ -1,14 +1,177 @@
 """JSON text from the network (request bodies, pipelines) decoded so that every malformed
 input is a BanzaiError naming what it is and where: never a UnicodeDecodeError, a
 RecursionError (nesting deeper than the stack) or a ValueError (an integer over Python's
-digit limit). Pure functions, any thread."""
+digit limit); and the bounds every JSON value that enters a peer keeps (MAX_DEPTH levels of
+nesting, no lone surrogate), checked by iterative walks. Pure functions, any thread."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from peer.errors import ArgError, BanzaiError
+
+# The deepest nesting of a JSON value a peer takes in (an HTTP body, a pipeline, an event's
+# payload: each part of a TURN), counted as `nesting` does. Part of the protocol: a payload
+# deeper than this is refused by every peer of this release. The deepest a peer writes is 7
+# (a TURN's part); what it takes in is encoded again later (a reply, a snapshot, a hash) at
+# a deeper stack, where a value near Python's recursion limit (1000) would raise.
+MAX_DEPTH = 64
+# What a peer reads back of its own derived texts (the job index's records wrap a payload in
+# a job's view): read with twice the bound, so that every record of a valid job reads back.
+MAX_STORED_DEPTH = 2 * MAX_DEPTH
+
+_LEAF = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = (dict, list, tuple)  # as json.dumps encodes them (subclasses too)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A JSON escape of a surrogate (\ud800-\udfff): a lone one decodes to a lone surrogate
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+JsonPath = list[str | int]  # keys and indexes from the root to a place in a value
+
+
+def nesting(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply `value` nests as JSON: a scalar 0, a list or object 1 + its deepest
+    element's; counted up to `limit` + 1 (any value deeper than `limit` gives `limit` + 1).
+    Level by level, without recursion: any depth, and each container is visited once."""
+    level = [value] if type(value) not in _LEAF and isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        if depth == limit:
+            return limit + 1
+        depth += 1
+        nxt: list[Any] = []
+        for x in level:
+            for c in x.values() if isinstance(x, dict) else x:
+                if type(c) not in _LEAF and isinstance(c, _CONTAINERS):
+                    nxt.append(c)
+        level = nxt
+    return depth
+
+
+def nesting_and_ascii(value: Any, limit: int = MAX_DEPTH) -> tuple[int, bool]:
+    """`nesting(value, limit)` and whether every string of `value` (an object's keys too)
+    is ASCII (then none holds a lone surrogate: `lone_surrogate` need not look), in the
+    one walk."""
+    level = [value] if type(value) not in _LEAF and isinstance(value, _CONTAINERS) else []
+    plain = type(value) is not str or value.isascii()
+    depth = 0
+    while level:
+        if depth == limit:
+            return limit + 1, plain
+        depth += 1
+        nxt: list[Any] = []
+        for x in level:
+            elements: Any = x
+            if isinstance(x, dict):
+                if plain:
+                    try:
+                        plain = "".join(x).isascii()
+                    except TypeError:  # a key that is not a string (a local value)
+                        plain = False
+                elements = x.values()
+            for c in elements:
+                t = type(c)
+                if t is str:
+                    if plain and not c.isascii():
+                        plain = False
+                elif t not in _LEAF and isinstance(c, _CONTAINERS):
+                    nxt.append(c)
+        level = nxt
+    return depth, plain
+
+
+def _items(x: Any) -> Iterator[tuple[str | int, Any]]:
+    return iter(x.items()) if isinstance(x, dict) else enumerate(x)
+
+
+def deep_path(value: Any, limit: int = MAX_DEPTH) -> JsonPath | None:
+    """The path to a container at level `limit` + 1 of `value` (None if it nests at most
+    `limit` levels): an iterative depth-first walk."""
+    if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
+        return None
+    if limit <= 0:
+        return []
+    path: JsonPath = []
+    stack = [_items(value)]
+    while stack:
+        for k, c in stack[-1]:
+            if type(c) not in _LEAF and isinstance(c, _CONTAINERS):
+                path.append(k)
+                if len(stack) == limit:
+                    return path
+                stack.append(_items(c))
+                break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return None
+
+
+def lone_surrogate(value: Any) -> JsonPath | None:
+    """The path to a string (or an object's key) of `value` that holds a lone surrogate
+    (U+D800 to U+DFFF: what a JSON escape such as \\ud800 decodes to alone; not text, UTF-8
+    cannot encode it); None if there is none. Iterative, any depth."""
+    if isinstance(value, str):
+        return [] if _SURROGATE.search(value) else None
+    if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
+        return None
+    path: JsonPath = []
+    stack = [_items(value)]
+    while stack:
+        for k, c in stack[-1]:
+            if type(k) is str and not k.isascii() and _SURROGATE.search(k):
+                return [*path, k]
+            if type(c) is str:
+                if not c.isascii() and _SURROGATE.search(c):
+                    return [*path, k]
+            elif type(c) not in _LEAF and isinstance(c, _CONTAINERS):
+                path.append(k)
+                stack.append(_items(c))
+                break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return None
+
+
+def show_path(path: Sequence[str | int], prefix: str = "", most: int = 6) -> str:
+    """`path` as a field name (`tasks[0].params.x`), after `prefix`; cut after `most` steps."""
+    out = prefix
+    for k in path[:most]:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    if len(path) > most:
+        out += "..."
+    return out or "the top level"
+
+
+def check(value: Any, what: str, *, error: type[BanzaiError] = ArgError,
+          field: str | None = None, text: str | None = None) -> None:
+    """`error` if `value` (decoded from `what`) nests deeper than MAX_DEPTH or holds a lone
+    surrogate, naming the place (as `field` when given, else the place itself). `text`:
+    the JSON text it was decoded from, which lets short texts and texts without a
+    surrogate escape skip the walks."""
+    plain: bool | None = None
+    if text is None:
+        depth, plain = nesting_and_ascii(value)
+    elif len(text) > 2 * MAX_DEPTH:  # n characters nest at most n/2 levels
+        depth = nesting(value)
+    else:
+        depth = 0
+    if depth > MAX_DEPTH:
+        path = deep_path(value, MAX_DEPTH)
+        if path is not None:
+            raise error(f"{what} is nested too deeply: deeper than {MAX_DEPTH} levels (at "
+                        f"{show_path(path)})", field=field or show_path(path[:6]))
+    if plain is False or (text is not None and (_SURROGATE_ESCAPE.search(text) or (
+            not text.isascii() and _SURROGATE.search(text)))):
+        path = lone_surrogate(value)
+        if path is not None:
+            raise error(f"{what}: {show_path(path)} holds a lone surrogate (such as \\ud800), "
+                        "which is not text", field=field or show_path(path[:6]))
 
 
 def text(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
@@ -26,7 +189,7 @@ def text(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
 def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None = None) -> Any:
     """json.loads(text), a syntax error or an integer over the digit limit as `error`.
     RecursionError is left to the caller (a pipeline's sniffing does not retry as YAML what
-    is too deep as JSON); `loads` turns it into `error`."""
+    is too deep as JSON); `loads` turns it into `error`. The bounds are `check`'s."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -38,12 +201,29 @@ def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None =
 
 def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
           field: str | None = None) -> Any:
-    """`data` (e.g. a request's body, `what`) as JSON; every malformed input is `error`
-    with `field`."""
+    """`data` (e.g. a request's body, `what`) as JSON within the bounds (`check`); every
+    malformed input is `error` with `field`."""
+    s = text(data, what, error=error, field=field)
     try:
-        return parse(text(data, what, error=error, field=field), error=error, field=field)
+        value = parse(s, error=error, field=field)
     except RecursionError:
-        raise error(f"{what} is nested too deeply", field=field) from None
+        raise error(f"{what} is nested too deeply: deeper than {MAX_DEPTH} levels",
+                    field=field) from None
+    check(value, what, error=error, field=field, text=s)
+    return value
 
 
-__all__ = ["loads", "parse", "text"]
+def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
+    """json.loads of a text read back (a data dir's row, a peer's snapshot row); ValueError
+    if it is not JSON or nests deeper than `limit` (an earlier release wrote what it took)."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {limit} levels") from None
+    if len(data) > 2 * limit and nesting(value, limit) > limit:
+        raise ValueError(f"nested deeper than {limit} levels")
+    return value
+
+
+__all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "check", "deep_path", "loads", "loads_within",
+           "lone_surrogate", "nesting", "nesting_and_ascii", "parse", "show_path", "text"]
