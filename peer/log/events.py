@@ -10,6 +10,14 @@ from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from peer.errors import InvalidEvent
+from peer.jsontext import (
+    MAX_DEPTH,
+    deep_path,
+    lone_surrogate,
+    nesting,
+    nesting_and_ascii,
+    show_path,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -145,14 +153,17 @@ def _show(v: Any) -> str:
     """A short description of a bad value for an error message."""
     if v is _MISSING:
         return "nothing (the field is missing)"
-    shown = repr(v)
-    if len(shown) <= 40:
+    try:
+        shown = repr(v)
+    except RecursionError:  # nested deeper than the stack: described by its size
+        shown = ""
+    if shown and len(shown) <= 40:
         return shown
     if isinstance(v, str | list | dict):
         what = "a string of {} characters" if isinstance(v, str) else (
             "a list of {} items" if isinstance(v, list) else "an object of {} keys")
         return what.format(len(v))
-    return shown[:40] + "..."
+    return shown[:40] + "..." if shown else "a value nested too deeply"
 
 
 def _bad(kind: str, name: str, want: str, got: Any) -> InvalidEvent:
@@ -755,14 +766,83 @@ Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | Chu
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
         | Revoke | TaskSplitRef | IpnsRecord | Turn | Partial | Unknown)
 
-_SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body]]] = {
-    cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload)
+# The fields each body's reader checks to be scalars or to nest at most 3 levels, each
+# element looked at (ids, counts, a split's items, a PROVIDE's CIDs, MEMBER's lists): the
+# depth walk leaves them out, so that it is folded into the reading that happens anyway and
+# an event of these fields alone costs no walk. The others (workflows, cache results, hints
+# read loosely as `local`, fields of newer peers) are walked. A TURN's parts are each walked
+# as a payload of their own.
+_CHUNK_FIELDS = ("job", "task", "split", "chunk", "attempt")
+_FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
+    (JobSubmitted, ("job",)), (JobCancelled, ("job", "reason")),
+    (TaskSplit, ("job", "task", "input", "chunks")),
+    (TaskSplitRef, ("job", "task", "input", "listing", "sizes", "kept_listing")),
+    (Claim, _CHUNK_FIELDS), (Renew, _CHUNK_FIELDS), (Progress, (*_CHUNK_FIELDS, "progress")),
+    (ChunkDone, (*_CHUNK_FIELDS, "output", "log", "s", "inline")),
+    (ChunkFailed, (*_CHUNK_FIELDS, "kind", "error")),
+    (TaskDone, ("job", "task", "output", "key", "cached", "warning")), (CachePut, ()),
+    (Provide, ("cids",)), (Unprovide, ("cids",)),
+    (Member, ("name", "http", "calls", "slots", "cores", "mem_mb", "gpu", "key", "features",
+              "kinds", "labels")),
+    (JobDeleted, ("job", "reason")), (Revoke, ("peer", "after", "reason")),
+    (IpnsRecord, ("name", "record")), (Partial, ("job", "task", "output", "items", "of")),
+    (Turn, ("parts",)))}
+_NONE: frozenset[str] = frozenset()
+_LEAF = frozenset({str, int, float, bool, type(None)})
+
+
+# type -> (its member, its name, its reader, the keys a payload of which alone needs no walk:
+# `_FLAT`'s, none for a TURN, whose parts are walked)
+_SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body], frozenset[str]]] = {
+    cls.TYPE.value: (cls.TYPE, cls.TYPE.name, cls.from_payload,
+                     _NONE if cls is Turn else _FLAT[cls])
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
                 Revoke, TaskSplitRef, IpnsRecord, Turn, Partial)}
 _PART_SPECS: dict[int, tuple[EventType, Callable[[Mapping[str, Any]], Body]]] = {
     t.value: (t, _SPECS[t.value][2]) for t in TURN_PARTS}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields
+
+
+def _check_depth(kind: str, p: dict[str, Any], body: Body | None) -> None:
+    """InvalidEvent if the payload `p` nests deeper than MAX_DEPTH levels (a TURN: each of
+    its parts' payloads, counted from their own top, and its other fields), naming where:
+    everything a peer takes in can be encoded again at any later stack (jsontext)."""
+    if type(body) is Turn:
+        for i, (pp, pb) in enumerate(zip(body.payloads, body.bodies, strict=True)):
+            _deep(kind, pp, pb, f"payload.parts[{i}][1]")
+    _deep(kind, p, body, "payload")
+
+
+def _deep(kind: str, p: dict[str, Any], body: Body | None, where: str) -> None:
+    flat = _FLAT.get(type(body), _NONE)
+    rest = [v for k, v in p.items() if k not in flat and type(v) not in _LEAF and v]
+    if not rest:  # (an empty list or object nests 1 level: within any bound)
+        return
+    if type(body) is JobSubmitted:  # its workflow's strings are looked at in the same walk
+        depth, plain = nesting_and_ascii(rest)
+        if not plain:
+            _text(kind, body.workflow)
+    else:
+        depth = nesting(rest)
+    if depth <= MAX_DEPTH:  # (the list `rest` stands for the payload's level)
+        return
+    for k, v in p.items():
+        if k not in flat and nesting(v, MAX_DEPTH - 1) >= MAX_DEPTH:
+            path = [k, *(deep_path(v, MAX_DEPTH - 1) or [])]
+            raise InvalidEvent(f"{kind} {show_path(path, where)}: nested too deeply (deeper "
+                               f"than {MAX_DEPTH} levels)", field=show_path(path[:1], where))
+
+
+def _text(kind: str, workflow: Mapping[str, Any]) -> None:
+    """InvalidEvent if a string of a job's workflow (its args) holds a lone surrogate: not
+    text, no cache key (UTF-8) can be made of it (every peer's scheduler would fail the
+    task with an internal error)."""
+    bad = lone_surrogate(workflow)
+    if bad is not None:
+        at = show_path(bad, "payload.workflow")
+        raise InvalidEvent(f"{kind} {at}: holds a lone surrogate (such as \\ud800), which is "
+                           "not text", field=show_path(bad[:6], "payload.workflow"))
 
 
 # -- the event -----------------------------------------------------------------------------
@@ -805,7 +885,7 @@ class Event:
         if spec is None:
             self._init_unknown()
             return
-        typ, kind, parse = spec
+        typ, kind, parse, flat = spec
         o, seq, hlc = self.origin, self.seq, self.hlc
         if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(seq) is int
                 and 0 < seq <= MAX_CLOCK and type(hlc) is int and 0 <= hlc <= MAX_CLOCK
@@ -814,6 +894,8 @@ class Event:
         if t is not typ:
             _setattr(self, "type", typ)
         body = parse(self.payload)
+        if not self.payload.keys() <= flat:  # (else its reader checked every field)
+            _check_depth(kind, self.payload, body)
         _setattr(self, "body", body)
         if type(body) is Turn:
             _setattr(self, "parts", _turn_parts(self, body))
@@ -826,6 +908,7 @@ class Event:
                                f"{_show(t)}", field="type")
         typ = EventType(int(t))
         _check_envelope(self, typ.name)
+        _check_depth(typ.name, self.payload, None)
         _setattr(self, "type", typ)
         _setattr(self, "body", Unknown(int(t)))
 

@@ -10,7 +10,11 @@ Only names the previous release has are imported: each test fails there for what
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import shutil
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,11 +22,23 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.config import PeerConfig
+from peer.errors import InvalidEvent
 from peer.http.app import make_app
 from peer.http.tokens import load_or_create_token
+from peer.log import Event, EventLog, EventType, Provide, turn_event
+from peer.log.events import part_event
+from peer.log.signing import event_hash, sign_events
+from peer.mesh.gossip import Gossip, GossipConfig, Kind
+from peer.mesh.keyring import SECRET_FILE_NAME
+from peer.mesh.transport import MemoryNetwork
+from peer.mesh.wire import encode_event, pack_frames, parse_events
 from peer.node import Node
+from tests.unit.mesh_helpers import Probe
+from tests.unit.test_events import CHUNK, CID, VALID, WORKFLOW
 
 MAX = 64  # the bound (peer.jsontext.MAX_DEPTH), written out: the previous release has none
 ROOM = 100  # frames left below the recursion limit where a value within the bound encodes
@@ -97,3 +113,216 @@ async def test_an_http_body_is_taken_up_to_the_bound_and_without_lone_surrogates
     assert r.status == status and message in err["message"], err
     if status == 400:
         assert err["error"] == "ArgError" and err["field"] == "body"
+
+
+# -- events: one per shape that carries free JSON, at the bound and one level over ----------
+
+def _workflow(levels: int) -> dict[str, Any]:
+    wf = copy.deepcopy(WORKFLOW)
+    wf["tasks"][0]["params"] = {"body": nested(levels)}
+    return wf
+
+
+# (type, payload of `levels` levels, the field an over-bound one is refused at)
+SHAPES: dict[str, tuple[EventType, Callable[[int], dict[str, Any]], str]] = {
+    "cache result": (EventType.CACHE_PUT, lambda n: {"cache": {"k": nested(n - 2)}},
+                     "payload.cache"),
+    "implied done": (EventType.CHUNK_DONE, lambda n: {
+        **CHUNK, "output": CID, "cache": {}, "done": {"key": None, "x": nested(n - 2)}},
+        "payload.done"),
+    "a job's args": (EventType.JOB_SUBMITTED, lambda n: {"job": "j1", "workflow": _workflow(
+        n - 5)}, "payload.workflow"),
+    "a hint": (EventType.JOB_SUBMITTED, lambda n: {"job": "j1", "workflow": WORKFLOW,
+                                                  "local": nested(n - 1)}, "payload.local"),
+    "an extra key": (EventType.CLAIM, lambda n: {**CHUNK, "x": nested(n - 1)}, "payload.x"),
+    "a member's images": (EventType.MEMBER, lambda n: {**VALID[EventType.MEMBER],
+                                                       "images": {"a": nested(n - 2)}},
+                          "payload.images"),
+    "a newer peer's type": (EventType(99), lambda n: {"x": nested(n - 1)}, "payload.x"),
+}
+
+
+def _part(levels: int) -> Event:
+    return Event("a", 4, 4, EventType.CACHE_PUT, {"cache": {"k": nested(levels - 2)}})
+
+
+def _round_trips(e: Event, tmp_path: Path) -> None:
+    """`e` is stored and read back (the log), hashed and sent (the wire), and what comes
+    back off the wire is `e` with its hash, with little room left on the stack."""
+    log = EventLog(tmp_path / "events.sqlite")
+    log.append([e])
+    log.close()
+    again = EventLog(tmp_path / "events.sqlite")
+    try:
+        assert list(again.load()) == [e] and again.skipped == 0
+    finally:
+        again.close()
+
+    def send() -> tuple[Event, bytes, bytes]:
+        back = parse_events([json.loads(encode_event(e))])[0]
+        return back, event_hash(e), event_hash(back)
+
+    back, sent, got = with_room(ROOM, send)
+    assert back == e and sent == got
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_an_event_at_the_bound_round_trips_through_the_log_the_hash_and_the_wire(
+        shape: str, tmp_path: Path) -> None:
+    typ, payload, _ = SHAPES[shape]
+    e = Event("a", 1, 1, typ, payload(MAX))
+    assert depth(e.payload) == MAX
+    _round_trips(e, tmp_path)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("over", [1, 900])  # one level over; just under Python's limit
+def test_an_event_over_the_bound_is_invalid_naming_its_field(shape: str, over: int) -> None:
+    typ, payload, field = SHAPES[shape]
+    with pytest.raises(InvalidEvent, match="nested too deeply") as err:
+        Event("a", 1, 1, typ, payload(MAX + over))
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{typ.name} {field}")
+
+
+def test_a_turn_holds_parts_at_the_bound_and_refuses_one_over(tmp_path: Path) -> None:
+    """A TURN's parts are each a payload of their own: a turn of parts at the bound (its
+    own payload nests three levels more) is taken by every peer, a part over it is not."""
+    turn = turn_event([_part(MAX), part_event("a", 4, 4, EventType.CLAIM, dict(CHUNK),
+                                              Event("a", 4, 4, EventType.CLAIM, CHUNK).body)])
+    assert depth(turn.payload) == MAX + 3
+    _round_trips(Event.from_json(turn.to_json()), tmp_path)
+    wire = turn.to_json()
+    wire["payload"]["parts"][0][1]["cache"]["k"] = nested(MAX - 1)
+    with pytest.raises(InvalidEvent, match="nested too deeply") as err:
+        Event.from_json(wire)
+    assert err.value.field == "payload.parts[0][1].cache"
+
+
+def _deepen(v: Any, levels: int, key: Any) -> Any:
+    """`v` with a value of `levels` levels added inside it (or in its place)."""
+    if isinstance(v, dict):
+        return {**v, str(key): nested(levels)}
+    if isinstance(v, list):
+        return [*v, nested(levels)]
+    return nested(levels)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.data())
+def test_no_field_of_any_type_lets_a_payload_past_the_bound(typ: EventType,
+                                                            data: st.DataObject) -> None:
+    """Whatever field (known or not) of whatever type a sender deepens, the event is
+    invalid or each payload it stands for nests at most MAX levels: the fields the
+    readers check flat (skipped by the depth walk) cannot smuggle depth in."""
+    payload = copy.deepcopy(VALID[typ])
+    target = payload
+    if typ is EventType.TURN and data.draw(st.booleans()):
+        target = data.draw(st.sampled_from(payload["parts"]))[1]
+    key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=3))
+    levels = data.draw(st.sampled_from([MAX - 3, MAX - 2, MAX - 1, MAX, MAX + 1, 500]))
+    target[key] = _deepen(target.get(key), levels, data.draw(st.text(max_size=2)))
+    try:
+        e = Event("a", 1, 1, typ, payload)
+    except InvalidEvent:
+        return
+    for single in e.singles:
+        assert depth(single.payload) <= MAX
+
+
+def test_a_job_with_a_lone_surrogate_in_its_args_is_an_invalid_event() -> None:
+    """Its task's cache key (canonical JSON, UTF-8) cannot be made: every peer's scheduler
+    failed it with an internal error and a traceback."""
+    wf = copy.deepcopy(WORKFLOW)
+    wf["tasks"][0]["params"] = {"text": "a\ud800b"}
+    with pytest.raises(InvalidEvent, match="lone surrogate") as err:
+        Event("a", 1, 1, EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf})
+    assert err.value.field == "payload.workflow.tasks[0].params.text"
+    wf["tasks"][0]["params"] = {"text": "a\U0001f600b"}  # a pair, escaped or not, is text
+    Event("a", 1, 1, EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf})
+
+
+# -- the receive path: a member's deep event among good ones -------------------------------
+
+def _node(d: Path, opened: list[Node]) -> Node:
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False))
+    n.listeners.clear()  # no scheduler: this is about the log and gossip
+    opened.append(n)
+    return n
+
+
+def _forged(src: Node, seq: int, hlc: int, payload: dict[str, Any]) -> Event:
+    """A PROVIDE of `src` that no check has seen (as a peer of the previous release, or a
+    hostile member, sends it)."""
+    return part_event(src.peer_id, seq, hlc, EventType.PROVIDE, payload,
+                      Provide.from_payload(payload))
+
+
+@pytest.mark.parametrize("levels", [MAX + 1, 300])
+def test_a_members_deep_event_is_refused_and_counted_and_the_rest_is_served(
+        tmp_path: Path, opened: list[Node], levels: int) -> None:
+    a = _node(tmp_path / "a", opened)
+    (tmp_path / "b").mkdir(mode=0o700)
+    shutil.copy(tmp_path / "a" / SECRET_FILE_NAME, tmp_path / "b" / SECRET_FILE_NAME)
+    b = _node(tmp_path / "b", opened)
+    net = MemoryNetwork()
+    ga, gb = (Gossip(GossipConfig.local(swim=None), net.transport(), n, n, n.peer_id,
+                     auth=n.auth) for n in (a, b))
+    ga.bind()
+    gb.bind()
+    ok = a.emit(EventType.PROVIDE, {"cids": [CID]})
+    a.flush()
+    deep = _forged(a, ok.seq + 1, ok.hlc + 1, {"cids": [CID], "x": nested(levels - 1)})
+    after = _forged(a, ok.seq + 2, ok.hlc + 2, {"cids": ["after"]})
+    sign_events(a.identity, a.peer_id, [deep, after], a.admit)
+    ga.send_events([gb.address], [ok, deep, after])
+    net.pump()
+    assert gb.stats.merge_errors == 0 and gb.stats.dropped_bad_frame == 0
+    assert b.state.events.get(ok.id) == ok and b.state.events.get(after.id) == after
+    assert deep.id not in b.state.events
+    assert b.door.health()["refused"]["by_origin"][a.peer_id] == 1
+    assert gb.stats.events_refused == 1
+    probe = Probe(net)  # a third peer asks b for everything: b serves what it holds
+    probe.send(gb.address, Kind.DIGEST, {"vv": {}, "peers": []})
+    net.pump()
+    served = [e for f in probe.frames(Kind.DIGEST_REPLY) for e in parse_events(
+        f.body["events"])]
+    assert ok in served and deep not in served
+    frames, too_large = with_room(ROOM, lambda: pack_frames(b.events_after({}, 1000),
+                                                            16 << 20, 512))
+    assert frames and not too_large
+
+
+# -- the data dir: rows an earlier release took -------------------------------------------
+
+def _insert(db: Path, sql: str, *rows: tuple[Any, ...]) -> None:
+    c = sqlite3.connect(db)
+    c.executemany(sql, rows)
+    c.commit()
+    c.close()
+
+
+def test_a_data_dir_holding_a_deep_event_of_an_earlier_release_opens_and_serves(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """The previous release took a payload of any depth its json.loads read; such a row
+    is quarantined at start (an invalid row), so the peer serves every other event."""
+    d = tmp_path / "peer"
+    first = _node(d, opened)
+    ok = first.emit(EventType.PROVIDE, {"cids": [CID]})
+    first.flush()
+    first.log.close()
+    opened.clear()
+    wf = _workflow(500)
+    _insert(d / "events.sqlite", "INSERT INTO events (origin, seq, hlc, type, payload) VALUES "
+            "(?, ?, ?, ?, ?)",
+            ("o", 1, ok.hlc, int(EventType.JOB_SUBMITTED), json.dumps({"job": "j",
+                                                                      "workflow": wf})),
+            ("o", 2, ok.hlc, int(EventType.PROVIDE), json.dumps({"cids": ["b"]})))
+    with caplog.at_level(logging.WARNING):
+        again = _node(d, opened)
+    assert again.log.quarantined() == 1 and "o/1: JOB_SUBMITTED payload.workflow" in caplog.text
+    assert "nested too deeply" in caplog.text
+    assert ("o", 1) not in again.state.events and again.state.events[("o", 2)]
+    frames, too_large = with_room(ROOM, lambda: pack_frames(again.events_after({}, 1000),
+                                                            16 << 20, 512))
+    assert sum(len(f.events) for f in frames) == 2 and not too_large
