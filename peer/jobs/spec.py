@@ -193,9 +193,12 @@ def _load(text: str, fmt: str | None) -> Any:
     if not text.strip():
         raise SpecError("empty pipeline: the body is empty")
     try:
-        return _decode(text, fmt)
+        doc = _decode(text, fmt)
     except RecursionError:  # not caught below: JSON this deep is not retried as YAML
-        raise SpecError("the pipeline is nested too deeply") from None
+        raise SpecError(f"the pipeline is nested too deeply: deeper than {jsontext.MAX_DEPTH} "
+                        "levels") from None
+    jsontext.check(doc, "the pipeline", error=SpecError)  # JSON or YAML alike
+    return doc
 
 
 def _decode(text: str, fmt: str | None) -> Any:
@@ -275,6 +278,8 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
         for r in raws:
             r.depends = [] if r.cid is not None or r.index == 0 else [names[r.index - 1]]
     specs = [_spec(r, names[r.index], catalog) for r in raws]
+    for r, s in zip(raws, specs, strict=True):
+        _check_depth(r, s)
     if all(s.call is None for s in specs):
         raise SpecError("tasks: the pipeline has no task to run, only cid sources", field="tasks")
     _check_refs(raws, specs)
@@ -583,6 +588,23 @@ def _spec(raw: _Raw, name: str, catalog: Mapping[str, TaskDef]) -> TaskSpec:
         raise _relocate(exc, raw, td) from exc
     return TaskSpec(name=name, call=raw.call, params=params, depends=depends, cache=raw.cache,
                     requires=raw.requires or {})
+
+
+# How deeply a task's canonical JSON may nest: a JOB_SUBMITTED's payload holds it three
+# levels down (payload, workflow, tasks) and nests at most jsontext.MAX_DEPTH levels.
+MAX_TASK_DEPTH = jsontext.MAX_DEPTH - 3
+
+
+def _check_depth(raw: _Raw, spec: TaskSpec) -> None:
+    """SpecError naming the place if the task as stored (`TaskSpec.to_json`: an api task's
+    params are its body) nests deeper than an event may hold."""
+    doc = spec.to_json()
+    if jsontext.nesting(doc, MAX_TASK_DEPTH) > MAX_TASK_DEPTH:
+        path = jsontext.deep_path(doc, MAX_TASK_DEPTH) or []
+        raise SpecError(f"{jsontext.show_path(path, raw.where)}: nested too deeply: a task "
+                        f"nests at most {MAX_TASK_DEPTH} levels (its job is an event of at "
+                        f"most {jsontext.MAX_DEPTH})",
+                        field=jsontext.show_path(path[:6], raw.where))
 
 
 def _unknown(field: str, what: str, value: str, known: Mapping[str, Any] | Sequence[str]) -> str:

@@ -26,9 +26,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
-from peer.errors import InvalidEvent
+from peer.errors import InvalidEvent, SpecError
 from peer.http.app import make_app
 from peer.http.tokens import load_or_create_token
+from peer.jobs import kinds
+from peer.jobs.spec import parse
 from peer.log import Event, EventLog, EventType, Provide, turn_event
 from peer.log.events import part_event
 from peer.log.signing import event_hash, sign_events
@@ -37,6 +39,7 @@ from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.mesh.transport import MemoryNetwork
 from peer.mesh.wire import encode_event, pack_frames, parse_events
 from peer.node import Node
+from tasks.registry import load
 from tests.unit.mesh_helpers import Probe
 from tests.unit.test_events import CHUNK, CID, VALID, WORKFLOW
 
@@ -326,3 +329,57 @@ def test_a_data_dir_holding_a_deep_event_of_an_earlier_release_opens_and_serves(
     frames, too_large = with_room(ROOM, lambda: pack_frames(again.events_after({}, 1000),
                                                             16 << 20, 512))
     assert sum(len(f.events) for f in frames) == 2 and not too_large
+
+
+# -- submissions -----------------------------------------------------------------------
+
+CATALOG = {**load(()), **kinds.allowed(False, False)}
+
+
+def _api_task(levels: int) -> dict[str, Any]:
+    """An api task whose body (its params) makes its job's event nest `levels` levels."""
+    return {"name": "post", "kind": "api", "url": "http://127.0.0.1:9",
+            "params": {"x": nested(levels - 6)}}  # under payload, workflow, tasks, task,
+    #                                               params, body
+
+
+def test_a_pipeline_whose_job_is_over_the_bound_is_refused_naming_the_task() -> None:
+    assert depth({"job": "j", "workflow": parse(json.dumps([_api_task(MAX)]),
+                                                CATALOG).to_json()}) == MAX
+    with pytest.raises(SpecError, match="nested too deeply") as err:
+        parse(json.dumps([_api_task(MAX + 1)]), CATALOG)
+    assert (err.value.field or "").startswith("tasks[0].params.body")
+
+
+@pytest.mark.parametrize(("body", "ctype", "field"), [
+    (json.dumps({"tasks": [{"name": "a", "call": "ECHO", "params": {"text": "\ud800"}}]}),
+     "application/json", "tasks[0].params.text"),
+    ('- call: ECHO\n  params: {text: "\\udc80"}\n', "application/yaml", "[0].params.text"),
+])
+def test_a_pipeline_with_a_lone_surrogate_is_refused_naming_it(body: str, ctype: str,
+                                                               field: str) -> None:
+    with pytest.raises(SpecError, match="lone surrogate") as err:
+        parse(body, CATALOG, content_type=ctype)
+    assert err.value.field == field
+
+
+async def test_a_job_at_the_bound_is_taken_and_one_level_over_is_a_400(
+        served: tuple[Any, Node]) -> None:
+    client, node = served
+    r = await client.post("/api/jobs", json=[_api_task(MAX + 1)])
+    err = await r.json()
+    assert r.status == 400 and err["error"] == "SpecError", err
+    assert err["field"].startswith("tasks[0].params.body"), err
+    assert "nested too deeply" in err["message"]
+    r = await client.post("/api/jobs", json=[_api_task(MAX)])
+    assert r.status == 201, await r.text()
+    job = (await r.json())["job"]
+    ev = next(e for e in node.state.events.values() if e.type is EventType.JOB_SUBMITTED
+              and e.payload["job"] == job)
+    assert depth(ev.payload) == MAX
+
+    def send() -> tuple[list[Event], int]:
+        frames, too_large = pack_frames([ev], 16 << 20, 512)
+        return parse_events([json.loads(x) for x in frames[0].events]), len(too_large)
+
+    assert with_room(ROOM, send) == ([ev], 0)
