@@ -12,7 +12,10 @@ and how far) and `job_thin` (a job's thin row: its list entry without per-task l
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
 peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
 fetched (`fill`). Cache entries whose CID has no provider, and item entries with no result
-past the compaction horizon, are deleted (`reap`, peer.log.compact.Compactor._reap)."""
+past the compaction horizon, are deleted (`reap`, peer.log.compact.Compactor._reap).
+Every JSON text is read back within peer.jsontext.MAX_STORED_DEPTH levels: a deeper one
+(written by an earlier release, or taken from its snapshot) is left out as a text that does
+not read back, never served nor encoded again (a later encode could exceed the stack)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK
 from peer.log.snapframe import outputs_sha, thin
 from peer.log.sqlite import seq_rows
@@ -238,8 +242,10 @@ class JobIndex:
         if row is None:
             return None
         try:  # a snapshot's record is checked here, when read (peer.log.snapstream)
-            rec = json.loads(row[0])
-        except ValueError:
+            rec = loads_within(row[0])
+        except ValueError as e:  # (or nested deeper than this release writes)
+            if row[0]:  # ("": a thin row's record, not fetched yet)
+                self._skip(_job(job), "record", e)
             return None
         return rec if isinstance(rec, dict) else None
 
@@ -448,7 +454,7 @@ class JobIndex:
         """A row's JSON `column` parsed, if it parses to what `ok` accepts; else None, and
         the row is left out (`_skip`)."""
         try:
-            v = json.loads(text)
+            v = loads_within(text)
         except (ValueError, TypeError, RecursionError) as e:
             self._skip(row, column, e)
             return None
@@ -498,7 +504,7 @@ class JobIndex:
         for kind, k, v, h, o, q in self._db.execute(
                 "SELECT kind, k, v, hlc, origin, seq FROM cache_index"):
             try:  # a malformed value taken from a snapshot stream is not served on
-                value = json.loads(v)
+                value = loads_within(v)
             except ValueError:
                 continue
             order = self._order(k, h, o, q)
@@ -532,7 +538,7 @@ class JobIndex:
             return None
         v, h, o, q = row
         try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
-            value = json.loads(v)
+            value = loads_within(v)
         except ValueError:
             return None
         order = self._order(key, h, o, q)  # (an edited row: as absent, replaced when won)
@@ -557,7 +563,7 @@ class JobIndex:
                 "substr(v, 2, length(v) - 2)), hlc FROM cache_index WHERE kind = ? AND k > ? "
                 "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
             try:
-                cid = json.loads(v)
+                cid = loads_within(v)
             except ValueError:  # a malformed value taken from a snapshot stream
                 cid = None
             if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
@@ -572,7 +578,7 @@ class JobIndex:
         for k, v, h in self._db.execute("SELECT k, v, hlc FROM cache_index WHERE kind = ? "
                                         "AND k > ? ORDER BY k LIMIT ?", (ITEM, after, limit)):
             try:
-                r = json.loads(v)
+                r = loads_within(v)
             except ValueError:  # a malformed value taken from a snapshot stream
                 r = None
             cid = r.get("c") if isinstance(r, dict) else None
@@ -628,8 +634,10 @@ class JobIndex:
                 "SELECT job, hlc, origin, seq, ended, state, summary, record, facts FROM "
                 "job_index ORDER BY hlc, origin, seq"):
             try:  # a malformed record taken from a snapshot stream is not served on
-                rec = json.loads(record)
-            except ValueError:
+                rec = loads_within(record)
+            except ValueError as e:
+                if record:  # ("": a thin row's, not fetched yet)
+                    self._skip(_job(job), "record", e)
                 continue
             summ = self._column(_job(job), "summary", summary, _is_object)
             fact = self._column(_job(job), "facts", facts, _is_object)
@@ -730,7 +738,7 @@ def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
     for v in _pages(path, "SELECT k, v FROM cache_index WHERE kind = ? AND k > ? ORDER BY k "
                     "LIMIT ?", (OUTPUT,), batch):
         try:
-            cid = json.loads(v)
+            cid = loads_within(v)
         except ValueError:  # a malformed value taken from a snapshot stream
             continue
         if isinstance(cid, str):

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from peer.jsontext import loads_within
 from peer.log.snapstream import (
     MAX_LINE_BYTES,
     StreamError,
@@ -323,7 +324,7 @@ def decode_providers(payload: bytes) -> list[tuple[Any, ...]]:
 
 
 def _obj(v: Any) -> str:
-    if type(v) is not str or not isinstance(json.loads(v), dict):
+    if type(v) is not str or not isinstance(loads_within(v), dict):
         raise StreamError("expected the JSON text of an object")
     return v
 
@@ -428,7 +429,7 @@ def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
         raise StreamError("a record whose hash is not its summary's")
     for t in texts:
         try:
-            ok = isinstance(json.loads(t), dict)
+            ok = isinstance(loads_within(t), dict)  # (ValueError if nested too deeply)
         except ValueError:
             ok = False
         if not ok:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from peer.jsontext import loads_within
 from peer.log.signing import Identity, _str_bytes
 
 STREAM_DOMAIN = b"banzai-snapshot-v2\n"
@@ -179,7 +180,7 @@ def checked_uint(v: Any) -> int:
 
 def _json_text(v: Any, kind: type) -> str:
     """A JSON text of `kind` (dict or list), as the index stores it."""
-    if type(v) is not str or not isinstance(json.loads(v), kind):
+    if type(v) is not str or not isinstance(loads_within(v), kind):  # (ValueError if deep)
         raise StreamError("expected the JSON text of an object")
     return v
 
@@ -223,7 +224,7 @@ def read_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, list[tuple[Any, ...
             if type(rows) is not list or len(rows) > MAX_ROWS_PER_LINE:
                 raise StreamError("rows")
             yield tag, [check(r) for r in rows]
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, RecursionError) as e:
             raise StreamError(f"a malformed row line: {e!s:.60}") from None
 
 

@@ -33,7 +33,10 @@ from peer.jobs import kinds
 from peer.jobs.spec import parse
 from peer.log import Event, EventLog, EventType, Provide, turn_event
 from peer.log.events import part_event
+from peer.log.jobindex import ITEM, JobIndex
 from peer.log.signing import event_hash, sign_events
+from peer.log.snapframe import check_record, record_sha
+from peer.log.snapstream import StreamError, read_rows
 from peer.mesh.gossip import Gossip, GossipConfig, Kind
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.mesh.transport import MemoryNetwork
@@ -383,3 +386,38 @@ async def test_a_job_at_the_bound_is_taken_and_one_level_over_is_a_400(
         return parse_events([json.loads(x) for x in frames[0].events]), len(too_large)
 
     assert with_room(ROOM, send) == ([ev], 0)
+
+
+# -- the job index and snapshots: texts an earlier release (or its snapshot) left --------
+
+def test_job_index_rows_deeper_than_this_release_writes_are_left_out(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A compacted job's record, list entry or cache value an earlier release wrote (or
+    took from its snapshot) nested past any valid job's: read back as absent and counted,
+    never served nor encoded again."""
+    d = tmp_path / "peer"
+    n = _node(d, opened)
+    deep = json.dumps({"x": nested(500)})
+    rows = [(f"j{i}", 1, "o", i, 1, "done", deep if i == 1 else "{}",
+             deep if i == 2 else "{}", "{}", "[]") for i in (1, 2)]
+    _insert(d / "events.sqlite", "INSERT INTO job_index (job, hlc, origin, seq, ended, state, "
+            "summary, record, facts, ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", *rows)
+    _insert(d / "events.sqlite", "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?)",
+            (ITEM, "k", deep, 1, "o", 1))
+    index = JobIndex(n.log.db)
+    assert with_room(ROOM, lambda: json.dumps(index.record("j2"))) == "null"
+    assert index.page(None, None) == [((1, "o", 2), {})]  # j1's list entry is left out
+    assert [r.job for r in index.rows()] == []  # neither is served in a snapshot
+    assert index.entry(ITEM, "k") is None and list(index.entries()) == []
+    assert index.skipped >= 2
+
+
+def test_a_snapshot_row_nested_past_the_stack_is_a_malformed_stream() -> None:
+    """Rows taken from a peer's snapshot are checked as they are read: too deep is a
+    StreamError (the catch-up refuses the stream), never a RecursionError out of it."""
+    deep = "[" * 5000 + "]" * 5000
+    row = ["j", 1, "o", 1, 1, "done", deep, "", "{}"]
+    with pytest.raises(StreamError):
+        list(read_rows([json.dumps(["j", [row]]).encode()]))
+    with pytest.raises(StreamError):
+        check_record(record_sha("{}", deep, "{}"), ["{}", deep, "{}"])
