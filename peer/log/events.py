@@ -809,12 +809,14 @@ def _check_depth(kind: str, p: dict[str, Any], body: Body | None) -> None:
     its parts' payloads, counted from their own top, and its other fields), naming where:
     everything a peer takes in can be encoded again at any later stack (jsontext)."""
     if type(body) is Turn:
-        for i, (pp, pb) in enumerate(zip(body.payloads, body.bodies, strict=True)):
-            _deep(kind, pp, pb, f"payload.parts[{i}][1]")
-    _deep(kind, p, body, "payload")
+        for i, pp in enumerate(body.payloads):
+            pb = body.bodies[i]
+            if not pp.keys() <= _FLAT[type(pb)]:  # (else its reader checked every field)
+                _deep(kind, pp, pb, i)
+    _deep(kind, p, body)
 
 
-def _deep(kind: str, p: dict[str, Any], body: Body | None, where: str) -> None:
+def _deep(kind: str, p: dict[str, Any], body: Body | None, part: int | None = None) -> None:
     flat = _FLAT.get(type(body), _NONE)
     rest = [v for k, v in p.items() if k not in flat and type(v) not in _LEAF and v]
     if not rest:  # (an empty list or object nests 1 level: within any bound)
@@ -827,6 +829,7 @@ def _deep(kind: str, p: dict[str, Any], body: Body | None, where: str) -> None:
         depth = nesting(rest)
     if depth <= MAX_DEPTH:  # (the list `rest` stands for the payload's level)
         return
+    where = "payload" if part is None else f"payload.parts[{part}][1]"
     for k, v in p.items():
         if k not in flat and nesting(v, MAX_DEPTH - 1) >= MAX_DEPTH:
             path = [k, *(deep_path(v, MAX_DEPTH - 1) or [])]
