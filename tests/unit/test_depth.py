@@ -289,7 +289,7 @@ def test_a_members_deep_event_is_refused_and_counted_and_the_rest_is_served(
     assert b.door.health()["refused"]["by_origin"][a.peer_id] == 1
     assert gb.stats.events_refused == 1
     probe = Probe(net)  # a third peer asks b for everything: b serves what it holds
-    probe.send(gb.address, Kind.DIGEST, {"vv": {}, "peers": []})
+    probe.send(gb.address, Kind.DIGEST, {"vv": {}, "peers": [], **probe.prove(gb.address)})
     net.pump()
     served = [e for f in probe.frames(Kind.DIGEST_REPLY) for e in parse_events(
         f.body["events"])]
