@@ -28,7 +28,8 @@ from tests.conftest import ROOT, PeerProc, start_peer
 
 __all__ = ["FINAL", "FakeCtx", "JsonApi", "LocalUser", "auth_headers", "get_json",
            "init_kubo_repo", "kubo_binary", "launch", "load_script", "local_user", "lone_peer",
-           "multipart", "post_json", "serve_corpus", "stop", "wait_job", "wait_mesh"]
+           "multipart", "post_json", "self_signed", "serve_corpus", "stop", "wait_job",
+           "wait_mesh"]
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -278,3 +279,32 @@ def logged_events(db_path: Path, types: Sequence[int]) -> list[tuple[int, int, d
         out.extend((int(hlc), int(t), q) for t, q in parts if t in types)
     return out
 
+
+# -- TLS -------------------------------------------------------------------------------------
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A fresh self-signed certificate for 127.0.0.1 and its key (0600), written in `tmp`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path

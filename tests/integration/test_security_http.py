@@ -6,9 +6,7 @@ the CLI's token lookup and HTTPS. Two module-scoped peers: one on 127.0.0.1, one
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -31,7 +29,7 @@ from peer.http.tokens import mesh_credential
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import dns_label
 from tests.conftest import BIN, ROOT, PeerProc, start_peer
-from tests.helpers import multipart
+from tests.helpers import multipart, self_signed
 
 pytestmark = pytest.mark.integration
 EVIL = "http://evil.example"
@@ -310,33 +308,8 @@ def test_print_login_and_the_cli_find_the_token(loop: PeerProc, tmp_path: Path) 
 
 
 # -- HTTPS -----------------------------------------------------------------------------------
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_https(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     p = _start(tmp_path, "tls", "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert p.url.startswith("https://127.0.0.1:")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -26,6 +24,7 @@ from peer.http.app import GATE, make_app
 from peer.http.limits import FD_RESERVE, Gate, HttpLimits, connection_cap, serve
 from peer.http.tokens import load_or_create_token
 from peer.node import Node
+from tests.helpers import self_signed
 
 SMALL = {"http_header_timeout_s": 0.3, "http_idle_timeout_s": 1.0, "http_body_idle_s": 0.3}
 PATIENCE_S = 10.0  # bound on any wait for an answer or a close (never reached when it works)
@@ -296,28 +295,10 @@ async def test_the_65th_event_stream_is_503_while_64_keep_streaming(tmp_path: Pa
 def _tls(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a fresh self-signed certificate for 127.0.0.1, and a client's
     that trusts it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    cert, key = self_signed(tmp)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-    return server, ssl.create_default_context(cafile=str(tmp / "cert.pem"))
+    server.load_cert_chain(cert, key)
+    return server, ssl.create_default_context(cafile=str(cert))
 
 
 async def test_a_tls_handshake_that_never_comes_is_cut_and_tls_clients_are_served(
