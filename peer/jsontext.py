@@ -86,27 +86,35 @@ def _items(x: Any) -> Iterator[tuple[str | int, Any]]:
     return iter(x.items()) if isinstance(x, dict) else enumerate(x)
 
 
-def deep_path(value: Any, limit: int = MAX_DEPTH) -> JsonPath | None:
-    """The path to a container at level `limit` + 1 of `value` (None if it nests at most
-    `limit` levels): an iterative depth-first walk."""
-    if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
-        return None
-    if limit <= 0:
-        return []
+def _walk(value: Any) -> Iterator[tuple[JsonPath, str | int, Any]]:
+    """(path to its container, key or index, element) of every element below the container
+    `value`, depth first, a container entered just after it is yielded. Iterative: any depth.
+    The path is one list, changed as the walk goes on: copy it to keep it."""
     path: JsonPath = []
     stack = [_items(value)]
     while stack:
         for k, c in stack[-1]:
+            yield path, k, c
             if type(c) not in _LEAF and isinstance(c, _CONTAINERS):
                 path.append(k)
-                if len(stack) == limit:
-                    return path
                 stack.append(_items(c))
                 break
         else:
             stack.pop()
             if path:
                 path.pop()
+
+
+def deep_path(value: Any, limit: int = MAX_DEPTH) -> JsonPath | None:
+    """The path to a container at level `limit` + 1 of `value` (None if it nests at most
+    `limit` levels): the first one depth first."""
+    if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
+        return None
+    if limit <= 0:
+        return []
+    for path, k, c in _walk(value):
+        if len(path) + 1 == limit and type(c) not in _LEAF and isinstance(c, _CONTAINERS):
+            return [*path, k]
     return None
 
 
@@ -118,23 +126,9 @@ def lone_surrogate(value: Any) -> JsonPath | None:
         return [] if _SURROGATE.search(value) else None
     if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
         return None
-    path: JsonPath = []
-    stack = [_items(value)]
-    while stack:
-        for k, c in stack[-1]:
-            if type(k) is str and not k.isascii() and _SURROGATE.search(k):
-                return [*path, k]
-            if type(c) is str:
-                if not c.isascii() and _SURROGATE.search(c):
-                    return [*path, k]
-            elif type(c) not in _LEAF and isinstance(c, _CONTAINERS):
-                path.append(k)
-                stack.append(_items(c))
-                break
-        else:
-            stack.pop()
-            if path:
-                path.pop()
+    for path, k, c in _walk(value):
+        if any(type(x) is str and not x.isascii() and _SURROGATE.search(x) for x in (k, c)):
+            return [*path, k]
     return None
 
 
