@@ -166,9 +166,18 @@ def _show(v: Any) -> str:
     return shown[:40] + "..." if shown else "a value nested too deeply"
 
 
+def _too_deep(kind: str, path: Sequence[str | int], where: str = "payload") -> InvalidEvent:
+    """A payload nested deeper than MAX_DEPTH at `path` (from `where`)."""
+    return InvalidEvent(f"{kind} {show_path(path, where)}: nested too deeply (deeper than "
+                        f"{MAX_DEPTH} levels)", field=show_path(path[:1], where))
+
+
 def _bad(kind: str, name: str, want: str, got: Any) -> InvalidEvent:
     where = f"payload.{name}" if name else "payload"
     return InvalidEvent(f"{kind} {where}: expected {want}, got {_show(got)}", field=where)
+
+
+_LEAF = frozenset({str, int, float, bool, type(None)})  # JSON's scalars, as the wire gives them
 
 
 # Local payloads may hold subclasses (a StrEnum, a tuple): they have the same wire form. The
@@ -254,9 +263,23 @@ def _cache(kind: str, p: Mapping[str, Any], required: bool, name: str = "cache",
         return {}
     if not isinstance(v, dict) or len(v) > MAX_ITEMS:
         raise _bad(kind, name, f"an object of at most {MAX_ITEMS} keys", v)
-    for k in v:
-        if not _is_str(k, 1, MAX_KEY_CHARS):
+    deeper = []  # results that are not scalars nor objects of scalars (an item's, as a rule)
+    for k, r in v.items():
+        if not (type(k) is str and 0 < len(k) <= MAX_KEY_CHARS):
             _check_str(kind, f"{name} (a key)", k, 1, MAX_KEY_CHARS)
+        t = type(r)
+        if t is dict:
+            for x in r.values():
+                if type(x) not in _LEAF:
+                    deeper.append(r)
+                    break
+        elif t not in _LEAF:
+            deeper.append(r)
+    # the results are at level 3 of the payload (`deeper` stands for the map's level 2)
+    if deeper and nesting(deeper, MAX_DEPTH - 1) >= MAX_DEPTH:
+        for k, r in v.items():
+            if nesting(r, MAX_DEPTH - 2) > MAX_DEPTH - 2:
+                raise _too_deep(kind, [name, k, *(deep_path(r, MAX_DEPTH - 2) or [])])
     return v
 
 
@@ -767,20 +790,21 @@ Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | Chu
         | Revoke | TaskSplitRef | IpnsRecord | Turn | Partial | Unknown)
 
 # The fields each body's reader checks to be scalars or to nest at most 3 levels, each
-# element looked at (ids, counts, a split's items, a PROVIDE's CIDs, MEMBER's lists): the
-# depth walk leaves them out, so that it is folded into the reading that happens anyway and
-# an event of these fields alone costs no walk. The others (workflows, cache results, hints
-# read loosely as `local`, fields of newer peers) are walked. A TURN's parts are each walked
-# as a payload of their own.
+# element looked at (ids, counts, a split's items, a PROVIDE's CIDs, MEMBER's lists), or
+# checks against the bound itself (cache results, in the loop over their keys): the depth
+# walk leaves them out, so that it is folded into the reading that happens anyway and an
+# event of these fields alone costs no walk. The others (workflows, hints read loosely as
+# `local`, fields of newer peers) are walked. A TURN's parts are each walked as a payload of
+# their own.
 _CHUNK_FIELDS = ("job", "task", "split", "chunk", "attempt")
 _FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
     (JobSubmitted, ("job",)), (JobCancelled, ("job", "reason")),
-    (TaskSplit, ("job", "task", "input", "chunks")),
-    (TaskSplitRef, ("job", "task", "input", "listing", "sizes", "kept_listing")),
+    (TaskSplit, ("job", "task", "input", "chunks", "kept")),
+    (TaskSplitRef, ("job", "task", "input", "listing", "sizes", "kept", "kept_listing")),
     (Claim, _CHUNK_FIELDS), (Renew, _CHUNK_FIELDS), (Progress, (*_CHUNK_FIELDS, "progress")),
-    (ChunkDone, (*_CHUNK_FIELDS, "output", "log", "s", "inline")),
+    (ChunkDone, (*_CHUNK_FIELDS, "output", "log", "s", "inline", "cache")),
     (ChunkFailed, (*_CHUNK_FIELDS, "kind", "error")),
-    (TaskDone, ("job", "task", "output", "key", "cached", "warning")), (CachePut, ()),
+    (TaskDone, ("job", "task", "output", "key", "cached", "warning")), (CachePut, ("cache",)),
     (Provide, ("cids",)), (Unprovide, ("cids",)),
     (Member, ("name", "http", "calls", "slots", "cores", "mem_mb", "gpu", "key", "features",
               "kinds", "labels")),
@@ -788,7 +812,6 @@ _FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
     (IpnsRecord, ("name", "record")), (Partial, ("job", "task", "output", "items", "of")),
     (Turn, ("parts",)))}
 _NONE: frozenset[str] = frozenset()
-_LEAF = frozenset({str, int, float, bool, type(None)})
 
 
 # type -> (its member, its name, its reader, the keys a payload of which alone needs no walk:
@@ -826,15 +849,18 @@ def _deep(kind: str, p: dict[str, Any], body: Body | None, part: int | None = No
         if not plain:
             _text(kind, body.workflow)
     else:
-        depth = nesting(rest)
+        for v in rest:
+            if not (type(v) is dict and _LEAF.issuperset(map(type, v.values()))):
+                depth = nesting(rest)
+                break
+        else:  # objects of scalars alone (a CHUNK_DONE's `done`), their types looked at in C
+            return
     if depth <= MAX_DEPTH:  # (the list `rest` stands for the payload's level)
         return
-    where = "payload" if part is None else f"payload.parts[{part}][1]"
+    where = "payload" if part is None else f"payload.parts[{part}]"
     for k, v in p.items():
         if k not in flat and nesting(v, MAX_DEPTH - 1) >= MAX_DEPTH:
-            path = [k, *(deep_path(v, MAX_DEPTH - 1) or [])]
-            raise InvalidEvent(f"{kind} {show_path(path, where)}: nested too deeply (deeper "
-                               f"than {MAX_DEPTH} levels)", field=show_path(path[:1], where))
+            raise _too_deep(kind, [k, *(deep_path(v, MAX_DEPTH - 1) or [])], where)
 
 
 def _text(kind: str, workflow: Mapping[str, Any]) -> None:

@@ -133,6 +133,9 @@ def _workflow(levels: int) -> dict[str, Any]:
 SHAPES: dict[str, tuple[EventType, Callable[[int], dict[str, Any]], str]] = {
     "cache result": (EventType.CACHE_PUT, lambda n: {"cache": {"k": nested(n - 2)}},
                      "payload.cache"),
+    "a split's kept result": (EventType.TASK_SPLIT, lambda n: {
+        "job": "j1", "task": "t", "input": None, "chunks": [[]], "kept": {"k": nested(n - 2)}},
+        "payload.kept"),
     "implied done": (EventType.CHUNK_DONE, lambda n: {
         **CHUNK, "output": CID, "cache": {}, "done": {"key": None, "x": nested(n - 2)}},
         "payload.done"),
@@ -198,11 +201,14 @@ def test_a_turn_holds_parts_at_the_bound_and_refuses_one_over(tmp_path: Path) ->
                                               Event("a", 4, 4, EventType.CLAIM, CHUNK).body)])
     assert depth(turn.payload) == MAX + 3
     _round_trips(Event.from_json(turn.to_json()), tmp_path)
-    wire = turn.to_json()
-    wire["payload"]["parts"][0][1]["cache"]["k"] = nested(MAX - 1)
-    with pytest.raises(InvalidEvent, match="nested too deeply") as err:
-        Event.from_json(wire)
-    assert err.value.field == "payload.parts[0][1].cache"
+    for part, key, value, field in ((0, "cache", {"k": nested(MAX - 1)},
+                                     "payload.parts[0].cache"),
+                                    (1, "x", nested(MAX), "payload.parts[1].x")):
+        wire = copy.deepcopy(turn.to_json())
+        wire["payload"]["parts"][part][1][key] = value
+        with pytest.raises(InvalidEvent, match="nested too deeply") as err:
+            Event.from_json(wire)
+        assert err.value.field == field
 
 
 def _deepen(v: Any, levels: int, key: Any) -> Any:
