@@ -530,7 +530,13 @@ class ChunkDone(ChunkEvent):
         fields = _chunk_fields(k, p)
         output = _opt_str(k, p, "output", MAX_CID_CHARS)
         cache = _cache(k, p, required=False)
-        done = _done(fields[0], fields[1], output, cache, p["done"]) if "done" in p else None
+        done = None
+        if "done" in p:
+            d = p["done"]
+            if not (type(d) is dict and _LEAF.issuperset(map(type, d.values()))) and nesting(
+                    d, MAX_DEPTH - 1) >= MAX_DEPTH:  # (at level 2; its scalars looked at in C)
+                raise _too_deep(k, ["done", *(deep_path(d, MAX_DEPTH - 1) or [])])
+            done = _done(fields[0], fields[1], output, cache, d)
         return cls(*fields, output, cache, _opt_str(k, p, "log", MAX_CID_CHARS), s,
                    _inline(k, p) if "inline" in p else None, done)
 
@@ -791,18 +797,18 @@ Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | Chu
 
 # The fields each body's reader checks to be scalars or to nest at most 3 levels, each
 # element looked at (ids, counts, a split's items, a PROVIDE's CIDs, MEMBER's lists), or
-# checks against the bound itself (cache results, in the loop over their keys): the depth
-# walk leaves them out, so that it is folded into the reading that happens anyway and an
-# event of these fields alone costs no walk. The others (workflows, hints read loosely as
-# `local`, fields of newer peers) are walked. A TURN's parts are each walked as a payload of
-# their own.
+# checks against the bound itself (cache results in the loop over their keys, a `done`):
+# the depth walk leaves them out, so that it is folded into the reading that happens anyway
+# and an event of these fields alone costs no walk. The others (workflows, hints read
+# loosely as `local`, fields of newer peers) are walked. A TURN's parts are each walked as a
+# payload of their own.
 _CHUNK_FIELDS = ("job", "task", "split", "chunk", "attempt")
 _FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
     (JobSubmitted, ("job",)), (JobCancelled, ("job", "reason")),
     (TaskSplit, ("job", "task", "input", "chunks", "kept")),
     (TaskSplitRef, ("job", "task", "input", "listing", "sizes", "kept", "kept_listing")),
     (Claim, _CHUNK_FIELDS), (Renew, _CHUNK_FIELDS), (Progress, (*_CHUNK_FIELDS, "progress")),
-    (ChunkDone, (*_CHUNK_FIELDS, "output", "log", "s", "inline", "cache")),
+    (ChunkDone, (*_CHUNK_FIELDS, "output", "log", "s", "inline", "cache", "done")),
     (ChunkFailed, (*_CHUNK_FIELDS, "kind", "error")),
     (TaskDone, ("job", "task", "output", "key", "cached", "warning")), (CachePut, ("cache",)),
     (Provide, ("cids",)), (Unprovide, ("cids",)),
@@ -849,12 +855,7 @@ def _deep(kind: str, p: dict[str, Any], body: Body | None, part: int | None = No
         if not plain:
             _text(kind, body.workflow)
     else:
-        for v in rest:
-            if not (type(v) is dict and _LEAF.issuperset(map(type, v.values()))):
-                depth = nesting(rest)
-                break
-        else:  # objects of scalars alone (a CHUNK_DONE's `done`), their types looked at in C
-            return
+        depth = nesting(rest)
     if depth <= MAX_DEPTH:  # (the list `rest` stands for the payload's level)
         return
     where = "payload" if part is None else f"payload.parts[{part}]"
