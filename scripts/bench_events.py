@@ -42,6 +42,18 @@ PAYLOADS: dict[str, tuple[int, dict[str, Any]]] = {  # name: (type, payload)
     "task_split": (3, {"job": "j3f2a9c1d0b7e", "task": "mfcc", "input": H,
                        "chunks": [[[f"d/{c}/{i}.wav", H] for i in range(16)]
                                   for c in range(8)]}),
+    # a loop turn of 5 short tasks as scripts/bench_receive.py sends it (CLAIM, CHUNK_DONE
+    # with `done`), and a job of 20 tasks (its workflow is walked for depth and text)
+    "turn": (17, {"parts": [p for i in range(5) for p in (
+        [4, {**BASE, "task": f"t{i}", "chunk": 0}],
+        [7, {**BASE, "task": f"t{i}", "chunk": 0, "output": H, "cache": {}, "log": H,
+             "s": 0.002, "done": {"key": "k" * 64}}])]}),
+    "job_submitted": (1, {"job": "j3f2a9c1d0b7e", "workflow": {
+        "name": "pipeline", "splits": "implicit",
+        "tasks": [{"name": f"t{i}", "call": "extract_mfcc", "depends": [] if i == 0 else
+                   [f"t{i - 1}"], "params": {"fft_size": 32, "n_mels": 24, "fmin": 1.0,
+                                             "fmax": 8000.0, "urls": ["https://x/y"]}}
+                  for i in range(20)]}}),
 }
 
 
