@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from peer.errors import BanzaiError, ConfigError
+from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
 from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
@@ -217,7 +218,7 @@ class CatchUp:
                                         params={"v": "3", "record": job}) as r:
                         if r.status != 200:
                             continue
-                        texts = check_record(sha, await r.json())
+                        texts = check_record(sha, loads_within(await r.read()))
                 except (aiohttp.ClientError, TimeoutError, ValueError) as e:
                     log.warning("no record of job %s from %s: %s", job, peer[:16], e)
                     if isinstance(e, StreamError):
@@ -595,7 +596,7 @@ class CatchUp:
                     async with http.get(f"{url}/api/snapshot", params=params) as r:
                         r.raise_for_status()
                         if r.content_type == "application/json":  # an older peer: one body
-                            body: Any = json.loads(await r.read())
+                            body: Any = loads_within(await r.read())
                         else:
                             with rows.open("wb") as f:
                                 body = (FrameSpool(f, self.cfg.max_snapshot_bytes)
@@ -632,7 +633,7 @@ class CatchUp:
                     async with http.get(f"{other_url}/api/snapshot",
                                         params={"digest": "1", "v": v}) as r:
                         if r.status == 200:
-                            d = await r.json()
+                            d = loads_within(await r.read())
                             return d if isinstance(d, dict) else None
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     return None

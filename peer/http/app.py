@@ -25,6 +25,7 @@ from peer import jsontext
 from peer.errors import (
     ArgError,
     BadCID,
+    BadDag,
     BanzaiError,
     Conflict,
     NotFound,
@@ -236,7 +237,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:
             data = await asyncio.to_thread(_read_all, node, logs)
-            out.extend(json.loads(data)[kind])
+            out.extend(_run_record(data, logs, kind))
     done = node.state.task_done.get((job, task))
     warning = done.body_as(TaskDone).warning if done is not None else None
     if kind == "log" and warning:
@@ -258,7 +259,7 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
     out: list[Any] = []
     for cid in t.get("logs", []):
         data = await asyncio.to_thread(_read_all, node, cid)
-        out.extend(json.loads(data)[kind])
+        out.extend(_run_record(data, cid, kind))
     if kind == "log" and t.get("warning"):
         out.append(f"[banzai] warning: {t['warning']}")
     return out
@@ -266,6 +267,20 @@ async def _archived_record(node: Host, record: dict[str, Any], task: str, kind: 
 
 def _read_all(node: Host, cid: str) -> bytes:
     return b"".join(node.store.cat(cid))
+
+
+def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
+    """The `kind` list ("log" or "metrics") of a run's record stored at `cid`. The CID
+    comes from a member's event, so the bytes are read as any input: BadDag naming the CID
+    if they are not such a record (before: a 500, or a RecursionError for deep JSON)."""
+    try:
+        record = jsontext.loads_within(data, jsontext.MAX_DEPTH)
+    except ValueError as e:  # not UTF-8 or JSON, or nested too deep
+        raise BadDag(f"the run record {cid} is not JSON: {e}", field=kind) from None
+    value = record.get(kind) if isinstance(record, dict) else None
+    if not isinstance(value, list):
+        raise BadDag(f"the run record {cid} has no {kind} list", field=kind)
+    return value
 
 
 async def task_log(request: web.Request) -> web.StreamResponse:

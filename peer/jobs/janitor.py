@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -31,6 +30,7 @@ from peer.jobs.retention import (
     plan_job_deletions,
     plan_unpins,
 )
+from peer.jsontext import MAX_DEPTH, loads_within
 from peer.log import EventType, JobSubmitted, MeshState
 
 log = logging.getLogger("banzai.janitor")
@@ -164,7 +164,7 @@ class Janitor:
         """A kept listing's results (BanzaiError naming the listing if it is not here or
         not a JSON object)."""
         try:
-            got = json.loads(b"".join(self.store.cat(cid)))
+            got = loads_within(b"".join(self.store.cat(cid)), MAX_DEPTH)
         except NotFound:
             raise BanzaiError(f"a live job's kept listing {cid} is not here") from None
         except (OSError, ValueError) as e:  # (JSON and UTF-8 errors are ValueErrors)

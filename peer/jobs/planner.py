@@ -16,6 +16,7 @@ from peer.ipfs.store import Listings
 from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
+from peer.jsontext import MAX_DEPTH, loads_within
 from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
@@ -243,17 +244,25 @@ class Planner:
         key = (p["job"], p["task"])
         got = self._listings.get(key)
         if got is None and all(self.data.is_complete(c) for c in self.listings(split)):
-            got = json.loads(b"".join(self.store.cat(p["listing"])))
+            got = self._read(p["listing"], f"{p['task']}: the split listing")
             TaskSplit.from_payload({**p, "chunks": got})  # InvalidEvent names what is wrong
             if [len(c) for c in got] != p["sizes"]:
                 raise BanzaiError(f"{p['task']}: the split listing {p['listing']} does not "
                                   "match its sizes")
             if p.get("kept_listing"):
-                kept = json.loads(b"".join(self.store.cat(p["kept_listing"])))
+                kept = self._read(p["kept_listing"], f"{p['task']}: the kept listing")
                 TaskSplit.from_payload({**p, "chunks": [], "kept": kept})
                 self._kept[key] = kept
             self._listings[key] = got
         return got
+
+    def _read(self, cid: str, what: str) -> Any:
+        """The JSON a listing's CID holds: a member named it, so its bytes are any content
+        (BanzaiError naming it if they are not JSON within the nesting bound)."""
+        try:
+            return loads_within(b"".join(self.store.cat(cid)), MAX_DEPTH)
+        except ValueError as e:  # not UTF-8 or JSON, or nested too deep
+            raise BanzaiError(f"{what} {cid} is not JSON: {e}") from None
 
     def kept(self, split: Event) -> Mapping[str, Any] | None:
         """The results a split keeps for the items it left out (read after `chunks`), or

@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from peer.errors import BanzaiError
+from peer.jsontext import MAX_DEPTH, nesting
 from peer.log import PROTOCOL_VERSION, Event
 from peer.mesh.addr import parse_addr
 
@@ -338,7 +339,13 @@ def check_info(info: Mapping[str, Any]) -> None:
     """ValueError naming the key if a key of a peer's info (a HEARTBEAT's, a SWIM member's
     report) that this release reads has another type than ours sends: such input must not
     reach the scheduler, which reads it per task. Keys it does not know pass (a newer
-    peer's)."""
+    peer's), within the nesting bound of all JSON a peer takes in."""
+    _check_types(info)
+    if nesting(info, MAX_DEPTH) > MAX_DEPTH:  # served again (/api/mesh) at a deeper stack
+        raise ValueError(f"info is nested deeper than {MAX_DEPTH} levels")
+
+
+def _check_types(info: Mapping[str, Any]) -> None:
     for k in _INFO_STR:
         if k in info and not isinstance(info[k], str):
             raise ValueError(f"info.{k} is not a string")

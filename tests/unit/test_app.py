@@ -117,3 +117,32 @@ async def test_good_uploads_still_land(client: Client) -> None:
     r = await client.post("/api/add", data=_multipart("d/a", "d/b/c"),
                           headers={"Content-Type": MULTIPART})
     assert r.status == 201 and (await r.json())["name"] == "d"
+
+
+@pytest.mark.parametrize(("stored", "shown"), [
+    (DEEP + b"]" * 100_000, "is not JSON: nested deeper than 64 levels"),
+    (b"\xff\xfe", "is not JSON"), (b"[1, 2]", "has no log list"),
+    (b'{"log": "one line"}', "has no log list"), (b'{"metrics": []}', "has no log list"),
+])
+async def test_a_run_record_that_is_not_one_is_a_422_naming_its_cid(
+        tmp_path: Path, stored: bytes, shown: str) -> None:
+    """A task's log and metrics are read from the run records its CHUNK_DONE or its job's
+    record names: CIDs a member chose, whose bytes are any content. Such bytes are an error
+    naming the CID (BadDag, 422), not a 500 (a KeyError, a TypeError, a RecursionError)."""
+    from peer.errors import BadDag
+    from peer.errors_http import Surface, http_error
+    from peer.http.app import _archived_record
+
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    try:
+        good = node.store.add_bytes(b'{"log": ["a", "b"], "metrics": [{"m": 1}]}')
+        bad = node.store.add_bytes(stored)
+        record = {"id": "j1", "tasks": [{"name": "t", "logs": [good, bad]}]}
+        with pytest.raises(BadDag) as caught:
+            await _archived_record(node, record, "t", "log")
+        assert f"the run record {bad} {shown}" in str(caught.value)
+        assert http_error(caught.value, Surface.API).status == 422
+        record["tasks"][0]["logs"] = [good]
+        assert await _archived_record(node, record, "t", "metrics") == [{"m": 1}]
+    finally:
+        node.log.close()

@@ -595,6 +595,43 @@ async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
         assert await b.catchup.fetch_record("nope") is None and len(served) == 2
 
 
+async def test_answers_nested_past_the_stack_are_refused_not_raised(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A member's HTTP answers (an older peer's one-body snapshot, a second member's
+    digests, a job's record) nested deeper than json.loads can go raised RecursionError out
+    of the catch-up task; each is now a refused answer, logged, and nothing is taken."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    assert _take_v3(a, b, tmp_path) is None  # b holds job001 thin: it fetches the record
+    deep = b"[" * 100_000 + b"]" * 100_000
+    asked: list[str] = []
+
+    async def snapshot(request: web.Request) -> web.Response:
+        asked.append(request.query.get("digest") or request.query.get("record") or "body")
+        return web.Response(body=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/snapshot", snapshot)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        urls = {a.peer_id: url, "other": url}
+        monkeypatch.setattr(b, "peer_urls", lambda: urls)
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            p: {"http": u, "features": [SNAPSHOT_FEATURE]} for p, u in urls.items()})
+        heads = dict(b.heads())
+        with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+            await b.catchup._catch_up(a.peer_id)  # v3 asked, an older peer's JSON answered
+            assert await b.catchup.fetch_record("job001") is None
+        assert "no snapshot from" in caplog.text and "nested deeper" in caplog.text
+        assert "no record of job job001" in caplog.text
+        assert dict(b.heads()) == heads and {"body", "1", "job001"} <= set(asked)
+
+
 def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)

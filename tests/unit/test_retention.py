@@ -481,10 +481,12 @@ async def test_a_cycle_keeps_a_live_jobs_results_listed_in_its_kept_listing(tmp_
     assert stats.blocks == 0 and s.has(old)
 
 
-@pytest.mark.parametrize("listing", [b"[1, 2]", b"{not json", b"\xff\xfe", None])
+@pytest.mark.parametrize("listing", [b"[1, 2]", b"{not json", b"\xff\xfe", None,
+                                     b"[" * 100_000 + b"]" * 100_000])
 async def test_a_kept_listing_not_read_here_stops_unpinning_and_gc(
         tmp_path: Path, listing: bytes | None, caplog: pytest.LogCaptureFixture) -> None:
-    """Not a JSON object, not JSON, not UTF-8, or not here and not fetched: the results it
+    """Not a JSON object, not JSON, not UTF-8, nested past the stack (a RecursionError out
+    of the cycle before), or not here and not fetched: the results it
     lists are unknown, so a cycle unpins and collects nothing (and says why) and `repo gc`
     is refused; it goes on once the listing is read."""
     s = EmbeddedStore(tmp_path / "store")
@@ -542,3 +544,22 @@ def test_a_finished_jobs_chunk_output_ages_from_the_jobs_end_not_its_pin() -> No
     facts = StoreFacts({"chunk": 10}, frozenset(), 10, {"chunk": NOW - 30 * DAY})
     j = JobFacts("j", NOW - 60, frozenset(), frozenset({"chunk"}), frozenset())
     assert plan_unpins([j], facts, [], NOW, RetentionConfig(keep_outputs_s=DAY)) == []
+
+
+@pytest.mark.parametrize("listing", [b"{not json", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000])
+def test_a_split_listing_that_is_not_json_is_an_error_naming_it(tmp_path: Path,
+                                                                listing: bytes) -> None:
+    """A split by reference names a listing (the chunks) by a CID its member chose: bytes
+    that are not JSON within the nesting bound are a BanzaiError naming the listing (the
+    scheduler fails the task with that message), not a bare ValueError or RecursionError
+    (an "internal error" and a traceback in the log before)."""
+    from peer.errors import BanzaiError
+
+    s = EmbeddedStore(tmp_path / "store")
+    m = Mesh()
+    m.submit("live", [{"name": "a", **T}])
+    cid = s.add_bytes(listing)
+    split = m.emit(EventType.TASK_SPLIT_REF, {"job": "live", "task": "a", "input": "cin",
+                                              "listing": cid, "sizes": [1]})
+    with pytest.raises(BanzaiError, match=f"a: the split listing {cid} is not JSON"):
+        Planner(m.state, s, Data(), 1, 64).chunks(split)

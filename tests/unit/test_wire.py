@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer.jsontext import MAX_DEPTH
 from peer.log import PROTOCOL_VERSION, Event, EventType
 from peer.mesh.wire import (
     FLAG_MAC,
@@ -248,6 +249,25 @@ def test_a_known_info_key_of_another_type_makes_the_frame_malformed(key: str,
     assert parse_info({"info": good}) == good
     with pytest.raises(ValueError, match=f"info.{key} "):
         parse_info({"info": {**good, key: value}})
+
+
+def _nested(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_an_info_nested_past_the_bound_makes_the_frame_malformed() -> None:
+    """A member's info is served again (/api/mesh, the scheduler's views) at a deeper stack:
+    like every JSON value a peer takes in it nests at most MAX_DEPTH levels, an unknown
+    (newer) key's value and `running`'s items included."""
+    assert parse_info({"info": {"newer": _nested(MAX_DEPTH - 1)}})
+    for key in ("newer", "running", "kubo"):
+        inner = _nested(MAX_DEPTH)
+        value = {"k": inner[0]} if key == "kubo" else inner
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            parse_info({"info": {key: value}})
 
 
 @FAST
