@@ -112,7 +112,7 @@ class Trailer:
             admit = None if d.get("admit") is None else bytes.fromhex(d["admit"])
             return Trailer(d["signer"], bytes.fromhex(d["key"]), admit, heads, floors, rows,
                            bytes.fromhex(d["sig"]), rows_sha, v)
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
             raise StreamError(f"malformed trailer: {e!s:.60}") from None
 
 

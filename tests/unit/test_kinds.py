@@ -83,3 +83,21 @@ def test_submit_rejects_a_task_of_unknown_kind() -> None:
 def test_taskdef_rejects_a_kind_that_is_not_a_name(kind: Any) -> None:
     with pytest.raises(ValueError, match="kind"):
         dataclasses.replace(_def(), kind=kind)
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 128 levels"),
+    (b"[" * 129 + b"]" * 129, "nested deeper than 128 levels"),
+    (b"\xff", "answered garbage, not JSON"), (b"[1]", "JSON that is not an object")])
+def test_an_api_answer_past_the_nesting_bound_fails_its_task_naming_it(raw: bytes,
+                                                                       shown: str) -> None:
+    """An external API's answer becomes a task's output (encoded again later, at a deeper
+    stack): nested past the stack it raised RecursionError out of the task before; past
+    the stored bound (128 levels) or not JSON, it is an ApiError naming the request."""
+    from peer.jobs.kind_api import ApiError, _decode
+
+    with pytest.raises(ApiError, match=shown) as caught:
+        _decode(raw, "GET http://127.0.0.1:9/x")
+    assert "GET http://127.0.0.1:9/x" in str(caught.value)
+    at_bound = _decode(b'{"a": ' + b"[" * 127 + b"]" * 127 + b"}", "GET x")  # 128 levels
+    assert isinstance(at_bound["a"], list)

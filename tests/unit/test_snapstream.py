@@ -146,3 +146,10 @@ def test_a_malformed_record_is_stored_and_reads_as_absent() -> None:
     assert "bad" in index and index.record("bad") is None and index.record("list") is None
     index.put_batches(read_rows([b'["c",[[0,"k","{bad",1,"o",1]]]']))
     assert index.entry(0, "k") is None and list(index.entries()) == []
+
+
+def test_a_trailer_nested_past_the_stack_is_a_malformed_trailer() -> None:
+    """A member's trailer is read as any input: a RecursionError went out of the catch-up
+    task before (the caller catches stream and value errors)."""
+    with pytest.raises(StreamError, match="malformed trailer"):
+        Trailer.parse(b"[" * 100_000 + b"]" * 100_000, b"")
