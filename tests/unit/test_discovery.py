@@ -219,3 +219,26 @@ def test_a_join_address_is_kept_when_mdns_stops_showing_it() -> None:
     Node._undiscovered(node, "127.0.0.1:7777")  # type: ignore[arg-type]
     Node._undiscovered(node, "127.0.0.1:7778")  # type: ignore[arg-type]
     assert removed == ["127.0.0.1:7778"]
+
+
+def test_zeroconfs_record_cache_is_bounded_against_a_lan_flood() -> None:
+    """Every record any LAN host multicasts lands in zeroconf's cache for the TTL it chose
+    (PTRs at least 1,125 s). We rely on zeroconf's own bound (0.149.7 and later, which
+    pyproject.toml asks for): a flood of unique names keeps the cache at its cap, the
+    records closest to expiry going first, so a real peer's fresh record stays."""
+    from zeroconf import DNSPointer, current_time_millis
+    from zeroconf._cache import DNSCache
+    from zeroconf.const import _CLASS_IN, _TYPE_PTR
+
+    cache = DNSCache()
+    now = current_time_millis()
+    flood = [DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 1200,
+                        f"fake{i}.{SERVICE_TYPE}", created=now) for i in range(12_000)]
+    cache.async_add_records(flood[:6_000])
+    real = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 4500, f"real.{SERVICE_TYPE}",
+                      created=now)
+    cache.async_add_records([real])
+    cache.async_add_records(flood[6_000:])
+    held = sum(len(records) for records in cache.cache.values())
+    assert held <= 10_000 < len(flood)
+    assert real in cache.cache[SERVICE_TYPE.lower()]
