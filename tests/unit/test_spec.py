@@ -23,7 +23,9 @@ CID1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 CID1_RAW = "bafkreidon73zkcrwdb5iafqtijxildoonbwnpv7dyd6ef3qdgads2jc4su"
 CID1_B58 = "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA"  # same CID as CID1_RAW
 URL = "http://festvox.org/cmu_arctic/cmu_arctic/packed/cmu_us_awb_arctic-0.90-release.zip"
-SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+# ../shared beside the clone (CI); from a git worktree nested deeper, the first one above it
+SEEDS = next((p / "shared" / "seeds" for p in Path(__file__).resolve().parents[3:]
+              if (p / "shared" / "seeds").is_dir()), Path("../shared/seeds"))
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:
