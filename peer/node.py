@@ -80,6 +80,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import JobIndex, read_outputs, read_provided
+from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -158,6 +159,7 @@ class Node:
         self.catalog.update(kinds.allowed(cfg.allow_shell, cfg.allow_containers))
         self.log = EventLog(cfg.data_dir / "events.sqlite", vacuum=VacuumConfig(
             min_free_bytes=int(cfg.log_vacuum_min_free_mb * 2**20)))
+        self.scrub = Scrub(ScrubConfig(), self.log.path)  # damage mid-file, checked now and then
         self.identity = Identity.load(cfg.data_dir / "identity.key")
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
         self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
@@ -933,7 +935,7 @@ class Node:
         return {"events": len(self.state.events), "origins": len(heads),
                 "heads_digest": digest[:32], "content_digest": self.state.content_sum(),
                 "conflicts": self.rule.health(), **self.door.health(),
-                "file": self._log_file(),
+                "file": self._log_file(), "check": self.scrub.health(),
                 "compaction": {"jobs": len(self.index), "evicted": c.total.evicted,
                                "dropped": c.total.dropped, "reaped": c.total.reaped,
                                "reaped_items": c.total.reaped_items,
@@ -1127,9 +1129,10 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        task = asyncio.get_running_loop().create_task(self.ipns.run())
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        for run in (self.ipns.run(), self.scrub.run()):
+            task = asyncio.get_running_loop().create_task(run)
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
         if self.inline_outputs is not None:
             self.inline_outputs.start()
         self.catchup.start()

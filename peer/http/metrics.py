@@ -151,6 +151,10 @@ class _Sampled(Collector):
                      "disk a few MB after each compaction pass", load.get("log_free_bytes", 0))
         yield _counter("log_vacuumed_pages", "SQLite log pages given back to the disk since "
                        "start (incremental vacuum)", load.get("log_vacuumed_pages", 0))
+        check = health.get("check", {})
+        yield _gauge("log_check_problems", "Problems the last integrity check of the SQLite log "
+                     "found (PRAGMA quick_check; 0 if sound or not yet checked)",
+                     len(check.get("problems", ())))
         durability = h.durability()
         yield _gauge("log_unwritten_events", "Local events not yet written to the log",
                      durability.get("unwritten_events", 0))

@@ -48,7 +48,8 @@ class Host:
     def log_health(self) -> Mapping[str, Any]:
         return {"events": len(self.state.events), "quarantined": 3,
                 "refused": {"by_reason": {"clock": 4}}, "unknown": {"events": 1, "dropped": 6},
-                "compaction": {"unindexed": 8, "index_failures": 9}}
+                "compaction": {"unindexed": 8, "index_failures": 9},
+                "check": {"checks": 1, "ok": False, "problems": ["Page 41: bad", "Page 42"]}}
 
     def durability(self) -> Mapping[str, Any]:
         return {"unwritten_events": 2}
@@ -87,6 +88,7 @@ def test_samples_follow_the_peer_at_scrape_time() -> None:
     assert s[("banzai_log_bytes", ())] == 4096
     assert s[("banzai_log_free_bytes", ())] == 1024
     assert s[("banzai_log_vacuumed_pages_total", ())] == 5
+    assert s[("banzai_log_check_problems", ())] == 2
     assert s[("banzai_events_received_total", ())] == 5
     assert s[("banzai_events_sent_total", ())] == 7
     assert s[("banzai_events_dropped_total", (("reason", "door_clock"),))] == 4
