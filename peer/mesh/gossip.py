@@ -229,6 +229,8 @@ class GossipStats:
     swim_unanswered: int = 0  # push-pull tables and join syncs over their per-period caps
     swim_foreign_acks: int = 0  # ACKs from neither the member probed nor a helper asked
     swim_unverified: int = 0  # updates dropped unchecked after failed signatures in a frame
+    swim_over_frame: int = 0  # updates dropped unread: past a frame's bound, or repeated
+    swim_unprobed_refused: int = 0  # new members refused: too many held from gossip alone
     # anti-entropy frames that did not prove their reply-to address (a handshake at most),
     # and vectors not noted: not proven to come from their sender's address (signed)
     ae_unverified: int = 0
@@ -337,6 +339,8 @@ class Gossip:
             self._stats.swim_unanswered = self.swim.stats.unanswered
             self._stats.swim_foreign_acks = self.swim.stats.foreign_acks
             self._stats.swim_unverified = self.swim.stats.unverified
+            self._stats.swim_over_frame = self.swim.stats.over_frame
+            self._stats.swim_unprobed_refused = self.swim.stats.unprobed_refused
         return self._stats
 
     @property

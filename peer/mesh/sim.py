@@ -290,5 +290,6 @@ def seed_swim(c: Cluster) -> None:
     for p in c.peers:
         s = p.gossip.swim
         if s is not None:
-            s.apply_updates([u for u in ups if u["i"] != p.gossip.peer_id], now, relay=False)
+            s.apply_updates([u for u in ups if u["i"] != p.gossip.peer_id], now, relay=False,
+                            sync=True)
             s.drop_queue()

@@ -83,6 +83,16 @@ MAX_START_INC = 2**61
 # honest member relays only updates it checked: a failed one is forged, or a key conflict)
 MAX_BAD_SIGNATURES = 2
 BAD_SIGNATURE = "bad_signature"  # the Signer's reason for a signature checked and false
+# Updates read from one frame (the rest: dropped unread, counted). An honest probe or gossip
+# frame carries MAX_UPDATES_PER_FRAME piggybacked, plus our alive on an ACK that refutes (25);
+# an honest SYNC carries no suspicion and, per member of a table, its alive and its report
+# (a join sync: the sender's whole table, itself included), each member once.
+MAX_FRAME_UPDATES = 2 * MAX_UPDATES_PER_FRAME  # also: suspicions in any frame, SYNC included
+MAX_SYNC_UPDATES = 2 * MAX_TABLE_ROWS + 2
+# Members held that we never probed ok (learned by gossip, a join sync or a push-pull alone,
+# or a stranger's leave); a new one past it is refused (counted). A joiner holds its whole
+# mesh so until its first probe round: a mesh of MAX_TABLE_ROWS members never reaches it.
+MAX_UNPROBED = MAX_TABLE_ROWS
 
 
 class State(StrEnum):
@@ -293,6 +303,7 @@ class Member:
     report: Body | None = None  # its signed report (the update, relayed as is)
     report_ver: tuple[int, int] = (-1, -1)
     suspicion: Suspicion | None = None
+    probed: bool = False  # it answered a probe of ours (else held from gossip alone)
 
 
 @dataclass
@@ -340,6 +351,11 @@ class SwimStats:
     # updates dropped unchecked: MAX_BAD_SIGNATURES had failed in their frame (also counted
     # in dropped_updates)
     unverified: int = 0
+    # updates dropped unread: past their frame's bound (MAX_FRAME_UPDATES, MAX_SYNC_UPDATES,
+    # suspicions), or a SYNC's second of one kind about one member
+    over_frame: int = 0
+    # new members refused: MAX_UNPROBED held that never answered a probe of ours
+    unprobed_refused: int = 0
 
 
 class Swim:
@@ -359,6 +375,8 @@ class Swim:
         self.inc = inc if store is None else max(inc, min(store.floor(), MAX_START_INC))
         self._store = store
         self._bad_left = MAX_BAD_SIGNATURES  # signatures that may still fail in this frame
+        self._suspects_left = MAX_FRAME_UPDATES  # suspicions that may still be read in it
+        self._unprobed = 0  # members held that never answered a probe of ours
         self.stats = SwimStats()
         self.awareness = 0
         self.leaving = False
@@ -708,6 +726,7 @@ class Swim:
                 if m.state in (State.DEAD, State.LEFT) and now - m.since > self.cfg.forget_s]
         for m in dead:
             del self._members[m.id]
+            self._unprobed -= not m.probed
             if self._by_addr.get(m.addr) == m.id:
                 del self._by_addr[m.addr]
 
@@ -932,6 +951,9 @@ class Swim:
             self.stats.acks += 1
             self._aware(-1)
             m = self._members.get(p.target)
+            if m is not None and not m.probed:
+                m.probed = True
+                self._unprobed -= 1
             w = body.get("w")
             if m is not None and m.id == sender and type(w) is int:
                 self._listener.member_wall(m, w)
@@ -974,21 +996,42 @@ class Swim:
         self.apply_updates(body.get("m", []), now)
 
     def on_sync(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
-        self.apply_updates(body.get("m", []), now, relay=False)
+        self.apply_updates(body.get("m", []), now, relay=False, sync=True)
         if body.get("r") and reply_to and self._answer_sync(reply_to, now):
             self._net.send_swim(reply_to, Msg.SYNC, self.sync_body(reply=False))
         self._on_push_pull(sender, reply_to, body, now)
 
-    def apply_updates(self, updates: Any, now: float, *, relay: bool = True) -> None:
-        """Apply piggybacked updates (each checked alone: a bad one is counted, not fatal)."""
+    def apply_updates(self, updates: Any, now: float, *, relay: bool = True,
+                      sync: bool = False) -> None:
+        """Apply a frame's updates (each checked alone: a bad one is counted, not fatal): the
+        first MAX_FRAME_UPDATES (a SYNC's: MAX_SYNC_UPDATES, each member once per kind), the
+        rest dropped unread and counted. Validly signed updates cost a verify each: a member
+        packing thousands in a frame (its own, repeated, or of identities it minted) must not
+        make every peer verify and store them all."""
         if not isinstance(updates, list):
             raise ValueError("updates is not a list")
+        cap = MAX_SYNC_UPDATES if sync else MAX_FRAME_UPDATES
+        if len(updates) > cap:
+            self._over_frame(len(updates) - cap)
+            updates = updates[:cap]
         self._bad_left = MAX_BAD_SIGNATURES
+        self._suspects_left = MAX_FRAME_UPDATES
+        seen: set[tuple[Any, Any]] = set()
         for u in updates:
             try:
+                if sync and isinstance(u, dict):
+                    key = (u.get("t"), u.get("i"))
+                    if key in seen:  # (hashable: a list raises TypeError, counted below)
+                        self._over_frame(1)
+                        continue
+                    seen.add(key)
                 self._apply(u, now, relay)
             except (KeyError, TypeError, ValueError):
                 self.stats.dropped_updates += 1
+
+    def _over_frame(self, n: int) -> None:
+        self.stats.over_frame += n
+        self.stats.dropped_updates += n
 
     def _apply(self, u: Any, now: float, relay: bool) -> None:
         if not isinstance(u, dict):
@@ -1000,6 +1043,10 @@ class Swim:
         if t == "a":
             self._on_alive(u, mid, inc, now, relay)
         elif t == "s":
+            if self._suspects_left <= 0:  # (an honest frame: 25 at most, a SYNC none)
+                self._over_frame(1)
+                return
+            self._suspects_left -= 1
             self._on_suspect(u, mid, inc, now)
         elif t == "l":
             self._on_left(u, mid, inc, now)
@@ -1034,11 +1081,14 @@ class Swim:
         m = self._members.get(mid)
         if m is not None and inc <= m.inc and not (m.alive is None and m.state == State.ALIVE):
             return  # stale (also every replay of an older alive)
+        if m is None and not self._room_unprobed():
+            return
         if not self._checked(Sig.ALIVE, mid, addr, inc, 0, b"", u):
             return
         self._joins.discard(addr)
         if m is None:
             m = self._members[mid] = Member(mid, addr, inc, State.ALIVE, now, alive=u)
+            self._unprobed += 1
             self._by_addr[addr] = mid
             self._live = None
             self._listener.member_changed(m, None)
@@ -1113,14 +1163,26 @@ class Swim:
         m = self._members.get(mid)
         if m is not None and (m.state == State.LEFT or inc < m.inc):
             return
+        if m is None and not self._room_unprobed():
+            return
         if not self._checked(Sig.LEFT, mid, "", inc, 0, b"", u):
             return
         if m is None:
             m = self._members[mid] = Member(mid, "", inc, State.LEFT, now)
+            self._unprobed += 1
             return  # a stranger's leave: remembered, so that its stale alive is refused
         m.inc = inc
         self._set_state(m, State.LEFT, now)
         self._enqueue(f"m{mid}", u)
+
+    def _room_unprobed(self) -> bool:
+        """Whether a new member may be held: fewer than MAX_UNPROBED never answered a probe of
+        ours (else a member could make every peer hold any number of identities it mints)."""
+        if self._unprobed < MAX_UNPROBED:
+            return True
+        self.stats.unprobed_refused += 1
+        self.stats.dropped_updates += 1
+        return False
 
     def _on_report(self, u: Body, mid: str, inc: int, now: float, relay: bool) -> None:
         if mid == self.me:

@@ -16,7 +16,7 @@ from peer.log import signing as signing_module
 from peer.log.signing import Identity, MemberKeys, MeshAuth, peer_id_for, sign_events
 from peer.mesh import view as view_module
 from peer.mesh.sim import Cluster
-from peer.mesh.swim import Sig, State, Swim
+from peer.mesh.swim import MAX_FRAME_UPDATES, Sig, State, Swim
 from peer.mesh.view import AuthSigner
 from peer.mesh.wire import Kind, encode_event
 
@@ -50,12 +50,12 @@ def test_a_frame_of_forged_swim_updates_costs_two_verifications(
     assert s is not None and s.members[oid].report is not None
     inc, ctr = s.members[oid].report_ver
     forged = [{"t": "r", "i": oid, "n": inc, "c": ctr + 1 + k, "d": "{}", "g": FORGED}
-              for k in range(50)]
+              for k in range(MAX_FRAME_UPDATES)]  # (the most a frame is read for)
     counted = Counting(monkeypatch, view_module)
     inject(c, 0, frame_to(c, Kind.UPDATES, {"m": forged}))
-    assert counted.calls == 2  # was 50: one per forged update
+    assert counted.calls == 2  # was 48: one per forged update
     assert s.members[oid].report_ver == (inc, ctr)
-    assert me.gossip.stats.swim_unverified == 48
+    assert me.gossip.stats.swim_unverified == MAX_FRAME_UPDATES - 2
     inject(c, 0, frame_to(c, Kind.UPDATES, {"m": forged[:1]}))  # the next frame: checked
     assert counted.calls == 3
     settle(c, 0.5)  # and the member's own updates still come through
