@@ -318,6 +318,7 @@ class Probe:
     nacks: int = 0
     indirect: bool = False
     helpers: tuple[str, ...] = ()  # the members asked to probe it (their ACKs count too)
+    nacked: set[str] = field(default_factory=set)  # the helpers whose NACK was counted
 
 
 @dataclass
@@ -345,8 +346,9 @@ class SwimStats:
     # reply-to addresses, may starve honest askers until the next period); and PING_REQs
     # not relayed: MAX_RELAYS were outstanding
     unanswered: int = 0
-    # ACKs of our probes (or relays) from neither the member probed nor a helper we asked:
-    # ignored (a revoked member answering under another id must not stay alive)
+    # ACKs of our probes (or relays) from neither the member probed nor a helper we asked,
+    # and NACKs from no helper asked (or its second): ignored (a revoked member answering
+    # under another id must not stay alive; nobody talks our awareness down)
     foreign_acks: int = 0
     # updates dropped unchecked: MAX_BAD_SIGNATURES had failed in their frame (also counted
     # in dropped_updates)
@@ -986,10 +988,18 @@ class Swim:
         self._send(m.addr, Msg.PING, ping)
 
     def on_nack(self, sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        """A NACK counts (Lifeguard: the helper got nothing either, so the miss is not ours)
+        only from a helper we asked to probe that target, once per helper; others are
+        counted as foreign (a member must not talk our awareness down for its probe)."""
         self.apply_updates(body.get("m", []), now)
         p = self._probes.get(_int(body["s"]))
-        if p is not None:
-            p.nacks += 1
+        if p is None:
+            return
+        if not p.indirect or sender not in p.helpers or sender in p.nacked:
+            self.stats.foreign_acks += 1
+            return
+        p.nacked.add(sender)
+        p.nacks += 1
 
     def on_updates(self, sender: str, reply_to: str, body: Mapping[str, Any],
                    now: float) -> None:

@@ -1,7 +1,7 @@
 """What a member holding the mesh secret can make a peer do with validly signed SWIM updates:
 at most MAX_FRAME_UPDATES read from a probe or gossip frame (a SYNC: a table's worth, each
 member once per kind, no more suspicions than a probe frame), at most MAX_UNPROBED members
-held that never answered a probe of ours."""
+held that never answered a probe of ours; and NACKs count only from the helpers asked."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from peer.mesh import swim as swim_module
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster
 from peer.mesh.swim import (
+    MAX_BAD_SIGNATURES,
     MAX_FRAME_UPDATES,
     MAX_SYNC_UPDATES,
     MAX_UPDATES_PER_FRAME,
@@ -21,10 +22,11 @@ from peer.mesh.swim import (
     NoSigner,
     Sig,
     State,
+    Swim,
 )
 from peer.mesh.transport import MemoryNetwork
 
-from .test_swim import CFG, alive, make, probe_once, settle
+from .test_swim import CFG, alive, make, probe_once, settle, states
 
 
 class CountingSigner(NoSigner):
@@ -128,3 +130,86 @@ def test_honest_frames_never_reach_the_bounds() -> None:
         assert st.swim_over_frame == 0 and st.swim_unprobed_refused == 0
         assert p.gossip.swim is not None and p.gossip.swim.stats.foreign_acks == 0
 
+
+# -- NACKs ---------------------------------------------------------------------------------
+
+
+def _indirect(others: int) -> tuple[Any, Any, Any, dict[str, Any], list[str]]:
+    s, clock, net, _ = make(others)
+    _, ping = probe_once(s, clock, net)
+    clock.advance(CFG.probe_timeout_s)
+    s.tick(clock())
+    helpers = [m.id for a, _ in net.take(Msg.PING_REQ) if (m := s.member_at(a)) is not None]
+    assert len(helpers) == CFG.indirect_checks
+    return s, clock, net, ping, helpers
+
+
+def test_a_nack_counts_only_from_a_helper_asked_and_once() -> None:
+    """Lifeguard: a missed probe raises our awareness by the NACKs missing. A NACK from a
+    member not asked (or a helper's second) lowered it: a member could keep our timeouts
+    short (our own lost frames read as the target's) with NACKs of the seqs it saw."""
+    s, clock, _, ping, helpers = _indirect(7)
+    strangers_ = [m for m in s.members if m not in helpers and m != ping["t"]]
+    assert strangers_
+    for mid in strangers_:
+        s.on_nack(mid, s.members[mid].addr, {"s": ping["s"]}, clock())
+    for _ in range(3):
+        s.on_nack(helpers[0], s.members[helpers[0]].addr, {"s": ping["s"]}, clock())
+    clock.advance(CFG.probe_interval_s)
+    s.tick(clock())  # no ACK: the probe failed, one NACK of the three helpers counted
+    assert s.awareness == CFG.indirect_checks - 1
+    assert s.stats.foreign_acks == len(strangers_) + 2
+
+
+def test_nacks_of_every_helper_asked_keep_the_awareness() -> None:
+    s, clock, _, ping, helpers = _indirect(5)
+    for h in helpers:
+        s.on_nack(h, s.members[h].addr, {"s": ping["s"]}, clock())
+    clock.advance(CFG.probe_interval_s)
+    s.tick(clock())
+    assert s.awareness == 0 and s.stats.foreign_acks == 0
+
+
+# -- peers of the previous release (f151f27) ---------------------------------------------------
+
+
+def _previous(s: Swim) -> None:
+    """f151f27's reading of frames: every update applied, a NACK counted from anyone."""
+
+    def apply_updates(updates: Any, now: float, *, relay: bool = True,
+                      sync: bool = False) -> None:
+        s._bad_left, s._suspects_left = MAX_BAD_SIGNATURES, len(updates)
+        for u in updates:
+            try:
+                s._apply(u, now, relay)
+            except (KeyError, TypeError, ValueError):
+                s.stats.dropped_updates += 1
+
+    def on_nack(sender: str, reply_to: str, body: Mapping[str, Any], now: float) -> None:
+        apply_updates(body.get("m", []), now)
+        p = s._probes.get(body["s"])
+        if p is not None:
+            p.nacks += 1
+
+    s.apply_updates = apply_updates  # type: ignore[method-assign]
+    s.on_nack = on_nack  # type: ignore[method-assign]
+
+
+def test_peers_of_the_previous_release_see_no_false_suspicion_with_new_ones() -> None:
+    """No wire change: two of five peers read frames as f151f27 did; with loss, the indirect
+    probes (and their NACKs) go through helpers of both releases, and nobody is held dead."""
+    c = Cluster(5, net=MemoryNetwork(loss=0.0, seed=34), signed=True, seed=34)
+    for p in c.peers[:2]:
+        assert p.gossip.swim is not None
+        _previous(p.gossip.swim)
+    settle(c, 0.5)
+    c.net.loss = 0.1
+    settle(c, 20.0)
+    c.net.loss = 0.0
+    settle(c, 2.0)
+    assert all(all(v == "alive" for v in states(p).values()) for p in c.peers)
+    swims = [p.gossip.swim for p in c.peers]
+    assert all(s is not None and s.stats.deaths == 0 for s in swims)
+    assert all(s is not None and s.stats.indirect > 0 for s in swims)
+    assert all(s is not None and s.stats.over_frame == 0 and s.stats.foreign_acks == 0
+               and s.stats.unprobed_refused == 0 for s in swims)
