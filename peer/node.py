@@ -308,6 +308,7 @@ class Node:
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)
         self.listeners.append(self.ipns.on_event)  # every peer keeps the mesh's IPNS records
+        self.listeners.append(self._on_revoke)
         self.kubo: KuboMirror | None = None  # --store kubo: write-through mirror into Kubo
         if isinstance(self.store, KuboStore):
             kubo = self.kubo = KuboMirror(self.store, self.peer_id, self.live_peers,
@@ -401,6 +402,11 @@ class Node:
             sign_events(self.identity, self.peer_id, legacy, self.admit)
             self.log.attest(legacy)
             log.info("signed or attested %d events of the previous release", len(legacy))
+
+    def _on_revoke(self, ev: Event) -> None:
+        """A REVOKE folded: its member's SWIM entry is dead now, not at its probe turn."""
+        if ev.type is EventType.REVOKE and self.gossip is not None:
+            self.gossip.member_revoked(ev.body_as(Revoke).peer)
 
     def _revoked_after(self, peer_id: str) -> int | None:
         ev = self.state.revoked.get(peer_id)

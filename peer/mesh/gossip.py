@@ -428,6 +428,12 @@ class Gossip:
         if self.swim is not None:
             self.swim.forget_addr(addr)
 
+    def member_revoked(self, peer_id: str) -> None:
+        """`peer_id` was revoked: its SWIM entry is dead now and its address is synced no
+        more (its frames are refused at the door already: `auth.keyring`)."""
+        if self.swim is not None:
+            self.swim.revoke(peer_id, self._clock())
+
     def broadcast(self, events: Sequence[Event]) -> None:
         """Push new local events now to live peers (all, or `fanout` random ones)."""
         if events:

@@ -403,6 +403,9 @@ class Swim:
         self._next_join = 0.0
         self._joins: set[str] = set()  # addresses to sync with until a live member is there
         self._seeds: set[str] = set()  # join addresses: pushed-pulled while nobody lives there
+        # address -> the revoked member last there: no join sync nor push-pull goes there
+        # until another, not revoked member's alive names it
+        self._barred: dict[str, str] = {}
         # the last push-pull, and the part of a period to wait after it (random before the
         # first: the members' rounds are spread over the period, whatever N is by then)
         self._pp_last = 0.0
@@ -452,6 +455,26 @@ class Swim:
     def forget_addr(self, addr: str) -> None:
         self._joins.discard(addr)
         self._seeds.discard(addr)
+
+    def revoke(self, mid: str, now: float) -> None:
+        """`mid`'s identity was revoked (its REVOKE folded): its entry is dead now, not at its
+        probe turn (every peer folds the REVOKE: nothing to disseminate), its updates leave
+        our queue, and its address gets no join sync nor push-pull any more."""
+        m = self._members.get(mid)
+        if m is None:
+            return
+        for key in (f"m{mid}", f"r{mid}"):
+            self._queue.pop(key, None)
+        if m.addr:
+            self._bar(m.addr, mid)
+        if m.state in (State.ALIVE, State.SUSPECT):
+            log.info("swim: member %s revoked: dead", m.id[:16])
+            self._set_state(m, State.DEAD, now)
+
+    def _bar(self, addr: str, mid: str) -> None:
+        if addr in self._barred or len(self._barred) < MAX_SEEDS:
+            self._barred[addr] = mid
+        self._joins.discard(addr)
 
     @property
     def members(self) -> Mapping[str, Member]:
@@ -641,8 +664,7 @@ class Swim:
                 if m is None or m.state not in (State.ALIVE, State.SUSPECT) or not m.addr:
                     continue
                 if self._signer.revoked(m.id):  # dead: nobody may answer for it
-                    log.info("swim: member %s revoked: dead", m.id[:16])
-                    self._set_state(m, State.DEAD, now)
+                    self.revoke(m.id, now)
                     continue
                 return m
             self._order = [m.id for m in self.live()]
@@ -759,7 +781,9 @@ class Swim:
                 del self._asked[a]
         for a in sorted(self._joins):
             m = self.member_at(a)
-            if m is None or m.state != State.ALIVE:
+            if a in self._barred:  # a revoked member's (a later join: still barred)
+                self._joins.discard(a)
+            elif m is None or m.state != State.ALIVE:
                 self._net.send_swim(a, Msg.SYNC, self.sync_body(reply=True))
 
     # -- push-pull -------------------------------------------------------------------
@@ -781,8 +805,8 @@ class Swim:
         """Our table's hash to one random alive member, and to one join address where no
         member is alive (a long partition: both sides forgot each other)."""
         alive = [m for m in self.live() if m.state == State.ALIVE and m.addr]
-        silent = sorted(a for a in self._seeds
-                        if (m := self.member_at(a)) is None or m.state != State.ALIVE)
+        silent = sorted(a for a in self._seeds if a not in self._barred
+                        and ((m := self.member_at(a)) is None or m.state != State.ALIVE))
         targets = [self._rng.choice(alive).addr] if alive else []
         if silent:
             targets.append(self._rng.choice(silent))
@@ -1096,6 +1120,8 @@ class Swim:
         if not self._checked(Sig.ALIVE, mid, addr, inc, 0, b"", u):
             return
         self._joins.discard(addr)
+        if self._barred.get(addr, mid) != mid:  # another member there now: synced again
+            del self._barred[addr]
         if m is None:
             m = self._members[mid] = Member(mid, addr, inc, State.ALIVE, now, alive=u)
             self._unprobed += 1

@@ -1,16 +1,21 @@
-"""A revoked identity keeps no member entry alive: its entry is dead at its turn in the probe
-round whoever answers for it, and an ACK counts only from the member probed (the frame's sender
-id, refused at the door for a revoked member) or from a helper that was asked."""
+"""A revoked identity keeps no member entry alive: its entry is dead when its REVOKE is folded
+(else at its turn in the probe round) whoever answers for it, its address gets no join sync any
+more, and an ACK counts only from the member probed (the frame's sender id, refused at the door
+for a revoked member) or from a helper that was asked."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from peer.config import PeerConfig
+from peer.log import EventType
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster
 from peer.mesh.swim import Msg, NoSigner, State, Swim, SwimConfig, suspicion_bounds_s
 from peer.mesh.wire import FrameWriter
+from peer.node import Node
 
 from .test_swim import CFG, all_alive, make, probe_once, settle, states
 
@@ -140,3 +145,106 @@ def test_peers_of_the_previous_release_probe_and_relay_with_new_ones_as_before()
     assert all(s is not None and s.stats.deaths == 0 for s in swims)
     assert all(s is not None and s.stats.indirect > 0 and s.stats.foreign_acks == 0
                for s in swims[2:])
+
+
+# -- a revocation folded (session 27) -------------------------------------------------------
+
+
+def test_a_revoked_member_is_dead_as_soon_as_its_revocation_is_folded() -> None:
+    """Its entry stayed alive (gossiped, worked with) until its turn in the probe round: up
+    to N probe periods."""
+    c = Cluster(4, seed=33)
+    settle(c, 0.5)
+    assert all_alive(c)
+    rid = c.peers[3].gossip.peer_id
+    for p in c.peers[:3]:
+        p.gossip.member_revoked(rid)  # (Node._on_revoke: each peer folds the REVOKE)
+        assert states(p)[rid] == "dead" and rid not in p.gossip.live_peers()
+    assert all_alive(c, c.peers[:3])
+
+
+def test_revoking_an_unknown_or_dead_member_changes_nothing() -> None:
+    s, clock, _, listener = make(2)
+    s.revoke("stranger", clock())
+    s.revoke("m0", clock())
+    s.revoke("m0", clock())
+    assert [ch for ch in listener.changes if ch[0] == "m0"][-1] == ("m0", State.ALIVE,
+                                                                   State.DEAD)
+    assert len([ch for ch in listener.changes if ch[2] is State.DEAD]) == 1
+
+
+def _syncs_to(net: Any, addr: str) -> int:
+    return sum(a == addr for a, _ in net.take(Msg.SYNC))
+
+
+def test_a_revoked_members_join_address_gets_no_join_sync_nor_push_pull() -> None:
+    """Its static address (--join) got a join sync (our whole table) every join_retry_s and a
+    push-pull hash every period once its entry was dead, for as long as we ran."""
+    s, clock, net, _ = make(3)
+    signer = Revoking()
+    s._signer = signer
+    addr = s.members["m1"].addr
+    s.join([addr])
+    signer.gone.add("m1")
+    for _ in range(6):  # two probe rounds: m1 dead at its turn
+        a, ping = probe_once(s, clock, net)
+        s.on_ack(ping["t"], a, {"s": ping["s"]}, clock())
+    assert s.members["m1"].state is State.DEAD
+    net.sent.clear()
+    for _ in range(int(3 * CFG.push_pull_s / CFG.join_retry_s)):
+        clock.advance(CFG.join_retry_s)
+        s.tick(clock())
+        for a, k, b in list(net.sent):  # the others answer their probes
+            if k == Msg.PING and a != addr:
+                s.on_ack(b["t"], a, {"s": b["s"]}, clock())
+        assert _syncs_to(net, addr) == 0
+        net.sent.clear()
+    clock.advance(CFG.forget_s + 2 * CFG.reconnect_s)  # its entry forgotten: still barred
+    s.tick(clock())
+    s.join([addr])  # (mDNS or --join again)
+    for _ in range(3):
+        clock.advance(CFG.push_pull_s)
+        s.tick(clock())
+        assert _syncs_to(net, addr) == 0
+        net.sent.clear()
+
+
+def test_a_revoked_members_address_is_synced_again_once_another_member_is_seen_there() -> None:
+    s, clock, net, _ = make(3)
+    addr = s.members["m1"].addr
+    s.join([addr])
+    s.revoke("m1", clock())
+    s.apply_updates([{"t": "a", "i": "m9", "a": addr, "n": 1}], clock())  # another one there
+    assert s.member_at(addr) is s.members["m9"]
+    s.apply_updates([{"t": "l", "i": "m9", "n": 1}], clock())  # it leaves: nobody alive there
+    hashes = 0
+    for _ in range(3):
+        clock.advance(CFG.push_pull_s)
+        s.tick(clock())
+        hashes += sum(a == addr and "h" in b for a, b in net.take(Msg.SYNC))
+        net.sent.clear()
+    assert hashes > 0
+
+
+class RevokedGossip:
+    """Stands in for the node's gossip: records the members it is told are revoked (its other
+    methods do nothing and return nothing)."""
+
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+
+    def member_revoked(self, peer_id: str) -> None:
+        self.revoked.append(peer_id)
+
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        return lambda *_a, **_k: {}
+
+
+def test_a_node_tells_gossip_when_it_folds_a_revoke(tmp_path: Path, opened: list[Node]) -> None:
+    n = Node(PeerConfig(data_dir=tmp_path / "data", slots=1, mdns=False))
+    opened.append(n)
+    g = RevokedGossip()
+    n.gossip = g  # type: ignore[assignment]
+    n.emit(EventType.REVOKE, {"peer": ALIAS, "after": 0, "reason": "test"})
+    n.emit(EventType.CACHE_PUT, {"cache": {"k": 1}})
+    assert g.revoked == [ALIAS]
