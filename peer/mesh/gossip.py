@@ -299,6 +299,7 @@ class Gossip:
                                max_frame_bytes=cfg.max_frame_bytes,
                                nonces=cfg.anti_entropy_nonces, signed=auth is not None)
         self.swim: Swim | None = None
+        self._incarnations = incarnations
         if cfg.swim is not None:
             # An incarnation above every one of an earlier start (with auth: the persisted
             # start counter; without: the wall clock's milliseconds), room for 2^16
@@ -371,7 +372,10 @@ class Gossip:
         return self._address
 
     async def start(self) -> None:
-        """Bind and run the heartbeat / anti-entropy timer."""
+        """Bind and run the heartbeat / anti-entropy timer. The incarnation mark's first write
+        (an fsync, before our first alive leaves) runs in a thread, not on the loop."""
+        if not self._address and self.swim is not None and self._incarnations is not None:
+            await asyncio.to_thread(self._incarnations.reserve, self.swim.inc)
         self.bind()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())

@@ -1,7 +1,8 @@
 """Our SWIM incarnation's high-water mark (<data dir>/swim-incarnation): no incarnation at or
 above the mark was ever announced, so a restart starts at it. Written ahead in steps (one
 fsynced, atomic write per RESERVE_STEP incarnations), read at start as hostile input.
-Synchronous; owned by the event loop (an fsync at start and once per step crossed)."""
+Synchronous: the start's fsync runs in a thread before the loop uses it (`Gossip.start`), then
+owned by the event loop (an fsync once per step crossed)."""
 
 from __future__ import annotations
 

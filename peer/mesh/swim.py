@@ -230,7 +230,8 @@ class Signer(Protocol):
 
 class IncarnationStore(Protocol):
     """Where our incarnation's high-water mark outlives a restart (incmark.py). Called on the
-    loop: `reserve` may write and fsync a file, once per step of incarnations."""
+    loop: `reserve` may write and fsync a file, once per step of incarnations (the start's
+    first: in a thread, by `Gossip.start`, before `bind`)."""
 
     def floor(self) -> int:
         """The lowest incarnation this start may announce (0: none kept)."""

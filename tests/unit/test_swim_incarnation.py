@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.log.clock import FakeClock
-from peer.mesh.gossip import GossipConfig
+from peer.mesh.gossip import Gossip, GossipConfig
 from peer.mesh.incmark import NAME, IncarnationMark, parse_mark
-from peer.mesh.sim import Cluster, SimPeer
+from peer.mesh.sim import Cluster, MemorySink, RecordingMembers, SimPeer
 from peer.mesh.swim import (
     MAX_INC,
     MAX_START_INC,
@@ -27,6 +28,7 @@ from peer.mesh.swim import (
     Swim,
     SwimConfig,
 )
+from peer.mesh.transport import MemoryNetwork
 from peer.node import Node
 
 from .test_swim import Listener, Net, alive, settle, states
@@ -235,3 +237,35 @@ def test_an_unsigned_restart_still_outbids_what_is_held_of_it(tmp_path: Path) ->
     assert s.inc == 1 << 56
     s.apply_updates([{"t": "s", "i": "me", "n": (1 << 57) + 3, "f": "m0"}], clock())
     assert s.inc == (1 << 57) + 4 and parse_mark((tmp_path / NAME).read_bytes()) > s.inc
+
+
+# -- the start's write: off the event loop ----------------------------------------------------
+
+
+class ThreadedMark(IncarnationMark):
+    """Records the thread each write of the mark ran on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.threads: list[int] = []
+
+    def _write(self, mark: int) -> None:
+        self.threads.append(threading.get_ident())
+        super()._write(mark)
+
+
+async def test_the_marks_write_at_start_does_not_run_on_the_event_loop(tmp_path: Path) -> None:
+    """Gossip.start's first alive reserved its incarnation with a write and an fsync on the
+    loop (every other coroutine waited for the disk)."""
+    mark = ThreadedMark(tmp_path / NAME)
+    net = MemoryNetwork(mode="loop", seed=1)
+    sink = MemorySink("q0")
+    g = Gossip(GossipConfig.local(), net.transport(), sink, RecordingMembers(), sink.peer_id,
+               incarnations=mark)
+    await g.start()
+    try:
+        assert g.swim is not None and g.swim.alive_update is not None
+        assert len(mark.threads) == 1 and mark.threads[0] != threading.get_ident()
+        assert parse_mark((tmp_path / NAME).read_bytes()) > g.swim.inc  # written first
+    finally:
+        await g.close()
