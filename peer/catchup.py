@@ -340,8 +340,8 @@ class CatchUp:
             signed, body = read()
             events = self._host.keyring.accept(body["events"], body.get("batches", []),
                                                self._host.refused)
-        except (KeyError, TypeError, ValueError, BanzaiError) as e:
-            log.warning("refused a malformed snapshot: %s", e)
+        except (KeyError, TypeError, ValueError, BanzaiError, RecursionError) as e:
+            log.warning("refused a malformed snapshot: %s", e)  # (RecursionError: too deep)
             return None
         t.append(time.perf_counter())
         self._host.merge(events)

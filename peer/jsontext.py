@@ -118,6 +118,13 @@ def deep_path(value: Any, limit: int = MAX_DEPTH) -> JsonPath | None:
     return None
 
 
+def is_text(s: str) -> bool:
+    """Whether `s` holds no lone surrogate (a `\\ud800` escape alone decodes to one): such a
+    string is valid JSON but not text, and fails where it is encoded as UTF-8 (an SQLite
+    TEXT column, a hash of a key, a file name)."""
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
 def lone_surrogate(value: Any) -> JsonPath | None:
     """The path to a string (or an object's key) of `value` that holds a lone surrogate
     (U+D800 to U+DFFF: what a JSON escape such as \\ud800 decodes to alone; not text, UTF-8
@@ -207,17 +214,23 @@ def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
     return value
 
 
+class TooDeep(ValueError):
+    """JSON that nests deeper than a bound (`loads_within`)."""
+
+
 def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
-    """json.loads of a text read back (a data dir's row, a peer's snapshot row); ValueError
-    if it is not JSON or nests deeper than `limit` (an earlier release wrote what it took)."""
+    """json.loads of a text read back (a data dir's row, a peer's snapshot row, content a
+    member names); ValueError if it is not JSON, TooDeep if it nests deeper than `limit`
+    (an earlier release wrote what it took)."""
     try:
         value = json.loads(data)
     except RecursionError:
-        raise ValueError(f"nested deeper than {limit} levels") from None
+        raise TooDeep(f"nested deeper than {limit} levels") from None
     if len(data) > 2 * limit and nesting(value, limit) > limit:
-        raise ValueError(f"nested deeper than {limit} levels")
+        raise TooDeep(f"nested deeper than {limit} levels")
     return value
 
 
-__all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "check", "deep_path", "loads", "loads_within",
-           "lone_surrogate", "nesting", "nesting_and_ascii", "parse", "show_path", "text"]
+__all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "TooDeep", "check", "deep_path", "is_text", "loads",
+           "loads_within", "lone_surrogate", "nesting", "nesting_and_ascii", "parse", "show_path",
+           "text"]

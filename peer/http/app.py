@@ -275,7 +275,9 @@ def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
     if they are not such a record (before: a 500, or a RecursionError for deep JSON)."""
     try:
         record = jsontext.loads_within(data, jsontext.MAX_DEPTH)
-    except ValueError as e:  # not UTF-8 or JSON, or nested too deep
+    except jsontext.TooDeep as e:
+        raise BadDag(f"the run record {cid} is JSON {e}", field=kind) from None
+    except ValueError as e:  # not UTF-8 or JSON
         raise BadDag(f"the run record {cid} is not JSON: {e}", field=kind) from None
     value = record.get(kind) if isinstance(record, dict) else None
     if not isinstance(value, list):

@@ -178,7 +178,7 @@ def running_peers(runtime_dir: Path) -> Iterator[dict[str, object]]:
     for p in paths:
         try:
             rec = json.loads(p.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # (not one of ours: any content)
             continue
         if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and _alive(rec["pid"]):
             yield rec

@@ -73,7 +73,7 @@ class IpnsService:
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self._published.read_text())
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, RecursionError):  # (a file edited by hand)
             return {}
         return data if isinstance(data, dict) else {}
 

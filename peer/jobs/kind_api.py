@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
-from peer.jsontext import loads_within
+from peer.jsontext import TooDeep, loads_within
 from tasks.fetch_policy import AddressPolicy, HttpGet
 from tasks.registry import TaskContext, TaskDef
 
@@ -169,9 +169,11 @@ def _decode(raw: bytes, what: str) -> dict[str, Any]:
         raise ApiError(f"{what}: the JSON answer is larger than {MAX_JSON_BYTES} bytes")
     try:
         doc = loads_within(raw)  # (its output is encoded again at a deeper stack)
-    except ValueError as e:  # not UTF-8 or JSON, or nested deeper than MAX_STORED_DEPTH
+    except TooDeep as e:
+        raise ApiError(f"{what} answered JSON {e}") from None
+    except ValueError:  # not UTF-8 or JSON
         shown = raw[:80].decode("utf-8", "replace")
-        raise ApiError(f"{what} answered garbage, not JSON ({e}): {shown!r}") from None
+        raise ApiError(f"{what} answered garbage, not JSON: {shown!r}") from None
     if not isinstance(doc, dict):
         raise ApiError(f"{what} answered JSON that is not an object")
     return doc

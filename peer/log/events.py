@@ -13,6 +13,7 @@ from peer.errors import InvalidEvent
 from peer.jsontext import (
     MAX_DEPTH,
     deep_path,
+    is_text,
     lone_surrogate,
     nesting,
     nesting_and_ascii,
@@ -183,7 +184,9 @@ _LEAF = frozenset({str, int, float, bool, type(None)})  # JSON's scalars, as the
 # Local payloads may hold subclasses (a StrEnum, a tuple): they have the same wire form. The
 # hot paths test the exact types first and fall back on these.
 def _is_str(v: Any, lo: int, hi: int) -> bool:
-    return isinstance(v, str) and lo <= len(v) <= hi
+    """A string of `lo` to `hi` characters that is text (no lone surrogate: ids, keys and
+    names are stored and hashed as UTF-8)."""
+    return isinstance(v, str) and lo <= len(v) <= hi and is_text(v)
 
 
 def _is_int(v: Any, lo: int, hi: int) -> bool:
@@ -198,6 +201,8 @@ def _check_str(kind: str, name: str, v: Any, lo: int, hi: int) -> str:
     if _is_str(v, lo, hi):
         return str(v)
     want = f"a string of {lo} to {hi} characters" if lo else f"a string of at most {hi} characters"
+    if isinstance(v, str) and lo <= len(v) <= hi:
+        want = "text (a lone surrogate such as \\ud800 is not)"
     raise _bad(kind, name, want, v)
 
 
@@ -265,7 +270,7 @@ def _cache(kind: str, p: Mapping[str, Any], required: bool, name: str = "cache",
         raise _bad(kind, name, f"an object of at most {MAX_ITEMS} keys", v)
     deeper = []  # results that are not scalars nor objects of scalars (an item's, as a rule)
     for k, r in v.items():
-        if not (type(k) is str and 0 < len(k) <= MAX_KEY_CHARS):
+        if not (type(k) is str and 0 < len(k) <= MAX_KEY_CHARS and k.isascii()):
             _check_str(kind, f"{name} (a key)", k, 1, MAX_KEY_CHARS)
         t = type(r)
         if t is dict:
@@ -463,8 +468,8 @@ def _chunk_fields(k: str, p: Mapping[str, Any]) -> tuple[str, str, SplitId | Non
     task: Any = p.get("task")
     chunk: Any = p.get("chunk")
     attempt: Any = p.get("attempt")
-    if not (type(job) is str and 0 < len(job) <= MAX_ID_CHARS
-            and type(task) is str and 0 < len(task) <= MAX_ID_CHARS
+    if not (type(job) is str and 0 < len(job) <= MAX_ID_CHARS and job.isascii()
+            and type(task) is str and 0 < len(task) <= MAX_ID_CHARS and task.isascii()
             and type(chunk) is int and 0 <= chunk < MAX_CHUNKS
             and type(attempt) is int and 0 <= attempt <= MAX_COUNT):
         # Not the plain types the wire gives: the readers accept subclasses or name the field.
@@ -473,7 +478,7 @@ def _chunk_fields(k: str, p: Mapping[str, Any]) -> tuple[str, str, SplitId | Non
         return str(job), str(task), _split(k, p), int(chunk), int(attempt)
     sp = p.get("split")
     if (type(sp) is list and len(sp) == 2 and type(sp[0]) is str and 0 < len(sp[0]) <= MAX_ID_CHARS
-            and type(sp[1]) is int and 0 < sp[1] <= MAX_CLOCK):
+            and sp[0].isascii() and type(sp[1]) is int and 0 < sp[1] <= MAX_CLOCK):
         return job, task, (sp[0], sp[1]), chunk, attempt
     return job, task, _split(k, p), chunk, attempt
 
@@ -917,7 +922,7 @@ class Event:
             return
         typ, kind, parse, flat = spec
         o, seq, hlc = self.origin, self.seq, self.hlc
-        if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(seq) is int
+        if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and o.isascii() and type(seq) is int
                 and 0 < seq <= MAX_CLOCK and type(hlc) is int and 0 <= hlc <= MAX_CLOCK
                 and type(self.payload) is dict):
             _check_envelope(self, kind)

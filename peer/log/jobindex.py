@@ -492,9 +492,15 @@ class JobIndex:
                              "UPDATE SET seq = max(seq, excluded.seq)", list(floors.items()))
 
     def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
-        """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index."""
-        return {str(r[0]): digest(r) for r in self._db.execute(
-            f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''")}  # not thin rows
+        """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index whose facts
+        read back (`digest` raises ValueError or TypeError else: the row is left out)."""
+        out: dict[str, str] = {}
+        for r in self._db.execute(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"):
+            try:  # (not thin rows)
+                out[str(r[0])] = digest(r)
+            except (ValueError, TypeError, RecursionError) as e:
+                self._skip(_job(r[0]), "facts", e)
+        return out
 
     def floors(self) -> dict[str, int]:
         return seq_rows(self.path, "compact_floors",

@@ -32,6 +32,7 @@ from peer.log.snapstream import (
     against,
     checked_str,
     checked_uint,
+    facts_cids,
 )
 
 MAGIC = b"BANZAI-SNAPSHOT-3\n"
@@ -79,7 +80,7 @@ def thin(summary: str, record: str, facts: str) -> tuple[str, str, str]:
     small.update(tasks=[], outputs={}, partial=True,
                  n_tasks=len(tasks) if isinstance(tasks, list) else 0)
     small_facts = {"finished_s": f.get("finished_s", 0.0),
-                   "outputs_sha": outputs_sha(f.get("outputs", ()))}
+                   "outputs_sha": outputs_sha(facts_cids(f))}
     return _dumps(small), _dumps(small_facts), record_sha(summary, record, facts)
 
 

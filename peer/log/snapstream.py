@@ -185,15 +185,28 @@ def _json_text(v: Any, kind: type) -> str:
     return v
 
 
+def facts_cids(facts: Mapping[str, Any], key: str = "outputs") -> list[str]:
+    """A job's facts' `outputs` (or `logs`): the list of CIDs `record_facts` writes (absent:
+    none); StreamError (a ValueError) if it is anything else, as a member's row may hold."""
+    v = facts.get(key, [])
+    if type(v) is not list or not all(type(c) is str for c in v):
+        raise StreamError(f"a job's facts.{key} is not a list of CIDs")
+    return v
+
+
 def check_job(r: Any) -> tuple[Any, ...]:
     """A job row (JOB_COLUMNS) fit to store: its summary and facts must parse (the job list
-    and retention read them in bulk); its full record (most of the bytes) is parsed when it
-    is read, one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
+    and retention read them in bulk), the facts' outputs and logs be lists of CIDs (digests
+    and thin rows read them); its full record (most of the bytes) is parsed when it is read,
+    one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
+    facts = _json_text(r[8], dict)
+    parsed = json.loads(facts)
+    facts_cids(parsed, "outputs"), facts_cids(parsed, "logs")
     return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
             checked_uint(r[4]), checked_str(r[5]), _json_text(r[6], dict), checked_str(r[7]),
-            _json_text(r[8], dict))
+            facts)
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:
@@ -257,10 +270,11 @@ def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
     releases)."""
     job, h, o, q, ended, state = row[:6]
     facts = row[8]
-    outputs = (json.loads(facts) if isinstance(facts, str) else facts or {}).get("outputs", [])
+    outputs = facts_cids(json.loads(facts) if isinstance(facts, str) else facts or {})
     return hashlib.sha256(_canon([job, h, o, q, ended, state, sorted(outputs)])).hexdigest()[:32]
 
 
 __all__ = ["CHECKS", "MAX_LINE_BYTES", "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool",
            "StreamError", "Trailer", "against", "check_cache", "check_job", "check_provider",
-           "content_digest", "job_digest", "read_rows", "row_lines", "signed_digest"]
+           "content_digest", "facts_cids", "job_digest", "read_rows", "row_lines",
+           "signed_digest"]

@@ -342,7 +342,8 @@ def check_info(info: Mapping[str, Any]) -> None:
     peer's), within the nesting bound of all JSON a peer takes in."""
     _check_types(info)
     if nesting(info, MAX_DEPTH) > MAX_DEPTH:  # served again (/api/mesh) at a deeper stack
-        raise ValueError(f"info is nested deeper than {MAX_DEPTH} levels")
+        key = next((k for k, v in info.items() if nesting(v, MAX_DEPTH - 1) >= MAX_DEPTH), "")
+        raise ValueError(f"info.{key} is nested deeper than {MAX_DEPTH} levels")
 
 
 def _check_types(info: Mapping[str, Any]) -> None:

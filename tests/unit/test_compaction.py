@@ -1185,3 +1185,69 @@ def test_a_peer_whose_sweep_at_start_fails_starts_and_sweeps_at_its_first_pass(
     assert again.catchup.compact().evicted >= len(job000)
     assert not [e for e in again.state.events.values()
                 if getattr(e.body, "job", None) == "job000"]
+
+
+def test_a_stream_whose_events_are_nested_past_the_stack_is_malformed(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The events of a v2 stream's first line (or a v3 stream's head frame) nested deeper
+    than json.loads goes raised RecursionError out of the catch-up task; it is a malformed
+    snapshot (nothing taken)."""
+    import struct
+
+    from peer.log.snapframe import HEADER, MAGIC
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    def v2(body: bytes) -> bytes:
+        return deep + body[body.index(b"\n"):]
+
+    def v3(body: bytes) -> bytes:
+        at = len(MAGIC)
+        tag, n = HEADER.unpack_from(body, at)
+        return body[:at] + struct.pack(">cI", tag, len(deep)) + deep + body[at + HEADER.size + n:]
+
+    heads = dict(b.heads())
+    assert _take_stream(a, b, tmp_path, tamper=v2) == "malformed"
+    assert _take_v3(a, b, tmp_path, tamper=v3) == "malformed"
+    assert dict(b.heads()) == heads
+
+
+def _outputs_not_a_list(a: Node) -> None:
+    a.log.db.execute("UPDATE job_index SET facts = ? WHERE job = 'job000'",
+                     (json.dumps({"finished_s": 1.0, "outputs": 5}),))
+    a.log.db.commit()
+
+
+def test_a_members_job_row_whose_outputs_are_not_cids_is_refused(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A job row's facts are read as lists of CIDs (digests, thin rows, retention): a
+    member's row holding anything else made every compaction pass of the peer that took it
+    fail (a TypeError), and every v3 snapshot and v2 digest it served. The stream is
+    malformed now, and nothing of it is taken."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    _outputs_not_a_list(a)
+    assert _take_stream(a, b, tmp_path) == "malformed"
+    assert _index_jobs(b) == set()
+
+
+def test_a_stored_job_row_whose_outputs_are_not_cids_is_left_out_not_raised(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Such a row already in the index (an earlier release took it): compaction passes,
+    the v3 stream and the v2 digests go on without it, and it is counted as skipped."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    assert _take_stream(a, b, tmp_path) is None
+    _outputs_not_a_list(b)
+    b.log.db.execute("DELETE FROM job_thin")  # as a data dir of an earlier release holds
+    b.catchup.compact()
+    b.catchup.compact()
+    b.flush()
+    assert b"".join(b.catchup.snapshot_stream(v=3))
+    jobs = b.catchup.snapshot_digest(per_job=True)["jobs"]
+    assert "job000" not in jobs and len(jobs) == len(_index_jobs(b)) - 1
+    assert b.index.skipped >= 1

@@ -254,6 +254,37 @@ def test_a_job_with_a_lone_surrogate_in_its_args_is_an_invalid_event() -> None:
     Event("a", 1, 1, EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf})
 
 
+S = "j\ud800"  # the JSON text "j\\ud800" (from a member) decodes to this
+SPLIT = ["o", 1]
+
+
+@pytest.mark.parametrize(("typ", "payload", "field"), [
+    (EventType.JOB_SUBMITTED, {"job": S, "workflow": WORKFLOW}, "job"),
+    (EventType.JOB_DELETED, {"job": S}, "job"),
+    (EventType.CLAIM, {"job": S, "task": "t", "split": SPLIT, "chunk": 0, "attempt": 0}, "job"),
+    (EventType.CLAIM, {"job": "j", "task": S, "split": SPLIT, "chunk": 0, "attempt": 0},
+     "task"),
+    (EventType.CLAIM, {"job": "j", "task": "t", "split": [S, 1], "chunk": 0, "attempt": 0},
+     "split"),
+    (EventType.TASK_DONE, {"job": "j", "task": "t", "output": CID, "key": S}, "key"),
+    (EventType.CACHE_PUT, {"cache": {S: 1}}, "cache (a key)"),
+    (EventType.PROVIDE, {"cids": [S]}, "cids[0]"),
+])
+def test_an_id_or_key_with_a_lone_surrogate_is_an_invalid_event(
+        typ: EventType, payload: dict[str, Any], field: str) -> None:
+    """Ids, keys and names are stored (an SQLite TEXT column: UTF-8), hashed (rendezvous,
+    cache keys) and used as file names: a lone surrogate in a job id passed the door and
+    then failed every compaction pass (the job index's insert) and the scheduler's
+    rendezvous of the job's tasks (an internal error per task), on every peer."""
+    with pytest.raises(InvalidEvent, match=r"lone surrogate|of a TASK_SPLIT event") as err:
+        Event("a", 1, 1, typ, payload)
+    assert err.value.field is not None and err.value.field.endswith(field)
+    with pytest.raises(InvalidEvent, match="origin"):
+        Event("a\ud800", 1, 1, EventType.PROVIDE, {"cids": [CID]})
+    Event("\u00e9t\U0001f600", 1, 1, EventType.JOB_DELETED, {"job": "t\u00e9\U0001f600",
+                                                            "reason": ""})  # text
+
+
 # -- the receive path: a member's deep event among good ones -------------------------------
 
 def _node(d: Path, opened: list[Node]) -> Node:

@@ -266,7 +266,7 @@ def test_an_info_nested_past_the_bound_makes_the_frame_malformed() -> None:
     for key in ("newer", "running", "kubo"):
         inner = _nested(MAX_DEPTH)
         value = {"k": inner[0]} if key == "kubo" else inner
-        with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        with pytest.raises(ValueError, match=f"info.{key} is nested deeper than {MAX_DEPTH}"):
             parse_info({"info": {key: value}})
 
 
