@@ -3,9 +3,10 @@ within a deadline, idle keep-alive closed, a body that stops arriving answered 4
 open connections (in total and per remote address) and on event streams. Event loop only.
 
 aiohttp has the idle keep-alive timeout (web.AppRunner's `keepalive_timeout`, which
-main.py sets to idle_timeout_s) and none of the others: `GuardedSite` listens with a
-protocol (`_Conn`) that sits between asyncio and aiohttp's own, admits or refuses each
-connection, sees every byte arrive and closes the connections past a deadline;
+main.py sets to idle_timeout_s) and none of the others: `GuardedSite` listens (in plain TCP,
+also for TLS) with a protocol (`_Conn`) that sits between asyncio and aiohttp's own, admits or
+refuses each connection, then upgrades it to TLS (`loop.start_tls`) if the site serves TLS,
+sees every byte arrive and closes the connections past a deadline;
 `Gate.middleware` (first in the app's list) tells it where each request's handling starts
 and ends. Only public aiohttp API is used."""
 
@@ -95,9 +96,11 @@ class Gate:
         self.body_timeouts = 0  # requests answered 408: their body stopped arriving
         self._warned_at = -WARN_EVERY_S
 
-    def protocol(self, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        """The protocol factory of a listening socket whose connections `make` serves."""
-        return lambda: _Conn(self, make)
+    def protocol(self, make: Callable[[], asyncio.Protocol],
+                 tls: ssl.SSLContext | None = None) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory of a plain TCP listening socket whose connections `make`
+        serves; with `tls`, each admitted connection is upgraded to TLS first."""
+        return lambda: _Conn(self, make, tls)
 
     def stats(self) -> dict[str, int]:
         """For /api/health."""
@@ -125,6 +128,16 @@ class Gate:
             log.warning("HTTP: refused a connection from %s: %s; %d refused since start",
                         addr, why, self.refused)
         return False
+
+    def _rekey(self, old: asyncio.BaseTransport, new: asyncio.BaseTransport) -> None:
+        """A connection upgraded to TLS: aiohttp sees the TLS transport, not the TCP one."""
+        self._open[new] = self._open.pop(old)
+
+    def _abort_handshakes(self) -> None:
+        """Closes the connections whose TLS handshake is still in progress (the site stops:
+        aiohttp knows nothing of them)."""
+        for conn in list(self._open.values()):
+            conn.abort_handshake()
 
     def _leave(self, transport: asyncio.BaseTransport, addr: str) -> None:
         del self._open[transport]
@@ -190,13 +203,20 @@ class _Conn(asyncio.Protocol):
     header block is arriving (a deadline); _BUSY, from its end (or its handler's start) to
     the handler's end (a body's bytes are timed while it is incomplete); _IDLE, until the next
     byte (aiohttp closes it after its keep-alive timeout). A response being written, an
-    event stream included, is never timed."""
+    event stream included, is never timed. With `tls`, the connection is admitted, then its
+    handshake runs under the first header block's deadline (one deadline for both), and
+    aiohttp sees it only once the handshake is done."""
 
-    __slots__ = ("_addr", "_gate", "_inner", "_last_byte", "_make", "_payload", "_phase",
-                 "_stalled", "_started", "_tail", "_timer", "_transport", "on_lost")
+    __slots__ = ("_addr", "_early", "_early_eof", "_gate", "_handshake", "_inner",
+                 "_last_byte", "_make", "_payload", "_phase", "_stalled", "_started", "_tail",
+                 "_timer", "_tls", "_transport", "on_lost")
 
-    def __init__(self, gate: Gate, make: Callable[[], asyncio.Protocol]) -> None:
-        self._gate, self._make = gate, make
+    def __init__(self, gate: Gate, make: Callable[[], asyncio.Protocol],
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._gate, self._make, self._tls = gate, make, tls
+        self._handshake: asyncio.Task[None] | None = None  # the TLS upgrade in progress
+        self._early: list[bytes] = []  # bytes decrypted before the upgrade's task resumed
+        self._early_eof = False
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._addr = ""
@@ -218,12 +238,50 @@ class _Conn(asyncio.Protocol):
             return
         self._transport, self._addr = transport, addr
         self._arm(self._gate.limits.header_timeout_s, self._head_expired)
+        if self._tls is None:
+            self._inner = self._make()
+            self._inner.connection_made(transport)
+        else:  # (a reference held: the task is the connection's until it ends)
+            self._handshake = asyncio.get_running_loop().create_task(
+                self._upgrade(transport, self._tls))
+
+    async def _upgrade(self, tcp: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        """The TLS handshake of an admitted connection, then aiohttp's protocol over it. A
+        handshake that fails or outlasts the header deadline closes the connection."""
+        tls_transport: asyncio.Transport | None = None
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                tcp, self, tls, server_side=True,
+                ssl_handshake_timeout=self._gate.limits.header_timeout_s)
+        except Exception as e:  # (ssl.SSLError, a reset, asyncio's own handshake timeout)
+            log.debug("HTTP: TLS handshake with %s failed: %r", self._addr, e)
+        finally:
+            self._handshake = None
+            if tls_transport is None or self._transport is not tcp:
+                tcp.abort()  # failed, cut by the header deadline, cancelled, or lost
+                self.connection_lost(None)  # (nothing if asyncio already called it)
+        if tls_transport is None or self._transport is not tcp:
+            return
+        self._gate._rekey(tcp, tls_transport)
+        self._transport = tls_transport
         self._inner = self._make()
-        self._inner.connection_made(transport)
+        self._inner.connection_made(tls_transport)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self._inner.eof_received()
+
+    def abort_handshake(self) -> None:
+        """Closes the connection if its TLS handshake is in progress."""
+        if self._handshake is not None and self._transport is not None:
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         inner = self._inner
         if inner is None or self._stalled:
+            if self._handshake is not None and not self._stalled:
+                self._early.append(data)  # decrypted before _upgrade resumed: kept for it
             return  # refused; or its body stalled: nothing more is read
         phase = self._phase
         if phase == _BUSY:
@@ -238,7 +296,10 @@ class _Conn(asyncio.Protocol):
         inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        if self._inner is None:
+            self._early_eof = self._handshake is not None
+            return None
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         if self._inner is not None:
@@ -305,8 +366,8 @@ class _Conn(asyncio.Protocol):
         self._timer = None
         if self._phase == _HEAD and self._transport is not None:
             self._gate.header_timeouts += 1
-            log.debug("HTTP: closed a connection from %s: no complete request headers within "
-                      "%g s (http_header_timeout_s)", self._addr,
+            log.debug("HTTP: closed a connection from %s: no complete TLS handshake and request "
+                      "headers within %g s (http_header_timeout_s)", self._addr,
                       self._gate.limits.header_timeout_s)
             self._transport.abort()
 
@@ -338,7 +399,8 @@ class _Conn(asyncio.Protocol):
 
 class GuardedSite(web.BaseSite):
     """web.TCPSite's equivalent whose connections pass `gate`: refused over a cap at once,
-    then timed; a TLS handshake must end within header_timeout_s."""
+    then timed; with `ssl_context`, a TLS handshake starts once the connection is admitted
+    (it counts in the caps) and must end within header_timeout_s."""
 
     __slots__ = ("_factory", "_gate", "_host", "_listener", "_port", "_queue", "_tls")
 
@@ -347,7 +409,7 @@ class GuardedSite(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         server = runner.server
         assert server is not None  # (BaseSite refuses a runner not set up)
-        self._factory = gate.protocol(server)
+        self._factory = gate.protocol(server, ssl_context)
         self._gate, self._host, self._port = gate, host, port
         self._tls, self._queue = ssl_context, backlog
         self._listener: asyncio.Server | None = None
@@ -367,13 +429,13 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         self._listener = await asyncio.get_running_loop().create_server(
-            self._factory, self._host or None, self._port, ssl=self._tls, backlog=self._queue,
-            ssl_handshake_timeout=self._gate.limits.header_timeout_s if self._tls else None)
+            self._factory, self._host or None, self._port, backlog=self._queue)
         self._server = self._listener  # what aiohttp's runner.addresses reads
 
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        self._gate._abort_handshakes()
         await super().stop()
 
 

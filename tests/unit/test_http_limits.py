@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from peer.config import PeerConfig, from_args
@@ -318,6 +319,80 @@ async def test_a_tls_handshake_that_never_comes_is_cut_and_tls_clients_are_serve
         writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
+    finally:
+        await runner.cleanup()
+        node.log.close()
+
+
+async def test_tls_handshakes_in_progress_count_in_the_caps(tmp_path: Path) -> None:
+    """Four TCP connections to a TLS site that never send a ClientHello hold the four places
+    of the total cap: a fifth is refused at once (not cut by the deadline later); the four
+    are cut at the header deadline and free their places; a TLS client is then served."""
+    server_ctx, client_ctx = _tls(tmp_path)
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False,
+                           **(SMALL | {"http_header_timeout_s": 2.0,
+                                       "http_max_connections": 4})))
+    app = make_app(node)
+    gate = app[GATE]
+    runner, site = await serve(app, gate, "127.0.0.1", 0, ssl_context=server_ctx,
+                               shutdown_timeout=1.0)
+    opened: list[asyncio.StreamWriter] = []
+    try:
+        silent = []
+        for i in range(4):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", site.port, local_addr=(f"127.0.0.{1 + i}", 0))
+            opened.append(writer)
+            silent.append(reader)
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port,
+                                                       local_addr=("127.0.0.5", 0))
+        opened.append(writer)
+        assert await closed(reader) == b""
+        assert gate.stats()["refused_connections"] == 1  # by the cap, not by a deadline
+        assert gate.stats()["header_timeouts"] == 0 and gate.stats()["connections"] == 4
+        for r in silent:
+            assert await closed(r) == b""  # no ClientHello within header_timeout_s
+        assert gate.stats()["header_timeouts"] == 4 and gate.stats()["connections"] == 0
+        for _ in range(2):  # a TLS client, twice: the places came back
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port,
+                                                           ssl=client_ctx)
+            opened.append(writer)
+            writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            status, _, body = await response(reader)
+            assert status == 200 and json.loads(body)["http"]["connections"] == 1
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        async with aiohttp.ClientSession() as http, http.get(
+                f"https://127.0.0.1:{site.port}/api/health", ssl=client_ctx) as resp:
+            assert resp.status == 200 and (await resp.json())["http"]["refused_connections"] == 1
+    finally:
+        for w in opened:
+            w.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await w.wait_closed()
+        await runner.cleanup()
+        node.log.close()
+
+
+async def test_a_tls_handshake_in_progress_ends_with_the_site(tmp_path: Path) -> None:
+    """Stopping the site closes a connection still in its handshake and frees its place."""
+    server_ctx, _ = _tls(tmp_path)
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False,
+                           **(SMALL | {"http_header_timeout_s": 30.0})))
+    app = make_app(node)
+    runner, site = await serve(app, app[GATE], "127.0.0.1", 0, ssl_context=server_ctx,
+                               shutdown_timeout=1.0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        for _ in range(100):  # (the server's accept runs on the loop)
+            if app[GATE].stats()["connections"]:
+                break
+            await asyncio.sleep(0.01)
+        await runner.cleanup()
+        assert await closed(reader) == b""
+        assert app[GATE].stats()["connections"] == 0
+        writer.close()
     finally:
         await runner.cleanup()
         node.log.close()
