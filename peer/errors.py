@@ -85,7 +85,7 @@ class Unsupported(BanzaiError):
 
 
 class RequestTimeout(BanzaiError):
-    """A request's body stopped arriving: no byte for the configured time (http_body_idle_s)."""
+    """A request's body did not arrive in time (http_body_idle_s; /login's: its whole body)."""
 
 
 class Unavailable(BanzaiError):

@@ -512,10 +512,11 @@ def make_app(node: Host) -> web.Application:
     cfg = node.cfg
     policy = Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway,
                              cfg.subdomain_hosts)
+    gate = Gate(HttpLimits.from_settings(cfg), open_files_limit())  # its middleware first
     auth = Auth(load_or_create_token(cfg.data_dir), policy,
                 [c for s in node.mesh_secrets.secrets if (c := mesh_credential(s))],
-                secure_cookie=cfg.tls_cert is not None)
-    gate = Gate(HttpLimits.from_settings(cfg), open_files_limit())  # its middleware first
+                secure_cookie=cfg.tls_cert is not None,
+                login_timeout_s=cfg.http_header_timeout_s, abandon_body=gate.abandon_body)
     app = web.Application(middlewares=[gate.middleware, auth.middleware, errors],
                           client_max_size=cfg.max_body_bytes)
     app[NODE] = node

@@ -6,6 +6,7 @@ beyond the token."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -18,7 +19,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from peer import jsontext
-from peer.errors import ArgError, BanzaiError, Forbidden, Unauthorized
+from peer.errors import (
+    ArgError,
+    BanzaiError,
+    Forbidden,
+    RequestTimeout,
+    TooLarge,
+    Unauthorized,
+)
 from peer.errors_http import Surface, http_error
 from peer.http.tokens import MESH_SCHEME, csrf_token, new_session, same, session_nonce
 from peer.ipfs.subdomain import parse_host, split_port
@@ -32,6 +40,8 @@ HOW_TO_LOGIN = ("open the login URL banzai-peer printed at start (`banzai-peer -
                 "--data-dir DIR` prints it again), or send 'Authorization: Bearer TOKEN' with "
                 "the token from the file http-token in the peer's data dir")
 
+LOGIN_MAX_BODY_BYTES = 4096  # POST /login's body ({"token": T}, T of 43 characters), read
+# before any token check: bounded in size and time (login_timeout_s), not by --max-body-bytes
 WRONG_TOKEN = Unauthorized("wrong token: " + HOW_TO_LOGIN, field="token")
 
 
@@ -234,11 +244,16 @@ class Auth:
     """The token check of one peer's app: `middleware` first in the app's list."""
 
     def __init__(self, token: str, policy: Policy, mesh_credentials: Sequence[str] = (),
-                 secure_cookie: bool = False) -> None:
+                 secure_cookie: bool = False, login_timeout_s: float = 10.0,
+                 abandon_body: Callable[[web.Request], None] = lambda _request: None) -> None:
         self.token = token
         self.policy = policy
         self.mesh = tuple(mesh_credentials)  # one per accepted mesh secret (rotation)
         self.secure_cookie = secure_cookie
+        self.login_timeout_s = login_timeout_s  # POST /login's whole body, from its handler's
+        # start (the app passes http_header_timeout_s: a token is as short as a header block)
+        self.abandon_body = abandon_body  # the rest of a request's body will not be read
+        # (Gate.abandon_body: its connection closes after the response); must not block
 
     def cookie_name(self, request: web.Request) -> str:
         """Per port, as Jupyter: two peers on one host keep their own sessions."""
@@ -309,13 +324,38 @@ class Auth:
 
     async def login_post(self, request: web.Request) -> web.Response:
         """POST /login {"token": T} (the UI's login prompt): the cookie and the CSRF token."""
-        body = jsontext.loads(await request.read(), "the body", field="body")
+        body = jsontext.loads(await self._login_body(request), "the body", field="body")
         if not self._is_token(body.get("token") if isinstance(body, dict) else None):
             return self.refuse(request, WRONG_TOKEN)
         resp = web.Response(content_type="application/json", headers={"Cache-Control": "no-store"})
         csrf = self._login(request, resp)
         resp.text = json.dumps({"authenticated": True, "csrf": csrf})
         return resp
+
+    async def _login_body(self, request: web.Request) -> bytes:
+        """POST /login's body, whole within LOGIN_MAX_BODY_BYTES and login_timeout_s of the
+        handler's start; past either, TooLarge (413) or RequestTimeout (408), and the rest is
+        not read: the answer closes the connection."""
+        limit, timeout_s = LOGIN_MAX_BODY_BYTES, self.login_timeout_s
+        too_large = TooLarge(f"the login body is larger than {limit} bytes: send "
+                             '{"token": "..."} only', field="body")
+        try:
+            if (request.content_length or 0) > limit:
+                raise too_large
+            data = bytearray()
+            async with asyncio.timeout(timeout_s):
+                while chunk := await request.content.read(limit + 1 - len(data)):
+                    data += chunk
+                    if len(data) > limit:
+                        raise too_large
+        except TooLarge:
+            self.abandon_body(request)
+            raise
+        except TimeoutError:
+            self.abandon_body(request)
+            raise RequestTimeout(f"the login body did not arrive within {timeout_s:g} s "
+                                 "(http_header_timeout_s)", field="body") from None
+        return bytes(data)
 
     async def logout(self, request: web.Request) -> web.Response:
         resp = web.json_response({"authenticated": False})

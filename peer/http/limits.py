@@ -160,6 +160,13 @@ class Gate:
             resp.force_close()
         return resp
 
+    def abandon_body(self, request: web.Request) -> None:
+        """The handler reads no more of `request`'s body (it broke a bound): the bytes still
+        to come are dropped and the response closes the connection (no lingering read)."""
+        conn = self._open.get(request.transport) if request.transport is not None else None
+        if conn is not None:
+            conn.abandon()
+
     @contextlib.contextmanager
     def event_stream(self, request: web.Request, on_lost: Callable[[], None]) -> Iterator[None]:
         """Holds one of the `max_event_streams` places while the block runs (else
@@ -385,6 +392,14 @@ class _Conn(asyncio.Protocol):
             return
         self._timer = asyncio.get_running_loop().call_at(self._last_byte + limit,
                                                          self._body_check)
+
+    def abandon(self) -> None:
+        """Gate.abandon_body's."""
+        payload = self._payload
+        if payload is not None and not payload.is_eof() and not self._stalled:
+            self._stalled = True
+            self._cancel()
+            payload.feed_eof()
 
     def _stall(self, payload: StreamReader, limit: float) -> None:
         self._stalled = True

@@ -337,9 +337,11 @@ async def test_login_prompt_posts_the_token(client: Any) -> None:
     assert r.status == 401
     r = await client.post("/login", data=b'{"token": "\\ud800"}')  # a lone surrogate: not
     assert r.status == 400 and "lone surrogate" in (await r.json())["message"]  # text (jsontext)
-    for body in (b"[" * 100_000, b'{"token": ', b"\xff"):  # not JSON: 400, not a 500
+    for body in (b"[" * 4000, b'{"token": ', b"\xff"):  # not JSON: 400, not a 500
         r = await client.post("/login", data=body)
         assert r.status == 400 and (await r.json())["field"] == "body"
+    r = await client.post("/login", data=b"[" * 5000)  # over 4 KiB: a token is short
+    assert r.status == 413 and (await r.json())["field"] == "body"
     r = await client.post("/login", json={"token": TOKEN})
     body = await r.json()
     assert r.status == 200 and body["csrf"]

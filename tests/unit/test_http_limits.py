@@ -217,6 +217,71 @@ async def test_an_upload_that_keeps_progressing_is_not_cut(tmp_path: Path) -> No
         assert (await response(reader))[0] == 200
 
 
+# -- POST /login: open without the token, its body bounded in time and size ---------------
+def _login_head(length: int | None) -> bytes:
+    size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (f"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{size}\r\n\r\n").encode()
+
+
+async def test_a_login_body_trickled_in_is_answered_408_at_the_header_deadline(
+        tmp_path: Path) -> None:
+    """A byte every 0.1 s never trips the body's idle deadline (30 s here); the whole login
+    body must arrive within the header deadline (1 s): 408, and the connection closed."""
+    async with served(tmp_path, http_header_timeout_s=1.0, http_body_idle_s=30.0) as s:
+        reader, writer = await s.connect()
+        body = b'{"token": "' + b"x" * 200 + b'"}'
+        writer.write(_login_head(len(body)))
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for i in range(len(body)):
+                    writer.write(body[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        dripping = asyncio.create_task(trickle())
+        try:
+            status, headers, answer = await response(reader)
+            err = json.loads(answer)
+            assert status == 408 and err["error"] == "RequestTimeout", err
+            assert err["field"] == "body" and "http_header_timeout_s" in err["message"]
+            assert headers.get("connection") == "close"
+            assert await closed(reader) == b""
+        finally:
+            dripping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dripping
+        assert s.gate.stats()["body_timeouts"] == 0  # not the idle deadline: the login's
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_login_body_over_4_kib_is_answered_413(tmp_path: Path, chunked: bool) -> None:
+    """Not --max-body-bytes: a token is short. By its Content-Length, or by what arrives."""
+    async with served(tmp_path, http_header_timeout_s=30.0, http_body_idle_s=30.0) as s:
+        reader, writer = await s.connect()
+        body = b'{"token": "' + b"x" * 5000 + b'"}'
+        if chunked:
+            writer.write(_login_head(None) + f"{len(body):x}\r\n".encode() + body + b"\r\n")
+        else:
+            writer.write(_login_head(len(body)) + body[:100])  # the rest need not come
+        status, headers, answer = await response(reader)
+        err = json.loads(answer)
+        assert status == 413 and err["error"] == "TooLarge", err
+        assert err["field"] == "body" and "4096 bytes" in err["message"]
+        assert headers.get("connection") == "close"
+        assert await closed(reader) == b""
+
+
+async def test_a_prompt_login_is_served(tmp_path: Path) -> None:
+    async with served(tmp_path) as s:
+        reader, writer = await s.connect()
+        body = json.dumps({"token": s.token}).encode()
+        writer.write(_login_head(len(body)) + body)
+        status, _, answer = await response(reader)
+        assert status == 200 and json.loads(answer)["authenticated"]
+
+
 # -- caps ----------------------------------------------------------------------------------
 async def test_connections_over_the_per_address_cap_are_closed_at_once(tmp_path: Path) -> None:
     """Two per address: a third from 127.0.0.1 is closed unanswered while the two are served;
