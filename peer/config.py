@@ -82,7 +82,7 @@ def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
 # The HTTP side's limits on slow or many clients (peer/http/limits.py, HttpLimits)
 HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s",
                "http_max_connections", "http_max_connections_per_address",
-               "http_max_event_streams")
+               "http_max_event_streams", "http_write_timeout_s")
 MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
 
 
@@ -217,6 +217,10 @@ class PeerConfig:
     http_body_idle_s: float = field(default=30.0, metadata=setting(
         "a request body from which no byte arrives for this many seconds is answered 408; "
         "an upload that keeps progressing is never cut (default 30)"))
+    http_write_timeout_s: float = field(default=60.0, metadata=setting(
+        "an HTTP connection whose client reads none of a response for this many seconds "
+        "(the peer's send buffer stays full) is closed; a download that keeps progressing is "
+        "never cut (default 60)"))
     http_max_connections: int = field(default=1024, metadata=setting(
         "open HTTP connections at most; one more is closed at once (default 1024)"))
     http_max_connections_per_address: int = field(default=128, metadata=setting(

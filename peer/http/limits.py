@@ -1,6 +1,7 @@
 """What HTTP clients that are slow or many may hold of a peer: each request's header block
-within a deadline, idle keep-alive closed, a body that stops arriving answered 408, caps on
-open connections (in total and per remote address) and on event streams. Event loop only.
+within a deadline, idle keep-alive closed, a body that stops arriving answered 408, a
+response the client stops reading cut, caps on open connections (in total and per remote
+address) and on event streams. Event loop only.
 
 aiohttp has the idle keep-alive timeout (web.AppRunner's `keepalive_timeout`, which
 main.py sets to idle_timeout_s) and none of the others: `GuardedSite` listens (in plain TCP,
@@ -49,6 +50,8 @@ class LimitSettings(Protocol):
     def http_max_connections_per_address(self) -> int: ...
     @property
     def http_max_event_streams(self) -> int: ...
+    @property
+    def http_write_timeout_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class HttpLimits:
     max_connections: int = 1024
     max_connections_per_address: int = 128
     max_event_streams: int = 64
+    write_timeout_s: float = 60.0  # a response the client does not read: its transport's
+    # buffer above the high-water mark (asyncio's pause_writing) for this long, not resumed
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,7 +82,7 @@ class HttpLimits:
     def from_settings(cls, cfg: LimitSettings) -> HttpLimits:
         return cls(cfg.http_header_timeout_s, cfg.http_idle_timeout_s, cfg.http_body_idle_s,
                    cfg.http_max_connections, cfg.http_max_connections_per_address,
-                   cfg.http_max_event_streams)
+                   cfg.http_max_event_streams, cfg.http_write_timeout_s)
 
 
 class Gate:
@@ -94,6 +99,7 @@ class Gate:
         self.refused = 0  # connections closed at once: a cap was reached
         self.header_timeouts = 0  # connections closed: a header block came too slowly
         self.body_timeouts = 0  # requests answered 408: their body stopped arriving
+        self.write_timeouts = 0  # connections closed: their client stopped reading
         self._warned_at = -WARN_EVERY_S
 
     def protocol(self, make: Callable[[], asyncio.Protocol],
@@ -106,7 +112,7 @@ class Gate:
         """For /api/health."""
         return {"connections": len(self._open), "event_streams": self._streams,
                 "refused_connections": self.refused, "header_timeouts": self.header_timeouts,
-                "body_timeouts": self.body_timeouts}
+                "body_timeouts": self.body_timeouts, "write_timeouts": self.write_timeouts}
 
     def _enter(self, transport: asyncio.BaseTransport, conn: _Conn, addr: str) -> bool:
         lim, n = self.limits, self._per_address.get(addr, 0)
@@ -210,13 +216,15 @@ class _Conn(asyncio.Protocol):
     header block is arriving (a deadline); _BUSY, from its end (or its handler's start) to
     the handler's end (a body's bytes are timed while it is incomplete); _IDLE, until the next
     byte (aiohttp closes it after its keep-alive timeout). A response being written, an
-    event stream included, is never timed. With `tls`, the connection is admitted, then its
-    handshake runs under the first header block's deadline (one deadline for both), and
-    aiohttp sees it only once the handshake is done."""
+    event stream included, is timed only while the client reads none of it: from asyncio's
+    pause_writing (its send buffer is full) to resume_writing, at most write_timeout_s.
+    With `tls`, the connection is admitted, then its handshake runs under the first header
+    block's deadline (one deadline for both), and aiohttp sees it only once the handshake is
+    done."""
 
     __slots__ = ("_addr", "_early", "_early_eof", "_gate", "_handshake", "_inner",
                  "_last_byte", "_make", "_payload", "_phase", "_stalled", "_started", "_tail",
-                 "_timer", "_tls", "_transport", "on_lost")
+                 "_timer", "_tls", "_transport", "_write_timer", "on_lost")
 
     def __init__(self, gate: Gate, make: Callable[[], asyncio.Protocol],
                  tls: ssl.SSLContext | None = None) -> None:
@@ -231,6 +239,7 @@ class _Conn(asyncio.Protocol):
         self._started = False  # a byte other than CR/LF of this header block arrived
         self._tail = b""  # the header block's last 3 bytes (an end may span two reads)
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
         self._payload: StreamReader | None = None  # the body being received
         self._last_byte = 0.0
         self._stalled = False
@@ -309,15 +318,20 @@ class _Conn(asyncio.Protocol):
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
+        if self._transport is not None and self._write_timer is None:
+            self._write_timer = asyncio.get_running_loop().call_later(
+                self._gate.limits.write_timeout_s, self._write_expired)
         if self._inner is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._cancel_write()
         if self._inner is not None:
             self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        self._cancel_write()
         transport, self._transport = self._transport, None
         if transport is None:
             return  # refused at the door
@@ -368,6 +382,20 @@ class _Conn(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _cancel_write(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_expired(self) -> None:
+        self._write_timer = None
+        if self._transport is not None:
+            self._gate.write_timeouts += 1
+            log.info("HTTP: closed a connection from %s: it read nothing of its response for "
+                     "%g s (http_write_timeout_s)", self._addr,
+                     self._gate.limits.write_timeout_s)
+            self._transport.abort()
 
     def _head_expired(self) -> None:
         self._timer = None

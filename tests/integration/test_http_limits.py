@@ -1,14 +1,17 @@
 """Slow and many HTTP clients against a real banzai-peer (peer/http/limits.py, wired by
 peer/main.py): with its defaults, the 129th connection from one address is closed at once and
 the 65th event stream answered 503 while the others stream on; with the deadlines set small
-by flags, a header or a body that stops arriving is cut and prompt requests are served.
+by flags, a header or a body that stops arriving is cut, and a download never read, and prompt
+requests are served.
 Raw sockets on loopback."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -40,7 +43,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProc]:
     """A peer whose deadlines are short (flags)."""
     p = _start(tmp_path_factory.mktemp("limits") / "quick", "--http-header-timeout-s", "0.5",
-               "--http-body-idle-s", "0.5", "--http-idle-timeout-s", "3")
+               "--http-body-idle-s", "0.5", "--http-idle-timeout-s", "3",
+               "--http-write-timeout-s", "0.5")
     yield p
     p.kill(signal.SIGTERM)
 
@@ -156,3 +160,36 @@ def test_a_body_that_stops_arriving_is_answered_408(quick: PeerProc) -> None:
         assert status == 408 and err["error"] == "RequestTimeout" and err["field"] == "body"
         assert "http_body_idle_s" in err["message"]
         assert closed_unanswered(s)
+
+
+def test_a_client_that_stops_reading_a_download_is_cut(quick: PeerProc) -> None:
+    """16 MiB asked for and never read (a small receive buffer): the peer's send buffer
+    stays full past --http-write-timeout-s and the connection is closed."""
+    with ExitStack() as stack:
+        s = connect(quick, stack)
+        data = os.urandom(1 << 24)
+        s.sendall(post_head(quick, "/api/add?name=big.bin", len(data)) + data)
+        status, body = response(s)
+        assert status == 201, body
+        cid = json.loads(body)["cid"]
+        url = urlsplit(quick.url)
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stack.callback(stalled.close)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(PATIENCE_S)
+        stalled.connect((url.hostname, url.port))
+        stalled.sendall(get(f"/ipfs/{cid}"))
+        deadline = time.monotonic() + PATIENCE_S
+        while True:  # (polls /api/health; bounded, never reached when it works)
+            s.sendall(get("/api/health"))
+            if json.loads(response(s)[1])["http"]["write_timeouts"] >= 1:
+                break
+            assert time.monotonic() < deadline, "the stalled download was not cut"
+            time.sleep(0.1)
+        received = 0
+        try:
+            while chunk := stalled.recv(1 << 16):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < len(data)  # cut, not finished

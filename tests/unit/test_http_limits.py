@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +284,64 @@ async def test_a_prompt_login_is_served(tmp_path: Path) -> None:
         assert status == 200 and json.loads(answer)["authenticated"]
 
 
+# -- responses: a client that stops reading --------------------------------------------------
+async def _until(check: Callable[[], bool]) -> None:
+    """Waits (on the loop, at most PATIENCE_S) until `check()` holds."""
+    async with asyncio.timeout(PATIENCE_S):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def _small_window(s: Served) -> Conn:
+    """A connection whose receive buffer is small: a client that does not read stops the
+    peer's writes soon."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", s.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    s.opened.append(writer)
+    return reader, writer
+
+
+async def test_a_client_that_stops_reading_a_response_is_cut(tmp_path: Path) -> None:
+    """A 16 MiB download never read: the peer's send buffer stays full for
+    http_write_timeout_s and the connection is closed (before, it was held for good)."""
+    async with served(tmp_path, http_write_timeout_s=0.5, http_idle_timeout_s=60.0) as s:
+        cid = s.node.store.add_bytes(os.urandom(1 << 24))
+        reader, writer = await _small_window(s)
+        writer.write(s.get(f"/ipfs/{cid}"))
+        await _until(lambda: s.gate.stats()["write_timeouts"] == 1)
+        assert s.gate.stats()["connections"] == 0
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(PATIENCE_S):
+                while chunk := await reader.read(1 << 16):
+                    received += len(chunk)
+        assert received < 1 << 24  # cut, not finished
+
+
+async def test_a_download_read_slowly_is_not_cut(tmp_path: Path) -> None:
+    """Read 64 KiB at a time, 0.02 s apart: the download outlasts http_write_timeout_s, but
+    no pause of the peer's writes does."""
+    async with served(tmp_path, http_write_timeout_s=0.5, http_idle_timeout_s=60.0) as s:
+        data = os.urandom(1 << 22)
+        cid = s.node.store.add_bytes(data)
+        reader, writer = await _small_window(s)
+        writer.write(s.get(f"/ipfs/{cid}"))
+        async with asyncio.timeout(PATIENCE_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        body = bytearray()
+        async with asyncio.timeout(PATIENCE_S * 3):
+            while len(body) < len(data):
+                chunk = await reader.read(1 << 16)
+                assert chunk, "closed in the body"
+                body += chunk
+                await asyncio.sleep(0.02)
+        assert bytes(body) == data and s.gate.stats()["write_timeouts"] == 0
+
+
 # -- caps ----------------------------------------------------------------------------------
 async def test_connections_over_the_per_address_cap_are_closed_at_once(tmp_path: Path) -> None:
     """Two per address: a third from 127.0.0.1 is closed unanswered while the two are served;
@@ -466,7 +526,7 @@ async def test_a_tls_handshake_in_progress_ends_with_the_site(tmp_path: Path) ->
 # -- settings ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["header_timeout_s", "idle_timeout_s", "body_idle_s",
                                   "max_connections", "max_connections_per_address",
-                                  "max_event_streams"])
+                                  "max_event_streams", "write_timeout_s"])
 @pytest.mark.parametrize("value", [0, -1, float("nan")])
 def test_every_limit_must_be_positive(name: str, value: float) -> None:
     for make in (lambda: HttpLimits(**{name: value}),
@@ -481,8 +541,8 @@ def test_the_limits_come_from_the_peer_settings() -> None:
     cfg, _ = from_args(["--http-header-timeout-s", "2.5", "--http-idle-timeout-s", "90",
                         "--http-body-idle-s", "5", "--http-max-connections", "10",
                         "--http-max-connections-per-address", "3",
-                        "--http-max-event-streams", "4"])
-    assert HttpLimits.from_settings(cfg) == HttpLimits(2.5, 90.0, 5.0, 10, 3, 4)
+                        "--http-max-event-streams", "4", "--http-write-timeout-s", "7"])
+    assert HttpLimits.from_settings(cfg) == HttpLimits(2.5, 90.0, 5.0, 10, 3, 4, 7.0)
     assert HttpLimits.from_settings(PeerConfig()) == HttpLimits()
 
 
