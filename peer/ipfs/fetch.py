@@ -26,6 +26,8 @@ log = logging.getLogger("banzai.fetch")
 
 BATCH_CIDS = 512  # DAGs per POST /api/car request (the peer accepts up to 1024)
 MAX_COMPLETE = 2048  # DAGs remembered complete here, the latest used (a miss walks the DAG)
+MAX_CONNECTIONS_PER_PEER = 16  # open at once to one peer (aiohttp's pool: 100 in all, none per
+# host), well under a peer's 128 per address (peer/http/limits.py); more requests wait
 
 
 class RecentSet:
@@ -74,13 +76,15 @@ class Fetcher:
     def __init__(self, store: Store, urls: Callable[[], Mapping[str, str]],
                  providers: Callable[[str], Iterable[str]], self_id: str,
                  timeout_s: float = 300.0, max_bytes: int = 8 << 30,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER) -> None:
         self.store = store
         self.urls = urls  # live peer id -> http base url
         self.providers = providers
         self.self_id = self_id
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_connections_per_peer = max_connections_per_peer
         # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
         # serve content to members of the mesh only
         self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
@@ -199,7 +203,8 @@ class Fetcher:
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5))
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5),
+                connector=aiohttp.TCPConnector(limit_per_host=self.max_connections_per_peer))
         size = 0
         method = "GET" if body is None else "POST"
         async with self._session.request(method, url, json=body,
