@@ -84,6 +84,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as e:
+        if isinstance(e, ConnectionError) and request.transport is None:  # the client left
+            log.debug("%s %s: the client went away: %r", request.method, request.path, e)
+            return _answer(unexpected(Surface.API))  # (never sent: aiohttp drops it)
         if disk_full(e):  # e.g. an upload spooled to a full disk
             log.warning("%s %s: the disk is full: %s", request.method, request.path, e)
             full = StorageFull("the peer's disk is full: free space and retry")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -319,6 +321,27 @@ async def test_a_client_that_stops_reading_a_response_is_cut(tmp_path: Path) -> 
                 while chunk := await reader.read(1 << 16):
                     received += len(chunk)
         assert received < 1 << 24  # cut, not finished
+
+
+async def test_a_client_that_resets_a_stalled_download_is_no_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that resets its connection while the peer waits to write (aiohttp's
+    ConnectionError "Connection lost") went away: logged at debug, not as an unhandled error
+    with a traceback."""
+    async with served(tmp_path, http_idle_timeout_s=60.0) as s:
+        cid = s.node.store.add_bytes(os.urandom(1 << 24))
+        _, writer = await _small_window(s)
+        writer.write(s.get(f"/ipfs/{cid}"))
+        await _until(lambda: any(t.get_write_buffer_size() >= 1 << 16  # writes paused
+                                 for t in s.gate._open if isinstance(t, asyncio.Transport)))
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset, unsent data dropped
+        await _until(lambda: s.gate.stats()["connections"] == 0)
+        for _ in range(10):  # the handler sees the loss on a later turn of the loop
+            await asyncio.sleep(0.01)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 async def test_a_download_read_slowly_is_not_cut(tmp_path: Path) -> None:
