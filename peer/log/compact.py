@@ -214,6 +214,10 @@ class Compactor:
         # before any of them may be dropped (`_index_evicted`: UNINDEXED_PER_PASS a pass).
         # Only events that make such entries are queued.
         self.unindexed: list[Event] = []
+        # JOB_DELETEDs that left memory (all do, once their head covers them; the replay's
+        # too) since the last `_bury`: (job, their order), written to the job index's
+        # `deleted_ids` with the tombstones (every row of a job is found when it is forgotten).
+        self.tomb_ids: list[tuple[str, tuple[int, str, int]]] = []
         self.index_failures = 0  # passes whose write of `unindexed` failed, ever
         self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
@@ -252,7 +256,8 @@ class Compactor:
             return
         first = None
         for p in ev.singles:
-            if isinstance(p.body, JobDeleted):
+            if isinstance(p.body, JobDeleted):  # the tombstone's row: `_bury` notes its id
+                self.tomb_ids.append((p.body.job, ev.order))
                 return
             job = getattr(p.body, "job", None)
             if job is None:
@@ -354,9 +359,11 @@ class Compactor:
         keeps of deleted jobs stays bounded (a restart folds their JOB_DELETEDs again, read
         back as known: they do not come back into memory)."""
         tombs = dict(dict.items(self.state.deleted))
-        if tombs:
-            self.index.put_deleted(tombs.items())  # raises: they stay in memory
+        ids = self.tomb_ids
+        if tombs or ids:
+            self.index.put_deleted(tombs.items(), ids)  # raises: they stay in memory
             self.state.spill_deleted()
+            del ids[:]
 
     def settle(self) -> int:
         """After a replay: what it folded of compacted or deleted jobs leaves memory (their

@@ -8,14 +8,17 @@ still in the log until they are dropped), `cache_index` (item and output cache e
 the order of the event that won them), `provider_index` (cid, origin), `compact_floors`
 (origin -> the highest seq dropped by compaction: an asker below it needs a snapshot),
 `snapshot_pending` (a spooled snapshot whose cache and provider rows are still being taken,
-and how far) and `job_thin` (a job's thin row: its list entry without per-task lists, its
+and how far), `job_thin` (a job's thin row: its list entry without per-task lists, its
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
-peer.log.snapframe). A job taken from such a snapshot has an empty `record` until it is
-fetched (`fill`). Cache entries whose CID has no provider, and item entries with no result
-past the compaction horizon, are deleted (`reap`, peer.log.compact.Compactor._reap).
-Every JSON text is read back within peer.jsontext.MAX_STORED_DEPTH levels: a deeper one
-(written by an earlier release, or taken from its snapshot) is left out as a text that does
-not read back, never served nor encoded again (a later encode could exceed the stack)."""
+peer.log.snapframe), `job_deleted` (deleted jobs' tombstones), `deleted_ids` (every
+JOB_DELETED row of a deleted job, backfilled from the log when the table is made) and
+`member_vv` (the version vector each member last sent: peer.log.tombs). A job taken from
+such a snapshot has an empty `record` until it is fetched (`fill`). Cache entries whose CID
+has no provider, and item entries with no result past the compaction horizon, are deleted
+(`reap`, peer.log.compact.Compactor._reap). Every JSON text is read back within
+peer.jsontext.MAX_STORED_DEPTH levels: a deeper one (written by an earlier release, or taken
+from its snapshot) is left out as a text that does not read back, never served nor encoded
+again (a later encode could exceed the stack)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from peer.jsontext import loads_within
-from peer.log.events import MAX_CLOCK
+from peer.log.events import MAX_CLOCK, EventType
 from peer.log.snapframe import outputs_sha, thin
 from peer.log.sqlite import seq_rows
 
@@ -133,6 +136,21 @@ class JobIndex:
         db.execute("CREATE TABLE IF NOT EXISTS job_deleted (job TEXT PRIMARY KEY, "
                    "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) "
                    "WITHOUT ROWID")
+        # Every JOB_DELETED row of a deleted job (job, origin, seq, hlc): what a tombstone's
+        # forgetting deletes from the log (a job may have several: two peers deleted it).
+        # Written with the tombstones (`put_deleted`); a data dir of an earlier release gets
+        # the table filled from its log once, when the table is made (`_backfill_deleted`).
+        fresh = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'deleted_ids'").fetchone() is None
+        db.execute("CREATE TABLE IF NOT EXISTS deleted_ids (job TEXT NOT NULL, "
+                   "origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, "
+                   "PRIMARY KEY (job, origin, seq)) WITHOUT ROWID")
+        db.execute("CREATE INDEX IF NOT EXISTS deleted_ids_hlc ON deleted_ids (hlc, job)")
+        # The version vector each member last sent (peer.log.tombs): a member away still
+        # counts with what it had folded when last heard.
+        db.execute("CREATE TABLE IF NOT EXISTS member_vv (member TEXT PRIMARY KEY, "
+                   "vv TEXT NOT NULL)")
+        self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
         # How many records the index holds: counted once here, then kept by this object's
         # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
         self._count = int(db.execute("SELECT count(*) FROM job_index").fetchone()[0])
@@ -318,9 +336,11 @@ class JobIndex:
         finally:
             self._forget_absent()
 
-    def put_deleted(self, tombs: Iterable[tuple[str, Order]]) -> None:
+    def put_deleted(self, tombs: Iterable[tuple[str, Order]],
+                    ids: Iterable[tuple[str, Order]] = ()) -> None:
         """Store deleted jobs' tombstones (job, order of its JOB_DELETED; the earlier order
-        of two is kept), in one transaction."""
+        of two is kept) and JOB_DELETED rows (job, their (hlc, origin, seq)), in one
+        transaction."""
         try:
             with self._tx() as db:
                 db.executemany(
@@ -329,8 +349,84 @@ class JobIndex:
                     "(excluded.hlc, excluded.origin, excluded.seq) < "
                     "(job_deleted.hlc, job_deleted.origin, job_deleted.seq)",
                     [(j, *o) for j, o in tombs])
+                db.executemany("INSERT OR IGNORE INTO deleted_ids VALUES (?, ?, ?, ?)",
+                               [(j, o, q, h) for j, (h, o, q) in ids])
         finally:
             self._absent[_DELETED].clear()
+
+    def _backfill_deleted(self) -> int:
+        """Fill `deleted_ids` from the log's JOB_DELETED rows (a data dir of an earlier
+        release: once, as the table is made); returns the rows written. A row whose payload
+        does not read as a JOB_DELETED's is left out (the door quarantines it at the replay)."""
+        rows: list[tuple[str, str, int, int]] = []
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'events'").fetchone() is None:
+            return 0  # (an index without a log: tests, benchmarks)
+        for origin, seq, hlc, payload in self._db.execute(
+                "SELECT origin, seq, hlc, payload FROM events WHERE type = ?",
+                (int(EventType.JOB_DELETED),)):
+            try:
+                job = json.loads(payload).get("job")
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if isinstance(job, str) and type(seq) is int and type(hlc) is int:
+                rows.append((job, str(origin), seq, hlc))
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO deleted_ids VALUES (?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def old_tombstones(self, before_hlc: int, after: tuple[int, str], limit: int,
+                       ) -> list[tuple[str, Order, list[tuple[str, int]]]]:
+        """Up to `limit` deleted jobs with a JOB_DELETED row older than `before_hlc`, in
+        (hlc, job) order after `after`: (job, its tombstone, the ids of all its JOB_DELETED
+        rows). A job whose tombstone the index does not hold is left out."""
+        jobs = self._db.execute(
+            "SELECT job, min(hlc) FROM deleted_ids WHERE hlc < ? AND (hlc, job) > (?, ?) "
+            "GROUP BY job ORDER BY min(hlc), job LIMIT ?",
+            (before_hlc, after[0], after[1], limit)).fetchall()
+        out: list[tuple[str, Order, list[tuple[str, int]]]] = []
+        for job, _ in jobs:
+            tomb = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
+                                    (job,)).fetchone()
+            if tomb is None:
+                continue
+            ids = [(str(o), int(q)) for o, q in self._db.execute(
+                "SELECT origin, seq FROM deleted_ids WHERE job = ?", (job,))]
+            out.append((str(job), (int(tomb[0]), str(tomb[1]), int(tomb[2])), ids))
+        return out
+
+    def note_forgotten(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
+        """Deleted jobs whose tombstones leave (peer.log.tombs), in the caller's transaction
+        on this connection (the log's delete of their JOB_DELETED rows): their tombstone and
+        ids go, each origin's compaction floor rises to `floors`."""
+        names = [(j,) for j in jobs]
+        self._db.executemany("DELETE FROM job_deleted WHERE job = ?", names)
+        self._db.executemany("DELETE FROM deleted_ids WHERE job = ?", names)
+        self.note_dropped((), floors)
+
+    def forgot(self, jobs: Iterable[str]) -> None:
+        """After `note_forgotten` committed: the jobs' tombstones are no longer held."""
+        for job in jobs:
+            self._note_absent(_DELETED, job)
+
+    def member_vvs(self) -> dict[str, dict[str, int]]:
+        """Member -> the version vector it last sent, as kept (a row that does not read
+        back as one is left out, logged once)."""
+        out: dict[str, dict[str, int]] = {}
+        for member, text in self._db.execute("SELECT member, vv FROM member_vv"):
+            vv = self._column(f"the member_vv row of {str(member)[:64]!r}", "vv", text,
+                              _is_marks)
+            if vv is not None:
+                out[str(member)] = {str(o): int(q) for o, q in vv.items()}
+        return out
+
+    def put_member_vvs(self, vvs: Mapping[str, Mapping[str, int]]) -> None:
+        """Keep these members' last version vectors (replacing what was kept), in one
+        transaction."""
+        with self._tx() as db:
+            db.executemany("INSERT INTO member_vv VALUES (?, ?) ON CONFLICT (member) DO "
+                           "UPDATE SET vv = excluded.vv",
+                           [(m, _dumps(dict(sorted(vv.items())))) for m, vv in vvs.items()])
 
     def tombstone(self, job: str) -> Order | None:
         """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted."""
