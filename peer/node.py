@@ -92,6 +92,7 @@ from peer.log.signing import (
 )
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.sqlite import DURABLE_TYPES
+from peer.log.tombs import TOMB_FEATURE
 from peer.log.turns import TurnBuilder
 from peer.log.vacuum import VacuumConfig, file_bytes
 from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
@@ -118,7 +119,7 @@ def usable_cores() -> int:
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-            CLAIMED_FEATURE, FIXNONCE_FEATURE)
+            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -236,7 +237,7 @@ class Node:
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
             self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
-            self.hlc.now, ended=self._ended)
+            self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -379,6 +380,30 @@ class Node:
         g = self.gossip
         if g is not None:
             out += [g.heads_of(p) for p in g.live_peers() if p != self.peer_id]
+        return out
+
+    def _heard(self) -> dict[str, Mapping[str, int]]:
+        """Peer -> the version vector it last sent us, for the live ones, and ours: what the
+        compactor keeps per member for the tombstone bound (peer.log.tombs)."""
+        out: dict[str, Mapping[str, int]] = {}
+        g = self.gossip
+        if g is not None:
+            out.update((p, g.heads_of(p)) for p in g.live_peers() if p != self.peer_id)
+        out[self.peer_id] = dict(self.heads())
+        return out
+
+    def _tomb_members(self) -> dict[str, bool]:
+        """Every member the fold knows and did not revoke, every live peer, and us -> does
+        it announce TOMB_FEATURE (its latest MEMBER event's `features`, and a live peer's
+        heartbeat's too): a tombstone leaves only once each does and its last vector covers
+        it (peer.log.tombs). A member gone for good holds them back until it is revoked."""
+        st = self.state
+        out = {pid: TOMB_FEATURE in ev.body_as(Member).features
+               for pid, ev in st.members.items() if pid not in st.revoked}
+        for pid, info in self.live_peers().items():
+            feats = info.get("features")
+            out[pid] = out.get(pid, True) and isinstance(feats, list) and TOMB_FEATURE in feats
+        out[self.peer_id] = True  # (this release, whatever our MEMBER of an earlier one said)
         return out
 
     def _setup_signing(self, secrets: Sequence[bytes]) -> None:
@@ -949,6 +974,9 @@ class Node:
                                "unindexed": len(c.unindexed),
                                "jobless_waiting": len(c.jobless),  # out of memory, in the log
                                "index_failures": c.index_failures,
+                               # deleted jobs whose tombstone left; why the oldest stays
+                               "tombstones_forgotten": c.total.forgotten,
+                               "tombstones_held_by": c.tombs_held,
                                "index_rows_skipped": self.index.skipped,  # do not read back
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import sqlite3
 import sys
 import tempfile
 import time
@@ -192,6 +193,23 @@ def log_rows(node: Node) -> int:
     return int(node.log.db.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
+def index_rows(node: Node, table: str) -> int:
+    """The rows of one of the job index's tables (0 if this release has no such table)."""
+    try:
+        return int(node.log.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def ahead(node: Node, days: float) -> None:
+    """The compactor's clock (only) runs `days` ahead of the node's: a tombstone is that old
+    at the pass after its deletion (peer.log.tombs.TOMB_GRACE_S, a protocol constant, is not
+    lowered)."""
+    if days:
+        step = int(days * 86_400_000) << 16
+        node.compactor.now_hlc = lambda: node.hlc.now() + step
+
+
 def upload(node: Node, text: str) -> str:
     cid = node.store.add_bytes(text.encode())
     node.store.pin(cid)
@@ -215,6 +233,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                          compact_horizon_days=args.horizon_days)
         node = Node(cfg)
         await node.start()
+        ahead(node, args.tomb_clock_days)
         try:
             serial = 0
             for r in range(args.rounds):
@@ -254,6 +273,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await node.close()
                     node = Node(cfg)
                     await node.start()
+                    ahead(node, args.tomb_clock_days)
                 gc.collect()
                 tasks = [(f"task<{t.get_name()}>", t) for t in asyncio.all_tasks()
                          if t is not asyncio.current_task()]
@@ -268,7 +288,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"compacted {len(node.state.compacted)} in memory "
                       f"({len(node.index)} in the job index), "
                       f"deleted {len(node.state.deleted)} in memory, "
-                      f"{log_rows(node)} events in the log"
+                      f"{log_rows(node)} events in the log, "
+                      f"{index_rows(node, 'job_deleted')} tombstones in the job index"
                       f"{' (walk cut short)' if c else ''}", flush=True)
         finally:
             await node.close()
@@ -304,6 +325,9 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=0, help="files uploaded per round")
     ap.add_argument("--mix", action="store_true",
                     help="one job in five a rerun of the same tasks (cached), one cancelled")
+    ap.add_argument("--tomb-clock-days", type=float, default=0.0,
+                    help="the compactor's clock runs this many days ahead (a fake clock for "
+                    "the tombstone bound: 31 makes each tombstone past its 30-day grace)")
     ap.add_argument("--restart", action="store_true",
                     help="restart the node (same data dir) before each walk")
     ap.add_argument("--margin", type=int, default=10,

@@ -32,6 +32,7 @@ from peer.log.jobless import PROVIDING, Jobless, jobless
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
 from peer.log.snapstream import StreamError
+from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S, TOMB_SCAN_JOBS, Vectors, holds_back
 
 log = logging.getLogger("banzai.log")
 
@@ -140,6 +141,7 @@ class PassStats:
     dropped: int = 0  # events that left the log
     reaped: int = 0  # output cache entries deleted (their CID has no provider: `_reap`)
     reaped_items: int = 0  # item cache entries deleted (the same rule)
+    forgotten: int = 0  # deleted jobs whose tombstone and JOB_DELETED rows left (`_forget`)
     jobs: list[str] = field(default_factory=list)
 
 
@@ -179,7 +181,9 @@ class Compactor:
                  index: JobIndex, finished: Callable[[str], Finished | None],
                  vvs: Callable[[], Sequence[Mapping[str, int]]],
                  now_hlc: Callable[[], int],
-                 ended: Callable[[str], tuple[int, int] | None] | None = None) -> None:
+                 ended: Callable[[str], tuple[int, int] | None] | None = None,
+                 members: Callable[[], Mapping[str, bool]] | None = None,
+                 heard: Callable[[], Mapping[str, Mapping[str, int]]] | None = None) -> None:
         self.cfg = cfg
         self.state = state
         self.store = store
@@ -192,6 +196,19 @@ class Compactor:
         self.ended_of = ended if ended is not None else self._ended_of
         self.vvs = vvs
         self.now_hlc = now_hlc
+        # The tombstone bound (`_forget`; none without these): every member the fold knows
+        # and did not revoke, every live peer and us -> does it announce TOMB_FEATURE; and
+        # peer -> the version vector it last sent (the live ones', ours), kept per member.
+        self.members = members
+        self.heard = heard
+        self.vectors = Vectors(index)
+        self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
+        self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
+        # Deleted job -> ids of the events about it (not its JOB_DELETEDs) that left memory
+        # and are still in the log, whichever job's drop takes them (with `_pins`: id -> those
+        # jobs): its tombstone waits for them (a restart would fold them without it).
+        self.pinned: dict[str, set[tuple[str, int]]] = {}
+        self._pins: dict[tuple[str, int], tuple[str, ...]] = {}
         self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
@@ -254,6 +271,7 @@ class Compactor:
         deleted = self.state.deleted
         if not deleted:
             return
+        self._pin(ev, deleted)
         first = None
         for p in ev.singles:
             if isinstance(p.body, JobDeleted):  # the tombstone's row: `_bury` notes its id
@@ -270,6 +288,26 @@ class Compactor:
             facts = self.waiting.get(first)
             if facts is not None and ev.seq > facts[1].get(ev.origin, 0):
                 facts[1][ev.origin] = ev.seq
+
+    def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
+        """`ev` left memory: note it under each deleted job it is about (`pinned`)."""
+        jobs = {j for p in ev.singles if not isinstance(p.body, JobDeleted)
+                and isinstance(j := getattr(p.body, "job", None), str)}
+        pins = tuple(sorted(j for j in jobs if j in deleted))
+        if pins:
+            self._pins[ev.id] = pins
+            for j in pins:
+                self.pinned.setdefault(j, set()).add(ev.id)
+
+    def _unpin(self, ids: Iterable[tuple[str, int]]) -> None:
+        """These events left the log."""
+        for i in ids:
+            for j in self._pins.pop(i, ()):
+                held = self.pinned.get(j)
+                if held is not None:
+                    held.discard(i)
+                    if not held:
+                        del self.pinned[j]
 
     def step(self) -> PassStats:
         """One pass: compact what left the recent history, then drop what may be dropped."""
@@ -289,12 +327,14 @@ class Compactor:
         self._reap(out)
         if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
             self._drop(out)
+            self._forget(out)
         self.index.backfill(BACKFILL_PER_PASS)
         self.total.compacted += out.compacted
         self.total.evicted += out.evicted
         self.total.dropped += out.dropped
         self.total.reaped += out.reaped
         self.total.reaped_items += out.reaped_items
+        self.total.forgotten += out.forgotten
         return out
 
     def _ended_of(self, job: str) -> tuple[int, int] | None:
@@ -560,12 +600,95 @@ class Compactor:
             del self.leaving[job]
             self.waiting.pop(job, None)
         self.jobless.dropped(free)
+        self._unpin(gone)
         self.state.forget_drops(unprovided)
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
         self.store.prune_batches()
         out.dropped += len(gone)
+
+    def _forget(self, out: PassStats) -> None:
+        """Tombstones past TOMB_GRACE_S leave the job index and every JOB_DELETED row of
+        their job leaves the log, in one transaction with the floors (as `_drop`), once
+        (docs/architecture.md, Compaction, item 9): (a) the first JOB_DELETED is older than
+        the grace; (b) every member announces TOMB_FEATURE (`members`); (c) every member's
+        last vector covers those rows, and our heads its own seq in it (`holds_back`);
+        (d) no other event of the job is in the log (`pinned`) nor in memory (`_busy`).
+        Oldest first, DELETED_DROP_MAX rows a pass at most; the scan stops at the first
+        tombstone held back by a member (`tombs_held` names it: /api/health)."""
+        if self.members is None or self.heard is None:
+            return
+        now = self.now_hlc()
+        self.vectors.note(self.heard(), hlc_ms(now))
+        members = self.members()
+        lacking = sorted(m for m, ok in members.items() if not ok)
+        if lacking:
+            self.tombs_held = f"{lacking[0]} (no {TOMB_FEATURE})"
+            return
+        jobs, rows = self._forgettable(now, members)
+        if not jobs:
+            return
+        heads = self.state.heads
+        floors = {o: q for o, q in marks_of(rows).items() if q <= heads.get(o, 0)}
+        self.store.delete(rows, floors, lambda: self.index.note_forgotten(jobs, floors))
+        self.index.forgot(jobs)
+        for job in jobs:
+            self.waiting.pop(job, None)
+            self.leaving.pop(job, None)
+        for origin, seq in floors.items():
+            self.floors[origin] = max(self.floors.get(origin, 0), seq)
+            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self.store.prune_batches()
+        out.dropped += len(rows)
+        out.forgotten += len(jobs)
+
+    def _forgettable(self, now: int, members: Mapping[str, bool],
+                     ) -> tuple[list[str], list[tuple[str, int]]]:
+        """The deleted jobs whose tombstone may go now (clauses (a), (c), (d)), oldest first,
+        and the ids of their JOB_DELETED rows (DELETED_DROP_MAX at most, about)."""
+        cutoff = now - (int(TOMB_GRACE_S * 1000) << 16)
+        found = self.index.old_deleted(cutoff, self._tomb_after, TOMB_SCAN_JOBS)
+        self.tombs_held = None
+        busy: set[str] | None = None
+        seen: set[str] = set()
+        jobs: list[str] = []
+        rows: list[tuple[str, int]] = []
+        for _, job in found:
+            if job in seen or job in self.pinned or dict.__contains__(self.state.deleted, job):
+                continue  # (d), or its tombstone is in memory: not written yet
+            seen.add(job)
+            got = self.index.tomb_rows(job)
+            if got is None:
+                continue
+            tomb, ids = got
+            why = holds_back(tomb[0], ids, now, members, self.vectors.vvs, self.state.heads)
+            if why is not None:
+                self.tombs_held = why
+                break
+            if busy is None:  # (one scan of memory a pass, once a tombstone may go)
+                busy = self._busy({j for _, j in found})
+            if job in busy:
+                continue
+            if rows and len(rows) + len(ids) > DELETED_DROP_MAX:
+                break
+            jobs.append(job)
+            rows += ids
+        # (a full slice of tombstones all held by (d): the next pass looks past them)
+        full = len(found) == TOMB_SCAN_JOBS and not jobs and self.tombs_held is None
+        self._tomb_after = found[-1] if full else (0, "")
+        return jobs, rows
+
+    def _busy(self, jobs: set[str]) -> set[str]:
+        """The jobs of `jobs` that an event in memory is about (one held past a gap, a TURN
+        also about a job not yet compacted)."""
+        out: set[str] = set()
+        for ev in self.state.events.values():
+            for p in ev.singles:
+                j = getattr(p.body, "job", None)
+                if j is not None and j in jobs:
+                    out.add(j)
+        return out
 
     def records(self) -> dict[str, Any]:
         """What a snapshot carries: every record of the job index, the cache entries and
@@ -681,6 +804,7 @@ class Compactor:
         if ids:
             self.store.delete(ids, {o: q for o, q in marks_of(ids).items()
                                     if q <= self.state.heads.get(o, 0)})
+            self._unpin(ids)
 
 
 class _Spill:

@@ -375,25 +375,33 @@ class JobIndex:
             db.executemany("INSERT OR IGNORE INTO deleted_ids VALUES (?, ?, ?, ?)", rows)
         return len(rows)
 
-    def old_tombstones(self, before_hlc: int, after: tuple[int, str], limit: int,
-                       ) -> list[tuple[str, Order, list[tuple[str, int]]]]:
-        """Up to `limit` deleted jobs with a JOB_DELETED row older than `before_hlc`, in
-        (hlc, job) order after `after`: (job, its tombstone, the ids of all its JOB_DELETED
-        rows). A job whose tombstone the index does not hold is left out."""
-        jobs = self._db.execute(
-            "SELECT job, min(hlc) FROM deleted_ids WHERE hlc < ? AND (hlc, job) > (?, ?) "
-            "GROUP BY job ORDER BY min(hlc), job LIMIT ?",
-            (before_hlc, after[0], after[1], limit)).fetchall()
-        out: list[tuple[str, Order, list[tuple[str, int]]]] = []
-        for job, _ in jobs:
-            tomb = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
-                                    (job,)).fetchone()
-            if tomb is None:
-                continue
-            ids = [(str(o), int(q)) for o, q in self._db.execute(
-                "SELECT origin, seq FROM deleted_ids WHERE job = ?", (job,))]
-            out.append((str(job), (int(tomb[0]), str(tomb[1]), int(tomb[2])), ids))
-        return out
+    def old_deleted(self, before_hlc: int, after: tuple[int, str], limit: int,
+                    ) -> list[tuple[int, str]]:
+        """Up to `limit` (hlc, job) of JOB_DELETED rows older than `before_hlc`, in that order,
+        after `after` (a range of the `deleted_ids_hlc` index: no scan of the older rows)."""
+        return [(h, j) for h, j in self._db.execute(
+            "SELECT hlc, job FROM deleted_ids WHERE hlc < ? AND (hlc, job) > (?, ?) "
+            "ORDER BY hlc, job LIMIT ?", (before_hlc, after[0], after[1], limit))
+            if type(h) is int and type(j) is str]  # (a row edited on disk: left, not read)
+
+    def tomb_rows(self, job: str) -> tuple[Order, list[tuple[str, int]]] | None:
+        """A deleted job's tombstone and the ids of all its JOB_DELETED rows; None if the
+        index holds no tombstone of it."""
+        tomb = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
+                                (job,)).fetchone()
+        if tomb is None:
+            return None
+        ids = self._db.execute("SELECT origin, seq FROM deleted_ids WHERE job = ?",
+                               (job,)).fetchall()
+        h, o, q = tomb
+        bad = next((f"({o!r:.40}, {q!r:.40}) is not an event id" for o, q in ids
+                    if type(o) is not str or not _is_seq(q)), None)
+        if not (type(h) is int and type(o) is str and _is_seq(q)):
+            bad = f"({h!r:.40}, {o!r:.40}, {q!r:.40}) is not (hlc, origin, seq)"
+        if bad is not None:  # (edited on disk: the tombstone is kept, never forgotten)
+            self._skip(f"the tombstone of {job[:64]!r}", "order or ids", bad)
+            return None
+        return (h, o, q), [(str(a), int(b)) for a, b in ids]
 
     def note_forgotten(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """Deleted jobs whose tombstones leave (peer.log.tombs), in the caller's transaction

@@ -1,15 +1,23 @@
 """The tombstones of deleted jobs (docs/architecture.md, Compaction, item 9): every
 JOB_DELETED row of a job is found (`deleted_ids`, filled as they leave memory and backfilled
-once for a data dir of an earlier release)."""
+once for a data dir of an earlier release); each member's last version vector is kept; a
+tombstone and its rows leave once each clause (a)-(d) holds, and each alone holds it back.
+The compactor's clock is faked (`_at`)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from peer.config import PeerConfig
 from peer.log import Event, EventType
+from peer.log import compact as compact_mod
+from peer.log.jobindex import JobIndex
+from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S, VV_WRITE_S, Vectors, holds_back
 from peer.node import Node
-from tests.unit.test_compaction import ORIGIN, _deleted, _open, history
+from tests.unit.test_compaction import ORIGIN, _deleted, _lagging, _open, _rows, history
 
 OTHER = "othr0000000000000000"
 
@@ -74,3 +82,276 @@ def test_rows_the_previous_release_wrote_into_a_data_dir_of_ours_are_noted_at_th
     again = _open(d, opened, recent_tasks=1000)
     assert again.index.backfilled == 0  # (the table was there)
     assert _ids(again) == {("job001", ORIGIN, gone.seq)}
+
+
+# -- the bound: a tombstone and its rows leave once (a)-(d) hold ------------------------------
+
+GRACE_HLC = int(TOMB_GRACE_S * 1000) << 16
+
+
+def _member(origin: str, seq: int, hlc: int, features: list[str]) -> Event:
+    return Event(origin, seq, hlc, EventType.MEMBER, {
+        "name": origin[:4], "http": "", "calls": ["ECHO"], "slots": 1, "cores": 1,
+        "mem_mb": 1024, "gpu": False, "features": features})
+
+
+def _deleted_alone(n: Node, jobs: int = 2) -> tuple[list[Event], Event]:
+    """`jobs` finished jobs, job000 deleted; its events left the log (we are alone): only its
+    JOB_DELETED is left, the tombstone."""
+    evs = history(jobs=jobs, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    n.catchup.compact()
+    assert gone.id in _rows(n) and n.index.tombstone("job000") == gone.order
+    return evs, gone
+
+
+def _at(n: Node, hlc: int) -> None:
+    """The compactor's clock (fake) reads `hlc`."""
+    n.compactor.now_hlc = lambda: hlc
+
+
+def _past(gone: Event) -> int:
+    return gone.hlc + GRACE_HLC + (1 << 16)
+
+
+def _forgotten(n: Node, job: str, gone: Event) -> bool:
+    return (gone.id not in _rows(n) and n.index.tombstone(job) is None
+            and not any(j == job for j, _, _ in _ids(n)))
+
+
+def test_past_every_clause_a_tombstone_and_its_rows_leave_the_log_and_the_index(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    other = _other_deleted(evs, "job000")  # a second JOB_DELETED row of the job
+    n.merge([other])
+    n.catchup.compact()
+    _at(n, _past(gone))
+    held, digest = sorted(n.state.events), n.state.content_sum()
+    out = n.catchup.compact()
+    assert out.forgotten == 1 and out.dropped == 2
+    assert _forgotten(n, "job000", gone) and other.id not in _rows(n)
+    assert "job000" not in n.state.deleted  # (asked of the job index: it holds none)
+    assert n.log_health()["compaction"]["tombstones_forgotten"] == 1
+    assert sorted(n.state.events) == held and n.state.content_sum() == digest
+    heads = dict(n.state.heads)
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1000)  # the replay does not bring the job back
+    assert dict(again.state.heads) == heads
+    assert "job000" not in again.state.jobs and "job000" not in again.state.deleted
+    assert not [k for k in again.state.chunks if k.job == "job000"]
+    assert sorted(again.state.events) == held and again.state.content_sum() == digest
+    assert again.merge([gone, other]) == []  # sent again: held (below the heads), not stored
+
+
+def test_a_tombstone_younger_than_the_grace_stays(tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    _, gone = _deleted_alone(n)
+    _at(n, gone.hlc + GRACE_HLC - (1 << 16))  # (a) alone fails
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+def test_a_member_without_the_feature_holds_every_tombstone_back(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A mesh with a member of the previous release (its MEMBER lacks tomb-v1) forgets
+    nothing, even though its vector covers the deletion; once it announces the feature
+    (upgraded) or is revoked, the tombstone goes."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    old = _member(OTHER, 1, evs[0].hlc, ["batch-v1", "done-v1"])
+    n.merge([old])
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: dict(n.heads())}
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)  # (b) alone fails
+    assert n.log_health()["compaction"]["tombstones_held_by"] == f"{OTHER} (no {TOMB_FEATURE})"
+    n.merge([_member(OTHER, 2, evs[0].hlc + 1, ["batch-v1", TOMB_FEATURE])])  # upgraded
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: dict(n.heads())}
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+def test_a_live_peer_whose_heartbeat_lacks_the_feature_holds_tombstones_back(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    _, gone = _deleted_alone(n)
+    monkeypatch.setattr(n, "live_peers", lambda: {OTHER: {"features": ["batch-v1"]}})
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: dict(n.heads())}
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    monkeypatch.setattr(n, "live_peers", lambda: {OTHER: {"features": [TOMB_FEATURE]}})
+    assert n.catchup.compact().forgotten == 1
+
+
+@pytest.mark.parametrize("why", ["never heard", "vector short of the row",
+                                 "vector ahead of our heads"])
+def test_a_member_whose_last_vector_does_not_cover_the_deletion_holds_it_back(
+        tmp_path: Path, opened: list[Node], why: str) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    n.merge([_member(OTHER, 1, evs[0].hlc, [TOMB_FEATURE])])
+    covering = {**n.heads(), OTHER: 1}
+    vv = {"never heard": None, "vector short of the row": {**covering, ORIGIN: gone.seq - 1},
+          "vector ahead of our heads": {**covering, OTHER: 2}}[why]  # (we hold its seq 1)
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), **({OTHER: vv} if vv else {})}
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)  # (c) alone fails
+    assert n.log_health()["compaction"]["tombstones_held_by"] == OTHER
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: covering}
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+def test_an_absent_member_counts_with_its_last_vector_kept_across_a_restart(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    n.merge([_member(OTHER, 1, evs[0].hlc, [TOMB_FEATURE])])
+    before = {ORIGIN: gone.seq - 1, OTHER: 1}  # heard before the deletion, then gone away
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: before}
+    _at(n, n.hlc.now() + (int(VV_WRITE_S * 1000) << 16))  # (a write is due)
+    n.catchup.compact()
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1000)  # OTHER is not live: its kept vector counts
+    _at(again, _past(gone))
+    assert again.compactor.vectors.vvs[OTHER] == before
+    assert again.catchup.compact().forgotten == 0 and gone.id in _rows(again)
+    assert again.log_health()["compaction"]["tombstones_held_by"] == OTHER
+    again.compactor.heard = lambda: {again.peer_id: dict(again.heads()),
+                                     OTHER: {ORIGIN: gone.seq, OTHER: 1}}  # it came back
+    assert again.catchup.compact().forgotten == 1
+
+
+def test_a_tombstone_waits_while_an_event_of_its_job_is_in_the_log(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=1000,
+                        compact_horizon_days=60))  # the job's events outlive the grace
+    n.listeners[:] = [n.compactor.note]
+    opened.append(n)
+    _lagging(n)  # a live member lacks them: they stay in the log
+    evs = history(jobs=2, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.merge([*evs, gone])
+    n.catchup.compact()
+    assert n.compactor.pinned["job000"] == {e.id for e in evs[:5]}
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)  # (d) alone fails
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    out = n.catchup.compact()  # its events are dropped, then the tombstone goes
+    assert out.forgotten == 1 and _forgotten(n, "job000", gone) and not n.compactor.pinned
+
+
+def test_a_tombstone_waits_while_an_event_of_its_job_is_held_in_memory(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    past_gap = _other_deleted(evs, "job000", seq=3)  # held past OTHER's gap (1, 2)
+    n.merge([past_gap])
+    n.catchup.compact()
+    assert past_gap.id in n.state.events
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    fill = [Event(OTHER, q, evs[-1].hlc, EventType.JOB_CANCELLED, {"job": "job000",
+                                                                   "reason": "late"})
+            for q in (1, 2)]
+    n.merge(fill)  # the gap fills: the row leaves memory and is noted as the job's
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+    assert not {past_gap.id, *(e.id for e in fill)} & _rows(n)
+
+
+def test_a_pass_forgets_up_to_the_cap_and_the_rest_later(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs = history(jobs=5, per_job=1)
+    dels = [Event(ORIGIN, len(evs) + k + 1, evs[-1].hlc + k + 1, EventType.JOB_DELETED,
+                  {"job": f"job{k:03d}", "reason": "rm"}) for k in range(5)]
+    n.merge([*evs, *dels])
+    n.catchup.compact()
+    monkeypatch.setattr(compact_mod, "DELETED_DROP_MAX", 2)
+    _at(n, _past(dels[-1]))
+    assert [n.catchup.compact().forgotten for _ in range(4)] == [2, 2, 1, 0]
+    assert not {e.id for e in dels} & _rows(n)
+
+
+def test_a_data_dir_of_the_previous_release_forgets_once_the_clauses_hold(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    n.listeners[:] = []
+    evs = history(jobs=2, per_job=1)
+    gone = _deleted(evs, "job000")
+    n.log.append([*evs, gone])  # as f151f27 wrote it: every event kept, no tombstone table
+    n.log.close()
+    opened.remove(n)
+    c = sqlite3.connect(d / "events.sqlite")
+    for table in ("job_deleted", "deleted_ids", "member_vv"):
+        c.execute(f"DROP TABLE {table}")
+    c.commit()
+    c.close()
+    again = _open(d, opened, recent_tasks=1000)
+    assert again.catchup.compact().forgotten == 0  # within the grace: as the previous release
+    assert _rows(again) == {e.id for e in evs[5:]} | {gone.id}
+    _at(again, _past(gone))
+    assert again.catchup.compact().forgotten == 1 and _forgotten(again, "job000", gone)
+    assert _rows(again) == {e.id for e in evs[5:]}
+
+
+def test_two_peers_holding_the_same_events_agree_after_their_passes(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """One forgets (its clock is past the grace), the other not yet: their heads and content
+    digests are equal before and after, and after the other forgets too."""
+    a = _open(tmp_path / "a", opened, recent_tasks=1000)
+    b = _open(tmp_path / "b", opened, recent_tasks=1000)
+    evs = history(jobs=3, per_job=1)
+    gone = _deleted(evs, "job001")
+    a.merge([*evs, gone])
+    b.merge([gone, *reversed(evs)])
+    for n in (a, b):
+        n.catchup.compact()
+    _at(a, _past(gone))
+    assert a.catchup.compact().forgotten == 1 and b.catchup.compact().forgotten == 0
+    health = [n.log_health() for n in (a, b)]
+    assert health[0]["content_digest"] == health[1]["content_digest"]
+    assert health[0]["heads_digest"] == health[1]["heads_digest"]
+    _at(b, _past(gone))
+    assert b.catchup.compact().forgotten == 1
+    assert a.log_health()["content_digest"] == b.log_health()["content_digest"]
+    assert _rows(a) == _rows(b)
+
+
+def test_member_vectors_are_written_at_most_every_interval_and_read_back() -> None:
+    index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+    v = Vectors(index)
+    v.note({"m1": {"o": 3}, "m2": {}}, now_ms=0)  # (an empty vector tells nothing)
+    assert index.member_vvs() == {"m1": {"o": 3}}
+    v.note({"m1": {"o": 4}}, now_ms=int(VV_WRITE_S * 1000) - 1)
+    assert v.vvs["m1"] == {"o": 4} and index.member_vvs() == {"m1": {"o": 3}}
+    v.note({}, now_ms=int(VV_WRITE_S * 1000))
+    assert Vectors(index).vvs == {"m1": {"o": 4}}
+
+
+def test_holds_back_names_the_clause_or_member() -> None:
+    now = 10 * GRACE_HLC
+    ids = [("o", 5), ("p", 2)]
+    vv = {"o": 5, "p": 2, "m": 1}
+    assert holds_back(now - GRACE_HLC + (1 << 16), ids, now, ["m"], {"m": vv}, {"m": 1}) == "grace"
+    assert holds_back(now - GRACE_HLC, ids, now, ["m"], {"m": vv}, {"m": 1}) is None
+    assert holds_back(now - GRACE_HLC, ids, now, ["m"], {"m": {**vv, "p": 1}}, {"m": 1}) == "m"
+    assert holds_back(now - GRACE_HLC, ids, now, ["m"], {"m": vv}, {"m": 0}) == "m"
+    assert holds_back(now - GRACE_HLC, ids, now, ["m", "n"], {"m": vv}, {"m": 1}) == "n"
+
+
+def test_a_deleted_ids_row_edited_on_disk_keeps_its_tombstone_and_is_logged(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    _, gone = _deleted_alone(n)
+    n.log.db.execute("UPDATE deleted_ids SET seq = 'x' WHERE job = 'job000'")
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    assert "the tombstone of 'job000'" in caplog.text and "'x') is not an event id" in caplog.text
+    assert n.log_health()["compaction"]["index_rows_skipped"] == 1
