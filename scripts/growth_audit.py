@@ -201,13 +201,17 @@ def index_rows(node: Node, table: str) -> int:
         return 0
 
 
-def ahead(node: Node, days: float) -> None:
-    """The compactor's clock (only) runs `days` ahead of the node's: a tombstone is that old
-    at the pass after its deletion (peer.log.tombs.TOMB_GRACE_S, a protocol constant, is not
-    lowered)."""
-    if days:
-        step = int(days * 86_400_000) << 16
-        node.compactor.now_hlc = lambda: node.hlc.now() + step
+def forget(node: Node, days: float) -> None:
+    """One compaction pass with the compactor's clock (a fake) `days` ahead of the node's:
+    the round's tombstones are that old (peer.log.tombs.TOMB_GRACE_S, a protocol constant,
+    is not lowered); then the clock is the node's again."""
+    clock = node.compactor.now_hlc
+    step = int(days * 86_400_000) << 16
+    node.compactor.now_hlc = lambda: clock() + step
+    try:
+        node.catchup.compact()
+    finally:
+        node.compactor.now_hlc = clock
 
 
 def upload(node: Node, text: str) -> str:
@@ -233,7 +237,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                          compact_horizon_days=args.horizon_days)
         node = Node(cfg)
         await node.start()
-        ahead(node, args.tomb_clock_days)
         try:
             serial = 0
             for r in range(args.rounds):
@@ -269,11 +272,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     node.catchup.compact()
                 # the scheduler drops what it memoised of compacted jobs at its next tick
                 await asyncio.sleep(IDLE_TICK_S + 0.5)
+                if args.tomb_clock_days:  # (once the scheduler swept the deleted jobs)
+                    forget(node, args.tomb_clock_days)
                 if args.restart:  # what a restart replays from the log and the index
                     await node.close()
                     node = Node(cfg)
                     await node.start()
-                    ahead(node, args.tomb_clock_days)
                 gc.collect()
                 tasks = [(f"task<{t.get_name()}>", t) for t in asyncio.all_tasks()
                          if t is not asyncio.current_task()]
@@ -326,8 +330,9 @@ def main() -> None:
     ap.add_argument("--mix", action="store_true",
                     help="one job in five a rerun of the same tasks (cached), one cancelled")
     ap.add_argument("--tomb-clock-days", type=float, default=0.0,
-                    help="the compactor's clock runs this many days ahead (a fake clock for "
-                    "the tombstone bound: 31 makes each tombstone past its 30-day grace)")
+                    help="at the end of each round, one compaction pass with the compactor's "
+                    "clock this many days ahead (a fake clock for the tombstone bound: 31 "
+                    "puts the round's tombstones past their 30-day grace)")
     ap.add_argument("--restart", action="store_true",
                     help="restart the node (same data dir) before each walk")
     ap.add_argument("--margin", type=int, default=10,
