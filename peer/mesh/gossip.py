@@ -231,6 +231,7 @@ class GossipStats:
     swim_unverified: int = 0  # updates dropped unchecked after failed signatures in a frame
     swim_over_frame: int = 0  # updates dropped unread: past a frame's bound, or repeated
     swim_unprobed_refused: int = 0  # new members refused: too many held from gossip alone
+    swim_addr_taken: int = 0  # alives refused: another live member holds their address
     # anti-entropy frames that did not prove their reply-to address (a handshake at most),
     # and vectors not noted: not proven to come from their sender's address (signed)
     ae_unverified: int = 0
@@ -342,6 +343,7 @@ class Gossip:
             self._stats.swim_unverified = self.swim.stats.unverified
             self._stats.swim_over_frame = self.swim.stats.over_frame
             self._stats.swim_unprobed_refused = self.swim.stats.unprobed_refused
+            self._stats.swim_addr_taken = self.swim.stats.addr_taken
         return self._stats
 
     @property

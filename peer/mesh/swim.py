@@ -67,6 +67,7 @@ PUSH_PULL_SCALE_ABOVE = 32  # members: the push-pull interval grows with log2(N)
 MAX_TABLE_ROWS = 8192  # rows of a push-pull table accepted (a larger mesh: the first ones)
 MAX_PUSHED = 64  # members whose updates one push-pull frame carries (the rest: next rounds)
 MAX_SEEDS = 1024  # join addresses kept for the push-pull after a long partition
+MAX_CONTESTED = 1024  # addresses noted as contested (`Swim.contested`; the first ones)
 MAX_TABLES = 4  # tables sent per push-pull period (a flood of mismatching hashes: no more)
 MAX_PP_PEERS = 16  # addresses we await a push-pull answer from, kept for one period
 MAX_SYNC_ANSWERS = 3  # join syncs ("r") answered per reply-to address per push-pull period
@@ -359,6 +360,9 @@ class SwimStats:
     over_frame: int = 0
     # new members refused: MAX_UNPROBED held that never answered a probe of ours
     unprobed_refused: int = 0
+    # signed alives refused: their address is held by another live member (also counted in
+    # dropped_updates)
+    addr_taken: int = 0
 
 
 class Swim:
@@ -393,6 +397,9 @@ class Swim:
         self._suspects: set[str] = set()
         self._next_forget = 0.0
         self._by_addr: dict[str, str] = {}
+        # addresses whose live holder another identity's signed alive claimed (refused):
+        # they need proof of routability whatever the holder announces (`contested`)
+        self._contested: dict[str, None] = {}
         self._queue: dict[str, list[Any]] = {}  # key -> [update, transmits]
         self._order: list[str] = []  # the probe round's shuffled member ids
         self._pos = 0
@@ -484,6 +491,34 @@ class Swim:
     def member_at(self, addr: str) -> Member | None:
         mid = self._by_addr.get(addr)
         return None if mid is None else self._members.get(mid)
+
+    def contested(self, addr: str) -> bool:
+        """Whether another identity's signed alive claimed `addr` while a live member held
+        it (refused; until a new holder takes it)."""
+        return addr in self._contested
+
+    def _held_by_other(self, addr: str, mid: str) -> bool:
+        """Whether a live (alive or suspect) member other than `mid` holds `addr`: an
+        address is not taken over until its holder is dead, left or revoked (first come keeps
+        it, as memberlist refuses a conflicting address), so that an identity a member mints
+        cannot take a live member's address (and what the address's holder announces). A
+        refusal is counted and marks `addr` contested."""
+        other = self._by_addr.get(addr)
+        if other is None or other == mid:
+            return False
+        h = self._members.get(other)
+        if h is None or h.state not in (State.ALIVE, State.SUSPECT):
+            return False
+        self.stats.addr_taken += 1
+        self.stats.dropped_updates += 1
+        if addr in self._contested or len(self._contested) < MAX_CONTESTED:
+            self._contested[addr] = None
+        return True
+
+    def _take_addr(self, addr: str, mid: str) -> None:
+        if self._by_addr.get(addr) != mid:
+            self._contested.pop(addr, None)
+        self._by_addr[addr] = mid
 
     def live(self) -> list[Member]:
         """Members alive or suspect (a suspect is still worked with). Do not modify."""
@@ -1120,13 +1155,15 @@ class Swim:
             return
         if not self._checked(Sig.ALIVE, mid, addr, inc, 0, b"", u):
             return
+        if self._held_by_other(addr, mid):
+            return
         self._joins.discard(addr)
         if self._barred.get(addr, mid) != mid:  # another member there now: synced again
             del self._barred[addr]
         if m is None:
             m = self._members[mid] = Member(mid, addr, inc, State.ALIVE, now, alive=u)
             self._unprobed += 1
-            self._by_addr[addr] = mid
+            self._take_addr(addr, mid)
             self._live = None
             self._listener.member_changed(m, None)
         else:
@@ -1134,7 +1171,7 @@ class Swim:
                 if self._by_addr.get(m.addr) == mid:
                     del self._by_addr[m.addr]
                 m.addr = addr
-            self._by_addr[addr] = mid
+            self._take_addr(addr, mid)
             m.inc, m.alive, m.suspicion = inc, u, None
             self._set_state(m, State.ALIVE, now, force=True)
         if relay:

@@ -172,12 +172,16 @@ class MeshView:
     def member_at(self, addr: str) -> PeerAt | None:
         """The live member (alive or suspect) at `addr`: a SWIM member at the address of its
         alive (signed, with auth), else a legacy peer at that of its last heartbeat (signed,
-        with auth); with whether its report announces FIXNONCE_FEATURE."""
+        with auth); with whether its report announces FIXNONCE_FEATURE (None, needing proof,
+        for an address another identity's alive contested: `Swim.contested`)."""
         m = None if self.swim is None else self.swim.member_at(addr)
         if m is not None and m.id not in self.legacy_ids:
             if m.state not in (State.ALIVE, State.SUSPECT):
                 return None
-            return PeerAt(m.id, _announces(self._infos.get(m.id)))
+            nonces = _announces(self._infos.get(m.id))
+            if nonces is False and self.swim is not None and self.swim.contested(addr):
+                nonces = None  # another identity claimed it too: it must prove routability
+            return PeerAt(m.id, nonces)
         p = self._legacy.peer_at(addr)
         return None if p is None else PeerAt(p.peer_id, _announces(p.info))
 
