@@ -81,6 +81,41 @@ def _endpoint(addr: str) -> str:
     return f"tcp://{h}:{port if port else '*'}"
 
 
+# A receive turn reads at most READ_BUDGET frames off libzmq, then handles at most
+# HANDLE_BUDGET and yields to the event loop: a connection sending faster than a frame is read
+# and dropped can neither keep the handler from running nor starve the loop's timers.
+READ_BUDGET = 64
+HANDLE_BUDGET = 8
+
+
+class _ConnQueue:
+    """One connection's received frames waiting to be handled, and their bytes."""
+
+    __slots__ = ("frames", "ident", "nbytes")
+
+    def __init__(self, ident: bytes) -> None:
+        self.ident = ident
+        self.frames: deque[bytes] = deque()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def push(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.nbytes += len(frame)
+
+    def pop_newest(self) -> bytes:
+        frame = self.frames.pop()
+        self.nbytes -= len(frame)
+        return frame
+
+    def pop_oldest(self) -> bytes:
+        frame = self.frames.popleft()
+        self.nbytes -= len(frame)
+        return frame
+
+
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -107,11 +142,13 @@ class ZmqTransport:
     sides (libzmq's default, 30 s, let a LAN host hold a descriptor per idle connection for
     that long; a handshake between peers takes milliseconds).
 
-    Received frames wait in a queue of at most `rcvhwm` frames and `max_queue_bytes` bytes:
-    after each frame handled, every frame libzmq holds by then is taken into it, and those
-    over either bound are dropped and counted (`overflowed`; gossip repairs what was lost).
-    So libzmq holds no more than what arrives while one frame is handled, where its
-    per-connection RCVHWM alone counted frames (10,000 of up to `max_frame_bytes` each).
+    Received frames wait in queues, one per connection, of at most `rcvhwm` frames and
+    `max_queue_bytes` bytes in all, handled round robin between connections: each turn takes
+    up to READ_BUDGET frames libzmq holds, handles up to HANDLE_BUDGET and yields to the
+    loop. Over either bound the connection holding the most loses its newest frames
+    (`overflowed`; gossip repairs what was lost): a flood fills its own queue, and an honest
+    connection's frames still get their turns. libzmq holds what the turns do not read, at
+    most RCVHWM (`rcvhwm`) frames per connection.
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, max_frame_bytes: int = 16 << 20,
@@ -123,7 +160,9 @@ class ZmqTransport:
         if max_queue_bytes < max_frame_bytes:
             raise ValueError("max_queue_bytes must be >= max_frame_bytes")
         self._max_queue_bytes = max_queue_bytes
-        self._queue: deque[bytes] = deque()
+        # connection (ROUTER identity) -> its frames waiting, in the order of their turns
+        self._queues: dict[bytes, _ConnQueue] = {}
+        self._queued = 0
         self._queued_bytes = 0
         self._overflowed = 0
         self._max_conn = max_connections
@@ -186,9 +225,9 @@ class ZmqTransport:
         assert r is not None
         while True:
             try:
-                if not self._queue:
+                if not self._queued:
                     self._hold(await r.recv_multipart())
-                while True:  # what libzmq holds by now: queued, or dropped over the bounds
+                for _ in range(READ_BUDGET):  # what libzmq holds, up to a turn's budget
                     self._hold(await r.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 pass
@@ -197,26 +236,63 @@ class ZmqTransport:
             except zmq.ZMQError as e:  # socket closed under us
                 log.debug("zmq receive stopped: %s", e)
                 return
-            if not self._queue:
-                continue
-            frame = self._queue.popleft()
-            self._queued_bytes -= len(frame)
-            try:
-                on_frame(frame)
-            except Exception:  # the handler must not raise; never let it kill the loop
-                log.exception("frame handler failed")
+            for _ in range(HANDLE_BUDGET):
+                frame = self._next()
+                if frame is None:
+                    break
+                try:
+                    on_frame(frame)
+                except Exception:  # the handler must not raise; never let it kill the loop
+                    log.exception("frame handler failed")
+            await asyncio.sleep(0)  # the loop's other tasks and timers, even under a flood
+
+    def _next(self) -> bytes | None:
+        """The next frame to handle: the oldest of the next connection in turn (round robin
+        over the connections with frames waiting)."""
+        queues = self._queues
+        if not queues:
+            return None
+        ident = next(iter(queues))
+        q = queues.pop(ident)
+        frame = q.pop_oldest()
+        if q:
+            queues[ident] = q  # its turn again after the others'
+        self._queued -= 1
+        self._queued_bytes -= len(frame)
+        return frame
 
     def _hold(self, parts: list[bytes]) -> None:
-        """Queue a received frame, unless the queue holds `rcvhwm` frames or the frame would
-        take it over `max_queue_bytes` (then it is dropped, counted)."""
+        """Queue a received frame behind its connection's. Over `rcvhwm` frames or
+        `max_queue_bytes` bytes in all, the connection holding the most loses its newest
+        frames (this one, if it is that connection): a flooding connection fills its own
+        queue, not the others' (dropped frames are counted)."""
         if len(parts) != 2:  # [identity, frame]; anything else is not ours
             return
-        frame = parts[1]
-        if (len(self._queue) >= self._rcvhwm
-                or self._queued_bytes + len(frame) > self._max_queue_bytes):
+        ident, frame = parts
+        queues = self._queues
+        own = queues.get(ident)
+        while (self._queued >= self._rcvhwm
+               or self._queued_bytes + len(frame) > self._max_queue_bytes):
+            if not queues:
+                self._overflowed += 1
+                return
+            by_bytes = self._queued < self._rcvhwm
+            top = max(queues.values(), key=lambda q: q.nbytes if by_bytes else len(q))
+            mine = (0 if own is None else own.nbytes if by_bytes else len(own)) + (
+                len(frame) if by_bytes else 1)
+            if top is own or mine >= (top.nbytes if by_bytes else len(top)):
+                self._overflowed += 1
+                return
+            old = top.pop_newest()
+            self._queued -= 1
+            self._queued_bytes -= len(old)
             self._overflowed += 1
-            return
-        self._queue.append(frame)
+            if not top:
+                queues.pop(top.ident)
+        if own is None:
+            own = queues[ident] = _ConnQueue(ident)
+        own.push(frame)
+        self._queued += 1
         self._queued_bytes += len(frame)
 
     async def _count_refused(self) -> None:
@@ -302,8 +378,8 @@ class ZmqTransport:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
         self._task = self._monitor_task = None
-        self._queue.clear()
-        self._queued_bytes = 0
+        self._queues.clear()
+        self._queued = self._queued_bytes = 0
         if self._zap is not None:
             await self._zap.close()
             self._zap = None
