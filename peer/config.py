@@ -21,6 +21,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 from peer.errors import ConfigError, SpecError
 from peer.gcpace import MAX_YOUNG_ALLOCS
 from peer.jobs.placement import check_label
+from peer.mesh.addr import parse_addr
 
 
 def default_data_dir() -> Path:
@@ -291,6 +292,10 @@ class PeerConfig:
         parse_hostport(self.gossip, "gossip")
         for j in self.join:
             parse_hostport(j, "join")
+            try:
+                parse_addr(j)  # the mesh's rule too (a numeric host that is no IP is refused)
+            except ValueError as e:
+                raise ConfigError(f"join: {e}", field="join") from None
         for spec in SPECS:
             value = getattr(self, spec.name)
             if spec.setting.choices and value not in spec.setting.choices:

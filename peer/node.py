@@ -96,6 +96,7 @@ from peer.log.tombs import TOMB_FEATURE
 from peer.log.turns import TurnBuilder
 from peer.log.vacuum import VacuumConfig, file_bytes
 from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
+from peer.mesh.addr import canonical_addr
 from peer.mesh.antientropy import FIXNONCE_FEATURE
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
@@ -1209,7 +1210,8 @@ class Node:
     def _undiscovered(self, addr: str) -> None:
         """mDNS no longer shows `addr`: stop contacting it, unless --join names it (anyone on
         the LAN can announce a name at that address and then withdraw it)."""
-        if self.gossip is not None and addr not in self.cfg.join:
+        if self.gossip is not None and canonical_addr(addr) not in {
+                canonical_addr(j) for j in self.cfg.join}:
             self.gossip.remove_peer(addr)
 
     def _gossip_live(self, addr: str) -> bool:

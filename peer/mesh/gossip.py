@@ -71,7 +71,7 @@ from typing import Any
 from peer.errors import BanzaiError
 from peer.log import Event
 from peer.log.signing import MeshAuth, membership_message
-from peer.mesh.addr import WILDCARD_HOSTS, format_addr, parse_addr
+from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
 from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
@@ -361,7 +361,7 @@ class Gossip:
         if not self._address:
             bound = self._t.open(self._on_frame)
             host, port = parse_addr(bound)
-            self._address = format_addr(self.cfg.advertise_host or host, port)
+            self._address = canonical_addr(format_addr(self.cfg.advertise_host or host, port))
             self._membership.self_addr = self._address
             self._writer = FrameWriter(self.cfg.mesh_id, self.peer_id, self._address,
                                        self._secret)
@@ -423,13 +423,16 @@ class Gossip:
 
     # -- public operations -------------------------------------------------------------
     def add_peer(self, addr: str) -> None:
-        """Gossip with `addr` (from discovery or --join) until `remove_peer`."""
+        """Gossip with `addr` (from discovery or --join) until `remove_peer`; ValueError if
+        it is no HOST:PORT."""
+        addr = canonical_addr(addr)
         self._membership.add_static(addr)
         if self.swim is not None and addr != self._address:
             self.swim.join([addr])
 
     def remove_peer(self, addr: str) -> None:
         """Stop contacting `addr` (unless a live peer is heard there again)."""
+        addr = canonical_addr(addr)
         self._membership.remove(addr)
         if self.swim is not None:
             self.swim.forget_addr(addr)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from peer.mesh.addr import parse_addr
+from peer.mesh.addr import canonical_addr
 
 log = logging.getLogger("banzai.gossip")
 
@@ -91,14 +91,16 @@ class Membership:
         return frozenset(self._learned)
 
     def add_static(self, addr: str) -> None:
-        """Contact `addr` until `remove`; ValueError if it is no HOST:PORT."""
-        parse_addr(addr)
+        """Contact `addr` (in its one spelling) until `remove`; ValueError if it is no
+        HOST:PORT."""
+        addr = canonical_addr(addr)
         if addr != self.self_addr:
             self._static.add(addr)
             self._paths.connect(addr)
 
     def remove(self, addr: str) -> None:
         """Stop contacting `addr` (unless a live peer is heard there again)."""
+        addr = canonical_addr(addr)
         self._static.discard(addr)
         self._learned.pop(addr, None)
         if not any(p.addr == addr and p.status != Liveness.DEAD for p in self._peers.values()):
@@ -107,9 +109,9 @@ class Membership:
     def learn_addrs(self, addrs: Iterable[Any]) -> None:
         """Addresses vouched for by a peer (a digest's sample); ValueError on a bad one."""
         for addr in list(addrs)[:MAX_PEER_SAMPLE]:
-            if isinstance(addr, str) and addr != self.self_addr:
-                parse_addr(addr)
-                if addr not in self._static:
+            if isinstance(addr, str):
+                addr = canonical_addr(addr)
+                if addr != self.self_addr and addr not in self._static:
                     self._note_addr(addr)
 
     def live_addrs(self) -> frozenset[str]:

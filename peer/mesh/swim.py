@@ -52,6 +52,7 @@ from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
 from peer.log.signing import self_certifying
+from peer.mesh.addr import canonical_addr
 from peer.mesh.wire import dumps, parse_member_ids, parse_table, parse_table_hash
 
 log = logging.getLogger("banzai.swim")
@@ -1155,6 +1156,7 @@ class Swim:
             return
         if not self._checked(Sig.ALIVE, mid, addr, inc, 0, b"", u):
             return
+        addr = canonical_addr(addr)  # (signed as sent; held in its one spelling)
         if self._held_by_other(addr, mid):
             return
         self._joins.discard(addr)

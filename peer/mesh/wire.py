@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from peer.errors import BanzaiError
 from peer.jsontext import MAX_DEPTH, nesting
 from peer.log import PROTOCOL_VERSION, Event
-from peer.mesh.addr import parse_addr
+from peer.mesh.addr import canonical_addr
 
 # A frame (all integers big-endian):
 #   b"BZ" | version u8 | kind u8 | flags u8 | mesh id, sender id, reply-to address
@@ -173,8 +173,8 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
         mesh, pos = _read_short(data, _HEAD.size)
         sender, pos = _read_short(data, pos)
         reply_to, pos = _read_short(data, pos)
-        if reply_to:
-            parse_addr(reply_to)
+        if reply_to:  # in its one spelling: per-address bounds are keyed on it
+            reply_to = canonical_addr(reply_to)
         body = json.loads(data[pos:])
     except (UnicodeDecodeError, ValueError, IndexError, RecursionError) as e:
         raise FrameError("bad_frame", str(e)[:80]) from None  # (nested too deep: recursion)

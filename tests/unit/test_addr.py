@@ -12,7 +12,7 @@ from peer.mesh.addr import format_addr, parse_addr
 @pytest.mark.parametrize(("addr", "want"), [
     ("127.0.0.1:7000", ("127.0.0.1", 7000)), ("[::1]:0", ("::1", 0)),
     ("peer.lan:65535", ("peer.lan", 65535)), ("fe80::1:80", ("fe80::1", 80)),
-    ("[fe80::1%eth0]:9", ("fe80::1%eth0", 9)), ("peer.lan.:1", ("peer.lan.", 1)),
+    ("[fe80::1%eth0]:9", ("fe80::1%eth0", 9)), ("peer.lan.:1", ("peer.lan", 1)),
     ("0.0.0.0:7", ("0.0.0.0", 7)), ("*:7", ("*", 7)), ("my_host-2:7", ("my_host-2", 7)),
 ])
 def test_parse(addr: str, want: tuple[str, int]) -> None:

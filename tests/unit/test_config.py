@@ -322,3 +322,20 @@ def test_a_whole_float_in_toml_is_a_whole_number_and_0_1_are_booleans(tmp_path: 
 def test_an_environment_bool_that_is_no_word_is_an_error() -> None:
     with pytest.raises(ConfigError, match=r"^mdns: invalid value '2' "):
         load({}, env={"BANZAI_MDNS": "2"})
+
+
+@pytest.mark.parametrize(("join", "words"), [
+    ("127.1:7000", "bad host"), ("2130706433:7000", "bad host"),
+    ("127.0.0.1:07000", "leading zeros"),
+])
+def test_a_join_address_the_mesh_would_refuse_is_a_config_error(join: str, words: str) -> None:
+    """A numeric host that is no IP (libzmq reads it as one) or a port with leading zeros:
+    refused at load, naming the field and the address (not a traceback at startup)."""
+    with pytest.raises(ConfigError) as e:
+        load({"join": [join]}, env={})
+    assert e.value.field == "join" and words in e.value.message and join in e.value.message
+
+
+def test_a_join_host_name_and_ipv6_address_still_load() -> None:
+    cfg = load({"join": ["Peer-A.lan:7000", "[::1]:7000", "localhost:7001"]}, env={})
+    assert cfg.join == ("Peer-A.lan:7000", "[::1]:7000", "localhost:7001")
