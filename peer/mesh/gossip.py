@@ -768,7 +768,8 @@ class Gossip:
         if not all(type(v) is int and 0 <= v < 2**63 for v in (inc, ctr)):
             raise ValueError("bad incarnation or counter")
         admit = proof.get("admit")
-        msg = membership_message(f.kind, f.mesh_id, f.sender, f.reply_to, inc, ctr, dumps(info))
+        msg = membership_message(f.kind, f.mesh_id, f.sender, f.signed_reply_to or f.reply_to,
+                                 inc, ctr, dumps(info))
         return self.auth.keyring.check_message(
             f.sender, bytes.fromhex(proof["key"]), None if admit is None else bytes.fromhex(admit),
             inc, ctr, bytes.fromhex(proof["sig"]), msg)

@@ -92,6 +92,9 @@ class Frame:
     reply_to: str
     body: dict[str, Any]
     size: int = field(default=0, compare=False)  # bytes on the wire (0: not received)
+    # the reply-to as its sender spelled it (`reply_to` is its one spelling), which its
+    # signature covers; "" if the same
+    signed_reply_to: str = field(default="", compare=False)
 
 
 # -- frames --------------------------------------------------------------------------
@@ -173,6 +176,7 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
         mesh, pos = _read_short(data, _HEAD.size)
         sender, pos = _read_short(data, pos)
         reply_to, pos = _read_short(data, pos)
+        sent_reply_to = reply_to
         if reply_to:  # in its one spelling: per-address bounds are keyed on it
             reply_to = canonical_addr(reply_to)
         body = json.loads(data[pos:])
@@ -184,7 +188,8 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
         raise FrameError("bad_kind", f"kind {kind}")
     if not isinstance(body, dict) or not sender:
         raise FrameError("bad_frame", "body is not an object")
-    return Frame(Kind(kind), mesh, sender, reply_to, body, size)
+    return Frame(Kind(kind), mesh, sender, reply_to, body, size,
+                 "" if sent_reply_to == reply_to else sent_reply_to)
 
 
 # -- bodies --------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 
 from peer.mesh.addr import canonical_addr, parse_addr
 from peer.mesh.gossip import GossipConfig
-from peer.mesh.sim import swim_cluster
+from peer.mesh.sim import Cluster, swim_cluster
 from peer.mesh.swim import MAX_SYNC_ANSWERS
-from peer.mesh.wire import Kind, decode_frame, encode_frame
+from peer.mesh.wire import FrameWriter, Kind, decode_frame, encode_frame
 from tests.unit.mesh_helpers import Tap, frame_to, inject
 
 
@@ -66,3 +66,19 @@ def test_join_syncs_aimed_at_one_socket_through_many_spellings() -> None:
             inject(c, 0, frame_to(c, Kind.SYNC, {"m": [], "r": True}, reply_to=s))
     n = sum(1 for src, dst, f in tap.sent if src == a.addr and dst in spellings)
     assert n <= MAX_SYNC_ANSWERS
+
+
+def test_a_heartbeat_signed_over_another_spelling_of_its_reply_to_still_verifies() -> None:
+    """A peer of the previous release advertising `Peer-B.lan:7002` signs its heartbeats over
+    that spelling; the receiver holds it as `peer-b.lan:7002` and checks the signature over
+    the spelling sent."""
+    c = Cluster(2, GossipConfig.local(), signed=True)
+    a, b = c.peers
+    g = b.gossip
+    g._address = "Peer-B.lan:7002"  # as the previous release spells it (not canonicalized)
+    g._writer = FrameWriter(g.cfg.mesh_id, g.peer_id, g._address, None)
+    frame = g._frame(Kind.HEARTBEAT, g._heartbeat_body({"free_slots": 1}))
+    assert frame is not None
+    inject(c, 0, frame)
+    p = a.gossip.membership.peer_at("peer-b.lan:7002")
+    assert p is not None and p.peer_id == g.peer_id
