@@ -657,6 +657,9 @@ class Compactor:
         for _, job in found:
             if job in seen or job in self.pinned or dict.__contains__(self.state.deleted, job):
                 continue  # (d), or its tombstone is in memory: not written yet
+            if job in self.index:  # a record beside its tombstone (a snapshot's, or a crash
+                seen.add(job)  # before `deleted`): forgetting would bring the job back
+                continue
             seen.add(job)
             got = self.index.tomb_rows(job)
             if got is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from peer import node as node_mod
 from peer.config import PeerConfig
 from peer.log import Event, EventType
 from peer.log import compact as compact_mod
@@ -20,6 +21,13 @@ from peer.node import Node
 from tests.unit.test_compaction import ORIGIN, _deleted, _lagging, _open, _rows, history
 
 OTHER = "othr0000000000000000"
+
+
+@pytest.fixture(autouse=True)
+def tomb_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound as built, announced as a later release will (this one does not announce
+    TOMB_FEATURE: test_this_release_announces_no_tomb_feature_and_forgets_nothing)."""
+    monkeypatch.setattr(node_mod, "FEATURES", (*node_mod.FEATURES, TOMB_FEATURE))
 
 
 def _ids(n: Node) -> set[tuple[str, str, int]]:
@@ -355,3 +363,44 @@ def test_a_deleted_ids_row_edited_on_disk_keeps_its_tombstone_and_is_logged(
     assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
     assert "the tombstone of 'job000'" in caplog.text and "'x') is not an event id" in caplog.text
     assert n.log_health()["compaction"]["index_rows_skipped"] == 1
+
+
+def test_this_release_announces_no_tomb_feature_and_forgets_nothing(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off until a job's events that arrived after its compaction are found when it is
+    deleted (docs/architecture.md, Compaction, item 9): alone, past the grace, nothing goes,
+    and /api/health says that we do not announce it."""
+    monkeypatch.setattr(node_mod, "FEATURES", tuple(f for f in node_mod.FEATURES
+                                                    if f != TOMB_FEATURE))
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    assert TOMB_FEATURE not in n.capabilities()["features"]
+    _, gone = _deleted_alone(n)
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    held_by = n.log_health()["compaction"]["tombstones_held_by"]
+    assert held_by == f"{n.peer_id} (no {TOMB_FEATURE})"
+
+
+def test_a_tombstone_beside_a_record_of_its_job_stays(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A record of a deleted job in the index (a snapshot's: its signer had not folded the
+    deletion yet; or a crash between logging a JOB_DELETED and removing the record): the
+    tombstone is what hides it, so it is not forgotten (the job would be served again, in
+    the job list and in snapshots). Found by review (helper-152)."""
+    s = _open(tmp_path / "s", opened, recent_tasks=1)
+    evs = history(jobs=3, per_job=1)
+    s.merge(evs)
+    s.catchup.compact()
+    records = s.compactor.records()
+    assert any(r[0] == "job000" for r in records["jobs"])
+    n = _open(tmp_path / "n", opened, recent_tasks=1)
+    gone = _other_deleted(evs, "job000")
+    n.merge([gone])
+    n.catchup.compact()
+    n.compactor.take(records, dict(s.heads()))
+    n.catchup.compact()
+    assert "job000" in n.index and n.index.tombstone("job000") == gone.order
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 0
+    assert n.index.tombstone("job000") == gone.order
+
