@@ -54,21 +54,27 @@ def test_every_job_deleted_row_of_a_job_is_noted_with_its_tombstone(
     assert n.index.tombstone("job000") == first.order
 
 
-def test_a_data_dir_of_the_previous_release_gets_its_deleted_ids_backfilled(
-        tmp_path: Path, opened: list[Node]) -> None:
-    d = tmp_path / "a"
+def _previous_release_dir(d: Path, opened: list[Node], events: list[Event]) -> None:
+    """A data dir as f151f27 wrote it: `events` in the log, every one kept (nothing folded
+    nor compacted), and none of the tombstone bound's tables."""
     n = _open(d, opened, recent_tasks=1000)
     n.listeners[:] = []
-    evs = history(jobs=2, per_job=1)
-    first, second = _deleted(evs, "job000"), _other_deleted(evs, "job000")
-    n.log.append([*evs, first, second])
+    n.log.append(events)
     n.log.close()
     opened.remove(n)
     c = sqlite3.connect(d / "events.sqlite")
-    for table in ("job_deleted", "deleted_ids", "member_vv"):  # f151f27's tables had none
+    for table in ("job_deleted", "deleted_ids", "member_vv"):
         c.execute(f"DROP TABLE {table}")
     c.commit()
     c.close()
+
+
+def test_a_data_dir_of_the_previous_release_gets_its_deleted_ids_backfilled(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    evs = history(jobs=2, per_job=1)
+    first, second = _deleted(evs, "job000"), _other_deleted(evs, "job000")
+    _previous_release_dir(d, opened, [*evs, first, second])
     again = _open(d, opened, recent_tasks=1000)
     assert again.index.backfilled == 2
     assert _ids(again) == {("job000", ORIGIN, first.seq), ("job000", OTHER, 1)}
@@ -289,18 +295,9 @@ def test_a_pass_forgets_up_to_the_cap_and_the_rest_later(
 def test_a_data_dir_of_the_previous_release_forgets_once_the_clauses_hold(
         tmp_path: Path, opened: list[Node]) -> None:
     d = tmp_path / "a"
-    n = _open(d, opened, recent_tasks=1000)
-    n.listeners[:] = []
     evs = history(jobs=2, per_job=1)
     gone = _deleted(evs, "job000")
-    n.log.append([*evs, gone])  # as f151f27 wrote it: every event kept, no tombstone table
-    n.log.close()
-    opened.remove(n)
-    c = sqlite3.connect(d / "events.sqlite")
-    for table in ("job_deleted", "deleted_ids", "member_vv"):
-        c.execute(f"DROP TABLE {table}")
-    c.commit()
-    c.close()
+    _previous_release_dir(d, opened, [*evs, gone])
     again = _open(d, opened, recent_tasks=1000)
     assert again.catchup.compact().forgotten == 0  # within the grace: as the previous release
     assert _rows(again) == {e.id for e in evs[5:]} | {gone.id}
