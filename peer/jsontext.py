@@ -150,22 +150,22 @@ def show_path(path: Sequence[str | int], prefix: str = "", most: int = 6) -> str
 
 
 def check(value: Any, what: str, *, error: type[BanzaiError] = ArgError,
-          field: str | None = None, text: str | None = None) -> None:
-    """`error` if `value` (decoded from `what`) nests deeper than MAX_DEPTH or holds a lone
+          field: str | None = None, text: str | None = None, limit: int = MAX_DEPTH) -> None:
+    """`error` if `value` (decoded from `what`) nests deeper than `limit` or holds a lone
     surrogate, naming the place (as `field` when given, else the place itself). `text`:
     the JSON text it was decoded from, which lets short texts and texts without a
     surrogate escape skip the walks."""
     plain: bool | None = None
     if text is None:
-        depth, plain = nesting_and_ascii(value)
-    elif len(text) > 2 * MAX_DEPTH:  # n characters nest at most n/2 levels
-        depth = nesting(value)
+        depth, plain = nesting_and_ascii(value, limit)
+    elif len(text) > 2 * limit:  # n characters nest at most n/2 levels
+        depth = nesting(value, limit)
     else:
         depth = 0
-    if depth > MAX_DEPTH:
-        path = deep_path(value, MAX_DEPTH)
+    if depth > limit:
+        path = deep_path(value, limit)
         if path is not None:
-            raise error(f"{what} is nested too deeply: deeper than {MAX_DEPTH} levels (at "
+            raise error(f"{what} is nested too deeply: deeper than {limit} levels (at "
                         f"{show_path(path)})", field=field or show_path(path[:6]))
     if plain is False or (text is not None and (_SURROGATE_ESCAPE.search(text) or (
             not text.isascii() and _SURROGATE.search(text)))):
@@ -201,36 +201,34 @@ def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None =
 
 
 def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
-          field: str | None = None) -> Any:
-    """`data` (e.g. a request's body, `what`) as JSON within the bounds (`check`); every
-    malformed input is `error` with `field`."""
+          field: str | None = None, limit: int = MAX_DEPTH) -> Any:
+    """`data` (e.g. a request's body, `what`) as JSON within the bounds (`check`, `limit`
+    levels); every malformed input is `error` with `field`."""
     s = text(data, what, error=error, field=field)
     try:
         value = parse(s, error=error, field=field)
+    except error as e:  # (named: the same error for any input)
+        raise error(f"{what}: {e.message}", field=field) from None
     except RecursionError:
-        raise error(f"{what} is nested too deeply: deeper than {MAX_DEPTH} levels",
+        raise error(f"{what} is nested too deeply: deeper than {limit} levels",
                     field=field) from None
-    check(value, what, error=error, field=field, text=s)
+    check(value, what, error=error, field=field, text=s, limit=limit)
     return value
-
-
-class TooDeep(ValueError):
-    """JSON that nests deeper than a bound (`loads_within`)."""
 
 
 def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
     """json.loads of a text read back (a data dir's row, a peer's snapshot row, content a
-    member names); ValueError if it is not JSON, TooDeep if it nests deeper than `limit`
-    (an earlier release wrote what it took)."""
+    member names); ValueError if it is not JSON or nests deeper than `limit` (an earlier
+    release wrote what it took)."""
     try:
         value = json.loads(data)
     except RecursionError:
-        raise TooDeep(f"nested deeper than {limit} levels") from None
+        raise ValueError(f"nested deeper than {limit} levels") from None
     if len(data) > 2 * limit and nesting(value, limit) > limit:
-        raise TooDeep(f"nested deeper than {limit} levels")
+        raise ValueError(f"nested deeper than {limit} levels")
     return value
 
 
-__all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "TooDeep", "check", "deep_path", "is_text", "loads",
+__all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "check", "deep_path", "is_text", "loads",
            "loads_within", "lone_surrogate", "nesting", "nesting_and_ascii", "parse", "show_path",
            "text"]

@@ -276,12 +276,7 @@ def _run_record(data: bytes, cid: str, kind: str) -> list[Any]:
     """The `kind` list ("log" or "metrics") of a run's record stored at `cid`. The CID
     comes from a member's event, so the bytes are read as any input: BadDag naming the CID
     if they are not such a record (before: a 500, or a RecursionError for deep JSON)."""
-    try:
-        record = jsontext.loads_within(data, jsontext.MAX_DEPTH)
-    except jsontext.TooDeep as e:
-        raise BadDag(f"the run record {cid} is JSON {e}", field=kind) from None
-    except ValueError as e:  # not UTF-8 or JSON
-        raise BadDag(f"the run record {cid} is not JSON: {e}", field=kind) from None
+    record = jsontext.loads(data, f"the run record {cid}", error=BadDag, field=kind)
     value = record.get(kind) if isinstance(record, dict) else None
     if not isinstance(value, list):
         raise BadDag(f"the run record {cid} has no {kind} list", field=kind)

@@ -76,15 +76,13 @@ class Fetcher:
     def __init__(self, store: Store, urls: Callable[[], Mapping[str, str]],
                  providers: Callable[[str], Iterable[str]], self_id: str,
                  timeout_s: float = 300.0, max_bytes: int = 8 << 30,
-                 headers: Mapping[str, str] | None = None,
-                 max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER) -> None:
+                 headers: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.urls = urls  # live peer id -> http base url
         self.providers = providers
         self.self_id = self_id
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
-        self.max_connections_per_peer = max_connections_per_peer
         # the mesh credential (peer.http.tokens.mesh_headers): peers bound beyond loopback
         # serve content to members of the mesh only
         self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
@@ -204,7 +202,7 @@ class Fetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=5),
-                connector=aiohttp.TCPConnector(limit_per_host=self.max_connections_per_peer))
+                connector=aiohttp.TCPConnector(limit_per_host=MAX_CONNECTIONS_PER_PEER))
         size = 0
         method = "GET" if body is None else "POST"
         async with self._session.request(method, url, json=body,

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from peer.errors import BanzaiError
-from peer.jsontext import TooDeep, loads_within
+from peer.jsontext import MAX_STORED_DEPTH, check
 from tasks.fetch_policy import AddressPolicy, HttpGet
 from tasks.registry import TaskContext, TaskDef
 
@@ -168,12 +168,15 @@ def _decode(raw: bytes, what: str) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise ApiError(f"{what}: the JSON answer is larger than {MAX_JSON_BYTES} bytes")
     try:
-        doc = loads_within(raw)  # (its output is encoded again at a deeper stack)
-    except TooDeep as e:
-        raise ApiError(f"{what} answered JSON {e}") from None
+        doc = json.loads(raw)
     except ValueError:  # not UTF-8 or JSON
         shown = raw[:80].decode("utf-8", "replace")
         raise ApiError(f"{what} answered garbage, not JSON: {shown!r}") from None
+    except RecursionError:
+        raise ApiError(f"{what}'s answer is nested too deeply: deeper than "
+                       f"{MAX_STORED_DEPTH} levels") from None
+    check(doc, f"{what}'s answer", error=ApiError, limit=MAX_STORED_DEPTH)  # (its output is
+    # encoded again at a deeper stack)
     if not isinstance(doc, dict):
         raise ApiError(f"{what} answered JSON that is not an object")
     return doc

@@ -16,7 +16,7 @@ from peer.ipfs.store import Listings
 from peer.jobs.claims import chunk_done
 from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
-from peer.jsontext import MAX_DEPTH, TooDeep, loads_within
+from peer.jsontext import loads
 from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
@@ -259,12 +259,7 @@ class Planner:
     def _read(self, cid: str, what: str) -> Any:
         """The JSON a listing's CID holds: a member named it, so its bytes are any content
         (BanzaiError naming it if they are not JSON within the nesting bound)."""
-        try:
-            return loads_within(b"".join(self.store.cat(cid)), MAX_DEPTH)
-        except TooDeep as e:
-            raise BanzaiError(f"{what} {cid} is JSON {e}") from None
-        except ValueError as e:  # not UTF-8 or JSON
-            raise BanzaiError(f"{what} {cid} is not JSON: {e}") from None
+        return loads(b"".join(self.store.cat(cid)), f"{what} {cid}", error=BanzaiError)
 
     def kept(self, split: Event) -> Mapping[str, Any] | None:
         """The results a split keeps for the items it left out (read after `chunks`), or

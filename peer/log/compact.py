@@ -602,11 +602,16 @@ class Compactor:
         self.jobless.dropped(free)
         self._unpin(gone)
         self.state.forget_drops(unprovided)
+        self._raise_floors(floors)
+        self.store.prune_batches()
+        out.dropped += len(gone)
+
+    def _raise_floors(self, floors: Mapping[str, int]) -> None:
+        """Events up to these seqs left the log: the compaction floors and the fold's
+        evicted marks rise over them."""
         for origin, seq in floors.items():
             self.floors[origin] = max(self.floors.get(origin, 0), seq)
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
-        self.store.prune_batches()
-        out.dropped += len(gone)
 
     def _forget(self, out: PassStats) -> None:
         """Tombstones past TOMB_GRACE_S leave the job index and every JOB_DELETED row of
@@ -620,12 +625,13 @@ class Compactor:
         if self.members is None or self.heard is None:
             return
         now = self.now_hlc()
-        self.vectors.note(self.heard(), hlc_ms(now))
         members = self.members()
         lacking = sorted(m for m, ok in members.items() if not ok)
-        if lacking:
-            self.tombs_held = f"{lacking[0]} (no {TOMB_FEATURE})"
+        if lacking:  # (named only while a tombstone past the grace waits on it)
+            past = self.index.old_deleted(now - (int(TOMB_GRACE_S * 1000) << 16), (0, ""), 1)
+            self.tombs_held = f"{lacking[0]} (no {TOMB_FEATURE})" if past else None
             return
+        self.vectors.note(self.heard(), hlc_ms(now))
         jobs, rows = self._forgettable(now, members)
         if not jobs:
             return
@@ -636,9 +642,7 @@ class Compactor:
         for job in jobs:
             self.waiting.pop(job, None)
             self.leaving.pop(job, None)
-        for origin, seq in floors.items():
-            self.floors[origin] = max(self.floors.get(origin, 0), seq)
-            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self._raise_floors(floors)
         self.store.prune_batches()
         out.dropped += len(rows)
         out.forgotten += len(jobs)
@@ -795,9 +799,7 @@ class Compactor:
             if seq > self.state.heads.get(origin, 0):
                 self.state.raise_floor(origin, seq)
                 self.store.set_floor(origin, seq)
-        for origin, seq in floors.items():
-            self.floors[origin] = max(self.floors.get(origin, 0), seq)
-            self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
+        self._raise_floors(floors)
         self.index.dropped((), floors)
 
     def deleted(self, job: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK, EventType
 from peer.log.snapframe import outputs_sha, thin
+from peer.log.snapstream import facts_cids
 from peer.log.sqlite import seq_rows
 
 log = logging.getLogger(__name__)
@@ -516,8 +517,7 @@ class JobIndex:
             if f is None:
                 continue
             try:
-                osha = f.get("outputs_sha") if tf is not None else outputs_sha(
-                    f.get("outputs", ()))
+                osha = f.get("outputs_sha") if tf is not None else outputs_sha(facts_cids(f))
             except (ValueError, TypeError) as e:
                 self._skip(_job(job), "facts", e)
                 continue

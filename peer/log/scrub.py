@@ -40,7 +40,7 @@ def quick_check(path: Path, max_errors: int) -> list[str]:
     lists (at most `max_errors`) or the error that stopped it. Reads only; its own
     connection, closed before it returns."""
     try:
-        con = sqlite3.connect(path, timeout=30.0)
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
         try:
             rows = con.execute(f"PRAGMA quick_check({int(max_errors)})").fetchall()
         finally:

@@ -178,11 +178,12 @@ def checked_uint(v: Any) -> int:
     return v
 
 
-def _json_text(v: Any, kind: type) -> str:
-    """A JSON text of `kind` (dict or list), as the index stores it."""
-    if type(v) is not str or not isinstance(loads_within(v), kind):  # (ValueError if deep)
+def _json_text(v: Any, kind: type) -> Any:
+    """The value of a JSON text of `kind` (dict or list), as the index stores it."""
+    value = loads_within(v) if type(v) is str else None  # (ValueError if deep)
+    if not isinstance(value, kind):
         raise StreamError("expected the JSON text of an object")
-    return v
+    return value
 
 
 def facts_cids(facts: Mapping[str, Any], key: str = "outputs") -> list[str]:
@@ -202,11 +203,11 @@ def check_job(r: Any) -> tuple[Any, ...]:
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
     facts = _json_text(r[8], dict)
-    parsed = json.loads(facts)
-    facts_cids(parsed, "outputs"), facts_cids(parsed, "logs")
+    facts_cids(facts, "outputs")
+    facts_cids(facts, "logs")
+    _json_text(r[6], dict)
     return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
-            checked_uint(r[4]), checked_str(r[5]), _json_text(r[6], dict), checked_str(r[7]),
-            facts)
+            checked_uint(r[4]), checked_str(r[5]), r[6], checked_str(r[7]), r[8])
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:

@@ -56,15 +56,15 @@ class Vectors:
 
 def holds_back(tomb_hlc: int, ids: Iterable[tuple[str, int]], now_hlc: int,
                members: Iterable[str], vvs: Mapping[str, Mapping[str, int]],
-               heads: Mapping[str, int], grace_s: float = TOMB_GRACE_S) -> str | None:
+               heads: Mapping[str, int]) -> str | None:
     """Why a tombstone (its first JOB_DELETED's hlc, the ids of every JOB_DELETED row of its
     job) may not leave yet, by clauses (a) and (c) of the design: "grace" while it is younger
-    than `grace_s`; else the first of `members` whose last vector (`vvs`) does not cover
+    than TOMB_GRACE_S; else the first of `members` whose last vector (`vvs`) does not cover
     every row, or whose own seq in that vector our `heads` do not cover (we may lack what it
     emitted before it reported), or that never sent one. None: it may leave (clauses (b),
     every member announces TOMB_FEATURE, and (d), no other event of the job is in the log,
     are the caller's)."""
-    if hlc_ms(now_hlc) - hlc_ms(tomb_hlc) < grace_s * 1000:
+    if hlc_ms(now_hlc) - hlc_ms(tomb_hlc) < TOMB_GRACE_S * 1000:
         return "grace"
     marks: dict[str, int] = {}
     for origin, seq in ids:

@@ -120,8 +120,8 @@ async def test_good_uploads_still_land(client: Client) -> None:
 
 
 @pytest.mark.parametrize(("stored", "shown"), [
-    (DEEP + b"]" * 100_000, "is JSON nested deeper than 64 levels"),
-    (b"\xff\xfe", "is not JSON"), (b"[1, 2]", "has no log list"),
+    (DEEP + b"]" * 100_000, "is nested too deeply: deeper than 64 levels"),
+    (b"\xff\xfe", "is not UTF-8 text"), (b"[1, 2]", "has no log list"),
     (b'{"log": "one line"}', "has no log list"), (b'{"metrics": []}', "has no log list"),
 ])
 async def test_a_run_record_that_is_not_one_is_a_422_naming_its_cid(

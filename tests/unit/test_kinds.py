@@ -86,8 +86,8 @@ def test_taskdef_rejects_a_kind_that_is_not_a_name(kind: Any) -> None:
 
 
 @pytest.mark.parametrize(("raw", "shown"), [
-    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 128 levels"),
-    (b"[" * 129 + b"]" * 129, "nested deeper than 128 levels"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply: deeper than 128 levels"),
+    (b"[" * 129 + b"]" * 129, "nested too deeply: deeper than 128 levels"),
     (b"\xff", "answered garbage, not JSON"), (b"[1]", "JSON that is not an object")])
 def test_an_api_answer_past_the_nesting_bound_fails_its_task_naming_it(raw: bytes,
                                                                        shown: str) -> None:

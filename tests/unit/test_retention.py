@@ -561,6 +561,6 @@ def test_a_split_listing_that_is_not_json_is_an_error_naming_it(tmp_path: Path,
     cid = s.add_bytes(listing)
     split = m.emit(EventType.TASK_SPLIT_REF, {"job": "live", "task": "a", "input": "cin",
                                               "listing": cid, "sizes": [1]})
-    shown = "is JSON nested deeper" if listing.startswith(b"[[") else "is not JSON"
-    with pytest.raises(BanzaiError, match=f"a: the split listing {cid} {shown}"):
+    shown = {b"{": ": invalid JSON", b"\xff": " is not UTF-8 text", b"[": " is nested too"}
+    with pytest.raises(BanzaiError, match=f"a: the split listing {cid}{shown[listing[:1]]}"):
         Planner(m.state, s, Data(), 1, 64).chunks(split)
