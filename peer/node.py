@@ -174,6 +174,7 @@ class Node:
         # SWIM's incarnation starts above every one announced before (read as hostile input)
         self.incarnations = IncarnationMark(cfg.data_dir / INCARNATION_MARK)
         self.name = cfg.peer_name or f"{socket.gethostname()}-{self.peer_id[:4]}"
+        self._joins = frozenset(canonical_addr(j) for j in cfg.join)  # (checked by cfg)
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
@@ -378,17 +379,13 @@ class Node:
         return None if end_s is None else (_ended_hlc(end_s), len(tasks))
 
     def _vvs(self) -> list[Mapping[str, int]]:
-        """The version vectors of every member gossip holds live (suspects too), ours first:
+        """The version vectors of every member gossip holds live (suspects too) and ours:
         what a finished job's events must be covered by before they leave the log."""
-        out: list[Mapping[str, int]] = [dict(self.heads())]
-        g = self.gossip
-        if g is not None:
-            out += [g.heads_of(p) for p in g.live_peers() if p != self.peer_id]
-        return out
+        return list(self._heard().values())
 
     def _heard(self) -> dict[str, Mapping[str, int]]:
-        """Peer -> the version vector it last sent us, for the live ones, and ours: what the
-        compactor keeps per member for the tombstone bound (peer.log.tombs)."""
+        """Peer -> the version vector it last sent us, for the live ones (suspects too), and
+        ours: `_vvs`, and what the compactor keeps per member for the tombstone bound."""
         out: dict[str, Mapping[str, int]] = {}
         g = self.gossip
         if g is not None:
@@ -1213,8 +1210,7 @@ class Node:
     def _undiscovered(self, addr: str) -> None:
         """mDNS no longer shows `addr`: stop contacting it, unless --join names it (anyone on
         the LAN can announce a name at that address and then withdraw it)."""
-        if self.gossip is not None and canonical_addr(addr) not in {
-                canonical_addr(j) for j in self.cfg.join}:
+        if self.gossip is not None and canonical_addr(addr) not in self._joins:
             self.gossip.remove_peer(addr)
 
     def _gossip_live(self, addr: str) -> bool:
