@@ -214,7 +214,7 @@ def test_a_join_address_is_kept_when_mdns_stops_showing_it() -> None:
     from peer.node import Node
 
     removed: list[str] = []
-    node = SimpleNamespace(cfg=SimpleNamespace(join=("127.0.0.1:7777",)),
+    node = SimpleNamespace(_joins=frozenset({"127.0.0.1:7777"}),
                            gossip=SimpleNamespace(remove_peer=removed.append))
     Node._undiscovered(node, "127.0.0.1:7777")  # type: ignore[arg-type]
     Node._undiscovered(node, "127.0.0.1:7778")  # type: ignore[arg-type]
