@@ -13,15 +13,15 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from peer.memtrim import Offload
 
 log = logging.getLogger("banzai.log")
 
-T = TypeVar("T")
-Offload = Callable[[Callable[[], T]], Coroutine[Any, Any, T]]
 
 
 @dataclass(frozen=True)

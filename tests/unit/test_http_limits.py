@@ -246,17 +246,24 @@ async def test_a_login_body_trickled_in_is_answered_408_at_the_header_deadline(
 
         dripping = asyncio.create_task(trickle())
         try:
-            status, headers, answer = await response(reader)
-            err = json.loads(answer)
-            assert status == 408 and err["error"] == "RequestTimeout", err
-            assert err["field"] == "body" and "http_header_timeout_s" in err["message"]
-            assert headers.get("connection") == "close"
-            assert await closed(reader) == b""
+            await _refused_and_closed(reader, 408, "RequestTimeout", "http_header_timeout_s")
         finally:
             dripping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await dripping
         assert s.gate.stats()["body_timeouts"] == 0  # not the idle deadline: the login's
+
+
+async def _refused_and_closed(reader: asyncio.StreamReader, status: int, error: str,
+                              said: str) -> None:
+    """The answer is `status` with error `error` about the body, saying `said`, and the
+    connection is closed."""
+    got, headers, answer = await response(reader)
+    err = json.loads(answer)
+    assert got == status and err["error"] == error, err
+    assert err["field"] == "body" and said in err["message"]
+    assert headers.get("connection") == "close"
+    assert await closed(reader) == b""
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -269,12 +276,7 @@ async def test_a_login_body_over_4_kib_is_answered_413(tmp_path: Path, chunked: 
             writer.write(_login_head(None) + f"{len(body):x}\r\n".encode() + body + b"\r\n")
         else:
             writer.write(_login_head(len(body)) + body[:100])  # the rest need not come
-        status, headers, answer = await response(reader)
-        err = json.loads(answer)
-        assert status == 413 and err["error"] == "TooLarge", err
-        assert err["field"] == "body" and "4096 bytes" in err["message"]
-        assert headers.get("connection") == "close"
-        assert await closed(reader) == b""
+        await _refused_and_closed(reader, 413, "TooLarge", "4096 bytes")
 
 
 async def test_a_prompt_login_is_served(tmp_path: Path) -> None:
