@@ -26,7 +26,6 @@ from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
-from peer.log.events import SetAside
 from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
 from peer.log.signing import Identity, MemberKeys
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
@@ -125,7 +124,6 @@ class CatchUpHost(Protocol):
     def servable(self, out: list[Event]) -> list[Event]: ...  # of these, what we may serve
     def merge(self, events: Sequence[Event]) -> list[Event]: ...  # a snapshot's events
     def refused(self, origin: Any, reason: str) -> None: ...  # a malformed event, counted
-    def set_aside(self, refused: Sequence[SetAside]) -> None: ...  # (EventSink)
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # id -> heartbeat info
     def peer_urls(self) -> Mapping[str, str]: ...  # id -> HTTP URL of live peers
 
@@ -341,7 +339,7 @@ class CatchUp:
         try:
             signed, body = read()
             events = self._host.keyring.accept(body["events"], body.get("batches", []),
-                                               self._host.refused, self._host.set_aside)
+                                               self._host.refused)
         except (KeyError, TypeError, ValueError, BanzaiError, RecursionError) as e:
             log.warning("refused a malformed snapshot: %s", e)  # (RecursionError: too deep)
             return None

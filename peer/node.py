@@ -79,7 +79,6 @@ from peer.log import (
 )
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
-from peer.log.events import SetAside
 from peer.log.jobindex import JobIndex, read_outputs, read_provided
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -697,7 +696,7 @@ class Node:
         if rivals:
             self._close_turn()  # a conflict refolds what is recorded: our open turn first
             self.rule.settle(rivals)
-        new = self.door.admit(fresh, self.state)  # (the callers verified the signatures)
+        new = self.door.admit(fresh)
         durable = [e for e in new if e.type in DURABLE_TYPES]
         later = bool(durable) and self._loop is not None and not self._log_closed
         self.log.append(new, sync=False if later else None)  # later: fsynced in a thread
@@ -920,10 +919,6 @@ class Node:
     def refused(self, origin: Any, reason: str) -> None:
         """A malformed event left out of a frame: counted per origin at the door."""
         self.door.refuse(origin, reason)
-
-    def set_aside(self, refused: Sequence[SetAside]) -> None:
-        """Malformed events their origins signed: held for good without them (the door)."""
-        self.door.set_aside(self.state, refused)
 
     # -- the ContentSink of anti-entropy (what heads do not say: peer.log.contents) --------
     def content_sum(self) -> str | None:

@@ -16,15 +16,12 @@ from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
-from peer.log.events import MAX_ID_CHARS, Event, EventType, SetAside
+from peer.log.events import MAX_ID_CHARS, Event, EventType
 from peer.log.fold import MeshState
 
 log = logging.getLogger("banzai.log")
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
-# The reason's prefix of a refusal for good: a check of this release refuses the body (the
-# same on every peer of it, whenever the event comes), unlike a clock that runs ahead.
-FOR_GOOD = "body:"
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
 
 
@@ -58,9 +55,6 @@ class LogStore(Protocol):
     def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None: ...
     def quarantined(self) -> int: ...
     def quarantined_max_seq(self, origin: str) -> int: ...
-    def set_aside(self, refused: Sequence[SetAside]) -> None: ...
-    def aside(self) -> list[SetAside]: ...
-    def unset_aside(self, ev_id: tuple[str, int]) -> None: ...
     def delete(self, ids: Iterable[tuple[str, int]]) -> None: ...
     def floors(self) -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
@@ -192,7 +186,7 @@ class Door:
             try:
                 check(ev)
             except (BanzaiError, ValueError, TypeError, KeyError) as e:
-                return f"{FOR_GOOD} {e!s:.200}"
+                return f"body: {e!s:.200}"
         return None
 
     def refuse(self, origin: Any, reason: str) -> None:
@@ -202,46 +196,16 @@ class Door:
         self._warn.warn(kind, "refused an event from %s: %s", origin_label(origin)[:16],
                         reason)
 
-    def admit(self, events: Iterable[Event], state: MeshState | None = None) -> list[Event]:
-        """The events fit to store and fold; the others are refused (counted, logged).
-
-        With `state`, a refusal for good (a body this release's checks refuse, not a clock
-        that runs ahead for now) sets its seq aside there and in the store (`set_aside`):
-        the caller vouches that the events' origins sent them (their signatures verified),
-        so the seq is theirs to spend, and their later events must not wait behind it."""
+    def admit(self, events: Iterable[Event]) -> list[Event]:
+        """The events fit to store and fold; the others are refused (counted, logged)."""
         out: list[Event] = []
-        aside: list[SetAside] = []
         for ev in events:
             reason = self.problem(ev)
             if reason is None:
                 out.append(ev)
-                continue
-            self.refuse(ev.origin, reason)
-            if reason.startswith(FOR_GOOD):
-                aside.append(SetAside(ev.origin, ev.seq, ev.hlc, int(ev.type), ev.payload,
-                                      reason))
-        if aside and state is not None:
-            self.set_aside(state, aside)
+            else:
+                self.refuse(ev.origin, reason)
         return out
-
-    def set_aside(self, state: MeshState, refused: Sequence[SetAside]) -> None:
-        """Count these events' seqs as held for good without them: stored with their
-        contents (a restart counts them again, or takes them if its release accepts them:
-        `replay`) and set aside in `state`."""
-        fresh = [r for r in refused if not state.holds(r.id)]
-        if not fresh:
-            return
-        self.store.set_aside(fresh)
-        for r in fresh:
-            state.set_aside(r.origin, r.seq)
-
-    def _accepts(self, r: SetAside) -> bool:
-        """Does this release take the event set aside as `r` (an upgrade loosened a check)?"""
-        try:
-            ev = Event(r.origin, r.seq, r.hlc, r.type, r.payload)
-        except (BanzaiError, ValueError, TypeError, RecursionError):
-            return False
-        return self.problem(ev, stored=True) is None
 
     def fold(self, state: MeshState, events: Sequence[Event]) -> list[Event]:
         """Fold stored events; returns those that were new (an unknown type's too: it is held
@@ -293,28 +257,18 @@ class Door:
         quarantined, never fatal. Returns the number folded."""
         ok: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
-        aside: list[SetAside] = []
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
             if reason is None:
                 ok.append(ev)
             else:
                 bad.append((ev.id, reason))
-                if reason.startswith(FOR_GOOD):  # (e.g. an earlier release's looser checks)
-                    aside.append(SetAside(ev.origin, ev.seq, ev.hlc, int(ev.type),
-                                          ev.payload, reason))
         if bad:
             self.quarantined += len(bad)
             self.store.quarantine(bad)
-            self.store.set_aside(aside)
         n = len(self.fold(state, ok))
         for origin, seq in self.store.floors().items():
             state.raise_floor(origin, seq)
-        for r in self.store.aside():  # (the rows `load` set aside among them)
-            if self._accepts(r):  # taken again from a member that holds it
-                self.store.unset_aside(r.id)
-            else:
-                state.set_aside(r.origin, r.seq)
         # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
         state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin))
         return n

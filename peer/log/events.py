@@ -998,25 +998,6 @@ def _turn_parts(ev: Event, body: Turn) -> tuple[Event, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class SetAside:
-    """An event its origin signed that this release refuses for good (a body its checks
-    refuse, not a clock ahead), as it came: only its id is known to be well typed. Its seq
-    is counted as held without it (peer.log.door.Door.set_aside); a later release that
-    accepts it gets it again (`Door.replay`)."""
-
-    origin: str
-    seq: int
-    hlc: Any
-    type: Any
-    payload: Any
-    reason: str
-
-    @property
-    def id(self) -> tuple[str, int]:
-        return self.origin, self.seq
-
-
 def part_event(origin: str, seq: int, hlc: int, typ: EventType, payload: dict[str, Any],
                body: Body) -> Event:
     """An event built from a body already validated (a TURN's part): no second check."""

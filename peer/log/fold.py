@@ -379,10 +379,6 @@ class MeshState:
     # Origin -> the seqs held beyond its head (past a gap): with the heads, the per-origin
     # index that serves `events_after` without scanning the log.
     beyond: dict[str, set[int]] = field(default_factory=dict)
-    # Origin -> its seqs set aside above its floor (`set_aside`): events its own signature
-    # vouched for that this release refuses for good (a body a check refuses). Counted as
-    # held, never stored, folded or served, so that no head waits behind them.
-    aside: dict[str, set[int]] = field(default_factory=dict)
     # How many times a head moved past seqs held beyond a gap (`_advance`), ever: the events
     # held there that are of compacted or deleted jobs leave memory only at a sweep, which
     # the compactor asks for when this count changed (peer.log.compact.Compactor.step).
@@ -593,8 +589,7 @@ class MeshState:
         """Set `origin`'s head to `head` moved on over the seqs held after it."""
         log = self.by_origin.get(origin, {})
         beyond = self.beyond.get(origin)
-        aside = self.aside.get(origin, ())
-        while head + 1 in log or head + 1 in aside:
+        while head + 1 in log:
             head += 1
         self.heads[origin] = head
         if beyond:
@@ -604,16 +599,6 @@ class MeshState:
                 self.gaps_filled += 1
             if not beyond:
                 del self.beyond[origin]
-
-    def set_aside(self, origin: str, seq: int) -> bool:
-        """Count `origin`'s `seq` as held without its event (one its origin signed that this
-        release refuses for good: peer.log.door.Door.admit); its head moves on over it once
-        the seqs before it are held. False if it is held already."""
-        if self.holds((origin, seq)) or seq <= self.floors.get(origin, 0):
-            return False
-        self.aside.setdefault(origin, set()).add(seq)
-        self._advance(origin, self.heads.get(origin, 0))
-        return True
 
     def forget(self, ev_id: tuple[str, int]) -> None:
         """Stop holding an event that was never folded (an unknown type's): it is no longer
@@ -670,7 +655,6 @@ class MeshState:
         if isinstance(self.deleted, Tombstones) and isinstance(fresh.deleted, Tombstones):
             fresh.deleted.some = self.deleted.some
         fresh.deleted.update(tombs)
-        fresh.aside = {o: set(q) for o, q in self.aside.items()}
         # Likewise the UNPROVIDEs that left memory (peer.log.jobless): still remembered.
         fresh._dropped = {k: o for k, o in self._dropped.items()
                           if (o[1], o[2]) not in self.events}
@@ -722,11 +706,6 @@ class MeshState:
         if seq <= self.floors.get(origin, 0):
             return
         self.floors[origin] = seq
-        aside = self.aside.get(origin)
-        if aside:  # below the floor: held as every seq there is
-            aside.difference_update([q for q in aside if q <= seq])
-            if not aside:
-                del self.aside[origin]
         self._advance(origin, max(self.heads.get(origin, 0), seq))
         if self.archive is not None:
             self._let_go_jobless(origin)

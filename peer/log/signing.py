@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.errors import BanzaiError, DataError
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, SetAside
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
 from peer.privfile import create_private, read_private
 
 HASH_BYTES = 32
@@ -52,29 +52,6 @@ def event_hash(e: Event) -> bytes:
     """sha256 of the canonical encoding of (origin, seq, hlc, type, payload)."""
     canon = CANONICAL.encode([e.origin, e.seq, e.hlc, int(e.type), e.payload])
     return hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
-
-
-def vouched_id(d: Any, batches: Iterable[Batch] | None) -> tuple[str, int] | None:
-    """The id of an event's wire form (or a row's fields) that Event.from_json refused, if
-    its identity is well typed (origin a string; seq, hlc and type integers) and one of
-    `batches` holds its content hash at its seq (its origin sent it). With `batches` None
-    (a row of an unsigned release) any well-typed id. None otherwise, or if its payload
-    cannot be encoded."""
-    if type(d) is not dict or "payload" not in d:
-        return None
-    origin, seq, hlc, typ = d.get("origin"), d.get("seq"), d.get("hlc"), d.get("type")
-    if type(origin) is not str or not (type(seq) is type(hlc) is type(typ) is int) or seq < 1:
-        return None
-    if batches is None:
-        return origin, seq
-    try:
-        canon = CANONICAL.encode([origin, seq, hlc, typ, d["payload"]])
-    except (ValueError, TypeError, RecursionError):
-        return None
-    h = hashlib.sha256(EVENT_DOMAIN + canon.encode()).digest()
-    if any(b.origin == origin and b.covers(seq) and b.hash_at(seq) == h for b in batches):
-        return origin, seq
-    return None
 
 
 def held_hash(e: Event) -> bytes:
@@ -425,15 +402,11 @@ class MemberKeys:
         return None
 
     def accept(self, raw_events: Any, raw_batches: Any,
-               invalid: Callable[[Any, str], None] | None = None,
-               aside: Callable[[Sequence[SetAside]], None] | None = None,
-               ) -> list[Event]:
+               invalid: Callable[[Any, str], None] | None = None) -> list[Event]:
         """The events of a frame body whose signatures verify; the others are counted by
         origin and reason. An event that is not valid is reported to `invalid` and left out
-        (without it, it raises its BanzaiError); if its signed batch vouches for its content
-        all the same (its origin sent it: a peer of a release with looser checks), its id is
-        given to `aside` (peer.log.door.Door.set_aside). ValueError if the
-        lists themselves are malformed."""
+        (without it, it raises its BanzaiError). ValueError if the lists themselves are
+        malformed."""
         if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
             raise ValueError("events or batches is not a list")
         # (signer, origin, first) -> the distinct batches of that reference that passed, and
@@ -463,7 +436,6 @@ class MemberKeys:
         # of a reference with several: (seq, content hash) -> the first batch that holds it
         held = {ref: _by_hash(bs) for ref, bs in good.items() if len(bs) > 1}
         out: list[Event] = []
-        vouched: list[SetAside] = []
         for d in raw_events:
             try:
                 e = Event.from_json(d)
@@ -471,7 +443,6 @@ class MemberKeys:
                 if invalid is None:
                     raise
                 invalid(d.get("origin") if type(d) is dict else None, f"invalid: {err!s:.200}")
-                vouched += self._vouched(d, good, err)
                 continue
             ref = (d.get("bs", e.origin), e.origin, d.get("b"))
             bs = good.get(ref)
@@ -486,23 +457,7 @@ class MemberKeys:
                 out.append(e)
             else:
                 self.refused.add(e.origin, why)
-        if vouched and aside is not None:  # (found only to be given: cheap, and rare)
-            aside(vouched)
         return out
-
-    def _vouched(self, d: Any, good: Mapping[tuple[Any, str, Any], list[Batch]],
-                 err: BanzaiError) -> list[SetAside]:
-        """[`d` as set aside] if a batch of the frame that passed vouches for the content of
-        this invalid event (and its origin is not revoked before it), else []."""
-        if type(d) is not dict:
-            return []
-        origin = d.get("origin")
-        i = vouched_id(d, good.get((d.get("bs", origin), origin, d.get("b")), ())) \
-            if isinstance(origin, str) else None
-        after = None if i is None else self.revoked_after(i[0])
-        if i is None or (after is not None and i[1] > after):
-            return []
-        return [SetAside(i[0], i[1], d["hlc"], d["type"], d["payload"], f"body: {err!s:.200}")]
 
     # -- membership messages -------------------------------------------------------------
     def check_message(self, sender: str, key: bytes, admit: bytes | None, inc: int, ctr: int,

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from peer.errors import DataError, InvalidEvent, StorageFull, StoreError, disk_full
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType, SetAside
-from peer.log.signing import Batch, vouched_id
+from peer.errors import DataError, StorageFull, StoreError, disk_full
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
+from peer.log.signing import Batch
 from peer.log.vacuum import (
     Converted,
     FileStats,
@@ -128,12 +128,6 @@ class EventLog:
         self._db.execute("CREATE INDEX IF NOT EXISTS quarantine_id ON quarantine (origin, seq)")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
-        # Seqs counted as held without their events (peer.log.door.Door.set_aside): refused
-        # for good by this release, signed by their origin. A release without this table
-        # sees a gap there, as before it.
-        self._db.execute("CREATE TABLE IF NOT EXISTS aside (origin TEXT NOT NULL, seq INTEGER "
-                         "NOT NULL, hlc, type, payload TEXT, reason TEXT NOT NULL, "
-                         "at_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq))")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -289,7 +283,6 @@ class EventLog:
         them) is quarantined (moved out of the log, counted, logged) rather than stopping
         the peer's start. The rows are moved once the iteration is over."""
         bad: list[tuple[int, str]] = []
-        aside: list[SetAside] = []
         batches = self._load_batches()
         for rowid, origin, seq, hlc, typ, payload, bid in self._read(
                 "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events "
@@ -297,16 +290,8 @@ class EventLog:
             try:
                 if isinstance(payload, str | bytes) and len(payload) > self.max_payload_bytes:
                     raise ValueError(f"payload of {len(payload)} bytes")
-                data = json.loads(payload)
+                ev = Event(origin, seq, hlc, typ, json.loads(payload))
                 att = batches.get(bid)
-                try:
-                    ev = Event(origin, seq, hlc, typ, data)
-                except InvalidEvent as e:  # an earlier release's looser checks took it
-                    raw = {"origin": origin, "seq": seq, "hlc": hlc, "type": typ,
-                           "payload": data}
-                    if vouched_id(raw, None if att is None else [att]) is not None:
-                        aside.append(SetAside(origin, seq, hlc, typ, data, f"body: {e!s:.300}"))
-                    raise
                 if att is not None:  # its content must be the one signed (one hash)
                     why = att.mismatch(ev)
                     if why is not None:
@@ -320,7 +305,6 @@ class EventLog:
             yield ev
         self.skipped += len(bad)
         self._move("rowid = ?", [(rowid,) for rowid, _ in bad], [r for _, r in bad])
-        self.set_aside(aside)  # (peer.log.door.Door.replay counts them held)
         if len(bad) > LOGGED_SKIPS:
             log.warning("%s: quarantined %d invalid events in all", self.path, len(bad))
 
@@ -365,50 +349,6 @@ class EventLog:
         row = self._db.execute("SELECT max(seq) FROM quarantine WHERE origin = ? AND "
                                "typeof(seq) = 'integer'", (origin,)).fetchone()
         return int(row[0] or 0)
-
-    def set_aside(self, refused: Sequence[SetAside]) -> None:
-        """Note these events as set aside, with their contents (a payload that cannot be
-        encoded is stored as NULL), in one transaction committed as the log's other rows."""
-        if not refused:
-            return
-        now = int(time.time() * 1000)
-        rows = []
-        for r in refused:
-            try:
-                payload: str | None = json.dumps(r.payload, separators=(",", ":"))
-            except (ValueError, TypeError, RecursionError):
-                payload = None
-            rows.append((r.origin, r.seq, r.hlc if type(r.hlc) is int else None,
-                         r.type if type(r.type) is int else None, payload, r.reason[:300], now))
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR IGNORE INTO aside (origin, seq, hlc, type, payload, "
-                             "reason, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        self._db.execute("COMMIT")
-
-    def aside(self) -> list[SetAside]:
-        """The events set aside above their origin's floor (those below it are dropped: the
-        floor counts them). A row of the wrong type is left out, with a warning; a content
-        that does not read back is None (then it stays set aside)."""
-        self._db.execute("DELETE FROM aside WHERE seq <= (SELECT f.seq FROM floors f WHERE "
-                         "f.origin = aside.origin)")
-        out: list[SetAside] = []
-        for origin, seq, hlc, typ, payload, reason in self._read(
-                "SELECT origin, seq, hlc, type, payload, reason FROM aside"):
-            if not (type(origin) is str and type(seq) is int and 0 < seq < 2**63):
-                log.warning("%s: left out a set-aside row of the wrong type (%r, %r)",
-                            self.path, str(origin)[:20], str(seq)[:20])
-                continue
-            try:
-                data = json.loads(payload) if isinstance(payload, str) else None
-            except (ValueError, RecursionError):
-                data = None
-            out.append(SetAside(origin, seq, hlc, typ, data, str(reason)))
-        return out
-
-    def unset_aside(self, ev_id: tuple[str, int]) -> None:
-        """Forget that this event was set aside (this release takes it: anti-entropy brings
-        it again from a member that holds it)."""
-        self._db.execute("DELETE FROM aside WHERE origin = ? AND seq = ?", ev_id)
 
     def delete(self, ids: Iterable[tuple[str, int]],
                floors: Mapping[str, int] | None = None,
@@ -564,4 +504,3 @@ class EventLog:
 
     def close(self) -> None:
         self._db.close()
-

@@ -29,7 +29,6 @@ from enum import Enum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from peer.log import Event
-from peer.log.events import SetAside
 from peer.mesh.wire import (
     Blocks,
     Frame,
@@ -102,11 +101,6 @@ class EventSink(Protocol):
 
     def refused(self, origin: Any, reason: str) -> None:
         """Count an event of a frame that was left out as malformed (`origin` as sent)."""
-        ...
-
-    def set_aside(self, refused: Sequence[SetAside]) -> None:
-        """Count these events' seqs as held for good without them: their origins signed
-        them, and this release refuses them (peer.log.door.Door.set_aside)."""
         ...
 
 

@@ -782,8 +782,7 @@ class Gossip:
         keyring = self.auth.keyring
         before = sum(keyring.refused.total.values())
         try:
-            events = keyring.accept(body["events"], body.get("batches", []), self.refused,
-                                    self._sink.set_aside)
+            events = keyring.accept(body["events"], body.get("batches", []), self.refused)
         except BanzaiError as err:  # an event's own validation refused it: malformed frame
             raise ValueError(f"bad event: {err!s:.60}") from None
         refused = sum(keyring.refused.total.values()) - before

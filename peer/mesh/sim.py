@@ -14,7 +14,6 @@ from typing import Any
 from peer.log import Event, EventType, MeshState
 from peer.log.clock import FakeClock
 from peer.log.contents import wins
-from peer.log.events import SetAside
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -44,10 +43,6 @@ class MemorySink:
 
     def refused(self, origin: Any, reason: str) -> None:
         self.refusals.append((origin, reason))
-
-    def set_aside(self, refused: Sequence[SetAside]) -> None:
-        for r in refused:
-            self.state.set_aside(r.origin, r.seq)
 
     def heads(self) -> Mapping[str, int]:
         return self.state.heads
