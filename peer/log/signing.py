@@ -375,8 +375,10 @@ class MemberKeys:
         why = self.bind(b.signer, b.key, b.admit)
         if why is not None:
             return why
-        if b.signer != b.origin and b.origin in self.keys:
-            return "attested_signed_origin"  # only unsigned (legacy) origins may be attested
+        if b.signer != b.origin and (b.origin in self.keys or self_certifying(b.origin)):
+            # Only an unsigned (0.1.0) origin may be attested: a self-certifying id signs for
+            # itself from its first event, heard here yet or not.
+            return "attested_signed_origin"
         if b.sig in self._good:
             return None
         if not verify_new:

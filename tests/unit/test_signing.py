@@ -177,6 +177,24 @@ def test_legacy_events_are_accepted_only_when_attested_for_an_unsigned_origin() 
     assert k.refused.by_origin[old] == {"attested_signed_origin": 2}
 
 
+def test_no_member_attests_events_of_a_self_certifying_origin_even_before_its_key_is_heard(
+        ) -> None:
+    """Only an id of 0.1.0 may be attested: a member that attested events of an upgraded
+    origin not heard yet (its key not bound) forged them on the peers that took them, and the
+    conflict rule could keep the forgery for good (the smaller content hash wins)."""
+    other = Identity.generate()
+    origin = peer_id_for(other.key)  # a member of this release this peer has not heard yet
+    forged = [ev(1, origin=origin)]
+    sign_events(ME, ID, forged, None)  # attested by ID, an admitted member
+    k = MemberKeys()
+    assert origin not in k.keys
+    assert k.accept(*wire(forged)) == []
+    assert k.refused.by_origin[origin] == {"attested_signed_origin": 1}
+    real = [ev(1, origin=origin)]
+    sign_events(other, origin, real, None)  # its own signature still counts
+    assert [e.id for e in k.accept(*wire(real))] == [(origin, 1)]
+
+
 def _counting(monkeypatch: Any, name: str) -> list[int]:
     """Count the calls of Batch.<name> (the per-candidate work of matching an event)."""
     calls = [0]
