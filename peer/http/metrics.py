@@ -183,6 +183,11 @@ class _Sampled(Collector):
         yield dropped
         yield _gauge("log_quarantined", "Events of the log quarantined at start",
                      int(health.get("quarantined", 0)))
+        quarantine: Mapping[str, Any] = health.get("quarantine", {})
+        yield _gauge("log_quarantine_bytes", "Bytes the quarantine holds (payloads, reasons)",
+                     int(quarantine.get("bytes", 0)))
+        yield _counter("log_quarantine_dropped", "Quarantined rows let go, the oldest first, "
+                       "to stay within the quarantine's bounds", int(quarantine.get("dropped", 0)))
         yield _gauge("log_unknown_events", "Events of newer types held, not folded",
                      unknown.get("events", 0))
         compaction: Mapping[str, Any] = health.get("compaction", {})

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,25 @@ LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (th
 # affinity, so that the lookup uses both columns of quarantine_id.)
 NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.origin AND "
                    "q.seq = +e.seq AND q.payload = e.payload)")
+
+
+# The bytes a quarantined row counts: its payload and reason (characters; NULL counts 0)
+ROW_BYTES = "coalesce(length(payload), 0) + coalesce(length(reason), 0)"
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    """Bounds of the quarantine (rows set aside for a human, over every start): past either,
+    the oldest rows go (counted in `EventLog.quarantine_dropped`). A member whose events the
+    fold refuses could otherwise add a row per content it sends. ValueError at construction
+    if a bound is below 1."""
+
+    max_rows: int = 10_000
+    max_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_bytes < 1:
+            raise ValueError("quarantine max_rows and max_bytes must be >= 1")
 
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a damaged file
@@ -85,12 +105,17 @@ class EventLog:
     """SQLite persistence of events; `append` commits (durably) before it returns or rolls
     back and raises. `skipped` counts the rows `load` set aside (quarantined) because they
     are not valid events. Its file gives free pages back (peer.log.vacuum): `vacuum` after
-    each compaction pass; `converted` is the one-off VACUUM done at open, if any."""
+    each compaction pass; `converted` is the one-off VACUUM done at open, if any. The
+    quarantine holds at most `quarantine_cfg`'s rows and bytes (the oldest go first)."""
 
     def __init__(self, path: Path, max_payload_bytes: int = 1 << 30,
-                 vacuum: VacuumConfig | None = None) -> None:
+                 vacuum: VacuumConfig | None = None,
+                 quarantine: QuarantineConfig | None = None) -> None:
         self.path = path
         self.skipped = 0
+        self.quarantine_cfg = quarantine or QuarantineConfig()
+        self.quarantine_dropped = 0  # rows the quarantine let go (its bounds), since open
+        self._q_rows = self._q_bytes = 0
         self.max_payload_bytes = max_payload_bytes
         self.vacuum_cfg = vacuum or VacuumConfig()
         self.vacuumed_pages = 0  # pages `vacuum` gave back, since open
@@ -126,6 +151,14 @@ class EventLog:
             "CREATE TABLE IF NOT EXISTS quarantine (origin, seq, hlc, type, payload, "
             "reason TEXT NOT NULL, at_ms INTEGER NOT NULL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS quarantine_id ON quarantine (origin, seq)")
+        rows, size = self._db.execute(f"SELECT count(*), sum({ROW_BYTES}) FROM quarantine"
+                                      ).fetchone()
+        self._q_rows, self._q_bytes = int(rows), int(size or 0)
+        if self._q_rows > self.quarantine_cfg.max_rows \
+                or self._q_bytes > self.quarantine_cfg.max_bytes:  # an earlier release's
+            self._db.execute("BEGIN")
+            self._trim_quarantine()
+            self._db.execute("COMMIT")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
         self._migrate()
@@ -334,15 +367,58 @@ class EventLog:
         now = int(time.time() * 1000)
         self._db.execute("BEGIN")
         for key, reason in zip(keys, reasons, strict=True):
-            self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, payload, "
-                             f"?, ? FROM events e WHERE {where} AND {NOT_QUARANTINED}",
-                             (reason, now, *key))
+            cur = self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, "
+                                   f"payload, ?, ? FROM events e WHERE {where} AND "
+                                   f"{NOT_QUARANTINED}", (reason, now, *key))
+            if cur.rowcount > 0:
+                self._q_rows += cur.rowcount
+                self._q_bytes += int(self._db.execute(
+                    f"SELECT {ROW_BYTES} FROM quarantine WHERE rowid = last_insert_rowid()"
+                ).fetchone()[0])
             self._db.execute(f"DELETE FROM events WHERE {where}", key)
+        self._trim_quarantine()
         self._db.execute("COMMIT")
+
+    def _trim_quarantine(self) -> None:
+        """Let the oldest rows of the quarantine go while it holds more than its bounds (in
+        the caller's transaction). Nothing the peer needs goes with them: a row is not
+        replayed, and a row of our own id keeps its seq from reuse as a floor (persisted,
+        as `quarantined_max_seq` would have given at the next start)."""
+        cfg = self.quarantine_cfg
+        if self._q_rows <= cfg.max_rows and self._q_bytes <= cfg.max_bytes:
+            return
+        me = self._db.execute("SELECT v FROM meta WHERE k = 'peer_id'").fetchone()
+        rows, size, last, mine = self._q_rows, self._q_bytes, None, 0
+        cur = self._db.execute(
+            f"SELECT rowid, origin, seq, {ROW_BYTES} FROM quarantine ORDER BY rowid")
+        for rowid, origin, seq, n in cur:
+            if rows <= cfg.max_rows and size <= cfg.max_bytes:
+                break
+            rows, size, last = rows - 1, size - int(n), rowid
+            if me is not None and origin == me[0] and type(seq) is int and seq > mine:
+                mine = seq
+        cur.close()
+        if last is None:
+            return
+        self._db.execute("DELETE FROM quarantine WHERE rowid <= ?", (last,))
+        if mine:
+            self.set_floor(me[0], mine)
+        self.quarantine_dropped += self._q_rows - rows
+        log.warning("%s: the quarantine let go of its %d oldest rows (bounds: %d rows, %d "
+                    "bytes)", self.path, self._q_rows - rows, cfg.max_rows, cfg.max_bytes)
+        self._q_rows, self._q_bytes = rows, size
 
     def quarantined(self) -> int:
         """How many rows the quarantine holds (over every start)."""
-        return int(self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        return self._q_rows
+
+    def quarantine_health(self) -> dict[str, int]:
+        """What /api/health shows of the quarantine: rows and bytes held, rows let go since
+        open, and the bounds."""
+        cfg = self.quarantine_cfg
+        return {"rows": self._q_rows, "bytes": self._q_bytes,
+                "dropped": self.quarantine_dropped, "max_rows": cfg.max_rows,
+                "max_bytes": cfg.max_bytes}
 
     def quarantined_max_seq(self, origin: str) -> int:
         """The highest seq of `origin` in the quarantine (0 if none)."""
