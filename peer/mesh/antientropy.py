@@ -10,10 +10,10 @@ than the question goes only to an address that proved it receives our frames: th
 echoes ("e") our cookie for that address, a keyed hash of it that only frames we sent there
 carried ("n"). Each side keeps the cookie the other gave it (from a proven frame; or the
 first one heard, until a proven one comes: a wrong one costs a handshake, no more). A frame
-that proves nothing gets no more bytes back than it cost: a DIGEST its reply with the events
-that fit (no block digests), else a handshake (a DIGEST_SUM of "n", "e" and "k": its sender,
-proven, sends its frame again); a frame sent before we hold its receiver's cookie is padded
-so that the handshake fits; a handshake answers nothing unproven. A block exchange's "fix"
+that proves nothing gets no work done for it, at most a handshake back (a DIGEST_SUM of "n",
+"e" and "k": its sender, proven, sends its frame again; no event is read or encoded for a
+DIGEST); a frame sent before we hold its receiver's cookie is padded so that the handshake
+fits; a handshake answers nothing unproven. A block exchange's "fix"
 must echo the nonce of our block digests ("bn"). With signed membership, a version vector is
 noted under a sender only from a frame proven to come from the address its signed alive (or
 heartbeat) gave. Frames without cookies from a member of the previous release (it announces
@@ -141,13 +141,6 @@ class Link(Protocol):
         """Send `events` in as many EVENTS frames as needed; with `reply`, the last frame is
         a DIGEST_REPLY, with `fix` an EVENTS frame carrying it and `fix_echo` (sent even when
         there are no events)."""
-        ...
-
-    def send_reply(self, addr: str, events: Sequence[Event], reply: Reply, *,
-                   max_bytes: int) -> bool:
-        """Send one DIGEST_REPLY of `reply` with as many of `events` (the first ones) as keep
-        the frame within `max_bytes`, saying `more` if some were left out; False, and nothing
-        sent, if it cannot fit with at least one of `events` (if any)."""
         ...
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -355,8 +348,8 @@ class AntiEntropy:
         and, if it holds something we lack, our own vector so that it pushes those; and our
         block digests of the origins whose heads are equal and contents are not. An
         acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
-        rounds repair it. An unproven digest gets a reply no larger than itself (its events
-        cut to fit, no block digests) or a handshake."""
+        rounds repair it. An unproven digest gets a handshake at most: no event is read or
+        encoded for an address that proved nothing (its sender, proven, asks again)."""
         theirs = parse_vv(f.body["vv"])
         trust = self._trust(f)
         self._note(f, theirs, trust)
@@ -366,18 +359,14 @@ class AntiEntropy:
             return
         self._peers.learn_addrs(f.body.get("peers", []))
         mine = self._sink.heads()
-        missing = self._sink.events_after(theirs, self._limit)
         ahead = any(seq > mine.get(o, 0) for o, seq in theirs.items())
+        if trust is Trust.NONE:  # (F7: no events read nor encoded for it)
+            behind = any(seq > theirs.get(o, 0) for o, seq in mine.items())
+            self._unproven(f, "d" if ahead or behind else "c")
+            return
+        missing = self._sink.events_after(theirs, self._limit)
         keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
         vv, more = dict(mine) if ahead else None, len(missing) >= self._limit
-        if trust is Trust.NONE:
-            if not ((missing or ahead) and self._link.send_reply(
-                    f.reply_to, missing, Reply(vv, more, None, keys.get("n"), keys.get("e")),
-                    max_bytes=f.size)):
-                self._unproven(f, "d" if missing or ahead else "c")
-            else:
-                self.unverified += 1
-            return
         cs = f.body.get("cs")
         blocks = None if cs is None else self._differing(theirs, mine, cs)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None

@@ -595,32 +595,6 @@ class Gossip:
                 self._stats.events_out += n
                 self._send_frame(addr, frame)
 
-    def send_reply(self, addr: str, events: Sequence[Event], reply: Reply, *,
-                   max_bytes: int) -> bool:
-        """One DIGEST_REPLY of `reply` with the first of `events` that keep it within
-        `max_bytes` (`more` if some are left out); False, nothing sent, if none fits (a reply
-        without any of them would not make its asker pull again)."""
-        k = len(events)
-        while k > 0 or not events:
-            packed, _ = pack_frames(events[:k], self.cfg.max_frame_bytes,
-                                    self.cfg.max_events_per_frame)
-            size = 2 * max_bytes + 1  # (more than one frame's worth: halve)
-            if len(packed) <= 1:
-                batch, signed = packed[0] if packed else Packed([], [])
-                cut = reply._replace(more=reply.more or k < len(events))
-                frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, cut, signed))
-                if frame is None:
-                    return False
-                if len(frame) <= max_bytes:
-                    self._stats.events_out += len(batch)
-                    self._send_frame(addr, frame)
-                    return True
-                size = len(frame)
-            if k == 0:
-                return False
-            k = min(k - 1, k * max_bytes // size)
-        return False
-
     def merge(self, events: Sequence[Event]) -> list[Event]:
         """Fold received events into the sink, counted; returns the new ones, never raises."""
         self._stats.events_in += len(events)

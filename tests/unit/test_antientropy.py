@@ -39,7 +39,6 @@ class FakeLink:
     frames: list[tuple[str, Kind, dict[str, Any]]] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     limits: list[int | None] = field(default_factory=list)  # each frame's max_bytes, if any
-    fits: int | None = None  # events a reply within max_bytes holds (send_reply)
 
     def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
              ) -> None:
@@ -51,17 +50,6 @@ class FakeLink:
                     reply: Reply | None = None, fix: Any = None,
                     fix_echo: str | None = None) -> None:
         self.sent.append(Sent(list(addrs), list(events), ttl, reply, fix, fix_echo))
-
-    def send_reply(self, addr: str, events: Sequence[Event], reply: Reply, *,
-                   max_bytes: int) -> bool:
-        """As if the first `fits` events fit in `max_bytes` (None: all of them)."""
-        if self.fits == 0 and events:
-            return False
-        n = len(events) if self.fits is None else min(self.fits, len(events))
-        self.limits.append(max_bytes)
-        self.sent.append(Sent([addr], list(events[:n]), 0,
-                              reply._replace(more=reply.more or n < len(events))))
-        return True
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         return self.sink.merge(events)

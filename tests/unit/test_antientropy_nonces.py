@@ -70,24 +70,37 @@ def cookie(ae: AntiEntropy, link: FakeLink, addr: str = ASKER) -> str:
     return str(body["n"])
 
 
-def test_an_unproven_digest_gets_what_fits_in_its_size_or_a_handshake() -> None:
-    """A digest that does not echo our cookie gets one reply no larger than itself (the
-    facade cuts its events to fit: `send_reply`), with our cookie and its own echoed and no
-    block digests; if not even that fits, a handshake (it sends its digest again, proven)."""
-    ae, sink, link, _ = engine(contents=True)
+class CountingSink(MemorySink):
+    """A MemorySink that counts the events it is asked for (the work of a reply)."""
+
+    asked = 0
+
+    def events_after(self, vv: Any, limit: int) -> list[Any]:
+        out = super().events_after(vv, limit)
+        self.asked += len(out)
+        return out
+
+
+def test_an_unproven_digest_gets_a_handshake_and_no_work() -> None:
+    """A digest that does not echo our cookie gets no events read or encoded for it (the
+    previous release read up to a frame's worth, encoded them, and threw away what did not
+    fit its size: F7), only a handshake ("d": its sender, proven, asks again), no larger
+    than itself; in sync, the cookies alone ("c"); without a cookie, nothing."""
+    sink = CountingSink("me")
+    for _ in range(3):
+        sink.emit()
+    link = FakeLink(sink)
+    ae = AntiEntropy(sink, link, Peers({ASKER: PeerAt("asker", True)}),
+                     max_events_per_frame=4, nonces=True, contents=sink)
     asked = {"vv": {}, "peers": [], "cs": {"me": "0" * 32}, "n": THEIRS}
-    ae.on_digest(frame(Kind.DIGEST, asked))
-    (s,) = link.sent
-    assert [e.seq for e in s.events] == [1, 2, 3] and link.limits == [1000]
-    assert s.reply is not None and s.reply.echo == THEIRS and s.reply.cookie
-    assert s.reply.blocks is None and s.reply.blk_nonce is None and link.frames == []
-    link.sent.clear()
-    link.fits = 0  # nothing fits
     ae.on_digest(frame(Kind.DIGEST, asked))
     ((to, kind, body),) = link.frames
     assert (to, kind, set(body), body["e"], body["k"]) == (
         ASKER, Kind.DIGEST_SUM, {"n", "e", "k"}, THEIRS, "d")
-    assert link.limits == [1000, 1000] and link.sent == []
+    assert link.sent == [] and link.limits == [1000] and sink.asked == 0
+    link.frames.clear()
+    ae.on_digest(frame(Kind.DIGEST, {"vv": {"me": 3, "o": 1}, "peers": [], "n": THEIRS}))
+    assert [b["k"] for _, _, b in link.frames] == ["d"]  # it holds more: push it, proven
     link.frames.clear()
     ae.on_digest(frame(Kind.DIGEST, {"vv": dict(sink.heads()), "peers": [], "n": THEIRS}))
     assert [b["k"] for _, _, b in link.frames] == ["c"]  # in sync: the cookies alone
@@ -95,6 +108,11 @@ def test_an_unproven_digest_gets_what_fits_in_its_size_or_a_handshake() -> None:
     ae.on_digest(frame(Kind.DIGEST, {"vv": {}, "peers": []}))  # no cookie: nothing at all
     ae.on_digest(frame(Kind.DIGEST, {**asked, "e": "f" * 16}))  # a wrong echo
     assert link.sent == [] and len(link.frames) == 1 and ae.unverified == 5
+    assert sink.asked == 0
+    link.frames.clear()
+    ae.on_digest(frame(Kind.DIGEST, {**asked, "e": body["n"]}))  # proven: a frame's worth
+    (s,) = link.sent
+    assert [e.seq for e in s.events] == [1, 2, 3] and sink.asked == 3
 
 
 def test_a_proven_digest_is_answered_with_our_cookie_and_theirs_echoed() -> None:
@@ -197,8 +215,8 @@ def test_a_forged_digest_and_fix_aim_nothing_at_a_victim() -> None:
     whose content digests differ (our block digests answer it), then a `fix` of every block
     (with and without a guessed nonce): 668 bytes. The previous release sent the victim 64
     events, then our block digests, then 2,048 events (195 KB). Now each forged digest gets
-    one frame no larger than itself (the first one's events cut to fit; no block digests),
-    each fix nothing, and the victim answers none of it (a handshake or a reply it did not
+    one frame no larger than itself (a handshake; no events, no block digests), each fix
+    nothing, and the victim answers none of it (a handshake or a reply it did not
     ask for, unproven)."""
     c = swim_cluster(2, GossipConfig.local())
     a, victim = c.peers
@@ -219,9 +237,8 @@ def test_a_forged_digest_and_fix_aim_nothing_at_a_victim() -> None:
     to_victim = tap.to(victim.addr, a.addr)
     assert len(to_victim) == 2  # one per forged digest, each no larger than it
     assert all(f.size <= len(g) for f, g in zip(to_victim, forged, strict=False))
-    assert all(f.kind in (Kind.DIGEST_REPLY, Kind.DIGEST_SUM) and "blk" not in f.body
+    assert all(f.kind == Kind.DIGEST_SUM and set(f.body) == {"n", "e", "k"}
                for f in to_victim)
-    assert sum(len(f.body.get("events", ())) for f in to_victim) < 3
     assert tap.to(a.addr) == []  # the victim answered nothing
     assert victim.gossip.stats.ae_unverified == 2
     assert a.gossip.stats.ae_unverified == 2  # (the fixes: no block digests went there)
@@ -330,10 +347,10 @@ def test_a_fresh_mesh_converges_and_then_runs_without_handshakes() -> None:
     assert sum(p.gossip.stats.ae_unverified for p in c.peers) == handshakes
 
 
-def test_an_unproven_digest_gets_a_reply_cut_to_its_size_then_proven_the_rest() -> None:
-    """A digest from an address that proved nothing yet: one reply no larger than it, its
-    events cut to fit (`more`), our cookie in it; the same digest echoing that cookie gets
-    a frame's worth (the burst then goes on as before)."""
+def test_an_unproven_digest_gets_a_handshake_then_proven_the_rest() -> None:
+    """A digest from an address that proved nothing yet: a handshake no larger than it, our
+    cookie in it; the same digest echoing that cookie gets a frame's worth (the burst then
+    goes on as before)."""
     from .mesh_helpers import Probe
 
     c = Cluster(1, GossipConfig.local(max_events_per_frame=16))
@@ -341,15 +358,15 @@ def test_an_unproven_digest_gets_a_reply_cut_to_its_size_then_proven_the_rest() 
     for _ in range(20):
         p.sink.emit()
     probe = Probe(c.net)
-    ask = {"vv": {}, "peers": [], "n": Probe.COOKIE, "p": "." * 300}
+    ask = {"vv": {}, "peers": [], "n": Probe.COOKIE, "p": "." * 300}  # room for events
     probe.send(p.addr, Kind.DIGEST, ask)
     c.net.pump()
     (r,) = probe.frames()
     asked = encode_frame(Kind.DIGEST, "banzai", probe.peer_id, probe.address,
                          json.dumps(ask).encode(), None)
-    assert r.kind == Kind.DIGEST_REPLY and r.size <= len(asked)
-    assert 0 < len(r.body["events"]) < 16 and r.body["more"] is True
-    assert r.body["e"] == Probe.COOKIE and "blk" not in r.body
+    assert r.kind == Kind.DIGEST_SUM and r.size <= len(asked)
+    assert r.body["e"] == Probe.COOKIE and r.body["k"] == "d" and "events" not in r.body
+    assert p.gossip.stats.events_out == 0
     probe.raw.clear()
     probe.send(p.addr, Kind.DIGEST, {**ask, "e": r.body["n"]})
     c.net.pump()
