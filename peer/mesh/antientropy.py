@@ -129,10 +129,10 @@ class ContentSink(Protocol):
 class Link(Protocol):
     """What anti-entropy needs of the gossip facade. Must not block."""
 
-    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_body_bytes: int | None = None,
              ) -> None:
         """Send one frame of `kind` around the encoded `body` (dropped if it cannot go, or if
-        the frame would be larger than `max_bytes`)."""
+        `body` is larger than `max_body_bytes`)."""
         ...
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
@@ -265,14 +265,17 @@ class AntiEntropy:
     def _unproven(self, f: Frame, what: str) -> None:
         """`f` proved nothing: a handshake back if it carries a cookie, naming `what` it
         answers ("s" a sum, "d" a digest, "a" an acknowledgement: its sender, proven by echoing
-        ours, sends it again; "c": nothing to send again, the cookies alone), never larger
-        than `f`, never to a peer that would drop it (of the previous release)."""
+        ours, sends it again; "c": nothing to send again, the cookies alone), its body never
+        larger than `f`'s, never to a peer that would drop it (of the previous release). (The
+        body, not the frame: each frame's header holds its sender's address, and a whole
+        frame's bound dropped the handshake of a peer whose address is longer than its
+        asker's, F5; a header is bounded (255-byte strings) and chosen by its sender.)"""
         self.unverified += 1
         n = f.body.get("n")
         if isinstance(n, str) and f.reply_to and not self._legacy(f.reply_to):
             self._link.send(f.reply_to, Kind.DIGEST_SUM,
                             dumps({"n": self._cookie(f.reply_to), "e": n, "k": what}),
-                            max_bytes=f.size)
+                            max_body_bytes=f.body_size)
 
     def _on_handshake(self, f: Frame) -> None:
         """A handshake: proven, our frame it names goes again, now with its cookie echoed;

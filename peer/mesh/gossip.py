@@ -575,12 +575,14 @@ class Gossip:
             self._wake.set()
 
     # -- sending (the anti-entropy Link) -----------------------------------------------
-    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_body_bytes: int | None = None,
              ) -> None:
         """Send one frame of `kind` around the encoded `body` (dropped if it cannot go, or if
-        it would be larger than `max_bytes`)."""
+        `body` is larger than `max_body_bytes`)."""
+        if max_body_bytes is not None and len(body) > max_body_bytes:
+            return
         frame = self._frame(kind, body)
-        if frame is not None and (max_bytes is None or len(frame) <= max_bytes):
+        if frame is not None:
             self._send_frame(addr, frame)
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,

@@ -95,6 +95,7 @@ class Frame:
     # the reply-to as its sender spelled it (`reply_to` is its one spelling), which its
     # signature covers; "" if the same
     signed_reply_to: str = field(default="", compare=False)
+    body_size: int = field(default=0, compare=False)  # bytes of its body (0: not received)
 
 
 # -- frames --------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def decode_frame(data: bytes, secret: bytes | None, mesh_id: str, max_bytes: int
     if not isinstance(body, dict) or not sender:
         raise FrameError("bad_frame", "body is not an object")
     return Frame(Kind(kind), mesh, sender, reply_to, body, size,
-                 "" if sent_reply_to == reply_to else sent_reply_to)
+                 "" if sent_reply_to == reply_to else sent_reply_to, len(data) - pos)
 
 
 # -- bodies --------------------------------------------------------------------------

@@ -38,13 +38,13 @@ class FakeLink:
     sink: MemorySink
     frames: list[tuple[str, Kind, dict[str, Any]]] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
-    limits: list[int | None] = field(default_factory=list)  # each frame's max_bytes, if any
+    limits: list[int | None] = field(default_factory=list)  # each max_body_bytes, if any
 
-    def send(self, addr: str, kind: Kind, body: bytes, *, max_bytes: int | None = None,
+    def send(self, addr: str, kind: Kind, body: bytes, *, max_body_bytes: int | None = None,
              ) -> None:
         self.frames.append((addr, kind, json.loads(body)))
-        if max_bytes is not None:
-            self.limits.append(max_bytes)
+        if max_body_bytes is not None:
+            self.limits.append(max_body_bytes)
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
                     reply: Reply | None = None, fix: Any = None,
