@@ -216,6 +216,7 @@ class GossipStats:
     dropped_revoked: int = 0
     dropped_not_admitted: int = 0
     dropped_key_conflict: int = 0
+    dropped_addr_taken: int = 0  # heartbeats naming an address another live member holds
     events_in: int = 0
     events_new: int = 0
     events_out: int = 0
@@ -725,6 +726,10 @@ class Gossip:
             if why is not None:
                 self._drop(why, f"HEARTBEAT from {f.sender[:16]}")
                 return
+        if f.reply_to and self.view.addr_held_by_other(f.sender, f.reply_to):
+            self._drop("addr_taken", f"HEARTBEAT from {f.sender[:16]}: another live member "
+                       f"is at {f.reply_to[:64]}")
+            return
         kid = info.get("kid")
         if isinstance(kid, str) and f.reply_to:
             self._t.peer_key(f.reply_to, kid)

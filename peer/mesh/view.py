@@ -123,8 +123,19 @@ class MeshView:
             seen(member.id, wall_ms)
 
     # -- legacy peers ------------------------------------------------------------------
+    def addr_held_by_other(self, peer_id: str, addr: str) -> bool:
+        """Whether a live member (alive or suspect, SWIM or legacy) other than `peer_id`
+        holds `addr`: a HEARTBEAT naming it is dropped, as SWIM refuses such an alive
+        (`Swim._held_by_other`), until its holder is dead, left or revoked."""
+        m = None if self.swim is None else self.swim.member_at(addr)
+        if m is not None and m.id != peer_id and m.state in (State.ALIVE, State.SUSPECT):
+            return True
+        p = self._legacy.peer_at(addr)
+        return p is not None and p.peer_id != peer_id
+
     def heard_legacy(self, peer_id: str, addr: str, info: dict[str, Any], now: float) -> None:
-        """A HEARTBEAT (checked): a peer of the previous release, or one in legacy mode."""
+        """A HEARTBEAT (checked, its address not `addr_held_by_other`): a peer of the previous
+        release, or one in legacy mode."""
         if self.swim is not None:
             self.legacy_ids.add(peer_id)
             self.swim.forget_addr(addr)

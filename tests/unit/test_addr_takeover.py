@@ -146,3 +146,76 @@ def test_a_restart_with_the_same_identity_is_not_refused() -> None:
         assert o.gossip.swim.stats.addr_taken == 0
         assert _holder(o, p.addr) == p.gossip.peer_id
         assert o.gossip.swim.members[p.gossip.peer_id].inc >= 1
+
+
+# -- the previous release's heartbeat path ------------------------------------------------
+
+
+def _legacy_pair(signed: bool = True) -> tuple[Cluster, SimPeer, SimPeer]:
+    """A peer of this release and a heartbeat-judged peer of the previous release (SWIM off),
+    alive to each other."""
+    from tests.unit.test_swim import all_alive, settle
+
+    c = Cluster(0, GossipConfig.local(), connect=False, signed=signed)
+    a = c.add("a")
+    old = c.add("old", GossipConfig.local(swim=None, anti_entropy_nonces=False))
+    a.gossip.add_peer(old.addr)
+    old.gossip.add_peer(a.addr)
+    settle(c, 1.0)
+    assert all_alive(c) and a.gossip.view.legacy_ids == {old.gossip.peer_id}
+    return c, a, old
+
+
+def _minted_heartbeat(c: Cluster, addr: str, to: SimPeer) -> SimPeer:
+    """A minted identity of the previous release whose signed heartbeats give `addr`."""
+    v_t = c.net._nodes.get(addr)
+    x = c.add("x", GossipConfig.local(swim=None, anti_entropy_nonces=False), addr=addr)
+    if v_t is not None:
+        c.net._nodes[addr] = v_t  # (the minted identity never receives anything)
+    c.peers.remove(x)
+    x.gossip.add_peer(to.addr)
+    x.gossip.heartbeat()
+    c.net.pump()
+    return x
+
+
+@pytest.mark.parametrize("victim_is_old", [True, False])
+def test_a_heartbeat_does_not_take_a_live_members_address(victim_is_old: bool) -> None:
+    """A heartbeat (the previous release's path) of another identity naming a live member's
+    address is dropped (`gossip.dropped_addr_taken`): the latest heartbeat took the address
+    before (session 27 fixed only SWIM's alives), so a minted identity became the member at a
+    legacy peer's address (its vectors then went unbound: its frames' sender was not the
+    member there), or a live SWIM member's address lost its join and push-pull."""
+    c, a, old = _legacy_pair()
+    victim = old if victim_is_old else a
+    watcher = a if victim_is_old else old
+    x = _minted_heartbeat(c, victim.addr, watcher)
+    at = watcher.gossip.view.member_at(victim.addr)
+    assert at is not None and at.id == victim.gossip.peer_id
+    assert x.gossip.peer_id not in watcher.gossip.live_peers()
+    assert watcher.gossip.stats.dropped_addr_taken == 1
+    if victim_is_old:  # the victim's vectors stay bound to it
+        a.sink.emit()
+        old.sink.merge(list(a.sink.state.events.values()))
+        old.gossip.anti_entropy(a.addr)  # its DIGEST: its vector, noted under it
+        c.net.pump()
+        assert a.gossip.heads_of(old.gossip.peer_id).get(a.gossip.peer_id) == 1
+
+
+def test_a_previous_release_peer_restarted_under_a_new_identity_takes_its_address() -> None:
+    """An honest restart at the same address with a new data dir (a new identity): its
+    heartbeats are dropped while the old identity is alive, then taken once it is dead."""
+    from tests.unit.test_swim import settle
+
+    c, a, old = _legacy_pair()
+    t = c.net._nodes[old.addr]
+    t.close_now()
+    c.peers.remove(old)
+    new = c.add("new", GossipConfig.local(swim=None, anti_entropy_nonces=False), addr=old.addr)
+    new.gossip.add_peer(a.addr)
+    settle(c, 0.2)
+    assert a.gossip.stats.dropped_addr_taken >= 1
+    settle(c, 5.0)
+    at = a.gossip.view.member_at(old.addr)
+    assert at is not None and at.id == new.gossip.peer_id
+    assert a.gossip.status(new.gossip.peer_id) == "alive"
