@@ -699,6 +699,8 @@ class Gossip:
             return
         if self.auth is not None and self.auth.keyring.is_revoked(f.sender):
             self._drop("revoked", f"{f.kind.name} from the revoked {f.sender[:16]}")
+            if self.swim is not None and f.reply_to:  # (its join address: synced no more)
+                self.swim.heard_revoked(f.sender, f.reply_to, f.body.get("m"))
             return
         try:
             # Signed: only a checked heartbeat proves a peer alive (a replayed frame must not).

@@ -229,6 +229,11 @@ class Signer(Protocol):
         its probes)."""
         ...
 
+    def signed_by(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+                  body: bytes, proof: Mapping[str, Any]) -> bool:
+        """Whether `proof` is `signer`'s valid signature, revoked or not (binds nothing)."""
+        ...
+
 
 class IncarnationStore(Protocol):
     """Where our incarnation's high-water mark outlives a restart (incmark.py). Called on the
@@ -257,6 +262,10 @@ class NoSigner:
 
     def revoked(self, member: str) -> bool:
         return False
+
+    def signed_by(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+                  body: bytes, proof: Mapping[str, Any]) -> bool:
+        return True
 
 
 class Listener(Protocol):
@@ -479,6 +488,31 @@ class Swim:
         if m.state in (State.ALIVE, State.SUSPECT):
             log.info("swim: member %s revoked: dead", m.id[:16])
             self._set_state(m, State.DEAD, now)
+
+    def heard_revoked(self, mid: str, addr: str, updates: Any) -> None:
+        """A frame of the revoked `mid` (dropped at the door) from `addr`: if we sync with
+        `addr` (a join address) and the frame holds `mid`'s own alive at `addr`, validly
+        signed, `addr` is barred as `revoke` bars a held member's address. (A revoked member
+        we never held an entry of, its alive refused, was synced every join_retry_s for
+        ever.) At most one signature checked per frame, only while `addr` is synced."""
+        if addr in self._barred or (addr not in self._joins and addr not in self._seeds) \
+                or not isinstance(updates, list):
+            return
+        for u in updates[:MAX_FRAME_UPDATES]:
+            if isinstance(u, dict) and u.get("t") == "a" and u.get("i") == mid:
+                a, inc = u.get("a"), u.get("n")
+                if not (isinstance(a, str) and type(inc) is int and 0 <= inc <= MAX_INC):
+                    return
+                try:
+                    same = canonical_addr(a) == addr
+                    ok = same and self._signer.signed_by(Sig.ALIVE, mid, a, inc, 0, b"", u)
+                except (KeyError, TypeError, ValueError):  # (a malformed proof)
+                    return
+                if ok:
+                    log.info("swim: the revoked %s answers at %s: not synced any more",
+                             mid[:16], addr)
+                    self._bar(addr, mid)
+                return
 
     def _bar(self, addr: str, mid: str) -> None:
         if addr in self._barred or len(self._barred) < MAX_SEEDS:

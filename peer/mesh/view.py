@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from peer.log.signing import MeshAuth, membership_message, verify
+from peer.log.signing import MeshAuth, membership_message, peer_id_for, self_certifying, verify
 from peer.mesh.antientropy import FIXNONCE_FEATURE, PeerAt
 from peer.mesh.membership import Liveness, Membership
 from peer.mesh.swim import BAD_SIGNATURE, Member, Sig, State, Swim
@@ -72,6 +72,19 @@ class AuthSigner:
 
     def revoked(self, member: str) -> bool:
         return self._auth.keyring.is_revoked(member)
+
+    def signed_by(self, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+                  body: bytes, proof: Mapping[str, Any]) -> bool:
+        key = self._auth.keyring.keys.get(signer)
+        k = proof.get("k")
+        if key is None and isinstance(k, str) and self_certifying(signer):
+            key = bytes.fromhex(k)  # (its id certifies its key)
+            if peer_id_for(key) != signer:
+                return False
+        if key is None:
+            return False
+        msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
+        return verify(key, bytes.fromhex(proof["g"]), msg)
 
 
 class MeshView:

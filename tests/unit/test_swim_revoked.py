@@ -14,7 +14,7 @@ from peer.log import EventType
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster
 from peer.mesh.swim import Msg, NoSigner, State, Swim, SwimConfig, suspicion_bounds_s
-from peer.mesh.wire import FrameWriter
+from peer.mesh.wire import FrameWriter, Kind
 from peer.node import Node
 
 from .test_swim import CFG, all_alive, make, probe_once, settle, states
@@ -248,3 +248,57 @@ def test_a_node_tells_gossip_when_it_folds_a_revoke(tmp_path: Path, opened: list
     n.emit(EventType.REVOKE, {"peer": ALIAS, "after": 0, "reason": "test"})
     n.emit(EventType.CACHE_PUT, {"cache": {"k": 1}})
     assert g.revoked == [ALIAS]
+
+
+# -- a revoked member never held (session 28) ---------------------------------------------
+
+
+def _revoked_at_join() -> tuple[Any, Any, int]:
+    """A peer that joins (`--join`) the address of a member it knows revoked and never held
+    an entry of (a fresh start with the REVOKE folded: the member's alive is refused, its
+    frames dropped at the door): the SYNCs it sent there in 10 s."""
+    from .mesh_helpers import Tap
+
+    c = Cluster(0, GossipConfig.local(), signed=True, connect=False, seed=34)
+    r = c.add("r")
+    a = c.add("a")
+    rid = r.gossip.peer_id
+    assert a.gossip.auth is not None
+    a.gossip.auth.keyring.revoked_after = lambda pid: 0 if pid == rid else None
+    a.gossip.member_revoked(rid)  # (folded at the replay: no entry to kill)
+    a.gossip.add_peer(r.addr)
+    r.gossip.add_peer(a.addr)
+    tap = Tap(c.net)
+    settle(c, 10.0)
+    syncs = sum(1 for s, d, f in tap.sent if s == a.addr and d == r.addr
+                and f.kind.name == "SYNC")
+    return a, r, syncs
+
+
+def test_a_revoked_member_never_held_gets_no_join_sync_every_second() -> None:
+    """Its `--join` address got a join sync (our whole member table) every join_retry_s for
+    as long as we ran: `revoke` bars the address of an entry, and there was none. Its own
+    alive, validly signed, answering from that address, now bars it as well."""
+    a, r, syncs = _revoked_at_join()
+    assert syncs <= 2, syncs  # (10 s of join_retry_s 0.2: about 50 before)
+    assert r.gossip.peer_id not in a.gossip.live_peers()
+
+
+def test_a_forged_revoked_frame_does_not_bar_a_join_address() -> None:
+    """A frame under a revoked member's id naming a join address, without that member's own
+    signature over an alive there, bars nothing: the address is synced as before."""
+    from .mesh_helpers import frame_to, inject
+
+    c = Cluster(0, GossipConfig.local(), signed=True, connect=False, seed=35)
+    a = c.add("a")
+    gone = c.add("gone")
+    gid = gone.gossip.peer_id
+    c.peers.remove(gone)
+    assert a.gossip.auth is not None and a.gossip.swim is not None
+    a.gossip.auth.keyring.revoked_after = lambda pid: 0 if pid == gid else None
+    join = "127.0.0.1:7999"  # nobody there yet
+    a.gossip.add_peer(join)
+    forged = {"m": [{"t": "a", "i": gid, "a": join, "n": 1, "g": "0" * 128}], "r": False}
+    inject(c, 0, frame_to(c, Kind.SYNC, forged, sender=gid, reply_to=join))
+    assert join not in a.gossip.swim._barred
+    assert a.gossip.stats.dropped_revoked == 1
