@@ -381,7 +381,17 @@ class AntiEntropy:
             asks = awaited.pop(f.reply_to, [])
             awaited[f.reply_to] = [*asks, nonce][-FIX_ASKS:]
             if len(awaited) > FIX_PEERS:
-                del awaited[next(iter(awaited))]
+                del awaited[self._fix_to_forget()]
+
+    def _fix_to_forget(self) -> str:
+        """The awaited fix to forget when FIX_PEERS are: the oldest at an address no live
+        member holds, else the oldest (F4: a member proving FIX_PEERS addresses of its own
+        pushed a live member's pending fix out)."""
+        awaited = self._fixes_awaited
+        for addr in awaited:
+            if self._peers.peer_at(addr) is None:
+                return addr
+        return next(iter(awaited))
 
     def _differing(self, theirs: Mapping[str, int], mine: Mapping[str, int],
                    cs: Any) -> Blocks:

@@ -422,3 +422,31 @@ def test_after_a_restart_the_handshake_fits_whatever_the_addresses(long_first: b
         assert src == a.addr and first.kind in (Kind.DIGEST_SUM, Kind.DIGEST)
         assert back == b.addr and shake.kind == Kind.DIGEST_SUM and "k" in shake.body
         assert a.sink.ids() <= b.sink.ids()
+
+
+def test_a_member_proving_many_addresses_does_not_evict_a_members_pending_fix() -> None:
+    """Our block digests went to a live member (its fix is awaited); then a member has them
+    sent to FIX_PEERS addresses it proves (none a member's): the oldest awaited was
+    forgotten, the live member's fix was not answered and the repair waited for its own
+    round (F4). Addresses no live member holds go first now."""
+    from peer.mesh.antientropy import FIX_PEERS
+
+    ae, sink, link, _ = engine(2 * BLOCK_SEQS, contents=True)
+    every = {"me": [[b, ""] for b in range(block_of(2 * BLOCK_SEQS) + 1)]}
+
+    def offer(addr: str) -> str:
+        ours = cookie(ae, link, addr)
+        ae.on_digest(frame(Kind.DIGEST, {"vv": dict(sink.heads()), "peers": [],
+                                         "cs": {"me": "0" * 32}, "n": THEIRS, "e": ours},
+                           addr=addr))
+        (s,) = link.sent
+        link.sent.clear()
+        assert s.reply is not None and s.reply.blk_nonce
+        return s.reply.blk_nonce
+
+    bn = offer(ASKER)  # a live member (`engine`'s Peers)
+    for i in range(FIX_PEERS):
+        offer(f"127.0.0.2:{1000 + i}")  # proven, no member there
+    ae.on_fix(frame(Kind.EVENTS, {"events": [], "fix": every, "fn": bn}))
+    (answer,) = link.sent
+    assert answer.addrs == [ASKER] and answer.events
