@@ -198,6 +198,7 @@ class AntiEntropy:
         self._nonces = nonces
         self._signed = nonces and signed
         self._key = secrets.token_bytes(32)  # our cookies: HMAC(key, address)
+        self._old_key: bytes | None = None  # the key before (`rotate_cookies`)
         self._cookies: dict[str, str] = {}
         self._echoes: dict[str, str] = {}  # address -> the cookie its peer gave us
         self.unverified = 0  # frames that proved nothing and so got at most a handshake
@@ -214,6 +215,23 @@ class AntiEntropy:
                 self._cookies.clear()
             self._cookies[addr] = c
         return c
+
+    def rotate_cookies(self) -> None:
+        """A new cookie key (Gossip, every `cookie_rotate_s`): frames we send carry cookies
+        of it; a cookie of the key before still proves its address until the next rotation
+        (a peer in contact takes our new cookie from our next frame), an older one no more
+        (F6: a cookie once given proved its address for as long as we ran, also after its
+        holder left it)."""
+        self._old_key, self._key = self._key, secrets.token_bytes(32)
+        self._cookies.clear()
+
+    def _ours(self, addr: str, echo: str) -> bool:
+        """Whether `echo` is our cookie for `addr`, of the current key or the one before."""
+        if hmac.compare_digest(echo, self._cookie(addr)):
+            return True
+        old = self._old_key
+        return old is not None and hmac.compare_digest(
+            echo, hmac.digest(old, addr.encode(), "sha256")[:COOKIE_BYTES].hex())
 
     def _keys(self, addr: str, echo: str | None = None) -> dict[str, str]:
         """The cookie keys of a frame to `addr`: ours ("n") and theirs echoed ("e": `echo`,
@@ -236,7 +254,7 @@ class AntiEntropy:
         n, e = parse_nonce(f.body, "n"), parse_nonce(f.body, "e")
         if not f.reply_to:
             return Trust.NONE
-        if e is not None and hmac.compare_digest(e, self._cookie(f.reply_to)):
+        if e is not None and self._ours(f.reply_to, e):
             if n is not None:
                 self._keep_echo(f.reply_to, n)
             return Trust.VERIFIED

@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -140,13 +141,16 @@ class GossipConfig:
     # anti-entropy answers only proven addresses (cookies, fixnonce-v1: antientropy.py);
     # False: as the previous release (mixed-version simulations)
     anti_entropy_nonces: bool = True
+    # anti-entropy's cookie key is replaced this often; a cookie of the key before still
+    # proves its address until the next replacement (so a cookie is good 1-2 periods)
+    cookie_rotate_s: float = 3600.0
 
     def __post_init__(self) -> None:
         host, _ = parse_addr(self.bind)
         if host in WILDCARD_HOSTS and not self.advertise_host:
             raise ValueError("a wildcard bind needs advertise_host")
         for name in ("anti_entropy_s", "heartbeat_s", "suspect_after_s", "dead_after_s",
-                     "renew_s"):
+                     "renew_s", "cookie_rotate_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.suspect_after_s < self.heartbeat_s:
@@ -318,6 +322,7 @@ class Gossip:
         self._next_ae = 0.0
         self._next_renew = 0.0
         self._next_update = 0.0
+        self._next_rotate = math.inf  # (from bind)
         self._wake = asyncio.Event()
         self._sleep_until = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -369,6 +374,7 @@ class Gossip:
             now = self._clock()
             self._next_hb = now
             self._next_ae = now + self._rng.uniform(0, self.cfg.anti_entropy_s)
+            self._next_rotate = now + self.cfg.cookie_rotate_s
             if self.swim is not None:
                 self.swim.bind(self._address, now)
                 self.swim.join(self._membership.static_addrs)
@@ -484,6 +490,9 @@ class Gossip:
             if (nxt := next_soft(now, self._next_renew, self.cfg.renew_s)) is not None:
                 self._next_renew = nxt
                 self.view.renew()
+        if now >= self._next_rotate:  # (F6: cookies expire)
+            self._next_rotate = now + self.cfg.cookie_rotate_s
+            self._ae.rotate_cookies()
         every = min(self.cfg.heartbeat_s, self.cfg.suspect_after_s / 4)
         if (nxt := next_soft(now, self._next_update, every)) is not None:
             self._next_update = nxt  # heartbeat-judged peers and learned addresses

@@ -450,3 +450,48 @@ def test_a_member_proving_many_addresses_does_not_evict_a_members_pending_fix() 
     ae.on_fix(frame(Kind.EVENTS, {"events": [], "fix": every, "fn": bn}))
     (answer,) = link.sent
     assert answer.addrs == [ASKER] and answer.events
+
+
+def test_a_cookie_proves_its_address_until_the_second_rotation() -> None:
+    """F6: a cookie once given proved its address for as long as the peer ran (a member that
+    received our frames at an address once, then left it, could prove it for ever). The key
+    rotates now: a cookie of the key before still proves, an older one no more (a handshake,
+    as after a restart); the frames we send carry the new cookie."""
+    ae, _, link, _ = engine()
+    first = cookie(ae, link)
+    proven = {"vv": {}, "peers": [], "n": THEIRS}
+    ae.rotate_cookies()
+    second = cookie(ae, link)
+    assert second != first
+    ae.on_digest(frame(Kind.DIGEST, {**proven, "e": first}))  # the key before: proven
+    (s,) = link.sent
+    assert s.reply is not None and s.reply.cookie == second and link.frames == []
+    link.sent.clear()
+    ae.rotate_cookies()
+    ae.on_digest(frame(Kind.DIGEST, {**proven, "e": first}))  # two keys ago: unproven
+    assert link.sent == [] and [b["k"] for _, _, b in link.frames] == ["d"]
+    link.frames.clear()
+    ae.on_digest(frame(Kind.DIGEST, {**proven, "e": second}))
+    assert len(link.sent) == 1 and link.frames == []
+
+
+@pytest.mark.parametrize("old_side", [None, 0, 1])
+def test_exchanges_go_on_across_rotations_without_handshakes(old_side: int | None) -> None:
+    """Peers in contact take each other's new cookie from the next frame: rotations every
+    2 s over 20 s of rounds cost no handshake, also with a peer of the previous release
+    (it rotates nothing and echoes what it is given) on either side."""
+    from tests.unit.test_swim import settle
+
+    cfg = GossipConfig.local(cookie_rotate_s=2.0)
+    c = Cluster(0, cfg, connect=False)
+    for i in range(2):
+        c.add(f"p{i}", GossipConfig.local(cookie_rotate_s=1e9) if i == old_side else cfg)
+    seed_swim(c)
+    introduce(c)
+    before = [p.gossip.stats.ae_unverified for p in c.peers]
+    for _ in range(10):
+        for p in c.peers:
+            p.sink.emit()
+        settle(c, 2.0)
+        assert c.converged()
+    assert [p.gossip.stats.ae_unverified for p in c.peers] == before
