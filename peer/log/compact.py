@@ -209,6 +209,15 @@ class Compactor:
         # jobs): its tombstone waits for them (a restart would fold them without it).
         self.pinned: dict[str, set[tuple[str, int]]] = {}
         self._pins: dict[tuple[str, int], tuple[str, ...]] = {}
+        # Compacted job -> ids of its events that left memory other than by its own
+        # compaction (a straggler, arrived after it; a replay's, whose record lists most of
+        # them already) and that its record may not list: added to the record's ids at the
+        # next pass (`_note_stragglers`), so that its deletion drops them from the log (and
+        # `_drop` once droppable, as the record's own). Without this, a straggler stayed in
+        # the log for good, and past a later deletion's grace the tombstone would go while
+        # it was still there: a restart folded it into a job nobody has.
+        self.stragglers: dict[str, set[tuple[str, int]]] = {}
+        self._compacting: set[str] = set()  # the jobs `_compact` is compacting now
         self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
@@ -268,6 +277,8 @@ class Compactor:
         if jobless(ev):
             self.jobless.left(ev)
             return
+        if self.state.compacted:
+            self._straggler(ev)
         deleted = self.state.deleted
         if not deleted:
             return
@@ -288,6 +299,24 @@ class Compactor:
             facts = self.waiting.get(first)
             if facts is not None and ev.seq > facts[1].get(ev.origin, 0):
                 facts[1][ev.origin] = ev.seq
+
+    def _straggler(self, ev: Event) -> None:
+        """`ev` left memory: note it under each compacted job it is about whose record the
+        compaction now running does not make (`stragglers`)."""
+        compacted, now = self.state.compacted, self._compacting
+        for p in ev.singles:
+            j = getattr(p.body, "job", None)
+            if (isinstance(j, str) and not isinstance(p.body, JobDeleted) and j not in now
+                    and j in compacted):
+                self.stragglers.setdefault(j, set()).add(ev.id)
+
+    def _note_stragglers(self) -> None:
+        """The stragglers noted since the last pass join their jobs' records (ids already
+        listed are not added again: a replay notes every event of a compacted job still in
+        the log). Raises (kept) if the index cannot be written."""
+        if self.stragglers:
+            self.index.add_ids(self.stragglers)
+            self.stragglers = {}
 
     def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
         """`ev` left memory: note it under each deleted job it is about (`pinned`)."""
@@ -313,6 +342,7 @@ class Compactor:
         """One pass: compact what left the recent history, then drop what may be dropped."""
         out = PassStats()
         self._index_evicted()
+        self._note_stragglers()
         self._scan()
         old = self._beyond_recent()
         compacted = bool(old) and self._compact(old, out)  # (sweeping the deleted jobs' too)
@@ -386,7 +416,11 @@ class Compactor:
                              tuple(ids.get(r.job, ())), r.facts) for r in records]
         entries, cids = _entries(self.state, leaving)
         self.index.put(records, entries, _pairs(self.state, cids), cids)  # raises: nothing
-        out.evicted += len(self._compact_state(done))  # changed in memory
+        self._compacting = set(done)  # changed in memory
+        try:
+            out.evicted += len(self._compact_state(done))
+        finally:
+            self._compacting = set()
         _spill(self.state, entries, cids)
         for job in done:
             self.ended.pop(job, None)
@@ -411,6 +445,7 @@ class Compactor:
         out = PassStats()
         self.sweep = True  # (if this fails, the next pass does it)
         self.index_evicted()  # (before the loop runs: the whole replay's)
+        self._note_stragglers()
         self._sweep(out)
         self._bury()
         self.sweep = False
@@ -803,8 +838,10 @@ class Compactor:
         self.index.dropped((), floors)
 
     def deleted(self, job: str) -> None:
-        """A JOB_DELETED of a compacted job: its record goes; its events left or will."""
+        """A JOB_DELETED of a compacted job: its record goes, with its events still in the
+        log (the record's, and its stragglers noted since the last pass)."""
         ids = self.index.delete([job])
+        ids += sorted(self.stragglers.pop(job, set()) - set(ids))
         self.state.compacted.discard(job)  # (as after a restart: the job index answers)
         if ids:
             self.store.delete(ids, {o: q for o, q in marks_of(ids).items()

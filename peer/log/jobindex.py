@@ -176,14 +176,23 @@ class JobIndex:
         a later order only) and (cid, origin) providers, in one transaction. The provider rows
         of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
         that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to."""
-        rows = [(r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc, r.state,
-                 _dumps(r.summary), _dumps(r.record), _dumps([list(i) for i in r.ids]),
-                 _dumps(r.facts or {}), _dumps(_marks(r.ids))) for r in records]
+        records = list(records)
         try:
             with self._tx() as db:
-                jobs = {r[0] for r in rows}
-                new = len(jobs) - sum(db.execute("SELECT 1 FROM job_index WHERE job = ?",
-                                                 (j,)).fetchone() is not None for j in jobs)
+                held: dict[str, list[tuple[str, int]]] = {}  # job -> its ids as held
+                for r in records:
+                    row = db.execute("SELECT ids FROM job_index WHERE job = ?",
+                                     (r.job,)).fetchone()
+                    if row is not None:
+                        held[r.job] = self._ids(r.job, row[0])
+                new = len({r.job for r in records}) - len(held)
+                rows = []
+                for r in records:  # (a record held keeps its ids: events still in the log)
+                    ids = _union(held.get(r.job, ()), r.ids)
+                    rows.append((r.job, r.order[0], r.order[1], r.order[2], r.ended_hlc,
+                                 r.state, _dumps(r.summary), _dumps(r.record),
+                                 _dumps([list(i) for i in ids]), _dumps(r.facts or {}),
+                                 _dumps(_marks(ids))))
                 db.executemany(
                     "INSERT OR REPLACE INTO job_index (job, hlc, origin, seq, ended, state, "
                     "summary, record, ids, facts, marks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -354,6 +363,24 @@ class JobIndex:
                                [(j, o, q, h) for j, (h, o, q) in ids])
         finally:
             self._absent[_DELETED].clear()
+
+    def add_ids(self, ids: Mapping[str, Iterable[tuple[str, int]]]) -> int:
+        """Add to each job's record these ids of its events still in the log (a straggler:
+        one that left memory after its job was compacted), in one transaction; a job with
+        no record (deleted meanwhile) is skipped. Returns the ids added."""
+        added = 0
+        with self._tx() as db:
+            for job, got in ids.items():
+                row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
+                if row is None:
+                    continue
+                have = self._ids(job, row[0])
+                both = _union(have, got)
+                if len(both) > len(have):
+                    added += len(both) - len(have)
+                    db.execute("UPDATE job_index SET ids = ?, marks = ? WHERE job = ?",
+                               (_dumps([list(i) for i in both]), _dumps(_marks(both)), job))
+        return added
 
     def _backfill_deleted(self) -> int:
         """Fill `deleted_ids` from the log's JOB_DELETED rows (a data dir of an earlier
@@ -895,6 +922,13 @@ def _is_ids(v: Any) -> bool:
 def _is_marks(v: Any) -> bool:
     """An object origin -> seq (the marks column)."""
     return type(v) is dict and all(_is_seq(q) for q in v.values())
+
+
+def _union(a: Iterable[tuple[str, int]], b: Iterable[tuple[str, int]],
+           ) -> list[tuple[str, int]]:
+    """The ids of `a`, then those of `b` not in `a`, each once."""
+    return list(dict.fromkeys([*((str(o), int(q)) for o, q in a),
+                               *((str(o), int(q)) for o, q in b)]))
 
 
 def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -401,3 +401,103 @@ def test_a_tombstone_beside_a_record_of_its_job_stays(
     assert n.catchup.compact().forgotten == 0
     assert n.index.tombstone("job000") == gone.order
 
+
+
+# -- (d): every event of a deleted job is found in the log, a straggler's too -----------------
+
+def _straggler(evs: list[Event], job: str = "job000", seq: int = 1) -> Event:
+    """OTHER's late CLAIM of `job` (a member cut off ran a duplicate chunk)."""
+    split = next(e for e in evs if e.type == EventType.TASK_SPLIT and e.payload["job"] == job)
+    return Event(OTHER, seq, evs[-1].hlc + 5, EventType.CLAIM, {
+        "job": job, "task": "t0", "split": [ORIGIN, split.seq], "chunk": 0, "attempt": 1})
+
+
+def _compacted(n: Node) -> list[Event]:
+    """job000 and job001 compacted, their events kept in the log (a live member lacks them)."""
+    _lagging(n)
+    evs = history(jobs=3, per_job=1)
+    n.merge(evs)
+    n.catchup.compact()
+    assert "job000" in n.index and "job001" in n.index
+    return evs
+
+
+def _forget_and_restart(n: Node, d: Path, opened: list[Node], gone: Event,
+                        late: Event) -> None:
+    """Past the grace the tombstone goes with nothing of its job left in the log; a restart
+    then folds nothing of it (same events and content digest as before)."""
+    assert late.id not in _rows(n)
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+    held, digest = sorted(n.state.events), n.state.content_sum()
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1)
+    assert "job000" not in again.state.jobs and "job000" not in again.state.deleted
+    assert not [k for k in again.state.chunks if k.job == "job000"]
+    assert sorted(again.state.events) == held and again.state.content_sum() == digest
+
+
+def test_a_straggler_of_a_compacted_job_leaves_the_log_with_its_deletion(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """An event of a job that arrives after the job's compaction leaves memory at once but
+    stays in the log; when the job is deleted it leaves the log with the record's events, so
+    the tombstone's forgetting leaves nothing of the job behind (review, helper-152)."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1)
+    evs = _compacted(n)
+    late = _straggler(evs)
+    n.merge([late])
+    assert late.id not in n.state.events and late.id in _rows(n)
+    n.catchup.compact()  # (noted in job000's record)
+    gone = _deleted(evs, "job000")
+    n.merge([gone])
+    _forget_and_restart(n, d, opened, gone, late)
+
+
+def test_a_straggler_deleted_in_the_pass_it_arrives_leaves_the_log_too(
+        tmp_path: Path, opened: list[Node]) -> None:
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1)
+    evs = _compacted(n)
+    late, gone = _straggler(evs), _deleted(evs, "job000")
+    n.merge([late])
+    n.merge([gone])  # (no pass between: the straggler is still queued)
+    _forget_and_restart(n, d, opened, gone, late)
+
+
+def test_a_straggler_an_earlier_release_kept_is_found_at_the_replay(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A data dir of the previous release (db471b6, e71ec14) holds stragglers no record
+    lists: the replay notes them (every start: a downgrade and back too)."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1)
+    evs = _compacted(n)
+    late = _straggler(evs)
+    n.log.append([late])  # as the previous release kept it: in the log, in no record
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=1)
+    _lagging(again)
+    assert late.id not in again.state.events and late.id in _rows(again)
+    gone = _deleted(evs, "job000")
+    again.merge([gone])
+    _forget_and_restart(again, d, opened, gone, late)
+
+
+def test_a_snapshot_taken_over_a_held_record_keeps_its_events_listed(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A JSON snapshot listing a job whose record we hold (events still in our log) replaced
+    the record with one listing none: its deletion then left them in the log for good, and
+    past the grace a restart would fold the job back (found while fixing the above)."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1)
+    evs = _compacted(n)
+    s = _open(tmp_path / "s", opened, recent_tasks=1)
+    s.merge(evs)
+    s.catchup.compact()
+    n.compactor.take(s.compactor.records(), dict(s.heads()))
+    gone = _deleted(evs, "job000")
+    n.merge([gone])
+    assert not {e.id for e in evs[:5]} & _rows(n)
+    _forget_and_restart(n, d, opened, gone, evs[0])
