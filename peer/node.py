@@ -289,7 +289,10 @@ class Node:
         # Their writer thread, restore at start and durability marker: peer.ipfs.inlineoutputs.
         self.inline: InlineBlocks | None = None
         self.inline_outputs: InlineOutputs | None = None
-        self._inline_due = False  # a queued event carries inline blocks: fsync before sending
+        # A queued event carries inline blocks, or is a JOB_DELETED (the tombstone bound:
+        # a member's vector must not cover a deletion it could lose): fsync before sending,
+        # our heads stop below it until then.
+        self._inline_due = False
         # Our flushed events not yet pushed, in order: those of a turn with inline blocks wait
         # for the fsync of their `_syncing` generation (made in a thread), later ones (gen 0)
         # only for their turn (`_push`).
@@ -442,7 +445,7 @@ class Node:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs). While every live member folds them,
         the turn's events about tasks and chunks are parts of one TURN event."""
-        if "inline" in payload:
+        if "inline" in payload or typ == EventType.JOB_DELETED:
             self._inline_due = True
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(typ, payload)

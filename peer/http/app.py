@@ -212,8 +212,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def delete_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    node.janitor.delete_job(job)  # NotFound; Conflict while it runs
-    node.flush()  # acknowledged once on disk
+    ev = node.janitor.delete_job(job)  # NotFound; Conflict while it runs
+    await node.durable(ev)  # acknowledged once on disk (507 if the disk is full)
     return web.json_response({"job": job, "deleted": True})
 
 

@@ -85,7 +85,7 @@ class CycleReport(Protocol):
 class Lifecycle(Protocol):
     """Storage lifecycle (peer.jobs.janitor.Janitor)."""
 
-    def delete_job(self, job: str) -> None: ...  # NotFound; Conflict while live
+    def delete_job(self, job: str) -> Event: ...  # its JOB_DELETED; NotFound; Conflict while live
     async def cycle(self) -> CycleReport: ...  # retention and gc now
     async def collect(self) -> GcStats: ...  # gc alone (Kubo's repo gc)
 

@@ -31,7 +31,7 @@ from peer.jobs.retention import (
     plan_unpins,
 )
 from peer.jsontext import MAX_DEPTH, loads_within
-from peer.log import EventType, JobSubmitted, MeshState
+from peer.log import Event, EventType, JobSubmitted, MeshState
 
 log = logging.getLogger("banzai.janitor")
 
@@ -174,19 +174,18 @@ class Janitor:
         return got
 
     # -- job records -------------------------------------------------------------------------
-    def delete_job(self, job: str, reason: str = "deleted by a user") -> None:
-        """Delete a finished job's record on every peer; NotFound, or Conflict while it is
-        live."""
+    def delete_job(self, job: str, reason: str = "deleted by a user") -> Event:
+        """Delete a finished job's record on every peer: its JOB_DELETED; NotFound, or
+        Conflict while it is live."""
         ev = self.state.jobs.get(job)
         if ev is None:
             if job in self.state.compacted and job not in self.state.deleted:  # finished
-                self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
-                return
+                return self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
             raise NotFound(f"no job {job!r}", field="job")
         tasks = ev.body_as(JobSubmitted).workflow["tasks"]
         if finished_at(self.state, job, tasks, self.cfg.max_attempts) is None:
             raise Conflict(f"job {job} has not finished: cancel it first", field="job")
-        self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
+        return self.emit(EventType.JOB_DELETED, {"job": job, "reason": reason})
 
     # -- one cycle ---------------------------------------------------------------------------
     async def cycle(self) -> CycleReport:

@@ -2,7 +2,7 @@
 the per-origin floors (MeshState.floors). Not thread-safe: owned by the event loop.
 
 A commit that holds an acknowledged kind of event (DURABLE_TYPES: a submission, a cancel, a
-PROVIDE) is durable when `append` returns (synchronous=FULL: one fsync of the WAL, which
+deletion, a PROVIDE) is durable when `append` returns (synchronous=FULL: one fsync of the WAL, which
 covers every earlier commit too) unless the caller passes sync=False and calls `sync` later
 (off the loop); others are written without waiting for the disk (NORMAL: they survive a
 crash of the process, not a power loss). Callers batch: the node writes all events of a loop
@@ -40,7 +40,12 @@ from peer.log.vacuum import (
 log = logging.getLogger(__name__)
 
 # Events that the API acknowledges or that announce stored blocks: written with an fsync.
-DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED, EventType.PROVIDE})
+# A JOB_DELETED too: a member's version vector covering it lets the others forget the
+# tombstone past the grace (peer.log.tombs), so the member must not lose it to a power loss
+# once its heads counted it (received ones stay below the heads until fsynced). Deletions
+# are rare: one fsync each, off the loop (docs/benchmarks.md).
+DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED,
+                           EventType.JOB_DELETED, EventType.PROVIDE})
 BATCH_COLUMNS = "id, signer, origin, first, hashes, key, admit, sig"
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
 # A row the quarantine holds already is not added again: an event whose fold raises is not

@@ -231,6 +231,25 @@ async def test_the_api_answers_507_while_the_disk_is_full(node: Node) -> None:
     assert EventType.JOB_SUBMITTED in kinds and EventType.JOB_CANCELLED in kinds
 
 
+async def test_a_deletion_is_acknowledged_once_on_disk(node: Node) -> None:
+    """DELETE /api/jobs/{job} answers once its JOB_DELETED is on disk (507 while the disk
+    is full: held in memory, written once it can be), as a cancel does."""
+    from tests.unit.test_compaction import history
+
+    node.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
+    node.merge(history(jobs=1, per_job=1))  # job000: finished
+    disk = _Disk(node)
+    token = load_or_create_token(node.cfg.data_dir)
+    async with TestClient(TestServer(make_app(node)),
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+        disk.full = True
+        r = await client.delete("/api/jobs/job000")
+        assert r.status == 507 and "disk is full" in (await r.json())["message"]
+        disk.full = False
+        assert "job000" in node.state.deleted  # folded; written at the next flush
+    assert node.durability()["unwritten_events"] == 1
+
+
 def _failure(attempt: int, kind: str) -> Event:
     return Event(ORIGIN, attempt + 10, 2000 + attempt, EventType.CHUNK_FAILED,
                  {"job": "j", "task": "t", "split": [ORIGIN, 1], "chunk": 0,
@@ -372,6 +391,60 @@ async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads
     assert node.heads()[ORIGIN] == 2
     assert node.content_sum() is not None
     assert acked == []  # nothing to acknowledge: no submission
+
+
+async def test_a_received_deletion_is_fsynced_before_heads_count_it(node: Node) -> None:
+    """A JOB_DELETED in a received batch (after an event of a kind written without an
+    fsync) is an acknowledged kind: our heads, the version vector the others keep for the
+    tombstone bound, stop below it until it is on disk (a power loss could lose it)."""
+    node._loop = asyncio.get_running_loop()
+    gate = threading.Event()
+    sync = node.log.sync
+
+    def slow_sync(since: int | None = None) -> None:
+        gate.wait(10)
+        sync(since)
+
+    node.log.sync = slow_sync  # type: ignore[method-assign]
+    node.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
+    cancel = Event(ORIGIN, 1, 1001, EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
+    node.merge([cancel])
+    gate.set()
+    await asyncio.gather(*node._bg)
+    gate.clear()
+    progress = Event(ORIGIN, 2, 1002, EventType.PROGRESS,
+                     {"job": "j", "task": "t", "split": [ORIGIN, 1], "chunk": 0, "attempt": 1,
+                      "progress": 0.5})
+    deleted = Event(ORIGIN, 3, 1003, EventType.JOB_DELETED, {"job": "j", "reason": "rm"})
+    assert node.merge([progress, deleted])
+    assert node.state.heads[ORIGIN] == 3  # folded at once
+    assert node.heads()[ORIGIN] == 2  # not yet fsynced: not announced as held
+    gate.set()
+    await asyncio.gather(*node._bg)
+    assert node.heads()[ORIGIN] == 3
+
+
+async def test_our_deletion_is_fsynced_before_it_is_pushed_or_counted(node: Node) -> None:
+    """Our own JOB_DELETED leaves (and our heads cover it) only once the log is fsynced, as
+    a turn with inline blocks: a power loss cannot lose a deletion a peer saw us hold."""
+    node._loop = asyncio.get_running_loop()
+    gate = threading.Event()
+    sync = node.log.sync
+
+    def slow_sync(since: int | None = None) -> None:
+        gate.wait(10)
+        sync(since)
+
+    node.log.sync = slow_sync  # type: ignore[method-assign]
+    ev = node.emit(EventType.JOB_DELETED, {"job": "j", "reason": "rm"})
+    node.flush()
+    assert _stored(node) == [ev.seq]  # written
+    assert node.heads().get(node.peer_id, 0) == ev.seq - 1  # not counted before the fsync
+    assert node.gossip.frames == []  # type: ignore[attr-defined]
+    gate.set()
+    await asyncio.gather(*node._bg)
+    assert node.heads()[node.peer_id] == ev.seq
+    assert [e.id for f in node.gossip.frames for e in f] == [ev.id]  # type: ignore[attr-defined]
 
 
 def _submission(origin: str) -> Event:
