@@ -118,12 +118,11 @@ def usable_cores() -> int:
 
 
 Listener = Callable[[Event], None]
-# What our MEMBER event and heartbeats announce
-# TOMB_FEATURE is not announced yet: the tombstone bound stays off in this release, since a
-# review found an event of a job, arrived after its compaction, that it would leave behind in
-# the log (docs/architecture.md, Compaction, item 9).
+# What our MEMBER event and heartbeats announce (TOMB_FEATURE: deleted jobs' tombstones
+# leave past the grace once every member announces it, docs/architecture.md, Compaction,
+# item 9)
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-            CLAIMED_FEATURE, FIXNONCE_FEATURE)
+            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)

@@ -46,13 +46,11 @@ sys.path.insert(0, str(ROOT))
 
 from scriptlib import machine  # noqa: E402
 
-from peer import node as node_mod  # noqa: E402
 from peer.config import PeerConfig  # noqa: E402
 from peer.http.views import job_view  # noqa: E402
 from peer.jobs.scheduler import IDLE_TICK_S  # noqa: E402
 from peer.jobs.spec import parse  # noqa: E402
 from peer.log import EventType  # noqa: E402
-from peer.log.tombs import TOMB_FEATURE  # noqa: E402
 from peer.node import Node  # noqa: E402
 
 FINAL = ("done", "failed", "cancelled")
@@ -230,8 +228,6 @@ def delete(node: Node, jobs: list[str], states: dict[str, int]) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.tomb_clock_days:  # the tombstone bound as built: this release does not announce
-        node_mod.FEATURES = (*node_mod.FEATURES, TOMB_FEATURE)  # it (architecture.md, item 9)
     rounds: list[dict[str, int]] = []
     cut = False
     with tempfile.TemporaryDirectory(prefix="banzai-growth-") as tmp:

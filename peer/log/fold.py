@@ -383,6 +383,10 @@ class MeshState:
     # held there that are of compacted or deleted jobs leave memory only at a sweep, which
     # the compactor asks for when this count changed (peer.log.compact.Compactor.step).
     gaps_filled: int = 0
+    # How many events entered memory (`record`, a rival's `replace`), ever (a refold keeps
+    # counting): the compactor's scan for events about deleted jobs is redone only when
+    # this changed (peer.log.compact.Compactor._busy).
+    entered: int = 0
     # Digests of the held contents per origin and block (peer.log.contents): what heads do not
     # say, compared by anti-entropy.
     sums: ContentSums = field(default_factory=ContentSums)
@@ -437,6 +441,7 @@ class MeshState:
     def record(self, ev: Event) -> None:
         """Record an event as held (its parts folded already), moving its origin's head."""
         self.events[ev.id] = ev
+        self.entered += 1
         log = self.by_origin[ev.origin]
         log[ev.seq] = ev
         self.sums.touch(ev.origin, ev.seq)
@@ -629,6 +634,7 @@ class MeshState:
             for part in ev.singles:
                 self.fold_only(part)
         self.events[ev.id] = ev
+        self.entered += 1
         self.by_origin[ev.origin][ev.seq] = ev
         self.sums.touch(ev.origin, ev.seq)
         if self.archive is not None:  # a jobless winner leaves memory with its window
@@ -646,7 +652,7 @@ class MeshState:
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
                           deletions=self.deletions, jobless_window=self.jobless_window,
-                          gaps_filled=self.gaps_filled)
+                          gaps_filled=self.gaps_filled, entered=self.entered)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):

@@ -464,6 +464,12 @@ class JobIndex:
                            "UPDATE SET vv = excluded.vv",
                            [(m, _dumps(dict(sorted(vv.items())))) for m, vv in vvs.items()])
 
+    def drop_member_vvs(self, members: Iterable[str]) -> None:
+        """Forget these members' vectors (revoked, or no longer members), in one
+        transaction."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM member_vv WHERE member = ?", [(m,) for m in members])
+
     def tombstone(self, job: str) -> Order | None:
         """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted."""
         absent = self._absent[_DELETED]

@@ -29,6 +29,7 @@ class VectorStore(Protocol):
 
     def member_vvs(self) -> dict[str, dict[str, int]]: ...
     def put_member_vvs(self, vvs: Mapping[str, Mapping[str, int]]) -> None: ...
+    def drop_member_vvs(self, members: Iterable[str]) -> None: ...
 
 
 class Vectors:
@@ -52,6 +53,16 @@ class Vectors:
             self.store.put_member_vvs({m: self.vvs[m] for m in sorted(self._dirty)})
             self._dirty.clear()
             self._written_ms = now_ms
+
+    def keep(self, members: Iterable[str]) -> None:
+        """Only these members' vectors are kept (a revoked member's, or a peer heard that is
+        no member, go: from memory and the job index); raises (kept) if it cannot write."""
+        gone = self.vvs.keys() - set(members)
+        if gone:
+            self.store.drop_member_vvs(sorted(gone))
+            for m in gone:
+                del self.vvs[m]
+                self._dirty.discard(m)
 
 
 def holds_back(tomb_hlc: int, ids: Iterable[tuple[str, int]], now_hlc: int,

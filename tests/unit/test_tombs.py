@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from peer import node as node_mod
 from peer.config import PeerConfig
 from peer.log import Event, EventType
 from peer.log import compact as compact_mod
@@ -23,11 +22,9 @@ from tests.unit.test_compaction import ORIGIN, _deleted, _lagging, _open, _rows,
 OTHER = "othr0000000000000000"
 
 
-@pytest.fixture(autouse=True)
-def tomb_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bound as built, announced as a later release will (this one does not announce
-    TOMB_FEATURE: test_this_release_announces_no_tomb_feature_and_forgets_nothing)."""
-    monkeypatch.setattr(node_mod, "FEATURES", (*node_mod.FEATURES, TOMB_FEATURE))
+# What a peer of the previous release (db471b6) announces: no TOMB_FEATURE.
+PREVIOUS_FEATURES = ["batch-v1", "snapshot", "splits-v1", "done-v1", "local-v1", "claimed-v1",
+                     "fixnonce-v1"]
 
 
 def _ids(n: Node) -> set[tuple[str, str, int]]:
@@ -362,20 +359,28 @@ def test_a_deleted_ids_row_edited_on_disk_keeps_its_tombstone_and_is_logged(
     assert n.log_health()["compaction"]["index_rows_skipped"] == 1
 
 
-def test_this_release_announces_no_tomb_feature_and_forgets_nothing(
+def test_this_release_announces_the_feature_and_a_previous_one_holds_everything_back(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off until a job's events that arrived after its compaction are found when it is
-    deleted (docs/architecture.md, Compaction, item 9): alone, past the grace, nothing goes,
-    and /api/health says that we do not announce it."""
-    monkeypatch.setattr(node_mod, "FEATURES", tuple(f for f in node_mod.FEATURES
-                                                    if f != TOMB_FEATURE))
+    """Switched on: we announce TOMB_FEATURE. A live peer of the previous release among us
+    (its heartbeat's and MEMBER's features lack it) holds every tombstone back, and
+    /api/health names it; once it leaves the mesh (and is revoked) the tombstone goes."""
     n = _open(tmp_path / "a", opened, recent_tasks=1000)
-    assert TOMB_FEATURE not in n.capabilities()["features"]
-    _, gone = _deleted_alone(n)
+    assert TOMB_FEATURE in n.capabilities()["features"]
+    assert n._tomb_members() == {n.peer_id: True}
+    evs, gone = _deleted_alone(n)
+    n.merge([_member(OTHER, 1, evs[0].hlc, PREVIOUS_FEATURES)])
+    monkeypatch.setattr(n, "live_peers", lambda: {OTHER: {"features": PREVIOUS_FEATURES}})
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: dict(n.heads())}
     _at(n, _past(gone))
-    assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
-    held_by = n.log_health()["compaction"]["tombstones_held_by"]
-    assert held_by == f"{n.peer_id} (no {TOMB_FEATURE})"
+    for _ in range(2):
+        assert n.catchup.compact().forgotten == 0 and gone.id in _rows(n)
+    assert n.log_health()["compaction"]["tombstones_held_by"] == f"{OTHER} (no {TOMB_FEATURE})"
+    monkeypatch.setattr(n, "live_peers", dict)  # gone: its MEMBER still holds them back
+    assert n.catchup.compact().forgotten == 0
+    n.merge([Event(ORIGIN, gone.seq + 1, gone.hlc + 1, EventType.REVOKE,
+                   {"peer": OTHER, "after": 1, "reason": "retired"})])
+    assert OTHER in n.state.revoked
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
 
 
 def test_a_tombstone_beside_a_record_of_its_job_stays(
@@ -501,3 +506,57 @@ def test_a_snapshot_taken_over_a_held_record_keeps_its_events_listed(
     n.merge([gone])
     assert not {e.id for e in evs[:5]} & _rows(n)
     _forget_and_restart(n, d, opened, gone, evs[0])
+
+
+# -- costs: the scan of memory, the members' vectors -----------------------------------------
+
+class _CountingDict(dict):  # type: ignore[type-arg]
+    """The state's events, counting the scans of them (`values`)."""
+
+    scans = 0
+
+    def values(self):  # type: ignore[no-untyped-def]
+        type(self).scans += 1
+        return super().values()
+
+
+def test_memory_is_scanned_again_for_a_waiting_tombstone_only_once_an_event_entered(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """While an event held past a gap holds a tombstone back, a pass scans the events in
+    memory (about 58 ms at 100,000) only if one entered memory since the last scan."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    past_gap = _other_deleted(evs, "job000", seq=3)
+    n.merge([past_gap])
+    n.catchup.compact()
+    n.state.events = _CountingDict(n.state.events)
+    _at(n, _past(gone))
+    for _ in range(3):
+        assert n.catchup.compact().forgotten == 0
+    scans = _CountingDict.scans
+    assert scans >= 1
+    n.merge([Event(OTHER, 1, evs[-1].hlc, EventType.JOB_CANCELLED,
+                   {"job": "job000", "reason": "late"})])  # entered (left at once: held)
+    assert n.catchup.compact().forgotten == 0
+    assert _CountingDict.scans > scans  # scanned again: something entered
+    again = _CountingDict.scans
+    assert n.catchup.compact().forgotten == 0 and _CountingDict.scans == again
+    n.merge([Event(OTHER, 2, evs[-1].hlc, EventType.JOB_CANCELLED,
+                   {"job": "job000", "reason": "late"})])  # the gap fills
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+def test_a_revoked_members_vector_is_no_longer_kept(tmp_path: Path, opened: list[Node]) -> None:
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, _ = _deleted_alone(n)
+    n.merge([_member(OTHER, 1, evs[0].hlc, [TOMB_FEATURE])])
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: {OTHER: 1}}
+    _at(n, n.hlc.now() + (int(VV_WRITE_S * 1000) << 16))
+    n.catchup.compact()
+    assert OTHER in n.index.member_vvs()
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads())}  # gone away
+    n.merge([Event(ORIGIN, len(evs) + 2, evs[-1].hlc + 5, EventType.REVOKE,
+                   {"peer": OTHER, "after": 1, "reason": "retired"})])
+    n.catchup.compact()
+    assert OTHER not in n.index.member_vvs() and OTHER not in n.compactor.vectors.vvs
+    assert n.peer_id in n.compactor.vectors.vvs
