@@ -32,7 +32,7 @@ from peer.log.jobless import PROVIDING, Jobless, jobless
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
 from peer.log.snapstream import StreamError
-from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S, TOMB_SCAN_JOBS, Vectors, holds_back
+from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S, TOMB_SCAN_JOBS, holds_back
 
 log = logging.getLogger("banzai.log")
 
@@ -198,10 +198,9 @@ class Compactor:
         self.now_hlc = now_hlc
         # The tombstone bound (`_forget`; none without these): every member the fold knows
         # and did not revoke, every live peer and us -> does it announce TOMB_FEATURE; and
-        # peer -> the version vector it last sent (the live ones', ours), kept per member.
+        # live peer -> the version vector it last sent (ours too).
         self.members = members
         self.heard = heard
-        self.vectors = Vectors(index)
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
         self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
         # `_busy`'s last scan: (the state's `entered` count then, the jobs asked about, job
@@ -657,8 +656,9 @@ class Compactor:
         """Tombstones past TOMB_GRACE_S leave the job index and every JOB_DELETED row of
         their job leaves the log, in one transaction with the floors (as `_drop`), once
         (docs/architecture.md, Compaction, item 9): (a) the first JOB_DELETED is older than
-        the grace; (b) every member announces TOMB_FEATURE (`members`); (c) every member's
-        last vector covers those rows, and our heads its own seq in it (`holds_back`);
+        the grace; (b) every member announces TOMB_FEATURE (`members`); (c) every member is
+        live, the vector it sent last covers those rows, and our heads cover that vector
+        (`holds_back`);
         (d) no other event of the job is in the log (`pinned`) nor in memory (`_busy`).
         Oldest first, DELETED_DROP_MAX rows a pass at most; the scan stops at the first
         tombstone held back by a member (`tombs_held` names it: /api/health)."""
@@ -671,9 +671,7 @@ class Compactor:
             past = self.index.old_deleted(now - (int(TOMB_GRACE_S * 1000) << 16), (0, ""), 1)
             self.tombs_held = f"{lacking[0]} (no {TOMB_FEATURE})" if past else None
             return
-        self.vectors.note(self.heard(), hlc_ms(now))
-        self.vectors.keep(members)
-        jobs, rows = self._forgettable(now, members)
+        jobs, rows = self._forgettable(now, members, dict(self.heard()))
         if not jobs:
             return
         heads = self.state.heads
@@ -689,6 +687,7 @@ class Compactor:
         out.forgotten += len(jobs)
 
     def _forgettable(self, now: int, members: Mapping[str, bool],
+                     heard: Mapping[str, Mapping[str, int]],
                      ) -> tuple[list[str], list[tuple[str, int]]]:
         """The deleted jobs whose tombstone may go now (clauses (a), (c), (d)), oldest first,
         and the ids of their JOB_DELETED rows (DELETED_DROP_MAX at most, about)."""
@@ -710,7 +709,7 @@ class Compactor:
             if got is None:
                 continue
             tomb, ids = got
-            why = holds_back(tomb[0], ids, now, members, self.vectors.vvs, self.state.heads)
+            why = holds_back(tomb[0], ids, now, members, heard, self.state.heads)
             if why is not None:
                 self.tombs_held = why
                 break

@@ -11,10 +11,9 @@ the order of the event that won them), `provider_index` (cid, origin), `compact_
 and how far), `job_thin` (a job's thin row: its list entry without per-task lists, its
 facts without CIDs, the hash of its full texts; what a version 3 snapshot sends,
 peer.log.snapframe), `job_deleted` (deleted jobs' tombstones), `deleted_ids` (every
-JOB_DELETED row of a deleted job, backfilled from the log when the table is made) and
-`member_vv` (the version vector each member last sent: peer.log.tombs). A job taken from
-such a snapshot has an empty `record` until it is fetched (`fill`). Cache entries whose CID
-has no provider, and item entries with no result past the compaction horizon, are deleted
+JOB_DELETED row of a deleted job, backfilled from the log when the table is made). A job
+taken from such a snapshot has an empty `record` until it is fetched (`fill`). Cache entries
+whose CID has no provider, and item entries with no result past the compaction horizon, are deleted
 (`reap`, peer.log.compact.Compactor._reap). Every JSON text is read back within
 peer.jsontext.MAX_STORED_DEPTH levels: a deeper one (written by an earlier release, or taken
 from its snapshot) is left out as a text that does not read back, never served nor encoded
@@ -147,10 +146,9 @@ class JobIndex:
                    "origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, "
                    "PRIMARY KEY (job, origin, seq)) WITHOUT ROWID")
         db.execute("CREATE INDEX IF NOT EXISTS deleted_ids_hlc ON deleted_ids (hlc, job)")
-        # The version vector each member last sent (peer.log.tombs): a member away still
-        # counts with what it had folded when last heard.
-        db.execute("CREATE TABLE IF NOT EXISTS member_vv (member TEXT PRIMARY KEY, "
-                   "vv TEXT NOT NULL)")
+        # (`member_vv`, the version vector each member last sent, made by session 27's build
+        # and never written by it while the bound was off, is no longer made nor read: every
+        # member must be live for a tombstone to go, with the vector it sends now.)
         self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
         # How many records the index holds: counted once here, then kept by this object's
         # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
@@ -444,31 +442,6 @@ class JobIndex:
         """After `note_forgotten` committed: the jobs' tombstones are no longer held."""
         for job in jobs:
             self._note_absent(_DELETED, job)
-
-    def member_vvs(self) -> dict[str, dict[str, int]]:
-        """Member -> the version vector it last sent, as kept (a row that does not read
-        back as one is left out, logged once)."""
-        out: dict[str, dict[str, int]] = {}
-        for member, text in self._db.execute("SELECT member, vv FROM member_vv"):
-            vv = self._column(f"the member_vv row of {str(member)[:64]!r}", "vv", text,
-                              _is_marks)
-            if vv is not None:
-                out[str(member)] = {str(o): int(q) for o, q in vv.items()}
-        return out
-
-    def put_member_vvs(self, vvs: Mapping[str, Mapping[str, int]]) -> None:
-        """Keep these members' last version vectors (replacing what was kept), in one
-        transaction."""
-        with self._tx() as db:
-            db.executemany("INSERT INTO member_vv VALUES (?, ?) ON CONFLICT (member) DO "
-                           "UPDATE SET vv = excluded.vv",
-                           [(m, _dumps(dict(sorted(vv.items())))) for m, vv in vvs.items()])
-
-    def drop_member_vvs(self, members: Iterable[str]) -> None:
-        """Forget these members' vectors (revoked, or no longer members), in one
-        transaction."""
-        with self._tx() as db:
-            db.executemany("DELETE FROM member_vv WHERE member = ?", [(m,) for m in members])
 
     def tombstone(self, job: str) -> Order | None:
         """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted."""
