@@ -9,9 +9,13 @@ of the commit; the test is skipped where the repository's history is not at hand
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
+import urllib.error
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,10 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.log import Event, EventType
-from peer.log.tombs import TOMB_GRACE_S
+from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S
 from peer.node import Node
+from tests.conftest import mesh_secret_file, start_peer, stop_peers
+from tests.helpers import get_json, post_json
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +143,70 @@ def test_a_data_dir_of_an_earlier_release_finds_every_event_and_forgets_once_it_
     assert not [k for k in again.state.chunks if k.job in ("job000", "job001")]
     assert sorted(again.state.events) == held and again.state.content_sum() == digest
     assert hlc  # (the deletion's hlc, written by that release)
+
+
+# -- a mixed mesh: a peer of db471b6 (no tomb-v1) among ours ----------------------------------
+
+async def _until(fn: Any, what: str, timeout_s: float = 60) -> Any:
+    """Poll `fn` (blocking: run in a thread, our node's loop goes on) until it is truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            v = await asyncio.to_thread(fn)
+        except urllib.error.HTTPError as e:
+            v = e.code if e.code == 404 else None
+        if v:
+            return v
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+async def test_a_peer_of_db471b6_among_ours_holds_every_tombstone_back(tmp_path: Path) -> None:
+    """The old peer (a subprocess running db471b6's code) and ours (in process, its
+    compactor's clock faked past the grace) run and delete jobs together; ours forgets
+    nothing while the old one is a member, and names it in /api/health."""
+    code = _release("db471b6", tmp_path / "db471b6")
+    mesh = f"test-{uuid.uuid4().hex[:12]}"
+    old = start_peer(tmp_path / "old", "--no-mdns", mesh=mesh,
+                     env={"PYTHONPATH": str(code)})
+    try:
+        health = get_json(f"{old.url}/api/health")
+        node = Node(PeerConfig(
+            data_dir=tmp_path / "new", slots=1, mdns=False, gossip="127.0.0.1:0",
+            join=(health["gossip_address"],), secret_file=mesh_secret_file(mesh),
+            mesh_name=mesh, task_modules=("tests.fixture_tasks",), warm_workers=False,
+            compact_recent_tasks=0))
+        await node.start()
+        try:
+            await _until(lambda: health["peer"] in node.state.members, "the old MEMBER")
+            assert node._tomb_members()[health["peer"]] is False  # (its MEMBER's features)
+            assert node._tomb_members()[node.peer_id] is True
+            job = "mixed-ours"
+            node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {
+                "name": job, "tasks": [{"name": "t0", "call": "ECHO",
+                                        "params": {"text": "mixed"}}]}})
+            theirs = post_json(f"{old.url}/api/jobs", [{"call": "ECHO", "args": ["old"]}])
+            await _until(lambda: get_json(f"{old.url}/api/jobs/{job}")["state"] == "done",
+                         "our job done on the old peer")
+            await _until(lambda: get_json(f"{old.url}/api/jobs/{theirs['job']}")["state"]
+                         == "done", "the old peer's job done")
+            await _until(lambda: theirs["job"] in node.index or theirs["job"] in
+                         node.state.jobs, "the old peer's job here")
+            await node.durable(node.janitor.delete_job(job))
+            await _until(lambda: get_json(f"{old.url}/api/jobs/{job}") == 404 or None,
+                         "the deletion folded by the old peer")
+            await _until(lambda: node.index.tombstone(job) is not None, "our tombstone")
+            real = node.compactor.now_hlc
+            step = int(TOMB_GRACE_S * 1000 + 60_000) << 16
+            node.compactor.now_hlc = lambda: real() + step
+            for _ in range(2):
+                assert node.catchup.compact().forgotten == 0
+            assert node.index.tombstone(job) is not None
+            held_by = node.log_health()["compaction"]["tombstones_held_by"]
+            assert held_by == f"{health['peer']} (no {TOMB_FEATURE})"
+            await _until(lambda: get_json(f"{old.url}/api/health")["log"]["heads_digest"]
+                         == node.log_health()["heads_digest"], "equal heads")
+        finally:
+            await node.close()
+    finally:
+        stop_peers([old])
