@@ -241,7 +241,8 @@ class Node:
         self.listeners: list[Listener] = [self.scheduler.poke]
         self.compactor = Compactor(
             self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
-            self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard)
+            self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard,
+            unwritten=lambda: bool(self._unflushed))
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)

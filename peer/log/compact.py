@@ -183,7 +183,8 @@ class Compactor:
                  now_hlc: Callable[[], int],
                  ended: Callable[[str], tuple[int, int] | None] | None = None,
                  members: Callable[[], Mapping[str, bool]] | None = None,
-                 heard: Callable[[], Mapping[str, Mapping[str, int]]] | None = None) -> None:
+                 heard: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
+                 unwritten: Callable[[], bool] = lambda: False) -> None:
         self.cfg = cfg
         self.state = state
         self.store = store
@@ -201,6 +202,10 @@ class Compactor:
         # live peer -> the version vector it last sent (ours too).
         self.members = members
         self.heard = heard
+        # True while events of ours wait to be written to the log (its write failed): one
+        # of them that left memory (about a deleted job) must not be "dropped" before it is
+        # there, or its row would stay once written, in no job's list (no drop meanwhile).
+        self.unwritten = unwritten
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
         self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
         # `_busy`'s last scan: (the state's `entered` count then, the jobs asked about, job
@@ -359,7 +364,8 @@ class Compactor:
         self._bury()
         self._spill_providers()
         self._reap(out)
-        if not self.unindexed:  # (a backlog left: indexed at the next passes, dropped after)
+        if not self.unindexed and not self.unwritten():  # (a backlog left: indexed at the
+            # next passes, dropped after)
             self._drop(out)
             self._forget(out)
         self.index.backfill(BACKFILL_PER_PASS)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from peer.config import PeerConfig
+from peer.errors import StoreError
 from peer.log import Event, EventType
 from peer.log import compact as compact_mod
 from peer.log.tombs import TOMB_FEATURE, TOMB_GRACE_S, holds_back
@@ -602,3 +603,32 @@ def test_an_event_of_a_forgotten_job_arriving_between_two_peers_forgets(
     _at(b, _past(gone))
     assert b.catchup.compact().forgotten == 1
     assert a.log_health()["content_digest"] == b.log_health()["content_digest"]
+
+
+def test_an_event_of_ours_waiting_for_the_disk_is_not_dropped_before_it_is_written(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own event of a deleted job (a run ending a week after the deletion) leaves memory
+    at once; while the log cannot be written it must not be counted as dropped, or once
+    written its row would stay in the log in no job's list, and past the grace the
+    tombstone would go without it (a restart then folds it into a job nobody has)."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    append = n.log.append
+
+    def full(events: list[Event], sync: bool | None = None) -> None:
+        raise StoreError("cannot write the event log: the disk is full")
+
+    monkeypatch.setattr(n.log, "append", full)
+    split = next(e for e in evs if e.type == EventType.TASK_SPLIT)
+    ev = n.emit(EventType.PROGRESS, {"job": "job000", "task": "t0", "split": [ORIGIN, split.seq],
+                                     "chunk": 0, "attempt": 1, "progress": 0.5})
+    assert ev.id not in n.state.events  # (its job is deleted: it left memory at once)
+    _at(n, gone.hlc + (int(n.compact_cfg.horizon_s * 1000) << 16) + (1 << 16))
+    n.catchup.compact()  # the write fails again: nothing is dropped meanwhile
+    monkeypatch.setattr(n.log, "append", append)
+    n.flush()
+    assert ev.id in _rows(n)
+    n.catchup.compact()  # written: it leaves the log now
+    assert ev.id not in _rows(n) and "job000" not in n.compactor.pinned
+    _at(n, _past(gone))
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
