@@ -227,6 +227,11 @@ class Compactor:
         # it was still there: a restart folded it into a job nobody has.
         self.stragglers: dict[str, set[tuple[str, int]]] = {}
         self._compacting: set[str] = set()  # the jobs `_compact` is compacting now
+        # Deleted jobs whose record is still to be removed (`deleted`: its write failed; a
+        # snapshot's record of a job deleted here): retried at each pass. A record beside
+        # its tombstone would be served in our snapshots, and bring the job back to a peer
+        # that took one after it forgot the job (the tombstone here holds back meanwhile).
+        self._delete_due: set[str] = set()
         self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
@@ -273,7 +278,8 @@ class Compactor:
             if isinstance(ev.body, JobDeleted):
                 self.waiting.pop(job, None)  # (an earlier one moves the tombstone)
                 if job in self.state.compacted:
-                    self.deleted(job)
+                    self._delete_due.add(job)
+                    self._delete_records(raises=False)
                 self.sweep = True  # its events held in memory leave at the next pass
 
     def evicted(self, ev: Event) -> None:
@@ -352,6 +358,7 @@ class Compactor:
         out = PassStats()
         self._index_evicted()
         self._note_stragglers()
+        self._delete_records()
         self._scan()
         old = self._beyond_recent()
         compacted = bool(old) and self._compact(old, out)  # (sweeping the deleted jobs' too)
@@ -459,6 +466,9 @@ class Compactor:
         self._sweep(out)
         self._bury()
         self.sweep = False
+        # (a crash between logging a JOB_DELETED and removing its job's record left both)
+        self._delete_due.update(self.index.deleted_records())
+        self._delete_records()
         return out.evicted
 
     def _sweep(self, out: PassStats) -> None:
@@ -786,6 +796,7 @@ class Compactor:
         self._took(heads, floors)
         for name in names:
             self.ended.pop(name, None)
+        self._took_records(names)
         return len(jobs)
 
     def take_rows(self, batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
@@ -806,7 +817,16 @@ class Compactor:
         self._took(heads, floors)
         for name in jobs:
             self.ended.pop(name, None)
+        self._took_records(jobs)
         return len(jobs)
+
+    def _took_records(self, jobs: Iterable[str]) -> None:
+        """A snapshot's records of jobs deleted here (its signer had not folded the deletion)
+        go at once, as when the deletion comes after the compaction (`deleted`)."""
+        taken = set(jobs)  # (tombstones in the index, and those in memory not yet written)
+        self._delete_due.update(self.index.deleted_records())
+        self._delete_due.update(j for j in dict.keys(self.state.deleted) if j in taken)
+        self._delete_records(raises=False)
 
     def ingest(self, rows: int = INGEST_ROWS) -> bool:
         """Take about `rows` more cache and provider rows of a taken version 3 snapshot
@@ -855,6 +875,20 @@ class Compactor:
                 self.store.set_floor(origin, seq)
         self._raise_floors(floors)
         self.index.dropped((), floors)
+
+    def _delete_records(self, raises: bool = True) -> None:
+        """`deleted` for each job of `_delete_due` (those that fail stay, retried at the next
+        pass; raises the first failure unless `raises` is False: it is logged)."""
+        for job in sorted(self._delete_due):
+            try:
+                self.deleted(job)
+            except Exception as e:
+                if raises:
+                    raise
+                log.warning("the record of the deleted job %s could not be removed (%s): "
+                            "retried at the next compaction pass", job[:64], e)
+                return
+            self._delete_due.discard(job)
 
     def deleted(self, job: str) -> None:
         """A JOB_DELETED of a compacted job: its record goes, with its events still in the

@@ -455,6 +455,12 @@ class JobIndex:
             return None
         return (int(row[0]), str(row[1]), int(row[2]))
 
+    def deleted_records(self) -> list[str]:
+        """The jobs with both a record and a tombstone (a crash between logging a JOB_DELETED
+        and removing the record)."""
+        return [str(j) for (j,) in self._db.execute(
+            "SELECT job FROM job_index WHERE job IN (SELECT job FROM job_deleted)")]
+
     def deleted_any(self) -> bool:
         """Does the index hold a tombstone?"""
         return self._db.execute("SELECT 1 FROM job_deleted LIMIT 1").fetchone() is not None
