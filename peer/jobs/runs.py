@@ -279,7 +279,7 @@ class Runs:
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
         """End our claim of a run that raised something unexpected (kind crash, or storage
         for a full disk: retried; the claim must not outlive the run)."""
-        if run.lost or (base["job"], base["task"]) in self.state.task_done:
+        if run.lost or (base["job"], base["task"]) in self.state.task_done or self._gone(base):
             return
         kind = (FailureKind.CANCELLED.value if base["job"] in self.state.cancelled
                 else FailureKind.STORAGE.value if isinstance(e, OSError)
@@ -317,7 +317,7 @@ class Runs:
         return bool(self.unrecorded)
 
     async def _record(self, base: dict[str, Any], run: Run, res: RunResultLike) -> None:
-        if run.lost or (base["job"], base["task"]) in self.state.task_done:
+        if run.lost or (base["job"], base["task"]) in self.state.task_done or self._gone(base):
             return
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
@@ -372,7 +372,16 @@ class Runs:
         if kind == FailureKind.STORAGE:
             self.unrecorded.discard(_key(base))  # its outcome is not imminent: hold nothing
             await asyncio.sleep(self.cfg.storage_retry_s)
-        self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
+        if not self._gone(base):
+            self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
+
+    def _gone(self, base: Mapping[str, Any]) -> bool:
+        """The run's job is no longer live (compacted, so finished; or deleted, maybe
+        forgotten since): its outcome says nothing anyone needs, and an event of a deleted
+        job emitted once every member folded its deletion could reach a peer after it forgot
+        the job, to be folded into a job nobody has there (docs/architecture.md,
+        Compaction, item 9). Nothing is emitted."""
+        return base["job"] not in self.state.jobs
 
     async def _fetch_input(self, payload: dict[str, Any]) -> None:
         """Make the chunk's input local (fetched from providers if another peer made it)."""
@@ -418,7 +427,7 @@ class Runs:
             self._items(run, args[0])  # that a crash keeps them
         elif kind == "item":  # one item: [path, input cid, result]
             self._items(run, [list(args)])
-        elif kind == "progress":
+        elif kind == "progress" and ak.job in self.state.jobs:
             now = self.clock()
             if now - run.last_progress_s >= self.cfg.progress_interval_s:  # CHUNK_DONE: 100 %
                 run.last_progress_s = now

@@ -363,6 +363,27 @@ async def test_a_cancel_before_a_finished_run_resumes_leaves_its_outcome(
     assert task_status(mesh["p0"].state, job, "w", CFG.max_attempts) == "cancelled"
 
 
+@pytest.mark.parametrize("end", ["finish", "fail"])
+async def test_a_run_whose_job_was_deleted_meanwhile_emits_nothing_of_it(
+        make_mesh: MeshFactory, end: str) -> None:
+    """A run still going when its job is deleted (a duplicate of a chunk done elsewhere)
+    records no outcome: once every member reported the deletion, an event of the job could
+    reach a peer after it forgot the job (docs/architecture.md, Compaction, item 9)."""
+    mesh = make_mesh(2)
+    job, holder = await started_job(mesh)
+    other = next(p for p in mesh.peers if p != holder)
+    mesh.emit(other, EventType.JOB_DELETED, {"job": job, "reason": "test"})
+    await mesh.settle()
+    assert job not in mesh[holder].state.jobs
+    key = f"{job}/w/0/0"
+    getattr(mesh[holder].runner, end)(key)
+    await mesh.settle()
+    mesh.close_turns()
+    assert mesh.sent(EventType.CHUNK_DONE, job=job) == []  # (emitted: memory would not
+    assert mesh.sent(EventType.CHUNK_FAILED, job=job) == []  # keep it, its job deleted)
+    assert mesh[holder].sched.running == []  # (its slot is free)
+
+
 async def test_a_chunk_is_not_claimed_again_while_our_lost_run_of_it_ends(
         make_mesh: MeshFactory) -> None:
     """Our run of a chunk of a split that lost (an earlier split of the task came) is killed;

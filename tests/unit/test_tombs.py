@@ -593,11 +593,11 @@ def test_memory_is_scanned_again_for_a_waiting_tombstone_only_once_an_event_ente
                    "stays in the memory of a peer that had forgotten it")
 def test_an_event_of_a_forgotten_job_arriving_between_two_peers_forgets(
         tmp_path: Path, opened: list[Node]) -> None:
-    """What is left: a live member's run of a deleted job still going at the end of the
-    grace (its task's timeout 30 days or more) emits an event of the job after every
-    member reported. A peer that forgot the job folds it (a job nobody has: in memory and
-    the log for good); one that had not yet lets it go at once. Their content digests then
-    differ for good (anti-entropy compares that block at each round)."""
+    """What is left: a member emits an event of a deleted job after every member reported
+    (a faulty one: a run of this release emits nothing of a job no longer live). A peer
+    that forgot the job folds it (a job nobody has: in memory and the log for good); one
+    that had not yet lets it go at once. Their content digests then differ for good
+    (anti-entropy compares that block at each round)."""
     a = _open(tmp_path / "a", opened, recent_tasks=1000)
     b = _open(tmp_path / "b", opened, recent_tasks=1000)
     evs = history(jobs=2, per_job=1)
