@@ -350,6 +350,8 @@ class Runs:
             if self._whole_task(base, run):
                 out["done"] = {"key": cache_key(run.tdef, run.spec.params, None)
                                if run.spec.cache else None}
+        if self._gone(base):  # deleted or compacted while the record was saved (awaits above)
+            return
         self.emit(EventType.CHUNK_DONE, out)
         if self.recorded is not None:
             self.recorded(_key(base), out["output"] if "done" in out else None)

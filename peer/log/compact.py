@@ -22,6 +22,7 @@ from peer.log.events import (
     JobDeleted,
     Partial,
     Provide,
+    Revoke,
     TaskDone,
     Unprovide,
     facts,
@@ -711,6 +712,7 @@ class Compactor:
         found = self.index.old_deleted(cutoff, self._tomb_after, TOMB_SCAN_JOBS)
         self.tombs_held = None
         busy: set[str] | None = None
+        revoked: dict[str, int] | None = None
         seen: set[str] = set()
         jobs: list[str] = []
         rows: list[tuple[str, int]] = []
@@ -725,7 +727,9 @@ class Compactor:
             if got is None:
                 continue
             tomb, ids = got
-            why = holds_back(tomb[0], ids, now, members, heard, self.state.heads)
+            if revoked is None:
+                revoked = {p: ev.body_as(Revoke).after for p, ev in self.state.revoked.items()}
+            why = holds_back(tomb[0], ids, now, members, heard, self.state.heads, revoked)
             if why is not None:
                 self.tombs_held = why
                 break

@@ -20,7 +20,8 @@ TOMB_SCAN_JOBS = 1024
 
 def holds_back(tomb_hlc: int, ids: Iterable[tuple[str, int]], now_hlc: int,
                members: Iterable[str], heard: Mapping[str, Mapping[str, int]],
-               heads: Mapping[str, int]) -> str | None:
+               heads: Mapping[str, int], revoked: Mapping[str, int] | None = None,
+               ) -> str | None:
     """Why a tombstone (its first JOB_DELETED's hlc, the ids of every JOB_DELETED row of its
     job) may not leave yet, by clauses (a) and (c) of the design: "grace" while it is younger
     than TOMB_GRACE_S; else the first of `members` that is not live ("ID (not heard)": it
@@ -29,9 +30,12 @@ def holds_back(tomb_hlc: int, ids: Iterable[tuple[str, int]], now_hlc: int,
     our `heads` do not (one of the job, relayed later, would find no tombstone here while
     its other holders had let it go). None: it may leave (clauses (b), every member
     announces TOMB_FEATURE, and (d), no other event of the job is in the log, are the
-    caller's)."""
+    caller's). `revoked`: origin -> the last seq of it still accepted (its REVOKE's
+    `after`): a member may hold later events of a revoked origin (sent to it before the
+    REVOKE spread), which no peer that folded the REVOKE takes, so they count up to there."""
     if hlc_ms(now_hlc) - hlc_ms(tomb_hlc) < TOMB_GRACE_S * 1000:
         return "grace"
+    cap = revoked or {}
     marks: dict[str, int] = {}
     for origin, seq in ids:
         marks[origin] = max(marks.get(origin, 0), seq)
@@ -40,6 +44,6 @@ def holds_back(tomb_hlc: int, ids: Iterable[tuple[str, int]], now_hlc: int,
         if vv is None:
             return f"{member} (not heard)"
         if any(vv.get(o, 0) < q for o, q in marks.items()) or any(
-                heads.get(o, 0) < q for o, q in vv.items()):
+                heads.get(o, 0) < min(q, cap.get(o, q)) for o, q in vv.items()):
             return member
     return None

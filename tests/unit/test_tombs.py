@@ -643,3 +643,30 @@ def test_an_event_of_ours_waiting_for_the_disk_is_not_dropped_before_it_is_writt
     assert ev.id not in _rows(n) and "job000" not in n.compactor.pinned
     _at(n, _past(gone))
     assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+ROGUE = "rogu0000000000000000"
+
+
+def test_a_revoked_origins_later_event_held_by_a_member_holds_no_tombstone_back(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """ROGUE sent its seq 2 to OTHER before being revoked (after=1, the revoker's view):
+    OTHER holds it for good and every other peer refuses it at the door, so our heads never
+    cover OTHER's vector there; it no peer can bring counts only up to `after` in (c) (before,
+    every tombstone was held back for ever, mesh-wide; helper-158's review)."""
+    n = _open(tmp_path / "a", opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    n.merge([_member(OTHER, 1, evs[0].hlc, [TOMB_FEATURE]),
+             _member(ROGUE, 1, evs[0].hlc, [TOMB_FEATURE])])
+    n.merge([Event(ORIGIN, gone.seq + 1, gone.hlc + 1, EventType.REVOKE,
+                   {"peer": ROGUE, "after": 1, "reason": "compromised"})])
+    assert ROGUE in n.state.revoked
+    late = _member(ROGUE, 2, gone.hlc + 2, [TOMB_FEATURE])
+    # every frame carrying it is refused (MemberKeys.accept -> check_event), so never held:
+    assert n.keyring.check_event(late, None) == "revoked"
+    assert n.state.heads.get(ROGUE) == 1
+    other_vv = {**n.heads(), OTHER: 1, ROGUE: 2}  # OTHER got seq 2 before the REVOKE
+    n.compactor.heard = lambda: {n.peer_id: dict(n.heads()), OTHER: other_vv}
+    _at(n, _past(gone) + (3600_000 << 16) * 24 * 365)  # a year later
+    assert n.catchup.compact().forgotten == 1
+    assert _forgotten(n, "job000", gone) and gone.id not in _rows(n)
