@@ -329,3 +329,47 @@ def test_a_fix_is_answered_once_per_block_digests_we_sent_and_bounded() -> None:
     assert link.sent == []
     ae.on_fix(fix(addrs[-1]))
     assert len(link.sent) == 1
+
+
+class PartialContents(Contents):
+    """A ContentSink whose digests leave out the origins `absent` (as a node leaves out its
+    own while some are unwritten, and those with received events not yet fsynced)."""
+
+    def __init__(self, sink: MemorySink, absent: set[str]) -> None:
+        super().__init__()
+        self.sink, self.absent = sink, absent
+
+    def content_digests(self) -> Mapping[str, str]:
+        return {o: d for o, d in self.sink.content_digests().items() if o not in self.absent}
+
+    def block_digests(self, origin: str) -> Mapping[int, str]:
+        return self.sink.block_digests(origin)
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        return self.sink.events_in(origin, blocks)
+
+
+@pytest.mark.parametrize(("theirs_absent", "ours_absent"), [(True, False), (False, True)])
+def test_an_origin_only_one_side_gives_a_digest_of_is_not_exchanged(
+        theirs_absent: bool, ours_absent: bool) -> None:
+    """At equal heads, an origin whose content digest the asker or the replier leaves out
+    (its events not all on disk yet: on a busy peer, nearly always) is not compared: no
+    block digests are offered, so no block of events goes either way. Comparable and
+    different, the block digests are offered (the conflict rule's exchange)."""
+    sink = MemorySink("me")
+    for _ in range(5):
+        sink.emit()
+    link = FakeLink(sink)
+    ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4,
+                     contents=PartialContents(sink, {"me"} if ours_absent else set()))
+    cs = {} if theirs_absent else {"me": "0" * 32}
+    ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", ASKER,
+                       {"vv": dict(sink.heads()), "peers": [], "cs": cs}))
+    assert link.sent == [] and link.frames == []
+    ae = AntiEntropy(sink, link, FakePeers(), max_events_per_frame=4,
+                     contents=PartialContents(sink, set()))
+    ae.on_digest(Frame(Kind.DIGEST, "banzai", "asker", ASKER,
+                       {"vv": dict(sink.heads()), "peers": [], "cs": {"me": "0" * 32}}))
+    (offer,) = link.sent
+    assert offer.events == [] and offer.reply is not None
+    assert offer.reply.blocks == {"me": sorted(sink.block_digests("me").items())}
