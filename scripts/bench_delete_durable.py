@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_restart_compacted import ORIGIN, history
 from scriptlib import machine
 
 from peer.config import PeerConfig
 from peer.log import Event, EventType
 from peer.node import Node
-
-ORIGIN = "bench0000000000000000"
 
 
 class _Gossip:
@@ -45,31 +44,6 @@ class _Gossip:
         return {}
 
 
-def history(jobs: int) -> list[Event]:
-    """`jobs` finished one-task ECHO jobs of ORIGIN."""
-    out: list[Event] = []
-    hlc = (int(time.time() * 1000) - 60_000) << 16
-
-    def add(typ: EventType, payload: dict[str, Any]) -> list[Any]:
-        nonlocal hlc
-        hlc += 1
-        out.append(Event(ORIGIN, len(out) + 1, hlc, typ, payload))
-        return [ORIGIN, len(out)]
-
-    for j in range(jobs):
-        job = f"job{j:05d}"
-        add(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
-            {"name": "t0", "call": "ECHO", "params": {"text": str(j)}}]}})
-        split = add(EventType.TASK_SPLIT, {"job": job, "task": "t0", "input": None,
-                                           "chunks": [[]]})
-        base = {"job": job, "task": "t0", "split": split, "chunk": 0, "attempt": 0}
-        add(EventType.CLAIM, base)
-        add(EventType.CHUNK_DONE, {**base, "output": f"bafkreiout{j}", "cache": {}})
-        add(EventType.TASK_DONE, {"job": job, "task": "t0", "output": f"bafkreiout{j}",
-                                  "key": None})
-    return out
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="banzai-deldur-", dir=args.dir) as tmp:
         node = Node(PeerConfig(data_dir=Path(tmp) / "peer", slots=1, mdns=False,
@@ -78,7 +52,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         node.gossip = _Gossip()  # type: ignore[assignment]
         node._loop = asyncio.get_running_loop()
         try:
-            evs = history(2 * args.jobs)
+            evs = history(2 * args.jobs, 1)
             node.merge(evs)
             await asyncio.gather(*node._bg)
             seq = len(evs)

@@ -393,10 +393,8 @@ async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads
     assert acked == []  # nothing to acknowledge: no submission
 
 
-async def test_a_received_deletion_is_fsynced_before_heads_count_it(node: Node) -> None:
-    """A JOB_DELETED in a received batch (after an event of a kind written without an
-    fsync) is an acknowledged kind: our heads, the version vector the others keep for the
-    tombstone bound, stop below it until it is on disk (a power loss could lose it)."""
+def _gated_sync(node: Node) -> threading.Event:
+    """Run `node`'s loop here, its log's fsyncs waiting (10 s at most) until the gate is set."""
     node._loop = asyncio.get_running_loop()
     gate = threading.Event()
     sync = node.log.sync
@@ -406,6 +404,14 @@ async def test_a_received_deletion_is_fsynced_before_heads_count_it(node: Node) 
         sync(since)
 
     node.log.sync = slow_sync  # type: ignore[method-assign]
+    return gate
+
+
+async def test_a_received_deletion_is_fsynced_before_heads_count_it(node: Node) -> None:
+    """A JOB_DELETED in a received batch (after an event of a kind written without an
+    fsync) is an acknowledged kind: our heads, the version vector the others keep for the
+    tombstone bound, stop below it until it is on disk (a power loss could lose it)."""
+    gate = _gated_sync(node)
     node.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
     cancel = Event(ORIGIN, 1, 1001, EventType.JOB_CANCELLED, {"job": "j", "reason": "r"})
     node.merge([cancel])
@@ -427,15 +433,7 @@ async def test_a_received_deletion_is_fsynced_before_heads_count_it(node: Node) 
 async def test_our_deletion_is_fsynced_before_it_is_pushed_or_counted(node: Node) -> None:
     """Our own JOB_DELETED leaves (and our heads cover it) only once the log is fsynced, as
     a turn with inline blocks: a power loss cannot lose a deletion a peer saw us hold."""
-    node._loop = asyncio.get_running_loop()
-    gate = threading.Event()
-    sync = node.log.sync
-
-    def slow_sync(since: int | None = None) -> None:
-        gate.wait(10)
-        sync(since)
-
-    node.log.sync = slow_sync  # type: ignore[method-assign]
+    gate = _gated_sync(node)
     ev = node.emit(EventType.JOB_DELETED, {"job": "j", "reason": "rm"})
     node.flush()
     assert _stored(node) == [ev.seq]  # written
