@@ -388,7 +388,7 @@ class Node:
 
     def _heard(self) -> dict[str, Mapping[str, int]]:
         """Peer -> the version vector it last sent us, for the live ones (suspects too), and
-        ours: `_vvs`, and what the compactor keeps per member for the tombstone bound."""
+        ours: `_vvs`, and what `tombs.holds_back` reads (clause (c))."""
         out: dict[str, Mapping[str, int]] = {}
         g = self.gossip
         if g is not None:

@@ -181,7 +181,7 @@ class _Sampled(Collector):
         for reason, n in sorted(by_reason.items()):
             dropped.add_metric([reason], n)
         yield dropped
-        yield _gauge("log_quarantined", "Events of the log quarantined at start",
+        yield _gauge("log_quarantined", "Rows the quarantine holds",
                      int(health.get("quarantined", 0)))
         quarantine: Mapping[str, Any] = health.get("quarantine", {})
         yield _gauge("log_quarantine_bytes", "Bytes the quarantine holds (payloads, reasons)",

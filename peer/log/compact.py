@@ -99,6 +99,13 @@ def covered(m: Mapping[str, int], vv: Mapping[str, int]) -> bool:
     return all(vv.get(o, 0) >= q for o, q in m.items())
 
 
+def _jobs_about(ev: Event) -> set[str]:
+    """The jobs `ev`'s parts are about, its JOB_DELETED parts left out (a deletion is its
+    tombstone's, not an event of the job that deletion drops)."""
+    return {j for p in ev.singles if not isinstance(p.body, JobDeleted)
+            and isinstance(j := getattr(p.body, "job", None), str)}
+
+
 def droppable(m: Mapping[str, int], ended_hlc: int, live_vvs: Sequence[Mapping[str, int]],
               now_hlc: int, cfg: CompactConfig) -> bool:
     """May a finished job (its events summarised by `m`, ended at `ended_hlc`) leave the
@@ -320,10 +327,8 @@ class Compactor:
         """`ev` left memory: note it under each compacted job it is about whose record the
         compaction now running does not make (`stragglers`)."""
         compacted, now = self.state.compacted, self._compacting
-        for p in ev.singles:
-            j = getattr(p.body, "job", None)
-            if (isinstance(j, str) and not isinstance(p.body, JobDeleted) and j not in now
-                    and j in compacted):
+        for j in _jobs_about(ev):
+            if j not in now and j in compacted:
                 self.stragglers.setdefault(j, set()).add(ev.id)
 
     def _note_stragglers(self) -> None:
@@ -336,9 +341,7 @@ class Compactor:
 
     def _pin(self, ev: Event, deleted: Mapping[str, Any]) -> None:
         """`ev` left memory: note it under each deleted job it is about (`pinned`)."""
-        jobs = {j for p in ev.singles if not isinstance(p.body, JobDeleted)
-                and isinstance(j := getattr(p.body, "job", None), str)}
-        pins = tuple(sorted(j for j in jobs if j in deleted))
+        pins = tuple(sorted(j for j in _jobs_about(ev) if j in deleted))
         if pins:
             self._pins[ev.id] = pins
             for j in pins:

@@ -56,7 +56,8 @@ NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.or
 
 
 # The bytes a quarantined row counts: its payload and reason (characters; NULL counts 0)
-ROW_BYTES = "coalesce(length(payload), 0) + coalesce(length(reason), 0)"
+ROW_BYTES = ("coalesce(length(CAST(payload AS BLOB)), 0) + "
+             "coalesce(length(CAST(reason AS BLOB)), 0)")
 
 
 @dataclass(frozen=True)
@@ -156,16 +157,10 @@ class EventLog:
             "CREATE TABLE IF NOT EXISTS quarantine (origin, seq, hlc, type, payload, "
             "reason TEXT NOT NULL, at_ms INTEGER NOT NULL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS quarantine_id ON quarantine (origin, seq)")
-        rows, size = self._db.execute(f"SELECT count(*), sum({ROW_BYTES}) FROM quarantine"
-                                      ).fetchone()
-        self._q_rows, self._q_bytes = int(rows), int(size or 0)
-        if self._q_rows > self.quarantine_cfg.max_rows \
-                or self._q_bytes > self.quarantine_cfg.max_bytes:  # an earlier release's
-            self._db.execute("BEGIN")
-            self._trim_quarantine()
-            self._db.execute("COMMIT")
         self._db.execute("CREATE TABLE IF NOT EXISTS floors (origin TEXT PRIMARY KEY, "
                          "seq INTEGER NOT NULL)")
+        self._recount_quarantine()
+        self._quarantine_in(lambda: (0, 0))  # an earlier release's may be over the bounds
         self._migrate()
 
     def _migrate(self) -> None:
@@ -370,48 +365,68 @@ class EventLog:
         if not keys:
             return
         now = int(time.time() * 1000)
-        self._db.execute("BEGIN")
-        for key, reason in zip(keys, reasons, strict=True):
-            cur = self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, "
-                                   f"payload, ?, ? FROM events e WHERE {where} AND "
-                                   f"{NOT_QUARANTINED}", (reason, now, *key))
-            if cur.rowcount > 0:
-                self._q_rows += cur.rowcount
-                self._q_bytes += int(self._db.execute(
-                    f"SELECT {ROW_BYTES} FROM quarantine WHERE rowid = last_insert_rowid()"
-                ).fetchone()[0])
-            self._db.execute(f"DELETE FROM events WHERE {where}", key)
-        self._trim_quarantine()
-        self._db.execute("COMMIT")
 
-    def _trim_quarantine(self) -> None:
-        """Let the oldest rows of the quarantine go while it holds more than its bounds (in
-        the caller's transaction). Nothing the peer needs goes with them: a row is not
-        replayed, and a row of our own id keeps its seq from reuse as a floor (persisted,
-        as `quarantined_max_seq` would have given at the next start)."""
+        def move() -> tuple[int, int]:
+            rows = size = 0
+            for key, reason in zip(keys, reasons, strict=True):
+                cur = self._db.execute(f"INSERT INTO quarantine SELECT origin, seq, hlc, type, "
+                                       f"payload, ?, ? FROM events e WHERE {where} AND "
+                                       f"{NOT_QUARANTINED}", (reason, now, *key))
+                if cur.rowcount > 0:
+                    rows += cur.rowcount
+                    size += int(self._db.execute(
+                        f"SELECT {ROW_BYTES} FROM quarantine WHERE rowid = last_insert_rowid()"
+                    ).fetchone()[0])
+                self._db.execute(f"DELETE FROM events WHERE {where}", key)
+            return rows, size
+
+        self._quarantine_in(move)
+
+    def _recount_quarantine(self) -> None:
+        rows, size = self._db.execute(f"SELECT count(*), sum({ROW_BYTES}) FROM quarantine"
+                                      ).fetchone()
+        self._q_rows, self._q_bytes = int(rows), int(size or 0)
+
+    def _quarantine_in(self, change: Callable[[], tuple[int, int]]) -> None:
+        """Run `change` (statements that add rows to the quarantine: it returns how many, and
+        their bytes) and let the oldest rows go
+        while the quarantine holds more than its bounds, in one transaction (rolled back
+        whole if anything fails: the counts are read again then). Nothing the peer needs
+        goes with them: a row is not replayed, and a row of our own id keeps its seq from
+        reuse as a floor (persisted, as `quarantined_max_seq` would have given at the next
+        start)."""
         cfg = self.quarantine_cfg
-        if self._q_rows <= cfg.max_rows and self._q_bytes <= cfg.max_bytes:
-            return
-        me = self._db.execute("SELECT v FROM meta WHERE k = 'peer_id'").fetchone()
-        rows, size, last, mine = self._q_rows, self._q_bytes, None, 0
-        cur = self._db.execute(
-            f"SELECT rowid, origin, seq, {ROW_BYTES} FROM quarantine ORDER BY rowid")
-        for rowid, origin, seq, n in cur:
-            if rows <= cfg.max_rows and size <= cfg.max_bytes:
-                break
-            rows, size, last = rows - 1, size - int(n), rowid
-            if me is not None and origin == me[0] and type(seq) is int and seq > mine:
-                mine = seq
-        cur.close()
-        if last is None:
-            return
-        self._db.execute("DELETE FROM quarantine WHERE rowid <= ?", (last,))
-        if mine:
-            self.set_floor(me[0], mine)
-        self.quarantine_dropped += self._q_rows - rows
-        log.warning("%s: the quarantine let go of its %d oldest rows (bounds: %d rows, %d "
-                    "bytes)", self.path, self._q_rows - rows, cfg.max_rows, cfg.max_bytes)
+        self._db.execute("BEGIN")
+        try:
+            added, added_bytes = change()
+            rows, size = self._q_rows + added, self._q_bytes + added_bytes
+            held, last, mine = rows, None, 0
+            me = self._db.execute("SELECT v FROM meta WHERE k = 'peer_id'").fetchone()
+            if rows > cfg.max_rows or size > cfg.max_bytes:
+                cur = self._db.execute(
+                    f"SELECT rowid, origin, seq, {ROW_BYTES} FROM quarantine ORDER BY rowid")
+                for rowid, origin, seq, n in cur:
+                    if rows <= cfg.max_rows and size <= cfg.max_bytes:
+                        break
+                    rows, size, last = rows - 1, size - int(n), rowid
+                    if me is not None and origin == me[0] and type(seq) is int and seq > mine:
+                        mine = seq
+                cur.close()
+            if last is not None:
+                self._db.execute("DELETE FROM quarantine WHERE rowid <= ?", (last,))
+                if mine:
+                    self.set_floor(me[0], mine)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._recount_quarantine()
+            raise
         self._q_rows, self._q_bytes = rows, size
+        if held > rows:
+            self.quarantine_dropped += held - rows
+            log.warning("%s: the quarantine let go of its %d oldest rows (bounds: %d rows, %d "
+                        "bytes)", self.path, held - rows, cfg.max_rows, cfg.max_bytes)
 
     def quarantined(self) -> int:
         """How many rows the quarantine holds (over every start)."""

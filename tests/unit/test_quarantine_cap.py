@@ -132,3 +132,25 @@ def test_quarantine_config_is_checked() -> None:
         QuarantineConfig(max_rows=0)
     with pytest.raises(ValueError):
         QuarantineConfig(max_bytes=0)
+
+
+def test_a_quarantine_that_fails_half_way_leaves_the_log_writable_and_counted(
+        tmp_path: Path) -> None:
+    """A failure inside the quarantine's transaction (here the trim's DELETE, as a full disk
+    would) rolls it back whole: the log goes on writing, and the counts are the file's
+    (before, the transaction stayed open and every later append failed)."""
+    log = EventLog(tmp_path / "events.sqlite", quarantine=QuarantineConfig(max_rows=1))
+    evs = [Event("o" * 8, s, now_hlc(), EventType.PROVIDE, {"cids": [f"boom{s}"]})
+           for s in (1, 2, 3)]
+    log.append(evs)
+    log.quarantine([(evs[0].id, "r")])
+    log.db.execute("CREATE TRIGGER t BEFORE DELETE ON quarantine BEGIN "
+                   "SELECT RAISE(ABORT, 'disk'); END")
+    with pytest.raises(sqlite3.Error):
+        log.quarantine([(evs[1].id, "r")])
+    assert not log.db.in_transaction
+    assert log.quarantine_health()["rows"] == 1 == log.quarantined()
+    log.db.execute("DROP TRIGGER t")
+    log.append([Event("o" * 8, 9, now_hlc(), EventType.PROVIDE, {"cids": ["y"]})])
+    assert [e.seq for e in log.load()] == [2, 3, 9]
+    log.close()
