@@ -292,7 +292,7 @@ class Node:
         # A queued event carries inline blocks, or is a JOB_DELETED (the tombstone bound:
         # a member's vector must not cover a deletion it could lose): fsync before sending,
         # our heads stop below it until then.
-        self._inline_due = False
+        self._fsync_due = False
         # Our flushed events not yet pushed, in order: those of a turn with inline blocks wait
         # for the fsync of their `_syncing` generation (made in a thread), later ones (gen 0)
         # only for their turn (`_push`).
@@ -446,7 +446,7 @@ class Node:
         of this loop turn (at once when no loop runs). While every live member folds them,
         the turn's events about tasks and chunks are parts of one TURN event."""
         if "inline" in payload or typ == EventType.JOB_DELETED:
-            self._inline_due = True
+            self._fsync_due = True
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(typ, payload)
             if closed is not None:
@@ -580,8 +580,8 @@ class Node:
     def _send(self, events: list[Event], epoch: int) -> None:
         """Push our events just written (at `epoch`): a turn with inline blocks once the log
         is fsynced, and nothing before a turn still waiting for its fsync."""
-        if self._inline_due:
-            self._inline_due = False
+        if self._fsync_due:
+            self._fsync_due = False
             if self._loop is None or self.closed:  # (no loop, or closing: at once)
                 if not self._sync_inline(events, epoch):
                     return  # not pushed: rewritten, then served by anti-entropy once on disk

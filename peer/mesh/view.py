@@ -67,8 +67,8 @@ class AuthSigner:
         key = ring.keys.get(signer)
         if key is None:
             return "unknown_key"
-        msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
-        return None if verify(key, bytes.fromhex(proof["g"]), msg) else BAD_SIGNATURE
+        return None if self._verifies(key, domain, signer, addr, inc, ctr, body, proof) \
+            else BAD_SIGNATURE
 
     def revoked(self, member: str) -> bool:
         return self._auth.keyring.is_revoked(member)
@@ -83,6 +83,10 @@ class AuthSigner:
                 return False
         if key is None:
             return False
+        return self._verifies(key, domain, signer, addr, inc, ctr, body, proof)
+
+    def _verifies(self, key: bytes, domain: Sig, signer: str, addr: str, inc: int, ctr: int,
+                  body: bytes, proof: Mapping[str, Any]) -> bool:
         msg = membership_message(domain, self._mesh, signer, addr, inc, ctr, body)
         return verify(key, bytes.fromhex(proof["g"]), msg)
 
