@@ -903,10 +903,12 @@ class Compactor:
         ids = self.index.delete([job])
         ids += sorted(self.stragglers.pop(job, set()) - set(ids))
         self.state.compacted.discard(job)  # (as after a restart: the job index answers)
-        if ids:
-            self.store.delete(ids, {o: q for o, q in marks_of(ids).items()
-                                    if q <= self.state.heads.get(o, 0)})
+        if ids:  # (the floors as `_drop`'s: the log's and the job index's, then in memory)
+            floors = {o: q for o, q in marks_of(ids).items() if q <= self.state.heads.get(o, 0)}
+            self.store.delete(ids, floors, lambda: self.index.note_dropped((), floors))
             self._unpin(ids)
+            self._raise_floors(floors)
+            self.store.prune_batches()
 
 
 class _Spill:
