@@ -898,17 +898,22 @@ class Compactor:
             self._delete_due.discard(job)
 
     def deleted(self, job: str) -> None:
-        """A JOB_DELETED of a compacted job: its record goes, with its events still in the
-        log (the record's, and its stragglers noted since the last pass)."""
+        """A JOB_DELETED of a compacted job: its record goes, and its events still in the log
+        (the record's, and its stragglers noted since the last pass) join the deleted jobs'
+        `leaving` (pinned to it: its tombstone stays while they are in the log). `_drop`
+        drops them as any deleted job's once `droppable`, with the floors and their
+        transaction, and not while our own writes have failed."""
         ids = self.index.delete([job])
         ids += sorted(self.stragglers.pop(job, set()) - set(ids))
         self.state.compacted.discard(job)  # (as after a restart: the job index answers)
-        if ids:  # (the floors as `_drop`'s: the log's and the job index's, then in memory)
-            floors = {o: q for o, q in marks_of(ids).items() if q <= self.state.heads.get(o, 0)}
-            self.store.delete(ids, floors, lambda: self.index.note_dropped((), floors))
-            self._unpin(ids)
-            self._raise_floors(floors)
-            self.store.prune_batches()
+        if ids:
+            self.leaving.setdefault(job, set()).update(ids)
+            self.waiting.pop(job, None)  # (its marks: read again)
+            for i in ids:
+                pins = self._pins.get(i, ())
+                if job not in pins:
+                    self._pins[i] = tuple(sorted((*pins, job)))
+            self.pinned.setdefault(job, set()).update(ids)
 
 
 class _Spill:

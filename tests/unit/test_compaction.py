@@ -232,21 +232,26 @@ def test_a_deleted_compacted_job_loses_its_record(tmp_path: Path, opened: list[N
     assert n.state.outputs[key_of(0, 0)] == _cid("job000/t0")  # the cache stays
 
 
-def test_a_deleted_compacted_job_s_dropped_events_raise_the_compaction_floors(
+def test_a_deleted_compacted_job_s_events_leave_the_log_once_droppable_with_the_floors(
         tmp_path: Path, opened: list[Node]) -> None:
-    """Its events leave the log as `_drop`'s do: the job index's compaction floors rise with
-    the log's (a peer behind them is told to take a snapshot: `cfloor`, also after a restart),
-    and an event whose fsync failed is not written back (`Node._as_held`)."""
+    """Its events leave the log as any deleted job's (`_drop`): not while a live member
+    lacks them (a peer behind them catches up by events, not a snapshot), then with the job
+    index's compaction floors (`cfloor`: a peer behind them takes a snapshot), also after a
+    restart; its tombstone stays while they are in the log (`pinned`)."""
     n = _open(tmp_path / "a", opened, recent_tasks=0)
-    _lagging(n)  # (nothing leaves the log by `_drop`)
+    _lagging(n)
     evs = history(jobs=1, per_job=1)
     n.merge(evs)
     n.catchup.compact()
-    assert _rows(n) == set(_ids(evs)) and "cfloor" not in n.local_info()
     n.janitor.delete_job("job000")
+    n.catchup.compact()
+    assert set(_ids(evs)) <= _rows(n) and "cfloor" not in n.local_info()
+    assert n.compactor.pinned == {"job000": set(_ids(evs))}
+    n.compactor.vvs = lambda: [dict(n.heads())]  # every member holds them now
+    assert n.catchup.compact().dropped == len(evs)
     top = max(e.seq for e in evs)
     assert {o for o, _ in _rows(n)} == {n.peer_id}  # (its JOB_DELETED)
-    assert n.local_info()["cfloor"] == {ORIGIN: top}
+    assert n.local_info()["cfloor"] == {ORIGIN: top} and not n.compactor.pinned
     assert n._as_held(evs[-1]) is None  # dropped: not written back after a failed fsync
     n.log.close()
     opened.remove(n)

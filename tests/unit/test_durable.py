@@ -873,3 +873,38 @@ async def test_a_peer_turning_alive_again_wakes_a_waiter(
     finally:
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_a_deletion_of_a_compacted_job_during_a_failed_fsync_drops_nothing_until_written(
+        tmp_path: Path) -> None:
+    """A JOB_DELETED of a compacted job folded while our writes have failed: its events stay
+    in the log (they were dropped at once, whatever the members held), every event waiting
+    for its rewrite is written back (another job's too: a floor raised by the drop hid it
+    from `Node._as_held`, review of f4a9dc8), and the first pass once they are written
+    drops them."""
+    from tests.unit.test_compaction import ORIGIN, _rows, history
+    n = Node(PeerConfig(data_dir=tmp_path / "p", slots=1, mdns=False, compact_recent_tasks=0))
+    n.listeners[:] = [n.compactor.note]
+    n.gossip = _Gossip()  # type: ignore[assignment]
+    n.compactor.vvs = lambda: [dict(n.heads())]  # every member holds what we hold
+    try:
+        n._loop = asyncio.get_running_loop()
+        disk = _FlakySync(n, [False])  # the first fsync fails, later ones succeed
+        evs = history(jobs=2, per_job=1)  # job000: seqs 1..5, job001: seqs 6..10
+        assert n.merge(evs)
+        await asyncio.gather(*n._bg)
+        n.catchup.compact()  # both compacted (nothing dropped: our writes have failed)
+        dele = Event(ORIGIN, 11, evs[-1].hlc + 1, EventType.JOB_DELETED,
+                     {"job": "job001", "reason": "r"})
+        assert n.merge([dele])
+        await asyncio.gather(*n._bg)
+        n.catchup.compact()
+        assert {e.id for e in evs} <= _rows(n) and not n.compactor.floors
+        await _retried(n)
+        rewritten = [c for c in disk.calls if isinstance(c, list)]
+        assert rewritten and rewritten[0] == [(ORIGIN, 1), (ORIGIN, 6)]  # (whose fsync
+        assert not n._rewrite  # failed: the two frames' first events)
+        n.catchup.compact()  # (job000 is droppable too: every member holds it)
+        assert _rows(n) == {dele.id} and n.compactor.floors == {ORIGIN: 10}
+    finally:
+        n.log.close()
