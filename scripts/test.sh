@@ -1,12 +1,32 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run lint, type checks and the whole suite.
+# Install everything the tests need, then run lint, type checks and the whole suite: the
+# integration tests one at a time (they start real peers and netns meshes: CPU contention
+# would make them flaky), then the unit tests on 2 xdist workers. One junit file for both,
+# test-artifacts/junit.xml. With arguments: one plain pytest run of them instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 echo "== ruff"; .venv/bin/ruff check peer tasks tests scripts
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports
-echo "== pytest"
 mkdir -p test-artifacts
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 \
-  --junitxml=test-artifacts/junit.xml "$@"
+pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25)
+if (( $# )); then
+  echo "== pytest"
+  exec "${pytest[@]}" --junitxml=test-artifacts/junit.xml "$@"
+fi
+parts=$(mktemp -d)
+status=0
+echo "== pytest: tests/integration"
+start=$SECONDS
+"${pytest[@]}" --junitxml="$parts/integration.xml" tests/integration || status=$?
+integration=$((SECONDS - start))
+echo "== pytest: tests/unit, 2 workers"
+start=$SECONDS
+"${pytest[@]}" -n 2 --junitxml="$parts/unit.xml" tests/unit || { rc=$?; (( status )) || status=$rc; }
+unit=$((SECONDS - start))
+echo "== pytest: $((integration + unit)) s (integration $integration s, unit $unit s)"
+.venv/bin/python scripts/junit_merge.py test-artifacts/junit.xml "$parts/integration.xml" \
+  "$parts/unit.xml" || status=1
+rm -rf "$parts"
+exit "$status"
