@@ -54,6 +54,11 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]];
   (( want_bench )) && extra="[test,bench]"
   echo "setup: installing Python packages (pinned by constraints.txt)"
   .venv/bin/python -m pip install -q -c constraints.txt -e ".${extra}"
+  # numba compiles librosa's cache=True functions at their first import (~20 s of CPU) and
+  # caches them next to librosa: once here, not in the first worker that runs EXTRACT_MFCC
+  echo "setup: compiling librosa's numba functions once"
+  .venv/bin/python -c "from tasks.audio import warm_mfcc; warm_mfcc()" \
+    || echo "setup: numba's cache not warmed; the first EXTRACT_MFCC compiles it" >&2
   touch "$stamp"
 fi
 
