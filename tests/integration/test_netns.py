@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,42 +112,50 @@ def trio(netns_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
 
 
 class Reference:
-    """Undisturbed runs of pipelines on one plain loopback peer (no mDNS, no mesh)."""
+    """Undisturbed runs of pipelines on one plain loopback peer (no mDNS, no mesh), one at a
+    time in a thread of their own: a test submits its reference run first and builds its
+    network while it runs (the items mostly sleep), then takes the result."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.peer: PeerProc | None = None
-        self.done: dict[str, dict[str, str]] = {}
+        self.pool = ThreadPoolExecutor(1)
+        self.done: dict[str, Future[dict[str, str]]] = {}
 
-    def outputs(self, pipe: list[dict[str, Any]]) -> dict[str, str]:
-        import urllib.request
-
+    def submit(self, pipe: list[dict[str, Any]]) -> Future[dict[str, str]]:
+        """The run's outputs (name -> CID) once it is done; each pipeline runs once."""
         key = json.dumps(pipe, sort_keys=True)
         if key not in self.done:
-            if self.peer is None:
-                self.peer = start_peer(self.tmp / "ref", "--no-mdns", "--slots", "4")
-            req = urllib.request.Request(self.peer.url + "/api/jobs",
-                                         data=json.dumps(pipe).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                job = json.loads(r.read())["job"]
-            deadline = time.monotonic() + 60
-            while True:
-                with urllib.request.urlopen(f"{self.peer.url}/api/jobs/{job}", timeout=10) as r:
-                    v = json.loads(r.read())
-                if v["state"] in FINAL:
-                    break
-                assert time.monotonic() < deadline, "reference run did not finish"
-                time.sleep(0.1)
-            assert v["state"] == "done", v
-            self.done[key] = v["outputs"]
+            self.done[key] = self.pool.submit(self._run, pipe)
         return self.done[key]
+
+    def _run(self, pipe: list[dict[str, Any]]) -> dict[str, str]:
+        import urllib.request
+
+        if self.peer is None:
+            self.peer = start_peer(self.tmp / "ref", "--no-mdns", "--slots", "4")
+        req = urllib.request.Request(self.peer.url + "/api/jobs", data=json.dumps(pipe).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            job = json.loads(r.read())["job"]
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(f"{self.peer.url}/api/jobs/{job}", timeout=10) as r:
+                v = json.loads(r.read())
+            if v["state"] in FINAL:
+                break
+            assert time.monotonic() < deadline, "reference run did not finish"
+            time.sleep(0.1)
+        assert v["state"] == "done", v
+        outputs: dict[str, str] = v["outputs"]
+        return outputs
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     ref = Reference(tmp_path_factory.mktemp("reference"))
     yield ref
+    ref.pool.shutdown(wait=True)
     if ref.peer is not None:
         ref.peer.kill(signal.SIGTERM)
 
@@ -262,7 +270,7 @@ KILL_PIPE: list[dict[str, Any]] = [
 def test_kill_9_mid_task_is_reclaimed_after_lease_with_same_cids(
         mesh: Mesh, reference: Reference) -> None:
     t0 = time.monotonic()
-    want = reference.outputs(KILL_PIPE)
+    want = reference.submit(KILL_PIPE)
     mesh.network(2)
     peers = mesh.peers(range(2), "--slots", "1")
     wait_mesh(peers)
@@ -293,7 +301,7 @@ def test_kill_9_mid_task_is_reclaimed_after_lease_with_same_cids(
     until(reclaimed, 30, "the killed peer's chunk was never reclaimed")
     v = wait_job(survivor, jid, 60)
     assert v["state"] == "done", v
-    assert v["outputs"] == want  # same CIDs as the undisturbed run
+    assert v["outputs"] == want.result()  # same CIDs as the undisturbed run
     c = task(v, "T_SLOW_ITEMS")["chunks"][lost]
     assert c["attempt"] >= 1 and c["peer"] == ids[1 - victim_i], c
     # Not before the lease, as the survivor's log stamps it: the lease counts from the
@@ -329,7 +337,7 @@ def test_partitioned_peer_keeps_working_and_converges_after_healing(
         mesh: Mesh, reference: Reference) -> None:
     t0 = time.monotonic()
     pa, pb = part_pipe("side-a"), part_pipe("side-b")
-    want_a, want_b = reference.outputs(pa), reference.outputs(pb)
+    ref_a, ref_b = reference.submit(pa), reference.submit(pb)
     net = mesh.network(3)
     peers = mesh.peers(range(3), "--slots", "1")
     wait_mesh(peers)
@@ -346,6 +354,7 @@ def test_partitioned_peer_keeps_working_and_converges_after_healing(
     jb = lone.post("/api/jobs", pb)["job"]
     va = wait_job(major[1], ja, 30)
     vb = wait_job(lone, jb, 30)
+    want_a, want_b = ref_a.result(), ref_b.result()
     assert va["state"] == "done" and va["outputs"] == want_a, va
     assert vb["state"] == "done" and vb["outputs"] == want_b, vb
     assert {p for t in va["tasks"] for p in t["peers"]} <= set(ids[:2]), va
@@ -397,7 +406,7 @@ RESTART_PIPE: list[dict[str, Any]] = [
 def test_whole_mesh_restart_resumes_without_recomputing_finished_items(
         mesh: Mesh, reference: Reference, tmp_path: Path) -> None:
     t0 = time.monotonic()
-    want = reference.outputs(RESTART_PIPE)
+    want = reference.submit(RESTART_PIPE)
     mesh.network(2)
     counters = [tmp_path / f"count{i}.txt" for i in range(2)]
     # 2 peers x 2 slots: 9 items split into chunks of 4, 4 and 1, all running at once, so
@@ -440,7 +449,7 @@ def test_whole_mesh_restart_resumes_without_recomputing_finished_items(
     v = wait_job(peers[1], jid, 90)
     t_resume = time.monotonic() - t_restart
     assert v["state"] == "done", v
-    assert v["outputs"] == want
+    assert v["outputs"] == want.result()
     after = counts(counters)
     slow_after = {k: n - before[k] for k, n in after.items()
                   if k.startswith("T_SLOW_ITEMS") and n > before[k]}
