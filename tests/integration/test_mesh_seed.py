@@ -82,14 +82,16 @@ def timeline(view: dict[str, Any], name: str) -> list[tuple[str, int, int]]:
 def test_seed_pipeline_spreads_over_the_mesh_with_the_cids_of_a_lone_peer(
         peer_factory: Any, corpus_url: str) -> None:
     pipe = seed_pipeline(corpus_url)
-    single = peer_factory("single", "--slots", "2", "--no-mdns", *FETCH_ALLOW)
-    ref = run(single, pipe)
+    with ThreadPoolExecutor(N_PEERS + 1) as pool:  # start them at once: each takes seconds
+        lone = pool.submit(peer_factory, "single", "--slots", "2", "--no-mdns", *FETCH_ALLOW)
+        mesh = [pool.submit(peer_factory, f"m{i}", "--slots", "1", *FETCH_ALLOW)
+                for i in range(N_PEERS)]
+        single = lone.result()
+        reference = pool.submit(run, single, pipe)  # the lone peer's run, while the mesh forms
+        peers = [m.result() for m in mesh]
+        wait_mesh(peers, N_PEERS)  # each peer's GET /api/peers shows them all alive
+        ref = reference.result()
     single.kill(signal.SIGTERM)  # the reference is recorded: free the CPU for the mesh
-
-    with ThreadPoolExecutor(N_PEERS) as pool:  # start them at once: each takes seconds
-        peers = list(pool.map(lambda i: peer_factory(f"m{i}", "--slots", "1", *FETCH_ALLOW),
-                              range(N_PEERS)))
-    wait_mesh(peers, N_PEERS)  # each peer's GET /api/peers shows them all alive
     ids = {get_json(p.url + "/api/health")["peer"]: p.url for p in peers}
     v = run(peers[0], pipe)  # its wall time against a lone peer's: scripts/bench_mesh.py
     assert not any(t["cached"] for t in v["tasks"]), v["tasks"]  # computed, not looked up
