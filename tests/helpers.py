@@ -190,11 +190,11 @@ def kubo_binary() -> str | None:
 
 
 def init_kubo_repo(binary: str, repo: Path, *config_flags: str,
-                   config_timeout: float = 60) -> dict[str, str]:
-    """`ipfs init --profile=test` in `repo`, configured by KUBO_LOOPBACK (`ipfs
+                   config_timeout: float = 60, profile: str = "test") -> dict[str, str]:
+    """`ipfs init --profile=PROFILE` in `repo`, configured by KUBO_LOOPBACK (`ipfs
     *config_flags config ...`); returns the environment that points `ipfs` at it."""
     env = {**os.environ, "IPFS_PATH": str(repo)}
-    subprocess.run([binary, "init", "--profile=test", "-e"], env=env, check=True,
+    subprocess.run([binary, "init", f"--profile={profile}", "-e"], env=env, check=True,
                    capture_output=True, timeout=120)  # fmt: skip
     for key, value in KUBO_LOOPBACK.items():
         subprocess.run([binary, *config_flags, "config", "--json", key, value], env=env,
