@@ -229,9 +229,9 @@ class Compactor:
         # Compacted job -> ids of its events that left memory other than by its own
         # compaction (a straggler, arrived after it; a replay's, whose record lists most of
         # them already) and that its record may not list: added to the record's ids at the
-        # next pass (`_note_stragglers`), so that its deletion drops them from the log (and
-        # `_drop` once droppable, as the record's own). Without this, a straggler stayed in
-        # the log for good, and past a later deletion's grace the tombstone would go while
+        # next pass (`_note_stragglers`), so that its deletion hands them to `leaving` (and
+        # `_drop` drops them once droppable, as the record's own). Without this, a straggler
+        # stayed in the log for good, and past a later deletion's grace the tombstone would go while
         # it was still there: a restart folded it into a job nobody has.
         self.stragglers: dict[str, set[tuple[str, int]]] = {}
         self._compacting: set[str] = set()  # the jobs `_compact` is compacting now
