@@ -651,6 +651,7 @@ class Compactor:
         gone += free
         if not gone:
             return
+        gone = list(dict.fromkeys(gone))  # (an event about several jobs: in each one's list)
         # One transaction: the rows, the log's floors (the heads count them held after a
         # restart) and the job index's compaction floors (a peer behind them takes a snapshot).
         floors = marks_of(gone)
@@ -966,15 +967,16 @@ def marks_of(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 
 def _assign(events: Sequence[Event], jobs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
-    """Each leaving event under one job of this pass it is about (a TURN may be about several)."""
+    """Each leaving event under every job of this pass it is about (a TURN may be about
+    several): a later deletion of any of them hands it to `leaving`, pinned to that job, whose
+    tombstone then stays while it is in the log (as a straggler joins every compacted job's
+    record it is about, and a replay's does)."""
     mine = set(jobs)
     out: dict[str, list[tuple[str, int]]] = {}
     for ev in events:
-        for p in ev.singles:
-            job = getattr(p.body, "job", None)
+        for job in _jobs_about(ev):
             if job in mine:
                 out.setdefault(job, []).append(ev.id)
-                break
     return out
 
 

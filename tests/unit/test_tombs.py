@@ -556,6 +556,56 @@ def test_a_snapshot_taken_over_a_held_record_keeps_its_events_listed(
     _forget_and_restart(n, d, opened, gone, evs[0])
 
 
+def _one_turn_for_two_jobs() -> list[Event]:
+    """job000 and job001 (one ECHO task each, seqs 1-6), both completed by one TURN (seq 7)
+    whose parts are job000's first."""
+    evs = history(jobs=2, per_job=1)
+    head = [e for e in evs if e.type in (EventType.JOB_SUBMITTED, EventType.TASK_SPLIT,
+                                         EventType.CLAIM)]
+    done = [e for e in evs if e not in head]
+    out = [Event(ORIGIN, i + 1, e.hlc, e.type, e.payload) for i, e in enumerate(head)]
+    parts = [[int(e.type), e.payload] for e in done]
+    return [*out, Event(ORIGIN, len(out) + 1, done[-1].hlc, EventType.TURN, {"parts": parts})]
+
+
+def test_a_turn_about_two_compacted_jobs_holds_both_tombstones_once_deleted(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A TURN that completed two jobs compacted together is listed in each one's record:
+    once both are deleted, neither tombstone goes while it is in the log. It was listed in
+    job000's record only: job001's tombstone went past the grace while a member still
+    lacked the TURN (kept in the log: horizon 60 days), and a restart folded the TURN into
+    a job001 nobody has (helper-162's review of f8d90ed)."""
+    d = tmp_path / "a"
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=0,
+                        compact_horizon_days=60))
+    n.listeners[:] = [n.compactor.note]
+    opened.append(n)
+    evs = _one_turn_for_two_jobs()
+    turn = evs[-1]
+    n.compactor.vvs = lambda: [dict(n.heads()), {ORIGIN: turn.seq - 1}]  # lacks the TURN
+    n.merge(evs)
+    n.catchup.compact()
+    assert "job000" in n.index and "job001" in n.index
+    assert all(turn.id in n.index.ids([j]) for j in ("job000", "job001"))
+    gone = [_deleted(evs, "job000"), _deleted(evs, "job001", k=2)]
+    for g in gone:
+        n.merge([g])
+        n.catchup.compact()
+    assert turn.id in n.compactor.pinned["job001"]
+    _at(n, _past(gone[-1]))
+    assert n.catchup.compact().forgotten == 0  # (d): the TURN is in the log
+    assert turn.id in _rows(n) and n.index.tombstone("job001") == gone[1].order
+    n.compactor.vvs = lambda: [dict(n.heads())]  # the member got it: it goes, then both
+    assert n.catchup.compact().forgotten == 2 and turn.id not in _rows(n)
+    assert not n.compactor.pinned and not n.compactor.leaving
+    held, digest = sorted(n.state.events), n.state.content_sum()
+    n.log.close()
+    opened.remove(n)
+    again = _open(d, opened, recent_tasks=0)
+    assert not {"job000", "job001"} & set(again.state.jobs)
+    assert sorted(again.state.events) == held and again.state.content_sum() == digest
+
+
 # -- costs: the scan of memory, the members' vectors -----------------------------------------
 
 class _CountingDict(dict):  # type: ignore[type-arg]
