@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from peer import jsontext
 from peer.errors import (
@@ -77,6 +78,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         limit = request.app[NODE].cfg.max_body_bytes
         too_large = TooLarge(f"request body too large (limit {limit} bytes)", field="body")
         return _answer(http_error(too_large, Surface.API))
+    except web.RequestPayloadError as e:  # a body that does not decode (Content-Encoding)
+        return _answer(HttpError(400, "BadRequestBody",
+                                 f"the request body could not be read: {e}", "body"))
     except web.HTTPException as e:  # aiohttp's own: no such route (404), wrong method (405)
         if e.status < 400:
             raise
@@ -93,6 +97,27 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return _answer(http_error(full, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))
+
+
+class ClientBytes(logging.Filter):
+    """On aiohttp's server logger: a request line, header or body that does not parse or
+    decode is the client's fault, answered 400 already; aiohttp logs it at ERROR with a
+    traceback (`handle_error`, and the drain of a body whose Content-Encoding fails), which
+    anyone reaching the port could repeat to flood the log. Such records become one DEBUG
+    line; every other record passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, web.RequestPayloadError | HttpProcessingError):
+            return True
+        log.debug("a client's malformed request: %s", str(exc).replace("\n", " ")[:200])
+        return False
+
+
+def quiet_client_errors() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientBytes) for f in server.filters):
+        server.addFilter(ClientBytes())
 
 
 def _node(request: web.Request) -> Host:
@@ -508,6 +533,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 def make_app(node: Host) -> web.Application:
     cfg = node.cfg
+    quiet_client_errors()
     policy = Policy.for_bind(cfg.http_addr[0], cfg.allow_hosts, cfg.public_gateway,
                              cfg.subdomain_hosts)
     gate = Gate(HttpLimits.from_settings(cfg), open_files_limit())  # its middleware first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -16,7 +17,7 @@ from aiohttp import web
 from peer.config import PeerConfig
 from peer.errors import ArgError, Forbidden, Unauthorized
 from peer.http import tokens
-from peer.http.app import errors, make_app
+from peer.http.app import errors, make_app, quiet_client_errors
 from peer.http.auth import Auth, Cred, Facts, Policy, Route, classify, decide, host_kind
 from peer.ipfs.subdomain import parse_host
 from peer.node import Node
@@ -285,6 +286,39 @@ async def test_middleware_answers_json(client: Any) -> None:
     assert r.status == 401 and (await r.json())["Type"] == "error"  # Kubo's shape
     r = await client.post("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status == 200
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+async def test_a_body_whose_content_encoding_fails_is_answered_400(
+        client: Any, caplog: pytest.LogCaptureFixture, encoding: str) -> None:
+    """Junk under a Content-Encoding (helper-164's fuzzing: a 500 with a traceback, on
+    /login without a token too; the `errors` middleware answers every route) is a 400 that
+    names the body."""
+    quiet_client_errors()  # (as make_app does)
+    r = await client.post("/login", data=b"token=not-compressed-at-all", headers={
+        "Content-Encoding": encoding,
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 400
+    body = await r.json()
+    assert body["field"] == "body" and "could not be read" in body["message"]
+    await asyncio.sleep(0.05)  # (aiohttp drains the rest of the body after the answer)
+    assert not [x for x in caplog.records if x.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("line", [b"GET /api/jobs?limit=  3  HTTP/1.1",
+                                  b"GET /" + b"a" * 9000 + b" HTTP/1.1", b"\xff\xfe junk"])
+async def test_a_malformed_request_line_is_answered_400_and_logged_without_a_traceback(
+        client: Any, caplog: pytest.LogCaptureFixture, line: bytes) -> None:
+    """aiohttp logged each at ERROR with a traceback, before any token check: a way to
+    flood the log (helper-164); one DEBUG line now."""
+    quiet_client_errors()  # (as make_app does)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(64), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.") and head[9:12] == b"400"
+    assert not [x for x in caplog.records if x.levelno >= logging.ERROR]
 
 
 async def test_login_gives_an_httponly_strict_cookie_and_csrf(client: Any) -> None:
