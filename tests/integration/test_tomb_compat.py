@@ -194,7 +194,7 @@ async def test_a_peer_of_db471b6_among_ours_holds_every_tombstone_back(tmp_path:
                          node.state.jobs, "the old peer's job here")
             # (the old peer's JOB_SUBMITTED can reach us before its run's outcome of ours:
             # a deletion before it is a 409, the job not finished here yet)
-            await _until(lambda: ("mixed-ours", "t0") in node.state.task_done
+            await _until(lambda: (job, "t0") in node.state.task_done
                          or job in node.state.compacted, "our job done here")
             await node.durable(node.janitor.delete_job(job))
             await _until(lambda: get_json(f"{old.url}/api/jobs/{job}") == 404 or None,

@@ -276,13 +276,19 @@ def test_a_tombstone_waits_until_we_hold_what_every_member_holds(
     assert relayed.id not in _rows(n)
 
 
+def _open_past_grace(d: Path, opened: list[Node], recent_tasks: int) -> Node:
+    """A node whose compaction horizon (60 days) outlives the tombstones' grace (30): a
+    job's events may stay in the log past it while a member lacks them."""
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=recent_tasks,
+                        compact_horizon_days=60))
+    n.listeners[:] = [n.compactor.note]  # no scheduler running: only the compactor listens
+    opened.append(n)
+    return n
+
+
 def test_a_tombstone_waits_while_an_event_of_its_job_is_in_the_log(
         tmp_path: Path, opened: list[Node]) -> None:
-    d = tmp_path / "a"
-    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=1000,
-                        compact_horizon_days=60))  # the job's events outlive the grace
-    n.listeners[:] = [n.compactor.note]
-    opened.append(n)
+    n = _open_past_grace(tmp_path / "a", opened, recent_tasks=1000)
     _lagging(n)  # a live member lacks them: they stay in the log
     evs = history(jobs=2, per_job=1)
     gone = _deleted(evs, "job000")
@@ -576,10 +582,7 @@ def test_a_turn_about_two_compacted_jobs_holds_both_tombstones_once_deleted(
     lacked the TURN (kept in the log: horizon 60 days), and a restart folded the TURN into
     a job001 nobody has (helper-162's review of f8d90ed)."""
     d = tmp_path / "a"
-    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=0,
-                        compact_horizon_days=60))
-    n.listeners[:] = [n.compactor.note]
-    opened.append(n)
+    n = _open_past_grace(d, opened, recent_tasks=0)
     evs = _one_turn_for_two_jobs()
     turn = evs[-1]
     n.compactor.vvs = lambda: [dict(n.heads()), {ORIGIN: turn.seq - 1}]  # lacks the TURN
