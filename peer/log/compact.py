@@ -136,7 +136,7 @@ class EventStore(Protocol):
 
     def delete(self, ids: Iterable[tuple[str, int]],
                floors: Mapping[str, int] | None = None,
-               also: Callable[[], None] | None = None) -> None: ...
+               also: Callable[[], None] | None = None) -> int: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
     def prune_batches(self) -> None: ...
     def lowest(self, origin: str, types: Iterable[int]) -> int | None: ...
@@ -655,7 +655,7 @@ class Compactor:
         # One transaction: the rows, the log's floors (the heads count them held after a
         # restart) and the job index's compaction floors (a peer behind them takes a snapshot).
         floors = marks_of(gone)
-        self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
+        n = self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
@@ -664,7 +664,7 @@ class Compactor:
         self.state.forget_drops(unprovided)
         self._raise_floors(floors)
         self.store.prune_batches()
-        out.dropped += len(gone)
+        out.dropped += n  # (rows: a TURN of two jobs may have left with the other's record)
 
     def _raise_floors(self, floors: Mapping[str, int]) -> None:
         """Events up to these seqs left the log: the compaction floors and the fold's
@@ -697,14 +697,14 @@ class Compactor:
             return
         heads = self.state.heads
         floors = {o: q for o, q in marks_of(rows).items() if q <= heads.get(o, 0)}
-        self.store.delete(rows, floors, lambda: self.index.note_forgotten(jobs, floors))
+        n = self.store.delete(rows, floors, lambda: self.index.note_forgotten(jobs, floors))
         self.index.forgot(jobs)
         for job in jobs:
             self.waiting.pop(job, None)
             self.leaving.pop(job, None)
         self._raise_floors(floors)
         self.store.prune_batches()
-        out.dropped += len(rows)
+        out.dropped += n
         out.forgotten += len(jobs)
 
     def _forgettable(self, now: int, members: Mapping[str, bool],

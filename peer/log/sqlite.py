@@ -448,14 +448,16 @@ class EventLog:
 
     def delete(self, ids: Iterable[tuple[str, int]],
                floors: Mapping[str, int] | None = None,
-               also: Callable[[], None] | None = None) -> None:
+               also: Callable[[], None] | None = None) -> int:
         """Drop these events' rows (events set aside on purpose, see `set_floor`), and raise
         these `floors` (origin -> seq) in the same transaction, with `also`'s statements on
         this connection (the job index's record of the drop): a crash between them would
-        leave a gap below a head that no floor covers."""
+        leave a gap below a head that no floor covers. Returns how many rows left (an id
+        with no row, dropped before, is not counted)."""
         self._db.execute("BEGIN")
         try:
-            self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?", list(ids))
+            cur = self._db.executemany("DELETE FROM events WHERE origin = ? AND seq = ?",
+                                       list(ids))
             for origin, seq in (floors or {}).items():
                 self.set_floor(origin, seq)
             if also is not None:
@@ -465,6 +467,7 @@ class EventLog:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        return cur.rowcount
 
     def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:
         """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with

@@ -437,11 +437,11 @@ class _Log:
         self.held[ev.id] = ev
 
     def delete(self, ids: Iterable[tuple[str, int]], floors: Mapping[str, int] | None = None,
-               also: Any = None) -> None:
-        for i in ids:
-            self.held.pop(i, None)
+               also: Any = None) -> int:
+        gone = [i for i in ids if self.held.pop(i, None) is not None]
         if also is not None:
             also()
+        return len(gone)
 
     def set_floor(self, origin: str, seq: int) -> None:
         pass

@@ -729,3 +729,31 @@ def test_a_revoked_origins_later_event_held_by_a_member_holds_no_tombstone_back(
     _at(n, _past(gone) + (3600_000 << 16) * 24 * 365)  # a year later
     assert n.catchup.compact().forgotten == 1
     assert _forgotten(n, "job000", gone) and gone.id not in _rows(n)
+
+
+def test_a_turn_dropped_with_one_deleted_job_is_not_counted_again_with_the_other(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A TURN listed in two deleted jobs' records leaves the log with the first one
+    droppable; the second one's drop, later, counts only the rows it removed ("dropped":
+    the pass's figure, /api/health and banzai_events_dropped). It counted the TURN again
+    (helper-163's probe of 3ea5146)."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    evs = _one_turn_for_two_jobs()
+    turn = evs[-1]
+    other = "othr0000000000000000"
+    late = Event(other, 1, turn.hlc - 1, EventType.PROGRESS,
+                 {"job": "job001", "task": "t0", "split": [ORIGIN, 2], "chunk": 0,
+                  "attempt": 0, "progress": 0.5})  # a member lacks it: job001 waits
+    n.merge([*evs, late])
+    n.compactor.vvs = lambda: [dict(n.heads()), {ORIGIN: 1 << 30}]
+    n.catchup.compact()
+    n.merge([_deleted(evs, "job000"), _deleted(evs, "job001", k=2)])
+    counted, before = 0, len(_rows(n))
+    st = n.catchup.compact()
+    counted += st.dropped
+    assert turn.id not in _rows(n) and late.id in _rows(n)  # job000 dropped, job001 waits
+    n.compactor.vvs = lambda: [dict(n.heads())]
+    st = n.catchup.compact()
+    counted += st.dropped
+    assert late.id not in _rows(n)
+    assert counted == before - len(_rows(n))

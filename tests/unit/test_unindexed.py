@@ -28,10 +28,10 @@ class Store(_Log):
         self.deleted: list[tuple[str, int]] = []
 
     def delete(self, ids: Iterable[tuple[str, int]], floors: Mapping[str, int] | None = None,
-               also: Callable[[], None] | None = None) -> None:
+               also: Callable[[], None] | None = None) -> int:
         ids = list(ids)
         self.deleted += ids
-        super().delete(ids, floors, also)
+        return super().delete(ids, floors, also)
 
 
 class FailingIndex(JobIndex):
