@@ -73,6 +73,14 @@ _PUT_INPUT = ("dag-json", "dag-cbor", "json")
 _PUT_STORE = ("dag-cbor", "dag-json")
 MAX_BLOCK_BYTES = 1 << 20  # Kubo's bound on a block (bitswap's), unless allow-big-block
 MAX_BIG_BLOCK_BYTES = 4 << 20  # ours with allow-big-block (the store's block bound)
+# dag/put: the input of one node is at most this many times the block bound, unless it is
+# DAG-CBOR kept as DAG-CBOR (then it is the block, and the bound is the block's). Kubo bounds
+# only the block it made, after decoding and encoding; we bound the input first (4 MiB of
+# it took seconds of CPU and 70-80 MB of memory to decode). Compact DAG-JSON is about twice
+# the DAG-CBOR block it makes at most (`[0,0,...]`), DAG-CBOR up to 4.5 times its DAG-JSON
+# (arrays of 64-bit floats such as 1.0): 4 leaves room for whitespace. A node past it is
+# refused even where Kubo would make a block within the bound.
+MAX_PUT_INPUT_FACTOR = 4
 _TRUE = ("1", "t", "true", "")
 _FALSE = ("0", "f", "false")
 
@@ -447,6 +455,7 @@ class KuboRpc:
         self.collect: Collect = lambda: asyncio.to_thread(store.gc)
         self.settle: Callable[[], Awaitable[None]] = _settled
         self.refused: Counter[str] = Counter()
+        self.converting = asyncio.Semaphore(1)  # dag/put's nodes into blocks: one request at once
 
     def _tmp(self, prefix: str) -> Path:
         if self.tmp_dir is not None:
@@ -644,9 +653,11 @@ class KuboRpc:
         pin = flag(request, "pin", False)
         limit = MAX_BIG_BLOCK_BYTES if flag(request, "allow-big-block", False) \
             else MAX_BLOCK_BYTES
-        nodes = await _parts(request, min(self.max_upload, 16 * MAX_BIG_BLOCK_BYTES))
+        most = limit if in_codec == out_codec == "dag-cbor" else MAX_PUT_INPUT_FACTOR * limit
         try:
-            blocks = [_put_block(data, in_codec, out_codec, limit) for data in nodes]
+            nodes = await _parts(request, min(self.max_upload, 16 * MAX_BIG_BLOCK_BYTES),
+                                 part_max=(most, lambda: _over_input(most, limit, out_codec)))
+            blocks = await self._blocks(nodes, in_codec, out_codec, limit)
         except BadDag as exc:
             self.refused[f"dag/put.{in_codec}"] += 1
             log.info("dag/put refused: %s", exc.message)
@@ -655,6 +666,28 @@ class KuboRpc:
         if pin:
             self._provide(cids)
         return await send_json_lines(request, [{"Cid": {"/": c}} for c in cids])
+
+    async def _blocks(self, nodes: list[bytes], in_codec: str, out_codec: str,
+                      limit: int) -> list[tuple[str, bytes]]:
+        """The (CID, block) of each dag/put node, made in a worker thread, one request's nodes
+        at a time: decoding and encoding a node is up to seconds of CPU (on the loop, every
+        other request waited), and several at once would take the default pool's threads
+        that store calls wait for. The turn is held until the thread ends, even when the
+        request is cancelled meanwhile."""
+        await self.converting.acquire()
+        try:
+            work = asyncio.get_running_loop().run_in_executor(
+                None, _put_all, nodes, in_codec, out_codec, limit)
+        except BaseException:
+            self.converting.release()
+            raise
+        work.add_done_callback(self._blocks_done)
+        return await asyncio.shield(work)
+
+    def _blocks_done(self, work: asyncio.Future[list[tuple[str, bytes]]]) -> None:
+        self.converting.release()
+        if not work.cancelled():
+            work.exception()  # retrieved, also when the request that waited for it is gone
 
     def _put_blocks(self, blocks: list[tuple[str, bytes]], pin: bool) -> list[str]:
         for cid, data in blocks:
@@ -737,17 +770,38 @@ def _ipns_arg(request: web.Request) -> str:
     return arg.strip().removeprefix("/ipns/").strip("/")
 
 
+def _put_all(nodes: list[bytes], in_codec: str, out_codec: str,
+             limit: int) -> list[tuple[str, bytes]]:
+    return [_put_block(data, in_codec, out_codec, limit) for data in nodes]
+
+
 def _put_block(data: bytes, in_codec: str, out_codec: str, limit: int) -> tuple[str, bytes]:
     """(CID, block) of one dag/put node; BadDag saying what is wrong with it."""
     if in_codec == "dag-cbor":
         value = ipld.check_cbor(data, "input")
     else:
         value = ipld.decode_json(data, "input", links=in_codec == "dag-json")
-    block = ipld.encode_cbor(value) if out_codec == "dag-cbor" else ipld.encode_json(value)
+    if in_codec == out_codec == "dag-cbor":
+        block = data  # check_cbor found it the canonical encoding of its value: no second one
+    else:
+        block = ipld.encode_cbor(value) if out_codec == "dag-cbor" else ipld.encode_json(value)
     if len(block) > limit:
         raise BadDag(f"dag/put: the block would be {len(block)} bytes, over {limit} (UnixFS "
                      "`add` chunks big data; allow-big-block raises the bound)", field="file")
     return str(sha256_cid(block, out_codec, 1)), block
+
+
+def _over_input(most: int, limit: int, out_codec: str) -> BadDag:
+    """The refusal of a dag/put node whose input is over `most` bytes, before it is decoded."""
+    hint = ("UnixFS `add` chunks big data; allow-big-block raises the bound"
+            if limit < MAX_BIG_BLOCK_BYTES else "UnixFS `add` chunks big data; allow-big-block "
+            "is on")
+    if most == limit:
+        return BadDag(f"dag/put: a node of over {most} bytes of canonical DAG-CBOR: its block "
+                      f"would be over {limit} bytes ({hint})", field="file")
+    return BadDag(f"dag/put: a node's input is over {most} bytes ({MAX_PUT_INPUT_FACTOR} times "
+                  f"the block bound): its {out_codec} block would be too big for {limit} bytes "
+                  f"({hint})", field="file")
 
 
 class IpnsRpc:
@@ -835,8 +889,11 @@ async def _one_part(request: web.Request, max_bytes: int) -> bytes:
     return bytes(data)
 
 
-async def _parts(request: web.Request, max_bytes: int) -> list[bytes]:
-    """The bytes of every multipart part, at most `max_bytes` in all (TooLarge past it)."""
+async def _parts(request: web.Request, max_bytes: int,
+                 part_max: tuple[int, Callable[[], BanzaiError]] | None = None) -> list[bytes]:
+    """The bytes of every multipart part, at most `max_bytes` in all (TooLarge past it);
+    `part_max`: (the most bytes of one part, the error past them), checked as it arrives."""
+    most, too_big = part_max if part_max is not None else (max_bytes, None)
     if not request.content_type.startswith("multipart/"):
         raise ArgError("a multipart body with the node(s) is required", field="file")
     out: list[bytes] = []
@@ -853,6 +910,8 @@ async def _parts(request: web.Request, max_bytes: int) -> list[bytes]:
                 if total > max_bytes:
                     raise TooLarge(f"dag/put: more than {max_bytes} bytes of input",
                                    field="file")
+                if too_big is not None and len(data) > most:
+                    raise too_big()
             out.append(bytes(data))
     if not out:
         raise ArgError('argument "object data" is required', field="file")

@@ -1,0 +1,140 @@
+"""The Kubo RPC (peer/ipfs/rpc.py) with big input: a dag/put node over the input bound is
+refused before it is decoded, and decoding runs off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import FormData, web
+from aiohttp.test_utils import TestClient
+
+from peer.ipfs import EmbeddedStore, gateway, ipld, rpc
+from peer.ipfs.cids import sha256_cid
+
+Client = TestClient[Any, Any]
+FACTOR = 4  # rpc.MAX_PUT_INPUT_FACTOR: a node's input is at most this times the block bound
+
+
+def _zeros_cbor(count: int) -> bytes:
+    """Canonical DAG-CBOR of an array of `count` zeros (count >= 2**16)."""
+    return b"\x9a" + struct.pack(">I", count) + b"\x00" * count
+
+
+def _zeros_json(count: int) -> bytes:
+    return b"[" + b",".join([b"0"] * count) + b"]"
+
+
+@pytest.fixture
+async def put(aiohttp_client: Any, tmp_path: Path) -> Any:
+    """POST one node to dag/put; the app's refused counter is `put.refused`."""
+    store = EmbeddedStore(tmp_path / "store")
+    refused: Counter[str] = Counter()
+    app = web.Application()
+    rpc.add_routes(app, store, refused=refused)
+    gateway.add_routes(app, store, codec_conversion=True)
+    client: Client = await aiohttp_client(app)
+
+    async def post(data: bytes, query: str = "") -> Any:
+        form = FormData()
+        form.add_field("file", io.BytesIO(data), filename="node")
+        return await client.post(f"/api/v0/dag/put{query}", data=form)
+
+    post.refused = refused  # type: ignore[attr-defined]
+    post.client = client  # type: ignore[attr-defined]
+    post.store = store  # type: ignore[attr-defined]
+    return post
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every dag/put decoder record its call (and refuse: none should run)."""
+    calls: list[str] = []
+
+    def refuse(name: str) -> Any:
+        def decoder(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise AssertionError(f"{name} ran")
+        return decoder
+
+    for name in ("check_cbor", "decode_json", "encode_cbor", "encode_json"):
+        monkeypatch.setattr(ipld, name, refuse(name))
+    return calls
+
+
+@pytest.mark.parametrize(("query", "data", "message"), [
+    # canonical DAG-CBOR stored as DAG-CBOR is its own block: one byte over is over
+    ("?input-codec=dag-cbor", _zeros_cbor(rpc.MAX_BLOCK_BYTES - 4),
+     f"its block would be over {rpc.MAX_BLOCK_BYTES} bytes"),
+    ("?input-codec=dag-cbor&allow-big-block=true", _zeros_cbor(rpc.MAX_BIG_BLOCK_BYTES - 4),
+     f"its block would be over {rpc.MAX_BIG_BLOCK_BYTES} bytes"),
+    # another conversion: past MAX_PUT_INPUT_FACTOR times the block bound
+    ("", _zeros_json(FACTOR * rpc.MAX_BLOCK_BYTES // 2 + 1),
+     f"input is over {FACTOR * rpc.MAX_BLOCK_BYTES} bytes"),
+    ("?input-codec=dag-cbor&store-codec=dag-json",
+     _zeros_cbor(FACTOR * rpc.MAX_BLOCK_BYTES),
+     f"input is over {FACTOR * rpc.MAX_BLOCK_BYTES} bytes"),
+])
+async def test_a_node_over_the_input_bound_is_refused_before_it_is_decoded(
+        put: Any, monkeypatch: pytest.MonkeyPatch, query: str, data: bytes,
+        message: str) -> None:
+    """4 MiB of DAG-CBOR kept the loop 19.7 s (fuzz30/runs/stall.py) and 16 MiB of DAG-JSON
+    was refused 28 s later: decoded and encoded whole before the block's size was looked at."""
+    calls = _no_decoding(monkeypatch)
+    r = await put(data, query)
+    body = await r.json()
+    assert r.status == 400 and body["Type"] == "error", body
+    assert message in body["Message"] and "allow-big-block" in body["Message"], body
+    assert calls == []
+    assert sum(put.refused.values()) == 1
+    assert rpc.MAX_PUT_INPUT_FACTOR == FACTOR
+
+
+async def test_nodes_within_the_bounds_still_land(put: Any) -> None:
+    """At the bounds: a canonical DAG-CBOR block of exactly the block bound, and DAG-JSON
+    input of MAX_PUT_INPUT_FACTOR times it that makes a smaller block."""
+    block = _zeros_cbor(rpc.MAX_BLOCK_BYTES - 5)
+    assert len(block) == rpc.MAX_BLOCK_BYTES
+    r = await put(block, "?input-codec=dag-cbor")
+    assert r.status == 200, await r.text()
+    cid = str(sha256_cid(block, "dag-cbor", 1))
+    assert (await r.json(content_type=None))["Cid"]["/"] == cid
+    assert put.store.get_block(cid) == block
+    spaced = b"[" + b" " * (FACTOR * rpc.MAX_BLOCK_BYTES - 6) + b"0, 1]"
+    assert len(spaced) == FACTOR * rpc.MAX_BLOCK_BYTES
+    r = await put(spaced, "")
+    assert r.status == 200, await r.text()
+    assert put.store.get_block((await r.json(content_type=None))["Cid"]["/"]) == b"\x82\x00\x01"
+
+
+async def test_decoding_runs_off_the_event_loop(put: Any, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """While a node is being decoded, another request is answered: the decoder here waits
+    until that answer came (on the loop, nothing else can run until its wait gives up)."""
+    loop = asyncio.get_running_loop()
+    entered: asyncio.Future[None] = loop.create_future()
+    answered = threading.Event()
+    seen: list[str] = []
+    real = ipld.decode_json
+
+    def slow_decode(*args: Any, **kwargs: Any) -> Any:
+        loop.call_soon_threadsafe(entered.set_result, None)
+        answered.wait(10)  # a bound for the old code only: it blocks the loop until then
+        seen.append("decoded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ipld, "decode_json", slow_decode)
+    putting = asyncio.ensure_future(put(b'{"a": 1}'))
+    await entered  # the put is in the decoder
+    r = await put.client.post("/api/v0/version")
+    assert r.status == 200
+    seen.append("answered")
+    answered.set()
+    r = await putting
+    assert r.status == 200, await r.text()
+    assert seen == ["answered", "decoded"]
