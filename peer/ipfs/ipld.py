@@ -21,6 +21,7 @@ from typing import Any
 
 import cbor2
 
+from peer import jsontext
 from peer.errors import BadCID, BadDag, NotFound
 from peer.ipfs.cids import Cid, cid_from_bytes, parse_cid
 
@@ -182,17 +183,36 @@ def _prepare(v: object, depth: int = 0) -> object:
     if isinstance(v, float) and not math.isfinite(v):
         raise BadDag("NaN and Infinity cannot be encoded in DAG-CBOR or DAG-JSON", field="body")
     if isinstance(v, int) and not isinstance(v, bool) and not _INT_MIN <= v <= _INT_MAX:
-        raise BadDag(f"integer {v} does not fit in 64 bits", field="body")
+        raise BadDag(f"{_show_int(v)} does not fit in 64 bits", field="body")
     if v is None or isinstance(v, (bool, int, float, str, bytes)):
         return v
     raise BadDag(f"{type(v).__name__} values cannot be encoded in DAG-CBOR", field="body")
+
+
+def _show_int(v: int) -> str:
+    """`integer N` for a message, or its size where N is long (str() of an integer past
+    Python's digit limit raises ValueError)."""
+    return f"integer {v}" if v.bit_length() <= 256 else f"an integer of {v.bit_length()} bits"
+
+
+def _not_text(value: object) -> BadDag:
+    """The error for a `value` whose encoding met a lone surrogate (UTF-8 cannot hold one: a
+    `\\ud800` escape of JSON alone decodes to it), naming the string that holds it."""
+    path = jsontext.lone_surrogate(value) or []
+    place = jsontext.show_path([k.encode("utf-8", "backslashreplace").decode("utf-8")
+                                if isinstance(k, str) else k for k in path], most=8)
+    return BadDag(f"the string at {place} holds a lone surrogate (such as \\ud800), which is "
+                  "not text: DAG-CBOR and DAG-JSON strings are UTF-8", field="body")
 
 
 def encode_cbor(value: object) -> bytes:
     """The canonical DAG-CBOR encoding of `value` (links as Cid); BadDag if not encodable.
     cbor2 writes shortest heads and 64-bit floats unless canonical=True (which shortens
     floats): key order is set here."""
-    return cbor2.dumps(_prepare(value))
+    try:
+        return cbor2.dumps(_prepare(value))
+    except UnicodeEncodeError:
+        raise _not_text(value) from None
 
 
 # --- DAG-JSON ---------------------------------------------------------------------------
@@ -242,7 +262,7 @@ def _from_json(v: object, links: bool, depth: int = 0) -> object:
                 else _from_json(x, links, depth + 1) for x in v]
     if isinstance(v, int) and not isinstance(v, bool) \
             and not _JSON_INT_MIN <= v <= _JSON_INT_MAX:
-        raise ValueError(f"integer {v} is out of range (64-bit signed in DAG-JSON)")
+        raise ValueError(f"{_show_int(v)} is out of range (64-bit signed in DAG-JSON)")
     return v
 
 
@@ -333,8 +353,11 @@ def _json_parts(v: object, out: list[str], depth: int = 0) -> None:
 def encode_json(value: object) -> bytes:
     """The DAG-JSON encoding of `value` as Kubo 0.39 writes it; BadDag if not encodable."""
     out: list[str] = []
-    _json_parts(value, out)
-    return "".join(out).encode("utf-8")
+    try:
+        _json_parts(value, out)
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _not_text(value) from None
 
 
 # --- blocks ------------------------------------------------------------------------------

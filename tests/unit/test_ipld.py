@@ -209,3 +209,12 @@ async def test_dag_put_and_conversion(aiohttp_client: Any, tmp_path: Path) -> No
     assert ipld.check_cbor(await r.read()) == ipld.decode_json(store.get_block(DOC_JSON_CID))
     r = await strict_client.get(f"/ipfs/{DOC_CBOR_CID}?format=dag-json")
     assert r.status == 406 and "gateway-codec-conversion" in await r.text()
+
+
+def test_an_integer_too_wide_is_named_by_its_size() -> None:
+    """str() of an integer past Python's 4,300 digits raises ValueError: the refusal of one
+    names its width instead of failing to say what it refuses."""
+    with pytest.raises(BadDag, match="an integer of 20001 bits does not fit in 64 bits"):
+        ipld.encode_cbor([2**20000])
+    with pytest.raises(BadDag, match="integer 18446744073709551616 does not fit in 64 bits"):
+        ipld.encode_cbor(2**64)

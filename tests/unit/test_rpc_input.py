@@ -1,5 +1,6 @@
-"""The Kubo RPC (peer/ipfs/rpc.py) with big input: a dag/put node over the input bound is
-refused before it is decoded, and decoding runs off the event loop."""
+"""The Kubo RPC (peer/ipfs/rpc.py) with big and malformed input: a dag/put node over the input
+bound is refused before it is decoded, decoding runs off the event loop, and a string that is
+not text is a 400 naming its place (never a 500)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,48 @@ async def test_decoding_runs_off_the_event_loop(put: Any, monkeypatch: pytest.Mo
     r = await putting
     assert r.status == 200, await r.text()
     assert seen == ["answered", "decoded"]
+
+
+@pytest.mark.parametrize(("doc", "place"), [
+    (b'"\\ud800"', "the top level"),
+    (b'{"a": ["x", "\\udc00"]}', "a[1]"),
+    (b'{"k": {"\\ud83d": 1}}', "k.\\ud83d"),
+    (b'{"b": "\\ud83d\\ude00", "c": "ok\\udfff"}', "c"),
+])
+@pytest.mark.parametrize("codec", ["dag-cbor", "dag-json"])
+async def test_a_lone_surrogate_is_a_400_naming_its_place(put: Any, doc: bytes, place: str,
+                                                         codec: str) -> None:
+    """`"\\ud800"` is valid JSON but not text: UTF-8 (DAG-CBOR's and DAG-JSON's) cannot hold
+    it, and its encoding raised UnicodeEncodeError (a 500). Kubo stores U+FFFD in its place;
+    we refuse it, as we refuse bytes that are not UTF-8."""
+    r = await put(doc, f"?store-codec={codec}")
+    body = await r.json()
+    assert r.status == 400 and body["Type"] == "error", body
+    assert f"the string at {place}" in body["Message"] and "lone surrogate" in body["Message"]
+    assert put.refused == Counter({"dag/put.dag-json": 1})
+
+
+async def test_a_surrogate_pair_is_text(put: Any) -> None:
+    r = await put(b'"\\ud83d\\ude00"', "?store-codec=dag-json")
+    assert r.status == 200, await r.text()
+    assert put.store.get_block((await r.json(content_type=None))["Cid"]["/"]) == \
+        '"\U0001f600"'.encode()
+
+
+async def test_converting_a_stored_block_with_a_lone_surrogate_is_a_422(put: Any) -> None:
+    """A DAG-JSON block from a CAR (dag/import checks DAG-CBOR blocks only) may hold one: the
+    gateway's conversion to DAG-CBOR names the block, where it answered 500."""
+    block = b'{"a":"\\ud800"}'
+    cid = str(sha256_cid(block, "dag-json", 1))
+    put.store.put_block(cid, block)
+    r = await put.client.get(f"/ipfs/{cid}?format=dag-cbor")
+    assert r.status == 422, await r.text()
+    assert "the string at a holds a lone surrogate" in await r.text()
+
+
+def test_the_encoders_refuse_a_lone_surrogate_as_bad_dag() -> None:
+    from peer.errors import BadDag
+
+    for encode in (ipld.encode_cbor, ipld.encode_json):
+        with pytest.raises(BadDag, match=r"the string at x\[0\] holds a lone surrogate"):
+            encode({"x": ["\udcff"]})
