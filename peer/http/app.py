@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -385,7 +384,7 @@ async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or not part.filename:
                 raise BanzaiError("every multipart part needs a filename", field="body")
-            rel = rpc.safe_rel(unquote(part.filename))  # clients (aiohttp, Kubo's) %-escape
+            rel = rpc.part_rel(part.filename)  # clients (aiohttp, Kubo's) %-escape
             tops.add(rel.split("/")[0])
             with rpc.open_upload(tmp / rel, rel) as f:
                 while chunk := await part.read_chunk(1 << 20):

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from peer import __version__
+from peer import __version__, jsontext
 from peer.errors import (
     ArgError,
     BadDag,
@@ -300,7 +300,7 @@ class Spool:
             self.anonymous += 1
             rel = f"\x00{self.anonymous}"
         else:
-            rel = safe_rel(unquote(filename))
+            rel = part_rel(filename)
         top = rel.split("/")[0]
         if top not in self.tops:
             self.tops.append(top)
@@ -323,9 +323,33 @@ class Spool:
                 f.write(chunk)
 
 
+def part_rel(filename: str) -> str:
+    """A multipart part's file name (%-escaped, as clients send it) as a `safe_rel` path;
+    ArgError if its %-escapes are not UTF-8 (unquote's default would put U+FFFD in their
+    place: another name than the one sent)."""
+    try:
+        name = unquote(filename, errors="strict")
+    except UnicodeDecodeError:
+        raise ArgError(f"file name '{shown_name(filename)[:200]}' is not UTF-8 (its %-escaped "
+                       "bytes)", field="filename") from None
+    return safe_rel(name)
+
+
+def shown_name(name: str) -> str:
+    """`name` for a message: what is not UTF-8 in it (bytes of a header, which aiohttp reads
+    as lone surrogates) as \\xNN escapes."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that was no byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def safe_rel(name: str) -> str:
     """An upload's file name as a relative path ('/'-separated; '\\' read as '/'); ArgError
-    for one that is empty, climbs out ('..') or holds a NUL."""
+    for one that is empty, climbs out ('..'), holds a NUL or is not UTF-8 (a header's byte
+    such as \\xff: the store names files in UTF-8, and the answer is JSON)."""
+    if not jsontext.is_text(name):
+        raise ArgError(f"file name '{shown_name(name)[:200]}' is not UTF-8", field="filename")
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or any("\x00" in p for p in parts):
         raise ArgError(f"bad file name {name!r}", field="filename")
@@ -931,13 +955,25 @@ def _count_blocks(path: Path, count: int, size: int) -> tuple[int, int]:
 
 
 async def send_json_lines(request: web.Request, items: list[dict[str, Any]]) -> web.StreamResponse:
+    """`items` as newline-delimited JSON, each encoded before the response starts (an error
+    there is an error answer, not a second response written into this one's body)."""
+    lines = [json_line(item) for item in items]
     resp = web.StreamResponse(headers=JSON_STREAM)
     await resp.prepare(request)
-    for item in items:
-        await resp.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
-                         + b"\n")
+    for line in lines:
+        await resp.write(line)
     await resp.write_eof()
     return resp
+
+
+def json_line(item: dict[str, Any]) -> bytes:
+    """One line of JSON in UTF-8; a lone surrogate in a string (UTF-8 cannot hold one) becomes
+    U+FFFD, as Go's encoder writes a string that is not UTF-8."""
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode() + b"\n"
 
 
 async def send_bytes(request: web.Request, stream: Iterator[bytes],

@@ -71,10 +71,11 @@ B = "BND"
 MULTIPART = f"multipart/form-data; boundary={B}"
 
 
-def _multipart(*names: str) -> bytes:
-    parts = [f'--{B}\r\nContent-Disposition: form-data; name="file"; filename="{n}"\r\n\r\n'
-             "x\r\n" for n in names]
-    return ("".join(parts) + f"--{B}--\r\n").encode()
+def _multipart(*names: str | bytes) -> bytes:
+    """A multipart body of one-byte files; a name given as bytes is sent as they are."""
+    parts = [b'--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n\r\n'
+             b"x\r\n" % (B.encode(), n if isinstance(n, bytes) else n.encode()) for n in names]
+    return b"".join(parts) + f"--{B}--\r\n".encode()
 
 
 BAD_UPLOADS = [  # query, Content-Type, body; the field and message of the error
@@ -88,6 +89,13 @@ BAD_UPLOADS = [  # query, Content-Type, body; the field and message of the error
     ("", MULTIPART, _multipart("a/b", "a"), "filename",
      "file name 'a' collides with an earlier part's"),
     ("", MULTIPART, _multipart("a/b/c", "a/b"), "filename", "file name 'a/b' collides"),
+    # a header byte that is not UTF-8 (aiohttp reads it as a lone surrogate): the store cannot
+    # name a file so, and the JSON answer cannot hold it (fuzz30's hfuzz)
+    ("", MULTIPART, _multipart(b"d/\xff/x"), "filename",
+     "file name 'd/\\xff/x' is not UTF-8"),
+    ("", MULTIPART, _multipart(b"a\xffb"), "filename", "file name 'a\\xffb' is not UTF-8"),
+    # nor %-escaped (it was read as U+FFFD: another name than the one sent, another CID)
+    ("", MULTIPART, _multipart("d/%FF/x"), "filename", "file name 'd/%FF/x' is not UTF-8"),
     ("", "multipart/form-data", b"x", "body", "malformed multipart body: boundary missed"),
     ("", "multipart/form-data; boundary=zz", b"garbage\r\n", "body",
      "malformed multipart body: Could not find starting boundary"),
@@ -117,6 +125,23 @@ async def test_good_uploads_still_land(client: Client) -> None:
     r = await client.post("/api/add", data=_multipart("d/a", "d/b/c"),
                           headers={"Content-Type": MULTIPART})
     assert r.status == 201 and (await r.json())["name"] == "d"
+
+
+async def test_a_bad_file_name_is_answered_without_a_server_path(client: Client,
+                                                                 tmp_path: Path) -> None:
+    """`d/\\xff/x` was a 500 whose message named the upload's temporary directory."""
+    r = await client.post("/api/add", data=_multipart(b"d/\xff/x"),
+                          headers={"Content-Type": MULTIPART})
+    err = await _error(r, 400)
+    assert str(tmp_path) not in json.dumps(err) and "kubo-add" not in json.dumps(err), err
+
+
+async def test_kubo_add_names_with_other_scripts_land(client: Client) -> None:
+    r = await client.post("/api/v0/add", data=_multipart("d/é/x", "d/%E2%82%AC"),
+                          headers={"Content-Type": MULTIPART})
+    assert r.status == 200, await r.text()
+    names = [json.loads(line)["Name"] for line in (await r.text()).splitlines()]
+    assert names == ["d/é/x", "d/€", "d/é", "d"]
 
 
 @pytest.mark.parametrize(("stored", "shown"), [

@@ -1,6 +1,7 @@
 """The Kubo RPC (peer/ipfs/rpc.py) with big and malformed input: a dag/put node over the input
-bound is refused before it is decoded, decoding runs off the event loop, and a string that is
-not text is a 400 naming its place (never a 500)."""
+bound is refused before it is decoded, decoding runs off the event loop, a string that is not
+text is a 400 naming its place (never a 500), and JSON lines never break mid-stream. Uploads'
+file names: tests/unit/test_app.py."""
 
 from __future__ import annotations
 
@@ -184,3 +185,19 @@ def test_the_encoders_refuse_a_lone_surrogate_as_bad_dag() -> None:
     for encode in (ipld.encode_cbor, ipld.encode_json):
         with pytest.raises(BadDag, match=r"the string at x\[0\] holds a lone surrogate"):
             encode({"x": ["\udcff"]})
+
+
+async def test_json_lines_hold_no_lone_surrogate(aiohttp_client: Any) -> None:
+    """Every line is encoded before the response starts, a lone surrogate as U+FFFD (as Go's
+    encoder writes a string that is not UTF-8): the encode raised after the headers were
+    sent, and aiohttp wrote a 500 into the started body."""
+
+    async def lines(request: web.Request) -> web.StreamResponse:
+        return await rpc.send_json_lines(request, [{"Name": "ok"}, {"Name": "a\udcffb\ud83d"}])
+
+    app = web.Application()
+    app.router.add_post("/lines", lines)
+    client: Client = await aiohttp_client(app)
+    r = await client.post("/lines")
+    assert r.status == 200
+    assert await r.read() == '{"Name":"ok"}\n{"Name":"a\ufffdb\ufffd"}\n'.encode()
