@@ -133,7 +133,7 @@ class Importer:
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            name = _entry_name(entry.name, path)
+            name = _entry_name(entry.name, where)
             children[name] = self.path(Path(entry.path), f"{where}/{name}")
         return self.directory(children, where)
 
@@ -148,11 +148,15 @@ def is_sharded(children: dict[str, Node]) -> bool:
     return False
 
 
-def _entry_name(name: str, parent: Path) -> str:
+def _entry_name(name: str, where: str) -> str:
+    """`name`, an entry of the directory `where` (relative to what is added: an upload's
+    temporary directory is not named), if it is UTF-8; StoreError naming it otherwise."""
+    raw = os.fsencode(name)
     try:
-        os.fsencode(name).decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise StoreError(f"cannot add a file name that is not UTF-8 in {parent}") from None
+        shown = f"{where}/{raw.decode('utf-8', 'backslashreplace')}".lstrip("/")
+        raise StoreError(f"cannot add a file name that is not UTF-8: {shown}") from None
     return name
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -307,3 +309,14 @@ def test_inline_dagpb_decoder_is_the_general_one(links: list[dagpb.PBLink], data
         blocks += [bytes(block), bytes(block[:edit.draw(st.integers(0, len(block)))])]
     for b in blocks:
         assert _decoded(dagpb.decode_node, b) == _decoded(dagpb._decode_node_slow, b)
+
+
+def test_a_name_that_is_not_utf8_is_named_from_the_root_added(tmp_path: Path) -> None:
+    """The refusal names the entry below what is added, not the directory it is in on the
+    server (an upload's temporary directory was named in the API's answer)."""
+    root = tmp_path / "root"
+    os.makedirs(os.fsencode(root / "d") + b"/\xff/in")
+    (root / "d" / "ok").write_bytes(b"x")
+    with pytest.raises(StoreError) as info:
+        Importer(MemSink(), 1).path(root)
+    assert info.value.message == "cannot add a file name that is not UTF-8: d/\\xff"
