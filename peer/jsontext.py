@@ -139,6 +139,24 @@ def lone_surrogate(value: Any) -> JsonPath | None:
     return None
 
 
+def wide_int(value: Any, bits: int) -> tuple[JsonPath, int, bool] | None:
+    """The first integer of `value` (depth first; an object's keys too: YAML's may be
+    integers) wider than `bits` bits (its magnitude at 2**bits or more): (the path to it, or
+    to the object whose key it is; its width; whether it is a key), None if there is none.
+    Iterative, any depth. Python's digit limit bounds integers read from decimal text only
+    (YAML reads 0x..., 0b... and 1:2:3 of any size), and str() of a wider one raises."""
+    if type(value) is int:
+        return ([], value.bit_length(), False) if value.bit_length() > bits else None
+    if type(value) in _LEAF or not isinstance(value, _CONTAINERS):
+        return None
+    for path, k, c in _walk(value):
+        if type(k) is int and k.bit_length() > bits:  # a key (a list's index is far smaller)
+            return list(path), k.bit_length(), True
+        if type(c) is int and c.bit_length() > bits:
+            return [*path, k], c.bit_length(), False
+    return None
+
+
 def show_path(path: Sequence[str | int], prefix: str = "", most: int = 6) -> str:
     """`path` as a field name (`tasks[0].params.x`), after `prefix`; cut after `most` steps."""
     out = prefix
@@ -231,4 +249,4 @@ def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
 
 __all__ = ["MAX_DEPTH", "MAX_STORED_DEPTH", "check", "deep_path", "is_text", "loads",
            "loads_within", "lone_surrogate", "nesting", "nesting_and_ascii", "parse", "show_path",
-           "text"]
+           "text", "wide_int"]

@@ -35,6 +35,7 @@ MAX_WORKFLOW_NAME_CHARS = 200
 MAX_CID_CHARS = 256  # base58 decoding is quadratic: bound it before make_cid
 MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
 MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
+MAX_INT_BITS = 64  # a pipeline's integers: |n| < 2**64 (YAML reads integers of any size)
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 _LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", "requires",
@@ -198,7 +199,22 @@ def _load(text: str, fmt: str | None) -> Any:
         raise SpecError(f"the pipeline is nested too deeply: deeper than {jsontext.MAX_DEPTH} "
                         "levels") from None
     jsontext.check(doc, "the pipeline", error=SpecError)  # JSON or YAML alike
+    _check_ints(doc)
     return doc
+
+
+def _check_ints(doc: Any) -> None:
+    """SpecError naming the place of an integer wider than MAX_INT_BITS (a key's too)."""
+    found = jsontext.wide_int(doc, MAX_INT_BITS)
+    if found is None:
+        return
+    path, bits, key = found
+    if isinstance(doc, list):  # list form: its items are the tasks
+        path = ["tasks", *path]
+    field = jsontext.show_path(path[:6])
+    what = "a key is an integer" if key else "an integer"
+    raise SpecError(f"{jsontext.show_path(path)}: {what} of {bits} bits; a pipeline's integers "
+                    f"hold at most {MAX_INT_BITS} bits", field=field)
 
 
 def _decode(text: str, fmt: str | None) -> Any:

@@ -144,6 +144,33 @@ async def test_kubo_add_names_with_other_scripts_land(client: Client) -> None:
     assert names == ["d/é/x", "d/€", "d/é", "d"]
 
 
+def _big(digits: int, base: str) -> str:
+    """A YAML integer of about `digits` digits in `base` (hex, binary or base 60)."""
+    if base == "hex":
+        return "0x" + "f" * digits
+    if base == "bin":
+        return "0b" + "1" * digits
+    return "1" + ":59" * digits  # sexagesimal: 1:59:59:...
+
+
+@pytest.mark.parametrize("base", ["hex", "bin", "sexagesimal"])
+@pytest.mark.parametrize(("where", "field"), [
+    ("args", "tasks[0].args[0]"), ("requires", "tasks[0].requires.mem_mb")])
+async def test_a_huge_yaml_integer_is_a_400_naming_its_field(client: Client, base: str,
+                                                             where: str, field: str) -> None:
+    """YAML reads 0x..., 0b... and 1:2:3 integers of any size (Python's digit limit bounds
+    decimal text only): one of 4,000 digits made a 500 (its str(), in an error message or
+    the stored JSON, raised ValueError). fuzz30/runs/bigint.yaml."""
+    value = _big(4000, base)
+    task = (f"- call: ECHO\n  args: [{value}]\n" if where == "args"
+            else f"- call: ECHO\n  args: [x]\n  requires: {{mem_mb: {value}}}\n")
+    r = await client.post("/api/jobs", data=task.encode(),
+                          headers={"Content-Type": "application/yaml"})
+    err = await _error(r, 400)
+    assert err["field"] == field, err
+    assert err["message"].startswith(f"{field}: an integer of ") and "64 bits" in err["message"]
+
+
 @pytest.mark.parametrize(("stored", "shown"), [
     (DEEP + b"]" * 100_000, "is nested too deeply: deeper than 64 levels"),
     (b"\xff\xfe", "is not UTF-8 text"), (b"[1, 2]", "has no log list"),

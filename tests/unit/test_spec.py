@@ -620,3 +620,30 @@ def test_the_stored_workflow_is_bounded() -> None:
     assert len(parse(body, CATALOG, max_workflow_bytes=stored).tasks) == 11
     with pytest.raises(TooLarge, match=f"takes {stored} bytes, over the limit of {stored - 1}"):
         parse(body, CATALOG, max_workflow_bytes=stored - 1)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ("- call: LEARN\n  x: " + "0x" + "f" * 4000 + "\n", "tasks[0].x"),
+    (f"- cid: {CID1}\n- call: EXTRACT_MFCC\n  args: [0b" + "1" * 65 + ", 24, 1, 8000, 16000]\n",
+     "tasks[1].args[0]"),
+    ("tasks:\n- call: LEARN\n  requires: {mem_mb: " + "1" + ":59" * 2000 + "}\n",
+     "tasks[0].requires.mem_mb"),
+    ("name: " + "-0x" + "f" * 17 + "\ntasks: [{call: LEARN}]\n", "name"),
+    ('[{"call": "FILTER_LONGER", "args": [1' + "0" * 4000 + "]}]", "tasks[0].args[0]"),
+])
+def test_integers_are_bounded_naming_their_place(body: str, field: str) -> None:
+    """An integer of a pipeline holds at most 64 bits: YAML reads hex, binary and base-60
+    integers of any size, whose str() (an error message, the stored JSON) raised ValueError
+    past Python's 4,300 digits."""
+    with pytest.raises(SpecError) as info:
+        parse(body, CATALOG)
+    assert info.value.field == field
+    assert info.value.message.startswith(f"{field}: an integer of ")
+    assert "at most 64 bits" in info.value.message
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**64 - 1), 0x7FFF_FFFF_FFFF_FFFF])
+def test_integers_within_64_bits_pass(value: int) -> None:
+    wf = parse(f"- cid: {CID1}\n- call: EXTRACT_MFCC\n  args: [{value}, 24, 1, 8000, 16000]\n",
+               CATALOG)
+    assert wf.tasks[1].params["fft_size"] == value
