@@ -647,3 +647,11 @@ def test_integers_within_64_bits_pass(value: int) -> None:
     wf = parse(f"- cid: {CID1}\n- call: EXTRACT_MFCC\n  args: [{value}, 24, 1, 8000, 16000]\n",
                CATALOG)
     assert wf.tasks[1].params["fft_size"] == value
+
+
+def test_a_wide_integer_key_is_named_by_its_object() -> None:
+    """YAML keys may be integers: str() of a wide one would raise where the place is named."""
+    with pytest.raises(SpecError) as info:
+        parse("- call: LEARN\n  params:\n    ? 0x" + "f" * 4000 + "\n    : 1\n", CATALOG)
+    assert info.value.field == "tasks[0].params"
+    assert info.value.message.startswith("tasks[0].params: a key is an integer of 16000 bits")
