@@ -18,6 +18,7 @@ from peer.log import (
     FailureKind,
     MeshState,
 )
+from peer.log.fold import NO_CHUNK
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -113,15 +114,17 @@ def n_chunks(split: Event) -> int:
 
 def split_chunks(state: MeshState, split: Event) -> Iterator[ChunkState]:
     """The chunks of `split` in order (each as `MeshState.chunk` finds it for the winning
-    split, the split looked up once)."""
+    split, the split looked up once: NO_CHUNK for one no event is about)."""
     job, task = split.payload["job"], split.payload["task"]
     origin, seq = split.id
     for i in range(n_chunks(split)):
-        yield state.chunks[ChunkKey(job, task, origin, seq, i)]
+        yield state.chunks.get(ChunkKey(job, task, origin, seq, i), NO_CHUNK)
 
 
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
-    """pending | running | done | failed | cancelled (derived, never stored)."""
+    """pending | running | done | failed | cancelled (derived, never stored). Reads the chunks
+    that events are about only (the others are open and unclaimed): its cost follows the
+    events, not the chunks the split declares."""
     if (job, task) in state.task_done:
         return "done"
     if job in state.cancelled:
@@ -129,10 +132,10 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     split = state.splits.get((job, task))
     if split is None:
         return "pending"
-    chunks = [state.chunk(job, task, i) for i in range(n_chunks(split))]
-    if any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts) for c in chunks):
+    if task_failed(state, job, task, max_attempts):
         return "failed"
-    if any(chunk_done(c) is None and c.winner(c.attempt, split.id) is not None for c in chunks):
+    if any(chunk_done(c) is None and c.winner(c.attempt, split.id) is not None
+           for c in state.split_chunks(job, task).values()):
         return "running"
     return "pending"
 
@@ -140,15 +143,12 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
 def task_failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
     """`task_status(...) == "failed"`, without looking for who runs the task (the winning
     claim of each open chunk): the scheduler asks it at every evaluation of every task, on
-    every peer, and a task of another peer's is mostly running."""
+    every peer. Only the chunks with a failure are read (one without is not exhausted)."""
     if (job, task) in state.task_done or job in state.cancelled:
         return False
-    split = state.splits.get((job, task))
-    if split is None:
-        return False
-    chunks = [state.chunk(job, task, i) for i in range(n_chunks(split))]  # (as task_status)
+    chunks = state.split_chunks(job, task)
     return any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts)
-               for c in chunks)
+               for c in map(chunks.__getitem__, state.failed_chunks(job, task)))
 
 
 # -- ranking and the stagger ----------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.errors import ConfigError
-from peer.jobs.claims import split_chunks, task_failed, task_status
+from peer.jobs.claims import task_failed, task_status
 from peer.log import (
     ChunkDone,
     ChunkState,
@@ -273,10 +273,10 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
     return hlc_ms(end or state.jobs[job].hlc) / 1000
 
 
-def _chunks(state: MeshState, job: str, task: str) -> Iterator[ChunkState]:
-    """The chunks of the task's winning split (none before it is split)."""
-    split = state.splits.get((job, task))
-    return iter(()) if split is None else split_chunks(state, split)
+def _chunks(state: MeshState, job: str, task: str) -> Iterable[ChunkState]:
+    """The chunks of the task's winning split that events are about (none before it is
+    split; the others have no outcome), unordered."""
+    return state.split_chunks(job, task).values()
 
 
 def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:

@@ -543,8 +543,9 @@ class Scheduler:
         _prune(self._deferred, stale)
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
         now, lease_s = self.clock(), self.cfg.lease_s
+        cannot = self._cannot  # (their leases are the claimers' to fail: `_evaluate` stops)
         keys |= {(k.job, k.task) for k, seen in self._claim_seen.items()
-                 if claims.lease_lapsed(seen, now, lease_s)}
+                 if claims.lease_lapsed(seen, now, lease_s) and (k.job, k.task) not in cannot}
         keys.update(self.locality.due(now))
         live = frozenset(self._peers())
         if live != self._waits_peers:
@@ -621,6 +622,8 @@ class Scheduler:
         st = self.state
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
+        if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
+            return  # what follows would find that again (and walk its failed chunks first)
         spec = self.workflow(job).task(task)
         if not ready(st, job, spec):
             return
@@ -1189,7 +1192,8 @@ class Scheduler:
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return None
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
-        return c.winner(ak.attempt, split.id)
+        # (folded at once, into the chunk's state: `c` may be NO_CHUNK, which it left as is)
+        return self.state.chunk(ak.job, ak.task, ak.chunk).winner(ak.attempt, split.id)
 
     def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's

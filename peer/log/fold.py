@@ -25,7 +25,8 @@ import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
@@ -333,6 +334,110 @@ class ChunkState:
         return max(self.failures, default=-1) + 1
 
 
+# A chunk no event is about, as every reader sees it (`MeshState.chunk`): one shared state
+# whose tables refuse writes, so that reading a split's chunks makes nothing (a writer goes
+# through `MeshState.chunks`, which makes the chunk's own).
+NO_CHUNK = ChunkState(cast(Any, MappingProxyType({})), cast(Any, MappingProxyType({})), None,
+                      cast(Any, MappingProxyType({})))
+
+SplitKey = tuple[str, str, str, int]  # (job, task, split origin, split seq): one split's chunks
+
+
+def _split_key(k: ChunkKey) -> SplitKey:
+    return (k.job, k.task, k.split_origin, k.split_seq)
+
+
+class ChunkTable(dict[ChunkKey, ChunkState]):
+    """The chunks that events are about: `t[key]` makes the state of one no event was about
+    yet (as a defaultdict; the appliers write through it), a reader `get`s (MeshState.chunk).
+    Indexed per split by every write and removal, so that what reads a split's chunks costs
+    what events made of them, not what the split declares (a member may declare a million
+    empty chunks): `of_split` (the chunks with a state, by index) and `failed` (those with a
+    failure, `note_failure`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._split: dict[SplitKey, dict[int, ChunkState]] = {}
+        self._failed: dict[SplitKey, set[int]] = {}
+
+    def of_split(self, sk: SplitKey) -> Mapping[int, ChunkState]:
+        """Chunk index -> state of the chunks of split `sk` that events are about (unordered)."""
+        return MappingProxyType(self._split.get(sk, {}))
+
+    def failed(self, sk: SplitKey) -> frozenset[int]:
+        """The indexes of the chunks of split `sk` with a failure."""
+        return frozenset(self._failed.get(sk, ()))
+
+    def note_failure(self, k: ChunkKey) -> None:
+        """Chunk `k` (in the table) has a failure now."""
+        self._failed.setdefault(_split_key(k), set()).add(k.chunk)
+
+    def _index(self, k: ChunkKey, v: ChunkState) -> None:
+        sk = _split_key(k)
+        self._split.setdefault(sk, {})[k.chunk] = v
+        if v.failures:
+            self.note_failure(k)
+        else:
+            self._unfail(sk, k.chunk)
+
+    def _unindex(self, k: ChunkKey) -> None:
+        sk = _split_key(k)
+        by = self._split.get(sk)
+        if by is not None:
+            by.pop(k.chunk, None)
+            if not by:
+                del self._split[sk]
+        self._unfail(sk, k.chunk)
+
+    def _unfail(self, sk: SplitKey, i: int) -> None:
+        failed = self._failed.get(sk)
+        if failed is not None:
+            failed.discard(i)
+            if not failed:
+                del self._failed[sk]
+
+    def __missing__(self, k: ChunkKey) -> ChunkState:
+        v = ChunkState()
+        self[k] = v
+        return v
+
+    def __setitem__(self, k: ChunkKey, v: ChunkState) -> None:
+        dict.__setitem__(self, k, v)
+        self._index(k, v)
+
+    def __delitem__(self, k: ChunkKey) -> None:
+        dict.__delitem__(self, k)
+        self._unindex(k)
+
+    def pop(self, k: ChunkKey, *default: Any) -> Any:
+        if dict.__contains__(self, k):
+            self._unindex(k)
+        return dict.pop(self, k, *default)
+
+    def popitem(self) -> tuple[ChunkKey, ChunkState]:
+        k, v = dict.popitem(self)
+        self._unindex(k)
+        return k, v
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._split.clear()
+        self._failed.clear()
+
+    def setdefault(self, k: ChunkKey, default: Any = None) -> Any:
+        if k not in self:
+            self[k] = default
+        return dict.__getitem__(self, k)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __ior__(self, other: Any) -> ChunkTable:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 @dataclass
 class MeshState:
     """The fold of all events seen (see the module docstring for the conflict rules)."""
@@ -343,7 +448,9 @@ class MeshState:
     # The winning TASK_SPLIT of each task, or its implicit split (`implicit_splits`: made
     # from a flagged job's JOB_SUBMITTED, never held; `implicit` tells it apart)
     splits: dict[TaskKey, Event] = field(default_factory=dict)
-    chunks: dict[ChunkKey, ChunkState] = field(default_factory=lambda: defaultdict(ChunkState))
+    # The chunks that events are about (indexed per split: ChunkTable); a chunk of a split
+    # that no event is about has no entry (`chunk` reads it as NO_CHUNK).
+    chunks: ChunkTable = field(default_factory=ChunkTable)
     task_done: dict[TaskKey, Event] = field(default_factory=dict)
     partials: dict[TaskKey, Event] = field(default_factory=dict)  # the fullest PARTIAL
     # Item key -> {"n": name, "c": cid}. This and the other cache tables are Tiered: entries
@@ -816,8 +923,21 @@ class MeshState:
         split, made by a peer that split concurrently, are kept apart and never count)."""
         sid = self.split_id(job, task)
         if sid is None:
-            return ChunkState()
-        return self.chunks[ChunkKey(job, task, sid[0], sid[1], chunk)]
+            return NO_CHUNK
+        return self.chunks.get(ChunkKey(job, task, sid[0], sid[1], chunk), NO_CHUNK)
+
+    def split_chunks(self, job: str, task: str) -> Mapping[int, ChunkState]:
+        """Chunk index -> state of the chunks of the task's winning split that an event is
+        about, unordered (every other chunk is NO_CHUNK): what a reader of a whole split
+        walks, so that its cost follows the events, not the chunks the split declares."""
+        sid = self.split_id(job, task)
+        return {} if sid is None else self.chunks.of_split((job, task, *sid))
+
+    def failed_chunks(self, job: str, task: str) -> frozenset[int]:
+        """The indexes of the chunks of the task's winning split that have a failure (a
+        chunk without one is neither exhausted nor reopened)."""
+        sid = self.split_id(job, task)
+        return frozenset() if sid is None else self.chunks.failed((job, task, *sid))
 
     def implicit(self, split: Event) -> bool:
         """Is `split` an implicit split (`implicit_splits`: no peer made it)? Its id is its
@@ -903,6 +1023,7 @@ def _chunk_failed(s: MeshState, ev: Event, b: ChunkFailed) -> None:
     cur = c.failures.get(b.attempt)
     if cur is None or ev.order < cur.order:
         c.failures[b.attempt] = ev
+    s.chunks.note_failure(b.key)
 
 
 def _task_done(s: MeshState, ev: Event, b: TaskDone) -> None:

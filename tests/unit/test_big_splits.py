@@ -1,0 +1,172 @@
+"""A split of many chunks that no event is about (a member may sign one of a million empty
+chunks, about 3 MiB) costs what events made of it, not what it declares: reading its chunks
+makes no state, the scheduler's ticks read none of them (fuzzing found every peer at ~50 %
+CPU, idle, and 0.5 GB for good)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs import kinds
+from peer.jobs.claims import task_failed, task_status
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.retention import job_facts
+from peer.jobs.sim import JobMesh
+from peer.log import Event, EventType, MeshState, fold
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), tick_s=0.25, lease_s=10.0)
+N = 100_000  # chunks of the split (a member's: every one empty)
+NOBODY = "FZ_NOPE"  # a call no peer runs
+MEMBER = "fz"
+
+
+class _Story:
+    """Events of member `fz` (and others) about job "j", task "t", in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.seqs: dict[str, int] = {}
+
+    def add(self, typ: EventType, origin: str = MEMBER, **payload: Any) -> Event:
+        seq = self.seqs[origin] = self.seqs.get(origin, 0) + 1
+        ev = Event(origin, seq, (1_700_000_000_000 + len(self.events)) << 16, typ, payload)
+        self.events.append(ev)
+        return ev
+
+
+def _big_job(call: str = NOBODY, n: int = N) -> tuple[_Story, list[Any]]:
+    """A member's job of one task of `call` and its split of `n` empty chunks; the split id."""
+    s = _Story()
+    s.add(EventType.MEMBER, name="fz", http="", calls=[call], slots=1, cores=1, mem_mb=1,
+          gpu=False)
+    s.add(EventType.JOB_SUBMITTED, job="j", workflow={"name": "w", "tasks": [
+        {"name": "t", "call": call, "params": {}, "depends": []}]})
+    split = s.add(EventType.TASK_SPLIT, job="j", task="t", input=None, chunks=[[]] * n)
+    return s, list(split.id)
+
+
+def _claim(s: _Story, split: list[Any], chunk: int, origin: str = MEMBER) -> Event:
+    return s.add(EventType.CLAIM, origin, job="j", task="t", split=split, chunk=chunk,
+                 attempt=0)
+
+
+# -- the fold and the claim rules ---------------------------------------------------------
+def test_reading_the_chunks_of_a_split_makes_no_state_for_those_no_event_is_about() -> None:
+    s, split = _big_job()
+    for c in (0, 5, N - 1):
+        _claim(s, split, c)
+    state = fold(s.events)
+    assert len(state.chunks) == 3
+    assert task_status(state, "j", "t", 3) == "running"
+    assert task_failed(state, "j", "t", 3) is False
+    assert state.chunk("j", "t", 7).winner(0, tuple(split)) is None  # (an open chunk)
+    job_facts(state, 3)  # (the janitor's look at every job)
+    assert len(state.chunks) == 3  # nothing made for the 99,997 others
+
+
+@pytest.mark.parametrize("kind", ["error", "crash"])
+def test_a_task_fails_by_its_failed_chunks_alone(kind: str) -> None:
+    s, split = _big_job()
+    fail = {"job": "j", "task": "t", "split": split, "chunk": N - 3, "error": "boom",
+            "kind": kind}
+    for attempt in range(1 if kind == "error" else 3):  # (crash: retried up to 3 attempts)
+        _claim(s, split, N - 3)
+        s.add(EventType.CHUNK_FAILED, **fail, attempt=attempt)
+        if kind == "crash" and attempt < 2:
+            assert task_status(fold(s.events), "j", "t", 3) == "pending"  # (retried)
+    state = fold(s.events)
+    assert task_failed(state, "j", "t", 3) and task_status(state, "j", "t", 3) == "failed"
+    assert len(state.chunks) == 1
+    # as folded again (a content replaced), and once the job is deleted
+    state.refold()
+    assert task_failed(state, "j", "t", 3) and len(state.chunks) == 1
+    state.apply(s.add(EventType.JOB_DELETED, job="j", reason="test"))
+    assert not task_failed(state, "j", "t", 3) and len(state.chunks) == 0
+
+
+def test_the_chunk_index_follows_every_write_and_removal() -> None:
+    """The per-split index of the chunk table (MeshState.split_chunks, failed_chunks) is what
+    the table holds, whatever the order of the events, after deletions and compaction."""
+    r = random.Random(7)
+    for _ in range(30):
+        s, split = _big_job(n=8)
+        other = s.add(EventType.TASK_SPLIT, "p9", job="j", task="t", input=None,
+                      chunks=[[]] * 8)  # a losing split: its chunks are apart
+        for _ in range(r.randrange(1, 25)):
+            sp, c, a = r.choice((split, list(other.id))), r.randrange(8), r.randrange(3)
+            base = {"job": "j", "task": "t", "split": sp, "chunk": c, "attempt": a}
+            typ = r.choice((EventType.CLAIM, EventType.CHUNK_FAILED, EventType.PROGRESS))
+            extra = ({"kind": "crash", "error": "x"} if typ == EventType.CHUNK_FAILED
+                     else {"progress": 0.5} if typ == EventType.PROGRESS else {})
+            s.add(typ, r.choice(("p1", "p2")), **base, **extra)
+        events = s.events[:]
+        r.shuffle(events)
+        state = fold(events)
+        _same_index(state, split)
+        if r.random() < 0.5:
+            state.refold()
+            _same_index(state, split)
+        if r.random() < 0.5:
+            state.compact(["j"])
+        else:
+            state.apply(s.add(EventType.JOB_DELETED, job="j", reason="r"))
+        assert not state.chunks and not state.chunks.of_split(("j", "t", *split))
+        assert not state.chunks.failed(("j", "t", *split))
+
+
+def _same_index(state: MeshState, split: list[Any]) -> None:
+    for sk in {(k.job, k.task, k.split_origin, k.split_seq) for k in state.chunks} | {
+            ("j", "t", *split)}:
+        held = {k.chunk: c for k, c in state.chunks.items()
+                if (k.job, k.task, k.split_origin, k.split_seq) == sk}
+        assert dict(state.chunks.of_split(sk)) == held
+        assert state.chunks.failed(sk) == {i for i, c in held.items() if c.failures}
+    assert dict(state.split_chunks("j", "t")) == dict(state.chunks.of_split(("j", "t", *split)))
+    assert state.failed_chunks("j", "t") == state.chunks.failed(("j", "t", *split))
+
+
+# -- the scheduler ----------------------------------------------------------------------------
+def _feed(mesh: JobMesh, events: list[Event]) -> None:
+    p = mesh["p0"]
+    for ev in events:
+        assert p.state.apply(ev)
+        p.sched.poke(ev)
+
+
+async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_its_ticks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task of a call this peer does not run, split by a member into N chunks, three of
+    them claimed by that member, which then goes silent: once the claims' leases lapsed,
+    every tick looked at the task again (a peer that cannot run it does nothing about the
+    leases) and read all N chunks, making a state for each; now the ticks read none, and
+    the peer says why the task waits as before and emits nothing about it."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    reads = [0]
+    real = MeshState.chunk
+
+    def counting(self: MeshState, job: str, task: str, chunk: int) -> Any:
+        reads[0] += 1
+        return real(self, job, task, chunk)
+
+    monkeypatch.setattr(MeshState, "chunk", counting)
+    s, split = _big_job()
+    _feed(mesh, s.events)
+    p.sched.step()
+    claims = [_claim(s, split, c) for c in (0, 5, N - 1)]
+    _feed(mesh, claims)
+    p.sched.step()
+    reads[0] = 0
+    for _ in range(8):  # past the leases, then ticks
+        mesh.clock.advance(CFG.lease_s)
+        p.sched.step()
+    assert reads[0] < 10  # (it read every chunk at every tick: 800,000 reads)
+    assert len(p.state.chunks) == 3  # (and kept a state of each: 100,000)
+    assert p.sched.waiting()[("j", "t")] == kinds.unavailable(NOBODY)
+    assert [e.type for e in p.emitted] == [EventType.MEMBER]
