@@ -46,10 +46,10 @@ from peer.http.views import job_view, page_jobs, published_names
 from peer.ipfs import gateway, rpc
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import SubdomainConfig
-from peer.jobs.claims import n_chunks
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images
 from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
+from peer.log.events import MAX_CHUNKS
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -205,13 +205,28 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _count(request: web.Request, name: str) -> int:
+    """The query's `name`, a count (0 when absent); ArgError naming it if it is not one."""
+    raw = request.query.get(name)
+    if raw is None:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_CHUNKS:
+        raise ArgError(f"{name} must be an integer 0..{MAX_CHUNKS}", field=name)
+    return n
+
+
 async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
     record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
         return web.json_response(record)
-    view = job_view(node.state, job, node.cfg.max_attempts)
+    view = job_view(node.state, job, node.cfg.max_attempts,
+                    chunks_from=_count(request, "chunks_from"))
     waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
     for t in view["tasks"]:
         t["waiting"] = waiting.get((job, t["name"]))
@@ -257,10 +272,10 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     if task not in names:
         raise NotFound(f"job {job} has no task {task!r} (tasks: {', '.join(names)})",
                        field="task")
-    split = node.state.splits.get((job, task))
+    chunks = node.state.split_chunks(job, task)  # (the others have no log)
     out: list[Any] = []
-    for i in range(n_chunks(split) if split else 0):
-        c = node.state.chunk(job, task, i)
+    for i in sorted(chunks):
+        c = chunks[i]
         logs = c.done.body_as(ChunkDone).log if c.done is not None else None
         if logs:
             data = await asyncio.to_thread(_read_all, node, logs)

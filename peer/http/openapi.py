@@ -69,7 +69,11 @@ OPENAPI: dict[str, Any] = {
         "/api/jobs/{job}": {
             "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors, "
                        "and `published`: the IPNS names whose record here names an output "
-                       "([{name, value, task}])", params=JOB, errors=("404",)),
+                       "([{name, value, task}]); a task lists at most 1000 of its chunks, "
+                       "from `chunks_from` on (`chunks_total`: how many it has)", params=JOB,
+                       errors=("400", "404"), query=(
+                           ("chunks_from", "the index of each task's first chunk listed "
+                                           "(default 0)"),)),
             "delete": _op("Delete a finished job's record on every peer (its outputs stay "
                           "while pinned)", params=JOB, errors=("404", "409"))},
         "/api/jobs/{job}/cancel": {"post": _op("Cancel a job on every peer", params=JOB,

@@ -9,7 +9,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from peer.errors import ArgError
-from peer.jobs.claims import chunk_exhausted, split_chunks, task_status
+from peer.jobs.claims import chunk_exhausted, task_status
 from peer.log import (
     ChunkDone,
     ChunkFailed,
@@ -100,11 +100,34 @@ def _touched(state: MeshState, job: str, task: str) -> bool:
     return c is not None and bool(c.claims or c.failures or c.done or c.progress)
 
 
+# Chunks a job's full view (`GET /api/jobs/<job>`) lists per task, at most: the first ones by
+# index, from `chunks_from` on; `chunks_total` says how many the split has. A member may
+# declare a million chunks in one split: the view is made of what it shows.
+MAX_VIEW_CHUNKS = 1000
+
+
+def _untouched(n_items: int, task_done: bool) -> _Chunk:
+    """The view of a chunk that no event is about (`_chunk` of NO_CHUNK)."""
+    return _Chunk("skipped" if task_done else "pending", 1.0 if task_done else 0.0, 0, 0,
+                  None, n_items, None, None, None, None)
+
+
+class _Made(NamedTuple):
+    """A task's view and what its job's view reads of its chunks."""
+
+    view: dict[str, Any]
+    finished: list[int]  # finished_ms (0 for none) of its chunks that events are about
+    untouched: bool  # it has a chunk that no event is about (its finished_ms: none)
+
+
 def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, detail: bool,
-          ) -> tuple[dict[str, Any], list[_Chunk]]:
-    """One task's view, with its chunks' views (`detail`) or as a job's record keeps it
-    (`chunks` empty, `logs` the CIDs of its chunks' run logs: no chunk view is made), and
-    its chunks."""
+          chunks_from: int = 0) -> _Made:
+    """One task's view, with the views of at most MAX_VIEW_CHUNKS of its chunks from
+    `chunks_from` on (`detail`), or as a job's record keeps it (`chunks` empty, `logs` the
+    CIDs of its chunks' run logs: no chunk view is listed). Only the chunks that events are
+    about are looked at (`MeshState.split_chunks`): every other one is pending (skipped once
+    the task is done), with no peer, attempt, time, log nor error, so the aggregates are
+    theirs (in chunk order, as when every chunk was looked at) and the others' count."""
     name = t["name"]
     status = task_status(state, job, name, max_attempts)
     split = state.splits.get((job, name))
@@ -112,18 +135,32 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         split = None  # an implicit split no peer acted on: shown as none (a cached task's)
     done_ev = state.task_done.get((job, name))
     done = done_ev.body_as(TaskDone) if done_ev else None
-    chunks: list[_Chunk] = []
+    task_done = done is not None
+    chunks: list[_Chunk] = []  # of the chunks that events are about, in chunk order
+    shown: list[_Chunk] = []
+    n = 0
     if split is not None:
         b = split.body
-        sizes = (b.sizes if isinstance(b, TaskSplitRef)
-                 else [len(c) for c in split.body_as(TaskSplit).chunks])
-        sid, cancel, task_done = split.id, state.cancelled.get(job), done is not None
-        chunks = [_chunk(c, sid, n_items, max_attempts, task_done, cancel)
-                  for c, n_items in zip(split_chunks(state, split), sizes, strict=True)]
+        sizes = b.sizes if isinstance(b, TaskSplitRef) else None
+        items = None if sizes is not None else split.body_as(TaskSplit).chunks
+        n = len(sizes) if sizes is not None else len(items or ())
+
+        def n_items(i: int) -> int:
+            return sizes[i] if sizes is not None else len(items[i]) if items else 0
+
+        sid, cancel = split.id, state.cancelled.get(job)
+        states = state.split_chunks(job, name)
+        views = {i: _chunk(states[i], sid, n_items(i), max_attempts, task_done, cancel)
+                 for i in sorted(states)}
+        chunks = list(views.values())
+        if detail:
+            shown = [views[i] if i in views else _untouched(n_items(i), task_done)
+                     for i in range(min(chunks_from, n), min(chunks_from + MAX_VIEW_CHUNKS, n))]
+    untouched = n - len(chunks)
     if status == "done":
         progress = 1.0
-    elif chunks:
-        progress = sum(c.progress for c in chunks) / len(chunks)
+    elif n:  # (a chunk no event is about adds 0.0: the task is not done)
+        progress = sum(c.progress for c in chunks) / n
     else:
         progress = 0.0
     starts = [c.started_ms for c in chunks if c.started_ms]
@@ -149,11 +186,13 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
            "started_ms": started, "finished_ms": finished,
            "duration_s": (finished - started) / 1000 if finished and started else None}
     if detail:
-        out["chunks"] = [c._asdict() for c in chunks]
+        out["chunks"] = [c._asdict() for c in shown]
+        out["chunks_total"] = n  # (`chunks` lists at most MAX_VIEW_CHUNKS of them)
+        out["chunks_from"] = min(chunks_from, n)
     else:
         out["chunks"] = []
         out["logs"] = [c.log for c in chunks if c.log]
-    return out, chunks
+    return _Made(out, [c.finished_ms or 0 for c in chunks], untouched > 0)
 
 
 def job_state(task_states: list[str], cancelled: bool) -> str:
@@ -169,9 +208,10 @@ def job_state(task_states: list[str], cancelled: bool) -> str:
 
 
 def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
-             ) -> dict[str, Any]:
-    """A job's full view (`detail`), else its list entry (`summary`)."""
-    view = _job(state, job, max_attempts, detail)
+             chunks_from: int = 0) -> dict[str, Any]:
+    """A job's full view (`detail`: each task's chunks from `chunks_from` on, at most
+    MAX_VIEW_CHUNKS), else its list entry (`summary`)."""
+    view = _job(state, job, max_attempts, detail, chunks_from)
     return view if detail else summary(view)
 
 
@@ -182,16 +222,18 @@ def job_record(state: MeshState, job: str, max_attempts: int) -> dict[str, Any]:
     return _job(state, job, max_attempts, False)
 
 
-def _job(state: MeshState, job: str, max_attempts: int, detail: bool) -> dict[str, Any]:
+def _job(state: MeshState, job: str, max_attempts: int, detail: bool, chunks_from: int = 0,
+         ) -> dict[str, Any]:
     ev = state.jobs[job]
     wf = ev.body_as(JobSubmitted).workflow
-    made = [_task(state, job, t, max_attempts, detail) for t in wf["tasks"]]
-    tasks = [t for t, _ in made]
+    made = [_task(state, job, t, max_attempts, detail, chunks_from) for t in wf["tasks"]]
+    tasks = [m.view for m in made]
     st = job_state([t["state"] for t in tasks], job in state.cancelled)
     finished = max((t["finished_ms"] or 0 for t in tasks), default=0) if st == "done" else None
-    if st in ("cancelled", "failed"):
+    if st in ("cancelled", "failed"):  # (a chunk no event is about finished at 0)
         finished = _ms(state.cancelled.get(job)) or max(
-            (c.finished_ms or 0 for _, chunks in made for c in chunks), default=None)
+            chain.from_iterable(chain(m.finished, (0,) if m.untouched else ()) for m in made),
+            default=None)
     submitted = _ms(ev) or 0
     out: dict[str, Any] = {
         "id": job, "name": wf.get("name", job), "state": st, "submitted_by": ev.origin,

@@ -4,21 +4,19 @@ and a time passed in (`now_s`). No I/O, no clock, no mutation: safe wherever the
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
 from peer.log import (
     RETRYABLE,
     UNCOUNTED,
-    ChunkKey,
     ChunkState,
     Event,
     EventType,
     FailureKind,
     MeshState,
 )
-from peer.log.fold import NO_CHUNK
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -110,15 +108,6 @@ def n_chunks(split: Event) -> int:
     if split.type == EventType.TASK_SPLIT_REF:
         return len(split.payload["sizes"])
     return len(split.payload["chunks"])
-
-
-def split_chunks(state: MeshState, split: Event) -> Iterator[ChunkState]:
-    """The chunks of `split` in order (each as `MeshState.chunk` finds it for the winning
-    split, the split looked up once: NO_CHUNK for one no event is about)."""
-    job, task = split.payload["job"], split.payload["task"]
-    origin, seq = split.id
-    for i in range(n_chunks(split)):
-        yield state.chunks.get(ChunkKey(job, task, origin, seq, i), NO_CHUNK)
 
 
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:

@@ -929,15 +929,26 @@ class MeshState:
     def split_chunks(self, job: str, task: str) -> Mapping[int, ChunkState]:
         """Chunk index -> state of the chunks of the task's winning split that an event is
         about, unordered (every other chunk is NO_CHUNK): what a reader of a whole split
-        walks, so that its cost follows the events, not the chunks the split declares."""
-        sid = self.split_id(job, task)
-        return {} if sid is None else self.chunks.of_split((job, task, *sid))
+        walks, so that its cost follows the events, not the chunks the split declares.
+        Events about a chunk past the split's last (a member may send them) do not count."""
+        split = self.splits.get((job, task))
+        if split is None:
+            return {}
+        held = self.chunks.of_split((job, task, *split.id))
+        n = _n_chunks(split)
+        if all(i < n for i in held):
+            return held
+        return {i: c for i, c in held.items() if i < n}
 
     def failed_chunks(self, job: str, task: str) -> frozenset[int]:
         """The indexes of the chunks of the task's winning split that have a failure (a
-        chunk without one is neither exhausted nor reopened)."""
-        sid = self.split_id(job, task)
-        return frozenset() if sid is None else self.chunks.failed((job, task, *sid))
+        chunk without one is neither exhausted nor reopened; past its last: not counted)."""
+        split = self.splits.get((job, task))
+        if split is None:
+            return frozenset()
+        failed = self.chunks.failed((job, task, *split.id))
+        n = _n_chunks(split)
+        return failed if all(i < n for i in failed) else frozenset(i for i in failed if i < n)
 
     def implicit(self, split: Event) -> bool:
         """Is `split` an implicit split (`implicit_splits`: no peer made it)? Its id is its
@@ -948,6 +959,12 @@ class MeshState:
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
         return s.id if s else None
+
+
+def _n_chunks(split: Event) -> int:
+    """How many chunks a (winning) split has."""
+    b = split.body
+    return len(b.sizes) if isinstance(b, TaskSplitRef) else len(split.body_as(TaskSplit).chunks)
 
 
 def _order(e: Event) -> tuple[int, str, int]:

@@ -192,7 +192,10 @@ def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,
 def compact_view(view: dict[str, Any]) -> dict[str, Any]:
     """A finished job's record (the job index keeps it): its full view without each task's
     chunk details, which a task keeps as `logs`, the CIDs of its chunks' run logs."""
-    tasks = [{**{k: v for k, v in t.items() if k != "chunks"}, "chunks": [],
+    # (`chunks_total` and `chunks_from`: keys of the view that the previous release's lacked,
+    # as every chunk was listed; not in a record)
+    tasks = [{**{k: v for k, v in t.items() if k not in ("chunks", "chunks_total",
+                                                         "chunks_from")}, "chunks": [],
               "logs": [c["log"] for c in t["chunks"] if c.get("log")]} for t in view["tasks"]]
     return {**view, "tasks": tasks}
 

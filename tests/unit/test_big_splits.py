@@ -1,22 +1,31 @@
 """A split of many chunks that no event is about (a member may sign one of a million empty
 chunks, about 3 MiB) costs what events made of it, not what it declares: reading its chunks
-makes no state, the scheduler's ticks read none of them (fuzzing found every peer at ~50 %
-CPU, idle, and 0.5 GB for good)."""
+makes no state, the scheduler's ticks and the job list read none of them, the job view lists
+a bounded page of them (fuzzing found every peer at ~50 % CPU, idle, and 0.5 GB for good)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from peer.config import PeerConfig
+from peer.http import views
+from peer.http.app import make_app
+from peer.http.tokens import load_or_create_token
+from peer.http.views import job_view, page_jobs
 from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
 from peer.jobs.claims import task_failed, task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
-from peer.log import Event, EventType, MeshState, fold
+from peer.log import ChunkKey, Event, EventType, MeshState, fold
+from peer.node import Node
 from tasks import registry
 
 CATALOG = registry.load(("tests.fixture_tasks",))
@@ -88,6 +97,23 @@ def test_a_task_fails_by_its_failed_chunks_alone(kind: str) -> None:
     assert task_failed(state, "j", "t", 3) and len(state.chunks) == 1
     state.apply(s.add(EventType.JOB_DELETED, job="j", reason="test"))
     assert not task_failed(state, "j", "t", 3) and len(state.chunks) == 0
+
+
+def test_events_about_a_chunk_past_the_splits_last_do_not_count() -> None:
+    """A member's claim, progress and failure of chunk 999,999 of a split of 10 (as peers
+    of the previous release, which walked the split's own chunks only)."""
+    s, split = _big_job(n=10)
+    _claim(s, split, 999_999)
+    s.add(EventType.PROGRESS, job="j", task="t", split=split, chunk=999_999, attempt=0,
+          progress=1.0)
+    s.add(EventType.CHUNK_FAILED, job="j", task="t", split=split, chunk=10, attempt=0,
+          kind="error", error="x")
+    state = fold(s.events)
+    assert task_status(state, "j", "t", 3) == "pending" and not task_failed(state, "j", "t", 3)
+    assert state.split_chunks("j", "t") == {} and state.failed_chunks("j", "t") == frozenset()
+    [t] = job_view(state, "j", 3)["tasks"]
+    assert (t["state"], t["progress"], t["peers"], t["chunks_total"]) == ("pending", 0.0, [], 10)
+    assert [c["state"] for c in t["chunks"]] == ["pending"] * 10
 
 
 def test_the_chunk_index_follows_every_write_and_removal() -> None:
@@ -170,3 +196,101 @@ async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_i
     assert len(p.state.chunks) == 3  # (and kept a state of each: 100,000)
     assert p.sched.waiting()[("j", "t")] == kinds.unavailable(NOBODY)
     assert [e.type for e in p.emitted] == [EventType.MEMBER]
+
+
+# -- the views --------------------------------------------------------------------------------
+@pytest.fixture
+def chunk_views(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many chunk views peer.http.views makes (one count)."""
+    made = [0]
+    real = views._chunk
+
+    def counting(*a: Any, **k: Any) -> Any:
+        made[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(views, "_chunk", counting)
+    yield made
+
+
+def test_the_job_list_makes_a_view_of_the_chunks_events_are_about_only(
+        chunk_views: list[int]) -> None:
+    s, split = _big_job()
+    for c in (3, 1, 900):
+        _claim(s, split, c, origin="p1")
+    s.add(EventType.PROGRESS, "p1", job="j", task="t", split=split, chunk=900, attempt=0,
+          progress=0.5)
+    state = fold(s.events)
+    page, _ = page_jobs(state, 20, None)
+    [entry] = [job_view(state, j, 3, detail=False) for j in page if isinstance(j, str)]
+    assert entry["state"] == "running" and entry["tasks"] == [
+        {"name": "t", "state": "running", "progress": round(0.5 / N, 4)}]
+    assert chunk_views[0] == 3  # (one per chunk: 100,000)
+    assert len(state.chunks) == 3
+
+
+def test_the_job_view_lists_a_bounded_page_of_chunks_and_says_how_many(
+        chunk_views: list[int]) -> None:
+    s, split = _big_job()
+    for c in (3, N - 2):
+        _claim(s, split, c, origin="p1")
+    state = fold(s.events)
+    [t] = job_view(state, "j", 3)["tasks"]
+    assert (t["chunks_total"], t["chunks_from"], len(t["chunks"])) == (N, 0, 1000)
+    assert [c["state"] for c in t["chunks"][:5]] == ["pending"] * 3 + ["running", "pending"]
+    assert t["peers"] == ["p1"] and t["state"] == "running"
+    assert chunk_views[0] == 2
+    [t] = job_view(state, "j", 3, chunks_from=N - 3)["tasks"]
+    assert (t["chunks_from"], [c["state"] for c in t["chunks"]]) == (
+        N - 3, ["pending", "running", "pending"])
+    [t] = job_view(state, "j", 3, chunks_from=N + 5)["tasks"]
+    assert (t["chunks_from"], t["chunks"]) == (N, [])
+    assert len(state.chunks) == 2
+
+
+# -- over HTTP --------------------------------------------------------------------------------
+@pytest.fixture
+async def big(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Node]]:
+    """The app of a (not started) peer whose state holds the member's job and split, one
+    chunk of it claimed and done (its run log in the store)."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    log = node.store.add_bytes(b'{"log": ["chunk 2 ran"], "metrics": []}')
+    s, split = _big_job()
+    _claim(s, split, 2, origin="p1")
+    s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=split, chunk=2, attempt=0,
+          log=log, s=1.0)
+    for ev in s.events:
+        node.state.apply(ev)
+    token = load_or_create_token(node.cfg.data_dir)
+    try:
+        async with TestClient(TestServer(make_app(node)),
+                              headers={"Authorization": f"Bearer {token}"}) as c:
+            yield c, node
+    finally:
+        node.log.close()
+
+
+@pytest.mark.parametrize("bad", ["x", "-1", "1.5", "", str(10**7)])
+async def test_a_bad_chunks_from_is_a_400_naming_it(
+        big: tuple[TestClient[Any, Any], Node], bad: str) -> None:
+    client, _ = big
+    r = await client.get("/api/jobs/j", params={"chunks_from": bad})
+    body = await r.json()
+    assert (r.status, body["field"]) == (400, "chunks_from"), body
+    assert "chunks_from must be an integer" in body["message"]
+
+
+async def test_the_api_pages_the_chunks_and_reads_logs_of_done_chunks_only(
+        big: tuple[TestClient[Any, Any], Node]) -> None:
+    client, node = big
+    r = await client.get("/api/jobs/j", params={"chunks_from": "1"})
+    [t] = (await r.json())["tasks"]
+    assert (r.status, t["chunks_total"], t["chunks_from"], len(t["chunks"])) == (200, N, 1,
+                                                                                  1000)
+    assert t["chunks"][1]["state"] == "done" and t["chunks"][0]["state"] == "pending"
+    r = await client.get("/api/jobs", params={"limit": "20"})
+    assert [j["id"] for j in (await r.json())["jobs"]] == ["j"]
+    r = await client.get("/api/jobs/j/tasks/t/log")
+    assert (r.status, (await r.json())["lines"]) == (200, ["chunk 2 ran"])
+    assert len(node.state.chunks) == 1
+    assert node.state.chunks.get(ChunkKey("j", "t", MEMBER, 3, 2)) is not None

@@ -181,7 +181,7 @@ function ChunkTable({ chunks, task }) {
       const st = chunkState(c, task);
       const over = st !== c.state;
       return html`<tr class=${`state-${st}`}>
-      <td data-label="#">${i}</td>
+      <td data-label="#">${i + (task.chunks_from || 0)}</td>
       <td data-label="State"><${StateBadge} state=${st} small=${true} /></td>
       <td data-label="Progress"><div class="progress-cell"><${Progress} value=${c.progress} state=${c.state} label=${`chunk ${i} progress`} />
         <span class="small tabnum">${Math.round(c.progress * 100)}%</span></div></td>
@@ -199,6 +199,9 @@ function TaskCard({ job, t, highlight }) {
   const live = ACTIVE.has(t.state);
   const dur = t.duration_s ?? (t.started_ms && live ? (Date.now() - t.started_ms) / 1000 : null);
   const pct = Math.round(t.progress * 100);
+  // The view lists at most 1,000 chunks of a task (`chunks_total`: how many it has; a
+  // compacted job's record lists none)
+  const nChunks = t.chunks_total ?? t.chunks.length;
   return html`<article id=${`task-${t.name}`} class=${`card task-card state-${t.state}${highlight ? " highlight" : ""}`}
       tabindex="-1" aria-labelledby=${`task-title-${t.name}`} data-task=${t.name}>
     <header class="task-head">
@@ -216,7 +219,7 @@ function TaskCard({ job, t, highlight }) {
     <dl class="kv kv-inline">
       <div><dt>Duration</dt><dd class="tabnum">${fmtDuration(dur)}</dd></div>
       <div><dt>Attempts</dt><dd class="tabnum">${t.attempts || "–"}</dd></div>
-      <div><dt>Chunks</dt><dd class="tabnum">${t.chunks.length || "–"}</dd></div>
+      <div><dt>Chunks</dt><dd class="tabnum">${nChunks || "–"}</dd></div>
       <div><dt>Peers</dt><dd class="mono small">${t.peers.length ? t.peers.map((p) => html`<span title=${p}>${shortId(p)} </span>`) : "–"}</dd></div>
       ${t.depends.length ? html`<div><dt>Input</dt><dd>${t.depends.join(", ")}</dd></div>` : null}
     </dl>
@@ -226,7 +229,7 @@ function TaskCard({ job, t, highlight }) {
     ${t.waiting && ACTIVE.has(t.state) ? html`<div class="alert alert-warn task-waiting" role="status"><strong>Waiting:</strong> <span class="pre-wrap">${t.waiting}</span></div>` : null}
     ${t.partial && !t.output ? html`<div class="output-row partial-row"><span class="muted small" title="the results so far; the output grows as chunks finish">Partial output (${t.partial.items} of ${t.partial.of} items)</span> <${CidChip} cid=${t.partial.output} name=${`${t.name} (partial)`} /> <a class="btn btn-small open-partial" href=${`#/ipfs/${t.partial.output}`}>Open</a></div>` : null}
     ${t.output || t.cid ? html`<div class="output-row"><span class="muted small">Output</span> <${CidChip} cid=${t.output || t.cid} name=${t.name} /></div>` : null}
-    ${t.chunks.length ? html`<${Disclosure} summary=${`Chunks (${t.chunks.length})`} open=${t.chunks.length <= 4}>
+    ${t.chunks.length ? html`<${Disclosure} summary=${`Chunks (${t.chunks.length < nChunks ? `${t.chunks.length} of ${nChunks} shown` : nChunks})`} open=${t.chunks.length <= 4}>
       <${ChunkTable} chunks=${t.chunks} task=${t} /></${Disclosure}>` : null}
     ${t.call ? html`<${Disclosure} summary="Log" className="log-disclosure">
       ${() => html`<${TaskLog} job=${job} task=${t.name} live=${live} taskState=${t.state} />`}</${Disclosure}>` : null}
