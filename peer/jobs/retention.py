@@ -289,7 +289,9 @@ def gc_roots(state: MeshState, jobs: Sequence[JobFacts]) -> set[str]:
         roots |= j.logs
         if j.finished_s is None:
             roots |= j.needs
-    if live:
-        since = min(state.jobs[j.job].hlc for j in live)
-        roots.update(state.cache_since(since))
+    # (a job live when `jobs` were read may have left the state since: cancelled and deleted,
+    # or ended and compacted, while the cycle awaited; it runs no chunk any more)
+    began = [ev.hlc for j in live if (ev := state.jobs.get(j.job)) is not None]
+    if began:
+        roots.update(state.cache_since(min(began)))
     return roots

@@ -187,6 +187,24 @@ def test_job_facts_finished_live_and_failed() -> None:
     assert {"la", "csrc"} <= roots and "oa" not in roots  # finished outputs: pins decide
 
 
+def test_gc_roots_of_a_live_job_gone_from_the_state_meanwhile() -> None:
+    """Facts read before the cycle awaited may name a live job the state no longer holds
+    (cancelled and deleted meanwhile: session 25's soak logged a KeyError here, and the
+    cycle failed): what they list is kept once more; the item results kept are those since
+    the oldest live job the state still holds began (none: none kept for it)."""
+    m = Mesh()
+    m.submit("gone", [{"name": "a", **T}])
+    m.submit("live", [{"name": "a", **T}])
+    m.emit(EventType.CACHE_PUT, {"cache": {"k1": {"n": "r", "c": "citem"}}})
+    facts = {f.job: f for f in job_facts(m.state, max_attempts=3)}
+    m.emit(EventType.JOB_CANCELLED, {"job": "gone", "reason": "by a user"})
+    m.emit(EventType.JOB_DELETED, {"job": "gone", "reason": "by a user"})
+    assert "gone" not in m.state.jobs
+    stale = job("gone", None, set(), needs={"cin"}, logs={"clog"})
+    assert gc_roots(m.state, [stale]) == {"cin", "clog"}
+    assert gc_roots(m.state, [stale, facts["live"]]) >= {"cin", "clog", "citem"}
+
+
 def test_a_live_job_needs_the_cached_results_its_split_kept() -> None:
     m = Mesh()
     m.submit("live", [{"name": "a", **T}])
@@ -366,6 +384,31 @@ async def test_a_job_that_takes_an_output_while_the_cycle_awaits_keeps_it(
     monkeypatch.setattr(s, "output_pins", meanwhile)
     report = await _janitor(m, s, RetentionConfig(store_max_bytes=0)).cycle()
     assert report.unpinned == () and s.has(out) and out in s.pins()
+
+
+async def test_a_live_job_deleted_while_the_cycle_awaits_does_not_fail_the_cycle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live job cancelled and deleted while the cycle reads the store in a thread (its
+    facts, read before, still say live): the cycle goes on to its gc, which keeps what they
+    listed once more."""
+    s = EmbeddedStore(tmp_path / "store")
+    needed = s.add_bytes(b"an input of the live job" * 100)
+    m = Mesh()
+    m.submit("j", [{"name": "src", "cid": needed}, {"name": "a", **T, "depends": ["src"]}])
+    m.emit(EventType.TASK_DONE, {"job": "j", "task": "src", "output": needed, "key": None,
+                                 "cached": True})
+    real = s.output_pins
+
+    def meanwhile() -> Mapping[str, float]:  # (in the cycle's thread, as the loop would fold)
+        m.emit(EventType.JOB_CANCELLED, {"job": "j", "reason": "by a user"})
+        m.emit(EventType.JOB_DELETED, {"job": "j", "reason": "by a user"})
+        return real()
+
+    monkeypatch.setattr(s, "output_pins", meanwhile)
+    report = await _janitor(m, s, RetentionConfig(keep_outputs_s=DAY)).cycle()
+    assert "j" not in m.state.jobs and report.gc.blocks == 0 and s.has(needed)
+    report = await _janitor(m, s, RetentionConfig(keep_outputs_s=DAY)).cycle()
+    assert report.gc.blocks == 1 and not s.has(needed)  # the next cycle: nothing needs it
 
 
 async def test_without_bounds_a_cycle_keeps_outputs_and_deletes_nothing(tmp_path: Path,
