@@ -2,7 +2,8 @@
 and taken from other members (catch-up of a peer behind the compaction horizon).
 
 Loop-owned: every method runs on the peer's event loop, except the generators of
-`snapshot_stream`, which read SQLite on a connection of their own in any one thread.
+`snapshot_stream`, which read SQLite on a connection of their own (the events too, spooled to
+tmp/ and sent in pieces) in any one thread.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import json
 import logging
 import os
 import sqlite3
+import tempfile
 import time
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -31,6 +33,7 @@ from peer.log.signing import Identity, MemberKeys
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.snapframe import (
+    HEADER,
     MAGIC,
     FrameSpool,
     against3,
@@ -50,8 +53,8 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
-from peer.log.sqlite import seq_rows
-from peer.mesh.wire import dumps, pack_frames
+from peer.log.sqlite import seq_rows, stored_events
+from peer.mesh.wire import dumps, pack_frames, write_packed
 
 log = logging.getLogger("banzai.catchup")
 _Signed = TypeVar("_Signed", Snapshot, Trailer)
@@ -74,6 +77,34 @@ class CatchUpConfig:
 
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
+PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
+
+
+def _servable(events: Iterable[Event], upto: Mapping[str, int]) -> Iterator[Event]:
+    """The events an origin's limit of `CatchUpHost.servable_upto` lets through."""
+    return (e for e in events if e.seq <= upto.get(e.origin, e.seq))
+
+
+def _events_line(spool_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],
+                 after: bytes) -> Iterator[bytes]:
+    """A snapshot's events line (`{"events":[...],"batches":[...]}`, as `pack_frames` packs
+    them into one frame), `before(its size)` and `after` it, in pieces of PIECE_BYTES (the
+    ends joined to the first and the last): the line is written to two unnamed files in
+    `spool_dir` as the events come, then read back; memory holds a piece, not the log."""
+    spool_dir.mkdir(mode=0o700, exist_ok=True)
+    with tempfile.TemporaryFile(dir=spool_dir) as evs, \
+            tempfile.TemporaryFile(dir=spool_dir) as bats:
+        write_packed(events, evs.write, bats.write)
+        out = before(len(b'{"events":[],"batches":[]}') + evs.tell() + bats.tell())
+        out += b'{"events":['
+        for f, tail in ((evs, b'],"batches":['), (bats, b"]}" + after)):
+            f.flush()
+            f.seek(0)
+            while chunk := f.read(PIECE_BYTES):
+                yield out + chunk if out else chunk
+                out = b""
+            out += tail
+        yield out
 
 
 def _job_digests(second: Mapping[str, Any] | None,
@@ -121,7 +152,7 @@ class CatchUpHost(Protocol):
 
     def flush(self) -> None: ...  # our emitted events to disk before heads are read
     def heads(self) -> Mapping[str, int]: ...  # our heads as others may see them
-    def servable(self, out: list[Event]) -> list[Event]: ...  # of these, what we may serve
+    def servable_upto(self) -> Mapping[str, int]: ...  # origin -> highest seq we may serve
     def merge(self, events: Sequence[Event]) -> list[Event]: ...  # a snapshot's events
     def refused(self, origin: Any, reason: str) -> None: ...  # a malformed event, counted
     def live_peers(self) -> Mapping[str, Mapping[str, Any]]: ...  # id -> heartbeat info
@@ -255,8 +286,8 @@ class CatchUp:
         t0 = time.perf_counter()
         s = self._snapshot()
         t1 = time.perf_counter()
-        events = self._host.servable(list(self._host.log.load()))  # (ours once proven)
-        packed, _ = pack_frames(events, 1 << 62, 1 << 62)
+        events = list(_servable(self._host.log.load(), self._host.servable_upto()))
+        packed, _ = pack_frames(events, 1 << 62, 1 << 62)  # (ours once proven)
         evs = [e for p in packed for e in p.events]
         batches = [b for p in packed for b in p.batches]
         t2 = time.perf_counter()
@@ -268,37 +299,43 @@ class CatchUp:
 
     def snapshot_stream(self, v: int = 2, part: str | None = None,
                         ) -> Generator[bytes, None, None]:
-        """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream):
-        the events line is made now; the index rows are read, as they are in SQLite, on a
-        read transaction of their own (begun now: they match the heads of now) while the
-        caller iterates, in any thread. `v=3`: peer.log.snapframe's frames (thin job rows,
-        columns of cache entries and providers); `part` "jobs": without the cache entries and
-        providers (fetched after, `_fetch_rows`), "rows": only them (and no events)."""
+        """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream).
+        A read transaction of its own begins now, with the heads: the events and the index
+        rows it sends are those of now, read (the events line spooled to tmp/ first) while
+        the caller iterates, in any thread; nothing here reads the log. `v=3`:
+        peer.log.snapframe's frames (thin job rows, columns of cache entries and providers);
+        `part` "jobs": without the cache entries and providers (fetched after,
+        `_fetch_rows`), "rows": only them (and no events)."""
         self._host.flush()
         heads = dict(self._host.heads())
+        upto = dict(self._host.servable_upto())  # (ours once proven)
         db = sqlite3.connect(str(self._host.log.path), isolation_level=None,
                              check_same_thread=False)
         try:
             db.execute("BEGIN")
             floors = seq_rows(self._host.log.path, "compact_floors", db.execute(
                 "SELECT origin, seq FROM compact_floors"))  # the read snapshot starts here
-            events = [] if part == "rows" else self._host.servable(list(self._host.log.load()))
-            packed, _ = pack_frames(events, 1 << 62, 1 << 62)
         except BaseException:
             db.close()
             raise
-        head = (b'{"events":[' + b",".join(e for p in packed for e in p.events)
-                + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
-        if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
-            return self._stream3(db, head, {} if part == "rows" else heads,
-                                 {} if part == "rows" else floors, part)
-        return self._stream(db, head, heads, floors)
+        path, max_payload = self._host.log.path, self._host.log.max_payload_bytes
 
-    def _stream3(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
-                 floors: dict[str, int], part: str | None) -> Generator[bytes, None, None]:
+        def events() -> Iterable[Event]:  # in the stream's thread, on its read transaction
+            return () if part == "rows" else _servable(stored_events(db, path, max_payload),
+                                                       upto)
+
+        if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
+            return self._stream3(db, events, {} if part == "rows" else heads,
+                                 {} if part == "rows" else floors, part)
+        return self._stream(db, events, heads, floors)
+
+    def _stream3(self, db: sqlite3.Connection, events: Callable[[], Iterable[Event]],
+                 heads: dict[str, int], floors: dict[str, int], part: str | None,
+                 ) -> Generator[bytes, None, None]:
         t0 = time.perf_counter()
         try:
-            yield MAGIC + frame(b"E", head[:-1])
+            yield from _events_line(self.cfg.data_dir / "tmp", events(),
+                                    lambda size: MAGIC + HEADER.pack(b"E", size), b"")
             sha = hashlib.sha256()
             rows = total = 0
             for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs"):
@@ -314,10 +351,10 @@ class CatchUp:
         finally:
             db.close()
 
-    def _stream(self, db: sqlite3.Connection, head: bytes, heads: dict[str, int],
-                floors: dict[str, int]) -> Generator[bytes, None, None]:
+    def _stream(self, db: sqlite3.Connection, events: Callable[[], Iterable[Event]],
+                heads: dict[str, int], floors: dict[str, int]) -> Generator[bytes, None, None]:
         try:
-            yield head
+            yield from _events_line(self.cfg.data_dir / "tmp", events(), lambda _: b"", b"\n")
             sha = hashlib.sha256()
             rows = 0
             for tag, batch in raw_rows(db):

@@ -949,17 +949,24 @@ class Node:
         return self.servable(self.state.events_in(origin, blocks))
 
     def servable(self, out: list[Event]) -> list[Event]:
-        """What we may serve of `out`: ours only once written and proven on disk, nothing
-        every peer refuses (a revoked member's events past its last held)."""
+        """What we may serve of `out` (`servable_upto`)."""
+        upto = self.servable_upto()
+        return [e for e in out if e.seq <= upto.get(e.origin, e.seq)] if upto else out
+
+    def servable_upto(self) -> dict[str, int]:
+        """Per origin, the highest seq we may serve (an origin not here: all): ours only once
+        written and proven on disk, nothing every peer refuses (a revoked member's events
+        past its last held)."""
+        upto: dict[str, int] = {}
         low = self._unsynced.get(self.peer_id)
         if self._unflushed or low is not None:  # ours not yet written, or proven, are not served
             top = self._durable_seq if self._unflushed else self.state.heads.get(self.peer_id, 0)
-            if low is not None:
-                top = min(top, low - 1)
-            out = [e for e in out if e.origin != self.peer_id or e.seq <= top]
-        if self.state.revoked:  # what every peer refuses is not served
-            out = [e for e in out if (a := self._revoked_after(e.origin)) is None or e.seq <= a]
-        return out
+            upto[self.peer_id] = top if low is None else min(top, low - 1)
+        for origin in self.state.revoked:  # what every peer refuses is not served
+            a = self._revoked_after(origin)
+            if a is not None:
+                upto[origin] = min(upto.get(origin, a), a)
+        return upto
 
     def log_health(self) -> dict[str, Any]:
         """The log's part of /api/health: its size, a digest of the heads and of the contents

@@ -514,12 +514,14 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     if part not in (None, "jobs", "rows"):
         raise SpecError("part: jobs or rows", field="part")
     lines = node.catchup.snapshot_stream(v, part)
-    try:
+    try:  # every step off the loop: the first spools the events (a failure is an error status)
+        chunk = await asyncio.to_thread(next, lines, b"")
         resp = web.StreamResponse(headers={
             "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})
         await resp.prepare(request)
-        while (chunk := await asyncio.to_thread(next, lines, b"")):  # SQLite reads off the loop
+        while chunk:
             await resp.write(chunk)
+            chunk = await asyncio.to_thread(next, lines, b"")  # SQLite reads off the loop
         await resp.write_eof()
         return resp
     finally:

@@ -1,5 +1,6 @@
 """SQLite persistence of the event log, the quarantine of rows that cannot be replayed and
-the per-origin floors (MeshState.floors). Not thread-safe: owned by the event loop.
+the per-origin floors (MeshState.floors). Not thread-safe: owned by the event loop
+(`stored_events` reads on a connection of its caller's, in any one thread).
 
 A commit that holds an acknowledged kind of event (DURABLE_TYPES: a submission, a cancel, a
 deletion, a PROVIDE) is durable when `append` returns (synchronous=FULL: one fsync of the WAL, which
@@ -58,6 +59,11 @@ NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.or
 # The bytes a quarantined row counts: its payload and reason (characters; NULL counts 0)
 ROW_BYTES = ("coalesce(length(CAST(payload AS BLOB)), 0) + "
              "coalesce(length(CAST(reason AS BLOB)), 0)")
+# The query of `load` and `stored_events`: one text, so that rows of equal hlc come in the
+# same order from both (SQLite's plan for it decides that order).
+LOAD_SQL = "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events ORDER BY hlc"
+STORED_ROWS = 512  # rows `stored_events` reads at a time (and the batches they refer to)
+STORED_BATCHES = 4096  # batches it keeps between reads (past that it forgets them all)
 
 
 @dataclass(frozen=True)
@@ -317,20 +323,10 @@ class EventLog:
         the peer's start. The rows are moved once the iteration is over."""
         bad: list[tuple[int, str]] = []
         batches = self._load_batches()
-        for rowid, origin, seq, hlc, typ, payload, bid in self._read(
-                "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events "
-                "ORDER BY hlc"):
+        for rowid, origin, seq, hlc, typ, payload, bid in self._read(LOAD_SQL):
             try:
-                if isinstance(payload, str | bytes) and len(payload) > self.max_payload_bytes:
-                    raise ValueError(f"payload of {len(payload)} bytes")
-                ev = Event(origin, seq, hlc, typ, json.loads(payload))
-                att = batches.get(bid)
-                if att is not None:  # its content must be the one signed (one hash)
-                    why = att.mismatch(ev)
-                    if why is not None:
-                        raise ValueError(f"{why}: not the content its signed batch (row "
-                                         f"{bid}) holds at seq {seq}")
-                    object.__setattr__(ev, "att", att)
+                ev = _event(origin, seq, hlc, typ, payload, bid, batches.get(bid),
+                            self.max_payload_bytes)
             except (ValueError, TypeError, RecursionError) as e:  # InvalidEvent, bad JSON
                 bad.append((rowid, f"{e!s:.300}"))  # (or nested too deep), edited content
                 self._note(len(bad), origin, seq, str(e))
@@ -527,13 +523,7 @@ class EventLog:
         return out
 
     def _batch(self, bid: Any, cols: Sequence[Any]) -> Batch:
-        """The signed batch of a `batches` row; DataError naming the file if malformed."""
-        b = Batch(*cols)
-        why = b.malformed()
-        if why is not None:
-            raise DataError(f"{self.path}: the signed batch of row {bid!r:.40} is malformed "
-                            f"({why}): the file is damaged or was edited")
-        return b
+        return batch_row(self.path, bid, cols)
 
     def signer_keys(self) -> list[tuple[str, bytes]]:
         """(signer, key) of the batches on disk, oldest first."""
@@ -603,3 +593,66 @@ class EventLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+
+def batch_row(path: Path, bid: Any, cols: Sequence[Any]) -> Batch:
+    """The signed batch of a `batches` row; DataError naming the file if malformed."""
+    b = Batch(*cols)
+    why = b.malformed()
+    if why is not None:
+        raise DataError(f"{path}: the signed batch of row {bid!r:.40} is malformed "
+                        f"({why}): the file is damaged or was edited")
+    return b
+
+
+def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
+           att: Batch | None, max_payload_bytes: int) -> Event:
+    """The event of an `events` row, with its signed batch `att` (None: none, or not
+    stored); ValueError, TypeError or RecursionError if it is not a valid one."""
+    if isinstance(payload, str | bytes) and len(payload) > max_payload_bytes:
+        raise ValueError(f"payload of {len(payload)} bytes")
+    ev = Event(origin, seq, hlc, typ, json.loads(payload))
+    if att is not None:  # its content must be the one signed (one hash)
+        why = att.mismatch(ev)
+        if why is not None:
+            raise ValueError(f"{why}: not the content its signed batch (row {bid}) holds at "
+                             f"seq {seq}")
+        object.__setattr__(ev, "att", att)
+    return ev
+
+
+def stored_events(db: sqlite3.Connection, path: Path, max_payload_bytes: int,
+                  ) -> Iterator[Event]:
+    """What `EventLog.load` gives, read on `db`: a connection of the caller's (a snapshot's
+    read transaction, in a thread), never the log's. An invalid row is skipped and logged,
+    not quarantined (that writes: `load` does it, on the log's connection). Holds
+    STORED_ROWS rows and at most STORED_BATCHES batches at a time, not the log's."""
+    batches: dict[Any, Batch] = {}
+    skipped = 0
+    try:
+        cur = db.execute(LOAD_SQL)
+        while rows := cur.fetchmany(STORED_ROWS):
+            want = {r[6] for r in rows if r[6] is not None} - batches.keys()
+            if len(batches) + len(want) > STORED_BATCHES:
+                batches.clear()
+                want = {r[6] for r in rows if r[6] is not None}
+            if want:
+                marks = ",".join("?" * len(want))
+                for bid, *cols in db.execute(
+                        f"SELECT {BATCH_COLUMNS} FROM batches WHERE id IN ({marks})",
+                        list(want)):
+                    batches[bid] = batch_row(path, bid, cols)
+            for _, origin, seq, hlc, typ, payload, bid in rows:
+                try:
+                    ev = _event(origin, seq, hlc, typ, payload, bid, batches.get(bid),
+                                max_payload_bytes)
+                except (ValueError, TypeError, RecursionError) as e:
+                    skipped += 1
+                    if skipped <= LOGGED_SKIPS:
+                        log.warning("%s: not served, an invalid event %s/%s: %s", path,
+                                    str(origin)[:16], seq, f"{e!s:.300}")
+                    continue
+                yield ev
+    except sqlite3.DatabaseError as e:
+        raise unreadable(path, e) from e

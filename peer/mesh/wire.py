@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -317,6 +317,23 @@ def pack_frames(events: Sequence[Event], max_frame_bytes: int, max_per_frame: in
     if cur.events:
         out.append(cur)
     return out, too_large
+
+
+def write_packed(events: Iterable[Event], out_events: Callable[[bytes], object],
+                 out_batches: Callable[[bytes], object]) -> None:
+    """The one frame `pack_frames(events, no bound, no bound)` makes, written as the events
+    come instead of held: the encoded events joined by commas to `out_events`, their batches
+    (each once, first seen first) joined by commas to `out_batches`; byte for byte the same.
+    Batches are told apart by their signature, not their object (a caller may read one again)."""
+    seen: set[bytes] = set()
+    first = True
+    for e in events:
+        out_events(encode_event(e) if first else b"," + encode_event(e))
+        first = False
+        b = e.att
+        if b is not None and b.sig not in seen:
+            out_batches(dumps(b.to_json()) if not seen else b"," + dumps(b.to_json()))
+            seen.add(b.sig)
 
 
 def pack_events(events: Sequence[Event], max_frame_bytes: int, max_per_frame: int,

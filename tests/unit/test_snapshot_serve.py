@@ -1,0 +1,250 @@
+"""Serving a snapshot stream (`CatchUp.snapshot_stream`, GET /api/snapshot?v=2|3): the
+events line is read off the loop, on the stream's own read transaction, and sent in pieces;
+its bytes are those the previous release made (kept below as the reference), and it is the
+log as of the request, whatever is appended or dropped while it streams."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from peer.config import PeerConfig
+from peer.http.app import make_app
+from peer.http.tokens import load_or_create_token
+from peer.log import Event, EventType
+from peer.log.snapframe import HEADER, MAGIC, frame
+from peer.mesh.keyring import SECRET_FILE_NAME
+from peer.mesh.wire import pack_frames
+from peer.node import Node
+
+catchup_mod = importlib.import_module("peer.catchup")
+sqlite_mod = importlib.import_module("peer.log.sqlite")
+FORMS = [(3, "jobs"), (3, "rows"), (3, None), (2, None)]
+
+
+def _open(d: Path, nodes: list[Node], secret_of: Path | None = None) -> Node:
+    if secret_of is not None:  # one mesh
+        d.mkdir(mode=0o700)
+        shutil.copy(secret_of / SECRET_FILE_NAME, d / SECRET_FILE_NAME)
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=1))
+    n.listeners[:] = [n.compactor.note]  # no scheduler running
+    nodes.append(n)
+    return n
+
+
+def _submit(n: Node, job: str) -> None:
+    n.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": {"name": job, "tasks": [
+        {"name": "t", "call": "ECHO", "params": {"text": job}}]}})
+
+
+async def _turns(n: Node, name: str, turns: int, per_turn: int = 4) -> None:
+    """`turns` loop turns of `per_turn` submissions each: one signed batch per turn."""
+    for t in range(turns):
+        for i in range(per_turn):
+            _submit(n, f"{name}-{t}-{i}")
+        for _ in range(3):
+            await asyncio.sleep(0)
+    n.flush()
+
+
+def _unsigned(origin: str, count: int) -> list[Event]:
+    """Events of an older release's rows: no signed batch."""
+    hlc = (int(time.time() * 1000) - 60_000) << 16
+    return [Event(origin, i + 1, hlc + i, EventType.JOB_SUBMITTED,
+                  {"job": f"old{i}", "workflow": {"name": "old", "tasks": [
+                      {"name": "t", "call": "ECHO", "params": {"text": str(i)}}]}})
+            for i in range(count)]
+
+
+async def _mixed_log(tmp_path: Path, opened: list[Node]) -> tuple[Node, list[Event]]:
+    """b's log: its own batches and a's interleaved in hlc order (a batch of 4 events per
+    turn), rows with no batch, an invalid row, and a's events past its revocation (in the
+    log, not servable). Returns b and those last events."""
+    a = _open(tmp_path / "a", opened)
+    b = _open(tmp_path / "b", opened, secret_of=tmp_path / "a")
+    a.emit(EventType.MEMBER, a.capabilities())
+    b.emit(EventType.MEMBER, b.capabilities())
+    for t in range(3):
+        await _turns(a, f"a{t}", 1)
+        await _turns(b, f"b{t}", 1)
+    b.merge(list(a.log.load()))
+    b.merge(_unsigned("hist0000000000000000", 5))
+    b.revoke(a.peer_id, "a test")
+    await _turns(a, "late", 2)
+    late = [e for e in a.log.load() if e.seq > b.state.heads[a.peer_id]]
+    b.log.append(late)  # held by the log, refused by every peer: not served
+    b.log.db.execute("INSERT INTO events (origin, seq, hlc, type, payload) VALUES "
+                     "('bad0000000000000000', 1, 5, 1, 'not json')")
+    return b, late
+
+
+def _old_servable(n: Node, out: list[Event]) -> list[Event]:
+    """c499be7's `Node.servable`, the reference."""
+    low = n._unsynced.get(n.peer_id)
+    if n._unflushed or low is not None:
+        top = n._durable_seq if n._unflushed else n.state.heads.get(n.peer_id, 0)
+        if low is not None:
+            top = min(top, low - 1)
+        out = [e for e in out if e.origin != n.peer_id or e.seq <= top]
+    if n.state.revoked:
+        out = [e for e in out if (a := n._revoked_after(e.origin)) is None or e.seq <= a]
+    return out
+
+
+def _old_head(n: Node, part: str | None) -> bytes:
+    """c499be7's events line of `snapshot_stream`: the whole log read and packed at once."""
+    events = [] if part == "rows" else _old_servable(n, list(n.log.load()))
+    packed, _ = pack_frames(events, 1 << 62, 1 << 62)
+    return (b'{"events":[' + b",".join(e for p in packed for e in p.events)
+            + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
+
+
+def _events_part(body: bytes, v: int) -> bytes:
+    """The events of a stream: version 3's first frame (magic included), version 2's first
+    line (newline included)."""
+    if v == 2:
+        return body[:body.index(b"\n") + 1]
+    _, size = HEADER.unpack_from(body, len(MAGIC))
+    return body[:len(MAGIC) + HEADER.size + size]
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["default", "small-pieces"])
+@pytest.mark.parametrize(("v", "part"), FORMS)
+async def test_the_events_are_sent_byte_for_byte_as_the_previous_release_sent_them(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch, v: int,
+        part: str | None, small: bool) -> None:
+    if small:  # rows read 3 at a time, one batch kept (read again), pieces of 64 bytes
+        monkeypatch.setattr(sqlite_mod, "STORED_ROWS", 3, raising=False)
+        monkeypatch.setattr(sqlite_mod, "STORED_BATCHES", 1, raising=False)
+        monkeypatch.setattr(catchup_mod, "PIECE_BYTES", 64, raising=False)
+    b, late = await _mixed_log(tmp_path, opened)
+    body = b"".join(b.catchup.snapshot_stream(v, part))
+    head = _old_head(b, part)  # (after: it quarantines the invalid row)
+    events = _events_part(body, v)
+    assert events == (head if v == 2 else MAGIC + frame(b"E", head[:-1]))
+    line = json.loads(head)
+    if part != "rows":  # what the reference is made of: batches of several events, events
+        # of no batch, none past the revocation nor the invalid row
+        sent = [(e["origin"], e["seq"]) for e in line["events"]]
+        assert len(sent) == 32 and sum("b" not in e for e in line["events"]) == 5
+        assert len(line["batches"]) == 8
+        assert not {e.id for e in late} & set(sent) and late
+    assert body[len(events):]  # the rows and trailer follow
+
+
+def test_the_events_frame_is_sent_in_pieces_not_whole(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory holds a piece of the events frame, never the frame: the first piece carries
+    the magic and the frame's header, the last the frame's end."""
+    monkeypatch.setattr(catchup_mod, "PIECE_BYTES", 1024, raising=False)
+    n = _open(tmp_path / "a", opened)
+    for i in range(200):
+        _submit(n, f"j{i}")
+    pieces = list(n.catchup.snapshot_stream(3, "jobs"))
+    body = b"".join(pieces)
+    assert len(_events_part(body, 3)) > 40 * 1024
+    assert max(len(p) for p in pieces) <= 1024 + len(MAGIC) + HEADER.size + len(b'{"events":[')
+
+
+def _finished(n: Node, job: str) -> None:
+    """A job of one task, run and done (with a cache entry: its key)."""
+    _submit(n, job)
+    split = n.emit(EventType.TASK_SPLIT, {"job": job, "task": "t", "input": None,
+                                          "chunks": [[]]})
+    base = {"job": job, "task": "t", "split": list(split.id), "chunk": 0, "attempt": 0}
+    n.emit(EventType.CLAIM, base)
+    n.emit(EventType.CHUNK_DONE, {**base, "output": f"bafy{job}", "cache": {}})
+    n.emit(EventType.TASK_DONE, {"job": job, "task": "t", "output": f"bafy{job}", "key": job})
+    n.flush()
+
+
+async def test_a_stream_sends_the_log_as_of_its_request_whatever_changes_meanwhile(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """Events appended, and jobs compacted and their events dropped by a pass, after the
+    request do not change what it sends: its heads, floors, events and rows are one read
+    transaction's (a stream begun before the changes and one not begun alike)."""
+    n = _open(tmp_path / "a", opened)
+    await _turns(n, "live", 2)
+    for j in range(3):
+        _finished(n, f"done{j}")
+    for i, (v, part) in enumerate(FORMS):
+        before = b"".join(n.catchup.snapshot_stream(v, part))
+        streams = [n.catchup.snapshot_stream(v, part) for _ in range(2)]
+        first = next(streams[1])
+        rows = n.log.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        await _turns(n, f"more{i}", 2)
+        _finished(n, f"more{i}")  # a pass compacts the job before it, and drops its events
+        stats = n.catchup.compact()
+        assert stats.dropped and stats.jobs
+        assert n.log.db.execute("SELECT count(*) FROM events").fetchone()[0] != rows
+        assert b"".join(streams[0]) == before == first + b"".join(streams[1])
+        assert b"".join(n.catchup.snapshot_stream(v, part)) != before  # (a new one sees them)
+
+
+@pytest.fixture
+async def served(tmp_path: Path, opened: list[Node]) -> Any:
+    """A peer's app through aiohttp's test client, its log holding a few turns."""
+    n = _open(tmp_path / "a", opened)
+    await _turns(n, "j", 3)
+    async with TestClient(TestServer(make_app(n)), headers={
+            "Authorization": f"Bearer {load_or_create_token(n.cfg.data_dir)}"}) as c:
+        yield n, c
+
+
+async def test_the_loop_answers_other_requests_while_a_snapshot_reads_the_log(
+        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serve's read of the log is held until another request on the same app has been
+    answered: that can happen only if the read runs off the loop."""
+    n, client = served
+    started, answered = threading.Event(), threading.Event()
+    reads: list[tuple[int, bool]] = []
+
+    def hold(read: Callable[..., Iterator[Event]] | None) -> Callable[..., Iterator[Event]]:
+        def held(*args: Any) -> Iterator[Event]:
+            started.set()
+            reads.append((threading.get_ident(), answered.wait(5)))  # (5: no deadlock)
+            assert read is not None
+            return read(*args)
+        return held
+
+    monkeypatch.setattr(n.log, "load", hold(n.log.load))  # (the previous release's read)
+    monkeypatch.setattr(catchup_mod, "stored_events",
+                        hold(getattr(catchup_mod, "stored_events", None)), raising=False)
+    loop_thread = threading.get_ident()
+    snap = asyncio.create_task(client.get("/api/snapshot", params={"v": "3", "part": "jobs"}))
+    assert await asyncio.to_thread(started.wait, 10)
+    r = await client.get("/api/health")
+    assert r.status == 200 and (await r.json())["peer"] == n.peer_id
+    answered.set()
+    resp = await snap
+    body = await resp.read()
+    assert resp.status == 200 and body.startswith(MAGIC)
+    assert [(ident != loop_thread, held) for ident, held in reads] == [(True, True)]
+
+
+async def test_a_stream_cut_short_closes_its_files_and_transaction(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """A client gone mid-stream: closing the generator ends its read transaction (a writer
+    can checkpoint the whole WAL again) and leaves no spool in tmp/."""
+    n = _open(tmp_path / "a", opened)
+    await _turns(n, "j", 2)
+    stream = n.catchup.snapshot_stream(3, "jobs")
+    next(stream)
+    stream.close()
+    assert not any((tmp_path / "a" / "tmp").glob("*"))
+    await _turns(n, "k", 1)
+    busy, _, _ = n.log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    with sqlite3.connect(n.log.path) as db:  # (the file is whole)
+        assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
