@@ -136,8 +136,9 @@ def _fsync_file(path: Path) -> None:
 
 
 # glibc's mallopt parameters (malloc.h) and the values tune_allocator sets.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_ALLOCATOR = ((_M_MMAP_THRESHOLD, 4 << 20), (_M_TRIM_THRESHOLD, 64 << 20), (_M_TOP_PAD, 16 << 20))
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+_ALLOCATOR = ((_M_MMAP_THRESHOLD, 4 << 20), (_M_TRIM_THRESHOLD, 64 << 20), (_M_TOP_PAD, 16 << 20),
+              (_M_ARENA_MAX, 1))
 
 
 def tune_allocator() -> bool:
@@ -147,8 +148,12 @@ def tune_allocator() -> bool:
     (its heap is trimmed past 2x the largest block freed) and takes it again with page faults
     for the next ones, which made ~60% of the gateway's time for a 200 MB file kernel time
     (docs/benchmarks.md). Allocations below 4 MiB come from the heap, and up to 64 MiB of
-    free heap is kept. False (nothing changed) without glibc, or when MALLOC_* settings in
-    the environment say otherwise."""
+    free heap is kept. One arena for every thread: with those thresholds each thread that
+    allocated a few MiB (an executor thread serving a snapshot) kept them in an arena of its
+    own, which the trims did not give back (+15 MB per such thread); the gateway is as
+    fast with one (docs/benchmarks.md, "Snapshot serves off the loop"). Forked workers start
+    from a fresh exec (forkserver), without these. False (nothing changed) without glibc, or
+    when MALLOC_* settings in the environment say otherwise."""
     if any(k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
