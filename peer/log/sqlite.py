@@ -63,7 +63,7 @@ ROW_BYTES = ("coalesce(length(CAST(payload AS BLOB)), 0) + "
 # same order from both (SQLite's plan for it decides that order).
 LOAD_SQL = "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events ORDER BY hlc"
 STORED_ROWS = 512  # rows `stored_events` reads at a time (and the batches they refer to)
-STORED_BATCHES = 4096  # batches it keeps between reads (past that it forgets them all)
+STORED_BATCHES = 1024  # batches it keeps between reads (past that it forgets them all)
 
 
 @dataclass(frozen=True)
