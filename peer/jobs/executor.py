@@ -41,8 +41,9 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
 from peer.errors import ConfigError, disk_full
+from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
-from peer.jobs.scratch import alive
+from peer.jobs.scratch import Space, alive
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
            "sweep_bases"]
@@ -110,6 +111,14 @@ class ExecutorConfig:
     # one slot: on 2 unpinned cores, OpenBLAS's 2 threads per worker tripled EXTRACT_MFCC's
     # CPU per file and changed its output's bytes (a threaded sgemm's sums).
     math_threads: int | None = 1
+    # The watch over the tmpfs that python tasks' scratch may use (peer.jobs.scratch.TMPFS):
+    # while a run is on a worker, every tmpfs_check_s its free space and the host's
+    # MemAvailable are read; when either is below tmpfs_kill_min_bytes, every worker with a
+    # directory there is killed, its run fails as STORAGE and that directory is removed at
+    # once. A run's files on tmpfs are RAM that neither the tmpfs's size nor the worker's
+    # memory limit bounds (a task wrote 12 GB there at 130 MB/s). None: no watch.
+    tmpfs_check_s: float | None = 0.5
+    tmpfs_kill_min_bytes: int = 128 << 20
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -128,6 +137,10 @@ class ExecutorConfig:
             (all(_is_str_pair(k, v) for k, v in self.env.items()), "env", "must map str to str"),
             (self.math_threads is None or (_is_int(self.math_threads) and self.math_threads >= 1),
              "math_threads", "must be an integer >= 1 or None"),
+            (self.tmpfs_check_s is None or self.tmpfs_check_s > 0, "tmpfs_check_s",
+             "must be positive or None"),
+            (_is_int(self.tmpfs_kill_min_bytes) and self.tmpfs_kill_min_bytes >= 0,
+             "tmpfs_kill_min_bytes", "must be an integer >= 0"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -176,6 +189,7 @@ class _Job:
     started: float = 0.0
     timer: Handle | None = None
     kill_kind: ExitKind | None = None  # set when we kill the worker on purpose
+    kill_error: str | None = None  # why, if not the kind's usual words
 
 
 @dataclass(eq=False)
@@ -196,13 +210,17 @@ class _Worker:
 class Executor:
     """Runs targets on `cfg.slots` long-lived worker processes; extra runs queue FIFO.
 
-    `timer` (default: the running event loop) times runs out, escalates kills to SIGKILL
-    and measures durations.
+    `timer` (default: the running event loop) times runs out, escalates kills to SIGKILL,
+    measures durations and paces the watch over the tmpfs, which reads `space` (default:
+    scratch.space; it must be quick: it runs on the event loop).
     """
 
-    def __init__(self, cfg: ExecutorConfig, *, timer: Timer | None = None) -> None:
+    def __init__(self, cfg: ExecutorConfig, *, timer: Timer | None = None,
+                 space: Callable[[], Space | None] = scratch.space) -> None:
         self.cfg = cfg
         self._given_timer = timer
+        self._space = space
+        self._tmpfs_watch: Handle | None = None  # the next check, while runs are on workers
         self._timer: Timer | None = None  # set by start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._helper: ThreadPoolExecutor | None = None
@@ -288,6 +306,9 @@ class Executor:
         if self._loop is None or self._closed:
             return
         self._stop.set()
+        if self._tmpfs_watch is not None:
+            self._tmpfs_watch.cancel()
+            self._tmpfs_watch = None
         while self._queue:
             self._finish(self._queue.popleft(), _cancelled(0.0))
         for w in list(self._workers):
@@ -453,7 +474,8 @@ class Executor:
         workdir = None if job is None else self._workdir(job)
         code: int | None = None
         try:
-            code = await self._running_loop().run_in_executor(self._helper, _join, w.proc, workdir)
+            code = await self._running_loop().run_in_executor(
+                self._helper, _join, w.proc, workdir, Path(scratch.TMPFS))
         finally:
             w.tx.close()
             w.rx.close()
@@ -542,6 +564,38 @@ class Executor:
             self._kill(w)
             return
         job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
+        self._watch_tmpfs()
+
+    def _watch_tmpfs(self) -> None:
+        """Check the tmpfs in tmpfs_check_s unless a check is due already or the watch is off."""
+        if self.cfg.tmpfs_check_s is not None and self._tmpfs_watch is None:
+            self._tmpfs_watch = self._clock().call_later(self.cfg.tmpfs_check_s,
+                                                         self._check_tmpfs)
+
+    def _check_tmpfs(self) -> None:
+        """Kill every worker with a directory on the tmpfs if it or the host's memory is
+        below the floor; then check again while runs are on workers. Every one rather than
+        the largest: measuring each directory means walking trees of maybe millions of files
+        while the tmpfs fills (a task wrote 130 MB/s), and a fill that comes from elsewhere
+        leaves nothing of ours safe there either. Their runs fail as STORAGE (retried, not
+        counted), each call's next run here on disk; their directories go as they are
+        reaped (_join)."""
+        self._tmpfs_watch = None
+        busy = {w.proc.pid: w for w in self._workers
+                if w.job is not None and w.job.kill_kind is None and w.proc.pid is not None}
+        if not busy or self._stop.is_set():
+            return  # armed again by the next run's _assign
+        floor = self.cfg.tmpfs_kill_min_bytes
+        space = self._space()
+        if space is not None and space.short(floor):
+            for pid in scratch.holders(Path(scratch.TMPFS), busy):
+                job = busy[pid].job
+                assert job is not None
+                job.kill_kind = ExitKind.STORAGE
+                job.kill_error = space.describe(scratch.TMPFS, floor)
+                log.warning("run %r: %s", job.key, job.kill_error)
+                self._kill(busy[pid])
+        self._watch_tmpfs()
 
     def _on_timeout(self, job: _Job) -> None:
         if job.worker is not None and job.kill_kind is None:
@@ -567,6 +621,8 @@ class Executor:
             error = f"timed out after {job.timeout_s} s"
         elif job.kill_kind is ExitKind.CANCELLED:
             error = "cancelled"
+        elif job.kill_error is not None:
+            error = job.kill_error
         else:
             error = _describe_exit(code, self.cfg.memory_limit_mb)
         kind = job.kill_kind or ExitKind.CRASH
@@ -674,8 +730,12 @@ def _remove_base(base: Path, pid: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _join(proc: BaseProcess, workdir: Path | None) -> int | None:
-    """Helper thread: join a dead worker, release it and remove its run's workdir."""
+def _join(proc: BaseProcess, workdir: Path | None, tmpfs: Path) -> int | None:
+    """Helper thread: remove a dead worker's directories on `tmpfs` (before it is joined: its
+    PID is no other process's until then), join it, release it and remove its run's
+    workdir."""
+    if proc.pid is not None:
+        scratch.remove_dirs(tmpfs, proc.pid)
     proc.join()
     code = proc.exitcode
     proc.close()

@@ -1,7 +1,8 @@
 """Where a worker's run writes its files: a private directory on tmpfs (RAM: no journal, no
 ext4 metadata work, nothing for the store's syncfs) when that is safe, else the run's work
-directory on the data dir. Blocking file calls, made in workers, except `small_output`: the
-peer's pure rule of which whole tasks may write their output to tmpfs.
+directory on the data dir. Blocking file calls, made in workers, except `small_output` (the
+peer's pure rule of which whole tasks may write their output to tmpfs) and what the executor's
+watch of the tmpfs reads (`space`, `holders`: quick) or removes (`remove_dirs`: its helper).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 TMPFS = "/dev/shm"
@@ -84,10 +86,10 @@ def mem_available(meminfo: str = "/proc/meminfo") -> int:
     return 0
 
 
-def sweep(root: Path) -> int:
-    """Remove the directories left on `root` by workers that died (killed mid-run: their
-    `finally` never ran); returns how many. Only this user's real directories: the tmpfs is
-    shared with every user, whose entries are names to distrust."""
+def _ours(root: Path) -> list[tuple[str, int]]:
+    """(name, pid) of the workers' directories on `root`: only this user's real directories
+    named PREFIX + a decimal PID (+ "-" + more) (the tmpfs is shared with every user, whose
+    entries are names to distrust)."""
     uid = os.getuid()
     try:
         with os.scandir(root) as it:
@@ -95,14 +97,76 @@ def sweep(root: Path) -> int:
                      and e.is_dir(follow_symlinks=False)
                      and e.stat(follow_symlinks=False).st_uid == uid]
     except OSError:
-        return 0
-    removed = 0
+        return []
+    out = []
     for name in names:
         pid = name[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
+        if pid.isdigit():
+            out.append((name, int(pid)))
+    return out
+
+
+def sweep(root: Path) -> int:
+    """Remove the directories left on `root` by workers that died (killed mid-run: their
+    `finally` never ran); returns how many."""
+    removed = 0
+    for name, pid in _ours(root):
+        if not alive(pid):
             shutil.rmtree(root / name, ignore_errors=True)
             removed += 1
     return removed
+
+
+# -- the executor's watch over the tmpfs -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Space:
+    """One reading of what is free on the tmpfs (statvfs) and in the host's memory
+    (MemAvailable), in bytes: what a run writing on the tmpfs uses up."""
+
+    tmpfs_free_bytes: int
+    mem_available_bytes: int
+
+    def short(self, min_bytes: int) -> bool:
+        """True if either is below `min_bytes`."""
+        return min(self.tmpfs_free_bytes, self.mem_available_bytes) < min_bytes
+
+    def describe(self, root: str, min_bytes: int) -> str:
+        """The figures, for a run stopped over them."""
+        return (f"tmpfs {root} below its floor of {_mib(min_bytes)} while this run wrote there "
+                f"(free on {root}: {_mib(self.tmpfs_free_bytes)}; the host's MemAvailable: "
+                f"{_mib(self.mem_available_bytes)}): the run was stopped and its files there "
+                "removed; its call's next run here writes to disk")
+
+
+def _mib(n: int) -> str:
+    """`n` bytes in MiB, rounded down (a figure just below a floor never reads as equal)."""
+    return f"{math.floor(n * 10 / (1 << 20)) / 10:.1f} MiB"
+
+
+def space() -> Space | None:
+    """What TMPFS and the host's memory have free now; None if TMPFS cannot be read. Quick
+    (a statvfs and /proc/meminfo: tens of microseconds)."""
+    try:
+        st = os.statvfs(TMPFS)
+    except OSError:
+        return None
+    return Space(st.f_bavail * st.f_frsize, mem_available())
+
+
+def holders(root: Path, pids: Collection[int]) -> set[int]:
+    """Which of the processes `pids` have a directory of theirs on `root` (one scandir)."""
+    return {pid for _, pid in _ours(root) if pid in pids}
+
+
+def remove_dirs(root: Path, pid: int) -> int:
+    """Remove the directories of worker `pid` on `root` (blocking: a run may have left many
+    files); returns how many. Call it once the worker is dead and before it is reaped, so that
+    its PID cannot be another process's meanwhile."""
+    names = [name for name, p in _ours(root) if p == pid]
+    for name in names:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return len(names)
 
 
 def alive(pid: int) -> bool:

@@ -130,3 +130,21 @@ def fresh_pages(payload: list[int], ctx: Any) -> int:
         buf = bytearray(mib << 20)  # zeroed: every page touched
         del buf
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def on_tmpfs(payload: list[str], ctx: Any) -> None:
+    """Write into a directory on payload[0] named as a worker's scratch on tmpfs is, then wait
+    (payload[1] "wait"), or wait ignoring SIGTERM ("stubborn": only SIGKILL ends it), or exit
+    at once ("exit"). The directory is left for others to remove."""
+    from peer.jobs import scratch
+
+    root, how = payload
+    out = Path(root) / f"{scratch.PREFIX}{os.getpid()}-run" / "output"
+    out.mkdir(parents=True)
+    (out / "f.bin").write_bytes(b"x" * 4096)
+    if how == "exit":
+        os._exit(3)
+    if how == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctx.log("started")
+    time.sleep(60)

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from peer.errors import ConfigError
-from peer.jobs.executor import Executor, ExecutorConfig, RunResult
+from peer.jobs import scratch
+from peer.jobs.executor import Executor, ExecutorConfig, ExitKind, RunResult
 from peer.jobs.heap import libc_mallopt
+from peer.jobs.scratch import Space
 
 T = "tests.unit.executor_targets:"
 MakeExecutor = Callable[..., Awaitable[Executor]]
@@ -85,9 +87,9 @@ async def make_executor() -> AsyncIterator[MakeExecutor]:
     made: list[tuple[Executor, FakeTimer | None]] = []
 
     async def make(slots: int = 2, timer: FakeTimer | None = None, wait: bool = True,
-                   **kw: Any) -> Executor:
+                   space: Callable[[], Space | None] | None = None, **kw: Any) -> Executor:
         cfg = ExecutorConfig(slots=slots, default_timeout_s=20.0, kill_grace_s=0.05, **kw)
-        ex = Executor(cfg, timer=timer)
+        ex = Executor(cfg, timer=timer, **({} if space is None else {"space": space}))
         made.append((ex, timer))
         await ex.start(wait=wait)
         return ex
@@ -164,6 +166,9 @@ async def _started(
         ({"slots": 1, "preload": ("",)}, "preload"),
         ({"slots": 1, "env": {"A": 1}}, "env"),
         ({"slots": 1, "math_threads": 0}, "math_threads"),
+        ({"slots": 1, "tmpfs_check_s": 0}, "tmpfs_check_s"),
+        ({"slots": 1, "tmpfs_kill_min_bytes": -1}, "tmpfs_kill_min_bytes"),
+        ({"slots": 1, "tmpfs_kill_min_bytes": 1.5}, "tmpfs_kill_min_bytes"),
     ],
 )
 def test_config_rejects_bad_values(kw: dict[str, Any], field: str) -> None:
@@ -238,7 +243,7 @@ async def test_timeout_fires_at_the_deadline_and_replaces_the_worker(
     make_executor: MakeExecutor,
 ) -> None:
     timer = FakeTimer()
-    ex = await make_executor(slots=1, timer=timer)
+    ex = await make_executor(slots=1, timer=timer, tmpfs_check_s=None)  # its timer calls only
     pid = await _worker_pid(ex)
     task = await _started(ex, "a", "sleep", 30, timeout_s=0.3)
     timer.advance(0.29)
@@ -583,3 +588,93 @@ async def test_workers_find_the_main_scripts_imports_done_by_the_forkserver(
     assert proc.returncode == 0
     got = json.loads(out)
     assert got["imported_by"] not in (got["pid"], got["parent"])  # by the forkserver
+
+
+# -- the watch over the tmpfs ----------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+class Readings:
+    """An executor's `space`: what the tmpfs and the host's memory have free, as a test sets."""
+
+    def __init__(self) -> None:
+        self.now: Space | None = Space(1 << 30, 1 << 30)
+        self.reads = 0
+
+    def __call__(self) -> Space | None:
+        self.reads += 1
+        return self.now
+
+
+@pytest.fixture
+def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tmpfs the executor watches (the workers' targets are told where it is)."""
+    d = tmp_path / "shm"
+    d.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(d))
+    return d
+
+
+def _names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+async def test_a_run_writing_on_a_tmpfs_below_the_floor_is_killed_and_its_directory_removed(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    timer, space = FakeTimer(), Readings()
+    ex = await make_executor(slots=2, timer=timer, space=space, tmpfs_kill_min_bytes=64 * MIB)
+    writer = await _started(ex, "writer", "on_tmpfs", [str(shm), "wait"])
+    other = await _started(ex, "other", "sleep", 60)  # a run with nothing on the tmpfs
+    assert len(_names(shm)) == 1
+    timer.advance(0.5)  # room enough: the next check is due, nothing was signalled
+    assert space.reads == 1 and timer.pending() == [1.0, 20.0, 20.0]
+    space.now = Space(63 * MIB, 1 << 30)
+    timer.advance(0.5)
+    res = await asyncio.wait_for(writer, 30)  # it would run 60 s
+    assert (res.ok, res.exit_kind) == (False, ExitKind.STORAGE)
+    assert res.error is not None
+    assert all(s in res.error for s in (str(shm), "63.0 MiB", "floor of 64.0 MiB", "disk"))
+    assert _names(shm) == []  # removed as its worker was reaped, not at a later sweep
+    assert not other.done()  # nothing of it on the tmpfs: left alone
+    assert ex.cancel("other") and (await other).exit_kind == ExitKind.CANCELLED
+
+
+async def test_memory_short_kills_a_run_on_the_tmpfs_even_if_it_ignores_sigterm(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    timer, space = FakeTimer(), Readings()
+    ex = await make_executor(slots=1, timer=timer, space=space, tmpfs_kill_min_bytes=64 * MIB)
+    writer = await _started(ex, "writer", "on_tmpfs", [str(shm), "stubborn"])
+    space.now = Space(1 << 30, 10 * MIB)  # the tmpfs has room, the machine's memory not
+    timer.advance(0.5)
+    timer.advance(0.05)  # the kill grace: SIGKILL
+    res = await asyncio.wait_for(writer, 30)  # it would run 60 s
+    assert res.exit_kind == ExitKind.STORAGE and res.error is not None
+    assert "MemAvailable: 10.0 MiB" in res.error
+    assert _names(shm) == []
+
+
+async def test_a_dead_workers_directory_on_the_tmpfs_is_removed_as_it_is_reaped(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    ex = await make_executor(slots=1)
+    res = await ex.run("exit", T + "on_tmpfs", [str(shm), "exit"])
+    assert res.exit_kind == ExitKind.CRASH and _names(shm) == []
+    other = shm / f"{scratch.PREFIX}{os.getpid()}-alive"  # a live process's: not the worker's
+    other.mkdir()
+    assert (await ex.run("exit2", T + "on_tmpfs", [str(shm), "exit"])).exit_kind == "crash"
+    assert _names(shm) == [other.name]
+
+
+async def test_no_tmpfs_watch_when_it_is_off_or_nothing_runs(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    timer, space = FakeTimer(), Readings()
+    space.now = Space(0, 0)
+    ex = await make_executor(slots=1, timer=timer, space=space, tmpfs_check_s=None)
+    writer = await _started(ex, "writer", "on_tmpfs", [str(shm), "wait"])
+    assert timer.pending() == [20.0]  # the run's timeout only
+    assert ex.cancel("writer") and (await writer).exit_kind == ExitKind.CANCELLED
+    timer2, space2 = FakeTimer(), Readings()
+    ex2 = await make_executor(slots=1, timer=timer2, space=space2)
+    assert (await ex2.run("a", T + "echo", 1)).ok
+    timer2.advance(0.5)  # the check after the run: nothing runs, so no further check
+    assert space2.reads == 0 and timer2.pending() == []
