@@ -61,8 +61,9 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     ctx.kind_settings = payload.get("kind") or {}  # type: ignore[attr-defined]  # the peer's
     params = payload["params"]
     free_min = int(payload.get("tmpfs_free_min_bytes", 0))
-    if payload["items"] is not None:
-        return _run_items(store, tdef, params, payload["items"], ctx, free_min)
+    if payload["items"] is not None:  # scratch on disk after a storage failure (the peer's)
+        return _run_items(store, tdef, params, payload["items"], ctx,
+                          free_min if payload.get("tmpfs_items", True) else None)
     inp: Path | None = None
     if payload["input"] is not None:  # on disk, whatever its size
         inp = ctx.workdir / "input"
@@ -114,12 +115,13 @@ def _import(store: Store, path: Path, out: Path) -> str:
 
 
 def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list[str]],
-               ctx: TaskContext, tmpfs_free_min_bytes: int = 0) -> dict[str, Any]:
+               ctx: TaskContext, tmpfs_free_min_bytes: int | None = 0) -> dict[str, Any]:
     """Run a per-item chunk in batches of about _FLUSH_S. Each output is imported as soon as
     its item ends, on this thread, into the batch's `Store.add_batch`; at a batch's end the
     batch is made durable (one store commit) and only then announced to the peer in one
     message: on a helper thread while the next batch computes, here for the chunk's last.
-    The chunk ends once its last batch is durable and announced."""
+    The chunk ends once its last batch is durable and announced. `tmpfs_free_min_bytes`:
+    see _scratch."""
     results: dict[str, Any] = {}
     where = _scratch(ctx, tdef, tmpfs_free_min_bytes)
     announcer = _Announcer(ctx, results, len(items))
@@ -238,12 +240,13 @@ class _Announcer:
                 fut.set_result(None)
 
 
-def _scratch(ctx: TaskContext, tdef: TaskDef, free_min_bytes: int) -> Path:
+def _scratch(ctx: TaskContext, tdef: TaskDef, free_min_bytes: int | None) -> Path:
     """A fresh directory for a chunk's per-item inputs and outputs: on tmpfs for python
     tasks where there is one with `free_min_bytes` free (its files never reach the disk: no
-    journal, nothing for the store's syncfs to write back), else in the run's work
-    directory."""
-    if tdef.kind == "python" and (d := scratch.on_tmpfs(free_min_bytes)) is not None:
+    journal, nothing for the store's syncfs to write back), else (or if None) in the run's
+    work directory."""
+    if (tdef.kind == "python" and free_min_bytes is not None
+            and (d := scratch.on_tmpfs(free_min_bytes)) is not None):
         return d
     d = ctx.workdir / "items"
     d.mkdir()

@@ -112,6 +112,10 @@ class Runs:
         # call -> bytes its last successful whole run here wrote (as its worker counted them,
         # up to just above tmpfs_output_max_bytes): where its next output goes (`on_tmpfs`)
         self.out_bytes: dict[str, int] = {}
+        # calls whose last run here failed for storage (a full disk, or stopped by the
+        # executor's watch over the tmpfs): their per-item chunks' scratch is on disk until
+        # one succeeds (a whole run's output is, as its out_bytes are forgotten)
+        self.storage_failed: set[str] = set()
 
     @property
     def inline_max(self) -> int:
@@ -136,6 +140,12 @@ class Runs:
         return (tdef.kind == "python" and not tdef.per_item
                 and scratch.small_output(self.out_bytes.get(tdef.name),
                                          self.cfg.tmpfs_output_max_bytes))
+
+    def items_on_tmpfs(self, tdef: TaskDef) -> bool:
+        """True if a per-item chunk of `tdef` may keep its scratch on tmpfs (its worker checks
+        the floor): unless its call's last run here failed for storage, which a retry on
+        tmpfs would meet again."""
+        return tdef.name not in self.storage_failed
 
     def short(self, call: str) -> bool:
         """True if the last successful run of `call` here took at most queue_ahead_max_s
@@ -171,7 +181,8 @@ class Runs:
                    "fetch_allow": list(self.cfg.fetch_allow),
                    "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,
                                                ak.unit), "inline_max_bytes": self.inline_max,
-                   "tmpfs_free_min_bytes": self.cfg.tmpfs_free_min_bytes}
+                   "tmpfs_free_min_bytes": self.cfg.tmpfs_free_min_bytes,
+                   "tmpfs_items": self.items_on_tmpfs(tdef)}
         if reduce_input is not None:
             payload.update(input=reduce_input, items=None, reduce=True)
         elif not tdef.per_item:  # the worker counts its output's bytes up to the bound
@@ -246,6 +257,7 @@ class Runs:
                 self.last_s[run.tdef.name] = res.duration_s
             if res.ok or not (run.lost or res.exit_kind == FailureKind.CANCELLED):
                 self._note_output(run, res.value if res.ok else None)
+                self._note_storage(run, res)
             if not res.ok and run.tdef.kind != "python":  # a killed run's container
                 await self.offload(lambda: kinds.cleanup(run.tdef, ak.unit,
                                                          self.cfg.kind_settings))
@@ -275,6 +287,13 @@ class Runs:
             self.out_bytes[run.tdef.name] = n
         else:
             self.out_bytes.pop(run.tdef.name, None)
+
+    def _note_storage(self, run: Run, res: RunResultLike) -> None:
+        """Remember whether the run of a call failed for storage (see `storage_failed`)."""
+        if res.ok:
+            self.storage_failed.discard(run.tdef.name)
+        elif res.exit_kind == FailureKind.STORAGE:
+            self.storage_failed.add(run.tdef.name)
 
     def _crashed(self, base: dict[str, Any], run: Run, e: Exception, doing: str) -> None:
         """End our claim of a run that raised something unexpected (kind crash, or storage

@@ -5,6 +5,7 @@ and on disk (a real EmbeddedStore)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from peer.ipfs.store import StoreConfig
 from peer.jobs import runner, scratch
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
+from peer.log import EventType
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -94,6 +96,60 @@ async def test_a_cancelled_run_leaves_its_calls_history_alone(mesh: JobMesh) -> 
     await _run_once(mesh, _done(12))
     assert (await _run_once(mesh, lambda r, k: r.cancel(k)))["tmpfs_output"] is True
     assert (await _run_once(mesh, _done(12)))["tmpfs_output"] is True
+
+
+STOPPED = "tmpfs /dev/shm below its floor of 128.0 MiB while this run wrote there (...)"
+
+
+async def test_a_run_stopped_for_storage_sends_its_calls_next_output_to_disk() -> None:
+    """The executor's watch stops a run that fills the tmpfs (kind storage): its retry, and
+    its call's next runs until one succeeds, write on disk."""
+    m = JobMesh(1, registry.load(("tests.fixture_tasks",)),
+                dataclasses.replace(CFG, storage_retry_s=0.0))
+    try:
+        await _run_once(m, _done(12))
+        r = m["p0"].runner
+        job = m.submit("p0", [{"name": "w", "call": "T_WRITE", "params": {"files": 10 ** 8}}])
+        await m.settle()
+        assert r.payloads[f"{job}/w/0/0"]["tmpfs_output"] is True  # the last output was small
+        r.fail(f"{job}/w/0/0", "storage", STOPPED)
+        await m.advance(TURN_S)
+        failed = [e.payload for e in m["p0"].emitted if e.type == EventType.CHUNK_FAILED]
+        assert [(f["kind"], f["error"]) for f in failed] == [("storage", STOPPED)]
+        assert r.payloads[f"{job}/w/0/1"]["tmpfs_output"] is False  # the retry: on disk
+        r.finish(f"{job}/w/0/1", {"output": r.store.add_bytes(b"big"), "bytes": 2 * MIB})
+        await m.advance(TURN_S)
+        assert (await _run_once(m, _done(12)))["tmpfs_output"] is False
+    finally:
+        await m.close()
+
+
+async def test_a_per_item_chunk_of_a_call_stopped_for_storage_keeps_its_scratch_on_disk(
+        ) -> None:
+    m = JobMesh(1, registry.load(("tests.fixture_tasks",)),
+                dataclasses.replace(CFG, storage_retry_s=0.0))
+    try:
+        r = m["p0"].runner
+        trail = []
+        for tag, end in (("a", "ok"), ("b", "storage"), ("c", "ok")):
+            job = m.submit("p0", [{"name": "w", "call": "T_WRITE",
+                                   "params": {"files": 2, "tag": tag}},
+                                  {"name": "u", "call": "T_UPPER", "depends": ["w"]}])
+            await m.settle()
+            r.finish(f"{job}/w/0/0")
+            await m.advance(TURN_S)
+            trail.append(r.payloads[f"{job}/u/0/0"]["tmpfs_items"])
+            if end == "storage":
+                r.fail(f"{job}/u/0/0", "storage", STOPPED)
+                await m.advance(TURN_S)
+                trail.append(r.payloads[f"{job}/u/0/1"]["tmpfs_items"])  # the retry
+                r.finish(f"{job}/u/0/1")
+            else:
+                r.finish(f"{job}/u/0/0")
+            await m.advance(TURN_S)
+        assert trail == [True, True, False, True]  # on disk only after the storage failure
+    finally:
+        await m.close()
 
 
 async def test_per_item_chunks_are_not_whole_outputs(mesh: JobMesh) -> None:
@@ -196,6 +252,43 @@ def test_the_sweep_skips_names_it_cannot_trust(tmp_path: Path) -> None:
     assert scratch.alive(10 ** 20)  # not a pid_t: not ours to remove
 
 
+def test_the_executor_finds_and_removes_a_workers_directories_by_its_pid(
+        tmp_path: Path) -> None:
+    mine = [tmp_path / f"{scratch.PREFIX}4242-a", tmp_path / f"{scratch.PREFIX}4242-b"]
+    theirs = tmp_path / f"{scratch.PREFIX}42421-a"
+    for d in [*mine, theirs]:
+        (d / "output").mkdir(parents=True)
+        (d / "output" / "f").write_bytes(b"x")
+    (tmp_path / f"{scratch.PREFIX}4243-file").write_text("x")  # not a directory
+    (tmp_path / f"{scratch.PREFIX}4244-link").symlink_to(theirs)
+    assert scratch.holders(tmp_path, {4242, 4243, 4244, 7}) == {4242}
+    assert scratch.remove_dirs(tmp_path, 4242) == 2
+    assert not any(d.exists() for d in mine) and (theirs / "output" / "f").exists()
+    assert scratch.remove_dirs(tmp_path / "absent", 4242) == 0
+
+
+@pytest.mark.parametrize(("free", "mem", "short"), [
+    (100 * MIB, 100 * MIB, False), (100 * MIB - 1, 200 * MIB, True),
+    (200 * MIB, 99 * MIB, True), (0, 1 << 40, True)])
+def test_the_tmpfs_or_the_memory_below_the_floor_is_short(free: int, mem: int,
+                                                         short: bool) -> None:
+    space = scratch.Space(free, mem)
+    assert space.short(100 * MIB) is short
+    text = space.describe("/dev/shm", 100 * MIB)
+    assert "tmpfs /dev/shm below its floor of 100.0 MiB" in text
+    assert f"{free / MIB:.1f} MiB" in text and f"MemAvailable: {mem / MIB:.1f} MiB" in text
+
+
+def test_space_reads_the_tmpfs_and_the_memory(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path))
+    monkeypatch.setattr(scratch, "mem_available", lambda: 12345)
+    got = scratch.space()
+    assert got is not None and got.mem_available_bytes == 12345 and got.tmpfs_free_bytes > 0
+    monkeypatch.setattr(scratch, "TMPFS", str(tmp_path / "absent"))
+    assert scratch.space() is None
+
+
 def test_tree_bytes_stops_counting_above_its_bound(tmp_path: Path) -> None:
     for i in range(4):
         (tmp_path / "d" / str(i)).mkdir(parents=True)
@@ -274,6 +367,28 @@ def test_a_whole_output_goes_to_disk_without_a_usable_tmpfs(
     order = {**_order(tmp_path, shm is not None), "tmpfs_free_min_bytes": 1 << 62}
     out = runner.run(order, ctx)  # type: ignore[arg-type]
     assert seen[0] == tmp_path / "run" / "output" and out["bytes"] == 10
+
+
+def test_a_per_item_chunk_told_so_keeps_its_scratch_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    seen: list[Path] = []
+
+    def upper(ctx: Any, src: Path, out_dir: Path) -> Path:
+        seen.append(out_dir)
+        (out_dir / "o").write_bytes(src.read_bytes().upper())
+        return out_dir / "o"
+
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="UP", version="1", fn=upper, args=(), per_item=True))
+    store = runner._store(_order(tmp_path, False)["store"])
+    items = [["a.txt", store.add_bytes(b"a")]]
+    for tmpfs in (True, False):
+        order = {**_order(tmp_path, False), "items": items, "tmpfs_items": tmpfs}
+        runner.run(order, LazyCtx(tmp_path / f"run-{tmpfs}"))  # type: ignore[arg-type]
+    assert [d.parent.parent for d in seen] == [shm, tmp_path / "run-False"]
 
 
 def test_a_whole_tasks_input_is_materialized_on_disk_with_its_output_on_tmpfs(
