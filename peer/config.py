@@ -170,6 +170,11 @@ class PeerConfig:
     worker_memory_mb: int = field(default_factory=default_worker_memory_mb, metadata=setting(
         "address-space limit (RLIMIT_AS) of each worker process in MiB; a task that needs "
         "more fails with MemoryError (default: half the machine's memory, at least 2048)"))
+    tmpfs_free_min_mb: int = field(default=256, metadata=setting(
+        "a python task's scratch goes on tmpfs (/dev/shm, which is RAM) only while it and the "
+        "machine's available memory have this many MiB free; a run writing there is stopped "
+        "(failed as storage, retried on disk) once either falls below half of it (default "
+        "256; 0 = no floor)"))
     allow_shell: bool = field(default=False, metadata=setting(
         "run shell tasks (a workflow's commands, run as this peer's user) here; off by "
         "default, announced to the mesh"))
@@ -376,7 +381,8 @@ class PeerConfig:
     def _check_lifecycle(self) -> None:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
                      "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max",
-                     "log_vacuum_min_free_mb", "malloc_trim_interval_s", "gc_young_allocs"):
+                     "log_vacuum_min_free_mb", "malloc_trim_interval_s", "gc_young_allocs",
+                     "tmpfs_free_min_mb"):
             value = getattr(self, name)
             if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)

@@ -206,9 +206,12 @@ class Node:
             if images is None:
                 self.catalog.pop("container", None)
             self.images = images or {}
+        tmpfs_floor = cfg.tmpfs_free_min_mb << 20  # a run starts on tmpfs above it, and is
+        # stopped below half of it: one that started there has that much room
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
+            tmpfs_kill_min_bytes=tmpfs_floor // 2,
             preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}),
                      *(("tasks.warmup",) if cfg.warm_workers else ()))))  # warmup: last
         self.mesh_id = mesh_hash(cfg.mesh_name)
@@ -234,6 +237,7 @@ class Node:
                                 images=self.images),
                             partial_outputs=cfg.partial_outputs,
                             inline_max_bytes=cfg.inline_output_max_bytes,
+                            tmpfs_free_min_bytes=tmpfs_floor,
                             queue_ahead=QUEUE_AHEAD,
                             queue_alone=not self._fills_cores),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,14 +109,16 @@ START_TIMEOUT_S = float(os.environ.get("BANZAI_TEST_START_TIMEOUT_S", "60"))
 
 def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
                http: str = "127.0.0.1:0", timeout_s: float = START_TIMEOUT_S,
-               mesh: str | None = None, shared_secret: bool = True) -> PeerProc:
+               mesh: str | None = None, shared_secret: bool = True,
+               wrap: Sequence[str] = ()) -> PeerProc:
     """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback. Peers of
     one mesh name share a secret file (`shared_secret`) unless the flags or `env` name a
-    secret or a join token."""
+    secret or a join token. `wrap`: a command that execs the peer's (its arguments follow),
+    e.g. one that makes a mount namespace first."""
     mesh = mesh or MESH
     if shared_secret and not _names_secret(extra, env):
         extra = ("--secret-file", str(mesh_secret_file(mesh)), *extra)
-    args = [str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
+    args = [*wrap, str(BIN / "banzai-peer"), "--data-dir", str(data_dir), "--http", http,
             "--task-module", "tests.fixture_tasks", "--log-level", "INFO",
             "--mdns-interface", "127.0.0.1", "--mesh-name", mesh, *extra]
     # Warm workers off unless a test asks: the suite starts ~100 peers, few run EXTRACT_MFCC,

@@ -26,6 +26,21 @@ def t_write(ctx: TaskContext, inp: Path | None, out: Path, files: int, tag: str)
         (out / f"f{i:04d}.txt").write_text(f"file {i} {tag}\n")
 
 
+@task("T_FILL", args=[Arg("mib", "int", doc="MiB to write"),
+                      Arg("hold_s", "float", doc="seconds to wait after"),
+                      Arg("tag", "str", default="")], needs_input=False)
+def t_fill(ctx: TaskContext, inp: Path | None, out: Path, mib: int, hold_s: float,
+           tag: str) -> None:
+    """Write where its output directory is (where.txt) and `mib` files of 1 MiB, then wait
+    `hold_s` (a watch of the tmpfs has that long to see them)."""
+    _count(f"T_FILL {tag}")
+    (out / "where.txt").write_text(f"{out}\n")
+    block = bytes(range(256)) * 4096
+    for i in range(mib):
+        (out / f"f{i:04d}.bin").write_bytes(block)
+    time.sleep(hold_s)
+
+
 @task("T_UPPER", args=[Arg("suffix", "str", default="")], per_item=True, items="*.txt")
 def t_upper(ctx: TaskContext, src: Path, out_dir: Path, suffix: str) -> Path:
     """Upper-case one text file."""
