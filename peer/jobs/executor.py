@@ -733,7 +733,8 @@ def _remove_base(base: Path, pid: int) -> None:
 def _join(proc: BaseProcess, workdir: Path | None, tmpfs: Path) -> int | None:
     """Helper thread: remove a dead worker's directories on `tmpfs` (before it is joined: its
     PID is no other process's until then), join it, release it and remove its run's
-    workdir."""
+    workdir, under its name or the one its worker moved it to (SIGTERM ends a run through its
+    `finally`, which moves the workdir away for a thread of the worker that dies with it)."""
     if proc.pid is not None:
         scratch.remove_dirs(tmpfs, proc.pid)
     proc.join()
@@ -741,6 +742,7 @@ def _join(proc: BaseProcess, workdir: Path | None, tmpfs: Path) -> int | None:
     proc.close()
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(_moved(workdir), ignore_errors=True)
     return code
 
 
@@ -872,7 +874,7 @@ class _Trash:
 
     def remove(self, path: Path) -> None:
         """Move `path` out of the way now (it is gone when this returns), remove it soon."""
-        gone = path.with_name(f".{path.name}.gone")
+        gone = _moved(path)
         try:
             os.rename(path, gone)
             if self._pid != os.getpid():  # the first use in this process (a forked worker)
@@ -889,6 +891,11 @@ class _Trash:
     def _run(todo: queue.SimpleQueue[Path]) -> None:
         while True:
             shutil.rmtree(todo.get(), ignore_errors=True)
+
+
+def _moved(path: Path) -> Path:
+    """Where _Trash moves a run directory to before removing it."""
+    return path.with_name(f".{path.name}.gone")
 
 
 _TRASH = _Trash()  # what a worker left of its runs goes with its executor's directory

@@ -148,3 +148,11 @@ def on_tmpfs(payload: list[str], ctx: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ctx.log("started")
     time.sleep(60)
+
+
+def fill_files(payload: int, ctx: Any) -> None:
+    """Write `payload` small files in the run's work directory, log "started", then wait."""
+    for i in range(payload):
+        (ctx.workdir / f"f{i}").write_bytes(b"x")
+    ctx.log("started")
+    time.sleep(60)

@@ -678,3 +678,15 @@ async def test_no_tmpfs_watch_when_it_is_off_or_nothing_runs(
     assert (await ex2.run("a", T + "echo", 1)).ok
     timer2.advance(0.5)  # the check after the run: nothing runs, so no further check
     assert space2.reads == 0 and timer2.pending() == []
+
+
+async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
+        make_executor: MakeExecutor, tmp_path: Path) -> None:
+    """SIGTERM ends a run through its `finally`, which moves its directory away for a thread
+    of the worker to remove: that thread dies with the worker; the directory must not stay
+    until the executor closes."""
+    ex = await make_executor(slots=1, work_dir=str(tmp_path / "work"))
+    run = await _started(ex, "many", "fill_files", 400)
+    base = next((tmp_path / "work").iterdir())
+    assert ex.cancel("many") and (await run).exit_kind == ExitKind.CANCELLED
+    assert _names(base) == []
