@@ -175,6 +175,11 @@ class PeerConfig:
         "machine's available memory have this many MiB free; a run writing there is stopped "
         "(failed as storage, retried on disk) once either falls below half of it (default "
         "256; 0 = no floor)"))
+    task_scratch_max_gb: float | None = field(default=None, metadata=setting(
+        "bound on the files one task run writes in its work directory on disk, in GB (10^9 "
+        "bytes); a run past it is stopped and fails (checked when the disk's use grew by as "
+        "much; default: half the data dir's disk's free space at the peer's start; 0 = no "
+        "bound)"))
     allow_shell: bool = field(default=False, metadata=setting(
         "run shell tasks (a workflow's commands, run as this peer's user) here; off by "
         "default, announced to the mesh"))
@@ -382,7 +387,7 @@ class PeerConfig:
         for name in ("keep_outputs_days", "store_max_gb", "keep_jobs_days", "gc_interval_s",
                      "gc_grace_s", "compact_recent_tasks", "compact_provider_sets_max",
                      "log_vacuum_min_free_mb", "malloc_trim_interval_s", "gc_young_allocs",
-                     "tmpfs_free_min_mb"):
+                     "tmpfs_free_min_mb", "task_scratch_max_gb"):
             value = getattr(self, name)
             if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)

@@ -117,6 +117,19 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def scratch_bound(cfg: PeerConfig) -> int | None:
+    """What one run may write in its work directory (--task-scratch-max-gb), in bytes: by
+    default half of what the data dir's disk has free now (a whole task's output is imported
+    into the store on the same disk: a run past it could not have completed); None: no bound."""
+    if cfg.task_scratch_max_gb is not None:
+        return max(1, int(cfg.task_scratch_max_gb * 1e9)) if cfg.task_scratch_max_gb else None
+    try:
+        st = os.statvfs(cfg.data_dir)
+    except OSError:
+        return None
+    return max(1, st.f_bavail * st.f_frsize // 2)
+
+
 Listener = Callable[[Event], None]
 # What our MEMBER event and heartbeats announce (TOMB_FEATURE: deleted jobs' tombstones
 # leave past the grace once every member announces it, docs/architecture.md, Compaction,
@@ -211,7 +224,7 @@ class Node:
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
             memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
-            tmpfs_kill_min_bytes=tmpfs_floor // 2,
+            tmpfs_kill_min_bytes=tmpfs_floor // 2, task_scratch_max_bytes=scratch_bound(cfg),
             preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}),
                      *(("tasks.warmup",) if cfg.warm_workers else ()))))  # warmup: last
         self.mesh_id = mesh_hash(cfg.mesh_name)

@@ -1,8 +1,10 @@
 """Pool of long-lived worker processes that run `module:function` targets for the daemon.
 
-Each worker leads its own process group, so a kill (cancel, timeout, close) ends every process
-a task started. Concurrency rule: use it from one event loop; nothing there blocks on a worker
-(pipes are read with add_reader, processes are started and joined on one private helper thread).
+Each worker leads its own process group, so a kill (cancel, timeout, close, the watch over
+the tmpfs and the disk: peer.jobs.watch) ends every process a task started. Concurrency rule:
+use it from one event loop; nothing there blocks on a worker (pipes are read with add_reader,
+processes are started and joined on one private helper thread, the watch walks a run's
+directory on a thread of its own).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
 from peer.jobs.scratch import Space, alive
+from peer.jobs.watch import Watch, Watched, disk_used
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
            "sweep_bases"]
@@ -111,14 +114,17 @@ class ExecutorConfig:
     # one slot: on 2 unpinned cores, OpenBLAS's 2 threads per worker tripled EXTRACT_MFCC's
     # CPU per file and changed its output's bytes (a threaded sgemm's sums).
     math_threads: int | None = 1
-    # The watch over the tmpfs that python tasks' scratch may use (peer.jobs.scratch.TMPFS):
-    # while a run is on a worker, every tmpfs_check_s its free space and the host's
-    # MemAvailable are read; when either is below tmpfs_kill_min_bytes, every worker with a
-    # directory there is killed, its run fails as STORAGE and that directory is removed at
-    # once. A run's files on tmpfs are RAM that neither the tmpfs's size nor the worker's
-    # memory limit bounds (a task wrote 12 GB there at 130 MB/s). None: no watch.
+    # The watch (peer.jobs.watch) over what runs write that the memory limit does not bound.
+    # While a run is on a worker, every tmpfs_check_s: the free space of the tmpfs that python
+    # tasks' scratch may use (peer.jobs.scratch.TMPFS) and the host's MemAvailable; when
+    # either is below tmpfs_kill_min_bytes, every worker with a directory there is killed,
+    # its run fails as STORAGE and that directory is removed at once (a task wrote 12 GB of
+    # RAM there at 130 MB/s). And a run whose work directory on disk holds more than
+    # task_scratch_max_bytes (None: no bound) is killed, failing as ERROR (another wrote
+    # 40 GB). tmpfs_check_s None: no watch at all.
     tmpfs_check_s: float | None = 0.5
     tmpfs_kill_min_bytes: int = 128 << 20
+    task_scratch_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -141,6 +147,9 @@ class ExecutorConfig:
              "must be positive or None"),
             (_is_int(self.tmpfs_kill_min_bytes) and self.tmpfs_kill_min_bytes >= 0,
              "tmpfs_kill_min_bytes", "must be an integer >= 0"),
+            (self.task_scratch_max_bytes is None or (_is_int(self.task_scratch_max_bytes)
+                                                     and self.task_scratch_max_bytes > 0),
+             "task_scratch_max_bytes", "must be a positive integer or None"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -190,6 +199,7 @@ class _Job:
     timer: Handle | None = None
     kill_kind: ExitKind | None = None  # set when we kill the worker on purpose
     kill_error: str | None = None  # why, if not the kind's usual words
+    watched: Watched | None = None  # while on a worker
 
 
 @dataclass(eq=False)
@@ -211,16 +221,19 @@ class Executor:
     """Runs targets on `cfg.slots` long-lived worker processes; extra runs queue FIFO.
 
     `timer` (default: the running event loop) times runs out, escalates kills to SIGKILL,
-    measures durations and paces the watch over the tmpfs, which reads `space` (default:
-    scratch.space; it must be quick: it runs on the event loop).
+    measures durations and paces the watch (peer.jobs.watch), which reads `space` (the
+    tmpfs's and the memory's free bytes) and `used` (a file system's used bytes); both run
+    on the event loop and must be quick.
     """
 
     def __init__(self, cfg: ExecutorConfig, *, timer: Timer | None = None,
-                 space: Callable[[], Space | None] = scratch.space) -> None:
+                 space: Callable[[], Space | None] = scratch.space,
+                 used: Callable[[Path], int | None] = disk_used) -> None:
         self.cfg = cfg
         self._given_timer = timer
         self._space = space
-        self._tmpfs_watch: Handle | None = None  # the next check, while runs are on workers
+        self._used = used
+        self._watch: Watch | None = None  # set by start() unless cfg.tmpfs_check_s is None
         self._timer: Timer | None = None  # set by start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._helper: ThreadPoolExecutor | None = None
@@ -274,6 +287,10 @@ class Executor:
             raise RuntimeError("executor already started")
         self._loop = asyncio.get_running_loop()
         self._timer = self._given_timer or self._loop
+        if self.cfg.tmpfs_check_s is not None:
+            self._watch = Watch(self.cfg.tmpfs_check_s, self.cfg.tmpfs_kill_min_bytes,
+                                self.cfg.task_scratch_max_bytes, self, self._timer.call_later,
+                                self._space, self._used)
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
         if self.cfg.work_dir is not None:
             Path(self.cfg.work_dir).mkdir(parents=True, exist_ok=True)
@@ -306,9 +323,8 @@ class Executor:
         if self._loop is None or self._closed:
             return
         self._stop.set()
-        if self._tmpfs_watch is not None:
-            self._tmpfs_watch.cancel()
-            self._tmpfs_watch = None
+        if self._watch is not None:
+            self._watch.close()
         while self._queue:
             self._finish(self._queue.popleft(), _cancelled(0.0))
         for w in list(self._workers):
@@ -564,38 +580,26 @@ class Executor:
             self._kill(w)
             return
         job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
-        self._watch_tmpfs()
+        if self._watch is not None and w.proc.pid is not None:
+            job.watched = Watched(job.key, w.proc.pid, self._workdir(job))
+            self._watch.started(job.watched)
 
-    def _watch_tmpfs(self) -> None:
-        """Check the tmpfs in tmpfs_check_s unless a check is due already or the watch is off."""
-        if self.cfg.tmpfs_check_s is not None and self._tmpfs_watch is None:
-            self._tmpfs_watch = self._clock().call_later(self.cfg.tmpfs_check_s,
-                                                         self._check_tmpfs)
+    # -- what the watch sees of the runs (peer.jobs.watch.Runs) --------------------------------
 
-    def _check_tmpfs(self) -> None:
-        """Kill every worker with a directory on the tmpfs if it or the host's memory is
-        below the floor; then check again while runs are on workers. Every one rather than
-        the largest: measuring each directory means walking trees of maybe millions of files
-        while the tmpfs fills (a task wrote 130 MB/s), and a fill that comes from elsewhere
-        leaves nothing of ours safe there either. Their runs fail as STORAGE (retried, not
-        counted), each call's next run here on disk; their directories go as they are
-        reaped (_join)."""
-        self._tmpfs_watch = None
-        busy = {w.proc.pid: w for w in self._workers
-                if w.job is not None and w.job.kill_kind is None and w.proc.pid is not None}
-        if not busy or self._stop.is_set():
-            return  # armed again by the next run's _assign
-        floor = self.cfg.tmpfs_kill_min_bytes
-        space = self._space()
-        if space is not None and space.short(floor):
-            for pid in scratch.holders(Path(scratch.TMPFS), busy):
-                job = busy[pid].job
-                assert job is not None
-                job.kill_kind = ExitKind.STORAGE
-                job.kill_error = space.describe(scratch.TMPFS, floor)
-                log.warning("run %r: %s", job.key, job.kill_error)
-                self._kill(busy[pid])
-        self._watch_tmpfs()
+    def watched(self) -> list[Watched]:
+        """The runs on workers, none being killed."""
+        return [w.job.watched for w in self._workers if w.job is not None
+                and w.job.kill_kind is None and w.job.watched is not None]
+
+    def stop(self, run: Watched, kind: str, error: str) -> None:
+        """Kill the worker of `run`; the run fails as `kind` with `error`."""
+        job = self._jobs.get(run.key)
+        if (job is None or job.watched is not run or job.worker is None
+                or job.kill_kind is not None):
+            return
+        job.kill_kind, job.kill_error = ExitKind(kind), error
+        log.warning("run %r: %s", job.key, error)
+        self._kill(job.worker)
 
     def _on_timeout(self, job: _Job) -> None:
         if job.worker is not None and job.kill_kind is None:

@@ -150,6 +150,14 @@ def on_tmpfs(payload: list[str], ctx: Any) -> None:
     time.sleep(60)
 
 
+def fill_workdir(payload: int, ctx: Any) -> None:
+    """Write `payload` KiB in the run's work directory, log "started", then wait."""
+    (ctx.workdir / "big.bin").write_bytes(os.urandom(payload << 10))
+    os.fsync(os.open(ctx.workdir / "big.bin", os.O_RDONLY))  # its blocks allocated
+    ctx.log("started")
+    time.sleep(60)
+
+
 def fill_files(payload: int, ctx: Any) -> None:
     """Write `payload` small files in the run's work directory, log "started", then wait."""
     for i in range(payload):

@@ -87,9 +87,11 @@ async def make_executor() -> AsyncIterator[MakeExecutor]:
     made: list[tuple[Executor, FakeTimer | None]] = []
 
     async def make(slots: int = 2, timer: FakeTimer | None = None, wait: bool = True,
-                   space: Callable[[], Space | None] | None = None, **kw: Any) -> Executor:
+                   space: Callable[[], Space | None] | None = None,
+                   used: Callable[[Path], int | None] | None = None, **kw: Any) -> Executor:
         cfg = ExecutorConfig(slots=slots, default_timeout_s=20.0, kill_grace_s=0.05, **kw)
-        ex = Executor(cfg, timer=timer, **({} if space is None else {"space": space}))
+        probes = {k: v for k, v in (("space", space), ("used", used)) if v is not None}
+        ex = Executor(cfg, timer=timer, **probes)
         made.append((ex, timer))
         await ex.start(wait=wait)
         return ex
@@ -169,6 +171,7 @@ async def _started(
         ({"slots": 1, "tmpfs_check_s": 0}, "tmpfs_check_s"),
         ({"slots": 1, "tmpfs_kill_min_bytes": -1}, "tmpfs_kill_min_bytes"),
         ({"slots": 1, "tmpfs_kill_min_bytes": 1.5}, "tmpfs_kill_min_bytes"),
+        ({"slots": 1, "task_scratch_max_bytes": 0}, "task_scratch_max_bytes"),
     ],
 )
 def test_config_rejects_bad_values(kw: dict[str, Any], field: str) -> None:
@@ -680,6 +683,58 @@ async def test_no_tmpfs_watch_when_it_is_off_or_nothing_runs(
     assert space2.reads == 0 and timer2.pending() == []
 
 
+# -- a bound on a run's work directory on disk -----------------------------------------------
+
+class Used:
+    """An executor's `used`: the used bytes of the work directory's file system, as set."""
+
+    def __init__(self) -> None:
+        self.now = 10 << 30
+
+    def __call__(self, path: Path) -> int | None:
+        return self.now
+
+
+async def test_a_run_over_its_disk_bound_is_killed_once_the_disk_grew_by_as_much(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    timer, used = FakeTimer(), Used()
+    ex = await make_executor(slots=1, timer=timer, used=used, task_scratch_max_bytes=64 << 10)
+    run = await _started(ex, "big", "fill_workdir", 256)  # 256 KiB in its work directory
+    timer.advance(0.5)  # the file system did not grow: not measured, not killed
+    assert timer.pending() == [1.0, 20.0]
+    used.now += 1 << 20  # it grew by more than the bound
+    timer.advance(0.5)
+    res = await asyncio.wait_for(run, 30)  # it would run 60 s
+    assert (res.ok, res.exit_kind) == (False, ExitKind.ERROR) and res.error is not None
+    assert "bound of 64 KiB per run (task_scratch_max_bytes)" in res.error
+    assert str(ex._base) in res.error  # names its directory
+
+
+async def test_a_run_under_its_disk_bound_is_measured_only_when_the_disk_grew(
+        make_executor: MakeExecutor, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer.jobs import watch
+
+    walks: list[Path] = []
+    real = watch.used_bytes
+    monkeypatch.setattr(watch, "used_bytes", lambda p, *a: (walks.append(p), real(p, *a))[1])
+    timer, used = FakeTimer(), Used()
+    ex = await make_executor(slots=1, timer=timer, used=used, task_scratch_max_bytes=1 << 20)
+    run = await _started(ex, "small", "fill_workdir", 16)
+    used.now += 2 << 20  # others wrote: the run might be over
+    timer.advance(0.5)
+    for _ in range(500):  # bounded: the walk is short work on the watch's thread
+        if walks and not ex._watch._walking:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.01)
+    assert len(walks) == 1 and not run.done()  # measured: 16 KiB, under the bound
+    timer.advance(0.5)
+    used.now += 512 << 10  # grown by less than the bound since it was measured
+    timer.advance(0.5)
+    await asyncio.sleep(0.05)
+    assert len(walks) == 1 and not run.done()
+    assert ex.cancel("small") and (await run).exit_kind == ExitKind.CANCELLED
+
+
 async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
         make_executor: MakeExecutor, tmp_path: Path) -> None:
     """SIGTERM ends a run through its `finally`, which moves its directory away for a thread
@@ -690,3 +745,16 @@ async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
     base = next((tmp_path / "work").iterdir())
     assert ex.cancel("many") and (await run).exit_kind == ExitKind.CANCELLED
     assert _names(base) == []
+
+
+def test_used_bytes_counts_blocks_and_stops_above_its_bound(tmp_path: Path) -> None:
+    from peer.jobs.watch import used_bytes
+
+    for i in range(20):
+        (tmp_path / "d" / str(i % 4)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / str(i % 4) / f"f{i}").write_bytes(os.urandom(8192))
+    (tmp_path / "d" / "link").symlink_to("/etc")
+    full = used_bytes(tmp_path / "d", 1 << 40)
+    assert full >= 20 * 8192
+    assert 4 * 8192 < used_bytes(tmp_path / "d", 4 * 8192) < full
+    assert used_bytes(tmp_path / "absent", 10) == 0

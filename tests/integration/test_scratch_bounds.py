@@ -1,7 +1,11 @@
-"""A task that fills the tmpfs its output is on: a real peer in a mount namespace of its own,
-whose /dev/shm is a tmpfs of TMPFS_MIB (root and unshare needed), with a floor of FLOOR_MIB
-(a run on the tmpfs is stopped below half of it). The run is stopped as a storage failure
-naming the tmpfs and its figures, its directory there is gone, its retry writes to disk."""
+"""The bounds of what a run writes beyond its memory limit, with real peers (root needed).
+
+A task that fills the tmpfs its output is on: a peer in a mount namespace of its own, whose
+/dev/shm is a tmpfs of TMPFS_MIB, with a floor of FLOOR_MIB (a run on the tmpfs is stopped
+below half of it). The run is stopped as a storage failure naming the tmpfs and its figures,
+its directory there is gone, its retry writes to disk. And a task that writes past the
+per-run bound on disk (a data dir on a small tmpfs of its own, the test's file system) fails
+naming the bound, its directory gone."""
 
 from __future__ import annotations
 
@@ -87,3 +91,42 @@ def test_a_run_filling_the_tmpfs_is_stopped_its_directory_removed_and_retried_on
     assert not _where(peer, done).startswith(scratch.TMPFS)  # the retry wrote to disk
     chunk = task["chunks"][0]
     assert chunk["state"] == "done"
+
+
+DISK_MIB = 128  # the data dir's file system
+SCRATCH_MAX_GB = 0.01  # 10 MB (9.53 MiB) per run
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of DISK_MIB at tmp_path/disk: a file system whose use only the peer changes."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _bytes_under(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+
+
+def test_a_run_past_its_disk_bound_is_stopped_and_fails_naming_it(small_disk: Path) -> None:
+    p = start_peer(small_disk, "--slots", "1", "--task-scratch-max-gb", str(SCRATCH_MAX_GB))
+    try:
+        job = API.submit(p.url, [{"call": "T_FILL", "args": [16, HOLD_S, "disk"]}])
+        view = API.wait(p.url, job)
+        assert view["state"] == "failed", view
+        task = view["tasks"][0]
+        assert task["attempts"] == 1  # the task's fault: not retried
+        assert "exceeded this peer's bound of 9.53 MiB per run" in task["error"], task
+        assert str(small_disk / "work") in task["error"]  # where it wrote
+        assert _bytes_under(small_disk / "work") < 1 << 20  # its files are gone
+    finally:
+        stop(p)

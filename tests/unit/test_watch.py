@@ -1,0 +1,151 @@
+"""The executor's watch (peer/jobs/watch.py) alone: fake runs, readings and clock; the tmpfs is
+a directory of the test's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from peer.jobs import scratch
+from peer.jobs.scratch import Space
+from peer.jobs.watch import Watch, Watched
+
+MIB = 1 << 20
+
+
+@dataclass(eq=False)
+class _Call:
+    when: float
+    callback: Callable[[], object]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Clock:
+    """call_later on a time that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[_Call] = []
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _Call:
+        call = _Call(self.now + delay, callback)
+        self.calls.append(call)
+        return call
+
+    def pending(self) -> list[float]:
+        return sorted(c.when for c in self.calls if not c.cancelled)
+
+    def advance(self, dt: float) -> None:
+        self.now += dt
+        due = [c for c in self.calls if not c.cancelled and c.when <= self.now]
+        self.calls = [c for c in self.calls if c not in due]
+        for c in due:
+            c.callback()
+
+
+class Runs:
+    """The executor as the watch sees it: its runs, and the ones it was told to stop."""
+
+    def __init__(self) -> None:
+        self.runs: list[Watched] = []
+        self.stopped: list[tuple[str, str, str]] = []
+
+    def watched(self) -> Sequence[Watched]:
+        return [r for r in self.runs if r.key not in {k for k, _, _ in self.stopped}]
+
+    def stop(self, run: Watched, kind: str, error: str) -> None:
+        self.stopped.append((run.key, kind, error))
+
+
+@pytest.fixture
+def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "shm"
+    d.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(d))
+    return d
+
+
+def _run(tmp_path: Path, key: str, pid: int) -> Watched:
+    return Watched(key, pid, tmp_path / "work" / key)
+
+
+def test_below_the_floor_every_run_with_a_directory_on_the_tmpfs_is_stopped(
+        tmp_path: Path, shm: Path) -> None:
+    clock, runs = Clock(), Runs()
+    reading = [Space(1 << 30, 1 << 30)]
+    watch = Watch(0.5, 64 * MIB, None, runs, clock.call_later, lambda: reading[0])
+    runs.runs = [_run(tmp_path, "a", 101), _run(tmp_path, "b", 102), _run(tmp_path, "c", 103)]
+    for r in runs.runs:
+        watch.started(r)
+    for pid in (101, 103):
+        (shm / f"{scratch.PREFIX}{pid}-x").mkdir()
+    (shm / "someone-else").mkdir()
+    assert clock.pending() == [0.5]  # one check for all
+    clock.advance(0.5)
+    assert runs.stopped == [] and clock.pending() == [1.0]
+    reading[0] = Space(64 * MIB - 1, 1 << 30)
+    clock.advance(0.5)
+    assert [(k, kind) for k, kind, _ in runs.stopped] == [("a", "storage"), ("c", "storage")]
+    assert f"tmpfs {shm} below its floor of 64.0 MiB" in runs.stopped[0][2]
+    assert "free on" in runs.stopped[0][2] and "63.9 MiB" in runs.stopped[0][2]
+    runs.runs = []
+    clock.advance(0.5)  # nothing runs: no further check until a run starts
+    assert clock.pending() == []
+    watch.started(_run(tmp_path, "d", 104))
+    assert clock.pending() == [2.0]
+    watch.close()
+    assert clock.pending() == []
+
+
+@pytest.mark.parametrize("reading", [None, Space(1 << 30, 64 * MIB)])
+def test_nothing_is_stopped_without_a_tmpfs_or_above_the_floor(
+        tmp_path: Path, shm: Path, reading: Space | None) -> None:
+    clock, runs = Clock(), Runs()
+    watch = Watch(0.5, 64 * MIB, None, runs, clock.call_later, lambda: reading)
+    runs.runs = [_run(tmp_path, "a", 101)]
+    (shm / f"{scratch.PREFIX}101-x").mkdir()
+    watch.started(runs.runs[0])
+    clock.advance(0.5)
+    assert runs.stopped == [] and clock.pending() == [1.0]
+    watch.close()
+
+
+async def test_a_run_is_measured_only_once_the_disk_grew_by_its_bound(
+        tmp_path: Path, shm: Path) -> None:
+    clock, runs = Clock(), Runs()
+    used = [5 << 30]
+    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
+                  lambda p: used[0])
+    small, big = _run(tmp_path, "small", 1), _run(tmp_path, "big", 2)
+    (small.workdir).mkdir(parents=True)
+    (small.workdir / "f").write_bytes(b"x" * 4096)
+    (big.workdir).mkdir(parents=True)
+    (big.workdir / "f").write_bytes(b"x" * (2 * MIB))
+    runs.runs = [small, big]
+    for r in runs.runs:
+        watch.started(r)
+    assert small.disk_mark == 5 << 30
+    used[0] += MIB  # not more than the bound: nobody can be over it
+    clock.advance(0.5)
+    assert not watch._walking and runs.stopped == []
+    used[0] += MIB
+    clock.advance(0.5)
+    assert watch._walking
+    for _ in range(500):  # bounded: the walk is short work on the watch's thread
+        if not watch._walking:
+            break
+        await asyncio.sleep(0.01)
+    assert [(k, kind) for k, kind, _ in runs.stopped] == [("big", "error")]
+    assert "bound of 1 MiB per run (task_scratch_max_bytes)" in runs.stopped[0][2]
+    assert small.disk_mark is not None and (5 << 30) + 2 * MIB - small.disk_mark >= 4096
+    used[0] += MIB // 2  # the small one's mark moved: not due again
+    clock.advance(0.5)
+    assert not watch._walking
+    watch.close()
