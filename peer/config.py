@@ -391,6 +391,9 @@ class PeerConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
+        if self.task_scratch_max_gb is not None and not math.isfinite(self.task_scratch_max_gb):
+            raise ConfigError(f"task_scratch_max_gb: must be a number of GB (0 = no bound), "
+                              f"got {self.task_scratch_max_gb}", field="task_scratch_max_gb")
         if self.gc_young_allocs > MAX_YOUNG_ALLOCS:
             raise ConfigError(f"gc_young_allocs: must be at most {MAX_YOUNG_ALLOCS}, got "
                               f"{self.gc_young_allocs}", field="gc_young_allocs")

@@ -131,6 +131,11 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "nan"}, "malloc_trim_interval_s"),
     ({"BANZAI_MALLOC_TRIM_INTERVAL_S": "often"}, "malloc_trim_interval_s"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "-1"}, "gc_young_allocs"),
+    ({"BANZAI_TMPFS_FREE_MIN_MB": "-1"}, "tmpfs_free_min_mb"),
+    ({"BANZAI_TMPFS_FREE_MIN_MB": "lots"}, "tmpfs_free_min_mb"),
+    ({"BANZAI_TASK_SCRATCH_MAX_GB": "-1"}, "task_scratch_max_gb"),
+    ({"BANZAI_TASK_SCRATCH_MAX_GB": "inf"}, "task_scratch_max_gb"),
+    ({"BANZAI_TASK_SCRATCH_MAX_GB": "nan"}, "task_scratch_max_gb"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "1.5"}, "gc_young_allocs"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "3000000000"}, "gc_young_allocs"),
 ])

@@ -412,3 +412,23 @@ def test_a_whole_tasks_input_is_materialized_on_disk_with_its_output_on_tmpfs(
 def test_a_negative_scheduler_setting_is_refused_by_name(name: str, bad: float) -> None:
     with pytest.raises(ConfigError, match=name):
         SchedulerConfig(StoreConfig("/nonexistent"), **{name: bad})
+
+
+# -- the peer's settings -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("gb", "want"), [(0.0, None), (0.5, 500_000_000), (1e-12, 1)])
+def test_the_per_run_disk_bound_is_the_peers_setting(tmp_path: Path, gb: float,
+                                                     want: int | None) -> None:
+    from peer.config import PeerConfig
+    from peer.node import scratch_bound
+
+    assert scratch_bound(PeerConfig(data_dir=tmp_path, task_scratch_max_gb=gb)) == want
+
+
+def test_the_per_run_disk_bound_is_half_the_free_disk_by_default(tmp_path: Path) -> None:
+    from peer.config import PeerConfig
+    from peer.node import scratch_bound
+
+    st = os.statvfs(tmp_path)
+    got = scratch_bound(PeerConfig(data_dir=tmp_path))
+    assert got is not None and abs(got - st.f_bavail * st.f_frsize // 2) < 1 << 30
