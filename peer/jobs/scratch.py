@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -183,26 +185,36 @@ def alive(pid: int) -> bool:
     return True
 
 
-def tree_bytes(path: Path, stop_above: int) -> int:
-    """Bytes of the regular files at or under `path` (symlinks not followed), counted until
-    the total exceeds `stop_above` (then a total above it, not the exact one)."""
+def tree_bytes(path: Path, stop_above: int, *, on_disk: bool = False,
+               quit: threading.Event | None = None) -> int:
+    """Bytes of the regular files at or under `path` (symlinks not followed), or with `on_disk`
+    the space every entry there uses (st_blocks), counted until the total exceeds
+    `stop_above` (then a total above it, not the exact one) or `quit` is set."""
+    def size(st: os.stat_result, regular: bool) -> int:
+        return st.st_blocks * 512 if on_disk else st.st_size if regular else 0
+
     try:
         st = path.lstat()
     except OSError:
         return 0
-    if not path.is_dir() or path.is_symlink():
-        return st.st_size if path.is_file() and not path.is_symlink() else 0
+    if not stat.S_ISDIR(st.st_mode):
+        return size(st, stat.S_ISREG(st.st_mode))
     total = 0
     todo = [str(path)]
-    while todo and total <= stop_above:
+    while todo and total <= stop_above and not (quit is not None and quit.is_set()):
         try:
             it = os.scandir(todo.pop())
         except OSError:
             continue
         with it:
             for e in it:
-                if e.is_dir(follow_symlinks=False):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += size(st, stat.S_ISREG(st.st_mode))
+                if stat.S_ISDIR(st.st_mode):
                     todo.append(e.path)
-                elif e.is_file(follow_symlinks=False):
-                    total += e.stat(follow_symlinks=False).st_size
+                if total > stop_above or (quit is not None and quit.is_set()):
+                    break  # a directory may hold millions of files
     return total

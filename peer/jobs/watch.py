@@ -138,8 +138,8 @@ class Watch:
             self._walker = ThreadPoolExecutor(1, thread_name_prefix="banzai-watch")
         self._walking = True
         loop = asyncio.get_running_loop()
-        fut = self._walker.submit(lambda: [used_bytes(r.workdir, bound, self._quit)
-                                           for r in due])
+        fut = self._walker.submit(lambda: [
+            scratch.tree_bytes(r.workdir, bound, on_disk=True, quit=self._quit) for r in due])
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(
             self._measured, due, used, bound, f))
 
@@ -165,27 +165,3 @@ def _size(n: int) -> str:
         if n >= 1 << shift:
             return f"{math.floor(n * 100 / (1 << shift)) / 100:g} {unit}"
     return f"{n} bytes"
-
-
-def used_bytes(path: Path, stop_above: int, quit: threading.Event | None = None) -> int:
-    """The disk space the files at or under `path` use (st_blocks; symlinks not followed),
-    counted until the total exceeds `stop_above` (then a total above it) or `quit` is set."""
-    total = 0
-    todo = [str(path)]
-    while todo and total <= stop_above and not (quit is not None and quit.is_set()):
-        try:
-            it = os.scandir(todo.pop())
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += st.st_blocks * 512
-                if e.is_dir(follow_symlinks=False):
-                    todo.append(e.path)
-                if total > stop_above or (quit is not None and quit.is_set()):
-                    break  # a directory may hold millions of files
-    return total

@@ -712,11 +712,12 @@ async def test_a_run_over_its_disk_bound_is_killed_once_the_disk_grew_by_as_much
 
 async def test_a_run_under_its_disk_bound_is_measured_only_when_the_disk_grew(
         make_executor: MakeExecutor, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peer.jobs import watch
+    from peer.jobs import scratch
 
     walks: list[Path] = []
-    real = watch.used_bytes
-    monkeypatch.setattr(watch, "used_bytes", lambda p, *a: (walks.append(p), real(p, *a))[1])
+    real = scratch.tree_bytes
+    monkeypatch.setattr(scratch, "tree_bytes",
+                        lambda p, *a, **k: (walks.append(p), real(p, *a, **k))[1])
     timer, used = FakeTimer(), Used()
     ex = await make_executor(slots=1, timer=timer, used=used, task_scratch_max_bytes=1 << 20)
     run = await _started(ex, "small", "fill_workdir", 16)
@@ -745,16 +746,3 @@ async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
     base = next((tmp_path / "work").iterdir())
     assert ex.cancel("many") and (await run).exit_kind == ExitKind.CANCELLED
     assert _names(base) == []
-
-
-def test_used_bytes_counts_blocks_and_stops_above_its_bound(tmp_path: Path) -> None:
-    from peer.jobs.watch import used_bytes
-
-    for i in range(20):
-        (tmp_path / "d" / str(i % 4)).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "d" / str(i % 4) / f"f{i}").write_bytes(os.urandom(8192))
-    (tmp_path / "d" / "link").symlink_to("/etc")
-    full = used_bytes(tmp_path / "d", 1 << 40)
-    assert full >= 20 * 8192
-    assert 4 * 8192 < used_bytes(tmp_path / "d", 4 * 8192) < full
-    assert used_bytes(tmp_path / "absent", 10) == 0

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,20 @@ def test_tree_bytes_stops_counting_above_its_bound(tmp_path: Path) -> None:
     assert 150 < scratch.tree_bytes(tmp_path / "d", 150) < 400
     assert scratch.tree_bytes(tmp_path / "d" / "0" / "f", 0) == 100
     assert scratch.tree_bytes(tmp_path / "absent", 10) == 0
+
+
+def test_tree_bytes_on_disk_counts_blocks_and_stops_above_its_bound(tmp_path: Path) -> None:
+    for i in range(20):
+        (tmp_path / "d" / str(i % 4)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / str(i % 4) / f"f{i}").write_bytes(os.urandom(8192))
+    (tmp_path / "d" / "link").symlink_to("/etc")
+    full = scratch.tree_bytes(tmp_path / "d", 1 << 40, on_disk=True)
+    assert full >= 20 * 8192
+    assert 4 * 8192 < scratch.tree_bytes(tmp_path / "d", 4 * 8192, on_disk=True) < full
+    assert scratch.tree_bytes(tmp_path / "absent", 10, on_disk=True) == 0
+    quit = threading.Event()
+    quit.set()
+    assert scratch.tree_bytes(tmp_path / "d", 1 << 40, on_disk=True, quit=quit) < full
 
 
 # -- runner.run's whole-task path --------------------------------------------------------------
