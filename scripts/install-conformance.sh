@@ -30,6 +30,16 @@ command -v go >/dev/null || fail "the Go toolchain (go) is required"
 got="$(sha256sum "$archive" | cut -d' ' -f1)"
 [[ "$got" == "$SHA256" ]] || fail "sha256 of $archive is $got, expected $SHA256"
 
+# One build at a time per machine: two clones setting up at once share this cache (and its
+# src and bin.tmp); the second waits, then finds the first one's build.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+if [[ -x "$bin" && -f "$bin.home" && -d "$(cat "$bin.home")/tests" ]]; then
+    echo "$bin"
+    exit 0
+fi
+
 export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gobuild" GOFLAGS="-modcacherw" CGO_ENABLED=0
 rm -rf "$cache/src.tmp"
 mkdir -p "$cache/src.tmp" "$cache/bin"

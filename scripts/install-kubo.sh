@@ -35,6 +35,14 @@ fi
 
 command -v go >/dev/null || { echo "install-kubo: the Go toolchain (go) is required" >&2; exit 1; }
 mkdir -p "$cache/bin" "$cache/build"
+# One build at a time per machine: two clones setting up at once share this cache (and its
+# ipfs.tmp); the second waits, then finds the first one's binary.
+exec 9>"$cache/.lock"
+flock 9
+if [[ -x "$bin" ]]; then
+    link_it
+    exit 0
+fi
 export GOTOOLCHAIN="$KUBO_GOTOOLCHAIN"
 export GOMODCACHE="$cache/gomod"
 export GOCACHE="$cache/gobuild"
