@@ -338,7 +338,8 @@ class CatchUp:
                                     lambda size: MAGIC + HEADER.pack(b"E", size), b"")
             sha = hashlib.sha256()
             rows = total = 0
-            for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs"):
+            for tag, batch in thin_rows(db, jobs=part != "rows", rows=part != "jobs",
+                                         left_out=self.index.left_out):
                 rows += len(batch)
                 for out in row_frames([(tag, batch)]):
                     sha.update(out)
@@ -357,7 +358,7 @@ class CatchUp:
             yield from _events_line(self.cfg.data_dir / "tmp", events(), lambda _: b"", b"\n")
             sha = hashlib.sha256()
             rows = 0
-            for tag, batch in raw_rows(db):
+            for tag, batch in raw_rows(db, left_out=self.index.left_out):
                 rows += len(batch)
                 for line in row_lines([(tag, batch)]):
                     sha.update(line)

@@ -570,8 +570,11 @@ class Compactor:
             items = self.index.item_slice(self._reap_items_after, n)
             self._reap_items_after = items[-1][0] if len(items) == n else ""
         empty: set[str] = set()  # CIDs whose empty set the fold holds in memory
-        dead = self._unprovided(rows, st.outputs, empty)
-        dead_items = self._unprovided(items, st.cache, empty) + self._stale(items, st.cache)
+        dead: list[tuple[str, str]] = []
+        dead_items = self._stale(items, st.cache)
+        if self.index.providers_sound():  # (else a damaged row may be a CID's only provider)
+            dead = self._unprovided(rows, st.outputs, empty)
+            dead_items = self._unprovided(items, st.cache, empty) + dead_items
         if not dead and not dead_items:
             return
         self.index.reap(dead, sorted(empty), dead_items)  # raises: nothing changed

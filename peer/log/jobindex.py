@@ -31,11 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from peer.errors import StoreError
 from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK, EventType
-from peer.log.snapframe import outputs_sha, thin
-from peer.log.snapstream import facts_cids
-from peer.log.sqlite import seq_rows
+from peer.log.snapframe import check_thin, outputs_sha, thin
+from peer.log.snapstream import (
+    CACHE_KINDS,
+    CHECKS,
+    JOB_KEYS,
+    PROVIDER_KINDS,
+    facts_cids,
+    row_fault,
+)
+from peer.log.sqlite import seq_rows, unreadable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -107,6 +115,7 @@ class JobIndex:
         # (job, column) of the rows a read left out because that column does not read back
         # as it was written (damaged, edited by hand): each logged once; `skipped` counts them
         self._bad: set[tuple[str, str]] = set()
+        self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
         db.execute(
@@ -255,8 +264,7 @@ class JobIndex:
         fsync_files(db)
 
     def __contains__(self, job: object) -> bool:
-        return self._db.execute("SELECT 1 FROM job_index WHERE job = ?",
-                                (job,)).fetchone() is not None
+        return self._one("SELECT 1 FROM job_index WHERE job = ?", (job,)) is not None
 
     def __len__(self) -> int:
         """The number of records: O(1), kept by the writes (counted once at open)."""
@@ -264,21 +272,17 @@ class JobIndex:
 
     def record(self, job: str) -> dict[str, Any] | None:
         """The full view of a finished job, or None if it is not in the index."""
-        row = self._db.execute("SELECT record FROM job_index WHERE job = ?", (job,)).fetchone()
-        if row is None:
-            return None
-        try:  # a snapshot's record is checked here, when read (peer.log.snapstream)
-            rec = loads_within(row[0])
-        except ValueError as e:  # (or nested deeper than this release writes)
-            if row[0]:  # ("": a thin row's record, not fetched yet)
-                self._skip(_job(job), "record", e)
-            return None
-        return rec if isinstance(rec, dict) else None
+        row = self._one(f"SELECT {KEY_COLUMNS}, record FROM job_index WHERE job = ?", (job,))
+        if row is None or not self._keys_ok(row) or row[6] == "":  # "": a thin row's record,
+            return None  # not fetched yet
+        # (a snapshot's record is checked here, when read: peer.log.snapstream)
+        rec: dict[str, Any] | None = self._column(_job(job), "record", row[6], _is_object)
+        return rec
 
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
         at most `limit` (all without it)."""
-        sql = "SELECT job, hlc, origin, seq, summary FROM job_index"
+        sql = f"SELECT {KEY_COLUMNS}, summary FROM job_index"
         args: list[Any] = []
         if before is not None:
             sql += " WHERE (hlc, origin, seq) < (?, ?, ?)"
@@ -288,10 +292,12 @@ class JobIndex:
             sql += " LIMIT ?"
             args.append(limit)
         out: list[tuple[Order, dict[str, Any]]] = []
-        for job, h, o, q, s in self._db.execute(sql, args):
-            summary = self._column(_job(job), "summary", s, _is_object)
+        for row in self._read(sql, args):
+            if not self._keys_ok(row):
+                continue
+            summary = self._column(_job(row[0]), "summary", row[6], _is_object)
             if summary is not None:
-                out.append(((int(h), str(o), int(q)), summary))
+                out.append(((row[1], row[2], row[3]), summary))
         return out
 
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
@@ -481,16 +487,16 @@ class JobIndex:
     def thin_sha(self, job: str) -> str | None:
         """The hash of a job's full texts if the index holds only its thin row (taken from
         a version 3 snapshot, not fetched yet), else None."""
-        row = self._db.execute("SELECT t.sha FROM job_index j JOIN job_thin t USING (job) "
-                               "WHERE j.job = ? AND j.record = ''", (job,)).fetchone()
+        row = self._one("SELECT t.sha FROM job_index j JOIN job_thin t USING (job) "
+                        "WHERE j.job = ? AND j.record = ''", (job,))
         return None if row is None else str(row[0])
 
     def texts(self, job: str) -> list[str] | None:
         """[summary, record, facts] of a job whose full record the index holds (what a
         member answers a peer fetching it), else None."""
-        row = self._db.execute("SELECT summary, record, facts FROM job_index WHERE job = ? "
-                               "AND record != ''", (job,)).fetchone()
-        return None if row is None else [str(v) for v in row]
+        row = self._one(f"SELECT {JOB_COLUMNS} FROM job_index WHERE job = ? AND record != ''",
+                        (job,))
+        return None if row is None or self.left_out("j", row) else list(row[6:])
 
     def fill(self, job: str, texts: Sequence[str]) -> None:
         """A thin job's full texts (checked against its hash by the caller: snapframe.
@@ -521,10 +527,13 @@ class JobIndex:
         """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
         of the index (snapframe.job_digest3) whose facts read back."""
         out: dict[str, str] = {}
-        for job, h, o, q, ended, state, tf, facts in self._db.execute(
+        for row in self._read(
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
                 "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
                 "LEFT JOIN job_thin t USING (job)"):
+            if not self._keys_ok(row):
+                continue
+            job, h, o, q, ended, state, tf, facts = row
             f = self._column(_job(job), "facts", facts if tf is None else tf, _is_object)
             if f is None:
                 continue
@@ -566,6 +575,71 @@ class JobIndex:
         """The (row, column)s that reads left out because they do not read back."""
         return len(self._bad)
 
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query reading the index back: the one place its reads meet the
+        file. A sqlite3.DatabaseError (a damaged page mid-file, a text that does not decode)
+        is raised as peer.log.sqlite.unreadable says: a DataError naming the file."""
+        try:
+            yield from self._db.execute(sql, args)
+        except sqlite3.DatabaseError as e:
+            raise unreadable(self.path, e) from e
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """The first row of `_read(sql, args)`, None if there is none."""
+        return next(self._read(sql, args), None)
+
+    def _valid(self, row: Sequence[Any], columns: Sequence[tuple[str, str]], what: str,
+               ) -> bool:
+        """Are `row`'s `columns` (peer.log.snapstream: JOB_KEYS, CACHE_KINDS, PROVIDER_KINDS)
+        what the index writes there? If not, the row is left out (`_skip`, naming `what`
+        and the column). Every read of those tables checks each row so."""
+        bad = row_fault(row, columns)
+        if bad is None:
+            return True
+        names = [name for name, _ in columns]
+        value = row[names.index(bad)] if bad in names else row
+        self._skip(what, bad, f"{value!r:.60} is not what the index writes there")
+        return False
+
+    def _keys_ok(self, row: Sequence[Any]) -> bool:
+        """A job_index row (its first six columns: JOB_KEYS) reads back."""
+        return self._valid(row, JOB_KEYS, _job(row[0]))
+
+    def _entry_ok(self, row: Sequence[Any]) -> bool:
+        """A cache_index row (CACHE_COLUMNS) reads back."""
+        return self._valid(row, CACHE_KINDS,
+                           f"the job index's cache entry {str(row[1])[:64]!r}")
+
+    def _provider_ok(self, row: Sequence[Any]) -> bool:
+        """A provider_index row (cid, origin) reads back."""
+        return self._valid(row, PROVIDER_KINDS,
+                           f"the job index's provider row of {str(row[0])[:64]!r}")
+
+    def providers_sound(self) -> bool:
+        """Does every provider_index row read back? Checked once per open (one scan, the
+        first time this is asked; each bad row logged once): while one does not, the index
+        cannot tell which CIDs it lists no provider of (a damaged row may be a CID's only
+        one), and the compactor deletes no cache entry for want of a provider."""
+        if self._providers_sound is None:
+            try:
+                bad = sum(not self._provider_ok(r) for r in self._read(
+                    "SELECT cid, origin FROM provider_index"))
+            except StoreError as e:  # (a text that does not decode, a damaged page)
+                log.warning("%s", e)
+                bad = 1
+            self._providers_sound = not bad
+        return self._providers_sound
+
+    def left_out(self, tag: str, row: Sequence[Any]) -> bool:
+        """Is `row` (of a snapshot's batch `tag`: "j", "t", "c" or "p") left out of what
+        this peer serves, its receiver refusing it (`refused`)? Logged once per row. Safe
+        in a snapshot stream's thread."""
+        why = refused(tag, row)
+        if why is not None:
+            self._skip(f"the job index's {_TABLES[tag]} row of {str(row[0])[:64]!r}",
+                       "row", why)
+        return why is not None
+
     def _column(self, row: str, column: str, text: Any, ok: Callable[[Any], bool]) -> Any:
         """A row's JSON `column` parsed, if it parses to what `ok` accepts; else None, and
         the row is left out (`_skip`)."""
@@ -581,11 +655,7 @@ class JobIndex:
 
     def _order(self, key: Any, h: Any, o: Any, q: Any) -> Order | None:
         """A cache entry's (hlc, origin, seq); None if they do not read back (left out)."""
-        if type(h) is int and type(o) is str and type(q) is int:
-            return (h, o, q)
-        self._skip(f"the job index's cache entry {str(key)[:64]!r}", "order",
-                   f"({h!r:.40}, {o!r:.40}, {q!r:.40}) is not (hlc, origin, seq)")
-        return None
+        return (h, o, q) if self._entry_ok((ITEM, key, "", h, o, q)) else None
 
     def _skip(self, row: str, column: str, why: object) -> None:
         """A row (as `_job` names it) left out by a read: counted and logged once per (row,
@@ -611,9 +681,11 @@ class JobIndex:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index whose facts
         read back (`digest` raises ValueError or TypeError else: the row is left out)."""
         out: dict[str, str] = {}
-        for r in self._db.execute(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"):
-            try:  # (not thin rows)
-                out[str(r[0])] = digest(r)
+        for r in self._read(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"):
+            if not self._keys_ok(r):  # (not thin rows)
+                continue
+            try:
+                out[r[0]] = digest(r)
             except (ValueError, TypeError, RecursionError) as e:
                 self._skip(_job(r[0]), "facts", e)
         return out
@@ -623,27 +695,29 @@ class JobIndex:
                         self._db.execute("SELECT origin, seq FROM compact_floors"))
 
     def entries(self) -> Iterator[CacheEntry]:
-        for kind, k, v, h, o, q in self._db.execute(
-                "SELECT kind, k, v, hlc, origin, seq FROM cache_index"):
+        for row in self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index"):
+            if not self._entry_ok(row):
+                continue
+            kind, k, v, h, o, q = row
             try:  # a malformed value taken from a snapshot stream is not served on
                 value = loads_within(v)
             except ValueError:
                 continue
-            order = self._order(k, h, o, q)
-            if order is not None:
-                yield CacheEntry(int(kind), str(k), value, order)
+            yield CacheEntry(kind, k, value, (h, o, q))
 
     def facts(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
         """`read(job, facts)` of every record: what retention needs of compacted jobs. A row
         whose facts do not parse to an object, or that `read` refuses (ValueError), is left
         out."""
         out: list[_T] = []
-        for job, text in self._db.execute("SELECT job, facts FROM job_index"):
-            facts = self._column(_job(job), "facts", text, _is_object)
+        for row in self._read(f"SELECT {KEY_COLUMNS}, facts FROM job_index"):
+            job = row[0]
+            facts = self._column(_job(job), "facts", row[6], _is_object) if self._keys_ok(
+                row) else None
             if facts is None:
                 continue
             try:
-                out.append(read(str(job), facts))
+                out.append(read(job, facts))
             except ValueError as e:
                 self._skip(_job(job), "facts", e)
         return out
@@ -652,26 +726,27 @@ class JobIndex:
         absent = self._absent.get(kind)
         if absent is not None and key in absent:
             return None
-        row = self._db.execute("SELECT v, hlc, origin, seq FROM cache_index WHERE kind = ? AND "
-                               "k = ?", (kind, key)).fetchone()
+        row = self._one(f"SELECT {CACHE_COLUMNS} FROM cache_index WHERE kind = ? AND k = ?",
+                        (kind, key))
         if row is None:
             if absent is not None:
                 self._note_absent(kind, key)
             return None
-        v, h, o, q = row
+        if not self._entry_ok(row):  # (an edited row: as absent, replaced when won)
+            return None
+        _, _, v, h, o, q = row
         try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
             value = loads_within(v)
         except ValueError:
             return None
-        order = self._order(key, h, o, q)  # (an edited row: as absent, replaced when won)
-        return None if order is None else CacheEntry(kind, key, value, order)
+        return CacheEntry(kind, key, value, (h, o, q))
 
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
         if cid in self._absent[_PROVIDERS]:
             return None
-        out = {str(o) for (o,) in self._db.execute(
-            "SELECT origin FROM provider_index WHERE cid = ?", (cid,))}
+        out = {r[1] for r in self._read("SELECT cid, origin FROM provider_index WHERE cid = ?",
+                                        (cid,)) if self._provider_ok(r)}
         if not out:
             self._note_absent(_PROVIDERS, cid)
         return out or None
@@ -680,7 +755,7 @@ class JobIndex:
         """At most `limit` output cache entries of keys after `after`, in key order (the CID
         is the value's JSON string). What `Compactor._reap` examines per pass."""
         out: list[SliceRow] = []
-        for k, v, held, h in self._db.execute(  # (a CID's JSON text is the CID in quotes)
+        for k, v, held, h in self._read(  # (a CID's JSON text is the CID in quotes)
                 "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
                 "substr(v, 2, length(v) - 2)), hlc FROM cache_index WHERE kind = ? AND k > ? "
                 "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
@@ -747,14 +822,16 @@ class JobIndex:
                 "cache_src": order(ITEM), "providers": self.providers_of}
 
     def providers(self) -> Iterator[tuple[str, str]]:
-        for cid, origin in self._db.execute("SELECT cid, origin FROM provider_index"):
-            yield str(cid), str(origin)
+        for row in self._read("SELECT cid, origin FROM provider_index"):
+            if self._provider_ok(row):
+                yield row
 
     def rows(self) -> Iterator[JobRecord]:
         """Every record (for a snapshot), oldest first; without their event ids."""
-        for job, h, o, q, ended, st, summary, record, facts in self._db.execute(
-                "SELECT job, hlc, origin, seq, ended, state, summary, record, facts FROM "
-                "job_index ORDER BY hlc, origin, seq"):
+        for row in self._read(f"SELECT {JOB_COLUMNS} FROM job_index ORDER BY hlc, origin, seq"):
+            if not self._keys_ok(row):
+                continue
+            job, h, o, q, ended, st, summary, record, facts = row
             try:  # a malformed record taken from a snapshot stream is not served on
                 rec = loads_within(record)
             except ValueError as e:
@@ -764,11 +841,30 @@ class JobIndex:
             summ = self._column(_job(job), "summary", summary, _is_object)
             fact = self._column(_job(job), "facts", facts, _is_object)
             if summ is not None and fact is not None:
-                yield JobRecord(str(job), (int(h), str(o), int(q)), int(ended), str(st),
-                                summ, rec, (), fact)
+                yield JobRecord(job, (h, o, q), ended, st, summ, rec, (), fact)
 
 
 JOB_COLUMNS = "job, hlc, origin, seq, ended, state, summary, record, facts"
+KEY_COLUMNS = "job, hlc, origin, seq, ended, state"  # a job row's keys (snapstream.JOB_KEYS)
+_TABLES = {"j": "job_index", "t": "job_index", "c": "cache_index", "p": "provider_index"}
+
+
+def refused(tag: str, row: Sequence[Any]) -> str | None:
+    """Why the receiver of a snapshot would refuse `row` of its batch `tag` (its own check:
+    peer.log.snapstream.CHECKS, snapframe.check_thin for "t"), refusing the whole snapshot
+    with it; None if it takes the row. Pure."""
+    try:
+        (check_thin if tag == "t" else CHECKS[tag])(list(row))
+    except (ValueError, TypeError, RecursionError) as e:  # (StreamError is a ValueError)
+        return f"{e!s:.200}"
+    return None
+
+
+def _quiet(tag: str, row: Sequence[Any]) -> bool:
+    return refused(tag, row) is not None
+
+
+LeftOut = Callable[[str, Sequence[Any]], bool]  # (JobIndex.left_out: logs once per row)
 
 
 def fsync_path(path: Path) -> None:
@@ -797,19 +893,21 @@ def fsync_files(db: sqlite3.Connection) -> None:
 
 
 def thin_rows(db: sqlite3.Connection, batch: int = 16384, jobs: bool = True,
-              rows: bool = True) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+              rows: bool = True, left_out: LeftOut = _quiet,
+              ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """`raw_rows` for a version 3 snapshot (peer.log.snapframe): ("t", thin job rows: a job
     without its `job_thin` row yet gets one made of its full texts here; unless not `jobs`),
     ("c", cache rows), ("p", provider rows) (unless not `rows`). Read on `db` as `raw_rows`
-    says."""
+    says; a row the receiver would refuse is left out as there."""
     if jobs:
-        yield from _thin_jobs(db)
+        for tag, got in _thin_jobs(db):
+            yield tag, [r for r in got if not left_out(tag, r)]
     if rows:
         for tag, sql in (("c", f"SELECT {CACHE_COLUMNS} FROM cache_index ORDER BY kind, k"),
                          ("p", "SELECT cid, origin FROM provider_index ORDER BY cid, origin")):
             cur = db.execute(sql)
             while got := cur.fetchmany(batch):
-                yield tag, got
+                yield tag, [r for r in got if not left_out(tag, r)]
 
 
 def _thin_jobs(db: sqlite3.Connection) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
@@ -826,25 +924,26 @@ def _thin_jobs(db: sqlite3.Connection) -> Iterator[tuple[str, list[tuple[Any, ..
                 continue
             try:
                 out.append((*r[:6], *thin(r[9], r[10], r[11])))
-            except ValueError:  # a malformed record is not served on
-                continue
+            except (ValueError, TypeError, AttributeError, RecursionError):  # a malformed
+                continue  # record (or a NULL text) is not served on
         yield "t", out
 CACHE_COLUMNS = "kind, k, v, hlc, origin, seq"
 
 
-def raw_rows(db: sqlite3.Connection, batch: int = 4096,
+def raw_rows(db: sqlite3.Connection, batch: int = 4096, left_out: LeftOut = _quiet,
              ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """The index's rows as stored, in batches: ("j", job rows of JOB_COLUMNS, their JSON
     texts as they are; not the thin rows of jobs whose record was never fetched: a version 2
     receiver could not check or fetch them), ("c", cache rows of CACHE_COLUMNS), ("p",
     (cid, origin) rows). Read on `db` (a connection of its own, inside a read transaction,
-    for a consistent view)."""
+    for a consistent view). A row its receiver would refuse (`refused`: the whole snapshot
+    with it) is left out (`left_out`, e.g. JobIndex.left_out: logged once)."""
     for tag, sql in (("j", f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"),
                      ("c", f"SELECT {CACHE_COLUMNS} FROM cache_index"),
                      ("p", "SELECT cid, origin FROM provider_index")):
         cur = db.execute(sql)
         while rows := cur.fetchmany(batch):
-            yield tag, rows
+            yield tag, [r for r in rows if not left_out(tag, r)]
 
 
 def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:

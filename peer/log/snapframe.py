@@ -30,8 +30,8 @@ from peer.log.snapstream import (
     StreamError,
     Trailer,
     against,
+    checked_keys,
     checked_str,
-    checked_uint,
     facts_cids,
 )
 
@@ -338,8 +338,7 @@ def check_thin(r: Any) -> tuple[Any, ...]:
     sha = checked_str(r[8])
     if len(sha) != 64 or sha.strip("0123456789abcdef"):
         raise StreamError("a record hash that is not 64 hex digits")
-    return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
-            checked_uint(r[4]), checked_str(r[5]), _obj(r[6]), _obj(r[7]), sha)
+    return (*checked_keys(r, "a thin job row"), _obj(r[6]), _obj(r[7]), sha)
 
 
 def decode_jobs(payload: bytes) -> list[tuple[Any, ...]]:

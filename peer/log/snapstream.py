@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -171,13 +171,6 @@ def checked_str(v: Any) -> str:
     return v
 
 
-def checked_uint(v: Any) -> int:
-    """`v` if it is a non-negative int (a row's field from a socket), else StreamError."""
-    if type(v) is not int or v < 0:
-        raise StreamError("expected a non-negative integer")
-    return v
-
-
 def _json_text(v: Any, kind: type) -> Any:
     """The value of a JSON text of `kind` (dict or list), as the index stores it."""
     value = loads_within(v) if type(v) is str else None  # (ValueError if deep)
@@ -195,6 +188,46 @@ def facts_cids(facts: Mapping[str, Any], key: str = "outputs") -> list[str]:
     return v
 
 
+# The columns of the job index's tables as it writes them (and a snapshot carries them):
+# name and kind ("s" a string, "u" an integer >= 0, "k" a cache kind, "t" a JSON text). A
+# job row's key columns are the first six of JOB_COLUMNS and of snapframe.THIN_COLUMNS.
+JOB_KEYS = (("job", "s"), ("hlc", "u"), ("origin", "s"), ("seq", "u"), ("ended", "u"),
+            ("state", "s"))
+CACHE_KINDS = (("kind", "k"), ("k", "s"), ("v", "s"), ("hlc", "u"), ("origin", "s"),
+               ("seq", "u"))
+PROVIDER_KINDS = (("cid", "s"), ("origin", "s"))
+
+
+def _fits(v: Any, kind: str) -> bool:
+    t = type(v)
+    if kind == "u":
+        return t is int and v >= 0
+    if kind == "k":
+        return t is int and v in (0, 1)
+    return t is str
+
+
+def row_fault(r: Sequence[Any], columns: Sequence[tuple[str, str]]) -> str | None:
+    """The name of the first of `columns` (JOB_KEYS, CACHE_KINDS, PROVIDER_KINDS) whose value
+    in the row `r` is not of its kind (a row read back from the file or from a socket), None
+    if each is (or "shape" if `r` is not a sequence of at least that many values). Pure."""
+    if not isinstance(r, list | tuple) or len(r) < len(columns):
+        return "shape"
+    for (name, kind), v in zip(columns, r, strict=False):
+        if not _fits(v, kind):
+            return name
+    return None
+
+
+def checked_keys(r: Sequence[Any], what: str = "a job row") -> tuple[Any, ...]:
+    """A job row's key columns (JOB_KEYS) if each is of its kind, else StreamError naming
+    the column."""
+    bad = row_fault(r, JOB_KEYS)
+    if bad is not None:
+        raise StreamError(f"{what} whose {bad} is not what the index writes there")
+    return tuple(r[:6])
+
+
 def check_job(r: Any) -> tuple[Any, ...]:
     """A job row (JOB_COLUMNS) fit to store: its summary and facts must parse (the job list
     and retention read them in bulk), the facts' outputs and logs be lists of CIDs (digests
@@ -206,23 +239,27 @@ def check_job(r: Any) -> tuple[Any, ...]:
     facts_cids(facts, "outputs")
     facts_cids(facts, "logs")
     _json_text(r[6], dict)
-    return (checked_str(r[0]), checked_uint(r[1]), checked_str(r[2]), checked_uint(r[3]),
-            checked_uint(r[4]), checked_str(r[5]), r[6], checked_str(r[7]), r[8])
+    return (*checked_keys(r), r[6], checked_str(r[7]), r[8])
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:
     """A cache row (CACHE_COLUMNS); its value's JSON text is parsed when read
     (`JobIndex.entry`: a malformed one reads as absent)."""
-    if type(r) is not list or len(r) != 6 or r[0] not in (0, 1) or type(r[0]) is not int:
+    if type(r) is not list or len(r) != 6:
         raise StreamError("a cache row of the wrong shape")
-    return (r[0], checked_str(r[1]), checked_str(r[2]), checked_uint(r[3]), checked_str(r[4]),
-            checked_uint(r[5]))
+    bad = row_fault(r, CACHE_KINDS)
+    if bad is not None:
+        raise StreamError(f"a cache row whose {bad} is not what the index writes there")
+    return tuple(r)
 
 
 def check_provider(r: Any) -> tuple[Any, ...]:
     if type(r) is not list or len(r) != 2:
         raise StreamError("a provider row of the wrong shape")
-    return (checked_str(r[0]), checked_str(r[1]))
+    bad = row_fault(r, PROVIDER_KINDS)
+    if bad is not None:
+        raise StreamError(f"a provider row whose {bad} is not what the index writes there")
+    return tuple(r)
 
 
 CHECKS = {"j": check_job, "c": check_cache, "p": check_provider}
@@ -275,7 +312,8 @@ def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
     return hashlib.sha256(_canon([job, h, o, q, ended, state, sorted(outputs)])).hexdigest()[:32]
 
 
-__all__ = ["CHECKS", "MAX_LINE_BYTES", "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool",
-           "StreamError", "Trailer", "against", "check_cache", "check_job", "check_provider",
-           "content_digest", "facts_cids", "job_digest", "read_rows", "row_lines",
+__all__ = ["CACHE_KINDS", "CHECKS", "JOB_KEYS", "MAX_LINE_BYTES", "PROVIDER_KINDS",
+           "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool", "StreamError", "Trailer",
+           "against", "check_cache", "check_job", "check_provider", "checked_keys",
+           "content_digest", "facts_cids", "job_digest", "read_rows", "row_fault", "row_lines",
            "signed_digest"]

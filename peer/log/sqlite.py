@@ -60,8 +60,12 @@ NOT_QUARANTINED = ("NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.origin = e.or
 ROW_BYTES = ("coalesce(length(CAST(payload AS BLOB)), 0) + "
              "coalesce(length(CAST(reason AS BLOB)), 0)")
 # The query of `load` and `stored_events`: one text, so that rows of equal hlc come in the
-# same order from both (SQLite's plan for it decides that order).
-LOAD_SQL = "SELECT rowid, origin, seq, hlc, type, payload, batch FROM events ORDER BY hlc"
+# same order from both (SQLite's plan for it decides that order). The texts come as their
+# bytes, decoded by `_event`: one whose bytes are not UTF-8 (a flipped bit) is that row's
+# fault, not the whole read's (the sqlite3 module would raise at it and end the read). An
+# origin that is not a text (a blob) stays refused, as it was.
+LOAD_SQL = ("SELECT rowid, CASE typeof(origin) WHEN 'text' THEN CAST(origin AS BLOB) END, seq, "
+            "hlc, type, CAST(payload AS BLOB), batch FROM events ORDER BY hlc")
 STORED_ROWS = 512  # rows `stored_events` reads at a time (and the batches they refer to)
 STORED_BATCHES = 1024  # batches it keeps between reads (past that it forgets them all)
 
@@ -86,8 +90,11 @@ SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a d
 
 def unreadable(path: Path, e: sqlite3.Error) -> StoreError:
     """What to report when SQLite fails on the log file at `path` as the peer opens or reads
-    it back: DataError if the file is not a sound database, StorageFull, else StoreError."""
-    if getattr(e, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
+    it back: DataError if the file is not a sound database (or holds a text that is not
+    UTF-8: the sqlite3 module's own error, with no SQLite code), StorageFull, else
+    StoreError."""
+    if getattr(e, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB) or (
+            type(e) is sqlite3.OperationalError and str(e).startswith("Could not decode")):
         return DataError(f"{path}: {e}: the file is damaged or is not an event log; restore "
                          "it from a backup")
     if disk_full(e):
@@ -329,7 +336,7 @@ class EventLog:
                             self.max_payload_bytes)
             except (ValueError, TypeError, RecursionError) as e:  # InvalidEvent, bad JSON
                 bad.append((rowid, f"{e!s:.300}"))  # (or nested too deep), edited content
-                self._note(len(bad), origin, seq, str(e))
+                self._note(len(bad), _shown(origin), seq, str(e))
                 continue
             yield ev
         self.skipped += len(bad)
@@ -608,11 +615,12 @@ def batch_row(path: Path, bid: Any, cols: Sequence[Any]) -> Batch:
 
 def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
            att: Batch | None, max_payload_bytes: int) -> Event:
-    """The event of an `events` row, with its signed batch `att` (None: none, or not
-    stored); ValueError, TypeError or RecursionError if it is not a valid one."""
+    """The event of an `events` row (LOAD_SQL: its origin and payload as bytes), with its
+    signed batch `att` (None: none, or not stored); ValueError (UnicodeDecodeError among
+    them), TypeError or RecursionError if it is not a valid one."""
     if isinstance(payload, str | bytes) and len(payload) > max_payload_bytes:
         raise ValueError(f"payload of {len(payload)} bytes")
-    ev = Event(origin, seq, hlc, typ, json.loads(payload))
+    ev = Event(_text(origin), seq, hlc, typ, json.loads(_text(payload)))
     if att is not None:  # its content must be the one signed (one hash)
         why = att.mismatch(ev)
         if why is not None:
@@ -620,6 +628,17 @@ def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
                              f"seq {seq}")
         object.__setattr__(ev, "att", att)
     return ev
+
+
+def _shown(origin: Any) -> str:
+    """An origin read as bytes (LOAD_SQL), as a log line shows it."""
+    return origin.decode(errors="replace") if type(origin) is bytes else str(origin)
+
+
+def _text(v: Any) -> Any:
+    """A text column read as its bytes (LOAD_SQL), decoded; UnicodeDecodeError (a
+    ValueError) if they are not UTF-8. Anything else as it is."""
+    return v.decode() if type(v) is bytes else v
 
 
 def stored_events(db: sqlite3.Connection, path: Path, max_payload_bytes: int,
@@ -651,7 +670,7 @@ def stored_events(db: sqlite3.Connection, path: Path, max_payload_bytes: int,
                     skipped += 1
                     if skipped <= LOGGED_SKIPS:
                         log.warning("%s: not served, an invalid event %s/%s: %s", path,
-                                    str(origin)[:16], seq, f"{e!s:.300}")
+                                    _shown(origin)[:16], seq, f"{e!s:.300}")
                     continue
                 yield ev
     except sqlite3.DatabaseError as e:

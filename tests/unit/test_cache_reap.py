@@ -419,7 +419,7 @@ def test_an_entry_whose_order_does_not_read_back_is_missed_kept_and_replaced_whe
     assert [k for k, *_ in index.output_slice("", 10)] == ["a"]
     assert [k for k, *_ in index.item_slice("", 10)] == ["f"]
     assert c.total.reaped == 1 and c.total.reaped_items == 1
-    assert caplog.text.count("the job index's cache entry 'a' is left out: its order") == 1
+    assert caplog.text.count("the job index's cache entry 'a' is left out: its hlc") == 1
     assert index.skipped == 2
     won = CacheEntry(OUTPUT, "a", _cid("new"), (5, A, 9))
     index.put([], [won], [])
