@@ -832,11 +832,10 @@ class JobIndex:
             if not self._keys_ok(row):
                 continue
             job, h, o, q, ended, st, summary, record, facts = row
-            try:  # a malformed record taken from a snapshot stream is not served on
-                rec = loads_within(record)
-            except ValueError as e:
-                if record:  # ("": a thin row's, not fetched yet)
-                    self._skip(_job(job), "record", e)
+            if record == "":  # (a thin row's, not fetched yet)
+                continue  # (a malformed one taken from a snapshot stream is not served on)
+            rec = self._column(_job(job), "record", record, _is_object)
+            if rec is None:
                 continue
             summ = self._column(_job(job), "summary", summary, _is_object)
             fact = self._column(_job(job), "facts", facts, _is_object)
@@ -970,14 +969,15 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
     """The values of `sql` ((key, value) rows `WHERE ... AND key > ? ORDER BY key LIMIT ?`)
     read a page of `batch` at a time, each page its own statement: no read transaction is
     held while the caller works between pages (it would keep the WAL from being
-    checkpointed past it)."""
+    checkpointed past it). A value that is not a text is left out."""
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)  # reads
     try:
         after = ""
         while rows := db.execute(sql, (*args, after, batch)).fetchall():
             after = rows[-1][0]
             for _, v in rows:
-                yield str(v)
+                if type(v) is str:  # (a value of another type, damaged or edited: left out)
+                    yield v
             if len(rows) < batch:
                 break
     finally:
