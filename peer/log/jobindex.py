@@ -628,6 +628,10 @@ class JobIndex:
                 log.warning("%s", e)
                 bad = 1
             self._providers_sound = not bad
+            if bad:
+                log.warning("%s: provider_index holds rows that do not read back: no cache "
+                            "entry is deleted for want of a provider until it is repaired "
+                            "(docs/architecture.md, \"The log's integrity check\")", self.path)
         return self._providers_sound
 
     def left_out(self, tag: str, row: Sequence[Any]) -> bool:
