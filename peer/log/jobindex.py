@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from peer.errors import StoreError
+from peer.errors import DataError, StoreError
 from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK, EventType
 from peer.log.snapframe import check_thin, outputs_sha, thin
@@ -710,20 +710,30 @@ class JobIndex:
             yield CacheEntry(kind, k, value, (h, o, q))
 
     def facts(self, read: Callable[[str, dict[str, Any]], _T]) -> list[_T]:
-        """`read(job, facts)` of every record: what retention needs of compacted jobs. A row
-        whose facts do not parse to an object, or that `read` refuses (ValueError), is left
-        out."""
+        """`read(job, facts)` of every record: what retention needs of compacted jobs.
+        DataError if a row's facts do not parse to an object or `read` refuses them
+        (ValueError): that job's run logs are not known, and gc would free them; retention
+        and gc are held back until the row is mended or removed (each row logged once)."""
         out: list[_T] = []
+        damaged: list[str] = []
         for row in self._read(f"SELECT {KEY_COLUMNS}, facts FROM job_index"):
             job = row[0]
             facts = self._column(_job(job), "facts", row[6], _is_object) if self._keys_ok(
                 row) else None
-            if facts is None:
-                continue
             try:
-                out.append(read(job, facts))
+                if facts is not None:
+                    out.append(read(job, facts))
+                    continue
             except ValueError as e:
                 self._skip(_job(job), "facts", e)
+            damaged.append(f"{str(job)[:64]!r}")
+        if damaged:
+            raise DataError(
+                f"{self.path}: the job index holds {len(damaged)} row(s) whose facts do not "
+                f"read back (job {', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}): "
+                "the run logs they keep are not known, so this peer deletes no job record, "
+                "unpins nothing and collects no garbage until each is mended or removed "
+                "(docs/architecture.md, \"The log's integrity check\")", field="job_index")
         return out
 
     def entry(self, kind: int, key: str) -> CacheEntry | None:

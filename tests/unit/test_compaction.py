@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
+from peer.errors import DataError
 from peer.http.views import job_view, page_jobs
 from peer.log import Event, EventType
 from peer.log import compact as compact_mod
@@ -207,12 +208,15 @@ def test_a_job_index_row_that_does_not_read_back_is_left_out_logged_once_and_cou
     n.compactor.vvs = lambda: [dict(n.heads())]  # from now on every member holds them
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # every janitor cycle, compaction pass and listing goes on
-            archived = {f.job for f in n.janitor.archived()}
+            if column == "facts":  # its run logs are not known: the janitor holds back
+                with pytest.raises(DataError, match=r"'job000'.*collects no garbage"):
+                    n.janitor.archived()
+            else:
+                assert {f.job for f in n.janitor.archived()} >= {"job000", "job001"}
             n.catchup.compact()
             listed = [s["id"] for _, s in n.catchup.archived_jobs(None, None)]
             digests = n.index.thin_digests(job_digest3)
-    assert "job001" in archived and listed[0] == "job001" and "job001" in digests
-    assert ("job000" in archived) == (column != "facts")
+    assert listed[0] == "job001" and "job001" in digests
     assert ("job000" in listed) == (column != "summary")
     assert caplog.text.count("the job index's row of 'job000' is left out") == 1
     assert f"{n.log.path}: the job index's row of 'job000' is left out: its {column}" \

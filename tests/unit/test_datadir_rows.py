@@ -152,8 +152,11 @@ def test_a_job_row_of_a_wrong_type_is_left_out_of_the_list_and_of_snapshots(
             assert ("job1" in names) == (column in ("record", "facts"))
             assert (index.record("job1") is None) == (column not in ("summary", "facts"))
             every, some = ["job0", "job1", "job2"], ["job0", "job2"]
-            assert [j.job for j in index.facts(archived_facts)] == (
-                every if column in ("summary", "record") else some)
+            if column in ("summary", "record"):
+                assert [j.job for j in index.facts(archived_facts)] == every
+            else:  # its run logs are not known: gc and retention hold back (nothing freed)
+                with pytest.raises(DataError, match="collects no garbage"):
+                    index.facts(archived_facts)
         assert [r.job for r in index.rows()] == (every if kept == "rows" else some)
         db = sqlite3.connect(str(path))
         v2 = list(raw_rows(db, left_out=index.left_out))
