@@ -491,7 +491,7 @@ class Executor:
         code: int | None = None
         try:
             code = await self._running_loop().run_in_executor(
-                self._helper, _join, w.proc, workdir, Path(scratch.TMPFS))
+                self._helper, _join, w.proc, self._base, workdir, Path(scratch.TMPFS))
         finally:
             w.tx.close()
             w.rx.close()
@@ -734,11 +734,14 @@ def _remove_base(base: Path, pid: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _join(proc: BaseProcess, workdir: Path | None, tmpfs: Path) -> int | None:
+def _join(proc: BaseProcess, base: Path, workdir: Path | None, tmpfs: Path) -> int | None:
     """Helper thread: remove a dead worker's directories on `tmpfs` (before it is joined: its
     PID is no other process's until then), join it, release it and remove its run's
     workdir, under its name or the one its worker moved it to (SIGTERM ends a run through its
-    `finally`, which moves the workdir away for a thread of the worker that dies with it)."""
+    `finally`, which moves the workdir away for a thread of the worker that dies with it),
+    and the moved-away directories of its earlier runs that its thread had not removed yet
+    (in `base`: every one there, those of the live workers' threads too, which skip what is
+    gone; they stayed until the executor closed)."""
     if proc.pid is not None:
         scratch.remove_dirs(tmpfs, proc.pid)
     proc.join()
@@ -746,7 +749,9 @@ def _join(proc: BaseProcess, workdir: Path | None, tmpfs: Path) -> int | None:
     proc.close()
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(_moved(workdir), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for gone in base.glob(".*.gone"):
+            shutil.rmtree(gone, ignore_errors=True)
     return code
 
 

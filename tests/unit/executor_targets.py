@@ -164,3 +164,15 @@ def fill_files(payload: int, ctx: Any) -> None:
         (ctx.workdir / f"f{i}").write_bytes(b"x")
     ctx.log("started")
     time.sleep(60)
+
+
+def stall_trash(payload: Any, ctx: Any) -> str:
+    """Keep this worker's later run directories, once moved away, from its removing thread
+    (as a worker killed before that thread got to them), and use a work directory."""
+    import queue
+
+    from peer.jobs import executor
+
+    executor._TRASH._pid = os.getpid()  # (no thread takes from this queue)
+    executor._TRASH._queue = queue.SimpleQueue()
+    return use_workdir(payload, ctx)

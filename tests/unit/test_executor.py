@@ -746,3 +746,17 @@ async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
     base = next((tmp_path / "work").iterdir())
     assert ex.cancel("many") and (await run).exit_kind == ExitKind.CANCELLED
     assert _names(base) == []
+
+
+async def test_a_dead_workers_earlier_run_directories_are_removed_as_it_is_reaped(
+        make_executor: MakeExecutor, tmp_path: Path) -> None:
+    """A finished run's directory is moved away (`.N.gone`) for a thread of its worker to
+    remove; if the worker dies first, they were left until the executor closed."""
+    ex = await make_executor(slots=1, work_dir=str(tmp_path / "work"))
+    base = next((tmp_path / "work").iterdir())
+    first = Path((await ex.run("a", T + "stall_trash", "x")).value)
+    second = Path((await ex.run("b", T + "use_workdir", "y")).value)
+    assert _names(base) == sorted(f".{p.name}.gone" for p in (first, second))  # kept
+    assert (await ex.run("c", T + "exit_now", 3)).exit_kind == ExitKind.CRASH
+    assert _names(base) == []  # removed as the worker was reaped, before the result
+
