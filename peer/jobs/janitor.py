@@ -127,10 +127,12 @@ class Janitor:
         """`jobs` with the state's jobs read again: a job submitted, or a cached output a
         live job took, while the cycle awaited (its store reads, its listings' fetches) is
         kept by what follows. (A new job's kept listing not read yet is not among its needs:
-        a split that large comes later in a job's life than one cycle.)"""
+        a split that large comes later in a job's life than one cycle.) A job deleted
+        meanwhile is dropped; one compacted meanwhile keeps its facts (its record is in the
+        job index now, read at the next cycle)."""
         fresh = job_facts(self.state, self.cfg.max_attempts, self._listed.get)
         ids = {j.job for j in fresh}
-        return fresh + [j for j in jobs if j.job not in ids]
+        return fresh + [j for j in jobs if j.job not in ids and j.job not in self.state.deleted]
 
     async def _needs_read(self, jobs: list[JobFacts]) -> list[JobFacts] | str:
         """`jobs` with what live jobs need read in full: a split whose kept results are too
