@@ -350,15 +350,19 @@ def _split_key(k: ChunkKey) -> SplitKey:
 class ChunkTable(dict[ChunkKey, ChunkState]):
     """The chunks that events are about: `t[key]` makes the state of one no event was about
     yet (as a defaultdict; the appliers write through it), a reader `get`s (MeshState.chunk).
-    Indexed per split by every write and removal, so that what reads a split's chunks costs
-    what events made of them, not what the split declares (a member may declare a million
-    empty chunks): `of_split` (the chunks with a state, by index) and `failed` (those with a
-    failure, `note_failure`)."""
+    Indexed per split and per job by every write and removal, so that what reads a split's
+    chunks costs what events made of them, not what the split declares (a member may declare
+    a million empty chunks): `of_split` (the chunks with a state, by index), `failed` (those
+    with a failure, `note_failure`), `open` (those with no CHUNK_DONE, `note_done`),
+    `first_untouched` (the first with no state) and `drop_job` (every chunk of a job)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._split: dict[SplitKey, dict[int, ChunkState]] = {}
         self._failed: dict[SplitKey, set[int]] = {}
+        self._open: dict[SplitKey, set[int]] = {}
+        self._fresh: dict[SplitKey, int] = {}  # (0 when absent)
+        self._jobs: dict[str, set[SplitKey]] = {}  # job -> its splits with a chunk here
 
     def of_split(self, sk: SplitKey) -> Mapping[int, ChunkState]:
         """Chunk index -> state of the chunks of split `sk` that events are about (unordered)."""
@@ -368,17 +372,50 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         """The indexes of the chunks of split `sk` with a failure."""
         return frozenset(self._failed.get(sk, ()))
 
+    def open(self, sk: SplitKey) -> frozenset[int]:
+        """The indexes of the chunks of split `sk` with a state and no CHUNK_DONE (claimed,
+        failed, in progress); those with one are done unless a failure reopened them."""
+        return frozenset(self._open.get(sk, ()))
+
+    def first_untouched(self, sk: SplitKey) -> int:
+        """The lowest chunk index of split `sk` that no event is about (every one below it
+        has a state)."""
+        return self._fresh.get(sk, 0)
+
     def note_failure(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a failure now."""
         self._failed.setdefault(_split_key(k), set()).add(k.chunk)
 
+    def note_done(self, k: ChunkKey) -> None:
+        """Chunk `k` (in the table) has a CHUNK_DONE now."""
+        self._discard(self._open, _split_key(k), k.chunk)
+
+    def drop_job(self, job: str) -> None:
+        """Remove every chunk of `job` (what its deletion or compaction costs: its own)."""
+        for sk in list(self._jobs.get(job, ())):
+            for i in list(self._split.get(sk, ())):
+                del self[ChunkKey(*sk, i)]
+
     def _index(self, k: ChunkKey, v: ChunkState) -> None:
         sk = _split_key(k)
-        self._split.setdefault(sk, {})[k.chunk] = v
+        by = self._split.get(sk)
+        if by is None:
+            by = self._split[sk] = {}
+            self._jobs.setdefault(k.job, set()).add(sk)
+        by[k.chunk] = v
         if v.failures:
             self.note_failure(k)
         else:
-            self._unfail(sk, k.chunk)
+            self._discard(self._failed, sk, k.chunk)
+        if v.done is None:
+            self._open.setdefault(sk, set()).add(k.chunk)
+        else:
+            self._discard(self._open, sk, k.chunk)
+        fresh = self._fresh.get(sk, 0)
+        if k.chunk == fresh:
+            while fresh in by:
+                fresh += 1
+            self._fresh[sk] = fresh
 
     def _unindex(self, k: ChunkKey) -> None:
         sk = _split_key(k)
@@ -387,14 +424,23 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             by.pop(k.chunk, None)
             if not by:
                 del self._split[sk]
-        self._unfail(sk, k.chunk)
+                self._fresh.pop(sk, None)
+                splits = self._jobs[k.job]
+                splits.discard(sk)
+                if not splits:
+                    del self._jobs[k.job]
+            elif 0 <= k.chunk < self._fresh.get(sk, 0):
+                self._fresh[sk] = k.chunk
+        self._discard(self._failed, sk, k.chunk)
+        self._discard(self._open, sk, k.chunk)
 
-    def _unfail(self, sk: SplitKey, i: int) -> None:
-        failed = self._failed.get(sk)
-        if failed is not None:
-            failed.discard(i)
-            if not failed:
-                del self._failed[sk]
+    @staticmethod
+    def _discard(index: dict[SplitKey, set[int]], sk: SplitKey, i: int) -> None:
+        held = index.get(sk)
+        if held is not None:
+            held.discard(i)
+            if not held:
+                del index[sk]
 
     def __missing__(self, k: ChunkKey) -> ChunkState:
         v = ChunkState()
@@ -421,8 +467,8 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
 
     def clear(self) -> None:
         dict.clear(self)
-        self._split.clear()
-        self._failed.clear()
+        for index in (self._split, self._failed, self._open, self._fresh, self._jobs):
+            index.clear()
 
     def setdefault(self, k: ChunkKey, default: Any = None) -> Any:
         if k not in self:
@@ -630,8 +676,8 @@ class MeshState:
             for table in (self.splits, self.task_done, self.partials):
                 for k in [k for k in table if k[0] in new]:
                     del table[k]
-            for ck in [k for k in self.chunks if k.job in new]:
-                del self.chunks[ck]
+            for job in new:
+                self.chunks.drop_job(job)
         out = self.compactable(())
         for ev in out:
             self._evict_one(ev)
@@ -1028,6 +1074,7 @@ def _chunk_done(s: MeshState, ev: Event, b: ChunkDone) -> None:
     if c.done is None or (-b.attempt, ev.order) < (-c.done.body_as(ChunkDone).attempt,
                                                    c.done.order):
         c.done = ev
+        s.chunks.note_done(b.key)
     _merge_items(s, ev, b.cache)
     if b.output:
         _hold(s, b.output, ev)
@@ -1134,8 +1181,7 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
-    for ck in [k for k in s.chunks if k.job == b.job]:
-        del s.chunks[ck]
+    s.chunks.drop_job(b.job)
 
 
 def _forget(s: MeshState, ev: Event, job: str) -> None:

@@ -25,6 +25,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
 from peer.log import ChunkKey, Event, EventType, MeshState, fold
+from peer.log.fold import ChunkTable
 from peer.node import Node
 from tasks import registry
 
@@ -146,6 +147,36 @@ def test_the_chunk_index_follows_every_write_and_removal() -> None:
         assert not state.chunks.failed(("j", "t", *split))
 
 
+def test_deleting_or_compacting_a_job_reads_its_own_chunks_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JOB_DELETED, or a compaction, of a job read every chunk of every job in memory for
+    the job's own (a peer holding a member's split of 300,000 claimed chunks: each time)."""
+    s, split = _big_job(n=N)
+    for c in range(5):
+        _claim(s, split, c)
+    for job in ("d", "c"):
+        s.add(EventType.JOB_SUBMITTED, job=job, workflow={"name": "w", "tasks": [
+            {"name": "t", "call": NOBODY, "params": {}, "depends": []}]})
+        other = s.add(EventType.TASK_SPLIT, job=job, task="t", input=None, chunks=[[]] * 4)
+        for c in range(4):
+            s.add(EventType.CLAIM, job=job, task="t", split=list(other.id), chunk=c, attempt=0)
+    state = fold(s.events)
+    assert len(state.chunks) == 13
+    read = [0]
+    real = dict.__iter__
+
+    def counting(self: ChunkTable) -> Iterator[ChunkKey]:
+        for k in real(self):
+            read[0] += 1
+            yield k
+
+    monkeypatch.setattr(ChunkTable, "__iter__", counting)
+    state.apply(s.add(EventType.JOB_DELETED, job="d", reason="test"))
+    state.compact(["c"])
+    assert read[0] == 0  # (13 each)
+    assert {k.job for k in state.chunks.keys()} == {"j"} and len(state.chunks) == 5
+
+
 def _same_index(state: MeshState, split: list[Any]) -> None:
     for sk in {(k.job, k.task, k.split_origin, k.split_seq) for k in state.chunks} | {
             ("j", "t", *split)}:
@@ -153,6 +184,9 @@ def _same_index(state: MeshState, split: list[Any]) -> None:
                 if (k.job, k.task, k.split_origin, k.split_seq) == sk}
         assert dict(state.chunks.of_split(sk)) == held
         assert state.chunks.failed(sk) == {i for i, c in held.items() if c.failures}
+        assert state.chunks.open(sk) == {i for i, c in held.items() if c.done is None}
+        fresh = state.chunks.first_untouched(sk)
+        assert fresh not in held and all(i in held for i in range(fresh))
     assert dict(state.split_chunks("j", "t")) == dict(state.chunks.of_split(("j", "t", *split)))
     assert state.failed_chunks("j", "t") == state.chunks.failed(("j", "t", *split))
 
