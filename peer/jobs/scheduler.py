@@ -56,6 +56,7 @@ IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it 
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
+UNTOUCHED_PER_WALK = 1024  # chunks no event is about that one look at a task looks at, at most
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 _OUTCOMES = (EventType.CHUNK_DONE, EventType.CHUNK_FAILED)
 
@@ -646,7 +647,7 @@ class Scheduler:
             self.locality.have((job, task), self.planner.listings(split), self.peer_id)
             return
         n = len(chunks)
-        if all(claims.chunk_done(st.chunk(job, task, i)) is not None for i in range(n)):
+        if self._all_done(job, task, split, n):
             self._assemble(job, task, tdef, spec, split, chunks)
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
@@ -696,15 +697,44 @@ class Scheduler:
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
-        """Every chunk of the split; a reduce's (the last) once the others are done."""
+        """The chunks of the split in order; a reduce's (the last) once the others are done.
+        Those that a look may act on only (what the look costs follows them, not the chunks
+        the split declares: a member may declare a million): every chunk events are about
+        but a CHUNK_DONE settled, and the chunks no event is about from the first, until one
+        finds that no more can be claimed here now (no free slot, this peer cannot claim the
+        task's chunks, its input is elsewhere with no peer live: each later one would find
+        the same) or UNTOUCHED_PER_WALK of them were looked at (each waits for this peer's
+        turn). A chunk skipped was one such a look left as it was."""
         n = len(chunks)
-        for i in range(n):
-            if tdef.reduce is not None and i == n - 1:  # the assembling step: after the rest
-                if all(claims.chunk_done(self.state.chunk(job, task, j)) is not None
-                       for j in range(n - 1)):
-                    self._consider_chunk(job, task, i, split, chunks[i], tdef, spec, chunks)
-                return
-            self._consider_chunk(job, task, i, split, chunks[i], tdef, spec)
+        last = n - 1 if tdef.reduce is not None else n  # (the assembling step: after the rest)
+        sk = (job, task, *split.id)
+        table = self.state.chunks
+        held = table.of_split(sk)
+        settled_not = sorted(i for i in table.open(sk) | table.failed(sk) if i < last)
+        budget, i = UNTOUCHED_PER_WALK, table.first_untouched(sk)
+        for j in (*settled_not, last):
+            while budget > 0 and i < j:  # the chunks no event is about, before chunk j
+                if i not in held:
+                    budget -= 1
+                    if not self._consider_chunk(job, task, i, split, chunks[i], tdef, spec):
+                        budget = 0
+                i += 1
+            if j < last and not self._consider_chunk(job, task, j, split, chunks[j], tdef,
+                                                     spec):
+                budget = 0
+            i = max(i, j + 1)
+        if 0 <= last < n and self._all_done(job, task, split, last):
+            self._consider_chunk(job, task, last, split, chunks[last], tdef, spec, chunks)
+
+    def _all_done(self, job: str, task: str, split: Event, n: int) -> bool:
+        """True if chunks 0 to n-1 of the split are done, read from the chunk table's index:
+        every one has a state, none lacks a CHUNK_DONE, and none a failure reopened."""
+        sk = (job, task, *split.id)
+        table = self.state.chunks
+        if table.first_untouched(sk) < n or any(i < n for i in table.open(sk)):
+            return False
+        return all(claims.chunk_done(self.state.chunk(job, task, i)) is not None
+                   for i in table.failed(sk) if i < n)
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input,
@@ -1113,13 +1143,15 @@ class Scheduler:
     # -- claims ------------------------------------------------------------------------
     def _consider_chunk(self, job: str, task: str, i: int, split: Event, items: list[Any],
                         tdef: TaskDef, spec: TaskSpec, reduces: list[Any] | None = None,
-                        ) -> None:
+                        ) -> bool:
         """Watch, or claim and run, chunk `i`; `reduces`: the split's chunks, when chunk `i`
-        is the assembling step of a task with a reduce (its input: the others' results)."""
+        is the assembling step of a task with a reduce (its input: the others' results).
+        False if no chunk of the task can be claimed here now (`_consider_chunks` stops
+        looking at those no event is about)."""
         c = self.state.chunk(job, task, i)
         where, holder = claims.standing(c, split.id, self.cfg.max_attempts)
         if where is Standing.SETTLED:
-            return
+            return True
         ak = AttemptKey(job, task, i, c.attempt)
         run = self.runs.get(ak)
         if run is not None and not run.lost and claims.duplicate(run.split, split.id, holder,
@@ -1129,23 +1161,23 @@ class Scheduler:
         if holder is not None and not implied:
             self._ready_since.pop(ak, None)
             self._watch_lease(ak, holder)
-            return
+            return True
         if self._runs.running(ak):
             # Ours, or a lost one still ending (its run key is this attempt's: it would end
             # a new run's bookkeeping with its own): claimed again once it has ended.
-            return
+            return True
         able = self._claimers((job, task), spec.requires, split)
         if able is None:
-            return  # this peer does not meet the task's requires: peers that do claim it
+            return False  # this peer does not meet the task's requires: peers that do claim it
         holders = self.state.providers.get(split.payload["input"] or "", set())
         if self.free_slots <= 0 and not (self._first_for == (job, task)
                                          and self._runs.room > 0
                                          and self._input_here(split, holders)):
             if implied:  # its promised slot was taken after all: the others take the task
                 self.emit(EventType.CHUNK_FAILED, claims.released_failure(ak, split.id))
-                return
+                return False
             self._starved[(job, task)] = None  # looked at again when a slot frees
-            return
+            return False
         src = split.payload["input"]
         if src and not self._peers() and not self.data.is_complete(src):
             # Its input is elsewhere and no peer is live (e.g. just restarted): a claim
@@ -1153,13 +1185,13 @@ class Scheduler:
             self.locality.wait((job, task), [src])  # looked at again when peers come
             self._lonely.add((job, task))
             self._waits_peers = frozenset()  # (seen now: any peer that comes wakes it)
-            return
+            return False
         self._lonely.discard((job, task))
         reduce_input = None
         if reduces is not None:  # its input first: the others' results, gathered here
             a = self._gathered(job, task, tdef, spec, split, reduces[:-1], split.origin, False)
             if a is None:
-                return
+                return True
             reduce_input = self.planner.output(a)
         # (our JOB_SUBMITTED is the claim, CLAIMED_FEATURE: its run starts, no CLAIM sent)
         mine = holder if implied else self._claim_in_turn(ak, c, split, tdef, able, holders,
@@ -1169,6 +1201,7 @@ class Scheduler:
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
+        return True
 
     def _claim_in_turn(self, ak: AttemptKey, c: ChunkState, split: Event, tdef: TaskDef,
                        able: Mapping[str, Mapping[str, Any]], holders: set[str],
@@ -1213,8 +1246,8 @@ class Scheduler:
             return self._short_here[key]
         live = self._peers()
         last: Event | None = None
-        for i in range(claims.n_chunks(split)):
-            d = claims.chunk_done(self.state.chunk(job, task, i))
+        for c in self.state.split_chunks(job, task).values():  # (a chunk without state:
+            d = claims.chunk_done(c)  # not done)
             if (d is not None and d.origin in holders and d.origin in live
                     and (last is None or d.order > last.order)):
                 last = d

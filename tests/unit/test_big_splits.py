@@ -232,6 +232,45 @@ async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_i
     assert [e.type for e in p.emitted] == [EventType.MEMBER]
 
 
+@pytest.fixture
+def chunk_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times a chunk's state is read (`MeshState.chunk`; one count)."""
+    reads = [0]
+    real = MeshState.chunk
+
+    def counting(self: MeshState, job: str, task: str, chunk: int) -> Any:
+        reads[0] += 1
+        return real(self, job, task, chunk)
+
+    monkeypatch.setattr(MeshState, "chunk", counting)
+    return reads
+
+
+async def test_a_peer_that_runs_a_split_task_looks_at_what_it_may_claim_only(
+        chunk_reads: list[int]) -> None:
+    """A task of a call this peer runs, split by a member into N chunks, three of them
+    claimed by that member, which goes silent: each look at the task read all N chunks
+    (at every event about it, at every tick while leases lapsed); now the chunks events are
+    about and those no event is about up to the first it cannot claim (no free slot). It
+    claims the same chunks, in the same order."""
+    mesh = JobMesh(1, CATALOG, CFG, slots=2)
+    p = mesh["p0"]
+    s, split = _big_job(call="T_WRITE")
+    _feed(mesh, [*s.events, *(_claim(s, split, c) for c in (0, 1, 2))])
+    p.sched.step()
+    mine = [(e.payload["chunk"], e.payload["attempt"]) for e in p.emitted
+            if e.type == EventType.CLAIM]
+    assert mine == [(3, 0), (4, 0)]  # the first chunks nobody claimed, one per slot
+    assert p.sched.starved == 1
+    chunk_reads[0] = 0
+    for _ in range(4):  # its leases lapse: failed here, the chunks open again, then ticks
+        mesh.clock.advance(CFG.lease_s)
+        p.sched.step()
+    failed = [e.payload["chunk"] for e in p.emitted if e.type == EventType.CHUNK_FAILED]
+    assert failed == [0, 1, 2] and len(p.state.chunks) == 5
+    assert chunk_reads[0] < 100  # (300,014: every chunk at each of its 3 looks)
+
+
 # -- the views --------------------------------------------------------------------------------
 @pytest.fixture
 def chunk_views(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
