@@ -174,7 +174,8 @@ def test_deleting_or_compacting_a_job_reads_its_own_chunks_only(
     state.apply(s.add(EventType.JOB_DELETED, job="d", reason="test"))
     state.compact(["c"])
     assert read[0] == 0  # (13 each)
-    assert {k.job for k in state.chunks.keys()} == {"j"} and len(state.chunks) == 5
+    assert set(state.chunks.of_split(("j", "t", *split))) == set(range(5))
+    assert len(state.chunks) == 5
 
 
 def _same_index(state: MeshState, split: list[Any]) -> None:
