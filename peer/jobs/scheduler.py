@@ -19,6 +19,7 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
+from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
 from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
@@ -98,7 +99,7 @@ class Scheduler:
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
-        self._claim_seen: dict[AttemptKey, float] = {}  # others' claims: holder last heard
+        self._claim_seen = Leases(cfg.lease_s)  # others' claims: holder last heard
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lost: dict[TaskKey, str] = {}  # assemblies that lack a deleted cache entry
@@ -113,6 +114,7 @@ class Scheduler:
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         self._gone = 0  # jobs compacted or deleted when the tables here were last swept
+        self._ended_seen: tuple[int, int, int] | None = None  # see `_prune_ended`
         # Tasks with a claimable chunk but no free slot, oldest first; a freed slot takes
         # them one at a time until it is full (`_fill_slots`; not all: with thousands
         # queued that would be quadratic).
@@ -528,31 +530,37 @@ class Scheduler:
         peer left, a lonely task has peers again). A task waiting for data is not looked at
         every tick (each look walks its chunks): it is when what it waits for may have
         changed (its fetch ended, the data came, an event about it was folded)."""
-        def stale(k: tuple[Any, ...]) -> bool:
-            return (k[0], k[1]) in self.state.task_done or k[0] in self.state.cancelled
-
-        _prune(self._ready_since, stale)
-        _prune(self._claim_seen, stale)
-        _prune(self.locality.waiting, stale)
-        _prune(self.locality.stalled, stale)
-        _prune(self._unplaced, stale)
-        _prune(self._partial_due, stale)
-        _prune(self._partial_sent, stale)
-        _prune(self._partial_sig, stale)
-        _prune(self._results_seen, stale)
-        _prune(self._looked, stale)
-        _prune(self._deferred, stale)
+        self._prune_ended()
         keys = set(self._unplaced) | set(self._partial_due) | self._turns()
-        now, lease_s = self.clock(), self.cfg.lease_s
+        now = self.clock()
         cannot = self._cannot  # (their leases are the claimers' to fail: `_evaluate` stops)
-        keys |= {(k.job, k.task) for k, seen in self._claim_seen.items()
-                 if claims.lease_lapsed(seen, now, lease_s) and (k.job, k.task) not in cannot}
+        keys |= {k for k in self._claim_seen.lapsed(now) if k not in cannot}
         keys.update(self.locality.due(now))
         live = frozenset(self._peers())
         if live != self._waits_peers:
             self._waits_peers = live
             keys.update(self.locality.waiting)
         return keys
+
+    def _prune_ended(self) -> None:
+        """The tables keyed by tasks leave the tasks done and the jobs cancelled: read once
+        an event entered memory since the last time (a task ends by an event), not at every
+        tick (an idle peer watching thousands of claims read them all, 4 times a second)."""
+        st = self.state
+        seen = (st.entered, len(st.task_done), len(st.cancelled))
+        if seen == self._ended_seen:
+            return
+        self._ended_seen = seen
+
+        def stale(k: tuple[Any, ...]) -> bool:
+            return (k[0], k[1]) in st.task_done or k[0] in st.cancelled
+
+        tables: tuple[dict[Any, Any], ...] = (
+            self._ready_since, self._claim_seen, self.locality.waiting, self.locality.stalled,
+            self._unplaced, self._partial_due, self._partial_sent, self._partial_sig,
+            self._results_seen, self._looked, self._deferred)
+        for table in tables:
+            _prune(table, stale)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by

@@ -233,6 +233,42 @@ async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_i
     assert [e.type for e in p.emitted] == [EventType.MEMBER]
 
 
+async def test_an_idle_peers_ticks_do_not_read_every_claim_it_watches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A silent member's 3,000 claims of a task no peer here runs, their leases lapsed: the
+    peer watches them (they count towards the member's slots), and each tick read all of
+    them twice (which lapsed; which are of tasks that ended); now what changed only."""
+    from peer.jobs import claims, scheduler
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job()
+    _feed(mesh, [*s.events, *(_claim(s, split, c) for c in range(3000))])
+    p.sched.step()
+    mesh.clock.advance(CFG.lease_s * 2)
+    p.sched.step()
+    assert len(p.sched._claim_seen) == 3000
+    reads = [0]
+    real_lapsed, real_prune = claims.lease_lapsed, scheduler._prune
+
+    def lapsed(*a: Any) -> bool:
+        reads[0] += 1
+        return real_lapsed(*a)
+
+    def prune(table: dict[Any, Any], stale: Any) -> None:
+        reads[0] += len(table)
+        real_prune(table, stale)
+
+    monkeypatch.setattr(claims, "lease_lapsed", lapsed)
+    monkeypatch.setattr(scheduler, "_prune", prune)
+    for _ in range(8):
+        mesh.clock.advance(CFG.tick_s)
+        p.sched.step()
+    assert reads[0] < 100  # (48,000: both, at each of the 8 ticks)
+    assert len(p.sched._claim_seen) == 3000 and p.sched.timed()
+    assert [e.type for e in p.emitted] == [EventType.MEMBER]
+
+
 @pytest.fixture
 def chunk_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times a chunk's state is read (`MeshState.chunk`; one count)."""
