@@ -237,7 +237,10 @@ def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
 def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
     """json.loads of a text read back (a data dir's row, a peer's snapshot row, content a
     member names); ValueError if it is not JSON or nests deeper than `limit` (an earlier
-    release wrote what it took)."""
+    release wrote what it took) or is not a text at all (e.g. a number in a column of no
+    type: a hand-made or edited file)."""
+    if not isinstance(data, str | bytes | bytearray):
+        raise ValueError(f"{type(data).__name__} {data!r:.40} is not a JSON text")
     try:
         value = json.loads(data)
     except RecursionError:

@@ -52,6 +52,7 @@ Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the lis
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
 _PROVIDERS = 2  # the provider_index's key in JobIndex's memo of keys it does not hold
 _DELETED = 3  # and job_deleted's
+_UNREAD = object()  # a cache entry's value that does not read back (`JobIndex._value`)
 # A cache entry replaces one of a later order only; a provider row is added once.
 _CACHE_UPSERT = (
     "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, k) DO UPDATE SET "
@@ -661,6 +662,15 @@ class JobIndex:
         """A cache entry's (hlc, origin, seq); None if they do not read back (left out)."""
         return (h, o, q) if self._entry_ok((ITEM, key, "", h, o, q)) else None
 
+    def _value(self, key: Any, text: Any) -> Any:
+        """A cache entry's value parsed from its JSON text; _UNREAD if it does not parse
+        (damaged, edited, or a malformed value a snapshot stream brought: left out)."""
+        try:
+            return loads_within(text)
+        except ValueError as e:  # (also a text that is not one: peer.jsontext)
+            self._skip(_entry(key), "value", e)
+            return _UNREAD
+
     def _skip(self, row: str, column: str, why: object) -> None:
         """A row (as `_job` names it) left out by a read: counted and logged once per (row,
         column)."""
@@ -699,13 +709,13 @@ class JobIndex:
                         self._db.execute("SELECT origin, seq FROM compact_floors"))
 
     def entries(self) -> Iterator[CacheEntry]:
+        """Every cache entry (for a snapshot); one that does not read back is left out."""
         for row in self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index"):
             if not self._entry_ok(row):
                 continue
             kind, k, v, h, o, q = row
-            try:  # a malformed value taken from a snapshot stream is not served on
-                value = loads_within(v)
-            except ValueError:
+            value = self._value(k, v)  # (a malformed value taken from a snapshot stream
+            if value is _UNREAD:  # is not served on)
                 continue
             yield CacheEntry(kind, k, value, (h, o, q))
 
@@ -749,9 +759,8 @@ class JobIndex:
         if not self._entry_ok(row):  # (an edited row: as absent, replaced when won)
             return None
         _, _, v, h, o, q = row
-        try:  # a snapshot's value is checked here, when read (peer.log.snapstream)
-            value = loads_within(v)
-        except ValueError:
+        value = self._value(key, v)  # a snapshot's value is checked here, when read
+        if value is _UNREAD:  # (peer.log.snapstream)
             return None
         return CacheEntry(kind, key, value, (h, o, q))
 
@@ -773,10 +782,7 @@ class JobIndex:
                 "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
                 "substr(v, 2, length(v) - 2)), hlc FROM cache_index WHERE kind = ? AND k > ? "
                 "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
-            try:
-                cid = loads_within(v)
-            except ValueError:  # a malformed value taken from a snapshot stream
-                cid = None
+            cid = self._value(k, v)  # (_UNREAD: a malformed value taken from a snapshot
             if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
                 cid = None
             out.append(self._slice_row(k, v, cid, bool(held), h))
@@ -788,10 +794,7 @@ class JobIndex:
         out: list[tuple[str, str, str | None, int]] = []
         for k, v, h in self._db.execute("SELECT k, v, hlc FROM cache_index WHERE kind = ? "
                                         "AND k > ? ORDER BY k LIMIT ?", (ITEM, after, limit)):
-            try:
-                r = loads_within(v)
-            except ValueError:  # a malformed value taken from a snapshot stream
-                r = None
+            r = self._value(k, v)  # (_UNREAD: a malformed value taken from a snapshot stream)
             cid = r.get("c") if isinstance(r, dict) else None
             row = self._slice_row(k, v, cid if isinstance(cid, str) and cid else None, False, h)
             out.append((row.key, row.value, row.cid, row.hlc))
@@ -1001,6 +1004,11 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
 def _job(job: Any) -> str:
     """A job_index row as logs name it."""
     return f"the job index's row of {str(job)[:64]!r}"
+
+
+def _entry(key: Any) -> str:
+    """A cache_index row as logs name it."""
+    return f"the job index's cache entry {str(key)[:64]!r}"
 
 
 def _is_object(v: Any) -> bool:

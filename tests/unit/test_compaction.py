@@ -226,6 +226,52 @@ def test_a_job_index_row_that_does_not_read_back_is_left_out_logged_once_and_cou
     assert _rows(n) == kept | {e.id for e in evs[18:]}  # a job's events it cannot mark stay
 
 
+def _untyped(db: sqlite3.Connection, table: str) -> None:
+    """`table` made again with columns of no type, its primary key kept (a hand-made or
+    edited file: SQLite then keeps any value as it is given, a number or a NULL too)."""
+    info = list(db.execute(f"PRAGMA table_info({table})"))
+    cols = [str(r[1]) for r in info]
+    key = [str(r[1]) for r in sorted(info, key=lambda r: r[5]) if r[5]]
+    db.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+    db.execute(f"CREATE TABLE {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(key)}))")
+    db.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
+    db.execute(f"DROP TABLE old_{table}")
+
+
+def test_a_cache_entry_that_does_not_read_back_stops_no_compaction_pass(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """A cache_index row whose value is not a JSON text (a number: a file made or edited by
+    hand) raised TypeError in every pass (its reap), and one whose kind is no kind raised
+    ValueError in every snapshot's records: compaction stopped, the log grew for good. Each
+    is left out, logged once, and the pass compacts and drops every other job."""
+    n = _open(tmp_path / "a", opened, recent_tasks=6)
+    _lagging(n)
+    evs = history(jobs=4, per_job=2)
+    n.merge(evs)
+    assert n.catchup.compact().jobs == ["job000"]  # (its cache entries: in the index)
+    db = n.log.db
+    _untyped(db, "cache_index")
+    db.execute("UPDATE cache_index SET v = 5 WHERE k = ?", (key_of(0, 0),))
+    order = (evs[0].hlc, ORIGIN, 1)
+    db.executemany("INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?)", [
+        (ITEM, "an-item", 2.5, *order), ("x", "no-kind", '"bafyx"', *order)])
+    n.compactor.cfg = compact_mod.CompactConfig(recent_tasks=2)
+    later = n.hlc.now() + ((7 * 86_400_000 + 1) << 16)  # past the horizon: all may go
+    n.compactor.now_hlc = lambda: later
+    with caplog.at_level(logging.WARNING):
+        stats = [n.catchup.compact() for _ in range(2)]
+        cache = [n.compactor.records()["cache"] for _ in range(2)]
+    assert stats[0].jobs == ["job002", "job001"] and stats[0].dropped == 27
+    assert stats[1].jobs == [] and _rows(n) == {e.id for e in evs[27:]}
+    assert sorted(c[1] for c in cache[0]) == sorted(
+        key_of(j, i) for j in range(3) for i in range(2) if (j, i) != (0, 0))
+    for key, column in ((key_of(0, 0), "value"), ("an-item", "value"), ("no-kind", "kind")):
+        assert caplog.text.count(f"{n.log.path}: the job index's cache entry {key!r} is left "
+                                 f"out: its {column} does not read back") == 1
+    assert n.state.outputs[key_of(0, 1)] == _cid("job000/t1")  # the others are served
+    assert n.state.outputs.get(key_of(0, 0)) is None
+
+
 def test_a_deleted_compacted_job_loses_its_record(tmp_path: Path, opened: list[Node]) -> None:
     n = _open(tmp_path / "a", opened, recent_tasks=0)
     n.merge(history(jobs=1, per_job=1))
