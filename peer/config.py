@@ -80,6 +80,11 @@ def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
     return {"setting": Setting(help, flag, choices)}
 
 
+# Settings the peer turns into integers (bytes, milliseconds) as it starts: inf raised
+# OverflowError there (a traceback; in every compaction pass for the horizon): finite only.
+FINITE = {"store_max_gb": "GB", "task_scratch_max_gb": "GB (0 = no bound)",
+          "log_vacuum_min_free_mb": "MB", "max_clock_drift_s": "seconds",
+          "compact_horizon_days": "days"}
 # The HTTP side's limits on slow or many clients (peer/http/limits.py, HttpLimits)
 HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s",
                "http_max_connections", "http_max_connections_per_address",
@@ -391,9 +396,10 @@ class PeerConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:  # (NaN too)
                 raise ConfigError(f"{name}: must not be negative, got {value}", field=name)
-        if self.task_scratch_max_gb is not None and not math.isfinite(self.task_scratch_max_gb):
-            raise ConfigError(f"task_scratch_max_gb: must be a number of GB (0 = no bound), "
-                              f"got {self.task_scratch_max_gb}", field="task_scratch_max_gb")
+        for name, unit in FINITE.items():
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name}: must be a number of {unit}, got {value}", field=name)
         if self.gc_young_allocs > MAX_YOUNG_ALLOCS:
             raise ConfigError(f"gc_young_allocs: must be at most {MAX_YOUNG_ALLOCS}, got "
                               f"{self.gc_young_allocs}", field="gc_young_allocs")

@@ -136,6 +136,10 @@ def test_from_args_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ({"BANZAI_TASK_SCRATCH_MAX_GB": "-1"}, "task_scratch_max_gb"),
     ({"BANZAI_TASK_SCRATCH_MAX_GB": "inf"}, "task_scratch_max_gb"),
     ({"BANZAI_TASK_SCRATCH_MAX_GB": "nan"}, "task_scratch_max_gb"),
+    ({"BANZAI_STORE_MAX_GB": "inf"}, "store_max_gb"),  # (OverflowError at the start)
+    ({"BANZAI_LOG_VACUUM_MIN_FREE_MB": "inf"}, "log_vacuum_min_free_mb"),
+    ({"BANZAI_MAX_CLOCK_DRIFT_S": "inf"}, "max_clock_drift_s"),
+    ({"BANZAI_COMPACT_HORIZON_DAYS": "inf"}, "compact_horizon_days"),  # (at every pass)
     ({"BANZAI_GC_YOUNG_ALLOCS": "1.5"}, "gc_young_allocs"),
     ({"BANZAI_GC_YOUNG_ALLOCS": "3000000000"}, "gc_young_allocs"),
 ])
