@@ -89,6 +89,7 @@ from peer.log.signing import (
     held_hash,
     peer_id_for,
     sign_events,
+    stored_peer_id,
 )
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.sqlite import DURABLE_TYPES
@@ -99,7 +100,7 @@ from peer.memtrim import TrimConfig, Trimmer, glibc_malloc_trim
 from peer.mesh.addr import canonical_addr
 from peer.mesh.antientropy import FIXNONCE_FEATURE
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
-from peer.mesh.gossip import Gossip, GossipConfig, zmq_transport
+from peer.mesh.gossip import MAX_START_COUNT, Gossip, GossipConfig, zmq_transport
 from peer.mesh.incmark import NAME as INCARNATION_MARK
 from peer.mesh.incmark import IncarnationMark
 from peer.mesh.keyring import Keyring as MeshKeyring
@@ -179,9 +180,10 @@ class Node:
         self.scrub = Scrub(ScrubConfig(), self.log.path)  # damage mid-file, checked now and then
         self.identity = Identity.load(cfg.data_dir / "identity.key")
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
-        self.peer_id = self.log.get_meta("peer_id") or peer_id_for(self.identity.key)
+        self.peer_id = (stored_peer_id(self.log.get_meta("peer_id"), self.log.path)
+                        or peer_id_for(self.identity.key))
         self.log.set_meta("peer_id", self.peer_id)
-        self.incarnation = self.log.get_meta_int("incarnation") + 1
+        self.incarnation = self.log.get_meta_int("incarnation", MAX_START_COUNT - 1) + 1
         self.log.set_meta("incarnation", str(self.incarnation))
         # SWIM's incarnation starts above every one announced before (read as hostile input)
         self.incarnations = IncarnationMark(cfg.data_dir / INCARNATION_MARK)

@@ -705,8 +705,13 @@ class JobIndex:
         return out
 
     def floors(self) -> dict[str, int]:
-        return seq_rows(self.path, "compact_floors",
-                        self._db.execute("SELECT origin, seq FROM compact_floors"))
+        """Origin -> the highest seq compaction dropped: read as hostile (the peer does not
+        start without them: DataError or StoreError naming the file)."""
+        try:
+            rows = self._db.execute("SELECT origin, seq FROM compact_floors").fetchall()
+        except sqlite3.Error as e:  # (a table of other columns: made or edited by hand)
+            raise unreadable(self.path, e, "compact_floors") from e
+        return seq_rows(self.path, "compact_floors", rows)
 
     def entries(self) -> Iterator[CacheEntry]:
         """Every cache entry (for a snapshot); one that does not read back is left out."""

@@ -79,6 +79,7 @@ def admit_tag(secret: bytes, peer_id: str, key: bytes) -> bytes:
 
 
 SELF_ID_CHARS = 20  # ids of 0.1.0 have 16 hex digits: they certify no key
+OLD_ID_CHARS = 16  # (0.1.0's: random)
 
 
 def peer_id_for(key: bytes) -> str:
@@ -88,7 +89,22 @@ def peer_id_for(key: bytes) -> str:
 
 
 def self_certifying(peer_id: str) -> bool:
-    return len(peer_id) == SELF_ID_CHARS and all(c in "0123456789abcdef" for c in peer_id)
+    return _hex_digits(peer_id, SELF_ID_CHARS)
+
+
+def _hex_digits(s: str, n: int) -> bool:
+    return len(s) == n and all(c in "0123456789abcdef" for c in s)
+
+
+def stored_peer_id(peer_id: str | None, path: Path) -> str | None:
+    """The peer id a data dir's log file (`path`, meta 'peer_id') holds, None if none; a
+    DataError naming the file if it is not one a peer was ever given (this release's 20 hex
+    digits, 0.1.0's 16): it is signed, sent and named in every event of ours."""
+    if peer_id is None or any(_hex_digits(peer_id, n) for n in (SELF_ID_CHARS, OLD_ID_CHARS)):
+        return peer_id
+    raise DataError(f"{path}: meta 'peer_id' holds {peer_id!r:.40} ({len(peer_id)} "
+                    f"characters), not a peer id ({OLD_ID_CHARS} or {SELF_ID_CHARS} hex "
+                    "digits): the file is damaged or was edited; restore it from a backup")
 
 
 class Identity:
@@ -499,4 +515,4 @@ class MeshAuth:
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
            "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
            "held_hash", "membership_message", "peer_id_for", "read_key", "self_certifying",
-           "sign_events", "sign_run", "verify", "write_key"]
+           "sign_events", "sign_run", "stored_peer_id", "verify", "write_key"]

@@ -86,20 +86,26 @@ class QuarantineConfig:
 
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a damaged file
+SQLITE_CANTOPEN = 14  # ... of a file it cannot open (a directory, no permission)
 
 
-def unreadable(path: Path, e: sqlite3.Error) -> StoreError:
+def unreadable(path: Path, e: sqlite3.Error, table: str = "") -> StoreError:
     """What to report when SQLite fails on the log file at `path` as the peer opens or reads
-    it back: DataError if the file is not a sound database (or holds a text that is not
-    UTF-8: the sqlite3 module's own error, with no SQLite code), StorageFull, else
-    StoreError."""
+    it back (`table`, if one was read): DataError if the file is not a sound database (or
+    holds a text that is not UTF-8: the sqlite3 module's own error, with no SQLite code),
+    StorageFull, else StoreError."""
     if getattr(e, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB) or (
             type(e) is sqlite3.OperationalError and str(e).startswith("Could not decode")):
         return DataError(f"{path}: {e}: the file is damaged or is not an event log; restore "
                          "it from a backup")
     if disk_full(e):
         return StorageFull(f"cannot use the event log {path}: the disk is full")
-    return StoreError(f"cannot use the event log {path}: {e}")
+    if getattr(e, "sqlite_errorcode", 0) & 0xFF == SQLITE_CANTOPEN:
+        what = "it is a directory" if path.is_dir() else (
+            "the peer's user must be able to read and write it and its directory")
+        return StoreError(f"cannot open the event log {path}: {e}: {what}")
+    where = f"{path} (its table {table})" if table else str(path)
+    return StoreError(f"cannot use the event log {where}: {e}")
 
 
 def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
@@ -145,7 +151,10 @@ class EventLog:
         self._write_epoch = 0
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:  # (a directory, a file this user may not open)
+            raise unreadable(path, e) from e
         try:
             self._open()
         except sqlite3.Error as e:
@@ -566,15 +575,15 @@ class EventLog:
                             "is damaged or was edited")
         return v
 
-    def get_meta_int(self, k: str) -> int:
-        """The count stored under `k` (decimal digits), 0 if there is none; DataError naming
-        the file if the row holds something else."""
+    def get_meta_int(self, k: str, most: int = MAX_CLOCK) -> int:
+        """The count stored under `k` (decimal digits, at most `most`), 0 if there is none;
+        DataError naming the file if the row holds something else."""
         v = self.get_meta(k)
         if v is None:
             return 0
-        if not (v.isascii() and v.isdigit() and int(v) <= MAX_CLOCK):
-            raise DataError(f"{self.path}: meta {k!r} holds {v!r:.40}, not a count: the file "
-                            "is damaged or was edited")
+        if not (v.isascii() and v.isdigit() and len(v) <= 20 and int(v) <= most):
+            raise DataError(f"{self.path}: meta {k!r} holds {v!r:.40}, not a count of at most "
+                            f"{most}: the file is damaged or was edited")
         return int(v)
 
     def set_meta(self, k: str, v: str) -> None:

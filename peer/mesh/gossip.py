@@ -76,7 +76,7 @@ from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_ad
 from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
-from peer.mesh.swim import IncarnationStore, Msg, Swim, SwimConfig
+from peer.mesh.swim import MAX_START_INC, IncarnationStore, Msg, Swim, SwimConfig
 from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
@@ -99,6 +99,11 @@ from peer.mesh.wire import (
 )
 
 log = logging.getLogger("banzai.gossip")
+# The largest start counter (MeshAuth.incarnation: one more at each start, kept in the log
+# file) that a peer may start with: its SWIM incarnation (the counter << 16, room for 2^16
+# refutations a run) stays within MAX_START_INC. No peer starts 2^45 times: a larger one
+# was edited (peer.node refuses it).
+MAX_START_COUNT = MAX_START_INC >> 16
 LEAVE_DRAIN_S = 0.1  # close() gives the transport this long to send our LEFT
 SOFT_SLACK_S = 0.2  # a periodic chore runs this early (at most half its period) if woken
 
@@ -796,6 +801,6 @@ class Gossip:
             self._push(new, ttl - 1, exclude=f.reply_to)
 
 
-__all__ = ["MAGIC", "EventSink", "Frame", "FrameError", "Gossip", "GossipConfig",
-           "GossipStats", "Kind", "Liveness", "MemberSink", "decode_frame", "encode_frame",
-           "zmq_transport"]
+__all__ = ["MAGIC", "MAX_START_COUNT", "EventSink", "Frame", "FrameError", "Gossip",
+           "GossipConfig", "GossipStats", "Kind", "Liveness", "MemberSink", "decode_frame",
+           "encode_frame", "zmq_transport"]
