@@ -7,16 +7,18 @@ tests/fixtures/README.md says how the fixture was made; datadir-v0.1.0.json is w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import PeerProc, start_peer
+from tests.conftest import BIN, ROOT, PeerProc, start_peer
 from tests.fixtures.make_datadir import contents
 from tests.helpers import JsonApi
 
@@ -103,3 +105,42 @@ def test_resubmitting_is_answered_from_the_cache(opened: tuple[PeerProc, Any], k
     _, listed = API.api("GET", f"{peer.url}/api/jobs")
     states = {j["id"]: j["state"] for j in listed["jobs"]}
     assert all(states[j["id"]] == j["state"] for j in JOBS.values())
+
+
+def _edit_meta(data: Path) -> Path:
+    db = data / "events.sqlite"
+    c = sqlite3.connect(db)
+    c.execute("UPDATE meta SET v = ? WHERE k = 'peer_id'", ("a" * 2_000_000,))
+    c.commit()
+    c.close()
+    return db
+
+
+def _log_a_directory(data: Path) -> Path:
+    db = data / "events.sqlite"
+    db.unlink()
+    db.mkdir()
+    return db
+
+
+@pytest.mark.parametrize("damage,message", [
+    (_edit_meta, ": meta 'peer_id' holds 'aaaa"),
+    (_log_a_directory, ": unable to open database file: it is a directory"),
+], ids=["peer_id_2mb", "log_a_directory"])
+def test_a_hostile_data_dir_stops_the_start_with_one_line_naming_the_file(
+        tmp_path: Path, damage: Any, message: str) -> None:
+    """A 0.1.0 data dir damaged so that the peer cannot start safely: it exits 2 with one
+    line naming the file and what is wrong, no traceback (a 2 MB peer id raised
+    struct.error, a directory in place of the log sqlite3.OperationalError)."""
+    data = tmp_path / "datadir"
+    shutil.copytree(FIXTURES / f"datadir-v{RELEASE}", data)
+    path = damage(data)
+    run = subprocess.run(
+        [str(BIN / "banzai-peer"), "--data-dir", str(data), "--http", "127.0.0.1:0",
+         "--mdns-interface", "127.0.0.1", "--mesh-name", f"compat-{tmp_path.name}"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "BANZAI_WARM_WORKERS": "0"})
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("banzai-peer: ") and str(path) in line and message in line, line
