@@ -28,7 +28,7 @@ from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
-from peer.log.jobindex import JobIndex, fsync_path, raw_rows, thin_rows
+from peer.log.jobindex import SPOOL_DIR, JobIndex, fsync_path, raw_rows, spool_name, thin_rows
 from peer.log.signing import Identity, MemberKeys
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
@@ -209,9 +209,9 @@ class CatchUp:
         return out
 
     async def _compact_loop(self) -> None:
-        keep = {p for p, _, _ in self.index.snapshots_pending()}
-        for path in (self.cfg.data_dir / "snapshots").glob("*.frames"):
-            if str(path) not in keep:  # moved in, then a crash before its take committed
+        keep = {Path(p).name for p, _, _ in self.index.snapshots_pending()}
+        for path in (self.cfg.data_dir / SPOOL_DIR).glob("*.frames"):
+            if path.name not in keep:  # moved in, then a crash before its take committed
                 path.unlink(missing_ok=True)
         while True:
             self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
@@ -463,9 +463,9 @@ class CatchUp:
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
         provider rows wait to be taken (`_ingest`, resumed after a restart)."""
-        keep = self.cfg.data_dir / "snapshots"
+        keep = self.cfg.data_dir / SPOOL_DIR
         keep.mkdir(mode=0o700, exist_ok=True)
-        path = keep / f"{trailer.content_digest().hex()[:32]}.frames"
+        path = keep / spool_name(trailer.content_digest())
         os.replace(rows, path)
         fsync_path(path)
         fsync_path(keep)

@@ -79,7 +79,7 @@ from peer.log import (
 )
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
-from peer.log.jobindex import JobIndex, read_outputs, read_provided
+from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
     Identity,
@@ -192,7 +192,7 @@ class Node:
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
-        self.index = JobIndex(self.log.db)  # finished jobs' records (compaction)
+        self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR)  # finished jobs' records
         self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
                                          recent_tasks=cfg.compact_recent_tasks,
                                          provider_sets_max=cfg.compact_provider_sets_max,

@@ -25,7 +25,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from peer.errors import DataError, StoreError
 from peer.jsontext import loads_within
-from peer.log.events import MAX_CLOCK, EventType
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
 from peer.log.snapframe import check_thin, outputs_sha, thin
 from peer.log.snapstream import (
     CACHE_KINDS,
@@ -64,6 +66,16 @@ _PROVIDER_ADD = "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"
 # once): the fold and the scheduler ask for every fresh output CID and task key, most of
 # them not compacted, some again and again (a task with no input asks for the CID "").
 ABSENT_MAX = 65536
+# A taken snapshot's cache and provider rows wait in the data dir's snapshots/ (peer.catchup),
+# one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
+# name; a data dir of an earlier release: its path in that directory).
+SPOOL_DIR = "snapshots"
+_SPOOL_NAME = re.compile(r"[0-9a-f]{32}\.frames")
+
+
+def spool_name(digest: bytes) -> str:
+    """The file name, in SPOOL_DIR, of the spooled rows of a snapshot of this content digest."""
+    return f"{digest.hex()[:32]}.frames"
 
 
 def _dumps(obj: Any) -> str:
@@ -110,9 +122,13 @@ class JobIndex:
     outcome: only this object's `put`, `put_batches` and `put_rows` write them (`reap` only
     deletes some)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, spool_dir: Path | None = None) -> None:
         self._db = db
         self.path = db_path(db)  # (named in what is logged or raised of its rows)
+        # where the files that `snapshot_pending` rows name are (by default: SPOOL_DIR beside
+        # the SQLite file; an in-memory database without `spool_dir` can have none)
+        self.spool_dir = spool_dir if spool_dir is not None or not str(self.path) else (
+            self.path.parent / SPOOL_DIR)
         # (job, column) of the rows a read left out because that column does not read back
         # as it was written (damaged, edited by hand): each logged once; `skipped` counts them
         self._bad: set[tuple[str, str]] = set()
@@ -254,7 +270,7 @@ class JobIndex:
                             new += db.total_changes - before
                 if pending is not None:
                     db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, ?, ?)",
-                               pending)
+                               (self._spool_key(pending[0]), *pending[1:]))
                 if owed is not None:
                     db.execute("INSERT OR IGNORE INTO snapshot_owed VALUES (?)", (owed,))
             self._count += new  # (committed)
@@ -317,9 +333,81 @@ class JobIndex:
         return out
 
     def snapshots_pending(self) -> list[tuple[str, int, str]]:
-        """(path, offset, signer) of the spooled snapshots whose rows are still being taken."""
-        return [(str(p), int(a), str(s)) for p, a, s in self._db.execute(
-            "SELECT path, at, signer FROM snapshot_pending ORDER BY rowid")]
+        """(path, offset, signer) of the spooled snapshots whose rows are still being taken.
+        Each row is checked as it is read (the file is the data dir's, read as hostile): its
+        path must name a spool file in `spool_dir` (`_spool_key`), `at` be a non-negative
+        integer, the signer a peer id's string. A row that is not is deleted, with one
+        warning naming it; the file it names is never touched. A row of an earlier release
+        (the file's path in `spool_dir`) is kept under its name."""
+        out: list[tuple[str, int, str]] = []
+        kept: list[tuple[str, int, str]] = []  # (those already kept under their name)
+        bad: list[int] = []
+        renamed: list[tuple[str, int]] = []
+        for rowid, p, a, s in self._db.execute(
+                "SELECT rowid, path, at, signer FROM snapshot_pending ORDER BY rowid").fetchall():
+            try:
+                key = self._pending_row(p, a, s)
+            except ValueError as e:
+                log.warning("%s: snapshot_pending row %d (path %.200r) is deleted: %s (the "
+                            "file it names is left alone)", self.path, rowid, p, e)
+                bad.append(rowid)
+                continue
+            out.append((str(self._spool(key)), a, s))
+            if key == p:
+                kept.append(out[-1])
+            else:
+                renamed.append((key, rowid))
+        if bad or renamed:
+            try:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM snapshot_pending WHERE rowid = ?",
+                                   [(r,) for r in bad])
+                    db.executemany("UPDATE OR REPLACE snapshot_pending SET path = ? "
+                                   "WHERE rowid = ?", renamed)
+            except sqlite3.Error as e:  # (a full disk: the others are left out meanwhile)
+                log.warning("%s: snapshot_pending rows could not be rewritten: %s", self.path, e)
+                return kept
+        return out
+
+    def _pending_row(self, path: object, at: object, signer: object) -> str:
+        """The spool's name if a `snapshot_pending` row reads back as written, else
+        ValueError (what is wrong)."""
+        if type(at) is not int or at < 0:
+            raise ValueError("at is not a non-negative integer")
+        if type(signer) is not str or not 0 < len(signer) <= MAX_ID_CHARS:
+            raise ValueError("signer is not a peer id")
+        return self._spool_key(path)
+
+    def _spool(self, key: str) -> Path:
+        assert self.spool_dir is not None  # (a key was made)
+        return self.spool_dir / key
+
+    def _spool_key(self, path: object) -> str:
+        """The name under which the spool file `path` is kept in `snapshot_pending`: a file
+        named as `spool_name` makes, directly in `spool_dir` (a bare name, or a path whose
+        directory resolves to it), not a symlink nor anything but a file if it exists.
+        ValueError if it is not."""
+        if type(path) is not str or self.spool_dir is None:
+            raise ValueError("path is not a spool file's name")
+        p = Path(path)
+        if not _SPOOL_NAME.fullmatch(p.name):
+            raise ValueError(f"path does not name a spool file in {SPOOL_DIR}/")
+        if str(p) != p.name:  # (a path: written by an earlier release, or by `spooled`)
+            try:
+                inside = p.parent.resolve() == self.spool_dir.resolve()
+            except (OSError, RuntimeError):
+                inside = False
+            if not inside:
+                raise ValueError(f"path is outside {self.spool_dir}")
+        try:
+            mode = os.lstat(self.spool_dir / p.name).st_mode
+        except FileNotFoundError:
+            return p.name  # (taken as lost when read)
+        except OSError as e:
+            raise ValueError(f"the spool file cannot be examined: {e}") from None
+        if not stat.S_ISREG(mode):
+            raise ValueError("path is not a regular file (a symlink?)")
+        return p.name
 
     def snapshots_owed(self) -> list[str]:
         """Signers of taken snapshots whose cache and provider rows are still to fetch."""
@@ -328,9 +416,10 @@ class JobIndex:
     def spooled(self, path: str, signer: str, owed: str) -> None:
         """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
         taken from now on (`put_rows`), in one transaction."""
+        key = self._spool_key(path)
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO snapshot_pending VALUES (?, 0, ?)",
-                       (path, signer))
+                       (key, signer))
             db.execute("DELETE FROM snapshot_owed WHERE signer = ?", (owed,))
 
     def put_rows(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], path: str,
@@ -340,14 +429,15 @@ class JobIndex:
         transaction: a crash resumes where the last one ended (a row taken twice is
         harmless)."""
         sql = {"c": _CACHE_UPSERT, "p": _PROVIDER_ADD}
+        key = Path(path).name  # (as `snapshots_pending` gave it)
         try:
             with self._tx() as db:
                 for tag, rows in batches:
                     db.executemany(sql[tag], rows)
                 if at is None:
-                    db.execute("DELETE FROM snapshot_pending WHERE path = ?", (path,))
+                    db.execute("DELETE FROM snapshot_pending WHERE path = ?", (key,))
                 else:
-                    db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, path))
+                    db.execute("UPDATE snapshot_pending SET at = ? WHERE path = ?", (at, key))
         finally:
             self._forget_absent()
 
@@ -1049,6 +1139,6 @@ def _marks(ids: Iterable[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "CacheEntry", "JobIndex", "JobRecord",
-           "Order", "fsync_files", "fsync_path", "raw_rows", "read_outputs", "read_provided",
-           "thin_rows"]
+__all__ = ["CACHE_COLUMNS", "ITEM", "JOB_COLUMNS", "OUTPUT", "SPOOL_DIR", "CacheEntry",
+           "JobIndex", "JobRecord", "Order", "fsync_files", "fsync_path", "raw_rows",
+           "read_outputs", "read_provided", "spool_name", "thin_rows"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -52,15 +53,17 @@ def test_rows_written_by_compaction_are_found_after_a_miss(db: sqlite3.Connectio
     assert index.entry(ITEM, "k") is None  # the other table's key stays unknown
 
 
-def test_rows_taken_from_a_snapshot_are_found_after_a_miss(db: sqlite3.Connection) -> None:
-    index = JobIndex(db)
+def test_rows_taken_from_a_snapshot_are_found_after_a_miss(db: sqlite3.Connection,
+                                                           tmp_path: Path) -> None:
+    index = JobIndex(db, tmp_path)
+    spool = str(tmp_path / ji.spool_name(bytes(16)))
     for cid in ("c1", "c2"):
         assert index.providers_of(cid) is None
     index.put_batches([("p", [("c1", "peerA")])])
     assert index.providers_of("c1") == {"peerA"}
-    index.spooled("/nowhere/spool", "signer", "signer")
+    index.spooled(spool, "signer", "signer")
     index.put_rows([("p", [("c2", "peerB")]), ("c", [(ITEM, "i", '"v"', 1, "o", 1)])],
-                   "/nowhere/spool", None)
+                   spool, None)
     assert index.providers_of("c2") == {"peerB"}
     e = index.entry(ITEM, "i")
     assert e is not None and e.value == "v"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from peer.log import Event, EventType, MeshState
 from peer.log.compact import CompactConfig, Compactor
-from peer.log.jobindex import ITEM, JobIndex
+from peer.log.jobindex import ITEM, SPOOL_DIR, JobIndex, spool_name
 from peer.log.jobless import Jobless, jobless
 from peer.log.snapframe import row_frames
 from peer.node import Node
@@ -176,7 +176,8 @@ def test_an_unprovide_stays_while_snapshot_rows_are_being_taken(
     hlc = _hlc()
     n.merge([Event(A, 1, hlc, EventType.PROVIDE, {"cids": [x]})])
     n.catchup.compact()
-    spool = tmp_path / "spool.frames"
+    spool = tmp_path / "a" / SPOOL_DIR / spool_name(bytes(16))
+    spool.parent.mkdir(exist_ok=True)
     spool.write_bytes(b"".join(row_frames([("p", [(x, A)])])))  # signed before the drop
     n.index.spooled(str(spool), "signer00000000000000", "signer00000000000000")
     n.merge([Event(A, 2, hlc + 10, EventType.UNPROVIDE, {"cids": [x]})])

@@ -1,0 +1,119 @@
+"""The `snapshot_pending` rows are read back as hostile (a data-dir fuzz review, session 32):
+a row naming a file outside the data dir's snapshots/ must never make the peer read or
+delete it, and a wrong-typed row must not end the compaction loop nor /api/health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from peer.config import PeerConfig
+from peer.log.jobindex import SPOOL_DIR, JobIndex, spool_name
+from peer.log.snapframe import row_frames
+from peer.node import Node
+
+NAME = spool_name(bytes(range(16)))
+
+
+def _index(tmp_path: Path) -> JobIndex:
+    spool = tmp_path / SPOOL_DIR
+    spool.mkdir(exist_ok=True)
+    return JobIndex(sqlite3.connect(":memory:", isolation_level=None), spool)
+
+
+def _rows(index: JobIndex) -> list[tuple[object, ...]]:
+    return index._db.execute("SELECT path, at, signer FROM snapshot_pending").fetchall()
+
+
+def _insert(index: JobIndex, *row: object) -> None:
+    index._db.execute("INSERT INTO snapshot_pending VALUES (?, ?, ?)", row)
+
+
+@pytest.mark.parametrize("path", ["victim", "../victim", "/{tmp}/victim", f"/{{tmp}}/{NAME}",
+                                  f"{{tmp}}/{SPOOL_DIR}/../{NAME}", "", None, b"blob", 7])
+def test_a_row_naming_a_file_outside_the_spool_dir_is_deleted_and_the_file_kept(
+        tmp_path: Path, path: object, caplog: pytest.LogCaptureFixture) -> None:
+    index = _index(tmp_path)
+    for name in ("victim", NAME):
+        (tmp_path / name).write_bytes(b"precious")
+    if isinstance(path, str):
+        path = path.replace("/{tmp}", str(tmp_path)).replace("{tmp}", str(tmp_path))
+    _insert(index, path, 0, "signer")
+    with caplog.at_level(logging.WARNING):
+        assert index.snapshots_pending() == []
+    assert _rows(index) == []
+    assert (tmp_path / "victim").read_bytes() == (tmp_path / NAME).read_bytes() == b"precious"
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "snapshot_pending row 1" in msg
+    assert index.snapshots_pending() == []  # (said once)
+
+
+def test_a_symlink_in_the_spool_dir_is_not_followed(tmp_path: Path) -> None:
+    index = _index(tmp_path)
+    (tmp_path / "victim").write_bytes(b"precious")
+    (tmp_path / SPOOL_DIR / NAME).symlink_to(tmp_path / "victim")
+    _insert(index, NAME, 0, "signer")
+    assert index.snapshots_pending() == [] and _rows(index) == []
+    assert (tmp_path / "victim").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("row", [(NAME, "x", "signer"), (NAME, -1, "signer"),
+                                 (NAME, 1.5, "signer"), (NAME, 0, b"blob"),
+                                 (NAME, 0, ""), (NAME, 0, "s" * 300), (None, 0, "signer")])
+def test_a_wrong_typed_row_is_deleted(tmp_path: Path, row: tuple[object, ...]) -> None:
+    index = _index(tmp_path)
+    _insert(index, *row)
+    assert index.snapshots_pending() == [] and _rows(index) == []
+
+
+def test_a_row_of_an_earlier_release_inside_the_spool_dir_is_kept_under_its_name(
+        tmp_path: Path) -> None:
+    index = _index(tmp_path)
+    spool = tmp_path / SPOOL_DIR / NAME
+    spool.write_bytes(b"")
+    _insert(index, str(spool), 5, "signer")  # (as releases before session 32 wrote it)
+    assert index.snapshots_pending() == [(str(spool), 5, "signer")]
+    assert _rows(index) == [(NAME, 5, "signer")]
+    index.put_rows([], str(spool), None)
+    assert _rows(index) == []
+
+
+def test_the_index_stores_a_spool_by_its_name_and_refuses_another_place(tmp_path: Path) -> None:
+    index = _index(tmp_path)
+    index.spooled(str(tmp_path / SPOOL_DIR / NAME), "signer", "owed")
+    assert _rows(index) == [(NAME, 0, "signer")]
+    with pytest.raises(ValueError):
+        index.spooled(str(tmp_path / NAME), "signer", "owed")
+
+
+def test_a_hostile_row_neither_deletes_a_file_nor_breaks_health_nor_the_loop(
+        tmp_path: Path, opened: list[Node]) -> None:
+    n = Node(PeerConfig(data_dir=tmp_path / "d", slots=1, mdns=False))
+    opened.append(n)
+    victim = tmp_path / NAME  # (a spool file's name, outside snapshots/)
+    victim.write_bytes(b"".join(row_frames([("p", [("bafyx", "peerA")])])))
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES (?, 0, 'signer')", (str(victim),))
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES ('x', 'x', x'00')")
+    assert n.log_health()["compaction"]["snapshots_pending"] == 0
+    while n.compactor.ingest():
+        pass
+    assert victim.exists() and not _rows(n.index)
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES (NULL, 'x', x'00')")
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES (?, 0, 'signer')", (str(victim),))
+    n.cfg.data_dir.joinpath(SPOOL_DIR).mkdir(exist_ok=True)
+
+    async def first_turns() -> None:  # the loop's first steps: its sweep of snapshots/
+        n.catchup.start()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert all(not t.done() for t in n.catchup._bg)  # (the loop did not end)
+        await n.catchup.close()
+
+    asyncio.run(first_turns())
+    assert victim.exists() and not _rows(n.index)
+    assert os.listdir(n.cfg.data_dir / SPOOL_DIR) == []
