@@ -80,16 +80,14 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
+from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
-    Identity,
     MemberKeys,
     MeshAuth,
     admit_tag,
     held_hash,
-    peer_id_for,
     sign_events,
-    stored_peer_id,
 )
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.sqlite import DURABLE_TYPES
@@ -103,8 +101,14 @@ from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.gossip import MAX_START_COUNT, Gossip, GossipConfig, zmq_transport
 from peer.mesh.incmark import NAME as INCARNATION_MARK
 from peer.mesh.incmark import IncarnationMark
+from peer.mesh.keyring import (
+    SECRET_FILE_NAME,
+    MeshSecrets,
+    SecretError,
+    kubo_swarm_key,
+    load_secrets,
+)
 from peer.mesh.keyring import Keyring as MeshKeyring
-from peer.mesh.keyring import MeshSecrets, SecretError, kubo_swarm_key, load_secrets
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -156,7 +160,16 @@ def _sync_error(e: OSError) -> BanzaiError:
 
 
 def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
-    """The peer's mesh secrets (generated and stored in the data dir by the first peer)."""
+    """The peer's mesh secrets (generated and stored in the data dir by the first peer; not
+    by a peer whose log shows it was in a mesh: ConfigError)."""
+    stored = cfg.data_dir / SECRET_FILE_NAME
+    if (cfg.secret_file is None and not cfg.join_token and not stored.exists()
+            and was_meshed(cfg.data_dir / LOG_FILE)):
+        raise ConfigError(
+            f"{stored} is missing, but the event log {cfg.data_dir / LOG_FILE} shows this "
+            "peer held one and holds other peers' events: it was in a mesh, and a new secret "
+            f"would make it a mesh of its own. Restore {SECRET_FILE_NAME} from a backup, or "
+            "give the mesh's join token (--join-token) or --secret-file", field="secret_file")
     try:
         return load_secrets(cfg.data_dir, cfg.secret_file, cfg.join_token)
     except SecretError as e:
@@ -175,14 +188,17 @@ class Node:
         self.mesh_keys = MeshKeyring(self.mesh_secrets.secrets)
         self.catalog: dict[str, TaskDef] = registry.load(cfg.task_modules)
         self.catalog.update(kinds.allowed(cfg.allow_shell, cfg.allow_containers))
-        self.log = EventLog(cfg.data_dir / "events.sqlite", vacuum=VacuumConfig(
+        self.log = EventLog(cfg.data_dir / LOG_FILE, vacuum=VacuumConfig(
             min_free_bytes=int(cfg.log_vacuum_min_free_mb * 2**20)))
         self.scrub = Scrub(ScrubConfig(), self.log.path)  # damage mid-file, checked now and then
-        self.identity = Identity.load(cfg.data_dir / "identity.key")
-        # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies.
-        self.peer_id = (stored_peer_id(self.log.get_meta("peer_id"), self.log.path)
-                        or peer_id_for(self.identity.key))
-        self.log.set_meta("peer_id", self.peer_id)
+        # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies. The key
+        # must be the one the log was written with, and the log not lost (peer.log.owner).
+        try:
+            self.identity, self.peer_id = own_identity(self.log, cfg.data_dir / KEY_FILE)
+        except BanzaiError:
+            self.log.close()
+            raise
+        note_secret(self.log)  # (a lost mesh.secret is then not made anew: `mesh_secrets`)
         self.incarnation = self.log.get_meta_int("incarnation", MAX_START_COUNT - 1) + 1
         self.log.set_meta("incarnation", str(self.incarnation))
         # SWIM's incarnation starts above every one announced before (read as hostile input)

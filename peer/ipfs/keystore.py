@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.errors import ArgError, Conflict, DataError, NotFound
 from peer.ipfs import ipns
+from peer.log.owner import KEY_FILE as IDENTITY_FILE  # the peer's identity (Identity)
 from peer.log.signing import read_key, write_key
 
 log = logging.getLogger("banzai.ipns")
 
 SELF = "self"
-IDENTITY_FILE = "identity.key"  # the peer's identity (peer.log.signing.Identity)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

@@ -166,6 +166,10 @@ class EventLog:
         """Set the connection up and make the tables a new file lacks (sqlite3.Error: the
         first statement reads the file's header)."""
         new_file(self._db)  # (before the WAL pragma writes a new file's header)
+        # a file without tables (missing, 0 bytes): peer.log.owner tells a lost log by it
+        self.created = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone() is None
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL per commit, see _sync
         limit_wal(self._db, self.vacuum_cfg)
