@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
-from peer.log.events import MAX_ID_CHARS, Event, EventType
+from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.fold import MeshState
 
 log = logging.getLogger("banzai.log")
@@ -51,11 +52,13 @@ class DoorConfig:
 class LogStore(Protocol):
     """What the door needs of the SQLite log (peer.log.sqlite.EventLog)."""
 
+    path: Path  # (named in what is logged of its rows)
+
     def load(self) -> Iterable[Event]: ...
     def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None: ...
     def quarantined(self) -> int: ...
     def quarantine_health(self) -> Mapping[str, int]: ...
-    def quarantined_max_seq(self, origin: str) -> int: ...
+    def quarantined_max_seq(self, origin: str, below: int) -> int: ...
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
     def floors(self) -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
@@ -260,6 +263,8 @@ class Door:
         bad: list[tuple[tuple[str, int], str]] = []
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
+            if reason is None and ev.origin == own_origin and ev.seq > MAX_OWN_SEQ:
+                reason = f"a seq of this peer past {MAX_OWN_SEQ}: no room to go on"
             if reason is None:
                 ok.append(ev)
             else:
@@ -269,9 +274,14 @@ class Door:
             self.store.quarantine(bad)
         n = len(self.fold(state, ok))
         for origin, seq in self.store.floors().items():
+            if origin == own_origin and seq > MAX_OWN_SEQ:
+                log.warning("%s: the floors row of this peer (%s) holds %d, past %d: left "
+                            "out (the file is damaged or was edited)", self.store.path,
+                            origin[:16], seq, MAX_OWN_SEQ)
+                continue
             state.raise_floor(origin, seq)
         # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
-        state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin))
+        state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin, MAX_OWN_SEQ))
         return n
 
     def health(self) -> dict[str, Any]:

@@ -103,6 +103,9 @@ MAX_ITEMS = 1_000_000  # items of a split, entries of a cache map, CIDs of a PRO
 MAX_TASKS = 100_000  # tasks of a workflow, calls of a member
 MAX_COUNT = (1 << 31) - 1  # attempts, slots, cores, mem_mb
 MAX_CLOCK = (1 << 63) - 1  # seq and hlc: SQLite's INTEGER
+# A peer's own seqs read back from its data dir stay below this, with room to go on: a row
+# above (damaged, edited) is set aside, else the next seq would overflow (peer.log.door).
+MAX_OWN_SEQ = MAX_CLOCK - (1 << 32)
 MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' types
 MAX_PARTS = 10_000  # parts of a TURN
 MAX_INLINE_BLOCKS = 64  # blocks riding inline in one CHUNK_DONE

@@ -456,10 +456,16 @@ class EventLog:
                 "dropped": self.quarantine_dropped, "max_rows": cfg.max_rows,
                 "max_bytes": cfg.max_bytes}
 
-    def quarantined_max_seq(self, origin: str) -> int:
-        """The highest seq of `origin` in the quarantine (0 if none)."""
+    def quarantined_max_seq(self, origin: str, below: int) -> int:
+        """The highest seq of `origin` in the quarantine up to `below` (0 if none); a row
+        above is left out, with a warning naming it (damaged or edited: no room to go on)."""
+        for rowid, seq in self._db.execute(
+                "SELECT rowid, seq FROM quarantine WHERE origin = ? AND typeof(seq) = "
+                "'integer' AND seq > ?", (origin, below)):
+            log.warning("%s: quarantine row %d holds the seq %d of %s, past %d: left out",
+                        self.path, rowid, seq, origin[:16], below)
         row = self._db.execute("SELECT max(seq) FROM quarantine WHERE origin = ? AND "
-                               "typeof(seq) = 'integer'", (origin,)).fetchone()
+                               "typeof(seq) = 'integer' AND seq <= ?", (origin, below)).fetchone()
         return int(row[0] or 0)
 
     def delete(self, ids: Iterable[tuple[str, int]],

@@ -346,6 +346,35 @@ def test_replay_quarantines_what_fails_and_the_peer_starts(
         third.log.close()
 
 
+@pytest.mark.parametrize("where", ["events", "quarantine", "floors"])
+def test_an_own_seq_with_no_room_to_go_on_is_set_aside_and_the_peer_starts(
+        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An own seq of 2^63-1 read back (a data-dir fuzz review, session 32): the next seq
+    overflowed at the first emit (a traceback); the row is set aside, named."""
+    cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False)
+    n = Node(cfg)
+    me = n.peer_id
+    n.emit(EventType.PROVIDE, {"cids": ["a"]})  # seq 1
+    n.log.close()
+    db = sqlite3.connect(str(tmp_path / "events.sqlite"))
+    if where == "events":
+        db.execute("INSERT INTO events (origin, seq, hlc, type, payload) VALUES (?, ?, 5, ?, ?)",
+                   (me, MAX_CLOCK, int(EventType.PROVIDE), '{"cids": ["z"]}'))
+    elif where == "quarantine":
+        db.execute("INSERT INTO quarantine VALUES (?, ?, 5, 1, '{}', 'x', 0)", (me, MAX_CLOCK))
+    else:
+        db.execute("INSERT INTO floors VALUES (?, ?)", (me, MAX_CLOCK))
+    db.commit()
+    db.close()
+    with caplog.at_level(logging.WARNING):
+        again = Node(cfg)
+    try:
+        assert again.emit(EventType.PROVIDE, {"cids": ["b"]}).seq == 2
+        assert str(tmp_path / "events.sqlite") in caplog.text and str(MAX_CLOCK) in caplog.text
+    finally:
+        again.log.close()
+
+
 def test_door_config_is_checked() -> None:
     with pytest.raises(ValueError):
         DoorConfig(max_clock_drift_s=-1)
