@@ -169,7 +169,8 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
             f"{stored} is missing, but the event log {cfg.data_dir / LOG_FILE} shows this "
             "peer held one and holds other peers' events: it was in a mesh, and a new secret "
             f"would make it a mesh of its own. Restore {SECRET_FILE_NAME} from a backup, or "
-            "give the mesh's join token (--join-token) or --secret-file", field="secret_file")
+            "give the mesh's join token (BANZAI_JOIN_TOKEN, --join-token) or --secret-file",
+            field="secret_file")
     try:
         return load_secrets(cfg.data_dir, cfg.secret_file, cfg.join_token)
     except SecretError as e:
