@@ -131,7 +131,8 @@ class EventLog:
     back and raises. `skipped` counts the rows `load` set aside (quarantined) because they
     are not valid events. Its file gives free pages back (peer.log.vacuum): `vacuum` after
     each compaction pass; `converted` is the one-off VACUUM done at open, if any. The
-    quarantine holds at most `quarantine_cfg`'s rows and bytes (the oldest go first)."""
+    quarantine holds at most `quarantine_cfg`'s rows and bytes (the oldest go first).
+    `created`: the file had no log's tables before this open (peer.log.owner)."""
 
     def __init__(self, path: Path, max_payload_bytes: int = 1 << 30,
                  vacuum: VacuumConfig | None = None,
