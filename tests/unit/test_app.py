@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from peer.config import PeerConfig
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.node import Node
+from tests.unit.api_client import api_client
 
 Client = TestClient[Any, Any]
 DEEP = b"[" * 100_000
@@ -26,10 +25,8 @@ V0 = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
     """The app of a loopback peer, every request with its token."""
     node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    token = load_or_create_token(node.cfg.data_dir)
     try:
-        async with TestClient(TestServer(make_app(node)),
-                              headers={"Authorization": f"Bearer {token}"}) as c:
+        async with api_client(node) as c:
             yield c
     finally:
         node.log.close()

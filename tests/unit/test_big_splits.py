@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from peer.config import PeerConfig
 from peer.http import views
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.http.views import job_view, page_jobs
 from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
@@ -28,6 +26,7 @@ from peer.log import ChunkKey, Event, EventType, MeshState, fold
 from peer.log.fold import ChunkTable
 from peer.node import Node
 from tasks import registry
+from tests.unit.api_client import api_client
 
 CATALOG = registry.load(("tests.fixture_tasks",))
 CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), tick_s=0.25, lease_s=10.0)
@@ -200,15 +199,9 @@ def _feed(mesh: JobMesh, events: list[Event]) -> None:
         p.sched.poke(ev)
 
 
-async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_its_ticks(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A task of a call this peer does not run, split by a member into N chunks, three of
-    them claimed by that member, which then goes silent: once the claims' leases lapsed,
-    every tick looked at the task again (a peer that cannot run it does nothing about the
-    leases) and read all N chunks, making a state for each; now the ticks read none, and
-    the peer says why the task waits as before and emits nothing about it."""
-    mesh = JobMesh(1, CATALOG, CFG)
-    p = mesh["p0"]
+@pytest.fixture
+def chunk_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times a chunk's state is read (`MeshState.chunk`; one count)."""
     reads = [0]
     real = MeshState.chunk
 
@@ -217,17 +210,29 @@ async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_i
         return real(self, job, task, chunk)
 
     monkeypatch.setattr(MeshState, "chunk", counting)
+    return reads
+
+
+async def test_a_peer_that_cannot_run_a_split_task_reads_none_of_its_chunks_at_its_ticks(
+        chunk_reads: list[int]) -> None:
+    """A task of a call this peer does not run, split by a member into N chunks, three of
+    them claimed by that member, which then goes silent: once the claims' leases lapsed,
+    every tick looked at the task again (a peer that cannot run it does nothing about the
+    leases) and read all N chunks, making a state for each; now the ticks read none, and
+    the peer says why the task waits as before and emits nothing about it."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
     s, split = _big_job()
     _feed(mesh, s.events)
     p.sched.step()
     claims = [_claim(s, split, c) for c in (0, 5, N - 1)]
     _feed(mesh, claims)
     p.sched.step()
-    reads[0] = 0
+    chunk_reads[0] = 0
     for _ in range(8):  # past the leases, then ticks
         mesh.clock.advance(CFG.lease_s)
         p.sched.step()
-    assert reads[0] < 10  # (it read every chunk at every tick: 800,000 reads)
+    assert chunk_reads[0] < 10  # (it read every chunk at every tick: 800,000 reads)
     assert len(p.state.chunks) == 3  # (and kept a state of each: 100,000)
     assert p.sched.waiting()[("j", "t")] == kinds.unavailable(NOBODY)
     assert [e.type for e in p.emitted] == [EventType.MEMBER]
@@ -267,20 +272,6 @@ async def test_an_idle_peers_ticks_do_not_read_every_claim_it_watches(
     assert reads[0] < 100  # (48,000: both, at each of the 8 ticks)
     assert len(p.sched._claim_seen) == 3000 and p.sched.timed()
     assert [e.type for e in p.emitted] == [EventType.MEMBER]
-
-
-@pytest.fixture
-def chunk_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many times a chunk's state is read (`MeshState.chunk`; one count)."""
-    reads = [0]
-    real = MeshState.chunk
-
-    def counting(self: MeshState, job: str, task: str, chunk: int) -> Any:
-        reads[0] += 1
-        return real(self, job, task, chunk)
-
-    monkeypatch.setattr(MeshState, "chunk", counting)
-    return reads
 
 
 async def test_a_peer_that_runs_a_split_task_looks_at_what_it_may_claim_only(
@@ -371,10 +362,8 @@ async def big(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Node]
           log=log, s=1.0)
     for ev in s.events:
         node.state.apply(ev)
-    token = load_or_create_token(node.cfg.data_dir)
     try:
-        async with TestClient(TestServer(make_app(node)),
-                              headers={"Authorization": f"Bearer {token}"}) as c:
+        async with api_client(node) as c:
             yield c, node
     finally:
         node.log.close()

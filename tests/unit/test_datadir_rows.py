@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
 from peer.errors import DataError
 from peer.errors_http import Surface, http_error
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.http.views import page_jobs
 from peer.ipfs.cids import sha256_cid
 from peer.jobs.retention import archived_facts
@@ -44,6 +42,7 @@ from peer.log.snapstream import (
 )
 from peer.log.sqlite import stored_events
 from peer.node import Node
+from tests.unit.api_client import api_client
 from tests.unit.test_cache_reap import _Log
 
 A = "rows0000000000000000"
@@ -179,10 +178,8 @@ def test_a_job_row_of_a_wrong_type_is_left_out_of_the_list_and_of_snapshots(
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, Node]]:
     node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    token = load_or_create_token(node.cfg.data_dir)
     try:
-        async with TestClient(TestServer(make_app(node)),
-                              headers={"Authorization": f"Bearer {token}"}) as c:
+        async with api_client(node) as c:
             yield c, node
     finally:
         node.log.close()

@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
 from peer.errors import InvalidEvent, SpecError
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.jobs import kinds
 from peer.jobs.spec import parse
 from peer.log import Event, EventLog, EventType, Provide, turn_event
@@ -43,6 +40,7 @@ from peer.mesh.transport import MemoryNetwork
 from peer.mesh.wire import encode_event, pack_frames, parse_events
 from peer.node import Node
 from tasks.registry import load
+from tests.unit.api_client import api_client
 from tests.unit.mesh_helpers import Probe
 from tests.unit.test_events import CHUNK, CID, VALID, WORKFLOW
 
@@ -94,10 +92,8 @@ def test_with_room_leaves_about_that_room() -> None:
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, Node]]:
     """A loopback peer's app (not started) and the peer, every request with its token."""
     node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    token = load_or_create_token(node.cfg.data_dir)
     try:
-        async with TestClient(TestServer(make_app(node)),
-                              headers={"Authorization": f"Bearer {token}"}) as c:
+        async with api_client(node) as c:
             yield c, node
     finally:
         node.log.close()

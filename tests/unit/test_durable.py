@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, StorageFull, StoreError, disk_full
 from peer.errors_http import Surface, status_of
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
@@ -30,6 +27,7 @@ from peer.mesh.membership import Membership
 from peer.mesh.swim import Member, State, Swim, SwimConfig, SwimNet
 from peer.mesh.view import MeshView
 from peer.node import Node
+from tests.unit.api_client import api_client
 
 ORIGIN = "a" * 16
 
@@ -208,9 +206,7 @@ async def test_the_retry_timer_writes_the_queue_once_space_returns(
 
 async def test_the_api_answers_507_while_the_disk_is_full(node: Node) -> None:
     disk = _Disk(node)
-    token = load_or_create_token(node.cfg.data_dir)
-    async with TestClient(TestServer(make_app(node)),
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+    async with api_client(node) as client:
         disk.full = True
         r = await client.post("/api/jobs", json=[{"call": "ECHO", "args": ["hi"]}])
         assert r.status == 507
@@ -239,9 +235,7 @@ async def test_a_deletion_is_acknowledged_once_on_disk(node: Node) -> None:
     node.gossip.acknowledge = lambda origins: None  # type: ignore[attr-defined]
     node.merge(history(jobs=1, per_job=1))  # job000: finished
     disk = _Disk(node)
-    token = load_or_create_token(node.cfg.data_dir)
-    async with TestClient(TestServer(make_app(node)),
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+    async with api_client(node) as client:
         disk.full = True
         r = await client.delete("/api/jobs/job000")
         assert r.status == 507 and "disk is full" in (await r.json())["message"]

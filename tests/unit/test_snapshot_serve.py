@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from peer.config import PeerConfig
-from peer.http.app import make_app
-from peer.http.tokens import load_or_create_token
 from peer.log import Event, EventType
 from peer.log.snapframe import HEADER, MAGIC, frame
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.mesh.wire import pack_frames
 from peer.node import Node
+from tests.unit.api_client import api_client
 
 catchup_mod = importlib.import_module("peer.catchup")
 sqlite_mod = importlib.import_module("peer.log.sqlite")
@@ -197,8 +195,7 @@ async def served(tmp_path: Path, opened: list[Node]) -> Any:
     """A peer's app through aiohttp's test client, its log holding a few turns."""
     n = _open(tmp_path / "a", opened)
     await _turns(n, "j", 3)
-    async with TestClient(TestServer(make_app(n)), headers={
-            "Authorization": f"Bearer {load_or_create_token(n.cfg.data_dir)}"}) as c:
+    async with api_client(n) as c:
         yield n, c
 
 
