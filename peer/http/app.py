@@ -12,6 +12,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -382,10 +383,17 @@ async def cars(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _query_text(request: web.Request, key: str) -> str | None:
+    """The query's `key` (the last one given), bytes that are not UTF-8 kept as lone
+    surrogates for the caller to refuse (aiohttp reads them as U+FFFD: a name no one sent)."""
+    return dict(urllib.parse.parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True,
+                                       errors="surrogateescape")).get(key)
+
+
 async def _receive(request: web.Request, tmp: Path, limit: int) -> Path:
     total = 0
     if not request.content_type.startswith("multipart/"):
-        name = rpc.safe_rel(request.query.get("name", "upload"))
+        name = rpc.safe_rel(_query_text(request, "name") or "upload")
         with rpc.open_upload(tmp / name, name) as f:
             async for chunk in request.content.iter_chunked(1 << 20):
                 total += len(chunk)

@@ -93,6 +93,9 @@ BAD_UPLOADS = [  # query, Content-Type, body; the field and message of the error
     ("", MULTIPART, _multipart(b"a\xffb"), "filename", "file name 'a\\xffb' is not UTF-8"),
     # nor %-escaped (it was read as U+FFFD: another name than the one sent, another CID)
     ("", MULTIPART, _multipart("d/%FF/x"), "filename", "file name 'd/%FF/x' is not UTF-8"),
+    # nor in the query's name= (aiohttp's query reads it as U+FFFD)
+    ("?name=a%FFb", "application/octet-stream", b"x", "filename",
+     "file name 'a\\xffb' is not UTF-8"),
     ("", "multipart/form-data", b"x", "body", "malformed multipart body: boundary missed"),
     ("", "multipart/form-data; boundary=zz", b"garbage\r\n", "body",
      "malformed multipart body: Could not find starting boundary"),
