@@ -100,6 +100,14 @@ class Report:
 
     findings: dict[tuple[str, str, str], tuple[Finding, str, int]] = field(default_factory=dict)
     table: dict[str, Counter[str]] = field(default_factory=dict)
+    # A start refused over one row (value, insert, bitflip): clear, but maybe more than the
+    # row needs (one the peer could set aside): by frame, its message, first mutation, count
+    refusals: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+
+    def refused(self, mutation: str, frame: str, message: str) -> None:
+        first = self.refusals.get(frame)
+        self.refusals[frame] = (first[0], first[1], first[2] + 1) if first else (
+            message, mutation, 1)
 
     def add(self, mutation: str, outcome: str, found: list[Finding]) -> None:
         self.table.setdefault(mutation.split(":", 1)[0], Counter())[outcome] += 1
@@ -259,7 +267,7 @@ BAD_VALUES: dict[str, Callable[[Any, Any], Any]] = {
     "max": lambda v, o: 2**63 - 1,
     "real": lambda v, o: 1.5,
     "empty": lambda v, o: "",
-    "nonutf8": lambda v, o: NonUtf8(b"\xff\xfeA\x80"),
+    "nonutf8": lambda v, o: AsText(b"\xff\xfeA\x80"),
     "blob": lambda v, o: b"\x00\xff\x01",
     "badjson": lambda v, o: '{"a": [1, ',
     "jsonlist": lambda v, o: "[]",
@@ -271,20 +279,24 @@ CANARY_MARK = "\0canary"  # replaced by the canary file's path when applied
 
 
 @dataclass(frozen=True)
-class NonUtf8:
-    """Bytes stored as TEXT (CAST): a value Python's sqlite3 cannot decode."""
+class AsText:
+    """Bytes stored as TEXT (CAST): text read back as stored, or one Python's sqlite3 cannot
+    decode (plain bytes are stored as a BLOB)."""
 
     raw: bytes
 
 
 def _sql_value(v: Any, canary: Path) -> tuple[str, Any]:
-    if isinstance(v, NonUtf8):
+    if isinstance(v, AsText):
         return "CAST(? AS TEXT)", v.raw
     if v == CANARY_MARK:
         return "?", str(canary)
-    if isinstance(v, bytes):  # a value read back as stored (text_factory=bytes): as TEXT
-        return "CAST(? AS TEXT)", v
     return "?", v
+
+
+def _as_stored(v: Any, typ: bytes) -> Any:
+    """A value read back (text_factory=bytes) as it is to be written again."""
+    return AsText(v) if typ == b"text" else v
 
 
 @dataclass
@@ -320,8 +332,8 @@ def apply_value(ctx: Ctx, rel: str, table: str, col: str, index: int, kind: str)
     try:
         where = _pick_row(db, table, index)
         old = db.execute(f'SELECT "{col}" FROM "{table}" WHERE {where}').fetchone()[0]
-        others = [r[0] for r in db.execute(f'SELECT DISTINCT "{col}" FROM "{table}" LIMIT 50')
-                  if r[0] != old]
+        others = [_as_stored(v, t) for v, t in db.execute(
+            f'SELECT DISTINCT "{col}", typeof("{col}") FROM "{table}" LIMIT 50') if v != old]
         new = BAD_VALUES[kind](old, ctx.rng.choice(others) if others else None)
         if kind == "other" and not others:
             raise NotApplicable(f"{table}.{col} has one value")
@@ -371,8 +383,8 @@ def apply_meta(ctx: Ctx, rel: str, table: str, key: str, kind: str) -> None:
         if kind == "delete":
             db.execute(f'DELETE FROM "{table}" WHERE k = CAST(? AS TEXT)', (k,))
             return
-        others = [r[0] for r in db.execute(f'SELECT v FROM "{table}" WHERE k != CAST(? AS TEXT)',
-                                           (k,))]
+        others = [_as_stored(v, t) for v, t in db.execute(
+            f'SELECT v, typeof(v) FROM "{table}" WHERE k != CAST(? AS TEXT)', (k,))]
         expr, v = _sql_value(BAD_VALUES[kind](None, ctx.rng.choice(others) if others else None),
                              ctx.canary)
         db.execute(f'UPDATE "{table}" SET v = {expr} WHERE k = CAST(? AS TEXT)', (v, k))
@@ -674,7 +686,8 @@ def _stages(node: Any, res: dict[str, Any]) -> Iterator[tuple[str, Callable[[], 
             r = await c.get("/api/jobs")
             if r.status == 200 and full:
                 jobs = (await r.json()).get("jobs", [])
-                paths += [f"/api/jobs/{j['id']}" for j in jobs[:6]]
+                paths += [f"/api/jobs/{j['id']}" for j in jobs[:6]
+                          if isinstance(j, dict) and isinstance(j.get("id"), str)]
             for p in paths:
                 try:
                     async with asyncio.timeout(REQUEST_S):
@@ -711,17 +724,17 @@ class Worker:
 
     def __init__(self, stage_s: float) -> None:
         self.stage_s = stage_s
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.checks = 0
 
-    def _spawn(self) -> subprocess.Popen[str]:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         self.checks += 1
         if self.checks % WORKER_CHECKS == 0:  # (what nodes leave behind stays bounded)
             self.kill()
         if self.proc is None or self.proc.poll() is not None:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         return self.proc
 
@@ -729,15 +742,19 @@ class Worker:
         """The worker's result for `data`; {"stuck": stage} if a stage overran."""
         proc = self._spawn()
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps({"dir": str(data), "names": sorted(names)}) + "\n")
+        proc.stdin.write(json.dumps({"dir": str(data), "names": sorted(names)}).encode() + b"\n")
         proc.stdin.flush()
         stage, deadline = "spawn", time.monotonic() + self.stage_s + 30  # (imports)
+        fd, buf = proc.stdout.fileno(), b""  # (read unbuffered: select sees what is left)
         while True:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stdout.readline() if ready else ""
-            if not line:
-                self.kill()
-                return {"stuck": stage} if ready == [] else {"died": stage}
+            while b"\n" not in buf:
+                ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+                more = os.read(fd, 1 << 20) if ready else b""
+                if not more:
+                    self.kill()
+                    return {"stuck": stage} if not ready else {"died": stage}
+                buf += more
+            line, buf = buf.split(b"\n", 1)
             msg = json.loads(line)
             if "result" in msg:
                 return dict(msg["result"])
@@ -865,9 +882,10 @@ def real_start(data: Path, run_dir: Path, names: set[str], start_s: float, hold_
     if (tb := traceback_finding(text, "start_traceback")) is not None:
         found.append(tb)
     elif refused:
-        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or [""]
-        if not names_a_file(last[0], names):
-            found.append(Finding("start_unnamed_error", "", "exit", last[0][:300]))
+        said = [ln for ln in text.splitlines() if ln.startswith("banzai-peer: ")]
+        if not said or not names_a_file(said[-1], names):
+            found.append(Finding("start_unnamed_error", "", "exit",
+                                 (said or text.splitlines() or [""])[-1][:300]))
     elif url is not None and proc.returncode not in (0, -signal.SIGTERM):
         found.append(Finding("unclean_stop", "", f"rc={proc.returncode}", text[-300:]))
     return found, refused
@@ -1005,6 +1023,9 @@ class Run:
         outcome = primary_outcome(found, refused)
         self.report.add(mid, outcome, found)
         self.checked.append((mid, outcome))
+        if refused and mid.split(":", 1)[0] in ("value", "insert", "bitflip"):
+            e = res["errors"][0]
+            self.report.refused(mid, e["frame"], e["msg"])
 
     def start(self, mid: str) -> None:
         try:
@@ -1067,6 +1088,17 @@ def baseline(run: Run) -> None:
 
 def print_report(run: Run, elapsed_s: float) -> None:
     rep = run.report
+    print_table(rep)
+    print(f"\n{sum(sum(c.values()) for c in rep.table.values())} checks in {elapsed_s:.0f} s; "
+          f"disk used at most {run.peak_bytes / 2**20:.1f} MiB under {run.root} (removed)")
+    print(f"\n{len(rep.refusals)} kind(s) of refusal over one row (no finding; is the "
+          "whole peer's stop needed?):")
+    for frame, (msg, mid, n) in sorted(rep.refusals.items()):
+        print(f"  {frame}; {n} mutant(s): {msg[:200]}\n    mutation: {mid}")
+    print_findings(rep)
+
+
+def print_table(rep: Report) -> None:
     outcomes = sorted({o for c in rep.table.values() for o in c},
                       key=lambda o: (o not in NOT_FINDINGS, o))
     w = max(len(c) for c in rep.table) + 2
@@ -1074,8 +1106,9 @@ def print_report(run: Run, elapsed_s: float) -> None:
     for cls in sorted(rep.table):
         print(cls.ljust(w) + "  ".join(f"{rep.table[cls][o]:>{max(5, len(o))}}"
                                        for o in outcomes))
-    print(f"\n{sum(sum(c.values()) for c in rep.table.values())} checks in {elapsed_s:.0f} s; "
-          f"disk used at most {run.peak_bytes / 2**20:.1f} MiB under {run.root} (removed)")
+
+
+def print_findings(rep: Report) -> None:
     print(f"\n{len(rep.findings)} finding(s):")
     for i, (f, mid, n) in enumerate(sorted(rep.findings.values(), key=lambda x: x[0].key()), 1):
         starts = " --starts 1" if mid.startswith("start:") else " --starts 0"
@@ -1125,7 +1158,7 @@ def main() -> int:
         print(f"built in {time.monotonic() - t0:.0f} s; {len(mids)} mutation(s); baseline ...",
               flush=True)
         baseline(run)
-        reserve = a.starts * (a.hold_s + 10)
+        reserve = a.starts * (a.hold_s + 4)  # (a start takes ~1-3 s)
         for i, mid in enumerate(mids):
             if time.monotonic() - t0 > a.budget_s - reserve:
                 print(f"budget: {i} of {len(mids)} mutations checked in process", flush=True)
