@@ -28,6 +28,7 @@ from peer.log import (
     Partial,
     hlc_ms,
 )
+from peer.log.snapstream import check_facts
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,10 @@ def kept_listings(state: MeshState, job: str) -> list[str]:
 def archived_facts(job: str, facts: Mapping[str, Any]) -> JobFacts:
     """A compacted job's facts as its record keeps them (finished; outputs and logs);
     ValueError if they are not what `record_facts` writes (read back from disk)."""
-    finished = facts.get("finished_s", 0.0)
-    if type(finished) not in (int, float):
-        raise ValueError(f"finished_s is {finished!r:.40}, not a time")
-    outputs = _cids(facts, "outputs")
-    return JobFacts(job, float(finished), outputs, outputs, _cids(facts, "logs"))
-
-
-def _cids(facts: Mapping[str, Any], key: str) -> frozenset[str]:
-    v = facts.get(key, [])
-    if type(v) is not list or not all(type(c) is str for c in v):
-        raise ValueError(f"{key} is {v!r:.40}, not a list of CIDs")
-    return frozenset(v)
+    check_facts(facts)  # (a snapshot's rows were checked so as they came)
+    outputs = frozenset(facts.get("outputs", ()))
+    return JobFacts(job, float(facts.get("finished_s", 0.0)), outputs, outputs,
+                    frozenset(facts.get("logs", ())))
 
 
 def record_facts(record: Mapping[str, Any], finished_s: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from peer.log.snapstream import (
     StreamError,
     Trailer,
     against,
+    check_facts,
     checked_keys,
     checked_str,
     facts_cids,
@@ -338,7 +339,11 @@ def check_thin(r: Any) -> tuple[Any, ...]:
     sha = checked_str(r[8])
     if len(sha) != 64 or sha.strip("0123456789abcdef"):
         raise StreamError("a record hash that is not 64 hex digits")
-    return (*checked_keys(r, "a thin job row"), _obj(r[6]), _obj(r[7]), sha)
+    facts = loads_within(r[7]) if type(r[7]) is str else None
+    if not isinstance(facts, dict):
+        raise StreamError("a thin job row whose facts are not the JSON text of an object")
+    check_facts(facts)
+    return (*checked_keys(r, "a thin job row"), _obj(r[6]), r[7], sha)
 
 
 def decode_jobs(payload: bytes) -> list[tuple[Any, ...]]:

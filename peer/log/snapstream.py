@@ -188,6 +188,20 @@ def facts_cids(facts: Mapping[str, Any], key: str = "outputs") -> list[str]:
     return v
 
 
+def check_facts(facts: Mapping[str, Any]) -> None:
+    """A job's facts as `record_facts` writes them, for retention (`archived_facts`): its
+    `finished_s` a time, `outputs` and `logs` lists of CIDs; StreamError (a ValueError)
+    naming what is not (a member's snapshot row may hold anything)."""
+    finished = facts.get("finished_s", 0.0)
+    if type(finished) not in (int, float) or not -MAX_TIME_S <= finished <= MAX_TIME_S:
+        raise StreamError(f"a job's facts.finished_s is {finished!r:.40}, not a time")
+    facts_cids(facts, "outputs")
+    facts_cids(facts, "logs")
+
+
+MAX_TIME_S = 1e12  # a job's facts.finished_s (Unix seconds) beyond this is no time
+
+
 # The columns of the job index's tables as it writes them (and a snapshot carries them):
 # name and kind ("s" a string, "u" an integer >= 0, "k" a cache kind, "t" a JSON text). A
 # job row's key columns are the first six of JOB_COLUMNS and of snapframe.THIN_COLUMNS.
@@ -235,9 +249,7 @@ def check_job(r: Any) -> tuple[Any, ...]:
     one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
-    facts = _json_text(r[8], dict)
-    facts_cids(facts, "outputs")
-    facts_cids(facts, "logs")
+    check_facts(_json_text(r[8], dict))
     _json_text(r[6], dict)
     return (*checked_keys(r), r[6], checked_str(r[7]), r[8])
 

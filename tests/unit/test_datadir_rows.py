@@ -122,7 +122,11 @@ BAD_JOB_COLUMNS = [("job", None, ""), ("job", b"job1", ""), ("hlc", None, ""),
                    ("ended", None, ""), ("ended", b"\x01", ""), ("state", None, ""),
                    ("state", b"done", ""), ("summary", None, ""), ("summary", "[1]", ""),
                    ("record", None, ""), ("record", 4, "served"), ("facts", None, ""),
-                   ("facts", '{"outputs": 5}', "rows")]
+                   ("facts", '{"outputs": 5}', "rows"),
+                   # retention's time: a member's row of it held back every storage cycle
+                   ("facts", '{"finished_s": "x"}', "rows"),
+                   ("facts", '{"finished_s": true}', "rows"),
+                   ("facts", '{"finished_s": 1e300}', "rows")]
 
 
 def _index_with_a_bad_job(path: Path, column: str, value: Any) -> tuple[EventLog, JobIndex]:
