@@ -6,8 +6,9 @@ peer, replaced or emptied by hand).
   did not exist (missing, 0 bytes, no tables) means the log was lost: the peer would write
   its seqs again with other contents, which other peers may hold (`own_identity` refuses).
 - The log's meta `key` holds the public key its own events are signed with (recorded at the
-  first start of this release; a data dir of an earlier release is checked against its id,
-  if that certifies a key, and its own signed batches first). Another key is refused.
+  first start of this release; a data dir of an earlier release is checked against its id
+  if that certifies a key, else against the keys its own batches were signed with: one of
+  them, as an earlier release made a new key when the file was lost). Another is refused.
 - A peer that held a mesh secret (noted in the log's meta `mesh_secret` since session 32)
   and whose log holds other peers' events (or floors) was in a mesh: a new mesh secret would
   make it a mesh of its own (`was_meshed`; the caller refuses to make one).
@@ -55,10 +56,11 @@ def own_identity(log: EventLog, key_file: Path) -> tuple[Identity, str]:
         peer_id = peer_id_for(identity.key)
     elif recorded is not None:
         _same_key(recorded == identity.key, key_file, log)
-    else:  # a data dir of an earlier release
-        _same_key(not self_certifying(peer_id) or peer_id == peer_id_for(identity.key),
-                  key_file, log)
-        _same_key(_signed_keys(log, peer_id) <= {identity.key}, key_file, log)
+    elif self_certifying(peer_id):  # a data dir of an earlier release: its id tells
+        _same_key(peer_id == peer_id_for(identity.key), key_file, log)
+    else:  # 0.1.0's id certifies no key: the key must be one its own batches were signed
+        signed = _signed_keys(log, peer_id)  # with (an earlier release made a new key
+        _same_key(not signed or identity.key in signed, key_file, log)  # for a lost one)
     log.set_meta("peer_id", peer_id)
     log.set_meta(_KEY_META, identity.key.hex())
     return identity, peer_id

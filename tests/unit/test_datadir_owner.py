@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.config import PeerConfig
 from peer.errors import ConfigError
+from peer.log import EventType
 from peer.log.signing import Identity, peer_id_for, write_key
 from peer.log.sqlite import EventLog
 from peer.mesh.keyring import encode_token
@@ -118,6 +119,44 @@ def test_a_replaced_key_of_a_0_1_0_id_is_refused_by_its_signed_rows(tmp_path: Pa
     shutil.copytree(FIXTURE, d)
     _closed(d)  # its own rows are now signed with its key
     _sql(d, "DELETE FROM meta WHERE k = 'key'")
+    (d / "identity.key").unlink()
+    write_key(d / "identity.key", Ed25519PrivateKey.generate())
+    _refused(d, "identity.key")
+
+
+def test_a_0_1_0_id_whose_batches_two_keys_signed_opens_with_either(tmp_path: Path) -> None:
+    """An earlier release made a new key when identity.key was lost and signed on with it:
+    the log holds batches of both keys, and a backup's key (the first) is as much its own
+    as the second (helper-176's review: neither opened). Another key is still refused."""
+    d = tmp_path / "d"
+    shutil.copytree(FIXTURE, d)
+    first = Node(_cfg(d))  # its own rows are now signed with the first key
+    first.log.close()
+    shutil.copy2(d / "identity.key", tmp_path / "backup.key")
+    (d / "identity.key").unlink()
+    second = Ed25519PrivateKey.generate()
+    write_key(d / "identity.key", second)
+    _sql(d, f"UPDATE meta SET v = '{Identity(second).key.hex()}' WHERE k = 'key'")
+    n = Node(_cfg(d))  # (as the earlier release did: the same id, a new key)
+    n.emit(EventType.PROVIDE, {"cids": ["c"]})
+    n.flush()
+    n.log.close()
+    _sql(d, "DELETE FROM meta WHERE k = 'key'")  # (an earlier release recorded none)
+    c = sqlite3.connect(d / "events.sqlite")
+    keys = {k for (k,) in c.execute("SELECT DISTINCT key FROM batches WHERE signer = ?",
+                                    (n.peer_id,))}
+    c.close()
+    assert keys == {first.identity.key, n.identity.key}
+    for restore in (False, True, False):  # the second key, then the first from a backup
+        (d / "identity.key").unlink()
+        if restore:
+            shutil.copy2(tmp_path / "backup.key", d / "identity.key")
+        else:
+            write_key(d / "identity.key", second)
+        again = Node(_cfg(d))
+        assert again.peer_id == first.peer_id
+        again.log.close()
+        _sql(d, "DELETE FROM meta WHERE k = 'key'")
     (d / "identity.key").unlink()
     write_key(d / "identity.key", Ed25519PrivateKey.generate())
     _refused(d, "identity.key")
