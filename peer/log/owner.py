@@ -51,6 +51,10 @@ def own_identity(log: EventLog, key_file: Path) -> tuple[Identity, str]:
             f"{key_file} is missing, but the event log {log.path} holds events signed with "
             f"it: restore {key_file.name} from a backup (or move the data dir aside to join "
             "as a new peer)", field="data_dir")
+    if not held:  # the key is made now, fsynced with its directory: the log's tables must
+        # be on disk before it (they sit in the WAL, not synced at commit): a power cut
+        # would leave a key beside a log with no tables, refused as a lost log
+        log.db.execute("PRAGMA wal_checkpoint(FULL)")
     identity = Identity.load(key_file)
     if peer_id is None:
         peer_id = peer_id_for(identity.key)

@@ -5,8 +5,11 @@ fresh data dir, a first start cut short, and data dirs of earlier releases still
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,26 @@ def test_a_first_start_cut_between_the_log_and_the_key_opens(tmp_path: Path,
     EventLog(d / "events.sqlite").close()  # the log is made first, then the key
     key = Identity.load(d / "identity.key")
     assert _open(d, opened).peer_id == peer_id_for(key.key)
+
+
+def test_a_first_start_cut_by_a_power_loss_opens_again(tmp_path: Path,
+                                                        opened: list[Node]) -> None:
+    """A power loss keeps what was fsynced: the key (and its directory), not the log's WAL.
+    A first start killed once its node was made, its WAL then gone, must open again (its
+    tables were only in the WAL: refused as a lost log; helper-176's review)."""
+    d = tmp_path / "d"
+    code = ("import os, sys; from pathlib import Path; from peer.config import PeerConfig; "
+            "from peer.node import Node; "
+            "Node(PeerConfig(data_dir=Path(sys.argv[1]), slots=1, mdns=False)); "
+            "os.kill(os.getpid(), 9)")
+    r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert r.returncode == -9, r.stderr
+    assert (d / "identity.key").exists()
+    for wal in ("events.sqlite-wal", "events.sqlite-shm"):
+        (d / wal).unlink(missing_ok=True)
+    n = _open(d, opened)
+    assert n.peer_id == peer_id_for(Identity.load(d / "identity.key").key)
 
 
 def test_a_fresh_data_dir_opens_and_again(tmp_path: Path, opened: list[Node]) -> None:
