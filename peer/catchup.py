@@ -210,9 +210,14 @@ class CatchUp:
 
     async def _compact_loop(self) -> None:
         keep = {Path(p).name for p, _, _ in self.index.snapshots_pending()}
-        for path in (self.cfg.data_dir / SPOOL_DIR).glob("*.frames"):
-            if path.name not in keep:  # moved in, then a crash before its take committed
-                path.unlink(missing_ok=True)
+        spool = self.cfg.data_dir / SPOOL_DIR
+        if spool.is_symlink():  # (never delete through a link: it may lead anywhere)
+            log.warning("%s is a symbolic link: spooled snapshots left there are not "
+                        "removed; make it a directory of the data dir's own", spool)
+        else:
+            for path in spool.glob("*.frames"):
+                if path.name not in keep:  # moved in, then a crash before its take committed
+                    path.unlink(missing_ok=True)
         while True:
             self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
             self._ensure_ingest()  # ... or left half taken

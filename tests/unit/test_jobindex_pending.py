@@ -117,3 +117,27 @@ def test_a_hostile_row_neither_deletes_a_file_nor_breaks_health_nor_the_loop(
     asyncio.run(first_turns())
     assert victim.exists() and not _rows(n.index)
     assert os.listdir(n.cfg.data_dir / SPOOL_DIR) == []
+
+
+def test_the_sweep_does_not_delete_through_a_linked_spool_dir(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """snapshots/ a symbolic link elsewhere: the start's sweep of unlisted spool files
+    would delete files of that name in the link's target (helper-176's review)."""
+    n = Node(PeerConfig(data_dir=tmp_path / "d", slots=1, mdns=False))
+    opened.append(n)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / NAME).write_bytes(b"not ours")
+    spool = n.cfg.data_dir / SPOOL_DIR
+    if spool.exists():
+        spool.rmdir()
+    spool.symlink_to(elsewhere)
+
+    async def first_turns() -> None:
+        n.catchup.start()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await n.catchup.close()
+
+    asyncio.run(first_turns())
+    assert (elsewhere / NAME).read_bytes() == b"not ours"
