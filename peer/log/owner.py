@@ -60,6 +60,10 @@ def own_identity(log: EventLog, key_file: Path) -> tuple[Identity, str]:
         peer_id = peer_id_for(identity.key)
     elif recorded is not None:
         _same_key(recorded == identity.key, key_file, log)
+        if self_certifying(peer_id) and peer_id != peer_id_for(identity.key):
+            raise DataError(f"{log.path}: meta 'peer_id' holds {peer_id}, but this peer's key "
+                            f"certifies {peer_id_for(identity.key)}: the file is damaged or "
+                            "was edited; restore it from a backup")
     elif self_certifying(peer_id):  # a data dir of an earlier release: its id tells
         _same_key(peer_id == peer_id_for(identity.key), key_file, log)
     else:  # 0.1.0's id certifies no key: the key must be one its own batches were signed

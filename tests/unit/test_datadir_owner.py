@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.config import PeerConfig
-from peer.errors import ConfigError
+from peer.errors import ConfigError, DataError
 from peer.log import EventType
 from peer.log.signing import Identity, peer_id_for, write_key
 from peer.log.sqlite import EventLog
@@ -117,6 +117,17 @@ def test_a_replaced_key_is_refused(tmp_path: Path) -> None:
     (d / "identity.key").unlink()
     write_key(d / "identity.key", Ed25519PrivateKey.generate())
     assert "not the key" in _refused(d, "identity.key")
+
+
+def test_a_damaged_peer_id_of_the_same_shape_is_refused(tmp_path: Path) -> None:
+    """One bit flipped in meta peer_id that keeps it 20 hex digits: the peer would sign and
+    send another id than its key certifies (the data-dir fuzzer's F27)."""
+    d = tmp_path / "d"
+    me = _closed(d)
+    other = ("1" if me[0] != "1" else "2") + me[1:]
+    _sql(d, f"UPDATE meta SET v = '{other}' WHERE k = 'peer_id'")
+    with pytest.raises(DataError, match=r"meta 'peer_id' holds .* certifies"):
+        Node(_cfg(d))
 
 
 def test_a_lost_key_is_refused_and_not_made_anew(tmp_path: Path) -> None:
