@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
+from peer.config import PeerConfig
 from peer.node import Node
+from tests.unit.api_client import api_client
 
 
 @pytest.fixture
@@ -25,3 +30,14 @@ def no_jobless_window(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib  # (`peer.log.fold` the attribute is the function `fold`)
 
     monkeypatch.setattr(importlib.import_module("peer.log.fold"), "JOBLESS_WINDOW", 0)
+
+
+@pytest.fixture
+async def served_node(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Node]]:
+    """A loopback peer's app (not started) with a client sending its token, and the peer."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    try:
+        async with api_client(node) as c:
+            yield c, node
+    finally:
+        node.log.close()

@@ -5,7 +5,6 @@ test client: bad input from the network is a 4xx JSON error naming its field, ne
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from aiohttp.test_utils import TestClient
 
 from peer.config import PeerConfig
 from peer.node import Node
-from tests.unit.api_client import api_client
 
 Client = TestClient[Any, Any]
 DEEP = b"[" * 100_000
@@ -22,14 +20,9 @@ V0 = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
+def client(served_node: tuple[Client, Node]) -> Client:
     """The app of a loopback peer, every request with its token."""
-    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    try:
-        async with api_client(node) as c:
-            yield c
-    finally:
-        node.log.close()
+    return served_node[0]
 
 
 async def _error(r: Any, status: int) -> dict[str, Any]:

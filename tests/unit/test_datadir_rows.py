@@ -11,7 +11,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.config import PeerConfig
 from peer.errors import DataError
 from peer.errors_http import Surface, http_error
 from peer.http.views import page_jobs
@@ -42,7 +40,6 @@ from peer.log.snapstream import (
 )
 from peer.log.sqlite import stored_events
 from peer.node import Node
-from tests.unit.api_client import api_client
 from tests.unit.test_cache_reap import _Log
 
 A = "rows0000000000000000"
@@ -180,13 +177,8 @@ def test_a_job_row_of_a_wrong_type_is_left_out_of_the_list_and_of_snapshots(
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, Node]]:
-    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    try:
-        async with api_client(node) as c:
-            yield c, node
-    finally:
-        node.log.close()
+def client(served_node: tuple[Client, Node]) -> tuple[Client, Node]:
+    return served_node
 
 
 @pytest.mark.parametrize(("column", "value"), [("hlc", "soon"), ("seq", "x"), ("origin", b"o")])

@@ -16,7 +16,7 @@ import logging
 import shutil
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +40,6 @@ from peer.mesh.transport import MemoryNetwork
 from peer.mesh.wire import encode_event, pack_frames, parse_events
 from peer.node import Node
 from tasks.registry import load
-from tests.unit.api_client import api_client
 from tests.unit.mesh_helpers import Probe
 from tests.unit.test_events import CHUNK, CID, VALID, WORKFLOW
 
@@ -89,14 +88,9 @@ def test_with_room_leaves_about_that_room() -> None:
 # -- HTTP bodies -------------------------------------------------------------------------
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, Node]]:
+def served(served_node: tuple[Any, Node]) -> tuple[Any, Node]:
     """A loopback peer's app (not started) and the peer, every request with its token."""
-    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    try:
-        async with api_client(node) as c:
-            yield c, node
-    finally:
-        node.log.close()
+    return served_node
 
 
 @pytest.mark.parametrize(("extra", "status", "message"), [
