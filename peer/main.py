@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from peer import fdlimit, gcpace
 from peer.config import PeerConfig, from_args
+from peer.dataentry import TMP_DIR, ensure_dir
 from peer.errors import BanzaiError, ConfigError
 
 if TYPE_CHECKING:
@@ -117,18 +118,18 @@ def private_dirs(data_dir: Path) -> None:
     XDG caches, tempfile) would write to under the data dir, unless the environment already
     names one: a peer can then run with everything but its data dir read-only (systemd
     ProtectSystem=strict, ProtectHome=read-only; docs/security.md)."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_dir(data_dir, "the data dir", mode=0o700)
     mode = data_dir.stat().st_mode & 0o777
     if mode & 0o077:
         log.warning("data dir %s is open to other users (mode %o): they can read the event "
                     "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
-    dirs = {"TMPDIR": "tmp", "XDG_CACHE_HOME": "cache", "MPLCONFIGDIR": "cache/matplotlib"}
+    dirs = {"TMPDIR": TMP_DIR, "XDG_CACHE_HOME": "cache", "MPLCONFIGDIR": "cache/matplotlib"}
     if not _numba_default_cache_writable():  # else keep numba's shared, already warm cache:
         dirs["NUMBA_CACHE_DIR"] = "cache/numba"  # a fresh one costs every worker a recompile
     for var, sub in dirs.items():
         if not os.environ.get(var):
-            path = data_dir / sub
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = ensure_dir(data_dir / sub, f"{var}'s directory", real=sub == TMP_DIR,
+                              mode=0o700)
             os.environ[var] = str(path)
     tempfile.tempdir = None  # tempfile caches its directory: look again
 

@@ -13,6 +13,8 @@ import os
 import secrets
 from pathlib import Path
 
+from peer.dataentry import check_entry
+
 log = logging.getLogger(__name__)
 
 SECURITY_DOC = "docs/security.md"
@@ -21,7 +23,9 @@ SECURITY_DOC = "docs/security.md"
 def read_private(path: Path, what: str, risk: str, limit: int = 1 << 20) -> bytes:
     """The bytes of `path` (at most `limit` + 1 of them, so that a caller can tell a file that
     is too long). A file other users may read is made 0600 and a warning names `what`, the
-    mode and `risk` (what those users may have done with it). OSError if it cannot be read."""
+    mode and `risk` (what those users may have done with it). DataError naming `path` if it
+    is not a regular file (a directory, a symlink to nothing), OSError if it cannot be read."""
+    check_entry(path, "file", what)
     with path.open("rb") as f:
         mode = os.fstat(f.fileno()).st_mode & 0o777
         data = f.read(limit + 1)

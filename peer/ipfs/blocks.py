@@ -47,6 +47,7 @@ from typing import cast
 
 import multihash
 
+from peer.dataentry import check_entry, ensure_dir
 from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, parse_cid, verify
 from peer.ipfs.pack import InlinePack
@@ -298,8 +299,7 @@ class BlockStore:
     fails with IntegrityError. Never returns bytes that do not match their CID."""
 
     def __init__(self, root: Path) -> None:
-        self.dir = root / "blocks"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = ensure_dir(root / "blocks", "the store's block directory")
         self._prefix = f"{self.dir}{os.sep}"  # reads build paths as strings (pathlib is slow)
         self._shards: set[str] = set()
         self.corrupt = 0  # corrupt blocks met by reads in this process
@@ -717,8 +717,7 @@ class PinSet:
     names another such set (pins-explicit/: the pins a user made, kept by retention)."""
 
     def __init__(self, root: Path, name: str = "pins") -> None:
-        self.dir = root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = ensure_dir(root / name, "a directory of the store's pins")
 
     def add(self, c: Cid) -> None:
         """Pin `c` (idempotent, durable when it returns)."""
@@ -775,6 +774,7 @@ class StoreLock:
 
     def __init__(self, root: Path) -> None:
         self.path = root / "lock"
+        check_entry(self.path, "file", "the store's lock file")
         self.path.touch(exist_ok=True)
 
     @contextlib.contextmanager
@@ -840,11 +840,9 @@ class Staging:
 
 
 def check_root(root: Path) -> Path:
-    """Create the store root if needed; StoreError if it is not a usable directory."""
+    """Create the store root if needed; DataError if it is not a directory (a symlink to
+    one is: a store on another disk), StoreError if it cannot be made."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        return ensure_dir(root, "the store's directory")
     except OSError as exc:
         raise StoreError(f"cannot create store directory {root}: {exc}") from exc
-    if not root.is_dir():
-        raise StoreError(f"store root {root} is not a directory")
-    return root

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from peer.dataentry import check_entry
 from peer.errors import StorageFull, StoreError
 
 log = logging.getLogger("banzai.store")
@@ -96,6 +97,7 @@ class InlinePack:
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = root / PACK_FILE
+        check_entry(self.path, "file", "the store's inline pack")
         self._clock = clock
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peer.dataentry import TMP_DIR, ensure_dir
 from peer.errors import BanzaiError, Conflict, NotFound
 from peer.ipfs.store import GcStats, Store
 from peer.jobs.ports import Emit
@@ -295,7 +296,10 @@ class Janitor:
 
 def sweep_stale(data_dir: Path, store: Store) -> dict[str, int]:
     """Remove what a kill -9 left (uploads, run directories, the store's staging directories and
-    temp files) and log what was removed; call at start, before anything writes. Blocking."""
+    temp files) and log what was removed; call at start, before anything writes. Blocking.
+    DataError if the data dir's tmp/ is not a directory of its own (a symlink is not
+    followed: what it points to is not swept)."""
+    ensure_dir(data_dir / TMP_DIR, "the peer's temp dir, swept at start", real=True, mode=0o700)
     removed: dict[str, int] = {}
     names: list[str] = []
     for pattern, kind in STALE:

@@ -123,15 +123,24 @@ def _log_a_directory(data: Path) -> Path:
     return db
 
 
+def _lock_a_directory(data: Path) -> Path:
+    lock = data / "store" / "lock"
+    lock.unlink()
+    lock.mkdir()
+    return lock
+
+
 @pytest.mark.parametrize("damage,message", [
     (_edit_meta, ": meta 'peer_id' holds 'aaaa"),
     (_log_a_directory, ": unable to open database file: it is a directory"),
-], ids=["peer_id_2mb", "log_a_directory"])
+    (_lock_a_directory, " (the store's lock file) is a directory, not a file: "),
+], ids=["peer_id_2mb", "log_a_directory", "store_lock_a_directory"])
 def test_a_hostile_data_dir_stops_the_start_with_one_line_naming_the_file(
         tmp_path: Path, damage: Any, message: str) -> None:
     """A 0.1.0 data dir damaged so that the peer cannot start safely: it exits 2 with one
     line naming the file and what is wrong, no traceback (a 2 MB peer id raised
-    struct.error, a directory in place of the log sqlite3.OperationalError)."""
+    struct.error, a directory in place of the log sqlite3.OperationalError, one in place of
+    the store's lock file IsADirectoryError)."""
     data = tmp_path / "datadir"
     shutil.copytree(FIXTURES / f"datadir-v{RELEASE}", data)
     path = damage(data)
