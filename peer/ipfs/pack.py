@@ -11,11 +11,13 @@ them durable before the inline marker moves, as it did the files.
 Safety. WAL journal with synchronous=NORMAL: a crash of the machine may lose the last
 transactions (a prefix of the WAL survives: its frames are checksummed in a chain), never
 corrupt the file. Every byte read back is hostile: a block is verified against its CID by
-the caller (peer.ipfs.blocks.BlockStore), a pin that does not parse is ignored, rows are
-paged by rowid (a key of another type cannot loop a scan), a row longer than any block is
-not read. Reads that gc relies on (`pinned`, `entries`, `get`) raise StoreError when the file
-cannot be read, so a failed read never looks like "nothing pinned" (gc would then delete
-what is pinned); `has` and `size` answer "absent" (the caller fetches it).
+the caller (peer.ipfs.blocks.BlockStore), rows are paged by rowid (a key of another type
+cannot loop a scan), a row longer than any block is not read. Reads that gc relies on
+(`pinned`, `entries`, `get`) raise StoreError when the file cannot be read, so a failed read
+never looks like "nothing pinned" (gc would then delete what is pinned): a pin row that does
+not read back as a CID makes `pinned` raise DataError (what it pins is not known), and a
+block row whose key is text that is not UTF-8 is left out of gc's sweep (kept, logged once);
+`has` and `size` answer "absent" (the caller fetches it).
 
 Unsound packs. Only `check` (the peer's start, under the store's exclusive lock: peer.ipfs.
 inlineoutputs) judges the file: its schema, then SQLite's `quick_check` (a read of every
@@ -47,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from peer.dataentry import check_entry
-from peer.errors import StorageFull, StoreError
+from peer.errors import BanzaiError, DataError, StorageFull, StoreError
+from peer.ipfs.cids import parse_cid
 
 log = logging.getLogger("banzai.store")
 
@@ -68,6 +71,17 @@ _TABLES = {  # name -> (create statement, its columns)
     "meta": ("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID",
              ["k", "v"]),
 }
+
+
+_TEXT = "CASE WHEN typeof({0}) = 'text' THEN CAST({0} AS BLOB) END"  # its bytes, undecoded
+
+
+def _text(raw: bytes | None) -> str | None:
+    """A text column's bytes (`_TEXT`) as a str; None if not text or not UTF-8."""
+    try:
+        return raw.decode() if raw is not None else None
+    except UnicodeDecodeError:
+        return None
 
 
 class Unsound(sqlite3.DatabaseError):
@@ -104,6 +118,7 @@ class InlinePack:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._failed: tuple[float, str] | None = None  # the read connection's failed open
+        self._left_out: set[int] = set()  # block rows gc left out (key not UTF-8): logged
 
     # --- connections ------------------------------------------------------------------------
 
@@ -262,9 +277,30 @@ class InlinePack:
 
     def pinned(self) -> dict[str, float]:
         """Every pin's CID text as stored -> when it was pinned (wall seconds; 0.0 if the
-        row's time is not a number); StoreError if the pack cannot be read."""
-        return {c: float(at) if isinstance(at, int | float) else 0.0
-                for c, at in self._read("SELECT cid, at FROM pins", ()) if isinstance(c, str)}
+        row's time is not a number); StoreError if the pack cannot be read, DataError if a
+        row's CID does not read back (not text, not UTF-8, not a CID): what it pins is not
+        known, so gc and retention are held back until the row is mended or removed."""
+        out: dict[str, float] = {}
+        damaged: list[str] = []
+        for raw, typ, at in self._read(f"SELECT {_TEXT.format('cid')}, typeof(cid), at "
+                                       "FROM pins", ()):
+            c = _text(raw)
+            try:
+                if c is None:
+                    raise ValueError
+                parse_cid(c)
+            except (ValueError, BanzaiError):
+                damaged.append(f"{typ} {raw[:64]!r}" if raw is not None else typ)
+                continue
+            out[c] = float(at) if isinstance(at, int | float) else 0.0
+        if damaged:
+            raise DataError(
+                f"{self.path}: the inline pack's pins table holds {len(damaged)} row(s) whose "
+                f"CID does not read back ({', '.join(damaged[:3])}"
+                f"{', ...' if len(damaged) > 3 else ''}): what they pin is not known, so this "
+                "peer unpins nothing and collects no garbage until each is mended or removed "
+                "(or the file is restored from a backup)", field="pins")
+        return out
 
     def has_pin(self, cid: str) -> bool:
         return bool(self._read("SELECT 1 FROM pins WHERE cid = ?", (cid,)))
@@ -274,14 +310,26 @@ class InlinePack:
         read PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable."""
         last = 0
         while True:
-            rows = self._read("SELECT rowid, key, at, length(data) FROM blocks WHERE rowid > ?"
-                              f" ORDER BY rowid LIMIT {PAGE_ROWS}", (last,))
-            for rowid, key, at, n in rows:
-                yield (int(rowid), key if isinstance(key, str) else None,
-                       at if isinstance(at, float) else 0.0, n if isinstance(n, int) else 0)
+            rows = self._read(f"SELECT rowid, {_TEXT.format('key')}, typeof(key), at, "
+                              f"length(data) FROM blocks WHERE rowid > ? ORDER BY rowid "
+                              f"LIMIT {PAGE_ROWS}", (last,))
+            for rowid, raw, typ, at, n in rows:
+                key = _text(raw)
+                if typ == "text" and key is None:  # damaged: kept, never freed unread
+                    self._leave_out(int(rowid), raw)
+                    continue
+                yield (int(rowid), key, at if isinstance(at, float) else 0.0,
+                       n if isinstance(n, int) else 0)
             if len(rows) < PAGE_ROWS:
                 return
             last = int(rows[-1][0])
+
+    def _leave_out(self, rowid: int, raw: bytes) -> None:
+        if rowid not in self._left_out:
+            self._left_out.add(rowid)
+            log.warning("%s: block row %d has a key that is not UTF-8 text (%r): left out of "
+                        "gc (kept); delete the row, or restore the file from a backup",
+                        self.path, rowid, raw[:64])
 
     def file_bytes(self) -> int:
         """The pack's bytes on disk (its file and WAL)."""

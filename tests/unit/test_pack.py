@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.errors import IntegrityError, NotFound, StoreError
+from peer.errors import DataError, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, inline
 from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.pack import PACK_FILE, InlinePack
@@ -128,9 +128,8 @@ def test_a_corrupt_row_is_removed_and_repaired_or_refused(tmp_path: Path) -> Non
         parse_cid(cid).key))  # the repaired copy is a durable file
 
 
-def test_hostile_rows_are_ignored(tmp_path: Path) -> None:
+def test_hostile_block_rows_are_dropped(tmp_path: Path) -> None:
     store, cid, _, db = _kept(tmp_path, "a sound row\n")
-    db.execute("INSERT INTO pins VALUES ('not a cid', 0.0), (7, 0.0)")
     db.execute("INSERT INTO blocks VALUES ('zz-not-hex', x'01', 0.0), ('ab', 7, 'x')")
     db.commit()
     assert store.pins() == [cid]
@@ -142,6 +141,41 @@ def test_hostile_rows_are_ignored(tmp_path: Path) -> None:
     db.commit()  # they sort after every text key (a scan paged by key did not end)
     assert store.gc().blocks == 0 and store.has(cid)
     assert db.execute("SELECT count(*) FROM blocks").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("cid", ["7", "x'0155'", "CAST(x'ff41' AS TEXT)", "'not a cid'"],
+                         ids=["integer", "blob", "not_utf8", "not_a_cid"])
+def test_a_pin_row_that_does_not_read_back_holds_gc_and_retention_back(
+        tmp_path: Path, cid: str) -> None:
+    """Fuzz F20: a pin row whose CID was not text was skipped, and gc freed what it pinned;
+    one not UTF-8 failed gc with the reader's decode error."""
+    store, _, blocks, db = _kept(tmp_path, "pinned by a row a disk fault changed\n")
+    db.execute(f"UPDATE pins SET cid = {cid}")
+    db.commit()
+    for call in (store.gc, store.output_pins, store.pins):
+        with pytest.raises(DataError, match=f"{tmp_path / 's' / PACK_FILE}: the inline pack's "
+                           "pins table holds 1 row.* collects no garbage"):
+            call()
+    assert db.execute("SELECT count(*) FROM blocks").fetchone()[0] == len(blocks)
+    db.execute("DELETE FROM pins")  # removed (or mended): gc goes on
+    db.commit()
+    assert store.gc().blocks == len(blocks)
+
+
+def test_a_block_row_whose_key_is_not_utf8_is_kept_and_gc_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fuzz F17: its key failed every gc with the reader's decode error."""
+    store, pinned, _, db = _kept(tmp_path, "pinned\n")
+    dropped, dblocks = _output("unpinned\n")
+    store.keep_inline(dblocks, [])
+    db.execute("INSERT INTO blocks VALUES (CAST(x'ff41' AS TEXT), x'01', 0.0)")
+    db.commit()
+    assert store.gc().blocks == 1 and not store.has(dropped) and store.has(pinned)
+    assert store.gc().blocks == 0
+    assert db.execute("SELECT count(*) FROM blocks WHERE key = CAST(x'ff41' AS TEXT)"
+                      ).fetchone()[0] == 1  # never freed unread
+    left = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert len(left) == 1 and str(tmp_path / "s" / PACK_FILE) in left[0]  # logged once
 
 
 @pytest.mark.parametrize("damage", ["garbage", "newer schema", "other table"])
@@ -175,14 +209,15 @@ def test_an_unsound_pack_is_moved_aside_and_every_event_restored(
 
 
 def test_a_write_error_names_the_pack_and_keeps_nothing_half_done(tmp_path: Path) -> None:
+    p, q = _output("p\n")[0], _output("q\n")[0]
     pack = InlinePack(tmp_path)
-    pack.keep({"aa": b"1"}, ["p"])
+    pack.keep({"aa": b"1"}, [p])
     pack.close()
     ro = InlinePack(tmp_path)
     ro._writer().execute("PRAGMA query_only=1")  # every write fails (as on a read-only disk)
     with pytest.raises(StoreError, match="cannot keep inline blocks: the inline pack"):
-        ro.keep({"bb": b"2"}, ["q"])
-    assert ro.get("aa") == b"1" and ro.get("bb") is None and list(ro.pinned()) == ["p"]
+        ro.keep({"bb": b"2"}, [q])
+    assert ro.get("aa") == b"1" and ro.get("bb") is None and list(ro.pinned()) == [p]
 
 
 def test_entries_pages_through_every_row(tmp_path: Path) -> None:
@@ -326,6 +361,6 @@ def test_each_pin_has_its_own_time_and_output_pins_give_it(tmp_path: Path) -> No
     assert sorted(got) == sorted([cid, durable]) and min(got.values()) > 1e9
     store.pin(store.add_bytes(b"a pin of a file: not one of these"))
     assert sorted(store.output_pins()) == sorted([cid, durable])
-    db.execute("INSERT INTO pins VALUES ('not a cid', 5.0), (?, 'x')", ("bafy" + "a" * 55,))
+    db.execute("UPDATE pins SET at = 'x' WHERE cid = ?", (cid,))
     db.commit()
-    assert sorted(store.output_pins()) == sorted([cid, durable])
+    assert store.output_pins()[cid] == 0.0  # a time that is not a number: the oldest
