@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.dataentry import TMP_DIR, ensure_dir
+from peer.dataentry import TMP_DIR, check_entry
 from peer.errors import BanzaiError, Conflict, NotFound
 from peer.ipfs.store import GcStats, Store
 from peer.jobs.ports import Emit
@@ -299,7 +299,7 @@ def sweep_stale(data_dir: Path, store: Store) -> dict[str, int]:
     temp files) and log what was removed; call at start, before anything writes. Blocking.
     DataError if the data dir's tmp/ is not a directory of its own (a symlink is not
     followed: what it points to is not swept)."""
-    ensure_dir(data_dir / TMP_DIR, "the peer's temp dir, swept at start", real=True, mode=0o700)
+    check_entry(data_dir / TMP_DIR, "directory", "the peer's temp dir, swept at start", real=True)
     removed: dict[str, int] = {}
     names: list[str] = []
     for pattern, kind in STALE:
