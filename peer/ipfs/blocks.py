@@ -827,7 +827,9 @@ class Staging:
     @staticmethod
     def sweep(root: Path, max_age_s: float = _STALE_TMP_S) -> int:
         """Remove staging directories abandoned (by a crash) over `max_age_s` ago; returns
-        how many."""
+        how many. DataError if staging/ is not a directory of its own (never swept through
+        a symlink)."""
+        check_entry(root / "staging", "directory", "the store's staging dir, swept", real=True)
         now = time.time()
         removed = 0
         with contextlib.suppress(FileNotFoundError):

@@ -33,6 +33,12 @@ def _to_file(p: Path) -> None:
     p.symlink_to(p.parent / "elsewhere")
 
 
+def _to_dir(p: Path) -> None:
+    (p.parent / "elsewhere").mkdir()
+    (p.parent / "elsewhere" / "1-abc").mkdir()  # another program's, "abandoned"
+    p.symlink_to(p.parent / "elsewhere")
+
+
 def _to_nothing(p: Path) -> None:
     p.symlink_to(p.parent / "gone")
 
@@ -44,6 +50,8 @@ def _to_nothing(p: Path) -> None:
     ("lock", _dir, "is a directory, not a file"),
     ("inline.sqlite", _dir, "is a directory, not a file"),
     ("blocks", _to_nothing, "is a symlink to nothing usable"),
+    ("staging", _file, "is a file, not a directory"),
+    ("staging", _to_dir, "is a symlink, not a directory: the peer deletes what it holds"),
 ])
 def test_a_store_entry_of_the_wrong_kind_refuses_the_open_naming_it(
         tmp_path: Path, entry: str, make: Callable[[Path], None], found: str) -> None:
@@ -55,9 +63,11 @@ def test_a_store_entry_of_the_wrong_kind_refuses_the_open_naming_it(
     path.unlink(missing_ok=True)
     make(path)
     with pytest.raises(DataError) as e:
-        EmbeddedStore(root)
+        EmbeddedStore(root).sweep()  # (the start's: staging/ is swept)
     assert str(path) in e.value.message and found in e.value.message
     assert "move it aside" in e.value.message
+    if (root / "elsewhere").is_dir():
+        assert (root / "elsewhere" / "1-abc").is_dir()  # not swept through the symlink
 
 
 @pytest.mark.parametrize("linked", ["store", "store/blocks"])
