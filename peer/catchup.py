@@ -53,7 +53,7 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
-from peer.log.sqlite import seq_rows, stored_events
+from peer.log.sqlite import connect, seq_rows, stored_events, unreadable
 from peer.mesh.wire import dumps, pack_frames, write_packed
 
 log = logging.getLogger("banzai.catchup")
@@ -314,8 +314,8 @@ class CatchUp:
         self._host.flush()
         heads = dict(self._host.heads())
         upto = dict(self._host.servable_upto())  # (ours once proven)
-        db = sqlite3.connect(str(self._host.log.path), isolation_level=None,
-                             check_same_thread=False)
+        db = connect(str(self._host.log.path), isolation_level=None,
+                     check_same_thread=False)
         try:
             db.execute("BEGIN")
             floors = seq_rows(self._host.log.path, "compact_floors", db.execute(
@@ -354,6 +354,8 @@ class CatchUp:
                                            self._host.admit, heads, floors, rows, sha.digest(),
                                            v=3))
             self.served_s = {"stream": time.perf_counter() - t0, "bytes": total}
+        except sqlite3.Error as e:  # (a damaged page met mid-stream: the file is named)
+            raise unreadable(self._host.log.path, e) from e
         finally:
             db.close()
 
@@ -370,6 +372,8 @@ class CatchUp:
                     yield line
             yield Trailer.make(self._host.identity, self._host.peer_id, self._host.admit, heads,
                                floors, rows, sha.digest())
+        except sqlite3.Error as e:  # (as `_stream3`)
+            raise unreadable(self._host.log.path, e) from e
         finally:
             db.close()
 

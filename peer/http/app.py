@@ -527,9 +527,18 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={
             "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})
         await resp.prepare(request)
-        while chunk:
-            await resp.write(chunk)
-            chunk = await asyncio.to_thread(next, lines, b"")  # SQLite reads off the loop
+        try:
+            while chunk:
+                await resp.write(chunk)
+                chunk = await asyncio.to_thread(next, lines, b"")  # SQLite reads off the loop
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as e:  # (the status is sent: no error answer can follow)
+            log.warning("GET /api/snapshot: the stream ends early (the connection is closed: "
+                        "its receiver sees it truncated): %s", e)
+            if request.transport is not None:
+                request.transport.abort()  # (close() would let aiohttp end it as complete)
+            return resp
         await resp.write_eof()
         return resp
     finally:

@@ -45,7 +45,7 @@ from peer.log.snapstream import (
     facts_cids,
     row_fault,
 )
-from peer.log.sqlite import seq_rows, unreadable
+from peer.log.sqlite import connect, seq_rows, unreadable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -410,8 +410,15 @@ class JobIndex:
         return p.name
 
     def snapshots_owed(self) -> list[str]:
-        """Signers of taken snapshots whose cache and provider rows are still to fetch."""
-        return [str(s) for (s,) in self._db.execute("SELECT signer FROM snapshot_owed")]
+        """Signers of taken snapshots whose cache and provider rows are still to fetch (a
+        row whose signer is not a text is left out, logged once)."""
+        out = []
+        for (s,) in self._read("SELECT signer FROM snapshot_owed"):
+            if type(s) is str:
+                out.append(s)
+            else:
+                self._skip(f"the snapshot_owed row of {s!r:.64}", "signer", "not a text")
+        return out
 
     def spooled(self, path: str, signer: str, owed: str) -> None:
         """The rows owed for `owed`'s snapshot are spooled at `path` (signed by `signer`):
@@ -492,8 +499,9 @@ class JobIndex:
                 job = json.loads(payload).get("job")
             except (TypeError, ValueError, AttributeError):
                 continue
-            if isinstance(job, str) and type(seq) is int and type(hlc) is int:
-                rows.append((job, str(origin), seq, hlc))
+            if (isinstance(job, str) and type(origin) is str and type(seq) is int
+                    and type(hlc) is int):  # (a text that is not UTF-8 reads as bytes)
+                rows.append((job, origin, seq, hlc))
         with self._tx() as db:
             db.executemany("INSERT OR IGNORE INTO deleted_ids VALUES (?, ?, ?, ?)", rows)
         return len(rows)
@@ -555,8 +563,9 @@ class JobIndex:
     def deleted_records(self) -> list[str]:
         """The jobs with both a record and a tombstone (a crash between logging a JOB_DELETED
         and removing the record)."""
-        return [str(j) for (j,) in self._db.execute(
-            "SELECT job FROM job_index WHERE job IN (SELECT job FROM job_deleted)")]
+        return [j for (j,) in self._read(
+            "SELECT job FROM job_index WHERE job IN (SELECT job FROM job_deleted)")
+            if type(j) is str]  # (a text that is not UTF-8 reads as bytes: left, not read)
 
     def deleted_any(self) -> bool:
         """Does the index hold a tombstone?"""
@@ -605,6 +614,8 @@ class JobIndex:
             "(SELECT job FROM job_thin) LIMIT ?", (limit,)).fetchall()
         out = []
         for job, summary, record, facts in rows:
+            if type(job) is not str:  # (a text that is not UTF-8 reads as bytes)
+                continue
             try:
                 out.append((job, *thin(summary, record, facts)))
             except ValueError:
@@ -643,7 +654,9 @@ class JobIndex:
         for job, ended, marks in self._db.execute(
                 "SELECT job, ended, marks FROM job_index WHERE ids != '[]'").fetchall():
             m = self._column(_job(job), "marks", marks, _is_marks)
-            if type(ended) is not int:
+            if type(job) is not str:
+                self._skip(_job(job), "job", f"{job!r:.40} is not a text")
+            elif type(ended) is not int:
                 self._skip(_job(job), "ended", f"{ended!r:.40} is not an hlc")
             elif m is not None:
                 yield str(job), ended, m
@@ -1060,15 +1073,16 @@ def raw_rows(db: sqlite3.Connection, batch: int = 4096, left_out: LeftOut = _qui
 def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:
     """The CIDs the job index lists `origin` as a provider of, read in batches on a
     connection of its own (blocking: for a thread; the loop keeps writing meanwhile)."""
-    yield from _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND cid > ? "
+    yield from _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND "
+                      "cid > CAST(? AS TEXT) "
                       "ORDER BY cid LIMIT ?", (origin,), batch)
 
 
 def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
     """The output CIDs of the job index's cache entries (MeshState.outputs' values), read as
     `read_provided` reads."""
-    for v in _pages(path, "SELECT k, v FROM cache_index WHERE kind = ? AND k > ? ORDER BY k "
-                    "LIMIT ?", (OUTPUT,), batch):
+    for v in _pages(path, "SELECT k, v FROM cache_index WHERE kind = ? AND "
+                    "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (OUTPUT,), batch):
         try:
             cid = loads_within(v)
         except ValueError:  # a malformed value taken from a snapshot stream
@@ -1078,11 +1092,14 @@ def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
 
 
 def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[str]:
-    """The values of `sql` ((key, value) rows `WHERE ... AND key > ? ORDER BY key LIMIT ?`)
+    """The values of `sql` ((key, value) rows `WHERE ... AND key > CAST(? AS TEXT) ORDER BY
+    key LIMIT ?`)
     read a page of `batch` at a time, each page its own statement: no read transaction is
     held while the caller works between pages (it would keep the WAL from being
-    checkpointed past it). A value that is not a text is left out."""
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)  # reads
+    checkpointed past it). A value that is not a text is left out; a key that is not
+    (bytes: not UTF-8) still moves the page on (`key > CAST(? AS TEXT)`: SQLite compares
+    texts by their bytes)."""
+    db = connect(str(path), isolation_level=None, check_same_thread=False)  # reads
     try:
         after = ""
         while rows := db.execute(sql, (*args, after, batch)).fetchall():

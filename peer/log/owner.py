@@ -21,7 +21,7 @@ from pathlib import Path
 
 from peer.errors import ConfigError, DataError
 from peer.log.signing import Identity, peer_id_for, self_certifying, stored_peer_id
-from peer.log.sqlite import EventLog, unreadable
+from peer.log.sqlite import EventLog, connect, unreadable
 
 LOG_FILE = "events.sqlite"  # in the data dir
 KEY_FILE = "identity.key"  # in the data dir (peer.log.signing.Identity)
@@ -118,7 +118,7 @@ def was_meshed(log_file: Path) -> bool:
     if not log_file.exists():
         return False
     try:  # (mode=rw: never made here)
-        db = sqlite3.connect(f"{log_file.resolve().as_uri()}?mode=rw", uri=True)
+        db = connect(f"{log_file.resolve().as_uri()}?mode=rw", uri=True)
     except sqlite3.Error as e:
         raise unreadable(log_file, e) from e
     try:

@@ -89,6 +89,27 @@ SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # SQLite's (primary) result codes of a d
 SQLITE_CANTOPEN = 14  # ... of a file it cannot open (a directory, no permission)
 
 
+def text_or_bytes(raw: bytes) -> str | bytes:
+    """The `text_factory` of every connection to a log's file (`connect`): a TEXT value as a
+    str if its bytes are UTF-8, else those bytes (a flipped bit, a hand edit). The sqlite3
+    module's default fails the whole read at such a value (OperationalError "Could not
+    decode to UTF-8"), and a cursor cannot step past it; with this, each read's check of a
+    row's types (a str where the log writes text) leaves that row out, and the others are
+    read (docs/benchmarks.md: its cost on the index's reads)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+def connect(target: str, **kw: Any) -> sqlite3.Connection:
+    """sqlite3.connect to a log's file (`target`: its path, or a URI with uri=True), its
+    texts read as `text_or_bytes` says."""
+    db: sqlite3.Connection = sqlite3.connect(target, **kw)
+    db.text_factory = text_or_bytes
+    return db
+
+
 def unreadable(path: Path, e: sqlite3.Error, table: str = "") -> StoreError:
     """What to report when SQLite fails on the log file at `path` as the peer opens or reads
     it back (`table`, if one was read): DataError if the file is not a sound database (or
@@ -153,7 +174,7 @@ class EventLog:
         self._batch_ids: dict[bytes, int] = {}  # signature -> batches.id
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db = connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:  # (a directory, a file this user may not open)
             raise unreadable(path, e) from e
         try:
