@@ -614,8 +614,8 @@ class JobIndex:
             "(SELECT job FROM job_thin) LIMIT ?", (limit,)).fetchall()
         out = []
         for job, summary, record, facts in rows:
-            if type(job) is not str:  # (a text that is not UTF-8 reads as bytes)
-                continue
+            if not all(type(t) is str for t in (job, summary, record, facts)):  # (a text
+                continue  # that is not UTF-8 reads as bytes: its row is left as it is)
             try:
                 out.append((job, *thin(summary, record, facts)))
             except ValueError:
