@@ -796,14 +796,16 @@ class JobIndex:
 
     def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index whose facts
-        read back (`digest` raises ValueError or TypeError else: the row is left out)."""
+        read back (`digest` raises ValueError, TypeError or AttributeError else: the row is
+        left out)."""
         out: dict[str, str] = {}
         for r in self._read(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"):
             if not self._keys_ok(r):  # (not thin rows)
                 continue
             try:
                 out[r[0]] = digest(r)
-            except (ValueError, TypeError, RecursionError) as e:
+            except (ValueError, TypeError, AttributeError, RecursionError) as e:  # (facts
+                # of another JSON type, or not UTF-8: bytes)
                 self._skip(_job(r[0]), "facts", e)
         return out
 

@@ -35,6 +35,7 @@ from peer.log.jobindex import (
     spool_name,
     thin_rows,
 )
+from peer.log.snapstream import job_digest
 from peer.log.sqlite import connect, text_or_bytes
 from peer.node import Node
 from tests.unit.api_client import api_client
@@ -137,6 +138,7 @@ def _facts_left_out(path: Path, index: JobIndex) -> None:
         index.facts(archived_facts)
     assert "'job1'" in str(got.value)
     assert [j for j, *_ in index.pending()] == ["job0", "job1", "job2"]
+    assert set(index.job_digests(job_digest)) == {"job0", "job2"}  # (a second member's)
 
 
 @_case("job_thin.summary", f"UPDATE job_thin SET summary = {T} WHERE job = 'job1'")
