@@ -384,21 +384,20 @@ class JobIndex:
 
     def _spool_key(self, path: object) -> str:
         """The name under which the spool file `path` is kept in `snapshot_pending`: a file
-        named as `spool_name` makes, directly in `spool_dir` (a bare name, or a path whose
-        directory resolves to it), not a symlink nor anything but a file if it exists.
+        named as `spool_name` makes, directly in `spool_dir` (a bare name, or a path in a
+        directory named so: only its name is used), not a symlink nor anything but a file if
+        it exists.
         ValueError if it is not."""
         if type(path) is not str or self.spool_dir is None:
             raise ValueError("path is not a spool file's name")
         p = Path(path)
         if not _SPOOL_NAME.fullmatch(p.name):
             raise ValueError(f"path does not name a spool file in {SPOOL_DIR}/")
-        if str(p) != p.name:  # (a path: written by an earlier release, or by `spooled`)
-            try:
-                inside = p.parent.resolve() == self.spool_dir.resolve()
-            except (OSError, RuntimeError):
-                inside = False
-            if not inside:
-                raise ValueError(f"path is outside {self.spool_dir}")
+        # A path: written by an earlier release, or given to `spooled`; in a data dir since
+        # moved, its directory is another snapshots/: only the name is used (in spool_dir).
+        if str(p) != p.name and p.parent.name != SPOOL_DIR and not _same_dir(
+                p.parent, self.spool_dir):
+            raise ValueError(f"path is outside {self.spool_dir}")
         try:
             mode = os.lstat(self.spool_dir / p.name).st_mode
         except FileNotFoundError:
@@ -1113,6 +1112,13 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
                 break
     finally:
         db.close()
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _job(job: Any) -> str:

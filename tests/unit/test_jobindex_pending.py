@@ -141,3 +141,14 @@ def test_the_sweep_does_not_delete_through_a_linked_spool_dir(
 
     asyncio.run(first_turns())
     assert (elsewhere / NAME).read_bytes() == b"not ours"
+
+
+def test_a_row_of_an_earlier_release_in_a_data_dir_since_moved_is_kept_under_its_name(
+        tmp_path: Path) -> None:
+    """Its path names the data dir's old place: the spool file is in ours, by that name
+    (helper-176's review: the row was deleted, then the start's sweep removed the file)."""
+    index = _index(tmp_path)
+    (tmp_path / SPOOL_DIR / NAME).write_bytes(b"")
+    _insert(index, f"/elsewhere/old/{SPOOL_DIR}/{NAME}", 5, "signer")
+    assert index.snapshots_pending() == [(str(tmp_path / SPOOL_DIR / NAME), 5, "signer")]
+    assert _rows(index) == [(NAME, 5, "signer")]
