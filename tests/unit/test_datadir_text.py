@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from peer.config import PeerConfig
 from peer.errors import DataError
 from peer.jobs.retention import archived_facts
 from peer.log import EventLog
@@ -38,7 +37,6 @@ from peer.log.jobindex import (
 from peer.log.snapstream import job_digest
 from peer.log.sqlite import connect, text_or_bytes
 from peer.node import Node
-from tests.unit.api_client import api_client
 
 A = "text0000000000000000"
 BAD = b"\xff\xfeA\x80"  # not UTF-8
@@ -222,13 +220,8 @@ def test_text_or_bytes_keeps_utf8_texts_and_the_bytes_of_others() -> None:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, Node]]:
-    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
-    try:
-        async with api_client(node) as c:
-            yield c, node
-    finally:
-        node.log.close()
+def client(served_node: tuple[Client, Node]) -> tuple[Client, Node]:
+    return served_node
 
 
 async def test_api_health_jobs_and_snapshots_answer_over_texts_that_are_not_utf8(
