@@ -41,3 +41,15 @@ async def served_node(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any
             yield c, node
     finally:
         node.log.close()
+
+
+@pytest.fixture
+def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tmpfs that tasks' scratch may use (peer.jobs.scratch.TMPFS): a directory of the
+    test's (executor workers' targets are told where it is)."""
+    from peer.jobs import scratch
+
+    d = tmp_path / "shm"
+    d.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(d))
+    return d

@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,48 +20,10 @@ from peer.jobs import scratch
 from peer.jobs.executor import Executor, ExecutorConfig, ExitKind, RunResult
 from peer.jobs.heap import libc_mallopt
 from peer.jobs.scratch import Space
+from tests.unit.timer_fakes import FakeTimer
 
 T = "tests.unit.executor_targets:"
 MakeExecutor = Callable[..., Awaitable[Executor]]
-
-
-@dataclass(eq=False)
-class _Call:
-    when: float
-    callback: Callable[[], object]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeTimer:
-    """An executor Timer whose time moves only when told to: timeouts and SIGKILL escalation
-    fire exactly when a test advances past them."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._calls: list[_Call] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: Callable[[], object]) -> _Call:
-        call = _Call(self.now + delay, callback)
-        self._calls.append(call)
-        return call
-
-    def pending(self) -> list[float]:
-        """When the calls not yet run nor cancelled are due, in order."""
-        return sorted(c.when for c in self._calls if not c.cancelled)
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
-        due = sorted((c for c in self._calls if not c.cancelled and c.when <= self.now),
-                     key=lambda c: c.when)
-        self._calls = [c for c in self._calls if c not in due]
-        for c in due:
-            c.callback()
 
 
 def _fds() -> set[str]:
@@ -608,15 +569,6 @@ class Readings:
     def __call__(self) -> Space | None:
         self.reads += 1
         return self.now
-
-
-@pytest.fixture
-def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The tmpfs the executor watches (the workers' targets are told where it is)."""
-    d = tmp_path / "shm"
-    d.mkdir()
-    monkeypatch.setattr(scratch, "TMPFS", str(d))
-    return d
 
 
 def _names(d: Path) -> list[str]:

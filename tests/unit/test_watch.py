@@ -4,8 +4,7 @@ a directory of the test's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,41 +12,9 @@ import pytest
 from peer.jobs import scratch
 from peer.jobs.scratch import Space
 from peer.jobs.watch import Watch, Watched
+from tests.unit.timer_fakes import FakeTimer
 
 MIB = 1 << 20
-
-
-@dataclass(eq=False)
-class _Call:
-    when: float
-    callback: Callable[[], object]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Clock:
-    """call_later on a time that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.calls: list[_Call] = []
-
-    def call_later(self, delay: float, callback: Callable[[], object]) -> _Call:
-        call = _Call(self.now + delay, callback)
-        self.calls.append(call)
-        return call
-
-    def pending(self) -> list[float]:
-        return sorted(c.when for c in self.calls if not c.cancelled)
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
-        due = [c for c in self.calls if not c.cancelled and c.when <= self.now]
-        self.calls = [c for c in self.calls if c not in due]
-        for c in due:
-            c.callback()
 
 
 class Runs:
@@ -64,21 +31,13 @@ class Runs:
         self.stopped.append((run.key, kind, error))
 
 
-@pytest.fixture
-def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "shm"
-    d.mkdir()
-    monkeypatch.setattr(scratch, "TMPFS", str(d))
-    return d
-
-
 def _run(tmp_path: Path, key: str, pid: int) -> Watched:
     return Watched(key, pid, tmp_path / "work" / key)
 
 
 def test_below_the_floor_every_run_with_a_directory_on_the_tmpfs_is_stopped(
         tmp_path: Path, shm: Path) -> None:
-    clock, runs = Clock(), Runs()
+    clock, runs = FakeTimer(), Runs()
     reading = [Space(1 << 30, 1 << 30)]
     watch = Watch(0.5, 64 * MIB, None, runs, clock.call_later, lambda: reading[0])
     runs.runs = [_run(tmp_path, "a", 101), _run(tmp_path, "b", 102), _run(tmp_path, "c", 103)]
@@ -107,7 +66,7 @@ def test_below_the_floor_every_run_with_a_directory_on_the_tmpfs_is_stopped(
 @pytest.mark.parametrize("reading", [None, Space(1 << 30, 64 * MIB)])
 def test_nothing_is_stopped_without_a_tmpfs_or_above_the_floor(
         tmp_path: Path, shm: Path, reading: Space | None) -> None:
-    clock, runs = Clock(), Runs()
+    clock, runs = FakeTimer(), Runs()
     watch = Watch(0.5, 64 * MIB, None, runs, clock.call_later, lambda: reading)
     runs.runs = [_run(tmp_path, "a", 101)]
     (shm / f"{scratch.PREFIX}101-x").mkdir()
@@ -119,7 +78,7 @@ def test_nothing_is_stopped_without_a_tmpfs_or_above_the_floor(
 
 async def test_a_run_is_measured_only_once_the_disk_grew_by_its_bound(
         tmp_path: Path, shm: Path) -> None:
-    clock, runs = Clock(), Runs()
+    clock, runs = FakeTimer(), Runs()
     used = [5 << 30]
     watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
                   lambda p: used[0])
