@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from peer.ipfs.cids import parse_cid
 from peer.log import EventLog, fold
 from tests.conftest import PeerProc, start_peer
 from tests.helpers import JsonApi, wait_mesh
+from tests.integration.tmpfs import mounted_tmpfs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -34,17 +34,8 @@ START_S = 120  # a peer's start on a loaded 2-core host (starts are usually a fe
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of TMPFS_BYTES at tmp_path/full (the peer's data dir; its log stays outside)."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "full", TMPFS_BYTES) as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(path: Path) -> None:

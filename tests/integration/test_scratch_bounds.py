@@ -22,6 +22,7 @@ import pytest
 from peer.jobs import scratch
 from tests.conftest import PeerProc, start_peer
 from tests.helpers import FINAL, JsonApi, stop
+from tests.integration.tmpfs import mounted_tmpfs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -100,17 +101,8 @@ SCRATCH_MAX_GB = 0.01  # 10 MB (9.53 MiB) per run
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of DISK_MIB at tmp_path/disk: a file system whose use only the peer changes."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", DISK_MIB << 20) as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _bytes_under(d: Path) -> int:
