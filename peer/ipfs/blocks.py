@@ -34,7 +34,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -49,13 +48,12 @@ import multihash
 
 from peer.dataentry import check_entry, ensure_dir
 from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
-from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, parse_cid, verify
+from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
 from peer.ipfs.pack import InlinePack
 
 log = logging.getLogger("banzai.store")
 
 _TMP_SUFFIX = ".tmp"
-_KEY = re.compile(r"(?:[0-9a-f]{2}){2,}")  # a block file's name: its multihash, in hex
 _STALE_TMP_S = 3600.0
 
 
@@ -602,7 +600,7 @@ class BlockStore:
                     with contextlib.suppress(OSError):
                         if now - entry.stat().st_mtime > _STALE_TMP_S:
                             os.unlink(entry.path)
-                elif _KEY.fullmatch(name) and name[-2:] == shard.name:
+                elif is_key(name) and name[-2:] == shard.name:
                     yield name, Path(entry.path)
                 elif entry.path not in self.strays:
                     self.strays.add(entry.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,6 +20,7 @@ SHA2_256 = 0x12
 IDENTITY = 0x00
 _MAX_CID_STRING = 512
 _MAX_DIGEST_BYTES = 128
+_KEY = re.compile(r"(?:[0-9a-f]{2}){2,}")  # Cid.key: a multihash's bytes in hex
 
 # Hashes a block may be verified with, by multihash code.
 _HASHERS: dict[int, Callable[[bytes], bytes]] = {
@@ -64,6 +66,12 @@ class Cid:
     def key(self) -> str:
         """Storage key: hex of the multihash (one block for v0 and v1 of the same bytes)."""
         return self.multihash.hex()
+
+
+def is_key(text: str) -> bool:
+    """Is `text` a storage key as `Cid.key` makes them (a multihash's bytes, two at least, in
+    lower-case hex)? The name of a block file, the key of an inline pack's block row."""
+    return _KEY.fullmatch(text) is not None
 
 
 # Both caches are bounded so that a peer's memory does not grow with the CIDs it has seen

@@ -642,7 +642,7 @@ class EmbeddedStore:
                     continue
                 removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
                 freed += st.st_size
-            gone: list[tuple[int, str | None, int]] = []
+            gone: list[tuple[int, str, int]] = []  # (a row that does not read back is kept)
             for rowid, k, at, size in list(self.blocks.pack.entries()):
                 if k in live or (grace_s > 0 and at >= recent):
                     continue
@@ -650,9 +650,7 @@ class EmbeddedStore:
             self.blocks.pack.delete(rowid for rowid, _, _ in gone)  # StoreError: gc fails
             for _, k, size in gone:
                 freed += size
-                with contextlib.suppress(ValueError):  # a row's key that is not hex
-                    if k:
-                        removed.append(str(Cid(1, RAW, bytes.fromhex(k))))
+                removed.append(str(Cid(1, RAW, bytes.fromhex(k))))
             return GcStats(len(removed), freed, tuple(removed))
 
     def sweep(self) -> dict[str, int]:

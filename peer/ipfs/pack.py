@@ -12,12 +12,15 @@ Safety. WAL journal with synchronous=NORMAL: a crash of the machine may lose the
 transactions (a prefix of the WAL survives: its frames are checksummed in a chain), never
 corrupt the file. Every byte read back is hostile: a block is verified against its CID by
 the caller (peer.ipfs.blocks.BlockStore), rows are paged by rowid (a key of another type
-cannot loop a scan), a row longer than any block is not read. Reads that gc relies on
-(`pinned`, `entries`, `get`) raise StoreError when the file cannot be read, so a failed read
-never looks like "nothing pinned" (gc would then delete what is pinned): a pin row that does
-not read back as a CID makes `pinned` raise DataError (what it pins is not known), and a
-block row whose key is text that is not UTF-8 is left out of gc's sweep (kept, logged once);
-`has` and `size` answer "absent" (the caller fetches it).
+cannot loop a scan), a row longer than any block is not read, a text that is not UTF-8 is
+read as its bytes (peer.log.sqlite.text_or_bytes, as every events.sqlite connection does).
+Reads that gc relies on (`pinned`, `entries`, `get`) raise StoreError when the file cannot
+be read, so a failed read never looks like "nothing pinned" (gc would then delete what is
+pinned). One rule for a row that does not read back (a CID or key that is not one, a time
+that is not one): what it stands for is not known, so nothing is freed for it. A pin row
+makes `pinned` raise DataError (what it pins is not known: gc and retention hold back); a
+block row is left out of gc's sweep (kept, logged once), never deleted unread. `has` and
+`size` answer "absent" (the caller fetches it).
 
 Unsound packs. Only `check` (the peer's start, under the store's exclusive lock: peer.ipfs.
 inlineoutputs) judges the file: its schema, then SQLite's `quick_check` (a read of every
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -50,7 +54,8 @@ from typing import Any
 
 from peer.dataentry import check_entry
 from peer.errors import BanzaiError, DataError, StorageFull, StoreError
-from peer.ipfs.cids import parse_cid
+from peer.ipfs.cids import is_key, parse_cid
+from peer.log.sqlite import connect
 
 log = logging.getLogger("banzai.store")
 
@@ -73,15 +78,21 @@ _TABLES = {  # name -> (create statement, its columns)
 }
 
 
-_TEXT = "CASE WHEN typeof({0}) = 'text' THEN CAST({0} AS BLOB) END"  # its bytes, undecoded
+def _time(at: object) -> float | None:
+    """A row's time (wall seconds, as `keep` writes it); None if it is not one (not a finite
+    number, or below 0: a damaged or edited row)."""
+    return float(at) if isinstance(at, int | float) and math.isfinite(at) and at >= 0 else None
 
 
-def _text(raw: bytes | None) -> str | None:
-    """A text column's bytes (`_TEXT`) as a str; None if not text or not UTF-8."""
+def _is_cid(text: object) -> bool:
+    """Does a pin row's CID read back as one?"""
+    if not isinstance(text, str):
+        return False
     try:
-        return raw.decode() if raw is not None else None
-    except UnicodeDecodeError:
-        return None
+        parse_cid(text)
+    except (ValueError, BanzaiError):
+        return False
+    return True
 
 
 class Unsound(sqlite3.DatabaseError):
@@ -118,13 +129,13 @@ class InlinePack:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._failed: tuple[float, str] | None = None  # the read connection's failed open
-        self._left_out: set[int] = set()  # block rows gc left out (key not UTF-8): logged
+        self._left_out: tuple[int, list[str]] = (0, [])  # block rows gc left out: logged
 
     # --- connections ------------------------------------------------------------------------
 
     def _connect_writer(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                             check_same_thread=False, isolation_level=None)
+        db = connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                     check_same_thread=False, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # new
@@ -159,8 +170,8 @@ class InlinePack:
         if not self.path.exists():
             return None  # nothing kept yet (by any process)
         try:
-            db = sqlite3.connect(self.path, timeout=READ_BUSY_MS / 1000,
-                                 check_same_thread=False, isolation_level=None)
+            db = connect(str(self.path), timeout=READ_BUSY_MS / 1000,
+                         check_same_thread=False, isolation_level=None)
             try:
                 db.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
                 db.execute("PRAGMA query_only=1")
@@ -276,60 +287,63 @@ class InlinePack:
         return n if isinstance(n, int) else None
 
     def pinned(self) -> dict[str, float]:
-        """Every pin's CID text as stored -> when it was pinned (wall seconds; 0.0 if the
-        row's time is not a number); StoreError if the pack cannot be read, DataError if a
-        row's CID does not read back (not text, not UTF-8, not a CID): what it pins is not
-        known, so gc and retention are held back until the row is mended or removed."""
+        """Every pin's CID text as stored -> when it was pinned (wall seconds); StoreError if
+        the pack cannot be read, DataError if a row does not read back (its CID not text,
+        not UTF-8 or not a CID; its time not a number `_time` takes): what it pins, or since
+        when, is not known, so gc and retention (which unpins the oldest first) are held back
+        until the row is mended or removed."""
         out: dict[str, float] = {}
         damaged: list[str] = []
-        for raw, typ, at in self._read(f"SELECT {_TEXT.format('cid')}, typeof(cid), at "
-                                       "FROM pins", ()):
-            c = _text(raw)
-            try:
-                if c is None:
-                    raise ValueError
-                parse_cid(c)
-            except (ValueError, BanzaiError):
-                damaged.append(f"{typ} {raw[:64]!r}" if raw is not None else typ)
+        for c, at in self._read("SELECT cid, at FROM pins", ()):
+            when = _time(at)
+            if when is None or not _is_cid(c):
+                damaged.append(f"({c!r:.64}, {at!r:.32})")
                 continue
-            out[c] = float(at) if isinstance(at, int | float) else 0.0
+            out[c] = when
         if damaged:
             raise DataError(
                 f"{self.path}: the inline pack's pins table holds {len(damaged)} row(s) whose "
-                f"CID does not read back ({', '.join(damaged[:3])}"
-                f"{', ...' if len(damaged) > 3 else ''}): what they pin is not known, so this "
-                "peer unpins nothing and collects no garbage until each is mended or removed "
-                "(or the file is restored from a backup)", field="pins")
+                f"CID or time does not read back ((cid, at): {', '.join(damaged[:3])}"
+                f"{', ...' if len(damaged) > 3 else ''}): what they pin, or since when, is not "
+                "known, so this peer unpins nothing and collects no garbage until each is "
+                "mended or removed (or the file is restored from a backup)", field="pins")
         return out
 
     def has_pin(self, cid: str) -> bool:
         return bool(self._read("SELECT 1 FROM pins WHERE cid = ?", (cid,)))
 
-    def entries(self) -> Iterator[tuple[int, str | None, float, int]]:
-        """(rowid, key or None if not text, time written, length) of every block row,
-        read PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable."""
-        last = 0
+    def entries(self) -> Iterator[tuple[int, str, float, int]]:
+        """(rowid, key, time written, length) of every block row that reads back, read
+        PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable. A row
+        whose key is not a block's (not text, not UTF-8, not `is_key`) or whose time is not
+        one (`_time`) is left out: kept, never freed unread (`_leave_out`)."""
+        last, left = 0, 0  # (left: rows left out; shown: the first few, as logs show them)
+        shown: list[str] = []
         while True:
-            rows = self._read(f"SELECT rowid, {_TEXT.format('key')}, typeof(key), at, "
-                              f"length(data) FROM blocks WHERE rowid > ? ORDER BY rowid "
-                              f"LIMIT {PAGE_ROWS}", (last,))
-            for rowid, raw, typ, at, n in rows:
-                key = _text(raw)
-                if typ == "text" and key is None:  # damaged: kept, never freed unread
-                    self._leave_out(int(rowid), raw)
+            rows = self._read("SELECT rowid, key, at, length(data) FROM blocks WHERE rowid > ?"
+                              f" ORDER BY rowid LIMIT {PAGE_ROWS}", (last,))
+            for rowid, key, at, n in rows:
+                when = _time(at)
+                if when is None or not (isinstance(key, str) and is_key(key)):
+                    left += 1
+                    if len(shown) < 3:
+                        shown.append(f"{rowid} ({key!r:.64}, {at!r:.32})")
                     continue
-                yield (int(rowid), key, at if isinstance(at, float) else 0.0,
-                       n if isinstance(n, int) else 0)
+                yield int(rowid), key, when, n if isinstance(n, int) else 0
             if len(rows) < PAGE_ROWS:
-                return
+                break
             last = int(rows[-1][0])
+        self._leave_out(left, shown)
 
-    def _leave_out(self, rowid: int, raw: bytes) -> None:
-        if rowid not in self._left_out:
-            self._left_out.add(rowid)
-            log.warning("%s: block row %d has a key that is not UTF-8 text (%r): left out of "
-                        "gc (kept); delete the row, or restore the file from a backup",
-                        self.path, rowid, raw[:64])
+    def _leave_out(self, left: int, shown: list[str]) -> None:
+        """Log the block rows a sweep left out (`left`, the first of them `shown`), once
+        while they stay the same."""
+        if left and (left, shown) != self._left_out:
+            log.warning("%s: %d block row(s) do not read back (a key that is not a block's, "
+                        "or a time that is not one; rowid (key, at): %s%s): left out of gc "
+                        "(kept); delete them, or restore the file from a backup", self.path,
+                        left, ", ".join(shown), ", ..." if left > 3 else "")
+        self._left_out = (left, shown)
 
     def file_bytes(self) -> int:
         """The pack's bytes on disk (its file and WAL)."""
@@ -382,8 +396,8 @@ class InlinePack:
         return self._write("unpin", (("DELETE FROM pins WHERE cid = ?", [(cid,)]),)) > 0
 
     def delete(self, rowids: Iterable[int]) -> None:
-        """Delete the block rows `rowids` (gc; a key is not needed: a hostile row may have
-        none), then give back up to VACUUM_PAGES free pages."""
+        """Delete the block rows `rowids` (gc: the rows its sweep read, `entries`), then give
+        back up to VACUUM_PAGES free pages."""
         rows = [(r,) for r in rowids]
         if not rows:
             return

@@ -90,12 +90,13 @@ SQLITE_CANTOPEN = 14  # ... of a file it cannot open (a directory, no permission
 
 
 def text_or_bytes(raw: bytes) -> str | bytes:
-    """The `text_factory` of every connection to a log's file (`connect`): a TEXT value as a
-    str if its bytes are UTF-8, else those bytes (a flipped bit, a hand edit). The sqlite3
-    module's default fails the whole read at such a value (OperationalError "Could not
-    decode to UTF-8"), and a cursor cannot step past it; with this, each read's check of a
-    row's types (a str where the log writes text) leaves that row out, and the others are
-    read (docs/benchmarks.md: its cost on the index's reads)."""
+    """The `text_factory` of every connection to a log's file or to the store's inline pack
+    (`connect`; peer.ipfs.pack): a TEXT value as a str if its bytes are UTF-8, else those
+    bytes (a flipped bit, a hand edit). The sqlite3 module's default fails the whole read at
+    such a value (OperationalError "Could not decode to UTF-8"), and a cursor cannot step
+    past it; with this, each read's check of a row's types (a str where the file holds
+    text) leaves that row out, and the others are read (docs/benchmarks.md: its cost on the
+    index's reads)."""
     try:
         return raw.decode()
     except UnicodeDecodeError:
@@ -103,8 +104,8 @@ def text_or_bytes(raw: bytes) -> str | bytes:
 
 
 def connect(target: str, **kw: Any) -> sqlite3.Connection:
-    """sqlite3.connect to a log's file (`target`: its path, or a URI with uri=True), its
-    texts read as `text_or_bytes` says."""
+    """sqlite3.connect to a log's file or the inline pack (`target`: its path, or a URI
+    with uri=True), its texts read as `text_or_bytes` says."""
     db: sqlite3.Connection = sqlite3.connect(target, **kw)
     db.text_factory = text_or_bytes
     return db
