@@ -13,6 +13,7 @@ from peer.errors import (
     BadDag,
     BanzaiError,
     Conflict,
+    DataError,
     Forbidden,
     IntegrityError,
     IpnsError,
@@ -45,6 +46,9 @@ class Surface(Enum):
 # - The RPC never answers 404 (Kubo's clients read it as "command not found") and treats
 #   everything the store refuses (missing content, malformed or corrupt CARs, directories
 #   too large to import) as the request's fault: 400. Kubo itself answers 500 to all.
+# - The API answers 503 to data the peer stored that does not read back (DataError: its
+#   message names the file and the rows): the request is sound, the data dir needs mending
+#   (restored from a backup, the rows removed), which is not the peer's bug (500).
 STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     BanzaiError: (400, 400, 400),  # SpecError, ArgError, ConfigError, BadCID, task errors
     Unauthorized: (401, 401, 401),
@@ -56,6 +60,7 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     Conflict: (409, 409, 400),
     TooLarge: (413, 413, 413),
     StoreError: (500, 502, 400),
+    DataError: (503, 502, 400),  # the peer's stored data needs mending (its file named)
     IntegrityError: (502, 502, 400),
     StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it

@@ -223,7 +223,7 @@ def test_a_damaged_page_of_the_job_index_is_a_data_error_naming_the_file(
         with pytest.raises(DataError) as got:
             read()
         err = http_error(got.value, Surface.API)
-        assert err.status == 500 and err.kind == "DataError"
+        assert err.status == 503 and err.kind == "DataError"
         assert str(path) in err.message and "damaged" in err.message
     log.close()
 
@@ -237,7 +237,7 @@ async def test_api_jobs_over_a_damaged_page_is_a_json_error_naming_the_file(
     node.log.db.execute("PRAGMA cache_size = -2000")
     r = await c.get("/api/jobs")
     body = await r.json()
-    assert r.status == 500 and body["error"] == "DataError", body
+    assert r.status == 503 and body["error"] == "DataError", body
     assert str(node.log.path) in body["message"] and "damaged" in body["message"]
 
 

@@ -14,6 +14,7 @@ from peer.errors import (
     BanzaiError,
     ConfigError,
     Conflict,
+    DataError,
     Forbidden,
     IntegrityError,
     IpnsError,
@@ -54,6 +55,7 @@ API, GATEWAY, RPC = Surface.API, Surface.GATEWAY, Surface.RPC
     (Conflict, 409, 409, 400),
     (TooLarge, 413, 413, 413),
     (StoreError, 500, 502, 400),  # the store is the gateway's upstream
+    (DataError, 503, 502, 400),  # the peer's stored data needs mending, not the request
     (KuboError, 500, 502, 400),
     (IntegrityError, 502, 502, 400),
     (Unsupported, 501, 501, 501),

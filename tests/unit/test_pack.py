@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from peer.errors import DataError, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, inline
 from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.pack import PACK_FILE, InlinePack
+from peer.node import Node
 
 
 def _output(text: str) -> tuple[str, dict[Cid, bytes]]:
@@ -374,3 +376,23 @@ def test_each_pin_has_its_own_time_and_output_pins_give_it(tmp_path: Path) -> No
     assert sorted(got) == sorted([cid, durable]) and min(got.values()) > 1e9
     store.pin(store.add_bytes(b"a pin of a file: not one of these"))
     assert sorted(store.output_pins()) == sorted([cid, durable])
+
+
+async def test_a_storage_cycle_over_a_damaged_pin_answers_503_naming_the_pack(
+        served_node: tuple[Any, Node]) -> None:
+    """Fuzz F5 (a pin's time not UTF-8) over the API: the request is sound, the peer's
+    stored data needs mending (a 500 with the decoder's message before)."""
+    c, node = served_node
+    cid, blocks = _output("pinned\n")
+    store = node.store
+    assert isinstance(store, EmbeddedStore)
+    store.keep_inline(blocks, [cid])
+    db = sqlite3.connect(store.blocks.pack.path)
+    db.execute("UPDATE pins SET at = CAST(x'ff41' AS TEXT)")
+    db.commit()
+    db.close()
+    r = await c.post("/api/gc")
+    body = await r.json()
+    assert r.status == 503 and body["error"] == "DataError", body
+    assert body["message"].startswith(f"{store.blocks.pack.path}: the inline pack's pins table")
+    assert store.has(cid)
