@@ -288,12 +288,25 @@ class JobIndex:
         return self._count
 
     def record(self, job: str) -> dict[str, Any] | None:
-        """The full view of a finished job, or None if it is not in the index."""
+        """The full view of a finished job; None if it is not in the index, or only its thin
+        row is (its record not fetched yet). DataError if its row is there but does not read
+        back (its keys or its record: damaged, edited, or a snapshot's malformed record): the
+        job exists, as the list (its summary) shows, but its view is not known."""
         row = self._one(f"SELECT {KEY_COLUMNS}, record FROM job_index WHERE job = ?", (job,))
-        if row is None or not self._keys_ok(row) or row[6] == "":  # "": a thin row's record,
-            return None  # not fetched yet
+        if row is None:
+            return None
+        keys = self._keys_ok(row)
+        if keys and row[6] == "":  # a thin row's record, not fetched yet
+            return None
         # (a snapshot's record is checked here, when read: peer.log.snapstream)
-        rec: dict[str, Any] | None = self._column(_job(job), "record", row[6], _is_object)
+        rec: dict[str, Any] | None = self._column(_job(job), "record", row[6],
+                                                  _is_object) if keys else None
+        if rec is None:
+            raise DataError(
+                f"{self.path}: {_job(job)} does not read back (its "
+                f"{'record' if keys else 'keys'}: see the peer's log): this job's view is not "
+                "known here; restore the file from a backup, or delete the job (`banzai jobs rm`)",
+                field="job_index")
         return rec
 
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.config import PeerConfig
-from peer.errors import InvalidEvent, SpecError
+from peer.errors import DataError, InvalidEvent, SpecError
 from peer.jobs import kinds
 from peer.jobs.spec import parse
 from peer.log import Event, EventLog, EventType, Provide, turn_event
@@ -420,8 +420,8 @@ async def test_a_job_at_the_bound_is_taken_and_one_level_over_is_a_400(
 def test_job_index_rows_deeper_than_this_release_writes_are_left_out(
         tmp_path: Path, opened: list[Node]) -> None:
     """A compacted job's record, list entry or cache value an earlier release wrote (or
-    took from its snapshot) nested past any valid job's: read back as absent and counted,
-    never served nor encoded again."""
+    took from its snapshot) nested past any valid job's: read back as absent (the job's own
+    view: a DataError naming the row) and counted, never served nor encoded again."""
     d = tmp_path / "peer"
     n = _node(d, opened)
     deep = json.dumps({"x": nested(500)})
@@ -432,7 +432,8 @@ def test_job_index_rows_deeper_than_this_release_writes_are_left_out(
     _insert(d / "events.sqlite", "INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?)",
             (ITEM, "k", deep, 1, "o", 1))
     index = JobIndex(n.log.db)
-    assert with_room(ROOM, lambda: json.dumps(index.record("j2"))) == "null"
+    with pytest.raises(DataError, match=r"row of 'j2' does not read back \(its record"):
+        with_room(ROOM, lambda: json.dumps(index.record("j2")))
     assert index.page(None, None) == [((1, "o", 2), {})]  # j1's list entry is left out
     assert [r.job for r in index.rows()] == []  # neither is served in a snapshot
     assert index.entry(ITEM, "k") is None and list(index.entries()) == []

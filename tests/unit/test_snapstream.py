@@ -135,15 +135,19 @@ def test_a_second_members_digests_compare_the_jobs_both_hold() -> None:
         list(against([("j", [row])], changed))
 
 
-def test_a_malformed_record_is_stored_and_reads_as_absent() -> None:
+def test_a_malformed_record_is_stored_and_its_view_is_a_data_error() -> None:
     import sqlite3
 
+    from peer.errors import DataError
     from peer.log.jobindex import JobIndex
 
     index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
     index.put_batches(read_rows([b'["j",[["bad",1,"o",1,1,"done","{}","{not json","{}"],'
                                  b'["list",1,"o",2,1,"done","{}","[1]","{}"]]]']))
-    assert "bad" in index and index.record("bad") is None and index.record("list") is None
+    assert "bad" in index and "list" in index
+    for job in ("bad", "list"):  # (listed, from its summary: not said absent)
+        with pytest.raises(DataError, match=rf"row of '{job}' does not read back \(its record"):
+            index.record(job)
     index.put_batches(read_rows([b'["c",[[0,"k","{bad",1,"o",1]]]']))
     assert index.entry(0, "k") is None and list(index.entries()) == []
 
