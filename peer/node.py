@@ -196,6 +196,8 @@ class Node:
         # must be the one the log was written with, and the log not lost (peer.log.owner).
         try:
             self.identity, self.peer_id = own_identity(self.log, cfg.data_dir / KEY_FILE)
+            # finished jobs' records (its tables checked: a wrong-shaped one refuses)
+            self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR)
         except BanzaiError:
             self.log.close()
             raise
@@ -209,7 +211,6 @@ class Node:
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
         self.state = MeshState()
-        self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR)  # finished jobs' records
         self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
                                          recent_tasks=cfg.compact_recent_tasks,
                                          provider_sets_max=cfg.compact_provider_sets_max,

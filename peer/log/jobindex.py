@@ -22,6 +22,7 @@ again (a later encode could exceed the stack)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,69 @@ ABSENT_MAX = 65536
 # name; a data dir of an earlier release: its path in that directory).
 SPOOL_DIR = "snapshots"
 _SPOOL_NAME = re.compile(r"[0-9a-f]{32}\.frames")
+
+
+# The index's tables (made where missing; a table of one of these names with other columns
+# refuses the open: `_make`):
+_MADE = (
+    "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
+    "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
+    "state TEXT NOT NULL, summary TEXT NOT NULL, record TEXT NOT NULL, "
+    "ids TEXT NOT NULL DEFAULT '[]', facts TEXT NOT NULL DEFAULT '{}', "
+    "marks TEXT NOT NULL DEFAULT '{}')",
+    # (a data dir of an earlier release keeps its rowid tables: the same SQL reads both; a
+    # new one's take one B-tree per row)
+    "CREATE TABLE IF NOT EXISTS cache_index (kind INTEGER NOT NULL, k TEXT NOT NULL, "
+    "v TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "PRIMARY KEY (kind, k)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS provider_index (cid TEXT NOT NULL, origin TEXT NOT NULL, "
+    "PRIMARY KEY (cid, origin)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS compact_floors (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS job_thin (job TEXT PRIMARY KEY, summary TEXT NOT NULL, "
+    "facts TEXT NOT NULL, sha TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, at INTEGER NOT NULL, "
+    "signer TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)",
+    # Deleted jobs' tombstones (MeshState.deleted): job -> its first JOB_DELETED's order.
+    # The JOB_DELETED events stay in the log; a data dir of an earlier release gets the
+    # table empty and fills it from them at its first pass.
+    "CREATE TABLE IF NOT EXISTS job_deleted (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
+    "origin TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID",
+    # Every JOB_DELETED row of a deleted job (job, origin, seq, hlc): what a tombstone's
+    # forgetting deletes from the log (a job may have several: two peers deleted it).
+    # Written with the tombstones (`put_deleted`).
+    "CREATE TABLE IF NOT EXISTS deleted_ids (job TEXT NOT NULL, origin TEXT NOT NULL, "
+    "seq INTEGER NOT NULL, hlc INTEGER NOT NULL, PRIMARY KEY (job, origin, seq)) WITHOUT ROWID",
+    # (`member_vv`, the version vector each member last sent, made by session 27's build
+    # and never written by it while the bound was off, is no longer made nor read: every
+    # member must be live for a tombstone to go, with the vector it sends now.)
+)
+
+
+def _make(db: sqlite3.Connection, path: Path, sql: str) -> None:
+    """Run `sql` (one of _MADE) on `db`, the log's file at `path`. A table of its name
+    already held with other columns (made or edited by hand) is a DataError naming the file
+    and the table: every read and write of it would fail, one query at a time."""
+    db.execute(sql)
+    table, want = _columns(sql)
+    have = tuple(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
+    if have != want:
+        raise DataError(f"{path}: its table {table} has the columns {have!r:.200}, not "
+                        f"{want}: the file was edited or made by another program; restore "
+                        "it from a backup")
+
+
+@functools.cache
+def _columns(sql: str) -> tuple[str, tuple[str, ...]]:
+    """The table a CREATE TABLE statement makes and its columns, in order, as SQLite reads
+    them (made in a database in memory)."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.execute(sql)
+        (table,) = mem.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchone()
+        return table, tuple(r[1] for r in mem.execute(f"PRAGMA table_info({table})"))
+    finally:
+        mem.close()
 
 
 def spool_name(digest: bytes) -> str:
@@ -135,50 +199,22 @@ class JobIndex:
         self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS job_index (job TEXT PRIMARY KEY, hlc INTEGER NOT NULL, "
-            "origin TEXT NOT NULL, seq INTEGER NOT NULL, ended INTEGER NOT NULL, "
-            "state TEXT NOT NULL, summary TEXT NOT NULL, record TEXT NOT NULL, "
-            "ids TEXT NOT NULL DEFAULT '[]', facts TEXT NOT NULL DEFAULT '{}', "
-            "marks TEXT NOT NULL DEFAULT '{}')")
-        db.execute("CREATE INDEX IF NOT EXISTS job_index_order ON job_index (hlc, origin, seq)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS cache_index (kind INTEGER NOT NULL, k TEXT NOT NULL, "
-            "v TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, "
-            "PRIMARY KEY (kind, k)) WITHOUT ROWID")  # a data dir of an earlier release keeps
-        # its rowid tables (the same SQL reads both); a new one's take one B-tree per row
-        db.execute("CREATE TABLE IF NOT EXISTS provider_index (cid TEXT NOT NULL, "
-                   "origin TEXT NOT NULL, PRIMARY KEY (cid, origin)) WITHOUT ROWID")
-        db.execute("CREATE TABLE IF NOT EXISTS compact_floors (origin TEXT PRIMARY KEY, "
-                   "seq INTEGER NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS job_thin (job TEXT PRIMARY KEY, "
-                   "summary TEXT NOT NULL, facts TEXT NOT NULL, sha TEXT NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS snapshot_pending (path TEXT PRIMARY KEY, "
-                   "at INTEGER NOT NULL, signer TEXT NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS snapshot_owed (signer TEXT PRIMARY KEY)")
-        # Deleted jobs' tombstones (MeshState.deleted): job -> its first JOB_DELETED's order.
-        # The JOB_DELETED events stay in the log; a data dir of an earlier release gets the
-        # table empty and fills it from them at its first pass.
-        db.execute("CREATE TABLE IF NOT EXISTS job_deleted (job TEXT PRIMARY KEY, "
-                   "hlc INTEGER NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL) "
-                   "WITHOUT ROWID")
-        # Every JOB_DELETED row of a deleted job (job, origin, seq, hlc): what a tombstone's
-        # forgetting deletes from the log (a job may have several: two peers deleted it).
-        # Written with the tombstones (`put_deleted`); a data dir of an earlier release gets
-        # the table filled from its log once, when the table is made (`_backfill_deleted`).
-        fresh = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                           "name = 'deleted_ids'").fetchone() is None
-        db.execute("CREATE TABLE IF NOT EXISTS deleted_ids (job TEXT NOT NULL, "
-                   "origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, "
-                   "PRIMARY KEY (job, origin, seq)) WITHOUT ROWID")
-        db.execute("CREATE INDEX IF NOT EXISTS deleted_ids_hlc ON deleted_ids (hlc, job)")
-        # (`member_vv`, the version vector each member last sent, made by session 27's build
-        # and never written by it while the bound was off, is no longer made nor read: every
-        # member must be live for a tombstone to go, with the vector it sends now.)
-        self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
-        # How many records the index holds: counted once here, then kept by this object's
-        # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
-        self._count = int(db.execute("SELECT count(*) FROM job_index").fetchone()[0])
+        # Deleted jobs' JOB_DELETED rows: a data dir of an earlier release gets `deleted_ids`
+        # filled from its log once, when the table is made (`_backfill_deleted`).
+        try:
+            fresh = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'deleted_ids'").fetchone() is None
+            for sql in _MADE:
+                _make(db, self.path, sql)
+            db.execute("CREATE INDEX IF NOT EXISTS job_index_order ON job_index "
+                       "(hlc, origin, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS deleted_ids_hlc ON deleted_ids (hlc, job)")
+            self.backfilled = self._backfill_deleted() if fresh else 0  # (rows, at this open)
+            # How many records the index holds: counted once here, then kept by this object's
+            # writes (the only ones to job_index), so `len` (/api/health) costs nothing.
+            self._count = int(db.execute("SELECT count(*) FROM job_index").fetchone()[0])
+        except sqlite3.Error as e:  # (a damaged file; an index or a view of a table's name)
+            raise unreadable(self.path, e) from e
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

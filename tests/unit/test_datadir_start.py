@@ -76,13 +76,38 @@ def test_peer_ids_of_both_releases_read_back() -> None:
             stored_peer_id(pid, Path("x"))
 
 
-def test_compact_floors_of_other_columns_is_an_error_naming_the_file_and_table(
-        tmp_path: Path) -> None:
+INDEX_TABLES = ("job_index", "cache_index", "provider_index", "compact_floors", "job_thin",
+                "snapshot_pending", "snapshot_owed", "job_deleted", "deleted_ids")
+
+
+@pytest.mark.parametrize("table", INDEX_TABLES)
+def test_an_index_table_of_other_columns_is_an_error_naming_the_file_and_table(
+        tmp_path: Path, table: str) -> None:
+    """job_index's raised sqlite3.OperationalError (its CREATE INDEX), the others failed at
+    their first read or write, or (compact_floors) refused with SQLite's words."""
     _start(tmp_path / "a")
-    path = _edit(tmp_path / "a", ("DROP TABLE compact_floors", ()),
-                 ("CREATE TABLE compact_floors (a, b)", ()))
+    path = _edit(tmp_path / "a", (f"DROP TABLE {table}", ()), (f"CREATE TABLE {table} (a, b)", ()))
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: its table {table} has the columns ('a', 'b'), not (")):
+        _start(tmp_path / "a")
+
+
+def test_an_index_table_with_a_column_more_is_an_error_too(tmp_path: Path) -> None:
+    """(The index writes some of its tables with INSERT ... VALUES of every column.)"""
+    _start(tmp_path / "a")
+    path = _edit(tmp_path / "a", ("ALTER TABLE provider_index ADD COLUMN extra", ()))
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: its table provider_index has the columns ('cid', 'origin', 'extra'), "
+            "not ('cid', 'origin')")):
+        _start(tmp_path / "a")
+
+
+def test_an_index_of_an_index_table_name_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    _start(tmp_path / "a")
+    path = _edit(tmp_path / "a", ("DROP TABLE snapshot_owed", ()),
+                 ("CREATE INDEX snapshot_owed ON meta (v)", ()))
     with pytest.raises(StoreError, match=re.escape(
-            f"cannot use the event log {path} (its table compact_floors): no such column")):
+            f"cannot use the event log {path}: there is already an index named snapshot_owed")):
         _start(tmp_path / "a")
 
 
