@@ -28,7 +28,15 @@ from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
-from peer.log.jobindex import SPOOL_DIR, JobIndex, fsync_path, raw_rows, spool_name, thin_rows
+from peer.log.jobindex import (
+    SPOOL_DIR,
+    JobIndex,
+    compact_floors,
+    fsync_path,
+    raw_rows,
+    spool_name,
+    thin_rows,
+)
 from peer.log.signing import Identity, MemberKeys
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
@@ -53,7 +61,7 @@ from peer.log.snapstream import (
     read_rows,
     row_lines,
 )
-from peer.log.sqlite import connect, seq_rows, stored_events, unreadable
+from peer.log.sqlite import connect, stored_events, unreadable
 from peer.mesh.wire import dumps, pack_frames, write_packed
 
 log = logging.getLogger("banzai.catchup")
@@ -318,8 +326,8 @@ class CatchUp:
                      check_same_thread=False)
         try:
             db.execute("BEGIN")
-            floors = seq_rows(self._host.log.path, "compact_floors", db.execute(
-                "SELECT origin, seq FROM compact_floors"))  # the read snapshot starts here
+            floors = compact_floors(db, self._host.log.path, self._host.peer_id)  # the read
+            # snapshot starts here
         except BaseException:
             db.close()
             raise

@@ -197,7 +197,7 @@ class Node:
         try:
             self.identity, self.peer_id = own_identity(self.log, cfg.data_dir / KEY_FILE)
             # finished jobs' records (its tables checked: a wrong-shaped one refuses)
-            self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR)
+            self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR, self.peer_id)
         except BanzaiError:
             self.log.close()
             raise
@@ -395,7 +395,7 @@ class Node:
     def _after_replay(self) -> None:
         """Events that left memory (or the log) are served from disk (what the replay folded
         of compacted or deleted jobs leaves memory once the compactor is made: `settle`)."""
-        for origin, seq in (self.log.floors() | self.index.floors()).items():
+        for origin, seq in (self.log.floors(self.peer_id) | self.index.floors()).items():
             self.state.evicted[origin] = max(self.state.evicted.get(origin, 0), seq)
 
     def _finished(self, job: str) -> Finished | None:

@@ -60,7 +60,7 @@ class LogStore(Protocol):
     def quarantine_health(self) -> Mapping[str, int]: ...
     def quarantined_max_seq(self, origin: str, below: int) -> int: ...
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
-    def floors(self) -> dict[str, int]: ...
+    def floors(self, own: str = "") -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
 
 
@@ -273,12 +273,7 @@ class Door:
             self.quarantined += len(bad)
             self.store.quarantine(bad)
         n = len(self.fold(state, ok))
-        for origin, seq in self.store.floors().items():
-            if origin == own_origin and seq > MAX_OWN_SEQ:
-                log.warning("%s: the floors row of this peer (%s) holds %d, past %d: left "
-                            "out (the file is damaged or was edited)", self.store.path,
-                            origin[:16], seq, MAX_OWN_SEQ)
-                continue
+        for origin, seq in self.store.floors(own_origin).items():  # (ours within MAX_OWN_SEQ)
             state.raise_floor(origin, seq)
         # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
         state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin, MAX_OWN_SEQ))

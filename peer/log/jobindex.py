@@ -186,8 +186,10 @@ class JobIndex:
     outcome: only this object's `put`, `put_batches` and `put_rows` write them (`reap` only
     deletes some)."""
 
-    def __init__(self, db: sqlite3.Connection, spool_dir: Path | None = None) -> None:
+    def __init__(self, db: sqlite3.Connection, spool_dir: Path | None = None,
+                 own: str = "") -> None:
         self._db = db
+        self.own = own  # this peer's id: its compaction floor is bounded (`floors`)
         self.path = db_path(db)  # (named in what is logged or raised of its rows)
         # where the files that `snapshot_pending` rows name are (by default: SPOOL_DIR beside
         # the SQLite file; an in-memory database without `spool_dir` can have none)
@@ -858,13 +860,8 @@ class JobIndex:
         return out
 
     def floors(self) -> dict[str, int]:
-        """Origin -> the highest seq compaction dropped: read as hostile (the peer does not
-        start without them: DataError or StoreError naming the file)."""
-        try:
-            rows = self._db.execute("SELECT origin, seq FROM compact_floors").fetchall()
-        except sqlite3.Error as e:  # (a table of other columns: made or edited by hand)
-            raise unreadable(self.path, e, "compact_floors") from e
-        return seq_rows(self.path, "compact_floors", rows)
+        """Origin -> the highest seq compaction dropped (`compact_floors`)."""
+        return compact_floors(self._db, self.path, self.own)
 
     def entries(self) -> Iterator[CacheEntry]:
         """Every cache entry (for a snapshot); one that does not read back is left out."""
@@ -1039,6 +1036,18 @@ def _quiet(tag: str, row: Sequence[Any]) -> bool:
 
 
 LeftOut = Callable[[str, Sequence[Any]], bool]  # (JobIndex.left_out: logs once per row)
+
+
+def compact_floors(db: sqlite3.Connection, path: Path, own: str) -> dict[str, int]:
+    """Origin -> the highest seq compaction dropped, as `db` (the log's file at `path`)
+    holds it in `compact_floors`, read as hostile (peer.log.sqlite.seq_rows; `own`: this
+    peer's id): the start and every snapshot served read them so (the peer does not start
+    without them: DataError or StoreError naming the file)."""
+    try:
+        rows = db.execute("SELECT origin, seq FROM compact_floors").fetchall()
+    except sqlite3.Error as e:
+        raise unreadable(path, e, "compact_floors") from e
+    return seq_rows(path, "compact_floors", rows, own)
 
 
 def fsync_path(path: Path) -> None:

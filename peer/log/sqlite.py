@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peer.errors import DataError, StorageFull, StoreError, disk_full
-from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event, EventType
+from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.signing import Batch
 from peer.log.vacuum import (
     Converted,
@@ -130,15 +130,22 @@ def unreadable(path: Path, e: sqlite3.Error, table: str = "") -> StoreError:
     return StoreError(f"cannot use the event log {where}: {e}")
 
 
-def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]], own: str = "",
+             ) -> dict[str, int]:
     """origin -> seq of `table`'s (origin, seq) rows (floors) read back from the file at
-    `path`; DataError naming the file at a row that is not (an id, a seq)."""
+    `path`; DataError naming the file at a row that is not (an id, a seq). The row of `own`
+    (this peer's id) past MAX_OWN_SEQ is left out with a warning naming it, as an own seq
+    read back anywhere (peer.log.door): no room to go on."""
     out: dict[str, int] = {}
     for o, q in rows:
         if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(q) is int
                 and 0 <= q <= MAX_CLOCK):
             raise DataError(f"{path}: a row of {table} holds ({o!r:.40}, {q!r:.40}), not "
                             "(origin, seq): the file is damaged or was edited")
+        if o == own and q > MAX_OWN_SEQ:
+            log.warning("%s: the %s row of this peer (%s) holds %d, past %d: left out (the "
+                        "file is damaged or was edited)", path, table, o[:16], q, MAX_OWN_SEQ)
+            continue
         out[o] = q
     return out
 
@@ -548,8 +555,9 @@ class EventLog:
         """The connection (the job index keeps its tables in the same file)."""
         return self._db
 
-    def floors(self) -> dict[str, int]:
-        return seq_rows(self.path, "floors", self._read("SELECT origin, seq FROM floors"))
+    def floors(self, own: str = "") -> dict[str, int]:
+        """Origin -> its floor (`seq_rows`; `own`: this peer's id)."""
+        return seq_rows(self.path, "floors", self._read("SELECT origin, seq FROM floors"), own)
 
     def lowest(self, origin: str, types: Iterable[int]) -> int | None:
         """The lowest seq of `origin`'s events of these types in the log, if any (the key's
