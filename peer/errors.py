@@ -92,6 +92,13 @@ class Unavailable(BanzaiError):
     """The peer is at one of its bounds of concurrent clients (e.g. event streams): retry later."""
 
 
+class SignedTextTooLong(TooLarge, ValueError):
+    """A text a signed message holds (an id, an address) is longer than its length prefix
+    can say (peer.log.signing.MAX_SIGNED_TEXT_BYTES)."""
+
+    # A ValueError too, as InvalidEvent: code that drops malformed input already catches it.
+
+
 class InvalidEvent(BanzaiError, ValueError):
     """An event (from the wire, the log or a local emit) breaks its type's schema."""
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from peer.errors import BanzaiError, DataError
+from peer.errors import BanzaiError, DataError, SignedTextTooLong
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
 from peer.privfile import create_private, read_private
 
@@ -60,8 +60,18 @@ def held_hash(e: Event) -> bytes:
     return b.hash_at(e.seq) if isinstance(b, Batch) else event_hash(e)
 
 
+MAX_SIGNED_TEXT_BYTES = 0xFFFF  # a signed text's UTF-8 bytes: its length prefix's bound
+
+
 def _str_bytes(s: str) -> bytes:
+    """`s` as a signed message holds it: its length (2 bytes), then its UTF-8 bytes.
+    SignedTextTooLong past MAX_SIGNED_TEXT_BYTES (and UnicodeEncodeError for a lone
+    surrogate): both ValueErrors, which every caller meeting a text off the wire drops as
+    malformed input (callers bound their ids far below it)."""
     b = s.encode()
+    if len(b) > MAX_SIGNED_TEXT_BYTES:
+        raise SignedTextTooLong(f"a signed text of {len(b)} UTF-8 bytes ({s[:16]!r}...): at "
+                                f"most {MAX_SIGNED_TEXT_BYTES} may be signed")
     return struct.pack("!H", len(b)) + b
 
 

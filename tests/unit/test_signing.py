@@ -16,11 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.errors import DataError
+from peer.errors import BanzaiError, DataError, SignedTextTooLong
 from peer.log import Event, EventType
 from peer.log.signing import (
     CANONICAL,
     MAX_BATCH,
+    MAX_SIGNED_TEXT_BYTES,
     Batch,
     Counters,
     Identity,
@@ -452,3 +453,46 @@ def test_verify_makes_a_key_object_once_per_key_and_still_checks_each_signature(
     assert not verify(b"short", sig, b"msg")  # a malformed key is refused, not cached
     info = public_key.cache_info()
     assert (info.misses, info.hits, info.currsize) == (3, 1, 2)
+
+
+def test_a_signed_text_past_its_length_prefix_is_bad_input_naming_the_bound() -> None:
+    """It raised struct.error (no ValueError: code dropping malformed input let it through)."""
+    key = Identity.generate().key
+    longest = "é" * (MAX_SIGNED_TEXT_BYTES // 2) + "a"  # (its UTF-8 bytes are counted)
+    assert len(longest.encode()) == MAX_SIGNED_TEXT_BYTES
+    admit_tag(b"s", longest, key)
+    membership_message(1, "m", longest, longest, 1, 1, b"")
+    for make in (lambda t: admit_tag(b"s", t, key),
+                 lambda t: membership_message(1, "m", "a", t, 1, 1, b"")):
+        with pytest.raises(SignedTextTooLong, match=f"at most {MAX_SIGNED_TEXT_BYTES} may be "
+                           "signed") as err:
+            make(longest + "a")
+        assert isinstance(err.value, ValueError) and isinstance(err.value, BanzaiError)
+
+
+def test_a_swim_update_of_a_member_id_past_the_bound_is_dropped_and_the_frame_goes_on() -> None:
+    """A frame (up to max_frame_bytes, 16 MiB) may carry such an id: struct.error left the
+    frame's updates unapplied and was logged as a merge error, with its traceback."""
+    import random
+
+    from peer.log.signing import MeshAuth
+    from peer.mesh.swim import Swim
+    from peer.mesh.view import AuthSigner
+
+    from .test_forged_signatures import MESH, signer_for, upd
+    from .test_swim import CFG, Listener, Net
+
+    me = Identity.generate()
+    mid = peer_id_for(me.key)
+    ring = MemberKeys()
+    ring.keys[mid] = me.key
+    swim = Swim(CFG, mid, 1 << 16, Net(), Listener(), random.Random(1),
+                AuthSigner(MeshAuth(me, ring, 1), MESH))
+    swim.bind("127.0.0.1:1", 0.0)
+    x_id = Identity.generate()
+    x = peer_id_for(x_id.key)
+    honest = upd(signer_for(x_id, x), "a", x, 1 << 16, addr="127.0.0.1:3")
+    long_id = "a" * (MAX_SIGNED_TEXT_BYTES + 1)
+    forged = {**honest, "i": long_id}
+    swim.apply_updates([forged, honest], 0.0)
+    assert swim.stats.dropped_updates == 1 and x in swim.members and long_id not in swim.members
