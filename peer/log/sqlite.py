@@ -525,22 +525,35 @@ class EventLog:
         """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with
         their signed batches (events that left memory are served from here). Not hashed
         again: `load` checked the rows at start, and every receiver checks each event
-        against its batch (a row edited since is refused there as bad_hash)."""
-        rows = self._db.execute(
+        against its batch (a row edited since is refused there as bad_hash). A row damaged
+        or edited since, that is no event (or whose batch is malformed), is left out, logged
+        (`_not_served`), as a snapshot's serve does (`stored_events`); nothing is deleted (the
+        next start's `load` quarantines it)."""
+        rows = list(self._read(
             "SELECT seq, hlc, type, payload, batch FROM events WHERE origin = ? AND seq > ? "
-            "AND seq <= ? ORDER BY seq LIMIT ?", (origin, after, upto, limit)).fetchall()
+            "AND seq <= ? ORDER BY seq LIMIT ?", (origin, after, upto, limit)))
         bids = {bid for *_, bid in rows if bid is not None}
-        batches: dict[int, Batch] = {}
+        batches: dict[Any, Batch | DataError] = {}
         if bids:
             marks = ",".join("?" * len(bids))
-            for bid, *cols in self._db.execute(
+            for bid, *cols in self._read(
                     f"SELECT {BATCH_COLUMNS} FROM batches WHERE id IN ({marks})", list(bids)):
-                batches[bid] = self._batch(bid, cols)
+                try:
+                    batches[bid] = self._batch(bid, cols)
+                except DataError as e:
+                    batches[bid] = e
         out: list[Event] = []
         for seq, hlc, typ, payload, bid in rows:
-            ev = Event(origin, seq, hlc, typ, json.loads(payload))
-            if bid in batches:
-                object.__setattr__(ev, "att", batches[bid])
+            att = batches.get(bid)
+            try:
+                if isinstance(att, DataError):
+                    raise att
+                ev = _event(origin, seq, hlc, typ, payload, bid, None, self.max_payload_bytes)
+            except (ValueError, TypeError, RecursionError, DataError) as e:
+                _not_served(self.path, origin, seq, e)
+                continue
+            if att is not None:
+                object.__setattr__(ev, "att", att)
             out.append(ev)
         return out
 
@@ -680,6 +693,12 @@ def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
     return ev
 
 
+def _not_served(path: Path, origin: Any, seq: Any, why: Exception) -> None:
+    """Log a row of the log file at `path` that a serve leaves out: it is no valid event."""
+    log.warning("%s: not served, an invalid event %s/%s: %s", path, _shown(origin)[:16], seq,
+                f"{why!s:.300}")
+
+
 def _shown(origin: Any) -> str:
     """An origin read as bytes (LOAD_SQL), as a log line shows it."""
     return origin.decode(errors="replace") if type(origin) is bytes else str(origin)
@@ -719,8 +738,7 @@ def stored_events(db: sqlite3.Connection, path: Path, max_payload_bytes: int,
                 except (ValueError, TypeError, RecursionError) as e:
                     skipped += 1
                     if skipped <= LOGGED_SKIPS:
-                        log.warning("%s: not served, an invalid event %s/%s: %s", path,
-                                    _shown(origin)[:16], seq, f"{e!s:.300}")
+                        _not_served(path, origin, seq, e)
                     continue
                 yield ev
     except sqlite3.DatabaseError as e:

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.errors import StoreError
+from peer.log import Event, EventLog, EventType
 from peer.log.events import MAX_CLOCK
+from peer.log.signing import Identity, peer_id_for, sign_events
 from peer.node import Node
 
 OTHER = "othr0000000000000000"
@@ -69,3 +72,36 @@ def test_a_compaction_floors_table_of_other_columns_fails_a_serve_naming_the_fil
             f"cannot use the event log {node.log.path} (its table compact_floors): no such "
             "column")):
         _served_floors(node)
+
+
+def test_events_served_from_disk_leave_out_rows_damaged_since_the_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """EventLog.range (catch-up and anti-entropy serve events that left memory from it)
+    raised at a row damaged or edited while the peer ran, and its serve failed: such a row
+    (a payload that is no JSON, or not UTF-8; a malformed signed batch) is left out with
+    one line each, the rest served; nothing is deleted nor quarantined (the next start's
+    replay sets them aside)."""
+    log = EventLog(tmp_path / "events.sqlite")
+    me = Identity.generate()
+    pid = peer_id_for(me.key)
+    hlc = (int(time.time() * 1000) - 60_000) << 16
+    evs = [Event(pid, s, hlc + s, EventType.PROVIDE, {"cids": [f"c{s}"]}) for s in range(1, 7)]
+    sign_events(me, pid, evs, None, max_batch=2)  # batches of seqs 1-2, 3-4, 5-6
+    log.append(evs)
+    db = sqlite3.connect(log.path)
+    db.execute("UPDATE events SET payload = 'nope' WHERE seq = 1")
+    db.execute("UPDATE events SET payload = CAST(x'7b22ff' AS TEXT) WHERE seq = 6")
+    db.execute("UPDATE batches SET hashes = x'00' WHERE first = 3")
+    db.commit()
+    db.close()
+    try:
+        with caplog.at_level(logging.WARNING):
+            served = log.range(pid, 0, 6, 10)
+        assert [e.seq for e in served] == [2, 5] and all(e.att is not None for e in served)
+        lines = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
+        assert len(lines) == 4 and all(str(log.path) in line for line in lines)
+        assert f"{pid[:16]}/3" in " ".join(lines) and "batch" in lines[1]
+        assert log.db.execute("SELECT count(*) FROM events").fetchone()[0] == 6
+        assert log.quarantined() == 0
+    finally:
+        log.close()
