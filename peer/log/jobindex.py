@@ -67,6 +67,10 @@ _PROVIDER_ADD = "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"
 # once): the fold and the scheduler ask for every fresh output CID and task key, most of
 # them not compacted, some again and again (a task with no input asks for the CID "").
 ABSENT_MAX = 65536
+# What a read does of a row that does not read back, as its log line says (`JobIndex._skip`):
+# most leave it out; `facts` holds retention and gc back instead (its run logs are not known).
+_LEFT_OUT = "is left out"
+_HELD = "holds retention and gc back (nothing is freed until it is mended or removed)"
 # A taken snapshot's cache and provider rows wait in the data dir's snapshots/ (peer.catchup),
 # one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
 # name; a data dir of an earlier release: its path in that directory).
@@ -743,21 +747,21 @@ class JobIndex:
         return next(self._read(sql, args), None)
 
     def _valid(self, row: Sequence[Any], columns: Sequence[tuple[str, str]], what: str,
-               ) -> bool:
+               fate: str = _LEFT_OUT) -> bool:
         """Are `row`'s `columns` (peer.log.snapstream: JOB_KEYS, CACHE_KINDS, PROVIDER_KINDS)
         what the index writes there? If not, the row is left out (`_skip`, naming `what`
-        and the column). Every read of those tables checks each row so."""
+        and the column, and saying `fate`). Every read of those tables checks each row so."""
         bad = row_fault(row, columns)
         if bad is None:
             return True
         names = [name for name, _ in columns]
         value = row[names.index(bad)] if bad in names else row
-        self._skip(what, bad, f"{value!r:.60} is not what the index writes there")
+        self._skip(what, bad, f"{value!r:.60} is not what the index writes there", fate)
         return False
 
-    def _keys_ok(self, row: Sequence[Any]) -> bool:
+    def _keys_ok(self, row: Sequence[Any], fate: str = _LEFT_OUT) -> bool:
         """A job_index row (its first six columns: JOB_KEYS) reads back."""
-        return self._valid(row, JOB_KEYS, _job(row[0]))
+        return self._valid(row, JOB_KEYS, _job(row[0]), fate)
 
     def _entry_ok(self, row: Sequence[Any]) -> bool:
         """A cache_index row (CACHE_COLUMNS) reads back."""
@@ -798,16 +802,17 @@ class JobIndex:
                        "row", why)
         return why is not None
 
-    def _column(self, row: str, column: str, text: Any, ok: Callable[[Any], bool]) -> Any:
+    def _column(self, row: str, column: str, text: Any, ok: Callable[[Any], bool],
+                fate: str = _LEFT_OUT) -> Any:
         """A row's JSON `column` parsed, if it parses to what `ok` accepts; else None, and
         the row is left out (`_skip`)."""
         try:
             v = loads_within(text)
         except (ValueError, TypeError, RecursionError) as e:
-            self._skip(row, column, e)
+            self._skip(row, column, e, fate)
             return None
         if not ok(v):
-            self._skip(row, column, f"{text!r:.60} is not what the index writes there")
+            self._skip(row, column, f"{text!r:.60} is not what the index writes there", fate)
             return None
         return v
 
@@ -824,12 +829,13 @@ class JobIndex:
             self._skip(_entry(key), "value", e)
             return _UNREAD
 
-    def _skip(self, row: str, column: str, why: object) -> None:
-        """A row (as `_job` names it) left out by a read: counted and logged once per (row,
-        column)."""
+    def _skip(self, row: str, column: str, why: object, fate: str = _LEFT_OUT) -> None:
+        """A row (as `_job` names it) that a read met and that does not read back: counted
+        and logged once per (row, column), saying what the read does of it (`fate`: it is
+        left out, or, for `facts`, it holds retention and gc back)."""
         if (row, column) not in self._bad:
             self._bad.add((row, column))
-            log.warning("%s: %s is left out: its %s does not read back (%s)", self.path, row,
+            log.warning("%s: %s %s: its %s does not read back (%s)", self.path, row, fate,
                         column, f"{why!s:.200}")
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
@@ -883,14 +889,14 @@ class JobIndex:
         damaged: list[str] = []
         for row in self._read(f"SELECT {KEY_COLUMNS}, facts FROM job_index"):
             job = row[0]
-            facts = self._column(_job(job), "facts", row[6], _is_object) if self._keys_ok(
-                row) else None
+            facts = self._column(_job(job), "facts", row[6], _is_object, _HELD) if (
+                self._keys_ok(row, _HELD)) else None
             try:
                 if facts is not None:
                     out.append(read(job, facts))
                     continue
             except ValueError as e:
-                self._skip(_job(job), "facts", e)
+                self._skip(_job(job), "facts", e, _HELD)
             damaged.append(f"{str(job)[:64]!r}")
         if damaged:
             raise DataError(
