@@ -116,6 +116,15 @@ def _edit_meta(data: Path) -> Path:
     return db
 
 
+def _job_index_by_hand(data: Path) -> Path:
+    db = data / "events.sqlite"
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE job_index (job, state)")  # (0.1.0 had no job index)
+    c.commit()
+    c.close()
+    return db
+
+
 def _log_a_directory(data: Path) -> Path:
     db = data / "events.sqlite"
     db.unlink()
@@ -134,13 +143,15 @@ def _lock_a_directory(data: Path) -> Path:
     (_edit_meta, ": meta 'peer_id' holds 'aaaa"),
     (_log_a_directory, ": unable to open database file: it is a directory"),
     (_lock_a_directory, " (the store's lock file) is a directory, not a file: "),
-], ids=["peer_id_2mb", "log_a_directory", "store_lock_a_directory"])
+    (_job_index_by_hand, ": its table job_index has the columns ('job', 'state'), not ("),
+], ids=["peer_id_2mb", "log_a_directory", "store_lock_a_directory", "job_index_by_hand"])
 def test_a_hostile_data_dir_stops_the_start_with_one_line_naming_the_file(
         tmp_path: Path, damage: Any, message: str) -> None:
     """A 0.1.0 data dir damaged so that the peer cannot start safely: it exits 2 with one
     line naming the file and what is wrong, no traceback (a 2 MB peer id raised
     struct.error, a directory in place of the log sqlite3.OperationalError, one in place of
-    the store's lock file IsADirectoryError)."""
+    the store's lock file IsADirectoryError, a job_index table made by hand with other
+    columns sqlite3.OperationalError)."""
     data = tmp_path / "datadir"
     shutil.copytree(FIXTURES / f"datadir-v{RELEASE}", data)
     path = damage(data)
