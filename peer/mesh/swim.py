@@ -53,7 +53,13 @@ from typing import Any, Protocol
 
 from peer.log.signing import self_certifying
 from peer.mesh.addr import canonical_addr
-from peer.mesh.wire import dumps, parse_member_ids, parse_table, parse_table_hash
+from peer.mesh.wire import (
+    dumps,
+    parse_member_id,
+    parse_member_ids,
+    parse_table,
+    parse_table_hash,
+)
 
 log = logging.getLogger("banzai.swim")
 
@@ -1141,9 +1147,7 @@ class Swim:
     def _apply(self, u: Any, now: float, relay: bool) -> None:
         if not isinstance(u, dict):
             raise TypeError("update is not an object")
-        t, mid = u["t"], u["i"]
-        if not isinstance(mid, str) or not mid:
-            raise ValueError("bad member id")
+        t, mid = u["t"], parse_member_id(u["i"])
         inc = _int(u["n"])
         if t == "a":
             self._on_alive(u, mid, inc, now, relay)

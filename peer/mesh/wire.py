@@ -458,7 +458,9 @@ def parse_table_hash(obj: Any) -> str:
     return obj
 
 
-def _member_id(obj: Any) -> str:
+def parse_member_id(obj: Any) -> str:
+    """A member id as sent (a SWIM update's, a push-pull's): a non-empty text of at most
+    MAX_MEMBER_ID_BYTES (a frame header's bound); ValueError if it is not one."""
     if not (isinstance(obj, str) and 0 < len(obj.encode()) <= MAX_MEMBER_ID_BYTES):
         raise ValueError("bad member id")
     return obj
@@ -474,7 +476,7 @@ def parse_table(obj: Any, max_rows: int) -> dict[str, int]:
         if not (isinstance(row, list) and len(row) == 2 and type(row[1]) is int
                 and 0 <= row[1] < 2**63):
             raise ValueError("bad table row")
-        out[_member_id(row[0])] = row[1]
+        out[parse_member_id(row[0])] = row[1]
     return out
 
 
@@ -483,7 +485,7 @@ def parse_member_ids(obj: Any, max_ids: int) -> list[str]:
     `max_ids`."""
     if not isinstance(obj, list) or len(obj) > max_ids:
         raise ValueError(f"member ids are not a list of at most {max_ids}")
-    return [_member_id(x) for x in obj]
+    return [parse_member_id(x) for x in obj]
 
 
 Refused = Callable[[Any, str], None]  # (the event's origin as sent, why it was refused)
@@ -515,5 +517,5 @@ __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "MAX
            "Reply", "check_info", "decode_frame", "digest_body", "dumps", "encode_event",
            "encode_frame", "events_body", "frame_header", "heartbeat_body", "pack_events",
            "pack_frames", "parse_blocks", "parse_digests", "parse_events", "parse_info",
-           "parse_member_ids", "parse_nonce", "parse_table", "parse_table_hash", "parse_vv",
-           "reply_body", "seal"]
+           "parse_member_id", "parse_member_ids", "parse_nonce", "parse_table",
+           "parse_table_hash", "parse_vv", "reply_body", "seal"]

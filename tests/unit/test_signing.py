@@ -496,3 +496,32 @@ def test_a_swim_update_of_a_member_id_past_the_bound_is_dropped_and_the_frame_go
     forged = {**honest, "i": long_id}
     swim.apply_updates([forged, honest], 0.0)
     assert swim.stats.dropped_updates == 1 and x in swim.members and long_id not in swim.members
+
+
+def test_a_validly_signed_swim_update_of_a_member_id_past_the_frame_bound_is_dropped() -> None:
+    """A member id is at most MAX_MEMBER_ID_BYTES (a frame header's bound) wherever it is
+    sent: an admitted signer's update naming itself by a longer id was taken as a member."""
+    import random
+
+    from peer.log.signing import MeshAuth
+    from peer.mesh.swim import Swim
+    from peer.mesh.view import AuthSigner
+    from peer.mesh.wire import MAX_MEMBER_ID_BYTES
+
+    from .test_forged_signatures import MESH, signer_for, upd
+    from .test_swim import CFG, Listener, Net
+
+    me = Identity.generate()
+    mid = peer_id_for(me.key)
+    ring = MemberKeys()
+    ring.keys[mid] = me.key
+    swim = Swim(CFG, mid, 1 << 16, Net(), Listener(), random.Random(1),
+                AuthSigner(MeshAuth(me, ring, 1), MESH))
+    swim.bind("127.0.0.1:1", 0.0)
+    ids = {n: "b" * n for n in (MAX_MEMBER_ID_BYTES, MAX_MEMBER_ID_BYTES + 1)}
+    for n, long_id in ids.items():
+        swim.apply_updates([upd(signer_for(Identity.generate(), long_id), "a", long_id,
+                                1 << 16, addr=f"127.0.0.1:{n}")], 0.0)
+    assert ids[MAX_MEMBER_ID_BYTES] in swim.members  # (the bound itself is taken)
+    assert ids[MAX_MEMBER_ID_BYTES + 1] not in swim.members
+    assert swim.stats.dropped_updates == 1
