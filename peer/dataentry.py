@@ -9,6 +9,7 @@ refused, never followed."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Literal
@@ -67,4 +68,19 @@ def ensure_dir(path: Path, what: str, *, real: bool = False, mode: int = 0o777) 
     return path
 
 
-__all__ = ["TMP_DIR", "check_entry", "ensure_dir"]
+def remove(path: Path) -> None:
+    """Remove the entry `path` (nothing if absent) and never what a symlink points to: a
+    symlink is removed itself, a directory with what it holds (shutil.rmtree's walk by
+    descriptors follows no link in it; what cannot be removed is left). OSError if a file
+    cannot be removed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):  # (rmtree refuses a symlink put here meanwhile)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)
+
+
+__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "remove"]

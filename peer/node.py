@@ -54,7 +54,7 @@ from peer.ipfs.replicate import Replicator, mirrored, replica_peers
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
-from peer.jobs.janitor import Janitor, JanitorConfig, sweep_stale
+from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, record_facts
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import Workflow, Workflows
@@ -243,7 +243,7 @@ class Node:
         # stopped below half of it: one that started there has that much room
         self.executor = Executor(ExecutorConfig(
             slots=cfg.slots, default_timeout_s=cfg.task_timeout_s,
-            memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / "work"),
+            memory_limit_mb=cfg.worker_memory_mb, work_dir=str(cfg.data_dir / WORK_DIR),
             tmpfs_kill_min_bytes=tmpfs_floor // 2, task_scratch_max_bytes=scratch_bound(cfg),
             preload=("peer.jobs.runner", *sorted({d.module for d in self.catalog.values()}),
                      *(("tasks.warmup",) if cfg.warm_workers else ()))))  # warmup: last

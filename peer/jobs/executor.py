@@ -42,6 +42,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
+from peer.dataentry import ensure_dir
 from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
@@ -282,9 +283,12 @@ class Executor:
     async def start(self, *, wait: bool = True) -> None:
         """Start the workers. With `wait`, return once each is ready (RuntimeError if one cannot
         start); without, return at once: runs queue until a worker is ready, and a worker that
-        cannot start is logged and retried, as one that died would be."""
+        cannot start is logged and retried, as one that died would be. DataError if the work
+        dir is not a directory of its own (a symlink: its stale run directories are swept)."""
         if self._loop is not None:
             raise RuntimeError("executor already started")
+        if self.cfg.work_dir is not None:  # swept below: a directory of its own, not a link
+            ensure_dir(Path(self.cfg.work_dir), "the run directories' dir", real=True)
         self._loop = asyncio.get_running_loop()
         self._timer = self._given_timer or self._loop
         if self.cfg.tmpfs_check_s is not None:
@@ -292,8 +296,6 @@ class Executor:
                                 self.cfg.task_scratch_max_bytes, self, self._timer.call_later,
                                 self._space, self._used)
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="banzai-executor")
-        if self.cfg.work_dir is not None:
-            Path(self.cfg.work_dir).mkdir(parents=True, exist_ok=True)
         where = Path(self.cfg.work_dir or tempfile.gettempdir())
         swept = await self._loop.run_in_executor(self._helper, sweep_bases, where)
         if swept:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.dataentry import TMP_DIR, check_entry
+from peer.dataentry import TMP_DIR, check_entry, remove
 from peer.errors import BanzaiError, Conflict, NotFound
 from peer.ipfs.store import GcStats, Store
 from peer.jobs.ports import Emit
@@ -39,9 +38,11 @@ log = logging.getLogger("banzai.janitor")
 MAX_UNPROVIDE_CIDS = 10_000  # per UNPROVIDE event
 # What a kill -9 leaves in a peer's data dir: HTTP and Kubo RPC uploads, the executor's run
 # directories (under work/), snapshot downloads (peer.catchup's spools under tmp/); the store
-# sweeps its own.
+# sweeps its own. A directory that holds them (work/, tmp/) must be one of its own: the sweep
+# never deletes through a symlink.
+WORK_DIR = "work"  # the executor's (peer.node)
 STALE = (("upload-*", "upload dirs"), ("kubo-add-*", "upload dirs"),
-         ("kubo-dag-import-*", "upload dirs"), ("work/*", "work dirs"),
+         ("kubo-dag-import-*", "upload dirs"), (f"{WORK_DIR}/*", "work dirs"),
          ("tmp/snapshot-*", "snapshot spools"))
 
 
@@ -297,17 +298,17 @@ class Janitor:
 def sweep_stale(data_dir: Path, store: Store) -> dict[str, int]:
     """Remove what a kill -9 left (uploads, run directories, the store's staging directories and
     temp files) and log what was removed; call at start, before anything writes. Blocking.
-    DataError if the data dir's tmp/ is not a directory of its own (a symlink is not
-    followed: what it points to is not swept)."""
+    DataError if the data dir's tmp/ or work/ is not a directory of its own (a symlink is
+    not followed: what it points to is not swept); an entry that is a symlink is removed
+    itself, never what it points to."""
     check_entry(data_dir / TMP_DIR, "directory", "the peer's temp dir, swept at start", real=True)
+    check_entry(data_dir / WORK_DIR, "directory", "the run directories' dir, swept at start",
+                real=True)
     removed: dict[str, int] = {}
     names: list[str] = []
     for pattern, kind in STALE:
         for path in sorted(data_dir.glob(pattern)):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove(path)
             removed[kind] = removed.get(kind, 0) + 1
             names.append(str(path.relative_to(data_dir)))
     for kind, n in store.sweep().items():
