@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
+from peer.dataentry import TMP_DIR, ensure_dir, open_new
 from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
@@ -93,13 +94,21 @@ def _servable(events: Iterable[Event], upto: Mapping[str, int]) -> Iterator[Even
     return (e for e in events if e.seq <= upto.get(e.origin, e.seq))
 
 
-def _events_line(spool_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],
+def _temp_dir(data_dir: Path) -> Path:
+    """The data dir's tmp/ (made if absent), where spools are written; DataError naming it
+    if it is not a directory of its own (a symlink put there since the start is not
+    followed)."""
+    return ensure_dir(data_dir / TMP_DIR, "the peer's temp dir", real=True, mode=0o700)
+
+
+def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],
                  after: bytes) -> Iterator[bytes]:
     """A snapshot's events line (`{"events":[...],"batches":[...]}`, as `pack_frames` packs
     them into one frame), `before(its size)` and `after` it, in pieces of PIECE_BYTES (the
     ends joined to the first and the last): the line is written to two unnamed files in
-    `spool_dir` as the events come, then read back; memory holds a piece, not the log."""
-    spool_dir.mkdir(mode=0o700, exist_ok=True)
+    the data dir's tmp/ (`_temp_dir`; made O_EXCL, never through a symlink) as the events
+    come, then read back; memory holds a piece, not the log."""
+    spool_dir = _temp_dir(data_dir)
     with tempfile.TemporaryFile(dir=spool_dir) as evs, \
             tempfile.TemporaryFile(dir=spool_dir) as bats:
         write_packed(events, evs.write, bats.write)
@@ -347,7 +356,7 @@ class CatchUp:
                  ) -> Generator[bytes, None, None]:
         t0 = time.perf_counter()
         try:
-            yield from _events_line(self.cfg.data_dir / "tmp", events(),
+            yield from _events_line(self.cfg.data_dir, events(),
                                     lambda size: MAGIC + HEADER.pack(b"E", size), b"")
             sha = hashlib.sha256()
             rows = total = 0
@@ -370,7 +379,7 @@ class CatchUp:
     def _stream(self, db: sqlite3.Connection, events: Callable[[], Iterable[Event]],
                 heads: dict[str, int], floors: dict[str, int]) -> Generator[bytes, None, None]:
         try:
-            yield from _events_line(self.cfg.data_dir / "tmp", events(), lambda _: b"", b"\n")
+            yield from _events_line(self.cfg.data_dir, events(), lambda _: b"", b"\n")
             sha = hashlib.sha256()
             rows = 0
             for tag, batch in raw_rows(db, left_out=self.index.left_out):
@@ -471,17 +480,19 @@ class CatchUp:
         self._ensure_ingest()
         return n
 
-    def _spool_path(self, stem: str, suffix: str) -> Path:
-        """A new file name for a download's spool, in the data dir's tmp/ (swept at start)."""
-        spool_dir = self.cfg.data_dir / "tmp"
-        spool_dir.mkdir(mode=0o700, exist_ok=True)
-        return spool_dir / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
+    def _new_spool(self, stem: str, suffix: str) -> tuple[Path, BinaryIO]:
+        """A new file for a download's spool, in the data dir's tmp/ (swept at start), open to
+        write: DataError naming it if something is there already (a symlink is not
+        followed) or tmp/ is not a directory of its own; OSError if it cannot be made."""
+        path = _temp_dir(self.cfg.data_dir) / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
+        return path, open_new(path, "a snapshot download's spool")
 
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
-        provider rows wait to be taken (`_ingest`, resumed after a restart)."""
-        keep = self.cfg.data_dir / SPOOL_DIR
-        keep.mkdir(mode=0o700, exist_ok=True)
+        provider rows wait to be taken (`_ingest`, resumed after a restart). DataError if
+        snapshots/ is not a directory of its own (a symlink)."""
+        keep = ensure_dir(self.cfg.data_dir / SPOOL_DIR, "the dir of snapshots being taken",
+                          real=True, mode=0o700)  # (its files are deleted once taken)
         path = keep / spool_name(trailer.content_digest())
         os.replace(rows, path)
         fsync_path(path)
@@ -519,21 +530,26 @@ class CatchUp:
         self._ensure_ingest()
 
     async def _rows_from(self, url: str, owed: str) -> bool:
-        rows = self._spool_path("snapshot-rows", ".frames")
+        try:
+            rows, f = self._new_spool("snapshot-rows", ".frames")
+        except (OSError, BanzaiError) as e:
+            log.warning("no snapshot rows from %s: %s", url, e)
+            return False
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
             async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http, \
                     http.get(f"{url}/api/snapshot", params={"v": "3", "part": "rows"}) as r:
                 r.raise_for_status()
-                with rows.open("wb") as f:
+                with f:
                     spool = FrameSpool(f, self.cfg.max_snapshot_bytes)
                     async for chunk in r.content.iter_chunked(1 << 20):
                         spool.feed(chunk)
             return self.take_rows_part(spool, rows, owed)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError) as e:
             log.warning("no snapshot rows from %s: %s", url, e)
             return False
         finally:
+            f.close()
             rows.unlink(missing_ok=True)
 
     def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str) -> bool:
@@ -640,7 +656,11 @@ class CatchUp:
         asked = time.perf_counter() - self._born
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
-        rows = self._spool_path("snapshot", ".rows")
+        try:
+            rows, f = self._new_spool("snapshot", ".rows")
+        except (OSError, BanzaiError) as e:
+            log.warning("no snapshot from %s: %s", peer_id[:16], e)
+            return
         v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
                                         or ()) else "2"
         try:
@@ -653,7 +673,7 @@ class CatchUp:
                         if r.content_type == "application/json":  # an older peer: one body
                             body: Any = loads_within(await r.read())
                         else:
-                            with rows.open("wb") as f:
+                            with f:
                                 body = (FrameSpool(f, self.cfg.max_snapshot_bytes)
                                         if r.content_type == SNAPSHOT_TYPE_V3
                                         else Spool(f, self.cfg.max_snapshot_bytes))
@@ -670,9 +690,10 @@ class CatchUp:
                 self.take_stream(body, rows, second)
             else:
                 self.take_snapshot(body, second)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
         finally:
+            f.close()
             rows.unlink(missing_ok=True)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],

@@ -8,11 +8,12 @@ refused, never followed."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from peer.errors import DataError
 
@@ -56,8 +57,11 @@ def check_entry(path: Path, kind: Kind, what: str, *, real: bool = False) -> Non
         fix = "the peer deletes what it holds, so it must be a directory of its own here: "
     else:
         fix = ""
-    raise DataError(f"{path} ({what}) is {found}, not a {kind}: {fix}{_FIX}",
-                    field=path.name)
+    raise _refused(path, what, f"is {found}, not a {kind}: {fix}")
+
+
+def _refused(path: Path, what: str, wrong: str) -> DataError:
+    return DataError(f"{path} ({what}) {wrong}{_FIX}", field=path.name)
 
 
 def ensure_dir(path: Path, what: str, *, real: bool = False, mode: int = 0o777) -> Path:
@@ -66,6 +70,43 @@ def ensure_dir(path: Path, what: str, *, real: bool = False, mode: int = 0o777) 
     check_entry(path, "directory", what, real=real)
     path.mkdir(mode=mode, parents=True, exist_ok=True)
     return path
+
+
+def open_new(path: Path, what: str) -> BinaryIO:
+    """A new file `path` (mode 0o600) open to write; never one that exists, nor through a
+    symlink put there (DataError naming it and what is there); OSError if it cannot be
+    made."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileExistsError:
+        try:
+            found = _found(os.lstat(path).st_mode)
+        except OSError:
+            found = "something"
+        raise _refused(path, what, f"is {found} already, where the peer makes a new file: "
+                       ) from None
+    return os.fdopen(fd, "wb")
+
+
+def open_file(path: Path, what: str) -> BinaryIO:
+    """The regular file `path` open to read, never through a symlink: DataError naming it
+    if it is anything else (a symlink, a directory, a FIFO); FileNotFoundError if it is
+    absent, OSError if it cannot be read."""
+    try:  # (O_NONBLOCK: a FIFO does not block the open; a file's reads do not care)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise _refused(path, what, "is a symlink, not a file: ") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _refused(path, what, f"is {_found(mode)}, not a file: ")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def remove(path: Path) -> None:
@@ -83,4 +124,4 @@ def remove(path: Path) -> None:
         os.unlink(path)
 
 
-__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "remove"]
+__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_file", "open_new", "remove"]
