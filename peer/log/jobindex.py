@@ -202,6 +202,7 @@ class JobIndex:
         # (job, column) of the rows a read left out because that column does not read back
         # as it was written (damaged, edited by hand): each logged once; `skipped` counts them
         self._bad: set[tuple[str, str]] = set()
+        self._unexamined: set[str] = set()  # spool files that lstat failed on (logged once)
         self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
@@ -441,8 +442,8 @@ class JobIndex:
         """The name under which the spool file `path` is kept in `snapshot_pending`: a file
         named as `spool_name` makes, directly in `spool_dir` (a bare name, or a path in a
         directory named so: only its name is used), not a symlink nor anything but a file if
-        it exists.
-        ValueError if it is not."""
+        it exists. ValueError if it is not; one that cannot be examined (EACCES, EIO: not
+        known to be absent or of the wrong kind) is kept, logged once."""
         if type(path) is not str or self.spool_dir is None:
             raise ValueError("path is not a spool file's name")
         p = Path(path)
@@ -455,10 +456,14 @@ class JobIndex:
             raise ValueError(f"path is outside {self.spool_dir}")
         try:
             mode = os.lstat(self.spool_dir / p.name).st_mode
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return p.name  # (taken as lost when read)
-        except OSError as e:
-            raise ValueError(f"the spool file cannot be examined: {e}") from None
+        except OSError as e:  # (EACCES, EIO: it may be there, and may be read later)
+            if p.name not in self._unexamined:
+                self._unexamined.add(p.name)
+                log.warning("%s: the spool file %s cannot be examined (%s): its snapshot_"
+                            "pending row is kept", self.path, self.spool_dir / p.name, e)
+            return p.name
         if not stat.S_ISREG(mode):
             raise ValueError("path is not a regular file (a symlink?)")
         return p.name

@@ -5,10 +5,12 @@ delete it, and a wrong-typed row must not end the compaction loop nor /api/healt
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +154,30 @@ def test_a_row_of_an_earlier_release_in_a_data_dir_since_moved_is_kept_under_its
     _insert(index, f"/elsewhere/old/{SPOOL_DIR}/{NAME}", 5, "signer")
     assert index.snapshots_pending() == [(str(tmp_path / SPOOL_DIR / NAME), 5, "signer")]
     assert _rows(index) == [(NAME, 5, "signer")]
+
+
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EIO])
+def test_a_spool_file_that_cannot_be_examined_keeps_its_row_and_is_logged_once(
+        tmp_path: Path, err: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Only a spool file known to be absent (taken as lost when read) or of the wrong kind
+    drops its row: a transient lstat error (EACCES, EIO) deleted it, and its rows with it."""
+    index = _index(tmp_path)
+    spool = tmp_path / SPOOL_DIR / NAME
+    spool.write_bytes(b"")
+    _insert(index, NAME, 5, "signer")
+    real = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if Path(path) == spool:
+            raise OSError(err, os.strerror(err), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert index.snapshots_pending() == [(str(spool), 5, "signer")]
+    assert _rows(index) == [(NAME, 5, "signer")]
+    (msg,) = [r.getMessage() for r in caplog.records]  # (once)
+    assert f"the spool file {spool} cannot be examined" in msg and os.strerror(err) in msg
+    assert "row is kept" in msg
