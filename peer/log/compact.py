@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from peer.dataentry import open_file
+from peer.errors import DataError
 from peer.log.clock import hlc_ms
 from peer.log.events import (
     CachePut,
@@ -215,6 +217,7 @@ class Compactor:
         # there, or its row would stay once written, in no job's list (no drop meanwhile).
         self.unwritten = unwritten
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
+        self._unreadable: set[str] = set()  # pending spools an `ingest` could not read (logged)
         self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
         # `_busy`'s last scan: (the state's `entered` count then, the jobs asked about, job
         # -> ids of the events in memory about it): reused while no event entered memory
@@ -844,15 +847,18 @@ class Compactor:
         (peer.log.snapframe; `index.pending`), a frame at a time, each checked as it is read,
         in one transaction with how far the spool was read. True while rows are left. A
         malformed frame ends that snapshot's rows there (what was taken stays: each row was
-        checked) and is counted under its signer (`refuse`)."""
+        checked) and is counted under its signer (`refuse`), as is a spool gone or not a
+        regular file (never read through a symlink; what is there is left alone). A spool
+        that cannot be read now (EACCES, EIO) keeps its rows pending, logged once: False."""
         pending = self.index.snapshots_pending()
         if not pending:
             return False
         path, at, signer = pending[0]
         batches: list[tuple[str, list[tuple[Any, ...]]]] = []
         end: int | None = at
+        wrong = False
         try:
-            with open(path, "rb") as f:
+            with open_file(Path(path), "a taken snapshot's spooled rows") as f:
                 f.seek(at)
                 n = 0
                 for after, tag, got in iter_frames(f, at):
@@ -865,15 +871,21 @@ class Compactor:
                         break
                 else:
                     end = None
-        except (OSError, StreamError) as e:
+        except (FileNotFoundError, NotADirectoryError, DataError, StreamError) as e:
             log.warning("the rest of the snapshot of %s is left out: %s", signer[:16], e)
             self.refuse(signer, "snapshot_malformed" if isinstance(e, StreamError)
                         else "snapshot_lost")
-            batches, end = [], None
+            batches, end, wrong = [], None, isinstance(e, DataError)
+        except OSError as e:  # (not known to be lost: read at a later pass)
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                log.warning("the rest of the snapshot of %s waits: its spool %s cannot be "
+                            "read (%s)", signer[:16], path, e)
+            return False
         spill = _Spill(self.state)
         self.index.put_rows(list(spill.noted(batches, [])), path, end)
         spill.done()
-        if end is None:
+        if end is None and not wrong:
             Path(path).unlink(missing_ok=True)
         return end is not None or len(pending) > 1
 

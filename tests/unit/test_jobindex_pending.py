@@ -181,3 +181,67 @@ def test_a_spool_file_that_cannot_be_examined_keeps_its_row_and_is_logged_once(
     (msg,) = [r.getMessage() for r in caplog.records]  # (once)
     assert f"the spool file {spool} cannot be examined" in msg and os.strerror(err) in msg
     assert "row is kept" in msg
+
+
+FRAMES = b"".join(row_frames([("p", [("bafyx", "peerA")])]))  # a spool's provider row
+
+
+def _pending_node(tmp_path: Path, opened: list[Node]) -> tuple[Node, Path]:
+    """A node with one pending spool of FRAMES (its rows not taken yet)."""
+    n = Node(PeerConfig(data_dir=tmp_path / "d", slots=1, mdns=False))
+    opened.append(n)
+    path = n.cfg.data_dir / SPOOL_DIR / NAME
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(FRAMES)
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES (?, 0, 'signer')", (NAME,))
+    return n, path
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_a_spool_replaced_after_its_check_is_neither_read_through_nor_removed(
+        tmp_path: Path, opened: list[Node], kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest opens a spool O_NOFOLLOW and reads only a regular file: a symlink put
+    there after `snapshots_pending` checked it was read through (its target's rows taken),
+    a directory raised out of the ingest when it was to be removed."""
+    n, path = _pending_node(tmp_path, opened)
+    pending = n.index.snapshots_pending()  # (checked: a regular file)
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / NAME).write_bytes(FRAMES)
+    path.unlink()
+    if kind == "symlink":
+        path.symlink_to(canary / NAME)
+    else:
+        path.mkdir()
+    monkeypatch.setattr(n.index, "snapshots_pending", lambda: pending)  # (as checked)
+    assert not n.compactor.ingest()
+    assert list(n.index.providers()) == [] and _rows(n.index) == []
+    assert n.keyring.refused.by_origin["signer"]["snapshot_lost"] == 1
+    assert (path.is_symlink() if kind == "symlink" else path.is_dir())  # (left alone)
+    assert (canary / NAME).read_bytes() == FRAMES
+
+
+def test_a_spool_that_cannot_be_read_now_keeps_its_rows_pending(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A transient error opening a pending spool (EIO) dropped its row and deleted it: its
+    rows wait now (one warning), and are taken once it can be read."""
+    n, path = _pending_node(tmp_path, opened)
+    real = os.open
+
+    def fake_open(p: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(p) == path:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(p))
+        return real(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    with caplog.at_level(logging.WARNING):
+        assert not n.compactor.ingest() and not n.compactor.ingest()
+    assert _rows(n.index) == [(NAME, 0, "signer")] and path.read_bytes() == FRAMES
+    (msg,) = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert str(path) in msg and "Input/output error" in msg
+    monkeypatch.undo()
+    while n.compactor.ingest():
+        pass
+    assert list(n.index.providers()) == [("bafyx", "peerA")] and _rows(n.index) == []
+    assert not path.exists() and "signer" not in n.keyring.refused.by_origin
