@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
-from peer.dataentry import TMP_DIR, ensure_dir, open_new
+from peer.dataentry import TMP_DIR, ensure_dir, open_new, remove
 from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within
 from peer.log import Event, EventLog, MeshState
@@ -234,7 +234,10 @@ class CatchUp:
         else:
             for path in spool.glob("*.frames"):
                 if path.name not in keep:  # moved in, then a crash before its take committed
-                    path.unlink(missing_ok=True)
+                    try:  # (a symlink goes itself; a directory named so too, not the loop)
+                        remove(path)
+                    except OSError as e:
+                        log.warning("%s is left: %s", path, e)
         while True:
             self._ensure_rows()  # a snapshot's rows owed after a restart or a failed fetch
             self._ensure_ingest()  # ... or left half taken

@@ -245,3 +245,30 @@ def test_a_spool_that_cannot_be_read_now_keeps_its_rows_pending(
         pass
     assert list(n.index.providers()) == [("bafyx", "peerA")] and _rows(n.index) == []
     assert not path.exists() and "signer" not in n.keyring.refused.by_origin
+
+
+def test_the_sweep_of_snapshots_removes_a_link_or_a_directory_not_the_loop(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """An unlisted entry of snapshots/ named as a spool that is a directory ended the
+    compaction loop at its start (IsADirectoryError); a symlink goes itself, not what it
+    points to."""
+    n = Node(PeerConfig(data_dir=tmp_path / "d", slots=1, mdns=False))
+    opened.append(n)
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / NAME).write_bytes(b"not ours")
+    spool = n.cfg.data_dir / SPOOL_DIR
+    spool.mkdir(exist_ok=True)
+    (spool / f"{'d' * 32}.frames").mkdir()
+    (spool / f"{'d' * 32}.frames" / "x").write_bytes(b"")
+    (spool / NAME).symlink_to(canary / NAME)
+
+    async def first_turns() -> None:
+        n.catchup.start()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert n.catchup._bg and all(not t.done() for t in n.catchup._bg)  # (running)
+        await n.catchup.close()
+
+    asyncio.run(first_turns())
+    assert os.listdir(spool) == [] and (canary / NAME).read_bytes() == b"not ours"
