@@ -570,14 +570,26 @@ class BlockStore:
         os.replace(staged, final)  # staged files are fsynced (Staging.commit)
         self._dirty(final.parent)
 
+    def _shard_dirs(self) -> Iterator[Path]:
+        """The shard directories; one that is a symlink is left alone, logged once
+        (`strays`): what it holds is not the store's to delete (gc, temp files)."""
+        with os.scandir(self.dir) as it:
+            entries = list(it)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+            elif entry.is_symlink() and entry.path not in self.strays:
+                self.strays.add(entry.path)
+                log.warning("store %s: %s is a symlink, not a shard directory: left alone "
+                            "(its blocks are neither listed nor collected)", self.dir,
+                            entry.path)
+
     def sweep_tmp(self, max_age_s: float) -> int:
         """Remove temp files older than `max_age_s` (left by a crash mid-write); returns how
         many."""
         removed = 0
         now = time.time()
-        for shard in self.dir.iterdir():
-            if not shard.is_dir():
-                continue
+        for shard in self._shard_dirs():
             for entry in os.scandir(shard):
                 if entry.name.endswith(_TMP_SUFFIX):
                     with contextlib.suppress(OSError):
@@ -591,9 +603,7 @@ class BlockStore:
         whose name is no block's (not a multihash's hex, or in another shard) is left alone,
         logged once (`strays`)."""
         now = time.time()
-        for shard in self.dir.iterdir():
-            if not shard.is_dir():
-                continue
+        for shard in self._shard_dirs():
             for entry in os.scandir(shard):
                 name = entry.name
                 if name.endswith(_TMP_SUFFIX):

@@ -1,10 +1,12 @@
 """The start sweeps never delete through a symlink (peer.dataentry.remove, check_entry): a
 data dir whose work/ is a symlink refuses the start naming it (the janitor's sweep and the
-executor's each followed it and deleted what it points to), and an entry removed that is a
-symlink goes itself; what it points to, a canary dir outside the data dir, stays untouched."""
+executor's each followed it and deleted what it points to), a block shard that is a symlink is
+left alone by the store's sweep and gc, and an entry removed that is a symlink goes itself;
+what a link points to, a canary dir outside the data dir, stays untouched."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,23 @@ async def test_an_executor_refuses_a_work_dir_that_is_a_symlink(
     with pytest.raises(DataError, match="is a symlink, not a directory"):
         await ex.start()
     assert _untouched(canary) and (canary / "banzai-exec-99999999-zz").is_dir()
+
+
+def test_a_block_shard_that_is_a_symlink_is_neither_swept_nor_collected(
+        tmp_path: Path, canary: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The store's start sweep of temp files and its gc walked a shard that is a symlink
+    and deleted its target's files named as temp files or blocks of that shard."""
+    store = EmbeddedStore(tmp_path / "store")
+    store.add_bytes(b"a block of the store's own\n")
+    blocks = tmp_path / "store" / "blocks"
+    name = next(f"{i:02x}" for i in range(256) if not (blocks / f"{i:02x}").exists())
+    shard = blocks / name
+    shard.symlink_to(canary)
+    theirs = ["left.tmp", "12" * 16 + name]  # (a temp file's name, a block's)
+    for f in theirs:
+        (canary / f).write_bytes(b"another program's\n")
+    with caplog.at_level(logging.WARNING):
+        store.sweep()
+        store.gc(set(), 0.0)
+    assert all((canary / f).exists() for f in theirs) and _untouched(canary)
+    assert f"{shard} is a symlink, not a shard directory: left alone" in caplog.text
