@@ -4,7 +4,8 @@ where a file does, a symlink to nothing) refuses the start with a DataError nami
 what to do, not a traceback from the first call that meets it. A symlink to an entry of the
 right kind counts as that entry (a data dir or a store on another disk is an admin's
 choice), except where the peer deletes what a directory holds (`real`): such a symlink is
-refused, never followed."""
+refused, never followed. A spool made or read there is opened without following a symlink
+(`open_new`, `open_file`), and a sweep removes an entry by `remove`: a link goes itself."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ MAX_UNPROVIDE_CIDS = 10_000  # per UNPROVIDE event
 WORK_DIR = "work"  # the executor's (peer.node)
 STALE = (("upload-*", "upload dirs"), ("kubo-add-*", "upload dirs"),
          ("kubo-dag-import-*", "upload dirs"), (f"{WORK_DIR}/*", "work dirs"),
-         ("tmp/snapshot-*", "snapshot spools"))
+         (f"{TMP_DIR}/snapshot-*", "snapshot spools"))
 
 
 @dataclass(frozen=True)
