@@ -32,8 +32,8 @@ from peer.log.snapstream import (
     against,
     check_facts,
     checked_keys,
-    checked_str,
     facts_cids,
+    object_text,
 )
 
 MAGIC = b"BANZAI-SNAPSHOT-3\n"
@@ -72,10 +72,11 @@ def outputs_sha(outputs: Iterable[Any]) -> str:
 def thin(summary: str, record: str, facts: str) -> tuple[str, str, str]:
     """(thin summary, thin facts, record_sha) of a job's full texts: the list entry without
     its per-task lists (`tasks` empty, `n_tasks`, `partial`), the facts without the output
-    and log CIDs (their hash instead). ValueError if a text is not a JSON object."""
+    and log CIDs (their hash instead). ValueError if a text is not a JSON object (the
+    record: not an object's text, snapstream.object_text; it is not parsed)."""
     s, f = json.loads(summary), json.loads(facts)
-    if not (isinstance(s, dict) and isinstance(f, dict)):
-        raise ValueError("a summary or facts that is not an object")
+    if not (isinstance(s, dict) and isinstance(f, dict) and object_text(record)):
+        raise ValueError("a summary, record or facts that is not an object")
     tasks = s.get("tasks")
     small = {k: v for k, v in s.items() if k not in THIN_KEYS}
     small.update(tasks=[], outputs={}, partial=True,
@@ -83,6 +84,11 @@ def thin(summary: str, record: str, facts: str) -> tuple[str, str, str]:
     small_facts = {"finished_s": f.get("finished_s", 0.0),
                    "outputs_sha": outputs_sha(facts_cids(f))}
     return _dumps(small), _dumps(small_facts), record_sha(summary, record, facts)
+
+
+def is_record_sha(v: Any) -> bool:
+    """Is `v` a `record_sha` (64 hex digits), as a thin row carries it?"""
+    return type(v) is str and len(v) == 64 and not v.strip("0123456789abcdef")
 
 
 def job_digest3(job: str, h: int, o: str, q: int, ended: int, state: str, osha: str) -> str:
@@ -336,8 +342,8 @@ def check_thin(r: Any) -> tuple[Any, ...]:
     hash is 64 hex digits."""
     if type(r) is not list or len(r) != len(THIN_COLUMNS):
         raise StreamError("a thin job row of the wrong shape")
-    sha = checked_str(r[8])
-    if len(sha) != 64 or sha.strip("0123456789abcdef"):
+    sha = r[8]
+    if not is_record_sha(sha):
         raise StreamError("a record hash that is not 64 hex digits")
     facts = loads_within(r[7]) if type(r[7]) is str else None
     if not isinstance(facts, dict):
@@ -445,5 +451,6 @@ def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
 __all__ = ["CONTENT_TYPE", "DECODE", "FEATURE", "MAGIC", "MAX_FRAME_BYTES", "RECORD_DOMAIN",
            "ROWS_PER_FRAME", "THIN_COLUMNS", "FrameSpool", "against3", "cache_frame",
            "check_record", "check_thin", "decode_cache", "decode_jobs", "decode_providers",
-           "frame", "iter_frames", "job_digest3", "job_frame", "outputs_sha", "provider_frame",
-           "read_frames", "read_jobs", "record_sha", "row_frames", "thin", "thin_digest"]
+           "frame", "is_record_sha", "iter_frames", "job_digest3", "job_frame", "outputs_sha",
+           "provider_frame", "read_frames", "read_jobs", "record_sha", "row_frames", "thin",
+           "thin_digest"]

@@ -242,16 +242,27 @@ def checked_keys(r: Sequence[Any], what: str = "a job row") -> tuple[Any, ...]:
     return tuple(r[:6])
 
 
+def object_text(v: Any) -> bool:
+    """Is `v` a text the index writes as a JSON object (compact JSON: its first character is
+    "{")? Not parsed (a job's record is most of a snapshot's bytes): a JSON text that begins
+    so is an object if it parses at all, and one that does not parse reads as absent
+    (`JobIndex.record`). A text that parses to anything else (a list, a number) is not."""
+    return type(v) is str and v[:1] == "{"
+
+
 def check_job(r: Any) -> tuple[Any, ...]:
     """A job row (JOB_COLUMNS) fit to store: its summary and facts must parse (the job list
     and retention read them in bulk), the facts' outputs and logs be lists of CIDs (digests
-    and thin rows read them); its full record (most of the bytes) is parsed when it is read,
-    one job at a time (`JobIndex.record`: a malformed one reads as absent)."""
+    and thin rows read them); its full record (most of the bytes) must be an object's text
+    (`object_text`) and is parsed when it is read, one job at a time (`JobIndex.record`: a
+    malformed one reads as absent)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
     check_facts(_json_text(r[8], dict))
     _json_text(r[6], dict)
-    return (*checked_keys(r), r[6], checked_str(r[7]), r[8])
+    if not object_text(r[7]):
+        raise StreamError("a job row whose record is not the JSON text of an object")
+    return (*checked_keys(r), r[6], r[7], r[8])
 
 
 def check_cache(r: Any) -> tuple[Any, ...]:
@@ -327,5 +338,5 @@ def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
 __all__ = ["CACHE_KINDS", "CHECKS", "JOB_KEYS", "MAX_LINE_BYTES", "PROVIDER_KINDS",
            "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool", "StreamError", "Trailer",
            "against", "check_cache", "check_job", "check_provider", "checked_keys",
-           "content_digest", "facts_cids", "job_digest", "read_rows", "row_fault", "row_lines",
-           "signed_digest"]
+           "content_digest", "facts_cids", "job_digest", "object_text", "read_rows", "row_fault",
+           "row_lines", "signed_digest"]

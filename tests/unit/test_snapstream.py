@@ -142,12 +142,10 @@ def test_a_malformed_record_is_stored_and_its_view_is_a_data_error() -> None:
     from peer.log.jobindex import JobIndex
 
     index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
-    index.put_batches(read_rows([b'["j",[["bad",1,"o",1,1,"done","{}","{not json","{}"],'
-                                 b'["list",1,"o",2,1,"done","{}","[1]","{}"]]]']))
-    assert "bad" in index and "list" in index
-    for job in ("bad", "list"):  # (listed, from its summary: not said absent)
-        with pytest.raises(DataError, match=rf"row of '{job}' does not read back \(its record"):
-            index.record(job)
+    index.put_batches(read_rows([b'["j",[["bad",1,"o",1,1,"done","{}","{not json","{}"]]]']))
+    assert "bad" in index  # (listed, from its summary: not said absent)
+    with pytest.raises(DataError, match=r"row of 'bad' does not read back \(its record"):
+        index.record("bad")
     index.put_batches(read_rows([b'["c",[[0,"k","{bad",1,"o",1]]]']))
     assert index.entry(0, "k") is None and list(index.entries()) == []
 
