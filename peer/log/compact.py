@@ -272,8 +272,10 @@ class Compactor:
         self.index_failures = 0  # passes whose write of `unindexed` failed, ever
         self._failing = 0  # ... in a row, now
         self._indexing = False  # a pass is evicting what it indexed just before
-        self._reap_after = ""  # the last output cache key `_reap` examined ("": start over)
-        self._reap_items_after = ""  # and the last item cache key
+        # the last output cache key `_reap` examined ("": start over; bytes: a key that is
+        # not UTF-8) and the last item cache key
+        self._reap_after: str | bytes = ""
+        self._reap_items_after: str | bytes = ""
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
         state.on_evict = self.evicted
@@ -566,12 +568,10 @@ class Compactor:
         if n <= 0:
             return
         st = self.state
-        rows = self.index.output_slice(self._reap_after, n)
-        self._reap_after = rows[-1][0] if len(rows) == n else ""
+        rows, self._reap_after = self.index.output_slice(self._reap_after, n)
         items: list[SliceRow] = []
         if not self._older_splits():
-            items = self.index.item_slice(self._reap_items_after, n)
-            self._reap_items_after = items[-1][0] if len(items) == n else ""
+            items, self._reap_items_after = self.index.item_slice(self._reap_items_after, n)
         empty: set[str] = set()  # CIDs whose empty set the fold holds in memory
         dead: list[tuple[str, str]] = []
         dead_items = self._stale(items, st.cache)

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 from peer.errors import DataError, StoreError
 from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
-from peer.log.snapframe import check_thin, outputs_sha, thin
+from peer.log.snapframe import check_thin, is_record_sha, outputs_sha, thin
 from peer.log.snapstream import (
     CACHE_KINDS,
     CHECKS,
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 Order = tuple[int, str, int]  # (hlc, origin, seq) of the JOB_SUBMITTED: the list's order
+UNKNOWN_ORDER: Order = (MAX_CLOCK, "", MAX_CLOCK)  # a tombstone's that does not read back
+_TOMB_KINDS = (("hlc", "u"), ("origin", "s"), ("seq", "u"))  # job_deleted's order columns
 ITEM, OUTPUT = 0, 1  # cache_index kinds: MeshState.cache / MeshState.outputs
 _PROVIDERS = 2  # the provider_index's key in JobIndex's memo of keys it does not hold
 _DELETED = 3  # and job_deleted's
@@ -586,12 +588,13 @@ class JobIndex:
         h, o, q = tomb
         bad = next((f"({o!r:.40}, {q!r:.40}) is not an event id" for o, q in ids
                     if type(o) is not str or not _is_seq(q)), None)
-        if not (type(h) is int and type(o) is str and _is_seq(q)):
+        if row_fault(tomb, _TOMB_KINDS) is not None:  # (as `tombstone` reads it)
             bad = f"({h!r:.40}, {o!r:.40}, {q!r:.40}) is not (hlc, origin, seq)"
         if bad is not None:  # (edited on disk: the tombstone is kept, never forgotten)
-            self._skip(f"the tombstone of {job[:64]!r}", "order or ids", bad)
+            self._skip(f"the tombstone of {job[:64]!r}", "order or ids", bad,
+                       "is kept, never forgotten")
             return None
-        return (h, o, q), [(str(a), int(b)) for a, b in ids]
+        return (h, o, q), list(ids)
 
     def note_forgotten(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """Deleted jobs whose tombstones leave (peer.log.tombs), in the caller's transaction
@@ -608,7 +611,11 @@ class JobIndex:
             self._note_absent(_DELETED, job)
 
     def tombstone(self, job: str) -> Order | None:
-        """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted."""
+        """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted.
+        A tombstone whose order does not read back (`_TOMB_KINDS`: damaged, edited) is not
+        left out, which would bring the deleted job back at its next event: the job stays
+        deleted, its order read as UNKNOWN_ORDER, the latest there is (the events of the job
+        are kept, never dropped for it, as `tomb_rows` keeps the tombstone), logged once."""
         absent = self._absent[_DELETED]
         if job in absent:
             return None
@@ -617,7 +624,14 @@ class JobIndex:
         if row is None:
             self._note_absent(_DELETED, job)
             return None
-        return (int(row[0]), str(row[1]), int(row[2]))
+        bad = row_fault(row, _TOMB_KINDS)
+        if bad is not None:
+            self._skip(f"the tombstone of {job[:64]!r}", bad,
+                       f"{row!r:.80} is not (hlc, origin, seq): the job stays deleted, its "
+                       "order unknown", "is kept")
+            return UNKNOWN_ORDER
+        h, o, q = row
+        return (h, o, q)
 
     def deleted_records(self) -> list[str]:
         """The jobs with both a record and a tombstone (a crash between logging a JOB_DELETED
@@ -648,7 +662,14 @@ class JobIndex:
         a version 3 snapshot, not fetched yet), else None."""
         row = self._one("SELECT t.sha FROM job_index j JOIN job_thin t USING (job) "
                         "WHERE j.job = ? AND j.record = ''", (job,))
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        if not is_record_sha(row[0]):  # (damaged, edited: no member's answer would match
+            self._skip(f"the job index's job_thin row of {job[:64]!r}", "sha",  # it)
+                       f"{row[0]!r:.80} is not a record's hash")
+            return None
+        sha: str = row[0]
+        return sha
 
     def texts(self, job: str) -> list[str] | None:
         """[summary, record, facts] of a job whose full record the index holds (what a
@@ -821,10 +842,6 @@ class JobIndex:
             return None
         return v
 
-    def _order(self, key: Any, h: Any, o: Any, q: Any) -> Order | None:
-        """A cache entry's (hlc, origin, seq); None if they do not read back (left out)."""
-        return (h, o, q) if self._entry_ok((ITEM, key, "", h, o, q)) else None
-
     def _value(self, key: Any, text: Any) -> Any:
         """A cache entry's value parsed from its JSON text; _UNREAD if it does not parse
         (damaged, edited, or a malformed value a snapshot stream brought: left out)."""
@@ -940,46 +957,48 @@ class JobIndex:
             self._note_absent(_PROVIDERS, cid)
         return out or None
 
-    def output_slice(self, after: str, limit: int) -> list[SliceRow]:
+    def output_slice(self, after: str | bytes, limit: int) -> tuple[list[SliceRow], str | bytes]:
         """At most `limit` output cache entries of keys after `after`, in key order (the CID
-        is the value's JSON string). What `Compactor._reap` examines per pass."""
+        is the value's JSON string), and the key the next slice comes after (`_next_after`).
+        What `Compactor._reap` examines per pass. A row that does not read back (`_entry_ok`:
+        a key or value that is not a text, an hlc that is not an integer) is left out,
+        logged once; its place still moves the scan on."""
         out: list[SliceRow] = []
-        for k, v, held, h in self._read(  # (a CID's JSON text is the CID in quotes)
-                "SELECT k, v, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
-                "substr(v, 2, length(v) - 2)), hlc FROM cache_index WHERE kind = ? AND k > ? "
-                "ORDER BY k LIMIT ?", (OUTPUT, after, limit)):
+        rows = list(self._read(  # (a CID's JSON text is the CID in quotes)
+            f"SELECT {CACHE_COLUMNS}, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
+            "substr(v, 2, length(v) - 2)) FROM cache_index WHERE kind = ? AND "
+            "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (OUTPUT, after, limit)))
+        for row in rows:
+            if not self._entry_ok(row):
+                continue
+            _, k, v, h, _, _, held = row
             cid = self._value(k, v)  # (_UNREAD: a malformed value taken from a snapshot
             if not isinstance(cid, str) or v != f'"{cid}"':  # not a CID (or escaped)
                 cid = None
-            out.append(self._slice_row(k, v, cid, bool(held), h))
-        return out
+            out.append(SliceRow(k, v, cid, bool(held), h))
+        return out, _next_after(rows, limit)
 
-    def item_slice(self, after: str, limit: int) -> list[SliceRow]:
+    def item_slice(self, after: str | bytes, limit: int) -> tuple[list[SliceRow], str | bytes]:
         """As `output_slice`, of item cache entries: an item's CID is its result's string
         "c" (None: no result, e.g. an item a task left out, or not an item result)."""
         out: list[tuple[str, str, str | None, int]] = []
-        for k, v, h in self._db.execute("SELECT k, v, hlc FROM cache_index WHERE kind = ? "
-                                        "AND k > ? ORDER BY k LIMIT ?", (ITEM, after, limit)):
+        rows = list(self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index WHERE kind = ? AND "
+                               "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (ITEM, after, limit)))
+        for row in rows:
+            if not self._entry_ok(row):
+                continue
+            _, k, v, h, _, _ = row
             r = self._value(k, v)  # (_UNREAD: a malformed value taken from a snapshot stream)
             cid = r.get("c") if isinstance(r, dict) else None
-            row = self._slice_row(k, v, cid if isinstance(cid, str) and cid else None, False, h)
-            out.append((row.key, row.value, row.cid, row.hlc))
+            out.append((k, v, cid if isinstance(cid, str) and cid else None, h))
         cids = sorted({c for _, _, c, _ in out if c is not None})
         held: set[str] = set()
         for i in range(0, len(cids), 500):  # (SQLite's bound on a statement's parameters)
             part = cids[i:i + 500]
-            held.update(str(c) for (c,) in self._db.execute(
+            held.update(c for (c,) in self._db.execute(
                 "SELECT DISTINCT cid FROM provider_index WHERE cid IN "
-                f"({','.join('?' * len(part))})", part))
-        return [SliceRow(k, v, c, c in held, h) for k, v, c, h in out]
-
-    def _slice_row(self, k: Any, v: Any, cid: str | None, held: bool, h: Any) -> SliceRow:
-        """A slice's row; one whose hlc does not read back stays in the slice (its place
-        moves the scan on) but is never reaped: no CID, the newest order."""
-        if type(h) is not int:
-            self._order(k, h, "", 0)  # (left out: logged once, counted)
-            return SliceRow(str(k), str(v), None, held, MAX_CLOCK)
-        return SliceRow(str(k), str(v), cid, held, h)
+                f"({','.join('?' * len(part))})", part) if type(c) is str)
+        return [SliceRow(k, v, c, c in held, h) for k, v, c, h in out], _next_after(rows, limit)
 
     def reap(self, entries: Iterable[tuple[str, str]], cids: Iterable[str],
              items: Iterable[tuple[str, str]] = ()) -> None:
@@ -1181,6 +1200,16 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
                 break
     finally:
         db.close()
+
+
+def _next_after(rows: Sequence[Sequence[Any]], limit: int) -> str | bytes:
+    """Where a slice of cache rows (CACHE_COLUMNS) read with LIMIT `limit` leaves the scan:
+    its last key if it is full (bytes: a text that is not UTF-8, compared as a text by its
+    bytes: `k > CAST(? AS TEXT)`), else "" (the next scan starts over)."""
+    if not rows or len(rows) < limit:
+        return ""
+    k: str | bytes = rows[-1][1]
+    return k
 
 
 def _same_dir(a: Path, b: Path) -> bool:

@@ -1,0 +1,170 @@
+"""Index rows read back as hostile input, past their types: a tombstone, a thin row's hash,
+a cache entry's key, a record of another JSON type than an object, a record that makes no
+thin row. Each is written into a real file with the sqlite3 module behind the peer's back
+(a text that is not UTF-8 as CAST(x AS TEXT), a blob, a text of another shape), then read
+the way the peer does: the row is left out (or, a tombstone, kept) with one log line, never
+turned into a text such as "b'...'", and the others are read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.log import EventLog
+from peer.log.jobindex import (
+    ITEM,
+    OUTPUT,
+    UNKNOWN_ORDER,
+    JobIndex,
+    JobRecord,
+    raw_rows,
+    thin_rows,
+)
+from peer.log.snapstream import StreamError, read_rows, row_lines
+from peer.log.sqlite import connect
+
+A = "shape000000000000000"
+BAD = b"\xff\xfeA\x80"  # not UTF-8
+
+
+def _record(job: str, i: int) -> JobRecord:
+    return JobRecord(job, (1000 + i, A, i + 1), 2000 + i, "done", {"job": job, "tasks": []},
+                     {"job": job, "tasks": []}, ((A, i + 1),),
+                     {"finished_s": 1.0, "outputs": [], "logs": []})
+
+
+def _write(path: Path, sql: str, args: tuple[Any, ...] = ()) -> None:
+    """Write behind the peer's back (the sqlite3 module's own connection)."""
+    db = sqlite3.connect(str(path))
+    try:
+        db.execute(sql, args)
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Any:
+    """(path, open): `open()` gives a JobIndex on the log file at `path` (closed after)."""
+    path = tmp_path / "events.sqlite"
+    logs: list[EventLog] = []
+
+    def open_index() -> JobIndex:
+        log = EventLog(path)
+        logs.append(log)
+        return JobIndex(log.db)
+
+    yield path, open_index
+    for log in logs:
+        log.close()
+
+
+def _warned(caplog: pytest.LogCaptureFixture) -> list[str]:
+    got = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(got) == len(set(got))  # (each once)
+    return got
+
+
+# -- a tombstone: never left out (the deleted job would come back) ---------------------------
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("origin", "CAST(x'ff' AS TEXT)"), ("hlc", "x'0102'"), ("seq", "'soon'"),
+    ("hlc", "-1")])
+def test_a_tombstone_whose_order_does_not_read_back_keeps_its_job_deleted(
+        opened: Any, column: str, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    path, open_index = opened
+    index = open_index()
+    index.put_deleted([("gone", (5000, A, 7)), ("also", (5001, A, 8))])
+    _write(path, f"UPDATE job_deleted SET {column} = {value} WHERE job = 'gone'")
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert index.tombstone("gone") == UNKNOWN_ORDER  # deleted; its order unknown
+            assert index.tombstone("also") == (5001, A, 8)
+            assert index.tomb_rows("gone") is None  # (kept, never forgotten)
+    assert any("the tombstone of 'gone' is kept" in m for m in _warned(caplog))
+
+
+# -- a thin row's hash -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["CAST(x'ff' AS TEXT)", "x'00'", "'b''abc'''", "42"])
+def test_a_thin_rows_hash_that_does_not_read_back_is_left_out(
+        opened: Any, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Not turned into a text no member's answer matches (the fetch blamed each member)."""
+    path, open_index = opened
+    index = open_index()
+    index.put([_record(f"job{i}", i) for i in range(2)], (), ())
+    _write(path, "UPDATE job_index SET record = ''")  # (thin rows: records not fetched)
+    _write(path, f"UPDATE job_thin SET sha = {value} WHERE job = 'job0'")
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert index.thin_sha("job0") is None
+            sha = index.thin_sha("job1")
+            assert sha is not None and len(sha) == 64
+    assert any("job_thin row of 'job0' is left out: its sha" in m for m in _warned(caplog))
+
+
+# -- a cache entry's key: left out of the reap's slices, the scan still moves on ---------
+
+
+@pytest.mark.parametrize("kind", [OUTPUT, ITEM])
+def test_a_cache_key_that_is_not_utf8_is_left_out_of_the_slices_and_passed(
+        opened: Any, kind: int, caplog: pytest.LogCaptureFixture) -> None:
+    path, open_index = opened
+    index = open_index()
+    value = (lambda i: json.dumps(f"cid{i}")) if kind == OUTPUT else (
+        lambda i: json.dumps({"n": "r", "c": f"cid{i}"}))
+    index.put_batches([("c", [(kind, f"k{i}", value(i), 1, A, i + 1) for i in range(4)])])
+    _write(path, "UPDATE cache_index SET k = k || CAST(? AS TEXT) WHERE k = 'k1'", (BAD,))
+    index = open_index()
+    read = index.output_slice if kind == OUTPUT else index.item_slice
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # (a whole scan, a row at a time, twice)
+            seen: list[Any] = []
+            after: str | bytes = ""
+            for _step in range(10):
+                rows, after = read(after, 1)
+                seen += [r.key for r in rows]
+                if after == "":
+                    break
+            assert seen == ["k0", "k2", "k3"]  # (never a text such as "b'k1...'")
+    assert len([m for m in _warned(caplog) if "is left out: its k" in m]) == 1
+
+
+# -- a record that is JSON of another type than an object --------------------------------
+
+
+def test_a_record_that_is_not_an_object_is_neither_served_nor_taken(
+        opened: Any, caplog: pytest.LogCaptureFixture) -> None:
+    path, open_index = opened
+    index = open_index()
+    index.put([_record(f"job{i}", i) for i in range(3)], (), ())
+    _write(path, "UPDATE job_index SET record = '[1]' WHERE job = 'job1'")
+    _write(path, "DELETE FROM job_thin")  # (made again from the full texts)
+    index = open_index()
+    db = connect(str(path))
+    with caplog.at_level(logging.WARNING):
+        v2 = [r for t, rows in raw_rows(db, left_out=index.left_out) if t == "j"
+              for r in rows]
+        v3 = [r for t, rows in thin_rows(db, left_out=index.left_out) if t == "t"
+              for r in rows]
+    db.close()
+    assert [r[0] for r in v2] == ["job0", "job2"] and sorted(r[0] for r in v3) == [
+        "job0", "job2"]
+    assert index.texts("job1") is None and index.texts("job0") is not None
+    index.backfill(10)  # (no thin row made of it)
+    assert [j for (j,) in index._db.execute("SELECT job FROM job_thin ORDER BY job")] == [
+        "job0", "job2"]
+    assert any("'job1'" in m for m in _warned(caplog))
+    # the receiver refuses a snapshot holding one (an earlier release's sender served it)
+    row = ["job1", 1, A, 2, 3, "done", "{}", "[1]", '{"finished_s": 1.0}']
+    with pytest.raises(StreamError, match="record is not the JSON text of an object"):
+        list(read_rows(row_lines([("j", [tuple(row)])])))
