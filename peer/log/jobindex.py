@@ -206,6 +206,7 @@ class JobIndex:
         self._bad: set[tuple[str, str]] = set()
         self._unexamined: set[str] = set()  # spool files that lstat failed on (logged once)
         self._providers_sound: bool | None = None  # (`providers_sound`: not checked yet)
+        self._backfill_at = 0  # the rowid of job_index that `backfill` goes on after
         self._absent: dict[int, set[str]] = {ITEM: set(), OUTPUT: set(), _PROVIDERS: set(),
                                              _DELETED: set()}
         # Deleted jobs' JOB_DELETED rows: a data dir of an earlier release gets `deleted_ids`
@@ -688,18 +689,25 @@ class JobIndex:
 
     def backfill(self, limit: int) -> int:
         """Thin rows for at most `limit` records written by an earlier release (none yet):
-        a snapshot stream then reads them instead of the full texts. Returns how many."""
+        a snapshot stream then reads them instead of the full texts. Returns how many rows
+        it read. Each call goes on after the last row the previous one read (rowid order;
+        from the start again once one reads fewer than `limit`): a row whose texts do not
+        make a thin row (not texts, not JSON objects: damaged, edited) is stepped past,
+        logged once, and never holds the others back."""
         rows = self._db.execute(
-            "SELECT job, summary, record, facts FROM job_index WHERE record != '' AND job NOT IN "
-            "(SELECT job FROM job_thin) LIMIT ?", (limit,)).fetchall()
+            "SELECT rowid, job, summary, record, facts FROM job_index WHERE rowid > ? AND "
+            "record != '' AND job NOT IN (SELECT job FROM job_thin) ORDER BY rowid LIMIT ?",
+            (self._backfill_at, limit)).fetchall()
+        self._backfill_at = rows[-1][0] if rows and len(rows) >= limit else 0
         out = []
-        for job, summary, record, facts in rows:
-            if not all(type(t) is str for t in (job, summary, record, facts)):  # (a text
-                continue  # that is not UTF-8 reads as bytes: its row is left as it is)
+        for _, job, summary, record, facts in rows:
             try:
-                out.append((job, *thin(summary, record, facts)))
-            except ValueError:
-                continue
+                if not all(type(t) is str for t in (job, summary, record, facts)):  # (a
+                    raise ValueError("a text that is not UTF-8")  # text that is not UTF-8
+                out.append((job, *thin(summary, record, facts)))  # reads as bytes)
+            except (ValueError, RecursionError) as e:
+                self._skip(_job(job), "texts", f"no thin row is made of it: {e!s:.100}",
+                           "is stepped past")
         if out:
             with self._tx() as db:
                 db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)

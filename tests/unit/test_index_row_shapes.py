@@ -168,3 +168,25 @@ def test_a_record_that_is_not_an_object_is_neither_served_nor_taken(
     row = ["job1", 1, A, 2, 3, "done", "{}", "[1]", '{"finished_s": 1.0}']
     with pytest.raises(StreamError, match="record is not the JSON text of an object"):
         list(read_rows(row_lines([("j", [tuple(row)])])))
+
+
+# -- backfill: rows that make no thin row do not hold the others back -------------------
+
+
+def test_backfill_steps_past_rows_that_make_no_thin_row(
+        opened: Any, caplog: pytest.LogCaptureFixture) -> None:
+    path, open_index = opened
+    index = open_index()
+    index.put([_record(f"job{i:02}", i) for i in range(25)], (), ())
+    _write(path, "DELETE FROM job_thin")  # (as a data dir of an earlier release holds)
+    bad = [f"job{i:02}" for i in range(20)]  # the first 20 written (rowid order)
+    _write(path, "UPDATE job_index SET summary = CAST(? AS TEXT) WHERE job < 'job10'", (BAD,))
+    _write(path, "UPDATE job_index SET record = '[1]' WHERE job >= 'job10' AND job < 'job20'")
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        got = [index.backfill(20) for _ in range(4)]
+    made = [j for (j,) in index._db.execute("SELECT job FROM job_thin ORDER BY job")]
+    assert made == [f"job{i}" for i in range(20, 25)]
+    assert got == [20, 5, 20, 0]  # (bounded: at most `limit` rows read per call)
+    stepped = [m for m in _warned(caplog) if "is stepped past" in m]
+    assert len(stepped) == len(bad) and all(any(repr(j) in m for m in stepped) for j in bad)
