@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from peer import gcpace
 from peer.catchup import CatchUp, CatchUpConfig
+from peer.cids import Cid
 from peer.config import PeerConfig, parse_hostport
 from peer.errors import (
     BanzaiError,
@@ -41,7 +42,6 @@ from peer.errors import (
 )
 from peer.http.tokens import mesh_headers
 from peer.http.views import job_record, summary
-from peer.ipfs.cids import Cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inline import InlineBlocks

@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scriptlib import machine
 
+from peer.cids import Cid
 from peer.ipfs import inline
-from peer.ipfs.cids import Cid
 from peer.log import ChunkDone, Event, EventType
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scriptlib import machine
 
+from peer.cids import RAW, Cid, sha256_cid
 from peer.ipfs import EmbeddedStore
-from peer.ipfs.cids import RAW, Cid, sha256_cid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from peer.ipfs.cids import sha256_cid
+from peer.cids import sha256_cid
 from peer.log import Event, EventType, MeshState
 from peer.log.compact import CompactConfig, Compactor
 from peer.log.jobindex import OUTPUT, CacheEntry, JobIndex

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from peer.ipfs.cids import sha256_cid
+from peer.cids import sha256_cid
 from peer.log import Event, EventType
 from peer.log.signing import Identity, sign_events
 from peer.log.sqlite import EventLog

@@ -23,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from peer import jsontext
+from peer.cids import parse_cid
 from peer.errors import (
     ArgError,
     BadCID,
@@ -45,7 +46,6 @@ from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
 from peer.http.views import job_view, page_jobs, published_names
 from peer.ipfs import gateway, rpc
-from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images

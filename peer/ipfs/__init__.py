@@ -2,7 +2,7 @@
 Kubo-backed stores, the path and trustless gateway, the Kubo RPC subset, and fetching and
 replication between peers."""
 
-from peer.ipfs.cids import Cid, parse_cid
+from peer.cids import Cid, parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.store import Entry, Store, StoreConfig, open_store
 

@@ -46,9 +46,9 @@ from typing import cast
 
 import multihash
 
+from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
 from peer.dataentry import check_entry, ensure_dir
 from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
-from peer.ipfs.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
 from peer.ipfs.pack import InlinePack
 
 log = logging.getLogger("banzai.store")

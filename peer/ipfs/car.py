@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from peer.cids import Cid, cid_from_bytes, split_cid
 from peer.errors import BadCID, StoreError, TooLarge
-from peer.ipfs.cids import Cid, cid_from_bytes, split_cid
 from peer.ipfs.dagpb import varint
 
 MAX_HEADER_BYTES = 1 << 20

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
+from peer.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
 from peer.errors import BadCID, BadDag, IntegrityError, NotFound, TooLarge
 from peer.ipfs import car, dagpb, hamt, ipld
-from peer.ipfs.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
 from peer.ipfs.unixfs import MAX_DEPTH

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
+from peer.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
 from peer.errors import (
     ArgError,
     BanzaiError,
@@ -28,7 +29,6 @@ from peer.errors import (
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
 from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
-from peer.ipfs.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
 from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 

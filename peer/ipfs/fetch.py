@@ -16,9 +16,9 @@ from typing import IO, Any
 
 import aiohttp
 
+from peer.cids import parse_cid, verify
 from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.ipfs.car import MAX_BLOCK_BYTES
-from peer.ipfs.cids import parse_cid, verify
 from peer.ipfs.gateway import PEER_FETCH_HEADER
 from peer.ipfs.store import Store
 

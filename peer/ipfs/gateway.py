@@ -35,6 +35,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from peer.cids import DAG_PB, parse_cid
 from peer.errors import (
     ArgError,
     BadCID,
@@ -46,7 +47,6 @@ from peer.errors import (
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import ipld, ipns, subdomain
-from peer.ipfs.cids import DAG_PB, parse_cid
 from peer.ipfs.store import CarOptions, DagScope, DirLink, Entry, Store
 from peer.ipfs.tarstream import tar_stream
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import mmh3
 
+from peer.cids import DAG_PB, Cid, cid_from_bytes, sha256_cid
 from peer.errors import BadCID, BadDag, StoreError
 from peer.ipfs import dagpb
-from peer.ipfs.cids import DAG_PB, Cid, cid_from_bytes, sha256_cid
 from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
 
 FANOUT = 256  # Kubo's Import.UnixFSHAMTDirectoryMaxFanout default

@@ -24,9 +24,9 @@ from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Protocol
 
+from peer.cids import Cid, parse_cid, verify
 from peer.errors import BanzaiError, IntegrityError, StoreError
 from peer.ipfs import dag
-from peer.ipfs.cids import Cid, parse_cid, verify
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.unixfs import Importer
 from peer.log import ChunkDone, Event, EventType

@@ -22,8 +22,8 @@ from typing import Any
 import cbor2
 
 from peer import jsontext
+from peer.cids import Cid, cid_from_bytes, parse_cid
 from peer.errors import BadCID, BadDag, NotFound
-from peer.ipfs.cids import Cid, cid_from_bytes, parse_cid
 
 DAG_CBOR = "dag-cbor"
 DAG_JSON = "dag-json"

@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from peer.cids import IDENTITY, Cid, parse_cid
 from peer.errors import ArgError, BadCID, IpnsError, NotFound
-from peer.ipfs.cids import IDENTITY, Cid, parse_cid
 from peer.ipfs.dagpb import read_varint
 
 LIBP2P_KEY = "libp2p-key"

@@ -52,9 +52,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from peer.cids import is_key, parse_cid
 from peer.dataentry import check_entry
 from peer.errors import BanzaiError, DataError, StorageFull, StoreError
-from peer.ipfs.cids import is_key, parse_cid
 from peer.log.sqlite import connect
 
 log = logging.getLogger("banzai.store")

@@ -33,6 +33,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from peer import __version__, jsontext
+from peer.cids import sha256_cid
 from peer.errors import (
     ArgError,
     BadDag,
@@ -45,7 +46,6 @@ from peer.errors import (
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
 from peer.ipfs import car, ipld, parse_cid
-from peer.ipfs.cids import sha256_cid
 from peer.ipfs.gateway import write_stream
 from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
 from peer.ipfs.publish import IpnsService, parse_duration

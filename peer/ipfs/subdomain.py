@@ -12,9 +12,9 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import multibase
 
+from peer.cids import Cid, parse_cid
 from peer.errors import ArgError, BadCID
 from peer.ipfs import ipns
-from peer.ipfs.cids import Cid, parse_cid
 
 NAMESPACES = ("ipfs", "ipns")
 DNS_LABEL_MAX = 63  # RFC 1034: the most characters of one DNS label

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from peer.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
 from peer.errors import IntegrityError, NotFound, StoreError, TooLarge, Unsupported
 from peer.ipfs import dagpb, hamt
-from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid
 from peer.ipfs.hamt import Link
 
 CHUNK_BYTES = 262144

@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from peer.cids import RAW, parse_cid
 from peer.ipfs import inline
-from peer.ipfs.cids import RAW, parse_cid
 from peer.ipfs.store import AddBatch, Store, StoreConfig, open_store
 from peer.jobs import kinds, scratch
 from tasks import registry

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.cids import parse_cid
 from peer.errors import NotFound
-from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.log import EventType
 from tests.helpers import logged_events

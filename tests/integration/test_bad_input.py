@@ -410,8 +410,8 @@ def _import_car(peer: PeerProc, blocks: list[tuple[Any, bytes]], root: Any) -> N
 
 
 def _file_node(children: list[tuple[Any, int]], filesize: int | None = None) -> tuple[Any, bytes]:
+    from peer.cids import DAG_PB, sha256_cid
     from peer.ipfs import dagpb
-    from peer.ipfs.cids import DAG_PB, sha256_cid
 
     sizes = tuple(n for _, n in children)
     fs = dagpb.UnixFSData(dagpb.DataType.FILE, None,
@@ -422,7 +422,7 @@ def _file_node(children: list[tuple[Any, int]], filesize: int | None = None) -> 
 
 
 def test_a_1200_level_chain_is_413_naming_its_root(peer: PeerProc) -> None:
-    from peer.ipfs.cids import RAW, sha256_cid
+    from peer.cids import RAW, sha256_cid
 
     leaf = sha256_cid(b"x", RAW, 1)
     blocks: list[tuple[Any, bytes]] = [(leaf, b"x")]
@@ -438,7 +438,7 @@ def test_a_1200_level_chain_is_413_naming_its_root(peer: PeerProc) -> None:
 
 
 def test_a_file_claiming_240_tb_is_refused_as_corrupt(peer: PeerProc) -> None:
-    from peer.ipfs.cids import RAW, sha256_cid
+    from peer.cids import RAW, sha256_cid
 
     leaf = sha256_cid(b"tiny", RAW, 1)
     root, block = _file_node([(leaf, 4)], filesize=240 * 10**12)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from peer.cids import parse_cid
 from peer.ipfs import EmbeddedStore
-from peer.ipfs.cids import parse_cid
 from peer.log import EventLog, fold
 from tests.conftest import PeerProc, start_peer
 from tests.helpers import JsonApi, wait_mesh

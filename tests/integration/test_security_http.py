@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from peer.cids import parse_cid
 from peer.http.auth import Route, classify
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import mesh_credential
-from peer.ipfs.cids import parse_cid
 from peer.ipfs.subdomain import dns_label
 from tests.conftest import BIN, ROOT, PeerProc, start_peer
 from tests.helpers import multipart, self_signed

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import peer.ipfs.blocks as blocks
+from peer.cids import parse_cid
 from peer.errors import StoreError
 from peer.ipfs import EmbeddedStore, inline
-from peer.ipfs.cids import parse_cid
 
 
 @pytest.fixture(autouse=True)

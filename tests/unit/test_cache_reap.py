@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.ipfs.cids import sha256_cid
+from peer.cids import sha256_cid
 from peer.log import Event, EventType, MeshState
 from peer.log.compact import CompactConfig, Compactor
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, raw_rows

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peer.cids import DAG_PB, sha256_cid
 from peer.errors import BadDag, IntegrityError, NotFound, StoreError, TooLarge
 from peer.ipfs import EmbeddedStore, car, dagpb, hamt, parse_cid
-from peer.ipfs.cids import DAG_PB, sha256_cid
 from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, varint
 from peer.ipfs.store import CarOptions
 
@@ -187,9 +187,9 @@ def test_dups_repeats_blocks_only_when_asked(store: EmbeddedStore) -> None:
 
 def test_entity_bytes_of_a_chain_deeper_than_the_bound_is_refused() -> None:
     """A 1,200-level chain once hit RecursionError (502): a clear TooLarge instead."""
+    from peer.cids import DAG_PB, RAW, sha256_cid
     from peer.errors import TooLarge
     from peer.ipfs import dag, dagpb
-    from peer.ipfs.cids import DAG_PB, RAW, sha256_cid
     from peer.ipfs.unixfs import MAX_DEPTH
 
     blocks = {}

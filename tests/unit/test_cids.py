@@ -1,4 +1,4 @@
-"""peer.ipfs.cids: the fast parse of the common CID forms agrees with py-cid on every input."""
+"""peer.cids: the fast parse of the common CID forms agrees with py-cid on every input."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer import cids
+from peer.cids import Cid, _fast_parse, _from_py, parse_cid
 from peer.errors import BadCID
-from peer.ipfs import cids
-from peer.ipfs.cids import Cid, _fast_parse, _from_py, parse_cid
 
 
 def _slow(s: str) -> Cid | None:

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.cids import sha256_cid
 from peer.errors import DataError
 from peer.errors_http import Surface, http_error
 from peer.http.views import page_jobs
-from peer.ipfs.cids import sha256_cid
 from peer.jobs.retention import archived_facts
 from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, MeshState
 from peer.log.compact import CompactConfig, Compactor

@@ -15,10 +15,10 @@ from typing import Any, cast
 
 import pytest
 
+from peer.cids import parse_cid
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, StorageFull, StoreError, disk_full
 from peer.errors_http import Surface, status_of
-from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
 from peer.log import Event, EventLog, EventType, FailureKind

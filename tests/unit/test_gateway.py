@@ -12,9 +12,9 @@ import pytest
 from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestClient
 
+from peer.cids import DAG_PB, sha256_cid
 from peer.errors import ArgError, Unsupported
 from peer.ipfs import EmbeddedStore, car, dagpb, hamt, parse_cid
-from peer.ipfs.cids import DAG_PB, sha256_cid
 from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
 from peer.ipfs.gateway import (
     CACHE_IMMUTABLE,

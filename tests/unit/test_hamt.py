@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer.cids import DAG_PB, Cid, sha256_cid
 from peer.errors import BadDag, NotFound, StoreError
 from peer.ipfs import dagpb, hamt
-from peer.ipfs.cids import DAG_PB, Cid, sha256_cid
 from peer.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData
 from peer.ipfs.hamt import Link
 from peer.ipfs.unixfs import Importer, Node, Reader

@@ -20,10 +20,11 @@ from typing import Any
 import cid as pycid
 import pytest
 
+from peer import cids
+from peer.cids import Cid, parse_cid
 from peer.config import PeerConfig
 from peer.errors import IntegrityError, NotFound
-from peer.ipfs import cids, inline, inlinemark
-from peer.ipfs.cids import Cid, parse_cid
+from peer.ipfs import inline, inlinemark
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
@@ -1058,8 +1059,8 @@ def test_last_pending_finds_the_write_under_an_input_and_bounds_its_walk(
         tmp_path: Path) -> None:
     """The latest pending write holding a block under the input's root; past max_blocks
     blocks looked at, every pending write (as before: the run waits for them all)."""
+    from peer.cids import parse_cid
     from peer.ipfs import EmbeddedStore
-    from peer.ipfs.cids import parse_cid
 
     root_dir = tmp_path / "in"
     (root_dir / "sub").mkdir(parents=True)

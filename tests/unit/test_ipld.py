@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from peer.cids import parse_cid, sha256_cid
 from peer.errors import BadDag, NotFound
 from peer.ipfs import EmbeddedStore, car, gateway, ipld
-from peer.ipfs.cids import parse_cid, sha256_cid
 
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from yarl import URL
 
+from peer.cids import Cid
 from peer.errors import ArgError, Conflict, DataError, IpnsError, NotFound
 from peer.ipfs import EmbeddedStore, gateway, ipns, rpc
-from peer.ipfs.cids import Cid
 from peer.ipfs.dagpb import varint
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.publish import IpnsService

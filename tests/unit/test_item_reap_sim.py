@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from peer.ipfs.cids import sha256_cid
+from peer.cids import sha256_cid
 from peer.ipfs.store import StoreConfig
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig

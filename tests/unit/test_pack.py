@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from peer.cids import Cid, parse_cid
 from peer.errors import DataError, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, inline
-from peer.ipfs.cids import Cid, parse_cid
 from peer.ipfs.pack import PACK_FILE, InlinePack
 from peer.node import Node
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from peer.cids import parse_cid, sha256_cid
 from peer.config import PeerConfig
-from peer.ipfs.cids import parse_cid, sha256_cid
 from peer.jobs.retention import UNNAMED_MIN_AGE_S
 from peer.log import Event, EventType
 from peer.log.jobindex import OUTPUT

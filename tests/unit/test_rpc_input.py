@@ -17,8 +17,8 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 
+from peer.cids import sha256_cid
 from peer.ipfs import EmbeddedStore, gateway, ipld, rpc
-from peer.ipfs.cids import sha256_cid
 
 Client = TestClient[Any, Any]
 FACTOR = 4  # rpc.MAX_PUT_INPUT_FACTOR: a node's input is at most this times the block bound

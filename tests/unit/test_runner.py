@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from peer.cids import parse_cid
 from peer.errors import IntegrityError
 from peer.ipfs.blocks import BlockBatch
-from peer.ipfs.cids import parse_cid
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.store import StoreConfig
 from peer.jobs import runner, scratch

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peer.cids import parse_cid, sha256_cid
 from peer.errors import ArgError, BadCID, IntegrityError, NotFound, StoreError
 from peer.ipfs import EmbeddedStore, Entry, StoreConfig, dagpb, open_store
-from peer.ipfs.cids import parse_cid, sha256_cid
 from peer.ipfs.unixfs import HAMT_THRESHOLD_BYTES
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
@@ -618,7 +618,7 @@ def test_a_shard_another_process_made_has_its_root_entry_fsynced_at_first_use(
     """A worker that made a shard directory may have died before its sync: the next process
     to put a block there fsyncs the root (the shard's entry) too, not the shard alone."""
     import peer.ipfs.blocks as blocks
-    from peer.ipfs.cids import Cid, sha256_cid
+    from peer.cids import Cid, sha256_cid
 
     def raw(data: bytes) -> Cid:
         return sha256_cid(data, "raw", 1)

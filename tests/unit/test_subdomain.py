@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.cids import DAG_PB, RAW, Cid, parse_cid
 from peer.errors import ArgError, BadCID
 from peer.ipfs import EmbeddedStore, ipns
-from peer.ipfs.cids import DAG_PB, RAW, Cid, parse_cid
 from peer.ipfs.gateway import add_routes, render_listing
 from peer.ipfs.store import DirLink, Entry
 from peer.ipfs.subdomain import (

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid, split_cid, verify
 from peer.errors import BadCID, IntegrityError, StoreError
 from peer.ipfs import dagpb, parse_cid
-from peer.ipfs.cids import DAG_PB, RAW, Cid, cid_from_bytes, sha256_cid, split_cid, verify
 from peer.ipfs.unixfs import CHUNK_BYTES, MAX_LINKS, Importer, Reader
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
