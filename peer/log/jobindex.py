@@ -272,7 +272,8 @@ class JobIndex:
                 db.executemany(_CACHE_UPSERT,
                                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
                 db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
-                db.executemany(_PROVIDER_ADD, list(providers))
+                db.executemany(_PROVIDER_ADD, [p for p in providers if self._provider_ok(
+                    p, "is not written (a member's PROVIDE of something else)")])
             self._count += new  # (committed)
         finally:
             self._forget_absent()
@@ -784,7 +785,8 @@ class JobIndex:
                fate: str = _LEFT_OUT) -> bool:
         """Are `row`'s `columns` (peer.log.snapstream: JOB_KEYS, CACHE_KINDS, PROVIDER_KINDS)
         what the index writes there? If not, the row is left out (`_skip`, naming `what`
-        and the column, and saying `fate`). Every read of those tables checks each row so."""
+        and the column, and saying `fate`). Every read of those tables checks each row so
+        (and `put` each provider row it writes: a member's PROVIDE may name any string)."""
         bad = row_fault(row, columns)
         if bad is None:
             return True
@@ -802,10 +804,10 @@ class JobIndex:
         return self._valid(row, CACHE_KINDS,
                            f"the job index's cache entry {str(row[1])[:64]!r}")
 
-    def _provider_ok(self, row: Sequence[Any]) -> bool:
-        """A provider_index row (cid, origin) reads back."""
+    def _provider_ok(self, row: Sequence[Any], fate: str = _LEFT_OUT) -> bool:
+        """A provider_index row (cid, origin) reads back (a CID, a peer id)."""
         return self._valid(row, PROVIDER_KINDS,
-                           f"the job index's provider row of {str(row[0])[:64]!r}")
+                           f"the job index's provider row of {str(row[0])[:64]!r}", fate)
 
     def providers_sound(self) -> bool:
         """Does every provider_index row read back? Checked once per open (one scan, the
@@ -1169,10 +1171,13 @@ def raw_rows(db: sqlite3.Connection, batch: int = 4096, left_out: LeftOut = _qui
 
 def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:
     """The CIDs the job index lists `origin` as a provider of, read in batches on a
-    connection of its own (blocking: for a thread; the loop keeps writing meanwhile)."""
-    yield from _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND "
-                      "cid > CAST(? AS TEXT) "
-                      "ORDER BY cid LIMIT ?", (origin,), batch)
+    connection of its own (blocking: for a thread; the loop keeps writing meanwhile). A
+    row that does not read back (PROVIDER_KINDS: not a CID) is left out (logged by
+    `JobIndex.providers_sound`, once)."""
+    for cid in _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND "
+                      "cid > CAST(? AS TEXT) ORDER BY cid LIMIT ?", (origin,), batch):
+        if row_fault((cid, origin), PROVIDER_KINDS) is None:
+            yield cid
 
 
 def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:

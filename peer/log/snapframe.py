@@ -31,6 +31,7 @@ from peer.log.snapstream import (
     Trailer,
     against,
     check_facts,
+    check_provider,
     checked_keys,
     facts_cids,
     object_text,
@@ -325,10 +326,12 @@ def decode_cache(payload: bytes) -> list[tuple[Any, ...]]:
 
 
 def decode_providers(payload: bytes) -> list[tuple[Any, ...]]:
-    """The checked (cid, origin) rows of a `P` frame."""
+    """The checked (cid, origin) rows of a `P` frame (each as version 2 checks it:
+    snapstream.check_provider, a CID and a peer id)."""
     head, (oidx, cids) = _split(payload, 2)
     n = head["n"]
-    return list(zip(_texts(cids, n), _origins(head["origins"], oidx, n), strict=True))
+    return [check_provider(list(r)) for r in zip(
+        _texts(cids, n), _origins(head["origins"], oidx, n), strict=True)]
 
 
 def _obj(v: Any) -> str:

@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from peer.jsontext import loads_within
+from peer.cids import parse_cid
+from peer.errors import BadCID
+from peer.jsontext import is_text, loads_within
+from peer.log.events import MAX_CID_CHARS, MAX_ID_CHARS
 from peer.log.signing import Identity, _str_bytes
 
 STREAM_DOMAIN = b"banzai-snapshot-v2\n"
@@ -203,13 +206,14 @@ MAX_TIME_S = 1e12  # a job's facts.finished_s (Unix seconds) beyond this is no t
 
 
 # The columns of the job index's tables as it writes them (and a snapshot carries them):
-# name and kind ("s" a string, "u" an integer >= 0, "k" a cache kind, "t" a JSON text). A
-# job row's key columns are the first six of JOB_COLUMNS and of snapframe.THIN_COLUMNS.
+# name and kind ("s" a string, "u" an integer >= 0, "k" a cache kind, "c" a CID, "o" a peer
+# id). A job row's key columns are the first six of JOB_COLUMNS and of
+# snapframe.THIN_COLUMNS.
 JOB_KEYS = (("job", "s"), ("hlc", "u"), ("origin", "s"), ("seq", "u"), ("ended", "u"),
             ("state", "s"))
 CACHE_KINDS = (("kind", "k"), ("k", "s"), ("v", "s"), ("hlc", "u"), ("origin", "s"),
                ("seq", "u"))
-PROVIDER_KINDS = (("cid", "s"), ("origin", "s"))
+PROVIDER_KINDS = (("cid", "c"), ("origin", "o"))
 
 
 def _fits(v: Any, kind: str) -> bool:
@@ -218,7 +222,20 @@ def _fits(v: Any, kind: str) -> bool:
         return t is int and v >= 0
     if kind == "k":
         return t is int and v in (0, 1)
+    if kind == "c":
+        return t is str and 0 < len(v) <= MAX_CID_CHARS and _parses(v)
+    if kind == "o":  # (an event's origin, as peer.log.events checks it)
+        return t is str and 0 < len(v) <= MAX_ID_CHARS and is_text(v)
     return t is str
+
+
+def _parses(cid: str) -> bool:
+    """Does the project's CID parser take `cid` (a PROVIDE's CID, as the store names it)?"""
+    try:
+        parse_cid(cid)
+    except BadCID:
+        return False
+    return True
 
 
 def row_fault(r: Sequence[Any], columns: Sequence[tuple[str, str]]) -> str | None:

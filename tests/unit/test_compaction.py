@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.errors import DataError
 from peer.http.views import job_view, page_jobs
@@ -35,7 +36,7 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-v0.1.0"
 
 
 def _cid(s: str) -> str:
-    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+    return str(sha256_cid(s.encode(), "raw", 1))
 
 
 def key_of(j: int, i: int) -> str:

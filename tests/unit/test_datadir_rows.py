@@ -291,7 +291,8 @@ def test_damaged_provider_rows_make_the_reaper_delete_no_cache_entry(
 # -- the row validator ---------------------------------------------------------------------
 
 _VALUES = {"s": st.text(max_size=8), "u": st.integers(0, (1 << 63) - 1),
-           "k": st.sampled_from([0, 1])}
+           "k": st.sampled_from([0, 1]), "c": st.text(max_size=8).map(_cid),
+           "o": st.text(st.characters(codec="ascii"), min_size=1, max_size=20)}
 _OTHERS = st.one_of(st.none(), st.binary(max_size=4), st.floats(allow_nan=False),
                     st.integers(max_value=-1), st.lists(st.integers(), max_size=2))
 

@@ -6,7 +6,6 @@ id the job's, and the scheduler claims it (or, for a cached output, records the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.errors import SpecError
 from peer.http.views import job_view
@@ -161,7 +161,7 @@ def test_a_refold_makes_them_again() -> None:
 
 # -- a peer on its data dir: restart, views, compaction ----------------------------------------
 def _cid(s: str) -> str:
-    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+    return str(sha256_cid(s.encode(), "raw", 1))
 
 
 def _open(d: Path, opened: list[Node]) -> Node:

@@ -3,7 +3,8 @@ a cache entry's key, a record of another JSON type than an object, a record that
 thin row. Each is written into a real file with the sqlite3 module behind the peer's back
 (a text that is not UTF-8 as CAST(x AS TEXT), a blob, a text of another shape), then read
 the way the peer does: the row is left out (or, a tombstone, kept) with one log line, never
-turned into a text such as "b'...'", and the others are read."""
+turned into a text such as "b'...'", and the others are read. A provider row must hold a
+CID the project's parser takes and a peer id, at each read, sender and receiver."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.log import EventLog
 from peer.log.jobindex import (
     ITEM,
@@ -23,8 +25,10 @@ from peer.log.jobindex import (
     JobIndex,
     JobRecord,
     raw_rows,
+    read_provided,
     thin_rows,
 )
+from peer.log.snapframe import decode_providers, provider_frame
 from peer.log.snapstream import StreamError, read_rows, row_lines
 from peer.log.sqlite import connect
 
@@ -190,3 +194,54 @@ def test_backfill_steps_past_rows_that_make_no_thin_row(
     assert got == [20, 5, 20, 0]  # (bounded: at most `limit` rows read per call)
     stepped = [m for m in _warned(caplog) if "is stepped past" in m]
     assert len(stepped) == len(bad) and all(any(repr(j) in m for m in stepped) for j in bad)
+
+
+# -- provider rows: a CID the parser takes, a peer id ------------------------------------
+
+CIDS = [str(sha256_cid(f"p{i}".encode(), "raw", 1)) for i in range(3)]
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("cid", "'bafynotacid'"), ("cid", "'Qm' || substr(cid, 3)"), ("cid", "' ' || cid"),
+    ("origin", "''"), ("origin", "printf('%.300c', 'o')")])
+def test_a_provider_row_that_is_no_cid_or_no_peer_id_is_left_out_and_not_served(
+        opened: Any, column: str, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    path, open_index = opened
+    index = open_index()
+    index.put([], [], [(c, A) for c in CIDS])
+    _write(path, f"UPDATE provider_index SET {column} = {value} WHERE cid = '{CIDS[0]}'")
+    index = open_index()
+    db = connect(str(path))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert sorted(c for c, _ in index.providers()) == sorted(CIDS[1:])
+            assert index.providers_of(CIDS[1]) == {A}
+            assert index.providers_of(CIDS[0]) is None
+            assert sorted(read_provided(path, A, batch=1)) == sorted(CIDS[1:])
+            for read in (raw_rows, thin_rows):  # (the sender)
+                served = [r for t, rows in read(db, left_out=index.left_out) if t == "p"
+                          for r in rows]
+                assert sorted(c for c, _ in served) == sorted(CIDS[1:])
+    db.close()
+    assert not index.providers_sound()  # (a damaged row may be a CID's only provider)
+    assert any("provider row of " in m and f"its {column}" in m for m in _warned(caplog))
+
+
+def test_a_provide_of_something_else_than_a_cid_is_not_written(
+        opened: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A member's PROVIDE may name any string of 1 to 256 characters (the door takes it):
+    compaction does not write a row that every read would leave out (and that would hold
+    the reaping of cache entries back for good)."""
+    _, open_index = opened
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        index.put([], [], [("notacid", A), (CIDS[0], A)])
+    assert list(index.providers()) == [(CIDS[0], A)] and index.providers_sound()
+    assert any("'notacid' is not written" in m for m in _warned(caplog))
+
+
+def test_the_v3_receiver_refuses_a_provider_row_that_is_no_cid() -> None:
+    for row in (("bafynotacid", A), (CIDS[0], "\ud800")):
+        with pytest.raises(StreamError, match="provider row"):
+            decode_providers(provider_frame([row])[5:])
+    assert decode_providers(provider_frame([(CIDS[0], A)])[5:]) == [(CIDS[0], A)]

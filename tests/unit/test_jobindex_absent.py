@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.log import MeshState
 from peer.log import jobindex as ji
 from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
+
+C1, C2 = (str(sha256_cid(s.encode(), "raw", 1)) for s in ("c1", "c2"))  # (provided CIDs)
 
 
 @pytest.fixture
@@ -45,11 +48,11 @@ def test_a_key_not_found_is_not_looked_up_again(db: sqlite3.Connection) -> None:
 
 def test_rows_written_by_compaction_are_found_after_a_miss(db: sqlite3.Connection) -> None:
     index = JobIndex(db)
-    assert index.providers_of("bafy1") is None and index.entry(OUTPUT, "k") is None
-    index.put([], [_entry(OUTPUT, "k", "bafy1")], [("bafy1", "peerA")])
-    assert index.providers_of("bafy1") == {"peerA"}
+    assert index.providers_of(C1) is None and index.entry(OUTPUT, "k") is None
+    index.put([], [_entry(OUTPUT, "k", C1)], [(C1, "peerA")])
+    assert index.providers_of(C1) == {"peerA"}
     e = index.entry(OUTPUT, "k")
-    assert e is not None and e.value == "bafy1"
+    assert e is not None and e.value == C1
     assert index.entry(ITEM, "k") is None  # the other table's key stays unknown
 
 
@@ -57,30 +60,30 @@ def test_rows_taken_from_a_snapshot_are_found_after_a_miss(db: sqlite3.Connectio
                                                            tmp_path: Path) -> None:
     index = JobIndex(db, tmp_path)
     spool = str(tmp_path / ji.spool_name(bytes(16)))
-    for cid in ("c1", "c2"):
+    for cid in (C1, C2):
         assert index.providers_of(cid) is None
-    index.put_batches([("p", [("c1", "peerA")])])
-    assert index.providers_of("c1") == {"peerA"}
+    index.put_batches([("p", [(C1, "peerA")])])
+    assert index.providers_of(C1) == {"peerA"}
     index.spooled(spool, "signer", "signer")
-    index.put_rows([("p", [("c2", "peerB")]), ("c", [(ITEM, "i", '"v"', 1, "o", 1)])],
+    index.put_rows([("p", [(C2, "peerB")]), ("c", [(ITEM, "i", '"v"', 1, "o", 1)])],
                    spool, None)
-    assert index.providers_of("c2") == {"peerB"}
+    assert index.providers_of(C2) == {"peerB"}
     e = index.entry(ITEM, "i")
     assert e is not None and e.value == "v"
 
 
 def test_a_write_that_fails_forgets_the_misses_too(db: sqlite3.Connection) -> None:
     index = JobIndex(db)
-    assert index.providers_of("c1") is None
+    assert index.providers_of(C1) is None
 
     def rows() -> Iterator[tuple[str, list[tuple[str, str]]]]:
-        yield "p", [("c1", "peerA")]
+        yield "p", [(C1, "peerA")]
         raise ValueError("a malformed row")
 
     with pytest.raises(ValueError):
         index.put_batches(rows())
     reads = _reads(db)
-    assert index.providers_of("c1") is None  # rolled back: asked again, still not there
+    assert index.providers_of(C1) is None  # rolled back: asked again, still not there
     assert len(reads) == 1
 
 

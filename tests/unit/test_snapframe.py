@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peer.cids import sha256_cid
 from peer.log.signing import Identity, verify
 from peer.log.snapframe import (
     MAGIC,
@@ -46,7 +47,9 @@ sha = st.binary(min_size=32, max_size=32).map(lambda b: b.hex())
 thin_rows = st.lists(st.tuples(text, nat, text, nat, nat, text, obj, obj, sha), max_size=4)
 cache_rows = st.lists(st.tuples(st.sampled_from([0, 1]), text, text, nat, text.filter(bool),
                                 nat), max_size=6)
-provider_rows = st.lists(st.tuples(text, text.filter(bool)), max_size=6)
+cid = st.binary(max_size=8).map(lambda b: str(sha256_cid(b, "raw", 1)))
+provider_rows = st.lists(st.tuples(cid, text.filter(bool)), max_size=6)
+C1, C2 = (str(sha256_cid(s, "raw", 1)) for s in (b"c1", b"c2"))  # (provided CIDs)
 
 
 def _body(batches: list[tuple[str, list[tuple[Any, ...]]]],
@@ -94,7 +97,7 @@ def _good() -> bytes:
     ts, tf, rsha = thin(s, r, f)
     return _body([("t", [("j1", 1, "o", 1, 2, "done", ts, tf, rsha)]),
                   ("c", [(1, "k1", '"bafy"', 5, "o", 6), (0, "k2", '{"n":1}', 7, "o2", 8)]),
-                  ("p", [("bafy", "o"), ("bafz", "o2")])])
+                  ("p", [(C1, "o"), (C2, "o2")])])
 
 
 def test_a_changed_row_breaks_the_signature() -> None:
@@ -186,8 +189,8 @@ def test_a_malformed_cache_frame_is_refused(payload: bytes) -> None:
 def test_well_formed_frames_decode() -> None:
     assert decode_cache(_cache_payload()) == [(1, "k1", '"v1"', 5, "o", 6),
                                               (0, "k2", '"v2"', 7, "o", 8)]
-    assert decode_providers(provider_frame([("c1", "o"), ("c2", "p")])[5:]) == [
-        ("c1", "o"), ("c2", "p")]
+    assert decode_providers(provider_frame([(C1, "o"), (C2, "p")])[5:]) == [
+        (C1, "o"), (C2, "p")]
 
 
 @pytest.mark.parametrize("row", [
@@ -212,7 +215,7 @@ def test_json_nested_past_the_recursion_limit_in_a_spool_is_refused(tag: bytes) 
 
 
 def test_a_frame_cut_short_in_the_spool_is_refused() -> None:
-    f = frame(b"P", provider_frame([("c1", "o")])[5:])
+    f = frame(b"P", provider_frame([(C1, "o")])[5:])
     with pytest.raises(StreamError):
         list(read_frames(io.BytesIO(f[:-1])))
     with pytest.raises(StreamError):
@@ -224,7 +227,7 @@ def test_a_text_with_a_nul_is_left_out_by_the_sender() -> None:
                         [5:])
     assert rows == [(1, "k", '"v"', 1, "o", 1)]
     assert cache_frame([(1, "k", '"v\0"', 1, "o", 1)]) == b""
-    assert decode_providers(provider_frame([("c\0", "o"), ("c", "o")])[5:]) == [("c", "o")]
+    assert decode_providers(provider_frame([(C1 + "\0", "o"), (C1, "o")])[5:]) == [(C1, "o")]
 
 
 def test_a_record_is_taken_only_if_it_hashes_to_its_thin_row() -> None:

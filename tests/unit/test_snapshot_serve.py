@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.log import Event, EventType
 from peer.log.snapframe import HEADER, MAGIC, frame
@@ -162,8 +163,9 @@ def _finished(n: Node, job: str) -> None:
                                           "chunks": [[]]})
     base = {"job": job, "task": "t", "split": list(split.id), "chunk": 0, "attempt": 0}
     n.emit(EventType.CLAIM, base)
-    n.emit(EventType.CHUNK_DONE, {**base, "output": f"bafy{job}", "cache": {}})
-    n.emit(EventType.TASK_DONE, {"job": job, "task": "t", "output": f"bafy{job}", "key": job})
+    out = str(sha256_cid(job.encode(), "raw", 1))
+    n.emit(EventType.CHUNK_DONE, {**base, "output": out, "cache": {}})
+    n.emit(EventType.TASK_DONE, {"job": job, "task": "t", "output": out, "key": job})
     n.flush()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.log import Event, EventType, MeshState
 from peer.log.compact import CompactConfig
@@ -21,6 +22,11 @@ from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
 fold_mod = importlib.import_module("peer.log.fold")  # (peer.log.fold is the function)
 BOUND = 8
 N = 100  # distinct old keys, many more than BOUND
+
+
+def _c(i: int) -> str:
+    """The i-th provided CID."""
+    return str(sha256_cid(f"c{i}".encode(), "raw", 1))
 
 
 @pytest.fixture
@@ -37,8 +43,8 @@ def state(db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> MeshState:
     monkeypatch.setattr(fold_mod, "READ_MAX", BOUND, raising=False)
     index = JobIndex(db)
     index.put([], [CacheEntry(kind, f"k{i}", v, (10, "o", 1)) for i in range(N)
-                   for kind, v in ((OUTPUT, f"out{i}"), (ITEM, {"n": f"n{i}", "c": f"c{i}"}))],
-              [(f"c{i}", "peerA") for i in range(N)])
+                   for kind, v in ((OUTPUT, f"out{i}"), (ITEM, {"n": f"n{i}", "c": _c(i)}))],
+              [(_c(i), "peerA") for i in range(N)])
     s = MeshState()
     s.tier(**index.lookups())  # type: ignore[arg-type]
     return s
@@ -61,9 +67,9 @@ def test_reads_of_many_old_keys_stay_bounded(state: MeshState) -> None:
         for i in range(N):
             k = f"k{i}"
             assert state.outputs.get(k) == f"out{i}"  # Planner.cached_output
-            assert state.providers.get(f"c{i}") == {"peerA"}
+            assert state.providers.get(_c(i)) == {"peerA"}
             assert k in state.cache  # item_cached
-            assert state.cache[k] == {"n": f"n{i}", "c": f"c{i}"}
+            assert state.cache[k] == {"n": f"n{i}", "c": _c(i)}
             assert state._outputs_src[k] == (10, "o", 1)
             assert state._cache_src.get(k) == (10, "o", 1)  # the fold's _merge_first
             for t in _tables(state):
@@ -85,26 +91,26 @@ def test_an_entry_let_go_is_read_again_from_the_index(state: MeshState,
 
 def test_the_first_read_goes_first(state: MeshState) -> None:
     for i in range(BOUND + 1):
-        state.providers.get(f"c{i}")
-    assert [c for c in state.providers] == [f"c{i}" for i in range(1, BOUND + 1)]
+        state.providers.get(_c(i))
+    assert [c for c in state.providers] == [_c(i) for i in range(1, BOUND + 1)]
 
 
 def test_a_provider_set_the_fold_added_to_is_kept(state: MeshState) -> None:
-    assert state.providers.get("c0") == {"peerA"}  # read back first, then changed in place
-    state.apply(_ev("peerB", 1, 20, EventType.PROVIDE, {"cids": ["c0", "c1"]}))  # c1: loaded
+    assert state.providers.get(_c(0)) == {"peerA"}  # read back first, then changed in place
+    state.apply(_ev("peerB", 1, 20, EventType.PROVIDE, {"cids": [_c(0), _c(1)]}))  # c1: loaded
     for i in range(2, N):
-        state.providers.get(f"c{i}")
-    assert dict.__getitem__(state.providers, "c0") == {"peerA", "peerB"}
-    assert dict.__getitem__(state.providers, "c1") == {"peerA", "peerB"}
+        state.providers.get(_c(i))
+    assert dict.__getitem__(state.providers, _c(0)) == {"peerA", "peerB"}
+    assert dict.__getitem__(state.providers, _c(1)) == {"peerA", "peerB"}
     assert len(state.providers) <= BOUND + 2
 
 
 def test_a_provider_the_fold_took_away_stays_away(state: MeshState) -> None:
-    assert state.providers.get("c0") == {"peerA"}
-    state.apply(_ev("peerA", 1, 20, EventType.UNPROVIDE, {"cids": ["c0"]}))
+    assert state.providers.get(_c(0)) == {"peerA"}
+    state.apply(_ev("peerA", 1, 20, EventType.UNPROVIDE, {"cids": [_c(0)]}))
     for i in range(1, N):
-        state.providers.get(f"c{i}")
-    assert state.providers.get("c0") == set()  # not read again from the index
+        state.providers.get(_c(i))
+    assert state.providers.get(_c(0)) == set()  # not read again from the index
 
 
 def test_an_entry_the_fold_wrote_over_a_read_back_one_is_kept(state: MeshState) -> None:
@@ -140,7 +146,7 @@ def test_a_refold_keeps_the_bound_and_the_index(state: MeshState) -> None:
 def test_without_an_index_nothing_is_let_go() -> None:
     t = Tiered(set)
     for i in range(3 * BOUND):
-        t[f"c{i}"].add("p")
+        t[_c(i)].add("p")
     assert len(t) == 3 * BOUND
 
 
@@ -178,7 +184,7 @@ def test_the_default_bound_keeps_a_few_megabytes() -> None:
 def test_tier_sets_each_table_s_bound_and_refold_keeps_it(db: sqlite3.Connection) -> None:
     index = JobIndex(db)
     index.put([], [CacheEntry(OUTPUT, f"k{i}", f"out{i}", (10, "o", 1)) for i in range(N)],
-              [(f"c{i}", "peerA") for i in range(N)])
+              [(_c(i), "peerA") for i in range(N)])
     s = MeshState()
     s.tier(**index.lookups(), read_max=3)  # type: ignore[arg-type]
     for s2 in (s, None):
@@ -186,7 +192,7 @@ def test_tier_sets_each_table_s_bound_and_refold_keeps_it(db: sqlite3.Connection
             s.refold()
         for i in range(N):
             assert s.outputs.get(f"k{i}") == f"out{i}"
-            assert s.providers.get(f"c{i}") == {"peerA"}
+            assert s.providers.get(_c(i)) == {"peerA"}
         for t in _tables(s):
             assert isinstance(t, Tiered) and t.read_max == 3
             assert dict.__len__(t) <= 3

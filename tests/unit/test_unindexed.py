@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.log import Event, EventType, MeshState
 from peer.log import compact as compact_mod
 from peer.log.compact import CompactConfig, Compactor
@@ -53,6 +54,10 @@ def db() -> Iterator[sqlite3.Connection]:
     c.close()
 
 
+def _cid(i: int) -> str:
+    """The output (a provided CID) of the i-th TASK_DONE."""
+    return str(sha256_cid(f"cid{i}".encode(), "raw", 1))
+
 def _setup(db: sqlite3.Connection, n: int) -> tuple[Compactor, FailingIndex, list[Event]]:
     """A compactor over a state that folded `n` TASK_DONEs (each a cached output and a
     provided CID), then let them leave memory outside a pass, with a CLAIM each."""
@@ -64,7 +69,7 @@ def _setup(db: sqlite3.Connection, n: int) -> tuple[Compactor, FailingIndex, lis
     evs: list[Event] = []
     for i in range(n):
         done = Event(ORIGIN, 2 * i + 1, (10 + i) << 16, EventType.TASK_DONE,
-                     {"job": f"j{i}", "task": "t", "output": f"cid{i}", "key": f"k{i}"})
+                     {"job": f"j{i}", "task": "t", "output": _cid(i), "key": f"k{i}"})
         claim = Event(ORIGIN, 2 * i + 2, (10 + i) << 16, EventType.CLAIM,
                       {"job": f"j{i}", "task": "t", "split": [ORIGIN, 1], "chunk": 0,
                        "attempt": 0})
@@ -97,9 +102,9 @@ def test_a_pass_indexes_at_most_its_share_and_drops_nothing_before_all_are(
     assert written == [4, 4, 2]
     for i in range(10):
         assert index.entry(OUTPUT, f"k{i}") is not None
-        assert index.providers_of(f"cid{i}") == {ORIGIN}
+        assert index.providers_of(_cid(i)) == {ORIGIN}
         assert not dict.__contains__(c.state.outputs, f"k{i}")  # memory let it go
-        assert c.state.outputs.get(f"k{i}") == f"cid{i}"  # read back
+        assert c.state.outputs.get(f"k{i}") == _cid(i)  # read back
 
 
 def test_a_failing_index_keeps_them_queued_counted_and_logged_once(
