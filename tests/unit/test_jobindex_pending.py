@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.log.jobindex import SPOOL_DIR, JobIndex, spool_name
 from peer.log.snapframe import row_frames
@@ -183,7 +184,8 @@ def test_a_spool_file_that_cannot_be_examined_keeps_its_row_and_is_logged_once(
     assert "row is kept" in msg
 
 
-FRAMES = b"".join(row_frames([("p", [("bafyx", "peerA")])]))  # a spool's provider row
+CID = str(sha256_cid(b"spooled", "raw", 1))
+FRAMES = b"".join(row_frames([("p", [(CID, "peerA")])]))  # a spool's provider row
 
 
 def _pending_node(tmp_path: Path, opened: list[Node]) -> tuple[Node, Path]:
@@ -243,7 +245,7 @@ def test_a_spool_that_cannot_be_read_now_keeps_its_rows_pending(
     monkeypatch.undo()
     while n.compactor.ingest():
         pass
-    assert list(n.index.providers()) == [("bafyx", "peerA")] and _rows(n.index) == []
+    assert list(n.index.providers()) == [(CID, "peerA")] and _rows(n.index) == []
     assert not path.exists() and "signer" not in n.keyring.refused.by_origin
 
 
