@@ -63,7 +63,7 @@ from peer.log.snapstream import (
     row_lines,
 )
 from peer.log.sqlite import connect, stored_events, unreadable
-from peer.mesh.wire import dumps, pack_frames, write_packed
+from peer.mesh.wire import dumps, write_packed
 
 log = logging.getLogger("banzai.catchup")
 _Signed = TypeVar("_Signed", Snapshot, Trailer)
@@ -102,18 +102,21 @@ def _temp_dir(data_dir: Path) -> Path:
 
 
 def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],
-                 after: bytes) -> Iterator[bytes]:
+                 after: bytes, opening: bytes = b"{") -> Iterator[bytes]:
     """A snapshot's events line (`{"events":[...],"batches":[...]}`, as `pack_frames` packs
-    them into one frame), `before(its size)` and `after` it, in pieces of PIECE_BYTES (the
-    ends joined to the first and the last): the line is written to two unnamed files in
-    the data dir's tmp/ (`_temp_dir`; made O_EXCL, never through a symlink) as the events
-    come, then read back; memory holds a piece, not the log."""
+    them into one frame; `opening` in place of its `{`: a version 1 body's snapshot member
+    first), `before(its size)` and `after` it, in pieces of PIECE_BYTES (the ends joined to
+    the first and the last): the line is written to two unnamed files in the data dir's
+    tmp/ (`_temp_dir`; made O_EXCL, never through a symlink) as the events come, then read
+    back; memory holds a piece, not the log."""
     spool_dir = _temp_dir(data_dir)
     with tempfile.TemporaryFile(dir=spool_dir) as evs, \
             tempfile.TemporaryFile(dir=spool_dir) as bats:
         write_packed(events, evs.write, bats.write)
-        out = before(len(b'{"events":[],"batches":[]}') + evs.tell() + bats.tell())
-        out += b'{"events":['
+        out = before(len(opening) + len(b'"events":[],"batches":[]}') + evs.tell()
+                     + bats.tell())
+        out += opening + b'"events":['
+        del opening  # (memory holds a piece from here on)
         for f, tail in ((evs, b'],"batches":['), (bats, b"]}" + after)):
             f.flush()
             f.seek(0)
@@ -306,28 +309,18 @@ class CatchUp:
                 "digest": s.content_digest().hex()}
 
     def snapshot(self) -> bytes:
-        """GET /api/snapshot: our signed snapshot (the job index, as of our heads) and every
-        event our log still holds, each in its signed batch (checked like a frame's)."""
-        t0 = time.perf_counter()
-        s = self._snapshot()
-        t1 = time.perf_counter()
-        events = list(_servable(self._host.log.load(), self._host.servable_upto()))
-        packed, _ = pack_frames(events, 1 << 62, 1 << 62)  # (ours once proven)
-        evs = [e for p in packed for e in p.events]
-        batches = [b for p in packed for b in p.batches]
-        t2 = time.perf_counter()
-        out = (b'{"snapshot":' + dumps(s.to_json()) + b',"events":[' + b",".join(evs)
-               + b'],"batches":[' + b",".join(batches) + b"]}")
-        self.served_s = {"records_and_sign": t1 - t0, "events": t2 - t1,
-                         "encode": time.perf_counter() - t2, "bytes": len(out)}
-        return out
+        """GET /api/snapshot without `v` (an older peer's): `snapshot_stream(1)` whole."""
+        return b"".join(self.snapshot_stream(1))
 
     def snapshot_stream(self, v: int = 2, part: str | None = None,
                         ) -> Generator[bytes, None, None]:
-        """GET /api/snapshot?v=2: the same as `snapshot`, as a stream (peer.log.snapstream).
-        A read transaction of its own begins now, with the heads: the events and the index
-        rows it sends are those of now, read (the events line spooled to tmp/ first) while
-        the caller iterates, in any thread; nothing here reads the log. `v=3`:
+        """GET /api/snapshot: `v=1` (an older peer's, with no `v`): one JSON body, our
+        signed snapshot (the job index, as of our heads) and every event our log still
+        holds, each in its signed batch (checked like a frame's). `v=2`: the same as a
+        stream (peer.log.snapstream). A read transaction of its own begins now, with the
+        heads: the events and the index rows it sends are those of now, read (the events
+        line spooled to tmp/ first; version 1's records read and signed before) while the
+        caller iterates, in any thread; nothing here reads the log. `v=3`:
         peer.log.snapframe's frames (thin job rows, columns of cache entries and providers);
         `part` "jobs": without the cache entries and providers (fetched after,
         `_fetch_rows`), "rows": only them (and no events)."""
@@ -352,7 +345,28 @@ class CatchUp:
         if v == 3:  # the rows alone vouch for no heads (they cannot pass for a snapshot)
             return self._stream3(db, events, {} if part == "rows" else heads,
                                  {} if part == "rows" else floors, part)
+        if v == 1:  # (its records' floors: the compactor's, as the previous release sent)
+            return self._stream1(db, events, heads, dict(self.compactor.floors))
         return self._stream(db, events, heads, floors)
+
+    def _stream1(self, db: sqlite3.Connection, events: Callable[[], Iterable[Event]],
+                 heads: dict[str, int], floors: dict[str, int]) -> Generator[bytes, None, None]:
+        t0 = time.perf_counter()
+        try:
+            snap = Snapshot.make(self._host.identity, self._host.peer_id, self._host.admit,
+                                 heads, self.compactor.records(db, floors)).to_json()
+            pieces = _events_line(self.cfg.data_dir, events(), lambda _: b"", b"",
+                                  b'{"snapshot":' + dumps(snap) + b",")
+            del snap  # (its records: the opening holds their bytes until the first piece)
+            total = 0
+            for piece in pieces:
+                total += len(piece)
+                yield piece
+            self.served_s = {"stream": time.perf_counter() - t0, "bytes": total}
+        except sqlite3.Error as e:  # (as `_stream3`)
+            raise unreadable(self._host.log.path, e) from e
+        finally:
+            db.close()
 
     def _stream3(self, db: sqlite3.Connection, events: Callable[[], Iterable[Event]],
                  heads: dict[str, int], floors: dict[str, int], part: str | None,

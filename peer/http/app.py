@@ -59,6 +59,9 @@ NODE: web.AppKey[Host] = web.AppKey("node")
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
+# GET /api/snapshot without `v`: one body built at once (its job records whole, in memory):
+# one at a time
+SNAPSHOT_V1: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshot_v1")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -516,16 +519,16 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         return web.json_response(texts)
     if request.query.get("digest"):
         return web.json_response(node.catchup.snapshot_digest(per_job=v > 1, v=v))
-    if v == 1:
-        return web.Response(body=node.catchup.snapshot(), content_type="application/json")
-    part = request.query.get("part")
+    part = request.query.get("part") if v > 1 else None
     if part not in (None, "jobs", "rows"):
         raise SpecError("part: jobs or rows", field="part")
     lines = node.catchup.snapshot_stream(v, part)
-    try:  # every step off the loop: the first spools the events (a failure is an error status)
-        chunk = await asyncio.to_thread(next, lines, b"")
-        resp = web.StreamResponse(headers={
-            "Content-Type": SNAPSHOT_TYPE_V3 if v == 3 else "application/x-ndjson"})
+    try:  # every step off the loop: the first spools the events (a failure is an error status;
+        # version 1's reads and signs the job records first, one serve at a time)
+        async with request.app[SNAPSHOT_V1] if v == 1 else contextlib.nullcontext():
+            chunk = await asyncio.to_thread(next, lines, b"")
+        resp = web.StreamResponse(headers={"Content-Type": {
+            1: "application/json", 2: "application/x-ndjson", 3: SNAPSHOT_TYPE_V3}[v]})
         await resp.prepare(request)
         try:
             while chunk:
@@ -580,6 +583,7 @@ def make_app(node: Host) -> web.Application:
     app[GATE] = gate
     app[IPFS_REFUSED] = Counter()
     app[METRICS] = registry = Metrics(node)
+    app[SNAPSHOT_V1] = asyncio.Semaphore(1)
     node.listeners.append(registry.on_event)
     auth.add_routes(app)
     r = app.router

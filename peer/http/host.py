@@ -105,10 +105,9 @@ class Archive(Protocol):
     async def fetch_record(self, job: str) -> dict[str, Any] | None: ...  # a thin one's,
     # fetched from a member and checked
     def record_texts(self, job: str) -> list[str] | None: ...  # ?v=3&record=: its full texts
-    def snapshot(self) -> bytes: ...  # GET /api/snapshot: signed snapshot + events (JSON)
     def snapshot_stream(self, v: int = 2, part: str | None = None,
-                        ) -> Generator[bytes, None, None]: ...  # ?v=2 or 3: the same,
-    # streamed (v=3&part=jobs|rows: a part)
+                        ) -> Generator[bytes, None, None]: ...  # GET /api/snapshot: signed
+    # snapshot + events (v=1: one JSON body; ?v=2 or 3: streamed; v=3&part=jobs|rows: a part)
     def snapshot_digest(self, per_job: bool = False, v: int = 2) -> Mapping[str, Any]: ...
     # heads, floors, digest (per_job: one per compacted job)
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -775,15 +776,17 @@ class Compactor:
         self._busy_memo = (st.entered, frozenset(jobs), found)
         return set(found)
 
-    def records(self) -> dict[str, Any]:
+    def records(self, db: sqlite3.Connection | None = None,
+                floors: Mapping[str, int] | None = None) -> dict[str, Any]:
         """What a snapshot carries: every record of the job index, the cache entries and
-        providers it keeps, and the compaction floors (JSON)."""
+        providers it keeps, and the compaction floors (JSON). With `db` (a read transaction
+        of the index's file, in any thread) and the `floors` of that moment: as of it."""
         return {
             "jobs": [[r.job, *r.order, r.ended_hlc, r.state, r.summary, r.record, r.facts]
-                     for r in self.index.rows()],
-            "cache": [[e.kind, e.key, e.value, *e.order] for e in self.index.entries()],
-            "providers": sorted([c, o] for c, o in self.index.providers()),
-            "floors": dict(sorted(self.floors.items()))}
+                     for r in self.index.rows(db)],
+            "cache": [[e.kind, e.key, e.value, *e.order] for e in self.index.entries(db)],
+            "providers": sorted([c, o] for c, o in self.index.providers(db)),
+            "floors": dict(sorted((self.floors if floors is None else floors).items()))}
 
     def take(self, records: Mapping[str, Any], heads: Mapping[str, int]) -> int:
         """Apply a checked snapshot (its events merged already): its records join the index

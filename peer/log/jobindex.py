@@ -768,12 +768,14 @@ class JobIndex:
         """The (row, column)s that reads left out because they do not read back."""
         return len(self._bad)
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[Any]:
-        """The rows of a query reading the index back: the one place its reads meet the
-        file. A sqlite3.DatabaseError (a damaged page mid-file, a text that does not decode)
-        is raised as peer.log.sqlite.unreadable says: a DataError naming the file."""
+    def _read(self, sql: str, args: Sequence[Any] = (),
+              db: sqlite3.Connection | None = None) -> Iterator[Any]:
+        """The rows of a query reading the index back (on `db`, a read transaction of the
+        same file, else the index's connection): the one place its reads meet the file. A
+        sqlite3.DatabaseError (a damaged page mid-file, a text that does not decode) is
+        raised as peer.log.sqlite.unreadable says: a DataError naming the file."""
         try:
-            yield from self._db.execute(sql, args)
+            yield from (self._db if db is None else db).execute(sql, args)
         except sqlite3.DatabaseError as e:
             raise unreadable(self.path, e) from e
 
@@ -901,9 +903,10 @@ class JobIndex:
         """Origin -> the highest seq compaction dropped (`compact_floors`)."""
         return compact_floors(self._db, self.path, self.own)
 
-    def entries(self) -> Iterator[CacheEntry]:
-        """Every cache entry (for a snapshot); one that does not read back is left out."""
-        for row in self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index"):
+    def entries(self, db: sqlite3.Connection | None = None) -> Iterator[CacheEntry]:
+        """Every cache entry (for a snapshot; read on `db`, as `_read`); one that does not
+        read back is left out."""
+        for row in self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index", (), db):
             if not self._entry_ok(row):
                 continue
             kind, k, v, h, o, q = row
@@ -1033,14 +1036,16 @@ class JobIndex:
         return {"outputs": value(OUTPUT), "outputs_src": order(OUTPUT), "cache": value(ITEM),
                 "cache_src": order(ITEM), "providers": self.providers_of}
 
-    def providers(self) -> Iterator[tuple[str, str]]:
-        for row in self._read("SELECT cid, origin FROM provider_index"):
+    def providers(self, db: sqlite3.Connection | None = None) -> Iterator[tuple[str, str]]:
+        for row in self._read("SELECT cid, origin FROM provider_index", (), db):
             if self._provider_ok(row):
                 yield row
 
-    def rows(self) -> Iterator[JobRecord]:
-        """Every record (for a snapshot), oldest first; without their event ids."""
-        for row in self._read(f"SELECT {JOB_COLUMNS} FROM job_index ORDER BY hlc, origin, seq"):
+    def rows(self, db: sqlite3.Connection | None = None) -> Iterator[JobRecord]:
+        """Every record (for a snapshot; read on `db`, as `_read`), oldest first; without
+        their event ids."""
+        for row in self._read(f"SELECT {JOB_COLUMNS} FROM job_index ORDER BY hlc, origin, seq",
+                              (), db):
             if not self._keys_ok(row):
                 continue
             job, h, o, q, ended, st, summary, record, facts = row

@@ -1,7 +1,8 @@
-"""Serving a snapshot stream (`CatchUp.snapshot_stream`, GET /api/snapshot?v=2|3): the
-events line is read off the loop, on the stream's own read transaction, and sent in pieces;
-its bytes are those the previous release made (kept below as the reference), and it is the
-log as of the request, whatever is appended or dropped while it streams."""
+"""Serving a snapshot stream (`CatchUp.snapshot_stream`, GET /api/snapshot?v=2|3, and the
+one body an older peer asks for with no `v`): the events line (and version 1's job records)
+is read off the loop, on the stream's own read transaction, and sent in pieces; its bytes are
+those the previous release made (kept below as the reference), and it is the log as of the
+request, whatever is appended or dropped while it streams."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from peer.config import PeerConfig
 from peer.log import Event, EventType
 from peer.log.snapframe import HEADER, MAGIC, frame
 from peer.mesh.keyring import SECRET_FILE_NAME
-from peer.mesh.wire import pack_frames
+from peer.mesh.wire import dumps, pack_frames
 from peer.node import Node
 from tests.unit.api_client import api_client
 
@@ -109,6 +110,16 @@ def _old_head(n: Node, part: str | None) -> bytes:
             + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
 
 
+def _old_v1(n: Node) -> bytes:
+    """e418a64's `CatchUp.snapshot`, the version 1 body: built whole, on the loop."""
+    s = n.catchup._snapshot()
+    events = _old_servable(n, list(n.log.load()))
+    packed, _ = pack_frames(events, 1 << 62, 1 << 62)
+    return (b'{"snapshot":' + dumps(s.to_json()) + b',"events":['
+            + b",".join(e for p in packed for e in p.events) + b'],"batches":['
+            + b",".join(b for p in packed for b in p.batches) + b"]}")
+
+
 def _events_part(body: bytes, v: int) -> bytes:
     """The events of a stream: version 3's first frame (magic included), version 2's first
     line (newline included)."""
@@ -140,6 +151,34 @@ async def test_the_events_are_sent_byte_for_byte_as_the_previous_release_sent_th
         assert len(line["batches"]) == 8
         assert not {e.id for e in late} & set(sent) and late
     assert body[len(events):]  # the rows and trailer follow
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["default", "small-pieces"])
+async def test_the_version_1_body_is_sent_byte_for_byte_as_the_previous_release_sent_it(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        small: bool) -> None:
+    """The job records (compacted jobs, their cache entries and providers, the floors) and
+    the events of the mixed log, as e418a64's `snapshot` sent them, whether the body comes
+    whole (`snapshot`) or in pieces (`snapshot_stream(1)`, GET /api/snapshot)."""
+    if small:
+        monkeypatch.setattr(sqlite_mod, "STORED_ROWS", 3, raising=False)
+        monkeypatch.setattr(sqlite_mod, "STORED_BATCHES", 1, raising=False)
+        monkeypatch.setattr(catchup_mod, "PIECE_BYTES", 64, raising=False)
+    b, _ = await _mixed_log(tmp_path, opened)
+    for j in range(3):
+        _finished(b, f"done{j}")
+    assert b.catchup.compact().jobs
+    stream = getattr(b.catchup, "snapshot_stream", None)
+    pieces = list(stream(1)) if stream is not None else []
+    whole = b.catchup.snapshot()
+    old = _old_v1(b)  # (after: it quarantines the invalid row)
+    assert whole == old and b"".join(pieces) == old
+    body = json.loads(old)
+    records = body["snapshot"]["records"]
+    assert records["jobs"] and records["cache"] and records["providers"] and records["floors"]
+    assert len(body["events"]) > 20 and body["batches"]
+    if small:
+        assert len(pieces) > 10
 
 
 def test_the_events_frame_is_sent_in_pieces_not_whole(
@@ -201,10 +240,12 @@ async def served(tmp_path: Path, opened: list[Node]) -> Any:
         yield n, c
 
 
+@pytest.mark.parametrize("params", [{"v": "3", "part": "jobs"}, {}], ids=["v3", "v1"])
 async def test_the_loop_answers_other_requests_while_a_snapshot_reads_the_log(
-        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        served: Any, monkeypatch: pytest.MonkeyPatch, params: dict[str, str]) -> None:
     """The serve's read of the log is held until another request on the same app has been
-    answered: that can happen only if the read runs off the loop."""
+    answered: that can happen only if the read runs off the loop (version 1 too: e418a64
+    built its body on the loop)."""
     n, client = served
     started, answered = threading.Event(), threading.Event()
     reads: list[tuple[int, bool]] = []
@@ -221,15 +262,43 @@ async def test_the_loop_answers_other_requests_while_a_snapshot_reads_the_log(
     monkeypatch.setattr(catchup_mod, "stored_events",
                         hold(getattr(catchup_mod, "stored_events", None)), raising=False)
     loop_thread = threading.get_ident()
-    snap = asyncio.create_task(client.get("/api/snapshot", params={"v": "3", "part": "jobs"}))
+    snap = asyncio.create_task(client.get("/api/snapshot", params=params))
     assert await asyncio.to_thread(started.wait, 10)
     r = await client.get("/api/health")
     assert r.status == 200 and (await r.json())["peer"] == n.peer_id
     answered.set()
     resp = await snap
     body = await resp.read()
-    assert resp.status == 200 and body.startswith(MAGIC)
+    assert resp.status == 200 and body.startswith(MAGIC if params else b'{"snapshot":')
     assert [(ident != loop_thread, held) for ident, held in reads] == [(True, True)]
+
+
+async def test_version_1_bodies_are_built_one_at_a_time(
+        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two version 1 serves asked at once: the second's read of the log begins after the
+    first's has ended (each builds its job records whole, in memory). The first's read waits
+    a moment for a second to begin beside it (none may), then goes on."""
+    _, client = served
+    seen: list[str] = []
+    beside = threading.Event()
+    read = catchup_mod.stored_events
+
+    def held(*args: Any) -> Iterator[Event]:
+        if seen:
+            beside.set()
+        seen.append("begin")
+        beside.wait(0.5)  # (only the first waits: long enough for a second to begin)
+        out = list(read(*args))
+        seen.append("end")
+        return iter(out)
+
+    monkeypatch.setattr(catchup_mod, "stored_events", held)
+    first, second = await asyncio.gather(client.get("/api/snapshot"),
+                                         client.get("/api/snapshot"))
+    bodies = [await first.read(), await second.read()]
+    assert [first.status, second.status] == [200, 200] and bodies[0] == bodies[1]
+    assert first.content_type == "application/json" and json.loads(bodies[0])["events"]
+    assert seen == ["begin", "end", "begin", "end"]
 
 
 async def test_a_stream_cut_short_closes_its_files_and_transaction(
