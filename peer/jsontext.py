@@ -234,6 +234,28 @@ def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
     return value
 
 
+def pieces(value: Any, depth: int, *, sort_keys: bool = False) -> Iterator[bytes]:
+    """`json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()` in pieces:
+    its lists and objects `depth` levels deep one member at a time. json's C encoder holds
+    the GIL for a whole call (a big snapshot's job records: half a second, the event loop's
+    thread waiting); between two pieces another thread runs."""
+    if depth and type(value) is list:
+        yield b"["
+        for i, x in enumerate(value):
+            if i:
+                yield b","
+            yield from pieces(x, depth - 1, sort_keys=sort_keys)
+        yield b"]"
+    elif depth and type(value) is dict and all(type(k) is str for k in value):
+        yield b"{"
+        for i, k in enumerate(sorted(value) if sort_keys else value):
+            yield (b"," if i else b"") + json.dumps(k).encode() + b":"
+            yield from pieces(value[k], depth - 1, sort_keys=sort_keys)
+        yield b"}"
+    else:
+        yield json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()
+
+
 def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
     """json.loads of a text read back (a data dir's row, a peer's snapshot row, content a
     member names); ValueError if it is not JSON or nests deeper than `limit` (an earlier

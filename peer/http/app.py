@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,8 @@ NODE: web.AppKey[Host] = web.AppKey("node")
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
-# GET /api/snapshot without `v`: one body built at once (its job records whole, in memory):
-# one at a time
+# GET /api/snapshot without `v` (an older peer's): its job records are read and encoded whole
+# (in memory until sent): one such serve at a time
 SNAPSHOT_V1: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshot_v1")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -522,13 +522,19 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     part = request.query.get("part") if v > 1 else None
     if part not in (None, "jobs", "rows"):
         raise SpecError("part: jobs or rows", field="part")
-    lines = node.catchup.snapshot_stream(v, part)
-    try:  # every step off the loop: the first spools the events (a failure is an error status;
-        # version 1's reads and signs the job records first, one serve at a time)
-        async with request.app[SNAPSHOT_V1] if v == 1 else contextlib.nullcontext():
-            chunk = await asyncio.to_thread(next, lines, b"")
-        resp = web.StreamResponse(headers={"Content-Type": {
-            1: "application/json", 2: "application/x-ndjson", 3: SNAPSHOT_TYPE_V3}[v]})
+    async with request.app[SNAPSHOT_V1] if v == 1 else contextlib.nullcontext():
+        return await _stream(request, node.catchup.snapshot_stream(v, part), {
+            1: "application/json", 2: "application/x-ndjson", 3: SNAPSHOT_TYPE_V3}[v])
+
+
+async def _stream(request: web.Request, lines: Generator[bytes, None, None],
+                  content_type: str) -> web.StreamResponse:
+    """A snapshot's pieces sent as they come, every step off the loop: the first spools the
+    events (a failure is an error status; version 1's reads and signs the job records
+    first)."""
+    try:
+        chunk = await asyncio.to_thread(next, lines, b"")
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
         await resp.prepare(request)
         try:
             while chunk:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from peer.dataentry import open_file
 from peer.errors import DataError
+from peer.jsontext import pieces
 from peer.log.clock import hlc_ms
 from peer.log.events import (
     CachePut,
@@ -1046,8 +1047,12 @@ class Snapshot:
     sig: bytes = b""
 
     def content_digest(self) -> bytes:
-        """sha256 of (heads, records): what a second member's digest is compared with."""
-        return hashlib.sha256(_canon([dict(self.heads), self.records])).digest()
+        """sha256 of (heads, records): what a second member's digest is compared with (their
+        canonical JSON, encoded a record at a time: `pieces`)."""
+        h = hashlib.sha256()
+        for piece in pieces([dict(self.heads), self.records], 3, sort_keys=True):
+            h.update(piece)
+        return h.digest()
 
     def signed_digest(self) -> bytes:
         return hashlib.sha256(SNAPSHOT_DOMAIN + _str_bytes(self.signer) + self.key
