@@ -33,7 +33,6 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from peer import __version__, jsontext
-from peer.cids import sha256_cid
 from peer.errors import (
     ArgError,
     BadDag,
@@ -45,7 +44,8 @@ from peer.errors import (
     Unsupported,
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
-from peer.ipfs import car, ipld, parse_cid
+from peer.ipfs import car, parse_cid
+from peer.ipfs.dagput import Blocks
 from peer.ipfs.gateway import write_stream
 from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
 from peer.ipfs.publish import IpnsService, parse_duration
@@ -183,6 +183,7 @@ def add_routes(
                    "key/ls": keys_rpc.key_list, "name/publish": keys_rpc.name_publish}
     for name, handler in routes.items():
         app.router.add_post(f"/api/v0/{name}", _guarded(handler))
+    app.on_cleanup.append(rpc.close)
 
 
 # --- errors and options ------------------------------------------------------------------------
@@ -480,6 +481,7 @@ class KuboRpc:
         self.settle: Callable[[], Awaitable[None]] = _settled
         self.refused: Counter[str] = Counter()
         self.converting = asyncio.Semaphore(1)  # dag/put's nodes into blocks: one request at once
+        self.blocks = Blocks()  # (a big request's made in a process of their own)
 
     def _tmp(self, prefix: str) -> Path:
         if self.tmp_dir is not None:
@@ -693,20 +695,26 @@ class KuboRpc:
 
     async def _blocks(self, nodes: list[bytes], in_codec: str, out_codec: str,
                       limit: int) -> list[tuple[str, bytes]]:
-        """The (CID, block) of each dag/put node, made in a worker thread, one request's nodes
-        at a time: decoding and encoding a node is up to seconds of CPU (on the loop, every
-        other request waited), and several at once would take the default pool's threads
-        that store calls wait for. The turn is held until the thread ends, even when the
-        request is cancelled meanwhile."""
+        """The (CID, block) of each dag/put node, made in a worker thread (a big request's
+        in a process, peer.ipfs.dagput: in a thread, json's and cbor2's C decoders hold the
+        GIL, and so the loop, for up to half a second), one request's nodes at a time:
+        decoding and encoding a node is up to seconds of CPU (on the loop, every other
+        request waited), and several at once would take the default pool's threads that
+        store calls wait for. The turn is held until the thread ends, even when the request
+        is cancelled meanwhile."""
         await self.converting.acquire()
         try:
             work = asyncio.get_running_loop().run_in_executor(
-                None, _put_all, nodes, in_codec, out_codec, limit)
+                None, self.blocks.make, nodes, in_codec, out_codec, limit)
         except BaseException:
             self.converting.release()
             raise
         work.add_done_callback(self._blocks_done)
         return await asyncio.shield(work)
+
+    async def close(self, app: web.Application | None = None) -> None:
+        """End dag/put's process (the app's cleanup)."""
+        await asyncio.to_thread(self.blocks.close)
 
     def _blocks_done(self, work: asyncio.Future[list[tuple[str, bytes]]]) -> None:
         self.converting.release()
@@ -715,8 +723,8 @@ class KuboRpc:
 
     def _put_blocks(self, blocks: list[tuple[str, bytes]], pin: bool) -> list[str]:
         for cid, data in blocks:
-            self.store.put_block(cid, data)
-            if pin:
+            self.store.put_block(cid, data, checked=True)  # (`_blocks` made them: no second
+            if pin:  # decoding, in this process, holding the GIL)
                 self.store.pin(cid, explicit=True)
         return [cid for cid, _ in blocks]
 
@@ -792,27 +800,6 @@ def _ipns_arg(request: web.Request) -> str:
     """The name of an `/ipns/NAME` (or bare NAME) argument."""
     (arg,) = args(request, "key")[:1]
     return arg.strip().removeprefix("/ipns/").strip("/")
-
-
-def _put_all(nodes: list[bytes], in_codec: str, out_codec: str,
-             limit: int) -> list[tuple[str, bytes]]:
-    return [_put_block(data, in_codec, out_codec, limit) for data in nodes]
-
-
-def _put_block(data: bytes, in_codec: str, out_codec: str, limit: int) -> tuple[str, bytes]:
-    """(CID, block) of one dag/put node; BadDag saying what is wrong with it."""
-    if in_codec == "dag-cbor":
-        value = ipld.check_cbor(data, "input")
-    else:
-        value = ipld.decode_json(data, "input", links=in_codec == "dag-json")
-    if in_codec == out_codec == "dag-cbor":
-        block = data  # check_cbor found it the canonical encoding of its value: no second one
-    else:
-        block = ipld.encode_cbor(value) if out_codec == "dag-cbor" else ipld.encode_json(value)
-    if len(block) > limit:
-        raise BadDag(f"dag/put: the block would be {len(block)} bytes, over {limit} (UnixFS "
-                     "`add` chunks big data; allow-big-block raises the bound)", field="file")
-    return str(sha256_cid(block, out_codec, 1)), block
 
 
 def _over_input(most: int, limit: int, out_codec: str) -> BadDag:

@@ -1,23 +1,29 @@
 """The Kubo RPC (peer/ipfs/rpc.py) with big and malformed input: a dag/put node over the input
-bound is refused before it is decoded, decoding runs off the event loop, a string that is not
-text is a 400 naming its place (never a 500), and JSON lines never break mid-stream. Uploads'
+bound is refused before it is decoded, decoding runs off the event loop (a big request's in a
+process of its own), a string that is not text is a 400 naming its place (never a 500), and
+JSON lines never break mid-stream. Uploads'
 file names: tests/unit/test_app.py."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
+import multiprocessing
 import struct
 import threading
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import FormData, web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from peer.cids import sha256_cid
+from peer.errors import StoreError
 from peer.ipfs import EmbeddedStore, gateway, ipld, rpc
 
 Client = TestClient[Any, Any]
@@ -140,6 +146,115 @@ async def test_decoding_runs_off_the_event_loop(put: Any, monkeypatch: pytest.Mo
     r = await putting
     assert r.status == 200, await r.text()
     assert seen == ["answered", "decoded"]
+
+
+def _recording(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every dag/put decoder and encoder of this process record its call (and go on)."""
+    calls: list[str] = []
+
+    def record(name: str, real: Any) -> Any:
+        def coder(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+        return coder
+
+    for name in ("check_cbor", "decode_json", "encode_cbor", "encode_json"):
+        monkeypatch.setattr(ipld, name, record(name, getattr(ipld, name)))
+    return calls
+
+
+BIG = _zeros_json(300 << 10)  # 600 KiB of DAG-JSON: over dagput.IN_PROCESS_BYTES
+
+
+async def test_a_big_request_is_made_in_a_process_of_its_own(
+        put: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """json's and cbor2's C decoders hold the GIL, and so the loop, for a whole node (0.4-0.6 s
+    for 4 MiB, even in a thread): a request of more than IN_PROCESS_BYTES is decoded and
+    encoded in another process (this process's coders, recording here, never run); a small
+    one in a thread of this process (a process costs more than its decoding)."""
+    dagput = importlib.import_module("peer.ipfs.dagput")
+    assert len(BIG) > dagput.IN_PROCESS_BYTES
+    block = ipld.encode_cbor(ipld.decode_json(BIG, "input", links=True))
+    calls = _recording(monkeypatch)
+    r = await put(BIG)
+    assert r.status == 200, await r.text()
+    cid = str(sha256_cid(block, "dag-cbor", 1))
+    assert (await r.json(content_type=None))["Cid"]["/"] == cid
+    assert put.store.get_block(cid) == block and calls == []
+    r = await put(b"[0, 1]")
+    assert r.status == 200 and calls == ["decode_json", "encode_cbor"]
+
+
+@pytest.mark.parametrize(("doc", "query", "says"), [
+    (BIG[:-1] + b",]", "", "malformed DAG-JSON"),
+    (BIG[:-1] + b',"\\ud800"]', "?store-codec=dag-json", "lone surrogate"),
+    (_zeros_json(750 << 10), "?store-codec=dag-json", "the block would be"),
+    (b"\xa2\x61b\x01\x61a\x5a" + struct.pack(">I", 300 << 10) + b"\x00" * (300 << 10),
+     "?input-codec=dag-cbor", "out of order"),  # {"b": 1, "a": 300 KiB of bytes}
+])
+async def test_a_big_request_is_refused_as_a_small_one_would_be(
+        put: Any, monkeypatch: pytest.MonkeyPatch, doc: bytes, query: str, says: str) -> None:
+    """The same status and message (the rule broken, named) from the process as from a
+    thread of this one, and the refusal counted."""
+    dagput = importlib.import_module("peer.ipfs.dagput")
+    answers = []
+    for bound in (dagput.IN_PROCESS_BYTES, 1 << 30):  # the process, then this one's thread
+        monkeypatch.setattr(dagput, "IN_PROCESS_BYTES", bound)
+        r = await put(doc, query)
+        answers.append((r.status, await r.json()))
+    assert answers[0] == answers[1] and answers[0][0] == 400, answers
+    assert says in answers[0][1]["Message"], answers
+    assert sum(put.refused.values()) == 2
+
+
+async def test_the_process_ends_with_the_app(tmp_path: Path) -> None:
+    """The process a big request was made in (and its replacement, idle) ends when the app
+    is cleaned up (the peer stops)."""
+    app = web.Application()
+    rpc.add_routes(app, EmbeddedStore(tmp_path / "store"))
+    before = set(multiprocessing.active_children())
+    async with TestClient(TestServer(app)) as client:
+        form = FormData()
+        form.add_field("file", io.BytesIO(BIG), filename="node")
+        r = await client.post("/api/v0/dag/put", data=form)
+        assert r.status == 200, await r.text()
+        made = set(multiprocessing.active_children()) - before
+        assert made
+    assert not any(p.is_alive() for p in made)
+
+
+def test_a_process_killed_while_it_makes_the_blocks_is_an_error_then_replaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its request fails (StoreError: a 500 of the RPC), the next one gets a new process."""
+    dagput = importlib.import_module("peer.ipfs.dagput")
+    pools: list[Any] = []
+
+    class Pool:  # a fake ProcessPoolExecutor: its first task's process is killed
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(self)
+            self.down = False
+
+        def submit(self, fn: Any, *args: Any) -> Future[Any]:
+            f: Future[Any] = Future()
+            if len(pools) == 1:
+                f.set_exception(BrokenProcessPool("killed"))
+            else:
+                f.set_result(fn(*args))
+            return f
+
+        def shutdown(self, wait: bool = True, **kwargs: Any) -> None:
+            self.down = True
+
+    monkeypatch.setattr(dagput, "ProcessPoolExecutor", Pool)
+    blocks = dagput.Blocks()
+    with pytest.raises(StoreError, match="ended before it answered"):
+        blocks.make([BIG], "dag-json", "dag-cbor", rpc.MAX_BLOCK_BYTES)
+    (cid, _), = blocks.make([BIG], "dag-json", "dag-cbor", rpc.MAX_BLOCK_BYTES)
+    assert cid.startswith("bafyrei") and len(pools) == 2 and pools[0].down
+    blocks.close()
+    assert pools[1].down
+    with pytest.raises(StoreError, match="stopping"):
+        blocks.make([BIG], "dag-json", "dag-cbor", rpc.MAX_BLOCK_BYTES)
 
 
 @pytest.mark.parametrize(("doc", "place"), [
