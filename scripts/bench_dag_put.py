@@ -38,7 +38,9 @@ def inputs() -> list[tuple[str, str, bytes]]:
     zeros_json = b"[" + b",".join([b"0"] * (2 * MIB - 1)) + b"]"  # 4 MiB
     zeros_cbor = b"\x9a" + struct.pack(">I", 4 * MIB - 10) + b"\x00" * (4 * MIB - 10)
     refused = b"[" + b",".join([b"0"] * (8 * MIB - 1)) + b"]"  # 16 MiB
-    return [
+    return [  # (a request over peer.ipfs.dagput.IN_PROCESS_BYTES is made in a process)
+        ("dag-json 200 KiB [0,...]", "", b"[" + b",".join([b"0"] * (100 << 10)) + b"]"),
+        ("dag-json 600 KiB [0,...]", "", b"[" + b",".join([b"0"] * (300 << 10)) + b"]"),
         ("dag-json 4 MiB [0,...], allow-big-block", "?allow-big-block=true", zeros_json),
         ("dag-cbor 4 MiB array of 0, allow-big-block",
          "?input-codec=dag-cbor&allow-big-block=true", zeros_cbor),
