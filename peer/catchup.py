@@ -288,24 +288,50 @@ class CatchUp:
         return None
 
     # -- snapshots: a peer behind the compaction horizon ----------------------------------
-    def _snapshot(self) -> Snapshot:
+    def _begin(self) -> tuple[dict[str, int], sqlite3.Connection, dict[str, int]]:
+        """Our heads, and a read transaction of its own on the log's file begun with them (on
+        the loop; any one thread may read on it after) and its compaction floors."""
         self._host.flush()
-        return Snapshot.make(self._host.identity, self._host.peer_id, self._host.admit,
-                             dict(self._host.heads()), self.compactor.records())
+        heads = dict(self._host.heads())
+        db = connect(str(self._host.log.path), isolation_level=None,
+                     check_same_thread=False)
+        try:
+            db.execute("BEGIN")
+            floors = compact_floors(db, self._host.log.path, self._host.peer_id)  # the read
+            # snapshot starts here
+        except BaseException:
+            db.close()
+            raise
+        return heads, db, floors
 
     def snapshot_digest(self, per_job: bool = False, v: int = 2) -> dict[str, Any]:
+        """`digest_reader(per_job, v)()`, here."""
+        return self.digest_reader(per_job, v)()
+
+    def digest_reader(self, per_job: bool = False, v: int = 2,
+                      ) -> Callable[[], dict[str, Any]]:
         """What a second member's check compares: our heads, floors and snapshot digest
         (`per_job`, `?v=2`: instead of the digest, one per compacted job, `job_digest`:
-        what two honest peers that both compacted a job agree on; `v=3`: `job_digest3`)."""
-        if per_job:
-            self._host.flush()
-            return {"heads": dict(self._host.heads()),
-                    "floors": dict(sorted(self.compactor.floors.items())),
-                    "jobs": self.index.thin_digests(job_digest3) if v == 3
-                    else self.index.job_digests(job_digest)}
-        s = self._snapshot()
-        return {"heads": dict(s.heads), "floors": s.records["floors"],
-                "digest": s.content_digest().hex()}
+        what two honest peers that both compacted a job agree on; `v=3`: `job_digest3`).
+        A read transaction of its own begins now, with the heads; the function returned
+        reads the job index on it and computes the digests, in any thread, once."""
+        heads, db, _ = self._begin()
+        floors = dict(sorted(self.compactor.floors.items()))
+
+        def read() -> dict[str, Any]:
+            try:
+                if per_job:
+                    return {"heads": heads, "floors": floors,
+                            "jobs": self.index.thin_digests(job_digest3, db) if v == 3
+                            else self.index.job_digests(job_digest, db)}
+                records = self.compactor.records(db, floors)
+                return {"heads": heads, "floors": records["floors"], "digest": Snapshot(
+                    self._host.peer_id, b"", None, heads, records).content_digest().hex()}
+            except sqlite3.Error as e:  # (as `_stream3`)
+                raise unreadable(self._host.log.path, e) from e
+            finally:
+                db.close()
+        return read
 
     def snapshot(self) -> bytes:
         """GET /api/snapshot without `v` (an older peer's): `snapshot_stream(1)` whole."""
@@ -323,18 +349,8 @@ class CatchUp:
         peer.log.snapframe's frames (thin job rows, columns of cache entries and providers);
         `part` "jobs": without the cache entries and providers (fetched after,
         `_fetch_rows`), "rows": only them (and no events)."""
-        self._host.flush()
-        heads = dict(self._host.heads())
+        heads, db, floors = self._begin()
         upto = dict(self._host.servable_upto())  # (ours once proven)
-        db = connect(str(self._host.log.path), isolation_level=None,
-                     check_same_thread=False)
-        try:
-            db.execute("BEGIN")
-            floors = compact_floors(db, self._host.log.path, self._host.peer_id)  # the read
-            # snapshot starts here
-        except BaseException:
-            db.close()
-            raise
         path, max_payload = self._host.log.path, self._host.log.max_payload_bytes
 
         def events() -> Iterable[Event]:  # in the stream's thread, on its read transaction

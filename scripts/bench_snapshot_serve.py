@@ -31,7 +31,8 @@ from peer.http.app import make_app
 from peer.http.tokens import load_or_create_token
 from peer.node import Node
 
-FORMS = {"v1 (no v)": "", "v3 part=jobs": "?v=3&part=jobs"}
+FORMS = {"v1 (no v)": "", "v3 part=jobs": "?v=3&part=jobs", "digest=1": "?digest=1",
+         "digest=1&v=3": "?digest=1&v=3"}
 TICK_S = 0.005
 
 

@@ -108,8 +108,9 @@ class Archive(Protocol):
     def snapshot_stream(self, v: int = 2, part: str | None = None,
                         ) -> Generator[bytes, None, None]: ...  # GET /api/snapshot: signed
     # snapshot + events (v=1: one JSON body; ?v=2 or 3: streamed; v=3&part=jobs|rows: a part)
-    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> Mapping[str, Any]: ...
-    # heads, floors, digest (per_job: one per compacted job)
+    def digest_reader(self, per_job: bool = False, v: int = 2,
+                      ) -> Callable[[], Mapping[str, Any]]: ...  # ?digest=1: heads, floors,
+    # digest (per_job: one per compacted job), read in a thread
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,
                       ) -> list[tuple[tuple[int, str, int], dict[str, Any]]]: ...  # summaries
 

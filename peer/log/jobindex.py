@@ -714,14 +714,16 @@ class JobIndex:
                 db.executemany("INSERT OR REPLACE INTO job_thin VALUES (?, ?, ?, ?)", out)
         return len(rows)
 
-    def thin_digests(self, digest: Callable[..., str]) -> dict[str, str]:
+    def thin_digests(self, digest: Callable[..., str],
+                     db: sqlite3.Connection | None = None) -> dict[str, str]:
         """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
-        of the index (snapframe.job_digest3) whose facts read back."""
+        of the index (snapframe.job_digest3) whose facts read back (read on `db`, as
+        `_read`)."""
         out: dict[str, str] = {}
         for row in self._read(
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
                 "CASE WHEN t.job IS NULL THEN j.facts END FROM job_index j "
-                "LEFT JOIN job_thin t USING (job)"):
+                "LEFT JOIN job_thin t USING (job)", (), db):
             if not self._keys_ok(row):
                 continue
             job, h, o, q, ended, state, tf, facts = row
@@ -884,12 +886,13 @@ class JobIndex:
         self._db.executemany("INSERT INTO compact_floors VALUES (?, ?) ON CONFLICT (origin) DO "
                              "UPDATE SET seq = max(seq, excluded.seq)", list(floors.items()))
 
-    def job_digests(self, digest: Callable[[tuple[Any, ...]], str]) -> dict[str, str]:
+    def job_digests(self, digest: Callable[[tuple[Any, ...]], str],
+                    db: sqlite3.Connection | None = None) -> dict[str, str]:
         """Job -> `digest` of its row (JOB_COLUMNS), for every job of the index whose facts
         read back (`digest` raises ValueError, TypeError or AttributeError else: the row is
-        left out)."""
+        left out; read on `db`, as `_read`)."""
         out: dict[str, str] = {}
-        for r in self._read(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''"):
+        for r in self._read(f"SELECT {JOB_COLUMNS} FROM job_index WHERE record != ''", (), db):
             if not self._keys_ok(r):  # (not thin rows)
                 continue
             try:
