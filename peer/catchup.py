@@ -9,6 +9,7 @@ tmp/ and sent in pieces) in any one thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -324,9 +325,9 @@ class CatchUp:
                     return {"heads": heads, "floors": floors,
                             "jobs": self.index.thin_digests(job_digest3, db) if v == 3
                             else self.index.job_digests(job_digest, db)}
-                records = self.compactor.records(db, floors)
-                return {"heads": heads, "floors": records["floors"], "digest": Snapshot(
-                    self._host.peer_id, b"", None, heads, records).content_digest().hex()}
+                return {"heads": heads, "floors": floors, "digest": Snapshot(
+                    self._host.peer_id, b"", None, heads,
+                    self.compactor.record_stream(db, floors)).content_digest().hex()}
             except sqlite3.Error as e:  # (as `_stream3`)
                 raise unreadable(self._host.log.path, e) from e
             finally:
@@ -368,14 +369,20 @@ class CatchUp:
                  heads: dict[str, int], floors: dict[str, int]) -> Generator[bytes, None, None]:
         t0 = time.perf_counter()
         try:
-            snap = Snapshot.make(self._host.identity, self._host.peer_id, self._host.admit,
-                                 heads, self.compactor.records(db, floors)).to_json()
-            opening = b"".join((b'{"snapshot":', *pieces(snap, 3), b","))
-            del snap
-            for i in range(0, len(opening), PIECE_BYTES):  # (one write of megabytes held the
-                yield opening[i:i + PIECE_BYTES]  # loop for a tenth of a second)
-            total = len(opening)
-            del opening
+            records = self.compactor.record_stream  # (read twice: hashed to be signed, then
+            snap = Snapshot.make(self._host.identity, self._host.peer_id,  # sent, in the
+                                 self._host.admit, heads, records(db, floors))  # JSON's order)
+            out, total = bytearray(b'{"snapshot":'), 0
+            for piece in pieces(dataclasses.replace(snap, records=records(db, floors)
+                                                    ).to_json(), 3):
+                out += piece
+                if len(out) >= PIECE_BYTES:
+                    yield bytes(out)
+                    total += len(out)
+                    out.clear()
+            out += b","
+            yield bytes(out)
+            total += len(out)
             for piece in _events_line(self.cfg.data_dir, events(), lambda _: b"", b"",
                                       b""):
                 total += len(piece)

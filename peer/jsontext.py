@@ -236,10 +236,11 @@ def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
 
 def pieces(value: Any, depth: int, *, sort_keys: bool = False) -> Iterator[bytes]:
     """`json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()` in pieces:
-    its lists and objects `depth` levels deep one member at a time. json's C encoder holds
-    the GIL for a whole call (a big snapshot's job records: half a second, the event loop's
-    thread waiting); between two pieces another thread runs."""
-    if depth and type(value) is list:
+    its lists and objects `depth` levels deep one member at a time, and an iterator there as
+    a list of its items, read as they are encoded (never all in memory). json's C encoder
+    holds the GIL for a whole call (a big snapshot's job records: half a second, the event
+    loop's thread waiting); between two pieces another thread runs."""
+    if depth and (type(value) is list or isinstance(value, Iterator)):
         yield b"["
         for i, x in enumerate(value):
             if i:

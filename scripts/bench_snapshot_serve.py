@@ -2,7 +2,8 @@
 (bench_log's: `--tasks` finished tasks compacted into job records, then `--kept` more whose
 events stay in the log) opened by a Node of the code on PYTHONPATH (not started: no pass
 changes the log meanwhile; the collector's pace of a peer), its app served on 127.0.0.1.
-Each form (the one body an older peer asks for with no `v`, `?v=3&part=jobs`) is fetched
+Each form (the one body an older peer asks for with no `v`, `?v=3&part=jobs`, a second
+member's `?digest=1` of either version; then `/api/health`, the harness's own cost) is fetched
 `--serves` times by a client process while a ticker on the loop wakes every 5 ms: the
 longest it woke late is how long the loop was held.
 Prints one line per form: the body's sha256 and bytes, the serve's seconds and the loop's
@@ -31,8 +32,9 @@ from peer.http.app import make_app
 from peer.http.tokens import load_or_create_token
 from peer.node import Node
 
-FORMS = {"v1 (no v)": "", "v3 part=jobs": "?v=3&part=jobs", "digest=1": "?digest=1",
-         "digest=1&v=3": "?digest=1&v=3"}
+FORMS = {"v1 (no v)": "/api/snapshot", "v3 part=jobs": "/api/snapshot?v=3&part=jobs",
+         "digest=1": "/api/snapshot?digest=1", "digest=1&v=3": "/api/snapshot?digest=1&v=3",
+         "/api/health": "/api/health"}  # (the last: what the harness alone holds it)
 TICK_S = 0.005
 
 
@@ -86,12 +88,12 @@ async def serve(data: Path, serves: int) -> None:
     token = load_or_create_token(data)
     loop = asyncio.get_running_loop()
     try:
-        for name, query in FORMS.items():
+        for name, path in FORMS.items():
             rows = []
             for _ in range(serves):
                 held = 0.0
                 job = asyncio.ensure_future(
-                    fetch(f"http://127.0.0.1:{port}/api/snapshot{query}", token))
+                    fetch(f"http://127.0.0.1:{port}{path}", token))
                 while not job.done():
                     t = loop.time()
                     await asyncio.sleep(TICK_S)
