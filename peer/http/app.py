@@ -59,8 +59,8 @@ NODE: web.AppKey[Host] = web.AppKey("node")
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
-# GET /api/snapshot without `v` (an older peer's): its job records are read and encoded whole
-# (in memory until sent): one such serve at a time
+# GET /api/snapshot without `v` (an older peer's) reads the job index twice and every event,
+# seconds of a thread of the default pool (which store calls wait for): one such serve at a time
 SNAPSHOT_V1: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshot_v1")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -309,7 +309,8 @@ async def test_the_loop_answers_other_requests_while_a_digest_reads_the_index(
 async def test_version_1_bodies_are_built_one_at_a_time(
         served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two version 1 serves asked at once: the second's read of the log begins after the
-    first's has ended (each builds its job records whole, in memory). The first's read waits
+    first's has ended (each reads the index twice, seconds of a thread of the default pool).
+    The first's read waits
     a moment for a second to begin beside it (none may), then goes on."""
     _, client = served
     seen: list[str] = []
