@@ -13,7 +13,7 @@ import multiprocessing
 import struct
 import threading
 from collections import Counter
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -207,18 +207,26 @@ async def test_a_big_request_is_refused_as_a_small_one_would_be(
     assert sum(put.refused.values()) == 2
 
 
-async def test_the_process_ends_with_the_app(tmp_path: Path) -> None:
+async def test_the_process_ends_with_the_app(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The process a big request was made in (and its replacement, idle) ends when the app
     is cleaned up (the peer stops)."""
+    dagput = importlib.import_module("peer.ipfs.dagput")
+    made: list[multiprocessing.process.BaseProcess] = []
+
+    class Recorded(ProcessPoolExecutor):  # every process the pool starts, as it starts it
+        def _spawn_process(self) -> None:  # (the one after a request starts meanwhile)
+            super()._spawn_process()  # type: ignore[misc]
+            made.extend(p for p in self._processes.values() if p not in made)
+
+    monkeypatch.setattr(dagput, "ProcessPoolExecutor", Recorded)
     app = web.Application()
     rpc.add_routes(app, EmbeddedStore(tmp_path / "store"))
-    before = set(multiprocessing.active_children())
     async with TestClient(TestServer(app)) as client:
         form = FormData()
         form.add_field("file", io.BytesIO(BIG), filename="node")
         r = await client.post("/api/v0/dag/put", data=form)
         assert r.status == 200, await r.text()
-        made = set(multiprocessing.active_children()) - before
         assert made
     assert not any(p.is_alive() for p in made)
 
