@@ -80,13 +80,7 @@ def chunk_exhausted(failures: Mapping[int, Event], max_attempts: int) -> bool:
 
 def chunk_done(c: ChunkState) -> Event | None:
     """The chunk's CHUNK_DONE unless a later failure reopened it (its results were lost)."""
-    d = c.done
-    if d is None:
-        return None
-    a = d.payload["attempt"]
-    if any(f.payload.get("reopen") is True for at, f in c.failures.items() if at >= a):
-        return None
-    return d
+    return c.finished()
 
 
 def reopened(c: ChunkState) -> bool:

@@ -333,6 +333,17 @@ class ChunkState:
         """The current attempt: one past the last failed one."""
         return max(self.failures, default=-1) + 1
 
+    def finished(self) -> Event | None:
+        """The chunk's CHUNK_DONE unless a later failure reopened it (its results were
+        lost): `claims.chunk_done`."""
+        d = self.done
+        if d is None:
+            return None
+        a = d.payload["attempt"]
+        if any(f.payload.get("reopen") is True for at, f in self.failures.items() if at >= a):
+            return None
+        return d
+
 
 # A chunk no event is about, as every reader sees it (`MeshState.chunk`): one shared state
 # whose tables refuse writes, so that reading a split's chunks makes nothing (a writer goes
@@ -354,7 +365,9 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     chunks costs what events made of them, not what the split declares (a member may declare
     a million empty chunks): `of_split` (the chunks with a state, by index), `failed` (those
     with a failure, `note_failure`), `open` (those with no CHUNK_DONE, `note_done`),
-    `first_untouched` (the first with no state) and `drop_job` (every chunk of a job)."""
+    `done` (those done and not reopened, `ChunkState.finished`) and `done_epoch` (when that
+    last changed), `first_untouched` (the first with no state), `top` (the highest index
+    held) and `drop_job` (every chunk of a job)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -363,6 +376,10 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         self._open: dict[SplitKey, set[int]] = {}
         self._fresh: dict[SplitKey, int] = {}  # (0 when absent)
         self._jobs: dict[str, set[SplitKey]] = {}  # job -> its splits with a chunk here
+        self._done: dict[SplitKey, dict[int, Event]] = {}  # (ChunkState.finished)
+        self._epoch: dict[SplitKey, int] = {}  # a split's last change of `_done` (0: none)
+        self._changes = 0  # of `_done`, in every split (an epoch is never made twice)
+        self._top: dict[SplitKey, int] = {}  # the highest index held since the split came
 
     def of_split(self, sk: SplitKey) -> Mapping[int, ChunkState]:
         """Chunk index -> state of the chunks of split `sk` that events are about (unordered)."""
@@ -377,6 +394,21 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         failed, in progress); those with one are done unless a failure reopened them."""
         return frozenset(self._open.get(sk, ()))
 
+    def done(self, sk: SplitKey) -> Mapping[int, Event]:
+        """Chunk index -> CHUNK_DONE of the chunks of split `sk` that are done and not
+        reopened (`ChunkState.finished`; unordered)."""
+        return MappingProxyType(self._done.get(sk, {}))
+
+    def done_epoch(self, sk: SplitKey) -> int:
+        """A number that changes whenever `done(sk)` does (and never comes back)."""
+        return self._epoch.get(sk, 0)
+
+    def top(self, sk: SplitKey) -> int:
+        """At least the highest chunk index of split `sk` held (-1 when none): a reader
+        whose split has fewer chunks filters out those past its last (a member may send
+        events about them)."""
+        return self._top.get(sk, -1)
+
     def first_untouched(self, sk: SplitKey) -> int:
         """The lowest chunk index of split `sk` that no event is about (every one below it
         has a state)."""
@@ -385,10 +417,27 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     def note_failure(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a failure now."""
         self._failed.setdefault(_split_key(k), set()).add(k.chunk)
+        self._note_finished(k, dict.__getitem__(self, k).finished())
 
     def note_done(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a CHUNK_DONE now."""
         self._discard(self._open, _split_key(k), k.chunk)
+        self._note_finished(k, dict.__getitem__(self, k).finished())
+
+    def _note_finished(self, k: ChunkKey, d: Event | None) -> None:
+        sk = _split_key(k)
+        by = self._done.get(sk)
+        if (by.get(k.chunk) if by is not None else None) is d:
+            return
+        if d is None:
+            assert by is not None
+            del by[k.chunk]
+            if not by:
+                del self._done[sk]
+        else:
+            self._done.setdefault(sk, {})[k.chunk] = d
+        self._changes += 1
+        self._epoch[sk] = self._changes
 
     def drop_job(self, job: str) -> None:
         """Remove every chunk of `job` (what its deletion or compaction costs: its own)."""
@@ -403,10 +452,12 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             by = self._split[sk] = {}
             self._jobs.setdefault(k.job, set()).add(sk)
         by[k.chunk] = v
+        self._top[sk] = max(self._top.get(sk, -1), k.chunk)
         if v.failures:
-            self.note_failure(k)
+            self._failed.setdefault(sk, set()).add(k.chunk)
         else:
             self._discard(self._failed, sk, k.chunk)
+        self._note_finished(k, v.finished())
         if v.done is None:
             self._open.setdefault(sk, set()).add(k.chunk)
         else:
@@ -425,6 +476,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             if not by:
                 del self._split[sk]
                 self._fresh.pop(sk, None)
+                self._top.pop(sk, None)
                 splits = self._jobs[k.job]
                 splits.discard(sk)
                 if not splits:
@@ -433,6 +485,9 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
                 self._fresh[sk] = k.chunk
         self._discard(self._failed, sk, k.chunk)
         self._discard(self._open, sk, k.chunk)
+        self._note_finished(k, None)
+        if sk not in self._split:
+            self._epoch.pop(sk, None)
 
     @staticmethod
     def _discard(index: dict[SplitKey, set[int]], sk: SplitKey, i: int) -> None:
@@ -467,7 +522,8 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
 
     def clear(self) -> None:
         dict.clear(self)
-        for index in (self._split, self._failed, self._open, self._fresh, self._jobs):
+        for index in (self._split, self._failed, self._open, self._fresh, self._jobs,
+                      self._done, self._epoch, self._top):
             index.clear()
 
     def setdefault(self, k: ChunkKey, default: Any = None) -> Any:

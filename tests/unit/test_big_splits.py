@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.config import PeerConfig
 from peer.http import views
 from peer.http.views import job_view, page_jobs
 from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
-from peer.jobs.claims import task_failed, task_status
+from peer.jobs.claims import chunk_done, task_failed, task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
@@ -393,3 +395,66 @@ async def test_the_api_pages_the_chunks_and_reads_logs_of_done_chunks_only(
     assert (r.status, (await r.json())["lines"]) == (200, ["chunk 2 ran"])
     assert len(node.state.chunks) == 1
     assert node.state.chunks.get(ChunkKey("j", "t", MEMBER, 3, 2)) is not None
+
+
+_STEP = st.tuples(st.sampled_from(["claim", "done", "failed", "reopen", "progress"]),
+                  st.booleans(), st.integers(0, 7), st.integers(0, 2),
+                  st.sampled_from(["p1", "p2"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=30), st.randoms(use_true_random=False),
+       st.sampled_from(["refold", "compact", "delete"]))
+def test_the_index_of_done_chunks_is_what_a_walk_of_the_split_finds(
+        steps: list[tuple[str, bool, int, int, str]], r: random.Random, end: str) -> None:
+    """`ChunkTable.done` (the chunks done and not reopened, `claims.chunk_done`) is what
+    reading every chunk of the split finds, after each event of a random story of claims,
+    outcomes and reopenings (in any order, of the winning split and a losing one), after a
+    refold and once the job leaves; `done_epoch` changes exactly when it does."""
+    s, split = _big_job(n=8)
+    other = list(s.add(EventType.TASK_SPLIT, "p9", job="j", task="t", input=None,
+                       chunks=[[]] * 8).id)
+    for typ, winning, c, a, origin in steps:
+        base = {"job": "j", "task": "t", "split": split if winning else other, "chunk": c,
+                "attempt": a}
+        if typ == "claim":
+            s.add(EventType.CLAIM, origin, **base)
+        elif typ == "done":
+            s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None, s=1.0)
+        elif typ == "progress":
+            s.add(EventType.PROGRESS, origin, **base, progress=0.5)
+        else:
+            s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash", error="x",
+                  **({"reopen": True} if typ == "reopen" else {}))
+    head = s.events[:3]
+    rest = s.events[3:]
+    r.shuffle(rest)
+    state = fold(head)
+    sks = [("j", "t", *split), ("j", "t", *other)]
+    seen = {sk: (dict(state.chunks.done(sk)), state.chunks.done_epoch(sk)) for sk in sks}
+    for ev in rest:
+        state.apply(ev)
+        for sk in sks:
+            done, epoch = _walk_done(state, sk), state.chunks.done_epoch(sk)
+            assert dict(state.chunks.done(sk)) == done
+            assert (epoch != seen[sk][1]) == (done != seen[sk][0])
+            seen[sk] = (done, epoch)
+    state.refold()
+    for sk in sks:
+        assert dict(state.chunks.done(sk)) == _walk_done(state, sk)
+    if end == "compact":
+        state.compact(["j"])
+    elif end == "delete":
+        state.apply(s.add(EventType.JOB_DELETED, job="j", reason="r"))
+    if end != "refold":
+        assert all(not state.chunks.done(sk) and state.chunks.top(sk) == -1 for sk in sks)
+
+
+def _walk_done(state: MeshState, sk: tuple[str, str, str, int]) -> dict[int, Event]:
+    """The done chunks of split `sk` as a walk of every chunk of it finds them."""
+    out = {}
+    for i in range(8):
+        c = state.chunks.get(ChunkKey(*sk, i))
+        if c is not None and (d := chunk_done(c)) is not None:
+            out[i] = d
+    return out
