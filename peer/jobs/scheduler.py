@@ -46,6 +46,7 @@ from peer.log import (
     MeshState,
     TaskKey,
 )
+from peer.log.fold import SplitKey
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -697,11 +698,19 @@ class Scheduler:
 
     def _may_end_last(self, job: str, task: str, split: Event, n: int) -> bool:
         """True if this peer runs a group of a task with a reduce (of `n` chunks) and every
-        group is claimed or done: it may end the last one (and then assemble)."""
-        return (any(ak.job == job and ak.task == task for ak in self.runs)
-                and all(claims.standing(self.state.chunk(job, task, i), split.id,
-                                        self.cfg.max_attempts)[0] is not Standing.OPEN
-                        for i in range(n - 1)))
+        group is claimed or done: it may end the last one (and then assemble). Read from
+        the chunk table's index: a chunk no event is about is open, and of the others only
+        those not done may be (those with no CHUNK_DONE, or a failure reopening it)."""
+        if not any(ak.job == job and ak.task == task for ak in self.runs):
+            return False
+        sk = (job, task, *split.id)
+        table = self.state.chunks
+        if table.first_untouched(sk) < n - 1:
+            return False
+        done = table.done(sk)
+        return all(claims.standing(self.state.chunk(job, task, i), split.id,
+                                   self.cfg.max_attempts)[0] is not Standing.OPEN
+                   for i in table.open(sk) | table.failed(sk) if i < n - 1 and i not in done)
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -735,14 +744,24 @@ class Scheduler:
             self._consider_chunk(job, task, last, split, chunks[last], tdef, spec, chunks)
 
     def _all_done(self, job: str, task: str, split: Event, n: int) -> bool:
-        """True if chunks 0 to n-1 of the split are done, read from the chunk table's index:
-        every one has a state, none lacks a CHUNK_DONE, and none a failure reopened."""
-        sk = (job, task, *split.id)
+        """True if chunks 0 to n-1 of the split are done (`_n_done`)."""
+        return self._n_done((job, task, *split.id), n) == n
+
+    def _n_done(self, sk: SplitKey, n: int) -> int:
+        """How many of chunks 0 to n-1 of split `sk` are done (`claims.chunk_done`), read
+        from the chunk table's index: what it costs follows the chunks past n-1 that events
+        are about (the assembling step of a reduce, a member's events past the split's last),
+        not the chunks the split declares."""
         table = self.state.chunks
-        if table.first_untouched(sk) < n or any(i < n for i in table.open(sk)):
-            return False
-        return all(claims.chunk_done(self.state.chunk(job, task, i)) is not None
-                   for i in table.failed(sk) if i < n)
+        done, top = table.done(sk), table.top(sk)
+        if top - n < UNTOUCHED_PER_WALK:
+            return len(done) - sum(1 for i in range(n, top + 1) if i in done)
+        return sum(1 for i in done if i < n)
+
+    def _done_chunks(self, sk: SplitKey, n: int) -> list[Event]:
+        """The CHUNK_DONE events of the done chunks among 0 to n-1 of split `sk`, in order."""
+        done = self.state.chunks.done(sk)
+        return [done[i] for i in sorted(done) if i < n]
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input,
@@ -948,8 +967,9 @@ class Scheduler:
         `whole`: made of the last chunk's output, else of the chunks' item results."""
         tk = (job, task)
         n = len(chunks)
-        epoch = tuple(d.id for i in range(n)
-                      if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None)
+        # (every chunk is done: what they are changes as the chunk table's done_epoch does,
+        # or a member's event past the split's last changes that)
+        epoch = self.state.chunks.done_epoch((job, task, *split.id))
         # One wait for everything the assembly reads (so that its failures add up): the
         # chunks' outputs, the input's listing and, once that is here, every item result.
         a = None
@@ -998,8 +1018,7 @@ class Scheduler:
         now = self.clock()
         if not self.data.is_complete(split.payload["input"]):
             return
-        done = sum(1 for i in range(len(chunks))
-                   if claims.chunk_done(self.state.chunk(job, task, i)) is not None)
+        done = self._n_done((job, task, *split.id), len(chunks))
         if self._results_seen.get(tk) != done and tk not in self._partial_fetching:
             # A chunk done elsewhere: its results are fetched now, not at the PARTIALs'
             # pace, so that the final assembly (after the last chunk) rarely waits for them
@@ -1034,13 +1053,13 @@ class Scheduler:
         end, so that the assembling step does not wait for them after the last one. Once
         every group is claimed, a peer running one fetches the others' outputs too (not the
         input): if it ends the last group, it holds them all and claims the reduce at once."""
-        tk = (job, task)
+        tk, sk = (job, task), (job, task, *split.id)
         n = len(chunks) - 1
-        dones = [d for i in range(n)
-                 if (d := claims.chunk_done(self.state.chunk(job, task, i))) is not None]
-        if self._results_seen.get(tk) == len(dones) or tk in self._partial_fetching:
+        seen = self._n_done(sk, n)
+        if self._results_seen.get(tk) == seen or tk in self._partial_fetching:
             return
-        self._results_seen[tk] = len(dones)
+        self._results_seen[tk] = seen
+        dones = self._done_chunks(sk, n)
         need = [split.payload["input"]] if with_input else []
         for d in dones:  # as chunk_outputs: whole outputs and item results
             need.append(d.payload.get("output"))

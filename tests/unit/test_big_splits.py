@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -20,7 +20,7 @@ from peer.http import views
 from peer.http.views import job_view, page_jobs
 from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
-from peer.jobs.claims import chunk_done, task_failed, task_status
+from peer.jobs.claims import AttemptKey, chunk_done, task_failed, task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
@@ -458,3 +458,45 @@ def _walk_done(state: MeshState, sk: tuple[str, str, str, int]) -> dict[int, Eve
         if c is not None and (d := chunk_done(c)) is not None:
             out[i] = d
     return out
+
+
+_CHUNK_STEP = st.tuples(st.sampled_from(["claim", "done", "crash", "error", "reopen"]),
+                        st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 5000]),
+                        st.integers(0, 3), st.sampled_from(["p1", "p2"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_CHUNK_STEP, max_size=40))
+def test_the_schedulers_reads_of_a_splits_done_chunks_are_a_walks(
+        steps: list[tuple[str, int, int, str]]) -> None:
+    """What the looks at a task read of its split from the chunk table's index (how many of
+    its first chunks are done, which, whether all are; whether a reduce's groups are all
+    claimed or done) is what walking every chunk found (the code before the index), on
+    random stories of claims, outcomes, failures and reopenings, with a member's events
+    about chunks past the split's last."""
+    from peer.jobs import claims
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job(n=8)
+    for typ, c, a, origin in steps:
+        base = {"job": "j", "task": "t", "split": split, "chunk": c, "attempt": a}
+        if typ == "claim":
+            s.add(EventType.CLAIM, origin, **base)
+        elif typ == "done":
+            s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None, s=1.0)
+        else:
+            s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash" if typ != "error"
+                  else "error", error="x", **({"reopen": True} if typ == "reopen" else {}))
+    _feed(mesh, s.events)
+    st_, sched, sk = p.state, p.sched, ("j", "t", *split)
+    ev = st_.splits[("j", "t")]
+    sched._runs.active[AttemptKey("j", "t", 7, 0)] = cast(Any, None)  # (a group runs here)
+    for n in range(10):
+        walk = [d for i in range(n) if (d := chunk_done(st_.chunk("j", "t", i))) is not None]
+        assert sched._n_done(sk, n) == len(walk)
+        assert sched._done_chunks(sk, n) == walk
+        assert sched._all_done("j", "t", ev, n) == (len(walk) == n)
+        assert sched._may_end_last("j", "t", ev, n) == all(
+            claims.standing(st_.chunk("j", "t", i), ev.id, CFG.max_attempts)[0]
+            is not claims.Standing.OPEN for i in range(n - 1))
