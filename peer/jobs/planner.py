@@ -404,11 +404,11 @@ class Planner:
         chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
         pinned = self.kept(split)
         fresh: dict[str, Any] = {}
-        for i in range(len(chunks)):
-            done = chunk_done(self.state.chunk(job, task, i))
-            assert done is not None or partial
-            if done is not None:
-                fresh.update(done.payload.get("cache") or {})
+        done = self.state.chunks.done((job, task, *split.id))  # (the index: not every chunk)
+        made = [i for i in sorted(done) if i < len(chunks)]
+        assert partial or len(made) == len(chunks)
+        for i in made:
+            fresh.update(done[i].payload.get("cache") or {})
         a = Assembly({}, {}, None)
         matched = kept = 0
         inp = split.payload["input"]

@@ -500,3 +500,44 @@ def test_the_schedulers_reads_of_a_splits_done_chunks_are_a_walks(
         assert sched._may_end_last("j", "t", ev, n) == all(
             claims.standing(st_.chunk("j", "t", i), ev.id, CFG.max_attempts)[0]
             is not claims.Standing.OPEN for i in range(n - 1))
+
+
+async def test_a_look_at_a_big_splits_reduce_or_partials_reads_what_changed_only(
+        chunk_reads: list[int]) -> None:
+    """A member's split of N chunks, the first 2,000 done: a look of a peer running a group
+    of it (may it end the last one?), of its splitter fetching the done groups' outputs
+    ahead of the reduce, or publishing a PARTIAL, read every chunk (N per look, per event
+    about the task); now a look that finds nothing new reads none, and one after a chunk
+    was done reads the done ones only."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job(call="T_UPPER")
+    inp = p.store.make_dir({})
+    ev = s.events[-1] = s.add(EventType.TASK_SPLIT, job="j", task="t", input=inp,
+                              chunks=[[]] * N)
+    del s.events[-2]
+    split = list(ev.id)
+    for c in range(2000):
+        s.add(EventType.CHUNK_DONE, job="j", task="t", split=split, chunk=c, attempt=0,
+              output=None, log=None, s=1.0)
+    _feed(mesh, s.events)
+    sched, chunks = p.sched, [[]] * N
+    spec, tdef = sched.workflow("j").task("t"), CATALOG["T_UPPER"]
+    sched._runs.active[AttemptKey("j", "t", N - 5, 0)] = cast(Any, None)  # (a group here)
+
+    def look() -> None:
+        assert sched._may_end_last("j", "t", ev, N) is False  # (chunk 2,000: open)
+        sched._prefetch_reduce("j", "t", ev, chunks)
+        sched._partial("j", "t", tdef, spec, ev, chunks)
+
+    look()
+    assert sched._results_seen[("j", "t")] == 2000
+    chunk_reads[0] = 0
+    look()
+    assert chunk_reads[0] == 0  # (3 N: every chunk, by each)
+    _feed(mesh, [s.add(EventType.CHUNK_DONE, job="j", task="t", split=split, chunk=N - 9,
+                       attempt=0, output=None, log=None, s=1.0)])
+    chunk_reads[0] = 0
+    look()
+    assert sched._results_seen[("j", "t")] == 2001
+    assert chunk_reads[0] == 0
