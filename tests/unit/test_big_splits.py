@@ -5,6 +5,8 @@ a bounded page of them (fuzzing found every peer at ~50 % CPU, idle, and 0.5 GB 
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -541,3 +543,98 @@ async def test_a_look_at_a_big_splits_reduce_or_partials_reads_what_changed_only
     look()
     assert sched._results_seen[("j", "t")] == 2001
     assert chunk_reads[0] == 0
+
+
+async def test_a_heartbeat_reads_the_claims_of_its_peer_only(chunk_reads: list[int]) -> None:
+    """A silent member's 3,000 watched claims, and 3 of a live peer: each heartbeat of the
+    live peer (several a second) read all 3,003 (whose winner is it?), and so did its
+    leaving; now its own 3 only, and it renews and ends the same claims."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job()
+    _feed(mesh, [*s.events, *(_claim(s, split, c) for c in range(3000)),
+                 *(_claim(s, split, c, origin="p1") for c in range(5000, 5003))])
+    p.sched.step()
+    assert len(p.sched._claim_seen) == 3003
+    mesh.clock.advance(1.0)
+    chunk_reads[0] = 0
+    p.sched.heard("p1", None)
+    assert chunk_reads[0] == 3  # (3,003)
+    renewed = {ak.chunk for ak, seen in p.sched._claim_seen.items() if seen == mesh.clock()}
+    assert renewed == {5000, 5001, 5002}
+    chunk_reads[0] = 0
+    p.sched.gone("p1")
+    assert chunk_reads[0] == 3
+    assert {ak.chunk for ak, seen in p.sched._claim_seen.items() if seen == -math.inf} == {
+        5000, 5001, 5002}
+
+
+_CLAIM_STEP = st.tuples(st.sampled_from(["claim", "claim", "crash", "done", "step"]),
+                        st.integers(0, 5), st.integers(0, 1),
+                        st.sampled_from(["p1", "p2", "p3"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_CLAIM_STEP, max_size=40), st.randoms(use_true_random=False),
+       st.sampled_from(["p1", "p2", "p3"]), st.booleans())
+def test_heard_and_gone_act_on_the_claims_a_read_of_every_watched_one_finds(
+        steps: list[tuple[str, int, int, str]], r: random.Random, peer: str,
+        reports: bool) -> None:
+    """A heartbeat of `peer` renews, and its leaving ends, the watched claims whose winner
+    is `peer`'s (reading every watched claim: the code before the index of claims by peer),
+    after random stories of claims (of several peers, arriving in any order: a later one
+    may win), failures, outcomes and this peer's looks (its own claims among them)."""
+    asyncio.run(_heard_story(steps, r, peer, reports))
+
+
+async def _heard_story(steps: list[tuple[str, int, int, str]], r: random.Random, peer: str,
+                       reports: bool) -> None:
+    mesh = JobMesh(1, CATALOG, CFG, slots=2)
+    try:
+        await _heard_checked(mesh, steps, r, peer, reports)
+    finally:
+        await mesh.close()
+
+
+async def _heard_checked(mesh: JobMesh, steps: list[tuple[str, int, int, str]],
+                         r: random.Random, peer: str, reports: bool) -> None:
+    p = mesh["p0"]
+    s, split = _big_job(call="T_WRITE", n=6)
+    story: list[Event | None] = []
+    for typ, c, a, origin in steps:
+        base = {"job": "j", "task": "t", "split": split, "chunk": c, "attempt": a}
+        if typ == "step":
+            story.append(None)
+        elif typ == "claim":
+            story.append(s.add(EventType.CLAIM, origin, **base))
+        elif typ == "done":
+            story.append(s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None,
+                               s=1.0))
+        else:
+            story.append(s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash",
+                               error="x"))
+    _feed(mesh, s.events[:3])
+    r.shuffle(story)
+    for ev in story:
+        if ev is None:
+            p.sched.step()
+        elif p.state.apply(ev):
+            p.sched.poke(ev)
+    st_, sched = p.state, p.sched
+    running = [list(ak) for ak in sched._claim_seen if r.random() < 0.5] if reports else None
+    reported = None if running is None else {AttemptKey(*k) for k in running}
+    want = set()
+    for ak in list(sched._claim_seen):
+        w = st_.chunk(ak.job, ak.task, ak.chunk).winner(ak.attempt, st_.split_id("j", "t"))
+        if w is not None and w.origin == peer:
+            want.add(ak)
+    mesh.clock.advance(1.0)
+    before = dict(sched._claim_seen)
+    sched.heard(peer, running)
+    assert {ak for ak, seen in sched._claim_seen.items() if seen != before[ak]} == {
+        ak for ak in want if reported is None or ak in reported}
+    before = dict(sched._claim_seen)
+    sched.gone(peer)
+    assert {ak for ak, seen in sched._claim_seen.items() if seen != before[ak]} == {
+        ak for ak in want if before[ak] != -math.inf}
+    assert all(sched._claim_seen[ak] == -math.inf for ak in want)
