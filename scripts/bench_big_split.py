@@ -6,7 +6,13 @@ peer.jobs.sim, a fake clock, CPU time by `time.process_time`):
   0.25 s (30 s of a peer's idle loop), as a share of those 30 s;
 - eval: a peer that runs the call (2 slots, both busy with chunks of it): one evaluation
   of the task (the look an event about it, or a lapsed lease, makes);
-- delete: a JOB_DELETED of a small finished job while the split's claims are in memory.
+- delete: a JOB_DELETED of a small finished job while the split's claims are in memory;
+- the looks at a per-item task's split of 300,000 chunks, the first 150,000 done and the
+  next 6,000 claimed by the member (`_ahead`'s): may a group running here end the last one
+  (`_may_end_last`), the splitter's prefetch of a reduce's input (`_prefetch_reduce`) and its
+  PARTIAL (`_partial`), each when nothing changed since the last look, then after one more
+  chunk was done (`*_changed_ms`); a heartbeat of a live peer with 3 claims (`heard`) and its
+  leaving (`gone`) while the member's 6,000 are watched.
 
     .venv/bin/python scripts/bench_big_split.py --ab /tmp/old_tree   # both, side by side
     PYTHONPATH=TREE .venv/bin/python scripts/bench_big_split.py --json  # one tree
@@ -54,6 +60,90 @@ def _story(call: str) -> tuple[list[Any], list[Any]]:
     return events, add
 
 
+DONE = 150_000
+
+
+def _done_story() -> tuple[Any, Any, Any, Any]:
+    """A peer holding a member's per-item task (T_UPPER) split into N chunks, the first DONE
+    done and the next CLAIMS claimed by the member, 3 more claimed by live peer p1."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+    from peer.log import Event, EventType
+    from tasks import registry
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), tick_s=0.25, lease_s=10.0)
+    mesh = JobMesh(1, registry.load(("tests.fixture_tasks",)), cfg, slots=2)
+    p = mesh["p0"]
+    inp = p.store.make_dir({})
+    seqs: dict[str, int] = {}
+    order = [0]
+
+    def add(typ: Any, origin: str = "fz", **payload: Any) -> Any:
+        seq = seqs[origin] = seqs.get(origin, 0) + 1
+        order[0] += 1
+        ev = Event(origin, seq, (1_700_000_000_000 + order[0]) << 16, typ, payload)
+        p.state.apply(ev)
+        p.sched.poke(ev)
+        return ev
+
+    add(EventType.MEMBER, name="fz", http="", calls=["T_UPPER"], slots=1, cores=1, mem_mb=1,
+        gpu=False)
+    add(EventType.JOB_SUBMITTED, job="j", workflow={"name": "w", "tasks": [
+        {"name": "t", "call": "T_UPPER", "params": {}, "depends": []}]})
+    split = add(EventType.TASK_SPLIT, job="j", task="t", input=inp, chunks=[[]] * N)
+    base = {"job": "j", "task": "t", "split": list(split.id), "attempt": 0}
+    for c in range(DONE):
+        add(EventType.CHUNK_DONE, **base, chunk=c, output=None, log=None, s=1.0)
+    for c in range(DONE, DONE + CLAIMS):
+        add(EventType.CLAIM, **base, chunk=c)
+    for c in range(N - 3, N):
+        add(EventType.CLAIM, "p1", **base, chunk=c)
+    return mesh, p, split, lambda c: add(EventType.CHUNK_DONE, **base, chunk=c, output=None,
+                                         log=None, s=1.0)
+
+
+def _looks(out: dict[str, float]) -> None:
+    """The `_ahead` looks and the heartbeats of the module docstring, into `out` (ms)."""
+    from peer.jobs.claims import AttemptKey
+
+    mesh, p, split, done = _done_story()
+    s = p.sched
+    chunks = [[]] * N
+    spec, tdef = s.workflow("j").task("t"), s.catalog["T_UPPER"]
+    s._runs.active[AttemptKey("j", "t", N - 1, 0)] = None  # (a group of it runs here)
+    looks = {
+        "may_end_last": lambda: s._may_end_last("j", "t", split, N),
+        "prefetch_reduce": lambda: s._prefetch_reduce("j", "t", split, chunks),
+        "partial": lambda: s._partial("j", "t", tdef, spec, split, chunks),
+    }
+    for look in looks.values():
+        look()  # (what it remembers of the split: as of now)
+    for name, look in looks.items():
+        times = []
+        for _ in range(5):
+            t0 = time.process_time()
+            look()
+            times.append(time.process_time() - t0)
+        out[f"{name}_ms"] = 1000 * statistics.median(times)
+    for i, (name, look) in enumerate(looks.items()):
+        done(DONE + i)  # one more chunk done: the looks that follow it
+        t0 = time.process_time()
+        look()
+        out[f"{name}_changed_ms"] = 1000 * (time.process_time() - t0)
+    mesh.clock.advance(1.0)
+    times = []
+    for _ in range(5):
+        t0 = time.process_time()
+        s.heard("p1", None)
+        times.append(time.process_time() - t0)
+    out["heard_ms"] = 1000 * statistics.median(times)
+    out["heard_renewed"] = sum(1 for v in s._claim_seen.values() if v == mesh.clock())
+    t0 = time.process_time()
+    s.gone("p1")
+    out["gone_ms"] = 1000 * (time.process_time() - t0)
+
+
 def _mesh(call: str) -> tuple[Any, Any, Any]:
     from peer.ipfs.store import StoreConfig
     from peer.jobs.ports import SchedulerConfig
@@ -95,6 +185,8 @@ async def measure() -> dict[str, float]:
         times.append(time.process_time() - t0)
     out["eval_ms"] = 1000 * statistics.median(times)
     out["claims_made"] = sum(1 for e in p.emitted if e.type == EventType.CLAIM)
+    await mesh.close()
+    _looks(out)
     return out
 
 
