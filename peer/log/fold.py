@@ -337,8 +337,8 @@ class ChunkState:
         """The chunk's CHUNK_DONE unless a later failure reopened it (its results were
         lost): `claims.chunk_done`."""
         d = self.done
-        if d is None:
-            return None
+        if d is None or not self.failures:
+            return d
         a = d.payload["attempt"]
         if any(f.payload.get("reopen") is True for at, f in self.failures.items() if at >= a):
             return None
@@ -416,26 +416,31 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
 
     def note_failure(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a failure now."""
-        self._failed.setdefault(_split_key(k), set()).add(k.chunk)
-        self._note_finished(k, dict.__getitem__(self, k).finished())
+        sk = _split_key(k)
+        self._failed.setdefault(sk, set()).add(k.chunk)
+        self._note_finished(sk, k.chunk, dict.__getitem__(self, k).finished())
 
     def note_done(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a CHUNK_DONE now."""
-        self._discard(self._open, _split_key(k), k.chunk)
-        self._note_finished(k, dict.__getitem__(self, k).finished())
-
-    def _note_finished(self, k: ChunkKey, d: Event | None) -> None:
         sk = _split_key(k)
+        self._discard(self._open, sk, k.chunk)
+        self._note_finished(sk, k.chunk, dict.__getitem__(self, k).finished())
+
+    def _note_finished(self, sk: SplitKey, i: int, d: Event | None) -> None:
+        """Chunk `i` of split `sk` is done by `d` now (ChunkState.finished; None: not)."""
         by = self._done.get(sk)
-        if (by.get(k.chunk) if by is not None else None) is d:
+        if by is None:
+            if d is None:
+                return
+            by = self._done[sk] = {}
+        elif by.get(i) is d:
             return
         if d is None:
-            assert by is not None
-            del by[k.chunk]
+            del by[i]
             if not by:
                 del self._done[sk]
         else:
-            self._done.setdefault(sk, {})[k.chunk] = d
+            by[i] = d
         self._changes += 1
         self._epoch[sk] = self._changes
 
@@ -452,16 +457,19 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             by = self._split[sk] = {}
             self._jobs.setdefault(k.job, set()).add(sk)
         by[k.chunk] = v
-        self._top[sk] = max(self._top.get(sk, -1), k.chunk)
+        if k.chunk > self._top.get(sk, -1):
+            self._top[sk] = k.chunk
         if v.failures:
             self._failed.setdefault(sk, set()).add(k.chunk)
         else:
             self._discard(self._failed, sk, k.chunk)
-        self._note_finished(k, v.finished())
         if v.done is None:
             self._open.setdefault(sk, set()).add(k.chunk)
+            if k.chunk in self._done.get(sk, ()):  # (a state replaced: a new one is made
+                self._note_finished(sk, k.chunk, None)  # per chunk, with no CHUNK_DONE yet)
         else:
             self._discard(self._open, sk, k.chunk)
+            self._note_finished(sk, k.chunk, v.finished())
         fresh = self._fresh.get(sk, 0)
         if k.chunk == fresh:
             while fresh in by:
@@ -485,7 +493,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
                 self._fresh[sk] = k.chunk
         self._discard(self._failed, sk, k.chunk)
         self._discard(self._open, sk, k.chunk)
-        self._note_finished(k, None)
+        self._note_finished(sk, k.chunk, None)
         if sk not in self._split:
             self._epoch.pop(sk, None)
 
