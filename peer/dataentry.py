@@ -55,7 +55,9 @@ def check_entry(path: Path, kind: Kind, what: str, *, real: bool = False) -> Non
     if st is not None and _found(st.st_mode) == f"a {kind}":
         return
     if real and kind == "directory":
-        fix = "the peer deletes what it holds, so it must be a directory of its own here: "
+        fix = ("the peer deletes what it holds, so it must be a directory of its own here "
+               "(to keep it on another disk, mount that disk here: a bind mount, not a "
+               "symlink): ")
     else:
         fix = ""
     raise _refused(path, what, f"is {found}, not a {kind}: {fix}")
