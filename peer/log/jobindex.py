@@ -347,7 +347,7 @@ class JobIndex:
             return None
         # (a snapshot's record is checked here, when read: peer.log.snapstream)
         rec: dict[str, Any] | None = self._column(_job(job), "record", row[6],
-                                                  _is_object) if keys else None
+                                                  _of_job(job)) if keys else None
         if rec is None:
             raise DataError(
                 f"{self.path}: {_job(job)} does not read back (its "
@@ -372,7 +372,7 @@ class JobIndex:
         for row in self._read(sql, args):
             if not self._keys_ok(row):
                 continue
-            summary = self._column(_job(row[0]), "summary", row[6], _is_object)
+            summary = self._column(_job(row[0]), "summary", row[6], _of_job(row[0]))
             if summary is not None:
                 out.append(((row[1], row[2], row[3]), summary))
         return out
@@ -1252,6 +1252,12 @@ def _entry(key: Any) -> str:
 
 def _is_object(v: Any) -> bool:
     return type(v) is dict
+
+
+def _of_job(job: str) -> Callable[[Any], bool]:
+    """Is a summary or record the object of `job` (its "job", if it names one, is the row's:
+    a row whose job column was damaged is listed as, and fetched by, no other job's name)?"""
+    return lambda v: type(v) is dict and v.get("job", job) == job
 
 
 def _is_seq(q: Any) -> bool:

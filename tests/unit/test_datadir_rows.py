@@ -201,6 +201,23 @@ async def test_api_jobs_answers_200_without_a_job_row_of_a_wrong_type(
         assert [j["job"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
 
 
+async def test_a_job_row_whose_job_column_names_another_job_is_neither_listed_nor_served(
+        client: tuple[Client, Node]) -> None:
+    """One byte of a row's job column changed (fuzz: a bit flip): its summary and record name
+    the job they were written for. The list showed that name and its view answered 404 (no
+    row of that name); now the row reads back as no job's, under either name."""
+    c, node = client
+    node.index.put([_record(f"job{i}", i) for i in range(3)], (), ())
+    node.log.db.execute("UPDATE job_index SET job = 'jobX' WHERE job = 'job1'")
+    r = await c.get("/api/jobs")
+    assert r.status == 200, await r.text()
+    assert [j["job"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
+    assert (await c.get("/api/jobs/job1")).status == 404  # (no row of that name)
+    r = await c.get("/api/jobs/jobX")  # (a row, whose record is another job's)
+    body = await r.json()
+    assert r.status == 503 and "'jobX' does not read back" in body["message"], body
+
+
 # -- 3. a damaged page mid-file ------------------------------------------------------------
 
 
