@@ -43,6 +43,7 @@ from peer.log.snapstream import (
     CHECKS,
     JOB_KEYS,
     PROVIDER_KINDS,
+    PROVIDER_TEXTS,
     facts_cids,
     row_fault,
 )
@@ -272,8 +273,8 @@ class JobIndex:
                 db.executemany(_CACHE_UPSERT,
                                [(e.kind, e.key, _dumps(e.value), *e.order) for e in entries])
                 db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
-                db.executemany(_PROVIDER_ADD, [p for p in providers if self._provider_ok(
-                    p, "is not written (a member's PROVIDE of something else)")])
+                db.executemany(_PROVIDER_ADD, self._cids_only(
+                    providers, "is not written (a member's PROVIDE of something else)"))
             self._count += new  # (committed)
         finally:
             self._forget_absent()
@@ -312,7 +313,7 @@ class JobIndex:
                         db.executemany("INSERT OR IGNORE INTO job_thin VALUES (?, ?, ?, ?)",
                                        [(r[0], *r[6:]) for r in rows])
                     else:
-                        db.executemany(sql[tag], rows)
+                        db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
                         if tag == "j":
                             new += db.total_changes - before
                 if pending is not None:
@@ -503,7 +504,7 @@ class JobIndex:
         try:
             with self._tx() as db:
                 for tag, rows in batches:
-                    db.executemany(sql[tag], rows)
+                    db.executemany(sql[tag], self._cids_only(rows) if tag == "p" else rows)
                 if at is None:
                     db.execute("DELETE FROM snapshot_pending WHERE path = ?", (key,))
                 else:
@@ -813,6 +814,15 @@ class JobIndex:
         return self._valid(row, PROVIDER_KINDS,
                            f"the job index's provider row of {str(row[0])[:64]!r}", fate)
 
+    def _cids_only(self, rows: Iterable[Sequence[Any]],
+                   fate: str = "is not taken (a snapshot's provider row of something else)",
+                   ) -> list[Sequence[Any]]:
+        """The provider rows of `rows` that name a CID and a peer id (PROVIDER_KINDS), as
+        they are written; the others are left out (logged once each, saying `fate`): a
+        member's PROVIDE may name any text, and a peer of release e418a64 stored and sends
+        it."""
+        return [r for r in rows if self._provider_ok(r, fate)]
+
     def providers_sound(self) -> bool:
         """Does every provider_index row read back? Checked once per open (one scan, the
         first time this is asked; each bad row logged once): while one does not, the index
@@ -820,7 +830,7 @@ class JobIndex:
         one), and the compactor deletes no cache entry for want of a provider."""
         if self._providers_sound is None:
             try:
-                bad = sum(not self._provider_ok(r) for r in self._read(
+                bad = sum(not self._provider_ok(r) and _holds_back(r) for r in self._read(
                     "SELECT cid, origin FROM provider_index"))
             except StoreError as e:  # (a text that does not decode, a damaged page)
                 log.warning("%s", e)
@@ -1071,12 +1081,24 @@ _TABLES = {"j": "job_index", "t": "job_index", "c": "cache_index", "p": "provide
 def refused(tag: str, row: Sequence[Any]) -> str | None:
     """Why the receiver of a snapshot would refuse `row` of its batch `tag` (its own check:
     peer.log.snapstream.CHECKS, snapframe.check_thin for "t"), refusing the whole snapshot
-    with it; None if it takes the row. Pure."""
+    with it, or leave it out (a provider row of two texts that are not a CID and a peer id:
+    PROVIDER_KINDS); None if it takes the row. Pure."""
     try:
         (check_thin if tag == "t" else CHECKS[tag])(list(row))
     except (ValueError, TypeError, RecursionError) as e:  # (StreamError is a ValueError)
         return f"{e!s:.200}"
+    if tag == "p" and (bad := row_fault(row, PROVIDER_KINDS)) is not None:
+        return f"a provider row whose {bad} is not what the index writes there (left out)"
     return None
+
+
+def _holds_back(row: Sequence[Any]) -> bool:
+    """Does a provider_index row that does not read back (PROVIDER_KINDS) hold the reaping
+    of cache entries back (`JobIndex.providers_sound`)? Not if it is two texts whose cid is
+    not a CID (as a data dir of e418a64 holds for a member's PROVIDE of another text: it
+    provides no real CID); yes if it is not two texts, or its CID's origin is not a peer id
+    (it may be that CID's only provider)."""
+    return row_fault(row, PROVIDER_TEXTS) is not None or row_fault(row, PROVIDER_KINDS) != "cid"
 
 
 def _quiet(tag: str, row: Sequence[Any]) -> bool:

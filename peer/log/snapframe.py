@@ -327,7 +327,8 @@ def decode_cache(payload: bytes) -> list[tuple[Any, ...]]:
 
 def decode_providers(payload: bytes) -> list[tuple[Any, ...]]:
     """The checked (cid, origin) rows of a `P` frame (each as version 2 checks it:
-    snapstream.check_provider, a CID and a peer id)."""
+    snapstream.check_provider, two texts; the index leaves out a row whose texts are not a
+    CID and a peer id as it stores the rows)."""
     head, (oidx, cids) = _split(payload, 2)
     n = head["n"]
     return [check_provider(list(r)) for r in zip(

@@ -214,6 +214,10 @@ JOB_KEYS = (("job", "s"), ("hlc", "u"), ("origin", "s"), ("seq", "u"), ("ended",
 CACHE_KINDS = (("kind", "k"), ("k", "s"), ("v", "s"), ("hlc", "u"), ("origin", "s"),
                ("seq", "u"))
 PROVIDER_KINDS = (("cid", "c"), ("origin", "o"))
+# A provider row's shape in a snapshot: two texts. A peer of release e418a64 stored (and sends)
+# any text a member's PROVIDE named: its receiver takes the stream and leaves such a row out
+# (JobIndex.put_batches, put_rows: PROVIDER_KINDS), refusing only a row not of this shape.
+PROVIDER_TEXTS = (("cid", "s"), ("origin", "s"))
 
 
 def _fits(v: Any, kind: str) -> bool:
@@ -294,9 +298,12 @@ def check_cache(r: Any) -> tuple[Any, ...]:
 
 
 def check_provider(r: Any) -> tuple[Any, ...]:
+    """A provider row (cid, origin) of two texts (PROVIDER_TEXTS); whether they are a CID and
+    a peer id (PROVIDER_KINDS) is the index's check as it stores the row (the rest of an
+    older peer's honest stream is taken)."""
     if type(r) is not list or len(r) != 2:
         raise StreamError("a provider row of the wrong shape")
-    bad = row_fault(r, PROVIDER_KINDS)
+    bad = row_fault(r, PROVIDER_TEXTS)
     if bad is not None:
         raise StreamError(f"a provider row whose {bad} is not what the index writes there")
     return tuple(r)
@@ -353,7 +360,7 @@ def job_digest(row: tuple[Any, ...] | list[Any]) -> str:
 
 
 __all__ = ["CACHE_KINDS", "CHECKS", "JOB_KEYS", "MAX_LINE_BYTES", "PROVIDER_KINDS",
-           "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool", "StreamError", "Trailer",
-           "against", "check_cache", "check_job", "check_provider", "checked_keys",
-           "content_digest", "facts_cids", "job_digest", "object_text", "read_rows", "row_fault",
-           "row_lines", "signed_digest"]
+           "PROVIDER_TEXTS", "STREAM_DOMAIN", "STREAM_DOMAIN_V3", "Mismatch", "Spool",
+           "StreamError", "Trailer", "against", "check_cache", "check_job", "check_provider",
+           "checked_keys", "content_digest", "facts_cids", "job_digest", "object_text",
+           "read_rows", "row_fault", "row_lines", "signed_digest"]

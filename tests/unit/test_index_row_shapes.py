@@ -223,7 +223,9 @@ def test_a_provider_row_that_is_no_cid_or_no_peer_id_is_left_out_and_not_served(
                           for r in rows]
                 assert sorted(c for c, _ in served) == sorted(CIDS[1:])
     db.close()
-    assert not index.providers_sound()  # (a damaged row may be a CID's only provider)
+    # (a CID's row whose origin is damaged may be its only provider: reaping waits; a cid
+    # that is no CID provides nothing, as a data dir of e418a64 may hold for any PROVIDE)
+    assert index.providers_sound() is (column == "cid")
     assert any("provider row of " in m and f"its {column}" in m for m in _warned(caplog))
 
 
@@ -240,8 +242,54 @@ def test_a_provide_of_something_else_than_a_cid_is_not_written(
     assert any("'notacid' is not written" in m for m in _warned(caplog))
 
 
-def test_the_v3_receiver_refuses_a_provider_row_that_is_no_cid() -> None:
-    for row in (("bafynotacid", A), (CIDS[0], "\ud800")):
+def test_a_data_dir_of_e418a64_with_a_provide_of_no_cid_still_reaps(
+        opened: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """e418a64 wrote a member's PROVIDE of any text into provider_index: that row is left
+    out of reads and does not hold the reaping of cache entries back (it provides no real
+    CID); a row that is not two texts still does."""
+    path, open_index = opened
+    index = open_index()
+    index.put([], [], [(CIDS[0], A)])
+    _write(path, "INSERT INTO provider_index VALUES ('hello', ?)", (A,))  # (as e418a64 did)
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        assert index.providers_sound()
+        assert list(index.providers()) == [(CIDS[0], A)]
+    _write(path, "INSERT INTO provider_index VALUES (x'0102', ?)", (A,))
+    assert not open_index().providers_sound()
+
+
+def _old_stream(rows: list[tuple[str, str]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The "p" batches a receiver reads of a version 2 stream whose sender (release e418a64)
+    sent `rows` as stored (any text a member's PROVIDE named): the row lines it sent,
+    read back by the receiver's own check."""
+    return list(read_rows(row_lines([("p", rows)])))
+
+
+def test_an_older_senders_provider_row_of_no_cid_is_left_out_the_rest_taken(
+        opened: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer of release e418a64 sends the provider rows it stored, ("hello", origin)
+    among them: its receiver takes the stream (v2 rows, a v3 P frame) and leaves that row
+    out as it stores the rows (logged once), the good rows stored."""
+    _, open_index = opened
+    sent = [("hello", A), (CIDS[0], A), (CIDS[1], A)]
+    v2 = _old_stream(sent)
+    v3 = decode_providers(provider_frame(sent)[5:])  # (the frame e418a64 encodes)
+    assert [r for _, rows in v2 for r in rows] == v3 == sent
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        index.put_batches(v2)
+    assert sorted(index.providers()) == [(CIDS[0], A), (CIDS[1], A)]
+    assert index.providers_sound()
+    assert any("'hello' is not taken" in m for m in _warned(caplog))
+    index.reap([], CIDS[:2])
+    index.put_rows([("p", v3)], "pending.spool", None)
+    assert sorted(index.providers()) == [(CIDS[0], A), (CIDS[1], A)]
+    assert index.providers_sound()
+
+
+def test_the_receiver_refuses_a_provider_row_of_the_wrong_shape() -> None:
+    for row in (["a"], [CIDS[0], 1], [None, A]):
         with pytest.raises(StreamError, match="provider row"):
-            decode_providers(provider_frame([row])[5:])
+            _old_stream([row])  # type: ignore[list-item]
     assert decode_providers(provider_frame([(CIDS[0], A)])[5:]) == [(CIDS[0], A)]
