@@ -988,12 +988,14 @@ class JobIndex:
         is the value's JSON string), and the key the next slice comes after (`_next_after`).
         What `Compactor._reap` examines per pass. A row that does not read back (`_entry_ok`:
         a key or value that is not a text, an hlc that is not an integer) is left out,
-        logged once; its place still moves the scan on."""
+        logged once; its place still moves the scan on. A key that is not a text at all (a
+        BLOB, not what the index writes) is not read."""
         out: list[SliceRow] = []
         rows = list(self._read(  # (a CID's JSON text is the CID in quotes)
             f"SELECT {CACHE_COLUMNS}, EXISTS (SELECT 1 FROM provider_index WHERE cid = "
             "substr(v, 2, length(v) - 2)) FROM cache_index WHERE kind = ? AND "
-            "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (OUTPUT, after, limit)))
+            "typeof(k) = 'text' AND k > CAST(? AS TEXT) ORDER BY k LIMIT ?",
+            (OUTPUT, after, limit)))
         for row in rows:
             if not self._entry_ok(row):
                 continue
@@ -1009,7 +1011,8 @@ class JobIndex:
         "c" (None: no result, e.g. an item a task left out, or not an item result)."""
         out: list[tuple[str, str, str | None, int]] = []
         rows = list(self._read(f"SELECT {CACHE_COLUMNS} FROM cache_index WHERE kind = ? AND "
-                               "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (ITEM, after, limit)))
+                               "typeof(k) = 'text' AND k > CAST(? AS TEXT) ORDER BY k LIMIT ?",
+                               (ITEM, after, limit)))
         for row in rows:
             if not self._entry_ok(row):
                 continue
@@ -1205,7 +1208,8 @@ def read_provided(path: Path, origin: str, batch: int = 4096) -> Iterator[str]:
     row that does not read back (PROVIDER_KINDS: not a CID) is left out (logged by
     `JobIndex.providers_sound`, once)."""
     for cid in _pages(path, "SELECT cid, cid FROM provider_index WHERE origin = ? AND "
-                      "cid > CAST(? AS TEXT) ORDER BY cid LIMIT ?", (origin,), batch):
+                      "typeof(cid) = 'text' AND cid > CAST(? AS TEXT) ORDER BY cid LIMIT ?",
+                      (origin,), batch):
         if row_fault((cid, origin), PROVIDER_KINDS) is None:
             yield cid
 
@@ -1214,7 +1218,8 @@ def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
     """The output CIDs of the job index's cache entries (MeshState.outputs' values), read as
     `read_provided` reads."""
     for v in _pages(path, "SELECT k, v FROM cache_index WHERE kind = ? AND "
-                    "k > CAST(? AS TEXT) ORDER BY k LIMIT ?", (OUTPUT,), batch):
+                    "typeof(k) = 'text' AND k > CAST(? AS TEXT) ORDER BY k LIMIT ?",
+                    (OUTPUT,), batch):
         try:
             cid = loads_within(v)
         except ValueError:  # a malformed value taken from a snapshot stream
@@ -1224,13 +1229,14 @@ def read_outputs(path: Path, batch: int = 4096) -> Iterator[str]:
 
 
 def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[str]:
-    """The values of `sql` ((key, value) rows `WHERE ... AND key > CAST(? AS TEXT) ORDER BY
-    key LIMIT ?`)
+    """The values of `sql` ((key, value) rows `WHERE ... AND typeof(key) = 'text' AND key >
+    CAST(? AS TEXT) ORDER BY key LIMIT ?`)
     read a page of `batch` at a time, each page its own statement: no read transaction is
     held while the caller works between pages (it would keep the WAL from being
     checkpointed past it). A value that is not a text is left out; a key that is not
     (bytes: not UTF-8) still moves the page on (`key > CAST(? AS TEXT)`: SQLite compares
-    texts by their bytes)."""
+    texts by their bytes). A key of another type is never read: a BLOB sorts after every
+    text, so a page ending on one would be read again for ever."""
     db = connect(str(path), isolation_level=None, check_same_thread=False)  # reads
     try:
         after = ""
@@ -1248,7 +1254,9 @@ def _pages(path: Path, sql: str, args: tuple[Any, ...], batch: int) -> Iterator[
 def _next_after(rows: Sequence[Sequence[Any]], limit: int) -> str | bytes:
     """Where a slice of cache rows (CACHE_COLUMNS) read with LIMIT `limit` leaves the scan:
     its last key if it is full (bytes: a text that is not UTF-8, compared as a text by its
-    bytes: `k > CAST(? AS TEXT)`), else "" (the next scan starts over)."""
+    bytes: `k > CAST(? AS TEXT)`; the slices read text keys only, `typeof(k) = 'text'`: a
+    BLOB sorts after every text and would be read again), else "" (the next scan starts
+    over)."""
     if not rows or len(rows) < limit:
         return ""
     k: str | bytes = rows[-1][1]
