@@ -350,12 +350,16 @@ class JobIndex:
         rec: dict[str, Any] | None = self._column(_job(job), "record", row[6],
                                                   _of_job(job)) if keys else None
         if rec is None:
-            raise DataError(
-                f"{self.path}: {_job(job)} does not read back (its "
-                f"{'record' if keys else 'keys'}: see the peer's log): this job's view is not "
-                "known here; restore the file from a backup, or delete the job (`banzai jobs rm`)",
-                field="job_index")
+            raise self._unknown_view(job, "record" if keys else "keys")
         return rec
+
+    def _unknown_view(self, job: str, column: str) -> DataError:
+        """The DataError of a job whose row is there but whose `column` does not read back
+        (the API's 503: the list shows the job, its view is not known)."""
+        return DataError(
+            f"{self.path}: {_job(job)} does not read back (its {column}: see the peer's "
+            "log): this job's view is not known here; restore the file from a backup, or "
+            "delete the job (`banzai jobs rm`)", field="job_index")
 
     def page(self, limit: int | None, before: Order | None) -> list[tuple[Order, dict[str, Any]]]:
         """(order, summary) of the jobs older than `before` (all without it), newest first,
@@ -662,15 +666,18 @@ class JobIndex:
     # -- thin rows (peer.log.snapframe): a job's full texts fetched on demand ---------------
     def thin_sha(self, job: str) -> str | None:
         """The hash of a job's full texts if the index holds only its thin row (taken from
-        a version 3 snapshot, not fetched yet), else None."""
+        a version 3 snapshot, not fetched yet), else None. DataError (`record`'s) if that
+        hash does not read back (damaged, edited: no member's answer would match it; the
+        list shows the job, its view is not known)."""
         row = self._one("SELECT t.sha FROM job_index j JOIN job_thin t USING (job) "
                         "WHERE j.job = ? AND j.record = ''", (job,))
         if row is None:
             return None
-        if not is_record_sha(row[0]):  # (damaged, edited: no member's answer would match
-            self._skip(f"the job index's job_thin row of {job[:64]!r}", "sha",  # it)
-                       f"{row[0]!r:.80} is not a record's hash")
-            return None
+        if not is_record_sha(row[0]):
+            self._skip(f"the job index's job_thin row of {job[:64]!r}", "sha",
+                       f"{row[0]!r:.80} is not a record's hash",
+                       "is not fetched (its job's view is not known)")
+            raise self._unknown_view(job, "thin row's hash")
         sha: str = row[0]
         return sha
 

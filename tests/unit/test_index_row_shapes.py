@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from peer.cids import sha256_cid
+from peer.errors import DataError
 from peer.log import EventLog
 from peer.log.jobindex import (
     ITEM,
@@ -101,9 +102,11 @@ def test_a_tombstone_whose_order_does_not_read_back_keeps_its_job_deleted(
 
 
 @pytest.mark.parametrize("value", ["CAST(x'ff' AS TEXT)", "x'00'", "'b''abc'''", "42"])
-def test_a_thin_rows_hash_that_does_not_read_back_is_left_out(
+def test_a_thin_rows_hash_that_does_not_read_back_is_a_data_error(
         opened: Any, value: str, caplog: pytest.LogCaptureFixture) -> None:
-    """Not turned into a text no member's answer matches (the fetch blamed each member)."""
+    """Not turned into a text no member's answer matches (the fetch blamed each member),
+    nor read as absent (the API answered 404 while the list showed the job): a DataError
+    naming the file and the job, as `JobIndex.record`'s (503)."""
     path, open_index = opened
     index = open_index()
     index.put([_record(f"job{i}", i) for i in range(2)], (), ())
@@ -112,10 +115,11 @@ def test_a_thin_rows_hash_that_does_not_read_back_is_left_out(
     index = open_index()
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            assert index.thin_sha("job0") is None
+            with pytest.raises(DataError, match=r"row of 'job0' does not read back \(its thin"):
+                index.thin_sha("job0")
             sha = index.thin_sha("job1")
             assert sha is not None and len(sha) == 64
-    assert any("job_thin row of 'job0' is left out: its sha" in m for m in _warned(caplog))
+    assert any("job_thin row of 'job0' is not fetched" in m for m in _warned(caplog))
 
 
 # -- a cache entry's key: left out of the reap's slices, the scan still moves on ---------
