@@ -168,6 +168,7 @@ class EventLog:
                  quarantine: QuarantineConfig | None = None) -> None:
         self.path = path
         self.skipped = 0
+        self._unserved: set[tuple[Any, Any]] = set()  # (origin, seq)s `range` logged
         self.quarantine_cfg = quarantine or QuarantineConfig()
         self.quarantine_dropped = 0  # rows the quarantine let go (its bounds), since open
         self._q_rows = self._q_bytes = 0
@@ -527,8 +528,8 @@ class EventLog:
         again: `load` checked the rows at start, and every receiver checks each event
         against its batch (a row edited since is refused there as bad_hash). A row damaged
         or edited since, that is no event (or whose batch is malformed), is left out, logged
-        (`_not_served`), as a snapshot's serve does (`stored_events`); nothing is deleted (the
-        next start's `load` quarantines it)."""
+        once (`_not_served_once`), as a snapshot's serve does (`stored_events`); nothing is
+        deleted (the next start's `load` quarantines it)."""
         rows = list(self._read(
             "SELECT seq, hlc, type, payload, batch FROM events WHERE origin = ? AND seq > ? "
             "AND seq <= ? ORDER BY seq LIMIT ?", (origin, after, upto, limit)))
@@ -550,12 +551,26 @@ class EventLog:
                     raise att
                 ev = _event(origin, seq, hlc, typ, payload, bid, None, self.max_payload_bytes)
             except (ValueError, TypeError, RecursionError, DataError) as e:
-                _not_served(self.path, origin, seq, e)
+                self._not_served_once(origin, seq, e)
                 continue
             if att is not None:
                 object.__setattr__(ev, "att", att)
             out.append(ev)
         return out
+
+    def _not_served_once(self, origin: Any, seq: Any, why: Exception) -> None:
+        """`_not_served` for `range`, once per row while the peer runs (anti-entropy asks
+        the same range again and again): the first LOGGED_SKIPS rows one by one, then one
+        line saying that more are not logged."""
+        n = len(self._unserved)
+        if (origin, seq) in self._unserved or n > LOGGED_SKIPS:
+            return
+        self._unserved.add((origin, seq))
+        if n < LOGGED_SKIPS:
+            _not_served(self.path, origin, seq, why)
+        else:
+            log.warning("%s: more invalid events are not served, not logged one by one (the "
+                        "next start's load sets them aside)", self.path)
 
     def prune_batches(self) -> None:
         """Remove the signed batches no stored event refers to (their events were dropped)."""

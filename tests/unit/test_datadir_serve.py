@@ -20,6 +20,7 @@ from peer.errors import StoreError
 from peer.log import Event, EventLog, EventType
 from peer.log.events import MAX_CLOCK
 from peer.log.signing import Identity, peer_id_for, sign_events
+from peer.log.sqlite import LOGGED_SKIPS
 from peer.node import Node
 
 OTHER = "othr0000000000000000"
@@ -97,6 +98,7 @@ def test_events_served_from_disk_leave_out_rows_damaged_since_the_start(
     try:
         with caplog.at_level(logging.WARNING):
             served = log.range(pid, 0, 6, 10)
+            assert [e.seq for e in log.range(pid, 0, 6, 10)] == [2, 5]  # (logged once)
         assert [e.seq for e in served] == [2, 5] and all(e.att is not None for e in served)
         lines = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
         assert len(lines) == 4 and all(str(log.path) in line for line in lines)
@@ -105,3 +107,31 @@ def test_events_served_from_disk_leave_out_rows_damaged_since_the_start(
         assert log.quarantined() == 0
     finally:
         log.close()
+
+
+def test_events_not_served_are_logged_once_each_and_at_most_logged_skips(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Anti-entropy asks the same range again and again: a damaged row is logged once while
+    the peer runs, and at most LOGGED_SKIPS rows one by one (then one line)."""
+    log = EventLog(tmp_path / "events.sqlite")
+    n = LOGGED_SKIPS + 5
+    log.append([Event(OTHER, s, s, EventType.PROVIDE, {"cids": [f"c{s}"]})
+                for s in range(1, n + 1)])
+    _edit_log(log, "UPDATE events SET payload = 'nope'")
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):
+                assert log.range(OTHER, 0, n, n) == []
+        lines = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
+        assert len(lines) == LOGGED_SKIPS + 1 and "not logged one by one" in lines[-1]
+    finally:
+        log.close()
+
+
+def _edit_log(log: EventLog, sql: str) -> None:
+    db = sqlite3.connect(log.path)
+    try:
+        db.execute(sql)
+        db.commit()
+    finally:
+        db.close()
