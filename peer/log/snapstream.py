@@ -266,8 +266,9 @@ def checked_keys(r: Sequence[Any], what: str = "a job row") -> tuple[Any, ...]:
 def object_text(v: Any) -> bool:
     """Is `v` a text the index writes as a JSON object (compact JSON: its first character is
     "{")? Not parsed (a job's record is most of a snapshot's bytes): a JSON text that begins
-    so is an object if it parses at all, and one that does not parse reads as absent
-    (`JobIndex.record`). A text that parses to anything else (a list, a number) is not."""
+    so is an object if it parses at all, and one that does not parse is a DataError when
+    read (`JobIndex.record`: the API's 503). A text that parses to anything else (a list, a
+    number) is not."""
     return type(v) is str and v[:1] == "{"
 
 
@@ -276,7 +277,7 @@ def check_job(r: Any) -> tuple[Any, ...]:
     and retention read them in bulk), the facts' outputs and logs be lists of CIDs (digests
     and thin rows read them); its full record (most of the bytes) must be an object's text
     (`object_text`) and is parsed when it is read, one job at a time (`JobIndex.record`: a
-    malformed one reads as absent)."""
+    malformed one is a DataError, the API's 503)."""
     if type(r) is not list or len(r) != 9:
         raise StreamError("a job row of the wrong shape")
     check_facts(_json_text(r[8], dict))
