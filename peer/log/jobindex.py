@@ -73,6 +73,7 @@ ABSENT_MAX = 65536
 # What a read does of a row that does not read back, as its log line says (`JobIndex._skip`):
 # most leave it out; `facts` holds retention and gc back instead (its run logs are not known).
 _LEFT_OUT = "is left out"
+MAX_LOGGED_ROWS = 4096  # rows that do not read back logged one by one (`_skip`), then one line
 _HELD = "holds retention and gc back (nothing is freed until it is mended or removed)"
 # A taken snapshot's cache and provider rows wait in the data dir's snapshots/ (peer.catchup),
 # one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
@@ -775,8 +776,9 @@ class JobIndex:
 
     @property
     def skipped(self) -> int:
-        """The (row, column)s that reads left out because they do not read back."""
-        return len(self._bad)
+        """The (row, column)s that reads left out because they do not read back (at most
+        MAX_LOGGED_ROWS are counted)."""
+        return min(len(self._bad), MAX_LOGGED_ROWS)
 
     def _read(self, sql: str, args: Sequence[Any] = (),
               db: sqlite3.Connection | None = None) -> Iterator[Any]:
@@ -886,10 +888,18 @@ class JobIndex:
         """A row (as `_job` names it) that a read met and that does not read back: counted
         and logged once per (row, column), saying what the read does of it (`fate`: it is
         left out, or, for `facts`, it holds retention and gc back)."""
-        if (row, column) not in self._bad:
-            self._bad.add((row, column))
-            log.warning("%s: %s %s: its %s does not read back (%s)", self.path, row, fate,
-                        column, f"{why!s:.200}")
+        if (row, column) in self._bad:
+            return
+        if len(self._bad) >= MAX_LOGGED_ROWS:  # (a member's snapshot may hold any number)
+            if len(self._bad) == MAX_LOGGED_ROWS:
+                self._bad.add(("", ""))  # (the mark that this line was logged)
+                log.warning("%s: more rows do not read back (%d logged one by one); the "
+                            "rest are left out unlogged until the peer restarts", self.path,
+                            MAX_LOGGED_ROWS)
+            return
+        self._bad.add((row, column))
+        log.warning("%s: %s %s: its %s does not read back (%s)", self.path, row, fate,
+                    column, f"{why!s:.200}")
 
     def dropped(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """These jobs' events left the log; each origin's compaction floor rises to `floors`."""

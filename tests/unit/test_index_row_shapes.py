@@ -324,3 +324,22 @@ def test_the_receiver_refuses_a_provider_row_of_the_wrong_shape() -> None:
         with pytest.raises(StreamError, match="provider row"):
             _old_stream([row])  # type: ignore[list-item]
     assert decode_providers(provider_frame([(CIDS[0], A)])[5:]) == [(CIDS[0], A)]
+
+
+def test_rows_that_do_not_read_back_are_logged_one_by_one_up_to_a_bound(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A member's snapshot may hold any number of rows a read leaves out: the set of rows
+    logged is bounded (it grew with each one), the rest named by one line."""
+    import peer.log.jobindex as jobindex
+
+    monkeypatch.setattr(jobindex, "MAX_LOGGED_ROWS", 3)
+    index = JobIndex(sqlite3.connect(":memory:", isolation_level=None))
+    with caplog.at_level(logging.WARNING, "banzai.log"):
+        for i in range(50):
+            index._skip(f"the row {i}", "cid", "not a CID")
+            index._skip(f"the row {i}", "cid", "not a CID")  # (once each)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [m.split(": ", 1)[1] for m in lines if "not a CID" in m] == [
+        f"the row {i} is left out: its cid does not read back (not a CID)" for i in range(3)]
+    assert sum("more rows do not read back" in m for m in lines) == 1
+    assert len(index._bad) <= 4 and index.skipped == 3
