@@ -47,7 +47,7 @@ from typing import cast
 import multihash
 
 from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
-from peer.dataentry import check_entry, ensure_dir
+from peer.dataentry import check_entry, ensure_dir, remove
 from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.pack import InlinePack
 
@@ -834,18 +834,19 @@ class Staging:
 
     @staticmethod
     def sweep(root: Path, max_age_s: float = _STALE_TMP_S) -> int:
-        """Remove staging directories abandoned (by a crash) over `max_age_s` ago; returns
-        how many. DataError if staging/ is not a directory of its own (never swept through
-        a symlink)."""
+        """Remove the entries of staging/ (a crash's directories) last changed over
+        `max_age_s` ago; returns how many are gone. An entry that is a symlink goes itself,
+        never what it points to (`remove`). DataError if staging/ is not a directory of its
+        own (never swept through a symlink)."""
         check_entry(root / "staging", "directory", "the store's staging dir, swept", real=True)
         now = time.time()
         removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(root / "staging"):
                 with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime >= max_age_s:
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                        removed += 1
+                    if now - entry.stat(follow_symlinks=False).st_mtime >= max_age_s:
+                        remove(Path(entry.path))
+                        removed += not os.path.lexists(entry.path)  # (rmtree may leave some)
         return removed
 
 

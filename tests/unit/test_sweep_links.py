@@ -7,12 +7,15 @@ what a link points to, a canary dir outside the data dir, stays untouched."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from peer.dataentry import remove
 from peer.errors import DataError
+from peer.ipfs.blocks import Staging
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import sweep_stale
@@ -83,3 +86,22 @@ def test_a_block_shard_that_is_a_symlink_is_neither_swept_nor_collected(
         store.gc(set(), 0.0)
     assert all((canary / f).exists() for f in theirs) and _untouched(canary)
     assert f"{shard} is a symlink, not a shard directory: left alone" in caplog.text
+
+
+def test_the_staging_sweep_removes_a_link_itself_and_counts_only_what_went(
+        tmp_path: Path, canary: Path) -> None:
+    """A stale entry of store/staging that is a symlink was rmtree'd through `stat()`
+    following it: rmtree refused the link, which stayed for good and was counted as removed
+    at each start; one to nothing was never removed."""
+    staging = tmp_path / "store" / "staging"
+    staging.mkdir(parents=True)
+    (staging / "1-aa").symlink_to(canary)
+    (staging / "2-bb").symlink_to(tmp_path / "nothing")
+    (staging / "3-cc").mkdir()
+    old = time.time() - 7200
+    for p in (canary, *staging.iterdir()):
+        os.utime(p, (old, old), follow_symlinks=False)
+    assert Staging.sweep(tmp_path / "store", 3600) == 3
+    assert list(staging.iterdir()) == [] and _untouched(canary)
+    assert Staging.sweep(tmp_path / "store", 3600) == 0
+
