@@ -457,10 +457,10 @@ class BlockStore:
         settling = self._settling()
         if final in settling:
             return
+        self._shard(final.parent)  # (first: a block found through a linked shard is not ours)
         if self.durable(final):
             touch(final)  # gc's grace period covers this add (it found the block)
             return  # (one not known durable is written again, its rename replacing it)
-        self._shard(final.parent)
         tmp = _tmp_name(final)  # written here, fsynced and renamed by a pool thread
         _write_new(tmp, data, f"block {c}")
         fut = _fsync_pool().submit(self._settle, tmp, final)
@@ -505,10 +505,12 @@ class BlockStore:
     def _shard(self, shard: Path) -> None:
         """Make shard directory `shard` if needed. The first time this process uses it, the
         root's entry for it is fsynced with the next sync (even if another process made it:
-        that one may have died before its own sync)."""
+        that one may have died before its own sync). DataError (a StoreError) naming it if
+        it is not a directory of its own: a shard that is a symlink is neither listed nor
+        collected (`_shard_dirs`), so no block is written through it, where it would stay
+        for good (the blocks directory itself may be a symlink: the store on another disk)."""
         if shard.name not in self._shards:
-            if not shard.is_dir():
-                shard.mkdir(exist_ok=True)
+            ensure_dir(shard, "a shard directory of the store's blocks", real=True)
             self._dirty(self.dir)
             self._shards.add(shard.name)
 
@@ -562,11 +564,11 @@ class BlockStore:
     def adopt(self, c: Cid, staged: Path) -> None:
         """Move a verified staged file into place (rename; an existing block wins)."""
         final = self.path(c.key)
+        self._shard(final.parent)
         if self.durable(final):
             touch(final)
             staged.unlink(missing_ok=True)
             return
-        self._shard(final.parent)
         os.replace(staged, final)  # staged files are fsynced (Staging.commit)
         self._dirty(final.parent)
 
@@ -645,10 +647,10 @@ class BlockBatch:
         final = self._blocks.path(c.key)
         if final in self._written:
             return
+        self._blocks._shard(final.parent)  # (as BlockStore.put_trusted)
         if self._blocks.durable(final):
             touch(final)  # gc's grace period covers this add (it found the block)
             return  # (one not known durable is written again, its rename replacing it)
-        self._blocks._shard(final.parent)
         tmp = _tmp_name(final)
         _write_new(tmp, data, f"block {c}")
         self._written[final] = tmp

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from peer.cids import sha256_cid
 from peer.dataentry import remove
-from peer.errors import DataError
-from peer.ipfs.blocks import Staging
+from peer.errors import DataError, StoreError
+from peer.ipfs.blocks import BlockStore, Staging
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import sweep_stale
@@ -105,3 +106,46 @@ def test_the_staging_sweep_removes_a_link_itself_and_counts_only_what_went(
     assert list(staging.iterdir()) == [] and _untouched(canary)
     assert Staging.sweep(tmp_path / "store", 3600) == 0
 
+
+def _linked_shard(tmp_path: Path, canary: Path) -> tuple[BlockStore, bytes, Path]:
+    """A block store whose shard of a block's bytes is a symlink to the canary."""
+    blocks = BlockStore(tmp_path / "store")
+    data = b"a block written through a linked shard\n"
+    final = blocks.path(sha256_cid(data, "raw", 1).key)
+    final.parent.symlink_to(canary)
+    return blocks, data, final
+
+
+@pytest.mark.parametrize("how", ["put", "batch", "adopt"])
+def test_no_block_is_written_into_a_shard_that_is_a_symlink(
+        tmp_path: Path, canary: Path, how: str) -> None:
+    """gc and the sweeps leave a linked shard alone: a block written through it went outside
+    the data dir, for good. Each way in refuses with a StoreError naming the shard."""
+    blocks, data, final = _linked_shard(tmp_path, canary)
+    c = sha256_cid(data, "raw", 1)
+    with pytest.raises(StoreError, match=f"{final.parent} .*is a symlink, not a directory"):
+        if how == "put":
+            blocks.put(c, data)
+            blocks.sync()
+        elif how == "batch":
+            batch = blocks.batch()
+            batch.put_trusted(c, data)
+            batch.commit()
+        else:
+            staged = tmp_path / "staged"
+            staged.write_bytes(data)
+            blocks.adopt(c, staged)
+    assert sorted(p.name for p in canary.iterdir()) == ["banzai-exec-1-abc", "kept"]
+    assert _untouched(canary) and not blocks.has(c)
+
+
+def test_a_block_found_through_a_linked_shard_is_not_taken_as_stored(
+        tmp_path: Path, canary: Path) -> None:
+    """A put found the block in the link's target and took it as stored (touching it):
+    never collected nor counted by gc, the store's copy was outside it."""
+    blocks, data, final = _linked_shard(tmp_path, canary)
+    (canary / final.name).write_bytes(data)
+    os.utime(canary / final.name, (1, 1))
+    with pytest.raises(StoreError, match="is a symlink, not a directory"):
+        blocks.put(sha256_cid(data, "raw", 1), data)
+    assert (canary / final.name).stat().st_mtime == 1  # (not touched)
