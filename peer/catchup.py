@@ -624,10 +624,12 @@ class CatchUp:
 
     async def _ingest(self) -> None:
         t0 = time.perf_counter()
+        taken = self.compactor.rows_taken
         try:
             while self.compactor.ingest():
                 await asyncio.sleep(0)
-            self.catch_up_s["rows_indexed_after_take"] = time.perf_counter() - t0
+            if self.compactor.rows_taken > taken:  # (not when every spool left was unreadable)
+                self.catch_up_s["rows_indexed_after_take"] = time.perf_counter() - t0
         except Exception:  # a failed write (a full disk): resumed at the next pass
             log.exception("taking a snapshot's rows failed")
         finally:

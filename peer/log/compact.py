@@ -44,6 +44,7 @@ log = logging.getLogger("banzai.log")
 SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
+INGEST_TRIES = 8  # pending snapshot spools an `ingest` tries (those it cannot read: passed)
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
@@ -220,6 +221,7 @@ class Compactor:
         self.unwritten = unwritten
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
         self._unreadable: set[str] = set()  # pending spools an `ingest` could not read (logged)
+        self.rows_taken = 0  # cache and provider rows `ingest` took from pending spools
         self._tomb_after: tuple[int, str] = (0, "")  # where `_forget` resumes its scan
         # `_busy`'s last scan: (the state's `entered` count then, the jobs asked about, job
         # -> ids of the events in memory about it): reused while no event entered memory
@@ -860,11 +862,20 @@ class Compactor:
         malformed frame ends that snapshot's rows there (what was taken stays: each row was
         checked) and is counted under its signer (`refuse`), as is a spool gone or not a
         regular file (never read through a symlink; what is there is left alone). A spool
-        that cannot be read now (EACCES, EIO) keeps its rows pending, logged once: False."""
+        that cannot be read now (EACCES, EIO) keeps its rows pending, logged once, and the
+        next is read (those known unreadable last, at most INGEST_TRIES per call): False if
+        none could be. `rows_taken` counts the rows taken."""
         pending = self.index.snapshots_pending()
-        if not pending:
-            return False
-        path, at, signer = pending[0]
+        pending.sort(key=lambda p: p[0] in self._unreadable)  # (stable: in order otherwise)
+        for i, (path, at, signer) in enumerate(pending[:INGEST_TRIES]):
+            left = self._ingest_spool(path, at, signer, rows)
+            if left is not None:
+                return left or (i + 1 < len(pending) and pending[i + 1][0] not in self._unreadable)
+        return False
+
+    def _ingest_spool(self, path: str, at: int, signer: str, rows: int) -> bool | None:
+        """`ingest` of the pending spool `path` from `at`: whether rows of it are left; None
+        if it cannot be read now (kept pending, logged once)."""
         batches: list[tuple[str, list[tuple[Any, ...]]]] = []
         end: int | None = at
         wrong = False
@@ -892,13 +903,15 @@ class Compactor:
                 self._unreadable.add(path)
                 log.warning("the rest of the snapshot of %s waits: its spool %s cannot be "
                             "read (%s)", signer[:16], path, e)
-            return False
+            return None
         spill = _Spill(self.state)
         self.index.put_rows(list(spill.noted(batches, [])), path, end)
         spill.done()
+        self.rows_taken += sum(len(got) for _, got in batches)
+        self._unreadable.discard(path)  # (read now: logged again if it fails again)
         if end is None and not wrong:
             Path(path).unlink(missing_ok=True)
-        return end is not None or len(pending) > 1
+        return end is not None
 
     def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
         """A snapshot was taken: every seq up to its heads counts as held, and its floors

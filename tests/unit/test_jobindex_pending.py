@@ -274,3 +274,40 @@ def test_the_sweep_of_snapshots_removes_a_link_or_a_directory_not_the_loop(
 
     asyncio.run(first_turns())
     assert os.listdir(spool) == [] and (canary / NAME).read_bytes() == b"not ours"
+
+
+def test_a_spool_that_stays_unreadable_holds_back_no_later_one(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`ingest` read only the first pending spool: one that stayed unreadable (EACCES)
+    held every later snapshot's rows back for good, and the loop's `_ingest` recorded
+    `rows_indexed_after_take` though it took none. Now the next spool is read, the
+    unreadable one stays pending (one warning), and the time is recorded only with rows."""
+    n, path = _pending_node(tmp_path, opened)
+    later = path.with_name(spool_name(bytes(range(1, 17))))
+    cid = str(sha256_cid(b"later", "raw", 1))
+    later.write_bytes(b"".join(row_frames([("p", [(cid, "peerB")])])))
+    n.index._db.execute("INSERT INTO snapshot_pending VALUES (?, 0, 'later')", (later.name,))
+    real = os.open
+
+    def fake_open(p: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(p) == path:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(p))
+        return real(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(n.catchup._ingest())
+        assert "rows_indexed_after_take" in n.catchup.catch_up_s
+        assert list(n.index.providers()) == [(cid, "peerB")] and not later.exists()
+        del n.catchup.catch_up_s["rows_indexed_after_take"]
+        asyncio.run(n.catchup._ingest())  # (only the unreadable one is left)
+    assert "rows_indexed_after_take" not in n.catchup.catch_up_s
+    assert _rows(n.index) == [(NAME, 0, "signer")] and path.read_bytes() == FRAMES
+    (msg,) = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert str(path) in msg
+    monkeypatch.undo()
+    while n.compactor.ingest():
+        pass
+    assert sorted(n.index.providers()) == sorted([(CID, "peerA"), (cid, "peerB")])
+    assert _rows(n.index) == []
