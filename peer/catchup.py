@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
-from peer.dataentry import TMP_DIR, ensure_dir, open_new, remove
+from peer.dataentry import TMP_DIR, ensure_dir, open_file, open_new, remove
 from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within, pieces
 from peer.log import Event, EventLog, MeshState
@@ -87,6 +87,7 @@ class CatchUpConfig:
 
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
+_SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 
 
@@ -467,7 +468,8 @@ class CatchUp:
         the events of its first line are checked and merged like a frame's; the trailer must
         check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
         then the rows are checked as they are read and taken in one transaction. None once
-        taken, else why not (counted under its signer)."""
+        taken, else why not (counted under its signer). `rows` is read back never through a
+        symlink put there since it was written (`open_file`: DataError naming it)."""
         t = [time.perf_counter()]
         trailer = self._merge_events(lambda: (spool.trailer(), json.loads(spool.head or b"")),
                                      t)
@@ -480,7 +482,7 @@ class CatchUp:
                 if isinstance(spool, FrameSpool):
                     n = self._take_frames(trailer, rows, digests)
                 else:
-                    with rows.open("rb") as f:
+                    with open_file(rows, _SPOOL) as f:
                         n = self.compactor.take_rows(against(read_rows(f), digests),
                                                      trailer.heads, trailer.floors)
             except StreamError as e:
@@ -504,7 +506,7 @@ class CatchUp:
         spool moves into the data dir (fsynced) and its cache and provider rows are taken
         after, a slice per loop turn (`_ingest`; resumed after a restart). StreamError (nothing
         taken) if a job row is malformed or differs."""
-        with rows.open("rb") as f:
+        with open_file(rows, _SPOOL) as f:  # (never a symlink put there since written)
             jobs, at = read_jobs(f)
             more = bool(f.read(1))
         if not more:  # `?part=jobs`: its cache and provider rows are fetched after
@@ -527,7 +529,7 @@ class CatchUp:
         write: DataError naming it if something is there already (a symlink is not
         followed) or tmp/ is not a directory of its own; OSError if it cannot be made."""
         path = _temp_dir(self.cfg.data_dir) / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
-        return path, open_new(path, "a snapshot download's spool")
+        return path, open_new(path, _SPOOL)
 
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and

@@ -556,6 +556,30 @@ def _take_v3(a: Node, b: Node, tmp: Path, second: Any = None,
     return b.catchup.take_stream(spool, path, second)
 
 
+@pytest.mark.parametrize("v", [2, 3])
+def test_a_spool_swapped_for_a_symlink_after_its_download_is_not_read_through(
+        tmp_path: Path, opened: list[Node], v: int) -> None:
+    """The download's spool was read back by path (`rows.open`): a symlink put there
+    between its write and its read (a process of the peer's user) was followed, its
+    target's rows taken. Now a DataError names the spool; nothing is taken, the target is
+    left alone."""
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    body = b"".join(a.catchup.snapshot_stream(v=v))
+    path, canary = tmp_path / "rows", tmp_path / "canary"
+    with path.open("wb") as f:
+        spool = (FrameSpool if v == 3 else Spool)(f, 1 << 30)
+        spool.feed(body)
+    path.rename(canary)  # (rows that check, outside the data dir)
+    path.symlink_to(canary)
+    rows = canary.read_bytes()
+    with pytest.raises(DataError, match=f"{path} .*is a symlink, not a file"):
+        b.catchup.take_stream(spool, path)
+    assert len(b.index) == 0 and canary.read_bytes() == rows
+    assert not b.index.snapshots_pending() and not (tmp_path / "b" / "snapshots").exists()
+
+
 def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
         tmp_path: Path, opened: list[Node]) -> None:
     a, b = _pair(tmp_path, opened)
