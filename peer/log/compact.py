@@ -637,10 +637,14 @@ class Compactor:
         vvs = list(self.vvs())
         now = self.now_hlc()
         jobs: list[str] = []
+        gone: list[tuple[str, int]] = []
         for job, ended, m in self.index.pending():
             if droppable(m, ended, vvs, now, self.cfg):
+                try:
+                    gone += self.index.ids([job])
+                except DataError:  # (its ids do not read back, logged once: its events stay
+                    continue  # and its row keeps them listed)
                 jobs.append(job)
-        gone = self.index.ids(jobs) if jobs else []
         left: list[str] = []  # deleted jobs whose events go now
         for job, ids in self.leaving.items():
             if len(gone) >= DELETED_DROP_MAX:  # (the rest at the next passes)
@@ -925,10 +929,13 @@ class Compactor:
 
     def _delete_records(self, raises: bool = True) -> None:
         """`deleted` for each job of `_delete_due` (those that fail stay, retried at the next
-        pass; raises the first failure unless `raises` is False: it is logged)."""
+        pass; raises the first failure unless `raises` is False: it is logged; a record
+        whose ids do not read back holds its own deletion back only)."""
         for job in sorted(self._delete_due):
             try:
                 self.deleted(job)
+            except DataError:  # its record's ids do not read back (JobIndex._ids, logged
+                continue  # once): its deletion waits, its events stay; the others go on
             except Exception as e:
                 if raises:
                     raise

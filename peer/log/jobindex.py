@@ -75,6 +75,7 @@ ABSENT_MAX = 65536
 _LEFT_OUT = "is left out"
 MAX_LOGGED_ROWS = 4096  # rows that do not read back logged one by one (`_skip`), then one line
 _HELD = "holds retention and gc back (nothing is freed until it is mended or removed)"
+_IDS_HELD = "holds its job's deletion and its events in the log (until it is mended)"
 # A taken snapshot's cache and provider rows wait in the data dir's snapshots/ (peer.catchup),
 # one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
 # name; a data dir of an earlier release: its path in that directory).
@@ -384,7 +385,8 @@ class JobIndex:
         return out
 
     def delete(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
-        """Remove jobs' records; returns the ids of their events still in the log."""
+        """Remove jobs' records; returns the ids of their events still in the log.
+        DataError (nothing removed) if a record's ids do not read back (`_ids`)."""
         out: list[tuple[str, int]] = []
         gone = 0
         with self._tx() as db:
@@ -545,7 +547,10 @@ class JobIndex:
                 row = db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
                 if row is None:
                     continue
-                have = self._ids(job, row[0])
+                try:
+                    have = self._ids(job, row[0])
+                except DataError:  # (its events stay: the row is left as it is)
+                    continue
                 both = _union(have, got)
                 if len(both) > len(have):
                     added += len(both) - len(have)
@@ -762,8 +767,8 @@ class JobIndex:
                 yield str(job), ended, m
 
     def ids(self, jobs: Iterable[str]) -> list[tuple[str, int]]:
-        """The ids of these jobs' events still in the log (none of a row whose ids do not
-        read back)."""
+        """The ids of these jobs' events still in the log; DataError if a row's ids do not
+        read back (`_ids`)."""
         out: list[tuple[str, int]] = []
         for job in jobs:
             row = self._db.execute("SELECT ids FROM job_index WHERE job = ?", (job,)).fetchone()
@@ -772,7 +777,15 @@ class JobIndex:
         return out
 
     def _ids(self, job: Any, text: Any) -> list[tuple[str, int]]:
-        return [(o, q) for o, q in self._column(_job(job), "ids", text, _is_ids) or ()]
+        """A row's ids. DataError naming the file and the row if they do not read back
+        (logged once): the events of the job still in the log are not known, so what would
+        lose them waits (its deletion, their drop, its ids written anew) and they stay."""
+        ids = self._column(_job(job), "ids", text, _is_ids, _IDS_HELD)
+        if ids is None:
+            raise DataError(
+                f"{self.path}: {_job(job)} {_IDS_HELD}: its ids do not read back (see the "
+                "peer's log): restore the file from a backup", field="job_index")
+        return [(o, q) for o, q in ids]
 
     @property
     def skipped(self) -> int:

@@ -220,8 +220,10 @@ def test_a_job_index_row_that_does_not_read_back_is_left_out_logged_once_and_cou
     assert listed[0] == "job001" and "job001" in digests
     assert ("job000" in listed) == (column != "summary")
     # (its facts: the line says what the janitor does, session 33: it said "left out")
-    fate = "holds retention and gc back (nothing is freed until it is mended or removed)" \
-        if column == "facts" else "is left out"
+    fate = {"facts": "holds retention and gc back (nothing is freed until it is mended or "
+                     "removed)",
+            "ids": "holds its job's deletion and its events in the log (until it is mended)",
+            }.get(column, "is left out")
     assert caplog.text.count("the job index's row of 'job000'") == 1
     assert f"{n.log.path}: the job index's row of 'job000' {fate}: its {column}" in caplog.text
     assert n.index.skipped == 1 and n.log_health()["compaction"]["index_rows_skipped"] == 1
@@ -1035,6 +1037,40 @@ def test_a_job_rm_of_a_recent_job_lets_its_events_go(tmp_path: Path,
     assert "job001" in n.state.deleted and not n.state.compacted
     assert n.state.events.keys() == {e.id for e in evs[:9]}
     assert _rows(n) == {e.id for e in evs[:9]} | {(n.peer_id, n.state.heads[n.peer_id])}
+
+
+def test_a_record_whose_ids_do_not_read_back_holds_its_deletion_and_its_events_back(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """A job's list of its events still in the log, damaged on disk, read as empty: its
+    deletion removed the record and pinned none of its events (they stayed in the log, in
+    no job's list, for good), and a drop set the list to [] with its events still there.
+    Now the deletion waits (the index raises a DataError naming the file and the row, logged
+    once), the other job's goes on, and the drop leaves the row and its events alone."""
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    _lagging(n)
+    evs = history(jobs=2, per_job=2)  # job000: seqs 1..9, job001: 10..18
+    n.merge(evs)
+    n.catchup.compact()
+    assert _index_jobs(n) == {"job000", "job001"}
+    bad = '[["hist0000000000000000", 1], ["hist'  # (a write cut short)
+    n.log.db.execute("UPDATE job_index SET ids = ? WHERE job = 'job000'", (bad,))
+    with pytest.raises(DataError, match=f"{n.log.path}: the job index's row of 'job000' "
+                       "holds its job's deletion"):
+        n.index.delete(["job000"])
+    gone = [_deleted(evs, "job000"), _deleted(evs, "job001", 2)]
+    with caplog.at_level(logging.WARNING):
+        n.merge(gone)
+        n.catchup.compact()
+        n.catchup.compact()
+        assert _index_jobs(n) == {"job000"}  # (job001's deletion went on)
+        n.compactor.vvs = lambda: [dict(n.heads())]  # every member holds every event
+        n.catchup.compact()
+    assert _rows(n) >= {e.id for e in evs[:9]} and not _rows(n) & {e.id for e in evs[9:]}
+    assert n.log.db.execute("SELECT ids FROM job_index").fetchall() == [(bad,)]
+    warned = [r.getMessage() for r in caplog.records if "its ids does not read back" in
+              r.getMessage()]
+    assert len(warned) == 1 and "'job000' holds its job's deletion" in warned[0]
+    assert not [r for r in caplog.records if r.exc_info]  # (no pass failed)
 
 
 def test_peers_holding_the_same_events_hold_the_same_in_memory_whatever_the_order() -> None:
