@@ -712,7 +712,7 @@ class Scheduler:
         done = table.done(sk)
         return all(claims.standing(self.state.chunk(job, task, i), split.id,
                                    self.cfg.max_attempts)[0] is not Standing.OPEN
-                   for i in table.open(sk) | table.failed(sk) if i < n - 1 and i not in done)
+                   for i in table.open_or_failed(sk) if i < n - 1 and i not in done)
 
     def _consider_chunks(self, job: str, task: str, split: Event, chunks: list[Any],
                          tdef: TaskDef, spec: TaskSpec) -> None:
@@ -729,7 +729,8 @@ class Scheduler:
         sk = (job, task, *split.id)
         table = self.state.chunks
         held = table.of_split(sk)
-        settled_not = sorted(i for i in table.open(sk) | table.failed(sk) if i < last)
+        settled_not = sorted(i for i in table.open_or_failed(sk) if i < last)  # (a copy:
+        # each look below may fold a claim of ours into the table)
         budget, i = UNTOUCHED_PER_WALK, table.first_untouched(sk)
         for j in (*settled_not, last):
             while budget > 0 and i < j:  # the chunks no event is about, before chunk j

@@ -23,7 +23,8 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, cast
@@ -352,6 +353,7 @@ NO_CHUNK = ChunkState(cast(Any, MappingProxyType({})), cast(Any, MappingProxyTyp
                       cast(Any, MappingProxyType({})))
 
 SplitKey = tuple[str, str, str, int]  # (job, task, split origin, split seq): one split's chunks
+_NONE: Mapping[int, None] = MappingProxyType({})  # (an index's keys when it holds none)
 
 
 def _split_key(k: ChunkKey) -> SplitKey:
@@ -372,8 +374,9 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     def __init__(self) -> None:
         super().__init__()
         self._split: dict[SplitKey, dict[int, ChunkState]] = {}
-        self._failed: dict[SplitKey, set[int]] = {}
-        self._open: dict[SplitKey, set[int]] = {}
+        # (index -> None: `failed` and `open` are their keys, live views with no copy)
+        self._failed: dict[SplitKey, dict[int, None]] = {}
+        self._open: dict[SplitKey, dict[int, None]] = {}
         self._fresh: dict[SplitKey, int] = {}  # (0 when absent)
         self._jobs: dict[str, set[SplitKey]] = {}  # job -> its splits with a chunk here
         self._done: dict[SplitKey, dict[int, Event]] = {}  # (ChunkState.finished)
@@ -385,14 +388,24 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         """Chunk index -> state of the chunks of split `sk` that events are about (unordered)."""
         return MappingProxyType(self._split.get(sk, {}))
 
-    def failed(self, sk: SplitKey) -> frozenset[int]:
-        """The indexes of the chunks of split `sk` with a failure."""
-        return frozenset(self._failed.get(sk, ()))
+    def failed(self, sk: SplitKey) -> KeysView[int]:
+        """The indexes of the chunks of split `sk` with a failure (a read-only view of the
+        index, no copy: a reader that writes to the table while it walks them copies first)."""
+        return self._failed.get(sk, _NONE).keys()
 
-    def open(self, sk: SplitKey) -> frozenset[int]:
+    def open(self, sk: SplitKey) -> KeysView[int]:
         """The indexes of the chunks of split `sk` with a state and no CHUNK_DONE (claimed,
-        failed, in progress); those with one are done unless a failure reopened them."""
-        return frozenset(self._open.get(sk, ()))
+        failed, in progress); those with one are done unless a failure reopened them (a view,
+        as `failed`'s)."""
+        return self._open.get(sk, _NONE).keys()
+
+    def open_or_failed(self, sk: SplitKey) -> Iterator[int]:
+        """The indexes of `open(sk)` and of `failed(sk)`, each once (in no order): the
+        chunks with a state that may not be done. Read from the views: a reader that writes
+        to the table while it walks them copies them first."""
+        opened = self.open(sk)
+        yield from opened
+        yield from (i for i in self.failed(sk) if i not in opened)
 
     def done(self, sk: SplitKey) -> Mapping[int, Event]:
         """Chunk index -> CHUNK_DONE of the chunks of split `sk` that are done and not
@@ -417,7 +430,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     def note_failure(self, k: ChunkKey) -> None:
         """Chunk `k` (in the table) has a failure now."""
         sk = _split_key(k)
-        self._failed.setdefault(sk, set()).add(k.chunk)
+        self._failed.setdefault(sk, {})[k.chunk] = None
         self._note_finished(sk, k.chunk, dict.__getitem__(self, k).finished())
 
     def note_done(self, k: ChunkKey) -> None:
@@ -460,11 +473,11 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         if k.chunk > self._top.get(sk, -1):
             self._top[sk] = k.chunk
         if v.failures:
-            self._failed.setdefault(sk, set()).add(k.chunk)
+            self._failed.setdefault(sk, {})[k.chunk] = None
         else:
             self._discard(self._failed, sk, k.chunk)
         if v.done is None:
-            self._open.setdefault(sk, set()).add(k.chunk)
+            self._open.setdefault(sk, {})[k.chunk] = None
             if k.chunk in self._done.get(sk, ()):  # (a state replaced: a new one is made
                 self._note_finished(sk, k.chunk, None)  # per chunk, with no CHUNK_DONE yet)
         else:
@@ -498,10 +511,10 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             self._epoch.pop(sk, None)
 
     @staticmethod
-    def _discard(index: dict[SplitKey, set[int]], sk: SplitKey, i: int) -> None:
+    def _discard(index: dict[SplitKey, dict[int, None]], sk: SplitKey, i: int) -> None:
         held = index.get(sk)
         if held is not None:
-            held.discard(i)
+            held.pop(i, None)
             if not held:
                 del index[sk]
 
@@ -1050,15 +1063,17 @@ class MeshState:
             return held
         return {i: c for i, c in held.items() if i < n}
 
-    def failed_chunks(self, job: str, task: str) -> frozenset[int]:
+    def failed_chunks(self, job: str, task: str) -> AbstractSet[int]:
         """The indexes of the chunks of the task's winning split that have a failure (a
-        chunk without one is neither exhausted nor reopened; past its last: not counted)."""
+        chunk without one is neither exhausted nor reopened; past its last: not counted).
+        A view of the chunk table's index while no chunk past the last has a state."""
         split = self.splits.get((job, task))
         if split is None:
             return frozenset()
-        failed = self.chunks.failed((job, task, *split.id))
+        sk = (job, task, *split.id)
+        failed = self.chunks.failed(sk)
         n = _n_chunks(split)
-        return failed if all(i < n for i in failed) else frozenset(i for i in failed if i < n)
+        return failed if self.chunks.top(sk) < n else frozenset(i for i in failed if i < n)
 
     def implicit(self, split: Event) -> bool:
         """Is `split` an implicit split (`implicit_splits`: no peer made it)? Its id is its

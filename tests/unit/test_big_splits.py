@@ -181,6 +181,26 @@ def test_deleting_or_compacting_a_job_reads_its_own_chunks_only(
     assert len(state.chunks) == 5
 
 
+def test_the_open_and_failed_chunks_are_read_only_views_of_the_index_not_copies() -> None:
+    """`ChunkTable.open` and `failed` copied the split's index into a new frozenset at each
+    call (the looks at a task read them at every evaluation: O(open + failed) each); now a
+    view of it, which follows the table's writes and cannot write to it."""
+    s, split = _big_job()
+    state = fold([*s.events, _claim(s, split, 3), _claim(s, split, 5)])
+    sk = ("j", "t", *split)
+    state.apply(s.add(EventType.CHUNK_FAILED, job="j", task="t", split=split, chunk=5,
+                      attempt=0, kind="crash", error="x"))
+    opened, failed = state.chunks.open(sk), state.chunks.failed(sk)
+    assert set(opened) == {3, 5} and set(failed) == {5}
+    state.apply(_claim(s, split, 7))
+    state.apply(s.add(EventType.CHUNK_FAILED, job="j", task="t", split=split, chunk=7,
+                      attempt=0, kind="crash", error="x"))
+    assert set(opened) == {3, 5, 7} and set(failed) == {5, 7}  # (the same views: live)
+    for view in (opened, failed, state.failed_chunks("j", "t")):
+        assert not hasattr(view, "add") and not hasattr(view, "discard")
+    assert sorted(state.chunks.open_or_failed(sk)) == [3, 5, 7]  # (each once)
+
+
 def _same_index(state: MeshState, split: list[Any]) -> None:
     for sk in {(k.job, k.task, k.split_origin, k.split_seq) for k in state.chunks} | {
             ("j", "t", *split)}:
@@ -189,6 +209,8 @@ def _same_index(state: MeshState, split: list[Any]) -> None:
         assert dict(state.chunks.of_split(sk)) == held
         assert state.chunks.failed(sk) == {i for i, c in held.items() if c.failures}
         assert state.chunks.open(sk) == {i for i, c in held.items() if c.done is None}
+        either = list(state.chunks.open_or_failed(sk))
+        assert sorted(either) == sorted(state.chunks.open(sk) | state.chunks.failed(sk))
         fresh = state.chunks.first_untouched(sk)
         assert fresh not in held and all(i in held for i in range(fresh))
     assert dict(state.split_chunks("j", "t")) == dict(state.chunks.of_split(("j", "t", *split)))
