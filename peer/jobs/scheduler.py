@@ -46,7 +46,7 @@ from peer.log import (
     MeshState,
     TaskKey,
 )
-from peer.log.fold import SplitKey
+from peer.log.fold import SplitKey, n_chunks
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -134,6 +134,9 @@ class Scheduler:
         self._firsts: dict[TaskKey, str] = {}
         self._firsts_peers: frozenset[str] = frozenset()  # the live peers they are of
         self._short_here: dict[TaskKey, bool] = {}  # of this step (see _short_at_holders)
+        # per task: its split, the chunk table's `done_added` mark, and per peer the done
+        # chunk's CHUNK_DONE it made last (`_last_done_by`)
+        self._last_done: dict[TaskKey, tuple[SplitKey, tuple[int, int], dict[str, Event]]] = {}
         self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
@@ -561,7 +564,7 @@ class Scheduler:
         tables: tuple[dict[Any, Any], ...] = (
             self._ready_since, self._claim_seen, self.locality.waiting, self.locality.stalled,
             self._unplaced, self._partial_due, self._partial_sent, self._partial_sig,
-            self._results_seen, self._looked, self._deferred)
+            self._results_seen, self._looked, self._deferred, self._last_done)
         for table in tables:
             _prune(table, stale)
 
@@ -582,7 +585,7 @@ class Scheduler:
             self._ready_since, self._claim_seen, self._unplaced, self._lost, self._partial_due,
             self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
             self.locality.stalled, self.live.logs, self.live.metrics, self._looked,
-            self._deferred)
+            self._deferred, self._last_done)
         for table in tables:
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
@@ -1276,16 +1279,34 @@ class Scheduler:
             return self._short_here[key]
         live = self._peers()
         last: Event | None = None
-        for c in self.state.split_chunks(job, task).values():  # (a chunk without state:
-            d = claims.chunk_done(c)  # not done)
-            if (d is not None and d.origin in holders and d.origin in live
-                    and (last is None or d.order > last.order)):
+        for p, d in self._last_done_by(job, task).items():
+            if p in holders and p in live and (last is None or d.order > last.order):
                 last = d
         s = last.payload.get("s") if last is not None else None
         short = s is not None and s <= self.cfg.queue_ahead_max_s
         if self._stepping:
             self._short_here[key] = short
         return short
+
+    def _last_done_by(self, job: str, task: str) -> Mapping[str, Event]:
+        """Peer -> the CHUNK_DONE with the highest order among the done chunks of the task's
+        winning split that it made (those past the split's last do not count): kept up as
+        chunks are done (`ChunkTable.done_added`), so that a look costs the chunks done
+        since the last; read again when one was reopened or dropped."""
+        split = self.state.splits.get((job, task))
+        if split is None:
+            return {}
+        sk, n = (job, task, *split.id), n_chunks(split)
+        memo = self._last_done.get((job, task))
+        mark, by = (memo[1], memo[2]) if memo is not None and memo[0] == sk else ((0, 0), {})
+        mark, added = self.state.chunks.done_added(sk, mark)
+        if added is None:
+            by, added = {}, iter(self.state.chunks.done(sk).items())
+        for i, d in added:
+            if i < n and ((cur := by.get(d.origin)) is None or d.order > cur.order):
+                by[d.origin] = d
+        self._last_done[(job, task)] = (sk, mark, by)
+        return by
 
     def _full(self) -> set[str]:
         """The live peers whose claims fill their slots (`claims.full_peers`), read once per

@@ -354,6 +354,9 @@ NO_CHUNK = ChunkState(cast(Any, MappingProxyType({})), cast(Any, MappingProxyTyp
 
 SplitKey = tuple[str, str, str, int]  # (job, task, split origin, split seq): one split's chunks
 _NONE: Mapping[int, None] = MappingProxyType({})  # (an index's keys when it holds none)
+# The changes of every chunk table's done index (`ChunkTable.done_epoch`): an epoch is never
+# made twice, in any table (a refold makes a new one; a reader may hold an old one's)
+_CHANGES = itertools.count(1)
 
 
 def _split_key(k: ChunkKey) -> SplitKey:
@@ -381,7 +384,9 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         self._jobs: dict[str, set[SplitKey]] = {}  # job -> its splits with a chunk here
         self._done: dict[SplitKey, dict[int, Event]] = {}  # (ChunkState.finished)
         self._epoch: dict[SplitKey, int] = {}  # a split's last change of `_done` (0: none)
-        self._changes = 0  # of `_done`, in every split (an epoch is never made twice)
+        # a split's last change of `_done` other than a chunk added at its end (its making,
+        # a removal, a replacement: `done_added`; absent with the split's `_done`)
+        self._shape: dict[SplitKey, int] = {}
         self._top: dict[SplitKey, int] = {}  # the highest index held since the split came
 
     def of_split(self, sk: SplitKey) -> Mapping[int, ChunkState]:
@@ -439,23 +444,43 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         self._discard(self._open, sk, k.chunk)
         self._note_finished(sk, k.chunk, dict.__getitem__(self, k).finished())
 
+    def done_added(self, sk: SplitKey, mark: tuple[int, int],
+                   ) -> tuple[tuple[int, int], Iterator[tuple[int, Event]] | None]:
+        """What `done(sk)` gained since a reader saw it at `mark` (an earlier answer's; (0, 0)
+        for none): this one's mark, and the chunks done since, newest first (O(them)), or
+        None when it changed otherwise (a chunk reopened or dropped, a CHUNK_DONE replaced:
+        the reader reads `done(sk)` again)."""
+        by = self._done.get(sk, {})
+        now = (self._shape.get(sk, 0), len(by))
+        if now[0] != mark[0] or now[1] < mark[1]:
+            return now, None
+        return now, itertools.islice(reversed(by.items()), now[1] - mark[1])
+
     def _note_finished(self, sk: SplitKey, i: int, d: Event | None) -> None:
         """Chunk `i` of split `sk` is done by `d` now (ChunkState.finished; None: not)."""
         by = self._done.get(sk)
+        added = True  # (at the end of `_done[sk]`, as it was: `done_added` reads it alone)
         if by is None:
             if d is None:
                 return
             by = self._done[sk] = {}
-        elif by.get(i) is d:
+            added = False  # (a new index: a new shape)
+        elif (old := by.get(i)) is d:
             return
+        elif old is not None:
+            added = False
+        change = next(_CHANGES)
         if d is None:
             del by[i]
             if not by:
-                del self._done[sk]
+                del self._done[sk], self._shape[sk]
+                self._epoch[sk] = change
+                return
         else:
             by[i] = d
-        self._changes += 1
-        self._epoch[sk] = self._changes
+        if not added:
+            self._shape[sk] = change
+        self._epoch[sk] = change
 
     def drop_job(self, job: str) -> None:
         """Remove every chunk of `job` (what its deletion or compaction costs: its own)."""
@@ -544,7 +569,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     def clear(self) -> None:
         dict.clear(self)
         for index in (self._split, self._failed, self._open, self._fresh, self._jobs,
-                      self._done, self._epoch, self._top):
+                      self._done, self._epoch, self._shape, self._top):
             index.clear()
 
     def setdefault(self, k: ChunkKey, default: Any = None) -> Any:
@@ -1058,7 +1083,7 @@ class MeshState:
         if split is None:
             return {}
         held = self.chunks.of_split((job, task, *split.id))
-        n = _n_chunks(split)
+        n = n_chunks(split)
         if all(i < n for i in held):
             return held
         return {i: c for i, c in held.items() if i < n}
@@ -1072,7 +1097,7 @@ class MeshState:
             return frozenset()
         sk = (job, task, *split.id)
         failed = self.chunks.failed(sk)
-        n = _n_chunks(split)
+        n = n_chunks(split)
         return failed if self.chunks.top(sk) < n else frozenset(i for i in failed if i < n)
 
     def implicit(self, split: Event) -> bool:
@@ -1086,7 +1111,7 @@ class MeshState:
         return s.id if s else None
 
 
-def _n_chunks(split: Event) -> int:
+def n_chunks(split: Event) -> int:
     """How many chunks a (winning) split has."""
     b = split.body
     return len(b.sizes) if isinstance(b, TaskSplitRef) else len(split.body_as(TaskSplit).chunks)

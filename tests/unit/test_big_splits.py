@@ -456,11 +456,17 @@ def test_the_index_of_done_chunks_is_what_a_walk_of_the_split_finds(
     state = fold(head)
     sks = [("j", "t", *split), ("j", "t", *other)]
     seen = {sk: (dict(state.chunks.done(sk)), state.chunks.done_epoch(sk)) for sk in sks}
+    marks = {sk: ((0, 0), dict[int, Event]()) for sk in sks}  # (a reader of `done_added`)
     for ev in rest:
         state.apply(ev)
         for sk in sks:
             done, epoch = _walk_done(state, sk), state.chunks.done_epoch(sk)
             assert dict(state.chunks.done(sk)) == done
+            mark, added = state.chunks.done_added(sk, marks[sk][0])
+            got = dict(state.chunks.done(sk)) if added is None else {**marks[sk][1],
+                                                                     **dict(added)}
+            assert got == done
+            marks[sk] = (mark, got)
             assert (epoch != seen[sk][1]) == (done != seen[sk][0])
             seen[sk] = (done, epoch)
     state.refold()
@@ -660,3 +666,106 @@ async def _heard_checked(mesh: JobMesh, steps: list[tuple[str, int, int, str]],
     assert {ak for ak, seen in sched._claim_seen.items() if seen != before[ak]} == {
         ak for ak in want if before[ak] != -math.inf}
     assert all(sched._claim_seen[ak] == -math.inf for ak in want)
+
+
+def _walk_short(state: MeshState, sched: Any, holders: set[str]) -> bool:
+    """`_short_at_holders` as it was: a walk of every chunk of the split with a state."""
+    live = sched._peers()
+    last: Event | None = None
+    for c in state.split_chunks("j", "t").values():
+        d = chunk_done(c)
+        if (d is not None and d.origin in holders and d.origin in live
+                and (last is None or d.order > last.order)):
+            last = d
+    s = last.payload.get("s") if last is not None else None
+    return s is not None and s <= sched.cfg.queue_ahead_max_s
+
+
+_DONE_STEP = st.tuples(st.sampled_from(["claim", "done", "done", "crash", "reopen", "split",
+                                        "look", "refold"]),
+                       st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 9, 5000]), st.integers(0, 2),
+                       st.sampled_from(["p1", "p2", "p3"]), st.sampled_from([0.01, 1.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_DONE_STEP, max_size=40), st.randoms(use_true_random=False))
+def test_short_at_holders_finds_what_a_walk_of_the_split_finds(
+        steps: list[tuple[str, int, int, str, float]], r: random.Random) -> None:
+    """Whether a live holder's last chunk ran short (`_short_at_holders`, read per peer from
+    what was done since its last look) is what walking every chunk found, after each event
+    of a random story: chunks done by several peers (in and out of order: each CHUNK_DONE's
+    hlc is drawn), claimed, failed, reopened, events past the split's last, a split of
+    another peer that wins the task, a refold; for random holders and live peers."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job(n=8)
+    _feed(mesh, s.events)
+    sched = p.sched
+    live = {"p1": {}, "p2": {}}
+    sched._peers = lambda: live  # type: ignore[method-assign]
+    for typ, c, a, origin, secs in steps:
+        if typ == "look":
+            live.pop(origin, None) if origin in live else live.setdefault(origin, {})
+        elif typ == "refold":
+            p.state.refold()
+        elif typ == "split":  # (an earlier split of another peer: it wins)
+            ev = s.add(EventType.TASK_SPLIT, "p0a", job="j", task="t", input=None,
+                       chunks=[[]] * 6)
+            ev = Event(ev.origin, ev.seq, 1 << 16, ev.type, ev.payload)
+            p.state.apply(ev)
+            split = list(ev.id)
+        else:
+            base = {"job": "j", "task": "t", "split": split, "chunk": c, "attempt": a}
+            if typ == "claim":
+                ev = s.add(EventType.CLAIM, origin, **base)
+            elif typ == "done":
+                ev = s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None, s=secs)
+                ev = Event(ev.origin, ev.seq, r.randrange(1, 1 << 40) << 16, ev.type,
+                           ev.payload)
+            else:
+                ev = s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash", error="x",
+                           **({"reopen": True} if typ == "reopen" else {}))
+            p.state.apply(ev)
+        for holders in ({"p1"}, {"p2", "p3"}, {"p1", "p2", "p3"}):
+            assert sched._short_at_holders("j", "t", p.state.splits[("j", "t")], holders) \
+                == _walk_short(p.state, sched, holders)
+
+
+async def test_short_at_holders_reads_the_chunks_done_since_its_last_look_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member's split of N chunks, the first 20,000 done by a live holder of its input:
+    whether that holder ran them short (a peer without the input waits longer before it
+    claims one) read every chunk's state at each round (N per round, per task); now what
+    was done since the last round (the done ones once, at the first)."""
+    from peer.jobs import claims
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job(call="T_UPPER")
+    for c in range(20_000):
+        s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=split, chunk=c, attempt=0,
+              output=None, log=None, s=1.0)
+    _feed(mesh, s.events)
+    sched, ev = p.sched, p.state.splits[("j", "t")]
+    sched._peers = lambda: {"p1": {}}  # type: ignore[method-assign]
+    assert sched._short_at_holders("j", "t", ev, {"p1"}) is False
+    reads = [0]
+    real_done, real_index = claims.chunk_done, ChunkTable.done
+
+    def chunk_done_(c: Any) -> Any:
+        reads[0] += 1
+        return real_done(c)
+
+    def done_index(self: ChunkTable, sk: Any) -> Any:
+        reads[0] += len(real_index(self, sk))
+        return real_index(self, sk)
+
+    monkeypatch.setattr(claims, "chunk_done", chunk_done_)
+    monkeypatch.setattr(ChunkTable, "done", done_index)
+    _feed(mesh, [s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=split, chunk=c,
+                       attempt=0, output=None, log=None, s=0.01) for c in (20_000, 20_001)])
+    reads[0] = 0
+    assert sched._short_at_holders("j", "t", ev, {"p1"}) is True
+    assert sched._short_at_holders("j", "t", ev, {"p1"}) is True
+    assert sched._short_at_holders("j", "t", ev, {"p2"}) is False
+    assert reads[0] == 0  # (3 x 20,002: every done chunk's state, at each round)
