@@ -22,6 +22,7 @@ from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
 MAX_GROUP_MEMOS = 16  # inputs whose groups `Planner.items` keeps
+_ABSENT = object()  # (a cache entry that `items_assembly` found absent)
 
 
 # -- pure core -------------------------------------------------------------------------
@@ -95,19 +96,6 @@ def ready(state: MeshState, job: str, spec: TaskSpec) -> bool:
     return all((job, d) in state.task_done for d in spec.depends)
 
 
-def chunk_outputs(state: MeshState, job: str, task: str, n: int) -> dict[str, int]:
-    """The CIDs the chunks of a finished split produced (whole outputs and item results),
-    each with the chunk that made it."""
-    out: dict[str, int] = {}
-    for i in range(n):
-        done = chunk_done(state.chunk(job, task, i))
-        assert done is not None
-        if done.payload.get("output"):
-            out[done.payload["output"]] = i
-        out.update((v["c"], i) for v in (done.payload.get("cache") or {}).values() if v)
-    return out
-
-
 def mesh_slots(call: str, own_slots: int, peers: Mapping[str, Mapping[str, Any]]) -> int:
     """Slots of every live peer that runs `call`, busy or not (this peer's `own_slots`
     included): heartbeats are up to 0.5 s old, and the previous step's chunks are usually
@@ -150,6 +138,11 @@ class Planner:
         # (input, items glob, name) -> the groups of a task of `groups` (content-addressed,
         # so always what a new make_dir would give; the most recent few)
         self._groups: OrderedDict[tuple[str, str, str], list[tuple[str, str]]] = OrderedDict()
+        # per task, as of its split's done chunks (`done_epoch`): `chunk_outputs`, and
+        # `items_assembly` with the cache entries it read (a look at an unchanged split
+        # makes neither again: O(chunks + items) each, per look while its results come)
+        self._outputs: dict[TaskKey, tuple[Any, Mapping[str, int]]] = {}
+        self._assemblies: dict[TaskKey, tuple[Any, dict[str, Any], Assembly]] = {}
 
     def workflow(self, job: str) -> Workflow:
         wf = self._workflows.get(job)
@@ -191,14 +184,32 @@ class Planner:
         for table in (self._workflows, self._users):
             for job in [j for j in table if gone(j)]:
                 del table[job]
-        for memo in (self._keys, self._listings, self._kept):
+        for memo in (self._keys, self._listings, self._kept, self._outputs, self._assemblies):
             for key in [k for k in memo if gone(k[0])]:
                 del memo[key]
 
     def forget(self, job: str, task: str) -> None:
-        self._keys.pop((job, task), None)
-        self._listings.pop((job, task), None)
-        self._kept.pop((job, task), None)
+        for memo in (self._keys, self._listings, self._kept, self._outputs, self._assemblies):
+            memo.pop((job, task), None)
+
+    def chunk_outputs(self, job: str, task: str, n: int) -> Mapping[str, int]:
+        """The CIDs the chunks of a finished split produced (whole outputs and item
+        results), each with the chunk that made it (made again when a chunk of the winning
+        split is done or reopened)."""
+        sid = self.state.split_id(job, task)
+        at = (sid, n, None if sid is None else self.state.chunks.done_epoch((job, task, *sid)))
+        memo = self._outputs.get((job, task))
+        if memo is not None and memo[0] == at:
+            return memo[1]
+        out: dict[str, int] = {}
+        for i in range(n):
+            done = chunk_done(self.state.chunk(job, task, i))
+            assert done is not None
+            if done.payload.get("output"):
+                out[done.payload["output"]] = i
+            out.update((v["c"], i) for v in (done.payload.get("cache") or {}).values() if v)
+        self._outputs[(job, task)] = (at, out)
+        return out
 
     def framed(self, payload: dict[str, Any], max_bytes: int,
                ) -> tuple[EventType, dict[str, Any]]:
@@ -400,7 +411,30 @@ class Planner:
         """A per-item task's results as its output would hold them (see `assembly`;
         `chunks`: those that compute items). An item the split left out has the result it
         kept; of a split that kept none (an older peer's), the cached one, and without a
-        cache entry (deleted by compaction) it is `lost`: no output is made of it."""
+        cache entry (deleted by compaction) it is `lost`: no output is made of it.
+        The same as the last one while the split's done chunks and the cache entries it read
+        are (a task of `groups` is made again: few items, and `items` may make the groups
+        again); the caller does not change it."""
+        sk = (job, task, *split.id)
+        at = (split.id, len(chunks), partial, self.state.chunks.done_epoch(sk))
+        memo = self._assemblies.get((job, task))
+        if (memo is not None and memo[0] == at and not tdef.groups
+                and all(self.state.cache.get(k, _ABSENT) == v for k, v in memo[1].items())):
+            return memo[2]
+        read: dict[str, Any] = {}  # cache key -> its entry as read (_ABSENT: none)
+        a = self._items_assembly(job, task, tdef, spec, split, chunks, partial, read)
+        self._assemblies[(job, task)] = (at, read, a)
+        return a
+
+    def _items_assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec,
+                        split: Event, chunks: Sequence[Sequence[Sequence[str]]], partial: bool,
+                        read: dict[str, Any]) -> Assembly:
+        """`items_assembly` made, noting in `read` each cache entry it read."""
+
+        def cached(k: str) -> Any:
+            v = read[k] = self.state.cache.get(k, _ABSENT)
+            return None if v is _ABSENT else v
+
         chunk_of = {cid: i for i, items in enumerate(chunks) for _, cid in items}
         pinned = self.kept(split)
         fresh: dict[str, Any] = {}
@@ -426,8 +460,8 @@ class Planner:
             if pinned is not None and cid not in chunk_of:
                 r = pinned.get(k)
             else:
-                r = fresh.get(k) or self.state.cache.get(k)
-                if r is None and cid not in chunk_of and k not in self.state.cache:
+                r = fresh.get(k) or cached(k)
+                if r is None and cid not in chunk_of and read[k] is _ABSENT:
                     a.lost.append(path)
             if r:
                 kept += 1

@@ -22,7 +22,7 @@ from peer.jobs.claims import AttemptKey, Standing, task_failed
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import Assembly, Planner, chunk_outputs, mesh_slots, producer, ready
+from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready
 from peer.jobs.ports import (
     Clock,
     Data,
@@ -983,7 +983,7 @@ class Scheduler:
             a = self.planner.assembly(job, task, tdef, spec, split, chunks)
             need: dict[str, int | None] = dict(a.made_by)
         else:
-            need = {**chunk_outputs(self.state, job, task, n), split.payload["input"]: None}
+            need = {**self.planner.chunk_outputs(job, task, n), split.payload["input"]: None}
             if self.data.is_complete(split.payload["input"]):
                 a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
                 if self._lost_items(tk, a):
@@ -1067,7 +1067,7 @@ class Scheduler:
         self._results_seen[tk] = seen
         dones = self._done_chunks(sk, n)
         need = [split.payload["input"]] if with_input else []
-        for d in dones:  # as chunk_outputs: whole outputs and item results
+        for d in dones:  # as Planner.chunk_outputs: whole outputs and item results
             need.append(d.payload.get("output"))
             need += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]
         missing = [c for c in need if c and not self.data.is_complete(c)]

@@ -769,3 +769,126 @@ async def test_short_at_holders_reads_the_chunks_done_since_its_last_look_only(
     assert sched._short_at_holders("j", "t", ev, {"p1"}) is True
     assert sched._short_at_holders("j", "t", ev, {"p2"}) is False
     assert reads[0] == 0  # (3 x 20,002: every done chunk's state, at each round)
+
+
+_ITEM_STEP = st.tuples(st.sampled_from(["done", "done", "reopen", "put", "look"]),
+                       st.integers(0, 2), st.integers(0, 6), st.sampled_from(["x", "y", None]))
+
+
+def _same_assembly(a: Any, b: Any) -> None:
+    assert (a.entries, a.made_by, a.warning, a.whole, a.results, a.of, a.lost) == (
+        b.entries, b.made_by, b.warning, b.whole, b.results, b.of, b.lost)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_ITEM_STEP, max_size=30), st.booleans())
+def test_a_finished_splits_outputs_and_item_assembly_are_what_making_them_again_finds(
+        steps: list[tuple[str, int, int, str | None]], keeps: bool) -> None:
+    """`Planner.chunk_outputs` and `items_assembly` (read at each look at a finished
+    per-item task while its results come, and by each PARTIAL) are remembered as of the
+    split's done chunks and the cache entries read: what they give is what making them
+    again gives, after each event of random stories of chunks done (with results, or
+    without one for an item), reopened, and CACHE_PUTs changing the cache entries an
+    older peer's split (which keeps no results) or a pending item reads."""
+    from peer.jobs.planner import cache_key
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s = _Story()
+    s.add(EventType.JOB_SUBMITTED, job="j", workflow={"name": "w", "tasks": [
+        {"name": "t", "call": "T_UPPER", "params": {}, "depends": []}]})
+    files = {f"a{i}.txt": p.store.add_bytes(f"item {i}".encode()) for i in range(7)}
+    inp = p.store.make_dir({**files, "x.bin": p.store.add_bytes(b"other")})
+    chunks = [[[f"a{i}.txt", files[f"a{i}.txt"]] for i in (2 * c, 2 * c + 1)] for c in range(3)]
+    tdef, planner = CATALOG["T_UPPER"], p.sched.planner
+    _feed(mesh, s.events)
+    spec = p.sched.workflow("j").task("t")
+    keys = [cache_key(tdef, spec.params, files[f"a{i}.txt"]) for i in range(7)]
+    split = s.add(EventType.TASK_SPLIT, job="j", task="t", input=inp, chunks=chunks,
+                  **({"kept": {keys[6]: {"n": "a6.txt", "c": "kept6"}}} if keeps else {}))
+    _feed(mesh, [split])
+    for typ, c, item, result in steps:
+        base = {"job": "j", "task": "t", "split": list(split.id), "chunk": c}
+        if typ == "done":
+            cache = {keys[i]: {"n": f"a{i}.txt", "c": f"{result}{i}"} if result else None
+                     for i in (2 * c, 2 * c + 1)}
+            _feed(mesh, [s.add(EventType.CHUNK_DONE, "p1", **base,
+                               attempt=p.state.chunk("j", "t", c).attempt, output=None,
+                               log=None, s=1.0, cache=cache)])
+        elif typ == "reopen":
+            _feed(mesh, [s.add(EventType.CHUNK_FAILED, "p1", **base,
+                               attempt=p.state.chunk("j", "t", c).attempt, kind="crash",
+                               error="x", reopen=True)])
+        elif typ == "put":
+            _feed(mesh, [s.add(EventType.CACHE_PUT, "p2", cache={
+                keys[item]: {"n": f"a{item}.txt", "c": f"put{result}{item}"}})])
+        done = {i for i in range(3) if chunk_done(p.state.chunk("j", "t", i)) is not None}
+        for partial in ((True, False) if len(done) == 3 else (True,)):
+            _same_assembly(planner.items_assembly("j", "t", tdef, spec, split, chunks, partial),
+                           planner._items_assembly("j", "t", tdef, spec, split, chunks,
+                                                   partial, {}))
+        if len(done) == 3:
+            assert dict(planner.chunk_outputs("j", "t", 3)) == _walk_outputs(p.state, 3)
+
+
+def _walk_outputs(state: MeshState, n: int) -> dict[str, int]:
+    """`chunk_outputs` made again: every chunk's state read."""
+    out: dict[str, int] = {}
+    for i in range(n):
+        d = chunk_done(state.chunk("j", "t", i))
+        assert d is not None
+        if d.payload.get("output"):
+            out[d.payload["output"]] = i
+        out.update((v["c"], i) for v in (d.payload.get("cache") or {}).values() if v)
+    return out
+
+
+async def test_a_look_at_a_finished_per_item_split_reads_nothing_when_nothing_changed(
+        chunk_reads: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-item task's split of 20,000 chunks, all done: each look at its assembly (at
+    each event about the task while its results are fetched) read every chunk's state
+    for their outputs and listed the input again; now a look that finds the split's done
+    chunks as they were reads neither, and one after a chunk was reopened and done again
+    reads them once."""
+    from peer.jobs.planner import Planner
+
+    n = 20_000
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, _ = _big_job(call="T_UPPER")
+    inp = p.store.make_dir({})
+    ev = s.events[-1] = s.add(EventType.TASK_SPLIT, job="j", task="t", input=inp,
+                              chunks=[[]] * n)
+    del s.events[-2]
+    base = {"job": "j", "task": "t", "split": list(ev.id)}
+    for c in range(n):
+        s.add(EventType.CHUNK_DONE, "p1", **base, chunk=c, attempt=0, output=None, log=None,
+              s=1.0)
+    _feed(mesh, s.events)
+    sched, chunks = p.sched, [[]] * n
+    spec, tdef = sched.workflow("j").task("t"), CATALOG["T_UPPER"]
+    listings = [0]
+    real_files = Planner.files
+
+    def files(self: Planner, cid: str, prefix: str) -> Any:
+        listings[0] += 1
+        return real_files(self, cid, prefix)
+
+    monkeypatch.setattr(Planner, "files", files)
+
+    def look() -> Any:
+        return sched._gathered("j", "t", tdef, spec, ev, chunks, "p1", False)
+
+    first = look()
+    chunk_reads[0] = listings[0] = 0
+    second = look()
+    assert (chunk_reads[0], listings[0]) == (0, 0)  # (20,000 and 1, per look)
+    assert second is first
+    _feed(mesh, [s.add(EventType.CHUNK_FAILED, "p2", **base, chunk=7, attempt=0, kind="crash",
+                       error="x", reopen=True),
+                 s.add(EventType.CHUNK_DONE, "p2", **base, chunk=7, attempt=1, output=None,
+                       log=None, s=1.0)])
+    chunk_reads[0] = listings[0] = 0
+    again = look()
+    assert again is not first and again.of == first.of == 0
+    assert (chunk_reads[0], listings[0]) == (n, 1)
