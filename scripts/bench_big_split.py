@@ -12,7 +12,13 @@ peer.jobs.sim, a fake clock, CPU time by `time.process_time`):
   (`_may_end_last`), the splitter's prefetch of a reduce's input (`_prefetch_reduce`) and its
   PARTIAL (`_partial`), each when nothing changed since the last look, then after one more
   chunk was done (`*_changed_ms`); a heartbeat of a live peer with 3 claims (`heard`) and its
-  leaving (`gone`) while the member's 6,000 are watched.
+  leaving (`gone`) while the member's 6,000 are watched;
+- in that split, whether the member (a live holder of the input) ran its last chunk short
+  (`_short_at_holders`, read once per round by a claim), when nothing changed and after one
+  more chunk was done;
+- a per-item task's split of FINISHED chunks, all done: a look at its assembly while its
+  results come (`_gathered`: the chunks' outputs, the item assembly), when nothing changed
+  and after a chunk was reopened and done again.
 
     .venv/bin/python scripts/bench_big_split.py --ab /tmp/old_tree   # both, side by side
     PYTHONPATH=TREE .venv/bin/python scripts/bench_big_split.py --json  # one tree
@@ -131,6 +137,10 @@ def _looks(out: dict[str, float]) -> None:
         t0 = time.process_time()
         look()
         out[f"{name}_changed_ms"] = 1000 * (time.process_time() - t0)
+    s._peers = lambda: {"fz": {}, "p1": {}}  # (the member, live, holds the input)
+    short = {"short_at_holders": lambda: s._short_at_holders("j", "t", split, {"fz"})}
+    _timed(out, short, lambda: done(DONE + 3))
+    del s._peers
     mesh.clock.advance(1.0)
     times = []
     for _ in range(5):
@@ -142,6 +152,68 @@ def _looks(out: dict[str, float]) -> None:
     t0 = time.process_time()
     s.gone("p1")
     out["gone_ms"] = 1000 * (time.process_time() - t0)
+
+
+def _timed(out: dict[str, float], looks: dict[str, Any], change: Any) -> None:
+    """Each look once (what it remembers: as of now), then its median of 5 into
+    `out[name_ms]`, then `change()` and the look once more (`name_changed_ms`)."""
+    for look in looks.values():
+        look()
+    for name, look in looks.items():
+        times = []
+        for _ in range(5):
+            t0 = time.process_time()
+            look()
+            times.append(time.process_time() - t0)
+        out[f"{name}_ms"] = 1000 * statistics.median(times)
+        change()
+        t0 = time.process_time()
+        look()
+        out[f"{name}_changed_ms"] = 1000 * (time.process_time() - t0)
+
+
+FINISHED = 100_000
+
+
+def _finished(out: dict[str, float]) -> None:
+    """The look at a finished split's assembly of the module docstring, into `out` (ms)."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+    from peer.log import Event, EventType
+    from tasks import registry
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), tick_s=0.25, lease_s=10.0)
+    mesh = JobMesh(1, registry.load(("tests.fixture_tasks",)), cfg, slots=2)
+    p = mesh["p0"]
+    inp = p.store.make_dir({})
+    seqs: dict[str, int] = {}
+
+    def add(typ: Any, origin: str = "fz", **payload: Any) -> Any:
+        seq = seqs[origin] = seqs.get(origin, 0) + 1
+        ev = Event(origin, seq, (1_700_000_000_000 + sum(seqs.values())) << 16, typ, payload)
+        p.state.apply(ev)
+        return ev
+
+    add(EventType.JOB_SUBMITTED, job="j", workflow={"name": "w", "tasks": [
+        {"name": "t", "call": "T_UPPER", "params": {}, "depends": []}]})
+    split = add(EventType.TASK_SPLIT, job="j", task="t", input=inp, chunks=[[]] * FINISHED)
+    base = {"job": "j", "task": "t", "split": list(split.id)}
+    for c in range(FINISHED):
+        add(EventType.CHUNK_DONE, **base, chunk=c, attempt=0, output=None, log=None, s=1.0)
+    s, chunks = p.sched, [[]] * FINISHED
+    spec, tdef = s.workflow("j").task("t"), s.catalog["T_UPPER"]
+    attempt = [0]
+
+    def redo() -> None:
+        add(EventType.CHUNK_FAILED, **base, chunk=7, attempt=attempt[0], kind="crash",
+            error="x", reopen=True)
+        attempt[0] += 1
+        add(EventType.CHUNK_DONE, **base, chunk=7, attempt=attempt[0], output=None, log=None,
+            s=1.0)
+
+    _timed(out, {"gathered": lambda: s._gathered("j", "t", tdef, spec, split, chunks, "fz",
+                                                 False)}, redo)
 
 
 def _mesh(call: str) -> tuple[Any, Any, Any]:
@@ -187,6 +259,7 @@ async def measure() -> dict[str, float]:
     out["claims_made"] = sum(1 for e in p.emitted if e.type == EventType.CLAIM)
     await mesh.close()
     _looks(out)
+    _finished(out)
     return out
 
 
