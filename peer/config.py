@@ -88,7 +88,8 @@ FINITE = {"store_max_gb": "GB", "task_scratch_max_gb": "GB (0 = no bound)",
 # The HTTP side's limits on slow or many clients (peer/http/limits.py, HttpLimits)
 HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s",
                "http_max_connections", "http_max_connections_per_address",
-               "http_max_event_streams", "http_write_timeout_s")
+               "http_max_event_streams", "http_write_timeout_s", "http_max_snapshot_serves",
+               "http_snapshot_wait_s")
 MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
 
 
@@ -246,6 +247,13 @@ class PeerConfig:
     http_max_event_streams: int = field(default=64, metadata=setting(
         "concurrent /api/events subscribers (the web UI holds one per open tab); one more is "
         "answered 503 (default 64)"))
+    http_max_snapshot_serves: int = field(default=2, metadata=setting(
+        "concurrent GET /api/snapshot serves (a peer behind the compaction horizon catching "
+        "up, a second member's digest), each reading the log in a thread for seconds on a big "
+        "log; one more waits --http-snapshot-wait-s for a turn (default 2)"))
+    http_snapshot_wait_s: float = field(default=10.0, metadata=setting(
+        "a snapshot request past --http-max-snapshot-serves waits this many seconds for a "
+        "turn, then is answered 503; the asking peer retries later (default 10)"))
     max_clock_drift_s: float = field(default=300.0, metadata=setting(
         "how far ahead of this machine's clock another peer's event may be stamped, in "
         "seconds; later ones are refused and counted in /api/health (default 300)"))

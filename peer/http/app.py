@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -34,6 +34,7 @@ from peer.errors import (
     SpecError,
     StorageFull,
     TooLarge,
+    Unavailable,
     disk_full,
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
@@ -59,10 +60,10 @@ NODE: web.AppKey[Host] = web.AppKey("node")
 IPFS_REFUSED: web.AppKey[Counter[str]] = web.AppKey("ipfs_refused")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
-# GET /api/snapshot without `v` (an older peer's) reads the job index twice and every event,
-# seconds of a thread of the default pool (which store calls wait for): one such serve at a time
-SNAPSHOT_V1: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshot_v1")
+# GET /api/snapshot's turns (`_Turn`): at most http_max_snapshot_serves at once
+SNAPSHOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshots")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def _answer(err: HttpError) -> web.Response:
@@ -517,30 +518,86 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         if texts is None:
             raise NotFound("no full record of that job here", field="record")
         return web.json_response(texts)
-    if request.query.get("digest"):
-        return web.json_response(await asyncio.to_thread(  # (the index read off the loop)
-            node.catchup.digest_reader(per_job=v > 1, v=v)))
-    part = request.query.get("part") if v > 1 else None
+    digest = bool(request.query.get("digest"))
+    part = request.query.get("part") if v > 1 and not digest else None
     if part not in (None, "jobs", "rows"):
         raise SpecError("part: jobs or rows", field="part")
-    async with request.app[SNAPSHOT_V1] if v == 1 else contextlib.nullcontext():
-        return await _stream(request, node.catchup.snapshot_stream(v, part), {
-            1: "application/json", 2: "application/x-ndjson", 3: SNAPSHOT_TYPE_V3}[v])
-
-
-async def _stream(request: web.Request, lines: Generator[bytes, None, None],
-                  content_type: str) -> web.StreamResponse:
-    """A snapshot's pieces sent as they come, every step off the loop: the first spools the
-    events (a failure is an error status; version 1's reads and signs the job records
-    first)."""
+    turn = await _Turn.take(request)
+    if digest:
+        try:  # (the index read off the loop)
+            return web.json_response(await turn.run(node.catchup.digest_reader(
+                per_job=v > 1, v=v)))
+        finally:
+            turn.end()
     try:
-        chunk = await asyncio.to_thread(next, lines, b"")
+        lines = node.catchup.snapshot_stream(v, part)
+    except BaseException:
+        turn.end()
+        raise
+    return await _stream(request, turn, lines, {
+        1: "application/json", 2: "application/x-ndjson", 3: SNAPSHOT_TYPE_V3}[v])
+
+
+class _Turn:
+    """One of the app's `http_max_snapshot_serves` snapshot serves: each step of one runs
+    in a thread of the default pool (the first spools every event of the log: seconds on a
+    big log), which store calls wait for, so a flood of snapshot requests must not hold
+    every thread. The turn is given back at `end`, or, if a step is still running in its
+    thread then (the handler cancelled: the app stops), when that step ends."""
+
+    def __init__(self, turns: asyncio.Semaphore) -> None:
+        self._turns = turns
+        self._step: asyncio.Future[Any] | None = None
+
+    @classmethod
+    async def take(cls, request: web.Request) -> _Turn:
+        """A turn, waited for at most `http_snapshot_wait_s`; else Unavailable (503)."""
+        turns, limits = request.app[SNAPSHOTS], request.app[GATE].limits
+        try:
+            async with asyncio.timeout(limits.snapshot_wait_s):
+                await turns.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                f"this peer serves at most {limits.max_snapshot_serves} snapshots at once "
+                f"(http_max_snapshot_serves); none ended within {limits.snapshot_wait_s:g} s "
+                "(http_snapshot_wait_s): retry later or ask another peer") from None
+        return cls(turns)
+
+    async def run(self, step: Callable[..., T], *args: Any) -> T:
+        """`step(*args)` in a thread of the default pool."""
+        self._step = asyncio.get_running_loop().run_in_executor(None, step, *args)
+        return await asyncio.shield(self._step)  # (a cancel leaves the step's future be)
+
+    def end(self, then: Callable[[], None] = lambda: None) -> None:
+        """Give the turn back and call `then` (on the loop), now or once the step still
+        running in its thread has ended."""
+        step = self._step
+        if step is None or step.done():
+            self._ended(then)
+        else:
+            step.add_done_callback(lambda f: self._ended(then, f))
+
+    def _ended(self, then: Callable[[], None], step: asyncio.Future[Any] | None = None,
+               ) -> None:
+        self._turns.release()
+        if step is not None and not step.cancelled():
+            step.exception()  # retrieved, also when the handler that waited for it is gone
+        then()
+
+
+async def _stream(request: web.Request, turn: _Turn, lines: Generator[bytes, None, None],
+                  content_type: str) -> web.StreamResponse:
+    """A snapshot's pieces sent as they come, every step off the loop under `turn` (ended
+    here, and `lines` closed, once no step runs): the first spools the events (a failure is
+    an error status; version 1's reads and signs the job records first)."""
+    try:
+        chunk = await turn.run(next, lines, b"")
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         await resp.prepare(request)
         try:
             while chunk:
                 await resp.write(chunk)
-                chunk = await asyncio.to_thread(next, lines, b"")  # SQLite reads off the loop
+                chunk = await turn.run(next, lines, b"")  # SQLite reads off the loop
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception as e:  # (the status is sent: no error answer can follow)
@@ -552,8 +609,7 @@ async def _stream(request: web.Request, lines: Generator[bytes, None, None],
         await resp.write_eof()
         return resp
     finally:
-        with contextlib.suppress(ValueError):  # still running in its thread: closed when freed
-            lines.close()
+        turn.end(lines.close)  # (its read transaction and spool files)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -590,7 +646,7 @@ def make_app(node: Host) -> web.Application:
     app[GATE] = gate
     app[IPFS_REFUSED] = Counter()
     app[METRICS] = registry = Metrics(node)
-    app[SNAPSHOT_V1] = asyncio.Semaphore(1)
+    app[SNAPSHOTS] = asyncio.Semaphore(gate.limits.max_snapshot_serves)
     node.listeners.append(registry.on_event)
     auth.add_routes(app)
     r = app.router

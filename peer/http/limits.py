@@ -52,6 +52,10 @@ class LimitSettings(Protocol):
     def http_max_event_streams(self) -> int: ...
     @property
     def http_write_timeout_s(self) -> float: ...
+    @property
+    def http_max_snapshot_serves(self) -> int: ...
+    @property
+    def http_snapshot_wait_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class HttpLimits:
     max_event_streams: int = 64
     write_timeout_s: float = 60.0  # a response the client does not read: its transport's
     # buffer above the high-water mark (asyncio's pause_writing) for this long, not resumed
+    max_snapshot_serves: int = 2  # GET /api/snapshot (and ?digest=1) at once: each holds a
+    # thread of the default pool, which store calls wait for, for seconds on a big log
+    snapshot_wait_s: float = 10.0  # one more waits this long for a turn, then gets 503
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -82,7 +89,8 @@ class HttpLimits:
     def from_settings(cls, cfg: LimitSettings) -> HttpLimits:
         return cls(cfg.http_header_timeout_s, cfg.http_idle_timeout_s, cfg.http_body_idle_s,
                    cfg.http_max_connections, cfg.http_max_connections_per_address,
-                   cfg.http_max_event_streams, cfg.http_write_timeout_s)
+                   cfg.http_max_event_streams, cfg.http_write_timeout_s,
+                   cfg.http_max_snapshot_serves, cfg.http_snapshot_wait_s)
 
 
 class Gate:

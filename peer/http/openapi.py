@@ -104,8 +104,9 @@ OPENAPI: dict[str, Any] = {
             "behind the compaction horizon; `?digest=1`: only {heads, floors, digest}; "
             "`?v=2`: as a stream of lines; `?v=3`: as frames, thin job rows (peer.log."
             "snapframe); `?v=3&record=JOB`: a compacted job's full texts [summary, record, "
-            "facts] (404 if not held in full). Open to the mesh credential",
-            errors=("404",))},
+            "facts] (404 if not held in full); 503 past http_max_snapshot_serves at once "
+            "(after http_snapshot_wait_s). Open to the mesh credential",
+            errors=("404", "503"))},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
                                   errors=())},
         "/api/mesh/revoke": {"post": _op(

@@ -551,7 +551,8 @@ async def test_a_tls_handshake_in_progress_ends_with_the_site(tmp_path: Path) ->
 # -- settings ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["header_timeout_s", "idle_timeout_s", "body_idle_s",
                                   "max_connections", "max_connections_per_address",
-                                  "max_event_streams", "write_timeout_s"])
+                                  "max_event_streams", "write_timeout_s",
+                                  "max_snapshot_serves", "snapshot_wait_s"])
 @pytest.mark.parametrize("value", [0, -1, float("nan")])
 def test_every_limit_must_be_positive(name: str, value: float) -> None:
     for make in (lambda: HttpLimits(**{name: value}),
@@ -566,8 +567,9 @@ def test_the_limits_come_from_the_peer_settings() -> None:
     cfg, _ = from_args(["--http-header-timeout-s", "2.5", "--http-idle-timeout-s", "90",
                         "--http-body-idle-s", "5", "--http-max-connections", "10",
                         "--http-max-connections-per-address", "3",
-                        "--http-max-event-streams", "4", "--http-write-timeout-s", "7"])
-    assert HttpLimits.from_settings(cfg) == HttpLimits(2.5, 90.0, 5.0, 10, 3, 4, 7.0)
+                        "--http-max-event-streams", "4", "--http-write-timeout-s", "7",
+                        "--http-max-snapshot-serves", "5", "--http-snapshot-wait-s", "0.5"])
+    assert HttpLimits.from_settings(cfg) == HttpLimits(2.5, 90.0, 5.0, 10, 3, 4, 7.0, 5, 0.5)
     assert HttpLimits.from_settings(PeerConfig()) == HttpLimits()
 
 

@@ -34,11 +34,11 @@ sqlite_mod = importlib.import_module("peer.log.sqlite")
 FORMS = [(3, "jobs"), (3, "rows"), (3, None), (2, None)]
 
 
-def _open(d: Path, nodes: list[Node], secret_of: Path | None = None) -> Node:
+def _open(d: Path, nodes: list[Node], secret_of: Path | None = None, **cfg: Any) -> Node:
     if secret_of is not None:  # one mesh
         d.mkdir(mode=0o700)
         shutil.copy(secret_of / SECRET_FILE_NAME, d / SECRET_FILE_NAME)
-    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=1))
+    n = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=1, **cfg))
     n.listeners[:] = [n.compactor.note]  # no scheduler running
     nodes.append(n)
     return n
@@ -306,33 +306,78 @@ async def test_the_loop_answers_other_requests_while_a_digest_reads_the_index(
     assert [(ident != loop_thread, held) for ident, held in reads] == [(True, True)]
 
 
-async def test_version_1_bodies_are_built_one_at_a_time(
-        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two version 1 serves asked at once: the second's read of the log begins after the
-    first's has ended (each reads the index twice, seconds of a thread of the default pool).
-    The first's read waits
-    a moment for a second to begin beside it (none may), then goes on."""
-    _, client = served
-    seen: list[str] = []
-    beside = threading.Event()
+def _held_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Semaphore,
+                                                             threading.Event]:
+    """Every serve's read of the log held until the event returned is set (5 s at most: no
+    deadlock); the semaphore counts the reads begun."""
+    begun, go = threading.Semaphore(0), threading.Event()
     read = catchup_mod.stored_events
 
     def held(*args: Any) -> Iterator[Event]:
-        if seen:
-            beside.set()
-        seen.append("begin")
-        beside.wait(0.5)  # (only the first waits: long enough for a second to begin)
-        out = list(read(*args))
-        seen.append("end")
-        return iter(out)
+        begun.release()
+        go.wait(5)
+        return iter(list(read(*args)))
 
     monkeypatch.setattr(catchup_mod, "stored_events", held)
-    first, second = await asyncio.gather(client.get("/api/snapshot"),
-                                         client.get("/api/snapshot"))
-    bodies = [await first.read(), await second.read()]
-    assert [first.status, second.status] == [200, 200] and bodies[0] == bodies[1]
-    assert first.content_type == "application/json" and json.loads(bodies[0])["events"]
-    assert seen == ["begin", "end", "begin", "end"]
+    return begun, go
+
+
+@pytest.mark.parametrize("third", [{"digest": "1", "v": "3"}, {"v": "2"}, {}],
+                         ids=["digest", "v2", "v1"])
+async def test_snapshot_serves_past_the_bound_wait_for_a_turn_then_get_503(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        third: dict[str, str]) -> None:
+    """At most http_max_snapshot_serves (2) serves of any version at once, a digest too:
+    each holds a thread of the default pool for seconds. While two hold their turns (their
+    reads held here), a third waits http_snapshot_wait_s, then is answered 503 naming the
+    bound; once they end, their turns serve again."""
+    n = _open(tmp_path / "a", opened, http_snapshot_wait_s=0.01)
+    await _turns(n, "j", 3)
+    begun, go = _held_reads(monkeypatch)
+    async with api_client(n) as client:
+        first = asyncio.create_task(client.get("/api/snapshot", params={"v": "3"}))
+        second = asyncio.create_task(client.get("/api/snapshot", params={"v": "2"}))
+        for _ in range(2):
+            assert await asyncio.to_thread(begun.acquire, True, 10)
+        try:
+            r = await client.get("/api/snapshot", params=third)
+            err = await r.json()
+        finally:
+            go.set()
+        assert r.status == 503 and "http_max_snapshot_serves" in err["message"]
+        assert "at most 2 snapshots at once" in err["message"]
+        assert [(await t).status for t in (first, second)] == [200, 200]
+        r = await client.get("/api/snapshot", params=third)
+        assert r.status == 200 and await r.read()
+
+
+async def test_a_serve_cancelled_mid_step_holds_its_turn_until_the_step_ends(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler cancelled (the app stops) while its first step spools the events in a
+    thread: that thread runs on, so the turn is given back (and the stream closed: its read
+    transaction ended, its spool removed) when the step ends, not when the handler does."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from peer.http.app import SNAPSHOTS, make_app, snapshot
+
+    n = _open(tmp_path / "a", opened, http_max_snapshot_serves=1)
+    await _turns(n, "j", 2)
+    begun, go = _held_reads(monkeypatch)
+    app = make_app(n)
+    serve = asyncio.create_task(snapshot(make_mocked_request(
+        "GET", "/api/snapshot?v=3&part=jobs", app=app)))
+    assert await asyncio.to_thread(begun.acquire, True, 10)
+    serve.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serve
+    turns = app[SNAPSHOTS]
+    assert turns.locked()  # the step still runs
+    go.set()
+    async with asyncio.timeout(10):  # (no deadlock)
+        await turns.acquire()  # given back once the step ended
+    assert not any((tmp_path / "a" / "tmp").glob("*"))
+    busy, _, _ = n.log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0  # its read transaction ended
 
 
 async def test_a_stream_cut_short_closes_its_files_and_transaction(
