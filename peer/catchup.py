@@ -745,7 +745,8 @@ class CatchUp:
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
                       peer_id: str, v: str = "2") -> dict[str, Any] | None:
         """Another live member's digests of what it compacted (per job, of version `v`; an
-        older peer answers with one digest of its whole snapshot), None if there is none."""
+        older peer answers with one digest of its whole snapshot), None if there is none.
+        A member at its bound of snapshot serves (503) is passed for the next."""
         for other, other_url in urls.items():
             if other != peer_id:
                 if v == "3" and SNAPSHOT_FEATURE not in (
@@ -754,6 +755,8 @@ class CatchUp:
                 try:
                     async with http.get(f"{other_url}/api/snapshot",
                                         params={"digest": "1", "v": v}) as r:
+                        if r.status == 503:
+                            continue
                         if r.status == 200:
                             d = loads_within(await r.read())
                             return d if isinstance(d, dict) else None

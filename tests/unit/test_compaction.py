@@ -11,10 +11,11 @@ import logging
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from peer.cids import sha256_cid
@@ -736,6 +737,48 @@ async def test_answers_nested_past_the_stack_are_refused_not_raised(
         assert "no snapshot from" in caplog.text and "nested deeper" in caplog.text
         assert "no record of job job001" in caplog.text
         assert dict(b.heads()) == heads and {"body", "1", "job001"} <= set(asked)
+
+
+async def test_a_member_at_its_bound_of_snapshot_serves_is_asked_again_later_not_refused(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """503 (`http_max_snapshot_serves` reached): the asked peer's is logged, counts no
+    refusal, takes nothing (asked again after `retry_s`); a second member's digest is asked
+    of the next member instead."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    digests = a.catchup.digest_reader(per_job=True, v=3)()
+
+    def route(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def serve(request: web.Request) -> web.Response:
+            asked.append((name, request.query.get("digest", "body")))
+            if name != "c":
+                return web.json_response({"error": "busy"}, status=503)
+            return web.json_response(digests)
+        return serve
+
+    asked: list[tuple[str, str]] = []
+    app = web.Application()
+    for name in ("a", "busy", "c"):
+        app.router.add_get(f"/{name}/api/snapshot", route(name))
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        urls = {a.peer_id: f"{base}/a", "busy": f"{base}/busy", "c": f"{base}/c"}
+        monkeypatch.setattr(b, "peer_urls", lambda: urls)
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            p: {"http": u, "features": [SNAPSHOT_FEATURE]} for p, u in urls.items()})
+        heads = dict(b.heads())
+        with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+            await b.catchup._catch_up(a.peer_id)
+        assert "no snapshot from" in caplog.text and "503" in caplog.text
+        assert dict(b.heads()) == heads and not b.keyring.refused.by_origin
+        async with aiohttp.ClientSession() as http:
+            assert await b.catchup._second(http, urls, a.peer_id, "3") == digests
+    assert ("busy", "1") in asked and asked[-1] == ("c", "1")
 
 
 def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
