@@ -7,8 +7,10 @@ request, whatever is appended or dropped while it streams."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import json
+import random
 import shutil
 import sqlite3
 import threading
@@ -21,8 +23,10 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.config import PeerConfig
+from peer.http.app import SNAPSHOTS
 from peer.log import Event, EventType
-from peer.log.compact import Snapshot
+from peer.log.compact import SNAPSHOT_DOMAIN, Snapshot
+from peer.log.signing import _str_bytes
 from peer.log.snapframe import HEADER, MAGIC, frame
 from peer.mesh.keyring import SECRET_FILE_NAME
 from peer.mesh.wire import dumps, pack_frames
@@ -111,13 +115,36 @@ def _old_head(n: Node, part: str | None) -> bytes:
             + b'],"batches":[' + b",".join(b for p in packed for b in p.batches) + b"]}\n")
 
 
+def _old_canon(obj: Any) -> bytes:
+    """e418a64's `_canon`: what a snapshot's content digest hashed, in one call."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
+
+
+def _old_records(n: Node) -> dict[str, Any]:
+    """e418a64's `Compactor.records`: read whole."""
+    index = n.compactor.index
+    return {
+        "jobs": [[r.job, *r.order, r.ended_hlc, r.state, r.summary, r.record, r.facts]
+                 for r in index.rows()],
+        "cache": [[e.kind, e.key, e.value, *e.order] for e in index.entries()],
+        "providers": sorted([c, o] for c, o in index.providers()),
+        "floors": dict(sorted(n.compactor.floors.items()))}
+
+
 def _old_v1(n: Node) -> bytes:
-    """e418a64's `CatchUp.snapshot`, the version 1 body: built whole, on the loop."""
+    """e418a64's `CatchUp.snapshot`, the version 1 body: built whole, on the loop, its
+    snapshot signed over e418a64's content digest."""
     n.flush()
-    s = Snapshot.make(n.identity, n.peer_id, n.admit, dict(n.heads()), n.compactor.records())
+    heads, records = dict(n.heads()), _old_records(n)
+    content = hashlib.sha256(_old_canon([heads, records])).digest()
+    sig = n.identity.sign(hashlib.sha256(SNAPSHOT_DOMAIN + _str_bytes(n.peer_id)
+                                         + n.identity.key + content).digest())
+    snap = {"signer": n.peer_id, "key": n.identity.key.hex(),
+            "admit": None if n.admit is None else n.admit.hex(), "heads": heads,
+            "records": records, "sig": sig.hex()}
     events = _old_servable(n, list(n.log.load()))
     packed, _ = pack_frames(events, 1 << 62, 1 << 62)
-    return (b'{"snapshot":' + dumps(s.to_json()) + b',"events":['
+    return (b'{"snapshot":' + dumps(snap) + b',"events":['
             + b",".join(e for p in packed for e in p.events) + b'],"batches":['
             + b",".join(b for p in packed for b in p.batches) + b"]}")
 
@@ -160,8 +187,8 @@ async def test_the_version_1_body_is_sent_byte_for_byte_as_the_previous_release_
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
         small: bool) -> None:
     """The job records (compacted jobs, their cache entries and providers, the floors) and
-    the events of the mixed log, as e418a64's `snapshot` sent them, whether the body comes
-    whole (`snapshot`) or in pieces (`snapshot_stream(1)`, GET /api/snapshot)."""
+    the events of the mixed log, as e418a64's `snapshot` sent them (`snapshot_stream(1)`, GET
+    /api/snapshot, in pieces)."""
     if small:
         monkeypatch.setattr(sqlite_mod, "STORED_ROWS", 3, raising=False)
         monkeypatch.setattr(sqlite_mod, "STORED_BATCHES", 1, raising=False)
@@ -172,15 +199,61 @@ async def test_the_version_1_body_is_sent_byte_for_byte_as_the_previous_release_
     assert b.catchup.compact().jobs
     stream = getattr(b.catchup, "snapshot_stream", None)
     pieces = list(stream(1)) if stream is not None else []
-    whole = b.catchup.snapshot()
     old = _old_v1(b)  # (after: it quarantines the invalid row)
-    assert whole == old and b"".join(pieces) == old
+    assert b"".join(pieces) == old
     body = json.loads(old)
     records = body["snapshot"]["records"]
     assert records["jobs"] and records["cache"] and records["providers"] and records["floors"]
     assert len(body["events"]) > 20 and body["batches"]
     if small:
         assert len(pieces) > 10
+
+
+def _value(rnd: random.Random, depth: int) -> Any:
+    """A JSON value nested up to `depth` levels: objects of keys in no order (non-ASCII,
+    escapes), lists, numbers, texts, null and booleans."""
+    pick = rnd.randrange(9 if depth else 6)
+    if pick >= 6:
+        keys = [rnd.choice(["z", "a", "é", "A", "\u2028", 'q"', "10", "9", "", "\x00k"])
+                + str(i) for i in range(rnd.randrange(5))]
+        return ({k: _value(rnd, depth - 1) for k in keys} if pick != 8
+                else [_value(rnd, depth - 1) for _ in range(rnd.randrange(5))])
+    return [None, True, rnd.randrange(-10**20, 10**20), rnd.random() * 10**rnd.randrange(-5, 25),
+            "".join(rnd.choice("aé\n\"\\\ud800😀") for _ in range(rnd.randrange(6))),
+            -0.0][pick]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_content_digest_is_the_previous_release_s(seed: int) -> None:
+    """`Snapshot.content_digest` encodes a record at a time (`jsontext.pieces`), its lists
+    given as lists or as iterators read as they are encoded: its hash is e418a64's, sha256 of
+    the canonical JSON of [heads, records] in one call, for records holding lists and nested
+    objects (keys in no order, non-ASCII, floats) at every depth."""
+    rnd = random.Random(seed)
+    rows = [[f"job{i}", _value(rnd, 4), {"b": _value(rnd, 5), "a": [_value(rnd, 3)]}]
+            for i in range(rnd.randrange(1, 8))]
+    records = {"jobs": rows, "cache": [[_value(rnd, 6)] for _ in range(3)],
+               "providers": [["bafy", "o"]], "floors": {"z": 3, "a": 1}, "é": _value(rnd, 5)}
+    heads = {"b" * 20: 7, "a" * 20: 2}
+    old = hashlib.sha256(_old_canon([heads, records])).digest()
+    assert Snapshot("s", b"", None, heads, records).content_digest() == old
+    streamed = {**records, "jobs": iter(rows), "cache": (c for c in records["cache"])}
+    assert Snapshot("s", b"", None, heads, streamed).content_digest() == old
+
+
+async def test_a_peer_s_snapshot_has_the_content_digest_of_the_previous_release(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """The records as the index gives them (`Compactor.record_stream`: iterators), of
+    compacted jobs with nested summaries and records: e418a64's digest of them read whole."""
+    b, _ = await _mixed_log(tmp_path, opened)
+    for j in range(3):
+        _finished(b, f"done{j}")
+    assert b.catchup.compact().jobs
+    heads = dict(b.heads())
+    new = Snapshot("s", b"", None, heads, b.compactor.record_stream()).content_digest()
+    records = _old_records(b)
+    assert any(isinstance(x, dict) for row in records["jobs"] for x in row)
+    assert new == hashlib.sha256(_old_canon([heads, records])).digest()
 
 
 def test_the_events_frame_is_sent_in_pieces_not_whole(
@@ -346,7 +419,15 @@ async def test_snapshot_serves_past_the_bound_wait_for_a_turn_then_get_503(
             go.set()
         assert r.status == 503 and "http_max_snapshot_serves" in err["message"]
         assert "at most 2 snapshots at once" in err["message"]
-        assert [(await t).status for t in (first, second)] == [200, 200]
+        for t in (first, second):
+            ended = await t
+            assert ended.status == 200 and await ended.read()
+        turns = client.server.app[SNAPSHOTS]
+        async with asyncio.timeout(10):  # (no deadlock) both given back
+            for _ in range(2):
+                await turns.acquire()
+        for _ in range(2):
+            turns.release()
         r = await client.get("/api/snapshot", params=third)
         assert r.status == 200 and await r.read()
 
@@ -358,7 +439,7 @@ async def test_a_serve_cancelled_mid_step_holds_its_turn_until_the_step_ends(
     transaction ended, its spool removed) when the step ends, not when the handler does."""
     from aiohttp.test_utils import make_mocked_request
 
-    from peer.http.app import SNAPSHOTS, make_app, snapshot
+    from peer.http.app import make_app, snapshot
 
     n = _open(tmp_path / "a", opened, http_max_snapshot_serves=1)
     await _turns(n, "j", 2)
