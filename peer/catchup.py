@@ -130,7 +130,7 @@ def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int]
 
 def _job_digests(second: Mapping[str, Any] | None,
                  heads: Mapping[str, int]) -> dict[str, str] | None:
-    """A second member's per-job digests (`CatchUp.snapshot_digest`) if it reported the same
+    """A second member's per-job digests (`CatchUp.digest_reader`) if it reported the same
     heads as the snapshot's (it then holds the same events), else None (not compared)."""
     if second is None or second.get("heads") != dict(heads):
         return None
@@ -306,10 +306,6 @@ class CatchUp:
             raise
         return heads, db, floors
 
-    def snapshot_digest(self, per_job: bool = False, v: int = 2) -> dict[str, Any]:
-        """`digest_reader(per_job, v)()`, here."""
-        return self.digest_reader(per_job, v)()
-
     def digest_reader(self, per_job: bool = False, v: int = 2,
                       ) -> Callable[[], dict[str, Any]]:
         """What a second member's check compares: our heads, floors and snapshot digest
@@ -334,10 +330,6 @@ class CatchUp:
             finally:
                 db.close()
         return read
-
-    def snapshot(self) -> bytes:
-        """GET /api/snapshot without `v` (an older peer's): `snapshot_stream(1)` whole."""
-        return b"".join(self.snapshot_stream(1))
 
     def snapshot_stream(self, v: int = 2, part: str | None = None,
                         ) -> Generator[bytes, None, None]:

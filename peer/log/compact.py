@@ -783,17 +783,12 @@ class Compactor:
         self._busy_memo = (st.entered, frozenset(jobs), found)
         return set(found)
 
-    def records(self) -> dict[str, Any]:
-        """What a snapshot carries: every record of the job index, the cache entries and
-        providers it keeps, and the compaction floors (JSON)."""
-        return {k: list(v) if isinstance(v, Iterator) else v
-                for k, v in self.record_stream().items()}
-
     def record_stream(self, db: sqlite3.Connection | None = None,
                       floors: Mapping[str, int] | None = None) -> dict[str, Any]:
-        """`records`, the jobs and cache entries as iterators that read the index as they
-        are consumed (peer.jsontext.pieces encodes them: never all in memory); each call
-        reads anew. With `db` (a read transaction of the index's file, in any thread) and
+        """What a snapshot carries: every record of the job index, the cache entries and
+        providers it keeps, and the compaction floors (JSON); the jobs and cache entries as
+        iterators that read the index as they are consumed (peer.jsontext.pieces encodes
+        them: never all in memory); each call reads anew. With `db` (a read transaction of the index's file, in any thread) and
         the `floors` of that moment: as of it."""
         return {
             "jobs": ([r.job, *r.order, r.ended_hlc, r.state, r.summary, r.record, r.facts]

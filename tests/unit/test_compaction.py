@@ -266,7 +266,7 @@ def test_a_cache_entry_that_does_not_read_back_stops_no_compaction_pass(
     n.compactor.now_hlc = lambda: later
     with caplog.at_level(logging.WARNING):
         stats = [n.catchup.compact() for _ in range(2)]
-        cache = [n.compactor.records()["cache"] for _ in range(2)]
+        cache = [json.loads(_v1(n))["snapshot"]["records"]["cache"] for _ in range(2)]
     assert stats[0].jobs == ["job002", "job001"] and stats[0].dropped == 27
     assert stats[1].jobs == [] and _rows(n) == {e.id for e in evs[27:]}
     assert sorted(c[1] for c in cache[0]) == sorted(
@@ -360,6 +360,11 @@ def _pair(tmp_path: Path, opened: list[Node]) -> tuple[Node, Node]:
     return a, _joiner(tmp_path, "b", opened)
 
 
+def _v1(n: Node) -> bytes:
+    """n's snapshot body for an older peer (GET /api/snapshot with no `v`)."""
+    return b"".join(n.catchup.snapshot_stream(1))
+
+
 def _joiner(tmp_path: Path, name: str, opened: list[Node]) -> Node:
     """A fresh peer in the mesh of the one at tmp_path/a."""
     (tmp_path / name).mkdir(mode=0o700)
@@ -373,8 +378,8 @@ def test_a_fresh_peer_catches_up_from_a_signed_snapshot_plus_the_events_left(
     _run_history(a, jobs=3, per_job=2)
     a.catchup.compact()  # alone: the two oldest jobs' events leave its log at once
     assert a.compactor.total.dropped > 0 and a.compactor.floors
-    assert b.catchup.take_snapshot(json.loads(a.catchup.snapshot()),
-                                   a.catchup.snapshot_digest()) is None
+    assert b.catchup.take_snapshot(json.loads(_v1(a)),
+                                   a.catchup.digest_reader()()) is None
     assert dict(b.heads()) == dict(a.heads())
     for j in ("job000", "job001"):
         assert b.catchup.job_record(j) == a.catchup.job_record(j) is not None
@@ -398,7 +403,7 @@ def test_a_snapshot_that_does_not_check_is_refused_and_counted(
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
     a.catchup.compact()
-    body, digest = json.loads(a.catchup.snapshot()), a.catchup.snapshot_digest()
+    body, digest = json.loads(_v1(a)), a.catchup.digest_reader()()
     tamper(body, digest)
     heads = dict(b.heads())
     assert b.catchup.take_snapshot(body, digest) == why
@@ -425,7 +430,7 @@ def test_a_fresh_peer_catches_up_from_a_snapshot_stream(
     _run_history(a, jobs=3, per_job=2)
     a.catchup.compact()
     b.state.outputs[key_of(0, 0)] = "stale"  # a memory entry the snapshot's index row replaces
-    assert _take_stream(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True)) is None
+    assert _take_stream(a, b, tmp_path, a.catchup.digest_reader(per_job=True)()) is None
     assert dict(b.heads()) == dict(a.heads())
     for j in ("job000", "job001"):
         assert b.catchup.job_record(j) == a.catchup.job_record(j) is not None
@@ -466,7 +471,7 @@ def test_a_snapshot_stream_that_does_not_check_is_refused_and_counted(
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
     a.catchup.compact()
-    digests = a.catchup.snapshot_digest(per_job=True)
+    digests = a.catchup.digest_reader(per_job=True)()
     if second == "wrong":
         digests["jobs"]["job000"] = "0" * 32
     assert _take_stream(a, b, tmp_path, digests, tamper) == why
@@ -482,7 +487,7 @@ def test_a_second_member_that_compacted_other_jobs_does_not_refuse(
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
     a.catchup.compact()
-    digests = a.catchup.snapshot_digest(per_job=True)
+    digests = a.catchup.digest_reader(per_job=True)()
     assert set(digests["jobs"]) == {"job000", "job001"}
     del digests["jobs"]["job000"]  # the second never compacted job000
     digests["jobs"]["job777"] = "0" * 32  # and holds one the signer dropped from its index
@@ -490,10 +495,10 @@ def test_a_second_member_that_compacted_other_jobs_does_not_refuse(
     assert len(b.index) == 2
     # the previous form of snapshot is checked against per-job digests the same way
     c = _joiner(tmp_path, "c", opened)
-    assert c.catchup.take_snapshot(json.loads(a.catchup.snapshot()), digests) is None
+    assert c.catchup.take_snapshot(json.loads(_v1(a)), digests) is None
     digests["jobs"]["job001"] = "0" * 32
     d = _joiner(tmp_path, "d", opened)
-    assert d.catchup.take_snapshot(json.loads(a.catchup.snapshot()), digests) == "digest_mismatch"
+    assert d.catchup.take_snapshot(json.loads(_v1(a)), digests) == "digest_mismatch"
 
 
 def test_a_late_event_of_a_compacted_job_does_not_bring_it_back(
@@ -588,7 +593,7 @@ def test_a_fresh_peer_catches_up_from_a_v3_stream_and_takes_its_rows_after(
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
     a.catchup.compact()
-    assert _take_v3(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True, v=3)) is None
+    assert _take_v3(a, b, tmp_path, a.catchup.digest_reader(per_job=True, v=3)()) is None
     assert dict(b.heads()) == dict(a.heads())
     assert sorted(b.state.jobs) == ["job002"] and b.compactor.floors == a.compactor.floors
     assert not b.index.snapshots_pending()  # no loop: the rows were taken at once
@@ -621,7 +626,7 @@ def test_a_v3_stream_that_does_not_check_is_refused_and_counted(
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=4, per_job=1)
     a.catchup.compact()
-    digests = a.catchup.snapshot_digest(per_job=True, v=3)
+    digests = a.catchup.digest_reader(per_job=True, v=3)()
     if second == "wrong":
         digests["jobs"]["job000"] = "0" * 32
     assert _take_v3(a, b, tmp_path, digests, tamper) == why
@@ -789,7 +794,7 @@ def test_records_of_an_earlier_release_are_sent_thin_and_given_thin_rows_later(
     digests = a.index.thin_digests(job_digest3)
     a.log.db.execute("DELETE FROM job_thin")  # as a data dir of the previous release holds
     assert a.index.thin_digests(job_digest3) == digests  # made of the full records
-    assert _take_v3(a, b, tmp_path, a.catchup.snapshot_digest(per_job=True, v=3)) is None
+    assert _take_v3(a, b, tmp_path, a.catchup.digest_reader(per_job=True, v=3)()) is None
     assert b.index.thin_digests(job_digest3) == digests
     assert a.index.backfill(1) == 1 and a.index.backfill(10) == 1 and a.index.backfill(10) == 0
     assert a.index.thin_digests(job_digest3) == digests
@@ -808,9 +813,9 @@ def test_a_peer_holding_thin_rows_serves_an_older_peer_the_jobs_it_holds_in_full
     b.index.fill("job001", texts)
     b.emit(EventType.MEMBER, b.capabilities())
     b.flush()
-    assert set(b.catchup.snapshot_digest(per_job=True)["jobs"]) == {"job001"}
+    assert set(b.catchup.digest_reader(per_job=True)()["jobs"]) == {"job001"}
     c = _joiner(tmp_path, "c", opened)
-    assert _take_stream(b, c, tmp_path, a.catchup.snapshot_digest(per_job=True)) is None
+    assert _take_stream(b, c, tmp_path, a.catchup.digest_reader(per_job=True)()) is None
     assert dict(c.heads()) == dict(b.heads())
     assert _index_jobs(c) == {"job001"}
     assert c.catchup.job_record("job001") == a.catchup.job_record("job001")
@@ -1437,6 +1442,6 @@ def test_a_stored_job_row_whose_outputs_are_not_cids_is_left_out_not_raised(
     b.catchup.compact()
     b.flush()
     assert b"".join(b.catchup.snapshot_stream(v=3))
-    jobs = b.catchup.snapshot_digest(per_job=True)["jobs"]
+    jobs = b.catchup.digest_reader(per_job=True)()["jobs"]
     assert "job000" not in jobs and len(jobs) == len(_index_jobs(b)) - 1
     assert b.index.skipped >= 1
