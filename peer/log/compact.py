@@ -788,8 +788,8 @@ class Compactor:
         """What a snapshot carries: every record of the job index, the cache entries and
         providers it keeps, and the compaction floors (JSON); the jobs and cache entries as
         iterators that read the index as they are consumed (peer.jsontext.pieces encodes
-        them: never all in memory); each call reads anew. With `db` (a read transaction of the index's file, in any thread) and
-        the `floors` of that moment: as of it."""
+        them: never all in memory); each call reads anew. With `db` (a read transaction of
+        the index's file, in any thread) and the `floors` of that moment: as of it."""
         return {
             "jobs": ([r.job, *r.order, r.ended_hlc, r.state, r.summary, r.record, r.facts]
                      for r in self.index.rows(db)),
