@@ -257,15 +257,22 @@ def pieces(value: Any, depth: int, *, sort_keys: bool = False) -> Iterator[bytes
         yield json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()
 
 
-def loads_within(data: bytes | str, limit: int = MAX_STORED_DEPTH) -> Any:
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return dict(pairs)  # (Python code: another thread may take the GIL here)
+
+
+def loads_within(data: bytes | bytearray | str, limit: int = MAX_STORED_DEPTH, *,
+                 sharing: bool = False) -> Any:
     """json.loads of a text read back (a data dir's row, a peer's snapshot row, content a
     member names); ValueError if it is not JSON or nests deeper than `limit` (an earlier
     release wrote what it took) or is not a text at all (e.g. a number in a column of no
-    type: a hand-made or edited file)."""
+    type: a hand-made or edited file). `sharing` (a big text, in a worker thread): json's C
+    decoder holds the GIL for a whole call, so the event loop waits for it in a thread as
+    on the loop; a hook of Python code at each object lets the GIL pass between them."""
     if not isinstance(data, str | bytes | bytearray):
         raise ValueError(f"{type(data).__name__} {data!r:.40} is not a JSON text")
     try:
-        value = json.loads(data)
+        value = json.loads(data, object_pairs_hook=_object if sharing else None)
     except RecursionError:
         raise ValueError(f"nested deeper than {limit} levels") from None
     if len(data) > 2 * limit and nesting(value, limit) > limit:
