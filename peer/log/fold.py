@@ -846,15 +846,20 @@ class MeshState:
             self.providers.pop(c, None)
 
     def _advance(self, origin: str, head: int) -> None:
-        """Set `origin`'s head to `head` moved on over the seqs held after it."""
+        """Set `origin`'s head to `head` moved on over the seqs held after it. `beyond` holds
+        no seq up to the head it had: only those up to the new one leave it (read as a range
+        where that is shorter: a snapshot's 25,500 events held past a gap, its scan at every
+        event was 5 s of the take's 6.2 on the loop)."""
         log = self.by_origin.get(origin, {})
         beyond = self.beyond.get(origin)
+        old = self.heads.get(origin, 0)
         while head + 1 in log:
             head += 1
         self.heads[origin] = head
-        if beyond:
+        if beyond and head > old:
             held = len(beyond)
-            beyond.difference_update([q for q in beyond if q <= head])
+            beyond.difference_update(range(old + 1, head + 1) if head - old < held
+                                     else [q for q in beyond if q <= head])
             if len(beyond) < held:
                 self.gaps_filled += 1
             if not beyond:
