@@ -122,11 +122,9 @@ def upd(s: AuthSigner, t: str, pid: str, inc: int, **kw: str | int) -> dict[str,
     return body
 
 
-def test_an_honest_frame_with_legacy_updates_of_another_key_keeps_its_other_updates() -> None:
-    """A 0.1.0 id (16 digits) is bound to the first admitted key each peer heard, so two
-    honest peers may hold different keys for it: its updates failing here are no proof of a
-    forgery and do not use up the frame's budget (helper-144's finding)."""
-    old_key, new_key = Identity.generate(), Identity.generate()
+def signed_swim() -> Swim:
+    """A member's Swim (a self-certifying id of its own) that checks updates' signatures,
+    bound to an address."""
     me = Identity.generate()
     mid = peer_id_for(me.key)
     ring = MemberKeys()
@@ -134,6 +132,15 @@ def test_an_honest_frame_with_legacy_updates_of_another_key_keeps_its_other_upda
     swim = Swim(CFG, mid, 1 << 16, Net(), Listener(), random.Random(1),
                 AuthSigner(MeshAuth(me, ring, 1), MESH))
     swim.bind("127.0.0.1:1", 0.0)
+    return swim
+
+
+def test_an_honest_frame_with_legacy_updates_of_another_key_keeps_its_other_updates() -> None:
+    """A 0.1.0 id (16 digits) is bound to the first admitted key each peer heard, so two
+    honest peers may hold different keys for it: its updates failing here are no proof of a
+    forgery and do not use up the frame's budget (helper-144's finding)."""
+    old_key, new_key = Identity.generate(), Identity.generate()
+    swim = signed_swim()
     legacy_old, legacy_new = signer_for(old_key, LEGACY), signer_for(new_key, LEGACY)
     x_id = Identity.generate()
     x = peer_id_for(x_id.key)

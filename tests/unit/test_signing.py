@@ -473,22 +473,9 @@ def test_a_signed_text_past_its_length_prefix_is_bad_input_naming_the_bound() ->
 def test_a_swim_update_of_a_member_id_past_the_bound_is_dropped_and_the_frame_goes_on() -> None:
     """A frame (up to max_frame_bytes, 16 MiB) may carry such an id: struct.error left the
     frame's updates unapplied and was logged as a merge error, with its traceback."""
-    import random
+    from .test_forged_signatures import signed_swim, signer_for, upd
 
-    from peer.log.signing import MeshAuth
-    from peer.mesh.swim import Swim
-    from peer.mesh.view import AuthSigner
-
-    from .test_forged_signatures import MESH, signer_for, upd
-    from .test_swim import CFG, Listener, Net
-
-    me = Identity.generate()
-    mid = peer_id_for(me.key)
-    ring = MemberKeys()
-    ring.keys[mid] = me.key
-    swim = Swim(CFG, mid, 1 << 16, Net(), Listener(), random.Random(1),
-                AuthSigner(MeshAuth(me, ring, 1), MESH))
-    swim.bind("127.0.0.1:1", 0.0)
+    swim = signed_swim()
     x_id = Identity.generate()
     x = peer_id_for(x_id.key)
     honest = upd(signer_for(x_id, x), "a", x, 1 << 16, addr="127.0.0.1:3")
@@ -501,23 +488,11 @@ def test_a_swim_update_of_a_member_id_past_the_bound_is_dropped_and_the_frame_go
 def test_a_validly_signed_swim_update_of_a_member_id_past_the_frame_bound_is_dropped() -> None:
     """A member id is at most MAX_MEMBER_ID_BYTES (a frame header's bound) wherever it is
     sent: an admitted signer's update naming itself by a longer id was taken as a member."""
-    import random
-
-    from peer.log.signing import MeshAuth
-    from peer.mesh.swim import Swim
-    from peer.mesh.view import AuthSigner
     from peer.mesh.wire import MAX_MEMBER_ID_BYTES
 
-    from .test_forged_signatures import MESH, signer_for, upd
-    from .test_swim import CFG, Listener, Net
+    from .test_forged_signatures import signed_swim, signer_for, upd
 
-    me = Identity.generate()
-    mid = peer_id_for(me.key)
-    ring = MemberKeys()
-    ring.keys[mid] = me.key
-    swim = Swim(CFG, mid, 1 << 16, Net(), Listener(), random.Random(1),
-                AuthSigner(MeshAuth(me, ring, 1), MESH))
-    swim.bind("127.0.0.1:1", 0.0)
+    swim = signed_swim()
     ids = {n: "b" * n for n in (MAX_MEMBER_ID_BYTES, MAX_MEMBER_ID_BYTES + 1)}
     for n, long_id in ids.items():
         swim.apply_updates([upd(signer_for(Identity.generate(), long_id), "a", long_id,
