@@ -1315,9 +1315,9 @@ def _is_object(v: Any) -> bool:
 
 
 def _of_job(job: str) -> Callable[[Any], bool]:
-    """Is a summary or record the object of `job` (its "job", if it names one, is the row's:
+    """Is a summary or record the object of `job` (its "id", if it names one, is the row's:
     a row whose job column was damaged is listed as, and fetched by, no other job's name)?"""
-    return lambda v: type(v) is dict and v.get("job", job) == job
+    return lambda v: type(v) is dict and v.get("id", job) == job
 
 
 def _is_seq(q: Any) -> bool:

@@ -105,8 +105,8 @@ def test_a_flipped_payload_bit_quarantines_that_row_and_the_rest_replay(
 
 
 def _record(job: str, i: int) -> JobRecord:
-    return JobRecord(job, (1000 + i, A, i + 1), 2000 + i, "done", {"job": job, "tasks": []},
-                     {"job": job, "tasks": []}, (),
+    return JobRecord(job, (1000 + i, A, i + 1), 2000 + i, "done", {"id": job, "tasks": []},
+                     {"id": job, "tasks": []}, (),
                      {"finished_s": 1.0, "outputs": [], "logs": []})
 
 
@@ -148,7 +148,7 @@ def test_a_job_row_of_a_wrong_type_is_left_out_of_the_list_and_of_snapshots(
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # (the list asked twice: logged once)
             jobs, _ = page_jobs(MeshState(), None, None, index.page)
-            names = [j["job"] for j in jobs if isinstance(j, dict)]
+            names = [j["id"] for j in jobs if isinstance(j, dict)]
             assert "job0" in names and "job2" in names
             assert ("job1" in names) == (column in ("record", "facts"))
             if column == "job":  # (no row of job1 any more)
@@ -198,7 +198,7 @@ async def test_api_jobs_answers_200_without_a_job_row_of_a_wrong_type(
     for query in ("", "?limit=10"):
         r = await c.get(f"/api/jobs{query}")
         assert r.status == 200, await r.text()
-        assert [j["job"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
+        assert [j["id"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
 
 
 async def test_a_job_row_whose_job_column_names_another_job_is_neither_listed_nor_served(
@@ -211,7 +211,7 @@ async def test_a_job_row_whose_job_column_names_another_job_is_neither_listed_no
     node.log.db.execute("UPDATE job_index SET job = 'jobX' WHERE job = 'job1'")
     r = await c.get("/api/jobs")
     assert r.status == 200, await r.text()
-    assert [j["job"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
+    assert [j["id"] for j in (await r.json())["jobs"]] == ["job2", "job0"]
     assert (await c.get("/api/jobs/job1")).status == 404  # (no row of that name)
     r = await c.get("/api/jobs/jobX")  # (a row, whose record is another job's)
     body = await r.json()
