@@ -130,12 +130,17 @@ def _node(request: web.Request) -> Host:
 
 async def _job(node: Host, job_id: str) -> dict[str, Any] | None:
     """None for a job of the state; a compacted job's record (from the job index, or
-    fetched from a member when we took only its thin row); else NotFound."""
+    fetched from a member when we took only its thin row: Unavailable if none gave it);
+    else NotFound."""
     if job_id in node.state.jobs:
         return None
     record = node.catchup.job_record(job_id)
     if record is None:
         record = await node.catchup.fetch_record(job_id)
+    if record is None and job_id in node.state.compacted and job_id not in node.state.deleted:
+        raise Unavailable(f"job {job_id!r} has ended and its record is not held here (only "
+                          "its list entry): no live member gave it; try again later",
+                          field="job")  # (the list shows it: it is no 404)
     if record is None:
         raise NotFound(f"no job {job_id!r}", field="job")
     return record

@@ -218,6 +218,22 @@ async def test_a_job_row_whose_job_column_names_another_job_is_neither_listed_no
     assert r.status == 503 and "'jobX' does not read back" in body["message"], body
 
 
+async def test_a_listed_job_whose_record_is_not_held_and_no_member_gave_is_503_not_404(
+        client: tuple[Client, Node]) -> None:
+    """A job row whose record is '' (a thin row's: fetched from a member when asked; the
+    fuzzer's `record:empty`) with no member to fetch it from: the list shows the job, so its
+    view is unavailable (503 saying why), not "no job" (404)."""
+    c, node = client
+    node.index.put([_record(f"job{i}", i) for i in range(3)], (), ())
+    node.log.db.execute("UPDATE job_index SET record = '' WHERE job = 'job1'")
+    r = await c.get("/api/jobs")
+    assert "job1" in [j["id"] for j in (await r.json())["jobs"]]
+    r = await c.get("/api/jobs/job1")
+    body = await r.json()
+    assert r.status == 503 and "record is not held here" in body["message"], body
+    assert (await c.get("/api/jobs/job9")).status == 404
+
+
 # -- 3. a damaged page mid-file ------------------------------------------------------------
 
 
