@@ -79,9 +79,14 @@ class CatchUpConfig:
     timeout_s: float = 120.0  # one snapshot download (either part), whole
     record_timeout_s: float = 10.0  # a compacted job's full record fetched from one member
     max_snapshot_bytes: int = 64 << 30  # a snapshot stream longer than this is refused
+    # an older peer's one snapshot body (v1) is held in memory and parsed whole (its objects
+    # take several times its bytes): a longer one is refused (~190,000 compacted jobs at
+    # 26 MB per 4,750; a peer that holds more is caught up from by a newer member's stream)
+    max_snapshot_v1_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
-        for name in ("retry_s", "timeout_s", "record_timeout_s", "max_snapshot_bytes"):
+        for name in ("retry_s", "timeout_s", "record_timeout_s", "max_snapshot_bytes",
+                     "max_snapshot_v1_bytes"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
 
@@ -735,14 +740,17 @@ class CatchUp:
             rows.unlink(missing_ok=True)
 
     async def _read_v1(self, r: aiohttp.ClientResponse) -> Any:
-        """An older peer's one snapshot body (`take_snapshot`'s), read up to
-        `max_snapshot_bytes` (else StreamError), then parsed in a worker thread (0.3-0.65 s
-        at 26 MB: on the loop, or in a thread without `sharing`, the loop waited for it)."""
+        """An older peer's one snapshot body (`take_snapshot`'s), read into memory up to
+        `max_snapshot_v1_bytes` (and `max_snapshot_bytes`; else StreamError), then parsed in
+        a worker thread (0.3-0.65 s at 26 MB: on the loop, or in a thread without `sharing`,
+        the loop waited for it)."""
+        most = min(self.cfg.max_snapshot_bytes, self.cfg.max_snapshot_v1_bytes)
         data = bytearray()
         async for chunk in r.content.iter_chunked(1 << 20):
             data += chunk
-            if len(data) > self.cfg.max_snapshot_bytes:
-                raise StreamError(f"a snapshot over {self.cfg.max_snapshot_bytes} bytes")
+            if len(data) > most:
+                raise StreamError(f"a snapshot over {most} bytes (an older peer's one body, "
+                                  "held in memory)")
         return await asyncio.to_thread(loads_within, data, sharing=True)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],

@@ -842,16 +842,17 @@ async def test_an_older_peers_snapshot_body_is_parsed_off_the_loop(
     assert dict(b.heads()) == dict(a.heads()) and b.catchup.job_record("job000") is not None
 
 
+@pytest.mark.parametrize("bound", ["max_snapshot_bytes", "max_snapshot_v1_bytes"])
 async def test_an_older_peers_snapshot_body_over_the_bound_is_refused(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """`max_snapshot_bytes` bounds the one body of an older peer too (read whole, it was
+        caplog: pytest.LogCaptureFixture, bound: str) -> None:
+    """`max_snapshot_bytes`, and `max_snapshot_v1_bytes` (it is held in memory: 64 GiB was
+    the bound of spools on disk), bound the one body of an older peer (read whole, it was
     not bounded): past it, nothing is taken, nothing counted, it is logged."""
     a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
     a.catchup.compact()
-    monkeypatch.setattr(b.catchup, "cfg", dataclasses.replace(b.catchup.cfg,
-                                                              max_snapshot_bytes=1000))
+    monkeypatch.setattr(b.catchup, "cfg", dataclasses.replace(b.catchup.cfg, **{bound: 1000}))
     heads = dict(b.heads())
     with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
         await _take_v1_over_http(a, b, monkeypatch)
