@@ -31,27 +31,9 @@ class Leases(dict[AttemptKey, float]):
     def claimed_by(self, ak: AttemptKey, peer: str) -> None:
         """Note that `peer` claimed watched attempt `ak` (every claim of it a watcher sees:
         the attempt's winning claim is one of them). Forgotten with the attempt."""
-        held = self._claimers.get(ak)
-        if held is None:
-            if ak not in self:
-                return
-            held = self._claimers[ak] = set()
-        elif peer in held:
-            return
-        held.add(peer)
-        self._of.setdefault(peer, set()).add(ak)
-
-    def watch(self, ak: AttemptKey, now: float, holder: str) -> float:
-        """When the holder of `ak` was last heard of, watching it from `now` if it was not
-        (`setdefault`), noting that `holder` claimed it (`claimed_by`): one call, as every
-        look at a task makes it for each claim of it held elsewhere."""
-        seen = dict.get(self, ak)
-        if seen is None:
-            self[ak] = seen = now
-        held = self._claimers.get(ak)
-        if held is None or holder not in held:
-            self.claimed_by(ak, holder)
-        return seen
+        if ak in self:
+            self._claimers.setdefault(ak, set()).add(peer)
+            self._of.setdefault(peer, set()).add(ak)
 
     def of(self, peer: str) -> list[AttemptKey]:
         """The watched attempts that `peer` was seen claiming (`claimed_by`)."""

@@ -1384,7 +1384,8 @@ class Scheduler:
             self._claim_seen.pop(ak, None)
             return
         now = self.clock()
-        seen = self._claim_seen.watch(ak, now, holder.origin)
+        seen = self._claim_seen.setdefault(ak, now)
+        self._claim_seen.claimed_by(ak, holder.origin)  # (a claim folded before it was watched)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
             left = holder.origin not in self._peers()
