@@ -1,8 +1,7 @@
 """The other peers' claims a scheduler watches, and when each holder was last heard of; which
 leases lapsed is found in time proportional to what changed (a heap of when each lapses),
 not by reading every watched claim at every tick (a silent member's 6,000 claims: 2.4 % of
-an idle peer's CPU); and the claims of one peer are found in time proportional to its own
-(`of`: a heartbeat renews them)."""
+an idle peer's CPU)."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ from peer.log import TaskKey
 
 class Leases(dict[AttemptKey, float]):
     """Attempt -> when its holder was last heard of (or its claim first seen), as a dict;
-    `lapsed(now)` says which tasks have a watched claim whose lease lapsed, `of(peer)` which
-    watched attempts `peer` was seen claiming (`claimed_by`)."""
+    `lapsed(now)` says which tasks have a watched claim whose lease lapsed."""
 
     def __init__(self, lease_s: float) -> None:
         super().__init__()
@@ -25,27 +23,6 @@ class Leases(dict[AttemptKey, float]):
         self._due: list[tuple[float, AttemptKey]] = []  # (lapses after, attempt): a heap
         self._queued: dict[AttemptKey, float] = {}  # attempt -> its earliest entry there
         self._lapsed: dict[TaskKey, set[AttemptKey]] = {}
-        self._claimers: dict[AttemptKey, set[str]] = {}  # watched attempt -> peers claiming it
-        self._of: dict[str, set[AttemptKey]] = {}  # peer -> watched attempts it claimed
-
-    def claimed_by(self, ak: AttemptKey, peer: str) -> None:
-        """Note that `peer` claimed watched attempt `ak` (every claim of it a watcher sees:
-        the attempt's winning claim is one of them). Forgotten with the attempt."""
-        if ak in self:
-            self._claimers.setdefault(ak, set()).add(peer)
-            self._of.setdefault(peer, set()).add(ak)
-
-    def of(self, peer: str) -> list[AttemptKey]:
-        """The watched attempts that `peer` was seen claiming (`claimed_by`)."""
-        return list(self._of.get(peer, ()))
-
-    def _forget(self, ak: AttemptKey) -> None:
-        self._unlapse(ak)
-        for peer in self._claimers.pop(ak, ()):
-            held = self._of[peer]
-            held.discard(ak)
-            if not held:
-                del self._of[peer]
 
     def lapsed(self, now: float) -> set[TaskKey]:
         """The tasks with a watched claim whose lease lapsed by `now` (until it is renewed,
@@ -88,11 +65,11 @@ class Leases(dict[AttemptKey, float]):
 
     def __delitem__(self, ak: AttemptKey) -> None:
         dict.__delitem__(self, ak)
-        self._forget(ak)
+        self._unlapse(ak)
 
     def pop(self, ak: AttemptKey, *default: Any) -> Any:
         if ak in self:
-            self._forget(ak)
+            self._unlapse(ak)
         return dict.pop(self, ak, *default)
 
     def setdefault(self, ak: AttemptKey, default: float = 0.0) -> float:
@@ -102,7 +79,7 @@ class Leases(dict[AttemptKey, float]):
 
     def popitem(self) -> tuple[AttemptKey, float]:
         ak, seen = dict.popitem(self)
-        self._forget(ak)
+        self._unlapse(ak)
         return ak, seen
 
     def clear(self) -> None:
@@ -110,8 +87,6 @@ class Leases(dict[AttemptKey, float]):
         self._due.clear()
         self._queued.clear()
         self._lapsed.clear()
-        self._claimers.clear()
-        self._of.clear()
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         for ak, seen in dict(*args, **kwargs).items():

@@ -221,14 +221,13 @@ class Scheduler:
     def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
         """A sign of life from `peer`: renew the leases of its claims that it reports
         running (`running`: the attempt keys of its heartbeat; None: a peer that does not
-        report them, every claim of it is renewed). Reads the claims `peer` was seen making
-        only (`Leases.of`)."""
+        report them, every claim of it is renewed)."""
         now = self.clock()
         try:
             reported = None if running is None else {AttemptKey(*k) for k in running}
         except (TypeError, ValueError):  # a malformed list: renew as for a peer without one
             reported = None
-        for ak in self._claim_seen.of(peer):
+        for ak in list(self._claim_seen):
             if reported is not None and ak not in reported:
                 continue
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
@@ -239,7 +238,7 @@ class Scheduler:
     def gone(self, peer: str) -> None:
         """`peer` announced that it leaves the mesh: its claims lapse now, not after their
         lease (the failures do not count against max_attempts)."""
-        for ak in self._claim_seen.of(peer):
+        for ak in list(self._claim_seen):
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
             if w is not None and w.origin == peer:
@@ -489,7 +488,6 @@ class Scheduler:
             if self._settled(ak):  # its outcome came first (or it lost): not watched
                 return
             self._claim_seen[ak] = self.clock()
-            self._claim_seen.claimed_by(ak, ev.origin)
             if self._unconcerned(ak):  # its lease is watched: looked at if it lapses;
                 self._deferred.pop((ak.job, ak.task), None)  # its turn here is moot
                 return  # (as `_implicit_turn` finds once the chunk is claimed)
@@ -1385,7 +1383,6 @@ class Scheduler:
             return
         now = self.clock()
         seen = self._claim_seen.setdefault(ak, now)
-        self._claim_seen.claimed_by(ak, holder.origin)  # (a claim folded before it was watched)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
             left = holder.origin not in self._peers()
