@@ -57,6 +57,11 @@ def _raw(path: Path, sql: str, args: tuple[Any, ...] = ()) -> None:
         db.commit()
     finally:
         db.close()
+    write(path, sql, args)
+
+
+def write(path: Path, sql: str, args: tuple[Any, ...] = ()) -> None:
+    """Write behind the peer's back (the sqlite3 module's own connection)."""
     db = sqlite3.connect(str(path))
     try:
         db.execute(sql, args)

@@ -34,6 +34,7 @@ from peer.log.jobindex import (
 from peer.log.snapframe import decode_providers, provider_frame
 from peer.log.snapstream import StreamError, read_rows, row_lines
 from peer.log.sqlite import connect
+from tests.unit.test_datadir_rows import write
 
 A = "shape000000000000000"
 BAD = b"\xff\xfeA\x80"  # not UTF-8
@@ -45,14 +46,17 @@ def _record(job: str, i: int) -> JobRecord:
                      {"finished_s": 1.0, "outputs": [], "logs": []})
 
 
-def _write(path: Path, sql: str, args: tuple[Any, ...] = ()) -> None:
-    """Write behind the peer's back (the sqlite3 module's own connection)."""
-    db = sqlite3.connect(str(path))
-    try:
-        db.execute(sql, args)
-        db.commit()
-    finally:
-        db.close()
+def _scan(read: Any, size: int) -> tuple[list[Any], str | bytes]:
+    """The keys a slice reader (`output_slice`, `item_slice`) gives from the start, `size` a
+    slice, until it says it starts over (at most 10 slices), and where it ended."""
+    seen: list[Any] = []
+    after: str | bytes = ""
+    for _step in range(10):
+        rows, after = read(after, size)
+        seen += [r.key for r in rows]
+        if after == "":
+            break
+    return seen, after
 
 
 @pytest.fixture
@@ -88,7 +92,7 @@ def test_a_tombstone_whose_order_does_not_read_back_keeps_its_job_deleted(
     path, open_index = opened
     index = open_index()
     index.put_deleted([("gone", (5000, A, 7)), ("also", (5001, A, 8))])
-    _write(path, f"UPDATE job_deleted SET {column} = {value} WHERE job = 'gone'")
+    write(path, f"UPDATE job_deleted SET {column} = {value} WHERE job = 'gone'")
     index = open_index()
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
@@ -110,8 +114,8 @@ def test_a_thin_rows_hash_that_does_not_read_back_is_a_data_error(
     path, open_index = opened
     index = open_index()
     index.put([_record(f"job{i}", i) for i in range(2)], (), ())
-    _write(path, "UPDATE job_index SET record = ''")  # (thin rows: records not fetched)
-    _write(path, f"UPDATE job_thin SET sha = {value} WHERE job = 'job0'")
+    write(path, "UPDATE job_index SET record = ''")  # (thin rows: records not fetched)
+    write(path, f"UPDATE job_thin SET sha = {value} WHERE job = 'job0'")
     index = open_index()
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
@@ -133,18 +137,12 @@ def test_a_cache_key_that_is_not_utf8_is_left_out_of_the_slices_and_passed(
     value = (lambda i: json.dumps(f"cid{i}")) if kind == OUTPUT else (
         lambda i: json.dumps({"n": "r", "c": f"cid{i}"}))
     index.put_batches([("c", [(kind, f"k{i}", value(i), 1, A, i + 1) for i in range(4)])])
-    _write(path, "UPDATE cache_index SET k = k || CAST(? AS TEXT) WHERE k = 'k1'", (BAD,))
+    write(path, "UPDATE cache_index SET k = k || CAST(? AS TEXT) WHERE k = 'k1'", (BAD,))
     index = open_index()
     read = index.output_slice if kind == OUTPUT else index.item_slice
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # (a whole scan, a row at a time, twice)
-            seen: list[Any] = []
-            after: str | bytes = ""
-            for _step in range(10):
-                rows, after = read(after, 1)
-                seen += [r.key for r in rows]
-                if after == "":
-                    break
+            seen, _after = _scan(read, 1)
             assert seen == ["k0", "k2", "k3"]  # (never a text such as "b'k1...'")
     assert len([m for m in _warned(caplog) if "is left out: its k" in m]) == 1
 
@@ -159,16 +157,10 @@ def test_a_scan_ending_on_blob_keys_goes_back_to_the_start(opened: Any, kind: in
     value = (lambda i: json.dumps(f"cid{i}")) if kind == OUTPUT else (
         lambda i: json.dumps({"n": "r", "c": f"cid{i}"}))
     index.put_batches([("c", [(kind, f"k{i}", value(i), 1, A, i + 1) for i in range(4)])])
-    _write(path, "UPDATE cache_index SET k = CAST(k AS BLOB) WHERE k IN ('k2', 'k3')")
+    write(path, "UPDATE cache_index SET k = CAST(k AS BLOB) WHERE k IN ('k2', 'k3')")
     index = open_index()
     read = index.output_slice if kind == OUTPUT else index.item_slice
-    seen: list[Any] = []
-    after: str | bytes = ""
-    for _step in range(10):
-        rows, after = read(after, 2)
-        seen += [r.key for r in rows]
-        if after == "":
-            break
+    seen, after = _scan(read, 2)
     assert seen == ["k0", "k1"] and after == ""
     if kind == OUTPUT:
         assert list(islice(read_outputs(path, batch=1), 10)) == ["cid0", "cid1"]
@@ -182,8 +174,8 @@ def test_a_record_that_is_not_an_object_is_neither_served_nor_taken(
     path, open_index = opened
     index = open_index()
     index.put([_record(f"job{i}", i) for i in range(3)], (), ())
-    _write(path, "UPDATE job_index SET record = '[1]' WHERE job = 'job1'")
-    _write(path, "DELETE FROM job_thin")  # (made again from the full texts)
+    write(path, "UPDATE job_index SET record = '[1]' WHERE job = 'job1'")
+    write(path, "DELETE FROM job_thin")  # (made again from the full texts)
     index = open_index()
     db = connect(str(path))
     with caplog.at_level(logging.WARNING):
@@ -213,10 +205,10 @@ def test_backfill_steps_past_rows_that_make_no_thin_row(
     path, open_index = opened
     index = open_index()
     index.put([_record(f"job{i:02}", i) for i in range(25)], (), ())
-    _write(path, "DELETE FROM job_thin")  # (as a data dir of an earlier release holds)
+    write(path, "DELETE FROM job_thin")  # (as a data dir of an earlier release holds)
     bad = [f"job{i:02}" for i in range(20)]  # the first 20 written (rowid order)
-    _write(path, "UPDATE job_index SET summary = CAST(? AS TEXT) WHERE job < 'job10'", (BAD,))
-    _write(path, "UPDATE job_index SET record = '[1]' WHERE job >= 'job10' AND job < 'job20'")
+    write(path, "UPDATE job_index SET summary = CAST(? AS TEXT) WHERE job < 'job10'", (BAD,))
+    write(path, "UPDATE job_index SET record = '[1]' WHERE job >= 'job10' AND job < 'job20'")
     index = open_index()
     with caplog.at_level(logging.WARNING):
         got = [index.backfill(20) for _ in range(4)]
@@ -240,7 +232,7 @@ def test_a_provider_row_that_is_no_cid_or_no_peer_id_is_left_out_and_not_served(
     path, open_index = opened
     index = open_index()
     index.put([], [], [(c, A) for c in CIDS])
-    _write(path, f"UPDATE provider_index SET {column} = {value} WHERE cid = '{CIDS[0]}'")
+    write(path, f"UPDATE provider_index SET {column} = {value} WHERE cid = '{CIDS[0]}'")
     index = open_index()
     db = connect(str(path))
     with caplog.at_level(logging.WARNING):
@@ -281,12 +273,12 @@ def test_a_data_dir_of_e418a64_with_a_provide_of_no_cid_still_reaps(
     path, open_index = opened
     index = open_index()
     index.put([], [], [(CIDS[0], A)])
-    _write(path, "INSERT INTO provider_index VALUES ('hello', ?)", (A,))  # (as e418a64 did)
+    write(path, "INSERT INTO provider_index VALUES ('hello', ?)", (A,))  # (as e418a64 did)
     index = open_index()
     with caplog.at_level(logging.WARNING):
         assert index.providers_sound()
         assert list(index.providers()) == [(CIDS[0], A)]
-    _write(path, "INSERT INTO provider_index VALUES (x'0102', ?)", (A,))
+    write(path, "INSERT INTO provider_index VALUES (x'0102', ?)", (A,))
     assert not open_index().providers_sound()
 
 
