@@ -5,7 +5,9 @@ what to do, not a traceback from the first call that meets it. A symlink to an e
 right kind counts as that entry (a data dir or a store on another disk is an admin's
 choice), except where the peer deletes what a directory holds (`real`): such a symlink is
 refused, never followed. A spool made or read there is opened without following a symlink
-(`open_new`, `open_file`), and a sweep removes an entry by `remove`: a link goes itself."""
+(`open_new`, `open_file`), a sweep removes an entry by `remove` (a link goes itself), and a
+file is removed from a directory the peer deletes in by `unlink_in` (never through a link
+put at the directory)."""
 
 from __future__ import annotations
 
@@ -127,4 +129,22 @@ def remove(path: Path) -> None:
         os.unlink(path)
 
 
-__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_file", "open_new", "remove"]
+def unlink_in(directory: str | Path, name: str, what: str) -> None:
+    """Remove the entry `name` (not a directory) of `directory`, never through a symlink at
+    `directory` (`what` it is: one the peer deletes in, so `check_entry`'s `real`): DataError
+    naming it if it is one or not a directory; OSError if `name` cannot be removed
+    (FileNotFoundError: it is gone)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):  # (a symlink: ENOTDIR with O_DIRECTORY)
+            check_entry(Path(directory), "directory", what, real=True)
+        raise  # (a directory again meanwhile, or absent: not ours to say more)
+    try:
+        os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_file", "open_new", "remove",
+           "unlink_in"]

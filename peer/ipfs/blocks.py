@@ -47,14 +47,15 @@ from typing import cast
 import multihash
 
 from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
-from peer.dataentry import check_entry, ensure_dir, remove
-from peer.errors import IntegrityError, NotFound, StorageFull, StoreError, disk_full
+from peer.dataentry import check_entry, ensure_dir, remove, unlink_in
+from peer.errors import DataError, IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.pack import InlinePack
 
 log = logging.getLogger("banzai.store")
 
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
+_SHARD = "a shard directory of the store's blocks"  # (named in its DataError)
 
 
 def _tmp_name(final: Path) -> Path:
@@ -395,9 +396,7 @@ class BlockStore:
                 return data
             self.corrupt += 1
             corrupt = True
-            log.error("block %s is corrupt on disk (%s): removed", c, name)
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            self._remove_corrupt(c, name)
         kept = self.unwritten.get(key)  # verified when it was kept
         if kept is not None:
             return kept
@@ -414,6 +413,20 @@ class BlockStore:
         if not corrupt:
             raise NotFound(f"block {c} is not in the store", field="cid")
         return self._repaired(c)
+
+    def _remove_corrupt(self, c: Cid, name: str) -> None:
+        """Remove the block file `name` that does not match `c`, logged; never through a
+        shard that is a symlink (`_shard_dirs`: what it holds is not the store's), which is
+        named and left as it is."""
+        shard, key = os.path.split(name)
+        try:
+            unlink_in(shard, key, _SHARD)
+        except DataError as e:
+            log.error("block %s is corrupt on disk (%s), left there: %s", c, name, e)
+        except OSError as e:
+            log.error("block %s is corrupt on disk (%s), not removed: %s", c, name, e)
+        else:
+            log.error("block %s is corrupt on disk (%s): removed", c, name)
 
     def has_durable_file(self, c: Cid) -> bool:
         """True if the block is stored as a file known durable (`durable`)."""
@@ -510,7 +523,7 @@ class BlockStore:
         collected (`_shard_dirs`), so no block is written through it, where it would stay
         for good (the blocks directory itself may be a symlink: the store on another disk)."""
         if shard.name not in self._shards:
-            ensure_dir(shard, "a shard directory of the store's blocks", real=True)
+            ensure_dir(shard, _SHARD, real=True)
             self._dirty(self.dir)
             self._shards.add(shard.name)
 

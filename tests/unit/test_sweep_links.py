@@ -15,7 +15,7 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.dataentry import remove
-from peer.errors import DataError, StoreError
+from peer.errors import DataError, IntegrityError, StoreError
 from peer.ipfs.blocks import BlockStore, Staging
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.executor import Executor, ExecutorConfig
@@ -149,3 +149,19 @@ def test_a_block_found_through_a_linked_shard_is_not_taken_as_stored(
     with pytest.raises(StoreError, match="is a symlink, not a directory"):
         blocks.put(sha256_cid(data, "raw", 1), data)
     assert (canary / final.name).stat().st_mtime == 1  # (not touched)
+
+
+def test_a_corrupt_block_read_through_a_linked_shard_is_not_removed_there(
+        tmp_path: Path, canary: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A read that found a copy not matching its CID unlinked it by path, through a shard
+    that is a symlink: a file of the link's target (named as that block) was deleted. It is
+    left there now, the shard named; the read goes on (NotFound here: nothing to repair)."""
+    blocks, data, final = _linked_shard(tmp_path, canary)
+    theirs = canary / final.name
+    theirs.write_bytes(b"another program's file, named as a block\n")
+    with caplog.at_level(logging.ERROR), pytest.raises(IntegrityError):
+        blocks.get(sha256_cid(data, "raw", 1))
+    assert theirs.read_bytes() == b"another program's file, named as a block\n"
+    assert f"{final.parent} (a shard directory of the store's blocks) is a symlink" in (
+        caplog.text) and "left there" in caplog.text
+    assert _untouched(canary) and blocks.corrupt == 1
