@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
-from peer.dataentry import TMP_DIR, ensure_dir, open_file, open_new, remove
+from peer.dataentry import TMP_DIR, check_entry, ensure_dir, open_file, open_new, remove
 from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within, pieces
 from peer.log import Event, EventLog, MeshState
@@ -530,13 +530,17 @@ class CatchUp:
 
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
-        provider rows wait to be taken (`_ingest`, resumed after a restart). DataError if
-        snapshots/ is not a directory of its own (a symlink)."""
+        provider rows wait to be taken (`_ingest`, resumed after a restart). DataError naming
+        the path if snapshots/ is not a directory of its own (a symlink), the spool is no
+        longer a regular file (a symlink put there: never followed, not moved) or something
+        other than a file is at its place in snapshots/."""
         keep = ensure_dir(self.cfg.data_dir / SPOOL_DIR, "the dir of snapshots being taken",
                           real=True, mode=0o700)  # (its files are deleted once taken)
         path = keep / spool_name(trailer.content_digest())
-        os.replace(rows, path)
-        fsync_path(path)
+        with open_file(rows, _SPOOL) as f:  # (a FIFO put there would block a path's fsync)
+            os.fsync(f.fileno())
+        check_entry(path, "file", "a snapshot being taken's spool", real=True)
+        os.replace(rows, path)  # (a link swapped in meanwhile moves as one: read O_NOFOLLOW)
         fsync_path(keep)
         return path
 

@@ -115,3 +115,30 @@ def test_a_snapshots_dir_that_is_a_symlink_is_refused_when_a_spool_moves_in(
     with pytest.raises(DataError, match=r"snapshots .*is a symlink, not a directory"):
         n.catchup._keep_spool(rows, trailer)
     assert _untouched(canary) and rows.read_bytes() == b"checked rows"
+
+
+@pytest.mark.parametrize("planted", ["spool", "place"])
+def test_a_spool_moving_in_is_not_followed_nor_put_over_a_directory(
+        tmp_path: Path, opened: list[Node], canary: Path, url: str,
+        monkeypatch: pytest.MonkeyPatch, planted: str) -> None:
+    """The checked spool moved into snapshots/ by os.replace, then fsynced by its path: a
+    symlink put at the spool was moved in and followed (a FIFO's open blocks the loop), a
+    directory at its place raised IsADirectoryError. Each is a DataError naming the path
+    now, nothing moved, what the link points to untouched."""
+    n = _node(tmp_path, opened, url, monkeypatch)
+    trailer: Any = SimpleNamespace(content_digest=lambda: b"\x01" * 32)
+    rows = tmp_path / "rows"
+    keep = tmp_path / "peer" / "snapshots"
+    if planted == "spool":
+        rows.symlink_to(canary / "kept")
+        match = f"{rows} .*is a symlink, not a file"
+    else:
+        rows.write_bytes(b"checked rows")
+        keep.mkdir()
+        place = keep / catchup_mod.spool_name(b"\x01" * 32)
+        place.mkdir()
+        match = f"{place} .*is a directory, not a file"
+    with pytest.raises(DataError, match=match):
+        n.catchup._keep_spool(rows, trailer)
+    assert _untouched(canary) and (rows.is_symlink() if planted == "spool" else (
+        rows.read_bytes() == b"checked rows" and place.is_dir()))
