@@ -590,8 +590,8 @@ class CatchUp:
                     async for chunk in r.content.iter_chunked(1 << 20):
                         spool.feed(chunk)
             return self.take_rows_part(spool, rows, owed)
-        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError) as e:
-            log.warning("no snapshot rows from %s: %s", url, e)
+        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
+            log.warning("no snapshot rows from %s: %s", url, e)  # (OSError: as `_catch_up`)
             return False
         finally:
             f.close()
@@ -737,7 +737,9 @@ class CatchUp:
                 self.take_stream(body, rows, second)
             else:
                 self.take_snapshot(body, second)
-        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
+            # (OSError: the spool removed by another process, a temp cleaner, before its
+            # take, or a full disk: not damage, asked again later)
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
         finally:
             f.close()

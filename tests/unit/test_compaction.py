@@ -927,6 +927,52 @@ def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
     assert sorted(b.index.providers()) == sorted(a.index.providers())
 
 
+async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A snapshot's spool in tmp/ removed by another process (a temp cleaner) between its
+    download and its take raised FileNotFoundError out of the catch-up task and out of
+    the fetch of the rows owed. Each is one warning now (not damage: asked again later),
+    and nothing is taken."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    parts = {p: b"".join(a.catchup.snapshot_stream(v=3, part=p)) for p in ("jobs", "rows")}
+
+    async def snapshot(request: web.Request) -> web.Response:
+        if request.query.get("digest"):
+            return web.Response(status=404)
+        return web.Response(body=parts[request.query["part"]],
+                            content_type=catchup_mod.SNAPSHOT_TYPE_V3)
+
+    def removed_first(take: Callable[..., Any]) -> Callable[..., Any]:
+        def take_removed(spool: Any, rows: Path, *args: Any) -> Any:
+            rows.unlink()
+            return take(spool, rows, *args)
+        return take_removed
+
+    monkeypatch.setattr(b.catchup, "take_stream", removed_first(b.catchup.take_stream))
+    monkeypatch.setattr(b.catchup, "take_rows_part", removed_first(b.catchup.take_rows_part))
+    app = web.Application()
+    app.router.add_get("/api/snapshot", snapshot)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+        heads = dict(b.heads())
+        with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+            await b.catchup._catch_up(a.peer_id)
+            assert not await b.catchup._rows_from(url, a.peer_id)
+    assert caplog.text.count("No such file or directory") == 2
+    assert "no snapshot from" in caplog.text and f"no snapshot rows from {url}" in caplog.text
+    assert len(b.index) == 0 and not b.index.snapshots_pending()
+    assert dict(b.heads()) != dict(a.heads()) and dict(b.heads()) != heads  # (events merged)
+
+
 async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """A download longer than the retry interval (the first 1M-task run: 35 s) must not be
