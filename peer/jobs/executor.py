@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import fcntl
 import importlib
 import itertools
 import json
@@ -302,9 +303,10 @@ class Executor:
             log.info("removed %d run directories of executors killed before they closed "
                      "(in %s)", swept, where)
         self._base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
+        held = _hold(self._base)  # (not swept while this executor runs: `sweep_bases`)
         # Removed by close(), else when this executor is collected or the process exits;
         # a killed process's is swept by the next executor started in the same directory.
-        self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid())
+        self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid(), held)
         self._env = {**_math_env(self.cfg.math_threads), **self.cfg.env}
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
@@ -702,38 +704,70 @@ def _split_frames(buf: bytearray) -> list[bytes]:
 
 def sweep_bases(directory: Path) -> int:
     """Remove what executors killed before they closed left in `directory`: the directories
-    `banzai-exec-PID-*` of a process that is gone, and those of the earlier form (no PID) that
-    are empty (an executor of that version still running makes it again at its next run) or
-    untouched for a day. Returns how many were removed. Blocking."""
+    `banzai-exec-PID-*` of a process that is gone and that no executor holds (`_hold`: a
+    live one whose PID is another PID namespace's, sharing the directory), and those of the
+    earlier form (no PID) that are empty (an executor of that version still running makes
+    it again at its next run) or untouched for a day. Only a directory of this user's own is
+    looked at (owned by its uid, not a symlink: the system temp directory is shared, and a
+    peer run as root would remove every user's). Returns how many were removed. Blocking."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return 0
     removed = 0
+    uid = os.geteuid()
     for entry in entries:
-        if not entry.name.startswith(_BASE_PREFIX) or not entry.is_dir(follow_symlinks=False):
+        if not entry.name.startswith(_BASE_PREFIX):
             continue
         pid, dash, _ = entry.name[len(_BASE_PREFIX):].partition("-")
+        try:  # (a symlink, a file, one gone or not ours to read: passed over)
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
         try:
-            if not dash and time.time() - entry.stat().st_mtime > _UNNAMED_STALE_S:
+            st = os.fstat(fd)
+            if st.st_uid != uid:
+                continue
+            if not dash and time.time() - st.st_mtime > _UNNAMED_STALE_S:
                 shutil.rmtree(entry.path)
             elif not dash:
                 os.rmdir(entry.path)  # only if empty
-            elif pid.isdigit() and not alive(int(pid)):
+            elif pid.isdigit() and not alive(int(pid)) and _free(fd):
                 shutil.rmtree(entry.path)
             else:
                 continue
-        except OSError:  # not empty, not ours, gone meanwhile
+        except OSError:  # not empty, gone meanwhile
             continue
+        finally:
+            os.close(fd)
         removed += 1
     return removed
 
 
-def _remove_base(base: Path, pid: int) -> None:
+def _hold(base: Path) -> int:
+    """A descriptor of an executor's run directories `base` holding its lock (flock) while
+    the executor runs (closed by `_remove_base`; the process's end releases it)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (just made: no one else holds it)
+    return fd
+
+
+def _free(fd: int) -> bool:
+    """Whether no executor holds the run directories open as `fd` (`_hold`); if so, they
+    are locked through `fd` until it is closed."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _remove_base(base: Path, pid: int, held: int) -> None:
     """An executor's run directories, removed by the process that made them (not by a child
-    forked from it that exits through the interpreter)."""
+    forked from it that exits through the interpreter), and their lock released."""
     if os.getpid() == pid:
         shutil.rmtree(base, ignore_errors=True)
+        os.close(held)
 
 
 def _join(proc: BaseProcess, base: Path, workdir: Path | None, tmpfs: Path) -> int | None:

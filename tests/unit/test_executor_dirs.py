@@ -5,10 +5,13 @@ before either, by the next executor started in the same directory."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from peer.jobs.executor import Executor, ExecutorConfig, sweep_bases
 
@@ -42,6 +45,37 @@ def test_the_directories_of_gone_executors_are_swept_and_no_other(tmp_path: Path
     assert sweep_bases(tmp_path / "missing") == 0
 
 
+def test_the_sweep_leaves_another_users_directories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system temp directory is shared: the sweep removed any user's directories named
+    as a gone executor's (a peer run as root, every user's). Only its own uid's go now."""
+    dead = tmp_path / f"banzai-exec-{_gone_pid()}-a1b2c3d4"
+    (dead / "7").mkdir(parents=True)
+    old_empty = tmp_path / "banzai-exec-01xnk3am"
+    old_empty.mkdir()
+    real = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: real + 1)  # (they are another user's)
+    assert sweep_bases(tmp_path) == 0
+    assert (dead / "7").is_dir() and old_empty.is_dir()
+    monkeypatch.setattr(os, "geteuid", lambda: real)
+    assert sweep_bases(tmp_path) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_the_sweep_leaves_the_directories_a_live_executor_holds(tmp_path: Path) -> None:
+    """A live executor whose PID is another PID namespace's (a container sharing the temp
+    directory) looks gone here: its run directories were removed under it. It holds them
+    locked while it runs (flock), and the sweep passes over what is held."""
+    live = tmp_path / f"banzai-exec-{_gone_pid()}-e5f6g7h8"
+    (live / "3").mkdir(parents=True)
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert sweep_bases(tmp_path) == 0 and (live / "3").is_dir()
+    finally:
+        os.close(fd)  # (the executor ends)
+    assert sweep_bases(tmp_path) == 1 and not live.exists()
+
+
 async def test_an_executor_sweeps_at_start_and_removes_its_own_at_close(
         tmp_path: Path) -> None:
     stale = tmp_path / f"banzai-exec-{_gone_pid()}-zzzzzzzz"
@@ -53,6 +87,12 @@ async def test_an_executor_sweeps_at_start_and_removes_its_own_at_close(
         assert not stale.exists()
         mine = [p.name for p in tmp_path.iterdir()]
         assert len(mine) == 1 and mine[0].startswith(f"banzai-exec-{os.getpid()}-")
+        other = os.open(tmp_path / mine[0], os.O_RDONLY)  # (as another process's sweep)
+        try:
+            with pytest.raises(BlockingIOError):  # held while it runs
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
         result = await ex.run("a", "tests.unit.executor_targets:echo", "x")
         assert result.ok
     finally:
