@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from peer.dataentry import open_file
+from peer.dataentry import open_file, unlink_in
 from peer.errors import DataError
 from peer.jsontext import pieces
 from peer.log.clock import hlc_ms
@@ -909,7 +909,7 @@ class Compactor:
         self.rows_taken += sum(len(got) for _, got in batches)
         self._unreadable.discard(path)  # (read now: logged again if it fails again)
         if end is None and not wrong:
-            Path(path).unlink(missing_ok=True)
+            _remove_spool(Path(path))
         return end is not None
 
     def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
@@ -1121,6 +1121,18 @@ class Signed(Protocol):
     def sig(self) -> bytes: ...
     def signed_digest(self) -> bytes: ...
     def content_digest(self) -> bytes: ...
+
+
+def _remove_spool(path: Path) -> None:
+    """A pending spool whose rows are all taken, removed; never through a snapshots/ that is
+    a symlink (the start's sweep leaves it alone too: its files are not the peer's to
+    delete), which is logged, the file left."""
+    try:
+        unlink_in(path.parent, path.name, "the dir of snapshots being taken")
+    except FileNotFoundError:
+        pass
+    except (OSError, DataError) as e:
+        log.warning("the taken snapshot spool %s is left: %s", path, e)
 
 
 def check_snapshot(s: Signed, keyring: MemberKeys, members: Iterable[str],

@@ -199,6 +199,23 @@ def _pending_node(tmp_path: Path, opened: list[Node]) -> tuple[Node, Path]:
     return n, path
 
 
+def test_a_spool_taken_through_a_linked_spool_dir_is_not_removed_there(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """snapshots/ a symbolic link elsewhere (the start's sweep leaves it alone): once its
+    rows were taken, the ingest unlinked the spool by path, deleting the file of that name
+    in the link's target. It is left there now, with a warning naming snapshots/."""
+    n, path = _pending_node(tmp_path, opened)
+    elsewhere = tmp_path / "elsewhere"
+    path.parent.rename(elsewhere)
+    path.parent.symlink_to(elsewhere)
+    with caplog.at_level(logging.WARNING):
+        assert not n.compactor.ingest()
+    assert list(n.index.providers()) and _rows(n.index) == []  # (its rows: taken)
+    assert (elsewhere / NAME).read_bytes() == FRAMES
+    assert f"the taken snapshot spool {path} is left: {path.parent} " in caplog.text
+    assert "is a symlink, not a directory" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["symlink", "directory"])
 def test_a_spool_replaced_after_its_check_is_neither_read_through_nor_removed(
         tmp_path: Path, opened: list[Node], kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
