@@ -10,7 +10,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from peer.errors import ArgError, BanzaiError, IpnsError, NotFound
 from peer.ipfs.ipns import IpnsNames, key_name, make_record, parse_name, validate
 from peer.ipfs.keystore import Keystore
 from peer.log import Event, EventType, IpnsRecord
+from peer.privfile import replace_private
 
 log = logging.getLogger("banzai.ipns")
 
@@ -79,9 +79,7 @@ class IpnsService:
 
     def _save(self, entries: dict[str, dict[str, Any]]) -> None:
         self.names.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._published.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, sort_keys=True))
-        os.replace(tmp, self._published)
+        replace_private(self._published, json.dumps(entries, sort_keys=True).encode())
 
     def sign(self, key: str, value: str, lifetime_s: float = DEFAULT_LIFETIME_S,
              ttl_s: float = DEFAULT_TTL_S) -> tuple[str, bytes]:

@@ -346,3 +346,19 @@ async def test_key_gen_publish_and_foreign_records_over_rpc(aiohttp_client: Any,
     r = await _put(client, model, raw)
     assert r.status == 400 and "the name's key" in (await r.json())["Message"]
     assert refused["routing/put"] == 1
+
+
+def test_the_published_entries_are_not_written_through_a_link_planted_at_their_temp_file(
+        tmp_path: Path) -> None:
+    """published.json was written to a temp file of a fixed name (published.tmp), opened
+    following a symlink put there: the link's target was truncated and overwritten. The
+    entries go through a new file of their own now (privfile.replace_private)."""
+    svc, _ = _service(tmp_path, [NOW.timestamp()])
+    svc.names.root.mkdir(parents=True, exist_ok=True)
+    canary = tmp_path / "canary"
+    canary.write_bytes(b"another program's file\n")
+    (svc.names.root / "published.tmp").symlink_to(canary)
+    svc.keys.gen("model")
+    name, _ = svc.sign("model", "/ipfs/bafkqaaa", lifetime_s=3600)
+    assert canary.read_bytes() == b"another program's file\n"
+    assert name in json.loads((svc.names.root / "published.json").read_text())
