@@ -248,16 +248,24 @@ class JobIndex:
         """Store finished jobs, the cache entries their events made (an entry replaces one of
         a later order only) and (cid, origin) providers, in one transaction. The provider rows
         of `cids` are replaced by those of `providers` (the set the fold holds now: an origin
-        that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to."""
+        that UNPROVIDEd a CID is no longer listed); those of other CIDs are added to. A
+        record held already whose ids do not read back (`_ids`: logged once) is set aside:
+        its row is left as it is (its events stay in the log), the others are written."""
         records = list(records)
         try:
             with self._tx() as db:
                 held: dict[str, list[tuple[str, int]]] = {}  # job -> its ids as held
+                aside: set[str] = set()  # jobs whose held ids do not read back
                 for r in records:
                     row = db.execute("SELECT ids FROM job_index WHERE job = ?",
                                      (r.job,)).fetchone()
-                    if row is not None:
+                    if row is None:
+                        continue
+                    try:
                         held[r.job] = self._ids(r.job, row[0])
+                    except DataError:  # (writing its ids anew would lose those held)
+                        aside.add(r.job)
+                records = [r for r in records if r.job not in aside]
                 new = len({r.job for r in records}) - len(held)
                 rows = []
                 for r in records:  # (a record held keeps its ids: events still in the log)
