@@ -43,7 +43,6 @@ from peer.log.snapstream import (
     CHECKS,
     JOB_KEYS,
     PROVIDER_KINDS,
-    PROVIDER_TEXTS,
     facts_cids,
     row_fault,
 )
@@ -855,9 +854,10 @@ class JobIndex:
 
     def providers_sound(self) -> bool:
         """Does every provider_index row read back? Checked once per open (one scan, the
-        first time this is asked; each bad row logged once): while one does not, the index
-        cannot tell which CIDs it lists no provider of (a damaged row may be a CID's only
-        one), and the compactor deletes no cache entry for want of a provider."""
+        first time this is asked; each bad row logged once): while one whose cid is not a
+        text is held (`_holds_back`), the index cannot tell which CIDs it lists no provider
+        of (that row may be a CID's only one), and the compactor deletes no cache entry for
+        want of a provider."""
         if self._providers_sound is None:
             try:
                 bad = sum(not self._provider_ok(r) and _holds_back(r) for r in self._read(
@@ -1135,11 +1135,14 @@ def refused(tag: str, row: Sequence[Any]) -> str | None:
 
 def _holds_back(row: Sequence[Any]) -> bool:
     """Does a provider_index row that does not read back (PROVIDER_KINDS) hold the reaping
-    of cache entries back (`JobIndex.providers_sound`)? Not if it is two texts whose cid is
-    not a CID (as a data dir of e418a64 holds for a member's PROVIDE of another text: it
-    provides no real CID); yes if it is not two texts, or its CID's origin is not a peer id
-    (it may be that CID's only provider)."""
-    return row_fault(row, PROVIDER_TEXTS) is not None or row_fault(row, PROVIDER_KINDS) != "cid"
+    of cache entries back (`JobIndex.providers_sound`)? Only if its cid is not a text (a
+    blob, a number, a text that is not UTF-8): it may be some CID's only provider, which
+    one is not known. A text cid is read as it is by the reap's slices (`output_slice`,
+    `item_slice`: any row of that text, whatever its origin, counts as a provider): a CID
+    whose origin does not read back keeps its own cache entry and holds nothing else
+    back; a text that is not a CID (as a data dir of e418a64 holds for a member's PROVIDE
+    of another text) is no entry's CID."""
+    return type(row[0]) is not str
 
 
 def _quiet(tag: str, row: Sequence[Any]) -> bool:

@@ -24,6 +24,7 @@ from peer.log.jobindex import (
     ITEM,
     OUTPUT,
     UNKNOWN_ORDER,
+    CacheEntry,
     JobIndex,
     JobRecord,
     raw_rows,
@@ -272,10 +273,29 @@ def test_a_provider_row_that_is_no_cid_or_no_peer_id_is_left_out_and_not_served(
                           for r in rows]
                 assert sorted(c for c, _ in served) == sorted(CIDS[1:])
     db.close()
-    # (a CID's row whose origin is damaged may be its only provider: reaping waits; a cid
-    # that is no CID provides nothing, as a data dir of e418a64 may hold for any PROVIDE)
-    assert index.providers_sound() is (column == "cid")
+    # (a text cid holds no reaping back: `test_a_cids_row_whose_origin_does_not_read_back_..`)
+    assert index.providers_sound()
     assert any("provider row of " in m and f"its {column}" in m for m in _warned(caplog))
+
+
+@pytest.mark.parametrize("value", ["x'0102'", "42", "CAST(x'ff' AS TEXT)", "''"])
+def test_a_cids_row_whose_origin_does_not_read_back_keeps_its_entry_and_holds_no_reap_back(
+        opened: Any, value: str) -> None:
+    """A CID's provider row whose origin does not read back held every reap of cache
+    entries back for good. The reap's slices count any row of the CID's text as a
+    provider: that CID's entry is kept, and the others are reaped as before."""
+    path, open_index = opened
+    index = open_index()
+    index.put([], [CacheEntry(OUTPUT, f"k{i}", c, (1, A, i + 1)) for i, c in enumerate(CIDS)],
+              [(CIDS[0], A), (CIDS[2], A)])
+    write(path, f"UPDATE provider_index SET origin = {value} WHERE cid = '{CIDS[0]}'")
+    index = open_index()
+    assert index.providers_sound()
+    rows, _ = index.output_slice("", 10)
+    assert [(r.cid, r.held) for r in rows] == [(CIDS[0], True), (CIDS[1], False),
+                                               (CIDS[2], True)]
+    write(path, "UPDATE provider_index SET cid = x'0102' WHERE cid = ?", (CIDS[2],))
+    assert not open_index().providers_sound()  # (a cid that is no text: which one?)
 
 
 def test_a_provide_of_something_else_than_a_cid_is_not_written(
