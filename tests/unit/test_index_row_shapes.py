@@ -278,7 +278,8 @@ def test_a_provider_row_that_is_no_cid_or_no_peer_id_is_left_out_and_not_served(
     assert any("provider row of " in m and f"its {column}" in m for m in _warned(caplog))
 
 
-@pytest.mark.parametrize("value", ["x'0102'", "42", "CAST(x'ff' AS TEXT)", "''"])
+@pytest.mark.parametrize("value", [
+    "x'0102'", "printf('%.300c', 'o')", "CAST(x'ff' AS TEXT)", "''"])
 def test_a_cids_row_whose_origin_does_not_read_back_keeps_its_entry_and_holds_no_reap_back(
         opened: Any, value: str) -> None:
     """A CID's provider row whose origin does not read back held every reap of cache
