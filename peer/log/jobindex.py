@@ -598,9 +598,8 @@ class JobIndex:
 
     def tomb_rows(self, job: str) -> tuple[Order, list[tuple[str, int]]] | None:
         """A deleted job's tombstone and the ids of all its JOB_DELETED rows; None if the
-        index holds no tombstone of it."""
-        tomb = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
-                                (job,)).fetchone()
+        index holds no tombstone of it (`_tomb`)."""
+        tomb = self._tomb(job)
         if tomb is None:
             return None
         ids = self._db.execute("SELECT origin, seq FROM deleted_ids WHERE job = ?",
@@ -615,6 +614,17 @@ class JobIndex:
                        "is kept, never forgotten")
             return None
         return (h, o, q), list(ids)
+
+    def _tomb(self, job: str) -> tuple[Any, ...] | None:
+        """A deleted job's tombstone (hlc, origin, seq) as held, None if it is not deleted:
+        its job_deleted row, else the first of its deleted_ids rows (written with it, in one
+        transaction: a job_deleted row whose job column was damaged is found under no job,
+        and the deleted job would come back at its next event)."""
+        db = self._db
+        return db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
+                          (job,)).fetchone() or db.execute(
+            "SELECT hlc, origin, seq FROM deleted_ids WHERE job = ? ORDER BY hlc, origin, seq "
+            "LIMIT 1", (job,)).fetchone()
 
     def note_forgotten(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """Deleted jobs whose tombstones leave (peer.log.tombs), in the caller's transaction
@@ -631,16 +641,15 @@ class JobIndex:
             self._note_absent(_DELETED, job)
 
     def tombstone(self, job: str) -> Order | None:
-        """A deleted job's tombstone (its JOB_DELETED's order), None if it is not deleted.
-        A tombstone whose order does not read back (`_TOMB_KINDS`: damaged, edited) is not
+        """A deleted job's tombstone (its JOB_DELETED's order, `_tomb`), None if it is not
+        deleted. A tombstone whose order does not read back (`_TOMB_KINDS`: damaged, edited) is not
         left out, which would bring the deleted job back at its next event: the job stays
         deleted, its order read as UNKNOWN_ORDER, the latest there is (the events of the job
         are kept, never dropped for it, as `tomb_rows` keeps the tombstone), logged once."""
         absent = self._absent[_DELETED]
         if job in absent:
             return None
-        row = self._db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
-                               (job,)).fetchone()
+        row = self._tomb(job)
         if row is None:
             self._note_absent(_DELETED, job)
             return None

@@ -765,3 +765,33 @@ def test_a_turn_dropped_with_one_deleted_job_is_not_counted_again_with_the_other
     counted += st.dropped
     assert late.id not in _rows(n)
     assert counted == before - len(_rows(n))
+
+
+@pytest.mark.parametrize("value", ["CAST(x'ff' AS TEXT)", "x'6a6f62303030'", "'jnb000'"])
+def test_a_tombstone_whose_job_does_not_read_back_keeps_its_job_deleted(
+        tmp_path: Path, opened: list[Node], value: str) -> None:
+    """A tombstone whose job column is damaged was found under no job: the deleted job came
+    back at its next event, and its JOB_DELETED rows stayed for good. Its JOB_DELETED rows
+    (deleted_ids, written with it) still name the job: it stays deleted, its tombstone goes
+    in time as any other."""
+    d = tmp_path / "a"
+    n = _open(d, opened, recent_tasks=1000)
+    evs, gone = _deleted_alone(n)
+    n.log.db.execute(f"UPDATE job_deleted SET job = {value} WHERE job = 'job000'")
+    late = Event(OTHER, 1, evs[-1].hlc + 20, EventType.JOB_SUBMITTED,
+                 {"job": "job000", "workflow": evs[0].payload["workflow"]})
+    for restart in (False, True):
+        if restart:
+            n = _reopened(n, d, opened)
+        assert n.index.tombstone("job000") == gone.order
+        n.merge([late])
+        assert "job000" not in n.state.jobs and "job000" in n.state.deleted
+    _at(n, _past(late))
+    assert n.catchup.compact().forgotten == 1 and _forgotten(n, "job000", gone)
+
+
+def _reopened(n: Node, d: Path, opened: list[Node]) -> Node:
+    """`n` closed, then a node on its data dir (the replay folds its log again)."""
+    n.log.close()
+    opened.remove(n)
+    return _open(d, opened, recent_tasks=1000)
