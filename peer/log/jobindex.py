@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 from peer.errors import DataError, StoreError
 from peer.jsontext import loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
-from peer.log.snapframe import check_thin, is_record_sha, outputs_sha, thin
+from peer.log.snapframe import check_thin, is_outputs_sha, is_record_sha, outputs_sha, thin
 from peer.log.snapstream import (
     CACHE_KINDS,
     CHECKS,
@@ -747,8 +747,8 @@ class JobIndex:
     def thin_digests(self, digest: Callable[..., str],
                      db: sqlite3.Connection | None = None) -> dict[str, str]:
         """Job -> `digest(job, hlc, origin, seq, ended, state, outputs hash)` for every job
-        of the index (snapframe.job_digest3) whose facts read back (read on `db`, as
-        `_read`)."""
+        of the index (snapframe.job_digest3) whose facts read back, their outputs hash a
+        hash (`is_outputs_sha`; read on `db`, as `_read`)."""
         out: dict[str, str] = {}
         for row in self._read(
                 "SELECT j.job, j.hlc, j.origin, j.seq, j.ended, j.state, t.facts, "
@@ -765,7 +765,10 @@ class JobIndex:
             except (ValueError, TypeError) as e:
                 self._skip(_job(job), "facts", e)
                 continue
-            out[str(job)] = digest(job, h, o, q, ended, state, str(osha))
+            if not is_outputs_sha(osha):  # (a thin row's, damaged or a member's: no "None")
+                self._skip(_job(job), "facts", f"outputs_sha {osha!r:.40} is not a hash")
+                continue
+            out[job] = digest(job, h, o, q, ended, state, osha)
         return out
 
     def pending(self) -> Iterator[tuple[str, int, dict[str, int]]]:

@@ -89,7 +89,16 @@ def thin(summary: str, record: str, facts: str) -> tuple[str, str, str]:
 
 def is_record_sha(v: Any) -> bool:
     """Is `v` a `record_sha` (64 hex digits), as a thin row carries it?"""
-    return type(v) is str and len(v) == 64 and not v.strip("0123456789abcdef")
+    return _is_hex(v, 64)
+
+
+def is_outputs_sha(v: Any) -> bool:
+    """Is `v` an `outputs_sha` (32 hex digits), as a thin row's facts carry it?"""
+    return _is_hex(v, 32)
+
+
+def _is_hex(v: Any, n: int) -> bool:
+    return type(v) is str and len(v) == n and not v.strip("0123456789abcdef")
 
 
 def job_digest3(job: str, h: int, o: str, q: int, ended: int, state: str, osha: str) -> str:
@@ -455,6 +464,6 @@ def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
 __all__ = ["CONTENT_TYPE", "DECODE", "FEATURE", "MAGIC", "MAX_FRAME_BYTES", "RECORD_DOMAIN",
            "ROWS_PER_FRAME", "THIN_COLUMNS", "FrameSpool", "against3", "cache_frame",
            "check_record", "check_thin", "decode_cache", "decode_jobs", "decode_providers",
-           "frame", "is_record_sha", "iter_frames", "job_digest3", "job_frame", "outputs_sha",
-           "provider_frame", "read_frames", "read_jobs", "record_sha", "row_frames", "thin",
-           "thin_digest"]
+           "frame", "is_outputs_sha", "is_record_sha", "iter_frames", "job_digest3",
+           "job_frame", "outputs_sha", "provider_frame", "read_frames", "read_jobs",
+           "record_sha", "row_frames", "thin", "thin_digest"]

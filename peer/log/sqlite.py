@@ -130,6 +130,13 @@ def unreadable(path: Path, e: sqlite3.Error, table: str = "") -> StoreError:
     return StoreError(f"cannot use the event log {where}: {e}")
 
 
+def _key(origin: Any, seq: Any) -> tuple[str, int] | None:
+    """An events row's (origin, seq) if it reads back as the log writes it (a text, an
+    integer), else None (damaged while the peer runs: the next start's `load` quarantines
+    it); never a text made of another type, such as "b'...'" of a text that is not UTF-8."""
+    return (origin, seq) if type(origin) is str and type(seq) is int else None
+
+
 def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]], own: str = "",
              ) -> dict[str, int]:
     """origin -> seq of `table`'s (origin, seq) rows (floors) read back from the file at
@@ -622,15 +629,18 @@ class EventLog:
         return int(self._db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0])
 
     def key_at(self, rowid: int) -> tuple[str, int] | None:
-        """The (origin, seq) of the event at position `rowid`, None if there is none."""
+        """The (origin, seq) of the event at position `rowid`, None if there is none or its
+        row's key does not read back (`_key`)."""
         row = self._db.execute("SELECT origin, seq FROM events WHERE rowid = ?",
                                (rowid,)).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]))
+        return None if row is None else _key(*row)
 
     def keys_after(self, rowid: int) -> set[tuple[str, int]]:
-        """The (origin, seq) of the events written after position `rowid` (`last_rowid`)."""
-        return {(str(o), int(s)) for o, s in self._db.execute(
-            "SELECT origin, seq FROM events WHERE rowid > ?", (rowid,))}
+        """The (origin, seq) of the events written after position `rowid` (`last_rowid`),
+        but rows whose key does not read back (`_key`: no event held has it)."""
+        return {k for o, s in self._db.execute(
+            "SELECT origin, seq FROM events WHERE rowid > ?", (rowid,))
+            if (k := _key(o, s)) is not None}
 
     def get_meta(self, k: str) -> str | None:
         """The text stored under `k`, None if there is none; DataError naming the file if

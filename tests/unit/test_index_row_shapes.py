@@ -19,7 +19,7 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.errors import DataError
-from peer.log import EventLog
+from peer.log import Event, EventLog, EventType
 from peer.log.jobindex import (
     ITEM,
     OUTPUT,
@@ -101,6 +101,47 @@ def test_a_tombstone_whose_order_does_not_read_back_keeps_its_job_deleted(
             assert index.tombstone("also") == (5001, A, 8)
             assert index.tomb_rows("gone") is None  # (kept, never forgotten)
     assert any("the tombstone of 'gone' is kept" in m for m in _warned(caplog))
+
+
+# -- an events row's key (the inline marker's reads), a thin row's outputs hash -------------
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("origin", "CAST(x'ff' AS TEXT)"), ("origin", "x'41'"), ("seq", "'x'"), ("seq", "1.5"),
+    ("seq", "x'3132'")])
+def test_an_events_row_whose_key_does_not_read_back_is_no_key(
+        opened: Any, column: str, value: str) -> None:
+    """The inline marker's reads of the log (`key_at`, `keys_after`) made "b'...'" texts of
+    a text that is not UTF-8 and raised at a seq that is not an integer (int('x')): such a
+    row (damaged while the peer runs; the next start quarantines it) has no key."""
+    path, _ = opened
+    log = EventLog(path)
+    try:
+        log.append([Event(A, s, 1000 + s, EventType.PROVIDE, {"cids": [CIDS[0]]})
+                    for s in (1, 2, 3)])
+        write(path, f"UPDATE events SET {column} = {value} WHERE seq = 2")
+        rowid = log.db.execute("SELECT rowid FROM events WHERE hlc = 1002").fetchone()[0]
+        assert log.key_at(rowid) is None and log.key_at(rowid - 1) == (A, 1)
+        assert log.keys_after(0) == {(A, 1), (A, 3)}
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("osha", [5, None, [1], "b'\\xff'", "g" * 32])
+def test_a_thin_rows_outputs_hash_that_is_no_hash_is_left_out_of_the_digests(
+        opened: Any, osha: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The digests of a version 3 snapshot (`thin_digests`) hashed str() of a thin row's
+    outputs hash, whatever it was ("5", "None"): such a row is left out, logged once."""
+    path, open_index = opened
+    index = open_index()
+    index.put([_record("job00", 0), _record("job01", 1)], (), ())
+    facts = json.dumps({"finished_s": 1.0, "outputs_sha": osha})
+    write(path, "UPDATE job_thin SET facts = ? WHERE job = 'job00'", (facts,))
+    index = open_index()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert list(index.thin_digests(lambda *a: repr(a))) == ["job01"]
+    assert any("'job00'" in m and "outputs_sha" in m for m in _warned(caplog))
 
 
 # -- a thin row's hash -------------------------------------------------------------------
