@@ -621,10 +621,11 @@ class JobIndex:
         transaction: a job_deleted row whose job column was damaged is found under no job,
         and the deleted job would come back at its next event)."""
         db = self._db
-        return db.execute("SELECT hlc, origin, seq FROM job_deleted WHERE job = ?",
-                          (job,)).fetchone() or db.execute(
-            "SELECT hlc, origin, seq FROM deleted_ids WHERE job = ? ORDER BY hlc, origin, seq "
-            "LIMIT 1", (job,)).fetchone()
+        row: tuple[Any, ...] | None = db.execute(
+            "SELECT hlc, origin, seq FROM job_deleted WHERE job = ?", (job,)).fetchone() or (
+            db.execute("SELECT hlc, origin, seq FROM deleted_ids WHERE job = ? ORDER BY hlc, "
+                       "origin, seq LIMIT 1", (job,)).fetchone())
+        return row
 
     def note_forgotten(self, jobs: Iterable[str], floors: Mapping[str, int]) -> None:
         """Deleted jobs whose tombstones leave (peer.log.tombs), in the caller's transaction
