@@ -68,6 +68,10 @@ JOURNAL_LIMIT_BYTES = 16 << 20  # the WAL is cut back to this after a checkpoint
 VACUUM_PAGES = 512  # free pages given back after a gc that deleted rows
 MAX_ROW_BYTES = 4 << 20  # a row longer than any block (a hostile one) is not read
 PAGE_ROWS = 1024  # rows per query of a scan
+# A pin's CID text or a block's key is shorter than this (a CID text: 512 characters at most,
+# peer.cids; a key: a multihash in hex); a longer text or blob in those columns (or in a
+# time's) is read cut short (`_cut`), a row that does not read back, never read whole.
+MAX_NAME_CHARS = 1024
 _TABLES = {  # name -> (create statement, its columns)
     "blocks": ("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
                " at REAL NOT NULL)", ["key", "data", "at"]),
@@ -82,6 +86,19 @@ def _time(at: object) -> float | None:
     """A row's time (wall seconds, as `keep` writes it); None if it is not one (not a finite
     number, or below 0: a damaged or edited row)."""
     return float(at) if isinstance(at, int | float) and math.isfinite(at) and at >= 0 else None
+
+
+def _cut(column: str) -> str:
+    """SQL reading `column` as it is if it is a number or NULL, else (a text, a blob) its
+    first MAX_NAME_CHARS + 1 characters (bytes): one past the longest name, so a value cut
+    short still reads as too long (`_is_cid`, `_is_key`), never as a name."""
+    return (f"CASE WHEN typeof({column}) IN ('text', 'blob') THEN "
+            f"substr({column}, 1, {MAX_NAME_CHARS + 1}) ELSE {column} END")
+
+
+def _is_key(key: object) -> bool:
+    """Does a block row's key read back as one (`is_key`, at most MAX_NAME_CHARS)?"""
+    return isinstance(key, str) and len(key) <= MAX_NAME_CHARS and is_key(key)
 
 
 def _is_cid(text: object) -> bool:
@@ -291,10 +308,10 @@ class InlinePack:
         the pack cannot be read, DataError if a row does not read back (its CID not text,
         not UTF-8 or not a CID; its time not a number `_time` takes): what it pins, or since
         when, is not known, so gc and retention (which unpins the oldest first) are held back
-        until the row is mended or removed."""
+        until the row is mended or removed. CIDs and times are read cut short (`_cut`)."""
         out: dict[str, float] = {}
         damaged: list[str] = []
-        for c, at in self._read("SELECT cid, at FROM pins", ()):
+        for c, at in self._read(f"SELECT {_cut('cid')}, {_cut('at')} FROM pins", ()):
             when = _time(at)
             if when is None or not _is_cid(c):
                 damaged.append(f"({c!r:.64}, {at!r:.32})")
@@ -315,16 +332,18 @@ class InlinePack:
     def entries(self) -> Iterator[tuple[int, str, float, int]]:
         """(rowid, key, time written, length) of every block row that reads back, read
         PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable. A row
-        whose key is not a block's (not text, not UTF-8, not `is_key`) or whose time is not
-        one (`_time`) is left out: kept, never freed unread (`_leave_out`)."""
+        whose key is not a block's (not text, not UTF-8, not `_is_key`) or whose time is not
+        one (`_time`) is left out: kept, never freed unread (`_leave_out`). Keys and times
+        are read cut short (`_cut`)."""
         last, left = 0, 0  # (left: rows left out; shown: the first few, as logs show them)
         shown: list[str] = []
         while True:
-            rows = self._read("SELECT rowid, key, at, length(data) FROM blocks WHERE rowid > ?"
-                              f" ORDER BY rowid LIMIT {PAGE_ROWS}", (last,))
+            rows = self._read(f"SELECT rowid, {_cut('key')}, {_cut('at')}, length(data) FROM "
+                              f"blocks WHERE rowid > ? ORDER BY rowid LIMIT {PAGE_ROWS}",
+                              (last,))
             for rowid, key, at, n in rows:
                 when = _time(at)
-                if when is None or not (isinstance(key, str) and is_key(key)):
+                if when is None or not _is_key(key):
                     left += 1
                     if len(shown) < 3:
                         shown.append(f"{rowid} ({key!r:.64}, {at!r:.32})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,44 @@ def test_a_pin_row_that_does_not_read_back_holds_gc_and_retention_back(
     db.execute("DELETE FROM pins")  # removed (or mended): gc goes on
     db.commit()
     assert store.gc().blocks == len(blocks)
+
+
+HUGE = "replace(hex(zeroblob(2000000)), '0', 'b')"  # a text of 4 million characters
+
+
+@pytest.mark.parametrize("column", ["cid", "at"])
+def test_a_huge_pin_cid_or_time_is_not_read_whole(tmp_path: Path, column: str) -> None:
+    """A pin's CID (or time) was read whole before its check: a text of any size in that
+    column was read into the peer's memory (twice: its bytes, then the text). It is read
+    cut short, a row that does not read back."""
+    store, _, _, db = _kept(tmp_path, "pinned by a row grown huge\n")
+    db.execute(f"UPDATE pins SET {column} = {HUGE}")
+    db.commit()
+    with _peak_below(1 << 20), pytest.raises(DataError, match="pins table holds 1 row"):
+        store.blocks.pack.pinned()
+
+
+def test_a_huge_block_key_or_time_is_not_read_whole(tmp_path: Path) -> None:
+    pack = InlinePack(tmp_path)
+    pack.keep({"aa00": b"1", "bb00": b"2", "cc00": b"3"}, [])
+    db = sqlite3.connect(tmp_path / PACK_FILE)
+    db.execute(f"UPDATE blocks SET key = {HUGE} WHERE key = 'aa00'")
+    db.execute(f"UPDATE blocks SET at = CAST({HUGE} AS BLOB) WHERE key = 'bb00'")
+    db.commit()
+    with _peak_below(1 << 20):
+        assert [k for _, k, _, _ in pack.entries()] == ["cc00"]  # (the others: kept)
+
+
+@contextlib.contextmanager
+def _peak_below(most_bytes: int) -> Any:
+    """The body allocates at most `most_bytes` of Python memory at its peak (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < most_bytes
 
 
 @pytest.mark.parametrize("damage", ["garbage", "newer schema", "other table"])
