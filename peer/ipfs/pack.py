@@ -20,7 +20,9 @@ pinned). One rule for a row that does not read back (a CID or key that is not on
 that is not one): what it stands for is not known, so nothing is freed for it. A pin row
 makes `pinned` raise DataError (what it pins is not known: gc and retention hold back); a
 block row is left out of gc's sweep (kept, logged once), never deleted unread. `has` and
-`size` answer "absent" (the caller fetches it).
+`size` answer "absent" (the caller fetches it). A time ahead of the clock (a clock that ran
+ahead) is known to be wrong, not what it stands for: it is set to now as it is read, and the
+row ages from then (`_ahead`).
 
 Unsound packs. Only `check` (the peer's start, under the store's exclusive lock: peer.ipfs.
 inlineoutputs) judges the file: its schema, then SQLite's `quick_check` (a read of every
@@ -72,6 +74,10 @@ PAGE_ROWS = 1024  # rows per query of a scan
 # peer.cids; a key: a multihash in hex); a longer text or blob in those columns (or in a
 # time's) is read cut short (`_cut`), a row that does not read back, never read whole.
 MAX_NAME_CHARS = 1024
+# A row's time (a pin's, a block's) later than the clock by more than this is set to now as
+# it is read (`_ahead`): it ages from then (else retention would never unpin it, nor gc's
+# grace end for it); up to this far ahead (a clock stepped back a little) it is taken as is.
+AHEAD_SLACK_S = 60.0
 _TABLES = {  # name -> (create statement, its columns)
     "blocks": ("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
                " at REAL NOT NULL)", ["key", "data", "at"]),
@@ -308,15 +314,21 @@ class InlinePack:
         the pack cannot be read, DataError if a row does not read back (its CID not text,
         not UTF-8 or not a CID; its time not a number `_time` takes): what it pins, or since
         when, is not known, so gc and retention (which unpins the oldest first) are held back
-        until the row is mended or removed. CIDs and times are read cut short (`_cut`)."""
+        until the row is mended or removed. CIDs and times are read cut short (`_cut`); a
+        time ahead of the clock is read as now (`_ahead`)."""
         out: dict[str, float] = {}
         damaged: list[str] = []
+        now, ahead = time.time(), []
         for c, at in self._read(f"SELECT {_cut('cid')}, {_cut('at')} FROM pins", ()):
             when = _time(at)
             if when is None or not _is_cid(c):
                 damaged.append(f"({c!r:.64}, {at!r:.32})")
                 continue
+            if when > now + AHEAD_SLACK_S:
+                ahead.append(c)
+                when = now
             out[c] = when
+        self._ahead("pins", "cid", ahead, now)
         if damaged:
             raise DataError(
                 f"{self.path}: the inline pack's pins table holds {len(damaged)} row(s) whose "
@@ -334,9 +346,10 @@ class InlinePack:
         PAGE_ROWS at a time in rowid order (gc's sweep); StoreError if unreadable. A row
         whose key is not a block's (not text, not UTF-8, not `_is_key`) or whose time is not
         one (`_time`) is left out: kept, never freed unread (`_leave_out`). Keys and times
-        are read cut short (`_cut`)."""
+        are read cut short (`_cut`); a time ahead of the clock is read as now (`_ahead`)."""
         last, left = 0, 0  # (left: rows left out; shown: the first few, as logs show them)
         shown: list[str] = []
+        now, ahead = time.time(), []
         while True:
             rows = self._read(f"SELECT rowid, {_cut('key')}, {_cut('at')}, length(data) FROM "
                               f"blocks WHERE rowid > ? ORDER BY rowid LIMIT {PAGE_ROWS}",
@@ -348,11 +361,34 @@ class InlinePack:
                     if len(shown) < 3:
                         shown.append(f"{rowid} ({key!r:.64}, {at!r:.32})")
                     continue
+                if when > now + AHEAD_SLACK_S:
+                    ahead.append(rowid)
+                    when = now
                 yield int(rowid), key, when, n if isinstance(n, int) else 0
             if len(rows) < PAGE_ROWS:
                 break
             last = int(rows[-1][0])
         self._leave_out(left, shown)
+        self._ahead("blocks", "rowid", ahead, now)
+
+    def _ahead(self, table: str, key: str, keys: list[Any], now: float) -> None:
+        """Set to `now` the time of the rows of `table` (by `key`: `keys`) a read found later
+        than the clock past AHEAD_SLACK_S (a clock that ran ahead when they were written, a
+        damaged or edited row): read as now, they age from now on. Logged; if the write
+        fails (read-only, a full disk), they are read as now again at the next read."""
+        if not keys:
+            return
+        try:
+            self._write(f"set {table} times ahead of the clock to now", (
+                (f"UPDATE {table} SET at = ? WHERE {key} = ? AND at > ?",
+                 [(now, k, now + AHEAD_SLACK_S) for k in keys]),))
+        except StoreError as e:
+            log.warning("%s: %d %s row(s) hold a time ahead of the clock, read as now: %s",
+                        self.path, len(keys), table, e)
+            return
+        log.warning("%s: %d %s row(s) held a time ahead of the clock (a clock that ran ahead "
+                    "when they were written, or a damaged row): set to now, they age from "
+                    "now on", self.path, len(keys), table)
 
     def _leave_out(self, left: int, shown: list[str]) -> None:
         """Log the block rows a sweep left out (`left`, the first of them `shown`), once

@@ -4,7 +4,9 @@ file, read after the block files and memory, swept by gc, and every row treated 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,42 @@ def test_a_pin_row_that_does_not_read_back_holds_gc_and_retention_back(
     db.execute("DELETE FROM pins")  # removed (or mended): gc goes on
     db.commit()
     assert store.gc().blocks == len(blocks)
+
+
+def test_a_pin_time_ahead_of_the_clock_is_set_to_now_and_ages_from_then(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A pin's time in the future (a clock that ran ahead as it was pinned, a damaged row)
+    never aged: retention never unpinned it, under any bound (an output pin no job names is
+    young while pinned under an hour ago). Its time is set to now as it is read (one write,
+    logged): it ages from then, as a pin made now; the others are left as they are."""
+    store, cid, _, db = _kept(tmp_path, "pinned by a clock that ran ahead\n")
+    other, blocks = _output("pinned on time\n")
+    store.keep_inline(blocks, [other])
+    db.execute("UPDATE pins SET at = 1e12 WHERE cid = ?", (cid,))  # (the year 33658)
+    db.commit()
+    (on_time,) = db.execute("SELECT at FROM pins WHERE cid = ?", (other,)).fetchone()
+    before = time.time()
+    with caplog.at_level(logging.WARNING):
+        pins = store.output_pins()
+        assert store.output_pins() == pins  # (set once: then read as written)
+    after = time.time()
+    assert before <= pins[cid] <= after and pins[other] == on_time
+    assert db.execute("SELECT at FROM pins WHERE cid = ?", (cid,)).fetchone() == (pins[cid],)
+    warned = [r.getMessage() for r in caplog.records if "ahead of the clock" in r.getMessage()]
+    assert len(warned) == 1 and "1 pins row(s)" in warned[0]
+
+
+def test_a_block_time_ahead_of_the_clock_is_set_to_now(tmp_path: Path) -> None:
+    """A block row's time in the future kept it from gc for good (its grace never ended)."""
+    pack = InlinePack(tmp_path)
+    pack.keep({"aa00": b"1", "bb00": b"2"}, [])
+    db = sqlite3.connect(tmp_path / PACK_FILE)
+    db.execute("UPDATE blocks SET at = 1e12 WHERE key = 'aa00'")
+    db.commit()
+    before = time.time()
+    times = {k: at for _, k, at, _ in pack.entries()}
+    assert before <= times["aa00"] <= time.time()
+    assert db.execute("SELECT at FROM blocks WHERE key = 'aa00'").fetchone() == (times["aa00"],)
 
 
 HUGE = "replace(hex(zeroblob(2000000)), '0', 'b')"  # a text of 4 million characters
