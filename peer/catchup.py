@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,16 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
-from peer.dataentry import TMP_DIR, check_entry, ensure_dir, open_file, open_new, remove
+from peer.dataentry import (
+    TMP_DIR,
+    check_entry,
+    ensure_dir,
+    open_dir,
+    open_file,
+    open_new,
+    remove,
+    temp_file,
+)
 from peer.errors import BanzaiError, ConfigError
 from peer.jsontext import loads_within, pieces
 from peer.log import Event, EventLog, MeshState
@@ -101,36 +109,32 @@ def _servable(events: Iterable[Event], upto: Mapping[str, int]) -> Iterator[Even
     return (e for e in events if e.seq <= upto.get(e.origin, e.seq))
 
 
-def _temp_dir(data_dir: Path) -> Path:
-    """The data dir's tmp/ (made if absent), where spools are written; DataError naming it
-    if it is not a directory of its own (a symlink put there since the start is not
-    followed)."""
-    return ensure_dir(data_dir / TMP_DIR, "the peer's temp dir", real=True, mode=0o700)
-
-
 def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],
                  after: bytes, opening: bytes = b"{") -> Iterator[bytes]:
     """A snapshot's events line (`{"events":[...],"batches":[...]}`, as `pack_frames` packs
     them into one frame; `opening` in place of its `{`: empty after a version 1 body's
     snapshot member), `before(its size)` and `after` it, in pieces of PIECE_BYTES (the ends
     joined to the first and the last): the line is written to two unnamed files in the data
-    dir's tmp/ (`_temp_dir`; made O_EXCL, never through a symlink) as the events come, then
-    read back; memory holds a piece, not the log."""
-    spool_dir = _temp_dir(data_dir)
-    with tempfile.TemporaryFile(dir=spool_dir) as evs, \
-            tempfile.TemporaryFile(dir=spool_dir) as bats:
-        write_packed(events, evs.write, bats.write)
-        out = before(len(opening) + len(b'"events":[],"batches":[]}') + evs.tell()
-                     + bats.tell())
-        out += opening + b'"events":['
-        for f, tail in ((evs, b'],"batches":['), (bats, b"]}" + after)):
-            f.flush()
-            f.seek(0)
-            while chunk := f.read(PIECE_BYTES):
-                yield out + chunk if out else chunk
-                out = b""
-            out += tail
-        yield out
+    dir's tmp/ as the events come, then read back; memory holds a piece, not the log. They
+    are made O_EXCL by a descriptor of tmp/ opened with its check (`open_dir`): a symlink
+    put at tmp/, even after the check, is refused (DataError naming it), never followed."""
+    spool_dir = open_dir(data_dir / TMP_DIR, "the peer's temp dir")
+    try:
+        with temp_file(spool_dir) as evs, temp_file(spool_dir) as bats:
+            write_packed(events, evs.write, bats.write)
+            out = before(len(opening) + len(b'"events":[],"batches":[]}') + evs.tell()
+                         + bats.tell())
+            out += opening + b'"events":['
+            for f, tail in ((evs, b'],"batches":['), (bats, b"]}" + after)):
+                f.flush()
+                f.seek(0)
+                while chunk := f.read(PIECE_BYTES):
+                    yield out + chunk if out else chunk
+                    out = b""
+                out += tail
+            yield out
+    finally:
+        os.close(spool_dir)
 
 
 def _job_digests(second: Mapping[str, Any] | None,
@@ -524,9 +528,16 @@ class CatchUp:
     def _new_spool(self, stem: str, suffix: str) -> tuple[Path, BinaryIO]:
         """A new file for a download's spool, in the data dir's tmp/ (swept at start), open to
         write: DataError naming it if something is there already (a symlink is not
-        followed) or tmp/ is not a directory of its own; OSError if it cannot be made."""
-        path = _temp_dir(self.cfg.data_dir) / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
-        return path, open_new(path, _SPOOL)
+        followed) or tmp/ is not a directory of its own, even if made one after its check
+        (the file is made by a descriptor of it, `open_dir`); OSError if it cannot be
+        made."""
+        tmp = self.cfg.data_dir / TMP_DIR
+        spool_dir = open_dir(tmp, "the peer's temp dir")
+        try:
+            path = tmp / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
+            return path, open_new(path, _SPOOL, spool_dir)
+        finally:
+            os.close(spool_dir)
 
     def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and

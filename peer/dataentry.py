@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -77,21 +78,59 @@ def ensure_dir(path: Path, what: str, *, real: bool = False, mode: int = 0o777) 
     return path
 
 
-def open_new(path: Path, what: str) -> BinaryIO:
+def open_new(path: Path, what: str, dir_fd: int | None = None) -> BinaryIO:
     """A new file `path` (mode 0o600) open to write; never one that exists, nor through a
     symlink put there (DataError naming it and what is there); OSError if it cannot be
-    made."""
+    made. `dir_fd`: a descriptor of its directory (`open_dir`), where it is made whatever
+    is put at the directory's path meanwhile."""
+    name = path if dir_fd is None else path.name
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
     except FileExistsError:
         try:
-            found = _found(os.lstat(path).st_mode)
+            found = _found(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
         except OSError:
             found = "something"
         raise _refused(path, what, f"is {found} already, where the peer makes a new file: "
                        ) from None
     return os.fdopen(fd, "wb")
+
+
+def open_dir(path: Path, what: str, mode: int = 0o700) -> int:
+    """A descriptor of the directory `path` of the peer's own (made, `mode`, if absent),
+    opened without following a symlink: files made in it by the descriptor (`temp_file`)
+    are made there whatever is put at `path` after its check (no check-then-use race).
+    DataError naming it if it is anything else (a symlink, put there even after the check);
+    OSError if it cannot be made or opened. The caller closes it."""
+    ensure_dir(path, what, real=True, mode=mode)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        check_entry(path, "directory", what, real=True)  # (names what is there now)
+        raise _refused(path, what, "was replaced while the peer opened it: ") from None
+
+
+def temp_file(dir_fd: int) -> BinaryIO:
+    """A new unnamed file (mode 0o600) open to read and write in the directory `dir_fd`
+    (`open_dir`): made O_EXCL under a random name, never through a symlink, and unlinked at
+    once; OSError if it cannot be made."""
+    for _ in range(100):  # (a name taken already: another random one, as mkstemp does)
+        name = f".tmp-{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+            return os.fdopen(fd, "w+b")
+        except BaseException:
+            os.close(fd)
+            raise
+    raise FileExistsError(errno.EEXIST, "no free name for a temp file")
 
 
 def open_file(path: Path, what: str) -> BinaryIO:
@@ -146,5 +185,5 @@ def unlink_in(directory: str | Path, name: str, what: str) -> None:
         os.close(fd)
 
 
-__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_file", "open_new", "remove",
-           "unlink_in"]
+__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_dir", "open_file", "open_new", "remove",
+           "temp_file", "unlink_in"]

@@ -142,3 +142,42 @@ def test_a_spool_moving_in_is_not_followed_nor_put_over_a_directory(
         n.catchup._keep_spool(rows, trailer)
     assert _untouched(canary) and (rows.is_symlink() if planted == "spool" else (
         rows.read_bytes() == b"checked rows" and place.is_dir()))
+
+
+async def test_a_temp_dir_made_a_symlink_right_after_its_check_is_refused_not_followed(
+        tmp_path: Path, opened: list[Node], canary: Path, url: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """tmp/ was checked (not a symlink), then opened again by its path to make a spool in
+    it (`tempfile.TemporaryFile(dir=tmp)`, `open_new(tmp / name)`): a symlink put there in
+    between was followed (a served snapshot's events spooled, a download's spool made, in a
+    directory elsewhere). Now the spools are made by a descriptor of tmp/ opened without
+    following a symlink: the swap is refused, naming tmp/."""
+    n = _node(tmp_path, opened, url, monkeypatch)
+    tmp = tmp_path / "peer" / "tmp"
+    checks: list[Path] = []
+
+    def swapped(check: Any) -> Any:
+        def ensure(path: Path, *args: Any, **kw: Any) -> Any:
+            out = check(path, *args, **kw)
+            if path == tmp:  # the race: tmp/ replaced by a symlink just after its check
+                checks.append(path)
+                shutil.rmtree(tmp)
+                tmp.symlink_to(canary)
+            return out
+        return ensure
+
+    dataentry_mod = importlib.import_module("peer.dataentry")
+    for mod in (catchup_mod, dataentry_mod):
+        if hasattr(mod, "ensure_dir"):
+            monkeypatch.setattr(mod, "ensure_dir", swapped(mod.ensure_dir))
+    lines = n.catchup.snapshot_stream(3)  # a snapshot served: its events spooled in tmp/
+    try:
+        with pytest.raises(DataError, match=f"{tmp} .*is a symlink, not a directory"):
+            next(lines)
+    finally:
+        lines.close()
+    tmp.unlink()
+    with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+        await n.catchup._catch_up("other")
+    assert f"no snapshot from other: {tmp} (the peer's temp dir) is a symlink" in caplog.text
+    assert len(checks) == 2 and _untouched(canary)
