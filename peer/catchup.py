@@ -774,23 +774,26 @@ class CatchUp:
                       peer_id: str, v: str = "2") -> dict[str, Any] | None:
         """Another live member's digests of what it compacted (per job, of version `v`; an
         older peer answers with one digest of its whole snapshot), None if there is none.
-        A member at its bound of snapshot serves (503) is passed for the next."""
+        A member that gives none (a connection error or timeout, a status other than 200:
+        503 at its bound of snapshot serves, an answer that is not a JSON object) is passed
+        for the next, all of them within `timeout_s`."""
+        deadline = time.monotonic() + self.cfg.timeout_s
         for other, other_url in urls.items():
-            if other != peer_id:
-                if v == "3" and SNAPSHOT_FEATURE not in (
-                        self._host.live_peers().get(other, {}).get("features") or ()):
-                    continue  # its digests would be of version 2: not comparable
-                try:
-                    async with http.get(f"{other_url}/api/snapshot",
-                                        params={"digest": "1", "v": v}) as r:
-                        if r.status == 503:
-                            continue
-                        if r.status == 200:
-                            d = loads_within(await r.read())
-                            return d if isinstance(d, dict) else None
-                except (aiohttp.ClientError, TimeoutError, ValueError):
-                    return None
-                return None
+            if other == peer_id or (v == "3" and SNAPSHOT_FEATURE not in (
+                    self._host.live_peers().get(other, {}).get("features") or ())):
+                continue  # (v3: its digests would be of version 2, not comparable)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                async with http.get(f"{other_url}/api/snapshot", params={"digest": "1", "v": v},
+                                    timeout=aiohttp.ClientTimeout(total=left)) as r:
+                    if r.status == 200:
+                        d = loads_within(await r.read())
+                        if isinstance(d, dict):
+                            return d
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                log.warning("no snapshot digests from %s: %s", other[:16], e)
         return None
 
     def archived_jobs(self, limit: int | None, before: tuple[int, str, int] | None,

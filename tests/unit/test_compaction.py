@@ -792,6 +792,48 @@ async def test_a_member_at_its_bound_of_snapshot_serves_is_asked_again_later_not
     assert ("busy", "1") in asked and asked[-1] == ("c", "1")
 
 
+async def test_a_member_that_gives_no_digests_is_passed_for_the_next(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The second member's check gave up at the first member that did not answer (a
+    connection refused, an answer that is not JSON): the snapshot was then taken unchecked
+    though a later member could check it. Each such member is now logged and passed for the
+    next."""
+    import socket
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    digests = a.catchup.digest_reader(per_job=True, v=3)()
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    async def garbled(request: web.Request) -> web.Response:
+        return web.Response(body=b"not json", content_type="application/json")
+
+    async def good(request: web.Request) -> web.Response:
+        return web.json_response(digests)
+
+    app = web.Application()
+    app.router.add_get("/garbled/api/snapshot", garbled)
+    app.router.add_get("/good/api/snapshot", good)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        urls = {"down": f"http://127.0.0.1:{closed}", "garbled": f"{base}/garbled",
+                "good": f"{base}/good"}
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            p: {"http": u, "features": [SNAPSHOT_FEATURE]} for p, u in urls.items()})
+        with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+            async with aiohttp.ClientSession() as http:
+                assert await b.catchup._second(http, urls, a.peer_id, "3") == digests
+    assert "no snapshot digests from down" in caplog.text
+    assert "no snapshot digests from garbled" in caplog.text
+
+
 async def _take_v1_over_http(a: Node, b: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """b catches up from a as from an older peer: its one JSON body (GET /api/snapshot with
     no `v`) answered whatever b asks."""
