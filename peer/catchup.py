@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
-import json
 import logging
 import os
 import sqlite3
@@ -47,7 +46,7 @@ from peer.log.jobindex import (
     spool_name,
     thin_rows,
 )
-from peer.log.signing import Identity, MemberKeys
+from peer.log.signing import Identity, MemberKeys, decode_events
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
 from peer.log.snapframe import (
@@ -76,6 +75,8 @@ from peer.mesh.wire import write_packed
 
 log = logging.getLogger("banzai.catchup")
 _Signed = TypeVar("_Signed", Snapshot, Trailer)
+# a snapshot's JSON part parsed and its events decoded (`_parse`), or why it would not parse
+_Parsed = tuple[Any, list[Event | Exception] | None]
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,23 @@ def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int]
             yield out
     finally:
         os.close(spool_dir)
+
+
+def _parse(data: bytes | bytearray) -> _Parsed:
+    """A snapshot's JSON part (an older peer's one body, a stream's events line) parsed and
+    its events decoded (`decode_events`): the work of taking it that needs nothing of the
+    peer, done in a worker thread while the loop runs (the parse sharing the GIL:
+    `loads_within`); ValueError if it is not JSON or nests too deep."""
+    body = loads_within(data, sharing=True)
+    return body, decode_events(body.get("events")) if isinstance(body, dict) else None
+
+
+async def _parsed(data: bytes | bytearray) -> _Parsed | ValueError:
+    """`_parse(data)` in a worker thread; the ValueError it raised, to be refused in turn."""
+    try:
+        return await asyncio.to_thread(_parse, data)
+    except ValueError as e:
+        return e
 
 
 def _job_digests(second: Mapping[str, Any] | None,
@@ -438,16 +456,17 @@ class CatchUp:
         finally:
             db.close()
 
-    def _merge_events(self, read: Callable[[], tuple[_Signed, Mapping[str, Any]]],
+    def _merge_events(self, read: Callable[[], tuple[_Signed, Mapping[str, Any], Any]],
                       t: list[float]) -> _Signed | None:
         """The first steps of taking a snapshot (`take_snapshot`, `take_stream`): `read` gives
-        its signed part and the body that holds its events; the events are checked
-        (signatures, batches, the door) and merged like a frame's, and the time after each
-        step is appended to `t`. None if anything is malformed (logged, nothing merged)."""
+        its signed part, the body that holds its events and those decoded (`_parse`, or
+        None); the events are checked (signatures, batches, the door) and merged like a
+        frame's, and the time after each step is appended to `t`. None if anything is
+        malformed (logged, nothing merged)."""
         try:
-            signed, body = read()
+            signed, body, decoded = read()
             events = self._host.keyring.accept(body["events"], body.get("batches", []),
-                                               self._host.refused)
+                                               self._host.refused, decoded)
         except (KeyError, TypeError, ValueError, BanzaiError, RecursionError) as e:
             log.warning("refused a malformed snapshot: %s", e)  # (RecursionError: too deep)
             return None
@@ -464,16 +483,25 @@ class CatchUp:
                               keyring.refused)
 
     def take_stream(self, spool: Spool | FrameSpool, rows: Path,
-                    second: Mapping[str, Any] | None = None) -> str | None:
+                    second: Mapping[str, Any] | None = None,
+                    parsed: _Parsed | ValueError | None = None) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
         the events of its first line are checked and merged like a frame's; the trailer must
         check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
         then the rows are checked as they are read and taken in one transaction. None once
         taken, else why not (counted under its signer). `rows` is read back never through a
-        symlink put there since it was written (`open_file`: DataError naming it)."""
+        symlink put there since it was written (`open_file`: DataError naming it).
+        `parsed`: its events line parsed already (`_parsed`, in a worker thread), else
+        parsed here."""
         t = [time.perf_counter()]
-        trailer = self._merge_events(lambda: (spool.trailer(), json.loads(spool.head or b"")),
-                                     t)
+
+        def read() -> tuple[Trailer, Any, Any]:
+            head = _parse(spool.head or b"") if parsed is None else parsed
+            if isinstance(head, ValueError):
+                raise head
+            return spool.trailer(), *head
+
+        trailer = self._merge_events(read, t)
         if trailer is None:
             return "malformed"
         why = self._check(trailer)
@@ -650,14 +678,17 @@ class CatchUp:
             self._ingesting = None
 
     def take_snapshot(self, body: Mapping[str, Any],
-                      second: Mapping[str, Any] | None = None) -> str | None:
+                      second: Mapping[str, Any] | None = None,
+                      decoded: list[Event | Exception] | None = None) -> str | None:
         """Catch up from another member's snapshot: its events are checked (signatures, the
         door) and merged like a frame's; the snapshot itself must come from an admitted,
         unrevoked member with a valid signature and match a second member's digest of the
         same heads and floors when one is given. None once taken, else why not (counted in
-        /api/health `security.refused` under its signer)."""
+        /api/health `security.refused` under its signer). `decoded`: its events decoded
+        already (`_parse`, in a worker thread), else decoded here."""
         t = [time.perf_counter()]
-        snap = self._merge_events(lambda: (Snapshot.from_json(body["snapshot"]), body), t)
+        snap = self._merge_events(lambda: (Snapshot.from_json(body["snapshot"]), body,
+                                           decoded), t)
         if snap is None:
             return "malformed"
         digest = None
@@ -745,9 +776,12 @@ class CatchUp:
                 finally:
                     second_task.cancel()
             if isinstance(body, Spool | FrameSpool):
-                self.take_stream(body, rows, second)
+                t1 = time.perf_counter()
+                parsed = await _parsed(body.head or b"")
+                self.catch_up_s["events_parse"] = time.perf_counter() - t1  # (off the loop)
+                self.take_stream(body, rows, second, parsed)
             else:
-                self.take_snapshot(body, second)
+                self.take_snapshot(body[0], second, body[1])
         except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
             # (OSError: the spool removed by another process, a temp cleaner, before its
             # take, or a full disk: not damage, asked again later)
@@ -756,11 +790,11 @@ class CatchUp:
             f.close()
             rows.unlink(missing_ok=True)
 
-    async def _read_v1(self, r: aiohttp.ClientResponse) -> Any:
+    async def _read_v1(self, r: aiohttp.ClientResponse) -> _Parsed:
         """An older peer's one snapshot body (`take_snapshot`'s), read into memory up to
-        `max_snapshot_v1_bytes` (and `max_snapshot_bytes`; else StreamError), then parsed in
-        a worker thread (0.3-0.65 s at 26 MB: on the loop, or in a thread without `sharing`,
-        the loop waited for it)."""
+        `max_snapshot_v1_bytes` (and `max_snapshot_bytes`; else StreamError), then parsed
+        and its events decoded in a worker thread (`_parse`; the parse 0.3-0.65 s at 26 MB:
+        on the loop, or in a thread without `sharing`, the loop waited for it)."""
         most = min(self.cfg.max_snapshot_bytes, self.cfg.max_snapshot_v1_bytes)
         data = bytearray()
         async for chunk in r.content.iter_chunked(1 << 20):
@@ -768,7 +802,7 @@ class CatchUp:
             if len(data) > most:
                 raise StreamError(f"a snapshot over {most} bytes (an older peer's one body, "
                                   "held in memory)")
-        return await asyncio.to_thread(loads_within, data, sharing=True)
+        return await asyncio.to_thread(_parse, data)
 
     async def _second(self, http: aiohttp.ClientSession, urls: Mapping[str, str],
                       peer_id: str, v: str = "2") -> dict[str, Any] | None:

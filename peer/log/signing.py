@@ -321,6 +321,22 @@ def _by_hash(batches: Sequence[Batch]) -> dict[tuple[int, bytes], Batch]:
 # -- membership messages ---------------------------------------------------------------
 
 
+def decode_events(raw_events: Any) -> list[Event | Exception] | None:
+    """`Event.from_json` of each of a frame body's raw events, as `MemberKeys.accept` decodes
+    them, needing nothing of the peer (any thread: a big snapshot's events are decoded off
+    the loop): an event that does not decode gives its exception, which `accept` raises
+    where it meets it. None if `raw_events` is not a list (`accept` refuses it)."""
+    if not isinstance(raw_events, list):
+        return None
+    out: list[Event | Exception] = []
+    for d in raw_events:
+        try:
+            out.append(Event.from_json(d))
+        except Exception as e:  # (raised by `accept` in its turn: the same outcome)
+            out.append(e)
+    return out
+
+
 def membership_message(kind: int, mesh_id: str, sender: str, reply_to: str, inc: int, ctr: int,
                        body: bytes) -> bytes:
     """What a membership message's signature signs: everything a receiver acts on."""
@@ -430,11 +446,13 @@ class MemberKeys:
         return None
 
     def accept(self, raw_events: Any, raw_batches: Any,
-               invalid: Callable[[Any, str], None] | None = None) -> list[Event]:
+               invalid: Callable[[Any, str], None] | None = None,
+               decoded: Sequence[Event | Exception] | None = None) -> list[Event]:
         """The events of a frame body whose signatures verify; the others are counted by
         origin and reason. An event that is not valid is reported to `invalid` and left out
         (without it, it raises its BanzaiError). ValueError if the lists themselves are
-        malformed."""
+        malformed. `decoded`: `decode_events(raw_events)`, made already (in a worker
+        thread), else each event is decoded here."""
         if not isinstance(raw_events, list) or not isinstance(raw_batches, list):
             raise ValueError("events or batches is not a list")
         # (signer, origin, first) -> the distinct batches of that reference that passed, and
@@ -464,9 +482,11 @@ class MemberKeys:
         # of a reference with several: (seq, content hash) -> the first batch that holds it
         held = {ref: _by_hash(bs) for ref, bs in good.items() if len(bs) > 1}
         out: list[Event] = []
-        for d in raw_events:
+        for i, d in enumerate(raw_events):
             try:
-                e = Event.from_json(d)
+                e = Event.from_json(d) if decoded is None else decoded[i]
+                if isinstance(e, Exception):
+                    raise e
             except BanzaiError as err:
                 if invalid is None:
                     raise
@@ -523,6 +543,7 @@ class MeshAuth:
 
 
 __all__ = ["BATCH_DOMAIN", "EVENT_DOMAIN", "HASH_BYTES", "MAX_BATCH", "Batch", "Counters",
-           "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "event_hash",
+           "Identity", "MemberKeys", "MeshAuth", "admit_tag", "batch_digest", "decode_events",
+           "event_hash",
            "held_hash", "membership_message", "peer_id_for", "read_key", "self_certifying",
            "sign_events", "sign_run", "stored_peer_id", "verify", "write_key"]

@@ -884,6 +884,70 @@ async def test_an_older_peers_snapshot_body_is_parsed_off_the_loop(
     assert dict(b.heads()) == dict(a.heads()) and b.catchup.job_record("job000") is not None
 
 
+@pytest.mark.parametrize("v", [2, 3])
+async def test_a_members_snapshot_stream_is_parsed_and_decoded_off_the_loop(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch, v: int) -> None:
+    """A stream's events line (v2's first line, v3's head frame: 1.4 MB at 200,000 tasks)
+    was parsed (json.loads) and its events decoded on the loop. Both are now done in a
+    worker thread, the parse sharing the GIL: the parse is held here until the loop has
+    run another coroutine, which it can only if the parse is off it. Then the snapshot is
+    taken as before."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from peer.log.snapframe import CONTENT_TYPE
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    started, answered = threading.Event(), threading.Event()
+    parses: list[tuple[int, bool, bool]] = []
+    decodes: list[int] = []
+    loads, decode = catchup_mod.loads_within, getattr(catchup_mod, "decode_events", None)
+
+    def held(data: Any, *args: Any, **kw: Any) -> Any:
+        if bytes(data[:11]) == b'{"events":[':
+            started.set()
+            parses.append((threading.get_ident(), answered.wait(5), kw.get("sharing", False)))
+        return loads(data, *args, **kw)
+
+    def decoding(raw: Any) -> Any:
+        decodes.append(threading.get_ident())
+        return decode(raw)
+
+    monkeypatch.setattr(catchup_mod, "loads_within", held)
+    monkeypatch.setattr(catchup_mod, "decode_events", decoding, raising=False)
+
+    async def snapshot(request: web.Request) -> web.Response:
+        if request.query.get("digest"):
+            return web.Response(status=404)  # (no second member's check)
+        body = b"".join(a.catchup.snapshot_stream(v, request.query.get("part")))
+        return web.Response(body=body, content_type=CONTENT_TYPE if v == 3
+                            else "application/x-ndjson")
+
+    async def ticks() -> None:  # another coroutine on the loop, meanwhile
+        await asyncio.to_thread(started.wait, 10)
+        answered.set()
+
+    app = web.Application()
+    app.router.add_get("/api/snapshot", snapshot)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        features = [SNAPSHOT_FEATURE] if v == 3 else []
+        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": features}})
+        ticker = asyncio.create_task(ticks())
+        await b.catchup._catch_up(a.peer_id)
+        await ticker
+        await b.catchup.close()
+    loop = threading.get_ident()
+    assert [(ident != loop, on_time, sharing) for ident, on_time, sharing in parses] == [
+        (True, True, True)]
+    assert decodes and all(ident != loop for ident in decodes)
+    assert dict(b.heads()) == dict(a.heads()) and _index_jobs(b) == _index_jobs(a)
+
+
 @pytest.mark.parametrize("bound", ["max_snapshot_bytes", "max_snapshot_v1_bytes"])
 async def test_an_older_peers_snapshot_body_over_the_bound_is_refused(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
