@@ -318,9 +318,6 @@ def _by_hash(batches: Sequence[Batch]) -> dict[tuple[int, bytes], Batch]:
     return out
 
 
-# -- membership messages ---------------------------------------------------------------
-
-
 def decode_events(raw_events: Any) -> list[Event | Exception] | None:
     """`Event.from_json` of each of a frame body's raw events, as `MemberKeys.accept` decodes
     them, needing nothing of the peer (any thread: a big snapshot's events are decoded off
@@ -335,6 +332,9 @@ def decode_events(raw_events: Any) -> list[Event | Exception] | None:
         except Exception as e:  # (raised by `accept` in its turn: the same outcome)
             out.append(e)
     return out
+
+
+# -- membership messages ---------------------------------------------------------------
 
 
 def membership_message(kind: int, mesh_id: str, sender: str, reply_to: str, inc: int, ctr: int,

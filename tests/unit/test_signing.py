@@ -27,6 +27,7 @@ from peer.log.signing import (
     Identity,
     MemberKeys,
     admit_tag,
+    decode_events,
     event_hash,
     held_hash,
     membership_message,
@@ -93,6 +94,26 @@ def test_a_batch_verifies_and_any_subset_of_it_can_be_relayed() -> None:
     assert [e.id for e in got] == [e.id for e in evs[5:9]]
     assert all(isinstance(e.att, Batch) for e in got)
     assert k.keys[ID] == ME.key and not k.refused.total
+
+
+def test_events_decoded_beforehand_are_accepted_as_if_decoded_in_accept() -> None:
+    """A snapshot's events are decoded in a worker thread (`decode_events`) and handed to
+    `accept`: the same events kept, the same refusals counted, the same ones reported
+    invalid."""
+    evs = [ev(s) for s in range(1, 6)]
+    sign_events(ME, ID, evs, None)
+    raw, batches = wire(evs)
+    del raw[1]["seq"]  # invalid: reported, left out
+    raw[3]["payload"]["cache"] = {"k4": 5}  # another content: refused (bad_hash)
+
+    def run(decoded: Any) -> tuple[list[Any], dict[str, int], list[tuple[Any, str]]]:
+        k, bad = MemberKeys(), []
+        got = k.accept(raw, batches, lambda o, why: bad.append((o, why)), decoded)
+        return [(e.id, e.payload, held_hash(e)) for e in got], k.refused.by_origin[ID], bad
+
+    assert run(decode_events(raw)) == run(None)
+    assert len(run(None)[0]) == 3 and run(None)[1] == {"bad_hash": 1} and len(run(None)[2]) == 1
+    assert decode_events({"not": "a list"}) is None
 
 
 def _tampered(mutate: Any) -> dict[str, int]:
