@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -100,7 +100,8 @@ class Scheduler:
         self._dirty: set[TaskKey] = set()
         self._ready_since: dict[AttemptKey, float] = {}  # claimable since (for the stagger)
         self._turn_at = math.inf  # the earliest clock time a staggered peer's turn comes
-        self._claim_seen = Leases(cfg.lease_s)  # others' claims: holder last heard
+        self._claim_seen = Leases(cfg.lease_s, self._claimed_by)  # others' claims: holder
+        # last heard (and by peer, `Leases.of`: what a heartbeat reads)
         self._mine: dict[AttemptKey, tuple[str, int]] = {}  # our claims (-> split) to check
         self._assembly_failed: set[TaskKey] = set()  # logged once
         self._lost: dict[TaskKey, str] = {}  # assemblies that lack a deleted cache entry
@@ -221,13 +222,14 @@ class Scheduler:
     def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
         """A sign of life from `peer`: renew the leases of its claims that it reports
         running (`running`: the attempt keys of its heartbeat; None: a peer that does not
-        report them, every claim of it is renewed)."""
+        report them, every claim of it is renewed). Reads the watched claims `peer` made
+        only (`Leases.of`)."""
         now = self.clock()
         try:
             reported = None if running is None else {AttemptKey(*k) for k in running}
         except (TypeError, ValueError):  # a malformed list: renew as for a peer without one
             reported = None
-        for ak in list(self._claim_seen):
+        for ak in self._claim_seen.of(peer):
             if reported is not None and ak not in reported:
                 continue
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
@@ -238,7 +240,7 @@ class Scheduler:
     def gone(self, peer: str) -> None:
         """`peer` announced that it leaves the mesh: its claims lapse now, not after their
         lease (the failures do not count against max_attempts)."""
-        for ak in list(self._claim_seen):
+        for ak in self._claim_seen.of(peer):
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
             if w is not None and w.origin == peer:
@@ -485,6 +487,7 @@ class Scheduler:
         """`_note` of an event about a task or one of its chunks."""
         if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
             ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
+            self._claim_seen.claimed_by(ak, ev.origin)  # (if watched: it may be the winner)
             if self._settled(ak):  # its outcome came first (or it lost): not watched
                 return
             self._claim_seen[ak] = self.clock()
@@ -1375,6 +1378,13 @@ class Scheduler:
             return False
         self._ready_since.pop(ak, None)
         return True
+
+    def _claimed_by(self, ak: AttemptKey) -> Iterator[str]:
+        """The peers whose claims of `ak` the state holds, on every split of its task
+        (`Leases`: whichever split wins, the holder is among them)."""
+        for c in self.state.chunks.of_every_split(ak.job, ak.task, ak.chunk):
+            for claim in c.claims.get(ak.attempt, ()):
+                yield claim.origin
 
     def _watch_lease(self, ak: AttemptKey, holder: Event) -> None:
         """Watch a claim held by another peer; fail it when its lease lapses."""

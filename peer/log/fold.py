@@ -482,6 +482,13 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
             self._shape[sk] = change
         self._epoch[sk] = change
 
+    def of_every_split(self, job: str, task: str, chunk: int) -> Iterator[ChunkState]:
+        """The states of chunk `chunk` of each split of the task held (the winning one's and
+        a rival's), in no order: O(the job's splits with a chunk here)."""
+        for sk in self._jobs.get(job, ()):
+            if sk[1] == task and (c := self._split[sk].get(chunk)) is not None:
+                yield c
+
     def drop_job(self, job: str) -> None:
         """Remove every chunk of `job` (what its deletion or compaction costs: its own)."""
         for sk in list(self._jobs.get(job, ())):

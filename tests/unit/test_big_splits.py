@@ -22,7 +22,13 @@ from peer.http import views
 from peer.http.views import job_view, page_jobs
 from peer.ipfs.store import StoreConfig
 from peer.jobs import kinds
-from peer.jobs.claims import AttemptKey, chunk_done, task_failed, task_status
+from peer.jobs.claims import (
+    AttemptKey,
+    chunk_done,
+    released_failure,
+    task_failed,
+    task_status,
+)
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
@@ -573,75 +579,184 @@ async def test_a_look_at_a_big_splits_reduce_or_partials_reads_what_changed_only
     assert chunk_reads[0] == 0
 
 
-_CLAIM_STEP = st.tuples(st.sampled_from(["claim", "claim", "crash", "done", "step"]),
-                        st.integers(0, 5), st.integers(0, 1),
-                        st.sampled_from(["p1", "p2", "p3"]))
+async def test_a_heartbeat_reads_the_claims_of_its_peer_only(chunk_reads: list[int]) -> None:
+    """A silent member's 3,000 watched claims, and 3 of a live peer: each heartbeat of the
+    live peer (several a second) read all 3,003 (whose winner is it?), and so did its
+    leaving; now its own 3 only, and it renews and ends the same claims."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job()
+    _feed(mesh, [*s.events, *(_claim(s, split, c) for c in range(3000)),
+                 *(_claim(s, split, c, origin="p1") for c in range(5000, 5003))])
+    p.sched.step()
+    assert len(p.sched._claim_seen) == 3003
+    mesh.clock.advance(1.0)
+    chunk_reads[0] = 0
+    p.sched.heard("p1", None)
+    assert chunk_reads[0] == 3  # (3,003)
+    renewed = {ak.chunk for ak, seen in p.sched._claim_seen.items() if seen == mesh.clock()}
+    assert renewed == {5000, 5001, 5002}
+    chunk_reads[0] = 0
+    p.sched.gone("p1")
+    assert chunk_reads[0] == 3
+    assert {ak.chunk for ak, seen in p.sched._claim_seen.items() if seen == -math.inf} == {
+        5000, 5001, 5002}
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(_CLAIM_STEP, max_size=40), st.randoms(use_true_random=False),
-       st.sampled_from(["p1", "p2", "p3"]), st.booleans())
+async def test_a_heartbeat_renews_a_claim_on_a_rival_split_that_wins_later() -> None:
+    """p2's claim on a rival split, seen before its attempt was watched again (the job was
+    cancelled: its watched claims were let go), and p1's on the split: once the rival split
+    comes (it is earlier: it wins), p2 holds the attempt, and p2's heartbeat renews it, as
+    reading every watched claim does."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, split = _big_job(call="T_WRITE", n=4)
+    other = s.add(EventType.TASK_SPLIT, "p9", job="j", task="t", input=None, chunks=[[]] * 4)
+    other = Event(other.origin, other.seq, 1 << 16, other.type, other.payload)  # (earlier)
+    at = {"job": "j", "task": "t", "chunk": 1, "attempt": 0}
+    _feed(mesh, [*s.events[:3], s.add(EventType.CLAIM, "p2", **at, split=list(other.id)),
+                 s.add(EventType.JOB_CANCELLED, job="j", reason="x")])
+    p.sched.step()
+    assert not p.sched._claim_seen  # (let go)
+    _feed(mesh, [s.add(EventType.CLAIM, "p1", **at, split=split), other])
+    mesh.clock.advance(1.0)
+    p.sched.heard("p2")
+    assert p.sched._claim_seen == {AttemptKey("j", "t", 1, 0): mesh.clock()}
+
+
+_PEERS = ["p1", "p2", "p3"]
+_CLAIM_STEP = st.tuples(
+    st.sampled_from(["claim", "claim", "claim", "claim", "crash", "release", "done", "step",
+                     "step", "later", "heard", "heard", "gone"]),
+    st.integers(0, 1), st.integers(0, 1), st.sampled_from(_PEERS),
+    st.sampled_from([False, False, True]))  # (on the rival split)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_CLAIM_STEP, min_size=10, max_size=50), st.randoms(use_true_random=False),
+       st.booleans(), st.booleans(), st.sampled_from(["", "", "cancel", "delete"]))
 def test_heard_and_gone_act_on_the_claims_a_read_of_every_watched_one_finds(
-        steps: list[tuple[str, int, int, str]], r: random.Random, peer: str,
-        reports: bool) -> None:
-    """A heartbeat of `peer` renews, and its leaving ends, the watched claims whose winner
-    is `peer`'s (reading every watched claim: the code before the index of claims by peer),
-    after random stories of claims (of several peers, arriving in any order: a later one
-    may win), failures, outcomes and this peer's looks (its own claims among them)."""
-    asyncio.run(_heard_story(steps, r, peer, reports))
+        steps: list[tuple[str, int, int, str, bool]], r: random.Random, rival: bool,
+        split_first: bool, end: str) -> None:
+    """Each heartbeat of a peer renews, and its leaving ends, the watched claims whose
+    winner is its own, as reading every watched claim finds (the code before the index of
+    claims by peer, `Leases.of`), at any point of random stories: claims of several peers
+    arriving in any order (a later one may win, this peer's own too), on the split or on a
+    rival split that may win (it is earlier) and may come after them, attempts failed,
+    released, done, leases lapsing (the clock moves on), peers gone and heard again, the
+    job cancelled or deleted; and at the end, for every peer."""
+    if end:
+        steps = [*steps, (end, 0, 0, "p1", False)]
+    asyncio.run(_heard_story(steps, r, rival, split_first))
 
 
-async def _heard_story(steps: list[tuple[str, int, int, str]], r: random.Random, peer: str,
-                       reports: bool) -> None:
+async def _heard_story(steps: list[tuple[str, int, int, str, bool]], r: random.Random,
+                       rival: bool, split_first: bool) -> None:
     mesh = JobMesh(1, CATALOG, CFG, slots=2)
     try:
-        await _heard_checked(mesh, steps, r, peer, reports)
+        await _heard_checked(mesh, steps, r, rival, split_first)
     finally:
         await mesh.close()
 
 
-async def _heard_checked(mesh: JobMesh, steps: list[tuple[str, int, int, str]],
-                         r: random.Random, peer: str, reports: bool) -> None:
+async def _heard_checked(mesh: JobMesh, steps: list[tuple[str, int, int, str, bool]],
+                         r: random.Random, rival: bool, split_first: bool) -> None:
     p = mesh["p0"]
-    s, split = _big_job(call="T_WRITE", n=6)
-    story: list[Event | None] = []
-    for typ, c, a, origin in steps:
-        base = {"job": "j", "task": "t", "split": split, "chunk": c, "attempt": a}
-        if typ == "step":
-            story.append(None)
-        elif typ == "claim":
-            story.append(s.add(EventType.CLAIM, origin, **base))
-        elif typ == "done":
-            story.append(s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None,
-                               s=1.0))
+    s, split = _big_job(call="T_WRITE", n=4)
+    other = s.add(EventType.TASK_SPLIT, "p9", job="j", task="t", input=None, chunks=[[]] * 4)
+    other = Event(other.origin, other.seq, 1 << 16, other.type, other.payload)  # (earlier)
+    story: list[Event | tuple[str, str]] = [*s.events[2:3]] if not split_first else []
+    story += [other] if rival else []
+    for typ, c, a, origin, on_other in steps:
+        base = {"job": "j", "task": "t", "split": list(other.id) if on_other else split,
+                "chunk": c, "attempt": a}
+        if typ in ("step", "later", "heard", "gone"):
+            story.append((typ, origin))
         else:
-            story.append(s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash",
-                               error="x"))
-    _feed(mesh, s.events[:3])
+            story.append(_story_event(s, typ, origin, base))
+    _feed(mesh, s.events[:3 if split_first else 2])
     r.shuffle(story)
-    for ev in story:
-        if ev is None:
+    for item in story:
+        if isinstance(item, Event):
+            if p.state.apply(item):
+                p.sched.poke(item)
+                _check_index(mesh)
+        elif item[0] == "step":
             p.sched.step()
-        elif p.state.apply(ev):
-            p.sched.poke(ev)
-    st_, sched = p.state, p.sched
-    running = [list(ak) for ak in sched._claim_seen if r.random() < 0.5] if reports else None
-    reported = None if running is None else {AttemptKey(*k) for k in running}
-    want = set()
-    for ak in list(sched._claim_seen):
+        elif item[0] == "later":  # (two lapse a lease of 10 s)
+            mesh.clock.advance(6.0)
+        elif item[0] == "heard":
+            _check_heard(mesh, item[1], r)
+        else:
+            _check_gone(mesh, item[1])
+    for peer in _PEERS:
+        _check_heard(mesh, peer, r)
+    for peer in _PEERS:
+        _check_gone(mesh, peer)
+
+
+def _story_event(s: _Story, typ: str, origin: str, base: dict[str, Any]) -> Event:
+    """An event of `origin` about attempt `base` (a claim, an outcome), or about the job."""
+    if typ == "claim":
+        return s.add(EventType.CLAIM, origin, **base)
+    if typ == "done":
+        return s.add(EventType.CHUNK_DONE, origin, **base, output=None, log=None, s=1.0)
+    if typ == "crash":
+        return s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash", error="x")
+    if typ == "release":
+        ak = AttemptKey("j", "t", base["chunk"], base["attempt"])
+        return s.add(EventType.CHUNK_FAILED, origin, **released_failure(ak, base["split"]))
+    return s.add(EventType.JOB_CANCELLED if typ == "cancel" else EventType.JOB_DELETED,
+                 job="j", reason="x")
+
+
+def _held_by(mesh: JobMesh, peer: str) -> set[AttemptKey]:
+    """The watched claims whose winner is `peer`'s, read one by one (as before the index)."""
+    st_, sched = mesh["p0"].state, mesh["p0"].sched
+    held = set()
+    for ak in sched._claim_seen:
         w = st_.chunk(ak.job, ak.task, ak.chunk).winner(ak.attempt, st_.split_id("j", "t"))
         if w is not None and w.origin == peer:
-            want.add(ak)
-    mesh.clock.advance(1.0)
+            held.add(ak)
+    return held
+
+
+def _check_index(mesh: JobMesh) -> None:
+    """What a heartbeat of each peer would renew (the watched claims `Leases.of` lists for
+    it whose winner is its own) is what reading every watched claim finds."""
+    st_, sched = mesh["p0"].state, mesh["p0"].sched
+    for peer in _PEERS:
+        found = set()
+        for ak in sched._claim_seen.of(peer):
+            c = st_.chunk(ak.job, ak.task, ak.chunk)
+            w = c.winner(ak.attempt, st_.split_id("j", "t"))
+            if w is not None and w.origin == peer:
+                found.add(ak)
+        assert found == _held_by(mesh, peer), peer
+
+
+def _check_heard(mesh: JobMesh, peer: str, r: random.Random) -> None:
+    """`peer`'s heartbeat (reporting some of the watched claims, or none: every claim)
+    renews the watched claims it holds that it reports, and changes nothing else."""
+    sched = mesh["p0"].sched
+    running = ([list(ak) for ak in sched._claim_seen if r.random() < 0.5]
+               if r.random() < 0.5 else None)
+    want = {ak for ak in _held_by(mesh, peer) if running is None or list(ak) in running}
+    mesh.clock.advance(0.25)
     before = dict(sched._claim_seen)
     sched.heard(peer, running)
-    assert {ak for ak, seen in sched._claim_seen.items() if seen != before[ak]} == {
-        ak for ak in want if reported is None or ak in reported}
+    assert dict(sched._claim_seen) == {
+        ak: mesh.clock() if ak in want else seen for ak, seen in before.items()}
+
+
+def _check_gone(mesh: JobMesh, peer: str) -> None:
+    """`peer`'s leaving ends the watched claims it holds (and changes nothing else)."""
+    sched = mesh["p0"].sched
+    want = _held_by(mesh, peer)
     before = dict(sched._claim_seen)
     sched.gone(peer)
-    assert {ak for ak, seen in sched._claim_seen.items() if seen != before[ak]} == {
-        ak for ak in want if before[ak] != -math.inf}
-    assert all(sched._claim_seen[ak] == -math.inf for ak in want)
+    assert dict(sched._claim_seen) == {
+        ak: -math.inf if ak in want else seen for ak, seen in before.items()}
 
 
 def _walk_short(state: MeshState, sched: Any, holders: set[str]) -> bool:
