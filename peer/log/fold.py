@@ -382,6 +382,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         self._open: dict[SplitKey, dict[int, None]] = {}
         self._fresh: dict[SplitKey, int] = {}  # (0 when absent)
         self._jobs: dict[str, set[SplitKey]] = {}  # job -> its splits with a chunk here
+        self._tasks: dict[tuple[str, str], set[SplitKey]] = {}  # (job, task) -> the same
         self._done: dict[SplitKey, dict[int, Event]] = {}  # (ChunkState.finished)
         self._epoch: dict[SplitKey, int] = {}  # a split's last change of `_done` (0: none)
         # a split's last change of `_done` other than a chunk added at its end (its making,
@@ -484,9 +485,9 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
 
     def of_every_split(self, job: str, task: str, chunk: int) -> Iterator[ChunkState]:
         """The states of chunk `chunk` of each split of the task held (the winning one's and
-        a rival's), in no order: O(the job's splits with a chunk here)."""
-        for sk in self._jobs.get(job, ()):
-            if sk[1] == task and (c := self._split[sk].get(chunk)) is not None:
+        a rival's), in no order: O(the task's splits with a chunk here)."""
+        for sk in self._tasks.get((job, task), ()):
+            if (c := self._split[sk].get(chunk)) is not None:
                 yield c
 
     def drop_job(self, job: str) -> None:
@@ -501,6 +502,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
         if by is None:
             by = self._split[sk] = {}
             self._jobs.setdefault(k.job, set()).add(sk)
+            self._tasks.setdefault((k.job, k.task), set()).add(sk)
         by[k.chunk] = v
         if k.chunk > self._top.get(sk, -1):
             self._top[sk] = k.chunk
@@ -534,6 +536,10 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
                 splits.discard(sk)
                 if not splits:
                     del self._jobs[k.job]
+                splits = self._tasks[k.job, k.task]
+                splits.discard(sk)
+                if not splits:
+                    del self._tasks[k.job, k.task]
             elif 0 <= k.chunk < self._fresh.get(sk, 0):
                 self._fresh[sk] = k.chunk
         self._discard(self._failed, sk, k.chunk)
@@ -576,7 +582,7 @@ class ChunkTable(dict[ChunkKey, ChunkState]):
     def clear(self) -> None:
         dict.clear(self)
         for index in (self._split, self._failed, self._open, self._fresh, self._jobs,
-                      self._done, self._epoch, self._shape, self._top):
+                      self._tasks, self._done, self._epoch, self._shape, self._top):
             index.clear()
 
     def setdefault(self, k: ChunkKey, default: Any = None) -> Any:

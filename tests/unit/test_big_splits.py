@@ -33,7 +33,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import job_facts
 from peer.jobs.sim import JobMesh
 from peer.log import ChunkKey, Event, EventType, MeshState, fold
-from peer.log.fold import ChunkTable
+from peer.log.fold import ChunkState, ChunkTable
 from peer.node import Node
 from tasks import registry
 from tests.unit.api_client import api_client
@@ -221,6 +221,25 @@ def _same_index(state: MeshState, split: list[Any]) -> None:
         assert fresh not in held and all(i in held for i in range(fresh))
     assert dict(state.split_chunks("j", "t")) == dict(state.chunks.of_split(("j", "t", *split)))
     assert state.failed_chunks("j", "t") == state.chunks.failed(("j", "t", *split))
+    for i in range(9):
+        every = [c for k, c in state.chunks.items() if (k.job, k.task, k.chunk) == ("j", "t", i)]
+        assert sorted(map(id, state.chunks.of_every_split("j", "t", i))) == sorted(map(id, every))
+
+
+def test_a_chunks_states_on_every_split_are_found_among_its_tasks_splits_not_the_jobs() -> None:
+    """`of_every_split` (what watching a claim reads: `Leases.claimers`) walked every split
+    of the job: a job of 1,000 tasks split once each cost 1,000 steps per claim watched."""
+    table = ChunkTable()
+    for t in range(1000):
+        table[ChunkKey("j", f"t{t}", "p1", t, 0)] = ChunkState()
+    table[ChunkKey("j", "t7", "p2", 5, 0)] = ChunkState()  # a rival split of t7
+    keys = table._tasks["j", "t7"]
+    assert keys == {("j", "t7", "p1", 7), ("j", "t7", "p2", 5)}
+    assert len(list(table.of_every_split("j", "t7", 0))) == 2
+    del table[ChunkKey("j", "t7", "p2", 5, 0)]
+    assert table._tasks["j", "t7"] == {("j", "t7", "p1", 7)}
+    table.drop_job("j")
+    assert not table._tasks and not table._jobs
 
 
 # -- the scheduler ----------------------------------------------------------------------------
