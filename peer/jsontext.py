@@ -31,6 +31,17 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 JsonPath = list[str | int]  # keys and indexes from the root to a place in a value
 
 
+# The compact JSON text a peer stores (an event's payload in the log, the job index's texts):
+# json.dumps(v, separators=(",", ":")) byte for byte, without making an encoder per call (dumps
+# does, given options: most of what a short value's encoding costs).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact(value: Any) -> str:
+    """`json.dumps(value, separators=(",", ":"))`, the same text and the same errors."""
+    return _COMPACT.encode(value)
+
+
 def nesting(value: Any, limit: int = MAX_DEPTH) -> int:
     """How deeply `value` nests as JSON: a scalar 0, a list or object 1 + its deepest
     element's; counted up to `limit` + 1 (any value deeper than `limit` gives `limit` + 1).

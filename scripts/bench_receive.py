@@ -18,19 +18,24 @@ explicit` only on a release without implied completions).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import gc
 import hashlib
 import json
+import pstats
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scriptlib import machine
 
+from peer.cids import RAW, sha256_cid
 from peer.config import PeerConfig
 from peer.log import Event, EventType, turn_event
 from peer.node import Node
@@ -44,7 +49,9 @@ ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
 
 
 def _cid(s: str) -> str:
-    return "bafkrei" + hashlib.sha256(s.encode()).hexdigest()[:52]
+    """A CID as a peer's content store makes them (a raw CIDv1 of `s`): the compactor
+    checks each one it writes into the job index (a malformed one is logged, per task)."""
+    return str(sha256_cid(s.encode(), RAW, 1))
 
 
 def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[bytes]:
@@ -83,7 +90,35 @@ def _wire(ev: Event) -> bytes:
     return json.dumps(ev.to_json(), separators=(",", ":")).encode()
 
 
-def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
+class _Phases:
+    """cProfile of the merge and of the compaction, each over every repetition (`--profile`);
+    without it, timing only."""
+
+    def __init__(self, on: bool) -> None:
+        self.profiles = {"merge": cProfile.Profile(), "compact": cProfile.Profile()} if on \
+            else {}
+
+    @contextlib.contextmanager
+    def of(self, phase: str) -> Iterator[None]:
+        p = self.profiles.get(phase)
+        if p is None:
+            yield
+            return
+        p.enable()
+        try:
+            yield
+        finally:
+            p.disable()
+
+    def print(self, top: int) -> None:
+        for phase, p in self.profiles.items():
+            print(f"== {phase}: top {top} by own time", file=sys.stderr)
+            pstats.Stats(p, stream=sys.stderr).sort_stats("tottime").print_stats(top)
+
+
+def once(tasks: int, per_turn: int, implied: bool,
+         phases: _Phases | None = None) -> dict[str, float]:
+    phases = phases or _Phases(False)
     wire = frames(tasks, per_turn, implied, (int(time.time() * 1000) - 60_000) << 16)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
         node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
@@ -94,8 +129,9 @@ def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
             gc.collect()  # what earlier repetitions left is not collected in this one's time
             before = [st["collections"] for st in gc.get_stats()]
             t0 = time.process_time()
-            for w in wire[1:]:  # one frame at a time, parsed and decoded as a receiver does
-                node.merge([Event.from_json(json.loads(w))])
+            with phases.of("merge"):
+                for w in wire[1:]:  # one frame at a time, parsed and decoded as a receiver does
+                    node.merge([Event.from_json(json.loads(w))])
             merged = time.process_time() - t0
             collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
                                                                  strict=True)]
@@ -104,7 +140,8 @@ def once(tasks: int, per_turn: int, implied: bool) -> dict[str, float]:
                 raise SystemExit(f"{done} of {tasks} tasks done: this code does not fold "
                                  f"the {'implied' if implied else 'explicit'} shape")
             t0 = time.process_time()
-            node.catchup.compact()
+            with phases.of("compact"):
+                node.catchup.compact()
             compacted = time.process_time() - t0
             if "bench-job" not in node.state.compacted:
                 raise SystemExit("the job was not compacted")
@@ -129,6 +166,10 @@ def main() -> None:
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
                     "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", type=int, default=0, metavar="TOP",
+                    help="cProfile the merge and the compaction apart (over all repetitions; "
+                    "times then include the profiler's cost) and print each one's TOP "
+                    "functions by own time to stderr")
     a = ap.parse_args()
     young = a.gc_young_allocs
     if gcpace is not None:
@@ -137,7 +178,9 @@ def main() -> None:
         gcpace.apply(gcpace.GcPace(young))
     elif young:  # a release without peer.gcpace: the same thresholds, set here
         gc.set_threshold(young, 50, 100)
-    runs = [once(a.tasks, a.per_turn, a.shape == "implied") for _ in range(a.reps)]
+    phases = _Phases(a.profile > 0)
+    runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases) for _ in range(a.reps)]
+    phases.print(a.profile)
     out: dict[str, Any] = {"shape": a.shape, "tasks": a.tasks, "per_turn": a.per_turn,
                            "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),
                            "machine": machine()}

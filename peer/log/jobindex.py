@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from peer.errors import DataError, StoreError
-from peer.jsontext import loads_within
+from peer.jsontext import compact, loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
 from peer.log.snapframe import check_thin, is_outputs_sha, is_record_sha, outputs_sha, thin
 from peer.log.snapstream import (
@@ -151,7 +151,7 @@ def spool_name(digest: bytes) -> str:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return compact(obj)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from peer.jsontext import loads_within
+from peer.jsontext import compact, loads_within
 from peer.log.snapstream import (
     MAX_LINE_BYTES,
     StreamError,
@@ -53,7 +53,7 @@ def _canon(obj: Any) -> bytes:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return compact(obj)
 
 
 # -- what a thin row holds ---------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peer.errors import DataError, StorageFull, StoreError, disk_full
+from peer.jsontext import compact
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.signing import Batch
 from peer.log.vacuum import (
@@ -256,7 +257,7 @@ class EventLog:
 
     def _rows(self, events: Sequence[Event]) -> list[tuple[object, ...]]:
         return [(e.origin, e.seq, e.hlc, int(e.type),
-                 json.dumps(e.payload, separators=(",", ":")),
+                 compact(e.payload),
                  None if e.att is None else self._batch_id(e.att)) for e in events]
 
     def attest(self, events: Sequence[Event]) -> None:

@@ -629,3 +629,18 @@ def test_a_bad_value_in_the_log_file_is_an_error_naming_it(tmp_path: Path, stmt:
     with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
         read(log)
     log.close()
+
+
+def test_a_part_event_is_the_checked_event_slot_for_slot() -> None:
+    """`part_event` (a TURN's part, set slot by slot past the frozen class's check) holds
+    what the checked constructor makes of the same fields: every slot, none left unset."""
+    from dataclasses import fields
+
+    from peer.log.events import part_event
+    checked = Event("p" * 20, 3, 7, EventType.CLAIM,
+                    {"job": "j", "task": "t", "split": ["p" * 20, 1], "chunk": 0, "attempt": 0})
+    part = part_event(checked.origin, checked.seq, checked.hlc, checked.type, checked.payload,
+                      checked.body)
+    for f in fields(Event):
+        assert getattr(part, f.name) == getattr(checked, f.name), f.name
+    assert part == checked and part.singles == (part,)

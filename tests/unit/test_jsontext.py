@@ -159,3 +159,25 @@ def test_pieces_join_to_json_dumps_at_any_depth(v: Any, depth: int, sort_keys: b
     out = b"".join(getattr(jsontext, "pieces", lambda *a, **k: iter(()))(
         v, depth, sort_keys=sort_keys))
     assert out == json.dumps(v, separators=(",", ":"), sort_keys=sort_keys).encode()
+
+
+@settings(max_examples=300)
+@given(VALUES | st.floats() | st.tuples(TEXT, st.integers()))
+def test_compact_is_json_dumps_byte_for_byte(v: Any) -> None:
+    """`compact` (the one encoder the log and the job index store with) writes what
+    `json.dumps(v, separators=(",", ":"))` wrote before it: the stored texts of an event's
+    payload and of a job's record do not change (non-ASCII escaped, NaN as NaN)."""
+    compact = getattr(jsontext, "compact", None)
+    assert compact is not None, "peer.jsontext.compact: missing"
+    assert compact(v) == json.dumps(v, separators=(",", ":"))
+
+
+def test_compact_raises_as_json_dumps() -> None:
+    """The same errors: a value that is no JSON (TypeError), a circular one (ValueError)."""
+    loop: list[Any] = []
+    loop.append(loop)
+    for bad, err in ((object(), TypeError), ({1j: 1}, TypeError), (loop, ValueError)):
+        with pytest.raises(err):
+            json.dumps(bad, separators=(",", ":"))
+        with pytest.raises(err):
+            jsontext.compact(bad)
