@@ -1,0 +1,44 @@
+"""What a peer stores of another peer's job, byte for byte: the log's rows of the TURNs it
+received (their payloads as JSON text) and, once the job is compacted, the job index's rows
+(the record, its thin row, the cache entries, the providers). Pinned as 7f28943 wrote them,
+so a cut of the receive path's cost (issue 12: one encoder for the texts) changes none of
+it: a data dir stays what an earlier release reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from peer.config import PeerConfig
+from peer.log import Event
+from peer.node import Node
+from tests.helpers import load_script
+
+# sha256 (first 16 hex digits) of repr(rows) per table, ordered by the first two columns, and
+# the row count: as 7f28943 stored them from scripts/bench_receive.py's frames (50 tasks, 3 a
+# TURN, from hlc 1_700_000_000_000 << 16)
+LOGGED = (18, "50e710a35f906362")
+COMPACTED = {"job_index": (1, "bddbb8eceaac3410"), "job_thin": (1, "8364af1301c07e28"),
+             "cache_index": (50, "3e2d1006380d8fae"), "provider_index": (50, "785b894c85457dae"),
+             "events": (0, "4f53cda18c2baa0c")}
+
+
+def _digest(node: Node, table: str) -> tuple[int, str]:
+    rows = node.log.db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+    return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def test_a_received_job_is_stored_and_compacted_as_before(tmp_path: Path) -> None:
+    wire = load_script("bench_receive").frames(50, 3, True, 1_700_000_000_000 << 16)
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0))
+    node.listeners[:] = [node.compactor.note]  # (nothing runs here)
+    try:
+        for w in wire:  # one frame at a time, as a receiver merges them
+            node.merge([Event.from_json(json.loads(w))])
+        assert _digest(node, "events") == LOGGED
+        node.catchup.compact()
+        assert {t: _digest(node, t) for t in COMPACTED} == COMPACTED
+    finally:
+        node.log.close()
+
