@@ -302,8 +302,7 @@ class Executor:
         if swept:
             log.info("removed %d run directories of executors killed before they closed "
                      "(in %s)", swept, where)
-        self._base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
-        held = _hold(self._base)  # (not swept while this executor runs: `sweep_bases`)
+        self._base, held = _made_and_held(where)
         # Removed by close(), else when this executor is collected or the process exits;
         # a killed process's is swept by the next executor started in the same directory.
         self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid(), held)
@@ -744,11 +743,29 @@ def sweep_bases(directory: Path) -> int:
     return removed
 
 
+def _made_and_held(where: Path, tries: int = 3) -> tuple[Path, int]:
+    """A new run directory of this executor's in `where` and a descriptor of it holding its
+    lock (`_hold`: not swept while this executor runs). Between the two, a peer of another
+    PID namespace sharing `where` (this PID looks gone there) may sweep it: then another."""
+    for attempt in range(tries):
+        base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
+        try:
+            return base, _hold(base)
+        except (FileNotFoundError, BlockingIOError):  # (swept, or being swept)
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _hold(base: Path) -> int:
     """A descriptor of an executor's run directories `base` holding its lock (flock) while
     the executor runs (closed by `_remove_base`; the process's end releases it)."""
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (just made: no one else holds it)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (held by a sweep: BlockingIOError)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

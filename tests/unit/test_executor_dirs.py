@@ -8,11 +8,14 @@ import asyncio
 import fcntl
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from peer.jobs import executor as ex_mod
 from peer.jobs.executor import Executor, ExecutorConfig, sweep_bases
 
 
@@ -124,3 +127,30 @@ async def test_the_directory_of_an_executor_never_closed_goes_with_its_process(
     assert proc.returncode == 0
     assert "banzai-exec-" in out.decode()  # it was there while the executor ran
     assert list(work.iterdir()) == []
+
+
+async def test_a_run_directory_swept_before_it_is_held_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run directory is seen before its lock is held: a peer of another PID namespace
+    sharing the directory (this PID looks gone there) may sweep it in between; the start
+    failed (FileNotFoundError). It makes another (session 34 review)."""
+    real_mkdtemp, swept = tempfile.mkdtemp, []
+
+    def mkdtemp(*a: Any, **k: Any) -> str:
+        made = real_mkdtemp(*a, **k)
+        if not swept:  # the rival's sweep, right after the first is made
+            with monkeypatch.context() as m:
+                m.setattr(ex_mod, "alive", lambda pid: False)
+                swept.append(sweep_bases(tmp_path))
+        return made
+
+    monkeypatch.setattr(ex_mod.tempfile, "mkdtemp", mkdtemp)
+    ex = Executor(ExecutorConfig(slots=1, default_timeout_s=30.0, kill_grace_s=0.05,
+                                 work_dir=str(tmp_path)))
+    await ex.start()
+    fd = os.open(ex._base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert swept == [1] and not ex_mod._free(fd)  # (the new one held)
+    finally:
+        os.close(fd)
+        await ex.close()
