@@ -9,6 +9,7 @@ tmp/ and sent in pieces) in any one thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -26,14 +27,14 @@ import aiohttp
 from peer.dataentry import (
     TMP_DIR,
     check_entry,
-    ensure_dir,
     open_dir,
     open_file,
     open_new,
     remove,
     temp_file,
+    unlink_in,
 )
-from peer.errors import BanzaiError, ConfigError
+from peer.errors import BanzaiError, ConfigError, DataError
 from peer.jsontext import loads_within, pieces
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
@@ -41,7 +42,6 @@ from peer.log.jobindex import (
     SPOOL_DIR,
     JobIndex,
     compact_floors,
-    fsync_path,
     raw_rows,
     spool_name,
     thin_rows,
@@ -102,7 +102,19 @@ class CatchUpConfig:
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
+_KEEP = "the dir of snapshots being taken"  # (snapshots/: its files are deleted once taken)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
+
+
+def _drop_spool(rows: Path, spool_dir: int) -> None:
+    """Remove a download's spool `rows` (if still there) from the directory it was made in,
+    by the descriptor `_new_spool` gave (never the same name where a symlink put at tmp/
+    points), and close that descriptor."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rows.name, dir_fd=spool_dir)
+    finally:
+        os.close(spool_dir)
 
 
 def _servable(events: Iterable[Event], upto: Mapping[str, int]) -> Iterator[Event]:
@@ -484,7 +496,8 @@ class CatchUp:
 
     def take_stream(self, spool: Spool | FrameSpool, rows: Path,
                     second: Mapping[str, Any] | None = None,
-                    parsed: _Parsed | ValueError | None = None) -> str | None:
+                    parsed: _Parsed | ValueError | None = None, dir_fd: int | None = None,
+                    ) -> str | None:
         """`take_snapshot` for a snapshot stream spooled to `rows` (peer.log.snapstream):
         the events of its first line are checked and merged like a frame's; the trailer must
         check (`check_snapshot`: signer, key, signature, a second member's per-job digests);
@@ -492,7 +505,8 @@ class CatchUp:
         taken, else why not (counted under its signer). `rows` is read back never through a
         symlink put there since it was written (`open_file`: DataError naming it).
         `parsed`: its events line parsed already (`_parsed`, in a worker thread), else
-        parsed here."""
+        parsed here. `dir_fd`: a descriptor of the directory it was made in (`_new_spool`),
+        where it is read and moved from whatever is put at that directory's path since."""
         t = [time.perf_counter()]
 
         def read() -> tuple[Trailer, Any, Any]:
@@ -509,9 +523,9 @@ class CatchUp:
             digests = _job_digests(second, trailer.heads)
             try:
                 if isinstance(spool, FrameSpool):
-                    n = self._take_frames(trailer, rows, digests)
+                    n = self._take_frames(trailer, rows, digests, dir_fd)
                 else:
-                    with open_file(rows, _SPOOL) as f:
+                    with open_file(rows, _SPOOL, dir_fd) as f:
                         n = self.compactor.take_rows(against(read_rows(f), digests),
                                                      trailer.heads, trailer.floors)
             except StreamError as e:
@@ -529,13 +543,13 @@ class CatchUp:
         return why
 
     def _take_frames(self, trailer: Trailer, rows: Path, digests: Mapping[str, str] | None,
-                     ) -> int:
+                     dir_fd: int | None = None) -> int:
         """A checked version 3 stream spooled to `rows` (peer.log.snapframe): its thin job
         rows (checked against a second member's digests) are taken now, with the heads; the
         spool moves into the data dir (fsynced) and its cache and provider rows are taken
         after, a slice per loop turn (`_ingest`; resumed after a restart). StreamError (nothing
-        taken) if a job row is malformed or differs."""
-        with open_file(rows, _SPOOL) as f:  # (never a symlink put there since written)
+        taken) if a job row is malformed or differs. `dir_fd`: as `take_stream`'s."""
+        with open_file(rows, _SPOOL, dir_fd) as f:  # (never a symlink put there since written)
             jobs, at = read_jobs(f)
             more = bool(f.read(1))
         if not more:  # `?part=jobs`: its cache and provider rows are fetched after
@@ -543,44 +557,53 @@ class CatchUp:
                                          trailer.floors, owed=trailer.signer)
             self._ensure_rows()
             return n
-        path = self._keep_spool(rows, trailer)
+        path = self._keep_spool(rows, trailer, dir_fd)
         try:
             n = self.compactor.take_rows(against3(jobs, digests), trailer.heads,
                                          trailer.floors, (str(path), at, trailer.signer))
         except BaseException:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError, DataError):  # (gone, or snapshots/ made a
+                unlink_in(path.parent, path.name, _KEEP)  # symlink: not followed)
             raise
         self._ensure_ingest()
         return n
 
-    def _new_spool(self, stem: str, suffix: str) -> tuple[Path, BinaryIO]:
+    def _new_spool(self, stem: str, suffix: str) -> tuple[Path, int, BinaryIO]:
         """A new file for a download's spool, in the data dir's tmp/ (swept at start), open to
-        write: DataError naming it if something is there already (a symlink is not
-        followed) or tmp/ is not a directory of its own, even if made one after its check
-        (the file is made by a descriptor of it, `open_dir`); OSError if it cannot be
-        made."""
+        write, and a descriptor of tmp/ (`open_dir`) by which it is made, read back, moved
+        and removed (`_drop_spool`) whatever is put at tmp/'s path meanwhile (a symlink to a
+        directory elsewhere holding the same name): DataError naming it if something is
+        there already (a symlink is not followed) or tmp/ is not a directory of its own,
+        even if made one after its check; OSError if it cannot be made. The caller drops
+        it (`_drop_spool`)."""
         tmp = self.cfg.data_dir / TMP_DIR
         spool_dir = open_dir(tmp, "the peer's temp dir")
         try:
             path = tmp / f"{stem}-{os.getpid()}-{next(_SPOOLS)}{suffix}"
-            return path, open_new(path, _SPOOL, spool_dir)
-        finally:
+            return path, spool_dir, open_new(path, _SPOOL, spool_dir)
+        except BaseException:
             os.close(spool_dir)
+            raise
 
-    def _keep_spool(self, rows: Path, trailer: Trailer) -> Path:
+    def _keep_spool(self, rows: Path, trailer: Trailer, dir_fd: int | None = None) -> Path:
         """Move a checked spool into the data dir's snapshots/ (fsynced), where its cache and
         provider rows wait to be taken (`_ingest`, resumed after a restart). DataError naming
-        the path if snapshots/ is not a directory of its own (a symlink), the spool is no
+        the path if snapshots/ is not a directory of its own (a symlink, even one put there
+        after its check: it is moved into by a descriptor, `open_dir`), the spool is no
         longer a regular file (a symlink put there: never followed, not moved) or something
-        other than a file is at its place in snapshots/."""
-        keep = ensure_dir(self.cfg.data_dir / SPOOL_DIR, "the dir of snapshots being taken",
-                          real=True, mode=0o700)  # (its files are deleted once taken)
+        other than a file is at its place in snapshots/. `dir_fd`: as `take_stream`'s."""
+        keep = self.cfg.data_dir / SPOOL_DIR
         path = keep / spool_name(trailer.content_digest())
-        with open_file(rows, _SPOOL) as f:  # (a FIFO put there would block a path's fsync)
+        with open_file(rows, _SPOOL, dir_fd) as f:  # (a FIFO put there would block an fsync)
             os.fsync(f.fileno())
-        check_entry(path, "file", "a snapshot being taken's spool", real=True)
-        os.replace(rows, path)  # (a link swapped in meanwhile moves as one: read O_NOFOLLOW)
-        fsync_path(keep)
+        keep_dir = open_dir(keep, _KEEP)  # (0o700: its files are deleted once taken)
+        try:
+            check_entry(path, "file", "a snapshot being taken's spool", real=True)
+            os.replace(rows if dir_fd is None else rows.name, path.name, src_dir_fd=dir_fd,
+                       dst_dir_fd=keep_dir)  # (a link swapped in meanwhile moves as one)
+            os.fsync(keep_dir)
+        finally:
+            os.close(keep_dir)
         return path
 
     def _ensure_rows(self) -> None:
@@ -615,7 +638,7 @@ class CatchUp:
 
     async def _rows_from(self, url: str, owed: str) -> bool:
         try:
-            rows, f = self._new_spool("snapshot-rows", ".frames")
+            rows, spool_dir, f = self._new_spool("snapshot-rows", ".frames")
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot rows from %s: %s", url, e)
             return False
@@ -628,25 +651,27 @@ class CatchUp:
                     spool = FrameSpool(f, self.cfg.max_snapshot_bytes)
                     async for chunk in r.content.iter_chunked(1 << 20):
                         spool.feed(chunk)
-            return self.take_rows_part(spool, rows, owed)
+            return self.take_rows_part(spool, rows, owed, spool_dir)
         except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
             log.warning("no snapshot rows from %s: %s", url, e)  # (OSError: as `_catch_up`)
             return False
         finally:
             f.close()
-            rows.unlink(missing_ok=True)
+            _drop_spool(rows, spool_dir)
 
-    def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str) -> bool:
+    def take_rows_part(self, spool: FrameSpool, rows: Path, owed: str,
+                       dir_fd: int | None = None) -> bool:
         """A `?part=rows` stream spooled to `rows`, owed for `owed`'s snapshot: its trailer
         must check as a snapshot's; then the spool moves into the data dir and its rows are
         taken after (`_ingest`). Never raises the heads (its rows stand for no event).
-        Whether it was kept (a refusal is counted under its signer)."""
+        Whether it was kept (a refusal is counted under its signer). `dir_fd`: as
+        `take_stream`'s."""
         trailer = spool.trailer()
         why = self._check(trailer)
         if why is not None:
             log.warning("refused the snapshot rows of %s: %s", trailer.signer[:16], why)
             return False
-        path = self._keep_spool(rows, trailer)
+        path = self._keep_spool(rows, trailer, dir_fd)
         self.index.spooled(str(path), trailer.signer, owed)
         self._ensure_ingest()
         return True
@@ -746,7 +771,7 @@ class CatchUp:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
         try:
-            rows, f = self._new_spool("snapshot", ".rows")
+            rows, spool_dir, f = self._new_spool("snapshot", ".rows")
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
             return
@@ -779,7 +804,7 @@ class CatchUp:
                 t1 = time.perf_counter()
                 parsed = await _parsed(body.head or b"")
                 self.catch_up_s["events_parse"] = time.perf_counter() - t1  # (off the loop)
-                self.take_stream(body, rows, second, parsed)
+                self.take_stream(body, rows, second, parsed, spool_dir)
             else:
                 self.take_snapshot(body[0], second, body[1])
         except (aiohttp.ClientError, TimeoutError, ValueError, BanzaiError, OSError) as e:
@@ -788,7 +813,7 @@ class CatchUp:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
         finally:
             f.close()
-            rows.unlink(missing_ok=True)
+            _drop_spool(rows, spool_dir)
 
     async def _read_v1(self, r: aiohttp.ClientResponse) -> _Parsed:
         """An older peer's one snapshot body (`take_snapshot`'s), read into memory up to

@@ -133,12 +133,14 @@ def temp_file(dir_fd: int) -> BinaryIO:
     raise FileExistsError(errno.EEXIST, "no free name for a temp file")
 
 
-def open_file(path: Path, what: str) -> BinaryIO:
+def open_file(path: Path, what: str, dir_fd: int | None = None) -> BinaryIO:
     """The regular file `path` open to read, never through a symlink: DataError naming it
     if it is anything else (a symlink, a directory, a FIFO); FileNotFoundError if it is
-    absent, OSError if it cannot be read."""
+    absent, OSError if it cannot be read. `dir_fd`: a descriptor of its directory
+    (`open_dir`), where it is read whatever is put at the directory's path meanwhile."""
     try:  # (O_NONBLOCK: a FIFO does not block the open; a file's reads do not care)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path if dir_fd is None else path.name,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise

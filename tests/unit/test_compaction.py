@@ -1079,6 +1079,66 @@ async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
     assert dict(b.heads()) != dict(a.heads()) and dict(b.heads()) != heads  # (events merged)
 
 
+async def test_a_temp_dir_made_a_symlink_after_a_download_is_spooled_is_not_followed(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download's spool was made by a descriptor of tmp/, then read back, moved into
+    snapshots/ and removed by its path: tmp/ swapped for a symlink after the spool was made
+    (a directory elsewhere holding the same names) made each act on the file there (its
+    rows read, it moved into snapshots/, it deleted). Each goes by the descriptor now: the
+    spools downloaded are taken, what the link points to is left alone."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    parts = {p: b"".join(a.catchup.snapshot_stream(v=3, part=p)) for p in ("jobs", "rows")}
+
+    async def snapshot(request: web.Request) -> web.Response:
+        if request.query.get("digest"):
+            return web.Response(status=404)
+        return web.Response(body=parts[request.query["part"]],
+                            content_type=catchup_mod.SNAPSHOT_TYPE_V3)
+
+    tmp, moved, canary = tmp_path / "b" / "tmp", tmp_path / "moved", tmp_path / "canary"
+    canary.mkdir()
+    decoys: dict[str, bytes] = {}
+
+    def swapped(new_spool: Callable[..., Any]) -> Callable[..., Any]:
+        def new_spool_swapped(*args: Any) -> Any:
+            made = new_spool(*args)
+            tmp.rename(moved)  # the race: tmp/ replaced by a symlink once the spool is made
+            tmp.symlink_to(canary)
+            decoys[made[0].name] = b"another program's file\n"
+            (canary / made[0].name).write_bytes(decoys[made[0].name])
+            return made
+        return new_spool_swapped
+
+    def restored() -> None:
+        tmp.unlink()
+        moved.rename(tmp)
+
+    monkeypatch.setattr(b.catchup, "_new_spool", swapped(b.catchup._new_spool))
+    app = web.Application()
+    app.router.add_get("/api/snapshot", snapshot)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+        await b.catchup._catch_up(a.peer_id)
+        restored()
+        assert b.index.snapshots_owed() == [a.peer_id]
+        assert await b.catchup._rows_from(url, a.peer_id)
+        restored()
+    assert {p.name: p.read_bytes() for p in canary.iterdir()} == decoys and len(decoys) == 2
+    assert list(tmp.iterdir()) == []  # (the spools: moved into snapshots/ or removed)
+    assert dict(b.heads()) == dict(a.heads()) and _index_jobs(b) == _index_jobs(a)
+    while b.compactor.ingest():
+        pass
+    assert sorted(b.index.providers()) == sorted(a.index.providers())
+
+
 async def test_a_slow_catch_up_is_not_raced_by_a_second_one(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """A download longer than the retry interval (the first 1M-task run: 35 s) must not be
