@@ -14,7 +14,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import fcntl
 import importlib
 import itertools
 import json
@@ -47,7 +46,7 @@ from peer.dataentry import ensure_dir
 from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
-from peer.jobs.scratch import Space, alive
+from peer.jobs.scratch import Space, alive, free, hold
 from peer.jobs.watch import Watch, Watched, disk_used
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
@@ -703,7 +702,7 @@ def _split_frames(buf: bytearray) -> list[bytes]:
 
 def sweep_bases(directory: Path) -> int:
     """Remove what executors killed before they closed left in `directory`: the directories
-    `banzai-exec-PID-*` of a process that is gone and that no executor holds (`_hold`: a
+    `banzai-exec-PID-*` of a process that is gone and that no executor holds (`hold`: a
     live one whose PID is another PID namespace's, sharing the directory), and those of the
     earlier form (no PID) that are empty (an executor of that version still running makes
     it again at its next run) or untouched for a day. Only a directory of this user's own is
@@ -731,7 +730,7 @@ def sweep_bases(directory: Path) -> int:
                 shutil.rmtree(entry.path)
             elif not dash:
                 os.rmdir(entry.path)  # only if empty
-            elif pid.isdigit() and not alive(int(pid)) and _free(fd):
+            elif pid.isdigit() and not alive(int(pid)) and free(fd):
                 shutil.rmtree(entry.path)
             else:
                 continue
@@ -745,38 +744,16 @@ def sweep_bases(directory: Path) -> int:
 
 def _made_and_held(where: Path, tries: int = 3) -> tuple[Path, int]:
     """A new run directory of this executor's in `where` and a descriptor of it holding its
-    lock (`_hold`: not swept while this executor runs). Between the two, a peer of another
+    lock (`hold`: not swept while this executor runs). Between the two, a peer of another
     PID namespace sharing `where` (this PID looks gone there) may sweep it: then another."""
     for attempt in range(tries):
         base = Path(tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=where))
         try:
-            return base, _hold(base)
+            return base, hold(base)
         except (FileNotFoundError, BlockingIOError):  # (swept, or being swept)
             if attempt == tries - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-def _hold(base: Path) -> int:
-    """A descriptor of an executor's run directories `base` holding its lock (flock) while
-    the executor runs (closed by `_remove_base`; the process's end releases it)."""
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (held by a sweep: BlockingIOError)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _free(fd: int) -> bool:
-    """Whether no executor holds the run directories open as `fd` (`_hold`); if so, they
-    are locked through `fd` until it is closed."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _remove_base(base: Path, pid: int, held: int) -> None:

@@ -81,7 +81,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         return _output(store, Path(result) if result is not None else out, out, payload)
     finally:
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            scratch.remove(tmp)
 
 
 def _output(store: Store, path: Path, out: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
         announcer.wait()
     finally:
         announcer.close()
-        shutil.rmtree(where, ignore_errors=True)
+        scratch.remove(where)
     return {"items": results, "inputs": items}
 
 

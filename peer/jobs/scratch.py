@@ -7,6 +7,7 @@ watch of the tmpfs reads (`space`, `holders`: quick) or removes (`remove_dirs`: 
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ TMPFS = "/dev/shm"
 # scratch, a per-item chunk's; kept so that one sweep finds the leftovers of every version)
 PREFIX = "banzai-items-"
 SWEEP_S = 5.0  # a worker sweeps the leftovers of dead workers at most this often
+_HELD: dict[Path, int] = {}  # this worker's directories on TMPFS -> the descriptor holding each
 
 
 def small_output(last_bytes: int | None, max_bytes: int) -> bool:
@@ -70,9 +72,20 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
     if st.f_bavail * st.f_frsize < free_min_bytes or mem_available() < free_min_bytes:
         return None
     try:
-        return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
-    except OSError:
+        d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
+        _HELD[d] = hold(d)  # (not swept while this worker lives: `sweep`; `remove` frees it)
+    except OSError:  # (taken by another worker's sweep meanwhile: it removes it)
         return None
+    return d
+
+
+def remove(d: Path) -> None:
+    """Remove a directory of this worker's scratch (`on_tmpfs`'s, or one on disk) and
+    release its hold (`hold`)."""
+    shutil.rmtree(d, ignore_errors=True)
+    fd = _HELD.pop(d, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def mem_available(meminfo: str = "/proc/meminfo") -> int:
@@ -110,13 +123,49 @@ def _ours(root: Path) -> list[tuple[str, int]]:
 
 def sweep(root: Path) -> int:
     """Remove the directories left on `root` by workers that died (killed mid-run: their
-    `finally` never ran); returns how many."""
-    removed = 0
-    for name, pid in _ours(root):
-        if not alive(pid):
-            shutil.rmtree(root / name, ignore_errors=True)
-            removed += 1
-    return removed
+    `finally` never ran) and that no worker holds (`hold`: a live one whose PID is another
+    PID namespace's, a container sharing the tmpfs, looks dead here); returns how many."""
+    return sum(_remove_free(root / name) for name, pid in _ours(root) if not alive(pid))
+
+
+def _remove_free(d: Path) -> bool:
+    """Remove the directory `d` (never through a symlink) unless a worker holds it (`hold`);
+    whether it was removed."""
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # (gone meanwhile, or made a symlink: passed over)
+        return False
+    try:
+        if not free(fd):
+            return False
+        shutil.rmtree(d, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def hold(d: Path) -> int:
+    """A descriptor of the directory `d` holding its lock (flock) while the process that
+    made it uses it (closed once `d` is removed; the process's end releases it): what a
+    sweep of another process passes over (`free`), whatever PID namespace either is in.
+    OSError if `d` cannot be opened or another process holds it already (BlockingIOError)."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def free(fd: int) -> bool:
+    """Whether no process holds the directory open as `fd` (`hold`); if so, it is locked
+    through `fd` until that is closed."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 # -- the executor's watch over the tmpfs -----------------------------------------------------
@@ -163,12 +212,10 @@ def holders(root: Path, pids: Collection[int]) -> set[int]:
 
 def remove_dirs(root: Path, pid: int) -> int:
     """Remove the directories of worker `pid` on `root` (blocking: a run may have left many
-    files); returns how many. Call it once the worker is dead and before it is reaped, so that
-    its PID cannot be another process's meanwhile."""
-    names = [name for name, p in _ours(root) if p == pid]
-    for name in names:
-        shutil.rmtree(root / name, ignore_errors=True)
-    return len(names)
+    files) but those a live worker holds (`hold`: one of another PID namespace with the same
+    PID); returns how many. Call it once the worker is dead and before it is reaped, so that
+    its PID cannot be another process's of this namespace meanwhile."""
+    return sum(_remove_free(root / name) for name, p in _ours(root) if p == pid)
 
 
 def alive(pid: int) -> bool:

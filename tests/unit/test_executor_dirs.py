@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from peer.jobs import executor as ex_mod
+from peer.jobs import scratch
 from peer.jobs.executor import Executor, ExecutorConfig, sweep_bases
 
 
@@ -150,7 +151,7 @@ async def test_a_run_directory_swept_before_it_is_held_is_made_again(
     await ex.start()
     fd = os.open(ex._base, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert swept == [1] and not ex_mod._free(fd)  # (the new one held)
+        assert swept == [1] and not scratch.free(fd)  # (the new one held)
     finally:
         os.close(fd)
         await ex.close()

@@ -6,6 +6,7 @@ and on disk (a real EmbeddedStore)."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import subprocess
 import sys
@@ -266,6 +267,42 @@ def test_the_executor_finds_and_removes_a_workers_directories_by_its_pid(
     assert scratch.remove_dirs(tmp_path, 4242) == 2
     assert not any(d.exists() for d in mine) and (theirs / "output" / "f").exists()
     assert scratch.remove_dirs(tmp_path / "absent", 4242) == 0
+
+
+def test_the_sweeps_leave_a_directory_a_live_worker_holds(tmp_path: Path) -> None:
+    """A live worker whose PID is another PID namespace's (a container sharing /dev/shm)
+    looks dead here: its directory was removed under it by a worker's sweep, and by the
+    executor's removal of a dead worker's of the same PID. A worker holds its directory
+    locked (flock) while it uses it, and both pass over what is held."""
+    pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # (no process has it here)
+    live = tmp_path / f"{scratch.PREFIX}{pid}-x"
+    (live / "output").mkdir(parents=True)
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert scratch.sweep(tmp_path) == 0 and scratch.remove_dirs(tmp_path, pid) == 0
+        assert (live / "output").is_dir()
+    finally:
+        os.close(fd)  # (the worker ends)
+    assert scratch.sweep(tmp_path) == 1 and not live.exists()
+
+
+def test_a_workers_directory_on_tmpfs_is_held_until_it_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+    d = scratch.on_tmpfs(0, scratch.Sweeps())
+    assert d is not None
+    other = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # (as another namespace's sweep)
+    try:
+        with pytest.raises(BlockingIOError):  # held while the worker uses it
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        scratch.remove(d)
+        assert not d.exists()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with it
+    finally:
+        os.close(other)
 
 
 @pytest.mark.parametrize(("free", "mem", "short"), [
