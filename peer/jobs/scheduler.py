@@ -562,12 +562,19 @@ class Scheduler:
         def stale(k: tuple[Any, ...]) -> bool:
             return (k[0], k[1]) in st.task_done or k[0] in st.cancelled
 
-        tables: tuple[dict[Any, Any], ...] = (
-            self._ready_since, self._claim_seen, self.locality.waiting, self.locality.stalled,
-            self._unplaced, self._partial_due, self._partial_sent, self._partial_sig,
-            self._results_seen, self._looked, self._deferred, self._last_done)
-        for table in tables:
+        for table in self._task_tables():
             _prune(table, stale)
+
+    def _task_tables(self) -> tuple[dict[Any, Any], ...]:
+        """The tables keyed by tasks (or their chunks) that a task leaves once it is done
+        or its job cancelled; a job that leaves memory leaves them too (`_sweep_gone`), with
+        the few kept of ended tasks. One list, so that a table added here is never left out
+        of either sweep (`_results_seen` was of the sweep of ended tasks only: a deleted
+        job's, or a compacted one's with a failed task, stayed for good)."""
+        return (self._ready_since, self._claim_seen, self.locality.waiting,
+                self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
+                self._partial_sig, self._results_seen, self._looked, self._deferred,
+                self._last_done)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -582,12 +589,8 @@ class Scheduler:
         def left(k: tuple[Any, ...]) -> bool:
             return k[0] in st.compacted or k[0] in st.deleted
 
-        tables: tuple[dict[Any, Any], ...] = (
-            self._ready_since, self._claim_seen, self._unplaced, self._lost, self._partial_due,
-            self._partial_sent, self._partial_sig, self._starved, self.locality.waiting,
-            self.locality.stalled, self.live.logs, self.live.metrics, self._looked,
-            self._deferred, self._last_done)
-        for table in tables:
+        for table in (*self._task_tables(), self._lost, self._starved, self.live.logs,
+                      self.live.metrics):
             _prune(table, left)
         for keys in (self._assembly_failed, self._lonely, self._cannot,
                      self._partial_fetching):

@@ -598,6 +598,35 @@ async def test_a_look_at_a_big_splits_reduce_or_partials_reads_what_changed_only
     assert chunk_reads[0] == 0
 
 
+@pytest.mark.parametrize("gone", ["deleted", "compacted"])
+async def test_a_look_at_a_splits_reduce_or_partials_leaves_nothing_once_its_job_is_gone(
+        gone: str) -> None:
+    """What the splitter's look (its results fetched ahead of the reduce or a PARTIAL)
+    remembers of a task goes with its job, deleted or compacted while the task was neither
+    done nor cancelled (a failed task's job is compacted): before, it stayed for good, one
+    entry per such task, for the peer's life."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, _ = _big_job(call="T_UPPER", n=10)
+    ev = s.events[-1] = s.add(EventType.TASK_SPLIT, job="j", task="t",
+                              input=p.store.make_dir({}), chunks=[[]] * 10)
+    del s.events[-2]
+    s.add(EventType.CHUNK_DONE, job="j", task="t", split=list(ev.id), chunk=0, attempt=0,
+          output=None, log=None, s=1.0)
+    _feed(mesh, s.events)
+    sched = p.sched
+    sched._prefetch_reduce("j", "t", ev, [[]] * 10)
+    assert sched._results_seen == {("j", "t"): 1}
+    if gone == "deleted":
+        _feed(mesh, [s.add(EventType.JOB_DELETED, job="j", reason="test")])
+    else:
+        p.state.compact(["j"])
+    assert ("j", "t") not in p.state.task_done and "j" not in p.state.cancelled
+    mesh.clock.advance(CFG.tick_s)
+    sched.step()  # (a tick sweeps)
+    assert sched._results_seen == {}
+
+
 async def test_a_heartbeat_reads_the_claims_of_its_peer_only(chunk_reads: list[int]) -> None:
     """A silent member's 3,000 watched claims, and 3 of a live peer: each heartbeat of the
     live peer (several a second) read all 3,003 (whose winner is it?), and so did its
