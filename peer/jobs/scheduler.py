@@ -113,6 +113,9 @@ class Scheduler:
         self._partial_sig: dict[TaskKey, tuple[int, int]] = {}  # what the last look saw
         self._partial_fetching: set[TaskKey] = set()
         self._results_seen: dict[TaskKey, int] = {}  # done chunks when we last fetched results
+        # a reduce's prefetch (`_prefetch_reduce`) per task: its split, the chunk table's
+        # `done_added` mark, the done chunks' results still missing at its last look
+        self._prefetched: dict[TaskKey, tuple[SplitKey, tuple[int, int], list[str]]] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_tick = 0.0
         self._gone = 0  # jobs compacted or deleted when the tables here were last swept
@@ -573,8 +576,8 @@ class Scheduler:
         job's, or a compacted one's with a failed task, stayed for good)."""
         return (self._ready_since, self._claim_seen, self.locality.waiting,
                 self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
-                self._partial_sig, self._results_seen, self._looked, self._deferred,
-                self._last_done)
+                self._partial_sig, self._results_seen, self._prefetched, self._looked,
+                self._deferred, self._last_done)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -767,11 +770,6 @@ class Scheduler:
         if top - n < UNTOUCHED_PER_WALK:
             return len(done) - sum(1 for i in range(n, top + 1) if i in done)
         return sum(1 for i in done if i < n)
-
-    def _done_chunks(self, sk: SplitKey, n: int) -> list[Event]:
-        """The CHUNK_DONE events of the done chunks among 0 to n-1 of split `sk`, in order."""
-        done = self.state.chunks.done(sk)
-        return [done[i] for i in sorted(done) if i < n]
 
     def _plan(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> None:
         """Input, cache lookup and split of a ready task: done by a peer holding the input,
@@ -1069,12 +1067,22 @@ class Scheduler:
         if self._results_seen.get(tk) == seen or tk in self._partial_fetching:
             return
         self._results_seen[tk] = seen
-        dones = self._done_chunks(sk, n)
-        need = [split.payload["input"]] if with_input else []
-        for d in dones:  # as Planner.chunk_outputs: whole outputs and item results
-            need.append(d.payload.get("output"))
-            need += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]
-        missing = [c for c in need if c and not self.data.is_complete(c)]
+        # What the last look found missing, and the chunks done since (O(them), not every
+        # done chunk's outputs again at each chunk done: ChunkTable.done_added)
+        memo = self._prefetched.get(tk)
+        mark, need = (memo[1], memo[2]) if memo is not None and memo[0] == sk else ((0, 0), [])
+        mark, added = self.state.chunks.done_added(sk, mark)
+        if added is None:
+            need, added = [], iter(self.state.chunks.done(sk).items())
+        new: list[Any] = []
+        for i, d in added:  # as Planner.chunk_outputs: whole outputs and item results
+            if i < n:
+                new.append(d.payload.get("output"))
+                new += [v["c"] for v in (d.payload.get("cache") or {}).values() if v]
+        need = [c for c in (*need, *new) if c and not self.data.is_complete(c)]
+        self._prefetched[tk] = (sk, mark, need)
+        inp = split.payload["input"]
+        missing = [inp, *need] if with_input and inp and not self.data.is_complete(inp) else need
         if missing:
             self._partial_fetching.add(tk)
             self._background(self._fetch_partial(tk, missing))

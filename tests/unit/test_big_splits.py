@@ -550,7 +550,6 @@ def test_the_schedulers_reads_of_a_splits_done_chunks_are_a_walks(
     for n in range(10):
         walk = [d for i in range(n) if (d := chunk_done(st_.chunk("j", "t", i))) is not None]
         assert sched._n_done(sk, n) == len(walk)
-        assert sched._done_chunks(sk, n) == walk
         assert sched._all_done("j", "t", ev, n) == (len(walk) == n)
         assert sched._may_end_last("j", "t", ev, n) == all(
             claims.standing(st_.chunk("j", "t", i), ev.id, CFG.max_attempts)[0]
@@ -625,6 +624,99 @@ async def test_a_look_at_a_splits_reduce_or_partials_leaves_nothing_once_its_job
     mesh.clock.advance(CFG.tick_s)
     sched.step()  # (a tick sweeps)
     assert sched._results_seen == {}
+
+
+def _prefetches(sched: Any) -> list[list[str]]:
+    """The CID lists the scheduler's reduce prefetch sends to fetch (none is fetched)."""
+    sent: list[list[str]] = []
+    sched._fetch_partial = lambda tk, cids: cids
+    sched._background = sent.append
+    return sent
+
+
+async def test_a_reduces_prefetch_after_a_chunk_done_reads_that_chunks_results_only() -> None:
+    """The splitter of a task with a reduce, 2,000 of its chunks done here (their outputs
+    held): after one more is done elsewhere, its prefetch looked at the outputs of all 2,001
+    (is it complete here?) to fetch the one missing; now at the new chunk's alone (and the
+    input's). At 150,000 done chunks that was ~50 ms per chunk done (docs/benchmarks.md)."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, _ = _big_job(call="T_UPPER", n=N)
+    ev = s.events[-1] = s.add(EventType.TASK_SPLIT, job="j", task="t",
+                              input=p.store.make_dir({}), chunks=[[]] * N)
+    del s.events[-2]
+    held = p.store.make_dir({"a": p.store.add_bytes(b"a")})
+    for c in range(2000):
+        s.add(EventType.CHUNK_DONE, job="j", task="t", split=list(ev.id), chunk=c, attempt=0,
+              output=held, log=None, s=1.0)
+    _feed(mesh, s.events)
+    sched, chunks = p.sched, [[]] * N
+    sent = _prefetches(sched)
+    sched._prefetch_reduce("j", "t", ev, chunks)
+    assert sent == []  # (all held)
+    looked: list[str] = []
+    real = sched.data.is_complete
+    sched.data.is_complete = lambda cid: looked.append(cid) or real(cid)
+    _feed(mesh, [s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=list(ev.id),
+                       chunk=5000, attempt=0, output="bafyelsewhere", log=None, s=1.0)])
+    sched._prefetch_reduce("j", "t", ev, chunks)
+    assert sent == [["bafyelsewhere"]]
+    assert sorted(looked) == sorted([ev.payload["input"], "bafyelsewhere"])  # (2,002)
+
+
+_PREFETCH_STEP = st.tuples(st.sampled_from(["claim", "done", "crash", "reopen", "got", "look"]),
+                           st.sampled_from([0, 1, 2, 3, 6, 7, 11]), st.integers(0, 2),
+                           st.sampled_from(["p0", "p1"]), st.integers(0, 5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PREFETCH_STEP, max_size=40), st.booleans())
+def test_a_reduces_prefetch_fetches_what_a_walk_of_the_done_chunks_finds_missing(
+        steps: list[tuple[str, int, int, str, int]], with_input: bool) -> None:
+    """The prefetch of a reduce's input, looked at after each event of a random story (done
+    chunks with outputs and item results among 6 CIDs, reopenings, claims, failed fetches,
+    CIDs that came): what it sends to fetch is what the code before it found from a walk of
+    every done chunk (the input and their results not held here), its chunks past the
+    groups' last (the reduce step's, a member's past the split's) left out."""
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s, _ = _big_job(call="T_UPPER", n=8)
+    cids = [f"bafy{i}" for i in range(6)]
+    ev = s.events[-1] = s.add(EventType.TASK_SPLIT, job="j", task="t", input="bafyinput",
+                              chunks=[[]] * 8)
+    del s.events[-2]
+    _feed(mesh, s.events)
+    sched, sk, tk = p.sched, ("j", "t", *ev.id), ("j", "t")
+    sent = _prefetches(sched)
+    for typ, c, a, origin, x in steps:
+        base = {"job": "j", "task": "t", "split": list(ev.id), "chunk": c, "attempt": a}
+        if typ == "got":
+            p.data.mark(cids[x])
+        elif typ == "look":
+            sched._partial_fetching.discard(tk)  # (the fetch ended, failed or not)
+        else:
+            if typ == "claim":
+                new = s.add(EventType.CLAIM, origin, **base)
+            elif typ == "done":
+                new = s.add(EventType.CHUNK_DONE, origin, **base, output=cids[x], log=None,
+                            s=1.0, cache={"i": {"c": cids[(x + 1) % 6]}, "k": None})
+            else:
+                new = s.add(EventType.CHUNK_FAILED, origin, **base, kind="crash", error="x",
+                            **({"reopen": True} if typ == "reopen" else {}))
+            p.state.apply(new)
+        before, seen = len(sent), sched._results_seen.get(tk)
+        fetching = tk in sched._partial_fetching
+        sched._prefetch_reduce("j", "t", ev, [[]] * 8, with_input=with_input)
+        walk = _walk_done(p.state, sk)
+        if seen == len([i for i in walk if i < 7]) or fetching:
+            assert len(sent) == before  # (no chunk done since, or a fetch under way)
+            continue
+        want = {"bafyinput"} if with_input else set()
+        for i, d in walk.items():
+            if i < 7:
+                want |= {d.payload["output"], d.payload["cache"]["i"]["c"]}
+        want = {c for c in want if not p.data.is_complete(c)}
+        assert set(sent[before] if len(sent) > before else ()) == want
 
 
 async def test_a_heartbeat_reads_the_claims_of_its_peer_only(chunk_reads: list[int]) -> None:
