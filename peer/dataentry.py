@@ -22,6 +22,8 @@ from typing import BinaryIO, Literal
 from peer.errors import DataError
 
 Kind = Literal["directory", "file"]
+DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # (a directory's
+# descriptor, never through a symlink at its path: ELOOP or ENOTDIR if one is there)
 TMP_DIR = "tmp"  # the data dir's temp dir (TMPDIR unless set, snapshot spools): swept at start
 
 _FIX = ("something replaced it (or it was edited by hand): move it aside (keep it if it may "
@@ -105,7 +107,7 @@ def open_dir(path: Path, what: str, mode: int = 0o700) -> int:
     OSError if it cannot be made or opened. The caller closes it."""
     ensure_dir(path, what, real=True, mode=mode)
     try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(path, DIR_NOFOLLOW)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
@@ -176,7 +178,7 @@ def unlink_in(directory: str | Path, name: str, what: str) -> None:
     naming it if it is one or not a directory; OSError if `name` cannot be removed
     (FileNotFoundError: it is gone)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(directory, DIR_NOFOLLOW)
     except OSError as e:
         if e.errno in (errno.ENOTDIR, errno.ELOOP):  # (a symlink: ENOTDIR with O_DIRECTORY)
             check_entry(Path(directory), "directory", what, real=True)
@@ -187,5 +189,5 @@ def unlink_in(directory: str | Path, name: str, what: str) -> None:
         os.close(fd)
 
 
-__all__ = ["TMP_DIR", "check_entry", "ensure_dir", "open_dir", "open_file", "open_new", "remove",
-           "temp_file", "unlink_in"]
+__all__ = ["DIR_NOFOLLOW", "TMP_DIR", "check_entry", "ensure_dir", "open_dir", "open_file",
+           "open_new", "remove", "temp_file", "unlink_in"]

@@ -39,7 +39,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import cast
@@ -47,7 +47,7 @@ from typing import cast
 import multihash
 
 from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
-from peer.dataentry import check_entry, ensure_dir, remove, unlink_in
+from peer.dataentry import DIR_NOFOLLOW, check_entry, ensure_dir, remove, unlink_in
 from peer.errors import DataError, IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.pack import InlinePack
 
@@ -593,44 +593,93 @@ class BlockStore:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 yield Path(entry.path)
-            elif entry.is_symlink() and entry.path not in self.strays:
-                self.strays.add(entry.path)
-                log.warning("store %s: %s is a symlink, not a shard directory: left alone "
-                            "(its blocks are neither listed nor collected)", self.dir,
-                            entry.path)
+            elif entry.is_symlink():
+                self._linked_shard(entry.path)
+
+    def _linked_shard(self, path: str) -> None:
+        if path not in self.strays:
+            self.strays.add(path)
+            log.warning("store %s: %s is a symlink, not a shard directory: left alone "
+                        "(its blocks are neither listed nor collected)", self.dir, path)
+
+    def _opened_shards(self) -> Iterator[tuple[Path, int, list[os.DirEntry[str]]]]:
+        """Each shard directory (`_shard_dirs`) with a descriptor of it, opened once without
+        following a symlink (closed when the next is asked for), and its entries listed
+        through it: what is looked at and removed there goes through that descriptor, never
+        the shard's path again, so a symlink put there after its check is not walked (it is
+        left alone, logged once, as one found there at the check)."""
+        for shard in self._shard_dirs():
+            try:
+                fd = os.open(shard, DIR_NOFOLLOW)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                self._linked_shard(str(shard))
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    entries = list(it)
+                yield shard, fd, entries
+            finally:
+                os.close(fd)
 
     def sweep_tmp(self, max_age_s: float) -> int:
         """Remove temp files older than `max_age_s` (left by a crash mid-write); returns how
         many."""
-        removed = 0
         now = time.time()
-        for shard in self._shard_dirs():
-            for entry in os.scandir(shard):
-                if entry.name.endswith(_TMP_SUFFIX):
-                    with contextlib.suppress(OSError):
-                        if now - entry.stat().st_mtime >= max_age_s:
-                            os.unlink(entry.path)
-                            removed += 1
-        return removed
+        return sum(_sweep_tmp(fd, entry, now - max_age_s)
+                   for _, fd, entries in self._opened_shards() for entry in entries
+                   if entry.name.endswith(_TMP_SUFFIX))
 
-    def keys(self) -> Iterator[tuple[str, Path]]:
-        """Every stored (key, path); stale temp files older than an hour are removed. A file
-        whose name is no block's (not a multihash's hex, or in another shard) is left alone,
-        logged once (`strays`)."""
-        now = time.time()
-        for shard in self._shard_dirs():
-            for entry in os.scandir(shard):
+    def _blocks(self) -> Iterator[tuple[Path, int, str]]:
+        """Every stored block's shard, the shard's descriptor (`_opened_shards`: open until
+        the next shard's first block) and key; stale temp files older than an hour are removed.
+        A file whose name is no block's (not a multihash's hex, or in another shard) is
+        left alone, logged once (`strays`)."""
+        stale = time.time() - _STALE_TMP_S
+        for shard, fd, entries in self._opened_shards():
+            for entry in entries:
                 name = entry.name
                 if name.endswith(_TMP_SUFFIX):
-                    with contextlib.suppress(OSError):
-                        if now - entry.stat().st_mtime > _STALE_TMP_S:
-                            os.unlink(entry.path)
+                    _sweep_tmp(fd, entry, stale)
                 elif is_key(name) and name[-2:] == shard.name:
-                    yield name, Path(entry.path)
-                elif entry.path not in self.strays:
-                    self.strays.add(entry.path)
-                    log.warning("store %s: %s is not a block file: left alone", self.dir,
-                                entry.path)
+                    yield shard, fd, name
+                elif (path := str(shard / name)) not in self.strays:
+                    self.strays.add(path)
+                    log.warning("store %s: %s is not a block file: left alone", self.dir, path)
+
+    def keys(self) -> Iterator[tuple[str, Path]]:
+        """Every stored (key, path) (`_blocks`: stale temp files removed, strays left)."""
+        for shard, _, key in self._blocks():
+            yield key, shard / key
+
+    def collect(self, live: Container[str], kept_since: float | None = None
+                ) -> Iterator[tuple[str, int]]:
+        """Remove every stored block whose key is not in `live` and, given `kept_since`,
+        last written (or found by an add, `touch`) before it; yields the key and size in
+        bytes of each removed. Each is looked at and removed through its shard's descriptor
+        (`_opened_shards`): none through a shard swapped for a symlink meanwhile."""
+        for _, fd, key in self._blocks():
+            if key in live:
+                continue
+            try:
+                st = os.stat(key, dir_fd=fd, follow_symlinks=False)
+                if kept_since is not None and st.st_mtime >= kept_since:
+                    continue
+                os.unlink(key, dir_fd=fd)
+            except OSError:
+                continue
+            yield key, st.st_size
+
+
+def _sweep_tmp(dir_fd: int, entry: os.DirEntry[str], older_than: float) -> bool:
+    """Remove the temp file `entry` of the shard `dir_fd` (`BlockStore._opened_shards`) if
+    it was last modified at or before `older_than`; whether it was."""
+    with contextlib.suppress(OSError):
+        if entry.stat(follow_symlinks=False).st_mtime <= older_than:
+            os.unlink(entry.name, dir_fd=dir_fd)
+            return True
+    return False
 
 
 class BlockBatch:

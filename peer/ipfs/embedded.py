@@ -633,18 +633,9 @@ class EmbeddedStore:
             recent = time.time() - grace_s
             removed: list[str] = []
             freed = 0
-            for key, path in list(self.blocks.keys()):
-                if key in live:
-                    continue
-                try:
-                    st = path.stat()
-                    if grace_s > 0 and st.st_mtime >= recent:
-                        continue
-                    path.unlink()
-                except OSError:
-                    continue
+            for key, size in self.blocks.collect(live, recent if grace_s > 0 else None):
                 removed.append(str(Cid(1, RAW, bytes.fromhex(key))))
-                freed += st.st_size
+                freed += size
             gone: list[tuple[int, str, int]] = []  # (a row that does not read back is kept)
             for rowid, k, at, size in list(self.blocks.pack.entries()):
                 if k in live or (grace_s > 0 and at >= recent):

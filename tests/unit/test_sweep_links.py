@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from peer.cids import sha256_cid
+from peer.cids import parse_cid, sha256_cid
 from peer.dataentry import remove
 from peer.errors import DataError, IntegrityError, StoreError
 from peer.ipfs.blocks import BlockStore, Staging
@@ -165,3 +166,63 @@ def test_a_corrupt_block_read_through_a_linked_shard_is_not_removed_there(
     assert f"{final.parent} (a shard directory of the store's blocks) is a symlink" in (
         caplog.text) and "left there" in caplog.text
     assert _untouched(canary) and blocks.corrupt == 1
+
+
+def _race(monkeypatch: pytest.MonkeyPatch, shard: Path, moved: Path, canary: Path,
+          when: str) -> list[Path]:
+    """The race: `shard`, checked a real directory by the store's listing of its shards,
+    moved to `moved` and a symlink to the canary put in its place, right after its check
+    ("check") or once its entries were listed (when the listing is asked for the next
+    shard: "listed"). Returns the shards swapped."""
+    listing = BlockStore._shard_dirs
+    swapped: list[Path] = []
+
+    def swap() -> None:
+        swapped.append(shard)
+        shard.rename(moved)
+        shard.symlink_to(canary)
+
+    def racing(self: BlockStore) -> Iterator[Path]:
+        for d in listing(self):
+            if d == shard and when == "check":
+                swap()
+            yield d
+            if d == shard and when == "listed":
+                swap()
+    monkeypatch.setattr(BlockStore, "_shard_dirs", racing)
+    return swapped
+
+
+@pytest.mark.parametrize(("how", "when"), [("sweep", "check"), ("gc", "check"),
+                                           ("gc", "listed")])
+def test_a_shard_made_a_symlink_after_its_check_is_not_walked_by_the_sweep_or_gc(
+        tmp_path: Path, canary: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, how: str, when: str) -> None:
+    """The sweep of temp files and gc checked that a shard is a real directory, then listed
+    it and removed its stale temp files and unreachable blocks by their paths: a symlink
+    put at the shard's path in between was followed, deleting its target's files named as
+    the shard's (gc: a block's name listed in the real shard, removed through the link).
+    Now each shard is opened once without following a symlink and its files are listed,
+    looked at and removed through that descriptor."""
+    store = EmbeddedStore(tmp_path / "store")
+    key = parse_cid(store.add_bytes(b"a block of the store's own, not pinned\n")).key
+    shard = tmp_path / "store" / "blocks" / key[-2:]
+    theirs = ["left.tmp", key]  # (a stale temp file's name, the block's)
+    old = time.time() - 7200
+    for f in theirs:
+        (canary / f).write_bytes(b"another program's\n")
+        os.utime(canary / f, (old, old))
+    swapped = _race(monkeypatch, shard, tmp_path / "moved", canary, when)
+    with caplog.at_level(logging.WARNING):
+        if how == "sweep":
+            store.sweep()
+        else:
+            store.gc(set(), 0.0)
+    assert swapped == [shard]
+    assert all((canary / f).read_bytes() == b"another program's\n" for f in theirs)
+    assert _untouched(canary)
+    if when == "check":
+        assert f"{shard} is a symlink, not a shard directory: left alone" in caplog.text
+    else:  # (the block went from the shard it was listed in)
+        assert not (tmp_path / "moved" / key).exists()
+
