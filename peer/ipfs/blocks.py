@@ -56,6 +56,7 @@ log = logging.getLogger("banzai.store")
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 3600.0
 _SHARD = "a shard directory of the store's blocks"  # (named in its DataError)
+_PINS = "a directory of the store's pins"
 
 
 def _tmp_name(final: Path) -> Path:
@@ -789,7 +790,7 @@ class PinSet:
     names another such set (pins-explicit/: the pins a user made, kept by retention)."""
 
     def __init__(self, root: Path, name: str = "pins") -> None:
-        self.dir = ensure_dir(root / name, "a directory of the store's pins")
+        self.dir = ensure_dir(root / name, _PINS)
 
     def add(self, c: Cid) -> None:
         """Pin `c` (idempotent, durable when it returns)."""
@@ -824,9 +825,10 @@ class PinSet:
                 os.close(fd)
 
     def remove(self, c: Cid) -> None:
-        """Unpin `c`; NotFound if it was not pinned."""
+        """Unpin `c`; NotFound if it was not pinned, DataError naming the pins' directory if
+        it was made a symlink since it was checked (`unlink_in`: never deleted through)."""
         try:
-            (self.dir / str(c)).unlink()
+            unlink_in(self.dir, str(c), _PINS)
         except FileNotFoundError:
             raise NotFound(f"{c} is not pinned", field="cid") from None
 

@@ -226,3 +226,19 @@ def test_a_shard_made_a_symlink_after_its_check_is_not_walked_by_the_sweep_or_gc
     else:  # (the block went from the shard it was listed in)
         assert not (tmp_path / "moved" / key).exists()
 
+
+def test_an_unpin_through_a_pins_dir_made_a_symlink_is_refused_not_followed(
+        tmp_path: Path, canary: Path) -> None:
+    """An unpin removed pins/<cid> by its path, checked a real directory only when the store
+    opened: a symlink put there since was followed (its target's file of that name deleted).
+    Now the unpin is refused naming pins/."""
+    store = EmbeddedStore(tmp_path / "store")
+    cid = store.add_bytes(b"a pinned block\n")
+    store.pin(cid)
+    pins = tmp_path / "store" / "pins"
+    pins.rename(tmp_path / "moved")
+    pins.symlink_to(canary)
+    (canary / cid).write_bytes(b"another program's\n")
+    with pytest.raises(DataError, match=f"{pins} .*is a symlink, not a directory"):
+        store.unpin(cid)
+    assert (canary / cid).read_bytes() == b"another program's\n" and _untouched(canary)
