@@ -1123,3 +1123,94 @@ async def test_a_look_at_a_finished_per_item_split_reads_nothing_when_nothing_ch
     again = look()
     assert again is not first and again.of == first.of == 0
     assert (chunk_reads[0], listings[0]) == (n, 1)
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[str]:
+    """The CIDs whose listing `store` is asked for (`stat` or `file_cids`), each time."""
+    asked: list[str] = []
+    for name in ("stat", "file_cids"):
+        real = getattr(store, name)
+
+        def counting(cid: str, *a: Any, _real: Any = real, **kw: Any) -> Any:
+            asked.append(cid)
+            return _real(cid, *a, **kw)
+
+        monkeypatch.setattr(store, name, counting)
+    return asked
+
+
+def test_a_per_item_tasks_split_and_assemblies_list_its_input_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The splitter of a per-item task assembles its output at each PARTIAL and at the end
+    (FILTER_LONGER: 9 a stage), and each assembly listed the input again (2-4 ms of its
+    loop for 400 files): now the split and every assembly after it list it once, and each
+    assembly is what a planner that never listed it before makes."""
+    from peer.jobs.planner import Planner, cache_key
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    p = mesh["p0"]
+    s = _Story()
+    s.add(EventType.JOB_SUBMITTED, job="j", workflow={"name": "w", "tasks": [
+        {"name": "t", "call": "T_UPPER", "params": {}, "depends": []}]})
+    _feed(mesh, s.events)
+    files = {f"d/a{i}.txt": p.store.add_bytes(f"item {i}".encode()) for i in range(6)}
+    inp = p.store.make_dir({"d": p.store.make_dir({f[2:]: c for f, c in files.items()}),
+                            "notes.md": p.store.add_bytes(b"not an item")})
+    tdef, planner = CATALOG["T_UPPER"], p.sched.planner
+    spec = p.sched.workflow("j").task("t")
+    asked = _count_listings(monkeypatch, p.store)
+    payload = planner.split("j", "t", tdef, spec, inp, 3)
+    chunks = payload["chunks"]
+    assert len(chunks) == 2  # (of min_chunk_items)
+    split = s.add(EventType.TASK_SPLIT, **payload)
+    _feed(mesh, [split])
+
+    def look(partial: bool) -> Any:
+        a = planner.assembly("j", "t", tdef, spec, split, chunks, partial=partial)
+        mine = len(asked)
+        fresh = Planner(p.state, p.store, p.data, 1, 64)  # (its listing is not counted)
+        _same_assembly(a, fresh._items_assembly("j", "t", tdef, spec, split, chunks, partial,
+                                                {}))
+        del asked[mine:]
+        return a
+
+    for c, items in enumerate(chunks):
+        cache = {cache_key(tdef, spec.params, cid): {"n": path[2:], "c": f"r{cid}"}
+                 for path, cid in items}
+        _feed(mesh, [s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=list(split.id),
+                           chunk=c, attempt=0, output=None, log=None, s=1.0, cache=cache)])
+        assert len(look(True).results) == (4, 6)[c]
+    a = look(False)
+    assert len(a.results) == 6 and a.of == 6 and "notes.md" not in a.entries
+    assert asked.count(inp) == 2  # (one stat, one file_cids: 2 at each look before)
+
+
+def test_the_planner_remembers_the_listings_of_a_few_inputs_of_a_bounded_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Planner.files` keeps the listings of the last MAX_LISTING_MEMOS inputs, of at most
+    MAX_LISTED_FILES files in all (the least recently asked dropped first; a listing larger
+    than that is read each time); a file input is itself, named as asked."""
+    from peer.jobs import planner as planner_mod
+
+    mesh = JobMesh(1, CATALOG, CFG)
+    st = mesh["p0"].store
+    plan = planner_mod.Planner(MeshState(), st, mesh["p0"].data, 1, 64)
+    monkeypatch.setattr(planner_mod, "MAX_LISTING_MEMOS", 2)
+    monkeypatch.setattr(planner_mod, "MAX_LISTED_FILES", 5)
+    dirs = [st.make_dir({f"{k}.txt": st.add_bytes(f"{d}/{k}".encode()) for k in range(n)})
+            for d, n in enumerate((2, 2, 2, 6))]
+    one = st.add_bytes(b"a file")
+    asked = _count_listings(monkeypatch, st)
+    want = [list(st.file_cids(d)) for d in dirs]
+    asked.clear()
+    assert list(plan.files(dirs[0], "x")) == want[0] and len(asked) == 2
+    assert list(plan.files(dirs[1], "x")) == want[1] and len(asked) == 4
+    assert list(plan.files(dirs[0], "x")) == want[0] and len(asked) == 4  # kept
+    assert list(plan.files(dirs[2], "x")) == want[2] and len(asked) == 6  # drops dirs[1]
+    assert list(plan.files(dirs[0], "x")) == want[0] and len(asked) == 6
+    assert list(plan.files(dirs[1], "x")) == want[1] and len(asked) == 8
+    for _ in range(2):  # 6 files: larger than the bound, never kept
+        assert list(plan.files(dirs[3], "x")) == want[3]
+    assert len(asked) == 12
+    assert plan.files(one, "x") == [("x", one)] and len(asked) == 13
+    assert plan.files(one, "y") == [("y", one)] and len(asked) == 13
