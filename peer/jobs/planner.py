@@ -135,6 +135,7 @@ class Planner:
         self._workflows: dict[str, Workflow] = {}
         self._users: dict[str, dict[str, list[str]]] = {}  # job -> task -> its dependents
         self._keys: dict[TaskKey, tuple[str | None, str]] = {}  # memo: input -> cache key
+        self._item_keys: dict[TaskKey, dict[str, str]] = {}  # memo: item CID -> cache key
         self._listings: dict[TaskKey, list[Any]] = {}  # chunks read from TASK_SPLIT_REFs
         self._kept: dict[TaskKey, dict[str, Any]] = {}  # their `kept_listing`s, read
         # (input, items glob, name) -> the groups of a task of `groups` (content-addressed,
@@ -184,17 +185,28 @@ class Planner:
             memo = self._keys[(job, task)] = (input_cid, cache_key(tdef, spec.params, input_cid))
         return memo[1]
 
+    def item_key(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, cid: str) -> str:
+        """The cache key of the task's item `cid` (memoized per task: the split and each
+        assembly ask it of every item, 4 us each)."""
+        keys = self._item_keys.setdefault((job, task), {})
+        k = keys.get(cid)
+        if k is None:
+            k = keys[cid] = cache_key(tdef, spec.params, cid)
+        return k
+
     def sweep(self, gone: Callable[[str], bool]) -> None:
         """Drop what is memoised for the jobs that are `gone` (they left memory)."""
         for table in (self._workflows, self._users):
             for job in [j for j in table if gone(j)]:
                 del table[job]
-        for memo in (self._keys, self._listings, self._kept, self._outputs, self._assemblies):
+        for memo in (self._keys, self._item_keys, self._listings, self._kept, self._outputs,
+                     self._assemblies):
             for key in [k for k in memo if gone(k[0])]:
                 del memo[key]
 
     def forget(self, job: str, task: str) -> None:
-        for memo in (self._keys, self._listings, self._kept, self._outputs, self._assemblies):
+        for memo in (self._keys, self._item_keys, self._listings, self._kept, self._outputs,
+                     self._assemblies):
             memo.pop((job, task), None)
 
     def chunk_outputs(self, job: str, task: str, n: int) -> Mapping[str, int]:
@@ -389,7 +401,7 @@ class Planner:
             misses: list[list[str]] = []
             live = self.live()
             for path, cid in self.items(input_cid, spec, tdef):
-                k = cache_key(tdef, spec.params, cid)
+                k = self.item_key(job, task, tdef, spec, cid)
                 if spec.cache and item_cached(self.state, self.store, k, live):
                     kept[k] = self.state.cache[k]
                 else:
@@ -472,7 +484,7 @@ class Planner:
                     a.entries[path] = cid
                 continue
             matched += 1
-            k = cache_key(tdef, spec.params, cid)
+            k = self.item_key(job, task, tdef, spec, cid)
             if pinned is not None and cid not in chunk_of:
                 r = pinned.get(k)
             else:

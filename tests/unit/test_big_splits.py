@@ -1143,8 +1143,10 @@ def test_a_per_item_tasks_split_and_assemblies_list_its_input_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The splitter of a per-item task assembles its output at each PARTIAL and at the end
     (FILTER_LONGER: 9 a stage), and each assembly listed the input again (2-4 ms of its
-    loop for 400 files): now the split and every assembly after it list it once, and each
-    assembly is what a planner that never listed it before makes."""
+    loop for 400 files) and made every item's cache key again (4 us each): now the split
+    and every assembly after it list it once and make each key once, and each assembly is
+    what a planner that never listed it before makes."""
+    from peer.jobs import planner as planner_mod
     from peer.jobs.planner import Planner, cache_key
 
     mesh = JobMesh(1, CATALOG, CFG)
@@ -1159,6 +1161,13 @@ def test_a_per_item_tasks_split_and_assemblies_list_its_input_once(
     tdef, planner = CATALOG["T_UPPER"], p.sched.planner
     spec = p.sched.workflow("j").task("t")
     asked = _count_listings(monkeypatch, p.store)
+    keyed: list[str | None] = []
+
+    def counting_key(tdef_: Any, params: Any, cid: str | None) -> str:
+        keyed.append(cid)
+        return cache_key(tdef_, params, cid)
+
+    monkeypatch.setattr(planner_mod, "cache_key", counting_key)
     payload = planner.split("j", "t", tdef, spec, inp, 3)
     chunks = payload["chunks"]
     assert len(chunks) == 2  # (of min_chunk_items)
@@ -1167,11 +1176,11 @@ def test_a_per_item_tasks_split_and_assemblies_list_its_input_once(
 
     def look(partial: bool) -> Any:
         a = planner.assembly("j", "t", tdef, spec, split, chunks, partial=partial)
-        mine = len(asked)
-        fresh = Planner(p.state, p.store, p.data, 1, 64)  # (its listing is not counted)
+        mine = len(asked), len(keyed)
+        fresh = Planner(p.state, p.store, p.data, 1, 64)  # (its reads are not counted)
         _same_assembly(a, fresh._items_assembly("j", "t", tdef, spec, split, chunks, partial,
                                                 {}))
-        del asked[mine:]
+        del asked[mine[0]:], keyed[mine[1]:]
         return a
 
     for c, items in enumerate(chunks):
@@ -1183,6 +1192,7 @@ def test_a_per_item_tasks_split_and_assemblies_list_its_input_once(
     a = look(False)
     assert len(a.results) == 6 and a.of == 6 and "notes.md" not in a.entries
     assert asked.count(inp) == 2  # (one stat, one file_cids: 2 at each look before)
+    assert sorted(keyed) == sorted(files.values())  # (each item's at the split and each look)
 
 
 def test_the_planner_remembers_the_listings_of_a_few_inputs_of_a_bounded_size(
