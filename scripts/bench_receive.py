@@ -10,6 +10,14 @@ sockets, the scheduler's rounds) is the same per TURN on both shapes.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --shape implied --reps 5
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --gc-young-allocs 0  # Python's pace
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --jobs 500 --tasks 1
+
+With `--jobs N`, N jobs of `--tasks` tasks each, as the peer that ran them sends them when
+jobs are posted to it one at a time: per job its JOB_SUBMITTED (saying `local` and `claimed`:
+its claims are implied) then one TURN (or the lone CHUNK_DONE of a one-task job) of the
+CHUNK_DONEs with `done`; each frame merged with the scheduler listening too and one
+`Scheduler.step` after it (as its loop wakes per received frame), then every job compacted
+in one pass (`compact` per job: that pass over jobs).
 
 Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B (`--shape
 explicit` only on a release without implied completions).
@@ -18,6 +26,7 @@ explicit` only on a release without implied completions).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import cProfile
 import gc
@@ -82,6 +91,33 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[byt
                 parts.append(Event(ORIGIN, seq, hlc, EventType.TASK_DONE,
                                    {"job": job, "task": f"t{i}", "output": out_cid, "key": key,
                                     "cached": False}))
+        out.append(_wire(turn_event(parts)))
+    return out
+
+
+def job_frames(jobs: int, tasks: int, start_hlc: int) -> list[bytes]:
+    """The wire JSON (bytes) of `jobs` one-turn jobs of `tasks` ECHO tasks each, as a peer
+    sends the jobs posted to it (`--jobs`): a JOB_SUBMITTED that claims its tasks, then one
+    TURN of their CHUNK_DONEs with `done` (the lone event of a one-task job)."""
+    out = []
+    seq, hlc = 0, start_hlc
+    for j in range(jobs):
+        job = f"bench-job-{j}"
+        wf = {"name": job, "splits": "implicit",
+              "tasks": [{"name": f"t{i}", "call": "ECHO", "params": {"text": f"{j}/{i}"}}
+                        for i in range(tasks)]}
+        seq, hlc = seq + 1, hlc + 1
+        sub = Event(ORIGIN, seq, hlc, EventType.JOB_SUBMITTED,
+                    {"job": job, "workflow": wf, "local": True, "claimed": True})
+        out.append(_wire(sub))
+        seq, hlc = seq + 1, hlc + 1
+        parts = []
+        for i in range(tasks):
+            key = hashlib.sha256(f"key/{j}/{i}".encode()).hexdigest()
+            parts.append(Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, {
+                "job": job, "task": f"t{i}", "split": list(sub.id), "chunk": 0, "attempt": 0,
+                "output": _cid(f"{job}/t{i}"), "cache": {}, "log": _cid(f"log/{j}/{i}"),
+                "s": 0.002, "done": {"key": key}}))
         out.append(_wire(turn_event(parts)))
     return out
 
@@ -156,12 +192,65 @@ def once(tasks: int, per_turn: int, implied: bool,
             "full_collections": collections[2]}
 
 
+async def _merge_jobs(node: Node, wire: list[bytes]) -> None:
+    """Each frame merged as a peer's loop does (a received submission fsynced in a thread
+    meanwhile: `Node._sync_received`), then the scheduler's step; the fsync awaited before
+    the next frame (a job at a time)."""
+    node._loop = asyncio.get_running_loop()
+    for w in wire:  # one frame at a time, parsed and decoded as a receiver does
+        node.merge([Event.from_json(json.loads(w))])
+        node.scheduler.step()
+        if node._syncer is not None:
+            await node._syncer
+    node._loop = None
+
+
+def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None) -> dict[str, float]:
+    """`--jobs`: CPU per job of merging (with the scheduler's step after each frame) and of
+    compacting another peer's `jobs` jobs."""
+    phases = phases or _Phases(False)
+    wire = job_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16)
+    with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
+        node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
+                               compact_recent_tasks=0))
+        node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+        try:
+            gc.collect()
+            before = [st["collections"] for st in gc.get_stats()]
+            t0 = time.process_time()
+            with phases.of("merge"):
+                asyncio.run(_merge_jobs(node, wire))
+            merged = time.process_time() - t0
+            collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
+                                                                 strict=True)]
+            done = sum(1 for k in node.state.task_done if k[0].startswith("bench-job-"))
+            if done != jobs * tasks:
+                raise SystemExit(f"{done} of {jobs * tasks} tasks done")
+            t0 = time.process_time()
+            with phases.of("compact"):
+                node.catchup.compact()
+            compacted = time.process_time() - t0
+            left = sum(1 for j in range(jobs) if f"bench-job-{j}" not in node.state.compacted)
+            if left:
+                raise SystemExit(f"{left} of {jobs} jobs not compacted")
+        finally:
+            node.log.close()
+    return {"merge_us_per_job": merged / jobs * 1e6,
+            "compact_us_per_job": compacted / jobs * 1e6,
+            "frame_bytes_per_job": sum(len(w) for w in wire) / jobs,
+            "young_collections": collections[0], "middle_collections": collections[1],
+            "full_collections": collections[2]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=("explicit", "implied"), default="implied")
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--per-turn", type=int, default=5)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=0,
+                    help="N jobs of --tasks tasks each, each submitted and run by another "
+                    "peer in one turn (figures per job); 0: one job of --tasks tasks")
     ap.add_argument("--gc-young-allocs", type=int, default=None,
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
                     "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
@@ -179,9 +268,14 @@ def main() -> None:
     elif young:  # a release without peer.gcpace: the same thresholds, set here
         gc.set_threshold(young, 50, 100)
     phases = _Phases(a.profile > 0)
-    runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases) for _ in range(a.reps)]
+    if a.jobs:
+        runs = [once_jobs(a.jobs, a.tasks, phases) for _ in range(a.reps)]
+    else:
+        runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases)
+                for _ in range(a.reps)]
     phases.print(a.profile)
-    out: dict[str, Any] = {"shape": a.shape, "tasks": a.tasks, "per_turn": a.per_turn,
+    out: dict[str, Any] = {"shape": "jobs" if a.jobs else a.shape, "jobs": a.jobs,
+                           "tasks": a.tasks, "per_turn": a.per_turn,
                            "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),
                            "machine": machine()}
     for k in runs[0]:

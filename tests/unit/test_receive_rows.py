@@ -42,3 +42,27 @@ def test_a_received_job_is_stored_and_compacted_as_before(tmp_path: Path) -> Non
     finally:
         node.log.close()
 
+
+
+# the same of 20 jobs of 2 tasks each (scripts/bench_receive.py's `--jobs` frames, from hlc
+# 1_700_000_000_000 << 16: per job a JOB_SUBMITTED that claims its tasks, then one TURN of
+# their CHUNK_DONEs), merged with the scheduler listening, as e55eb9e stored them
+JOBS_LOGGED = (40, "187476c6837728d4")
+JOBS_COMPACTED = {"job_index": (20, "ca1834dc87f7493c"), "job_thin": (20, "5e564a00b528d868"),
+                  "cache_index": (40, "e7d2259a2003dd43"),
+                  "provider_index": (40, "4bc9729766affeb9"), "events": (0, "4f53cda18c2baa0c")}
+
+
+def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) -> None:
+    wire = load_script("bench_receive").job_frames(20, 2, 1_700_000_000_000 << 16)
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0))
+    node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+    try:
+        for w in wire:
+            node.merge([Event.from_json(json.loads(w))])
+            node.scheduler.step()  # (nothing of another peer's claimed task to run here)
+        assert _digest(node, "events") == JOBS_LOGGED
+        node.catchup.compact()
+        assert {t: _digest(node, t) for t in JOBS_COMPACTED} == JOBS_COMPACTED
+    finally:
+        node.log.close()
