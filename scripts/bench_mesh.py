@@ -17,6 +17,8 @@ processes=True), both up at once; each repetition interleaves the two systems:
            task_done arrives on peer 0's SSE stream. Dask: client.map(f, xs) + gather.
   jobs     banzai only: `-n` one-task jobs POSTed back to back, round robin over the peers,
            until the last task_done arrives on peer 0.
+  jobs0    as jobs, every one POSTed to peer 0 (it runs them: the others only receive;
+           scripts/profile_mesh.py --kind jobs0 reads each peer's CPU apart).
 Every ECHO text carries a fresh tag, so nothing is served from the cache. CPU time of
 both sides (banzai: peers + forkservers + workers; Dask: this process, which hosts the
 scheduler and client, + nannies + workers) is read from /proc around each batch.
@@ -363,10 +365,10 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                 out[kind] = {"wall_s": end - t1, "tasks": n, "tasks_per_s": n / (end - t1),
                              "add_s": t1 - t0, "with_add_per_s": n / (end - t0),
                              "chunks": sum(per_peer.values()), "per_peer": dict(per_peer)}
-            elif kind == "jobs":
+            elif kind in ("jobs", "jobs0"):
                 t0 = time.perf_counter()
-                jobs = [await be.post_job(s, urls[i % len(urls)], [echo(f"{tag}-{i}")])
-                        for i in range(n)]
+                jobs = [await be.post_job(s, urls[i % len(urls) if kind == "jobs" else 0],
+                                          [echo(f"{tag}-{i}")]) for i in range(n)]
                 t_post = time.perf_counter() - t0
                 ends = [await w.wait(j, 1) for j in jobs]
                 wall = max(ends) - t0

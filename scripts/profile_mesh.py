@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Where the CPU per task goes (issue 12): one job of n independent ECHO tasks on N real peers
 (bench_mesh.py's mesh), or with `--kind jobs` n one-task jobs posted round robin over the
-peers, measured three ways on the same mesh, one batch each.
+peers (`--kind jobs0`: all posted to peer 0, which runs them while the others only receive),
+measured three ways on the same mesh, one batch each.
 
-    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--kind dag|jobs]
+    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--kind dag|jobs|jobs0]
         [--spy DIR] [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task (/metrics). The peers' share is
    also split by thread (`peer_threads_ms`): "loop" (the main thread, the event loop) and
    "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
-   part that varies most between meshes of the same code; docs/benchmarks.md).
+   part that varies most between meshes of the same code; docs/benchmarks.md), and per
+   peer (`per_peer_ms`, p0 first).
 2. spy (--spy DIR): py-spy (100 Hz, raw, idle excluded) on every peer with --subprocesses
    during one batch; the top functions per process kind (peer, worker), as a share of that
    kind's samples and as ms per task (share x the kind's CPU per task of step 1).
@@ -97,8 +99,8 @@ def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, i
 
 
 def batch(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
-    """One batch of `n` tasks: `kind` "dag" (one job of n tasks) or "jobs" (n one-task jobs
-    round robin over the peers)."""
+    """One batch of `n` tasks: `kind` "dag" (one job of n tasks), "jobs" (n one-task jobs
+    round robin over the peers) or "jobs0" (all posted to peer 0)."""
     return dict(bm.banzai_batches(mesh, [kind], n, 0)[kind])
 
 
@@ -112,7 +114,14 @@ def step_cpu(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
     return {"tasks_per_s": got["tasks_per_s"], "cpu_ms_per_task": got["cpu_ms_per_task"],
             "events_per_task": got.get("events_per_task"), "load1": got["load1"],
             "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())},
-            "peer_threads_ms": split_threads(threads, threads_after, n)}
+            "peer_threads_ms": split_threads(threads, threads_after, n),
+            "per_peer_ms": [split_threads(_of(threads, p), _of(threads_after, p), n)
+                            for p in mesh.peers]}
+
+
+def _of(threads: dict[tuple[int, int], float], p: bm.Peer) -> dict[tuple[int, int], float]:
+    """The threads of peer `p` of a `peer_threads` reading."""
+    return {k: s for k, s in threads.items() if k[0] == p.proc.pid}
 
 
 def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, float],
@@ -198,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--kind", choices=("dag", "jobs"), default="dag",
-                    help="the batch: one job of n tasks, or n one-task jobs")
+    ap.add_argument("--kind", choices=("dag", "jobs", "jobs0"), default="dag",
+                    help="the batch: one job of n tasks, or n one-task jobs (round robin, or all on p0)")
     a = ap.parse_args(argv)
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": a.kind, "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
