@@ -208,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--kind", choices=("dag", "jobs", "jobs0"), default="dag",
-                    help="the batch: one job of n tasks, or n one-task jobs (round robin, or all on p0)")
+                    help="the batch: one job of n tasks, or n one-task jobs (round robin, "
+                    "or all posted to p0)")
     a = ap.parse_args(argv)
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": a.kind, "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
