@@ -6,6 +6,7 @@ made keep working, also after a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -15,7 +16,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -1033,17 +1034,13 @@ def test_a_fresh_peer_takes_the_jobs_part_then_fetches_the_rows_part(
     assert sorted(b.index.providers()) == sorted(a.index.providers())
 
 
-async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
-        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """A snapshot's spool in tmp/ removed by another process (a temp cleaner) between its
-    download and its take raised FileNotFoundError out of the catch-up task and out of
-    the fetch of the rows owed. Each is one warning now (not damage: asked again later),
-    and nothing is taken."""
+@contextlib.asynccontextmanager
+async def _v3_server(a: Node, b: Node, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """`a` with a short compacted history, its v3 snapshot (parts jobs and rows, no digests)
+    served on loopback as `b`'s only live member; yields its URL."""
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    a, b = _pair(tmp_path, opened)
     _run_history(a, jobs=3, per_job=2)
     a.catchup.compact()
     parts = {p: b"".join(a.catchup.snapshot_stream(v=3, part=p)) for p in ("jobs", "rows")}
@@ -1054,6 +1051,25 @@ async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
         return web.Response(body=parts[request.query["part"]],
                             content_type=catchup_mod.SNAPSHOT_TYPE_V3)
 
+    app = web.Application()
+    app.router.add_get("/api/snapshot", snapshot)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+        yield url
+
+
+async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A snapshot's spool in tmp/ removed by another process (a temp cleaner) between its
+    download and its take raised FileNotFoundError out of the catch-up task and out of
+    the fetch of the rows owed. Each is one warning now (not damage: asked again later),
+    and nothing is taken."""
+    a, b = _pair(tmp_path, opened)
+
     def removed_first(take: Callable[..., Any]) -> Callable[..., Any]:
         def take_removed(spool: Any, rows: Path, *args: Any) -> Any:
             rows.unlink()
@@ -1062,13 +1078,7 @@ async def test_a_download_spool_removed_by_another_process_is_logged_not_raised(
 
     monkeypatch.setattr(b.catchup, "take_stream", removed_first(b.catchup.take_stream))
     monkeypatch.setattr(b.catchup, "take_rows_part", removed_first(b.catchup.take_rows_part))
-    app = web.Application()
-    app.router.add_get("/api/snapshot", snapshot)
-    async with TestServer(app, host="127.0.0.1") as server:
-        url = str(server.make_url("")).rstrip("/")
-        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
-        monkeypatch.setattr(b, "live_peers", lambda: {
-            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+    async with _v3_server(a, b, monkeypatch) as url:
         heads = dict(b.heads())
         with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
             await b.catchup._catch_up(a.peer_id)
@@ -1086,20 +1096,7 @@ async def test_a_temp_dir_made_a_symlink_after_a_download_is_spooled_is_not_foll
     (a directory elsewhere holding the same names) made each act on the file there (its
     rows read, it moved into snapshots/, it deleted). Each goes by the descriptor now: the
     spools downloaded are taken, what the link points to is left alone."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
     a, b = _pair(tmp_path, opened)
-    _run_history(a, jobs=3, per_job=2)
-    a.catchup.compact()
-    parts = {p: b"".join(a.catchup.snapshot_stream(v=3, part=p)) for p in ("jobs", "rows")}
-
-    async def snapshot(request: web.Request) -> web.Response:
-        if request.query.get("digest"):
-            return web.Response(status=404)
-        return web.Response(body=parts[request.query["part"]],
-                            content_type=catchup_mod.SNAPSHOT_TYPE_V3)
-
     tmp, moved, canary = tmp_path / "b" / "tmp", tmp_path / "moved", tmp_path / "canary"
     canary.mkdir()
     decoys: dict[str, bytes] = {}
@@ -1119,13 +1116,7 @@ async def test_a_temp_dir_made_a_symlink_after_a_download_is_spooled_is_not_foll
         moved.rename(tmp)
 
     monkeypatch.setattr(b.catchup, "_new_spool", swapped(b.catchup._new_spool))
-    app = web.Application()
-    app.router.add_get("/api/snapshot", snapshot)
-    async with TestServer(app, host="127.0.0.1") as server:
-        url = str(server.make_url("")).rstrip("/")
-        monkeypatch.setattr(b, "peer_urls", lambda: {a.peer_id: url})
-        monkeypatch.setattr(b, "live_peers", lambda: {
-            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+    async with _v3_server(a, b, monkeypatch) as url:
         await b.catchup._catch_up(a.peer_id)
         restored()
         assert b.index.snapshots_owed() == [a.peer_id]

@@ -64,6 +64,16 @@ def _untouched(canary: Path) -> bool:
         (canary / "kept").read_bytes() == KEPT)
 
 
+
+def _serve_refused(n: Node, tmp: Path) -> None:
+    """A snapshot served by `n` (its events spooled in tmp/) is refused, naming tmp/."""
+    lines = n.catchup.snapshot_stream(3)
+    try:
+        with pytest.raises(DataError, match=f"{tmp} .*is a symlink, not a directory"):
+            next(lines)
+    finally:
+        lines.close()
+
 async def test_a_symlink_planted_at_a_download_spools_name_is_refused_not_followed(
         tmp_path: Path, opened: list[Node], canary: Path, url: str,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -92,12 +102,7 @@ async def test_a_temp_dir_made_a_symlink_after_the_start_is_refused_by_every_spo
     if tmp.is_dir():
         shutil.rmtree(tmp)
     tmp.symlink_to(canary)
-    lines = n.catchup.snapshot_stream(3)  # a snapshot served: its events spooled in tmp/
-    try:
-        with pytest.raises(DataError, match=f"{tmp} .*is a symlink, not a directory"):
-            next(lines)
-    finally:
-        lines.close()
+    _serve_refused(n, tmp)
     with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
         await n.catchup._catch_up("other")
     assert f"no snapshot from other: {tmp} (the peer's temp dir) is a symlink" in caplog.text
@@ -170,12 +175,7 @@ async def test_a_temp_dir_made_a_symlink_right_after_its_check_is_refused_not_fo
     for mod in (catchup_mod, dataentry_mod):
         if hasattr(mod, "ensure_dir"):
             monkeypatch.setattr(mod, "ensure_dir", swapped(mod.ensure_dir))
-    lines = n.catchup.snapshot_stream(3)  # a snapshot served: its events spooled in tmp/
-    try:
-        with pytest.raises(DataError, match=f"{tmp} .*is a symlink, not a directory"):
-            next(lines)
-    finally:
-        lines.close()
+    _serve_refused(n, tmp)
     tmp.unlink()
     with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
         await n.catchup._catch_up("other")
