@@ -64,7 +64,6 @@ def _untouched(canary: Path) -> bool:
         (canary / "kept").read_bytes() == KEPT)
 
 
-
 def _serve_refused(n: Node, tmp: Path) -> None:
     """A snapshot served by `n` (its events spooled in tmp/) is refused, naming tmp/."""
     lines = n.catchup.snapshot_stream(3)
@@ -73,6 +72,7 @@ def _serve_refused(n: Node, tmp: Path) -> None:
             next(lines)
     finally:
         lines.close()
+
 
 async def test_a_symlink_planted_at_a_download_spools_name_is_refused_not_followed(
         tmp_path: Path, opened: list[Node], canary: Path, url: str,
