@@ -47,7 +47,7 @@ from typing import cast
 import multihash
 
 from peer.cids import IDENTITY, SHA2_256, Cid, is_key, parse_cid, verify
-from peer.dataentry import DIR_NOFOLLOW, check_entry, ensure_dir, remove, unlink_in
+from peer.dataentry import DIR_NOFOLLOW, check_entry, ensure_dir, open_dir, remove, unlink_in
 from peer.errors import DataError, IntegrityError, NotFound, StorageFull, StoreError, disk_full
 from peer.ipfs.pack import InlinePack
 
@@ -793,27 +793,28 @@ class PinSet:
         self.dir = ensure_dir(root / name, _PINS)
 
     def add(self, c: Cid) -> None:
-        """Pin `c` (idempotent, durable when it returns)."""
-        final = self.dir / str(c)
-        if not final.exists():
-            write_atomic(final, b"")
-            fsync_dir(self.dir)
+        """Pin `c` (idempotent, durable when it returns; as `add_many`)."""
+        self.add_many([c])
 
     def add_many(self, cids: Sequence[Cid]) -> None:
         """Pin each of `cids` (idempotent, durable when it returns) with one fsync of the
         directory for them all: the empty files are created in place (there is no content
         to tear, so no temp file and rename), the directory is fsynced (its journal commit
-        carries the new files), then each new file (finding little left to commit)."""
+        carries the new files), then each new file (finding little left to commit). They
+        are made by a descriptor of the pins' directory opened with its check (`open_dir`):
+        DataError naming it if it is a symlink, even one put there since (never written
+        through)."""
+        pins = open_dir(self.dir, _PINS, mode=0o777)
         made: list[int] = []
         try:
             for c in dict.fromkeys(cids):
                 try:
-                    made.append(os.open(self.dir / str(c),
-                                        os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                    made.append(os.open(str(c), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                        | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=pins))
                 except FileExistsError:
                     continue  # pinned already (durably: by the call that made it)
             if made:
-                fsync_dir(self.dir)
+                os.fsync(pins)
                 for fd in made:
                     os.fsync(fd)
         except OSError as e:
@@ -823,6 +824,7 @@ class PinSet:
         finally:
             for fd in made:
                 os.close(fd)
+            os.close(pins)
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned, DataError naming the pins' directory if

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -428,18 +429,23 @@ def test_sweep_at_start_removes_what_a_crash_left(store: EmbeddedStore) -> None:
 
 def test_pin_many_pins_every_dag_with_one_directory_fsync(
         store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    import peer.ipfs.blocks as blocks
-
     cids = [store.add_bytes(f"output {i}".encode()) for i in range(5)]
-    synced: list[Path] = []
-    real = blocks.fsync_dir
-    monkeypatch.setattr(blocks, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    synced: list[int] = []  # (the inode of each directory fsynced: by path or descriptor)
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        found = os.fstat(fd)
+        if stat.S_ISDIR(found.st_mode):
+            synced.append(found.st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     store.pin(cids[0])
     assert len(synced) == 1  # a lone pin: its own directory fsync
     synced.clear()
     store.pin_many(cids + cids[1:2])  # one pinned already, one named twice
     assert sorted(store.pins()) == sorted(cids)
-    assert synced == [store.root / "pins"]  # once for the four new pins
+    assert synced == [(store.root / "pins").stat().st_ino]  # once for the four new pins
     synced.clear()
     store.pin_many(cids)  # all pinned: nothing to make durable
     assert synced == []

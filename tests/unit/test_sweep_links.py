@@ -242,3 +242,23 @@ def test_an_unpin_through_a_pins_dir_made_a_symlink_is_refused_not_followed(
     with pytest.raises(DataError, match=f"{pins} .*is a symlink, not a directory"):
         store.unpin(cid)
     assert (canary / cid).read_bytes() == b"another program's\n" and _untouched(canary)
+
+
+@pytest.mark.parametrize("how", ["pin", "pin_many"])
+def test_a_pin_through_a_pins_dir_made_a_symlink_is_refused_not_followed(
+        tmp_path: Path, canary: Path, how: str) -> None:
+    """A pin made pins/<cid> by its path, checked a directory only when the store opened: a
+    symlink put there since was followed (the pin file made in its target, the pin lost
+    with the link). Now the pin is refused naming pins/, nothing made in the target."""
+    store = EmbeddedStore(tmp_path / "store")
+    cid = store.add_bytes(b"a block to pin\n")
+    pins = tmp_path / "store" / "pins"
+    pins.rename(tmp_path / "moved")
+    pins.symlink_to(canary)
+    with pytest.raises(DataError, match=f"{pins} .*is a symlink, not a directory"):
+        if how == "pin":
+            store.pin(cid)
+        else:
+            store.pin_many([cid])
+    assert sorted(p.name for p in canary.iterdir()) == ["banzai-exec-1-abc", "kept"]
+    assert _untouched(canary)
