@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from peer.dataentry import open_file, unlink_in
+from peer.dataentry import open_dir, open_file, unlink_in
 from peer.errors import DataError
 from peer.jsontext import pieces
 from peer.log.clock import hlc_ms
@@ -45,6 +46,7 @@ SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
 INGEST_TRIES = 8  # pending snapshot spools an `ingest` tries (those it cannot read: passed)
+_KEEP = "the dir of snapshots being taken"  # (snapshots/: named in its DataError)
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
@@ -860,7 +862,8 @@ class Compactor:
         in one transaction with how far the spool was read. True while rows are left. A
         malformed frame ends that snapshot's rows there (what was taken stays: each row was
         checked) and is counted under its signer (`refuse`), as is a spool gone or not a
-        regular file (never read through a symlink; what is there is left alone). A spool
+        regular file, or in a snapshots/ that is not a directory of its own (never read
+        through a symlink, `_open_spool`; what is there is left alone). A spool
         that cannot be read now (EACCES, EIO) keeps its rows pending, logged once, and the
         next is read (those known unreadable last, at most INGEST_TRIES per call): False if
         none could be. `rows_taken` counts the rows taken."""
@@ -879,7 +882,7 @@ class Compactor:
         end: int | None = at
         wrong = False
         try:
-            with open_file(Path(path), "a taken snapshot's spooled rows") as f:
+            with _open_spool(Path(path)) as f:
                 f.seek(at)
                 n = 0
                 for after, tag, got in iter_frames(f, at):
@@ -1123,12 +1126,25 @@ class Signed(Protocol):
     def content_digest(self) -> bytes: ...
 
 
+def _open_spool(path: Path) -> BinaryIO:
+    """The pending spool `path` open to read, by a descriptor of its snapshots/ opened
+    without following a symlink (`open_dir`) and never through one itself (`open_file`):
+    DataError naming snapshots/ if it is a symlink (a spool is kept only in one of its own:
+    what a link there points to is not a checked snapshot's), or naming the spool if it is
+    not a regular file; FileNotFoundError if it is gone, OSError if it cannot be read."""
+    spools = open_dir(path.parent, _KEEP)
+    try:
+        return open_file(path, "a taken snapshot's spooled rows", spools)
+    finally:
+        os.close(spools)
+
+
 def _remove_spool(path: Path) -> None:
     """A pending spool whose rows are all taken, removed; never through a snapshots/ that is
     a symlink (the start's sweep leaves it alone too: its files are not the peer's to
     delete), which is logged, the file left."""
     try:
-        unlink_in(path.parent, path.name, "the dir of snapshots being taken")
+        unlink_in(path.parent, path.name, _KEEP)
     except FileNotFoundError:
         pass
     except (OSError, DataError) as e:

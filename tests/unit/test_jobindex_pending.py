@@ -199,21 +199,24 @@ def _pending_node(tmp_path: Path, opened: list[Node]) -> tuple[Node, Path]:
     return n, path
 
 
-def test_a_spool_taken_through_a_linked_spool_dir_is_not_removed_there(
+def test_a_spool_in_a_spool_dir_made_a_symlink_is_neither_read_nor_removed_there(
         tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
-    """snapshots/ a symbolic link elsewhere (the start's sweep leaves it alone): once its
-    rows were taken, the ingest unlinked the spool by path, deleting the file of that name
-    in the link's target. It is left there now, with a warning naming snapshots/."""
+    """snapshots/ replaced by a symbolic link elsewhere after the spool moved in (checked a
+    directory of its own then): the ingest read the spool by its path, through the link,
+    taking the rows of its target's file of that name (not a checked snapshot's); only its
+    removal was refused. Now the read is refused too, with a warning naming snapshots/:
+    its rows are left out (`snapshot_lost`), the file there left alone."""
     n, path = _pending_node(tmp_path, opened)
     elsewhere = tmp_path / "elsewhere"
     path.parent.rename(elsewhere)
     path.parent.symlink_to(elsewhere)
     with caplog.at_level(logging.WARNING):
         assert not n.compactor.ingest()
-    assert list(n.index.providers()) and _rows(n.index) == []  # (its rows: taken)
-    assert (elsewhere / NAME).read_bytes() == FRAMES
-    assert f"the taken snapshot spool {path} is left: {path.parent} " in caplog.text
-    assert "is a symlink, not a directory" in caplog.text
+    assert list(n.index.providers()) == [] and _rows(n.index) == []
+    assert n.keyring.refused.by_origin["signer"]["snapshot_lost"] == 1
+    assert (elsewhere / NAME).read_bytes() == FRAMES and path.parent.is_symlink()
+    assert (f"the rest of the snapshot of signer is left out: {path.parent} (the dir of "
+            "snapshots being taken) is a symlink, not a directory") in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["symlink", "directory"])
@@ -249,7 +252,7 @@ def test_a_spool_that_cannot_be_read_now_keeps_its_rows_pending(
     real = os.open
 
     def fake_open(p: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if Path(p) == path:
+        if Path(p) == path or (kwargs.get("dir_fd") is not None and p == path.name):
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(p))
         return real(p, flags, *args, **kwargs)
 
@@ -308,7 +311,7 @@ def test_a_spool_that_stays_unreadable_holds_back_no_later_one(
     real = os.open
 
     def fake_open(p: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if Path(p) == path:
+        if Path(p) == path or (kwargs.get("dir_fd") is not None and p == path.name):
             raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(p))
         return real(p, flags, *args, **kwargs)
 
