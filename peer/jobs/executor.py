@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
-from peer.dataentry import ensure_dir
+from peer.dataentry import DIR_NOFOLLOW, ensure_dir
 from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
@@ -719,7 +719,7 @@ def sweep_bases(directory: Path) -> int:
             continue
         pid, dash, _ = entry.name[len(_BASE_PREFIX):].partition("-")
         try:  # (a symlink, a file, one gone or not ours to read: passed over)
-            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(entry.path, DIR_NOFOLLOW)
         except OSError:
             continue
         try:
