@@ -787,10 +787,12 @@ def _identity_data(c: Cid) -> bytes:
 
 class PinSet:
     """Recursive pins as one empty file per CID under pins/ (atomic create and delete); `name`
-    names another such set (pins-explicit/: the pins a user made, kept by retention)."""
+    names another such set (pins-explicit/: the pins a user made, kept by retention). Its
+    directory must be one of its own (`real`: an unpin deletes in it, a pin writes by a
+    descriptor of it opened O_NOFOLLOW), refused at the open if it is a symlink."""
 
     def __init__(self, root: Path, name: str = "pins") -> None:
-        self.dir = ensure_dir(root / name, _PINS)
+        self.dir = ensure_dir(root / name, _PINS, real=True)
 
     def add(self, c: Cid) -> None:
         """Pin `c` (idempotent, durable when it returns; as `add_many`)."""

@@ -45,7 +45,7 @@ def _to_nothing(p: Path) -> None:
 
 @pytest.mark.parametrize("entry,make,found", [
     ("blocks", _file, "is a file, not a directory"),
-    ("pins", _to_file, "is a symlink to a file, not a directory"),
+    ("pins", _to_dir, "is a symlink, not a directory: the peer deletes what it holds"),
     ("pins-explicit", _file, "is a file, not a directory"),
     ("lock", _dir, "is a directory, not a file"),
     ("inline.sqlite", _dir, "is a directory, not a file"),
