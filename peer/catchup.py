@@ -770,13 +770,13 @@ class CatchUp:
         asked = time.perf_counter() - self._born
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         t0 = time.perf_counter()
-        try:
+        v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
+                                        or ()) else "2"
+        try:  # (nothing may raise between the spool's making and the try that drops it)
             rows, spool_dir, f = self._new_spool("snapshot", ".rows")
         except (OSError, BanzaiError) as e:
             log.warning("no snapshot from %s: %s", peer_id[:16], e)
             return
-        v = "3" if SNAPSHOT_FEATURE in (self._host.live_peers().get(peer_id, {}).get("features")
-                                        or ()) else "2"
         try:
             async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http:
                 second_task = asyncio.ensure_future(self._second(http, urls, peer_id, v))
