@@ -124,20 +124,22 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
     see _scratch."""
     results: dict[str, Any] = {}
     where = _scratch(ctx, tdef, tmpfs_free_min_bytes)
-    announcer = _Announcer(ctx, results, len(items))
     try:
-        n = 0
-        while n < len(items):
-            adds = store.add_batch()
-            try:
-                n, message = _batch(store, tdef, params, items, n, ctx, where, adds.add)
-            except BaseException:
-                adds.discard()
-                raise
-            announcer.commit(adds, message, last=n >= len(items))
-        announcer.wait()
+        announcer = _Announcer(ctx, results, len(items))  # (if it raises: `where` goes too)
+        try:
+            n = 0
+            while n < len(items):
+                adds = store.add_batch()
+                try:
+                    n, message = _batch(store, tdef, params, items, n, ctx, where, adds.add)
+                except BaseException:
+                    adds.discard()
+                    raise
+                announcer.commit(adds, message, last=n >= len(items))
+            announcer.wait()
+        finally:
+            announcer.close()
     finally:
-        announcer.close()
         scratch.remove(where)
     return {"items": results, "inputs": items}
 

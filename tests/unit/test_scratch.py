@@ -484,3 +484,24 @@ def test_the_per_run_disk_bound_is_half_the_free_disk_by_default(tmp_path: Path)
     st = os.statvfs(tmp_path)
     got = scratch_bound(PeerConfig(data_dir=tmp_path))
     assert got is not None and abs(got - st.f_bavail * st.f_frsize // 2) < 1 << 30
+
+
+def test_a_per_item_chunk_whose_announcer_cannot_start_removes_its_scratch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_run_items` made its scratch dir (on tmpfs: held, `scratch.hold`), then its
+    announcer; an announcer that raised (a thread that cannot start) left the dir and its
+    held descriptor behind for good (session 34 review)."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(scratch, "TMPFS", str(shm))
+
+    def cannot_start(*args: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(runner, "_Announcer", cannot_start)
+    tdef = dataclasses.replace(registry.load(()).get("CHECKSUM"), kind="python")
+    ctx: Any = dataclasses.make_dataclass("Ctx", ["workdir"])(tmp_path / "work")
+    held = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        runner._run_items(None, tdef, {}, [["x"]], ctx, 0)  # type: ignore[arg-type]
+    assert list(shm.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == held
