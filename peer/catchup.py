@@ -40,6 +40,7 @@ from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
 from peer.log.jobindex import (
     SPOOL_DIR,
+    SPOOL_DIR_WHAT,
     JobIndex,
     compact_floors,
     raw_rows,
@@ -102,7 +103,6 @@ class CatchUpConfig:
 
 _SPOOLS = itertools.count()  # spool files of one process never share a name
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
-_KEEP = "the dir of snapshots being taken"  # (snapshots/: its files are deleted once taken)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 
 
@@ -563,7 +563,7 @@ class CatchUp:
                                          trailer.floors, (str(path), at, trailer.signer))
         except BaseException:
             with contextlib.suppress(OSError, DataError):  # (gone, or snapshots/ made a
-                unlink_in(path.parent, path.name, _KEEP)  # symlink: not followed)
+                unlink_in(path.parent, path.name, SPOOL_DIR_WHAT)  # symlink: not followed)
             raise
         self._ensure_ingest()
         return n
@@ -596,7 +596,7 @@ class CatchUp:
         path = keep / spool_name(trailer.content_digest())
         with open_file(rows, _SPOOL, dir_fd) as f:  # (a FIFO put there would block an fsync)
             os.fsync(f.fileno())
-        keep_dir = open_dir(keep, _KEEP)  # (0o700: its files are deleted once taken)
+        keep_dir = open_dir(keep, SPOOL_DIR_WHAT)  # (0o700: its files are deleted once taken)
         try:
             check_entry(path, "file", "a snapshot being taken's spool", real=True)
             os.replace(rows if dir_fd is None else rows.name, path.name, src_dir_fd=dir_fd,

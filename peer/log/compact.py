@@ -33,7 +33,15 @@ from peer.log.events import (
     facts,
 )
 from peer.log.fold import READ_MAX, MeshState, Tiered, provided
-from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex, JobRecord, SliceRow
+from peer.log.jobindex import (
+    ITEM,
+    OUTPUT,
+    SPOOL_DIR_WHAT,
+    CacheEntry,
+    JobIndex,
+    JobRecord,
+    SliceRow,
+)
 from peer.log.jobless import PROVIDING, Jobless, jobless
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
@@ -46,7 +54,6 @@ SNAPSHOT_DOMAIN = b"banzai-snapshot-v1\n"
 BACKFILL_PER_PASS = 20  # records of an earlier release given their thin row per pass
 INGEST_ROWS = 4096  # cache and provider rows of a taken snapshot per slice (`ingest`)
 INGEST_TRIES = 8  # pending snapshot spools an `ingest` tries (those it cannot read: passed)
-_KEEP = "the dir of snapshots being taken"  # (snapshots/: named in its DataError)
 # Deleted jobs' events dropped from the log per pass, about (whole jobs): the first pass
 # after an upgrade from a release that kept them all must not hold the loop for long.
 DELETED_DROP_MAX = 10_000
@@ -1132,7 +1139,7 @@ def _open_spool(path: Path) -> BinaryIO:
     DataError naming snapshots/ if it is a symlink (a spool is kept only in one of its own:
     what a link there points to is not a checked snapshot's), or naming the spool if it is
     not a regular file; FileNotFoundError if it is gone, OSError if it cannot be read."""
-    spools = open_dir(path.parent, _KEEP)
+    spools = open_dir(path.parent, SPOOL_DIR_WHAT)
     try:
         return open_file(path, "a taken snapshot's spooled rows", spools)
     finally:
@@ -1144,7 +1151,7 @@ def _remove_spool(path: Path) -> None:
     a symlink (the start's sweep leaves it alone too: its files are not the peer's to
     delete), which is logged, the file left."""
     try:
-        unlink_in(path.parent, path.name, _KEEP)
+        unlink_in(path.parent, path.name, SPOOL_DIR_WHAT)
     except FileNotFoundError:
         pass
     except (OSError, DataError) as e:

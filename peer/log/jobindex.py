@@ -79,6 +79,7 @@ _IDS_HELD = "holds its job's deletion and its events in the log (until it is men
 # one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
 # name; a data dir of an earlier release: its path in that directory).
 SPOOL_DIR = "snapshots"
+SPOOL_DIR_WHAT = "the dir of snapshots being taken"  # (its files are deleted once taken)
 _SPOOL_NAME = re.compile(r"[0-9a-f]{32}\.frames")
 
 
