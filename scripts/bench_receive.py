@@ -19,6 +19,11 @@ CHUNK_DONEs with `done`; each frame merged with the scheduler listening too and 
 `Scheduler.step` after it (as its loop wakes per received frame), then every job compacted
 in one pass (`compact` per job: that pass over jobs).
 
+With `--frames-per-merge K`, K frames in a row go into one `Node.merge` (one transaction,
+one fsync for the submissions among them, one scheduler step): what a receiver that merged
+the frames of a receive turn together would spend if K arrived per turn (issue 12; a peer
+merges each frame on its own). Against K = 1 it bounds what that batching can save.
+
 Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B (`--shape
 explicit` only on a release without implied completions).
 """
@@ -152,8 +157,16 @@ class _Phases:
             pstats.Stats(p, stream=sys.stderr).sort_stats("tottime").print_stats(top)
 
 
+def _merges(wire: list[bytes], per_merge: int) -> Iterator[list[Event]]:
+    """The frames' events, `per_merge` frames in a row at a time, parsed and decoded as a
+    receiver does: what one `Node.merge` takes (one frame, as a peer merges them, or the
+    frames of one receive turn if it merged those together)."""
+    for i in range(0, len(wire), per_merge):
+        yield [Event.from_json(json.loads(w)) for w in wire[i:i + per_merge]]
+
+
 def once(tasks: int, per_turn: int, implied: bool,
-         phases: _Phases | None = None) -> dict[str, float]:
+         phases: _Phases | None = None, per_merge: int = 1) -> dict[str, float]:
     phases = phases or _Phases(False)
     wire = frames(tasks, per_turn, implied, (int(time.time() * 1000) - 60_000) << 16)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
@@ -166,8 +179,8 @@ def once(tasks: int, per_turn: int, implied: bool,
             before = [st["collections"] for st in gc.get_stats()]
             t0 = time.process_time()
             with phases.of("merge"):
-                for w in wire[1:]:  # one frame at a time, parsed and decoded as a receiver does
-                    node.merge([Event.from_json(json.loads(w))])
+                for events in _merges(wire[1:], per_merge):
+                    node.merge(events)
             merged = time.process_time() - t0
             collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
                                                                  strict=True)]
@@ -192,22 +205,25 @@ def once(tasks: int, per_turn: int, implied: bool,
             "full_collections": collections[2]}
 
 
-async def _merge_jobs(node: Node, wire: list[bytes]) -> None:
+async def _merge_jobs(node: Node, wire: list[bytes], per_merge: int = 1) -> None:
     """Each frame merged as a peer's loop does (a received submission fsynced in a thread
     meanwhile: `Node._sync_received`), then the scheduler's step; the fsync awaited before
-    the next frame (a job at a time)."""
+    the next frame (a job at a time). With `per_merge` K > 1, K frames in a row merged in
+    one `Node.merge` (one transaction, one fsync), one step after them: what a receiver
+    that merged the frames of one receive turn together would spend when K arrive in it."""
     node._loop = asyncio.get_running_loop()
-    for w in wire:  # one frame at a time, parsed and decoded as a receiver does
-        node.merge([Event.from_json(json.loads(w))])
+    for events in _merges(wire, per_merge):
+        node.merge(events)
         node.scheduler.step()
         if node._syncer is not None:
             await node._syncer
     node._loop = None
 
 
-def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None) -> dict[str, float]:
-    """`--jobs`: CPU per job of merging (with the scheduler's step after each frame) and of
-    compacting another peer's `jobs` jobs."""
+def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: int = 1,
+              ) -> dict[str, float]:
+    """`--jobs`: CPU per job of merging (with the scheduler's step after each merge of
+    `per_merge` frames) and of compacting another peer's `jobs` jobs."""
     phases = phases or _Phases(False)
     wire = job_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
@@ -219,7 +235,7 @@ def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None) -> dict[str,
             before = [st["collections"] for st in gc.get_stats()]
             t0 = time.process_time()
             with phases.of("merge"):
-                asyncio.run(_merge_jobs(node, wire))
+                asyncio.run(_merge_jobs(node, wire, per_merge))
             merged = time.process_time() - t0
             collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
                                                                  strict=True)]
@@ -251,6 +267,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=0,
                     help="N jobs of --tasks tasks each, each submitted and run by another "
                     "peer in one turn (figures per job); 0: one job of --tasks tasks")
+    ap.add_argument("--frames-per-merge", type=int, default=1, metavar="K",
+                    help="K frames in a row merged in one Node.merge (what a "
+                    "receiver merging each receive turn's frames together spends when K "
+                    "arrive in one turn); 1: one merge per frame, as a peer does")
     ap.add_argument("--gc-young-allocs", type=int, default=None,
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
                     "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
@@ -269,13 +289,14 @@ def main() -> None:
         gc.set_threshold(young, 50, 100)
     phases = _Phases(a.profile > 0)
     if a.jobs:
-        runs = [once_jobs(a.jobs, a.tasks, phases) for _ in range(a.reps)]
+        runs = [once_jobs(a.jobs, a.tasks, phases, a.frames_per_merge) for _ in range(a.reps)]
     else:
-        runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases)
+        runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases, a.frames_per_merge)
                 for _ in range(a.reps)]
     phases.print(a.profile)
     out: dict[str, Any] = {"shape": "jobs" if a.jobs else a.shape, "jobs": a.jobs,
                            "tasks": a.tasks, "per_turn": a.per_turn,
+                           "frames_per_merge": a.frames_per_merge,
                            "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),
                            "machine": machine()}
     for k in runs[0]:
