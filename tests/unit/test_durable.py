@@ -517,6 +517,50 @@ async def test_a_failed_fsync_of_received_events_rewrites_them_until_one_succeed
     assert not node._unacked and not node._unsynced
 
 
+async def test_submissions_received_during_an_fsync_share_the_next_fsync_and_ack(
+        node: Node) -> None:
+    """A receiver's batching (issue 12): submissions received while an fsync runs (from
+    several frames, several origins) are all proven by the next fsync, one more, not one
+    each; each origin is acknowledged once for them, and only once that fsync has
+    returned; the fsync that was running acknowledges only what was written before it."""
+    node._loop = asyncio.get_running_loop()
+    trail: list[Any] = []
+    node.gossip.acknowledge = (  # type: ignore[attr-defined]
+        lambda origins: trail.append(sorted(origins)))
+    entered = [threading.Event(), threading.Event()]
+    gates = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+    sync = node.log.sync
+
+    def gated(since: int | None = None) -> None:
+        n = len(calls)
+        calls.append(n)
+        entered[n].set()
+        gates[n].wait(10)
+        sync(since)
+        trail.append("fsync")
+
+    node.log.sync = gated  # type: ignore[method-assign]
+    b = "b" * 16
+    assert node.merge([_submission(ORIGIN)])
+    assert await asyncio.to_thread(entered[0].wait, 10)  # the first fsync is under way
+    second = Event(ORIGIN, 2, 1002, EventType.JOB_SUBMITTED,
+                   {"job": "j-a2", "workflow": {"tasks": []}})
+    assert node.merge([second])  # two more frames while it runs
+    assert node.merge([_submission(b)])
+    await _turn()
+    assert trail == [] and node.heads().get(b, 0) == 0  # nothing acknowledged yet
+    gates[0].set()
+    assert await asyncio.to_thread(entered[1].wait, 10)
+    assert trail == ["fsync", [ORIGIN]]  # the first covers the first submission alone
+    assert node.heads()[ORIGIN] == 1 and node.heads().get(b, 0) == 0
+    gates[1].set()
+    await asyncio.gather(*node._bg)
+    assert trail == ["fsync", [ORIGIN], "fsync", [ORIGIN, b]]  # one fsync, one ack each
+    assert calls == [0, 1]
+    assert (node.heads()[ORIGIN], node.heads()[b]) == (2, 1)
+
+
 async def test_a_rewrite_takes_each_event_as_held_now(node: Node) -> None:
     """An event that may have left the log meanwhile (at or below its origin's highest seq
     dropped) is not written back."""
