@@ -19,6 +19,8 @@ processes=True), both up at once; each repetition interleaves the two systems:
            until the last task_done arrives on peer 0.
   jobs0    as jobs, every one POSTed to peer 0 (it runs them: the others only receive;
            scripts/profile_mesh.py --kind jobs0 reads each peer's CPU apart).
+  jobs0par as jobs0 with PAR_POSTS POSTs in flight at once (clients posting together: the
+           submissions a receiver gets per receive turn and per fsync can be several).
 Every ECHO text carries a fresh tag, so nothing is served from the cache. CPU time of
 both sides (banzai: peers + forkservers + workers; Dask: this process, which hosts the
 scheduler and client, + nannies + workers) is read from /proc around each batch.
@@ -299,8 +301,23 @@ class Watcher:
                 await self._task
 
 
+PAR_POSTS = 8  # the jobs0par batch's POSTs in flight at once
+
+
 def echo(text: str) -> dict[str, Any]:
     return {"call": "ECHO", "args": [text]}
+
+
+async def _post_par(s: Any, url: str, texts: list[str]) -> list[str]:
+    """One one-task ECHO job per text POSTed to `url`, PAR_POSTS in flight at once; their
+    ids, in order."""
+    posts = asyncio.Semaphore(PAR_POSTS)
+
+    async def post(text: str) -> str:
+        async with posts:
+            return await be.post_job(s, url, [echo(text)])
+
+    return list(await asyncio.gather(*(post(t) for t in texts)))
 
 
 async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
@@ -365,10 +382,13 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                 out[kind] = {"wall_s": end - t1, "tasks": n, "tasks_per_s": n / (end - t1),
                              "add_s": t1 - t0, "with_add_per_s": n / (end - t0),
                              "chunks": sum(per_peer.values()), "per_peer": dict(per_peer)}
-            elif kind in ("jobs", "jobs0"):
+            elif kind in ("jobs", "jobs0", "jobs0par"):
                 t0 = time.perf_counter()
-                jobs = [await be.post_job(s, urls[i % len(urls) if kind == "jobs" else 0],
-                                          [echo(f"{tag}-{i}")]) for i in range(n)]
+                if kind == "jobs0par":
+                    jobs = await _post_par(s, urls[0], [f"{tag}-{i}" for i in range(n)])
+                else:
+                    jobs = [await be.post_job(s, urls[i % len(urls) if kind == "jobs" else 0],
+                                              [echo(f"{tag}-{i}")]) for i in range(n)]
                 t_post = time.perf_counter() - t0
                 ends = [await w.wait(j, 1) for j in jobs]
                 wall = max(ends) - t0

@@ -100,7 +100,8 @@ def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, i
 
 def batch(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
     """One batch of `n` tasks: `kind` "dag" (one job of n tasks), "jobs" (n one-task jobs
-    round robin over the peers) or "jobs0" (all posted to peer 0)."""
+    round robin over the peers), "jobs0" (all posted to peer 0) or "jobs0par" (as jobs0, with
+    bench_mesh.PAR_POSTS posted at once)."""
     return dict(bm.banzai_batches(mesh, [kind], n, 0)[kind])
 
 
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--kind", choices=("dag", "jobs", "jobs0"), default="dag",
+    ap.add_argument("--kind", choices=("dag", "jobs", "jobs0", "jobs0par"), default="dag",
                     help="the batch: one job of n tasks, or n one-task jobs (round robin, "
                     "or all posted to p0)")
     a = ap.parse_args(argv)
