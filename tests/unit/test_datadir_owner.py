@@ -245,3 +245,31 @@ def test_a_data_dir_of_a_release_without_secrets_makes_one(tmp_path: Path,
     assert mesh_secrets(_cfg(d)).source == "generated"
     _open(d, opened)
     assert (d / "mesh.secret").exists()
+
+
+# -- a mesh secret cut short ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", ["half", "newline", "zeros"])
+def test_a_secret_file_cut_short_is_refused_naming_it(tmp_path: Path, opened: list[Node],
+                                                      cut: str) -> None:
+    """A partial copy or torn write of mesh.secret that is still a line of 16 bytes or more
+    was taken: another secret, so the peer was a mesh of its own (fuzz F7). Every file a peer
+    writes there ends with a newline; one that does not is refused (even a whole one: it
+    cannot be told apart), and the mesh's join token mends it."""
+    d = tmp_path / "d"
+    _closed(d)
+    whole = (d / "mesh.secret").read_bytes()
+    secret = whole.strip()
+    (d / "mesh.secret").write_bytes({"half": whole[:len(whole) // 2], "newline": secret,
+                                     "zeros": b"\0" * len(whole)}[cut])
+    msg = _refused(d, "mesh.secret")
+    assert "cut short" in msg and "join token" in msg and "end it with a newline" in msg
+    with pytest.raises(ConfigError, match="cut short"):  # (--print-join's path)
+        mesh_secrets(_cfg(d))
+    n = _open(d, opened, join_token=encode_token(secret))
+    assert n.mesh_secrets.primary == secret and (d / "mesh.secret").read_bytes() == whole
+    n.log.close()
+    other = b"another secret of the mesh"  # (a rotation's lines, Windows line ends: as before)
+    (d / "mesh.secret").write_bytes(other + b"\r\n" + secret + b"\r\n\n")
+    assert _open(d, opened).mesh_secrets.secrets == (other, secret)
