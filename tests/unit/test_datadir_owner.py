@@ -82,12 +82,17 @@ def test_a_first_start_cut_between_the_log_and_the_key_opens(tmp_path: Path,
     assert _open(d, opened).peer_id == peer_id_for(key.key)
 
 
-def test_a_first_start_cut_by_a_power_loss_opens_again(tmp_path: Path,
-                                                        opened: list[Node]) -> None:
+@pytest.mark.parametrize("key", ["made", "placed"])
+def test_a_first_start_cut_by_a_power_loss_opens_again(tmp_path: Path, opened: list[Node],
+                                                        key: str) -> None:
     """A power loss keeps what was fsynced: the key (and its directory), not the log's WAL.
     A first start killed once its node was made, its WAL then gone, must open again (its
-    tables were only in the WAL: refused as a lost log; helper-176's review)."""
+    tables were only in the WAL: refused as a lost log; helper-176's review). So must one
+    whose key was placed by hand (the store made after it is kept)."""
     d = tmp_path / "d"
+    if key == "placed":
+        d.mkdir()
+        write_key(d / "identity.key", Ed25519PrivateKey.generate())
     code = ("import os, sys; from pathlib import Path; from peer.config import PeerConfig; "
             "from peer.node import Node; "
             "Node(PeerConfig(data_dir=Path(sys.argv[1]), slots=1, mdns=False)); "
@@ -273,3 +278,41 @@ def test_a_secret_file_cut_short_is_refused_naming_it(tmp_path: Path, opened: li
     other = b"another secret of the mesh"  # (a rotation's lines, Windows line ends: as before)
     (d / "mesh.secret").write_bytes(other + b"\r\n" + secret + b"\r\n\n")
     assert _open(d, opened).mesh_secrets.secrets == (other, secret)
+
+
+# -- a key placed before the first start ----------------------------------------------------
+
+
+@pytest.mark.parametrize("beside", [(), ("mesh.secret", "tmp/", "cache/", "lost+found/")])
+def test_a_key_placed_into_a_new_data_dir_is_the_peers_identity(
+        tmp_path: Path, opened: list[Node], beside: tuple[str, ...]) -> None:
+    """An operator provisions a known identity: identity.key in a data dir that holds nothing
+    a started peer leaves (what a start makes before its log may be there: a refused start's
+    temp dirs, a secret placed too, a new volume's lost+found). It was refused as a lost log."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in beside:
+        if name.endswith("/"):
+            (d / name).mkdir()
+        else:
+            (d / name).write_bytes(b"a secret placed by hand\n")
+    sk = Ed25519PrivateKey.generate()
+    write_key(d / "identity.key", sk)
+    n = _open(d, opened)
+    assert n.identity.key == Identity(sk).key and n.peer_id == peer_id_for(Identity(sk).key)
+    n.log.close()
+    assert _open(d, opened).peer_id == n.peer_id
+
+
+def test_a_key_placed_where_a_peer_ran_is_refused(tmp_path: Path, opened: list[Node]) -> None:
+    """A log lost beside a kept key with all else gone but what a peer makes after its key
+    (the store): still a lost log, not a new data dir."""
+    d = tmp_path / "d"
+    _closed(d)
+    for e in d.iterdir():
+        if e.name not in ("identity.key", "store"):
+            e.unlink()
+    msg = _refused(d, "identity.key", "events.sqlite")
+    assert "nothing else" in msg
+    shutil.rmtree(d / "store")  # (the refused start made a log: it holds nothing yet)
+    assert _open(d, opened).peer_id == peer_id_for(Identity.load(d / "identity.key").key)
