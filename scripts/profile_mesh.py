@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Where the CPU per task goes (issue 12): one job of n independent ECHO tasks on N real peers
 (bench_mesh.py's mesh), or with `--kind jobs` n one-task jobs posted round robin over the
-peers (`--kind jobs0`: all posted to peer 0, which runs them while the others only receive),
-measured three ways on the same mesh, one batch each.
+peers (`--kind jobs0`: all posted to peer 0, which runs them while the others only receive;
+`--kind dag0`: the dag's tasks require a label only peer 0 announces, so it runs them all),
+measured three ways on the same mesh, one batch each. Several kinds (`--kind dag,dag0`) run
+on one mesh, alternated `--repeat` times (peer 0 is labelled whenever dag0 is asked for).
 
-    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000] [--kind dag|jobs|jobs0]
-        [--spy DIR] [--strace] [--json PATH]
+    .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000]
+        [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--spy DIR] [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task (/metrics). The peers' share is
@@ -33,7 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+import urllib.request
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,26 +101,72 @@ def split_threads(before: dict[tuple[int, int], float], after: dict[tuple[int, i
     return {"loop": round(loop * 1000 / n, 3), "other": round(other * 1000 / n, 3)}
 
 
+KINDS = ("dag", "dag0", "jobs", "jobs0", "jobs0par")
+LABEL_FLAG, LABEL = ("--label", "bench=only"), {"labels": {"bench": "only"}}  # dag0's
+
+
 def batch(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
-    """One batch of `n` tasks: `kind` "dag" (one job of n tasks), "jobs" (n one-task jobs
-    round robin over the peers), "jobs0" (all posted to peer 0) or "jobs0par" (as jobs0, with
-    bench_mesh.PAR_POSTS posted at once)."""
+    """One batch of `n` tasks: `kind` "dag" (one job of n tasks), "dag0" (the same, each task
+    requiring peer 0's label), "jobs" (n one-task jobs round robin over the peers), "jobs0"
+    (all posted to peer 0) or "jobs0par" (as jobs0, with bench_mesh.PAR_POSTS posted at
+    once)."""
+    if kind == "dag0":
+        got = dict(bm.banzai_batches(mesh, ["dag"], n, 0, requires=LABEL)["dag"])
+        assert set(got["per_peer"]) == {"p0"}, f"a labelled task ran elsewhere: {got}"
+        return got
     return dict(bm.banzai_batches(mesh, [kind], n, 0)[kind])
 
 
+# Counters read from every peer's /metrics around a cpu batch, summed over the peers, per
+# task (a labelled counter by its labels too: claims by whose, chunk outcomes).
+COUNTED = ("banzai_frames_received_total", "banzai_frames_sent_total",
+           "banzai_events_received_total", "banzai_events_new_total",
+           "banzai_claims_total", "banzai_chunks_total")
+
+
+def counted(text: str) -> dict[str, float]:
+    """The COUNTED samples of one peer's /metrics text, by name without `banzai_` and
+    `_total`, a labelled one with its labels (`claims{by=self}`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in COUNTED:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
+                key = smp.name.removeprefix("banzai_").removesuffix("_total")
+                out[key + (f"{{{labels}}}" if labels else "")] = smp.value
+    return out
+
+
+def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
+    """`counted`, summed over the peers."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for p in mesh.peers:
+        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
+            for k, v in counted(r.read().decode()).items():
+                out[k] += v
+    return out
+
+
 def step_cpu(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
-    before, threads = cpu_by_kind(mesh), peer_threads(mesh)
+    before, threads, c0 = cpu_by_kind(mesh), peer_threads(mesh), counters(mesh)
     got = batch(mesh, n, kind)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
-    per: Counter[str] = Counter()
-    for pid, (kind, s) in after.items():
-        per[kind] += s - before.get(pid, (kind, 0.0))[1]  # a new worker counts from 0
-    return {"tasks_per_s": got["tasks_per_s"], "cpu_ms_per_task": got["cpu_ms_per_task"],
-            "events_per_task": got.get("events_per_task"), "load1": got["load1"],
+    grown = {k: v - c0[k] for k, v in counters(mesh).items()}
+    per: defaultdict[str, float] = defaultdict(float)
+    for pid, (what, s) in after.items():
+        per[what] += s - before.get(pid, (what, 0.0))[1]  # a new worker counts from 0
+    return {"kind": kind, "tasks_per_s": got["tasks_per_s"],
+            "cpu_ms_per_task": got["cpu_ms_per_task"], "per_peer_tasks": got.get("per_peer"),
+            **{k: got.get(k) for k in ("events_per_task", "frames_per_task",
+                                       "gossip_bytes_per_task")},
+            "load1": got["load1"],
             "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())},
             "peer_threads_ms": split_threads(threads, threads_after, n),
             "per_peer_ms": [split_threads(_of(threads, p), _of(threads_after, p), n)
-                            for p in mesh.peers]}
+                            for p in mesh.peers],
+            "counted_per_task": {k: round(v / n, 3) for k, v in sorted(grown.items()) if v}}
 
 
 def _of(threads: dict[tuple[int, int], float], p: bm.Peer) -> dict[tuple[int, int], float]:
@@ -201,6 +250,15 @@ def step_strace(mesh: bm.Mesh, n: int, kind: str, out_dir: Path) -> dict[str, An
     return out
 
 
+def kinds_arg(text: str) -> list[str]:
+    """`--kind`: batch kinds, comma-separated, each one of KINDS."""
+    kinds = text.split(",")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{', '.join(bad)}: not one of {', '.join(KINDS)}")
+    return kinds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers", default="1,3")
@@ -208,24 +266,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--kind", choices=("dag", "jobs", "jobs0", "jobs0par"), default="dag",
-                    help="the batch: one job of n tasks, or n one-task jobs (round robin, "
-                    "or all posted to p0)")
+    ap.add_argument("--kind", type=kinds_arg, default=["dag"],
+                    help="the batches, comma-separated, alternated on one mesh: dag (one job "
+                    "of n tasks), dag0 (its tasks run by p0 alone), jobs, jobs0 or jobs0par "
+                    "(n one-task jobs, round robin, all posted to p0, or to p0 with "
+                    "PAR_POSTS in flight)")
+    ap.add_argument("--repeat", type=int, default=1, help="cpu batches of each kind")
     a = ap.parse_args(argv)
-    res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": a.kind, "by_n": {}}
+    kinds = a.kind
+    res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": ",".join(kinds),
+                           "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
             d = Path(tmp) / f"n{npeers}"
-            mesh = bm.start_mesh(npeers, d)
-            r: dict[str, Any] = {}
+            mesh = bm.start_mesh(npeers, d,
+                                 first_extra=LABEL_FLAG if "dag0" in kinds else ())
+            r: dict[str, Any] = {"cpu": []}
             try:
                 bm.banzai_batches(mesh, ["warm"], a.n, 0)
-                r["cpu"] = step_cpu(mesh, a.n, a.kind)
-                print(f"N={npeers} cpu: {r['cpu']}", file=sys.stderr, flush=True)
-                if a.spy:
-                    r["spy"] = step_spy(mesh, a.n, a.kind, a.spy, r["cpu"]["by_kind_ms"])
-                if a.strace:
-                    r["strace"] = step_strace(mesh, a.n, a.kind, a.strace)
+                if "dag0" in kinds:  # the labelled tasks' first claims and TURNs
+                    batch(mesh, min(a.n, 200), "dag0")
+                for _ in range(a.repeat):
+                    for kind in kinds:
+                        r["cpu"].append(step_cpu(mesh, a.n, kind))
+                        print(f"N={npeers} cpu: {r['cpu'][-1]}", file=sys.stderr, flush=True)
+                for kind in kinds if a.spy else ():
+                    r.setdefault("spy", {})[kind] = step_spy(
+                        mesh, a.n, kind, a.spy / kind,
+                        next(c for c in r["cpu"] if c["kind"] == kind)["by_kind_ms"])
+                for kind in kinds if a.strace else ():
+                    r.setdefault("strace", {})[kind] = step_strace(mesh, a.n, kind,
+                                                                   a.strace / kind)
             finally:
                 bm.stop_mesh(mesh)
             res["by_n"][npeers] = r

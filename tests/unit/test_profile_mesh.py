@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+
+import pytest
 
 from scripts.scriptlib import load_script
 
@@ -23,3 +26,25 @@ def test_thread_cpu_of_this_process_has_its_main_thread() -> None:
 
 def test_thread_cpu_of_a_gone_process_is_empty() -> None:
     assert profile_mesh._thread_cpu_s(2**22 + 12345) == {}
+
+
+def test_counted_reads_the_counters_a_batch_is_measured_by_with_their_labels() -> None:
+    text = (
+        "# HELP banzai_frames_received_total Gossip frames_in\n"
+        "# TYPE banzai_frames_received_total counter\n"
+        "banzai_frames_received_total 12.0\n"
+        "# HELP banzai_claims_total Claims folded, by whose\n"
+        "# TYPE banzai_claims_total counter\n"
+        'banzai_claims_total{by="self"} 3.0\n'
+        'banzai_claims_total{by="others"} 5.0\n'
+        "# HELP banzai_slots Worker slots\n"
+        "# TYPE banzai_slots gauge\n"
+        "banzai_slots 1.0\n")
+    assert profile_mesh.counted(text) == {"frames_received": 12.0, "claims{by=self}": 3.0,
+                                          "claims{by=others}": 5.0}
+
+
+def test_kinds_alternate_on_one_mesh_and_a_bad_one_is_refused() -> None:
+    assert profile_mesh.kinds_arg("dag,dag0") == ["dag", "dag0"]
+    with pytest.raises(argparse.ArgumentTypeError, match="dags: not one of"):
+        profile_mesh.kinds_arg("dag,dags")
