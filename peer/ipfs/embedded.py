@@ -497,7 +497,10 @@ class EmbeddedStore:
 
         Nothing is stored (or pinned) unless the whole CAR is valid: IntegrityError on a hash
         mismatch, StoreError when malformed, TooLarge past `max_bytes` or the block bound.
-        With `pin`, every root is pinned (NotFound if a root's DAG is incomplete).
+        The blocks are one batch (`BlockBatch`: temp files beside their places, made durable
+        together, then renamed): none is in place before its data is durable, and a present
+        block is kept only if known durable. With `pin`, every root is pinned (NotFound if a
+        root's DAG is incomplete).
         """
         with self._lock.hold():
             self.blocks.begin()
