@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import stat
 import threading
 import time
@@ -574,6 +575,17 @@ class BlockStore:
         verify(c, data)
         self.put_trusted(c, data)
 
+    def adopt(self, c: Cid, staged: Path) -> None:
+        """Move a verified staged file into place (rename; an existing block wins)."""
+        final = self.path(c.key)
+        self._shard(final.parent)
+        if self.durable(final):
+            touch(final)
+            staged.unlink(missing_ok=True)
+            return
+        os.replace(staged, final)  # staged files are fsynced (Staging.commit)
+        self._dirty(final.parent)
+
     def _shard_dirs(self) -> Iterator[Path]:
         """The shard directories; one that is a symlink is left alone, logged once
         (`strays`): what it holds is not the store's to delete (gc, temp files)."""
@@ -854,23 +866,58 @@ class StoreLock:
             os.close(fd)
 
 
-def sweep_staging(root: Path, max_age_s: float = _STALE_TMP_S) -> int:
-    """Remove the entries of the store's staging/ last changed over `max_age_s` ago; returns
-    how many are gone. Imports staged their blocks there up to session 35 (they write them
-    beside their final places now, as a `BlockBatch`): a crash of an earlier release may
-    have left directories there. An entry that is a symlink goes itself, never what it
-    points to (`remove`). DataError if staging/ is not a directory of its own (never swept
-    through a symlink)."""
-    check_entry(root / "staging", "directory", "the store's staging dir, swept", real=True)
-    now = time.time()
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(root / "staging"):
-            with contextlib.suppress(OSError):
-                if now - entry.stat(follow_symlinks=False).st_mtime >= max_age_s:
-                    remove(Path(entry.path))
-                    removed += not os.path.lexists(entry.path)  # (rmtree may leave some)
-    return removed
+class Staging:
+    """A private directory for blocks that become visible only on commit (CAR import)."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "staging" / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.dir.mkdir(parents=True)
+        self.items: list[tuple[Cid, Path]] = []
+
+    def put(self, c: Cid, data: bytes) -> None:
+        """Stage verified bytes."""
+        path = self.dir / c.key
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot stage block {c}: the disk is full") from e
+            raise
+        self.items.append((c, path))
+
+    def commit(self, blocks: BlockStore) -> None:
+        """fsync every staged block (concurrently), then move them into the blockstore
+        (their directories are fsynced by `blocks.sync()`)."""
+        try:
+            list(_fsync_pool().map(_fsync_file, [p for _, p in self.items]))
+        except OSError as e:
+            if disk_full(e):
+                raise StorageFull(f"cannot store blocks in {blocks.dir}: the disk is full") from e
+            raise StoreError(f"cannot store blocks in {blocks.dir}: {e.strerror or e}") from e
+        for c, path in self.items:
+            blocks.adopt(c, path)
+        self.discard()
+
+    def discard(self) -> None:
+        """Drop everything staged."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def sweep(root: Path, max_age_s: float = _STALE_TMP_S) -> int:
+        """Remove the entries of staging/ (a crash's directories) last changed over
+        `max_age_s` ago; returns how many are gone. An entry that is a symlink goes itself,
+        never what it points to (`remove`). DataError if staging/ is not a directory of its
+        own (never swept through a symlink)."""
+        check_entry(root / "staging", "directory", "the store's staging dir, swept", real=True)
+        now = time.time()
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / "staging"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime >= max_age_s:
+                        remove(Path(entry.path))
+                        removed += not os.path.lexists(entry.path)  # (rmtree may leave some)
+        return removed
 
 
 def check_root(root: Path) -> Path:

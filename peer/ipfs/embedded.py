@@ -28,7 +28,7 @@ from peer.errors import (
     disk_full,
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
-from peer.ipfs.blocks import BlockStore, PinSet, StoreLock, check_root, sweep_staging, sync_fs
+from peer.ipfs.blocks import BlockStore, PinSet, Staging, StoreLock, check_root, sync_fs
 from peer.ipfs.store import CarOptions, DirLink, Entry, GcStats
 from peer.ipfs.unixfs import Importer, Info, Node, Reader, check_name
 
@@ -497,24 +497,23 @@ class EmbeddedStore:
 
         Nothing is stored (or pinned) unless the whole CAR is valid: IntegrityError on a hash
         mismatch, StoreError when malformed, TooLarge past `max_bytes` or the block bound.
-        The blocks are one batch (`BlockBatch`: temp files beside their places, made durable
-        together, then renamed): none is in place before its data is durable, and a present
-        block is kept only if known durable. With `pin`, every root is pinned (NotFound if a
-        root's DAG is incomplete).
+        With `pin`, every root is pinned (NotFound if a root's DAG is incomplete).
         """
         with self._lock.hold():
             self.blocks.begin()
-            batch = self.blocks.batch()
+            staging = Staging(self.root)
             try:
                 roots, blocks = car.read_car(chunks, max_bytes)
                 for c, data in blocks:
                     verify(c, data)
                     hamt.check_block(c, data)
                     ipld.check_block(c, data)
-                    batch.put_trusted(c, data)  # (one present is kept if known durable)
-                batch.commit()
+                    if not self.blocks.has(c):
+                        staging.put(c, data)
+                staging.commit(self.blocks)
+                self.blocks.sync()
             finally:
-                batch.discard()  # (nothing left to drop once committed)
+                staging.discard()
             if pin:
                 for root in roots:
                     self._check_complete(root)
@@ -627,7 +626,7 @@ class EmbeddedStore:
             with contextlib.suppress(BanzaiError):
                 extra.append(parse_cid(r))
         with self._lock.hold(exclusive=True):
-            sweep_staging(self.root)
+            Staging.sweep(self.root)
             live: set[str] = set()
             for root in [*self._pin_list(), *extra]:
                 self._mark(root, live)
@@ -652,7 +651,7 @@ class EmbeddedStore:
         """What a crash (kill -9) left mid-write, removed whatever its age: staging
         directories and block temp files. Call at start, before any writer runs."""
         with self._lock.hold(exclusive=True):
-            return {"staging": sweep_staging(self.root, 0.0),
+            return {"staging": Staging.sweep(self.root, 0.0),
                     "temp_files": self.blocks.sweep_tmp(0.0)}
 
     def _mark(self, root: Cid, live: set[str]) -> None:
