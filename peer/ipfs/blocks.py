@@ -433,6 +433,12 @@ class BlockStore:
         """True if the block is stored as a file known durable (`durable`)."""
         return bool(self.durable(self._settled(self.path(c.key))))
 
+    def must_write(self, c: Cid) -> bool:
+        """True if a write of block `c` that is to be durable must write it: not an identity
+        CID (never stored) nor stored as a file known durable (one in memory or in the
+        inline pack is not synced; a file marked by a failed sync may be torn)."""
+        return c.multihash[0] != IDENTITY and not self.has_durable_file(c)
+
     def _repaired(self, c: Cid) -> bytes:
         """A corrupt block (removed) fetched again through `repair`, stored and returned;
         IntegrityError if no live peer provides it."""

@@ -172,7 +172,7 @@ class EmbeddedStore:
             try:
                 self.blocks.pack.keep(
                     {c.key: data for c, data in blocks.items()
-                     if c.multihash[0] != IDENTITY and not self.blocks.has_durable_file(c)},
+                     if self.blocks.must_write(c)},
                     [str(parse_cid(r)) for r in roots])
             finally:
                 for c in blocks:
@@ -508,7 +508,7 @@ class EmbeddedStore:
                     verify(c, data)
                     hamt.check_block(c, data)
                     ipld.check_block(c, data)
-                    if not self.blocks.has(c):
+                    if self.blocks.must_write(c):  # (a block not known durable: again)
                         staging.put(c, data)
                 staging.commit(self.blocks)
                 self.blocks.sync()
