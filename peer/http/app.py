@@ -437,17 +437,6 @@ def _event_summary(ev: Event) -> dict[str, Any]:
             **{k: p[k] for k in keep if k in p}}
 
 
-# The events an event stream writes at once: those queued when it wakes (a loop turn's, as a
-# task's CHUNK_DONE and TASK_DONE), in one write, not one write (a send and a wake-up of the
-# reader) each: at a job of 1,000 short tasks those writes were ~10 % of the loop's CPU.
-SSE_WRITE_EVENTS = 256
-
-
-def _sse_text(ev: Event) -> str:
-    """One event of the stream: its `event:` and `data:` lines and the blank line."""
-    return f"event: {ev.type.name.lower()}\ndata: {json.dumps(_event_summary(ev))}\n\n"
-
-
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat;
     at most `http_max_event_streams` at once (503 past it)."""
@@ -484,14 +473,8 @@ async def _stream_events(request: web.Request, queue: asyncio.Queue[Event | None
                 continue
             if ev is None:  # (gone)
                 break
-            texts = [_sse_text(ev)]
-            while len(texts) < SSE_WRITE_EVENTS and not queue.empty():
-                if (ev := queue.get_nowait()) is None:
-                    break
-                texts.append(_sse_text(ev))
-            await resp.write("".join(texts).encode())
-            if ev is None:
-                break
+            data = json.dumps(_event_summary(ev))
+            await resp.write(f"event: {ev.type.name.lower()}\ndata: {data}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

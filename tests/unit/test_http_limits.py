@@ -28,7 +28,6 @@ from peer.errors import ConfigError
 from peer.http.app import GATE, make_app
 from peer.http.limits import FD_RESERVE, Gate, HttpLimits, connection_cap, serve
 from peer.http.tokens import load_or_create_token
-from peer.log.events import EventType
 from peer.node import Node
 from tests.helpers import self_signed
 
@@ -441,29 +440,6 @@ async def test_the_65th_event_stream_is_503_while_64_keep_streaming(tmp_path: Pa
                 break
             await asyncio.sleep(0.01)
         await _subscribe(s)
-
-
-async def _chunk(reader: asyncio.StreamReader) -> bytes:
-    """The next chunk of a chunked body (past the end of the one read before)."""
-    async with asyncio.timeout(PATIENCE_S):
-        while not (line := (await reader.readuntil(b"\r\n")).strip()):
-            pass  # the end of the chunk before
-        return await reader.readexactly(int(line, 16))
-
-
-async def test_the_events_of_one_loop_turn_reach_a_stream_in_one_write(tmp_path: Path) -> None:
-    """Three events emitted in one loop turn are one write (one HTTP chunk) of the stream,
-    each as before: its `event:` and `data:` lines and a blank line, in order."""
-    async with served(tmp_path) as s:
-        reader, _ = await _subscribe(s)
-        cids = [s.node.store.add_bytes(f"x{i}".encode()) for i in range(3)]
-        for cid in cids:
-            s.node.emit(EventType.PROVIDE, {"cids": [cid]})
-        chunk = (await _chunk(reader)).decode()
-        texts = [t for t in chunk.split("\n\n") if t]
-        assert [t.split("\n")[0] for t in texts] == ["event: provide"] * 3, chunk
-        assert [json.loads(t.split("\n")[1].removeprefix("data: "))["type"]
-                for t in texts] == ["provide"] * 3
 
 
 # -- TLS -----------------------------------------------------------------------------------
