@@ -863,8 +863,8 @@ class _Context:
         """Report progress; sent at most every 50 ms, the latest value always arrives. 100 %
         (the runner's report once its target returned) is held for the run's end
         (`close`), where it goes with the run's outcome in one write: a message on its own
-        cost the worker a write and the peer a wake-up per run (~0.05 ms of CPU a run of a
-        short task, most of it the peer's)."""
+        cost the worker a write and the peer a wake-up per run (~0.03 ms of CPU a run of a
+        short task, two thirds of it the peer's: docs/benchmarks.md, session 35)."""
         with self._lock:
             self._pending = float(fraction)
             if self._timer is not None or self._pending >= 1.0:
