@@ -25,7 +25,6 @@ Kind = Literal["directory", "file"]
 DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # (a directory's
 # descriptor, never through a symlink at its path: ELOOP or ENOTDIR if one is there)
 TMP_DIR = "tmp"  # the data dir's temp dir (TMPDIR unless set, snapshot spools): swept at start
-CACHE_DIR = "cache"  # the data dir's caches (XDG_CACHE_HOME, matplotlib, numba unless set)
 
 _FIX = ("something replaced it (or it was edited by hand): move it aside (keep it if it may "
         "hold something of value) and start the peer again")

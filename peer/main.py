@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from peer import fdlimit, gcpace
 from peer.config import PeerConfig, from_args
-from peer.dataentry import CACHE_DIR, TMP_DIR, ensure_dir
+from peer.dataentry import TMP_DIR, ensure_dir
 from peer.errors import BanzaiError, ConfigError
 
 if TYPE_CHECKING:
@@ -123,12 +123,9 @@ def private_dirs(data_dir: Path) -> None:
     if mode & 0o077:
         log.warning("data dir %s is open to other users (mode %o): they can read the event "
                     "log and the blocks; chmod 700 it (docs/security.md)", data_dir, mode)
-    dirs = {"TMPDIR": TMP_DIR, "XDG_CACHE_HOME": CACHE_DIR,
-            "MPLCONFIGDIR": f"{CACHE_DIR}/matplotlib"}
-    # (numba's own only where its shared, warm one is not writable: a fresh one costs every
-    # worker a recompile)
-    if not _numba_default_cache_writable():
-        dirs["NUMBA_CACHE_DIR"] = f"{CACHE_DIR}/numba"
+    dirs = {"TMPDIR": TMP_DIR, "XDG_CACHE_HOME": "cache", "MPLCONFIGDIR": "cache/matplotlib"}
+    if not _numba_default_cache_writable():  # else keep numba's shared, already warm cache:
+        dirs["NUMBA_CACHE_DIR"] = "cache/numba"  # a fresh one costs every worker a recompile
     for var, sub in dirs.items():
         if not os.environ.get(var):
             path = ensure_dir(data_dir / sub, f"{var}'s directory", real=sub == TMP_DIR,

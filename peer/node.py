@@ -195,8 +195,7 @@ class Node:
         # A data dir of 0.1.0 keeps its id; a new one gets the id its key certifies. The key
         # must be the one the log was written with, and the log not lost (peer.log.owner).
         try:
-            self.identity, self.peer_id = own_identity(self.log, cfg.data_dir / KEY_FILE,
-                                                        cfg.data_dir / SECRET_FILE_NAME)
+            self.identity, self.peer_id = own_identity(self.log, cfg.data_dir / KEY_FILE)
             # finished jobs' records (its tables checked: a wrong-shaped one refuses)
             self.index = JobIndex(self.log.db, cfg.data_dir / SPOOL_DIR, self.peer_id)
         except BanzaiError:

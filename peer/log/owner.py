@@ -5,8 +5,6 @@ peer, replaced or emptied by hand).
 - The log is made before the key at a peer's first start, so a key kept beside a log that
   did not exist (missing, 0 bytes, no tables) means the log was lost: the peer would write
   its seqs again with other contents, which other peers may hold (`own_identity` refuses).
-  Unless nothing else a peer leaves is there: a key placed by hand into a new data dir
-  before its first start (an operator provisions a known identity) is taken (`_placed`).
 - The log's meta `key` holds the public key its own events are signed with (recorded at the
   first start of this release; a data dir of an earlier release is checked against its id
   if that certifies a key, else against the keys its own batches were signed with: one of
@@ -18,11 +16,9 @@ peer, replaced or emptied by hand).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
-from peer.dataentry import CACHE_DIR, TMP_DIR
 from peer.errors import ConfigError, DataError
 from peer.log.signing import Identity, peer_id_for, self_certifying, stored_peer_id
 from peer.log.sqlite import EventLog, connect, unreadable
@@ -34,22 +30,19 @@ _LOST_META = "lost"  # the log's meta: made at a start refused as a lost log
 _SECRET_META = "mesh_secret"  # the log's meta: its peer held a mesh secret (`note_secret`)
 
 
-def own_identity(log: EventLog, key_file: Path, secret_file: Path) -> tuple[Identity, str]:
+def own_identity(log: EventLog, key_file: Path) -> tuple[Identity, str]:
     """The peer's identity (`key_file`, made if the log is new) and id (the log's meta
     `peer_id`, else the key's), once they are checked to belong to `log` (which records
-    them; `secret_file`: the data dir's mesh secret); ConfigError naming the files and what
-    the operator can do if they do not."""
+    them); ConfigError naming the files and what the operator can do if they do not."""
     held = key_file.exists() or key_file.is_symlink()
     peer_id = stored_peer_id(log.get_meta("peer_id"), log.path)
-    bare_log = peer_id is None and held and (log.created or log.get_meta(_LOST_META) is not None)
-    if bare_log and not _placed(log, key_file, secret_file):
+    if peer_id is None and held and (log.created or log.get_meta(_LOST_META) is not None):
         log.set_meta(_LOST_META, "1")  # (this start made the log: refused at the next too)
         raise ConfigError(
             f"{key_file} is kept but the event log {log.path} was missing or empty: this "
             "peer would write its events again under seqs that other peers may hold with "
             f"other contents. Restore {log.path.name} from a backup, or move {key_file.name} "
-            "aside to join as a new peer (a key placed into a new data dir is taken where "
-            "nothing else a peer leaves is there)", field="data_dir")
+            "aside to join as a new peer", field="data_dir")
     # (no id but a key beside a log that existed: a first start that ended between them)
     recorded = _recorded_key(log)
     if peer_id is not None and not held and (recorded is not None or self_certifying(peer_id)
@@ -58,10 +51,9 @@ def own_identity(log: EventLog, key_file: Path, secret_file: Path) -> tuple[Iden
             f"{key_file} is missing, but the event log {log.path} holds events signed with "
             f"it: restore {key_file.name} from a backup (or move the data dir aside to join "
             "as a new peer)", field="data_dir")
-    if not held or bare_log:  # the key is made now, fsynced with its directory (or was placed,
-        # and the store is made next): the log's tables must be on disk before it (they sit
-        # in the WAL, not synced at commit): a power cut would leave a key (and a store)
-        # beside a log with no tables, refused as a lost log
+    if not held:  # the key is made now, fsynced with its directory: the log's tables must
+        # be on disk before it (they sit in the WAL, not synced at commit): a power cut
+        # would leave a key beside a log with no tables, refused as a lost log
         log.db.execute("PRAGMA wal_checkpoint(FULL)")
     identity = Identity.load(key_file)
     if peer_id is None:
@@ -80,20 +72,6 @@ def own_identity(log: EventLog, key_file: Path, secret_file: Path) -> tuple[Iden
     log.set_meta("peer_id", peer_id)
     log.set_meta(_KEY_META, identity.key.hex())
     return identity, peer_id
-
-
-def _placed(log: EventLog, key_file: Path, secret_file: Path) -> bool:
-    """Whether `key_file`, beside a log that holds nothing, was placed into a new data dir
-    before its first start: nothing else is there but what a start makes before its log (the
-    temp and cache dirs, the mesh secret, this log) or a new volume holds (lost+found). A
-    start that took its key goes on to make the store, so a lost log's data dir holds it."""
-    made_first = {key_file.name, secret_file.name, TMP_DIR, CACHE_DIR, "lost+found",
-                  *(log.path.name + end for end in ("", "-wal", "-shm", "-journal"))}
-    try:
-        with os.scandir(key_file.parent) as entries:
-            return all(e.name in made_first for e in entries)
-    except OSError:
-        return False
 
 
 def _same_key(same: bool, key_file: Path, log: EventLog) -> None:

@@ -1,8 +1,7 @@
 """Mesh secrets and the CURVE keys derived from them: secret files, join tokens, key ids and
 the admission rule. Pure but for reading and writing secret files; safe from any thread.
 
-Every mesh has a secret (a line of at least 16 bytes; generated ones hold 256 random bits;
-the data dir's file ends with a newline: one that does not may have been cut short).
+Every mesh has a secret (a line of at least 16 bytes; generated ones hold 256 random bits).
 From each secret, scrypt (a slow KDF, so that a key id, which is public, does not let anyone
 test guesses of a hand-written secret quickly) then HKDF-SHA256 derive two Curve25519
 keypairs: the mesh's server keypair (every gossip ROUTER binds with it) and its client
@@ -183,10 +182,6 @@ def decode_token(token: str) -> bytes:
 
 
 def _read_secrets_file(path: Path, what: str) -> tuple[bytes, ...]:
-    return _parse_secrets_file(path, what, _read_file(path, what))
-
-
-def _read_file(path: Path, what: str) -> bytes:
     try:
         data = read_private(path, what, "other local users may hold the mesh secret; "
                             "consider a rotation", MAX_SECRETS_FILE_BYTES)
@@ -195,40 +190,10 @@ def _read_file(path: Path, what: str) -> bytes:
     if len(data) > MAX_SECRETS_FILE_BYTES:
         raise SecretError(f"{what} {path}: longer than {MAX_SECRETS_FILE_BYTES} bytes, not a "
                           f"secrets file (at most {MAX_SECRETS} secrets, one per line)")
-    return data
-
-
-def _parse_secrets_file(path: Path, what: str, data: bytes) -> tuple[bytes, ...]:
     try:
         return parse_secrets(data)
     except SecretError as e:
         raise SecretError(f"{what} {path}: {e}") from None
-
-
-def _read_stored(path: Path) -> tuple[bytes, ...]:
-    """The secrets of the data dir's secret file (`path`); SecretError naming it and what the
-    operator can do if it holds none that reads back (`_stored_secrets`)."""
-    data = _read_file(path, "mesh secret")
-    try:
-        return _stored_secrets(path, data)
-    except SecretError as e:
-        raise SecretError(f"{e}. Restore it from a backup, or give the mesh's join token "
-                          "(BANZAI_JOIN_TOKEN, --join-token), which replaces it") from None
-
-
-def _stored_secrets(path: Path, data: bytes) -> tuple[bytes, ...]:
-    """The secrets of `data`, the data dir's secret file at `path`, read as hostile: every
-    one a peer writes ends with a newline, so one that does not may have been cut short (a
-    partial copy, a torn write), and a secret cut short is another secret (the peer would be
-    a mesh of its own): refused. (A `--secret-file` may end without one, as a container's
-    secret often does.)"""
-    held = _parse_secrets_file(path, "mesh secret", data)
-    if not data.endswith(b"\n"):
-        raise SecretError(
-            f"mesh secret {path}: does not end with a newline, as every {SECRET_FILE_NAME} a "
-            "peer writes does: it may have been cut short (a partial copy, a torn write), and "
-            "a secret cut short is another secret; if the file is whole, end it with a newline")
-    return held
 
 
 @dataclass(frozen=True)
@@ -257,29 +222,18 @@ def load_secrets(data_dir: Path, secret_file: Path | None = None,
     stored = data_dir / SECRET_FILE_NAME
     if join_token:
         secret = decode_token(join_token)
-        if not stored.exists() or _joined(stored) != (secret,):
+        if not stored.exists() or _read_secrets_file(stored, "mesh secret") != (secret,):
             replace_private(stored, secret + b"\n")
             log.info("joined: the mesh secret of the join token is now in %s", stored)
         return MeshSecrets((secret,), "join_token", stored)
     if stored.exists():
-        return MeshSecrets(_read_stored(stored), "data_dir", stored)
+        return MeshSecrets(_read_secrets_file(stored, "mesh secret"), "data_dir", stored)
     secret = new_secret()
     try:
         create_private(stored, secret + b"\n")
     except FileExistsError:  # made meanwhile (another process on this data dir): that one
-        return MeshSecrets(_read_stored(stored), "data_dir", stored)
+        return MeshSecrets(_read_secrets_file(stored, "mesh secret"), "data_dir", stored)
     return MeshSecrets((secret,), "generated", stored)
-
-
-def _joined(stored: Path) -> tuple[bytes, ...] | None:
-    """The secrets of the data dir's secret file, which a join token's replaces; None if it
-    holds none that reads back (cut short, damaged: the token mends it)."""
-    data = _read_file(stored, "mesh secret")
-    try:
-        return _stored_secrets(stored, data)
-    except SecretError as e:
-        log.warning("%s: the join token's secret replaces it", e)
-        return None
 
 
 def join_command(secret: bytes, mesh_name: str = "banzai") -> str:

@@ -1,7 +1,6 @@
 """Mesh admission with real peers on loopback: the first peer's generated secret and join
-command, a peer provisioned with a key and the secret, a peer without the secret, mDNS TXT
-without secret material, and a second local user who can neither read the secret nor join
-(issue 10, item 4)."""
+command, a peer without the secret, mDNS TXT without secret material, and a second local
+user who can neither read the secret nor join (issue 10, item 4)."""
 
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peer.log.signing import Identity, peer_id_for, write_key
 from peer.mesh.discovery import Discovery, DiscoveryConfig, build_txt, mesh_hash
 from peer.mesh.keyring import SECRET_FILE_NAME, decode_token, derive
 from tests.conftest import BIN, ROOT, START_TIMEOUT_S, PeerProc, start_peer
@@ -92,26 +89,6 @@ def test_first_peer_makes_a_private_secret_and_its_join_command_joins(
         assert token not in second.output  # a joined peer does not print the token again
     finally:
         second.kill()
-
-
-def test_a_peer_provisioned_with_a_key_and_the_secret_joins_under_its_id(
-        first: PeerProc, root: Path) -> None:
-    """An operator places a known identity.key and the mesh's mesh.secret into a new data
-    dir before its first start: the peer runs under the key's id in the mesh (the key was
-    refused as a lost log; a peer's start makes its temp and cache dirs before the check)."""
-    data = root / "provisioned"
-    data.mkdir(mode=0o700)
-    sk = Ed25519PrivateKey.generate()
-    write_key(data / "identity.key", sk)
-    secret = data / SECRET_FILE_NAME
-    secret.touch(mode=0o600)
-    secret.write_bytes((first.data_dir / SECRET_FILE_NAME).read_bytes())
-    p = start_peer(data, mesh=MESH, shared_secret=False)
-    try:
-        assert get_json(p.url + "/api/health")["peer"] == peer_id_for(Identity(sk).key)
-        wait_mesh([first, p], 2)
-    finally:
-        p.kill()
 
 
 def test_peer_without_the_secret_never_joins_and_is_refused(first: PeerProc, root: Path) -> None:
