@@ -820,14 +820,9 @@ class _Channel:
         self._fd = conn.fileno()
         self._lock = threading.Lock()
 
-    def send(self, *msgs: tuple[Any, ...]) -> None:
-        """Send `msgs` as frames in one write (one wake-up of the parent)."""
-        out = bytearray()
-        for msg in msgs:
-            data = pickle.dumps(msg, _PICKLE)
-            out += _FRAME.pack(len(data))
-            out += data
-        view = memoryview(out)
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, _PICKLE)
+        view = memoryview(_FRAME.pack(len(data)) + data)
         with self._lock:
             while view:
                 view = view[os.write(self._fd, view) :]
@@ -860,14 +855,10 @@ class _Context:
         self._dir, self._made = Path(path), True
 
     def progress(self, fraction: float) -> None:
-        """Report progress; sent at most every 50 ms, the latest value always arrives. 100 %
-        (the runner's report once its target returned) is held for the run's end
-        (`close`), where it goes with the run's outcome in one write: a message on its own
-        cost the worker a write and the peer a wake-up per run (~0.03 ms of CPU a run of a
-        short task, two thirds of it the peer's: docs/benchmarks.md, session 35)."""
+        """Report progress; sent at most every 50 ms, the latest value always arrives."""
         with self._lock:
             self._pending = float(fraction)
-            if self._timer is not None or self._pending >= 1.0:
+            if self._timer is not None:
                 return
             delay = self._next_s - time.monotonic()
             if delay > 0:
@@ -889,18 +880,17 @@ class _Context:
         """Send any other message (JSON-able args) to the run's `on_message`, in order."""
         self._chan.send(("m", self._run_id, str(kind), args))
 
-    def close(self) -> list[tuple[Any, ...]]:
-        """End the run: remove the workdir; returns the held-back progress (none or one
-        message), for the caller to send with the run's outcome."""
-        with self._lock:  # (a timer's flush under way sent its value already, or sends none)
-            timer, self._timer = self._timer, None
-            value, self._pending = self._pending, None
-            self._open = False
+    def close(self) -> None:
+        """Send held-back progress, then remove the workdir."""
+        with self._lock:
+            timer = self._timer
         if timer is not None:
             timer.cancel()
+        self._flush()
+        with self._lock:
+            self._open = False
         if self._made:
             _TRASH.remove(self._dir)
-        return [] if value is None else [("m", self._run_id, "progress", (value,))]
 
     def _flush(self) -> None:
         with self._lock:
@@ -962,7 +952,7 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
         except EOFError:
             return
         _, run_id, target, payload, workdir = pickle.loads(request)
-        chan.send(*_run_one(chan, targets, run_id, target, payload, Path(workdir)))
+        chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir)))
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
@@ -1015,21 +1005,18 @@ def _run_one(
     target: str,
     payload: bytes,
     workdir: Path,
-) -> list[tuple[Any, ...]]:
-    """Run one request; returns the messages that end it: its held-back progress, if any,
-    then its outcome ("done")."""
+) -> tuple[Any, ...]:
     ctx = _Context(chan, run_id, workdir)
     try:
         fn = targets.get(target) or _import_target(targets, target)
         text = json.dumps(fn(pickle.loads(payload), ctx))
-        done = ("done", run_id, True, text, None, None, ExitKind.OK.value)
     except MemoryError as exc:
-        done = _failure(run_id, exc, ExitKind.MEMORY)
+        return _failure(run_id, exc, ExitKind.MEMORY)
     except Exception as exc:
-        done = _failure(run_id, exc, ExitKind.STORAGE if disk_full(exc) else ExitKind.ERROR)
+        return _failure(run_id, exc, ExitKind.STORAGE if disk_full(exc) else ExitKind.ERROR)
     finally:
-        held = ctx.close()
-    return [*held, done]
+        ctx.close()
+    return ("done", run_id, True, text, None, None, ExitKind.OK.value)
 
 
 def _import_target(targets: dict[str, Callable[..., Any]], target: str) -> Callable[..., Any]:

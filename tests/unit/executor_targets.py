@@ -62,13 +62,6 @@ def chatty(payload: int, ctx: Any) -> int:
     return payload
 
 
-def finished_then_send(payload: int, ctx: Any) -> int:
-    """Reports 100 %, then sends a message of its own."""
-    ctx.progress(1.0)
-    ctx.send("after", payload)
-    return payload
-
-
 def span(payload: float, ctx: Any) -> list[float]:
     start = time.monotonic()
     time.sleep(payload)

@@ -344,17 +344,6 @@ async def test_messages_arrive_in_order(make_executor: MakeExecutor) -> None:
     assert len(progress) < 30  # coalesced to at most ~20/s
 
 
-async def test_a_runs_100_percent_arrives_with_its_outcome(make_executor: MakeExecutor) -> None:
-    """A run's 100 % is held back and sent with its outcome (one write, one wake-up of the
-    parent): a message the target sends after it arrives first."""
-    ex = await make_executor(slots=1)
-    got: list[tuple[str, tuple[Any, ...]]] = []
-    res = await ex.run("a", T + "finished_then_send", 7,
-                       on_message=lambda k, a: got.append((k, a)))
-    assert res.value == 7
-    assert got == [("after", (7,)), ("progress", (1.0,))]
-
-
 async def test_queue_never_exceeds_slots_and_is_fifo(make_executor: MakeExecutor) -> None:
     ex = await make_executor(slots=2)
     runs = [ex.run(f"k{i}", T + "span", 0.1) for i in range(6)]
