@@ -879,9 +879,13 @@ class Staging:
         self.dir = root / "staging" / f"{os.getpid()}-{secrets.token_hex(8)}"
         self.dir.mkdir(parents=True)
         self.items: list[tuple[Cid, Path]] = []
+        self._keys: set[str] = set()
 
     def put(self, c: Cid, data: bytes) -> None:
-        """Stage verified bytes."""
+        """Stage verified bytes (once per block: a CAR may carry a block twice, and commit
+        moves each staged file once)."""
+        if c.key in self._keys:
+            return
         path = self.dir / c.key
         try:
             path.write_bytes(data)
@@ -890,6 +894,7 @@ class Staging:
                 raise StorageFull(f"cannot stage block {c}: the disk is full") from e
             raise
         self.items.append((c, path))
+        self._keys.add(c.key)
 
     def commit(self, blocks: BlockStore) -> None:
         """fsync every staged block (concurrently), then move them into the blockstore

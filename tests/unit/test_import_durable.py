@@ -1,14 +1,16 @@
 """A CAR import (EmbeddedStore.import_car, what a fetch of another peer's DAG does) keeps a
 block it finds present only if known durable (peer.ipfs.blocks: the module's docstring), as
-every other write does: one held only in the inline pack (an inline output, unsynced) or a
-file marked by a failed sync is written again, durable. It took either as stored."""
+the store's other writes do: one held only in the inline pack (an inline output, unsynced) or
+a file marked by a failed sync is written again, durable. It took either as stored. (The
+fetcher's and replicator's "is this DAG complete here" still count any present block, so such
+a DAG is not fetched at all: not covered here.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from peer.cids import parse_cid
-from peer.ipfs import EmbeddedStore, inline
+from peer.ipfs import EmbeddedStore, dag, inline
 
 N_FILES = 3
 
@@ -49,3 +51,20 @@ def test_an_import_writes_again_a_block_a_failed_sync_left_marked(tmp_path: Path
     store.import_car([data])
     assert EmbeddedStore(tmp_path / "store").blocks.has_durable_file(c)
     assert b"".join(store.cat(cids[1])) == (tmp_path / "f1").read_bytes()
+
+
+def test_a_car_carrying_a_block_twice_imports_where_no_file_is_known_durable(
+        tmp_path: Path) -> None:
+    """After a failed sync no block of this process counts as durable, so every block of a
+    CAR is staged: one carried twice was staged twice and its second move found no file
+    (a FileNotFoundError out of the import)."""
+    cids, _ = _car(tmp_path)
+    src = EmbeddedStore(tmp_path / "src")
+    c = parse_cid(cids[0])
+    data = src.blocks.get(c)
+    car = b"".join(dag.car_pieces([c], [(c, data), (c, data)], dups=True))
+    store = EmbeddedStore(tmp_path / "store")
+    assert store.import_car([car]) == [cids[0]]
+    store.blocks.distrust()  # (as a failed sync does: nothing here is known durable now)
+    assert store.import_car([car]) == [cids[0]]
+    assert b"".join(store.cat(cids[0])) == (tmp_path / "f0").read_bytes()
