@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from peer import gcpace
@@ -153,10 +153,27 @@ QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's o
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
 
-def _sync_error(e: OSError) -> BanzaiError:
+def _sync_error(e: Exception) -> BanzaiError:
+    """What the API answers for a change whose fsync failed (`e`: that fsync's error, or a
+    rewrite's, `Node._resync`); a new one each call, caused by `e`."""
     if disk_full(e):
-        return StorageFull("the peer's disk is full: the change is not on disk yet")
-    return StoreError(f"the peer cannot sync its event log: {e.strerror or e}")
+        err: BanzaiError = StorageFull("the peer's disk is full: the change is not on disk yet")
+    else:
+        err = StoreError(f"the peer cannot sync its event log: "
+                         f"{getattr(e, 'strerror', None) or e}")
+    err.__cause__ = e
+    return err
+
+
+class _Gen(NamedTuple):
+    """A generation of writes waiting for the next fsync of the log (`Node._sync_received`)."""
+
+    events: list[Event]  # received ones, or a turn of ours: our heads stop below them until then
+    submitted: set[str]  # the origins of submissions among them: acknowledged then
+    epoch: int  # the log's write_epoch when they were written (`EventLog.sync`'s `since`)
+    # `Node.durable`'s: an event of ours the API acknowledges once that fsync returns (set
+    # then; failed, and the event rewritten, if it fails)
+    waiter: tuple[Event, asyncio.Future[None]] | None = None
 
 
 def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
@@ -306,7 +323,7 @@ class Node:
         # those whose fsync failed (rewritten, then fsynced, every WRITE_RETRY_S), with ours
         # that a failed fsync was to prove (an acknowledged event, a turn with inline blocks).
         self._unsynced: dict[str, int] = {}
-        self._syncing: dict[int, tuple[list[Event], set[str], int]] = {}  # (+ write epoch)
+        self._syncing: dict[int, _Gen] = {}
         self._sync_gen = 0
         self._syncer: asyncio.Task[None] | None = None  # makes the fsyncs, one at a time
         self._rewrite: dict[tuple[str, int], Event] = {}
@@ -693,15 +710,14 @@ class Node:
             raise self.write_error or StoreError("the event log is closed")
 
     async def durable(self, ev: Event) -> None:
-        """Return once our event `ev` is on disk (written, then the log fsynced in a thread:
-        the loop goes on, and the fsyncs of concurrent acknowledgements overlap); raise as
-        `written` otherwise. What the API acknowledges."""
+        """Return once our event `ev` is on disk: written, then proven by the first fsync of
+        the log that began after (`_sync_pending`, in a thread: the loop goes on, and
+        concurrent acknowledgements and received events share one); raise as `written`
+        otherwise, or the fsync's error (StorageFull, StoreError). What the API acknowledges."""
         self.written(ev)
-        try:
-            await asyncio.to_thread(self.log.sync, self._write_epoch_of(ev))
-        except OSError as e:
-            self._sync_failed(e, [ev])
-            raise _sync_error(e) from e
+        done = asyncio.get_running_loop().create_future()
+        self._sync_received([], set(), self._write_epoch_of(ev), (ev, done))
+        await done
 
     def durable_now(self, ev: Event) -> None:
         """`durable` for a caller that cannot wait (blocks the loop for one fsync)."""
@@ -759,20 +775,19 @@ class Node:
         return new
 
     def _sync_received(self, events: Sequence[Event], submitted: set[str], epoch: int,
-                       ) -> int:
+                       waiter: tuple[Event, asyncio.Future[None]] | None = None) -> int:
         """Fsync the log in a thread for received events of acknowledged kinds (the loop
         goes on: the job is planned and claimed meanwhile), or a turn of ours with inline
         blocks; until then our heads stop below them, so no peer counts them as held here;
-        then acknowledge the submissions, and push what the outbox may. Returns the sync's
-        generation."""
+        then acknowledge the submissions, answer `durable`'s `waiter`, and push what the
+        outbox may. Returns the sync's generation."""
         self._sync_gen += 1
         gen = self._sync_gen
-        self._syncing[gen] = (list(events), submitted, epoch)
+        self._syncing[gen] = _Gen(list(events), submitted, epoch, waiter)
         for e in events:
             self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
         if self._syncer is None or self._syncer.done():
-            assert self._loop is not None
-            task = self._loop.create_task(self._sync_pending())
+            task = asyncio.get_running_loop().create_task(self._sync_pending())
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
             self._syncer = task
@@ -780,16 +795,24 @@ class Node:
 
     async def _sync_pending(self) -> None:
         """One fsync in flight at a time, each proving every generation written before it
-        began (one fsync for all the turns and received events of that while): a slow disk
-        makes fewer, not more, fsyncs, and holds one thread."""
+        began (one fsync for all the turns, received events and acknowledgements of that
+        while: group commit): a slow disk makes fewer, not more, fsyncs, and holds one
+        thread. Cancelled (the node closing), it fails the acknowledgements still waiting."""
         while self._syncing:
             upto = self._sync_gen
-            since = min(w for _, _, w in self._syncing.values())  # the most cautious
+            since = min(g.epoch for g in self._syncing.values())  # the most cautious
             try:
                 await asyncio.to_thread(self.log.sync, since)
             except OSError as e:  # SyncTainted too: an fsync failed since a write
                 self._sync_failed(e)
                 return
+            except asyncio.CancelledError:
+                for g in self._syncing.values():
+                    if g.waiter is not None and not g.waiter[1].done():
+                        g.waiter[1].set_exception(StoreError(
+                            "the peer closed before its event log was fsynced: the change "
+                            "may not be on disk"))
+                raise
             try:
                 self._synced(upto)
             except Exception:  # (a listener's bug must not strand the generations left)
@@ -799,7 +822,10 @@ class Node:
         """An fsync that began after generation `upto` was written succeeded."""
         acked: set[str] = set()
         for g in [g for g in self._syncing if g <= upto]:  # committed before it began
-            acked |= self._syncing.pop(g)[1]
+            gen = self._syncing.pop(g)
+            acked |= gen.submitted
+            if gen.waiter is not None and not gen.waiter[1].done():  # (not given up)
+                gen.waiter[1].set_result(None)
         self._note_unsynced()
         if self._sync_error is not None and not self._rewrite:
             log.warning("the event log syncs again: events rewritten and fsynced")
@@ -818,9 +844,14 @@ class Node:
         WRITE_RETRY_S (`_resync`): Linux may drop the dirty pages a failed fsync could not
         write, and a later fsync then succeeds without them. Our heads stay below them and
         the submissions received wait until that succeeds; log once per outage."""
-        for events, submitted, _ in self._syncing.values():
-            self._rewrite.update((ev.id, ev) for ev in events)
-            self._unacked |= submitted
+        for gen in self._syncing.values():
+            self._rewrite.update((ev.id, ev) for ev in gen.events)
+            self._unacked |= gen.submitted
+            if gen.waiter is not None:  # an acknowledgement it was to prove: fails
+                ev, done = gen.waiter
+                self._rewrite[ev.id] = ev
+                if not done.done():
+                    done.set_exception(_sync_error(e))
         self._syncing.clear()
         self._rewrite.update((ev.id, ev) for ev in ours)
         self._note_unsynced()
@@ -835,7 +866,7 @@ class Node:
     def _note_unsynced(self) -> None:
         """Per origin, the lowest seq written but not proven on disk (our heads stop below)."""
         lows: dict[str, int] = {}
-        syncing = (v for es, _, _ in self._syncing.values() for v in es)
+        syncing = (v for g in self._syncing.values() for v in g.events)
         for ev in [*self._rewrite.values(), *syncing]:
             lows[ev.origin] = min(lows.get(ev.origin, ev.seq), ev.seq)
         self._unsynced = lows

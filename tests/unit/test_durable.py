@@ -357,6 +357,120 @@ async def test_an_acknowledgement_fsyncs_the_log_off_the_loop(node: Node) -> Non
     assert _stored(node) == [ev.seq]
 
 
+class _HeldFsyncs:
+    """Wraps EventLog's fsync: the first `held` calls each wait in their thread until
+    `release(n)` (10 s at most), and fail (EIO) where `fails` says; records the calls and
+    whether two ever ran at once."""
+
+    def __init__(self, node: Node, held: int, fails: Sequence[int] = ()) -> None:
+        self.entered = [threading.Event() for _ in range(held)]
+        self.left = [threading.Event() for _ in range(held)]
+        self._gates = [threading.Event() for _ in range(held)]
+        self.fails = set(fails)
+        self.calls = 0
+        self.overlapped = False
+        self._inside = 0
+        self._fsync = node.log._fsync
+        node.log._fsync = self  # type: ignore[method-assign]
+
+    def __call__(self) -> None:
+        n, self.calls = self.calls, self.calls + 1
+        self._inside += 1
+        self.overlapped |= self._inside > 1
+        try:
+            if n < len(self.entered):
+                self.entered[n].set()
+                self._gates[n].wait(10)
+            if n in self.fails:
+                raise OSError(errno.EIO, "Input/output error")
+            self._fsync()
+        finally:
+            self._inside -= 1
+            if n < len(self.left):
+                self.left[n].set()
+
+    async def under_way(self, n: int) -> None:
+        """Until fsync `n` (from 0) runs in its thread."""
+        assert await asyncio.to_thread(self.entered[n].wait, 10)
+
+    def release(self, n: int) -> None:
+        self._gates[n].set()
+
+    async def returned(self, n: int) -> None:
+        """Until fsync `n` has returned in its thread."""
+        assert await asyncio.to_thread(self.left[n].wait, 10)
+
+
+def _cancel(node: Node, job: str) -> Event:
+    return node.emit(EventType.JOB_CANCELLED, {"job": job, "reason": "r"})
+
+
+async def test_acknowledgements_during_an_fsync_share_the_next_and_none_answers_before_it(
+        node: Node) -> None:
+    """Group commit (issue 12): `durable` calls made while an fsync runs wait for the next
+    one, one more fsync for all of them (not one each), one in flight at a time; none
+    answers before the fsync that began after its event was written returns."""
+    disk = _HeldFsyncs(node, held=2)
+    first = asyncio.create_task(node.durable(_cancel(node, "j0")))
+    await disk.under_way(0)
+    later = [asyncio.create_task(node.durable(_cancel(node, f"j{i}"))) for i in (1, 2, 3)]
+    await _turn()
+    assert not first.done() and not any(t.done() for t in later)
+    disk.release(0)
+    await disk.under_way(1)  # the next fsync, for the three written meanwhile
+    await _turn()
+    assert first.done() and first.result() is None
+    assert not any(t.done() for t in later)  # not proven by the fsync that began before them
+    disk.release(1)
+    await asyncio.gather(*later)
+    assert disk.calls == 2 and not disk.overlapped
+    assert len(_stored(node)) == 4
+    assert not node._syncing and not node._rewrite
+
+
+async def test_a_failed_fsync_fails_the_acknowledgements_it_covered_not_later_ones(
+        node: Node) -> None:
+    """An fsync that fails fails every `durable` waiting on it: the one whose event it was to
+    prove, and one written while it ran (Linux may have dropped that one's pages too:
+    `EventLog.sync`'s `since`), without a further fsync for it; both events are rewritten
+    and proven later. One written after the failure is acknowledged by its own fsync."""
+    disk = _HeldFsyncs(node, held=1, fails=[0])
+    a = _cancel(node, "ja")
+    first = asyncio.create_task(node.durable(a))
+    await disk.under_way(0)
+    b = _cancel(node, "jb")
+    second = asyncio.create_task(node.durable(b))
+    await _turn()
+    disk.release(0)
+    for task in (first, second):
+        with pytest.raises(StoreError, match="cannot sync"):
+            await task
+    assert disk.calls == 1  # nothing more fsynced for the second: the failure covers it
+    assert set(node._rewrite) == {a.id, b.id}
+    c = _cancel(node, "jc")
+    await node.durable(c)  # written after the failure: its fsync proves it
+    assert disk.calls == 2 and set(node._rewrite) == {a.id, b.id}
+    assert node.heads()[node.peer_id] == a.seq - 1  # (stop below the events rewritten)
+    await _retried(node)
+    assert disk.calls == 3 and not node._rewrite
+    assert node.heads()[node.peer_id] == c.seq
+
+
+async def test_an_acknowledgement_waiting_when_the_node_closes_fails_not_hangs(
+        node: Node) -> None:
+    """The fsyncs' task cancelled (the node closing) fails the acknowledgements still
+    waiting for it: none is answered as on disk, none waits for ever."""
+    disk = _HeldFsyncs(node, held=1)
+    waiting = asyncio.create_task(node.durable(_cancel(node, "j")))
+    await disk.under_way(0)
+    assert node._syncer is not None
+    node._syncer.cancel()
+    with pytest.raises(StoreError, match="closed before"):
+        await waiting
+    disk.release(0)
+    await disk.returned(0)  # (its thread ends before the log closes)
+
+
 async def test_received_acknowledged_kinds_are_fsynced_off_the_loop_before_heads_say_so(
         node: Node) -> None:
     """A merged PROVIDE (or submission) is written at once and fsynced in a thread: the loop
