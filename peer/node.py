@@ -787,17 +787,43 @@ class Node:
         for e in events:
             self._unsynced[e.origin] = min(self._unsynced.get(e.origin, e.seq), e.seq)
         if self._syncer is None or self._syncer.done():
-            task = asyncio.get_running_loop().create_task(self._sync_pending())
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
-            self._syncer = task
+            self._start_syncer()
         return gen
+
+    def _start_syncer(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._sync_pending())
+        self._bg.add(task)
+        task.add_done_callback(self._syncer_ended)
+        self._syncer = task
+
+    def _syncer_ended(self, task: asyncio.Task[None]) -> None:
+        """The fsyncs' task ended. Cancelled (the node closing; before its first step too),
+        the acknowledgements still waiting fail: nothing would answer them. Failed (a bug, or
+        no thread to run the fsync in), it counts as a failed fsync (`_sync_failed`).
+        Returned with generations left (registered as it ended), a new one starts. (One
+        started meanwhile, `_sync_received` finding this one done, serves what waits.)"""
+        self._bg.discard(task)
+        e = None if task.cancelled() else task.exception()
+        if e is not None:
+            log.error("the event log's fsync task failed", exc_info=e)
+        if self._syncer is not task:
+            return
+        if task.cancelled():
+            for g in self._syncing.values():
+                if g.waiter is not None and not g.waiter[1].done():
+                    g.waiter[1].set_exception(StoreError(
+                        "the peer closed before its event log was fsynced: the change may "
+                        "not be on disk"))
+        elif e is not None:
+            self._sync_failed(e)
+        elif self._syncing and not self._log_closed:
+            self._start_syncer()
 
     async def _sync_pending(self) -> None:
         """One fsync in flight at a time, each proving every generation written before it
         began (one fsync for all the turns, received events and acknowledgements of that
         while: group commit): a slow disk makes fewer, not more, fsyncs, and holds one
-        thread. Cancelled (the node closing), it fails the acknowledgements still waiting."""
+        thread. How it ends: `_syncer_ended`."""
         while self._syncing:
             upto = self._sync_gen
             since = min(g.epoch for g in self._syncing.values())  # the most cautious
@@ -805,14 +831,7 @@ class Node:
                 await asyncio.to_thread(self.log.sync, since)
             except OSError as e:  # SyncTainted too: an fsync failed since a write
                 self._sync_failed(e)
-                return
-            except asyncio.CancelledError:
-                for g in self._syncing.values():
-                    if g.waiter is not None and not g.waiter[1].done():
-                        g.waiter[1].set_exception(StoreError(
-                            "the peer closed before its event log was fsynced: the change "
-                            "may not be on disk"))
-                raise
+                continue  # (it cleared the generations: the loop ends)
             try:
                 self._synced(upto)
             except Exception:  # (a listener's bug must not strand the generations left)
@@ -891,8 +910,9 @@ class Node:
         events = [held for ev in self._rewrite.values() if (held := self._as_held(ev))]
         try:
             self.log.replace(events, sync=False)
-        except Exception as e:
-            self._sync_failed(e)
+        except Exception as e:  # rolled back: nothing dropped, nothing in flight tainted
+            self._sync_error = e  # (the outage was logged as it began)
+            self._retry_later()
             return
         submitted, self._unacked = self._unacked, set()
         self._rewrite.clear()

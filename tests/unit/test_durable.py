@@ -1060,3 +1060,62 @@ async def test_a_deletion_of_a_compacted_job_during_a_failed_fsync_drops_nothing
         assert _rows(n) == {dele.id} and n.compactor.floors == {ORIGIN: 10}
     finally:
         n.log.close()
+
+
+async def test_a_failed_rewrite_leaves_an_acknowledgement_in_flight_to_its_fsync(
+        node: Node) -> None:
+    """During an outage the retry rewrites what a failed fsync may have lost; a rewrite that
+    fails (rolled back: nothing dropped) must not fail an acknowledgement whose own fsync is
+    under way and succeeds: its client would be told "not on disk" of a change that is."""
+    node._loop = asyncio.get_running_loop()
+    _FlakySync(node, [False])
+    lost = _cancel(node, "lost")
+    with pytest.raises(StoreError):
+        node.durable_now(lost)  # the outage: `lost` is to be rewritten
+    disk = _HeldFsyncs(node, held=1)
+    waiting = asyncio.create_task(node.durable(_cancel(node, "b")))
+    await disk.under_way(0)
+
+    def full(events: Sequence[Event], sync: bool | None = None) -> None:
+        raise StoreError("cannot write the event log: the disk is full")
+
+    node.log.replace = full  # type: ignore[method-assign]
+    node._retry_flush()  # the rewrite fails
+    disk.release(0)
+    await waiting  # proven by its fsync: answered as on disk
+    assert lost.id in node._rewrite and node._retry is not None  # retried later
+
+
+async def test_an_acknowledgement_whose_fsync_task_is_cancelled_before_it_ran_fails(
+        node: Node) -> None:
+    """The fsyncs' task cancelled before its first step (the node closing at once): the
+    acknowledgement waiting for it fails; it waited for ever."""
+    waiting = asyncio.create_task(node.durable(_cancel(node, "j")))
+    await asyncio.sleep(0)  # registered; the fsyncs' task has not run yet
+    assert node._syncer is not None and not node._syncer.done()
+    node._syncer.cancel()
+    with pytest.raises(StoreError, match="closed before"):
+        await asyncio.wait_for(waiting, 10)
+
+
+async def test_one_fsync_for_an_event_written_before_a_failed_fsync_and_a_fresh_one_fails_it(
+        node: Node) -> None:
+    """Acknowledgements sharing one fsync: it proves each only if no fsync failed since the
+    earliest of their writes (`EventLog.sync`'s `since`, the most cautious epoch), so an
+    event written before a failed fsync is not acknowledged by it."""
+    node._loop = asyncio.get_running_loop()
+    stale = _cancel(node, "stale")
+    node.flush()  # written, not fsynced
+    _FlakySync(node, [False])
+    with pytest.raises(StoreError):
+        node.durable_now(_cancel(node, "other"))  # an fsync fails after `stale` was written
+    disk = _HeldFsyncs(node, held=1)
+    first = asyncio.create_task(node.durable(_cancel(node, "first")))
+    await disk.under_way(0)
+    both = [asyncio.create_task(node.durable(ev))
+            for ev in (stale, _cancel(node, "fresh"))]  # share the next fsync
+    disk.release(0)
+    await first
+    with pytest.raises(StoreError):
+        await both[0]
+    await asyncio.gather(both[1], return_exceptions=True)
