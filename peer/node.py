@@ -814,7 +814,7 @@ class Node:
                     g.waiter[1].set_exception(StoreError(
                         "the peer closed before its event log was fsynced: the change may "
                         "not be on disk"))
-        elif e is not None:
+        elif isinstance(e, Exception):
             self._sync_failed(e)
         elif self._syncing and not self._log_closed:
             self._start_syncer()
