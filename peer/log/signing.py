@@ -421,6 +421,9 @@ class MemberKeys:
             # Only an unsigned (0.1.0) origin may be attested: a self-certifying id signs for
             # itself from its first event, heard here yet or not.
             return "attested_signed_origin"
+        if b.signer != b.origin and not _hex_digits(b.origin, OLD_ID_CHARS):
+            # Nor an origin that is no peer's id: a member would speak for a peer it made up.
+            return "attested_other_origin"
         if b.sig in self._good:
             return None
         if not verify_new:

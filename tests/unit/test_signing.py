@@ -217,6 +217,18 @@ def test_no_member_attests_events_of_a_self_certifying_origin_even_before_its_ke
     assert [e.id for e in k.accept(*wire(real))] == [(origin, 1)]
 
 
+def test_no_member_attests_events_of_an_origin_that_is_no_peers_id() -> None:
+    """Attestation is for a 0.1.0 id (16 hex digits) alone: a member that attested events
+    of any other origin (no key bound, not self-certifying) spoke for a peer it made up,
+    events nobody answers for (docs/architecture.md, Events of 0.1.0)."""
+    for origin in ("P/j0", "0123456789abcdeF", "0123456789abcde", "not-a-peer"):
+        made_up = [ev(1, origin=origin)]
+        sign_events(ME, ID, made_up, None)  # attested by ID, an admitted member
+        k = MemberKeys()
+        assert k.accept(*wire(made_up)) == []
+        assert k.refused.by_origin[origin] == {"attested_other_origin": 1}
+
+
 def _counting(monkeypatch: Any, name: str) -> list[int]:
     """Count the calls of Batch.<name> (the per-candidate work of matching an event)."""
     calls = [0]
