@@ -23,7 +23,15 @@ processes=True), both up at once; each repetition interleaves the two systems:
            submissions a receiver gets per receive turn and per fsync can be several).
 Every ECHO text carries a fresh tag, so nothing is served from the cache. CPU time of
 both sides (banzai: peers + forkservers + workers; Dask: this process, which hosts the
-scheduler and client, + nannies + workers) is read from /proc around each batch.
+scheduler and client, + nannies + workers) is read from /proc around each batch. The
+throughput (tasks/s) and latency figures are timed to the batch's last task_done, as before
+session 35; banzai's CPU window runs on until every peer has compacted the jobs the batch
+pushed out of the recent history (`settle`: /metrics' jobs in memory down to what
+CompactConfig.recent_tasks keeps; a pass every 5 s, bounded at 30 s), so it holds the
+compaction a batch causes (for n ≥ 1,000, every older job's) on every peer, not whichever
+pass happens to fall in it; what the idle mesh spends per second (measured once per mesh
+after the warm-up) times that wait is taken off. The job view the dag and map batches read
+afterwards (which peer ran what, HLC times) is read after the window.
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
 py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
 
@@ -73,10 +81,13 @@ from scriptlib import (  # noqa: E402
     wait_workers_ready,
 )
 
+from peer.log.compact import CompactConfig  # noqa: E402
+
 MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
 PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
 TARGET_RATIO = 1.5
 TARGET_P50_MS = 10.0
+RECENT_TASKS = CompactConfig().recent_tasks  # the peers' default
 
 
 # -- shared helpers (bench_gossip.py uses these too) -------------------------------------
@@ -120,6 +131,10 @@ class Peer:
 @dataclass
 class Mesh:
     peers: list[Peer] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)  # the tasks of each job posted to
+    # it, in the order they finished (what `settle` expects the peers to hold)
+    idle_s_per_s: float = 0.0  # CPU s per s of the idle mesh (`idle_cpu_s_per_s`; 0: not
+    # measured, nothing taken off)
 
     def names(self) -> dict[str, str]:
         return {p.id: f"p{i}" for i, p in enumerate(self.peers)}
@@ -165,6 +180,74 @@ def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
     if before is None or after is None:
         return {}
     return {f"{k}_per_task": (after[k] - before[k]) / tasks for k in COUNTERS}
+
+
+def jobs_held(text: str) -> float:
+    """The jobs one peer's /metrics text says its fold holds in memory (compacted jobs left)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == "banzai_memory_entries" and smp.labels.get("table") == "jobs":
+                return smp.value
+    return 0.0
+
+
+def held_jobs(mesh: Mesh) -> list[float]:
+    """`jobs_held` of every peer, p0 first."""
+    out = []
+    for p in mesh.peers:
+        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
+            out.append(jobs_held(r.read().decode()))
+    return out
+
+
+def recent_jobs(finished: Sequence[int], recent_tasks: int = RECENT_TASKS) -> int:
+    """How many of the finished jobs (their tasks, oldest first) a peer keeps in memory once
+    its compaction has caught up: the newest, while their tasks add up to `recent_tasks`
+    (peer.log.compact's recent history; the older ones are compacted)."""
+    tasks = kept = 0
+    for n in reversed(finished):
+        tasks += n
+        if tasks > recent_tasks:
+            break
+        kept += 1
+    return kept
+
+
+def settle(mesh: Mesh, timeout_s: float = 30.0, held: Any = held_jobs,
+           clock: Any = time.monotonic, sleep: Any = time.sleep) -> float:
+    """Wait until every peer's compaction has caught up with the jobs posted to the mesh
+    (`mesh.finished`): each holds no more jobs in memory than `recent_jobs` of them, i.e.
+    has compacted every job the last batch pushed out of the recent history (a pass every
+    5 s); the seconds waited. TimeoutError naming the peers if it does not happen in
+    `timeout_s`. `held(mesh)`: the jobs each peer holds (`held_jobs`)."""
+    want = recent_jobs(mesh.finished)
+    t0 = clock()
+    while max(got := held(mesh), default=0) > want:
+        if clock() - t0 >= timeout_s:
+            late = ", ".join(f"p{i} holds {n:g}" for i, n in enumerate(got) if n > want)
+            raise TimeoutError(
+                f"compaction did not catch up in {timeout_s:g} s: {late} jobs in memory, the "
+                f"recent history ({RECENT_TASKS} tasks) of the {len(mesh.finished)} jobs "
+                f"posted holds {want}")
+        sleep(0.1)
+    return clock() - t0
+
+
+def idle_cpu_s_per_s(mesh: Mesh, window_s: float = 3.0) -> float:
+    """CPU seconds per second of every process of the idle mesh (compaction caught up):
+    heartbeats, probes, timers."""
+    settle(mesh)
+    c0, t0 = mesh.cpu_s(), time.monotonic()
+    time.sleep(window_s)
+    return (mesh.cpu_s() - c0) / (time.monotonic() - t0)
+
+
+def net_ms_per_task(cpu_s: float, idle_s_per_s: float, waited_s: float, tasks: int) -> float:
+    """CPU ms per task of a batch's window, less what the idle mesh spent (`idle_s_per_s`)
+    over the `waited_s` of it that waited for compaction."""
+    return (cpu_s - idle_s_per_s * waited_s) * 1000 / tasks
 
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
@@ -321,7 +404,7 @@ async def _post_par(s: Any, url: str, texts: list[str]) -> list[str]:
 
 
 async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
-                          requires: dict[str, Any] | None = None) -> dict[str, Any]:
+                          requires: dict[str, Any] | None, settled: bool) -> dict[str, Any]:
     import aiohttp
 
     urls = [p.url for p in mesh.peers]
@@ -333,12 +416,17 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
         for kind in what:
             tag = secrets.token_hex(6)
             l0, c0, m0 = load1(), mesh.cpu_s(), mesh_counters(mesh)
+            viewed = ""  # the job whose view the batch reads, after its CPU window
             if kind == "warm":  # imports in every worker, first claims, HTTP keep-alive
                 job = await be.post_job(s, urls[0], {"name": "warm", "tasks": [
                     {"name": f"w{i}", **echo(f"warm-{tag}-{i}")} for i in range(8 * len(urls))]})
                 await w.wait(job, 8 * len(urls))
+                mesh.finished.append(8 * len(urls))
                 for i in range(5):
                     await w.wait(await be.post_job(s, urls[0], [echo(f"warm-{tag}-s{i}")]), 1)
+                    mesh.finished.append(1)
+                mesh.idle_s_per_s = (await asyncio.to_thread(idle_cpu_s_per_s, mesh)
+                                     if settled else 0.0)
                 continue
             if kind == "latency":
                 lat = []
@@ -347,23 +435,20 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                     t = time.perf_counter()
                     job = await be.post_job(s, urls[0], [echo(f"{tag}-{i}")])
                     lat.append((await w.wait(job, 1) - t) * 1000)
+                mesh.finished += [1] * lat_n
                 wall = time.perf_counter() - t0
                 out[kind] = {"wall_s": wall, "tasks": lat_n, "p50_ms": med(lat),
                              "p95_ms": be.pct(lat, 95), "max_ms": max(lat)}
             elif kind == "dag":
                 t0 = time.perf_counter()
-                job = await be.post_job(s, urls[0], {"name": "bench-dag", "tasks": [
+                viewed = await be.post_job(s, urls[0], {"name": "bench-dag", "tasks": [
                     {"name": f"e{i}", **echo(f"{tag}-{i}"),
                      **({"requires": requires} if requires else {})} for i in range(n)]})
                 t_post = time.perf_counter() - t0
-                wall = await w.wait(job, n) - t0
-                view = _get(f"{urls[0]}/api/jobs/{job}")
-                hlc = [t["finished_ms"] - view["submitted_ms"] for t in view["tasks"]]
-                per_peer = Counter(mesh.names().get(c["peer"], "?")
-                                   for t in view["tasks"] for c in t["chunks"])
+                wall = await w.wait(viewed, n) - t0
+                mesh.finished.append(n)
                 out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
-                             "post_s": t_post, "hlc_p50_ms": med(hlc),
-                             "hlc_p95_ms": be.pct(hlc, 95), "per_peer": dict(per_peer)}
+                             "post_s": t_post}
             elif kind == "map":  # one per-item task over n files: chunked, batched claims
                 form = aiohttp.FormData()
                 for i, data in enumerate(map_inputs(tag, n)):
@@ -374,14 +459,11 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                     assert r.status == 201, await r.text()
                     cid = (await r.json())["cid"]
                 t1 = time.perf_counter()
-                job = await be.post_job(s, urls[0], [{"cid": cid}, {"call": "CHECKSUM"}])
-                end = await w.wait(job, 2)
-                view = _get(f"{urls[0]}/api/jobs/{job}")
-                per_peer = Counter(mesh.names().get(c["peer"], "?")
-                                   for t in view["tasks"] for c in t["chunks"] if c["peer"])
+                viewed = await be.post_job(s, urls[0], [{"cid": cid}, {"call": "CHECKSUM"}])
+                end = await w.wait(viewed, 2)
+                mesh.finished.append(2)
                 out[kind] = {"wall_s": end - t1, "tasks": n, "tasks_per_s": n / (end - t1),
-                             "add_s": t1 - t0, "with_add_per_s": n / (end - t0),
-                             "chunks": sum(per_peer.values()), "per_peer": dict(per_peer)}
+                             "add_s": t1 - t0, "with_add_per_s": n / (end - t0)}
             elif kind in ("jobs", "jobs0", "jobs0par"):
                 t0 = time.perf_counter()
                 if kind == "jobs0par":
@@ -391,19 +473,51 @@ async def _banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
                                               [echo(f"{tag}-{i}")]) for i in range(n)]
                 t_post = time.perf_counter() - t0
                 ends = [await w.wait(j, 1) for j in jobs]
+                mesh.finished += [1] * n
                 wall = max(ends) - t0
                 out[kind] = {"wall_s": wall, "tasks": n, "tasks_per_s": n / wall,
                              "post_s": t_post}
-            out[kind]["cpu_ms_per_task"] = (mesh.cpu_s() - c0) * 1000 / out[kind]["tasks"]
-            out[kind] |= per_task(m0, mesh_counters(mesh), out[kind]["tasks"])
-            out[kind]["load1"] = [l0, load1()]
+            x = out[kind]
+            x |= await asyncio.to_thread(close_window, mesh, x["tasks"], (l0, c0, m0), settled)
+            if viewed:  # not part of the batch's work: after its window
+                x |= view_figures(_get(f"{urls[0]}/api/jobs/{viewed}"), mesh.names(), kind)
     return out
 
 
+def close_window(mesh: Mesh, tasks: int, start: tuple[float, float, dict[str, float] | None],
+                 settled: bool) -> dict[str, Any]:
+    """The end of a batch's CPU window (`start`: the load, the mesh's CPU s and counters at its
+    start): `settled`, it runs on until every peer has compacted what the batch pushed out of
+    the recent history (`settle`), the idle mesh's CPU over that wait taken off."""
+    l0, c0, m0 = start
+    waited = settle(mesh) if settled else 0.0
+    cpu = mesh.cpu_s() - c0
+    return {"settle_s": round(waited, 2), "cpu_window_ms_per_task": cpu * 1000 / tasks,
+            "cpu_ms_per_task": net_ms_per_task(cpu, mesh.idle_s_per_s, waited, tasks),
+            **per_task(m0, mesh_counters(mesh), tasks), "load1": [l0, load1()]}
+
+
+def view_figures(view: dict[str, Any], names: dict[str, str], kind: str) -> dict[str, Any]:
+    """What a dag or map batch reads from its job's view: the chunks per peer (`names`: peer
+    id -> p0, p1 ...); the dag's per-task submit->done (HLC) p50 and p95, the map's chunks."""
+    chunks = [c for t in view["tasks"] for c in t["chunks"]]
+    if kind == "map":
+        per_peer = Counter(names.get(c["peer"], "?") for c in chunks if c["peer"])
+        return {"per_peer": dict(per_peer), "chunks": sum(per_peer.values())}
+    hlc = [t["finished_ms"] - view["submitted_ms"] for t in view["tasks"]]
+    return {"hlc_p50_ms": med(hlc), "hlc_p95_ms": be.pct(hlc, 95),
+            "per_peer": dict(Counter(names.get(c["peer"], "?") for c in chunks))}
+
+
 def banzai_batches(mesh: Mesh, what: Sequence[str], n: int, lat_n: int,
-                   requires: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The batches `what` (see the module's docstring); the dag's tasks state `requires`."""
-    return asyncio.run(_banzai_batches(mesh, what, n, lat_n, requires))
+                   requires: dict[str, Any] | None = None, settled: bool = True,
+                   ) -> dict[str, Any]:
+    """The batches `what` (see the module's docstring); the dag's tasks state `requires`.
+    `settled`: each batch's CPU window (`cpu_ms_per_task`) runs on until every peer has
+    compacted the jobs it pushed out of the recent history (`settle`), what the idle mesh
+    spent over that wait (measured by the warm batch) taken off; else it ends with the
+    batch, counting whichever compaction pass falls in it."""
+    return asyncio.run(_banzai_batches(mesh, what, n, lat_n, requires, settled))
 
 
 # -- Dask ----------------------------------------------------------------------------------
@@ -606,6 +720,7 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
             runs: dict[str, list[Any]] = {"banzai": [], "dask": [], "stalls": []}
             try:
                 banzai_batches(mesh, ["warm"], a.n, a.latency_n)
+                runs["idle_ms_per_s"] = mesh.idle_s_per_s * 1000
                 lat = ["latency"] if a.latency_n > 0 else []  # (--latency-n 0: none)
                 with dask_cluster(npeers) as client:
                     for rep in range(a.repeat):  # interleaved: drift hits both sides alike
@@ -677,6 +792,8 @@ def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
             "b_cpu_map": _m(b, "map", "cpu_ms_per_task"),
             "d_cpu_sha": _m(d, "map", "cpu_ms_per_task"),
             "b_events_dag": _m(b, "dag", "events_per_task"),
+            "b_settle_dag": _m(b, "dag", "settle_s"), "b_settle_jobs": _m(b, "jobs", "settle_s"),
+            "idle_ms_per_s": runs.get("idle_ms_per_s", float("nan")),
             "b_gossip_dag": _m(b, "dag", "gossip_bytes_per_task"),
             "loads": [x for run in b + d for k in run.values() for x in k["load1"]],
         }
@@ -725,9 +842,13 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
             f"{ok[v['b_p50'] <= TARGET_P50_MS]} |")
     lines += [
         "",
-        "CPU time per task (ms; banzai: all peers + forkservers + workers; Dask: scheduler + "
-        "client process + nannies + workers), and banzai's per-task submit→done inside the "
-        "dag batch (HLC times from the job view: queueing included):",
+        "CPU time per task (ms; banzai: all peers + forkservers + workers, from the batch's "
+        "first POST until every peer has compacted the jobs the batch pushed out of the "
+        "recent history, the idle mesh's CPU over that wait taken off (since session 35; "
+        "before, the window ended at the last task_done and held a compaction pass only if "
+        "one fell in it); Dask: scheduler + client process + nannies + workers), and banzai's "
+        "per-task submit→done inside the dag batch (HLC times from the job view: queueing "
+        "included):",
         "",
         "| N | banzai dag | banzai jobs | banzai one-at-a-time | Dask map | "
         "Dask one-at-a-time | banzai dag submit→done p50 / p95 ms |",
@@ -738,6 +859,12 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
             f"| {npeers} | {_f(v['b_cpu_dag'], '.1f')} | {_f(v['b_cpu_jobs'], '.1f')} | "
             f"{_f(v['b_cpu_lat'], '.1f')} | {_f(v['d_cpu_map'], '.2f')} | "
             f"{_f(v['d_cpu_lat'], '.2f')} | {_f(v['b_hlc_p50'])} / {_f(v['b_hlc_p95'])} |")
+    lines += ["", "The CPU windows' wait for compaction after the last task_done (medians) and "
+              "the idle mesh's CPU taken off for it: " + "; ".join(
+                  f"N={npeers}: dag {_f(v.get('b_settle_dag', float('nan')), '.1f')} s, jobs "
+                  f"{_f(v.get('b_settle_jobs', float('nan')), '.1f')} s, idle "
+                  f"{_f(v.get('idle_ms_per_s', float('nan')), '.1f')} ms/s"
+                  for npeers, v in sorted(s.items())) + "."]
     lines += ["", "Events and gossip per task of the dag batch (every peer's `/metrics`, "
               "`banzai_events_emitted_total` and `banzai_gossip_bytes_sent_total` summed over "
               "the peers): " + "; ".join(

@@ -14,11 +14,12 @@ on one mesh, alternated `--repeat` times (peer 0 is labelled whenever dag0 is as
    workers around one batch, per task; and events per task, with the claims, outcomes,
    frames and events received summed over the peers (/metrics: `counted_per_task`;
    claims{by=self} above 1 are claims of a task made twice, chunks done by self above 1
-   runs made twice). With --settle (n ≥ 1,000) each batch's window runs from every peer
-   holding one job in memory to the same after the batch, i.e. holds the compaction of
-   the job before it on every peer (a pass every 5 s: otherwise it falls in whichever
-   window it falls in), and `net_ms_per_task` takes off what the idle mesh
-   (`idle_ms_per_s`, measured once) spent while the window waited. The peers' share is
+   runs made twice). With --settle each batch's window runs on until every peer has
+   compacted what the batch pushed out of the recent history (bench_mesh.settle, as
+   bench_mesh's CPU rows; n ≥ 1,000: every older job, for a dag the job before it on every
+   peer; a pass every 5 s: otherwise it falls in whichever window it falls in), and
+   `net_ms_per_task` takes off what the idle mesh (`idle_ms_per_s`, measured once) spent
+   while the window waited. The peers' share is
    also split by thread (`peer_threads_ms`): "loop" (the main thread, the event loop) and
    "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
    part that varies most between meshes of the same code; docs/benchmarks.md), and per
@@ -113,16 +114,17 @@ KINDS = ("dag", "dag0", "jobs", "jobs0", "jobs0par")
 LABEL_FLAG, LABEL = ("--label", "bench=only"), {"labels": {"bench": "only"}}  # dag0's
 
 
-def batch(mesh: bm.Mesh, n: int, kind: str) -> dict[str, Any]:
+def batch(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[str, Any]:
     """One batch of `n` tasks: `kind` "dag" (one job of n tasks), "dag0" (the same, each task
     requiring peer 0's label), "jobs" (n one-task jobs round robin over the peers), "jobs0"
     (all posted to peer 0) or "jobs0par" (as jobs0, with bench_mesh.PAR_POSTS posted at
-    once)."""
+    once); `settled`: bench_mesh.banzai_batches'."""
     if kind == "dag0":
-        got = dict(bm.banzai_batches(mesh, ["dag"], n, 0, requires=LABEL)["dag"])
+        got = dict(bm.banzai_batches(mesh, ["dag"], n, 0, requires=LABEL,
+                                     settled=settled)["dag"])
         assert set(got["per_peer"]) == {"p0"}, f"a labelled task ran elsewhere: {got}"
         return got
-    return dict(bm.banzai_batches(mesh, [kind], n, 0)[kind])
+    return dict(bm.banzai_batches(mesh, [kind], n, 0, settled=settled)[kind])
 
 
 # Counters read from every peer's /metrics around a cpu batch, summed over the peers, per
@@ -157,53 +159,13 @@ def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
     return out
 
 
-def jobs_held(text: str) -> float:
-    """The jobs one peer's /metrics text says its fold holds in memory (compacted jobs left)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name == "banzai_memory_entries" and smp.labels.get("table") == "jobs":
-                return smp.value
-    return 0.0
-
-
-def settle(mesh: bm.Mesh, timeout_s: float = 30.0) -> float:
-    """Wait until every peer holds one job in memory at most (the last batch's: a finished
-    job stays there while the newer ones' tasks add up to CompactConfig.recent_tasks, 1,000,
-    so a batch of n ≥ 1,000 tasks pushes out every older job at the next compaction pass);
-    the seconds waited (timeout_s if it did not happen)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        held = []
-        for p in mesh.peers:
-            with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
-                held.append(jobs_held(r.read().decode()))
-        if max(held) <= 1:
-            break
-        time.sleep(0.1)
-    return round(time.monotonic() - t0, 2)
-
-
-def idle_cpu_s_per_s(mesh: bm.Mesh, window_s: float = 3.0) -> float:
-    """CPU seconds per second of every process of the idle mesh (every job compacted):
-    heartbeats, probes, timers."""
-    settle(mesh)
-    c0, t0 = sum(s for _, s in cpu_by_kind(mesh).values()), time.monotonic()
-    time.sleep(window_s)
-    return (sum(s for _, s in cpu_by_kind(mesh).values()) - c0) / (time.monotonic() - t0)
-
-
 def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[str, Any]:
-    """One batch's CPU; `settled` (n ≥ 1,000): from every peer holding one job to the same
-    again after the batch (`settle`): the previous batch's job compacted on every peer in
-    the window, as one job's compaction per batch (what the peers spent idle while they
-    waited for it, `idle_ms_per_s`, is to be taken off: `net_ms_per_task`)."""
-    waited = [settle(mesh)] if settled else []
+    """One batch's CPU; `settled`: the window runs on until every peer has compacted what the
+    batch pushed out of the recent history (bench_mesh.settle; for n ≥ 1,000 every older
+    job: one job's compaction per batch of dag, a thousand one-task jobs' per batch of jobs),
+    and `net_ms_per_task` takes off what the idle mesh spent while the window waited."""
     before, threads, c0 = cpu_by_kind(mesh), peer_threads(mesh), counters(mesh)
-    got = batch(mesh, n, kind)
-    if settled:
-        waited.append(settle(mesh))
+    got = batch(mesh, n, kind, settled)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
     grown = {k: v - c0[k] for k, v in counters(mesh).items()}
     per: defaultdict[str, float] = defaultdict(float)
@@ -213,7 +175,10 @@ def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[st
             "cpu_ms_per_task": got["cpu_ms_per_task"], "per_peer_tasks": got.get("per_peer"),
             **{k: got.get(k) for k in ("events_per_task", "frames_per_task",
                                        "gossip_bytes_per_task")},
-            "load1": got["load1"], **({"settle_s": waited} if settled else {}),
+            "load1": got["load1"],
+            **({"settle_s": got["settle_s"], "net_ms_per_task": round(bm.net_ms_per_task(
+                sum(per.values()), mesh.idle_s_per_s, got["settle_s"], n), 3)}
+               if settled else {}),
             "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())},
             "peer_threads_ms": split_threads(threads, threads_after, n),
             "per_peer_ms": [split_threads(_of(threads, p), _of(threads_after, p), n)
@@ -338,19 +303,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  first_extra=LABEL_FLAG if "dag0" in kinds else ())
             r: dict[str, Any] = {"cpu": []}
             try:
-                bm.banzai_batches(mesh, ["warm"], a.n, 0)
+                bm.banzai_batches(mesh, ["warm"], a.n, 0, settled=a.settle)
                 if "dag0" in kinds:  # the labelled tasks' first claims and TURNs
-                    batch(mesh, min(a.n, 200), "dag0")
+                    batch(mesh, min(a.n, 200), "dag0", a.settle)
                 if a.settle:
-                    idle = r["idle_ms_per_s"] = round(idle_cpu_s_per_s(mesh) * 1000, 2)
+                    r["idle_ms_per_s"] = round(mesh.idle_s_per_s * 1000, 2)
                 for _ in range(a.repeat):
                     for kind in kinds:
                         r["cpu"].append(step_cpu(mesh, a.n, kind, a.settle))
-                        if a.settle:  # the idle mesh's CPU while it waited for compaction
-                            c = r["cpu"][-1]
-                            total = sum(c["by_kind_ms"].values())
-                            c["net_ms_per_task"] = round(
-                                total - idle * c["settle_s"][1] / a.n, 3)
                         print(f"N={npeers} cpu: {r['cpu'][-1]}", file=sys.stderr, flush=True)
                 for kind in kinds if a.spy else ():
                     r.setdefault("spy", {})[kind] = step_spy(

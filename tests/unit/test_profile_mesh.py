@@ -49,12 +49,3 @@ def test_kinds_alternate_on_one_mesh_and_a_bad_one_is_refused() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="dags: not one of"):
         profile_mesh.kinds_arg("dag,dags")
 
-
-def test_jobs_held_reads_the_folds_jobs_in_memory() -> None:
-    text = (
-        "# HELP banzai_memory_entries Entries of the fold's tables in memory, by table\n"
-        "# TYPE banzai_memory_entries gauge\n"
-        'banzai_memory_entries{table="events"} 40.0\n'
-        'banzai_memory_entries{table="jobs"} 2.0\n')
-    assert profile_mesh.jobs_held(text) == 2.0
-    assert profile_mesh.jobs_held(text.replace('"jobs"} 2.0', '"jobs"} 0.0')) == 0.0
