@@ -16,8 +16,8 @@ on one mesh, alternated `--repeat` times (peer 0 is labelled whenever dag0 is as
    claims{by=self} above 1 are claims of a task made twice, chunks done by self above 1
    runs made twice). With --settle each batch's window runs on until every peer has
    compacted what the batch pushed out of the recent history (bench_mesh.settle, as
-   bench_mesh's CPU rows; n ≥ 1,000: every older job, for a dag the job before it on every
-   peer; a pass every 5 s: otherwise it falls in whichever window it falls in), and
+   bench_mesh's CPU rows; n ≥ 1,000: every job posted before it, on every peer; a pass
+   every 5 s: otherwise it falls in whichever window it falls in), and
    `net_ms_per_task` takes off what the idle mesh (`idle_ms_per_s`, measured once) spent
    while the window waited. The peers' share is
    also split by thread (`peer_threads_ms`): "loop" (the main thread, the event loop) and
@@ -161,9 +161,10 @@ def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
 
 def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[str, Any]:
     """One batch's CPU; `settled`: the window runs on until every peer has compacted what the
-    batch pushed out of the recent history (bench_mesh.settle; for n ≥ 1,000 every older
-    job: one job's compaction per batch of dag, a thousand one-task jobs' per batch of jobs),
-    and `net_ms_per_task` takes off what the idle mesh spent while the window waited."""
+    batch pushed out of the recent history (bench_mesh.settle; for n ≥ 1,000 every job
+    posted before it), and `net_ms_per_task` takes off what the idle mesh spent while the
+    window waited (this window also holds the job view and counters bench_mesh reads after
+    its own: `cpu_ms_per_task` is that one's)."""
     before, threads, c0 = cpu_by_kind(mesh), peer_threads(mesh), counters(mesh)
     got = batch(mesh, n, kind, settled)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
