@@ -154,8 +154,8 @@ REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from 
 
 
 def _sync_error(e: Exception) -> BanzaiError:
-    """What the API answers for a change whose fsync failed (`e`: that fsync's error, or a
-    rewrite's, `Node._resync`); a new one each call, caused by `e`."""
+    """What the API answers for a change whose fsync failed (`e`: that fsync's error, or
+    how the fsyncs' task died, `Node._syncer_ended`); a new one each call, caused by `e`."""
     if disk_full(e):
         err: BanzaiError = StorageFull("the peer's disk is full: the change is not on disk yet")
     else:
