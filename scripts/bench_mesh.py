@@ -67,7 +67,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -161,22 +161,34 @@ COUNTERS = {"events": "banzai_events_emitted_total",
             "frames": "banzai_frames_sent_total", "log_bytes": "banzai_log_bytes"}
 
 
-def mesh_counters(mesh: Mesh) -> dict[str, float] | None:
-    """COUNTERS summed over the peers; None if a peer serves no /metrics (an older version)."""
+def metrics_texts(mesh: Mesh) -> list[str]:
+    """Every peer's /metrics text (Prometheus), p0 first; OSError if one does not answer."""
+    out = []
+    for p in mesh.peers:
+        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
+            out.append(r.read().decode())
+    return out
+
+
+def samples(text: str) -> Iterator[Any]:
+    """The samples of one /metrics text (prometheus_client's: name, labels, value)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    for fam in text_string_to_metric_families(text):
+        yield from fam.samples
+
+
+def mesh_counters(mesh: Mesh) -> dict[str, float] | None:
+    """COUNTERS summed over the peers; None if a peer serves no /metrics (an older version)."""
+    try:
+        texts = metrics_texts(mesh)
+    except OSError:
+        return None
     out = dict.fromkeys(COUNTERS, 0.0)
     wanted = {v: k for k, v in COUNTERS.items()}
-    for p in mesh.peers:
-        try:
-            with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        for fam in text_string_to_metric_families(text):
-            for smp in fam.samples:
-                if smp.name in wanted:
-                    out[wanted[smp.name]] += smp.value
+    for smp in (smp for text in texts for smp in samples(text)):
+        if smp.name in wanted:
+            out[wanted[smp.name]] += smp.value
     return out
 
 
@@ -190,22 +202,13 @@ def per_task(before: dict[str, float] | None, after: dict[str, float] | None,
 
 def jobs_held(text: str) -> float:
     """The jobs one peer's /metrics text says its fold holds in memory (compacted jobs left)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name == "banzai_memory_entries" and smp.labels.get("table") == "jobs":
-                return smp.value
-    return 0.0
+    return next((smp.value for smp in samples(text) if smp.name == "banzai_memory_entries"
+                 and smp.labels.get("table") == "jobs"), 0.0)
 
 
 def held_jobs(mesh: Mesh) -> list[float]:
     """`jobs_held` of every peer, p0 first."""
-    out = []
-    for p in mesh.peers:
-        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
-            out.append(jobs_held(r.read().decode()))
-    return out
+    return [jobs_held(text) for text in metrics_texts(mesh)]
 
 
 def recent_jobs(finished: Sequence[int], recent_tasks: int = RECENT_TASKS) -> int:

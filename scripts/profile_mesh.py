@@ -44,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,25 +136,21 @@ COUNTED = ("banzai_frames_received_total", "banzai_frames_sent_total",
 def counted(text: str) -> dict[str, float]:
     """The COUNTED samples of one peer's /metrics text, by name without `banzai_` and
     `_total`, a labelled one with its labels (`claims{by=self}`)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name in COUNTED:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
-                key = smp.name.removeprefix("banzai_").removesuffix("_total")
-                out[key + (f"{{{labels}}}" if labels else "")] = smp.value
+    for smp in bm.samples(text):
+        if smp.name in COUNTED:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
+            key = smp.name.removeprefix("banzai_").removesuffix("_total")
+            out[key + (f"{{{labels}}}" if labels else "")] = smp.value
     return out
 
 
 def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
     """`counted`, summed over the peers."""
     out: defaultdict[str, float] = defaultdict(float)
-    for p in mesh.peers:
-        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
-            for k, v in counted(r.read().decode()).items():
-                out[k] += v
+    for text in bm.metrics_texts(mesh):
+        for k, v in counted(text).items():
+            out[k] += v
     return out
 
 
