@@ -24,6 +24,17 @@ one fsync for the submissions among them, one scheduler step): what a receiver t
 the frames of a receive turn together would spend if K arrived per turn (issue 12; a peer
 merges each frame on its own). Against K = 1 it bounds what that batching can save.
 
+With `--jobs N --non-member K,...`, the same run also measures, alternated with today's
+receiver rep by rep, a peer that is no member of the N jobs under partial replication
+(docs/design/partial-replication.md, section 3; its falsifier 2): per job its JOB_SUBMITTED
+merged without the fsync and the acknowledgement, then a JOB_ENDED (type 26, kept unfolded
+by this release) whose fold is emulated with today's functions (the outputs' cache entries
+and providers, the job's row in the job index), K jobs' events a frame (0: one event a
+frame), the scheduler's step after each frame, then one compaction pass (the jobs leave
+memory, their events the log).
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --jobs 300 --tasks 1 --non-member 0,10
+
 Run it with PYTHONPATH on a `git archive` copy of another commit for an A/B (`--shape
 explicit` only on a release without implied completions).
 """
@@ -42,7 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +63,12 @@ from scriptlib import machine
 from peer.cids import RAW, sha256_cid
 from peer.config import PeerConfig
 from peer.log import Event, EventType, turn_event
+from peer.log.clock import hlc_ms
+from peer.log.compact import _pairs, _spill
+from peer.log.events import JobSubmitted
+from peer.log.fold import MeshState, _hold
+from peer.log.jobindex import OUTPUT, CacheEntry, JobRecord
+from peer.log.snapframe import job_digest3, outputs_sha
 from peer.node import Node
 
 try:  # the collector's pace of a peer's process (absent from releases before session 20)
@@ -60,6 +77,7 @@ except ImportError:
     gcpace = None  # type: ignore[assignment]
 
 ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
+JOB_ENDED = EventType(26)  # partial replication's end of a job (not folded by this release)
 
 
 def _cid(s: str) -> str:
@@ -100,11 +118,10 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[byt
     return out
 
 
-def job_frames(jobs: int, tasks: int, start_hlc: int) -> list[bytes]:
-    """The wire JSON (bytes) of `jobs` one-turn jobs of `tasks` ECHO tasks each, as a peer
-    sends the jobs posted to it (`--jobs`): a JOB_SUBMITTED that claims its tasks, then one
-    TURN of their CHUNK_DONEs with `done` (the lone event of a one-task job)."""
-    out = []
+def _posted_jobs(jobs: int, tasks: int, start_hlc: int,
+                   ) -> Iterator[tuple[Event, int, int, list[tuple[str, str, str, str]]]]:
+    """Per job of `job_frames`: its JOB_SUBMITTED, then the (seq, hlc) of the runner's next
+    event (the one that ends it) and its tasks' (name, cache key, output CID, log CID)."""
     seq, hlc = 0, start_hlc
     for j in range(jobs):
         job = f"bench-job-{j}"
@@ -114,17 +131,50 @@ def job_frames(jobs: int, tasks: int, start_hlc: int) -> list[bytes]:
         seq, hlc = seq + 1, hlc + 1
         sub = Event(ORIGIN, seq, hlc, EventType.JOB_SUBMITTED,
                     {"job": job, "workflow": wf, "local": True, "claimed": True})
-        out.append(_wire(sub))
         seq, hlc = seq + 1, hlc + 1
-        parts = []
-        for i in range(tasks):
-            key = hashlib.sha256(f"key/{j}/{i}".encode()).hexdigest()
-            parts.append(Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, {
-                "job": job, "task": f"t{i}", "split": list(sub.id), "chunk": 0, "attempt": 0,
-                "output": _cid(f"{job}/t{i}"), "cache": {}, "log": _cid(f"log/{j}/{i}"),
-                "s": 0.002, "done": {"key": key}}))
+        yield sub, seq, hlc, [
+            (f"t{i}", hashlib.sha256(f"key/{j}/{i}".encode()).hexdigest(),
+             _cid(f"{job}/t{i}"), _cid(f"log/{j}/{i}")) for i in range(tasks)]
+
+
+def job_frames(jobs: int, tasks: int, start_hlc: int) -> list[bytes]:
+    """The wire JSON (bytes) of `jobs` one-turn jobs of `tasks` ECHO tasks each, as a peer
+    sends the jobs posted to it (`--jobs`): a JOB_SUBMITTED that claims its tasks, then one
+    TURN of their CHUNK_DONEs with `done` (the lone event of a one-task job)."""
+    out = []
+    for sub, seq, hlc, done in _posted_jobs(jobs, tasks, start_hlc):
+        job = sub.payload["job"]
+        out.append(_wire(sub))
+        parts = [Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, {
+            "job": job, "task": task, "split": list(sub.id), "chunk": 0, "attempt": 0,
+            "output": out_cid, "cache": {}, "log": log_cid, "s": 0.002, "done": {"key": key}})
+            for task, key, out_cid, log_cid in done]
         out.append(_wire(turn_event(parts)))
     return out
+
+
+def non_member_frames(jobs: int, tasks: int, start_hlc: int, per_frame: int) -> list[bytes]:
+    """The wire JSON (bytes: a list of events) of `job_frames`' jobs as a peer that is no
+    member of them would get them under partial replication (docs/design/
+    partial-replication.md, section 3): per job its JOB_SUBMITTED, then in the CHUNK_DONE's
+    place in the runner's stream a JOB_ENDED (type 26, a number this release keeps
+    unfolded) carrying the outputs, each with its cache key and the (hlc, origin, seq) of the
+    completion in the job's lane. `per_frame` jobs' events a frame (step 11's batched push);
+    0: one event a frame (pushed as today, two frames a job)."""
+    events = []
+    for sub, seq, hlc, done in _posted_jobs(jobs, tasks, start_hlc):
+        job = sub.payload["job"]
+        lane = f"{ORIGIN}/{job}"
+        outputs = {task: [key, out_cid, hlc, lane, 1] for task, key, out_cid, _ in done}
+        cids = [out_cid for _, _, out_cid, _ in done]
+        events += [sub, Event(ORIGIN, seq, hlc, JOB_ENDED, {
+            "job": job, "state": "done", "n_tasks": tasks, "end": hlc, "outputs": outputs,
+            "producers": {c: [ORIGIN] for c in cids}, "failed": {},
+            "digest": job_digest3(job, sub.hlc, sub.origin, sub.seq, hlc, "done",
+                                  outputs_sha(cids))})]
+    step = 2 * per_frame or 1
+    return [json.dumps([e.to_json() for e in events[i:i + step]],
+                       separators=(",", ":")).encode() for i in range(0, len(events), step)]
 
 
 def _wire(ev: Event) -> bytes:
@@ -253,9 +303,127 @@ def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: i
             node.log.close()
     return {"merge_us_per_job": merged / jobs * 1e6,
             "compact_us_per_job": compacted / jobs * 1e6,
+            "total_us_per_job": (merged + compacted) / jobs * 1e6,
             "frame_bytes_per_job": sum(len(w) for w in wire) / jobs,
             "young_collections": collections[0], "middle_collections": collections[1],
             "full_collections": collections[2]}
+
+
+def _end_job(node: Node, ended: Sequence[Event]) -> None:
+    """What a non-member would do with each JOB_ENDED of `ended` once merged (design,
+    section 3; emulated here with today's functions, as no peer folds the type yet): each
+    output enters the cache (`MeshState._merge_first` with the completion's order) and its
+    producers the providers (`fold._hold`); the job's record is a thin row made from its
+    JOB_SUBMITTED and the summary (`JobIndex.put`, the cache and provider rows with it, one
+    transaction for all of `ended`) instead of a compaction of its task events; the entries
+    leave memory (the index has them). What a build would store differs in one column: the
+    record, here `{}` where a thin row holds '' (fetched on demand). The jobs leave memory
+    at the next compaction pass (`once_non_member`)."""
+    state = node.state
+    records: list[JobRecord] = []
+    entries: list[CacheEntry] = []
+    cids: list[str] = []
+    for ev in ended:
+        b = ev.payload
+        job, end_ms = b["job"], hlc_ms(b["end"])
+        sub = state.jobs[job]
+        for key, cid, *order in b["outputs"].values():
+            MeshState._merge_first(state.outputs, state._outputs_src, {key: cid},
+                                   tuple(order))  # type: ignore[arg-type]
+            entries.append(CacheEntry(OUTPUT, key, state.outputs[key],
+                                      state._outputs_src[key]))
+        for cid in b["producers"]:  # (the JOB_ENDED's origin made them: its providers)
+            _hold(state, cid, ev)
+            cids.append(cid)
+        tasks = sub.body_as(JobSubmitted).workflow["tasks"]
+        outputs = {t: o[1] for t, o in b["outputs"].items()}
+        summary = {"id": job, "name": sub.payload["workflow"].get("name", job),
+                   "state": b["state"], "submitted_by": sub.origin,
+                   "submitted_ms": hlc_ms(sub.hlc), "finished_ms": end_ms,
+                   "duration_s": (end_ms - hlc_ms(sub.hlc)) / 1000, "progress": 1.0,
+                   "outputs": outputs, "tasks": [{"name": t["name"], "state": "done",
+                                                  "progress": 1.0} for t in tasks]}
+        facts = {"finished_s": end_ms / 1000, "outputs": sorted(set(outputs.values())),
+                 "logs": []}
+        records.append(JobRecord(job, sub.order, b["end"], b["state"], summary, {},
+                                 (sub.id, ev.id), facts))
+    node.index.put(records, entries, _pairs(state, cids), cids)
+    _spill(state, entries, cids)
+
+
+async def _merge_non_member(node: Node, wire: list[bytes]) -> float:
+    """Each frame merged as a peer's loop does, but as a non-member would (design, section
+    3): its JOB_SUBMITTEDs not fsynced nor acknowledged (`Node._sync_received` left out),
+    its JOB_ENDEDs ended (`_end_job`), then the scheduler's step. Returns the CPU seconds
+    spent ending jobs (within the merge's)."""
+    node._loop = asyncio.get_running_loop()  # (received events are not fsynced in line)
+    node._sync_received = lambda *_a, **_k: 0  # type: ignore[method-assign]
+    ending = 0.0
+    for w in wire:
+        new = node.merge([Event.from_json(d) for d in json.loads(w)])
+        ended = [e for e in new if e.type == JOB_ENDED]
+        if ended:
+            t0 = time.process_time()
+            _end_job(node, ended)
+            ending += time.process_time() - t0
+        node.scheduler.step()
+    node._loop = None
+    return ending
+
+
+def once_non_member(jobs: int, tasks: int, per_frame: int, phases: _Phases | None = None,
+                    ) -> dict[str, float]:
+    """`--non-member`: CPU per job of a peer that is no member of another peer's `jobs`
+    jobs (`non_member_frames`, `per_frame` jobs a frame, 0: one event a frame): the merges
+    with the scheduler's step after each and the jobs' ends (`_end_job`), then one
+    compaction pass: the ended jobs leave memory (`MeshState.compact`, what a build's pass
+    would do of the jobs whose JOB_ENDED it holds) and their events the log, as today's
+    pass does of compacted jobs'."""
+    phases = phases or _Phases(False)
+    wire = non_member_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16, per_frame)
+    with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
+        node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
+                               compact_recent_tasks=0))
+        node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+        try:
+            gc.collect()
+            before = [st["collections"] for st in gc.get_stats()]
+            t0 = time.process_time()
+            with phases.of("merge"):
+                ending = asyncio.run(_merge_non_member(node, wire))
+            merged = time.process_time() - t0
+            collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
+                                                                 strict=True)]
+            if len(node.index) != jobs or node._syncing:
+                raise SystemExit(f"{len(node.index)} of {jobs} jobs ended, "
+                                 f"{len(node._syncing)} fsyncs pending")
+            t0 = time.process_time()
+            with phases.of("compact"):
+                node.compactor._compact_state([f"bench-job-{j}" for j in range(jobs)])
+                node.catchup.compact()
+            compacted = time.process_time() - t0
+            if node.state.jobs or node.log.db.execute("SELECT count(*) FROM events").fetchone()[0]:
+                raise SystemExit("the ended jobs are still in memory or their events in "
+                                 "the log")
+        finally:
+            node.log.close()
+    return {"merge_us_per_job": merged / jobs * 1e6, "end_us_per_job": ending / jobs * 1e6,
+            "compact_us_per_job": compacted / jobs * 1e6,
+            "total_us_per_job": (merged + compacted) / jobs * 1e6,
+            "frames_per_job": len(wire) / jobs,
+            "frame_bytes_per_job": sum(len(w) for w in wire) / jobs,
+            "young_collections": collections[0], "middle_collections": collections[1],
+            "full_collections": collections[2]}
+
+
+def _stats(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each figure over the repetitions."""
+    out = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs]
+        out[k] = {"median": round(statistics.median(vals), 2),
+                  "min": round(min(vals), 2), "max": round(max(vals), 2)}
+    return out
 
 
 def main() -> None:
@@ -271,6 +439,12 @@ def main() -> None:
                     help="K frames in a row merged in one Node.merge (what a "
                     "receiver merging each receive turn's frames together spends when K "
                     "arrive in one turn); 1: one merge per frame, as a peer does")
+    ap.add_argument("--non-member", default="", metavar="K,...",
+                    help="with --jobs: also, in the same run (alternated with today's "
+                    "receiver, rep by rep), a peer that is no member of the jobs (partial "
+                    "replication's design: their JOB_SUBMITTEDs not fsynced nor acknowledged, "
+                    "a JOB_ENDED instead of their tasks' events), K jobs' events a frame "
+                    "for each K given (0: one event a frame)")
     ap.add_argument("--gc-young-allocs", type=int, default=None,
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
                     "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
@@ -288,8 +462,16 @@ def main() -> None:
     elif young:  # a release without peer.gcpace: the same thresholds, set here
         gc.set_threshold(young, 50, 100)
     phases = _Phases(a.profile > 0)
+    per_frame = [int(k) for k in a.non_member.split(",") if k]
+    if per_frame and not a.jobs:
+        ap.error("--non-member needs --jobs")
+    non_member: dict[int, list[dict[str, float]]] = {k: [] for k in per_frame}
     if a.jobs:
-        runs = [once_jobs(a.jobs, a.tasks, phases, a.frames_per_merge) for _ in range(a.reps)]
+        runs = []
+        for _ in range(a.reps):
+            runs.append(once_jobs(a.jobs, a.tasks, phases, a.frames_per_merge))
+            for k in per_frame:
+                non_member[k].append(once_non_member(a.jobs, a.tasks, k, phases))
     else:
         runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases, a.frames_per_merge)
                 for _ in range(a.reps)]
@@ -299,10 +481,9 @@ def main() -> None:
                            "frames_per_merge": a.frames_per_merge,
                            "gc_young_allocs": young, "gc_threshold": gc.get_threshold(),
                            "machine": machine()}
-    for k in runs[0]:
-        vals = [r[k] for r in runs]
-        out[k] = {"median": round(statistics.median(vals), 2),
-                  "min": round(min(vals), 2), "max": round(max(vals), 2)}
+    out.update(_stats(runs))
+    if per_frame:
+        out["non_member"] = {str(k): _stats(r) for k, r in non_member.items()}
     print(json.dumps(out))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
