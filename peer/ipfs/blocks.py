@@ -290,6 +290,8 @@ def _matches(c: Cid, data: bytes) -> bool:
 
 
 Repair = Callable[[Cid], bytes | None]  # a corrupt block's verified bytes from elsewhere
+_DONE: Future[None] = Future()  # a write already in place (`BlockStore.adopt`)
+_DONE.set_result(None)
 
 
 class BlockStore:
@@ -582,7 +584,9 @@ class BlockStore:
         self.put_trusted(c, data)
 
     def adopt(self, c: Cid, staged: Path) -> None:
-        """Move a verified staged file into place (rename; an existing block wins)."""
+        """Move a verified staged file into place (rename; an existing block known durable
+        wins). It is this thread's write, as a `put_trusted`'s: `sync` makes its rename
+        durable and then vouches for it (or marks it if that fails)."""
         final = self.path(c.key)
         self._shard(final.parent)
         if self.durable(final):
@@ -591,6 +595,7 @@ class BlockStore:
             return
         os.replace(staged, final)  # staged files are fsynced (Staging.commit)
         self._dirty(final.parent)
+        self._settling()[final] = _DONE
 
     def _shard_dirs(self) -> Iterator[Path]:
         """The shard directories; one that is a symlink is left alone, logged once

@@ -515,16 +515,43 @@ class EmbeddedStore:
             finally:
                 staging.discard()
             if pin:
+                self._durable(roots)
                 for root in roots:
-                    self._check_complete(root)
                     self._pins.add(root)
                     self._explicit.add(root)
         return [str(r) for r in roots]
 
     # --- pins and gc --------------------------------------------------------------------------
 
-    def _check_complete(self, c: Cid) -> None:
-        dag.check_complete(self.blocks.get, self.blocks.has, c)
+    def _durable(self, roots: Sequence[Cid]) -> None:
+        """Make every DAG under `roots` durable here before it is pinned (a pin is what the
+        mesh is told this peer holds, PROVIDE): NotFound at the first block not stored; a
+        block stored but not known durable (`BlockStore.must_write`: in the inline pack or
+        in memory only, never synced; a file marked by a failed sync, maybe torn) is written
+        again from its bytes read back verified, and synced (StoreError, StorageFull). Only
+        linking blocks are read, as `dag.check_complete` does, and a leaf known durable.
+        Under the store's lock."""
+        blocks = self.blocks
+        blocks.begin()
+        written = False
+
+        def get(c: Cid) -> bytes:
+            nonlocal written
+            data = blocks.get(c)
+            if blocks.must_write(c):
+                blocks.put_trusted(c, data)
+                written = True
+            return data
+
+        def has(c: Cid) -> bool:  # a leaf: read (NotFound if absent) only to write it again
+            if blocks.must_write(c):
+                get(c)
+            return True
+
+        for root in roots:
+            dag.check_complete(get, has, root)
+        if written:
+            blocks.sync()
 
     def is_complete(self, cid: str) -> bool:
         """True if every block under `cid` is stored (raw leaves looked up, not read)."""
@@ -535,22 +562,23 @@ class EmbeddedStore:
         return True
 
     def pin(self, cid: str, *, explicit: bool = False) -> None:
-        """Pin `cid` and everything below it; NotFound if any block of the DAG is missing.
-        `explicit`: a user's pin, which retention never removes."""
+        """Pin `cid` and everything below it, made durable first (`_durable`); NotFound if
+        any block of the DAG is missing. `explicit`: a user's pin, which retention never
+        removes."""
         c = parse_cid(cid)
         with self._lock.hold():
-            self._check_complete(c)
+            self._durable([c])
             self._pins.add(c)
             if explicit:
                 self._explicit.add(c)
 
     def pin_many(self, cids: Sequence[str]) -> None:
-        """Pin each of `cids` and everything below it, with one fsync of the pin directory
-        for them all; NotFound (nothing pinned) if a block of any DAG is missing."""
+        """Pin each of `cids` and everything below it, made durable first (`_durable`), with
+        one fsync of the pin directory for them all; NotFound (nothing pinned) if a block of
+        any DAG is missing."""
         parsed = [parse_cid(c) for c in cids]
         with self._lock.hold():
-            for c in parsed:
-                self._check_complete(c)
+            self._durable(parsed)
             self._pins.add_many(parsed)
 
     def unpin(self, cid: str) -> None:

@@ -2,12 +2,14 @@
 
 On a TASK_DONE that is not cached, each peer ranks the live peers other than the producer
 (itself included) by rendezvous hash of the output CID; if it is among the first r-1 it
-fetches the DAG (from providers, Kubo first with `--store kubo`), pins it and announces it
-with PROVIDE, so losing the producer loses no result. Outputs arriving within
-`batch_window_s` of each other are fetched together (one CAR per provider), pinned in one
-thread hop and announced in one PROVIDE. Peers with the same membership view
-choose the same replicas; a differing view (a peer joining or suspected) can add a replica,
-never remove one. An output already announced by r live peers is not replicated again.
+fetches the DAG (from providers, Kubo first with `--store kubo`), pins it (which makes its
+blocks durable here: one present only in the inline pack, or in a file a failed sync marked,
+is written again) and announces it with PROVIDE, so losing the producer loses no result.
+Outputs arriving within `batch_window_s` of each other are fetched together (one CAR per
+provider), pinned in one thread hop and announced in one PROVIDE. Peers with the same
+membership view choose the same replicas; a differing view (a peer joining or suspected)
+can add a replica, never remove one. An output already announced by r live peers is not
+replicated again.
 Repair (`rescan`): at start, once the membership has had `settle_s` to form, and whenever a
 live peer is no longer live, every output held by fewer than r live peers is replicated by
 the first live non-holders in rendezvous order (so a replica lost later is rebuilt).

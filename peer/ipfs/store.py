@@ -76,7 +76,8 @@ class CarOptions:
 class Pinner(Protocol):
     """The one call a replicator needs."""
 
-    def pin(self, cid: str) -> None: ...  # recursive; NotFound if the DAG is incomplete
+    # recursive, every block made durable first; NotFound if the DAG is incomplete
+    def pin(self, cid: str) -> None: ...
     def pin_many(self, cids: Sequence[str]) -> None: ...  # as pin, all or none, one dir fsync
 
 

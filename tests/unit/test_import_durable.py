@@ -3,7 +3,7 @@ block it finds present only if known durable (peer.ipfs.blocks: the module's doc
 the store's other writes do: one held only in the inline pack (an inline output, unsynced) or
 a file marked by a failed sync is written again, durable. It took either as stored. (The
 fetcher's and replicator's "is this DAG complete here" still count any present block, so such
-a DAG is not fetched at all: not covered here.)"""
+a DAG is not fetched at all: the store's pin makes it durable, tests/unit/test_pin_durable.)"""
 
 from __future__ import annotations
 
