@@ -239,11 +239,27 @@ class Replicator:
         return self.self_id not in have and len(have & live) < self.replicas
 
     def _pin_complete(self, cids: list[str]) -> list[str]:
-        """Pin those of `cids` whose DAG is complete here; returns them (thread)."""
+        """Pin those of `cids` whose DAG is complete here; returns them (thread). The store's
+        pin makes each DAG durable first (a block only in the inline pack, or in a file a
+        failed sync marked, is written again), so what is then provided survives a crash.
+        A batch the store cannot pin whole is pinned one DAG at a time: one that fails (a
+        block gone since, a write that failed) is left out, logged, and retried."""
         done = [c for c in cids if self.data.is_complete(c)]
-        if done:
-            self.store.pin_many(done)  # one fsync of the pin directory for the batch
-        return done
+        if len(done) > 1:
+            try:
+                self.store.pin_many(done)  # one fsync of the pin directory for the batch
+                return done
+            except (BanzaiError, OSError):
+                pass  # (each told below)
+        pinned = []
+        for c in done:
+            try:
+                self.store.pin_many([c])
+            except (BanzaiError, OSError) as e:
+                log.warning("replica of %s not pinned: %s", c, e)
+            else:
+                pinned.append(c)
+        return pinned
 
     async def close(self) -> None:
         if self._watch is not None:

@@ -5,7 +5,9 @@ then announces (PROVIDE) survives a crash. The replicator's and fetcher's "compl
 counted any present block, and the store's pin only checked that each was there: such a
 DAG was pinned and provided without a write (review 210). A block known durable is not
 written again, nor is the DAG fetched; and an import's own blocks, vouched for by its sync,
-are not written again by a later write of a process that no longer trusts the store."""
+are not written again by a later write of a process that no longer trusts the store. A DAG
+of a replicator's batch that the store cannot pin (that write failed, a block is gone)
+holds back none of the others."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.cids import Cid, parse_cid
+from peer.errors import NotFound
 from peer.ipfs import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.replicate import Replicator
@@ -144,3 +147,37 @@ async def test_the_replicator_rewrites_a_marked_block_and_fetches_nothing(
     after = _inodes(store, blocks)
     assert [str(c) for c in blocks if after[c] != before[c]] == [cid]
     await fetcher.close()
+
+
+class Store:
+    """A pin set whose pins fail for one DAG (its durable write, say)."""
+
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
+        self.pinned: list[str] = []
+
+    def pin(self, cid: str) -> None:
+        self.pin_many([cid])
+
+    def pin_many(self, cids: Sequence[str]) -> None:
+        if self.bad in cids:
+            raise NotFound(f"block of {self.bad} is not in the store")
+        self.pinned += cids
+
+
+class Data:
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        return None
+
+    def is_complete(self, cid: str) -> bool:
+        return True
+
+
+async def test_a_dag_the_store_cannot_pin_holds_back_no_other_of_its_batch() -> None:
+    """The batch's pin failed whole, and its error ended the replicator's drain: no output
+    of the batch was pinned or provided, nor retried."""
+    store = Store(bad="bafy2")
+    mesh = Mesh()
+    await mesh.replicate(Data(), store, ["bafy1", "bafy2", "bafy3"])
+    assert sorted(store.pinned) == ["bafy1", "bafy3"]
+    assert sorted(mesh.provided()) == ["bafy1", "bafy3"]
