@@ -528,9 +528,9 @@ class EmbeddedStore:
         mesh is told this peer holds, PROVIDE): NotFound at the first block not stored; a
         block stored but not known durable (`BlockStore.must_write`: in the inline pack or
         in memory only, never synced; a file marked by a failed sync, maybe torn) is written
-        again from its bytes read back verified, and synced (StoreError, StorageFull). Only
-        linking blocks are read, as `dag.check_complete` does, and a leaf known durable.
-        Under the store's lock."""
+        again from its bytes read back verified, and synced (StoreError, StorageFull). The
+        linking blocks are read, as `dag.check_complete` reads them; a leaf only if it is
+        not known durable. Under the store's lock."""
         blocks = self.blocks
         blocks.begin()
         written = False
