@@ -340,28 +340,36 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
 
 
 class Workflows:
-    """The last few workflows rebuilt by `workflow_from_json`, by the identity of their
-    stored document (an event payload's own object, never mutated): a peer's door checks a
-    received JOB_SUBMITTED's workflow and its planner needs the same workflow a moment later
-    (rebuilding one of 1,000 tasks costs tens of milliseconds). Loop-owned."""
+    """The workflows last rebuilt by `workflow_from_json`, by the identity of their stored
+    document (an event payload's own object, never mutated): a peer's door checks a received
+    JOB_SUBMITTED's workflow and its planner needs the same workflow a moment later
+    (rebuilding one of 1,000 tasks costs tens of milliseconds). A frame may carry many
+    submissions, all checked at the door before the planner reads any, so the memo holds up
+    to `max_entries` workflows of at most `max_tasks` tasks together (the least recently
+    used leave first; the newest is always held). Loop-owned."""
 
-    def __init__(self, max_entries: int = 8) -> None:
+    def __init__(self, max_entries: int = 64, max_tasks: int = 20_000) -> None:
         self.max_entries = max_entries
+        self.max_tasks = max_tasks
         self.built = 0  # documents rebuilt (misses)
+        self._tasks = 0  # tasks of the workflows held
         # id(doc) -> (doc, its workflow); the document is held so that its id is not reused
         self._memo: dict[int, tuple[Any, Workflow]] = {}
 
     def workflow(self, doc: Any) -> Workflow:
-        """`workflow_from_json(doc)`, rebuilt only if `doc` is not one of the last few
-        (SpecError as there: nothing is remembered of a document that fails)."""
-        hit = self._memo.get(id(doc))
-        if hit is not None and hit[0] is doc:
+        """`workflow_from_json(doc)`, rebuilt only if `doc` is held (SpecError as there:
+        nothing is remembered of a document that fails)."""
+        hit = self._memo.pop(id(doc), None)  # its id is this doc's: a held doc's id is not reused
+        if hit is not None:
+            self._memo[id(doc)] = hit  # the most recently used last
             return hit[1]
         wf = workflow_from_json(doc)
         self.built += 1
         self._memo[id(doc)] = (doc, wf)
-        while len(self._memo) > self.max_entries:
-            del self._memo[next(iter(self._memo))]
+        self._tasks += len(wf.tasks)
+        while len(self._memo) > 1 and (len(self._memo) > self.max_entries
+                                       or self._tasks > self.max_tasks):
+            self._tasks -= len(self._memo.pop(next(iter(self._memo)))[1].tasks)
         return wf
 
 

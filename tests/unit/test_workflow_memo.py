@@ -53,6 +53,34 @@ def test_the_memo_keeps_only_the_last_few() -> None:
     assert memo.built == 4
 
 
+def test_a_frame_of_many_submissions_is_rebuilt_once_each() -> None:
+    """The door checks every submission of a frame before the planner reads any: ten
+    one-task jobs are ten rebuilds, not twenty (a memo of 8 lost them all)."""
+    memo = Workflows()
+    docs = [doc(1, name=f"w{i}") for i in range(10)]
+    for d in docs + docs:
+        memo.workflow(d)
+    assert memo.built == 10
+
+
+def test_a_used_workflow_stays_and_the_memo_is_bounded_by_tasks() -> None:
+    memo = Workflows(max_entries=10, max_tasks=10)
+    a, b, c = doc(4, "a"), doc(4, "b"), doc(4, "c")
+    memo.workflow(a)
+    memo.workflow(b)
+    memo.workflow(a)  # used: b is now the least recently used
+    memo.workflow(c)  # 12 tasks > 10: b leaves
+    memo.workflow(a)
+    memo.workflow(c)
+    assert memo.built == 3
+    memo.workflow(b)
+    assert memo.built == 4
+    big = doc(30, "big")  # alone above the bound: still held, the newest
+    memo.workflow(big)
+    memo.workflow(big)
+    assert memo.built == 5
+
+
 def test_a_document_that_fails_is_not_remembered() -> None:
     memo = Workflows()
     bad = {"name": "w", "tasks": [{"name": "a", "call": "ECHO", "params": {},
