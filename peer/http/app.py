@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import secrets
 import shutil
 import tempfile
 import time
@@ -52,6 +51,7 @@ from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images
 from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
 from peer.log.events import MAX_CHUNKS
+from peer.log.ids import new_job_id
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 
 log = logging.getLogger("banzai.api")
@@ -181,7 +181,7 @@ async def submit(request: web.Request) -> web.Response:
         wf = wf.without_cache()
     # Its tasks without input have implicit splits only while every live peer folds them
     wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS if node.implicit_splits() else None)
-    job = "j" + secrets.token_hex(6)
+    job = new_job_id()
     payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
     if node.local_first(job, wf):  # a small job: this peer runs it first (LOCAL_FEATURE)
         payload["local"] = True

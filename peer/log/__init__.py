@@ -8,6 +8,7 @@ from peer.log.events import (
     CLAIMED_FEATURE,
     DONE_FEATURE,
     IMPLICIT_SPLITS,
+    LANES_FEATURE,
     LOCAL_FEATURE,
     PROTOCOL_VERSION,
     RETRYABLE,
@@ -26,6 +27,8 @@ from peer.log.events import (
     IpnsRecord,
     JobCancelled,
     JobDeleted,
+    JobEnded,
+    JobMembers,
     JobSubmitted,
     Member,
     Partial,
@@ -50,10 +53,11 @@ from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
 __all__ = ["BATCH_FEATURE", "CLAIMED_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS",
-           "LOCAL_FEATURE", "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE", "UNCOUNTED", "Body",
-           "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey", "ChunkState", "Claim",
-           "Door", "DoorConfig", "Event", "EventLog", "EventType", "FailureKind", "IpnsRecord",
-           "JobCancelled", "JobDeleted", "JobSubmitted", "Member", "MeshState", "Partial",
-           "Progress", "Provide", "Refusals", "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey",
-           "TaskSplit", "TaskSplitRef", "Turn", "Unknown", "Unprovide", "facts", "fold", "hlc_ms",
-           "implied_claims", "implied_done", "turn_event"]
+           "LANES_FEATURE", "LOCAL_FEATURE", "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE",
+           "UNCOUNTED", "Body", "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey",
+           "ChunkState", "Claim", "Door", "DoorConfig", "Event", "EventLog", "EventType",
+           "FailureKind", "IpnsRecord", "JobCancelled", "JobDeleted", "JobEnded", "JobMembers",
+           "JobSubmitted", "Member", "MeshState", "Partial", "Progress", "Provide", "Refusals",
+           "Renew", "Revoke", "SplitId", "TaskDone", "TaskKey", "TaskSplit", "TaskSplitRef",
+           "Turn", "Unknown", "Unprovide", "facts", "fold", "hlc_ms", "implied_claims",
+           "implied_done", "turn_event"]

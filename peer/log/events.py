@@ -19,6 +19,7 @@ from peer.jsontext import (
     nesting_and_ascii,
     show_path,
 )
+from peer.log.ids import hex_digits, is_peer_id
 
 PROTOCOL_VERSION = 1
 
@@ -51,6 +52,11 @@ class EventType(IntEnum):
     PARTIAL = 23  # a per-item task's output so far (progressive answers); older peers ignore it
     IPNS_RECORD = 25  # a signed IPNS record (peer.ipfs.ipns) for every peer to hold; older
     #                   peers keep and forward it
+    # A lanes job's end and outputs, folded by every peer instead of its lanes' task events;
+    # and peers added to a lanes job's members (LANES_FEATURE, not emitted yet: older peers
+    # keep and forward both)
+    JOB_ENDED = 26
+    JOB_MEMBERS = 27
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -110,6 +116,8 @@ MAX_TYPE = 255  # event type numbers: the known ones and room for newer peers' t
 MAX_PARTS = 10_000  # parts of a TURN
 MAX_INLINE_BLOCKS = 64  # blocks riding inline in one CHUNK_DONE
 MAX_INLINE_CHARS = 64 * 1024  # their base64, in all (a peer's own bound is far lower)
+MAX_MEMBERS = 1024  # peers named by a job's `members`, a JOB_MEMBERS, an output's producers
+JOB_DIGEST_HEX = 32  # the hex digits of a job's digest (snapframe.job_digest3)
 BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
 # A MEMBER's `features` (and heartbeat's): it folds a job whose workflow says
 # `"splits": IMPLICIT_SPLITS` (its tasks without input have an implicit split: MeshState).
@@ -133,6 +141,10 @@ LOCAL_FEATURE = "local-v1"
 # peer of the previous version would see the chunk unclaimed and, once its turn came, claim
 # and run a task that the submitter is running, its own claim the winner in its view).
 CLAIMED_FEATURE = "claimed-v1"
+# A heartbeat's (and MEMBER's) `features`: it keeps a job's task events in lanes, origins of
+# their own named "<peer>/<job>" (peer.log.lanes), held by the job's members only, and folds
+# JOB_ENDED and JOB_MEMBERS (docs/design/partial-replication.md). Defined, not announced yet.
+LANES_FEATURE = "lanes-v1"
 
 _MISSING: Any = object()
 Item = tuple[str, str]  # (relpath, cid) of one input item of a split
@@ -324,6 +336,32 @@ def _cids(kind: str, p: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _peers(kind: str, name: str, v: Any) -> tuple[str, ...]:
+    """A list of 1 to MAX_MEMBERS distinct peer ids (peer.log.ids.is_peer_id)."""
+    if not (_is_list(v) and 0 < len(v) <= MAX_MEMBERS):
+        raise _bad(kind, name, f"a list of 1 to {MAX_MEMBERS} peer ids", v)
+    for i, x in enumerate(v):
+        if not is_peer_id(x):
+            raise _bad(kind, f"{name}[{i}]", "a peer id (16 or 20 lowercase hex digits)", x)
+    if len(set(v)) < len(v):
+        raise _bad(kind, name, "distinct peer ids", v)
+    return tuple(v)
+
+
+def _map(kind: str, p: Mapping[str, Any], name: str, hi: int, key_hi: int = MAX_ID_CHARS,
+         ) -> Mapping[str, Any]:
+    """An optional object (missing: empty) of at most `hi` keys, each a string of 1 to
+    `key_hi` characters (a task name, a CID); its values are the caller's to check."""
+    v = p.get(name, _MISSING)
+    if v is _MISSING:
+        return {}
+    if not isinstance(v, dict) or len(v) > hi:
+        raise _bad(kind, name, f"an object of at most {hi} keys", v)
+    for key in v:
+        _check_str(kind, f"{name} (a key)", key, 1, key_hi)
+    return v
+
+
 def _chunks(kind: str, p: Mapping[str, Any]) -> tuple[tuple[Item, ...], ...]:
     chunks = _list(kind, "chunks", p.get("chunks", _MISSING), MAX_CHUNKS)
     out: list[tuple[Item, ...]] = []
@@ -378,6 +416,9 @@ class JobSubmitted:
     tasks: tuple[str, ...]  # the workflow's task names, in its order
     local: bool = False
     claimed: bool = False
+    # A lanes job's first members, its submitter (home) first, then its replicas
+    # (LANES_FEATURE); None (absent or null): a job every peer holds in full, as before
+    members: tuple[str, ...] | None = None
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> JobSubmitted:
@@ -385,8 +426,10 @@ class JobSubmitted:
         # `local` and `claimed` are hints: anything but true reads as absent (as a malformed
         # `done` of a CHUNK_DONE is ignored), so that a later release may widen them
         local = p.get("local") is True
+        members = p.get("members")
         return cls(_str(k, p, "job"), *_workflow(k, p), local,
-                   local and p.get("claimed") is True)
+                   local and p.get("claimed") is True,
+                   None if members is None else _peers(k, "members", members))
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,6 +792,93 @@ class IpnsRecord:
                                                             MAX_IPNS_RECORD_CHARS))
 
 
+class Output(NamedTuple):
+    """A done task's output as a JOB_ENDED carries it: its cache key (None: not cacheable),
+    its CID, and the order (hlc, origin, seq) of the TASK_DONE (or implied one) that made it,
+    so that every peer's cache keeps the same first entry (MeshState's first-wins rule)."""
+
+    key: str | None
+    cid: str
+    hlc: int
+    origin: str
+    seq: int
+
+
+JOB_END_STATES = ("done", "failed", "cancelled")
+
+
+def _output(kind: str, task: str, v: Any) -> Output:
+    if (_is_list(v) and len(v) == 5 and (v[0] is None or _is_str(v[0], 1, MAX_KEY_CHARS))
+            and _is_str(v[1], 1, MAX_CID_CHARS) and _is_int(v[2], 0, MAX_CLOCK)
+            and _is_str(v[3], 1, MAX_ID_CHARS) and _is_int(v[4], 1, MAX_CLOCK)):
+        return Output(None if v[0] is None else str(v[0]), str(v[1]), int(v[2]), str(v[3]),
+                      int(v[4]))
+    raise _bad(kind, f"outputs.{task}", "[key or null, cid, hlc, origin, seq]", v)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnded:
+    """A lanes job's end (LANES_FEATURE), emitted by its home into its mesh stream: what every
+    peer folds of the job instead of its lanes' task events. `state` one of JOB_END_STATES,
+    `end` its hlc; `outputs` task -> Output; `producers` an output CID -> the peers that
+    hold it; `failed` a failed task -> its short error; `digest` the job's
+    snapframe.job_digest3. Outputs too many for one frame are in the JSON object
+    {"outputs": ..., "producers": ...} stored as a block named by `listing` (a CID, as
+    TASK_SPLIT_REF's): then the event's own `outputs` and `producers` are empty."""
+
+    TYPE: ClassVar[EventType] = EventType.JOB_ENDED
+    job: str
+    state: str
+    n_tasks: int
+    end: int
+    outputs: Mapping[str, Output]
+    producers: Mapping[str, tuple[str, ...]]
+    failed: Mapping[str, str]
+    digest: str
+    listing: str | None = None
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> JobEnded:
+        k = _NAME[cls.TYPE]
+        job = _str(k, p, "job")
+        state = p.get("state", _MISSING)
+        if type(state) is not str or state not in JOB_END_STATES:
+            raise _bad(k, "state", "one of " + ", ".join(map(repr, JOB_END_STATES)), state)
+        n = _int(k, p, "n_tasks", MAX_TASKS)
+        end = _int(k, p, "end", MAX_CLOCK)
+        listing = _opt_str(k, p, "listing", MAX_CID_CHARS)
+        raw = _map(k, p, "outputs", n)
+        outputs = {t: _output(k, t, v) for t, v in raw.items()}
+        producers = {}
+        for c, v in _map(k, p, "producers", n, MAX_CID_CHARS).items():
+            producers[c] = _peers(k, f"producers.{c}", v)
+        if listing is not None and (outputs or producers):
+            raise _bad(k, "listing", "no `outputs` nor `producers` beside it (they are in the "
+                       "listing)", listing)
+        failed = _map(k, p, "failed", n)
+        for t, e in failed.items():
+            _check_str(k, f"failed.{t}", e, 0, MAX_LABEL_CHARS)
+        digest = p.get("digest", _MISSING)
+        if not hex_digits(digest, JOB_DIGEST_HEX):
+            raise _bad(k, "digest", f"{JOB_DIGEST_HEX} lowercase hex digits", digest)
+        return cls(job, state, n, end, outputs, producers, failed, digest, listing)
+
+
+@dataclass(frozen=True, slots=True)
+class JobMembers:
+    """Peers added to a lanes job's members (LANES_FEATURE): a grow-only set, the
+    JOB_SUBMITTED's `members` and every JOB_MEMBERS's `add`."""
+
+    TYPE: ClassVar[EventType] = EventType.JOB_MEMBERS
+    job: str
+    add: tuple[str, ...]
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> JobMembers:
+        k = _NAME[cls.TYPE]
+        return cls(_str(k, p, "job"), _peers(k, "add", p.get("add", _MISSING)))
+
+
 # The types a TURN may hold: the scheduler's and runs' events about tasks and chunks. Not the
 # acknowledged ones (JOB_SUBMITTED, JOB_CANCELLED, PROVIDE: fsynced on receipt), nor those
 # about members and data (MEMBER, REVOKE, JOB_DELETED, UNPROVIDE).
@@ -801,7 +931,7 @@ class Unknown:
 
 Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | ChunkDone
         | ChunkFailed | TaskDone | CachePut | Provide | Member | JobDeleted | Unprovide
-        | Revoke | TaskSplitRef | IpnsRecord | Turn | Partial | Unknown)
+        | Revoke | TaskSplitRef | IpnsRecord | Turn | Partial | JobEnded | JobMembers | Unknown)
 
 # The fields each body's reader checks to be scalars or to nest at most 3 levels, each
 # element looked at (ids, counts, a split's items, a PROVIDE's CIDs, MEMBER's lists), or
@@ -812,7 +942,7 @@ Body = (JobSubmitted | JobCancelled | TaskSplit | Claim | Renew | Progress | Chu
 # payload of their own.
 _CHUNK_FIELDS = ("job", "task", "split", "chunk", "attempt")
 _FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
-    (JobSubmitted, ("job",)), (JobCancelled, ("job", "reason")),
+    (JobSubmitted, ("job", "members")), (JobCancelled, ("job", "reason")),
     (TaskSplit, ("job", "task", "input", "chunks", "kept")),
     (TaskSplitRef, ("job", "task", "input", "listing", "sizes", "kept", "kept_listing")),
     (Claim, _CHUNK_FIELDS), (Renew, _CHUNK_FIELDS), (Progress, (*_CHUNK_FIELDS, "progress")),
@@ -824,7 +954,10 @@ _FLAT: dict[type, frozenset[str]] = {cls: frozenset(keys) for cls, keys in (
               "kinds", "labels")),
     (JobDeleted, ("job", "reason")), (Revoke, ("peer", "after", "reason")),
     (IpnsRecord, ("name", "record")), (Partial, ("job", "task", "output", "items", "of")),
-    (Turn, ("parts",)))}
+    (Turn, ("parts",)),
+    (JobEnded, ("job", "state", "n_tasks", "end", "outputs", "producers", "failed", "digest",
+                "listing")),
+    (JobMembers, ("job", "add")))}
 _NONE: frozenset[str] = frozenset()
 
 
@@ -835,7 +968,7 @@ _SPECS: dict[int, tuple[EventType, str, Callable[[Mapping[str, Any]], Body], fro
                      _NONE if cls is Turn else _FLAT[cls])
     for cls in (JobSubmitted, JobCancelled, TaskSplit, Claim, Renew, Progress, ChunkDone,
                 ChunkFailed, TaskDone, CachePut, Provide, Member, JobDeleted, Unprovide,
-                Revoke, TaskSplitRef, IpnsRecord, Turn, Partial)}
+                Revoke, TaskSplitRef, IpnsRecord, Turn, Partial, JobEnded, JobMembers)}
 _PART_SPECS: dict[int, tuple[EventType, Callable[[Mapping[str, Any]], Body]]] = {
     t.value: (t, _SPECS[t.value][2]) for t in TURN_PARTS}
 _setattr = object.__setattr__  # how a frozen dataclass sets its own fields

@@ -42,6 +42,8 @@ from peer.log.events import (
     IpnsRecord,
     JobCancelled,
     JobDeleted,
+    JobEnded,
+    JobMembers,
     JobSubmitted,
     Member,
     Partial,
@@ -1184,6 +1186,10 @@ def _ipns_record(s: MeshState, ev: Event, b: IpnsRecord) -> None:
     pass  # held by the IPNS layer (peer.ipfs.ipns), which a listener hands it to
 
 
+def _lanes_job(s: MeshState, ev: Event, b: JobEnded | JobMembers) -> None:
+    pass  # held, not folded yet: the fold of lanes jobs comes with LANES_FEATURE
+
+
 def _progress(s: MeshState, ev: Event, b: Progress) -> None:
     c = s.chunks[b.key]
     c.progress[b.attempt] = max(c.progress.get(b.attempt, 0.0), b.progress)
@@ -1355,6 +1361,8 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     Revoke: _revoke,
     IpnsRecord: _ipns_record,
     Partial: _partial,
+    JobEnded: _lanes_job,
+    JobMembers: _lanes_job,
 }
 
 

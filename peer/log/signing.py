@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from peer.errors import BanzaiError, DataError, SignedTextTooLong
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
+from peer.log.ids import OLD_ID_CHARS, SELF_ID_CHARS, hex_digits, is_peer_id
 from peer.privfile import create_private, read_private
 
 HASH_BYTES = 32
@@ -88,10 +89,6 @@ def admit_tag(secret: bytes, peer_id: str, key: bytes) -> bytes:
     return hmac.new(secret, ADMIT_DOMAIN + _str_bytes(peer_id) + key, hashlib.sha256).digest()
 
 
-SELF_ID_CHARS = 20  # ids of 0.1.0 have 16 hex digits: they certify no key
-OLD_ID_CHARS = 16  # (0.1.0's: random)
-
-
 def peer_id_for(key: bytes) -> str:
     """The self-certifying peer id of an identity made by this release: 20 hex digits of
     sha256(key). Only that key can ever be bound to it."""
@@ -99,18 +96,14 @@ def peer_id_for(key: bytes) -> str:
 
 
 def self_certifying(peer_id: str) -> bool:
-    return _hex_digits(peer_id, SELF_ID_CHARS)
-
-
-def _hex_digits(s: str, n: int) -> bool:
-    return len(s) == n and all(c in "0123456789abcdef" for c in s)
+    return hex_digits(peer_id, SELF_ID_CHARS)
 
 
 def stored_peer_id(peer_id: str | None, path: Path) -> str | None:
     """The peer id a data dir's log file (`path`, meta 'peer_id') holds, None if none; a
     DataError naming the file if it is not one a peer was ever given (this release's 20 hex
     digits, 0.1.0's 16): it is signed, sent and named in every event of ours."""
-    if peer_id is None or any(_hex_digits(peer_id, n) for n in (SELF_ID_CHARS, OLD_ID_CHARS)):
+    if peer_id is None or is_peer_id(peer_id):
         return peer_id
     raise DataError(f"{path}: meta 'peer_id' holds {peer_id!r:.40} ({len(peer_id)} "
                     f"characters), not a peer id ({OLD_ID_CHARS} or {SELF_ID_CHARS} hex "
@@ -421,7 +414,7 @@ class MemberKeys:
             # Only an unsigned (0.1.0) origin may be attested: a self-certifying id signs for
             # itself from its first event, heard here yet or not.
             return "attested_signed_origin"
-        if b.signer != b.origin and not _hex_digits(b.origin, OLD_ID_CHARS):
+        if b.signer != b.origin and not hex_digits(b.origin, OLD_ID_CHARS):
             # Nor an origin that is no peer's id: a member would speak for a peer it made up.
             return "attested_other_origin"
         if b.sig in self._good:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from peer.jsontext import compact, loads_within
+from peer.log.ids import hex_digits
 from peer.log.snapstream import (
     MAX_LINE_BYTES,
     StreamError,
@@ -89,16 +90,12 @@ def thin(summary: str, record: str, facts: str) -> tuple[str, str, str]:
 
 def is_record_sha(v: Any) -> bool:
     """Is `v` a `record_sha` (64 hex digits), as a thin row carries it?"""
-    return _is_hex(v, 64)
+    return hex_digits(v, 64)
 
 
 def is_outputs_sha(v: Any) -> bool:
     """Is `v` an `outputs_sha` (32 hex digits), as a thin row's facts carry it?"""
-    return _is_hex(v, 32)
-
-
-def _is_hex(v: Any, n: int) -> bool:
-    return type(v) is str and len(v) == n and not v.strip("0123456789abcdef")
+    return hex_digits(v, 32)
 
 
 def job_digest3(job: str, h: int, o: str, q: int, ended: int, state: str, osha: str) -> str:

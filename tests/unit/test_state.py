@@ -97,7 +97,11 @@ def typed_payload(draw: st.DrawFn, typ: EventType) -> dict[str, object]:
                                    "sizes": [1, 0]},
         EventType.IPNS_RECORD: {"name": "k51", "record": "CgA="},
         EventType.PARTIAL: {"job": job, "task": task, "output": cid, "items": pick // 4 % 3,
-                            "of": 3}}
+                            "of": 3},
+        EventType.JOB_ENDED: {"job": job, "state": "done", "n_tasks": 2, "end": pick,
+                              "outputs": {task: ["k1", cid, pick % 30, "a", 1]},
+                              "digest": "0" * 32},
+        EventType.JOB_MEMBERS: {"job": job, "add": ["fedcba9876543210"]}}
     if typ in flat:
         return flat[typ]
     match typ:

@@ -1,0 +1,41 @@
+"""Lanes (docs/design/partial-replication.md, LANES_FEATURE): a lanes job's task events
+travel in one event stream per (peer, job), an origin of its own named "<peer>/<job>", held
+by the job's members only. Here: the lane names and which event types a lane holds. Pure."""
+
+from __future__ import annotations
+
+from peer.log.events import EventType
+from peer.log.ids import is_job_id, is_peer_id
+
+SEPARATOR = "/"  # in neither a peer id nor a job id
+
+# The task events a lane holds (design section 2): a TURN of them, and each alone. Not the
+# mesh stream's (JOB_SUBMITTED, JOB_CANCELLED, JOB_DELETED, JOB_ENDED, JOB_MEMBERS, MEMBER,
+# REVOKE, PROVIDE, UNPROVIDE, CACHE_PUT, IPNS_RECORD), which every peer holds.
+LANE_PARTS: frozenset[EventType] = frozenset({
+    EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF, EventType.CLAIM, EventType.PROGRESS,
+    EventType.CHUNK_DONE, EventType.CHUNK_FAILED, EventType.TASK_DONE, EventType.PARTIAL})
+LANE_TYPES: frozenset[EventType] = LANE_PARTS | {EventType.TURN}
+
+
+def lane(peer: str, job: str) -> str:
+    """The origin of `peer`'s lane of `job`; ValueError if either is not of its form."""
+    if not (is_peer_id(peer) and is_job_id(job)):
+        raise ValueError(f"no lane of peer {peer!r:.40} and job {job!r:.40}: a peer id is 16 or "
+                         "20 lowercase hex digits, a job id 'j' and 12")
+    return peer + SEPARATOR + job
+
+
+def lane_of(origin: object) -> tuple[str, str] | None:
+    """(peer, job) of a lane's origin; None for any other origin (a peer's own stream, or a
+    text that is no lane: strict, so that no other origin is ever taken for one)."""
+    if type(origin) is not str:
+        return None
+    peer, sep, job = origin.partition(SEPARATOR)
+    if not sep or not is_peer_id(peer) or not is_job_id(job):
+        return None
+    return peer, job
+
+
+def is_lane(origin: object) -> bool:
+    return lane_of(origin) is not None
