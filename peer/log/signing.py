@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from peer.errors import BanzaiError, DataError, SignedTextTooLong
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, Event
 from peer.log.ids import OLD_ID_CHARS, SELF_ID_CHARS, hex_digits, is_peer_id
+from peer.log.lanes import lane_of
 from peer.privfile import create_private, read_private
 
 HASH_BYTES = 32
@@ -407,16 +408,23 @@ class MemberKeys:
         after = self.revoked_after(b.signer)
         if after is not None and (b.signer != b.origin or b.first > after):
             return "revoked"  # its own events up to `after` stay good: they are kept everywhere
+        lane = lane_of(b.origin)
+        if lane is not None and lane[0] != b.signer:
+            # A lane (peer.log.lanes) is signed by its peer only: no other member, and no
+            # key bound to the lane's name, speaks for it (before `bind`: none is bound).
+            return "lane_signer"
         why = self.bind(b.signer, b.key, b.admit)
         if why is not None:
             return why
-        if b.signer != b.origin and (b.origin in self.keys or self_certifying(b.origin)):
-            # Only an unsigned (0.1.0) origin may be attested: a self-certifying id signs for
-            # itself from its first event, heard here yet or not.
-            return "attested_signed_origin"
-        if b.signer != b.origin and not hex_digits(b.origin, OLD_ID_CHARS):
-            # Nor an origin that is no peer's id: a member would speak for a peer it made up.
-            return "attested_other_origin"
+        if b.signer != b.origin and lane is None:  # (a lane is its peer's: checked above)
+            if b.origin in self.keys or self_certifying(b.origin):
+                # Only an unsigned (0.1.0) origin may be attested: a self-certifying id signs
+                # for itself from its first event, heard here yet or not.
+                return "attested_signed_origin"
+            if not hex_digits(b.origin, OLD_ID_CHARS):
+                # Nor an origin that is no peer's id: a member would speak for a peer it
+                # made up.
+                return "attested_other_origin"
         if b.sig in self._good:
             return None
         if not verify_new:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from peer.errors import BanzaiError, DataError, SignedTextTooLong
 from peer.log import Event, EventType
+from peer.log.lanes import lane
 from peer.log.signing import (
     CANONICAL,
     MAX_BATCH,
@@ -43,6 +44,7 @@ from .mesh_helpers import SECRET, frame_to, inject
 
 ME = Identity.generate()
 ID = peer_id_for(ME.key)
+CLAIM = {"job": "j0123456789ab", "task": "t", "split": ["s", 1], "chunk": 0, "attempt": 0}
 
 
 def ev(seq: int, payload: dict[str, Any] | None = None, origin: str = ID, hlc: int = 0,
@@ -227,6 +229,42 @@ def test_no_member_attests_events_of_an_origin_that_is_no_peers_id() -> None:
         k = MemberKeys()
         assert k.accept(*wire(made_up)) == []
         assert k.refused.by_origin[origin] == {"attested_other_origin": 1}
+
+
+JOB = "j0123456789ab"
+
+
+def test_a_lane_is_signed_by_its_peer_only() -> None:
+    """A lane "<P>/<job>" (peer.log.lanes) passes only with P's own signature: an admitted
+    member Q that attests P's lane is refused as `lane_signer` (checked before the
+    attestation rules: the reason is the specific one); P's own passes."""
+    q = Identity.generate()
+    q_id = peer_id_for(q.key)
+    mine = lane(ID, JOB)
+    forged = [ev(1, origin=mine, typ=EventType.CLAIM, payload=CLAIM)]
+    sign_events(q, q_id, forged, None)  # Q attests P's lane
+    k = MemberKeys()
+    assert k.accept(*wire(forged)) == []
+    assert k.refused.by_origin[mine] == {"lane_signer": 1}
+    assert q_id not in k.keys  # refused before Q's key was bound by it
+    own = [ev(1, origin=mine, typ=EventType.CLAIM, payload=CLAIM)]
+    batches = sign_events(ME, ID, own, None)
+    assert batches[0].signer == ID and k.check_batch(batches[0]) is None
+    assert [e.id for e in k.accept(*wire(own))] == [(mine, 1)]
+    # a key bound to the lane's name itself (it signs as "itself") speaks for no lane
+    named = [ev(2, origin=mine, typ=EventType.CLAIM, payload=CLAIM)]
+    sign_events(q, mine, named, None)
+    assert k.accept(*wire(named)) == [] and mine not in k.keys
+    assert k.refused.by_origin[mine] == {"lane_signer": 2}
+    # an 0.1.0 id's lane: its peer still signs it alone
+    old = "0123456789abcdef"
+    attested = [ev(1, origin=lane(old, JOB), typ=EventType.CLAIM, payload=CLAIM)]
+    sign_events(ME, ID, attested, None)
+    assert k.accept(*wire(attested)) == []
+    assert k.refused.by_origin[lane(old, JOB)] == {"lane_signer": 1}
+    # and a revoked peer signs no lane of its own any more
+    (b,) = sign_events(ME, ID, [ev(3, origin=mine, typ=EventType.CLAIM, payload=CLAIM)], None)
+    assert MemberKeys(revoked=lambda p: 5 if p == ID else None).check_batch(b) == "revoked"
 
 
 def _counting(monkeypatch: Any, name: str) -> list[int]:
