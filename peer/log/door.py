@@ -19,11 +19,13 @@ from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
 from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.fold import MeshState
+from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of
 
 log = logging.getLogger("banzai.log")
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
+MemberOf = Callable[[str], bool]  # job -> are we a member of that lanes job (held lanes)?
 
 
 @dataclass(frozen=True)
@@ -164,14 +166,19 @@ class Door:
 
     `admit` filters what came from peers; `fold` folds what was stored (quarantining an
     event whose fold raises); `replay` does both for the events on disk at start. `checks`
-    are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED)."""
+    are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED).
+    `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
+    are not enabled (LANES_FEATURE is not announced), every lane event is refused
+    (`lanes_off`), from peers and from disk alike."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
-                 checks: Mapping[EventType, Check] | None = None) -> None:
+                 checks: Mapping[EventType, Check] | None = None,
+                 member_of: MemberOf | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
         self.store = store
         self.checks = dict(checks or {})
+        self.member_of = member_of
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
@@ -185,12 +192,40 @@ class Door:
             ahead_s = (hlc_ms(ev.hlc) - hlc_ms(self.hlc.ceiling())) / 1000
             return (f"clock: hlc {ev.hlc} is {ahead_s + self.cfg.max_clock_drift_s:.0f} s "
                     f"ahead (bound {self.cfg.max_clock_drift_s:g} s)")
+        if "/" in ev.origin:  # (no peer's own stream has one: peer.log.ids)
+            lane = lane_of(ev.origin)
+            if lane is not None:
+                why = self._lane_problem(ev, lane[1], stored)
+                if why is not None:
+                    return why
         check = self.checks.get(ev.type)
         if check is not None:
             try:
                 check(ev)
             except (BanzaiError, ValueError, TypeError, KeyError) as e:
                 return f"body: {e!s:.200}"
+        return None
+
+    def _lane_problem(self, ev: Event, job: str, stored: bool) -> str | None:
+        """Why an event of `job`'s lane must not be stored or folded, or None: a lane holds
+        its job's task events only (`lane_type`, `lane_job`: every part's, for a TURN), and
+        only a member of the job holds them (`not_member`; a stored one is not asked: the
+        job's membership is folded with it, later steps of LANES_FEATURE); with lanes off,
+        none (`lanes_off`)."""
+        if ev.type not in LANE_TYPES:
+            return f"lane_type: a {ev.type.name} in a lane of job {job} (task events only)"
+        for i, part in enumerate(ev.parts or (ev,)):
+            if part.type not in LANE_PARTS:
+                return (f"lane_type: part {i} of a TURN in a lane of job {job} is a "
+                        f"{part.type.name} (task events only)")
+            other = getattr(part.body, "job", None)  # (every lane part's body has a job)
+            if other != job:
+                return (f"lane_job: a {part.type.name} of job {other!r:.40} in the lane of "
+                        f"job {job}")
+        if self.member_of is None:
+            return f"lanes_off: an event of the lane of job {job} (lanes are not enabled)"
+        if not stored and not self.member_of(job):
+            return f"not_member: an event of the lane of job {job}, which we are no member of"
         return None
 
     def refuse(self, origin: Any, reason: str) -> None:

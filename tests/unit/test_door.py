@@ -147,6 +147,22 @@ def test_refusal_counters_stay_bounded_whatever_origins_an_attacker_picks() -> N
     assert r.by_origin["o0"] == 1
 
 
+def test_a_lane_event_is_dropped_and_counted_not_stored_while_lanes_are_off(
+        node: Node) -> None:
+    """This release announces no lanes (LANES_FEATURE): a lane's event from a peer
+    ("<peer>/<job>", peer.log.lanes) is refused at the door (`lanes_off`), stored nowhere,
+    folded into nothing; the frame's other events are merged."""
+    lane = "0123456789abcdef0123/j0123456789ab"
+    claim = Event(lane, 1, now_hlc(), EventType.CLAIM, {
+        "job": "j0123456789ab", "task": "t", "split": [lane, 1], "chunk": 0, "attempt": 0})
+    good = provide("good", 1)
+    assert node.merge([claim, good]) == [good]
+    assert rows(node) == {("good", 1)} and lane not in node.state.heads
+    assert not node.state.chunks
+    assert node.door.refused.by_origin == {lane: 1}
+    assert node.door.refused.by_reason == {"lanes_off": 1}
+
+
 # -- unknown types ---------------------------------------------------------------------
 
 

@@ -1,0 +1,182 @@
+"""The door's rules for lanes (peer/log/door.py, peer/log/lanes.py; design
+docs/design/partial-replication.md section 4): a lane holds its job's task events only, of
+its own job (every part's, for a TURN), and only a member of the job takes them; with lanes
+not enabled (the default while LANES_FEATURE is not announced) every lane event is refused,
+counted, and never stored nor folded. A fake log store and a fake wall clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.log import HLC, Door, DoorConfig, Event, EventType, MeshState
+from peer.log.door import MemberOf
+from peer.log.lanes import lane
+
+P, Q = "0123456789abcdef0123", "fedcba9876543210"
+JOB, OTHER_JOB = "j0123456789ab", "jba9876543210"
+LANE = lane(P, JOB)
+WALL_MS = 1_000_000
+HLC_NOW = WALL_MS << 16
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+
+
+def chunk(job: str = JOB) -> dict[str, Any]:
+    return {"job": job, "task": "t", "split": [LANE, 1], "chunk": 0, "attempt": 0}
+
+
+def event(typ: EventType, payload: dict[str, Any], origin: str = LANE, seq: int = 1) -> Event:
+    return Event(origin, seq, HLC_NOW, typ, payload)
+
+
+def turn(*parts: tuple[EventType, dict[str, Any]], seq: int = 1) -> Event:
+    return event(EventType.TURN, {"parts": [[int(t), p] for t, p in parts]}, seq=seq)
+
+
+class FakeLog:
+    """The LogStore the door needs: rows in a dict, the quarantine in a list."""
+
+    path = Path("events.sqlite")
+
+    def __init__(self, rows: Iterable[Event] = ()) -> None:
+        self.rows = {e.id: e for e in rows}
+        self.set_aside: list[tuple[tuple[str, int], str]] = []
+
+    def load(self) -> Iterable[Event]:
+        return list(self.rows.values())
+
+    def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None:
+        self.set_aside += bad
+        for ev_id, _ in bad:
+            del self.rows[ev_id]
+
+    def quarantined(self) -> int:
+        return len(self.set_aside)
+
+    def quarantine_health(self) -> Mapping[str, int]:
+        return {}
+
+    def quarantined_max_seq(self, origin: str, below: int) -> int:
+        return max((s for (o, s), _ in self.set_aside if o == origin and s <= below), default=0)
+
+    def delete(self, ids: Iterable[tuple[str, int]]) -> object:
+        return [self.rows.pop(i, None) for i in ids]
+
+    def floors(self, own: str = "") -> dict[str, int]:
+        return {}
+
+    def set_floor(self, origin: str, seq: int) -> None:
+        pass
+
+
+def door(member_of: MemberOf | None = None, log: FakeLog | None = None) -> Door:
+    return Door(DoorConfig(), HLC(lambda: WALL_MS), log or FakeLog(), member_of=member_of)
+
+
+def everywhere(job: str) -> bool:
+    return True
+
+
+def test_with_lanes_off_every_lane_event_is_refused_and_counted() -> None:
+    """The default (this release announces no lanes): a lane event from a peer is dropped
+    and counted `lanes_off`; the peer's own stream beside it is taken."""
+    d = door()
+    mesh = event(EventType.PROVIDE, {"cids": [CID]}, origin=P)
+    lane_evs = [event(EventType.CLAIM, chunk()),
+                turn((EventType.CLAIM, chunk()), (EventType.TASK_DONE,
+                     {"job": JOB, "task": "t", "output": CID}), seq=2)]
+    assert d.admit([*lane_evs, mesh]) == [mesh]
+    assert d.refused.by_reason == {"lanes_off": 2} and d.refused.by_origin == {LANE: 2}
+    assert d.problem(lane_evs[0], stored=True) is not None  # nor taken from disk
+    # a text with a "/" that is not of the lane form is an origin as any other (refused, if
+    # at all, by the keyring: no member may attest it)
+    odd = event(EventType.PROVIDE, {"cids": [CID]}, origin="P/j0")
+    assert d.admit([odd]) == [odd]
+
+
+def test_a_member_takes_its_jobs_lane_events() -> None:
+    d = door(lambda job: job == JOB)
+    evs = [event(EventType.CLAIM, chunk()),
+           event(EventType.PARTIAL, {"job": JOB, "task": "t", "output": CID, "items": 1,
+                                     "of": 2}, seq=2),
+           turn((EventType.TASK_SPLIT, {"job": JOB, "task": "t", "input": None,
+                                        "chunks": [[]]}),
+                (EventType.CHUNK_DONE, {**chunk(), "output": CID}), seq=3)]
+    assert d.admit(evs) == evs and d.refused.total == 0
+
+
+def test_a_lane_event_of_a_job_we_are_no_member_of_is_refused() -> None:
+    d = door(lambda job: job == OTHER_JOB)
+    assert d.admit([event(EventType.CLAIM, chunk())]) == []
+    assert d.refused.by_reason == {"not_member": 1}
+
+
+@pytest.mark.parametrize(("typ", "payload"), [
+    (EventType.MEMBER, {"name": "n", "http": "", "calls": [], "slots": 1, "cores": 1,
+                        "mem_mb": 1, "gpu": False}),
+    (EventType.REVOKE, {"peer": Q, "after": 3, "reason": "left"}),
+    (EventType.PROVIDE, {"cids": [CID]}),
+    (EventType.CACHE_PUT, {"cache": {"k": 1}}),
+    (EventType.JOB_SUBMITTED, {"job": JOB, "workflow": {"tasks": [{"name": "t"}]}}),
+    (EventType.JOB_ENDED, {"job": JOB, "state": "done", "n_tasks": 0, "end": 1,
+                           "digest": "0" * 32}),
+    (EventType.JOB_MEMBERS, {"job": JOB, "add": [Q]}),
+    (EventType(200), {"x": 1}),  # a newer peer's type
+])
+def test_a_lane_holds_task_events_only(typ: EventType, payload: dict[str, Any]) -> None:
+    """A MEMBER, REVOKE or any mesh-stream event in a lane is refused (`lane_type`), even of
+    a job we are a member of, and before lanes are enabled it is named as what it is."""
+    for d in (door(everywhere), door()):
+        assert d.admit([event(typ, payload)]) == []
+        assert d.refused.by_reason == {"lane_type": 1}
+
+
+def test_a_lane_turn_holds_task_events_only() -> None:
+    d = door(everywhere)
+    bad = turn((EventType.CLAIM, chunk()), (EventType.CACHE_PUT, {"cache": {"k": 1}}))
+    assert d.admit([bad]) == []
+    assert d.refused.by_reason == {"lane_type": 1}
+    assert "part 1 of a TURN" in (d.problem(bad) or "")
+
+
+@pytest.mark.parametrize("bad", [
+    event(EventType.CLAIM, chunk(OTHER_JOB)),
+    event(EventType.TASK_DONE, {"job": OTHER_JOB, "task": "t", "output": CID}),
+    turn((EventType.CLAIM, chunk()), (EventType.CHUNK_DONE, {**chunk(OTHER_JOB), "output": CID})),
+    turn((EventType.CLAIM, chunk(OTHER_JOB)), (EventType.CLAIM, chunk())),
+], ids=["claim", "task_done", "turn-second-part", "turn-first-part"])
+def test_a_lane_event_of_another_job_is_refused(bad: Event) -> None:
+    """Every part of a lane's event is of the lane's job (`lane_job`), whatever jobs we
+    are a member of."""
+    d = door(everywhere)
+    assert d.admit([bad]) == []
+    assert d.refused.by_reason == {"lane_job": 1}
+    assert OTHER_JOB in (d.problem(bad) or "")
+
+
+def test_replay_with_lanes_off_sets_lane_rows_aside_and_folds_the_rest() -> None:
+    """A data dir holding lane rows (a later release's, downgraded): the rows go to the
+    quarantine with their reason, the peer's other rows fold, it starts."""
+    mesh = event(EventType.PROVIDE, {"cids": [CID]}, origin=P)
+    rows = [event(EventType.CLAIM, chunk()), event(EventType.CLAIM, chunk(), seq=2), mesh]
+    log = FakeLog(rows)
+    state = MeshState()
+    assert door(log=log).replay(state, Q) == 1
+    assert set(state.events) == {mesh.id} and LANE not in state.heads
+    assert [i for i, _ in log.set_aside] == [(LANE, 1), (LANE, 2)]
+    assert all(why.startswith("lanes_off:") for _, why in log.set_aside)
+
+
+def test_replay_of_a_member_does_not_ask_membership() -> None:
+    """On disk, a lane of a job is kept by its type and job alone: the job's membership is
+    folded from the same rows (not yet known while they are checked)."""
+    rows = [event(EventType.CLAIM, chunk()), event(EventType.MEMBER, {
+        "name": "n", "http": "", "calls": [], "slots": 1, "cores": 1, "mem_mb": 1,
+        "gpu": False}, seq=2)]
+    log = FakeLog(rows)
+    state = MeshState()
+    assert door(lambda job: False, log).replay(state, Q) == 1
+    assert [i for i, _ in log.set_aside] == [(LANE, 2)]
