@@ -362,6 +362,34 @@ def test_replay_quarantines_what_fails_and_the_peer_starts(
         third.log.close()
 
 
+def test_a_data_dir_with_lane_rows_starts_with_them_set_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Lane rows in the log file (a later release's data dir opened by this one, which
+    enables no lanes): each is quarantined naming its lane and why, the rest folds, the
+    peer starts and its own seqs go on."""
+    cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False)
+    n = Node(cfg)
+    me = n.peer_id
+    n.emit(EventType.PROVIDE, {"cids": ["a"]})
+    n.log.close()
+    mine, other = f"{me}/j0123456789ab", "fedcba9876543210/j0123456789ab"
+    claim = ('{"job": "j0123456789ab", "task": "t", "split": ["%s", 1], "chunk": 0, '
+             '"attempt": 0}')
+    _insert(tmp_path / "events.sqlite", (mine, 1, 5, int(EventType.CLAIM), claim % mine),
+            (other, 1, 5, int(EventType.CLAIM), claim % other),
+            (other, 2, 6, int(EventType.MEMBER), '{"name": "n", "http": "", "calls": [], '
+             '"slots": 1, "cores": 1, "mem_mb": 1, "gpu": false}'))
+    with caplog.at_level(logging.WARNING):
+        again = Node(cfg)
+    try:
+        assert again.log.quarantined() == 3 and again.state.heads == {me: 1}
+        assert f"quarantined the event {mine[:16]}" in caplog.text
+        assert "lanes_off" in caplog.text and "lane_type" in caplog.text
+        assert again.emit(EventType.PROVIDE, {"cids": ["b"]}).seq == 2
+    finally:
+        again.log.close()
+
+
 @pytest.mark.parametrize("where", ["events", "quarantine", "floors", "compact_floors"])
 def test_an_own_seq_with_no_room_to_go_on_is_set_aside_and_the_peer_starts(
         tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
