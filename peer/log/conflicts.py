@@ -15,6 +15,7 @@ from peer.log.contents import wins
 from peer.log.door import Door
 from peer.log.events import Event
 from peer.log.fold import MeshState
+from peer.log.lanes import shown_origin
 from peer.log.signing import Counters
 
 log = logging.getLogger("banzai.log")
@@ -62,7 +63,7 @@ class ConflictRule:
             n = self.counts.by_origin.get(held.origin, {}).get("conflict", 0)
             if n and n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... of an origin
                 log.warning("event %s/%d exists with two contents (%d of that origin so "
-                            "far; origin reported)", held.origin[:16], held.seq, n)
+                            "far; origin reported)", shown_origin(held.origin), held.seq, n)
             cur = best.get(held.id) or self.state.events.get(held.id, held)
             if wins(other, cur):
                 best[held.id] = other
@@ -106,7 +107,7 @@ class ConflictRule:
         self.refolds += 1
         for ev, err in failed:
             log.error("event %s/%d does not fold after a conflict (kept unfolded): %s",
-                      ev.origin[:16], ev.seq, err)
+                      shown_origin(ev.origin), ev.seq, err)
         log.info("state folded again after conflicting contents (%d events, %.3f s)",
                  len(self.state.events), took)
         self._flush_untold()

@@ -19,7 +19,7 @@ from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
 from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.fold import MeshState
-from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of
+from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, shown_origin
 
 log = logging.getLogger("banzai.log")
 
@@ -232,7 +232,7 @@ class Door:
         """Count (and log, rate-limited) an event refused at the door."""
         kind = reason.split(":", 1)[0]
         self.refused.add(origin, kind)
-        self._warn.warn(kind, "refused an event from %s: %s", origin_label(origin)[:16],
+        self._warn.warn(kind, "refused an event from %s: %s", shown_origin(origin_label(origin)),
                         reason)
 
     def admit(self, events: Iterable[Event]) -> list[Event]:
@@ -289,7 +289,7 @@ class Door:
                 self.store.set_floor(origin, seq)
         self.store.delete(let_go)
         self._warn.warn("unknown_cap", "let go of %d events of unknown types from %s (cap)",
-                        len(let_go), ev.origin[:16])
+                        len(let_go), shown_origin(ev.origin))
 
     def replay(self, state: MeshState, own_origin: str) -> int:
         """Fold the events on disk into `state`; any that fails its checks or its fold is

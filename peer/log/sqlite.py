@@ -27,6 +27,7 @@ from typing import Any, Literal
 from peer.errors import DataError, StorageFull, StoreError, disk_full
 from peer.jsontext import compact
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
+from peer.log.lanes import shown_origin
 from peer.log.signing import Batch
 from peer.log.vacuum import (
     Converted,
@@ -406,7 +407,7 @@ class EventLog:
 
     def _note(self, n: int, origin: Any, seq: Any, reason: str) -> None:
         if n <= LOGGED_SKIPS:
-            log.warning("%s: quarantined the event %s/%s: %s", self.path, str(origin)[:16],
+            log.warning("%s: quarantined the event %s/%s: %s", self.path, shown_origin(origin),
                         seq, reason[:300])
 
     def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None:
@@ -721,8 +722,8 @@ def _event(origin: Any, seq: Any, hlc: Any, typ: Any, payload: Any, bid: Any,
 
 def _not_served(path: Path, origin: Any, seq: Any, why: Exception) -> None:
     """Log a row of the log file at `path` that a serve leaves out: it is no valid event."""
-    log.warning("%s: not served, an invalid event %s/%s: %s", path, _shown(origin)[:16], seq,
-                f"{why!s:.300}")
+    log.warning("%s: not served, an invalid event %s/%s: %s", path,
+                shown_origin(_shown(origin)), seq, f"{why!s:.300}")
 
 
 def _shown(origin: Any) -> str:

@@ -383,7 +383,8 @@ def test_a_data_dir_with_lane_rows_starts_with_them_set_aside(
         again = Node(cfg)
     try:
         assert again.log.quarantined() == 3 and again.state.heads == {me: 1}
-        assert f"quarantined the event {mine[:16]}" in caplog.text
+        for lane in (f"{mine}/1", f"{other}/1", f"{other}/2"):  # each named whole
+            assert f"quarantined the event {lane}: " in caplog.text
         assert "lanes_off" in caplog.text and "lane_type" in caplog.text
         assert again.emit(EventType.PROVIDE, {"cids": ["b"]}).seq == 2
     finally:

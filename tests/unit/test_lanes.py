@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from peer.log.events import TURN_PARTS, EventType
 from peer.log.ids import is_job_id, is_peer_id, new_job_id
-from peer.log.lanes import LANE_PARTS, LANE_TYPES, is_lane, lane, lane_of
+from peer.log.lanes import LANE_PARTS, LANE_TYPES, is_lane, lane, lane_of, shown_origin
 
 P20, P16, JOB = "0123456789abcdef0123", "fedcba9876543210", "j0123456789ab"
 HEX = "0123456789abcdef"
@@ -78,3 +78,11 @@ def test_a_lane_holds_task_events_only() -> None:
               EventType.JOB_CANCELLED, EventType.JOB_DELETED, EventType.JOB_ENDED,
               EventType.JOB_MEMBERS, EventType.RENEW):
         assert t not in LANE_TYPES
+
+
+def test_a_log_line_names_a_lane_whole() -> None:
+    """Its first 16 characters would name its peer alone (and a seq after it would read as
+    the peer's own); any other origin is cut at 16 as before."""
+    assert shown_origin(lane(P20, JOB)) == f"{P20}/{JOB}"
+    assert shown_origin(lane(P16, JOB)) == f"{P16}/{JOB}"
+    assert shown_origin(P20) == P20[:16] and shown_origin("P/j0" * 9) == ("P/j0" * 9)[:16]
