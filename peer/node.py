@@ -149,6 +149,7 @@ WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at e
 # with that outcome, and a backlog's outcomes and claims in few TURNs (signatures, frames).
 HOLD_MAX_S = 0.02
 CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for its last turns to be pushed
+CLOSE_SYNC_S = 5.0  # and this long for the log's fsyncs under way (their acknowledgements)
 QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
 
@@ -326,6 +327,7 @@ class Node:
         self._syncing: dict[int, _Gen] = {}
         self._sync_gen = 0
         self._syncer: asyncio.Task[None] | None = None  # makes the fsyncs, one at a time
+        self._in_flight = 0  # the last generation its fsync under way covers (0: none)
         self._rewrite: dict[tuple[str, int], Event] = {}
         self._unacked: set[str] = set()
         self._sync_error: Exception | None = None  # why events in _rewrite are not on disk
@@ -823,15 +825,26 @@ class Node:
         """One fsync in flight at a time, each proving every generation written before it
         began (one fsync for all the turns, received events and acknowledgements of that
         while: group commit): a slow disk makes fewer, not more, fsyncs, and holds one
-        thread. How it ends: `_syncer_ended`."""
+        thread. How it ends: `_syncer_ended`.
+
+        Its `since` is the earliest generation's epoch: one written before a failed fsync
+        fails the others sharing the fsync with it (not per generation, review 213). None
+        is: each generation is registered in the loop step that wrote its events (`merge`,
+        `_send`, `_resync`, `durable` right after the API's emit), so an fsync failing after
+        that write fails it before a later fsync begins: the task's own (heard on the loop
+        after that step), or the loop's (`durable_now`, `_sync_inline`), which leaves only
+        the generations of the fsync under way, all written before it."""
         while self._syncing:
-            upto = self._sync_gen
+            upto = self._in_flight = self._sync_gen
             since = min(g.epoch for g in self._syncing.values())  # the most cautious
             try:
                 await asyncio.to_thread(self.log.sync, since)
             except OSError as e:  # SyncTainted too: an fsync failed since a write
+                self._in_flight = 0  # (its own failure: every generation fails)
                 self._sync_failed(e)
                 continue  # (it cleared the generations: the loop ends)
+            finally:
+                self._in_flight = 0
             try:
                 self._synced(upto)
             except Exception:  # (a listener's bug must not strand the generations left)
@@ -862,8 +875,14 @@ class Node:
         one, or a turn carrying inline blocks), is rewritten, then fsynced, every
         WRITE_RETRY_S (`_resync`): Linux may drop the dirty pages a failed fsync could not
         write, and a later fsync then succeeds without them. Our heads stay below them and
-        the submissions received wait until that succeeds; log once per outage."""
-        for gen in self._syncing.values():
+        the submissions received wait until that succeeds; log once per outage.
+
+        The generations the fsyncs' task has an fsync under way for (in its thread) are left
+        to its outcome when another caller's fsync fails (`durable_now`, `_sync_inline`, on
+        the loop): it may have succeeded already, before this one began (they take turns),
+        and proven them; one that begins after this failure fails them (SyncTainted)."""
+        for g in [g for g in self._syncing if g > self._in_flight]:
+            gen = self._syncing.pop(g)
             self._rewrite.update((ev.id, ev) for ev in gen.events)
             self._unacked |= gen.submitted
             if gen.waiter is not None:  # an acknowledgement it was to prove: fails
@@ -871,7 +890,6 @@ class Node:
                 self._rewrite[ev.id] = ev
                 if not done.done():
                     done.set_exception(_sync_error(e))
-        self._syncing.clear()
         self._rewrite.update((ev.id, ev) for ev in ours)
         self._note_unsynced()
         if self._outbox:
@@ -1334,6 +1352,18 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), CLOSE_PUSH_S)
 
+    async def _sync_last(self) -> None:
+        """Closing: the fsyncs' task makes the fsync under way, and one for the generations
+        written meanwhile, and answers their acknowledgements by the outcome (at most
+        CLOSE_SYNC_S: then it is cancelled, and the acknowledgements still waiting fail,
+        `_syncer_ended`). Failing them at once told a client "not on disk" of a change an
+        fsync then made durable (and it would submit it again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_SYNC_S
+        while ((syncer := self._syncer) is not None and not syncer.done()
+               and (left_s := deadline - loop.time()) > 0):  # (another may start as it ends)
+            await asyncio.wait([syncer], timeout=left_s)
+
     async def close(self) -> None:
         """Stop everything in reverse order of start; idempotent."""
         if self.closed:
@@ -1349,6 +1379,7 @@ class Node:
             await self.gossip.close()  # announces that we leave
         await self.replicator.close()
         await self.catchup.close()
+        await self._sync_last()
         for task in list(self._bg):
             task.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)

@@ -118,6 +118,9 @@ class _Gossip:
     def live_peers(self) -> dict[str, Any]:
         return {}
 
+    async def close(self) -> None:
+        return None
+
 
 class _Disk:
     """Wraps EventLog.append: fails with ENOSPC while `full`, counts transactions."""
@@ -1119,3 +1122,73 @@ async def test_one_fsync_for_an_event_written_before_a_failed_fsync_and_a_fresh_
     with pytest.raises(StoreError):
         await both[0]
     await asyncio.gather(both[1], return_exceptions=True)
+
+
+async def test_closing_waits_for_the_fsync_under_way_and_answers_by_its_outcome(
+        node: Node) -> None:
+    """(Review 213.) A node closing while an acknowledgement's fsync runs waits for it (at
+    most CLOSE_SYNC_S) and answers by its outcome, and one written meanwhile gets its own
+    fsync: it told "closed before" of changes an fsync made durable a moment later (their
+    clients submitted them again)."""
+    disk = _HeldFsyncs(node, held=1)
+    first = asyncio.create_task(node.durable(_cancel(node, "j0")))
+    await disk.under_way(0)
+    second = asyncio.create_task(node.durable(_cancel(node, "j1")))
+    closing = asyncio.create_task(node.close())
+    await _turn()
+    assert not first.done() and not second.done()
+    disk.release(0)
+    await closing
+    assert first.result() is None and second.result() is None  # both on disk
+    assert disk.calls == 2 and len(_stored(node)) == 2
+
+
+async def test_closing_answers_an_fsync_that_fails_by_its_error(node: Node) -> None:
+    """The fsync a closing node waits for fails: its acknowledgement gets that error (not
+    "closed before")."""
+    disk = _HeldFsyncs(node, held=1, fails=[0])
+    waiting = asyncio.create_task(node.durable(_cancel(node, "j")))
+    await disk.under_way(0)
+    closing = asyncio.create_task(node.close())
+    await _turn()
+    disk.release(0)
+    await closing
+    with pytest.raises(StoreError, match="cannot sync"):
+        await waiting
+
+
+async def test_closing_waits_for_an_fsync_at_most_close_sync_s(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past CLOSE_SYNC_S (0 here) the fsync under way is given up: its acknowledgement fails
+    (not known to be on disk), it does not wait for the disk."""
+    import peer.node
+    monkeypatch.setattr(peer.node, "CLOSE_SYNC_S", 0.0)
+    disk = _HeldFsyncs(node, held=1)
+    waiting = asyncio.create_task(node.durable(_cancel(node, "j")))
+    await disk.under_way(0)
+    await node.close()
+    with pytest.raises(StoreError, match="closed before"):
+        await waiting
+    disk.release(0)
+    await disk.returned(0)
+
+
+async def test_a_failed_fsync_of_the_loop_leaves_one_an_earlier_fsync_proved(
+        node: Node) -> None:
+    """(Review 213.) The fsyncs' task's fsync succeeded in its thread, the loop has not heard
+    yet, and `durable_now`'s fsync (taking its turn after it) fails: the acknowledgement the
+    first proved is answered as on disk (it failed, and was rewritten), the other fails."""
+    disk = _HeldFsyncs(node, held=1, fails=[1])
+    a = _cancel(node, "ja")
+    first = asyncio.create_task(node.durable(a))
+    await disk.under_way(0)
+    disk.release(0)
+    assert disk.left[0].wait(10)  # (blocks the loop: its thread's outcome is not heard yet)
+    b = _cancel(node, "jb")
+    with pytest.raises(StoreError, match="cannot sync"):
+        node.durable_now(b)
+    await first  # proven by the fsync that ended before b's failed
+    assert set(node._rewrite) == {b.id}
+    assert node.heads()[node.peer_id] == a.seq  # (stop below b, rewritten)
+    await _retried(node)
+    assert not node._rewrite and node.heads()[node.peer_id] == b.seq
