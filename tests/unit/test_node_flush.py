@@ -378,18 +378,29 @@ async def test_an_error_after_a_fsync_strands_no_turn_written_meanwhile(tmp_path
 
 
 async def test_closing_waits_for_the_outbox_not_for_later_fsyncs(tmp_path: Path) -> None:
-    """A closing node waits until its waiting turns are pushed, not for fsyncs of what was
-    registered after them (received events): those may go on past the close."""
+    """A closing node stops gossip once its waiting turns are pushed, not after the fsyncs
+    of what was registered after them (received events): it waits for those (at most
+    CLOSE_SYNC_S, `Node._sync_last`) after gossip stopped."""
     node, _, _ = _node(tmp_path)
     gossip = _Closing()
     node.gossip = gossip  # type: ignore[assignment]
     gate = await _held_inline_turn(node)
     node._sync_received([], {"x"}, node.log.write_epoch)  # a later generation: its fsync
-    blocked = threading.Event()  # (the next one) blocks until the end of the test
+    blocked = threading.Event()  # (the next one) blocks until gossip has stopped
     node.log.sync = lambda since=None: blocked.wait(10)  # type: ignore[method-assign,assignment,misc]
+    stopped = asyncio.Event()
+    stop = gossip.close
+
+    async def close() -> None:
+        await stop()
+        stopped.set()
+
+    gossip.close = close  # type: ignore[method-assign]
     gate.open()
+    closing = asyncio.create_task(node.close())
     try:
-        await asyncio.wait_for(node.close(), 3)
+        await asyncio.wait_for(stopped.wait(), 3)
     finally:
         blocked.set()
+    await asyncio.wait_for(closing, 10)
     assert [[e.seq for e in f] for f in gossip.frames] == [[1]] and gossip.closed_after == 1
