@@ -748,7 +748,7 @@ class CatchUp:
         floors = info.get("cfloor")
         if not isinstance(floors, dict) or self._loop is None:
             return
-        heads = self._host.state.heads
+        heads = self._host.state.heads  # (each origin's own: a floor is per origin)
         if not any(type(q) is int and heads.get(o, 0) < q for o, q in floors.items()):
             return
         now = time.monotonic()

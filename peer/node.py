@@ -80,6 +80,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
+from peer.log.lanes import lane_of
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -1010,15 +1011,17 @@ class Node:
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
     def heads(self) -> Mapping[str, int]:
-        """Our heads as others may see them: our own events only as far as they are on disk."""
+        """Our heads as others may see them: of the mesh origins (a lane's are its members'
+        to exchange: MeshState.mesh_heads), our own events only as far as they are on disk."""
         self.flush()
         if not self._unflushed and not self._unsynced:
-            return self.state.heads
-        heads = dict(self.state.heads)
+            return self.state.mesh_heads
+        heads = dict(self.state.mesh_heads)
         if self._unflushed:
             heads[self.peer_id] = self._durable_seq
         for origin, low in self._unsynced.items():  # held, not yet on disk
-            heads[origin] = min(heads.get(origin, 0), low - 1)
+            if lane_of(origin) is None:  # (a lane's head is not a mesh origin's)
+                heads[origin] = min(heads.get(origin, 0), low - 1)
         return heads
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
@@ -1077,7 +1080,7 @@ class Node:
     def log_health(self) -> dict[str, Any]:
         """The log's part of /api/health: its size, a digest of the heads and of the contents
         held, the door, the conflict rule."""
-        heads = sorted(self.state.heads.items())
+        heads = sorted(self.state.mesh_heads.items())  # (equal on a job's members and others)
         digest = hashlib.sha256(json.dumps(heads, separators=(",", ":")).encode()).hexdigest()
         c = self.compactor
         return {"events": len(self.state.events), "origins": len(heads),

@@ -756,7 +756,8 @@ class Compactor:
             tomb, ids = got
             if revoked is None:
                 revoked = {p: ev.body_as(Revoke).after for p, ev in self.state.revoked.items()}
-            why = holds_back(tomb[0], ids, now, members, heard, self.state.heads, revoked)
+            why = holds_back(tomb[0], ids, now, members, heard,  # (each origin's head: its
+                             self.state.heads, revoked)  # rows' and the vectors' origins)
             if why is not None:
                 self.tombs_held = why
                 break

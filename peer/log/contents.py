@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from peer.log.events import Event
+from peer.log.lanes import lane_of
 from peer.log.signing import held_hash
 
 BLOCK_SEQS = 256  # seqs per block: the unit anti-entropy compares and exchanges
@@ -58,7 +59,8 @@ class ContentSums:
     blocks: dict[str, dict[int, str]] = field(default_factory=dict)  # non-empty blocks only
     origins: dict[str, str] = field(default_factory=dict)  # fresh origin digests
     dirty: dict[str, set[int]] = field(default_factory=dict)
-    _total: str | None = None
+    lanes: dict[str, str] = field(default_factory=dict)  # lane origin -> its job (peer.log.lanes)
+    _total: str | None = None  # (of the mesh origins)
 
     def touch(self, origin: str, seq: int) -> None:
         """The event held at (origin, seq) changed (recorded, replaced or forgotten)."""
@@ -67,6 +69,8 @@ class ContentSums:
             d = self.dirty[origin] = set()
             self.origins.pop(origin, None)
             self._total = None
+            if (lane := lane_of(origin)) is not None:
+                self.lanes[origin] = lane[1]
         d.add(block_of(seq))
 
     def refresh(self, by_origin: Mapping[str, Mapping[int, Event]]) -> None:
@@ -90,12 +94,28 @@ class ContentSums:
                 self.origins.pop(origin, None)
         self.dirty.clear()
 
-    def total(self, by_origin: Mapping[str, Mapping[int, Event]]) -> str:
-        """One digest of every origin's (cached unless something changed)."""
+    def total(self, by_origin: Mapping[str, Mapping[int, Event]],
+              scope: Collection[str] | None = None) -> str:
+        """One digest of the mesh origins' (no `scope`: every origin but the lanes; cached
+        unless one changed), or of the lanes of the jobs in `scope`."""
+        if scope is not None:
+            return _sum_of(self.digests(by_origin, scope).items())
         if self._total is None or self.dirty:
             self.refresh(by_origin)
-            self._total = _sum_of(self.origins.items())
+            self._total = _sum_of(self.digests(by_origin).items())
         return self._total
+
+    def digests(self, by_origin: Mapping[str, Mapping[int, Event]],
+                scope: Collection[str] | None = None) -> dict[str, str]:
+        """Origin -> its digest, of the mesh origins (no `scope`) or of the lanes of the jobs
+        in `scope` (as `total`'s)."""
+        self.refresh(by_origin)
+        lanes = self.lanes
+        if scope is not None:
+            return {o: d for o, d in self.origins.items() if lanes.get(o) in scope}
+        if not lanes:
+            return dict(self.origins)
+        return {o: d for o, d in self.origins.items() if o not in lanes}
 
 
 def _name(origin: str) -> bytes:

@@ -23,7 +23,7 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -63,6 +63,7 @@ from peer.log.events import (
     part_event,
 )
 from peer.log.jobless import jobless
+from peer.log.lanes import lane_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
@@ -629,6 +630,18 @@ class MeshState:
     revoked: dict[str, Event] = field(default_factory=dict)  # peer id -> first REVOKE of it
     by_origin: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
     heads: dict[str, int] = field(default_factory=dict)  # origin -> highest contiguous seq
+    # The heads of the mesh origins (every origin but a lane, peer.log.lanes), kept with
+    # `heads` by `_advance`: what every mesh-wide reader reads (the vector sent to any peer,
+    # `events_after` without a scope), so that a lane never leaves its job's members. Readers
+    # of one origin's head (contiguity, floors, the door's seq checks) read `heads`.
+    mesh_heads: dict[str, int] = field(default_factory=dict)
+    # Job -> the lane origins held of it (each has a head: `heads`, not `mesh_heads`)
+    lanes: dict[str, set[str]] = field(default_factory=dict)
+    # Job -> the peers that hold its lanes: its JOB_SUBMITTEDs' `members` united with every
+    # JOB_MEMBERS's `add` (grow-only: nothing to settle); a job without `members` has none
+    # (a job replicated in full, as every job before lanes)
+    members_of: dict[str, set[str]] = field(default_factory=dict)
+    ended: dict[str, Event] = field(default_factory=dict)  # job -> its first JOB_ENDED
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -679,6 +692,19 @@ class MeshState:
         scripts/soak.py) sees which one grows."""
         return {f.name.lstrip("_"): len(v) for f in fields(self)
                 if isinstance(v := getattr(self, f.name), dict | set)}
+
+    def _unlist(self, job: str) -> None:
+        """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
+        compacted)."""
+        for per_job in (self.jobs, self.cancelled, self.members_of, self.ended):
+            per_job.pop(job, None)
+
+    def member_of(self, job: str, peer: str) -> bool:
+        """Does `peer` hold `job`'s lanes? Every peer does of a job without members (one
+        replicated in full, as every job before lanes, or one whose JOB_SUBMITTED and
+        JOB_MEMBERS are not here yet)."""
+        members = self.members_of.get(job)
+        return members is None or peer in members
 
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
@@ -787,8 +813,7 @@ class MeshState:
         new = set(jobs)  # (the job index holds them already: asking it tells nothing)
         self.compacted |= new
         for job in new:
-            self.jobs.pop(job, None)
-            self.cancelled.pop(job, None)
+            self._unlist(job)
         if new:
             for table in (self.splits, self.task_done, self.partials):
                 for k in [k for k in table if k[0] in new]:
@@ -864,13 +889,23 @@ class MeshState:
         """Set `origin`'s head to `head` moved on over the seqs held after it. `beyond` holds
         no seq up to the head it had: only those up to the new one leave it (read as a range
         where that is shorter: a snapshot's 25,500 events held past a gap, its scan at every
-        event was 5 s of the take's 6.2 on the loop)."""
+        event was 5 s of the take's 6.2 on the loop). A mesh origin's head is kept in
+        `mesh_heads` too; a lane's origin joins its job's `lanes`."""
         log = self.by_origin.get(origin, {})
         beyond = self.beyond.get(origin)
-        old = self.heads.get(origin, 0)
+        heads, mesh = self.heads, self.mesh_heads
+        old = heads.get(origin, 0)
         while head + 1 in log:
             head += 1
-        self.heads[origin] = head
+        if origin in mesh:
+            mesh[origin] = head
+        elif origin not in heads:  # a new origin: a lane of a job, or of the mesh
+            lane = lane_of(origin)
+            if lane is None:
+                mesh[origin] = head
+            else:
+                self.lanes.setdefault(lane[1], set()).add(origin)
+        heads[origin] = head
         if beyond and head > old:
             held = len(beyond)
             beyond.difference_update(range(old + 1, head + 1) if head - old < held
@@ -957,17 +992,22 @@ class MeshState:
         self.__dict__.update(fresh.__dict__)
         return failed
 
-    def content_sum(self) -> str:
-        """One digest of every held content (peer.log.contents)."""
-        return self.sums.total(self.by_origin)
+    def content_sum(self, scope: Collection[str] | None = None) -> str:
+        """One digest of the held contents of the mesh origins (no `scope`) or of the lanes
+        of the jobs in `scope` (peer.log.contents)."""
+        return self.sums.total(self.by_origin, scope)
 
-    def content_digests(self) -> dict[str, str]:
-        """Origin -> the digest of its held contents."""
-        self.sums.refresh(self.by_origin)
-        return dict(self.sums.origins)
+    def content_digests(self, scope: Collection[str] | None = None) -> dict[str, str]:
+        """Origin -> the digest of its held contents, for the origins of `scope` (as
+        `content_sum`'s)."""
+        return self.sums.digests(self.by_origin, scope)
 
-    def block_digests(self, origin: str) -> dict[int, str]:
-        """Block -> the digest of `origin`'s held contents in it (non-empty blocks only)."""
+    def block_digests(self, origin: str, scope: Collection[str] | None = None,
+                      ) -> dict[int, str]:
+        """Block -> the digest of `origin`'s held contents in it (non-empty blocks only);
+        none for an origin out of `scope` (`in_scope`)."""
+        if not in_scope(origin, scope):
+            return {}
         self.sums.refresh(self.by_origin)
         return dict(self.sums.blocks.get(origin, {}))
 
@@ -975,8 +1015,13 @@ class MeshState:
         """The digest of `origin`'s held contents in `block` ("" if none), computed now."""
         return block_digest(self.by_origin.get(origin, {}), block)
 
-    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
-        """`origin`'s held events in these blocks, in seq order."""
+    def events_in(self, origin: str, blocks: Iterable[int],
+                  scope: Collection[str] | None = None) -> list[Event]:
+        """`origin`'s held events in these blocks, in seq order; none for an origin out of
+        `scope` (`in_scope`: an asker names the origin, a lane's is never served
+        mesh-wide)."""
+        if not in_scope(origin, scope):
+            return []
         log = self.by_origin.get(origin, {})
         return [e for b in sorted(set(blocks)) for q in block_seqs(b)
                 if (e := log.get(q)) is not None]
@@ -1022,11 +1067,14 @@ class MeshState:
                 self._evict_one(held)
         del seqs[:n]
 
-    def events_after(self, vv: dict[str, int] | Any, limit: int) -> list[Event]:
+    def events_after(self, vv: dict[str, int] | Any, limit: int,
+                     scope: Collection[str] | None = None) -> list[Event]:
         """Events with seq above `vv[origin]` (a version vector), at most limit: first those
         up to our own heads, oldest first, then those beyond a gap. The asker may hold some
         events beyond its heads already; serving ours within the heads first, oldest first,
-        always includes one that moves its heads on, so a peer always catches up.
+        always includes one that moves its heads on, so a peer always catches up. Of the
+        mesh origins only without `scope` (a lane is never served mesh-wide), else of the
+        lanes of the jobs in `scope` only.
 
         Served from the per-origin index (heads, `beyond`): an origin the asker is level
         with costs one comparison (an in-sync digest is O(origins)); one it lags takes at
@@ -1034,8 +1082,9 @@ class MeshState:
         (hlc, origin, seq) (an origin's hlc grows with its seq), nothing else sorted."""
         if limit <= 0:
             return []
+        heads = self.mesh_heads if scope is None else self.lane_heads(scope)
         runs: list[Iterator[Event]] = []
-        for origin, head in self.heads.items():
+        for origin, head in heads.items():
             have = vv.get(origin, 0)
             if have < head:
                 if self.archive is not None and have < self.evicted.get(origin, 0):
@@ -1043,11 +1092,16 @@ class MeshState:
                 else:
                     runs.append(self._run(origin, have, head, limit))
         out = list(itertools.islice(heapq.merge(*runs, key=_order), limit))
-        if len(out) < limit and self.beyond:
-            rest = [self.by_origin[o][q] for o, seqs in self.beyond.items()
+        if len(out) < limit and self.beyond:  # (an origin held has a head, 0 at least)
+            rest = [self.by_origin[o][q] for o, seqs in self.beyond.items() if o in heads
                     for q in seqs if q > vv.get(o, 0)]
             out += heapq.nsmallest(limit - len(out), rest, key=_order)
         return out
+
+    def lane_heads(self, jobs: Iterable[str]) -> dict[str, int]:
+        """The heads of the lanes of `jobs` held (lane origin -> head)."""
+        heads = self.heads
+        return {o: heads[o] for j in jobs for o in self.lanes.get(j, ())}
 
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
         """`origin`'s events held in (have, head], in seq order, at most `limit` (the seqs
@@ -1131,6 +1185,13 @@ class MeshState:
         return s.id if s else None
 
 
+def in_scope(origin: str, scope: Collection[str] | None) -> bool:
+    """Is `origin` of `scope`: without one, a mesh origin (not a lane, peer.log.lanes); with
+    one (job ids), a lane of one of those jobs?"""
+    lane = lane_of(origin)
+    return lane is None if scope is None else lane is not None and lane[1] in scope
+
+
 def n_chunks(split: Event) -> int:
     """How many chunks a (winning) split has."""
     b = split.body
@@ -1143,6 +1204,8 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     s._first(s.jobs, b.job, ev)
+    if b.members is not None:  # a lanes job (every JOB_SUBMITTED's: order-free, grow-only)
+        s.members_of.setdefault(b.job, set()).update(b.members)
     for split in implicit_splits(ev, b):
         s._first(s.splits, (b.job, split.body_as(TaskSplit).task), split)
     for claim in implied_claims(ev):  # (of a job saying `claimed`: CLAIMED_FEATURE)
@@ -1186,8 +1249,28 @@ def _ipns_record(s: MeshState, ev: Event, b: IpnsRecord) -> None:
     pass  # held by the IPNS layer (peer.ipfs.ipns), which a listener hands it to
 
 
-def _lanes_job(s: MeshState, ev: Event, b: JobEnded | JobMembers) -> None:
-    pass  # held, not folded yet: the fold of lanes jobs comes with LANES_FEATURE
+def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
+    s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
+
+
+def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
+    """A lanes job's end: the first by (hlc, origin, seq) is the job's (`ended`). Its outputs
+    enter the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
+    `_merge_first`), and the peers that hold them the providers, each as of the earliest
+    order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
+    the job, the same entries as on a member, which folded those TASK_DONEs. (An output
+    `listing` is fetched and folded by a later step: until then its keys miss.)"""
+    s._first(s.ended, b.job, ev)
+    made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
+    for o in b.outputs.values():
+        order = (o.hlc, o.origin, o.seq)
+        if o.key:  # (as `_task_done`'s)
+            s._merge_first(s.outputs, s._outputs_src, {o.key: o.cid}, order)
+        if o.cid not in made or order < made[o.cid]:
+            made[o.cid] = order
+    for cid, peers in b.producers.items():
+        for p in peers:
+            _hold_as(s, cid, p, made.get(cid, ev.order))
 
 
 def _progress(s: MeshState, ev: Event, b: Progress) -> None:
@@ -1243,13 +1326,20 @@ def _provide(s: MeshState, ev: Event, b: Provide) -> None:
 
 
 def _hold(s: MeshState, cid: str, ev: Event) -> None:
-    """`ev`'s origin holds `cid`, unless it said later that it dropped it."""
+    """`ev`'s origin holds `cid` (a lane's: its peer), unless it said later that it dropped
+    it."""
+    lane = lane_of(ev.origin)
+    _hold_as(s, cid, ev.origin if lane is None else lane[0], ev.order)
+
+
+def _hold_as(s: MeshState, cid: str, peer: str, order: Order) -> None:
+    """`peer` holds `cid` as of `order`, unless it said later that it dropped it."""
     if s._dropped:
-        dropped = s._dropped.get((cid, ev.origin))
-        if dropped is not None and dropped > ev.order:
+        dropped = s._dropped.get((cid, peer))
+        if dropped is not None and dropped > order:
             return
     holders = s.providers
-    holders[cid].add(ev.origin)
+    holders[cid].add(peer)
     if isinstance(holders, Tiered):  # read back from the job index, maybe: live now
         holders.pin(cid)
 
@@ -1304,8 +1394,7 @@ def _job_deleted(s: MeshState, ev: Event, b: JobDeleted) -> None:
         s.deletions += 1
     if cur is None or ev.order < tuple(cur):
         s.deleted[b.job] = ev.order
-    s.jobs.pop(b.job, None)  # (as `_forget`: a job in `jobs` is never a deleted one)
-    s.cancelled.pop(b.job, None)
+    s._unlist(b.job)  # (as `_forget`: a job in `jobs` is never a deleted one)
     for table in (s.splits, s.task_done, s.partials):
         for k in [k for k in table if k[0] == b.job]:
             del table[k]
@@ -1316,8 +1405,7 @@ def _forget(s: MeshState, ev: Event, job: str) -> None:
     """Empty what an event of a deleted job put in the per-job tables (the cache, outputs
     and providers stay: a rerun may use them)."""
     b = ev.body
-    s.jobs.pop(job, None)
-    s.cancelled.pop(job, None)
+    s._unlist(job)
     if isinstance(b, JobSubmitted):  # its implicit splits (and the claims it implies)
         for name in b.tasks:
             s.splits.pop((job, name), None)
@@ -1361,8 +1449,8 @@ _APPLY: dict[type, Callable[[MeshState, Event, Any], None]] = {
     Revoke: _revoke,
     IpnsRecord: _ipns_record,
     Partial: _partial,
-    JobEnded: _lanes_job,
-    JobMembers: _lanes_job,
+    JobEnded: _job_ended,
+    JobMembers: _job_members,
 }
 
 

@@ -45,7 +45,7 @@ class MemorySink:
         self.refusals.append((origin, reason))
 
     def heads(self) -> Mapping[str, int]:
-        return self.state.heads
+        return self.state.mesh_heads  # (a node's: lanes are not the mesh's)
 
     def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
         return self.state.events_after(vv, limit)  # within our heads first, as a node serves

@@ -1,0 +1,272 @@
+"""Partial replication, step 2: the fold of lanes (docs/design/partial-replication.md,
+sections 3, 4 and 8). A lane (one peer's task events of one job, an origin "<peer>/<job>") is
+held and folded like any origin, but every mesh-wide reader (heads sent to any peer, content
+digests, `events_after` without a scope, blocks asked for by origin) sees the mesh origins
+only; the members of a job and its end (JOB_SUBMITTED's `members`, JOB_MEMBERS, JOB_ENDED)
+fold order-free; a peer that folds a job's JOB_ENDED instead of its lanes holds the same
+cache and provider entries as one that folded the lanes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.config import PeerConfig
+from peer.log import Event, EventType, MeshState, fold
+from peer.log.contents import BLOCK_SEQS
+from peer.log.lanes import lane, lane_of
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster
+from peer.node import Node
+
+PEERS = ("a1" * 8, "b2" * 8, "c3" * 10)  # two 16-digit ids and a 20-digit one
+JOBS = ("j" + "0" * 11 + "1", "j" + "0" * 11 + "2")
+LANES = tuple(lane(p, j) for p in PEERS for j in JOBS)
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+
+
+def job_of(lane_origin: str) -> str:
+    got = lane_of(lane_origin)
+    assert got is not None
+    return got[1]
+
+
+def provide(origin: str, seq: int) -> Event:
+    return Event(origin, seq, seq * 10, EventType.PROVIDE, {"cids": [f"c-{origin}-{seq}"]})
+
+
+def task_done(origin: str, seq: int, job: str, task: str, key: str | None, output: str,
+              hlc: int | None = None, cached: bool = False) -> Event:
+    return Event(origin, seq, seq * 10 + 1 if hlc is None else hlc, EventType.TASK_DONE,
+                 {"job": job, "task": task, "output": output, "cached": cached,
+                  **({} if key is None else {"key": key})})
+
+
+def seqs(draw: st.DrawFn) -> list[int]:
+    """Some seqs of one origin: mostly held, some missing (gaps), some a block further."""
+    out = []
+    for q in range(1, draw(st.integers(0, 6)) + 1):
+        if draw(st.integers(0, 4)):
+            out.append(q if q < 5 else q + draw(st.sampled_from([0, BLOCK_SEQS])))
+    return out
+
+
+@st.composite
+def mesh_and_lanes(draw: st.DrawFn) -> tuple[list[Event], list[Event], dict[str, int], int]:
+    """Mesh events (PROVIDEs) and lane events (TASK_DONEs) of three peers and two jobs, with
+    gaps; an asker's vector (naming lanes too) and a limit."""
+    mesh = [provide(p, q) for p in PEERS for q in seqs(draw)]
+    lanes = [task_done(o, q, job_of(o), f"t{q}", f"k{q}", CID)
+             for o in LANES for q in seqs(draw)]
+    vv = draw(st.dictionaries(st.sampled_from(PEERS + LANES), st.integers(0, 6), max_size=5))
+    return mesh, lanes, vv, draw(st.integers(1, 12))
+
+
+def shuffled(evs: list[Event], seed: int) -> list[Event]:
+    out = list(evs)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+# -- (a) mesh-wide readers see the mesh origins only --------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(mesh_and_lanes(), st.integers(0, 2**32))
+def test_mesh_readers_answer_as_if_no_lane_were_held(
+        given_events: tuple[list[Event], list[Event], dict[str, int], int], seed: int) -> None:
+    mesh, lanes, vv, limit = given_events
+    s, bare = fold(shuffled(mesh + lanes, seed)), fold(mesh)
+    # (on d62dcec the first fails: events_after served every origin the vector lacks, lanes too)
+    assert s.events_after(vv, limit) == bare.events_after(vv, limit)
+    assert s.content_sum() == bare.content_sum()
+    assert s.content_digests() == bare.content_digests()
+    assert s.mesh_heads == bare.mesh_heads == bare.heads
+    for o in LANES:  # asked for by origin (anti-entropy's blocks): nothing of a lane
+        assert s.block_digests(o) == {} and s.events_in(o, range(3)) == []
+    # a scope of jobs is served their lanes, and nothing else
+    job = JOBS[0]
+    want = sorted(e.id for e in lanes if job_of(e.origin) == job
+                  and e.seq > vv.get(e.origin, 0))
+    assert sorted(e.id for e in s.events_after(vv, 1000, [job])) == want
+    held = {o for o in LANES if job_of(o) == job and o in s.by_origin}
+    assert set(s.content_digests([job])) == held
+    assert s.lanes == {j: {e.origin for e in lanes if job_of(e.origin) == j}
+                       for j in JOBS if any(job_of(e.origin) == j for e in lanes)}
+
+
+def test_a_mesh_exchanges_no_lane_however_the_peers_ask() -> None:
+    """Three simulated peers, the first holding mesh events and two jobs' lanes: after
+    anti-entropy rounds both ways the others hold every mesh event and no lane event, and
+    their heads and content sums equal the first's (mesh scope)."""
+    c = Cluster(3, GossipConfig.local(max_events_per_frame=4))
+    mesh = [provide(p, q) for p in PEERS for q in range(1, 4)]
+    lanes = [task_done(o, q, job_of(o), f"t{q}", f"k{q}", CID)
+             for o in LANES for q in range(1, 4)]
+    c.peers[0].sink.merge(mesh + lanes)
+    for _ in range(4):
+        for p in c.peers:
+            for q in c.peers:
+                if p is not q:
+                    p.gossip.anti_entropy(q.addr)
+                    c.net.pump()
+    first = c.peers[0].sink.state
+    for p in c.peers[1:]:
+        st_ = p.sink.state
+        assert set(st_.events) == {e.id for e in mesh}
+        assert st_.heads == first.mesh_heads and p.sink.heads() == c.peers[0].sink.heads()
+        assert st_.content_sum() == first.content_sum()
+
+
+def test_a_node_keeps_its_lanes_and_shows_the_mesh_only_before_and_after_a_restart(
+        tmp_path: Path) -> None:
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    node.listeners.clear()  # (no scheduler reactions: this is about the log)
+    mesh = [provide(p, q) for p in PEERS for q in (1, 2)]
+    lanes = [task_done(o, 1, job_of(o), "t1", "k1", CID) for o in LANES]
+    bare = fold(mesh)
+    try:
+        assert node.merge(mesh + lanes)
+        for restarted in (False, True):
+            if restarted:  # (replayed from its log)
+                node = reopen(node)
+            n = node
+            assert set(n.state.heads) == set(PEERS) | set(LANES)  # held, folded
+            assert dict(n.heads()) == bare.heads  # what heartbeats and DIGESTs carry
+            assert n.events_after({}, 100) == bare.events_after({}, 100)
+            assert n.content_sum() == bare.content_sum()
+            assert n.content_digests() == bare.content_digests()
+            assert n.events_in(LANES[0], [0]) == [] and n.block_digests(LANES[0]) == {}
+            h = n.log_health()
+            assert h["origins"] == len(PEERS) and h["content_digest"] == bare.content_sum()
+            assert h["heads_digest"] == hashlib.sha256(json.dumps(
+                sorted(bare.heads.items()), separators=(",", ":")).encode()).hexdigest()[:32]
+    finally:
+        node.log.close()
+
+
+def reopen(n: Node) -> Node:
+    n.log.close()
+    again = Node(n.cfg)
+    again.listeners.clear()
+    return again
+
+
+# -- helpers for the jobs' members and ends -----------------------------------------------
+
+WORKFLOW = {"name": "w", "tasks": [{"name": f"t{i}", "call": "c", "params": {}, "depends": []}
+                                   for i in range(4)]}
+
+
+def submitted(origin: str, seq: int, job: str, members: list[str] | None) -> Event:
+    return Event(origin, seq, seq * 10, EventType.JOB_SUBMITTED,
+                 {"job": job, "workflow": WORKFLOW,
+                  **({} if members is None else {"members": members})})
+
+
+def job_members(origin: str, seq: int, job: str, add: list[str]) -> Event:
+    return Event(origin, seq, seq * 10 + 2, EventType.JOB_MEMBERS, {"job": job, "add": add})
+
+
+def job_ended(origin: str, seq: int, hlc: int, job: str, s: MeshState) -> Event:
+    """The JOB_ENDED a home makes of `job` from its fold `s` (as step 6's Scheduler will):
+    each task's winning TASK_DONE as [key, cid, hlc, origin, seq], and the holders of every
+    CID the job's events made."""
+    outputs: dict[str, Any] = {}
+    cids: set[str] = set()
+    for (j, task), ev in s.task_done.items():
+        if j == job:
+            b = ev.payload
+            outputs[task] = [b.get("key"), b["output"], ev.hlc, ev.origin, ev.seq]
+    for ev in s.events.values():
+        if getattr(ev.body, "job", None) == job and ev.type == EventType.TASK_DONE:
+            cids.add(ev.payload["output"])
+    producers = {c: sorted(s.providers[c]) for c in sorted(cids) if s.providers.get(c)}
+    return Event(origin, seq, hlc, EventType.JOB_ENDED,
+                 {"job": job, "state": "done", "n_tasks": len(WORKFLOW["tasks"]), "end": hlc,
+                  "outputs": outputs, "producers": producers, "failed": {}, "digest": "0" * 32})
+
+
+@st.composite
+def lane_dones(draw: st.DrawFn, job: str) -> list[Event]:
+    """TASK_DONEs of `job` in its members' lanes: a task may be done twice (two peers ran
+    it: the earliest wins), with different outputs (a task that is not deterministic); a
+    task's cache key is its own (none: not cacheable), two tasks may share one; some are
+    cached (no holder)."""
+    out = []
+    next_seq = dict.fromkeys(PEERS, 1)
+    keys = [draw(st.sampled_from([None, f"k{t}", f"k{t % 2}"])) for t in range(4)]
+    for _ in range(draw(st.integers(1, 8))):
+        p = draw(st.sampled_from(PEERS))
+        t = draw(st.integers(0, 3))
+        out.append(task_done(lane(p, job), next_seq[p], job, f"t{t}", keys[t],
+                             f"cid-{draw(st.integers(0, 3))}", hlc=draw(st.integers(1, 50)),
+                             cached=draw(st.booleans())))
+        next_seq[p] += 1
+    return out
+
+
+def entries(s: MeshState) -> tuple[Any, ...]:
+    return (dict(s.outputs), dict(s._outputs_src),
+            {c: set(v) for c, v in s.providers.items() if v})
+
+
+# -- (b) members and ends fold order-free --------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(lane_dones(JOBS[0]), st.lists(st.integers(0, 2**32), min_size=2, max_size=2),
+       st.data())
+def test_a_members_fold_is_one_state_whatever_the_order_and_duplicates(
+        dones: list[Event], seeds: list[int], data: st.DataObject) -> None:
+    job, (a, b, c) = JOBS[0], PEERS
+    member = fold([submitted(a, 1, job, [a, b]), *dones])
+    mesh = [submitted(a, 1, job, [a, b]), job_members(b, 1, job, [c]),
+            job_members(c, 1, job, [c, b]),
+            job_ended(a, 2, 1000, job, member), job_ended(b, 2, 999, job, member)]
+    evs = mesh + dones
+    dups = data.draw(st.lists(st.sampled_from(evs), max_size=6))
+    states = [fold(shuffled(evs + dups, seed)) for seed in seeds]
+    for s in states:
+        assert s.members_of == {job: {a, b, c}}
+        assert s.member_of(job, c) and not s.member_of(job, "d4" * 8)
+        assert s.member_of(JOBS[1], "d4" * 8)  # a job without members: everyone's
+        assert s.ended[job].id == (b, 2)  # the earliest by (hlc, origin, seq)
+        assert entries(s) == entries(states[0]) == entries(member)
+
+
+def test_a_job_submitted_without_members_has_none_and_a_deleted_job_forgets_them() -> None:
+    a, b = PEERS[:2]
+    s = fold([submitted(a, 1, JOBS[0], None), submitted(a, 2, JOBS[1], [a]),
+              job_members(b, 1, JOBS[1], [b])])
+    assert s.members_of == {JOBS[1]: {a, b}} and not s.member_of(JOBS[1], PEERS[2])
+    s.apply(Event(a, 3, 30, EventType.JOB_DELETED, {"job": JOBS[1], "reason": "x"}))
+    assert s.members_of == {} and s.member_of(JOBS[1], PEERS[2])
+    s.apply(job_members(b, 2, JOBS[1], [b]))  # a straggler of a deleted job: forgotten
+    assert s.members_of == {}
+
+
+# -- (c) a non-member holds what a member holds of an ended job ----------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(lane_dones(JOBS[0]), st.integers(0, 2**32))
+def test_a_non_member_folding_job_ended_holds_the_members_cache_and_provider_entries(
+        dones: list[Event], seed: int) -> None:
+    job, a = JOBS[0], PEERS[0]
+    mesh = [submitted(a, 1, job, [a, PEERS[1]]),
+            provide(PEERS[2], 1)]  # (a mesh event of the non-member itself)
+    member = fold(shuffled(mesh + dones, seed))
+    ended = job_ended(a, 2, 10_000, job, member)
+    other = fold(shuffled([*mesh, ended], seed))
+    assert entries(other) == entries(member)
+    member.apply(ended)  # the member folds it too: nothing changes
+    assert entries(member) == entries(other) and member.ended == other.ended
+    assert not any(lane_of(p) for held in member.providers.values() for p in held)  # a
+    # lane's events are its peer's: the peer holds what they made
