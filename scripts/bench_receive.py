@@ -66,7 +66,6 @@ from peer.log import Event, EventType, turn_event
 from peer.log.clock import hlc_ms
 from peer.log.compact import _pairs, _spill
 from peer.log.events import JobSubmitted
-from peer.log.fold import MeshState, _hold
 from peer.log.jobindex import OUTPUT, CacheEntry, JobRecord
 from peer.log.snapframe import job_digest3, outputs_sha
 from peer.node import Node
@@ -77,6 +76,7 @@ except ImportError:
     gcpace = None  # type: ignore[assignment]
 
 ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
+RUNNER = "be0c0000000000000000"  # its peer id in a JOB_ENDED's producers (a real id's form)
 JOB_ENDED = EventType(26)  # partial replication's end of a job (not folded by this release)
 
 
@@ -157,8 +157,8 @@ def non_member_frames(jobs: int, tasks: int, start_hlc: int, per_frame: int) -> 
     """The wire JSON (bytes: a list of events) of `job_frames`' jobs as a peer that is no
     member of them would get them under partial replication (docs/design/
     partial-replication.md, section 3): per job its JOB_SUBMITTED, then in the CHUNK_DONE's
-    place in the runner's stream a JOB_ENDED (type 26, a number this release keeps
-    unfolded) carrying the outputs, each with its cache key and the (hlc, origin, seq) of the
+    place in the runner's stream a JOB_ENDED (type 26, folded since lanes step 2)
+    carrying the outputs, each with its cache key and the (hlc, origin, seq) of the
     completion in the job's lane. `per_frame` jobs' events a frame (step 11's batched push);
     0: one event a frame (pushed as today, two frames a job)."""
     events = []
@@ -169,7 +169,7 @@ def non_member_frames(jobs: int, tasks: int, start_hlc: int, per_frame: int) -> 
         cids = [out_cid for _, _, out_cid, _ in done]
         events += [sub, Event(ORIGIN, seq, hlc, JOB_ENDED, {
             "job": job, "state": "done", "n_tasks": tasks, "end": hlc, "outputs": outputs,
-            "producers": {c: [ORIGIN] for c in cids}, "failed": {},
+            "producers": {c: [RUNNER] for c in cids}, "failed": {},
             "digest": job_digest3(job, sub.hlc, sub.origin, sub.seq, hlc, "done",
                                   outputs_sha(cids))})]
     step = 2 * per_frame or 1
@@ -311,14 +311,13 @@ def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: i
 
 def _end_job(node: Node, ended: Sequence[Event]) -> None:
     """What a non-member would do with each JOB_ENDED of `ended` once merged (design,
-    section 3; emulated here with today's functions, as no peer folds the type yet): each
-    output enters the cache (`MeshState._merge_first` with the completion's order) and its
-    producers the providers (`fold._hold`); the job's record is a thin row made from its
-    JOB_SUBMITTED and the summary (`JobIndex.put`, the cache and provider rows with it, one
-    transaction for all of `ended`) instead of a compaction of its task events; the entries
-    leave memory (the index has them). What a build would store differs in one column: the
-    record, here `{}` where a thin row holds '' (fetched on demand). The jobs leave memory
-    at the next compaction pass (`once_non_member`)."""
+    section 3) beyond the fold, which put each output in the cache (the completion's order)
+    and its producers in the providers (`fold._job_ended`, lanes step 2): the job's record
+    is a thin row made from its JOB_SUBMITTED and the summary (`JobIndex.put`, the cache
+    and provider rows with it, one transaction for all of `ended`) instead of a compaction
+    of its task events; the entries leave memory (the index has them). What a build would
+    store differs in one column: the record, here `{}` where a thin row holds '' (fetched
+    on demand). The jobs leave memory at the next compaction pass (`once_non_member`)."""
     state = node.state
     records: list[JobRecord] = []
     entries: list[CacheEntry] = []
@@ -327,14 +326,10 @@ def _end_job(node: Node, ended: Sequence[Event]) -> None:
         b = ev.payload
         job, end_ms = b["job"], hlc_ms(b["end"])
         sub = state.jobs[job]
-        for key, cid, *order in b["outputs"].values():
-            MeshState._merge_first(state.outputs, state._outputs_src, {key: cid},
-                                   tuple(order))  # type: ignore[arg-type]
+        for key, *_ in b["outputs"].values():
             entries.append(CacheEntry(OUTPUT, key, state.outputs[key],
                                       state._outputs_src[key]))
-        for cid in b["producers"]:  # (the JOB_ENDED's origin made them: its providers)
-            _hold(state, cid, ev)
-            cids.append(cid)
+        cids += b["producers"]
         tasks = sub.body_as(JobSubmitted).workflow["tasks"]
         outputs = {t: o[1] for t, o in b["outputs"].items()}
         summary = {"id": job, "name": sub.payload["workflow"].get("name", job),

@@ -45,7 +45,7 @@ def test_a_non_member_keeps_each_ended_job_as_a_row_and_its_outputs_unsynced(
                 assert node.state.outputs[key] == cid
                 assert node.state._outputs_src[key] == (HLC + 2 * j + 2,
                                                         f"{bench.ORIGIN}/{job}", 1)
-                assert node.state.providers[cid] == {bench.ORIGIN}
+                assert node.state.providers[cid] == {bench.RUNNER}
     finally:
         node.log.close()
 
