@@ -239,6 +239,7 @@ class SimPeer:
     hlc: int = 0
     emitted: list[Event] = field(default_factory=list)
     turn: TurnBuilder | None = None
+    opened: float = 0.0  # when its open turn was opened (`JobMesh.hold_s`)
 
 
 class JobMesh:
@@ -248,9 +249,12 @@ class JobMesh:
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False,
                  old: Collection[str] = (), members: bool = True,
-                 unclaiming: Collection[str] = ()) -> None:
+                 unclaiming: Collection[str] = (), hold_s: float = 0.0) -> None:
         self.catalog = catalog
         self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
+        # As Node's HOLD_MAX_S (with `batch`): a peer's turn stays open while its scheduler
+        # holds the flush (`backlog`, `outcomes_pending`), at most this long (0: never)
+        self.hold_s = hold_s
         # Peers of the previous release: they do not announce SPLITS_FEATURE and read a
         # workflow's `splits` as a newer peer's key (their fold is this release's: the
         # implicit splits it makes are never used, their scheduler runs none of such a job)
@@ -359,6 +363,8 @@ class JobMesh:
         p = self.peers[pid]
         assert p.turn is not None
         if self.batch and p.turn.holds(typ):
+            if not p.turn.open:
+                p.opened = self.clock()
             ev, closed = p.turn.add(typ, payload)
             if closed is not None:
                 self._send(pid, closed)
@@ -381,15 +387,19 @@ class JobMesh:
             if q != pid:
                 self._queue.append((self.clock() + self.delay_s.get((pid, q), 0.0), q, ev))
 
-    def _close_turn(self, p: SimPeer) -> None:
-        """End `p`'s open turn (what Node does at the end of a loop turn): it goes out."""
+    def _close_turn(self, p: SimPeer, held: bool = False) -> None:
+        """End `p`'s open turn (what Node does at the end of a loop turn): it goes out;
+        `held`: unless Node would hold it (`hold_s`)."""
+        if (held and p.turn is not None and p.turn.open and self.clock() - p.opened < self.hold_s
+                and (p.sched.backlog or p.sched.outcomes_pending)):
+            return
         ev = p.turn.close() if p.turn is not None else None
         if ev is not None:
             self._send(p.peer_id, ev)
 
     def close_turns(self) -> None:
         for p in self.peers.values():
-            self._close_turn(p)
+            self._close_turn(p, held=True)
 
     def deliver(self) -> int:
         """Hand over every event whose delay has passed on a live link; the count."""
