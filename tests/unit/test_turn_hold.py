@@ -15,11 +15,14 @@ import pytest
 import peer.node
 from peer.config import PeerConfig
 from peer.ipfs.store import StoreConfig
+from peer.jobs import claims
 from peer.jobs.claims import AttemptKey
 from peer.jobs.ports import SchedulerConfig
+from peer.jobs.scheduler import FILL_SCAN
 from peer.jobs.sim import JobMesh
 from peer.log import Event, EventType
 from peer.node import Node
+from peer.rendezvous import rendezvous
 from tasks import registry
 
 T = TypeVar("T")
@@ -217,3 +220,80 @@ async def test_one_run_in_one_slot_holds_nothing(tmp_path: Path) -> None:
     await _turns()
     assert [[e.type for e in f] for f in gossip.frames] == [[EventType.CLAIM]]
     node.log.close()
+
+
+def _firsts_of(job: str, peer: str, n: int) -> list[dict[str, Any]]:
+    """n tasks (in name order) that `peer` comes first for of p0 and p1 (rendezvous)."""
+    names = [f"x{i:03d}" for i in range(200)
+             if rendezvous(f"{job}/x{i:03d}", ["p0", "p1"])[0] == peer][:n]
+    return [{"name": x, "call": "T_WRITE", "params": {"files": 1, "tag": x}} for x in names]
+
+
+async def test_a_backlog_another_peer_takes_from_holds_no_claim_back_from_it() -> None:
+    """p0 works through a backlog of its own tasks (one runs, one queued behind the slot),
+    holding its turns for it; p1, out of tasks, takes p0's last one. From then on p0's
+    turns are not held: its claim of the next task of its backlog reaches p1 before p1's
+    slot frees and takes that task from the far end of its queue too (a held claim: the
+    same task run twice, the tail of a job on three peers, ~1 % of its tasks)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          split_wait_s=0.2, queue_ahead=1)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True, hold_s=0.02)
+    try:
+        tasks = _firsts_of("j1", "p0", 5)
+        x = [t["name"] for t in tasks]
+        job = mesh.submit("p0", tasks, implicit=True)  # (p1 waits a split wait per task)
+        await mesh.settle()
+        p0, p1 = mesh["p0"], mesh["p1"]
+        [first] = p0.runner.running
+        p0.runner.finish(first)  # short: the next one runs, one more is queued behind it
+        await mesh.settle()
+        assert len(p0.runner.running) == 2 and p0.sched.backlog
+        assert not p1.state.chunk(job, x[2], 0).claims  # p0's turn is held for its backlog
+        await mesh.advance(0.25)  # the hold is over; p1's turn to look at p0's tasks came
+        [(_, taken)] = [k.split("/")[:2] for k in p1.runner.running]
+        assert taken == x[3] and p1.sched.starved == 1  # x[4] waits for p1's slot
+        p0.runner.finish(p0.runner.running[0])  # x[2] runs, x[4] is claimed behind it
+        await mesh.settle()
+        p1.runner.finish(p1.runner.running[0])  # p1's slot frees: x[4] from its queue?
+        await mesh.settle()
+        await mesh.advance(0.25)
+        assert {e.origin for e in mesh.sent(EventType.CLAIM, job=job, task=x[4])} == {"p0"}
+        assert not p1.runner.running
+    finally:
+        await mesh.close()
+
+
+async def test_only_a_claim_of_the_next_tasks_of_a_backlog_stops_its_holds() -> None:
+    """Another peer's claim of a task at the far end of p0's backlog (past the FILL_SCAN
+    next, where p0 looks for its own) leaves p0's turns held: a slow peer is taken from
+    that way for a third of a job, and its claims are far from the taker's. A claim of one
+    of its next tasks stops the holds until that claim's outcome comes."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          split_wait_s=0.2, queue_ahead=1)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True, hold_s=0.02)
+    try:
+        job = mesh.submit("p0", _firsts_of("j1", "p0", FILL_SCAN + 8), implicit=True)
+        await mesh.settle()
+        p0 = mesh["p0"]
+        p0.runner.finish(p0.runner.running[0])
+        await mesh.settle()
+        assert p0.sched.backlog
+        queue = list(p0.sched._starved)
+        assert len(queue) > FILL_SCAN
+
+        def taken_by_p1(key: tuple[str, str]) -> AttemptKey:
+            ak = AttemptKey(*key, 0, 0)
+            mesh.emit("p1", EventType.CLAIM, claims.claim(ak, p0.state.split_id(*key)))
+            mesh.deliver()
+            return ak
+
+        taken_by_p1(queue[-1])
+        assert p0.sched.backlog  # the far end: still held
+        ak = taken_by_p1(queue[1])
+        assert not p0.sched.backlog  # one of p0's next: its claims go out at once
+        mesh.emit("p1", EventType.CHUNK_FAILED,
+                  claims.orphan_failure(ak, p0.state.split_id(job, ak.task)))
+        mesh.deliver()
+        assert p0.sched.backlog  # that claim's outcome came: held again
+    finally:
+        await mesh.close()
