@@ -449,11 +449,15 @@ class BlockStore:
             raise IntegrityError(f"block {c} was corrupt on disk (removed) and no live peer "
                                  "could provide it again", field="cid")
         log.warning("block %s repaired from another peer", c)
+        caller = self._settling()  # the caller's writes (a pin's `_durable`) are its own to
+        self._local.settling = {}  # sync: a failed sync here would mark them, unheard
         try:  # best effort: the verified bytes are served even if they cannot be kept
             self.put_trusted(c, fresh)
             self.sync()
         except (OSError, StoreError) as e:
             log.warning("block %s: cannot store the repaired copy: %s", c, e)
+        finally:
+            self._local.settling = caller
         return fresh
 
     def size(self, c: Cid) -> int:
@@ -816,9 +820,11 @@ class PinSet:
         carries the new files), then each new file (finding little left to commit). They
         are made by a descriptor of the pins' directory opened with its check (`open_dir`):
         DataError naming it if it is a symlink, even one put there since (never written
-        through)."""
+        through). A call that fails removes the files it made (not known durable: a retry
+        would take them as pinned)."""
         pins = open_dir(self.dir, _PINS, mode=0o777)
         made: list[int] = []
+        names: list[str] = []
         try:
             for c in dict.fromkeys(cids):
                 try:
@@ -826,11 +832,15 @@ class PinSet:
                                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=pins))
                 except FileExistsError:
                     continue  # pinned already (durably: by the call that made it)
+                names.append(str(c))
             if made:
                 os.fsync(pins)
                 for fd in made:
                     os.fsync(fd)
         except OSError as e:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=pins)
             if disk_full(e):
                 raise StorageFull("cannot pin: the disk is full") from e
             raise

@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import peer.ipfs.blocks as blocks_mod
 from peer.cids import Cid, parse_cid
 from peer.errors import NotFound
 from peer.ipfs import EmbeddedStore
+from peer.ipfs.blocks import _marked
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.replicate import Replicator
 from peer.log import Event, EventType
@@ -181,3 +185,68 @@ async def test_a_dag_the_store_cannot_pin_holds_back_no_other_of_its_batch() -> 
     await mesh.replicate(Data(), store, ["bafy1", "bafy2", "bafy3"])
     assert sorted(store.pinned) == ["bafy1", "bafy3"]
     assert sorted(mesh.provided()) == ["bafy1", "bafy3"]
+
+
+def test_a_repairs_failed_sync_leaves_the_pins_own_writes_to_its_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pin rewrites a marked block, then repairs a torn one from a peer: the repair's own
+    best-effort sync (which fails here) must not take the pin's rewrite with it (marked by
+    that failure, then left out of the pin's sync: pinned with a marked block). Review i,
+    session 36."""
+    src = EmbeddedStore(tmp_path / "src")
+    f = tmp_path / "file"
+    f.write_bytes(bytes(range(256)) * (600_000 // 256))
+    cid = src.add_path(f)
+    blocks = {parse_cid(c): d for c, d in src.dag(cid)}
+    first = EmbeddedStore(tmp_path / "store")
+    first.import_car([b"".join(src.export_cars([cid]))])
+    root = parse_cid(cid)
+    leaf = next(c for c in blocks if c != root)
+    lp = first.blocks.path(leaf.key)
+    os.chmod(lp, 0o644)
+    lp.write_bytes(b"torn" * 10)
+    first.blocks.distrust([first.blocks.path(root.key), lp])  # both marked by a failed sync
+    store = EmbeddedStore(tmp_path / "store")
+    store.blocks.repair = blocks.get
+    real, calls = blocks_mod.fsync_dir, []
+
+    def flaky(d: Any) -> None:
+        calls.append(d)
+        if len(calls) == 1:  # the repair's sync
+            raise OSError(5, "EIO (injected)")
+        real(d)
+
+    monkeypatch.setattr(blocks_mod, "fsync_dir", flaky)
+    store.pin(cid)
+    assert cid in store.pins()
+    assert not [c for c in blocks if _marked(os.stat(store.blocks.path(c.key)).st_mode)]
+
+
+def test_a_pin_batch_whose_fsync_fails_leaves_no_pin_file_for_a_retry_to_trust(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`PinSet.add_many` made its files, then the fsync of the pins' directory failed: they
+    are removed, so the retry makes them again and fsyncs (before, FileExistsError read as
+    "pinned already, durably": pinned and provided with no fsync at all). Review i."""
+    store = EmbeddedStore(tmp_path / "store")
+    cids = []
+    for i in range(2):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(os.urandom(1000))
+        cids.append(store.add_path(f))
+    for c in set(store.pins()) & set(cids):
+        store.unpin(c)
+    real, synced = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/pins"):
+            synced.append(fd)
+            if len(synced) == 1:
+                raise OSError(5, "EIO (injected)")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        store.pin_many(cids)
+    assert not store.pins()
+    store.pin_many(cids)
+    assert set(store.pins()) == set(cids) and len(synced) == 2
