@@ -43,6 +43,7 @@ from peer.log.jobindex import (
     SliceRow,
 )
 from peer.log.jobless import PROVIDING, Jobless, jobless
+from peer.log.lanes import is_lane
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
 from peer.log.snapstream import StreamError
@@ -925,11 +926,13 @@ class Compactor:
 
     def _took(self, heads: Mapping[str, int], floors: Mapping[str, int]) -> None:
         """A snapshot was taken: every seq up to its heads counts as held, and its floors
-        are ours."""
+        are ours; not a lane's (peer.log.lanes: a snapshot is of the mesh streams, and a
+        lane seq counted as held without its events would never be fetched)."""
         for origin, seq in heads.items():
-            if seq > self.state.heads.get(origin, 0):
+            if seq > self.state.heads.get(origin, 0) and not is_lane(origin):
                 self.state.raise_floor(origin, seq)
                 self.store.set_floor(origin, seq)
+        floors = {o: q for o, q in floors.items() if not is_lane(o)}
         self._raise_floors(floors)
         self.index.dropped((), floors)
 

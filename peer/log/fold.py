@@ -642,6 +642,11 @@ class MeshState:
     # (a job replicated in full, as every job before lanes)
     members_of: dict[str, set[str]] = field(default_factory=dict)
     ended: dict[str, Event] = field(default_factory=dict)  # job -> its first JOB_ENDED
+    # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
+    # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
+    # (as before they had types: one JOB_ENDED of any member would otherwise set cache
+    # entries and providers for any job; the checks of who may end a job are a later step).
+    lanes_on: bool = False
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -1204,7 +1209,8 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     s._first(s.jobs, b.job, ev)
-    if b.members is not None:  # a lanes job (every JOB_SUBMITTED's: order-free, grow-only)
+    if b.members is not None and s.lanes_on:  # a lanes job (every JOB_SUBMITTED's:
+        # order-free, grow-only)
         s.members_of.setdefault(b.job, set()).update(b.members)
     for split in implicit_splits(ev, b):
         s._first(s.splits, (b.job, split.body_as(TaskSplit).task), split)
@@ -1250,6 +1256,8 @@ def _ipns_record(s: MeshState, ev: Event, b: IpnsRecord) -> None:
 
 
 def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
+    if not s.lanes_on:
+        return  # held, not folded (`MeshState.lanes_on`)
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
 
 
@@ -1259,7 +1267,10 @@ def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
     `_merge_first`), and the peers that hold them the providers, each as of the earliest
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
-    `listing` is fetched and folded by a later step: until then its keys miss.)"""
+    `listing` is fetched and folded by a later step: until then its keys miss.) Held, not
+    folded, while lanes are off (`MeshState.lanes_on`)."""
+    if not s.lanes_on:
+        return
     s._first(s.ended, b.job, ev)
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     for o in b.outputs.values():
@@ -1270,7 +1281,7 @@ def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
             made[o.cid] = order
     for cid, peers in b.producers.items():
         for p in peers:
-            _hold_as(s, cid, p, made.get(cid, ev.order))
+            _hold_all(s, (cid,), p, made.get(cid, ev.order))
 
 
 def _progress(s: MeshState, ev: Event, b: Progress) -> None:
@@ -1316,32 +1327,40 @@ def _cache_put(s: MeshState, ev: Event, b: CachePut) -> None:
 def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
     s._merge_first(s.cache, s._cache_src, cache, ev.order)
-    for c in cids:  # values are any JSON: only a string "c" is an item's CID
-        _hold(s, c, ev)  # the peer that made an item holds it
+    # values are any JSON: only a string "c" is an item's CID; the peer that made it holds it
+    _hold_all(s, cids, _holder(ev.origin), ev)
 
 
 def _provide(s: MeshState, ev: Event, b: Provide) -> None:
-    for cid in b.cids:
-        _hold(s, cid, ev)
+    _hold_all(s, b.cids, _holder(ev.origin), ev)
 
 
 def _hold(s: MeshState, cid: str, ev: Event) -> None:
     """`ev`'s origin holds `cid` (a lane's: its peer), unless it said later that it dropped
     it."""
-    lane = lane_of(ev.origin)
-    _hold_as(s, cid, ev.origin if lane is None else lane[0], ev.order)
+    _hold_all(s, (cid,), _holder(ev.origin), ev)
 
 
-def _hold_as(s: MeshState, cid: str, peer: str, order: Order) -> None:
-    """`peer` holds `cid` as of `order`, unless it said later that it dropped it."""
-    if s._dropped:
-        dropped = s._dropped.get((cid, peer))
-        if dropped is not None and dropped > order:
-            return
+def _holder(origin: str) -> str:
+    """The peer that holds what an origin's events made: the origin, or a lane's peer."""
+    if "/" in origin and (lane := lane_of(origin)) is not None:
+        return lane[0]
+    return origin
+
+
+def _hold_all(s: MeshState, cids: Iterable[str], peer: str, at: Order | Event) -> None:
+    """`peer` holds each of `cids` as of `at` (an order, or an event's), unless it said
+    later that it dropped it."""
     holders = s.providers
-    holders[cid].add(peer)
-    if isinstance(holders, Tiered):  # read back from the job index, maybe: live now
-        holders.pin(cid)
+    tiered = isinstance(holders, Tiered)  # read back from the job index, maybe: live now
+    for cid in cids:
+        if s._dropped:
+            dropped = s._dropped.get((cid, peer))
+            if dropped is not None and dropped > (at if isinstance(at, tuple) else at.order):
+                continue
+        holders[cid].add(peer)
+        if tiered:
+            holders.pin(cid)  # type: ignore[attr-defined]
 
 
 def provided(b: object) -> list[str]:

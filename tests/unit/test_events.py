@@ -158,11 +158,15 @@ def test_a_job_submitted_may_name_its_members() -> None:
 
 def test_a_job_ended_and_job_members_are_held_not_folded_yet() -> None:
     """Until LANES_FEATURE: kept and served as any event (known now, so checked), folded
-    into nothing."""
+    into nothing: a JOB_ENDED of any member would set cache entries and providers (with an
+    order it makes up) for any job, a JOB_SUBMITTED's `members` the job's members."""
+    sub = {**VALID[EventType.JOB_SUBMITTED], "members": [P16, P20]}
     s = fold([ev(EventType.JOB_ENDED, VALID[EventType.JOB_ENDED], origin="p", seq=1),
-              ev(EventType.JOB_MEMBERS, VALID[EventType.JOB_MEMBERS], origin="p", seq=2)])
-    assert s.heads["p"] == 2 and all(e.known for e in s.events.values())
-    assert not s.jobs and not s.task_done
+              ev(EventType.JOB_MEMBERS, VALID[EventType.JOB_MEMBERS], origin="p", seq=2),
+              ev(EventType.JOB_SUBMITTED, sub, origin="p", seq=3)])
+    assert s.heads["p"] == 3 and all(e.known for e in s.events.values())
+    assert list(s.jobs) == ["j1"] and not s.task_done
+    assert not s.outputs and not s.providers and not s.ended and not s.members_of
 
 
 def test_a_split_keeps_the_results_of_the_items_it_left_out() -> None:

@@ -185,6 +185,12 @@ def job_ended(origin: str, seq: int, hlc: int, job: str, s: MeshState) -> Event:
                   "outputs": outputs, "producers": producers, "failed": {}, "digest": "0" * 32})
 
 
+def lanes_fold(events: list[Event]) -> MeshState:
+    """The fold with partial replication enabled (`MeshState.lanes_on`: off until the
+    flag is announced, so that no JOB_ENDED nor `members` is folded)."""
+    return fold(events, MeshState(lanes_on=True))
+
+
 @st.composite
 def lane_dones(draw: st.DrawFn, job: str) -> list[Event]:
     """TASK_DONEs of `job` in its members' lanes: a task may be done twice (two peers ran
@@ -218,13 +224,13 @@ def entries(s: MeshState) -> tuple[Any, ...]:
 def test_a_members_fold_is_one_state_whatever_the_order_and_duplicates(
         dones: list[Event], seeds: list[int], data: st.DataObject) -> None:
     job, (a, b, c) = JOBS[0], PEERS
-    member = fold([submitted(a, 1, job, [a, b]), *dones])
+    member = lanes_fold([submitted(a, 1, job, [a, b]), *dones])
     mesh = [submitted(a, 1, job, [a, b]), job_members(b, 1, job, [c]),
             job_members(c, 1, job, [c, b]),
             job_ended(a, 2, 1000, job, member), job_ended(b, 2, 999, job, member)]
     evs = mesh + dones
     dups = data.draw(st.lists(st.sampled_from(evs), max_size=6))
-    states = [fold(shuffled(evs + dups, seed)) for seed in seeds]
+    states = [lanes_fold(shuffled(evs + dups, seed)) for seed in seeds]
     for s in states:
         assert s.members_of == {job: {a, b, c}}
         assert s.member_of(job, c) and not s.member_of(job, "d4" * 8)
@@ -235,7 +241,7 @@ def test_a_members_fold_is_one_state_whatever_the_order_and_duplicates(
 
 def test_a_job_submitted_without_members_has_none_and_a_deleted_job_forgets_them() -> None:
     a, b = PEERS[:2]
-    s = fold([submitted(a, 1, JOBS[0], None), submitted(a, 2, JOBS[1], [a]),
+    s = lanes_fold([submitted(a, 1, JOBS[0], None), submitted(a, 2, JOBS[1], [a]),
               job_members(b, 1, JOBS[1], [b])])
     assert s.members_of == {JOBS[1]: {a, b}} and not s.member_of(JOBS[1], PEERS[2])
     s.apply(Event(a, 3, 30, EventType.JOB_DELETED, {"job": JOBS[1], "reason": "x"}))
@@ -254,11 +260,26 @@ def test_a_non_member_folding_job_ended_holds_the_members_cache_and_provider_ent
     job, a = JOBS[0], PEERS[0]
     mesh = [submitted(a, 1, job, [a, PEERS[1]]),
             provide(PEERS[2], 1)]  # (a mesh event of the non-member itself)
-    member = fold(shuffled(mesh + dones, seed))
+    member = lanes_fold(shuffled(mesh + dones, seed))
     ended = job_ended(a, 2, 10_000, job, member)
-    other = fold(shuffled([*mesh, ended], seed))
+    other = lanes_fold(shuffled([*mesh, ended], seed))
     assert entries(other) == entries(member)
     member.apply(ended)  # the member folds it too: nothing changes
     assert entries(member) == entries(other) and member.ended == other.ended
     assert not any(lane_of(p) for held in member.providers.values() for p in held)  # a
     # lane's events are its peer's: the peer holds what they made
+
+
+def test_a_snapshot_taken_counts_no_lane_seq_as_held(tmp_path: Path) -> None:
+    """A snapshot is of the mesh streams: a lane in its heads or floors (a signer of
+    another release, or a hostile one) is not counted as held here, where its events would
+    then never be fetched; the mesh origins beside it are."""
+    n = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False))
+    try:
+        la, mesh = lane(PEERS[0], JOBS[0]), PEERS[1]
+        n.compactor.take_rows([], {la: 5, mesh: 3}, {la: 4, mesh: 2})
+        assert n.state.heads.get(mesh) == 3 and la not in n.state.heads
+        assert n.compactor.floors == {mesh: 2} and la not in n.state.evicted
+        assert la not in n.log.floors() and not n.state.lanes
+    finally:
+        n.log.close()
