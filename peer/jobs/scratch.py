@@ -82,6 +82,8 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
     output into RAM, which neither the tmpfs's size cap nor the worker's memory limit accounts
     for); else None (the caller uses the run's work directory). The one the worker keeps
     (`_take_kept`) if it may, else a fresh one, kept if it keeps none."""
+    if not os.path.isdir(TMPFS) or not os.access(TMPFS, os.W_OK):
+        return None
     sweeps.maybe(TMPFS)  # first: a dead worker's leftovers must not keep the floor unmet
     try:
         st = os.statvfs(TMPFS)
@@ -92,11 +94,10 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
     d = _take_kept()
     if d is not None:
         return d
-    try:  # (OSError: TMPFS absent, not a directory or not writable; or the directory taken
-        # by another worker's sweep meanwhile, which removes it)
+    try:
         d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
         _HELD[d] = hold(d)  # (not swept while this worker lives: `sweep`; `remove` frees it)
-    except OSError:
+    except OSError:  # (taken by another worker's sweep meanwhile: it removes it)
         return None
     _keep(d)
     return d
@@ -216,17 +217,14 @@ def _drop_kept() -> None:
 def mem_available(meminfo: str = "/proc/meminfo") -> int:
     """The kernel's estimate of the memory available without swapping, in bytes
     (MemAvailable); 0 if it cannot be read (then tmpfs is not used)."""
-    try:  # one read of it all (a few hundred bytes): 6 us, where a line loop took 9
-        fd = os.open(meminfo, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = b"\n" + os.read(fd, 1 << 16)
-        finally:
-            os.close(fd)
-        start = data.index(b"\nMemAvailable:") + len(b"\nMemAvailable:")
-        end = data.find(b"\n", start)
-        return int(data[start:end if end >= 0 else None].split()[0]) * 1024
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return 0
+    return 0
 
 
 def _ours(root: Path) -> list[tuple[str, int]]:
