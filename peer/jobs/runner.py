@@ -10,6 +10,7 @@ own while the next batch computes.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -80,7 +81,7 @@ def run(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         return _output(store, Path(result) if result is not None else out, out, payload)
     finally:
         if tmp is not None:
-            scratch.release(tmp)
+            scratch.remove(tmp)
 
 
 def _output(store: Store, path: Path, out: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def _run_items(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[
         finally:
             announcer.close()
     finally:
-        scratch.release(where)
+        scratch.remove(where)
     return {"items": results, "inputs": items}
 
 
@@ -168,10 +169,8 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
             p = Path(r)
             result = {"n": p.name, "c": add(p)}
         message.append([relpath, cid, result])
-        # emptied, not removed: a per-item rmtree of fresh directories cost more than the
-        # trivial tasks themselves (one the task removed is made again for the next item)
-        scratch.empty(src.parent)
-        scratch.empty(out)
+        _empty(src.parent)
+        _empty(out)
         if n == tail or time.monotonic() >= until:
             break
     return n, message
@@ -272,3 +271,18 @@ def _place(store: Store, tdef: TaskDef, cid: str, src: Path, ctx: TaskContext) -
     store.materialize(cid, src)
     return src
 
+
+def _empty(d: Path) -> None:
+    """Empty `d` for the next item. Unlinks files and rmtree()s only subdirectories: a
+    per-item rmtree of fresh directories cost more than the trivial tasks themselves. A
+    directory the task removed itself is left absent (made again for the next item)."""
+    try:
+        it = os.scandir(d)
+    except FileNotFoundError:
+        return
+    with it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)

@@ -1,17 +1,12 @@
 """Where a worker's run writes its files: a private directory on tmpfs (RAM: no journal, no
 ext4 metadata work, nothing for the store's syncfs) when that is safe, else the run's work
-directory on the data dir. A worker keeps its directory on tmpfs across its runs, emptied
-after each (`release`) and taken again only while it is provably still its own and empty
-(`_take_kept`): making, locking and removing one per run cost ~24 µs of a worker's CPU a run
-(docs/benchmarks.md, session 36 helper f). Blocking file calls, made in workers, except
-`small_output` (the peer's pure rule of which whole tasks may write their output to tmpfs)
-and what the executor's watch of the tmpfs reads (`space`, `holders`: quick) or removes
-(`remove_dirs`: its helper).
+directory on the data dir. Blocking file calls, made in workers, except `small_output` (the
+peer's pure rule of which whole tasks may write their output to tmpfs) and what the executor's
+watch of the tmpfs reads (`space`, `holders`: quick) or removes (`remove_dirs`: its helper).
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import math
 import os
@@ -30,20 +25,6 @@ TMPFS = "/dev/shm"
 PREFIX = "banzai-items-"
 SWEEP_S = 5.0  # a worker sweeps the leftovers of dead workers at most this often
 _HELD: dict[Path, int] = {}  # this worker's directories on TMPFS -> the descriptor holding each
-
-
-@dataclass
-class _Kept:
-    """The directory on TMPFS a worker keeps across its runs."""
-
-    path: Path
-    root: str  # the TMPFS it is on
-    pid: int  # the process that keeps it (a child forked from it does not)
-    busy: bool = True  # a run has it (`on_tmpfs` until `release`)
-
-
-_kept: _Kept | None = None
-_kept_lock = threading.Lock()
 
 
 def small_output(last_bytes: int | None, max_bytes: int) -> bool:
@@ -76,12 +57,11 @@ _SWEEPS = Sweeps()
 
 
 def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
-    """An empty directory of this worker on TMPFS for one run (`release` it after), if TMPFS
-    exists, is writable and, once the leftovers of dead workers are swept, has at least
-    `free_min_bytes` free, and the machine has as much memory available (a task may write its
-    output into RAM, which neither the tmpfs's size cap nor the worker's memory limit accounts
-    for); else None (the caller uses the run's work directory). The one the worker keeps
-    (`_take_kept`) if it may, else a fresh one, kept if it keeps none."""
+    """A fresh directory of this worker on TMPFS, if TMPFS exists, is writable and, once the
+    leftovers of dead workers are swept, has at least `free_min_bytes` free, and the machine
+    has as much memory available (a task may write its output into RAM, which neither the
+    tmpfs's size cap nor the worker's memory limit accounts for); else None (the caller uses
+    the run's work directory)."""
     if not os.path.isdir(TMPFS) or not os.access(TMPFS, os.W_OK):
         return None
     sweeps.maybe(TMPFS)  # first: a dead worker's leftovers must not keep the floor unmet
@@ -91,127 +71,21 @@ def on_tmpfs(free_min_bytes: int, sweeps: Sweeps = _SWEEPS) -> Path | None:
         return None
     if st.f_bavail * st.f_frsize < free_min_bytes or mem_available() < free_min_bytes:
         return None
-    d = _take_kept()
-    if d is not None:
-        return d
     try:
         d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=TMPFS))
         _HELD[d] = hold(d)  # (not swept while this worker lives: `sweep`; `remove` frees it)
     except OSError:  # (taken by another worker's sweep meanwhile: it removes it)
         return None
-    _keep(d)
     return d
-
-
-def release(d: Path) -> None:
-    """A run is done with `d` (`on_tmpfs`'s, or a directory of its on disk): the directory
-    this worker keeps is emptied for its next run (through its held descriptor, wherever the
-    run moved it; removed instead if it cannot be emptied), any other removed (`remove`)."""
-    k = _kept
-    if k is not None and k.path == d and k.busy and k.pid == os.getpid():
-        try:
-            empty(_HELD[d])
-        except (OSError, KeyError):
-            pass
-        else:
-            k.busy = False
-            return
-    remove(d)
 
 
 def remove(d: Path) -> None:
     """Remove a directory of this worker's scratch (`on_tmpfs`'s, or one on disk) and
-    release its hold (`hold`); the worker keeps it no more."""
-    global _kept
-    if _kept is not None and _kept.path == d:
-        _kept = None
+    release its hold (`hold`)."""
     shutil.rmtree(d, ignore_errors=True)
     fd = _HELD.pop(d, None)
     if fd is not None:
         os.close(fd)
-
-
-def empty(d: Path | int) -> None:
-    """Remove what the directory `d` holds (a path, or a descriptor of it: its entries are
-    then reached through it): files and symlinks unlinked, subdirectories removed (never
-    through a symlink). A directory gone is left absent; any other OSError is raised."""
-    try:
-        it = os.scandir(d)
-    except FileNotFoundError:
-        return
-    fd = d if isinstance(d, int) else None
-    with it:
-        for e in it:
-            name = e.name if fd is not None else e.path
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(name, dir_fd=fd)
-            else:
-                os.unlink(name, dir_fd=fd)
-
-
-def _keep(d: Path) -> None:
-    """Keep `d`, this worker's new directory on TMPFS, a run's now, across its runs unless
-    it keeps one already (then `release` removes `d`)."""
-    global _kept
-    with _kept_lock:
-        if _kept is None or _kept.pid != os.getpid():
-            _kept = _Kept(d, TMPFS, os.getpid())
-
-
-def _take_kept() -> Path | None:
-    """The directory this worker keeps, now the run's, if no run has it, it is on TMPFS and
-    it is provably still its own and empty (`_intact`); one that is not is let go (removed,
-    unless a run has it: then its `release` removes it)."""
-    global _kept
-    with _kept_lock:
-        k = _kept
-        if k is None or k.pid != os.getpid() or (k.busy and k.root == TMPFS):
-            return None
-        if k.root == TMPFS and _intact(k.path):
-            k.busy = True
-            return k.path
-        _kept = None
-    if not k.busy:
-        remove(k.path)
-    return None
-
-
-def _intact(d: Path) -> bool:
-    """Whether `d` is still the directory this worker made and holds, and empty: the same
-    directory at that path (not replaced, moved or made a symlink by a run), this user's,
-    private to it (0700, as made) and with nothing in it (a run's background process may
-    write there after its run ended)."""
-    fd = _HELD.get(d)
-    if fd is None:
-        return False
-    try:
-        held, there = os.fstat(fd), os.lstat(d)
-    except OSError:
-        return False
-    return (os.path.samestat(held, there) and held.st_uid == os.getuid()
-            and stat.S_IMODE(held.st_mode) == 0o700 and not _holds_files(fd))
-
-
-def _holds_files(d: Path | int) -> bool:
-    """Whether the directory `d` (a path or a descriptor) has anything in it; True if it
-    cannot be read, False if it is gone."""
-    try:
-        with os.scandir(d) as it:
-            return next(it, None) is not None
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-
-
-@atexit.register
-def _drop_kept() -> None:
-    """At this process's exit, if it runs its exit handlers: remove the directory it keeps
-    (an executor's worker does not run them: the executor removes a worker's directories
-    once it is dead, `remove_dirs`; a sweep, those of a worker whose executor died too)."""
-    k = _kept
-    if k is not None and k.pid == os.getpid():
-        remove(k.path)
 
 
 def mem_available(meminfo: str = "/proc/meminfo") -> int:
@@ -332,10 +206,8 @@ def space() -> Space | None:
 
 
 def holders(root: Path, pids: Collection[int]) -> set[int]:
-    """Which of the processes `pids` have files on `root`: a directory of theirs there with
-    anything in it (one scandir, and one of each such directory: the empty directory a
-    worker keeps between its runs, or while its run writes to disk, holds nothing)."""
-    return {pid for name, pid in _ours(root) if pid in pids and _holds_files(root / name)}
+    """Which of the processes `pids` have a directory of theirs on `root` (one scandir)."""
+    return {pid for _, pid in _ours(root) if pid in pids}
 
 
 def remove_dirs(root: Path, pid: int) -> int:

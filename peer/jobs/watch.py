@@ -105,11 +105,10 @@ class Watch:
         self._next = self._call_later(self.check_s, self._check)
 
     def _check_tmpfs(self, runs: Sequence[Watched]) -> None:
-        """Stop every run with files on the tmpfs (its worker's directory there not empty:
-        `scratch.holders`) if it or the host's memory is below the floor. Every one rather
-        than the largest: measuring each directory means walking trees of maybe millions of
-        files while the tmpfs fills (a task wrote 130 MB/s), and a fill that comes from
-        elsewhere leaves nothing of ours safe there either. They fail
+        """Stop every run with a directory on the tmpfs if it or the host's memory is below
+        the floor. Every one rather than the largest: measuring each directory means walking
+        trees of maybe millions of files while the tmpfs fills (a task wrote 130 MB/s), and a
+        fill that comes from elsewhere leaves nothing of ours safe there either. They fail
         as storage (retried, not counted), each call's next run here on disk; the executor
         removes their directories as it reaps their workers."""
         floor = self.tmpfs_kill_min_bytes

@@ -150,22 +150,6 @@ def on_tmpfs(payload: list[str], ctx: Any) -> None:
     time.sleep(60)
 
 
-def keep_scratch(payload: str, ctx: Any) -> list[Any]:
-    """Take this worker's scratch on the tmpfs `payload` (peer.jobs.scratch.on_tmpfs), note
-    what is in it, leave files there, release it; returns [its path, what it held]."""
-    from peer.jobs import scratch
-
-    scratch.TMPFS = payload
-    d = scratch.on_tmpfs(0)
-    assert d is not None
-    held = sorted(os.listdir(d))
-    (d / "output").mkdir()
-    (d / "output" / "f.bin").write_bytes(b"x")
-    (d / "left.txt").write_text("x")
-    scratch.release(d)
-    return [str(d), held]
-
-
 def fill_workdir(payload: int, ctx: Any) -> None:
     """Write `payload` KiB in the run's work directory, log "started", then wait."""
     (ctx.workdir / "big.bin").write_bytes(os.urandom(payload << 10))

@@ -620,20 +620,6 @@ async def test_a_dead_workers_directory_on_the_tmpfs_is_removed_as_it_is_reaped(
     assert _names(shm) == [other.name]
 
 
-async def test_a_workers_kept_directory_on_the_tmpfs_is_emptied_per_run_and_removed_as_it_is_reaped(
-        make_executor: MakeExecutor, shm: Path) -> None:
-    """One directory per worker, kept across its runs (scratch.release empties it): the next
-    run finds nothing of the last; killed while idle (-9: no `finally`), its worker's
-    directory is removed as it is reaped, not left for a later sweep."""
-    ex = await make_executor(slots=1)
-    first = await ex.run("a", T + "keep_scratch", str(shm))
-    second = await ex.run("b", T + "keep_scratch", str(shm))
-    assert first.value[1] == [] and second.value == [first.value[0], []]
-    assert _names(shm) == [Path(first.value[0]).name]
-    res = await ex.run("kill", T + "kill_self", signal.SIGKILL)
-    assert res.exit_kind == ExitKind.CRASH and _names(shm) == []
-
-
 async def test_no_tmpfs_watch_when_it_is_off_or_nothing_runs(
         make_executor: MakeExecutor, shm: Path) -> None:
     timer, space = FakeTimer(), Readings()

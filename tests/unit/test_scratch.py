@@ -305,110 +305,6 @@ def test_a_workers_directory_on_tmpfs_is_held_until_it_is_removed(
         os.close(other)
 
 
-# -- the directory a worker keeps across its runs -------------------------------------------
-
-@pytest.fixture
-def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A tmpfs of the test's, and a worker (this process) that keeps no directory yet."""
-    shm = tmp_path / "shm"
-    shm.mkdir()
-    monkeypatch.setattr(scratch, "TMPFS", str(shm))
-    monkeypatch.setattr(scratch, "_kept", None)
-    return shm
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def test_a_workers_next_run_gets_its_directory_back_emptied(kept: Path) -> None:
-    """Made, locked and removed per run it cost ~20 us of the worker's CPU a run; kept, what
-    a run left there (files, directories, a symlink) is gone before the next run has it."""
-    fds = _fds()
-    d = scratch.on_tmpfs(0, scratch.Sweeps())
-    assert d is not None and list(d.iterdir()) == []
-    (d / "output" / "sub").mkdir(parents=True)
-    (d / "output" / "sub" / "f").write_bytes(b"x")
-    (d / "left.txt").write_text("x")
-    (d / "link").symlink_to(kept.parent / "outside")
-    (kept.parent / "outside").mkdir()
-    (kept.parent / "outside" / "keep").write_text("x")
-    scratch.release(d)
-    assert list(d.iterdir()) == [] and (kept.parent / "outside" / "keep").exists()
-    assert scratch.on_tmpfs(0, scratch.Sweeps()) == d  # the same, empty, still held
-    other = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        os.close(other)
-    second = scratch.on_tmpfs(0, scratch.Sweeps())  # the kept one is a run's: a fresh one
-    assert second is not None and second != d
-    scratch.release(second)
-    assert not second.exists()  # not kept: removed
-    scratch.release(d)
-    assert _fds() == fds + 1  # the kept one's hold only
-    scratch.remove(d)
-    assert not d.exists() and _fds() == fds and scratch._kept is None
-
-
-def _tamper(d: Path, how: str) -> None:
-    """What a run (or a process it left running) may do to its directory after its end."""
-    if how == "file":
-        (d / "late.txt").write_text("x")
-    elif how == "moved":
-        d.rename(d.with_name(d.name + "-moved"))
-        d.with_name("elsewhere").mkdir()
-        d.symlink_to(d.with_name("elsewhere"))
-    elif how == "chmod":
-        d.chmod(0o755)
-    elif how == "gone":
-        d.rmdir()
-
-
-@pytest.mark.parametrize("how", ["file", "moved", "chmod", "gone"])
-def test_a_kept_directory_not_provably_its_own_and_empty_is_not_taken_again(
-        kept: Path, how: str) -> None:
-    fds = _fds()
-    d = scratch.on_tmpfs(0, scratch.Sweeps())
-    assert d is not None
-    scratch.release(d)
-    _tamper(d, how)
-    fresh = scratch.on_tmpfs(0, scratch.Sweeps())
-    assert fresh is not None and fresh != d and list(fresh.iterdir()) == []
-    assert scratch._kept is not None and scratch._kept.path == fresh  # kept instead
-    assert not d.is_dir() or d.is_symlink()  # removed (never through a symlink)
-    if how == "moved":
-        assert d.with_name("elsewhere").is_dir()
-    scratch.remove(fresh)
-    assert _fds() == fds  # the first one's hold released too
-
-
-def test_a_kept_directory_that_cannot_be_emptied_is_removed(
-        kept: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = scratch.on_tmpfs(0, scratch.Sweeps())
-    assert d is not None
-    (d / "output").mkdir()
-
-    def cannot(d: Path | int) -> None:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(scratch, "empty", cannot)
-    scratch.release(d)
-    assert not d.exists() and scratch._kept is None
-
-
-def test_a_workers_kept_directory_is_removed_when_it_exits(kept: Path) -> None:
-    """A process that ends normally removes it (an executor's worker does not end so: the
-    executor removes its directories as it reaps it; a sweep, a dead one's)."""
-    code = ("from peer.jobs import scratch; "
-            f"scratch.TMPFS = {str(kept)!r}; d = scratch.on_tmpfs(0); scratch.release(d); "
-            "print(d, flush=True)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()}, check=True)
-    assert p.stdout.strip().startswith(str(kept)) and list(kept.iterdir()) == []
-
-
 @pytest.mark.parametrize(("free", "mem", "short"), [
     (100 * MIB, 100 * MIB, False), (100 * MIB - 1, 200 * MIB, True),
     (200 * MIB, 99 * MIB, True), (0, 1 << 40, True)])
@@ -502,14 +398,11 @@ def test_a_small_whole_output_is_written_on_tmpfs_and_nothing_on_disk(
     monkeypatch.setattr(scratch, "TMPFS", str(shm))
     seen: list[Path] = []
     monkeypatch.setattr(runner, "_task", lambda call, modules: _writer(seen, size))
-    monkeypatch.setattr(scratch, "_kept", None)
     ctx = LazyCtx(tmp_path / "run")
     out = runner.run(_order(tmp_path, True), ctx)  # type: ignore[arg-type]
     assert seen[0].parent.parent == shm and not ctx.made  # no run directory on disk
     assert out["bytes"] == size and ("inline" in out) is (size <= 1024)
-    # emptied once the run ended: what is left is the worker's directory, kept for its next
-    assert [list(d.iterdir()) for d in shm.iterdir()] == [[]]
-    assert seen[0].parent == scratch._kept.path  # type: ignore[union-attr]
+    assert list(shm.iterdir()) == []  # removed once the run ended
     store = runner._store(_order(tmp_path, True)["store"])
     if size > 1024:
         assert b"".join(store.cat(out["output"])) == b"y" * size
@@ -606,14 +499,9 @@ def test_a_per_item_chunk_whose_announcer_cannot_start_removes_its_scratch(
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(runner, "_Announcer", cannot_start)
-    monkeypatch.setattr(scratch, "_kept", None)
     tdef = dataclasses.replace(registry.load(()).get("CHECKSUM"), kind="python")
     ctx: Any = dataclasses.make_dataclass("Ctx", ["workdir"])(tmp_path / "work")
     held = len(os.listdir("/proc/self/fd"))
-    for _ in range(2):  # the worker keeps one directory (held), empty, for its next runs
-        with pytest.raises(RuntimeError, match="can't start new thread"):
-            runner._run_items(None, tdef, {}, [["x"]], ctx, 0)  # type: ignore[arg-type]
-        assert [list(d.iterdir()) for d in shm.iterdir()] == [[]]
-        assert len(os.listdir("/proc/self/fd")) == held + 1
-    scratch.remove(next(shm.iterdir()))
-    assert len(os.listdir("/proc/self/fd")) == held
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        runner._run_items(None, tdef, {}, [["x"]], ctx, 0)  # type: ignore[arg-type]
+    assert list(shm.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == held

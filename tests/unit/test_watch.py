@@ -35,20 +35,16 @@ def _run(tmp_path: Path, key: str, pid: int) -> Watched:
     return Watched(key, pid, tmp_path / "work" / key)
 
 
-def test_below_the_floor_every_run_with_files_on_the_tmpfs_is_stopped(
+def test_below_the_floor_every_run_with_a_directory_on_the_tmpfs_is_stopped(
         tmp_path: Path, shm: Path) -> None:
-    """Not a run whose worker keeps an empty directory there (between its runs, or while
-    its run writes to disk: `scratch.release`): stopping it frees nothing."""
     clock, runs = FakeTimer(), Runs()
     reading = [Space(1 << 30, 1 << 30)]
     watch = Watch(0.5, 64 * MIB, None, runs, clock.call_later, lambda: reading[0])
-    runs.runs = [_run(tmp_path, "a", 101), _run(tmp_path, "b", 102), _run(tmp_path, "c", 103),
-                 _run(tmp_path, "d", 104)]
+    runs.runs = [_run(tmp_path, "a", 101), _run(tmp_path, "b", 102), _run(tmp_path, "c", 103)]
     for r in runs.runs:
         watch.started(r)
     for pid in (101, 103):
-        (shm / f"{scratch.PREFIX}{pid}-x" / "output").mkdir(parents=True)
-    (shm / f"{scratch.PREFIX}104-x").mkdir()  # kept by its worker, empty
+        (shm / f"{scratch.PREFIX}{pid}-x").mkdir()
     (shm / "someone-else").mkdir()
     assert clock.pending() == [0.5]  # one check for all
     clock.advance(0.5)
@@ -61,7 +57,7 @@ def test_below_the_floor_every_run_with_files_on_the_tmpfs_is_stopped(
     runs.runs = []
     clock.advance(0.5)  # nothing runs: no further check until a run starts
     assert clock.pending() == []
-    watch.started(_run(tmp_path, "e", 105))
+    watch.started(_run(tmp_path, "d", 104))
     assert clock.pending() == [2.0]
     watch.close()
     assert clock.pending() == []
