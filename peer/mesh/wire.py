@@ -211,6 +211,7 @@ class Reply(NamedTuple):
     cookie: str | None = None
     echo: str | None = None
     blk_nonce: str | None = None
+    jobs: Sequence[str] | None = None  # a pair round's (LANES_FEATURE): the jobs it covers
 
 
 def dumps(obj: Any) -> bytes:
@@ -235,7 +236,10 @@ def heartbeat_body(info: Mapping[str, Any]) -> bytes:
 
 def digest_body(vv: Mapping[str, int], peers: Sequence[str],
                 contents: Mapping[str, str] | None = None, *, ack: bool = False,
-                nonces: Mapping[str, str] | None = None) -> bytes:
+                nonces: Mapping[str, str] | None = None,
+                jobs: Sequence[str] | None = None) -> bytes:
+    """A DIGEST body; with `jobs`, a pair round's (LANES_FEATURE: the vector and digests are
+    of those jobs' lanes)."""
     body: dict[str, Any] = {"vv": dict(vv), "peers": list(peers)}
     if contents is not None:
         body["cs"] = dict(contents)
@@ -243,6 +247,8 @@ def digest_body(vv: Mapping[str, int], peers: Sequence[str],
         body["ack"] = True
     if nonces:
         body.update(nonces)
+    if jobs is not None:
+        body["jobs"] = list(jobs)
     return dumps(body)
 
 
@@ -258,13 +264,19 @@ def _str(key: bytes, value: str | None) -> bytes:
     return b"" if value is None else b',"' + key + b'":' + dumps(value)
 
 
+def _jobs(jobs: Sequence[str] | None) -> bytes:
+    return b"" if jobs is None else b',"jobs":' + dumps(list(jobs))
+
+
 def events_body(batch: Sequence[bytes], ttl: int, signed: Sequence[bytes] = (),
-                fix: Blocks | None = None, fix_echo: str | None = None) -> bytes:
+                fix: Blocks | None = None, fix_echo: str | None = None,
+                jobs: Sequence[str] | None = None) -> bytes:
     """An EVENTS body around already encoded events (and the batches that sign them); with
-    `fix`, `fix_echo` is the nonce of the block digests it answers ("fn")."""
+    `fix`, `fix_echo` is the nonce of the block digests it answers ("fn") and `jobs` the
+    pair round's it belongs to (LANES_FEATURE)."""
     return (b'{"events":[' + b",".join(batch) + b'],"ttl":%d' % ttl + _batches(signed)
-            + _blocks(b"fix", fix) + (_str(b"fn", fix_echo) if fix is not None else b"")
-            + b"}")
+            + _blocks(b"fix", fix) + (_str(b"fn", fix_echo) + _jobs(jobs) if fix is not None
+                                      else b"") + b"}")
 
 
 def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = ()) -> bytes:
@@ -273,7 +285,7 @@ def reply_body(batch: Sequence[bytes], reply: Reply, signed: Sequence[bytes] = (
     return (b'{"events":[' + b",".join(batch) + b'],"vv":' + dumps(vv) + b',"more":'
             + dumps(reply.more) + _batches(signed) + _blocks(b"blk", reply.blocks)
             + _str(b"bn", reply.blk_nonce if reply.blocks else None) + _str(b"n", reply.cookie)
-            + _str(b"e", reply.echo) + b"}")
+            + _str(b"e", reply.echo) + _jobs(reply.jobs) + b"}")
 
 
 class Packed(NamedTuple):
@@ -423,6 +435,21 @@ def parse_nonce(body: Mapping[str, Any], key: str) -> str | None:
     return v
 
 
+MAX_PAIR_JOBS = 4096  # jobs one pair round's frame names at most ("jobs", LANES_FEATURE)
+
+
+def parse_jobs(body: Mapping[str, Any]) -> list[str] | None:
+    """The jobs a pair round's frame names ("jobs"), None for a mesh round's; ValueError if
+    malformed or more than MAX_PAIR_JOBS."""
+    jobs = body.get("jobs")
+    if jobs is None:
+        return None
+    if not (isinstance(jobs, list) and len(jobs) <= MAX_PAIR_JOBS
+            and all(isinstance(j, str) for j in jobs)):
+        raise ValueError("bad jobs of a pair round")
+    return jobs
+
+
 def parse_blocks(obj: Any, max_blocks: int) -> Blocks:
     """Block digests by origin off the wire ("blk", "fix"); ValueError if malformed or if
     more than `max_blocks` in all."""
@@ -513,9 +540,9 @@ def parse_events(obj: Any, refused: Refused | None = None) -> list[Event]:
 
 
 __all__ = ["FLAG_MAC", "FRAME_SLACK_BYTES", "MAGIC", "MAX_MEMBER_ID_BYTES", "MAX_NONCE_CHARS",
-           "TAG_LEN", "Blocks", "Frame", "FrameError", "FrameWriter", "Kind", "Packed", "Refused",
-           "Reply", "check_info", "decode_frame", "digest_body", "dumps", "encode_event",
-           "encode_frame", "events_body", "frame_header", "heartbeat_body", "pack_events",
-           "pack_frames", "parse_blocks", "parse_digests", "parse_events", "parse_info",
-           "parse_member_id", "parse_member_ids", "parse_nonce", "parse_table",
-           "parse_table_hash", "parse_vv", "reply_body", "seal"]
+           "MAX_PAIR_JOBS", "TAG_LEN", "Blocks", "Frame", "FrameError", "FrameWriter", "Kind",
+           "Packed", "Refused", "Reply", "check_info", "decode_frame", "digest_body", "dumps",
+           "encode_event", "encode_frame", "events_body", "frame_header", "heartbeat_body",
+           "pack_events", "pack_frames", "parse_blocks", "parse_digests", "parse_events",
+           "parse_info", "parse_jobs", "parse_member_id", "parse_member_ids", "parse_nonce",
+           "parse_table", "parse_table_hash", "parse_vv", "reply_body", "seal"]
