@@ -17,18 +17,27 @@ fits; a handshake answers nothing unproven. A block exchange's "fix"
 must echo the nonce of our block digests ("bn"). With signed membership, a version vector is
 noted under a sender only from a frame proven to come from the address its signed alive (or
 heartbeat) gave. Frames without cookies from a member of the previous release (it announces
-features without FIXNONCE_FEATURE) are answered as that release did."""
+features without FIXNONCE_FEATURE) are answered as that release did.
+
+Pair rounds (LANES_FEATURE, docs/design/partial-replication.md section 4): beside the mesh
+round, which reads the mesh origins only, a round with a partner that shares live lanes jobs
+with us: the same kinds with "jobs", whose "h", "c", "vv", "cs", "blk" and "fix" cover those
+jobs' lanes only (`LaneSink`). A receiver answers only for the jobs both it and the frame's
+sender are members of, and only to the address membership holds for that sender (proven), so
+no lane leaves its job's members. Without a LaneSink (lanes off) no pair round is started and
+none is answered."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from peer.log import Event
+from peer.log.lanes import lane_of
 from peer.mesh.wire import (
     Blocks,
     Frame,
@@ -38,6 +47,7 @@ from peer.mesh.wire import (
     dumps,
     parse_blocks,
     parse_digests,
+    parse_jobs,
     parse_nonce,
     parse_vv,
 )
@@ -127,6 +137,65 @@ class ContentSink(Protocol):
         ...
 
 
+class LaneSink(Protocol):
+    """The lanes (LANES_FEATURE) a peer holds, read per scope: the lanes of the jobs given
+    (MeshState's scoped readers). Every method must not block."""
+
+    def lane_jobs(self) -> list[str]:
+        """The live (not ended) lanes jobs we are a member of: a pair round's, sorted."""
+        ...
+
+    def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
+        """The lanes jobs of `jobs` whose members are both we and `peer`, sorted."""
+        ...
+
+    def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
+        ...
+
+    def lane_events_after(self, vv: Mapping[str, int], limit: int,
+                          jobs: Collection[str]) -> list[Event]:
+        ...
+
+    def lane_content_sum(self, jobs: Collection[str]) -> str | None:
+        ...
+
+    def lane_content_digests(self, jobs: Collection[str]) -> Mapping[str, str]:
+        ...
+
+    def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
+        ...
+
+    def lane_events_in(self, origin: str, blocks: Iterable[int],
+                       jobs: Collection[str]) -> list[Event]:
+        ...
+
+
+class _Scoped:
+    """A LaneSink read as the EventSink and ContentSink of one pair round: `jobs`' lanes."""
+
+    def __init__(self, lanes: LaneSink, jobs: list[str]) -> None:
+        self._l = lanes
+        self.jobs = jobs
+
+    def heads(self) -> Mapping[str, int]:
+        return self._l.lane_heads(self.jobs)
+
+    def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
+        return self._l.lane_events_after(vv, limit, self.jobs)
+
+    def content_sum(self) -> str | None:
+        return self._l.lane_content_sum(self.jobs)
+
+    def content_digests(self) -> Mapping[str, str]:
+        return self._l.lane_content_digests(self.jobs)
+
+    def block_digests(self, origin: str) -> Mapping[int, str]:
+        return self._l.lane_block_digests(origin, self.jobs)
+
+    def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
+        return self._l.lane_events_in(origin, blocks, self.jobs)
+
+
 class Link(Protocol):
     """What anti-entropy needs of the gossip facade. Must not block."""
 
@@ -138,10 +207,10 @@ class Link(Protocol):
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
                     reply: Reply | None = None, fix: Blocks | None = None,
-                    fix_echo: str | None = None) -> None:
+                    fix_echo: str | None = None, jobs: Sequence[str] | None = None) -> None:
         """Send `events` in as many EVENTS frames as needed; with `reply`, the last frame is
-        a DIGEST_REPLY, with `fix` an EVENTS frame carrying it and `fix_echo` (sent even when
-        there are no events)."""
+        a DIGEST_REPLY, with `fix` an EVENTS frame carrying it, `fix_echo` and `jobs` (sent
+        even when there are no events)."""
         ...
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -186,8 +255,10 @@ class AntiEntropy:
     def __init__(self, sink: EventSink, link: Link, peers: PeerSample, *,
                  max_events_per_frame: int, heads_seen: HeadsSeen | None = None,
                  contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20,
-                 nonces: bool = False, signed: bool = False) -> None:
+                 nonces: bool = False, signed: bool = False,
+                 lanes: LaneSink | None = None) -> None:
         self._sink = sink
+        self._lanes = lanes  # None: lanes are off (no pair round started nor answered)
         self._link = link
         self._peers = peers
         self._limit = max_events_per_frame
@@ -303,7 +374,9 @@ class AntiEntropy:
         if self._trust(f) is not Trust.VERIFIED or what not in ("s", "d", "a", "c"):
             self.unverified += 1
             return
-        again = {"s": self.send_sum, "d": self.send_digest, "a": self.send_ack}.get(what)
+        resend: dict[str, Callable[[str], None]] = {
+            "s": self.send_sum, "d": self.send_digest, "a": self.send_ack}
+        again = resend.get(what)
         if again is not None:
             again(f.reply_to)
 
@@ -317,22 +390,51 @@ class AntiEntropy:
                 return
         self._seen(f.sender, vv)
 
+    # -- scopes: the mesh round's, a pair round's (LANES_FEATURE) ------------------------
+    def _scope(self, f: Frame, trust: Trust) -> list[str] | None:
+        """The jobs a pair round's frame covers here: those it names that both we and its
+        sender are members of, if it is proven to come from the address membership holds
+        for that sender ([]: none, lanes are off here, or unproven); None for a mesh round's
+        frame. ValueError if its "jobs" is malformed."""
+        jobs = parse_jobs(f.body)
+        if jobs is None:
+            return None
+        if self._lanes is None or trust is not Trust.VERIFIED:
+            return []
+        at = self._peers.peer_at(f.reply_to)
+        if at is None or at.id != f.sender:
+            return []
+        return self._lanes.shared(jobs, f.sender)
+
+    def _reader(self, jobs: list[str] | None) -> tuple[EventSink | _Scoped, ContentSink | None]:
+        """What a round reads: the mesh origins (`jobs` None), else the lanes of `jobs`."""
+        if jobs is None:
+            return self._sink, self._contents
+        assert self._lanes is not None
+        scoped = _Scoped(self._lanes, jobs)
+        return scoped, scoped
+
     # -- rounds --------------------------------------------------------------------------
-    def send_sum(self, addr: str) -> None:
+    def send_sum(self, addr: str, jobs: list[str] | None = None) -> None:
         """DIGEST_SUM to `addr` (a SWIM member): only a hash of our vector and one of our
         contents, which cost the same whatever the mesh's size; the full DIGEST follows only
-        when they differ."""
-        body: dict[str, Any] = {"h": heads_sum(self._sink.heads())}
-        c = None if self._contents is None else self._contents.content_sum()
+        when they differ. With `jobs` (shared with `addr`, LANES_FEATURE): a pair round's,
+        of those jobs' lanes."""
+        sink, contents = self._reader(jobs)
+        body: dict[str, Any] = {"h": heads_sum(sink.heads())}
+        c = None if contents is None else contents.content_sum()
         if c is not None:
             body["c"] = c
         body.update(self._keys(addr))
+        if jobs is not None:
+            body["jobs"] = jobs
         self._link.send(addr, Kind.DIGEST_SUM, dumps(body))
 
     def on_digest_sum(self, f: Frame) -> None:
         """Equal vectors and contents: nothing to do (the sender holds what we hold); else
         our DIGEST. A sum without contents (the previous release) compares the heads only.
-        A DIGEST_SUM without "h" is a handshake (`_on_handshake`)."""
+        A DIGEST_SUM without "h" is a handshake (`_on_handshake`). A pair round's is compared
+        over the jobs both are members of (all it names, else it differs)."""
         if self._nonces and "h" not in f.body:
             self._on_handshake(f)
             return
@@ -340,24 +442,35 @@ class AntiEntropy:
         if not isinstance(h, str) or not isinstance(c, str | None):
             raise ValueError("bad digest sum")
         trust = self._trust(f)
-        mine = self._sink.heads()
-        differ = h != heads_sum(mine)
+        jobs = self._scope(f, trust)
+        if jobs is not None and not jobs:
+            if trust is Trust.NONE:
+                self._unproven(f, "c")
+            return
+        sink, contents = self._reader(jobs)
+        mine = sink.heads()
+        differ = h != heads_sum(mine) or jobs != f.body.get("jobs")
         if not differ:
-            self._note(f, dict(mine), trust)
-            ours = None if c is None or self._contents is None else self._contents.content_sum()
+            if jobs is None:
+                self._note(f, dict(mine), trust)
+            ours = None if c is None or contents is None else contents.content_sum()
             differ = ours is not None and ours != c
         if trust is Trust.NONE:
             self._unproven(f, "s" if differ else "c")
         elif differ and f.reply_to:
-            self.send_digest(f.reply_to, echo=f.body.get("n"))
+            self.send_digest(f.reply_to, echo=f.body.get("n"), jobs=jobs)
 
-    def send_digest(self, addr: str, echo: str | None = None) -> None:
+    def send_digest(self, addr: str, echo: str | None = None,
+                    jobs: list[str] | None = None) -> None:
         """DIGEST to `addr`: our version vector, a sample of live peers and, when we keep
-        them, our content digests per origin."""
-        sample = self._peers.sample(addr)
-        cs = None if self._contents is None else self._contents.content_digests()
-        self._link.send(addr, Kind.DIGEST, digest_body(self._sink.heads(), sample, cs,
-                                                       nonces=self._keys(addr, echo)))
+        them, our content digests per origin; with `jobs` (a pair round's), those of the
+        jobs' lanes and no sample."""
+        sink, contents = self._reader(jobs)
+        sample = self._peers.sample(addr) if jobs is None else []
+        cs = None if contents is None else contents.content_digests()
+        self._link.send(addr, Kind.DIGEST, digest_body(sink.heads(), sample, cs,
+                                                       nonces=self._keys(addr, echo),
+                                                       jobs=jobs))
 
     def send_ack(self, addr: str) -> None:
         """An acknowledgement to `addr`: a DIGEST of our vector alone, marked "ack" (no sample,
@@ -371,30 +484,40 @@ class AntiEntropy:
         block digests of the origins whose heads are equal and contents are not. An
         acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
         rounds repair it. An unproven digest gets a handshake at most: no event is read or
-        encoded for an address that proved nothing (its sender, proven, asks again)."""
+        encoded for an address that proved nothing (its sender, proven, asks again). A pair
+        round's is answered over the jobs both are members of, and its vector not noted."""
         theirs = parse_vv(f.body["vv"])
         trust = self._trust(f)
-        self._note(f, theirs, trust)
-        if f.body.get("ack") is True:
+        jobs = self._scope(f, trust)
+        if jobs is None:
+            self._note(f, theirs, trust)
+            if f.body.get("ack") is True:
+                if trust is Trust.NONE:
+                    self._unproven(f, "a")
+                return
+            self._peers.learn_addrs(f.body.get("peers", []))
+        elif not jobs:
             if trust is Trust.NONE:
-                self._unproven(f, "a")
+                self._unproven(f, "c")
             return
-        self._peers.learn_addrs(f.body.get("peers", []))
-        mine = self._sink.heads()
+        else:  # (their vector may name lanes of jobs we do not share: not ours to compare)
+            theirs = {o: q for o, q in theirs.items() if _lane_in(o, jobs)}
+        sink, contents = self._reader(jobs)
+        mine = sink.heads()
         ahead = any(seq > mine.get(o, 0) for o, seq in theirs.items())
         if trust is Trust.NONE:  # (F7: no events read nor encoded for it)
             behind = any(seq > theirs.get(o, 0) for o, seq in mine.items())
             self._unproven(f, "d" if ahead or behind else "c")
             return
-        missing = self._sink.events_after(theirs, self._limit)
+        missing = sink.events_after(theirs, self._limit)
         keys = self._keys(f.reply_to, f.body.get("n")) if f.reply_to else {}
         vv, more = dict(mine) if ahead else None, len(missing) >= self._limit
         cs = f.body.get("cs")
-        blocks = None if cs is None else self._differing(theirs, mine, cs)
+        blocks = None if cs is None else self._differing(theirs, mine, cs, contents)
         nonce = secrets.token_hex(COOKIE_BYTES) if blocks and self._nonces else None
         if missing or ahead or blocks:
             self._link.send_events([f.reply_to], missing, reply=Reply(
-                vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce))
+                vv, more, blocks or None, keys.get("n"), keys.get("e"), nonce, jobs))
         if blocks and f.reply_to:
             awaited = self._fixes_awaited
             asks = awaited.pop(f.reply_to, [])
@@ -413,24 +536,24 @@ class AntiEntropy:
         return next(iter(awaited))
 
     def _differing(self, theirs: Mapping[str, int], mine: Mapping[str, int],
-                   cs: Any) -> Blocks:
-        """Our block digests of each origin at equal heads whose contents differ from the
-        sender's `cs` (bounded: the rest waits for a later round). An origin only one side
-        gives a digest of is not compared: a digest is left out while its events are not
-        all on disk (`ContentSink.content_digests`), which on a busy peer is most of the
-        time, and its blocks (up to BLOCK_SEQS events each, sent both ways) would only
-        repeat what the pushes carry; a later round compares it, as a DIGEST_SUM without
+                   cs: Any, contents: ContentSink | None) -> Blocks:
+        """Our block digests (of `contents`) of each origin at equal heads whose contents
+        differ from the sender's `cs` (bounded: the rest waits for a later round). An origin
+        only one side gives a digest of is not compared: a digest is left out while its
+        events are not all on disk (`ContentSink.content_digests`), which on a busy peer is
+        most of the time, and its blocks (up to BLOCK_SEQS events each, sent both ways) would
+        only repeat what the pushes carry; a later round compares it, as a DIGEST_SUM without
         a content sum does."""
-        if self._contents is None:
+        if contents is None:
             return {}
         their_cs = parse_digests(cs)
-        ours = self._contents.content_digests()
+        ours = contents.content_digests()
         out: Blocks = {}
         n = 0
         for o in sorted(set(their_cs) & set(ours)):
             if theirs.get(o, 0) != mine.get(o, 0) or their_cs[o] == ours[o]:
                 continue
-            rows = sorted(self._contents.block_digests(o).items())
+            rows = sorted(contents.block_digests(o).items())
             if n + len(rows) > self._max_blocks:
                 break
             out[o] = rows
@@ -440,44 +563,50 @@ class AntiEntropy:
     def on_digest_reply(self, f: Frame) -> None:
         """Merge the events; push what the replier lacks; pull again while it says `more`
         and we keep learning something new; exchange the blocks whose contents differ. An
-        unproven reply (none of ours asked for it) is merged and not answered."""
+        unproven reply (none of ours asked for it) is merged and not answered. A pair round's
+        is answered over the jobs both are members of."""
         new = self._link.receive_events(f.body)
         vv = f.body.get("vv")
         theirs = None if vv is None else parse_vv(vv)
         blk = f.body.get("blk")
         blocks = None if blk is None else parse_blocks(blk, self._max_blocks)
         bn = parse_nonce(f.body, "bn")
-        if self._trust(f) is Trust.NONE:
+        trust = self._trust(f)
+        if trust is Trust.NONE:
             self.unverified += 1
             return
+        jobs = self._scope(f, trust)
+        if jobs is not None and not jobs:
+            return
+        sink, contents = self._reader(jobs)
         if theirs is not None:
-            self._link.send_events([f.reply_to], self._sink.events_after(theirs, self._limit))
+            self._link.send_events([f.reply_to], sink.events_after(theirs, self._limit))
         if f.body.get("more") and new:
-            self.send_digest(f.reply_to, echo=f.body.get("n"))
-        if blocks is not None and self._contents is not None and f.reply_to:
-            self._send_fix(f.reply_to, blocks, bn)
+            self.send_digest(f.reply_to, echo=f.body.get("n"), jobs=jobs)
+        if blocks is not None and contents is not None and f.reply_to:
+            self._send_fix(f.reply_to, blocks, bn, contents, jobs)
 
-    def _send_fix(self, addr: str, theirs: Blocks, echo: str | None) -> None:
+    def _send_fix(self, addr: str, theirs: Blocks, echo: str | None, contents: ContentSink,
+                  jobs: list[str] | None) -> None:
         """Our events of the blocks whose digests differ from the replier's (a bounded part:
         the rest in later rounds), and our digests of them ("fix", echoing the nonce of its
         block digests): it keeps what wins and sends back its own events of each block that
         still differs."""
-        assert self._contents is not None
         fix: Blocks = {}
         events: list[Event] = []
         n = 0
         for o, rows in theirs.items():
             their = dict(rows)
-            mine = self._contents.block_digests(o)
+            mine = contents.block_digests(o)
             for b in sorted(b for b in set(their) | set(mine) if their.get(b) != mine.get(b)):
                 if n >= FIX_BLOCKS or len(events) >= FIX_EVENTS:
                     break
                 fix.setdefault(o, []).append((b, mine.get(b, "")))
-                events += self._contents.events_in(o, [b])
+                events += contents.events_in(o, [b])
                 n += 1
         if fix:
             self._link.send_events([addr], events, fix=fix,
-                                   fix_echo=echo if self._nonces else None)
+                                   fix_echo=echo if self._nonces else None, jobs=jobs)
 
     def on_fix(self, f: Frame) -> None:
         """An EVENTS frame with "fix" (its events are merged already): send back our events
@@ -485,7 +614,8 @@ class AntiEntropy:
         fix itself (`_send_fix`). Only the answer to our block digests ("blk") sent to its
         reply-to address is answered, once per sending, and (fixnonce-v1) only if it echoes
         that sending's nonce ("fn"; a member of the previous release sends none): a fix
-        nobody asked for, aimed by a forged reply-to at anyone, gets nothing."""
+        nobody asked for, aimed by a forged reply-to at anyone, gets nothing. A pair round's
+        is answered over the jobs both are members of."""
         fix = parse_blocks(f.body["fix"], FIX_BLOCKS)
         fn = parse_nonce(f.body, "fn") if self._nonces else None
         if self._contents is None or not f.reply_to:
@@ -502,17 +632,28 @@ class AntiEntropy:
             return
         if not asks:
             del self._fixes_awaited[f.reply_to]
+        jobs = self._scope(f, Trust.VERIFIED if fn is not None else Trust.NONE)
+        if jobs is not None and not jobs:
+            return
+        _, contents = self._reader(jobs)
+        assert contents is not None
         back: list[Event] = []
         for o, rows in fix.items():
-            mine = self._contents.block_digests(o)
+            mine = contents.block_digests(o)
             for b, d in rows:
                 if len(back) >= FIX_EVENTS:
                     break
                 if mine.get(b, "") != d:
-                    back += self._contents.events_in(o, [b])
+                    back += contents.events_in(o, [b])
         if back:
             self._link.send_events([f.reply_to], back)
 
 
-__all__ = ["FIXNONCE_FEATURE", "AntiEntropy", "ContentSink", "EventSink", "HeadsSeen", "Link",
-           "PeerAt", "PeerSample", "Trust", "heads_sum"]
+def _lane_in(origin: str, jobs: Collection[str]) -> bool:
+    """Is `origin` a lane of one of `jobs`?"""
+    lane = lane_of(origin)
+    return lane is not None and lane[1] in jobs
+
+
+__all__ = ["FIXNONCE_FEATURE", "AntiEntropy", "ContentSink", "EventSink", "HeadsSeen", "LaneSink",
+           "Link", "PeerAt", "PeerSample", "Trust", "heads_sum"]

@@ -70,10 +70,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError
-from peer.log import Event
+from peer.log import LANES_FEATURE, Event
+from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
-from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, PeerAt
+from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, LaneSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
 from peer.mesh.swim import MAX_START_INC, IncarnationStore, Msg, Swim, SwimConfig
@@ -286,7 +287,8 @@ class Gossip:
                  rng: random.Random | None = None, *,
                  local_info: Callable[[], Mapping[str, Any]] | None = None,
                  auth: MeshAuth | None = None,
-                 incarnations: IncarnationStore | None = None) -> None:
+                 incarnations: IncarnationStore | None = None,
+                 lanes: LaneSink | None = None) -> None:
         if not 0 < len(peer_id.encode()) <= 255:
             raise ValueError("peer_id must be 1..255 bytes")
         self.cfg = cfg
@@ -299,6 +301,9 @@ class Gossip:
         self._local_info = local_info or dict
         self._secret = cfg.secret
         self.auth = auth  # None: events and heartbeats are neither signed nor checked
+        # The lanes we hold (LANES_FEATURE): lane events are pushed to their job's members
+        # only and pair rounds run beside the mesh round; None: lanes are off
+        self._lanes = lanes
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
@@ -308,7 +313,8 @@ class Gossip:
                                heads_seen=self.view.note_heads,
                                contents=sink if isinstance(sink, ContentSink) else None,
                                max_frame_bytes=cfg.max_frame_bytes,
-                               nonces=cfg.anti_entropy_nonces, signed=auth is not None)
+                               nonces=cfg.anti_entropy_nonces, signed=auth is not None,
+                               lanes=lanes)
         self.swim: Swim | None = None
         self._incarnations = incarnations
         if cfg.swim is not None:
@@ -456,9 +462,55 @@ class Gossip:
             self.swim.revoke(peer_id, self._clock())
 
     def broadcast(self, events: Sequence[Event]) -> None:
-        """Push new local events now to live peers (all, or `fanout` random ones)."""
-        if events:
+        """Push new local events now to live peers (all, or `fanout` random ones); with lanes,
+        a lane event only to the live members of its job (`_push_lanes`)."""
+        if not events:
+            return
+        if self._lanes is None:
             self._push(list(events), self.cfg.push_hops, exclude=None)
+        else:
+            self._push_lanes(list(events))
+
+    def _push_lanes(self, events: list[Event]) -> None:
+        """Mesh events to live peers as `_push`, each lane event to the live peers that are
+        members of its job (and announce LANES_FEATURE) directly (ttl 0). A member that the
+        mesh events go to directly too gets both in one run of frames."""
+        jobs = [_job_of(e) for e in events]
+        lane_jobs = {j for j in jobs if j is not None}
+        mesh = [e for e, j in zip(events, jobs, strict=True) if j is None]
+        if not lane_jobs:
+            self._push(mesh, self.cfg.push_hops, exclude=None)
+            return
+        members = self._lane_partners(lane_jobs)  # address -> the jobs of these it shares
+        targets, ttl = self._push_targets(exclude=None)
+        if ttl and mesh:
+            self.send_events(targets, mesh, ttl=ttl)
+        direct = set(targets) if not ttl else set()
+        sends: dict[tuple[bool, frozenset[str]], list[str]] = {}
+        for addr in sorted(direct | members.keys()):
+            key = (addr in direct, frozenset(members.get(addr, ())))
+            sends.setdefault(key, []).append(addr)
+        for (with_mesh, shared), addrs in sends.items():
+            out = [e for e, j in zip(events, jobs, strict=True)
+                   if (with_mesh if j is None else j in shared)]
+            if out:
+                self.send_events(addrs, out, ttl=0)
+
+    def _lane_partners(self, jobs: Iterable[str]) -> dict[str, list[str]]:
+        """Address -> the jobs of `jobs` we share with the live peer there, of the peers that
+        announce LANES_FEATURE and share one at least (lanes on)."""
+        assert self._lanes is not None
+        jobs = list(jobs)
+        out: dict[str, list[str]] = {}
+        for peer, info in self.view.live_peers().items():
+            addr, feats = info.get("gossip"), info.get("features")
+            if not (isinstance(addr, str) and isinstance(feats, list)
+                    and LANES_FEATURE in feats):
+                continue
+            shared = self._lanes.shared(jobs, peer)
+            if shared:
+                out[addr] = shared
+        return out
 
     def live_peers(self) -> dict[str, dict[str, Any]]:
         """peer_id -> last report plus "gossip" address and "status" (alive/suspect)."""
@@ -490,6 +542,7 @@ class Gossip:
         if (nxt := next_soft(now, self._next_ae, self.cfg.anti_entropy_s)) is not None:
             self._next_ae = nxt + self._rng.uniform(-j, j)
             self.anti_entropy()
+            self.pair_round()
         if self.swim is not None:
             self.swim.tick(now)
             if (nxt := next_soft(now, self._next_renew, self.cfg.renew_s)) is not None:
@@ -550,6 +603,17 @@ class Gossip:
         else:
             self._ae.send_digest(addr)
 
+    def pair_round(self) -> None:
+        """One pair round (LANES_FEATURE) now, with a random live peer sharing live lanes jobs
+        with us: a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared)."""
+        if self._lanes is None:
+            return
+        jobs = self._lanes.lane_jobs()
+        partners = self._lane_partners(jobs) if jobs else {}
+        if partners:
+            addr = self._rng.choice(sorted(partners))
+            self._ae.send_sum(addr, jobs=partners[addr])
+
     def _pick_partner(self) -> str | None:
         """A random live peer's address, else a random known address, else None."""
         if self.swim is None:
@@ -602,11 +666,12 @@ class Gossip:
 
     def send_events(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int = 0,
                     reply: Reply | None = None, fix: Blocks | None = None,
-                    fix_echo: str | None = None) -> None:
+                    fix_echo: str | None = None, jobs: Sequence[str] | None = None) -> None:
         """`events` in EVENTS frames to each of `addrs`; with `reply`, the last frame is a
         DIGEST_REPLY carrying it; with `fix`, the last EVENTS frame carries it (and
-        `fix_echo`)."""
-        frames = self._event_frames(events, ttl=ttl, reply=reply, fix=fix, fix_echo=fix_echo)
+        `fix_echo`, and a pair round's `jobs`)."""
+        frames = self._event_frames(events, ttl=ttl, reply=reply, fix=fix, fix_echo=fix_echo,
+                                    jobs=jobs)
         for addr in addrs:
             for frame, n in frames:
                 self._stats.events_out += n
@@ -665,7 +730,7 @@ class Gossip:
 
     def _event_frames(self, events: Sequence[Event], *, ttl: int, reply: Reply | None,
                       fix: Blocks | None = None, fix_echo: str | None = None,
-                      ) -> list[tuple[bytes, int]]:
+                      jobs: Sequence[str] | None = None) -> list[tuple[bytes, int]]:
         """(frame, event count) for each frame `send_events` sends."""
         batches, too_large = pack_frames(events, self.cfg.max_frame_bytes,
                                          self.cfg.max_events_per_frame)
@@ -684,20 +749,26 @@ class Gossip:
                 frame = self._frame(Kind.DIGEST_REPLY, reply_body(batch, reply, signed))
             else:
                 frame = self._frame(Kind.EVENTS, events_body(
-                    batch, ttl, signed, fix if last else None, fix_echo))
+                    batch, ttl, signed, fix if last else None, fix_echo, jobs))
             if frame is not None:
                 out.append((frame, len(batch)))
         return out
 
     def _push(self, events: list[Event], hops: int, exclude: str | None) -> None:
+        targets, ttl = self._push_targets(exclude, hops)
+        self.send_events(targets, events, ttl=ttl)
+
+    def _push_targets(self, exclude: str | None, hops: int | None = None,
+                      ) -> tuple[list[str], int]:
+        """The addresses a push of mesh events goes to and its ttl: every live peer (but
+        `exclude`) directly (ttl 0) up to `fanout` of them, else `fanout` random ones with
+        `hops` (default push_hops) to forward."""
         live = self.view.live_addrs()
         targets = sorted(live - {exclude} if exclude else live)
         if len(targets) > self.cfg.fanout:
-            targets = self._rng.sample(targets, self.cfg.fanout)
-            ttl = hops
-        else:
-            ttl = 0  # everybody gets it directly: nobody needs to forward
-        self.send_events(targets, events, ttl=ttl)
+            return (self._rng.sample(targets, self.cfg.fanout),
+                    self.cfg.push_hops if hops is None else hops)
+        return targets, 0  # everybody gets it directly: nobody needs to forward
 
     # -- receiving ---------------------------------------------------------------------
     def _on_frame(self, data: bytes) -> None:
@@ -797,8 +868,16 @@ class Gossip:
         if "fix" in f.body:  # a content exchange (antientropy.py): send back what differs
             self._ae.on_fix(f)
         ttl = min(ttl, self.cfg.push_hops)  # a sender cannot make the rumour live longer
-        if new and ttl > 0:
-            self._push(new, ttl - 1, exclude=f.reply_to)
+        if new and ttl > 0:  # (a lane event is never relayed: its members got it directly)
+            new = [e for e in new if _job_of(e) is None]
+            if new:
+                self._push(new, ttl - 1, exclude=f.reply_to)
+
+
+def _job_of(e: Event) -> str | None:
+    """The job of a lane event, None for a mesh event."""
+    lane = lane_of(e.origin) if "/" in e.origin else None
+    return None if lane is None else lane[1]
 
 
 __all__ = ["MAGIC", "MAX_START_COUNT", "EventSink", "Frame", "FrameError", "Gossip",

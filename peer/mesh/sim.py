@@ -7,13 +7,14 @@ sockets, no sleeps: time moves only when `FakeClock.advance` is called.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from peer.log import Event, EventType, MeshState
-from peer.log.clock import FakeClock
+from peer.log import LANES_FEATURE, Event, EventType, MeshState
+from peer.log.clock import HLC, FakeClock
 from peer.log.contents import wins
+from peer.log.door import Door, DoorConfig
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -31,15 +32,55 @@ from peer.mesh.transport import MemoryNetwork
 
 class MemorySink:
     """An EventSink and ContentSink over peer.log.MeshState, serving its heads and events as a
-    node does; two contents for one (origin, seq) settle by the conflict rule."""
+    node does; two contents for one (origin, seq) settle by the conflict rule. With `lanes`
+    (LANES_FEATURE) also a LaneSink, and received events pass the door (peer.log.door) with
+    its `member_of` read from the state: a lane event of a job we are no member of is
+    refused (counted in `door.refused`); without, every event is folded as it comes."""
 
-    def __init__(self, peer_id: str = "", auth: MeshAuth | None = None) -> None:
+    def __init__(self, peer_id: str = "", auth: MeshAuth | None = None, *,
+                 lanes: bool = False) -> None:
         self.peer_id = peer_id
         self.auth = auth  # set: local events are signed (one batch each)
         self.state = MeshState()
         self._hlc = 0
         self.refusals: list[tuple[Any, str]] = []
         self.replaced = 0  # contents replaced by the conflict rule
+        # (the door's checks read no store: it only admits here)
+        self.door = Door(DoorConfig(), HLC(), cast(Any, None), member_of=self._member_of
+                         ) if lanes else None
+
+    def _member_of(self, job: str) -> bool:
+        return self.peer_id in self.state.members_of.get(job, ())
+
+    # -- LaneSink (lanes on) --
+    def lane_jobs(self) -> list[str]:
+        st = self.state
+        return sorted(j for j, m in st.members_of.items()
+                      if self.peer_id in m and j not in st.ended)
+
+    def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
+        of = self.state.members_of
+        return sorted({j for j in jobs if self.peer_id in of.get(j, ()) and peer in of[j]})
+
+    def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
+        return self.state.lane_heads(jobs)
+
+    def lane_events_after(self, vv: Mapping[str, int], limit: int,
+                          jobs: Collection[str]) -> list[Event]:
+        return self.state.events_after(vv, limit, jobs)
+
+    def lane_content_sum(self, jobs: Collection[str]) -> str | None:
+        return self.state.content_sum(jobs)
+
+    def lane_content_digests(self, jobs: Collection[str]) -> Mapping[str, str]:
+        return self.state.content_digests(jobs)
+
+    def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
+        return self.state.block_digests(origin, jobs)
+
+    def lane_events_in(self, origin: str, blocks: Iterable[int],
+                       jobs: Collection[str]) -> list[Event]:
+        return self.state.events_in(origin, blocks, jobs)
 
     def refused(self, origin: Any, reason: str) -> None:
         self.refusals.append((origin, reason))
@@ -68,6 +109,8 @@ class MemorySink:
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
         new = []
+        if self.door is not None:
+            events = self.door.admit(events)
         for e in events:
             held = self.state.events.get(e.id)
             if held is None:
@@ -123,18 +166,22 @@ class SimPeer:
 class Cluster:
     """n peers on one MemoryNetwork sharing a FakeClock; each knows every address. With
     `signed`, each peer has an identity (its id is the one its key certifies), signs its
-    events and heartbeats and checks everyone else's (admitted by `cfg.secret` if set)."""
+    events and heartbeats and checks everyone else's (admitted by `cfg.secret` if set). With
+    `lanes`, each peer announces LANES_FEATURE and holds lanes (MemorySink's `lanes`); peer
+    ids are then 16 hex digits (a lane's peer is one)."""
 
     def __init__(self, n: int, cfg: GossipConfig | None = None, *, net: MemoryNetwork | None = None,
-                 seed: int = 0, connect: bool = True, signed: bool = False) -> None:
+                 seed: int = 0, connect: bool = True, signed: bool = False,
+                 lanes: bool = False) -> None:
         self.signed = signed
+        self.lanes = lanes
         self.cfg = cfg or GossipConfig.local()
         self.net = net or MemoryNetwork(seed=seed)
         self.clock = FakeClock()
         self.rng = random.Random(seed)
         self.peers: list[SimPeer] = []
         for i in range(n):
-            self.add(f"p{i:04d}")
+            self.add(f"{i + 1:016x}" if lanes else f"p{i:04d}")
         if connect:
             for p in self.peers:
                 for q in self.peers:
@@ -142,10 +189,13 @@ class Cluster:
 
     def add(self, peer_id: str, cfg: GossipConfig | None = None, *,
             incarnations: IncarnationStore | None = None, identity: Identity | None = None,
-            incarnation: int = 1, addr: str | None = None) -> SimPeer:
+            incarnation: int = 1, addr: str | None = None,
+            lanes: bool | None = None) -> SimPeer:
         """A new peer (signed: with `identity`, or a new one; `incarnation`: its start counter,
-        as a node keeps it), at `addr` or the network's next address."""
+        as a node keeps it), at `addr` or the network's next address; holding lanes as the
+        cluster's peers unless `lanes` says otherwise."""
         cfg = cfg or self.cfg
+        lanes = self.lanes if lanes is None else lanes
         auth = None
         if self.signed:
             me = identity or Identity.generate()
@@ -154,12 +204,15 @@ class Cluster:
             auth = MeshAuth(me, MemberKeys(secrets), incarnation=incarnation,
                             admit=admit_tag(cfg.secret, peer_id, me.key) if cfg.secret else None)
             auth.keyring.keys[peer_id] = me.key
-        sink, members = MemorySink(peer_id, auth), RecordingMembers()
-        info = {"free_slots": 1, "features": [FIXNONCE_FEATURE] if cfg.anti_entropy_nonces
-                else []}  # (this release's feature, or the previous release's features)
+        sink, members = MemorySink(peer_id, auth, lanes=lanes), RecordingMembers()
+        # (this release's features, or the previous release's)
+        feats = ([FIXNONCE_FEATURE] if cfg.anti_entropy_nonces else []) + (
+            [LANES_FEATURE] if lanes else [])
+        info = {"free_slots": 1, "features": feats}
         g = Gossip(cfg, self.net.transport(addr), sink, members, peer_id,
                    clock=self.clock, rng=random.Random(self.rng.random()),
-                   local_info=lambda: dict(info), auth=auth, incarnations=incarnations)
+                   local_info=lambda: dict(info), auth=auth, incarnations=incarnations,
+                   lanes=sink if lanes else None)
         g.bind()
         p = SimPeer(g, sink, members)
         self.peers.append(p)

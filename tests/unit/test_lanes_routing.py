@@ -1,0 +1,252 @@
+"""Partial replication, step 5: routing and pair rounds (docs/design/partial-replication.md,
+section 4 "Anti-entropy, two scopes" and "Pushes and relays"). On the in-memory transport with
+loss, duplicates and reordering, lanes enabled explicitly (MemorySink's door with `member_of`
+read from the state; Gossip's `lanes`): a lane event reaches only its job's members, in every
+frame (pushes, relays, pair rounds); members converge on their jobs' lanes and every peer on
+the mesh streams; two contents of a lane seq settle among the members; a peer that does not
+announce `lanes-v1` is never sent a lane event nor a frame with "jobs"."""
+
+from __future__ import annotations
+
+from collections import Counter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.log import Event, EventType
+from peer.log.lanes import lane, lane_of
+from peer.log.signing import held_hash
+from peer.mesh.gossip import GossipConfig
+from peer.mesh.sim import Cluster, SimPeer, seed_swim
+from peer.mesh.transport import MemoryNetwork
+from peer.mesh.wire import FrameWriter, Kind, decode_frame
+
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+J1, J2 = "j" + "0" * 11 + "1", "j" + "0" * 11 + "2"
+WORKFLOW = {"name": "w", "tasks": [{"name": f"t{i}", "call": "c", "params": {}, "depends": []}
+                                   for i in range(4)]}
+OLD = f"{9:016x}"  # the peer that does not announce lanes-v1
+
+
+class Wiretap:
+    """Every frame delivered to each peer, decoded: per peer, the lane events of each frame
+    (by job) and whether the frame named "jobs"."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.lanes: dict[str, list[Counter[str]]] = {}
+        self.jobs_keys: Counter[str] = Counter()
+        self.frames: Counter[str] = Counter()
+        for p in c.peers:
+            self._tap(c, p)
+
+    def _tap(self, c: Cluster, p: SimPeer) -> None:
+        t = c.net._nodes[p.addr]
+        handler = t.handler
+        assert handler is not None
+        me = p.gossip.peer_id
+
+        def seen(frame: bytes) -> None:
+            f = decode_frame(frame, None, c.cfg.mesh_id, c.cfg.max_frame_bytes)
+            self.frames[me] += 1
+            if "jobs" in f.body:
+                self.jobs_keys[me] += 1
+            if f.kind in (Kind.EVENTS, Kind.DIGEST_REPLY):
+                jobs = Counter(got[1] for e in f.body["events"]
+                               if (got := lane_of(e["origin"])) is not None)
+                self.lanes.setdefault(me, []).append(jobs)
+            handler(frame)
+
+        t.handler = seen
+
+    def lane_events_to(self, peer: str, job: str) -> int:
+        return sum(per_frame[job] for per_frame in self.lanes.get(peer, []))
+
+
+def mesh(c: Cluster, *, loss: float) -> None:
+    c.net.loss = loss
+    c.net.duplicate = loss / 2
+    c.net.reorder = True
+
+
+def cluster(seed: int, n: int = 4, *, old: bool = False) -> Cluster:
+    """`n` peers holding lanes (ids 1..n in 16 hex digits), and with `old` one more (OLD)
+    that does not announce lanes-v1; all alive to each other."""
+    c = Cluster(n, GossipConfig.local(max_events_per_frame=8), seed=seed, connect=False,
+                lanes=True, net=MemoryNetwork(seed=seed))
+    if old:
+        c.add(OLD, lanes=False)
+    seed_swim(c)
+    return c
+
+
+def submit(p: SimPeer, job: str, members: list[str]) -> Event:
+    ev = p.sink.emit({"job": job, "workflow": WORKFLOW, "members": members},
+                     EventType.JOB_SUBMITTED)
+    p.gossip.broadcast([ev])
+    return ev
+
+
+def lane_done(p: SimPeer, job: str, seq: int, output: str = CID) -> Event:
+    """A TASK_DONE in `p`'s lane of `job`, made by hand (Node's emit of lanes is step 4)."""
+    return Event(lane(p.gossip.peer_id, job), seq, 1000 + seq, EventType.TASK_DONE,
+                 {"job": job, "task": f"t{seq % 4}", "output": output, "cached": False,
+                  "key": f"k{seq}"})
+
+
+def emit_lane(p: SimPeer, events: list[Event]) -> None:
+    assert p.sink.merge(events) == events  # (the door lets our own lanes in)
+    p.gossip.broadcast(events)
+
+
+def steps(c: Cluster, n: int) -> None:
+    for _ in range(n):
+        c.step(c.cfg.anti_entropy_s / 2)
+
+
+def lane_ids(p: SimPeer, job: str) -> set[tuple[str, int]]:
+    return {i for i in p.sink.state.events if (got := lane_of(i[0])) and got[1] == job}
+
+
+def mesh_ids(p: SimPeer) -> set[tuple[str, int]]:
+    return {i for i in p.sink.state.events if lane_of(i[0]) is None}
+
+
+def run(seed: int, loss: float, n_lane: int, *, old: bool = False,
+        ) -> tuple[Cluster, Wiretap, list[SimPeer]]:
+    """Members of J1: peers 1 and 2 (and OLD, which cannot hold lanes); of J2: 2 and 3;
+    peer 4 is a member of neither. Each member emits `n_lane` lane events per job over
+    time, and some mesh events, while frames are lost, duplicated and reordered."""
+    c = cluster(seed, old=old)
+    tap = Wiretap(c)
+    a, b, d, e = c.peers[:4]
+    ids = [p.gossip.peer_id for p in c.peers]
+    submit(a, J1, [ids[0], ids[1]] + ([OLD] if old else []))
+    submit(b, J2, [ids[1], ids[2]])
+    steps(c, 6)  # (the submissions reach everyone: a lane event comes after its job)
+    mesh(c, loss=loss)
+    for q in range(1, n_lane + 1):
+        emit_lane(a, [lane_done(a, J1, q)])
+        emit_lane(b, [lane_done(b, J1, q), lane_done(b, J2, q)])
+        emit_lane(d, [lane_done(d, J2, q)])
+        for p in (a, e):  # mesh events too, in the same flush as a lane event for a
+            p.gossip.broadcast([p.sink.emit()])
+        steps(c, 1)
+    c.net.loss = c.net.duplicate = 0.0
+    steps(c, 60)
+    return c, tap, [a, b, d, e]
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), loss=st.sampled_from([0.0, 0.2, 0.4]),
+       n_lane=st.integers(1, 12))
+def test_lanes_reach_their_members_only_and_members_converge(seed: int, loss: float,
+                                                             n_lane: int) -> None:
+    c, tap, (a, b, d, e) = run(seed, loss, n_lane)
+    members = {J1: {a.addr, b.addr}, J2: {b.addr, d.addr}}
+    for job, ms in members.items():
+        for p in c.peers:
+            if p.addr in ms:
+                assert len(lane_ids(p, job)) == 2 * n_lane  # every member's lane, whole
+            else:
+                assert not lane_ids(p, job)
+                assert tap.lane_events_to(p.gossip.peer_id, job) == 0  # in no frame
+    assert all(p.sink.door is not None and not p.sink.door.refused.total for p in c.peers)
+    first = mesh_ids(a)
+    assert len(first) == 2 + 2 * n_lane
+    assert all(mesh_ids(p) == first for p in c.peers)
+    assert all(p.sink.heads() == a.sink.heads() for p in c.peers)  # lanes are no mesh head
+    assert all(p.sink.content_sum() == a.sink.content_sum() for p in c.peers)
+
+
+def test_a_relay_never_forwards_a_lane_event_and_a_frame_carries_both() -> None:
+    """A partial push (more live peers than `fanout`) relays mesh events by hops; a lane
+    event goes to its members directly (ttl 0) in the frame that carries the mesh events to
+    them, and nobody relays it, even when a frame asks for it (ttl > 0)."""
+    c = Cluster(6, GossipConfig.local(fanout=2), seed=3, connect=False, lanes=True)
+    seed_swim(c)
+    tap = Wiretap(c)
+    a, b = c.peers[:2]
+    submit(a, J1, [a.gossip.peer_id, b.gossip.peer_id])
+    c.net.pump()
+    steps(c, 6)
+    assert all(p.sink.state.members_of.get(J1) for p in c.peers)
+    sent = c.net.sent
+    ev, own = lane_done(a, J1, 1), a.sink.emit()
+    a.sink.merge([ev])
+    a.gossip.broadcast([own, ev])
+    c.net.pump()
+    assert lane_ids(b, {J1}.pop()) == {ev.id}
+    assert all(not lane_ids(p, J1) and tap.lane_events_to(p.gossip.peer_id, J1) == 0
+               for p in c.peers[2:])
+    assert c.net.sent - sent >= 2  # (the mesh event went by a partial push)
+    # a frame that asks for a relay of a lane event (ttl 2) from member b: not forwarded
+    ev2 = lane_done(b, J1, 1)
+    b.sink.merge([ev2])
+    b.gossip.send_events([a.addr], [ev2], ttl=2)
+    before = tap.lane_events_to(a.gossip.peer_id, J1)
+    c.net.pump()
+    assert tap.lane_events_to(a.gossip.peer_id, J1) == before + 1
+    assert all(tap.lane_events_to(p.gossip.peer_id, J1) == 0 for p in c.peers[2:])
+
+
+def test_a_peer_without_lanes_v1_is_never_sent_jobs_nor_a_lane_event() -> None:
+    """OLD is named a member of J1 but does not announce lanes-v1: pushes and pair rounds
+    leave it out; its mesh rounds run as before and it converges on the mesh streams."""
+    c, tap, (a, b, _d, _e) = run(seed=5, loss=0.2, n_lane=6, old=True)
+    old = c.peers[-1]
+    assert old.gossip.peer_id == OLD
+    assert tap.frames[OLD] > 0 and tap.jobs_keys[OLD] == 0
+    assert all(not per_frame for per_frame in tap.lanes.get(OLD, []))
+    assert not lane_ids(old, J1) and not lane_ids(old, J2)
+    assert mesh_ids(old) == mesh_ids(a)
+    assert len(lane_ids(a, J1)) == len(lane_ids(b, J1)) == 12
+    assert sum(tap.jobs_keys.values()) > 0  # (the members ran pair rounds)
+
+
+def test_two_contents_of_a_lane_seq_settle_among_the_members() -> None:
+    """Members a and b hold two contents of a's lane seq 3 (and equal heads): the pair
+    round's block exchange ("blk", "fix", with "jobs") leaves the winner on both; the
+    non-members hold neither."""
+    c = cluster(seed=7)
+    tap = Wiretap(c)
+    a, b = c.peers[:2]
+    submit(a, J1, [a.gossip.peer_id, b.gossip.peer_id])
+    steps(c, 6)
+    evs = [lane_done(a, J1, q) for q in range(1, 5)]
+    other = Event(evs[2].origin, 3, evs[2].hlc, EventType.TASK_DONE,
+                  {**evs[2].payload, "output": CID.replace("q", "a")})
+    a.sink.merge(evs)
+    b.sink.merge(evs[:2] + [other] + evs[3:])
+    assert held_hash(a.sink.state.events[evs[2].id]) != held_hash(
+        b.sink.state.events[evs[2].id])
+    mesh(c, loss=0.2)
+    steps(c, 40)
+    c.net.loss = c.net.duplicate = 0.0
+    steps(c, 20)
+    ha, hb = (held_hash(p.sink.state.events[evs[2].id]) for p in (a, b))
+    assert ha == hb and a.sink.replaced + b.sink.replaced == 1
+    assert a.sink.state.content_sum([J1]) == b.sink.state.content_sum([J1])
+    assert all(tap.lane_events_to(p.gossip.peer_id, J1) == 0 for p in c.peers[2:])
+
+
+def test_a_non_member_asking_for_a_job_gets_nothing() -> None:
+    """A pair DIGEST naming J1 from a peer that is no member of it (all the lanes asked for,
+    a zero vector) is answered with no lane event; nor is one sent with a forged sender."""
+    c = cluster(seed=11)
+    tap = Wiretap(c)
+    a, b, d = c.peers[:3]
+    submit(a, J1, [a.gossip.peer_id, b.gossip.peer_id])
+    steps(c, 6)
+    emit_lane(a, [lane_done(a, J1, q) for q in range(1, 4)])
+    c.net.pump()
+    for _ in range(3):  # (the first frames exchange cookies)
+        d.gossip._ae.send_digest(a.addr, jobs=[J1])
+        d.gossip._ae.send_sum(a.addr, jobs=[J1])
+        c.net.pump()
+    assert tap.lane_events_to(d.gossip.peer_id, J1) == 0 and not lane_ids(d, J1)
+    # a forged sender: d's frames claiming to be b's (b is a member), from d's address
+    d.gossip._writer = FrameWriter(c.cfg.mesh_id, b.gossip.peer_id, d.addr, None)
+    for _ in range(3):
+        d.gossip._ae.send_digest(a.addr, jobs=[J1])
+        d.gossip._ae.send_sum(a.addr, jobs=[J1])
+        c.net.pump()
+    assert tap.lane_events_to(d.gossip.peer_id, J1) == 0 and not lane_ids(d, J1)
