@@ -37,6 +37,7 @@ class Wiretap:
         self.jobs_keys: Counter[str] = Counter()
         self.frames: Counter[str] = Counter()
         self.mixed: Counter[str] = Counter()  # frames carrying lane and mesh events both
+        self.pair_sums: Counter[str] = Counter()  # pair rounds started, by sender
         for p in c.peers:
             self._tap(c, p)
 
@@ -51,6 +52,8 @@ class Wiretap:
             self.frames[me] += 1
             if "jobs" in f.body:
                 self.jobs_keys[me] += 1
+                if f.kind is Kind.DIGEST_SUM and "h" in f.body:
+                    self.pair_sums[f.sender] += 1
             if f.kind in (Kind.EVENTS, Kind.DIGEST_REPLY):
                 jobs = Counter(got[1] for e in f.body["events"]
                                if (got := lane_of(e["origin"])) is not None)
@@ -255,6 +258,25 @@ def test_two_contents_of_a_lane_seq_settle_among_the_members(seed: int, seq: int
     assert ha == hb and a.sink.replaced + b.sink.replaced == 1
     assert a.sink.state.content_sum([J1]) == b.sink.state.content_sum([J1])
     assert all(tap.lane_events_to(p.gossip.peer_id, J1) == 0 for p in c.peers[2:])
+
+
+def test_one_pair_round_per_period_whatever_the_jobs_shared() -> None:
+    """Peers 1 and 2 share 30 live jobs: each starts at most one pair round per anti-entropy
+    period (one DIGEST_SUM naming them all), not one per job; members of no job, none."""
+    c = cluster(seed=13)
+    tap = Wiretap(c)
+    a, b = c.peers[:2]
+    jobs = [f"j{k:012x}" for k in range(1, 31)]
+    for j in jobs:
+        submit(a, j, [a.gossip.peer_id, b.gossip.peer_id])
+    steps(c, 4)
+    before = dict(tap.pair_sums)
+    periods = 20
+    steps(c, 2 * periods)
+    for p in (a, b):
+        started = tap.pair_sums[p.gossip.peer_id] - before.get(p.gossip.peer_id, 0)
+        assert 0 < started <= periods + 1
+    assert all(tap.pair_sums[p.gossip.peer_id] == 0 for p in c.peers[2:])
 
 
 def test_a_non_member_asking_for_a_job_gets_nothing() -> None:
