@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from peer.log import Event, EventType
 from peer.log.lanes import lane, lane_of
-from peer.log.signing import held_hash
+from peer.log.signing import held_hash, sign_events
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer, seed_swim
 from peer.mesh.transport import MemoryNetwork
@@ -301,3 +301,34 @@ def test_a_non_member_asking_for_a_job_gets_nothing() -> None:
         d.gossip._ae.send_sum(a.addr, jobs=[J1])
         c.net.pump()
     assert tap.lane_events_to(d.gossip.peer_id, J1) == 0 and not lane_ids(d, J1)
+
+
+def test_signed_lanes_travel_to_members_and_a_lane_signed_by_another_is_refused() -> None:
+    """Signed peers: lane events signed by the lane's peer (`bs` set) reach the members and
+    no one else; a member's push of a lane of another peer, signed by itself (an
+    attestation), is refused by the receiver (`lane_signer`) and held nowhere but its own."""
+    c = Cluster(4, GossipConfig.local(max_events_per_frame=8), seed=17, connect=False,
+                lanes=True, signed=True)
+    seed_swim(c)
+    tap = Wiretap(c)
+    a, b = c.peers[:2]
+    submit(a, J1, [a.gossip.peer_id, b.gossip.peer_id])
+    steps(c, 6)
+    evs = [lane_done(a, J1, q) for q in range(1, 4)]
+    assert a.gossip.auth is not None and b.gossip.auth is not None
+    sign_events(a.gossip.auth.identity, a.gossip.peer_id, evs, a.gossip.auth.admit)
+    emit_lane(a, evs)
+    mesh(c, loss=0.2)
+    steps(c, 20)
+    c.net.loss = c.net.duplicate = 0.0
+    steps(c, 10)
+    assert lane_ids(b, J1) == {e.id for e in evs}
+    assert all(not lane_ids(p, J1) and tap.lane_events_to(p.gossip.peer_id, J1) == 0
+               for p in c.peers[2:])
+    forged = lane_done(a, J1, 4)  # a's lane, signed by b
+    sign_events(b.gossip.auth.identity, b.gossip.peer_id, [forged], b.gossip.auth.admit)
+    b.sink.merge([forged])
+    b.gossip.broadcast([forged])
+    steps(c, 10)
+    assert forged.id not in a.sink.state.events
+    assert a.gossip.auth.keyring.refused.total.get("lane_signer", 0) >= 1
