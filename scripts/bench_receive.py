@@ -353,6 +353,7 @@ async def _merge_non_member(node: Node, wire: list[bytes]) -> float:
     spent ending jobs (within the merge's)."""
     node._loop = asyncio.get_running_loop()  # (received events are not fsynced in line)
     node._sync_received = lambda *_a, **_k: 0  # type: ignore[method-assign]
+    node.state.lanes_on = True  # (JOB_ENDEDs folded: partial replication on)
     ending = 0.0
     for w in wire:
         new = node.merge([Event.from_json(d) for d in json.loads(w)])
