@@ -41,7 +41,7 @@ class MemorySink:
                  lanes: bool = False) -> None:
         self.peer_id = peer_id
         self.auth = auth  # set: local events are signed (one batch each)
-        self.state = MeshState()
+        self.state = MeshState(lanes_on=lanes)
         self._hlc = 0
         self.refusals: list[tuple[Any, str]] = []
         self.replaced = 0  # contents replaced by the conflict rule
