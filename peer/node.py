@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -80,7 +80,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
-from peer.log.lanes import lane_of
+from peer.log.lanes import LANE_PARTS, lane, lane_of, owned_by
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -153,6 +153,15 @@ CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for its last turns 
 CLOSE_SYNC_S = 5.0  # and this long for the log's fsyncs under way (their acknowledgements)
 QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
+# Runs of one origin of ours written by the last flushes remembered (`_write_epoch_of`): a
+# flush writes one per origin (our stream, each lane of ours its turn touched)
+FLUSHES_KEPT = 256
+
+
+def _in_scope(origin: str, scope: Collection[str] | None) -> bool:
+    """Is `origin` a mesh origin (no `scope`), or a lane of a job in `scope`?"""
+    lane = lane_of(origin)
+    return lane is None if scope is None else lane is not None and lane[1] in scope
 
 
 def _sync_error(e: Exception) -> BanzaiError:
@@ -198,9 +207,15 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
 
 
 class Node:
-    """One peer: state, store, executor, scheduler; the API and mesh attach to it."""
+    """One peer: state, store, executor, scheduler; the API and mesh attach to it.
 
-    def __init__(self, cfg: PeerConfig) -> None:
+    `lanes` (off by default, and until LANES_FEATURE is announced: design
+    docs/design/partial-replication.md, section 8) holds the lanes of the lanes jobs we are a
+    member of: the door takes their events, and our task events of such a job go to our lane
+    of it (`emit`). Off, every lane event is refused (`lanes_off`) and every event of ours
+    is of our own stream, as before lanes."""
+
+    def __init__(self, cfg: PeerConfig, *, lanes: bool = False) -> None:
         self._born = time.perf_counter()  # catch-up stages are also reported from here
         self.cfg = cfg
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -240,7 +255,8 @@ class Node:
         self.workflows = Workflows()
         self.door = Door(door_cfg, self.hlc, self.log, checks={
             EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
-                ev.body_as(JobSubmitted).workflow)})
+                ev.body_as(JobSubmitted).workflow)},
+            member_of=self._holds_lanes if lanes else None)
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
         # What leaves memory is served from the log, from the replay on (jobless events a
@@ -311,14 +327,16 @@ class Node:
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
-        self.turn = TurnBuilder(self.peer_id, self.state, self.hlc.now)  # this turn's parts
+        self.turn = TurnBuilder(self.state, self.hlc.now)  # this turn's parts, per origin
         self._flush_due = False
         self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
-        self._durable_seq = self.state.heads.get(self.peer_id, 0)  # ours on disk up to here
-        # The last flushes' last seq and the log's write_epoch when each began (what an
-        # fsync proving one of them passes as `since`); the last seq of one forgotten.
-        self._flushes: deque[tuple[int, int]] = deque(maxlen=64)
-        self._flushes_floor = self._durable_seq
+        # Our own origins (our stream, our lanes: peer.log.lanes) -> on disk up to here
+        self._durable: dict[str, int] = {o: seq for o, seq in self.state.heads.items()
+                                         if owned_by(o, self.peer_id)}
+        # The last flushes' runs of one origin of ours, (origin, first seq, last seq, the
+        # log's write_epoch when the flush began): what an fsync proving one of them passes
+        # as `since`.
+        self._flushes: deque[tuple[str, int, int, int]] = deque(maxlen=FLUSHES_KEPT)
         # Received events of acknowledged kinds written but not yet on disk: origin -> their
         # lowest seq (our heads stop below it). Those being fsynced (in a thread), by the
         # sync that covers them, with the origins of their submissions (acknowledged then);
@@ -501,23 +519,39 @@ class Node:
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
         of this loop turn (at once when no loop runs). While every live member folds them,
-        the turn's events about tasks and chunks are parts of one TURN event."""
+        the turn's events about tasks and chunks are parts of one TURN event per origin
+        (ours, and our lane of each lanes job they are about: `_origin_of`)."""
         if "inline" in payload or typ == EventType.JOB_DELETED:
             self._fsync_due = True
+        origin = self._origin_of(typ, payload)
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
-            ev, closed = self.turn.add(typ, payload)
+            ev, closed = self.turn.add(origin, typ, payload)
             if closed is not None:
                 self._unflushed.append(closed)
             self._flush_soon()
         else:
             self._close_turn()
-            ev = Event(self.peer_id, self.state.heads.get(self.peer_id, 0) + 1,
-                       self.hlc.now(), typ, payload)
+            ev = Event(origin, self.state.heads.get(origin, 0) + 1, self.hlc.now(), typ,
+                       payload)
             self.state.apply(ev)
             self._unflushed.append(ev)
             self._flush_soon()
         self._tell(ev)
         return ev
+
+    def _holds_lanes(self, job: str) -> bool:
+        """Is `job` a lanes job (its JOB_SUBMITTED has `members`) we are a member of? (The
+        door's `member_of`, with `lanes` on.)"""
+        return job in self.state.members_of and self.state.member_of(job, self.peer_id)
+
+    def _origin_of(self, typ: EventType, payload: dict[str, Any]) -> str:
+        """The origin an event of ours goes to: with `lanes` on, a task event of a lanes job
+        we are a member of goes to our lane of that job; any other to our own stream."""
+        if self.door.member_of is not None and typ in LANE_PARTS:
+            job = payload.get("job")
+            if type(job) is str and self.door.member_of(job):
+                return lane(self.peer_id, job)
+        return self.peer_id
 
     def _flush_soon(self) -> None:
         """Flush at the end of this loop turn (at once when no loop runs)."""
@@ -550,10 +584,10 @@ class Node:
         return bool(self.scheduler.outcomes_pending or self.scheduler.backlog)
 
     def _close_turn(self) -> None:
-        """End the open turn: its event joins the queue (our next event takes the next seq)."""
-        ev = self.turn.close()
-        if ev is not None:
-            self._unflushed.append(ev)
+        """End the open turns: their events join the queue (our next event of each origin
+        takes the next seq)."""
+        if self.turn.open:
+            self._unflushed.extend(self.turn.close())
 
     def _tell(self, ev: Event) -> None:
         """Tell the listeners of a folded event: of each part of a TURN, and of the TASK_DONE
@@ -623,11 +657,13 @@ class Node:
             self._write_failed(e)
             return
         del self._unflushed[:len(events)]
-        self._durable_seq = events[-1].seq
         epoch = self.log.write_epoch
-        if len(self._flushes) == self._flushes.maxlen:
-            self._flushes_floor = self._flushes[0][0]
-        self._flushes.append((events[-1].seq, epoch))
+        runs: dict[str, list[int]] = {}  # origin -> [first, last] seq of it written now
+        for ev in events:  # (in seq order per origin)
+            runs.setdefault(ev.origin, [ev.seq, ev.seq])[1] = ev.seq
+        for origin, (first, last) in runs.items():
+            self._durable[origin] = last
+            self._flushes.append((origin, first, last, epoch))
         if self.write_error is not None:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
@@ -709,7 +745,7 @@ class Node:
         """Flush; raise the write's error (StorageFull when the disk is full) unless our
         event `ev` is written to the log."""
         self.flush()
-        if ev.seq > self._durable_seq:
+        if ev.seq > self._durable.get(ev.origin, 0):
             raise self.write_error or StoreError("the event log is closed")
 
     async def durable(self, ev: Event) -> None:
@@ -734,9 +770,9 @@ class Node:
     def _write_epoch_of(self, ev: Event) -> int:
         """The log's `write_epoch` of the flush that wrote our event `ev` (0, the most
         cautious, for one older than the flushes remembered)."""
-        for last, epoch in self._flushes:
-            if ev.seq <= last:
-                return epoch if ev.seq > self._flushes_floor else 0
+        for origin, first, last, epoch in self._flushes:
+            if origin == ev.origin and first <= ev.seq <= last:
+                return epoch
         return 0
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
@@ -1010,42 +1046,54 @@ class Node:
         return n
 
     # -- EventSink and MemberSink for gossip -----------------------------------------------
-    def heads(self) -> Mapping[str, int]:
-        """Our heads as others may see them: of the mesh origins (a lane's are its members'
-        to exchange: MeshState.mesh_heads), our own events only as far as they are on disk."""
+    def heads(self, scope: Collection[str] | None = None) -> Mapping[str, int]:
+        """Our heads as others may see them: of the mesh origins (no `scope`: a lane's are
+        its members' to exchange, MeshState.mesh_heads), or of the lanes of the jobs in
+        `scope`; our own events only as far as they are on disk."""
         self.flush()
+        held = self.state.mesh_heads if scope is None else self.state.lane_heads(scope)
         if not self._unflushed and not self._unsynced:
-            return self.state.mesh_heads
-        heads = dict(self.state.mesh_heads)
-        if self._unflushed:
-            heads[self.peer_id] = self._durable_seq
+            return held
+        heads = dict(held)
+        for origin, top in self._unwritten().items():  # ours not yet written
+            if _in_scope(origin, scope):
+                heads[origin] = top
         for origin, low in self._unsynced.items():  # held, not yet on disk
-            if lane_of(origin) is None:  # (a lane's head is not a mesh origin's)
+            if _in_scope(origin, scope):
                 heads[origin] = min(heads.get(origin, 0), low - 1)
         return heads
 
-    def events_after(self, vv: Mapping[str, int], limit: int) -> list[Event]:
+    def _unwritten(self) -> dict[str, int]:
+        """Our origins with events not yet written (a write failed) -> the last seq written."""
+        return {e.origin: self._durable.get(e.origin, 0) for e in self._unflushed}
+
+    def events_after(self, vv: Mapping[str, int], limit: int,
+                     scope: Collection[str] | None = None) -> list[Event]:
+        """The events `vv` lacks (MeshState.events_after: of the mesh origins, or of the
+        lanes of the jobs in `scope`), as far as we serve them (`servable`)."""
         self.flush()
-        return self.servable(self.state.events_after(vv, limit))
+        return self.servable(self.state.events_after(vv, limit, scope))
 
     def refused(self, origin: Any, reason: str) -> None:
         """A malformed event left out of a frame: counted per origin at the door."""
         self.door.refuse(origin, reason)
 
     # -- the ContentSink of anti-entropy (what heads do not say: peer.log.contents) --------
-    def content_sum(self) -> str | None:
-        """A digest of every content held as far as our heads go: None while some of our
-        own events are not on disk (their contents are not served yet)."""
+    def content_sum(self, scope: Collection[str] | None = None) -> str | None:
+        """A digest of every content held as far as our heads go (of the mesh origins, or
+        of the lanes of the jobs in `scope`): None while some events of those origins are
+        not on disk (their contents are not served yet)."""
         self.flush()
-        return None if self._unflushed or self._unsynced else self.state.content_sum()
+        if any(_in_scope(o, scope) for o in (*self._unwritten(), *self._unsynced)):
+            return None
+        return self.state.content_sum(scope)
 
-    def content_digests(self) -> Mapping[str, str]:
-        """Origin -> digest of its held contents (not our own while some are unwritten)."""
+    def content_digests(self, scope: Collection[str] | None = None) -> Mapping[str, str]:
+        """Origin -> digest of its held contents (of the mesh origins, or of the lanes of
+        the jobs in `scope`), not of an origin while some of its events are not on disk."""
         self.flush()
-        out = self.state.content_digests()
-        if self._unflushed:
-            out.pop(self.peer_id, None)
-        for origin in self._unsynced:
+        out = self.state.content_digests(scope)
+        for origin in (*self._unwritten(), *self._unsynced):
             out.pop(origin, None)
         return out
 
@@ -1063,14 +1111,14 @@ class Node:
         return [e for e in out if e.seq <= upto.get(e.origin, e.seq)] if upto else out
 
     def servable_upto(self) -> dict[str, int]:
-        """Per origin, the highest seq we may serve (an origin not here: all): ours only once
-        written and proven on disk, nothing every peer refuses (a revoked member's events
-        past its last held)."""
-        upto: dict[str, int] = {}
-        low = self._unsynced.get(self.peer_id)
-        if self._unflushed or low is not None:  # ours not yet written, or proven, are not served
-            top = self._durable_seq if self._unflushed else self.state.heads.get(self.peer_id, 0)
-            upto[self.peer_id] = top if low is None else min(top, low - 1)
+        """Per origin, the highest seq we may serve (an origin not here: all): ours (our
+        stream, our lanes) only once written and proven on disk, nothing every peer refuses
+        (a revoked member's events past its last held)."""
+        upto = self._unwritten()  # ours not yet written, or proven, are not served
+        for origin, low in self._unsynced.items():
+            if owned_by(origin, self.peer_id):
+                top = upto.get(origin, self.state.heads.get(origin, 0))
+                upto[origin] = min(top, low - 1)
         for origin in self.state.revoked:  # what every peer refuses is not served
             a = self._revoked_after(origin)
             if a is not None:

@@ -290,7 +290,7 @@ class JobMesh:
         state = MeshState()
         peer = SimPeer(pid, state, store, data, runner, self._scheduler(pid, state, store, data,
                                                                         runner))
-        peer.turn = TurnBuilder(pid, state, lambda: self._tick(peer))
+        peer.turn = TurnBuilder(state, lambda: self._tick(peer))
         self.peers[pid] = peer
 
     def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
@@ -365,7 +365,7 @@ class JobMesh:
         if self.batch and p.turn.holds(typ):
             if not p.turn.open:
                 p.opened = self.clock()
-            ev, closed = p.turn.add(typ, payload)
+            ev, closed = p.turn.add(pid, typ, payload)
             if closed is not None:
                 self._send(pid, closed)
         else:
@@ -393,8 +393,7 @@ class JobMesh:
         if (held and p.turn is not None and p.turn.open and self.clock() - p.opened < self.hold_s
                 and (p.sched.backlog or p.sched.outcomes_pending)):
             return
-        ev = p.turn.close() if p.turn is not None else None
-        if ev is not None:
+        for ev in p.turn.close() if p.turn is not None else ():
             self._send(p.peer_id, ev)
 
     def close_turns(self) -> None:

@@ -19,7 +19,7 @@ from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
 from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
 from peer.log.fold import MeshState
-from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, shown_origin
+from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
 
 log = logging.getLogger("banzai.log")
 
@@ -60,7 +60,7 @@ class LogStore(Protocol):
     def quarantine(self, bad: Sequence[tuple[tuple[str, int], str]]) -> None: ...
     def quarantined(self) -> int: ...
     def quarantine_health(self) -> Mapping[str, int]: ...
-    def quarantined_max_seq(self, origin: str, below: int) -> int: ...
+    def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]: ...
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
     def floors(self, own: str = "") -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
@@ -298,7 +298,7 @@ class Door:
         bad: list[tuple[tuple[str, int], str]] = []
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
-            if reason is None and ev.origin == own_origin and ev.seq > MAX_OWN_SEQ:
+            if reason is None and ev.seq > MAX_OWN_SEQ and owned_by(ev.origin, own_origin):
                 reason = f"a seq of this peer past {MAX_OWN_SEQ}: no room to go on"
             if reason is None:
                 ok.append(ev)
@@ -310,8 +310,10 @@ class Door:
         n = len(self.fold(state, ok))
         for origin, seq in self.store.floors(own_origin).items():  # (ours within MAX_OWN_SEQ)
             state.raise_floor(origin, seq)
-        # Never reuse a seq of our own that sits in the quarantine (peers may hold it).
-        state.raise_floor(own_origin, self.store.quarantined_max_seq(own_origin, MAX_OWN_SEQ))
+        # Never reuse a seq of our own (our stream's, a lane's of ours) that sits in the
+        # quarantine (peers may hold it).
+        for origin, seq in self.store.quarantined_max_seqs(own_origin, MAX_OWN_SEQ).items():
+            state.raise_floor(origin, seq)
         return n
 
     def health(self) -> dict[str, Any]:

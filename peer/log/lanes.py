@@ -41,6 +41,15 @@ def is_lane(origin: object) -> bool:
     return lane_of(origin) is not None
 
 
+def owned_by(origin: object, peer: str) -> bool:
+    """Is `origin` one of `peer`'s own origins: its stream, or a lane of its (what it alone
+    emits and signs: its seqs are never reused, never past MAX_OWN_SEQ)?"""
+    if origin == peer:
+        return True
+    lane = lane_of(origin)
+    return lane is not None and lane[0] == peer
+
+
 def shown_origin(origin: object) -> str:
     """An origin as a log line names it: a lane whole (its peer and its job), any other
     text its first 16 characters (a peer id of 0.1.0; this release's differ by then)."""

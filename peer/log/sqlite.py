@@ -27,7 +27,7 @@ from typing import Any, Literal
 from peer.errors import DataError, StorageFull, StoreError, disk_full
 from peer.jsontext import compact
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
-from peer.log.lanes import shown_origin
+from peer.log.lanes import SEPARATOR, owned_by, shown_origin
 from peer.log.signing import Batch
 from peer.log.vacuum import (
     Converted,
@@ -143,17 +143,19 @@ def seq_rows(path: Path, table: str, rows: Iterable[tuple[Any, Any]], own: str =
              ) -> dict[str, int]:
     """origin -> seq of `table`'s (origin, seq) rows (floors) read back from the file at
     `path`; DataError naming the file at a row that is not (an id, a seq). The row of `own`
-    (this peer's id) past MAX_OWN_SEQ is left out with a warning naming it, as an own seq
-    read back anywhere (peer.log.door): no room to go on."""
+    of `own` (this peer's id) or of one of its lanes (peer.log.lanes) past MAX_OWN_SEQ is left
+    out with a warning naming it, as an own seq read back anywhere (peer.log.door): no room
+    to go on."""
     out: dict[str, int] = {}
     for o, q in rows:
         if not (type(o) is str and 0 < len(o) <= MAX_ID_CHARS and type(q) is int
                 and 0 <= q <= MAX_CLOCK):
             raise DataError(f"{path}: a row of {table} holds ({o!r:.40}, {q!r:.40}), not "
                             "(origin, seq): the file is damaged or was edited")
-        if o == own and q > MAX_OWN_SEQ:
+        if q > MAX_OWN_SEQ and own and owned_by(o, own):
             log.warning("%s: the %s row of this peer (%s) holds %d, past %d: left out (the "
-                        "file is damaged or was edited)", path, table, o[:16], q, MAX_OWN_SEQ)
+                        "file is damaged or was edited)", path, table, shown_origin(o), q,
+                        MAX_OWN_SEQ)
             continue
         out[o] = q
     return out
@@ -449,14 +451,15 @@ class EventLog:
         while the quarantine holds more than its bounds, in one transaction (rolled back
         whole if anything fails: the counts are read again then). Nothing the peer needs
         goes with them: a row is not replayed, and a row of our own id keeps its seq from
-        reuse as a floor (persisted, as `quarantined_max_seq` would have given at the next
-        start)."""
+        reuse as a floor, as one of its lanes' (persisted, as `quarantined_max_seqs` would
+        have given at the next start)."""
         cfg = self.quarantine_cfg
         self._db.execute("BEGIN")
         try:
             added, added_bytes = change()
             rows, size = self._q_rows + added, self._q_bytes + added_bytes
-            held, last, mine = rows, None, 0
+            held, last = rows, None
+            mine: dict[str, int] = {}  # our own origin -> the highest seq let go
             me = self._db.execute("SELECT v FROM meta WHERE k = 'peer_id'").fetchone()
             if rows > cfg.max_rows or size > cfg.max_bytes:
                 cur = self._db.execute(
@@ -465,13 +468,14 @@ class EventLog:
                     if rows <= cfg.max_rows and size <= cfg.max_bytes:
                         break
                     rows, size, last = rows - 1, size - int(n), rowid
-                    if me is not None and origin == me[0] and type(seq) is int and seq > mine:
-                        mine = seq
+                    if (me is not None and type(seq) is int and owned_by(origin, me[0])
+                            and seq > mine.get(origin, 0)):
+                        mine[origin] = seq
                 cur.close()
             if last is not None:
                 self._db.execute("DELETE FROM quarantine WHERE rowid <= ?", (last,))
-                if mine:
-                    self.set_floor(me[0], mine)
+                for origin, seq in mine.items():
+                    self.set_floor(origin, seq)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -496,17 +500,22 @@ class EventLog:
                 "dropped": self.quarantine_dropped, "max_rows": cfg.max_rows,
                 "max_bytes": cfg.max_bytes}
 
-    def quarantined_max_seq(self, origin: str, below: int) -> int:
-        """The highest seq of `origin` in the quarantine up to `below` (0 if none); a row
-        above is left out, with a warning naming it (damaged or edited: no room to go on)."""
-        for rowid, seq in self._db.execute(
-                "SELECT rowid, seq FROM quarantine WHERE origin = ? AND typeof(seq) = "
-                "'integer' AND seq > ?", (origin, below)):
-            log.warning("%s: quarantine row %d holds the seq %d of %s, past %d: left out",
-                        self.path, rowid, seq, origin[:16], below)
-        row = self._db.execute("SELECT max(seq) FROM quarantine WHERE origin = ? AND "
-                               "typeof(seq) = 'integer' AND seq <= ?", (origin, below)).fetchone()
-        return int(row[0] or 0)
+    def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]:
+        """The highest seq in the quarantine up to `below` of each of `own`'s origins (its
+        stream and its lanes, peer.log.lanes) held there; a row above is left out, with a
+        warning naming it (damaged or edited: no room to go on)."""
+        out: dict[str, int] = {}
+        for rowid, origin, seq in self._db.execute(  # (a peer id is hex: no LIKE wildcard)
+                "SELECT rowid, origin, seq FROM quarantine WHERE (origin = ? OR origin LIKE ?) "
+                "AND typeof(seq) = 'integer'", (own, own + SEPARATOR + "%")):
+            if not owned_by(origin, own):
+                continue
+            if seq > below:
+                log.warning("%s: quarantine row %d holds the seq %d of %s, past %d: left out",
+                            self.path, rowid, seq, shown_origin(origin), below)
+            elif seq > out.get(origin, 0):
+                out[origin] = seq
+        return out
 
     def delete(self, ids: Iterable[tuple[str, int]],
                floors: Mapping[str, int] | None = None,

@@ -1,7 +1,9 @@
-"""One peer's events of one loop turn made into one TURN event (fewer events per task: one
-row, one hash, one frame entry, one fold record for a turn's claims, outcomes, splits and
-finished tasks). Each part is folded at once, as a single event would be; the turn is
-recorded as held, and leaves the process, only once closed. Loop-owned, not thread-safe."""
+"""One peer's events of one loop turn made into one TURN event per origin it touches (fewer
+events per task: one row, one hash, one frame entry, one fold record for a turn's claims,
+outcomes, splits and finished tasks): the peer's own stream, and each lane of a lanes job
+(peer.log.lanes: a loop turn touching three lanes jobs makes three TURNs). Each part is
+folded at once, as a single event would be; a turn is recorded as held, and leaves the
+process, only once closed. Loop-owned, not thread-safe."""
 
 from __future__ import annotations
 
@@ -14,47 +16,63 @@ from peer.log.fold import MeshState
 MAX_TURN_WEIGHT = 4096  # parts + item results in one turn (bounds its bytes); then a new one
 
 
-class TurnBuilder:
-    """The open turn of `origin`: `add` folds a part, `close` returns the turn's event."""
+class _Open:
+    """The parts of one origin's open turn and their weight."""
 
-    def __init__(self, origin: str, state: MeshState, now: Callable[[], int]) -> None:
-        self.origin = origin
+    __slots__ = ("parts", "weight")
+
+    def __init__(self) -> None:
+        self.parts: list[Event] = []
+        self.weight = 0
+
+
+class TurnBuilder:
+    """The open turns, one per origin: `add` folds a part, `close` returns the turns' events."""
+
+    def __init__(self, state: MeshState, now: Callable[[], int]) -> None:
         self.state = state
         self.now = now  # the HLC: every part of a turn has the turn's
-        self._parts: list[Event] = []
-        self._weight = 0
+        self._open: dict[str, _Open] = {}  # origin -> its open turn, in the order opened
 
     @property
     def open(self) -> bool:
-        return bool(self._parts)
+        return bool(self._open)
 
     @staticmethod
     def holds(typ: EventType) -> bool:
         """True if an event of `typ` may be a part of a turn."""
         return typ in TURN_PARTS
 
-    def add(self, typ: EventType, payload: dict[str, Any]) -> tuple[Event, Event | None]:
-        """Fold a part of the open turn (opening one: its seq is the origin's next); returns
-        the part, and the turn closed first if this part would make it too large."""
+    def add(self, origin: str, typ: EventType, payload: dict[str, Any],
+            ) -> tuple[Event, Event | None]:
+        """Fold a part of `origin`'s open turn (opening one: its seq is the origin's next);
+        returns the part, and that turn closed first if this part would make it too large."""
         w = 1 + len(payload.get("cache") or ())  # item results dominate a turn's bytes
-        closed = self.close() if self._parts and self._weight + w > MAX_TURN_WEIGHT else None
-        if self._parts:
-            first = self._parts[0]
-            seq, hlc = first.seq, first.hlc
+        turn = self._open.get(origin)
+        closed = None
+        if turn is not None and turn.weight + w > MAX_TURN_WEIGHT:
+            closed = self._close(origin, turn)
+            turn = None
+        if turn is None:
+            seq, hlc = self.state.heads.get(origin, 0) + 1, self.now()
         else:
-            seq, hlc = self.state.heads.get(self.origin, 0) + 1, self.now()
-        ev = Event(self.origin, seq, hlc, typ, payload)  # validated here, once
+            first = turn.parts[0]
+            seq, hlc = first.seq, first.hlc
+        ev = Event(origin, seq, hlc, typ, payload)  # validated here, once
         self.state.fold_only(ev)
-        self._parts.append(ev)
-        self._weight += w
+        if turn is None:  # (opened once its first part is folded)
+            turn = self._open[origin] = _Open()
+        turn.parts.append(ev)
+        turn.weight += w
         return ev, closed
 
-    def close(self) -> Event | None:
-        """The open turn as one event (a lone part as itself), recorded as held; None if no
-        turn is open."""
-        if not self._parts:
-            return None
-        ev = turn_event(self._parts)
-        self._parts, self._weight = [], 0
+    def close(self) -> list[Event]:
+        """The open turns as one event each (a lone part as itself), in the order opened,
+        recorded as held; none if no turn is open."""
+        return [self._close(origin, turn) for origin, turn in list(self._open.items())]
+
+    def _close(self, origin: str, turn: _Open) -> Event:
+        del self._open[origin]
+        ev = turn_event(turn.parts)
         self.state.record(ev)
         return ev

@@ -14,7 +14,7 @@ import pytest
 
 from peer.log import HLC, Door, DoorConfig, Event, EventType, MeshState
 from peer.log.door import MemberOf
-from peer.log.lanes import lane
+from peer.log.lanes import lane, owned_by
 
 P, Q = "0123456789abcdef0123", "fedcba9876543210"
 JOB, OTHER_JOB = "j0123456789ab", "jba9876543210"
@@ -59,8 +59,12 @@ class FakeLog:
     def quarantine_health(self) -> Mapping[str, int]:
         return {}
 
-    def quarantined_max_seq(self, origin: str, below: int) -> int:
-        return max((s for (o, s), _ in self.set_aside if o == origin and s <= below), default=0)
+    def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (o, s), _ in self.set_aside:
+            if owned_by(o, own) and out.get(o, 0) < s <= below:
+                out[o] = s
+        return out
 
     def delete(self, ids: Iterable[tuple[str, int]]) -> object:
         return [self.rows.pop(i, None) for i in ids]

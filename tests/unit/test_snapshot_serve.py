@@ -98,7 +98,7 @@ def _old_servable(n: Node, out: list[Event]) -> list[Event]:
     """c499be7's `Node.servable`, the reference."""
     low = n._unsynced.get(n.peer_id)
     if n._unflushed or low is not None:
-        top = n._durable_seq if n._unflushed else n.state.heads.get(n.peer_id, 0)
+        top = n._durable.get(n.peer_id, 0) if n._unflushed else n.state.heads.get(n.peer_id, 0)
         if low is not None:
             top = min(top, low - 1)
         out = [e for e in out if e.origin != n.peer_id or e.seq <= top]
