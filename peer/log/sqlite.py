@@ -469,7 +469,7 @@ class EventLog:
                         break
                     rows, size, last = rows - 1, size - int(n), rowid
                     if (me is not None and type(seq) is int and owned_by(origin, me[0])
-                            and seq > mine.get(origin, 0)):
+                            and mine.get(origin, 0) < seq <= MAX_OWN_SEQ):  # (past: no room)
                         mine[origin] = seq
                 cur.close()
             if last is not None:

@@ -1,0 +1,245 @@
+"""Node's own origins (docs/design/partial-replication.md, section 4 "Emitting", step 4): with
+lanes on (`Node(cfg, lanes=True)`; off by default until LANES_FEATURE is announced), a task
+event of a lanes job we are a member of goes to our lane of that job, one open turn per
+lane; what Node keeps of "our own origin" (durable seqs, flushes, heads, what it serves, the
+seqs it never reuses) holds per origin. Real data dirs in tmp_path, no gossip (a fake that
+keeps the pushed frames), no live peers; no sleeps but the loop's own turns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.config import PeerConfig
+from peer.errors import StoreError
+from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, MeshState
+from peer.log.events import MAX_OWN_SEQ
+from peer.log.lanes import lane
+from peer.log.sqlite import QuarantineConfig
+from peer.node import Node
+
+J1, J2, J3 = "j0000000000a1", "j0000000000a2", "j0000000000a3"  # J3: no members
+WORKFLOW = {"name": "w", "tasks": [{"name": f"t{i}", "call": "c", "params": {}, "depends": []}
+                                   for i in range(4)]}
+
+
+class _Gossip:
+    def __init__(self) -> None:
+        self.frames: list[list[Event]] = []
+
+    def broadcast(self, events: Sequence[Event]) -> None:
+        self.frames.append(list(events))
+
+
+def _node(d: Path, lanes: bool = True) -> Node:
+    """A node on data dir `d`, alone (turns on: no live peer says otherwise), with jobs J1 and
+    J2 submitted with it as their only member and J3 without members (once per data dir)."""
+    node = Node(PeerConfig(data_dir=d, slots=1, mdns=False), lanes=lanes)
+    node.listeners.clear()  # no scheduler reactions: this is about seqs, the log, the push
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.gossip = _Gossip()  # type: ignore[assignment]
+    if not node.state.jobs:
+        for job in (J1, J2, J3):
+            members = {} if job == J3 else {"members": [node.peer_id]}
+            node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW, **members})
+        node.flush()
+    return node
+
+
+def _claim(job: str, task: str) -> tuple[EventType, dict[str, Any]]:
+    return EventType.CLAIM, {"job": job, "task": task, "split": ["x", 1], "chunk": 0,
+                             "attempt": 0}
+
+
+async def _turn(node: Node, *emits: tuple[EventType, dict[str, Any]]) -> list[Event]:
+    """Emit these in one loop turn; the events of it pushed at its end."""
+    gossip: Any = node.gossip
+    pushed = len(gossip.frames)
+    for typ, p in emits:
+        node.emit(typ, p)
+    await asyncio.sleep(0)
+    return [e for f in gossip.frames[pushed:] for e in f]
+
+
+def _held(node: Node, origin: str) -> list[tuple[EventType, int]]:
+    return [(e.type, q) for q, e in sorted(node.state.by_origin.get(origin, {}).items())]
+
+
+async def test_a_turn_touching_two_lanes_jobs_makes_two_lane_turns_and_no_mesh_seq(
+        tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    me = node.peer_id
+    mesh = node.state.heads[me]  # the three JOB_SUBMITTEDs
+    got = await _turn(node, _claim(J1, "t0"), _claim(J2, "t0"), _claim(J1, "t1"),
+                      _claim(J2, "t1"))
+    assert sorted((e.origin, e.seq, e.type, len(e.singles)) for e in got) == sorted([
+        (lane(me, J1), 1, EventType.TURN, 2), (lane(me, J2), 1, EventType.TURN, 2)])
+    assert node.state.heads[me] == mesh  # no seq of our own stream
+    assert [p.payload["task"] for e in got for p in e.singles if e.origin == lane(me, J1)
+            ] == ["t0", "t1"]
+    assert all(e.att is not None and e.att.signer == me for e in got)  # one batch per lane
+    assert got[0].att is not got[1].att
+    # the next turn of each lane takes its next seq
+    got = await _turn(node, _claim(J2, "t2"))
+    assert [(e.origin, e.seq) for e in got] == [(lane(me, J2), 2)]
+    # lanes are not mesh origins: the mesh heads stay as they were, the scope shows them
+    assert node.heads() == {me: mesh}
+    assert node.heads([J1, J2]) == {lane(me, J1): 1, lane(me, J2): 2}
+    node.log.close()
+
+
+async def test_a_turn_touching_a_lanes_job_and_an_ordinary_one_makes_one_turn_of_each(
+        tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    me = node.peer_id
+    mesh = node.state.heads[me]
+    got = await _turn(node, _claim(J1, "t0"), _claim(J3, "t0"), _claim(J3, "t1"),
+                      (EventType.TASK_DONE, {"job": J1, "task": "t0", "output": "c"}))
+    assert sorted((e.origin, e.seq, e.type, [p.payload["job"] for p in e.singles])
+                  for e in got) == sorted([
+        (lane(me, J1), 1, EventType.TURN, [J1, J1]), (me, mesh + 1, EventType.TURN, [J3, J3])])
+    # an event a turn does not hold ends every open turn: seqs stay in emission order
+    got = await _turn(node, _claim(J1, "t2"), (EventType.PROVIDE, {"cids": ["a"]}),
+                      _claim(J1, "t3"), _claim(J3, "t2"))
+    assert [(e.origin, e.seq, e.type) for e in got] == [
+        (lane(me, J1), 2, EventType.CLAIM), (me, mesh + 2, EventType.PROVIDE),
+        (lane(me, J1), 3, EventType.CLAIM), (me, mesh + 3, EventType.CLAIM)]
+    node.log.close()
+
+
+async def test_lanes_off_by_default_every_event_of_ours_is_of_our_own_stream(
+        tmp_path: Path) -> None:
+    node = _node(tmp_path, lanes=False)
+    assert node.door.member_of is None
+    me = node.peer_id
+    got = await _turn(node, _claim(J1, "t0"), _claim(J2, "t0"))
+    assert [(e.origin, e.type) for e in got] == [(me, EventType.TURN)]
+    assert node.state.lanes == {}
+    node.log.close()
+
+
+async def test_a_restart_continues_each_lanes_seqs(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    me = node.peer_id
+    await _turn(node, _claim(J1, "t0"), _claim(J2, "t0"))
+    await _turn(node, _claim(J2, "t1"))
+    mesh = node.state.heads[me]
+    node.log.close()
+    node = _node(tmp_path)
+    assert node.state.heads[lane(me, J1)] == 1 and node.state.heads[lane(me, J2)] == 2
+    assert node.state.heads[me] == mesh
+    got = await _turn(node, _claim(J1, "t1"), _claim(J2, "t2"), _claim(J3, "t0"))
+    assert sorted((e.origin, e.seq) for e in got) == sorted([
+        (lane(me, J1), 2), (lane(me, J2), 3), (me, mesh + 1)])
+    node.log.close()
+
+
+async def test_an_own_lane_seq_quarantined_at_start_is_never_reused(tmp_path: Path) -> None:
+    """A start with lanes off quarantines the lane rows on disk (`lanes_off`); peers may hold
+    those seqs, so a later start with lanes on continues above them (as for our stream)."""
+    node = _node(tmp_path)
+    me = node.peer_id
+    await _turn(node, _claim(J1, "t0"))
+    await _turn(node, _claim(J1, "t1"))
+    node.log.close()
+    node = _node(tmp_path, lanes=False)
+    assert node.door.quarantined == 2 and _held(node, lane(me, J1)) == []
+    assert node.state.heads[lane(me, J1)] == 2  # set aside below the head: never reused
+    assert lane(me, J1) not in node.heads()  # (not a mesh origin)
+    node.log.close()
+    node = _node(tmp_path)
+    assert node.state.heads[lane(me, J1)] == 2 and _held(node, lane(me, J1)) == []
+    got = await _turn(node, _claim(J1, "t2"))
+    assert [(e.origin, e.seq) for e in got] == [(lane(me, J1), 3)]
+    node.log.close()
+
+
+async def test_a_failed_write_keeps_each_lanes_queue(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    me = node.peer_id
+    gossip: Any = node.gossip
+    append = node.log.append
+    failing = True
+
+    def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
+        if failing:
+            raise OSError(28, "No space left on device")
+        append(events, sync)
+
+    node.log.append = flaky  # type: ignore[method-assign]
+    mesh = node.state.heads[me]
+    done = node.emit(EventType.TASK_DONE, {"job": J2, "task": "t9", "output": "c"})
+    got = await _turn(node, _claim(J1, "t0"), _claim(J2, "t0"), _claim(J3, "t0"))
+    assert got == [] and node.write_error is not None
+    got = await _turn(node, _claim(J1, "t1"))  # each lane's seqs go on meanwhile
+    assert got == []
+    queued = sorted([(lane(me, J2), 1), (lane(me, J1), 1), (lane(me, J1), 2), (me, mesh + 1)])
+    assert sorted((e.origin, e.seq) for e in node._unflushed) == queued
+    with pytest.raises(StoreError):
+        node.written(done)
+    # nothing unwritten is acknowledged, served or summed, per origin
+    assert node.heads() == {me: mesh}
+    assert node.heads([J1, J2]) == {lane(me, J1): 0, lane(me, J2): 0}
+    assert node.events_after({}, 100, [J1, J2]) == []
+    assert node.content_sum([J1]) is None and node.content_digests([J1, J2]) == {}
+    assert node._retry is not None
+    node._retry.cancel()
+    failing = False
+    node.flush()  # (the retry's)
+    assert node.write_error is None and node._unflushed == []
+    node.written(done)
+    assert node.heads() == {me: mesh + 1}
+    assert node.heads([J1, J2]) == {lane(me, J1): 2, lane(me, J2): 1}
+    assert sorted((e.origin, e.seq) for e in gossip.frames[-1]) == queued
+    assert sorted((e.origin, e.seq) for e in node.events_after({}, 100, [J1, J2])) == [
+        q for q in queued if q[0] != me]
+    got = await _turn(node, _claim(J1, "t2"), _claim(J2, "t1"))
+    assert sorted((e.origin, e.seq) for e in got) == [(lane(me, J1), 3), (lane(me, J2), 2)]
+    node.log.close()
+
+
+def test_the_log_keeps_our_lanes_quarantined_seqs_from_reuse(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`quarantined_max_seqs` gives our stream's and our lanes' highest seqs set aside (not
+    another peer's lane, not a text that is no lane, nothing past MAX_OWN_SEQ: warned), and
+    the quarantine's rows let go past its bound leave those seqs as floors."""
+    me, other = "0123456789abcdef0123", "fedcba9876543210"
+    path = tmp_path / "e.sqlite"
+    log = EventLog(path)
+    log.set_meta("peer_id", me)
+    rows = [(me, 1), (lane(me, J1), 3), (lane(me, J1), MAX_OWN_SEQ + 1), (lane(me, J2), 2),
+            (lane(other, J1), 7), (me + "/x", 9)]
+    for origin, seq in rows:
+        log.append([Event(origin, seq, 1 << 16, EventType.PROVIDE, {"cids": ["c"]})])
+    log.quarantine([((o, s), "why") for o, s in rows])
+    assert log.quarantined_max_seqs(me, MAX_OWN_SEQ) == {me: 1, lane(me, J1): 3,
+                                                        lane(me, J2): 2}
+    assert f"seq {MAX_OWN_SEQ + 1} of {lane(me, J1)}" in caplog.text
+    log.quarantine_cfg = QuarantineConfig(max_rows=1)  # every row but the newest goes
+    log.append([Event(other, 1, 1 << 16, EventType.PROVIDE, {"cids": ["c"]})])
+    log.quarantine([((other, 1), "why")])
+    assert log.quarantined_max_seqs(me, MAX_OWN_SEQ) == {}
+    assert log.floors(me) == {me: 1, lane(me, J1): 3, lane(me, J2): 2}
+    log.set_floor(lane(me, J2), MAX_OWN_SEQ + 1)  # (damaged or edited: left out, warned)
+    assert log.floors(me) == {me: 1, lane(me, J1): 3}
+    log.close()
+
+
+def test_a_replayed_seq_of_our_lane_past_max_own_seq_is_quarantined(tmp_path: Path) -> None:
+    """As one of our stream's: no room to go on (another peer's lane is its own to bound)."""
+    me, other = "0123456789abcdef0123", "fedcba9876543210"
+    log = EventLog(tmp_path / "e.sqlite")
+    _, claim = _claim(J1, "t0")
+    far = [Event(lane(p, J1), MAX_OWN_SEQ + 1, 1 << 16, EventType.CLAIM, claim)
+           for p in (me, other)]
+    log.append(far)
+    door = Door(DoorConfig(), HLC(), log, member_of=lambda job: True)
+    state = MeshState()
+    assert door.replay(state, me) == 1
+    assert door.quarantined == 1 and state.heads == {lane(other, J1): 0}
+    assert log.quarantined_max_seqs(me, MAX_OWN_SEQ) == {}  # (past it: left out)
+    log.close()
