@@ -244,7 +244,7 @@ class Node:
         self._joins = frozenset(canonical_addr(j) for j in cfg.join)  # (checked by cfg)
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
-        self.state = MeshState()
+        self.state = MeshState(lanes_on=lanes)  # (`members`, JOB_ENDED folded with lanes)
         self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
                                          recent_tasks=cfg.compact_recent_tasks,
                                          provider_sets_max=cfg.compact_provider_sets_max,

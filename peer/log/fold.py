@@ -967,7 +967,8 @@ class MeshState:
         fresh = MeshState(compacted=self.compacted, evicted=dict(self.evicted),
                           archive=self.archive, on_evict=self.on_evict,
                           deletions=self.deletions, jobless_window=self.jobless_window,
-                          gaps_filled=self.gaps_filled, entered=self.entered)
+                          gaps_filled=self.gaps_filled, entered=self.entered,
+                          lanes_on=self.lanes_on)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):

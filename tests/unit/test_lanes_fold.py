@@ -283,3 +283,14 @@ def test_a_snapshot_taken_counts_no_lane_seq_as_held(tmp_path: Path) -> None:
         assert la not in n.log.floors() and not n.state.lanes
     finally:
         n.log.close()
+
+
+def test_a_refold_keeps_lanes_on() -> None:
+    """`refold` (the conflict rule's) makes a fresh state: it folds as the one it replaces,
+    with lanes on or off."""
+    a, b = PEERS[:2]
+    for on in (True, False):
+        s = fold([submitted(a, 1, JOBS[0], [a, b])], MeshState(lanes_on=on))
+        s.refold()
+        assert s.lanes_on is on
+        assert s.members_of == ({JOBS[0]: {a, b}} if on else {})
