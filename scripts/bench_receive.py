@@ -53,9 +53,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scriptlib import machine
@@ -75,6 +75,7 @@ try:  # the collector's pace of a peer's process (absent from releases before se
 except ImportError:
     gcpace = None  # type: ignore[assignment]
 
+T = TypeVar("T")
 ORIGIN = "bench0000000000000000"  # the peer that ran the tasks
 RUNNER = "be0c0000000000000000"  # its peer id in a JOB_ENDED's producers (a real id's form)
 JOB_ENDED = EventType(26)  # partial replication's end of a job (not folded by this release)
@@ -270,6 +271,27 @@ async def _merge_jobs(node: Node, wire: list[bytes], per_merge: int = 1) -> None
     node._loop = None
 
 
+def _receiver(d: str) -> Node:
+    """A peer on data dir `d` that receives another peer's jobs: its scheduler and its
+    compactor listen (every job's events compacted once it ends)."""
+    node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False, compact_recent_tasks=0))
+    node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+    return node
+
+
+def _merged(phases: _Phases, merging: Coroutine[Any, Any, T]) -> tuple[float, list[int], T]:
+    """Run `merging` (what was left of earlier repetitions collected first): its CPU
+    seconds, the garbage collections by generation meanwhile, and its result."""
+    gc.collect()
+    before = [st["collections"] for st in gc.get_stats()]
+    t0 = time.process_time()
+    with phases.of("merge"):
+        out = asyncio.run(merging)
+    merged = time.process_time() - t0
+    return merged, [st["collections"] - b for st, b in zip(gc.get_stats(), before,
+                                                           strict=True)], out
+
+
 def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: int = 1,
               ) -> dict[str, float]:
     """`--jobs`: CPU per job of merging (with the scheduler's step after each merge of
@@ -277,18 +299,9 @@ def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: i
     phases = phases or _Phases(False)
     wire = job_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
-        node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
-                               compact_recent_tasks=0))
-        node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+        node = _receiver(d)
         try:
-            gc.collect()
-            before = [st["collections"] for st in gc.get_stats()]
-            t0 = time.process_time()
-            with phases.of("merge"):
-                asyncio.run(_merge_jobs(node, wire, per_merge))
-            merged = time.process_time() - t0
-            collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
-                                                                 strict=True)]
+            merged, collections, _ = _merged(phases, _merge_jobs(node, wire, per_merge))
             done = sum(1 for k in node.state.task_done if k[0].startswith("bench-job-"))
             if done != jobs * tasks:
                 raise SystemExit(f"{done} of {jobs * tasks} tasks done")
@@ -378,18 +391,9 @@ def once_non_member(jobs: int, tasks: int, per_frame: int, phases: _Phases | Non
     phases = phases or _Phases(False)
     wire = non_member_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16, per_frame)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
-        node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
-                               compact_recent_tasks=0))
-        node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+        node = _receiver(d)
         try:
-            gc.collect()
-            before = [st["collections"] for st in gc.get_stats()]
-            t0 = time.process_time()
-            with phases.of("merge"):
-                ending = asyncio.run(_merge_non_member(node, wire))
-            merged = time.process_time() - t0
-            collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
-                                                                 strict=True)]
+            merged, collections, ending = _merged(phases, _merge_non_member(node, wire))
             if len(node.index) != jobs or node._syncing:
                 raise SystemExit(f"{len(node.index)} of {jobs} jobs ended, "
                                  f"{len(node._syncing)} fsyncs pending")
