@@ -80,7 +80,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
-from peer.log.lanes import LANE_PARTS, lane, lane_of, owned_by
+from peer.log.lanes import LANE_PARTS, in_scope, lane, owned_by
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -156,12 +156,6 @@ REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from 
 # Runs of one origin of ours written by the last flushes remembered (`_write_epoch_of`): a
 # flush writes one per origin (our stream, each lane of ours its turn touched)
 FLUSHES_KEPT = 256
-
-
-def _in_scope(origin: str, scope: Collection[str] | None) -> bool:
-    """Is `origin` a mesh origin (no `scope`), or a lane of a job in `scope`?"""
-    lane = lane_of(origin)
-    return lane is None if scope is None else lane is not None and lane[1] in scope
 
 
 def _sync_error(e: Exception) -> BanzaiError:
@@ -1056,10 +1050,10 @@ class Node:
             return held
         heads = dict(held)
         for origin, top in self._unwritten().items():  # ours not yet written
-            if _in_scope(origin, scope):
+            if in_scope(origin, scope):
                 heads[origin] = top
         for origin, low in self._unsynced.items():  # held, not yet on disk
-            if _in_scope(origin, scope):
+            if in_scope(origin, scope):
                 heads[origin] = min(heads.get(origin, 0), low - 1)
         return heads
 
@@ -1084,7 +1078,7 @@ class Node:
         of the lanes of the jobs in `scope`): None while some events of those origins are
         not on disk (their contents are not served yet)."""
         self.flush()
-        if any(_in_scope(o, scope) for o in (*self._unwritten(), *self._unsynced)):
+        if any(in_scope(o, scope) for o in (*self._unwritten(), *self._unsynced)):
             return None
         return self.state.content_sum(scope)
 

@@ -214,7 +214,7 @@ class Door:
         none (`lanes_off`)."""
         if ev.type not in LANE_TYPES:
             return f"lane_type: a {ev.type.name} in a lane of job {job} (task events only)"
-        for i, part in enumerate(ev.parts or (ev,)):
+        for i, part in enumerate(ev.singles):
             if part.type not in LANE_PARTS:
                 return (f"lane_type: part {i} of a TURN in a lane of job {job} is a "
                         f"{part.type.name} (task events only)")

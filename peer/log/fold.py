@@ -63,7 +63,7 @@ from peer.log.events import (
     part_event,
 )
 from peer.log.jobless import jobless
-from peer.log.lanes import lane_of
+from peer.log.lanes import in_scope, lane_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
@@ -1189,13 +1189,6 @@ class MeshState:
     def split_id(self, job: str, task: str) -> tuple[str, int] | None:
         s = self.splits.get((job, task))
         return s.id if s else None
-
-
-def in_scope(origin: str, scope: Collection[str] | None) -> bool:
-    """Is `origin` of `scope`: without one, a mesh origin (not a lane, peer.log.lanes); with
-    one (job ids), a lane of one of those jobs?"""
-    lane = lane_of(origin)
-    return lane is None if scope is None else lane is not None and lane[1] in scope
 
 
 def n_chunks(split: Event) -> int:

@@ -4,6 +4,8 @@ by the job's members only. Here: the lane names and which event types a lane hol
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from peer.log.events import EventType
 from peer.log.ids import is_job_id, is_peer_id
 
@@ -39,6 +41,13 @@ def lane_of(origin: object) -> tuple[str, str] | None:
 
 def is_lane(origin: object) -> bool:
     return lane_of(origin) is not None
+
+
+def in_scope(origin: str, scope: Collection[str] | None) -> bool:
+    """Is `origin` of `scope`: without one, a mesh origin (not a lane); with one (job ids),
+    a lane of one of those jobs?"""
+    lane = lane_of(origin)
+    return lane is None if scope is None else lane is not None and lane[1] in scope
 
 
 def owned_by(origin: object, peer: str) -> bool:
