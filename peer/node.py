@@ -57,13 +57,14 @@ from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
 from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, record_facts
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
-from peer.jobs.spec import Workflow, Workflows
+from peer.jobs.spec import LANES_TOP_KEYS, Workflow, Workflows
 from peer.log import (
     BATCH_FEATURE,
     CLAIMED_FEATURE,
     DONE_FEATURE,
     HLC,
     IMPLICIT_SPLITS,
+    LANES_FEATURE,
     LOCAL_FEATURE,
     SPLITS_FEATURE,
     Door,
@@ -110,6 +111,7 @@ from peer.mesh.keyring import (
     load_secrets,
 )
 from peer.mesh.keyring import Keyring as MeshKeyring
+from peer.rendezvous import rendezvous
 from tasks import registry
 from tasks.registry import TaskDef
 
@@ -245,8 +247,8 @@ class Node:
                                          read_back_entries=cfg.compact_read_back_entries)
         self._seed_index()
         # A received workflow is rebuilt once: checked at the door, then planned (the planner
-        # takes it from here)
-        self.workflows = Workflows()
+        # takes it from here); a lanes job's key is known with lanes on only (spec.LANES_KEY)
+        self.workflows = Workflows(known=LANES_TOP_KEYS) if lanes else Workflows()
         self.door = Door(door_cfg, self.hlc, self.log, checks={
             EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
                 ev.body_as(JobSubmitted).workflow)},
@@ -615,6 +617,23 @@ class Node:
         in the cache (`Scheduler.claims_first`)."""
         return self._all_announce(CLAIMED_FEATURE) and self.scheduler.claims_first(job, wf)
 
+    def lanes_members(self, job: str, wf: Workflow) -> list[str] | None:
+        """The `members` of our JOB_SUBMITTED of `wf` as `job` (docs/design/
+        partial-replication.md, 5.1), or None: a job every peer holds in full, as before lanes.
+        Only with lanes on, and while every live peer and every member the fold knows (live or
+        not, unless revoked) announce LANES_FEATURE (`Scheduler.every_member`: one of the
+        previous release away now would come back to a job it cannot see run). Then us (the
+        home) and `submit_acks` replicas: the live peers that run one of its calls at least,
+        by rendezvous hash of (job, peer), those with a free slot first."""
+        if not self.state.lanes_on or not self.scheduler.every_member(LANES_FEATURE):
+            return None
+        calls = {t.call for t in wf.tasks if t.call is not None}
+        able = {p: info for p, info in self.live_peers().items()
+                if any(c in calls for c in info.get("calls", ()))}
+        ranked = sorted(rendezvous(job, able), key=lambda p: int(  # (stable: hash order kept)
+            able[p].get("free_slots", 0)) <= 0)
+        return [self.peer_id, *ranked[:self.cfg.submit_acks]]
+
     def _all_announce(self, feature: str) -> bool:
         """True if every live member announces `feature` (in its heartbeat's `features`, or
         its MEMBER event's if its heartbeat has none)."""
@@ -786,9 +805,9 @@ class Node:
             self._close_turn()  # a conflict refolds what is recorded: our open turn first
             self.rule.settle(rivals)
         new = self.door.admit(fresh)
-        durable = [e for e in new if e.type in DURABLE_TYPES]
+        durable = [e for e in new if e.type in DURABLE_TYPES and not self._not_replica(e)]
         later = bool(durable) and self._loop is not None and not self._log_closed
-        self.log.append(new, sync=False if later else None)  # later: fsynced in a thread
+        self.log.append(new, sync=not later and bool(durable))  # later: fsynced in a thread
         epoch = self.log.write_epoch
         new = self.door.fold(self.state, new)
         self._telling = True  # the live peers are read once for the lot (`live_peers`)
@@ -800,12 +819,23 @@ class Node:
             self._telling, self._live_memo = False, None
         if self.rule.stale:
             self._refold_soon()
-        submitted = {e.origin for e in new if e.type == EventType.JOB_SUBMITTED}
+        submitted = {e.origin for e in new
+                     if e.type == EventType.JOB_SUBMITTED and not self._not_replica(e)}
         if later:
             self._sync_received(durable, submitted, epoch)
         elif self.gossip is not None:  # our heads acknowledge a submission to its origin now
             self.gossip.acknowledge(submitted)
         return new
+
+    def _not_replica(self, ev: Event) -> bool:
+        """Is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do not name us
+        (with lanes on)? We store it and fold it as the job's list entry, but neither fsync it
+        nor acknowledge it: the submission is durable on its members' disks, and only their
+        acknowledgements count (`submitted`; docs/design/partial-replication.md, 5.1)."""
+        if ev.type != EventType.JOB_SUBMITTED or not self.state.lanes_on:
+            return False
+        members = ev.body_as(JobSubmitted).members
+        return members is not None and self.peer_id not in members
 
     def _sync_received(self, events: Sequence[Event], submitted: set[str], epoch: int,
                        waiter: tuple[Event, asyncio.Future[None]] | None = None) -> int:
@@ -1020,19 +1050,26 @@ class Node:
                 "revoked": {p: ev.origin for p, ev in sorted(self.state.revoked.items())},
                 "skew_ms": dict(sorted(self.skew_ms.items()))}
 
-    def acks(self, seq: int) -> int:
-        """How many live peers hold our event `seq` (from the heads they sent us)."""
+    def acks(self, seq: int, among: Collection[str] | None = None) -> int:
+        """How many live peers (of `among` if given) hold our event `seq` (from the heads
+        they sent us)."""
         g = self.gossip
         return 0 if g is None else sum(1 for p in self.live_peers()
-                                       if int(g.heads_of(p).get(self.peer_id, 0)) >= seq)
+                                       if (among is None or p in among)
+                                       and int(g.heads_of(p).get(self.peer_id, 0)) >= seq)
 
     async def submitted(self, ev: Event) -> int:
-        """Wait (bounded) until `submit_acks` live peers hold `ev`; returns the count seen.
+        """Wait (bounded) until `submit_acks` live peers hold `ev` (of a lanes job's
+        JOB_SUBMITTED, its live replicas: its other `members`); returns the count seen.
         Raises as `durable` if `ev` is not on our disk."""
         await self.durable(ev)
-        want = min(self.cfg.submit_acks, len(self.live_peers()))
+        among = ev.body_as(JobSubmitted).members if ev.type == EventType.JOB_SUBMITTED else None
+        live = self.live_peers()
+        want = min(self.cfg.submit_acks,
+                   len(live) if among is None else sum(1 for p in among if p in live))
         deadline = time.monotonic() + self.cfg.ack_timeout_s
-        while (n := self.acks(ev.seq)) < want and (left := deadline - time.monotonic()) > 0:
+        while ((n := self.acks(ev.seq, among)) < want
+               and (left := deadline - time.monotonic()) > 0):
             self._heads_noted.clear()  # (set again by the next vector any peer sends)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):  # (wait() registers now, not in a Task

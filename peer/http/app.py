@@ -182,7 +182,12 @@ async def submit(request: web.Request) -> web.Response:
     # Its tasks without input have implicit splits only while every live peer folds them
     wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS if node.implicit_splits() else None)
     job = new_job_id()
+    members = node.lanes_members(job, wf)  # a lanes job's (its workflow then says so)
+    if members is not None:
+        wf = dataclasses.replace(wf, lanes=True)
     payload: dict[str, Any] = {"job": job, "workflow": wf.to_json()}
+    if members is not None:
+        payload["members"] = members
     if node.local_first(job, wf):  # a small job: this peer runs it first (LOCAL_FEATURE)
         payload["local"] = True
         if node.claims_first(job, wf):  # and it is its claim of them (CLAIMED_FEATURE)

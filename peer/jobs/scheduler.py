@@ -1174,13 +1174,13 @@ class Scheduler:
     def _implies_done(self) -> bool:
         """Does every member fold the TASK_DONE a CHUNK_DONE's `done` implies (DONE_FEATURE)?
         Then our run of an implicit split's one chunk says its task is done in its
-        CHUNK_DONE, and no TASK_DONE follows. Every member (`_every_member`), not only the
+        CHUNK_DONE, and no TASK_DONE follows. Every member (`every_member`), not only the
         live ones: a peer of the previous release away for a while (restarting, cut off)
         would come back to tasks it cannot see done, and might run them again or, if it
         cannot run their call, wait for them for good."""
-        return self._every_member(DONE_FEATURE)
+        return self.every_member(DONE_FEATURE)
 
-    def _every_member(self, feature: str) -> bool:
+    def every_member(self, feature: str) -> bool:
         """Does every member the fold knows and did not revoke announce `feature` (its latest
         MEMBER event's `features`), and every live peer's heartbeat (one whose MEMBER event
         has not come yet)? An old member gone for good holds this back until it is revoked."""
@@ -1192,12 +1192,12 @@ class Scheduler:
     def claims_first(self, job: str, wf: Workflow) -> bool:
         """Whether our JOB_SUBMITTED of `wf` as `job`, which says `local` (`takes_first`),
         says `claimed` too (CLAIMED_FEATURE: it is our claim of its tasks without input, and
-        no CLAIM follows): while every member folds the claims it implies (`_every_member`:
+        no CLAIM follows): while every member folds the claims it implies (`every_member`:
         a peer of the previous release that comes back mid-task would see the task unclaimed,
         run it too, and hold its own claim as the winner for good), and while no such task's
         output is in the cache (the one lookup of a claimed task: `_implicit_turn` makes none;
         a hit ends the task with no run, and a claim would stand open for nothing)."""
-        if not self._every_member(CLAIMED_FEATURE):
+        if not self.every_member(CLAIMED_FEATURE):
             return False
         for t in wf.tasks:
             if t.depends or t.cid is not None or not t.cache:

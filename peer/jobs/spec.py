@@ -42,6 +42,14 @@ _LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", "requires",
               *kindspec.TASK_KEYS)
 _DAG_KEYS = (*_LIST_KEYS, "depends")
 _TOP_KEYS = ("name", "tasks", "splits")
+# The top-level key a lanes job's workflow carries (`"lanes": 1`, docs/design/
+# partial-replication.md, section 6): written by the peer a job is submitted to while lanes
+# are on (Node.lanes_members), never accepted from a user (`from_obj`). A peer with lanes
+# on knows it (LANES_TOP_KEYS); one with lanes off, as an older one, takes it for a newer
+# peer's key: it keeps such a job and plans none of it (it sees none of its claims).
+LANES_KEY = "lanes"
+LANES_TOP_KEYS = (*_TOP_KEYS, LANES_KEY)
+_KNOWN_VALUES = {"splits": IMPLICIT_SPLITS, LANES_KEY: 1}  # a top-level key known only so
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
@@ -88,6 +96,8 @@ class Workflow:
     # IMPLICIT_SPLITS: its tasks without input have an implicit split (peer.log.fold); set by
     # the peer a job is submitted to, only while every live member folds them (Node.submit_form)
     splits: str | None = None
+    # A lanes job's (its JOB_SUBMITTED names its `members`): `"lanes": 1` (LANES_KEY)
+    lanes: bool = False
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; NotFound if there is none."""
@@ -110,6 +120,8 @@ class Workflow:
         out = {"name": self.name, "tasks": [t.to_json() for t in self.tasks], **self.newer}
         if self.splits is not None:
             out["splits"] = self.splits
+        if self.lanes:
+            out[LANES_KEY] = 1
         return out
 
 
@@ -279,7 +291,11 @@ def from_obj(obj: Any, catalog: Mapping[str, TaskDef], *, max_tasks: int | None 
     if isinstance(obj, list):
         name, items = DEFAULT_NAME, obj
     elif dag:
-        name, items, _ = _top(obj)  # (`splits` is the submitting peer's to set)
+        if LANES_KEY in obj:  # (`splits` too is the submitting peer's to set: ignored)
+            raise SpecError(f"{LANES_KEY}: the top-level key {LANES_KEY!r} is set by the peer "
+                            "a job is submitted to, not by a submission: remove it",
+                            field=LANES_KEY)
+        name, items, _, _ = _top(obj)
     else:
         raise SpecError("a pipeline must be a list of tasks or an object "
                         f'{{"name": ..., "tasks": [...]}}, got {json_type(obj)}')
@@ -314,13 +330,14 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
     know were checked by a newer peer (docs/architecture.md, "Workflows of newer peers"):
     a task that has any (or whose `requires` or kind params have any, or whose workflow
     has any at the top) is kept as stored, with `newer` naming them, and never run here.
-    `known`: the top-level keys this version knows (a test passes an older version's).
+    `known`: the top-level keys this version knows (a test passes an older version's; a
+    peer with lanes on, LANES_TOP_KEYS); one of _KNOWN_VALUES only with the value it names.
     """
     if not isinstance(doc, Mapping):
         raise SpecError(f"a workflow must be an object, got {json_type(doc)}")
-    known = [k for k in known if k != "splits" or doc.get(k) == IMPLICIT_SPLITS]
+    known = [k for k in known if k not in _KNOWN_VALUES or _is(doc.get(k), _KNOWN_VALUES[k])]
     top = {str(k): v for k, v in doc.items() if k not in known}
-    name, items, splits = _top({k: v for k, v in doc.items() if k in known})
+    name, items, splits, lanes = _top({k: v for k, v in doc.items() if k in known})
     newer = [(*(f"workflow.{k}" for k in sorted(top)), *_newer_keys(item)) for item in items]
     raws = [_opaque(i, item) if newer[i] else _shape(i, item, _DAG_KEYS)
             for i, item in enumerate(items)]
@@ -336,7 +353,12 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
                       stored=dict(items[r.index]) if newer[r.index] else None) for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),
-                    newer=top, splits=splits)
+                    newer=top, splits=splits, lanes=lanes)
+
+
+def _is(value: Any, want: Any) -> bool:
+    """`value` is `want`, of its type too (`true` is not the 1 of `"lanes": 1`)."""
+    return type(value) is type(want) and value == want
 
 
 class Workflows:
@@ -348,8 +370,10 @@ class Workflows:
     to `max_entries` workflows of at most `max_tasks` tasks together (the least recently
     used leave first; the newest is always held). Loop-owned."""
 
-    def __init__(self, max_entries: int = 64, max_tasks: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 64, max_tasks: int = 20_000,
+                 known: Sequence[str] = _TOP_KEYS) -> None:
         self.max_entries = max_entries
+        self.known = tuple(known)  # the top-level keys known (`workflow_from_json`)
         self.max_tasks = max_tasks
         self.built = 0  # documents rebuilt (misses)
         self._tasks = 0  # tasks of the workflows held
@@ -357,13 +381,13 @@ class Workflows:
         self._memo: dict[int, tuple[Any, Workflow]] = {}
 
     def workflow(self, doc: Any) -> Workflow:
-        """`workflow_from_json(doc)`, rebuilt only if `doc` is held (SpecError as there:
+        """`workflow_from_json(doc, known)`, rebuilt only if `doc` is held (SpecError as there:
         nothing is remembered of a document that fails)."""
         hit = self._memo.pop(id(doc), None)  # its id is this doc's: a held doc's id is not reused
         if hit is not None:
             self._memo[id(doc)] = hit  # the most recently used last
             return hit[1]
-        wf = workflow_from_json(doc)
+        wf = workflow_from_json(doc, self.known)
         self.built += 1
         self._memo[id(doc)] = (doc, wf)
         self._tasks += len(wf.tasks)
@@ -396,9 +420,11 @@ def _opaque(index: int, item: Mapping[str, Any]) -> _Raw:
     return raw
 
 
-def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None]:
+def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None, bool]:
+    """A workflow's top level: its name, tasks, `splits` and whether it is a lanes job (a
+    stored workflow's LANES_KEY, passed only as `workflow_from_json` knows it)."""
     for k in obj:
-        if k not in _TOP_KEYS:
+        if k not in LANES_TOP_KEYS:
             raise SpecError(f"{k}: unknown top-level key {k!r} (allowed: name, tasks, splits)",
                             field=str(k))
     splits = obj.get("splits")
@@ -416,7 +442,7 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None]:
     items = obj["tasks"]
     if not isinstance(items, list):
         raise SpecError(f"tasks: must be a list of tasks, got {json_type(items)}", field="tasks")
-    return name, items, splits
+    return name, items, splits, LANES_KEY in obj
 
 
 def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
