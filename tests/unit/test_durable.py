@@ -951,10 +951,10 @@ async def test_a_submission_waits_for_an_ack_without_polling(
     asked = 0
     acks = node.acks
 
-    def counted(seq: int) -> int:
+    def counted(seq: int, among: Any = None) -> int:
         nonlocal asked
         asked += 1
-        return acks(seq)
+        return acks(seq, among)
 
     monkeypatch.setattr(node, "acks", counted)
     ev = node.emit(EventType.PROVIDE, {"cids": ["a"]})
