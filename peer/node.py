@@ -805,7 +805,9 @@ class Node:
             self._close_turn()  # a conflict refolds what is recorded: our open turn first
             self.rule.settle(rivals)
         new = self.door.admit(fresh)
-        durable = [e for e in new if e.type in DURABLE_TYPES and not self._not_replica(e)]
+        lanes = self.state.lanes_on  # (off: no call per event)
+        durable = [e for e in new
+                   if e.type in DURABLE_TYPES and not (lanes and self._not_replica(e))]
         later = bool(durable) and self._loop is not None and not self._log_closed
         self.log.append(new, sync=not later and bool(durable))  # later: fsynced in a thread
         epoch = self.log.write_epoch
@@ -819,8 +821,8 @@ class Node:
             self._telling, self._live_memo = False, None
         if self.rule.stale:
             self._refold_soon()
-        submitted = {e.origin for e in new
-                     if e.type == EventType.JOB_SUBMITTED and not self._not_replica(e)}
+        submitted = {e.origin for e in new if e.type == EventType.JOB_SUBMITTED
+                     and not (lanes and self._not_replica(e))}
         if later:
             self._sync_received(durable, submitted, epoch)
         elif self.gossip is not None:  # our heads acknowledge a submission to its origin now
@@ -828,11 +830,11 @@ class Node:
         return new
 
     def _not_replica(self, ev: Event) -> bool:
-        """Is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do not name us
-        (with lanes on)? We store it and fold it as the job's list entry, but neither fsync it
-        nor acknowledge it: the submission is durable on its members' disks, and only their
+        """With lanes on: is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do
+        not name us? We store it and fold it as the job's list entry, but neither fsync it nor
+        acknowledge it: the submission is durable on its members' disks, and only their
         acknowledgements count (`submitted`; docs/design/partial-replication.md, 5.1)."""
-        if ev.type != EventType.JOB_SUBMITTED or not self.state.lanes_on:
+        if ev.type != EventType.JOB_SUBMITTED:
             return False
         members = ev.body_as(JobSubmitted).members
         return members is not None and self.peer_id not in members
