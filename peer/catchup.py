@@ -47,6 +47,7 @@ from peer.log.jobindex import (
     spool_name,
     thin_rows,
 )
+from peer.log.lanes import is_lane
 from peer.log.signing import Identity, MemberKeys, decode_events
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
 from peer.log.snapframe import FEATURE as SNAPSHOT_FEATURE
@@ -118,8 +119,11 @@ def _drop_spool(rows: Path, spool_dir: int) -> None:
 
 
 def _servable(events: Iterable[Event], upto: Mapping[str, int]) -> Iterator[Event]:
-    """The events an origin's limit of `CatchUpHost.servable_upto` lets through."""
-    return (e for e in events if e.seq <= upto.get(e.origin, e.seq))
+    """The events an origin's limit of `CatchUpHost.servable_upto` lets through, and no
+    lane's (LANES_FEATURE: a snapshot is of the mesh streams, as its heads are, every
+    version alike; a fresh peer is a member of no job)."""
+    return (e for e in events if e.seq <= upto.get(e.origin, e.seq)
+            and ("/" not in e.origin or not is_lane(e.origin)))
 
 
 def _events_line(data_dir: Path, events: Iterable[Event], before: Callable[[int], bytes],

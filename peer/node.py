@@ -252,7 +252,8 @@ class Node:
         self.door = Door(door_cfg, self.hlc, self.log, checks={
             EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
                 ev.body_as(JobSubmitted).workflow)},
-            member_of=self._holds_lanes if lanes else None)
+            member_of=self._holds_lanes if lanes else None,
+            lane_closed=self._lanes_closed if lanes else None)
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
         # What leaves memory is served from the log, from the replay on (jobless events a
@@ -310,7 +311,7 @@ class Node:
         self.compactor = Compactor(
             self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
             self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard,
-            unwritten=lambda: bool(self._unflushed))
+            unwritten=lambda: bool(self._unflushed), me=self.peer_id)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -536,9 +537,17 @@ class Node:
         return ev
 
     def _holds_lanes(self, job: str) -> bool:
-        """Is `job` a lanes job (its JOB_SUBMITTED has `members`) we are a member of? (The
-        door's `member_of`, with `lanes` on.)"""
-        return job in self.state.members_of and self.state.member_of(job, self.peer_id)
+        """Is `job` a lanes job (its JOB_SUBMITTED held, with `members`) we are a member of?
+        (The door's `member_of`, with `lanes` on: a JOB_MEMBERS of a job whose JOB_SUBMITTED
+        is not here, or one of a compacted job, makes no member.)"""
+        st = self.state
+        return job in st.jobs and job in st.members_of and st.member_of(job, self.peer_id)
+
+    def _lanes_closed(self, job: str) -> bool:
+        """Were `job`'s lanes dropped here (compacted, no lane of it held: the door's
+        `lane_closed`, with `lanes` on)?"""
+        st = self.state
+        return job not in st.jobs and job not in st.lanes and job in st.compacted
 
     def _origin_of(self, typ: EventType, payload: dict[str, Any]) -> str:
         """The origin an event of ours goes to: with `lanes` on, a task event of a lanes job

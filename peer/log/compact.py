@@ -25,6 +25,8 @@ from peer.log.events import (
     ChunkDone,
     Event,
     JobDeleted,
+    JobEnded,
+    JobSubmitted,
     Partial,
     Provide,
     Revoke,
@@ -43,7 +45,7 @@ from peer.log.jobindex import (
     SliceRow,
 )
 from peer.log.jobless import PROVIDING, Jobless, jobless
-from peer.log.lanes import is_lane
+from peer.log.lanes import is_lane, lane_of
 from peer.log.signing import Counters, Identity, MemberKeys, _str_bytes, verify
 from peer.log.snapframe import iter_frames
 from peer.log.snapstream import StreamError
@@ -131,6 +133,50 @@ def droppable(m: Mapping[str, int], ended_hlc: int, live_vvs: Sequence[Mapping[s
     return bool(live_vvs) and all(covered(m, vv) for vv in live_vvs)
 
 
+def lanes_part(m: Mapping[str, int], job: str) -> tuple[dict[str, int], dict[str, int]]:
+    """`m` (a compacted job's marks) split in two: its mesh origins' and `job`'s lanes' (what
+    every live peer's vector covers, and what only the job's members' pair vectors do)."""
+    mesh: dict[str, int] = {}
+    lanes: dict[str, int] = {}
+    for o, q in m.items():
+        lane = lane_of(o) if "/" in o else None
+        (lanes if lane is not None and lane[1] == job else mesh)[o] = q
+    return mesh, lanes
+
+
+def ended_record(submitted: Event, ended: Event) -> Finished:
+    """A lanes job's compact record as a peer that holds none of its lanes makes it (design
+    docs/design/partial-replication.md, section 3): from its JOB_SUBMITTED and its JOB_ENDED
+    alone, in the form of `Finished` (the list entry and record of peer.http.views, each
+    task's state, progress and output from the summary; no run logs): the job index's row and
+    its thin row are what a member's are in the columns two members compare (`job_digest3`:
+    the submission's order, the end, the state and the computed tasks' outputs)."""
+    b = ended.body_as(JobEnded)
+    wf = submitted.body_as(JobSubmitted).workflow
+    tasks = []
+    for t in wf["tasks"]:
+        out = b.outputs.get(t["name"])
+        state = "done" if out is not None else "failed" if t["name"] in b.failed else (
+            "cancelled" if b.state == "cancelled" else "pending")
+        tasks.append({"name": t["name"], "state": state,
+                      "progress": 1.0 if out is not None else 0.0,
+                      "output": None if out is None else out.cid, "cid": t.get("cid"),
+                      "error": b.failed.get(t["name"])})
+    submitted_ms, end_ms = hlc_ms(submitted.hlc), hlc_ms(b.end)
+    record: dict[str, Any] = {
+        "id": b.job, "name": wf.get("name", b.job), "state": b.state,
+        "submitted_by": submitted.origin, "submitted_ms": submitted_ms, "finished_ms": end_ms,
+        "duration_s": (end_ms - submitted_ms) / 1000,
+        "progress": round(sum(t["progress"] for t in tasks) / max(len(tasks), 1), 4),
+        "outputs": {t["name"]: t["output"] for t in tasks if t["output"]}}
+    summary = {**record, "tasks": [{k: t[k] for k in ("name", "state", "progress")}
+                                   for t in tasks]}
+    record.update(tasks=tasks, workflow=wf)
+    facts = {"finished_s": end_ms / 1000, "logs": [],
+             "outputs": sorted({t["output"] for t in tasks if t["output"] and not t["cid"]})}
+    return Finished(b.state, b.end, b.n_tasks, summary, record, facts)
+
+
 # -- the compactor -----------------------------------------------------------------------
 
 
@@ -207,7 +253,9 @@ class Compactor:
                  ended: Callable[[str], tuple[int, int] | None] | None = None,
                  members: Callable[[], Mapping[str, bool]] | None = None,
                  heard: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
-                 unwritten: Callable[[], bool] = lambda: False) -> None:
+                 unwritten: Callable[[], bool] = lambda: False, me: str = "",
+                 pair_vvs: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
+                 ) -> None:
         self.cfg = cfg
         self.state = state
         self.store = store
@@ -229,6 +277,15 @@ class Compactor:
         # of them that left memory (about a deleted job) must not be "dropped" before it is
         # there, or its row would stay once written, in no job's list (no drop meanwhile).
         self.unwritten = unwritten
+        # Lanes (LANES_FEATURE; none while `state.lanes_on` is off): our peer id, and peer ->
+        # the lanes' version vector it last sent in a pair round (peer.mesh.antientropy's
+        # `pair_seen`; None: not known, a member's lanes leave the log past the horizon only,
+        # or at once if we are the job's one live member).
+        self.me = me
+        self.pair_vvs = pair_vvs
+        # Compacted lanes job we are a member of -> its members, until its lanes leave the
+        # log (`_drop`; after a restart read from its record: `_members`)
+        self.lane_members: dict[str, frozenset[str]] = {}
         self.tombs_held: str | None = None  # why the oldest tombstone past the grace stays
         self._unreadable: set[str] = set()  # pending spools an `ingest` could not read (logged)
         self.rows_taken = 0  # cache and provider rows `ingest` took from pending spools
@@ -417,18 +474,43 @@ class Compactor:
             if job not in self.state.jobs:
                 self.ended.pop(job, None)
                 continue
-            end = self.ended_of(job)
+            end = self._end_of(job)
             if end is None:
                 self.ended.pop(job, None)
             else:
                 self.ended[job] = end
 
+    def _end_of(self, job: str) -> tuple[int, int] | None:
+        """`ended_of` of a job replicated in full; a lanes job ends here once its JOB_ENDED
+        is held (a member's lanes then leave the log once covered: `_drop`), a non-member's
+        as its JOB_ENDED says (`ended_record`)."""
+        st = self.state
+        if job not in st.members_of:
+            return self.ended_of(job)
+        ev = st.ended.get(job)
+        if ev is None:
+            return None
+        if st.member_of(job, self.me):
+            return self.ended_of(job)
+        b = ev.body_as(JobEnded)
+        return b.end, b.n_tasks
+
+    def _theirs(self, job: str) -> bool:
+        """Is `job` a lanes job we are no member of (its record: its JOB_ENDED)?"""
+        st = self.state
+        return job in st.members_of and not st.member_of(job, self.me)
+
     def _beyond_recent(self) -> list[str]:
-        """Finished jobs past the recent history (newest first, within recent_tasks)."""
+        """Finished jobs past the recent history (newest first, within recent_tasks), and
+        the ended lanes jobs we are no member of (their JOB_ENDED is their record: written
+        at the next pass, not at fold time)."""
         tasks = 0
         out: list[str] = []
         ends = {j: (e, self.state.jobs[j].order) for j, (e, _) in self.ended.items()}
         for job in sorted(self.ended, key=ends.__getitem__, reverse=True):  # ties: submission
+            if self._theirs(job):  # (no events of it to keep in memory: its record now)
+                out.append(job)
+                continue
             n = self.ended[job][1]
             tasks += n
             if tasks > self.cfg.recent_tasks:
@@ -439,14 +521,24 @@ class Compactor:
         """Compact the jobs of `jobs` still finished; False if none was."""
         records: list[JobRecord] = []
         done: list[str] = []
+        st = self.state
         for job in jobs:
-            f = self.finished(job)
+            theirs = self._theirs(job)
+            f = ended_record(st.jobs[job], st.ended[job]) if theirs else self.finished(job)
             if f is None:  # not finished after all (a reopened chunk)
                 self.ended.pop(job, None)
                 continue
             done.append(job)
-            ev = self.state.jobs[job]
-            records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, f.summary, f.record,
+            ev = st.jobs[job]
+            summary, record = f.summary, f.record
+            members = st.members_of.get(job)
+            if members is not None:  # a lanes job: its record names its members (where a
+                # non-member asks for its view), and a member's lanes leave the log later
+                named = {"members": sorted(members)}
+                summary, record = {**summary, **named}, {**record, **named}
+                if not theirs:
+                    self.lane_members[job] = frozenset(members)
+            records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, summary, record,
                                      (), f.facts))
         if not done:
             return False
@@ -649,7 +741,9 @@ class Compactor:
         jobs: list[str] = []
         gone: list[tuple[str, int]] = []
         for job, ended, m in self.index.pending():
-            if droppable(m, ended, vvs, now, self.cfg):
+            mesh, lanes = lanes_part(m, job)
+            if droppable(mesh, ended, vvs, now, self.cfg) and (
+                    not lanes or self._lanes_droppable(job, lanes, ended, now)):
                 try:
                     gone += self.index.ids([job])
                 except DataError:  # (its ids do not read back, logged once: its events stay
@@ -678,17 +772,56 @@ class Compactor:
         gone = list(dict.fromkeys(gone))  # (an event about several jobs: in each one's list)
         # One transaction: the rows, the log's floors (the heads count them held after a
         # restart) and the job index's compaction floors (a peer behind them takes a snapshot).
-        floors = marks_of(gone)
+        # None of a lane: its head is forgotten with it (`forget_lanes`), nobody takes a
+        # snapshot for it, and a restart must not bring it back as a head.
+        floors = {o: q for o, q in marks_of(gone).items() if not is_lane(o)}
         n = self.store.delete(gone, floors, lambda: self.index.note_dropped(jobs, floors))
         for job in left:  # (after the delete: if it raised, they are dropped later)
             del self.leaving[job]
             self.waiting.pop(job, None)
         self.jobless.dropped(free)
+        for job in jobs:  # (a lanes job of ours: lane state bounded by the jobs not dropped)
+            self.state.forget_lanes(job)
+            self.lane_members.pop(job, None)
         self._unpin(gone)
         self.state.forget_drops(unprovided)
         self._raise_floors(floors)
         self.store.prune_batches()
         out.dropped += n  # (rows: a TURN of two jobs may have left with the other's record)
+
+    def _lanes_droppable(self, job: str, lanes: Mapping[str, int], ended: int,
+                         now: int) -> bool:
+        """May a compacted lanes job's lanes (their marks `lanes`) leave the log? Past the
+        horizon, yes; before, once every live member's pair vector covers them (ours: the
+        lane heads we hold; a member whose vector is not known holds them back)."""
+        if hlc_ms(now) - hlc_ms(ended) >= self.cfg.horizon_s * 1000:
+            return True
+        members = self._members(job)
+        if members is None:
+            return False
+        live = members if self.heard is None else members & (set(self.heard()) | {self.me})
+        pairs = {} if self.pair_vvs is None else self.pair_vvs()
+        for peer in live:
+            vv = self.state.lane_heads([job]) if peer == self.me else pairs.get(peer)
+            if vv is None or not covered(lanes, vv):
+                return False
+        return True
+
+    def _members(self, job: str) -> frozenset[str] | None:
+        """A compacted lanes job's members (`lane_members`, else its record's "members",
+        read once); None if its record does not name them (logged by the index if it does
+        not read back)."""
+        got = self.lane_members.get(job)
+        if got is None:
+            try:
+                record = self.index.record(job)
+            except DataError:
+                return None
+            named = None if record is None else record.get("members")
+            if not (isinstance(named, list) and all(type(p) is str for p in named)):
+                return None
+            got = self.lane_members[job] = frozenset(named)
+        return got
 
     def _raise_floors(self, floors: Mapping[str, int]) -> None:
         """Events up to these seqs left the log: the compaction floors and the fold's
@@ -1192,4 +1325,5 @@ def _why(s: Signed, keyring: MemberKeys, members: set[str],
 
 
 __all__ = ["CompactConfig", "Compactor", "EventStore", "Finished", "PassStats", "Signed",
-           "Snapshot", "check_snapshot", "covered", "droppable", "marks", "marks_of"]
+           "Snapshot", "check_snapshot", "covered", "droppable", "ended_record", "lanes_part",
+           "marks", "marks_of"]

@@ -73,6 +73,12 @@ class ContentSums:
                 self.lanes[origin] = lane[1]
         d.add(block_of(seq))
 
+    def forget(self, origin: str) -> None:
+        """`origin` is no longer held at all (a lane forgotten: MeshState.forget_lanes)."""
+        for table in (self.blocks, self.origins, self.dirty, self.lanes):
+            table.pop(origin, None)
+        self._total = None
+
     def refresh(self, by_origin: Mapping[str, Mapping[int, Event]]) -> None:
         """Recompute what is dirty, from the held events (origin -> seq -> event)."""
         for origin, dirty in self.dirty.items():

@@ -26,6 +26,8 @@ log = logging.getLogger("banzai.log")
 OTHER = "other"  # the counter of every origin beyond the tracked ones
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
 MemberOf = Callable[[str], bool]  # job -> are we a member of that lanes job (held lanes)?
+# job -> are its lanes closed here (compacted, and its lanes dropped: MeshState.forget_lanes)?
+Closed = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -169,16 +171,19 @@ class Door:
     are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED).
     `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
     are not enabled (LANES_FEATURE is not announced), every lane event is refused
-    (`lanes_off`), from peers and from disk alike."""
+    (`lanes_off`), from peers and from disk alike. `lane_closed` says which jobs' lanes were
+    dropped here (a member's straggling outcome that comes after is refused: `lane_closed`)."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
                  checks: Mapping[EventType, Check] | None = None,
-                 member_of: MemberOf | None = None) -> None:
+                 member_of: MemberOf | None = None,
+                 lane_closed: Closed | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
         self.store = store
         self.checks = dict(checks or {})
         self.member_of = member_of
+        self.lane_closed = lane_closed
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
@@ -210,8 +215,9 @@ class Door:
         """Why an event of `job`'s lane must not be stored or folded, or None: a lane holds
         its job's task events only (`lane_type`, `lane_job`: every part's, for a TURN), and
         only a member of the job holds them (`not_member`; a stored one is not asked: the
-        job's membership is folded with it, later steps of LANES_FEATURE); with lanes off,
-        none (`lanes_off`)."""
+        job's membership is folded with it, later steps of LANES_FEATURE), and only until the
+        job's lanes were dropped here (`lane_closed`, likewise); with lanes off, none
+        (`lanes_off`)."""
         if ev.type not in LANE_TYPES:
             return f"lane_type: a {ev.type.name} in a lane of job {job} (task events only)"
         for i, part in enumerate(ev.singles):
@@ -224,6 +230,9 @@ class Door:
                         f"job {job}")
         if self.member_of is None:
             return f"lanes_off: an event of the lane of job {job} (lanes are not enabled)"
+        if not stored and self.lane_closed is not None and self.lane_closed(job):
+            return (f"lane_closed: an event of the lane of job {job}, whose lanes were "
+                    "dropped here (the job is compacted)")
         if not stored and not self.member_of(job):
             return f"not_member: an event of the lane of job {job}, which we are no member of"
         return None

@@ -1109,6 +1109,23 @@ class MeshState:
         heads = self.heads
         return {o: heads[o] for j in jobs for o in self.lanes.get(j, ())}
 
+    def forget_lanes(self, job: str) -> list[str]:
+        """Forget `job`'s lanes (their events left the log: peer.log.compact.Compactor's drop
+        of a compacted lanes job): their heads, floors, evicted marks, held seqs and content
+        digests, and the job's `lanes`, `members_of` and `ended` entries, so that what the
+        state keeps of lanes is bounded by the jobs not yet dropped. A lane event of the job
+        that comes later is refused at the door (`lane_closed`). Returns the lane origins."""
+        origins = sorted(self.lanes.pop(job, ()))
+        for origin in origins:
+            for q in self.by_origin.pop(origin, {}):
+                self.events.pop((origin, q), None)
+            for table in (self.heads, self.floors, self.evicted, self.beyond):
+                table.pop(origin, None)
+            self.sums.forget(origin)
+        for per_job in (self.members_of, self.ended):
+            per_job.pop(job, None)
+        return origins
+
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
         """`origin`'s events held in (have, head], in seq order, at most `limit` (the seqs
         set aside under a floor are skipped)."""

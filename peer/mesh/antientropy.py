@@ -256,9 +256,12 @@ class AntiEntropy:
                  max_events_per_frame: int, heads_seen: HeadsSeen | None = None,
                  contents: ContentSink | None = None, max_frame_bytes: int = 16 << 20,
                  nonces: bool = False, signed: bool = False,
-                 lanes: LaneSink | None = None) -> None:
+                 lanes: LaneSink | None = None, pair_seen: HeadsSeen | None = None) -> None:
         self._sink = sink
         self._lanes = lanes  # None: lanes are off (no pair round started nor answered)
+        # Told a member's lanes vector a pair round proved it holds (the shared jobs' lanes
+        # only): what a compacted job's lanes wait for (peer.log.compact.Compactor.pair_vvs)
+        self._pair_seen = pair_seen or (lambda _p, _vv: None)
         self._link = link
         self._peers = peers
         self._limit = max_events_per_frame
@@ -453,6 +456,8 @@ class AntiEntropy:
         if not differ:
             if jobs is None:
                 self._note(f, dict(mine), trust)
+            else:  # (`_scope` proved its sender)
+                self._pair_seen(f.sender, dict(mine))
             ours = None if c is None or contents is None else contents.content_sum()
             differ = ours is not None and ours != c
         if trust is Trust.NONE:
@@ -485,7 +490,8 @@ class AntiEntropy:
         acknowledgement ("ack") is only noted: what differs is in flight, or the periodic
         rounds repair it. An unproven digest gets a handshake at most: no event is read or
         encoded for an address that proved nothing (its sender, proven, asks again). A pair
-        round's is answered over the jobs both are members of, and its vector not noted."""
+        round's is answered over the jobs both are members of, and its vector told to `pair_seen`
+        (not noted as the sender's mesh vector)."""
         theirs = parse_vv(f.body["vv"])
         trust = self._trust(f)
         jobs = self._scope(f, trust)
@@ -502,6 +508,7 @@ class AntiEntropy:
             return
         else:  # (their vector may name lanes of jobs we do not share: not ours to compare)
             theirs = {o: q for o, q in theirs.items() if _lane_in(o, jobs)}
+            self._pair_seen(f.sender, theirs)
         sink, contents = self._reader(jobs)
         mine = sink.heads()
         ahead = any(seq > mine.get(o, 0) for o, seq in theirs.items())
