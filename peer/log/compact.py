@@ -65,7 +65,7 @@ DELETED_DROP_MAX = 10_000
 UNINDEXED_PER_PASS = 10_000
 # The kinds of event whose cache entries or provided (or unprovided) CIDs the job index keeps
 # (`_entries`).
-_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial, Unprovide)
+_INDEXED = (TaskDone, ChunkDone, CachePut, Provide, Partial, Unprovide, JobEnded)
 
 
 @dataclass(frozen=True)
@@ -1177,15 +1177,19 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
     for ev in events:
         for p in facts(ev):  # (a CHUNK_DONE's implied TASK_DONE too)
             b = p.body
-            if isinstance(b, TaskDone) and b.key and b.key in state.outputs:
-                entries[(OUTPUT, b.key)] = CacheEntry(OUTPUT, b.key, state.outputs[b.key],
-                                                      state._outputs_src[b.key])
+            keys = [b.key] if isinstance(b, TaskDone) else [
+                o.key for o in b.outputs.values()] if isinstance(b, JobEnded) else []
+            for k in keys:  # (a JOB_ENDED's outputs: a non-member's, of no TASK_DONE here)
+                if k and k in state.outputs:
+                    entries[(OUTPUT, k)] = CacheEntry(OUTPUT, k, state.outputs[k],
+                                                      state._outputs_src[k])
             if isinstance(b, ChunkDone | CachePut):
                 for k in b.cache:
                     if k in state.cache:
                         entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
                                                         state._cache_src[k])
-            cids.update(b.cids if isinstance(b, Unprovide) else provided(b))
+            cids.update(b.cids if isinstance(b, Unprovide) else b.producers
+                        if isinstance(b, JobEnded) else provided(b))
     return list(entries.values()), sorted(cids)
 
 

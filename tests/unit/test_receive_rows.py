@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from peer.config import PeerConfig
-from peer.log import Event
+from peer.log import Event, EventType
 from peer.node import Node
 from tests.helpers import load_script
 
@@ -64,5 +64,47 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
         assert _digest(node, "events") == JOBS_LOGGED
         node.catchup.compact()
         assert {t: _digest(node, t) for t in JOBS_COMPACTED} == JOBS_COMPACTED
+    finally:
+        node.log.close()
+
+
+# the same 20 jobs of 2 tasks each as a peer that is no member of them holds them, lanes on
+# (`Node(cfg, lanes=True)`; docs/design/partial-replication.md, section 3): per job its
+# JOB_SUBMITTED (`members`: the runner) and a JOB_ENDED (scripts/bench_receive.py's
+# `--non-member` frames, one event a frame, from hlc 1_700_000_000_000 << 16); the compaction
+# pass makes each job's record of its JOB_ENDED, as lanes step 8 (session 37, helper d) stored them
+NON_MEMBER_LOGGED = (40, "5ba877382787a3eb")
+NON_MEMBER_COMPACTED = {"job_index": (20, "771894021446d498"),
+                        "job_thin": (20, "4c0ecca344519d8b"),
+                        "cache_index": (40, "f4bf70d60c10d241"),
+                        "provider_index": (40, "60f980d55da87278"),
+                        "events": (0, "4f53cda18c2baa0c")}
+
+
+def test_a_non_member_s_jobs_are_stored_and_compacted_from_their_job_ended(
+        tmp_path: Path) -> None:
+    script = load_script("bench_receive")
+    wire = script.non_member_frames(20, 2, 1_700_000_000_000 << 16, 0)
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0),
+                lanes=True)
+    node.listeners[:] = [node.scheduler.poke, node.compactor.note]
+    try:
+        for w in wire:
+            events = [Event.from_json(d) for d in json.loads(w)]
+            for e in events:  # (a lanes job: the runner is its one member)
+                if e.type == EventType.JOB_SUBMITTED:
+                    e.payload["members"] = [script.RUNNER]
+            node.merge([Event.from_json(e.to_json()) for e in events])
+            node.scheduler.step()
+        assert _digest(node, "events") == NON_MEMBER_LOGGED
+        node.catchup.compact()
+        assert {t: _digest(node, t) for t in NON_MEMBER_COMPACTED} == NON_MEMBER_COMPACTED
+        assert not node.state.jobs and not node.state.ended  # (their records answer)
+        row = node.log.db.execute("SELECT summary, facts FROM job_index WHERE job = ?",
+                                  ("bench-job-3",)).fetchone()
+        assert json.loads(row[0])["members"] == [script.RUNNER]
+        assert json.loads(row[0])["outputs"] == {"t0": script._cid("bench-job-3/t0"),
+                                                 "t1": script._cid("bench-job-3/t1")}
+        assert json.loads(row[1])["outputs"] == sorted(json.loads(row[0])["outputs"].values())
     finally:
         node.log.close()

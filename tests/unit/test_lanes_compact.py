@@ -1,0 +1,188 @@
+"""Compaction and snapshots with lanes (docs/design/partial-replication.md, section 4
+"Compaction and the log", "Snapshots and catch-up"; step 8), with lanes on explicitly
+(`Node(cfg, lanes=True)`): a member compacts a lanes job once its JOB_ENDED is held, and its
+lanes leave the log once every live member's pair vector covers them, their heads forgotten
+(`MeshState.forget_lanes`); a lane event of the job that comes after is refused at the door
+(`lane_closed`); a snapshot holds no lane row. Real data dirs in tmp_path, no gossip, no live
+peers (the compactor's `heard` and `pair_vvs` set by hand where another member is live)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from peer.cids import sha256_cid
+from peer.config import PeerConfig
+from peer.log import Event, EventType
+from peer.log.compact import ended_record
+from peer.log.lanes import lane
+from peer.mesh.antientropy import heads_sum
+from peer.node import Node
+
+J1, J2 = "j0000000000b1", "j0000000000b2"
+OTHER = "0123456789abcdef0123"  # another member of J1 (a peer id's form), never live here
+TASKS = ("t0", "t1")
+OUT = {t: str(sha256_cid(t.encode(), "raw", 1)) for t in TASKS}  # each task's output
+WORKFLOW = {"name": "w", "tasks": [{"name": t, "call": "c", "params": {}, "depends": []}
+                                   for t in TASKS]}
+
+
+class _Gossip:
+    """No peer is pushed to; `heads`: the live peers and the mesh vector each last sent."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, Mapping[str, int]] = {}
+
+    def broadcast(self, events: Sequence[Event]) -> None:
+        pass
+
+    def acknowledge(self, origins: object) -> None:
+        pass
+
+    def live_peers(self) -> list[str]:
+        return list(self.heads)
+
+    def heads_of(self, peer: str) -> Mapping[str, int]:
+        return self.heads[peer]
+
+
+def _node(d: Path, members: Sequence[str] = ()) -> Node:
+    """A node with lanes on, alone, that submitted J1 (members: itself and `members`) and ran
+    its tasks (their TASK_DONEs in its lane of J1); J2 is submitted, never run."""
+    node = Node(PeerConfig(data_dir=d, slots=1, mdns=False, compact_recent_tasks=0),
+                lanes=True)
+    node.listeners[:] = [node.compactor.note]  # no scheduler: this is about the log
+    node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.gossip = _Gossip()  # type: ignore[assignment]
+    me = node.peer_id
+    for job in (J1, J2):
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                            "members": [me, *members]})
+    for t in TASKS:
+        node.emit(EventType.TASK_DONE, {"job": J1, "task": t, "output": OUT[t]})
+    node.flush()
+    return node
+
+
+def _end(node: Node, job: str) -> Event:
+    """The job's JOB_ENDED, emitted by hand (the home's emission is another step)."""
+    me = node.peer_id
+    ev = node.emit(EventType.JOB_ENDED, {
+        "job": job, "state": "done", "n_tasks": len(TASKS), "end": node.hlc.now(),
+        "outputs": {t: [None, OUT[t], 1, lane(me, job), i + 1]
+                    for i, t in enumerate(TASKS)},
+        "producers": {}, "failed": {}, "digest": "0" * 32})
+    node.flush()
+    return ev
+
+
+def _lane_rows(node: Node) -> list[tuple[str, int]]:
+    return node.log.db.execute("SELECT origin, seq FROM events WHERE origin LIKE '%/%' "
+                               "ORDER BY 1, 2").fetchall()
+
+
+def _lane_state(node: Node, job: str) -> dict[str, Any]:
+    """What the fold keeps of `job`'s lanes (empty once forgotten)."""
+    st = node.state
+    o = lane(node.peer_id, job)
+    return {k: v for k, v in {"heads": st.heads.get(o), "floors": st.floors.get(o),
+                              "evicted": st.evicted.get(o), "by_origin": st.by_origin.get(o),
+                              "sums": st.sums.lanes.get(o), "lanes": st.lanes.get(job),
+                              "members_of": st.members_of.get(job)}.items() if v}
+
+
+def test_a_member_s_lanes_leave_the_log_once_compacted_ended_and_covered(
+        tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    try:
+        me = node.peer_id
+        node.catchup.compact()
+        assert J1 not in node.state.compacted  # finished, but no JOB_ENDED held yet
+        assert _lane_rows(node) == [(lane(me, J1), 1), (lane(me, J1), 2)]
+        _end(node, J1)
+        out = node.catchup.compact()
+        assert out.jobs == [J1] and out.dropped >= 2
+        # we are its one live member and hold its lanes: they leave the log, their heads go
+        assert _lane_rows(node) == []
+        assert _lane_state(node, J1) == {}
+        assert lane(me, J1) not in node.compactor.floors  # (no floor: nothing to come back)
+        assert node.index.record(J1)["members"] == [me]  # type: ignore[index]
+        # a straggling lane event of the job is refused at the door, not stored
+        late = Event(lane(me, J1), 3, node.hlc.now(), EventType.CLAIM, {
+            "job": J1, "task": "t0", "split": ["x", 1], "chunk": 0, "attempt": 1})
+        assert node.merge([late]) == []
+        assert node.door.refused.by_reason.get("lane_closed") == 1
+        assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
+    finally:
+        node.log.close()
+
+
+def test_the_lanes_wait_for_every_live_member_s_pair_vector(tmp_path: Path) -> None:
+    node = _node(tmp_path, [OTHER])
+    try:
+        me = node.peer_id
+        mine = lane(me, J1)
+        pairs: dict[str, Mapping[str, int]] = {}
+        node.compactor.pair_vvs = lambda: pairs
+        _end(node, J1)
+        gossip: Any = node.gossip
+        gossip.heads[OTHER] = dict(node.heads())  # live, its mesh vector covers ours
+        node.catchup.compact()
+        assert J1 in node.state.compacted
+        assert len(_lane_rows(node)) == 2  # its pair vector is not known: they stay
+        pairs[OTHER] = {mine: 1}
+        node.catchup.compact()
+        assert len(_lane_rows(node)) == 2  # it lacks seq 2
+        assert node.state.lanes[J1] == {mine}
+        pairs[OTHER] = {mine: 2}
+        node.catchup.compact()
+        assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
+        # after a restart, nothing of the lanes comes back
+        node.log.close()
+        node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False,
+                               compact_recent_tasks=0), lanes=True)
+        assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
+        assert J1 in node.state.compacted
+    finally:
+        node.log.close()
+
+
+def test_a_snapshot_from_a_member_holds_no_lane_event_and_the_mesh_heads(
+        tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    try:
+        me = node.peer_id
+        assert len(_lane_rows(node)) == 2  # J1 is not ended: its lanes are held
+        for v, part in ((2, None), (3, None), (3, "jobs"), (1, None)):
+            body = b"".join(node.catchup.snapshot_stream(v, part))
+            assert lane(me, J1).encode() not in body, (v, part)
+            assert J1.encode() in body  # (its JOB_SUBMITTED, a mesh event, is there)
+        read = node.catchup.digest_reader()()
+        assert heads_sum(read["heads"]) == heads_sum(node.heads()) and \
+            set(read["heads"]) == {me}
+        assert not any("/" in o for o in read["floors"])
+    finally:
+        node.log.close()
+
+
+def test_a_non_member_s_record_is_made_of_the_job_ended() -> None:
+    sub = Event("0123456789abcdef", 1, 5 << 16, EventType.JOB_SUBMITTED, {
+        "job": J1, "workflow": {**WORKFLOW, "tasks": [*WORKFLOW["tasks"], {
+            "name": "t2", "call": "c", "params": {}, "depends": [], "cid": "given"}]},
+        "members": [OTHER]})
+    end = Event("0123456789abcdef", 2, 9000 << 16, EventType.JOB_ENDED, {
+        "job": J1, "state": "failed", "n_tasks": 3, "end": 9000 << 16,
+        "outputs": {"t0": ["k0", "c0", 7, f"{OTHER}/{J1}", 1],
+                    "t2": [None, "c2", 8, f"{OTHER}/{J1}", 2]},
+        "producers": {}, "failed": {"t1": "boom"}, "digest": "0" * 32})
+    f = ended_record(sub, end)
+    assert (f.state, f.ended_hlc, f.n_tasks) == ("failed", 9000 << 16, 3)
+    assert [(t["name"], t["state"], t["output"], t["error"]) for t in f.record["tasks"]] == [
+        ("t0", "done", "c0", None), ("t1", "failed", None, "boom"), ("t2", "done", "c2", None)]
+    assert f.summary["tasks"][1] == {"name": "t1", "state": "failed", "progress": 0.0}
+    assert "workflow" not in f.summary and f.record["workflow"]["name"] == "w"
+    # the outputs of computed tasks only (a task given its output by CID: not), as a member's
+    # record_facts lists them
+    assert f.facts == {"finished_s": 9.0, "outputs": ["c0"], "logs": []}
+    assert (f.summary["finished_ms"], f.summary["duration_s"]) == (9000, 9.0 - 0.005)
