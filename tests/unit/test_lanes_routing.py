@@ -332,3 +332,37 @@ def test_signed_lanes_travel_to_members_and_a_lane_signed_by_another_is_refused(
     steps(c, 10)
     assert forged.id not in a.sink.state.events
     assert a.gossip.auth.keyring.refused.total.get("lane_signer", 0) >= 1
+
+
+def test_a_pair_round_tells_the_sender_s_lanes_vector_of_the_shared_jobs_only() -> None:
+    """What a pair round proves a member holds (`AntiEntropy(pair_seen=...)`, what a
+    compacted job's lanes wait for: peer.log.compact.Compactor.pair_vvs): the vector of the
+    lanes of the jobs both share, under its proven sender; never a non-member's, never a
+    lane of a job not shared, never under a forged sender."""
+    c = cluster(seed=21)
+    a, b, d = c.peers[:3]
+    ia, ib, i_d = (p.gossip.peer_id for p in (a, b, d))
+    submit(a, J1, [ia, ib])
+    submit(b, J2, [ib, i_d])
+    steps(c, 6)
+    seen: dict[str, list[tuple[str, dict[str, int]]]] = {ia: [], ib: [], i_d: []}
+    for p in (a, b, d):
+        p.gossip._ae._pair_seen = (  # type: ignore[method-assign]
+            lambda peer, vv, me=p.gossip.peer_id: seen[me].append((peer, dict(vv))))
+    emit_lane(b, [lane_done(b, J1, 1), lane_done(b, J1, 2), lane_done(b, J2, 1)])
+    emit_lane(a, [lane_done(a, J1, 1)])
+    steps(c, 20)
+    full = {lane(ia, J1): 1, lane(ib, J1): 2}
+    assert [vv for peer, vv in seen[ia] if peer == ib][-1] == full
+    assert [vv for peer, vv in seen[ib] if peer == ia][-1] == full
+    assert {peer for peer, _ in seen[ia]} == {ib}  # (d shares no job with a)
+    assert all(lane_of(o) is not None and lane_of(o)[1] == J2  # type: ignore[index]
+               for peer, vv in seen[i_d] for o in vv) and seen[i_d]
+    # d's frames claiming to be b's (a member of J1), from d's address: nothing told
+    before = len(seen[ia])
+    d.gossip._writer = FrameWriter(c.cfg.mesh_id, ib, d.addr, None)
+    for _ in range(3):
+        d.gossip._ae.send_digest(a.addr, jobs=[J1])
+        d.gossip._ae.send_sum(a.addr, jobs=[J1])
+        c.net.pump()
+    assert len(seen[ia]) == before
