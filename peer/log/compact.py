@@ -1177,9 +1177,13 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
     for ev in events:
         for p in facts(ev):  # (a CHUNK_DONE's implied TASK_DONE too)
             b = p.body
-            keys = [b.key] if isinstance(b, TaskDone) else [
-                o.key for o in b.outputs.values()] if isinstance(b, JobEnded) else []
-            for k in keys:  # (a JOB_ENDED's outputs: a non-member's, of no TASK_DONE here)
+            keys: list[str | None] = []
+            if isinstance(b, TaskDone):
+                keys = [b.key]
+            elif isinstance(b, JobEnded) and state.lanes_on:  # (else held, not folded): its
+                keys = [o.key for o in b.outputs.values()]  # outputs and producers, a
+                cids.update(b.producers)  # non-member's of no TASK_DONE here
+            for k in keys:
                 if k and k in state.outputs:
                     entries[(OUTPUT, k)] = CacheEntry(OUTPUT, k, state.outputs[k],
                                                       state._outputs_src[k])
@@ -1188,8 +1192,7 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
                     if k in state.cache:
                         entries[(ITEM, k)] = CacheEntry(ITEM, k, state.cache[k],
                                                         state._cache_src[k])
-            cids.update(b.cids if isinstance(b, Unprovide) else b.producers
-                        if isinstance(b, JobEnded) else provided(b))
+            cids.update(b.cids if isinstance(b, Unprovide) else provided(b))
     return list(entries.values()), sorted(cids)
 
 
