@@ -495,6 +495,12 @@ class Compactor:
         b = ev.body_as(JobEnded)
         return b.end, b.n_tasks
 
+    def _record_of(self, job: str) -> Finished | None:
+        """The record of a lanes job we are no member of: its JOB_ENDED's (`ended_record`),
+        None if none is held."""
+        ended = self.state.ended.get(job)
+        return None if ended is None else ended_record(self.state.jobs[job], ended)
+
     def _theirs(self, job: str) -> bool:
         """Is `job` a lanes job we are no member of (its record: its JOB_ENDED)?"""
         st = self.state
@@ -524,8 +530,8 @@ class Compactor:
         st = self.state
         for job in jobs:
             theirs = self._theirs(job)
-            f = ended_record(st.jobs[job], st.ended[job]) if theirs else self.finished(job)
-            if f is None:  # not finished after all (a reopened chunk)
+            f = self._record_of(job) if theirs else self.finished(job)
+            if f is None:  # not finished after all (a reopened chunk; its JOB_ENDED gone)
                 self.ended.pop(job, None)
                 continue
             done.append(job)

@@ -118,6 +118,18 @@ def test_a_lane_event_of_a_job_we_are_no_member_of_is_refused() -> None:
     assert d.refused.by_reason == {"not_member": 1}
 
 
+def test_a_lane_event_of_a_job_whose_lanes_were_dropped_is_refused_as_closed() -> None:
+    """Once a job's lanes left the log here (`lane_closed`: compacted, its lanes forgotten),
+    a straggling lane event of it is refused and counted `lane_closed`, a member's too; one
+    read back from disk is not asked (as `not_member`); another job's lanes are taken."""
+    d = Door(DoorConfig(), HLC(lambda: WALL_MS), FakeLog(), member_of=everywhere,
+             lane_closed=lambda job: job == JOB)
+    mine = event(EventType.CLAIM, chunk(OTHER_JOB), origin=lane(P, OTHER_JOB))
+    assert d.admit([event(EventType.CLAIM, chunk()), mine]) == [mine]
+    assert d.refused.by_reason == {"lane_closed": 1} and d.refused.by_origin == {LANE: 1}
+    assert d.problem(event(EventType.CLAIM, chunk()), stored=True) is None
+
+
 @pytest.mark.parametrize(("typ", "payload"), [
     (EventType.MEMBER, {"name": "n", "http": "", "calls": [], "slots": 1, "cores": 1,
                         "mem_mb": 1, "gpu": False}),

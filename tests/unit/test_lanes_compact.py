@@ -210,3 +210,24 @@ def test_a_non_member_s_record_is_made_of_the_job_ended() -> None:
     # record_facts lists them
     assert f.facts == {"finished_s": 9.0, "outputs": ["c0"], "logs": []}
     assert (f.summary["finished_ms"], f.summary["duration_s"]) == (9000, 9.0 - 0.005)
+
+
+def test_no_lane_is_taken_of_a_job_whose_job_submitted_is_not_held(tmp_path: Path) -> None:
+    """A JOB_MEMBERS naming us makes no member of a job whose JOB_SUBMITTED we do not hold
+    (design review h: `member_of` answered yes for a job it holds no submission of); once
+    the JOB_SUBMITTED is here, its lanes are taken."""
+    node = _node(tmp_path)
+    try:
+        me, job = node.peer_id, "j0000000000c1"
+        node.merge([Event(OTHER, 1, node.hlc.now(), EventType.JOB_MEMBERS,
+                          {"job": job, "add": [me]})])
+        assert me in node.state.members_of[job]
+        claim = Event(lane(OTHER, job), 1, node.hlc.now(), EventType.CLAIM, {
+            "job": job, "task": "t0", "split": ["x", 1], "chunk": 0, "attempt": 0})
+        assert node.merge([claim]) == []
+        assert node.door.refused.by_reason == {"not_member": 1}
+        node.merge([Event(OTHER, 2, node.hlc.now(), EventType.JOB_SUBMITTED,
+                          {"job": job, "workflow": WORKFLOW, "members": [OTHER]})])
+        assert node.merge([claim]) == [claim]
+    finally:
+        node.log.close()
