@@ -148,9 +148,10 @@ def ended_record(submitted: Event, ended: Event) -> Finished:
     """A lanes job's compact record as a peer that holds none of its lanes makes it (design
     docs/design/partial-replication.md, section 3): from its JOB_SUBMITTED and its JOB_ENDED
     alone, in the form of `Finished` (the list entry and record of peer.http.views, each
-    task's state, progress and output from the summary; no run logs): the job index's row and
-    its thin row are what a member's are in the columns two members compare (`job_digest3`:
-    the submission's order, the end, the state and the computed tasks' outputs)."""
+    task's state, progress and output from the summary; no run logs). The columns two peers
+    compare (`job_digest3`: the submission's order, the end, the state and the computed
+    tasks' outputs, as `record_facts` lists them) equal a member's when the JOB_ENDED says
+    what the member's record does (its emission's rule; its `digest` is not checked here)."""
     b = ended.body_as(JobEnded)
     wf = submitted.body_as(JobSubmitted).workflow
     tasks = []
