@@ -34,7 +34,7 @@ from peer.dataentry import (
     temp_file,
     unlink_in,
 )
-from peer.errors import BanzaiError, ConfigError, DataError
+from peer.errors import BanzaiError, ConfigError, DataError, Unavailable
 from peer.jsontext import loads_within, pieces
 from peer.log import Event, EventLog, MeshState
 from peer.log.compact import Compactor, PassStats, Snapshot, check_snapshot
@@ -77,6 +77,7 @@ from peer.mesh.wire import write_packed
 
 log = logging.getLogger("banzai.catchup")
 _Signed = TypeVar("_Signed", Snapshot, Trailer)
+T = TypeVar("T")
 # a snapshot's JSON part parsed and its events decoded (`_parse`), or why it would not parse
 _Parsed = tuple[Any, list[Event | Exception] | None]
 
@@ -89,6 +90,12 @@ class CatchUpConfig:
     retry_s: float = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
     timeout_s: float = 120.0  # one snapshot download (either part), whole
     record_timeout_s: float = 10.0  # a compacted job's full record fetched from one member
+    # A lanes job's view asked of its members (a peer that holds none of its lanes): each
+    # member within view_timeout_s, all of them within view_total_s, an answer of at most
+    # max_view_bytes (a job's view lists at most 1,000 chunks per task)
+    view_timeout_s: float = 5.0
+    view_total_s: float = 15.0
+    max_view_bytes: int = 32 << 20
     max_snapshot_bytes: int = 64 << 30  # a snapshot stream longer than this is refused
     # an older peer's one snapshot body (v1) is held in memory and parsed whole (its objects
     # take several times its bytes): a longer one is refused (~190,000 compacted jobs at
@@ -96,7 +103,8 @@ class CatchUpConfig:
     max_snapshot_v1_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
-        for name in ("retry_s", "timeout_s", "record_timeout_s", "max_snapshot_bytes",
+        for name in ("retry_s", "timeout_s", "record_timeout_s", "view_timeout_s",
+                     "view_total_s", "max_view_bytes", "max_snapshot_bytes",
                      "max_snapshot_v1_bytes"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
@@ -105,6 +113,18 @@ class CatchUpConfig:
 _SPOOLS = itertools.count()  # spool files of one process never share a name
 _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL, read O_NOFOLLOW)
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
+
+
+async def _read_within(r: aiohttp.ClientResponse, max_bytes: int | None) -> bytes:
+    """An answer's body; ValueError once it is longer than `max_bytes` (None: no bound)."""
+    if max_bytes is None:
+        return await r.read()
+    got = bytearray()
+    async for piece in r.content.iter_any():
+        got += piece
+        if len(got) > max_bytes:
+            raise ValueError(f"an answer longer than {max_bytes} bytes")
+    return bytes(got)
 
 
 def _drop_spool(rows: Path, spool_dir: int) -> None:
@@ -311,26 +331,74 @@ class CatchUp:
         sha = self.index.thin_sha(job) if job in self._host.state.compacted else None
         if sha is None:
             return None
-        timeout = aiohttp.ClientTimeout(total=self.cfg.record_timeout_s)
-        async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http:
-            for peer, info in self._host.live_peers().items():
-                if SNAPSHOT_FEATURE not in (info.get("features") or ()) or not info.get("http"):
-                    continue
-                try:
-                    async with http.get(f"{info['http']}/api/snapshot",
-                                        params={"v": "3", "record": job}) as r:
-                        if r.status != 200:
-                            continue
-                        texts = check_record(sha, loads_within(await r.read()))
-                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                    log.warning("no record of job %s from %s: %s", job, peer[:16], e)
-                    if isinstance(e, StreamError):
-                        self._host.keyring.refused.add(peer, "record_mismatch")
-                    continue
-                if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
-                    self.index.fill(job, texts)
-                return self.index.record(job)
-        return None
+        asked = [(peer, str(info["http"])) for peer, info in self._host.live_peers().items()
+                 if SNAPSHOT_FEATURE in (info.get("features") or ()) and info.get("http")]
+        got, _ = await self._ask(asked, {"v": "3", "record": job}, f"record of job {job}",
+                                 lambda body: check_record(sha, loads_within(body)),
+                                 self.cfg.record_timeout_s)
+        if got is None:
+            return None
+        if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
+            self.index.fill(job, got[1])
+        return self.index.record(job)
+
+    async def fetch_view(self, job: str, members: Sequence[str], chunks_from: int,
+                         check: Callable[[Any], dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        """A lanes job's view (`GET /api/snapshot?v=3&view=JOB`) from the first of its live
+        `members`, in order, whose answer `check` passes (ValueError: the next one): (member,
+        view). Each member within `view_timeout_s`, all within `view_total_s`, an answer of at
+        most `max_view_bytes`; else Unavailable naming the members and why each gave none."""
+        def parsed(body: bytes) -> dict[str, Any]:
+            try:
+                value = loads_within(body)
+            except ValueError as e:
+                raise ValueError(f"an answer that is not JSON ({e})") from None
+            return check(value)
+
+        urls = self._host.peer_urls()
+        asked = [(m, urls[m]) for m in members if m in urls]
+        got, why = await self._ask(
+            asked, {"v": "3", "view": job, "chunks_from": str(chunks_from)},
+            f"view of job {job}", parsed, self.cfg.view_timeout_s, self.cfg.view_total_s,
+            self.cfg.max_view_bytes)
+        if got is not None:
+            return got
+        said = "; ".join(f"{m}: {why.get(m, 'not live')}" for m in members)
+        raise Unavailable(f"job {job} runs on its members, and this peer holds none of its "
+                          f"task events; no member gave its view ({said}): try again later "
+                          "or ask a member", field="job")
+
+    async def _ask(self, asked: Sequence[tuple[str, str]], params: Mapping[str, str],
+                   what: str, check: Callable[[bytes], T], timeout_s: float,
+                   total_s: float | None = None, max_bytes: int | None = None,
+                   ) -> tuple[tuple[str, T] | None, dict[str, str]]:
+        """GET /api/snapshot with `params` of each (peer, URL) of `asked` in turn, each within
+        `timeout_s`, all within `total_s`, an answer of at most `max_bytes`, until one answers
+        200 with a body that `check` (in a thread) passes: ((peer, its result) or None, why
+        each peer asked gave none). An answer that `check` finds does not match what was
+        signed (StreamError) counts a `record_mismatch` refusal of its peer."""
+        why: dict[str, str] = {}
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with (asyncio.timeout(total_s),
+                        aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http):
+                for peer, url in asked:
+                    try:
+                        async with http.get(f"{url}/api/snapshot", params=params) as r:
+                            if r.status != 200:
+                                why[peer] = f"answered {r.status}"
+                                continue
+                            body = await _read_within(r, max_bytes)
+                        return (peer, await asyncio.to_thread(check, body)), why
+                    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                        log.warning("no %s from %s: %s", what, peer[:16], e)
+                        why[peer] = str(e) or f"no answer within {timeout_s:g} s"
+                        if isinstance(e, StreamError):
+                            self._host.keyring.refused.add(peer, "record_mismatch")
+        except TimeoutError:  # (asyncio.timeout's: a peer's own is caught above)
+            for peer, _ in asked:
+                why.setdefault(peer, f"not asked: {total_s:g} s passed")
+        return None, why
 
     # -- snapshots: a peer behind the compaction horizon ----------------------------------
     def _begin(self) -> tuple[dict[str, int], sqlite3.Connection, dict[str, int]]:

@@ -44,7 +44,15 @@ from peer.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from peer.http.metrics import Metrics, member_state
 from peer.http.openapi import OPENAPI
 from peer.http.tokens import load_or_create_token, mesh_credential
-from peer.http.views import job_view, page_jobs, published_names
+from peer.http.views import (
+    elsewhere_entry,
+    held_elsewhere,
+    job_view,
+    member_view,
+    members,
+    page_jobs,
+    published_names,
+)
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.placement import json_type
@@ -212,9 +220,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ArgError("limit must be an integer", field="limit") from None
     jobs, nxt = page_jobs(node.state, limit, request.query.get("cursor"),
                           node.catchup.archived_jobs)
-    body: dict[str, Any] = {"jobs": [
-        j if isinstance(j, dict) else job_view(node.state, j, node.cfg.max_attempts,
-                                               detail=False) for j in jobs]}
+    body: dict[str, Any] = {"jobs": [j if isinstance(j, dict) else _entry(node, j)
+                                     for j in jobs]}
     if limit is not None:
         body["next"] = nxt
     return web.json_response(body)
@@ -237,24 +244,55 @@ def _count(request: web.Request, name: str) -> int:
 async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
+    chunks_from = _count(request, "chunks_from")
+    if held_elsewhere(node.state, job, node.peer_id):  # a lanes job: its view is a member's
+        submitted = node.state.jobs[job]
+        member, view = await node.catchup.fetch_view(
+            job, members(node.state, job), chunks_from, lambda v: member_view(v, submitted))
+        view["served_by"] = member  # (the web UI polls it: no task event of it comes here)
+        return web.json_response(view)
     record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
         return web.json_response(record)
-    view = job_view(node.state, job, node.cfg.max_attempts,
-                    chunks_from=_count(request, "chunks_from"))
+    return web.json_response(await _view(node, job, chunks_from))
+
+
+async def _view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:
+    """The full view of `job` (of the state), made here."""
+    view = job_view(node.state, job, node.cfg.max_attempts, chunks_from=chunks_from)
     waiting = node.scheduler.waiting()  # why tasks wait here (no live provider of data)
     for t in view["tasks"]:
         t["waiting"] = waiting.get((job, t["name"]))
     held = await asyncio.to_thread(node.ipns.names.held)  # IPNS names naming its outputs
     view["published"] = published_names(view, {n: r.value for n, r in held.items()})
-    return web.json_response(view)
+    return view
+
+
+async def _served_view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:
+    """GET /api/snapshot?v=3&view=JOB, a peer that holds none of a lanes job's lanes asking
+    a member (`CatchUp.fetch_view`): its view made here, or its record if compacted here;
+    never asked on (NotFound: the asker tries its next member)."""
+    if job in node.state.jobs and not held_elsewhere(node.state, job, node.peer_id):
+        return await _view(node, job, chunks_from)
+    record = node.catchup.job_record(job)
+    if record is None:
+        raise NotFound(f"no view of job {job!r} here: this peer holds none of its task "
+                       "events", field="view")
+    return record
+
+
+def _entry(node: Host, job: str) -> dict[str, Any]:
+    """The list entry of `job` (of the state)."""
+    if held_elsewhere(node.state, job, node.peer_id):
+        return elsewhere_entry(node.state, job)
+    return job_view(node.state, job, node.cfg.max_attempts, detail=False)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
     record = await _job(node, job)
-    view = record or job_view(node.state, job, node.cfg.max_attempts, detail=False)
+    view = record or _entry(node, job)
     if view["state"] in ("done", "failed"):
         raise Conflict(f"job {job} is already {view['state']}", field="job")
     if record is None and job not in node.state.cancelled:
@@ -523,6 +561,9 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     v = {"2": 2, "3": 3}.get(request.query.get("v", ""), 1)  # 2: peer.log.snapstream, 3:
     # peer.log.snapframe; older peers ask v1 (and an older peer ignores v)
+    if v == 3 and "view" in request.query and node.state.lanes_on:  # a lanes job's view
+        return web.json_response(await _served_view(node, request.query["view"],
+                                                    _count(request, "chunks_from")))
     if v == 3 and "record" in request.query:  # a compacted job's full texts
         texts = node.catchup.record_texts(request.query["record"])
         if texts is None:

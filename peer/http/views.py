@@ -16,6 +16,7 @@ from peer.log import (
     ChunkKey,
     ChunkState,
     Event,
+    JobEnded,
     JobSubmitted,
     MeshState,
     Partial,
@@ -253,6 +254,80 @@ def summary(view: dict[str, Any]) -> dict[str, Any]:
     out["tasks"] = [{"name": t["name"], "state": t["state"], "progress": t["progress"]}
                     for t in view["tasks"]]
     return out
+
+
+# -- a lanes job whose lanes this peer does not hold (docs/design/partial-replication.md,
+# section 3, "The UI and the API on a non-member"): its tables here hold none of its task
+# events, so its list entry is made from its JOB_SUBMITTED and JOB_ENDED, its view is a
+# member's answer.
+
+
+def held_elsewhere(state: MeshState, job: str, me: str) -> bool:
+    """Is `job` (of the state) a lanes job that `me` is not a member of? Never while lanes
+    are off (`MeshState.lanes_on`: no job has members then)."""
+    return state.lanes_on and job in state.jobs and not state.member_of(job, me)
+
+
+def members(state: MeshState, job: str) -> list[str]:
+    """`job`'s members in the order to ask them: its JOB_SUBMITTED's `members` (its home
+    first, then its replicas), then the peers its JOB_MEMBERS added, by id."""
+    first = state.jobs[job].body_as(JobSubmitted).members or ()
+    return [*first, *sorted(state.members_of.get(job, set()) - set(first))]
+
+
+def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
+    """The list entry of a job `held_elsewhere`, in a compacted job's thin form (`tasks`
+    empty, `n_tasks`, `partial`): from its JOB_SUBMITTED, `running` (`cancelled` once
+    cancelled), and from its JOB_ENDED, once folded, its state, end, outputs and task count;
+    `members` says where its view is."""
+    ev = state.jobs[job]
+    wf = ev.body_as(JobSubmitted).workflow
+    end_ev = state.ended.get(job)
+    end = end_ev.body_as(JobEnded) if end_ev is not None else None
+    submitted = _ms(ev) or 0
+    if end is None:
+        st = "cancelled" if job in state.cancelled else "running"
+        n, outputs, finished, progress = len(wf["tasks"]), {}, None, 0.0
+    else:
+        st, n, finished = end.state, end.n_tasks, hlc_ms(end.end)
+        outputs = {t: o.cid for t, o in end.outputs.items()}
+        progress = 1.0 if st == "done" else round(min(len(outputs) / max(n, 1), 1.0), 4)
+    return {"id": job, "name": wf.get("name", job), "state": st, "submitted_by": ev.origin,
+            "submitted_ms": submitted, "finished_ms": finished,
+            "duration_s": (finished - submitted) / 1000 if finished else None,
+            "progress": progress, "outputs": outputs, "tasks": [], "partial": True,
+            "n_tasks": n, "members": members(state, job)}
+
+
+VIEW_STATES = ("pending", "running", "done", "failed", "cancelled")
+
+
+def member_view(value: Any, submitted: Event) -> dict[str, Any]:
+    """A member's answer for the view of the job `submitted` (its JOB_SUBMITTED, held here),
+    checked as hostile input: a JSON object whose id, submitter, submission time and task
+    names are the job's, with a known state and a progress in 0..1; ValueError naming what
+    is not so. (Pure: a worker thread may run it.)"""
+    if not isinstance(value, dict):
+        raise ValueError("the answer is not a JSON object")
+    b = submitted.body_as(JobSubmitted)
+    names = b.tasks
+    want = {"id": b.job, "submitted_by": submitted.origin, "submitted_ms": _ms(submitted)}
+    for key, v in want.items():
+        if value.get(key) != v or type(value.get(key)) is not type(v):
+            raise ValueError(f"its {key} is {value.get(key)!r:.80}, not {v!r} (another job)")
+    if value.get("state") not in VIEW_STATES:
+        raise ValueError(f"its state is {value.get('state')!r:.80}, not one of "
+                         + ", ".join(VIEW_STATES))
+    p = value.get("progress")
+    if not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
+        raise ValueError(f"its progress is {p!r:.80}, not a number in 0..1")
+    tasks = value.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise ValueError("its tasks are not a list of objects")
+    got = [t.get("name") for t in tasks]
+    if got != list(names):
+        raise ValueError(f"its tasks are {got!r:.120}, not the job's {list(names)!r:.120}")
+    return value
 
 
 def published_names(view: dict[str, Any], held: Mapping[str, str]) -> list[dict[str, str]]:

@@ -1,0 +1,278 @@
+"""Partial replication, step 9: the HTTP API on a peer that holds none of a lanes job's lanes
+(docs/design/partial-replication.md, section 3, "The UI and the API on a non-member"). Its
+list entry is made from the JOB_SUBMITTED and JOB_ENDED it folds; `GET /api/jobs/{id}` is the
+view a live member answers (`GET /api/snapshot?v=3&view=`), asked in the members' order,
+each answer checked as hostile input, else 503 naming the members. Lanes are switched on
+explicitly here (`Node(cfg, lanes=True)`); with them off nothing changes. Fake members are
+aiohttp servers on loopback; real Nodes, not started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from peer.config import PeerConfig
+from peer.http.views import elsewhere_entry, held_elsewhere, member_view, members
+from peer.log import Event, EventType, MeshState, fold, hlc_ms
+from peer.node import Node
+from tests.unit.api_client import api_client
+
+Client = TestClient[Any, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+A, B, C, D = "a1" * 8, "b2" * 8, "c3" * 10, "d4" * 8  # peers; the Node under test is none
+JOB = "j0000000000a1"
+HLC = 1_700_000_000_000 << 16
+WORKFLOW = {"name": "w", "tasks": [{"name": n, "call": "c", "params": {}, "depends": []}
+                                   for n in ("t0", "t1")]}
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+
+
+def submitted(job: str = JOB, home: str = A, members_: list[str] | None = None) -> Event:
+    """A lanes job's JOB_SUBMITTED from `home` (members: home, then B)."""
+    return Event(home, 1, HLC, EventType.JOB_SUBMITTED,
+                 {"job": job, "workflow": WORKFLOW, "members": members_ or [home, B]})
+
+
+def ended(state: str = "done", job: str = JOB, outputs: int = 2) -> Event:
+    return Event(A, 2, HLC + (5000 << 16), EventType.JOB_ENDED, {
+        "job": job, "state": state, "n_tasks": 2, "end": HLC + (4000 << 16),
+        "outputs": {f"t{i}": [f"k{i}", CID, HLC + 1, A, 1] for i in range(outputs)},
+        "producers": {CID: [A]}, "failed": {} if state == "done" else {"t1": "boom"},
+        "digest": "0" * 32})
+
+
+def good_view(job: str = JOB, **over: Any) -> dict[str, Any]:
+    """What a member answers for JOB (`GET /api/jobs/{id}`'s shape, cut to what is checked)."""
+    view: dict[str, Any] = {
+        "id": job, "name": "w", "state": "running", "submitted_by": A,
+        "submitted_ms": hlc_ms(HLC), "finished_ms": None, "duration_s": None,
+        "progress": 0.5, "outputs": {}, "workflow": WORKFLOW,
+        "tasks": [{"name": "t0", "state": "done", "progress": 1.0, "chunks": []},
+                  {"name": "t1", "state": "running", "progress": 0.0, "chunks": []}]}
+    view.update(over)
+    return view
+
+
+# -- the list entry and the checks, pure --------------------------------------------------
+
+
+def test_a_non_members_entry_is_made_from_the_submission_then_from_the_end() -> None:
+    s = MeshState(lanes_on=True)
+    s.apply(submitted())
+    s.apply(Event(D, 1, HLC + 9, EventType.JOB_MEMBERS, {"job": JOB, "add": [C]}))
+    assert held_elsewhere(s, JOB, D) and not held_elsewhere(s, JOB, A)
+    assert members(s, JOB) == [A, B, C]  # home, replica, then the added ones
+    entry = elsewhere_entry(s, JOB)
+    assert entry == {"id": JOB, "name": "w", "state": "running", "submitted_by": A,
+                     "submitted_ms": hlc_ms(HLC), "finished_ms": None, "duration_s": None,
+                     "progress": 0.0, "outputs": {}, "tasks": [], "partial": True,
+                     "n_tasks": 2, "members": [A, B, C]}
+    s.apply(ended("failed", outputs=1))
+    entry = elsewhere_entry(s, JOB)
+    assert (entry["state"], entry["n_tasks"], entry["outputs"], entry["progress"]) == (
+        "failed", 2, {"t0": CID}, 0.5)
+    assert entry["finished_ms"] == hlc_ms(HLC) + 4000 and entry["duration_s"] == 4.0
+
+
+def test_a_cancelled_job_not_ended_yet_is_listed_cancelled() -> None:
+    s = MeshState(lanes_on=True)
+    s.apply(submitted())
+    s.apply(Event(D, 1, HLC + 9, EventType.JOB_CANCELLED, {"job": JOB, "reason": "r"}))
+    assert elsewhere_entry(s, JOB)["state"] == "cancelled"
+
+
+def test_with_lanes_off_or_without_members_every_job_is_held_here() -> None:
+    evs = [submitted(), Event(C, 1, HLC, EventType.JOB_SUBMITTED,
+                              {"job": "j0000000000b2", "workflow": WORKFLOW})]
+    off = fold(evs)
+    assert not off.lanes_on and not held_elsewhere(off, JOB, D)
+    on = MeshState(lanes_on=True)
+    for ev in evs:
+        on.apply(ev)
+    assert held_elsewhere(on, JOB, D) and not held_elsewhere(on, "j0000000000b2", D)
+    assert not held_elsewhere(on, "j0000000000c3", D)  # (unknown here)
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    ([1], "not a JSON object"),
+    (good_view(id="j0000000000b2"), "its id is 'j0000000000b2', not 'j0000000000a1'"),
+    (good_view(submitted_by=B), "its submitted_by is"),
+    (good_view(submitted_ms=str(hlc_ms(HLC))), "its submitted_ms is"),
+    (good_view(state="exploded"), "its state is 'exploded', not one of"),
+    (good_view(progress=True), "its progress is True"),
+    (good_view(progress=1.5), "its progress is 1.5"),
+    (good_view(tasks={"t0": {}}), "its tasks are not a list of objects"),
+    (good_view(tasks=[{"name": "t0"}]), "its tasks are ['t0'], not the job's ['t0', 't1']"),
+])
+def test_a_members_answer_that_is_not_this_jobs_view_is_refused_naming_why(
+        answer: Any, why: str) -> None:
+    with pytest.raises(ValueError) as e:
+        member_view(answer, submitted())
+    assert why in str(e.value)
+
+
+def test_a_members_view_of_the_job_passes() -> None:
+    assert member_view(good_view(), submitted()) == good_view()
+
+
+# -- the API of a non-member ---------------------------------------------------------------
+
+
+@pytest.fixture
+def non_member(tmp_path: Path) -> Iterator[Node]:
+    """A peer with lanes on that holds JOB's submission (members A, B) and none of its lanes;
+    its members asked quickly (each within 0.5 s, all within 2 s)."""
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False), lanes=True)
+    node.state.apply(submitted())
+    node.catchup.cfg = dataclasses.replace(node.catchup.cfg, view_timeout_s=0.5,
+                                           view_total_s=2.0, max_view_bytes=1 << 16)
+    try:
+        yield node
+    finally:
+        node.log.close()
+
+
+@contextlib.asynccontextmanager
+async def fake_members(node: Node, handlers: dict[str, Handler],
+                       asked: list[str]) -> AsyncIterator[None]:
+    """Each peer of `handlers` a live peer of `node` answering GET /api/snapshot with its
+    handler, on loopback; `asked` lists who was asked, in order."""
+    urls = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for peer, handler in handlers.items():
+            async def route(request: web.Request, peer: str = peer,
+                            handler: Handler = handler) -> web.StreamResponse:
+                asked.append(peer)
+                assert request.query["v"] == "3" and request.query["view"] == JOB
+                return await handler(request)
+            app = web.Application()
+            app.router.add_get("/api/snapshot", route)
+            server = await stack.enter_async_context(TestServer(app, host="127.0.0.1"))
+            urls[peer] = str(server.make_url("")).rstrip("/")
+        node.peer_urls = lambda: dict(urls)  # type: ignore[method-assign]
+        yield
+
+
+async def _garbage(request: web.Request) -> web.Response:
+    return web.Response(body=b"{not json", content_type="application/json")
+
+
+async def _silent(request: web.Request) -> web.Response:
+    await asyncio.Event().wait()  # (never set: the asker's own timeout ends it)
+    raise AssertionError
+
+
+async def _other_job(request: web.Request) -> web.Response:
+    return web.json_response(good_view(job="j0000000000b2"))
+
+
+async def _huge(request: web.Request) -> web.Response:
+    return web.json_response(good_view(name="x" * (1 << 17)))
+
+
+async def _good(request: web.Request) -> web.Response:
+    return web.json_response(good_view(chunks_from=int(request.query["chunks_from"])))
+
+
+async def test_a_non_members_job_view_is_a_members_answer_asked_in_order(
+        non_member: Node) -> None:
+    asked: list[str] = []
+    async with fake_members(non_member, {A: _garbage, B: _good}, asked), \
+            api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}?chunks_from=3")
+        assert r.status == 200
+        assert await r.json() == {**good_view(chunks_from=3), "served_by": B}
+    assert asked == [A, B]
+
+
+@pytest.mark.parametrize("bad", [_garbage, _silent, _other_job, _huge])
+async def test_members_that_answer_garbage_nothing_another_job_or_too_much_give_503_naming_them(
+        non_member: Node, bad: Handler) -> None:
+    """Each member answering so: the next asked, then 503 naming every member and why; a
+    member that is not live is named too (C added by a JOB_MEMBERS, no URL)."""
+    non_member.state.apply(Event(A, 3, HLC + 9, EventType.JOB_MEMBERS, {"job": JOB, "add": [C]}))
+    asked: list[str] = []
+    async with fake_members(non_member, {A: bad, B: bad}, asked), api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}")
+        body = await r.json()
+    assert r.status == 503 and body["error"] == "Unavailable" and body["field"] == "job"
+    assert asked == [A, B]
+    message = body["message"]
+    assert f"job {JOB} runs on its members" in message and f"{C}: not live" in message
+    assert message.index(A) < message.index(B) < message.index(C)
+    why = {_garbage: "an answer that is not JSON (Expecting property name",
+           _silent: "no answer within 0.5 s", _other_job: "another job",
+           _huge: "an answer longer than 65536 bytes"}[bad]
+    assert message.count(why) == 2, message
+
+
+async def test_the_members_together_are_asked_within_the_total_bound(non_member: Node) -> None:
+    non_member.catchup.cfg = dataclasses.replace(non_member.catchup.cfg, view_total_s=0.3)
+    asked: list[str] = []
+    async with fake_members(non_member, {A: _silent, B: _good}, asked), \
+            api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}")
+        body = await r.json()
+    assert r.status == 503 and asked == [A]
+    assert f"{B}: not asked: 0.3 s passed" in body["message"]
+
+
+async def test_a_non_member_lists_the_job_from_its_submission_and_its_end(
+        non_member: Node) -> None:
+    async with api_client(non_member) as c:
+        [entry] = (await (await c.get("/api/jobs")).json())["jobs"]
+        assert entry == elsewhere_entry(non_member.state, JOB) and entry["state"] == "running"
+        non_member.state.apply(ended())
+        [entry] = (await (await c.get("/api/jobs?limit=5")).json())["jobs"]
+        assert (entry["state"], entry["progress"], entry["outputs"]) == (
+            "done", 1.0, {"t0": CID, "t1": CID})
+        r = await c.post(f"/api/jobs/{JOB}/cancel")  # (ended: not cancelled again)
+        assert r.status == 409 and "already done" in (await r.json())["message"]
+
+
+async def test_a_members_view_reaches_a_non_member_whole(tmp_path: Path) -> None:
+    """A real member's app answers `?v=3&view=` from its own state; the non-member passes
+    it on as it is, naming the member; the non-member's own app never asks on (404)."""
+    member = Node(PeerConfig(data_dir=tmp_path / "m", slots=1, mdns=False), lanes=True)
+    other = Node(PeerConfig(data_dir=tmp_path / "o", slots=1, mdns=False), lanes=True)
+    try:
+        member.listeners.clear()  # (no scheduler: the view as submitted)
+        ev = member.emit(EventType.JOB_SUBMITTED, {"job": JOB, "workflow": WORKFLOW,
+                                                   "members": [member.peer_id]})
+        member.flush()
+        other.state.apply(ev)
+        async with api_client(member) as mc, api_client(other) as oc:
+            url = str(mc.make_url("")).rstrip("/")
+            other.peer_urls = lambda: {member.peer_id: url}  # type: ignore[method-assign]
+            mine = await (await mc.get(f"/api/jobs/{JOB}")).json()
+            r = await oc.get(f"/api/jobs/{JOB}")
+            assert r.status == 200
+            assert await r.json() == {**mine, "served_by": member.peer_id}
+            r = await oc.get(f"/api/snapshot?v=3&view={JOB}")
+            assert r.status == 404 and (await r.json())["field"] == "view"
+    finally:
+        member.log.close()
+        other.log.close()
+
+
+async def test_with_lanes_off_a_job_with_members_is_viewed_and_listed_here(
+        tmp_path: Path) -> None:
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    try:
+        node.state.apply(submitted())
+        node.peer_urls = lambda: pytest.fail("a member asked")  # type: ignore[method-assign]
+        async with api_client(node) as c:
+            view = await (await c.get(f"/api/jobs/{JOB}")).json()
+            [entry] = (await (await c.get("/api/jobs")).json())["jobs"]
+        assert view["state"] == entry["state"] == "pending" and "served_by" not in view
+        assert "members" not in entry and len(entry["tasks"]) == 2
+    finally:
+        node.log.close()
