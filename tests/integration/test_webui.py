@@ -620,3 +620,48 @@ def test_job_page_shows_the_published_ipns_name(seed_job: dict[str, Any], tab: T
     page.click(".published a.browse-ipns")
     page.wait_for_url(re.compile(rf"#/ipfs/{final}$"))
     expect(page.locator(".browse-page")).to_be_visible()
+
+
+def test_a_job_page_served_by_a_member_says_so_and_asks_again(tab: Tab) -> None:
+    """Partial replication (lanes: off in a running peer until LANES_FEATURE is announced, so
+    this peer's answers are stood in for at the page's network layer): a peer that holds none
+    of a lanes job's task events answers its view as a member gave it (`served_by`), or 503
+    naming the members; no event of the job reaches the page, so it must not wait for one:
+    it shows the 503's words, asks again every few seconds, and says where the view came from."""
+    expect = sync_api.expect
+    tab.console.allow.append("status of 503")
+    job, member = "j00000000f0f0", "a1" * 8
+    answers: list[int] = []
+    view = {"id": job, "name": "remote", "state": "running", "submitted_by": member,
+            "submitted_ms": int(time.time() * 1000), "finished_ms": None, "duration_s": None,
+            "progress": 0.5, "outputs": {}, "published": [], "served_by": member,
+            "workflow": {"name": "remote", "tasks": [{"name": "t0", "call": "T_SLEEP"}]},
+            "tasks": [{"name": "t0", "call": "T_SLEEP", "params": {}, "depends": [], "cid": None,
+                       "state": "running", "progress": 0.5, "attempts": 1, "peers": [member],
+                       "output": None, "partial": None, "cached": False, "warning": None,
+                       "error": None, "started_ms": None, "finished_ms": None,
+                       "duration_s": None, "waiting": None, "chunks": [], "chunks_total": 0,
+                       "chunks_from": 0}]}
+
+    def answer(route: Any) -> None:
+        answers.append(1)
+        if len(answers) == 1:
+            route.fulfill(status=503, content_type="application/json", body=json.dumps({
+                "error": "Unavailable", "field": "job",
+                "message": f"job {job} runs on its members ({member}: not live)"}))
+        else:
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(view))
+
+    page = tab.page
+    page.route(f"**/api/jobs/{job}", answer)
+    tab.go(f"/jobs/{job}")
+    expect(page.locator(".alert-error")).to_contain_text(f"{member}: not live")
+    expect(page.locator(".served-by")).to_contain_text("holds none of this job's task events",
+                                                       timeout=15_000)
+    expect(page.locator(".job-page")).to_have_attribute("data-state", "running")
+    n = len(answers)
+    deadline = time.monotonic() + 15
+    while len(answers) <= n and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert len(answers) > n, "the page did not ask again"
+    page.unroute(f"**/api/jobs/{job}")

@@ -123,7 +123,7 @@ class Hub {
     es.onmessage = onEvent;
     for (const t of ["job_submitted", "job_cancelled", "task_split", "claim", "renew", "progress",
                      "chunk_done", "chunk_failed", "task_done", "cache_put", "provide", "member",
-                     "job_deleted", "unprovide"]) {
+                     "job_deleted", "unprovide", "job_ended", "job_members"]) {
       es.addEventListener(t, onEvent);
     }
   }

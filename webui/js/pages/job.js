@@ -9,6 +9,10 @@ import { CidChip, CopyButton, ErrorBox, Progress, Spinner, StateBadge, fmtDurati
 import { jobDuration } from "./jobs.js";
 
 const ACTIVE = new Set(["pending", "running"]);
+// A peer that holds none of a lanes job's task events (partial replication) answers its view
+// as one of its members gave it (`served_by`), or 503 naming the members when none did: no
+// event of the job comes to this peer, so the page asks again this often, and says so.
+const MEMBER_POLL_MS = 3000;
 
 // ------------------------------------------------------------------ IPNS names
 
@@ -295,6 +299,12 @@ export function JobPage({ id }) {
   const [hl, setHl] = useState(null);
   const job = useLive(`jobs/${encodeURIComponent(id)}`, { filter: (ev) => ev.job === id, throttleMs: 250 });
   const j = job.data;
+  const remote = Boolean(j && j.served_by) || Boolean(job.error && job.error.status === 503);
+  useEffect(() => {
+    if (!remote) return undefined;
+    const t = setInterval(job.reload, MEMBER_POLL_MS);
+    return () => clearInterval(t);
+  }, [remote]);
   const select = (name) => {
     const el = document.getElementById(`task-${name}`);
     if (el) {
@@ -328,6 +338,7 @@ export function JobPage({ id }) {
       </div>
     </div>
     ${job.error ? html`<${ErrorBox} error=${job.error} title="Live refresh failed; showing the last known state." />` : null}
+    ${j.served_by ? html`<div class="alert alert-warn served-by" role="status">This peer holds none of this job's task events (partial replication): shown as its member <span class="mono" title=${j.served_by}>${shortId(j.served_by)}</span> gave it, asked again every ${MEMBER_POLL_MS / 1000} s.</div>` : null}
     <div class="card job-summary">
       <div class="progress-row big">
         <${Progress} value=${j.progress} state=${j.state} label="job progress" />
