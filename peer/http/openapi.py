@@ -70,8 +70,11 @@ OPENAPI: dict[str, Any] = {
             "get": _op("One job with its tasks, chunks, attempts, peers, outputs and errors, "
                        "and `published`: the IPNS names whose record here names an output "
                        "([{name, value, task}]); a task lists at most 1000 of its chunks, "
-                       "from `chunks_from` on (`chunks_total`: how many it has)", params=JOB,
-                       errors=("400", "404"), query=(
+                       "from `chunks_from` on (`chunks_total`: how many it has); of a "
+                       "lanes job whose task events this peer does not hold (partial "
+                       "replication, off until lanes-v1), the view a member gave, with "
+                       "`served_by` (503 naming the members if none did)", params=JOB,
+                       errors=("400", "404", "503"), query=(
                            ("chunks_from", "the index of each task's first chunk listed "
                                            "(default 0)"),)),
             "delete": _op("Delete a finished job's record on every peer (its outputs stay "
@@ -104,7 +107,10 @@ OPENAPI: dict[str, Any] = {
             "behind the compaction horizon; `?digest=1`: only {heads, floors, digest}; "
             "`?v=2`: as a stream of lines; `?v=3`: as frames, thin job rows (peer.log."
             "snapframe); `?v=3&record=JOB`: a compacted job's full texts [summary, record, "
-            "facts] (404 if not held in full); 503 past http_max_snapshot_serves at once "
+            "facts] (404 if not held in full); `?v=3&view=JOB` (partial replication, off "
+            "until lanes-v1): a lanes job's view made here, for a peer that holds none of "
+            "its task events (404 if this peer holds none either); 503 past "
+            "http_max_snapshot_serves at once "
             "(after http_snapshot_wait_s). Open to the mesh credential",
             errors=("404", "503"))},
         "/api/peers": {"get": _op("Members of the mesh with capabilities and load",
