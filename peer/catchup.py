@@ -379,6 +379,7 @@ class CatchUp:
         signed (StreamError) counts a `record_mismatch` refusal of its peer."""
         why: dict[str, str] = {}
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        peer = ""
         try:
             async with (asyncio.timeout(total_s),
                         aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http):
@@ -396,8 +397,9 @@ class CatchUp:
                         if isinstance(e, StreamError):
                             self._host.keyring.refused.add(peer, "record_mismatch")
         except TimeoutError:  # (asyncio.timeout's: a peer's own is caught above)
-            for peer, _ in asked:
-                why.setdefault(peer, f"not asked: {total_s:g} s passed")
+            why.setdefault(peer, f"no answer before all were asked for {total_s:g} s")
+            for other, _ in asked:
+                why.setdefault(other, f"not asked: {total_s:g} s passed")
         return None, why
 
     # -- snapshots: a peer behind the compaction horizon ----------------------------------

@@ -244,17 +244,17 @@ def _count(request: web.Request, name: str) -> int:
 async def get_job(request: web.Request) -> web.Response:
     node = _node(request)
     job = request.match_info["job"]
-    chunks_from = _count(request, "chunks_from")
     if held_elsewhere(node.state, job, node.peer_id):  # a lanes job: its view is a member's
         submitted = node.state.jobs[job]
         member, view = await node.catchup.fetch_view(
-            job, members(node.state, job), chunks_from, lambda v: member_view(v, submitted))
+            job, members(node.state, job), _count(request, "chunks_from"),
+            lambda v: member_view(v, submitted))
         view["served_by"] = member  # (the web UI polls it: no task event of it comes here)
         return web.json_response(view)
     record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
         return web.json_response(record)
-    return web.json_response(await _view(node, job, chunks_from))
+    return web.json_response(await _view(node, job, _count(request, "chunks_from")))
 
 
 async def _view(node: Host, job: str, chunks_from: int) -> dict[str, Any]:

@@ -222,6 +222,7 @@ async def test_the_members_together_are_asked_within_the_total_bound(non_member:
         r = await c.get(f"/api/jobs/{JOB}")
         body = await r.json()
     assert r.status == 503 and asked == [A]
+    assert f"{A}: no answer before all were asked for 0.3 s" in body["message"]
     assert f"{B}: not asked: 0.3 s passed" in body["message"]
 
 
