@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import reprlib
 from collections.abc import Callable, Mapping
 from itertools import chain
 from operator import attrgetter
@@ -314,20 +315,25 @@ def member_view(value: Any, submitted: Event) -> dict[str, Any]:
     want = {"id": b.job, "submitted_by": submitted.origin, "submitted_ms": _ms(submitted)}
     for key, v in want.items():
         if value.get(key) != v or type(value.get(key)) is not type(v):
-            raise ValueError(f"its {key} is {value.get(key)!r:.80}, not {v!r} (another job)")
+            raise ValueError(f"its {key} is {_shown(value.get(key))}, not {v!r} (another job)")
     if value.get("state") not in VIEW_STATES:
-        raise ValueError(f"its state is {value.get('state')!r:.80}, not one of "
+        raise ValueError(f"its state is {_shown(value.get('state'))}, not one of "
                          + ", ".join(VIEW_STATES))
     p = value.get("progress")
     if not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
-        raise ValueError(f"its progress is {p!r:.80}, not a number in 0..1")
+        raise ValueError(f"its progress is {_shown(p)}, not a number in 0..1")
     tasks = value.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ValueError("its tasks are not a list of objects")
     got = [t.get("name") for t in tasks]
     if got != list(names):
-        raise ValueError(f"its tasks are {got!r:.120}, not the job's {list(names)!r:.120}")
+        raise ValueError(f"its tasks are {_shown(got)}, not the job's {_shown(list(names))}")
     return value
+
+
+def _shown(v: Any) -> str:
+    """A bounded repr of what a member sent (it may be megabytes)."""
+    return reprlib.repr(v)
 
 
 def published_names(view: dict[str, Any], held: Mapping[str, str]) -> list[dict[str, str]]:
