@@ -239,6 +239,18 @@ async def test_a_non_member_lists_the_job_from_its_submission_and_its_end(
         assert r.status == 409 and "already done" in (await r.json())["message"]
 
 
+@pytest.mark.parametrize("kind", ["log", "metrics"])
+async def test_a_non_members_task_log_and_metrics_are_a_503_naming_the_members(
+        non_member: Node, kind: str) -> None:
+    """Not asked of a member yet: said so, never an empty list as if the task logged nothing."""
+    async with api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}/tasks/t0/{kind}")
+        body = await r.json()
+    assert r.status == 503 and body["field"] == "job"
+    assert f"({A}, {B})" in body["message"] and f"its tasks' {kind} are read on a member" in (
+        body["message"])
+
+
 async def test_a_members_view_reaches_a_non_member_whole(tmp_path: Path) -> None:
     """A real member's app answers `?v=3&view=` from its own state; the non-member passes
     it on as it is, naming the member; the non-member's own app never asks on (404)."""
