@@ -642,11 +642,26 @@ class MeshState:
     # (a job replicated in full, as every job before lanes)
     members_of: dict[str, set[str]] = field(default_factory=dict)
     ended: dict[str, Event] = field(default_factory=dict)  # job -> its first JOB_ENDED
+    # Job -> the JOB_ENDEDs of it held but not folded (`end_refusal`: who may end a job),
+    # by id: each is folded once the events that make it admissible are (its JOB_SUBMITTED,
+    # a JOB_MEMBERS naming its origin: both may come later), never if it names what the job
+    # did not make. Their count is this table's (/metrics: `sizes`); they leave with the job.
+    unended: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
-    # entries and providers for any job; the checks of who may end a job are a later step).
+    # entries and providers for any job).
     lanes_on: bool = False
+    # The peer whose state this is (None: one that holds every job's lanes). With lanes on,
+    # a lanes job's implicit splits and implied claims are made only if it is a member
+    # (design, section 5.2; `runs`): the fold is a function of the events and this id.
+    me: str | None = None
+    # Job -> the JOB_SUBMITTEDs of a lanes job we are no member of, whose implicit splits
+    # and implied claims were not made: made if a JOB_MEMBERS adds us (order-free)
+    _outside: dict[str, list[Event]] = field(default_factory=dict)
+    # The jobs a JOB_SUBMITTED of which names `members` (grow-only: `end_refusal` reads it,
+    # not the winning one's, so that a JOB_ENDED once folded stays so whatever comes)
+    _lanes_jobs: set[str] = field(default_factory=set)
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -701,8 +716,10 @@ class MeshState:
     def _unlist(self, job: str) -> None:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
         compacted)."""
-        for per_job in (self.jobs, self.cancelled, self.members_of, self.ended):
+        for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
+                        self._outside):
             per_job.pop(job, None)
+        self._lanes_jobs.discard(job)
 
     def member_of(self, job: str, peer: str) -> bool:
         """Does `peer` hold `job`'s lanes? Every peer does of a job without members (one
@@ -710,6 +727,11 @@ class MeshState:
         JOB_MEMBERS are not here yet)."""
         members = self.members_of.get(job)
         return members is None or peer in members
+
+    def runs(self, job: str) -> bool:
+        """Does the peer of this state (`me`) hold `job`'s lanes, and so fold and run its
+        tasks? (Any job but a lanes job it is no member of.)"""
+        return self.me is None or self.member_of(job, self.me)
 
     def holds(self, ev_id: tuple[str, int]) -> bool:
         """Is this event held (in memory, on disk, or set aside on purpose below a head)?"""
@@ -968,7 +990,7 @@ class MeshState:
                           archive=self.archive, on_evict=self.on_evict,
                           deletions=self.deletions, jobless_window=self.jobless_window,
                           gaps_filled=self.gaps_filled, entered=self.entered,
-                          lanes_on=self.lanes_on)
+                          lanes_on=self.lanes_on, me=self.me)
         for name in ("outputs", "_outputs_src", "cache", "_cache_src", "providers", "deleted"):
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
@@ -1220,9 +1242,19 @@ def _order(e: Event) -> tuple[int, str, int]:
 
 def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     s._first(s.jobs, b.job, ev)
-    if b.members is not None and s.lanes_on:  # a lanes job (every JOB_SUBMITTED's:
-        # order-free, grow-only)
-        s.members_of.setdefault(b.job, set()).update(b.members)
+    if s.lanes_on:
+        if b.members is not None:  # a lanes job (every JOB_SUBMITTED's: order-free,
+            s.members_of.setdefault(b.job, set()).update(b.members)  # grow-only)
+            s._lanes_jobs.add(b.job)
+        _ends_due(s, b.job)
+        if not s.runs(b.job):  # no implicit split nor implied claim: a JOB_MEMBERS
+            s._outside.setdefault(b.job, []).append(ev)  # adding us makes them
+            return
+    _implied(s, ev, b)
+
+
+def _implied(s: MeshState, ev: Event, b: JobSubmitted) -> None:
+    """Fold a JOB_SUBMITTED's implicit splits and the claims it implies."""
     for split in implicit_splits(ev, b):
         s._first(s.splits, (b.job, split.body_as(TaskSplit).task), split)
     for claim in implied_claims(ev):  # (of a job saying `claimed`: CLAIMED_FEATURE)
@@ -1270,18 +1302,68 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
     if not s.lanes_on:
         return  # held, not folded (`MeshState.lanes_on`)
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
+    if s.me in b.add:  # we joined: the implicit splits and claims the job's make
+        for sub in s._outside.pop(b.job, ()):
+            _implied(s, sub, sub.body_as(JobSubmitted))
+    _ends_due(s, b.job)
+
+
+def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
+    """Why JOB_ENDED `ev` may not end its job (None: it may): its job must be a lanes job
+    whose JOB_SUBMITTED is here, its origin one of the job's members, its `producers` name
+    only CIDs of its outputs, and each output's order lie between the (winning)
+    JOB_SUBMITTED's and the JOB_ENDED's. Monotone in the events (members only grow, the
+    winning JOB_SUBMITTED only gets earlier): once None, None for good, so that folding
+    each held one once it passes (`_ends_due`) keeps the fold order-free."""
+    members = s.members_of.get(b.job)
+    sub = s.jobs.get(b.job)
+    if members is None or sub is None or b.job not in s._lanes_jobs:
+        return "its job's JOB_SUBMITTED with `members` is not here"
+    if ev.origin not in members:
+        return f"its origin {ev.origin} is no member of the job"
+    cids = {o.cid for o in b.outputs.values()}
+    if any(c not in cids for c in b.producers):
+        return "`producers` names a CID that is no output of it"
+    for task, o in b.outputs.items():
+        if not sub.order < (o.hlc, o.origin, o.seq) < ev.order:
+            return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
+                    "the JOB_ENDED's")
+    return None
 
 
 def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
-    """A lanes job's end: the first by (hlc, origin, seq) is the job's (`ended`). Its outputs
-    enter the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
+    """A lanes job's end, if its origin may end the job (`end_refusal`; else held in
+    `unended`, folded once it may). Held, not folded, while lanes are off
+    (`MeshState.lanes_on`)."""
+    if not s.lanes_on:
+        return
+    if end_refusal(s, ev, b) is None:
+        _end(s, ev, b)
+    else:
+        s.unended.setdefault(b.job, {})[ev.id] = ev
+
+
+def _ends_due(s: MeshState, job: str) -> None:
+    """Fold the JOB_ENDEDs of `job` held in `unended` that may end it now."""
+    held = s.unended.get(job)
+    if not held:
+        return
+    for ev in list(held.values()):
+        b = ev.body_as(JobEnded)
+        if end_refusal(s, ev, b) is None:
+            del held[ev.id]
+            _end(s, ev, b)
+    if not held:
+        del s.unended[job]
+
+
+def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
+    """The first JOB_ENDED by (hlc, origin, seq) is the job's (`ended`). Its outputs enter
+    the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
     `_merge_first`), and the peers that hold them the providers, each as of the earliest
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
-    `listing` is fetched and folded by a later step: until then its keys miss.) Held, not
-    folded, while lanes are off (`MeshState.lanes_on`)."""
-    if not s.lanes_on:
-        return
+    `listing` is fetched and folded by a later step: until then its keys miss.)"""
     s._first(s.ended, b.job, ev)
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     for o in b.outputs.values():

@@ -167,22 +167,23 @@ def job_members(origin: str, seq: int, job: str, add: list[str]) -> Event:
 
 
 def job_ended(origin: str, seq: int, hlc: int, job: str, s: MeshState) -> Event:
-    """The JOB_ENDED a home makes of `job` from its fold `s` (as step 6's Scheduler will):
-    each task's winning TASK_DONE as [key, cid, hlc, origin, seq], and the holders of every
-    CID the job's events made."""
+    """The JOB_ENDED a home makes of `job` from its fold `s` (as the Scheduler does:
+    peer.jobs.retention.job_ended): each task's winning TASK_DONE as [key, cid, hlc, origin,
+    seq], and the holders of each output's CID (of no other: `fold.end_refusal`)."""
     outputs: dict[str, Any] = {}
-    cids: set[str] = set()
     for (j, task), ev in s.task_done.items():
         if j == job:
             b = ev.payload
             outputs[task] = [b.get("key"), b["output"], ev.hlc, ev.origin, ev.seq]
-    for ev in s.events.values():
-        if getattr(ev.body, "job", None) == job and ev.type == EventType.TASK_DONE:
-            cids.add(ev.payload["output"])
+    cids = output_cids(outputs)
     producers = {c: sorted(s.providers[c]) for c in sorted(cids) if s.providers.get(c)}
     return Event(origin, seq, hlc, EventType.JOB_ENDED,
                  {"job": job, "state": "done", "n_tasks": len(WORKFLOW["tasks"]), "end": hlc,
                   "outputs": outputs, "producers": producers, "failed": {}, "digest": "0" * 32})
+
+
+def output_cids(outputs: dict[str, Any]) -> set[str]:
+    return {o[1] for o in outputs.values()}
 
 
 def lanes_fold(events: list[Event]) -> MeshState:
@@ -193,10 +194,10 @@ def lanes_fold(events: list[Event]) -> MeshState:
 
 @st.composite
 def lane_dones(draw: st.DrawFn, job: str) -> list[Event]:
-    """TASK_DONEs of `job` in its members' lanes: a task may be done twice (two peers ran
-    it: the earliest wins), with different outputs (a task that is not deterministic); a
-    task's cache key is its own (none: not cacheable), two tasks may share one; some are
-    cached (no holder)."""
+    """TASK_DONEs of `job` in its members' lanes, after its JOB_SUBMITTED (`submitted`'s
+    hlc 10 at seq 1): a task may be done twice (two peers ran it: the earliest wins), with
+    different outputs (a task that is not deterministic); a task's cache key is its own
+    (none: not cacheable), two tasks may share one; some are cached (no holder)."""
     out = []
     next_seq = dict.fromkeys(PEERS, 1)
     keys = [draw(st.sampled_from([None, f"k{t}", f"k{t % 2}"])) for t in range(4)]
@@ -204,15 +205,16 @@ def lane_dones(draw: st.DrawFn, job: str) -> list[Event]:
         p = draw(st.sampled_from(PEERS))
         t = draw(st.integers(0, 3))
         out.append(task_done(lane(p, job), next_seq[p], job, f"t{t}", keys[t],
-                             f"cid-{draw(st.integers(0, 3))}", hlc=draw(st.integers(1, 50)),
+                             f"cid-{draw(st.integers(0, 3))}", hlc=draw(st.integers(11, 50)),
                              cached=draw(st.booleans())))
         next_seq[p] += 1
     return out
 
 
-def entries(s: MeshState) -> tuple[Any, ...]:
+def entries(s: MeshState, cids: set[str] | None = None) -> tuple[Any, ...]:
+    """The cache and provider entries (of `cids` only, if given)."""
     return (dict(s.outputs), dict(s._outputs_src),
-            {c: set(v) for c, v in s.providers.items() if v})
+            {c: set(v) for c, v in s.providers.items() if v and (cids is None or c in cids)})
 
 
 # -- (b) members and ends fold order-free --------------------------------------------------
@@ -262,10 +264,11 @@ def test_a_non_member_folding_job_ended_holds_the_members_cache_and_provider_ent
             provide(PEERS[2], 1)]  # (a mesh event of the non-member itself)
     member = lanes_fold(shuffled(mesh + dones, seed))
     ended = job_ended(a, 2, 10_000, job, member)
-    other = lanes_fold(shuffled([*mesh, ended], seed))
-    assert entries(other) == entries(member)
+    outs = output_cids(ended.payload["outputs"])  # (a losing TASK_DONE's CID is none: a
+    other = lanes_fold(shuffled([*mesh, ended], seed))  # member holds its producer too)
+    assert entries(other) == entries(member, outs | {f"c-{PEERS[2]}-1"})
     member.apply(ended)  # the member folds it too: nothing changes
-    assert entries(member) == entries(other) and member.ended == other.ended
+    assert entries(member, outs) == entries(other, outs) and member.ended == other.ended
     assert not any(lane_of(p) for held in member.providers.values() for p in held)  # a
     # lane's events are its peer's: the peer holds what they made
 

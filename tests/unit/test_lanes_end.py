@@ -1,0 +1,151 @@
+"""Partial replication, step 6 (docs/design/partial-replication.md, sections 3, 5.2 and 8):
+who may end a lanes job, and who makes its implicit splits. The fold of a JOB_ENDED holds it
+(`MeshState.unended`), unfolded, unless its origin is a member of the job, the job's
+JOB_SUBMITTED with `members` is here, its `producers` name only CIDs of its outputs and
+every output's order lies between the JOB_SUBMITTED's and the JOB_ENDED's; one held for
+what may still come (the JOB_SUBMITTED, a JOB_MEMBERS adding its origin) is folded when it
+comes, so the fold stays order-free. Only a member (`MeshState.me`) folds a lanes job's
+implicit splits and implied claims."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from peer.log import Event, EventType, MeshState, fold
+from peer.log.lanes import lane
+
+A, B, C = "a1" * 8, "b2" * 8, "c3" * 10  # home, member, non-member
+JOB = "j" + "0" * 11 + "1"
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+OTHER_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+WORKFLOW = {"name": "w", "splits": "implicit",
+            "tasks": [{"name": "t", "call": "c", "params": {}, "depends": []}]}
+
+
+def submitted(members: list[str] | None = None, hlc: int = 100, claimed: bool = False,
+              ) -> Event:
+    return Event(A, 1, hlc, EventType.JOB_SUBMITTED,
+                 {"job": JOB, "workflow": WORKFLOW, "local": claimed, "claimed": claimed,
+                  **({} if members is None else {"members": members})})
+
+
+def done(hlc: int = 200) -> Event:
+    return Event(lane(B, JOB), 1, hlc, EventType.TASK_DONE,
+                 {"job": JOB, "task": "t", "output": CID, "key": "k", "cached": False})
+
+
+def ended(origin: str = A, hlc: int = 300, out: tuple[int, str, int] = (200, lane(B, JOB), 1),
+          producers: dict[str, list[str]] | None = None) -> Event:
+    return Event(origin, 2 if origin == A else 1, hlc, EventType.JOB_ENDED,
+                 {"job": JOB, "state": "done", "n_tasks": 1, "end": hlc,
+                  "outputs": {"t": ["k", CID, *out]},
+                  "producers": {CID: [B]} if producers is None else producers,
+                  "failed": {}, "digest": "0" * 32})
+
+
+def joined(peer: str) -> Event:
+    return Event(B, 2, 150, EventType.JOB_MEMBERS, {"job": JOB, "add": [peer]})
+
+
+def lanes_fold(events: list[Event], me: str | None = None) -> MeshState:
+    """The fold with lanes on, of peer `me` (none: a state of no peer, a member of every
+    job)."""
+    return fold(events, MeshState(lanes_on=True) if me is None
+                else MeshState(lanes_on=True, me=me))
+
+
+def folded_end(s: MeshState) -> bool:
+    """Is the job's JOB_ENDED folded (its end and output entries), and none held?"""
+    return JOB in s.ended and s.outputs.get("k") == CID and not s.unended
+
+
+def held_end(s: MeshState) -> bool:
+    """Is a JOB_ENDED of the job held unfolded (no end, no cache entry, no producer)?"""
+    return (JOB not in s.ended and "k" not in s.outputs and not s.providers.get(CID)
+            and len(s.unended.get(JOB, {})) == 1)
+
+
+def test_the_home_or_another_member_may_end_the_job() -> None:
+    assert folded_end(lanes_fold([submitted([A, B]), ended(A)]))
+    assert folded_end(lanes_fold([submitted([A, B]), ended(B)]))
+
+
+@pytest.mark.parametrize(("why", "events"), [
+    ("its origin is no member", [submitted([A, B]), ended(C)]),
+    ("its job has no members", [submitted(None), ended(A)]),
+    ("its job is not here", [ended(A)]),
+    ("producers name a CID that is no output", [
+        submitted([A, B]), ended(A, producers={OTHER_CID: [C]})]),
+    ("an output made before the job was submitted", [
+        submitted([A, B], hlc=250), ended(A)]),
+    ("an output made after the end", [submitted([A, B]), ended(A, hlc=150)]),
+    ("an output at the end's own order", [submitted([A, B]), ended(A, out=(300, A, 2))]),
+])
+def test_a_job_ended_that_may_not_end_its_job_is_held_not_folded(
+        why: str, events: list[Event]) -> None:
+    """(On 2b5ab6b each is folded: its outputs enter the cache and its producers the
+    providers, whoever made it.)"""
+    s = lanes_fold(events)
+    assert held_end(s), why
+    assert s.holds(events[-1].id)  # (held: in the log, counted in the heads, served)
+
+
+def test_a_job_ended_held_for_what_comes_later_is_folded_then_in_any_order() -> None:
+    """The JOB_SUBMITTED arriving after its JOB_ENDED, a JOB_MEMBERS adding the JOB_ENDED's
+    origin after it: every order of the events folds one state, the JOB_ENDED's."""
+    evs = [submitted([A, B]), joined(C), ended(C), done()]
+    states = [lanes_fold(list(order), me=A) for order in itertools.permutations(evs)]
+    for s in states:
+        assert folded_end(s) and s.ended[JOB].origin == C
+        assert (s.outputs, s._outputs_src, s.providers) == (
+            states[0].outputs, states[0]._outputs_src, states[0].providers)
+    early = lanes_fold([ended(C), submitted([A, B])])
+    assert held_end(early)  # (C is no member yet)
+    early.apply(joined(C))
+    assert folded_end(early)
+
+
+def test_a_held_job_ended_leaves_with_its_job() -> None:
+    s = lanes_fold([submitted([A, B]), ended(C)])
+    s.apply(Event(A, 2, 400, EventType.JOB_DELETED, {"job": JOB, "reason": "x"}))
+    assert s.unended == {}
+
+
+def test_lanes_off_fold_no_job_ended_whoever_made_it() -> None:
+    s = fold([submitted([A, B]), ended(A)], MeshState(me=A))
+    assert JOB not in s.ended and not s.unended and "k" not in s.outputs
+
+
+# -- implicit splits and implied claims: members only ---------------------------------------
+
+
+def tables(s: MeshState) -> tuple[Any, ...]:
+    return (sorted(s.splits), sorted(s.chunks), dict(s.jobs))
+
+
+def test_only_a_member_makes_a_lanes_jobs_implicit_splits_and_implied_claims() -> None:
+    sub = submitted([A, B], claimed=True)
+    member, other = lanes_fold([sub], me=B), lanes_fold([sub], me=C)
+    assert (JOB, "t") in member.splits and member.chunk(JOB, "t", 0).claims
+    assert not other.splits and not other.chunks  # (2b5ab6b: a split and a claim)
+    assert other.jobs[JOB] is sub  # (the job is listed all the same)
+    everyone = fold([submitted(None, claimed=True)], MeshState(lanes_on=True, me=C))
+    assert (JOB, "t") in everyone.splits  # a job without members: every peer's
+
+
+def test_a_peer_added_to_a_job_makes_its_implicit_splits_in_any_order() -> None:
+    sub = submitted([A, B], claimed=True)
+    for order in ([sub, joined(C)], [joined(C), sub]):
+        s = lanes_fold(order, me=C)
+        assert tables(s) == tables(lanes_fold([sub], me=A)) and not s._outside
+    s = lanes_fold([sub, joined(C)], me=C)
+    s.refold()
+    assert tables(s) == tables(lanes_fold([sub], me=A))
+
+
+def test_lanes_off_every_peer_makes_the_implicit_splits() -> None:
+    s = fold([submitted([A, B], claimed=True)], MeshState(me=C))
+    assert (JOB, "t") in s.splits and s.chunk(JOB, "t", 0).claims
