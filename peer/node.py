@@ -55,7 +55,13 @@ from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
-from peer.jobs.retention import RetentionConfig, archived_facts, finished_at, record_facts
+from peer.jobs.retention import (
+    RetentionConfig,
+    archived_facts,
+    ended_hlc,
+    finished_at,
+    record_facts,
+)
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import LANES_TOP_KEYS, Workflow, Workflows
 from peer.log import (
@@ -240,7 +246,8 @@ class Node:
         self._joins = frozenset(canonical_addr(j) for j in cfg.join)  # (checked by cfg)
         door_cfg = DoorConfig(max_clock_drift_s=cfg.max_clock_drift_s)
         self.hlc = HLC(max_drift_ms=door_cfg.max_clock_drift_ms)
-        self.state = MeshState(lanes_on=lanes)  # (`members`, JOB_ENDED folded with lanes)
+        self.state = MeshState(lanes_on=lanes, me=self.peer_id)  # (`members`, JOB_ENDED folded
+        # with lanes; a lanes job's implicit splits made on its members only)
         self.compact_cfg = CompactConfig(horizon_s=cfg.compact_horizon_days * 86_400.0,
                                          recent_tasks=cfg.compact_recent_tasks,
                                          provider_sets_max=cfg.compact_provider_sets_max,
@@ -442,7 +449,7 @@ class Node:
         if end_s is None:
             return None
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
-        return Finished(record["state"], _ended_hlc(end_s), len(tasks), summary(record),
+        return Finished(record["state"], ended_hlc(end_s), len(tasks), summary(record),
                         record, record_facts(record, end_s))
 
     def _ended(self, job: str) -> tuple[int, int] | None:
@@ -451,7 +458,7 @@ class Node:
         when the job is compacted)."""
         tasks = self.state.jobs[job].body_as(JobSubmitted).workflow["tasks"]
         end_s = finished_at(self.state, job, tasks, self.cfg.max_attempts)
-        return None if end_s is None else (_ended_hlc(end_s), len(tasks))
+        return None if end_s is None else (ended_hlc(end_s), len(tasks))
 
     def _vvs(self) -> list[Mapping[str, int]]:
         """The version vectors of every member gossip holds live (suspects too) and ours:
@@ -1504,11 +1511,6 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.close())
-
-
-def _ended_hlc(end_s: float) -> int:
-    """A finished job's end (`finished_at`'s wall-clock seconds) as an hlc."""
-    return int(end_s * 1000) << 16
 
 
 def _janitor_config(cfg: PeerConfig) -> JanitorConfig:

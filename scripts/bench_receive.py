@@ -158,17 +158,22 @@ def non_member_frames(jobs: int, tasks: int, start_hlc: int, per_frame: int) -> 
     """The wire JSON (bytes: a list of events) of `job_frames`' jobs as a peer that is no
     member of them would get them under partial replication (docs/design/
     partial-replication.md, section 3): per job its JOB_SUBMITTED, then in the CHUNK_DONE's
-    place in the runner's stream a JOB_ENDED (type 26, folded since lanes step 2)
-    carrying the outputs, each with its cache key and the (hlc, origin, seq) of the
-    completion in the job's lane. `per_frame` jobs' events a frame (step 11's batched push);
-    0: one event a frame (pushed as today, two frames a job)."""
+    place a JOB_ENDED (type 26, folded since lanes step 2) carrying the outputs, each with
+    its cache key and the (hlc, origin, seq) of the completion in the job's lane. The job
+    names the runner its member (`members`): the JOB_ENDED is the runner's (its seq n for
+    the n-th job, the JOB_SUBMITTED's the same in the submitter's stream), just after the
+    completion (who may end a job: lanes step 6, `fold.end_refusal`), and the receiver, no
+    member, makes no implicit split nor implied claim of the job. `per_frame` jobs' events
+    a frame (step 11's batched push); 0: one event a frame (pushed as today, two frames a
+    job)."""
     events = []
-    for sub, seq, hlc, done in _posted_jobs(jobs, tasks, start_hlc):
+    for n, (sub, _seq, hlc, done) in enumerate(_posted_jobs(jobs, tasks, start_hlc), 1):
         job = sub.payload["job"]
+        sub = Event(sub.origin, n, sub.hlc, sub.type, {**sub.payload, "members": [RUNNER]})
         lane = f"{ORIGIN}/{job}"
         outputs = {task: [key, out_cid, hlc, lane, 1] for task, key, out_cid, _ in done}
         cids = [out_cid for _, _, out_cid, _ in done]
-        events += [sub, Event(ORIGIN, seq, hlc, JOB_ENDED, {
+        events += [sub, Event(RUNNER, n, hlc + 1, JOB_ENDED, {
             "job": job, "state": "done", "n_tasks": tasks, "end": hlc, "outputs": outputs,
             "producers": {c: [RUNNER] for c in cids}, "failed": {},
             "digest": job_digest3(job, sub.hlc, sub.origin, sub.seq, hlc, "done",

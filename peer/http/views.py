@@ -10,7 +10,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from peer.errors import ArgError
-from peer.jobs.claims import chunk_exhausted, task_status
+from peer.jobs.claims import chunk_exhausted, job_state, task_status
 from peer.log import (
     ChunkDone,
     ChunkFailed,
@@ -195,18 +195,6 @@ def _task(state: MeshState, job: str, t: dict[str, Any], max_attempts: int, deta
         out["chunks"] = []
         out["logs"] = [c.log for c in chunks if c.log]
     return _Made(out, [c.finished_ms or 0 for c in chunks], untouched > 0)
-
-
-def job_state(task_states: list[str], cancelled: bool) -> str:
-    if task_states and all(s == "done" for s in task_states):
-        return "done"
-    if "failed" in task_states:
-        return "failed"
-    if cancelled:
-        return "cancelled"
-    if any(s in ("running", "done") for s in task_states):
-        return "running"
-    return "pending"
 
 
 def job_view(state: MeshState, job: str, max_attempts: int, detail: bool = True,

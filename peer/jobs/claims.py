@@ -15,8 +15,10 @@ from peer.log import (
     Event,
     EventType,
     FailureKind,
+    JobSubmitted,
     MeshState,
 )
+from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
 
 # The rules. A chunk's current attempt is one past its last failure. Peers able to run it
@@ -123,6 +125,20 @@ def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str
     return "pending"
 
 
+def job_state(task_states: list[str], cancelled: bool) -> str:
+    """A job's state (as its view shows it) from its tasks' (`task_status`) and whether it
+    was cancelled."""
+    if task_states and all(s == "done" for s in task_states):
+        return "done"
+    if "failed" in task_states:
+        return "failed"
+    if cancelled:
+        return "cancelled"
+    if any(s in ("running", "done") for s in task_states):
+        return "running"
+    return "pending"
+
+
 def task_failed(state: MeshState, job: str, task: str, max_attempts: int) -> bool:
     """`task_status(...) == "failed"`, without looking for who runs the task (the winning
     claim of each open chunk): the scheduler asks it at every evaluation of every task, on
@@ -132,6 +148,29 @@ def task_failed(state: MeshState, job: str, task: str, max_attempts: int) -> boo
     chunks = state.split_chunks(job, task)
     return any(chunk_done(c) is None and chunk_exhausted(c.failures, max_attempts)
                for c in map(chunks.__getitem__, state.failed_chunks(job, task)))
+
+
+# -- a lanes job's members (docs/design/partial-replication.md, section 5) ------------------
+def members_only(state: MeshState, job: str, peers: Iterable[str]) -> list[str]:
+    """Of `peers`, those that may run `job`'s tasks: its members, of a lanes job (one whose
+    JOB_SUBMITTED names `members`: the others hold none of its claims); all of them of
+    any other job."""
+    members = state.members_of.get(job)
+    return list(peers) if members is None else [p for p in peers if p in members]
+
+
+def home(state: MeshState, job: str, live: Collection[str]) -> str | None:
+    """The peer that does `job`'s home duties (emitting its JOB_ENDED): the first of its
+    members in order (its JOB_SUBMITTED's `members`, the submitter first, then those a
+    JOB_MEMBERS added, by id) that is live (`live`: the live peers, this one included).
+    None for a job without members, or none live."""
+    members = state.members_of.get(job)
+    if members is None:
+        return None
+    sub = state.jobs.get(job)
+    first = (sub.body_as(JobSubmitted).members or ()) if sub is not None else ()
+    rest = sorted(members.difference(first))
+    return next((p for p in (*first, *rest) if p in live), None)
 
 
 # -- ranking and the stagger ----------------------------------------------------------------
@@ -152,7 +191,7 @@ def candidates(unit: str, call: str, split: Event, me: str,
             and p not in full]
     able.append(me)
     near = rendezvous(unit, [p for p in able if p in holders])
-    first = split.origin if splitter is None else splitter
+    first = peer_of(split.origin) if splitter is None else splitter
     if first in able and first not in holders:
         near.append(first)
     return near + rendezvous(unit, [p for p in able if p not in near])
@@ -170,8 +209,8 @@ def full_peers(state: MeshState, held: Iterable[AttemptKey], me: str,
         if c.attempt != ak.attempt or chunk_done(c) is not None:
             continue
         w = c.winner(ak.attempt, state.split_id(ak.job, ak.task))
-        if w is not None and w.origin != me and w.origin in peers:
-            count[w.origin] = count.get(w.origin, 0) + 1
+        if w is not None and (p := peer_of(w.origin)) != me and p in peers:
+            count[p] = count.get(p, 0) + 1
     return {p for p, n in count.items() if n >= max(int(peers[p].get("slots", 1) or 1), 1)}
 
 
@@ -189,7 +228,7 @@ def turn_due(ranked: Sequence[str], me: str, since_s: float, now_s: float,
 def duplicate(run_split: tuple[str, int], split: tuple[str, int], winner: Event | None,
               me: str) -> bool:
     """True if our run of an attempt must stop: its split lost, or another peer's claim won."""
-    return run_split != split or (winner is not None and winner.origin != me)
+    return run_split != split or (winner is not None and peer_of(winner.origin) != me)
 
 
 # -- claims, leases and failures as event payloads ------------------------------------------
@@ -211,7 +250,7 @@ def lease_failure(ak: AttemptKey, holder: Event, lease_s: float, left: bool = Fa
     p: dict[str, Any] = {
         "job": ak.job, "task": ak.task, "split": holder.payload["split"], "chunk": ak.chunk,
         "attempt": ak.attempt, "kind": FailureKind.LEASE.value,
-        "error": f"lease expired: no renewal heard from {holder.origin} for {lease_s:g} s"
+        "error": f"lease expired: no renewal heard from {peer_of(holder.origin)} for {lease_s:g} s"
                  + (" (it left the mesh)" if left else "")}
     if left:
         p["counts"] = False
@@ -260,7 +299,7 @@ def restart_failures(state: MeshState, me: str) -> list[dict[str, Any]]:
         if split != (so, sq) or (job, task) in state.task_done:
             continue  # (a done task's claim that no outcome ended: a cache hit, say)
         w = c.winner(c.attempt, split)
-        if chunk_done(c) is None and w is not None and w.origin == me:
+        if chunk_done(c) is None and w is not None and peer_of(w.origin) == me:
             p = {"job": job, "task": task, "split": list(split), "chunk": i,
                  "attempt": c.attempt, "kind": FailureKind.LOST.value,
                  "error": "the peer restarted while running this chunk", "counts": False}

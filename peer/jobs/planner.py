@@ -18,6 +18,7 @@ from peer.jobs.ports import Data
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.jsontext import loads
 from peer.log import Event, EventType, MeshState, TaskKey, TaskSplit
+from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef, canonical_json
 
@@ -113,8 +114,9 @@ def producer(state: MeshState, live: set[str], job: str, spec: TaskSpec) -> str 
         return None
     done = state.task_done[(job, spec.depends[0])]
     holders = [p for p in state.providers.get(done.payload["output"], ()) if p in live]
-    if done.origin in holders or not holders:
-        return done.origin
+    made_by = peer_of(done.origin)
+    if made_by in holders or not holders:
+        return made_by
     return rendezvous(f"{job}/{spec.name}", holders)[0]
 
 

@@ -266,6 +266,11 @@ def finished_at(state: MeshState, job: str, tasks: Sequence[Mapping[str, Any]],
     return hlc_ms(end or state.jobs[job].hlc) / 1000
 
 
+def ended_hlc(end_s: float) -> int:
+    """A finished job's end (`finished_at`'s wall-clock seconds) as an hlc."""
+    return int(end_s * 1000) << 16
+
+
 def _chunks(state: MeshState, job: str, task: str) -> Iterable[ChunkState]:
     """The chunks of the task's winning split that events are about (none before it is
     split; the others have no outcome), unordered."""

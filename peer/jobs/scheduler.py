@@ -20,6 +20,7 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
+from peer.jobs.ending import job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -48,6 +49,7 @@ from peer.log import (
     TaskKey,
 )
 from peer.log.fold import SplitKey, n_chunks
+from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
 
@@ -245,7 +247,7 @@ class Scheduler:
                 continue
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
-            if w is not None and w.origin == peer:
+            if w is not None and peer_of(w.origin) == peer:
                 self._claim_seen[ak] = now
 
     def gone(self, peer: str) -> None:
@@ -254,7 +256,7 @@ class Scheduler:
         for ak in self._claim_seen.of(peer):
             c = self.state.chunk(ak.job, ak.task, ak.chunk)
             w = c.winner(ak.attempt, self.state.split_id(ak.job, ak.task))
-            if w is not None and w.origin == peer:
+            if w is not None and peer_of(w.origin) == peer:
                 self._claim_seen[ak] = -math.inf
                 self._dirty.add((ak.job, ak.task))
         self._wake.set()
@@ -326,6 +328,7 @@ class Scheduler:
                 self._dirty.update(self._waiting())
                 self._check_claims()
                 self._sweep_gone()
+                self._end_jobs()
             if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
                 self._turn_at = math.inf
                 self._dirty.update(self._turns())
@@ -419,6 +422,7 @@ class Scheduler:
         unit = f"{job}/{task}"
         if job not in self.state.jobs:
             return rendezvous(unit, peers)[0]
+        peers = claims.members_only(self.state, job, peers) or peers  # (a lanes job's)
         spec = self.workflow(job).task(task)
         call, info = spec.call or "", self._peers()
         able = [p for p in peers if (p == self.peer_id or call in info.get(p, {}).get("calls", ()))
@@ -428,8 +432,8 @@ class Scheduler:
         split = self.state.splits.get(key)
         if split is not None and self.state.implicit(split):
             return next((p for p in self._implicit_rank(job, task, call) if p in able), able[0])
-        if split is not None and split.origin in able:
-            return split.origin  # ranked first after the input's holders (per chunk: not here)
+        if split is not None and (by := peer_of(split.origin)) in able:
+            return by  # ranked first after the input's holders (per chunk: not here)
         return rendezvous(unit, able)[0]
 
     def _meets(self, peer: str, requires: Mapping[str, Any]) -> bool:
@@ -487,6 +491,9 @@ class Scheduler:
             self._firsts, self._ranks = {}, {}
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
+        elif (ev.type == EventType.JOB_MEMBERS and self.peer_id in p["add"]
+              and (sub := self.state.jobs.get(p["job"])) is not None):  # we run it now
+            self._dirty.update((p["job"], t["name"]) for t in sub.payload["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:
@@ -496,10 +503,10 @@ class Scheduler:
 
     def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
         """`_note` of an event about a task or one of its chunks."""
-        if ev.type == EventType.CLAIM and ev.origin != self.peer_id:
+        if ev.type == EventType.CLAIM and (by := peer_of(ev.origin)) != self.peer_id:
             ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])
             self._note_taken((ak.job, ak.task))
-            self._claim_seen.claimed_by(ak, ev.origin)  # (if watched: it may be the winner)
+            self._claim_seen.claimed_by(ak, by)  # (if watched: it may be the winner)
             if self._settled(ak):  # its outcome came first (or it lost): not watched
                 return
             self._claim_seen[ak] = self.clock()
@@ -646,6 +653,28 @@ class Scheduler:
                 self._turn_at = min(self._turn_at, due)
         return out
 
+    def _end_jobs(self) -> None:
+        """Emit the JOB_ENDED of each lanes job that ended whose home this peer is
+        (`claims.home`), in our mesh stream (it is no lane part), once: not while the state
+        holds a JOB_ENDED of the job (ours, folded at once, or another member's: the
+        earliest wins), so not again after a restart either."""
+        st = self.state
+        if not st.members_of:  # (no lanes job: lanes off, or none submitted)
+            return
+        live: list[str] | None = None
+        for job in [j for j in st.members_of if j in st.jobs and j not in st.ended]:
+            if live is None:
+                live = [*self._peers(), self.peer_id]
+            if claims.home(st, job, live) != self.peer_id or any(
+                    e.origin == self.peer_id for e in st.unended.get(job, {}).values()):
+                continue
+            try:
+                payload = job_ended(st, job, self.cfg.max_attempts)
+                if payload is not None:
+                    self.emit(EventType.JOB_ENDED, payload)
+            except Exception:  # a bug must not stop the scheduler (retried next tick)
+                log.exception("ending job %s", job)
+
     def _fail_task(self, key: TaskKey, error: str) -> None:
         """Fail a task for good (a non-retryable error in its first unfinished chunk)."""
         job, task = key
@@ -667,6 +696,8 @@ class Scheduler:
         st = self.state
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
+        if not st.member_of(job, self.peer_id):  # a lanes job whose lanes are not here:
+            return  # no claim of it either (it would run every task)
         if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
             return  # what follows would find that again (and walk its failed chunks first)
         spec = self.workflow(job).task(task)
@@ -720,7 +751,7 @@ class Scheduler:
         peer running a group of a task with a reduce: it may end the last group, and if it
         holds the task's input, which the assembling step lists, claim that step at once;
         without the input it cannot before the splitter does, so it fetches nothing)."""
-        if split.origin != self.peer_id:
+        if peer_of(split.origin) != self.peer_id:
             inp = split.payload["input"]
             if (tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks))
                     and self.store.has(inp) and self.data.is_complete(inp)):  # (root first:
@@ -801,9 +832,10 @@ class Scheduler:
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
         unit, turn = f"{job}/{task}", AttemptKey(job, task, -1, -1)
+        calls = claims.members_only(self.state, job, (
+            p for p, i in self._peers().items() if tdef.name in i.get("calls", ())))
         if needs_data:
-            able = {p for p, i in self._peers().items() if tdef.name in i.get("calls", ())}
-            able.add(self.peer_id)
+            able = {*calls, self.peer_id}
             first = producer(self.state, able, job, spec)
             if not self.locality.have((job, task), outs, first):
                 return
@@ -817,9 +849,8 @@ class Scheduler:
                 ranked.insert(0, first)
             if not self._my_turn(turn, ranked, self.cfg.split_wait_s):
                 return
-        elif not self._my_turn(turn, rendezvous(unit, [
-                *(p for p, i in self._peers().items() if tdef.name in i.get("calls", ())),
-                self.peer_id]), self._split_wait_s(job)):
+        elif not self._my_turn(turn, rendezvous(unit, [*calls, self.peer_id]),
+                               self._split_wait_s(job)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
             # soon as it sees the job, and a job of thousands of tasks takes each peer longer
@@ -891,8 +922,9 @@ class Scheduler:
         ranked = self._ranks.get((job, task))
         if ranked is None:
             requires = self.workflow(job).task(task).requires if job in self.state.jobs else {}
-            ranked = rendezvous(f"{job}/{task}", [p for p in peers if p == self.peer_id
-                                                  or self._meets(p, requires)])
+            ranked = rendezvous(f"{job}/{task}", [
+                p for p in claims.members_only(self.state, job, peers)
+                if p == self.peer_id or self._meets(p, requires)])
             submitted = self.state.jobs.get(job)
             if submitted is not None and submitted.body_as(JobSubmitted).local:
                 if submitted.origin in ranked:
@@ -982,9 +1014,9 @@ class Scheduler:
         # A task with a reduce is made of its last chunk's output, as a whole task is.
         whole = not tdef.per_item or tdef.reduce is not None
         last = len(chunks) - 1 if tdef.reduce is not None else 0
-        first = split.origin
+        first = peer_of(split.origin)
         if whole and (done := claims.chunk_done(self.state.chunk(job, task, last))):
-            first = done.origin
+            first = peer_of(done.origin)
         a = self._gathered(job, task, tdef, spec, split, chunks, first, whole)
         if a is None:
             return
@@ -1257,14 +1289,15 @@ class Scheduler:
         self._lonely.discard((job, task))
         reduce_input = None
         if reduces is not None:  # its input first: the others' results, gathered here
-            a = self._gathered(job, task, tdef, spec, split, reduces[:-1], split.origin, False)
+            a = self._gathered(job, task, tdef, spec, split, reduces[:-1],
+                              peer_of(split.origin), False)
             if a is None:
                 return True
             reduce_input = self.planner.output(a)
         # (our JOB_SUBMITTED is the claim, CLAIMED_FEATURE: its run starts, no CLAIM sent)
         mine = holder if implied else self._claim_in_turn(ak, c, split, tdef, able, holders,
                                                           reduces is not None)
-        if mine is not None and mine.origin == self.peer_id:
+        if mine is not None and peer_of(mine.origin) == self.peer_id:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
                              rerun=claims.reopened(c) or not spec.cache,
@@ -1301,7 +1334,7 @@ class Scheduler:
         holders); of an implicit split, which no peer made, the one that would have split it
         (`_implicit_rank`), so that every peer ranks it first."""
         if not self.state.implicit(split):
-            return split.origin
+            return peer_of(split.origin)
         return self._implicit_rank(split.payload["job"], split.payload["task"], call)[0]
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
@@ -1338,8 +1371,9 @@ class Scheduler:
         if added is None:
             by, added = {}, iter(self.state.chunks.done(sk).items())
         for i, d in added:
-            if i < n and ((cur := by.get(d.origin)) is None or d.order > cur.order):
-                by[d.origin] = d
+            if i < n and ((cur := by.get(p := peer_of(d.origin))) is None
+                          or d.order > cur.order):
+                by[p] = d
         self._last_done[(job, task)] = (sk, mark, by)
         return by
 
@@ -1395,6 +1429,8 @@ class Scheduler:
         split, only those announcing SPLITS_FEATURE (a peer of the previous release runs
         none of its job: nobody waits a stagger for it)."""
         able = self._placed(key, requires)
+        if able is not None and key[0] in self.state.members_of:  # a lanes job's: members
+            able = {p: able[p] for p in claims.members_only(self.state, key[0], able)}
         if able is None or not self.state.implicit(split):
             return able
         return {p: i for p, i in able.items() if SPLITS_FEATURE in (i.get("features") or ())}
@@ -1418,18 +1454,18 @@ class Scheduler:
         (`Leases`: whichever split wins, the holder is among them)."""
         for c in self.state.chunks.of_every_split(ak.job, ak.task, ak.chunk):
             for claim in c.claims.get(ak.attempt, ()):
-                yield claim.origin
+                yield peer_of(claim.origin)
 
     def _watch_lease(self, ak: AttemptKey, holder: Event) -> None:
         """Watch a claim held by another peer; fail it when its lease lapses."""
-        if holder.origin == self.peer_id:
+        if peer_of(holder.origin) == self.peer_id:
             self._claim_seen.pop(ak, None)
             return
         now = self.clock()
         seen = self._claim_seen.setdefault(ak, now)
         if claims.lease_lapsed(seen, now, self.cfg.lease_s):
             self._claim_seen.pop(ak, None)
-            left = holder.origin not in self._peers()
+            left = peer_of(holder.origin) not in self._peers()
             self.emit(EventType.CHUNK_FAILED,
                       claims.lease_failure(ak, holder, self.cfg.lease_s, left=left))
 
@@ -1442,7 +1478,8 @@ class Scheduler:
             w = c.winner(ak.attempt, split)
             if (st.split_id(ak.job, ak.task) != split or ak.job in st.cancelled
                     or (ak.job, ak.task) in st.task_done or claims.chunk_done(c) is not None
-                    or ak.attempt in c.failures or w is None or w.origin != self.peer_id):
+                    or ak.attempt in c.failures or w is None
+                    or peer_of(w.origin) != self.peer_id):
                 del self._mine[ak]  # settled, superseded or lost: nothing to check
             elif not self._runs.running(ak):
                 del self._mine[ak]

@@ -63,7 +63,7 @@ from peer.log.events import (
     part_event,
 )
 from peer.log.jobless import jobless
-from peer.log.lanes import in_scope, lane_of
+from peer.log.lanes import in_scope, lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
@@ -1421,24 +1421,17 @@ def _merge_items(s: MeshState, ev: Event, cache: Mapping[str, Any]) -> None:
     cids = [c for v in cache.values() if type(v) is dict and type(c := v.get("c")) is str]
     s._merge_first(s.cache, s._cache_src, cache, ev.order)
     # values are any JSON: only a string "c" is an item's CID; the peer that made it holds it
-    _hold_all(s, cids, _holder(ev.origin), ev)
+    _hold_all(s, cids, peer_of(ev.origin), ev)
 
 
 def _provide(s: MeshState, ev: Event, b: Provide) -> None:
-    _hold_all(s, b.cids, _holder(ev.origin), ev)
+    _hold_all(s, b.cids, peer_of(ev.origin), ev)
 
 
 def _hold(s: MeshState, cid: str, ev: Event) -> None:
     """`ev`'s origin holds `cid` (a lane's: its peer), unless it said later that it dropped
     it."""
-    _hold_all(s, (cid,), _holder(ev.origin), ev)
-
-
-def _holder(origin: str) -> str:
-    """The peer that holds what an origin's events made: the origin, or a lane's peer."""
-    if "/" in origin and (lane := lane_of(origin)) is not None:
-        return lane[0]
-    return origin
+    _hold_all(s, (cid,), peer_of(ev.origin), ev)
 
 
 def _hold_all(s: MeshState, cids: Iterable[str], peer: str, at: Order | Event) -> None:

@@ -39,6 +39,14 @@ def lane_of(origin: object) -> tuple[str, str] | None:
     return peer, job
 
 
+def peer_of(origin: str) -> str:
+    """The peer whose events an origin's are (what they made, claimed, split: its): the
+    origin itself, or a lane's peer."""
+    if SEPARATOR in origin and (got := lane_of(origin)) is not None:
+        return got[0]
+    return origin
+
+
 def is_lane(origin: object) -> bool:
     return lane_of(origin) is not None
 
