@@ -32,6 +32,7 @@ from peer.log import (
     facts,
 )
 from peer.log.clock import FakeClock
+from peer.log.lanes import LANE_PARTS, lane, lane_of
 from peer.log.turns import TurnBuilder
 from tasks.registry import TaskDef
 
@@ -240,6 +241,7 @@ class SimPeer:
     emitted: list[Event] = field(default_factory=list)
     turn: TurnBuilder | None = None
     opened: float = 0.0  # when its open turn was opened (`JobMesh.hold_s`)
+    refused: int = 0  # lane events that came of jobs it is no member of (`JobMesh.lanes`)
 
 
 class JobMesh:
@@ -249,8 +251,16 @@ class JobMesh:
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False,
                  old: Collection[str] = (), members: bool = True,
-                 unclaiming: Collection[str] = (), hold_s: float = 0.0) -> None:
+                 unclaiming: Collection[str] = (), hold_s: float = 0.0,
+                 lanes: bool = False) -> None:
         self.catalog = catalog
+        # Partial replication on (docs/design/partial-replication.md; `MeshState.lanes_on`):
+        # peer and job ids of their real forms (a lane is named by both), a submission names
+        # its `members`, a member's task events of a lanes job go to its lane of the job, and
+        # a peer that is no member drops them as they come (its door's `not_member`, counted
+        # in `SimPeer.refused`; kept back while it does not know the job yet, as job
+        # anti-entropy would bring them again then)
+        self.lanes = lanes
         self.batch = batch  # a peer's events of one round are parts of one TURN, as Node's
         # As Node's HOLD_MAX_S (with `batch`): a peer's turn stays open while its scheduler
         # holds the flush (`backlog`, `outcomes_pending`), at most this long (0: never)
@@ -276,7 +286,7 @@ class JobMesh:
         self._jobs = 0
         self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
         for i in range(n):
-            self._add(f"p{i}", slots, auto)
+            self._add(f"{0xa0 + i:x}" * 8 if lanes else f"p{i}", slots, auto)
         if members:
             for pid in self.peers:
                 self.announce(pid)
@@ -287,7 +297,7 @@ class JobMesh:
         store = MemoryStore(self.content)
         data = MemoryData(store)
         runner = FakeRunner(store, slots, auto)
-        state = MeshState()
+        state = MeshState(lanes_on=self.lanes, me=pid)
         peer = SimPeer(pid, state, store, data, runner, self._scheduler(pid, state, store, data,
                                                                         runner))
         peer.turn = TurnBuilder(state, lambda: self._tick(peer))
@@ -362,20 +372,29 @@ class JobMesh:
         """What Node.emit does: fold, tell the local scheduler, send to the others."""
         p = self.peers[pid]
         assert p.turn is not None
+        origin = self._origin_of(p, typ, payload)
         if self.batch and p.turn.holds(typ):
             if not p.turn.open:
                 p.opened = self.clock()
-            ev, closed = p.turn.add(pid, typ, payload)
+            ev, closed = p.turn.add(origin, typ, payload)
             if closed is not None:
                 self._send(pid, closed)
         else:
             self._close_turn(p)
-            ev = Event(pid, p.state.heads.get(pid, 0) + 1, self._tick(p), typ, payload)
+            ev = Event(origin, p.state.heads.get(origin, 0) + 1, self._tick(p), typ, payload)
             p.state.apply(ev)
             self._send(pid, ev)
         for single in facts(ev):
             p.sched.poke(single)
         return ev
+
+    def _origin_of(self, p: SimPeer, typ: EventType, payload: Mapping[str, Any]) -> str:
+        """As Node's: a task event of a lanes job we are a member of goes to our lane of it."""
+        job = payload.get("job")
+        if (self.lanes and typ in LANE_PARTS and job in p.state.members_of
+                and p.state.member_of(job, p.peer_id)):
+            return lane(p.peer_id, job)
+        return p.peer_id
 
     def _tick(self, p: SimPeer) -> int:
         p.hlc = max(p.hlc + 1, int(self.clock() * 1000) << 16)
@@ -405,11 +424,18 @@ class JobMesh:
         self.close_turns()
         now, keep, n = self.clock(), [], 0
         for due, dst, ev in self._queue:
-            if due > now or not self.linked(ev.origin, dst) or (
+            in_lane = lane_of(ev.origin)
+            if due > now or not self.linked(in_lane[0] if in_lane else ev.origin, dst) or (
                     self.hold and any(self.hold(e, dst) for e in ev.singles)):
                 keep.append((due, dst, ev))
                 continue
             p = self.peers[dst]
+            if in_lane is not None and not p.state.member_of(in_lane[1], dst):
+                p.refused += 1  # (the door's `not_member`)
+                continue
+            if in_lane is not None and in_lane[1] not in p.state.members_of:
+                keep.append((due, dst, ev))  # (its job not known here yet)
+                continue
             if p.state.apply(ev):
                 p.hlc = max(p.hlc, ev.hlc)
                 for single in facts(ev):  # as Node tells its listeners: each part of a
@@ -419,15 +445,17 @@ class JobMesh:
         return n
 
     def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
-               local: bool | None = None, claimed: bool | None = None) -> str:
+               local: bool | None = None, claimed: bool | None = None,
+               members: Sequence[str] | None = None) -> str:
         """Submit a DAG-form workflow at peer `pid`; its job id. `implicit`: whether it says
         its tasks without input have implicit splits (None: as Node decides, if `pid` and
         every live peer it hears announce SPLITS_FEATURE; not by default: a task is split
         by a peer, as in a mesh with a peer of the previous release). `local`: whether its
         JOB_SUBMITTED says `local` (None: as Node decides, `Node.local_first`); `claimed`:
-        whether it says `claimed` with it (None: as Node decides, `Node.claims_first`)."""
+        whether it says `claimed` with it (None: as Node decides, `Node.claims_first`).
+        `members` (with `lanes`): the job's, `pid` first (default: `pid` and the next peer)."""
         self._jobs += 1
-        job = f"j{self._jobs}"
+        job = f"j{self._jobs:012x}" if self.lanes else f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
         if implicit is None:
             implicit = pid not in self.old and all(
@@ -447,6 +475,9 @@ class JobMesh:
             payload["local"] = True
             if claimed:
                 payload["claimed"] = True
+        if self.lanes:
+            ids = list(self.peers)
+            payload["members"] = list(members or (pid, ids[(ids.index(pid) + 1) % len(ids)]))
         self.emit(pid, EventType.JOB_SUBMITTED, payload)
         return job
 

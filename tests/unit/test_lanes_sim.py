@@ -1,0 +1,158 @@
+"""Partial replication, step 6 (docs/design/partial-replication.md, sections 3, 5.2 and 8):
+Schedulers on an in-memory mesh with lanes on (peer/jobs/sim.py `JobMesh(lanes=True)`: a
+lanes job's task events travel in its members' lanes; a non-member drops those that reach
+it). A peer that is no member of a job runs none of its tasks and folds none of its lanes;
+its members run it, and its home emits one JOB_ENDED (in its mesh stream), which every peer
+folds: the non-member's cache then holds the members' entries for the job's tasks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from peer.http.views import job_record
+from peer.ipfs.store import StoreConfig
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.retention import ended_hlc, finished_at, record_facts
+from peer.jobs.sim import JobMesh
+from peer.log import EventType, JobSubmitted, MeshState
+from peer.log.snapframe import job_digest3, outputs_sha
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                      max_attempts=3)
+TURN_S = max(CFG.stagger_s * 2, CFG.tick_s)
+TASKS = [*({"name": f"w{i}", "call": "T_WRITE", "params": {"files": 1}} for i in range(5)),
+         {"name": "u", "call": "T_UPPER", "params": {}, "depends": ["w0"]}]
+MeshFactory = Callable[..., JobMesh]
+
+
+@pytest.fixture(params=[False, True], ids=["single", "batched"])
+async def make_mesh(request: pytest.FixtureRequest) -> AsyncIterator[MeshFactory]:
+    meshes: list[JobMesh] = []
+
+    def make(n: int = 3, **kw: object) -> JobMesh:
+        mesh = JobMesh(n, CATALOG, CFG, auto=True, lanes=True, batch=request.param,
+                       **kw)  # type: ignore[arg-type]
+        meshes.append(mesh)
+        return mesh
+
+    yield make
+    for m in meshes:
+        await m.close()
+
+
+async def run_to_end(mesh: JobMesh, job: str, rounds: int = 40) -> None:
+    for _ in range(rounds):
+        await mesh.advance(TURN_S)
+        if all(job in p.state.ended for pid, p in mesh.peers.items()
+               if pid not in mesh.silent):
+            return
+    raise AssertionError("the job did not end everywhere")
+
+
+def job_endeds(s: MeshState) -> list[str]:
+    """The origins of the JOB_ENDEDs held."""
+    return [e.origin for e in s.events.values() if e.type == EventType.JOB_ENDED]
+
+
+async def test_a_non_member_runs_nothing_folds_no_lane_and_the_home_ends_the_job_once(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh()
+    a, b, c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await run_to_end(mesh, job)
+    for _ in range(3):  # (nothing more comes)
+        await mesh.advance(TURN_S)
+    other = mesh[c].state
+    assert not mesh[c].runner.started and not mesh[c].sched.runs  # (2b5ab6b: it ran tasks)
+    assert mesh[c].refused > 0  # lane events came, and were dropped
+    assert not other.lanes and not any("/" in o for o in other.heads)
+    assert not any(k[0] == job for k in (*other.splits, *other.task_done))
+    assert not any(k.job == job for k in other.chunks)
+    assert {e.origin for e in mesh.sent(EventType.JOB_ENDED)} == {a}
+    assert len(mesh.sent(EventType.JOB_ENDED)) == 1
+    home = mesh[a].state
+    for pid in mesh.peers:  # one JOB_ENDED, the home's, folded everywhere
+        assert job_endeds(mesh[pid].state) == [a]
+        assert mesh[pid].state.ended[job].origin == a and not mesh[pid].state.unended
+    ended = home.ended[job].payload
+    assert ended["state"] == "done" and ended["n_tasks"] == len(TASKS)
+    assert set(ended["outputs"]) == {t["name"] for t in TASKS}
+    keys = [ended["outputs"][t][0] for t in ended["outputs"]]
+    assert all(keys)
+    for k in keys:  # the non-member's cache: the members' entries, of the same orders
+        assert other.outputs[k] == home.outputs[k] == mesh[b].state.outputs[k]
+        assert other._outputs_src[k] == home._outputs_src[k]
+    for t, (_key, cid, hlc, origin, seq) in ended["outputs"].items():
+        done = home.task_done[(job, t)]
+        assert (cid, hlc, origin, seq) == (done.payload["output"], *done.order)
+        assert origin.startswith(a + "/") or origin.startswith(b + "/")  # (in a lane)
+        assert other.providers.get(cid) == home.providers.get(cid)
+
+
+async def test_the_job_ended_carries_the_digest_of_the_members_record(
+        make_mesh: MeshFactory) -> None:
+    """What a compacted member's thin row has (`snapframe.job_digest3` of its index row:
+    the JOB_SUBMITTED's order, the record's end and state, its facts' outputs)."""
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await run_to_end(mesh, job)
+    s = mesh[a].state
+    sub = s.jobs[job]
+    end_s = finished_at(s, job, sub.body_as(JobSubmitted).workflow["tasks"], CFG.max_attempts)
+    assert end_s is not None
+    record = job_record(s, job, CFG.max_attempts)
+    facts = record_facts(record, end_s)
+    want = job_digest3(job, sub.hlc, sub.origin, sub.seq, ended_hlc(end_s), record["state"],
+                       outputs_sha(facts["outputs"]))
+    assert s.ended[job].payload["digest"] == want
+    assert s.ended[job].payload["end"] == ended_hlc(end_s)
+
+
+async def test_the_home_does_not_end_a_job_twice_even_restarted(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await run_to_end(mesh, job)
+    await mesh.restart(a)
+    for _ in range(3):
+        await mesh.advance(TURN_S)
+    assert len(mesh.sent(EventType.JOB_ENDED)) == 1
+
+
+async def test_the_first_live_member_ends_the_job_when_the_home_is_not_live(
+        make_mesh: MeshFactory) -> None:
+    mesh = make_mesh()
+    a, b, c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await mesh.settle()
+    mesh.silent.add(a)  # the home goes silent mid-job: b finishes what is left, and ends it
+    await run_to_end(mesh, job, rounds=200)
+    assert {e.origin for e in mesh.sent(EventType.JOB_ENDED)} == {b}
+    assert not mesh[c].runner.started
+
+
+async def test_a_members_rankings_name_members_only(make_mesh: MeshFactory) -> None:
+    """Who splits, claims or comes first for a lanes job's task is a member: nobody waits
+    a turn for a peer that holds none of its claims."""
+    mesh = make_mesh(4)
+    a, b, *others = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=True, members=[a, b])
+    mesh.deliver()
+    sched, everyone = mesh[b].sched, list(mesh.peers)
+    for t in TASKS:
+        key = (job, str(t["name"]))
+        assert sched._first_peer(key, everyone) in {a, b}
+        if not t.get("depends"):
+            assert set(sched._implicit_rank(job, key[1], str(t["call"]))) == {a, b}
+            split = mesh[b].state.splits[key]
+            assert set(sched._claimers(key, {}, split) or {}) == {a}
+    other = mesh.submit(a, TASKS, implicit=True, members=everyone)  # (a job of all four)
+    mesh.deliver()
+    assert set(sched._implicit_rank(other, "w0", "T_WRITE")) == set(everyone)
+    assert others  # (two peers no member of the first job)
