@@ -5,6 +5,8 @@ function of the mesh state (a member's: it folds the job's lanes).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from peer.jobs.claims import chunk_done, chunk_exhausted, job_state, task_status
@@ -54,6 +56,19 @@ def job_ended(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] |
             "producers": producers, "failed": failed,
             "digest": job_digest3(job, sub.hlc, sub.origin, sub.seq, end, st,
                                   outputs_sha(made))}
+
+
+def framed(payload: dict[str, Any], max_bytes: int, stored: Callable[[bytes], str],
+           ) -> dict[str, Any]:
+    """A JOB_ENDED payload as it is emitted: itself, or when its outputs and producers
+    exceed `max_bytes` of JSON, with them in the JSON object {"outputs", "producers"}
+    stored as a file (`stored`: its CID) that `listing` names, as a large split's chunks
+    are (`Planner.framed`)."""
+    listed = {"outputs": payload["outputs"], "producers": payload["producers"]}
+    raw = json.dumps(listed, separators=(",", ":")).encode()
+    if len(raw) <= max_bytes:
+        return payload
+    return {**payload, "outputs": {}, "producers": {}, "listing": stored(raw)}
 
 
 def _error(state: MeshState, job: str, task: str, max_attempts: int) -> str:

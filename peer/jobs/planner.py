@@ -242,15 +242,16 @@ class Planner:
         if len(raw) + len(raw_kept) <= max_bytes:
             return EventType.TASK_SPLIT, payload
         out = {"job": payload["job"], "task": payload["task"], "input": payload["input"],
-               "listing": self._stored(raw), "sizes": [len(c) for c in payload["chunks"]]}
+               "listing": self.stored(raw), "sizes": [len(c) for c in payload["chunks"]]}
         if kept is not None:
             if len(raw_kept) > max_bytes // 4:
-                out["kept_listing"] = self._stored(raw_kept)
+                out["kept_listing"] = self.stored(raw_kept)
             else:
                 out["kept"] = kept
         return EventType.TASK_SPLIT_REF, out
 
-    def _stored(self, raw: bytes) -> str:
+    def stored(self, raw: bytes) -> str:
+        """Store `raw` as a file, pinned and marked complete here (peers fetch it); its CID."""
         cid = self.store.add_bytes(raw)
         self.store.pin(cid)
         self.data.mark(cid)

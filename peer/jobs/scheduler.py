@@ -20,7 +20,7 @@ from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
 from peer.jobs import claims, kinds, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
-from peer.jobs.ending import job_ended
+from peer.jobs.ending import framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
@@ -662,16 +662,19 @@ class Scheduler:
         if not st.members_of:  # (no lanes job: lanes off, or none submitted)
             return
         live: list[str] | None = None
-        for job in [j for j in st.members_of if j in st.jobs and j not in st.ended]:
+        me = self.peer_id
+        for job in [j for j, m in st.members_of.items()
+                    if me in m and j in st.jobs and j not in st.ended]:
             if live is None:
-                live = [*self._peers(), self.peer_id]
-            if claims.home(st, job, live) != self.peer_id or any(
-                    e.origin == self.peer_id for e in st.unended.get(job, {}).values()):
+                live = [*self._peers(), me]
+            if claims.home(st, job, live) != me or any(
+                    e.origin == me for e in st.unended.get(job, {}).values()):
                 continue
             try:
                 payload = job_ended(st, job, self.cfg.max_attempts)
-                if payload is not None:
-                    self.emit(EventType.JOB_ENDED, payload)
+                if payload is not None:  # (outputs over a quarter of max_split_bytes: listed)
+                    self.emit(EventType.JOB_ENDED, framed(payload, self.cfg.max_split_bytes // 4,
+                                                          self.planner.stored))
             except Exception:  # a bug must not stop the scheduler (retried next tick)
                 log.exception("ending job %s", job)
 

@@ -7,6 +7,7 @@ folds: the non-member's cache then holds the members' entries for the job's task
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -156,3 +157,24 @@ async def test_a_members_rankings_name_members_only(make_mesh: MeshFactory) -> N
     mesh.deliver()
     assert set(sched._implicit_rank(other, "w0", "T_WRITE")) == set(everyone)
     assert others  # (two peers no member of the first job)
+
+
+async def test_outputs_over_a_quarter_of_max_split_bytes_go_as_a_listing() -> None:
+    """As a large split's chunks: the JSON object {"outputs", "producers"} stored as a
+    file, named by the JOB_ENDED's `listing` (its own `outputs` and `producers` empty)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                          max_attempts=3, max_split_bytes=1600)
+    mesh = JobMesh(3, CATALOG, cfg, auto=True, lanes=True)
+    try:
+        a, b, _c = mesh.peers
+        job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+        await run_to_end(mesh, job)
+        p = mesh[a].state.ended[job].payload
+        assert p["outputs"] == p["producers"] == {} and p["listing"]
+        listed = json.loads(mesh.content.files[p["listing"]])
+        assert set(listed["outputs"]) == {t["name"] for t in TASKS}
+        assert set(listed["producers"]) <= {o[1] for o in listed["outputs"].values()}
+        assert len(json.dumps(listed, separators=(",", ":"))) > cfg.max_split_bytes // 4
+        assert p["listing"] in mesh[a].store.pinned
+    finally:
+        await mesh.close()
