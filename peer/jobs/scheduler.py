@@ -491,9 +491,11 @@ class Scheduler:
             self._firsts, self._ranks = {}, {}
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
-        elif (ev.type == EventType.JOB_MEMBERS and self.peer_id in p["add"]
-              and (sub := self.state.jobs.get(p["job"])) is not None):  # we run it now
-            self._dirty.update((p["job"], t["name"]) for t in sub.payload["workflow"]["tasks"])
+        elif ev.type == EventType.JOB_MEMBERS and self.state.lanes_on:
+            self._firsts, self._ranks = {}, {}  # a lanes job's rankings are of its members
+            if self.peer_id in p["add"] and (sub := self.state.jobs.get(p["job"])) is not None:
+                self._dirty.update((p["job"], t["name"])  # we run it now
+                                   for t in sub.payload["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:

@@ -156,7 +156,9 @@ async def test_a_members_rankings_name_members_only(make_mesh: MeshFactory) -> N
     other = mesh.submit(a, TASKS, implicit=True, members=everyone)  # (a job of all four)
     mesh.deliver()
     assert set(sched._implicit_rank(other, "w0", "T_WRITE")) == set(everyone)
-    assert others  # (two peers no member of the first job)
+    mesh.emit(a, EventType.JOB_MEMBERS, {"job": job, "add": [others[0]]})  # one joins
+    mesh.deliver()
+    assert set(sched._implicit_rank(job, "w1", "T_WRITE")) == {a, b, others[0]}
 
 
 async def test_outputs_over_a_quarter_of_max_split_bytes_go_as_a_listing() -> None:
