@@ -10,12 +10,17 @@ implicit splits and implied claims."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peer.config import PeerConfig
+from peer.jobs.ending import job_ended
+from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, MeshState, fold
 from peer.log.lanes import lane
+from peer.node import Node
 
 A, B, C = "a1" * 8, "b2" * 8, "c3" * 10  # home, member, non-member
 JOB = "j" + "0" * 11 + "1"
@@ -149,3 +154,33 @@ def test_a_peer_added_to_a_job_makes_its_implicit_splits_in_any_order() -> None:
 def test_lanes_off_every_peer_makes_the_implicit_splits() -> None:
     s = fold([submitted([A, B], claimed=True)], MeshState(me=C))
     assert (JOB, "t") in s.splits and s.chunk(JOB, "t", 0).claims
+
+
+# -- a member compacts a lanes job once its JOB_ENDED is here ---------------------------------
+
+
+def test_a_lanes_job_is_finished_for_the_compactor_once_its_job_ended_is_folded(
+        tmp_path: Path) -> None:
+    """Its home emits the JOB_ENDED once the job ended (`Scheduler._end_jobs`, at a tick): a
+    compaction pass before that would take the job out of memory and no JOB_ENDED would ever
+    be made of it. (On 2b5ab6b the job is finished for the compactor at its last TASK_DONE.)"""
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False), lanes=True)
+    try:
+        me, job = node.peer_id, JOB
+        wf = {"name": "w", "tasks": [{"name": "t", "call": "c", "params": {}, "depends": []}]}
+        for ev in (Event(me, 1, 100 << 16, EventType.JOB_SUBMITTED,
+                         {"job": job, "workflow": wf, "members": [me, B]}),
+                   Event(lane(B, job), 1, 200 << 16, EventType.TASK_DONE,
+                         {"job": job, "task": "t", "output": CID, "cached": False})):
+            node.state.apply(ev)
+        assert finished_at(node.state, job, wf["tasks"], 3) is not None  # it ended
+        assert node._ended(job) is None and node._finished(job) is None
+        payload = job_ended(node.state, job, node.cfg.max_attempts)
+        assert payload is not None
+        node.state.apply(Event(me, 2, 300 << 16, EventType.JOB_ENDED, payload))
+        assert JOB in node.state.ended and node._ended(job) is not None
+        finished = node._finished(job)
+        assert finished is not None and finished.state == payload["state"] == "done"
+        assert finished.ended_hlc == payload["end"]
+    finally:
+        node.log.close()
