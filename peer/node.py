@@ -443,33 +443,20 @@ class Node:
     def _finished(self, job: str) -> Finished | None:
         """A finished job's compact record (None while it is live): its view and what
         retention needs of it."""
-        end_s = self._end_s(job)
+        end_s = _end_s(self.state, job, self.cfg.max_attempts)
         if end_s is None:
             return None
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
-        return Finished(record["state"], ended_hlc(end_s), len(self._tasks(job)),
+        return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
                         summary(record), record, record_facts(record, end_s))
 
     def _ended(self, job: str) -> tuple[int, int] | None:
         """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while
         it is live. The compactor's scan needs no more (the record's view is built once,
         when the job is compacted)."""
-        end_s = self._end_s(job)
-        return None if end_s is None else (ended_hlc(end_s), len(self._tasks(job)))
-
-    def _end_s(self, job: str) -> float | None:
-        """When a job ended, for the compactor (`finished_at`); None while it is live, and
-        for a lanes job (lanes on) until a JOB_ENDED of it is folded here: its home emits
-        one once the job ended (`Scheduler._end_jobs`), which it could not once the job
-        was compacted."""
-        st = self.state
-        if job in st.members_of and job not in st.ended:
-            return None
-        return finished_at(st, job, self._tasks(job), self.cfg.max_attempts)
-
-    def _tasks(self, job: str) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = self.state.jobs[job].body_as(JobSubmitted).workflow["tasks"]
-        return tasks
+        end_s = _end_s(self.state, job, self.cfg.max_attempts)
+        tasks = self.state.jobs[job].body_as(JobSubmitted).workflow["tasks"]
+        return None if end_s is None else (ended_hlc(end_s), len(tasks))
 
     def _vvs(self) -> list[Mapping[str, int]]:
         """The version vectors of every member gossip holds live (suspects too) and ours:
@@ -1522,6 +1509,16 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.close())
+
+
+def _end_s(state: MeshState, job: str, max_attempts: int) -> float | None:
+    """When a job ended, for the compactor (`finished_at`); None while it is live, and for
+    a lanes job (lanes on) until a JOB_ENDED of it is folded here: its home emits one once
+    the job ended (`Scheduler._end_jobs`), which it could not once the job was compacted."""
+    if job in state.members_of and job not in state.ended:
+        return None
+    tasks = state.jobs[job].body_as(JobSubmitted).workflow["tasks"]
+    return finished_at(state, job, tasks, max_attempts)
 
 
 def _janitor_config(cfg: PeerConfig) -> JanitorConfig:
