@@ -18,7 +18,8 @@ import pytest
 from peer.config import PeerConfig
 from peer.jobs.ending import job_ended
 from peer.jobs.retention import finished_at
-from peer.log import Event, EventType, MeshState, fold
+from peer.log import Event, EventType, JobEnded, MeshState, fold
+from peer.log.fold import end_refusal
 from peer.log.lanes import lane
 from peer.node import Node
 
@@ -79,15 +80,14 @@ def test_the_home_or_another_member_may_end_the_job() -> None:
 
 
 @pytest.mark.parametrize(("why", "events"), [
-    ("its origin is no member", [submitted([A, B]), ended(C)]),
-    ("its job has no members", [submitted(None), ended(A)]),
-    ("its job is not here", [ended(A)]),
-    ("producers name a CID that is no output", [
+    ("is no member", [submitted([A, B]), ended(C)]),
+    ("`members` is not here", [submitted(None), ended(A)]),  # (a job without members)
+    ("`members` is not here", [ended(A)]),  # (its JOB_SUBMITTED not here yet)
+    ("`producers` names a CID that is no output", [
         submitted([A, B]), ended(A, producers={OTHER_CID: [C]})]),
-    ("an output made before the job was submitted", [
-        submitted([A, B], hlc=250), ended(A)]),
-    ("an output made after the end", [submitted([A, B]), ended(A, hlc=150)]),
-    ("an output at the end's own order", [submitted([A, B]), ended(A, out=(300, A, 2))]),
+    ("order is not between", [submitted([A, B], hlc=250), ended(A)]),  # made before it
+    ("order is not between", [submitted([A, B]), ended(A, hlc=150)]),  # made after the end
+    ("order is not between", [submitted([A, B]), ended(A, out=(300, A, 2))]),  # the end's
 ])
 def test_a_job_ended_that_may_not_end_its_job_is_held_not_folded(
         why: str, events: list[Event]) -> None:
@@ -96,6 +96,8 @@ def test_a_job_ended_that_may_not_end_its_job_is_held_not_folded(
     s = lanes_fold(events)
     assert held_end(s), why
     assert s.holds(events[-1].id)  # (held: in the log, counted in the heads, served)
+    ev = events[-1]
+    assert why in (end_refusal(s, ev, ev.body_as(JobEnded)) or "")
 
 
 def test_a_job_ended_held_for_what_comes_later_is_folded_then_in_any_order() -> None:
