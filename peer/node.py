@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -52,9 +52,10 @@ from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
 from peer.ipfs.replicate import Replicator, mirrored, replica_peers
 from peer.ipfs.store import StoreConfig, open_store
-from peer.jobs import kinds
+from peer.jobs import kinds, members
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
+from peer.jobs.planner import ANYONE
 from peer.jobs.retention import (
     RetentionConfig,
     archived_facts,
@@ -260,7 +261,8 @@ class Node:
             EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
                 ev.body_as(JobSubmitted).workflow)},
             member_of=self._holds_lanes if lanes else None,
-            lane_closed=self._lanes_closed if lanes else None)
+            lane_closed=self._lanes_closed if lanes else None,
+            adders=self._adders if lanes else None)
         replayed: list[Event] = []  # what the replay let leave memory (deleted jobs' events
         self.state.on_evict = replayed.append  # among them: the compactor drops them later)
         # What leaves memory is served from the log, from the replay on (jobless events a
@@ -553,6 +555,14 @@ class Node:
         `lane_closed`, with `lanes` on)?"""
         st = self.state
         return job not in st.jobs and job not in st.lanes and job in st.compacted
+
+    def _adders(self, job: str) -> Container[str] | None:
+        """Who may add anyone to `job`'s members (the door's `adders`, with `lanes` on): its
+        members while it is a lanes job we hold; anyone once it left memory (its members
+        matter no more: a refusal would hold the adder's stream back here for good)."""
+        if job in self.state.compacted or job in self.state.deleted:
+            return ANYONE
+        return members.ordered(self.state, job) or None
 
     def _origin_of(self, typ: EventType, payload: dict[str, Any]) -> str:
         """The origin an event of ours goes to: with `lanes` on, a task event of a lanes job

@@ -10,14 +10,14 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
-from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType
+from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType, JobMembers
 from peer.log.fold import MeshState
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
 
@@ -28,6 +28,10 @@ Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse 
 MemberOf = Callable[[str], bool]  # job -> are we a member of that lanes job (held lanes)?
 # job -> are its lanes closed here (compacted, and its lanes dropped: MeshState.forget_lanes)?
 Closed = Callable[[str], bool]
+# job -> the peers that may add anyone to its members (its members, while we hold its
+# JOB_SUBMITTED as a lanes job; anyone once it left memory); None: a job we know no such
+# JOB_SUBMITTED of
+Adders = Callable[[str], Container[str] | None]
 
 
 @dataclass(frozen=True)
@@ -172,18 +176,20 @@ class Door:
     `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
     are not enabled (LANES_FEATURE is not announced), every lane event is refused
     (`lanes_off`), from peers and from disk alike. `lane_closed` says which jobs' lanes were
-    dropped here (a member's straggling outcome that comes after is refused: `lane_closed`)."""
+    dropped here (a member's straggling outcome that comes after is refused: `lane_closed`).
+    `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`)."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,
                  checks: Mapping[EventType, Check] | None = None,
                  member_of: MemberOf | None = None,
-                 lane_closed: Closed | None = None) -> None:
+                 lane_closed: Closed | None = None, adders: Adders | None = None) -> None:
         self.cfg = cfg
         self.hlc = hlc
         self.store = store
         self.checks = dict(checks or {})
         self.member_of = member_of
         self.lane_closed = lane_closed
+        self.adders = adders
         self.refused = Refusals(cfg.max_origins_counted)
         self.unknown = UnknownCap(cfg.max_unknown_events_per_origin,
                                   cfg.max_unknown_bytes_per_origin)
@@ -203,6 +209,10 @@ class Door:
                 why = self._lane_problem(ev, lane[1], stored)
                 if why is not None:
                     return why
+        if ev.type is EventType.JOB_MEMBERS and self.adders is not None and not stored:
+            why = self._members_problem(ev)
+            if why is not None:
+                return why
         check = self.checks.get(ev.type)
         if check is not None:
             try:
@@ -236,6 +246,24 @@ class Door:
         if not stored and not self.member_of(job):
             return f"not_member: an event of the lane of job {job}, which we are no member of"
         return None
+
+    def _members_problem(self, ev: Event) -> str | None:
+        """Why a JOB_MEMBERS must not be stored or folded, or None (design section 3): it is
+        of a lanes job we hold the JOB_SUBMITTED of (`members_job`: else a JOB_MEMBERS would
+        make a job of every peer's a lanes job of a few, or come before its job: anti-entropy
+        brings it again once we hold it), and a member may add anyone, another peer only
+        itself (`members_add`). That a peer adds itself only as an orphan takeover (no member
+        live for a lease) is its own rule, not checked here: liveness is each peer's view,
+        and a refusal on it would hold back the adder's stream where a member is seen live.
+        A stored one is not asked (replay folds the JOB_SUBMITTED after it, maybe)."""
+        b = ev.body_as(JobMembers)
+        adders = self.adders(b.job) if self.adders is not None else None
+        if adders is None:
+            return f"members_job: a JOB_MEMBERS of job {b.job}, no lanes job we hold"
+        if ev.origin in adders or b.add == (ev.origin,):
+            return None
+        return (f"members_add: a JOB_MEMBERS of job {b.job} from a peer that is no member "
+                f"adds others ({len(b.add)} peer(s)); a non-member may add only itself")
 
     def refuse(self, origin: Any, reason: str) -> None:
         """Count (and log, rate-limited) an event refused at the door."""

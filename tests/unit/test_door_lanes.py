@@ -196,3 +196,46 @@ def test_replay_of_a_member_does_not_ask_membership() -> None:
     state = MeshState()
     assert door(lambda job: False, log).replay(state, Q) == 1
     assert [i for i, _ in log.set_aside] == [(LANE, 2)]
+
+
+# -- JOB_MEMBERS (design section 3): a member adds anyone, a non-member only itself --------
+
+R = "0123456789abcdef"  # no member of JOB
+
+
+def members_door(adders: dict[str, list[str]]) -> Door:
+    """A door with lanes on whose `adders` are the members of the jobs in `adders` (other
+    jobs: none held)."""
+    return Door(DoorConfig(), HLC(lambda: WALL_MS), FakeLog(), member_of=everywhere,
+                adders=adders.get)
+
+
+def add(add_: list[str], origin: str, job: str = JOB, seq: int = 1) -> Event:
+    return event(EventType.JOB_MEMBERS, {"job": job, "add": add_}, origin=origin, seq=seq)
+
+
+def test_a_member_may_add_anyone_and_a_non_member_only_itself() -> None:
+    d = members_door({JOB: [P, Q]})
+    ok = [add([R], P), add([R, Q], Q, seq=2), add([R], R)]
+    assert d.admit(ok) == ok and d.refused.total == 0
+    bad = [add([Q], R, seq=2), add([R, P], R, seq=3), add([P], R, seq=4)]
+    assert d.admit(bad) == []
+    assert d.refused.by_reason == {"members_add": 3} and d.refused.by_origin == {R: 3}
+    assert "only itself" in (d.problem(bad[0]) or "")
+
+
+def test_a_job_members_of_a_job_we_hold_no_lanes_submission_of_is_refused() -> None:
+    """Not of a job we know (it comes again by anti-entropy once we do), nor of a job
+    without `members` (a JOB_MEMBERS would make it a lanes job of a few peers)."""
+    d = members_door({JOB: [P, Q]})
+    assert d.admit([add([P], P, job=OTHER_JOB)]) == []
+    assert d.refused.by_reason == {"members_job": 1}
+    assert OTHER_JOB in (d.problem(add([P], P, job=OTHER_JOB)) or "")
+
+
+def test_the_members_rule_is_not_asked_of_rows_on_disk_nor_with_lanes_off() -> None:
+    """A stored JOB_MEMBERS passed when it came (replay checks rows before it folds their
+    JOB_SUBMITTED); with lanes off it is held unfolded, as before."""
+    bad = add([P], R)
+    assert members_door({}).problem(bad, stored=True) is None
+    assert door().admit([bad]) == [bad]

@@ -243,3 +243,27 @@ def test_a_replayed_seq_of_our_lane_past_max_own_seq_is_quarantined(tmp_path: Pa
     assert door.quarantined == 1 and state.heads == {lane(other, J1): 0}
     assert log.quarantined_max_seqs(me, MAX_OWN_SEQ) == {}  # (past it: left out)
     log.close()
+
+
+def test_the_doors_adders_are_a_lanes_jobs_members_and_anyone_once_it_left(
+        tmp_path: Path) -> None:
+    """JOB_MEMBERS at the door (design section 3): of a lanes job, its members may add
+    anyone and another peer only itself; of a job without members, or unknown, none is
+    taken; of a job that left memory (deleted), any is (its members matter no more)."""
+    node = _node(tmp_path)
+    other = "fedcba9876543210"
+    try:
+        def add(job: str, adds: list[str], origin: str = other) -> Event:
+            return Event(origin, 1, node.hlc.now(), EventType.JOB_MEMBERS,
+                         {"job": job, "add": adds})
+
+        assert node.door.problem(add(J1, [other])) is None  # (itself)
+        assert (node.door.problem(add(J1, [other, node.peer_id])) or "").startswith(
+            "members_add")
+        assert node.door.problem(add(J1, [other], origin=node.peer_id)) is None
+        for job in (J3, "j0000000000ff"):
+            assert (node.door.problem(add(job, [other])) or "").startswith("members_job")
+        node.state.deleted[J1] = (1, node.peer_id, 1)
+        assert node.door.problem(add(J1, [other, node.peer_id])) is None
+    finally:
+        node.log.close()
