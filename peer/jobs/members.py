@@ -7,9 +7,13 @@ without `members` (or any job while lanes are off, `MeshState.lanes_on`) has non
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Iterable, Mapping
 
+from peer.jobs.claims import Standing, standing
+from peer.jobs.retention import finished_at
 from peer.log import JobSubmitted, MeshState
+from peer.log.fold import n_chunks
 from peer.rendezvous import rendezvous
 
 
@@ -19,9 +23,9 @@ def ordered(state: MeshState, job: str) -> list[str]:
     the job (an order every peer computes alike from the folded set, whatever order the
     JOB_MEMBERS came in). Empty for a job that is no lanes job here (lanes off, no
     `members`, its JOB_SUBMITTED not held)."""
-    held = state.members_of.get(job)
-    sub = state.jobs.get(job)
-    if not state.lanes_on or held is None or sub is None:
+    held = state.members_of.get(job) if state.lanes_on else None
+    sub = state.jobs.get(job) if held is not None else None
+    if held is None or sub is None:
         return []
     first = list(dict.fromkeys(sub.body_as(JobSubmitted).members or ()))
     return first + rendezvous(job, [p for p in held if p not in first])
@@ -32,3 +36,68 @@ def home(job: str, state: MeshState, live: Collection[str]) -> str | None:
     assembling them, its JOB_ENDED): the first member in `members` order that is in `live`
     (the live peers, the asking one included); None if none is (or no lanes job)."""
     return next((p for p in ordered(state, job) if p in live), None)
+
+
+def running(state: MeshState, job: str, max_attempts: int) -> bool:
+    """Is lanes job `job` held and not over: not cancelled, no JOB_ENDED folded, and (as far
+    as this peer's fold shows: a non-member holds none of its task events) some task can
+    still move on (`retention.finished_at`)?"""
+    sub = state.jobs.get(job)
+    return (sub is not None and job not in state.cancelled and job not in state.ended
+            and finished_at(state, job, sub.payload["workflow"]["tasks"], max_attempts) is None)
+
+
+def open_chunks(state: MeshState, job: str, tasks: Iterable[str], max_attempts: int,
+                ) -> dict[str, int]:
+    """Task -> the chunks of its winning split that are ready and unclaimed (their current
+    attempt open: `claims.standing`), of `tasks` that are split and not done. Costs the
+    chunks events are about that are not done, not the chunks the splits declare."""
+    out: dict[str, int] = {}
+    table = state.chunks
+    for task in tasks:
+        split = state.splits.get((job, task))
+        if split is None or (job, task) in state.task_done:
+            continue
+        sk, n = (job, task, *split.id), n_chunks(split)
+        untouched = n - sum(1 for i in table.of_split(sk) if i < n)
+        opened = sum(1 for i in list(table.open_or_failed(sk)) if i < n and standing(
+            state.chunk(job, task, i), split.id, max_attempts)[0] is Standing.OPEN)
+        if untouched + opened:
+            out[task] = untouched + opened
+    return out
+
+
+def spread_to(job: str, state: MeshState, live: Mapping[str, int], work_s: float,
+              spread_s: float) -> list[str]:
+    """The peers to add to lanes job `job`'s members (scale-out, design 5.3) when its ready,
+    unclaimed chunks hold `work_s` seconds of work: none while that is at most `spread_s` per
+    slot of its live members; else the next live peers that are no members, by rendezvous
+    hash of the job, until their slots with the members' hold it at that rate. `live`: the
+    live peers that run at least one of the job's calls (the asking one included) -> their
+    slots."""
+    order = ordered(state, job)
+    slots = sum(live[p] for p in order if p in live)
+    if not order or work_s <= spread_s * slots:
+        return []
+    need = math.inf if spread_s <= 0 else math.ceil(work_s / spread_s) - slots
+    out: list[str] = []
+    for p in rendezvous(job, [p for p in live if p not in order]):
+        if need <= 0:
+            break
+        out.append(p)
+        need -= max(live[p], 1)
+    return out
+
+
+def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],
+                orphaned_s: float, lease_s: float, wait_s: float) -> float | None:
+    """When `me`, a live peer that is no member of lanes job `job`, adds itself to its
+    members (orphan takeover, design 5.4): `lease_s` after no member was live any more (at
+    `orphaned_s`), and its rank among the live peers that are no members (`live`: those
+    that run at least one of the job's calls, `me` included) by rendezvous hash of the job
+    × `wait_s` more. None if `me` is a member, a member is live, or no lanes job."""
+    order = ordered(state, job)
+    if not order or me in order or any(p in live for p in order):
+        return None
+    ranked = rendezvous(job, {*live, me})
+    return orphaned_s + lease_s + ranked.index(me) * wait_s

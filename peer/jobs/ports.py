@@ -76,6 +76,10 @@ class SchedulerConfig:
     # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
     # busy with other work from holding the task up
     local_wait_s: float = 0.5
+    # a lanes job (docs/design/partial-replication.md 5.3) whose ready, unclaimed chunks hold
+    # more than this much work per slot of its live members (each chunk estimated by its
+    # call's last run) gets more members from its home, at most one JOB_MEMBERS a job per this
+    spread_s: float = 1.0
 
     def __post_init__(self) -> None:
         """Every count, size and duration is zero or more (ConfigError names the first not)."""

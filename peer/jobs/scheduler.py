@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from peer.errors import BanzaiError
 from peer.ipfs.inline import InlineBlocks
 from peer.ipfs.store import Listings
-from peer.jobs import claims, kinds, placement
+from peer.jobs import claims, kinds, members, placement
 from peer.jobs.claims import AttemptKey, Standing, task_failed
 from peer.jobs.ending import framed, job_ended
 from peer.jobs.leases import Leases
@@ -154,6 +154,10 @@ class Scheduler:
         # claimed (`_note_task`), until that claim's outcome: see `backlog`
         self._taken: dict[TaskKey, None] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
+        # Lanes jobs (`_lanes_round`): when this home last looked at spreading one, and since
+        # when no member of one was live here
+        self._spread_at: dict[str, float] = {}
+        self._orphaned: dict[str, float] = {}
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -329,6 +333,7 @@ class Scheduler:
                 self._check_claims()
                 self._sweep_gone()
                 self._end_jobs()
+                self._lanes_round(now)
             if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
                 self._turn_at = math.inf
                 self._dirty.update(self._turns())
@@ -489,13 +494,13 @@ class Scheduler:
             self._provided(ev)
         elif ev.type == EventType.MEMBER:  # its labels may change who comes first
             self._firsts, self._ranks = {}, {}
+        elif ev.type == EventType.JOB_MEMBERS and p["job"] in self.state.members_of:
+            # a lanes job's members grew (its home, its rankings); a joiner runs it now
+            self._firsts, self._ranks = {}, {}
+            if self.peer_id in p["add"] and p["job"] in self.state.jobs:
+                self._dirty.update((p["job"], t.name) for t in self.workflow(p["job"]).tasks)
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
-        elif ev.type == EventType.JOB_MEMBERS and self.state.lanes_on:
-            self._firsts, self._ranks = {}, {}  # a lanes job's rankings are of its members
-            if self.peer_id in p["add"] and (sub := self.state.jobs.get(p["job"])) is not None:
-                self._dirty.update((p["job"], t["name"])  # we run it now
-                                   for t in sub.payload["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:
@@ -854,7 +859,7 @@ class Scheduler:
                 ranked.insert(0, first)
             if not self._my_turn(turn, ranked, self.cfg.split_wait_s):
                 return
-        elif not self._my_turn(turn, rendezvous(unit, [*calls, self.peer_id]),
+        elif not self._my_turn(turn, self._home_first(job, rendezvous(unit, [*calls, self.peer_id])),
                                self._split_wait_s(job)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
@@ -935,8 +940,15 @@ class Scheduler:
                 if submitted.origin in ranked:
                     ranked.remove(submitted.origin)
                 ranked.insert(0, submitted.origin)
-            self._ranks[(job, task)] = ranked
+            ranked = self._ranks[(job, task)] = self._home_first(job, ranked)
         return ranked
+
+    def _home_first(self, job: str, ranked: list[str]) -> list[str]:
+        """`ranked` (live peers) with the home of lanes job `job` among them first
+        (`members.home`: the first live member; its tasks without input are its to split,
+        and so to assemble); as it is for any other job."""
+        home = members.home(job, self.state, ranked)
+        return ranked if home is None else [home, *(p for p in ranked if p != home)]
 
     def _runnable(self, spec: TaskSpec) -> TaskDef | None:
         """The task's definition if this peer runs its call (and its kind here: a container's
@@ -1002,6 +1014,89 @@ class Scheduler:
             return None
         ak = AttemptKey(job, task, 0, 0)
         return None if ak in self._mine or self._runs.running(ak) else w
+
+    # -- lanes jobs: scale-out and orphan takeover (peer.jobs.members) -----------------------
+    def _lanes_round(self, now: float) -> None:
+        """Once a tick, of each running lanes job: its home spreads it to more peers when
+        its open work is more than spread_s per slot of its live members (`_spread`); a
+        non-member that runs one of its calls adds itself when no member has been live for
+        lease_s, after its rank × split wait (`_take_over`). Nothing without lanes (the fold
+        holds no `members_of` then)."""
+        st = self.state
+        if not st.members_of and not self._spread_at and not self._orphaned:
+            return
+        for table in (self._spread_at, self._orphaned):
+            for gone in [j for j in table if j not in st.jobs]:
+                del table[gone]
+        live = {*self._peers(), self.peer_id}
+        for job in list(st.members_of):
+            if job not in st.jobs or job in st.cancelled or job in st.ended:
+                continue
+            order = members.ordered(st, job)
+            if self.peer_id in order:
+                if members.home(job, st, live) == self.peer_id:
+                    self._spread(job, now)
+            elif any(p in live for p in order):
+                self._orphaned.pop(job, None)
+            else:
+                self._take_over(job, now)
+
+    def _spread(self, job: str, now: float) -> None:
+        """Scale-out (design 5.3), looked at once per spread_s: JOB_MEMBERS `add` of the next
+        live peers that run the job's calls, when its ready, unclaimed chunks hold more work
+        than spread_s per slot of the live members (`members.spread_to`)."""
+        if now - self._spread_at.get(job, -math.inf) < self.cfg.spread_s:
+            return
+        self._spread_at[job] = now
+        if not members.running(self.state, job, self.cfg.max_attempts):
+            return
+        wf = self.workflow(job)
+        work_s = sum(n * self._last_run_s(job, task, wf.task(task).call or "")
+                     for task, n in members.open_chunks(self.state, job,
+                                                        (t.name for t in wf.tasks),
+                                                        self.cfg.max_attempts).items())
+        add = members.spread_to(job, self.state, self._capable(job), work_s,
+                                self.cfg.spread_s)
+        if add:
+            log.info("%s: %.1f s of open work: adding %d member(s)", job, work_s, len(add))
+            self.emit(EventType.JOB_MEMBERS, {"job": job, "add": add})
+
+    def _last_run_s(self, job: str, task: str, call: str) -> float:
+        """A chunk's work, estimated: the last run of its call here (`Runs.last_s`), else
+        the latest CHUNK_DONE of the task's winning split (its worker's `s`); 0 if none ran."""
+        if (here := self._runs.last_s.get(call)) is not None:
+            return here
+        done = max(self._last_done_by(job, task).values(), key=lambda d: d.order, default=None)
+        s = done.payload.get("s") if done is not None else None
+        return float(s) if isinstance(s, (int, float)) else 0.0
+
+    def _take_over(self, job: str, now: float) -> None:
+        """Orphan takeover (design 5.4): no member of the job is live here (since
+        `_orphaned`); once lease_s and this peer's rank × split wait have passed
+        (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here from its
+        JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls."""
+        since = self._orphaned.setdefault(job, now)
+        capable = self._capable(job)
+        if self.peer_id not in capable:
+            return
+        at = members.takeover_at(job, self.state, self.peer_id, capable, since,
+                                 self.cfg.lease_s, self._split_wait_s(job))
+        if at is None or now < at or not members.running(self.state, job,
+                                                         self.cfg.max_attempts):
+            return
+        del self._orphaned[job]
+        log.warning("%s: no member live for %.0f s: taking the job over", job, now - since)
+        self.emit(EventType.JOB_MEMBERS, {"job": job, "add": [self.peer_id]})
+
+    def _capable(self, job: str) -> dict[str, int]:
+        """The live peers (this one included) that run at least one of `job`'s calls, and
+        their slots."""
+        calls = {t.call for t in self.workflow(job).tasks if t.call}
+        out = {p: int(i.get("slots", 1) or 1) for p, i in self._peers().items()
+               if calls & set(i.get("calls", ()))}
+        if any(self._runnable(t) is not None for t in self.workflow(job).tasks):
+            out[self.peer_id] = self.runner.slots
+        return out
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`

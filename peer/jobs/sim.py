@@ -271,6 +271,10 @@ class JobMesh:
         self.old = frozenset(old)
         # Peers of the release before CLAIMED_FEATURE: they announce the rest of this one's
         self.unclaiming = frozenset(unclaiming)
+        # Partial replication folded (`MeshState.lanes_on`): a submission may name `members`,
+        # and the peers are named by peer ids ("000…0", "111…1", ...: members are ids); every
+        # event still reaches every peer (no lanes routing here)
+        self.lanes = lanes
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -286,7 +290,7 @@ class JobMesh:
         self._jobs = 0
         self._info: dict[str, Mapping[str, Any]] = {}  # peer -> its last heartbeat's info
         for i in range(n):
-            self._add(f"{0xa0 + i:x}" * 8 if lanes else f"p{i}", slots, auto)
+            self._add(f"{i:x}" * 16 if lanes else f"p{i}", slots, auto)
         if members:
             for pid in self.peers:
                 self.announce(pid)
@@ -453,7 +457,8 @@ class JobMesh:
         by a peer, as in a mesh with a peer of the previous release). `local`: whether its
         JOB_SUBMITTED says `local` (None: as Node decides, `Node.local_first`); `claimed`:
         whether it says `claimed` with it (None: as Node decides, `Node.claims_first`).
-        `members` (with `lanes`): the job's, `pid` first (default: `pid` and the next peer)."""
+        `members`: a lanes job's, its home first (default with `lanes`: `pid` and the next
+        peer)."""
         self._jobs += 1
         job = f"j{self._jobs:012x}" if self.lanes else f"j{self._jobs}"
         wf = from_obj({"name": "sim", "tasks": tasks}, self.catalog)
@@ -475,9 +480,11 @@ class JobMesh:
             payload["local"] = True
             if claimed:
                 payload["claimed"] = True
-        if self.lanes:
+        if members is not None:
+            payload["members"] = list(members)
+        elif self.lanes:
             ids = list(self.peers)
-            payload["members"] = list(members or (pid, ids[(ids.index(pid) + 1) % len(ids)]))
+            payload["members"] = [pid, ids[(ids.index(pid) + 1) % len(ids)]]
         self.emit(pid, EventType.JOB_SUBMITTED, payload)
         return job
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.jobs import members
 from peer.log import Event, EventType, MeshState
 from peer.log.fold import fold
+from peer.rendezvous import rendezvous
 
 A, B, C, D = "a" * 16, "b" * 16, "c" * 16, "d" * 16
 JOB = "j0123456789ab"
+CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
 WORKFLOW = {"name": "w", "tasks": [{"name": "t", "call": "c", "params": {}, "depends": []}]}
 
 
@@ -62,3 +65,81 @@ def test_the_home_is_the_first_live_member() -> None:
     assert members.home(JOB, s, {B, C, D}) == B
     assert members.home(JOB, s, {C, D}) == C
     assert members.home(JOB, s, {D}) is None
+
+
+# -- scale-out: spread_to, open_chunks ----------------------------------------------------
+
+LANES = state(submitted(members_=[A, B]))
+
+
+@pytest.mark.parametrize(("live", "work_s", "want"), [
+    ({A: 1, B: 1, C: 1, D: 1}, 2.0, []),  # 1 s a member slot: at the bound, it stays
+    ({A: 1, B: 1, C: 1, D: 1}, 2.5, "one"),  # a third slot holds it
+    ({A: 1, B: 1, C: 1, D: 1}, 30.0, "both"),  # every live non-member
+    ({A: 1, B: 1, C: 4, D: 1}, 5.0, "C-or-first"),
+    ({A: 4, B: 4, C: 1}, 8.0, []),  # the members' slots count
+    ({B: 1, C: 1}, 1.5, "one"),  # a member that is not live does not
+    ({A: 1, B: 1}, 30.0, []),  # nobody else to add
+])
+def test_spread_to_adds_the_next_peers_by_rendezvous_until_their_slots_hold_the_work(
+        live: dict[str, int], work_s: float, want: object) -> None:
+    others = rendezvous(JOB, [p for p in live if p not in (A, B)])
+    got = members.spread_to(JOB, LANES, live, work_s, spread_s=1.0)
+    if want == "one":
+        assert got == others[:1]
+    elif want == "both":
+        assert got == others
+    elif want == "C-or-first":  # C's 4 slots hold it alone; D's 1 does not
+        assert got == ([C] if others[0] == C else others)
+    else:
+        assert got == want
+
+
+def test_spread_to_nothing_for_a_job_without_members() -> None:
+    assert members.spread_to(JOB, state(submitted()), {A: 1, C: 1}, 99.0, 1.0) == []
+
+
+def chunk_event(typ: EventType, seq: int, chunk: int, attempt: int = 0, **more: Any) -> Event:
+    return Event(A, seq, 100 + seq, typ, {"job": JOB, "task": "t", "chunk": chunk,
+                                          "attempt": attempt, "split": [A, 2], **more})
+
+
+def test_open_chunks_counts_the_ready_unclaimed_chunks_of_split_tasks() -> None:
+    split = Event(A, 2, 50, EventType.TASK_SPLIT, {
+        "job": JOB, "task": "t", "input": None, "chunks": [[] for _ in range(5)]})
+    s = state(submitted(members_=[A, B]), split,
+              chunk_event(EventType.CLAIM, 3, 0),  # held
+              chunk_event(EventType.CLAIM, 4, 1),
+              chunk_event(EventType.CHUNK_DONE, 5, 1, output=CID),  # done
+              chunk_event(EventType.CLAIM, 6, 2),
+              chunk_event(EventType.CHUNK_FAILED, 7, 2, error="x", kind="crash"))  # open again
+    assert members.open_chunks(s, JOB, ["t", "u"], max_attempts=3) == {"t": 3}
+    assert members.open_chunks(s, JOB, ["t"], max_attempts=1) == {"t": 2}  # 2 failed for good
+
+
+# -- orphan takeover: takeover_at, running ------------------------------------------------
+
+def test_takeover_comes_a_lease_after_the_members_went_then_one_wait_per_rank() -> None:
+    s = state(submitted(members_=[A, B]))
+    first, second = rendezvous(JOB, [C, D])
+    assert members.takeover_at(JOB, s, first, {C, D}, 100.0, 10.0, 0.5) == 110.0
+    assert members.takeover_at(JOB, s, second, {C, D}, 100.0, 10.0, 0.5) == 110.5
+    assert members.takeover_at(JOB, s, C, {B, C, D}, 100.0, 10.0, 0.5) is None  # B is live
+    assert members.takeover_at(JOB, s, A, {A, C}, 100.0, 10.0, 0.5) is None  # a member
+    assert members.takeover_at(JOB, state(submitted()), C, {C}, 100.0, 10.0, 0.5) is None
+
+
+def test_a_takeover_folded_makes_the_taker_a_member_and_stops_the_others() -> None:
+    s = state(submitted(members_=[A, B]), added([C], origin=C))
+    assert members.takeover_at(JOB, s, D, {C, D}, 100.0, 10.0, 0.5) is None  # C is live
+    assert members.home(JOB, s, {C, D}) == C
+
+
+def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:
+    sub = submitted(members_=[A, B])
+    assert members.running(state(sub), JOB, 3)
+    assert not members.running(state(), JOB, 3)
+    assert not members.running(state(sub, Event(B, 1, 30, EventType.JOB_CANCELLED,
+                                                 {"job": JOB, "reason": ""})), JOB, 3)
+    assert not members.running(state(sub, Event(B, 1, 30, EventType.TASK_DONE, {
+        "job": JOB, "task": "t", "output": CID})), JOB, 3)

@@ -1,0 +1,127 @@
+"""Lanes jobs' home takeover, orphan takeover and scale-out on the in-memory job mesh (fake
+clock, fake runner; design docs/design/partial-replication.md 5.3, 5.4): `JobMesh(lanes=True)`
+folds `members`; every event still reaches every peer (no lanes routing in the sim)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer.ipfs.store import StoreConfig
+from peer.jobs.claims import task_status
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import JobMesh
+from peer.log import EventType
+from tasks import registry
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                      max_attempts=3, spread_s=1.0)
+
+
+def writes(n: int) -> list[dict[str, Any]]:
+    return [{"name": f"w{i}", "call": "T_WRITE", "params": {"files": 1, "tag": str(i)}}
+            for i in range(n)]
+
+
+CHAIN = [{"name": "a", "call": "T_WRITE", "params": {"files": 1}},
+         {"name": "b", "call": "T_WRITE", "params": {"files": 2}, "depends": ["a"]}]
+
+
+async def finish_all(mesh: JobMesh, duration_s: float = 0.01, step_s: float = 1.0,
+                     rounds: int = 60) -> None:
+    """Finish every run of the live peers, round after round, `step_s` apart."""
+    for _ in range(rounds):
+        for pid, p in mesh.peers.items():
+            if pid not in mesh.silent:
+                for key in p.runner.running:
+                    p.runner.finish(key, duration_s=duration_s)
+        await mesh.advance(step_s)
+
+
+def done(mesh: JobMesh, pid: str, job: str, tasks: list[dict[str, Any]]) -> bool:
+    return all(task_status(mesh[pid].state, job, t["name"], CFG.max_attempts) == "done"
+               for t in tasks)
+
+
+async def test_the_home_splits_and_when_it_is_gone_the_next_member_finishes() -> None:
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p1, p0])  # p1 is the home
+        await mesh.settle()
+        [split] = mesh.sent(EventType.TASK_SPLIT, job=job, task="a")
+        assert split.origin == p1  # the home splits a task without input, at once
+        mesh.silent.add(p1)  # the home is gone mid-job
+        await finish_all(mesh, rounds=20)
+        assert done(mesh, p0, job, CHAIN)
+        [split_b] = mesh.sent(EventType.TASK_SPLIT, job=job, task="b")
+        assert split_b.origin == p0  # the next member took the home's duties
+        assert mesh[p2].runner.started == []  # the non-member ran nothing
+        assert mesh.sent(EventType.JOB_MEMBERS) == []  # a member was live: no takeover
+    finally:
+        await mesh.close()
+
+
+async def test_with_every_member_gone_a_non_member_adds_itself_after_a_lease_and_finishes(
+        ) -> None:
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        assert mesh.sent(EventType.CLAIM, job=job, task="a")  # running on a member
+        mesh.silent.update((p0, p1))
+        gone_at = mesh.clock()
+        for _ in range(9):  # within lease_s: it waits
+            await mesh.advance(1.0)
+        assert mesh.sent(EventType.JOB_MEMBERS) == []
+        await finish_all(mesh, rounds=20)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (p2, [p2])
+        assert joined.hlc >> 16 >= (gone_at + CFG.lease_s) * 1000
+        assert done(mesh, p2, job, CHAIN) and mesh[p2].runner.started
+    finally:
+        await mesh.close()
+
+
+async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(12)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        assert mesh[p2].runner.started == []
+        await finish_all(mesh, duration_s=5.0, rounds=40)  # 5 s a run: 50 s of work on 2
+        [added] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (added.origin, added.payload["add"]) == (p0, [p2])  # by its home
+        assert done(mesh, p0, job, tasks) and mesh[p2].runner.started
+    finally:
+        await mesh.close()
+
+
+async def test_a_job_of_short_calls_stays_on_its_members() -> None:
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(12)
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await finish_all(mesh, duration_s=0.001, rounds=40)  # 10 ms of work in all
+        assert done(mesh, p0, job, tasks)
+        assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
+
+
+async def test_lanes_off_a_job_runs_on_every_peer_as_before() -> None:
+    """Without lanes folded, `members` are held unfolded: no member rules at all."""
+    mesh = JobMesh(3, CATALOG, CFG)
+    p0 = next(iter(mesh.peers))
+    tasks = writes(12)
+    try:
+        job = mesh.submit(p0, tasks, members=["0" * 16, "1" * 16])
+        await finish_all(mesh, duration_s=5.0, rounds=40)
+        assert done(mesh, p0, job, tasks) and all(mesh[p].runner.started for p in mesh.peers)
+        assert mesh.sent(EventType.JOB_MEMBERS) == []
+    finally:
+        await mesh.close()
