@@ -306,11 +306,12 @@ class Scheduler:
 
     def timed(self) -> bool:
         """Does a tick have work here (something waits on time: staggered claims, others'
-        leases, our claims to check, data, starved tasks)? If not, only events (which wake
-        the loop) can change anything, and an idle peer ticks every IDLE_TICK_S."""
+        leases, our claims to check, data, starved tasks, lanes jobs without a live
+        member)? If not, only events (which wake the loop) can change anything, and an idle
+        peer ticks every IDLE_TICK_S."""
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
-                    or self.locality.waiting or self.locality.stalled)
+                    or self.locality.waiting or self.locality.stalled or self._orphaned)
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while

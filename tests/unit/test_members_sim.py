@@ -125,3 +125,18 @@ async def test_lanes_off_a_job_runs_on_every_peer_as_before() -> None:
         assert mesh.sent(EventType.JOB_MEMBERS) == []
     finally:
         await mesh.close()
+
+
+async def test_a_non_member_ticks_while_a_job_has_no_live_member() -> None:
+    """Its loop wakes every tick, not every IDLE_TICK_S, while it waits to take a job over
+    (its rank's wait among the non-members is a split wait: a 2 s tick would swamp it)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        mesh.submit(p0, CHAIN, members=[p0, p1])
+        mesh.deliver()
+        mesh.silent.update((p0, p1))
+        await mesh.advance(CFG.tick_s)
+        assert mesh[p2].sched.timed() and mesh[p2].sched.sleep_s() <= CFG.tick_s
+    finally:
+        await mesh.close()
