@@ -143,3 +143,18 @@ def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:
                                                  {"job": JOB, "reason": ""})), JOB, 3)
     assert not members.running(state(sub, Event(B, 1, 30, EventType.TASK_DONE, {
         "job": JOB, "task": "t", "output": CID})), JOB, 3)
+
+
+@given(st.dictionaries(st.sampled_from([A, B, C, D, "e" * 16, "f" * 16]),
+                       st.integers(1, 4), min_size=1),
+       st.floats(0, 100), st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+def test_spread_to_adds_a_prefix_of_the_non_members_that_holds_the_work_or_all(
+        live: dict[str, int], work_s: float, spread_s: float) -> None:
+    got = members.spread_to(JOB, LANES, live, work_s, spread_s)
+    others = rendezvous(JOB, [p for p in live if p not in (A, B)])
+    assert got == others[:len(got)]  # no member, in the job's order
+    held = sum(live[p] for p in (A, B, *got) if p in live)
+    if got:
+        assert work_s > spread_s * sum(live[p] for p in (A, B) if p in live)
+        assert got == others or work_s <= spread_s * held  # it stops once they hold it
+        assert len(got) == 1 or work_s > spread_s * (held - live[got[-1]])  # no extra peer
