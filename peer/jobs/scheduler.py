@@ -1033,14 +1033,17 @@ class Scheduler:
         for job in list(st.members_of):
             if job not in st.jobs or job in st.cancelled or job in st.ended:
                 continue
-            order = members.ordered(st, job)
-            if self.peer_id in order:
-                if members.home(job, st, live) == self.peer_id:
-                    self._spread(job, now)
-            elif any(p in live for p in order):
-                self._orphaned.pop(job, None)
-            else:
-                self._take_over(job, now)
+            try:
+                order = members.ordered(st, job)
+                if self.peer_id in order:
+                    if members.home(job, st, live) == self.peer_id:
+                        self._spread(job, now)
+                elif any(p in live for p in order):
+                    self._orphaned.pop(job, None)
+                else:
+                    self._take_over(job, now)
+            except Exception:  # a bug (or a peer's odd heartbeat) must not stop the round
+                log.exception("looking at lanes job %s's members", job)
 
     def _spread(self, job: str, now: float) -> None:
         """Scale-out (design 5.3), looked at once per spread_s: JOB_MEMBERS `add` of the next
