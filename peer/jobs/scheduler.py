@@ -1076,15 +1076,16 @@ class Scheduler:
 
     def _take_over(self, job: str, now: float) -> None:
         """Orphan takeover (design 5.4): no member of the job is live here (since
-        `_orphaned`); once lease_s and this peer's rank × split wait have passed
-        (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here from its
-        JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls."""
+        `_orphaned`); once lease_s and this peer's rank × (split wait + a tick: each peer
+        sees its turn up to a tick late, and the one before must be heard first) have
+        passed (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here
+        from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls."""
         since = self._orphaned.setdefault(job, now)
         capable = self._capable(job)
         if self.peer_id not in capable:
             return
         at = members.takeover_at(job, self.state, self.peer_id, capable, since,
-                                 self.cfg.lease_s, self._split_wait_s(job))
+                                 self.cfg.lease_s, self._split_wait_s(job) + self.cfg.tick_s)
         if at is None or now < at or not members.running(self.state, job,
                                                          self.cfg.max_attempts):
             return

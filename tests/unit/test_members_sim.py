@@ -11,6 +11,7 @@ from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
 from peer.log import EventType
+from peer.rendezvous import rendezvous
 from tasks import registry
 
 CATALOG = registry.load(("tests.fixture_tasks",))
@@ -138,5 +139,23 @@ async def test_a_non_member_ticks_while_a_job_has_no_live_member() -> None:
         mesh.silent.update((p0, p1))
         await mesh.advance(CFG.tick_s)
         assert mesh[p2].sched.timed() and mesh[p2].sched.sleep_s() <= CFG.tick_s
+    finally:
+        await mesh.close()
+
+
+async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() -> None:
+    """The second's turn comes a split wait later: by then the first's JOB_MEMBERS is
+    folded and it is a live member."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh, rounds=150, step_s=0.1)  # (ticks finer than a split wait)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        first = rendezvous(job, [p2, p3])[0]
+        assert (joined.origin, joined.payload["add"]) == (first, [first])
+        assert done(mesh, first, job, CHAIN)
     finally:
         await mesh.close()
