@@ -17,6 +17,7 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.config import PeerConfig
+from peer.jobs.ending import job_ended
 from peer.log import Event, EventType
 from peer.log.compact import ended_record
 from peer.log.lanes import lane
@@ -72,13 +73,11 @@ def _node(d: Path, members: Sequence[str] = ()) -> Node:
 
 
 def _end(node: Node, job: str) -> Event:
-    """The job's JOB_ENDED, emitted by hand (the home's emission is another step)."""
-    me = node.peer_id
-    ev = node.emit(EventType.JOB_ENDED, {
-        "job": job, "state": "done", "n_tasks": len(TASKS), "end": node.hlc.now(),
-        "outputs": {t: [None, OUT[t], 1, lane(me, job), i + 1]
-                    for i, t in enumerate(TASKS)},
-        "producers": {}, "failed": {}, "digest": "0" * 32})
+    """The job's JOB_ENDED as its home emits it (`peer.jobs.ending.job_ended`): the fold
+    refuses one whose orders or digest a member could not have made (`fold.end_refusal`)."""
+    payload = job_ended(node.state, job, node.cfg.max_attempts)
+    assert payload is not None  # (the job ended)
+    ev = node.emit(EventType.JOB_ENDED, payload)
     node.flush()
     return ev
 
@@ -219,13 +218,16 @@ def test_no_lane_is_taken_of_a_job_whose_job_submitted_is_not_held(tmp_path: Pat
     node = _node(tmp_path)
     try:
         me, job = node.peer_id, "j0000000000c1"
-        node.merge([Event(OTHER, 1, node.hlc.now(), EventType.JOB_MEMBERS,
-                          {"job": job, "add": [me]})])
+        members = Event(OTHER, 1, node.hlc.now(), EventType.JOB_MEMBERS,
+                        {"job": job, "add": [me]})
+        assert node.merge([members]) == []  # (from a peer: refused, `members_job`)
+        assert node.door.refused.by_reason == {"members_job": 1}
+        node.state.apply(members)  # (as a row read back from disk is folded: unchecked)
         assert me in node.state.members_of[job]
         claim = Event(lane(OTHER, job), 1, node.hlc.now(), EventType.CLAIM, {
             "job": job, "task": "t0", "split": ["x", 1], "chunk": 0, "attempt": 0})
         assert node.merge([claim]) == []
-        assert node.door.refused.by_reason == {"not_member": 1}
+        assert node.door.refused.by_reason == {"members_job": 1, "not_member": 1}
         node.merge([Event(OTHER, 2, node.hlc.now(), EventType.JOB_SUBMITTED,
                           {"job": job, "workflow": WORKFLOW, "members": [OTHER]})])
         assert node.merge([claim]) == [claim]

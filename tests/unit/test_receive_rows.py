@@ -73,8 +73,9 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
 # JOB_SUBMITTED (`members`: the runner) and a JOB_ENDED (scripts/bench_receive.py's
 # `--non-member` frames, one event a frame, from hlc 1_700_000_000_000 << 16); the compaction
 # pass makes each job's record of its JOB_ENDED, as lanes step 8 (session 37, helper d) stored them
-NON_MEMBER_LOGGED = (40, "5ba877382787a3eb")
-NON_MEMBER_COMPACTED = {"job_index": (20, "771894021446d498"),
+# (re-pinned at the merge with helper a's frames: the runner a member that emits the JOB_ENDED)
+NON_MEMBER_LOGGED = (40, "ab37f73f047d0c2b")
+NON_MEMBER_COMPACTED = {"job_index": (20, "953869dd0b290561"),
                         "job_thin": (20, "4c0ecca344519d8b"),
                         "cache_index": (40, "f4bf70d60c10d241"),
                         "provider_index": (40, "60f980d55da87278"),
