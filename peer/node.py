@@ -162,8 +162,8 @@ CLOSE_PUSH_S = 5.0  # a closing node waits at most this long for its last turns 
 CLOSE_SYNC_S = 5.0  # and this long for the log's fsyncs under way (their acknowledgements)
 QUEUE_AHEAD = 1  # runs queued per slot behind it, of a backlog of this peer's own tasks
 REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from a peer
-# Runs of one origin of ours written by the last flushes remembered (`_write_epoch_of`): a
-# flush writes one per origin (our stream, each lane of ours its turn touched)
+# Runs of one origin of ours written by the last flushes remembered per origin (our stream,
+# each lane of ours: `_write_epoch_of`); a flush writes one per origin its events are of
 FLUSHES_KEPT = 256
 
 
@@ -333,16 +333,18 @@ class Node:
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
+        self._queued: set[str] = set()  # the origins of those (`_unwritten`: O(origins))
         self.turn = TurnBuilder(self.state, self.hlc.now)  # this turn's parts, per origin
         self._flush_due = False
         self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
         # Our own origins (our stream, our lanes: peer.log.lanes) -> on disk up to here
         self._durable: dict[str, int] = {o: seq for o, seq in self.state.heads.items()
                                          if owned_by(o, self.peer_id)}
-        # The last flushes' runs of one origin of ours, (origin, first seq, last seq, the
-        # log's write_epoch when the flush began): what an fsync proving one of them passes
-        # as `since`.
-        self._flushes: deque[tuple[str, int, int, int]] = deque(maxlen=FLUSHES_KEPT)
+        # Per origin of ours, the last flushes' runs of it, (first seq, last seq, the log's
+        # write_epoch when the flush began): what an fsync proving one of them passes as
+        # `since`. (One deque per origin: a peer in many lanes jobs forgets no run of its
+        # stream for its lanes'.)
+        self._flushes: dict[str, deque[tuple[int, int, int]]] = {}
         # Received events of acknowledged kinds written but not yet on disk: origin -> their
         # lowest seq (our heads stop below it). Those being fsynced (in a thread), by the
         # sync that covers them, with the origins of their submissions (acknowledged then);
@@ -530,15 +532,14 @@ class Node:
         origin = self._origin_of(typ, payload)
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(origin, typ, payload)
-            if closed is not None:
-                self._unflushed.append(closed)
+            self._queue(closed)
             self._flush_soon()
         else:
             self._close_turn()
             ev = Event(origin, self.state.heads.get(origin, 0) + 1, self.hlc.now(), typ,
                        payload)
             self.state.apply(ev)
-            self._unflushed.append(ev)
+            self._queue([ev])
             self._flush_soon()
         self._tell(ev)
         return ev
@@ -607,7 +608,12 @@ class Node:
         """End the open turns: their events join the queue (our next event of each origin
         takes the next seq)."""
         if self.turn.open:
-            self._unflushed.extend(self.turn.close())
+            self._queue(self.turn.close())
+
+    def _queue(self, events: list[Event]) -> None:
+        """Queue our events (folded, to be written and pushed by `flush`), in order."""
+        self._unflushed.extend(events)
+        self._queued.update(e.origin for e in events)
 
     def _tell(self, ev: Event) -> None:
         """Tell the listeners of a folded event: of each part of a TURN, and of the TASK_DONE
@@ -694,13 +700,17 @@ class Node:
             self._write_failed(e)
             return
         del self._unflushed[:len(events)]
+        self._queued = {e.origin for e in self._unflushed}  # (those queued meanwhile)
         epoch = self.log.write_epoch
         runs: dict[str, list[int]] = {}  # origin -> [first, last] seq of it written now
         for ev in events:  # (in seq order per origin)
             runs.setdefault(ev.origin, [ev.seq, ev.seq])[1] = ev.seq
         for origin, (first, last) in runs.items():
             self._durable[origin] = last
-            self._flushes.append((origin, first, last, epoch))
+            kept = self._flushes.get(origin)
+            if kept is None:
+                kept = self._flushes[origin] = deque(maxlen=FLUSHES_KEPT)
+            kept.append((first, last, epoch))
         if self.write_error is not None:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
@@ -807,8 +817,8 @@ class Node:
     def _write_epoch_of(self, ev: Event) -> int:
         """The log's `write_epoch` of the flush that wrote our event `ev` (0, the most
         cautious, for one older than the flushes remembered)."""
-        for origin, first, last, epoch in self._flushes:
-            if origin == ev.origin and first <= ev.seq <= last:
+        for first, last, epoch in self._flushes.get(ev.origin, ()):
+            if first <= ev.seq <= last:
                 return epoch
         return 0
 
@@ -1122,7 +1132,7 @@ class Node:
 
     def _unwritten(self) -> dict[str, int]:
         """Our origins with events not yet written (a write failed) -> the last seq written."""
-        return {e.origin: self._durable.get(e.origin, 0) for e in self._unflushed}
+        return {o: self._durable.get(o, 0) for o in self._queued}
 
     def events_after(self, vv: Mapping[str, int], limit: int,
                      scope: Collection[str] | None = None) -> list[Event]:

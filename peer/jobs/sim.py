@@ -381,8 +381,8 @@ class JobMesh:
             if not p.turn.open:
                 p.opened = self.clock()
             ev, closed = p.turn.add(origin, typ, payload)
-            if closed is not None:
-                self._send(pid, closed)
+            for c in closed:
+                self._send(pid, c)
         else:
             self._close_turn(p)
             ev = Event(origin, p.state.heads.get(origin, 0) + 1, self._tick(p), typ, payload)

@@ -1,9 +1,11 @@
 """One peer's events of one loop turn made into one TURN event per origin it touches (fewer
 events per task: one row, one hash, one frame entry, one fold record for a turn's claims,
 outcomes, splits and finished tasks): the peer's own stream, and each lane of a lanes job
-(peer.log.lanes: a loop turn touching three lanes jobs makes three TURNs). Each part is
-folded at once, as a single event would be; a turn is recorded as held, and leaves the
-process, only once closed. Loop-owned, not thread-safe."""
+(peer.log.lanes: a loop turn touching three lanes jobs makes three TURNs; a part no lane
+holds, a CACHE_PUT, goes to the turn of the lane's peer's own stream). Each part is folded at
+once, as a single event would be; a turn is recorded as held, and leaves the process, only
+once closed, in the order the turns were opened (their HLC order). Loop-owned, not
+thread-safe."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from peer.log.events import TURN_PARTS, Event, EventType, turn_event
 from peer.log.fold import MeshState
+from peer.log.lanes import LANE_PARTS, lane_of
 
 MAX_TURN_WEIGHT = 4096  # parts + item results in one turn (bounds its bytes); then a new one
 
@@ -44,14 +47,24 @@ class TurnBuilder:
         return typ in TURN_PARTS
 
     def add(self, origin: str, typ: EventType, payload: dict[str, Any],
-            ) -> tuple[Event, Event | None]:
-        """Fold a part of `origin`'s open turn (opening one: its seq is the origin's next);
-        returns the part, and that turn closed first if this part would make it too large."""
+            ) -> tuple[Event, list[Event]]:
+        """Fold a part of `origin`'s open turn (opening one: its seq is the origin's next;
+        for a lane, a part of a type no lane holds goes to its peer's stream's turn: the
+        door refuses a lane's TURN carrying one whole); returns the part, and the turns
+        closed first if this part would make that turn too large: it and every turn opened
+        before it (they leave in the order opened)."""
+        if typ not in LANE_PARTS and "/" in origin:  # (no peer's own stream has one)
+            lane = lane_of(origin)
+            if lane is not None:
+                origin = lane[0]
         w = 1 + len(payload.get("cache") or ())  # item results dominate a turn's bytes
         turn = self._open.get(origin)
-        closed = None
+        closed: list[Event] = []
         if turn is not None and turn.weight + w > MAX_TURN_WEIGHT:
-            closed = self._close(origin, turn)
+            for o in list(self._open):  # (in the order opened, up to `origin`'s)
+                closed.append(self._close(o, self._open[o]))
+                if o == origin:
+                    break
             turn = None
         if turn is None:
             seq, hlc = self.state.heads.get(origin, 0) + 1, self.now()

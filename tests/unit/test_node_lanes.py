@@ -267,3 +267,64 @@ def test_the_doors_adders_are_a_lanes_jobs_members_and_anyone_once_it_left(
         assert node.door.problem(add(J1, [other, node.peer_id])) is None
     finally:
         node.log.close()
+async def test_during_a_write_outage_the_unwritten_origins_are_read_without_the_queue(
+        tmp_path: Path) -> None:
+    """`heads`, `servable` and the content digests ask which of our origins have events not
+    yet written at every call: the origins queued are kept (one lookup per origin), the
+    queue, which grows for as long as the outage lasts, is not walked."""
+    node = _node(tmp_path)
+    me = node.peer_id
+    append = node.log.append
+    failing = True
+
+    def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
+        if failing:
+            raise OSError(28, "No space left on device")
+        append(events, sync)
+
+    node.log.append = flaky  # type: ignore[method-assign]
+    mesh = node.state.heads[me]
+    node.emit(EventType.TASK_DONE, {"job": J3, "task": "t9", "output": "c"})
+    for i in range(3):
+        await _turn(node, _claim(J1, f"t{i}"), _claim(J2, f"t{i}"))
+    assert node.write_error is not None and len(node._unflushed) == 7
+
+    class Unwalkable(list[Event]):
+        def __iter__(self) -> Any:
+            raise AssertionError("walked the queue")
+
+    queue = node._unflushed
+    node._unflushed = Unwalkable(queue)
+    assert node._unwritten() == {me: mesh, lane(me, J1): 0, lane(me, J2): 0}
+    node._unflushed = queue
+    assert node._retry is not None
+    node._retry.cancel()
+    failing = False
+    node.flush()
+    assert node._unflushed == [] and node._unwritten() == {}
+    assert node.heads([J1, J2]) == {lane(me, J1): 3, lane(me, J2): 3}
+    node.log.close()
+
+
+def test_a_flush_of_our_stream_is_remembered_past_many_flushes_of_our_lanes(
+        tmp_path: Path) -> None:
+    """The runs remembered for `durable`'s fsync are kept per origin of ours: a peer in many
+    lanes jobs flushing its lanes does not forget the run of its own stream that an
+    acknowledgement waits for (a run forgotten is proven as of epoch 0: SyncTainted, once
+    any fsync failed since the start, as one did here)."""
+    node = _node(tmp_path)  # (no loop: each emit is flushed at once)
+
+    def failed() -> None:
+        raise OSError(5, "Input/output error")
+
+    node.log._fsync = failed  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        node.log.sync()
+    done = node.emit(EventType.TASK_DONE, {"job": J3, "task": "t9", "output": "c"})
+    epoch = node._write_epoch_of(done)
+    assert epoch == 1
+    for i in range(300):
+        node.emit(*_claim(J1 if i % 2 else J2, f"t{i % 4}"))
+    assert node._write_epoch_of(done) == epoch
+    assert len(node._flushes[lane(node.peer_id, J1)]) == 150
+    node.log.close()
