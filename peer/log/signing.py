@@ -303,6 +303,15 @@ def _attach(b: Batch, events: Sequence[Event]) -> Batch:
     return b
 
 
+def _owner(origin: str) -> str:
+    """The peer whose stream `origin` is: itself, or a lane's peer (peer.log.lanes)."""
+    if "/" in origin:  # (no peer's own stream has one)
+        lane = lane_of(origin)
+        if lane is not None:
+            return lane[0]
+    return origin
+
+
 def _by_hash(batches: Sequence[Batch]) -> dict[tuple[int, bytes], Batch]:
     """(seq, content hash) -> the first of `batches` that holds it."""
     out: dict[tuple[int, bytes], Batch] = {}
@@ -406,8 +415,11 @@ class MemberKeys:
         """None if `b` may vouch for its events, else the reason to refuse them. Without
         `verify_new`, a signature not verified before is refused unchecked ("unverified")."""
         after = self.revoked_after(b.signer)
-        if after is not None and (b.signer != b.origin or b.first > after):
-            return "revoked"  # its own events up to `after` stay good: they are kept everywhere
+        if after is not None and (b.signer != _owner(b.origin) or b.first > after):
+            # Its own events up to `after` stay good: they are kept everywhere. Its own: of
+            # its stream, and of its lanes (a REVOKE names no lane's seq: `after` bounds
+            # each of them too, the same bound on every peer, so that members agree).
+            return "revoked"
         lane = lane_of(b.origin)
         if lane is not None and lane[0] != b.signer:
             # A lane (peer.log.lanes) is signed by its peer only: no other member, and no
@@ -438,7 +450,7 @@ class MemberKeys:
 
     def check_event(self, e: Event, b: Batch | None) -> str | None:
         """None if `e` may be stored and folded (its batch `b` already passed check_batch)."""
-        after = self.revoked_after(e.origin)
+        after = self.revoked_after(_owner(e.origin))
         if after is not None and e.seq > after:
             return "revoked"
         if b is None:

@@ -262,8 +262,9 @@ def test_a_lane_is_signed_by_its_peer_only() -> None:
     sign_events(ME, ID, attested, None)
     assert k.accept(*wire(attested)) == []
     assert k.refused.by_origin[lane(old, JOB)] == {"lane_signer": 1}
-    # and a revoked peer signs no lane of its own any more
-    (b,) = sign_events(ME, ID, [ev(3, origin=mine, typ=EventType.CLAIM, payload=CLAIM)], None)
+    # and a revoked peer signs no lane of its own past its REVOKE's `after` (its own events
+    # up to there stay good, its lanes' as its stream's: test_revoked_peers_lanes_...)
+    (b,) = sign_events(ME, ID, [ev(6, origin=mine, typ=EventType.CLAIM, payload=CLAIM)], None)
     assert MemberKeys(revoked=lambda p: 5 if p == ID else None).check_batch(b) == "revoked"
 
 
@@ -360,6 +361,26 @@ def test_revoked_members_events_past_the_revocation_and_messages_are_refused() -
     assert k.refused.by_origin[ID] == {"revoked": 4}
     m = membership_message(Kind.HEARTBEAT, "mesh", ID, "", 1, 1, b"{}")
     assert k.check_message(ID, ME.key, None, 1, 1, ME.sign(m), m) == "revoked"
+
+
+def test_revoked_peers_lanes_are_its_own_streams_good_up_to_after() -> None:
+    """A revoked peer's lanes (peer.log.lanes) are its own streams, as its mesh stream: their
+    events up to the REVOKE's `after` stay good (members that held them and members that
+    catch up agree), past it they are refused, and another's attestation of them neither."""
+    revoked: dict[str, int] = {}
+    k = MemberKeys(revoked=revoked.get)
+    mine = lane(ID, JOB)
+    evs = [ev(s, origin=mine, typ=EventType.CLAIM, payload=CLAIM) for s in range(1, 5)]
+    sign_events(ME, ID, evs, None)
+    revoked[ID] = 2
+    got = k.accept(*wire(evs))
+    assert [e.id for e in got] == [(mine, 1), (mine, 2)]
+    assert k.refused.by_origin[mine] == {"revoked": 2}
+    q = Identity.generate()  # a revoked member attests no other's lane
+    q_lane = lane(peer_id_for(q.key), JOB)
+    (b,) = sign_events(ME, ID, [ev(1, origin=q_lane, typ=EventType.CLAIM, payload=CLAIM)],
+                       None)
+    assert k.check_batch(b) == "revoked"
 
 
 def test_refusal_counters_are_bounded_by_origin() -> None:
