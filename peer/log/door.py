@@ -268,9 +268,15 @@ class Door:
     def refuse(self, origin: Any, reason: str) -> None:
         """Count (and log, rate-limited) an event refused at the door."""
         kind = reason.split(":", 1)[0]
-        self.refused.add(origin, kind)
+        self.refused.add(self._counted_as(origin), kind)
         self._warn.warn(kind, "refused an event from %s: %s", shown_origin(origin_label(origin)),
                         reason)
+
+    def _counted_as(self, origin: Any) -> Any:
+        """The origin a refusal is counted under: with lanes on, a lane's peer (one job's
+        lanes would fill the origins counted, `DoorConfig.max_origins_counted`)."""
+        lane = lane_of(origin) if self.member_of is not None else None
+        return origin if lane is None else lane[0]
 
     def admit(self, events: Iterable[Event]) -> list[Event]:
         """The events fit to store and fold; the others are refused (counted, logged)."""
@@ -303,7 +309,7 @@ class Door:
         if bad:
             self.quarantined += len(bad)
             for (origin, _), _reason in bad:
-                self.refused.add(origin, "fold")
+                self.refused.add(self._counted_as(origin), "fold")
             self.store.quarantine(bad)  # logs each with its origin, seq and reason
         return out
 

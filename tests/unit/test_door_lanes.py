@@ -239,3 +239,16 @@ def test_the_members_rule_is_not_asked_of_rows_on_disk_nor_with_lanes_off() -> N
     bad = add([P], R)
     assert members_door({}).problem(bad, stored=True) is None
     assert door().admit([bad]) == [bad]
+def test_with_lanes_on_lane_refusals_are_counted_under_the_lanes_peer() -> None:
+    """One peer's lanes of many jobs are one origin of the refusal counters (they would fill
+    the `max_origins_counted` origins with one job each, and the next peer's go to OTHER);
+    with lanes off a lane is counted as any origin, as before."""
+    jobs = [f"j{i:012x}" for i in range(100)]
+    on, off = door(lambda job: False), door()
+    for d in (on, off):
+        d.admit([event(EventType.CLAIM, chunk(j), origin=lane(P, j)) for j in jobs])
+        d.admit([event(EventType.CLAIM, chunk(JOB), origin=lane(Q, JOB))])
+    assert on.refused.by_origin == {P: 100, Q: 1}
+    assert on.refused.by_reason == {"not_member": 101}
+    assert len(off.refused.by_origin) == DoorConfig().max_origins_counted + 1  # (OTHER)
+    assert off.refused.by_origin[lane(P, jobs[0])] == 1
