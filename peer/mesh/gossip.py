@@ -60,6 +60,7 @@ non-blocking (sends are queued or dropped by the transport, never awaited).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -69,8 +70,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from peer.errors import BanzaiError
-from peer.log import LANES_FEATURE, Event
+from peer.errors import BanzaiError, ConfigError
+from peer.log import Event
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
@@ -82,6 +83,7 @@ from peer.mesh.transport import Transport, ZmqTransport
 from peer.mesh.view import AuthSigner, MeshView, report_bytes
 from peer.mesh.wire import (
     MAGIC,
+    MAX_PAIR_JOBS,
     Blocks,
     Frame,
     FrameError,
@@ -291,6 +293,11 @@ class Gossip:
                  lanes: LaneSink | None = None) -> None:
         if not 0 < len(peer_id.encode()) <= 255:
             raise ValueError("peer_id must be 1..255 bytes")
+        if lanes is not None and (cfg.swim is None or not cfg.anti_entropy_nonces):
+            raise ConfigError(
+                "gossip: lanes (lanes-v1) need SWIM membership and anti-entropy nonces "
+                "(fixnonce-v1): a pair round is answered only from the proven address SWIM "
+                "holds for its sender; turn lanes off, or both of these on", field="gossip")
         self.cfg = cfg
         self.peer_id = peer_id
         self._stats = GossipStats()
@@ -304,6 +311,7 @@ class Gossip:
         # The lanes we hold (LANES_FEATURE): lane events are pushed to their job's members
         # only and pair rounds run beside the mesh round; None: lanes are off
         self._lanes = lanes
+        self._pair_after = ""  # the last job a capped pair round named (`pair_round`)
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
@@ -498,18 +506,16 @@ class Gossip:
 
     def _lane_partners(self, jobs: Iterable[str]) -> dict[str, list[str]]:
         """Address -> the jobs of `jobs` we share with the live peer there, of the peers that
-        announce LANES_FEATURE and share one at least (lanes on)."""
+        announce LANES_FEATURE (`MeshView.lane_peers`) and share one at least (lanes on)."""
         assert self._lanes is not None
         jobs = list(jobs)
         out: dict[str, list[str]] = {}
-        for peer, info in self.view.live_peers().items():
-            addr, feats = info.get("gossip"), info.get("features")
-            if not (isinstance(addr, str) and isinstance(feats, list)
-                    and LANES_FEATURE in feats):
+        for peer, m in self.view.lane_peers.items():
+            if not m.addr:
                 continue
             shared = self._lanes.shared(jobs, peer)
             if shared:
-                out[addr] = shared
+                out[m.addr] = shared
         return out
 
     def live_peers(self) -> dict[str, dict[str, Any]]:
@@ -605,14 +611,23 @@ class Gossip:
 
     def pair_round(self) -> None:
         """One pair round (LANES_FEATURE) now, with a random live peer sharing live lanes jobs
-        with us: a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared)."""
+        with us: a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared).
+        Of more than MAX_PAIR_JOBS shared (what a receiver takes), that many: those after
+        the last job the round before named, wrapping around (rotating over all)."""
         if self._lanes is None:
             return
         jobs = self._lanes.lane_jobs()
         partners = self._lane_partners(jobs) if jobs else {}
-        if partners:
-            addr = self._rng.choice(sorted(partners))
-            self._ae.send_sum(addr, jobs=partners[addr])
+        if not partners:
+            return
+        addr = self._rng.choice(sorted(partners))
+        shared = partners[addr]  # (sorted)
+        if len(shared) > MAX_PAIR_JOBS:
+            i = bisect.bisect_right(shared, self._pair_after)
+            chunk = (shared[i:] + shared[:i])[:MAX_PAIR_JOBS]
+            self._pair_after = chunk[-1]  # (the next round goes on after it)
+            shared = sorted(chunk)
+        self._ae.send_sum(addr, jobs=shared)
 
     def _pick_partner(self) -> str | None:
         """A random live peer's address, else a random known address, else None."""

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from peer.log.events import LANES_FEATURE
 from peer.log.signing import MeshAuth, membership_message, peer_id_for, self_certifying, verify
 from peer.mesh.antientropy import FIXNONCE_FEATURE, PeerAt
 from peer.mesh.membership import Liveness, Membership
@@ -104,9 +105,13 @@ class MeshView:
         self.legacy_ids: set[str] = set()  # members heard by HEARTBEAT, not (yet) by SWIM
         self._infos: dict[str, dict[str, Any]] = {}  # member -> its last report, parsed
         self._heads: dict[str, dict[str, int]] = {}  # member -> its version vector
+        # The live SWIM members whose last report announces LANES_FEATURE, kept at each
+        # change of state or report (a lane event's push reads it, not every report)
+        self.lane_peers: dict[str, Member] = {}
 
     # -- swim.Listener -----------------------------------------------------------------
     def member_changed(self, member: Member, before: State | None) -> None:
+        self._note_lanes(member)
         if member.state == State.LEFT:
             gone = getattr(self._members, "left", None)
             if gone is not None:
@@ -126,13 +131,24 @@ class MeshView:
                 check_info(info)
         except (ValueError, RecursionError):  # (nested too deep; signed by the member:
             self._infos.pop(member.id, None)  # kept out as a malformed frame is, and its
-            return  # last report renews no lease any more)
+            self._note_lanes(member)  # last report renews no lease any more)
+            return
         if isinstance(info, dict):
             kid = info.get("kid")
             if isinstance(kid, str) and member.addr:
                 self._peer_key(member.addr, kid)
             self._infos[member.id] = info
+            self._note_lanes(member)
             self._members.heard(member.id, {**info, "gossip": member.addr})
+
+    def _note_lanes(self, member: Member) -> None:
+        """`lane_peers` after a change of `member`'s state or report."""
+        feats = self._infos.get(member.id, {}).get("features")
+        if (member.state in (State.ALIVE, State.SUSPECT) and isinstance(feats, list)
+                and LANES_FEATURE in feats):
+            self.lane_peers[member.id] = member
+        else:
+            self.lane_peers.pop(member.id, None)
 
     def member_wall(self, member: Member, wall_ms: int) -> None:
         seen = getattr(self._members, "wall_seen", None)  # optional: clock skews

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer.errors import ConfigError
 from peer.log import Event, EventType
 from peer.log.lanes import lane, lane_of
 from peer.log.signing import held_hash, sign_events
 from peer.mesh.gossip import GossipConfig
 from peer.mesh.sim import Cluster, SimPeer, seed_swim
 from peer.mesh.transport import MemoryNetwork
-from peer.mesh.wire import FrameWriter, Kind, decode_frame
+from peer.mesh.wire import MAX_PAIR_JOBS, FrameWriter, Kind, decode_frame
 
 CID = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
 J1, J2 = "j" + "0" * 11 + "1", "j" + "0" * 11 + "2"
@@ -366,3 +368,63 @@ def test_a_pair_round_tells_the_sender_s_lanes_vector_of_the_shared_jobs_only() 
         d.gossip._ae.send_sum(a.addr, jobs=[J1])
         c.net.pump()
     assert len(seen[ia]) == before
+def test_lane_partners_are_kept_per_membership_change_not_read_per_push() -> None:
+    """The live peers announcing lanes-v1 are kept by the view at each change of a member's
+    state or report (`MeshView.lane_peers`): a lane event's push copies no report, and a
+    member revoked (dead) is no partner any more."""
+    c = cluster(seed=7, n=3)
+    a, b, d = c.peers
+    ids = [p.gossip.peer_id for p in c.peers]
+    assert set(a.gossip.view.lane_peers) == set(ids[1:])
+    submit(a, J1, ids[:2])
+    c.net.pump()
+    steps(c, 4)
+
+    def no_copies() -> dict[str, dict[str, object]]:
+        raise AssertionError("a lane event's push read every live peer's report")
+
+    a.gossip.view.live_peers = no_copies  # type: ignore[method-assign]
+    ev = lane_done(a, J1, 1)
+    emit_lane(a, [ev])
+    c.net.pump()
+    assert lane_ids(b, J1) == {ev.id} and not lane_ids(d, J1)
+    a.gossip.member_revoked(ids[1])
+    assert set(a.gossip.view.lane_peers) == {ids[2]}
+    emit_lane(a, [lane_done(a, J1, 2)])
+    c.net.pump()
+    assert lane_ids(b, J1) == {ev.id}
+
+
+def test_a_pair_round_names_at_most_max_pair_jobs_rotating_over_all() -> None:
+    """The receiver refuses a frame naming more than MAX_PAIR_JOBS jobs: the sender names
+    that many a round (sorted, as the receiver compares them), the next round going on
+    after the last one named, so that every shared job is in a round."""
+    c = cluster(seed=9, n=2)
+    a = c.peers[0]
+    ids = {p.gossip.peer_id for p in c.peers}
+    jobs = [f"j{i:012x}" for i in range(MAX_PAIR_JOBS + 10)]
+    for p in c.peers:
+        p.sink.state.members_of.update({j: set(ids) for j in jobs})
+    sent: list[list[str]] = []
+    a.gossip._ae.send_sum = (  # type: ignore[method-assign]
+        lambda addr, jobs=None: sent.append(list(jobs or [])))
+    for _ in range(3):
+        a.gossip.pair_round()
+    assert [len(s) for s in sent] == [MAX_PAIR_JOBS] * 3 and all(s == sorted(s) for s in sent)
+    assert sent[0] == jobs[:MAX_PAIR_JOBS]
+    assert sent[1] == sorted(jobs[MAX_PAIR_JOBS:] + jobs[:MAX_PAIR_JOBS - 10])
+    assert set(sent[0]) | set(sent[1]) == set(jobs)
+    assert set(sent[2]) == set(jobs) - set(jobs[MAX_PAIR_JOBS - 20:MAX_PAIR_JOBS - 10])
+
+
+@pytest.mark.parametrize("settings", [{"anti_entropy_nonces": False}, {"swim": None}])
+def test_lanes_without_swim_or_anti_entropy_nonces_refuse_to_start(
+        settings: dict[str, object]) -> None:
+    """A pair round is answered only from the proven address SWIM holds for its sender:
+    without nonces (or SWIM) no pair round would be answered, members would never catch up
+    on each other's lanes; the gossip refuses to start, naming the settings."""
+    c = Cluster(1, GossipConfig.local(), lanes=False)
+    with pytest.raises(ConfigError, match="anti-entropy nonces") as e:
+        c.add(f"{7:016x}", GossipConfig.local(**settings), lanes=True)
+    assert e.value.field == "gossip"
+    c.add(f"{8:016x}", GossipConfig.local(**settings), lanes=False)  # (lanes off: as before)
