@@ -88,7 +88,7 @@ from peer.log import (
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
-from peer.log.lanes import LANE_PARTS, in_scope, lane, owned_by
+from peer.log.lanes import LANE_PARTS, in_scope, lane, member_jobs, owned_by, shared_jobs
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -1167,6 +1167,34 @@ class Node:
     def block_digests(self, origin: str) -> Mapping[int, str]:
         return self.state.block_digests(origin)
 
+    # -- the LaneSink of gossip (lanes on): the lanes of the jobs given, as served above --
+    def lane_jobs(self) -> list[str]:
+        return member_jobs(self.state.members_of, self.state.ended, self.peer_id)
+
+    def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
+        return shared_jobs(self.state.members_of, jobs, self.peer_id, peer)
+
+    def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
+        return self.heads(jobs)
+
+    def lane_events_after(self, vv: Mapping[str, int], limit: int,
+                          jobs: Collection[str]) -> list[Event]:
+        return self.events_after(vv, limit, jobs)
+
+    def lane_content_sum(self, jobs: Collection[str]) -> str | None:
+        return self.content_sum(jobs)
+
+    def lane_content_digests(self, jobs: Collection[str]) -> Mapping[str, str]:
+        return self.content_digests(jobs)
+
+    def lane_block_digests(self, origin: str, jobs: Collection[str]) -> Mapping[int, str]:
+        return self.state.block_digests(origin, jobs)
+
+    def lane_events_in(self, origin: str, blocks: Iterable[int],
+                       jobs: Collection[str]) -> list[Event]:
+        self.flush()
+        return self.servable(self.state.events_in(origin, blocks, jobs))
+
     def events_in(self, origin: str, blocks: Iterable[int]) -> list[Event]:
         """`origin`'s held events in these blocks that we serve (as `events_after`)."""
         self.flush()
@@ -1418,9 +1446,13 @@ class Node:
                                     mesh_id=self.mesh_id, secret=None)
         except ValueError as e:
             raise ConfigError(f"gossip: {e}", field="gossip") from None
+        # One switch (`lanes`): the fold's, the door's, the push's and the pair rounds'
+        # (a gossip without ours would push our lane events to every peer)
+        lanes = self if self.state.lanes_on else None
+        assert (lanes is None) is (self.door.member_of is None)
         self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.mesh_keys), self, self,
                              self.peer_id, local_info=self.local_info, auth=self.auth,
-                             incarnations=self.incarnations)
+                             incarnations=self.incarnations, lanes=lanes)
         await self.gossip.start()
         for addr in cfg.join:
             self.gossip.add_peer(addr)

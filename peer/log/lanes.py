@@ -4,7 +4,7 @@ by the job's members only. Here: the lane names and which event types a lane hol
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 
 from peer.log.events import EventType
 from peer.log.ids import is_job_id, is_peer_id
@@ -72,3 +72,16 @@ def shown_origin(origin: object) -> str:
     text its first 16 characters (a peer id of 0.1.0; this release's differ by then)."""
     text = str(origin)
     return text if is_lane(text) else text[:16]
+
+
+def member_jobs(members_of: Mapping[str, Collection[str]], ended: Collection[str],
+                peer: str) -> list[str]:
+    """The live (not ended) lanes jobs `peer` is a member of, sorted: a pair round's
+    (`members_of`, `ended`: MeshState's)."""
+    return sorted(j for j, m in members_of.items() if peer in m and j not in ended)
+
+
+def shared_jobs(members_of: Mapping[str, Collection[str]], jobs: Iterable[str], peer: str,
+                other: str) -> list[str]:
+    """The lanes jobs of `jobs` whose members are both `peer` and `other`, sorted."""
+    return sorted({j for j in jobs if peer in members_of.get(j, ()) and other in members_of[j]})

@@ -15,6 +15,7 @@ from peer.log import LANES_FEATURE, Event, EventType, MeshState
 from peer.log.clock import HLC, FakeClock
 from peer.log.contents import wins
 from peer.log.door import Door, DoorConfig
+from peer.log.lanes import member_jobs, shared_jobs
 from peer.log.signing import (
     Identity,
     MemberKeys,
@@ -54,13 +55,10 @@ class MemorySink:
 
     # -- LaneSink (lanes on) --
     def lane_jobs(self) -> list[str]:
-        st = self.state
-        return sorted(j for j, m in st.members_of.items()
-                      if self.peer_id in m and j not in st.ended)
+        return member_jobs(self.state.members_of, self.state.ended, self.peer_id)
 
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
-        of = self.state.members_of
-        return sorted({j for j in jobs if self.peer_id in of.get(j, ()) and peer in of[j]})
+        return shared_jobs(self.state.members_of, jobs, self.peer_id, peer)
 
     def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
         return self.state.lane_heads(jobs)

@@ -328,3 +328,27 @@ def test_a_flush_of_our_stream_is_remembered_past_many_flushes_of_our_lanes(
     assert node._write_epoch_of(done) == epoch
     assert len(node._flushes[lane(node.peer_id, J1)]) == 150
     node.log.close()
+
+
+async def test_a_node_with_lanes_gives_its_gossip_its_lanes(tmp_path: Path,
+                                                            monkeypatch: Any) -> None:
+    """One switch: a node with lanes on gives its gossip its LaneSink (else the gossip would
+    push its lane events to every peer, members or not); with lanes off, none, as before."""
+    made: list[object] = []
+
+    class FakeGossip:
+        def __init__(self, *args: Any, lanes: object = None, **kwargs: Any) -> None:
+            made.append(lanes)
+
+        async def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("peer.node.Gossip", FakeGossip)
+    monkeypatch.setattr("peer.node.zmq_transport", lambda *args: None)
+    nodes = []
+    for on in (True, False):
+        node = Node(PeerConfig(data_dir=tmp_path / str(on), slots=1, mdns=False), lanes=on)
+        await node._start_mesh()
+        nodes.append(node)
+        node.log.close()
+    assert made == [nodes[0], None]
