@@ -333,7 +333,9 @@ class Node:
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
-        self._queued: set[str] = set()  # the origins of those (`_unwritten`: O(origins))
+        # The origins of `_unflushed[:_scanned]` (`_unwritten`: each queued event read once)
+        self._queued: set[str] = set()
+        self._scanned = 0
         self.turn = TurnBuilder(self.state, self.hlc.now)  # this turn's parts, per origin
         self._flush_due = False
         self._held: asyncio.TimerHandle | None = None  # a flush held for an outcome (HOLD_MAX_S)
@@ -532,14 +534,15 @@ class Node:
         origin = self._origin_of(typ, payload)
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(origin, typ, payload)
-            self._queue(closed)
+            if closed:
+                self._unflushed.extend(closed)
             self._flush_soon()
         else:
             self._close_turn()
             ev = Event(origin, self.state.heads.get(origin, 0) + 1, self.hlc.now(), typ,
                        payload)
             self.state.apply(ev)
-            self._queue([ev])
+            self._unflushed.append(ev)
             self._flush_soon()
         self._tell(ev)
         return ev
@@ -608,12 +611,7 @@ class Node:
         """End the open turns: their events join the queue (our next event of each origin
         takes the next seq)."""
         if self.turn.open:
-            self._queue(self.turn.close())
-
-    def _queue(self, events: list[Event]) -> None:
-        """Queue our events (folded, to be written and pushed by `flush`), in order."""
-        self._unflushed.extend(events)
-        self._queued.update(e.origin for e in events)
+            self._unflushed.extend(self.turn.close())
 
     def _tell(self, ev: Event) -> None:
         """Tell the listeners of a folded event: of each part of a TURN, and of the TASK_DONE
@@ -700,7 +698,9 @@ class Node:
             self._write_failed(e)
             return
         del self._unflushed[:len(events)]
-        self._queued = {e.origin for e in self._unflushed}  # (those queued meanwhile)
+        if self._scanned:  # (what is left, if any, is read again)
+            self._queued.clear()
+            self._scanned = 0
         epoch = self.log.write_epoch
         runs: dict[str, list[int]] = {}  # origin -> [first, last] seq of it written now
         for ev in events:  # (in seq order per origin)
@@ -1131,7 +1131,13 @@ class Node:
         return heads
 
     def _unwritten(self) -> dict[str, int]:
-        """Our origins with events not yet written (a write failed) -> the last seq written."""
+        """Our origins with events not yet written (a write failed) -> the last seq written.
+        (Asked at every `heads`/`servable_upto`: the queue, which grows for as long as a
+        write outage lasts, is read from where the last call stopped.)"""
+        queue = self._unflushed
+        if self._scanned < len(queue):
+            self._queued.update(e.origin for e in queue[self._scanned:])
+            self._scanned = len(queue)
         return {o: self._durable.get(o, 0) for o in self._queued}
 
     def events_after(self, vv: Mapping[str, int], limit: int,

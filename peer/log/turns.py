@@ -53,7 +53,7 @@ class TurnBuilder:
         door refuses a lane's TURN carrying one whole); returns the part, and the turns
         closed first if this part would make that turn too large: it and every turn opened
         before it (they leave in the order opened)."""
-        if typ not in LANE_PARTS and "/" in origin:  # (no peer's own stream has one)
+        if "/" in origin and typ not in LANE_PARTS:  # (no peer's own stream has a "/")
             lane = lane_of(origin)
             if lane is not None:
                 origin = lane[0]
