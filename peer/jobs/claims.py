@@ -15,7 +15,6 @@ from peer.log import (
     Event,
     EventType,
     FailureKind,
-    JobSubmitted,
     MeshState,
 )
 from peer.log.lanes import peer_of
@@ -157,20 +156,6 @@ def members_only(state: MeshState, job: str, peers: Iterable[str]) -> list[str]:
     any other job."""
     members = state.members_of.get(job)
     return list(peers) if members is None else [p for p in peers if p in members]
-
-
-def home(state: MeshState, job: str, live: Collection[str]) -> str | None:
-    """The peer that does `job`'s home duties (emitting its JOB_ENDED): the first of its
-    members in order (its JOB_SUBMITTED's `members`, the submitter first, then those a
-    JOB_MEMBERS added, by id) that is live (`live`: the live peers, this one included).
-    None for a job without members, or none live."""
-    members = state.members_of.get(job)
-    if members is None:
-        return None
-    sub = state.jobs.get(job)
-    first = (sub.body_as(JobSubmitted).members or ()) if sub is not None else ()
-    rest = sorted(members.difference(first))
-    return next((p for p in (*first, *rest) if p in live), None)
 
 
 # -- ranking and the stagger ----------------------------------------------------------------

@@ -663,7 +663,7 @@ class Scheduler:
 
     def _end_jobs(self) -> None:
         """Emit the JOB_ENDED of each lanes job that ended whose home this peer is
-        (`claims.home`), in our mesh stream (it is no lane part), once: not while the state
+        (`members.home`), in our mesh stream (it is no lane part), once: not while the state
         holds a JOB_ENDED of the job (ours, folded at once, or another member's: the
         earliest wins), so not again after a restart either."""
         st = self.state
@@ -675,7 +675,7 @@ class Scheduler:
                     if me in m and j in st.jobs and j not in st.ended]:
             if live is None:
                 live = [*self._peers(), me]
-            if claims.home(st, job, live) != me or any(
+            if members.home(job, st, live) != me or any(
                     e.origin == me for e in st.unended.get(job, {}).values()):
                 continue
             try:
@@ -860,8 +860,8 @@ class Scheduler:
                 ranked.insert(0, first)
             if not self._my_turn(turn, ranked, self.cfg.split_wait_s):
                 return
-        elif not self._my_turn(turn, self._home_first(job, rendezvous(unit, [*calls, self.peer_id])),
-                               self._split_wait_s(job)):
+        elif not self._my_turn(turn, self._home_first(job, rendezvous(unit, [
+                *calls, self.peer_id])), self._split_wait_s(job)):
             # Every peer could split it: stagger them so that one usually does. By
             # split_wait_s and more per task of the job, not stagger_s: the first splits as
             # soon as it sees the job, and a job of thousands of tasks takes each peer longer
