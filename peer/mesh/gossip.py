@@ -147,7 +147,7 @@ class GossipConfig:
     # received frames held before they are handled (ZeroMQ; more are dropped, counted)
     max_queue_bytes: int = 64 << 20
     # anti-entropy answers only proven addresses (cookies, fixnonce-v1: antientropy.py);
-    # False: as the previous release (mixed-version simulations)
+    # False: as the previous release (mixed-version simulations; no lanes: `Gossip`)
     anti_entropy_nonces: bool = True
     # anti-entropy's cookie key is replaced this often; a cookie of the key before still
     # proves its address until the next replacement (so a cookie is good 1-2 periods)
