@@ -316,7 +316,8 @@ async def test_a_client_that_stops_reading_a_response_is_cut(tmp_path: Path) -> 
         reader, writer = await _small_window(s)
         writer.write(s.get(f"/ipfs/{cid}"))
         await _until(lambda: s.gate.stats()["write_timeouts"] == 1)
-        assert s.gate.stats()["connections"] == 0
+        # (the count drops when the transport's connection_lost runs, a loop turn after)
+        await _until(lambda: s.gate.stats()["connections"] == 0)
         received = 0
         with contextlib.suppress(ConnectionResetError):
             async with asyncio.timeout(PATIENCE_S):
