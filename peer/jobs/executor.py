@@ -24,7 +24,6 @@ import pickle
 import queue
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -46,7 +45,7 @@ from peer.dataentry import DIR_NOFOLLOW, ensure_dir
 from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
-from peer.jobs.scratch import Space, alive, free, hold
+from peer.jobs.scratch import Space, alive, free, hold, remove_tree
 from peer.jobs.watch import Watch, Watched, disk_used
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",
@@ -727,11 +726,11 @@ def sweep_bases(directory: Path) -> int:
             if st.st_uid != uid:
                 continue
             if not dash and time.time() - st.st_mtime > _UNNAMED_STALE_S:
-                shutil.rmtree(entry.path)
+                remove_tree(entry.path)
             elif not dash:
                 os.rmdir(entry.path)  # only if empty
             elif pid.isdigit() and not alive(int(pid)) and free(fd):
-                shutil.rmtree(entry.path)
+                remove_tree(entry.path)
             else:
                 continue
         except OSError:  # not empty, gone meanwhile
@@ -760,7 +759,7 @@ def _remove_base(base: Path, pid: int, held: int) -> None:
     """An executor's run directories, removed by the process that made them (not by a child
     forked from it that exits through the interpreter), and their lock released."""
     if os.getpid() == pid:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base, ignore_errors=True)
         os.close(held)
 
 
@@ -778,10 +777,10 @@ def _join(proc: BaseProcess, base: Path, workdir: Path | None, tmpfs: Path) -> i
     code = proc.exitcode
     proc.close()
     if workdir is not None:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir, ignore_errors=True)
     with contextlib.suppress(OSError):
         for gone in base.glob(".*.gone"):
-            shutil.rmtree(gone, ignore_errors=True)
+            remove_tree(gone, ignore_errors=True)
     return code
 
 
@@ -922,14 +921,14 @@ class _Trash:
                                  daemon=True).start()
                 self._pid = os.getpid()
         except (OSError, RuntimeError, MemoryError):  # cannot rename or start a thread
-            shutil.rmtree(path if path.exists() else gone, ignore_errors=True)
+            remove_tree(path if path.exists() else gone, ignore_errors=True)
             return
         self._queue.put(gone)
 
     @staticmethod
     def _run(todo: queue.SimpleQueue[Path]) -> None:
         while True:
-            shutil.rmtree(todo.get(), ignore_errors=True)
+            remove_tree(todo.get(), ignore_errors=True)
 
 
 def _moved(path: Path) -> Path:

@@ -10,9 +10,7 @@ own while the next batch computes.
 
 from __future__ import annotations
 
-import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +104,7 @@ def _import(store: Store, path: Path, out: Path) -> str:
     adds = store.add_batch()
     try:
         cid = adds.add(path)
-        shutil.rmtree(out, ignore_errors=True)
+        scratch.remove_tree(out, ignore_errors=True)
     except BaseException:
         adds.discard()
         raise
@@ -169,8 +167,8 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
             p = Path(r)
             result = {"n": p.name, "c": add(p)}
         message.append([relpath, cid, result])
-        _empty(src.parent)
-        _empty(out)
+        scratch.empty(src.parent)  # for the next item: a symlink the task put in place of
+        scratch.empty(out)  # either is removed, never followed (made again above)
         if n == tail or time.monotonic() >= until:
             break
     return n, message
@@ -271,18 +269,3 @@ def _place(store: Store, tdef: TaskDef, cid: str, src: Path, ctx: TaskContext) -
     store.materialize(cid, src)
     return src
 
-
-def _empty(d: Path) -> None:
-    """Empty `d` for the next item. Unlinks files and rmtree()s only subdirectories: a
-    per-item rmtree of fresh directories cost more than the trivial tasks themselves. A
-    directory the task removed itself is left absent (made again for the next item)."""
-    try:
-        it = os.scandir(d)
-    except FileNotFoundError:
-        return
-    with it:
-        for e in it:
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path)
-            else:
-                os.unlink(e.path)

@@ -18,6 +18,8 @@ import pytest
 from peer.jobs import executor as ex_mod
 from peer.jobs import scratch
 from peer.jobs.executor import Executor, ExecutorConfig, sweep_bases
+from tests.unit.test_scratch import _deep_tree
+from tests.unit.test_scratch import deep as deep  # (a fixture)
 
 
 def _gone_pid() -> int:
@@ -155,3 +157,13 @@ async def test_a_run_directory_swept_before_it_is_held_is_made_again(
     finally:
         os.close(fd)
         await ex.close()
+
+
+def test_the_sweep_removes_a_gone_executors_tree_of_any_depth(deep: Path) -> None:
+    """(Review: a task's tree deeper than shutil.rmtree's recursion raised RecursionError
+    out of the sweep.)"""
+    dead = deep / f"banzai-exec-{_gone_pid()}-a1b2c3d4"
+    dead.mkdir()
+    _deep_tree(dead / "7")
+    assert sweep_bases(deep) == 1
+    assert list(deep.iterdir()) == []

@@ -468,3 +468,32 @@ def test_a_whole_output_whose_commit_fails_fails_the_run_and_leaves_no_block(
     store = runner._store(_whole(tmp_path)["store"])
     assert isinstance(store, EmbeddedStore)
     assert [p for p in store.blocks.dir.rglob("*") if p.is_file()] == []
+
+
+def _links_its_output(kept: Path) -> Any:
+    def task(ctx: Any, src: Path, out_dir: Path) -> Any:
+        """Writes its output beside the run, then points its output directory at `kept`."""
+        dest = ctx.workdir / f"{src.name}.out"
+        dest.write_bytes(b"seen " + src.read_bytes())
+        if not out_dir.is_symlink():  # (the last item's link stays, if the peer keeps it)
+            out_dir.rmdir()
+            out_dir.symlink_to(kept)
+        return dest
+    return task
+
+
+def test_a_task_that_points_its_output_directory_elsewhere_never_has_that_emptied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review: the per-item `empty(out)` followed a symlink the task put there.) The link is
+    removed, the directory it points at kept whole, and the next items run."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "precious").write_text("mine")
+    store, payload = _chunk(tmp_path, 3)
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="LINKOUT", version="1", fn=_links_its_output(kept), args=(), per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert (kept / "precious").read_text() == "mine"
+    for path, cid in payload["items"]:
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
+            store.cat(cid))

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -505,3 +507,118 @@ def test_a_per_item_chunk_whose_announcer_cannot_start_removes_its_scratch(
     with pytest.raises(RuntimeError, match="can't start new thread"):
         runner._run_items(None, tdef, {}, [["x"]], ctx, 0)  # type: ignore[arg-type]
     assert list(shm.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == held
+
+
+# -- removing what a run left (scratch.remove_tree, scratch.empty) ----------------------------
+
+DEEP = 1_500  # levels: past shutil.rmtree's recursion in Python 3.11 (limit 1,000)
+
+
+@pytest.fixture
+def deep(tmp_path: Path) -> Iterator[Path]:
+    """Where to make a `_deep_tree`: whatever stays there is removed after the test by rm -rf
+    (fts: any depth), not left for pytest's own cleanup of its temp directories (rmtree:
+    RecursionError)."""
+    where = tmp_path / "deep"
+    where.mkdir()
+    yield where
+    subprocess.run(["rm", "-rf", "--", str(where)], check=True)
+
+
+def _deep_tree(top: Path, levels: int = DEEP) -> None:
+    """`levels` nested directories under `top` (made by descriptors: the path is longer than
+    PATH_MAX), a file in each."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+            fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+    finally:
+        os.close(fd)
+
+
+def test_a_tree_deeper_than_rmtrees_recursion_is_removed(deep: Path) -> None:
+    """(Review: a task's deep tree raised RecursionError out of a run's cleanup and leaked
+    its directory.)"""
+    run = deep / "run"
+    _deep_tree(run)
+    scratch.remove(run)
+    assert not run.exists()
+
+
+def test_nothing_is_removed_through_a_symlink(tmp_path: Path) -> None:
+    """A symlink under the tree, or at its top, is removed itself: its target stays."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "f").write_text("mine")
+    run = tmp_path / "run"
+    (run / "a").mkdir(parents=True)
+    (run / "a" / "to-dir").symlink_to(kept)
+    (run / "a" / "to-file").symlink_to(kept / "f")
+    (run / "dangling").symlink_to(tmp_path / "nothing")
+    link = tmp_path / "link"
+    link.symlink_to(kept)
+    scratch.remove_tree(run)
+    scratch.remove_tree(link)
+    scratch.remove_tree(tmp_path / "absent")
+    assert not run.exists() and not os.path.lexists(link)
+    assert (kept / "f").read_text() == "mine"
+
+
+def test_emptying_a_symlink_removes_the_link_not_what_it_points_at(tmp_path: Path) -> None:
+    """(Review: `empty(out)` emptied the directory a task pointed `out` at.)"""
+    kept = tmp_path / "kept"
+    (kept / "sub").mkdir(parents=True)
+    (kept / "f").write_text("mine")
+    out = tmp_path / "out"
+    out.symlink_to(kept)
+    scratch.empty(out)
+    assert not os.path.lexists(out)
+    assert (kept / "f").read_text() == "mine" and (kept / "sub").is_dir()
+
+
+def _as_nobody(work: Any) -> int:
+    """Run `work()` in a child process as an unprivileged user when this one is root (root
+    removes what a mode forbids: a worker of a peer run as a user cannot); its exit code
+    (0: `work` returned True)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 2
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            code = 0 if work() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_directories_a_task_made_unreadable_and_unwritable_are_removed() -> None:
+    """(Review: a run's directory holding one a task made mode 0 stayed on the tmpfs.) The
+    worker owns them: made the owner's again, then removed. (In the system temp directory:
+    pytest's is closed to the other user.)"""
+    base = Path(tempfile.mkdtemp(prefix="banzai-test-"))
+    try:
+        if os.getuid() == 0:
+            os.chown(base, 65534, 65534)
+
+        def work() -> bool:
+            run = base / "run"
+            (run / "a" / "b").mkdir(parents=True)
+            (run / "a" / "b" / "f").write_text("x")
+            (run / "ro").mkdir()
+            (run / "ro" / "g").write_text("x")
+            os.chmod(run / "ro", 0o500)
+            os.chmod(run / "a" / "b", 0)
+            os.chmod(run / "a", 0)
+            scratch.remove(run)
+            return not os.path.lexists(run)
+
+        assert _as_nobody(work) == 0
+    finally:
+        shutil.rmtree(base)
