@@ -25,9 +25,13 @@ from peer.dataentry import TMP_DIR, ensure_dir
 from peer.errors import BanzaiError, ConfigError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from peer.node import Node
 
 log = logging.getLogger("banzai")
+HTTP_SHUTDOWN_S = 1.0  # a request handler still running at shutdown (`shut_down`) is given
+# this long, then cancelled
 
 
 def _ssl(cfg: PeerConfig) -> ssl.SSLContext | None:
@@ -58,7 +62,7 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
     ctx = _ssl(cfg)
     # through the gate of slow and many clients (peer/http/limits.py)
     runner, site = await serve_http(app, app[GATE], host, port, ssl_context=ctx,
-                                    access_log=None, shutdown_timeout=1.0)
+                                    access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S)
     bound = site.port
     if host in ("0.0.0.0", "::", ""):  # advertise an address other peers can reach
         host = cfg.mdns_interfaces[0] if cfg.mdns_interfaces else socket.gethostbyname(
@@ -86,8 +90,24 @@ async def serve(cfg: PeerConfig, stop: asyncio.Event) -> None:
         log.info("shutting down")
         if runtime is not None:
             remove_runtime(runtime)
-        await runner.cleanup()
-        await node.close()
+        await shut_down(runner, node)
+
+
+async def shut_down(runner: web.AppRunner, node: Node) -> None:
+    """Stop serving in the order that answers the requests under way: first no new
+    connection or request (the site stops listening; a connection kept alive closes once its
+    request under way is answered), then the node closes (an acknowledgement's fsync under way
+    is waited for, at most CLOSE_SYNC_S, and answered by its outcome: `Node._sync_last`),
+    then the HTTP runner, whose handlers still running get its shutdown_timeout before they
+    are cancelled (an event stream's, a slow download's). With the runner closed first, a
+    handler awaiting an fsync longer than that was cancelled: its client got no answer,
+    though its submission was on disk."""
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is not None:
+        runner.server.pre_shutdown()
+    await node.close()
+    await runner.cleanup()
 
 
 def print_join(node: Node, cfg: PeerConfig) -> None:
