@@ -821,8 +821,11 @@ class PinSet:
         are made by a descriptor of the pins' directory opened with its check (`open_dir`):
         DataError naming it if it is a symlink, even one put there since (never written
         through). A call that fails removes the files it made (not known durable: a retry
-        would take them as pinned)."""
-        pins = open_dir(self.dir, _PINS, mode=0o777)
+        would take them as pinned) and raises StorageFull, or StoreError naming the file."""
+        try:
+            pins = open_dir(self.dir, _PINS, mode=0o777)
+        except OSError as e:
+            raise self._failed(e) from e
         made: list[int] = []
         names: list[str] = []
         try:
@@ -841,13 +844,20 @@ class PinSet:
             for name in names:
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=pins)
-            if disk_full(e):
-                raise StorageFull("cannot pin: the disk is full") from e
-            raise
+            raise self._failed(e) from e
         finally:
             for fd in made:
                 os.close(fd)
             os.close(pins)
+
+    def _failed(self, e: OSError) -> StoreError:
+        """The error of a pin that could not be made durable: StorageFull if the disk is
+        full, else a StoreError naming the file (a pin's, or the pins' directory)."""
+        if disk_full(e):
+            return StorageFull("cannot pin: the disk is full")
+        where = self.dir / e.filename if isinstance(e.filename, str) else self.dir
+        return StoreError(f"cannot pin: {where}: {e.strerror or e}; the peer's user must be "
+                          f"able to write {self.dir} and the disk under it must work")
 
     def remove(self, c: Cid) -> None:
         """Unpin `c`; NotFound if it was not pinned, DataError naming the pins' directory if

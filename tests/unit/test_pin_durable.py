@@ -20,7 +20,7 @@ import pytest
 
 import peer.ipfs.blocks as blocks_mod
 from peer.cids import Cid, parse_cid
-from peer.errors import NotFound
+from peer.errors import NotFound, StoreError
 from peer.ipfs import EmbeddedStore
 from peer.ipfs.blocks import _marked
 from peer.ipfs.fetch import Fetcher
@@ -245,8 +245,31 @@ def test_a_pin_batch_whose_fsync_fails_leaves_no_pin_file_for_a_retry_to_trust(
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match=f"cannot pin: {tmp_path / 'store'}/pins: EIO"):
         store.pin_many(cids)
     assert not store.pins()
     store.pin_many(cids)
     assert set(store.pins()) == set(cids) and len(synced) == 2
+
+
+def test_a_pin_file_that_cannot_be_made_is_a_store_error_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review: `PinSet.add_many` re-raised a plain OSError, a traceback for the API and its
+    callers.) StoreError naming the pin's file, and no pin left behind."""
+    store = EmbeddedStore(tmp_path / "store")
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(1000))
+    c = store.add_path(f, pin=False)
+    real = os.open
+
+    def refused(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == c:
+            raise PermissionError(13, "Permission denied", path)
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(StoreError, match=f"cannot pin: {tmp_path / 'store'}/pins/{c}: "
+                                         "Permission denied"):
+        store.pin(c)
+    monkeypatch.undo()
+    assert c not in store.pins()
