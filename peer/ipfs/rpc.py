@@ -489,6 +489,8 @@ class KuboRpc:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir))
 
     def _provide(self, cids: list[str]) -> None:
+        """Tell `on_added` of roots just pinned here (a PROVIDE: other peers may fetch them
+        from this one). Never of one left unpinned: the collector may remove it any time."""
         if self.on_added is not None and cids:
             self.on_added(cids)
 
@@ -506,7 +508,8 @@ class KuboRpc:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
         if quieter:
             events = events[-1:]
-        self._provide(roots)
+        if pin:  # only what is pinned is provided (as dag/put, block/put, dag/import)
+            self._provide(roots)
         return await send_json_lines(request, events)
 
     async def cat(self, request: web.Request) -> web.StreamResponse:
@@ -754,7 +757,8 @@ class KuboRpc:
             lines = [{"Root": {"Cid": {"/": cid}, "PinErrorMsg": err}} for cid, err in result[0]]
         if stats:
             lines.append({"Stats": {"BlockCount": result[1], "BlockBytesCount": result[2]}})
-        self._provide([cid for cid, err in result[0] if not err])
+        if pin_roots:  # only what is pinned is provided (as Kubo's pinned strategy)
+            self._provide([cid for cid, err in result[0] if not err])
         return await send_json_lines(request, lines)
 
     def _import(self, files: list[Path], pin_roots: bool,
