@@ -106,8 +106,10 @@ async def shut_down(runner: web.AppRunner, node: Node) -> None:
         await site.stop()
     if runner.server is not None:
         runner.server.pre_shutdown()
-    await node.close()
-    await runner.cleanup()
+    try:
+        await node.close()
+    finally:
+        await runner.cleanup()
 
 
 def print_join(node: Node, cfg: PeerConfig) -> None:
