@@ -11,15 +11,18 @@ put at the directory)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import secrets
-import shutil
 import stat
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 from peer.errors import DataError
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["directory", "file"]
 DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # (a directory's
@@ -159,15 +162,15 @@ def open_file(path: Path, what: str, dir_fd: int | None = None) -> BinaryIO:
 
 def remove(path: Path) -> None:
     """Remove the entry `path` (nothing if absent) and never what a symlink points to: a
-    symlink is removed itself, a directory with what it holds (shutil.rmtree's walk by
-    descriptors follows no link in it; what cannot be removed is left). OSError if a file
+    symlink is removed itself, a directory with what it holds (`remove_tree`: of any depth,
+    following no link in it; what cannot be removed is left, logged). OSError if a file
     cannot be removed."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):  # (rmtree refuses a symlink put here meanwhile)
-        shutil.rmtree(path, ignore_errors=True)
+    if stat.S_ISDIR(st.st_mode):  # (a symlink put here meanwhile is removed itself)
+        remove_tree(path, ignore_errors=True)
     else:
         os.unlink(path)
 
@@ -188,6 +191,150 @@ def unlink_in(directory: str | Path, name: str, what: str) -> None:
     finally:
         os.close(fd)
 
+# -- removing a tree of hostile entries (what a run left) ------------------------------------
 
-__all__ = ["DIR_NOFOLLOW", "TMP_DIR", "check_entry", "ensure_dir", "open_dir", "open_file",
-           "open_new", "remove", "temp_file", "unlink_in"]
+def remove_tree(path: Path | str, *, ignore_errors: bool = False) -> None:
+    """Remove `path` and everything under it, as `empty` does (a symlink or file at `path` is
+    removed itself; nothing if it is absent), then the directory. Raises the first OSError
+    once all else that could be was removed, or with `ignore_errors` logs it (one line
+    naming `path`)."""
+    try:
+        top = _open_or_unlink(path)
+        if top is not None:
+            try:
+                _clear(top)
+            finally:
+                os.close(top)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(path)
+    except OSError as e:
+        if not ignore_errors:
+            raise
+        log.warning("cannot remove %s: %s", path, e)
+
+
+def empty(path: Path | str) -> None:
+    """Remove everything under the directory `path`, leaving it. A symlink at `path` is
+    removed itself, never followed (a task could point it at a directory the worker may
+    write), and so is a file; nothing if it is absent. Iterative and by descriptors: a tree
+    of any depth (no recursion; a few descriptors open at a time), nothing under it reached
+    through a symlink, a directory a task made unreadable or unwritable (mode 0) made the
+    owner's again first. Raises the first OSError once all else that could be was removed."""
+    top = _open_or_unlink(path)
+    if top is not None:
+        try:
+            _clear(top)
+        finally:
+            os.close(top)
+
+
+def _open_or_unlink(path: Path | str) -> int | None:
+    """A descriptor of the directory `path`; None once what is at `path` is removed if it is
+    not a directory (a symlink: never followed) or absent."""
+    try:
+        return _open_dir(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW: a file, or a symlink to a directory
+        pass
+    except OSError as e:
+        if e.errno != errno.ELOOP:  # (ELOOP: a symlink to something else)
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return None
+
+
+def _open_dir(name: Path | str, dir_fd: int | None = None) -> int:
+    """A descriptor of the directory `name` (in `dir_fd`), never through a symlink; if its
+    mode keeps its owner out (a task's chmod 0), made the owner's (rwx) first."""
+    try:
+        fd = os.open(name, DIR_NOFOLLOW, dir_fd=dir_fd)
+    except PermissionError:
+        try:  # (follow_symlinks=False: a symlink put there meanwhile is refused, not chmodded)
+            os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd, follow_symlinks=False)
+        except (ValueError, NotImplementedError):  # (a symlink: Linux has no lchmod)
+            raise NotADirectoryError(f"not a directory: {name}") from None
+        fd = os.open(name, DIR_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & stat.S_IRWXU != stat.S_IRWXU:  # (entries are unlinked by name: w and x)
+            os.fchmod(fd, stat.S_IMODE(mode) | stat.S_IRWXU)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _clear(top: int) -> None:
+    """Remove everything under the directory open as `top` (left open), depth first without
+    recursion: a directory is entered by a descriptor opened from its parent's (O_NOFOLLOW),
+    its parent's closed meanwhile; once empty it is left through "..", checked to be the
+    directory entered from (else the tree was moved meanwhile: OSError), and removed. Held
+    per level: the names of the subdirectories still to remove. Raises the first OSError
+    once all else that could be was removed."""
+    first: OSError | None = None
+    fd = top
+    names, first = _unlink_files(fd, first)
+    # per level above `fd`: its (st_dev, st_ino), its subdirectories left, the one entered
+    above: list[tuple[tuple[int, int], list[str], str]] = []
+    try:
+        while True:
+            if names:
+                name = names.pop()
+                try:
+                    child = _open_dir(name, fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    first = first or e
+                    continue
+                st = os.fstat(fd)
+                above.append(((st.st_dev, st.st_ino), names, name))
+                if fd != top:
+                    os.close(fd)
+                fd = child
+                names, first = _unlink_files(fd, first)
+                continue
+            if not above:
+                break
+            ident, names, name = above.pop()
+            parent = top if not above else os.open("..", DIR_NOFOLLOW, dir_fd=fd)
+            st = os.fstat(parent)
+            os.close(fd)
+            fd = parent
+            if (st.st_dev, st.st_ino) != ident:
+                raise OSError(f"a directory was moved while it was being removed (at {name})")
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                first = first or e
+    finally:
+        if fd != top:
+            os.close(fd)
+    if first is not None:
+        raise first
+
+
+def _unlink_files(fd: int, first: OSError | None) -> tuple[list[str], OSError | None]:
+    """Unlink every entry of the directory open as `fd` that is not a directory (a symlink:
+    itself); the names of its subdirectories, and `first` or the first error met here."""
+    subdirs: list[str] = []
+    with os.scandir(fd) as it:
+        for e in it:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(e.name)
+                else:
+                    os.unlink(e.name, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                first = first or err
+    return subdirs, first
+
+
+__all__ = ["DIR_NOFOLLOW", "TMP_DIR", "check_entry", "empty", "ensure_dir", "open_dir",
+           "open_file", "open_new", "remove", "remove_tree", "temp_file", "unlink_in"]

@@ -19,7 +19,6 @@ import errno
 import json
 import logging
 import platform
-import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -33,6 +32,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from peer import __version__, jsontext
+from peer.dataentry import remove_tree
 from peer.errors import (
     ArgError,
     BadDag,
@@ -505,7 +505,7 @@ class KuboRpc:
             events, roots = await asyncio.to_thread(
                 add_spooled, self.store, spool, version, pin, wrap)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(remove_tree, tmp, ignore_errors=True)
         if quieter:
             events = events[-1:]
         if pin:  # only what is pinned is provided (as dag/put, block/put, dag/import)
@@ -751,7 +751,7 @@ class KuboRpc:
             files = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
             result = await asyncio.to_thread(self._import, files, pin_roots, stats)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(remove_tree, tmp, ignore_errors=True)
         lines: list[dict[str, Any]] = []
         if pin_roots:
             lines = [{"Root": {"Cid": {"/": cid}, "PinErrorMsg": err}} for cid, err in result[0]]

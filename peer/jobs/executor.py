@@ -41,11 +41,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
-from peer.dataentry import DIR_NOFOLLOW, ensure_dir
+from peer.dataentry import DIR_NOFOLLOW, ensure_dir, remove_tree
 from peer.errors import ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
-from peer.jobs.scratch import Space, alive, free, hold, remove_tree
+from peer.jobs.scratch import Space, alive, free, hold
 from peer.jobs.watch import Watch, Watched, disk_used
 
 __all__ = ["Executor", "ExecutorConfig", "ExitKind", "Handle", "OnMessage", "RunResult", "Timer",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.cids import RAW, parse_cid
+from peer.dataentry import empty, remove_tree
 from peer.ipfs import inline
 from peer.ipfs.store import AddBatch, Store, StoreConfig, open_store
 from peer.jobs import kinds, scratch
@@ -104,7 +105,7 @@ def _import(store: Store, path: Path, out: Path) -> str:
     adds = store.add_batch()
     try:
         cid = adds.add(path)
-        scratch.remove_tree(out, ignore_errors=True)
+        remove_tree(out, ignore_errors=True)
     except BaseException:
         adds.discard()
         raise
@@ -167,8 +168,8 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
             p = Path(r)
             result = {"n": p.name, "c": add(p)}
         message.append([relpath, cid, result])
-        scratch.empty(src.parent)  # for the next item: a symlink the task put in place of
-        scratch.empty(out)  # either is removed, never followed (made again above)
+        empty(src.parent)  # for the next item: a symlink the task put in place of
+        empty(out)  # either is removed, never followed (made again above)
         if n == tail or time.monotonic() >= until:
             break
     return n, message

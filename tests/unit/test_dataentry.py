@@ -18,6 +18,8 @@ from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.janitor import sweep_stale
 from peer.log.signing import Identity
 from peer.main import private_dirs
+from tests.unit.test_scratch import _deep_tree
+from tests.unit.test_scratch import deep as deep  # (a fixture)
 
 
 def _file(p: Path) -> None:
@@ -122,3 +124,15 @@ def test_private_dirs_refuse_a_temp_dir_that_is_a_symlink(
     (data / "tmp").symlink_to(tmp_path / "other")
     with pytest.raises(DataError, match="is a symlink, not a directory"):
         private_dirs(data)
+
+
+def test_the_start_sweep_removes_a_killed_runs_tree_of_any_depth(deep: Path) -> None:
+    """(Review: a run directory a killed peer left in work/, holding a tree deeper than
+    shutil.rmtree's recursion, raised RecursionError out of the start sweep: the peer did
+    not start.)"""
+    data = deep / "peer"
+    store = EmbeddedStore(data / "store")
+    (data / "work").mkdir()
+    _deep_tree(data / "work" / "banzai-exec-1-a1b2c3d4")
+    assert sweep_stale(data, store) == {"work dirs": 1}
+    assert list((data / "work").iterdir()) == []

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from peer.dataentry import empty, remove_tree
 from peer.errors import ConfigError
 from peer.ipfs.store import StoreConfig
 from peer.jobs import runner, scratch
@@ -509,7 +510,7 @@ def test_a_per_item_chunk_whose_announcer_cannot_start_removes_its_scratch(
     assert list(shm.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == held
 
 
-# -- removing what a run left (scratch.remove_tree, scratch.empty) ----------------------------
+# -- removing what a run left (peer.dataentry's remove_tree, empty) ------------------------------
 
 DEEP = 1_500  # levels: past shutil.rmtree's recursion in Python 3.11 (limit 1,000)
 
@@ -561,9 +562,9 @@ def test_nothing_is_removed_through_a_symlink(tmp_path: Path) -> None:
     (run / "dangling").symlink_to(tmp_path / "nothing")
     link = tmp_path / "link"
     link.symlink_to(kept)
-    scratch.remove_tree(run)
-    scratch.remove_tree(link)
-    scratch.remove_tree(tmp_path / "absent")
+    remove_tree(run)
+    remove_tree(link)
+    remove_tree(tmp_path / "absent")
     assert not run.exists() and not os.path.lexists(link)
     assert (kept / "f").read_text() == "mine"
 
@@ -575,7 +576,7 @@ def test_emptying_a_symlink_removes_the_link_not_what_it_points_at(tmp_path: Pat
     (kept / "f").write_text("mine")
     out = tmp_path / "out"
     out.symlink_to(kept)
-    scratch.empty(out)
+    empty(out)
     assert not os.path.lexists(out)
     assert (kept / "f").read_text() == "mine" and (kept / "sub").is_dir()
 
