@@ -207,6 +207,8 @@ def remove_tree(path: Path | str, *, ignore_errors: bool = False) -> None:
                 os.close(top)
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(path)
+    except FileNotFoundError:  # (a directory being walked was removed by another: gone)
+        return
     except OSError as e:
         if not ignore_errors:
             raise
