@@ -623,3 +623,23 @@ def test_directories_a_task_made_unreadable_and_unwritable_are_removed() -> None
         assert _as_nobody(work) == 0
     finally:
         shutil.rmtree(base)
+
+
+def test_a_tree_removed_by_another_meanwhile_is_gone_not_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Two removers of one run's moved-away directory (the executor's `_join`, a worker's
+    trash thread): the directory one walks is removed by the other ("..": ENOENT)."""
+    import peer.dataentry
+    run = tmp_path / "run"
+    (run / "a" / "b").mkdir(parents=True)
+    real = os.open
+
+    def gone(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == "..":
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(peer.dataentry.os, "open", gone)
+    remove_tree(run, ignore_errors=True)
+    remove_tree(run)
+    assert "cannot remove" not in caplog.text
