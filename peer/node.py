@@ -330,6 +330,7 @@ class Node:
         except Exception:  # (a full disk): the first compaction pass does it, as any pass
             log.exception("compaction at start failed: left to the next pass")
         self.compactor.refuse = self.keyring.refused.add
+        self.compactor.forgot = self._forgot_lanes
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
@@ -455,6 +456,13 @@ class Node:
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
                         summary(record), record, record_facts(record, end_s))
+
+    def _forgot_lanes(self, origins: Sequence[str]) -> None:
+        """The compactor forgot these lanes (their events left the log): our own lanes among
+        them leave `_durable` and `_flushes` (else one entry each per lanes job, for good)."""
+        for o in origins:
+            self._durable.pop(o, None)
+            self._flushes.pop(o, None)
 
     def _ended(self, job: str) -> tuple[int, int] | None:
         """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while

@@ -128,9 +128,14 @@ def droppable(m: Mapping[str, int], ended_hlc: int, live_vvs: Sequence[Mapping[s
     """May a finished job (its events summarised by `m`, ended at `ended_hlc`) leave the
     log? Yes past the horizon; before it, only once every live member's version vector
     (from its heartbeats; ours among them) covers its events, and at least one does."""
-    if hlc_ms(now_hlc) - hlc_ms(ended_hlc) >= cfg.horizon_s * 1000:
+    if past_horizon(ended_hlc, now_hlc, cfg):
         return True
     return bool(live_vvs) and all(covered(m, vv) for vv in live_vvs)
+
+
+def past_horizon(ended_hlc: int, now_hlc: int, cfg: CompactConfig) -> bool:
+    """Is `now_hlc` `cfg.horizon_s` or more past `ended_hlc`?"""
+    return hlc_ms(now_hlc) - hlc_ms(ended_hlc) >= cfg.horizon_s * 1000
 
 
 def lanes_part(m: Mapping[str, int], job: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -317,6 +322,11 @@ class Compactor:
         self._delete_due: set[str] = set()
         self.dirty: set[str] = set(state.jobs)  # jobs touched since the last pass
         self.ended: dict[str, tuple[int, int]] = {}  # finished, in memory: (ended hlc, tasks)
+        # Lanes jobs we are a member of whose JOB_ENDED is held and our fold not finished ->
+        # that JOB_ENDED's end (`_end_of`); those past the horizon, their record the
+        # JOB_ENDED's (`overdue`)
+        self.unfolded: dict[str, int] = {}
+        self.overdue: set[str] = set()
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
         self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
@@ -350,6 +360,9 @@ class Compactor:
         self._reap_items_after: str | bytes = ""
         self.total = PassStats()
         self.refuse: Callable[[str, str], None] = lambda signer, why: None  # counts refusals
+        # told the lane origins `_drop` forgot (MeshState.forget_lanes): Node lets go of what
+        # it keeps of its own
+        self.forgot: Callable[[Sequence[str]], None] = lambda origins: None
         state.on_evict = self.evicted
 
     def note(self, ev: Event) -> None:
@@ -440,6 +453,7 @@ class Compactor:
         self._index_evicted()
         self._note_stragglers()
         self._delete_records()
+        self._due()
         self._scan()
         old = self._beyond_recent()
         compacted = bool(old) and self._compact(old, out)  # (sweeping the deleted jobs' too)
@@ -473,7 +487,7 @@ class Compactor:
         dirty, self.dirty = self.dirty, set()
         for job in dirty:
             if job not in self.state.jobs:
-                self.ended.pop(job, None)
+                self._left(job)
                 continue
             end = self._end_of(job)
             if end is None:
@@ -481,31 +495,62 @@ class Compactor:
             else:
                 self.ended[job] = end
 
+    def _left(self, job: str) -> None:
+        """`job` left memory: what the scan kept of it goes."""
+        self.ended.pop(job, None)
+        self.unfolded.pop(job, None)
+        self.overdue.discard(job)
+
     def _end_of(self, job: str) -> tuple[int, int] | None:
         """`ended_of` of a job replicated in full; a lanes job ends here once its JOB_ENDED
         is held (a member's lanes then leave the log once covered: `_drop`), a non-member's
-        as its JOB_ENDED says (`ended_record`)."""
+        as its JOB_ENDED says (`ended_record`), and so does a member's whose own fold has not
+        finished by the horizon past that end (its last lane events left the other members'
+        logs while it was away: they never come; until then `unfolded` has it). A JOB_ENDED
+        whose outputs are in a `listing` makes no record (not fetched and folded yet: its
+        record would show every task pending and no output): a non-member keeps such a job
+        in memory, ended (its list entry from the JOB_ENDED: peer.http.views)."""
         st = self.state
+        self.unfolded.pop(job, None)
+        self.overdue.discard(job)
         if job not in st.members_of:
             return self.ended_of(job)
         ev = st.ended.get(job)
         if ev is None:
             return None
-        if st.member_of(job, self.me):
-            return self.ended_of(job)
         b = ev.body_as(JobEnded)
+        if st.member_of(job, self.me):
+            end = self.ended_of(job)
+            if end is not None or b.listing is not None:
+                return end
+            if not past_horizon(b.end, self.now_hlc(), self.cfg):
+                self.unfolded[job] = b.end  # (scanned again at the horizon: `_due`)
+                return None
+            self.overdue.add(job)
+        elif b.listing is not None:
+            return None
         return b.end, b.n_tasks
 
+    def _due(self) -> None:
+        """The jobs of `unfolded` past the horizon are scanned again (`_end_of`)."""
+        if self.unfolded:
+            now = self.now_hlc()
+            due = [j for j, end in self.unfolded.items() if past_horizon(end, now, self.cfg)]
+            for job in due:
+                del self.unfolded[job]
+            self.dirty.update(due)
+
     def _record_of(self, job: str) -> Finished | None:
-        """The record of a lanes job we are no member of: its JOB_ENDED's (`ended_record`),
+        """The record of a lanes job made of its JOB_ENDED (`ended_record`; `_by_ended`),
         None if none is held."""
         ended = self.state.ended.get(job)
         return None if ended is None else ended_record(self.state.jobs[job], ended)
 
-    def _theirs(self, job: str) -> bool:
-        """Is `job` a lanes job we are no member of (its record: its JOB_ENDED)?"""
+    def _by_ended(self, job: str) -> bool:
+        """Is `job`'s record its JOB_ENDED's: a lanes job we are no member of, or one whose
+        fold here did not finish by the horizon (`_end_of`)?"""
         st = self.state
-        return job in st.members_of and not st.member_of(job, self.me)
+        return job in self.overdue or (job in st.members_of and not st.member_of(job, self.me))
 
     def _beyond_recent(self) -> list[str]:
         """Finished jobs past the recent history (newest first, within recent_tasks), and
@@ -515,7 +560,7 @@ class Compactor:
         out: list[str] = []
         ends = {j: (e, self.state.jobs[j].order) for j, (e, _) in self.ended.items()}
         for job in sorted(self.ended, key=ends.__getitem__, reverse=True):  # ties: submission
-            if self._theirs(job):  # (no events of it to keep in memory: its record now)
+            if self._by_ended(job):  # (no events of it to keep in memory: its record now)
                 out.append(job)
                 continue
             n = self.ended[job][1]
@@ -530,8 +575,7 @@ class Compactor:
         done: list[str] = []
         st = self.state
         for job in jobs:
-            theirs = self._theirs(job)
-            f = self._record_of(job) if theirs else self.finished(job)
+            f = self._record_of(job) if self._by_ended(job) else self.finished(job)
             if f is None:  # not finished after all (a reopened chunk; its JOB_ENDED gone)
                 self.ended.pop(job, None)
                 continue
@@ -543,7 +587,7 @@ class Compactor:
                 # non-member asks for its view), and a member's lanes leave the log later
                 named = {"members": sorted(members)}
                 summary, record = {**summary, **named}, {**record, **named}
-                if not theirs:
+                if st.member_of(job, self.me):
                     self.lane_members[job] = frozenset(members)
             records.append(JobRecord(job, ev.order, f.ended_hlc, f.state, summary, record,
                                      (), f.facts))
@@ -562,7 +606,7 @@ class Compactor:
             self._compacting = set()
         _spill(self.state, entries, cids)
         for job in done:
-            self.ended.pop(job, None)
+            self._left(job)
         out.compacted += len(done)
         out.jobs += done
         return True
@@ -788,7 +832,7 @@ class Compactor:
             self.waiting.pop(job, None)
         self.jobless.dropped(free)
         for job in jobs:  # (a lanes job of ours: lane state bounded by the jobs not dropped)
-            self.state.forget_lanes(job)
+            self.forgot(self.state.forget_lanes(job))
             self.lane_members.pop(job, None)
         self._unpin(gone)
         self.state.forget_drops(unprovided)
@@ -801,7 +845,7 @@ class Compactor:
         """May a compacted lanes job's lanes (their marks `lanes`) leave the log? Past the
         horizon, yes; before, once every live member's pair vector covers them (ours: the
         lane heads we hold; a member whose vector is not known holds them back)."""
-        if hlc_ms(now) - hlc_ms(ended) >= self.cfg.horizon_s * 1000:
+        if past_horizon(ended, now, self.cfg):
             return True
         members = self._members(job)
         if members is None:
@@ -972,7 +1016,7 @@ class Compactor:
         self.state.take_providers(providers)
         self._took(heads, floors)
         for name in names:
-            self.ended.pop(name, None)
+            self._left(name)
         self._took_records(names)
         return len(jobs)
 
@@ -993,7 +1037,7 @@ class Compactor:
         spill.done()
         self._took(heads, floors)
         for name in jobs:
-            self.ended.pop(name, None)
+            self._left(name)
         self._took_records(jobs)
         return len(jobs)
 

@@ -233,3 +233,83 @@ def test_no_lane_is_taken_of_a_job_whose_job_submitted_is_not_held(tmp_path: Pat
         assert node.merge([claim]) == [claim]
     finally:
         node.log.close()
+
+
+def test_node_lets_go_of_its_own_lane_s_flushes_once_the_lanes_are_forgotten(
+        tmp_path: Path) -> None:
+    """Review r2, finding 7: `_durable` and `_flushes` kept an entry per lanes job for good."""
+    node = _node(tmp_path)
+    try:
+        mine = lane(node.peer_id, J1)
+        assert node._durable[mine] == 2 and node._flushes[mine]
+        _end(node, J1)
+        node.catchup.compact()
+        assert _lane_state(node, J1) == {}  # (forgotten)
+        assert mine not in node._durable and mine not in node._flushes
+        assert node._durable[node.peer_id] == node.heads()[node.peer_id]  # (ours stays)
+    finally:
+        node.log.close()
+
+
+def _ended_by_other(node: Node, job: str, payload: Mapping[str, Any]) -> Event:
+    """`job`'s JOB_ENDED from OTHER (its member), folded as a row read back is, noted."""
+    end = node.hlc.now() + (10 << 16)  # (after every output's order)
+    ev = Event(OTHER, 1, end, EventType.JOB_ENDED, {
+        "job": job, "state": "done", "n_tasks": len(TASKS), "end": end, "outputs": {},
+        "producers": {}, "failed": {}, "digest": "0" * 32, **payload})
+    node.state.apply(ev)
+    node.compactor.note(ev)
+    assert node.state.ended.get(job) is ev  # (folded: OTHER is a member)
+    return ev
+
+
+def test_a_non_member_keeps_a_job_whose_job_ended_lists_its_outputs(tmp_path: Path) -> None:
+    """Review r2, finding 1: a JOB_ENDED whose outputs are in a `listing` (not fetched and
+    folded yet) made a record saying every task pending and no output; such a job now
+    stays in memory, ended, its list entry the JOB_ENDED's."""
+    node = _node(tmp_path)
+    try:
+        job = "j0000000000c2"
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                            "members": [OTHER]})
+        node.flush()
+        _ended_by_other(node, job, {"listing": OUT["t0"]})
+        node.catchup.compact()
+        assert job not in node.state.compacted and node.index.record(job) is None
+        assert job in node.state.jobs  # (its list entry: peer.http.views.elsewhere_entry)
+    finally:
+        node.log.close()
+
+
+def test_a_member_whose_fold_never_finishes_compacts_from_the_job_ended_at_the_horizon(
+        tmp_path: Path) -> None:
+    """Review r2, finding 2: a member that holds the JOB_ENDED but not the job's last lane
+    events (they left the other members' logs while it was away) kept the job in memory
+    for good; past the horizon its record is the JOB_ENDED's. Fake clock."""
+    node = _node(tmp_path, [OTHER])
+    try:
+        job = "j0000000000c3"
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                            "members": [OTHER, node.peer_id]})
+        node.flush()
+        t = node.hlc.now()
+        outs = {n: [None, OUT[n], t + i + 1, lane(OTHER, job), i + 1]
+                for i, n in enumerate(TASKS)}
+        ev = _ended_by_other(node, job, {"outputs": outs})
+        now = [ev.hlc]
+        node.compactor.now_hlc = lambda: now[0]
+        node.catchup.compact()
+        assert job not in node.state.compacted  # our fold has not finished: we wait
+        now[0] += int(node.compact_cfg.horizon_s * 1000 - 1) << 16
+        node.catchup.compact()
+        assert job not in node.state.compacted
+        now[0] += 1 << 16  # the horizon
+        node.catchup.compact()
+        assert job in node.state.compacted and job not in node.state.jobs
+        record: Any = node.index.record(job)
+        assert record["state"] == "done" and record["members"] == sorted([OTHER, node.peer_id])
+        assert [(t["state"], t["output"]) for t in record["tasks"]] == [
+            ("done", OUT[n]) for n in TASKS]
+        assert not node.compactor.unfolded and not node.compactor.overdue
+    finally:
+        node.log.close()
