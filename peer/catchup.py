@@ -63,6 +63,7 @@ from peer.log.snapframe import (
     row_frames,
 )
 from peer.log.snapstream import (
+    MAX_LINE_BYTES,
     Mismatch,
     Spool,
     StreamError,
@@ -90,6 +91,10 @@ class CatchUpConfig:
     retry_s: float = 30.0  # a peer behind the compaction horizon asks for a snapshot this often
     timeout_s: float = 120.0  # one snapshot download (either part), whole
     record_timeout_s: float = 10.0  # a compacted job's full record fetched from one member
+    # ... its answer at most this long (a gzip answer is not decompressed: its bytes are
+    # the body's): a snapshot stream's line (snapstream.MAX_LINE_BYTES), the longest one
+    # job's row with its full texts may be where a peer takes or serves it in a snapshot
+    max_record_bytes: int = MAX_LINE_BYTES
     # A lanes job's view asked of its members (a peer that holds none of its lanes): each
     # member within view_timeout_s, all of them within view_total_s, an answer of at most
     # max_view_bytes (a job's view lists at most 1,000 chunks per task)
@@ -103,8 +108,8 @@ class CatchUpConfig:
     max_snapshot_v1_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
-        for name in ("retry_s", "timeout_s", "record_timeout_s", "view_timeout_s",
-                     "view_total_s", "max_view_bytes", "max_snapshot_bytes",
+        for name in ("retry_s", "timeout_s", "record_timeout_s", "max_record_bytes",
+                     "view_timeout_s", "view_total_s", "max_view_bytes", "max_snapshot_bytes",
                      "max_snapshot_v1_bytes"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"catch-up {name} must be positive", field=name)
@@ -115,10 +120,8 @@ _SPOOL = "a snapshot download's spool"  # (named in a DataError: written O_EXCL,
 PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this size
 
 
-async def _read_within(r: aiohttp.ClientResponse, max_bytes: int | None) -> bytes:
-    """An answer's body; ValueError once it is longer than `max_bytes` (None: no bound)."""
-    if max_bytes is None:
-        return await r.read()
+async def _read_within(r: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """An answer's body; ValueError once it is longer than `max_bytes`."""
     got = bytearray()
     async for piece in r.content.iter_any():
         got += piece
@@ -333,9 +336,10 @@ class CatchUp:
             return None
         asked = [(peer, str(info["http"])) for peer, info in self._host.live_peers().items()
                  if SNAPSHOT_FEATURE in (info.get("features") or ()) and info.get("http")]
-        got, _ = await self._ask(asked, {"v": "3", "record": job}, f"record of job {job}",
-                                 lambda body: check_record(sha, loads_within(body)),
-                                 self.cfg.record_timeout_s)
+        got, _ = await self._ask(
+            asked, {"v": "3", "record": job}, f"record of job {job}",
+            lambda body: check_record(sha, loads_within(body, sharing=True)),
+            self.cfg.record_timeout_s, max_bytes=self.cfg.max_record_bytes)
         if got is None:
             return None
         if self.index.thin_sha(job) == sha:  # not deleted or filled meanwhile
@@ -343,37 +347,41 @@ class CatchUp:
         return self.index.record(job)
 
     async def fetch_view(self, job: str, members: Sequence[str], chunks_from: int,
-                         check: Callable[[Any], dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+                         check: Callable[[Any], object]) -> tuple[str, bytes]:
         """A lanes job's view (`GET /api/snapshot?v=3&view=JOB`) from the first of its live
-        `members`, in order, whose answer `check` passes (ValueError: the next one): (member,
-        view). Each member within `view_timeout_s`, all within `view_total_s`, an answer of at
-        most `max_view_bytes`; else Unavailable naming the members and why each gave none."""
-        def parsed(body: bytes) -> dict[str, Any]:
-            try:
-                value = loads_within(body)
-            except ValueError as e:
+        `members`, in order, whose answer (JSON in UTF-8) `check` passes (ValueError: the
+        next one): (member, its answer's bytes, passed on as they are: not dumped again on
+        the loop). Each member within `view_timeout_s`, all within `view_total_s`, an answer
+        of at most `max_view_bytes`; else Unavailable (`field` "members") naming the members
+        and why each gave none."""
+        def parsed(body: bytes) -> bytes:
+            try:  # (sharing: a big view parsed in the thread lets the loop run meanwhile)
+                value = loads_within(body.decode(), sharing=True)
+            except ValueError as e:  # (UnicodeDecodeError too)
                 raise ValueError(f"an answer that is not JSON ({e})") from None
-            return check(value)
+            check(value)
+            return body
 
         urls = self._host.peer_urls()
         asked = [(m, urls[m]) for m in members if m in urls]
         got, why = await self._ask(
             asked, {"v": "3", "view": job, "chunks_from": str(chunks_from)},
-            f"view of job {job}", parsed, self.cfg.view_timeout_s, self.cfg.view_total_s,
-            self.cfg.max_view_bytes)
+            f"view of job {job}", parsed, self.cfg.view_timeout_s, self.cfg.max_view_bytes,
+            self.cfg.view_total_s)
         if got is not None:
             return got
         said = "; ".join(f"{m}: {why.get(m, 'not live')}" for m in members)
         raise Unavailable(f"job {job} runs on its members, and this peer holds none of its "
                           f"task events; no member gave its view ({said}): try again later "
-                          "or ask a member", field="job")
+                          "or ask a member", field="members")
 
     async def _ask(self, asked: Sequence[tuple[str, str]], params: Mapping[str, str],
                    what: str, check: Callable[[bytes], T], timeout_s: float,
-                   total_s: float | None = None, max_bytes: int | None = None,
+                   max_bytes: int, total_s: float | None = None,
                    ) -> tuple[tuple[str, T] | None, dict[str, str]]:
         """GET /api/snapshot with `params` of each (peer, URL) of `asked` in turn, each within
-        `timeout_s`, all within `total_s`, an answer of at most `max_bytes`, until one answers
+        `timeout_s`, all within `total_s`, an answer of at most `max_bytes` (as sent: not
+        decompressed), until one answers
         200 with a body that `check` (in a thread) passes: ((peer, its result) or None, why
         each peer asked gave none). An answer that `check` finds does not match what was
         signed (StreamError) counts a `record_mismatch` refusal of its peer."""
@@ -382,7 +390,8 @@ class CatchUp:
         peer = ""
         try:
             async with (asyncio.timeout(total_s),
-                        aiohttp.ClientSession(headers=self._headers, timeout=timeout) as http):
+                        aiohttp.ClientSession(headers=self._headers, timeout=timeout,
+                                              auto_decompress=False) as http):
                 for peer, url in asked:
                     try:
                         async with http.get(f"{url}/api/snapshot", params=params) as r:

@@ -52,6 +52,7 @@ from peer.http.views import (
     members,
     page_jobs,
     published_names,
+    served_by,
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
@@ -246,11 +247,11 @@ async def get_job(request: web.Request) -> web.Response:
     job = request.match_info["job"]
     if held_elsewhere(node.state, job, node.peer_id):  # a lanes job: its view is a member's
         submitted = node.state.jobs[job]
-        member, view = await node.catchup.fetch_view(
+        member, body = await node.catchup.fetch_view(
             job, members(node.state, job), _count(request, "chunks_from"),
             lambda v: member_view(v, submitted))
-        view["served_by"] = member  # (the web UI polls it: no task event of it comes here)
-        return web.json_response(view)
+        # (the web UI polls it: no task event of it comes here)
+        return web.Response(body=served_by(body, member), content_type="application/json")
     record = await _job(node, job)
     if record is not None:  # finished and compacted: its record as it ended
         return web.json_response(record)

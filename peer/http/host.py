@@ -105,8 +105,8 @@ class Archive(Protocol):
     async def fetch_record(self, job: str) -> dict[str, Any] | None: ...  # a thin one's,
     # fetched from a member and checked
     async def fetch_view(self, job: str, members: Sequence[str], chunks_from: int,
-                         check: Callable[[Any], dict[str, Any]],
-                         ) -> tuple[str, dict[str, Any]]: ...  # a lanes job's view from
+                         check: Callable[[Any], object],
+                         ) -> tuple[str, bytes]: ...  # a lanes job's view (its bytes) from
     # the first of its live members whose answer `check` passes; Unavailable naming them
     def record_texts(self, job: str) -> list[str] | None: ...  # ?v=3&record=: its full texts
     def snapshot_stream(self, v: int = 2, part: str | None = None,

@@ -714,6 +714,57 @@ async def test_a_thin_jobs_record_is_fetched_from_a_member_and_checked(
         assert await b.catchup.fetch_record("nope") is None and len(served) == 2
 
 
+@pytest.mark.parametrize("how", ["long", "gzip"])
+async def test_a_record_answer_longer_than_its_bound_is_refused_even_compressed(
+        tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """Review r2, finding 4: a record's answer was read whole, and decompressed (a 0.2 MB
+    gzip answer became a 200 MB body). Now at most `max_record_bytes` are read, as sent: a
+    right record padded past the bound is refused, a gzip one is not decompressed (its
+    bytes are no JSON)."""
+    import gzip
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    a, b = _pair(tmp_path, opened)
+    _run_history(a, jobs=3, per_job=2)
+    a.catchup.compact()
+    assert _take_v3(a, b, tmp_path) is None  # b holds job001 thin: it fetches the record
+    bound = 1 << 16
+    b.catchup.cfg = dataclasses.replace(b.catchup.cfg, max_record_bytes=bound)
+
+    async def record(request: web.Request) -> web.Response:
+        texts = json.dumps(a.catchup.record_texts(request.query["record"])).encode()
+        assert len(texts) < bound
+        body = texts + b" " * (2 * bound)  # (JSON: white space may follow)
+        if how == "gzip":
+            return web.Response(body=gzip.compress(body), content_type="application/json",
+                                headers={"Content-Encoding": "gzip"})
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/snapshot", record)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        monkeypatch.setattr(b, "live_peers", lambda: {
+            a.peer_id: {"http": url, "features": [SNAPSHOT_FEATURE]}})
+        with caplog.at_level(logging.WARNING, logger="banzai.catchup"):
+            assert await b.catchup.fetch_record("job001") is None
+        assert b.index.thin_sha("job001") is not None  # (still thin)
+        said = {"long": f"an answer longer than {bound} bytes", "gzip": "no record of job"}
+        assert said[how] in caplog.text
+
+
+def test_the_record_bound_is_a_snapshot_line_s_and_must_be_positive(tmp_path: Path) -> None:
+    from peer.errors import ConfigError
+    from peer.log.snapstream import MAX_LINE_BYTES
+
+    assert catchup_mod.CatchUpConfig(tmp_path).max_record_bytes == MAX_LINE_BYTES
+    with pytest.raises(ConfigError, match="max_record_bytes"):
+        catchup_mod.CatchUpConfig(tmp_path, max_record_bytes=0)
+
+
 async def test_answers_nested_past_the_stack_are_refused_not_raised(
         tmp_path: Path, opened: list[Node], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,46 @@ async def test_a_non_members_job_view_is_a_members_answer_asked_in_order(
     assert asked == [A, B]
 
 
+async def test_a_members_view_is_passed_on_as_its_bytes_parsed_sharing_the_gil(
+        non_member: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r2, finding 3: the member's answer was parsed holding the GIL, then dumped
+    again on the loop; now parsed with `sharing` in the thread and passed on as its bytes,
+    `served_by` spliced in last (over one the member sent)."""
+    import peer.catchup
+
+    view = json.dumps(good_view(served_by="me"), indent=1).replace(
+        '"progress": 0.5', '"progress": 5e-1').encode() + b"\n "
+    parsed: list[dict[str, Any]] = []
+    loads = peer.catchup.loads_within
+
+    def spy(data: Any, *args: Any, **kw: Any) -> Any:
+        parsed.append(kw)
+        return loads(data, *args, **kw)
+
+    monkeypatch.setattr(peer.catchup, "loads_within", spy)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=view, content_type="application/json")
+
+    async with fake_members(non_member, {A: answer}, []), api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}")
+        raw = await r.read()
+    assert r.status == 200 and parsed == [{"sharing": True}]
+    assert raw == view.rstrip()[:-1] + f',"served_by":"{A}"}}'.encode()
+    assert json.loads(raw) == {**good_view(), "served_by": A}
+
+
+async def test_a_members_view_not_in_utf8_is_refused(non_member: Node) -> None:
+    async def utf16(request: web.Request) -> web.Response:
+        return web.Response(body=json.dumps(good_view()).encode("utf-16-le"),
+                            content_type="application/json")
+
+    async with fake_members(non_member, {A: utf16}, []), api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}")
+        body = await r.json()
+    assert r.status == 503 and "an answer that is not JSON" in body["message"]
+
+
 @pytest.mark.parametrize("bad", [_garbage, _silent, _other_job, _huge])
 async def test_members_that_answer_garbage_nothing_another_job_or_too_much_give_503_naming_them(
         non_member: Node, bad: Handler) -> None:
@@ -203,7 +244,7 @@ async def test_members_that_answer_garbage_nothing_another_job_or_too_much_give_
     async with fake_members(non_member, {A: bad, B: bad}, asked), api_client(non_member) as c:
         r = await c.get(f"/api/jobs/{JOB}")
         body = await r.json()
-    assert r.status == 503 and body["error"] == "Unavailable" and body["field"] == "job"
+    assert r.status == 503 and body["error"] == "Unavailable" and body["field"] == "members"
     assert asked == [A, B]
     message = body["message"]
     assert f"job {JOB} runs on its members" in message and f"{C}: not live" in message
