@@ -647,7 +647,7 @@ def test_a_job_page_served_by_a_member_says_so_and_asks_again(tab: Tab) -> None:
         answers.append(1)
         if len(answers) == 1:
             route.fulfill(status=503, content_type="application/json", body=json.dumps({
-                "error": "Unavailable", "field": "job",
+                "error": "Unavailable", "field": "members",
                 "message": f"job {job} runs on its members ({member}: not live)"}))
         else:
             route.fulfill(status=200, content_type="application/json", body=json.dumps(view))
@@ -664,4 +664,29 @@ def test_a_job_page_served_by_a_member_says_so_and_asks_again(tab: Tab) -> None:
     while len(answers) <= n and time.monotonic() < deadline:
         page.wait_for_timeout(250)
     assert len(answers) > n, "the page did not ask again"
+    page.unroute(f"**/api/jobs/{job}")
+
+
+def test_a_job_page_does_not_ask_again_on_a_503_other_than_the_members_one(tab: Tab) -> None:
+    """Review r2, finding 5: the page asked again every 3 s on any 503 (with lanes off too:
+    the HTTP gate's, a compacted job's record not held), each ask making the peer try every
+    live peer in turn. Only a view `served_by` a member, or the 503 naming the members
+    (`field: "members"`), is asked again."""
+    expect = sync_api.expect
+    tab.console.allow.append("status of 503")
+    job = "j00000000f0f1"
+    answers: list[int] = []
+
+    def answer(route: Any) -> None:
+        answers.append(1)
+        route.fulfill(status=503, content_type="application/json", body=json.dumps({
+            "error": "Unavailable", "field": "job",
+            "message": f"job {job!r} has ended and its record is not held here"}))
+
+    page = tab.page
+    page.route(f"**/api/jobs/{job}", answer)
+    tab.go(f"/jobs/{job}")
+    expect(page.locator(".alert-error")).to_contain_text("its record is not held here")
+    page.wait_for_timeout(7000)  # (over twice the members' poll period)
+    assert len(answers) == 1, "the page asked again"
     page.unroute(f"**/api/jobs/{job}")

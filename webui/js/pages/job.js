@@ -10,9 +10,13 @@ import { jobDuration } from "./jobs.js";
 
 const ACTIVE = new Set(["pending", "running"]);
 // A peer that holds none of a lanes job's task events (partial replication) answers its view
-// as one of its members gave it (`served_by`), or 503 naming the members when none did: no
-// event of the job comes to this peer, so the page asks again this often, and says so.
+// as one of its members gave it (`served_by`), or 503 naming the members when none did
+// (`field: "members"`): no event of the job comes to this peer, so the page asks again this
+// often, and says so; after each answer in a row that gave no view, twice as long (at most
+// MEMBER_POLL_MAX_MS: each ask may wait on every member in turn). Any other 503 (the HTTP
+// gate's, a compacted job's record not held) is not asked again by itself.
 const MEMBER_POLL_MS = 3000;
+const MEMBER_POLL_MAX_MS = 30000;
 
 // ------------------------------------------------------------------ IPNS names
 
@@ -299,12 +303,16 @@ export function JobPage({ id }) {
   const [hl, setHl] = useState(null);
   const job = useLive(`jobs/${encodeURIComponent(id)}`, { filter: (ev) => ev.job === id, throttleMs: 250 });
   const j = job.data;
-  const remote = Boolean(j && j.served_by) || Boolean(job.error && job.error.status === 503);
+  const noMember = Boolean(job.error && job.error.status === 503 && job.error.field === "members");
+  const remote = Boolean(j && j.served_by) || noMember;
+  const misses = useRef(0); // answers in a row that gave no view (the poll backs off)
   useEffect(() => {
+    misses.current = !remote ? 0 : job.error ? misses.current + 1 : 0;
     if (!remote) return undefined;
-    const t = setInterval(job.reload, MEMBER_POLL_MS);
-    return () => clearInterval(t);
-  }, [remote]);
+    const wait = Math.min(MEMBER_POLL_MS * 2 ** Math.max(misses.current - 1, 0), MEMBER_POLL_MAX_MS);
+    const t = setTimeout(job.reload, wait);
+    return () => clearTimeout(t);
+  }, [remote, j, job.error]);
   const select = (name) => {
     const el = document.getElementById(`task-${name}`);
     if (el) {
