@@ -1027,7 +1027,8 @@ class Scheduler:
         if not st.members_of and not self._spread_at and not self._orphaned:
             return
         for table in (self._spread_at, self._orphaned):
-            for gone in [j for j in table if j not in st.jobs]:
+            for gone in [j for j in table if j not in st.jobs or j in st.cancelled
+                         or j in st.ended]:
                 del table[gone]
         live = {*self._peers(), self.peer_id}
         for job in list(st.members_of):
@@ -1036,6 +1037,7 @@ class Scheduler:
             try:
                 order = members.ordered(st, job)
                 if self.peer_id in order:
+                    self._orphaned.pop(job, None)  # (added meanwhile: by us or its home)
                     if members.home(job, st, live) == self.peer_id:
                         self._spread(job, now)
                 elif any(p in live for p in order):
@@ -1080,10 +1082,10 @@ class Scheduler:
         sees its turn up to a tick late, and the one before must be heard first) have
         passed (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here
         from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls."""
-        since = self._orphaned.setdefault(job, now)
         capable = self._capable(job)
-        if self.peer_id not in capable:
+        if self.peer_id not in capable:  # (nor waits for it: `timed`)
             return
+        since = self._orphaned.setdefault(job, now)
         at = members.takeover_at(job, self.state, self.peer_id, capable, since,
                                  self.cfg.lease_s, self._split_wait_s(job) + self.cfg.tick_s)
         if at is None or now < at or not members.running(self.state, job,

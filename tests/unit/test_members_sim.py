@@ -160,3 +160,35 @@ async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() 
         assert done(mesh, first, job, CHAIN)
     finally:
         await mesh.close()
+
+
+async def test_a_non_member_stops_ticking_once_an_orphaned_job_is_cancelled() -> None:
+    """Its wait to take the job over ends with the job: the loop is back to IDLE_TICK_S."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        mesh.deliver()
+        mesh.silent.update((p0, p1))
+        await mesh.advance(CFG.tick_s)
+        assert mesh[p2].sched.timed()
+        mesh.emit(p2, EventType.JOB_CANCELLED, {"job": job, "reason": "user"})
+        await mesh.advance(1.0)
+        assert not mesh[p2].sched.timed()
+        assert mesh.sent(EventType.JOB_MEMBERS) == []
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_that_runs_none_of_an_orphaned_jobs_calls_does_not_tick_for_it() -> None:
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        mesh[p2].sched.catalog = {}  # (it runs no call: it never takes a job over)
+        mesh.submit(p0, CHAIN, members=[p0, p1])
+        mesh.deliver()
+        mesh.silent.update((p0, p1))
+        await mesh.advance(CFG.tick_s)
+        assert not mesh[p2].sched.timed()
+    finally:
+        await mesh.close()
