@@ -659,9 +659,10 @@ class MeshState:
     # Job -> the JOB_SUBMITTEDs of a lanes job we are no member of, whose implicit splits
     # and implied claims were not made: made if a JOB_MEMBERS adds us (order-free)
     _outside: dict[str, list[Event]] = field(default_factory=dict)
-    # The jobs a JOB_SUBMITTED of which names `members` (grow-only: `end_refusal` reads it,
-    # not the winning one's, so that a JOB_ENDED once folded stays so whatever comes)
-    _lanes_jobs: set[str] = field(default_factory=set)
+    # Job -> the task names of its JOB_SUBMITTEDs that name `members` (grow-only:
+    # `end_refusal` reads it, not the winning one's, so that a JOB_ENDED once folded stays
+    # so whatever comes)
+    _lanes_tasks: dict[str, set[str]] = field(default_factory=dict)
     # Origin -> every seq up to here is held or was set aside on purpose (an unknown type's
     # event past its cap, a quarantined own event): the heads count them as held.
     floors: dict[str, int] = field(default_factory=dict)
@@ -719,7 +720,7 @@ class MeshState:
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
                         self._outside):
             per_job.pop(job, None)
-        self._lanes_jobs.discard(job)
+        self._lanes_tasks.pop(job, None)
 
     def member_of(self, job: str, peer: str) -> bool:
         """Does `peer` hold `job`'s lanes? Every peer does of a job without members (one
@@ -1245,7 +1246,8 @@ def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
     if s.lanes_on:
         if b.members is not None:  # a lanes job (every JOB_SUBMITTED's: order-free,
             s.members_of.setdefault(b.job, set()).update(b.members)  # grow-only)
-            s._lanes_jobs.add(b.job)
+            s._lanes_tasks.setdefault(b.job, set()).update(
+                str(t["name"]) for t in b.workflow["tasks"])
         _ends_due(s, b.job)
         if not s.runs(b.job):  # no implicit split nor implied claim: a JOB_MEMBERS
             s._outside.setdefault(b.job, []).append(ev)  # adding us makes them
@@ -1311,13 +1313,17 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
 def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
     """Why JOB_ENDED `ev` may not end its job (None: it may): its job must be a lanes job
     whose JOB_SUBMITTED is here, its origin one of the job's members, its `producers` name
-    only CIDs of its outputs, and each output's order lie between the (winning)
-    JOB_SUBMITTED's and the JOB_ENDED's. Monotone in the events (members only grow, the
-    winning JOB_SUBMITTED only gets earlier): once None, None for good, so that folding
-    each held one once it passes (`_ends_due`) keeps the fold order-free."""
+    only CIDs of its outputs, and each output be of a task of the job, made in the lane of
+    one of its members, at an order between the (winning) JOB_SUBMITTED's and the
+    JOB_ENDED's. Monotone in the events (members and task names only grow, the winning
+    JOB_SUBMITTED only gets earlier): once None, None for good, so that folding each held
+    one once it passes (`_ends_due`) keeps the fold order-free. What it cannot check (no
+    peer that holds no lane of the job can): that those lane events exist and say what it
+    says; a member is trusted there (design, section 3)."""
     members = s.members_of.get(b.job)
     sub = s.jobs.get(b.job)
-    if members is None or sub is None or b.job not in s._lanes_jobs:
+    tasks = s._lanes_tasks.get(b.job)
+    if members is None or sub is None or tasks is None:
         return "its job's JOB_SUBMITTED with `members` is not here"
     if ev.origin not in members:
         return f"its origin {ev.origin} is no member of the job"
@@ -1328,6 +1334,11 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
         if not sub.order < (o.hlc, o.origin, o.seq) < ev.order:
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
+        if task not in tasks:
+            return f"outputs.{task} is no task of the job"
+        made_in = lane_of(o.origin)
+        if made_in is None or made_in[1] != b.job or made_in[0] not in members:
+            return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
     return None
 
 

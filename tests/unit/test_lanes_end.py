@@ -44,10 +44,10 @@ def done(hlc: int = 200) -> Event:
 
 
 def ended(origin: str = A, hlc: int = 300, out: tuple[int, str, int] = (200, lane(B, JOB), 1),
-          producers: dict[str, list[str]] | None = None) -> Event:
+          producers: dict[str, list[str]] | None = None, task: str = "t") -> Event:
     return Event(origin, 2 if origin == A else 1, hlc, EventType.JOB_ENDED,
                  {"job": JOB, "state": "done", "n_tasks": 1, "end": hlc,
-                  "outputs": {"t": ["k", CID, *out]},
+                  "outputs": {task: ["k", CID, *out]},
                   "producers": {CID: [B]} if producers is None else producers,
                   "failed": {}, "digest": "0" * 32})
 
@@ -88,6 +88,13 @@ def test_the_home_or_another_member_may_end_the_job() -> None:
     ("order is not between", [submitted([A, B], hlc=250), ended(A)]),  # made before it
     ("order is not between", [submitted([A, B]), ended(A, hlc=150)]),  # made after the end
     ("order is not between", [submitted([A, B]), ended(A, out=(300, A, 2))]),  # the end's
+    # (review r1, risk 2: on 99be419 each of these is folded)
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, "zz", 1))]),
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, A, 1))]),  # a stream
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, lane(C, JOB), 1))]),
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, lane(B, "j" + "0" * 12),
+                                                                   1))]),  # another job's
+    ("is no task of the job", [submitted([A, B]), ended(A, task="u")]),
 ])
 def test_a_job_ended_that_may_not_end_its_job_is_held_not_folded(
         why: str, events: list[Event]) -> None:
@@ -113,6 +120,21 @@ def test_a_job_ended_held_for_what_comes_later_is_folded_then_in_any_order() -> 
     assert held_end(early)  # (C is no member yet)
     early.apply(joined(C))
     assert folded_end(early)
+
+
+def test_a_non_member_that_adds_itself_cannot_end_a_job_with_an_output_it_made_up() -> None:
+    """(Review r1, risk 2: the door lets any peer add itself. On 99be419 its JOB_ENDED is
+    folded, on a member too: the job ends, its made-up output takes the cache key.)"""
+    x = "d4" * 8
+    add = Event(x, 1, 150, EventType.JOB_MEMBERS, {"job": JOB, "add": [x]})
+    fake = Event(x, 2, 160, EventType.JOB_ENDED,
+                 {"job": JOB, "state": "done", "n_tasks": 1, "end": 160,
+                  "outputs": {"t": ["k", OTHER_CID, 101, "zz", 1]},
+                  "producers": {OTHER_CID: [x]}, "failed": {}, "digest": "0" * 32})
+    for me in (A, C):
+        s = lanes_fold([submitted([A, B]), done(200), add, fake], me=me)
+        assert JOB not in s.ended and s.outputs.get("k") != OTHER_CID
+        assert "is no lane of a member" in (end_refusal(s, fake, fake.body_as(JobEnded)) or "")
 
 
 def test_a_held_job_ended_leaves_with_its_job() -> None:

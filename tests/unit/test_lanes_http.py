@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from peer.config import PeerConfig
 from peer.http.views import elsewhere_entry, held_elsewhere, member_view, members
 from peer.log import Event, EventType, MeshState, fold, hlc_ms
+from peer.log.lanes import lane
 from peer.node import Node
 from tests.unit.api_client import api_client
 
@@ -45,7 +46,7 @@ def submitted(job: str = JOB, home: str = A, members_: list[str] | None = None) 
 def ended(state: str = "done", job: str = JOB, outputs: int = 2) -> Event:
     return Event(A, 2, HLC + (5000 << 16), EventType.JOB_ENDED, {
         "job": job, "state": state, "n_tasks": 2, "end": HLC + (4000 << 16),
-        "outputs": {f"t{i}": [f"k{i}", CID, HLC + 1, A, 1] for i in range(outputs)},
+        "outputs": {f"t{i}": [f"k{i}", CID, HLC + 1, lane(A, job), 1] for i in range(outputs)},
         "producers": {CID: [A]}, "failed": {} if state == "done" else {"t1": "boom"},
         "digest": "0" * 32})
 
