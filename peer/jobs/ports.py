@@ -80,6 +80,10 @@ class SchedulerConfig:
     # more than this much work per slot of its live members (each chunk estimated by its
     # call's last run) gets more members from its home, at most one JOB_MEMBERS a job per this
     spread_s: float = 1.0
+    # a lanes job's home emits its JOB_ENDED once the job stayed finished in its fold this
+    # long (made again from the fold then): two anti-entropy rounds, by which the other
+    # members' last lane events lost in a push reach it (a non-member sees the end this late)
+    end_grace_s: float = 2.0
 
     def __post_init__(self) -> None:
         """Every count, size and duration is zero or more (ConfigError names the first not)."""

@@ -154,8 +154,15 @@ class Scheduler:
         # claimed (`_note_task`), until that claim's outcome: see `backlog`
         self._taken: dict[TaskKey, None] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
-        # Lanes jobs (`_lanes_round`): when this home last looked at spreading one, and since
+        # Lanes jobs (`_lanes_tick`): the running ones held here, kept from the noted events
+        # (`_note_lanes`); those an event was noted of since `_end_jobs` last looked at them;
+        # the live peers of the last tick; since when this home saw one finished (its
+        # JOB_ENDED waits end_grace_s); when this home last looked at spreading one, and since
         # when no member of one was live here
+        self._lanes_live: set[str] = set()
+        self._lanes_moved: set[str] = set()
+        self._lanes_peers: frozenset[str] = frozenset()
+        self._ending: dict[str, float] = {}
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
 
@@ -219,6 +226,9 @@ class Scheduler:
         for payload in claims.restart_failures(self.state, self.peer_id):
             self.emit(EventType.CHUNK_FAILED, payload)
         self._dirty.update(self.planner.active_tasks())
+        st = self.state
+        self._lanes_live = {j for j in st.members_of if _running(st, j)}
+        self._lanes_moved = set(self._lanes_live)
 
     async def close(self) -> None:
         if self._loop_task:
@@ -311,7 +321,8 @@ class Scheduler:
         peer ticks every IDLE_TICK_S."""
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
-                    or self.locality.waiting or self.locality.stalled or self._orphaned)
+                    or self.locality.waiting or self.locality.stalled or self._orphaned
+                    or self._ending)
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while
@@ -333,8 +344,7 @@ class Scheduler:
                 self._dirty.update(self._waiting())
                 self._check_claims()
                 self._sweep_gone()
-                self._end_jobs()
-                self._lanes_round(now)
+                self._lanes_tick(now)
             if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
                 self._turn_at = math.inf
                 self._dirty.update(self._turns())
@@ -491,6 +501,8 @@ class Scheduler:
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
+        if "job" in p and (p["job"] in self._lanes_live or p["job"] in self.state.members_of):
+            self._note_lanes(p["job"])
         if ev.type == EventType.PROVIDE:
             self._provided(ev)
         elif ev.type == EventType.MEMBER:  # its labels may change who comes first
@@ -508,6 +520,17 @@ class Scheduler:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
             self._note_task(ev, p)
+
+    def _note_lanes(self, job: str) -> None:
+        """`_note` of an event of lanes job `job` (folded): it is running here
+        (`_lanes_live`) and moved (`_lanes_moved`: `_end_jobs` looks at it), or not."""
+        if _running(self.state, job):
+            self._lanes_live.add(job)
+            self._lanes_moved.add(job)
+        else:
+            self._lanes_live.discard(job)
+            self._lanes_moved.discard(job)
+            self._ending.pop(job, None)
 
     def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
         """`_note` of an event about a task or one of its chunks."""
@@ -661,29 +684,51 @@ class Scheduler:
                 self._turn_at = min(self._turn_at, due)
         return out
 
-    def _end_jobs(self) -> None:
+    def _lanes_tick(self, now: float) -> None:
+        """Once a tick, of the running lanes jobs (`_lanes_live`; none with lanes off): end
+        those this peer is the home of (`_end_jobs`), spread them, take orphans over
+        (`_lanes_round`). A change of the live peers may change a job's home or orphan it:
+        then every one is looked at again."""
+        if not self._lanes_live and not self._spread_at and not self._orphaned:
+            return
+        live = frozenset([*self._peers(), self.peer_id])
+        if live != self._lanes_peers:
+            self._lanes_peers = live
+            self._lanes_moved |= self._lanes_live
+        moved = set(self._lanes_moved)
+        self._end_jobs(live, now)
+        self._lanes_round(live, moved, now)
+
+    def _end_jobs(self, live: frozenset[str], now: float) -> None:
         """Emit the JOB_ENDED of each lanes job that ended whose home this peer is
         (`members.home`), in our mesh stream (it is no lane part), once: not while the state
         holds a JOB_ENDED of the job (ours, folded at once, or another member's: the
-        earliest wins), so not again after a restart either."""
+        earliest wins), so not again after a restart either. Looked at only once an event
+        of the job (or of the live peers) was noted since the last look (`_lanes_moved`),
+        and emitted only once the job stayed finished here for end_grace_s (the other
+        members' last lane events reach the home by then: a push, a pair round), made again
+        from the fold then."""
         st = self.state
-        if not st.members_of:  # (no lanes job: lanes off, or none submitted)
-            return
-        live: list[str] | None = None
         me = self.peer_id
-        for job in [j for j, m in st.members_of.items()
-                    if me in m and j in st.jobs and j not in st.ended]:
-            if live is None:
-                live = [*self._peers(), me]
-            if members.home(job, st, live) != me or any(
-                    e.origin == me for e in st.unended.get(job, {}).values()):
+        for job in list(self._lanes_moved):
+            self._lanes_moved.discard(job)
+            if (job not in self._lanes_live or me not in st.members_of.get(job, ())
+                    or members.home(job, st, live) != me
+                    or any(e.origin == me for e in st.unended.get(job, {}).values())):
+                self._ending.pop(job, None)
                 continue
             try:
                 payload = job_ended(st, job, self.cfg.max_attempts)
-                if payload is not None:  # (outputs over a quarter of max_split_bytes: listed)
+                if payload is None:
+                    self._ending.pop(job, None)
+                elif now - self._ending.setdefault(job, now) < self.cfg.end_grace_s:
+                    self._lanes_moved.add(job)  # (looked at again next tick)
+                else:  # (outputs over a quarter of max_split_bytes: listed)
+                    del self._ending[job]
                     self.emit(EventType.JOB_ENDED, framed(payload, self.cfg.max_split_bytes // 4,
                                                           self.planner.stored))
             except Exception:  # a bug must not stop the scheduler (retried next tick)
+                self._lanes_moved.add(job)
                 log.exception("ending job %s", job)
 
     def _fail_task(self, key: TaskKey, error: str) -> None:
@@ -1017,43 +1062,42 @@ class Scheduler:
         return None if ak in self._mine or self._runs.running(ak) else w
 
     # -- lanes jobs: scale-out and orphan takeover (peer.jobs.members) -----------------------
-    def _lanes_round(self, now: float) -> None:
-        """Once a tick, of each running lanes job: its home spreads it to more peers when
-        its open work is more than spread_s per slot of its live members (`_spread`); a
-        non-member that runs one of its calls adds itself when no member has been live for
-        lease_s, after its rank × split wait (`_take_over`). Nothing without lanes (the fold
-        holds no `members_of` then)."""
+    def _lanes_round(self, live: frozenset[str], moved: set[str], now: float) -> None:
+        """Of each running lanes job: its home spreads it to more peers when its open work is
+        more than spread_s per slot of its live members (`_spread`, looked at once per
+        spread_s a job); a non-member that runs one of its calls adds itself when no member
+        has been live for lease_s, after its rank × split wait (`_take_over`), looked at
+        only once the job `moved` (an event of it, a change of the live peers) or while it
+        is orphaned here (its members only grow: while one is live, that stays so)."""
         st = self.state
-        if not st.members_of and not self._spread_at and not self._orphaned:
-            return
         for table in (self._spread_at, self._orphaned):
-            for gone in [j for j in table if j not in st.jobs or j in st.cancelled
-                         or j in st.ended]:
+            for gone in [j for j in table if j not in self._lanes_live]:
                 del table[gone]
-        live = {*self._peers(), self.peer_id}
-        for job in list(st.members_of):
-            if job not in st.jobs or job in st.cancelled or job in st.ended:
+        for job in list(self._lanes_live):
+            if not _running(st, job):  # (compacted or deleted: no event says so here)
+                self._lanes_live.discard(job)
                 continue
+            held = st.members_of[job]
             try:
-                order = members.ordered(st, job)
-                if self.peer_id in order:
+                if self.peer_id in held:
                     self._orphaned.pop(job, None)  # (added meanwhile: by us or its home)
-                    if members.home(job, st, live) == self.peer_id:
-                        self._spread(job, now)
-                elif any(p in live for p in order):
+                    if now - self._spread_at.get(job, -math.inf) >= self.cfg.spread_s:
+                        self._spread_at[job] = now
+                        if members.home(job, st, live) == self.peer_id:
+                            self._spread(job)
+                elif job not in moved and job not in self._orphaned:
+                    continue
+                elif any(p in live for p in held):
                     self._orphaned.pop(job, None)
                 else:
                     self._take_over(job, now)
             except Exception:  # a bug (or a peer's odd heartbeat) must not stop the round
                 log.exception("looking at lanes job %s's members", job)
 
-    def _spread(self, job: str, now: float) -> None:
-        """Scale-out (design 5.3), looked at once per spread_s: JOB_MEMBERS `add` of the next
-        live peers that run the job's calls, when its ready, unclaimed chunks hold more work
-        than spread_s per slot of the live members (`members.spread_to`)."""
-        if now - self._spread_at.get(job, -math.inf) < self.cfg.spread_s:
-            return
-        self._spread_at[job] = now
+    def _spread(self, job: str) -> None:
+        """Scale-out (design 5.3): JOB_MEMBERS `add` of the next live peers that run the job's
+        calls, when its ready, unclaimed chunks hold more work than spread_s per slot of the
+        live members (`members.spread_to`)."""
         if not members.running(self.state, job, self.cfg.max_attempts):
             return
         wf = self.workflow(job)
@@ -1649,3 +1693,9 @@ class Scheduler:
         task = asyncio.create_task(coro)
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
+
+
+def _running(state: MeshState, job: str) -> bool:
+    """Is lanes job `job` held, with members, neither cancelled nor ended here?"""
+    return (job in state.members_of and job in state.jobs and job not in state.cancelled
+            and job not in state.ended)

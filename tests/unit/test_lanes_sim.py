@@ -14,6 +14,7 @@ import pytest
 
 from peer.http.views import job_record
 from peer.ipfs.store import StoreConfig
+from peer.jobs import scheduler
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import ended_hlc, finished_at, record_facts
 from peer.jobs.sim import JobMesh
@@ -180,3 +181,48 @@ async def test_outputs_over_a_quarter_of_max_split_bytes_go_as_a_listing() -> No
         assert p["listing"] in mesh[a].store.pinned
     finally:
         await mesh.close()
+
+
+async def test_the_home_ends_the_job_once_it_stayed_finished_for_the_grace(
+        make_mesh: MeshFactory) -> None:
+    """(Review r1, risk 5: on 99be419 the home emits at the first tick its fold says the job
+    finished, maybe before a push or a pair round brought another member's last lane
+    events.) The end it carries is still the job's end."""
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await run_to_end(mesh, job, rounds=80)
+    s = mesh[a].state
+    end_s = finished_at(s, job, s.jobs[job].body_as(JobSubmitted).workflow["tasks"],
+                        CFG.max_attempts)
+    assert end_s is not None
+    [ended] = mesh.sent(EventType.JOB_ENDED)
+    assert (ended.hlc >> 16) / 1000 >= end_s + CFG.end_grace_s
+    assert (ended.hlc >> 16) / 1000 <= end_s + CFG.end_grace_s + 2 * TURN_S
+    assert ended.payload["end"] == ended_hlc(end_s)
+
+
+async def test_the_home_makes_a_jobs_end_again_only_after_an_event_of_the_job(
+        make_mesh: MeshFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review r1, risk 4: on 99be419 the home made `job_ended` of every running lanes job
+    at every tick: 0.6 ms a call with 1,000 tasks waiting.)"""
+    calls: list[str] = []
+    real = scheduler.job_ended
+
+    def counted(state: MeshState, job: str, max_attempts: int) -> object:
+        calls.append(job)
+        return real(state, job, max_attempts)
+
+    monkeypatch.setattr(scheduler, "job_ended", counted)
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    for p in mesh.peers.values():
+        p.runner.auto = False  # (runs stay open: no event of the job)
+    mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await mesh.settle()
+    for _ in range(3):
+        await mesh.advance(TURN_S)
+    before = len(calls)
+    for _ in range(20):
+        await mesh.advance(TURN_S)
+    assert len(calls) == before

@@ -4,13 +4,17 @@ folds `members`; every event still reaches every peer (no lanes routing in the s
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+import pytest
+
 from peer.ipfs.store import StoreConfig
+from peer.jobs import members
 from peer.jobs.claims import task_status
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
-from peer.log import EventType
+from peer.log import EventType, MeshState
 from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
 from tasks import registry
@@ -190,5 +194,39 @@ async def test_a_peer_that_runs_none_of_an_orphaned_jobs_calls_does_not_tick_for
         mesh.silent.update((p0, p1))
         await mesh.advance(CFG.tick_s)
         assert not mesh[p2].sched.timed()
+    finally:
+        await mesh.close()
+
+
+async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_moved(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review r1, risk 4: on 99be419 every peer ordered the members of every running lanes
+    job at every tick: 31.6 ms a tick with 10,000 jobs.) No event and no change of the live
+    peers: nothing to look at."""
+    looked: list[MeshState] = []  # (the state of the peer that looked)
+    real_ordered, real_home = members.ordered, members.home
+
+    def ordered(state: MeshState, job: str) -> list[str]:
+        looked.append(state)
+        return real_ordered(state, job)
+
+    def home(job: str, state: MeshState, live: Collection[str]) -> str | None:
+        looked.append(state)
+        return real_home(job, state, live)
+
+    monkeypatch.setattr(members, "ordered", ordered)
+    monkeypatch.setattr(members, "home", home)
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, writes(2), members=[p0, p1])
+        await mesh.settle()
+        for _ in range(3):
+            await mesh.advance(CFG.tick_s)
+        assert members.running(mesh[p2].state, job, CFG.max_attempts)  # (it holds it)
+        looked.clear()
+        for _ in range(20):
+            await mesh.advance(CFG.tick_s)
+        assert mesh[p2].state not in looked
     finally:
         await mesh.close()
