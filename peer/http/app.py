@@ -49,13 +49,13 @@ from peer.http.views import (
     held_elsewhere,
     job_view,
     member_view,
-    members,
     page_jobs,
     published_names,
     served_by,
 )
 from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
+from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
 from peer.jobs.spec import parse, resolve_images
 from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
@@ -248,7 +248,7 @@ async def get_job(request: web.Request) -> web.Response:
     if held_elsewhere(node.state, job, node.peer_id):  # a lanes job: its view is a member's
         submitted = node.state.jobs[job]
         member, body = await node.catchup.fetch_view(
-            job, members(node.state, job), _count(request, "chunks_from"),
+            job, ordered(node.state, job), _count(request, "chunks_from"),
             lambda v: member_view(v, submitted))
         # (the web UI polls it: no task event of it comes here)
         return web.Response(body=served_by(body, member), content_type="application/json")
@@ -320,7 +320,7 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
     if held_elsewhere(node.state, job, node.peer_id):  # (not asked of a member yet)
-        raise Unavailable(f"job {job} runs on its members ({', '.join(members(node.state, job))})"
+        raise Unavailable(f"job {job} runs on its members ({', '.join(ordered(node.state, job))})"
                           f" and this peer holds none of its task events: its tasks' {kind} "
                           "are read on a member", field="job")
     record = await _job(node, job)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from peer.errors import ArgError
 from peer.jobs.claims import chunk_exhausted, job_state, task_status
+from peer.jobs.members import ordered
 from peer.log import (
     ChunkDone,
     ChunkFailed,
@@ -258,13 +259,6 @@ def held_elsewhere(state: MeshState, job: str, me: str) -> bool:
     return state.lanes_on and job in state.jobs and not state.member_of(job, me)
 
 
-def members(state: MeshState, job: str) -> list[str]:
-    """`job`'s members in the order to ask them: its JOB_SUBMITTED's `members` (its home
-    first, then its replicas), then the peers its JOB_MEMBERS added, by id."""
-    first = state.jobs[job].body_as(JobSubmitted).members or ()
-    return [*first, *sorted(state.members_of.get(job, set()) - set(first))]
-
-
 def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
     """The list entry of a job `held_elsewhere`, in a compacted job's thin form (`tasks`
     empty, `n_tasks`, `partial`): from its JOB_SUBMITTED, `running` (`cancelled` once
@@ -286,7 +280,7 @@ def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
             "submitted_ms": submitted, "finished_ms": finished,
             "duration_s": (finished - submitted) / 1000 if finished else None,
             "progress": progress, "outputs": outputs, "tasks": [], "partial": True,
-            "n_tasks": n, "members": members(state, job)}
+            "n_tasks": n, "members": ordered(state, job)}
 
 
 VIEW_STATES = ("pending", "running", "done", "failed", "cancelled")

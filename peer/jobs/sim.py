@@ -271,10 +271,6 @@ class JobMesh:
         self.old = frozenset(old)
         # Peers of the release before CLAIMED_FEATURE: they announce the rest of this one's
         self.unclaiming = frozenset(unclaiming)
-        # Partial replication folded (`MeshState.lanes_on`): a submission may name `members`,
-        # and the peers are named by peer ids ("000…0", "111…1", ...: members are ids); every
-        # event still reaches every peer (no lanes routing here)
-        self.lanes = lanes
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()

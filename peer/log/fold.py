@@ -658,7 +658,7 @@ class MeshState:
     me: str | None = None
     # Job -> the JOB_SUBMITTEDs of a lanes job we are no member of, whose implicit splits
     # and implied claims were not made: made if a JOB_MEMBERS adds us (order-free)
-    _outside: dict[str, list[Event]] = field(default_factory=dict)
+    _unjoined: dict[str, list[Event]] = field(default_factory=dict)
     # Job -> the task names of its JOB_SUBMITTEDs that name `members` (grow-only:
     # `end_refusal` reads it, not the winning one's, so that a JOB_ENDED once folded stays
     # so whatever comes)
@@ -718,7 +718,7 @@ class MeshState:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
         compacted)."""
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
-                        self._outside):
+                        self._unjoined):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1250,7 +1250,7 @@ def _job(s: MeshState, ev: Event, b: JobSubmitted) -> None:
                 str(t["name"]) for t in b.workflow["tasks"])
         _ends_due(s, b.job)
         if not s.runs(b.job):  # no implicit split nor implied claim: a JOB_MEMBERS
-            s._outside.setdefault(b.job, []).append(ev)  # adding us makes them
+            s._unjoined.setdefault(b.job, []).append(ev)  # adding us makes them
             return
     _implied(s, ev, b)
 
@@ -1305,7 +1305,7 @@ def _job_members(s: MeshState, ev: Event, b: JobMembers) -> None:
         return  # held, not folded (`MeshState.lanes_on`)
     s.members_of.setdefault(b.job, set()).update(b.add)  # (grow-only: order-free)
     if s.me in b.add:  # we joined: the implicit splits and claims the job's make
-        for sub in s._outside.pop(b.job, ()):
+        for sub in s._unjoined.pop(b.job, ()):
             _implied(s, sub, sub.body_as(JobSubmitted))
     _ends_due(s, b.job)
 

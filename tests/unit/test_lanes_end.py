@@ -169,7 +169,7 @@ def test_a_peer_added_to_a_job_makes_its_implicit_splits_in_any_order() -> None:
     sub = submitted([A, B], claimed=True)
     for order in ([sub, joined(C)], [joined(C), sub]):
         s = lanes_fold(order, me=C)
-        assert tables(s) == tables(lanes_fold([sub], me=A)) and not s._outside
+        assert tables(s) == tables(lanes_fold([sub], me=A)) and not s._unjoined
     s = lanes_fold([sub, joined(C)], me=C)
     s.refold()
     assert tables(s) == tables(lanes_fold([sub], me=A))

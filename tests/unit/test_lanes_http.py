@@ -21,10 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from peer.config import PeerConfig
-from peer.http.views import elsewhere_entry, held_elsewhere, member_view, members
+from peer.http.views import elsewhere_entry, held_elsewhere, member_view
+from peer.jobs.members import ordered
 from peer.log import Event, EventType, MeshState, fold, hlc_ms
 from peer.log.lanes import lane
 from peer.node import Node
+from peer.rendezvous import rendezvous
 from tests.unit.api_client import api_client
 
 Client = TestClient[Any, Any]
@@ -66,12 +68,23 @@ def good_view(job: str = JOB, **over: Any) -> dict[str, Any]:
 # -- the list entry and the checks, pure --------------------------------------------------
 
 
+def test_a_non_members_entry_names_the_members_in_the_order_every_peer_asks_them() -> None:
+    """The added ones by rendezvous hash of the job, as `members.home` takes them (review
+    r1: on 99be419 the entry and the view's proxy took them by id)."""
+    s = MeshState(lanes_on=True)
+    s.apply(submitted())
+    added = ["f6" * 8, "e5" * 8]
+    s.apply(Event(D, 1, HLC + 9, EventType.JOB_MEMBERS, {"job": JOB, "add": added}))
+    assert rendezvous(JOB, added) != sorted(added)  # (else the test says nothing)
+    assert elsewhere_entry(s, JOB)["members"] == [A, B, *rendezvous(JOB, added)]
+
+
 def test_a_non_members_entry_is_made_from_the_submission_then_from_the_end() -> None:
     s = MeshState(lanes_on=True)
     s.apply(submitted())
     s.apply(Event(D, 1, HLC + 9, EventType.JOB_MEMBERS, {"job": JOB, "add": [C]}))
     assert held_elsewhere(s, JOB, D) and not held_elsewhere(s, JOB, A)
-    assert members(s, JOB) == [A, B, C]  # home, replica, then the added ones
+    assert ordered(s, JOB) == [A, B, C]  # home, replica, then the added ones
     entry = elsewhere_entry(s, JOB)
     assert entry == {"id": JOB, "name": "w", "state": "running", "submitted_by": A,
                      "submitted_ms": hlc_ms(HLC), "finished_ms": None, "duration_s": None,

@@ -1,9 +1,11 @@
 """Lanes jobs' home takeover, orphan takeover and scale-out on the in-memory job mesh (fake
 clock, fake runner; design docs/design/partial-replication.md 5.3, 5.4): `JobMesh(lanes=True)`
-folds `members`; every event still reaches every peer (no lanes routing in the sim)."""
+folds `members`, and a peer that is no member of a job drops its lane events as they come
+(none is sent again: the sim has no pair rounds)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
@@ -90,6 +92,11 @@ async def test_with_every_member_gone_a_non_member_adds_itself_after_a_lease_and
         await mesh.close()
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "review r1 risk 3: a peer added by scale-out evaluates the job at once, before a pair "
+    "round brought the members' lanes, and reruns chunks they already did (the sim has no "
+    "pair rounds: the lane events sent before the add never reach it); after the add the "
+    "two members also ran two chunks both (w2, w5: a race in the new claim order)"))
 async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
     p0, p1, p2 = mesh.peers
@@ -102,6 +109,8 @@ async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
         [added] = mesh.sent(EventType.JOB_MEMBERS)
         assert (added.origin, added.payload["add"]) == (p0, [p2])  # by its home
         assert done(mesh, p0, job, tasks) and mesh[p2].runner.started
+        runs = Counter(key for p in mesh.peers.values() for key in p.runner.started)
+        assert max(runs.values()) == 1  # no chunk ran twice (the joiner took open ones)
     finally:
         await mesh.close()
 
