@@ -162,15 +162,17 @@ def non_member_frames(jobs: int, tasks: int, start_hlc: int, per_frame: int) -> 
     its cache key and the (hlc, origin, seq) of the completion in the job's lane. The job
     names the runner its member (`members`): the JOB_ENDED is the runner's (its seq n for
     the n-th job, the JOB_SUBMITTED's the same in the submitter's stream), just after the
-    completion (who may end a job: lanes step 6, `fold.end_refusal`), and the receiver, no
-    member, makes no implicit split nor implied claim of the job. `per_frame` jobs' events
-    a frame (step 11's batched push); 0: one event a frame (pushed as today, two frames a
-    job)."""
+    completion in the runner's lane (who may end a job: lanes step 6, `fold.end_refusal`;
+    so the n-th job is named as a lanes job is, `ids.new_job_id`'s form: "j" and n in 12
+    hex digits), and the receiver, no member, makes no implicit split nor implied claim of
+    the job. `per_frame` jobs' events a frame (step 11's batched push); 0: one event a
+    frame (pushed as today, two frames a job)."""
     events = []
     for n, (sub, _seq, hlc, done) in enumerate(_posted_jobs(jobs, tasks, start_hlc), 1):
-        job = sub.payload["job"]
-        sub = Event(sub.origin, n, sub.hlc, sub.type, {**sub.payload, "members": [RUNNER]})
-        lane = f"{ORIGIN}/{job}"
+        job = f"j{n:012x}"
+        sub = Event(sub.origin, n, sub.hlc, sub.type,
+                    {**sub.payload, "job": job, "members": [RUNNER]})
+        lane = f"{RUNNER}/{job}"
         outputs = {task: [key, out_cid, hlc, lane, 1] for task, key, out_cid, _ in done}
         cids = [out_cid for _, _, out_cid, _ in done]
         events += [sub, Event(RUNNER, n, hlc + 1, JOB_ENDED, {

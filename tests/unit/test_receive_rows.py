@@ -73,11 +73,13 @@ def test_received_small_jobs_are_stored_and_compacted_as_before(tmp_path: Path) 
 # JOB_SUBMITTED (`members`: the runner) and a JOB_ENDED (scripts/bench_receive.py's
 # `--non-member` frames, one event a frame, from hlc 1_700_000_000_000 << 16); the compaction
 # pass makes each job's record of its JOB_ENDED, as lanes step 8 (session 37, helper d) stored them
-# (re-pinned at the merge with helper a's frames: the runner a member that emits the JOB_ENDED)
-NON_MEMBER_LOGGED = (40, "ab37f73f047d0c2b")
-NON_MEMBER_COMPACTED = {"job_index": (20, "953869dd0b290561"),
-                        "job_thin": (20, "4c0ecca344519d8b"),
-                        "cache_index": (40, "f4bf70d60c10d241"),
+# (re-pinned at the merge with helper a's frames: the runner a member that emits the JOB_ENDED;
+# re-pinned by session 37 helper j: the outputs made in the runner's lane of a lanes job's id,
+# as `fold.end_refusal` now asks: same counts, other job ids and output origins)
+NON_MEMBER_LOGGED = (40, "366986c50141c166")
+NON_MEMBER_COMPACTED = {"job_index": (20, "be4ac93b2be3983e"),
+                        "job_thin": (20, "26736874eef755ea"),
+                        "cache_index": (40, "31b8189055546558"),
                         "provider_index": (40, "60f980d55da87278"),
                         "events": (0, "4f53cda18c2baa0c")}
 
@@ -102,7 +104,7 @@ def test_a_non_member_s_jobs_are_stored_and_compacted_from_their_job_ended(
         assert {t: _digest(node, t) for t in NON_MEMBER_COMPACTED} == NON_MEMBER_COMPACTED
         assert not node.state.jobs and not node.state.ended  # (their records answer)
         row = node.log.db.execute("SELECT summary, facts FROM job_index WHERE job = ?",
-                                  ("bench-job-3",)).fetchone()
+                                  ("j000000000004",)).fetchone()  # (bench-job-3's)
         assert json.loads(row[0])["members"] == [script.RUNNER]
         assert json.loads(row[0])["outputs"] == {"t0": script._cid("bench-job-3/t0"),
                                                  "t1": script._cid("bench-job-3/t1")}
