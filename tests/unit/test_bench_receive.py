@@ -26,8 +26,9 @@ def test_a_non_members_frames_carry_per_frame_jobs(per_frame: int, frames: int) 
 def test_a_non_member_keeps_each_ended_job_as_a_row_and_its_outputs_unsynced(
         tmp_path: Path) -> None:
     """The JOB_ENDEDs' outputs enter the cache with the order of their completion in the
-    job's lane, their producer the providers, each job a row of the job index; nothing is
-    fsynced (a non-member neither fsyncs nor acknowledges a submission)."""
+    runner's lane of the job (j + 1 in a lanes job id's form: `non_member_frames`), their
+    producer the providers, each job a row of the job index; nothing is fsynced (a
+    non-member neither fsyncs nor acknowledges a submission)."""
     bench = load_script("bench_receive")
     node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0))
     node.listeners[:] = [node.scheduler.poke, node.compactor.note]
@@ -44,7 +45,7 @@ def test_a_non_member_keeps_each_ended_job_as_a_row_and_its_outputs_unsynced(
                 cid = bench._cid(f"{job}/t{i}")
                 assert node.state.outputs[key] == cid
                 assert node.state._outputs_src[key] == (HLC + 2 * j + 2,
-                                                        f"{bench.ORIGIN}/{job}", 1)
+                                                        f"{bench.RUNNER}/j{j + 1:012x}", 1)
                 assert node.state.providers[cid] == {bench.RUNNER}
     finally:
         node.log.close()
