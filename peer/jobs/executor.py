@@ -572,18 +572,20 @@ class Executor:
         job.run_id = next(self._ids)
         job.worker, w.job = w, job
         job.started = clock.time()
+        if self._watch is not None and w.proc.pid is not None:
+            # Before the request: once sent, the worker may write megabytes before this loop
+            # runs again (a loaded host), and a mark counting them lets the run past its bound.
+            job.watched = Watched(job.key, w.proc.pid, self._workdir(job))
+            self._watch.started(job.watched)
         request = ("run", job.run_id, job.target, job.payload, str(self._workdir(job)))
         try:
             w.tx.send_bytes(pickle.dumps(request, _PICKLE))
         except OSError:  # died before its sentinel was seen: try another worker
-            job.worker, w.job = None, None
+            job.worker, w.job, job.watched = None, None, None
             self._queue.appendleft(job)
             self._kill(w)
             return
         job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
-        if self._watch is not None and w.proc.pid is not None:
-            job.watched = Watched(job.key, w.proc.pid, self._workdir(job))
-            self._watch.started(job.watched)
 
     # -- what the watch sees of the runs (peer.jobs.watch.Runs) --------------------------------
 

@@ -31,7 +31,8 @@ class Watched:
     pid: int  # its worker's
     workdir: Path  # its work directory on disk (made on first use)
     # The used bytes of the work directory's file system less what the run held there, when
-    # it started or was last measured (see Watch._check_disk); None until then.
+    # it was sent to its worker (nothing yet) or last measured (see Watch._check_disk); None
+    # until then.
     disk_mark: int | None = None
 
 
@@ -78,7 +79,8 @@ class Watch:
         self._quit = threading.Event()  # stops a walk under way (close)
 
     def started(self, run: Watched) -> None:
-        """A run went to a worker: note the disk's use and check in `check_s`."""
+        """A run goes to a worker: note the disk's use and check in `check_s`. Called before
+        the worker is sent the run, so that the mark counts nothing the run wrote."""
         if self.scratch_max_bytes is not None:
             run.disk_mark = self._used(run.workdir.parent)
         if self._next is None and not self._quit.is_set():

@@ -662,6 +662,38 @@ async def test_a_run_over_its_disk_bound_is_killed_once_the_disk_grew_by_as_much
     assert str(ex._base) in res.error  # names its directory
 
 
+class _WritesAtOnce:
+    """A worker's request pipe after which the worker writes `grow` bytes before the event
+    loop runs again (a loaded host: the woken worker preempts the loop)."""
+
+    def __init__(self, tx: Any, used: Used, grow: int) -> None:
+        self._tx, self._used, self._grow = tx, used, grow
+
+    def send_bytes(self, data: bytes) -> None:
+        self._tx.send_bytes(data)
+        self._used.now += self._grow
+
+    def close(self) -> None:
+        self._tx.close()
+
+
+async def test_a_run_writing_before_the_loop_runs_again_is_still_held_to_its_bound(
+        make_executor: MakeExecutor, shm: Path) -> None:
+    """The mark a run's growth is counted from is taken before its worker is sent the run:
+    taken after, it counted what the worker wrote meanwhile, and a run that wrote its 16 MiB
+    at once was never measured (a CI run on a loaded host ended "done")."""
+    timer, used = FakeTimer(), Used()
+    ex = await make_executor(slots=1, timer=timer, used=used, task_scratch_max_bytes=64 << 10)
+    for w in ex._workers:
+        w.tx = _WritesAtOnce(w.tx, used, 1 << 20)  # type: ignore[assignment]
+    run = await _started(ex, "big", "fill_workdir", 256)
+    timer.advance(0.5)  # grown by 1 MiB since the mark: measured
+    assert ex._watch is not None and ex._watch._walking
+    res = await asyncio.wait_for(run, 30)  # it would run 60 s
+    assert (res.ok, res.exit_kind) == (False, ExitKind.ERROR) and res.error is not None
+    assert "bound of 64 KiB per run (task_scratch_max_bytes)" in res.error
+
+
 async def test_a_run_under_its_disk_bound_is_measured_only_when_the_disk_grew(
         make_executor: MakeExecutor, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from peer.jobs import scratch
