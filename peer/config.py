@@ -212,6 +212,10 @@ class PeerConfig:
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
+    lanes: bool = field(default=False, metadata=setting(
+        "EXPERIMENTAL: partial replication (docs/design/partial-replication.md): a job's "
+        "task events go to its members only (2 peers) while every peer of the mesh announces "
+        "it; the others keep its submission and end. Off by default"))
     max_body_bytes: int = field(default=1_000_000, metadata=setting(
         "largest API request body, e.g. a pipeline, in bytes (default 1000000)"))
     max_tasks_per_job: int = field(default=1000, metadata=setting(

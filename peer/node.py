@@ -212,15 +212,20 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
 class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it.
 
-    `lanes` (off by default, and until LANES_FEATURE is announced: design
+    `lanes` (`cfg.lanes` unless given: off by default, experimental; design
     docs/design/partial-replication.md, section 8) holds the lanes of the lanes jobs we are a
-    member of: the door takes their events, and our task events of such a job go to our lane
-    of it (`emit`). Off, every lane event is refused (`lanes_off`) and every event of ours
-    is of our own stream, as before lanes."""
+    member of: the door takes their events, our task events of such a job go to our lane
+    of it (`emit`), and our MEMBER event and heartbeats announce LANES_FEATURE. Off, every
+    lane event is refused (`lanes_off`) and every event of ours is of our own stream, as
+    before lanes."""
 
-    def __init__(self, cfg: PeerConfig, *, lanes: bool = False) -> None:
+    def __init__(self, cfg: PeerConfig, *, lanes: bool | None = None) -> None:
         self._born = time.perf_counter()  # catch-up stages are also reported from here
         self.cfg = cfg
+        lanes = cfg.lanes if lanes is None else lanes
+        # What our MEMBER event and heartbeats announce: LANES_FEATURE while lanes are on
+        # (a lanes peer that does not announce it gets no lane event: `every_member`)
+        self.features = (*FEATURES, LANES_FEATURE) if lanes else FEATURES
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mesh_secrets = mesh_secrets(cfg)
         self.mesh_keys = MeshKeyring(self.mesh_secrets.secrets)
@@ -1360,7 +1365,7 @@ class Node:
                 "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
-                "wall_ms": int(time.time() * 1000), "features": list(FEATURES),
+                "wall_ms": int(time.time() * 1000), "features": list(self.features),
                 **({"cfloor": dict(self.compactor.floors)} if self.compactor.floors else {}),
                 **(self.kubo.info() if self.kubo else {})}
 
@@ -1372,7 +1377,7 @@ class Node:
                 "kinds": ["python", *sorted(k for k in kinds.KIND_TASKS if k in self.catalog)],
                 **({"runtime": self.cfg.container_runtime, "images": self.images}
                    if "container" in self.catalog else {}),
-                "labels": self.cfg.label_map(), "features": list(FEATURES)}
+                "labels": self.cfg.label_map(), "features": list(self.features)}
 
     def _repair_block(self, c: Cid) -> bytes | None:
         """A corrupt block's bytes from another peer (called by store reads in threads; a

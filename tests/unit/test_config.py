@@ -204,7 +204,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
     "allow_shell": True, "allow_containers": True, "container_network": True,
     "container_runtime": "docker", "task_log_max_bytes": 4096,
-    "gateway_codec_conversion": True, "kubo_public_swarm": True,
+    "gateway_codec_conversion": True, "kubo_public_swarm": True, "lanes": True,
     "labels": ("site=lab2", "gpu.model=none"),
 }
 

@@ -17,7 +17,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.errors import StoreError
 from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, MeshState
-from peer.log.events import MAX_OWN_SEQ
+from peer.log.events import LANES_FEATURE, MAX_OWN_SEQ
 from peer.log.lanes import lane
 from peer.log.sqlite import QuarantineConfig
 from peer.node import Node
@@ -370,3 +370,24 @@ async def test_a_node_with_lanes_gives_its_gossip_its_lanes(tmp_path: Path,
         nodes.append(node)
         node.log.close()
     assert made == [nodes[0], None]
+
+
+def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Path) -> None:
+    """PeerConfig.lanes (--lanes, off by default) makes a Node with lanes on (its fold's,
+    door's and workflows' switch) that announces LANES_FEATURE in its MEMBER event and
+    heartbeats; off, nothing announces it (an explicit `lanes` wins over the setting)."""
+    seen = {}
+    for name, cfg_on, given in (("on", True, None), ("off", False, None),
+                                ("given", False, True)):
+        node = Node(PeerConfig(data_dir=tmp_path / name, slots=1, mdns=False, lanes=cfg_on),
+                    lanes=given)
+        try:
+            node.live_peers = dict  # type: ignore[method-assign,assignment]
+            feats = (node.capabilities()["features"], node.local_info()["features"])
+            seen[name] = (node.state.lanes_on, node.door.member_of is not None,
+                          [LANES_FEATURE in f for f in feats])
+        finally:
+            node.log.close()
+    assert seen == {"on": (True, True, [True, True]), "off": (False, False, [False, False]),
+                    "given": (True, True, [True, True])}
+    assert PeerConfig().lanes is False

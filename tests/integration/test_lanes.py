@@ -1,0 +1,131 @@
+"""Partial replication on real peers (--lanes, experimental: docs/design/partial-replication.md,
+step 10): three peers with lanes on, a job's task events held by its two members only, the
+third keeping its submission and end (the same job list and state) and answering its view."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peer.log.lanes import lane_of
+from tests.conftest import PeerProc, start_peer, stop_peers
+from tests.helpers import get_json as get
+from tests.helpers import post_json as post
+from tests.helpers import wait_job, wait_mesh
+from tests.integration.test_mesh import start_all
+
+TASKS = 200
+WAIT_S = 120.0  # a bound on each wait below (the job takes a few seconds on 2 cores)
+
+
+def _job(n: int) -> list[dict[str, object]]:
+    tag = uuid.uuid4().hex[:8]
+    return [{"call": "ECHO", "args": [f"{tag}-{i}"]} for i in range(n)]
+
+
+def _peer_id(p: PeerProc) -> str:
+    return str(get(f"{p.url}/api/health")["peer"])
+
+
+def _lane_rows(p: PeerProc, job: str) -> int:
+    """The rows of `job`'s lanes in a stopped peer's log."""
+    db = sqlite3.connect(p.data_dir / "events.sqlite")
+    try:
+        return sum(1 for (o,) in db.execute("SELECT origin FROM events")
+                   if (got := lane_of(o)) is not None and got[1] == job)
+    finally:
+        db.close()
+
+
+def _state(p: PeerProc, job: str, timeout_s: float = WAIT_S) -> str:
+    """`job`'s state in `p`'s job list once it is final there (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        entry = {j["id"]: j for j in get(f"{p.url}/api/jobs")["jobs"]}.get(job)
+        if entry is not None and entry["state"] in ("done", "failed", "cancelled"):
+            return str(entry["state"])
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} not final in {p.url}/api/jobs")
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[PeerProc]]:
+    """Three peers with --lanes of one mesh found by mDNS (--slots 1)."""
+    mesh, started = f"lanes-{uuid.uuid4().hex[:12]}", []
+
+    def start(name: str) -> PeerProc:
+        started.append(p := start_peer(tmp_path / name, "--slots", "1", "--lanes", mesh=mesh))
+        return p
+
+    try:
+        peers = start_all(start, ("l0",), ("l1",), ("l2",))
+        wait_mesh(peers, 3)
+        yield peers
+    finally:
+        stop_peers(started)
+
+
+def _entries(p: PeerProc) -> dict[str, dict[str, object]]:
+    return {j["id"]: j for j in get(f"{p.url}/api/jobs")["jobs"]}
+
+
+def _members(peers: list[PeerProc], job: str) -> list[str]:
+    """`job`'s members as a non-member's list entry names them (bounded wait: its
+    JOB_SUBMITTED reaches every peer)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for p in peers:
+            got = _entries(p).get(job, {}).get("members")
+            if got:
+                assert isinstance(got, list)
+                return [str(m) for m in got]
+        time.sleep(0.1)
+    raise AssertionError(f"no peer's list entry of {job} names members: no lanes job")
+
+
+def test_a_lanes_job_runs_on_its_members_and_the_third_peer_holds_no_lane(
+        trio: list[PeerProc]) -> None:
+    ids = {_peer_id(p): p for p in trio}
+    job = post(f"{trio[0].url}/api/jobs", _job(TASKS))["job"]
+    members = _members(trio, job)
+    assert len(members) == 2 and set(members) <= set(ids), members
+    (other_id,) = set(ids) - set(members)
+    other = ids[other_id]
+    view = wait_job(other, job, timeout_s=WAIT_S)  # (a member's view while it runs)
+    assert view["state"] == "done", view
+    # every peer: the same job list and state; the non-member its own record of the job
+    states = {p.url: _state(p, job) for p in trio}
+    assert set(states.values()) == {"done"}, states
+    seen = get(f"{other.url}/api/jobs/{job}")
+    assert seen["state"] == "done" and seen["id"] == job, seen
+    lists = [sorted((j["id"], j["state"]) for j in get(f"{p.url}/api/jobs")["jobs"])
+             for p in trio]
+    assert lists[0] == lists[1] == lists[2], lists
+    refused = get(f"{other.url}/api/health")["log"]["refused"]
+    stop_peers(trio)
+    rows = {pid: _lane_rows(p, job) for pid, p in ids.items()}
+    assert all(rows[m] > 0 for m in members) and rows[other_id] == 0, (rows, refused)
+
+
+def test_a_lanes_job_finishes_when_its_runner_member_is_killed(trio: list[PeerProc]) -> None:
+    ids = {_peer_id(p): p for p in trio}
+    job = post(f"{trio[0].url}/api/jobs", _job(TASKS))["job"]
+    members = _members(trio, job)
+    # the runner killed: a member that did not submit the job where there is one
+    runner = next((ids[m] for m in members if ids[m] is not trio[0]), ids[members[0]])
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:  # until the job is under way
+        if get(f"{trio[0].url}/api/jobs/{job}")["progress"] >= 0.1:
+            break
+        time.sleep(0.05)
+    runner.kill(signal.SIGKILL)
+    alive = [p for p in trio if p is not runner]
+    view = wait_job(alive[0], job, timeout_s=WAIT_S)
+    assert view["state"] == "done", view
+    assert {_state(p, job) for p in alive} == {"done"}
