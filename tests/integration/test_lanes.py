@@ -21,6 +21,7 @@ from tests.helpers import wait_job, wait_mesh
 from tests.integration.test_mesh import start_all
 
 TASKS = 200
+KILL_TASKS = 1000  # (about 10 s of ECHO runs on 2 slots: long enough to kill a member mid-job)
 WAIT_S = 120.0  # a bound on each wait below (the job takes a few seconds on 2 cores)
 
 
@@ -113,19 +114,57 @@ def test_a_lanes_job_runs_on_its_members_and_the_third_peer_holds_no_lane(
     assert all(rows[m] > 0 for m in members) and rows[other_id] == 0, (rows, refused)
 
 
-def test_a_lanes_job_finishes_when_its_runner_member_is_killed(trio: list[PeerProc]) -> None:
+@pytest.mark.parametrize("killed", ["runner", "home", "members"])
+def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], killed: str) -> None:
+    """kill -9 mid-job of the member that is not the home (the submitter: `members`' first),
+    of the home, of both (the third peer adds itself and runs the job: design 5.4). The
+    non-member's view of the running job is a member's answer."""
     ids = {_peer_id(p): p for p in trio}
-    job = post(f"{trio[0].url}/api/jobs", _job(TASKS))["job"]
+    job = post(f"{trio[0].url}/api/jobs", _job(KILL_TASKS))["job"]
     members = _members(trio, job)
-    # the runner killed: a member that did not submit the job where there is one
-    runner = next((ids[m] for m in members if ids[m] is not trio[0]), ids[members[0]])
+    assert members[0] == _peer_id(trio[0]), members
+    (other,) = [p for pid, p in ids.items() if pid not in members]
+    victims = {"runner": [ids[members[1]]], "home": [ids[members[0]]],
+               "members": [ids[m] for m in members]}[killed]
     deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:  # until the job is under way
-        if get(f"{trio[0].url}/api/jobs/{job}")["progress"] >= 0.1:
-            break
+    progress = 0.0
+    while progress < 0.1 and time.monotonic() < deadline:  # the job under way
+        progress = get(f"{other.url}/api/jobs/{job}")["progress"]
         time.sleep(0.05)
-    runner.kill(signal.SIGKILL)
-    alive = [p for p in trio if p is not runner]
-    view = wait_job(alive[0], job, timeout_s=WAIT_S)
-    assert view["state"] == "done", view
+    assert 0.1 <= progress < 1.0, progress  # (what the test is about: a kill mid-job)
+    for p in victims:
+        p.kill(signal.SIGKILL)
+    alive = [p for p in trio if p not in victims]
     assert {_state(p, job) for p in alive} == {"done"}
+    assert wait_job(other, job, timeout_s=WAIT_S)["state"] == "done"
+
+
+def test_a_mesh_with_a_peer_without_lanes_makes_jobs_every_peer_holds(tmp_path: Path) -> None:
+    """One peer without --lanes (as a peer of an earlier release: it does not announce
+    lanes-v1): a job submitted to a lanes peer names no members and every peer runs and holds
+    it in full, as before lanes."""
+    mesh = f"lanes-{uuid.uuid4().hex[:12]}"
+    peers: list[PeerProc] = []
+    try:
+        peers += start_all(lambda name, *flags: start_peer(
+            tmp_path / name, "--slots", "1", *flags, mesh=mesh),
+            ("l0", "--lanes"), ("l1", "--lanes"), ("old",))
+        wait_mesh(peers, 3)
+        job = post(f"{peers[0].url}/api/jobs", _job(TASKS))["job"]
+        assert {_state(p, job) for p in peers} == {"done"}
+        entries = [_entries(p)[job] for p in peers]
+        assert all("members" not in e and not e.get("partial") for e in entries), entries
+        views = [get(f"{p.url}/api/jobs/{job}") for p in peers]
+        assert all(len(v["tasks"]) == TASKS for v in views)
+    finally:
+        stop_peers(peers)
+    assert all(_lane_rows(p, job) == 0 for p in peers)
+    # (each peer holds the job's task events in full: its own copy of every TASK_DONE)
+    for p in peers:
+        db = sqlite3.connect(p.data_dir / "events.sqlite")
+        try:
+            n = db.execute("SELECT count(*) FROM events WHERE payload LIKE ?",
+                           (f"%{job}%",)).fetchone()[0]
+        finally:
+            db.close()
+        assert n > TASKS // 2, (p.data_dir.name, n)
