@@ -5,10 +5,12 @@ peers (`--kind jobs0`: all posted to peer 0, which runs them while the others on
 `--kind dag0`: the dag's tasks require a label only peer 0 announces, so it runs them all),
 measured three ways on the same mesh, one batch each. Several kinds (`--kind dag,dag0`) run
 on one mesh, alternated `--repeat` times (peer 0 is labelled whenever dag0 is asked for).
+With `--lanes` every peer runs with --lanes (partial replication, experimental): a job's
+task events go to its members only; each cpu batch names its last job's `members` (p0 ...).
 
     .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000]
-        [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--spy DIR] [--strace]
-        [--json PATH]
+        [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--lanes] [--spy DIR]
+        [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task, with the claims, outcomes,
@@ -154,12 +156,13 @@ def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
     return out
 
 
-def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[str, Any]:
+def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False, lanes: bool = False,
+             ) -> dict[str, Any]:
     """One batch's CPU; `settled`: the window runs on until every peer has compacted what the
     batch pushed out of the recent history (bench_mesh.settle; for n ≥ 1,000 every job
     posted before it), and `net_ms_per_task` takes off what the idle mesh spent while the
     window waited (this window also holds the job view and counters bench_mesh reads after
-    its own: `cpu_ms_per_task` is that one's)."""
+    its own: `cpu_ms_per_task` is that one's); `lanes`: name the job's `members`."""
     before, threads, c0 = cpu_by_kind(mesh), peer_threads(mesh), counters(mesh)
     got = batch(mesh, n, kind, settled)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
@@ -179,7 +182,20 @@ def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False) -> dict[st
             "peer_threads_ms": split_threads(threads, threads_after, n),
             "per_peer_ms": [split_threads(_of(threads, p), _of(threads_after, p), n)
                             for p in mesh.peers],
-            "counted_per_task": {k: round(v / n, 3) for k, v in sorted(grown.items()) if v}}
+            "counted_per_task": {k: round(v / n, 3) for k, v in sorted(grown.items()) if v},
+            **({"members": members(mesh)} if lanes else {})}
+
+
+def members(mesh: bm.Mesh) -> list[str] | None:
+    """The members (p0, p1 ...) of the newest lanes job, as a non-member's job list names
+    them (`members` in its entries); None: no peer's list names any (every peer a member,
+    or no lanes job)."""
+    names, newest = mesh.names(), None
+    for p in mesh.peers:
+        for j in bm._get(p.url + "/api/jobs")["jobs"]:
+            if j.get("members") and (newest is None or j["submitted_ms"] > newest[0]):
+                newest = (j["submitted_ms"], [names.get(m, m) for m in j["members"]])
+    return None if newest is None else newest[1]
 
 
 def _of(threads: dict[tuple[int, int], float], p: bm.Peer) -> dict[tuple[int, int], float]:
@@ -288,14 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--settle", action="store_true",
                     help="each cpu batch's window holds one job's compaction on every peer (n "
                     ">= 1000)")
+    ap.add_argument("--lanes", action="store_true",
+                    help="every peer with --lanes (partial replication, experimental)")
     a = ap.parse_args(argv)
     kinds = a.kind
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": ",".join(kinds),
-                           "by_n": {}}
+                           "lanes": a.lanes, "by_n": {}}
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
             d = Path(tmp) / f"n{npeers}"
-            mesh = bm.start_mesh(npeers, d,
+            mesh = bm.start_mesh(npeers, d, extra=("--lanes",) if a.lanes else (),
                                  first_extra=LABEL_FLAG if "dag0" in kinds else ())
             r: dict[str, Any] = {"cpu": []}
             try:
@@ -306,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r["idle_ms_per_s"] = round(mesh.idle_s_per_s * 1000, 2)
                 for _ in range(a.repeat):
                     for kind in kinds:
-                        r["cpu"].append(step_cpu(mesh, a.n, kind, a.settle))
+                        r["cpu"].append(step_cpu(mesh, a.n, kind, a.settle, a.lanes))
                         print(f"N={npeers} cpu: {r['cpu'][-1]}", file=sys.stderr, flush=True)
                 for kind in kinds if a.spy else ():
                     r.setdefault("spy", {})[kind] = step_spy(

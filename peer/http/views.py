@@ -28,6 +28,7 @@ from peer.log import (
     TaskSplitRef,
     hlc_ms,
 )
+from peer.log.lanes import peer_of
 
 
 def _ms(ev: Event | None) -> int | None:
@@ -55,7 +56,8 @@ class _Chunk(NamedTuple):
 def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attempts: int,
            task_done: bool, cancel: Event | None = None) -> _Chunk:
     """One chunk; `cancel`: its job's JOB_CANCELLED, if cancelled. Who won a claim is looked
-    for only where the chunk's state asks (a done chunk's runner is its CHUNK_DONE's origin)."""
+    for only where the chunk's state asks (a done chunk's runner is its CHUNK_DONE's origin's
+    peer: a lanes job's come in lanes)."""
     failures = c.failures
     last_fail_ev: Event | None = None
     last_fail: ChunkFailed | None = None
@@ -92,7 +94,7 @@ def _chunk(c: ChunkState, split: tuple[str, int] | None, n_items: int, max_attem
     done = c.done.body_as(ChunkDone) if c.done is not None else None
     return _Chunk(state, progress, done.attempt if done else attempt,
                   len(failures) + (1 if state in ("done", "running", "cancelled") else 0),
-                  ran.origin if ran is not None else None, n_items,
+                  peer_of(ran.origin) if ran is not None else None, n_items,
                   last_fail.error if last_fail else None,
                   _ms(first_claim), _ms(end), done.log if done else None)
 

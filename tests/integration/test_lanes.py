@@ -108,7 +108,15 @@ def test_a_lanes_job_runs_on_its_members_and_the_third_peer_holds_no_lane(
     lists = [sorted((j["id"], j["state"]) for j in get(f"{p.url}/api/jobs")["jobs"])
              for p in trio]
     assert lists[0] == lists[1] == lists[2], lists
+    # its compaction takes the job as its JOB_ENDED says (a thin row): its own record then
+    deadline = time.monotonic() + WAIT_S
+    while get(f"{other.url}/api/health")["log"]["compaction"]["jobs"] < 1:
+        assert time.monotonic() < deadline, "the non-member did not compact the job"
+        time.sleep(0.2)
+    seen = get(f"{other.url}/api/jobs/{job}")
+    assert seen["state"] == "done" and seen["id"] == job, seen
     refused = get(f"{other.url}/api/health")["log"]["refused"]
+    assert refused["total"] == 0, refused  # (no lane event was sent to it)
     stop_peers(trio)
     rows = {pid: _lane_rows(p, job) for pid, p in ids.items()}
     assert all(rows[m] > 0 for m in members) and rows[other_id] == 0, (rows, refused)

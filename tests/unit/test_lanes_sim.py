@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from peer.http.views import job_record
+from peer.http.views import job_record, job_view
 from peer.ipfs.store import StoreConfig
 from peer.jobs import scheduler
 from peer.jobs.ports import SchedulerConfig
@@ -226,3 +226,19 @@ async def test_the_home_makes_a_jobs_end_again_only_after_an_event_of_the_job(
     for _ in range(20):
         await mesh.advance(TURN_S)
     assert len(calls) == before
+
+
+async def test_a_members_view_names_the_peers_that_ran_chunks_not_their_lanes(
+        make_mesh: MeshFactory) -> None:
+    """A chunk's runner (`peer`) and a task's `peers` in the job view and record are peer
+    ids: a lanes job's outcomes come in lanes ("<peer>/<job>"), whose peer ran them (591f744
+    showed the lane: the web UI and bench_mesh name no peer by it)."""
+    mesh = make_mesh()
+    a, b, _ = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    await run_to_end(mesh, job)
+    view = job_view(mesh[a].state, job, CFG.max_attempts)
+    ran = {c["peer"] for t in view["tasks"] for c in t["chunks"]}
+    assert ran and ran <= {a, b}, ran
+    record = job_record(mesh[a].state, job, CFG.max_attempts)
+    assert {p for t in record["tasks"] for p in t["peers"]} == ran
