@@ -1140,12 +1140,14 @@ class Scheduler:
         self.emit(EventType.JOB_MEMBERS, {"job": job, "add": [self.peer_id]})
 
     def _capable(self, job: str) -> dict[str, int]:
-        """The live peers (this one included) that run at least one of `job`'s calls, and
-        their slots."""
-        calls = {t.call for t in self.workflow(job).tasks if t.call}
+        """The live peers (this one included) that may run at least one of `job`'s tasks
+        (its call, and its `requires` met: `_meets`), and their slots."""
+        tasks = self.workflow(job).tasks
         out = {p: int(i.get("slots", 1) or 1) for p, i in self._peers().items()
-               if calls & set(i.get("calls", ()))}
-        if any(self._runnable(t) is not None for t in self.workflow(job).tasks):
+               if any(t.call and t.call in i.get("calls", ()) and self._meets(p, t.requires)
+                      for t in tasks)}
+        if any(self._runnable(t) is not None and self._meets(self.peer_id, t.requires)
+               for t in tasks):
             out[self.peer_id] = self.runner.slots
         return out
 

@@ -237,5 +237,23 @@ async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_
         for _ in range(20):
             await mesh.advance(CFG.tick_s)
         assert mesh[p2].state not in looked
+
+
+async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> None:
+    """Scale-out adds a peer only if it may run one of the job's tasks (its call and the
+    task's `requires`): one that does not meet them would fold every lane and run nothing
+    (591f744 added it: profile_mesh --lanes --kind dag0, the third peer at a member's cost)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = [{**t, "requires": {"labels": {"rack": "a"}}} for t in writes(12)]
+    try:
+        for pid in (p0, p1):  # p2 is not labelled
+            mesh.announce(pid, {"rack": "a"})
+        await mesh.advance(0.01)
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        await finish_all(mesh, duration_s=5.0, rounds=40)  # 5 s a run: 50 s of work on 2
+        assert done(mesh, p0, job, tasks)
+        assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
     finally:
         await mesh.close()
