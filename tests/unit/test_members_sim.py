@@ -237,6 +237,8 @@ async def test_a_non_member_looks_at_a_running_jobs_members_only_when_something_
         for _ in range(20):
             await mesh.advance(CFG.tick_s)
         assert mesh[p2].state not in looked
+    finally:
+        await mesh.close()
 
 
 async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> None:
