@@ -199,14 +199,9 @@ def remove_tree(path: Path | str, *, ignore_errors: bool = False) -> None:
     once all else that could be was removed, or with `ignore_errors` logs it (one line
     naming `path`)."""
     try:
-        top = _open_or_unlink(path)
-        if top is not None:
-            try:
-                _clear(top)
-            finally:
-                os.close(top)
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(path)
+        empty(path)
+        with contextlib.suppress(FileNotFoundError):  # (none if `path` was no directory)
+            os.rmdir(path)
     except FileNotFoundError:  # (a directory being walked was removed by another: gone)
         return
     except OSError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +74,6 @@ def _node(d: Path, lanes: bool = True) -> Node:
     node.emit(EventType.MEMBER, {**node.capabilities(), "features": FEATURES})
     node.flush()
     return node
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Node]]:
-    nodes: list[Node] = []
-    yield nodes
-    for n in nodes:
-        n.log.close()
 
 
 def _gossip(node: Node) -> _Gossip:

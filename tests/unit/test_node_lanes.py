@@ -158,19 +158,26 @@ async def test_an_own_lane_seq_quarantined_at_start_is_never_reused(tmp_path: Pa
     node.log.close()
 
 
+class _FullDisk:
+    """The node's log write fails with ENOSPC while `full` (then writes again)."""
+
+    def __init__(self, node: Node) -> None:
+        self.full = True
+        append = node.log.append
+
+        def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
+            if self.full:
+                raise OSError(28, "No space left on device")
+            append(events, sync)
+
+        node.log.append = flaky  # type: ignore[method-assign]
+
+
 async def test_a_failed_write_keeps_each_lanes_queue(tmp_path: Path) -> None:
     node = _node(tmp_path)
     me = node.peer_id
     gossip: Any = node.gossip
-    append = node.log.append
-    failing = True
-
-    def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
-        if failing:
-            raise OSError(28, "No space left on device")
-        append(events, sync)
-
-    node.log.append = flaky  # type: ignore[method-assign]
+    disk = _FullDisk(node)
     mesh = node.state.heads[me]
     done = node.emit(EventType.TASK_DONE, {"job": J2, "task": "t9", "output": "c"})
     got = await _turn(node, _claim(J1, "t0"), _claim(J2, "t0"), _claim(J3, "t0"))
@@ -188,7 +195,7 @@ async def test_a_failed_write_keeps_each_lanes_queue(tmp_path: Path) -> None:
     assert node.content_sum([J1]) is None and node.content_digests([J1, J2]) == {}
     assert node._retry is not None
     node._retry.cancel()
-    failing = False
+    disk.full = False
     node.flush()  # (the retry's)
     assert node.write_error is None and node._unflushed == []
     node.written(done)
@@ -276,15 +283,7 @@ async def test_during_a_write_outage_each_queued_event_is_read_once_for_the_unwr
     read from where the last call stopped, not walked whole at every call."""
     node = _node(tmp_path)
     me = node.peer_id
-    append = node.log.append
-    failing = True
-
-    def flaky(events: Sequence[Event], sync: bool | None = None) -> None:
-        if failing:
-            raise OSError(28, "No space left on device")
-        append(events, sync)
-
-    node.log.append = flaky  # type: ignore[method-assign]
+    disk = _FullDisk(node)
     mesh = node.state.heads[me]
     for i in range(3):
         await _turn(node, _claim(J1, f"t{i}"), _claim(J2, f"t{i}"))
@@ -316,7 +315,7 @@ async def test_during_a_write_outage_each_queued_event_is_read_once_for_the_unwr
     node._unflushed = list(queue)
     assert node._retry is not None
     node._retry.cancel()
-    failing = False
+    disk.full = False
     node.flush()
     assert node._unflushed == [] and node._unwritten() == {}
     assert node.heads([J1, J2]) == {lane(me, J1): 3, lane(me, J2): 3}
