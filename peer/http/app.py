@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import shutil
 import tempfile
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from peer import jsontext
 from peer.cids import parse_cid
+from peer.dataentry import remove_tree
 from peer.errors import (
     ArgError,
     BadCID,
@@ -402,8 +402,8 @@ async def add(request: web.Request) -> web.Response:
         root = await _receive(request, tmp, node.cfg.max_upload_bytes)
         cid = await asyncio.to_thread(node.store.add_path, root, cid_version=int(version),
                                       pin=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    finally:  # (a deep tree of names must not recurse, nor block the loop)
+        await asyncio.to_thread(remove_tree, tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
     await node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks, event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
@@ -566,7 +566,10 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     v = {"2": 2, "3": 3}.get(request.query.get("v", ""), 1)  # 2: peer.log.snapstream, 3:
     # peer.log.snapframe; older peers ask v1 (and an older peer ignores v)
-    if v == 3 and "view" in request.query and node.state.lanes_on:  # a lanes job's view
+    if v == 3 and "view" in request.query:  # a lanes job's view (a lanes-off peer holds
+        if not node.state.lanes_on:  # no view of one: not a whole snapshot instead)
+            raise NotFound("this peer runs without lanes: no lanes job's view here",
+                           field="view")
         return web.json_response(await _served_view(node, request.query["view"],
                                                     _count(request, "chunks_from")))
     if v == 3 and "record" in request.query:  # a compacted job's full texts

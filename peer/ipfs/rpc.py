@@ -50,6 +50,7 @@ from peer.ipfs.gateway import write_stream
 from peer.ipfs.ipns import MAX_RECORD_BYTES, IpnsNames
 from peer.ipfs.publish import IpnsService, parse_duration
 from peer.ipfs.store import Entry, GcStats, Store
+from peer.ipfs.unixfs import MAX_DEPTH
 from peer.log import EventType
 
 log = logging.getLogger(__name__)
@@ -347,13 +348,17 @@ def shown_name(name: str) -> str:
 
 def safe_rel(name: str) -> str:
     """An upload's file name as a relative path ('/'-separated; '\\' read as '/'); ArgError
-    for one that is empty, climbs out ('..'), holds a NUL or is not UTF-8 (a header's byte
-    such as \\xff: the store names files in UTF-8, and the answer is JSON)."""
+    for one that is empty, climbs out ('..'), holds a NUL, is deeper than unixfs.MAX_DEPTH
+    directories or is not UTF-8 (a header's byte such as \\xff: the store names files in
+    UTF-8, and the answer is JSON)."""
     if not jsontext.is_text(name):
         raise ArgError(f"file name '{shown_name(name)[:200]}' is not UTF-8", field="filename")
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or any("\x00" in p for p in parts):
         raise ArgError(f"bad file name {name!r}", field="filename")
+    if len(parts) > MAX_DEPTH:  # (a DAG this peer reads back no deeper; and mkdir recursed)
+        raise ArgError(f"file name '{shown_name(name)[:200]}...' is {len(parts)} levels deep, "
+                       f"more than {MAX_DEPTH}", field="filename")
     return "/".join(parts)
 
 

@@ -191,3 +191,15 @@ async def test_a_run_record_that_is_not_one_is_a_422_naming_its_cid(
         assert await _archived_record(node, record, "t", "metrics") == [{"m": 1}]
     finally:
         node.log.close()
+
+
+async def test_a_deep_upload_is_refused_and_its_files_removed(client: Client,
+                                                            tmp_path: Path) -> None:
+    """A file 1,100 directories deep was a 500 (pathlib's mkdir(parents=True) recursed:
+    RecursionError): a name deeper than a DAG the peer reads back is refused, naming it, and
+    the upload's temporary directory is removed."""
+    r = await client.post("/api/add", data=_multipart("d/" * 1100 + "f"),
+                          headers={"Content-Type": MULTIPART})
+    err = await _error(r, 400)
+    assert err["field"] == "filename" and "1101 levels deep, more than 64" in err["message"]
+    assert not [p for p in tmp_path.rglob("upload-*") if p.is_dir()]

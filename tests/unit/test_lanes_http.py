@@ -340,6 +340,8 @@ async def test_with_lanes_off_a_job_with_members_is_viewed_and_listed_here(
         async with api_client(node) as c:
             view = await (await c.get(f"/api/jobs/{JOB}")).json()
             [entry] = (await (await c.get("/api/jobs")).json())["jobs"]
+            r = await c.get(f"/api/snapshot?v=3&view={JOB}")  # (review r2: a whole
+            assert r.status == 404 and (await r.json())["field"] == "view"  # snapshot)
         assert view["state"] == entry["state"] == "pending" and "served_by" not in view
         assert "members" not in entry and len(entry["tasks"]) == 2
     finally:
