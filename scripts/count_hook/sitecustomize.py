@@ -1,0 +1,118 @@
+"""Counting hooks for scripts/count_lanes.py (issue 12, falsifier 3): loaded by a peer process
+whose PYTHONPATH starts with this directory and whose BANZAI_COUNTS_DIR is set, it wraps the
+gossip, signing, log and scheduler calls counted and writes the counts to
+BANZAI_COUNTS_DIR/<pid>.json every 0.2 s (a daemon thread). Counting only: nothing is changed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+COUNTS: collections.Counter[str] = collections.Counter()
+DIFFER: list[Any] = []  # the last origins found differing: [origin, head, seqs held]
+
+
+def _kind(origin: str) -> str:
+    from peer.log.lanes import lane_of
+
+    return "lane" if "/" in origin and lane_of(origin) is not None else "mesh"
+
+
+def _wrap(owner: Any, name: str, before: Any = None, after: Any = None) -> None:
+    fn = getattr(owner, name)
+
+    def wrapped(*a: Any, **kw: Any) -> Any:
+        if before is not None:
+            before(*a, **kw)
+        out = fn(*a, **kw)
+        if after is not None:
+            after(out, *a, **kw)
+        return out
+
+    setattr(owner, name, wrapped)
+
+
+def _install() -> None:
+    from peer import node
+    from peer.jobs import scheduler
+    from peer.log import signing, sqlite
+    from peer.mesh import antientropy, gossip
+
+    c = COUNTS
+
+    def events(prefix: str, evs: Any, times: int = 1) -> None:
+        for e in evs:
+            c[f"{prefix}.{_kind(e.origin)}.{e.type.name}"] += times
+
+    # frames: built by kind (one per send_events batch, sent to each addr), sent, received
+    _wrap(gossip.Gossip, "_frame", lambda self, kind, body: c.update([f"frame_built.{kind.name}"]))
+    _wrap(gossip.Gossip, "_send_frame", lambda self, addr, frame: c.update(["frames_sent"]))
+    _wrap(gossip, "decode_frame", after=lambda f, *a, **kw: c.update(
+        [f"frame_recv.{f.kind.name}"]))
+
+    def sent(self: Any, addrs: Any, evs: Any, *, ttl: int = 0, reply: Any = None,
+             fix: Any = None, fix_echo: Any = None, jobs: Any = None) -> None:
+        how = "reply" if reply is not None else "fix" if fix is not None else f"push{ttl}"
+        events(f"ev_sent_{how}", evs, len(addrs))
+    _wrap(gossip.Gossip, "send_events", sent)
+    _wrap(gossip.Gossip, "merge", lambda self, evs: events("ev_recv", evs),
+          lambda new, self, evs: events("ev_new", new))
+    _wrap(node.Node, "emit", after=lambda ev, self, typ, payload: c.update(
+        [f"emit.{_kind(ev.origin)}.{typ.name}"]))
+    # signatures: batches signed (by origin kind), signatures made (heartbeats too), verified
+    _wrap(signing, "sign_run", lambda me, signer, origin, evs, admit: c.update(
+        [f"sign_batch.{_kind(origin)}"]))
+    _wrap(signing.Identity, "sign", lambda self, msg: c.update(["sign_any"]))
+    _wrap(signing, "verify", lambda key, sig, msg: c.update(["verify"]))
+    # the log: appends (sync or not) and syncs
+    _wrap(sqlite.EventLog, "append", lambda self, evs, sync=None: c.update(
+        ["log_append", *(["log_append_sync"] if sync else [])]))
+    _wrap(sqlite.EventLog, "sync", lambda self, since=None: c.update(["log_sync"]))
+    _wrap(os, "fsync", lambda fd: c.update(["os_fsync"]))
+    # anti-entropy
+    _wrap(gossip.Gossip, "anti_entropy", lambda self, addr=None: c.update(["ae_round"]))
+    _wrap(gossip.Gossip, "pair_round", lambda self: c.update(["pair_round_called"]))
+    _wrap(antientropy.AntiEntropy, "send_sum", lambda self, addr, jobs=None: c.update(
+        ["sum_sent.pair" if jobs is not None else "sum_sent.mesh"]))
+    for name in ("on_digest_sum", "on_digest", "on_digest_reply", "on_fix", "send_digest"):
+        _wrap(antientropy.AntiEntropy, name, lambda self, *a, _n=name, **kw: c.update([_n]))
+    # which mesh origins' contents differ (`_differing`): what this side holds of each
+    def differing(out: Any, self: Any, theirs: Any, mine: Any, cs: Any, contents: Any) -> None:
+        for o in out:
+            held = sorted(q for q in contents.state.by_origin.get(o, {}))
+            c[f"differ.{_kind(o)}"] += 1
+            DIFFER.append([o[:8], mine.get(o, 0), held])
+            del DIFFER[:-20]
+    _wrap(antientropy.AntiEntropy, "_differing", after=differing)
+    # the scheduler
+    _wrap(scheduler.Scheduler, "step", lambda self: c.update(["sched_step"]))
+    _wrap(scheduler.Scheduler, "_evaluate", lambda self, job, task: c.update(["sched_evaluate"]))
+
+
+def _dump(path: str) -> None:
+    while True:
+        time.sleep(0.2)
+        for _ in range(5):
+            try:
+                text = json.dumps({**COUNTS, "DIFFER": list(DIFFER)})
+                break
+            except RuntimeError:  # changed during the copy: try again
+                continue
+        else:
+            continue
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+
+if os.environ.get("BANZAI_COUNTS_DIR") and sys.argv and sys.argv[0].endswith("banzai-peer"):
+    _install()
+    threading.Thread(target=_dump, daemon=True, args=(os.path.join(
+        os.environ["BANZAI_COUNTS_DIR"], f"{os.getpid()}.json"),)).start()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""What a lanes job costs each peer, counted rather than timed (issue 12, design 9's
+falsifier 3): one dag0 job of n tasks (profile_mesh's: every task runs on p0) on 3 real
+peers, lanes off then on (or `--lanes on|off`), each peer's counts grown over the batch, per
+task: frames built by kind, sent and received; events sent (push / reply / fix), received
+and new, by origin kind (mesh / lane) and type; events emitted; signature batches made,
+signatures made and verified; log appends, appends with sync, syncs; anti-entropy rounds,
+pair rounds, DIGEST_SUMs and handlers; the scheduler's steps and evaluations. The peers
+count with scripts/count_hook/sitecustomize.py (wrapped calls, nothing changed).
+
+    .venv/bin/python scripts/count_lanes.py [-n 1000] [--lanes off,on] [--wait 3] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_mesh as bm  # noqa: E402
+import profile_mesh as pm  # noqa: E402
+
+HOOK = ROOT / "scripts" / "count_hook"
+
+
+def start(d: Path, lanes: bool, counts: Path) -> bm.Mesh:
+    """profile_mesh's dag0 mesh of 3 peers, each counting into `counts`."""
+    real = subprocess.Popen
+
+    def popen(args: Any, **kw: Any) -> Any:
+        env = dict(kw.get("env") or {})
+        env["PYTHONPATH"] = f"{HOOK}:{env.get('PYTHONPATH', ROOT)}"
+        env["BANZAI_COUNTS_DIR"] = str(counts)
+        return real(args, **{**kw, "env": env})
+
+    bm.subprocess.Popen = popen  # type: ignore[misc]
+    try:
+        return bm.start_mesh(3, d, extra=("--lanes",) if lanes else (),
+                             first_extra=pm.LABEL_FLAG)
+    finally:
+        bm.subprocess.Popen = real  # type: ignore[misc]
+
+
+def read(mesh: bm.Mesh, counts: Path) -> list[dict[str, float]]:
+    """Each peer's counts now (p0 first), after two dumps."""
+    time.sleep(0.5)
+    return [json.loads((counts / f"{p.proc.pid}.json").read_text()) for p in mesh.peers]
+
+
+def run(lanes: bool, n: int, wait_s: float, tmp: Path) -> dict[str, Any]:
+    counts = tmp / f"counts-{int(lanes)}"
+    counts.mkdir()
+    mesh = start(tmp / f"mesh-{int(lanes)}", lanes, counts)
+    try:
+        bm.banzai_batches(mesh, ["warm"], n, 0)
+        pm.batch(mesh, min(n, 200), "dag0")  # the labelled tasks' first claims and TURNs
+        time.sleep(wait_s)
+        before, load0 = read(mesh, counts), bm.load1()
+        got = pm.batch(mesh, n, "dag0")
+        time.sleep(wait_s)  # pair rounds and anti-entropy after the job's end
+        after = read(mesh, counts)
+        out = {"lanes": lanes, "n": n, "wait_s": wait_s, "load1": [load0, bm.load1()],
+               "tasks_per_s": got["tasks_per_s"], "per_peer_tasks": got.get("per_peer"),
+               "members": pm.members(mesh) if lanes else None, "per_task": []}
+        out["differ"] = [a.pop("DIFFER", []) for a in after]
+        for b in before:
+            b.pop("DIFFER", None)
+        for b, a in zip(before, after, strict=True):
+            out["per_task"].append({k: round((v - b.get(k, 0)) / n, 3) for k, v in
+                                    sorted(a.items()) if v - b.get(k, 0)})
+        return out
+    finally:
+        bm.stop_mesh(mesh)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=1000)
+    ap.add_argument("--lanes", default="off,on")
+    ap.add_argument("--wait", type=float, default=3.0)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    res = []
+    with tempfile.TemporaryDirectory(prefix="count-lanes-") as tmp:
+        for which in a.lanes.split(","):
+            res.append(run(which == "on", a.n, a.wait, Path(tmp)))
+            print(json.dumps(res[-1]), file=sys.stderr, flush=True)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
