@@ -553,16 +553,17 @@ class Compactor:
         return job in self.overdue or (job in st.members_of and not st.member_of(job, self.me))
 
     def _beyond_recent(self) -> list[str]:
-        """Finished jobs past the recent history (newest first, within recent_tasks), and
-        the ended lanes jobs we are no member of (their JOB_ENDED is their record: written
-        at the next pass, not at fold time)."""
+        """Finished jobs past the recent history (newest first, within recent_tasks). An
+        ended lanes job we are no member of counts as a member's does (its JOB_ENDED's end
+        and tasks): every peer keeps the same jobs in memory, so the mesh origins' contents
+        held agree and anti-entropy's rounds find no block differing (compacting it at
+        once, as before, made a member and a non-member differ for as long as the member
+        kept the job: each round then sent that stream's blocks both ways, its big
+        JOB_SUBMITTEDs and JOB_ENDEDs, dropped as held; issue 12, falsifier 3)."""
         tasks = 0
         out: list[str] = []
         ends = {j: (e, self.state.jobs[j].order) for j, (e, _) in self.ended.items()}
         for job in sorted(self.ended, key=ends.__getitem__, reverse=True):  # ties: submission
-            if self._by_ended(job):  # (no events of it to keep in memory: its record now)
-                out.append(job)
-                continue
             n = self.ended[job][1]
             tasks += n
             if tasks > self.cfg.recent_tasks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,10 +252,11 @@ def test_node_lets_go_of_its_own_lane_s_flushes_once_the_lanes_are_forgotten(
         node.log.close()
 
 
-def _ended_by_other(node: Node, job: str, payload: Mapping[str, Any]) -> Event:
-    """`job`'s JOB_ENDED from OTHER (its member), folded as a row read back is, noted."""
+def _ended_by_other(node: Node, job: str, payload: Mapping[str, Any], seq: int = 1) -> Event:
+    """`job`'s JOB_ENDED from OTHER (its member; its `seq`th event), folded as a row read
+    back is, noted."""
     end = node.hlc.now() + (10 << 16)  # (after every output's order)
-    ev = Event(OTHER, 1, end, EventType.JOB_ENDED, {
+    ev = Event(OTHER, seq, end, EventType.JOB_ENDED, {
         "job": job, "state": "done", "n_tasks": len(TASKS), "end": end, "outputs": {},
         "producers": {}, "failed": {}, "digest": "0" * 32, **payload})
     node.state.apply(ev)
@@ -311,5 +313,31 @@ def test_a_member_whose_fold_never_finishes_compacts_from_the_job_ended_at_the_h
         assert [(t["state"], t["output"]) for t in record["tasks"]] == [
             ("done", OUT[n]) for n in TASKS]
         assert not node.compactor.unfolded and not node.compactor.overdue
+    finally:
+        node.log.close()
+
+
+def test_a_non_member_keeps_an_ended_lanes_job_in_its_recent_history_as_a_member_does(
+        tmp_path: Path) -> None:
+    """Issue 12, falsifier 3: a non-member compacted an ended lanes job at once while its
+    members kept it in their recent history, so the mesh origins' contents held differed
+    and every anti-entropy round sent their blocks (the job's big JOB_SUBMITTED and
+    JOB_ENDED) both ways, dropped as held. It now counts the job's tasks as a member does:
+    kept while within recent_tasks, compacted once a newer job pushes it out."""
+    node = _node(tmp_path)
+    try:
+        node.compactor.cfg = replace(node.compactor.cfg, recent_tasks=len(TASKS))
+        old, new = "j0000000000c4", "j0000000000c5"
+        for job in (old, new):
+            node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                                "members": [OTHER]})
+            node.flush()
+        _ended_by_other(node, old, {})
+        node.catchup.compact()
+        assert old in node.state.jobs and old not in node.state.compacted  # (recent)
+        _ended_by_other(node, new, {}, seq=2)
+        node.catchup.compact()
+        assert old in node.state.compacted and node.index.record(old) is not None
+        assert new in node.state.jobs and new not in node.state.compacted
     finally:
         node.log.close()
