@@ -51,10 +51,12 @@ def _install() -> None:
             c[f"{prefix}.{_kind(e.origin)}.{e.type.name}"] += times
 
     # frames: built by kind (one per send_events batch, sent to each addr), sent, received
+    def recv(f: Any, data: bytes, *a: Any) -> None:
+        c[f"frame_recv.{f.kind.name}"] += 1
+        c[f"bytes_recv.{f.kind.name}"] += len(data)
     _wrap(gossip.Gossip, "_frame", lambda self, kind, body: c.update([f"frame_built.{kind.name}"]))
     _wrap(gossip.Gossip, "_send_frame", lambda self, addr, frame: c.update(["frames_sent"]))
-    _wrap(gossip, "decode_frame", after=lambda f, *a, **kw: c.update(
-        [f"frame_recv.{f.kind.name}"]))
+    _wrap(gossip, "decode_frame", after=recv)
 
     def sent(self: Any, addrs: Any, evs: Any, *, ttl: int = 0, reply: Any = None,
              fix: Any = None, fix_echo: Any = None, jobs: Any = None) -> None:
