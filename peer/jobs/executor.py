@@ -215,6 +215,7 @@ class _Worker:
     killing: bool = False
     kill_timer: Handle | None = None
     job: _Job | None = None
+    removing_bytes: int = 0  # what its thread reported it is removing of its run directories
 
 
 class Executor:
@@ -425,7 +426,8 @@ class Executor:
         child_rx, tx = _MP.Pipe(duplex=False)
         rx, child_tx = _MP.Pipe(duplex=False)
         cfg = self.cfg
-        spec = _Spec(dict(self._env), cfg.preload, cfg.memory_limit_mb, cfg.heap)
+        spec = _Spec(dict(self._env), cfg.preload, cfg.memory_limit_mb, cfg.heap,
+                     self._counts_removals())
         proc = _MP.Process(
             target=_worker_main, args=(child_rx, child_tx, spec), name="banzai-worker", daemon=True
         )
@@ -489,11 +491,16 @@ class Executor:
     async def _reap(self, w: _Worker) -> None:
         job, w.job = w.job, None
         workdir = None if job is None else self._workdir(job)
+        loop = self._running_loop()
+        report = ((lambda n: loop.call_soon_threadsafe(self._removing, None, n))
+                  if self._counts_removals() else None)
         code: int | None = None
         try:
-            code = await self._running_loop().run_in_executor(
-                self._helper, _join, w.proc, self._base, workdir, Path(scratch.TMPFS))
+            code = await loop.run_in_executor(
+                self._helper, _join, w.proc, self._base, workdir, Path(scratch.TMPFS), report)
         finally:
+            if w.removing_bytes:  # died removing: what it left is counted as gone (errs high)
+                self._removing(w, -w.removing_bytes)
             w.tx.close()
             w.rx.close()
             self._workers.discard(w)
@@ -538,6 +545,24 @@ class Executor:
             self._on_done(w, msg)
         elif tag == "ready":
             self._on_ready(w, msg[2])
+        elif tag == "removing":
+            self._removing(w, msg[1])
+
+    def _counts_removals(self) -> bool:
+        """Whether run directories are measured before they are removed (for the watch's
+        disk bound: peer.jobs.watch.Watch.removing)."""
+        return self.cfg.tmpfs_check_s is not None and self.cfg.task_scratch_max_bytes is not None
+
+    def _removing(self, w: _Worker | None, nbytes: int) -> None:
+        """Worker `w`'s thread (None: the helper thread) starts removing run directories
+        holding `nbytes` on disk (> 0), or is done removing `-nbytes` (< 0)."""
+        if w is not None:
+            w.removing_bytes += nbytes
+        if self._watch is not None:
+            if nbytes > 0:
+                self._watch.removing(nbytes)
+            else:
+                self._watch.removed(-nbytes)
 
     def _on_ready(self, w: _Worker, preload_errors: list[str]) -> None:
         for err in preload_errors:
@@ -765,25 +790,41 @@ def _remove_base(base: Path, pid: int, held: int) -> None:
         os.close(held)
 
 
-def _join(proc: BaseProcess, base: Path, workdir: Path | None, tmpfs: Path) -> int | None:
+def _join(proc: BaseProcess, base: Path, workdir: Path | None, tmpfs: Path,
+          report: Callable[[int], object] | None) -> int | None:
     """Helper thread: remove a dead worker's directories on `tmpfs` (before it is joined: its
     PID is no other process's until then), join it, release it and remove its run's
     workdir, under its name or the one its worker moved it to (SIGTERM ends a run through its
     `finally`, which moves the workdir away for a thread of the worker that dies with it),
     and the moved-away directories of its earlier runs that its thread had not removed yet
     (in `base`: every one there, those of the live workers' threads too, which skip what is
-    gone; they stayed until the executor closed)."""
+    gone; they stayed until the executor closed), measured first for `report` if not None
+    (`_remove_runs`)."""
     if proc.pid is not None:
         scratch.remove_dirs(tmpfs, proc.pid)
     proc.join()
     code = proc.exitcode
     proc.close()
-    if workdir is not None:
-        remove_tree(workdir, ignore_errors=True)
+    runs = [] if workdir is None else [workdir]
     with contextlib.suppress(OSError):
-        for gone in base.glob(".*.gone"):
-            remove_tree(gone, ignore_errors=True)
+        runs += base.glob(".*.gone")
+    _remove_runs(runs, report)
     return code
+
+
+def _remove_runs(runs: list[Path], report: Callable[[int], object] | None) -> None:
+    """Remove these run directories. With `report` (the watch bounds runs on disk), first
+    measure what they hold on disk and report it, then report its negative once removed:
+    the watch counts it as still there meanwhile, and a run's growth on the same disk does
+    not hide behind the removal (peer.jobs.watch.Watch.removing)."""
+    nbytes = 0 if report is None else sum(
+        scratch.tree_bytes(p, sys.maxsize, on_disk=True) for p in runs)
+    if report is not None and nbytes:
+        report(nbytes)
+    for path in runs:
+        remove_tree(path, ignore_errors=True)
+    if report is not None and nbytes:
+        report(-nbytes)
 
 
 MATH_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -811,6 +852,7 @@ class _Spec(NamedTuple):
     preload: tuple[str, ...]
     memory_limit_mb: int | None
     heap: HeapConfig | None
+    counts_removals: bool  # measure a run directory before removing it (Executor._removing)
 
 
 class _Channel:
@@ -828,14 +870,22 @@ class _Channel:
             while view:
                 view = view[os.write(self._fd, view) :]
 
+    def removing(self, nbytes: int) -> None:
+        """Tell the executor its _Trash thread removes run directories holding `nbytes` on
+        disk (< 0: removed them); nothing if it is gone (this worker ends too)."""
+        with contextlib.suppress(OSError):
+            self.send(("removing", nbytes))
+
 
 class _Context:
     """The `ctx` a target receives: progress, log, metric and a fresh `workdir`."""
 
-    def __init__(self, chan: _Channel, run_id: int, workdir: Path) -> None:
+    def __init__(self, chan: _Channel, run_id: int, workdir: Path,
+                 report: Callable[[int], object] | None) -> None:
         self._chan = chan
         self._run_id = run_id
         self._dir = workdir
+        self._report = report  # of the workdir's removal (_remove_runs)
         self._made = False
         self._lock = threading.Lock()
         self._pending: float | None = None
@@ -891,7 +941,7 @@ class _Context:
         with self._lock:
             self._open = False
         if self._made:
-            _TRASH.remove(self._dir)
+            _TRASH.remove(self._dir, self._report)
 
     def _flush(self) -> None:
         with self._lock:
@@ -903,6 +953,13 @@ class _Context:
             self._chan.send(("m", self._run_id, "progress", (value,)))
 
 
+class _Removal(NamedTuple):
+    """A run directory a worker's _Trash removes, and whom it reports the removal to."""
+
+    path: Path
+    report: Callable[[int], object] | None
+
+
 class _Trash:
     """Removes run directories on a thread of this process, off the path of a run's result:
     removing a directory costs milliseconds on some file systems (on ext4 mounted with
@@ -910,10 +967,11 @@ class _Trash:
 
     def __init__(self) -> None:
         self._pid = 0
-        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Removal] = queue.SimpleQueue()
 
-    def remove(self, path: Path) -> None:
-        """Move `path` out of the way now (it is gone when this returns), remove it soon."""
+    def remove(self, path: Path, report: Callable[[int], object] | None) -> None:
+        """Move `path` out of the way now (it is gone when this returns), remove it soon
+        (`_remove_runs` with `report`)."""
         gone = _moved(path)
         try:
             os.rename(path, gone)
@@ -923,14 +981,15 @@ class _Trash:
                                  daemon=True).start()
                 self._pid = os.getpid()
         except (OSError, RuntimeError, MemoryError):  # cannot rename or start a thread
-            remove_tree(path if path.exists() else gone, ignore_errors=True)
+            _remove_runs([path if path.exists() else gone], report)
             return
-        self._queue.put(gone)
+        self._queue.put(_Removal(gone, report))
 
     @staticmethod
-    def _run(todo: queue.SimpleQueue[Path]) -> None:
+    def _run(todo: queue.SimpleQueue[_Removal]) -> None:
         while True:
-            remove_tree(todo.get(), ignore_errors=True)
+            removal = todo.get()
+            _remove_runs([removal.path], removal.report)
 
 
 def _moved(path: Path) -> Path:
@@ -945,6 +1004,7 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
     """Worker process entry point: set up, then serve one request at a time until EOF."""
     _setup_worker(spec, rx.fileno())
     chan = _Channel(tx)
+    report = chan.removing if spec.counts_removals else None
     chan.send(("ready", os.getpid(), _preload(spec.preload)))
     targets: dict[str, Callable[..., Any]] = {}
     while True:
@@ -953,7 +1013,7 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
         except EOFError:
             return
         _, run_id, target, payload, workdir = pickle.loads(request)
-        chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir)))
+        chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir), report))
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:
@@ -1006,8 +1066,9 @@ def _run_one(
     target: str,
     payload: bytes,
     workdir: Path,
+    report: Callable[[int], object] | None,
 ) -> tuple[Any, ...]:
-    ctx = _Context(chan, run_id, workdir)
+    ctx = _Context(chan, run_id, workdir, report)
     try:
         fn = targets.get(target) or _import_target(targets, target)
         text = json.dumps(fn(pickle.loads(payload), ctx))

@@ -30,9 +30,10 @@ class Watched:
     key: str
     pid: int  # its worker's
     workdir: Path  # its work directory on disk (made on first use)
-    # The used bytes of the work directory's file system less what the run held there, when
-    # it was sent to its worker (nothing yet) or last measured (see Watch._check_disk); None
-    # until then.
+    # The watch's count of bytes written to the work directory's file system (its used bytes
+    # plus what removing our run directories took off them: Watch._written) less what the
+    # run held there, when it was sent to its worker (nothing yet) or last measured (see
+    # Watch._check_disk); None until then.
     disk_mark: int | None = None
 
 
@@ -77,12 +78,36 @@ class Watch:
         self._walker: ThreadPoolExecutor | None = None  # made at the first walk
         self._walking = False
         self._quit = threading.Event()  # stops a walk under way (close)
+        self._removing = 0  # bytes of run directories on disk being removed (`removing`)
+        self._removed = 0  # bytes of run directories on disk removed since the watch began
+
+    def removing(self, nbytes: int) -> None:
+        """A run directory on disk holding `nbytes` (measured before its removal starts) is
+        being removed: counted as still there until `removed`, so that its removal cannot
+        hide what the other runs write meanwhile."""
+        self._removing += nbytes
+
+    def removed(self, nbytes: int) -> None:
+        """The `nbytes` of a `removing` are gone (or their remover is)."""
+        self._removing -= nbytes
+        self._removed += nbytes
+
+    def _written(self, used: int, removing: bool) -> int:
+        """The bytes written to the work directories' file system as far as the watch can
+        tell: `used` (its used bytes now) plus what our run directories' removals took off
+        it, which grows as the runs write and shrinks only by what others remove. With
+        `removing`, every byte being removed counts as removed already (a count that errs
+        high: a run's growth since a mark is never under-counted); without, none (errs low:
+        a mark taken from it is never above the run's). With slots > 1 the used bytes alone
+        let a run's growth hide behind an earlier run's directory being removed."""
+        return used + self._removed + (self._removing if removing else 0)
 
     def started(self, run: Watched) -> None:
         """A run goes to a worker: note the disk's use and check in `check_s`. Called before
         the worker is sent the run, so that the mark counts nothing the run wrote."""
         if self.scratch_max_bytes is not None:
-            run.disk_mark = self._used(run.workdir.parent)
+            used = self._used(run.workdir.parent)
+            run.disk_mark = None if used is None else self._written(used, removing=False)
         if self._next is None and not self._quit.is_set():
             self._next = self._call_later(self.check_s, self._check)
 
@@ -123,17 +148,18 @@ class Watch:
 
     def _check_disk(self, runs: Sequence[Watched], bound: int) -> None:
         """Measure the work directories of the runs that may hold more than `bound` on disk:
-        those since whose mark the file system's use grew by more than `bound` (a run's files
-        grow no faster than the file system's use, unless as much is removed elsewhere
-        meanwhile: such a run is measured once the growth shows). Walking a directory costs
-        about 4 us per file, so a run is walked only when it could be over; one walk at a
-        time, on the watch's thread."""
+        those since whose mark more than `bound` was written to the file system (`written`: a
+        run's files grow no faster, unless others than our runs remove as much meanwhile:
+        such a run is measured once the growth shows). Walking a directory costs about 4 us
+        per file, so a run is walked only when it could be over; one walk at a time, on the
+        watch's thread."""
         if self._walking:
             return
         used = self._used(runs[0].workdir.parent)
         if used is None:
             return
-        due = [r for r in runs if r.disk_mark is not None and used - r.disk_mark > bound]
+        written = self._written(used, removing=True)
+        due = [r for r in runs if r.disk_mark is not None and written - r.disk_mark > bound]
         if not due:
             return
         if self._walker is None:
@@ -142,10 +168,11 @@ class Watch:
         loop = asyncio.get_running_loop()
         fut = self._walker.submit(lambda: [
             scratch.tree_bytes(r.workdir, bound, on_disk=True, quit=self._quit) for r in due])
+        low = self._written(used, removing=False)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(
-            self._measured, due, used, bound, f))
+            self._measured, due, low, bound, f))
 
-    def _measured(self, due: list[Watched], used: int, bound: int,
+    def _measured(self, due: list[Watched], written: int, bound: int,
                   fut: Future[list[int]]) -> None:
         self._walking = False
         if self._quit.is_set() or fut.cancelled() or fut.exception() is not None:
@@ -158,8 +185,8 @@ class Watch:
                 self._runs.stop(run, ERROR, (
                     f"the run's files on disk (in {run.workdir}) exceeded this peer's bound "
                     f"of {_size(bound)} per run (task_scratch_max_bytes): stopped"))
-            else:  # the walk ended after `used` was read: the mark errs low (checks sooner)
-                run.disk_mark = used - size
+            else:  # the walk ended after `written` was read: the mark errs low (checks sooner)
+                run.disk_mark = written - size
 
 
 def _size(n: int) -> str:

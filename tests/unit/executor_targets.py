@@ -152,10 +152,40 @@ def on_tmpfs(payload: list[str], ctx: Any) -> None:
 
 def fill_workdir(payload: int, ctx: Any) -> None:
     """Write `payload` KiB in the run's work directory, log "started", then wait."""
-    (ctx.workdir / "big.bin").write_bytes(os.urandom(payload << 10))
-    os.fsync(os.open(ctx.workdir / "big.bin", os.O_RDONLY))  # its blocks allocated
+    fill_workdir_only(payload, ctx)
     ctx.log("started")
     time.sleep(60)
+
+
+def _cue(path: str) -> None:
+    """Wait (up to 30 s) until the file `path` exists."""
+    for _ in range(3000):
+        if os.path.exists(path):
+            return
+        time.sleep(0.01)
+
+
+def fill_until(payload: list[Any], ctx: Any) -> None:
+    """Write payload[0] KiB in the run's work directory, log "started", then return once the
+    file payload[1] exists."""
+    fill_workdir_only(payload[0], ctx)
+    ctx.log("started")
+    _cue(payload[1])
+
+
+def fill_after(payload: list[Any], ctx: Any) -> None:
+    """Log "started", write payload[0] KiB in the run's work directory once the file
+    payload[1] exists, log "filled", then wait."""
+    ctx.log("started")
+    _cue(payload[1])
+    fill_workdir_only(payload[0], ctx)
+    ctx.log("filled")
+    time.sleep(60)
+
+
+def fill_workdir_only(payload: int, ctx: Any) -> None:
+    (ctx.workdir / "big.bin").write_bytes(os.urandom(payload << 10))
+    os.fsync(os.open(ctx.workdir / "big.bin", os.O_RDONLY))  # its blocks allocated
 
 
 def fill_files(payload: int, ctx: Any) -> None:

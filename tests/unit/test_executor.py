@@ -720,6 +720,45 @@ async def test_a_run_under_its_disk_bound_is_measured_only_when_the_disk_grew(
     assert ex.cancel("small") and (await run).exit_kind == ExitKind.CANCELLED
 
 
+async def _until(done: Callable[[], bool]) -> bool:
+    for _ in range(500):  # bounded: short work on workers and threads
+        if done():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+async def test_a_run_growing_while_an_earlier_runs_directory_is_removed_is_held_to_its_bound(
+        make_executor: MakeExecutor, tmp_path: Path, cancelled: bool) -> None:
+    """With slots > 1, a run's mark counted the directory of an earlier run still there;
+    removed meanwhile (by its worker's thread, or as its killed worker is reaped), it hid as
+    much of what the run wrote next: a run 1 MiB past its bound of 512 KiB was never
+    measured. The file system here is the executor's run directories."""
+    timer, work = FakeTimer(), tmp_path / "work"
+    ex = await make_executor(slots=2, timer=timer, work_dir=str(work),
+                             used=lambda p: scratch.tree_bytes(p, sys.maxsize, on_disk=True),
+                             task_scratch_max_bytes=512 << 10)
+    base, cue_first, cue_grows = next(work.iterdir()), tmp_path / "first", tmp_path / "grows"
+    first = await _started(ex, "first", "fill_until", [2048, str(cue_first)])
+    said: list[str] = []
+    grows = asyncio.create_task(ex.run("grows", T + "fill_after", [1536, str(cue_grows)],
+                                       on_message=lambda k, a: said.append(a[0])))
+    assert await _until(lambda: said == ["started"])  # its mark counts the first's 2 MiB
+    if cancelled:
+        assert ex.cancel("first")
+    cue_first.touch()
+    assert (await asyncio.wait_for(first, 10)).ok is not cancelled
+    assert await _until(lambda: not list(base.glob(".*.gone")))  # its directory removed
+    cue_grows.touch()
+    assert await _until(lambda: said == ["started", "filled"])
+    timer.advance(0.5)
+    assert await _until(grows.done)
+    res = grows.result()
+    assert (res.ok, res.exit_kind) == (False, ExitKind.ERROR) and res.error is not None
+    assert "bound of 512 KiB per run (task_scratch_max_bytes)" in res.error
+
+
 async def test_a_killed_runs_work_directory_is_gone_when_its_result_arrives(
         make_executor: MakeExecutor, tmp_path: Path) -> None:
     """SIGTERM ends a run through its `finally`, which moves its directory away for a thread

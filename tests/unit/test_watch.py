@@ -108,3 +108,63 @@ async def test_a_run_is_measured_only_once_the_disk_grew_by_its_bound(
     clock.advance(0.5)
     assert not watch._walking
     watch.close()
+
+
+async def _walked(watch: Watch) -> None:
+    for _ in range(500):  # bounded: the walk is short work on the watch's thread
+        if not watch._walking:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_run_growing_while_another_runs_directory_is_removed_is_still_measured(
+        tmp_path: Path, shm: Path) -> None:
+    """With slots > 1 a run's mark counts the directories of the others: removing one lowers
+    the file system's use by as much as the run may write unseen. The removal is counted as
+    still there from its report (before it starts) and as written once it is done."""
+    clock, runs = FakeTimer(), Runs()
+    used = [5 << 30]
+    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
+                  lambda p: used[0])
+    ended, grows = _run(tmp_path, "ended", 1), _run(tmp_path, "grows", 2)
+    runs.runs = [ended, grows]
+    for r in runs.runs:
+        watch.started(r)
+    used[0] += 4 * MIB  # the first run wrote 4 MiB and ended: its directory goes
+    runs.runs = [grows]
+    watch.removing(4 * MIB)
+    used[0] -= 3 * MIB  # a part of it is removed ...
+    grows.workdir.mkdir(parents=True)
+    (grows.workdir / "f").write_bytes(b"x" * (2 * MIB))
+    used[0] += 2 * MIB  # ... while the other run writes 2 MiB
+    clock.advance(0.5)  # 5 GiB + 3 MiB used, 1 MiB of 4 still being removed: due
+    assert watch._walking
+    await _walked(watch)
+    assert [(k, kind) for k, kind, _ in runs.stopped] == [("grows", "error")]
+    watch.close()
+
+
+async def test_a_removal_done_before_a_check_still_counts_as_written(
+        tmp_path: Path, shm: Path) -> None:
+    clock, runs = FakeTimer(), Runs()
+    used = [5 << 30]
+    watch = Watch(0.5, 0, 1 * MIB, runs, clock.call_later, lambda: Space(1 << 30, 1 << 30),
+                  lambda p: used[0])
+    small, grows = _run(tmp_path, "small", 1), _run(tmp_path, "grows", 2)
+    runs.runs = [small, grows]
+    watch.started(small)
+    used[0] += 4 * MIB  # an earlier run's directory, still there when this one starts
+    watch.started(grows)
+    watch.removing(4 * MIB)
+    used[0] -= 4 * MIB
+    watch.removed(4 * MIB)
+    small.workdir.mkdir(parents=True)
+    grows.workdir.mkdir(parents=True)
+    (grows.workdir / "f").write_bytes(b"x" * (2 * MIB))
+    used[0] += 2 * MIB  # the file system is at 2 MiB less than when `grows` started
+    clock.advance(0.5)
+    assert watch._walking  # both: `small` might hold what was written, too
+    await _walked(watch)
+    assert [(k, kind) for k, kind, _ in runs.stopped] == [("grows", "error")]
+    assert small.disk_mark == (5 << 30) + 6 * MIB  # 2 MiB used more, 4 MiB removed
+    watch.close()
