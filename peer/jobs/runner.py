@@ -168,8 +168,8 @@ def _batch(store: Store, tdef: TaskDef, params: dict[str, Any], items: list[list
             p = Path(r)
             result = {"n": p.name, "c": add(p)}
         message.append([relpath, cid, result])
-        empty(src.parent)  # for the next item: a symlink the task put in place of
-        empty(out)  # either is removed, never followed (made again above)
+        for d in dict.fromkeys((inp, src.parent, out)):  # for the next item: a symlink the
+            empty(d)  # task put in place of one is removed, never followed (made again above)
         if n == tail or time.monotonic() >= until:
             break
     return n, message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +378,42 @@ def test_a_task_that_removes_its_own_directories_does_not_break_the_next_item(
     monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
         name="RMDIRS", version="1", fn=_removes_its_dirs, args=(), per_item=True))
     out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    for path, cid in payload["items"]:
+        assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
+            store.cat(cid))
+
+
+def _links_its_input_dir(kept: Path, seen: list[bool]) -> Any:
+    def task(ctx: Any, src: Path, out_dir: Path) -> Any:
+        """Points the chunk's input directory (`in` beside its output directory) at `kept`."""
+        inp = out_dir.parent / "in"
+        seen.append(inp.is_symlink())
+        dest = ctx.workdir / f"{src.name}.out"
+        dest.write_bytes(b"seen " + src.read_bytes())
+        if not inp.is_symlink():
+            shutil.rmtree(inp)
+            inp.symlink_to(kept)
+        return dest
+    return task
+
+
+def test_a_task_that_points_the_input_directory_elsewhere_never_has_an_item_put_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shm: Path) -> None:
+    """(Session 37's list: `_batch` left a symlink a task put at the scratch's `in` while
+    the item was on the work directory, a large one on tmpfs scratch.) The next item, one
+    raw block, was written through it into the directory it points at."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    store, payload = _chunk(tmp_path, 2)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 2048)  # two leaves: on the work directory, first
+    payload["items"].insert(0, ["big.bin", store.add_path(big)])
+    seen: list[bool] = []
+    monkeypatch.setattr(runner, "_task", lambda call, modules: TaskDef(
+        name="LINKIN", version="1", fn=_links_its_input_dir(kept, seen), args=(),
+        per_item=True))
+    out = runner.run({**payload, "params": {}}, Ctx(tmp_path / "run", []))  # type: ignore[arg-type]
+    assert seen == [False, False, False] and list(kept.iterdir()) == []
     for path, cid in payload["items"]:
         assert b"".join(store.cat(out["items"][path]["c"])) == b"seen " + b"".join(
             store.cat(cid))
