@@ -87,8 +87,17 @@ from peer.log import (
 )
 from peer.log.compact import CompactConfig, Compactor, Finished
 from peer.log.conflicts import ConflictRule
+from peer.log.events import MAX_REVOKED_LANES
 from peer.log.jobindex import SPOOL_DIR, JobIndex, read_outputs, read_provided
-from peer.log.lanes import LANE_PARTS, in_scope, lane, member_jobs, owned_by, shared_jobs
+from peer.log.lanes import (
+    LANE_PARTS,
+    in_scope,
+    lane,
+    member_jobs,
+    owned_by,
+    peer_of,
+    shared_jobs,
+)
 from peer.log.owner import KEY_FILE, LOG_FILE, note_secret, own_identity, was_meshed
 from peer.log.scrub import Scrub, ScrubConfig
 from peer.log.signing import (
@@ -509,7 +518,8 @@ class Node:
     def _setup_signing(self, secrets: Sequence[bytes]) -> None:
         """The keyring (our key, the keys of the batches on disk) and the one-time attestation
         of the events of 0.1.0 on disk: ours signed as ours, other origins' attested by us."""
-        self.keyring = MemberKeys(secrets, self._revoked_after)  # admit tags of any accepted secret
+        self.keyring = MemberKeys(secrets, self._revoked_after,  # admit tags of any accepted
+                                  self._revoked_lane_after)  # secret
         self.admit = None if not secrets else admit_tag(secrets[0], self.peer_id,
                                                         self.identity.key)
         self.keyring.keys[self.peer_id] = self.identity.key
@@ -536,6 +546,10 @@ class Node:
     def _revoked_after(self, peer_id: str) -> int | None:
         ev = self.state.revoked.get(peer_id)
         return None if ev is None else ev.body_as(Revoke).after
+
+    def _revoked_lane_after(self, peer_id: str, job: str) -> int | None:
+        ev = self.state.revoked.get(peer_id)
+        return None if ev is None else ev.body_as(Revoke).lane_after(job)
 
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
         """Fold a local event and tell the listeners now; persist and push it at the end
@@ -1085,8 +1099,15 @@ class Node:
             raise Conflict("a peer cannot revoke itself", field="peer")
         if peer_id in self.state.revoked:
             raise Conflict(f"{peer_id} is already revoked", field="peer")
-        after = self.state.heads.get(peer_id, 0)
-        ev = self.emit(EventType.REVOKE, {"peer": peer_id, "after": after, "reason": reason})
+        st = self.state
+        payload: dict[str, Any] = {"peer": peer_id, "after": st.heads.get(peer_id, 0),
+                                   "reason": reason}
+        if st.lanes_on:  # our heads of its lanes bound them (else `after` would: Revoke)
+            held = {job: st.heads.get(o, 0) for job, origins in st.lanes.items()
+                    for o in origins if peer_of(o) == peer_id}
+            if held:
+                payload["lanes_after"] = dict(sorted(held.items())[:MAX_REVOKED_LANES])
+        ev = self.emit(EventType.REVOKE, payload)
         self.flush()
         return ev
 
@@ -1233,10 +1254,14 @@ class Node:
             if owned_by(origin, self.peer_id):
                 top = upto.get(origin, self.state.heads.get(origin, 0))
                 upto[origin] = min(top, low - 1)
-        for origin in self.state.revoked:  # what every peer refuses is not served
-            a = self._revoked_after(origin)
-            if a is not None:
-                upto[origin] = min(upto.get(origin, a), a)
+        revoked = self.state.revoked
+        if revoked:  # what every peer refuses is not served: of their streams and lanes
+            lanes = [o for held in self.state.lanes.values() for o in held
+                     if peer_of(o) in revoked]
+            for origin in (*revoked, *lanes):
+                a = self.keyring.accepted_upto(origin)
+                if a is not None:
+                    upto[origin] = min(upto.get(origin, a), a)
         return upto
 
     def log_health(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from peer.jsontext import (
     nesting_and_ascii,
     show_path,
 )
-from peer.log.ids import hex_digits, is_peer_id
+from peer.log.ids import hex_digits, is_job_id, is_peer_id
 
 PROTOCOL_VERSION = 1
 
@@ -117,6 +117,7 @@ MAX_PARTS = 10_000  # parts of a TURN
 MAX_INLINE_BLOCKS = 64  # blocks riding inline in one CHUNK_DONE
 MAX_INLINE_CHARS = 64 * 1024  # their base64, in all (a peer's own bound is far lower)
 MAX_MEMBERS = 1024  # peers named by a job's `members`, a JOB_MEMBERS, an output's producers
+MAX_REVOKED_LANES = 10_000  # lanes of the revoked peer a REVOKE's `lanes_after` names
 JOB_DIGEST_HEX = 32  # the hex digits of a job's digest (snapframe.job_digest3)
 BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds TURN events
 # A MEMBER's `features` (and heartbeat's): it folds a job whose workflow says
@@ -729,21 +730,42 @@ class Member:
                    tuple(sorted(labels.items())))
 
 
+def _lane_seqs(kind: str, p: Mapping[str, Any], name: str) -> Mapping[str, int]:
+    """An optional object (missing: empty) of at most MAX_REVOKED_LANES job id -> seq."""
+    v = _map(kind, p, name, MAX_REVOKED_LANES)
+    for job, seq in v.items():
+        if not is_job_id(job):
+            raise _bad(kind, f"{name} (a key)", "a job id ('j' and 12 lowercase hex digits)",
+                       job)
+        if not _is_int(seq, 0, MAX_CLOCK):
+            raise _bad(kind, f"{name}.{job}", f"an integer from 0 to {MAX_CLOCK}", seq)
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class Revoke:
     """A member revoked by another: its events of seq above `after` and its frames are
-    refused from then on (peer.log.signing)."""
+    refused from then on (peer.log.signing). `lanes_after` (LANES_FEATURE; absent from a
+    lanes-off peer's REVOKE and older peers', which ignore it): job -> the last seq of the
+    revoked member's lane of that job the revoker held, that lane's own bound (a lane it
+    names not: `after` bounds it, as before)."""
 
     TYPE: ClassVar[EventType] = EventType.REVOKE
     peer: str
     after: int  # the revoked member's last seq the revoker held (kept everywhere)
     reason: str
+    lanes_after: Mapping[str, int] = field(default_factory=dict)  # (read, never mutate)
 
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> Revoke:
         k = _NAME[cls.TYPE]
         return cls(_str(k, p, "peer"), _int(k, p, "after", MAX_CLOCK),
-                   _str(k, p, "reason", MAX_TEXT_CHARS, lo=0))
+                   _str(k, p, "reason", MAX_TEXT_CHARS, lo=0),
+                   _lane_seqs(k, p, "lanes_after"))
+
+    def lane_after(self, job: str) -> int:
+        """The last seq of the revoked member's lane of `job` still accepted."""
+        return self.lanes_after.get(job, self.after)
 
 
 @dataclass(frozen=True, slots=True)

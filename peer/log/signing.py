@@ -374,13 +374,18 @@ class MemberKeys:
     only ever to its own key; an id of 0.1.0 to the first admitted key heard), the
     revoked members, the last (incarnation, counter) accepted from each member, and the
     counters of refusals. `secrets` are the mesh secrets a binding's admit tag may be made
-    with (none: bindings need no admission)."""
+    with (none: bindings need no admission). `revoked`: peer id -> the last seq of its
+    stream still accepted (its REVOKE's `after`), None while it is not revoked;
+    `revoked_lane`: (peer id, job) -> the same of its lane of that job (its REVOKE's
+    `Revoke.lane_after`; without it, `revoked` bounds its lanes too)."""
 
     def __init__(self, secrets: Sequence[bytes] = (),
-                 revoked: Callable[[str], int | None] = lambda _p: None) -> None:
+                 revoked: Callable[[str], int | None] = lambda _p: None,
+                 revoked_lane: Callable[[str, str], int | None] | None = None) -> None:
         self.secrets = tuple(secrets)
         self.keys: dict[str, bytes] = {}
-        self.revoked_after = revoked  # peer id -> the last seq of it still accepted, or None
+        self.revoked_after = revoked
+        self.revoked_lane_after = revoked_lane or (lambda p, _job: self.revoked_after(p))
         self.seen: dict[str, tuple[int, int]] = {}  # peer id -> last (incarnation, counter)
         self.refused = Counters()
         self.key_conflicts = Counters()
@@ -410,16 +415,24 @@ class MemberKeys:
     def is_revoked(self, peer_id: str) -> bool:
         return self.revoked_after(peer_id) is not None
 
+    def accepted_upto(self, origin: str) -> int | None:
+        """The last seq of `origin` (a peer's stream, or a lane of its: peer.log.lanes) still
+        accepted: None while its peer is not revoked. The same on every peer that folded
+        the same first REVOKE of it, so that a lane's members agree."""
+        lane = lane_of(origin) if "/" in origin else None  # (no peer's own stream has one)
+        return self.revoked_after(origin) if lane is None else self.revoked_lane_after(*lane)
+
     # -- batches and events --------------------------------------------------------------
     def check_batch(self, b: Batch, *, verify_new: bool = True) -> str | None:
         """None if `b` may vouch for its events, else the reason to refuse them. Without
         `verify_new`, a signature not verified before is refused unchecked ("unverified")."""
-        after = self.revoked_after(b.signer)
-        if after is not None and (b.signer != _owner(b.origin) or b.first > after):
-            # Its own events up to `after` stay good: they are kept everywhere. Its own: of
-            # its stream, and of its lanes (a REVOKE names no lane's seq: `after` bounds
-            # each of them too, the same bound on every peer, so that members agree).
-            return "revoked"
+        if self.is_revoked(b.signer):
+            # Its own events up to their bound stay good: they are kept everywhere. Its own:
+            # of its stream, and of its lanes (each bounded by the REVOKE's `lanes_after`,
+            # else by its `after`: `accepted_upto`).
+            upto = self.accepted_upto(b.origin) if b.signer == _owner(b.origin) else None
+            if upto is None or b.first > upto:
+                return "revoked"
         lane = lane_of(b.origin)
         if lane is not None and lane[0] != b.signer:
             # A lane (peer.log.lanes) is signed by its peer only: no other member, and no
@@ -450,8 +463,8 @@ class MemberKeys:
 
     def check_event(self, e: Event, b: Batch | None) -> str | None:
         """None if `e` may be stored and folded (its batch `b` already passed check_batch)."""
-        after = self.revoked_after(_owner(e.origin))
-        if after is not None and e.seq > after:
+        upto = self.accepted_upto(e.origin)
+        if upto is not None and e.seq > upto:
             return "revoked"
         if b is None:
             return "unsigned"

@@ -34,6 +34,7 @@ from peer.log import (
     Progress,
     Provide,
     Renew,
+    Revoke,
     TaskDone,
     TaskSplit,
     TaskSplitRef,
@@ -154,6 +155,25 @@ def test_a_job_submitted_may_name_its_members() -> None:
         JobSubmitted).members is None
     lanes = ev(EventType.JOB_SUBMITTED, {**older, "members": [P20, P16]}).body_as(JobSubmitted)
     assert lanes.members == (P20, P16)
+
+
+def test_a_revoke_may_bound_the_revoked_peers_lanes() -> None:
+    """`lanes_after` (LANES_FEATURE): job -> the revoker's head of the revoked peer's lane
+    of it, that lane's bound; a lane it does not name (and every lane of a REVOKE without
+    it, as before) is bounded by `after`. Without it the wire form is kept byte for byte."""
+    older = VALID[EventType.REVOKE]
+    raw = json.dumps({"origin": "a", "seq": 1, "hlc": 2, "type": 15, "payload": older},
+                     separators=(",", ":"))
+    e = Event.from_json(json.loads(raw))
+    assert e.body == Revoke("b", 3, "left the lab") and e.body_as(Revoke).lanes_after == {}
+    assert json.dumps(e.to_json(), separators=(",", ":")) == raw
+    assert e.body_as(Revoke).lane_after("j0123456789ab") == 3
+    lanes = ev(EventType.REVOKE, {**older, "lanes_after": {"j0123456789ab": 1,
+                                                           "j0000000000a1": 0}})
+    b = lanes.body_as(Revoke)
+    assert b.lanes_after == {"j0123456789ab": 1, "j0000000000a1": 0}
+    assert (b.lane_after("j0123456789ab"), b.lane_after("j0000000000a1"),
+            b.lane_after("j0000000000a2")) == (1, 0, 3)
 
 
 def test_a_job_ended_and_job_members_are_held_not_folded_yet() -> None:
@@ -373,6 +393,27 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.REVOKE, _without(VALID[T.REVOKE], "peer"), "payload.peer",
      "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
     (T.REVOKE, _with(T.REVOKE, after=-1), "payload.after", "expected an integer >= 0, got -1"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after=[]), "payload.lanes_after",
+     "expected an object of at most 10000 keys, got []"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after=None), "payload.lanes_after",
+     "expected an object of at most 10000 keys, got None"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={f"j{i:012x}": 1 for i in range(10_001)}),
+     "payload.lanes_after", "expected an object of at most 10000 keys, got an object of "
+                            "10001 keys"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={"": 1}), "payload.lanes_after (a key)",
+     "expected a string of 1 to 256 characters, got ''"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={f"{P16}/j0123456789ab": 1}),
+     "payload.lanes_after (a key)", "expected a job id ('j' and 12 lowercase hex digits), "
+                                    f"got '{P16}/j0123456789ab'"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": -1}),
+     "payload.lanes_after.j0123456789ab", f"expected an integer from 0 to {2**63 - 1}, got -1"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": 2**63}),
+     "payload.lanes_after.j0123456789ab",
+     f"expected an integer from 0 to {2**63 - 1}, got {2**63}"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": True}),
+     "payload.lanes_after.j0123456789ab", f"expected an integer from 0 to {2**63 - 1}, got True"),
+    (T.REVOKE, _with(T.REVOKE, lanes_after={"j0123456789ab": "3"}),
+     "payload.lanes_after.j0123456789ab", f"expected an integer from 0 to {2**63 - 1}, got '3'"),
     # TASK_SPLIT_REF
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),

@@ -383,6 +383,33 @@ def test_revoked_peers_lanes_are_its_own_streams_good_up_to_after() -> None:
     assert k.check_batch(b) == "revoked"
 
 
+def test_a_revoked_peers_lane_named_by_its_revoke_is_good_up_to_its_own_bound() -> None:
+    """A REVOKE's `lanes_after` (LANES_FEATURE) bounds each lane it names on its own: a
+    lane's seqs run far below its peer's mesh seq, so `after` would let a holder of the
+    revoked key add lane events up to it. A lane it does not name: `after`, as before."""
+    revoked: dict[str, int] = {}
+    lanes: dict[tuple[str, str], int] = {}
+    k = MemberKeys(revoked=revoked.get,
+                   revoked_lane=lambda p, j: None if p not in revoked
+                   else lanes.get((p, j), revoked[p]))
+    named, other = lane(ID, JOB), lane(ID, "j0000000000a1")
+    evs = {o: [ev(s, origin=o, typ=EventType.CLAIM, payload=CLAIM) for s in range(1, 7)]
+           for o in (named, other)}
+    for run in evs.values():
+        sign_events(ME, ID, run, None)
+    revoked[ID] = 5  # its mesh stream's head
+    lanes[(ID, JOB)] = 2  # the revoker's head of its lane of JOB
+    assert k.accepted_upto(ID) == 5
+    assert (k.accepted_upto(named), k.accepted_upto(other)) == (2, 5)
+    assert [e.seq for e in k.accept(*wire(evs[named]))] == [1, 2]  # at or below: kept
+    assert k.refused.by_origin[named] == {"revoked": 4}
+    assert [e.seq for e in k.accept(*wire(evs[other]))] == [1, 2, 3, 4, 5]
+    (b,) = sign_events(ME, ID, [ev(3, origin=named, typ=EventType.CLAIM, payload=CLAIM)], None)
+    assert k.check_batch(b) == "revoked"  # a batch from above the bound
+    assert MemberKeys(revoked=revoked.get).accepted_upto(named) == 5  # no lane bounds: `after`
+    assert MemberKeys().accepted_upto(named) is None
+
+
 def test_refusal_counters_are_bounded_by_origin() -> None:
     c = Counters(max_origins=3)
     for i in range(10):
