@@ -53,6 +53,7 @@ from peer.ipfs.publish import IpnsService, records_dir
 from peer.ipfs.replicate import Replicator, mirrored, replica_peers
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds, members
+from peer.jobs.ending import EndListings
 from peer.jobs.executor import Executor, ExecutorConfig
 from peer.jobs.janitor import WORK_DIR, Janitor, JanitorConfig, sweep_stale
 from peer.jobs.planner import ANYONE
@@ -345,6 +346,9 @@ class Node:
             log.exception("compaction at start failed: left to the next pass")
         self.compactor.refuse = self.keyring.refused.add
         self.compactor.forgot = self._forgot_lanes
+        # The outputs of a JOB_ENDED in a listing, whose record the compactor is to make
+        self.end_listings = EndListings(self.state, self.store, lambda: self.compactor.unlisted,
+                                        self.compactor.note, self.fetcher.ensure)
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
@@ -1470,7 +1474,8 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for run in (self.ipns.run(), self.scrub.run()):
+        for run in (self.ipns.run(), self.scrub.run(),
+                    self.end_listings.run(self.compact_cfg.interval_s)):
             task = asyncio.get_running_loop().create_task(run)
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)

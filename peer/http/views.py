@@ -19,7 +19,6 @@ from peer.log import (
     ChunkKey,
     ChunkState,
     Event,
-    JobEnded,
     JobSubmitted,
     MeshState,
     Partial,
@@ -269,7 +268,7 @@ def elsewhere_entry(state: MeshState, job: str) -> dict[str, Any]:
     ev = state.jobs[job]
     wf = ev.body_as(JobSubmitted).workflow
     end_ev = state.ended.get(job)
-    end = end_ev.body_as(JobEnded) if end_ev is not None else None
+    end = state.end_body(end_ev) if end_ev is not None else None  # (its listing's outputs)
     submitted = _ms(ev) or 0
     if end is None:
         st = "cancelled" if job in state.cancelled else "running"

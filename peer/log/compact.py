@@ -149,15 +149,16 @@ def lanes_part(m: Mapping[str, int], job: str) -> tuple[dict[str, int], dict[str
     return mesh, lanes
 
 
-def ended_record(submitted: Event, ended: Event) -> Finished:
+def ended_record(submitted: Event, ended: Event, body: JobEnded | None = None) -> Finished:
     """A lanes job's compact record as a peer that holds none of its lanes makes it (design
     docs/design/partial-replication.md, section 3): from its JOB_SUBMITTED and its JOB_ENDED
     alone, in the form of `Finished` (the list entry and record of peer.http.views, each
     task's state, progress and output from the summary; no run logs). The columns two peers
     compare (`job_digest3`: the submission's order, the end, the state and the computed
     tasks' outputs, as `record_facts` lists them) equal a member's when the JOB_ENDED says
-    what the member's record does (its emission's rule; its `digest` is not checked here)."""
-    b = ended.body_as(JobEnded)
+    what the member's record does (its emission's rule; its `digest` is not checked here).
+    `body`: the JOB_ENDED's as folded, with its listing's outputs (`MeshState.end_body`)."""
+    b = ended.body_as(JobEnded) if body is None else body
     wf = submitted.body_as(JobSubmitted).workflow
     tasks = []
     for t in wf["tasks"]:
@@ -327,6 +328,10 @@ class Compactor:
         # JOB_ENDED's (`overdue`)
         self.unfolded: dict[str, int] = {}
         self.overdue: set[str] = set()
+        # Lanes jobs whose record is to be made of a JOB_ENDED whose outputs are in a listing
+        # not folded yet -> its CID (`_end_of`): fetched, read and folded by the node
+        # (peer.jobs.ending.Listings), then scanned again (`note`)
+        self.unlisted: dict[str, str] = {}
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
         self.sweep = False  # a JOB_DELETED of a job not compacted since the last pass
@@ -500,6 +505,7 @@ class Compactor:
         self.ended.pop(job, None)
         self.unfolded.pop(job, None)
         self.overdue.discard(job)
+        self.unlisted.pop(job, None)
 
     def _end_of(self, job: str) -> tuple[int, int] | None:
         """`ended_of` of a job replicated in full; a lanes job ends here once its JOB_ENDED
@@ -507,12 +513,14 @@ class Compactor:
         as its JOB_ENDED says (`ended_record`), and so does a member's whose own fold has not
         finished by the horizon past that end (its last lane events left the other members'
         logs while it was away: they never come; until then `unfolded` has it). A JOB_ENDED
-        whose outputs are in a `listing` makes no record (not fetched and folded yet: its
-        record would show every task pending and no output): a non-member keeps such a job
-        in memory, ended (its list entry from the JOB_ENDED: peer.http.views)."""
+        whose outputs are in a `listing` makes a record only once that is folded
+        (`MeshState.fold_listing`; until then `unlisted` names it, and the record would show
+        every task pending and no output): meanwhile the job stays in memory, ended (its
+        list entry from the JOB_ENDED: peer.http.views)."""
         st = self.state
         self.unfolded.pop(job, None)
         self.overdue.discard(job)
+        self.unlisted.pop(job, None)
         if job not in st.members_of:
             return self.ended_of(job)
         ev = st.ended.get(job)
@@ -521,14 +529,16 @@ class Compactor:
         b = ev.body_as(JobEnded)
         if st.member_of(job, self.me):
             end = self.ended_of(job)
-            if end is not None or b.listing is not None:
+            if end is not None:
                 return end
             if not past_horizon(b.end, self.now_hlc(), self.cfg):
                 self.unfolded[job] = b.end  # (scanned again at the horizon: `_due`)
                 return None
-            self.overdue.add(job)
-        elif b.listing is not None:
+        if (listing := st.unlisted(job)) is not None:
+            self.unlisted[job] = listing
             return None
+        if st.member_of(job, self.me):
+            self.overdue.add(job)
         return b.end, b.n_tasks
 
     def _due(self) -> None:
@@ -544,7 +554,8 @@ class Compactor:
         """The record of a lanes job made of its JOB_ENDED (`ended_record`; `_by_ended`),
         None if none is held."""
         ended = self.state.ended.get(job)
-        return None if ended is None else ended_record(self.state.jobs[job], ended)
+        return None if ended is None else ended_record(self.state.jobs[job], ended,
+                                                       self.state.end_body(ended))
 
     def _by_ended(self, job: str) -> bool:
         """Is `job`'s record its JOB_ENDED's: a lanes job we are no member of, or one whose
@@ -1233,8 +1244,9 @@ def _entries(state: MeshState, events: Sequence[Event]) -> tuple[list[CacheEntry
             if isinstance(b, TaskDone):
                 keys = [b.key]
             elif isinstance(b, JobEnded) and state.lanes_on:  # (else held, not folded): its
-                keys = [o.key for o in b.outputs.values()]  # outputs and producers, a
-                cids.update(b.producers)  # non-member's of no TASK_DONE here
+                b = state.end_body(p)  # outputs and producers (its listing's), a
+                keys = [o.key for o in b.outputs.values()]  # non-member's of no TASK_DONE
+                cids.update(b.producers)  # here
             for k in keys:
                 if k and k in state.outputs:
                     entries[(OUTPUT, k)] = CacheEntry(OUTPUT, k, state.outputs[k],

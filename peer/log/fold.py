@@ -25,10 +25,11 @@ import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, cast
 
+from peer.errors import InvalidEvent
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
     CachePut,
@@ -647,6 +648,10 @@ class MeshState:
     # a JOB_MEMBERS naming its origin: both may come later), never if it names what the job
     # did not make. Their count is this table's (/metrics: `sizes`); they leave with the job.
     unended: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
+    # Job -> (the id of its JOB_ENDED whose outputs are in a `listing`, that body with the
+    # listing's outputs and producers): set once the listing was fetched, read and folded
+    # (`fold_listing`); `end_body` answers it for that JOB_ENDED. It leaves with the job.
+    listed: dict[str, tuple[tuple[str, int], JobEnded]] = field(default_factory=dict)
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -718,7 +723,7 @@ class MeshState:
         """Empty `job`'s entries of the tables keyed by the job alone (it is deleted or
         compacted)."""
         for per_job in (self.jobs, self.cancelled, self.members_of, self.ended, self.unended,
-                        self._unjoined):
+                        self.listed, self._unjoined):
             per_job.pop(job, None)
         self._lanes_tasks.pop(job, None)
 
@@ -1145,9 +1150,50 @@ class MeshState:
             for table in (self.heads, self.floors, self.evicted, self.beyond):
                 table.pop(origin, None)
             self.sums.forget(origin)
-        for per_job in (self.members_of, self.ended):
+        for per_job in (self.members_of, self.ended, self.listed):
             per_job.pop(job, None)
         return origins
+
+    def end_body(self, ev: Event) -> JobEnded:
+        """JOB_ENDED `ev`'s body as folded: with the outputs and producers of its `listing`
+        once `fold_listing` folded them, else as the event says (none while listed)."""
+        b = ev.body_as(JobEnded)
+        got = self.listed.get(b.job) if b.listing is not None else None
+        return got[1] if got is not None and got[0] == ev.id else b
+
+    def unlisted(self, job: str) -> str | None:
+        """The `listing` CID of `job`'s JOB_ENDED (the winning one) while its outputs are
+        not folded (`fold_listing`); None if it lists none, or they are."""
+        ev = self.ended.get(job)
+        if ev is None:
+            return None
+        listing = ev.body_as(JobEnded).listing
+        got = self.listed.get(job)
+        return None if listing is None or (got is not None and got[0] == ev.id) else listing
+
+    def fold_listing(self, ev: Event, listed: Any) -> str | None:
+        """Fold what JOB_ENDED `ev`'s `listing` holds (`listed`: the JSON read from that
+        CID, hostile input) as an inline JOB_ENDED's outputs and producers are (`_end`), and
+        keep it for `end_body`. Refused, nothing folded, with the reason returned, unless
+        `ev` is its job's JOB_ENDED (`ended`) and `listed` is a JSON object of just
+        `outputs` and `producers` within the event's bounds that `end_refusal` admits (it
+        names only what the job made, in its members' lanes)."""
+        b = ev.body_as(JobEnded)
+        if b.listing is None or (won := self.ended.get(b.job)) is None or won.id != ev.id:
+            return "it is not the job's JOB_ENDED with a listing"
+        if not isinstance(listed, dict) or set(listed) != {"outputs", "producers"}:
+            return "not a JSON object of `outputs` and `producers`"
+        inline = {k: v for k, v in ev.payload.items() if k != "listing"}
+        try:
+            full = replace(JobEnded.from_payload({**inline, **listed}), listing=b.listing)
+        except InvalidEvent as e:
+            return e.message
+        why = end_refusal(self, ev, full)
+        if why is not None:
+            return why
+        self.listed[b.job] = (ev.id, full)
+        _end_outputs(self, ev, full)
+        return None
 
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
         """`origin`'s events held in (have, head], in seq order, at most `limit` (the seqs
@@ -1374,8 +1420,14 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
     `_merge_first`), and the peers that hold them the providers, each as of the earliest
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
-    `listing` is fetched and folded by a later step: until then its keys miss.)"""
+    `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
+    keys miss.)"""
     s._first(s.ended, b.job, ev)
+    _end_outputs(s, ev, b)
+
+
+def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:
+    """A JOB_ENDED's outputs into the cache and its producers into the providers (`_end`)."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
     for o in b.outputs.values():
         order = (o.hlc, o.origin, o.seq)
