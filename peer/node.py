@@ -332,10 +332,14 @@ class Node:
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
             self.fetcher, peers=self.live_peers, parse=self.workflows.workflow)
         self.listeners: list[Listener] = [self.scheduler.poke]
+        # Lanes (on): peer -> lane -> the seq its last pair round over that lane's job proved
+        # it holds (gossip's `pair_seen`): what a compacted job's lanes wait for
+        self._pair_vvs: dict[str, dict[str, int]] = {}
         self.compactor = Compactor(
             self.compact_cfg, self.state, self.log, self.index, self._finished, self._vvs,
             self.hlc.now, ended=self._ended, members=self._tomb_members, heard=self._heard,
-            unwritten=lambda: bool(self._unflushed), me=self.peer_id)
+            unwritten=lambda: bool(self._unflushed), me=self.peer_id,
+            pair_vvs=lambda: self._pair_vvs)
         self.listeners.append(self.compactor.note)
         for ev in replayed:
             self.compactor.evicted(ev)
@@ -481,6 +485,17 @@ class Node:
         for o in origins:
             self._durable.pop(o, None)
             self._flushes.pop(o, None)
+        for peer, vv in list(self._pair_vvs.items()):  # (and every peer's pair vector's)
+            for o in origins:
+                vv.pop(o, None)
+            if not vv:
+                del self._pair_vvs[peer]
+
+    def _pair_seen(self, peer: str, vv: Mapping[str, int]) -> None:
+        """A pair round proved that `peer` holds these lanes (of the jobs we share) up to
+        these seqs: the latest per lane is what the compactor's `pair_vvs` reads."""
+        if vv:
+            self._pair_vvs.setdefault(peer, {}).update(vv)
 
     def _ended(self, job: str) -> tuple[int, int] | None:
         """(ended hlc, tasks) of a finished job, as its `_finished` record says; None while
@@ -1213,10 +1228,20 @@ class Node:
 
     # -- the LaneSink of gossip (lanes on): the lanes of the jobs given, as served above --
     def lane_jobs(self) -> list[str]:
-        return member_jobs(self.state.members_of, self.state.ended, self.peer_id)
+        """The live lanes jobs we are a member of, and the compacted ones whose lanes wait
+        for their members' pair vectors (`_lane_members`): a pair round over those proves
+        what the other members hold, so that the lanes leave the log before the horizon."""
+        return member_jobs(self._lane_members(), self.state.ended, self.peer_id)
 
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
-        return shared_jobs(self.state.members_of, jobs, self.peer_id, peer)
+        return shared_jobs(self._lane_members(), jobs, self.peer_id, peer)
+
+    def _lane_members(self) -> Mapping[str, Collection[str]]:
+        """Job -> members of the lanes jobs whose lanes we hold: the state's (a live or
+        ended job in memory), and the compactor's `lane_members` (compacted, its lanes not
+        dropped yet)."""
+        waiting = self.compactor.lane_members
+        return {**self.state.members_of, **waiting} if waiting else self.state.members_of
 
     def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
         return self.heads(jobs)
@@ -1501,7 +1526,8 @@ class Node:
         assert (lanes is None) is (self.door.member_of is None)
         self.gossip = Gossip(gcfg, zmq_transport(gcfg, self.mesh_keys), self, self,
                              self.peer_id, local_info=self.local_info, auth=self.auth,
-                             incarnations=self.incarnations, lanes=lanes)
+                             incarnations=self.incarnations, lanes=lanes,
+                             pair_seen=self._pair_seen if lanes is not None else None)
         await self.gossip.start()
         for addr in cfg.join:
             self.gossip.add_peer(addr)

@@ -75,7 +75,7 @@ from peer.log import Event
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
-from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, LaneSink, PeerAt
+from peer.mesh.antientropy import AntiEntropy, ContentSink, EventSink, HeadsSeen, LaneSink, PeerAt
 from peer.mesh.keyring import Keyring
 from peer.mesh.membership import MAX_PEER_SAMPLE, Clock, Liveness, Membership, MemberSink
 from peer.mesh.swim import MAX_START_INC, IncarnationStore, Msg, Swim, SwimConfig
@@ -290,7 +290,7 @@ class Gossip:
                  local_info: Callable[[], Mapping[str, Any]] | None = None,
                  auth: MeshAuth | None = None,
                  incarnations: IncarnationStore | None = None,
-                 lanes: LaneSink | None = None) -> None:
+                 lanes: LaneSink | None = None, pair_seen: HeadsSeen | None = None) -> None:
         if not 0 < len(peer_id.encode()) <= 255:
             raise ValueError("peer_id must be 1..255 bytes")
         if lanes is not None and (cfg.swim is None or not cfg.anti_entropy_nonces):
@@ -322,7 +322,7 @@ class Gossip:
                                contents=sink if isinstance(sink, ContentSink) else None,
                                max_frame_bytes=cfg.max_frame_bytes,
                                nonces=cfg.anti_entropy_nonces, signed=auth is not None,
-                               lanes=lanes)
+                               lanes=lanes, pair_seen=pair_seen)
         self.swim: Swim | None = None
         self._incarnations = incarnations
         if cfg.swim is not None:

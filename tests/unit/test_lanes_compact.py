@@ -341,3 +341,33 @@ def test_a_non_member_keeps_an_ended_lanes_job_in_its_recent_history_as_a_member
         assert new in node.state.jobs and new not in node.state.compacted
     finally:
         node.log.close()
+
+
+def test_a_pair_round_lets_a_compacted_job_s_covered_lanes_leave_before_the_horizon(
+        tmp_path: Path) -> None:
+    """Step 8's leftover: the node passed no `pair_vvs` to its compactor, and pair rounds
+    stopped at JOB_ENDED, so a member with another live member kept a compacted job's lanes
+    until the horizon (7 days). A compacted job whose lanes wait stays in the pair rounds
+    (`lane_jobs`, `shared`), and what a round proves (gossip's `pair_seen`: `_pair_seen`)
+    is the compactor's pair vector. Fake clock: the horizon never passes."""
+    node = _node(tmp_path, [OTHER])
+    try:
+        mine = lane(node.peer_id, J1)
+        _end(node, J1)
+        frozen = node.hlc.now()
+        node.compactor.now_hlc = lambda: frozen
+        gossip: Any = node.gossip
+        gossip.heads[OTHER] = dict(node.heads())  # live
+        node.catchup.compact()
+        assert J1 in node.state.compacted and len(_lane_rows(node)) == 2
+        assert node.lane_jobs() == [J1, J2] and node.shared([J1], OTHER) == [J1]
+        node._pair_seen(OTHER, {mine: 1})  # (a round before its last outcome)
+        node.catchup.compact()
+        assert len(_lane_rows(node)) == 2
+        node._pair_seen(OTHER, {mine: 2})
+        node.catchup.compact()
+        assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
+        assert node._pair_vvs == {}  # (the forgotten lane leaves the pair vectors)
+        assert node.lane_jobs() == [J2] and node.shared([J1], OTHER) == []
+    finally:
+        node.log.close()
