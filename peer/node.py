@@ -35,6 +35,7 @@ from peer.errors import (
     BanzaiError,
     ConfigError,
     Conflict,
+    DataError,
     NotFound,
     StorageFull,
     StoreError,
@@ -365,6 +366,10 @@ class Node:
         # Our own origins (our stream, our lanes: peer.log.lanes) -> on disk up to here
         self._durable: dict[str, int] = {o: seq for o, seq in self.state.heads.items()
                                          if owned_by(o, self.peer_id)}
+        # Events our lanes forgotten since start held (their seqs: `events_made`), and our
+        # task events of a compacted lanes job sent nowhere (`_origin_of`)
+        self._lane_events_gone = 0
+        self.late_lane_events = 0
         # Per origin of ours, the last flushes' runs of it, (first seq, last seq, the log's
         # write_epoch when the flush began): what an fsync proving one of them passes as
         # `since`. (One deque per origin: a peer in many lanes jobs forgets no run of its
@@ -483,13 +488,22 @@ class Node:
         """The compactor forgot these lanes (their events left the log): our own lanes among
         them leave `_durable` and `_flushes` (else one entry each per lanes job, for good)."""
         for o in origins:
-            self._durable.pop(o, None)
+            self._lane_events_gone += self._durable.pop(o, 0)
             self._flushes.pop(o, None)
         for peer, vv in list(self._pair_vvs.items()):  # (and every peer's pair vector's)
             for o in origins:
                 vv.pop(o, None)
             if not vv:
                 del self._pair_vvs[peer]
+
+    def events_made(self) -> int:
+        """The events this peer made (/metrics' `banzai_events_emitted`): its stream's seq,
+        plus its lanes' seqs (a TURN is one, as in its stream), of the lanes held and of
+        those forgotten since start (their jobs compacted and dropped)."""
+        st, me = self.state, self.peer_id
+        lanes = sum(st.heads.get(o, 0) for job, held in st.lanes.items()
+                    if (o := lane(me, job)) in held)
+        return st.heads.get(me, 0) + lanes + self._lane_events_gone
 
     def _pair_seen(self, peer: str, vv: Mapping[str, int]) -> None:
         """A pair round proved that `peer` holds these lanes (of the jobs we share) up to
@@ -578,6 +592,11 @@ class Node:
         if "inline" in payload or typ == EventType.JOB_DELETED:
             self._fsync_due = True
         origin = self._origin_of(typ, payload)
+        if origin is None:  # (a stand-in: never folded, stored nor sent)
+            self.late_lane_events += 1
+            log.debug("a %s of the compacted lanes job %s is sent nowhere", typ.name,
+                      payload.get("job"))
+            return Event(lane(self.peer_id, payload["job"]), 1, self.hlc.now(), typ, payload)
         if TurnBuilder.holds(typ) and (self.turn.open or self.batching()):
             ev, closed = self.turn.add(origin, typ, payload)
             if closed:
@@ -614,14 +633,34 @@ class Node:
             return ANYONE
         return members.ordered(self.state, job) or None
 
-    def _origin_of(self, typ: EventType, payload: dict[str, Any]) -> str:
+    def _origin_of(self, typ: EventType, payload: dict[str, Any]) -> str | None:
         """The origin an event of ours goes to: with `lanes` on, a task event of a lanes job
-        we are a member of goes to our lane of that job; any other to our own stream."""
+        we are a member of goes to our lane of that job, and one of a compacted lanes job
+        (a late outcome: its record is made, its lanes leave the logs, a straggling lane
+        event is refused at the members' doors, design section 4) nowhere (None); any
+        other to our own stream."""
         if self.door.member_of is not None and typ in LANE_PARTS:
             job = payload.get("job")
-            if type(job) is str and self.door.member_of(job):
-                return lane(self.peer_id, job)
+            if type(job) is str:
+                if self.door.member_of(job):
+                    return lane(self.peer_id, job)
+                if job not in self.state.jobs and self._compacted_lanes_job(job):
+                    return None
         return self.peer_id
+
+    def _compacted_lanes_job(self, job: str) -> bool:
+        """Is `job` a compacted lanes job: its lanes waiting to leave the log (the
+        compactor's `lane_members`), or its record naming `members` (read from the job
+        index: only a late task event of a job not in memory asks)?"""
+        if job in self.compactor.lane_members:
+            return True
+        if job not in self.state.compacted:
+            return False
+        try:
+            record = self.index.record(job)
+        except DataError:  # (logged by the index: the event goes to our stream, as before)
+            return False
+        return record is not None and "members" in record
 
     def _flush_soon(self) -> None:
         """Flush at the end of this loop turn (at once when no loop runs)."""

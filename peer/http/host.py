@@ -170,6 +170,7 @@ class Host(Protocol):
     def claims_first(self, job: str, wf: Workflow) -> bool: ...  # and `claimed` (with `local`)
     def local_info(self) -> Mapping[str, Any]: ...  # this peer's heartbeat info
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, write error, corrupt blocks
+    def events_made(self) -> int: ...  # our stream's seq and our lanes' (/metrics)
     def log_health(self) -> Mapping[str, Any]: ...  # events, heads digest, refused, quarantined
     def inline_health(self) -> Mapping[str, int] | None: ...  # inline blocks kept, refused
     def security(self) -> Mapping[str, Any]: ...  # identity, refusals, revocations, skews

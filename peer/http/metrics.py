@@ -50,6 +50,7 @@ class MetricsHost(Protocol):
     def log_health(self) -> Mapping[str, Any]: ...  # events, refused, quarantined, unknown
     def durability(self) -> Mapping[str, Any]: ...  # unwritten events, corrupt blocks
     def load(self) -> Mapping[str, int]: ...  # runs, queues, slots, bytes, malloc trims
+    def events_made(self) -> int: ...  # our stream's seq and our lanes'
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -167,8 +168,7 @@ class _Sampled(Collector):
         for table, n in sorted(h.state.sizes().items()):
             held.add_metric([table], n)
         yield held
-        mine = h.state.heads.get(h.peer_id, 0)
-        yield _counter("events_emitted", "Events this peer made (its own seq)", mine)
+        yield _counter("events_emitted", "Events this peer made (its own seq)", h.events_made())
         dropped = CounterMetricFamily("banzai_events_dropped",
                                       "Events refused at the door or let go, by reason",
                                       labels=["reason"])

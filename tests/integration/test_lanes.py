@@ -176,3 +176,31 @@ def test_a_mesh_with_a_peer_without_lanes_makes_jobs_every_peer_holds(tmp_path: 
         finally:
             db.close()
         assert n > TASKS // 2, (p.data_dir.name, n)
+
+
+def test_the_members_drop_a_compacted_job_s_lanes_once_each_holds_the_other_s(
+        tmp_path: Path) -> None:
+    """With --compact-recent-tasks 0 every peer compacts the job once it ended; its members'
+    lanes leave their logs once a pair round proved the other member holds them (gossip's
+    pair vectors, the compactor's `pair_vvs`), not at the horizon (7 days): before, the
+    node passed no pair vector and the lanes stayed."""
+    mesh, peers = f"lanes-{uuid.uuid4().hex[:12]}", []
+    try:
+        peers += start_all(lambda name: start_peer(
+            tmp_path / name, "--slots", "1", "--lanes", "--compact-recent-tasks", "0",
+            mesh=mesh), ("l0",), ("l1",), ("l2",))
+        wait_mesh(peers, 3)
+        ids = {_peer_id(p): p for p in peers}
+        job = post(f"{peers[0].url}/api/jobs", _job(TASKS))["job"]
+        members = [ids[m] for m in _members(peers, job)]
+        assert {_state(p, job) for p in peers} == {"done"}
+        deadline = time.monotonic() + WAIT_S
+        rows = {p.data_dir.name: _lane_rows(p, job) for p in members}
+        while any(rows.values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rows = {p.data_dir.name: _lane_rows(p, job) for p in members}
+        assert not any(rows.values()), rows
+        assert all(get(f"{p.url}/api/health")["log"]["compaction"]["jobs"] == 1 for p in peers)
+        assert all(get(f"{p.url}/api/jobs/{job}")["state"] == "done" for p in peers)
+    finally:
+        stop_peers(peers)

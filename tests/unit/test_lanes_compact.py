@@ -18,6 +18,7 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.config import PeerConfig
+from peer.http.metrics import Metrics
 from peer.jobs.ending import job_ended
 from peer.log import Event, EventType
 from peer.log.compact import ended_record
@@ -369,5 +370,76 @@ def test_a_pair_round_lets_a_compacted_job_s_covered_lanes_leave_before_the_hori
         assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
         assert node._pair_vvs == {}  # (the forgotten lane leaves the pair vectors)
         assert node.lane_jobs() == [J2] and node.shared([J1], OTHER) == []
+    finally:
+        node.log.close()
+
+
+def _emitted(node: Node) -> float:
+    """/metrics' banzai_events_emitted_total of `node`."""
+    gossip, node.gossip = node.gossip, None  # (the fake has no peers' reports)
+    try:
+        got = Metrics(node).registry.get_sample_value("banzai_events_emitted_total")
+    finally:
+        node.gossip = gossip
+    assert got is not None
+    return got
+
+
+def test_events_emitted_counts_our_lane_events_and_keeps_them_once_forgotten(
+        tmp_path: Path) -> None:
+    """/metrics' `banzai_events_emitted` counted our stream's seq only: a lanes job's task
+    events (our lane's seqs) were missing, so events per task read low with lanes on. It
+    counts each of our lanes' seqs as our stream's (a TURN is one), those of lanes forgotten
+    since start too (a counter does not go down when a job's lanes leave)."""
+    node = _node(tmp_path)
+    try:
+        me = node.peer_id
+        assert node.state.heads[lane(me, J1)] == 2
+        assert _emitted(node) == node.state.heads[me] + 2
+        _end(node, J1)
+        made = _emitted(node)
+        assert made == node.state.heads[me] + 2
+        node.catchup.compact()
+        assert _lane_state(node, J1) == {}  # (forgotten)
+        assert _emitted(node) == made
+    finally:
+        node.log.close()
+
+
+def test_a_late_task_event_of_a_compacted_lanes_job_goes_nowhere(tmp_path: Path) -> None:
+    """Our task event of a lanes job emitted after its compaction (a late outcome) went to our
+    own stream, so every peer (non-members too) got it. It now goes nowhere (design, section
+    4: its record is made, its lanes leave the logs, a straggling lane event is refused at
+    the members' doors): while its lanes wait for the members' vectors and after they left.
+    A job replicated in full is as before: its late event goes to our stream."""
+    node = _node(tmp_path, [OTHER])
+    try:
+        me = node.peer_id
+        full = "j0000000000e1"
+        node.emit(EventType.JOB_SUBMITTED, {"job": full, "workflow": WORKFLOW})
+        for t in TASKS:
+            node.emit(EventType.TASK_DONE, {"job": full, "task": t, "output": OUT[t]})
+        _end(node, J1)
+        gossip: Any = node.gossip
+        gossip.heads[OTHER] = dict(node.heads())
+        node.catchup.compact()
+        assert {J1, full} <= set(node.state.compacted) and len(_lane_rows(node)) == 2
+        late = {"job": J1, "task": "t0", "split": ["x", 1], "chunk": 0, "attempt": 1,
+                "error": "late", "kind": "error"}
+        rows = node.log.db.execute("SELECT count(*) FROM events").fetchone()
+        mesh = node.state.heads[me]
+        node.emit(EventType.CHUNK_FAILED, late)  # (its lanes wait)
+        node.flush()
+        assert node.state.heads[me] == mesh and len(_lane_rows(node)) == 2
+        node._pair_seen(OTHER, {lane(me, J1): 2})
+        node.catchup.compact()
+        assert _lane_rows(node) == [] and _lane_state(node, J1) == {}
+        node.emit(EventType.CHUNK_FAILED, late)  # (its lanes left)
+        node.flush()
+        assert node.state.heads[me] == mesh and _lane_state(node, J1) == {}
+        assert node.late_lane_events == 2
+        assert node.log.db.execute("SELECT count(*) FROM events").fetchone() < rows
+        node.emit(EventType.CHUNK_FAILED, {**late, "job": full})  # (as before)
+        assert node.state.heads[me] == mesh + 1 and node.late_lane_events == 2
     finally:
         node.log.close()

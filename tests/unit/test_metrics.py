@@ -54,6 +54,9 @@ class Host:
     def durability(self) -> Mapping[str, Any]:
         return {"unwritten_events": 2}
 
+    def events_made(self) -> int:
+        return self.state.heads.get(self.peer_id, 0)
+
     def load(self) -> Mapping[str, int]:
         return {"runs": 1, "queued": 2, "starved": 3, "slots": 4, "ready": 4,
                 "fetched_bytes": 12345, "log_bytes": 4096, "log_free_bytes": 1024,
