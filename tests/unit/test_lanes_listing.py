@@ -122,6 +122,7 @@ BAD = {
     "a malformed output": json.dumps({"outputs": {"t0": [None, OUT["t0"]]},
                                       "producers": {}}).encode(),
     "too large": json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode(),
+    "a directory": b"",  # (its CID: an empty directory's)
 }
 
 
@@ -130,7 +131,11 @@ async def test_a_bad_listing_is_refused_with_one_line_and_the_job_is_kept(
         tmp_path: Path, what: str, caplog: pytest.LogCaptureFixture) -> None:
     node = _node(tmp_path)
     try:
-        cid = _listed(node, BAD[what])
+        if what == "a directory":
+            cid = node.store.make_dir({})
+            _ended(node, outputs={}, producers={}, listing=cid)
+        else:
+            cid = _listed(node, BAD[what])
         node.catchup.compact()
         if what == "too large":
             node.end_listings.max_bytes = len(BAD[what]) - 1
