@@ -1282,6 +1282,9 @@ class Node:
         waiting = self.compactor.lane_members
         return {**self.state.members_of, **waiting} if waiting else self.state.members_of
 
+    def job_members(self, job: str) -> Collection[str]:
+        return self.state.members_of.get(job, ())
+
     def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
         return self.heads(jobs)
 

@@ -149,6 +149,10 @@ class LaneSink(Protocol):
         """The lanes jobs of `jobs` whose members are both we and `peer`, sorted."""
         ...
 
+    def job_members(self, job: str) -> Collection[str]:
+        """The members of the lanes job `job` as we fold them (empty: no lanes job we hold)."""
+        ...
+
     def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
         ...
 

@@ -71,7 +71,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError, ConfigError
-from peer.log import Event
+from peer.log import Event, JobEnded, JobMembers, JobSubmitted
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
@@ -109,6 +109,8 @@ log = logging.getLogger("banzai.gossip")
 MAX_START_COUNT = MAX_START_INC >> 16
 LEAVE_DRAIN_S = 0.1  # close() gives the transport this long to send our LEFT
 SOFT_SLACK_S = 0.2  # a periodic chore runs this early (at most half its period) if woken
+# The mesh events of a lanes job that its non-members get in a lazy push (`lazy_push_s`)
+LAZY_BODIES = (JobSubmitted, JobMembers, JobEnded)
 
 
 def next_soft(now: float, due: float, period_s: float) -> float | None:
@@ -152,6 +154,10 @@ class GossipConfig:
     # anti-entropy's cookie key is replaced this often; a cookie of the key before still
     # proves its address until the next replacement (so a cookie is good 1-2 periods)
     cookie_rotate_s: float = 3600.0
+    # lanes (LANES_FEATURE): a live lanes peer that is no member of a lanes job gets the job's
+    # JOB_SUBMITTED, JOB_MEMBERS and JOB_ENDED in one push this often, not one per flush
+    # (its members get them at once); 0: at once, as every other event
+    lazy_push_s: float = 0.05
 
     def __post_init__(self) -> None:
         host, _ = parse_addr(self.bind)
@@ -170,8 +176,8 @@ class GossipConfig:
         if not 4096 <= self.max_frame_bytes <= min(1 << 30, self.max_queue_bytes):
             raise ValueError("max_frame_bytes must be in [4096, 1 GiB] and at most "
                              "max_queue_bytes")
-        if not 0 <= self.jitter <= 0.5:
-            raise ValueError("jitter must be in [0, 0.5]")
+        if not (0 <= self.jitter <= 0.5 and 0 <= self.lazy_push_s <= 1):
+            raise ValueError("jitter must be in [0, 0.5] and lazy_push_s in [0, 1]")
         if not 0 < len(self.mesh_id.encode()) <= 255:
             raise ValueError("mesh_id must be 1..255 bytes")
         if self.secret is not None and len(self.secret) < 16:
@@ -312,6 +318,10 @@ class Gossip:
         # only and pair rounds run beside the mesh round; None: lanes are off
         self._lanes = lanes
         self._pair_after = ""  # the last job a capped pair round named (`pair_round`)
+        # address -> our events waiting for the next lazy push to it (`lazy_push`), oldest
+        # first; any push to that address sends them first (its streams stay in order)
+        self._lazy: dict[str, list[Event]] = {}
+        self._next_lazy = math.inf
         self._membership = Membership(members, transport, clock, self._rng,
                                       suspect_after_s=cfg.suspect_after_s,
                                       dead_after_s=cfg.dead_after_s)
@@ -409,7 +419,9 @@ class Gossip:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        """Announce that we leave (SWIM), stop the timer and close the transport."""
+        """Send what waits for a lazy push, announce that we leave (SWIM), stop the timer and
+        close the transport."""
+        self.lazy_push()
         if (self.swim is not None and self._address and not self.swim.leaving
                 and self.swim.leave()):
             await asyncio.sleep(LEAVE_DRAIN_S)  # let the transport send it
@@ -429,7 +441,7 @@ class Gossip:
 
     def next_due(self) -> float:
         """When the loop's next round is due (the other chores ride on these wake-ups)."""
-        due = min(self._next_hb, self._next_ae)
+        due = min(self._next_hb, self._next_ae, self._next_lazy)
         if self.swim is not None:
             due = min(due, self.swim.next_due(), self._next_renew)
         return due
@@ -482,27 +494,76 @@ class Gossip:
     def _push_lanes(self, events: list[Event]) -> None:
         """Mesh events to live peers as `_push`, each lane event to the live peers that are
         members of its job (and announce LANES_FEATURE) directly (ttl 0). A member that the
-        mesh events go to directly too gets both in one run of frames."""
+        mesh events go to directly too gets both in one run of frames. A lanes peer that
+        gets only mesh events of lanes jobs it is no member of (`_lazy_addrs`) gets them in
+        the next lazy push instead (`lazy_push_s`; design, section 8, step 11)."""
         jobs = [_job_of(e) for e in events]
         lane_jobs = {j for j in jobs if j is not None}
         mesh = [e for e, j in zip(events, jobs, strict=True) if j is None]
-        if not lane_jobs:
-            self._push(mesh, self.cfg.push_hops, exclude=None)
-            return
-        members = self._lane_partners(lane_jobs)  # address -> the jobs of these it shares
+        # address -> the jobs of these it shares
+        members = self._lane_partners(lane_jobs) if lane_jobs else {}
         targets, ttl = self._push_targets(exclude=None)
         if ttl and mesh:
-            self.send_events(targets, mesh, ttl=ttl)
+            self._send_now(targets, mesh, ttl=ttl)
         direct = set(targets) if not ttl else set()
+        lazy = self._lazy_addrs(mesh) if direct else set()
         sends: dict[tuple[bool, frozenset[str]], list[str]] = {}
         for addr in sorted(direct | members.keys()):
+            if addr in lazy and addr not in members:
+                self._defer(addr, mesh)
+                continue
             key = (addr in direct, frozenset(members.get(addr, ())))
             sends.setdefault(key, []).append(addr)
         for (with_mesh, shared), addrs in sends.items():
             out = [e for e, j in zip(events, jobs, strict=True)
                    if (with_mesh if j is None else j in shared)]
             if out:
-                self.send_events(addrs, out, ttl=0)
+                self._send_now(addrs, out, ttl=0)
+
+    def _lazy_addrs(self, mesh: Sequence[Event]) -> set[str]:
+        """The addresses of the live lanes peers that may get `mesh` in the next lazy push:
+        those that are members of none of its jobs, when every one of `mesh` is a lanes
+        job's JOB_SUBMITTED, JOB_MEMBERS or JOB_ENDED (LAZY_BODIES); else none."""
+        assert self._lanes is not None
+        if not mesh or self.cfg.lazy_push_s <= 0:
+            return set()
+        members: set[str] = set()
+        for e in mesh:
+            b = e.body
+            if not isinstance(b, LAZY_BODIES):
+                return set()
+            of_job = self._lanes.job_members(b.job)
+            if not of_job:  # (not a lanes job: everybody holds it in full)
+                return set()
+            members.update(of_job)
+        return {m.addr for p, m in self.view.lane_peers.items()
+                if m.addr and p not in members}
+
+    def _defer(self, addr: str, events: list[Event]) -> None:
+        """`events` wait for the next lazy push to `addr` (or any push to it before)."""
+        self._lazy.setdefault(addr, []).extend(events)
+        if self._next_lazy == math.inf:
+            self._next_lazy = self._clock() + self.cfg.lazy_push_s
+            if self._next_lazy < self._sleep_until:
+                self._wake.set()
+
+    def _send_now(self, addrs: Sequence[str], events: Sequence[Event], *, ttl: int) -> None:
+        """`events` to each of `addrs` now, after what waits there for a lazy push (so that
+        each of our streams reaches a peer in order: no gap held back by a lazy push)."""
+        plain = [a for a in addrs if a not in self._lazy]
+        if plain:
+            self.send_events(plain, events, ttl=ttl)
+        for a in addrs:
+            if a in self._lazy:
+                self.send_events([a], [*self._lazy.pop(a), *events], ttl=ttl)
+        if not self._lazy:
+            self._next_lazy = math.inf
+
+    def lazy_push(self) -> None:
+        """Send now what waits for a lazy push: each peer's in one run of frames (ttl 0)."""
+        pending, self._lazy, self._next_lazy = self._lazy, {}, math.inf
+        for addr, events in sorted(pending.items()):
+            self.send_events([addr], events, ttl=0)
 
     def _lane_partners(self, jobs: Iterable[str]) -> dict[str, list[str]]:
         """Address -> the jobs of `jobs` we share with the live peer there, of the peers that
@@ -554,6 +615,8 @@ class Gossip:
             if (nxt := next_soft(now, self._next_renew, self.cfg.renew_s)) is not None:
                 self._next_renew = nxt
                 self.view.renew()
+        if now >= self._next_lazy:
+            self.lazy_push()
         if now >= self._next_rotate:  # (F6: cookies expire)
             self._next_rotate = now + self.cfg.cookie_rotate_s
             self._ae.rotate_cookies()

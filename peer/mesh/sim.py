@@ -60,6 +60,9 @@ class MemorySink:
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
         return shared_jobs(self.state.members_of, jobs, self.peer_id, peer)
 
+    def job_members(self, job: str) -> Collection[str]:
+        return self.state.members_of.get(job, ())
+
     def lane_heads(self, jobs: Collection[str]) -> Mapping[str, int]:
         return self.state.lane_heads(jobs)
 
