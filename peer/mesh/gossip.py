@@ -66,7 +66,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -494,9 +494,9 @@ class Gossip:
     def _push_lanes(self, events: list[Event]) -> None:
         """Mesh events to live peers as `_push`, each lane event to the live peers that are
         members of its job (and announce LANES_FEATURE) directly (ttl 0). A member that the
-        mesh events go to directly too gets both in one run of frames. A lanes peer that
-        gets only mesh events of lanes jobs it is no member of (`_lazy_addrs`) gets them in
-        the next lazy push instead (`lazy_push_s`; design, section 8, step 11)."""
+        mesh events go to directly too gets both in one run of frames. A lanes peer gets the
+        mesh events after the last one it may not wait for (`_lazy_cuts`) in the next lazy
+        push instead (`lazy_push_s`; design, section 8, step 11)."""
         jobs = [_job_of(e) for e in events]
         lane_jobs = {j for j in jobs if j is not None}
         mesh = [e for e, j in zip(events, jobs, strict=True) if j is None]
@@ -506,38 +506,48 @@ class Gossip:
         if ttl and mesh:
             self._send_now(targets, mesh, ttl=ttl)
         direct = set(targets) if not ttl else set()
-        lazy = self._lazy_addrs(mesh) if direct else set()
-        sends: dict[tuple[bool, frozenset[str]], list[str]] = {}
+        cuts = self._lazy_cuts(mesh) if direct else {}
+        sends: dict[tuple[int, frozenset[str]], list[str]] = {}
         for addr in sorted(direct | members.keys()):
-            if addr in lazy and addr not in members:
-                self._defer(addr, mesh)
-                continue
-            key = (addr in direct, frozenset(members.get(addr, ())))
-            sends.setdefault(key, []).append(addr)
-        for (with_mesh, shared), addrs in sends.items():
-            out = [e for e, j in zip(events, jobs, strict=True)
-                   if (with_mesh if j is None else j in shared)]
+            now = cuts.get(addr, len(mesh)) if addr in direct else 0  # mesh events sent now
+            sends.setdefault((now, frozenset(members.get(addr, ()))), []).append(addr)
+        for (now, shared), addrs in sends.items():
+            out, k = [], 0  # (k: the mesh events seen)
+            for e, j in zip(events, jobs, strict=True):
+                if j is None:
+                    k += 1
+                    if k <= now:
+                        out.append(e)
+                elif j in shared:
+                    out.append(e)
             if out:
                 self._send_now(addrs, out, ttl=0)
+        for addr in sorted(direct):  # (after the sends: what waits goes after what went)
+            now = cuts.get(addr, len(mesh))
+            if now < len(mesh):
+                self._defer(addr, mesh[now:])
 
-    def _lazy_addrs(self, mesh: Sequence[Event]) -> set[str]:
-        """The addresses of the live lanes peers that may get `mesh` in the next lazy push:
-        those that are members of none of its jobs, when every one of `mesh` is a lanes
-        job's JOB_SUBMITTED, JOB_MEMBERS or JOB_ENDED (LAZY_BODIES); else none."""
+    def _lazy_cuts(self, mesh: Sequence[Event]) -> dict[str, int]:
+        """Address of each live lanes peer -> how many of `mesh` it gets now: up to the last
+        one it may not wait for, the rest waiting for the next lazy push. It may wait for a
+        lanes job's JOB_SUBMITTED, JOB_MEMBERS or JOB_ENDED (LAZY_BODIES) if no member of
+        the job; an earlier event goes with a later one (our stream reaches it in order)."""
         assert self._lanes is not None
         if not mesh or self.cfg.lazy_push_s <= 0:
-            return set()
-        members: set[str] = set()
-        for e in mesh:
+            return {}
+        last = -1  # the last event every peer gets now
+        of: list[Collection[str]] = []  # each event's job's members
+        for i, e in enumerate(mesh):
             b = e.body
-            if not isinstance(b, LAZY_BODIES):
-                return set()
-            of_job = self._lanes.job_members(b.job)
-            if not of_job:  # (not a lanes job: everybody holds it in full)
-                return set()
-            members.update(of_job)
-        return {m.addr for p, m in self.view.lane_peers.items()
-                if m.addr and p not in members}
+            m = self._lanes.job_members(b.job) if isinstance(b, LAZY_BODIES) else ()
+            if not m:  # (not a lanes job's: everybody holds it in full, at once)
+                last = i
+            of.append(m)
+        if last == len(mesh) - 1:
+            return {}
+        return {m.addr: 1 + max((i for i in range(last + 1, len(mesh)) if p in of[i]),
+                                default=last)
+                for p, m in self.view.lane_peers.items() if m.addr}
 
     def _defer(self, addr: str, events: list[Event]) -> None:
         """`events` wait for the next lazy push to `addr` (or any push to it before)."""

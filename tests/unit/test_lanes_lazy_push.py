@@ -128,6 +128,33 @@ def test_a_push_to_a_peer_sends_what_waits_for_it_first() -> None:
     assert tap.of(b, EventType.JOB_SUBMITTED) == [1, 1]  # nothing was left to push lazily
 
 
+def test_of_one_flush_a_peer_gets_now_up_to_the_last_event_it_may_not_wait_for() -> None:
+    """Two submissions in one flush, b a member of the first only, n of the second only: b
+    gets the first now and the second lazily; n gets both now (the first before the second:
+    in order). In the other order, b gets what waited and both now, n the first now and the
+    second lazily."""
+    c, tap = cluster()
+    a, b, n, _ = c.peers
+    mine, mb, mn = ids(c)[0], ids(c)[1], ids(c)[2]
+    evs = [a.sink.emit({"job": job(i), "workflow": WORKFLOW, "members": [mine, m]},
+                       EventType.JOB_SUBMITTED) for i, m in ((1, mb), (2, mn))]
+    a.gossip.broadcast(evs)
+    c.net.pump()
+    assert (heads_of(b, a), heads_of(n, a)) == (1, 2)
+    assert tap.of(b, EventType.JOB_SUBMITTED) == [1] and tap.of(n, EventType.JOB_SUBMITTED) == [2]
+    evs = [a.sink.emit({"job": job(i), "workflow": WORKFLOW, "members": [mine, m]},
+                       EventType.JOB_SUBMITTED) for i, m in ((3, mn), (4, mb))]
+    a.gossip.broadcast(evs)
+    c.net.pump()
+    assert (heads_of(b, a), heads_of(n, a)) == (4, 3)  # b: what waited, then both
+    assert tap.of(b, EventType.JOB_SUBMITTED) == [1, 3]
+    c.clock.advance(0.05)
+    a.gossip.tick()
+    c.net.pump()
+    assert (heads_of(b, a), heads_of(n, a)) == (4, 4)
+    assert tap.of(n, EventType.JOB_SUBMITTED) == [2, 1, 1]
+
+
 def test_a_peer_added_to_a_job_gets_it_at_once() -> None:
     """JOB_MEMBERS adding the non-member: it is a member now, and gets the JOB_SUBMITTED that
     waited for it and the JOB_MEMBERS at once."""
