@@ -1267,10 +1267,15 @@ class Node:
 
     # -- the LaneSink of gossip (lanes on): the lanes of the jobs given, as served above --
     def lane_jobs(self) -> list[str]:
-        """The live lanes jobs we are a member of, and the compacted ones whose lanes wait
-        for their members' pair vectors (`_lane_members`): a pair round over those proves
-        what the other members hold, so that the lanes leave the log before the horizon."""
-        return member_jobs(self._lane_members(), self.state.ended, self.peer_id)
+        """The live lanes jobs we are a member of; the compacted ones whose lanes wait for
+        their members' pair vectors (`_lane_members`: a pair round over those proves what the
+        other members hold, so that the lanes leave the log before the horizon); and the
+        ended ones our fold has not finished (`Compactor.unfolded`: a member restarted after
+        the job ended elsewhere catches the other members' lanes up by pair rounds, not only
+        at the horizon)."""
+        jobs = member_jobs(self._lane_members(), self.state.ended, self.peer_id)
+        behind = self.compactor.unfolded
+        return sorted({*jobs, *behind}) if behind else jobs
 
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
         return shared_jobs(self._lane_members(), jobs, self.peer_id, peer)

@@ -142,7 +142,8 @@ class LaneSink(Protocol):
     (MeshState's scoped readers). Every method must not block."""
 
     def lane_jobs(self) -> list[str]:
-        """The live (not ended) lanes jobs we are a member of: a pair round's, sorted."""
+        """The live (not ended) lanes jobs we are a member of, and the ended ones whose
+        fold here has not finished: a pair round's, sorted."""
         ...
 
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:

@@ -318,6 +318,39 @@ def test_a_member_whose_fold_never_finishes_compacts_from_the_job_ended_at_the_h
         node.log.close()
 
 
+def test_a_member_behind_on_an_ended_job_names_it_in_its_pair_rounds_until_its_fold_ends(
+        tmp_path: Path) -> None:
+    """A member that holds the JOB_ENDED but not the other member's lane events (as one
+    restarted after the job ended elsewhere) names the job in its pair rounds
+    (`Node.lane_jobs`) until its fold finished, so they come now, not only the horizon's
+    record (on be87029 pair rounds stopped at the JOB_ENDED: test_lanes' runner-after-end
+    member listed the job running, its tasks pending, and ran them again); once its fold
+    finished it names the job no more."""
+    node = _node(tmp_path, [OTHER])
+    try:
+        job = "j0000000000c6"
+        node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW,
+                                            "members": [OTHER, node.peer_id]})
+        node.flush()
+        t = node.hlc.now()
+        done = [Event(lane(OTHER, job), i + 1, t + i + 1, EventType.TASK_DONE,
+                      {"job": job, "task": n, "output": OUT[n]}) for i, n in enumerate(TASKS)]
+        ev = _ended_by_other(node, job, {"outputs": {
+            e.payload["task"]: [None, e.payload["output"], e.hlc, e.origin, e.seq]
+            for e in done}})
+        node.compactor.now_hlc = lambda: ev.hlc
+        assert node.lane_jobs() == [J1, J2]  # (the JOB_ENDED not looked at yet)
+        node.catchup.compact()
+        assert node.lane_jobs() == [J1, J2, job]  # our fold has not finished: behind
+        for e in done:  # (what the pair round brings)
+            node.state.apply(e)
+            node.compactor.note(e)
+        node.catchup.compact()
+        assert job not in node.lane_jobs() and not node.compactor.unfolded
+    finally:
+        node.log.close()
+
+
 def test_a_non_member_keeps_an_ended_lanes_job_in_its_recent_history_as_a_member_does(
         tmp_path: Path) -> None:
     """Issue 12, falsifier 3: a non-member compacted an ended lanes job at once while its
