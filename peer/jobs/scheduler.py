@@ -752,8 +752,10 @@ class Scheduler:
         st = self.state
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
-        if not st.member_of(job, self.peer_id):  # a lanes job whose lanes are not here:
-            return  # no claim of it either (it would run every task)
+        if not st.member_of(job, self.peer_id) or job in st.ended:  # a lanes job whose
+            return  # lanes are not here (no claim of it either: it would run every task), or
+            # that ended (its JOB_ENDED held, lanes on only) with our fold behind: every run
+            # of it would be wasted
         if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
             return  # what follows would find that again (and walk its failed chunks first)
         spec = self.workflow(job).task(task)

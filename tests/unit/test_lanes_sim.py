@@ -19,6 +19,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.retention import ended_hlc, finished_at, record_facts
 from peer.jobs.sim import JobMesh
 from peer.log import EventType, JobSubmitted, MeshState
+from peer.log.lanes import lane
 from peer.log.snapframe import job_digest3, outputs_sha
 from tasks import registry
 
@@ -242,3 +243,23 @@ async def test_a_members_view_names_the_peers_that_ran_chunks_not_their_lanes(
     assert ran and ran <= {a, b}, ran
     record = job_record(mesh[a].state, job, CFG.max_attempts)
     assert {p for t in record["tasks"] for p in t["peers"]} == ran
+
+
+async def test_a_member_behind_runs_nothing_of_a_job_whose_job_ended_it_holds(
+        make_mesh: MeshFactory) -> None:
+    """A member that was away while the job ran and ended (as one restarted after the end),
+    back with the JOB_SUBMITTED and the JOB_ENDED but not yet the other member's lanes (a
+    pair round brings them): its fold shows the job's tasks open, yet it runs none of them
+    (on be87029 it ran the done job again, task by task)."""
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    mesh.silent.add(b)
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    mesh.hold = lambda ev, dst: dst == b and ev.origin == lane(a, job)  # (never come)
+    await run_to_end(mesh, job, rounds=200)
+    mesh.silent.clear()
+    for _ in range(20):
+        await mesh.advance(TURN_S)
+    s = mesh[b].state
+    assert job in s.ended and not mesh[b].runner.started
+    assert not any(k[0] == job for k in s.task_done)  # (its fold: the job's tasks open)
