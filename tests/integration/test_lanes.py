@@ -44,6 +44,16 @@ def _lane_rows(p: PeerProc, job: str) -> int:
         db.close()
 
 
+def _job_rows(p: PeerProc, job: str, origin: str = "%") -> int:
+    """The rows of a stopped peer's log that name `job` (of origins LIKE `origin`)."""
+    db = sqlite3.connect(p.data_dir / "events.sqlite")
+    try:
+        return int(db.execute("SELECT count(*) FROM events WHERE payload LIKE ? AND origin "
+                              "LIKE ?", (f"%{job}%", origin)).fetchone()[0])
+    finally:
+        db.close()
+
+
 def _state(p: PeerProc, job: str, timeout_s: float = WAIT_S) -> str:
     """`job`'s state in `p`'s job list once it is final there (bounded)."""
     deadline = time.monotonic() + timeout_s
@@ -56,12 +66,15 @@ def _state(p: PeerProc, job: str, timeout_s: float = WAIT_S) -> str:
 
 
 @pytest.fixture
-def trio(tmp_path: Path) -> Iterator[list[PeerProc]]:
-    """Three peers with --lanes of one mesh found by mDNS (--slots 1)."""
-    mesh, started = f"lanes-{uuid.uuid4().hex[:12]}", []
+def trio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[PeerProc]]:
+    """Three peers with --lanes of one mesh found by mDNS (--slots 1, and the flags of an
+    indirect parameter, if any). A test may put a restarted peer in the list in its place."""
+    mesh, started, peers = f"lanes-{uuid.uuid4().hex[:12]}", [], []
+    flags = tuple(getattr(request, "param", ()))
 
     def start(name: str) -> PeerProc:
-        started.append(p := start_peer(tmp_path / name, "--slots", "1", "--lanes", mesh=mesh))
+        started.append(p := start_peer(tmp_path / name, "--slots", "1", "--lanes", *flags,
+                                       mesh=mesh))
         return p
 
     try:
@@ -69,7 +82,14 @@ def trio(tmp_path: Path) -> Iterator[list[PeerProc]]:
         wait_mesh(peers, 3)
         yield peers
     finally:
-        stop_peers(started)
+        stop_peers({id(p): p for p in [*started, *peers]}.values())
+
+
+def _restart(p: PeerProc) -> PeerProc:
+    """`p` (stopped) started again on its data dir with the same flags and environment (a
+    new HTTP port)."""
+    at = p.args.index("--mesh-name")
+    return start_peer(p.data_dir, *p.args[at + 2:], mesh=p.args[at + 1], env=p.env)
 
 
 def _entries(p: PeerProc) -> dict[str, dict[str, object]]:
@@ -134,12 +154,7 @@ def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], kill
     (other,) = [p for pid, p in ids.items() if pid not in members]
     victims = {"runner": [ids[members[1]]], "home": [ids[members[0]]],
                "members": [ids[m] for m in members]}[killed]
-    deadline = time.monotonic() + WAIT_S
-    progress = 0.0
-    while progress < 0.1 and time.monotonic() < deadline:  # the job under way
-        progress = get(f"{other.url}/api/jobs/{job}")["progress"]
-        time.sleep(0.05)
-    assert 0.1 <= progress < 1.0, progress  # (what the test is about: a kill mid-job)
+    _under_way(other, job)
     for p in victims:
         p.kill(signal.SIGKILL)
     alive = [p for p in trio if p not in victims]
@@ -169,13 +184,7 @@ def test_a_mesh_with_a_peer_without_lanes_makes_jobs_every_peer_holds(tmp_path: 
     assert all(_lane_rows(p, job) == 0 for p in peers)
     # (each peer holds the job's task events in full: its own copy of every TASK_DONE)
     for p in peers:
-        db = sqlite3.connect(p.data_dir / "events.sqlite")
-        try:
-            n = db.execute("SELECT count(*) FROM events WHERE payload LIKE ?",
-                           (f"%{job}%",)).fetchone()[0]
-        finally:
-            db.close()
-        assert n > TASKS // 2, (p.data_dir.name, n)
+        assert _job_rows(p, job) > TASKS // 2, (p.data_dir.name, _job_rows(p, job))
 
 
 def test_the_members_drop_a_compacted_job_s_lanes_once_each_holds_the_other_s(
@@ -204,3 +213,68 @@ def test_the_members_drop_a_compacted_job_s_lanes_once_each_holds_the_other_s(
         assert all(get(f"{p.url}/api/jobs/{job}")["state"] == "done" for p in peers)
     finally:
         stop_peers(peers)
+
+
+def _under_way(p: PeerProc, job: str) -> None:
+    """Until `job` is under way in `p`'s view (a tenth of it done, bounded), and not done:
+    what a test of a failure mid-job is about."""
+    deadline = time.monotonic() + WAIT_S
+    progress = 0.0
+    while progress < 0.1 and time.monotonic() < deadline:
+        progress = get(f"{p.url}/api/jobs/{job}")["progress"]
+        time.sleep(0.05)
+    assert 0.1 <= progress < 1.0, progress
+
+
+def _all_done(p: PeerProc, job: str, n: int) -> None:
+    """`p`'s own view of `job` (a member's: not passed on from another) is done with its `n`
+    tasks each done: none lost, none left pending."""
+    view = wait_job(p, job, timeout_s=WAIT_S)
+    assert "served_by" not in view, view["served_by"]
+    states = [t["state"] for t in view["tasks"]]
+    assert view["state"] == "done" and states == ["done"] * n, (view["state"], states[:5])
+
+
+@pytest.mark.parametrize("trio", [("--lease-s", "3")], indirect=True)
+@pytest.mark.parametrize("restarted", ["runner", "home", "runner-after-end"])
+def test_a_member_restarted_mid_job_replays_its_lanes_and_the_job_finishes(
+        trio: list[PeerProc], restarted: str) -> None:
+    """SIGTERM of a member mid-job (the non-home one, or the home), then a start on its data
+    dir (at once, or once the job ended on the others: the non-member lists it done): it
+    replays its lanes (its rows of the job are in its log), catches up the rest, and every
+    member's own view says each task done; the non-member lists the job done."""
+    ids = {_peer_id(p): p for p in trio}
+    job = post(f"{trio[0].url}/api/jobs", _job(KILL_TASKS))["job"]
+    members = _members(trio, job)
+    (other,) = [p for pid, p in ids.items() if pid not in members]
+    victim = ids[members[0] if restarted == "home" else members[1]]
+    _under_way(other, job)
+    victim.kill(signal.SIGTERM)
+    assert victim.proc.returncode == 0, victim.output[-2000:]
+    if restarted == "runner-after-end":
+        assert _state(other, job) == "done"
+    assert _lane_rows(victim, job) > 0  # (what it replays)
+    trio[trio.index(victim)] = again = _restart(victim)
+    for pid in members:
+        _all_done(again if ids[pid] is victim else ids[pid], job, KILL_TASKS)
+    assert _state(other, job) == "done"
+    health = get(f"{again.url}/api/health")["log"]
+    assert health["quarantined"] == 0 and health["refused"]["total"] == 0, health
+
+
+@pytest.mark.parametrize("trio", [("--lease-s", "3")], indirect=True)
+def test_an_acknowledged_lanes_job_survives_kill_9_of_its_home_right_after_the_answer(
+        trio: list[PeerProc]) -> None:
+    """kill -9 of the home as soon as `POST /api/jobs` answered: the replica acknowledged
+    (fsynced) the JOB_SUBMITTED, takes the home's duties after lease_s and finishes the job;
+    the third peer lists it done."""
+    home = trio[0]
+    home_id = _peer_id(home)
+    job = post(f"{home.url}/api/jobs", _job(TASKS))["job"]
+    home.kill(signal.SIGKILL)
+    alive = trio[1:]
+    members = _members(alive, job)
+    assert members[0] == home_id and len(members) == 2, members
+    (replica,) = [p for p in alive if _peer_id(p) == members[1]]
+    _all_done(replica, job, TASKS)
+    assert {_state(p, job) for p in alive} == {"done"}
