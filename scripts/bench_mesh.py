@@ -3,7 +3,7 @@
 on 2 peers against 1.
 
     .venv/bin/python scripts/bench_mesh.py [--peers 1,2,3] [-n 1000] [--latency-n 200]
-        [--repeat 3] [--profile DIR] [--write docs/benchmarks.md] [--json PATH]
+        [--repeat 3] [--lanes] [--profile DIR] [--write docs/benchmarks.md] [--json PATH]
     .venv/bin/python scripts/bench_mesh.py --pipeline [--repeat 3] [--write ...]
 
 Throughput/latency mode. For each N: N banzai-peer processes on 127.0.0.1 (--slots 1
@@ -38,6 +38,8 @@ them out), so the dag and jobs batches each run twice in a row, the first unmeas
 pushes out 200 one-task jobs, the map's a few (an unmeasured jobs and map batch after the
 warm-up fill the recent history for the first repetition). The job view the dag and map
 batches read (which peer ran what, HLC times) is read after the window.
+--lanes: every peer runs with --lanes (partial replication, experimental: a job's task events
+go to its members only); the section's title and header say so (its own section with --write).
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
 py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
 
@@ -90,6 +92,7 @@ from scriptlib import (  # noqa: E402
 from peer.log.compact import CompactConfig  # noqa: E402
 
 MESH_SECTION = "## Mesh throughput and latency vs Dask (issue 4)"
+LANES = ("--lanes",)  # the peers' flag for partial replication (experimental; --lanes here)
 PIPE_SECTION = "## Seed pipeline on 2 peers vs 1 (issue 4)"
 TARGET_RATIO = 1.5
 TARGET_P50_MS = 10.0
@@ -630,12 +633,12 @@ def dask_batches(client: Any, what: Sequence[str], n: int, lat_n: int, mesh: Mes
 
 # -- profile -------------------------------------------------------------------------------
 def profile(n_peers: int, n: int, out_dir: Path, base: Path, kind: str = "dag",
-            ) -> dict[str, Any]:
+            extra: Sequence[str] = ()) -> dict[str, Any]:
     """py-spy (raw collapsed stacks, 100 Hz, GIL-holding + idle excluded) on peer 0 and its
-    worker processes while one `kind` batch (dag or map) runs."""
+    worker processes while one `kind` batch (dag or map) runs; `extra`: start_mesh's."""
     out_dir.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix="prof-", dir=base))
-    mesh = start_mesh(n_peers, d)
+    mesh = start_mesh(n_peers, d, extra=extra)
     raw = out_dir / f"pyspy-peer0-{n_peers}peers-{kind}.txt"
     try:
         banzai_batches(mesh, ["warm"], n, 0)
@@ -723,13 +726,15 @@ def _func(frame: str) -> str:
 # -- throughput/latency run ----------------------------------------------------------------
 def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d"),
-                         "n": a.n, "latency_n": a.latency_n, "repeat": a.repeat, "by_n": {}}
+                         "n": a.n, "latency_n": a.latency_n, "repeat": a.repeat,
+                         "lanes": a.lanes, "by_n": {}}
+    extra = LANES if a.lanes else ()
     base = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
     try:
         for npeers in a.peers:
             d = base / f"n{npeers}"
             d.mkdir()
-            mesh = start_mesh(npeers, d)
+            mesh = start_mesh(npeers, d, extra=extra)
             runs: dict[str, list[Any]] = {"banzai": [], "dask": [], "stalls": []}
             try:
                 banzai_batches(mesh, ["warm"], a.n, a.latency_n)
@@ -772,7 +777,7 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
             a.json.write_text(json.dumps(r, indent=1, default=str) + "\n")
         if a.profile:
             big = max(a.peers)
-            r["profile"] = profile(big, a.n, a.profile, base)
+            r["profile"] = profile(big, a.n, a.profile, base, extra=extra)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return r
@@ -818,13 +823,18 @@ def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
     return out
 
 
+def mesh_section(r: dict[str, Any]) -> str:
+    """The markdown section a throughput/latency run writes: a --lanes run its own."""
+    return MESH_SECTION + (", peers with --lanes (experimental)" if r.get("lanes") else "")
+
+
 def mesh_markdown(r: dict[str, Any], command: str) -> str:
     s = r["summary"]
     ok = {True: "met", False: "**not met**"}
     loads = [x for v in s.values() for x in v["loads"]]
     stalls = [f"N={k}: {x}" for k, v in r["by_n"].items() for x in v.get("stalls", [])]
     lines = [
-        MESH_SECTION, "",
+        mesh_section(r), "",
         f"Command: `{command}` ({r['date']}; {r['n']} tasks per throughput batch, "
         f"{r['latency_n']} one-at-a-time tasks per latency batch, {r['repeat']} repetitions "
         "per side and N, interleaved; medians).",
@@ -836,7 +846,9 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
         "Dask is a **benchmark-only** dependency (`pip install -e '.[bench]'`: "
         "dask[distributed] and py-spy; not a runtime dependency).",
         "",
-        "Setup: N `banzai-peer` processes on 127.0.0.1, `--slots 1` each, mDNS on 127.0.0.1, "
+        "Setup: N `banzai-peer` processes on 127.0.0.1, `--slots 1` each"
+        + (", **`--lanes` (partial replication, experimental: a job's task events go to its "
+           "members only)**" if r.get("lanes") else "") + ", mDNS on 127.0.0.1, "
         "one fresh mesh name, the script waits until every peer sees the others alive; vs "
         "`LocalCluster(n_workers=N, threads_per_worker=1, processes=True)` (both up at "
         "once, run alternately). banzai task: built-in ECHO (writes a file, imports it into "
@@ -1039,6 +1051,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-n", type=int, default=200, help="tasks per latency batch")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="py-spy output directory")
+    ap.add_argument("--lanes", action="store_true",
+                    help="every peer with --lanes (partial replication, experimental)")
     ap.add_argument("--pipeline", action="store_true", help="the 2-peers-vs-1 pipeline run")
     ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-mesh-corpus")
     ap.add_argument("--utterances", type=int, default=50)
@@ -1064,7 +1078,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r["code"] = code if code == code_version() else f"{code}, changed during the run"
     if "by_n" in r:
         text = mesh_markdown(r, r["command"])
-        section = MESH_SECTION
+        section = mesh_section(r)
     else:
         text = pipe_markdown(r, r["command"])
         section = PIPE_SECTION

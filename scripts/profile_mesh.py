@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
             d = Path(tmp) / f"n{npeers}"
-            mesh = bm.start_mesh(npeers, d, extra=("--lanes",) if a.lanes else (),
+            mesh = bm.start_mesh(npeers, d, extra=bm.LANES if a.lanes else (),
                                  first_extra=LABEL_FLAG if "dag0" in kinds else ())
             r: dict[str, Any] = {"cpu": []}
             try:

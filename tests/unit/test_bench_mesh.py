@@ -117,3 +117,25 @@ def test_the_job_view_is_read_apart_from_the_window() -> None:
         {"finished_ms": 2, "chunks": [{"peer": "a"}, {"peer": "b"}, {"peer": "b"}]}]}
     assert bench_mesh.view_figures(mapped, names, "map") == {
         "per_peer": {"p0": 1, "p1": 2}, "chunks": 3}
+
+
+class Started(Exception):
+    """start_mesh's stand-in stops the run once it knows the peers' flags."""
+
+
+def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    flags: list[tuple[int, tuple[str, ...]]] = []
+
+    def start_mesh(n: int, base: Any, extra: tuple[str, ...] = ()) -> Any:
+        flags.append((n, tuple(extra)))
+        raise Started
+
+    monkeypatch.setattr(bench_mesh, "start_mesh", start_mesh)
+    for argv, want in ((["--peers", "3"], ()), (["--peers", "3", "--lanes"], ("--lanes",))):
+        with pytest.raises(Started):
+            bench_mesh.main(argv)
+        assert flags.pop() == (3, want)
+    assert bench_mesh.mesh_section({"lanes": False}) == bench_mesh.MESH_SECTION
+    assert bench_mesh.mesh_section({"lanes": True}) == (
+        bench_mesh.MESH_SECTION + ", peers with --lanes (experimental)")
