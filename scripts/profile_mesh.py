@@ -21,7 +21,8 @@ task events go to its members only; each cpu batch names its last job's `members
    bench_mesh's CPU rows; n ≥ 1,000: every job posted before it, on every peer; a pass
    every 5 s: otherwise it falls in whichever window it falls in), and
    `net_ms_per_task` takes off what the idle mesh (`idle_ms_per_s`, measured once) spent
-   while the window waited. The peers' share is
+   while the window waited; `per_peer_net_ms` takes off each peer process's own idle CPU
+   (`idle_per_peer_ms_per_s`, measured once over IDLE_PEER_S) over that wait. The peers' share is
    also split by thread (`peer_threads_ms`): "loop" (the main thread, the event loop) and
    "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
    part that varies most between meshes of the same code; docs/benchmarks.md), and per
@@ -156,13 +157,37 @@ def counters(mesh: bm.Mesh) -> defaultdict[str, float]:
     return out
 
 
+IDLE_PEER_S = 10.0  # the idle window per peer: /proc's 10 ms ticks, 1 ms/s resolution
+
+
+def idle_per_peer(mesh: bm.Mesh, window_s: float = IDLE_PEER_S) -> list[float]:
+    """CPU ms per second of each idle peer process (all threads; p0 first), compaction
+    caught up (bench_mesh.settle): heartbeats, probes, anti-entropy, timers."""
+    bm.settle(mesh)
+    t0, before = time.monotonic(), peer_threads(mesh)
+    time.sleep(window_s)
+    after, s = peer_threads(mesh), time.monotonic() - t0
+    return [round(sum(split_threads(_of(before, p), _of(after, p), 1).values()) / s, 2)
+            for p in mesh.peers]
+
+
+def net_per_peer(per_peer_ms: Sequence[dict[str, float]], idle_ms_per_s: Sequence[float],
+                 waited_s: float, n: int) -> list[float]:
+    """Each peer process's CPU ms per task of a batch (`per_peer_ms`: loop + other), less
+    its idle CPU (`idle_ms_per_s`) over the `waited_s` of the window that waited for
+    compaction (as bench_mesh.net_ms_per_task for the mesh)."""
+    return [round(x["loop"] + x["other"] - idle * waited_s / n, 3)
+            for x, idle in zip(per_peer_ms, idle_ms_per_s, strict=True)]
+
+
 def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False, lanes: bool = False,
-             ) -> dict[str, Any]:
+             idle_ms_per_s: Sequence[float] = ()) -> dict[str, Any]:
     """One batch's CPU; `settled`: the window runs on until every peer has compacted what the
     batch pushed out of the recent history (bench_mesh.settle; for n ≥ 1,000 every job
     posted before it), and `net_ms_per_task` takes off what the idle mesh spent while the
     window waited (this window also holds the job view and counters bench_mesh reads after
-    its own: `cpu_ms_per_task` is that one's); `lanes`: name the job's `members`."""
+    its own: `cpu_ms_per_task` is that one's), and with `idle_ms_per_s` (`idle_per_peer`)
+    `per_peer_net_ms` each peer's; `lanes`: name the job's `members`."""
     before, threads, c0 = cpu_by_kind(mesh), peer_threads(mesh), counters(mesh)
     got = batch(mesh, n, kind, settled)
     after, threads_after = cpu_by_kind(mesh), peer_threads(mesh)
@@ -170,6 +195,8 @@ def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False, lanes: boo
     per: defaultdict[str, float] = defaultdict(float)
     for pid, (what, s) in after.items():
         per[what] += s - before.get(pid, (what, 0.0))[1]  # a new worker counts from 0
+    per_peer_ms = [split_threads(_of(threads, p), _of(threads_after, p), n)
+                   for p in mesh.peers]
     return {"kind": kind, "tasks_per_s": got["tasks_per_s"],
             "cpu_ms_per_task": got["cpu_ms_per_task"], "per_peer_tasks": got.get("per_peer"),
             **{k: got.get(k) for k in ("events_per_task", "frames_per_task",
@@ -180,8 +207,9 @@ def step_cpu(mesh: bm.Mesh, n: int, kind: str, settled: bool = False, lanes: boo
                if settled else {}),
             "by_kind_ms": {k: round(v * 1000 / n, 3) for k, v in sorted(per.items())},
             "peer_threads_ms": split_threads(threads, threads_after, n),
-            "per_peer_ms": [split_threads(_of(threads, p), _of(threads_after, p), n)
-                            for p in mesh.peers],
+            "per_peer_ms": per_peer_ms,
+            **({"per_peer_net_ms": net_per_peer(per_peer_ms, idle_ms_per_s, got["settle_s"],
+                                                n)} if settled and idle_ms_per_s else {}),
             "counted_per_task": {k: round(v / n, 3) for k, v in sorted(grown.items()) if v},
             **({"members": members(mesh)} if lanes else {})}
 
@@ -322,9 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batch(mesh, min(a.n, 200), "dag0", a.settle)
                 if a.settle:
                     r["idle_ms_per_s"] = round(mesh.idle_s_per_s * 1000, 2)
+                    r["idle_per_peer_ms_per_s"] = idle_per_peer(mesh)
                 for _ in range(a.repeat):
                     for kind in kinds:
-                        r["cpu"].append(step_cpu(mesh, a.n, kind, a.settle, a.lanes))
+                        r["cpu"].append(step_cpu(mesh, a.n, kind, a.settle, a.lanes,
+                                                 r.get("idle_per_peer_ms_per_s", ())))
                         print(f"N={npeers} cpu: {r['cpu'][-1]}", file=sys.stderr, flush=True)
                 for kind in kinds if a.spy else ():
                     r.setdefault("spy", {})[kind] = step_spy(

@@ -49,3 +49,10 @@ def test_kinds_alternate_on_one_mesh_and_a_bad_one_is_refused() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="dags: not one of"):
         profile_mesh.kinds_arg("dag,dags")
 
+
+
+def test_each_peers_idle_cpu_over_the_compaction_wait_is_taken_off() -> None:
+    per_peer = [{"loop": 1.0, "other": 0.1}, {"loop": 0.2, "other": 0.05}]
+    # p1 idles at 10 ms/s: 4 s of waiting for compaction is 0.04 ms of each of 1,000 tasks
+    assert profile_mesh.net_per_peer(per_peer, [5.0, 10.0], 4.0, 1000) == [1.08, 0.21]
+    assert profile_mesh.net_per_peer(per_peer, [5.0, 10.0], 0.0, 1000) == [1.1, 0.25]
