@@ -9,8 +9,8 @@ With `--lanes` every peer runs with --lanes (partial replication, experimental):
 task events go to its members only; each cpu batch names its last job's `members` (p0 ...).
 
     .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000]
-        [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--lanes] [--spy DIR]
-        [--strace] [--json PATH]
+        [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--lanes]
+        [--spy DIR [--spy-rate HZ]] [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task, with the claims, outcomes,
@@ -27,9 +27,11 @@ task events go to its members only; each cpu batch names its last job's `members
    "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
    part that varies most between meshes of the same code; docs/benchmarks.md), and per
    peer (`per_peer_ms`, p0 first).
-2. spy (--spy DIR): py-spy (100 Hz, raw, idle excluded) on every peer with --subprocesses
-   during one batch; the top functions per process kind (peer, worker), as a share of that
-   kind's samples and as ms per task (share x the kind's CPU per task of step 1).
+2. spy (--spy DIR): py-spy (100 Hz or --spy-rate, raw, idle excluded) on every peer with
+   --subprocesses during one batch (settled with --settle); the top functions per process
+   kind (peer, worker), as a share of that kind's samples and as ms per task (share x the
+   kind's CPU per task of step 1), and per peer process (`per_peer`, with lanes the job's
+   `members`: the non-member's own).
 3. strace (--strace): `strace -c -f` on peer 0 and, separately, on its forkserver and workers
    during one batch; system calls per task (of the whole batch) by name, fsyncs first.
 Each instrument perturbs the others, so each has its own batch; step 1 runs uninstrumented.
@@ -232,7 +234,11 @@ def _of(threads: dict[tuple[int, int], float], p: bm.Peer) -> dict[tuple[int, in
 
 
 def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, float],
-             ) -> dict[str, Any]:
+             rate_hz: int = 100, settled: bool = False, lanes: bool = False) -> dict[str, Any]:
+    """py-spy on every peer during one batch (`settled`: its window holds the compaction, as
+    step_cpu's); the top functions per process kind, and per peer process (`per_peer`: its
+    CPU ms per task in this batch, its own top functions as ms of it; `lanes`: the job's
+    `members`, so the non-member's is told apart)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     raws, spies = [], []
     for i, p in enumerate(mesh.peers):
@@ -240,10 +246,12 @@ def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, flo
         raws.append(raw)
         spies.append(subprocess.Popen(
             [str(BIN / "py-spy"), "record", "--pid", str(p.proc.pid), "--subprocesses",
-             "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking"],
+             "--rate", str(rate_hz), "--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(2.0)  # py-spy attaches
-    got = batch(mesh, n, kind)
+    threads = peer_threads(mesh)
+    got = batch(mesh, n, kind, settled)
+    threads_after = peer_threads(mesh)
     for spy in spies:
         spy.send_signal(signal.SIGINT)
     for spy in spies:
@@ -259,7 +267,15 @@ def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, flo
         ms = cpu.get(kind, 0.0) + (cpu.get("forkserver", 0.0) if kind == "worker" else 0.0)
         for key in ("self", "incl"):
             h[key] = [(f, share, round(share * ms / 100, 3)) for f, share in h[key]]
-    return {"tasks_per_s": got["tasks_per_s"], "raw": str(merged), "hot": hot}
+    per_peer = []
+    for p, raw in zip(mesh.peers, raws, strict=True):
+        ms = sum(split_threads(_of(threads, p), _of(threads_after, p), n).values())
+        own = bm.hot_spots(raw, top=25).get("peer", {"samples": 0, "self": [], "incl": []})
+        per_peer.append({"ms_per_task": round(ms, 3), "samples": own["samples"],
+                         **{key: [(f, share, round(share * ms / 100, 3))
+                                  for f, share in own[key]] for key in ("self", "incl")}})
+    return {"tasks_per_s": got["tasks_per_s"], "raw": str(merged), "hot": hot,
+            "per_peer": per_peer, **({"members": members(mesh)} if lanes else {})}
 
 
 _STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
@@ -321,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--peers", default="1,3")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
+    ap.add_argument("--spy-rate", type=int, default=100, help="py-spy's samples per second")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--kind", type=kinds_arg, default=["dag"],
@@ -359,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for kind in kinds if a.spy else ():
                     r.setdefault("spy", {})[kind] = step_spy(
                         mesh, a.n, kind, a.spy / kind,
-                        next(c for c in r["cpu"] if c["kind"] == kind)["by_kind_ms"])
+                        next(c for c in r["cpu"] if c["kind"] == kind)["by_kind_ms"],
+                        a.spy_rate, a.settle, a.lanes)
                 for kind in kinds if a.strace else ():
                     r.setdefault("strace", {})[kind] = step_strace(mesh, a.n, kind,
                                                                    a.strace / kind)
