@@ -337,12 +337,15 @@ def stop_mesh(mesh: Mesh) -> None:
 
 # -- banzai client: SSE watcher ------------------------------------------------------------
 class Watcher:
-    """Follows a peer's /api/events and timestamps every task_done (perf_counter)."""
+    """Follows a peer's /api/events and timestamps every task_done (perf_counter), and with
+    lanes every job_ended: a lanes job the peer is not a member of (one posted to another
+    peer) sends it no task_done, only its end (JOB_ENDED, emitted by lanes peers only)."""
 
     def __init__(self, session: Any, url: str) -> None:
         self.s = session
         self.url = url
         self.done: dict[str, dict[str, float]] = defaultdict(dict)  # job -> task -> t
+        self.ended: dict[str, float] = {}  # job -> t its job_ended was seen
         self.want: dict[str, tuple[int, asyncio.Future[float]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -362,6 +365,8 @@ class Watcher:
                         kind = line[7:]
                     elif line.startswith("data: ") and kind == "task_done":
                         self._note(json.loads(line[6:]), time.perf_counter())
+                    elif line.startswith("data: ") and kind == "job_ended":
+                        self._ended(json.loads(line[6:])["job"], time.perf_counter())
 
         self._task = asyncio.create_task(follow())
         await asyncio.wait_for(ready, 30)
@@ -374,6 +379,14 @@ class Watcher:
         if w is not None and len(tasks) >= w[0] and not w[1].done():
             w[1].set_result(max(tasks.values()))
 
+    def _ended(self, job: str, t: float) -> None:
+        """The job ended at `t`: done, whether or not its task_dones came (a member's come
+        first: the wait is over before)."""
+        self.ended.setdefault(job, t)
+        w = self.want.get(job)
+        if w is not None and not w[1].done():
+            w[1].set_result(self.ended[job])
+
     async def wait(self, job: str, ntasks: int, stall_s: float = 120) -> float:
         """perf_counter time at which the job's last task_done was seen."""
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -381,6 +394,8 @@ class Watcher:
         tasks = self.done[job]
         if len(tasks) >= ntasks:
             return max(tasks.values())
+        if job in self.ended:
+            return self.ended[job]
         last = -1
         while True:  # bounded: fail if no task of the job finishes for stall_s
             with contextlib.suppress(TimeoutError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,3 +140,17 @@ def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
     assert bench_mesh.mesh_section({"lanes": False}) == bench_mesh.MESH_SECTION
     assert bench_mesh.mesh_section({"lanes": True}) == (
         bench_mesh.MESH_SECTION + ", peers with --lanes (experimental)")
+
+
+def test_a_lanes_job_the_watched_peer_is_no_member_of_is_done_at_its_job_ended() -> None:
+    async def go() -> tuple[float, float, float]:
+        w = bench_mesh.Watcher(None, "http://127.0.0.1:1")
+        waiting = asyncio.create_task(w.wait("j1", 1))
+        await asyncio.sleep(0)
+        w._ended("j1", 5.0)  # no task_done of j1 on this peer: its end
+        w._ended("j2", 7.0)  # ended before anyone waited for it
+        w._note({"job": "j3", "task": "t"}, 8.0)
+        w._ended("j3", 9.0)  # a member's job: its last task_done is the time
+        return await waiting, await w.wait("j2", 1), await w.wait("j3", 1)
+
+    assert asyncio.run(go()) == (5.0, 7.0, 8.0)
