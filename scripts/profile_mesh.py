@@ -164,12 +164,13 @@ IDLE_PEER_S = 10.0  # the idle window per peer: /proc's 10 ms ticks, 1 ms/s reso
 
 def idle_per_peer(mesh: bm.Mesh, window_s: float = IDLE_PEER_S) -> list[float]:
     """CPU ms per second of each idle peer process (all threads; p0 first), compaction
-    caught up (bench_mesh.settle): heartbeats, probes, anti-entropy, timers."""
+    caught up (bench_mesh.settle): heartbeats, probes, anti-entropy, timers, and settle's
+    polls of its /metrics (bench_mesh.polled_idle)."""
     bm.settle(mesh)
-    t0, before = time.monotonic(), peer_threads(mesh)
-    time.sleep(window_s)
-    after, s = peer_threads(mesh), time.monotonic() - t0
-    return [round(sum(split_threads(_of(before, p), _of(after, p), 1).values()) / s, 2)
+    before = peer_threads(mesh)
+    waited = bm.polled_idle(mesh, window_s)
+    after = peer_threads(mesh)
+    return [round(sum(split_threads(_of(before, p), _of(after, p), 1).values()) / waited, 2)
             for p in mesh.peers]
 
 

@@ -154,3 +154,12 @@ def test_a_lanes_job_the_watched_peer_is_no_member_of_is_done_at_its_job_ended()
         return await waiting, await w.wait("j2", 1), await w.wait("j3", 1)
 
     assert asyncio.run(go()) == (5.0, 7.0, 8.0)
+
+
+def test_the_idle_window_polls_the_peers_as_settle_does() -> None:
+    clock, polls = FakeClock(), []
+    waited = bench_mesh.polled_idle(FakeMesh(), 0.95, held=polls.append, clock=clock,
+                                    sleep=clock.sleep)
+    assert bench_mesh.SETTLE_POLL_S == 0.1
+    assert len(polls) == 10  # settle's rate: every 0.1 s, the last at 0.9 s
+    assert waited == pytest.approx(1.0)
