@@ -426,7 +426,7 @@ class MemberKeys:
     def check_batch(self, b: Batch, *, verify_new: bool = True) -> str | None:
         """None if `b` may vouch for its events, else the reason to refuse them. Without
         `verify_new`, a signature not verified before is refused unchecked ("unverified")."""
-        if self.is_revoked(b.signer):
+        if self.revoked_after(b.signer) is not None:  # (`is_revoked`, a call less a batch)
             # Its own events up to their bound stay good: they are kept everywhere. Its own:
             # of its stream, and of its lanes (each bounded by the REVOKE's `lanes_after`,
             # else by its `after`: `accepted_upto`).
