@@ -330,7 +330,7 @@ class Compactor:
         self.overdue: set[str] = set()
         # Lanes jobs whose record is to be made of a JOB_ENDED whose outputs are in a listing
         # not folded yet -> its CID (`_end_of`): fetched, read and folded by the node
-        # (peer.jobs.ending.Listings), then scanned again (`note`)
+        # (peer.jobs.ending.EndListings), then scanned again (`note`)
         self.unlisted: dict[str, str] = {}
         self.floors: dict[str, int] = index.floors()  # origin -> highest seq dropped
         self.beyond = False  # an event was held past a gap since the last pass
