@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from peer import gcpace
 from peer.log import ChunkDone, ChunkFailed, Claim, Event, FailureKind, MeshState
+from peer.log.lanes import peer_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Task (chunk) run durations, seconds: from an ECHO's few ms to a LEARN's minutes.
@@ -227,12 +228,13 @@ class Metrics:
         series.inc()
 
     def on_event(self, ev: Event) -> None:
-        """Listener: count claims, outcomes, lapsed leases; time our own runs."""
+        """Listener: count claims, outcomes, lapsed leases; time our own runs (ours: of our
+        stream or of one of our lanes)."""
         b = ev.body
         t = type(b)
         if t is not Claim and t is not ChunkDone and t is not ChunkFailed:
             return
-        by = "self" if ev.origin == self.host.peer_id else "others"
+        by = "self" if peer_of(ev.origin) == self.host.peer_id else "others"
         if isinstance(b, Claim):
             self._count(self.claims, by)
         elif isinstance(b, ChunkDone):

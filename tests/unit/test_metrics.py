@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from peer.http.metrics import Metrics
 from peer.log import Event, EventType, MeshState
+from peer.log.lanes import lane
 
 BASE = {"job": "j", "task": "t", "split": ["a", 1], "chunk": 0, "attempt": 0}
 
@@ -124,6 +125,21 @@ def test_the_fold_tables_in_memory_are_shown_by_table() -> None:
     assert held("dropped") == 2 and held("events") == 2 and held("providers") == 1
     h.state.forget_drops({"b": 2})  # (as when the UNPROVIDE left the log)
     assert held("dropped") == 0
+
+
+def test_claims_and_runs_in_our_lanes_are_ours() -> None:
+    """With lanes, our claims and outcomes of a lanes job are in our lane ("<peer>/<job>"):
+    counted as ours and timed (they were counted as others' and never timed)."""
+    me, other, job = "ab" * 8, "cd" * 8, "j" + "0" * 12
+    m = Metrics(Host(peer_id=me))
+    m.on_event(Event(lane(me, job), 1, 1, EventType.CLAIM, BASE))
+    m.on_event(Event(lane(me, job), 2, 2, EventType.CHUNK_DONE, {**BASE, "output": "x", "s": 0.3}))
+    m.on_event(Event(lane(other, job), 1, 1, EventType.CLAIM, BASE))
+    s = samples(m)
+    assert s[("banzai_claims_total", (("by", "self"),))] == 1
+    assert s[("banzai_claims_total", (("by", "others"),))] == 1
+    assert s[("banzai_chunks_total", (("by", "self"), ("outcome", "done")))] == 1
+    assert s[("banzai_task_duration_seconds_count", ())] == 1
 
 
 def test_listener_counts_claims_outcomes_leases_and_times_own_runs() -> None:
