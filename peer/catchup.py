@@ -121,7 +121,10 @@ PIECE_BYTES = 256 << 10  # a snapshot's events frame is sent in pieces of this s
 
 
 async def _read_within(r: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """An answer's body; ValueError once it is longer than `max_bytes`."""
+    """An answer's body, read as it arrives; ValueError once it is longer than `max_bytes`,
+    before a byte is read if its Content-Length says so."""
+    if r.content_length is not None and r.content_length > max_bytes:
+        raise ValueError(f"an answer longer than {max_bytes} bytes ({r.content_length})")
     got = bytearray()
     async for piece in r.content.iter_any():
         got += piece

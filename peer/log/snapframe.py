@@ -442,7 +442,9 @@ def against3(batches: Iterable[tuple[str, list[tuple[Any, ...]]]],
 
 def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
     """A job's full texts fetched on demand ([summary, record, facts]) if they hash to the
-    thin row's `sha` and each is a JSON object; else StreamError."""
+    thin row's `sha` and each is a JSON object; else StreamError. In a worker thread: each
+    text (up to a snapshot line's 256 MiB) is parsed with `sharing`, as the answer around
+    them was (catchup.fetch_record), so that the event loop runs meanwhile."""
     if not (isinstance(texts, list) and len(texts) == 3 and all(type(t) is str for t in texts)):
         raise StreamError("a record answer of the wrong shape")
     summary, record, facts = texts
@@ -450,7 +452,7 @@ def check_record(sha: str, texts: Any) -> tuple[str, str, str]:
         raise StreamError("a record whose hash is not its summary's")
     for t in texts:
         try:
-            ok = isinstance(loads_within(t), dict)  # (ValueError if nested too deeply)
+            ok = isinstance(loads_within(t, sharing=True), dict)  # (ValueError: too deep)
         except ValueError:
             ok = False
         if not ok:

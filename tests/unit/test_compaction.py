@@ -756,6 +756,35 @@ async def test_a_record_answer_longer_than_its_bound_is_refused_even_compressed(
         assert said[how] in caplog.text
 
 
+class _Answer:
+    """An aiohttp answer as `_read_within` reads it: its Content-Length (None: chunked) and
+    a body of `size` bytes in 4 KiB pieces, counting the pieces read."""
+
+    def __init__(self, content_length: int | None, size: int) -> None:
+        self.content_length, self._size, self.read = content_length, size, 0
+        self.content = self
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for _ in range(-(-self._size // 4096)):
+            self.read += 1
+            yield b" " * 4096
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_record_answer_over_its_bound_is_refused_as_soon_as_that_shows(
+        declared: bool) -> None:
+    """(Session 37's list.) An answer whose Content-Length is over the bound is refused
+    before a byte of it is read (it was read up to the bound first); one without is read in
+    pieces and refused at the first past the bound."""
+    bound, size = 1 << 16, 1 << 20
+    answer = _Answer(size if declared else None, size)
+    with pytest.raises(ValueError, match=f"an answer longer than {bound} bytes"):
+        await catchup_mod._read_within(answer, bound)  # type: ignore[arg-type]
+    assert answer.read == (0 if declared else bound // 4096 + 1)
+    within = _Answer(bound, bound)
+    assert await catchup_mod._read_within(within, bound) == b" " * bound  # type: ignore[arg-type]
+
+
 def test_the_record_bound_is_a_snapshot_line_s_and_must_be_positive(tmp_path: Path) -> None:
     from peer.errors import ConfigError
     from peer.log.snapstream import MAX_LINE_BYTES

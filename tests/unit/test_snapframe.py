@@ -246,6 +246,26 @@ def test_a_record_is_taken_only_if_it_hashes_to_its_thin_row() -> None:
         check_record(record_sha(s, bad, f), [s, bad, f])
 
 
+def test_a_records_texts_are_parsed_letting_the_event_loop_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Session 37's list.) check_record runs in a worker thread on texts of up to 256 MiB:
+    parsed without `sharing`, json's C decoder held the GIL, and the loop, for each whole
+    text, where the answer around them was parsed with it."""
+    from peer.log import snapframe
+
+    calls: list[bool] = []
+    real = snapframe.loads_within
+
+    def spy(data: str, *args: Any, sharing: bool = False, **kw: Any) -> Any:
+        calls.append(sharing)
+        return real(data, *args, sharing=sharing, **kw)
+
+    monkeypatch.setattr(snapframe, "loads_within", spy)
+    s, r, f = '{"id":"j1","tasks":[]}', '{"id":"j1","workflow":{}}', '{"outputs":["b"]}'
+    assert check_record(record_sha(s, r, f), [s, r, f]) == (s, r, f)
+    assert calls == [True, True, True]
+
+
 def test_a_thin_row_keeps_the_list_entry_and_the_outputs_digest() -> None:
     s = json.dumps({"id": "j1", "state": "done", "tasks": [{"name": "a"}, {"name": "b"}],
                     "outputs": {"a": "b1"}})
