@@ -142,8 +142,9 @@ class LaneSink(Protocol):
     (MeshState's scoped readers). Every method must not block."""
 
     def lane_jobs(self) -> list[str]:
-        """The live (not ended) lanes jobs we are a member of, and the ended ones whose
-        fold here has not finished: a pair round's, sorted."""
+        """The jobs a pair round names, sorted: the live (not ended) lanes jobs we are a
+        member of, the ended ones whose fold here has not finished, and the compacted ones
+        whose lanes still wait in our log for the members' pair vectors."""
         ...
 
     def shared(self, jobs: Iterable[str], peer: str) -> list[str]:
