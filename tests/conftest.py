@@ -110,11 +110,13 @@ START_TIMEOUT_S = float(os.environ.get("BANZAI_TEST_START_TIMEOUT_S", "60"))
 def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
                http: str = "127.0.0.1:0", timeout_s: float = START_TIMEOUT_S,
                mesh: str | None = None, shared_secret: bool = True,
-               wrap: Sequence[str] = ()) -> PeerProc:
+               wrap: Sequence[str] = (), cwd: Path = ROOT) -> PeerProc:
     """Start banzai-peer and wait until it prints its URL. mDNS stays on loopback. Peers of
     one mesh name share a secret file (`shared_secret`) unless the flags or `env` name a
     secret or a join token. `wrap`: a command that execs the peer's (its arguments follow),
-    e.g. one that makes a mount namespace first."""
+    e.g. one that makes a mount namespace first. `cwd`: the peer's working directory, which
+    its workers import from first (CPython 3.11's forkserver runs `-c` and ignores the
+    `sys_path` it is given): a peer of another release runs in that release's tree."""
     mesh = mesh or MESH
     if shared_secret and not _names_secret(extra, env):
         extra = ("--secret-file", str(mesh_secret_file(mesh)), *extra)
@@ -130,7 +132,7 @@ def start_peer(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=ROOT, stdin=subprocess.DEVNULL)
+                                cwd=cwd, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with log.open("rb") as f:

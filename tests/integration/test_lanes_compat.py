@@ -30,7 +30,6 @@ from tests.integration.test_lanes import (
     _job_rows,
     _lane_rows,
     _peer_id,
-    _restart,
     _state,
 )
 from tests.integration.test_mesh import start_all
@@ -75,9 +74,9 @@ def test_a_peer_of_the_previous_release_joins_a_lanes_mesh_mid_job_and_leaves(
     old: list[PeerProc] = []
 
     def start_old() -> PeerProc:
-        old.append(p := start_peer(tmp_path / "old", "--slots", "1", mesh=mesh,
-                                   env={"PYTHONPATH": str(code)}))
-        return p
+        """The old peer on its data dir, its code and its workers' (`cwd`) the release's."""
+        return start_peer(tmp_path / "old", "--slots", "1", mesh=mesh,
+                          env={"PYTHONPATH": str(code)}, cwd=code)
 
     try:
         lanes += start_all(lambda name: start_peer(
@@ -87,7 +86,7 @@ def test_a_peer_of_the_previous_release_joins_a_lanes_mesh_mid_job_and_leaves(
         held = post(f"{l0.url}/api/jobs", [*_job(TASKS), {"call": "T_SLEEP", "args": [HOLD_S]}])
         lanes_job = held["job"]
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["workflow"].get("lanes") == 1
-        p = start_old()
+        old.append(p := start_old())
         wait_mesh([*lanes, p], 3)
         assert get(f"{l0.url}/api/jobs/{lanes_job}")["state"] == "running"  # (joined mid-job)
         old_id = _peer_id(p)
@@ -107,7 +106,7 @@ def test_a_peer_of_the_previous_release_joins_a_lanes_mesh_mid_job_and_leaves(
         assert {_state(q, after) for q in lanes} == {"done"}
         assert all("members" not in _entries(q)[after] for q in lanes)
         kept = _rows(p)
-        old[0] = p = _restart(p)  # the old peer on its data dir again: every row, as it was
+        old[0] = p = start_old()  # the old peer on its data dir again: every row, as it was
         assert _peer_id(p) == old_id
         _clean(p)
         assert _state(p, while_live) == "done"
