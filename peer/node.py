@@ -331,7 +331,8 @@ class Node:
                             queue_ahead=QUEUE_AHEAD,
                             queue_alone=not self._fills_cores),
             self.peer_id, self.state, self.emit, self.store, self.executor, self.catalog,
-            self.fetcher, peers=self.live_peers, parse=self.workflows.workflow)
+            self.fetcher, peers=self.live_peers, parse=self.workflows.workflow,
+            catch_up=self._catch_up)
         self.listeners: list[Listener] = [self.scheduler.poke]
         # Lanes (on): peer -> lane -> the seq its last pair round over that lane's job proved
         # it holds (gossip's `pair_seen`): what a compacted job's lanes wait for
@@ -483,6 +484,11 @@ class Node:
         record = job_record(self.state, job, self.cfg.max_attempts)  # (one pass)
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
                         summary(record), record, record_facts(record, end_s))
+
+    def _catch_up(self, job: str, peer: str) -> None:
+        """The scheduler's `catch_up`: a pair round of lanes job `job` with `peer` now."""
+        if self.gossip is not None:
+            self.gossip.catch_up(job, peer)
 
     def _forgot_lanes(self, origins: Sequence[str]) -> None:
         """The compactor forgot these lanes (their events left the log): our own lanes among

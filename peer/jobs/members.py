@@ -1,6 +1,7 @@
 """Who holds and runs a lanes job (docs/design/partial-replication.md, sections 5.3 and 5.4):
 its members in order, its home (who splits its tasks without input, assembles and ends it),
-when it spreads to more peers (scale-out) and when a non-member takes it over (orphan
+when it spreads to more peers (scale-out), what a peer it adds waits for before it runs any
+of the job (the members' lanes as of the add) and when a non-member takes it over (orphan
 takeover). Pure functions of the mesh state, the live peers and a time passed in; a job
 without `members` (or any job while lanes are off, `MeshState.lanes_on`) has none of this.
 """
@@ -14,6 +15,7 @@ from peer.jobs.claims import Standing, standing
 from peer.jobs.retention import finished_at
 from peer.log import JobSubmitted, MeshState
 from peer.log.fold import n_chunks
+from peer.log.lanes import lane_of
 from peer.rendezvous import rendezvous
 
 
@@ -87,6 +89,26 @@ def spread_to(job: str, state: MeshState, live: Mapping[str, int], work_s: float
         out.append(p)
         need -= max(live[p], 1)
     return out
+
+
+def join_heads(job: str, heads: object) -> dict[str, int]:
+    """What a peer added to lanes job `job` by a JOB_MEMBERS waits to hold before it runs any
+    of the job (design 5.3): the JOB_MEMBERS's `heads` (lane origin -> seq, its adder's heads
+    of the job's lanes then; LANES_FEATURE, written by `_spread` since session 38), of the
+    job's lanes only, each seq a positive int (a peer's wire data: anything else is left
+    out, so a malformed entry waits for nothing). Empty without `heads` (an orphan takeover
+    adds itself: there are no lanes to wait for; an adder of an earlier release)."""
+    if not isinstance(heads, Mapping):
+        return {}
+    return {o: q for o, q in heads.items() if (got := lane_of(o)) is not None and got[1] == job
+            and type(q) is int and q > 0}
+
+
+def caught_up(state: MeshState, heads: Mapping[str, int]) -> bool:
+    """Does `state` hold every lane of `heads` up to its seq there (contiguously: its
+    `heads`)?"""
+    held = state.heads
+    return all(held.get(o, 0) >= q for o, q in heads.items())
 
 
 def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],

@@ -136,3 +136,5 @@ class Offload(Protocol):
 
 PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]  # live others -> heartbeat info
 Emit = Callable[[EventType, dict[str, Any]], Event]
+# (job, a member of it) -> ask that member for the job's lanes now (a pair round; design 5.3)
+CatchUp = Callable[[str, str], None]

@@ -26,6 +26,7 @@ from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
 from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready
 from peer.jobs.ports import (
+    CatchUp,
     Clock,
     Data,
     Emit,
@@ -81,7 +82,8 @@ class Scheduler:
                  store: Listings, runner: Runner, catalog: Mapping[str, TaskDef], data: Data,
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
                  offload: Offload = asyncio.to_thread,
-                 parse: Callable[[Any], Workflow] = workflow_from_json) -> None:
+                 parse: Callable[[Any], Workflow] = workflow_from_json,
+                 catch_up: CatchUp = lambda _job, _peer: None) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -93,6 +95,7 @@ class Scheduler:
         self.peers = peers  # live peers other than this one -> their heartbeat info
         self.clock = clock
         self.offload = offload
+        self.catch_up = catch_up  # asks a member for a lanes job's lanes (`_join`)
         self.live = LiveRecords()  # what the API shows of local runs
         self.planner = Planner(state, store, data, cfg.min_chunk_items, cfg.max_chunk_items,
                                parse, self._peers)
@@ -165,6 +168,9 @@ class Scheduler:
         self._ending: dict[str, float] = {}
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
+        # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
+        # (`_join`): until when we wait for them, and the heads to reach
+        self._joining: dict[str, tuple[float, dict[str, int]]] = {}
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -317,12 +323,12 @@ class Scheduler:
     def timed(self) -> bool:
         """Does a tick have work here (something waits on time: staggered claims, others'
         leases, our claims to check, data, starved tasks, lanes jobs without a live
-        member)? If not, only events (which wake the loop) can change anything, and an idle
-        peer ticks every IDLE_TICK_S."""
+        member or whose lanes we wait for)? If not, only events (which wake the loop) can
+        change anything, and an idle peer ticks every IDLE_TICK_S."""
         return bool(self._dirty or self._mine or self._starved or self._ready_since
                     or self._claim_seen or self._unplaced or self._partial_due
                     or self.locality.waiting or self.locality.stalled or self._orphaned
-                    or self._ending)
+                    or self._ending or self._joining)
 
     def sleep_s(self) -> float:
         """How long the loop may wait for an event before its next round: a tick while
@@ -344,6 +350,8 @@ class Scheduler:
                 self._dirty.update(self._waiting())
                 self._check_claims()
                 self._sweep_gone()
+                for job in list(self._joining):
+                    self._look_joining(job, now)
                 self._lanes_tick(now)
             if now >= self._turn_at:  # each not yet due sets its turn again when evaluated
                 self._turn_at = math.inf
@@ -445,6 +453,8 @@ class Scheduler:
                 and self._meets(p, spec.requires)]
         if not able:
             return rendezvous(unit, peers)[0]
+        if self._members_first(job):
+            return rendezvous(unit, able)[0]
         split = self.state.splits.get(key)
         if split is not None and self.state.implicit(split):
             return next((p for p in self._implicit_rank(job, task, call) if p in able), able[0])
@@ -508,10 +518,11 @@ class Scheduler:
         elif ev.type == EventType.MEMBER:  # its labels may change who comes first
             self._firsts, self._ranks = {}, {}
         elif ev.type == EventType.JOB_MEMBERS and p["job"] in self.state.members_of:
-            # a lanes job's members grew (its home, its rankings); a joiner runs it now
-            self._firsts, self._ranks = {}, {}
+            # a lanes job's members grew (its home, its rankings); a joiner runs it once
+            self._firsts, self._ranks = {}, {}  # it holds the lanes as of the add
             if self.peer_id in p["add"] and p["job"] in self.state.jobs:
-                self._dirty.update((p["job"], t.name) for t in self.workflow(p["job"]).tasks)
+                self._join(p["job"], peer_of(ev.origin),
+                           members.join_heads(p["job"], p.get("heads")))
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
@@ -520,6 +531,47 @@ class Scheduler:
             self._dirty.update((p["job"], t) for t in self.planner.dependents(p["job"], p["task"]))
         elif "job" in p and "task" in p:
             self._note_task(ev, p)
+        if self._joining and p.get("job") in self._joining:  # (one of the lane events we
+            self._look_joining(p["job"], self.clock())  # wait for? after it is noted)
+
+    def _join(self, job: str, adder: str, heads: Mapping[str, int]) -> None:
+        """A JOB_MEMBERS of `adder` added us to lanes job `job` (design 5.3): its tasks are
+        evaluated here once we hold its lanes up to `heads` (the adder's as of the add:
+        `members.join_heads`), asked of the adder at once (`catch_up`: a pair round, not the
+        next period's), or once lease_s passed without them (then from what is held, as an
+        orphan takeover runs a job: `_look_joining`). Until then we claim nothing of it (a
+        peer without its members' claims would run again what they ran or run)."""
+        if not heads:  # (an orphan takeover's: no lanes to wait for, no member running)
+            self._dirty.update((job, t.name) for t in self.workflow(job).tasks)
+        elif members.caught_up(self.state, heads):
+            self._joined(job)
+        else:
+            self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads))
+            self.catch_up(job, adder)
+
+    def _look_joining(self, job: str, now: float) -> None:
+        """End `job`'s wait to join (`_join`) once its lanes are held up to the heads of the
+        add, or its time is up, or the job left memory."""
+        until, heads = self._joining[job]
+        if job not in self.state.jobs:
+            del self._joining[job]
+        elif members.caught_up(self.state, heads):
+            self._joined(job)
+        elif now >= until:
+            log.warning("%s: its members' lanes did not come within %.0f s of our add: "
+                        "running it from what is held", job, self.cfg.lease_s)
+            self._joined(job)
+
+    def _joined(self, job: str) -> None:
+        """We run lanes job `job` now: its tasks are looked at as a freed slot takes starved
+        ones (`_fill_slots`: first those this peer comes first for), not each at once in
+        name order: the members whose slots free meanwhile take theirs at once
+        (`_first_for`), and a joiner that looked at them in its own order would claim some
+        of those too (each seeing the other busy: a chunk run twice)."""
+        self._joining.pop(job, None)
+        keys = dict.fromkeys((job, t.name) for t in self.workflow(job).tasks)
+        self._dirty.difference_update(keys)  # (marked by the lane events that came)
+        self._starved.update(keys)
 
     def _note_lanes(self, job: str) -> None:
         """`_note` of an event of lanes job `job` (folded): it is running here
@@ -752,10 +804,10 @@ class Scheduler:
         st = self.state
         if job not in st.jobs or job in st.cancelled or (job, task) in st.task_done:
             return
-        if not st.member_of(job, self.peer_id) or job in st.ended:  # a lanes job whose
-            return  # lanes are not here (no claim of it either: it would run every task), or
-            # that ended (its JOB_ENDED held, lanes on only) with our fold behind: every run
-            # of it would be wasted
+        if (not st.member_of(job, self.peer_id) or job in self._joining
+                or job in st.ended):  # a lanes job whose lanes are not here (yet: no claim
+            return  # of it either, it would run them again), or that ended (its JOB_ENDED
+            # held, lanes on only) with our fold behind: every run of it would be wasted
         if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
             return  # what follows would find that again (and walk its failed chunks first)
         spec = self.workflow(job).task(task)
@@ -1111,7 +1163,9 @@ class Scheduler:
                                 self.cfg.spread_s)
         if add:
             log.info("%s: %.1f s of open work: adding %d member(s)", job, work_s, len(add))
-            self.emit(EventType.JOB_MEMBERS, {"job": job, "add": add})
+            # (`heads`: the lanes the peers added wait for before they run any of it, `_join`)
+            self.emit(EventType.JOB_MEMBERS, {"job": job, "add": add,
+                                              "heads": self.state.lane_heads([job])})
 
     def _last_run_s(self, job: str, task: str, call: str) -> float:
         """A chunk's work, estimated: the last run of its call here (`Runs.last_s`), else
@@ -1488,9 +1542,22 @@ class Scheduler:
         """The peer that split the task (ranked first of the claimers after the input's
         holders); of an implicit split, which no peer made, the one that would have split it
         (`_implicit_rank`), so that every peer ranks it first."""
+        job, task = split.payload["job"], split.payload["task"]
+        if self._members_first(job):
+            return self._first_peer((job, task), [*self._peers(), self.peer_id])
         if not self.state.implicit(split):
             return peer_of(split.origin)
-        return self._implicit_rank(split.payload["job"], split.payload["task"], call)[0]
+        return self._implicit_rank(job, task, call)[0]
+
+    def _members_first(self, job: str) -> bool:
+        """Is `job` a lanes job whose tasks come first to its members by rendezvous hash of
+        the task (`_claim_first`, `_splitter`), not to the peer that split them? Its home
+        splits every task (`_home_first`): first for all of them, it would leave every
+        other member taking from the same end of its queue (`_next_starved`), all at once
+        when their slots free together (a chunk run twice: review r1 risk 3, after a
+        scale-out's add). Not a `local` job: its submitter takes it (`takes_first`)."""
+        sub = self.state.jobs.get(job) if job in self.state.members_of else None
+        return sub is not None and not sub.body_as(JobSubmitted).local
 
     def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at

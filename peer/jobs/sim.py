@@ -309,7 +309,8 @@ class JobMesh:
                  else workflow_from_json)
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
-                         offload=inline, parse=parse)
+                         offload=inline, parse=parse,
+                         catch_up=lambda job, member: self.pair(member, pid, job))
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
@@ -443,6 +444,19 @@ class JobMesh:
                 n += 1
         self._queue = keep
         return n
+
+    def pair(self, src: str, dst: str, job: str) -> None:
+        """A pair round of lanes job `job` that `dst` asks `src` for (`Scheduler.catch_up`):
+        `src`'s events of the job's lanes that `dst`'s heads lack go to `dst`, after the
+        link's delay, if both are live and linked and `src` holds the lanes (the sim has no
+        periodic pair rounds: this is the one way the lane events sent before `dst` was a
+        member reach it)."""
+        s = self.peers[src].state
+        if not self.linked(src, dst) or not s.member_of(job, src):
+            return
+        due = self.clock() + self.delay_s.get((src, dst), 0.0)
+        evs = s.events_after(self.peers[dst].state.lane_heads([job]), len(s.events), [job])
+        self._queue.extend((due, dst, ev) for ev in evs)
 
     def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
                local: bool | None = None, claimed: bool | None = None,

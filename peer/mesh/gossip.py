@@ -702,6 +702,21 @@ class Gossip:
             shared = sorted(chunk)
         self._ae.send_sum(addr, jobs=shared)
 
+    def catch_up(self, job: str, peer: str) -> None:
+        """A pair round of lanes job `job` alone now (design 5.3: a peer just added to it
+        asks for its lanes, `Scheduler.catch_up`): with `peer` (its adder, who holds what
+        the add said) if it is a live lanes partner sharing the job, else with another one
+        that is; none with lanes off or no such peer live (the periodic rounds, or the
+        joiner's bound, then)."""
+        if self._lanes is None:
+            return
+        partners = self._lane_partners([job])
+        m = self.view.lane_peers.get(peer)
+        addr = m.addr if m is not None and m.addr in partners else (
+            self._rng.choice(sorted(partners)) if partners else None)
+        if addr is not None:
+            self._ae.send_sum(addr, jobs=[job])
+
     def _pick_partner(self) -> str | None:
         """A random live peer's address, else a random known address, else None."""
         if self.swim is None:

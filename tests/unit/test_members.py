@@ -158,3 +158,23 @@ def test_spread_to_adds_a_prefix_of_the_non_members_that_holds_the_work_or_all(
         assert work_s > spread_s * sum(live[p] for p in (A, B) if p in live)
         assert got == others or work_s <= spread_s * held  # it stops once they hold it
         assert len(got) == 1 or work_s > spread_s * (held - live[got[-1]])  # no extra peer
+
+
+def test_join_heads_keeps_only_positive_seqs_of_the_jobs_lanes() -> None:
+    """A JOB_MEMBERS's `heads` are a peer's wire data: what is not a lane of the job with a
+    positive int seq waits for nothing (a malformed `heads` makes no wait at all)."""
+    job, other = "j0123456789ab", "j0123456789ac"
+    a, b = "a" * 16, "b" * 16
+    heads = {f"{a}/{job}": 3, f"{b}/{job}": 0, f"{a}/{other}": 5, a: 7, f"{b}/{job}x": 2,
+             "x": True}
+    assert members.join_heads(job, heads) == {f"{a}/{job}": 3}
+    assert members.join_heads(job, {f"{a}/{job}": True}) == {}
+    for bad in (None, [], "h", 3):
+        assert members.join_heads(job, bad) == {}
+
+
+def test_caught_up_once_the_heads_reach_the_adds() -> None:
+    st = MeshState()
+    st.heads.update({"o1": 3, "o2": 1})
+    assert members.caught_up(st, {"o1": 3}) and members.caught_up(st, {})
+    assert not members.caught_up(st, {"o1": 3, "o2": 2}) and not members.caught_up(st, {"o3": 1})
