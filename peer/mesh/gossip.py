@@ -683,8 +683,8 @@ class Gossip:
             self._ae.send_digest(addr)
 
     def pair_round(self) -> None:
-        """One pair round (LANES_FEATURE) now, with a random live peer sharing live lanes jobs
-        with us: a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared).
+        """One pair round (LANES_FEATURE) now, with a random live peer sharing lanes jobs with
+        us (those our LaneSink's `lane_jobs` names): a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared).
         Of more than MAX_PAIR_JOBS shared (what a receiver takes), that many: those after
         the last job the round before named, wrapping around (rotating over all)."""
         if self._lanes is None:
