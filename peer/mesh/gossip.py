@@ -684,9 +684,10 @@ class Gossip:
 
     def pair_round(self) -> None:
         """One pair round (LANES_FEATURE) now, with a random live peer sharing lanes jobs with
-        us (those our LaneSink's `lane_jobs` names): a DIGEST_SUM of those jobs' lanes (nothing with lanes off, or none shared).
-        Of more than MAX_PAIR_JOBS shared (what a receiver takes), that many: those after
-        the last job the round before named, wrapping around (rotating over all)."""
+        us (those our LaneSink's `lane_jobs` names): a DIGEST_SUM of those jobs' lanes
+        (nothing with lanes off, or none shared). Of more than MAX_PAIR_JOBS shared (what a
+        receiver takes), that many: those after the last job the round before named, wrapping
+        around (rotating over all)."""
         if self._lanes is None:
             return
         jobs = self._lanes.lane_jobs()
