@@ -167,8 +167,8 @@ async def test_a_peer_of_db471b6_among_ours_holds_every_tombstone_back(tmp_path:
     nothing while the old one is a member, and names it in /api/health."""
     code = _release("db471b6", tmp_path / "db471b6")
     mesh = f"test-{uuid.uuid4().hex[:12]}"
-    old = start_peer(tmp_path / "old", "--no-mdns", mesh=mesh,
-                     env={"PYTHONPATH": str(code)})
+    old = start_peer(tmp_path / "old", "--no-mdns", mesh=mesh,  # its workers' code too: cwd
+                     env={"PYTHONPATH": str(code)}, cwd=code)
     try:
         health = get_json(f"{old.url}/api/health")
         node = Node(PeerConfig(
