@@ -30,6 +30,7 @@ from peer.ipfs import dag
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.unixfs import Importer
 from peer.log import ChunkDone, Event, EventType
+from peer.log.lanes import peer_of
 
 log = logging.getLogger("banzai.inline")
 
@@ -477,7 +478,9 @@ class InlineBlocks:
             self.unmark(cid)
 
     def on_event(self, ev: Event) -> None:
-        if ev.type != EventType.CHUNK_DONE or ev.origin == self.self_id:
+        """Keep the inline blocks of another peer's CHUNK_DONE; ours (of our stream or of
+        our lane of a lanes job) were kept by our run before it was emitted."""
+        if ev.type != EventType.CHUNK_DONE or peer_of(ev.origin) == self.self_id:
             return
         body = ev.body
         if not isinstance(body, ChunkDone) or not body.inline:

@@ -30,6 +30,7 @@ from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
 from peer.ipfs.replicate import Replicator, replica_peers
 from peer.log import ChunkDone, Event, EventType
+from peer.log.lanes import lane
 from peer.node import Node
 
 OUT = b"a small result\n"
@@ -109,6 +110,19 @@ def test_a_receiver_keeps_checked_blocks_and_the_output_is_held(tmp_path: Path) 
                            "staged_bytes": 0}
     ib.on_event(_done("me", "bafyother", inline.encode(blocks)))  # ours: kept before emit
     assert ib.health()["kept"] == 1 and not ib.holds("bafyother")
+
+
+def test_our_lane_s_chunk_done_is_ours_its_blocks_not_kept_again(tmp_path: Path) -> None:
+    """With lanes on our CHUNK_DONE of a lanes job is of our lane ("<peer>/<job>"): its
+    blocks were kept by our run, as of our stream's (no second decode, check and write)."""
+    cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
+    keeper = FakeKeeper()
+    me = "ab" * 10
+    ib = inline.InlineBlocks(me, keeper, 1024, lambda _: None)
+    ib.on_event(_done(lane(me, "j" + "0" * 12), cid, inline.encode(blocks)))
+    assert ib.health()["kept"] == 0 and keeper.blocks == {} and not ib.holds(cid)
+    ib.on_event(_done(lane("cd" * 10, "j" + "0" * 12), cid, inline.encode(blocks)))
+    assert ib.health()["kept"] == 1 and keeper.blocks == blocks  # another's lane: kept
 
 
 @pytest.mark.parametrize("attack", ["tampered", "foreign_root", "too_big", "not_base64",
