@@ -1154,13 +1154,15 @@ class Scheduler:
         live members (`members.spread_to`)."""
         if not members.running(self.state, job, self.cfg.max_attempts):
             return
+        capable = self._capable(job)
+        if capable.keys() <= self.state.members_of[job]:  # no one to add: its work not counted
+            return
         wf = self.workflow(job)
         work_s = sum(n * self._last_run_s(job, task, wf.task(task).call or "")
                      for task, n in members.open_chunks(self.state, job,
                                                         (t.name for t in wf.tasks),
                                                         self.cfg.max_attempts).items())
-        add = members.spread_to(job, self.state, self._capable(job), work_s,
-                                self.cfg.spread_s)
+        add = members.spread_to(job, self.state, capable, work_s, self.cfg.spread_s)
         if add:
             log.info("%s: %.1f s of open work: adding %d member(s)", job, work_s, len(add))
             # (`heads`: the lanes the peers added wait for before they run any of it, `_join`)

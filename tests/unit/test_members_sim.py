@@ -117,6 +117,34 @@ async def test_a_job_of_long_calls_spreads_to_the_third_peer() -> None:
         await mesh.close()
 
 
+async def test_a_job_whose_members_are_every_capable_peer_counts_no_open_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone lanes peer's job (its members every live peer that runs its calls): scale-out
+    has no one to add, so its home does not count the job's open chunks per spread_s (a walk
+    over every task, ~10 ms a look at 1,000 tasks); a job that may spread still does."""
+    counted: list[str] = []
+    real = members.open_chunks
+    monkeypatch.setattr(members, "open_chunks",
+                        lambda st, job, *a, **k: counted.append(job) or real(st, job, *a, **k))
+    mesh = JobMesh(2, CATALOG, CFG, lanes=True)
+    p0, p1 = mesh.peers
+    try:
+        every = mesh.submit(p0, writes(12), members=[p0, p1])
+        await finish_all(mesh, duration_s=5.0, rounds=3)
+        assert every not in counted
+        assert mesh.sent(EventType.JOB_MEMBERS) == []
+    finally:
+        await mesh.close()
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, _ = mesh.peers
+    try:
+        may = mesh.submit(p0, writes(12), members=[p0, p1])
+        await finish_all(mesh, duration_s=5.0, rounds=3)
+        assert may in counted
+    finally:
+        await mesh.close()
+
+
 async def test_a_job_of_short_calls_stays_on_its_members() -> None:
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
     p0, p1, p2 = mesh.peers
