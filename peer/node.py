@@ -176,6 +176,9 @@ REPAIR_TIMEOUT_S = 30.0  # a corrupt block read waits this long for a copy from 
 # Runs of one origin of ours written by the last flushes remembered per origin (our stream,
 # each lane of ours: `_write_epoch_of`); a flush writes one per origin its events are of
 FLUSHES_KEPT = 256
+# Compacted jobs remembered as a lanes job's or not (`_compacted_lanes_job`): one job index
+# read each, not one per late task event
+MAX_COMPACTED_ASKED = 1024
 
 
 def _sync_error(e: Exception) -> BanzaiError:
@@ -355,6 +358,9 @@ class Node:
         # The outputs of a JOB_ENDED in a listing, whose record the compactor is to make
         self.end_listings = EndListings(self.state, self.store, lambda: self.compactor.unlisted,
                                         self.compactor.note, self.fetcher.ensure)
+        # Compacted jobs asked about by a late task event -> a lanes job's? (the latest
+        # MAX_COMPACTED_ASKED: `_compacted_lanes_job`)
+        self._compacted_asked: dict[str, bool] = {}
         self.catchup = CatchUp(CatchUpConfig(cfg.data_dir), self, self.compactor, self.index,
                                mesh_headers(self.mesh_secrets.primary), self._born)
         self._unflushed: list[Event] = []  # emitted, folded, not yet in SQLite nor pushed
@@ -662,11 +668,17 @@ class Node:
             return True
         if job not in self.state.compacted:
             return False
-        try:
-            record = self.index.record(job)
-        except DataError:  # (logged by the index: the event goes to our stream, as before)
-            return False
-        return record is not None and "members" in record
+        asked = self._compacted_asked.pop(job, None)  # (then the latest asked)
+        if asked is None:
+            try:
+                record = self.index.record(job)
+            except DataError:  # (logged by the index: the event goes to our stream, as before)
+                return False
+            asked = record is not None and "members" in record
+            if len(self._compacted_asked) >= MAX_COMPACTED_ASKED:
+                del self._compacted_asked[next(iter(self._compacted_asked))]
+        self._compacted_asked[job] = asked
+        return asked
 
     def _flush_soon(self) -> None:
         """Flush at the end of this loop turn (at once when no loop runs)."""
@@ -1370,7 +1382,14 @@ class Node:
                                "caught_up_s": self.catchup.catch_up_s,
                                "served_s": self.catchup.served_s,
                                "snapshots_pending": len(self.index.snapshots_pending())
-                               + len(self.index.snapshots_owed())}}
+                               + len(self.index.snapshots_owed())},
+                **({"lanes": self.lanes_health()} if self.state.lanes_on else {})}
+
+    def lanes_health(self) -> dict[str, int]:
+        """The lanes part of /api/health's log section (lanes on): our task events of a
+        compacted lanes job sent nowhere since start, JOB_ENDED listings refused for good."""
+        return {"late_lane_events": self.late_lane_events,
+                "listings_refused": len(self.end_listings.refused)}
 
     def inline_health(self) -> dict[str, int] | None:
         """Small outputs' blocks kept from events and refused (a hash or size mismatch)."""
@@ -1552,8 +1571,10 @@ class Node:
         await self.scheduler.start()
         await self.janitor.start()
         self.replicator.start()
-        for run in (self.ipns.run(), self.scrub.run(),
-                    self.end_listings.run(self.compact_cfg.interval_s)):
+        runs = [self.ipns.run(), self.scrub.run()]
+        if self.state.lanes_on:  # (no JOB_ENDED is folded while lanes are off)
+            runs.append(self.end_listings.run(self.compact_cfg.interval_s))
+        for run in runs:
             task = asyncio.get_running_loop().create_task(run)
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)

@@ -114,9 +114,12 @@ class Fetcher:
         self.complete.add(cid)
         return True
 
-    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = (),
+                     max_bytes: int | None = None) -> None:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
-        providers probably hold them too (e.g. the directory an item came from)."""
+        providers probably hold them too (e.g. the directory an item came from).
+        `max_bytes`: the most bytes of one CAR (else the fetcher's); TooLarge if every
+        peer that answered sent more, NotFound if none served it."""
         wanted = list(dict.fromkeys(cids))
 
         def incomplete() -> list[str]:  # one thread hop for the whole list
@@ -124,15 +127,16 @@ class Fetcher:
 
         missing = await asyncio.to_thread(incomplete)
         if len(missing) > 1:
-            await self._batches(missing, hints)
+            await self._batches(missing, hints, max_bytes)
             missing = await asyncio.to_thread(incomplete)
-        await asyncio.gather(*(self._one(c, hints) for c in missing))
+        await asyncio.gather(*(self._one(c, hints, max_bytes) for c in missing))
 
     def _written(self, cid: str) -> bool:
         """True if `cid` was kept in memory here and is now complete in the store."""
         return self.local is not None and self.local(cid) and self.is_complete(cid)
 
-    async def _batches(self, cids: list[str], hints: Sequence[str]) -> None:
+    async def _batches(self, cids: list[str], hints: Sequence[str],
+                       max_bytes: int | None = None) -> None:
         """Fetch `cids` in one CAR per provider (at most BATCH_CIDS per request); failures
         are left to the per-DAG path."""
         urls = self.urls()
@@ -145,17 +149,17 @@ class Fetcher:
             for i in range(0, len(group), BATCH_CIDS):
                 part = group[i:i + BATCH_CIDS]
                 try:
-                    await self._import(f"{base}/api/car", {"cids": part})
+                    await self._import(f"{base}/api/car", {"cids": part}, max_bytes)
                 except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
                     log.info("%d DAGs in one CAR from %s: %s (fetching one by one)",
                              len(part), base, e)
 
         await asyncio.gather(*(fetch(b, g) for b, g in groups.items()))
 
-    async def _one(self, cid: str, hints: Sequence[str]) -> None:
+    async def _one(self, cid: str, hints: Sequence[str], max_bytes: int | None = None) -> None:
         task = self._inflight.get(cid)
         if task is None:
-            task = asyncio.create_task(self._fetch(cid, hints))
+            task = asyncio.create_task(self._fetch(cid, hints, max_bytes))
             self._inflight[cid] = task
             task.add_done_callback(lambda _: self._inflight.pop(cid, None))
         await asyncio.shield(task)
@@ -169,30 +173,36 @@ class Fetcher:
         order += [p for p in urls if p not in order]
         return [urls[p] for p in order if p != self.self_id]
 
-    async def _fetch(self, cid: str, hints: Sequence[str]) -> None:
+    async def _fetch(self, cid: str, hints: Sequence[str], max_bytes: int | None = None) -> None:
         errors: list[str] = []
+        too_large = False
         for source in self.first:
             if await source(cid, hints) and await asyncio.to_thread(self.is_complete, cid):
                 return
         for base in self._sources(cid, hints):
             try:
-                await self._import(f"{base}/ipfs/{cid}?format=car")
+                await self._import(f"{base}/ipfs/{cid}?format=car", None, max_bytes)
                 if await asyncio.to_thread(self.is_complete, cid):
                     return
                 errors.append(f"{base}: incomplete CAR")
             except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
                 errors.append(f"{base}: {e}")
+                too_large |= isinstance(e, TooLarge)
+        if too_large and max_bytes is not None:  # (a bound the caller chose: its answer)
+            raise TooLarge(f"{cid}: a CAR of more than {max_bytes} bytes ({'; '.join(errors[:3])})")
         raise NotFound(f"no live peer could provide {cid}"
                        + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
 
-    async def _import(self, url: str, body: Any = None) -> None:
-        """GET `url` (POST `body` as JSON if given), a CAR, and import it, every block
-        verified (nothing stored unless the whole CAR is valid)."""
+    async def _import(self, url: str, body: Any = None, max_bytes: int | None = None) -> None:
+        """GET `url` (POST `body` as JSON if given), a CAR of at most `max_bytes` (else the
+        fetcher's), and import it, every block verified (nothing stored unless the whole
+        CAR is valid)."""
+        max_bytes = self.max_bytes if max_bytes is None else max_bytes
         with tempfile.TemporaryFile() as spool:  # bounded memory, whatever the size
-            size = await self._get(url, spool, body)
+            size = await self._get(url, spool, body, max_bytes)
             spool.seek(0)
             chunks = iter(lambda: spool.read(1 << 20), b"")
-            await asyncio.to_thread(self.store.import_car, chunks, max_bytes=self.max_bytes)
+            await asyncio.to_thread(self.store.import_car, chunks, max_bytes=max_bytes)
         self.fetched_bytes += size
 
     async def _get(self, url: str, out: IO[bytes], body: Any = None,

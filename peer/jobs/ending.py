@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
-from peer.errors import BanzaiError, NotFound
+from peer.errors import BanzaiError, InvalidEvent, NotFound, TooLarge
 from peer.jobs.claims import chunk_done, chunk_exhausted, job_state, task_status
 from peer.jobs.retention import ended_hlc, finished_at
-from peer.jsontext import loads
+from peer.jsontext import MAX_DEPTH, check, loads_within
 from peer.log import Event, JobSubmitted, MeshState, TaskDone
-from peer.log.events import MAX_LABEL_CHARS, MAX_MEMBERS
+from peer.log.events import MAX_LABEL_CHARS, MAX_MEMBERS, JobEnded
 from peer.log.ids import is_peer_id
 from peer.log.snapframe import job_digest3, outputs_sha
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # The most bytes of a JOB_ENDED's listing read (`EndListings`): a 100,000-task job's
 # outputs, each with its cache key and a few producers, take about 40 MB of JSON
 MAX_LISTING_BYTES = 64 << 20
+# The most steps between two tries of a listing no peer served (`EndListings`): 1, 2, 4 ...
+MAX_BACKOFF_STEPS = 64
 
 
 def job_ended(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] | None:
@@ -97,30 +100,57 @@ class Readable(Protocol):
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
 
 
-def read_listing(store: Readable, cid: str, max_bytes: int) -> Any:
-    """The JSON a JOB_ENDED's listing `cid` holds (its bytes are any content a member
-    named): BanzaiError naming it if they exceed `max_bytes` or are not JSON within the
-    nesting bound; NotFound if it is not here."""
+def read_listing(store: Readable, ev: Event, max_bytes: int) -> JobEnded:
+    """JOB_ENDED `ev`'s body with what its listing holds (its bytes are any content a
+    member named), run in a worker thread: json's parse shares the GIL (`sharing`), and the
+    body is checked here (`listing_body`), so the event loop waits for neither. TooLarge
+    naming the CID if they exceed `max_bytes`, BanzaiError if they are not JSON within the
+    bounds or not a listing (`listing_body`): refusals for good; NotFound if it is not
+    here."""
+    cid = str(ev.payload["listing"])
     raw = b"".join(store.cat(cid, 0, max_bytes + 1))
     if len(raw) > max_bytes:
-        raise BanzaiError(f"the listing {cid} holds more than {max_bytes} bytes")
-    return loads(raw, f"the listing {cid}", error=BanzaiError)
+        raise TooLarge(f"the listing {cid} holds more than {max_bytes} bytes")
+    what = f"the listing {cid}"
+    try:
+        listed = loads_within(raw, MAX_DEPTH, sharing=True)
+    except ValueError as e:  # (UnicodeDecodeError too)
+        raise BanzaiError(f"{what} is not JSON: {e}") from None
+    check(listed, what, error=BanzaiError)  # (a lone surrogate: Python code, the GIL passes)
+    return listing_body(ev, listed)
+
+
+def listing_body(ev: Event, listed: Any) -> JobEnded:
+    """JOB_ENDED `ev`'s body with the outputs and producers of its listing (`listed`: the
+    JSON read from its CID, hostile input): BanzaiError naming what is wrong unless it is a
+    JSON object of just `outputs` and `producers` within the event's bounds. What it may
+    name (`end_refusal`) is `MeshState.fold_listing`'s to check."""
+    if not isinstance(listed, dict) or set(listed) != {"outputs", "producers"}:
+        raise BanzaiError("not a JSON object of `outputs` and `producers`")
+    inline = {k: v for k, v in ev.payload.items() if k != "listing"}
+    try:
+        body = JobEnded.from_payload({**inline, **listed})
+    except InvalidEvent as e:
+        raise BanzaiError(e.message) from None
+    return replace(body, listing=str(ev.payload["listing"]))
 
 
 class EndListings:
     """The listings of JOB_ENDEDs whose outputs were too many for the event (`framed`) that
     this peer makes a job's record of (`wanted`: the compactor's `unlisted`, job -> CID):
-    each fetched here (`fetch`: the fetcher's `ensure`), read (`read_listing`, in a
-    thread) and folded (`MeshState.fold_listing`), then its JOB_ENDED noted again
-    (`rescan`: the compactor's `note`, whose next pass makes the record as of an inline
-    one). One not fetched (no peer served it) is tried again at the next step. One refused
-    (too large, not JSON, naming what the job did not make: hostile input) is logged once,
-    naming the job and the CID, and not read again: the job stays as before (in memory,
-    ended, no record)."""
+    each fetched here (`fetch`: the fetcher's `ensure`, at most about `max_bytes`), read
+    and checked (`read_listing`, in a thread) and folded (`MeshState.fold_listing`), then
+    its JOB_ENDED noted again (`rescan`: the compactor's `note`, whose next pass makes the
+    record as of an inline one). One not fetched (no peer served it) is tried again after
+    1, 2, 4 ... up to MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`:
+    e.g. an output of a member whose JOB_MEMBERS is not here yet) is kept read and folded
+    at the next step that admits it. One refused (too large, not JSON, not a listing:
+    hostile input) is logged once, naming the job and the CID, and not read again: the job
+    stays as before (in memory, ended, no record)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
-                 fetch: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+                 fetch: Callable[..., Awaitable[None]] | None = None,
                  max_bytes: int = MAX_LISTING_BYTES) -> None:
         self.state = state
         self.store = store
@@ -128,7 +158,10 @@ class EndListings:
         self.rescan = rescan
         self.fetch = fetch
         self.max_bytes = max_bytes
-        self.refused: dict[str, str] = {}  # listing CID -> why (while a job wants it)
+        # Each of these while a job wants the listing, by (job, listing CID):
+        self.refused: dict[tuple[str, str], str] = {}  # -> why, for good
+        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded]] = {}  # not admitted
+        self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # not here: (steps left, next)
 
     async def run(self, interval_s: float) -> None:
         """`step` every `interval_s` (a failed step must not end the next ones)."""
@@ -140,30 +173,50 @@ class EndListings:
                 log.exception("folding JOB_ENDED listings failed")
 
     async def step(self) -> None:
-        """Fetch, read and fold the listing of each job `wanted` (not refused before)."""
-        wanted = dict(self.wanted())
-        self.refused = {c: w for c, w in self.refused.items() if c in wanted.values()}
-        for job, cid in sorted(wanted.items()):
+        """Fetch, read and fold the listing of each job `wanted` (not refused before, not
+        waiting out a back-off)."""
+        wanted = set(self.wanted().items())
+        for table in (self.refused, self.read, self.waits):
+            for k in [k for k in table if k not in wanted]:
+                del table[k]
+        for job, cid in sorted(wanted):
             ev = self.state.ended.get(job)
-            if cid in self.refused or ev is None or self.state.unlisted(job) != cid:
+            if (job, cid) in self.refused or ev is None or self.state.unlisted(job) != cid:
                 continue
+            left, delay = self.waits.get((job, cid), (0, 1))
+            if left > 0:
+                self.waits[(job, cid)] = (left - 1, delay)
+                continue
+            got = self.read.get((job, cid))
+            fresh = got is None or got[0] != ev.id
             try:
-                if self.fetch is not None:
-                    await self.fetch([cid])
-                listed = await asyncio.to_thread(read_listing, self.store, cid, self.max_bytes)
+                if fresh:
+                    body = await self._read(ev, cid)
+                    if self.state.ended.get(job) is not ev:  # (another won while we read)
+                        continue
+                    got = self.read[(job, cid)] = (ev.id, body)
             except NotFound as e:
-                log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s", job,
-                         cid, e.message)
+                self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))
+                log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
+                         "again in %d steps)", job, cid, e.message, delay)
                 continue
             except BanzaiError as e:
-                why: str | None = e.message
-            else:
-                if self.state.ended.get(job) is not ev:  # (another won while we read)
-                    continue
-                why = self.state.fold_listing(ev, listed)
-            if why is None:
-                self.rescan(ev)
-            else:
-                self.refused[cid] = why
+                self.refused[(job, cid)] = e.message
                 log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
-                            "stays in memory, ended, no record made of it)", job, cid, why)
+                            "stays in memory, ended, no record made of it)", job, cid,
+                            e.message)
+                continue
+            why = self.state.fold_listing(ev, got[1])
+            if why is None:
+                del self.read[(job, cid)]
+                self.rescan(ev)
+            elif fresh:
+                log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
+                         "(kept read, folded once the events that admit it are)", job, cid, why)
+
+    async def _read(self, ev: Event, cid: str) -> JobEnded:
+        """Listing `cid` of `ev`, fetched here (at most about `max_bytes`) and read."""
+        if self.fetch is not None:
+            # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
+            await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
+        return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)

@@ -25,11 +25,10 @@ import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, cast
 
-from peer.errors import InvalidEvent
 from peer.log.contents import BLOCK_SEQS, ContentSums, block_digest, block_seqs
 from peer.log.events import (
     CachePut,
@@ -1171,23 +1170,16 @@ class MeshState:
         got = self.listed.get(job)
         return None if listing is None or (got is not None and got[0] == ev.id) else listing
 
-    def fold_listing(self, ev: Event, listed: Any) -> str | None:
-        """Fold what JOB_ENDED `ev`'s `listing` holds (`listed`: the JSON read from that
-        CID, hostile input) as an inline JOB_ENDED's outputs and producers are (`_end`), and
-        keep it for `end_body`. Refused, nothing folded, with the reason returned, unless
-        `ev` is its job's JOB_ENDED (`ended`) and `listed` is a JSON object of just
-        `outputs` and `producers` within the event's bounds that `end_refusal` admits (it
-        names only what the job made, in its members' lanes)."""
+    def fold_listing(self, ev: Event, full: JobEnded) -> str | None:
+        """Fold JOB_ENDED `ev`'s body with what its `listing` holds (`full`: read and
+        checked as the event's bounds say, `peer.jobs.ending.listing_body`) as an inline
+        JOB_ENDED's outputs and producers are (`_end`), and keep it for `end_body`. Not
+        folded, with the reason returned, unless `ev` is its job's JOB_ENDED (`ended`) and
+        `end_refusal` admits `full` (it names only what the job made, in its members'
+        lanes: monotone, so one refused may be admitted once more events are folded)."""
         b = ev.body_as(JobEnded)
         if b.listing is None or (won := self.ended.get(b.job)) is None or won.id != ev.id:
             return "it is not the job's JOB_ENDED with a listing"
-        if not isinstance(listed, dict) or set(listed) != {"outputs", "producers"}:
-            return "not a JSON object of `outputs` and `producers`"
-        inline = {k: v for k, v in ev.payload.items() if k != "listing"}
-        try:
-            full = replace(JobEnded.from_payload({**inline, **listed}), listing=b.listing)
-        except InvalidEvent as e:
-            return e.message
         why = end_refusal(self, ev, full)
         if why is not None:
             return why

@@ -125,6 +125,12 @@ def next_soft(now: float, due: float, period_s: float) -> float | None:
     return nxt if nxt - slack >= now + period_s / 2 else now + period_s
 
 
+def _within(name: str, value: float, most: float) -> None:
+    """ValueError naming setting `name` unless `value` is in [0, `most`]."""
+    if not 0 <= value <= most:
+        raise ValueError(f"{name} must be in [0, {most}]")
+
+
 @dataclass(frozen=True)
 class GossipConfig:
     """Gossip settings; invalid values raise ValueError at construction."""
@@ -176,8 +182,8 @@ class GossipConfig:
         if not 4096 <= self.max_frame_bytes <= min(1 << 30, self.max_queue_bytes):
             raise ValueError("max_frame_bytes must be in [4096, 1 GiB] and at most "
                              "max_queue_bytes")
-        if not (0 <= self.jitter <= 0.5 and 0 <= self.lazy_push_s <= 1):
-            raise ValueError("jitter must be in [0, 0.5] and lazy_push_s in [0, 1]")
+        _within("jitter", self.jitter, 0.5)
+        _within("lazy_push_s", self.lazy_push_s, 1)
         if not 0 < len(self.mesh_id.encode()) <= 255:
             raise ValueError("mesh_id must be 1..255 bytes")
         if self.secret is not None and len(self.secret) < 16:

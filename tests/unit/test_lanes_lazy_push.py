@@ -183,3 +183,11 @@ def test_lazy_push_s_zero_pushes_at_once() -> None:
 def test_lazy_push_s_is_bounded(bad: float) -> None:
     with pytest.raises(ValueError, match="lazy_push_s"):
         GossipConfig(lazy_push_s=bad)
+
+
+def test_a_bad_setting_is_named_alone() -> None:
+    """(Review r1.) One message named jitter and lazy_push_s whichever was wrong."""
+    with pytest.raises(ValueError, match=r"^lazy_push_s must be in \[0, 1\]$"):
+        GossipConfig(lazy_push_s=2)
+    with pytest.raises(ValueError, match=r"^jitter must be in \[0, 0.5\]$"):
+        GossipConfig(jitter=0.6)

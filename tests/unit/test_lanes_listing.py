@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.config import PeerConfig
+from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
+from peer.jobs.ending import MAX_LISTING_BYTES
 from peer.log import Event, EventType
+from peer.log.events import JobEnded
 from peer.log.lanes import lane
 from peer.node import Node
 
@@ -125,6 +129,8 @@ BAD = {
     "a directory": b"",  # (its CID: an empty directory's)
 }
 
+NOT_YET = {"a task the job has not", "a producer of no output", "an output of no member's lane"}
+
 
 @pytest.mark.parametrize("what", sorted(BAD))
 async def test_a_bad_listing_is_refused_with_one_line_and_the_job_is_kept(
@@ -145,8 +151,12 @@ async def test_a_bad_listing_is_refused_with_one_line_and_the_job_is_kept(
             node.catchup.compact()
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
         assert len(lines) == 1 and JOB in lines[0] and cid in lines[0], lines
-        assert "refused" in lines[0]
-        assert cid in node.end_listings.refused
+        if what in NOT_YET:  # (`end_refusal`'s: monotone, so kept read, tried again)
+            assert "not admitted yet" in lines[0] and not node.end_listings.refused
+            assert (JOB, cid) in node.end_listings.read
+        else:
+            assert "refused" in lines[0]
+            assert (JOB, cid) in node.end_listings.refused
         assert JOB in node.state.jobs and JOB not in node.state.compacted
         assert node.index.record(JOB) is None and JOB not in node.state.listed
         assert _cache(node)["outputs"] == {f"key-{t}": None for t in TASKS}
@@ -166,7 +176,7 @@ async def test_a_listing_not_here_is_tried_again_not_refused(tmp_path: Path) -> 
         assert not node.end_listings.refused and JOB not in node.state.compacted
         fetched: list[str] = []
 
-        async def fetch(cids: Any) -> None:  # (a peer serves it now)
+        async def fetch(cids: Any, max_bytes: int) -> None:  # (a peer serves it now)
             fetched.extend(cids)
             assert node.store.add_bytes(raw, 1) == cid
 
@@ -175,5 +185,94 @@ async def test_a_listing_not_here_is_tried_again_not_refused(tmp_path: Path) -> 
         assert fetched == [cid]
         node.catchup.compact()
         assert JOB in node.state.compacted and node.index.record(JOB) is not None
+    finally:
+        node.log.close()
+
+
+ADDED = "fedcba9876543210fedc"  # a member the home adds (JOB_MEMBERS) after the JOB_ENDED
+
+
+async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review r1, session 38.) A listing naming an output of a member whose JOB_MEMBERS
+    comes after the listing was read (an orphan takeover's) was refused for good, though
+    `end_refusal` is monotone: the job never got its record. It is kept read (not fetched
+    nor read again) and folded at the first step that admits it."""
+    node = _node(tmp_path)
+    try:
+        outputs = {**OUTPUTS, "t1": ["key-t1", OUT["t1"], SUBMITTED + 2, lane(ADDED, JOB), 1]}
+        cid = _listed(node, json.dumps({"outputs": outputs, "producers": PRODUCERS}).encode())
+        node.catchup.compact()
+        reads: list[str] = []
+        cat = node.store.cat
+        monkeypatch.setattr(node.store, "cat", lambda c, *a: reads.append(c) or cat(c, *a))
+        for _ in range(2):
+            await node.end_listings.step()
+            assert JOB not in node.state.listed and not node.end_listings.refused
+        _fold(node, Event(OTHER, 3, END + (1 << 16), EventType.JOB_MEMBERS,
+                          {"job": JOB, "add": [ADDED]}))
+        await node.end_listings.step()
+        assert reads == [cid]  # (read once)
+        assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
+        node.catchup.compact()
+        assert JOB in node.state.compacted and node.index.record(JOB) is not None
+        assert not node.compactor.unlisted and not node.end_listings.read
+    finally:
+        node.log.close()
+
+
+async def test_a_listing_is_parsed_and_checked_off_the_event_loop(tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review r1.) JobEnded.from_payload of a 100k-output listing held the loop about 0.4 s:
+    it runs in the reading thread now, with json's parse sharing the GIL."""
+    node = _node(tmp_path)
+    try:
+        _listed(node, json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode())
+        node.catchup.compact()
+        threads: list[str] = []
+        parse = JobEnded.from_payload
+        monkeypatch.setattr(JobEnded, "from_payload", staticmethod(
+            lambda p: threads.append(threading.current_thread().name) or parse(p)))
+        await node.end_listings.step()
+        assert JOB in node.state.listed
+        assert threads and threading.main_thread().name not in threads
+    finally:
+        node.log.close()
+
+
+async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(Review r1.) The listing was fetched with the fetcher's bound (8 GiB a CAR) and one no
+    peer served tried at every step for ever. It is fetched at most about MAX_LISTING_BYTES,
+    one over it is refused for good, one not served is tried after 1, 2, 4 ... steps."""
+    node = _node(tmp_path)
+    try:
+        raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
+        cid = str(sha256_cid(raw, "raw", 1))  # (not stored here)
+        _ended(node, outputs={}, producers={}, listing=cid)
+        node.catchup.compact()
+        bounds: list[int] = []
+        answer: BanzaiError = NotFound("no live peer could provide it")
+
+        async def fetch(cids: Any, max_bytes: int) -> None:
+            bounds.append(max_bytes)
+            raise answer
+
+        node.end_listings.fetch = fetch
+        tried = []
+        for i in range(1, 17):
+            n = len(bounds)
+            await node.end_listings.step()
+            if len(bounds) > n:
+                tried.append(i)
+        assert tried == [1, 2, 4, 8, 16]
+        assert MAX_LISTING_BYTES < bounds[0] <= 2 * MAX_LISTING_BYTES
+        answer = TooLarge("a CAR of more than that")
+        caplog.set_level(logging.INFO, logger="peer.jobs.ending")
+        for _ in range(40):
+            await node.end_listings.step()
+        lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
+        assert len(lines) == 1 and "refused" in lines[0] and cid in lines[0], lines
+        assert (JOB, cid) in node.end_listings.refused and len(bounds) == 6
     finally:
         node.log.close()
