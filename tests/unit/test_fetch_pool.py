@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.errors import NotFound
+from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.ipfs.fetch import MAX_CONNECTIONS_PER_PEER, Fetcher
 
 PATIENCE_S = 10.0  # bound on any wait (never reached when it works)
@@ -69,4 +69,31 @@ async def test_fetches_from_one_peer_share_a_bounded_pool(aiohttp_server: Any) -
         fetching.cancel()
         with pytest.raises((asyncio.CancelledError, NotFound)):
             await fetching
+        await fetcher.close()
+
+
+async def test_a_fetch_bound_by_its_caller_over_it_is_too_large(aiohttp_server: Any) -> None:
+    """(Review r1, session 38.) `ensure(max_bytes=...)` (a JOB_ENDED's listing) bounds each
+    CAR to what its caller reads; a peer sending more is TooLarge (the caller's answer for
+    good), not the NotFound that is tried again."""
+    async def car(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 5000)  # (no CAR: refused as such within the bound)
+
+    app = web.Application()
+    app.router.add_get("/ipfs/{cid}", car)
+    server = await aiohttp_server(app)
+    base = f"http://127.0.0.1:{server.port}"
+    class NoCar(_Incomplete):
+        def import_car(self, chunks: Any, max_bytes: int) -> None:
+            raise BanzaiError("not a CAR")
+
+    fetcher = Fetcher(NoCar(), lambda: {"other": base},  # type: ignore[arg-type]
+                      lambda _cid: {"other"}, "me")
+    try:
+        async with asyncio.timeout(PATIENCE_S):
+            with pytest.raises(TooLarge, match="bafy0001: a CAR of more than 4096 bytes"):
+                await fetcher.ensure(["bafy0001"], max_bytes=4096)
+            with pytest.raises(NotFound):
+                await fetcher.ensure(["bafy0001"], max_bytes=8192)
+    finally:
         await fetcher.close()

@@ -254,7 +254,7 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
         bounds: list[int] = []
         answer: BanzaiError = NotFound("no live peer could provide it")
 
-        async def fetch(cids: Any, max_bytes: int) -> None:
+        async def fetch(cids: Any, max_bytes: int = 0) -> None:
             bounds.append(max_bytes)
             raise answer
 
