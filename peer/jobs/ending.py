@@ -18,6 +18,7 @@ from peer.jobs.retention import ended_hlc, finished_at
 from peer.jsontext import MAX_DEPTH, check, loads_within
 from peer.log import Event, JobSubmitted, MeshState, TaskDone
 from peer.log.events import MAX_LABEL_CHARS, MAX_MEMBERS, JobEnded
+from peer.log.fold import end_inputs
 from peer.log.ids import is_peer_id
 from peer.log.snapframe import job_digest3, outputs_sha
 
@@ -160,7 +161,8 @@ class EndListings:
         self.max_bytes = max_bytes
         # Each of these while a job wants the listing, by (job, listing CID):
         self.refused: dict[tuple[str, str], str] = {}  # -> why, for good
-        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded]] = {}  # not admitted
+        # -> read, not admitted yet: (JOB_ENDED id, its body, `end_inputs` when asked)
+        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded, Any]] = {}
         self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # not here: (steps left, next)
 
     async def run(self, interval_s: float) -> None:
@@ -174,7 +176,7 @@ class EndListings:
 
     async def step(self) -> None:
         """Fetch, read and fold the listing of each job `wanted` (not refused before, not
-        waiting out a back-off)."""
+        waiting out a back-off; one read before once what admits it may have grown)."""
         wanted = set(self.wanted().items())
         for table in (self.refused, self.read, self.waits):
             for k in [k for k in table if k not in wanted]:
@@ -183,40 +185,45 @@ class EndListings:
             ev = self.state.ended.get(job)
             if (job, cid) in self.refused or ev is None or self.state.unlisted(job) != cid:
                 continue
-            left, delay = self.waits.get((job, cid), (0, 1))
-            if left > 0:
-                self.waits[(job, cid)] = (left - 1, delay)
-                continue
             got = self.read.get((job, cid))
             fresh = got is None or got[0] != ev.id
-            try:
-                if fresh:
-                    body = await self._read(ev, cid)
-                    if self.state.ended.get(job) is not ev:  # (another won while we read)
-                        continue
-                    got = self.read[(job, cid)] = (ev.id, body)
-            except NotFound as e:
-                self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))
-                log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
-                         "again in %d steps)", job, cid, e.message, delay)
+            if got is not None and not fresh:
+                if got[2] == end_inputs(self.state, job):
+                    continue  # (nothing `end_refusal` reads grew: refused as before)
+                body: JobEnded | None = got[1]
+            else:
+                body = await self._read(job, cid, ev)
+            if body is None or self.state.ended.get(job) is not ev:  # (or another won)
                 continue
-            except BanzaiError as e:
-                self.refused[(job, cid)] = e.message
-                log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
-                            "stays in memory, ended, no record made of it)", job, cid,
-                            e.message)
-                continue
-            why = self.state.fold_listing(ev, got[1])
+            why = self.state.fold_listing(ev, body)
             if why is None:
-                del self.read[(job, cid)]
+                self.read.pop((job, cid), None)
                 self.rescan(ev)
-            elif fresh:
+                continue
+            self.read[(job, cid)] = (ev.id, body, end_inputs(self.state, job))
+            if fresh:
                 log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
                          "(kept read, folded once the events that admit it are)", job, cid, why)
 
-    async def _read(self, ev: Event, cid: str) -> JobEnded:
-        """Listing `cid` of `ev`, fetched here (at most about `max_bytes`) and read."""
-        if self.fetch is not None:
-            # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
-            await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
-        return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
+    async def _read(self, job: str, cid: str, ev: Event) -> JobEnded | None:
+        """`ev`'s body with listing `cid`, fetched here (at most about `max_bytes`) and read
+        (`read_listing`); None if it is not here (tried again after a back-off) or refused
+        (for good: logged once)."""
+        left, delay = self.waits.get((job, cid), (0, 1))
+        if left > 0:
+            self.waits[(job, cid)] = (left - 1, delay)
+            return None
+        try:
+            if self.fetch is not None:
+                # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
+                await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
+            return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
+        except NotFound as e:
+            self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))
+            log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
+                     "again in %d steps)", job, cid, e.message, delay)
+        except BanzaiError as e:
+            self.refused[(job, cid)] = e.message
+            log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
+                        "stays in memory, ended, no record made of it)", job, cid, e.message)
+        return None

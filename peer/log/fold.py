@@ -1380,6 +1380,15 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
     return None
 
 
+def end_inputs(s: MeshState, job: str) -> tuple[int, tuple[str, int] | None, int]:
+    """What `end_refusal` reads of `job`'s state (its members, winning JOB_SUBMITTED, task
+    names), as a value that changes whenever they do (they only grow, or get earlier): one
+    refused is worth asking again only once this changed."""
+    sub = s.jobs.get(job)
+    return (len(s.members_of.get(job, ())), None if sub is None else sub.id,
+            len(s._lanes_tasks.get(job, ())))
+
+
 def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
     """A lanes job's end, if its origin may end the job (`end_refusal`; else held in
     `unended`, folded once it may). Held, not folded, while lanes are off

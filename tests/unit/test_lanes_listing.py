@@ -197,7 +197,8 @@ async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here
     """(Review r1, session 38.) A listing naming an output of a member whose JOB_MEMBERS
     comes after the listing was read (an orphan takeover's) was refused for good, though
     `end_refusal` is monotone: the job never got its record. It is kept read (not fetched
-    nor read again) and folded at the first step that admits it."""
+    nor read again), asked again once the job's members, JOB_SUBMITTED or tasks changed
+    (`end_inputs`), and folded at the first step that admits it."""
     node = _node(tmp_path)
     try:
         outputs = {**OUTPUTS, "t1": ["key-t1", OUT["t1"], SUBMITTED + 2, lane(ADDED, JOB), 1]}
@@ -206,9 +207,13 @@ async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here
         reads: list[str] = []
         cat = node.store.cat
         monkeypatch.setattr(node.store, "cat", lambda c, *a: reads.append(c) or cat(c, *a))
-        for _ in range(2):
+        asked: list[Event] = []
+        fold = node.state.fold_listing
+        monkeypatch.setattr(node.state, "fold_listing", lambda e, b: asked.append(e) or fold(e, b))
+        for _ in range(3):
             await node.end_listings.step()
             assert JOB not in node.state.listed and not node.end_listings.refused
+        assert len(asked) == 1  # (asked again only once what `end_refusal` reads grew)
         _fold(node, Event(OTHER, 3, END + (1 << 16), EventType.JOB_MEMBERS,
                           {"job": JOB, "add": [ADDED]}))
         await node.end_listings.step()
