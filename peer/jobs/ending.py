@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 MAX_LISTING_BYTES = 64 << 20
 # The most steps between two tries of a listing no peer served (`EndListings`): 1, 2, 4 ...
 MAX_BACKOFF_STEPS = 64
+# The most listings read but not admitted yet whose bodies `EndListings` keeps (one of 64 MiB
+# of JSON takes several times that as objects); the others are read again when asked again
+MAX_READ_KEPT = 4
 
 
 def job_ended(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] | None:
@@ -144,10 +147,11 @@ class EndListings:
     its JOB_ENDED noted again (`rescan`: the compactor's `note`, whose next pass makes the
     record as of an inline one). One not fetched (no peer served it) is tried again after
     1, 2, 4 ... up to MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`:
-    e.g. an output of a member whose JOB_MEMBERS is not here yet) is kept read and folded
-    at the next step that admits it. One refused (too large, not JSON, not a listing:
-    hostile input) is logged once, naming the job and the CID, and not read again: the job
-    stays as before (in memory, ended, no record)."""
+    e.g. an output of a member whose JOB_MEMBERS is not here yet) is kept read (up to
+    MAX_READ_KEPT bodies) and asked again once what `end_refusal` reads of its job grew
+    (`end_inputs`), folded at the first step that admits it. One refused (too large, not
+    JSON, not a listing: hostile input) is logged once, naming the job and the CID, and not
+    read again: the job stays as before (in memory, ended, no record)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
@@ -161,8 +165,8 @@ class EndListings:
         self.max_bytes = max_bytes
         # Each of these while a job wants the listing, by (job, listing CID):
         self.refused: dict[tuple[str, str], str] = {}  # -> why, for good
-        # -> read, not admitted yet: (JOB_ENDED id, its body, `end_inputs` when asked)
-        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded, Any]] = {}
+        # -> read, not admitted yet: (JOB_ENDED id, its body or None, `end_inputs` when asked)
+        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded | None, Any]] = {}
         self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # not here: (steps left, next)
 
     async def run(self, interval_s: float) -> None:
@@ -187,11 +191,10 @@ class EndListings:
                 continue
             got = self.read.get((job, cid))
             fresh = got is None or got[0] != ev.id
-            if got is not None and not fresh:
-                if got[2] == end_inputs(self.state, job):
-                    continue  # (nothing `end_refusal` reads grew: refused as before)
-                body: JobEnded | None = got[1]
-            else:
+            if got is not None and not fresh and got[2] == end_inputs(self.state, job):
+                continue  # (nothing `end_refusal` reads grew: refused as before)
+            body = got[1] if got is not None and not fresh else None
+            if body is None:  # (read again if its body was not kept: MAX_READ_KEPT)
                 body = await self._read(job, cid, ev)
             if body is None or self.state.ended.get(job) is not ev:  # (or another won)
                 continue
@@ -200,7 +203,9 @@ class EndListings:
                 self.read.pop((job, cid), None)
                 self.rescan(ev)
                 continue
-            self.read[(job, cid)] = (ev.id, body, end_inputs(self.state, job))
+            kept = sum(r[1] is not None for k, r in self.read.items() if k != (job, cid))
+            self.read[(job, cid)] = (ev.id, body if kept < MAX_READ_KEPT else None,
+                                     end_inputs(self.state, job))
             if fresh:
                 log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
                          "(kept read, folded once the events that admit it are)", job, cid, why)

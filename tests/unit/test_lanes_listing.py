@@ -21,7 +21,8 @@ from peer.cids import sha256_cid
 from peer.config import PeerConfig
 from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
-from peer.jobs.ending import MAX_LISTING_BYTES
+from peer.jobs import ending
+from peer.jobs.ending import MAX_LISTING_BYTES, MAX_READ_KEPT
 from peer.log import Event, EventType
 from peer.log.events import JobEnded
 from peer.log.lanes import lane
@@ -192,13 +193,16 @@ async def test_a_listing_not_here_is_tried_again_not_refused(tmp_path: Path) -> 
 ADDED = "fedcba9876543210fedc"  # a member the home adds (JOB_MEMBERS) after the JOB_ENDED
 
 
+@pytest.mark.parametrize("kept", [MAX_READ_KEPT, 0])
 async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int) -> None:
     """(Review r1, session 38.) A listing naming an output of a member whose JOB_MEMBERS
     comes after the listing was read (an orphan takeover's) was refused for good, though
     `end_refusal` is monotone: the job never got its record. It is kept read (not fetched
     nor read again), asked again once the job's members, JOB_SUBMITTED or tasks changed
-    (`end_inputs`), and folded at the first step that admits it."""
+    (`end_inputs`), and folded at the first step that admits it. (Its body is kept for
+    MAX_READ_KEPT listings; another is read again then.)"""
+    monkeypatch.setattr(ending, "MAX_READ_KEPT", kept)
     node = _node(tmp_path)
     try:
         outputs = {**OUTPUTS, "t1": ["key-t1", OUT["t1"], SUBMITTED + 2, lane(ADDED, JOB), 1]}
@@ -217,7 +221,7 @@ async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here
         _fold(node, Event(OTHER, 3, END + (1 << 16), EventType.JOB_MEMBERS,
                           {"job": JOB, "add": [ADDED]}))
         await node.end_listings.step()
-        assert reads == [cid]  # (read once)
+        assert reads == [cid] * (1 if kept else 2)  # (read once, if kept)
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
         node.catchup.compact()
         assert JOB in node.state.compacted and node.index.record(JOB) is not None
