@@ -216,6 +216,7 @@ class _Worker:
     kill_timer: Handle | None = None
     job: _Job | None = None
     removing_bytes: int = 0  # what its thread reported it is removing of its run directories
+    bad_frame: bool = False  # it sent a frame that could not be handled (logged once)
 
 
 class Executor:
@@ -529,7 +530,14 @@ class Executor:
             if len(chunk) < _READ_BYTES:
                 break
         for frame in _split_frames(w.buf):
-            self._on_frame(w, pickle.loads(frame))
+            try:
+                self._on_frame(w, pickle.loads(frame))
+            except Exception as e:  # (its task can write anything to the pipe)
+                if not w.bad_frame:  # one line a worker: the frames after it are handled
+                    w.bad_frame = True
+                    log.warning("executor worker %s sent a frame that cannot be handled, "
+                                "skipped (%s: %s); its later ones are not logged",
+                                w.proc.pid, type(e).__name__, e)
 
     def _on_frame(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -546,7 +554,11 @@ class Executor:
         elif tag == "ready":
             self._on_ready(w, msg[2])
         elif tag == "removing":
-            self._removing(w, msg[1])
+            nbytes = msg[1]
+            if type(nbytes) is not int or nbytes < -w.removing_bytes:  # (never done more)
+                raise ValueError(f"a 'removing' frame of {nbytes!r} bytes; the worker "
+                                 f"reported {w.removing_bytes} being removed")
+            self._removing(w, nbytes)
 
     def _counts_removals(self) -> bool:
         """Whether run directories are measured before they are removed (for the watch's
@@ -816,15 +828,28 @@ def _remove_runs(runs: list[Path], report: Callable[[int], object] | None) -> No
     """Remove these run directories. With `report` (the watch bounds runs on disk), first
     measure what they hold on disk and report it, then report its negative once removed:
     the watch counts it as still there meanwhile, and a run's growth on the same disk does
-    not hide behind the removal (peer.jobs.watch.Watch.removing)."""
-    nbytes = 0 if report is None else sum(
-        scratch.tree_bytes(p, sys.maxsize, on_disk=True) for p in runs)
-    if report is not None and nbytes:
-        report(nbytes)
-    for path in runs:
-        remove_tree(path, ignore_errors=True)
+    not hide behind the removal (peer.jobs.watch.Watch.removing). The directories are
+    removed whatever measuring or reporting raises."""
+    nbytes = 0 if report is None else sum(_disk_bytes(p) for p in runs)
+    try:
+        if report is not None and nbytes:
+            report(nbytes)
+    finally:
+        for path in runs:
+            remove_tree(path, ignore_errors=True)
     if report is not None and nbytes:
         report(-nbytes)
+
+
+def _disk_bytes(run: Path) -> int:
+    """What the run directory `run` holds on disk; 0 if it cannot be measured. 0 errs on
+    the safe side: the watch then takes its removal for anyone's (as before removals were
+    counted), so a run's growth may show only once it passes what was removed, but no run is
+    ever stopped by this count (only by a walk of its own directory), and the bytes reported
+    removing and removed always match."""
+    with contextlib.suppress(OSError):
+        return scratch.tree_bytes(run, sys.maxsize, on_disk=True)
+    return 0
 
 
 MATH_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -989,7 +1014,10 @@ class _Trash:
     def _run(todo: queue.SimpleQueue[_Removal]) -> None:
         while True:
             removal = todo.get()
-            _remove_runs([removal.path], removal.report)
+            try:
+                _remove_runs([removal.path], removal.report)
+            except Exception:  # (this thread also removes every later run directory)
+                log.exception("cannot remove the run directory %s", removal.path)
 
 
 def _moved(path: Path) -> Path:

@@ -206,3 +206,16 @@ def stall_trash(payload: Any, ctx: Any) -> str:
     executor._TRASH._pid = os.getpid()  # (no thread takes from this queue)
     executor._TRASH._queue = queue.SimpleQueue()
     return use_workdir(payload, ctx)
+
+
+def bad_frames(payload: Any, ctx: Any) -> str:
+    """Write two frames the executor cannot take (a 'removing' of no count, one of more
+    removed than removing) and a log line after them, in one write (one read takes all)."""
+    import pickle
+
+    from peer.jobs import executor
+
+    frames = [("removing", "lots"), ("removing", -1), ("m", ctx._run_id, "log", ("after",))]
+    data = b"".join(executor._FRAME.pack(len(p)) + p for p in map(pickle.dumps, frames))
+    os.write(ctx._chan._fd, data)
+    return "done"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from peer.errors import ConfigError
-from peer.jobs import scratch
+from peer.jobs import executor, scratch
 from peer.jobs.executor import Executor, ExecutorConfig, ExitKind, RunResult
 from peer.jobs.heap import libc_mallopt
 from peer.jobs.scratch import Space
@@ -783,3 +783,69 @@ async def test_a_dead_workers_earlier_run_directories_are_removed_as_it_is_reape
     assert (await ex.run("c", T + "exit_now", 3)).exit_kind == ExitKind.CRASH
     assert _names(base) == []  # removed as the worker was reaped, before the result
 
+
+
+async def test_frames_after_one_that_cannot_be_handled_still_arrive(
+        make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture) -> None:
+    """A 'removing' frame whose count is no int raised in the reader callback, and the frames
+    read with it (a log line, the result) were lost; one of more removed than the worker said
+    it was removing would have made the watch's count negative. Both are skipped, logged
+    once."""
+    ex = await make_executor(slots=1)
+    said: list[str] = []
+    res = await asyncio.wait_for(
+        ex.run("bad", T + "bad_frames", None, on_message=lambda k, a: said.append(a[0])), 10)
+    assert (res.ok, res.value, said) == (True, "done", ["after"])
+    bad = [r.getMessage() for r in caplog.records if "cannot be handled" in r.getMessage()]
+    assert len(bad) == 1 and "'removing' frame of 'lots' bytes" in bad[0]
+
+
+def test_a_run_directory_that_cannot_be_measured_is_removed_unreported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring a run directory before its removal raised out of the remover (the helper
+    thread's _join, a worker's _Trash), and the directory stayed. It counts as 0 now (the
+    watch takes its removal for anyone's) and is removed."""
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "sub" / "f").write_bytes(b"x" * 4096)
+
+    def unreadable(path: Path, stop_above: int, **kw: Any) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(scratch, "tree_bytes", unreadable)
+    reported: list[int] = []
+    executor._remove_runs([run], reported.append)
+    assert not run.exists() and reported == []
+
+
+def test_the_trash_thread_removes_later_run_directories_after_one_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error while measuring (or reporting) one run directory ended a worker's removing
+    thread, and every later run directory of that worker stayed on disk."""
+    runs = [tmp_path / name for name in ("unreadable", "unreported", "later")]
+    for run in runs:
+        run.mkdir()
+        (run / "f").write_bytes(b"x" * 4096)
+    measure = scratch.tree_bytes
+
+    def flaky(path: Path, stop_above: int, **kw: Any) -> int:
+        if "unreadable" in path.name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return measure(path, stop_above, **kw)
+
+    monkeypatch.setattr(scratch, "tree_bytes", flaky)
+    later_gone = threading.Event()
+
+    def report(run: Path) -> Callable[[int], None]:
+        def told(nbytes: int) -> None:
+            if run.name == "unreported":
+                raise RuntimeError("the loop is closed")
+            if nbytes < 0:
+                later_gone.set()
+        return told
+
+    trash = executor._Trash()
+    for run in runs:
+        trash.remove(run, report(run))
+    assert later_gone.wait(10)  # bounded: a thread of this process removes them
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
