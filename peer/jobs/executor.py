@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -306,7 +306,8 @@ class Executor:
         # Removed by close(), else when this executor is collected or the process exits;
         # a killed process's is swept by the next executor started in the same directory.
         self._remove_base = weakref.finalize(self, _remove_base, self._base, os.getpid(), held)
-        self._env = {**_math_env(self.cfg.math_threads), **self.cfg.env}
+        own_safe_path = {SAFE_PATH: v} if (v := os.environ.get(SAFE_PATH)) else {}
+        self._env = {**_math_env(self.cfg.math_threads), **own_safe_path, **self.cfg.env}
         # Workers fork from the forkserver with these already imported (if it is not running yet).
         _MP.set_forkserver_preload(["__main__", *_main_imports(), __name__, *self.cfg.preload])
         if not wait:
@@ -433,7 +434,8 @@ class Executor:
             target=_worker_main, args=(child_rx, child_tx, spec), name="banzai-worker", daemon=True
         )
         try:
-            proc.start()
+            with _safe_path():
+                proc.start()
         except BaseException:
             tx.close()
             rx.close()
@@ -852,6 +854,29 @@ def _disk_bytes(run: Path) -> int:
     return 0
 
 
+# CPython 3.11's forkserver runs `python -c`, which puts the working directory first on
+# sys.path, and ignores the `sys_path` it is handed: started from a directory holding a
+# `peer/`, `tasks/` or `numpy.py`, it would preload those into every worker. So the forkserver
+# (started, or started again, by a worker's start) is launched with PYTHONSAFEPATH, and each
+# worker drops it again (unless this process had it) before its tasks start any process.
+SAFE_PATH = "PYTHONSAFEPATH"
+
+
+@contextlib.contextmanager
+def _safe_path() -> Iterator[None]:
+    """PYTHONSAFEPATH=1 in this process's environment while a worker starts (the forkserver,
+    if one is launched now, takes it); as it was after."""
+    had = os.environ.get(SAFE_PATH)
+    os.environ[SAFE_PATH] = "1"
+    try:
+        yield
+    finally:
+        if had is None:
+            os.environ.pop(SAFE_PATH, None)
+        else:
+            os.environ[SAFE_PATH] = had
+
+
 MATH_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -1053,6 +1078,7 @@ def _setup_worker(spec: _Spec, request_fd: int) -> None:
     # Not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives the daemon while any
     # worker lives. Watch the daemon's end of the request pipe instead.
     threading.Thread(target=_watch_parent, args=(request_fd,), daemon=True).start()
+    os.environ.pop(SAFE_PATH, None)  # the forkserver's (`_safe_path`); spec.env has ours
     os.environ.update(spec.env)
     # Started as a daemon so the parent's atexit kills it; let targets start processes.
     multiprocessing.current_process().daemon = False

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -849,3 +850,39 @@ def test_the_trash_thread_removes_later_run_directories_after_one_fails(
         trash.remove(run, report(run))
     assert later_gone.wait(10)  # bounded: a thread of this process removes them
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+FORKSERVER_PROBE = """
+import asyncio, json, sys
+from peer.jobs.executor import Executor, ExecutorConfig
+
+async def main() -> None:
+    async with Executor(ExecutorConfig(slots=1)) as ex:
+        r = await ex.run("a", "tests.unit.executor_targets:describe", "PYTHONSAFEPATH")
+        print(json.dumps([r.exit_kind, r.value]))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_forkserver_preloads_nothing_from_the_working_directory(tmp_path: Path) -> None:
+    """CPython 3.11's forkserver runs `python -c` (the working directory first on sys.path)
+    and ignores the sys_path it is handed: a `peer/` package in the directory the daemon was
+    started from was preloaded into every worker (here: its import leaves a mark, and the
+    worker cannot start). Run in a fresh process: the forkserver is started once per process.
+    The workers' own environment has no PYTHONSAFEPATH (their tasks' processes see none)."""
+    cwd, script = tmp_path / "cwd", tmp_path / "bin" / "probe.py"
+    (cwd / "peer").mkdir(parents=True)
+    (cwd / "peer" / "__init__.py").write_text(
+        f"open({str(tmp_path / 'mark')!r}, 'w').write('imported from the working directory')\n")
+    script.parent.mkdir()
+    script.write_text(FORKSERVER_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    out = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert not (tmp_path / "mark").exists(), out.stderr[-2000:]
+    assert out.returncode == 0, out.stderr[-2000:]
+    kind, value = json.loads(out.stdout.strip().splitlines()[-1])
+    assert kind == "ok" and value["env"] is None
