@@ -859,6 +859,18 @@ def _disk_bytes(run: Path) -> int:
 # `peer/`, `tasks/` or `numpy.py`, it would preload those into every worker. So the forkserver
 # (started, or started again, by a worker's start) is launched with PYTHONSAFEPATH, and each
 # worker drops it again (unless this process had it) before its tasks start any process.
+# A process another thread of ours starts meanwhile inherits it too: 3.11 offers no launch
+# of the forkserver with `-P` that leaves this process's environment alone. Its
+# ForkServer.ensure_running runs spawn.get_executable() with util._args_from_interpreter_flags()
+# (`-P` only if this interpreter has sys.flags.safe_path) through util.spawnv_passfds (this
+# process's environment), all looked up in the modules; every context, ours too, reaches
+# that one ForkServer (popen_forkserver calls the module's connect_to_new_process). So -P
+# means patching those module functions (the same process-wide window), copying the
+# private ensure_running and Popen._launch (changed since: later 3.12s hand the forkserver
+# sys_path, 3.14 adds an authentication key), or multiprocessing.set_executable (set for
+# the whole process, spawn and the resource tracker too) naming a wrapper script written
+# somewhere executable, which a data dir or /tmp mounted noexec is not (no worker would
+# start). Each is riskier than this window (session 39, helper f).
 SAFE_PATH = "PYTHONSAFEPATH"
 
 
