@@ -254,7 +254,7 @@ def exposition(families: Iterable[Metric]) -> bytes:
     """prometheus_client's `generate_latest` text (format 0.0.4), byte for byte, of families
     like ours: names and label names of the legacy character set (constants), counters,
     gauges and histograms, no timestamps. Without its checks and escapes of every name of
-    every sample, a peer's render takes about 40 % less of the loop (docs/benchmarks.md,
+    every sample, a peer's render takes about a third less of the loop (docs/benchmarks.md,
     session 39 helper f); tests/unit/test_metrics.py compares the two."""
     out: list[str] = []
     for family in families:

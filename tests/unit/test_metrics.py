@@ -199,7 +199,7 @@ def test_each_series_is_looked_up_once_and_exposed_only_once_counted(
 
 def test_the_text_is_prometheus_clients_byte_for_byte() -> None:
     """`render` writes the text itself (prometheus_client's checks of every sample's names
-    cost ~40 % of a render): the same bytes as `generate_latest`, for a state with every kind
+    cost a third of a render): the same bytes as `generate_latest`, for a state with every kind
     of family (a histogram, counters with their `_created`), values of every form (large,
     fractions, +Inf) and label values to escape."""
     h = Host()
