@@ -5,14 +5,13 @@ Loop-owned: the listener and the scrape run on the event loop."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from peer import gcpace
 from peer.log import ChunkDone, ChunkFailed, Claim, Event, FailureKind, MeshState
@@ -247,38 +246,4 @@ class Metrics:
                 self.leases_lost.inc()
 
     def render(self) -> bytes:
-        return exposition(self.registry.collect())
-
-
-def exposition(families: Iterable[Metric]) -> bytes:
-    """prometheus_client's `generate_latest` text (format 0.0.4), byte for byte, of families
-    like ours: names and label names of the legacy character set (constants), counters,
-    gauges and histograms, no timestamps. Without its checks and escapes of every name of
-    every sample, a peer's render takes about a third less of the loop (docs/benchmarks.md,
-    session 39 helper f); tests/unit/test_metrics.py compares the two."""
-    out: list[str] = []
-    for family in families:
-        name = family.name
-        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        shown = name + "_total" if family.type == "counter" else name
-        out.append(f"# HELP {shown} {doc}\n# TYPE {shown} {family.type}\n")
-        created: list[str] = []  # `_created` samples: a gauge of their own, after
-        created_name = name + "_created"
-        for s in family.samples:
-            (created if s.name == created_name else out).append(_sample_line(s))
-        if created:
-            out.append(f"# HELP {created_name} {doc}\n# TYPE {created_name} gauge\n")
-            out += created
-    return "".join(out).encode()
-
-
-def _sample_line(s: Sample) -> str:
-    value: str = floatToGoString(s.value)  # type: ignore[no-untyped-call]
-    if not s.labels:
-        return f"{s.name} {value}\n"
-    labels = ",".join(f'{k}="{_label_value(v)}"' for k, v in sorted(s.labels.items()))
-    return f"{s.name}{{{labels}}} {value}\n"
-
-
-def _label_value(v: str) -> str:
-    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+        return generate_latest(self.registry)

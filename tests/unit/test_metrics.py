@@ -197,29 +197,6 @@ def test_each_series_is_looked_up_once_and_exposed_only_once_counted(
     assert ("banzai_chunks_total", (("by", "others"), ("outcome", "failed"))) not in s
 
 
-def test_the_text_is_prometheus_clients_byte_for_byte() -> None:
-    """`render` writes the text itself (prometheus_client's checks of every sample's names
-    cost a third of a render): the same bytes as `generate_latest`, for a state with every kind
-    of family (a histogram, counters with their `_created`), values of every form (large,
-    fractions, +Inf) and label values to escape."""
-    h = Host()
-    for i, o in enumerate(["a", "b", "c", "d", "e"]):
-        h.state.apply(member(o, 1 + i))
-    assert h.gossip is not None
-    h.gossip.stats.d.update({"bytes_in": 12_345_678_901, "dropped_we\"ird\\\n": 3})
-    weird = {"by_reason": {"clock": 4, 'a"b\\c\nd': 1}}
-    h.log_health = lambda: {"events": 5, "refused": weird}  # type: ignore[method-assign]
-    m = Metrics(h)
-    for i, (origin, s) in enumerate([("a", 0.3), ("a", 4000.0), ("b", 0.001), ("a", 1e-9)]):
-        m.on_event(Event(origin, 2 * i + 1, 1, EventType.CLAIM, {**BASE, "chunk": i}))
-        m.on_event(Event(origin, 2 * i + 2, 2, EventType.CHUNK_DONE,
-                         {**BASE, "chunk": i, "output": "x", "s": s}))
-    m.on_event(Event("b", 9, 3, EventType.CHUNK_FAILED, {**BASE, "kind": "lease", "error": "x"}))
-    text = m.render()
-    assert text == generate_latest(m.registry)
-    assert b'reason="door_a\\"b\\\\c\\nd"' in text and b"banzai_claims_created{" in text
-
-
 def test_a_scrape_reads_the_peers_load_and_log_health_once() -> None:
     """The load reads the log file's size and free pages (a stat and a query): once a scrape."""
     h = Host()
