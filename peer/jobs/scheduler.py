@@ -1022,8 +1022,10 @@ class Scheduler:
         from that event alone; first even while not live here: it sent the job just now,
         and if it is gone the others take the task after one wait per rank). Nobody waits
         for a peer that cannot claim the task (a task only a labelled peer meets: that
-        peer's at once). Remembered per set of the live peers that run the call (read at
-        every look at its chunk: see `_first_peer`), made again when a MEMBER event
+        peer's at once). Of a lanes job, its members only: each first for its share at
+        once (`_members_first`: as `_first_peer` ranks them), or, of a `local` one, its home
+        first (`_home_first`). Remembered per set of the live peers that run the call (read
+        at every look at its chunk: see `_first_peer`), made again when a MEMBER event
         comes (its labels)."""
         peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
                              and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
@@ -1040,7 +1042,9 @@ class Scheduler:
                 if submitted.origin in ranked:
                     ranked.remove(submitted.origin)
                 ranked.insert(0, submitted.origin)
-            ranked = self._ranks[(job, task)] = self._home_first(job, ranked)
+            if not self._members_first(job):  # (its members take their shares at once)
+                ranked = self._home_first(job, ranked)
+            self._ranks[(job, task)] = ranked
         return ranked
 
     def _home_first(self, job: str, ranked: list[str]) -> list[str]:

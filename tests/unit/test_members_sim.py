@@ -345,3 +345,25 @@ async def test_a_peer_added_runs_the_open_chunks_once_the_lanes_come() -> None:
         assert peer_of(mesh.sent(EventType.CLAIM, job=job)[-1].payload["split"][0]) == p0
     finally:
         await mesh.close()
+
+
+async def test_both_members_start_a_jobs_implicit_tasks_at_once() -> None:
+    """A lanes job of tasks without input and implicit splits (what `POST /api/jobs` makes
+    of a big dag): each member comes first, at once, for its share of the tasks by
+    rendezvous hash over the members, as every peer does for its share lanes off; the home
+    is not first for every task, the other member waiting a split wait per task (on
+    30bc9d5 the replica started nothing for split_wait_s + 0.5 ms per task: bench_mesh's
+    1,000-task dag ran ~85 % on its home)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(12)
+    try:
+        job = mesh.submit(p0, tasks, implicit=True, members=[p0, p1])
+        await mesh.settle()  # (no time passes: no split wait is over)
+        assert mesh[p0].runner.started and mesh[p1].runner.started
+        await finish_all(mesh, duration_s=0.001, step_s=CFG.tick_s, rounds=40)
+        assert done(mesh, p0, job, tasks) and mesh[p2].runner.started == []
+        runs = Counter(key for p in mesh.peers.values() for key in p.runner.started)
+        assert sum(runs.values()) == len(tasks)  # (none ran twice)
+    finally:
+        await mesh.close()
