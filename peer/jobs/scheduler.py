@@ -160,7 +160,8 @@ class Scheduler:
         # Lanes jobs (`_lanes_tick`): the running ones held here, kept from the noted events
         # (`_note_lanes`); those an event was noted of since `_end_jobs` last looked at them;
         # the live peers of the last tick; since when this home saw one finished (its
-        # JOB_ENDED waits end_grace_s); when this home last looked at spreading one, and since
+        # JOB_ENDED waits end_grace_s); when this home last looked at spreading one (or
+        # first saw it running: its first look is spread_s after), and since
         # when no member of one was live here
         self._lanes_live: set[str] = set()
         self._lanes_moved: set[str] = set()
@@ -1123,10 +1124,13 @@ class Scheduler:
     def _lanes_round(self, live: frozenset[str], moved: set[str], now: float) -> None:
         """Of each running lanes job: its home spreads it to more peers when its open work is
         more than spread_s per slot of its live members (`_spread`, looked at once per
-        spread_s a job); a non-member that runs one of its calls adds itself when no member
-        has been live for lease_s, after its rank × split wait (`_take_over`), looked at
-        only once the job `moved` (an event of it, a change of the live peers) or while it
-        is orphaned here (its members only grow: while one is live, that stays so)."""
+        spread_s a job, first spread_s after it was first seen running here: a job its
+        members finish within spread_s stays on them, whatever its backlog at the start
+        seemed from one run's duration); a non-member that runs one of its calls adds
+        itself when no member has been live for lease_s, after its rank × split wait
+        (`_take_over`), looked at only once the job `moved` (an event of it, a change of
+        the live peers) or while it is orphaned here (its members only grow: while one is
+        live, that stays so)."""
         st = self.state
         for table in (self._spread_at, self._orphaned):
             for gone in [j for j in table if j not in self._lanes_live]:
@@ -1139,7 +1143,7 @@ class Scheduler:
             try:
                 if self.peer_id in held:
                     self._orphaned.pop(job, None)  # (added meanwhile: by us or its home)
-                    if now - self._spread_at.get(job, -math.inf) >= self.cfg.spread_s:
+                    if now - self._spread_at.setdefault(job, now) >= self.cfg.spread_s:
                         self._spread_at[job] = now
                         if members.home(job, st, live) == self.peer_id:
                             self._spread(job)

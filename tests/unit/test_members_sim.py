@@ -367,3 +367,24 @@ async def test_both_members_start_a_jobs_implicit_tasks_at_once() -> None:
         assert sum(runs.values()) == len(tasks)  # (none ran twice)
     finally:
         await mesh.close()
+
+
+async def test_a_job_its_members_finish_within_spread_s_stays_on_them_after_one_slow_run(
+        ) -> None:
+    """Scale-out's first look at a job's open work is spread_s after its home first saw it
+    running, not at once: at once, the whole backlog times the call's last run here (one
+    slow run: 3 ms where ECHO takes ~0.5) spread bench_mesh's 1,000-task dag to the third
+    peer in 3 of 6 jobs (2.6-3.2 s of open work estimated), whose joiner then waited for
+    the lanes and the job ran at 575-659 tasks/s against 1,039-1,168 on two members (on
+    30bc9d5 this job got a JOB_MEMBERS at its first tick)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(12)
+    try:
+        mesh[p0].sched._runs.last_s["T_WRITE"] = 0.5  # (its last run, before the job: slow)
+        job, start = mesh.submit(p0, tasks, implicit=True, members=[p0, p1]), mesh.clock()
+        await finish_all(mesh, duration_s=0.001, step_s=0.05, rounds=15)
+        assert mesh.clock() - start < CFG.spread_s and done(mesh, p0, job, tasks)
+        assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
