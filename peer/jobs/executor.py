@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import reprlib
 import resource
 import select
 import signal
@@ -42,7 +43,7 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple, Protocol
 
 from peer.dataentry import DIR_NOFOLLOW, ensure_dir, remove_tree
-from peer.errors import ConfigError, disk_full
+from peer.errors import BanzaiError, ConfigError, disk_full
 from peer.jobs import scratch
 from peer.jobs.heap import HeapConfig, libc_mallopt, tune
 from peer.jobs.scratch import Space, alive, free, hold
@@ -59,6 +60,11 @@ OnMessage = Callable[[str, tuple[Any, ...]], None]
 # forkserver, not fork: the parent runs an event loop and threads.
 _MP = multiprocessing.get_context("forkserver")
 _FRAME = struct.Struct("!Q")  # worker -> parent frames: 8-byte length, then a pickle
+# The most a worker's frame may announce. Frames carry metadata (a run's JSON result: CIDs,
+# per-item cache entries, inline outputs of at most 16 KiB; a log line; a traceback), never
+# outputs (files); one announcing more ends the worker, which would otherwise grow the
+# daemon's read buffer until one of the two runs out of memory.
+_MAX_FRAME_BYTES = 64 << 20
 _PICKLE = pickle.HIGHEST_PROTOCOL
 _READ_BYTES = 1 << 16
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
@@ -216,7 +222,7 @@ class _Worker:
     kill_timer: Handle | None = None
     job: _Job | None = None
     removing_bytes: int = 0  # what its thread reported it is removing of its run directories
-    bad_frame: bool = False  # it sent a frame that could not be handled (logged once)
+    bad_frame: bool = False  # it sent a frame it never sends: being killed, the rest unread
 
 
 class Executor:
@@ -528,18 +534,42 @@ class Executor:
             if not chunk:  # EOF: the worker is gone; the sentinel will tell
                 self._running_loop().remove_reader(fd)
                 break
-            w.buf += chunk
+            if not w.bad_frame:  # (else drained unread: the reader would fire again)
+                w.buf += chunk
             if len(chunk) < _READ_BYTES:
                 break
-        for frame in _split_frames(w.buf):
+        frames, oversized = _split_frames(w.buf)
+        for frame in frames:
             try:
-                self._on_frame(w, pickle.loads(frame))
-            except Exception as e:  # (its task can write anything to the pipe)
-                if not w.bad_frame:  # one line a worker: the frames after it are handled
-                    w.bad_frame = True
-                    log.warning("executor worker %s sent a frame that cannot be handled, "
-                                "skipped (%s: %s); its later ones are not logged",
-                                w.proc.pid, type(e).__name__, e)
+                msg = _decode(frame, w.removing_bytes)
+            except _BadFrame as e:  # (its task can write anything to the pipe)
+                self._kill_for(w, f"the worker sent {e}")
+                return
+            try:
+                self._on_frame(w, msg)
+            except Exception as e:  # a bug of ours: its run fails rather than hangs
+                log.exception("executor: handling a %r frame of worker %s failed",
+                              msg[0], w.proc.pid)
+                self._kill_for(w, f"the executor failed handling the worker's {msg[0]!r} "
+                                  f"frame ({_one_line(e)})")
+                return
+        if oversized is not None:
+            self._kill_for(w, f"the worker sent {oversized}")
+
+    def _kill_for(self, w: _Worker, error: str) -> None:
+        """Worker `w` sent a frame it never sends, or one we failed to handle: nothing it
+        sends after it can be trusted, so it is killed, the rest unread, and its run (if
+        any, and not being killed already) fails as a crash with `error`."""
+        if w.bad_frame:
+            return
+        w.bad_frame = True
+        w.buf.clear()
+        job = w.job
+        if job is not None and job.kill_kind is None:
+            job.kill_kind, job.kill_error = ExitKind.CRASH, error
+        log.warning("executor worker %s killed%s: %s", w.proc.pid,
+                    "" if job is None else f" (run {job.key!r})", error)
+        self._kill(w)
 
     def _on_frame(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -556,11 +586,7 @@ class Executor:
         elif tag == "ready":
             self._on_ready(w, msg[2])
         elif tag == "removing":
-            nbytes = msg[1]
-            if type(nbytes) is not int or nbytes < -w.removing_bytes:  # (never done more)
-                raise ValueError(f"a 'removing' frame of {nbytes!r} bytes; the worker "
-                                 f"reported {w.removing_bytes} being removed")
-            self._removing(w, nbytes)
+            self._removing(w, msg[1])
 
     def _counts_removals(self) -> bool:
         """Whether run directories are measured before they are removed (for the watch's
@@ -589,13 +615,12 @@ class Executor:
             self._dispatch()
 
     def _on_done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        _, run_id, ok, text, error, trace, kind = msg
+        _, run_id, ok, value, error, trace, kind = msg  # (`_decode`d: the JSON parsed)
         job = w.job
         if job is None or job.run_id != run_id or job.kill_kind is not None:
             return  # a kill is under way: its reason wins
         w.job = None
-        value = json.loads(text) if ok else None
-        self._finish(job, RunResult(ok, value, error, trace, self._elapsed(job), ExitKind(kind)))
+        self._finish(job, RunResult(ok, value, error, trace, self._elapsed(job), kind))
         if kind == ExitKind.MEMORY:
             self._kill(w)  # its heap may be fragmented or near the limit: replace it
         elif not w.killing:
@@ -725,19 +750,89 @@ def _describe_exit(code: int | None, memory_limit_mb: int | None) -> str:
     return text
 
 
-def _split_frames(buf: bytearray) -> list[bytes]:
-    """Remove and return the complete frames at the start of `buf`."""
+def _split_frames(buf: bytearray) -> tuple[list[bytes], str | None]:
+    """Remove and return the complete frames at the start of `buf`, and what is wrong with
+    the frame after them if its header announces more than _MAX_FRAME_BYTES (else None)."""
     frames: list[bytes] = []
     pos, head = 0, _FRAME.size
+    oversized = None
     while len(buf) - pos >= head:
         (size,) = _FRAME.unpack_from(buf, pos)
+        if size > _MAX_FRAME_BYTES:
+            oversized = (f"a frame header announcing {size} bytes (at most "
+                         f"{_MAX_FRAME_BYTES} are read)")
+            break
         end = pos + head + size
         if end > len(buf):
             break
         frames.append(bytes(buf[pos + head : end]))
         pos = end
     del buf[:pos]
-    return frames
+    return frames, oversized
+
+
+class _BadFrame(BanzaiError):
+    """A worker's frame is not one a worker sends (its task wrote to the executor's pipe)."""
+
+
+def _decode(frame: bytes, removing_bytes: int) -> tuple[Any, ...]:
+    """A worker's frame as the message `_on_frame` handles, every field checked first (a
+    "done" frame's JSON parsed, its kind an ExitKind); _BadFrame naming what is wrong.
+    `removing_bytes`: what the worker said it is removing (a "removing" frame of a negative
+    count, done removing, never reports more)."""
+    try:
+        msg = pickle.loads(frame)
+    except Exception as e:
+        raise _BadFrame(f"a frame that does not unpickle ({_one_line(e)})") from None
+    if type(msg) is not tuple or not msg:
+        raise _BadFrame(f"a frame of no known form: {_BRIEF.repr(msg)}")
+    m: tuple[Any, ...] = msg
+    tag, n = m[0], len(m)
+    if tag == "m" and n == 4 and _is_int(m[1]) and type(m[2]) is str and type(m[3]) is tuple:
+        return m
+    if (tag == "ready" and n == 3 and _is_int(m[1]) and type(m[2]) is list
+            and all(type(e) is str for e in m[2])):
+        return m
+    if tag == "removing" and n == 2 and _is_int(m[1]):
+        if m[1] < -removing_bytes:
+            raise _BadFrame(f"a 'removing' frame of {m[1]} bytes, more done than the "
+                            f"{removing_bytes} it reported being removed")
+        return m
+    if tag == "done" and n == 7:
+        return _decode_done(m)
+    raise _BadFrame(f"a frame of no known form: {_BRIEF.repr(msg)}")
+
+
+def _decode_done(msg: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A "done" frame (as `_run_one` and `_failure` make it) with its result's JSON parsed
+    and its kind an ExitKind; _BadFrame naming the field that is wrong."""
+    _, run_id, ok, text, error, trace, kind = msg
+    checks = [
+        (_is_int(run_id), "run id"),
+        (type(ok) is bool, "ok"),
+        (type(kind) is str and kind in _WORKER_KINDS and (kind == ExitKind.OK) == ok, "kind"),
+        (type(text) is str if ok else text is None, "result"),
+        (error is None if ok else type(error) is str, "error"),
+        (trace is None or type(trace) is str, "trace"),
+    ]
+    for good, name in checks:
+        if not good:
+            raise _BadFrame(f"a 'done' frame whose {name} is wrong: {_BRIEF.repr(msg)}")
+    try:
+        value = json.loads(text) if ok else None
+    except Exception as e:  # (ValueError; RecursionError nested too deep)
+        raise _BadFrame(f"a 'done' frame whose result is not JSON ({_one_line(e)}): "
+                        f"{_BRIEF.repr(msg)}") from None
+    return ("done", run_id, ok, value, error, trace, _WORKER_KINDS[kind])
+
+
+# A bad frame as its error shows it: every field of a "done" frame, each cut short.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxtuple, _BRIEF.maxstring = 7, 60
+
+# How a worker says its run ended (the other kinds are the executor's: kills, a crash).
+_WORKER_KINDS = {k.value: k for k in (ExitKind.OK, ExitKind.ERROR, ExitKind.MEMORY,
+                                      ExitKind.STORAGE)}
 
 
 def sweep_bases(directory: Path) -> int:

@@ -208,14 +208,19 @@ def stall_trash(payload: Any, ctx: Any) -> str:
     return use_workdir(payload, ctx)
 
 
-def bad_frames(payload: Any, ctx: Any) -> str:
-    """Write two frames the executor cannot take (a 'removing' of no count, one of more
-    removed than removing) and a log line after them, in one write (one read takes all)."""
+def forge_frames(payload: list[Any], ctx: Any) -> None:
+    """Write `payload` to the executor's pipe in one write (one read takes all): each tuple
+    as a frame of its pickle ("RUN" in it standing for this run's id), each bytes as is;
+    then wait to be killed."""
     import pickle
 
     from peer.jobs import executor
 
-    frames = [("removing", "lots"), ("removing", -1), ("m", ctx._run_id, "log", ("after",))]
-    data = b"".join(executor._FRAME.pack(len(p)) + p for p in map(pickle.dumps, frames))
-    os.write(ctx._chan._fd, data)
-    return "done"
+    def frame(item: Any) -> bytes:
+        if isinstance(item, bytes):
+            return item
+        data = pickle.dumps(tuple(ctx._run_id if v == "RUN" else v for v in item))
+        return executor._FRAME.pack(len(data)) + data
+
+    os.write(ctx._chan._fd, b"".join(map(frame, payload)))
+    time.sleep(60)

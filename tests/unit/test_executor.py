@@ -18,7 +18,7 @@ import pytest
 
 from peer.errors import ConfigError
 from peer.jobs import executor, scratch
-from peer.jobs.executor import Executor, ExecutorConfig, ExitKind, RunResult
+from peer.jobs.executor import Executor, ExecutorConfig, ExitKind, OnMessage, RunResult
 from peer.jobs.heap import libc_mallopt
 from peer.jobs.scratch import Space
 from tests.unit.timer_fakes import FakeTimer
@@ -786,19 +786,74 @@ async def test_a_dead_workers_earlier_run_directories_are_removed_as_it_is_reape
 
 
 
-async def test_frames_after_one_that_cannot_be_handled_still_arrive(
-        make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture) -> None:
-    """A 'removing' frame whose count is no int raised in the reader callback, and the frames
-    read with it (a log line, the result) were lost; one of more removed than the worker said
-    it was removing would have made the watch's count negative. Both are skipped, logged
-    once."""
-    ex = await make_executor(slots=1)
+def _said(said: list[str]) -> OnMessage:
+    """An on_message that keeps each log line in `said`."""
+    return lambda kind, args: said.append(args[0]) if kind == "log" else None
+
+
+@pytest.mark.parametrize(("forged", "why"), [
+    (("done", "RUN", True, "not json", None, None, "ok"), "whose result is not JSON"),
+    (("done", "RUN", False, None, "ValueError", None, "bogus"), "whose kind is wrong"),
+    (("done", "RUN", True, "42", None, None, "error"), "whose kind is wrong"),
+    (("done", "RUN", "yes", "42", None, None, "ok"), "whose ok is wrong"),
+    (("done", "RUN", False, None, None, None, "error"), "whose error is wrong"),
+    (("done", "RUN"), "a frame of no known form"),
+    (("removing", "lots"), "a frame of no known form"),
+    (("removing", -1), "a 'removing' frame of -1 bytes, more done than the 0"),
+    (("m", "RUN", "log", "not a tuple"), "a frame of no known form"),
+    (executor._FRAME.pack(3) + b"xyz", "a frame that does not unpickle"),
+], ids=["not-json", "no-kind", "ok-as-error", "ok-not-bool", "no-error", "short", "no-count",
+        "more-removed", "args", "no-pickle"])
+async def test_a_bad_frame_kills_its_worker_and_fails_the_run_naming_it(
+        make_executor: MakeExecutor, forged: Any, why: str) -> None:
+    """A 'done' frame whose JSON or kind did not decode left the run on its worker forever
+    (the worker was marked free before decoding; the timeout's kill then found no run to
+    fail), and any frame that raised was skipped: a task can write anything to the pipe.
+    Now the worker is killed (what it sends after is not read) and the run fails as a crash
+    naming the frame; the frames before it arrive, the executor runs on."""
+    ex = await make_executor(slots=1, timer=FakeTimer())  # (no timeout fires: the kill ends it)
     said: list[str] = []
-    res = await asyncio.wait_for(
-        ex.run("bad", T + "bad_frames", None, on_message=lambda k, a: said.append(a[0])), 10)
-    assert (res.ok, res.value, said) == (True, "done", ["after"])
-    bad = [r.getMessage() for r in caplog.records if "cannot be handled" in r.getMessage()]
-    assert len(bad) == 1 and "'removing' frame of 'lots' bytes" in bad[0]
+    frames = [("m", "RUN", "log", ("before",)), forged, ("m", "RUN", "log", ("after",))]
+    res = await asyncio.wait_for(ex.run("bad", T + "forge_frames", frames,
+                                        on_message=_said(said)), 10)
+    assert (res.ok, res.exit_kind, said) == (False, ExitKind.CRASH, ["before"])
+    assert res.error is not None and res.error.startswith("the worker sent ") and why in res.error
+    assert (await asyncio.wait_for(ex.run("next", T + "echo", 7), 10)).value == 7
+
+
+async def test_a_frame_announcing_too_many_bytes_kills_its_worker(
+        make_executor: MakeExecutor) -> None:
+    """A frame header announcing 2**63 bytes was waited for until the worker died (the read
+    buffer grew by what it wrote meanwhile). More than _MAX_FRAME_BYTES is never read: the
+    worker is killed and its run fails naming the header."""
+    ex = await make_executor(slots=1, timer=FakeTimer())
+    said: list[str] = []
+    frames = [("m", "RUN", "log", ("before",)), executor._FRAME.pack(1 << 63) + b"x" * 100]
+    res = await asyncio.wait_for(ex.run("huge", T + "forge_frames", frames,
+                                        on_message=_said(said)), 10)
+    assert (res.ok, res.exit_kind, said) == (False, ExitKind.CRASH, ["before"])
+    assert res.error == (f"the worker sent a frame header announcing {1 << 63} bytes (at most "
+                         f"{executor._MAX_FRAME_BYTES} are read)")
+    assert (await asyncio.wait_for(ex.run("next", T + "echo", 7), 10)).value == 7
+
+
+async def test_a_frame_the_executor_fails_to_handle_fails_its_run(
+        make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture) -> None:
+    """An error of ours while handling a good frame was logged as the worker's bad frame,
+    once per worker, and its run never ended. It is logged as ours (with its traceback) and
+    the run fails as a crash saying so."""
+    ex = await make_executor(slots=1, timer=FakeTimer())
+
+    def broken(w: Any, msg: tuple[Any, ...]) -> None:
+        raise RuntimeError("a bug")
+
+    ex._on_done = broken  # type: ignore[method-assign]
+    res = await asyncio.wait_for(ex.run("a", T + "echo", 1), 10)
+    assert (res.ok, res.exit_kind) == (False, ExitKind.CRASH)
+    assert res.error == ("the executor failed handling the worker's 'done' frame "
+                         "(RuntimeError: a bug)")
+    ours = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(ours) == 1 and "handling a 'done' frame of worker" in ours[0].getMessage()
 
 
 def test_a_run_directory_that_cannot_be_measured_is_removed_unreported(
