@@ -13,9 +13,9 @@ from collections.abc import Collection, Iterable, Mapping
 
 from peer.jobs.claims import Standing, standing
 from peer.jobs.retention import finished_at
-from peer.log import JobSubmitted, MeshState
+from peer.log import EventType, JobMembers, JobSubmitted, MeshState
 from peer.log.fold import n_chunks
-from peer.log.lanes import lane_of
+from peer.log.lanes import lane, lane_of
 from peer.rendezvous import rendezvous
 
 
@@ -109,6 +109,29 @@ def caught_up(state: MeshState, heads: Mapping[str, int]) -> bool:
     `heads`)?"""
     held = state.heads
     return all(held.get(o, 0) >= q for o, q in heads.items())
+
+
+def still_joining(state: MeshState, me: str, jobs: Collection[str],
+                  ) -> dict[str, tuple[str, dict[str, int]]]:
+    """Of lanes jobs `jobs`, those whose wait to join (design 5.3) a restart of `me` cut
+    short, derived from what is held (nothing of the wait is stored): `me` was added by
+    another peer's JOB_MEMBERS, has emitted nothing in the job (no lane of its own: it ran
+    none of it, so it never joined), and does not hold the job's lanes up to those
+    JOB_MEMBERS' `heads` (`join_heads`, the highest seq of each lane) -> (an adder, to ask
+    for them; those heads). One pass over the events in memory, and only if some job
+    could be one (a peer restarted in none has no pass)."""
+    maybe = {j for j in jobs if state.member_of(j, me) and j in state.members_of
+             and lane(me, j) not in state.heads}
+    adds: dict[str, tuple[str, dict[str, int]]] = {}
+    for ev in state.events.values() if maybe else ():
+        if ev.type is not EventType.JOB_MEMBERS or ev.origin == me:
+            continue
+        b = ev.body_as(JobMembers)
+        if b.job in maybe and me in b.add:
+            got = adds.setdefault(b.job, (ev.origin, {}))[1]
+            for o, q in join_heads(b.job, ev.payload.get("heads")).items():
+                got[o] = max(got.get(o, 0), q)
+    return {j: a for j, a in adds.items() if a[1] and not caught_up(state, a[1])}
 
 
 def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],

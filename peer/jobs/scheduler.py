@@ -229,13 +229,18 @@ class Scheduler:
 
     def recover(self) -> None:
         """Fail the claims this peer held before a restart (their runs died with it: they
-        are retried) and mark every active task for evaluation."""
+        are retried) and mark every active task for evaluation (but those of lanes jobs it
+        waits to join again: `members.still_joining`)."""
         for payload in claims.restart_failures(self.state, self.peer_id):
             self.emit(EventType.CHUNK_FAILED, payload)
         self._dirty.update(self.planner.active_tasks())
         st = self.state
         self._lanes_live = {j for j in st.members_of if _running(st, j)}
         self._lanes_moved = set(self._lanes_live)
+        # a joiner restarted while it waited for its adder's lanes waits again (`_join`)
+        for job, (adder, heads) in members.still_joining(st, self.peer_id,
+                                                         self._lanes_live).items():
+            self._join(job, adder, heads)
 
     async def close(self) -> None:
         if self._loop_task:

@@ -322,6 +322,62 @@ async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_
         await mesh.close()
 
 
+async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_again(
+        ) -> None:
+    """Session 38's gap: the joiner's wait (`Scheduler._joining`) was in memory only, so a
+    joiner restarted before the members' lanes came ran the job at once (split its tasks
+    again, ran what the members ran). The wait is derived at `recover` from the JOB_MEMBERS
+    held and the lanes the log holds (`members.still_joining`): nothing new is stored."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        held = True
+        mesh.hold = lambda ev, to: held and to == p2 and lane_of(ev.origin) is not None
+        job = mesh.submit(p0, writes(12), members=[p0, p1])
+        await mesh.settle()
+        while not mesh.sent(EventType.JOB_MEMBERS):
+            for pid in (p0, p1):
+                for key in mesh[pid].runner.running:
+                    mesh[pid].runner.finish(key, duration_s=5.0)
+            await mesh.advance(1.0)
+        await mesh.advance(1.0)
+        await mesh.restart(p2)
+        assert mesh[p2].sched.timed()  # waits again (and asked the adder again)
+        [(adder, heads)] = members.still_joining(mesh[p2].state, p2, [job]).values()
+        assert adder == p0 and set(heads) == {f"{p}/{job}" for p in (p0, p1)}
+        for _ in range(5):
+            await mesh.advance(1.0)
+            assert mesh[p2].runner.started == []  # (on 30bc9d5: it split and ran at once)
+        held = False
+        await mesh.advance(0.01)
+        ran = {k for pid in (p0, p1) for k in mesh[pid].runner.started}
+        assert mesh[p2].runner.started and not ran & set(mesh[p2].runner.started)
+        assert all(peer_of(s.origin) == p0 for s in mesh.sent(EventType.TASK_SPLIT))
+    finally:
+        await mesh.close()
+
+
+async def test_a_restarted_member_that_ran_some_of_a_job_does_not_wait_to_join() -> None:
+    """A joiner that ran some of the job (its own lane holds events) joined: a restart
+    does not make it wait again, and a member named at submission never waits."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, writes(12), members=[p0, p1])
+        await mesh.settle()
+        while not mesh[p2].runner.started:
+            for pid in (p0, p1, p2):
+                for key in mesh[pid].runner.running:
+                    mesh[pid].runner.finish(key, duration_s=5.0)
+            await mesh.advance(1.0)
+        for pid in (p1, p2):
+            await mesh.restart(pid)
+            assert not mesh[pid].sched._joining
+        assert members.still_joining(mesh[p2].state, p2, [job]) == {}
+    finally:
+        await mesh.close()
+
+
 async def test_a_peer_added_runs_the_open_chunks_once_the_lanes_come() -> None:
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
     p0, p1, p2 = mesh.peers
