@@ -1350,8 +1350,7 @@ class Node:
                 upto[origin] = min(top, low - 1)
         revoked = self.state.revoked
         if revoked:  # what every peer refuses is not served: of their streams and lanes
-            lanes = [o for held in self.state.lanes.values() for o in held
-                     if peer_of(o) in revoked]
+            lanes = [o for p in revoked for o in self.state.peer_lanes.get(p, ())]
             for origin in (*revoked, *lanes):
                 a = self.keyring.accepted_upto(origin)
                 if a is not None:

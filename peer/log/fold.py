@@ -635,8 +635,10 @@ class MeshState:
     # `events_after` without a scope), so that a lane never leaves its job's members. Readers
     # of one origin's head (contiguity, floors, the door's seq checks) read `heads`.
     mesh_heads: dict[str, int] = field(default_factory=dict)
-    # Job -> the lane origins held of it (each has a head: `heads`, not `mesh_heads`)
+    # Job -> the lane origins held of it (each has a head: `heads`, not `mesh_heads`), and
+    # the same by the lanes' peer (what a revoked peer's bounds walk: Node.servable_upto)
     lanes: dict[str, set[str]] = field(default_factory=dict)
+    peer_lanes: dict[str, set[str]] = field(default_factory=dict)
     # Job -> the peers that hold its lanes: its JOB_SUBMITTEDs' `members` united with every
     # JOB_MEMBERS's `add` (grow-only: nothing to settle); a job without `members` has none
     # (a job replicated in full, as every job before lanes)
@@ -937,6 +939,7 @@ class MeshState:
                 mesh[origin] = head
             else:
                 self.lanes.setdefault(lane[1], set()).add(origin)
+                self.peer_lanes.setdefault(lane[0], set()).add(origin)
         heads[origin] = head
         if beyond and head > old:
             held = len(beyond)
@@ -1139,11 +1142,18 @@ class MeshState:
     def forget_lanes(self, job: str) -> list[str]:
         """Forget `job`'s lanes (their events left the log: peer.log.compact.Compactor's drop
         of a compacted lanes job): their heads, floors, evicted marks, held seqs and content
-        digests, and the job's `lanes`, `members_of` and `ended` entries, so that what the
-        state keeps of lanes is bounded by the jobs not yet dropped. A lane event of the job
-        that comes later is refused at the door (`lane_closed`). Returns the lane origins."""
+        digests, and the job's `lanes`, `peer_lanes`, `members_of` and `ended` entries, so
+        that what the state keeps of lanes is bounded by the jobs not yet dropped. A lane
+        event of the job that comes later is refused at the door (`lane_closed`). Returns
+        the lane origins."""
         origins = sorted(self.lanes.pop(job, ()))
         for origin in origins:
+            peer = peer_of(origin)
+            held = self.peer_lanes.get(peer)
+            if held is not None:
+                held.discard(origin)
+                if not held:
+                    del self.peer_lanes[peer]
             for q in self.by_origin.pop(origin, {}):
                 self.events.pop((origin, q), None)
             for table in (self.heads, self.floors, self.evicted, self.beyond):

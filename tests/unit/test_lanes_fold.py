@@ -298,3 +298,27 @@ def test_a_refold_keeps_lanes_on() -> None:
         s.refold()
         assert s.lanes_on is on
         assert s.members_of == ({JOBS[0]: {a, b}} if on else {})
+
+
+def by_peer(s: MeshState) -> dict[str, set[str]]:
+    """`s.lanes` indexed by the lanes' peer."""
+    out: dict[str, set[str]] = {}
+    for held in s.lanes.values():
+        for o in held:
+            out.setdefault(peer_of(o), set()).add(o)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(mesh_and_lanes(), st.integers(0, 2**32))
+def test_the_lanes_held_are_indexed_by_their_peer_as_they_come_and_go(
+        given_events: tuple[list[Event], list[Event], dict[str, int], int], seed: int) -> None:
+    """`peer_lanes` (what `Node.servable_upto` walks for a revoked peer, not every lane
+    held) is `lanes` by peer: after a fold in any order, a job's lanes forgotten, a refold."""
+    mesh, lanes, _, _ = given_events
+    s = fold(shuffled(mesh + lanes, seed), MeshState(lanes_on=True))
+    assert s.peer_lanes == by_peer(s)
+    s.forget_lanes(JOBS[0])
+    assert s.peer_lanes == by_peer(s) and all(job_of(o) == JOBS[1] for o in s.heads if "/" in o)
+    s.refold()
+    assert s.peer_lanes == by_peer(s)

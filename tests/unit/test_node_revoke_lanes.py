@@ -120,3 +120,24 @@ def test_servable_upto_bounds_a_lane_by_its_revokes_own_bound(tmp_path: Path) ->
     assert node.servable_upto()[origin] == 2 and node.servable_upto()[QID] == 1
     assert _take(node, Q, [_claim(4)]) == []
     node.log.close()
+
+
+class _NotWalked(dict[str, set[str]]):
+    """A `MeshState.lanes` that fails if walked whole (its values or items)."""
+
+    def values(self) -> Any:
+        raise AssertionError("every held lane walked")
+
+    def items(self) -> Any:
+        raise AssertionError("every held lane walked")
+
+
+def test_servable_upto_walks_only_the_revoked_peers_lanes(tmp_path: Path) -> None:
+    """With a peer revoked, `servable_upto` reads that peer's lanes (`MeshState.peer_lanes`),
+    not every lane held (on 30bc9d5 it walked `lanes` whole at every call: each served
+    frame, with 1,000 lanes held ~0.1 ms; docs/benchmarks.md, session 39, helper e)."""
+    node = _node(tmp_path / "n")
+    _take(node, R, [(RID, EventType.REVOKE, {"peer": QID, "after": 2, "reason": "x"})])
+    node.state.lanes = _NotWalked(node.state.lanes)
+    assert node.servable_upto()[lane(QID, J1)] == 2
+    node.log.close()
