@@ -511,7 +511,10 @@ class Node:
     def events_made(self) -> int:
         """The events this peer made (/metrics' `banzai_events_emitted`): its stream's seq,
         plus its lanes' seqs (a TURN is one, as in its stream), of the lanes held and of
-        those forgotten since start (their jobs compacted and dropped)."""
+        those forgotten since start (their jobs compacted and dropped). Those forgotten
+        before a restart are not counted after it (the log keeps nothing of a dropped lane,
+        and the count is not stored): with lanes on the counter drops at a restart, a reset
+        to Prometheus (design, step 8); with lanes off it is the stream's seq, monotone."""
         st, me = self.state, self.peer_id
         lanes = sum(st.heads.get(o, 0) for job, held in st.lanes.items()
                     if (o := lane(me, job)) in held)
