@@ -524,11 +524,7 @@ class Scheduler:
         elif ev.type == EventType.MEMBER:  # its labels may change who comes first
             self._firsts, self._ranks = {}, {}
         elif ev.type == EventType.JOB_MEMBERS and p["job"] in self.state.members_of:
-            # a lanes job's members grew (its home, its rankings); a joiner runs it once
-            self._firsts, self._ranks = {}, {}  # it holds the lanes as of the add
-            if self.peer_id in p["add"] and p["job"] in self.state.jobs:
-                self._join(p["job"], peer_of(ev.origin),
-                           members.join_heads(p["job"], p.get("heads")))
+            self._members_grew(ev, p["job"])
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
         elif ev.type == EventType.JOB_CANCELLED:
@@ -540,13 +536,28 @@ class Scheduler:
         if self._joining and p.get("job") in self._joining:  # (one of the lane events we
             self._look_joining(p["job"], self.clock())  # wait for? after it is noted)
 
+    def _members_grew(self, ev: Event, job: str) -> None:
+        """A JOB_MEMBERS of lanes job `job` was folded: its home and rankings may change; a
+        peer it adds runs the job once it holds the lanes as of the add (`_join`); a member
+        that did not add them starts a pair round of the job with each (its lane events sent
+        while the add travelled went to the members it knew, and are not in the add's
+        `heads`: design 5.3)."""
+        self._firsts, self._ranks = {}, {}
+        add = ev.payload["add"]
+        if self.peer_id in add and job in self.state.jobs:
+            self._join(job, peer_of(ev.origin), members.join_heads(job, ev.payload.get("heads")))
+        elif peer_of(ev.origin) != self.peer_id and self.state.member_of(job, self.peer_id):
+            for peer in add:
+                self.catch_up(job, peer)
+
     def _join(self, job: str, adder: str, heads: Mapping[str, int]) -> None:
         """A JOB_MEMBERS of `adder` added us to lanes job `job` (design 5.3): its tasks are
         evaluated here once we hold its lanes up to `heads` (the adder's as of the add:
         `members.join_heads`), asked of the adder at once (`catch_up`: a pair round, not the
         next period's), or once lease_s passed without them (then from what is held, as an
         orphan takeover runs a job: `_look_joining`). Until then we claim nothing of it (a
-        peer without its members' claims would run again what they ran or run)."""
+        peer without its members' claims would run again what they ran or run). The other
+        members start a pair round of the job with us too (`_members_grew`)."""
         if not heads:  # (an orphan takeover's: no lanes to wait for, no member running)
             self._dirty.update((job, t.name) for t in self.workflow(job).tasks)
         elif members.caught_up(self.state, heads):

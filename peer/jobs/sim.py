@@ -310,7 +310,7 @@ class JobMesh:
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
                          offload=inline, parse=parse,
-                         catch_up=lambda job, member: self.pair(member, pid, job))
+                         catch_up=lambda job, peer: self.pair_round(pid, peer, job))
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]
@@ -446,17 +446,22 @@ class JobMesh:
         return n
 
     def pair(self, src: str, dst: str, job: str) -> None:
-        """A pair round of lanes job `job` that `dst` asks `src` for (`Scheduler.catch_up`):
-        `src`'s events of the job's lanes that `dst`'s heads lack go to `dst`, after the
-        link's delay, if both are live and linked and `src` holds the lanes (the sim has no
-        periodic pair rounds: this is the one way the lane events sent before `dst` was a
-        member reach it)."""
+        """One way of a pair round of lanes job `job` (`pair_round`): `src`'s events of the
+        job's lanes that `dst`'s heads lack go to `dst`, after the link's delay, if both are
+        live and linked and `src` holds the lanes (the sim has no periodic pair rounds: this
+        is the one way the lane events sent before `dst` was a member reach it)."""
         s = self.peers[src].state
         if not self.linked(src, dst) or not s.member_of(job, src):
             return
         due = self.clock() + self.delay_s.get((src, dst), 0.0)
         evs = s.events_after(self.peers[dst].state.lane_heads([job]), len(s.events), [job])
         self._queue.extend((due, dst, ev) for ev in evs)
+
+    def pair_round(self, a: str, b: str, job: str) -> None:
+        """A pair round of lanes job `job` between `a` and `b` (`Scheduler.catch_up`: each
+        gets what it lacks of what the other holds, `pair` both ways)."""
+        self.pair(b, a, job)
+        self.pair(a, b, job)
 
     def submit(self, pid: str, tasks: list[dict[str, Any]], implicit: bool | None = False,
                local: bool | None = None, claimed: bool | None = None,

@@ -446,15 +446,14 @@ async def test_a_job_its_members_finish_within_spread_s_stays_on_them_after_one_
         await mesh.close()
 
 
-@pytest.mark.xfail(strict=True, reason="design 5.3 (session 39, helper e): a member's lane "
-                   "events emitted while the add travelled are not in `heads`; not fixed yet")
 async def test_a_claim_made_while_the_add_travelled_is_not_run_again_by_the_joiner() -> None:
     """The double-run window of a scale-out (design 5.3, 9): p1 claims the last open chunk
     after p0 added p2 and before p1 folded that add, so the claim goes to p0 alone (a
     lanes push goes to the members its sender folds) and is not in the JOB_MEMBERS's
-    `heads`; here it is also still on its way to p0 when p2 asks p0 for the lanes. p2,
-    caught up with `heads`, sees the chunk open and runs it too (one double run, counted).
-    Kept strict: the fix the design proposes makes it pass."""
+    `heads`; here it is also still on its way to p0 when p2 asks p0 for the lanes. On
+    30bc9d5 p2, caught up with `heads`, saw the chunk open and ran it too (5 runs of 4
+    tasks). Now p1, folding the add, starts a pair round of the job with p2 (`_note`):
+    p2 gets the claim before it claims."""
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
     p0, p1, p2 = mesh.peers
     tasks = writes(4)
