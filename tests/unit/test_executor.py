@@ -811,7 +811,7 @@ async def test_a_bad_frame_kills_its_worker_and_fails_the_run_naming_it(
     fail), and any frame that raised was skipped: a task can write anything to the pipe.
     Now the worker is killed (what it sends after is not read) and the run fails as a crash
     naming the frame; the frames before it arrive, the executor runs on."""
-    ex = await make_executor(slots=1, timer=FakeTimer())  # (no timeout fires: the kill ends it)
+    ex = await make_executor(slots=1)  # (no timeout_s: only the kill ends the run)
     said: list[str] = []
     frames = [("m", "RUN", "log", ("before",)), forged, ("m", "RUN", "log", ("after",))]
     res = await asyncio.wait_for(ex.run("bad", T + "forge_frames", frames,
@@ -826,7 +826,7 @@ async def test_a_frame_announcing_too_many_bytes_kills_its_worker(
     """A frame header announcing 2**63 bytes was waited for until the worker died (the read
     buffer grew by what it wrote meanwhile). More than _MAX_FRAME_BYTES is never read: the
     worker is killed and its run fails naming the header."""
-    ex = await make_executor(slots=1, timer=FakeTimer())
+    ex = await make_executor(slots=1)  # (no timeout_s: only the kill ends the run)
     said: list[str] = []
     frames = [("m", "RUN", "log", ("before",)), executor._FRAME.pack(1 << 63) + b"x" * 100]
     res = await asyncio.wait_for(ex.run("huge", T + "forge_frames", frames,
@@ -842,7 +842,7 @@ async def test_a_frame_the_executor_fails_to_handle_fails_its_run(
     """An error of ours while handling a good frame was logged as the worker's bad frame,
     once per worker, and its run never ended. It is logged as ours (with its traceback) and
     the run fails as a crash saying so."""
-    ex = await make_executor(slots=1, timer=FakeTimer())
+    ex = await make_executor(slots=1)
 
     def broken(w: Any, msg: tuple[Any, ...]) -> None:
         raise RuntimeError("a bug")
