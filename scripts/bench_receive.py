@@ -11,6 +11,14 @@ sockets, the scheduler's rounds) is the same per TURN on both shapes.
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --shape implied --reps 5
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --gc-young-allocs 0  # Python's pace
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --jobs 500 --tasks 1
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --inline --listeners node
+
+With `--inline`, each CHUNK_DONE carries its output's blocks and its run record's, as a
+runner's small outputs ride (the receiver checks them and, a replica with no other peer
+live, writes them in the inline writer's thread: counted in the merge's CPU); with
+`--listeners node`, every listener a Node makes is told of the folded events (the
+scheduler's note, the inline blocks, the replicator, IPNS, revocations; no loop runs, so
+no scheduler step), not the compactor alone.
 
 With `--jobs N`, N jobs of `--tasks` tasks each, as the peer that ran them sends them when
 jobs are posted to it one at a time: per job its JOB_SUBMITTED (saying `local` and `claimed`:
@@ -62,6 +70,8 @@ from scriptlib import machine
 
 from peer.cids import RAW, sha256_cid
 from peer.config import PeerConfig
+from peer.ipfs.inline import encode as inline_encode
+from peer.ipfs.inline import import_bytes, import_small
 from peer.log import Event, EventType, turn_event
 from peer.log.clock import hlc_ms
 from peer.log.compact import _pairs, _spill
@@ -87,9 +97,24 @@ def _cid(s: str) -> str:
     return str(sha256_cid(s.encode(), RAW, 1))
 
 
-def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[bytes]:
+def _inline_output(i: int, scratch: Path) -> tuple[str, str, dict[str, str]]:
+    """Task `i`'s output directory (a result file), its run record (a raw block) and their
+    blocks as they ride in a CHUNK_DONE (`inline`), as a runner makes them (`--inline`)."""
+    out = scratch / f"out{i}"
+    out.mkdir()
+    (out / "result.json").write_text(json.dumps({"text": str(i)}))
+    small = import_small(out, 1024)
+    assert small is not None
+    record = json.dumps({"task": f"t{i}", "exit": 0, "stdout": "", "s": 0.002}).encode()
+    log_cid, log_blocks = import_bytes(record)
+    return small[0], log_cid, inline_encode({**small[1], **log_blocks})
+
+
+def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int,
+           inline: bool = False) -> list[bytes]:
     """The wire JSON (bytes) of one flagged job of `tasks` ECHO tasks and of the TURNs that
-    ran them, `per_turn` tasks a turn (as `Node.flush` sends them)."""
+    ran them, `per_turn` tasks a turn (as `Node.flush` sends them); with `inline`, each
+    CHUNK_DONE carries its output's and run record's blocks (`_inline_output`)."""
     job = "bench-job"
     wf = {"name": job, "splits": "implicit",
           "tasks": [{"name": f"t{i}", "call": "ECHO", "params": {"text": str(i)}}
@@ -97,6 +122,7 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[byt
     sub = Event(ORIGIN, 1, start_hlc, EventType.JOB_SUBMITTED, {"job": job, "workflow": wf})
     out = [_wire(sub)]
     seq, hlc = 1, start_hlc
+    scratch = tempfile.TemporaryDirectory(prefix="bench-receive-out-")
     for first in range(0, tasks, per_turn):
         seq += 1
         hlc += 1
@@ -107,6 +133,10 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[byt
             out_cid = _cid(f"{job}/t{i}")
             key = hashlib.sha256(f"key/{i}".encode()).hexdigest()
             done = {**base, "output": out_cid, "cache": {}, "log": _cid(f"log/{i}"), "s": 0.002}
+            if inline:
+                done["output"], done["log"], done["inline"] = _inline_output(
+                    i, Path(scratch.name))
+                out_cid = done["output"]
             if implied:
                 done["done"] = {"key": key}
             parts.append(Event(ORIGIN, seq, hlc, EventType.CLAIM, base))
@@ -116,6 +146,7 @@ def frames(tasks: int, per_turn: int, implied: bool, start_hlc: int) -> list[byt
                                    {"job": job, "task": f"t{i}", "output": out_cid, "key": key,
                                     "cached": False}))
         out.append(_wire(turn_event(parts)))
+    scratch.cleanup()
     return out
 
 
@@ -224,13 +255,15 @@ def _merges(wire: list[bytes], per_merge: int) -> Iterator[list[Event]]:
 
 
 def once(tasks: int, per_turn: int, implied: bool,
-         phases: _Phases | None = None, per_merge: int = 1) -> dict[str, float]:
+         phases: _Phases | None = None, per_merge: int = 1, inline: bool = False,
+         listeners: str = "compactor") -> dict[str, float]:
     phases = phases or _Phases(False)
-    wire = frames(tasks, per_turn, implied, (int(time.time() * 1000) - 60_000) << 16)
+    wire = frames(tasks, per_turn, implied, (int(time.time() * 1000) - 60_000) << 16, inline)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
         node = Node(PeerConfig(data_dir=Path(d), slots=1, mdns=False,
                                compact_recent_tasks=0))
-        node.listeners[:] = [node.compactor.note]  # nothing runs here: the compactor listens
+        if listeners == "compactor":  # nothing runs here: the compactor listens
+            node.listeners[:] = [node.compactor.note]
         try:
             node.merge([Event.from_json(json.loads(wire[0]))])
             gc.collect()  # what earlier repetitions left is not collected in this one's time
@@ -239,9 +272,11 @@ def once(tasks: int, per_turn: int, implied: bool,
             with phases.of("merge"):
                 for events in _merges(wire[1:], per_merge):
                     node.merge(events)
-            merged = time.process_time() - t0
             collections = [st["collections"] - b for st, b in zip(gc.get_stats(), before,
                                                                  strict=True)]
+            if node.inline_outputs is not None:  # (`--inline`: its writer's passes counted)
+                node.inline_outputs.pool.shutdown(wait=True)
+            merged = time.process_time() - t0
             done = sum(1 for k in node.state.task_done if k[0] == "bench-job")
             if done != tasks:
                 raise SystemExit(f"{done} of {tasks} tasks done: this code does not fold "
@@ -455,6 +490,13 @@ def main() -> None:
     ap.add_argument("--gc-young-allocs", type=int, default=None,
                     help="the collector's pace as a peer's --gc-young-allocs (default: the "
                     "peer's, or Python's on a release without peer.gcpace; 0: Python's)")
+    ap.add_argument("--inline", action="store_true",
+                    help="each CHUNK_DONE carries its output's and run record's blocks "
+                    "(as a runner's small outputs ride), checked and written by the receiver")
+    ap.add_argument("--listeners", choices=("compactor", "node"), default="compactor",
+                    help="who is told of the folded events: the compactor only, or every "
+                    "listener a Node makes (scheduler, compactor, inline blocks, replicator, "
+                    "IPNS, revocations)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--profile", type=int, default=0, metavar="TOP",
                     help="cProfile the merge and the compaction apart (over all repetitions; "
@@ -480,8 +522,8 @@ def main() -> None:
             for k in per_frame:
                 non_member[k].append(once_non_member(a.jobs, a.tasks, k, phases))
     else:
-        runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases, a.frames_per_merge)
-                for _ in range(a.reps)]
+        runs = [once(a.tasks, a.per_turn, a.shape == "implied", phases, a.frames_per_merge,
+                     a.inline, a.listeners) for _ in range(a.reps)]
     phases.print(a.profile)
     out: dict[str, Any] = {"shape": "jobs" if a.jobs else a.shape, "jobs": a.jobs,
                            "tasks": a.tasks, "per_turn": a.per_turn,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from peer import cids
 from peer.cids import Cid, _fast_parse, _from_py, parse_cid
-from peer.errors import BadCID
+from peer.errors import BadCID, IntegrityError, Unsupported
 
 
 def _slow(s: str) -> Cid | None:
@@ -86,3 +86,27 @@ def test_the_caches_are_bounded() -> None:
         parse_cid(str(cids.sha256_cid(hashlib.sha256(str(i).encode()).digest(), "raw", 1)))
     assert parse_cid.cache_info().currsize == cids.CID_CACHE_ENTRIES
     assert cids._encode.cache_info().currsize <= cids.CID_CACHE_ENTRIES
+
+
+@pytest.mark.parametrize("version,codec", [(0, cids.DAG_PB), (1, cids.RAW), (1, cids.DAG_PB)])
+def test_verify_takes_a_sha2_256_block_and_refuses_another_content(version: int,
+                                                                    codec: str) -> None:
+    data = b"a block"
+    c = cids.sha256_cid(data, codec, version)
+    cids.verify(c, data)
+    with pytest.raises(IntegrityError):
+        cids.verify(c, data + b"!")
+
+
+def test_verify_goes_the_general_way_for_other_multihashes() -> None:
+    data = b"a block"
+    sha512 = Cid(1, cids.RAW, b"\x13\x40" + hashlib.sha512(data).digest())
+    cids.verify(sha512, data)
+    with pytest.raises(IntegrityError):
+        cids.verify(sha512, b"another")
+    ident = Cid(1, cids.RAW, b"\x00\x07" + data)
+    cids.verify(ident, data)
+    with pytest.raises(IntegrityError):
+        cids.verify(ident, b"another")
+    with pytest.raises(Unsupported):  # (md5: a code no peer verifies with)
+        cids.verify(Cid(1, cids.RAW, b"\xd5\x01\x10" + hashlib.md5(data).digest()), data)
