@@ -333,7 +333,7 @@ class BlockStore:
                         "again): %s", self.dir, e)
             self.distrust()
 
-    def durable(self, final: Path) -> bool | None:
+    def durable(self, final: Path | str) -> bool | None:
         """Whether the block file `final` is known durable: None if it is not there, False
         if it is there but not known durable (marked, or not trusted: write it again)."""
         try:
@@ -342,7 +342,7 @@ class BlockStore:
             return None
         if _marked(mode):
             return False
-        return self.trusted or final.name in self._vouched
+        return self.trusted or os.path.basename(final) in self._vouched
 
     def distrust(self, finals: Sequence[Path] = ()) -> None:
         """A sync failed: the block files `finals` put in place by its write are marked,
@@ -371,6 +371,13 @@ class BlockStore:
         return (c.multihash[0] == IDENTITY or self._settled(self.path(c.key)).exists()
                 or c.key in self.unwritten or self.pack.has(c.key))
 
+    def _file(self, key: str) -> str:
+        """The file name of block `key` (`_settled`: once a put of this process renamed it
+        into place), built as a string: pathlib's joins and hash cost more than the stat
+        (an inline output's replica asks `has_durable_file` of each of its blocks)."""
+        return (str(self._settled(self.path(key))) if self._pending  # a put not yet renamed
+                else f"{self._prefix}{key[-2:]}{os.sep}{key}")
+
     def _settled(self, path: Path) -> Path:
         """`path`, once a block this process put there is renamed into place (reads see
         the blocks put before `sync`)."""
@@ -387,8 +394,7 @@ class BlockStore:
         if c.multihash[0] == IDENTITY:
             return _identity_data(c)
         key = c.key
-        name = (str(self._settled(self.path(key))) if self._pending  # a put not yet renamed
-                else f"{self._prefix}{key[-2:]}{os.sep}{key}")
+        name = self._file(key)
         try:
             with open(name, "rb") as f:
                 data = f.read()
@@ -433,7 +439,7 @@ class BlockStore:
 
     def has_durable_file(self, c: Cid) -> bool:
         """True if the block is stored as a file known durable (`durable`)."""
-        return bool(self.durable(self._settled(self.path(c.key))))
+        return bool(self.durable(self._file(c.key)))
 
     def must_write(self, c: Cid) -> bool:
         """True if a write of block `c` that is to be durable must write it: not an identity
