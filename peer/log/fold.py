@@ -79,6 +79,9 @@ JOBLESS_WINDOW = BLOCK_SEQS
 # tables), a miss one SQLite lookup of about 12 us (docs/benchmarks.md, "Read-back cache"):
 # about 9 MB for the five tables when full.
 READ_MAX = 4096
+# A JOB_ENDED's outputs whose keys (and CIDs) are looked up in the job index at once
+# (`_end_outputs`: within its memo of keys it does not hold, jobindex.ABSENT_MAX)
+AHEAD = 4096
 
 
 class Tiered(dict[str, Any]):
@@ -99,6 +102,9 @@ class Tiered(dict[str, Any]):
         super().__init__()
         self.default = default
         self.lookup: Callable[[str], Any] | None = None
+        # Told the keys about to be looked up one by one (`ahead`): the job index notes those
+        # it does not hold in one batch, so that their look-ups cost no query each
+        self.screen: Callable[[list[str]], None] | None = None
         self.read_max = READ_MAX if read_max is None else read_max
         if self.read_max < 1:
             raise ValueError(f"read_max: must be at least 1, got {self.read_max}")
@@ -120,6 +126,14 @@ class Tiered(dict[str, Any]):
         read = self._read
         while len(read) > self.read_max:
             dict.__delitem__(self, read.popitem(last=False)[0])
+
+    def ahead(self, keys: Iterable[str]) -> None:
+        """`keys` are about to be looked up one by one: those missing from memory are told to
+        `screen` at once."""
+        if self.screen is not None:
+            missing = [k for k in keys if not dict.__contains__(self, k)]
+            if missing:
+                self.screen(missing)
 
     def bound(self, read_max: int) -> None:
         """Keep at most `read_max` entries read back from now on (ValueError below 1)."""
@@ -863,18 +877,25 @@ class MeshState:
              cache: Callable[[str], Any], cache_src: Callable[[str], Any],
              providers: Callable[[str], set[str] | None],
              deleted: Callable[[str], Any] | None = None, some_deleted: bool = False,
-             read_max: int | None = None) -> None:
+             read_max: int | None = None,
+             screens: Mapping[str, Callable[[list[str]], None]] | None = None) -> None:
         """Read the cache tables' entries and the tombstones missing from memory from the
         job index (each lookup returns None for a key it does not hold); each table keeps a
         bounded number of them (`read_max`, READ_MAX without it: `Tiered.read_max`).
-        `some_deleted`: the index holds a tombstone."""
-        for table, fn in ((self.outputs, outputs), (self._outputs_src, outputs_src),
-                          (self.cache, cache), (self._cache_src, cache_src),
-                          (self.providers, providers), (self.deleted, deleted)):
+        `some_deleted`: the index holds a tombstone. `screens`: table name -> its
+        `Tiered.screen` (peer.log.jobindex.JobIndex.screen)."""
+        tables = {"outputs": (self.outputs, outputs),
+                  "outputs_src": (self._outputs_src, outputs_src),
+                  "cache": (self.cache, cache), "cache_src": (self._cache_src, cache_src),
+                  "providers": (self.providers, providers), "deleted": (self.deleted, deleted)}
+        for table, fn in tables.values():
             if isinstance(table, Tiered) and fn is not None:
                 table.lookup = fn
                 if read_max is not None:
                     table.bound(read_max)
+        for name, screen in (screens or {}).items():
+            if isinstance(table := tables[name][0], Tiered):
+                table.screen = screen
         if isinstance(self.deleted, Tombstones):
             self.deleted.some = self.deleted.some or some_deleted
 
@@ -1003,6 +1024,7 @@ class MeshState:
             old, new = getattr(self, name), getattr(fresh, name)
             if isinstance(old, Tiered) and isinstance(new, Tiered):
                 new.lookup = old.lookup  # the job index's entries (compaction)
+                new.screen = old.screen
                 new.read_max = old.read_max
         if isinstance(self.deleted, Tombstones) and isinstance(fresh.deleted, Tombstones):
             fresh.deleted.some = self.deleted.some
@@ -1378,14 +1400,19 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
     cids = {o.cid for o in b.outputs.values()}
     if any(c not in cids for c in b.producers):
         return "`producers` names a CID that is no output of it"
+    lanes: dict[str, bool] = {}  # origin -> is it a lane of a member of the job (asked once)
     for task, o in b.outputs.items():
         if not sub.order < (o.hlc, o.origin, o.seq) < ev.order:
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
         if task not in tasks:
             return f"outputs.{task} is no task of the job"
-        made_in = lane_of(o.origin)
-        if made_in is None or made_in[1] != b.job or made_in[0] not in members:
+        ok = lanes.get(o.origin)
+        if ok is None:
+            made_in = lane_of(o.origin)
+            ok = lanes[o.origin] = (made_in is not None and made_in[1] == b.job
+                                    and made_in[0] in members)
+        if not ok:
             return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
     return None
 
@@ -1438,17 +1465,32 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
 
 
 def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:
-    """A JOB_ENDED's outputs into the cache and its producers into the providers (`_end`)."""
+    """A JOB_ENDED's outputs into the cache and its producers into the providers (`_end`),
+    AHEAD at a time: the keys and CIDs of each slice that memory misses are looked up in
+    the job index at once (`Tiered.ahead`), most of them fresh, not one query each."""
     made: dict[str, Order] = {}  # CID -> the earliest order of an output of it
-    for o in b.outputs.values():
-        order = (o.hlc, o.origin, o.seq)
-        if o.key:  # (as `_task_done`'s)
-            s._merge_first(s.outputs, s._outputs_src, {o.key: o.cid}, order)
-        if o.cid not in made or order < made[o.cid]:
-            made[o.cid] = order
-    for cid, peers in b.producers.items():
-        for p in peers:
-            _hold_all(s, (cid,), p, made.get(cid, ev.order))
+    outputs = list(b.outputs.values())
+    for i in range(0, len(outputs), AHEAD):
+        part = outputs[i:i + AHEAD]
+        _ahead(s._outputs_src, [o.key for o in part if o.key])
+        for o in part:
+            order = (o.hlc, o.origin, o.seq)
+            if o.key:  # (as `_task_done`'s)
+                s._merge_first(s.outputs, s._outputs_src, {o.key: o.cid}, order)
+            if o.cid not in made or order < made[o.cid]:
+                made[o.cid] = order
+    cids = list(b.producers)
+    for i in range(0, len(cids), AHEAD):
+        _ahead(s.providers, cids[i:i + AHEAD])
+        for cid in cids[i:i + AHEAD]:
+            for p in b.producers[cid]:
+                _hold_all(s, (cid,), p, made.get(cid, ev.order))
+
+
+def _ahead(table: Mapping[str, Any], keys: list[str]) -> None:
+    """`keys` of `table` are about to be looked up one by one (`Tiered.ahead`)."""
+    if isinstance(table, Tiered):
+        table.ahead(keys)
 
 
 def _progress(s: MeshState, ev: Event, b: Progress) -> None:

@@ -69,6 +69,7 @@ _PROVIDER_ADD = "INSERT OR IGNORE INTO provider_index VALUES (?, ?)"
 # once): the fold and the scheduler ask for every fresh output CID and task key, most of
 # them not compacted, some again and again (a task with no input asks for the CID "").
 ABSENT_MAX = 65536
+SCREEN_BATCH = 500  # keys per query of `JobIndex.screen` (within SQLite's 999 variables)
 # What a read does of a row that does not read back, as its log line says (`JobIndex._skip`):
 # most leave it out; `facts` holds retention and gc back instead (its run logs are not known).
 _LEFT_OUT = "is left out"
@@ -1025,6 +1026,29 @@ class JobIndex:
             return None
         return CacheEntry(kind, key, value, (h, o, q))
 
+    def screen(self, table: int, keys: Iterable[str]) -> None:
+        """Of `keys` about to be looked up one by one in `table` (ITEM or OUTPUT: `entry`;
+        _PROVIDERS: `providers_of`), note those the index holds no row of as absent, with one
+        query per SCREEN_BATCH keys instead of one each: then the look-up of each costs no
+        query (a fresh JOB_ENDED's outputs: `MeshState`'s `_end_outputs`). A key with a row,
+        read back or not, is left to its own look-up; so are all of a batch whose rows name
+        a key it did not ask for (a table edited to compare keys otherwise)."""
+        absent = self._absent[table]
+        todo = [k for k in dict.fromkeys(keys) if k not in absent]
+        for i in range(0, len(todo), SCREEN_BATCH):
+            part = todo[i:i + SCREEN_BATCH]
+            marks = ",".join("?" * len(part))
+            if table == _PROVIDERS:
+                rows = self._read(f"SELECT cid FROM provider_index WHERE cid IN ({marks})", part)
+            else:
+                rows = self._read(f"SELECT k FROM cache_index WHERE kind = ? AND k IN ({marks})",
+                                  (table, *part))
+            held = {r[0] for r in rows}
+            if held <= set(part):
+                for k in part:
+                    if k not in held:
+                        self._note_absent(table, k)
+
     def providers_of(self, cid: str) -> set[str] | None:
         """The origins that provided `cid` by the events of compacted jobs (None: none)."""
         if cid in self._absent[_PROVIDERS]:
@@ -1093,8 +1117,8 @@ class JobIndex:
                             *((ITEM, k, v) for k, v in items)])
             db.executemany("DELETE FROM provider_index WHERE cid = ?", [(c,) for c in cids])
 
-    def lookups(self) -> dict[str, Callable[[str], Any]]:
-        """The on-demand reads of MeshState.tier."""
+    def lookups(self) -> dict[str, Any]:
+        """The on-demand reads of MeshState.tier (and its `screens`: `screen`)."""
         def value(kind: int) -> Callable[[str], Any]:
             return lambda k: None if (e := self.entry(kind, k)) is None else e.value
 
@@ -1102,7 +1126,9 @@ class JobIndex:
             return lambda k: None if (e := self.entry(kind, k)) is None else e.order
 
         return {"outputs": value(OUTPUT), "outputs_src": order(OUTPUT), "cache": value(ITEM),
-                "cache_src": order(ITEM), "providers": self.providers_of}
+                "cache_src": order(ITEM), "providers": self.providers_of,
+                "screens": {"outputs_src": functools.partial(self.screen, OUTPUT),
+                            "providers": functools.partial(self.screen, _PROVIDERS)}}
 
     def providers(self, db: sqlite3.Connection | None = None) -> Iterator[tuple[str, str]]:
         for row in self._read("SELECT cid, origin FROM provider_index", (), db):

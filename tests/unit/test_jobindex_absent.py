@@ -108,3 +108,24 @@ def test_the_fold_asks_the_index_once_for_a_task_without_input(db: sqlite3.Conne
         assert state.providers.get("", set()) == set()
         assert state.outputs.get("job/t") is None
     assert len(reads) == 2
+
+
+def test_keys_screened_at_once_are_not_looked_up_one_by_one(db: sqlite3.Connection) -> None:
+    """`screen` asks once per SCREEN_BATCH keys; those it finds no row of cost no query when
+    looked up, those it does (one that reads back or not) are looked up as before."""
+    index = JobIndex(db)
+    index.put([], [_entry(OUTPUT, "held", C1)], [(C1, "peerA")])
+    db.execute("INSERT INTO cache_index VALUES (?, ?, ?, ?, ?, ?)",
+               (OUTPUT, "edited", "{not json", 1, "o", 1))  # (does not read back)
+    keys = ["held", "edited", *(f"k{i}" for i in range(ji.SCREEN_BATCH + 1))]
+    reads = _reads(db)
+    index.screen(OUTPUT, keys)
+    index.screen(ji._PROVIDERS, [C1, C2])
+    assert len(reads) == 3  # two batches of keys, one of CIDs
+    reads.clear()
+    assert all(index.entry(OUTPUT, k) is None for k in keys[2:])
+    assert index.providers_of(C2) is None and not reads
+    e = index.entry(OUTPUT, "held")
+    assert e is not None and e.value == C1 and index.providers_of(C1) == {"peerA"}
+    assert index.entry(OUTPUT, "edited") is None and len(reads) == 3
+    assert index.entry(ITEM, "k0") is None and len(reads) == 4  # (another table's keys)
