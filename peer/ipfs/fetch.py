@@ -89,9 +89,10 @@ class Fetcher:
         self.complete = RecentSet()
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        # Tried before other peers' gateways: (cid, hints) -> True if it stored the DAG.
-        self.first: list[Callable[[str, Sequence[str]], Awaitable[bool]]] = []
+        self._inflight: dict[tuple[str, int | None], asyncio.Task[None]] = {}  # (cid, bound)
+        # Tried before other peers' gateways: (cid, hints, max_bytes: the most bytes of its
+        # CAR, None for the source's own bound) -> True if it stored the DAG.
+        self.first: list[Callable[[str, Sequence[str], int | None], Awaitable[bool]]] = []
         # Writes a DAG this peer keeps in memory (another peer's inline output) into the
         # store, in a thread: True if it did. Tried before anything is fetched.
         self.local: Callable[[str], bool] | None = None
@@ -119,7 +120,8 @@ class Fetcher:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
         providers probably hold them too (e.g. the directory an item came from).
         `max_bytes`: the most bytes of one CAR (else the fetcher's); TooLarge if every
-        peer that answered sent more, NotFound if none served it."""
+        peer tried answered and sent more, NotFound if none served it (one that failed
+        otherwise may serve it later)."""
         wanted = list(dict.fromkeys(cids))
 
         def incomplete() -> list[str]:  # one thread hop for the whole list
@@ -157,11 +159,13 @@ class Fetcher:
         await asyncio.gather(*(fetch(b, g) for b, g in groups.items()))
 
     async def _one(self, cid: str, hints: Sequence[str], max_bytes: int | None = None) -> None:
-        task = self._inflight.get(cid)
+        """Fetch `cid`, sharing a fetch of it within the same bound under way."""
+        key = (cid, max_bytes)
+        task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._fetch(cid, hints, max_bytes))
-            self._inflight[cid] = task
-            task.add_done_callback(lambda _: self._inflight.pop(cid, None))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
         await asyncio.shield(task)
 
     def _sources(self, cid: str, hints: Sequence[str],
@@ -175,9 +179,10 @@ class Fetcher:
 
     async def _fetch(self, cid: str, hints: Sequence[str], max_bytes: int | None = None) -> None:
         errors: list[str] = []
-        too_large = False
+        too_large = 0  # (of the len(errors) sources that failed)
         for source in self.first:
-            if await source(cid, hints) and await asyncio.to_thread(self.is_complete, cid):
+            if (await source(cid, hints, max_bytes)
+                    and await asyncio.to_thread(self.is_complete, cid)):
                 return
         for base in self._sources(cid, hints):
             try:
@@ -187,8 +192,9 @@ class Fetcher:
                 errors.append(f"{base}: incomplete CAR")
             except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
                 errors.append(f"{base}: {e}")
-                too_large |= isinstance(e, TooLarge)
-        if too_large and max_bytes is not None:  # (a bound the caller chose: its answer)
+                too_large += isinstance(e, TooLarge)
+        # (a bound the caller chose: its answer, once every peer tried sent more than it)
+        if errors and too_large == len(errors) and max_bytes is not None:
             raise TooLarge(f"{cid}: a CAR of more than {max_bytes} bytes ({'; '.join(errors[:3])})")
         raise NotFound(f"no live peer could provide {cid}"
                        + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))

@@ -401,14 +401,17 @@ class KuboMirror:
         finally:
             self._pushing.discard(cid)
 
-    async def fetch(self, cid: str, hints: Sequence[str] = ()) -> bool:
-        """Fetcher source: make `cid` local from Kubo; False (never raises) if Kubo can't."""
+    async def fetch(self, cid: str, hints: Sequence[str] = (),
+                    max_bytes: int | None = None) -> bool:
+        """Fetcher source: make `cid` local from Kubo, its CAR at most `max_bytes` (else the
+        mirror's bound); False (never raises) if Kubo can't."""
         online = self._online(cid, hints)
+        max_bytes = self.max_bytes if max_bytes is None else max_bytes
         try:
             car = await self.client.dag_export(cid, offline=not online,
                                                timeout_s=self.fetch_timeout_s,
-                                               max_bytes=self.max_bytes)
-            await asyncio.to_thread(self.store.import_car, [car], max_bytes=self.max_bytes)
+                                               max_bytes=max_bytes)
+            await asyncio.to_thread(self.store.import_car, [car], max_bytes=max_bytes)
         except BanzaiError as e:
             log.debug("Kubo does not have %s (%s): %s", cid, "online" if online else "offline",
                       e)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -96,4 +97,61 @@ async def test_a_fetch_bound_by_its_caller_over_it_is_too_large(aiohttp_server: 
             with pytest.raises(NotFound):
                 await fetcher.ensure(["bafy0001"], max_bytes=8192)
     finally:
+        await fetcher.close()
+
+
+async def test_too_large_only_when_every_peer_tried_sent_more() -> None:
+    """(Review r0, session 39.) One peer sending more than the caller's bound while the
+    holder was briefly unreachable made the fetch TooLarge (a listing refused for good):
+    it is NotFound (tried again) unless every peer tried sent more."""
+    fetcher = Fetcher(_Incomplete(), lambda: {"a": "http://a", "b": "http://b"},  # type: ignore[arg-type]
+                      lambda _cid: {"a", "b"}, "me")
+    down = True
+
+    async def car(url: str, body: Any = None, max_bytes: int | None = None) -> None:
+        if url.startswith("http://a") or not down:  # (no request is made)
+            raise TooLarge(f"{url}: more than {max_bytes} bytes")
+        raise aiohttp.ClientConnectionError("connection refused")
+
+    fetcher._import = car  # type: ignore[method-assign]
+    try:
+        with pytest.raises(NotFound, match="bafy0001"):
+            await fetcher.ensure(["bafy0001"], max_bytes=4096)
+        down = False
+        with pytest.raises(TooLarge, match="bafy0001: a CAR of more than 4096 bytes"):
+            await fetcher.ensure(["bafy0001"], max_bytes=4096)
+    finally:
+        await fetcher.close()
+
+
+async def test_the_caller_s_bound_reaches_the_first_sources_and_is_not_shared() -> None:
+    """(Review r0, session 39.) The first sources (Kubo) were asked without the caller's
+    bound, and a fetch of a CID under way was shared whatever its bound: each bound
+    reaches them now, and a fetch is shared only within the same bound."""
+    asked: list[int | None] = []
+    release = asyncio.Event()
+
+    async def kubo(cid: str, hints: Any, max_bytes: int | None) -> bool:
+        asked.append(max_bytes)
+        await release.wait()
+        return False
+
+    fetcher = Fetcher(_Incomplete(), dict, lambda _cid: (), "me")  # type: ignore[arg-type]
+    fetcher.first.append(kubo)
+    ones: list[Any] = []
+    one = fetcher._one
+    fetcher._one = lambda *a: ones.append(a) or one(*a)  # type: ignore[method-assign]
+    fetches = [asyncio.create_task(fetcher.ensure(["bafy0001"], max_bytes=b))
+               for b in (4096, None, 4096)]
+    try:
+        async with asyncio.timeout(PATIENCE_S):
+            while (len(asked) < 2 or len(ones) < 3) and not any(f.done() for f in fetches):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # (the third's `_one`, made before this wakes, runs first)
+        release.set()
+        got = await asyncio.gather(*fetches, return_exceptions=True)
+        assert [type(e) for e in got] == [NotFound] * 3, got
+        assert sorted(asked, key=str) == [4096, None]  # (the third shared the first's)
+    finally:
+        release.set()
         await fetcher.close()

@@ -242,6 +242,8 @@ async def test_mirror_pushes_own_outputs_and_fetches_first(fake: Serve, tmp_path
         assert not await m.fetch(theirs)
         assert k.exports()[-1]["offline"] == "true"
         provs[theirs] = {"p1"}  # a provider with Kubo -> online (bitswap)
+        # (review r0, session 39: the fetcher's caller's bound, not the mirror's 8 GiB)
+        assert not await m.fetch(theirs, (), len(k.cars[theirs]) - 1)
         assert await m.fetch(theirs)
         assert k.exports()[-1]["offline"] == "false"
         assert theirs in store.pins() or store.has(theirs)
