@@ -216,12 +216,14 @@ def text(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
                     field=field) from None
 
 
-def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None = None) -> Any:
+def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None = None,
+          sharing: bool = False) -> Any:
     """json.loads(text), a syntax error or an integer over the digit limit as `error`.
     RecursionError is left to the caller (a pipeline's sniffing does not retry as YAML what
-    is too deep as JSON); `loads` turns it into `error`. The bounds are `check`'s."""
+    is too deep as JSON); `loads` turns it into `error`. The bounds are `check`'s.
+    `sharing`: as `loads_within`'s (a big text, in a worker thread)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object if sharing else None)
     except json.JSONDecodeError as exc:
         raise error(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                     field=field) from None
@@ -230,12 +232,13 @@ def parse(text: str, *, error: type[BanzaiError] = ArgError, field: str | None =
 
 
 def loads(data: bytes | str, what: str, *, error: type[BanzaiError] = ArgError,
-          field: str | None = None, limit: int = MAX_DEPTH) -> Any:
+          field: str | None = None, limit: int = MAX_DEPTH, sharing: bool = False) -> Any:
     """`data` (e.g. a request's body, `what`) as JSON within the bounds (`check`, `limit`
-    levels); every malformed input is `error` with `field`."""
+    levels); every malformed input is `error` with `field`. `sharing`: as `loads_within`'s
+    (a big text, in a worker thread)."""
     s = text(data, what, error=error, field=field)
     try:
-        value = parse(s, error=error, field=field)
+        value = parse(s, error=error, field=field, sharing=sharing)
     except error as e:  # (named: the same error for any input)
         raise error(f"{what}: {e.message}", field=field) from None
     except RecursionError:

@@ -1389,9 +1389,11 @@ class Node:
 
     def lanes_health(self) -> dict[str, int]:
         """The lanes part of /api/health's log section (lanes on): our task events of a
-        compacted lanes job sent nowhere since start, JOB_ENDED listings refused for good."""
+        compacted lanes job sent nowhere since start, JOB_ENDED listings refused for good,
+        and read but not admitted for `ending.LONG_WAIT_S` (10 minutes) or more."""
         return {"late_lane_events": self.late_lane_events,
-                "listings_refused": len(self.end_listings.refused)}
+                "listings_refused": len(self.end_listings.refused),
+                "listings_waiting": self.end_listings.waiting_long()}
 
     def inline_health(self) -> dict[str, int] | None:
         """Small outputs' blocks kept from events and refused (a hash or size mismatch)."""

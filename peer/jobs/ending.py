@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError, InvalidEvent, NotFound, TooLarge
 from peer.jobs.claims import chunk_done, chunk_exhausted, job_state, task_status
 from peer.jobs.retention import ended_hlc, finished_at
-from peer.jsontext import MAX_DEPTH, check, loads_within
+from peer.jsontext import loads
 from peer.log import Event, JobSubmitted, MeshState, TaskDone
 from peer.log.events import MAX_LABEL_CHARS, MAX_MEMBERS, JobEnded
-from peer.log.fold import end_inputs
+from peer.log.fold import end_flaw, end_inputs
 from peer.log.ids import is_peer_id
 from peer.log.snapframe import job_digest3, outputs_sha
 
@@ -29,9 +30,13 @@ log = logging.getLogger(__name__)
 MAX_LISTING_BYTES = 64 << 20
 # The most steps between two tries of a listing no peer served (`EndListings`): 1, 2, 4 ...
 MAX_BACKOFF_STEPS = 64
-# The most listings read but not admitted yet whose bodies `EndListings` keeps (one of 64 MiB
-# of JSON takes several times that as objects); the others are read again when asked again
-MAX_READ_KEPT = 4
+# The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
+# keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
+# listing of 100,000 outputs, 84 MiB); the others are read again when asked again
+MAX_KEPT_BYTES = 32 << 20
+# How long a listing read but not admitted yet waits before /api/health counts it
+# (`EndListings.waiting_long`): its JOB_MEMBERS or JOB_SUBMITTED should come within seconds
+LONG_WAIT_S = 600.0
 
 
 def job_ended(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] | None:
@@ -104,24 +109,23 @@ class Readable(Protocol):
     def cat(self, cid: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
 
 
-def read_listing(store: Readable, ev: Event, max_bytes: int) -> JobEnded:
+def read_listing(store: Readable, ev: Event, max_bytes: int) -> tuple[JobEnded, int]:
     """JOB_ENDED `ev`'s body with what its listing holds (its bytes are any content a
-    member named), run in a worker thread: json's parse shares the GIL (`sharing`), and the
-    body is checked here (`listing_body`), so the event loop waits for neither. TooLarge
-    naming the CID if they exceed `max_bytes`, BanzaiError if they are not JSON within the
-    bounds or not a listing (`listing_body`): refusals for good; NotFound if it is not
-    here."""
+    member named), and the listing's size in bytes, run in a worker thread: json's parse
+    shares the GIL (`sharing`), and the body is checked here (`listing_body`, `end_flaw`),
+    so the event loop waits for neither. TooLarge naming the CID if they exceed
+    `max_bytes`, BanzaiError if they are not UTF-8 JSON within the bounds, not a listing
+    (`listing_body`) or name what no event folded later can admit (`end_flaw`): refusals for
+    good; NotFound if it is not here."""
     cid = str(ev.payload["listing"])
     raw = b"".join(store.cat(cid, 0, max_bytes + 1))
     if len(raw) > max_bytes:
         raise TooLarge(f"the listing {cid} holds more than {max_bytes} bytes")
-    what = f"the listing {cid}"
-    try:
-        listed = loads_within(raw, MAX_DEPTH, sharing=True)
-    except ValueError as e:  # (UnicodeDecodeError too)
-        raise BanzaiError(f"{what} is not JSON: {e}") from None
-    check(listed, what, error=BanzaiError)  # (a lone surrogate: Python code, the GIL passes)
-    return listing_body(ev, listed)
+    listed = loads(raw, f"the listing {cid}", error=BanzaiError, sharing=True)
+    body = listing_body(ev, listed)
+    if (flaw := end_flaw(ev, body)) is not None:
+        raise BanzaiError(flaw)
+    return body, len(raw)
 
 
 def listing_body(ev: Event, listed: Any) -> JobEnded:
@@ -139,35 +143,51 @@ def listing_body(ev: Event, listed: Any) -> JobEnded:
     return replace(body, listing=str(ev.payload["listing"]))
 
 
+@dataclass
+class Unadmitted:
+    """A listing `EndListings` read that `end_refusal` does not admit yet."""
+
+    event: tuple[str, int]  # its JOB_ENDED's id
+    body: JobEnded | None  # None if not kept (MAX_KEPT_BYTES): read again when asked again
+    size: int  # its bytes of JSON
+    inputs: Any  # `end_inputs` of its job when last asked
+    since_s: float  # (the clock) when first read
+
+
 class EndListings:
     """The listings of JOB_ENDEDs whose outputs were too many for the event (`framed`) that
     this peer makes a job's record of (`wanted`: the compactor's `unlisted`, job -> CID):
     each fetched here (`fetch`: the fetcher's `ensure`, at most about `max_bytes`), read
     and checked (`read_listing`, in a thread) and folded (`MeshState.fold_listing`), then
     its JOB_ENDED noted again (`rescan`: the compactor's `note`, whose next pass makes the
-    record as of an inline one). One not fetched (no peer served it) is tried again after
-    1, 2, 4 ... up to MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`:
-    e.g. an output of a member whose JOB_MEMBERS is not here yet) is kept read (up to
-    MAX_READ_KEPT bodies) and asked again once what `end_refusal` reads of its job grew
-    (`end_inputs`), folded at the first step that admits it. One refused (too large, not
-    JSON, not a listing: hostile input) is logged once, naming the job and the CID, and not
-    read again: the job stays as before (in memory, ended, no record)."""
+    record as of an inline one). One not fetched (no peer served it) or that failed
+    otherwise (e.g. an OSError reading it: logged once) is tried again after 1, 2, 4 ... up
+    to MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`: e.g. an
+    output of a member whose JOB_MEMBERS is not here yet) is kept read (its body while the
+    bodies kept hold at most MAX_KEPT_BYTES of JSON) and asked again once what
+    `end_refusal` reads of its job grew (`end_inputs`), folded at the first step that
+    admits it (`waiting_long` counts those waiting over LONG_WAIT_S). One refused (too
+    large, not JSON, not a listing, or naming what no later event can admit: `end_flaw`;
+    hostile input) is logged once, naming the job and the CID, and not read again: the job
+    stays as before (in memory, ended, no record)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
                  fetch: Callable[..., Awaitable[None]] | None = None,
-                 max_bytes: int = MAX_LISTING_BYTES) -> None:
+                 max_bytes: int = MAX_LISTING_BYTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
         self.store = store
         self.wanted = wanted
         self.rescan = rescan
         self.fetch = fetch
         self.max_bytes = max_bytes
+        self.clock = clock
         # Each of these while a job wants the listing, by (job, listing CID):
         self.refused: dict[tuple[str, str], str] = {}  # -> why, for good
-        # -> read, not admitted yet: (JOB_ENDED id, its body or None, `end_inputs` when asked)
-        self.read: dict[tuple[str, str], tuple[tuple[str, int], JobEnded | None, Any]] = {}
-        self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # not here: (steps left, next)
+        self.read: dict[tuple[str, str], Unadmitted] = {}  # read, not admitted yet
+        self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # failed: (steps left, next)
+        self.failed: dict[tuple[str, str], str] = {}  # -> the error logged (not NotFound)
 
     async def run(self, interval_s: float) -> None:
         """`step` every `interval_s` (a failed step must not end the next ones)."""
@@ -180,55 +200,85 @@ class EndListings:
 
     async def step(self) -> None:
         """Fetch, read and fold the listing of each job `wanted` (not refused before, not
-        waiting out a back-off; one read before once what admits it may have grown)."""
+        waiting out a back-off; one read before once what admits it may have grown). An
+        error with one listing (its job's) backs it off and leaves the others be."""
         wanted = set(self.wanted().items())
-        for table in (self.refused, self.read, self.waits):
+        for table in (self.refused, self.read, self.waits, self.failed):
             for k in [k for k in table if k not in wanted]:
                 del table[k]
         for job, cid in sorted(wanted):
-            ev = self.state.ended.get(job)
-            if (job, cid) in self.refused or ev is None or self.state.unlisted(job) != cid:
+            left, delay = self.waits.get((job, cid), (0, 1))
+            if left > 0:
+                self.waits[(job, cid)] = (left - 1, delay)
                 continue
-            got = self.read.get((job, cid))
-            fresh = got is None or got[0] != ev.id
-            if got is not None and not fresh and got[2] == end_inputs(self.state, job):
-                continue  # (nothing `end_refusal` reads grew: refused as before)
-            body = got[1] if got is not None and not fresh else None
-            if body is None:  # (read again if its body was not kept: MAX_READ_KEPT)
-                body = await self._read(job, cid, ev)
-            if body is None or self.state.ended.get(job) is not ev:  # (or another won)
-                continue
-            why = self.state.fold_listing(ev, body)
-            if why is None:
-                self.read.pop((job, cid), None)
-                self.rescan(ev)
-                continue
-            kept = sum(r[1] is not None for k, r in self.read.items() if k != (job, cid))
-            self.read[(job, cid)] = (ev.id, body if kept < MAX_READ_KEPT else None,
-                                     end_inputs(self.state, job))
-            if fresh:
-                log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
-                         "(kept read, folded once the events that admit it are)", job, cid, why)
+            try:
+                await self._step_one(job, cid)
+            except Exception as e:  # (a bug, or e.g. an OSError or MemoryError reading it)
+                why = f"{type(e).__name__}: {e}"
+                if self.failed.get((job, cid)) != why:
+                    log.warning("job %s: the listing %s of its JOB_ENDED failed: %s (tried "
+                                "again in %d steps)", job, cid, why, delay)
+                self.failed[(job, cid)] = why
+                self._back_off(job, cid)
 
-    async def _read(self, job: str, cid: str, ev: Event) -> JobEnded | None:
-        """`ev`'s body with listing `cid`, fetched here (at most about `max_bytes`) and read
-        (`read_listing`); None if it is not here (tried again after a back-off) or refused
-        (for good: logged once)."""
-        left, delay = self.waits.get((job, cid), (0, 1))
-        if left > 0:
-            self.waits[(job, cid)] = (left - 1, delay)
-            return None
+    def waiting_long(self) -> int:
+        """How many listings read but not admitted yet wait since LONG_WAIT_S or more."""
+        now = self.clock()
+        return sum(now - r.since_s >= LONG_WAIT_S for r in self.read.values())
+
+    async def _step_one(self, job: str, cid: str) -> None:
+        """`step` of listing `cid` of `job`."""
+        ev = self.state.ended.get(job)
+        if (job, cid) in self.refused or ev is None or self.state.unlisted(job) != cid:
+            return
+        got = self.read.get((job, cid))
+        if got is not None and got.event != ev.id:
+            got = None  # (another JOB_ENDED's)
+        if got is not None and got.inputs == end_inputs(self.state, job):
+            return  # (nothing `end_refusal` reads grew: refused as before)
+        if got is not None and got.body is not None:
+            body, size = got.body, got.size
+        else:  # (read again if its body was not kept: MAX_KEPT_BYTES)
+            if (read := await self._read(job, cid, ev)) is None:
+                return
+            body, size = read
+        if self.state.ended.get(job) is not ev:  # (another won meanwhile)
+            return
+        why = self.state.fold_listing(ev, body)
+        if why is None:
+            self.read.pop((job, cid), None)
+            self.rescan(ev)
+            return
+        kept = sum(r.size for k, r in self.read.items()
+                   if k != (job, cid) and r.body is not None)
+        self.read[(job, cid)] = Unadmitted(
+            ev.id, body if kept + size <= MAX_KEPT_BYTES else None, size,
+            end_inputs(self.state, job), self.clock() if got is None else got.since_s)
+        if got is None:
+            log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
+                     "(kept read, folded once the events that admit it are)", job, cid, why)
+
+    async def _read(self, job: str, cid: str, ev: Event) -> tuple[JobEnded, int] | None:
+        """`ev`'s body with listing `cid` and its size, fetched here (at most about
+        `max_bytes`) and read (`read_listing`); None if it is not here (tried again after a
+        back-off) or refused (for good: logged once)."""
         try:
             if self.fetch is not None:
                 # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
                 await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
             return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
         except NotFound as e:
-            self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))
             log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
-                     "again in %d steps)", job, cid, e.message, delay)
+                     "again in %d steps)", job, cid, e.message,
+                     self.waits.get((job, cid), (0, 1))[1])
+            self._back_off(job, cid)
         except BanzaiError as e:
             self.refused[(job, cid)] = e.message
             log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
                         "stays in memory, ended, no record made of it)", job, cid, e.message)
         return None
+
+    def _back_off(self, job: str, cid: str) -> None:
+        """Skip listing `cid` of `job` for the next steps: 1, 2, 4 ... MAX_BACKOFF_STEPS."""
+        delay = self.waits.get((job, cid), (0, 1))[1]
+        self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))

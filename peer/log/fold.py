@@ -63,7 +63,7 @@ from peer.log.events import (
     part_event,
 )
 from peer.log.jobless import jobless
-from peer.log.lanes import in_scope, lane_of, peer_of
+from peer.log.lanes import SEPARATOR, in_scope, lane_of, peer_of
 
 Order = tuple[int, str, int]  # (hlc, origin, seq): the order of every conflict rule
 _MISSING = object()
@@ -1387,9 +1387,10 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
     one of its members, at an order between the (winning) JOB_SUBMITTED's and the
     JOB_ENDED's. Monotone in the events (members and task names only grow, the winning
     JOB_SUBMITTED only gets earlier): once None, None for good, so that folding each held
-    one once it passes (`_ends_due`) keeps the fold order-free. What it cannot check (no
-    peer that holds no lane of the job can): that those lane events exist and say what it
-    says; a member is trusted there (design, section 3)."""
+    one once it passes (`_ends_due`) keeps the fold order-free; what `end_flaw` finds in
+    `b` alone is refused whatever is folded later. What it cannot check (no peer that holds
+    no lane of the job can): that those lane events exist and say what it says; a member is
+    trusted there (design, section 3)."""
     members = s.members_of.get(b.job)
     sub = s.jobs.get(b.job)
     tasks = s._lanes_tasks.get(b.job)
@@ -1397,22 +1398,32 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
         return "its job's JOB_SUBMITTED with `members` is not here"
     if ev.origin not in members:
         return f"its origin {ev.origin} is no member of the job"
-    cids = {o.cid for o in b.outputs.values()}
-    if any(c not in cids for c in b.producers):
-        return "`producers` names a CID that is no output of it"
-    lanes: dict[str, bool] = {}  # origin -> is it a lane of a member of the job (asked once)
+    if (flaw := end_flaw(ev, b)) is not None:
+        return flaw
     for task, o in b.outputs.items():
-        if not sub.order < (o.hlc, o.origin, o.seq) < ev.order:
+        if not sub.order < (o.hlc, o.origin, o.seq):
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
         if task not in tasks:
             return f"outputs.{task} is no task of the job"
-        ok = lanes.get(o.origin)
-        if ok is None:
-            made_in = lane_of(o.origin)
-            ok = lanes[o.origin] = (made_in is not None and made_in[1] == b.job
-                                    and made_in[0] in members)
-        if not ok:
+        if o.origin.partition(SEPARATOR)[0] not in members:  # (a lane of the job: end_flaw)
+            return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
+    return None
+
+
+def end_flaw(ev: Event, b: JobEnded) -> str | None:
+    """Why `end_refusal` refuses JOB_ENDED `ev` (body `b`) whatever else is folded, from `b`
+    alone (None if nothing there says so): its `producers` name a CID of no output of it, or
+    an output's order is not before the JOB_ENDED's or its origin is no lane of the job."""
+    cids = {o.cid for o in b.outputs.values()}
+    if any(c not in cids for c in b.producers):
+        return "`producers` names a CID that is no output of it"
+    for task, o in b.outputs.items():
+        if not (o.hlc, o.origin, o.seq) < ev.order:
+            return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
+                    "the JOB_ENDED's")
+        made_in = lane_of(o.origin)
+        if made_in is None or made_in[1] != b.job:
             return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
     return None
 

@@ -2,10 +2,10 @@
 object of its `outputs` and `producers`: peer.jobs.ending.framed). A peer that makes the
 job's record of the JOB_ENDED (a non-member) fetches, reads and folds that listing
 (peer.jobs.ending.EndListings, `MeshState.fold_listing`), then compacts the job as one
-whose JOB_ENDED carries them inline; a listing that is too large, not JSON, or names what
-the job did not make is refused with one log line naming the job and the CID, the job kept
-as before (in memory, ended, no record). Lanes on explicitly (`Node(cfg, lanes=True)`), real
-data dirs in tmp_path, no gossip, no live peers."""
+whose JOB_ENDED carries them inline; a listing that is too large, not UTF-8 JSON, or names
+what the job cannot have made is refused with one log line naming the job and the CID, the
+job kept as before (in memory, ended, no record). Lanes on explicitly (`Node(cfg,
+lanes=True)`), real data dirs in tmp_path, no gossip, no live peers."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from peer.config import PeerConfig
 from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
 from peer.jobs import ending
-from peer.jobs.ending import MAX_LISTING_BYTES, MAX_READ_KEPT
+from peer.jobs.ending import LONG_WAIT_S, MAX_LISTING_BYTES
 from peer.log import Event, EventType
 from peer.log.events import JobEnded
 from peer.log.lanes import lane
@@ -124,13 +124,23 @@ BAD = {
     "an output of no member's lane": json.dumps({"outputs": {"t0": [
         None, OUT["t0"], SUBMITTED + 1, lane("fedcba9876543210fedc", JOB), 1]},
         "producers": {}}).encode(),
+    "an output of another job's lane": json.dumps({"outputs": {"t0": [
+        None, OUT["t0"], SUBMITTED + 1, lane(OTHER, "j0000000000e2"), 1]},
+        "producers": {}}).encode(),
+    "an output of no lane": json.dumps({"outputs": {"t0": [
+        None, OUT["t0"], SUBMITTED + 1, OTHER, 1]}, "producers": {}}).encode(),
+    "an output made after the end": json.dumps({"outputs": {"t0": [
+        None, OUT["t0"], END + 1, lane(OTHER, JOB), 1]}, "producers": {}}).encode(),
     "a malformed output": json.dumps({"outputs": {"t0": [None, OUT["t0"]]},
                                       "producers": {}}).encode(),
+    "UTF-16": json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode("utf-16"),
     "too large": json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode(),
     "a directory": b"",  # (its CID: an empty directory's)
 }
 
-NOT_YET = {"a task the job has not", "a producer of no output", "an output of no member's lane"}
+# What `end_refusal` refuses until more events are folded (monotone: kept read, tried again;
+# review r0, session 39: the rest, even what `end_flaw` finds in the listing alone, for good)
+NOT_YET = {"a task the job has not", "an output of no member's lane"}
 
 
 @pytest.mark.parametrize("what", sorted(BAD))
@@ -157,7 +167,8 @@ async def test_a_bad_listing_is_refused_with_one_line_and_the_job_is_kept(
             assert (JOB, cid) in node.end_listings.read
         else:
             assert "refused" in lines[0]
-            assert (JOB, cid) in node.end_listings.refused
+            assert (JOB, cid) in node.end_listings.refused and not node.end_listings.read
+            assert node.lanes_health()["listings_refused"] == 1
         assert JOB in node.state.jobs and JOB not in node.state.compacted
         assert node.index.record(JOB) is None and JOB not in node.state.listed
         assert _cache(node)["outputs"] == {f"key-{t}": None for t in TASKS}
@@ -193,20 +204,25 @@ async def test_a_listing_not_here_is_tried_again_not_refused(tmp_path: Path) -> 
 ADDED = "fedcba9876543210fedc"  # a member the home adds (JOB_MEMBERS) after the JOB_ENDED
 
 
-@pytest.mark.parametrize("kept", [MAX_READ_KEPT, 0])
+@pytest.mark.parametrize("kept", [True, False])
 async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: bool) -> None:
     """(Review r1, session 38.) A listing naming an output of a member whose JOB_MEMBERS
     comes after the listing was read (an orphan takeover's) was refused for good, though
     `end_refusal` is monotone: the job never got its record. It is kept read (not fetched
     nor read again), asked again once the job's members, JOB_SUBMITTED or tasks changed
-    (`end_inputs`), and folded at the first step that admits it. (Its body is kept for
-    MAX_READ_KEPT listings; another is read again then.)"""
-    monkeypatch.setattr(ending, "MAX_READ_KEPT", kept)
+    (`end_inputs`), and folded at the first step that admits it. (Review r0, session 39:
+    its body is kept while the kept ones hold at most MAX_KEPT_BYTES of JSON, not while
+    fewer than 4 are; another is read again then. /api/health counts it once it waited
+    LONG_WAIT_S.)"""
     node = _node(tmp_path)
+    now = [1000.0]
+    node.end_listings.clock = lambda: now[0]
     try:
         outputs = {**OUTPUTS, "t1": ["key-t1", OUT["t1"], SUBMITTED + 2, lane(ADDED, JOB), 1]}
-        cid = _listed(node, json.dumps({"outputs": outputs, "producers": PRODUCERS}).encode())
+        raw = json.dumps({"outputs": outputs, "producers": PRODUCERS}).encode()
+        monkeypatch.setattr(ending, "MAX_KEPT_BYTES", len(raw) - (0 if kept else 1))
+        cid = _listed(node, raw)
         node.catchup.compact()
         reads: list[str] = []
         cat = node.store.cat
@@ -218,11 +234,17 @@ async def test_a_listing_not_admitted_yet_is_folded_once_its_job_members_is_here
             await node.end_listings.step()
             assert JOB not in node.state.listed and not node.end_listings.refused
         assert len(asked) == 1  # (asked again only once what `end_refusal` reads grew)
+        assert (node.end_listings.read[(JOB, cid)].body is not None) == kept
+        now[0] += LONG_WAIT_S - 1
+        assert node.lanes_health()["listings_waiting"] == 0
+        now[0] += 1
+        assert node.lanes_health()["listings_waiting"] == 1
         _fold(node, Event(OTHER, 3, END + (1 << 16), EventType.JOB_MEMBERS,
                           {"job": JOB, "add": [ADDED]}))
         await node.end_listings.step()
         assert reads == [cid] * (1 if kept else 2)  # (read once, if kept)
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
+        assert node.lanes_health()["listings_waiting"] == 0
         node.catchup.compact()
         assert JOB in node.state.compacted and node.index.record(JOB) is not None
         assert not node.compactor.unlisted and not node.end_listings.read
@@ -283,5 +305,66 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
         assert len(lines) == 1 and "refused" in lines[0] and cid in lines[0], lines
         assert (JOB, cid) in node.end_listings.refused and len(bounds) == 6
+    finally:
+        node.log.close()
+
+
+J2 = "j0000000000d2"  # OTHER's second job (after JOB in `step`'s order)
+
+
+def _second_listed(node: Node) -> str:
+    """OTHER's job J2, submitted after JOB's end and ended with its outputs in a listing
+    (stored here); its CID."""
+    sub = END + (1 << 16)
+    _fold(node, Event(OTHER, 3, sub, EventType.JOB_SUBMITTED,
+                      {"job": J2, "workflow": WORKFLOW, "members": [OTHER]}))
+    outputs = {t: [f"key2-{t}", str(sha256_cid(f"2{t}".encode(), "raw", 1)), sub + i + 1,
+                   lane(OTHER, J2), i + 1] for i, t in enumerate(TASKS)}
+    cid = node.store.add_bytes(json.dumps({"outputs": outputs, "producers": {}}).encode())
+    _fold(node, Event(OTHER, 4, sub + (1 << 16), EventType.JOB_ENDED, {
+        "job": J2, "state": "done", "n_tasks": len(TASKS), "end": sub + (1 << 16),
+        "outputs": {}, "producers": {}, "failed": {}, "digest": "0" * 32, "listing": cid}))
+    return cid
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), MemoryError()])
+async def test_a_listing_that_fails_otherwise_backs_off_and_the_others_are_folded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        error: BaseException) -> None:
+    """(Review r0, session 39.) An error reading a listing other than NotFound or a
+    BanzaiError (the disk's OSError, a MemoryError) ended the whole step: the listings of
+    the jobs after it were never folded. It is logged once, naming the job and the CID,
+    tried again after 1, 2, 4 ... steps, and the other listings are folded."""
+    node = _node(tmp_path)
+    try:
+        cid = _listed(node, json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode())
+        cid2 = _second_listed(node)
+        node.catchup.compact()
+        assert node.compactor.unlisted == {JOB: cid, J2: cid2}
+        tries: list[int] = []
+        broken, step = True, 0
+        cat = node.store.cat
+
+        def failing(c: str, *a: Any) -> Any:
+            if c == cid:
+                tries.append(step)
+                if broken:
+                    raise error
+            return cat(c, *a)
+
+        monkeypatch.setattr(node.store, "cat", failing)
+        caplog.set_level(logging.INFO, logger="peer.jobs.ending")
+        for step in range(1, 16):  # noqa: B007 (`failing` reads it)
+            await node.end_listings.step()
+            assert J2 in node.state.listed and JOB not in node.state.listed
+        assert tries == [1, 2, 4, 8]
+        lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
+        assert len(lines) == 1 and JOB in lines[0] and cid in lines[0], lines
+        assert type(error).__name__ in lines[0] and not node.end_listings.refused
+        broken = False
+        step = 16
+        await node.end_listings.step()
+        assert tries[-1] == 16 and JOB in node.state.listed
+        assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
     finally:
         node.log.close()
