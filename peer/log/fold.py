@@ -1400,14 +1400,16 @@ def end_refusal(s: MeshState, ev: Event, b: JobEnded) -> str | None:
         return f"its origin {ev.origin} is no member of the job"
     if (flaw := end_flaw(ev, b)) is not None:
         return flaw
+    if not b.outputs.keys() <= tasks:
+        task = next(t for t in b.outputs if t not in tasks)
+        return f"outputs.{task} is no task of the job"
     for task, o in b.outputs.items():
         if not sub.order < (o.hlc, o.origin, o.seq):
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
-        if task not in tasks:
-            return f"outputs.{task} is no task of the job"
-        if o.origin.partition(SEPARATOR)[0] not in members:  # (a lane of the job: end_flaw)
-            return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
+    for origin in {o.origin for o in b.outputs.values()}:  # (lanes of the job: end_flaw)
+        if origin.partition(SEPARATOR)[0] not in members:
+            return _no_lane(b, origin)
     return None
 
 
@@ -1422,10 +1424,17 @@ def end_flaw(ev: Event, b: JobEnded) -> str | None:
         if not (o.hlc, o.origin, o.seq) < ev.order:
             return (f"outputs.{task}'s order is not between the job's JOB_SUBMITTED's and "
                     "the JOB_ENDED's")
-        made_in = lane_of(o.origin)
+    for origin in {o.origin for o in b.outputs.values()}:  # (a few: a lane per member)
+        made_in = lane_of(origin)
         if made_in is None or made_in[1] != b.job:
-            return f"outputs.{task}'s origin {o.origin} is no lane of a member of the job"
+            return _no_lane(b, origin)
     return None
+
+
+def _no_lane(b: JobEnded, origin: str) -> str:
+    """`end_refusal`'s reason for an output of `b` whose `origin` is no lane of a member."""
+    task = next(t for t, o in b.outputs.items() if o.origin == origin)
+    return f"outputs.{task}'s origin {origin} is no lane of a member of the job"
 
 
 def end_inputs(s: MeshState, job: str) -> tuple[int, tuple[str, int] | None, int]:
