@@ -538,6 +538,13 @@ class Executor:
                 w.buf += chunk
             if len(chunk) < _READ_BYTES:
                 break
+        try:
+            self._handle_frames(w)
+        finally:  # once the frames read are handled: a 'done' then a bad frame in one read
+            self._dispatch()  # must not hand the next run to the worker about to be killed
+
+    def _handle_frames(self, w: _Worker) -> None:
+        """Handle the complete frames in `w.buf` in order; the first bad one kills `w`."""
         frames, oversized = _split_frames(w.buf)
         for frame in frames:
             try:
@@ -611,8 +618,7 @@ class Executor:
         if not w.ready_fut.done():
             w.ready_fut.set_result(True)
         if not w.killing:
-            self._idle.append(w)
-            self._dispatch()
+            self._idle.append(w)  # (`_on_readable` dispatches)
 
     def _on_done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, run_id, ok, value, error, trace, kind = msg  # (`_decode`d: the JSON parsed)
@@ -624,8 +630,7 @@ class Executor:
         if kind == ExitKind.MEMORY:
             self._kill(w)  # its heap may be fragmented or near the limit: replace it
         elif not w.killing:
-            self._idle.append(w)
-        self._dispatch()
+            self._idle.append(w)  # (`_on_readable` dispatches)
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:

@@ -821,6 +821,20 @@ async def test_a_bad_frame_kills_its_worker_and_fails_the_run_naming_it(
     assert (await asyncio.wait_for(ex.run("next", T + "echo", 7), 10)).value == 7
 
 
+async def test_a_bad_frame_after_a_done_one_does_not_fail_the_next_run(
+        make_executor: MakeExecutor) -> None:
+    """A 'done' then a bad frame in one read (a task's stray write after its result): the
+    'done' freed the worker and handed it the queued run at once, which the bad frame's kill
+    then failed as a crash though it never started (review r1, session 39). The next run
+    waits for the frames read to be handled and goes to the replacement worker."""
+    ex = await make_executor(slots=1)
+    frames = [("done", "RUN", True, '"first"', None, None, "ok"), executor._FRAME.pack(3) + b"xyz"]
+    first, second = await asyncio.wait_for(asyncio.gather(
+        ex.run("a", T + "forge_frames", frames), ex.run("b", T + "echo", 7)), 10)
+    assert (first.ok, first.value) == (True, "first")
+    assert (second.ok, second.value) == (True, 7)
+
+
 async def test_a_frame_announcing_too_many_bytes_kills_its_worker(
         make_executor: MakeExecutor) -> None:
     """A frame header announcing 2**63 bytes was waited for until the worker died (the read
