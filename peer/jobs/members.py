@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 from peer.jobs.claims import Standing, standing
 from peer.jobs.retention import finished_at
-from peer.log import EventType, JobMembers, JobSubmitted, MeshState
+from peer.log import Event, EventType, JobMembers, JobSubmitted, MeshState
 from peer.log.fold import n_chunks
 from peer.log.lanes import lane, lane_of
 from peer.rendezvous import rendezvous
@@ -111,27 +111,44 @@ def caught_up(state: MeshState, heads: Mapping[str, int]) -> bool:
     return all(held.get(o, 0) >= q for o, q in heads.items())
 
 
+def joins(state: MeshState, me: str, job: str) -> bool:
+    """Would `me` join lanes job `job` by a JOB_MEMBERS, and so wait for its lanes before it
+    runs any of it (design 5.3)? It is a member (the add folded), the job's JOB_SUBMITTED
+    does not name it in `members` (those run it from the start: they never wait), and it
+    holds no lane of its own in the job (it emitted nothing there: it ran none of it). An
+    earlier add that made it a member is the caller's to rule out (`Scheduler._added`,
+    `still_joining`: the earliest add)."""
+    sub = state.jobs.get(job)
+    return (sub is not None and me in state.members_of.get(job, ())
+            and me not in (sub.body_as(JobSubmitted).members or ())
+            and lane(me, job) not in state.heads)
+
+
 def still_joining(state: MeshState, me: str, jobs: Collection[str],
                   ) -> dict[str, tuple[str, dict[str, int]]]:
     """Of lanes jobs `jobs`, those whose wait to join (design 5.3) a restart of `me` cut
-    short, derived from what is held (nothing of the wait is stored): `me` was added by
-    another peer's JOB_MEMBERS, has emitted nothing in the job (no lane of its own: it ran
-    none of it, so it never joined), and does not hold the job's lanes up to those
-    JOB_MEMBERS' `heads` (`join_heads`, the highest seq of each lane) -> (an adder, to ask
-    for them; those heads). One pass over the events in memory, and only if some job
-    could be one (a peer restarted in none has no pass)."""
-    maybe = {j for j in jobs if state.member_of(j, me) and j in state.members_of
-             and lane(me, j) not in state.heads}
-    adds: dict[str, tuple[str, dict[str, int]]] = {}
+    short, derived from what is held (nothing of the wait is stored): `me` joins the job
+    (`joins`: it is a member by an add alone and ran none of it), and does not hold the
+    job's lanes up to the `heads` (`join_heads`) of the earliest JOB_MEMBERS naming it
+    (the add that made it a member: a later one, a second home's or a hostile member's,
+    does not make it wait again) -> (that add's origin, to ask for them; those heads).
+    One pass over the events in memory, and only if some job could be one (a peer
+    restarted in none has no pass)."""
+    maybe = {j for j in jobs if joins(state, me, j)}
+    first: dict[str, Event] = {}
     for ev in state.events.values() if maybe else ():
-        if ev.type is not EventType.JOB_MEMBERS or ev.origin == me:
+        if ev.type is not EventType.JOB_MEMBERS:
             continue
         b = ev.body_as(JobMembers)
-        if b.job in maybe and me in b.add:
-            got = adds.setdefault(b.job, (ev.origin, {}))[1]
-            for o, q in join_heads(b.job, ev.payload.get("heads")).items():
-                got[o] = max(got.get(o, 0), q)
-    return {j: a for j, a in adds.items() if a[1] and not caught_up(state, a[1])}
+        if b.job in maybe and me in b.add and (
+                (got := first.get(b.job)) is None or ev.order < got.order):
+            first[b.job] = ev
+    out: dict[str, tuple[str, dict[str, int]]] = {}
+    for job, ev in first.items():
+        heads = join_heads(job, ev.payload.get("heads"))
+        if heads and not caught_up(state, heads):
+            out[job] = (ev.origin, heads)
+    return out
 
 
 def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],

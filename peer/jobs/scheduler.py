@@ -172,6 +172,10 @@ class Scheduler:
         # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
         # (`_join`): until when we wait for them, and the heads to reach
         self._joining: dict[str, tuple[float, dict[str, int]]] = {}
+        # The running lanes jobs (of `_lanes_live`) an add made us a member of, noted in this
+        # run or found at `recover`: a later JOB_MEMBERS naming us again (a second home's, a
+        # hostile member's) makes us wait for nothing (`_members_grew`)
+        self._added: set[str] = set()
 
     # -- what the node and the API read -----------------------------------------------------
     @property
@@ -237,6 +241,7 @@ class Scheduler:
         st = self.state
         self._lanes_live = {j for j in st.members_of if _running(st, j)}
         self._lanes_moved = set(self._lanes_live)
+        self._added = {j for j in self._lanes_live if members.joins(st, self.peer_id, j)}
         # a joiner restarted while it waited for its adder's lanes waits again (`_join`)
         for job, (adder, heads) in members.still_joining(st, self.peer_id,
                                                          self._lanes_live).items():
@@ -537,18 +542,23 @@ class Scheduler:
             self._look_joining(p["job"], self.clock())  # wait for? after it is noted)
 
     def _members_grew(self, ev: Event, job: str) -> None:
-        """A JOB_MEMBERS of lanes job `job` was folded: its home and rankings may change; a
-        peer it adds runs the job once it holds the lanes as of the add (`_join`); a member
-        that did not add them starts a pair round of the job with each (its lane events sent
+        """A JOB_MEMBERS of lanes job `job` was folded: its home and rankings may change; if
+        it made us a member (`members.joins`, and no earlier add did: `_added`), we run the
+        job once we hold the lanes as of the add (`_join`); a member that did not add them
+        starts a pair round of the job with each other peer added (its lane events sent
         while the add travelled went to the members it knew, and are not in the add's
-        `heads`: design 5.3)."""
+        `heads`: design 5.3). An add naming a member again makes it wait for nothing: its
+        `heads` are any member's word (the door lets a member add anyone), and a wait for
+        seqs that never come would stop it claiming the job for lease_s at each add."""
         self._firsts, self._ranks = {}, {}
-        add = ev.payload["add"]
-        if self.peer_id in add and job in self.state.jobs:
+        add, me = ev.payload["add"], self.peer_id
+        if (me in add and job in self._lanes_live and job not in self._added
+                and members.joins(self.state, me, job)):
             self._join(job, peer_of(ev.origin), members.join_heads(job, ev.payload.get("heads")))
-        elif peer_of(ev.origin) != self.peer_id and self.state.member_of(job, self.peer_id):
+        elif peer_of(ev.origin) != me and self.state.member_of(job, me):
             for peer in add:
-                self.catch_up(job, peer)
+                if peer != me:
+                    self.catch_up(job, peer)
 
     def _join(self, job: str, adder: str, heads: Mapping[str, int]) -> None:
         """A JOB_MEMBERS of `adder` added us to lanes job `job` (design 5.3): its tasks are
@@ -557,7 +567,9 @@ class Scheduler:
         next period's), or once lease_s passed without them (then from what is held, as an
         orphan takeover runs a job: `_look_joining`). Until then we claim nothing of it (a
         peer without its members' claims would run again what they ran or run). The other
-        members start a pair round of the job with us too (`_members_grew`)."""
+        members start a pair round of the job with us too (`_members_grew`). Once per job
+        and run (`_added`): the wait is bounded by lease_s from the first add."""
+        self._added.add(job)
         if not heads:  # (an orphan takeover's: no lanes to wait for, no member running)
             self._dirty.update((job, t.name) for t in self.workflow(job).tasks)
         elif members.caught_up(self.state, heads):
@@ -599,6 +611,7 @@ class Scheduler:
         else:
             self._lanes_live.discard(job)
             self._lanes_moved.discard(job)
+            self._added.discard(job)
             self._ending.pop(job, None)
 
     def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
@@ -1154,6 +1167,7 @@ class Scheduler:
         for job in list(self._lanes_live):
             if not _running(st, job):  # (compacted or deleted: no event says so here)
                 self._lanes_live.discard(job)
+                self._added.discard(job)
                 continue
             held = st.members_of[job]
             try:

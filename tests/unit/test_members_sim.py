@@ -484,3 +484,55 @@ async def test_a_claim_made_while_the_add_travelled_is_not_run_again_by_the_join
         assert runs[claimed] == 1 and sum(runs.values()) == len(tasks)  # (30bc9d5: 2 and 5)
     finally:
         await mesh.close()
+
+
+async def test_a_member_added_again_keeps_claiming_its_job() -> None:
+    """Review r0 finding 4: a JOB_MEMBERS naming a peer already a member (here one named at
+    submission, running the job) with `heads` that never come (the door lets a member add
+    anyone, and `heads` are its word) made it wait to join: on 0e63aa2 p1 started no run
+    of its job for lease_s while p0 ran on (again at each such add). Now only the add that
+    makes a peer a member makes it wait (`members.joins`, `Scheduler._added`)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, _ = mesh.peers
+    try:
+        job = mesh.submit(p0, writes(40), members=[p0, p1])
+        await mesh.settle()
+        await finish_all(mesh, duration_s=0.5, rounds=3)
+        before = len(mesh[p1].runner.started)
+        assert before > 0
+        mesh.emit(p0, EventType.JOB_MEMBERS,
+                  {"job": job, "add": [p1], "heads": {f"{p0}/{job}": 10**9}})
+        await mesh.advance(0.01)
+        assert not mesh[p1].sched._joining
+        await finish_all(mesh, duration_s=0.5, rounds=int(CFG.lease_s) - 2)
+        assert len(mesh[p1].runner.started) - before >= int(CFG.lease_s) - 3
+    finally:
+        await mesh.close()
+
+
+async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
+    """A joiner waits for the lanes as of the add that made it a member, at most lease_s
+    from that add: a later JOB_MEMBERS naming it (a second peer that saw itself home, or
+    a member's with seqs that never come) neither re-arms the wait nor asks for its
+    `heads` (on 0e63aa2 p2 waited lease_s from the last add: nothing run by then)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        mesh.hold = lambda ev, to: to == p2 and lane_of(ev.origin) is not None  # none reach it
+        job = mesh.submit(p0, writes(12), members=[p0, p1])
+        await mesh.settle()
+        while not mesh.sent(EventType.JOB_MEMBERS):
+            for pid in (p0, p1):
+                for key in mesh[pid].runner.running:
+                    mesh[pid].runner.finish(key, duration_s=5.0)
+            await mesh.advance(1.0)
+        added_at = mesh.clock()
+        assert job in mesh[p2].sched._joining
+        await mesh.advance(CFG.lease_s - 3.0)
+        mesh.emit(p1, EventType.JOB_MEMBERS,
+                  {"job": job, "add": [p2], "heads": {f"{p1}/{job}": 10**9}})
+        while mesh.clock() < added_at + CFG.lease_s + 3.0:  # (the first add's bound, then
+            await mesh.advance(1.0)  # its rank's split wait, as a joiner whose lanes never came)
+        assert mesh[p2].runner.started
+    finally:
+        await mesh.close()
