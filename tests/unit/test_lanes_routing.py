@@ -428,3 +428,65 @@ def test_lanes_without_swim_or_anti_entropy_nonces_refuse_to_start(
         c.add(f"{7:016x}", GossipConfig.local(**settings), lanes=True)
     assert e.value.field == "gossip"
     c.add(f"{8:016x}", GossipConfig.local(**settings), lanes=False)  # (lanes off: as before)
+
+
+def _joined(c: Cluster, adder: SimPeer, joiner: SimPeer, jobs: list[str]) -> None:
+    """`adder` adds `joiner` to `jobs` (a scale-out's JOB_MEMBERS with its lanes' heads),
+    folded by every peer at once (no push, no time: nothing else moves)."""
+    for job in jobs:
+        ev = adder.sink.emit({"job": job, "add": [joiner.gossip.peer_id],
+                              "heads": dict(adder.sink.state.lane_heads([job]))},
+                             EventType.JOB_MEMBERS)
+        for p in c.peers:
+            if p is not adder:
+                p.sink.merge([ev])
+
+
+def test_catch_up_brings_the_one_jobs_lanes_from_the_adder_at_once() -> None:
+    """Design 5.3: a peer just added to a job asks for its lanes (`Gossip.catch_up`, what
+    `Scheduler._join` calls through `Node._catch_up`): one pair round of that job alone with
+    the adder, its three legs (DIGEST_SUM, DIGEST, the EVENTS answer) on the real gossip.
+    d, added to J1 and J2 after their lanes were pushed (to the members then: a and b),
+    holds J1's lanes, a's and b's, once the frames in flight are delivered (no time
+    passes: no periodic round, no push), and nothing of J2; if catch_up sent nothing, d
+    would hold nothing (the joiner's scheduler would wait lease_s for every scale-out)."""
+    c = cluster(seed=3, n=3)
+    tap = Wiretap(c)
+    a, b, d = c.peers
+    ia, ib, i_d = (p.gossip.peer_id for p in c.peers)
+    for job in (J1, J2):
+        submit(a, job, [ia, ib])
+    steps(c, 6)
+    emit_lane(a, [lane_done(a, J1, q) for q in range(1, 4)] + [lane_done(a, J2, 1)])
+    emit_lane(b, [lane_done(b, J1, 1)])
+    c.net.pump()
+    assert len(lane_ids(a, J1)) == 4 and not lane_ids(d, J1) and not lane_ids(d, J2)
+    _joined(c, a, d, [J1, J2])
+    sums = tap.pair_sums[i_d]
+    d.gossip.catch_up(J1, ia)
+    assert c.net.pump() >= 3 and tap.pair_sums[i_d] == sums + 1
+    assert lane_ids(d, J1) == lane_ids(a, J1) and not lane_ids(d, J2)
+    assert d.sink.state.lane_heads([J1]) == a.sink.state.lane_heads([J1])
+
+
+def test_catch_up_asks_another_member_when_the_adder_is_not_a_live_lanes_partner(
+        ) -> None:
+    """The adder gone (not live here): catch_up asks a live member that shares the job;
+    with lanes off (no LaneSink) it sends nothing."""
+    c = cluster(seed=4, n=3)
+    a, b, d = c.peers
+    ia, ib = a.gossip.peer_id, b.gossip.peer_id
+    submit(a, J1, [ia, ib])
+    steps(c, 6)
+    emit_lane(b, [lane_done(b, J1, q) for q in range(1, 3)])
+    c.net.pump()
+    _joined(c, a, d, [J1])
+    del d.gossip.view.lane_peers[ia]  # (a is no live lanes partner of d's)
+    d.gossip.catch_up(J1, ia)
+    c.net.pump()
+    assert lane_ids(d, J1) == lane_ids(b, J1) and len(lane_ids(d, J1)) == 2
+    sent: list[object] = []
+    d.gossip._lanes = None
+    d.gossip._ae.send_sum = lambda *args, **kwargs: sent.append(args)  # type: ignore[method-assign]
+    d.gossip.catch_up(J1, ib)
+    assert sent == []

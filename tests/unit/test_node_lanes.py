@@ -390,3 +390,23 @@ def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Pa
     assert seen == {"on": (True, True, [True, True]), "off": (False, False, [False, False]),
                     "given": (True, True, [True, True])}
     assert PeerConfig().lanes is False
+
+
+def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(
+        tmp_path: Path) -> None:
+    """The joiner's ask (design 5.3) wired end to end in a node: a JOB_MEMBERS of another
+    peer adding us to a lanes job whose lanes we do not hold makes the scheduler wait
+    (`Scheduler._join`) and ask the adder at once, through `Node._catch_up`, of the gossip
+    (`Gossip.catch_up`: its exchange is tested in test_lanes_routing.py)."""
+    node = _node(tmp_path)
+    other, job = "f" * 16, "j0000000000a4"
+    asked: list[tuple[str, str]] = []
+    node.gossip.catch_up = lambda j, peer: asked.append((j, peer))  # type: ignore[attr-defined]
+    node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW, "members": [other]})
+    node.flush()
+    add = Event(other, 1, node.state.heads[node.peer_id] + 1, EventType.JOB_MEMBERS,
+                {"job": job, "add": [node.peer_id], "heads": {lane(other, job): 2}})
+    assert node.state.apply(add)
+    node.scheduler.poke(add)
+    assert asked == [(job, other)] and job in node.scheduler._joining
+    node.log.close()
