@@ -1,7 +1,8 @@
-"""Fixtures shared by unit tests that open real Nodes on a data dir."""
+"""Fixtures shared by unit tests: real Nodes on a data dir, an in-memory SQLite database."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,14 @@ from aiohttp.test_utils import TestClient
 from peer.config import PeerConfig
 from peer.node import Node
 from tests.unit.api_client import api_client
+
+
+@pytest.fixture
+def db() -> Iterator[sqlite3.Connection]:
+    """An in-memory SQLite database in autocommit mode (as the peer opens its log)."""
+    c = sqlite3.connect(":memory:", isolation_level=None)
+    yield c
+    c.close()
 
 
 @pytest.fixture

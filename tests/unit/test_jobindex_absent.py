@@ -17,13 +17,6 @@ from peer.log.jobindex import ITEM, OUTPUT, CacheEntry, JobIndex
 C1, C2 = (str(sha256_cid(s.encode(), "raw", 1)) for s in ("c1", "c2"))  # (provided CIDs)
 
 
-@pytest.fixture
-def db() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:", isolation_level=None)
-    yield c
-    c.close()
-
-
 def _reads(db: sqlite3.Connection) -> list[str]:
     """The SELECTs on cache_index and provider_index run from now on."""
     seen: list[str] = []

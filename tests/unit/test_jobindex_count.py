@@ -54,13 +54,6 @@ def test_the_count_follows_puts_snapshot_rows_deletes_and_reopen(tmp_path: Path)
     db.close()
 
 
-@pytest.fixture
-def db() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:", isolation_level=None)
-    yield c
-    c.close()
-
-
 def test_a_write_rolled_back_leaves_the_count(db: sqlite3.Connection) -> None:
     index = JobIndex(db)
     index.put([_rec("a")], [], [])

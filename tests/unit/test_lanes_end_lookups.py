@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import math
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +16,7 @@ from peer.log import Event, EventType, MeshState
 from peer.log import jobindex as ji
 from peer.log.jobindex import OUTPUT, CacheEntry, JobIndex
 from peer.log.lanes import lane
+from tests.unit.test_jobindex_absent import _reads
 
 fold_mod = importlib.import_module("peer.log.fold")  # (peer.log.fold is the function)
 
@@ -25,21 +25,6 @@ JOB = "j" + "0" * 11 + "1"
 N = 1200
 CIDS = [str(sha256_cid(f"out{i}".encode(), "raw", 1)) for i in range(N)]
 OLD_CID = str(sha256_cid(b"old", "raw", 1))
-
-
-@pytest.fixture
-def db() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:", isolation_level=None)
-    yield c
-    c.close()
-
-
-def _reads(db: sqlite3.Connection) -> list[str]:
-    """The SELECTs on cache_index and provider_index run from now on."""
-    seen: list[str] = []
-    db.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("SELECT") and (
-        "cache_index" in sql or "provider_index" in sql) else None)
-    return seen
 
 
 def _submitted() -> Event:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,13 +26,6 @@ N = 100  # distinct old keys, many more than BOUND
 def _c(i: int) -> str:
     """The i-th provided CID."""
     return str(sha256_cid(f"c{i}".encode(), "raw", 1))
-
-
-@pytest.fixture
-def db() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:", isolation_level=None)
-    yield c
-    c.close()
 
 
 @pytest.fixture

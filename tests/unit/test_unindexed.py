@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pytest
 
@@ -45,13 +45,6 @@ class FailingIndex(JobIndex):
         if self.failing:
             raise sqlite3.OperationalError("database or disk is full")
         super().put(records, entries, providers, cids)
-
-
-@pytest.fixture
-def db() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:", isolation_level=None)
-    yield c
-    c.close()
 
 
 def _cid(i: int) -> str:
