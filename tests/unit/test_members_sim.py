@@ -47,6 +47,16 @@ async def finish_all(mesh: JobMesh, duration_s: float = 0.01, step_s: float = 1.
         await mesh.advance(step_s)
 
 
+async def until_spread(mesh: JobMesh, members: tuple[str, ...]) -> None:
+    """Finish `members`' runs as 5 s each, a second at a time, until a JOB_MEMBERS is sent
+    (the home spreads the job: its open work is more than spread_s per member slot)."""
+    while not mesh.sent(EventType.JOB_MEMBERS):
+        for pid in members:
+            for key in mesh[pid].runner.running:
+                mesh[pid].runner.finish(key, duration_s=5.0)
+        await mesh.advance(1.0)
+
+
 def done(mesh: JobMesh, pid: str, job: str, tasks: list[dict[str, Any]]) -> bool:
     return all(task_status(mesh[pid].state, job, t["name"], CFG.max_attempts) == "done"
                for t in tasks)
@@ -303,11 +313,7 @@ async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_
         mesh.hold = lambda ev, to: to == p2 and lane_of(ev.origin) is not None  # none reach it
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
-        while not mesh.sent(EventType.JOB_MEMBERS):
-            for pid in (p0, p1):
-                for key in mesh[pid].runner.running:
-                    mesh[pid].runner.finish(key, duration_s=5.0)
-            await mesh.advance(1.0)
+        await until_spread(mesh, (p0, p1))
         [added] = mesh.sent(EventType.JOB_MEMBERS)
         assert set(added.payload["heads"]) == {f"{p}/{job}" for p in (p0, p1)}  # (its lanes)
         assert mesh[p2].state.member_of(job, p2) and mesh[p2].sched.timed()
@@ -335,11 +341,7 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
         mesh.hold = lambda ev, to: held and to == p2 and lane_of(ev.origin) is not None
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
-        while not mesh.sent(EventType.JOB_MEMBERS):
-            for pid in (p0, p1):
-                for key in mesh[pid].runner.running:
-                    mesh[pid].runner.finish(key, duration_s=5.0)
-            await mesh.advance(1.0)
+        await until_spread(mesh, (p0, p1))
         await mesh.advance(1.0)
         await mesh.restart(p2)
         assert mesh[p2].sched.timed()  # waits again (and asked the adder again)
@@ -386,11 +388,7 @@ async def test_a_peer_added_runs_the_open_chunks_once_the_lanes_come() -> None:
         mesh.hold = lambda ev, to: held and to == p2 and lane_of(ev.origin) is not None
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
-        while not mesh.sent(EventType.JOB_MEMBERS):
-            for pid in (p0, p1):
-                for key in mesh[pid].runner.running:
-                    mesh[pid].runner.finish(key, duration_s=5.0)
-            await mesh.advance(1.0)
+        await until_spread(mesh, (p0, p1))
         await mesh.advance(1.0)
         assert mesh[p2].runner.started == []
         held = False  # (the pair round's answer and the pushes held back come now)
@@ -521,11 +519,7 @@ async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
         mesh.hold = lambda ev, to: to == p2 and lane_of(ev.origin) is not None  # none reach it
         job = mesh.submit(p0, writes(12), members=[p0, p1])
         await mesh.settle()
-        while not mesh.sent(EventType.JOB_MEMBERS):
-            for pid in (p0, p1):
-                for key in mesh[pid].runner.running:
-                    mesh[pid].runner.finish(key, duration_s=5.0)
-            await mesh.advance(1.0)
+        await until_spread(mesh, (p0, p1))
         added_at = mesh.clock()
         assert job in mesh[p2].sched._joining
         await mesh.advance(CFG.lease_s - 3.0)
