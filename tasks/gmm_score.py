@@ -75,7 +75,11 @@ def score_samples(w: Array, means: Array, cov: Array, x: Array, x2: Array | None
     (weights `w`, K x D `means` and `cov`); `x2` is x ** 2 if the caller has it already.
     The plain formula's bits (module docstring) for finite inputs, save where a partial
     result is subnormal (under 2.2e-308, which needs frame or model values under about
-    1e-154; MFCC frames are not): there halving is not exact."""
+    1e-154; MFCC frames are not): there halving is not exact. The frames are taken in C
+    order (copied if need be): OpenBLAS multiplies Fortran-ordered frames with other
+    kernels, whose last bit differs for some shapes (docs/benchmarks.md, session 39 helper a)."""
+    x = np.ascontiguousarray(x)
+    x2 = None if x2 is None else np.ascontiguousarray(x2)
     prec_chol = 1.0 / np.sqrt(cov)
     log_det = np.sum(np.log(prec_chol), axis=1)
     prec = prec_chol ** 2

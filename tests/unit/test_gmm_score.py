@@ -61,3 +61,21 @@ def test_pairwise_rows_sums_in_numpys_order(k: int) -> None:
         for row in a[1:]:
             one_by_one += row
         assert not np.array_equal(one_by_one, want)
+
+
+@pytest.mark.parametrize("k", [1, 2, 8])
+def test_score_samples_of_fortran_ordered_frames_has_the_c_ordered_bits(k: int) -> None:
+    """Frames handed over in Fortran order (a transposed or sliced array) score as the same
+    frames in C order do: OpenBLAS would multiply them with other kernels."""
+    rng = np.random.default_rng(100 + k)
+    for d, n in ((13, 1000), (40, 257), (13, 300)):
+        x = rng.normal(size=(n, d)) * 7.0
+        w = rng.dirichlet(np.ones(k))
+        means = rng.normal(size=(k, d)) * 21.0
+        cov = rng.uniform(0.01, 5.0, size=(k, d)) * 49.0
+        want = _plain_score(w, means, cov, x).view(np.int64)
+        xf = np.asfortranarray(x)
+        assert np.array_equal(gmm_score.score_samples(w, means, cov, xf).view(np.int64), want)
+        assert np.array_equal(
+            gmm_score.score_samples(w, means, cov, xf, np.asfortranarray(x ** 2)).view(np.int64),
+            want)
