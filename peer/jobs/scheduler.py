@@ -44,12 +44,13 @@ from peer.log import (
     ChunkState,
     Event,
     EventType,
+    JobEnded,
     JobSubmitted,
     Member,
     MeshState,
     TaskKey,
 )
-from peer.log.fold import SplitKey, n_chunks
+from peer.log.fold import SplitKey, end_flaw, n_chunks
 from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous
 from tasks.registry import TaskDef
@@ -167,6 +168,10 @@ class Scheduler:
         self._lanes_moved: set[str] = set()
         self._lanes_peers: frozenset[str] = frozenset()
         self._ending: dict[str, float] = {}
+        # Lanes jobs whose JOB_ENDED this home emitted in this run that the fold refused for
+        # good (`fold.end_flaw`: a bug, or a clock set back past an output's): not emitted
+        # again until a restart (each would be refused alike, one every end_grace_s)
+        self._end_refused: set[str] = set()
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
         # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
@@ -613,6 +618,7 @@ class Scheduler:
             self._lanes_moved.discard(job)
             self._added.discard(job)
             self._ending.pop(job, None)
+            self._end_refused.discard(job)
 
     def _note_task(self, ev: Event, p: Mapping[str, Any]) -> None:
         """`_note` of an event about a task or one of its chunks."""
@@ -796,7 +802,8 @@ class Scheduler:
             self._lanes_moved.discard(job)
             if (job not in self._lanes_live or me not in st.members_of.get(job, ())
                     or members.home(job, st, live) != me
-                    or any(e.origin == me for e in st.unended.get(job, {}).values())):
+                    or any(e.origin == me for e in st.unended.get(job, {}).values())
+                    or job in self._end_refused):
                 self._ending.pop(job, None)
                 continue
             try:
@@ -807,8 +814,12 @@ class Scheduler:
                     self._lanes_moved.add(job)  # (looked at again next tick)
                 else:  # (outputs over a quarter of max_split_bytes: listed)
                     del self._ending[job]
-                    self.emit(EventType.JOB_ENDED, framed(payload, self.cfg.max_split_bytes // 4,
-                                                          self.planner.stored))
+                    ev = self.emit(EventType.JOB_ENDED, framed(
+                        payload, self.cfg.max_split_bytes // 4, self.planner.stored))
+                    if (flaw := end_flaw(ev, ev.body_as(JobEnded))) is not None:
+                        self._end_refused.add(job)
+                        log.error("%s: our JOB_ENDED %s is refused for good: %s (not "
+                                  "emitted again until a restart)", job, ev.id, flaw)
             except Exception:  # a bug must not stop the scheduler (retried next tick)
                 self._lanes_moved.add(job)
                 log.exception("ending job %s", job)

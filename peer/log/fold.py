@@ -660,8 +660,9 @@ class MeshState:
     ended: dict[str, Event] = field(default_factory=dict)  # job -> its first JOB_ENDED
     # Job -> the JOB_ENDEDs of it held but not folded (`end_refusal`: who may end a job),
     # by id: each is folded once the events that make it admissible are (its JOB_SUBMITTED,
-    # a JOB_MEMBERS naming its origin: both may come later), never if it names what the job
-    # did not make. Their count is this table's (/metrics: `sizes`); they leave with the job.
+    # a JOB_MEMBERS naming its origin: both may come later). One whose body alone names what
+    # the job cannot have made (`end_flaw`) is refused for good, not kept here. Their count
+    # is this table's (/metrics: `sizes`); they leave with the job.
     unended: dict[str, dict[tuple[str, int], Event]] = field(default_factory=dict)
     # Job -> (the id of its JOB_ENDED whose outputs are in a `listing`, that body with the
     # listing's outputs and producers): set once the listing was fetched, read and folded
@@ -1448,13 +1449,14 @@ def end_inputs(s: MeshState, job: str) -> tuple[int, tuple[str, int] | None, int
 
 def _job_ended(s: MeshState, ev: Event, b: JobEnded) -> None:
     """A lanes job's end, if its origin may end the job (`end_refusal`; else held in
-    `unended`, folded once it may). Held, not folded, while lanes are off
+    `unended`, folded once it may, unless its body alone refuses it whatever comes:
+    `end_flaw`, refused for good, kept in no table). Held, not folded, while lanes are off
     (`MeshState.lanes_on`)."""
     if not s.lanes_on:
         return
     if end_refusal(s, ev, b) is None:
         _end(s, ev, b)
-    else:
+    elif end_flaw(ev, b) is None:
         s.unended.setdefault(b.job, {})[ev.id] = ev
 
 

@@ -19,7 +19,7 @@ from peer.config import PeerConfig
 from peer.jobs.ending import job_ended
 from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, JobEnded, MeshState, fold
-from peer.log.fold import end_refusal
+from peer.log.fold import end_flaw, end_refusal
 from peer.log.lanes import lane
 from peer.node import Node
 
@@ -79,32 +79,53 @@ def test_the_home_or_another_member_may_end_the_job() -> None:
     assert folded_end(lanes_fold([submitted([A, B]), ended(B)]))
 
 
-@pytest.mark.parametrize(("why", "events"), [
-    ("is no member", [submitted([A, B]), ended(C)]),
-    ("`members` is not here", [submitted(None), ended(A)]),  # (a job without members)
-    ("`members` is not here", [ended(A)]),  # (its JOB_SUBMITTED not here yet)
+# (for_good: what `end_flaw` finds in the body alone, which no event folded later admits)
+@pytest.mark.parametrize(("why", "events", "for_good"), [
+    ("is no member", [submitted([A, B]), ended(C)], False),
+    ("`members` is not here", [submitted(None), ended(A)], False),  # (a job without members)
+    ("`members` is not here", [ended(A)], False),  # (its JOB_SUBMITTED not here yet)
     ("`producers` names a CID that is no output", [
-        submitted([A, B]), ended(A, producers={OTHER_CID: [C]})]),
-    ("order is not between", [submitted([A, B], hlc=250), ended(A)]),  # made before it
-    ("order is not between", [submitted([A, B]), ended(A, hlc=150)]),  # made after the end
-    ("order is not between", [submitted([A, B]), ended(A, out=(300, A, 2))]),  # the end's
+        submitted([A, B]), ended(A, producers={OTHER_CID: [C]})], True),
+    ("order is not between", [submitted([A, B], hlc=250), ended(A)], False),  # made before it
+    ("order is not between", [submitted([A, B]), ended(A, hlc=150)], True),  # after the end
+    ("order is not between", [submitted([A, B]), ended(A, out=(300, A, 2))], True),  # the end's
     # (review r1, risk 2: on 99be419 each of these is folded)
-    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, "zz", 1))]),
-    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, A, 1))]),  # a stream
-    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, lane(C, JOB), 1))]),
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, "zz", 1))], True),
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, A, 1))], True),  # a stream
+    ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, lane(C, JOB), 1))], False),
     ("is no lane of a member", [submitted([A, B]), ended(A, out=(200, lane(B, "j" + "0" * 12),
-                                                                   1))]),  # another job's
-    ("is no task of the job", [submitted([A, B]), ended(A, task="u")]),
+                                                                   1))], True),  # another job's
+    ("is no task of the job", [submitted([A, B]), ended(A, task="u")], False),
 ])
 def test_a_job_ended_that_may_not_end_its_job_is_held_not_folded(
-        why: str, events: list[Event]) -> None:
+        why: str, events: list[Event], for_good: bool) -> None:
     """(On 2b5ab6b each is folded: its outputs enter the cache and its producers the
-    providers, whoever made it.)"""
+    providers, whoever made it.) One its body alone refuses (`end_flaw`) is refused for
+    good: held (in the log), folded nowhere, kept in no table (session 40: on a95f359 it
+    stayed in `unended` until its job left memory, looked at again at each JOB_SUBMITTED
+    and JOB_MEMBERS of the job)."""
     s = lanes_fold(events)
-    assert held_end(s), why
-    assert s.holds(events[-1].id)  # (held: in the log, counted in the heads, served)
     ev = events[-1]
+    if for_good:
+        assert JOB not in s.ended and "k" not in s.outputs and not s.providers.get(CID)
+        assert s.unended == {}, why
+        assert end_flaw(ev, ev.body_as(JobEnded)) is not None
+    else:
+        assert held_end(s), why
+        assert end_flaw(ev, ev.body_as(JobEnded)) is None
+    assert s.holds(ev.id)  # (held: in the log, counted in the heads, served)
     assert why in (end_refusal(s, ev, ev.body_as(JobEnded)) or "")
+
+
+def test_a_job_ended_refused_for_good_stays_so_whatever_comes_after_it() -> None:
+    """The events that admit a JOB_ENDED held for what may come (its JOB_SUBMITTED, a
+    JOB_MEMBERS adding its origin) do not admit one its body refuses, in any order; the
+    job's own JOB_ENDED is folded whatever order the flawed one came in."""
+    flawed = ended(C, hlc=150)  # (its output made after its end)
+    evs = [submitted([A, B]), joined(C), flawed, ended(A), done()]
+    for order in itertools.permutations(evs):
+        s = lanes_fold(list(order), me=A)
+        assert folded_end(s) and s.ended[JOB].origin == A and s.holds(flawed.id)
 
 
 def test_a_job_ended_held_for_what_comes_later_is_folded_then_in_any_order() -> None:

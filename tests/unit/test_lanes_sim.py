@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -227,6 +228,38 @@ async def test_the_home_makes_a_jobs_end_again_only_after_an_event_of_the_job(
     for _ in range(20):
         await mesh.advance(TURN_S)
     assert len(calls) == before
+
+
+async def test_a_home_whose_job_ended_its_fold_refuses_for_good_emits_it_once(
+        make_mesh: MeshFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Session 40.) A JOB_ENDED whose body alone is flawed (`end_flaw`; here an output's
+    order past the end, as a clock set back could make) is kept in no table (on a95f359 it
+    stayed in `unended` until its job left memory), and its home, which that table held
+    back, does not emit another one every end_grace_s."""
+    real = scheduler.job_ended
+
+    def flawed(state: MeshState, job: str, max_attempts: int) -> dict[str, Any] | None:
+        got = real(state, job, max_attempts)
+        if got is not None:
+            for out in got["outputs"].values():
+                out[2] += 1000_000 << 16  # (its TASK_DONE's HLC 1,000 s later: past the end)
+        return got
+
+    monkeypatch.setattr(scheduler, "job_ended", flawed)
+    mesh = make_mesh()
+    a, b, _c = mesh.peers
+    job = mesh.submit(a, TASKS, implicit=None, members=[a, b])
+    for _ in range(40):
+        await mesh.advance(TURN_S)
+        if mesh.sent(EventType.JOB_ENDED):
+            break
+    for _ in range(int(4 * CFG.end_grace_s / TURN_S)):
+        await mesh.advance(TURN_S)
+    [ended] = mesh.sent(EventType.JOB_ENDED)
+    assert ended.origin == a
+    for pid in mesh.peers:
+        st = mesh[pid].state
+        assert job not in st.ended and not st.unended and st.holds(ended.id)
 
 
 async def test_a_members_view_names_the_peers_that_ran_chunks_not_their_lanes(
