@@ -13,7 +13,16 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from peer.errors import BanzaiError, InvalidEvent, NotFound, TooLarge
+from peer.errors import (
+    BanzaiError,
+    DataError,
+    IntegrityError,
+    InvalidEvent,
+    NotFound,
+    StorageFull,
+    TooLarge,
+)
+from peer.ipfs.kubo import KuboError
 from peer.jobs.claims import chunk_done, chunk_exhausted, job_state, task_status
 from peer.jobs.retention import ended_hlc, finished_at
 from peer.jsontext import loads
@@ -34,6 +43,12 @@ MAX_BACKOFF_STEPS = 64
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
 # listing of 100,000 outputs, 84 MiB); the others are read again when asked again
 MAX_KEPT_BYTES = 32 << 20
+# The store's errors reading a listing that say nothing of the listing (`EndListings` backs
+# them off, does not refuse it): a block corrupt on this disk that no live peer repaired
+# (`IntegrityError`; also a UnixFS file whose nodes lie about their sizes, the listing's
+# doing but bounded by the back-off), a data dir file damaged, a full disk, Kubo unreachable.
+# (A malformed DAG or a directory, a StoreError or BadDag, is the listing's: refused.)
+STORE_CONDITIONS = (IntegrityError, DataError, StorageFull, KuboError)
 # How long a listing read but not admitted yet waits before /api/health counts it
 # (`EndListings.waiting_long`): its JOB_MEMBERS or JOB_SUBMITTED should come within seconds
 LONG_WAIT_S = 600.0
@@ -116,7 +131,8 @@ def read_listing(store: Readable, ev: Event, max_bytes: int) -> tuple[JobEnded, 
     so the event loop waits for neither. TooLarge naming the CID if they exceed
     `max_bytes`, BanzaiError if they are not UTF-8 JSON within the bounds, not a listing
     (`listing_body`) or name what no event folded later can admit (`end_flaw`): refusals for
-    good; NotFound if it is not here."""
+    good; NotFound if it is not here; one of STORE_CONDITIONS if this store cannot read it
+    (not the listing's doing)."""
     cid = str(ev.payload["listing"])
     raw = b"".join(store.cat(cid, 0, max_bytes + 1))
     if len(raw) > max_bytes:
@@ -161,15 +177,17 @@ class EndListings:
     and checked (`read_listing`, in a thread) and folded (`MeshState.fold_listing`), then
     its JOB_ENDED noted again (`rescan`: the compactor's `note`, whose next pass makes the
     record as of an inline one). One not fetched (no peer served it) or that failed
-    otherwise (e.g. an OSError reading it: logged once) is tried again after 1, 2, 4 ... up
-    to MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`: e.g. an
+    otherwise (e.g. an OSError reading it, or this store's error: a corrupt block not
+    repaired, a full disk; logged once) is tried again after 1, 2, 4 ... up to
+    MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`: e.g. an
     output of a member whose JOB_MEMBERS is not here yet) is kept read (its body while the
     bodies kept hold at most MAX_KEPT_BYTES of JSON) and asked again once what
     `end_refusal` reads of its job grew (`end_inputs`), folded at the first step that
     admits it (`waiting_long` counts those waiting over LONG_WAIT_S). One refused (too
     large, not JSON, not a listing, or naming what no later event can admit: `end_flaw`;
-    hostile input) is logged once, naming the job and the CID, and not read again: the job
-    stays as before (in memory, ended, no record)."""
+    hostile input) is logged once, naming the job and the CID, and not read again (in this
+    run: its bytes are its CID's, so a read again finds the same; a restart reads it once
+    more): the job stays as before (in memory, ended, no record)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
@@ -261,7 +279,8 @@ class EndListings:
     async def _read(self, job: str, cid: str, ev: Event) -> tuple[JobEnded, int] | None:
         """`ev`'s body with listing `cid` and its size, fetched here (at most about
         `max_bytes`) and read (`read_listing`); None if it is not here (tried again after a
-        back-off) or refused (for good: logged once)."""
+        back-off) or refused (for good: logged once; STORE_CONDITIONS are raised, for `step`
+        to back it off: the same listing may read well once the store can)."""
         try:
             if self.fetch is not None:
                 # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
@@ -272,6 +291,8 @@ class EndListings:
                      "again in %d steps)", job, cid, e.message,
                      self.waits.get((job, cid), (0, 1))[1])
             self._back_off(job, cid)
+        except STORE_CONDITIONS:  # (this store's, not the listing's: `step` backs it off)
+            raise
         except BanzaiError as e:
             self.refused[(job, cid)] = e.message
             log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "

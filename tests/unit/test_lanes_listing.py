@@ -368,3 +368,44 @@ async def test_a_listing_that_fails_otherwise_backs_off_and_the_others_are_folde
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
     finally:
         node.log.close()
+
+
+async def test_a_listing_whose_block_is_corrupt_here_backs_off_and_is_folded_once_fetched(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(Session 40.) A store error reading a good listing (here its block corrupt on this
+    disk, removed, no live peer to repair it from: IntegrityError; likewise a full disk,
+    Kubo unreachable: `ending.STORE_CONDITIONS`) was taken for the listing's fault:
+    refused for good on a95f359, the job never got its record in this run. It is this
+    store's condition: logged once, tried again after 1, 2, 4 ... steps, and folded once a
+    peer serves the block."""
+    node = _node(tmp_path)
+    try:
+        raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
+        cid = node.store.add_bytes(raw, 1)
+        _ended(node, outputs={}, producers={}, listing=cid)
+        node.catchup.compact()
+        block = node.store.block_file(cid)
+        assert block is not None
+        block.write_bytes(raw[:-1] + b" ")  # (the disk's damage: same size, other bytes)
+        caplog.set_level(logging.INFO, logger="peer.jobs.ending")
+        await node.end_listings.step()
+        lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
+        assert len(lines) == 1 and JOB in lines[0] and cid in lines[0], lines
+        assert "IntegrityError" in lines[0] and "corrupt" in lines[0]
+        assert not node.end_listings.refused and (JOB, cid) in node.end_listings.waits
+        assert node.lanes_health()["listings_refused"] == 0
+        fetched: list[str] = []
+
+        async def fetch(cids: Any, max_bytes: int) -> None:  # (a peer serves it now)
+            fetched.extend(cids)
+            assert node.store.add_bytes(raw, 1) == cid
+
+        node.end_listings.fetch = fetch
+        for _ in range(2):  # (its back-off: one step skipped)
+            await node.end_listings.step()
+        assert fetched == [cid] and JOB in node.state.listed
+        assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
+        node.catchup.compact()
+        assert JOB in node.state.compacted and node.index.record(JOB) is not None
+    finally:
+        node.log.close()
