@@ -91,24 +91,34 @@ def spread_to(job: str, state: MeshState, live: Mapping[str, int], work_s: float
     return out
 
 
-def join_heads(job: str, heads: object) -> dict[str, int]:
-    """What a peer added to lanes job `job` by a JOB_MEMBERS waits to hold before it runs any
-    of the job (design 5.3): the JOB_MEMBERS's `heads` (lane origin -> seq, its adder's heads
-    of the job's lanes then; LANES_FEATURE, written by `_spread` since session 38), of the
-    job's lanes only, each seq a positive int (a peer's wire data: anything else is left
-    out, so a malformed entry waits for nothing). Empty without `heads` (an orphan takeover
-    adds itself: there are no lanes to wait for; an adder of an earlier release)."""
+def join_heads(state: MeshState, me: str, job: str, heads: object) -> dict[str, int]:
+    """What `me`, added to lanes job `job` by a JOB_MEMBERS, waits to hold before it runs
+    any of the job (design 5.3): the JOB_MEMBERS's `heads` (lane origin -> seq, its adder's
+    heads of the job's lanes then; LANES_FEATURE, written by `_spread` since session 38), of
+    the lanes of the job's members (as folded here) but `me` only (a lane of no member holds
+    nothing a member runs, and `me` emitted nothing in the job: `joins`), each seq a
+    positive int (a peer's wire data: anything else is left out, so a malformed entry waits
+    for nothing). Empty without `heads` (an orphan takeover adds itself: there are no lanes
+    to wait for; an adder of an earlier release)."""
     if not isinstance(heads, Mapping):
         return {}
+    held = state.members_of.get(job, set()) - {me}
     return {o: q for o, q in heads.items() if (got := lane_of(o)) is not None and got[1] == job
-            and type(q) is int and q > 0}
+            and got[0] in held and type(q) is int and q > 0}
 
 
-def caught_up(state: MeshState, heads: Mapping[str, int]) -> bool:
-    """Does `state` hold every lane of `heads` up to its seq there (contiguously: its
-    `heads`)?"""
-    held = state.heads
-    return all(held.get(o, 0) >= q for o, q in heads.items())
+def caught_up(state: MeshState, heads: Mapping[str, int], since_hlc: int) -> bool:
+    """Does `state` hold every lane of `heads` (a JOB_MEMBERS's, `join_heads`, of HLC
+    `since_hlc`) as far as its adder held it then: contiguously up to its seq there, or up
+    to an event of the lane made at or after `since_hlc` (its adder, whose clock had passed
+    every event it held, held none such, so none past it either)? A seq an adder made up
+    past a lane's end is waited for until that lane's next event comes, not lease_s."""
+    held, logs = state.heads, state.by_origin
+    for o, q in heads.items():
+        h = held.get(o, 0)
+        if h < q and ((last := logs.get(o, {}).get(h)) is None or last.hlc < since_hlc):
+            return False
+    return True
 
 
 def joins(state: MeshState, me: str, job: str) -> bool:
@@ -125,13 +135,14 @@ def joins(state: MeshState, me: str, job: str) -> bool:
 
 
 def still_joining(state: MeshState, me: str, jobs: Collection[str],
-                  ) -> dict[str, tuple[str, dict[str, int]]]:
+                  ) -> dict[str, tuple[Event, dict[str, int]]]:
     """Of lanes jobs `jobs`, those whose wait to join (design 5.3) a restart of `me` cut
-    short, derived from what is held (nothing of the wait is stored): `me` joins the job
+    short (or the JOB_MEMBERS that added it came before its JOB_SUBMITTED), derived from
+    what is held (nothing of the wait is stored): `me` joins the job
     (`joins`: it is a member by an add alone and ran none of it), and does not hold the
     job's lanes up to the `heads` (`join_heads`) of the earliest JOB_MEMBERS naming it
     (the add that made it a member: a later one, a second home's or a hostile member's,
-    does not make it wait again) -> (that add's origin, to ask for them; those heads).
+    does not make it wait again) -> (that add, whose origin to ask for them; those heads).
     One pass over the events in memory, and only if some job could be one (a peer
     restarted in none has no pass)."""
     maybe = {j for j in jobs if joins(state, me, j)}
@@ -143,11 +154,11 @@ def still_joining(state: MeshState, me: str, jobs: Collection[str],
         if b.job in maybe and me in b.add and (
                 (got := first.get(b.job)) is None or ev.order < got.order):
             first[b.job] = ev
-    out: dict[str, tuple[str, dict[str, int]]] = {}
+    out: dict[str, tuple[Event, dict[str, int]]] = {}
     for job, ev in first.items():
-        heads = join_heads(job, ev.payload.get("heads"))
-        if heads and not caught_up(state, heads):
-            out[job] = (ev.origin, heads)
+        heads = join_heads(state, me, job, ev.payload.get("heads"))
+        if heads and not caught_up(state, heads, ev.hlc):
+            out[job] = (ev, heads)
     return out
 
 

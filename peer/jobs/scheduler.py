@@ -175,8 +175,8 @@ class Scheduler:
         self._spread_at: dict[str, float] = {}
         self._orphaned: dict[str, float] = {}
         # Lanes jobs a JOB_MEMBERS added us to whose lanes are not held yet as of the add
-        # (`_join`): until when we wait for them, and the heads to reach
-        self._joining: dict[str, tuple[float, dict[str, int]]] = {}
+        # (`_join`): until when we wait for them, the heads to reach, and the add's HLC
+        self._joining: dict[str, tuple[float, dict[str, int], int]] = {}
         # The running lanes jobs (of `_lanes_live`) an add made us a member of, noted in this
         # run or found at `recover`: a later JOB_MEMBERS naming us again (a second home's, a
         # hostile member's) makes us wait for nothing (`_members_grew`)
@@ -246,11 +246,7 @@ class Scheduler:
         st = self.state
         self._lanes_live = {j for j in st.members_of if _running(st, j)}
         self._lanes_moved = set(self._lanes_live)
-        self._added = {j for j in self._lanes_live if members.joins(st, self.peer_id, j)}
-        # a joiner restarted while it waited for its adder's lanes waits again (`_join`)
-        for job, (adder, heads) in members.still_joining(st, self.peer_id,
-                                                         self._lanes_live).items():
-            self._join(job, adder, heads)
+        self._wait_to_join(self._lanes_live)
 
     async def close(self) -> None:
         if self._loop_task:
@@ -537,6 +533,7 @@ class Scheduler:
             self._members_grew(ev, p["job"])
         elif ev.type == EventType.JOB_SUBMITTED:
             self._dirty.update((p["job"], t["name"]) for t in p["workflow"]["tasks"])
+            self._wait_to_join((p["job"],))
         elif ev.type == EventType.JOB_CANCELLED:
             self._runs.cancel_job(p["job"])
         elif ev.type == EventType.TASK_DONE:
@@ -559,37 +556,52 @@ class Scheduler:
         add, me = ev.payload["add"], self.peer_id
         if (me in add and job in self._lanes_live and job not in self._added
                 and members.joins(self.state, me, job)):
-            self._join(job, peer_of(ev.origin), members.join_heads(job, ev.payload.get("heads")))
+            self._join(job, ev, members.join_heads(self.state, me, job, ev.payload.get("heads")))
         elif peer_of(ev.origin) != me and self.state.member_of(job, me):
             for peer in add:
                 if peer != me:
                     self.catch_up(job, peer)
 
-    def _join(self, job: str, adder: str, heads: Mapping[str, int]) -> None:
-        """A JOB_MEMBERS of `adder` added us to lanes job `job` (design 5.3): its tasks are
-        evaluated here once we hold its lanes up to `heads` (the adder's as of the add:
-        `members.join_heads`), asked of the adder at once (`catch_up`: a pair round, not the
-        next period's), or once lease_s passed without them (then from what is held, as an
-        orphan takeover runs a job: `_look_joining`). Until then we claim nothing of it (a
-        peer without its members' claims would run again what they ran or run). The other
-        members start a pair round of the job with us too (`_members_grew`). Once per job
-        and run (`_added`): the wait is bounded by lease_s from the first add."""
+    def _wait_to_join(self, jobs: Iterable[str]) -> None:
+        """Of lanes jobs `jobs`, those running here that an add made us a member of
+        (`members.joins`) and no add noted here did yet (`_added`) we wait to join as of the
+        earliest such add held (`members.still_joining`; `_join`): at `recover` (a joiner
+        restarted while it waited waits again: the wait is in memory only), and at a
+        JOB_SUBMITTED (one folded after the JOB_MEMBERS that added us, events out of order:
+        then `_members_grew` found no job running, and the job would run here at once)."""
+        st, me = self.state, self.peer_id
+        new = {j for j in jobs if j in self._lanes_live and j not in self._added
+               and members.joins(st, me, j)}
+        self._added |= new
+        for job, (add, heads) in members.still_joining(st, me, new).items():
+            self._join(job, add, heads)
+
+    def _join(self, job: str, add: Event, heads: Mapping[str, int]) -> None:
+        """JOB_MEMBERS `add` added us to lanes job `job` (design 5.3): its tasks are
+        evaluated here once we hold its lanes as far as its adder did (`heads`, its heads
+        then: `members.join_heads`, `members.caught_up`), asked of the adder at once
+        (`catch_up`: a pair round, not the next period's), or once lease_s passed without
+        them (then from what is held, as an orphan takeover runs a job: `_look_joining`).
+        Until then we claim nothing of it (a peer without its members' claims would run
+        again what they ran or run). The other members start a pair round of the job with
+        us too (`_members_grew`). Once per job and run (`_added`): the wait is bounded by
+        lease_s from the first add."""
         self._added.add(job)
         if not heads:  # (an orphan takeover's: no lanes to wait for, no member running)
             self._dirty.update((job, t.name) for t in self.workflow(job).tasks)
-        elif members.caught_up(self.state, heads):
+        elif members.caught_up(self.state, heads, add.hlc):
             self._joined(job)
         else:
-            self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads))
-            self.catch_up(job, adder)
+            self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads), add.hlc)
+            self.catch_up(job, peer_of(add.origin))
 
     def _look_joining(self, job: str, now: float) -> None:
-        """End `job`'s wait to join (`_join`) once its lanes are held up to the heads of the
-        add, or its time is up, or the job left memory."""
-        until, heads = self._joining[job]
+        """End `job`'s wait to join (`_join`) once its lanes are held as far as its adder
+        held them (`members.caught_up`), or its time is up, or the job left memory."""
+        until, heads, since = self._joining[job]
         if job not in self.state.jobs:
             del self._joining[job]
-        elif members.caught_up(self.state, heads):
+        elif members.caught_up(self.state, heads, since):
             self._joined(job)
         elif now >= until:
             log.warning("%s: its members' lanes did not come within %.0f s of our add: "

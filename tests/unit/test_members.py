@@ -163,21 +163,54 @@ def test_spread_to_adds_a_prefix_of_the_non_members_that_holds_the_work_or_all(
 def test_join_heads_keeps_only_positive_seqs_of_the_jobs_lanes() -> None:
     """A JOB_MEMBERS's `heads` are a peer's wire data: what is not a lane of the job with a
     positive int seq waits for nothing (a malformed `heads` makes no wait at all)."""
-    job, other = "j0123456789ab", "j0123456789ac"
-    a, b = "a" * 16, "b" * 16
+    job, other = JOB, "j0123456789ac"
+    a, b = A, B
+    s = state(submitted(members_=[a, b]), added([C]))
     heads = {f"{a}/{job}": 3, f"{b}/{job}": 0, f"{a}/{other}": 5, a: 7, f"{b}/{job}x": 2,
              "x": True}
-    assert members.join_heads(job, heads) == {f"{a}/{job}": 3}
-    assert members.join_heads(job, {f"{a}/{job}": True}) == {}
+    assert members.join_heads(s, C, job, heads) == {f"{a}/{job}": 3}
+    assert members.join_heads(s, C, job, {f"{a}/{job}": True}) == {}
     for bad in (None, [], "h", 3):
-        assert members.join_heads(job, bad) == {}
+        assert members.join_heads(s, C, job, bad) == {}
+
+
+def test_join_heads_waits_for_no_lane_of_a_peer_that_is_no_member_nor_of_the_joiner(
+        ) -> None:
+    """(Session 40.) An adder's `heads` naming a lane of a peer that is no member of the job
+    (no lane event of it ever comes from a member) or the joiner's own lane (it emitted
+    nothing in the job: `joins`) held the joiner for lease_s on a95f359; they are left
+    out. A member's lane, whoever added it, is waited for."""
+    s = state(submitted(members_=[A, B]), added([C]))
+    heads = {f"{A}/{JOB}": 3, f"{C}/{JOB}": 2, f"{D}/{JOB}": 10**9}
+    assert members.join_heads(s, C, JOB, heads) == {f"{A}/{JOB}": 3}
+    assert members.join_heads(s, D, JOB, heads) == {f"{A}/{JOB}": 3, f"{C}/{JOB}": 2}
 
 
 def test_caught_up_once_the_heads_reach_the_adds() -> None:
     st = MeshState()
     st.heads.update({"o1": 3, "o2": 1})
-    assert members.caught_up(st, {"o1": 3}) and members.caught_up(st, {})
-    assert not members.caught_up(st, {"o1": 3, "o2": 2}) and not members.caught_up(st, {"o3": 1})
+    assert members.caught_up(st, {"o1": 3}, 100) and members.caught_up(st, {}, 100)
+    assert not members.caught_up(st, {"o1": 3, "o2": 2}, 100)
+    assert not members.caught_up(st, {"o3": 1}, 100)
+
+
+def test_caught_up_once_a_lane_holds_an_event_made_after_the_add() -> None:
+    """(Session 40.) A seq an adder made up past a lane's end held the joiner for lease_s on
+    a95f359. The adder's clock had passed every event it held when it emitted the add: a
+    lane held up to an event of HLC at or after the add's holds all the adder held of it."""
+    lane_a = f"{A}/{JOB}"
+    made = [Event(lane_a, i, 10 + 10 * i, EventType.CLAIM,
+                  {"job": JOB, "task": "t", "chunk": 0, "attempt": 0, "split": [A, 1]})
+            for i in (1, 2, 3)]  # (HLCs 20, 30, 40)
+    st = MeshState()
+    for ev in made[:2]:
+        st.record(ev)
+    assert st.heads[lane_a] == 2
+    assert not members.caught_up(st, {lane_a: 10**9}, 31)  # (all held was before the add)
+    assert members.caught_up(st, {lane_a: 10**9}, 30)  # (its seq 2 came at the add or after)
+    st2 = MeshState()
+    st2.record(made[2])  # (held past a gap: not up to it)
+    assert not members.caught_up(st2, {lane_a: 10**9}, 10)
 
 
 def heads_add(add: list[str], heads: dict[str, int], origin: str = B, seq: int = 2) -> Event:
@@ -194,7 +227,8 @@ def test_a_peer_named_at_submission_or_that_ran_some_of_the_job_never_joins_agai
     far = {f"{A}/{JOB}": 10**9}
     s = state(submitted(members_=[A, B]), heads_add([B, C], far, origin=A))
     assert members.still_joining(s, B, [JOB]) == {}
-    assert members.still_joining(s, C, [JOB]) == {JOB: (A, far)}
+    assert {j: (e.origin, h) for j, (e, h) in members.still_joining(s, C, [JOB]).items()} == {
+        JOB: (A, far)}
     assert not members.joins(s, B, JOB) and members.joins(s, C, JOB)
     assert not members.joins(s, D, JOB)  # (no member)
     s.heads[f"{C}/{JOB}"] = 1  # C ran some of it
@@ -210,6 +244,7 @@ def test_a_restarted_joiner_waits_for_the_heads_of_the_add_that_made_it_a_member
     again = heads_add([C], {f"{A}/{JOB}": 10**9, f"{B}/{JOB}": 10**9}, origin=B, seq=5)
     for events in ([first, again], [again, first]):  # (whatever order they came in)
         s = state(submitted(members_=[A, B]), *events)
-        assert members.still_joining(s, C, [JOB]) == {JOB: (A, {f"{A}/{JOB}": 3})}
+        assert {j: (e.origin, h) for j, (e, h) in members.still_joining(s, C, [JOB]).items()
+                } == {JOB: (A, {f"{A}/{JOB}": 3})}
         s.heads[f"{A}/{JOB}"] = 3
         assert members.still_joining(s, C, [JOB]) == {}

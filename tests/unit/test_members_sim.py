@@ -345,8 +345,8 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
         await mesh.advance(1.0)
         await mesh.restart(p2)
         assert mesh[p2].sched.timed()  # waits again (and asked the adder again)
-        [(adder, heads)] = members.still_joining(mesh[p2].state, p2, [job]).values()
-        assert adder == p0 and set(heads) == {f"{p}/{job}" for p in (p0, p1)}
+        [(add, heads)] = members.still_joining(mesh[p2].state, p2, [job]).values()
+        assert add.origin == p0 and set(heads) == {f"{p}/{job}" for p in (p0, p1)}
         for _ in range(5):
             await mesh.advance(1.0)
             assert mesh[p2].runner.started == []  # (on 30bc9d5: it split and ran at once)
@@ -528,5 +528,67 @@ async def test_a_second_add_does_not_make_a_joiner_wait_longer() -> None:
         while mesh.clock() < added_at + CFG.lease_s + 3.0:  # (the first add's bound, then
             await mesh.advance(1.0)  # its rank's split wait, as a joiner whose lanes never came)
         assert mesh[p2].runner.started
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_added_before_its_jobs_submission_came_waits_for_the_lanes_too() -> None:
+    """(Session 40.) A JOB_MEMBERS folded before its JOB_SUBMITTED (events out of order:
+    the sim has no door, whose `members_job` refuses such an add from peers) started no
+    wait: once the JOB_SUBMITTED came, the joiner split and ran the job at once (on
+    a95f359, a run within a second). It waits for the lanes as of the add, as a joiner
+    whose JOB_SUBMITTED came first does (`Scheduler._wait_to_join`)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        submission_held = True
+        mesh.hold = lambda ev, to: to == p2 and (lane_of(ev.origin) is not None or (
+            submission_held and ev.type is EventType.JOB_SUBMITTED))
+        job = mesh.submit(p0, writes(12), members=[p0, p1])
+        await mesh.settle()
+        await until_spread(mesh, (p0, p1))
+        await mesh.advance(0.01)
+        assert mesh[p2].state.member_of(job, p2) and job not in mesh[p2].state.jobs
+        submission_held = False
+        await mesh.advance(0.01)
+        added_at = mesh.clock()
+        assert job in mesh[p2].state.jobs and job in mesh[p2].sched._joining
+        while mesh.clock() < added_at + CFG.lease_s - 1.0:
+            await mesh.advance(1.0)
+            assert mesh[p2].runner.started == []  # (on a95f359: one within a second)
+        for _ in range(3):  # (the bound: then from what it holds)
+            await mesh.advance(1.0)
+        assert mesh[p2].runner.started
+    finally:
+        await mesh.close()
+
+
+async def test_a_seq_an_adder_made_up_holds_a_joiner_only_until_that_lanes_next_event(
+        ) -> None:
+    """(Session 40.) A JOB_MEMBERS whose `heads` name a seq past the end of a member's lane
+    (its adder's word: nothing checks it before the lanes come) held the joiner for lease_s
+    (on a95f359: no run of p2's before it). The adder's clock had passed every event it
+    held: once p2 holds that lane up to an event made after the add (p1's next claim or
+    outcome), it holds all the adder held of it (`members.caught_up`), and runs."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, writes(40), members=[p0, p1])
+        await mesh.settle()
+        heads = mesh[p0].state.lane_heads([job])
+        assert set(heads) == {f"{p}/{job}" for p in (p0, p1)}
+        made_up = {**heads, f"{p1}/{job}": heads[f"{p1}/{job}"] + 10**6}
+        mesh.emit(p0, EventType.JOB_MEMBERS, {"job": job, "add": [p2], "heads": made_up})
+        added_at = mesh.clock()
+        await mesh.advance(0.01)
+        assert job in mesh[p2].sched._joining
+        while mesh.clock() < added_at + 3.0:  # (the members finish a run each second)
+            for pid in (p0, p1, p2):
+                for key in mesh[pid].runner.running:
+                    mesh[pid].runner.finish(key, duration_s=5.0)
+            await mesh.advance(1.0)
+        assert job not in mesh[p2].sched._joining
+        assert mesh[p2].runner.started  # (lease_s is 10 s)
+        assert mesh[p2].state.heads[f"{p1}/{job}"] < made_up[f"{p1}/{job}"]
     finally:
         await mesh.close()
