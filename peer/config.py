@@ -90,6 +90,9 @@ HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s
                "http_max_connections", "http_max_connections_per_address",
                "http_max_event_streams", "http_write_timeout_s", "http_max_snapshot_serves",
                "http_snapshot_wait_s")
+# A lanes job's fixed cost (its JOB_MEMBERS, JOB_ENDED, pair rounds) against what lanes save
+# per task: docs/benchmarks.md, "Session 40, helper c"
+LANES_MIN_JOB_TASKS = 16
 MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
 
 
@@ -216,6 +219,11 @@ class PeerConfig:
         "EXPERIMENTAL: partial replication (docs/design/partial-replication.md): a job's "
         "task events go to its members only (2 peers) while every peer of the mesh announces "
         "it; the others keep its submission and end. Off by default"))
+    lanes_min_job_tasks: int = field(default=LANES_MIN_JOB_TASKS, metadata=setting(
+        "with --lanes, a job of fewer tasks than this (a per-item task counts as more: its "
+        "items are listed only at its split) is held in full by every peer, as without "
+        "lanes: its submission, members, end and pair rounds cost more than lanes save "
+        f"(default {LANES_MIN_JOB_TASKS}; 0: every job in lanes)"))
     max_body_bytes: int = field(default=1_000_000, metadata=setting(
         "largest API request body, e.g. a pipeline, in bytes (default 1000000)"))
     max_tasks_per_job: int = field(default=1000, metadata=setting(
@@ -373,10 +381,11 @@ class PeerConfig:
             raise ConfigError(f"slots: must be at least 1, got {self.slots}", field="slots")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: unknown level {self.log_level!r}", field="log_level")
-        for name in ("max_tasks_per_job", "max_workflow_bytes", "max_body_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}",
-                                  field=name)
+        for name, least in (("max_tasks_per_job", 1), ("max_workflow_bytes", 1),
+                            ("max_body_bytes", 1), ("lanes_min_job_tasks", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name}: must be at least {least}, got "
+                                  f"{getattr(self, name)}", field=name)
         if self.max_attempts < 1:
             raise ConfigError("max_attempts: must be at least 1", field="max_attempts")
         if not self.max_clock_drift_s >= 0:

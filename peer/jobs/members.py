@@ -1,9 +1,10 @@
-"""Who holds and runs a lanes job (docs/design/partial-replication.md, sections 5.3 and 5.4):
-its members in order, its home (who splits its tasks without input, assembles and ends it),
-when it spreads to more peers (scale-out), what a peer it adds waits for before it runs any
-of the job (the members' lanes as of the add) and when a non-member takes it over (orphan
-takeover). Pure functions of the mesh state, the live peers and a time passed in; a job
-without `members` (or any job while lanes are off, `MeshState.lanes_on`) has none of this.
+"""Who holds and runs a lanes job (docs/design/partial-replication.md, sections 5.1, 5.3 and
+5.4): whether a job is big enough to be one, its members in order, its home (who splits its
+tasks without input, assembles and ends it), when it spreads to more peers (scale-out), what
+a peer it adds waits for before it runs any of the job (the members' lanes as of the add)
+and when a non-member takes it over (orphan takeover). Pure functions of the workflow, the
+mesh state, the live peers and a time passed in; a job without `members` (or any job while
+lanes are off, `MeshState.lanes_on`) has none of this.
 """
 
 from __future__ import annotations
@@ -13,10 +14,26 @@ from collections.abc import Collection, Iterable, Mapping
 
 from peer.jobs.claims import Standing, standing
 from peer.jobs.retention import finished_at
+from peer.jobs.spec import Workflow
 from peer.log import Event, EventType, JobMembers, JobSubmitted, MeshState
 from peer.log.fold import n_chunks
 from peer.log.lanes import lane, lane_of
 from peer.rendezvous import rendezvous
+from tasks.registry import TaskDef
+
+
+def lanes_size(wf: Workflow, catalog: Mapping[str, TaskDef]) -> float:
+    """The tasks a job of `wf` runs, as its submitter weighs lanes against full replication
+    (Node.lanes_members: a job of fewer than `lanes_min_job_tasks` is held in full): each
+    task with a call counts one (a source of existing data by CID runs nothing), a per-item
+    task as unbounded (math.inf): its items, and so its chunks, are listed only when it is
+    split, from an input that at submit may not exist yet or not be held here."""
+    n = 0.0
+    for t in wf.tasks:
+        if t.call is not None:
+            tdef = catalog.get(t.call)
+            n += math.inf if tdef is not None and tdef.per_item else 1
+    return n
 
 
 def ordered(state: MeshState, job: str) -> list[str]:

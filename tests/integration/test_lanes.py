@@ -1,6 +1,7 @@
 """Partial replication on real peers (--lanes, experimental: docs/design/partial-replication.md,
 step 10): three peers with lanes on, a job's task events held by its two members only, the
-third keeping its submission and end (the same job list and state) and answering its view."""
+third keeping its submission and end (the same job list and state) and answering its view; a
+job of fewer tasks than --lanes-min-job-tasks held in full by every peer beside it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.log import EventType
 from peer.log.lanes import lane_of
 from tests.conftest import PeerProc, start_peer, stop_peers
 from tests.helpers import get_json as get
@@ -21,6 +23,7 @@ from tests.helpers import wait_job, wait_mesh
 from tests.integration.test_mesh import start_all
 
 TASKS = 200
+SMALL = 3  # tasks of a job under --lanes-min-job-tasks (its default): held in full
 KILL_TASKS = 1000  # (about 10 s of ECHO runs on 2 slots: long enough to kill a member mid-job)
 WAIT_S = 120.0  # a bound on each wait below (the job takes a few seconds on 2 cores)
 
@@ -50,6 +53,21 @@ def _job_rows(p: PeerProc, job: str, origin: str = "%") -> int:
     try:
         return int(db.execute("SELECT count(*) FROM events WHERE payload LIKE ? AND origin "
                               "LIKE ?", (f"%{job}%", origin)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def _mesh_rows(p: PeerProc, job: str) -> dict[EventType, int]:
+    """Event type -> the rows of a stopped peer's log in mesh streams (no lane) that name
+    `job`."""
+    db = sqlite3.connect(p.data_dir / "events.sqlite")
+    try:
+        out: dict[EventType, int] = {}
+        for o, t in db.execute("SELECT origin, type FROM events WHERE payload LIKE ?",
+                               (f"%{job}%",)):
+            if lane_of(o) is None:
+                out[EventType(t)] = out.get(EventType(t), 0) + 1
+        return out
     finally:
         db.close()
 
@@ -160,6 +178,30 @@ def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], kill
     alive = [p for p in trio if p not in victims]
     assert {_state(p, job) for p in alive} == {"done"}
     assert wait_job(other, job, timeout_s=WAIT_S)["state"] == "done"
+
+
+def test_a_small_job_is_held_in_full_by_every_peer_beside_a_lanes_job(
+        trio: list[PeerProc]) -> None:
+    """A job of fewer tasks than --lanes-min-job-tasks (its default), posted while a big job
+    runs in lanes: it names no members, every peer answers its own view of it (none passed on
+    from a member) and holds its task events in the mesh streams, as without lanes, and no
+    JOB_MEMBERS or JOB_ENDED is made of it; the big job stays on its two members."""
+    ids = {_peer_id(p): p for p in trio}
+    big = post(f"{trio[0].url}/api/jobs", _job(TASKS))["job"]
+    small = post(f"{trio[1].url}/api/jobs", _job(SMALL))["job"]
+    members = _members(trio, big)
+    for p in trio:
+        _all_done(p, small, SMALL)
+    assert {_state(p, big) for p in trio} == {"done"}
+    assert all("members" not in _entries(p)[small] for p in trio)
+    stop_peers(trio)
+    for p in trio:
+        rows = _mesh_rows(p, small)
+        task_rows = sum(rows.get(t, 0) for t in (EventType.TURN, EventType.CLAIM,
+                                                 EventType.CHUNK_DONE, EventType.TASK_DONE))
+        assert _lane_rows(p, small) == 0 and task_rows > 0, rows
+        assert EventType.JOB_ENDED not in rows and EventType.JOB_MEMBERS not in rows, rows
+    assert [_lane_rows(p, big) > 0 for pid, p in ids.items()] == [pid in members for pid in ids]
 
 
 def test_a_mesh_with_a_peer_without_lanes_makes_jobs_every_peer_holds(tmp_path: Path) -> None:

@@ -287,6 +287,13 @@ def test_bounds_must_be_positive(name: str) -> None:
     assert e.value.field == name
 
 
+def test_lanes_min_job_tasks_may_be_zero_not_negative() -> None:
+    assert PeerConfig(lanes_min_job_tasks=0).lanes_min_job_tasks == 0  # every job in lanes
+    with pytest.raises(ConfigError) as e:
+        PeerConfig(lanes_min_job_tasks=-1)
+    assert e.value.field == "lanes_min_job_tasks" and "at least 0" in e.value.message
+
+
 # -- values are parsed, never coerced ----------------------------------------------------
 @pytest.mark.parametrize(("line", "field"), [
     ("slots = 2.9", "slots"),  # int(2.9) made it 2, silently

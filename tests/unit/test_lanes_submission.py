@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peer.config import PeerConfig
+from peer.config import LANES_MIN_JOB_TASKS, PeerConfig
 from peer.errors import SpecError
 from peer.jobs.spec import LANES_TOP_KEYS, from_obj, parse, workflow_from_json
 from peer.log import LANES_FEATURE, Event, EventType, JobSubmitted
@@ -65,10 +65,12 @@ class _Gossip:
         return None
 
 
-def _node(d: Path, lanes: bool = True) -> Node:
+def _node(d: Path, lanes: bool = True, min_tasks: int = 0) -> Node:
     """A node on data dir `d` (lanes on unless said), its MEMBER announcing LANES_FEATURE, no
-    live peer yet; no scheduler reactions."""
-    node = Node(PeerConfig(data_dir=d, slots=1, mdns=False, ack_timeout_s=0.0), lanes=lanes)
+    live peer yet; no scheduler reactions. Its jobs of `min_tasks` tasks or more are lanes
+    jobs (`lanes_min_job_tasks`; 0 unless said: every job, as these tests are of lanes jobs)."""
+    node = Node(PeerConfig(data_dir=d, slots=1, mdns=False, ack_timeout_s=0.0,
+                           lanes_min_job_tasks=min_tasks), lanes=lanes)
     node.listeners.clear()
     node.gossip = _Gossip()  # type: ignore[assignment]
     node.emit(EventType.MEMBER, {**node.capabilities(), "features": FEATURES})
@@ -255,6 +257,40 @@ async def test_a_submission_with_lanes_says_members_and_the_lanes_key(
             assert not any(t.newer for t in node.scheduler.workflow(job).tasks)
         else:
             assert "members" not in sub.payload and "lanes" not in sub.payload["workflow"]
+
+
+def _echoes(n: int) -> dict[str, Any]:
+    return {"name": f"w{n}", "tasks": [{"name": f"e{i}", "call": "ECHO", "args": [str(i)]}
+                                       for i in range(n)]}
+
+
+async def test_a_job_of_fewer_tasks_than_lanes_min_job_tasks_is_held_in_full(
+        tmp_path: Path, opened: list[Node]) -> None:
+    """With the default `lanes_min_job_tasks`, a job of fewer tasks names no `members` (every
+    peer holds it in full, as without lanes: a small job pays more for lanes than they
+    save); one of that many, or with a per-item task (its items are listed at its split
+    only), is a lanes job. POST /api/jobs writes the one without `members` and `"lanes"`."""
+    node = _node(tmp_path, min_tasks=LANES_MIN_JOB_TASKS)
+    opened.append(node)
+    _live(node, P1)
+    small = from_obj(_echoes(LANES_MIN_JOB_TASKS - 1), node.catalog)
+    big = from_obj(_echoes(LANES_MIN_JOB_TASKS), node.catalog)
+    per_item = from_obj({"name": "m", "tasks": [
+        {"name": "src", "cid": "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"},
+        {"name": "sum", "call": "CHECKSUM", "args": [], "depends": ["src"]}]}, node.catalog)
+    assert node.lanes_members(J1, small) is None
+    assert node.lanes_members(J1, big) == [node.peer_id, P1]
+    assert node.lanes_members(J1, per_item) == [node.peer_id, P1]
+    _gossip(node).heads = {P1: {node.peer_id: 99}}
+    async with api_client(node) as client:
+        jobs = []
+        for doc in (_echoes(1), _echoes(LANES_MIN_JOB_TASKS)):
+            r = await client.post("/api/jobs", json=doc)
+            assert r.status == 201, await r.text()
+            jobs.append((await r.json())["job"])
+    full, lanes = (node.state.jobs[j].payload for j in jobs)
+    assert "members" not in full and "lanes" not in full["workflow"]
+    assert lanes["members"] == [node.peer_id, P1] and lanes["workflow"]["lanes"] == 1
 
 
 # -- the key is a peer's: a user's is refused; a peer without lanes plans none of such a job ----

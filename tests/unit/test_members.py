@@ -1,9 +1,11 @@
 """Who holds and runs a lanes job (peer/jobs/members.py; design
-docs/design/partial-replication.md sections 5.3, 5.4): its members in order, its home. Pure
-functions of a folded state, the live peers and a time passed in."""
+docs/design/partial-replication.md sections 5.1, 5.3, 5.4): whether a job is big enough to be
+one, its members in order, its home. Pure functions of a workflow, a folded state, the live
+peers and a time passed in."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -11,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.jobs import members
+from peer.jobs.spec import from_obj
 from peer.log import Event, EventType, MeshState
 from peer.log.fold import fold
 from peer.rendezvous import rendezvous
+from tasks import registry
 
 A, B, C, D = "a" * 16, "b" * 16, "c" * 16, "d" * 16
 JOB = "j0123456789ab"
@@ -34,6 +38,19 @@ def added(add: list[str], origin: str = B, seq: int = 1, job: str = JOB) -> Even
 
 def state(*events: Event, lanes_on: bool = True) -> MeshState:
     return fold(list(events), MeshState(lanes_on=lanes_on))
+
+
+def test_a_job_is_sized_by_its_tasks_with_a_call_and_a_per_item_task_as_unbounded() -> None:
+    catalog = registry.load(())
+    echo = [{"name": f"e{i}", "call": "ECHO", "args": [str(i)]} for i in range(3)]
+    assert members.lanes_size(from_obj({"name": "w", "tasks": echo}, catalog), catalog) == 3
+    with_source = [{"name": "src", "cid": CID}, *echo]  # (a source runs nothing)
+    wf = from_obj({"name": "w", "tasks": with_source}, catalog)
+    assert members.lanes_size(wf, catalog) == 3
+    per_item = [{"name": "src", "cid": CID},
+                {"name": "sum", "call": "CHECKSUM", "args": [], "depends": ["src"]}]
+    wf = from_obj({"name": "w", "tasks": per_item}, catalog)
+    assert members.lanes_size(wf, catalog) == math.inf  # its items: listed at its split
 
 
 def test_the_members_are_the_submitted_list_then_the_added_ones() -> None:
