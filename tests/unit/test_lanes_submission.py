@@ -272,7 +272,7 @@ async def test_a_job_of_fewer_tasks_than_lanes_min_job_tasks_is_held_in_full(
     only), is a lanes job. POST /api/jobs writes the one without `members` and `"lanes"`."""
     node = _node(tmp_path, min_tasks=LANES_MIN_JOB_TASKS)
     opened.append(node)
-    _live(node, P1)
+    _live(node, P1, calls=("ECHO", "CHECKSUM"))
     small = from_obj(_echoes(LANES_MIN_JOB_TASKS - 1), node.catalog)
     big = from_obj(_echoes(LANES_MIN_JOB_TASKS), node.catalog)
     per_item = from_obj({"name": "m", "tasks": [
