@@ -90,9 +90,10 @@ HTTP_LIMITS = ("http_header_timeout_s", "http_idle_timeout_s", "http_body_idle_s
                "http_max_connections", "http_max_connections_per_address",
                "http_max_event_streams", "http_write_timeout_s", "http_max_snapshot_serves",
                "http_snapshot_wait_s")
-# A lanes job's fixed cost (its JOB_MEMBERS, JOB_ENDED, pair rounds) against what lanes save
-# per task: docs/benchmarks.md, "Session 40, helper c"
-LANES_MIN_JOB_TASKS = 16
+# The smallest job lanes were measured to save CPU on (3 peers, jobs of 1-64 ECHO tasks): below
+# it none, and its end reaches non-members end_grace_s late (docs/benchmarks.md, "Session 40,
+# helper c")
+LANES_MIN_JOB_TASKS = 32
 MAX_INLINE_OUTPUT_BYTES = 16384  # an event carries 4/3 of it, to every peer
 
 
@@ -222,7 +223,7 @@ class PeerConfig:
     lanes_min_job_tasks: int = field(default=LANES_MIN_JOB_TASKS, metadata=setting(
         "with --lanes, a job of fewer tasks than this (a per-item task counts as more: its "
         "items are listed only at its split) is held in full by every peer, as without "
-        "lanes: its submission, members, end and pair rounds cost more than lanes save "
+        "lanes: lanes save such a job no CPU, and its end reaches the other peers later "
         f"(default {LANES_MIN_JOB_TASKS}; 0: every job in lanes)"))
     max_body_bytes: int = field(default=1_000_000, metadata=setting(
         "largest API request body, e.g. a pipeline, in bytes (default 1000000)"))

@@ -755,12 +755,13 @@ class Node:
         """The `members` of our JOB_SUBMITTED of `wf` as `job` (docs/design/
         partial-replication.md, 5.1), or None: a job every peer holds in full, as before lanes.
         Only with lanes on, for a job of `lanes_min_job_tasks` tasks or more
-        (`members.lanes_size`: a smaller one's JOB_MEMBERS, JOB_ENDED and pair rounds cost
-        more than lanes save), and while every live peer and every member the fold knows
-        (live or not, unless revoked) announce LANES_FEATURE (`Scheduler.every_member`: one of
-        the previous release away now would come back to a job it cannot see run). Then us
-        (the home) and `submit_acks` replicas: the live peers that run one of its calls at
-        least, by rendezvous hash of (job, peer), those with a free slot first."""
+        (`members.lanes_size`: lanes save a smaller one no CPU, and its end would reach
+        non-members only with its JOB_ENDED, `end_grace_s` late), and while every live peer
+        and every member the fold knows (live or not, unless revoked) announce LANES_FEATURE
+        (`Scheduler.every_member`: one of the previous release away now would come back to a
+        job it cannot see run). Then us (the home) and `submit_acks` replicas: the live peers
+        that run one of its calls at least, by rendezvous hash of (job, peer), those with a
+        free slot first."""
         if (not self.state.lanes_on
                 or members.lanes_size(wf, self.catalog) < self.cfg.lanes_min_job_tasks
                 or not self.scheduler.every_member(LANES_FEATURE)):
