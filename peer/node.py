@@ -68,6 +68,8 @@ from peer.jobs.retention import (
 from peer.jobs.scheduler import Scheduler, SchedulerConfig
 from peer.jobs.spec import LANES_TOP_KEYS, Workflow, Workflows
 from peer.log import (
+    ARG_SPLITS,
+    ARGSPLITS_FEATURE,
     BATCH_FEATURE,
     CLAIMED_FEATURE,
     DONE_FEATURE,
@@ -161,7 +163,7 @@ Listener = Callable[[Event], None]
 # leave past the grace once every member announces it, docs/architecture.md, Compaction,
 # item 9)
 FEATURES = (BATCH_FEATURE, SNAPSHOT_FEATURE, SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE)
+            CLAIMED_FEATURE, FIXNONCE_FEATURE, TOMB_FEATURE, ARGSPLITS_FEATURE)
 # we understand
 WRITE_RETRY_S = 0.5  # a failed write of the log is retried this often (and at every flush),
 # and a failed fsync of received events (rewritten first)
@@ -737,11 +739,17 @@ class Node:
         would take that key for a newer peer's and run none of the job's tasks."""
         return self._all_announce(SPLITS_FEATURE)
 
+    def arg_splits(self) -> bool:
+        """True if every live member folds implicit splits and splits by values
+        (ARGSPLITS_FEATURE): a job submitted here may then say `"splits": "args"`. A peer of
+        the previous version would take that for a newer peer's and run none of the job."""
+        return self.implicit_splits() and self._all_announce(ARGSPLITS_FEATURE)
+
     def local_first(self, job: str, wf: Workflow) -> bool:
         """Whether the JOB_SUBMITTED of `wf`, submitted here, says `local` (this peer comes
         first for its tasks without input: `Scheduler.takes_first`): only with implicit
         splits and while every live member ranks by it (LOCAL_FEATURE)."""
-        return (wf.splits == IMPLICIT_SPLITS and self._all_announce(LOCAL_FEATURE)
+        return (wf.splits in (IMPLICIT_SPLITS, ARG_SPLITS) and self._all_announce(LOCAL_FEATURE)
                 and self.scheduler.takes_first(job, wf))
 
     def claims_first(self, job: str, wf: Workflow) -> bool:

@@ -79,7 +79,8 @@ def _check_urls(params: Mapping[str, Any]) -> None:
             raise ArgError(f"{url!r}: {e.message}", field=f"urls[{i}]") from None
 
 
-@task("FETCH_FESTVOX", version="1", needs_input=False, check=_check_urls, args=[
+@task("FETCH_FESTVOX", version="1", needs_input=False, check=_check_urls, split_arg="urls",
+      args=[
     Arg("urls", "str", variadic=True,
         doc="festvox zip(s): http:// or https:// URLs, one speaker each (public addresses, "
             "or those the peer allows with --fetch-allow)"),

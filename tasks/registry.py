@@ -158,6 +158,11 @@ class TaskDef:
     # results (in a worker, as the split's last chunk, once the others are done); its
     # output is the task's
     reduce: Callable[..., Any] | None = None
+    # a whole task without input: the name of its variadic argument whose values a split
+    # may run in chunks on several peers, each chunk the task on its values alone; the
+    # task's output is the merge of the chunks' output directories, whose top-level names
+    # must differ (the task's output on all values must be that merge)
+    split_arg: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -227,19 +232,24 @@ _REGISTRY: dict[str, TaskDef] = {}
 def task(name: str, *, version: str = "1", args: Iterable[Arg] = (), per_item: bool = False,
          items: str = "*", passthrough: bool = False, needs_input: bool = True,
          check: Checker | None = None, warm: Warm | None = None, groups: bool = False,
-         reduce: Callable[..., Any] | None = None,
+         reduce: Callable[..., Any] | None = None, split_arg: str | None = None,
          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `fn` as task `name`. Bump `version` when its output changes; `warm` is its
-    warm-up (see Warm); `groups` and `reduce`: see TaskDef."""
+    warm-up (see Warm); `groups`, `reduce` and `split_arg`: see TaskDef."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         d = TaskDef(name=name, version=version, fn=fn, args=tuple(args), per_item=per_item,
                     items=items, passthrough=passthrough, needs_input=needs_input, doc=doc,
                     check=check, module=fn.__module__, warm=warm, groups=groups,
-                    reduce=reduce)
+                    reduce=reduce, split_arg=split_arg)
         if (groups or reduce is not None) and not per_item:
             raise ValueError(f"task {name}: groups and reduce are for per-item tasks")
+        if split_arg is not None and (per_item or needs_input or not d.args
+                                      or d.args[-1].name != split_arg
+                                      or not d.args[-1].variadic):
+            raise ValueError(f"task {name}: split_arg must name the variadic last argument "
+                             "of a whole task without input")
         for a in d.args[:-1]:
             if a.variadic:
                 raise ValueError(f"task {name}: only the last argument may be variadic")

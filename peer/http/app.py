@@ -57,8 +57,8 @@ from peer.ipfs import gateway, rpc
 from peer.ipfs.subdomain import SubdomainConfig
 from peer.jobs.members import ordered
 from peer.jobs.placement import json_type
-from peer.jobs.spec import parse, resolve_images
-from peer.log import IMPLICIT_SPLITS, ChunkDone, Event, EventType, JobSubmitted, TaskDone
+from peer.jobs.spec import parse, resolve_images, with_splits
+from peer.log import ChunkDone, Event, EventType, JobSubmitted, TaskDone
 from peer.log.events import MAX_CHUNKS
 from peer.log.ids import new_job_id
 from peer.log.snapframe import CONTENT_TYPE as SNAPSHOT_TYPE_V3
@@ -188,8 +188,9 @@ async def submit(request: web.Request) -> web.Response:
                                  for p, m in node.state.members.items()})
     if request.query.get("cache", "").lower() in ("false", "0", "no"):
         wf = wf.without_cache()
-    # Its tasks without input have implicit splits only while every live peer folds them
-    wf = dataclasses.replace(wf, splits=IMPLICIT_SPLITS if node.implicit_splits() else None)
+    # Its tasks without input have implicit splits only while every live peer folds them,
+    # and splits by values (tasks of several values of a `split_arg`) while all fold those
+    wf = with_splits(wf, node.catalog, node.implicit_splits(), node.arg_splits())
     job = new_job_id()
     members = node.lanes_members(job, wf)  # a lanes job's (its workflow then says so)
     if members is not None:

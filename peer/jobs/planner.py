@@ -50,6 +50,47 @@ def chunk_items(items: Sequence[Any], free_slots: int, lo: int, hi: int) -> list
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def value_chunks(tdef: TaskDef, params: Mapping[str, Any]) -> list[list[list[str]]]:
+    """The chunks of a task split by its values (`TaskSpec.split_args`): one per value of its
+    call's `split_arg`, in order, its one item `["<arg>[i]", "i"]` (a name and the value's
+    index: a value may be longer than an item's fields hold)."""
+    arg = tdef.split_arg
+    assert arg is not None
+    return [[[f"{arg}[{i}]", str(i)]] for i in range(len(params[arg]))]
+
+
+def chunk_params(tdef: TaskDef, params: Mapping[str, Any], items: Sequence[Sequence[str]],
+                 ) -> dict[str, Any]:
+    """The params a chunk of `value_chunks` runs with: the task's, its `split_arg` holding
+    the chunk's values alone (BanzaiError if an item names no value of it)."""
+    arg = tdef.split_arg
+    assert arg is not None
+    values = params[arg]
+    picked = []
+    for _, index in items:
+        if not (index.isdigit() and int(index) < len(values)):
+            raise BanzaiError(f"{tdef.name}: a chunk names value {index!r} of {arg}, which "
+                              f"holds {len(values)}")
+        picked.append(values[int(index)])
+    return {**params, arg: picked}
+
+
+def merged_outputs(task: str, outputs: Sequence[Sequence[tuple[str, str]]]) -> dict[str, str]:
+    """The files (relpath -> CID) of the merge of chunk outputs (each a directory's files):
+    a task split by its values, whose chunks must make distinct top-level names (BanzaiError
+    naming one that two chunks made)."""
+    merged: dict[str, str] = {}
+    made_by: dict[str, int] = {}
+    for i, files in enumerate(outputs):
+        for path, cid in files:
+            top = path.split("/", 1)[0]
+            if made_by.setdefault(top, i) != i:
+                raise BanzaiError(f"{task}: chunks {made_by[top]} and {i} both made {top!r} "
+                                  "(the same name from two values)")
+            merged[path] = cid
+    return merged
+
+
 def longest_first(items: Sequence[Any], size: Callable[[Any], int]) -> list[Any]:
     """Items by `size`, largest first, ties in their order: the groups of a task of
     `groups` are claimed in this order as slots free, so that the last to start are the
@@ -396,7 +437,9 @@ class Planner:
         task's keeps none)."""
         chunks: list[list[list[str]]]
         kept: dict[str, Any] = {}
-        if not tdef.per_item:
+        if spec.split_args and tdef.split_arg is not None:
+            chunks = value_chunks(tdef, spec.params)
+        elif not tdef.per_item:
             chunks = [[]]
         else:
             if input_cid is None:
@@ -435,6 +478,22 @@ class Planner:
             cid = str(out.payload["output"])
             return Assembly({}, {cid: last}, None, cid)
         return self.items_assembly(job, task, tdef, spec, split, chunks, partial)
+
+    def values_assembly(self, job: str, task: str, n: int) -> Assembly:
+        """The output of a task split by its values (`value_chunks`), from its `n` done
+        chunks' outputs, all here: their merge (`merged_outputs`)."""
+        outputs = []
+        made_by: dict[str, int | None] = {}
+        for i in range(n):
+            done = chunk_done(self.state.chunk(job, task, i))
+            assert done is not None
+            out = str(done.payload["output"])
+            if self.store.stat(out).kind != "dir":
+                raise BanzaiError(f"{task}: the output of chunk {i} is a file, not a directory "
+                                  "to merge")
+            outputs.append(self.files(out, task))
+            made_by[out] = i
+        return Assembly(merged_outputs(task, outputs), made_by, None)
 
     def items_assembly(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                        chunks: Sequence[Sequence[Sequence[str]]], partial: bool = False,

@@ -20,7 +20,7 @@ from peer.ipfs.store import Listings
 from peer.jobs import kinds, scratch
 from peer.jobs.claims import AttemptKey, cancelled_failure
 from peer.jobs.live import LiveRecords
-from peer.jobs.planner import ANYONE, cache_key, item_cached
+from peer.jobs.planner import ANYONE, cache_key, chunk_params, item_cached
 from peer.jobs.ports import (
     Clock,
     Data,
@@ -175,8 +175,10 @@ class Runs:
         items = [it for it in chunk
                  if rerun or not item_cached(self.state, self.store,
                                              cache_key(tdef, spec.params, it[1]), live)]
+        params = (chunk_params(tdef, spec.params, chunk)
+                  if spec.split_args and tdef.split_arg is not None else dict(spec.params))
         payload = {"store": self.cfg.store.to_json(), "modules": list(self.cfg.task_modules),
-                   "call": tdef.name, "params": dict(spec.params),
+                   "call": tdef.name, "params": params,
                    "input": split.payload["input"], "items": items if tdef.per_item else None,
                    "fetch_allow": list(self.cfg.fetch_allow),
                    "kind": kinds.work_settings(tdef, spec.params, self.cfg.kind_settings,

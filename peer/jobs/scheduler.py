@@ -1126,7 +1126,7 @@ class Scheduler:
         room). A larger job, or one that comes while the slots are taken, is spread by
         rendezvous hash, every peer taking its share at once. Decided here, once, as the
         job is submitted: every peer reads the same answer in the event."""
-        roots = [t for t in wf.tasks if not t.depends and t.cid is None]
+        roots = [t for t in wf.tasks if not t.depends and t.cid is None and not t.split_args]
         me = self.state.members.get(self.peer_id)
         if not roots or me is None:
             return False
@@ -1299,12 +1299,19 @@ class Scheduler:
     def _gathered(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec, split: Event,
                   chunks: list[Any], first: str, whole: bool) -> Assembly | None:
         """The assembly of done `chunks` once everything it reads is here (None: fetching);
-        `whole`: made of the last chunk's output, else of the chunks' item results."""
+        `whole`: made of the last chunk's output (of a task split by its values: of every
+        chunk's, merged), else of the chunks' item results."""
         tk = (job, task)
         n = len(chunks)
         # (every chunk is done: what they are changes as the chunk table's done_epoch does,
         # or a member's event past the split's last changes that)
         epoch = self.state.chunks.done_epoch((job, task, *split.id))
+        if whole and spec.split_args and tdef.split_arg is not None:
+            outs = self.planner.chunk_outputs(job, task, n)
+            if not self.locality.have(tk, list(outs), first, epoch):
+                self._recompute(job, task, split, outs)
+                return None
+            return self.planner.values_assembly(job, task, n)
         # One wait for everything the assembly reads (so that its failures add up): the
         # chunks' outputs, the input's listing and, once that is here, every item result.
         a = None

@@ -22,7 +22,7 @@ from peer import jsontext
 from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from peer.jobs.placement import KEYS, json_type, parse_requires
-from peer.log import IMPLICIT_SPLITS
+from peer.log import ARG_SPLITS, IMPLICIT_SPLITS, SPLIT_BY_ARGS
 from tasks.registry import Arg, TaskDef
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _LIST_KEYS = ("args", "cache", "call", "cid", "name", "params", "requires",
               *kindspec.TASK_KEYS)
 _DAG_KEYS = (*_LIST_KEYS, "depends")
+# A stored task's keys: `"split": SPLIT_BY_ARGS` too, which only the peer a job is submitted
+# to writes (on a task it splits by its values, `Workflow.splits` ARG_SPLITS: app.submit)
+_SPLIT_KEY = "split"
+_STORED_KEYS = (*_DAG_KEYS, _SPLIT_KEY)
 _TOP_KEYS = ("name", "tasks", "splits")
 # The top-level key a lanes job's workflow carries (`"lanes": 1`, docs/design/
 # partial-replication.md, section 6): written by the peer a job is submitted to while lanes
@@ -49,7 +53,8 @@ _TOP_KEYS = ("name", "tasks", "splits")
 # peer's key: it keeps such a job and plans none of it (it sees none of its claims).
 LANES_KEY = "lanes"
 LANES_TOP_KEYS = (*_TOP_KEYS, LANES_KEY)
-_KNOWN_VALUES = {"splits": IMPLICIT_SPLITS, LANES_KEY: 1}  # a top-level key known only so
+# a top-level key known only with one of these values
+_KNOWN_VALUES = {"splits": (IMPLICIT_SPLITS, ARG_SPLITS), LANES_KEY: (1,)}
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
@@ -69,6 +74,9 @@ class TaskSpec:
     # them) is kept as it was stored, never run here (workflow_from_json).
     newer: tuple[str, ...] = ()
     stored: Mapping[str, Any] | None = None
+    # Split by the values of its call's `split_arg` (stored as `"split": SPLIT_BY_ARGS`):
+    # a task without input that a peer splits into chunks of those values (peer.jobs.planner)
+    split_args: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The canonical DAG-form object of this task (`cache` only when false)."""
@@ -83,6 +91,8 @@ class TaskSpec:
             out["cache"] = False
         if self.requires:  # absent when empty: older workflows keep their stored form
             out["requires"] = dict(self.requires)
+        if self.split_args:
+            out[_SPLIT_KEY] = SPLIT_BY_ARGS
         return out
 
 
@@ -94,7 +104,8 @@ class Workflow:
     tasks: tuple[TaskSpec, ...]
     newer: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # unknown top-level keys
     # IMPLICIT_SPLITS: its tasks without input have an implicit split (peer.log.fold); set by
-    # the peer a job is submitted to, only while every live member folds them (Node.submit_form)
+    # the peer a job is submitted to, only while every live member folds them (Node.submit_form);
+    # ARG_SPLITS: the same but for its tasks marked `split_args` (Node.arg_splits)
     splits: str | None = None
     # A lanes job's (its JOB_SUBMITTED names its `members`): `"lanes": 1` (LANES_KEY)
     lanes: bool = False
@@ -143,6 +154,25 @@ class _Raw:
     @property
     def where(self) -> str:
         return f"tasks[{self.index}]"
+
+
+def with_splits(wf: Workflow, catalog: Mapping[str, TaskDef], implicit: bool, by_args: bool,
+                ) -> Workflow:
+    """`wf` as the peer it is submitted to stores it: with implicit splits (IMPLICIT_SPLITS)
+    if `implicit`; if `by_args` too, its tasks without input of several values of their
+    call's `split_arg` marked `split_args` and the workflow ARG_SPLITS (only if it has one)."""
+    if not implicit:
+        return dataclasses.replace(wf, splits=None)
+    tasks = tuple(dataclasses.replace(t, split_args=True) if by_args and _splits_by_values(
+        t, catalog) else t for t in wf.tasks)
+    marked = any(t.split_args for t in tasks)
+    return dataclasses.replace(wf, tasks=tasks, splits=ARG_SPLITS if marked else IMPLICIT_SPLITS)
+
+
+def _splits_by_values(t: TaskSpec, catalog: Mapping[str, TaskDef]) -> bool:
+    tdef = catalog.get(t.call or "")
+    return (not t.depends and t.cid is None and tdef is not None and tdef.split_arg is not None
+            and len(t.params[tdef.split_arg]) > 1)
 
 
 def resolve_images(wf: Workflow, holders: Mapping[str, Mapping[str, str]]) -> Workflow:
@@ -335,11 +365,12 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
     """
     if not isinstance(doc, Mapping):
         raise SpecError(f"a workflow must be an object, got {json_type(doc)}")
-    known = [k for k in known if k not in _KNOWN_VALUES or _is(doc.get(k), _KNOWN_VALUES[k])]
+    known = [k for k in known if k not in _KNOWN_VALUES
+             or any(_is(doc.get(k), v) for v in _KNOWN_VALUES[k])]
     top = {str(k): v for k, v in doc.items() if k not in known}
     name, items, splits, lanes = _top({k: v for k, v in doc.items() if k in known})
     newer = [(*(f"workflow.{k}" for k in sorted(top)), *_newer_keys(item)) for item in items]
-    raws = [_opaque(i, item) if newer[i] else _shape(i, item, _DAG_KEYS)
+    raws = [_opaque(i, item) if newer[i] else _shape(i, item, _STORED_KEYS)
             for i, item in enumerate(items)]
     for r in raws:
         if r.args is not None:
@@ -350,7 +381,9 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
                       params=dict(r.kind_params if r.kind_params is not None else r.params or {}),
                       depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache,
                       requires=r.requires or {}, newer=newer[r.index],
-                      stored=dict(items[r.index]) if newer[r.index] else None) for r in raws]
+                      stored=dict(items[r.index]) if newer[r.index] else None,
+                      split_args=not newer[r.index] and _SPLIT_KEY in items[r.index])
+             for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),
                     newer=top, splits=splits, lanes=lanes)
@@ -401,7 +434,8 @@ def _newer_keys(item: Any) -> tuple[str, ...]:
     """The keys of a stored task object that this version does not know."""
     if not isinstance(item, Mapping):
         return ()
-    out = [str(k) for k in item if k not in _DAG_KEYS]
+    out = [str(k) for k in item if k not in _DAG_KEYS
+           and not (k == _SPLIT_KEY and _is(item[k], SPLIT_BY_ARGS))]
     requires, call, params = item.get("requires"), item.get("call"), item.get("params")
     if isinstance(requires, Mapping):
         out += [f"requires.{k}" for k in requires if k not in KEYS]
@@ -428,9 +462,9 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None, bool]:
             raise SpecError(f"{k}: unknown top-level key {k!r} (allowed: name, tasks, splits)",
                             field=str(k))
     splits = obj.get("splits")
-    if splits is not None and splits != IMPLICIT_SPLITS:
-        raise SpecError(f"splits: must be {IMPLICIT_SPLITS!r}, got {splits!r}"[:200],
-                        field="splits")
+    if splits is not None and splits not in _KNOWN_VALUES["splits"]:
+        raise SpecError(f"splits: must be {IMPLICIT_SPLITS!r} or {ARG_SPLITS!r}, got "
+                        f"{splits!r}"[:200], field="splits")
     name = obj.get("name", DEFAULT_NAME)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_WORKFLOW_NAME_CHARS:
         got = (f"{name[:40]!r} ({len(name)} characters)" if isinstance(name, str)

@@ -4,6 +4,8 @@ its SQLite persistence. Pure but for `EventLog`; imports nothing else of the pee
 from peer.log.clock import HLC, hlc_ms
 from peer.log.door import Door, DoorConfig, Refusals
 from peer.log.events import (
+    ARG_SPLITS,
+    ARGSPLITS_FEATURE,
     BATCH_FEATURE,
     CLAIMED_FEATURE,
     DONE_FEATURE,
@@ -12,6 +14,7 @@ from peer.log.events import (
     LOCAL_FEATURE,
     PROTOCOL_VERSION,
     RETRYABLE,
+    SPLIT_BY_ARGS,
     SPLITS_FEATURE,
     UNCOUNTED,
     Body,
@@ -52,8 +55,10 @@ from peer.log.events import (
 from peer.log.fold import ChunkState, MeshState, fold
 from peer.log.sqlite import EventLog
 
-__all__ = ["BATCH_FEATURE", "CLAIMED_FEATURE", "DONE_FEATURE", "HLC", "IMPLICIT_SPLITS",
+__all__ = ["ARGSPLITS_FEATURE", "ARG_SPLITS", "BATCH_FEATURE", "CLAIMED_FEATURE", "DONE_FEATURE",
+           "HLC", "IMPLICIT_SPLITS",
            "LANES_FEATURE", "LOCAL_FEATURE", "PROTOCOL_VERSION", "RETRYABLE", "SPLITS_FEATURE",
+           "SPLIT_BY_ARGS",
            "UNCOUNTED", "Body", "CachePut", "ChunkDone", "ChunkEvent", "ChunkFailed", "ChunkKey",
            "ChunkState", "Claim", "Door", "DoorConfig", "Event", "EventLog", "EventType",
            "FailureKind", "IpnsRecord", "JobCancelled", "JobDeleted", "JobEnded", "JobMembers",

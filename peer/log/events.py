@@ -124,6 +124,15 @@ BATCH_FEATURE = "batch-v1"  # a MEMBER's `features` (and heartbeat's): it folds 
 # `"splits": IMPLICIT_SPLITS` (its tasks without input have an implicit split: MeshState).
 SPLITS_FEATURE = "splits-v1"
 IMPLICIT_SPLITS = "implicit"
+# A MEMBER's `features` (and heartbeat's): it folds a job whose workflow says
+# `"splits": ARG_SPLITS`: implicit splits as IMPLICIT_SPLITS's, but for the tasks marked
+# `"split": SPLIT_BY_ARGS`, which a peer splits by the values of their call's `split_arg`
+# (chunks of values run on several peers; the task's output merges theirs). Set by the
+# submitter only while every live peer announces this: a peer of the previous version
+# takes the value for a newer peer's and runs none of the job.
+ARGSPLITS_FEATURE = "argsplits-v1"
+ARG_SPLITS = "args"
+SPLIT_BY_ARGS = "args"
 # A MEMBER's `features` (and heartbeat's): it folds the TASK_DONE that a CHUNK_DONE's `done`
 # implies (`implied_done`): the one chunk of an implicit split is its whole task, so its
 # outcome says the task is done and no TASK_DONE follows (only while every live member
@@ -1194,10 +1203,13 @@ def implied_done(ev: Event) -> Event | None:
 
 def implicit_roots(workflow: Mapping[str, Any]) -> list[str]:
     """The tasks with an implicit split of a JOB_SUBMITTED's workflow: none unless it says
-    `"splits": IMPLICIT_SPLITS`, else its tasks without input (no `depends`, no `cid`)."""
-    if workflow.get("splits") != IMPLICIT_SPLITS:
+    `"splits": IMPLICIT_SPLITS` (or ARG_SPLITS), else its tasks without input (no `depends`,
+    no `cid`) but those marked `"split": SPLIT_BY_ARGS` (of ARG_SPLITS: a peer splits them)."""
+    splits = workflow.get("splits")
+    if splits != IMPLICIT_SPLITS and splits != ARG_SPLITS:
         return []
-    return [t["name"] for t in workflow["tasks"] if not t.get("depends") and t.get("cid") is None]
+    return [t["name"] for t in workflow["tasks"] if not t.get("depends") and t.get("cid") is None
+            and (splits != ARG_SPLITS or t.get("split") != SPLIT_BY_ARGS)]
 
 
 def implied_claims(ev: Event) -> list[Event]:

@@ -1,0 +1,133 @@
+"""Splits by values (issue 12): a task without input whose call declares a `split_arg`
+(FETCH_FESTVOX's `urls`) and has several values of it is marked by the peer it is submitted
+to (`"split": "args"`, the workflow `"splits": "args"`, while every live peer announces
+ARGSPLITS_FEATURE); the fold makes no implicit split for it, a peer splits it into one chunk
+per value, each chunk runs the task on its value alone and the task's output merges theirs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from peer.errors import BanzaiError, SpecError
+from peer.jobs.planner import chunk_params, merged_outputs, value_chunks
+from peer.jobs.sim import PREVIOUS_TOP_KEYS
+from peer.jobs.spec import from_obj, with_splits, workflow_from_json
+from peer.log import ARG_SPLITS, IMPLICIT_SPLITS, Event, EventType, fold
+from tasks import registry
+from tasks.registry import Arg
+
+CATALOG = registry.load(("tests.fixture_tasks",))
+FETCH = CATALOG["FETCH_FESTVOX"]
+URLS = [f"http://127.0.0.1:8765/cmu_us_{s}_arctic-0.90-release.zip" for s in ("awb", "bdl",
+                                                                              "clb")]
+ORIGIN = "origin00000000000000"
+
+
+def _pipeline(urls: list[str]) -> Any:
+    return {"name": "x", "tasks": [
+        {"name": "fetch", "call": "FETCH_FESTVOX", "args": urls},
+        {"name": "echo", "call": "ECHO", "args": ["hi"]},
+        {"name": "longer", "call": "FILTER_LONGER", "args": [5], "depends": ["fetch"]}]}
+
+
+def _stored(urls: list[str] = URLS, by_args: bool = True) -> dict[str, Any]:
+    return with_splits(from_obj(_pipeline(urls), CATALOG), CATALOG, True, by_args).to_json()
+
+
+# -- the chunks ----------------------------------------------------------------------------
+def test_one_chunk_per_value_naming_its_index() -> None:
+    params = {"urls": URLS}
+    chunks = value_chunks(FETCH, params)
+    assert chunks == [[["urls[0]", "0"]], [["urls[1]", "1"]], [["urls[2]", "2"]]]
+    assert chunk_params(FETCH, params, chunks[1]) == {"urls": [URLS[1]]}
+    assert chunk_params(FETCH, params, [*chunks[2], *chunks[0]]) == {"urls": [URLS[2], URLS[0]]}
+
+
+@pytest.mark.parametrize("index", ["3", "-1", "x", ""])
+def test_a_chunk_naming_no_value_is_refused(index: str) -> None:
+    with pytest.raises(BanzaiError, match=f"names value {index!r} of urls, which holds 3"):
+        chunk_params(FETCH, {"urls": URLS}, [["urls[?]", index]])
+
+
+def test_the_merge_keeps_every_chunks_files() -> None:
+    a = [("awb/a.wav", "c1"), ("awb/prompts.json", "c2")]
+    b = [("bdl/b.wav", "c3"), ("bdl/prompts.json", "c4")]
+    assert merged_outputs("fetch", [a, b]) == {**dict(a), **dict(b)}
+
+
+def test_two_chunks_making_one_top_level_name_fail_the_merge() -> None:
+    a = [("awb/a.wav", "c1")]
+    b = [("bdl/b.wav", "c3"), ("awb/prompts.json", "c4")]
+    with pytest.raises(BanzaiError, match="fetch: chunks 0 and 1 both made 'awb'"):
+        merged_outputs("fetch", [a, b])
+
+
+# -- the submitter's marks -----------------------------------------------------------------
+def test_a_task_of_several_values_is_marked_while_every_peer_splits_by_values() -> None:
+    doc = _stored()
+    assert doc["splits"] == ARG_SPLITS
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    assert tasks["fetch"]["split"] == "args"
+    assert "split" not in tasks["echo"] and "split" not in tasks["longer"]
+    wf = workflow_from_json(doc)
+    assert wf.task("fetch").split_args and not wf.task("echo").split_args
+    assert wf.newer == {} and all(t.newer == () for t in wf.tasks)
+    assert workflow_from_json(wf.to_json()) == wf
+
+
+def test_no_mark_for_one_value_nor_without_the_feature() -> None:
+    for doc in (_stored(URLS[:1]), _stored(by_args=False)):
+        assert doc["splits"] == IMPLICIT_SPLITS
+        assert not any("split" in t for t in doc["tasks"])
+    wf = with_splits(from_obj(_pipeline(URLS), CATALOG), CATALOG, False, True)
+    assert wf.splits is None and not any(t.split_args for t in wf.tasks)
+
+
+def test_a_user_may_not_mark_a_task() -> None:
+    pipe = _pipeline(URLS)
+    pipe["tasks"][0]["split"] = "args"
+    with pytest.raises(SpecError) as e:
+        from_obj(pipe, CATALOG)
+    assert e.value.field == "tasks[0].split"
+
+
+def test_another_split_value_is_a_newer_peers() -> None:
+    doc = _stored()
+    doc["tasks"][0]["split"] = "ranges"
+    wf = workflow_from_json(doc)
+    assert wf.task("fetch").newer == ("split",) and not wf.task("fetch").split_args
+    assert wf.task("echo").newer == ()
+
+
+def test_a_previous_release_reads_the_job_as_a_newer_peers() -> None:
+    wf = workflow_from_json(_stored(), known=PREVIOUS_TOP_KEYS)
+    assert wf.newer == {"splits": ARG_SPLITS}
+    assert all(t.newer[:1] == ("workflow.splits",) for t in wf.tasks)
+
+
+# -- the fold ------------------------------------------------------------------------------
+def test_the_fold_makes_no_implicit_split_for_a_marked_task() -> None:
+    job = Event(ORIGIN, 1, 100, EventType.JOB_SUBMITTED, {"job": "j", "workflow": _stored()})
+    assert set(fold([job]).splits) == {("j", "echo")}  # not fetch (marked), not longer
+    unmarked = Event(ORIGIN, 1, 100, EventType.JOB_SUBMITTED,
+                     {"job": "j", "workflow": _stored(by_args=False)})
+    assert set(fold([unmarked]).splits) == {("j", "fetch"), ("j", "echo")}
+
+
+# -- the catalog ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [
+    {"split_arg": "n", "args": [Arg("n", "int")]},  # not variadic
+    {"split_arg": "xs", "args": [Arg("xs", "int", variadic=True)], "needs_input": True},
+    {"split_arg": "xs", "args": [Arg("xs", "int", variadic=True)], "per_item": True},
+    {"split_arg": "ys", "args": [Arg("xs", "int", variadic=True)]},
+])
+def test_split_arg_names_the_variadic_arg_of_a_whole_task_without_input(kw: Any) -> None:
+    kw = {"needs_input": False, **kw}
+    with pytest.raises(ValueError, match="split_arg must name the variadic last argument"):
+        registry.task("T_BAD_SPLIT", **kw)(lambda ctx, inp, out, **p: None)
+
+
+def test_fetch_festvox_splits_by_its_urls() -> None:
+    assert FETCH.split_arg == "urls" and not FETCH.per_item and not FETCH.needs_input
