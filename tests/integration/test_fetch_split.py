@@ -2,10 +2,17 @@
 peers, and the task's output (the merge of the chunks' speaker folders) is the very directory
 CID of the unsplit task (its function run on all the URLs in this process, its output added
 to a store as a peer's runner adds it). Corpus: 4 espeak-ng speakers x 4 utterances, served
-on 127.0.0.1, cached in .cache/fetch-split-corpus."""
+on 127.0.0.1, cached in .cache/fetch-split-corpus. The peers' server answers its first two
+requests only once both have come (a barrier): the chunk of the peer that claims first cannot
+end before the other peer runs one too, so both peers make part of the output (without it,
+chunks this short all run on the first peer, one after the other)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,19 +23,41 @@ import pytest
 from peer.ipfs.embedded import EmbeddedStore
 from tasks.audio import fetch_festvox
 from tests.conftest import ROOT
-from tests.helpers import get_json, post_json, serve_corpus, wait_job, wait_mesh
+from tests.helpers import get_json, load_script, post_json, serve_corpus, wait_job, wait_mesh
 
 pytestmark = pytest.mark.integration
 
 CORPUS = ROOT / ".cache" / "fetch-split-corpus"
 SPEAKERS = ["awb", "bdl", "clb", "jmk"]
 FETCH_ALLOW = ("--fetch-allow", "127.0.0.1/32")
+BARRIER_S = 30.0
 
 
 @pytest.fixture(scope="module")
 def urls() -> Iterator[list[str]]:
     with serve_corpus(CORPUS, SPEAKERS, 4) as base:
         yield [f"{base}cmu_us_{s}_arctic-0.90-release.zip" for s in SPEAKERS]
+
+
+class _Together(http.server.SimpleHTTPRequestHandler):
+    """Serves the corpus; its first two GETs wait for each other (BARRIER_S at most: then
+    both are served, and the test fails on where the chunks ran)."""
+
+    barrier = threading.Barrier(2)
+    lock = threading.Lock()
+    seen = 0
+
+    def do_GET(self) -> None:
+        with self.lock:
+            type(self).seen += 1
+            first_two = self.seen <= 2
+        if first_two:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.barrier.wait(BARRIER_S)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 class _Ctx:
@@ -63,9 +92,12 @@ def test_a_fetch_split_by_url_over_two_peers_makes_the_unsplit_output(
                               ["p0", "p1"]))
     wait_mesh(peers, 2)
     ids = {get_json(p.url + "/api/health")["peer"] for p in peers}
-    job = post_json(peers[0].url + "/api/jobs",
-                    [{"call": "FETCH_FESTVOX", "args": urls}])["job"]
-    v = wait_job(peers[0], job, timeout_s=60)
+    handler = functools.partial(_Together, directory=str(CORPUS))
+    with load_script("serve_dir").serve(CORPUS, handler=handler) as base:
+        together = [base + u.rsplit("/", 1)[1] for u in urls]
+        job = post_json(peers[0].url + "/api/jobs",
+                        [{"call": "FETCH_FESTVOX", "args": together}])["job"]
+        v = wait_job(peers[0], job, timeout_s=90)
     assert v["state"] == "done", v
     (task,) = v["tasks"]
     chunks = [(c["peer"], c["state"]) for c in task["chunks"]]
