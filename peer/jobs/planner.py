@@ -62,10 +62,12 @@ def value_chunks(tdef: TaskDef, params: Mapping[str, Any]) -> list[list[list[str
 def chunk_params(tdef: TaskDef, params: Mapping[str, Any], items: Sequence[Sequence[str]],
                  ) -> dict[str, Any]:
     """The params a chunk of `value_chunks` runs with: the task's, its `split_arg` holding
-    the chunk's values alone (BanzaiError if an item names no value of it)."""
+    the chunk's values alone (BanzaiError if an item names no value of it, or it has none)."""
     arg = tdef.split_arg
     assert arg is not None
     values = params[arg]
+    if not items:
+        raise BanzaiError(f"{tdef.name}: a chunk of a split by {arg} names no value of it")
     picked = []
     for _, index in items:
         if not (index.isdigit() and int(index) < len(values)):

@@ -382,7 +382,8 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
                       depends=tuple(r.depends or ()), cid=r.cid, cache=r.cache,
                       requires=r.requires or {}, newer=newer[r.index],
                       stored=dict(items[r.index]) if newer[r.index] else None,
-                      split_args=not newer[r.index] and _SPLIT_KEY in items[r.index])
+                      split_args=(splits == ARG_SPLITS and not newer[r.index]
+                                  and _SPLIT_KEY in items[r.index]))
              for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),

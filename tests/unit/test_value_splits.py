@@ -51,6 +51,11 @@ def test_a_chunk_naming_no_value_is_refused(index: str) -> None:
         chunk_params(FETCH, {"urls": URLS}, [["urls[?]", index]])
 
 
+def test_a_chunk_naming_no_value_at_all_is_refused() -> None:
+    with pytest.raises(BanzaiError, match="a chunk of a split by urls names no value of it"):
+        chunk_params(FETCH, {"urls": URLS}, [])
+
+
 def test_the_merge_keeps_every_chunks_files() -> None:
     a = [("awb/a.wav", "c1"), ("awb/prompts.json", "c2")]
     b = [("bdl/b.wav", "c3"), ("bdl/prompts.json", "c4")]
@@ -99,6 +104,11 @@ def test_another_split_value_is_a_newer_peers() -> None:
     wf = workflow_from_json(doc)
     assert wf.task("fetch").newer == ("split",) and not wf.task("fetch").split_args
     assert wf.task("echo").newer == ()
+
+
+def test_a_mark_counts_only_in_a_workflow_split_by_values() -> None:
+    doc = {**_stored(), "splits": IMPLICIT_SPLITS}  # (the fold splits it implicitly then)
+    assert not workflow_from_json(doc).task("fetch").split_args
 
 
 def test_a_previous_release_reads_the_job_as_a_newer_peers() -> None:
