@@ -23,7 +23,7 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -765,10 +765,31 @@ class MeshState:
         if self.holds(ev.id):
             return False
         if type(ev.body) is not Unknown:  # a newer peer's type: held and served, never folded
+            if len(ev.parts) > 1:
+                self._ahead_turn(ev.parts)
             for part in ev.parts or (ev,):  # a TURN folds as its parts, in order
                 self.fold_only(part)
         self.record(ev)
         return True
+
+    def _ahead_turn(self, parts: Sequence[Event]) -> None:
+        """A TURN's parts are about to be folded: the output keys and the CIDs they hold that
+        memory misses are looked up in the job index at once (`Tiered.ahead`), not one query
+        each as each part is folded (a TURN of another peer's tasks: fresh keys and CIDs,
+        two look-ups a task that all miss)."""
+        keys: list[str] = []
+        cids: list[str] = []
+        for part in parts:
+            b = part.body
+            if type(b) is ChunkDone and b.done is not None and b.done.key:
+                keys.append(b.done.key)  # (its implied TASK_DONE's: `_task_done`)
+            elif type(b) is TaskDone and b.key:
+                keys.append(b.key)
+            cids += provided(b)
+        if len(keys) > 1:  # (one key: its own look-up costs the same query)
+            _ahead(self._outputs_src, keys)
+        if len(cids) > 1:
+            _ahead(self.providers, cids)
 
     def fold_only(self, ev: Event) -> None:
         """Fold a single event (a part of a turn this peer is still making) without recording
