@@ -646,8 +646,10 @@ class Scheduler:
                 return  # (as `_implicit_turn` finds once the chunk is claimed)
         elif ev.type in _OUTCOMES:  # that attempt's lease no longer matters (else, once
             ak = AttemptKey(p["job"], p["task"], p["chunk"], p["attempt"])  # lapsed,
-            if self._settled(ak):  # every tick would look at it); not another split's
-                self._claim_seen.pop(ak, None)  # outcome (the holder's still holds)
+            if ak in self._claim_seen and self._settled(ak):  # every tick would look at
+                self._claim_seen.pop(ak)  # it); not another split's outcome (the holder's
+                # still holds). (An attempt not watched, as the claim of a TURN that brings
+                # its outcome too: not looked up.)
             self._taken.pop((ak.job, ak.task), None)  # (its taker's next claim says again)
         self._dirty.add((p["job"], p["task"]))
         if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
