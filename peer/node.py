@@ -51,7 +51,7 @@ from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
-from peer.ipfs.replicate import Replicator, mirrored, replica_peers
+from peer.ipfs.replicate import Replicator, is_replica, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds, members
 from peer.jobs.ending import EndListings
@@ -1490,8 +1490,7 @@ class Node:
     def _holds_copy(self, cid: str, producer: str) -> bool:
         """True if this peer is one of the replicas of `producer`'s output `cid` (the
         replicator's rule, on the current membership): it writes the output when inline."""
-        alive = [*self.live_peers(), self.peer_id]
-        return self.peer_id in replica_peers(cid, producer, alive, self.cfg.replicas)
+        return is_replica(cid, producer, self.peer_id, self.live_peers(), self.cfg.replicas)
 
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())

@@ -9,4 +9,9 @@ from collections.abc import Iterable
 
 def rendezvous(unit: str, peers: Iterable[str]) -> list[str]:
     """Peers ordered by rendezvous hash of `unit`: every peer computes the same order."""
-    return sorted(peers, key=lambda p: hashlib.sha256(f"{unit}|{p}".encode()).digest())
+    return sorted(peers, key=lambda p: weight(unit, p))
+
+
+def weight(unit: str, peer: str) -> bytes:
+    """`peer`'s rendezvous hash of `unit` (the lowest comes first)."""
+    return hashlib.sha256(f"{unit}|{peer}".encode()).digest()

@@ -37,7 +37,7 @@ from peer.errors import BanzaiError
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.store import Pinner
 from peer.log import Event, EventType, Provide, TaskDone
-from peer.rendezvous import rendezvous
+from peer.rendezvous import rendezvous, weight
 
 log = logging.getLogger("banzai.replicate")
 DEFER_MAX_S = 30.0  # longest a fresh output waits for its job to end before it is replicated
@@ -68,6 +68,21 @@ def replica_peers(cid: str, producer: str, alive: Iterable[str], replicas: int) 
     """The r-1 peers (other than `producer`) that should also pin `cid`, best first."""
     others = sorted(set(alive) - {producer})
     return rendezvous(cid, others)[:max(replicas - 1, 0)]
+
+
+def is_replica(cid: str, producer: str, me: str, alive: Iterable[str], replicas: int) -> bool:
+    """Is `me` among `replica_peers` of `cid` (with `me` alive)? Without ranking them all:
+    fewer than r-1 of the other live peers but the producer rank before it (what every
+    receiver asks of each inline output it folds: issue 12)."""
+    if me == producer or replicas < 2:
+        return False
+    mine, before = weight(cid, me), 0
+    for p in set(alive):
+        if p != producer and p != me and weight(cid, p) < mine:
+            before += 1
+            if before >= replicas - 1:
+                return False
+    return True
 
 
 def repair_peers(cid: str, holders: Iterable[str], alive: Iterable[str], replicas: int,

@@ -19,6 +19,8 @@ from typing import Any
 
 import cid as pycid
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peer import cids
 from peer.cids import Cid, parse_cid
@@ -28,7 +30,7 @@ from peer.ipfs import inline, inlinemark
 from peer.ipfs.embedded import EmbeddedStore
 from peer.ipfs.fetch import Fetcher
 from peer.ipfs.inlineoutputs import InlineOutputs
-from peer.ipfs.replicate import Replicator, replica_peers
+from peer.ipfs.replicate import Replicator, is_replica, replica_peers
 from peer.log import ChunkDone, Event, EventType
 from peer.log.lanes import lane
 from peer.node import Node
@@ -686,6 +688,16 @@ def test_the_marker_names_a_position_of_the_log(tmp_path: Path) -> None:
 def _rule(me: str, alive: list[str], replicas: int) -> Callable[[str, str], bool]:
     """The node's rule (Node._holds_copy) on a fixed membership."""
     return lambda cid, producer: me in replica_peers(cid, producer, alive, replicas)
+
+
+@given(st.text(max_size=8), st.lists(st.sampled_from("abcdefg"), max_size=8),
+       st.sampled_from("abcdefgh"), st.sampled_from("abcdefgh"), st.integers(0, 5))
+def test_is_replica_is_the_replicators_rule(cid: str, alive: list[str], producer: str,
+                                            me: str, replicas: int) -> None:
+    """Node._holds_copy's `is_replica` says what `replica_peers` would, without ranking
+    every peer (a live list with repeats, the producer or `me` in it or not)."""
+    assert is_replica(cid, producer, me, alive, replicas) is (
+        me in replica_peers(cid, producer, [*alive, me], replicas))
 
 
 def test_only_the_replicas_write_another_peers_inline_output(tmp_path: Path) -> None:
