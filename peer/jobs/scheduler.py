@@ -651,7 +651,8 @@ class Scheduler:
                 # still holds). (An attempt not watched, as the claim of a TURN that brings
                 # its outcome too: not looked up.)
             self._taken.pop((ak.job, ak.task), None)  # (its taker's next claim says again)
-        self._dirty.add((p["job"], p["task"]))
+        if (key := (p["job"], p["task"])) not in self.state.task_done:  # (else `_evaluate`
+            self._dirty.add(key)  # stops at once: a CHUNK_DONE that implied its TASK_DONE)
         if ev.type in _SPLITS:  # split: its planning stagger (chunk -1) is over
             self._ready_since.pop(AttemptKey(p["job"], p["task"], -1, -1), None)
             self.locality.forget((p["job"], p["task"]))  # (its planning's wait is over)
