@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import fcntl
 import importlib
 import itertools
 import json
@@ -29,13 +30,14 @@ import signal
 import struct
 import sys
 import tempfile
+import termios
 import threading
 import time
 import traceback
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -66,7 +68,9 @@ _FRAME = struct.Struct("!Q")  # worker -> parent frames: 8-byte length, then a p
 # daemon's read buffer until one of the two runs out of memory.
 _MAX_FRAME_BYTES = 64 << 20
 _PICKLE = pickle.HIGHEST_PROTOCOL
-_READ_BYTES = 1 << 16
+# One read per turn of a worker's pipe (`_on_readable`): up to ~400 frames of a log flood,
+# about 1 ms of the loop's time to handle.
+_READ_BYTES = 1 << 14
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
 _TRACE_FRAMES = 8
 _RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
@@ -108,6 +112,10 @@ class ExecutorConfig:
     default_timeout_s: float = 3600.0
     memory_limit_mb: int | None = None  # RLIMIT_AS per worker; None = no limit
     kill_grace_s: float = 0.2  # SIGTERM, then SIGKILL after this
+    # A killed worker not gone this long after its SIGKILL (in the kernel's uninterruptible
+    # sleep: a hung file system or device) is given up: its run fails saying so, a new worker
+    # takes its slot, and it is joined whenever it exits.
+    stuck_after_s: float = 30.0
     preload: tuple[str, ...] = ()  # modules the forkserver imports in order, then each worker
     env: Mapping[str, str] = field(default_factory=dict, hash=False)  # extra worker env
     # Where the runs' work directories go (a peer: <data dir>/work, swept at its start);
@@ -145,6 +153,7 @@ class ExecutorConfig:
                 "must be a positive integer or None",
             ),
             (self.kill_grace_s >= 0, "kill_grace_s", "must not be negative"),
+            (self.stuck_after_s > 0, "stuck_after_s", "must be positive"),
             (all(isinstance(m, str) and m for m in self.preload), "preload", "must be names"),
             (all(_is_str_pair(k, v) for k, v in self.env.items()), "env", "must map str to str"),
             (self.math_threads is None or (_is_int(self.math_threads) and self.math_threads >= 1),
@@ -223,6 +232,7 @@ class _Worker:
     job: _Job | None = None
     removing_bytes: int = 0  # what its thread reported it is removing of its run directories
     bad_frame: bool = False  # it sent a frame it never sends: being killed, the rest unread
+    stuck: bool = False  # it outlived its SIGKILL by stuck_after_s: replaced already
 
 
 class Executor:
@@ -480,25 +490,56 @@ class Executor:
         if w in self._idle:
             self._idle.remove(w)
         _signal(w, signal.SIGTERM)
-        w.kill_timer = self._clock().call_later(
-            self.cfg.kill_grace_s, lambda: _signal(w, signal.SIGKILL))
+        w.kill_timer = self._clock().call_later(self.cfg.kill_grace_s, lambda: self._sigkill(w))
+
+    def _sigkill(self, w: _Worker) -> None:
+        """The kill's grace is over: SIGKILL, and give `w` up if it outlives that too."""
+        _signal(w, signal.SIGKILL)
+        w.kill_timer = self._clock().call_later(self.cfg.stuck_after_s, lambda: self._give_up(w))
+
+    def _give_up(self, w: _Worker) -> None:
+        """`w` is not gone stuck_after_s after its SIGKILL: its run fails saying so and a new
+        worker takes its slot (a run waiting on it ended only once it exited, maybe never);
+        `w` is joined whenever it exits, then not replaced again."""
+        if not w.alive or w.stuck:
+            return
+        w.stuck = True
+        job, w.job = w.job, None
+        pid, after_s = w.proc.pid, self.cfg.stuck_after_s
+        stuck = f"its worker {pid} did not exit {after_s:g} s after SIGKILL"
+        log.error("executor worker %s did not exit %g s after SIGKILL%s: a new worker takes its "
+                  "slot", pid, after_s, "" if job is None else f" (run {job.key!r})")
+        if job is not None:
+            ended = self._exit_result(job, None)
+            self._finish(job, replace(ended, error=f"{ended.error}; {stuck}"))
+        if not self._stop.is_set():
+            self._track(self._respawn(0.0))
 
     def _on_exit(self, w: _Worker) -> None:
         """The process sentinel fired: read what is left, then join it on the helper thread."""
         loop = self._running_loop()
         loop.remove_reader(w.proc.sentinel)
-        self._on_readable(w)  # lines written before death still arrive, in order
-        loop.remove_reader(w.rx.fileno())
         if w.kill_timer is not None:
             w.kill_timer.cancel()
+        # Dead before its last frames are handled: a 'done' among them frees no worker (the
+        # next run would be handed to it and failed as its crash).
         w.alive = False
-        _signal(w, signal.SIGKILL)  # what its task started and left behind (e.g. ignoring SIGTERM)
         if w in self._idle:
             self._idle.remove(w)
+        # What its task started and left behind (e.g. ignoring SIGTERM), before the rest is
+        # read: none of them writes on into the pipe meanwhile.
+        _signal(w, signal.SIGKILL)
+        self._read(w, drain=True)  # frames written before death still arrive, in order
+        self._take(w)
+        loop.remove_reader(w.rx.fileno())
         self._track(self._reap(w))
 
     async def _reap(self, w: _Worker) -> None:
         job, w.job = w.job, None
+        if job is not None and job.kill_kind is None and _unread(w.tx):
+            self._requeue(job)  # it died before it read the run: the run never started
+            self._dispatch()
+            job = None
         workdir = None if job is None else self._workdir(job)
         loop = self._running_loop()
         report = ((lambda n: loop.call_soon_threadsafe(self._removing, None, n))
@@ -518,26 +559,38 @@ class Executor:
             w.gone.set_result(None)
             if job is not None:
                 self._finish(job, self._exit_result(job, code))
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not w.stuck:
                 self._track(self._respawn(0.0 if w.ready else _RESPAWN_BACKOFF_S))
 
     # -- messages --------------------------------------------------------------------------
 
     def _on_readable(self, w: _Worker) -> None:
-        """Read what the worker wrote without blocking and handle each complete frame."""
+        """One turn of the worker's pipe: one read of at most _READ_BYTES, then the complete
+        frames read are handled. A worker writing without end is held back by its pipe while
+        the loop's other work runs between turns (reading on while reads came full held the
+        loop for as long as the flood lasted); the rest is read on the next turns, in order."""
+        self._read(w, drain=False)
+        self._take(w)
+
+    def _read(self, w: _Worker, *, drain: bool) -> None:
+        """Read what the worker wrote into `w.buf` without blocking: one read, or with `drain`
+        (it died: nothing else is coming) until the pipe is empty."""
         fd = w.rx.fileno()
         while True:
             try:
                 chunk = os.read(fd, _READ_BYTES)
             except BlockingIOError:
-                break
+                return
             if not chunk:  # EOF: the worker is gone; the sentinel will tell
                 self._running_loop().remove_reader(fd)
-                break
+                return
             if not w.bad_frame:  # (else drained unread: the reader would fire again)
                 w.buf += chunk
-            if len(chunk) < _READ_BYTES:
-                break
+            if not drain or len(chunk) < _READ_BYTES:
+                return
+
+    def _take(self, w: _Worker) -> None:
+        """Handle the complete frames in `w.buf`, then hand out queued runs."""
         try:
             self._handle_frames(w)
         finally:  # once the frames read are handled: a 'done' then a bad frame in one read
@@ -617,8 +670,7 @@ class Executor:
         w.ready = True
         if not w.ready_fut.done():
             w.ready_fut.set_result(True)
-        if not w.killing:
-            self._idle.append(w)  # (`_on_readable` dispatches)
+        self._free(w)
 
     def _on_done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, run_id, ok, value, error, trace, kind = msg  # (`_decode`d: the JSON parsed)
@@ -629,8 +681,20 @@ class Executor:
         self._finish(job, RunResult(ok, value, error, trace, self._elapsed(job), kind))
         if kind == ExitKind.MEMORY:
             self._kill(w)  # its heap may be fragmented or near the limit: replace it
-        elif not w.killing:
-            self._idle.append(w)  # (`_on_readable` dispatches)
+        else:
+            self._free(w)
+
+    def _free(self, w: _Worker) -> None:
+        """`w` may take the next run, unless it is dead or being killed (`_take` dispatches)."""
+        if w.alive and not w.killing:
+            self._idle.append(w)
+
+    def _requeue(self, job: _Job) -> None:
+        """Put a run its worker never started back at the head of the queue."""
+        if job.timer is not None:
+            job.timer.cancel()
+        job.worker, job.timer, job.watched = None, None, None
+        self._queue.appendleft(job)
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:
@@ -650,9 +714,9 @@ class Executor:
         try:
             w.tx.send_bytes(pickle.dumps(request, _PICKLE))
         except OSError:  # died before its sentinel was seen: try another worker
-            job.worker, w.job, job.watched = None, None, None
-            self._queue.appendleft(job)
+            w.job = None
             self._kill(w)
+            self._requeue(job)
             return
         job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
 
@@ -743,6 +807,14 @@ def _signal(w: _Worker, sig: signal.Signals) -> None:
             os.killpg(pid, sig)
         elif w.alive:
             os.kill(pid, sig)
+
+
+def _unread(conn: Connection) -> bool:
+    """True if what was written into the pipe whose write end is `conn` is not all read."""
+    with contextlib.suppress(OSError):
+        n: int = struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.FIONREAD, bytes(4)))[0]
+        return n > 0
+    return False
 
 
 def _describe_exit(code: int | None, memory_limit_mb: int | None) -> str:
@@ -1186,10 +1258,14 @@ def _setup_worker(spec: _Spec, request_fd: int) -> None:
         tune(spec.heap, libc_mallopt())
     os.setsid()  # our own process group: a kill reaches every process a task starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # Each signal this process receives writes its number here, for `_watch` (not a forked
+    # child's: each forgets it, so that its SIGTERM is not taken for ours).
+    wakeups, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
-    # Not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives the daemon while any
-    # worker lives. Watch the daemon's end of the request pipe instead.
-    threading.Thread(target=_watch_parent, args=(request_fd,), daemon=True).start()
+    threading.Thread(target=_watch, args=(request_fd, wakeups), daemon=True).start()
     os.environ.pop(SAFE_PATH, None)  # the forkserver's (`_safe_path`); spec.env has ours
     os.environ.update(spec.env)
     # Started as a daemon so the parent's atexit kills it; let targets start processes.
@@ -1199,20 +1275,47 @@ def _setup_worker(spec: _Spec, request_fd: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _watch_parent(request_fd: int) -> None:
-    """Exit as soon as the daemon's end of the request pipe closes (the daemon died)."""
+def _watch(request_fd: int, wakeups: int) -> None:
+    """The worker's watcher thread. Exits the worker as soon as the daemon's end of the
+    request pipe closes (the daemon died; not PR_SET_PDEATHSIG: our parent is the forkserver,
+    which outlives the daemon while any worker lives). And sends each SIGTERM the worker
+    receives (read from `wakeups`, the signal wake-up fd) again to its main thread, every
+    _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that arrives after the interpreter's
+    last check for signals and before a blocking call (a sleep, a wait) leaves its handler
+    waiting for that call's end, which a signal sent during it interrupts."""
     poller = select.poll()
     poller.register(request_fd, 0)  # POLLHUP only: never competes with the main thread's reads
-    while not poller.poll():
-        pass
+    poller.register(wakeups, select.POLLIN)
+    main = threading.main_thread().ident
+    while True:
+        ready = dict(poller.poll())
+        if request_fd in ready:
+            break
+        try:
+            signals = os.read(wakeups, 256)
+        except OSError:  # its task closed the descriptor: the daemon is still watched
+            poller.unregister(wakeups)
+            continue
+        if (signal.SIGTERM in signals and main is not None and not _terminating
+                and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm):
+            signal.pthread_kill(main, signal.SIGTERM)  # (its number comes back here)
+            time.sleep(_SIGTERM_AGAIN_S)
     with contextlib.suppress(OSError):
         if os.getpgrp() == os.getpid():
             os.killpg(0, signal.SIGKILL)  # this worker and every process its task started
     os._exit(1)
 
 
+_SIGTERM_AGAIN_S = 0.01
+_terminating = False  # the worker's SIGTERM handler ran: the worker is exiting
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    """Exit the worker through SystemExit, once (`_watch` may send SIGTERM again)."""
+    global _terminating
+    if not _terminating:
+        _terminating = True
+        raise SystemExit(128 + signum)
 
 
 def _preload(modules: tuple[str, ...]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import resource
 import signal
@@ -224,3 +225,92 @@ def forge_frames(payload: list[Any], ctx: Any) -> None:
 
     os.write(ctx._chan._fd, b"".join(map(frame, payload)))
     time.sleep(60)
+
+
+def flood(payload: list[Any], ctx: Any) -> int:
+    """Write payload[0] log frames ("0", "1", ...) to the executor's pipe in one write, its
+    pipe first enlarged to hold them all (so the executor's next read finds them all there),
+    then create the file payload[1] and return the count."""
+    import fcntl
+    import pickle
+
+    from peer.jobs import executor
+
+    count, cue = payload
+    frames = []
+    for i in range(count):
+        data = pickle.dumps(("m", ctx._run_id, "log", (str(i),)))
+        frames.append(executor._FRAME.pack(len(data)) + data)
+    blob = b"".join(frames)
+    fcntl.fcntl(ctx._chan._fd, fcntl.F_SETPIPE_SZ, len(blob) + 4096)
+    os.write(ctx._chan._fd, blob)
+    Path(cue).write_text("written")
+    return int(count)
+
+
+def done_then_exit(payload: Any, ctx: Any) -> None:
+    """Send this run's 'done' (value `payload`) as the worker would, wait until the executor
+    sends this worker its next run, then exit without reading it."""
+    import pickle
+    import select
+
+    from peer.jobs import executor
+
+    frame = sys._getframe()
+    while frame.f_code is not executor._worker_main.__code__:
+        frame = frame.f_back  # type: ignore[assignment]
+    requests = frame.f_locals["rx"].fileno()
+    data = pickle.dumps(("done", ctx._run_id, True, json.dumps(payload), None, None, "ok"))
+    os.write(ctx._chan._fd, executor._FRAME.pack(len(data)) + data)
+    select.select([requests], [], [], 30)
+    os._exit(3)
+
+
+class _TimeSpec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("interval", _TimeSpec), ("value", _TimeSpec)]
+
+
+class _SigEvent(ctypes.Structure):  # Linux's struct sigevent (64 bytes)
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("pad", ctypes.c_int * 12)]
+
+
+def sigterm_in_c(payload: int, ctx: Any) -> None:
+    """Have a timer SIGTERM this worker 5 ms into C code that never checks for signals (a
+    `payload` MiB bytes multiply), then sleep: the signal arrives after the interpreter's
+    last check for one and before the sleep starts, as a kill can."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    timer = ctypes.c_void_p()
+    event = _SigEvent(None, signal.SIGTERM, 0)  # SIGEV_SIGNAL
+    if libc.timer_create(time.CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)):
+        raise OSError(ctypes.get_errno(), "timer_create")
+    due = _ITimerSpec(_TimeSpec(0, 0), _TimeSpec(0, 5_000_000))
+    if libc.timer_settime(timer, 0, ctypes.byref(due), None):
+        raise OSError(ctypes.get_errno(), "timer_settime")
+    data = b"x" * (payload << 20)
+    time.sleep(60)
+    del data
+
+
+def flood_for(payload: float, ctx: Any) -> int:
+    """Write tiny log frames ("x") to the executor's pipe without pause for `payload`
+    seconds, 64 KiB at a time; the count (scripts/bench_executor_flood.py)."""
+    import pickle
+
+    from peer.jobs import executor
+
+    data = pickle.dumps(("m", ctx._run_id, "log", ("x",)))
+    frame = executor._FRAME.pack(len(data)) + data
+    per = (64 << 10) // len(frame)
+    blob, count = frame * per, 0
+    end = time.monotonic() + payload
+    while time.monotonic() < end:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(ctx._chan._fd, view):]
+        count += per
+    return count

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ async def _started(
         ({"slots": 1, "default_timeout_s": 0}, "default_timeout_s"),
         ({"slots": 1, "memory_limit_mb": 0}, "memory_limit_mb"),
         ({"slots": 1, "kill_grace_s": -1}, "kill_grace_s"),
+        ({"slots": 1, "stuck_after_s": 0}, "stuck_after_s"),
         ({"slots": 1, "preload": ("",)}, "preload"),
         ({"slots": 1, "env": {"A": 1}}, "env"),
         ({"slots": 1, "math_threads": 0}, "math_threads"),
@@ -955,3 +957,88 @@ def test_the_forkserver_preloads_nothing_from_the_working_directory(tmp_path: Pa
     assert out.returncode == 0, out.stderr[-2000:]
     kind, value = json.loads(out.stdout.strip().splitlines()[-1])
     assert kind == "ok" and value["env"] is None
+
+
+def _wait_for_file(path: Path) -> None:
+    """Block this thread (the event loop's too) until `path` exists, up to 30 s."""
+    for _ in range(3000):
+        if path.exists():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+async def test_a_flood_of_frames_is_handled_over_several_turns_of_the_loop(
+        make_executor: MakeExecutor, tmp_path: Path) -> None:
+    """A worker writing without end held the loop: its pipe was read on while reads came
+    full, and every frame read was handled before anything else ran (a review's flood test
+    saw 0.02 s stalls). Each turn now reads once: with 20,000 frames (~800 KB) waiting in
+    the pipe, a call the first frame's handler schedules runs before the last frame is
+    handled; none is lost or reordered."""
+    ex = await make_executor(slots=1)
+    loop = asyncio.get_running_loop()
+    said: list[str] = []
+    seen_by_then: list[int] = []
+
+    def on_message(kind: str, args: tuple[Any, ...]) -> None:
+        said.append(args[0])
+        if len(said) == 1:
+            loop.call_soon(lambda: seen_by_then.append(len(said)))
+
+    count, cue = 20_000, tmp_path / "written"
+    task = asyncio.create_task(ex.run("flood", T + "flood", [count, str(cue)],
+                                      on_message=on_message))
+    await asyncio.sleep(0)  # the run is sent to the worker
+    _wait_for_file(cue)  # the loop held meanwhile: the whole flood waits in the pipe
+    res = await asyncio.wait_for(task, 30)
+    assert (res.ok, res.value) == (True, count)
+    assert said == [str(i) for i in range(count)]
+    assert seen_by_then and seen_by_then[0] < count
+
+
+async def test_a_run_its_dying_worker_never_read_goes_to_the_next_worker(
+        make_executor: MakeExecutor) -> None:
+    """A worker whose last frame was a 'done' was handed the queued run, then died before
+    reading it: that run failed as the worker's crash though it never started. The run's
+    request still unread in the pipe, it goes back to the head of the queue and runs on the
+    replacement."""
+    ex = await make_executor(slots=1)
+    pid = await _worker_pid(ex)
+    first, second = await asyncio.wait_for(asyncio.gather(
+        ex.run("a", T + "done_then_exit", "first"), ex.run("b", T + "describe", "X")), 30)
+    assert (first.ok, first.value) == (True, "first")
+    assert second.ok and second.value["pid"] != pid
+    assert _gone(pid)
+
+
+async def test_a_sigterm_that_lands_just_before_a_sleep_still_ends_the_worker(
+        make_executor: MakeExecutor) -> None:
+    """A SIGTERM delivered while the worker ran C code that does not check for signals,
+    right before a sleep, had its Python handler (SystemExit) wait for the sleep's end: the
+    worker outlived its SIGTERM (once in a full unit run; only SIGKILL after kill_grace_s
+    ended it, and a test's fake timer held that back). The worker's watcher thread now sends
+    the SIGTERM again to its main thread, which interrupts the sleep."""
+    ex = await make_executor(slots=1)
+    res = await asyncio.wait_for(ex.run("a", T + "sigterm_in_c", 100), 30)
+    assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 143")
+    assert (await asyncio.wait_for(ex.run("b", T + "echo", 5), 10)).value == 5
+
+
+async def test_a_worker_that_outlives_its_sigkill_is_given_up_and_replaced(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that SIGKILL does not end (in the kernel's uninterruptible sleep: a hung file
+    system, a device; here its SIGKILL is held back) kept its run waiting for ever, and its
+    slot. stuck_after_s after the SIGKILL, the run fails saying so and a new worker takes
+    the slot; the old one is joined once it exits."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    pid = await _worker_pid(ex)
+    signal_worker = executor._signal
+    monkeypatch.setattr(executor, "_signal", lambda w, sig: None if (
+        sig == signal.SIGKILL and w.proc.pid == pid) else signal_worker(w, sig))
+    res = await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+    assert (res.ok, res.exit_kind) == (False, ExitKind.TIMEOUT)
+    assert res.error == f"timed out after 0.3 s; its worker {pid} did not exit 0.2 s after SIGKILL"
+    assert _running(pid)
+    assert await asyncio.wait_for(_worker_pid(ex, "b"), 20) != pid
+    os.kill(pid, signal.SIGKILL)
+    assert await _ends(pid)
