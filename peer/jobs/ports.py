@@ -36,6 +36,12 @@ class SchedulerConfig:
     split_wait_per_task_s: float = 0.0005
     split_wait_job_max_s: float = 5.0
     task_timeout_s: float = 3600.0
+    # A run handed to the runner that has not ended this long after its timeouts (its own and
+    # those of the runs queued ahead of it: task_timeout_s * (1 + queue_ahead)) fails as a
+    # crash and its slot is freed: a worker that never ends, or none that can start, must not
+    # hold the claim for ever (the executor's own bounds end a run sooner: kill_grace_s and
+    # stuck_after_s after its timeout).
+    run_end_grace_s: float = 120.0
     max_chunk_items: int = 64
     min_chunk_items: int = 4
     progress_interval_s: float = 0.5

@@ -310,15 +310,24 @@ class Runs:
 
     async def _execute(self, ak: AttemptKey, run: Run, payload: dict[str, Any],
                        ) -> RunResultLike:
-        """The executor call; an executor that raises fails the attempt as a crash (retried)
-        rather than leaving the chunk claimed forever."""
+        """The executor call; an executor that raises, or has not ended the run by its
+        deadline (`run_end_grace_s`: the run is then cancelled), fails the attempt as a crash
+        (retried) rather than leaving the chunk claimed forever."""
         self.executions += 1
         run.executing = True  # from here a cancel is the runner's (see cancel_job)
+        cfg = self.cfg
+        deadline_s = cfg.task_timeout_s * (1 + cfg.queue_ahead) + cfg.run_end_grace_s
         try:
-            res: RunResultLike = await self.runner.run(
-                run.key, kinds.target(run.tdef), payload,
-                timeout_s=self.cfg.task_timeout_s,
-                on_message=lambda k, a: self._message(ak, run, k, a))
+            res: RunResultLike = await asyncio.wait_for(self.runner.run(
+                run.key, kinds.target(run.tdef), payload, timeout_s=cfg.task_timeout_s,
+                on_message=lambda k, a: self._message(ak, run, k, a)), deadline_s)
+        except TimeoutError:
+            log.error("%s: the executor has not ended the run %g s after it was handed it",
+                      run.key, deadline_s)
+            return _ExecutorFailure(error=(
+                f"run {run.key} did not end {deadline_s:g} s after it was handed to the "
+                f"executor (task_timeout_s {cfg.task_timeout_s:g} s): its worker never "
+                "answered, or none could start"))
         except Exception as e:
             log.exception("%s: the executor failed", run.key)
             return _ExecutorFailure(error=f"executor error: {type(e).__name__}: {e}")
