@@ -318,9 +318,10 @@ class Runs:
         cfg = self.cfg
         deadline_s = cfg.task_timeout_s * (1 + cfg.queue_ahead) + cfg.run_end_grace_s
         try:
-            res: RunResultLike = await asyncio.wait_for(self.runner.run(
-                run.key, kinds.target(run.tdef), payload, timeout_s=cfg.task_timeout_s,
-                on_message=lambda k, a: self._message(ak, run, k, a)), deadline_s)
+            async with asyncio.timeout(deadline_s):  # (no task of its own: no turn's delay)
+                res: RunResultLike = await self.runner.run(
+                    run.key, kinds.target(run.tdef), payload, timeout_s=cfg.task_timeout_s,
+                    on_message=lambda k, a: self._message(ak, run, k, a))
         except TimeoutError:
             log.error("%s: the executor has not ended the run %g s after it was handed it",
                       run.key, deadline_s)
