@@ -644,7 +644,10 @@ class Executor:
         elif tag == "done":
             self._on_done(w, msg)
         elif tag == "ready":
-            self._on_ready(w, msg[2])
+            if w.ready:  # sent once, before its first run: a second one would free it busy
+                self._kill_for(w, "the worker sent a second 'ready' frame")
+            else:
+                self._on_ready(w, msg[2])
         elif tag == "removing":
             self._removing(w, msg[1])
 

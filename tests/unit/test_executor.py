@@ -837,6 +837,20 @@ async def test_a_bad_frame_after_a_done_one_does_not_fail_the_next_run(
     assert (second.ok, second.value) == (True, 7)
 
 
+async def test_a_second_ready_frame_kills_its_worker_and_fails_only_its_run(
+        make_executor: MakeExecutor) -> None:
+    """A well-formed 'ready' from a busy worker put it back on the idle list: the queued run
+    overwrote its run, which then never ended, and the queued run failed as a crash when the
+    worker was killed (review d, session 40). Now the worker is killed for the frame, its run
+    fails naming it, and the queued run goes to the replacement."""
+    ex = await make_executor(slots=1)  # (no timeout_s: only the kill ends the run)
+    first, second = await asyncio.wait_for(asyncio.gather(
+        ex.run("a", T + "forge_frames", [("ready", 12345, [])]), ex.run("b", T + "echo", 7)), 10)
+    assert (first.ok, first.exit_kind) == (False, ExitKind.CRASH)
+    assert first.error == "the worker sent a second 'ready' frame"
+    assert (second.ok, second.value) == (True, 7)
+
+
 async def test_a_frame_announcing_too_many_bytes_kills_its_worker(
         make_executor: MakeExecutor) -> None:
     """A frame header announcing 2**63 bytes was waited for until the worker died (the read
