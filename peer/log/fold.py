@@ -1230,15 +1230,19 @@ class MeshState:
         JOB_ENDED's outputs and producers are (`_end`), and keep it for `end_body`. Not
         folded, with the reason returned, unless `ev` is its job's JOB_ENDED (`ended`) and
         `end_refusal` admits `full` (it names only what the job made, in its members'
-        lanes: monotone, so one refused may be admitted once more events are folded)."""
+        lanes: monotone, so one refused may be admitted once more events are folded).
+        Marked folded (`listed`) only once all of it is: an error part way (e.g. DataError
+        from the job index) leaves it unlisted, folded again from the start when read
+        again (the merges are first-wins by order, so folding a part twice changes
+        nothing)."""
         b = ev.body_as(JobEnded)
         if b.listing is None or (won := self.ended.get(b.job)) is None or won.id != ev.id:
             return "it is not the job's JOB_ENDED with a listing"
         why = end_refusal(self, ev, full)
         if why is not None:
             return why
-        self.listed[b.job] = (ev.id, full)
         _end_outputs(self, ev, full)
+        self.listed[b.job] = (ev.id, full)
         return None
 
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
