@@ -120,8 +120,9 @@ class Fetcher:
         """Fetch every DAG of `cids` that is incomplete here; `hints` are CIDs whose
         providers probably hold them too (e.g. the directory an item came from).
         `max_bytes`: the most bytes of one CAR (else the fetcher's); TooLarge if every
-        peer tried answered and sent more, NotFound if none served it (one that failed
-        otherwise may serve it later)."""
+        peer tried answered and sent more (bytes counted before they are verified: no
+        proof of the DAG's size), NotFound if none served it (one that failed otherwise
+        may serve it later)."""
         wanted = list(dict.fromkeys(cids))
 
         def incomplete() -> list[str]:  # one thread hop for the whole list

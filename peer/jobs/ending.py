@@ -49,8 +49,9 @@ MAX_KEPT_BYTES = 32 << 20
 # doing but bounded by the back-off), a data dir file damaged, a full disk, Kubo unreachable.
 # (A malformed DAG or a directory, a StoreError or BadDag, is the listing's: refused.)
 STORE_CONDITIONS = (IntegrityError, DataError, StorageFull, KuboError)
-# How long a listing read but not admitted yet waits before /api/health counts it
-# (`EndListings.waiting_long`): its JOB_MEMBERS or JOB_SUBMITTED should come within seconds
+# How long a listing waits, not folded nor refused, before /api/health counts it
+# (`EndListings.waiting_long`): its JOB_MEMBERS or JOB_SUBMITTED should come within seconds,
+# a peer serve it within a few tries
 LONG_WAIT_S = 600.0
 
 
@@ -167,7 +168,6 @@ class Unadmitted:
     body: JobEnded | None  # None if not kept (MAX_KEPT_BYTES): read again when asked again
     size: int  # its bytes of JSON
     inputs: Any  # `end_inputs` of its job when last asked
-    since_s: float  # (the clock) when first read
 
 
 class EndListings:
@@ -176,18 +176,20 @@ class EndListings:
     each fetched here (`fetch`: the fetcher's `ensure`, at most about `max_bytes`), read
     and checked (`read_listing`, in a thread) and folded (`MeshState.fold_listing`), then
     its JOB_ENDED noted again (`rescan`: the compactor's `note`, whose next pass makes the
-    record as of an inline one). One not fetched (no peer served it) or that failed
-    otherwise (e.g. an OSError reading it, or this store's error: a corrupt block not
-    repaired, a full disk; logged once) is tried again after 1, 2, 4 ... up to
-    MAX_BACKOFF_STEPS steps. One read but not admitted yet (`end_refusal`: e.g. an
-    output of a member whose JOB_MEMBERS is not here yet) is kept read (its body while the
-    bodies kept hold at most MAX_KEPT_BYTES of JSON) and asked again once what
-    `end_refusal` reads of its job grew (`end_inputs`), folded at the first step that
-    admits it (`waiting_long` counts those waiting over LONG_WAIT_S). One refused (too
-    large, not JSON, not a listing, or naming what no later event can admit: `end_flaw`;
-    hostile input) is logged once, naming the job and the CID, and not read again (in this
-    run: its bytes are its CID's, so a read again finds the same; a restart reads it once
-    more): the job stays as before (in memory, ended, no record)."""
+    record as of an inline one). One not fetched (no peer served it, or a fetch found it
+    too large: the bytes a peer sent, unverified, prove nothing) or that failed otherwise
+    (e.g. an OSError reading it, or this store's error: a corrupt block not repaired, a full
+    disk; logged once) is tried again after 1, 2, 4 ... up to MAX_BACKOFF_STEPS steps. One
+    read but not admitted yet (`end_refusal`: e.g. an output of a member whose JOB_MEMBERS
+    is not here yet) is kept read (its body while the bodies kept hold at most
+    MAX_KEPT_BYTES of JSON) and asked again once what `end_refusal` reads of its job grew
+    (`end_inputs`), folded at the first step that admits it. One refused (too large as
+    stored here, not JSON, not a listing, or naming what no later event can admit:
+    `end_flaw`; hostile input) is logged once, naming the job and the CID, and not read
+    again for that JOB_ENDED (another one naming it is checked anew: the verdict depends on
+    the event too; a restart reads it once more): the job stays as before (in memory,
+    ended, no record). `waiting_long` counts those neither folded nor refused for
+    LONG_WAIT_S or more (not admitted yet, not served, or failing)."""
 
     def __init__(self, state: MeshState, store: Readable,
                  wanted: Callable[[], Mapping[str, str]], rescan: Callable[[Event], None],
@@ -202,7 +204,9 @@ class EndListings:
         self.max_bytes = max_bytes
         self.clock = clock
         # Each of these while a job wants the listing, by (job, listing CID):
-        self.refused: dict[tuple[str, str], str] = {}  # -> why, for good
+        self.refused: dict[tuple[str, str], tuple[tuple[str, int], str]] = {}  # -> (the
+        # JOB_ENDED's id, why): for good, for that event
+        self.since: dict[tuple[str, str], float] = {}  # -> (the clock) when first tried
         self.read: dict[tuple[str, str], Unadmitted] = {}  # read, not admitted yet
         self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # failed: (steps left, next)
         self.failed: dict[tuple[str, str], str] = {}  # -> the error logged (not NotFound)
@@ -221,7 +225,7 @@ class EndListings:
         waiting out a back-off; one read before once what admits it may have grown). An
         error with one listing (its job's) backs it off and leaves the others be."""
         wanted = set(self.wanted().items())
-        for table in (self.refused, self.read, self.waits, self.failed):
+        for table in (self.refused, self.since, self.read, self.waits, self.failed):
             for k in [k for k in table if k not in wanted]:
                 del table[k]
         for job, cid in sorted(wanted):
@@ -240,15 +244,21 @@ class EndListings:
                 self._back_off(job, cid)
 
     def waiting_long(self) -> int:
-        """How many listings read but not admitted yet wait since LONG_WAIT_S or more."""
+        """How many listings wait, neither folded nor refused, since LONG_WAIT_S or more:
+        read but not admitted yet, not served by any peer, or failing."""
         now = self.clock()
-        return sum(now - r.since_s >= LONG_WAIT_S for r in self.read.values())
+        return sum(now - t >= LONG_WAIT_S for t in self.since.values())
 
     async def _step_one(self, job: str, cid: str) -> None:
         """`step` of listing `cid` of `job`."""
         ev = self.state.ended.get(job)
-        if (job, cid) in self.refused or ev is None or self.state.unlisted(job) != cid:
+        if ev is None or self.state.unlisted(job) != cid:
             return
+        if (refused := self.refused.get((job, cid))) is not None:
+            if refused[0] == ev.id:
+                return
+            del self.refused[(job, cid)]  # (another JOB_ENDED's: this one is checked anew)
+        self.since.setdefault((job, cid), self.clock())
         got = self.read.get((job, cid))
         if got is not None and got.event != ev.id:
             got = None  # (another JOB_ENDED's)
@@ -265,13 +275,14 @@ class EndListings:
         why = self.state.fold_listing(ev, body)
         if why is None:
             self.read.pop((job, cid), None)
+            self.since.pop((job, cid), None)
             self.rescan(ev)
             return
         kept = sum(r.size for k, r in self.read.items()
                    if k != (job, cid) and r.body is not None)
         self.read[(job, cid)] = Unadmitted(
             ev.id, body if kept + size <= MAX_KEPT_BYTES else None, size,
-            end_inputs(self.state, job), self.clock() if got is None else got.since_s)
+            end_inputs(self.state, job))
         if got is None:
             log.info("job %s: the listing %s of its JOB_ENDED is not admitted yet: %s "
                      "(kept read, folded once the events that admit it are)", job, cid, why)
@@ -279,12 +290,15 @@ class EndListings:
     async def _read(self, job: str, cid: str, ev: Event) -> tuple[JobEnded, int] | None:
         """`ev`'s body with listing `cid` and its size, fetched here (at most about
         `max_bytes`) and read (`read_listing`); None if it is not here (tried again after a
-        back-off) or refused (for good: logged once; STORE_CONDITIONS are raised, for `step`
-        to back it off: the same listing may read well once the store can)."""
+        back-off: also if a fetch found it too large, a peer's unverified bytes) or refused
+        (for good, for `ev`: logged once; STORE_CONDITIONS are raised, for `step` to back it
+        off: the same listing may read well once the store can)."""
         try:
             if self.fetch is not None:
-                # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
-                await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
+                try:  # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
+                    await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
+                except TooLarge as e:  # (not proof: `read_listing`'s of stored bytes is)
+                    raise NotFound(e.message) from None
             return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
         except NotFound as e:
             log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
@@ -294,7 +308,8 @@ class EndListings:
         except STORE_CONDITIONS:  # (this store's, not the listing's: `step` backs it off)
             raise
         except BanzaiError as e:
-            self.refused[(job, cid)] = e.message
+            self.refused[(job, cid)] = (ev.id, e.message)
+            self.since.pop((job, cid), None)
             log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
                         "stays in memory, ended, no record made of it)", job, cid, e.message)
         return None

@@ -19,7 +19,7 @@ import pytest
 
 from peer.cids import sha256_cid
 from peer.config import PeerConfig
-from peer.errors import BanzaiError, NotFound, TooLarge
+from peer.errors import BanzaiError, DataError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
 from peer.jobs import ending
 from peer.jobs.ending import LONG_WAIT_S, MAX_LISTING_BYTES
@@ -298,13 +298,28 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
                 tried.append(i)
         assert tried == [1, 2, 4, 8, 16]
         assert MAX_LISTING_BYTES < bounds[0] <= 2 * MAX_LISTING_BYTES
+        # (review d, session 40, finding 3) a fetch's TooLarge counts the bytes a peer sent
+        # before they are verified: no proof, backed off as not served, not refused
         answer = TooLarge("a CAR of more than that")
+        for i in range(17, 65):
+            n = len(bounds)
+            await node.end_listings.step()
+            if len(bounds) > n:
+                tried.append(i)
+        assert tried == [1, 2, 4, 8, 16, 32, 64] and not node.end_listings.refused
+
+        async def stored(cids: Any, max_bytes: int = 0) -> None:  # (served now)
+            assert node.store.add_bytes(raw, 1) == cid
+
+        node.end_listings.fetch = stored
+        node.end_listings.max_bytes = len(raw) - 1  # (what the stored, verified bytes prove)
+        node.end_listings.waits.clear()
         caplog.set_level(logging.INFO, logger="peer.jobs.ending")
-        for _ in range(40):
+        for _ in range(3):
             await node.end_listings.step()
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
         assert len(lines) == 1 and "refused" in lines[0] and cid in lines[0], lines
-        assert (JOB, cid) in node.end_listings.refused and len(bounds) == 6
+        assert (JOB, cid) in node.end_listings.refused and JOB not in node.state.listed
     finally:
         node.log.close()
 
@@ -407,5 +422,117 @@ async def test_a_listing_whose_block_is_corrupt_here_backs_off_and_is_folded_onc
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
         node.catchup.compact()
         assert JOB in node.state.compacted and node.index.record(JOB) is not None
+    finally:
+        node.log.close()
+
+
+async def test_an_error_part_way_through_folding_a_listing_is_folded_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(Review d, session 40, finding 2.) `fold_listing` marked a listing folded (`listed`)
+    before folding its outputs and producers: an error part way (the job index's read of a
+    damaged page: DataError) left the rest unfolded for good, the back-off's retry finding
+    nothing to do. It is marked once all of it is folded, so the retry folds it again."""
+    node = _node(tmp_path)
+    try:
+        _listed(node, json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode())
+        node.catchup.compact()
+        rescans: list[Event] = []
+        rescan = node.end_listings.rescan
+        node.end_listings.rescan = lambda ev: (rescans.append(ev), rescan(ev))  # type: ignore[method-assign]
+        providers = node.state.providers
+        screen, calls = providers.screen, [0]
+
+        def damaged(keys: list[str]) -> None:  # (the job index's read, failing once)
+            calls[0] += 1
+            if calls[0] == 1:
+                raise DataError("index.sqlite: database disk image is malformed")
+            if screen is not None:
+                screen(keys)
+
+        providers.screen = damaged
+        caplog.set_level(logging.INFO, logger="peer.jobs.ending")
+        await node.end_listings.step()
+        lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
+        assert len(lines) == 1 and "DataError" in lines[0], lines
+        assert JOB not in node.state.listed and node.state.unlisted(JOB) is not None
+        await node.end_listings.step()  # (backed off one step)
+        await node.end_listings.step()
+        assert JOB in node.state.listed and len(rescans) == 1
+        assert _cache(node)["providers"][OUT["t0"]] == [OTHER]
+        assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
+        node.catchup.compact()
+        assert JOB in node.state.compacted and node.index.record(JOB) is not None
+    finally:
+        node.log.close()
+
+
+@pytest.mark.parametrize("how", ["not served", "failing"])
+async def test_a_listing_not_served_or_failing_for_long_shows_in_health(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """(Review d, session 40, finding 6.) /api/health's `listings_waiting` counted only the
+    listings read but not admitted: one no peer served, or whose reading kept failing, left
+    its job without a record with nothing to show for it there. It counts every listing
+    neither folded nor refused for LONG_WAIT_S or more."""
+    node = _node(tmp_path)
+    now = [1000.0]
+    node.end_listings.clock = lambda: now[0]
+    try:
+        raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
+        if how == "not served":
+            cid = str(sha256_cid(raw, "raw", 1))  # (not stored here, no peer serves it)
+            _ended(node, outputs={}, producers={}, listing=cid)
+        else:
+            cid = _listed(node, raw)
+            cat, broken = node.store.cat, [True]
+
+            def failing(c: str, *a: Any) -> Any:
+                if broken[0]:
+                    raise OSError(5, "Input/output error")
+                return cat(c, *a)
+
+            monkeypatch.setattr(node.store, "cat", failing)
+        node.catchup.compact()
+        for _ in range(3):
+            await node.end_listings.step()
+        now[0] += LONG_WAIT_S - 1
+        assert node.lanes_health()["listings_waiting"] == 0
+        now[0] += 1
+        assert node.lanes_health()["listings_waiting"] == 1
+        assert node.lanes_health()["listings_refused"] == 0
+        if how == "not served":
+            assert node.store.add_bytes(raw, 1) == cid
+        else:
+            broken[0] = False
+        node.end_listings.waits.clear()  # (its next try now)
+        await node.end_listings.step()
+        assert JOB in node.state.listed
+        assert node.lanes_health()["listings_waiting"] == 0
+    finally:
+        node.log.close()
+
+
+async def test_a_listing_refused_for_one_job_ended_is_read_for_another(
+        tmp_path: Path) -> None:
+    """(Review d, session 40, finding 9.) A refusal was kept by (job, listing CID) though
+    its verdict may depend on the JOB_ENDED (its bounds, e.g. `n_tasks`, and orders): a
+    JOB_ENDED naming the same listing that wins the job later was never read. It is read
+    for each JOB_ENDED that wins."""
+    node = _node(tmp_path)
+    try:
+        cid = node.store.add_bytes(json.dumps({"outputs": OUTPUTS,
+                                                "producers": PRODUCERS}).encode())
+        _ended(node, outputs={}, producers={}, listing=cid, n_tasks=1)  # (too few for it)
+        node.catchup.compact()
+        await node.end_listings.step()
+        assert (JOB, cid) in node.end_listings.refused and JOB not in node.state.listed
+        assert node.lanes_health()["listings_refused"] == 1
+        earlier = _fold(node, Event(OTHER, 3, END - (1 << 16), EventType.JOB_ENDED, {
+            "job": JOB, "state": "done", "n_tasks": len(TASKS), "end": END - (1 << 16),
+            "outputs": {}, "producers": {}, "failed": {}, "digest": "0" * 32,
+            "listing": cid}))
+        assert node.state.ended[JOB] is earlier and node.compactor.unlisted == {JOB: cid}
+        await node.end_listings.step()
+        assert JOB in node.state.listed and not node.end_listings.refused
+        assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
     finally:
         node.log.close()
