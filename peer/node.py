@@ -493,10 +493,10 @@ class Node:
         return Finished(record["state"], ended_hlc(end_s), len(record["tasks"]),
                         summary(record), record, record_facts(record, end_s))
 
-    def _catch_up(self, job: str, peer: str) -> None:
+    def _catch_up(self, job: str, peer: str, *, fallback: bool) -> None:
         """The scheduler's `catch_up`: a pair round of lanes job `job` with `peer` now."""
         if self.gossip is not None:
-            self.gossip.catch_up(job, peer)
+            self.gossip.catch_up(job, peer, fallback=fallback)
 
     def _forgot_lanes(self, origins: Sequence[str]) -> None:
         """The compactor forgot these lanes (their events left the log): our own lanes among

@@ -142,5 +142,11 @@ class Offload(Protocol):
 
 PeerInfos = Callable[[], Mapping[str, Mapping[str, Any]]]  # live others -> heartbeat info
 Emit = Callable[[EventType, dict[str, Any]], Event]
-# (job, a member of it) -> ask that member for the job's lanes now (a pair round; design 5.3)
-CatchUp = Callable[[str, str], None]
+
+
+class CatchUp(Protocol):
+    """Asks `peer`, a member of lanes job `job`, for the job's lanes now (a pair round;
+    design 5.3); with `fallback`, another live member sharing the job when `peer` is no live
+    lanes partner (the joiner's ask of its adder), else nobody then."""
+
+    def __call__(self, job: str, peer: str, *, fallback: bool) -> None: ...

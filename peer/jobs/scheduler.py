@@ -84,7 +84,7 @@ class Scheduler:
                  peers: PeerInfos = dict, clock: Clock = time.monotonic,
                  offload: Offload = asyncio.to_thread,
                  parse: Callable[[Any], Workflow] = workflow_from_json,
-                 catch_up: CatchUp = lambda _job, _peer: None) -> None:
+                 catch_up: CatchUp = lambda _job, _peer, fallback: None) -> None:
         self.cfg = cfg
         self.peer_id = peer_id
         self.state = state
@@ -560,7 +560,7 @@ class Scheduler:
         elif peer_of(ev.origin) != me and self.state.member_of(job, me):
             for peer in add:
                 if peer != me:
-                    self.catch_up(job, peer)
+                    self.catch_up(job, peer, fallback=False)
 
     def _wait_to_join(self, jobs: Iterable[str]) -> None:
         """Of lanes jobs `jobs`, those running here that an add made us a member of
@@ -593,7 +593,7 @@ class Scheduler:
             self._joined(job)
         else:
             self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads), add.hlc)
-            self.catch_up(job, peer_of(add.origin))
+            self.catch_up(job, peer_of(add.origin), fallback=True)
 
     def _look_joining(self, job: str, now: float) -> None:
         """End `job`'s wait to join (`_join`) once its lanes are held as far as its adder

@@ -310,7 +310,7 @@ class JobMesh:
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
                          offload=inline, parse=parse,
-                         catch_up=lambda job, peer: self.pair_round(pid, peer, job))
+                         catch_up=lambda job, peer, fallback: self.pair_round(pid, peer, job))
 
     def __getitem__(self, pid: str) -> SimPeer:
         return self.peers[pid]

@@ -709,18 +709,21 @@ class Gossip:
             shared = sorted(chunk)
         self._ae.send_sum(addr, jobs=shared)
 
-    def catch_up(self, job: str, peer: str) -> None:
+    def catch_up(self, job: str, peer: str, *, fallback: bool) -> None:
         """A pair round of lanes job `job` alone now (design 5.3: a peer just added to it
         asks for its lanes, `Scheduler.catch_up`): with `peer` (its adder, who holds what
-        the add said) if it is a live lanes partner sharing the job, else with another one
-        that is; none with lanes off or no such peer live (the periodic rounds, or the
-        joiner's bound, then)."""
-        if self._lanes is None:
+        the add said) if it is a live lanes partner sharing the job, else, with `fallback`
+        (the joiner's ask), with another one that is; none with lanes off or no such peer
+        live (the periodic rounds, or the joiner's bound, then). Without `fallback` (a
+        member's round with a peer just added: `Scheduler._members_grew`), only with `peer`:
+        an add may name any peer, down, unknown or made up, and a round with someone else
+        would bring that peer nothing."""
+        m = self.view.lane_peers.get(peer)
+        if self._lanes is None or (m is None and not fallback):
             return
         partners = self._lane_partners([job])
-        m = self.view.lane_peers.get(peer)
         addr = m.addr if m is not None and m.addr in partners else (
-            self._rng.choice(sorted(partners)) if partners else None)
+            self._rng.choice(sorted(partners)) if partners and fallback else None)
         if addr is not None:
             self._ae.send_sum(addr, jobs=[job])
 

@@ -15,6 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.errors import ConfigError
+from peer.ipfs.store import StoreConfig
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.scheduler import Scheduler
+from peer.jobs.sim import Content, FakeRunner, MemoryData, MemoryStore
 from peer.log import Event, EventType
 from peer.log.lanes import lane, lane_of
 from peer.log.signing import held_hash, sign_events
@@ -463,7 +467,7 @@ def test_catch_up_brings_the_one_jobs_lanes_from_the_adder_at_once() -> None:
     assert len(lane_ids(a, J1)) == 4 and not lane_ids(d, J1) and not lane_ids(d, J2)
     _joined(c, a, d, [J1, J2])
     sums = tap.pair_sums[i_d]
-    d.gossip.catch_up(J1, ia)
+    d.gossip.catch_up(J1, ia, fallback=True)
     assert c.net.pump() >= 3 and tap.pair_sums[i_d] == sums + 1
     assert lane_ids(d, J1) == lane_ids(a, J1) and not lane_ids(d, J2)
     assert d.sink.state.lane_heads([J1]) == a.sink.state.lane_heads([J1])
@@ -482,11 +486,40 @@ def test_catch_up_asks_another_member_when_the_adder_is_not_a_live_lanes_partner
     c.net.pump()
     _joined(c, a, d, [J1])
     del d.gossip.view.lane_peers[ia]  # (a is no live lanes partner of d's)
-    d.gossip.catch_up(J1, ia)
+    d.gossip.catch_up(J1, ia, fallback=True)
     c.net.pump()
     assert lane_ids(d, J1) == lane_ids(b, J1) and len(lane_ids(d, J1)) == 2
     sent: list[object] = []
     d.gossip._lanes = None
     d.gossip._ae.send_sum = lambda *args, **kwargs: sent.append(args)  # type: ignore[method-assign]
-    d.gossip.catch_up(J1, ib)
+    d.gossip.catch_up(J1, ib, fallback=True)
     assert sent == []
+
+
+def test_a_member_folding_an_add_pairs_with_the_added_peer_only_never_another(
+        ) -> None:
+    """Review finding 5: a member that folds another's JOB_MEMBERS starts a pair round of
+    the job with each peer added (`Scheduler._members_grew`, wired to the real gossip as
+    `Node._catch_up` does), with that peer alone: an add naming a made-up peer, or one not
+    live here, starts no round (a round with another member would bring it nothing; the
+    door lets a member add anyone). (A round with the peer added when it is a live lanes
+    partner: test_catch_up_brings_the_one_jobs_lanes_from_the_adder_at_once.)"""
+    c = cluster(seed=5, n=3)
+    tap = Wiretap(c)
+    a, b, _ = c.peers
+    ia, ib, i_d = (p.gossip.peer_id for p in c.peers)
+    submit(a, J1, [ia, ib])
+    steps(c, 6)
+    store = MemoryStore(Content())
+    sched = Scheduler(SchedulerConfig(store=StoreConfig("/nonexistent")), ib, b.sink.state,
+                      lambda t, p: b.sink.emit(p, t), store, FakeRunner(store), {},
+                      MemoryData(store), catch_up=b.gossip.catch_up)
+    sums = tap.pair_sums[ib]
+    made_up = "e" * 16
+    del b.gossip.view.lane_peers[i_d]  # (d is not live here: b's view)
+    for added in (made_up, i_d):
+        ev = a.sink.emit({"job": J1, "add": [added], "heads": {}}, EventType.JOB_MEMBERS)
+        assert b.sink.merge([ev]) == [ev]
+        sched.poke(ev)
+        c.net.pump()
+        assert tap.pair_sums[ib] == sums  # (before the fix: one round with a, each)

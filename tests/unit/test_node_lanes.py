@@ -400,13 +400,14 @@ def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(
     (`Gossip.catch_up`: its exchange is tested in test_lanes_routing.py)."""
     node = _node(tmp_path)
     other, job = "f" * 16, "j0000000000a4"
-    asked: list[tuple[str, str]] = []
-    node.gossip.catch_up = lambda j, peer: asked.append((j, peer))  # type: ignore[attr-defined]
+    asked: list[tuple[str, str, bool]] = []
+    node.gossip.catch_up = (  # type: ignore[attr-defined]
+        lambda j, peer, fallback: asked.append((j, peer, fallback)))
     node.emit(EventType.JOB_SUBMITTED, {"job": job, "workflow": WORKFLOW, "members": [other]})
     node.flush()
     add = Event(other, 1, node.state.heads[node.peer_id] + 1, EventType.JOB_MEMBERS,
                 {"job": job, "add": [node.peer_id], "heads": {lane(other, job): 2}})
     assert node.state.apply(add)
     node.scheduler.poke(add)
-    assert asked == [(job, other)] and job in node.scheduler._joining
+    assert asked == [(job, other, True)] and job in node.scheduler._joining
     node.log.close()
