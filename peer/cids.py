@@ -20,6 +20,7 @@ SHA2_256 = 0x12
 IDENTITY = 0x00
 _MAX_CID_STRING = 512
 _MAX_DIGEST_BYTES = 128
+_MIN_DIGEST_BYTES = 20  # of a hash we do not verify with (Kubo's floor: boxo/verifcid)
 _KEY = re.compile(r"(?:[0-9a-f]{2}){2,}")  # Cid.key: a multihash's bytes in hex
 
 # Hashes a block may be verified with, by multihash code.
@@ -32,6 +33,8 @@ _HASHERS: dict[int, Callable[[bytes], bytes]] = {
     0xB220: lambda b: hashlib.blake2b(b, digest_size=32).digest(),
     0xB240: lambda b: hashlib.blake2b(b, digest_size=64).digest(),
 }
+# A verified hash's digest is its full output: a truncated one names many blocks.
+_FULL_BYTES = {code: len(hasher(b"")) for code, hasher in _HASHERS.items()}
 _V1_PREFIX = {RAW: b"\x01\x55", DAG_PB: b"\x01\x70"}
 _FAST_CODECS = {prefix: codec for codec, prefix in _V1_PREFIX.items()}
 
@@ -101,7 +104,23 @@ def _from_py(made: pycid.CIDv0 | pycid.CIDv1, source: str) -> Cid:
         raise BadCID(f"invalid CID {source!r}: bad multihash ({exc})", field="cid") from exc
     if decoded.length > _MAX_DIGEST_BYTES:
         raise BadCID(f"invalid CID {source!r}: digest too long", field="cid")
+    why = _digest_flaw(decoded.code, decoded.length)
+    if why:
+        raise BadCID(f"invalid CID {source!r}: {why}", field="cid")
     return Cid(int(made.version), str(made.codec), mh)
+
+
+def _digest_flaw(code: int, length: int) -> str:
+    """Why a multihash of hash `code` may not have a digest of `length` bytes ("" if it may):
+    a hash we verify with only its full digest (a truncated one matches more than one block:
+    two of 2 bytes collide after some thousand tries), another hash (not identity: inline
+    data) 20 bytes at least, as Kubo's CID validation (boxo/verifcid MinDigestSize)."""
+    full = _FULL_BYTES.get(code)
+    if full is not None and length != full:
+        return f"its digest is {length} bytes, not the {full} of its hash function"
+    if full is None and code != IDENTITY and length < _MIN_DIGEST_BYTES:
+        return f"its digest is {length} bytes, under the {_MIN_DIGEST_BYTES} required"
+    return ""
 
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -198,7 +217,8 @@ _SHA2_256_PREFIX = bytes((SHA2_256, 32))  # a sha2-256 multihash's code and leng
 
 
 def verify(c: Cid, data: bytes) -> None:
-    """Raise IntegrityError unless `data` hashes to `c`'s multihash; Unsupported hash -> error."""
+    """Raise IntegrityError unless `data` hashes to `c`'s multihash; Unsupported hash -> error;
+    BadCID for a digest `_digest_flaw` refuses (a Cid made from a stored key, not parsed)."""
     mh = c.multihash
     if len(mh) == 34 and mh[:2] == _SHA2_256_PREFIX:  # nearly every block: no py-multihash
         # decode (2/3 of a small block's check; each inline block a receiver keeps pays it)
@@ -212,6 +232,9 @@ def verify(c: Cid, data: bytes) -> None:
         hasher = _HASHERS.get(decoded.code)
         if hasher is None:
             raise Unsupported(f"hash function {decoded.name} of {c} is not supported")
-        ok = hasher(data)[: decoded.length] == bytes(decoded.digest)
+        why = _digest_flaw(decoded.code, decoded.length)
+        if why:
+            raise BadCID(f"invalid CID {c}: {why}", field="cid")
+        ok = hasher(data) == bytes(decoded.digest)
     if not ok:
         raise IntegrityError(f"block {c} does not match its hash")

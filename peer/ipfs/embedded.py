@@ -693,9 +693,10 @@ class EmbeddedStore:
                 continue
             try:
                 data = self.blocks.get(c)
-            except (NotFound, IntegrityError):  # missing, or corrupt and not repaired
-                continue
-            stack.extend(dag.links(c, data))
+                stack.extend(dag.links(c, data))
+            except (NotFound, IntegrityError):  # missing, corrupt and not repaired, or
+                continue  # with a link no CID parse takes (a truncated digest: an older
+                # release's import of a hostile CAR)
 
 
 def _add_error(exc: OSError, p: Path) -> BanzaiError:

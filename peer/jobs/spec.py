@@ -16,10 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cid import make_cid
-
 from peer import jsontext
-from peer.errors import ArgError, BanzaiError, NotFound, SpecError, TooLarge
+from peer.cids import parse_cid
+from peer.errors import ArgError, BadCID, BanzaiError, NotFound, SpecError, TooLarge
 from peer.jobs import kinds, kindspec
 from peer.jobs.placement import KEYS, json_type, parse_requires
 from peer.log import ARG_SPLITS, IMPLICIT_SPLITS, SPLIT_BY_ARGS
@@ -32,7 +31,7 @@ DEFAULT_NAME = "pipeline"
 SOURCE_BASE = "source"  # generated name of an unnamed {"cid": ...} node
 MAX_NAME_CHARS = 128
 MAX_WORKFLOW_NAME_CHARS = 200
-MAX_CID_CHARS = 256  # base58 decoding is quadratic: bound it before make_cid
+MAX_CID_CHARS = 256  # base58 decoding is quadratic: bound it before parse_cid
 MAX_TASKS = 1000  # tasks of one workflow (PeerConfig.max_tasks_per_job)
 MAX_WORKFLOW_BYTES = 2_000_000  # its canonical JSON, as stored in the log (max_workflow_bytes)
 MAX_INT_BITS = 64  # a pipeline's integers: |n| < 2**64 (YAML reads integers of any size)
@@ -608,17 +607,17 @@ def _depends(value: Any, field: str) -> list[str]:
 
 
 def _check_cid(value: Any, field: str) -> str:
-    """Validate a CID string with py-cid; return it canonical (v0 as is, v1 in base32)."""
+    """Validate a CID string (`parse_cid`: a truncated digest too); return it canonical (v0 as
+    is, v1 in base32)."""
     if not isinstance(value, str):
         raise SpecError(f"{field}: a CID must be a string, got {json_type(value)}", field=field)
     if not value or len(value) > MAX_CID_CHARS:
         raise SpecError(f"{field}: {value[:40]!r} is not a valid CID (length {len(value)})",
                         field=field)
     try:
-        c = make_cid(value)
-    except ValueError as exc:
-        raise SpecError(f"{field}: {value!r} is not a valid CID ({exc})", field=field) from None
-    return str(c) if c.version == 0 else bytes(c.encode("base32")).decode("ascii")
+        return str(parse_cid(value))
+    except BadCID as exc:  # (its message names the CID and what is wrong)
+        raise SpecError(f"{field}: {exc}", field=field) from None
 
 
 # -- names, calls, arguments ------------------------------------------------------------------

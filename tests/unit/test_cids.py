@@ -110,3 +110,55 @@ def test_verify_goes_the_general_way_for_other_multihashes() -> None:
         cids.verify(ident, b"another")
     with pytest.raises(Unsupported):  # (md5: a code no peer verifies with)
         cids.verify(Cid(1, cids.RAW, b"\xd5\x01\x10" + hashlib.md5(data).digest()), data)
+
+
+_FULL = {0x12: hashlib.sha256, 0x13: hashlib.sha512, 0x14: hashlib.sha3_512,
+         0x15: hashlib.sha3_384, 0x16: hashlib.sha3_256}
+
+
+def _mh(code: int, digest: bytes) -> bytes:
+    return bytes([code, len(digest)]) + digest
+
+
+@given(st.sampled_from(sorted(_FULL)), st.binary(max_size=64), st.data())
+def test_a_truncated_digest_is_refused_everywhere_a_cid_is_read_and_a_full_one_taken(
+        code: int, data: bytes, draw: st.DataObject) -> None:
+    """Review finding 8: a CID whose digest is shorter than its hash function's output (any
+    length 1 .. full - 1) names every block whose hash starts so: refused by `parse_cid` (its
+    text, each version), `cid_from_bytes` and `split_cid` (its bytes, as dag-pb links and CARs
+    hold them) and `verify` (a Cid made from a stored key), each naming the CID; the full
+    digest of each hash we verify with parses and verifies."""
+    full = _FULL[code](data).digest()
+    cut = draw.draw(st.integers(1, len(full) - 1))
+    short = Cid(1, cids.RAW, _mh(code, full[:cut]))
+    text, binary = str(short), short.binary
+    with pytest.raises(BadCID, match=f"invalid CID '{text}': its digest is {cut} bytes, "
+                                     f"not the {len(full)} of its hash function"):
+        parse_cid(text)
+    for read in (cids.cid_from_bytes, lambda b: cids.split_cid(b + b"tail")):
+        with pytest.raises(BadCID, match=f"its digest is {cut} bytes"):
+            read(binary)
+    with pytest.raises(BadCID, match=text):
+        cids.verify(short, data)
+    good = Cid(1, cids.RAW, _mh(code, full))
+    assert parse_cid(str(good)) == good == cids.cid_from_bytes(good.binary)
+    cids.verify(good, data)
+
+
+def test_the_reviews_short_cid_and_its_v0_form_are_refused_identity_kept() -> None:
+    """`bafkreare2e` (raw, sha2-256, 2 bytes: two listings were found to verify against it)
+    and a truncated CIDv0 are refused; an identity CID (inline data, any length up to 128)
+    and a hash we cannot verify with, of 20 bytes at least (Kubo's floor), still parse."""
+    with pytest.raises(BadCID, match="'bafkreare2e': its digest is 2 bytes, not the 32"):
+        parse_cid("bafkreare2e")
+    v0 = str(Cid(0, cids.DAG_PB, _mh(0x12, hashlib.sha256(b"x").digest()[:20])))
+    with pytest.raises(BadCID, match="its digest is 20 bytes"):
+        parse_cid(v0)
+    for n in (4, 127, 128):
+        ident = Cid(1, cids.RAW, bytes([0x00, n, *([1] * n)]) if n < 128
+                    else b"\x00\x80\x01" + b"\x01" * 128)
+        assert parse_cid(str(ident)) == ident
+    md5 = Cid(1, cids.RAW, b"\xd5\x01\x20" + bytes(32))  # (md5's code, a 32-byte digest)
+    assert parse_cid(str(md5)) == md5
+    with pytest.raises(BadCID, match="its digest is 16 bytes, under the 20 required"):
+        parse_cid(str(Cid(1, cids.RAW, b"\xd5\x01\x10" + bytes(16))))
