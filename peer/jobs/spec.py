@@ -617,7 +617,7 @@ def _check_cid(value: Any, field: str) -> str:
     try:
         return str(parse_cid(value))
     except BadCID as exc:  # (its message names the CID and what is wrong)
-        raise SpecError(f"{field}: {exc}", field=field) from None
+        raise SpecError(f"{field}: {value!r} is not a valid CID ({exc})", field=field) from None
 
 
 # -- names, calls, arguments ------------------------------------------------------------------
