@@ -27,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_executor  # noqa: E402  (throughput: the trivial row)
+
 from peer.jobs.executor import Executor, ExecutorConfig  # noqa: E402
 
 T = "tests.unit.executor_targets:"
@@ -84,18 +86,6 @@ async def big(repeat: int) -> dict[str, float]:
     return {"wall_s": statistics.median(walls), "max_ms": statistics.median(stalls) * 1e3}
 
 
-async def trivial(repeat: int, n: int = 1000) -> float:
-    rates = []
-    async with Executor(ExecutorConfig(slots=2)) as ex:
-        await ex.run("warm", T + "echo", 0)
-        for r in range(repeat):
-            t0 = time.perf_counter()
-            results = await asyncio.gather(*(ex.run(f"{r}/{i}", T + "echo", i) for i in range(n)))
-            rates.append(n / (time.perf_counter() - t0))
-            assert [x.value for x in results] == list(range(n))
-    return statistics.median(rates)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="how long the worker floods")
@@ -103,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     f = asyncio.run(flood(a.seconds))
     b = asyncio.run(big(a.repeat))
-    t = asyncio.run(trivial(a.repeat))
+    t = asyncio.run(bench_executor.throughput(1000, a.repeat))["runs_per_s"]
     print(f"flood {a.seconds:g} s: longest loop gap {f['max_ms']:.1f} ms, "
           f"p99 {f['p99_ms']:.2f} ms, {f['frames_per_s']:,.0f} frames/s handled "
           f"({f['frames']:,.0f}), result {f['tail_s']:.2f} s after the flood's end")
