@@ -919,7 +919,7 @@ class Scheduler:
         without the input it cannot before the splitter does, so it fetches nothing; the
         likely assembler of a task split by its values: `_prefetch_values`)."""
         if spec.split_args and tdef.split_arg is not None:
-            self._prefetch_values(job, task, split)
+            self._prefetch_values(job, task, split, len(chunks))
         elif peer_of(split.origin) != self.peer_id:
             inp = split.payload["input"]
             if (tdef.reduce is not None and self._may_end_last(job, task, split, len(chunks))
@@ -931,17 +931,26 @@ class Scheduler:
         elif tdef.reduce is not None:
             self._prefetch_reduce(job, task, split, chunks)
 
-    def _prefetch_values(self, job: str, task: str, split: Event) -> None:
-        """The peer that ran chunk 0 of a task split by its values (which assembles it first,
-        `_assemble`), or while it runs, the splitter: fetches the done chunks' outputs made
-        elsewhere in the background as they come, while its own chunks run, so that the
-        assembly finds them here (on two pinned peers the seed's FETCH_FESTVOX waited
-        0.24-0.32 s for them after its last chunk)."""
-        done = self.state.chunks.done((job, task, *split.id))
+    def _prefetch_values(self, job: str, task: str, split: Event, n: int) -> None:
+        """The peer that ran chunk 0 of a task split by its values (of `n` chunks; it
+        assembles it first, `_assemble`), or while it runs, the splitter: fetches the done
+        chunks' outputs made elsewhere in the background as they come, while its own chunks
+        run, so that the assembly finds them here (on two pinned peers the seed's
+        FETCH_FESTVOX waited 0.24-0.32 s for them after its last chunk). Once per chunk
+        done (`_results_seen`): a fetch that failed (an output whose holder left) is not
+        started again at each step its end wakes, only when another chunk is done (the
+        assembly's own fetch backs off and reopens the chunk: `_recompute`)."""
+        tk, sk = (job, task), (job, task, *split.id)
+        done = self.state.chunks.done(sk)
         if peer_of(done[0].origin if 0 in done else split.origin) != self.peer_id:
             return
-        outs = {str(d.payload["output"]): i for i, d in done.items() if d.payload.get("output")}
-        self._fetch_results((job, task), Assembly({}, dict(outs), None))
+        epoch = self.state.chunks.done_epoch(sk)  # (a chunk done, or reopened)
+        if self._results_seen.get(tk) == epoch or tk in self._partial_fetching:
+            return
+        self._results_seen[tk] = epoch
+        outs = {str(d.payload["output"]): i for i, d in done.items()
+                if i < n and d.payload.get("output")}  # (none past the split's last)
+        self._fetch_results(tk, Assembly({}, outs, None))
 
     def _may_end_last(self, job: str, task: str, split: Event, n: int) -> bool:
         """True if this peer runs a group of a task with a reduce (of `n` chunks) and every

@@ -6,6 +6,7 @@ per value, each chunk runs the task on its value alone and the task's output mer
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -141,3 +142,55 @@ def test_split_arg_names_the_variadic_arg_of_a_whole_task_without_input(kw: Any)
 
 def test_fetch_festvox_splits_by_its_urls() -> None:
     assert FETCH.split_arg == "urls" and not FETCH.per_item and not FETCH.needs_input
+
+
+# -- the likely assembler's prefetch -------------------------------------------------------
+async def test_a_prefetch_that_failed_is_tried_again_only_when_another_chunk_is_done() -> None:
+    """(Review r, session 40.) A chunk's output whose only holder lost it before the likely
+    assembler fetched it: each failed prefetch's end woke the scheduler, whose next step
+    started the same fetch again, a loop with no event in between (50 fetches in 50 steps).
+    The prefetch starts once per chunk done (or reopened): steps alone start none."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
+    m = JobMesh(3, CATALOG, cfg)
+    try:
+        wf = with_splits(from_obj({"name": "x", "tasks": [
+            {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG),
+            CATALOG, True, True)
+        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
+        await m.settle()
+        await m.advance(0.3)
+        await m.advance(0.3)
+        where = {k: pid for pid, p in m.peers.items() for k in p.runner.running}
+        k0, k1 = "j1/fetch/0/0", "j1/fetch/1/0"
+        p0, p1 = where[k0], where[k1]
+        assert p0 != p1
+        calls = {pid: 0 for pid in m.peers}
+        for pid, p in m.peers.items():
+            def counting(cids: Any, hints: Any = (), _o: Any = p.data.ensure,
+                         _pid: str = pid) -> Any:
+                calls[_pid] += 1
+                return _o(cids, hints)
+            p.data.ensure = counting  # type: ignore[method-assign]
+        st = m[p0].store
+        m[p0].runner.finish(k0, {"output": st.make_dir({"awb": st.make_dir(
+            {"a.wav": st.add_bytes(b"a")})})})
+        await m.settle()
+        st1 = m[p1].store
+        out1 = st1.make_dir({"bdl": st1.make_dir({"b.wav": st1.add_bytes(b"b")})})
+        m[p1].runner.finish(k1, {"output": out1})
+        del m.content.dirs[out1]  # (its only holder lost it before anyone fetched it)
+        for p in m.peers.values():
+            p.store.local.discard(out1)
+        await m.settle()
+        before = dict(calls)
+        for _ in range(50):  # steps, no event
+            for p in m.peers.values():
+                p.sched.step()
+            await asyncio.sleep(0)
+        assert {k: calls[k] - before[k] for k in calls} == {pid: 0 for pid in m.peers}
+    finally:
+        await m.close()
