@@ -948,9 +948,9 @@ class Scheduler:
         if self._results_seen.get(tk) == epoch or tk in self._partial_fetching:
             return
         self._results_seen[tk] = epoch
-        outs = {str(d.payload["output"]): i for i, d in done.items()
-                if i < n and d.payload.get("output")}  # (none past the split's last)
-        self._fetch_results(tk, Assembly({}, outs, None))
+        outs: dict[str, int | None] = {str(d.payload["output"]): i for i, d in done.items()
+                                       if i < n and d.payload.get("output")}  # (none past
+        self._fetch_results(tk, Assembly({}, outs, None))  # the split's last)
 
     def _may_end_last(self, job: str, task: str, split: Event, n: int) -> bool:
         """True if this peer runs a group of a task with a reduce (of `n` chunks) and every
