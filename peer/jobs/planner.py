@@ -70,7 +70,9 @@ def chunk_params(tdef: TaskDef, params: Mapping[str, Any], items: Sequence[Seque
         raise BanzaiError(f"{tdef.name}: a chunk of a split by {arg} names no value of it")
     picked = []
     for _, index in items:
-        if not (index.isdigit() and int(index) < len(values)):
+        if not (index.isascii() and index.isdecimal() and str(int(index)) == index
+                and int(index) < len(values)):  # (the form value_chunks writes: "²" is a
+            # digit int() refuses, "02" not how it writes 2)
             raise BanzaiError(f"{tdef.name}: a chunk names value {index!r} of {arg}, which "
                               f"holds {len(values)}")
         picked.append(values[int(index)])

@@ -46,7 +46,7 @@ def test_one_chunk_per_value_naming_its_index() -> None:
     assert chunk_params(FETCH, params, [*chunks[2], *chunks[0]]) == {"urls": [URLS[2], URLS[0]]}
 
 
-@pytest.mark.parametrize("index", ["3", "-1", "x", ""])
+@pytest.mark.parametrize("index", ["3", "-1", "x", "", "\u00b2", "\u0662", "02", "1 "])
 def test_a_chunk_naming_no_value_is_refused(index: str) -> None:
     with pytest.raises(BanzaiError, match=f"names value {index!r} of urls, which holds 3"):
         chunk_params(FETCH, {"urls": URLS}, [["urls[?]", index]])
