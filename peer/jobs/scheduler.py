@@ -24,7 +24,7 @@ from peer.jobs.ending import framed, job_ended
 from peer.jobs.leases import Leases
 from peer.jobs.live import LiveRecords
 from peer.jobs.locality import Locality
-from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready
+from peer.jobs.planner import Assembly, Planner, mesh_slots, producer, ready, value_chunks
 from peer.jobs.ports import (
     CatchUp,
     Clock,
@@ -1334,6 +1334,10 @@ class Scheduler:
         # or a member's event past the split's last changes that)
         epoch = self.state.chunks.done_epoch((job, task, *split.id))
         if whole and spec.split_args and tdef.split_arg is not None:
+            if chunks != value_chunks(tdef, spec.params):  # (a forged split, or a splitter
+                # whose call splits otherwise: its merge would be recorded as every value's)
+                raise BanzaiError(f"{task}: its split does not name each value of "
+                                  f"{tdef.split_arg} once, in order")
             outs = self.planner.chunk_outputs(job, task, n)
             if not self.locality.have(tk, list(outs), first, epoch):
                 self._recompute(job, task, split, outs)

@@ -194,3 +194,38 @@ async def test_a_prefetch_that_failed_is_tried_again_only_when_another_chunk_is_
         assert {k: calls[k] - before[k] for k in calls} == {pid: 0 for pid in m.peers}
     finally:
         await m.close()
+
+
+async def test_a_split_not_naming_each_value_once_is_not_assembled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """(Review r, session 40.) A split that names some values only (forged, or made by a peer
+    whose call splits otherwise) was assembled as the merge of its chunks and recorded
+    under the whole task's cache key: an incomplete output for every later job of the same
+    URLs. It is not assembled: no TASK_DONE, the assembly's failure logged naming why (as
+    any assembly failure: `Scheduler._fail_task` once every chunk is done)."""
+    from peer.ipfs.store import StoreConfig
+    from peer.jobs.ports import SchedulerConfig
+    from peer.jobs.sim import JobMesh
+
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
+    m = JobMesh(1, CATALOG, cfg)
+    try:
+        wf = with_splits(from_obj({"name": "x", "tasks": [
+            {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG),
+            CATALOG, True, True)
+        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
+        m.emit("p0", EventType.TASK_SPLIT, {"job": "j1", "task": "fetch", "input": None,
+                                            "chunks": [[["urls[0]", "0"]]]})
+        await m.settle()
+        await m.advance(0.3)
+        st = m["p0"].store
+        m["p0"].runner.finish("j1/fetch/0/0", {"output": st.make_dir({"awb": st.make_dir(
+            {"a.wav": st.add_bytes(b"a")})})})
+        await m.settle()
+        await m.advance(0.3)
+        assert m.events(EventType.CHUNK_DONE, task="fetch")
+        assert not m.events(EventType.TASK_DONE, task="fetch")
+        assert any("its split does not name each value of urls once" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await m.close()
