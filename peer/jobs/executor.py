@@ -74,6 +74,10 @@ _READ_BYTES = 1 << 14
 _PROGRESS_INTERVAL_S = 0.05  # at most 20 progress messages a second per run
 _TRACE_FRAMES = 8
 _RESPAWN_BACKOFF_S = 1.0  # before replacing a worker that died before it was ready
+# Times a run whose worker died before reading it goes back to the queue; then it fails as
+# a crash (a worker that dies each time before it reads, say at its start, would else
+# fork and requeue for ever: review r, session 40)
+_MAX_REQUEUES = 2
 _BASE_PREFIX = "banzai-exec-"  # + PID + "-" + random: one executor's run directories
 _UNNAMED_STALE_S = 86400.0  # a run directory of the earlier form (no PID) untouched this long
 
@@ -215,6 +219,7 @@ class _Job:
     kill_kind: ExitKind | None = None  # set when we kill the worker on purpose
     kill_error: str | None = None  # why, if not the kind's usual words
     watched: Watched | None = None  # while on a worker
+    requeues: int = 0  # times it went back to the queue unread (`_requeue`)
 
 
 @dataclass(eq=False)
@@ -536,7 +541,8 @@ class Executor:
 
     async def _reap(self, w: _Worker) -> None:
         job, w.job = w.job, None
-        if job is not None and job.kill_kind is None and _unread(w.tx):
+        if (job is not None and job.kill_kind is None and job.requeues < _MAX_REQUEUES
+                and _unread(w.tx)):
             self._requeue(job)  # it died before it read the run: the run never started
             self._dispatch()
             job = None
@@ -697,6 +703,7 @@ class Executor:
         if job.timer is not None:
             job.timer.cancel()
         job.worker, job.timer, job.watched = None, None, None
+        job.requeues += 1
         self._queue.appendleft(job)
 
     def _dispatch(self) -> None:

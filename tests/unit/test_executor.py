@@ -1025,6 +1025,19 @@ async def test_a_run_its_dying_worker_never_read_goes_to_the_next_worker(
     assert _gone(pid)
 
 
+async def test_a_run_whose_workers_each_die_before_reading_it_fails_after_two_requeues(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose worker died before reading it went back to the queue with no bound: a
+    worker that dies each time before it reads would fork and requeue for ever (review r,
+    session 40). Here each death is taken for one before the read; after two requeues the
+    run fails as the crash it is."""
+    monkeypatch.setattr(executor, "_unread", lambda conn: True)
+    ex = await make_executor(slots=1)
+    res = await asyncio.wait_for(ex.run("a", T + "exit_now", 3), 30)
+    assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 3")
+    assert (await asyncio.wait_for(ex.run("b", T + "echo", 5), 10)).value == 5
+
+
 async def test_a_sigterm_that_lands_just_before_a_sleep_still_ends_the_worker(
         make_executor: MakeExecutor) -> None:
     """A SIGTERM delivered while the worker ran C code that does not check for signals,
