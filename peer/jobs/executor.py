@@ -356,8 +356,16 @@ class Executor:
             if w.job is not None and w.job.kill_kind is None:
                 w.job.kill_kind = ExitKind.CANCELLED
             self._kill(w)
-        while self._tasks or self._workers:
-            await asyncio.wait([*self._tasks, *(w.gone for w in self._workers)])
+        # (not for a worker given up that still lives, `_give_up`: it may never exit)
+        while waits := [*self._tasks, *(w.gone for w in self._workers
+                                        if not (w.stuck and w.proc.is_alive()))]:
+            await asyncio.wait(waits)
+        loop = self._running_loop()
+        for w in self._workers:  # given up, alive: not watched nor joined any more (its exit,
+            loop.remove_reader(w.proc.sentinel)  # if it comes, would start a join after the
+            loop.remove_reader(w.rx.fileno())  # helper thread's end)
+            w.tx.close()
+            w.rx.close()
         if self._helper is not None:
             self._helper.shutdown(wait=True)
             self._helper = None

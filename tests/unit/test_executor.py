@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -1069,3 +1070,27 @@ async def test_a_worker_that_outlives_its_sigkill_is_given_up_and_replaced(
     assert await asyncio.wait_for(_worker_pid(ex, "b"), 20) != pid
     os.kill(pid, signal.SIGKILL)
     assert await _ends(pid)
+
+
+async def test_close_does_not_wait_for_a_worker_given_up(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker given up (it outlived its SIGKILL by stuck_after_s) held `close` for as long as
+    it lived, maybe for ever: a peer with one worker in the kernel's uninterruptible sleep
+    never finished stopping (review r, session 40). `close` waits for the others only."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    pid = await _worker_pid(ex)
+    signal_worker = executor._signal
+    monkeypatch.setattr(executor, "_signal", lambda w, sig: None if (
+        sig == signal.SIGKILL and w.proc.pid == pid) else signal_worker(w, sig))
+    res = await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+    assert res.exit_kind == ExitKind.TIMEOUT and _running(pid)
+    assert await asyncio.wait_for(_worker_pid(ex, "b"), 20) != pid  # (its replacement's up)
+    [stuck] = [w.proc for w in ex._workers if w.proc.pid == pid]
+    try:
+        await asyncio.wait_for(ex.close(), 20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # (close's SIGTERM to its group may
+            os.kill(pid, signal.SIGKILL)  # have ended it already: a real one would not)
+    assert await _ends(pid)
+    stuck.join(10)  # (ended: at once; what no one joins now, the fixture counts it)
+    stuck.close()
