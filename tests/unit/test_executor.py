@@ -1052,18 +1052,25 @@ async def test_a_sigterm_that_lands_just_before_a_sleep_still_ends_the_worker(
     assert (await asyncio.wait_for(ex.run("b", T + "echo", 5), 10)).value == 5
 
 
+async def _given_up(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
+                    ) -> tuple[Executor, int, RunResult]:
+    """An executor (one slot, stuck_after_s 0.2) whose worker's SIGKILL is held back, and that
+    worker's pid and run: 'a', timed out after 0.3 s."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    pid = await _worker_pid(ex)
+    signal_worker = executor._signal
+    monkeypatch.setattr(executor, "_signal", lambda w, sig: None if (
+        sig == signal.SIGKILL and w.proc.pid == pid) else signal_worker(w, sig))
+    return ex, pid, await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+
+
 async def test_a_worker_that_outlives_its_sigkill_is_given_up_and_replaced(
         make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that SIGKILL does not end (in the kernel's uninterruptible sleep: a hung file
     system, a device; here its SIGKILL is held back) kept its run waiting for ever, and its
     slot. stuck_after_s after the SIGKILL, the run fails saying so and a new worker takes
     the slot; the old one is joined once it exits."""
-    ex = await make_executor(slots=1, stuck_after_s=0.2)
-    pid = await _worker_pid(ex)
-    signal_worker = executor._signal
-    monkeypatch.setattr(executor, "_signal", lambda w, sig: None if (
-        sig == signal.SIGKILL and w.proc.pid == pid) else signal_worker(w, sig))
-    res = await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+    ex, pid, res = await _given_up(make_executor, monkeypatch)
     assert (res.ok, res.exit_kind) == (False, ExitKind.TIMEOUT)
     assert res.error == f"timed out after 0.3 s; its worker {pid} did not exit 0.2 s after SIGKILL"
     assert _running(pid)
@@ -1077,12 +1084,7 @@ async def test_close_does_not_wait_for_a_worker_given_up(
     """A worker given up (it outlived its SIGKILL by stuck_after_s) held `close` for as long as
     it lived, maybe for ever: a peer with one worker in the kernel's uninterruptible sleep
     never finished stopping (review r, session 40). `close` waits for the others only."""
-    ex = await make_executor(slots=1, stuck_after_s=0.2)
-    pid = await _worker_pid(ex)
-    signal_worker = executor._signal
-    monkeypatch.setattr(executor, "_signal", lambda w, sig: None if (
-        sig == signal.SIGKILL and w.proc.pid == pid) else signal_worker(w, sig))
-    res = await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+    ex, pid, res = await _given_up(make_executor, monkeypatch)
     assert res.exit_kind == ExitKind.TIMEOUT and _running(pid)
     assert await asyncio.wait_for(_worker_pid(ex, "b"), 20) != pid  # (its replacement's up)
     [stuck] = [w.proc for w in ex._workers if w.proc.pid == pid]

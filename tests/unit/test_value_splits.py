@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from peer.errors import BanzaiError, SpecError
+from peer.ipfs.store import StoreConfig
 from peer.jobs.planner import chunk_params, merged_outputs, value_chunks
-from peer.jobs.sim import PREVIOUS_TOP_KEYS
+from peer.jobs.ports import SchedulerConfig
+from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
 from peer.jobs.spec import from_obj, with_splits, workflow_from_json
 from peer.log import ARG_SPLITS, IMPLICIT_SPLITS, Event, EventType, fold
 from tasks import registry
@@ -145,22 +147,24 @@ def test_fetch_festvox_splits_by_its_urls() -> None:
 
 
 # -- the likely assembler's prefetch -------------------------------------------------------
+def _fetch_mesh(peers: int) -> JobMesh:
+    """A simulated mesh of `peers` holding job j1: a FETCH_FESTVOX of URLS marked to split by
+    its values (submitted at p0)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
+    m = JobMesh(peers, CATALOG, cfg)
+    wf = with_splits(from_obj({"name": "x", "tasks": [
+        {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG), CATALOG, True, True)
+    m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
+    return m
+
+
 async def test_a_prefetch_that_failed_is_tried_again_only_when_another_chunk_is_done() -> None:
     """(Review r, session 40.) A chunk's output whose only holder lost it before the likely
     assembler fetched it: each failed prefetch's end woke the scheduler, whose next step
     started the same fetch again, a loop with no event in between (50 fetches in 50 steps).
     The prefetch starts once per chunk done (or reopened): steps alone start none."""
-    from peer.ipfs.store import StoreConfig
-    from peer.jobs.ports import SchedulerConfig
-    from peer.jobs.sim import JobMesh
-
-    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
-    m = JobMesh(3, CATALOG, cfg)
+    m = _fetch_mesh(3)
     try:
-        wf = with_splits(from_obj({"name": "x", "tasks": [
-            {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG),
-            CATALOG, True, True)
-        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
         await m.settle()
         await m.advance(0.3)
         await m.advance(0.3)
@@ -203,17 +207,8 @@ async def test_a_split_not_naming_each_value_once_is_not_assembled(
     under the whole task's cache key: an incomplete output for every later job of the same
     URLs. It is not assembled: no TASK_DONE, the assembly's failure logged naming why (as
     any assembly failure: `Scheduler._fail_task` once every chunk is done)."""
-    from peer.ipfs.store import StoreConfig
-    from peer.jobs.ports import SchedulerConfig
-    from peer.jobs.sim import JobMesh
-
-    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05)
-    m = JobMesh(1, CATALOG, cfg)
+    m = _fetch_mesh(1)
     try:
-        wf = with_splits(from_obj({"name": "x", "tasks": [
-            {"name": "fetch", "call": "FETCH_FESTVOX", "args": URLS}]}, CATALOG),
-            CATALOG, True, True)
-        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "j1", "workflow": wf.to_json()})
         m.emit("p0", EventType.TASK_SPLIT, {"job": "j1", "task": "fetch", "input": None,
                                             "chunks": [[["urls[0]", "0"]]]})
         await m.settle()
