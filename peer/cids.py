@@ -96,7 +96,7 @@ def sha256_cid(data: bytes, codec: str, version: int) -> Cid:
     return Cid(version, codec, mh)
 
 
-def _from_py(made: pycid.CIDv0 | pycid.CIDv1, source: str) -> Cid:
+def _from_py(made: pycid.CIDv0 | pycid.CIDv1, source: str, lenient: bool = False) -> Cid:
     mh = bytes(made.multihash)
     try:
         decoded = multihash.decode(mh)
@@ -104,7 +104,7 @@ def _from_py(made: pycid.CIDv0 | pycid.CIDv1, source: str) -> Cid:
         raise BadCID(f"invalid CID {source!r}: bad multihash ({exc})", field="cid") from exc
     if decoded.length > _MAX_DIGEST_BYTES:
         raise BadCID(f"invalid CID {source!r}: digest too long", field="cid")
-    why = _digest_flaw(decoded.code, decoded.length)
+    why = "" if lenient else _digest_flaw(decoded.code, decoded.length)
     if why:
         raise BadCID(f"invalid CID {source!r}: {why}", field="cid")
     return Cid(int(made.version), str(made.codec), mh)
@@ -121,6 +121,16 @@ def _digest_flaw(code: int, length: int) -> str:
     if full is None and code != IDENTITY and length < _MIN_DIGEST_BYTES:
         return f"its digest is {length} bytes, under the {_MIN_DIGEST_BYTES} required"
     return ""
+
+
+def digest_flaw(c: Cid) -> str:
+    """Why `parse_cid` refuses `c`'s digest ("" if it does not): a Cid taken `lenient`ly
+    (what an earlier release stored: it took a truncated digest) or made from a stored key."""
+    mh = c.multihash
+    if len(mh) == 34 and mh[:2] == _SHA2_256_PREFIX:
+        return ""
+    decoded = multihash.decode(mh)
+    return _digest_flaw(decoded.code, decoded.length)
 
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -155,8 +165,11 @@ def _fast_parse(s: str) -> Cid | None:
 
 
 @lru_cache(maxsize=CID_CACHE_ENTRIES)
-def parse_cid(s: str) -> Cid:
-    """Parse a CID string (CIDv0 base58 "Qm..." or a multibase CIDv1); BadCID if malformed."""
+def parse_cid(s: str, *, lenient: bool = False) -> Cid:
+    """Parse a CID string (CIDv0 base58 "Qm..." or a multibase CIDv1); BadCID if malformed.
+    `lenient`: a digest `_digest_flaw` refuses is taken, as releases before c3c9d56 took it:
+    only to read back what they stored (a pin's name, a link gc follows), never to verify
+    or serve a block by."""
     if not isinstance(s, str) or not s or len(s) > _MAX_CID_STRING or not s.isascii():
         raise BadCID(f"invalid CID {str(s)[:80]!r}: not a CID string", field="cid")
     if s.startswith("/") or s.strip() != s:
@@ -168,11 +181,11 @@ def parse_cid(s: str) -> Cid:
         made = pycid.make_cid(s)
     except Exception as exc:  # py-cid raises ValueError, KeyError, TypeError, ...
         raise BadCID(f"invalid CID {s[:80]!r}: {exc}", field="cid") from exc
-    return _from_py(made, s)
+    return _from_py(made, s, lenient)
 
 
-def cid_from_bytes(buf: bytes) -> Cid:
-    """Parse a complete binary CID; BadCID if malformed."""
+def cid_from_bytes(buf: bytes, *, lenient: bool = False) -> Cid:
+    """Parse a complete binary CID; BadCID if malformed (`lenient` as `parse_cid`'s)."""
     if len(buf) == 34 and buf[0] == 0x12 and buf[1] == 0x20:
         return Cid(0, DAG_PB, bytes(buf))
     if buf[:2] in _FAST_CODECS and len(buf) == 36 and buf[2:4] == b"\x12\x20":
@@ -181,7 +194,7 @@ def cid_from_bytes(buf: bytes) -> Cid:
         made = pycid.from_bytes(buf)
     except Exception as exc:  # py-cid raises several unrelated types
         raise BadCID(f"invalid binary CID {buf[:40].hex()}: {exc}", field="cid") from exc
-    return _from_py(made, buf[:40].hex())
+    return _from_py(made, buf[:40].hex(), lenient)
 
 
 def _varint_at(buf: bytes, pos: int) -> int:
@@ -216,9 +229,11 @@ def split_cid(buf: bytes) -> tuple[Cid, int]:
 _SHA2_256_PREFIX = bytes((SHA2_256, 32))  # a sha2-256 multihash's code and length
 
 
-def verify(c: Cid, data: bytes) -> None:
+def verify(c: Cid, data: bytes, *, lenient: bool = False) -> None:
     """Raise IntegrityError unless `data` hashes to `c`'s multihash; Unsupported hash -> error;
-    BadCID for a digest `_digest_flaw` refuses (a Cid made from a stored key, not parsed)."""
+    BadCID for a digest `_digest_flaw` refuses (a Cid made from a stored key, not parsed)
+    unless `lenient` (as `parse_cid`'s: gc's reading of an earlier release's block), which
+    compares a truncated digest with as much of the hash, as that release did."""
     mh = c.multihash
     if len(mh) == 34 and mh[:2] == _SHA2_256_PREFIX:  # nearly every block: no py-multihash
         # decode (2/3 of a small block's check; each inline block a receiver keeps pays it)
@@ -232,9 +247,9 @@ def verify(c: Cid, data: bytes) -> None:
         hasher = _HASHERS.get(decoded.code)
         if hasher is None:
             raise Unsupported(f"hash function {decoded.name} of {c} is not supported")
-        why = _digest_flaw(decoded.code, decoded.length)
+        why = "" if lenient else _digest_flaw(decoded.code, decoded.length)
         if why:
             raise BadCID(f"invalid CID {c}: {why}", field="cid")
-        ok = hasher(data) == bytes(decoded.digest)
+        ok = hasher(data)[: decoded.length] == bytes(decoded.digest)
     if not ok:
         raise IntegrityError(f"block {c} does not match its hash")

@@ -423,6 +423,16 @@ class BlockStore:
             raise NotFound(f"block {c} is not in the store", field="cid")
         return self._repaired(c)
 
+    def stored(self, key: str) -> bytes | None:
+        """The bytes kept under `key` as they are, unverified (a file, then memory, then the
+        inline pack, as `get` looks), None if there are none: for gc to read the links of a
+        block whose CID no strict parse takes (an earlier release's; it verifies them as that
+        release did), never served. OSError or StoreError if they cannot be read."""
+        with contextlib.suppress(FileNotFoundError), open(self._file(key), "rb") as f:
+            return f.read()
+        kept = self.unwritten.get(key)
+        return kept if kept is not None else self.pack.get(key)
+
     def _remove_corrupt(self, c: Cid, name: str) -> None:
         """Remove the block file `name` that does not match `c`, logged; never through a
         shard that is a symlink (`_shard_dirs`: what it holds is not the store's), which is

@@ -3,6 +3,7 @@ selects (dag-scope, entity-bytes, dups) and CAR streams of them. No state; reads
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
 from peer.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
@@ -32,6 +33,22 @@ def links(c: Cid, data: bytes) -> list[Cid]:
             out.append(cid_from_bytes(link.hash))
         except BadCID as exc:
             raise IntegrityError(f"block {c} links to an invalid CID") from exc
+    return out
+
+
+def link_keys(c: Cid, data: bytes) -> list[Cid]:
+    """gc's links of a block (`links`, each link on its own): a link as an earlier release
+    read it (`lenient`: a digest shorter than its hash function's, refused since c3c9d56,
+    too), one that names no CID even so skipped, not its siblings (ipld.link_keys for DAG-
+    CBOR and DAG-JSON). What a pin reaches is kept by them; never read a block by them."""
+    if c.codec in ipld.CODECS:
+        return ipld.link_keys(c, data)
+    if c.codec != DAG_PB:
+        return []
+    out: list[Cid] = []
+    for link in dagpb.decode_node(data).links:
+        with contextlib.suppress(BadCID):
+            out.append(cid_from_bytes(link.hash, lenient=True))
     return out
 
 

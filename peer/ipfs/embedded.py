@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
-from peer.cids import DAG_PB, IDENTITY, RAW, Cid, parse_cid, verify
+from peer.cids import DAG_PB, IDENTITY, RAW, Cid, digest_flaw, parse_cid, verify
 from peer.errors import (
     ArgError,
     BanzaiError,
@@ -652,7 +652,7 @@ class EmbeddedStore:
         extra: list[Cid] = []
         for r in roots:
             with contextlib.suppress(BanzaiError):
-                extra.append(parse_cid(r))
+                extra.append(parse_cid(r, lenient=True))
         with self._lock.hold(exclusive=True):
             Staging.sweep(self.root)
             live: set[str] = set()
@@ -683,6 +683,8 @@ class EmbeddedStore:
                     "temp_files": self.blocks.sweep_tmp(0.0)}
 
     def _mark(self, root: Cid, live: set[str]) -> None:
+        """Add to `live` the keys of `root` and of every block it reaches, each link on its
+        own (`dag.link_keys`: an earlier release's truncated digests too)."""
         stack = [root]
         while stack:
             c = stack.pop()
@@ -691,12 +693,30 @@ class EmbeddedStore:
             live.add(c.key)
             if not dag.may_link(c):  # a raw leaf: live, nothing below it to read
                 continue
+            data = self._linking(c)
+            if data is not None:
+                stack.extend(dag.link_keys(c, data))
+
+    def _linking(self, c: Cid) -> bytes | None:
+        """gc's read of a block that may link, verified; None if missing, or corrupt and not
+        repaired. One under a CID whose digest no strict parse takes (`digest_flaw`: an
+        earlier release's) is verified as that release did (`lenient`), never served nor
+        removed here."""
+        if not digest_flaw(c):
             try:
-                data = self.blocks.get(c)
-                stack.extend(dag.links(c, data))
-            except (NotFound, IntegrityError):  # missing, corrupt and not repaired, or
-                continue  # with a link no CID parse takes (a truncated digest: an older
-                # release's import of a hostile CAR)
+                return self.blocks.get(c)
+            except (NotFound, IntegrityError):
+                return None
+        data = self.blocks.stored(c.key)
+        if data is None:
+            return None
+        try:
+            verify(c, data, lenient=True)
+        except IntegrityError:
+            log.error("block %s does not match its CID (an earlier release's, of a truncated "
+                      "digest): kept, the blocks it links to are not marked by it", c)
+            return None
+        return data
 
 
 def _add_error(exc: OSError, p: Path) -> BanzaiError:

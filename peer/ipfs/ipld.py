@@ -13,6 +13,7 @@ Go's shortest float form, Go's string escapes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 from collections.abc import Iterator
@@ -401,6 +402,40 @@ def _links(v: object) -> Iterator[Cid]:
 def links(c: Cid, data: bytes) -> list[Cid]:
     """The links of a DAG-CBOR or DAG-JSON block in document order (map keys as stored)."""
     return list(_links(decode(c, data)))
+
+
+def link_keys(c: Cid, data: bytes) -> list[Cid]:
+    """gc's links of a DAG-CBOR or DAG-JSON block (peer.ipfs.dag.link_keys), in document
+    order: each link as an earlier release read it (`lenient`: a digest shorter than its hash
+    function's, refused since c3c9d56, too); a link that names no CID even so is skipped, not
+    the others, and the block need not be canonical. [] if it does not decode at all."""
+    try:
+        if c.codec == DAG_CBOR:
+            value = cbor2.loads(data, tag_hook=_key_hook, semantic_decoders=_SEMANTIC,
+                                max_depth=MAX_DEPTH + 1)
+        else:
+            value = json.loads(data, object_hook=_json_key)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError):
+        return []
+    return list(_links(value))
+
+
+def _key_hook(tag: cbor2.CBORTag, immutable: bool) -> object:
+    """`link_keys`' reading of a tag: a tag 42 as its CID, leniently; any other, None."""
+    raw = tag.value
+    if tag.tag == _CID_TAG and isinstance(raw, bytes) and raw[:1] == b"\x00":
+        with contextlib.suppress(BadCID):
+            return cid_from_bytes(raw[1:], lenient=True)
+    return None
+
+
+def _json_key(obj: dict[str, object]) -> object:
+    """`link_keys`' reading of a JSON object: a link {"/": cid} as its CID, leniently."""
+    inner = obj.get("/") if len(obj) == 1 else None
+    if isinstance(inner, str):
+        with contextlib.suppress(BadCID):
+            return parse_cid(inner, lenient=True)
+    return obj
 
 
 def follow(c: Cid, data: bytes, segments: list[str]) -> tuple[Cid | None, int]:

@@ -1,0 +1,86 @@
+"""A data dir an earlier release wrote (a95f359: it took a CID whose digest is shorter than
+its hash function's, which `parse_cid` refuses since c3c9d56) keeps everything a pin reaches
+through gc: a node's other links when one of them has such a digest (review e, E3 first
+case) and a running job's root of that form. Reads stay strict. The data is written as
+that release wrote it: blocks put as they are (`put_trusted`), a pin an empty file named
+by the CID."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from peer.cids import RAW, Cid, sha256_cid
+from peer.errors import BadCID
+from peer.ipfs import EmbeddedStore, dagpb, ipld
+
+NODE_CODECS = ("dag-pb", ipld.DAG_CBOR, ipld.DAG_JSON)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EmbeddedStore:
+    return EmbeddedStore(tmp_path / "store")
+
+
+def _short(data: bytes, codec: str = RAW) -> Cid:
+    """`data`'s CID under a sha2-256 digest cut to 20 bytes (a95f359 took it)."""
+    return Cid(1, codec, bytes([0x12, 20]) + hashlib.sha256(data).digest()[:20])
+
+
+def _put(store: EmbeddedStore, blocks: dict[Cid, bytes]) -> None:
+    """Store blocks as an earlier release did, without today's CID check."""
+    store.blocks.begin()
+    for c, data in blocks.items():
+        store.blocks.put_trusted(c, data)
+    store.blocks.sync()
+
+
+def _pin_file(store: EmbeddedStore, c: Cid) -> None:
+    (store.root / "pins" / str(c)).touch()  # (a pin as every release writes it)
+
+
+def _node(codec: str, links: dict[str, Cid]) -> bytes:
+    if codec == "dag-pb":
+        return dagpb.encode_node(dagpb.PBNode(
+            tuple(dagpb.PBLink(c.binary, name, 1) for name, c in links.items()), None))
+    if codec == ipld.DAG_CBOR:
+        return ipld.encode_cbor(dict(links))
+    return ipld.encode_json(dict(links))
+
+
+@pytest.mark.parametrize("codec", NODE_CODECS)
+def test_gc_keeps_every_block_a_pin_reaches_past_a_link_of_a_truncated_digest(
+        store: EmbeddedStore, codec: str) -> None:
+    """E3, /tmp/reve/gc_siblings.py: a pinned node links a block under a truncated digest
+    first, then a valid one; gc keeps both (head removed both: the node's links did not
+    parse, so none was marked). A node under a truncated digest it links to (read as that
+    release verified it) keeps what it links to too. Reads of the short CIDs stay refused."""
+    a, b, c = b"sibling A, valid", b"block B", b"below a short node"
+    ca, cb, cc = sha256_cid(a, RAW, 1), _short(b), sha256_cid(c, RAW, 1)
+    short_node = _node(codec, {"c": cc})
+    cs = _short(short_node, codec)
+    node = _node(codec, {"b": cb, "s": cs, "a": ca})
+    cn = sha256_cid(node, codec, 1)
+    loose = sha256_cid(b"loose", RAW, 1)
+    _put(store, {ca: a, cb: b, cc: c, cn: node, cs: short_node, loose: b"loose"})
+    _pin_file(store, cn)
+    stats = store.gc()
+    assert stats.removed == (str(loose),)
+    assert all(store.blocks.has(x) for x in (ca, cb, cc, cn, cs))
+    assert store.get_block(str(ca)) == a and store.pins() == [str(cn)]
+    for short in (cb, cs):
+        with pytest.raises(BadCID, match="its digest is 20 bytes, not the 32"):
+            store.get_block(str(short))
+
+
+def test_gc_keeps_a_running_jobs_root_of_a_truncated_digest(store: EmbeddedStore) -> None:
+    """A root gc is passed (a running job's input, named by a job an earlier release
+    stored) keeps its block even under a truncated digest (head dropped the root)."""
+    data = b"a job's input"
+    c = _short(data)
+    _put(store, {c: data})
+    assert store.gc(roots=[str(c)]).removed == ()
+    assert store.blocks.has(c)
+    assert store.gc().removed == (str(c),)  # (no longer a root: collected)
