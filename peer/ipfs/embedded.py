@@ -102,6 +102,7 @@ class EmbeddedStore:
         self._lock = StoreLock(self.root)
         self._reader = Reader(self.blocks.get)
         self._sizes: dict[tuple[str, bytes], int] = {}  # (codec, multihash) -> DAG size
+        self._old_pins: set[str] = set()  # the pins `_roots` logged
 
     @property
     def corrupt_blocks(self) -> int:
@@ -605,21 +606,44 @@ class EmbeddedStore:
             self._explicit.remove(c)
 
     def pins(self) -> list[str]:
-        """Pinned CIDs, sorted."""
-        return [str(c) for c in self._pin_list()]
+        """Pinned CIDs, sorted. Not a pin an earlier release made under a CID whose digest
+        is shorter than its hash function's (`digest_flaw`): every read refuses that CID
+        now, so the API, retention and the mesh are not told of it; gc keeps what it
+        reaches (`_roots`, which logs it)."""
+        return [str(c) for c in self._pin_list() if not digest_flaw(c)]
 
     def _pin_list(self) -> list[Cid]:
-        """Every pin, as files (pins/) and in the inline pack, once each, sorted by text."""
+        """Every pin, as files (pins/) and in the inline pack, once each, sorted by text; an
+        earlier release's under a truncated digest too (`lenient`)."""
         out = {str(c): c for c in self._pins.list()}
         for text in self.blocks.pack.pinned():
             with contextlib.suppress(BanzaiError):
-                c = parse_cid(text)
+                c = parse_cid(text, lenient=True)
                 out.setdefault(str(c), c)
         return [out[k] for k in sorted(out)]
 
+    def _roots(self) -> list[Cid]:
+        """gc's roots among the pins: every one (`_pin_list`). One an earlier release made
+        under a truncated digest is logged once (a warning naming it) the first time: kept
+        with what it reaches, but not listed (`pins`) nor readable; removing its file (or
+        inline pack row) lets gc collect it."""
+        pins = self._pin_list()
+        for c in pins:
+            why = digest_flaw(c)
+            if why and str(c) not in self._old_pins:
+                self._old_pins.add(str(c))
+                filed = self._pins.dir / str(c)
+                log.warning("pin %s (%s) was made by an earlier release, which took its CID "
+                            "(%s): gc keeps it and what it reaches, but it is not listed and "
+                            "its blocks cannot be read here; delete that file (or row) to let "
+                            "gc collect them", c, filed if filed.exists() else
+                            f"a row of the pins table of {self.blocks.pack.path}", why)
+        return pins
+
     def explicit_pins(self) -> list[str]:
-        """The pins a user made (add, pin add, dag import), sorted."""
-        return [str(c) for c in self._explicit.list()]
+        """The pins a user made (add, pin add, dag import), sorted (as `pins`: not an
+        earlier release's under a truncated digest)."""
+        return [str(c) for c in self._explicit.list() if not digest_flaw(c)]
 
     def output_pins(self) -> dict[str, float]:
         """The pins that are task outputs by how they were made: the inline pack's (it pins
@@ -656,7 +680,7 @@ class EmbeddedStore:
         with self._lock.hold(exclusive=True):
             Staging.sweep(self.root)
             live: set[str] = set()
-            for root in [*self._pin_list(), *extra]:
+            for root in [*self._roots(), *extra]:
                 self._mark(root, live)
             recent = time.time() - grace_s
             removed: list[str] = []

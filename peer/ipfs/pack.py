@@ -108,11 +108,11 @@ def _is_key(key: object) -> bool:
 
 
 def _is_cid(text: object) -> bool:
-    """Does a pin row's CID read back as one?"""
+    """Does a pin row's CID read back as one (an earlier release's too: `lenient`)?"""
     if not isinstance(text, str):
         return False
     try:
-        parse_cid(text)
+        parse_cid(text, lenient=True)
     except (ValueError, BanzaiError):
         return False
     return True

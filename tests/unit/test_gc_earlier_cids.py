@@ -1,13 +1,14 @@
 """A data dir an earlier release wrote (a95f359: it took a CID whose digest is shorter than
 its hash function's, which `parse_cid` refuses since c3c9d56) keeps everything a pin reaches
 through gc: a node's other links when one of them has such a digest (review e, E3 first
-case) and a running job's root of that form. Reads stay strict. The data is written as
-that release wrote it: blocks put as they are (`put_trusted`), a pin an empty file named
-by the CID."""
+case), a pin made under such a CID, a file or an inline pack row (E3 second case), and a
+running job's root of that form. Reads stay strict. The data is written as that release wrote
+it: blocks put as they are (`put_trusted`, a pack row), a pin an empty file named by the CID."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,35 @@ def test_gc_keeps_every_block_a_pin_reaches_past_a_link_of_a_truncated_digest(
     for short in (cb, cs):
         with pytest.raises(BadCID, match="its digest is 20 bytes, not the 32"):
             store.get_block(str(short))
+
+
+def test_a_pin_an_earlier_release_made_under_a_truncated_digest_stays_a_gc_root(
+        store: EmbeddedStore, caplog: pytest.LogCaptureFixture) -> None:
+    """E3, /tmp/reve/gc_pinned_root.py: a block pinned under a truncated digest, as a pin file
+    and as an inline pack row, is kept by gc (head: dropped as a pin, the block removed; the
+    pack's row made `pinned` a DataError, so gc failed). Not listed (every read refuses the
+    CID: the API and retention would fail on it), logged once by name where it is."""
+    filed, packed = b"pinned block with a truncated CID", b"an inline output, truncated"
+    cf, cp = _short(filed), _short(packed)
+    _put(store, {cf: filed})
+    _pin_file(store, cf)
+    (store.root / "pins-explicit" / str(cf)).touch()  # (a user's pin)
+    store.blocks.pack.keep({cp.key: packed}, [str(cp)])
+    kept = store.add_bytes(b"pinned today", 1)
+    store.pin(kept)
+    with caplog.at_level(logging.WARNING, logger="banzai.store"):
+        assert store.gc().removed == ()
+        assert store.gc().removed == ()
+    assert store.blocks.has(cf) and store.blocks.has(cp)
+    assert store.pins() == [kept] and store.explicit_pins() == []
+    warned = [r.getMessage() for r in caplog.records if "earlier release" in r.getMessage()]
+    assert len(warned) == 2, warned  # (once each, over two gcs)
+    for c in (cf, cp):
+        assert sum(str(c) in w for w in warned) == 1
+    assert str(store.root / "pins" / str(cf)) in "".join(warned)
+    assert f"a row of the pins table of {store.blocks.pack.path}" in "".join(warned)
+    with pytest.raises(BadCID):
+        store.get_block(str(cf))
 
 
 def test_gc_keeps_a_running_jobs_root_of_a_truncated_digest(store: EmbeddedStore) -> None:
