@@ -38,8 +38,11 @@ from peer.jobs.ports import (
 from peer.jobs.runs import Run, Runs
 from peer.jobs.spec import TaskSpec, Workflow, workflow_from_json
 from peer.log import (
+    ARG_SPLITS,
+    ARGSPLITS_FEATURE,
     CLAIMED_FEATURE,
     DONE_FEATURE,
+    IMPLICIT_SPLITS,
     SPLITS_FEATURE,
     ChunkState,
     Event,
@@ -65,6 +68,10 @@ FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_nex
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
 UNTOUCHED_PER_WALK = 1024  # chunks no event is about that one look at a task looks at, at most
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
+# What a live peer announces if it runs the tasks of a job whose workflow says `splits` (a
+# peer without reads that key as a newer peer's and runs none of the job: `_runners`)
+_RUNS_SPLITS = {IMPLICIT_SPLITS: (SPLITS_FEATURE,),
+                ARG_SPLITS: (SPLITS_FEATURE, ARGSPLITS_FEATURE)}
 _OUTCOMES = (EventType.CHUNK_DONE, EventType.CHUNK_FAILED)
 
 
@@ -460,7 +467,7 @@ class Scheduler:
             return rendezvous(unit, peers)[0]
         peers = claims.members_only(self.state, job, peers) or peers  # (a lanes job's)
         spec = self.workflow(job).task(task)
-        call, info = spec.call or "", self._peers()
+        call, info = spec.call or "", self._runners(job)
         able = [p for p in peers if (p == self.peer_id or call in info.get(p, {}).get("calls", ()))
                 and self._meets(p, spec.requires)]
         if not able:
@@ -520,6 +527,19 @@ class Scheduler:
         if self._live is None:
             self._live = self.peers()
         return self._live
+
+    def _runners(self, job: str) -> Mapping[str, Mapping[str, Any]]:
+        """The live peers (`_peers`) that run `job`'s tasks: of a job whose workflow says
+        `splits`, those that announce folding it (_RUNS_SPLITS). A peer of an earlier release
+        that came back after the job was submitted runs none of it: nobody waits a turn to
+        split or claim its tasks for it (review r, session 40, finding 6)."""
+        live = self._peers()
+        wf = self.workflow(job) if job in self.state.jobs else None
+        needs = _RUNS_SPLITS.get(wf.splits or "", ()) if wf is not None else ()
+        if not needs:
+            return live
+        return {p: i for p, i in live.items()
+                if all(f in (i.get("features") or ()) for f in needs)}
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
@@ -1023,7 +1043,7 @@ class Scheduler:
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
         unit, turn = f"{job}/{task}", AttemptKey(job, task, -1, -1)
         calls = claims.members_only(self.state, job, (
-            p for p, i in self._peers().items() if tdef.name in i.get("calls", ())))
+            p for p, i in self._runners(job).items() if tdef.name in i.get("calls", ())))
         if needs_data:
             able = {*calls, self.peer_id}
             first = producer(self.state, able, job, spec)
@@ -1095,8 +1115,8 @@ class Scheduler:
 
     def _implicit_rank(self, job: str, task: str, call: str) -> list[str]:
         """The live peers (this one included) that may claim a task with an implicit split,
-        in the order they would have split it (`_plan`): those that run its call, meet its
-        `requires` (their MEMBER events) and announce SPLITS_FEATURE, by rendezvous hash of
+        in the order they would have split it (`_plan`): those that run its call and its job
+        (`_runners`) and meet its `requires` (their MEMBER events), by rendezvous hash of
         the task; the job's submitter first when its JOB_SUBMITTED says `local`
         (`takes_first`: a small job runs where it was submitted, every peer ranking it alike
         from that event alone; first even while not live here: it sent the job just now,
@@ -1107,8 +1127,8 @@ class Scheduler:
         first (`_home_first`). Remembered per set of the live peers that run the call (read
         at every look at its chunk: see `_first_peer`), made again when a MEMBER event
         comes (its labels)."""
-        peers = frozenset((*(p for p, i in self._peers().items() if call in i.get("calls", ())
-                             and SPLITS_FEATURE in (i.get("features") or ())), self.peer_id))
+        peers = frozenset((*(p for p, i in self._runners(job).items()
+                             if call in i.get("calls", ())), self.peer_id))
         if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
             self._ranks, self._ranks_peers = {}, peers
         ranked = self._ranks.get((job, task))
@@ -1576,7 +1596,7 @@ class Scheduler:
             # Ours, or a lost one still ending (its run key is this attempt's: it would end
             # a new run's bookkeeping with its own): claimed again once it has ended.
             return True
-        able = self._claimers((job, task), spec.requires, split)
+        able = self._claimers((job, task), spec.requires)
         if able is None:
             return False  # this peer does not meet the task's requires: peers that do claim it
         holders = self.state.providers.get(split.payload["input"] or "", set())
@@ -1746,17 +1766,18 @@ class Scheduler:
                 requires, [self.peer_id, *live], members, names)
         return None
 
-    def _claimers(self, key: TaskKey, requires: Mapping[str, Any], split: Event,
+    def _claimers(self, key: TaskKey, requires: Mapping[str, Any],
                   ) -> Mapping[str, Mapping[str, Any]] | None:
-        """The live peers that may claim a chunk of `split` (`_placed`); of an implicit
-        split, only those announcing SPLITS_FEATURE (a peer of the previous release runs
-        none of its job: nobody waits a stagger for it)."""
+        """The live peers that may claim a chunk of task `key` (`_placed`; None if this peer
+        does not meet `requires`): those that run its job (`_runners`: nobody waits a stagger
+        for a peer of an earlier release that runs none of it) and, of a lanes job, are its
+        members."""
         able = self._placed(key, requires)
-        if able is not None and key[0] in self.state.members_of:  # a lanes job's: members
-            able = {p: able[p] for p in claims.members_only(self.state, key[0], able)}
-        if able is None or not self.state.implicit(split):
-            return able
-        return {p: i for p, i in able.items() if SPLITS_FEATURE in (i.get("features") or ())}
+        if able is None:
+            return None
+        runners = self._runners(key[0])
+        return {p: able[p] for p in claims.members_only(self.state, key[0], able)
+                if p in runners}
 
     def _my_turn(self, ak: AttemptKey, ranked: list[str], step_s: float | None = None,
                  later_s: float = 0.0) -> bool:

@@ -19,8 +19,10 @@ from peer.errors import BanzaiError
 from peer.ipfs.store import Entry, StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.scheduler import Scheduler
-from peer.jobs.spec import from_obj, workflow_from_json
+from peer.jobs.spec import Workflow, from_obj, workflow_from_json
 from peer.log import (
+    ARG_SPLITS,
+    ARGSPLITS_FEATURE,
     CLAIMED_FEATURE,
     DONE_FEATURE,
     IMPLICIT_SPLITS,
@@ -43,6 +45,13 @@ PREVIOUS_TOP_KEYS = ("name", "tasks")  # the workflow keys a peer of the previou
 async def inline(fn: Callable[[], T]) -> T:
     """An Offload that runs the call on the loop (the fakes never block)."""
     return fn()
+
+
+def _without_args(doc: Any) -> Workflow:
+    """A stored workflow as a peer of the release before ARGSPLITS_FEATURE reads it: one
+    saying `"splits": "args"` as a newer peer's, all of it kept and none of it run."""
+    args = isinstance(doc, Mapping) and doc.get("splits") == ARG_SPLITS
+    return workflow_from_json(doc, known=PREVIOUS_TOP_KEYS) if args else workflow_from_json(doc)
 
 
 # -- store and data --------------------------------------------------------------------------
@@ -251,7 +260,8 @@ class JobMesh:
     def __init__(self, n: int, catalog: Mapping[str, TaskDef], cfg: SchedulerConfig | None = None,
                  *, slots: int = 1, auto: bool = False, batch: bool = False,
                  old: Collection[str] = (), members: bool = True,
-                 unclaiming: Collection[str] = (), hold_s: float = 0.0,
+                 unclaiming: Collection[str] = (), valueless: Collection[str] = (),
+                 hold_s: float = 0.0,
                  lanes: bool = False) -> None:
         self.catalog = catalog
         # Partial replication on (docs/design/partial-replication.md; `MeshState.lanes_on`):
@@ -271,6 +281,10 @@ class JobMesh:
         self.old = frozenset(old)
         # Peers of the release before CLAIMED_FEATURE: they announce the rest of this one's
         self.unclaiming = frozenset(unclaiming)
+        # Peers of the release before ARGSPLITS_FEATURE (a95f359): they announce the rest of
+        # this one's and read a workflow's `"splits": "args"` as a newer peer's key (their
+        # scheduler runs none of such a job)
+        self.valueless = frozenset(valueless)
         self.cfg = cfg or SchedulerConfig(store=StoreConfig("/nonexistent"))
         self.clock = FakeClock()
         self.content = Content()
@@ -306,7 +320,7 @@ class JobMesh:
     def _scheduler(self, pid: str, state: MeshState, store: MemoryStore, data: MemoryData,
                    runner: FakeRunner) -> Scheduler:
         parse = (partial(workflow_from_json, known=PREVIOUS_TOP_KEYS) if pid in self.old
-                 else workflow_from_json)
+                 else _without_args if pid in self.valueless else workflow_from_json)
         return Scheduler(self.cfg, pid, state, lambda t, p: self.emit(pid, t, p), store, runner,
                          self.catalog, data, peers=lambda: self.infos(pid), clock=self.clock,
                          offload=inline, parse=parse,
@@ -365,8 +379,10 @@ class JobMesh:
 
     def _features(self, pid: str) -> list[str]:
         """What `pid` announces (its MEMBER and heartbeats): nothing of this release if old."""
-        return [] if pid in self.old else [SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
-                                           *(() if pid in self.unclaiming else (CLAIMED_FEATURE,))]
+        return [] if pid in self.old else [
+            SPLITS_FEATURE, DONE_FEATURE, LOCAL_FEATURE,
+            *(() if pid in self.unclaiming else (CLAIMED_FEATURE,)),
+            *(() if pid in self.valueless else (ARGSPLITS_FEATURE,))]
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, pid: str, typ: EventType, payload: dict[str, Any]) -> Event:

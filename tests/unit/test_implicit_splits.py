@@ -383,6 +383,29 @@ async def test_a_previous_release_runs_none_of_a_flagged_job(batch: bool) -> Non
         await mesh.close()
 
 
+async def test_no_turn_of_a_dependent_waits_for_a_previous_release() -> None:
+    """(Review r, session 40, finding 6.) A peer without SPLITS_FEATURE, live again after a
+    flagged job was submitted, runs none of it: it was ranked all the same for the split of
+    a task with input (by rendezvous hash, here first) and the others waited a turn for it.
+    Ranked for nothing now: the job ends with no time passing."""
+    peers = ["p0", "p1", "p2"]
+    job = next(j for j in (f"j{i}" for i in range(1000))
+               if rendezvous(f"{j}/c", peers)[0] == "p2")
+    doc = {**from_obj({"name": "x", "tasks": [
+        {"name": "a", "call": "ECHO", "params": {"text": "a"}},
+        {"name": "c", "call": "ECHO", "params": {"text": "c"}, "depends": ["a"]}]},
+        CATALOG).to_json(), "splits": "implicit"}
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, old={"p2"})
+    try:
+        mesh.emit("p0", EventType.JOB_SUBMITTED, {"job": job, "workflow": doc})
+        await mesh.settle()
+        assert mesh.events(EventType.TASK_SPLIT, job=job, task="c")
+        assert task_status(mesh["p0"].state, job, "c", CFG.max_attempts) == "done"
+        assert mesh["p2"].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
     """Busy peers (3 slots each, runs of 6 ms, heartbeats every 0.1 s: stale free-slot counts)
     on a flagged job of 200 tasks: a peer other than a task's first (the one that would have

@@ -18,6 +18,7 @@ from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
 from peer.jobs.spec import from_obj, with_splits, workflow_from_json
 from peer.log import ARG_SPLITS, IMPLICIT_SPLITS, Event, EventType, fold
+from peer.rendezvous import rendezvous
 from tasks import registry
 from tasks.registry import Arg
 
@@ -222,5 +223,30 @@ async def test_a_split_not_naming_each_value_once_is_not_assembled(
         assert not m.events(EventType.TASK_DONE, task="fetch")
         assert any("its split does not name each value of urls once" in r.getMessage()
                    for r in caplog.records)
+    finally:
+        await m.close()
+
+
+# -- a peer of the release before (a95f359) -------------------------------------------------
+async def test_no_turn_waits_for_a_peer_that_runs_none_of_the_job() -> None:
+    """(Review r, session 40, finding 6.) A peer announcing splits-v1 but not argsplits-v1,
+    live again after the job was submitted, reads its `"splits": "args"` as a newer peer's
+    and runs none of it: it was ranked all the same (here first for the implicit task and
+    the marked task's split, and for claims of its chunks), and the others waited a turn
+    for it each time. Ranked for nothing now: the implicit task and the split at once, the
+    chunks the splitter has no slot for after one stagger (heartbeats said it was free)."""
+    peers = ["p0", "p1", "p2"]
+    job = next(j for j in (f"j{i}" for i in range(1000))
+               if all(rendezvous(f"{j}/{t}", peers)[0] == "p2" for t in ("echo", "fetch")))
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05)
+    m = JobMesh(3, CATALOG, cfg, slots=2, valueless={"p2"})
+    try:
+        m.emit("p0", EventType.JOB_SUBMITTED, {"job": job, "workflow": _stored()})
+        await m.settle()
+        assert [e.origin for e in m.events(EventType.TASK_SPLIT, task="fetch")] == ["p1"]
+        assert m["p1"].runner.running == [f"{job}/echo/0/0", f"{job}/fetch/0/0"]
+        await m.advance(cfg.stagger_s)
+        assert m["p0"].runner.running == [f"{job}/fetch/1/0", f"{job}/fetch/2/0"]
+        assert m["p2"].runner.started == []
     finally:
         await m.close()
