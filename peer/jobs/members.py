@@ -25,14 +25,23 @@ from tasks.registry import TaskDef
 def lanes_size(wf: Workflow, catalog: Mapping[str, TaskDef]) -> float:
     """The tasks a job of `wf` runs, as its submitter weighs lanes against full replication
     (Node.lanes_members: a job of fewer than `lanes_min_job_tasks` is held in full): each
-    task with a call counts one (a source of existing data by CID runs nothing), a per-item
-    task as unbounded (math.inf): its items, and so its chunks, are listed only when it is
-    split, from an input that at submit may not exist yet or not be held here."""
+    task with a call counts one (a source of existing data by CID runs nothing), a task
+    marked to split by its values (`TaskSpec.split_args`) its number of values (one chunk
+    each: `planner.value_chunks`; as many as its call's check lets through, FETCH_FESTVOX's
+    64 URLs), a per-item task as unbounded (math.inf): its items, and so its chunks, are
+    listed only when it is split, from an input that at submit may not exist yet or not be
+    held here."""
     n = 0.0
     for t in wf.tasks:
-        if t.call is not None:
-            tdef = catalog.get(t.call)
-            n += math.inf if tdef is not None and tdef.per_item else 1
+        if t.call is None:
+            continue
+        tdef = catalog.get(t.call)
+        if tdef is not None and tdef.per_item:
+            n += math.inf
+        elif tdef is not None and t.split_args and tdef.split_arg is not None:
+            n += len(t.params[tdef.split_arg])
+        else:
+            n += 1
     return n
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.jobs import members
-from peer.jobs.spec import from_obj
+from peer.jobs.spec import from_obj, with_splits
 from peer.log import Event, EventType, MeshState
 from peer.log.fold import fold
 from peer.rendezvous import rendezvous
@@ -51,6 +51,19 @@ def test_a_job_is_sized_by_its_tasks_with_a_call_and_a_per_item_task_as_unbounde
                 {"name": "sum", "call": "CHECKSUM", "args": [], "depends": ["src"]}]
     wf = from_obj({"name": "w", "tasks": per_item}, catalog)
     assert members.lanes_size(wf, catalog) == math.inf  # its items: listed at its split
+
+
+def test_a_task_split_by_its_values_counts_one_per_value() -> None:
+    """(Review r, session 40.) A FETCH_FESTVOX of n URLs marked to split by them runs n
+    chunks on as many peers: it counted one task, so a job of few such tasks was held in
+    full however many chunks it ran."""
+    catalog = registry.load(("tests.fixture_tasks",))
+    urls = [f"http://127.0.0.1:8765/cmu_us_s{i}_arctic-0.90-release.zip" for i in range(20)]
+    fetch = from_obj({"name": "w", "tasks": [
+        {"name": "fetch", "call": "FETCH_FESTVOX", "args": urls},
+        {"name": "one", "call": "FETCH_FESTVOX", "args": urls[:1]}]}, catalog)
+    assert members.lanes_size(with_splits(fetch, catalog, True, True), catalog) == 21
+    assert members.lanes_size(with_splits(fetch, catalog, True, False), catalog) == 2  # unmarked
 
 
 def test_the_members_are_the_submitted_list_then_the_added_ones() -> None:
