@@ -886,13 +886,13 @@ class Scheduler:
             # held, lanes on only) with our fold behind: every run of it would be wasted
         if (job, task) in self._cannot:  # for good (this peer's catalog and kinds are fixed):
             return  # what follows would find that again (and walk its failed chunks first)
-        spec = self.workflow(job).task(task)
+        wf = self.workflow(job)
+        spec = wf.task(task)
         if not ready(st, job, spec):
             return
         if task_failed(st, job, task, self.cfg.max_attempts):
             return
-        if spec.newer:  # a newer peer's keys: this peer cannot honour them, newer peers will
-            self._cannot.add((job, task))
+        if self._unrunnable(wf, spec, (job, task)):
             return
         if spec.cid is not None:
             self._done(job, task, spec.cid, None, cached=True)
@@ -913,6 +913,18 @@ class Scheduler:
             return
         self._consider_chunks(job, task, split, chunks, tdef, spec)
         self._ahead(job, task, tdef, spec, split, chunks)
+
+    def _unrunnable(self, wf: Workflow, spec: TaskSpec, key: TaskKey) -> bool:
+        """True if this peer runs no part of ready task `key`: it has a newer peer's keys
+        (newer peers will); BanzaiError, which fails it (`_evaluate_safely`), if it is a
+        stored source whose CID this version refuses, or reads the output such a source
+        was recorded done with by an earlier release (`Workflow.flaw`)."""
+        if spec.newer:
+            self._cannot.add(key)
+            return True
+        if (flaw := wf.flaw(spec.name)) is not None:
+            raise BanzaiError(flaw)
+        return False
 
     def _split(self, job: str, task: str, tdef: TaskDef, spec: TaskSpec) -> Event | None:
         """The task's winning split once its chunks may be considered (None: not yet). An

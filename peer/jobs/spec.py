@@ -76,6 +76,10 @@ class TaskSpec:
     # Split by the values of its call's `split_arg` (stored as `"split": SPLIT_BY_ARGS`):
     # a task without input that a peer splits into chunks of those values (peer.jobs.planner)
     split_args: bool = False
+    # Why this version runs no stored source task (whose CID an earlier release took and
+    # `parse_cid` refuses now: workflow_from_json) nor any task reading its output: they fail
+    # with this reason (Scheduler._evaluate)
+    flaw: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical DAG-form object of this task (`cache` only when false)."""
@@ -120,6 +124,13 @@ class Workflow:
             raise NotFound(f"workflow {self.name!r} has no task {name!r}", field="task")
         return t
 
+    def flaw(self, name: str) -> str | None:
+        """Why task `name` fails here: it is a stored source this version refuses
+        (`TaskSpec.flaw`), or reads one's output; None if neither."""
+        t = self.task(name)
+        return next((f for d in (name, *t.depends) if (f := self.task(d).flaw) is not None),
+                    None)
+
     def without_cache(self) -> Workflow:
         """This workflow with `"cache": false` on every task (banzai submit --no-cache)."""
         return dataclasses.replace(self, tasks=tuple(
@@ -149,6 +160,7 @@ class _Raw:
     cache: bool = True
     kind_params: dict[str, Any] | None = None  # an external kind's normalised params
     requires: dict[str, Any] | None = None
+    cid_flaw: str | None = None  # why `parse_cid` refuses a stored source's CID (_check_cid)
 
     @property
     def where(self) -> str:
@@ -369,7 +381,7 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
     top = {str(k): v for k, v in doc.items() if k not in known}
     name, items, splits, lanes = _top({k: v for k, v in doc.items() if k in known})
     newer = [(*(f"workflow.{k}" for k in sorted(top)), *_newer_keys(item)) for item in items]
-    raws = [_opaque(i, item) if newer[i] else _shape(i, item, _STORED_KEYS)
+    raws = [_opaque(i, item) if newer[i] else _shape(i, item, _STORED_KEYS, stored=True)
             for i, item in enumerate(items)]
     for r in raws:
         if r.args is not None:
@@ -382,7 +394,9 @@ def workflow_from_json(doc: Any, known: Sequence[str] = _TOP_KEYS) -> Workflow:
                       requires=r.requires or {}, newer=newer[r.index],
                       stored=dict(items[r.index]) if newer[r.index] else None,
                       split_args=(splits == ARG_SPLITS and not newer[r.index]
-                                  and _SPLIT_KEY in items[r.index]))
+                                  and _SPLIT_KEY in items[r.index]),
+                      flaw=(f"task {names[r.index]!r}: its source {r.cid_flaw}"
+                            if r.cid_flaw else None))
              for r in raws]
     _check_refs(raws, specs)
     return Workflow(name=name, tasks=tuple(specs[i] for i in _toposort(raws, specs)),
@@ -479,7 +493,9 @@ def _top(obj: Mapping[Any, Any]) -> tuple[str, list[Any], str | None, bool]:
     return name, items, splits, LANES_KEY in obj
 
 
-def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
+def _shape(index: int, item: Any, allowed: tuple[str, ...], stored: bool = False) -> _Raw:
+    """A task object's shape checked; `stored`: one of a stored workflow (a source's CID
+    that an earlier release took is kept: `_check_cid`)."""
     raw = _Raw(index)
     where = raw.where
     if not isinstance(item, Mapping):
@@ -499,7 +515,7 @@ def _shape(index: int, item: Any, allowed: tuple[str, ...]) -> _Raw:
         raw.cache = item["cache"]
     kind = kindspec.kind_of(item, where)
     if "cid" in item:
-        _shape_source(raw, item)
+        _shape_source(raw, item, stored)
     elif kind != "python":
         _shape_kind(raw, item, kind)
     else:
@@ -531,12 +547,12 @@ def _task_name(value: Any, field: str) -> str:
     return value
 
 
-def _shape_source(raw: _Raw, item: Mapping[str, Any]) -> None:
+def _shape_source(raw: _Raw, item: Mapping[str, Any], stored: bool) -> None:
     for k in ("call", "args", "params", "depends", "cache", "requires", *kindspec.TASK_KEYS):
         if k in item:
             raise SpecError(f"{raw.where}.{k}: a cid source takes no {k} (it is existing data)",
                             field=f"{raw.where}.{k}")
-    raw.cid = _check_cid(item["cid"], f"{raw.where}.cid")
+    raw.cid, raw.cid_flaw = _check_cid(item["cid"], f"{raw.where}.cid", stored)
 
 
 def _shape_kind(raw: _Raw, item: Mapping[str, Any], kind: str) -> None:
@@ -606,18 +622,30 @@ def _depends(value: Any, field: str) -> list[str]:
     return list(value)
 
 
-def _check_cid(value: Any, field: str) -> str:
+def _check_cid(value: Any, field: str, stored: bool = False) -> tuple[str, str | None]:
     """Validate a CID string (`parse_cid`: a truncated digest too); return it canonical (v0 as
-    is, v1 in base32)."""
+    is, v1 in base32) and None. Of a stored workflow (`stored`), one that an earlier release
+    took (`parse_cid`'s `lenient`) is returned as it is, with why it is not valid now."""
     if not isinstance(value, str):
         raise SpecError(f"{field}: a CID must be a string, got {json_type(value)}", field=field)
     if not value or len(value) > MAX_CID_CHARS:
         raise SpecError(f"{field}: {value[:40]!r} is not a valid CID (length {len(value)})",
                         field=field)
     try:
-        return str(parse_cid(value))
+        return str(parse_cid(value)), None
     except BadCID as exc:  # (its message names the CID and what is wrong)
+        if stored and _earlier_cid(value):
+            return value, f"{value!r} is not a valid CID ({exc}; an earlier release took it)"
         raise SpecError(f"{field}: {value!r} is not a valid CID ({exc})", field=field) from None
+
+
+def _earlier_cid(value: str) -> bool:
+    """Did releases before session 40 take CID text `value` (a truncated digest)?"""
+    try:
+        parse_cid(value, lenient=True)
+    except BadCID:
+        return False
+    return True
 
 
 # -- names, calls, arguments ------------------------------------------------------------------

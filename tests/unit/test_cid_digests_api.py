@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from peer.config import PeerConfig
+from peer.jobs.claims import task_status
+from peer.log import EventType
 from peer.node import Node
 from tests.unit.api_client import api_client
 
@@ -39,3 +41,57 @@ async def test_a_truncated_digest_cid_is_a_400_naming_it_everywhere(node: Node) 
         assert r.status == 400, await r.text()
         assert "its digest is 2 bytes" in (await r.json())["message"]
     assert not node.state.jobs  # (nothing submitted)
+
+
+GOOD = "bafkreiaheqdfvsfwin2qysg2nd3n4upuu7oyiwtnuvai2oi3lesbeuh42q"
+
+
+def _source_and_echo(cid: str) -> dict[str, object]:
+    return {"name": "x", "tasks": [{"name": "src", "cid": cid},
+                                   {"name": "e", "call": "ECHO", "params": {"text": "hi"},
+                                    "depends": ["src"]}]}
+
+
+async def test_a_stored_job_naming_a_truncated_digest_fails_and_the_rest_is_kept(
+        tmp_path: Path) -> None:
+    """(Session 41.) A data dir of a release that took a truncated digest as a workflow's
+    source (its submit check py-cid's, written here bypassing today's): its JOB_SUBMITTED
+    was quarantined at the next start (the job gone from the peer's view, its other events
+    left without it), and a peer that held it as its parse changed raised SpecError from
+    every look at the job. Now the job is kept and fails: its source task with a reason
+    naming it and the CID, and where the earlier release recorded the source done, the task
+    reading it; nothing else is set aside."""
+    cfg = PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False)
+    old = Node(cfg)
+    old.listeners.clear()  # (what an earlier release stored, written as it was)
+    old.emit(EventType.JOB_SUBMITTED, {"job": "j1", "workflow": _source_and_echo(SHORT)})
+    old.emit(EventType.JOB_SUBMITTED, {"job": "j2", "workflow": _source_and_echo(SHORT)})
+    old.emit(EventType.TASK_DONE, {"job": "j2", "task": "src", "output": SHORT, "cached": True})
+    old.emit(EventType.JOB_SUBMITTED, {"job": "j3", "workflow": {
+        "name": "y", "tasks": [{"name": "src", "cid": GOOD}]}})
+    old.flush()
+    old.log.close()
+    node = Node(cfg)
+    try:
+        assert node.door.quarantined == 0 and sorted(node.state.jobs) == ["j1", "j2", "j3"]
+        node.scheduler.recover()
+        node.scheduler.step()
+        node.scheduler.step()
+        why = ("task 'src': its source 'bafkreare2e' is not a valid CID (invalid CID "
+               "'bafkreare2e': its digest is 2 bytes, not the 32 of its hash function; an "
+               "earlier release took it)")
+        for job, task in (("j1", "src"), ("j2", "e")):
+            assert task_status(node.state, job, task, node.cfg.max_attempts) == "failed"
+            assert [f.payload["error"] for f in node.state.chunk(job, task, 0).failures.values()
+                    ] == [why]
+        assert task_status(node.state, "j1", "e", node.cfg.max_attempts) == "pending"
+        assert task_status(node.state, "j3", "src", node.cfg.max_attempts) == "done"
+        async with api_client(node) as client:
+            r = await client.get("/api/jobs/j2")
+            assert r.status == 200, await r.text()
+            tasks = {t["name"]: t for t in (await r.json())["tasks"]}
+            assert (tasks["src"]["state"], tasks["e"]["state"]) == ("done", "failed")
+            assert tasks["e"]["error"] == why
+    finally:
+        node.flush()
+        node.log.close()

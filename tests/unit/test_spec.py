@@ -238,6 +238,27 @@ def test_workflow_from_json_rejects_malformed(doc: Any, field: str | None) -> No
     assert info.value.field == field
 
 
+def test_a_stored_source_an_earlier_release_took_is_kept_with_its_flaw() -> None:
+    """(Session 41.) A truncated digest (`bafkreare2e`) that py-cid took at submit before
+    session 40: a stored workflow keeps the task, its `flaw` naming it and the CID (it and
+    the tasks reading it fail: Scheduler._unrunnable); a submission is refused as before."""
+    doc = {"name": "x", "tasks": [
+        {"name": "src", "cid": "bafkreare2e"},
+        {"name": "e", "call": "ECHO", "params": {}, "depends": ["src"]},
+        {"name": "f", "call": "ECHO", "params": {}, "depends": ["e"]}]}
+    wf = workflow_from_json(doc)
+    assert wf.task("src").cid == "bafkreare2e"
+    assert wf.flaw("src") == wf.flaw("e") == wf.task("src").flaw
+    assert wf.flaw("src") == (
+        "task 'src': its source 'bafkreare2e' is not a valid CID (invalid CID 'bafkreare2e': "
+        "its digest is 2 bytes, not the 32 of its hash function; an earlier release took it)")
+    assert wf.flaw("f") is None  # (it waits for e, which fails)
+    assert workflow_from_json(wf.to_json()) == wf
+    with pytest.raises(SpecError, match="its digest is 2 bytes") as e:
+        from_obj(doc, CATALOG)
+    assert e.value.field == "tasks[0].cid"
+
+
 def test_task_lookup() -> None:
     wf = from_obj(SEED_LIST, CATALOG)
     assert wf.task("learn").call == "LEARN"
