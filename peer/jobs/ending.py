@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 # The most bytes of a JOB_ENDED's listing read (`EndListings`): a 100,000-task job's
 # outputs, each with its cache key and a few producers, take about 40 MB of JSON
 MAX_LISTING_BYTES = 64 << 20
-# The most steps between two tries of a listing no peer served (`EndListings`): 1, 2, 4 ...
-MAX_BACKOFF_STEPS = 64
+# A listing no peer served, or whose reading failed, is tried again after RETRY_S, then
+# twice as long after each further failure, up to MAX_RETRY_S (`EndListings`): one that no
+# peer ever serves costs a fetch an hour after the first hour and a half (it was tried every
+# 64 steps for good, 5 minutes at the default 5 s compaction interval; session 41)
+RETRY_S = 5.0
+MAX_RETRY_S = 3600.0
 # The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
 # listing of 100,000 outputs, 84 MiB); the others are read again when asked again
@@ -179,7 +183,8 @@ class EndListings:
     record as of an inline one). One not fetched (no peer served it, or a fetch found it
     too large: the bytes a peer sent, unverified, prove nothing) or that failed otherwise
     (e.g. an OSError reading it, or this store's error: a corrupt block not repaired, a full
-    disk; logged once) is tried again after 1, 2, 4 ... up to MAX_BACKOFF_STEPS steps. One
+    disk; logged once) is tried again after RETRY_S, 2 × RETRY_S ... up to MAX_RETRY_S
+    (`clock`), and counted by `waiting_long` meanwhile. One
     read but not admitted yet (`end_refusal`: e.g. an output of a member whose JOB_MEMBERS
     is not here yet) is kept read (its body while the bodies kept hold at most
     MAX_KEPT_BYTES of JSON) and asked again once what `end_refusal` reads of its job grew
@@ -208,7 +213,8 @@ class EndListings:
         # JOB_ENDED's id, why): for good, for that event
         self.since: dict[tuple[str, str], float] = {}  # -> (the clock) when first tried
         self.read: dict[tuple[str, str], Unadmitted] = {}  # read, not admitted yet
-        self.waits: dict[tuple[str, str], tuple[int, int]] = {}  # failed: (steps left, next)
+        self.waits: dict[tuple[str, str], tuple[float, float]] = {}  # failed: (the clock
+        # of its next try, the wait before it)
         self.failed: dict[tuple[str, str], str] = {}  # -> the error logged (not NotFound)
 
     async def run(self, interval_s: float) -> None:
@@ -228,20 +234,19 @@ class EndListings:
         for table in (self.refused, self.since, self.read, self.waits, self.failed):
             for k in [k for k in table if k not in wanted]:
                 del table[k]
+        now = self.clock()
         for job, cid in sorted(wanted):
-            left, delay = self.waits.get((job, cid), (0, 1))
-            if left > 0:
-                self.waits[(job, cid)] = (left - 1, delay)
+            if now < self.waits.get((job, cid), (now, 0.0))[0]:
                 continue
             try:
                 await self._step_one(job, cid)
             except Exception as e:  # (a bug, or e.g. an OSError or MemoryError reading it)
                 why = f"{type(e).__name__}: {e}"
+                wait_s = self._back_off(job, cid)
                 if self.failed.get((job, cid)) != why:
                     log.warning("job %s: the listing %s of its JOB_ENDED failed: %s (tried "
-                                "again in %d steps)", job, cid, why, delay)
+                                "again in %.0f s)", job, cid, why, wait_s)
                 self.failed[(job, cid)] = why
-                self._back_off(job, cid)
 
     def waiting_long(self) -> int:
         """How many listings wait, neither folded nor refused, since LONG_WAIT_S or more:
@@ -302,9 +307,7 @@ class EndListings:
             return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
         except NotFound as e:
             log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
-                     "again in %d steps)", job, cid, e.message,
-                     self.waits.get((job, cid), (0, 1))[1])
-            self._back_off(job, cid)
+                     "again in %.0f s)", job, cid, e.message, self._back_off(job, cid))
         except STORE_CONDITIONS:  # (this store's, not the listing's: `step` backs it off)
             raise
         except BanzaiError as e:
@@ -314,7 +317,10 @@ class EndListings:
                         "stays in memory, ended, no record made of it)", job, cid, e.message)
         return None
 
-    def _back_off(self, job: str, cid: str) -> None:
-        """Skip listing `cid` of `job` for the next steps: 1, 2, 4 ... MAX_BACKOFF_STEPS."""
-        delay = self.waits.get((job, cid), (0, 1))[1]
-        self.waits[(job, cid)] = (delay - 1, min(2 * delay, MAX_BACKOFF_STEPS))
+    def _back_off(self, job: str, cid: str) -> float:
+        """Skip listing `cid` of `job` until its next try: RETRY_S from now, twice its last
+        wait after a further failure, at most MAX_RETRY_S; that wait."""
+        last_s = self.waits.get((job, cid), (0.0, 0.0))[1]
+        wait_s = min(max(2 * last_s, RETRY_S), MAX_RETRY_S)
+        self.waits[(job, cid)] = (self.clock() + wait_s, wait_s)
+        return wait_s

@@ -9,6 +9,7 @@ lanes=True)`), real data dirs in tmp_path, no gossip, no live peers."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -22,8 +23,9 @@ from peer.config import PeerConfig
 from peer.errors import BanzaiError, DataError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
 from peer.jobs import ending
-from peer.jobs.ending import LONG_WAIT_S, MAX_LISTING_BYTES
+from peer.jobs.ending import LONG_WAIT_S, MAX_LISTING_BYTES, MAX_RETRY_S, RETRY_S
 from peer.log import Event, EventType
+from peer.log.clock import FakeClock
 from peer.log.events import JobEnded
 from peer.log.lanes import lane
 from peer.node import Node
@@ -47,9 +49,18 @@ def _node(d: Path) -> Node:
                 lanes=True)
     node.listeners[:] = [node.compactor.note]  # no scheduler: this is about the log
     node.live_peers = dict  # type: ignore[method-assign,assignment]
+    node.end_listings.clock = FakeClock()  # (its back-off's: `_later`)
     _fold(node, Event(OTHER, 1, SUBMITTED, EventType.JOB_SUBMITTED,
                       {"job": JOB, "workflow": WORKFLOW, "members": [OTHER]}))
     return node
+
+
+async def _later(node: Node, wait_s: float) -> None:
+    """`wait_s` passes (the listings' clock), then a step."""
+    clock = node.end_listings.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(wait_s)
+    await node.end_listings.step()
 
 
 def _fold(node: Node, ev: Event) -> Event:
@@ -194,6 +205,8 @@ async def test_a_listing_not_here_is_tried_again_not_refused(tmp_path: Path) -> 
 
         node.end_listings.fetch = fetch
         await node.end_listings.step()
+        assert fetched == []  # (backed off)
+        await _later(node, RETRY_S)
         assert fetched == [cid]
         node.catchup.compact()
         assert JOB in node.state.compacted and node.index.record(JOB) is not None
@@ -275,7 +288,9 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """(Review r1.) The listing was fetched with the fetcher's bound (8 GiB a CAR) and one no
     peer served tried at every step for ever. It is fetched at most about MAX_LISTING_BYTES,
-    one over it is refused for good, one not served is tried after 1, 2, 4 ... steps."""
+    one over it is refused for good, one not served is tried after RETRY_S, then twice as
+    long each time, up to MAX_RETRY_S (session 41: it was tried every 64 steps for good,
+    every 5 minutes at the default interval), and counted in /api/health meanwhile."""
     node = _node(tmp_path)
     try:
         raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
@@ -290,23 +305,21 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
             raise answer
 
         node.end_listings.fetch = fetch
-        tried = []
-        for i in range(1, 17):
+        await node.end_listings.step()
+        tried = [0.0]
+        for i in range(1, int(6 * 3600 / RETRY_S)):  # (a step every RETRY_S for 6 hours)
             n = len(bounds)
-            await node.end_listings.step()
+            await _later(node, RETRY_S)
             if len(bounds) > n:
-                tried.append(i)
-        assert tried == [1, 2, 4, 8, 16]
+                tried.append(i * RETRY_S)
+            # (review d, session 40, finding 3) a fetch's TooLarge counts the bytes a peer
+            # sent before they are verified: no proof, backed off as not served, not refused
+            answer = TooLarge("a CAR of more than that") if len(bounds) >= 4 else answer
+        assert [b - a for a, b in itertools.pairwise(tried)] == [
+            RETRY_S * 2 ** k for k in range(10)] + [MAX_RETRY_S] * 4
         assert MAX_LISTING_BYTES < bounds[0] <= 2 * MAX_LISTING_BYTES
-        # (review d, session 40, finding 3) a fetch's TooLarge counts the bytes a peer sent
-        # before they are verified: no proof, backed off as not served, not refused
-        answer = TooLarge("a CAR of more than that")
-        for i in range(17, 65):
-            n = len(bounds)
-            await node.end_listings.step()
-            if len(bounds) > n:
-                tried.append(i)
-        assert tried == [1, 2, 4, 8, 16, 32, 64] and not node.end_listings.refused
+        assert not node.end_listings.refused
+        assert node.lanes_health()["listings_waiting"] == 1
 
         async def stored(cids: Any, max_bytes: int = 0) -> None:  # (served now)
             assert node.store.add_bytes(raw, 1) == cid
@@ -349,7 +362,8 @@ async def test_a_listing_that_fails_otherwise_backs_off_and_the_others_are_folde
     """(Review r0, session 39.) An error reading a listing other than NotFound or a
     BanzaiError (the disk's OSError, a MemoryError) ended the whole step: the listings of
     the jobs after it were never folded. It is logged once, naming the job and the CID,
-    tried again after 1, 2, 4 ... steps, and the other listings are folded."""
+    tried again after RETRY_S, twice as long the next time ..., and the other listings are
+    folded."""
     node = _node(tmp_path)
     try:
         cid = _listed(node, json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode())
@@ -369,8 +383,8 @@ async def test_a_listing_that_fails_otherwise_backs_off_and_the_others_are_folde
 
         monkeypatch.setattr(node.store, "cat", failing)
         caplog.set_level(logging.INFO, logger="peer.jobs.ending")
-        for step in range(1, 16):  # noqa: B007 (`failing` reads it)
-            await node.end_listings.step()
+        for step in range(1, 16):  # noqa: B007 (`failing` reads it): one every RETRY_S
+            await _later(node, RETRY_S)
             assert J2 in node.state.listed and JOB not in node.state.listed
         assert tries == [1, 2, 4, 8]
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
@@ -378,7 +392,7 @@ async def test_a_listing_that_fails_otherwise_backs_off_and_the_others_are_folde
         assert type(error).__name__ in lines[0] and not node.end_listings.refused
         broken = False
         step = 16
-        await node.end_listings.step()
+        await _later(node, RETRY_S)
         assert tries[-1] == 16 and JOB in node.state.listed
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
     finally:
@@ -391,8 +405,8 @@ async def test_a_listing_whose_block_is_corrupt_here_backs_off_and_is_folded_onc
     disk, removed, no live peer to repair it from: IntegrityError; likewise a full disk,
     Kubo unreachable: `ending.STORE_CONDITIONS`) was taken for the listing's fault:
     refused for good on a95f359, the job never got its record in this run. It is this
-    store's condition: logged once, tried again after 1, 2, 4 ... steps, and folded once a
-    peer serves the block."""
+    store's condition: logged once, tried again after RETRY_S, twice as long the next time
+    ..., and folded once a peer serves the block."""
     node = _node(tmp_path)
     try:
         raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
@@ -416,8 +430,9 @@ async def test_a_listing_whose_block_is_corrupt_here_backs_off_and_is_folded_onc
             assert node.store.add_bytes(raw, 1) == cid
 
         node.end_listings.fetch = fetch
-        for _ in range(2):  # (its back-off: one step skipped)
-            await node.end_listings.step()
+        await _later(node, RETRY_S - 1)  # (its back-off)
+        assert fetched == []
+        await _later(node, 1)
         assert fetched == [cid] and JOB in node.state.listed
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
         node.catchup.compact()
@@ -455,8 +470,9 @@ async def test_an_error_part_way_through_folding_a_listing_is_folded_again(
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
         assert len(lines) == 1 and "DataError" in lines[0], lines
         assert JOB not in node.state.listed and node.state.unlisted(JOB) is not None
-        await node.end_listings.step()  # (backed off one step)
-        await node.end_listings.step()
+        await node.end_listings.step()  # (backed off)
+        assert JOB not in node.state.listed
+        await _later(node, RETRY_S)
         assert JOB in node.state.listed and len(rescans) == 1
         assert _cache(node)["providers"][OUT["t0"]] == [OTHER]
         assert _cache(node)["outputs"] == {f"key-{t}": OUT[t] for t in TASKS}
