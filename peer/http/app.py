@@ -486,6 +486,10 @@ def _event_summary(ev: Event) -> dict[str, Any]:
             **{k: p[k] for k in keep if k in p}}
 
 
+def _sse(ev: Event) -> str:
+    return f"event: {ev.type.name.lower()}\ndata: {json.dumps(_event_summary(ev))}\n\n"
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat;
     at most `http_max_event_streams` at once (503 past it)."""
@@ -520,10 +524,14 @@ async def _stream_events(request: web.Request, queue: asyncio.Queue[Event | None
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            if ev is None:  # (gone)
+            batch = [ev]  # with the events queued meanwhile (a TURN's parts come together):
+            while batch[-1] is not None and not queue.empty():  # one write, one chunk, one
+                batch.append(queue.get_nowait())  # send for them all, not one each
+            text = "".join(_sse(e) for e in batch if e is not None)
+            if text:
+                await resp.write(text.encode())
+            if batch[-1] is None:  # (gone)
                 break
-            data = json.dumps(_event_summary(ev))
-            await resp.write(f"event: {ev.type.name.lower()}\ndata: {data}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -28,6 +28,7 @@ from peer.errors import ConfigError
 from peer.http.app import GATE, make_app
 from peer.http.limits import FD_RESERVE, Gate, HttpLimits, connection_cap, serve
 from peer.http.tokens import load_or_create_token
+from peer.log.events import Event, EventType
 from peer.node import Node
 from tests.helpers import self_signed
 
@@ -441,6 +442,28 @@ async def test_the_65th_event_stream_is_503_while_64_keep_streaming(tmp_path: Pa
                 break
             await asyncio.sleep(0.01)
         await _subscribe(s)
+
+
+
+async def test_events_told_in_one_turn_reach_a_stream_in_one_chunk_in_order(
+        tmp_path: Path) -> None:
+    """The events one loop turn tells the listeners (a TURN's parts) go to an event stream
+    in order, in one HTTP chunk: one write and one send for them all, not one each."""
+    async with served(tmp_path) as s:
+        reader, _ = await _subscribe(s)
+        stream = s.node.listeners[-1]  # the stream's (told alone: these are not folded)
+        for i in range(3):
+            stream(Event("a", i + 1, 7 + i, EventType.PROGRESS,
+                         {"job": "j", "task": f"t{i}", "chunk": 0, "attempt": 0,
+                          "progress": 0.5}))
+        async with asyncio.timeout(PATIENCE_S):
+            await reader.readuntil(b"\r\n")  # the end of the ": connected" chunk
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = (await reader.readexactly(size)).decode()
+        got = [json.loads(line.removeprefix("data: ")) for line in chunk.split("\n")
+               if line.startswith("data: ")]
+        assert [(e["type"], e["task"]) for e in got] == [
+            ("progress", "t0"), ("progress", "t1"), ("progress", "t2")], chunk
 
 
 # -- TLS -----------------------------------------------------------------------------------
