@@ -723,12 +723,13 @@ class Executor:
         job.run_id = next(self._ids)
         job.worker, w.job = w, job
         job.started = clock.time()
+        workdir = self._workdir(job)
         if self._watch is not None and w.proc.pid is not None:
             # Before the request: once sent, the worker may write megabytes before this loop
             # runs again (a loaded host), and a mark counting them lets the run past its bound.
-            job.watched = Watched(job.key, w.proc.pid, self._workdir(job))
+            job.watched = Watched(job.key, w.proc.pid, workdir)
             self._watch.started(job.watched)
-        request = ("run", job.run_id, job.target, job.payload, str(self._workdir(job)))
+        request = ("run", job.run_id, job.target, job.payload, str(workdir))
         try:
             w.tx.send_bytes(pickle.dumps(request, _PICKLE))
         except OSError:  # died before its sentinel was seen: try another worker
