@@ -1053,13 +1053,19 @@ class Scheduler:
         (others wait for its TASK_SPLIT or TASK_DONE, or take over after a grace period)."""
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
+        # A per-item task's items are its one input's files, named by its listing: the
+        # split reads that alone (whoever runs a chunk fetches its items). The groups of a
+        # task of `groups` and the merge of several inputs are directories made of the
+        # files here, which reads their blocks: those wait for the whole DAGs.
+        listed = tdef.per_item and not tdef.groups and len(outs) == 1
         unit, turn = f"{job}/{task}", AttemptKey(job, task, -1, -1)
         calls = claims.members_only(self.state, job, (
             p for p, i in self._runners(job).items() if tdef.name in i.get("calls", ())))
         if needs_data:
             able = {*calls, self.peer_id}
             first = producer(self.state, able, job, spec)
-            if not self.locality.have((job, task), outs, first):
+            if not self.locality.have((job, task), [] if listed else outs, first,
+                                      listings=outs if listed else ()):
                 return
             # Every live peer that holds the input could split it at once (the loser's runs
             # of its split's chunks are killed): the producer splits, the others wait.
@@ -1376,24 +1382,28 @@ class Scheduler:
                 return None
             return self.planner.values_assembly(job, task, n)
         # One wait for everything the assembly reads (so that its failures add up): the
-        # chunks' outputs, the input's listing and, once that is here, every item result.
+        # chunks' outputs, the input's listing (the whole input for a task of `groups`,
+        # made again of its files) and, once that is here, every entry of the output.
         a = None
+        inp = split.payload["input"]
+        listing = [] if whole or tdef.groups else [inp]
         if whole:
             a = self.planner.assembly(job, task, tdef, spec, split, chunks)
             need: dict[str, int | None] = dict(a.made_by)
         else:
-            need = {**self.planner.chunk_outputs(job, task, n), split.payload["input"]: None}
-            if self.data.is_complete(split.payload["input"]):
+            need = {**self.planner.chunk_outputs(job, task, n), **dict.fromkeys(
+                [inp] if tdef.groups else [])}
+            if (self.data.is_complete(inp) if tdef.groups else self.data.has_listing(inp)):
                 a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
                 if self._lost_items(tk, a):
                     return None
-                need.update(a.made_by)
-        if not self.locality.have(tk, list(need), first, epoch):
+                need.update(a.linked())
+        if not self.locality.have(tk, list(need), first, epoch, listings=listing):
             self._recompute(job, task, split, need)
             return None
-        if a is None:  # the input's listing just came: the item results next
+        if a is None:  # the input's listing just came: the entries of the output next
             a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
-            if self._lost_items(tk, a) or not self.locality.have(tk, list(a.made_by), first,
+            if self._lost_items(tk, a) or not self.locality.have(tk, list(a.linked()), first,
                                                                  epoch):
                 return None
         return a
@@ -1421,7 +1431,7 @@ class Scheduler:
         final output is assembled as without it (a PARTIAL of every item has its CID)."""
         tk = (job, task)
         now = self.clock()
-        if not self.data.is_complete(split.payload["input"]):
+        if not self.data.has_listing(split.payload["input"]):
             return
         done = self._n_done((job, task, *split.id), len(chunks))
         if self._results_seen.get(tk) != done and tk not in self._partial_fetching:
