@@ -1648,7 +1648,7 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         # (our JOB_SUBMITTED is the claim, CLAIMED_FEATURE: its run starts, no CLAIM sent)
         mine = holder if implied else self._claim_in_turn(ak, c, split, tdef, able, holders,
-                                                          reduces is not None)
+                                                          reduces is not None, items)
         if mine is not None and peer_of(mine.origin) == self.peer_id:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
@@ -1658,9 +1658,10 @@ class Scheduler:
 
     def _claim_in_turn(self, ak: AttemptKey, c: ChunkState, split: Event, tdef: TaskDef,
                        able: Mapping[str, Mapping[str, Any]], holders: set[str],
-                       reduce: bool) -> Event | None:
-        """Claim attempt `ak` once this peer's turn among the claimers `able` has come;
-        the attempt's winning claim then (ours, unless an earlier one is folded), else None."""
+                       reduce: bool, items: Sequence[Sequence[str]] = ()) -> Event | None:
+        """Claim attempt `ak` (of `items`) once this peer's turn among the claimers `able`
+        has come; the attempt's winning claim then (ours, unless an earlier one is folded),
+        else None."""
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else (),
                                    self._splitter(split, tdef.name))
@@ -1675,11 +1676,28 @@ class Scheduler:
         later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
                  and not reduce and self._short_at_holders(ak.job, ak.task, split, holders)
                  and not self._input_here(split, holders) else 0.0)
+        # Per item, what this peer holds of the chunk's items (their root blocks here) ranks
+        # it too: holding them all, it claims at once, whatever its rank (nothing to fetch:
+        # the peer that made them, say, not only the input's holders); holding none, a
+        # stagger later than its rank, so that a peer holding them takes the chunk first
+        # (and anyone after that wait, as before).
+        held = (self._holds(items) if items and tdef.per_item and not tdef.groups
+                and not reduce else None)
+        if held is True:
+            first, later = True, 0.0
+        elif held is False and len(ranked) > 1:
+            later += self.cfg.stagger_s
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return None
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
         # (folded at once, into the chunk's state: `c` may be NO_CHUNK, which it left as is)
         return self.state.chunk(ak.job, ak.task, ak.chunk).winner(ak.attempt, split.id)
+
+    def _holds(self, items: Sequence[Sequence[str]]) -> bool | None:
+        """True if the root block of every item (path, cid) is stored here, False if none
+        is, None if some are (a look stops at the first item unlike the first)."""
+        first = self.store.has(items[0][1])
+        return first if all(self.store.has(c) == first for _, c in items[1:]) else None
 
     def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's

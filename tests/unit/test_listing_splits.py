@@ -51,3 +51,66 @@ async def test_a_peer_without_the_input_splits_and_assembles_from_its_listing() 
         assert peer_of(split.origin) == "p1" and len(split.payload["chunks"]) == 3
     finally:
         await mesh.close()
+
+
+async def split_unseen(mesh: JobMesh) -> tuple[str, list[list[list[str]]]]:
+    """p0 writes `w` and splits `u` in three chunks, claiming chunk 0 (its one slot); the
+    others have not seen the split yet (held back: no time passes). The job and the
+    chunks."""
+    specialised(mesh, {p: "T_WRITE" for p in mesh.peers if p != "p0"})
+    mesh.hold = lambda ev, to: to != "p0" and ev.type in (EventType.TASK_SPLIT,
+                                                         EventType.TASK_SPLIT_REF)
+    job = mesh.submit("p0", [WRITE, UPPER])
+    await mesh.settle()
+    mesh["p0"].runner.finish(f"{job}/w/0/0")
+    await mesh.settle()
+    [split] = mesh.events(EventType.TASK_SPLIT, job=job, task="u")
+    assert mesh["p0"].runner.running == [f"{job}/u/0/0"]
+    return job, split.payload["chunks"]
+
+
+def claimed(mesh: JobMesh, pid: str, job: str) -> list[str]:
+    return [k for k in mesh[pid].runner.started if k.startswith(f"{job}/u/")]
+
+
+async def test_a_peer_holding_a_chunk_s_items_claims_it_at_once() -> None:
+    """p1 holds the items of chunk 2 (it made them, say), not the input: it claims chunk 2
+    as soon as it sees the split, not after its rank's stagger behind the input's holder
+    (before: chunk 1 first, a stagger later)."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job, chunks = await split_unseen(mesh)
+        mesh["p1"].store.local.update(c for _, c in chunks[2])
+        mesh.hold = None
+        await mesh.settle()
+        assert claimed(mesh, "p1", job) == [f"{job}/u/2/0"]
+    finally:
+        await mesh.close()
+
+
+async def test_a_peer_holding_none_claims_a_stagger_later_or_alone_at_once() -> None:
+    """p1 holds none of the items: it claims the open chunk 1 a stagger after its rank's
+    turn (so that a holder freeing meanwhile takes it; before: at its rank's turn); with
+    the holder gone, the peers holding none still claim the open chunks after it."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job, _ = await split_unseen(mesh)
+        mesh.hold = None
+        await mesh.settle()
+        await mesh.advance(CFG.stagger_s * 1.5)  # its rank's turn (1 x stagger_s) is over
+        assert claimed(mesh, "p1", job) == []
+        await mesh.advance(CFG.stagger_s)
+        assert claimed(mesh, "p1", job) == [f"{job}/u/1/0"]
+    finally:
+        await mesh.close()
+    mesh = JobMesh(3, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job, _ = await split_unseen(mesh)
+        mesh.hold = None
+        await mesh.settle()
+        mesh.silent.add("p0")  # gone: p1 and p2 hold none of the items
+        await mesh.advance(CFG.tick_s)
+        assert {k for p in ("p1", "p2") for k in claimed(mesh, p, job)} == {
+            f"{job}/u/1/0", f"{job}/u/2/0"}  # (one may start a duplicate: the claim it lost)
+    finally:
+        await mesh.close()
