@@ -1695,9 +1695,14 @@ class Scheduler:
 
     def _holds(self, items: Sequence[Sequence[str]]) -> bool | None:
         """True if the root block of every item (path, cid) is stored here, False if none
-        is, None if some are (a look stops at the first item unlike the first)."""
-        first = self.store.has(items[0][1])
-        return first if all(self.store.has(c) == first for _, c in items[1:]) else None
+        is, None if some are or an item is no CID (a member's split names any string: its
+        run's fetch says so, not this look). A look stops at the first item unlike the
+        first."""
+        try:
+            first = self.store.has(items[0][1])
+            return first if all(self.store.has(c) == first for _, c in items[1:]) else None
+        except BanzaiError:
+            return None
 
     def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's

@@ -4,6 +4,7 @@ mesh with a fake clock (peer/jobs/sim.py)."""
 
 from __future__ import annotations
 
+from peer.errors import BadCID
 from peer.ipfs.store import StoreConfig
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import JobMesh
@@ -112,5 +113,26 @@ async def test_a_peer_holding_none_claims_a_stagger_later_or_alone_at_once() -> 
         await mesh.advance(CFG.tick_s)
         assert {k for p in ("p1", "p2") for k in claimed(mesh, p, job)} == {
             f"{job}/u/1/0", f"{job}/u/2/0"}  # (one may start a duplicate: the claim it lost)
+    finally:
+        await mesh.close()
+
+
+async def test_an_item_that_is_no_cid_leaves_the_claim_order_as_it_was() -> None:
+    """A store that cannot read an item's CID (a member's split names any string) ranks
+    the chunk as before: the look does not fail the task (its run's fetch would say what
+    is wrong)."""
+    mesh = JobMesh(2, CATALOG, CFG, slots=1, batch=True)
+    try:
+        job, _ = await split_unseen(mesh)
+
+        def has(cid: str) -> bool:
+            raise BadCID(f"not a CID: {cid!r}")
+
+        mesh["p1"].store.has = has  # type: ignore[method-assign]
+        mesh.hold = None
+        await mesh.settle()
+        await mesh.advance(CFG.stagger_s * 1.5)
+        assert claimed(mesh, "p1", job) == [f"{job}/u/1/0"]
+        assert not mesh.events(EventType.CHUNK_FAILED, job=job)
     finally:
         await mesh.close()
