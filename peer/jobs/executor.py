@@ -2,9 +2,9 @@
 
 Each worker leads its own process group, so a kill (cancel, timeout, close, the watch over
 the tmpfs and the disk: peer.jobs.watch) ends every process a task started. Concurrency rule:
-use it from one event loop; nothing there blocks on a worker (pipes are read with add_reader,
-processes are started and joined on one private helper thread, the watch walks a run's
-directory on a thread of its own).
+use it from one event loop; nothing there blocks on a worker (pipes are read with add_reader
+and written with add_writer, processes are started and joined on one private helper thread,
+the watch walks a run's directory on a thread of its own).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ OnMessage = Callable[[str, tuple[Any, ...]], None]
 
 # forkserver, not fork: the parent runs an event loop and threads.
 _MP = multiprocessing.get_context("forkserver")
-_FRAME = struct.Struct("!Q")  # worker -> parent frames: 8-byte length, then a pickle
+_FRAME = struct.Struct("!Q")  # frames both ways: 8-byte length, then a pickle
 # The most a worker's frame may announce. Frames carry metadata (a run's JSON result: CIDs,
 # per-item cache entries, inline outputs of at most 16 KiB; a log line; a traceback), never
 # outputs (files); one announcing more ends the worker, which would otherwise grow the
@@ -225,7 +225,7 @@ class _Job:
 @dataclass(eq=False)
 class _Worker:
     proc: BaseProcess
-    tx: Connection  # parent -> worker requests (blocking writes of small pickles)
+    tx: Connection  # parent -> worker requests (non-blocking writes: `_send`)
     rx: Connection  # worker -> parent frames (non-blocking reads)
     ready_fut: asyncio.Future[bool]  # True once ready, False if it died first
     gone: asyncio.Future[None]  # set once the process is joined
@@ -238,6 +238,7 @@ class _Worker:
     removing_bytes: int = 0  # what its thread reported it is removing of its run directories
     bad_frame: bool = False  # it sent a frame it never sends: being killed, the rest unread
     stuck: bool = False  # it outlived its SIGKILL by stuck_after_s: replaced already
+    out: collections.deque[memoryview] = field(default_factory=collections.deque)  # unwritten
 
 
 class Executor:
@@ -364,6 +365,7 @@ class Executor:
         for w in self._workers:  # given up, alive: not watched nor joined any more (its exit,
             loop.remove_reader(w.proc.sentinel)  # if it comes, would start a join after the
             loop.remove_reader(w.rx.fileno())  # helper thread's end)
+            loop.remove_writer(w.tx.fileno())
             w.tx.close()
             w.rx.close()
         if self._helper is not None:
@@ -446,6 +448,7 @@ class Executor:
         w = _Worker(proc, tx, rx, loop.create_future(), loop.create_future())
         self._workers.add(w)
         os.set_blocking(rx.fileno(), False)
+        os.set_blocking(tx.fileno(), False)
         loop.add_reader(rx.fileno(), self._on_readable, w)
         loop.add_reader(proc.sentinel, self._on_exit, w)
         if self._stop.is_set():
@@ -545,13 +548,16 @@ class Executor:
         self._read(w, drain=True)  # frames written before death still arrive, in order
         self._take(w)
         loop.remove_reader(w.rx.fileno())
+        loop.remove_writer(w.tx.fileno())
         self._track(self._reap(w))
 
     async def _reap(self, w: _Worker) -> None:
         job, w.job = w.job, None
+        unsent = bool(w.out)  # (its request's rest, or the whole of it after an EPIPE)
+        w.out.clear()
         if (job is not None and job.kill_kind is None and job.requeues < _MAX_REQUEUES
-                and _unread(w.tx)):
-            self._requeue(job)  # it died before it read the run: the run never started
+                and (unsent or _unread(w.tx))):
+            self._requeue(job)  # it died before it read the whole run: the run never started
             self._dispatch()
             job = None
         workdir = None if job is None else self._workdir(job)
@@ -729,15 +735,42 @@ class Executor:
             # runs again (a loaded host), and a mark counting them lets the run past its bound.
             job.watched = Watched(job.key, w.proc.pid, workdir)
             self._watch.started(job.watched)
-        request = ("run", job.run_id, job.target, job.payload, str(workdir))
-        try:
-            w.tx.send_bytes(pickle.dumps(request, _PICKLE))
-        except OSError:  # died before its sentinel was seen: try another worker
-            w.job = None
-            self._kill(w)
-            self._requeue(job)
-            return
+        request = pickle.dumps(
+            ("run", job.run_id, job.target, job.payload, str(workdir)), _PICKLE)
         job.timer = clock.call_later(job.timeout_s, lambda: self._on_timeout(job))
+        self._send(w, _FRAME.pack(len(request)), request)
+
+    def _send(self, w: _Worker, *parts: bytes) -> None:
+        """Write a request to `w` without blocking, after what is still unwritten before it:
+        what its pipe takes now, the rest as the worker reads (a request may hold megabytes
+        of a task's params or items; written whole, it held the loop until the worker had
+        read all but the pipe's 64 KiB)."""
+        idle = not w.out
+        w.out.extend(map(memoryview, parts))
+        if idle and self._write(w):
+            self._running_loop().add_writer(w.tx.fileno(), self._on_writable, w)
+
+    def _on_writable(self, w: _Worker) -> None:
+        if not self._write(w):
+            self._running_loop().remove_writer(w.tx.fileno())
+
+    def _write(self, w: _Worker) -> bool:
+        """Write what `w`'s pipe takes of `w.out`; True while some waits for it to drain. A
+        worker whose end is closed (dead, its sentinel not seen yet) is killed, the rest kept
+        unwritten: `_reap` gives its run back to the queue."""
+        fd = w.tx.fileno()
+        try:
+            while w.out:
+                n = os.write(fd, w.out[0])
+                if n < len(w.out[0]):
+                    w.out[0] = w.out[0][n:]
+                else:
+                    w.out.popleft()
+        except BlockingIOError:
+            return True
+        except OSError:
+            self._kill(w)
+        return False
 
     # -- what the watch sees of the runs (peer.jobs.watch.Runs) --------------------------------
 
@@ -1263,13 +1296,28 @@ def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
     report = chan.removing if spec.counts_removals else None
     chan.send(("ready", os.getpid(), _preload(spec.preload)))
     targets: dict[str, Callable[..., Any]] = {}
-    while True:
-        try:
-            request = rx.recv_bytes()
-        except EOFError:
-            return
+    while (request := _receive(rx.fileno())) is not None:
         _, run_id, target, payload, workdir = pickle.loads(request)
         chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir), report))
+
+
+def _receive(fd: int) -> bytearray | None:
+    """The daemon's next request, whole (a _FRAME header, then its pickle: `Executor._send`);
+    None once the daemon's end is closed."""
+    head = _read_exactly(fd, _FRAME.size)
+    return None if head is None else _read_exactly(fd, _FRAME.unpack(head)[0])
+
+
+def _read_exactly(fd: int, size: int) -> bytearray | None:
+    """`size` bytes read from `fd` (blocking); None at its end."""
+    buf, got = bytearray(size), 0
+    with memoryview(buf) as view:
+        while got < size:
+            n = os.readv(fd, [view[got:]])
+            if not n:
+                return None
+            got += n
+    return buf
 
 
 def _setup_worker(spec: _Spec, request_fd: int) -> None:

@@ -78,6 +78,13 @@ def describe(payload: str, ctx: Any) -> dict[str, Any]:
     }
 
 
+def digest(payload: bytes, ctx: Any) -> list[Any]:
+    """The length and SHA-256 of the bytes received."""
+    import hashlib
+
+    return [len(payload), hashlib.sha256(payload).hexdigest()]
+
+
 def use_workdir(payload: str, ctx: Any) -> str:
     (ctx.workdir / "file.txt").write_text(payload)
     return str(ctx.workdir)

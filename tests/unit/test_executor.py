@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
@@ -666,21 +667,6 @@ async def test_a_run_over_its_disk_bound_is_killed_once_the_disk_grew_by_as_much
     assert str(ex._base) in res.error  # names its directory
 
 
-class _WritesAtOnce:
-    """A worker's request pipe after which the worker writes `grow` bytes before the event
-    loop runs again (a loaded host: the woken worker preempts the loop)."""
-
-    def __init__(self, tx: Any, used: Used, grow: int) -> None:
-        self._tx, self._used, self._grow = tx, used, grow
-
-    def send_bytes(self, data: bytes) -> None:
-        self._tx.send_bytes(data)
-        self._used.now += self._grow
-
-    def close(self) -> None:
-        self._tx.close()
-
-
 async def test_a_run_writing_before_the_loop_runs_again_is_still_held_to_its_bound(
         make_executor: MakeExecutor, shm: Path) -> None:
     """The mark a run's growth is counted from is taken before its worker is sent the run:
@@ -688,8 +674,13 @@ async def test_a_run_writing_before_the_loop_runs_again_is_still_held_to_its_bou
     at once was never measured (a CI run on a loaded host ended "done")."""
     timer, used = FakeTimer(), Used()
     ex = await make_executor(slots=1, timer=timer, used=used, task_scratch_max_bytes=64 << 10)
-    for w in ex._workers:
-        w.tx = _WritesAtOnce(w.tx, used, 1 << 20)  # type: ignore[assignment]
+    send = ex._send
+
+    def send_then_grow(w: Any, *parts: bytes) -> None:  # (a loaded host: the woken worker
+        send(w, *parts)  # writes 1 MiB before the event loop runs again)
+        used.now += 1 << 20
+
+    ex._send = send_then_grow  # type: ignore[method-assign]
     run = await _started(ex, "big", "fill_workdir", 256)
     timer.advance(0.5)  # grown by 1 MiB since the mark: measured
     assert ex._watch is not None and ex._watch._walking
@@ -1009,6 +1000,83 @@ async def test_a_flood_of_frames_is_handled_over_several_turns_of_the_loop(
     assert (res.ok, res.value) == (True, count)
     assert said == [str(i) for i in range(count)]
     assert seen_by_then and seen_by_then[0] < count
+
+
+def _state(pid: int) -> str:
+    """The state letter of process `pid` ("T": stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _digest(data: bytes) -> list[Any]:
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+async def _handed_to_stopped(ex: Executor, pid: int, key: str, payload: bytes,
+                             timeout_s: float | None = None) -> asyncio.Task[RunResult]:
+    """Run `key` (the payload's digest) started while worker `pid` is stopped (SIGSTOP),
+    its request far larger than the pipe: the loop's next step (this test's) must come while
+    the worker is still stopped, the rest of the request unwritten. A watchdog lets the
+    worker go on after 10 s (a loop held by the write waits for it: the check then fails)."""
+    os.kill(pid, signal.SIGSTOP)
+    watchdog = threading.Timer(10, os.kill, (pid, signal.SIGCONT))
+    watchdog.start()
+    try:
+        task = asyncio.create_task(ex.run(key, T + "digest", payload, timeout_s=timeout_s))
+        await asyncio.sleep(0)  # the run is handed to the stopped worker
+        assert _state(pid) == "T"  # the loop went on with the worker still stopped
+        assert ex._jobs[key].worker is not None
+    finally:
+        watchdog.cancel()
+        watchdog.join()
+    return task
+
+
+async def test_a_request_larger_than_the_pipe_is_written_without_holding_the_loop(
+        make_executor: MakeExecutor) -> None:
+    """A request was written whole, blocking: one of a few MB (a task's params or items; a
+    workflow's JSON may hold 2 MB) held the loop until its worker had read all but the
+    pipe's 64 KiB, and for ever a worker that does not read. It is written as the pipe
+    drains: the loop runs on meanwhile, the worker gets it whole, the next run after it."""
+    ex = await make_executor(slots=1)
+    pid = await _worker_pid(ex)
+    payload, ended = os.urandom(4 << 20), []
+    big = await _handed_to_stopped(ex, pid, "big", payload)
+    small = asyncio.create_task(ex.run("small", T + "echo", 7))
+    for task in (big, small):
+        task.add_done_callback(ended.append)
+    os.kill(pid, signal.SIGCONT)
+    res, after = await asyncio.wait_for(asyncio.gather(big, small), 30)
+    assert (res.ok, res.value) == (True, _digest(payload))
+    assert (after.ok, after.value) == (True, 7) and ended == [big, small]
+
+
+async def test_a_worker_that_dies_before_reading_its_whole_request_gives_its_run_back(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker dying with the rest of its request unwritten never started the run, even when
+    it read all that its pipe held: the run goes back to the queue (within the requeue
+    bound) and runs on the replacement."""
+    ex = await make_executor(slots=1)
+    pid = await _worker_pid(ex)
+    payload = os.urandom(4 << 20)
+    run = await _handed_to_stopped(ex, pid, "big", payload)
+    monkeypatch.setattr(executor, "_unread", lambda conn: False)  # as if its pipe were read
+    os.kill(pid, signal.SIGKILL)
+    res = await asyncio.wait_for(run, 30)
+    assert (res.ok, res.value) == (True, _digest(payload))
+
+
+async def test_a_run_whose_request_is_still_being_written_times_out_at_its_deadline(
+        make_executor: MakeExecutor) -> None:
+    """The run's deadline counts from its hand-over, its request written or not: a worker
+    that does not read it is killed then, and the run fails as timed out."""
+    timer = FakeTimer()
+    ex = await make_executor(slots=1, timer=timer)
+    pid = await _worker_pid(ex)
+    run = await _handed_to_stopped(ex, pid, "big", os.urandom(4 << 20), timeout_s=5.0)
+    timer.advance(5.0)  # the deadline: SIGTERM (held: it is stopped)
+    timer.advance(0.05)  # the kill's grace: SIGKILL
+    res = await asyncio.wait_for(run, 30)
+    assert (res.ok, res.exit_kind, res.error) == (False, ExitKind.TIMEOUT, "timed out after 5.0 s")
 
 
 async def test_a_run_its_dying_worker_never_read_goes_to_the_next_worker(
