@@ -8,11 +8,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -1092,6 +1094,52 @@ async def test_a_run_its_dying_worker_never_read_goes_to_the_next_worker(
     assert (first.ok, first.value) == (True, "first")
     assert second.ok and second.value["pid"] != pid
     assert _gone(pid)
+
+
+async def test_a_dead_workers_last_done_frame_does_not_free_it() -> None:
+    """The order real processes seldom take, driven by hand: a worker's exit is seen before
+    its last frame, a 'done', is read (the exit handler drains the pipe). The 'done' ends its
+    run, but must not free the dead worker: the queued run would be handed to it (and fail
+    as its crash, or go back to the queue). It stays queued for the replacement. Fakes: no
+    process (a pid of None is signalled by no one), no reap; the pipes are real."""
+    loop = asyncio.get_running_loop()
+    ex = Executor(ExecutorConfig.local(slots=1), timer=FakeTimer())
+    ex._loop, ex._timer = loop, ex._given_timer
+    reaped: list[Any] = []
+
+    async def reap(w: Any) -> None:
+        reaped.append(w)
+
+    ex._reap = reap  # type: ignore[method-assign]
+    requests, tx = multiprocessing.Pipe(duplex=False)
+    rx, frames = multiprocessing.Pipe(duplex=False)
+    sentinel_r, sentinel_w = os.pipe()
+    try:
+        os.set_blocking(rx.fileno(), False)
+        proc = types.SimpleNamespace(pid=None, sentinel=sentinel_r)
+        w = executor._Worker(proc, tx, rx, loop.create_future(),  # type: ignore[arg-type]
+                             loop.create_future(), ready=True)
+        first, queued = (executor._Job(key, T + "echo", b"", 5.0, None, loop.create_future())
+                         for key in ("first", "queued"))
+        first.run_id, first.worker, w.job = 1, w, first
+        ex._workers.add(w)
+        ex._jobs.update(first=first, queued=queued)
+        ex._queue.append(queued)
+        done = pickle.dumps(("done", 1, True, '"its result"', None, None, "ok"))
+        os.write(frames.fileno(), executor._FRAME.pack(len(done)) + done)
+
+        ex._on_exit(w)  # the sentinel first, the 'done' still in the pipe
+        await asyncio.gather(*ex._tasks)
+
+        assert first.fut.result().value == "its result"
+        assert queued.worker is None, "the queued run was handed to the dead worker"
+        assert list(ex._queue) == [queued] and ex._idle == [] and w.job is None
+        assert not executor._unread(tx) and reaped == [w]  # nothing sent to it; reaped
+    finally:
+        for conn in (requests, tx, rx, frames):
+            conn.close()
+        os.close(sentinel_r)
+        os.close(sentinel_w)
 
 
 async def test_a_run_whose_workers_each_die_before_reading_it_fails_after_two_requeues(
