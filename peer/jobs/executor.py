@@ -1291,13 +1291,14 @@ _TRASH = _Trash()  # what a worker left of its runs goes with its executor's dir
 
 def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
     """Worker process entry point: set up, then serve one request at a time until EOF."""
-    _setup_worker(spec, rx.fileno())
+    wakeup = _setup_worker(spec, rx.fileno())
     chan = _Channel(tx)
     report = chan.removing if spec.counts_removals else None
     chan.send(("ready", os.getpid(), _preload(spec.preload)))
     targets: dict[str, Callable[..., Any]] = {}
     while (request := _receive(rx.fileno())) is not None:
         _, run_id, target, payload, workdir = pickle.loads(request)
+        wakeup.rearm()
         chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir), report))
 
 
@@ -1320,7 +1321,28 @@ def _read_exactly(fd: int, size: int) -> bytearray | None:
     return buf
 
 
-def _setup_worker(spec: _Spec, request_fd: int) -> None:
+class _Wakeup:
+    """The worker's signal wake-up fd, the write end of the pipe `_watch` reads."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        st = os.fstat(fd)
+        self._pipe = (st.st_dev, st.st_ino)
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+
+    def rearm(self) -> None:
+        """The wake-up fd ours again, before each run: a task's code may have replaced it
+        (asyncio's add_signal_handler takes it, and closing that loop leaves none), which
+        turned `_watch`'s re-sending of SIGTERM off for every later run of this worker. Not
+        if our fd's number now names another file (a task closed ours: `_watch` stops)."""
+        with contextlib.suppress(OSError, ValueError):
+            st = os.fstat(self._fd)
+            if (st.st_dev, st.st_ino) == self._pipe:
+                signal.set_wakeup_fd(self._fd, warn_on_full_buffer=False)
+
+
+def _setup_worker(spec: _Spec, request_fd: int) -> _Wakeup:
+    """Set this worker up; its signal wake-up fd (`_watch`)."""
     if spec.heap is not None:  # first: before the worker's runs allocate their arrays
         tune(spec.heap, libc_mallopt())
     os.setsid()  # our own process group: a kill reaches every process a task starts
@@ -1329,7 +1351,7 @@ def _setup_worker(spec: _Spec, request_fd: int) -> None:
     # child's: each forgets it, so that its SIGTERM is not taken for ours).
     wakeups, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
-    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    wakeup = _Wakeup(wakeup_w)
     os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
     threading.Thread(target=_watch, args=(request_fd, wakeups), daemon=True).start()
@@ -1340,6 +1362,7 @@ def _setup_worker(spec: _Spec, request_fd: int) -> None:
     if spec.memory_limit_mb is not None:
         limit = spec.memory_limit_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return wakeup
 
 
 def _watch(request_fd: int, wakeups: int) -> None:
@@ -1349,7 +1372,11 @@ def _watch(request_fd: int, wakeups: int) -> None:
     receives (read from `wakeups`, the signal wake-up fd) again to its main thread, every
     _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that arrives after the interpreter's
     last check for signals and before a blocking call (a sleep, a wait) leaves its handler
-    waiting for that call's end, which a signal sent during it interrupts."""
+    waiting for that call's end, which a signal sent during it interrupts. Not during a run
+    whose code set a wake-up fd of its own (an asyncio loop's signal handler): the numbers
+    go there, and nothing else tells this thread that a signal arrived before its handler
+    ran (only the main thread may set the fd; a flag set by the handler says only that it
+    ran). Ours is set again before the next run (`_Wakeup.rearm`)."""
     poller = select.poll()
     poller.register(request_fd, 0)  # POLLHUP only: never competes with the main thread's reads
     poller.register(wakeups, select.POLLIN)

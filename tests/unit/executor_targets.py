@@ -303,6 +303,16 @@ def sigterm_in_c(payload: int, ctx: Any) -> None:
     del data
 
 
+def drop_wakeup_fd(payload: Any, ctx: Any) -> None:
+    """Use an asyncio loop's signal handler, as a task may: adding one takes the signal
+    wake-up fd, and closing the loop leaves none."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    loop.close()
+
+
 def flood_for(payload: float, ctx: Any) -> int:
     """Write tiny log frames ("x") to the executor's pipe without pause for `payload`
     seconds, 64 KiB at a time; the count (scripts/bench_executor_flood.py)."""

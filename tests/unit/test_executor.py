@@ -1168,6 +1168,18 @@ async def test_a_sigterm_that_lands_just_before_a_sleep_still_ends_the_worker(
     assert (await asyncio.wait_for(ex.run("b", T + "echo", 5), 10)).value == 5
 
 
+async def test_a_task_that_took_the_signal_wake_up_fd_leaves_the_sigterm_resend_on(
+        make_executor: MakeExecutor) -> None:
+    """A task using an asyncio loop's signal handlers (adding one takes the signal wake-up fd,
+    closing the loop leaves none) turned the watcher's re-sending of SIGTERM off for the rest
+    of its worker's life: a later run's SIGTERM landing just before a sleep waited the sleep
+    out. The worker's own fd is set again before each run."""
+    ex = await make_executor(slots=1)
+    assert (await asyncio.wait_for(ex.run("a", T + "drop_wakeup_fd", None), 10)).ok
+    res = await asyncio.wait_for(ex.run("b", T + "sigterm_in_c", 100), 30)
+    assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 143")
+
+
 async def _given_up(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
                     ) -> tuple[Executor, int, RunResult]:
     """An executor (one slot, stuck_after_s 0.2) whose worker's SIGKILL is held back, and that
