@@ -2,6 +2,7 @@
 """The event loop while an executor worker floods its pipe (peer/jobs/executor.py, session 40).
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_executor_flood.py [--seconds 2] [--repeat 3]
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_executor_flood.py --requests 1,4,16
 
   flood     a worker writes tiny log frames (~40 bytes) without pause for --seconds: the
             longest and the 99th-percentile gap of a 1 ms ticker on the loop meanwhile, the
@@ -9,6 +10,8 @@
   big       a run logging and returning 16 MiB each (~32 MiB of frames): its time and the
             longest ticker gap (median of --repeat)
   trivial   1,000 echo runs on 2 slots submitted at once: runs a second (median of --repeat)
+  requests  (only these, with --requests) runs whose payload is N MiB, for each N given: the
+            run's time and the longest ticker gap (median of --repeat; session 41)
 The targets are the unit tests' (tests/unit/executor_targets.py). Run with PYTHONPATH at the
 tree measured: the workers import `peer` from there too.
 """
@@ -47,6 +50,7 @@ async def _ticked(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[float]]
             gaps.append(max(0.0, time.monotonic() - t0 - TICK_S))
 
     tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # the ticker runs before the work starts
     try:
         return await work(), gaps
     finally:
@@ -86,11 +90,32 @@ async def big(repeat: int) -> dict[str, float]:
     return {"wall_s": statistics.median(walls), "max_ms": statistics.median(stalls) * 1e3}
 
 
+async def requests(mib: int, repeat: int) -> dict[str, float]:
+    walls, stalls = [], []
+    payload = "x" * (mib << 20)  # (describe looks it up in the environment: found nowhere)
+    async with Executor(ExecutorConfig(slots=1)) as ex:
+        await ex.run("warm", T + "echo", 0)
+        for r in range(repeat):
+            t0 = time.monotonic()
+            res, gaps = await _ticked(lambda key=f"req{r}": ex.run(key, T + "describe", payload))
+            walls.append(time.monotonic() - t0)
+            stalls.append(max(gaps, default=0.0))
+            assert res.ok, res
+    return {"wall_s": statistics.median(walls), "max_ms": statistics.median(stalls) * 1e3}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="how long the worker floods")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of big and trivial")
+    ap.add_argument("--requests", help="only runs of payloads of these MiB (e.g. 1,4,16)")
     a = ap.parse_args(argv)
+    if a.requests:
+        for mib in map(int, a.requests.split(",")):
+            r = asyncio.run(requests(mib, a.repeat))
+            print(f"request of {mib} MiB: run {r['wall_s'] * 1e3:.1f} ms, "
+                  f"longest loop gap {r['max_ms']:.1f} ms")
+        return 0
     f = asyncio.run(flood(a.seconds))
     b = asyncio.run(big(a.repeat))
     t = asyncio.run(bench_executor.throughput(1000, a.repeat))["runs_per_s"]
