@@ -1020,6 +1020,7 @@ async def _handed_to_stopped(ex: Executor, pid: int, key: str, payload: bytes,
     the worker is still stopped, the rest of the request unwritten. A watchdog lets the
     worker go on after 10 s (a loop held by the write waits for it: the check then fails)."""
     os.kill(pid, signal.SIGSTOP)
+    assert await _until(lambda: _state(pid) == "T")  # (it stops once it is scheduled)
     watchdog = threading.Timer(10, os.kill, (pid, signal.SIGCONT))
     watchdog.start()
     try:
