@@ -451,7 +451,7 @@ class Node:
             self.store.blocks.repair = self._repair_block
         self.janitor = Janitor(_janitor_config(cfg), self.peer_id, self.state, self.store,
                                self.emit)
-        self.janitor.forget.append(self.fetcher.forget)  # "complete here" memos
+        self.janitor.forget.append(self.fetcher.complete.clear)  # "complete here" memos
         self.janitor.archived = lambda: self.index.facts(archived_facts)
         self.janitor.archived_cids = lambda: read_provided(self.log.path, self.peer_id)
         self.janitor.archived_outputs = lambda: read_outputs(self.log.path)

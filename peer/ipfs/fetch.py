@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from peer.cids import RAW, parse_cid, verify
+from peer.cids import parse_cid, verify
 from peer.errors import BanzaiError, NotFound, TooLarge
 from peer.ipfs.car import MAX_BLOCK_BYTES
 from peer.ipfs.gateway import PEER_FETCH_HEADER
@@ -87,7 +87,6 @@ class Fetcher:
         # serve content to members of the mesh only
         self.headers = {**(headers or {}), PEER_FETCH_HEADER: "1"}
         self.complete = RecentSet()
-        self.listed = RecentSet()  # DAGs whose listing is known to be here (`has_listing`)
         self.fetched_bytes = 0
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[tuple[str, int | None], asyncio.Task[None]] = {}  # (cid, bound)
@@ -105,12 +104,6 @@ class Fetcher:
     def unmark(self, cid: str) -> None:
         """Forget that `cid` was complete here (its blocks' write failed): walked again."""
         self.complete.discard(cid)
-        self.listed.discard(cid)
-
-    def forget(self) -> None:
-        """Forget every DAG and listing known here (blocks went: gc, a repair)."""
-        self.complete.clear()
-        self.listed.clear()
 
     def is_complete(self, cid: str) -> bool:
         """True if every block under `cid` is stored (memoised; the store reads its linking
@@ -121,74 +114,6 @@ class Fetcher:
             return False
         self.complete.add(cid)
         return True
-
-    def has_listing(self, cid: str) -> bool:
-        """True if the listing of `cid` is stored: its directories' blocks (a HAMT's shards
-        included) and the root block of every file not a raw leaf, what `Store.file_cids`
-        reads; its files' other blocks may be missing (memoised, as `is_complete`)."""
-        if cid in self.complete or cid in self.listed:
-            return True
-        try:
-            self.store.file_cids(cid)
-        except BanzaiError:  # NotFound: a block of the listing is missing (or unreadable)
-            return False
-        self.listed.add(cid)
-        return True
-
-    async def ensure_listing(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        """Fetch what `has_listing` needs of each of `cids` that lacks it, level by level
-        from the root: each node's own block (`dag-scope=block`: a file's other blocks never
-        come), then of a directory whose shards are missing (a HAMT) the shards
-        (`dag-scope=entity`: a directory's own blocks, not its entries'). A raw leaf is a
-        file by its CID: nothing of it is fetched. NotFound if no live peer serves a block."""
-        level = await asyncio.to_thread(
-            lambda: [c for c in dict.fromkeys(cids)
-                     if not self.has_listing(c) and not self._written(c)])
-        hints = [*hints, *level]  # (a node's providers: those of the DAG it is under)
-
-        def missing(nodes: list[str]) -> list[str]:
-            return [c for c in nodes if not self.store.has(c)]
-
-        def below(nodes: list[str], sharded: list[str]) -> list[str]:
-            """The next level's nodes not raw leaves; the directories whose shards are
-            missing go to `sharded`."""
-            out: list[str] = []
-            for c in nodes:
-                if self.store.stat(c).kind != "dir":
-                    continue
-                try:
-                    links = self.store.dir_links(c)
-                except NotFound:
-                    sharded.append(c)
-                    continue
-                out += [lk.cid for lk in links if parse_cid(lk.cid).codec != RAW]
-            return out
-
-        while level:
-            await asyncio.gather(*(self._scoped(c, "block", hints)
-                                   for c in await asyncio.to_thread(missing, level)))
-            sharded: list[str] = []
-            nxt = await asyncio.to_thread(below, level, sharded)
-            if sharded:
-                await asyncio.gather(*(self._scoped(c, "entity", hints) for c in sharded))
-                nxt += await asyncio.to_thread(below, sharded, [])  # NotFound if still not
-            level = list(dict.fromkeys(nxt))
-        self.listed.update(cids)
-
-    async def _scoped(self, cid: str, scope: str, hints: Sequence[str]) -> None:
-        """The blocks of `cid` that `dag-scope=<scope>` selects, from the first peer that
-        serves its root block (NotFound naming the failures if none does)."""
-        errors: list[str] = []
-        for base in self._sources(cid, hints):
-            try:
-                await self._import(f"{base}/ipfs/{cid}?format=car&dag-scope={scope}")
-                if await asyncio.to_thread(self.store.has, cid):
-                    return
-                errors.append(f"{base}: no block of it in the CAR")
-            except (aiohttp.ClientError, TimeoutError, BanzaiError) as e:
-                errors.append(f"{base}: {e}")
-        raise NotFound(f"no live peer could provide the listing of {cid}"
-                       + (f" ({'; '.join(errors[:3])})" if errors else " (no peers known)"))
 
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = (),
                      max_bytes: int | None = None) -> None:
@@ -311,7 +236,7 @@ class Fetcher:
     async def fetch_block(self, cid: str) -> bytes | None:
         """One block's bytes from the first live peer that serves them, verified; None if
         none does (the store calls this to repair a corrupt block, and stores them)."""
-        self.forget()  # a block went missing here: the memos of complete DAGs are stale
+        self.complete.clear()  # a block went missing here: the memo of complete DAGs is stale
         for base in self._sources(cid, ()):
             try:
                 with tempfile.TemporaryFile() as spool:

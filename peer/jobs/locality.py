@@ -65,23 +65,20 @@ class Locality:
         self._fetching: set[TaskKey] = set()
 
     def have(self, key: TaskKey, cids: list[str], preferred: str | None,
-             epoch: Hashable = None, listings: list[str] | tuple[str, ...] = ()) -> bool:
-        """True if every DAG of `cids` is complete here and the listing of every DAG of
-        `listings` is (`Data.has_listing`: its directories, not its files). Otherwise start
-        fetching them: at once if this peer is the `preferred` one to act, else after a
-        grace period in which the preferred peer (which holds the data) normally acts
-        first; after a failed fetch, not before its backoff ends."""
+             epoch: Hashable = None) -> bool:
+        """True if every DAG is complete here. Otherwise start fetching them: at once if
+        this peer is the `preferred` one to act, else after a grace period in which the
+        preferred peer (which holds the data) normally acts first; after a failed fetch,
+        not before its backoff ends."""
         cids = [c for c in cids if c]
-        listings = [c for c in listings if c and c not in cids]
-        if (all(self.data.is_complete(c) for c in cids)
-                and all(self.data.has_listing(c) for c in listings)):
+        if all(self.data.is_complete(c) for c in cids):
             self.waiting.pop(key, None)
             if (st := self.stalled.pop(key, None)) is not None:
                 log.info("%s/%s: the data it waited for is complete (after %d failed "
                          "fetches)", key[0], key[1], st.failures)
             return True
         now = self.clock()
-        w = self.wait(key, [*cids, *listings])
+        w = self.wait(key, cids)
         st = self.stalled.get(key)
         if st is not None and st.epoch != epoch:
             st = None
@@ -94,9 +91,9 @@ class Locality:
         alive = preferred is not None and (preferred in self.peers())
         if preferred == self.me or not alive or now - w.since_s > self.grace_s:
             self._fetching.add(key)
-            log.debug("%s/%s: fetching %d DAGs and %d listings (preferred peer %s)", key[0],
-                      key[1], len(cids), len(listings), preferred)
-            self.spawn(self._fetch(key, cids, epoch, listings))
+            log.debug("%s/%s: fetching %d DAGs (preferred peer %s)", key[0], key[1], len(cids),
+                      preferred)
+            self.spawn(self._fetch(key, cids, epoch))
         else:  # the preferred peer's grace period (unless it leaves: the live peers change)
             w.due_s = w.since_s + self.grace_s
         return False
@@ -143,22 +140,18 @@ class Locality:
         self.waiting.pop(key, None)
         self.stalled.pop(key, None)
 
-    async def _fetch(self, key: TaskKey, cids: list[str], epoch: Hashable,
-                     listings: list[str]) -> None:
+    async def _fetch(self, key: TaskKey, cids: list[str], epoch: Hashable) -> None:
         t0 = self.clock()
         try:
-            if cids:
-                await self.data.ensure(cids)
-            if listings:
-                await self.data.ensure_listing(listings)
-            log.debug("%s/%s: %d DAGs and %d listings here after %.3f s", key[0], key[1],
-                      len(cids), len(listings), self.clock() - t0)
+            await self.data.ensure(cids)
+            log.debug("%s/%s: %d DAGs complete after %.3f s", key[0], key[1], len(cids),
+                      self.clock() - t0)
         except Exception as e:  # BanzaiError (no provider), OSError...: waited on, retried
             self._failed(key, f"{type(e).__name__}: {e}" if not str(e) else str(e), epoch)
         finally:
             self._fetching.discard(key)
             self.fetched(key)
-            for other in self.wanting([*cids, *listings]):  # waiting for the same data
+            for other in self.wanting(cids):  # tasks waiting for the same data
                 if other != key:
                     self.fetched(other)
 

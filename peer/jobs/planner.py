@@ -591,8 +591,3 @@ class Assembly:
         self.of = 0  # input items matching the task (a per-item task's)
         # items an older peer's split left out whose cache entry is gone (no output is made)
         self.lost: list[str] = []
-
-    def linked(self) -> dict[str, int | None]:
-        """Every CID the output links, each with the chunk that made it (None: cached, or
-        an input file passed through): what must be here to make it."""
-        return {**dict.fromkeys(self.entries.values()), **self.made_by}

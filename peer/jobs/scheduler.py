@@ -1053,19 +1053,13 @@ class Scheduler:
         (others wait for its TASK_SPLIT or TASK_DONE, or take over after a grace period)."""
         outs = [self.state.task_done[(job, d)].payload["output"] for d in spec.depends]
         needs_data = len(outs) > 1 or (tdef.per_item and bool(outs))
-        # A per-item task's items are its one input's files, named by its listing: the
-        # split reads that alone (whoever runs a chunk fetches its items). The groups of a
-        # task of `groups` and the merge of several inputs are directories made of the
-        # files here, which reads their blocks: those wait for the whole DAGs.
-        listed = tdef.per_item and not tdef.groups and len(outs) == 1
         unit, turn = f"{job}/{task}", AttemptKey(job, task, -1, -1)
         calls = claims.members_only(self.state, job, (
             p for p, i in self._runners(job).items() if tdef.name in i.get("calls", ())))
         if needs_data:
             able = {*calls, self.peer_id}
             first = producer(self.state, able, job, spec)
-            if not self.locality.have((job, task), [] if listed else outs, first,
-                                      listings=outs if listed else ()):
+            if not self.locality.have((job, task), outs, first):
                 return
             # Every live peer that holds the input could split it at once (the loser's runs
             # of its split's chunks are killed): the producer splits, the others wait.
@@ -1382,28 +1376,24 @@ class Scheduler:
                 return None
             return self.planner.values_assembly(job, task, n)
         # One wait for everything the assembly reads (so that its failures add up): the
-        # chunks' outputs, the input's listing (the whole input for a task of `groups`,
-        # made again of its files) and, once that is here, every entry of the output.
+        # chunks' outputs, the input's listing and, once that is here, every item result.
         a = None
-        inp = split.payload["input"]
-        listing = [] if whole or tdef.groups else [inp]
         if whole:
             a = self.planner.assembly(job, task, tdef, spec, split, chunks)
             need: dict[str, int | None] = dict(a.made_by)
         else:
-            need = {**self.planner.chunk_outputs(job, task, n), **dict.fromkeys(
-                [inp] if tdef.groups else [])}
-            if (self.data.is_complete(inp) if tdef.groups else self.data.has_listing(inp)):
+            need = {**self.planner.chunk_outputs(job, task, n), split.payload["input"]: None}
+            if self.data.is_complete(split.payload["input"]):
                 a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
                 if self._lost_items(tk, a):
                     return None
-                need.update(a.linked())
-        if not self.locality.have(tk, list(need), first, epoch, listings=listing):
+                need.update(a.made_by)
+        if not self.locality.have(tk, list(need), first, epoch):
             self._recompute(job, task, split, need)
             return None
-        if a is None:  # the input's listing just came: the entries of the output next
+        if a is None:  # the input's listing just came: the item results next
             a = self.planner.items_assembly(job, task, tdef, spec, split, chunks)
-            if self._lost_items(tk, a) or not self.locality.have(tk, list(a.linked()), first,
+            if self._lost_items(tk, a) or not self.locality.have(tk, list(a.made_by), first,
                                                                  epoch):
                 return None
         return a
@@ -1431,7 +1421,7 @@ class Scheduler:
         final output is assembled as without it (a PARTIAL of every item has its CID)."""
         tk = (job, task)
         now = self.clock()
-        if not self.data.has_listing(split.payload["input"]):
+        if not self.data.is_complete(split.payload["input"]):
             return
         done = self._n_done((job, task, *split.id), len(chunks))
         if self._results_seen.get(tk) != done and tk not in self._partial_fetching:
@@ -1648,7 +1638,7 @@ class Scheduler:
             reduce_input = self.planner.output(a)
         # (our JOB_SUBMITTED is the claim, CLAIMED_FEATURE: its run starts, no CLAIM sent)
         mine = holder if implied else self._claim_in_turn(ak, c, split, tdef, able, holders,
-                                                          reduces is not None, items)
+                                                          reduces is not None)
         if mine is not None and peer_of(mine.origin) == self.peer_id:
             self._mine[ak] = split.id
             self._runs.start(ak, split, items, tdef, spec,
@@ -1658,10 +1648,9 @@ class Scheduler:
 
     def _claim_in_turn(self, ak: AttemptKey, c: ChunkState, split: Event, tdef: TaskDef,
                        able: Mapping[str, Mapping[str, Any]], holders: set[str],
-                       reduce: bool, items: Sequence[Sequence[str]] = ()) -> Event | None:
-        """Claim attempt `ak` (of `items`) once this peer's turn among the claimers `able`
-        has come; the attempt's winning claim then (ours, unless an earlier one is folded),
-        else None."""
+                       reduce: bool) -> Event | None:
+        """Claim attempt `ak` once this peer's turn among the claimers `able` has come;
+        the attempt's winning claim then (ours, unless an earlier one is folded), else None."""
         ranked = claims.candidates(ak.unit, tdef.name, split, self.peer_id, able, holders,
                                    self._full() if holders and tdef.groups else (),
                                    self._splitter(split, tdef.name))
@@ -1676,33 +1665,11 @@ class Scheduler:
         later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
                  and not reduce and self._short_at_holders(ak.job, ak.task, split, holders)
                  and not self._input_here(split, holders) else 0.0)
-        # Per item, what this peer holds of the chunk's items (their root blocks here) ranks
-        # it too: holding them all, it claims at once, whatever its rank (nothing to fetch:
-        # the peer that made them, say, not only the input's holders); holding none, a
-        # stagger later than its rank, so that a peer holding them takes the chunk first
-        # (and anyone after that wait, as before).
-        held = (self._holds(items) if items and tdef.per_item and not tdef.groups
-                and not reduce else None)
-        if held is True:
-            first, later = True, 0.0
-        elif held is False and len(ranked) > 1:
-            later += self.cfg.stagger_s
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return None
         self.emit(EventType.CLAIM, claims.claim(ak, split.id))
         # (folded at once, into the chunk's state: `c` may be NO_CHUNK, which it left as is)
         return self.state.chunk(ak.job, ak.task, ak.chunk).winner(ak.attempt, split.id)
-
-    def _holds(self, items: Sequence[Sequence[str]]) -> bool | None:
-        """True if the root block of every item (path, cid) is stored here, False if none
-        is, None if some are or an item is no CID (a member's split names any string: its
-        run's fetch says so, not this look). A look stops at the first item unlike the
-        first."""
-        try:
-            first = self.store.has(items[0][1])
-            return first if all(self.store.has(c) == first for _, c in items[1:]) else None
-        except BanzaiError:
-            return None
 
     def _splitter(self, split: Event, call: str) -> str:
         """The peer that split the task (ranked first of the claimers after the input's

@@ -124,14 +124,10 @@ class MemoryData:
         self.store = store
         self.stall = False
         self.fetched: list[str] = []
-        self.listed: list[str] = []  # DAGs whose listing alone was fetched
         self._waiting: list[asyncio.Future[None]] = []
 
     def is_complete(self, cid: str) -> bool:
         return cid in self.store.local
-
-    def has_listing(self, cid: str) -> bool:
-        return cid in self.store.local or cid in self.listed
 
     def mark(self, cid: str) -> None:
         self.store.local.add(cid)
@@ -146,16 +142,6 @@ class MemoryData:
                 self.store.stat(cid)  # BanzaiError if nobody has it
                 self.fetched.append(cid)
                 self.store.local.add(cid)
-
-    async def ensure_listing(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
-        if self.stall:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiting.append(fut)
-            await fut
-        for cid in cids:
-            if not self.has_listing(cid):
-                self.store.stat(cid)  # BanzaiError if nobody has it
-                self.listed.append(cid)
 
     def release(self) -> None:
         self.stall = False

@@ -60,15 +60,10 @@ def output(mesh: JobMesh, job: str) -> str:
     return str(done.payload["output"])
 
 
-def listed(mesh: JobMesh, pid: str, cid: str) -> bool:
-    """Has `pid` fetched `cid`'s listing (what the split of `u`, per item, reads of it)?"""
-    return cid in mesh[pid].data.listed
-
-
 async def test_the_grace_period_ends_at_the_first_tick_after_it(mesh: JobMesh) -> None:
     job, _, other, t0 = await waiting_for_input(mesh)
     out = output(mesh, job)
-    while not listed(mesh, other, out):
+    while out not in mesh[other].data.fetched:
         assert mesh.clock() - t0 <= CFG.lease_s, "fetched before the grace period ended"
         await mesh.advance(CFG.tick_s)
     assert mesh.clock() - t0 <= CFG.lease_s + CFG.tick_s + EPS_S
@@ -78,10 +73,10 @@ async def test_a_preferred_peer_that_leaves_ends_the_grace_period_at_the_next_ti
         mesh: JobMesh) -> None:
     job, producer, other, t0 = await waiting_for_input(mesh)
     await mesh.advance(1.0)
-    assert not listed(mesh, other, output(mesh, job))
+    assert output(mesh, job) not in mesh[other].data.fetched
     mesh.silent.add(producer)
     await mesh.advance(CFG.tick_s)
-    assert listed(mesh, other, output(mesh, job))
+    assert output(mesh, job) in mesh[other].data.fetched
     assert mesh.clock() - t0 < CFG.lease_s / 2
 
 
@@ -100,7 +95,7 @@ async def test_data_that_comes_during_the_grace_period_ends_it_at_once(
         await mesh.advance(CFG.tick_s)
     mesh.close_turns()
     assert any(u_split(s) for e in mesh[other].emitted for s in e.singles)
-    assert out not in mesh[other].data.fetched and not listed(mesh, other, out)
+    assert out not in mesh[other].data.fetched
     assert mesh.clock() - t0 < CFG.lease_s / 2
 
 
