@@ -4,10 +4,11 @@ selects (dag-scope, entity-bytes, dups) and CAR streams of them. No state; reads
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 
 from peer.cids import DAG_PB, IDENTITY, Cid, cid_from_bytes
-from peer.errors import BadCID, BadDag, IntegrityError, NotFound, TooLarge
+from peer.errors import BadCID, BadDag, IntegrityError, NotFound, StoreError, TooLarge
 from peer.ipfs import car, dagpb, hamt, ipld
 from peer.ipfs.dagpb import DataType, PBNode, UnixFSData
 from peer.ipfs.store import CarOptions
@@ -16,6 +17,8 @@ from peer.ipfs.unixfs import MAX_DEPTH
 GetBlock = Callable[[Cid], bytes]  # NotFound if absent
 Blocks = Iterator[tuple[Cid, bytes]]
 HasBlock = Callable[[Cid], bool]
+
+log = logging.getLogger(__name__)
 
 
 def links(c: Cid, data: bytes) -> list[Cid]:
@@ -40,13 +43,22 @@ def link_keys(c: Cid, data: bytes) -> list[Cid]:
     """gc's links of a block (`links`, each link on its own): a link as an earlier release
     read it (`lenient`: a digest shorter than its hash function's, refused since c3c9d56,
     too), one that names no CID even so skipped, not its siblings (ipld.link_keys for DAG-
-    CBOR and DAG-JSON). What a pin reaches is kept by them; never read a block by them."""
+    CBOR and DAG-JSON). What a pin reaches is kept by them; never read a block by them. A
+    dag-pb block that does not decode (an earlier release stored it under a truncated
+    digest, whose blocks it did not decode; or a running job's root) is a leaf here, kept by
+    gc, as ipld.link_keys takes a malformed IPLD block: gc must not halt on it for good."""
     if c.codec in ipld.CODECS:
         return ipld.link_keys(c, data)
     if c.codec != DAG_PB:
         return []
+    try:
+        node = dagpb.decode_node(data)
+    except StoreError as exc:
+        log.warning("gc: block %s is not valid dag-pb (%s): kept, its links not followed",
+                    c, exc)
+        return []
     out: list[Cid] = []
-    for link in dagpb.decode_node(data).links:
+    for link in node.links:
         with contextlib.suppress(BadCID):
             out.append(cid_from_bytes(link.hash, lenient=True))
     return out

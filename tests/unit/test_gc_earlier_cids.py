@@ -114,3 +114,22 @@ def test_gc_keeps_a_running_jobs_root_of_a_truncated_digest(store: EmbeddedStore
     assert store.gc(roots=[str(c)]).removed == ()
     assert store.blocks.has(c)
     assert store.gc().removed == (str(c),)  # (no longer a root: collected)
+
+
+@pytest.mark.parametrize("short", [True, False])
+def test_gc_goes_on_past_a_pinned_or_rooted_block_that_is_no_dag_pb(
+        store: EmbeddedStore, short: bool) -> None:
+    """Review r R3: a dag-pb block whose bytes do not decode (hash-valid: an earlier release
+    stored it under a truncated digest, which it never decoded; or a running job's root under
+    a full one) is kept as a leaf, and gc goes on: the pinned node's other links are kept and
+    an unreachable block is collected (gc raised StoreError at each run before)."""
+    bad = b"\xff\xff\xff not dag-pb"
+    bc = _short(bad, "dag-pb") if short else sha256_cid(bad, "dag-pb", 1)
+    keep, loose = b"a sibling leaf", b"unrelated, unpinned"
+    kc, lc = sha256_cid(keep, RAW, 1), sha256_cid(loose, RAW, 1)
+    node = _node("dag-pb", {"a": bc, "b": kc})
+    nc = sha256_cid(node, "dag-pb", 1)
+    _put(store, {bc: bad, kc: keep, lc: loose, nc: node})
+    _pin_file(store, nc)
+    assert store.gc(roots=[] if short else [str(bc)]).removed == (str(lc),)
+    assert all(store.blocks.has(c) for c in (bc, kc, nc))
