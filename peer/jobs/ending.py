@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 MAX_LISTING_BYTES = 64 << 20
 # A listing no peer served, or whose reading failed, is tried again after RETRY_S, then
 # twice as long after each further failure, up to MAX_RETRY_S (`EndListings`): one that no
-# peer ever serves costs a fetch an hour after the first hour and a half (it was tried every
-# 64 steps for good, 5 minutes at the default 5 s compaction interval; session 41)
+# peer ever serves costs a fetch every ~5 minutes, whatever the compaction interval (it was
+# every 64 steps; session 41). Not longer: nothing cuts a wait short when the listing's
+# provider comes back (review r R4: an hour's cap left a job's record unfolded that long)
 RETRY_S = 5.0
-MAX_RETRY_S = 3600.0
+MAX_RETRY_S = 320.0
 # The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
 # listing of 100,000 outputs, 84 MiB); the others are read again when asked again
