@@ -317,7 +317,7 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
             answer = TooLarge("a CAR of more than that") if len(bounds) >= 4 else answer
         gaps = [b - a for a, b in itertools.pairwise(tried)]
         doubling = [RETRY_S * 2 ** k for k in range(6)]  # 5 ... 160 s, then the cap
-        assert MAX_RETRY_S == 2 * doubling[-1]
+        assert 2 * doubling[-1] == MAX_RETRY_S
         assert gaps == doubling + [MAX_RETRY_S] * (len(gaps) - len(doubling))
         assert len(gaps) >= len(doubling) + 4
         assert MAX_LISTING_BYTES < bounds[0] <= 2 * MAX_LISTING_BYTES
