@@ -228,7 +228,7 @@ class _Worker:
     tx: Connection  # parent -> worker requests (non-blocking writes: `_send`)
     rx: Connection  # worker -> parent frames (non-blocking reads)
     ready_fut: asyncio.Future[bool]  # True once ready, False if it died first
-    gone: asyncio.Future[None]  # set once the process is joined
+    gone: asyncio.Future[None]  # set once the process is joined, or given up (`_give_up`)
     buf: bytearray = field(default_factory=bytearray)
     ready: bool = False
     alive: bool = True
@@ -345,7 +345,8 @@ class Executor:
             raise RuntimeError("executor workers failed to start (see the log)") from cause
 
     async def close(self) -> None:
-        """Cancel queued and running work, stop every worker and join it."""
+        """Cancel queued and running work, stop every worker and join it (but one given up,
+        `_give_up`: left running, logged)."""
         if self._loop is None or self._closed:
             return
         self._stop.set()
@@ -357,9 +358,8 @@ class Executor:
             if w.job is not None and w.job.kill_kind is None:
                 w.job.kill_kind = ExitKind.CANCELLED
             self._kill(w)
-        # (not for a worker given up that still lives, `_give_up`: it may never exit)
-        while waits := [*self._tasks, *(w.gone for w in self._workers
-                                        if not (w.stuck and w.proc.is_alive()))]:
+        # (a worker given up, before or during this wait, is `gone` though it may never exit)
+        while waits := [*self._tasks, *(w.gone for w in self._workers if not w.gone.done())]:
             await asyncio.wait(waits)
         loop = self._running_loop()
         for w in self._workers:  # given up, alive: not watched nor joined any more (its exit,
@@ -368,6 +368,10 @@ class Executor:
             loop.remove_writer(w.tx.fileno())
             w.tx.close()
             w.rx.close()
+            # nor at this process's exit, where multiprocessing joins its children with no
+            # timeout (private, but as is since Python 3.4: nothing public drops a child)
+            multiprocessing.process._children.discard(w.proc)  # type: ignore[attr-defined]
+            log.error("executor worker %s, given up, is left running", w.proc.pid)
         if self._helper is not None:
             self._helper.shutdown(wait=True)
             self._helper = None
@@ -520,6 +524,7 @@ class Executor:
         if not w.alive or w.stuck:
             return
         w.stuck = True
+        w.gone.set_result(None)  # (a `close` waiting for it returns)
         job, w.job = w.job, None
         pid, after_s = w.proc.pid, self.cfg.stuck_after_s
         stuck = f"its worker {pid} did not exit {after_s:g} s after SIGKILL"
@@ -576,7 +581,8 @@ class Executor:
             self._workers.discard(w)
             if not w.ready_fut.done():
                 w.ready_fut.set_result(False)
-            w.gone.set_result(None)
+            if not w.gone.done():  # (given up, then exited after all)
+                w.gone.set_result(None)
             if job is not None:
                 self._finish(job, self._exit_result(job, code))
             if not self._stop.is_set() and not w.stuck:
