@@ -1497,8 +1497,10 @@ class Node:
 
     @property
     def workers(self) -> dict[str, int]:
-        """Worker slots and how many are ready (fewer while they start or warm up)."""
-        return {"slots": self.executor.slots, "ready": self.executor.ready_workers}
+        """Worker slots, how many are ready (fewer while they start or warm up) and how many
+        were given up (they outlived their SIGKILL) and have not exited."""
+        return {"slots": self.executor.slots, "ready": self.executor.ready_workers,
+                "given_up": self.executor.given_up_workers}
 
     def local_info(self) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks."""

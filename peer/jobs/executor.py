@@ -266,6 +266,7 @@ class Executor:
         self._base = Path()
         self._remove_base: weakref.finalize[Any, Any] | None = None
         self._workers: set[_Worker] = set()
+        self._unreplaced = 0  # workers given up and not replaced (`_give_up`)
         self._idle: list[_Worker] = []
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[str, _Job] = {}
@@ -280,8 +281,14 @@ class Executor:
 
     @property
     def ready_workers(self) -> int:
-        """Workers ready to run (fewer than `slots` while they start or warm up)."""
-        return sum(1 for w in self._workers if w.ready)
+        """Workers ready to run (fewer than `slots` while they start or warm up, or while
+        workers given up are not replaced)."""
+        return sum(1 for w in self._workers if w.ready and not w.stuck)
+
+    @property
+    def given_up_workers(self) -> int:
+        """Workers given up (`_give_up`) that have not exited yet."""
+        return sum(1 for w in self._workers if w.stuck)
 
     @property
     def queued(self) -> int:
@@ -292,7 +299,7 @@ class Executor:
     def free_slots(self) -> int:
         """How many more runs would start without queueing."""
         busy = sum(1 for w in self._workers if w.job is not None)
-        return max(0, self.cfg.slots - len(self._queue) - busy)
+        return max(0, self.cfg.slots - self._unreplaced - len(self._queue) - busy)
 
     async def __aenter__(self) -> Executor:
         await self.start()
@@ -520,7 +527,9 @@ class Executor:
     def _give_up(self, w: _Worker) -> None:
         """`w` is not gone stuck_after_s after its SIGKILL: its run fails saying so and a new
         worker takes its slot (a run waiting on it ended only once it exited, maybe never);
-        `w` is joined whenever it exits, then not replaced again."""
+        `w` is joined whenever it exits, then not replaced again. Past `slots` of them alive
+        (a hung file system: each run touching it would leave one more process behind), the
+        slot stays empty until one of them exits."""
         if not w.alive or w.stuck:
             return
         w.stuck = True
@@ -528,13 +537,20 @@ class Executor:
         job, w.job = w.job, None
         pid, after_s = w.proc.pid, self.cfg.stuck_after_s
         stuck = f"its worker {pid} did not exit {after_s:g} s after SIGKILL"
-        log.error("executor worker %s did not exit %g s after SIGKILL%s: a new worker takes its "
-                  "slot", pid, after_s, "" if job is None else f" (run {job.key!r})")
+        replaced = self.given_up_workers <= self.cfg.slots
+        log.error("executor worker %s did not exit %g s after SIGKILL%s: %s", pid, after_s,
+                  "" if job is None else f" (run {job.key!r})",
+                  "a new worker takes its slot" if replaced else
+                  f"its slot stays empty while {self.given_up_workers} workers given up live")
         if job is not None:
             ended = self._exit_result(job, None)
             self._finish(job, replace(ended, error=f"{ended.error}; {stuck}"))
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if replaced:
             self._track(self._respawn(0.0))
+        else:
+            self._unreplaced += 1
 
     def _on_exit(self, w: _Worker) -> None:
         """The process sentinel fired: read what is left, then join it on the helper thread."""
@@ -587,6 +603,9 @@ class Executor:
                 self._finish(job, self._exit_result(job, code))
             if not self._stop.is_set() and not w.stuck:
                 self._track(self._respawn(0.0 if w.ready else _RESPAWN_BACKOFF_S))
+            elif not self._stop.is_set() and self._unreplaced:  # a slot `_give_up` left empty
+                self._unreplaced -= 1
+                self._track(self._respawn(0.0))
 
     # -- messages --------------------------------------------------------------------------
 

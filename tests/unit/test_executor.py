@@ -1257,6 +1257,32 @@ async def test_close_does_not_wait_for_a_worker_given_up_while_it_closes(
     stuck.close()
 
 
+async def test_workers_given_up_are_replaced_up_to_slots_of_them(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a hung file system each run touching it leaves one more worker given up, each one
+    replaced: processes without bound, counted as ready (review e, session 41). Past `slots`
+    given up alive, the slot stays empty (and not ready) until one of them exits."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
+    monkeypatch.setattr(executor, "_signal",
+                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    pids = []
+    try:
+        for key in "ab":
+            pids.append(await _worker_pid(ex, f"pid-{key}"))
+            res = await asyncio.wait_for(ex.run(key, T + "stubborn", 60, timeout_s=0.3), 20)
+            assert res.error is not None and res.error.endswith("0.2 s after SIGKILL")
+        assert (ex.given_up_workers, ex.ready_workers, ex.free_slots) == (2, 0, 0)
+        assert not ex._tasks and len(ex._workers) == 2  # no third worker is being started
+        os.kill(pids[0], signal.SIGKILL)  # one exits: its slot is taken again
+        assert await asyncio.wait_for(_worker_pid(ex, "c"), 20) not in pids
+        assert (ex.given_up_workers, ex.ready_workers, ex.free_slots) == (1, 1, 1)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 EXIT_SCRIPT = """
 import asyncio, signal, sys
 from peer.jobs import executor
