@@ -144,6 +144,9 @@ class Scheduler:
         self._to_pin: list[str] = []  # task outputs to pin (by _pin_all, in a thread)
         self._pinning = False
         self._live: Mapping[str, Mapping[str, Any]] | None = None  # peers() of this step
+        # `_runners` of this step's live peers, by the features a job's runners announce
+        self._runners_memo: tuple[object, dict[tuple[str, ...], Mapping[str, Mapping[str, Any]]]] \
+            = (None, {})
         # The starved task being looked at, when this peer comes first for it among every
         # live peer (`_next_starved`): its claim does not wait for the stagger.
         self._first_for: TaskKey | None = None
@@ -538,8 +541,14 @@ class Scheduler:
         needs = _RUNS_SPLITS.get(wf.splits or "", ()) if wf is not None else ()
         if not needs:
             return live
-        return {p: i for p, i in live.items()
+        if self._runners_memo[0] is not live:  # (once per round and `needs`: asked per chunk)
+            self._runners_memo = (live, {})
+        got = self._runners_memo[1].get(needs)
+        if got is None:
+            got = self._runners_memo[1][needs] = {
+                p: i for p, i in live.items()
                 if all(f in (i.get("features") or ()) for f in needs)}
+        return got
 
     def _note(self, ev: Event) -> None:
         p = ev.payload
