@@ -490,6 +490,25 @@ def _sse(ev: Event) -> str:
     return f"event: {ev.type.name.lower()}\ndata: {json.dumps(_event_summary(ev))}\n\n"
 
 
+SSE_BATCH_CHARS = 64 * 1024  # an event stream's write: aiohttp's high-water mark
+
+
+def _batch(ev: Event | None, queue: asyncio.Queue[Event | None]) -> tuple[str, bool]:
+    """`ev` and the events queued after it (a TURN's parts come together) as one text, for
+    one write, one chunk and one send, not one each; and whether the client is gone (a
+    None). Bounded by SSE_BATCH_CHARS (past one event), so that the write after it waits for
+    a slow client to drain, and what a stream holds stays bounded however much is queued."""
+    parts: list[str] = []
+    size = 0
+    while ev is not None:
+        parts.append(_sse(ev))
+        size += len(parts[-1])
+        if size >= SSE_BATCH_CHARS or queue.empty():
+            return "".join(parts), False
+        ev = queue.get_nowait()
+    return "".join(parts), True
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `data:` line of JSON per state change, comments as heartbeat;
     at most `http_max_event_streams` at once (503 past it)."""
@@ -524,13 +543,10 @@ async def _stream_events(request: web.Request, queue: asyncio.Queue[Event | None
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            batch = [ev]  # with the events queued meanwhile (a TURN's parts come together):
-            while batch[-1] is not None and not queue.empty():  # one write, one chunk, one
-                batch.append(queue.get_nowait())  # send for them all, not one each
-            text = "".join(_sse(e) for e in batch if e is not None)
+            text, ended = _batch(ev, queue)
             if text:
                 await resp.write(text.encode())
-            if batch[-1] is None:  # (gone)
+            if ended:
                 break
     except (ConnectionResetError, asyncio.CancelledError):
         pass

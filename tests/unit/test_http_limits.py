@@ -25,7 +25,7 @@ import pytest
 
 from peer.config import PeerConfig, from_args
 from peer.errors import ConfigError
-from peer.http.app import GATE, make_app
+from peer.http.app import GATE, SSE_BATCH_CHARS, make_app
 from peer.http.limits import FD_RESERVE, Gate, HttpLimits, connection_cap, serve
 from peer.http.tokens import load_or_create_token
 from peer.log.events import Event, EventType
@@ -464,6 +464,32 @@ async def test_events_told_in_one_turn_reach_a_stream_in_one_chunk_in_order(
                if line.startswith("data: ")]
         assert [(e["type"], e["task"]) for e in got] == [
             ("progress", "t0"), ("progress", "t1"), ("progress", "t2")], chunk
+
+
+async def test_a_burst_of_big_events_reaches_a_stream_in_bounded_chunks_all_in_order(
+        tmp_path: Path) -> None:
+    """Events told in one turn go out in chunks of about SSE_BATCH_CHARS, not all in one:
+    a write past it waits for the client to drain, so a stream whose client reads slowly
+    holds one bounded batch, not every queued event serialised (review c, C2)."""
+    n, error = 40, "x" * 10_000
+    async with served(tmp_path) as s:
+        reader, _ = await _subscribe(s)
+        stream = s.node.listeners[-1]
+        for i in range(n):
+            stream(Event("a", i + 1, 7 + i, EventType.CHUNK_FAILED,
+                         {"job": "j", "task": f"t{i}", "chunk": 0, "attempt": 0,
+                          "kind": "error", "error": error}))
+        got: list[str] = []
+        sizes: list[int] = []
+        async with asyncio.timeout(PATIENCE_S):
+            await reader.readuntil(b"\r\n")  # the end of the ": connected" chunk
+            while len(got) < n:
+                sizes.append(int((await reader.readuntil(b"\r\n")).strip(), 16))
+                chunk = (await reader.readexactly(sizes[-1] + 2)).decode()
+                got += [json.loads(line.removeprefix("data: "))["task"]
+                        for line in chunk.split("\n") if line.startswith("data: ")]
+        assert got == [f"t{i}" for i in range(n)]
+        assert len(sizes) > 1 and max(sizes) < SSE_BATCH_CHARS + 2 * len(error), sizes
 
 
 # -- TLS -----------------------------------------------------------------------------------
