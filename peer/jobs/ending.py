@@ -44,6 +44,13 @@ MAX_LISTING_BYTES = 64 << 20
 # provider comes back (review r R4: an hour's cap left a job's record unfolded that long)
 RETRY_S = 5.0
 MAX_RETRY_S = 320.0
+# A listing whose fetches found it too large this many times for one JOB_ENDED (every peer
+# tried sent more than the bound: `Fetcher.ensure`'s TooLarge) is refused for that JOB_ENDED
+# (`EndListings`): one such fetch proves nothing (a peer's bytes, unverified), but a listing
+# that no peer ever serves within the bound cost each peer up to ~68 MiB from each peer
+# serving it at every try, for as long as the job was held (review e, session 41, E9).
+# With the back-off, the tries 0, 5, 15 and 35 s after the first
+MAX_TOO_LARGE_FETCHES = 4
 # The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
 # listing of 100,000 outputs, 84 MiB); the others are read again when asked again
@@ -185,12 +192,14 @@ class EndListings:
     too large: the bytes a peer sent, unverified, prove nothing) or that failed otherwise
     (e.g. an OSError reading it, or this store's error: a corrupt block not repaired, a full
     disk; logged once) is tried again after RETRY_S, 2 × RETRY_S ... up to MAX_RETRY_S
-    (`clock`), and counted by `waiting_long` meanwhile. One
+    (`clock`), and counted by `waiting_long` meanwhile; once its fetches found it too large
+    MAX_TOO_LARGE_FETCHES times for the same JOB_ENDED, it is refused (as below). One
     read but not admitted yet (`end_refusal`: e.g. an output of a member whose JOB_MEMBERS
     is not here yet) is kept read (its body while the bodies kept hold at most
     MAX_KEPT_BYTES of JSON) and asked again once what `end_refusal` reads of its job grew
     (`end_inputs`), folded at the first step that admits it. One refused (too large as
-    stored here, not JSON, not a listing, or naming what no later event can admit:
+    stored here or fetched too large for good, not JSON, not a listing, or naming what no
+    later event can admit:
     `end_flaw`; hostile input) is logged once, naming the job and the CID, and not read
     again for that JOB_ENDED (another one naming it is checked anew: the verdict depends on
     the event too; a restart reads it once more): the job stays as before (in memory,
@@ -217,6 +226,8 @@ class EndListings:
         self.waits: dict[tuple[str, str], tuple[float, float]] = {}  # failed: (the clock
         # of its next try, the wait before it)
         self.failed: dict[tuple[str, str], str] = {}  # -> the error logged (not NotFound)
+        self.too_large: dict[tuple[str, str], tuple[tuple[str, int], int]] = {}  # -> (the
+        # JOB_ENDED's id, how many of its fetches found the listing too large)
 
     async def run(self, interval_s: float) -> None:
         """`step` every `interval_s` (a failed step must not end the next ones)."""
@@ -232,7 +243,8 @@ class EndListings:
         waiting out a back-off; one read before once what admits it may have grown). An
         error with one listing (its job's) backs it off and leaves the others be."""
         wanted = set(self.wanted().items())
-        for table in (self.refused, self.since, self.read, self.waits, self.failed):
+        for table in (self.refused, self.since, self.read, self.waits, self.failed,
+                      self.too_large):
             for k in [k for k in table if k not in wanted]:
                 del table[k]
         now = self.clock()
@@ -296,15 +308,16 @@ class EndListings:
     async def _read(self, job: str, cid: str, ev: Event) -> tuple[JobEnded, int] | None:
         """`ev`'s body with listing `cid` and its size, fetched here (at most about
         `max_bytes`) and read (`read_listing`); None if it is not here (tried again after a
-        back-off: also if a fetch found it too large, a peer's unverified bytes) or refused
-        (for good, for `ev`: logged once; STORE_CONDITIONS are raised, for `step` to back it
-        off: the same listing may read well once the store can)."""
+        back-off: also if a fetch found it too large, a peer's unverified bytes, fewer than
+        MAX_TOO_LARGE_FETCHES times for `ev`) or refused (for good, for `ev`: logged once;
+        STORE_CONDITIONS are raised, for `step` to back it off: the same listing may read
+        well once the store can)."""
         try:
             if self.fetch is not None:
                 try:  # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
                     await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
                 except TooLarge as e:  # (not proof: `read_listing`'s of stored bytes is)
-                    raise NotFound(e.message) from None
+                    raise self._too_large(job, cid, ev, e) from None
             return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
         except NotFound as e:
             log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
@@ -317,6 +330,17 @@ class EndListings:
             log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
                         "stays in memory, ended, no record made of it)", job, cid, e.message)
         return None
+
+    def _too_large(self, job: str, cid: str, ev: Event, e: TooLarge) -> BanzaiError:
+        """What a fetch of listing `cid` of `job` that found it too large (`e`) makes of it
+        for JOB_ENDED `ev`: NotFound (backed off as not served) until it is the
+        MAX_TOO_LARGE_FETCHES-th such fetch for `ev`, then `e` (refused)."""
+        held = self.too_large.get((job, cid))
+        n = held[1] + 1 if held is not None and held[0] == ev.id else 1
+        self.too_large[(job, cid)] = (ev.id, n)
+        if n < MAX_TOO_LARGE_FETCHES:
+            return NotFound(e.message)
+        return TooLarge(f"{n} fetches found it too large ({e.message})")
 
     def _back_off(self, job: str, cid: str) -> float:
         """Skip listing `cid` of `job` until its next try: RETRY_S from now, twice its last

@@ -23,7 +23,13 @@ from peer.config import PeerConfig
 from peer.errors import BanzaiError, DataError, NotFound, TooLarge
 from peer.http.views import elsewhere_entry
 from peer.jobs import ending
-from peer.jobs.ending import LONG_WAIT_S, MAX_LISTING_BYTES, MAX_RETRY_S, RETRY_S
+from peer.jobs.ending import (
+    LONG_WAIT_S,
+    MAX_LISTING_BYTES,
+    MAX_RETRY_S,
+    MAX_TOO_LARGE_FETCHES,
+    RETRY_S,
+)
 from peer.log import Event, EventType
 from peer.log.clock import FakeClock
 from peer.log.events import JobEnded
@@ -312,9 +318,6 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
             await _later(node, RETRY_S)
             if len(bounds) > n:
                 tried.append(i * RETRY_S)
-            # (review d, session 40, finding 3) a fetch's TooLarge counts the bytes a peer
-            # sent before they are verified: no proof, backed off as not served, not refused
-            answer = TooLarge("a CAR of more than that") if len(bounds) >= 4 else answer
         gaps = [b - a for a, b in itertools.pairwise(tried)]
         doubling = [RETRY_S * 2 ** k for k in range(6)]  # 5 ... 160 s, then the cap
         assert 2 * doubling[-1] == MAX_RETRY_S
@@ -336,6 +339,54 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
         lines = [r.getMessage() for r in caplog.records if r.name == "peer.jobs.ending"]
         assert len(lines) == 1 and "refused" in lines[0] and cid in lines[0], lines
         assert (JOB, cid) in node.end_listings.refused and JOB not in node.state.listed
+    finally:
+        node.log.close()
+
+
+async def test_a_listing_fetched_too_large_again_and_again_is_refused_for_its_job_ended(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(Review e, session 41, E9.) A fetch's TooLarge counts the bytes a peer sent before
+    they are verified: no proof, backed off as not served (review d, session 40, finding 3),
+    but it was never refused: each peer fetched up to ~68 MiB from each peer serving it
+    every ~5 minutes for as long as the job was held. After MAX_TOO_LARGE_FETCHES such
+    fetches for one JOB_ENDED it is refused (logged once, in /api/health's
+    listings_refused) and fetched no more; another JOB_ENDED naming it counts anew."""
+    node = _node(tmp_path)
+    try:
+        raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
+        cid = str(sha256_cid(raw, "raw", 1))  # (not stored here)
+        _ended(node, outputs={}, producers={}, listing=cid)
+        node.catchup.compact()
+        tried: list[float] = []
+
+        async def fetch(cids: Any, max_bytes: int = 0) -> None:
+            clock = node.end_listings.clock
+            assert isinstance(clock, FakeClock)
+            tried.append(clock())
+            raise TooLarge(f"{cid}: a CAR of more than {max_bytes} bytes")
+
+        node.end_listings.fetch = fetch
+        caplog.set_level(logging.INFO, logger="peer.jobs.ending")
+        await node.end_listings.step()
+        for _ in range(int(3600 / RETRY_S)):  # (a step every RETRY_S for an hour)
+            await _later(node, RETRY_S)
+        assert len(tried) == MAX_TOO_LARGE_FETCHES == 4
+        assert [b - a for a, b in itertools.pairwise(tried)] == [RETRY_S, 2 * RETRY_S,
+                                                                 4 * RETRY_S]
+        assert node.end_listings.refused[(JOB, cid)][0] == (OTHER, 2)
+        health = node.lanes_health()
+        assert (health["listings_refused"], health["listings_waiting"]) == (1, 0)
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name == "peer.jobs.ending" and "refused" in r.getMessage()]
+        assert len(lines) == 1 and cid in lines[0] and "4 fetches found it too large" in \
+            lines[0], lines
+        assert JOB not in node.state.listed
+        _fold(node, Event(OTHER, 3, END - (1 << 16), EventType.JOB_ENDED, {
+            "job": JOB, "state": "done", "n_tasks": len(TASKS), "end": END - (1 << 16),
+            "outputs": {}, "producers": {}, "failed": {}, "digest": "0" * 32,
+            "listing": cid}))  # (wins the job: read anew)
+        await _later(node, RETRY_S)
+        assert len(tried) == MAX_TOO_LARGE_FETCHES + 1 and not node.end_listings.refused
     finally:
         node.log.close()
 
