@@ -1095,7 +1095,7 @@ class Scheduler:
         if cached is not None:
             self._done(job, task, cached, key, cached=True)
             return
-        slots = self._placed_slots(tdef.name, spec.requires)
+        slots = self._placed_slots(job, tdef.name, spec.requires)
         self.emit(*self.planner.framed(self.planner.split(job, task, tdef, spec, input_cid,
                                                           slots), self.cfg.max_split_bytes))
 
@@ -1755,10 +1755,11 @@ class Scheduler:
             self._full_peers = full
         return full
 
-    def _placed_slots(self, call: str, requires: Mapping[str, Any]) -> int:
-        """Slots of the live peers (this one included) that run `call` and meet `requires`:
-        what a task's chunks are sized for."""
-        live = self._peers()
+    def _placed_slots(self, job: str, call: str, requires: Mapping[str, Any]) -> int:
+        """Slots of the live peers (this one included) that run `job` (`_runners`: a peer of
+        an earlier release may run none of it), run `call` and meet `requires`: what a
+        task's chunks are sized for."""
+        live = self._runners(job)
         if not requires:
             return mesh_slots(call, self.runner.slots, live)
         members = {p: e.payload for p, e in self.state.members.items()}

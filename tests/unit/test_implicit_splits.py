@@ -406,6 +406,26 @@ async def test_no_turn_of_a_dependent_waits_for_a_previous_release() -> None:
         await mesh.close()
 
 
+async def test_chunks_are_sized_for_the_slots_of_the_peers_that_run_the_job() -> None:
+    """(Session 42.) A per-item task's chunks were sized for the slots of every live peer
+    that runs its call, peers that run none of the job (a previous release's, here two of
+    three, 2 slots each) among them: 16 items in 4 chunks of 4 for 6 slots, when only the 2
+    slots of the one peer that runs the job take them. Sized for those 2 now: 2 chunks."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, slots=2, old={"p1", "p2"})
+    try:
+        job = mesh.submit("p0", [{**WRITE, "params": {"files": 16}},
+                                 {"name": "u", "call": "T_UPPER", "params": {},
+                                  "depends": ["w"]}], implicit=True)
+        for _ in range(5):
+            await mesh.advance(CFG.tick_s)
+        assert [len(e.payload["chunks"]) for e in mesh.events(EventType.TASK_SPLIT, job=job,
+                                                              task="u")] == [2]
+        assert task_status(mesh["p0"].state, job, "u", CFG.max_attempts) == "done"
+        assert mesh["p1"].runner.started == mesh["p2"].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_the_first_peer_of_a_task_is_left_its_chunk_a_while() -> None:
     """Busy peers (3 slots each, runs of 6 ms, heartbeats every 0.1 s: stale free-slot counts)
     on a flagged job of 200 tasks: a peer other than a task's first (the one that would have
