@@ -76,6 +76,7 @@ _LEFT_OUT = "is left out"
 MAX_LOGGED_ROWS = 4096  # rows that do not read back logged one by one (`_skip`), then one line
 _HELD = "holds retention and gc back (nothing is freed until it is mended or removed)"
 _IDS_HELD = "holds its job's deletion and its events in the log (until it is mended)"
+_DELETED_ROW = "is deleted (every read leaves it out)"  # (`JobIndex.providers_sound`)
 # A taken snapshot's cache and provider rows wait in the data dir's snapshots/ (peer.catchup),
 # one file per snapshot named by `spool_name`; a `snapshot_pending` row names one of them (its
 # name; a data dir of an earlier release: its path in that directory).
@@ -869,23 +870,42 @@ class JobIndex:
 
     def providers_sound(self) -> bool:
         """Does every provider_index row read back? Checked once per open (one scan, the
-        first time this is asked; each bad row logged once): while one whose cid is not a
-        text is held (`_holds_back`), the index cannot tell which CIDs it lists no provider
-        of (that row may be a CID's only one), and the compactor deletes no cache entry for
-        want of a provider."""
+        first time this is asked: the compactor's first reap; each bad row logged once):
+        while one whose cid is not a text is held (`_holds_back`), the index cannot tell
+        which CIDs it lists no provider of (that row may be a CID's only one), and the
+        compactor deletes no cache entry for want of a provider. The scan deletes the rows
+        whose cid is a text that names no CID (`_names_no_cid`)."""
         if self._providers_sound is None:
+            dead: set[str] = set()
             try:
-                bad = sum(not self._provider_ok(r) and _holds_back(r) for r in self._read(
+                bad = sum(self._provider_fault(r, dead) for r in self._read(
                     "SELECT cid, origin FROM provider_index"))
             except StoreError as e:  # (a text that does not decode, a damaged page)
                 log.warning("%s", e)
-                bad = 1
+                bad, dead = 1, set()  # (deleted once a scan reads the whole table)
+            if dead:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM provider_index WHERE cid = ?",
+                                   [(c,) for c in sorted(dead)])
+                log.warning("%s: deleted the provider rows of %d texts that name no CID "
+                            "(an earlier release's: a truncated digest, or a PROVIDE of "
+                            "another text)", self.path, len(dead))
             self._providers_sound = not bad
             if bad:
                 log.warning("%s: provider_index holds rows that do not read back: no cache "
                             "entry is deleted for want of a provider until it is repaired "
                             "(docs/architecture.md, \"The log's integrity check\")", self.path)
         return self._providers_sound
+
+    def _provider_fault(self, row: Sequence[Any], dead: set[str]) -> bool:
+        """Does provider_index `row` hold the reaping of cache entries back (it does not
+        read back: `_holds_back`)? One whose cid names no CID (`_names_no_cid`) is added
+        to `dead` (logged once as deleted)."""
+        if _names_no_cid(row):
+            dead.add(row[0])
+            self._provider_ok(row, _DELETED_ROW)
+            return False
+        return not self._provider_ok(row) and _holds_back(row)
 
     def left_out(self, tag: str, row: Sequence[Any]) -> bool:
         """Is `row` (of a snapshot's batch `tag`: "j", "t", "c" or "p") left out of what
@@ -1183,6 +1203,16 @@ def _holds_back(row: Sequence[Any]) -> bool:
     back; a text that is not a CID (as a data dir of e418a64 holds for a member's PROVIDE
     of another text) is no entry's CID."""
     return type(row[0]) is not str
+
+
+def _names_no_cid(row: Sequence[Any]) -> bool:
+    """Is provider_index `row`'s cid a text that names no CID this release reads (PROVIDER_KINDS)?
+    A truncated digest an earlier release took (`parse_cid` refuses it since session 40),
+    or another text a member's PROVIDE named (release e418a64 wrote it). Every read leaves
+    such a row out and nothing writes one again (`JobIndex.put`: `_cids_only`): it would
+    stay for good, so `providers_sound`'s scan deletes it (what it provides, no read of
+    this release takes)."""
+    return type(row[0]) is str and row_fault(row[:1], PROVIDER_KINDS[:1]) is not None
 
 
 def _quiet(tag: str, row: Sequence[Any]) -> bool:

@@ -177,6 +177,40 @@ def test_a_later_provider_of_the_cid_is_a_missed_hit_then_the_rerun_makes_the_en
     assert _outputs(n) == {"key000": f'"{cid}"'}
 
 
+SHORT = "bafkreare2e"  # raw, sha2-256, a 2-byte digest: taken before session 40, not since
+
+
+def test_provider_rows_of_no_cid_an_earlier_release_wrote_are_deleted_at_the_first_pass(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """(Session 42.) A data dir of an earlier release holds provider rows of a CID it took
+    (a truncated digest: a PROVIDE of a workflow's source) or of any text (release e418a64:
+    a member's PROVIDE of another text). Every read left them out, and nothing deleted
+    them: in the file for good. The data dir opens, the index serves its other rows, and
+    its first compaction pass deletes those (logged); the other rows and entries stay."""
+    n, _ = _compacted(tmp_path, opened, jobs=2)
+    outs = [_cid("out0"), _cid("out1")]
+    n.log.close()
+    db = sqlite3.connect(str(n.log.path))  # (as the earlier release wrote them)
+    db.executemany("INSERT INTO provider_index VALUES (?, ?)",
+                   [(SHORT, A), (SHORT, OTHER), ("hello", A)])
+    db.commit()
+    db.close()
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    assert n.index.providers_of(outs[0]) == {A} and n.index.providers_of(SHORT) is None
+    served = [r for t, rows in raw_rows(n.log.db, left_out=n.index.left_out) if t == "p"
+              for r in rows]
+    assert sorted(served) == [(c, A) for c in sorted(outs)]
+    assert len(_provider_rows(n, SHORT)) == 2
+    with caplog.at_level(logging.WARNING):
+        n.catchup.compact()
+    assert sorted(n.log.db.execute("SELECT cid, origin FROM provider_index")) == [
+        (c, A) for c in sorted(outs)]
+    assert set(_outputs(n)) == {"key000", "key001"} and n.compactor.total.reaped == 0
+    assert any("deleted the provider rows of 2 texts that name no CID" in r.getMessage()
+               for r in caplog.records)
+    assert n.index.providers_sound()
+
+
 def test_a_restart_keeps_what_was_deleted_deleted(tmp_path: Path, opened: list[Node]) -> None:
     n, evs = _compacted(tmp_path, opened, jobs=3)
     n.merge([_unprovide(A, len(evs) + 1, evs[-1].hlc + 1, [_cid("out1")])])
