@@ -1315,13 +1315,15 @@ _TRASH = _Trash()  # what a worker left of its runs goes with its executor's dir
 
 
 def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
-    """Worker process entry point: set up, then serve one request at a time until EOF."""
-    wakeup = _setup_worker(spec, rx.fileno())
+    """Worker process entry point: set up, then serve one request at a time until EOF, or
+    until a task closed the request pipe (its number may name a file of the task's now)."""
+    requests = _Fd(rx.fileno())
+    wakeup = _setup_worker(spec, requests)
     chan = _Channel(tx)
     report = chan.removing if spec.counts_removals else None
     chan.send(("ready", os.getpid(), _preload(spec.preload)))
     targets: dict[str, Callable[..., Any]] = {}
-    while (request := _receive(rx.fileno())) is not None:
+    while requests.ours() and (request := _receive(requests.fd)) is not None:
         _, run_id, target, payload, workdir = pickle.loads(request)
         wakeup.rearm()
         chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir), report))
@@ -1346,13 +1348,34 @@ def _read_exactly(fd: int, size: int) -> bytearray | None:
     return buf
 
 
+class _Fd:
+    """A descriptor of the worker's, by number: a task's code may close it and open another
+    file that takes the number (closerange, daemonising code). `ours` tells them apart by
+    the file's (st_dev, st_ino), recorded at the start (pipes: one inode per pipe)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._file = _file_of(fd)
+
+    def ours(self) -> bool:
+        """True while the number still names the file it named at the start."""
+        return self._file is not None and _file_of(self.fd) == self._file
+
+
+def _file_of(fd: int) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) of the file `fd` names; None if it names none."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Wakeup:
     """The worker's signal wake-up fd, the write end of the pipe `_watch` reads."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
-        st = os.fstat(fd)
-        self._pipe = (st.st_dev, st.st_ino)
+        self._fd = _Fd(fd)
         signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
 
     def rearm(self) -> None:
@@ -1360,13 +1383,12 @@ class _Wakeup:
         (asyncio's add_signal_handler takes it, and closing that loop leaves none), which
         turned `_watch`'s re-sending of SIGTERM off for every later run of this worker. Not
         if our fd's number now names another file (a task closed ours: `_watch` stops)."""
-        with contextlib.suppress(OSError, ValueError):
-            st = os.fstat(self._fd)
-            if (st.st_dev, st.st_ino) == self._pipe:
-                signal.set_wakeup_fd(self._fd, warn_on_full_buffer=False)
+        if self._fd.ours():
+            with contextlib.suppress(OSError, ValueError):
+                signal.set_wakeup_fd(self._fd.fd, warn_on_full_buffer=False)
 
 
-def _setup_worker(spec: _Spec, request_fd: int) -> _Wakeup:
+def _setup_worker(spec: _Spec, requests: _Fd) -> _Wakeup:
     """Set this worker up; its signal wake-up fd (`_watch`)."""
     if spec.heap is not None:  # first: before the worker's runs allocate their arrays
         tune(spec.heap, libc_mallopt())
@@ -1379,7 +1401,7 @@ def _setup_worker(spec: _Spec, request_fd: int) -> _Wakeup:
     wakeup = _Wakeup(wakeup_w)
     os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
-    threading.Thread(target=_watch, args=(request_fd, wakeups), daemon=True).start()
+    threading.Thread(target=_watch, args=(requests, _Fd(wakeups)), daemon=True).start()
     os.environ.pop(SAFE_PATH, None)  # the forkserver's (`_safe_path`); spec.env has ours
     os.environ.update(spec.env)
     # Started as a daemon so the parent's atexit kills it; let targets start processes.
@@ -1390,30 +1412,39 @@ def _setup_worker(spec: _Spec, request_fd: int) -> _Wakeup:
     return wakeup
 
 
-def _watch(request_fd: int, wakeups: int) -> None:
+def _watch(requests: _Fd, wakeups: _Fd) -> None:
     """The worker's watcher thread. Exits the worker as soon as the daemon's end of the
     request pipe closes (the daemon died; not PR_SET_PDEATHSIG: our parent is the forkserver,
-    which outlives the daemon while any worker lives). And sends each SIGTERM the worker
-    receives (read from `wakeups`, the signal wake-up fd) again to its main thread, every
-    _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that arrives after the interpreter's
-    last check for signals and before a blocking call (a sleep, a wait) leaves its handler
-    waiting for that call's end, which a signal sent during it interrupts. Not during a run
-    whose code set a wake-up fd of its own (an asyncio loop's signal handler): the numbers
-    go there, and nothing else tells this thread that a signal arrived before its handler
-    ran (only the main thread may set the fd; a flag set by the handler says only that it
-    ran). Ours is set again before the next run (`_Wakeup.rearm`)."""
+    which outlives the daemon while any worker lives), or its task closed our end (its
+    number may name a file of the task's now: the daemon's death would go unseen; looked at
+    every _FDS_CHECK_S, since a poll started before the close goes on waiting on our pipe).
+    And sends each SIGTERM the worker receives (read from `wakeups`, the signal wake-up fd)
+    again to its main thread, every _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that
+    arrives after the interpreter's last check for signals and before a blocking call (a
+    sleep, a wait) leaves its handler waiting for that call's end, which a signal sent
+    during it interrupts. Not during a run whose code set a wake-up fd of its own (an
+    asyncio loop's signal handler): the numbers go there, and nothing else tells this
+    thread that a signal arrived before its handler ran (only the main thread may set the
+    fd; a flag set by the handler says only that it ran). Ours is set again before the next
+    run (`_Wakeup.rearm`). Once its task closed the wake-up pipe, that pipe is watched no
+    more (what its number names now is the task's to read: review e, session 41, E10); the
+    daemon still is."""
     poller = select.poll()
-    poller.register(request_fd, 0)  # POLLHUP only: never competes with the main thread's reads
-    poller.register(wakeups, select.POLLIN)
+    poller.register(requests.fd, 0)  # POLLHUP only: never competes with the main thread's reads
+    poller.register(wakeups.fd, select.POLLIN)
     main = threading.main_thread().ident
     while True:
-        ready = dict(poller.poll())
-        if request_fd in ready:
+        ready = dict(poller.poll(_FDS_CHECK_S * 1000))
+        if requests.fd in ready or not requests.ours():
             break
-        try:
-            signals = os.read(wakeups, 256)
-        except OSError:  # its task closed the descriptor: the daemon is still watched
-            poller.unregister(wakeups)
+        if wakeups.fd not in ready:
+            continue
+        try:  # (not once the number names a file of its task's: that would be read)
+            signals = os.read(wakeups.fd, 256) if wakeups.ours() else b""
+        except OSError:
+            signals = b""
+        if not signals:  # its task closed an end of the pipe: the daemon is still watched
+            poller.unregister(wakeups.fd)
             continue
         if (signal.SIGTERM in signals and main is not None and not _terminating
                 and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm):
@@ -1426,6 +1457,7 @@ def _watch(request_fd: int, wakeups: int) -> None:
 
 
 _SIGTERM_AGAIN_S = 0.01
+_FDS_CHECK_S = 1.0  # how often the watcher looks whether its task closed the request pipe
 _terminating = False  # the worker's SIGTERM handler ran: the worker is exiting
 
 

@@ -1181,6 +1181,31 @@ async def test_a_task_that_took_the_signal_wake_up_fd_leaves_the_sigterm_resend_
     assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 143")
 
 
+async def test_the_watcher_reads_no_file_a_task_put_on_its_wake_up_pipes_number(
+        make_executor: MakeExecutor) -> None:
+    """A task that closes the worker's wake-up pipe (closerange, daemonising code) and opens
+    another file on its number: the watcher thread went on reading that number, took the
+    file's bytes for signal numbers (its 15 for a SIGTERM, which it sent on: the worker
+    ended) and stole them from the task (review e, session 41, E10). It stops watching a
+    number that names another file now; the worker runs on."""
+    ex = await make_executor(slots=1)
+    res = await asyncio.wait_for(ex.run("a", T + "own_the_wakeup_pipes_number", None), 20)
+    assert (res.ok, res.error, res.value) == (True, None, [signal.SIGTERM])
+    assert (await asyncio.wait_for(ex.run("b", T + "echo", 5), 10)).value == 5
+
+
+async def test_a_worker_whose_request_pipes_number_names_another_file_ends(
+        make_executor: MakeExecutor) -> None:
+    """A task that closes the worker's request pipe and opens another file on its number:
+    the worker read its next request from that file (here a pipe no one writes: the run
+    handed to it waited for its timeout; E10). It ends instead, before reading: the run
+    goes to a new worker."""
+    ex = await make_executor(slots=1)
+    await asyncio.wait_for(ex.run("a", T + "own_the_request_pipes_number", None), 20)
+    res = await asyncio.wait_for(ex.run("b", T + "echo", 5, timeout_s=10), 30)
+    assert (res.ok, res.error, res.value) == (True, None, 5)
+
+
 async def _unkillable(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
                       ) -> tuple[Executor, int]:
     """An executor (one slot, stuck_after_s 0.2) whose worker's SIGKILL is held back (as if it
