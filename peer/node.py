@@ -1498,16 +1498,18 @@ class Node:
 
     @property
     def workers(self) -> dict[str, int]:
-        """Worker slots, how many are ready (fewer while they start or warm up) and how many
-        were given up (they outlived their SIGKILL) and have not exited."""
-        return {"slots": self.executor.slots, "ready": self.executor.ready_workers,
-                "given_up": self.executor.given_up_workers}
+        """Worker slots, how many can run (fewer while workers given up hold slots: 0, no
+        run can start here), how many are ready (fewer while they start or warm up) and how
+        many were given up (they outlived their SIGKILL) and have not exited."""
+        return {"slots": self.cfg.slots, "usable": self.executor.slots,
+                "ready": self.executor.ready_workers, "given_up": self.executor.given_up_workers}
 
     def local_info(self) -> dict[str, Any]:
-        """What our heartbeats carry: load and running chunks."""
+        """What our heartbeats carry: load and running chunks (`slots`: those that can run, 0
+        while workers given up hold them all)."""
         self.flush()  # the heads below must be on disk
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
-                "slots": self.cfg.slots, "free_slots": self.scheduler.free_slots,
+                "slots": self.executor.slots, "free_slots": self.scheduler.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(self.features),
@@ -1546,8 +1548,10 @@ class Node:
     def load(self) -> dict[str, int]:
         """What /metrics samples of this peer's work and data: runs, queues, slots, bytes."""
         return {"runs": len(self.scheduler.runs), "queued": self.executor.queued,
-                "starved": self.scheduler.starved, "slots": self.executor.slots,
-                "ready": self.executor.ready_workers, "fetched_bytes": self.fetcher.fetched_bytes,
+                "starved": self.scheduler.starved, "slots": self.cfg.slots,
+                "usable_slots": self.executor.slots, "ready": self.executor.ready_workers,
+                "given_up": self.executor.given_up_workers,
+                "fetched_bytes": self.fetcher.fetched_bytes,
                 "malloc_trims": self.trimmer.stats.trims,
                 "malloc_trim_freed_bytes": self.trimmer.stats.freed_bytes,
                 "malloc_trim_us": round(self.trimmer.stats.seconds * 1e6),

@@ -276,8 +276,10 @@ class Executor:
 
     @property
     def slots(self) -> int:
-        """Number of worker processes."""
-        return self.cfg.slots
+        """Slots that can run: cfg.slots, less those left empty while workers given up
+        (`_give_up`) live past cfg.slots of them. At 0, no run can start (each fails at
+        once: `_no_slot_left`) until one of those exits."""
+        return self.cfg.slots - self._unreplaced
 
     @property
     def ready_workers(self) -> int:
@@ -299,7 +301,7 @@ class Executor:
     def free_slots(self) -> int:
         """How many more runs would start without queueing."""
         busy = sum(1 for w in self._workers if w.job is not None)
-        return max(0, self.cfg.slots - self._unreplaced - len(self._queue) - busy)
+        return max(0, self.slots - len(self._queue) - busy)
 
     async def __aenter__(self) -> Executor:
         await self.start()
@@ -410,6 +412,8 @@ class Executor:
         if not timeout > 0:
             raise ValueError("timeout_s must be positive")
         data = pickle.dumps(payload, _PICKLE)
+        if not self.slots:
+            return self._unrunnable()
         job = _Job(key, target, data, timeout, on_message, loop.create_future())
         self._jobs[key] = job
         self._queue.append(job)
@@ -531,7 +535,8 @@ class Executor:
         worker takes its slot (a run waiting on it ended only once it exited, maybe never);
         `w` is joined whenever it exits, then not replaced again. Past `slots` of them alive
         (a hung file system: each run touching it would leave one more process behind), the
-        slot stays empty until one of them exits."""
+        slot stays empty until one of them exits (`_reap`); with none left, see
+        `_no_slot_left`."""
         if not w.alive or w.stuck:
             return
         w.stuck = True
@@ -553,6 +558,23 @@ class Executor:
             self._track(self._respawn(0.0))
         else:
             self._unreplaced += 1
+            if not self.slots:
+                self._no_slot_left()
+
+    def _no_slot_left(self) -> None:
+        """Workers given up hold every slot: the queued runs fail now, and `run` fails each
+        new one at once (none would start before one of those exits, maybe never); `slots`
+        is 0, so the peer offers none and the mesh places its work elsewhere."""
+        log.error("executor: the %d workers given up hold every slot: runs fail at once, and "
+                  "this peer offers no slot until one of them exits", self.given_up_workers)
+        while self._queue:
+            self._finish(self._queue.popleft(), self._unrunnable())
+
+    def _unrunnable(self) -> RunResult:
+        """The result of a run that no worker can take (`_no_slot_left`)."""
+        error = (f"no worker can run it: the {self.given_up_workers} workers given up (they "
+                 f"outlived their SIGKILL by {self.cfg.stuck_after_s:g} s) hold every slot")
+        return RunResult(False, None, error, None, 0.0, ExitKind.CRASH)
 
     def _on_exit(self, w: _Worker) -> None:
         """The process sentinel fired: read what is left, then join it on the helper thread."""
@@ -607,6 +629,8 @@ class Executor:
                 self._track(self._respawn(0.0 if w.ready else _RESPAWN_BACKOFF_S))
             elif not self._stop.is_set() and self._unreplaced:  # a slot `_give_up` left empty
                 self._unreplaced -= 1
+                log.warning("executor: a worker given up exited: its slot takes runs again "
+                            "(%d of %d)", self.slots, self.cfg.slots)
                 self._track(self._respawn(0.0))
 
     # -- messages --------------------------------------------------------------------------

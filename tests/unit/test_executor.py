@@ -1281,6 +1281,15 @@ async def test_close_does_not_wait_for_a_worker_given_up_while_it_closes(
     stuck.close()
 
 
+async def _slot_back(ex: Executor) -> None:
+    """Return once a slot can run again (a worker given up that held it was reaped)."""
+    for _ in range(500):
+        if ex.slots:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no slot came back")
+
+
 async def test_workers_given_up_are_replaced_up_to_slots_of_them(
         make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a hung file system each run touching it leaves one more worker given up, each one
@@ -1299,8 +1308,40 @@ async def test_workers_given_up_are_replaced_up_to_slots_of_them(
         assert (ex.given_up_workers, ex.ready_workers, ex.free_slots) == (2, 0, 0)
         assert not ex._tasks and len(ex._workers) == 2  # no third worker is being started
         os.kill(pids[0], signal.SIGKILL)  # one exits: its slot is taken again
+        await _slot_back(ex)
         assert await asyncio.wait_for(_worker_pid(ex, "c"), 20) not in pids
         assert (ex.given_up_workers, ex.ready_workers, ex.free_slots) == (1, 1, 1)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_runs_fail_at_once_while_workers_given_up_hold_every_slot(
+        make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slot, two workers given up (a hung file system): no worker was left and the runs
+    queued, or handed over later, waited for ever (`_unreplaced`: session 42). They fail at
+    once, saying so, and `slots` is 0 (the peer offers none) until one of them exits."""
+    ex = await make_executor(slots=1, stuck_after_s=0.2)
+    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
+    monkeypatch.setattr(executor, "_signal",
+                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    pids = [await _worker_pid(ex, "pid-a")]
+    try:
+        await asyncio.wait_for(ex.run("a", T + "stubborn", 60, timeout_s=0.3), 20)
+        pids.append(await asyncio.wait_for(_worker_pid(ex, "pid-b"), 20))
+        b = await _started(ex, "b", "stubborn", 60, timeout_s=0.3)
+        queued = asyncio.create_task(ex.run("c", T + "echo", 1))
+        await asyncio.wait_for(b, 20)
+        no_worker = ("no worker can run it: the 2 workers given up (they outlived their "
+                     "SIGKILL by 0.2 s) hold every slot")
+        for res in (await asyncio.wait_for(queued, 20), await ex.run("d", T + "echo", 2)):
+            assert (res.ok, res.exit_kind, res.error) == (False, ExitKind.CRASH, no_worker)
+        assert (ex.slots, ex.free_slots, ex.queued, ex.given_up_workers) == (0, 0, 0, 2)
+        os.kill(pids[0], signal.SIGKILL)  # one exits: its slot takes runs again
+        await _slot_back(ex)
+        assert (ex.slots, ex.given_up_workers) == (1, 1)
+        assert (await asyncio.wait_for(ex.run("e", T + "echo", 3), 20)).value == 3
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

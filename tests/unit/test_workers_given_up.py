@@ -1,0 +1,63 @@
+"""A peer whose executor workers were given up (they outlived their SIGKILL): what its
+/metrics, /api/health and heartbeat say; a real app and executor, the SIGKILL held back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from peer.jobs import executor
+from peer.node import Node
+
+T = "tests.unit.executor_targets:"
+
+
+async def _metrics(c: TestClient[Any, Any]) -> dict[str, float]:
+    resp = await c.get("/metrics")
+    assert resp.status == 200
+    return {s.name: s.value for fam in text_string_to_metric_families(await resp.text())
+            for s in fam.samples if not s.labels}
+
+
+async def test_workers_given_up_show_on_metrics_health_and_the_heartbeat(
+        served_node: tuple[TestClient[Any, Any], Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`given_up_workers` was on /api/health only, not on /metrics; and a peer of one slot
+    whose two workers were given up (none left) went on offering its slot (session 42).
+    Now /metrics shows both counts, /api/health how many slots can run, and the heartbeat
+    offers none."""
+    c, node = served_node
+    ex = node.executor
+    ex.cfg = replace(ex.cfg, stuck_after_s=0.2, kill_grace_s=0.05)
+    signal_worker = executor._signal  # no worker's SIGKILL arrives; the test's own ends them
+    monkeypatch.setattr(executor, "_signal",
+                        lambda w, sig: None if sig == signal.SIGKILL else signal_worker(w, sig))
+    pids: list[int] = []
+    await ex.start()
+    try:
+        before = await _metrics(c)
+        for key in "ab":
+            pids.append((await ex.run(f"pid-{key}", T + "describe", "X")).value["pid"])
+            res = await asyncio.wait_for(ex.run(key, T + "stubborn", 60, timeout_s=0.3), 20)
+            assert res.error is not None and res.error.endswith("0.2 s after SIGKILL")
+        after = await _metrics(c)
+        health = await (await c.get("/api/health")).json()
+        info = node.local_info()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await ex.close()
+    names = ("banzai_slots", "banzai_slots_usable", "banzai_workers_ready",
+             "banzai_workers_given_up")
+    assert [before[n] for n in names] == [1, 1, 1, 0]
+    assert [after[n] for n in names] == [1, 0, 0, 2]
+    assert health["workers"] == {"slots": 1, "usable": 0, "ready": 0, "given_up": 2}
+    assert (info["slots"], info["free_slots"]) == (0, 0)
