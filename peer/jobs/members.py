@@ -117,20 +117,21 @@ def spread_to(job: str, state: MeshState, live: Mapping[str, int], work_s: float
     return out
 
 
-def join_heads(state: MeshState, me: str, job: str, heads: object) -> dict[str, int]:
+def join_heads(me: str, job: str, heads: object) -> dict[str, int]:
     """What `me`, added to lanes job `job` by a JOB_MEMBERS, waits to hold before it runs
     any of the job (design 5.3): the JOB_MEMBERS's `heads` (lane origin -> seq, its adder's
     heads of the job's lanes then; LANES_FEATURE, written by `_spread` since session 38), of
-    the lanes of the job's members (as folded here) but `me` only (a lane of no member holds
-    nothing a member runs, and `me` emitted nothing in the job: `joins`), each seq a
-    positive int (a peer's wire data: anything else is left out, so a malformed entry waits
-    for nothing). Empty without `heads` (an orphan takeover adds itself: there are no lanes
-    to wait for; an adder of an earlier release)."""
+    the job's lanes but `me`'s (it emitted nothing in the job: `joins`), each seq a positive
+    int (a peer's wire data: anything else is left out, so a malformed entry waits for
+    nothing). A lane of a peer that is no member as folded here is waited for too: its
+    add (another origin's JOB_MEMBERS, in that origin's stream) may come after ours, and
+    its lane events are held here whoever's they are (review e, session 41, E7). Empty
+    without `heads` (an orphan takeover adds itself: there are no lanes to wait for; an
+    adder of an earlier release)."""
     if not isinstance(heads, Mapping):
         return {}
-    held = state.members_of.get(job, set()) - {me}
     return {o: q for o, q in heads.items() if (got := lane_of(o)) is not None and got[1] == job
-            and got[0] in held and type(q) is int and q > 0}
+            and got[0] != me and type(q) is int and q > 0}
 
 
 def caught_up(state: MeshState, heads: Mapping[str, int], since_hlc: int) -> bool:
@@ -182,7 +183,7 @@ def still_joining(state: MeshState, me: str, jobs: Collection[str],
             first[b.job] = ev
     out: dict[str, tuple[Event, dict[str, int]]] = {}
     for job, ev in first.items():
-        heads = join_heads(state, me, job, ev.payload.get("heads"))
+        heads = join_heads(me, job, ev.payload.get("heads"))
         if heads and not caught_up(state, heads, ev.hlc):
             out[job] = (ev, heads)
     return out

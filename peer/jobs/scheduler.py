@@ -585,7 +585,7 @@ class Scheduler:
         add, me = ev.payload["add"], self.peer_id
         if (me in add and job in self._lanes_live and job not in self._added
                 and members.joins(self.state, me, job)):
-            self._join(job, ev, members.join_heads(self.state, me, job, ev.payload.get("heads")))
+            self._join(job, ev, members.join_heads(me, job, ev.payload.get("heads")))
         elif peer_of(ev.origin) != me and self.state.member_of(job, me):
             for peer in add:
                 if peer != me:

@@ -592,3 +592,42 @@ async def test_a_seq_an_adder_made_up_holds_a_joiner_only_until_that_lanes_next_
         assert mesh[p2].state.heads[f"{p1}/{job}"] < made_up[f"{p1}/{job}"]
     finally:
         await mesh.close()
+
+
+async def test_a_joiner_waits_for_the_lane_of_a_member_whose_add_comes_after_its_own() -> None:
+    """Review e, session 41, E7: the adder's `heads` name the lane of X (p3, added by p1:
+    another origin's JOB_MEMBERS, in p1's stream) that the joiner p2 folds after its own add
+    (p0's), and X's lane comes after the others. On 8facbac `join_heads` dropped X's lane
+    at the add (no member as folded then), so p2 ran once it held p0's and p1's lanes, saw
+    X's chunk open and ran it too. The wait counts every lane the adder named (but p2's)."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                          max_attempts=3, spread_s=1e9)  # (no spread of its own: adds by hand)
+    mesh = JobMesh(4, CATALOG, cfg, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    tasks = writes(3)
+    held = True  # X's lane and X's add, to p2
+    mesh.hold = lambda ev, to: held and to == p2 and (
+        (lane_of(ev.origin) or ("", ""))[0] == p3
+        or (ev.type is EventType.JOB_MEMBERS and p3 in ev.payload["add"]))
+    try:
+        job = mesh.submit(p0, tasks, members=[p0, p1])
+        await mesh.settle()
+        mesh.emit(p1, EventType.JOB_MEMBERS,
+                  {"job": job, "add": [p3], "heads": mesh[p1].state.lane_heads([job])})
+        for _ in range(3):  # (p3 joins and claims the chunk p0 and p1 left open)
+            await mesh.advance(1.0)
+        [x_run] = mesh[p3].runner.running
+        heads = mesh[p0].state.lane_heads([job])
+        assert f"{p3}/{job}" in heads  # (p0 holds X's lane: a member's push)
+        mesh.emit(p0, EventType.JOB_MEMBERS, {"job": job, "add": [p2], "heads": heads})
+        for _ in range(3):
+            await mesh.advance(1.0)
+            assert mesh[p2].runner.started == []  # (8facbac: X's chunk, at once)
+        assert job in mesh[p2].sched._joining and not mesh[p2].state.member_of(job, p3)
+        held = False
+        await finish_all(mesh, rounds=10)
+        runs = Counter(k for p in mesh.peers.values() for k in p.runner.started)
+        assert runs[x_run] == 1 and sum(runs.values()) == len(tasks)
+        assert done(mesh, p0, job, tasks)
+    finally:
+        await mesh.close()
