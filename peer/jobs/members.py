@@ -154,24 +154,23 @@ def joins(state: MeshState, me: str, job: str) -> bool:
     does not name it in `members` (those run it from the start: they never wait), and it
     holds no lane of its own in the job (it emitted nothing there: it ran none of it). An
     earlier add that made it a member is the caller's to rule out (`Scheduler._added`,
-    `still_joining`: the earliest add)."""
+    `first_adds`: the earliest add)."""
     sub = state.jobs.get(job)
     return (sub is not None and me in state.members_of.get(job, ())
             and me not in (sub.body_as(JobSubmitted).members or ())
             and lane(me, job) not in state.heads)
 
 
-def still_joining(state: MeshState, me: str, jobs: Collection[str],
-                  ) -> dict[str, tuple[Event, dict[str, int]]]:
-    """Of lanes jobs `jobs`, those whose wait to join (design 5.3) a restart of `me` cut
-    short (or the JOB_MEMBERS that added it came before its JOB_SUBMITTED), derived from
-    what is held (nothing of the wait is stored): `me` joins the job
-    (`joins`: it is a member by an add alone and ran none of it), and does not hold the
-    job's lanes up to the `heads` (`join_heads`) of the earliest JOB_MEMBERS naming it
-    (the add that made it a member: a later one, a second home's or a hostile member's,
-    does not make it wait again) -> (that add, whose origin to ask for them; those heads).
-    One pass over the events in memory, and only if some job could be one (a peer
-    restarted in none has no pass)."""
+def first_adds(state: MeshState, me: str, jobs: Collection[str],
+               ) -> dict[str, tuple[Event, dict[str, int]]]:
+    """Of lanes jobs `jobs`, those `me` joins (`joins`: it is a member by an add alone and
+    ran none of it) -> the earliest JOB_MEMBERS naming it held (the add that made it a
+    member: a later one, a second home's or a hostile member's, does not make it wait
+    again) and that add's `heads` (`join_heads`): what `Scheduler._join` waits for, or
+    finds held, when no add was noted in this run (at `recover`, or a JOB_SUBMITTED folded
+    after the add: `Scheduler._wait_to_join`). Derived from what is held (nothing of the
+    wait is stored). One pass over the events in memory, and only if some job could be one
+    (a peer restarted in none has no pass)."""
     maybe = {j for j in jobs if joins(state, me, j)}
     first: dict[str, Event] = {}
     for ev in state.events.values() if maybe else ():
@@ -181,12 +180,8 @@ def still_joining(state: MeshState, me: str, jobs: Collection[str],
         if b.job in maybe and me in b.add and (
                 (got := first.get(b.job)) is None or ev.order < got.order):
             first[b.job] = ev
-    out: dict[str, tuple[Event, dict[str, int]]] = {}
-    for job, ev in first.items():
-        heads = join_heads(me, job, ev.payload.get("heads"))
-        if heads and not caught_up(state, heads, ev.hlc):
-            out[job] = (ev, heads)
-    return out
+    return {job: (ev, join_heads(me, job, ev.payload.get("heads")))
+            for job, ev in first.items()}
 
 
 def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],

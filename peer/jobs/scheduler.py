@@ -248,8 +248,8 @@ class Scheduler:
 
     def recover(self) -> None:
         """Fail the claims this peer held before a restart (their runs died with it: they
-        are retried) and mark every active task for evaluation (but those of lanes jobs it
-        waits to join again: `members.still_joining`)."""
+        are retried) and mark every active task for evaluation (but those of lanes jobs an
+        add made it a member of that it ran none of: it joins them again, `_wait_to_join`)."""
         for payload in claims.restart_failures(self.state, self.peer_id):
             self.emit(EventType.CHUNK_FAILED, payload)
         self._dirty.update(self.planner.active_tasks())
@@ -593,36 +593,38 @@ class Scheduler:
 
     def _wait_to_join(self, jobs: Iterable[str]) -> None:
         """Of lanes jobs `jobs`, those running here that an add made us a member of
-        (`members.joins`) and no add noted here did yet (`_added`) we wait to join as of the
-        earliest such add held (`members.still_joining`; `_join`): at `recover` (a joiner
-        restarted while it waited waits again: the wait is in memory only), and at a
-        JOB_SUBMITTED (one folded after the JOB_MEMBERS that added us, events out of order:
-        then `_members_grew` found no job running, and the job would run here at once)."""
+        (`members.joins`) and no add noted here did yet (`_added`) we join as of the
+        earliest such add held (`members.first_adds`; `_join`: we wait for its lanes, or
+        hold them already): at `recover` (a joiner restarted while it waited waits again:
+        the wait is in memory only; one restarted after the lanes came, before it claimed
+        anything, takes the tasks as `_joined` does, not in `recover`'s name order), and
+        at a JOB_SUBMITTED (one folded after the JOB_MEMBERS that added us, events out of
+        order: then `_members_grew` found no job running, and the job would run here at
+        once, in the JOB_SUBMITTED's name order)."""
         st, me = self.state, self.peer_id
         new = {j for j in jobs if j in self._lanes_live and j not in self._added
                and members.joins(st, me, j)}
         self._added |= new
-        for job, (add, heads) in members.still_joining(st, me, new).items():
+        for job, (add, heads) in members.first_adds(st, me, new).items():
             self._join(job, add, heads)
 
     def _join(self, job: str, add: Event, heads: Mapping[str, int]) -> None:
         """JOB_MEMBERS `add` added us to lanes job `job` (design 5.3): its tasks are
-        evaluated here once we hold its lanes as far as its adder did (`heads`, its heads
-        then: `members.join_heads`, `members.caught_up`), asked of the adder at once
-        (`catch_up`: a pair round, not the next period's), or once lease_s passed without
-        them (then from what is held, as an orphan takeover runs a job: `_look_joining`).
-        Until then we claim nothing of it (a peer without its members' claims would run
-        again what they ran or run). The other members start a pair round of the job with
-        us too (`_members_grew`). Once per job and run (`_added`): the wait is bounded by
-        lease_s from the first add."""
+        taken as `_joined` says once we hold its lanes as far as its adder did (`heads`,
+        its heads then: `members.join_heads`, `members.caught_up`; at once if they are held,
+        or if it names none: an orphan takeover's, an adder's of an earlier release), asked
+        of the adder at once (`catch_up`: a pair round, not the next period's), or once
+        lease_s passed without them (then from what is held, as an orphan takeover runs a
+        job: `_look_joining`). Until then we claim nothing of it (a peer without its
+        members' claims would run again what they ran or run). The other members start a
+        pair round of the job with us too (`_members_grew`). Once per job and run
+        (`_added`): the wait is bounded by lease_s from the first add."""
         self._added.add(job)
-        if not heads:  # (an orphan takeover's: no lanes to wait for, no member running)
-            self._dirty.update((job, t.name) for t in self.workflow(job).tasks)
-        elif members.caught_up(self.state, heads, add.hlc):
-            self._joined(job)
-        else:
+        if heads and not members.caught_up(self.state, heads, add.hlc):
             self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads), add.hlc)
             self.catch_up(job, peer_of(add.origin), fallback=True)
+        else:
+            self._joined(job)
 
     def _look_joining(self, job: str, now: float) -> None:
         """End `job`'s wait to join (`_join`) once its lanes are held as far as its adder

@@ -333,7 +333,7 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
     """Session 38's gap: the joiner's wait (`Scheduler._joining`) was in memory only, so a
     joiner restarted before the members' lanes came ran the job at once (split its tasks
     again, ran what the members ran). The wait is derived at `recover` from the JOB_MEMBERS
-    held and the lanes the log holds (`members.still_joining`): nothing new is stored."""
+    held and the lanes the log holds (`members.first_adds`): nothing new is stored."""
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
     p0, p1, p2 = mesh.peers
     try:
@@ -345,8 +345,10 @@ async def test_a_peer_added_and_restarted_before_the_lanes_came_waits_for_them_a
         await mesh.advance(1.0)
         await mesh.restart(p2)
         assert mesh[p2].sched.timed()  # waits again (and asked the adder again)
-        [(add, heads)] = members.still_joining(mesh[p2].state, p2, [job]).values()
+        [(add, heads)] = members.first_adds(mesh[p2].state, p2, [job]).values()
         assert add.origin == p0 and set(heads) == {f"{p}/{job}" for p in (p0, p1)}
+        assert job in mesh[p2].sched._joining
+        assert not members.caught_up(mesh[p2].state, heads, add.hlc)
         for _ in range(5):
             await mesh.advance(1.0)
             assert mesh[p2].runner.started == []  # (on 30bc9d5: it split and ran at once)
@@ -375,7 +377,7 @@ async def test_a_restarted_member_that_ran_some_of_a_job_does_not_wait_to_join()
         for pid in (p1, p2):
             await mesh.restart(pid)
             assert not mesh[pid].sched._joining
-        assert members.still_joining(mesh[p2].state, p2, [job]) == {}
+        assert members.first_adds(mesh[p2].state, p2, [job]) == {}
     finally:
         await mesh.close()
 
@@ -631,3 +633,47 @@ async def test_a_joiner_waits_for_the_lane_of_a_member_whose_add_comes_after_its
         assert done(mesh, p0, job, tasks)
     finally:
         await mesh.close()
+
+
+async def joiners_first_runs(how: str) -> list[str]:
+    """p2, added to a job of 12 tasks whose members p0 and p1 each run one, gets their
+    lanes (held back from it until then) and takes its first chunks: as a joiner that waited
+    for them (`how` "waited"), restarted once they came and before it claimed anything
+    ("restarted"), or given them before the job's JOB_SUBMITTED ("early"). Its runs."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    held = True
+    mesh.hold = lambda ev, to: to == p2 and (
+        (held and lane_of(ev.origin) is not None)
+        or (how == "early" and held is not None and ev.type is EventType.JOB_SUBMITTED))
+    try:
+        mesh.submit(p0, writes(12), members=[p0, p1])
+        await mesh.settle()
+        await until_spread(mesh, (p0, p1))
+        await mesh.advance(0.01)
+        assert mesh[p2].runner.started == []
+        held = False
+        if how == "restarted":
+            mesh.deliver()  # (the lanes are folded; no round of p2's before it stops)
+            await mesh.restart(p2)
+        elif how == "early":
+            await mesh.advance(0.01)
+            assert mesh[p2].runner.started == [] and not mesh[p2].state.jobs
+            held = None  # (then the JOB_SUBMITTED)
+        await mesh.advance(0.01)
+        return list(mesh[p2].runner.started)
+    finally:
+        await mesh.close()
+
+
+@pytest.mark.parametrize("how", ["restarted", "early"])
+async def test_a_joiner_found_caught_up_takes_the_jobs_tasks_as_one_that_waited(how: str,
+                                                                               ) -> None:
+    """Review e, session 41, E8: a joiner that holds the lanes as of its add when it is
+    restarted before it claimed anything, or when the job's JOB_SUBMITTED comes after them,
+    took the job's tasks in name order (`recover`'s, the JOB_SUBMITTED's marks), not as a
+    freed slot takes starved ones, first those it comes first for (`Scheduler._joined`:
+    else it claims what a member whose slot frees takes at once). It claims what a joiner
+    that waited for the lanes claims."""
+    waited = await joiners_first_runs("waited")
+    assert waited and await joiners_first_runs(how) == waited
