@@ -620,7 +620,7 @@ class Scheduler:
         pair round of the job with us too (`_members_grew`). Once per job and run
         (`_added`): the wait is bounded by lease_s from the first add."""
         self._added.add(job)
-        if heads and not members.caught_up(self.state, heads, add.hlc):
+        if not members.caught_up(self.state, heads, add.hlc):  # (none named: held)
             self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads), add.hlc)
             self.catch_up(job, peer_of(add.origin), fallback=True)
         else:
