@@ -84,19 +84,21 @@ async def _jobs(mesh: bm.Mesh, n: int, k: int) -> dict[str, Any]:
     return {"tasks_per_s": n // k * k / (max(ends) - t0)}
 
 
-def batch(mesh: bm.Mesh, n: int, k: int) -> dict[str, Any]:
-    """The dag0 job of n tasks (k 0), else n/k jobs of k tasks (`_jobs`)."""
-    return pm.batch(mesh, n, "dag0") if k == 0 else asyncio.run(_jobs(mesh, n, k))
+def batch(mesh: bm.Mesh, n: int, k: int, dag: str = "dag0") -> dict[str, Any]:
+    """The `dag` job of n tasks (k 0: profile_mesh's dag0 or dag), else n/k jobs of k tasks
+    (`_jobs`)."""
+    return pm.batch(mesh, n, dag) if k == 0 else asyncio.run(_jobs(mesh, n, k))
 
 
-def measure(mesh: bm.Mesh, counts: Path, n: int, k: int, wait_s: float) -> dict[str, Any]:
+def measure(mesh: bm.Mesh, counts: Path, n: int, k: int, wait_s: float,
+            dag: str = "dag0") -> dict[str, Any]:
     """One batch's counts, per task, after an unmeasured one like it."""
-    batch(mesh, min(n, 200), k)  # (dag0: the labelled tasks' first claims and TURNs)
+    batch(mesh, min(n, 200), k, dag)  # (dag0: the labelled tasks' first claims and TURNs)
     time.sleep(wait_s)
     before, load0 = read(mesh, counts), bm.load1()
     cpu0 = [pm._cpu_s(p.proc.pid) for p in mesh.peers]
     tree0 = mesh.cpu_s()
-    got = batch(mesh, n, k)
+    got = batch(mesh, n, k, dag)
     time.sleep(wait_s)  # pair rounds and anti-entropy after the job's end
     after = read(mesh, counts)
     done = n // k * k if k else n
@@ -116,14 +118,14 @@ def measure(mesh: bm.Mesh, counts: Path, n: int, k: int, wait_s: float) -> dict[
 
 
 def run(lanes: bool, n: int, sizes: Sequence[int], wait_s: float,
-        tmp: Path) -> dict[str, Any]:
+        tmp: Path, dag: str = "dag0") -> dict[str, Any]:
     counts = tmp / f"counts-{int(lanes)}"
     counts.mkdir()
     mesh = start(tmp / f"mesh-{int(lanes)}", lanes, counts)
     try:
         bm.banzai_batches(mesh, ["warm"], n, 0)
         return {"lanes": lanes, "wait_s": wait_s,
-                "batches": [measure(mesh, counts, n, k, wait_s) for k in sizes]}
+                "batches": [measure(mesh, counts, n, k, wait_s, dag) for k in sizes]}
     finally:
         bm.stop_mesh(mesh)
 
@@ -134,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--job-tasks", default="",
                     help="comma-separated tasks per job (one-task jobs: 1); none: one dag0 job")
     ap.add_argument("--lanes", default="off,on")
+    ap.add_argument("--dag", choices=("dag0", "dag"), default="dag0",
+                    help="without --job-tasks: dag0 (every task on p0) or dag (spread over "
+                    "the peers, bench_mesh's dag row)")
     ap.add_argument("--wait", type=float, default=3.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -141,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = []
     with tempfile.TemporaryDirectory(prefix="count-lanes-") as tmp:
         for which in a.lanes.split(","):
-            res.append(run(which == "on", a.n, sizes, a.wait, Path(tmp)))
+            res.append(run(which == "on", a.n, sizes, a.wait, Path(tmp), a.dag))
             print(json.dumps(res[-1]), file=sys.stderr, flush=True)
     text = json.dumps(res, indent=1)
     print(text)

@@ -95,6 +95,71 @@ def _install() -> None:
     # the scheduler
     _wrap(scheduler.Scheduler, "step", lambda self: c.update(["sched_step"]))
     _wrap(scheduler.Scheduler, "_evaluate", lambda self, job, task: c.update(["sched_evaluate"]))
+    _timings()
+
+
+def _timed(owner: Any, name: str, key: str) -> None:
+    """Count the calls of `owner.name` and the CPU (time.thread_time, in whichever thread
+    runs it) and wall µs they take: `calls.<key>`, `cpu_us.<key>`, `wall_us.<key>`."""
+    fn = getattr(owner, name)
+    c = COUNTS
+
+    def wrapped(*a: Any, **kw: Any) -> Any:
+        t0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            c[f"calls.{key}"] += 1
+            c[f"cpu_us.{key}"] += int((time.thread_time() - t0) * 1e6)
+            c[f"wall_us.{key}"] += int((time.perf_counter() - w0) * 1e6)
+
+    setattr(owner, name, wrapped)
+
+
+def _timings() -> None:
+    """Where a received batch's CPU goes (issue 12): the receive handler, the merge and its
+    parts on the loop; the fsync and the inline writer's pass in their threads; the loop's
+    wake-ups from other threads and the hand-offs to them."""
+    import asyncio
+    import concurrent.futures
+
+    from peer import catchup, node
+    from peer.ipfs import inline
+    from peer.jobs import scheduler
+    from peer.log import door, signing, sqlite
+    from peer.mesh import gossip
+
+    _timed(gossip, "decode_frame", "decode_frame")
+    _timed(gossip.Gossip, "_on_events", "on_events")
+    _timed(signing.MemberKeys, "accept", "keys_accept")
+    _timed(scheduler.Scheduler, "step", "sched_step")
+    _timed(catchup.CatchUp, "compact", "compact")
+    _timed(node.Node, "merge", "merge")
+    _timed(node.Node, "flush", "flush")
+    _timed(node.Node, "_synced", "synced")
+    _timed(sqlite.EventLog, "append", "append")
+    _timed(sqlite.EventLog, "sync", "sync")
+    _timed(door.Door, "admit", "door_admit")
+    _timed(door.Door, "fold", "door_fold")
+    _timed(inline.InlineBlocks, "_write_queued", "inline_write")
+    _timed(asyncio.BaseEventLoop, "_run_once", "loop_run_once")
+    c = COUNTS
+    _wrap(asyncio.BaseEventLoop, "call_soon_threadsafe",
+          lambda self, *a, **kw: c.update(["loop_wakeup_threadsafe"]))
+    _wrap(concurrent.futures.ThreadPoolExecutor, "submit", lambda self, fn, *a, **kw: c.update(
+        [f"pool_submit.{self._thread_name_prefix.rstrip('_0123456789') or 'default'}"]))
+
+
+def _thread_cpu() -> dict[str, int]:
+    """CPU µs of each live thread so far, summed by name (its trailing _N dropped)."""
+    out: collections.Counter[str] = collections.Counter()
+    for t in threading.enumerate():
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(t.ident or 0))
+        except (OSError, OverflowError):
+            continue
+        out[f"thread_cpu_us.{t.name.rstrip('_0123456789')}"] += int(cpu * 1e6)
+    return dict(out)
 
 
 def _dump(path: str) -> None:
@@ -102,7 +167,7 @@ def _dump(path: str) -> None:
         time.sleep(0.2)
         for _ in range(5):
             try:
-                text = json.dumps({**COUNTS, "DIFFER": list(DIFFER)})
+                text = json.dumps({**COUNTS, **_thread_cpu(), "DIFFER": list(DIFFER)})
                 break
             except RuntimeError:  # changed during the copy: try again
                 continue
