@@ -13,9 +13,10 @@ sockets, the scheduler's rounds) is the same per TURN on both shapes.
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --jobs 500 --tasks 1
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_receive.py --inline --listeners node
 
-With `--inline`, each CHUNK_DONE carries its output's blocks and its run record's, as a
-runner's small outputs ride (the receiver checks them and, a replica with no other peer
-live, writes them in the inline writer's thread: counted in the merge's CPU); with
+With `--inline` (with `--jobs` too), each CHUNK_DONE carries its output's blocks and its
+run record's, as a runner's small outputs ride (the receiver checks them and, a replica
+with no other peer live, writes them in the inline writer's thread: counted in the merge's
+CPU, its passes in `inline_passes_per_job`); with
 `--listeners node`, every listener a Node makes is told of the folded events (the
 scheduler's note, the inline blocks, the replicator, IPNS, revocations; no loop runs, so
 no scheduler step), not the compactor alone.
@@ -169,19 +170,27 @@ def _posted_jobs(jobs: int, tasks: int, start_hlc: int,
              _cid(f"{job}/t{i}"), _cid(f"log/{j}/{i}")) for i in range(tasks)]
 
 
-def job_frames(jobs: int, tasks: int, start_hlc: int) -> list[bytes]:
+def job_frames(jobs: int, tasks: int, start_hlc: int, inline: bool = False) -> list[bytes]:
     """The wire JSON (bytes) of `jobs` one-turn jobs of `tasks` ECHO tasks each, as a peer
     sends the jobs posted to it (`--jobs`): a JOB_SUBMITTED that claims its tasks, then one
-    TURN of their CHUNK_DONEs with `done` (the lone event of a one-task job)."""
+    TURN of their CHUNK_DONEs with `done` (the lone event of a one-task job); with `inline`,
+    each CHUNK_DONE carries its output's and run record's blocks (`_inline_output`)."""
     out = []
-    for sub, seq, hlc, done in _posted_jobs(jobs, tasks, start_hlc):
+    scratch = tempfile.TemporaryDirectory(prefix="bench-receive-out-")
+    for n, (sub, seq, hlc, done) in enumerate(_posted_jobs(jobs, tasks, start_hlc)):
         job = sub.payload["job"]
         out.append(_wire(sub))
-        parts = [Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, {
-            "job": job, "task": task, "split": list(sub.id), "chunk": 0, "attempt": 0,
-            "output": out_cid, "cache": {}, "log": log_cid, "s": 0.002, "done": {"key": key}})
-            for task, key, out_cid, log_cid in done]
+        parts = []
+        for i, (task, key, out_cid, log_cid) in enumerate(done):
+            body = {"job": job, "task": task, "split": list(sub.id), "chunk": 0,
+                    "attempt": 0, "output": out_cid, "cache": {}, "log": log_cid, "s": 0.002,
+                    "done": {"key": key}}
+            if inline:
+                body["output"], body["log"], body["inline"] = _inline_output(
+                    n * tasks + i, Path(scratch.name))
+            parts.append(Event(ORIGIN, seq, hlc, EventType.CHUNK_DONE, body))
         out.append(_wire(turn_event(parts)))
+    scratch.cleanup()
     return out
 
 
@@ -310,6 +319,8 @@ async def _merge_jobs(node: Node, wire: list[bytes], per_merge: int = 1) -> None
         node.scheduler.step()
         if node._syncer is not None:
             await node._syncer
+    if node.inline_outputs is not None:  # (`--inline`: every writer's pass counted)
+        await node.inline_outputs.landed()
     node._loop = None
 
 
@@ -335,13 +346,21 @@ def _merged(phases: _Phases, merging: Coroutine[Any, Any, T]) -> tuple[float, li
 
 
 def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: int = 1,
-              ) -> dict[str, float]:
+              inline: bool = False) -> dict[str, float]:
     """`--jobs`: CPU per job of merging (with the scheduler's step after each merge of
-    `per_merge` frames) and of compacting another peer's `jobs` jobs."""
+    `per_merge` frames) and of compacting another peer's `jobs` jobs; with `inline`, their
+    outputs ride inline and are written here (the inline writer's passes counted in the
+    merge's CPU)."""
     phases = phases or _Phases(False)
-    wire = job_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16)
+    wire = job_frames(jobs, tasks, (int(time.time() * 1000) - 60_000) << 16, inline)
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as d:
         node = _receiver(d)
+        passes = [0]  # the inline writer's passes (one store call each)
+        if inline and node.inline is not None:  # (the inline keeper listens too)
+            node.listeners.append(node.inline.on_event)
+            keep = node.store.keep_inline
+            node.store.keep_inline = (  # type: ignore[method-assign]
+                lambda blocks, roots: passes.__setitem__(0, passes[0] + 1) or keep(blocks, roots))
         try:
             merged, collections, _ = _merged(phases, _merge_jobs(node, wire, per_merge))
             done = sum(1 for k in node.state.task_done if k[0].startswith("bench-job-"))
@@ -360,6 +379,7 @@ def once_jobs(jobs: int, tasks: int, phases: _Phases | None = None, per_merge: i
             "compact_us_per_job": compacted / jobs * 1e6,
             "total_us_per_job": (merged + compacted) / jobs * 1e6,
             "frame_bytes_per_job": sum(len(w) for w in wire) / jobs,
+            "inline_passes_per_job": passes[0] / jobs,
             "young_collections": collections[0], "middle_collections": collections[1],
             "full_collections": collections[2]}
 
@@ -518,7 +538,7 @@ def main() -> None:
     if a.jobs:
         runs = []
         for _ in range(a.reps):
-            runs.append(once_jobs(a.jobs, a.tasks, phases, a.frames_per_merge))
+            runs.append(once_jobs(a.jobs, a.tasks, phases, a.frames_per_merge, a.inline))
             for k in per_frame:
                 non_member[k].append(once_non_member(a.jobs, a.tasks, k, phases))
     else:
