@@ -3,7 +3,8 @@
 on 2 peers against 1.
 
     .venv/bin/python scripts/bench_mesh.py [--peers 1,2,3] [-n 1000] [--latency-n 200]
-        [--repeat 3] [--lanes] [--profile DIR] [--write docs/benchmarks.md] [--json PATH]
+        [--repeat 3] [--lanes] [--rows latency,dag,jobs,map] [--profile DIR]
+        [--write docs/benchmarks.md] [--json PATH]
     .venv/bin/python scripts/bench_mesh.py --pipeline [--repeat 3] [--write ...]
 
 Throughput/latency mode. For each N: N banzai-peer processes on 127.0.0.1 (--slots 1
@@ -38,6 +39,9 @@ them out), so the dag and jobs batches each run twice in a row, the first unmeas
 pushes out 200 one-task jobs, the map's a few (an unmeasured jobs and map batch after the
 warm-up fill the recent history for the first repetition). The job view the dag and map
 batches read (which peer ran what, HLC times) is read after the window.
+--rows: only these batches in each repetition, banzai's and Dask's (the warm-up and its
+unmeasured jobs and map batches run as ever); with some left out the script prints each
+row's per-repetition figures and their medians instead of the section (no --write).
 --lanes: every peer runs with --lanes (partial replication, experimental: a job's task events
 go to its members only); the section's title and header say so (its own section with --write).
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
@@ -433,6 +437,9 @@ PAR_POSTS = 8  # the jobs0par batch's POSTs in flight at once
 # every older job out of the recent history, so the second one's settled CPU window holds the
 # compaction of a job (or jobs) like its own, not of the batches' before it.
 STAND_IN = ("dag", "jobs")
+ROWS = ("latency", "dag", "jobs", "map")  # a repetition's batches, in their order
+ROW_RATE = {"latency": "p50_ms", "dag": "tasks_per_s", "jobs": "tasks_per_s",
+            "map": "tasks_per_s"}  # the figure --rows prints of each
 
 
 def echo(text: str) -> dict[str, Any]:
@@ -759,7 +766,7 @@ def _func(frame: str) -> str:
 def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d"),
                          "n": a.n, "latency_n": a.latency_n, "repeat": a.repeat,
-                         "lanes": a.lanes, "by_n": {}}
+                         "lanes": a.lanes, "rows": a.rows, "by_n": {}}
     extra = LANES if a.lanes else ()
     base = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
     try:
@@ -774,16 +781,16 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
                 # unmeasured: the peers' recent history then holds what every later
                 # repetition's latency batch finds in it (one-task jobs, the map's job)
                 banzai_batches(mesh, ["jobs", "map"], a.n, a.latency_n)
-                lat = ["latency"] if a.latency_n > 0 else []  # (--latency-n 0: none)
+                kinds = [k for k in a.rows if k != "latency" or a.latency_n > 0]
                 with dask_cluster(npeers) as client:
                     for rep in range(a.repeat):  # interleaved: drift hits both sides alike
                         b: dict[str, Any] = {}
-                        dk = dask_batches(client, [*lat, "dag", "map"], a.n, a.latency_n,
-                                          mesh)
+                        dk = dask_batches(client, [k for k in kinds if k != "jobs"], a.n,
+                                          a.latency_n, mesh)
                         runs["dask"].append(dk)
                         runs["banzai"].append(b)
                         try:
-                            for kind in (*lat, "dag", "jobs", "map"):
+                            for kind in kinds:
                                 if kind in STAND_IN:  # its job(s), compacted in the window
                                     banzai_batches(mesh, [kind], a.n, a.latency_n)
                                 b |= banzai_batches(mesh, [kind], a.n, a.latency_n)
@@ -793,14 +800,10 @@ def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
                                   flush=True)
                             break
                         print(f"N={npeers} rep {rep + 1}/{a.repeat}: banzai "
-                              f"lat p50 {_m([b], 'latency', 'p50_ms'):.1f} ms, dag "
-                              f"{b['dag']['tasks_per_s']:.0f}/s, "
-                              f"jobs {b['jobs']['tasks_per_s']:.0f}/s, "
-                              f"map {b['map']['tasks_per_s']:.0f}/s"
-                              f" | dask lat p50 {_m([dk], 'latency', 'p50_ms'):.1f} ms, map "
-                              f"{dk['dag']['tasks_per_s']:.0f}/s, sha256 map "
-                              f"{dk['map']['tasks_per_s']:.0f}/s | load {load1():.1f}",
-                              file=sys.stderr, flush=True)
+                              + ", ".join(f"{k} {_m([b], k, ROW_RATE[k]):.1f}" for k in kinds)
+                              + " | dask " + ", ".join(f"{k} {_m([dk], k, ROW_RATE[k]):.1f}"
+                                                       for k in kinds if k != "jobs")
+                              + f" | load {load1():.1f}", file=sys.stderr, flush=True)
             finally:
                 stop_mesh(mesh)
             r["by_n"][npeers] = runs
@@ -853,6 +856,25 @@ def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
             "loads": [x for run in b + d for k in run.values() for x in k["load1"]],
         }
     return out
+
+
+def rows_text(r: dict[str, Any]) -> str:
+    """A run of some rows (--rows): each row's figure (ROW_RATE) per repetition and the
+    median, banzai's and Dask's, per N; the chunks per peer of every map batch."""
+    lines = [f"rows {','.join(r['rows'])}, lanes {'on' if r.get('lanes') else 'off'}, "
+             f"code {r.get('code', '?')}"]
+    for npeers, runs in sorted(r["by_n"].items()):
+        for side in ("banzai", "dask"):
+            for kind in r["rows"]:
+                xs = [x[kind][ROW_RATE[kind]] for x in runs[side] if kind in x]
+                if xs:
+                    lines.append(f"N={npeers} {side} {kind} {ROW_RATE[kind]}: median "
+                                 f"{med(xs):.1f} ({', '.join(f'{x:.1f}' for x in xs)})")
+        chunks = ["/".join(f"{k}:{v}" for k, v in sorted(b["map"]["per_peer"].items()))
+                  for b in runs["banzai"] if "map" in b]
+        if chunks:
+            lines.append(f"N={npeers} map chunks per peer: {'; '.join(chunks)}")
+    return "\n".join(lines) + "\n"
 
 
 def mesh_section(r: dict[str, Any]) -> str:
@@ -1085,6 +1107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, help="py-spy output directory")
     ap.add_argument("--lanes", action="store_true",
                     help="every peer with --lanes (partial replication, experimental)")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help="comma-separated batches of a repetition, of " + ",".join(ROWS))
     ap.add_argument("--pipeline", action="store_true", help="the 2-peers-vs-1 pipeline run")
     ap.add_argument("--corpus", type=Path, default=ROOT / ".cache" / "bench-mesh-corpus")
     ap.add_argument("--utterances", type=int, default=50)
@@ -1094,6 +1118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="no run: rebuild the section from a --json file of an earlier run")
     a = ap.parse_args(argv)
     a.peers = [int(x) for x in str(a.peers).split(",")]
+    rows = str(a.rows).split(",")
+    if unknown := [x for x in rows if x not in ROWS]:
+        ap.error(f"--rows: unknown row(s) {', '.join(unknown)}; rows are {', '.join(ROWS)}")
+    a.rows = [x for x in ROWS if x in rows]
+    if a.write and a.rows != list(ROWS):
+        ap.error("--write needs every row (the section's tables): leave --rows out")
     cmd = ".venv/bin/python scripts/bench_mesh.py" + "".join(
         f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     if a.render:
@@ -1108,7 +1138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = run_pipe(a) if a.pipeline else run_mesh(a)
         r["command"] = cmd
         r["code"] = code if code == code_version() else f"{code}, changed during the run"
-    if "by_n" in r:
+    if "by_n" in r and r.get("rows", list(ROWS)) != list(ROWS):
+        text, section = rows_text(r), ""
+    elif "by_n" in r:
         text = mesh_markdown(r, r["command"])
         section = mesh_section(r)
     else:
