@@ -163,3 +163,27 @@ def test_the_idle_window_polls_the_peers_as_settle_does() -> None:
     assert bench_mesh.SETTLE_POLL_S == 0.1
     assert len(polls) == 10  # settle's rate: every 0.1 s, the last at 0.9 s
     assert waited == pytest.approx(1.0)
+
+
+def test_rows_refuses_an_unknown_row_and_write_without_every_row(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--rows (session 42): a row it does not know, or --write with rows left out (the
+    section's tables need every row), is a usage error naming the option, not a run."""
+    for argv, said in ((["--rows", "map,maps"], "--rows: unknown row(s) maps"),
+                       (["--rows", "map", "--write", "x.md"], "--write needs every row")):
+        with pytest.raises(SystemExit) as e:
+            bench_mesh.main(argv)
+        assert e.value.code == 2
+        assert said in capsys.readouterr().err
+
+
+def test_a_run_of_some_rows_prints_their_figures_per_repetition_and_medians() -> None:
+    run = {"map": {"tasks_per_s": 2000.0, "per_peer": {"p0": 18}}}
+    r = {"rows": ["map"], "lanes": True, "code": "abc", "by_n": {3: {
+        "banzai": [run, {"map": {"tasks_per_s": 1000.0, "per_peer": {"p0": 9, "p1": 9}}}],
+        "dask": [{"map": {"tasks_per_s": 800.0}}, {"map": {"tasks_per_s": 700.0}}]}}}
+    assert bench_mesh.rows_text(r).splitlines() == [
+        "rows map, lanes on, code abc",
+        "N=3 banzai map tasks_per_s: median 1500.0 (2000.0, 1000.0)",
+        "N=3 dask map tasks_per_s: median 750.0 (800.0, 700.0)",
+        "N=3 map chunks per peer: p0:18; p0:9/p1:9"]
