@@ -276,12 +276,11 @@ class Node:
                                          read_back_entries=cfg.compact_read_back_entries)
         self._seed_index()
         # A received workflow is rebuilt once: checked at the door, then planned (the planner
-        # takes it from here); a lanes job's key is known with lanes on only (spec.LANES_KEY);
-        # a source's CID only an earlier release took is kept as stored, refused as received
+        # takes it from here); a lanes job's key is known with lanes on only (spec.LANES_KEY)
         self.workflows = Workflows(known=LANES_TOP_KEYS) if lanes else Workflows()
         self.door = Door(door_cfg, self.hlc, self.log, checks={
-            EventType.JOB_SUBMITTED: lambda ev, stored: self.workflows.workflow(
-                ev.body_as(JobSubmitted).workflow, received=not stored)},
+            EventType.JOB_SUBMITTED: lambda ev: self.workflows.workflow(
+                ev.body_as(JobSubmitted).workflow)},
             member_of=self._holds_lanes if lanes else None,
             lane_closed=self._lanes_closed if lanes else None,
             adders=self._adders if lanes else None)

@@ -427,25 +427,20 @@ class Workflows:
         # id(doc) -> (doc, its workflow); the document is held so that its id is not reused
         self._memo: dict[int, tuple[Any, Workflow]] = {}
 
-    def workflow(self, doc: Any, received: bool = False) -> Workflow:
+    def workflow(self, doc: Any) -> Workflow:
         """`workflow_from_json(doc, known)`, rebuilt only if `doc` is held (SpecError as there:
-        nothing is remembered of a document that fails). `received`: of a JOB_SUBMITTED from
-        a peer, SpecError also if a source's CID is one only an earlier release took
-        (`TaskSpec.flaw`: a stored one is kept, its task failing; none enters the log anew)."""
+        nothing is remembered of a document that fails)."""
         hit = self._memo.pop(id(doc), None)  # its id is this doc's: a held doc's id is not reused
         if hit is not None:
             self._memo[id(doc)] = hit  # the most recently used last
-        wf = workflow_from_json(doc, self.known) if hit is None else hit[1]
-        flaw = next((t.flaw for t in wf.tasks if t.flaw is not None), None) if received else None
-        if flaw is not None:
-            raise SpecError(flaw, field="workflow")
-        if hit is None:
-            self.built += 1
-            self._memo[id(doc)] = (doc, wf)
-            self._tasks += len(wf.tasks)
-            while len(self._memo) > 1 and (len(self._memo) > self.max_entries
-                                           or self._tasks > self.max_tasks):
-                self._tasks -= len(self._memo.pop(next(iter(self._memo)))[1].tasks)
+            return hit[1]
+        wf = workflow_from_json(doc, self.known)
+        self.built += 1
+        self._memo[id(doc)] = (doc, wf)
+        self._tasks += len(wf.tasks)
+        while len(self._memo) > 1 and (len(self._memo) > self.max_entries
+                                       or self._tasks > self.max_tasks):
+            self._tasks -= len(self._memo.pop(next(iter(self._memo)))[1].tasks)
         return wf
 
 

@@ -24,9 +24,7 @@ from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_orig
 log = logging.getLogger("banzai.log")
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
-# (an event, stored: read from this peer's disk, not received) -> raises BanzaiError or
-# ValueError to refuse it
-Check = Callable[[Event, bool], object]
+Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
 MemberOf = Callable[[str], bool]  # job -> are we a member of that lanes job (held lanes)?
 # job -> are its lanes closed here (compacted, and its lanes dropped: MeshState.forget_lanes)?
 Closed = Callable[[str], bool]
@@ -174,9 +172,7 @@ class Door:
 
     `admit` filters what came from peers; `fold` folds what was stored (quarantining an
     event whose fold raises); `replay` does both for the events on disk at start. `checks`
-    are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED), told
-    whether the event was stored (an earlier release's may be kept where a received one is
-    refused).
+    are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED).
     `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
     are not enabled (LANES_FEATURE is not announced), every lane event is refused
     (`lanes_off`), from peers and from disk alike. `lane_closed` says which jobs' lanes were
@@ -220,7 +216,7 @@ class Door:
         check = self.checks.get(ev.type)
         if check is not None:
             try:
-                check(ev, stored)
+                check(ev)
             except (BanzaiError, ValueError, TypeError, KeyError) as e:
                 return f"body: {e!s:.200}"
         return None
