@@ -242,6 +242,14 @@ def _opt_str(kind: str, p: Mapping[str, Any], name: str, hi: int) -> str | None:
     return None if v is None or v == "" else _check_str(kind, name, v, 1, hi)
 
 
+def _input(kind: str, p: Mapping[str, Any]) -> str | None:
+    """A split's `input`: null (no input) or a CID's text, and present: every release wrote
+    it, and the scheduler reads the payload's `input` as it came (a split without it failed
+    its task on every peer, review h H0; "" is no CID)."""
+    v = p.get("input", _MISSING)
+    return None if v is None else _check_str(kind, "input", v, 1, MAX_CID_CHARS)
+
+
 def _int(kind: str, p: Mapping[str, Any], name: str, hi: int = MAX_COUNT, lo: int = 0) -> int:
     v = p.get(name, _MISSING)
     if (type(v) is int and lo <= v <= hi) or _is_int(v, lo, hi):
@@ -472,7 +480,7 @@ class TaskSplit:
     def from_payload(cls, p: Mapping[str, Any]) -> TaskSplit:
         k = _NAME[cls.TYPE]
         return cls(_str(k, p, "job"), _str(k, p, "task"),
-                   _opt_str(k, p, "input", MAX_CID_CHARS), _chunks(k, p), _kept(k, p))
+                   _input(k, p), _chunks(k, p), _kept(k, p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,8 +505,7 @@ class TaskSplitRef:
         for i, n in enumerate(sizes):
             if type(n) is not int or not 0 <= n <= MAX_ITEMS:
                 raise _bad(k, f"sizes[{i}]", f"an integer in [0, {MAX_ITEMS}]", n)
-        return cls(_str(k, p, "job"), _str(k, p, "task"),
-                   _opt_str(k, p, "input", MAX_CID_CHARS),
+        return cls(_str(k, p, "job"), _str(k, p, "task"), _input(k, p),
                    _str(k, p, "listing", MAX_CID_CHARS), tuple(sizes), _kept(k, p),
                    _opt_str(k, p, "kept_listing", MAX_CID_CHARS))
 
