@@ -830,10 +830,17 @@ class Scheduler:
             self._lanes_peers = live
             self._lanes_moved |= self._lanes_live
         moved = set(self._lanes_moved)
-        self._end_jobs(live, now)
-        self._lanes_round(live, moved, now)
+        self._end_jobs(now)
+        self._lanes_round(moved, now)
 
-    def _end_jobs(self, live: frozenset[str], now: float) -> None:
+    def _holding(self, job: str) -> frozenset[str]:
+        """The live peers that run lanes job `job` (`_runners`), this one included: its
+        members among them hold it (its home, who ends and spreads it, is the first of them:
+        `members.home`); a member of an earlier release that runs none of it holds nothing
+        (were it the only live member, the job would stall while it lives)."""
+        return frozenset([*self._runners(job), self.peer_id])
+
+    def _end_jobs(self, now: float) -> None:
         """Emit the JOB_ENDED of each lanes job that ended whose home this peer is
         (`members.home`), in our mesh stream (it is no lane part), once: not while the state
         holds a JOB_ENDED of the job (ours, folded at once, or another member's: the
@@ -847,7 +854,7 @@ class Scheduler:
         for job in list(self._lanes_moved):
             self._lanes_moved.discard(job)
             if (job not in self._lanes_live or me not in st.members_of.get(job, ())
-                    or members.home(job, st, live) != me
+                    or members.home(job, st, self._holding(job)) != me
                     or any(e.origin == me for e in st.unended.get(job, {}).values())
                     or job in self._end_refused):
                 self._ending.pop(job, None)
@@ -1243,7 +1250,7 @@ class Scheduler:
         return None if ak in self._mine or self._runs.running(ak) else w
 
     # -- lanes jobs: scale-out and orphan takeover (peer.jobs.members) -----------------------
-    def _lanes_round(self, live: frozenset[str], moved: set[str], now: float) -> None:
+    def _lanes_round(self, moved: set[str], now: float) -> None:
         """Of each running lanes job: its home spreads it to more peers when its open work is
         more than spread_s per slot of its live members (`_spread`, looked at once per
         spread_s a job, first spread_s after it was first seen running here: a job its
@@ -1252,7 +1259,8 @@ class Scheduler:
         itself when no member has been live for lease_s, after its rank × split wait
         (`_take_over`), looked at only once the job `moved` (an event of it, a change of
         the live peers) or while it is orphaned here (its members only grow: while one is
-        live, that stays so)."""
+        live, that stays so). Live members and peers added: those that run the job
+        (`_holding`, `_capable`)."""
         st = self.state
         for table in (self._spread_at, self._orphaned):
             for gone in [j for j in table if j not in self._lanes_live]:
@@ -1264,6 +1272,7 @@ class Scheduler:
                 continue
             held = st.members_of[job]
             try:
+                live = self._holding(job)
                 if self.peer_id in held:
                     self._orphaned.pop(job, None)  # (added meanwhile: by us or its home)
                     if now - self._spread_at.setdefault(job, now) >= self.cfg.spread_s:
@@ -1330,9 +1339,10 @@ class Scheduler:
 
     def _capable(self, job: str) -> dict[str, int]:
         """The live peers (this one included) that may run at least one of `job`'s tasks
-        (its call, and its `requires` met: `_meets`), and their slots."""
+        (they run the job, `_runners`: a peer of an earlier release may run none of it; its
+        call, and its `requires` met: `_meets`), and their slots."""
         tasks = self.workflow(job).tasks
-        out = {p: int(i.get("slots", 1) or 1) for p, i in self._peers().items()
+        out = {p: int(i.get("slots", 1) or 1) for p, i in self._runners(job).items()
                if any(t.call and t.call in i.get("calls", ()) and self._meets(p, t.requires)
                       for t in tasks)}
         if any(self._runnable(t) is not None and self._meets(self.peer_id, t.requires)
@@ -1766,9 +1776,11 @@ class Scheduler:
 
     def _placed_slots(self, job: str, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `job` (`_runners`: a peer of
-        an earlier release may run none of it), run `call` and meet `requires`: what a
-        task's chunks are sized for."""
-        live = self._runners(job)
+        an earlier release may run none of it; of a lanes job, its members: the others claim
+        none of it, `_claimers`), run `call` and meet `requires`: what a task's chunks are
+        sized for."""
+        runners = self._runners(job)
+        live = {p: runners[p] for p in claims.members_only(self.state, job, runners)}
         if not requires:
             return mesh_slots(call, self.runner.slots, live)
         members = {p: e.payload for p, e in self.state.members.items()}

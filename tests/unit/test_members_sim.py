@@ -301,6 +301,27 @@ async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> Non
         await mesh.close()
 
 
+async def test_chunks_are_sized_for_the_slots_of_the_jobs_members() -> None:
+    """(Review c, session 42, C5.) A lanes job's per-item task's chunks were sized for the
+    slots of every live peer that runs its call, non-members among them (16 items in 4
+    chunks for 3 peers' 6 slots), when only the members claim them. Sized for its one
+    member's 2 slots now: 2 chunks."""
+    mesh = JobMesh(3, CATALOG, CFG, auto=True, slots=2, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, [{"name": "w", "call": "T_WRITE", "params": {"files": 16}},
+                               {"name": "u", "call": "T_UPPER", "params": {},
+                                "depends": ["w"]}], members=[p0])
+        for _ in range(5):
+            await mesh.advance(CFG.tick_s)
+        assert [len(e.payload["chunks"]) for e in mesh.sent(EventType.TASK_SPLIT, job=job,
+                                                            task="u")] == [2]
+        assert task_status(mesh[p0].state, job, "u", CFG.max_attempts) == "done"
+        assert mesh[p1].runner.started == mesh[p2].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_peer_added_runs_nothing_of_the_job_until_it_holds_its_lanes_or_lease_s_passed(
         ) -> None:
     """Design 5.3 (review r1 risk 3): the JOB_MEMBERS says the adder's heads of the job's

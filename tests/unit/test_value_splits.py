@@ -250,3 +250,62 @@ async def test_no_turn_waits_for_a_peer_that_runs_none_of_the_job() -> None:
         assert m["p2"].runner.started == []
     finally:
         await m.close()
+
+
+LANES_CFG = SchedulerConfig(store=StoreConfig("/nonexistent"), lease_s=10.0, stagger_s=0.05,
+                            spread_s=1.0)
+
+
+def _lanes_job(m: JobMesh, at: str, members: list[str]) -> str:
+    """A lanes job of the stored "args" workflow, submitted at `at` naming `members`."""
+    job = f"j{999:012x}"
+    m.emit(at, EventType.JOB_SUBMITTED, {"job": job, "workflow": _stored(),
+                                         "members": members})
+    return job
+
+
+async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over() -> None:
+    """(Review c, session 42, C5.) Of a lanes "args" job whose members are p0 and a peer
+    that runs none of it (p2: splits-v1 without argsplits-v1), p0 is gone: p2 was counted a
+    live member, so the job looked held, nobody took it over while p2 lived and it stalled.
+    p1 takes it over after lease_s now, and runs it (its home: the first member that runs
+    it); p2 still runs none of it."""
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
+    p0, p1, p2 = m.peers
+    try:
+        job = _lanes_job(m, p0, [p0, p2])
+        await m.settle()
+        assert m[p0].runner.started  # running on its member that runs it
+        m.silent.add(p0)
+        for _ in range(int(LANES_CFG.lease_s) + 5):
+            await m.advance(1.0)
+        [joined] = m.sent(EventType.JOB_MEMBERS, job=job)
+        assert (joined.origin, joined.payload["add"]) == (p1, [p1])
+        assert m[p1].runner.started
+        assert m[p2].runner.started == []
+    finally:
+        await m.close()
+
+
+async def test_a_lanes_job_spreads_only_to_peers_that_run_it() -> None:
+    """(Review c, session 42, C5.) Scale-out added the next live peers that run the job's
+    calls, p2 among them although it runs none of an "args" job (splits-v1 without
+    argsplits-v1): a member whose slots counted as the members' and ran nothing. Only p1
+    is added now."""
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=1, lanes=True, valueless={"2" * 16})
+    p0, p1, p2 = m.peers
+    try:
+        job = _lanes_job(m, p0, [p0])
+        await m.settle()
+        for _ in range(30):  # runs of 5 s each: more open work than spread_s per slot
+            if m.sent(EventType.JOB_MEMBERS):
+                break
+            for key in m[p0].runner.running:
+                m[p0].runner.finish(key, duration_s=5.0)
+            await m.advance(1.0)
+        [added] = m.sent(EventType.JOB_MEMBERS, job=job)
+        assert (added.origin, added.payload["add"]) == (p0, [p1])
+        assert m[p2].runner.started == []
+    finally:
+        await m.close()
+
