@@ -160,8 +160,9 @@ class Scheduler:
         self._last_done: dict[TaskKey, tuple[SplitKey, tuple[int, int], dict[str, Event]]] = {}
         self._looked: dict[TaskKey, None] = {}  # implicitly split tasks whose turn came here
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
-        self._ranks: dict[TaskKey, list[str]] = {}  # of _implicit_rank, for _ranks_peers
-        self._ranks_peers: frozenset[str] = frozenset()
+        # of _implicit_rank, by the peers it ranks (those of an "args" job and of an implicit
+        # one differ while a live peer runs only the latter: both kinds' tasks hit it)
+        self._ranks: dict[tuple[frozenset[str], str, str], list[str]] = {}
         # Tasks of jobs submitted here that `takes_first` counted in (-> when), until claimed
         self._promised: dict[TaskKey, float] = {}
         # Tasks waiting here for a slot that this peer comes first for, which another peer
@@ -1154,14 +1155,15 @@ class Scheduler:
         for a peer that cannot claim the task (a task only a labelled peer meets: that
         peer's at once). Of a lanes job, its members only: each first for its share at
         once (`_members_first`: as `_first_peer` ranks them), or, of a `local` one, its home
-        first (`_home_first`). Remembered per set of the live peers that run the call (read
-        at every look at its chunk: see `_first_peer`), made again when a MEMBER event
-        comes (its labels)."""
+        first (`_home_first`). Remembered per task and set of the live peers that run the call
+        and the job (read at every look at its chunk: see `_first_peer`; jobs of both split
+        kinds rank different sets while a peer of an earlier release is live), made again
+        when a MEMBER event comes (its labels)."""
         peers = frozenset((*(p for p, i in self._runners(job).items()
                              if call in i.get("calls", ())), self.peer_id))
-        if peers != self._ranks_peers or len(self._ranks) >= FIRST_MEMO:
-            self._ranks, self._ranks_peers = {}, peers
-        ranked = self._ranks.get((job, task))
+        if len(self._ranks) >= FIRST_MEMO:
+            self._ranks = {}
+        ranked = self._ranks.get((peers, job, task))
         if ranked is None:
             requires = self.workflow(job).task(task).requires if job in self.state.jobs else {}
             ranked = rendezvous(f"{job}/{task}", [
@@ -1174,7 +1176,7 @@ class Scheduler:
                 ranked.insert(0, submitted.origin)
             if not self._members_first(job):  # (its members take their shares at once)
                 ranked = self._home_first(job, ranked)
-            self._ranks[(job, task)] = ranked
+            self._ranks[(peers, job, task)] = ranked
         return ranked
 
     def _home_first(self, job: str, ranked: list[str]) -> list[str]:

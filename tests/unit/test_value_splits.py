@@ -13,6 +13,7 @@ import pytest
 
 from peer.errors import BanzaiError, SpecError
 from peer.ipfs.store import StoreConfig
+from peer.jobs import scheduler
 from peer.jobs.planner import chunk_params, merged_outputs, value_chunks
 from peer.jobs.ports import SchedulerConfig
 from peer.jobs.sim import PREVIOUS_TOP_KEYS, JobMesh
@@ -309,3 +310,28 @@ async def test_a_lanes_job_spreads_only_to_peers_that_run_it() -> None:
     finally:
         await m.close()
 
+
+async def test_implicit_ranks_of_jobs_of_both_split_kinds_are_remembered_apart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Review c, session 42, C3.) With p2 live (splits-v1 without argsplits-v1), a task of
+    an "args" job is ranked among p0 and p1, one of an implicit job among all three: the
+    memo of the ranks was of one peer set and started afresh at each look at the other
+    kind's task, hashing the task again every time (20 looks, 20 rankings). None now."""
+    m = JobMesh(3, CATALOG, SchedulerConfig(store=StoreConfig("/nonexistent")), slots=2,
+                valueless={"p2"})
+    try:
+        m.emit("p0", EventType.JOB_SUBMITTED, {"job": "ja", "workflow": _stored()})
+        ji = m.submit("p0", [{"name": "e", "call": "ECHO", "args": ["hi"]}], implicit=True)
+        await m.settle()
+        s = m["p0"].sched
+        ranked = [s._implicit_rank("ja", "echo", "ECHO"), s._implicit_rank(ji, "e", "ECHO")]
+        assert [sorted(r) for r in ranked] == [["p0", "p1"], ["p0", "p1", "p2"]]
+        hashed: list[str] = []
+        monkeypatch.setattr(scheduler, "rendezvous",
+                            lambda unit, peers: hashed.append(unit) or rendezvous(unit, peers))
+        for _ in range(10):
+            assert s._implicit_rank("ja", "echo", "ECHO") == ranked[0]
+            assert s._implicit_rank(ji, "e", "ECHO") == ranked[1]
+        assert hashed == []
+    finally:
+        await m.close()
