@@ -269,8 +269,8 @@ async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over(
     """(Review c, session 42, C5.) Of a lanes "args" job whose members are p0 and a peer
     that runs none of it (p2: splits-v1 without argsplits-v1), p0 is gone: p2 was counted a
     live member, so the job looked held, nobody took it over while p2 lived and it stalled.
-    p1 takes it over after lease_s now, and runs it (its home: the first member that runs
-    it); p2 still runs none of it."""
+    p1 takes it over after lease_s now, runs it and ends it (its home: the first live member
+    that runs it, not p2, the first in its members' order); p2 still runs none of it."""
     m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
     p0, p1, p2 = m.peers
     try:
@@ -282,7 +282,15 @@ async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over(
             await m.advance(1.0)
         [joined] = m.sent(EventType.JOB_MEMBERS, job=job)
         assert (joined.origin, joined.payload["add"]) == (p1, [p1])
-        assert m[p1].runner.started
+        st = m[p1].store
+        for _ in range(20):
+            for key in m[p1].runner.running:  # (a fetch chunk makes a directory of its own)
+                m[p1].runner.finish(key, {"output": st.make_dir({key.replace("/", "_"): (
+                    st.make_dir({"a.txt": st.add_bytes(key.encode())}))})}
+                                    if "/fetch/" in key else None)
+            await m.advance(1.0)
+        ended = [(e.origin, e.payload["state"]) for e in m.sent(EventType.JOB_ENDED, job=job)]
+        assert (p1, "done") in ended  # by its home now (the sim's p2 ends it too, as its home)
         assert m[p2].runner.started == []
     finally:
         await m.close()
