@@ -1436,7 +1436,8 @@ def _setup_worker(spec: _Spec, requests: _Fd) -> _Wakeup:
     wakeup = _Wakeup(wakeup_w)
     os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
-    threading.Thread(target=_watch, args=(requests, _Fd(wakeups)), daemon=True).start()
+    threading.Thread(target=_watch, args=(_Fd(_private_dup(requests.fd)), _Fd(wakeups)),
+                     daemon=True).start()
     os.environ.pop(SAFE_PATH, None)  # the forkserver's (`_safe_path`); spec.env has ours
     os.environ.update(spec.env)
     # Started as a daemon so the parent's atexit kills it; let targets start processes.
@@ -1447,30 +1448,48 @@ def _setup_worker(spec: _Spec, requests: _Fd) -> _Wakeup:
     return wakeup
 
 
+def _private_dup(fd: int) -> int:
+    """A close-on-exec copy of `fd` at a number a task's files are unlikely to take (they
+    take the lowest free ones), for the watcher: a task that closes the worker's request
+    pipe (and opens another file on its number) leaves the watcher's copy watching."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _WATCH_FD_MIN)
+    except OSError:  # (an open-files limit below it)
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+
+
+_WATCH_FD_MIN = 200
+
+
 def _watch(requests: _Fd, wakeups: _Fd) -> None:
-    """The worker's watcher thread. Exits the worker as soon as the daemon's end of the
-    request pipe closes (the daemon died; not PR_SET_PDEATHSIG: our parent is the forkserver,
-    which outlives the daemon while any worker lives), or its task closed our end (its
-    number may name a file of the task's now: the daemon's death would go unseen; looked at
-    every _FDS_CHECK_S, since a poll started before the close goes on waiting on our pipe).
-    And sends each SIGTERM the worker receives (read from `wakeups`, the signal wake-up fd)
-    again to its main thread, every _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that
-    arrives after the interpreter's last check for signals and before a blocking call (a
-    sleep, a wait) leaves its handler waiting for that call's end, which a signal sent
-    during it interrupts. Not during a run whose code set a wake-up fd of its own (an
-    asyncio loop's signal handler): the numbers go there, and nothing else tells this
-    thread that a signal arrived before its handler ran (only the main thread may set the
-    fd; a flag set by the handler says only that it ran). Ours is set again before the next
-    run (`_Wakeup.rearm`). Once its task closed the wake-up pipe, that pipe is watched no
-    more (what its number names now is the task's to read: review e, session 41, E10); the
-    daemon still is."""
+    """The worker's watcher thread. Exits the worker as soon as the daemon's end of the request pipe
+    closes (the daemon died; not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives
+    the daemon while any worker lives), seen on `requests`, its own copy of the pipe's read end
+    (`_private_dup`). If its task closed even that copy (closerange), the daemon is watched no
+    more, and the run goes on (looked at every _FDS_CHECK_S, since a poll started before the
+    close goes on waiting on the pipe; review h, H2: killing the run would fail its task on
+    every attempt); the main loop ends the worker after the run if the task closed its own end
+    of the pipe (`_worker_main`). And sends each SIGTERM the worker receives (read from
+    `wakeups`, the signal wake-up fd) again to its main thread, every _SIGTERM_AGAIN_S until
+    its handler ran: a SIGTERM that arrives after the interpreter's last check for signals and
+    before a blocking call (a sleep, a wait) leaves its handler waiting for that call's end,
+    which a signal sent during it interrupts. Not during a run whose code set a wake-up fd of
+    its own (an asyncio loop's signal handler): the numbers go there, and nothing else tells
+    this thread that a signal arrived before its handler ran (only the main thread may set the
+    fd; a flag set by the handler says only that it ran). Ours is set again before the next run
+    (`_Wakeup.rearm`). Once its task closed the wake-up pipe, that pipe is watched no more
+    (what its number names now is the task's to read: review e, session 41, E10)."""
     poller = select.poll()
     poller.register(requests.fd, 0)  # POLLHUP only: never competes with the main thread's reads
     poller.register(wakeups.fd, select.POLLIN)
     main = threading.main_thread().ident
+    watching = True
     while True:
-        ready = dict(poller.poll(_FDS_CHECK_S * 1000))
-        if requests.fd in ready or not requests.ours():
+        ready = dict(poller.poll(_FDS_CHECK_S * 1000 if watching else -1))
+        if watching and not requests.ours():  # (its number may name a file of the task's)
+            poller.unregister(requests.fd)
+            watching = False
+        elif requests.fd in ready:
             break
         if wakeups.fd not in ready:
             continue

@@ -1206,6 +1206,19 @@ async def test_a_worker_whose_request_pipes_number_names_another_file_ends(
     assert (res.ok, res.error, res.value) == (True, None, 5)
 
 
+async def test_a_run_whose_task_took_every_copy_of_the_request_pipe_goes_on_to_its_end(
+        make_executor: MakeExecutor) -> None:
+    """A task that closes even the watcher's copy of the request pipe (closerange) and opens
+    files on those numbers: the watcher SIGKILLed the worker at its next look, in the middle
+    of the run (review h, H2: failed on every attempt). It stops watching instead; the run
+    ends with its answer, and the worker ends after it (the next run goes to a new one)."""
+    ex = await make_executor(slots=1)
+    res = await asyncio.wait_for(ex.run("a", T + "own_every_copy_of_the_request_pipe", None), 30)
+    assert (res.ok, res.error, res.value) == (True, None, "worked on")
+    res = await asyncio.wait_for(ex.run("b", T + "echo", 5, timeout_s=10), 30)
+    assert (res.ok, res.error, res.value) == (True, None, 5)
+
+
 async def _unkillable(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
                       ) -> tuple[Executor, int]:
     """An executor (one slot, stuck_after_s 0.2) whose worker's SIGKILL is held back (as if it
