@@ -1342,15 +1342,18 @@ class Scheduler:
     def _capable(self, job: str) -> dict[str, int]:
         """The live peers (this one included) that may run at least one of `job`'s tasks
         (they run the job, `_runners`: a peer of an earlier release may run none of it; its
-        call, and its `requires` met: `_meets`), and their slots."""
+        call, and its `requires` met: `_meets`), and their slots. Not one whose slots are 0
+        (its given-up workers hold every slot: it can run nothing; review h, H3); a peer that
+        announces none counts one."""
         tasks = self.workflow(job).tasks
-        out = {p: int(i.get("slots", 1) or 1) for p, i in self._runners(job).items()
-               if any(t.call and t.call in i.get("calls", ()) and self._meets(p, t.requires)
-                      for t in tasks)}
+        slots = {p: int(1 if i.get("slots") is None else i["slots"])
+                 for p, i in self._runners(job).items()
+                 if any(t.call and t.call in i.get("calls", ()) and self._meets(p, t.requires)
+                        for t in tasks)}
         if any(self._runnable(t) is not None and self._meets(self.peer_id, t.requires)
                for t in tasks):
-            out[self.peer_id] = self.runner.slots
-        return out
+            slots[self.peer_id] = self.runner.slots
+        return {p: n for p, n in slots.items() if n > 0}
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`

@@ -180,6 +180,10 @@ class FakeRunner:
     def slots(self) -> int:
         return self._slots
 
+    @slots.setter
+    def slots(self, n: int) -> None:  # (as Executor.slots drops while given-up workers hold some)
+        self._slots = n
+
     @property
     def running(self) -> list[str]:
         return list(self._pending)

@@ -215,6 +215,27 @@ async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() 
         await mesh.close()
 
 
+async def test_a_peer_with_no_usable_slot_takes_no_orphaned_job_over() -> None:
+    """The non-member first in the job's order has 0 slots (its given-up workers hold every
+    slot): it took the job over, and nothing ran while an idle peer waited (review h, H3).
+    The other non-member takes it over and runs it."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        first, other = rendezvous(job, [p2, p3])
+        mesh[first].runner.slots = 0
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh, rounds=150, step_s=0.1)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (other, [other])
+        assert done(mesh, other, job, CHAIN)
+        assert mesh[first].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_non_member_stops_ticking_once_an_orphaned_job_is_cancelled() -> None:
     """Its wait to take the job over ends with the job: the loop is back to IDLE_TICK_S."""
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
