@@ -612,16 +612,21 @@ class Scheduler:
     def _join(self, job: str, add: Event, heads: Mapping[str, int]) -> None:
         """JOB_MEMBERS `add` added us to lanes job `job` (design 5.3): its tasks are
         taken as `_joined` says once we hold its lanes as far as its adder did (`heads`,
-        its heads then: `members.join_heads`, `members.caught_up`; at once if they are held,
-        or if it names none: an orphan takeover's, an adder's of an earlier release), asked
+        its heads then: `members.join_heads`, `members.caught_up`; at once if they are held),
+        asked
         of the adder at once (`catch_up`: a pair round, not the next period's), or once
         lease_s passed without them (then from what is held, as an orphan takeover runs a
         job: `_look_joining`). Until then we claim nothing of it (a peer without its
         members' claims would run again what they ran or run). The other members start a
         pair round of the job with us too (`_members_grew`). Once per job and run
-        (`_added`): the wait is bounded by lease_s from the first add."""
+        (`_added`): the wait is bounded by lease_s from the first add. An add that names no
+        heads (an orphan takeover's, an adder's of an earlier release) has its tasks looked
+        at at once, as before session 42: a split or an assembly needs no free slot."""
         self._added.add(job)
-        if not members.caught_up(self.state, heads, add.hlc):  # (none named: held)
+        if not heads:  # no member's claims to wait for or to race (an orphan takeover's):
+            self._dirty.update((job, t.name) for t in self.workflow(job).tasks)  # at once,
+            # a split or an assembly too, which needs no free slot (review h, H4)
+        elif not members.caught_up(self.state, heads, add.hlc):
             self._joining[job] = (self.clock() + self.cfg.lease_s, dict(heads), add.hlc)
             self.catch_up(job, peer_of(add.origin), fallback=True)
         else:

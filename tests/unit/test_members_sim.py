@@ -236,6 +236,29 @@ async def test_a_peer_with_no_usable_slot_takes_no_orphaned_job_over() -> None:
         await mesh.close()
 
 
+async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
+    """Its one slot busy with a long run of another job, the peer that takes over a job whose
+    members are gone splits its first task at once (a split needs no slot); its tasks waited
+    for a free slot (review h, H4)."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        mesh.submit(p2, [{"name": "long", "call": "T_WRITE", "params": {"files": 3}}],
+                    members=[p2])
+        await mesh.settle()
+        assert mesh[p2].runner.running
+        mesh.silent.update((p0, p1))  # the members are gone before they hear of the job
+        job = mesh.submit(p2, CHAIN, members=[p0, p1])
+        for _ in range(30):
+            await mesh.advance(1.0)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS, job=job)
+        assert (joined.origin, joined.payload["add"]) == (p2, [p2])
+        assert [e.payload["task"] for e in mesh.sent(EventType.TASK_SPLIT, job=job)] == ["a"]
+        assert len(mesh[p2].runner.running) == 1  # (still the long run)
+    finally:
+        await mesh.close()
+
+
 async def test_a_non_member_stops_ticking_once_an_orphaned_job_is_cancelled() -> None:
     """Its wait to take the job over ends with the job: the loop is back to IDLE_TICK_S."""
     mesh = JobMesh(3, CATALOG, CFG, lanes=True)
