@@ -49,7 +49,9 @@ MAX_RETRY_S = 320.0
 # (`EndListings`): one such fetch proves nothing (a peer's bytes, unverified), but a listing
 # that no peer ever serves within the bound cost each peer up to ~68 MiB from each peer
 # serving it at every try, for as long as the job was held (review e, session 41, E9).
-# With the back-off, the tries 0, 5, 15 and 35 s after the first
+# With the back-off, the tries are 0, 5, 15 and 35 s after the first: an honest provider
+# away longer than that leaves the listing refused for that JOB_ENDED until a restart or
+# another JOB_ENDED (review h, H5: the count is not per set of peers tried).
 MAX_TOO_LARGE_FETCHES = 4
 # The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
