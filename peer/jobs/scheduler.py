@@ -613,8 +613,7 @@ class Scheduler:
         """JOB_MEMBERS `add` added us to lanes job `job` (design 5.3): its tasks are
         taken as `_joined` says once we hold its lanes as far as its adder did (`heads`,
         its heads then: `members.join_heads`, `members.caught_up`; at once if they are held),
-        asked
-        of the adder at once (`catch_up`: a pair round, not the next period's), or once
+        asked of the adder at once (`catch_up`: a pair round, not the next period's), or once
         lease_s passed without them (then from what is held, as an orphan takeover runs a
         job: `_look_joining`). Until then we claim nothing of it (a peer without its
         members' claims would run again what they ran or run). The other members start a
