@@ -1785,11 +1785,11 @@ class Scheduler:
 
     def _placed_slots(self, job: str, call: str, requires: Mapping[str, Any]) -> int:
         """Slots of the live peers (this one included) that run `job` (`_runners`: a peer of
-        an earlier release may run none of it; of a lanes job, its members: the others claim
-        none of it, `_claimers`), run `call` and meet `requires`: what a task's chunks are
-        sized for."""
-        runners = self._runners(job)
-        live = {p: runners[p] for p in claims.members_only(self.state, job, runners)}
+        an earlier release may run none of it), run `call` and meet `requires`: what a task's
+        chunks are sized for. Of a lanes job, non-members too: the chunks its members do not
+        claim at once are the open work that spreads it to them (`_spread`; review i, I0:
+        sized for its members only, every chunk was claimed at once and it never spread)."""
+        live = self._runners(job)
         if not requires:
             return mesh_slots(call, self.runner.slots, live)
         members = {p: e.payload for p, e in self.state.members.items()}

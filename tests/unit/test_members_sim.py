@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -345,23 +346,30 @@ async def test_a_job_spreads_only_to_peers_that_meet_its_tasks_requires() -> Non
         await mesh.close()
 
 
-async def test_chunks_are_sized_for_the_slots_of_the_jobs_members() -> None:
-    """(Review c, session 42, C5.) A lanes job's per-item task's chunks were sized for the
-    slots of every live peer that runs its call, non-members among them (16 items in 4
-    chunks for 3 peers' 6 slots), when only the members claim them. Sized for its one
-    member's 2 slots now: 2 chunks."""
-    mesh = JobMesh(3, CATALOG, CFG, auto=True, slots=2, lanes=True)
-    p0, p1, p2 = mesh.peers
+async def test_a_lanes_jobs_per_item_chunks_left_to_non_members_spread_it() -> None:
+    """(Review i, session 42, I0.) A lanes job's per-item task is cut for the slots of every
+    live peer that runs it, not its members' only: sized for its one member's slot, its one
+    chunk was claimed at once, no open work was left and the job never spread; the other
+    chunks are open work now, and the home adds peers that run them."""
+    mesh = JobMesh(4, CATALOG, replace(CFG, max_chunk_items=1000), lanes=True)
+    p0, *others = mesh.peers
     try:
-        job = mesh.submit(p0, [{"name": "w", "call": "T_WRITE", "params": {"files": 16}},
+        job = mesh.submit(p0, [{"name": "w", "call": "T_WRITE", "params": {"files": 40}},
                                {"name": "u", "call": "T_UPPER", "params": {},
                                 "depends": ["w"]}], members=[p0])
-        for _ in range(5):
-            await mesh.advance(CFG.tick_s)
+        await mesh.settle()
+        for _ in range(40):
+            if mesh.sent(EventType.TASK_DONE, job=job, task="u"):
+                break
+            for p in mesh.peers.values():
+                for key in p.runner.running:
+                    p.runner.finish(key, duration_s=5.0)
+            await mesh.advance(5.0)
         assert [len(e.payload["chunks"]) for e in mesh.sent(EventType.TASK_SPLIT, job=job,
-                                                            task="u")] == [2]
+                                                            task="u")] == [4]
+        assert mesh.sent(EventType.JOB_MEMBERS, job=job)
+        assert any(mesh[p].runner.started for p in others)
         assert task_status(mesh[p0].state, job, "u", CFG.max_attempts) == "done"
-        assert mesh[p1].runner.started == mesh[p2].runner.started == []
     finally:
         await mesh.close()
 
