@@ -66,6 +66,7 @@ IDLE_TICK_S = 2.0  # the loop's tick when nothing waits on time (events wake it 
 FILL_PER_ROUND = 32  # starved tasks a round looks at, at most, for its free slots
 FILL_SCAN = 32  # starved tasks scanned for one this peer comes first for (`_next_starved`)
 FIRST_MEMO = 4096  # tasks whose first peer `_next_starved` remembers (then it starts afresh)
+_RANKED_SETS = 4  # sets of peers `_implicit_rank` remembers ranks for (one a split kind live)
 UNTOUCHED_PER_WALK = 1024  # chunks no event is about that one look at a task looks at, at most
 _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 # What a live peer announces if it runs the tasks of a job whose workflow says `splits` (a
@@ -162,7 +163,8 @@ class Scheduler:
         self._deferred: dict[TaskKey, float] = {}  # and when it comes, for those waiting
         # of _implicit_rank, by the peers it ranks (those of an "args" job and of an implicit
         # one differ while a live peer runs only the latter: both kinds' tasks hit it)
-        self._ranks: dict[tuple[frozenset[str], str, str], list[str]] = {}
+        # (one entry per set: each key holding its own set took ~5x the memory, review i I1)
+        self._ranks: dict[frozenset[str], dict[TaskKey, list[str]]] = {}
         # Tasks of jobs submitted here that `takes_first` counted in (-> when), until claimed
         self._promised: dict[TaskKey, float] = {}
         # Tasks waiting here for a slot that this peer comes first for, which another peer
@@ -1165,9 +1167,12 @@ class Scheduler:
         when a MEMBER event comes (its labels)."""
         peers = frozenset((*(p for p, i in self._runners(job).items()
                              if call in i.get("calls", ())), self.peer_id))
-        if len(self._ranks) >= FIRST_MEMO:
-            self._ranks = {}
-        ranked = self._ranks.get((peers, job, task))
+        ranks = self._ranks.get(peers)
+        if ranks is None or len(ranks) >= FIRST_MEMO:
+            if len(self._ranks) >= _RANKED_SETS:
+                self._ranks = {}
+            ranks = self._ranks[peers] = {}
+        ranked = ranks.get((job, task))
         if ranked is None:
             requires = self.workflow(job).task(task).requires if job in self.state.jobs else {}
             ranked = rendezvous(f"{job}/{task}", [
@@ -1180,7 +1185,7 @@ class Scheduler:
                 ranked.insert(0, submitted.origin)
             if not self._members_first(job):  # (its members take their shares at once)
                 ranked = self._home_first(job, ranked)
-            self._ranks[(peers, job, task)] = ranked
+            ranks[(job, task)] = ranked
         return ranked
 
     def _home_first(self, job: str, ranked: list[str]) -> list[str]:

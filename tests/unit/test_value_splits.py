@@ -341,5 +341,7 @@ async def test_implicit_ranks_of_jobs_of_both_split_kinds_are_remembered_apart(
             assert s._implicit_rank("ja", "echo", "ECHO") == ranked[0]
             assert s._implicit_rank(ji, "e", "ECHO") == ranked[1]
         assert hashed == []
+        assert sorted(map(sorted, s._ranks)) == [["p0", "p1"], ["p0", "p1", "p2"]]  # (a set
+        # once, not in each task's key: review i, I1)
     finally:
         await m.close()
