@@ -247,7 +247,12 @@ def _input(kind: str, p: Mapping[str, Any]) -> str | None:
     it, and the scheduler reads the payload's `input` as it came (a split without it failed
     its task on every peer, review h H0; "" is no CID)."""
     v = p.get("input", _MISSING)
-    return None if v is None else _check_str(kind, "input", v, 1, MAX_CID_CHARS)
+    if v is None:
+        return None
+    if not _is_str(v, 1, MAX_CID_CHARS):
+        raise _bad(kind, "input", f"null (no input) or a CID's text of 1 to {MAX_CID_CHARS} "
+                   "characters", v)
+    return str(v)
 
 
 def _int(kind: str, p: Mapping[str, Any], name: str, hi: int = MAX_COUNT, lo: int = 0) -> int:

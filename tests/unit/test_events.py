@@ -299,14 +299,16 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.TASK_SPLIT, _with(T.TASK_SPLIT, chunks=[[["a", CID]], [["b"]]]), "payload.chunks[1][0]",
      "expected [relpath, cid], got ['b']"),
     (T.TASK_SPLIT, _with(T.TASK_SPLIT, input="c" * 257), "payload.input",
-     "expected a string of 1 to 256 characters, got a string of 257 characters"),
+     "expected null (no input) or a CID's text of 1 to 256 characters, got a string of 257 "
+     "characters"),
     (T.TASK_SPLIT, _with(T.TASK_SPLIT, chunks=[[["a", ""]]]), "payload.chunks[0][0]",
      "expected [relpath, cid], got ['a', '']"),
     # every release wrote `input` (null for none); the scheduler reads it as it came (H0)
     (T.TASK_SPLIT, _without(VALID[T.TASK_SPLIT], "input"), "payload.input",
-     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+     "expected null (no input) or a CID's text of 1 to 256 characters, got nothing (the field "
+     "is missing)"),
     (T.TASK_SPLIT, _with(T.TASK_SPLIT, input=""), "payload.input",
-     "expected a string of 1 to 256 characters, got ''"),
+     "expected null (no input) or a CID's text of 1 to 256 characters, got ''"),
     # CLAIM
     (T.CLAIM, _without(CHUNK, "task"), "payload.task",
      "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
@@ -423,7 +425,8 @@ INVALID: list[tuple[EventType, dict[str, Any], str, str]] = [
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "sizes"), "payload.sizes",
      "expected a list of at most 1000000 items, got nothing (the field is missing)"),
     (T.TASK_SPLIT_REF, _without(VALID[T.TASK_SPLIT_REF], "input"), "payload.input",
-     "expected a string of 1 to 256 characters, got nothing (the field is missing)"),
+     "expected null (no input) or a CID's text of 1 to 256 characters, got nothing (the field "
+     "is missing)"),
     # IPNS_RECORD
     (T.IPNS_RECORD, _without(VALID[T.IPNS_RECORD], "record"), "payload.record",
      "expected a string of 1 to 14000 characters, got nothing (the field is missing)"),
