@@ -12,7 +12,7 @@ import pytest
 
 from peer.config import PeerConfig
 from peer.jobs.claims import task_status
-from peer.log import EventType
+from peer.log import Event, EventType
 from peer.node import Node
 from tests.unit.api_client import api_client
 
@@ -92,6 +92,36 @@ async def test_a_stored_job_naming_a_truncated_digest_fails_and_the_rest_is_kept
             tasks = {t["name"]: t for t in (await r.json())["tasks"]}
             assert (tasks["src"]["state"], tasks["e"]["state"]) == ("done", "failed")
             assert tasks["e"]["error"] == why
+    finally:
+        node.flush()
+        node.log.close()
+
+
+async def test_a_peers_job_naming_a_truncated_digest_is_kept_and_leaves_no_gap(
+        tmp_path: Path) -> None:
+    """(Session 42, review h H1.) A JOB_SUBMITTED naming a source's CID only an earlier
+    release took, received from a peer (one that upgraded relays what it stored), is kept
+    as a stored one is: refusing it left a permanent gap in its origin's stream here, every
+    later event of that origin held past it. The origin's next event is folded; the task
+    fails naming the CID."""
+    peer = "peer0000000000000042"  # another peer (never live here)
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    node.listeners.clear()
+    try:
+        hlc = node.hlc.now()
+        old = Event(peer, 1, hlc, EventType.JOB_SUBMITTED,
+                    {"job": "j1", "workflow": _source_and_echo(SHORT)})
+        later = Event(peer, 2, hlc + 1, EventType.JOB_SUBMITTED,
+                      {"job": "j3", "workflow": {"name": "y",
+                                                 "tasks": [{"name": "src", "cid": GOOD}]}})
+        assert node.merge([old, later]) == [old, later]
+        assert node.heads()[peer] == 2 and sorted(node.state.jobs) == ["j1", "j3"]
+        node.scheduler.recover()  # (the node is not started: its tasks looked at now)
+        node.scheduler.step()
+        assert task_status(node.state, "j1", "src", node.cfg.max_attempts) == "failed"
+        [error] = [f.payload["error"] for f in
+                   node.state.chunk("j1", "src", 0).failures.values()]
+        assert SHORT in error and "earlier release" in error
     finally:
         node.flush()
         node.log.close()
