@@ -411,10 +411,10 @@ class Executor:
         timeout = self.cfg.default_timeout_s if timeout_s is None else timeout_s
         if not timeout > 0:
             raise ValueError("timeout_s must be positive")
-        data = pickle.dumps(payload, _PICKLE)
-        if not self.slots:
+        if not self.slots:  # (first: no pickle made for a run that fails at once)
             return self._unrunnable()
-        job = _Job(key, target, data, timeout, on_message, loop.create_future())
+        job = _Job(key, target, pickle.dumps(payload, _PICKLE), timeout, on_message,
+                   loop.create_future())
         self._jobs[key] = job
         self._queue.append(job)
         self._dispatch()
