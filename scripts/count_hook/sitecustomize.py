@@ -129,20 +129,17 @@ def _timings() -> None:
     from peer.log import door, signing, sqlite
     from peer.mesh import gossip
 
-    _timed(gossip, "decode_frame", "decode_frame")
-    _timed(gossip.Gossip, "_on_events", "on_events")
-    _timed(signing.MemberKeys, "accept", "keys_accept")
-    _timed(scheduler.Scheduler, "step", "sched_step")
-    _timed(catchup.CatchUp, "compact", "compact")
-    _timed(node.Node, "merge", "merge")
-    _timed(node.Node, "flush", "flush")
-    _timed(node.Node, "_synced", "synced")
-    _timed(sqlite.EventLog, "append", "append")
-    _timed(sqlite.EventLog, "sync", "sync")
-    _timed(door.Door, "admit", "door_admit")
-    _timed(door.Door, "fold", "door_fold")
-    _timed(inline.InlineBlocks, "_write_queued", "inline_write")
-    _timed(asyncio.BaseEventLoop, "_run_once", "loop_run_once")
+    for owner, name, key in (
+            (gossip, "decode_frame", "decode_frame"), (gossip.Gossip, "_on_events", "on_events"),
+            (signing.MemberKeys, "accept", "keys_accept"),
+            (scheduler.Scheduler, "step", "sched_step"), (catchup.CatchUp, "compact", "compact"),
+            (node.Node, "merge", "merge"), (node.Node, "flush", "flush"),
+            (node.Node, "_synced", "synced"), (sqlite.EventLog, "append", "append"),
+            (sqlite.EventLog, "sync", "sync"), (door.Door, "admit", "door_admit"),
+            (door.Door, "fold", "door_fold"),
+            (inline.InlineBlocks, "_write_queued", "inline_write"),
+            (asyncio.BaseEventLoop, "_run_once", "loop_run_once")):
+        _timed(owner, name, key)
     c = COUNTS
     _wrap(asyncio.BaseEventLoop, "call_soon_threadsafe",
           lambda self, *a, **kw: c.update(["loop_wakeup_threadsafe"]))
