@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cid as pycid
+import multibase
 import multihash
 
 from peer.errors import BadCID, IntegrityError, Unsupported
@@ -195,6 +196,39 @@ def cid_from_bytes(buf: bytes, *, lenient: bool = False) -> Cid:
     except Exception as exc:  # py-cid raises several unrelated types
         raise BadCID(f"invalid binary CID {buf[:40].hex()}: {exc}", field="cid") from exc
     return _from_py(made, buf[:40].hex(), lenient)
+
+
+def never_cid(s: str) -> str:
+    """Why text `s` names no CID whatever codecs and hash functions a parser knows ("" if it
+    may name one: a CID of a codec or hash function py-cid does not know is one). Its
+    structure: a CIDv0 (46 characters "Qm..." in base58btc: a sha2-256 multihash) or a
+    multibase text (py-multibase's bases) of a binary CID, version 1 (or a bare sha2-256
+    multihash), codec and multihash code and digest length as varints, then that many
+    bytes, nothing after; and what `parse_cid` refuses of any CID (`_MAX_CID_STRING`,
+    `_MAX_DIGEST_BYTES`, `_digest_flaw`: a truncated digest, which no release after c3c9d56
+    takes). Pure."""
+    if not s or len(s) > _MAX_CID_STRING:
+        return f"{len(s)} characters, not 1 to {_MAX_CID_STRING}"
+    try:
+        buf = bytes(multibase.decode("z" + s if len(s) == 46 and s.startswith("Qm") else s))
+    except Exception as exc:  # (py-multibase raises several unrelated types)
+        return f"not base58btc nor a multibase text ({str(exc)[:80]})"
+    try:
+        if len(buf) == 34 and buf[:2] == _SHA2_256_PREFIX:
+            return ""  # (a CIDv0's binary form)
+        version, pos = _varint_value(buf, 0)
+        _codec, pos = _varint_value(buf, pos)
+        code, pos = _varint_value(buf, pos)
+        length, pos = _varint_value(buf, pos)
+    except BadCID:
+        return "a varint cut short"
+    if version != 1:
+        return f"version {version}"
+    if length != len(buf) - pos:
+        return f"a digest of {len(buf) - pos} bytes where its multihash says {length}"
+    if length > _MAX_DIGEST_BYTES:
+        return f"a digest of {length} bytes, more than {_MAX_DIGEST_BYTES}"
+    return _digest_flaw(code, length)
 
 
 def _varint_at(buf: bytes, pos: int) -> int:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from peer.cids import never_cid
 from peer.errors import DataError, StoreError
 from peer.jsontext import compact, loads_within
 from peer.log.events import MAX_CLOCK, MAX_ID_CHARS, EventType
@@ -1206,13 +1207,15 @@ def _holds_back(row: Sequence[Any]) -> bool:
 
 
 def _names_no_cid(row: Sequence[Any]) -> bool:
-    """Is provider_index `row`'s cid a text that names no CID this release reads (PROVIDER_KINDS)?
-    A truncated digest an earlier release took (`parse_cid` refuses it since session 40),
-    or another text a member's PROVIDE named (release e418a64 wrote it). Every read leaves
-    such a row out and nothing writes one again (`JobIndex.put`: `_cids_only`): it would
-    stay for good, so `providers_sound`'s scan deletes it (what it provides, no read of
-    this release takes)."""
-    return type(row[0]) is str and row_fault(row[:1], PROVIDER_KINDS[:1]) is not None
+    """Is provider_index `row`'s cid a text that names no CID, whatever codecs and hash
+    functions a release knows (`never_cid`: not a CID by its structure, or a truncated
+    digest an earlier release took, which `parse_cid` refuses since session 40)? Another
+    text a member's PROVIDE named (release e418a64 wrote it), say. Every read leaves such a
+    row out and nothing writes one again (`JobIndex.put`: `_cids_only`): it would stay for
+    good, so `providers_sound`'s scan deletes it (what it provides, no read of any release
+    takes). A CID of a codec or hash function this py-cid does not know is left out of
+    reads and kept (review h, session 42, N2: a release that knows it reads it)."""
+    return type(row[0]) is str and bool(never_cid(row[0]))
 
 
 def _quiet(tag: str, row: Sequence[Any]) -> bool:

@@ -6,6 +6,7 @@ bare state, index and compactor."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -209,6 +210,38 @@ def test_provider_rows_of_no_cid_an_earlier_release_wrote_are_deleted_at_the_fir
     assert any("deleted the provider rows of 2 texts that name no CID" in r.getMessage()
                for r in caplog.records)
     assert n.index.providers_sound()
+
+
+# A CID of a hash function py-cid does not know (code 0x3ff0, a 32-byte digest): valid, and
+# what a later release (a later py-cid) may read
+UNKNOWN_HASH = "b" + base64.b32encode(b"\x01\x55\xf0\x7f\x20" + bytes(range(32))).decode(
+    ).lower().rstrip("=")
+
+
+def test_provider_rows_of_a_cid_of_an_unknown_hash_function_are_kept_left_out_of_reads(
+        tmp_path: Path, opened: list[Node], caplog: pytest.LogCaptureFixture) -> None:
+    """(Review h, session 42, N2.) The first pass deleted every provider row whose cid this
+    py-cid does not parse: a valid CID of a hash function it does not know was deleted for
+    good. Only the texts that are no CID by their structure (and truncated digests) are;
+    that row is left out of every read, holds no reaping back, and stays in the file."""
+    n, _ = _compacted(tmp_path, opened, jobs=1)
+    n.log.close()
+    db = sqlite3.connect(str(n.log.path))
+    db.executemany("INSERT INTO provider_index VALUES (?, ?)",
+                   [(UNKNOWN_HASH, A), (SHORT, A), ("hello", A)])
+    db.commit()
+    db.close()
+    n = _open(tmp_path / "a", opened, recent_tasks=0)
+    with caplog.at_level(logging.WARNING):
+        n.catchup.compact()
+    assert n.index.providers_sound() and n.index.providers_of(UNKNOWN_HASH) is None
+    assert _provider_rows(n, UNKNOWN_HASH) == {A}
+    assert not _provider_rows(n, SHORT) and not _provider_rows(n, "hello")
+    assert any("deleted the provider rows of 2 texts that name no CID" in r.getMessage()
+               for r in caplog.records)
+    served = [r for t, rows in raw_rows(n.log.db, left_out=n.index.left_out) if t == "p"
+              for r in rows]
+    assert served == [(_cid("out0"), A)]
 
 
 def test_a_restart_keeps_what_was_deleted_deleted(tmp_path: Path, opened: list[Node]) -> None:

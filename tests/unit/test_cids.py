@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import cid as pycid
@@ -162,3 +163,47 @@ def test_the_reviews_short_cid_and_its_v0_form_are_refused_identity_kept() -> No
     assert parse_cid(str(md5)) == md5
     with pytest.raises(BadCID, match="its digest is 16 bytes, under the 20 required"):
         parse_cid(str(Cid(1, cids.RAW, b"\xd5\x01\x10" + bytes(16))))
+
+
+def _v1(codec: int, code: int, digest: bytes, version: int = 1) -> str:
+    """The base32 text of a binary CID made field by field (any codec or hash code)."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes([*out, n])
+    raw = varint(version) + varint(codec) + varint(code) + varint(len(digest)) + digest
+    return "b" + base64.b32encode(raw).decode().lower().rstrip("=")
+
+
+SHA = hashlib.sha256(b"x").digest()
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (str(cids.sha256_cid(b"x", cids.RAW, 1)), ""),
+    (str(cids.sha256_cid(b"x", cids.DAG_PB, 0)), ""),
+    (str(cids.sha256_cid(b"x", cids.RAW, 1)).upper(), ""),  # (base32upper: another base)
+    (_v1(0x55, 0x3FF0, SHA), ""),  # a hash function py-cid does not know
+    (_v1(0x7F, 0x12, SHA), ""),  # a codec py-cid does not know
+    (_v1(0x55, 0x1F, bytes(20)), ""),  # ... of Kubo's floor
+    (_v1(0x55, 0x00, b"inline"), ""),  # identity: any length
+    ("bafkreare2e", "its digest is 2 bytes, not the 32"),  # an earlier release's truncation
+    (_v1(0x55, 0x3FF0, bytes(10)), "under the 20 required"),
+    (_v1(0x55, 0x12, SHA, version=2), "version 2"),
+    (_v1(0x55, 0x12, SHA)[:-4], "where its multihash says 32"),
+    (_v1(0x55, 0x12, SHA) + "aaaa", "where its multihash says 32"),
+    (_v1(0x55, 0x00, bytes(129)), "more than 128"),
+    ("bafy", "a varint cut short"),
+    ("hello", "not base58btc nor a multibase text"),
+    ("Qm" + "0" * 44, "not base58btc"),  # ("0" is no base58 digit)
+    ("", "0 characters"),
+    ("b" + "a" * 600, "601 characters"),
+])
+def test_never_cid_tells_a_texts_structure_whatever_py_cid_knows(text: str, why: str) -> None:
+    """(Review h, session 42, N2.) What no release reads as a CID, by its structure
+    (multibase, varints, the digest as long as its multihash says) and the digests
+    `parse_cid` refuses for good; a CID of a codec or hash function py-cid does not know is
+    one (py-cid refuses it: a later py-cid may not)."""
+    got = cids.never_cid(text)
+    assert (got == "") if not why else (why in got), got
