@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from peer.errors import (
     BanzaiError,
@@ -49,9 +50,10 @@ MAX_RETRY_S = 320.0
 # (`EndListings`): one such fetch proves nothing (a peer's bytes, unverified), but a listing
 # that no peer ever serves within the bound cost each peer up to ~68 MiB from each peer
 # serving it at every try, for as long as the job was held (review e, session 41, E9).
-# With the back-off, the tries are 0, 5, 15 and 35 s after the first: an honest provider
-# away longer than that leaves the listing refused for that JOB_ENDED until a restart or
-# another JOB_ENDED (review h, H5: the count is not per set of peers tried).
+# With the back-off, the tries are 0, 5, 15 and 35 s after the first. The refusal holds
+# MAX_RETRY_S, then one more fetch is made (refused again at once if it is too large): at
+# most one fetch per MAX_RETRY_S, and a listing an honest provider serves again is read
+# within MAX_RETRY_S of its coming back, not at the next restart (review h, session 42, H5)
 MAX_TOO_LARGE_FETCHES = 4
 # The most bytes of JSON of the listings read but not admitted yet whose bodies `EndListings`
 # keeps, all together (a body takes about three times its JSON's bytes as objects: a 30 MB
@@ -174,6 +176,14 @@ def listing_body(ev: Event, listed: Any) -> JobEnded:
     return replace(body, listing=str(ev.payload["listing"]))
 
 
+class Refusal(NamedTuple):
+    """Why `EndListings` refuses a listing for a JOB_ENDED, and until when."""
+
+    event: tuple[str, int]  # the JOB_ENDED's id
+    why: str
+    until_s: float = math.inf  # (its clock) for good, or a fetch's (MAX_RETRY_S later)
+
+
 @dataclass
 class Unadmitted:
     """A listing `EndListings` read that `end_refusal` does not admit yet."""
@@ -195,13 +205,13 @@ class EndListings:
     (e.g. an OSError reading it, or this store's error: a corrupt block not repaired, a full
     disk; logged once) is tried again after RETRY_S, 2 × RETRY_S ... up to MAX_RETRY_S
     (`clock`), and counted by `waiting_long` meanwhile; once its fetches found it too large
-    MAX_TOO_LARGE_FETCHES times for the same JOB_ENDED, it is refused (as below). One
+    MAX_TOO_LARGE_FETCHES times for the same JOB_ENDED, it is refused (as below) for
+    MAX_RETRY_S, then fetched once more (refused again if too large, logged once). One
     read but not admitted yet (`end_refusal`: e.g. an output of a member whose JOB_MEMBERS
     is not here yet) is kept read (its body while the bodies kept hold at most
     MAX_KEPT_BYTES of JSON) and asked again once what `end_refusal` reads of its job grew
     (`end_inputs`), folded at the first step that admits it. One refused (too large as
-    stored here or fetched too large for good, not JSON, not a listing, or naming what no
-    later event can admit:
+    stored here, not JSON, not a listing, or naming what no later event can admit:
     `end_flaw`; hostile input) is logged once, naming the job and the CID, and not read
     again for that JOB_ENDED (another one naming it is checked anew: the verdict depends on
     the event too; a restart reads it once more): the job stays as before (in memory,
@@ -221,8 +231,7 @@ class EndListings:
         self.max_bytes = max_bytes
         self.clock = clock
         # Each of these while a job wants the listing, by (job, listing CID):
-        self.refused: dict[tuple[str, str], tuple[tuple[str, int], str]] = {}  # -> (the
-        # JOB_ENDED's id, why): for good, for that event
+        self.refused: dict[tuple[str, str], Refusal] = {}  # for that JOB_ENDED
         self.since: dict[tuple[str, str], float] = {}  # -> (the clock) when first tried
         self.read: dict[tuple[str, str], Unadmitted] = {}  # read, not admitted yet
         self.waits: dict[tuple[str, str], tuple[float, float]] = {}  # failed: (the clock
@@ -275,9 +284,10 @@ class EndListings:
         if ev is None or self.state.unlisted(job) != cid:
             return
         if (refused := self.refused.get((job, cid))) is not None:
-            if refused[0] == ev.id:
+            if refused.event == ev.id and self.clock() < refused.until_s:
                 return
-            del self.refused[(job, cid)]  # (another JOB_ENDED's: this one is checked anew)
+            del self.refused[(job, cid)]  # (another JOB_ENDED's: this one is checked anew;
+            # or its fetches' refusal ended: one more fetch)
         self.since.setdefault((job, cid), self.clock())
         got = self.read.get((job, cid))
         if got is not None and got.event != ev.id:
@@ -311,7 +321,8 @@ class EndListings:
         """`ev`'s body with listing `cid` and its size, fetched here (at most about
         `max_bytes`) and read (`read_listing`); None if it is not here (tried again after a
         back-off: also if a fetch found it too large, a peer's unverified bytes, fewer than
-        MAX_TOO_LARGE_FETCHES times for `ev`) or refused (for good, for `ev`: logged once;
+        MAX_TOO_LARGE_FETCHES times for `ev`) or refused (for `ev`: for good, or MAX_RETRY_S
+        from a fetch that found it too large as often as that; logged once;
         STORE_CONDITIONS are raised, for `step` to back it off: the same listing may read
         well once the store can)."""
         try:
@@ -319,7 +330,11 @@ class EndListings:
                 try:  # (its CAR: the listing's blocks, each with a few dozen bytes of framing)
                     await self.fetch([cid], max_bytes=self.max_bytes + (self.max_bytes >> 4))
                 except TooLarge as e:  # (not proof: `read_listing`'s of stored bytes is)
-                    raise self._too_large(job, cid, ev, e) from None
+                    if (n := self._too_large(job, cid, ev)) < MAX_TOO_LARGE_FETCHES:
+                        raise NotFound(e.message) from None
+                    self._refuse(job, cid, ev, f"{n} fetches found it too large "
+                                 f"({e.message})", MAX_RETRY_S, n > MAX_TOO_LARGE_FETCHES)
+                    return None
             return await asyncio.to_thread(read_listing, self.store, ev, self.max_bytes)
         except NotFound as e:
             log.info("job %s: the listing %s of its JOB_ENDED is not here yet: %s (tried "
@@ -327,22 +342,29 @@ class EndListings:
         except STORE_CONDITIONS:  # (this store's, not the listing's: `step` backs it off)
             raise
         except BanzaiError as e:
-            self.refused[(job, cid)] = (ev.id, e.message)
-            self.since.pop((job, cid), None)
-            log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
-                        "stays in memory, ended, no record made of it)", job, cid, e.message)
+            self._refuse(job, cid, ev, e.message)
         return None
 
-    def _too_large(self, job: str, cid: str, ev: Event, e: TooLarge) -> BanzaiError:
-        """What a fetch of listing `cid` of `job` that found it too large (`e`) makes of it
-        for JOB_ENDED `ev`: NotFound (backed off as not served) until it is the
-        MAX_TOO_LARGE_FETCHES-th such fetch for `ev`, then `e` (refused)."""
+    def _refuse(self, job: str, cid: str, ev: Event, why: str, for_s: float = math.inf,
+                again: bool = False) -> None:
+        """Refuse listing `cid` of `job` for JOB_ENDED `ev`, for good or `for_s` (a fetch's
+        verdict: then backed off at MAX_RETRY_S), logged unless `again` (refused so before)."""
+        self.refused[(job, cid)] = Refusal(ev.id, why, self.clock() + for_s)
+        self.since.pop((job, cid), None)
+        if for_s < math.inf:
+            self.waits[(job, cid)] = (self.clock() + for_s, MAX_RETRY_S)
+        if not again:
+            log.warning("job %s: the listing %s of its JOB_ENDED is refused: %s (the job "
+                        "stays in memory, ended, no record made of it%s)", job, cid, why,
+                        f"; fetched again every {for_s:.0f} s" if for_s < math.inf else "")
+
+    def _too_large(self, job: str, cid: str, ev: Event) -> int:
+        """Count a fetch of listing `cid` of `job` that found it too large for JOB_ENDED
+        `ev`; how many did so far (refused from MAX_TOO_LARGE_FETCHES on)."""
         held = self.too_large.get((job, cid))
         n = held[1] + 1 if held is not None and held[0] == ev.id else 1
         self.too_large[(job, cid)] = (ev.id, n)
-        if n < MAX_TOO_LARGE_FETCHES:
-            return NotFound(e.message)
-        return TooLarge(f"{n} fetches found it too large ({e.message})")
+        return n
 
     def _back_off(self, job: str, cid: str) -> float:
         """Skip listing `cid` of `job` until its next try: RETRY_S from now, twice its last

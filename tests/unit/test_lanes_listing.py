@@ -343,14 +343,17 @@ async def test_a_listing_is_fetched_within_its_bound_and_not_served_backs_off(
         node.log.close()
 
 
-async def test_a_listing_fetched_too_large_again_and_again_is_refused_for_its_job_ended(
+async def test_a_listing_fetched_too_large_again_and_again_is_refused_a_while_at_a_time(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """(Review e, session 41, E9.) A fetch's TooLarge counts the bytes a peer sent before
     they are verified: no proof, backed off as not served (review d, session 40, finding 3),
     but it was never refused: each peer fetched up to ~68 MiB from each peer serving it
     every ~5 minutes for as long as the job was held. After MAX_TOO_LARGE_FETCHES such
     fetches for one JOB_ENDED it is refused (logged once, in /api/health's
-    listings_refused) and fetched no more; another JOB_ENDED naming it counts anew."""
+    listings_refused). (Review h, session 42, H5.) It stayed refused until a restart, even
+    once an honest provider came back: the refusal holds MAX_RETRY_S, then one more fetch
+    is made (at most one per MAX_RETRY_S: E9's bound), and the listing an honest provider
+    serves again is folded at the next. Another JOB_ENDED naming it counts anew."""
     node = _node(tmp_path)
     try:
         raw = json.dumps({"outputs": OUTPUTS, "producers": PRODUCERS}).encode()
@@ -358,24 +361,28 @@ async def test_a_listing_fetched_too_large_again_and_again_is_refused_for_its_jo
         _ended(node, outputs={}, producers={}, listing=cid)
         node.catchup.compact()
         tried: list[float] = []
+        honest = False
 
         async def fetch(cids: Any, max_bytes: int = 0) -> None:
             clock = node.end_listings.clock
             assert isinstance(clock, FakeClock)
             tried.append(clock())
-            raise TooLarge(f"{cid}: a CAR of more than {max_bytes} bytes")
+            if not honest:
+                raise TooLarge(f"{cid}: a CAR of more than {max_bytes} bytes")
+            assert node.store.add_bytes(raw, 1) == cid
 
         node.end_listings.fetch = fetch
         caplog.set_level(logging.INFO, logger="peer.jobs.ending")
         await node.end_listings.step()
         for _ in range(int(3600 / RETRY_S)):  # (a step every RETRY_S for an hour)
             await _later(node, RETRY_S)
-        assert len(tried) == MAX_TOO_LARGE_FETCHES == 4
-        assert [b - a for a, b in itertools.pairwise(tried)] == [RETRY_S, 2 * RETRY_S,
-                                                                 4 * RETRY_S]
+            health = node.lanes_health()
+            if len(tried) >= MAX_TOO_LARGE_FETCHES:
+                assert (health["listings_refused"], health["listings_waiting"]) == (1, 0)
+        gaps = [b - a for a, b in itertools.pairwise(tried)]
+        assert gaps[:3] == [RETRY_S, 2 * RETRY_S, 4 * RETRY_S]
+        assert gaps[3:] == [MAX_RETRY_S] * int((3600 - 35) // MAX_RETRY_S)
         assert node.end_listings.refused[(JOB, cid)][0] == (OTHER, 2)
-        health = node.lanes_health()
-        assert (health["listings_refused"], health["listings_waiting"]) == (1, 0)
         lines = [r.getMessage() for r in caplog.records
                  if r.name == "peer.jobs.ending" and "refused" in r.getMessage()]
         assert len(lines) == 1 and cid in lines[0] and "4 fetches found it too large" in \
@@ -385,8 +392,22 @@ async def test_a_listing_fetched_too_large_again_and_again_is_refused_for_its_jo
             "job": JOB, "state": "done", "n_tasks": len(TASKS), "end": END - (1 << 16),
             "outputs": {}, "producers": {}, "failed": {}, "digest": "0" * 32,
             "listing": cid}))  # (wins the job: read anew)
-        await _later(node, RETRY_S)
-        assert len(tried) == MAX_TOO_LARGE_FETCHES + 1 and not node.end_listings.refused
+        n = len(tried)
+        await _later(node, MAX_RETRY_S)
+        assert len(tried) == n + 1 and not node.end_listings.refused
+        for _ in range(2):  # (counted anew: refused at the 4th again)
+            await _later(node, MAX_RETRY_S)
+        assert not node.end_listings.refused and len(tried) == n + 3
+        await _later(node, MAX_RETRY_S)
+        assert node.end_listings.refused and len(tried) == n + 4
+        honest = True  # (an honest provider is back)
+        steps = 0
+        while JOB not in node.state.listed:
+            await _later(node, RETRY_S)
+            steps += 1
+        assert steps * RETRY_S == MAX_RETRY_S and len(tried) == n + 5
+        assert not node.end_listings.refused
+        assert node.lanes_health()["listings_refused"] == 0
     finally:
         node.log.close()
 
