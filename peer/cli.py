@@ -211,8 +211,10 @@ async def cmd_pin(c: Client, a: argparse.Namespace) -> int:
         raise CliError(f"pin {a.action}: give at least one CID", 2)
     q = "&".join(f"arg={cid}" for cid in a.cids)
     r = await c.call("POST", f"/api/v0/pin/{a.action}?{q}")
+    notes = r.get("Notes", {})  # (pin rm of a pin an earlier release made: why it is taken)
     for cid in r["Pins"]:
-        out.print(f"{'pinned' if a.action == 'add' else 'unpinned'} {cid}")
+        out.print(f"{'pinned' if a.action == 'add' else 'unpinned'} {cid}"
+                  + (f" ({notes[cid]})" if cid in notes else ""))
     return 0
 
 

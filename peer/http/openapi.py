@@ -32,7 +32,8 @@ _KUBO_RPC = {
     "add": "add files/directories (multipart) -> ndjson {Name, Hash, Size}",
     "cat": "file bytes (arg, offset, length)",
     "pin/add": "pin recursively (arg)", "pin/ls": "list pins {Keys}",
-    "pin/rm": "unpin (arg) {Pins}; an error if not pinned",
+    "pin/rm": "unpin (arg) {Pins}, {Notes: {cid: why}} for pins an earlier release made "
+              "under a CID refused now; an error if not pinned",
     "repo/gc": "collect unpinned blocks -> ndjson {Key: {/: cid}}",
     "dag/put": "store nodes (multipart; input-codec, store-codec, pin) -> ndjson {Cid}; "
                "non-canonical DAG-CBOR is refused",

@@ -582,11 +582,12 @@ class EmbeddedStore:
             self._durable(parsed)
             self._pins.add_many(parsed)
 
-    def unpin(self, cid: str) -> None:
+    def unpin(self, cid: str, *, lenient: bool = False) -> None:
         """Remove a pin (and its explicit mark), a file or a row of the inline pack;
         NotFound if `cid` was not pinned. StoreError if the pack cannot be read or written
-        while it may hold the pin (a file pin removed meanwhile stays removed)."""
-        c = parse_cid(cid)
+        while it may hold the pin (a file pin removed meanwhile stays removed). `lenient`:
+        `cid` is read as `parse_cid`'s lenient reading (one of `earlier_pins`), to remove it."""
+        c = parse_cid(cid, lenient=lenient)
         try:
             self._pins.remove(c)
             filed = True
@@ -612,6 +613,12 @@ class EmbeddedStore:
         reaches (`_roots`, which logs it)."""
         return [str(c) for c in self._pin_list() if not digest_flaw(c)]
 
+    def earlier_pins(self) -> dict[str, str]:
+        """The pins `pins` leaves out (an earlier release's, under a CID whose digest
+        `parse_cid` refuses now), each with why (`digest_flaw`); `unpin(lenient=True)`
+        removes one."""
+        return {str(c): why for c in self._pin_list() if (why := digest_flaw(c))}
+
     def _pin_list(self) -> list[Cid]:
         """Every pin, as files (pins/) and in the inline pack, once each, sorted by text; an
         earlier release's under a truncated digest too (`lenient`)."""
@@ -626,7 +633,7 @@ class EmbeddedStore:
         """gc's roots among the pins: every one (`_pin_list`). One an earlier release made
         under a truncated digest is logged once (a warning naming it) the first time: kept
         with what it reaches, but not listed (`pins`) nor readable; removing its file (or
-        inline pack row) lets gc collect it."""
+        inline pack row: `pin rm`, `earlier_pins`) lets gc collect it."""
         pins = self._pin_list()
         for c in pins:
             why = digest_flaw(c)
@@ -635,8 +642,8 @@ class EmbeddedStore:
                 filed = self._pins.dir / str(c)
                 log.warning("pin %s (%s) was made by an earlier release, which took its CID "
                             "(%s): gc keeps it and what it reaches, but it is not listed and "
-                            "its blocks cannot be read here; delete that file (or row) to let "
-                            "gc collect them", c, filed if filed.exists() else
+                            "its blocks cannot be read here; `banzai pin rm` of it lets gc "
+                            "collect them", c, filed if filed.exists() else
                             f"a row of the pins table of {self.blocks.pack.path}", why)
         return pins
 

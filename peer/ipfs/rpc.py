@@ -35,6 +35,7 @@ from peer import __version__, jsontext
 from peer.dataentry import remove_tree
 from peer.errors import (
     ArgError,
+    BadCID,
     BadDag,
     BanzaiError,
     Forbidden,
@@ -581,29 +582,52 @@ class KuboRpc:
         return cids
 
     async def pin_rm(self, request: web.Request) -> web.StreamResponse:
-        """`ipfs pin rm`: remove recursive pins -> {"Pins": [cid...]}; Kubo's error for an arg
-        that is not pinned (then nothing is unpinned). The blocks go at the next gc."""
+        """`ipfs pin rm`: remove recursive pins -> {"Pins": [cid...]}, and {"Notes": {cid:
+        why}} for the pins an earlier release made under a CID refused now (`_earlier_pin`:
+        not Kubo's); Kubo's error for an arg that is not pinned (then nothing is unpinned).
+        The blocks go at the next gc."""
         flag(request, "recursive", True)
         targets = args(request, "ipfs-path")
         await self.settle()  # else a pin written after this unpin would undo it
-        removed = await asyncio.to_thread(self._unpin_all, targets)
+        removed, notes = await asyncio.to_thread(self._unpin_all, targets)
         if self.on_removed is not None:
             self.on_removed(removed)
-        return web.json_response({"Pins": removed}, headers={"Vary": "Origin"})
+        body: dict[str, Any] = {"Pins": removed, **({"Notes": notes} if notes else {})}
+        return web.json_response(body, headers={"Vary": "Origin"})
 
-    def _unpin_all(self, targets: list[str]) -> list[str]:
+    def _unpin_all(self, targets: list[str]) -> tuple[list[str], dict[str, str]]:
         pinned = set(self.store.pins())
-        cids = []
+        cids, notes = [], {}
         for arg in targets:
-            root, rest = split_path(arg)
+            try:
+                root, rest = split_path(arg)
+            except BadCID as e:
+                cid, why = self._earlier_pin(arg, e)
+                notes[cid] = (f"pinned by an earlier release under a CID refused now ({why}): "
+                              "unpinned, its blocks go at the next gc")
+                cids.append(cid)
+                continue
             cid = self.store.resolve(root, rest) if rest else str(parse_cid(root))
             if cid not in pinned:
                 raise NotFound(NOT_PINNED, field="arg")
             cids.append(cid)
         for cid in dict.fromkeys(cids):
             with contextlib.suppress(NotFound):  # unpinned meanwhile
-                self.store.unpin(cid)
-        return list(dict.fromkeys(cids))
+                self.store.unpin(cid, lenient=cid in notes)
+        return list(dict.fromkeys(cids)), notes
+
+    def _earlier_pin(self, arg: str, error: BadCID) -> tuple[str, str]:
+        """`arg` (a CID, or /ipfs/ and a CID) as one of the pins an earlier release made
+        under a CID `parse_cid` refuses now (`Store.earlier_pins`: nothing else can remove
+        them), and why it is refused; else `error` (the strict parse's) is raised."""
+        try:
+            cid = str(parse_cid(arg.strip().removeprefix("/ipfs/").strip("/"), lenient=True))
+        except BadCID:
+            raise error from None
+        why = self.store.earlier_pins().get(cid)
+        if why is None:
+            raise error
+        return cid, why
 
     async def repo_gc(self, request: web.Request) -> web.StreamResponse:
         """`ipfs repo gc`: one {"Key": {"/": cid}} line per removed block (CIDv1 raw, as Kubo),

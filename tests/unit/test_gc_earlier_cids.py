@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from peer.cids import RAW, Cid, sha256_cid
+from peer.cids import RAW, Cid, parse_cid, sha256_cid
 from peer.errors import BadCID
-from peer.ipfs import EmbeddedStore, dagpb, ipld
+from peer.ipfs import EmbeddedStore, dagpb, ipld, rpc
 
 NODE_CODECS = ("dag-pb", ipld.DAG_CBOR, ipld.DAG_JSON)
 
@@ -133,3 +135,46 @@ def test_gc_goes_on_past_a_pinned_or_rooted_block_that_is_no_dag_pb(
     _pin_file(store, nc)
     assert store.gc(roots=[] if short else [str(bc)]).removed == (str(lc),)
     assert all(store.blocks.has(c) for c in (bc, kc, nc))
+
+
+async def test_pin_rm_takes_a_pin_an_earlier_release_made_under_a_truncated_digest(
+        store: EmbeddedStore, aiohttp_client: Any) -> None:
+    """(Review c, session 42, C4.) Such a pin (a file, a user's explicit mark, an inline pack
+    row) could not be removed but by deleting its file or row: `pin rm` parsed strictly.
+    It takes exactly such a CID leniently, saying why in its answer (`Notes`), and gc then
+    collects its block. Any other CID it refuses as before, naming what is wrong: one of a
+    truncated digest that is not pinned, a text that is no CID (nothing unpinned then)."""
+    filed, packed = b"pinned under a truncated CID", b"an inline output, truncated"
+    cf, cp = _short(filed), _short(packed)
+    _put(store, {cf: filed})
+    _pin_file(store, cf)
+    (store.root / "pins-explicit" / str(cf)).touch()
+    store.blocks.pack.keep({cp.key: packed}, [str(cp)])
+    kept = store.add_bytes(b"pinned today", 1)
+    store.pin(kept)
+    assert store.earlier_pins() == {str(c): "its digest is 20 bytes, not the 32 of its hash "
+                                    "function" for c in (cf, cp)}
+    removed: list[list[str]] = []
+    app = web.Application()
+    rpc.add_routes(app, store, on_removed=removed.append)
+    client = await aiohttp_client(app)
+    for bad, what in [("bafkreare2e", "'bafkreare2e': its digest is 2 bytes, not the 32"),
+                      ("hello", "invalid CID 'hello'")]:
+        r = await client.post("/api/v0/pin/rm", params=[("arg", str(cf)), ("arg", bad)])
+        assert r.status == 400 and what in (await r.json())["Message"], await r.text()
+    assert set(store.earlier_pins()) == {str(cf), str(cp)} and not removed
+    r = await client.post("/api/v0/pin/rm", params=[("arg", f"/ipfs/{cf}"), ("arg", kept)])
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["Pins"] == [str(cf), kept] and list(body["Notes"]) == [str(cf)]
+    assert "pinned by an earlier release under a CID refused now (its digest is 20 bytes, " \
+        "not the 32 of its hash function)" in body["Notes"][str(cf)]
+    r = await client.post("/api/v0/pin/rm", params={"arg": str(cp)})
+    assert r.status == 200 and (await r.json())["Pins"] == [str(cp)]
+    assert removed == [[str(cf), kept], [str(cp)]]
+    assert store.earlier_pins() == {} and store.pins() == []
+    assert not (store.root / "pins-explicit" / str(cf)).exists()
+    assert sorted(store.gc().removed) == sorted(str(Cid(1, RAW, c.multihash))
+                                                for c in (cf, cp, parse_cid(kept)))
+    r = await client.post("/api/v0/pin/rm", params={"arg": str(cf)})  # (no pin of it now)
+    assert r.status == 400 and "its digest is 20 bytes" in (await r.json())["Message"]
