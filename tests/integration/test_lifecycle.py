@@ -5,6 +5,7 @@ each shared by its tests (periodic cycles off: every cycle here is a `banzai gc`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.cids import RAW, Cid
 from peer.ipfs import EmbeddedStore
 from tests.conftest import PeerProc
 from tests.helpers import JsonApi, launch, multipart, stop
@@ -108,6 +110,43 @@ def test_pin_rm_then_gc_frees_the_bytes_and_the_cid_is_gone(peer: PeerProc,
     again = banzai("pin", "rm", cid, peer=peer)  # Kubo's answer: not pinned
     assert again.returncode == 2 and "not pinned or pinned indirectly" in again.stderr
     no_traceback(again)
+
+
+def test_pin_rm_removes_a_pin_an_earlier_release_made_under_a_truncated_digest(
+        tmp_path: Path) -> None:
+    """(Review c, session 42, C4.) A data dir where an earlier release pinned a block under
+    a CID whose digest is shorter than its hash function's (taken before c3c9d56): that pin
+    was listed nowhere and `banzai pin rm` refused its CID, so its blocks stayed for good.
+    `pin rm` takes it, saying why, and `gc` frees the block; any other bad CID is refused
+    as before, naming what is wrong."""
+    data = tmp_path / "p0"
+    old = EmbeddedStore(data / "store")  # (as that release wrote it: the block, a pin file)
+    block = b"pinned by an earlier release " + uuid.uuid4().bytes
+    short = Cid(1, RAW, bytes([0x12, 20]) + hashlib.sha256(block).digest()[:20])
+    old.blocks.begin()
+    old.blocks.put_trusted(short, block)
+    old.blocks.sync()
+    (old.root / "pins" / str(short)).touch()
+    p = launch(data, *ON_DEMAND, "--mesh-name", f"lc-{uuid.uuid4().hex[:12]}")
+    try:
+        bad = banzai("pin", "rm", "bafkreare2e", peer=p)  # (pinned nowhere)
+        assert bad.returncode == 2 and "invalid CID 'bafkreare2e': its digest is 2 bytes, " \
+            "not the 32 of its hash function" in bad.stderr, bad.stderr
+        no_traceback(bad)
+        assert str(short) not in banzai("pin", "ls", peer=p).stdout
+        r = banzai("pin", "rm", str(short), peer=p)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == (
+            f"unpinned {short} (pinned by an earlier release under a CID refused now (its "
+            "digest is 20 bytes, not the 32 of its hash function): unpinned, its blocks go at "
+            "the next gc)"), r.stdout
+        assert gc(p) == (1, len(block))
+        assert not store(p).blocks.has(short)
+        again = banzai("pin", "rm", str(short), peer=p)
+        assert again.returncode == 2 and "its digest is 20 bytes" in again.stderr
+        no_traceback(again)
+    finally:
+        stop(p)
 
 
 def test_kubo_rpc_pin_rm_and_repo_gc(peer: PeerProc) -> None:
