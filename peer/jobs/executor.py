@@ -1390,11 +1390,11 @@ class _Fd:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._file = _file_of(fd)
+        self.file = _file_of(fd)
 
     def ours(self) -> bool:
         """True while the number still names the file it named at the start."""
-        return self._file is not None and _file_of(self.fd) == self._file
+        return self.file is not None and _file_of(self.fd) == self.file
 
 
 def _file_of(fd: int) -> tuple[int, int] | None:
@@ -1436,8 +1436,8 @@ def _setup_worker(spec: _Spec, requests: _Fd) -> _Wakeup:
     wakeup = _Wakeup(wakeup_w)
     os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # lets `finally` blocks run
-    threading.Thread(target=_watch, args=(_Fd(_private_dup(requests.fd)), _Fd(wakeups)),
-                     daemon=True).start()
+    threading.Thread(target=_watch, args=(_Fd(_private_dup(requests.fd)), _Fd(wakeups),
+                                          wakeup_w), daemon=True).start()
     os.environ.pop(SAFE_PATH, None)  # the forkserver's (`_safe_path`); spec.env has ours
     os.environ.update(spec.env)
     # Started as a daemon so the parent's atexit kills it; let targets start processes.
@@ -1461,43 +1461,79 @@ def _private_dup(fd: int) -> int:
 _WATCH_FD_MIN = 200
 
 
-def _watch(requests: _Fd, wakeups: _Fd) -> None:
-    """The worker's watcher thread. Exits the worker as soon as the daemon's end of the request pipe
-    closes (the daemon died; not PR_SET_PDEATHSIG: our parent is the forkserver, which outlives
-    the daemon while any worker lives), seen on `requests`, its own copy of the pipe's read end
-    (`_private_dup`). If its task closed even that copy (closerange), the daemon is watched no
-    more, and the run goes on (looked at every _FDS_CHECK_S, since a poll started before the
-    close goes on waiting on the pipe; review h, H2: killing the run would fail its task on
-    every attempt); the main loop ends the worker after the run if the task closed its own end
-    of the pipe (`_worker_main`). And sends each SIGTERM the worker receives (read from
-    `wakeups`, the signal wake-up fd) again to its main thread, every _SIGTERM_AGAIN_S until
-    its handler ran: a SIGTERM that arrives after the interpreter's last check for signals and
-    before a blocking call (a sleep, a wait) leaves its handler waiting for that call's end,
-    which a signal sent during it interrupts. Not during a run whose code set a wake-up fd of
-    its own (an asyncio loop's signal handler): the numbers go there, and nothing else tells
-    this thread that a signal arrived before its handler ran (only the main thread may set the
-    fd; a flag set by the handler says only that it ran). Ours is set again before the next run
-    (`_Wakeup.rearm`). Once its task closed the wake-up pipe, that pipe is watched no more
-    (what its number names now is the task's to read: review e, session 41, E10)."""
+def _read_end_again(wakeups: _Fd, wakeup_w: int) -> _Fd | None:
+    """A new read end of the wake-up pipe, whose read end (`wakeups`) its task closed: opened
+    through the write end's /proc/self/fd link, at a `_private_dup` number; None if the
+    write end's number names another file now (its task closed that too) or cannot be
+    opened. With no read end left, each signal's write into the pipe failed (EPIPE) and
+    the interpreter printed "Exception ignored when trying to write to the signal wakeup
+    fd" on the worker's stderr (session 42, helper b)."""
+    if _file_of(wakeup_w) != wakeups.file:
+        return None
+    try:  # (not blocking: a FIFO of the task's that took the number since waits for none)
+        fd = os.open(f"/proc/self/fd/{wakeup_w}",
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if _file_of(fd) != wakeups.file:  # (the number was taken between the two looks)
+            return None
+        os.set_blocking(fd, True)
+        return _Fd(_private_dup(fd))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _watch(requests: _Fd, wakeups: _Fd, wakeup_w: int) -> None:
+    """The worker's watcher thread; it sleeps until one of its two pipes wakes it. Exits the
+    worker as soon as the daemon's end of the request pipe closes (the daemon died; not
+    PR_SET_PDEATHSIG: our parent is the forkserver, which outlives the daemon while any
+    worker lives), seen on `requests`, its own copy of the pipe's read end (`_private_dup`).
+    If its task closed even that copy (closerange), the daemon is watched no more, and the
+    run goes on (review h, H2: killing the run would fail its task on every attempt); that is
+    seen at the watcher's next wake-up, before it takes a hang-up or an invalid descriptor on
+    that number for the daemon's death (a poll started before the close goes on waiting on
+    the pipe, and sees the daemon's death there all the same); the main loop ends the worker
+    after the run if the task closed its own end of the pipe (`_worker_main`). And sends each
+    SIGTERM the worker receives (read from `wakeups`, the signal wake-up fd's pipe) again to
+    its main thread, every _SIGTERM_AGAIN_S until its handler ran: a SIGTERM that arrives
+    after the interpreter's last check for signals and before a blocking call (a sleep, a
+    wait) leaves its handler waiting for that call's end, which a signal sent during it
+    interrupts. Not during a run whose code set a wake-up fd of its own (an asyncio loop's
+    signal handler): the numbers go there, and nothing else tells this thread that a signal
+    arrived before its handler ran (only the main thread may set the fd; a flag set by the
+    handler says only that it ran). Ours is set again before the next run (`_Wakeup.rearm`).
+    A wake-up pipe whose read end its task closed is read on through a new read end of our
+    own (`_read_end_again`), never on the old number (what it names now is the task's to
+    read: review e, session 41, E10); once its task closed the write end too, that pipe is
+    watched no more."""
     poller = select.poll()
     poller.register(requests.fd, 0)  # POLLHUP only: never competes with the main thread's reads
     poller.register(wakeups.fd, select.POLLIN)
     main = threading.main_thread().ident
     watching = True
     while True:
-        ready = dict(poller.poll(_FDS_CHECK_S * 1000 if watching else -1))
+        ready = dict(poller.poll())
         if watching and not requests.ours():  # (its number may name a file of the task's)
             poller.unregister(requests.fd)
             watching = False
-        elif requests.fd in ready:
-            break
+        elif watching and requests.fd in ready:  # (once not, the number may be a new read
+            break  # end's of the wake-up pipe: `_read_end_again`)
         if wakeups.fd not in ready:
             continue
-        try:  # (not once the number names a file of its task's: that would be read)
-            signals = os.read(wakeups.fd, 256) if wakeups.ours() else b""
+        if not wakeups.ours():  # its task closed our read end (its number may name its file)
+            poller.unregister(wakeups.fd)
+            if (again := _read_end_again(wakeups, wakeup_w)) is not None:
+                wakeups = again
+                poller.register(wakeups.fd, select.POLLIN)
+            continue
+        try:
+            signals = os.read(wakeups.fd, 256)
         except OSError:
             signals = b""
-        if not signals:  # its task closed an end of the pipe: the daemon is still watched
+        if not signals:  # every write end closed: the daemon is still watched
             poller.unregister(wakeups.fd)
             continue
         if (signal.SIGTERM in signals and main is not None and not _terminating
@@ -1511,7 +1547,6 @@ def _watch(requests: _Fd, wakeups: _Fd) -> None:
 
 
 _SIGTERM_AGAIN_S = 0.01
-_FDS_CHECK_S = 1.0  # how often the watcher looks whether its task closed the request pipe
 _terminating = False  # the worker's SIGTERM handler ran: the worker is exiting
 
 

@@ -411,22 +411,63 @@ def own_the_request_pipes_number(payload: Any, ctx: Any) -> None:
 
 def own_every_copy_of_the_request_pipe(payload: Any, ctx: Any) -> str:
     """Put a pipe of the task's own on every number of the worker's request pipe's read end
-    (its own and the watcher's copy: as closerange and opening files would), then work on
-    until the watcher has looked at its descriptors again: the run's own answer, if it is
-    still alive by then."""
+    (its own and the watcher's copy: as closerange and opening files would), its write end
+    closed (a watcher still watching those numbers sees a hang-up, as at the daemon's
+    death), then wake the watcher with a signal, twice (after the first it has looked at
+    its descriptors, the second finds them unwatched): the run's own answer, if it is still
+    alive by then."""
     frame = sys._getframe()
     while frame.f_code.co_name != "_worker_main":
         frame = frame.f_back  # type: ignore[assignment]
     pipes = _pipe_fds()
     request = pipes[frame.f_locals["rx"].fileno()][0]
-    before = _watcher_switches()
     for number in [fd for fd, (p, reads) in pipes.items() if p == request and reads]:
         r, w = os.pipe()
         os.dup2(r, number)
         os.close(r)
-        _LEFT_OPEN.append(w)
-    _watcher_handled(before)  # (its next look: within executor._FDS_CHECK_S)
+        os.close(w)
+    had = signal.signal(signal.SIGUSR1, lambda *a: None)
+    try:
+        for _ in range(2):
+            before = _watcher_switches()
+            os.kill(os.getpid(), signal.SIGUSR1)  # (its number goes to the wake-up fd)
+            _watcher_handled(before)
+    finally:
+        signal.signal(signal.SIGUSR1, had)
     return "worked on"
+
+
+def close_the_wakeup_pipes_read_end(payload: int, ctx: Any) -> str:
+    """Close every read end of the worker's signal wake-up pipe (as closerange would), then
+    receive `payload` + 1 signals, the first once the watcher is asleep, the rest after it
+    woke: what the worker printed on its stderr meanwhile."""
+    wakeup_w = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    pipes = _pipe_fds()
+    wakeup = pipes[wakeup_w][0]
+    seen = []
+    had = signal.signal(signal.SIGUSR1, lambda *a: seen.append(1))
+    saved = os.dup(2)
+    with open(ctx.workdir / "stderr", "w+b") as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            before = _watcher_switches()
+            for fd in [fd for fd, (p, reads) in pipes.items() if p == wakeup and reads]:
+                os.close(fd)
+            main = threading.main_thread().ident
+            for i in range(payload + 1):
+                signal.pthread_kill(main, signal.SIGUSR1)  # (its handler runs before the
+                while len(seen) <= i:  # next line, and the interpreter's report of a failed
+                    time.sleep(0.001)  # write to the wake-up fd after it)
+                if i == 0:
+                    _watcher_handled(before)
+            sys.stderr.flush()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            signal.signal(signal.SIGUSR1, had)
+        err.seek(0)
+        return err.read().decode()
 
 
 _LEFT_OPEN: list[int] = []

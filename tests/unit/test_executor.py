@@ -1209,14 +1209,67 @@ async def test_a_worker_whose_request_pipes_number_names_another_file_ends(
 async def test_a_run_whose_task_took_every_copy_of_the_request_pipe_goes_on_to_its_end(
         make_executor: MakeExecutor) -> None:
     """A task that closes even the watcher's copy of the request pipe (closerange) and opens
-    files on those numbers: the watcher SIGKILLed the worker at its next look, in the middle
-    of the run (review h, H2: failed on every attempt). It stops watching instead; the run
-    ends with its answer, and the worker ends after it (the next run goes to a new one)."""
+    files on those numbers: the watcher SIGKILLed the worker at its next wake-up, in the
+    middle of the run (review h, H2: failed on every attempt). It stops watching instead
+    (a hang-up on those numbers ends nothing); the run ends with its answer, and the worker
+    ends after it (the next run goes to a new one). Its wake-ups here are the task's
+    signals, not a periodic look."""
     ex = await make_executor(slots=1)
     res = await asyncio.wait_for(ex.run("a", T + "own_every_copy_of_the_request_pipe", None), 30)
     assert (res.ok, res.error, res.value) == (True, None, "worked on")
     res = await asyncio.wait_for(ex.run("b", T + "echo", 5, timeout_s=10), 30)
     assert (res.ok, res.error, res.value) == (True, None, 5)
+
+
+class _Stop(Exception):
+    """Ends `_watch` in test_the_watcher_sleeps_until_a_pipe_wakes_it."""
+
+
+def test_the_watcher_sleeps_until_a_pipe_wakes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's watcher thread woke every second (its poll timed out after 1 s) to look
+    whether its task had closed the request pipe's copy, which its next wake-up by a pipe
+    finds all the same: one wake-up a second per idle worker, for nothing. Its poll has no
+    timeout now. (Here on this process's pipes, the poll's timeouts recorded; the second
+    poll ends the watcher.)"""
+    timeouts: list[float | None] = []
+    real_poll = executor.select.poll
+
+    class Poll:
+        def __init__(self) -> None:
+            self._poll = real_poll()
+            self.register, self.unregister = self._poll.register, self._poll.unregister
+
+        def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+            timeouts.append(timeout)
+            if len(timeouts) > 1:
+                raise _Stop
+            return self._poll.poll(timeout)
+
+    monkeypatch.setattr(executor.select, "poll", Poll)
+    requests, requests_w = os.pipe()
+    wakeups, wakeup_w = os.pipe()
+    try:
+        os.write(wakeup_w, bytes([signal.SIGUSR1]))  # a signal's wake-up: the first poll
+        with pytest.raises(_Stop):
+            executor._watch(executor._Fd(requests), executor._Fd(wakeups), wakeup_w)
+    finally:
+        for fd in (requests, requests_w, wakeups, wakeup_w):
+            os.close(fd)
+    assert timeouts == [None, None]
+
+
+async def test_signals_after_a_task_closed_the_wake_up_pipes_read_end_print_nothing(
+        make_executor: MakeExecutor) -> None:
+    """A task that closes the read end of the worker's signal wake-up pipe (closerange):
+    each signal after it made the interpreter print "Exception ignored when trying to write
+    to the signal wakeup fd" on the worker's stderr (the pipe had no reader: EPIPE; session
+    42, helper b). The watcher opens a read end of its own again (and reads on: SIGTERM's
+    re-sending still works); nothing is printed, and the worker runs on."""
+    ex = await make_executor(slots=1)
+    res = await asyncio.wait_for(ex.run("a", T + "close_the_wakeup_pipes_read_end", 3), 30)
+    assert (res.ok, res.error, res.value) == (True, None, "")
+    res = await asyncio.wait_for(ex.run("b", T + "sigterm_in_c", 100), 30)
+    assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 143")
 
 
 async def _unkillable(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
