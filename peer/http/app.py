@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,10 +156,15 @@ async def _job(node: Host, job_id: str) -> dict[str, Any] | None:
 
 
 async def health(request: web.Request) -> web.Response:
+    """The peer's health and identity: 200, or 503 with the same body while it cannot run
+    any work (`ok` false, `reason` naming why), for checks that read the status only."""
     node = _node(request)
-    return web.json_response({
-        "ok": True, "peer": node.peer_id, "name": node.name, "jobs": len(node.state.jobs),
-        "version": OPENAPI["info"]["version"], "workers": dict(node.workers),
+    workers = dict(node.workers)
+    reason = _unhealthy(workers)
+    return web.json_response(status=200 if reason is None else 503, data={
+        "ok": reason is None, "reason": reason,
+        "peer": node.peer_id, "name": node.name, "jobs": len(node.state.jobs),
+        "version": OPENAPI["info"]["version"], "workers": workers,
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
         "durability": dict(node.durability()),
@@ -169,6 +174,17 @@ async def health(request: web.Request) -> web.Response:
         "ipfs": {"refused": dict(request.app[IPFS_REFUSED].items())},
         "http": request.app[GATE].stats(),
         "mdns": None if node.discovery is None else node.discovery.health()})
+
+
+def _unhealthy(workers: Mapping[str, int]) -> str | None:
+    """Why the peer is not healthy, from /api/health's `workers`; None if it is: no worker
+    slot can run (workers given up, alive, hold every slot: Executor.slots)."""
+    if workers["usable"] > 0:
+        return None
+    slots = workers["slots"]
+    return (f"no usable worker slots: {workers['given_up']} workers given up (they outlived "
+            f"their SIGKILL) hold all {slots} slot{'' if slots == 1 else 's'}; no run can "
+            "start here until one of them exits")
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -27,6 +27,14 @@ def _op(summary: str, ok: str = "200", params: tuple[str, ...] = (),
     return op
 
 
+def _health_op() -> dict[str, Any]:
+    """/api/health: 503 with its usual body while the peer cannot run work."""
+    op = _op("Health and identity of this peer", errors=())
+    op["responses"]["503"] = {"description": "not healthy: the same body, `ok` false and "
+                                             "`reason` naming why (no usable worker slot)"}
+    return op
+
+
 # The Kubo RPC subset (peer/ipfs/rpc.py): Kubo's request and response shapes.
 _KUBO_RPC = {
     "add": "add files/directories (multipart) -> ndjson {Name, Hash, Size}",
@@ -53,7 +61,7 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Banzai peer API", "version": __version__},
     "paths": {
-        "/api/health": {"get": _op("Liveness and identity of this peer", errors=())},
+        "/api/health": {"get": _health_op()},
         "/api/tasks": {"get": _op("The task catalog with argument schemas and docs",
                                   errors=())},
         "/api/jobs": {

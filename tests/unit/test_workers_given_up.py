@@ -27,12 +27,19 @@ async def _metrics(c: TestClient[Any, Any]) -> dict[str, float]:
             for s in fam.samples if not s.labels}
 
 
+async def _health(c: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
+    resp = await c.get("/api/health")
+    return resp.status, await resp.json()
+
+
 async def test_workers_given_up_show_on_metrics_health_and_the_heartbeat(
         served_node: tuple[TestClient[Any, Any], Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """`given_up_workers` was on /api/health only, not on /metrics; and a peer of one slot
     whose two workers were given up (none left) went on offering its slot (session 42).
     Now /metrics shows both counts, /api/health how many slots can run, and the heartbeat
-    offers none."""
+    offers none. And /api/health said ok (200, `ok` true) with no slot left that can run
+    (review h, N1): it answers 503, `ok` false, naming the reason, as a check that reads
+    the status only expects; 200 and ok again once a slot can run."""
     c, node = served_node
     ex = node.executor
     ex.cfg = replace(ex.cfg, stuck_after_s=0.2, kill_grace_s=0.05)
@@ -43,13 +50,20 @@ async def test_workers_given_up_show_on_metrics_health_and_the_heartbeat(
     await ex.start()
     try:
         before = await _metrics(c)
+        healthy = await _health(c)
         for key in "ab":
             pids.append((await ex.run(f"pid-{key}", T + "describe", "X")).value["pid"])
             res = await asyncio.wait_for(ex.run(key, T + "stubborn", 60, timeout_s=0.3), 20)
             assert res.error is not None and res.error.endswith("0.2 s after SIGKILL")
         after = await _metrics(c)
-        health = await (await c.get("/api/health")).json()
+        status, health = await _health(c)
         info = node.local_info()
+        os.kill(pids.pop(0), signal.SIGKILL)  # one exits: its slot takes runs again
+        for _ in range(500):
+            if ex.slots:
+                break
+            await asyncio.sleep(0.02)
+        again = await _health(c)
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -60,4 +74,9 @@ async def test_workers_given_up_show_on_metrics_health_and_the_heartbeat(
     assert [before[n] for n in names] == [1, 1, 1, 0]
     assert [after[n] for n in names] == [1, 0, 0, 2]
     assert health["workers"] == {"slots": 1, "usable": 0, "ready": 0, "given_up": 2}
+    assert (status, health["ok"], health["reason"], health["peer"]) == (
+        503, False, "no usable worker slots: 2 workers given up (they outlived their SIGKILL) "
+        "hold all 1 slot; no run can start here until one of them exits", node.peer_id)
+    for status, body in (healthy, again):
+        assert (status, body["ok"], body["reason"]) == (200, True, None)
     assert (info["slots"], info["free_slots"]) == (0, 0)

@@ -4,13 +4,14 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 
 export class ApiError extends Error {
-  constructor(message, { status = 0, kind = "", field = null, network = false } = {}) {
+  constructor(message, { status = 0, kind = "", field = null, network = false, body = null } = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.kind = kind;
     this.field = field;
     this.network = network;
+    this.body = body; // the response's JSON (health's 503 carries the whole health)
   }
 }
 
@@ -84,7 +85,8 @@ export async function api(path, { method = "GET", body, contentType } = {}) {
   if (resp.status === 401) needLogin(data && data.message);
   if (!resp.ok) {
     throw new ApiError((data && data.message) || `${resp.status} ${resp.statusText}`,
-                       { status: resp.status, kind: data && data.error, field: data && data.field });
+                       { status: resp.status, kind: data && data.error, field: data && data.field,
+                         body: data });
   }
   return data;
 }

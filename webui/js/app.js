@@ -181,7 +181,8 @@ function App() {
   const mainRef = useRef(null);
   useEffect(() => onSettingsChange(() => bump((n) => n + 1)), []);
   useEffect(() => {
-    api("health").then(setPeer).catch(() => {});
+    // (503 while the peer cannot run work: its body still names the peer)
+    api("health").then(setPeer).catch((e) => { if (e.body && e.body.peer) setPeer(e.body); });
     session().then((s) => {
       if (s.reads_need_login && !s.authenticated) needLogin("This peer is reachable beyond its own machine: reading it needs its token.");
     }).catch(() => {});
