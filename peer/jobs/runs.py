@@ -158,8 +158,10 @@ class Runs:
         """True while more runs are active than there are slots and one of them is of a
         short call: some wait in the executor's queue (a backlog of this peer's own short
         tasks, `queue_ahead`), whose outcomes come in quick succession. A lone peer's
-        queued long chunk is not counted: its outcomes come far apart."""
-        return len(self.active) > self.runner.slots and any(
+        queued long chunk is not counted: its outcomes come far apart. Nor are runs at 0
+        slots (workers given up hold every one: Executor.slots): none of them will run,
+        and no outcome brings a claim of the next (review h, N3)."""
+        return 0 < self.runner.slots < len(self.active) and any(
             self.short(r.tdef.name) for r in self.active.values())
 
     def running(self, ak: AttemptKey) -> bool:

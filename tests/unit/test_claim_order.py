@@ -214,6 +214,27 @@ async def test_a_backlog_of_its_own_queues_one_run_behind_the_slot() -> None:
         await mesh.close()
 
 
+async def test_runs_at_no_usable_slot_are_no_backlog() -> None:
+    """A backlog of short runs held the peer's flush open (`backlog`) after its slots went
+    to 0 (its workers given up hold every one: Executor.slots): none of those runs will
+    start, and no outcome brings the claim of a next (review h, N3). No backlog at 0 slots;
+    one again once a slot can run."""
+    mesh = JobMesh(1, CATALOG, AHEAD, slots=1, batch=True)
+    try:
+        mesh.submit("p0", _tasks(4))
+        await mesh.settle()
+        p = mesh["p0"]
+        p.runner.finish(p.runner.running[0])  # 0.01 s: short
+        await mesh.settle()
+        assert len(p.runner.running) == 2 and p.sched.backlog
+        p.runner.slots = 0
+        assert not p.sched.backlog
+        p.runner.slots = 1
+        assert p.sched.backlog
+    finally:
+        await mesh.close()
+
+
 async def _label(mesh: JobMesh, pid: str, labels: dict[str, str]) -> None:
     """`pid` announces `labels` (a later MEMBER), folded by every peer."""
     mesh.announce(pid, labels)
