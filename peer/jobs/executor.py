@@ -190,6 +190,9 @@ class RunResult:
     trace: str | None  # short traceback of an exception raised by the target
     duration_s: float  # time on a worker (0 if it never started)
     exit_kind: ExitKind
+    # It failed at once, never started, because no worker slot can run (`_no_slot_left`):
+    # the peer's circumstances, not the work's (its failure is not counted: Runs)
+    no_slot: bool = False
 
 
 def _is_int(value: object) -> bool:
@@ -574,7 +577,7 @@ class Executor:
         """The result of a run that no worker can take (`_no_slot_left`)."""
         error = (f"no worker can run it: the {self.given_up_workers} workers given up (they "
                  f"outlived their SIGKILL by {self.cfg.stuck_after_s:g} s) hold every slot")
-        return RunResult(False, None, error, None, 0.0, ExitKind.CRASH)
+        return RunResult(False, None, error, None, 0.0, ExitKind.CRASH, no_slot=True)
 
     def _on_exit(self, w: _Worker) -> None:
         """The process sentinel fired: read what is left, then join it on the helper thread."""

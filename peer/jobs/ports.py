@@ -107,6 +107,7 @@ class RunResultLike(Protocol):
     error: str | None
     exit_kind: str
     duration_s: float
+    no_slot: bool  # it never started: no worker slot could run it (Executor's RunResult)
 
 
 class Runner(Protocol):

@@ -64,6 +64,7 @@ class _ExecutorFailure:
     value: Any = None
     exit_kind: str = FailureKind.CRASH.value
     duration_s: float = 0.0
+    no_slot: bool = False
 
 
 def _key(base: Mapping[str, Any]) -> AttemptKey:
@@ -355,7 +356,7 @@ class Runs:
         if not res.ok:
             kind = "cancelled" if base["job"] in self.state.cancelled else res.exit_kind
             run.log.append(f"[banzai] attempt {base['attempt']} failed: {res.error}")
-            await self._failed(base, res.error, kind)
+            await self._failed(base, res.error, kind, counts=not res.no_slot)
             return
         record = {"log": run.log, "metrics": run.metrics}
         blocks = res.value.get("inline") if isinstance(res.value, dict) else None
@@ -401,14 +402,19 @@ class Runs:
                 and st.implicit(split) and base["job"] not in st.cancelled
                 and self.implies_done())
 
-    async def _failed(self, base: dict[str, Any], error: str | None, kind: str) -> None:
+    async def _failed(self, base: dict[str, Any], error: str | None, kind: str,
+                      counts: bool = True) -> None:
         """Record a failed attempt; one that met a full disk waits storage_retry_s first, so
-        that the retries of a peer whose disk stays full do not spin."""
+        that the retries of a peer whose disk stays full do not spin. Not `counts`: a run
+        that never started because no worker slot could run it (the executor's workers
+        given up hold every one) is not one of the chunk's max_attempts (`claims.counted`;
+        MAX_UNCOUNTED bounds them, and a peer at 0 slots claims nothing: no loop)."""
         if kind == FailureKind.STORAGE:
             self.unrecorded.discard(_key(base))  # its outcome is not imminent: hold nothing
             await asyncio.sleep(self.cfg.storage_retry_s)
         if not self._gone(base):
-            self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind})
+            self.emit(EventType.CHUNK_FAILED, {**base, "error": error, "kind": kind,
+                                               **({} if counts else {"counts": False})})
 
     def _gone(self, base: Mapping[str, Any]) -> bool:
         """The run's job is no longer live (compacted, so finished; or deleted, maybe

@@ -159,6 +159,7 @@ class FakeResult:
     error: str | None = None
     exit_kind: str = "ok"
     duration_s: float = 0.0
+    no_slot: bool = False
 
 
 class FakeRunner:
@@ -220,9 +221,12 @@ class FakeRunner:
                                                  else self._output(key),
                                                  duration_s=duration_s))
 
-    def fail(self, key: str, kind: str = "crash", error: str = "worker died") -> None:
-        """End a run unsuccessfully: `kind` is the executor's exit kind (error, crash...)."""
-        self._pending[key].set_result(FakeResult(False, error=error, exit_kind=kind))
+    def fail(self, key: str, kind: str = "crash", error: str = "worker died",
+             no_slot: bool = False) -> None:
+        """End a run unsuccessfully: `kind` is the executor's exit kind (error, crash...);
+        `no_slot`: it never started, no worker slot could run it."""
+        self._pending[key].set_result(FakeResult(False, error=error, exit_kind=kind,
+                                                 no_slot=no_slot))
 
     def explode(self, key: str, exc: BaseException | None = None) -> None:
         """Make the executor call itself raise."""

@@ -1403,6 +1403,7 @@ async def test_runs_fail_at_once_while_workers_given_up_hold_every_slot(
                      "SIGKILL by 0.2 s) hold every slot")
         for res in (await asyncio.wait_for(queued, 20), await ex.run("d", T + "echo", 2)):
             assert (res.ok, res.exit_kind, res.error) == (False, ExitKind.CRASH, no_worker)
+            assert res.no_slot  # (it never started: not counted against its attempts)
         assert (ex.slots, ex.free_slots, ex.queued, ex.given_up_workers) == (0, 0, 0, 2)
         os.kill(pids[0], signal.SIGKILL)  # one exits: its slot takes runs again
         await _slot_back(ex)

@@ -214,6 +214,30 @@ async def test_a_chunk_failing_max_attempts_times_fails_its_task(make_mesh: Mesh
         assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "failed"
 
 
+async def test_runs_that_no_worker_slot_could_run_do_not_count_against_the_attempts(
+        make_mesh: MeshFactory) -> None:
+    """A run failed at once because its peer's workers given up hold every slot (the
+    executor's `no_slot`) never started: it counted one of the chunk's max_attempts, so a
+    task queued on such a peer could fail for good without once running (review h, session
+    42). Its failure is marked not counted (as a claim released for want of a slot); the
+    chunk runs again and its task ends done."""
+    mesh = make_mesh(2)
+    job, _ = await started_job(mesh)
+    for attempt in range(CFG.max_attempts):
+        key = f"{job}/w/0/{attempt}"
+        mesh[only_runner(mesh, key)].runner.fail(key, "crash", "no worker can run it",
+                                                 no_slot=True)
+        await mesh.advance(TURN_S)
+    failed = chunk_events(mesh, EventType.CHUNK_FAILED)
+    assert [(e.payload["attempt"], e.payload["kind"], e.payload.get("counts"))
+            for e in failed] == [(a, "crash", False) for a in range(CFG.max_attempts)]
+    key = f"{job}/w/0/{CFG.max_attempts}"
+    mesh[only_runner(mesh, key)].runner.finish(key)
+    await mesh.settle()
+    for pid in mesh.peers:
+        assert task_status(mesh[pid].state, job, "w", CFG.max_attempts) == "done"
+
+
 # -- a restart ---------------------------------------------------------------------------------
 async def test_a_peer_restarting_mid_chunk_fails_its_claim_as_lost_and_it_reruns(
         make_mesh: MeshFactory) -> None:
