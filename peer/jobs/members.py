@@ -95,19 +95,22 @@ def open_chunks(state: MeshState, job: str, tasks: Iterable[str], max_attempts: 
     return out
 
 
-def spread_to(job: str, state: MeshState, live: Mapping[str, int], work_s: float,
-              spread_s: float) -> list[str]:
-    """The peers to add to lanes job `job`'s members (scale-out, design 5.3) when its ready,
-    unclaimed chunks hold `work_s` seconds of work: none while that is at most `spread_s` per
-    slot of its live members; else the next live peers that are no members, by rendezvous
-    hash of the job, until their slots with the members' hold it at that rate. `live`: the
-    live peers that run at least one of the job's calls (the asking one included) -> their
-    slots."""
+def spread_to(job: str, state: MeshState, live: Mapping[str, int], chunks: int,
+              work_s: float, spread_s: float) -> list[str]:
+    """The peers to add to lanes job `job`'s members (scale-out, design 5.3) when its
+    `chunks` ready, unclaimed chunks hold `work_s` seconds of work: none while that is at
+    most `spread_s` per slot of its live members; else the next live peers that are no
+    members, by rendezvous hash of the job, until their slots with the members' hold it at
+    that rate. While no live member has a usable slot, any open chunk is more than they hold,
+    its work known or not (no run of its call ended yet: `work_s` 0), and the first peer at
+    least is added (review i, session 42, I3: the job stalled while its member lived).
+    `live`: the live peers that run at least one of the job's calls (the asking one
+    included) -> their slots, those with none usable left out."""
     order = ordered(state, job)
     slots = sum(live[p] for p in order if p in live)
-    if not order or work_s <= spread_s * slots:
+    if not order or not chunks or (slots and work_s <= spread_s * slots):
         return []
-    need = math.inf if spread_s <= 0 else math.ceil(work_s / spread_s) - slots
+    need = math.inf if spread_s <= 0 else max(math.ceil(work_s / spread_s) - slots, 1)
     out: list[str] = []
     for p in rendezvous(job, [p for p in live if p not in order]):
         if need <= 0:

@@ -1302,18 +1302,20 @@ class Scheduler:
     def _spread(self, job: str) -> None:
         """Scale-out (design 5.3): JOB_MEMBERS `add` of the next live peers that run the job's
         calls, when its ready, unclaimed chunks hold more work than spread_s per slot of the
-        live members (`members.spread_to`)."""
+        live members, or are any while no live member has a usable slot
+        (`members.spread_to`)."""
         if not members.running(self.state, job, self.cfg.max_attempts):
             return
         capable = self._capable(job)
         if capable.keys() <= self.state.members_of[job]:  # no one to add: its work not counted
             return
         wf = self.workflow(job)
+        opened = members.open_chunks(self.state, job, (t.name for t in wf.tasks),
+                                     self.cfg.max_attempts)
         work_s = sum(n * self._last_run_s(job, task, wf.task(task).call or "")
-                     for task, n in members.open_chunks(self.state, job,
-                                                        (t.name for t in wf.tasks),
-                                                        self.cfg.max_attempts).items())
-        add = members.spread_to(job, self.state, capable, work_s, self.cfg.spread_s)
+                     for task, n in opened.items())
+        add = members.spread_to(job, self.state, capable, sum(opened.values()), work_s,
+                                self.cfg.spread_s)
         if add:
             log.info("%s: %.1f s of open work: adding %d member(s)", job, work_s, len(add))
             # (`heads`: the lanes the peers added wait for before they run any of it, `_join`)

@@ -110,11 +110,12 @@ LANES = state(submitted(members_=[A, B]))
     ({A: 4, B: 4, C: 1}, 8.0, []),  # the members' slots count
     ({B: 1, C: 1}, 1.5, "one"),  # a member that is not live does not
     ({A: 1, B: 1}, 30.0, []),  # nobody else to add
+    ({C: 1, D: 1}, 0.0, "one"),  # no member has a usable slot, no run ended: one is added
 ])
 def test_spread_to_adds_the_next_peers_by_rendezvous_until_their_slots_hold_the_work(
         live: dict[str, int], work_s: float, want: object) -> None:
     others = rendezvous(JOB, [p for p in live if p not in (A, B)])
-    got = members.spread_to(JOB, LANES, live, work_s, spread_s=1.0)
+    got = members.spread_to(JOB, LANES, live, 3, work_s, spread_s=1.0)
     if want == "one":
         assert got == others[:1]
     elif want == "both":
@@ -126,7 +127,11 @@ def test_spread_to_adds_the_next_peers_by_rendezvous_until_their_slots_hold_the_
 
 
 def test_spread_to_nothing_for_a_job_without_members() -> None:
-    assert members.spread_to(JOB, state(submitted()), {A: 1, C: 1}, 99.0, 1.0) == []
+    assert members.spread_to(JOB, state(submitted()), {A: 1, C: 1}, 3, 99.0, 1.0) == []
+
+
+def test_spread_to_nobody_without_open_chunks_even_with_no_usable_member_slot() -> None:
+    assert members.spread_to(JOB, LANES, {C: 1, D: 1}, 0, 0.0, 1.0) == []
 
 
 def chunk_event(typ: EventType, seq: int, chunk: int, attempt: int = 0, **more: Any) -> Event:
@@ -177,17 +182,19 @@ def test_a_job_runs_until_it_is_cancelled_ended_or_done() -> None:
 
 @given(st.dictionaries(st.sampled_from([A, B, C, D, "e" * 16, "f" * 16]),
                        st.integers(1, 4), min_size=1),
-       st.floats(0, 100), st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+       st.integers(0, 3), st.floats(0, 100), st.sampled_from([0.0, 0.5, 1.0, 3.0]))
 def test_spread_to_adds_a_prefix_of_the_non_members_that_holds_the_work_or_all(
-        live: dict[str, int], work_s: float, spread_s: float) -> None:
-    got = members.spread_to(JOB, LANES, live, work_s, spread_s)
+        live: dict[str, int], chunks: int, work_s: float, spread_s: float) -> None:
+    got = members.spread_to(JOB, LANES, live, chunks, work_s, spread_s)
     others = rendezvous(JOB, [p for p in live if p not in (A, B)])
     assert got == others[:len(got)]  # no member, in the job's order
     held = sum(live[p] for p in (A, B, *got) if p in live)
+    usable = sum(live[p] for p in (A, B) if p in live)
+    assert bool(got) == bool(chunks and others and (usable == 0 or work_s > spread_s * usable))
     if got:
-        assert work_s > spread_s * sum(live[p] for p in (A, B) if p in live)
         assert got == others or work_s <= spread_s * held  # it stops once they hold it
-        assert len(got) == 1 or work_s > spread_s * (held - live[got[-1]])  # no extra peer
+        assert len(got) == 1 or spread_s <= 0 or (  # (spread_s 0: every one, at once)
+            work_s > spread_s * (held - live[got[-1]]))  # no extra peer
 
 
 def test_join_heads_keeps_only_positive_seqs_of_the_jobs_lanes() -> None:

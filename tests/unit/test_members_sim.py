@@ -237,6 +237,28 @@ async def test_a_peer_with_no_usable_slot_takes_no_orphaned_job_over() -> None:
         await mesh.close()
 
 
+async def test_a_jobs_only_member_with_no_usable_slot_spreads_it_before_any_run_ended(
+        ) -> None:
+    """Review i (session 42), I3: the only member (its home) of a job none of whose calls
+    ran yet has 0 slots (its given-up workers hold every slot). With no run's duration known
+    its open work counted 0 s, which never passed spread_s × its 0 slots: nobody was added,
+    no one took the job over (its member is live) and the job stalled while it lived (on
+    f513d90: no JOB_MEMBERS, nothing run). The home adds the first non-member."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    tasks = writes(6)
+    try:
+        mesh[p0].runner.slots = 0
+        await mesh.advance(0.01)
+        job = mesh.submit(p0, tasks, members=[p0])
+        await finish_all(mesh, rounds=30)
+        [added] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (added.origin, added.payload["add"]) == (p0, rendezvous(job, [p1, p2])[:1])
+        assert done(mesh, p0, job, tasks) and mesh[p0].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
     """Its one slot busy with a long run of another job, the peer that takes over a job whose
     members are gone splits its first task at once (a split needs no slot); its tasks waited
