@@ -192,8 +192,10 @@ def takeover_at(job: str, state: MeshState, me: str, live: Collection[str],
     """When `me`, a live peer that is no member of lanes job `job`, adds itself to its
     members (orphan takeover, design 5.4): `lease_s` after no member was live any more (at
     `orphaned_s`), and its rank among the live peers that are no members (`live`: those
-    that run at least one of the job's calls, `me` included) by rendezvous hash of the job
-    × `wait_s` more. None if `me` is a member, a member is live, or no lanes job."""
+    that run at least one of the job's calls, `me` included, whatever their usable slots: a
+    rank that moves as they change lets two peers see their turn at once) by rendezvous
+    hash of the job × `wait_s` more. None if `me` is a member, a member is live, or no
+    lanes job."""
     order = ordered(state, job)
     if not order or me in order or any(p in live for p in order):
         return None

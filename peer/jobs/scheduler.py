@@ -1336,12 +1336,15 @@ class Scheduler:
         `_orphaned`); once lease_s and this peer's rank × (split wait + a tick: each peer
         sees its turn up to a tick late, and the one before must be heard first) have
         passed (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here
-        from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls."""
-        capable = self._capable(job)
-        if self.peer_id not in capable:  # (nor waits for it: `timed`)
+        from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls or has
+        no usable slot; ranked among every live peer that runs one, those at 0 slots too: a
+        rank that moved as given-up workers exit (or a heartbeat at 0 lags) let two peers see
+        their turn at once and both add themselves (review i, session 42, R2)."""
+        callers = self._callers(job)
+        if callers.get(self.peer_id, 0) <= 0:  # (nor waits for it: `timed`)
             return
         since = self._orphaned.setdefault(job, now)
-        at = members.takeover_at(job, self.state, self.peer_id, capable, since,
+        at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, self._split_wait_s(job) + self.cfg.tick_s)
         if at is None or now < at or not members.running(self.state, job,
                                                          self.cfg.max_attempts):
@@ -1351,11 +1354,16 @@ class Scheduler:
         self.emit(EventType.JOB_MEMBERS, {"job": job, "add": [self.peer_id]})
 
     def _capable(self, job: str) -> dict[str, int]:
-        """The live peers (this one included) that may run at least one of `job`'s tasks
-        (they run the job, `_runners`: a peer of an earlier release may run none of it; its
-        call, and its `requires` met: `_meets`), and their slots. Not one whose slots are 0
-        (its given-up workers hold every slot: it can run nothing; review h, H3); a peer that
-        announces none counts one."""
+        """The live peers that may run at least one of `job`'s tasks (`_callers`) and their
+        slots, but one whose slots are 0 (its given-up workers hold every slot: it can run
+        nothing; review h, H3)."""
+        return {p: n for p, n in self._callers(job).items() if n > 0}
+
+    def _callers(self, job: str) -> dict[str, int]:
+        """The live peers (this one included) that run at least one of `job`'s tasks (they
+        run the job, `_runners`: a peer of an earlier release may run none of it; its call,
+        and its `requires` met: `_meets`), and their slots, 0 or more; a peer that announces
+        none counts one."""
         tasks = self.workflow(job).tasks
         slots = {p: int(1 if i.get("slots") is None else i["slots"])
                  for p, i in self._runners(job).items()
@@ -1364,7 +1372,7 @@ class Scheduler:
         if any(self._runnable(t) is not None and self._meets(self.peer_id, t.requires)
                for t in tasks):
             slots[self.peer_id] = self.runner.slots
-        return {p: n for p, n in slots.items() if n > 0}
+        return slots
 
     def _split_wait_s(self, job: str) -> float:
         """The wait per rank before a peer splits (or looks at) a task without input of `job`

@@ -259,6 +259,29 @@ async def test_a_jobs_only_member_with_no_usable_slot_spreads_it_before_any_run_
         await mesh.close()
 
 
+async def test_a_non_member_seen_at_0_slots_keeps_its_takeover_rank() -> None:
+    """Review i (session 42), R2: the first non-member in the job's order got a slot back
+    (a given-up worker exited) since its last heartbeat, which the others still see at 0
+    slots. It ranks itself first; ranked over the peers with usable slots the other one did
+    too, and both took the job over at once (on f513d90: two JOB_MEMBERS). Ranked over every
+    peer that runs the job's calls, the other one waits its turn and hears the first's add."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        first, other = rendezvous(job, [p2, p3])
+        mesh.tamper = lambda pid, info: {**info, "slots": 0, "free_slots": 0} if (
+            pid == first) else info  # (its heartbeat lags: it said 0)
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh, rounds=150, step_s=0.1)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (first, [first])
+        assert done(mesh, first, job, CHAIN) and mesh[other].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
     """Its one slot busy with a long run of another job, the peer that takes over a job whose
     members are gone splits its first task at once (a split needs no slot); its tasks waited
