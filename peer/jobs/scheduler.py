@@ -1336,18 +1336,21 @@ class Scheduler:
         `_orphaned`); once lease_s and this peer's rank × (split wait + a tick: each peer
         sees its turn up to a tick late, and the one before must be heard first) have
         passed (`members.takeover_at`), JOB_MEMBERS `add: [self]`, and the job runs here
-        from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls or has
-        no usable slot; ranked among every live peer that runs one, those at 0 slots too: a
-        rank that moved as given-up workers exit (or a heartbeat at 0 lags) let two peers see
-        their turn at once and both add themselves (review i, session 42, R2)."""
+        from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls (nor
+        waits for it: `timed`), nor while it has no usable slot (it waits, looking each tick,
+        for a given-up worker to exit: looked at again only once the job or the live peers
+        moved, a job orphaned while its one other peer was at 0 slots stalled for good);
+        ranked among every live peer that runs one, those at 0 slots too: a rank that moved
+        as given-up workers exit (or a heartbeat at 0 lags) let two peers see their turn at
+        once and both add themselves (review i, session 42, R2)."""
         callers = self._callers(job)
-        if callers.get(self.peer_id, 0) <= 0:  # (nor waits for it: `timed`)
+        if self.peer_id not in callers:
             return
         since = self._orphaned.setdefault(job, now)
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
                                  self.cfg.lease_s, self._split_wait_s(job) + self.cfg.tick_s)
-        if at is None or now < at or not members.running(self.state, job,
-                                                         self.cfg.max_attempts):
+        if (at is None or now < at or callers[self.peer_id] <= 0
+                or not members.running(self.state, job, self.cfg.max_attempts)):
             return
         del self._orphaned[job]
         log.warning("%s: no member live for %.0f s: taking the job over", job, now - since)

@@ -282,6 +282,27 @@ async def test_a_non_member_seen_at_0_slots_keeps_its_takeover_rank() -> None:
         await mesh.close()
 
 
+async def test_a_non_member_at_0_slots_takes_an_orphaned_job_over_once_it_has_a_slot() -> None:
+    """The one non-member is at 0 slots when the members go; its given-up worker exits later.
+    It keeps looking (on f513d90 it looked again only once the job or the live peers moved:
+    neither did, and the job stalled for good) and takes the job over."""
+    mesh = JobMesh(3, CATALOG, CFG, lanes=True)
+    p0, p1, p2 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        mesh[p2].runner.slots = 0
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        await finish_all(mesh, rounds=30)
+        assert mesh.sent(EventType.JOB_MEMBERS) == [] and mesh[p2].sched.timed()
+        mesh[p2].runner.slots = 1
+        await finish_all(mesh, rounds=10)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (p2, [p2])
+        assert done(mesh, p2, job, CHAIN)
+    finally:
+        await mesh.close()
+
 async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
     """Its one slot busy with a long run of another job, the peer that takes over a job whose
     members are gone splits its first task at once (a split needs no slot); its tasks waited
