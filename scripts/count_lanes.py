@@ -13,7 +13,7 @@ wait after it). The peers count with scripts/count_hook/sitecustomize.py (wrappe
 nothing changed).
 
     .venv/bin/python scripts/count_lanes.py [-n 1000] [--job-tasks 1,4,16] [--lanes off,on]
-        [--wait 3] [--json F]
+        [--dag dag0|dag] [--peers 3] [--wait 3] [--json F]
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from scriptlib import peer_auth  # noqa: E402
 HOOK = ROOT / "scripts" / "count_hook"
 
 
-def start(d: Path, lanes: bool, counts: Path) -> bm.Mesh:
-    """profile_mesh's dag0 mesh of 3 peers, each counting into `counts`."""
+def start(d: Path, lanes: bool, counts: Path, peers: int = 3) -> bm.Mesh:
+    """profile_mesh's dag0 mesh of `peers` peers, each counting into `counts`."""
     real = subprocess.Popen
 
     def popen(args: Any, **kw: Any) -> Any:
@@ -53,7 +53,7 @@ def start(d: Path, lanes: bool, counts: Path) -> bm.Mesh:
 
     bm.subprocess.Popen = popen  # type: ignore[misc]
     try:
-        return bm.start_mesh(3, d, extra=("--lanes",) if lanes else (),
+        return bm.start_mesh(peers, d, extra=("--lanes",) if lanes else (),
                              first_extra=pm.LABEL_FLAG)
     finally:
         bm.subprocess.Popen = real  # type: ignore[misc]
@@ -118,13 +118,13 @@ def measure(mesh: bm.Mesh, counts: Path, n: int, k: int, wait_s: float,
 
 
 def run(lanes: bool, n: int, sizes: Sequence[int], wait_s: float,
-        tmp: Path, dag: str = "dag0") -> dict[str, Any]:
+        tmp: Path, dag: str = "dag0", peers: int = 3) -> dict[str, Any]:
     counts = tmp / f"counts-{int(lanes)}"
     counts.mkdir()
-    mesh = start(tmp / f"mesh-{int(lanes)}", lanes, counts)
+    mesh = start(tmp / f"mesh-{int(lanes)}", lanes, counts, peers)
     try:
         bm.banzai_batches(mesh, ["warm"], n, 0)
-        return {"lanes": lanes, "wait_s": wait_s,
+        return {"lanes": lanes, "peers": peers, "wait_s": wait_s,
                 "batches": [measure(mesh, counts, n, k, wait_s, dag) for k in sizes]}
     finally:
         bm.stop_mesh(mesh)
@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dag", choices=("dag0", "dag"), default="dag0",
                     help="without --job-tasks: dag0 (every task on p0) or dag (spread over "
                     "the peers, bench_mesh's dag row)")
+    ap.add_argument("--peers", type=int, default=3, help="mesh size (dag0 needs p0 only)")
     ap.add_argument("--wait", type=float, default=3.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = []
     with tempfile.TemporaryDirectory(prefix="count-lanes-") as tmp:
         for which in a.lanes.split(","):
-            res.append(run(which == "on", a.n, sizes, a.wait, Path(tmp), a.dag))
+            res.append(run(which == "on", a.n, sizes, a.wait, Path(tmp), a.dag, a.peers))
             print(json.dumps(res[-1]), file=sys.stderr, flush=True)
     text = json.dumps(res, indent=1)
     print(text)

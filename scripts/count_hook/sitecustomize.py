@@ -95,7 +95,64 @@ def _install() -> None:
     # the scheduler
     _wrap(scheduler.Scheduler, "step", lambda self: c.update(["sched_step"]))
     _wrap(scheduler.Scheduler, "_evaluate", lambda self, job, task: c.update(["sched_evaluate"]))
+    _flushes(node.Node)
     _timings()
+
+
+def _flushes(node_cls: Any) -> None:
+    """What closes our turns (issue 12): per flush that writes events, who called it
+    (`flush_by.<caller>`: `_turn_end` unheld, `_run` the hold's timer, `_synced` an fsync
+    returned), and for one of `_turn_end`, why it was not held (`unheld.<why>`); the TURNs
+    and lone events it wrote, and their parts by type (`turn_part.<type>`)."""
+    from peer.log import turns
+    from peer.log.events import EventType
+
+    fn = node_cls.flush
+    c = COUNTS
+    opened: dict[int, float] = {}  # id(TurnBuilder) -> when its first open turn opened
+    add = turns.TurnBuilder.add
+
+    def added(self: Any, *a: Any, **kw: Any) -> Any:
+        if not self._open:
+            opened[id(self)] = time.perf_counter()
+        return add(self, *a, **kw)
+
+    turns.TurnBuilder.add = added  # type: ignore[method-assign]
+
+    def flush(self: Any) -> None:
+        if self.turn.open or self._unflushed:
+            f = sys._getframe(1)
+            while f.f_code.co_name == "wrapped" and f.f_back is not None:
+                f = f.f_back
+            caller = f.f_code.co_name
+            c[f"flush_by.{caller}"] += 1
+            if caller == "_turn_end":
+                s = self.scheduler
+                why = ("queued0" if not s._runs.queued else "taken" if s._taken else "?")
+                c[f"unheld.{why}"] += 1
+            if self.turn.open:
+                age_ms = (time.perf_counter() - opened.get(id(self.turn), 0.0)) * 1000
+                bound = next(b for b in (1, 5, 10, 15, 19, 25, 1e9) if age_ms < b)
+                c[f"turn_age_ms.<{bound:g}"] += 1
+            made = [[EventType(t) for t, _ in ev.payload["parts"]] if ev.type is EventType.TURN
+                    else [ev.type] for ev in self._unflushed]
+            made += [[p.type for p in t.parts] for t in self.turn._open.values()]
+            for types in made:
+                c["flushed_turn" if len(types) > 1 else f"flushed_lone.{types[0].name}"] += 1
+                c[f"turn_shape.{_shape(types)}"] += 1
+                for t in types:
+                    c[f"turn_part.{t.name}"] += 1
+        return fn(self)
+
+    node_cls.flush = flush
+
+
+def _shape(types: Any) -> str:
+    """A turn's parts as claims (c), outcomes (o: CHUNK_DONE, CHUNK_FAILED) and others (x)."""
+    names = {t.name for t in types}
+    return "".join(k for k, have in (
+        ("c", "CLAIM" in names), ("o", bool(names & {"CHUNK_DONE", "CHUNK_FAILED"})),
+        ("x", bool(names - {"CLAIM", "CHUNK_DONE", "CHUNK_FAILED"}))) if have)
 
 
 def _timed(owner: Any, name: str, key: str) -> None:
