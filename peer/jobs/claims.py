@@ -105,6 +105,15 @@ def n_chunks(split: Event) -> int:
     return len(split.payload["chunks"])
 
 
+def chunk_size(split: Event, i: int) -> int:
+    """How many items chunk `i` of a split has (0 past its last)."""
+    if split.type == EventType.TASK_SPLIT_REF:
+        sizes = split.payload["sizes"]
+        return int(sizes[i]) if i < len(sizes) else 0
+    chunks = split.payload["chunks"]
+    return len(chunks[i]) if i < len(chunks) else 0
+
+
 def task_status(state: MeshState, job: str, task: str, max_attempts: int) -> str:
     """pending | running | done | failed | cancelled (derived, never stored). Reads the chunks
     that events are about only (the others are open and unclaimed): its cost follows the

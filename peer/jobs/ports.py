@@ -65,6 +65,13 @@ class SchedulerConfig:
     # meanwhile from waiting long for work queued here.
     queue_ahead: int = 0
     queue_ahead_max_s: float = 0.05
+    # ... or, a per-item chunk whose items are here (a split's input that this peer holds),
+    # whose call's last run here took at most this much per item it ran: a peer without the
+    # items fetches each before running it (bench_mesh's per-file map on 3 peers: 0.5-3.6 ms
+    # more per item than the holder's run), so its wait is worth it whatever the chunk's
+    # length, which the splitter chose (56 CHECKSUM items: 18-40 ms, 45-170 ms on a loaded
+    # host, where the fixed bound left the holder claiming one chunk at a time)
+    queue_ahead_item_max_s: float = 0.005
     # a lone peer queues a run of any length behind its slots (nobody else could take it):
     # only where a core is left for the peer's own work beside its workers. On a peer whose
     # slots fill its cores (pinned to one), the peer's recording of one run would preempt
@@ -78,9 +85,10 @@ class SchedulerConfig:
     tmpfs_free_min_bytes: int = 256 << 20
     # a peer without a split's input waits this much longer than its stagger for a chunk
     # whose call the input's holders ran short (their CHUNK_DONEs: at most
-    # queue_ahead_max_s): fetching the chunk's items would take it longer than a holder
-    # takes to run the chunk (FILTER_LONGER reads WAV headers); the bound keeps a holder
-    # busy with other work from holding the task up
+    # queue_ahead_max_s, or queue_ahead_item_max_s per item of a per-item chunk): fetching
+    # the chunk's items would take it longer than a holder takes to run the chunk
+    # (FILTER_LONGER reads WAV headers); the bound keeps a holder busy with other work from
+    # holding the task up
     local_wait_s: float = 0.5
     # a lanes job (docs/design/partial-replication.md 5.3) whose ready, unclaimed chunks hold
     # more than this much work per slot of its live members (each chunk estimated by its

@@ -110,6 +110,8 @@ class Runs:
         self.executions = 0  # chunks handed to the executor (tests count them)
         self.inline: InlineBlocks | None = None  # where inline outputs are kept (the node's)
         self.last_s: dict[str, float] = {}  # call -> duration of its last successful run here
+        # per-item call -> that duration per item the run computed (a run of none: unchanged)
+        self.last_item_s: dict[str, float] = {}
         # call -> bytes its last successful whole run here wrote (as its worker counted them,
         # up to just above tmpfs_output_max_bytes): where its next output goes (`on_tmpfs`)
         self.out_bytes: dict[str, int] = {}
@@ -148,11 +150,15 @@ class Runs:
         tmpfs would meet again."""
         return tdef.name not in self.storage_failed
 
-    def short(self, call: str) -> bool:
-        """True if the last successful run of `call` here took at most queue_ahead_max_s
-        (a call not run here yet is not)."""
+    def short(self, call: str, items_here: bool = False) -> bool:
+        """True if the last successful run of `call` here took at most queue_ahead_max_s,
+        or, `items_here` (a chunk of a split whose input is here), at most
+        queue_ahead_item_max_s per item of a per-item call (a call not run here yet is not)."""
         last = self.last_s.get(call)
-        return last is not None and last <= self.cfg.queue_ahead_max_s
+        if last is not None and last <= self.cfg.queue_ahead_max_s:
+            return True
+        each = self.last_item_s.get(call) if items_here else None
+        return each is not None and each <= self.cfg.queue_ahead_item_max_s
 
     @property
     def queued(self) -> bool:
@@ -260,6 +266,8 @@ class Runs:
             res = await self._execute(ak, run, payload)
             if res.ok:
                 self.last_s[run.tdef.name] = res.duration_s
+                if payload["items"]:
+                    self.last_item_s[run.tdef.name] = res.duration_s / len(payload["items"])
             if res.ok or not (run.lost or res.exit_kind == FailureKind.CANCELLED):
                 self._note_output(run, res.value if res.ok else None)
                 self._note_storage(run, res)

@@ -501,8 +501,10 @@ class Scheduler:
         alone and has a core to spare (`queue_alone`: no other peer could take it meanwhile,
         and its worker starts it as the one before ends, without the claim's round trip: a
         per-item task's next chunk), or the call ran here lately within queue_ahead_max_s
-        (a peer that frees meanwhile waits that long at most for work queued here); and, once
-        the task is split, its input is here (`_input_here`)."""
+        (a peer that frees meanwhile waits that long at most for work queued here), or within
+        queue_ahead_item_max_s per item of a per-item chunk whose items are here (a peer
+        without them would fetch each first); and, once the task is split, its input is here
+        (`_input_here`)."""
         if self.cfg.queue_ahead <= 0 or key[0] not in self.state.jobs:
             return False
         split = self.state.splits.get(key)
@@ -510,7 +512,8 @@ class Scheduler:
                 split, self.state.providers.get(split.payload["input"] or "", set())):
             return False
         return (self.cfg.queue_alone and not self._peers()) or self._runs.short(
-            self.workflow(key[0]).task(key[1]).call or "")
+            self.workflow(key[0]).task(key[1]).call or "",
+            items_here=split is not None and bool(split.payload["input"]))
 
     def _input_here(self, split: Event, holders: set[str]) -> bool:
         """True if the split's input is here (or it has none, or no other peer is live):
@@ -1711,7 +1714,8 @@ class Scheduler:
         # Without the input, a chunk of a call its holders run short is left to them a while
         # longer (`local_wait_s`): their run of it ends before our fetch of its items would.
         later = (self.cfg.local_wait_s if holders and self.peer_id not in holders
-                 and not reduce and self._short_at_holders(ak.job, ak.task, split, holders)
+                 and not reduce
+                 and self._short_at_holders(ak.job, ak.task, split, holders, tdef.per_item)
                  and not self._input_here(split, holders) else 0.0)
         if not self._my_turn(ak, ranked, 0.0 if first else None, later):
             return None
@@ -1747,11 +1751,14 @@ class Scheduler:
         sub = self.state.jobs.get(job) if job in self.state.members_of else None
         return sub is not None and not sub.body_as(JobSubmitted).local
 
-    def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str]) -> bool:
+    def _short_at_holders(self, job: str, task: str, split: Event, holders: set[str],
+                          per_item: bool) -> bool:
         """True if the last chunk of the split that a live holder of its input ran took at
-        most queue_ahead_max_s (its CHUNK_DONE's `s`, the worker's time): a peer that would
-        fetch the items first is slower at them than the holder (the holder's first chunk
-        may run longer, warming up: the last is the one that counts). Read once per round."""
+        most queue_ahead_max_s (its CHUNK_DONE's `s`, the worker's time), or of a per-item
+        task at most queue_ahead_item_max_s per item of the chunk (the holder's own bound,
+        `Runs.short`): a peer that would fetch the items first is slower at them than the
+        holder (the holder's first chunk may run longer, warming up: the last is the one
+        that counts). Read once per round."""
         key = (job, task)
         if self._stepping and key in self._short_here:
             return self._short_here[key]
@@ -1761,7 +1768,9 @@ class Scheduler:
             if p in holders and p in live and (last is None or d.order > last.order):
                 last = d
         s = last.payload.get("s") if last is not None else None
-        short = s is not None and s <= self.cfg.queue_ahead_max_s
+        n = claims.chunk_size(split, last.payload["chunk"]) if last is not None and per_item else 0
+        short = s is not None and (s <= self.cfg.queue_ahead_max_s
+                                   or (n > 0 and s / n <= self.cfg.queue_ahead_item_max_s))
         if self._stepping:
             self._short_here[key] = short
         return short

@@ -528,6 +528,35 @@ async def test_only_a_peer_holding_the_input_queues_a_chunk_behind_its_slot(
         await mesh.close()
 
 
+async def test_a_holders_chunk_long_in_all_but_short_per_item_is_queued_and_left_to_it() -> None:
+    """The holder's chunk of 4 items of T_UPPER ran 0.07 s: longer than queue_ahead_max_s
+    (0.05 s) but 0.0175 s an item, within queue_ahead_item_max_s (0.02 s here). A peer
+    without the items would fetch each first, whatever the chunk's length (bench_mesh's
+    per-file map under load: chunks of 56 items ran 45-170 ms, and with the fixed bound
+    alone the holder claimed one at a time while the others fetched the rest): the holder
+    queues its next chunk behind its slot, and the other peer, its slot free, leaves the
+    open chunks to it for local_wait_s beyond its stagger."""
+    cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
+                          queue_ahead=1, max_chunk_items=4, queue_ahead_item_max_s=0.02)
+    mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
+    try:
+        _, holder, other = await chunks_running_on_both(mesh, cfg)
+        h, o = mesh[holder], mesh[other]
+        h.runner.finish(h.runner.running[0], duration_s=0.07)
+        await mesh.settle()  # no time passes
+        assert len(h.runner.running) == 2  # one runs, the next waits behind it
+        o.runner.finish(o.runner.running[0], duration_s=0.3)
+        await mesh.settle()
+        await mesh.advance(cfg.stagger_s * 2)
+        mesh.heartbeats()
+        await mesh.advance(cfg.stagger_s)
+        assert not o.runner.running
+        await mesh.advance(cfg.local_wait_s)
+        assert len(o.runner.running) == 1  # the bound: the holder is still on its chunks
+    finally:
+        await mesh.close()
+
+
 @pytest.mark.parametrize("holder_run_s", [0.01, 0.5])
 async def test_a_peer_without_the_input_leaves_a_short_calls_chunks_to_its_holder(
         holder_run_s: float) -> None:
