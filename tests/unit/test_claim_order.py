@@ -534,8 +534,9 @@ async def test_a_holders_chunk_long_in_all_but_short_per_item_is_queued_and_left
     without the items would fetch each first, whatever the chunk's length (bench_mesh's
     per-file map under load: chunks of 56 items ran 45-170 ms, and with the fixed bound
     alone the holder claimed one at a time while the others fetched the rest): the holder
-    queues its next chunk behind its slot, and the other peer, its slot free, leaves the
-    open chunks to it for local_wait_s beyond its stagger."""
+    queues its next chunk behind its busy slot as the one before ends (not only when its
+    slot frees), and the other peer, its slot free, leaves the open chunk to it for
+    local_wait_s beyond its stagger."""
     cfg = SchedulerConfig(store=StoreConfig("/nonexistent"), stagger_s=0.05, tick_s=0.25,
                           queue_ahead=1, max_chunk_items=4, queue_ahead_item_max_s=0.02)
     mesh = JobMesh(2, CATALOG, cfg, slots=1, batch=True)
@@ -544,7 +545,10 @@ async def test_a_holders_chunk_long_in_all_but_short_per_item_is_queued_and_left
         h, o = mesh[holder], mesh[other]
         h.runner.finish(h.runner.running[0], duration_s=0.07)
         await mesh.settle()  # no time passes
-        assert len(h.runner.running) == 2  # one runs, the next waits behind it
+        assert len(h.runner.running) == 2  # its slot freed: one runs, the next waits behind it
+        h.runner.finish(h.runner.running[0], duration_s=0.07)
+        await mesh.settle()
+        assert len(h.runner.running) == 2  # its slot still busy: the next queued at once
         o.runner.finish(o.runner.running[0], duration_s=0.3)
         await mesh.settle()
         await mesh.advance(cfg.stagger_s * 2)
