@@ -958,7 +958,8 @@ def test_short_at_holders_finds_what_a_walk_of_the_split_finds(
                            **({"reopen": True} if typ == "reopen" else {}))
             p.state.apply(ev)
         for holders in ({"p1"}, {"p2", "p3"}, {"p1", "p2", "p3"}):
-            assert sched._short_at_holders("j", "t", p.state.splits[("j", "t")], holders) \
+            assert sched._short_at_holders("j", "t", p.state.splits[("j", "t")], holders,
+                                         per_item=False) \
                 == _walk_short(p.state, sched, holders)
 
 
@@ -979,7 +980,7 @@ async def test_short_at_holders_reads_the_chunks_done_since_its_last_look_only(
     _feed(mesh, s.events)
     sched, ev = p.sched, p.state.splits[("j", "t")]
     sched._peers = lambda: {"p1": {}}  # type: ignore[method-assign]
-    assert sched._short_at_holders("j", "t", ev, {"p1"}) is False
+    assert sched._short_at_holders("j", "t", ev, {"p1"}, per_item=False) is False
     reads = [0]
     real_done, real_index = claims.chunk_done, ChunkTable.done
 
@@ -996,9 +997,9 @@ async def test_short_at_holders_reads_the_chunks_done_since_its_last_look_only(
     _feed(mesh, [s.add(EventType.CHUNK_DONE, "p1", job="j", task="t", split=split, chunk=c,
                        attempt=0, output=None, log=None, s=0.01) for c in (20_000, 20_001)])
     reads[0] = 0
-    assert sched._short_at_holders("j", "t", ev, {"p1"}) is True
-    assert sched._short_at_holders("j", "t", ev, {"p1"}) is True
-    assert sched._short_at_holders("j", "t", ev, {"p2"}) is False
+    assert sched._short_at_holders("j", "t", ev, {"p1"}, per_item=False) is True
+    assert sched._short_at_holders("j", "t", ev, {"p1"}, per_item=False) is True
+    assert sched._short_at_holders("j", "t", ev, {"p2"}, per_item=False) is False
     assert reads[0] == 0  # (3 x 20,002: every done chunk's state, at each round)
 
 
