@@ -53,7 +53,7 @@ def start(d: Path, lanes: bool, counts: Path, peers: int = 3) -> bm.Mesh:
 
     bm.subprocess.Popen = popen  # type: ignore[misc]
     try:
-        return bm.start_mesh(peers, d, extra=("--lanes",) if lanes else (),
+        return bm.start_mesh(peers, d, extra=bm.lanes_flags(lanes),
                              first_extra=pm.LABEL_FLAG)
     finally:
         bm.subprocess.Popen = real  # type: ignore[misc]

@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="each cpu batch's window holds one job's compaction on every peer (n "
                     ">= 1000)")
     ap.add_argument("--lanes", action="store_true",
-                    help="every peer with --lanes (partial replication, experimental)")
+                    help="every peer with lanes on (else --no-lanes: full replication)")
     a = ap.parse_args(argv)
     kinds = a.kind
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": ",".join(kinds),
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="profile-mesh-") as tmp:
         for npeers in [int(x) for x in a.peers.split(",")]:
             d = Path(tmp) / f"n{npeers}"
-            mesh = bm.start_mesh(npeers, d, extra=bm.LANES if a.lanes else (),
+            mesh = bm.start_mesh(npeers, d, extra=bm.lanes_flags(a.lanes),
                                  first_extra=LABEL_FLAG if "dag0" in kinds else ())
             r: dict[str, Any] = {"cpu": []}
             try:

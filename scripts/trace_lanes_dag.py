@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="trace-lanes-"))
     mesh = bm.start_mesh(a.peers, base, log_level=a.log_level,
-                         extra=bm.LANES if a.lanes else ())
+                         extra=bm.lanes_flags(a.lanes))
     try:
         bm.banzai_batches(mesh, ["warm"], a.n, 0)
         rows = asyncio.run(run(mesh, a.n, a.repeat))

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--prelude: unknown batch(es) {', '.join(unknown)}; of dag, jobs, map")
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="trace-lanes-map-") as tmp:
-        mesh = bm.start_mesh(a.peers, Path(tmp), extra=bm.LANES if a.lanes else ())
+        mesh = bm.start_mesh(a.peers, Path(tmp), extra=bm.lanes_flags(a.lanes))
         try:
             bm.banzai_batches(mesh, ["warm"], a.n, 0)
             bm.banzai_batches(mesh, ["jobs", "map"], a.n, 0)  # as bench_mesh's warm-up

@@ -124,8 +124,10 @@ class Started(Exception):
     """start_mesh's stand-in stops the run once it knows the peers' flags."""
 
 
-def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
+def test_no_lanes_starts_every_peer_with_lanes_off_and_has_its_own_section(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a lanes flag the peers run with their default, lanes on (session 43), and the
+    run is the main section's; --no-lanes passes --no-lanes to every peer, its own section."""
     flags: list[tuple[int, tuple[str, ...]]] = []
 
     def start_mesh(n: int, base: Any, extra: tuple[str, ...] = ()) -> Any:
@@ -133,13 +135,14 @@ def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
         raise Started
 
     monkeypatch.setattr(bench_mesh, "start_mesh", start_mesh)
-    for argv, want in ((["--peers", "3"], ()), (["--peers", "3", "--lanes"], ("--lanes",))):
+    for argv, want in ((["--peers", "3"], ()), (["--peers", "3", "--lanes"], ()),
+                       (["--peers", "3", "--no-lanes"], ("--no-lanes",))):
         with pytest.raises(Started):
             bench_mesh.main(argv)
         assert flags.pop() == (3, want)
-    assert bench_mesh.mesh_section({"lanes": False}) == bench_mesh.MESH_SECTION
-    assert bench_mesh.mesh_section({"lanes": True}) == (
-        bench_mesh.MESH_SECTION + ", peers with --lanes (experimental)")
+    assert bench_mesh.mesh_section({"lanes": True}) == bench_mesh.MESH_SECTION
+    assert bench_mesh.mesh_section({"lanes": False}) == (
+        bench_mesh.MESH_SECTION + ", peers with --no-lanes")
 
 
 def test_a_lanes_job_the_watched_peer_is_no_member_of_is_done_at_its_job_ended() -> None:

@@ -204,7 +204,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
     "allow_shell": True, "allow_containers": True, "container_network": True,
     "container_runtime": "docker", "task_log_max_bytes": 4096,
-    "gateway_codec_conversion": True, "kubo_public_swarm": True, "lanes": True,
+    "gateway_codec_conversion": True, "kubo_public_swarm": True,
     "labels": ("site=lab2", "gpu.model=none"),
 }
 
@@ -285,6 +285,22 @@ def test_bounds_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError) as e:
         PeerConfig(**{name: 0})
     assert e.value.field == name
+
+
+def test_lanes_are_on_by_default_off_by_flag_env_or_toml(tmp_path: Path) -> None:
+    """Lanes are on unless turned off; `--lanes`, the flag of the releases that had them
+    off by default, still parses (a script's or unit file's explicit choice), and is not
+    taken for an abbreviation of --lanes-min-job-tasks (argparse would take it so)."""
+    assert PeerConfig().lanes is True and from_args([])[0].lanes is True
+    assert from_args(["--no-lanes"])[0].lanes is False
+    on, _ = from_args(["--lanes", "--slots", "1"])
+    assert on.lanes is True and on.slots == 1 and on.lanes_min_job_tasks == 32
+    assert load({}, env={"BANZAI_LANES": "off"}).lanes is False
+    assert load({}, env={}, toml_path=_toml(tmp_path, "lanes = false\n")).lanes is False
+    # a flag beats the environment either way
+    assert load({"lanes": True}, env={"BANZAI_LANES": "0"}).lanes is True
+    assert "[--lanes]" not in build_parser().format_usage()  # listed as --no-lanes only
+    assert from_args(["--mdns"])[0].mdns is True  # every on-by-default switch alike
 
 
 def test_lanes_min_job_tasks_may_be_zero_not_negative() -> None:
