@@ -22,6 +22,7 @@ from peer.log.fold import MeshState
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
 
 log = logging.getLogger("banzai.log")
+LANES_OFF = "lanes_off"  # the refusal of a lane event while lanes are off
 
 OTHER = "other"  # the counter of every origin beyond the tracked ones
 Check = Callable[[Event], object]  # raises BanzaiError or ValueError to refuse an event
@@ -175,7 +176,8 @@ class Door:
     are the upper layers' checks per type (e.g. a workflow's shape for JOB_SUBMITTED).
     `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
     are not enabled (LANES_FEATURE is not announced), every lane event is refused
-    (`lanes_off`), from peers and from disk alike. `lane_closed` says which jobs' lanes were
+    (`lanes_off`): from peers, never stored; from disk, left there unfolded (`replay`).
+    `lane_closed` says which jobs' lanes were
     dropped here (a member's straggling outcome that comes after is refused: `lane_closed`).
     `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`)."""
 
@@ -239,7 +241,7 @@ class Door:
                 return (f"lane_job: a {part.type.name} of job {other!r:.40} in the lane of "
                         f"job {job}")
         if self.member_of is None:
-            return f"lanes_off: an event of the lane of job {job} (lanes are not enabled)"
+            return f"{LANES_OFF}: an event of the lane of job {job} (lanes are not enabled)"
         if not stored and self.lane_closed is not None and self.lane_closed(job):
             return (f"lane_closed: an event of the lane of job {job}, whose lanes were "
                     "dropped here (the job is compacted)")
@@ -336,17 +338,26 @@ class Door:
 
     def replay(self, state: MeshState, own_origin: str) -> int:
         """Fold the events on disk into `state`; any that fails its checks or its fold is
-        quarantined, never fatal. Returns the number folded."""
+        quarantined, never fatal. Returns the number folded. With lanes off, a sound lane
+        row (a data dir run with lanes on, started with --no-lanes) is left on disk
+        unfolded: it folds again once lanes are on (set aside, it would never come back, and
+        a member would run its job's tasks again)."""
         ok: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
+        unfolded = 0
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
             if reason is None and ev.seq > MAX_OWN_SEQ and owned_by(ev.origin, own_origin):
                 reason = f"a seq of this peer past {MAX_OWN_SEQ}: no room to go on"
             if reason is None:
                 ok.append(ev)
+            elif reason.startswith(LANES_OFF + ":"):
+                unfolded += 1
             else:
                 bad.append((ev.id, reason))
+        if unfolded:
+            log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
+                        "are off (--no-lanes); they fold again when lanes are on", unfolded)
         if bad:
             self.quarantined += len(bad)
             self.store.quarantine(bad)

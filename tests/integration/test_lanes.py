@@ -1,7 +1,8 @@
-"""Partial replication on real peers (--lanes, experimental: docs/design/partial-replication.md,
-step 10): three peers with lanes on, a job's task events held by its two members only, the
-third keeping its submission and end (the same job list and state) and answering its view; a
-job of fewer tasks than --lanes-min-job-tasks held in full by every peer beside it."""
+"""Partial replication on real peers (lanes, on by default since session 43: docs/design/
+partial-replication.md, step 10): three peers with lanes on, a job's task events held by its
+two members only, the third keeping its submission and end (the same job list and state)
+and answering its view; a job of fewer tasks than --lanes-min-job-tasks held in full by every
+peer beside it."""
 
 from __future__ import annotations
 
@@ -205,15 +206,15 @@ def test_a_small_job_is_held_in_full_by_every_peer_beside_a_lanes_job(
 
 
 def test_a_mesh_with_a_peer_without_lanes_makes_jobs_every_peer_holds(tmp_path: Path) -> None:
-    """One peer without --lanes (as a peer of an earlier release: it does not announce
-    lanes-v1): a job submitted to a lanes peer names no members and every peer runs and holds
-    it in full, as before lanes."""
+    """One peer with --no-lanes (as a peer of an earlier release, where lanes were off by
+    default: it does not announce lanes-v1): a job submitted to a lanes peer names no
+    members and every peer runs and holds it in full, as before lanes."""
     mesh = f"lanes-{uuid.uuid4().hex[:12]}"
     peers: list[PeerProc] = []
     try:
         peers += start_all(lambda name, *flags: start_peer(
             tmp_path / name, "--slots", "1", *flags, mesh=mesh),
-            ("l0", "--lanes"), ("l1", "--lanes"), ("old",))
+            ("l0", "--lanes"), ("l1", "--lanes"), ("old", "--no-lanes"))
         wait_mesh(peers, 3)
         job = post(f"{peers[0].url}/api/jobs", _job(TASKS))["job"]
         assert {_state(p, job) for p in peers} == {"done"}
@@ -320,3 +321,40 @@ def test_an_acknowledged_lanes_job_survives_kill_9_of_its_home_right_after_the_a
     (replica,) = [p for p in alive if _peer_id(p) == members[1]]
     _all_done(replica, job, TASKS)
     assert {_state(p, job) for p in alive} == {"done"}
+
+
+def test_a_member_s_data_dir_opens_with_lanes_off_and_again_with_lanes_on(
+        tmp_path: Path) -> None:
+    """A member of a lanes job (two peers, lanes on: the default) stopped, started alone
+    with --no-lanes, stopped, started with lanes on again: with lanes off it starts, keeps
+    the job (as a newer peer's: it runs none of it) and its lanes' rows stay on disk; with
+    lanes on they fold again: its own view has every task done, none run again. Before, the
+    rows went to the quarantine with lanes off and never came back: with lanes on the job
+    was run again from its first task."""
+    mesh = f"lanes-{uuid.uuid4().hex[:12]}"
+    peers: list[PeerProc] = []
+    try:
+        peers += start_all(lambda name: start_peer(tmp_path / name, "--slots", "1", mesh=mesh),
+                           ("l0",), ("l1",))
+        wait_mesh(peers, 2)
+        job = post(f"{peers[0].url}/api/jobs", _job(TASKS))["job"]
+        for p in peers:
+            _all_done(p, job, TASKS)
+        stop_peers(peers)
+        member = peers[0]
+        rows = _lane_rows(member, job)
+        assert rows > TASKS, rows
+        at = member.args.index("--mesh-name")
+        peers.append(off := start_peer(member.data_dir, *member.args[at + 2:], "--no-lanes",
+                                       mesh=mesh))
+        assert get(f"{off.url}/api/health")["log"]["quarantined"] == 0
+        assert job in _entries(off)
+        stop_peers([off])
+        assert _lane_rows(off, job) == rows
+        peers.append(on := _restart(member))
+        _all_done(on, job, TASKS)
+        assert get(f"{on.url}/api/health")["log"]["quarantined"] == 0
+        stop_peers([on])
+        assert _lane_rows(on, job) == rows  # (no task ran again)
+    finally:
+        stop_peers(peers)

@@ -173,17 +173,19 @@ def test_a_lane_event_of_another_job_is_refused(bad: Event) -> None:
     assert OTHER_JOB in (d.problem(bad) or "")
 
 
-def test_replay_with_lanes_off_sets_lane_rows_aside_and_folds_the_rest() -> None:
-    """A data dir holding lane rows (a later release's, downgraded): the rows go to the
-    quarantine with their reason, the peer's other rows fold, it starts."""
+def test_replay_with_lanes_off_leaves_lane_rows_unfolded_on_disk_and_folds_the_rest() -> None:
+    """A data dir holding lane rows (run with lanes on, started with --no-lanes): the rows
+    stay on disk unfolded, to fold again once lanes are on (they went to the quarantine
+    before, for good); the peer's other rows fold, it starts. A lane row that is no lane
+    event is still set aside."""
     mesh = event(EventType.PROVIDE, {"cids": [CID]}, origin=P)
-    rows = [event(EventType.CLAIM, chunk()), event(EventType.CLAIM, chunk(), seq=2), mesh]
+    odd = event(EventType.PROVIDE, {"cids": [CID]}, seq=3)
+    rows = [event(EventType.CLAIM, chunk()), event(EventType.CLAIM, chunk(), seq=2), mesh, odd]
     log = FakeLog(rows)
     state = MeshState()
     assert door(log=log).replay(state, Q) == 1
     assert set(state.events) == {mesh.id} and LANE not in state.heads
-    assert [i for i, _ in log.set_aside] == [(LANE, 1), (LANE, 2)]
-    assert all(why.startswith("lanes_off:") for _, why in log.set_aside)
+    assert [(i, why.split(":")[0]) for i, why in log.set_aside] == [((LANE, 3), "lane_type")]
 
 
 def test_replay_of_a_member_does_not_ask_membership() -> None:
