@@ -296,6 +296,49 @@ async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over(
         await m.close()
 
 
+async def test_two_homes_of_a_lanes_job_end_it_twice_and_every_peer_keeps_one_end() -> None:
+    """(Review i, session 42, R1; lanes on by default, session 43.) Of a lanes "args" job
+    whose members are p0 and p2 (splits-v1 without argsplits-v1: it runs none of it), p0 is
+    gone and p1 took the job over. Two peers are its home then: p1 by this release's count
+    (the first live member that runs the job) and p2 by its own (the first live member).
+    Both emit a JOB_ENDED, of the same payload (made from the same lane events); every peer,
+    p0 back too, keeps the same one (the first by order), and nothing else is doubled: each
+    task done once, no member added but p1, p2 still running nothing. The cost is one
+    extra JOB_ENDED."""
+    m = JobMesh(3, CATALOG, LANES_CFG, slots=2, lanes=True, valueless={"2" * 16})
+    p0, p1, p2 = m.peers
+    try:
+        job = _lanes_job(m, p0, [p0, p2])
+        await m.settle()
+        m.silent.add(p0)
+        for _ in range(int(LANES_CFG.lease_s) + 5):
+            await m.advance(1.0)
+        st = m[p1].store
+        for _ in range(20):
+            for key in m[p1].runner.running:
+                m[p1].runner.finish(key, {"output": st.make_dir({key.replace("/", "_"): (
+                    st.make_dir({"a.txt": st.add_bytes(key.encode())}))})}
+                                    if "/fetch/" in key else None)
+            await m.advance(1.0)
+        ends = m.sent(EventType.JOB_ENDED, job=job)
+        assert sorted(e.origin for e in ends) == [p1, p2]
+        same = [{k: v for k, v in e.payload.items() if k != "producers"} for e in ends]
+        assert same[0] == same[1] and same[0]["state"] == "done"
+        m.heal()
+        await m.advance(1.0)
+        first = min(ends, key=lambda e: e.order)
+        assert all(m[p].state.ended[job].id == first.id for p in m.peers)
+        assert len({str(sorted(m[p].state.outputs.items())) for p in m.peers}) == 1
+        runs = [(e.payload["task"], e.payload["chunk"]) for e in m.sent(EventType.CHUNK_DONE,
+                                                                         job=job)]
+        assert len(runs) == len(set(runs)) == 4  # (echo, and a fetch chunk per URL)
+        assert [(e.origin, e.payload["add"]) for e in m.sent(EventType.JOB_MEMBERS)] == [
+            (p1, [p1])]
+        assert m[p2].runner.started == []
+    finally:
+        await m.close()
+
+
 async def test_a_lanes_job_spreads_only_to_peers_that_run_it() -> None:
     """(Review c, session 42, C5.) Scale-out added the next live peers that run the job's
     calls, p2 among them although it runs none of an "args" job (splits-v1 without
