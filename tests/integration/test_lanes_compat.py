@@ -1,11 +1,12 @@
-"""A peer of the previous release in a lanes mesh (docs/design/partial-replication.md, section
-6): a peer of 2b5ab6b (session 36's main, before `--lanes`: it announces no lanes-v1 and holds
-JOB_ENDED, JOB_MEMBERS and a JOB_SUBMITTED's `members` unfolded) joins two --lanes peers while
-a lanes job runs, and leaves. The lanes job goes on on its members (the old peer keeps it as a
-newer peer's job and runs none of it: `"lanes": 1`); jobs submitted while it is live, and
-after it left (its MEMBER without lanes-v1 is still known, not revoked), are held in full by
-every peer; the old peer crashes on nothing, quarantines and refuses nothing, and opens its
-data dir again with every row.
+"""A peer of an earlier release in a lanes mesh (docs/design/partial-replication.md, section
+6): a peer of 2b5ab6b (session 36's main, before `--lanes`) or of f513d90 (session 42's main:
+lanes off by default), each announcing no lanes-v1 and holding JOB_ENDED, JOB_MEMBERS and a
+JOB_SUBMITTED's `members` unfolded, joins two peers of this release with lanes on (their
+default) while a lanes job runs, and leaves. The lanes job goes on on its members (the old
+peer keeps it as a newer peer's job and runs none of it: `"lanes": 1`); jobs submitted while
+it is live, and after it left (its MEMBER without lanes-v1 is still known, not revoked), are
+held in full by every peer; the old peer crashes on nothing, quarantines and refuses nothing,
+and opens its data dir again with every row.
 
 The old peer runs the code of that commit (`git archive`; the test is skipped where the
 repository's history is not at hand)."""
@@ -17,6 +18,8 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import PeerProc, start_peer, stop_peers
 from tests.helpers import get_json as get
@@ -35,7 +38,9 @@ from tests.integration.test_lanes import (
 from tests.integration.test_mesh import start_all
 from tests.integration.test_tomb_compat import _release
 
-OLD = "2b5ab6b"
+# session 36's main (before --lanes), session 42's (lanes off by default: the release before
+# this one)
+OLD = ("2b5ab6b", "f513d90")
 HOLD_S = 15  # one task of the lanes job sleeps this long: it runs while the old peer joins
 
 
@@ -66,9 +71,10 @@ def _same_heads(peers: list[PeerProc]) -> None:
     raise AssertionError(f"the heads of {[p.data_dir.name for p in peers]} differ: {digests}")
 
 
-def test_a_peer_of_the_previous_release_joins_a_lanes_mesh_mid_job_and_leaves(
-        tmp_path: Path) -> None:
-    code = _release(OLD, tmp_path / OLD)
+@pytest.mark.parametrize("release", OLD)
+def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
+        tmp_path: Path, release: str) -> None:
+    code = _release(release, tmp_path / release)
     mesh = f"lanes-{uuid.uuid4().hex[:12]}"
     lanes: list[PeerProc] = []
     old: list[PeerProc] = []
@@ -79,8 +85,8 @@ def test_a_peer_of_the_previous_release_joins_a_lanes_mesh_mid_job_and_leaves(
                           env={"PYTHONPATH": str(code)}, cwd=code)
 
     try:
-        lanes += start_all(lambda name: start_peer(
-            tmp_path / name, "--slots", "1", "--lanes", mesh=mesh), ("l0",), ("l1",))
+        lanes += start_all(lambda name: start_peer(  # (lanes on: no flag, the default)
+            tmp_path / name, "--slots", "1", mesh=mesh), ("l0",), ("l1",))
         wait_mesh(lanes, 2)
         l0 = lanes[0]
         held = post(f"{l0.url}/api/jobs", [*_job(TASKS), {"call": "T_SLEEP", "args": [HOLD_S]}])
