@@ -177,8 +177,8 @@ class Door:
     `member_of` says which lanes jobs we hold the lanes of (peer.log.lanes); None: lanes
     are not enabled (LANES_FEATURE is not announced), every lane event is refused
     (`lanes_off`): from peers, never stored; from disk, left there unfolded (`replay`).
-    `lane_closed` says which jobs' lanes were
-    dropped here (a member's straggling outcome that comes after is refused: `lane_closed`).
+    `lane_closed` says which jobs' lanes were dropped here (a member's straggling outcome
+    that comes after is refused: `lane_closed`).
     `adders` (with lanes) says who may add anyone to a job's members (`_members_problem`)."""
 
     def __init__(self, cfg: DoorConfig, hlc: HLC, store: LogStore,

@@ -148,19 +148,24 @@ def test_refusal_counters_stay_bounded_whatever_origins_an_attacker_picks() -> N
 
 
 def test_a_lane_event_is_dropped_and_counted_not_stored_while_lanes_are_off(
-        node: Node) -> None:
-    """This release announces no lanes (LANES_FEATURE): a lane's event from a peer
+        tmp_path: Path) -> None:
+    """With lanes off (--no-lanes: no LANES_FEATURE announced) a lane's event from a peer
     ("<peer>/<job>", peer.log.lanes) is refused at the door (`lanes_off`), stored nowhere,
     folded into nothing; the frame's other events are merged."""
-    lane = "0123456789abcdef0123/j0123456789ab"
-    claim = Event(lane, 1, now_hlc(), EventType.CLAIM, {
-        "job": "j0123456789ab", "task": "t", "split": [lane, 1], "chunk": 0, "attempt": 0})
-    good = provide("good", 1)
-    assert node.merge([claim, good]) == [good]
-    assert rows(node) == {("good", 1)} and lane not in node.state.heads
-    assert not node.state.chunks
-    assert node.door.refused.by_origin == {lane: 1}
-    assert node.door.refused.by_reason == {"lanes_off": 1}
+    node = Node(PeerConfig(data_dir=tmp_path, slots=1, mdns=False, lanes=False))
+    node.listeners.clear()
+    try:
+        lane = "0123456789abcdef0123/j0123456789ab"
+        claim = Event(lane, 1, now_hlc(), EventType.CLAIM, {
+            "job": "j0123456789ab", "task": "t", "split": [lane, 1], "chunk": 0, "attempt": 0})
+        good = provide("good", 1)
+        assert node.merge([claim, good]) == [good]
+        assert rows(node) == {("good", 1)} and lane not in node.state.heads
+        assert not node.state.chunks
+        assert node.door.refused.by_origin == {lane: 1}
+        assert node.door.refused.by_reason == {"lanes_off": 1}
+    finally:
+        node.log.close()
 
 
 # -- unknown types ---------------------------------------------------------------------
@@ -362,12 +367,13 @@ def test_replay_quarantines_what_fails_and_the_peer_starts(
         third.log.close()
 
 
-def test_a_data_dir_with_lane_rows_starts_with_them_set_aside(
+def test_a_data_dir_with_lane_rows_starts_with_lanes_off_keeping_them_unfolded(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Lane rows in the log file (a later release's data dir opened by this one, which
-    enables no lanes): each is quarantined naming its lane and why, the rest folds, the
-    peer starts and its own seqs go on."""
-    cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False)
+    """Lane rows in the log file opened with lanes off (a data dir run with lanes on, started
+    with --no-lanes): the sound ones stay on disk unfolded (they fold again with lanes on),
+    one that breaks the lane rules is quarantined naming its lane and why, the rest folds,
+    the peer starts and its own seqs go on."""
+    cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False, lanes=False)
     n = Node(cfg)
     me = n.peer_id
     n.emit(EventType.PROVIDE, {"cids": ["a"]})
@@ -382,13 +388,17 @@ def test_a_data_dir_with_lane_rows_starts_with_them_set_aside(
     with caplog.at_level(logging.WARNING):
         again = Node(cfg)
     try:
-        assert again.log.quarantined() == 3 and again.heads() == {me: 1}
-        # our own lane's seq set aside is never reused (a floor, not a mesh origin's head)
-        assert again.state.heads == {me: 1, mine: 1} and not again.state.by_origin[mine]
-        for lane in (f"{mine}/1", f"{other}/1", f"{other}/2"):  # each named whole
-            assert f"quarantined the event {lane}: " in caplog.text
-        assert "lanes_off" in caplog.text and "lane_type" in caplog.text
+        assert again.log.quarantined() == 1 and again.heads() == {me: 1}
+        assert again.state.heads == {me: 1}  # (the lane rows are not folded)
+        assert f"quarantined the event {other}/2: lane_type" in caplog.text
+        assert "2 events of lanes jobs' lanes are kept on disk, not folded" in caplog.text
         assert again.emit(EventType.PROVIDE, {"cids": ["b"]}).seq == 2
+        db = sqlite3.connect(str(tmp_path / "events.sqlite"))
+        try:
+            kept = set(db.execute("SELECT origin, seq FROM events WHERE origin LIKE '%/%'"))
+        finally:
+            db.close()
+        assert kept == {(mine, 1), (other, 1)}
     finally:
         again.log.close()
 

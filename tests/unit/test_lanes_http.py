@@ -333,7 +333,7 @@ async def test_a_members_view_reaches_a_non_member_whole(tmp_path: Path) -> None
 
 async def test_with_lanes_off_a_job_with_members_is_viewed_and_listed_here(
         tmp_path: Path) -> None:
-    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False))
+    node = Node(PeerConfig(data_dir=tmp_path / "peer", slots=1, mdns=False, lanes=False))
     try:
         node.state.apply(submitted())
         node.peer_urls = lambda: pytest.fail("a member asked")  # type: ignore[method-assign]

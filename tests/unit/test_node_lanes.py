@@ -138,21 +138,22 @@ async def test_a_restart_continues_each_lanes_seqs(tmp_path: Path) -> None:
     node.log.close()
 
 
-async def test_an_own_lane_seq_quarantined_at_start_is_never_reused(tmp_path: Path) -> None:
-    """A start with lanes off quarantines the lane rows on disk (`lanes_off`); peers may hold
-    those seqs, so a later start with lanes on continues above them (as for our stream)."""
+async def test_own_lane_rows_kept_through_a_start_with_lanes_off_fold_again_and_go_on(
+        tmp_path: Path) -> None:
+    """A start with lanes off leaves our lane rows on disk unfolded (`lanes_off`: they were
+    quarantined before, for good); a later start with lanes on folds them again and our
+    lane's seqs go on above them (peers may hold those seqs)."""
     node = _node(tmp_path)
     me = node.peer_id
     await _turn(node, _claim(J1, "t0"))
     await _turn(node, _claim(J1, "t1"))
     node.log.close()
     node = _node(tmp_path, lanes=False)
-    assert node.door.quarantined == 2 and _held(node, lane(me, J1)) == []
-    assert node.state.heads[lane(me, J1)] == 2  # set aside below the head: never reused
+    assert node.door.quarantined == 0 and lane(me, J1) not in node.state.heads
     assert lane(me, J1) not in node.heads()  # (not a mesh origin)
     node.log.close()
     node = _node(tmp_path)
-    assert node.state.heads[lane(me, J1)] == 2 and _held(node, lane(me, J1)) == []
+    assert node.state.heads[lane(me, J1)] == 2 and len(_held(node, lane(me, J1))) == 2
     got = await _turn(node, _claim(J1, "t2"))
     assert [(e.origin, e.seq) for e in got] == [(lane(me, J1), 3)]
     node.log.close()
@@ -372,9 +373,10 @@ async def test_a_node_with_lanes_gives_its_gossip_its_lanes(tmp_path: Path,
 
 
 def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Path) -> None:
-    """PeerConfig.lanes (--lanes, off by default) makes a Node with lanes on (its fold's,
-    door's and workflows' switch) that announces LANES_FEATURE in its MEMBER event and
-    heartbeats; off, nothing announces it (an explicit `lanes` wins over the setting)."""
+    """PeerConfig.lanes (on by default since session 43; --no-lanes) makes a Node with lanes
+    on (its fold's, door's and workflows' switch) that announces LANES_FEATURE in its MEMBER
+    event and heartbeats; off, nothing announces it (an explicit `lanes` wins over the
+    setting)."""
     seen = {}
     for name, cfg_on, given in (("on", True, None), ("off", False, None),
                                 ("given", False, True)):
@@ -389,7 +391,7 @@ def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Pa
             node.log.close()
     assert seen == {"on": (True, True, [True, True]), "off": (False, False, [False, False]),
                     "given": (True, True, [True, True])}
-    assert PeerConfig().lanes is False
+    assert PeerConfig().lanes is True
 
 
 def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(
