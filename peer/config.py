@@ -216,13 +216,13 @@ class PeerConfig:
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
-    lanes: bool = field(default=True, metadata=setting(
-        "do not use lanes (partial replication, docs/design/partial-replication.md): every "
-        "peer holds every job's task events. With lanes (the default; also --lanes) a job's "
-        "task events go to its members only (2 peers) while every live peer of the mesh "
-        "announces lanes-v1; the others keep its submission and end"))
+    lanes: bool = field(default=False, metadata=setting(
+        "partial replication (docs/design/partial-replication.md): a job's task events go to "
+        "its members only (2 peers) while every live peer of the mesh announces lanes-v1; "
+        "the others keep its submission and end. Off by default; the 8 known gaps before "
+        "on-by-default are in docs/design/partial-replication.md section 6"))
     lanes_min_job_tasks: int = field(default=LANES_MIN_JOB_TASKS, metadata=setting(
-        "with lanes on, a job of fewer tasks than this (a per-item task counts as more: its "
+        "with --lanes, a job of fewer tasks than this (a per-item task counts as more: its "
         "items are listed only at its split) is held in full by every peer, as without "
         "lanes: lanes save such a job no CPU, and its end reaches the other peers later "
         f"(default {LANES_MIN_JOB_TASKS}; 0: every job in lanes)"))
@@ -487,8 +487,14 @@ class SettingSpec:
     def flag(self) -> str:
         if self.setting.flag:
             return self.setting.flag
+        if self.kind is bool:
+            return self.bool_flag(self.default is not True)
+        return "--" + self.name.replace("_", "-")
+
+    def bool_flag(self, on: bool) -> str:
+        """A boolean setting's flag that turns it on (`--NAME`) or off (`--no-NAME`)."""
         dashed = self.name.replace("_", "-")
-        return f"--no-{dashed}" if self.kind is bool and self.default is True else f"--{dashed}"
+        return f"--{dashed}" if on else f"--no-{dashed}"
 
     def parse(self, value: Any) -> Any:
         """A TOML, environment or flag value as the field's type; ConfigError naming the
@@ -621,11 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
             opts |= {"action": "append", "default": []}
         elif spec.kind is bool:
             opts |= {"action": "store_const", "const": spec.default is not True, "default": None}
-            if spec.default is True and not spec.setting.flag:
-                # its on-form too, unlisted: a script's explicit choice, or the flag of an
-                # earlier release when the default was off (`--lanes`), still parses
-                p.add_argument(spec.flag.replace("--no-", "--", 1), dest=spec.name,
-                               action="store_const", const=True, help=argparse.SUPPRESS)
+            # its form that sets the default too, unlisted: a script's explicit choice either
+            # way, or the flag of a release whose default was the other one, still parses
+            p.add_argument(spec.bool_flag(spec.default is True), dest=spec.name,
+                           action="store_const", const=spec.default is True,
+                           help=argparse.SUPPRESS)
         elif spec.kind in (int, float):
             opts["type"] = spec.kind
         if spec.setting.choices:

@@ -11,6 +11,7 @@ import pytest
 from peer.config import (
     SPECS,
     PeerConfig,
+    SettingSpec,
     build_parser,
     default_worker_memory_mb,
     from_args,
@@ -204,7 +205,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
     "allow_shell": True, "allow_containers": True, "container_network": True,
     "container_runtime": "docker", "task_log_max_bytes": 4096,
-    "gateway_codec_conversion": True, "kubo_public_swarm": True,
+    "gateway_codec_conversion": True, "kubo_public_swarm": True, "lanes": True,
     "labels": ("site=lab2", "gpu.model=none"),
 }
 
@@ -287,20 +288,35 @@ def test_bounds_must_be_positive(name: str) -> None:
     assert e.value.field == name
 
 
-def test_lanes_are_on_by_default_off_by_flag_env_or_toml(tmp_path: Path) -> None:
-    """Lanes are on unless turned off; `--lanes`, the flag of the releases that had them
-    off by default, still parses (a script's or unit file's explicit choice), and is not
-    taken for an abbreviation of --lanes-min-job-tasks (argparse would take it so)."""
-    assert PeerConfig().lanes is True and from_args([])[0].lanes is True
+def test_lanes_are_off_by_default_on_by_flag_env_or_toml(tmp_path: Path) -> None:
+    """Lanes are off unless turned on (the 8 known gaps before on-by-default: docs/design/
+    partial-replication.md, section 6); `--no-lanes` still parses (a script's or test's
+    explicit choice), and `--lanes` sets lanes, not --lanes-min-job-tasks."""
+    assert PeerConfig().lanes is False and from_args([])[0].lanes is False
     assert from_args(["--no-lanes"])[0].lanes is False
     on, _ = from_args(["--lanes", "--slots", "1"])
     assert on.lanes is True and on.slots == 1 and on.lanes_min_job_tasks == 32
-    assert load({}, env={"BANZAI_LANES": "off"}).lanes is False
-    assert load({}, env={}, toml_path=_toml(tmp_path, "lanes = false\n")).lanes is False
+    assert load({}, env={"BANZAI_LANES": "on"}).lanes is True
+    assert load({}, env={}, toml_path=_toml(tmp_path, "lanes = true\n")).lanes is True
     # a flag beats the environment either way
-    assert load({"lanes": True}, env={"BANZAI_LANES": "0"}).lanes is True
-    assert "[--lanes]" not in build_parser().format_usage()  # listed as --no-lanes only
-    assert from_args(["--mdns"])[0].mdns is True  # every on-by-default switch alike
+    assert load({"lanes": False}, env={"BANZAI_LANES": "1"}).lanes is False
+    usage = build_parser().format_usage()
+    assert "[--lanes]" in usage and "--no-lanes" not in usage  # listed as --lanes only
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.kind is bool], ids=lambda s: s.name)
+def test_every_switch_takes_both_forms_and_lists_the_one_off_its_default(
+        spec: SettingSpec) -> None:
+    """Each boolean setting parses --NAME and --no-NAME whatever its default, so a script
+    may say either explicitly; only the form that changes the default is listed."""
+    on, off = spec.bool_flag(True), spec.bool_flag(False)
+    assert getattr(from_args([on])[0], spec.name) is True
+    assert getattr(from_args([off])[0], spec.name) is False
+    assert getattr(from_args([])[0], spec.name) is spec.default
+    listed = off if spec.default is True else on
+    assert spec.flag == listed
+    usage = build_parser().format_usage()
+    assert f"[{listed}]" in usage and f"[{on if listed == off else off}]" not in usage
 
 
 def test_lanes_min_job_tasks_may_be_zero_not_negative() -> None:

@@ -373,10 +373,9 @@ async def test_a_node_with_lanes_gives_its_gossip_its_lanes(tmp_path: Path,
 
 
 def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Path) -> None:
-    """PeerConfig.lanes (on by default since session 43; --no-lanes) makes a Node with lanes
-    on (its fold's, door's and workflows' switch) that announces LANES_FEATURE in its MEMBER
-    event and heartbeats; off, nothing announces it (an explicit `lanes` wins over the
-    setting)."""
+    """PeerConfig.lanes (--lanes, off by default) makes a Node with lanes on (its fold's,
+    door's and workflows' switch) that announces LANES_FEATURE in its MEMBER event and
+    heartbeats; off, nothing announces it (an explicit `lanes` wins over the setting)."""
     seen = {}
     for name, cfg_on, given in (("on", True, None), ("off", False, None),
                                 ("given", False, True)):
@@ -391,7 +390,7 @@ def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Pa
             node.log.close()
     assert seen == {"on": (True, True, [True, True]), "off": (False, False, [False, False]),
                     "given": (True, True, [True, True])}
-    assert PeerConfig().lanes is True
+    assert PeerConfig().lanes is False
 
 
 def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(

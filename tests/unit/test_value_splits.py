@@ -297,7 +297,7 @@ async def test_a_lanes_job_whose_only_live_member_runs_none_of_it_is_taken_over(
 
 
 async def test_two_homes_of_a_lanes_job_end_it_twice_and_every_peer_keeps_one_end() -> None:
-    """(Review i, session 42, R1; lanes on by default, session 43.) Of a lanes "args" job
+    """(Review i, session 42, R1.) Of a lanes "args" job
     whose members are p0 and p2 (splits-v1 without argsplits-v1: it runs none of it), p0 is
     gone and p1 took the job over. Two peers are its home then: p1 by this release's count
     (the first live member that runs the job) and p2 by its own (the first live member).
