@@ -3,7 +3,7 @@
 on 2 peers against 1.
 
     .venv/bin/python scripts/bench_mesh.py [--peers 1,2,3] [-n 1000] [--latency-n 200]
-        [--repeat 3] [--no-lanes] [--rows latency,dag,jobs,map] [--profile DIR]
+        [--repeat 3] [--lanes] [--rows latency,dag,jobs,map] [--profile DIR]
         [--write docs/benchmarks.md] [--json PATH]
     .venv/bin/python scripts/bench_mesh.py --pipeline [--repeat 3] [--write ...]
 
@@ -42,10 +42,9 @@ batches read (which peer ran what, HLC times) is read after the window.
 --rows: only these batches in each repetition, banzai's and Dask's (the warm-up and its
 unmeasured jobs and map batches run as ever); with some left out the script prints each
 row's per-repetition figures and their medians instead of the section (no --write).
---no-lanes: every peer runs with --no-lanes (full replication: every peer holds every job's
-task events); without it the peers run with lanes on, their default since session 43 (a job's
-task events go to its members only; --lanes says so explicitly). The section's title and
-header say which (a --no-lanes run its own section with --write).
+--lanes: every peer runs with --lanes (partial replication, experimental: a job's task events
+go to its members only); the section's title and header say so (its own section with --write).
+Without it (or with --no-lanes) every peer runs with --no-lanes, their default.
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
 py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
 
@@ -285,8 +284,8 @@ def net_ms_per_task(cpu_s: float, idle_s_per_s: float, waited_s: float, tasks: i
 
 
 def lanes_flags(on: bool) -> tuple[str, ...]:
-    """The peers' flags for lanes on (their default since session 43: none) or off."""
-    return () if on else ("--no-lanes",)
+    """The peers' flags for lanes on or off (their default), said explicitly either way."""
+    return ("--lanes",) if on else ("--no-lanes",)
 
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
@@ -884,8 +883,8 @@ def rows_text(r: dict[str, Any]) -> str:
 
 
 def mesh_section(r: dict[str, Any]) -> str:
-    """The markdown section a throughput/latency run writes: a --no-lanes run its own."""
-    return MESH_SECTION + ("" if r.get("lanes") else ", peers with --no-lanes")
+    """The markdown section a throughput/latency run writes: a --lanes run its own."""
+    return MESH_SECTION + (", peers with --lanes (experimental)" if r.get("lanes") else "")
 
 
 def mesh_markdown(r: dict[str, Any], command: str) -> str:
@@ -907,9 +906,8 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
         "dask[distributed] and py-spy; not a runtime dependency).",
         "",
         "Setup: N `banzai-peer` processes on 127.0.0.1, `--slots 1` each"
-        + (", lanes on (the peers' default: a job's task events go to its members only)"
-           if r.get("lanes") else ", **`--no-lanes` (every peer holds every job's task "
-           "events)**") + ", mDNS on 127.0.0.1, "
+        + (", **`--lanes` (partial replication, experimental: a job's task events go to its "
+           "members only)**" if r.get("lanes") else "") + ", mDNS on 127.0.0.1, "
         "one fresh mesh name, the script waits until every peer sees the others alive; vs "
         "`LocalCluster(n_workers=N, threads_per_worker=1, processes=True)` (both up at "
         "once, run alternately). banzai task: built-in ECHO (writes a file, imports it into "
@@ -1112,8 +1110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-n", type=int, default=200, help="tasks per latency batch")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="py-spy output directory")
-    ap.add_argument("--lanes", action=argparse.BooleanOptionalAction, default=True,
-                    help="every peer with lanes on (their default) or, --no-lanes, off")
+    ap.add_argument("--lanes", action=argparse.BooleanOptionalAction, default=False,
+                    help="every peer with --lanes or, --no-lanes (the default), off")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help="comma-separated batches of a repetition, of " + ",".join(ROWS))
     ap.add_argument("--pipeline", action="store_true", help="the 2-peers-vs-1 pipeline run")

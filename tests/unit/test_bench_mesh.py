@@ -124,10 +124,10 @@ class Started(Exception):
     """start_mesh's stand-in stops the run once it knows the peers' flags."""
 
 
-def test_no_lanes_starts_every_peer_with_lanes_off_and_has_its_own_section(
+def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a lanes flag the peers run with their default, lanes on (session 43), and the
-    run is the main section's; --no-lanes passes --no-lanes to every peer, its own section."""
+    """Without a lanes flag (or with --no-lanes) every peer runs with --no-lanes, their
+    default, and the run is the main section's; --lanes passes --lanes, its own section."""
     flags: list[tuple[int, tuple[str, ...]]] = []
 
     def start_mesh(n: int, base: Any, extra: tuple[str, ...] = ()) -> Any:
@@ -135,14 +135,15 @@ def test_no_lanes_starts_every_peer_with_lanes_off_and_has_its_own_section(
         raise Started
 
     monkeypatch.setattr(bench_mesh, "start_mesh", start_mesh)
-    for argv, want in ((["--peers", "3"], ()), (["--peers", "3", "--lanes"], ()),
-                       (["--peers", "3", "--no-lanes"], ("--no-lanes",))):
+    for argv, want in ((["--peers", "3"], ("--no-lanes",)),
+                       (["--peers", "3", "--no-lanes"], ("--no-lanes",)),
+                       (["--peers", "3", "--lanes"], ("--lanes",))):
         with pytest.raises(Started):
             bench_mesh.main(argv)
         assert flags.pop() == (3, want)
-    assert bench_mesh.mesh_section({"lanes": True}) == bench_mesh.MESH_SECTION
-    assert bench_mesh.mesh_section({"lanes": False}) == (
-        bench_mesh.MESH_SECTION + ", peers with --no-lanes")
+    assert bench_mesh.mesh_section({"lanes": False}) == bench_mesh.MESH_SECTION
+    assert bench_mesh.mesh_section({"lanes": True}) == (
+        bench_mesh.MESH_SECTION + ", peers with --lanes (experimental)")
 
 
 def test_a_lanes_job_the_watched_peer_is_no_member_of_is_done_at_its_job_ended() -> None:
