@@ -339,7 +339,7 @@ class Door:
     def replay(self, state: MeshState, own_origin: str) -> int:
         """Fold the events on disk into `state`; any that fails its checks or its fold is
         quarantined, never fatal. Returns the number folded. With lanes off, a sound lane
-        row (a data dir run with lanes on, started with --no-lanes) is left on disk
+        row (a data dir run with lanes on, started without --lanes) is left on disk
         unfolded: it folds again once lanes are on (set aside, it would never come back, and
         a member would run its job's tasks again)."""
         ok: list[Event] = []
@@ -357,7 +357,7 @@ class Door:
                 bad.append((ev.id, reason))
         if unfolded:
             log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
-                        "are off (--no-lanes); they fold again when lanes are on", unfolded)
+                        "are off; they fold again when the peer starts with --lanes", unfolded)
         if bad:
             self.quarantined += len(bad)
             self.store.quarantine(bad)
