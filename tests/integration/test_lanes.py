@@ -1,8 +1,7 @@
-"""Partial replication on real peers (lanes, on by default since session 43: docs/design/
-partial-replication.md, step 10): three peers with lanes on, a job's task events held by its
-two members only, the third keeping its submission and end (the same job list and state)
-and answering its view; a job of fewer tasks than --lanes-min-job-tasks held in full by every
-peer beside it."""
+"""Partial replication on real peers (--lanes, off by default: docs/design/partial-replication.md,
+step 10): three peers with lanes on, a job's task events held by its two members only, the
+third keeping its submission and end (the same job list and state) and answering its view; a
+job of fewer tasks than --lanes-min-job-tasks held in full by every peer beside it."""
 
 from __future__ import annotations
 
@@ -325,17 +324,17 @@ def test_an_acknowledged_lanes_job_survives_kill_9_of_its_home_right_after_the_a
 
 def test_a_member_s_data_dir_opens_with_lanes_off_and_again_with_lanes_on(
         tmp_path: Path) -> None:
-    """A member of a lanes job (two peers, lanes on: the default) stopped, started alone
-    with --no-lanes, stopped, started with lanes on again: with lanes off it starts, keeps
-    the job (as a newer peer's: it runs none of it) and its lanes' rows stay on disk; with
-    lanes on they fold again: its own view has every task done, none run again. Before, the
-    rows went to the quarantine with lanes off and never came back: with lanes on the job
-    was run again from its first task."""
+    """A member of a lanes job (two peers with --lanes) stopped, started alone with
+    --no-lanes, stopped, started with --lanes again: with lanes off it starts, keeps the job
+    (as a newer peer's: it runs none of it) and its lanes' rows stay on disk; with lanes on
+    they fold again: its own view has every task done, none run again. Before, the rows went
+    to the quarantine with lanes off and never came back: with lanes on the job was run
+    again from its first task."""
     mesh = f"lanes-{uuid.uuid4().hex[:12]}"
     peers: list[PeerProc] = []
     try:
-        peers += start_all(lambda name: start_peer(tmp_path / name, "--slots", "1", mesh=mesh),
-                           ("l0",), ("l1",))
+        peers += start_all(lambda name: start_peer(
+            tmp_path / name, "--slots", "1", "--lanes", mesh=mesh), ("l0",), ("l1",))
         wait_mesh(peers, 2)
         job = post(f"{peers[0].url}/api/jobs", _job(TASKS))["job"]
         for p in peers:
@@ -345,8 +344,8 @@ def test_a_member_s_data_dir_opens_with_lanes_off_and_again_with_lanes_on(
         rows = _lane_rows(member, job)
         assert rows > TASKS, rows
         at = member.args.index("--mesh-name")
-        peers.append(off := start_peer(member.data_dir, *member.args[at + 2:], "--no-lanes",
-                                       mesh=mesh))
+        flags = [f for f in member.args[at + 2:] if f != "--lanes"]
+        peers.append(off := start_peer(member.data_dir, *flags, "--no-lanes", mesh=mesh))
         assert get(f"{off.url}/api/health")["log"]["quarantined"] == 0
         assert job in _entries(off)
         stop_peers([off])
