@@ -1347,14 +1347,15 @@ _TRASH = _Trash()  # what a worker left of its runs goes with its executor's dir
 
 def _worker_main(rx: Connection, tx: Connection, spec: _Spec) -> None:
     """Worker process entry point: set up, then serve one request at a time until EOF, or
-    until a task closed the request pipe (its number may name a file of the task's now)."""
+    until a task closed the request pipe or the signal wake-up fd (either number may name a
+    file of the task's now, or of a later run's)."""
     requests = _Fd(rx.fileno())
     wakeup = _setup_worker(spec, requests)
     chan = _Channel(tx)
     report = chan.removing if spec.counts_removals else None
     chan.send(("ready", os.getpid(), _preload(spec.preload)))
     targets: dict[str, Callable[..., Any]] = {}
-    while requests.ours() and (request := _receive(requests.fd)) is not None:
+    while requests.ours() and wakeup.intact() and (request := _receive(requests.fd)) is not None:
         (_, run_id, target, workdir), payload = request
         wakeup.rearm()
         chan.send(_run_one(chan, targets, run_id, target, payload, Path(workdir), report))
@@ -1416,14 +1417,24 @@ class _Wakeup:
         self._fd = _Fd(fd)
         signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
 
-    def rearm(self) -> None:
-        """The wake-up fd ours again, before each run: a task's code may have replaced it
-        (asyncio's add_signal_handler takes it, and closing that loop leaves none), which
-        turned `_watch`'s re-sending of SIGTERM off for every later run of this worker. Not
-        if our fd's number now names another file (a task closed ours: `_watch` stops)."""
+    def intact(self) -> bool:
+        """True while our fd's number still names our pipe's write end. A task that closed it
+        left the interpreter writing a byte per signal to that number, which a later run's
+        file could take (one byte of it per signal: review r1, session 43, M1): the wake-up
+        fd is cleared at once, and the worker ends after this run."""
         if self._fd.ours():
-            with contextlib.suppress(OSError, ValueError):
-                signal.set_wakeup_fd(self._fd.fd, warn_on_full_buffer=False)
+            return True
+        with contextlib.suppress(OSError, ValueError):
+            signal.set_wakeup_fd(-1)
+        return False
+
+    def rearm(self) -> None:
+        """The wake-up fd ours again, before each run (`intact` said it is): a task's code may
+        have replaced it (asyncio's add_signal_handler takes it, and closing that loop leaves
+        none), which turned `_watch`'s re-sending of SIGTERM off for every later run of this
+        worker."""
+        with contextlib.suppress(OSError, ValueError):
+            signal.set_wakeup_fd(self._fd.fd, warn_on_full_buffer=False)
 
 
 def _setup_worker(spec: _Spec, requests: _Fd) -> _Wakeup:

@@ -471,3 +471,35 @@ def close_the_wakeup_pipes_read_end(payload: int, ctx: Any) -> str:
 
 
 _LEFT_OPEN: list[int] = []
+
+
+def close_the_wakeup_fd(payload: Any, ctx: Any) -> int:
+    """Close the worker's signal wake-up fd (the pipe's write end), as closerange would: its
+    number."""
+    wakeup_w = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    os.close(wakeup_w)
+    return wakeup_w
+
+
+def a_file_on_that_number_takes_a_signal(payload: int, ctx: Any) -> dict[str, Any]:
+    """Open files until one takes the number `payload`, take a signal with a Python handler:
+    what that file holds, and this worker's pid."""
+    seen: list[int] = []
+    had = signal.signal(signal.SIGUSR1, lambda *a: seen.append(1))
+    files = []
+    try:
+        while len(files) < 64:
+            files.append(open(ctx.workdir / f"f{len(files)}", "w+b"))  # noqa: SIM115
+            if files[-1].fileno() >= payload:
+                break
+        f = files[-1]
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        while not seen:
+            time.sleep(0.001)
+        f.seek(0)
+        return {"holds": f.read().hex(), "pid": os.getpid()}
+    finally:
+        signal.signal(signal.SIGUSR1, had)
+        for f in files:
+            f.close()

@@ -1272,6 +1272,23 @@ async def test_signals_after_a_task_closed_the_wake_up_pipes_read_end_print_noth
     assert (res.ok, res.exit_kind, res.error) == (False, "crash", "worker exited with code 143")
 
 
+async def test_a_worker_whose_task_closed_its_wake_up_fd_ends_after_the_run(
+        make_executor: MakeExecutor) -> None:
+    """A task that closes the worker's signal wake-up fd (the pipe's write end): the
+    interpreter went on writing a byte per signal to that number, so a later run on the same
+    worker whose file took the number found a byte of ours in it for each signal it took
+    (review r1, session 43, M1: its output silently corrupted). The worker ends after such a
+    run; the next run goes to a new worker and its file holds only what it wrote."""
+    ex = await make_executor(slots=1)
+    pid = await _worker_pid(ex)
+    res = await asyncio.wait_for(ex.run("b", T + "close_the_wakeup_fd", None), 30)
+    assert res.ok, res.error
+    later = await asyncio.wait_for(
+        ex.run("c", T + "a_file_on_that_number_takes_a_signal", res.value), 30)
+    assert later.ok, later.error
+    assert (later.value["pid"] != pid, later.value["holds"]) == (True, "")
+
+
 async def _unkillable(make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch,
                       ) -> tuple[Executor, int]:
     """An executor (one slot, stuck_after_s 0.2) whose worker's SIGKILL is held back (as if it
