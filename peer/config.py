@@ -72,12 +72,17 @@ class Setting:
     help: str
     flag: str = ""  # tuple fields: a repeatable singular, e.g. --task-module
     choices: tuple[str, ...] = ()
+    # a switch whose form that sets its default parses too, unlisted (one whose default may
+    # change: a script says either way explicitly). Not every switch: each added name takes
+    # prefixes an earlier release's abbreviations used (`--mdns eth0`, `--w 1`: review r2,
+    # session 43, F1)
+    both_forms: bool = False
 
 
-def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = ()
-            ) -> dict[str, Setting]:
+def setting(help: str, *, flag: str = "", choices: tuple[str, ...] = (),
+            both_forms: bool = False) -> dict[str, Setting]:
     """The metadata of a PeerConfig field: `field(default=..., metadata=setting(...))`."""
-    return {"setting": Setting(help, flag, choices)}
+    return {"setting": Setting(help, flag, choices, both_forms)}
 
 
 # Settings the peer turns into integers (bytes, milliseconds) as it starts: inf raised
@@ -220,7 +225,8 @@ class PeerConfig:
         "partial replication (docs/design/partial-replication.md): a job's task events go to "
         "its members only (2 peers) while every live peer of the mesh announces lanes-v1; "
         "the others keep its submission and end. Off by default; the 8 known gaps before "
-        "on-by-default are in docs/design/partial-replication.md section 6"))
+        "on-by-default are in docs/design/partial-replication.md section 6",
+        both_forms=True))
     lanes_min_job_tasks: int = field(default=LANES_MIN_JOB_TASKS, metadata=setting(
         "with --lanes, a job of fewer tasks than this (a per-item task counts as more: its "
         "items are listed only at its split) is held in full by every peer, as without "
@@ -627,11 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
             opts |= {"action": "append", "default": []}
         elif spec.kind is bool:
             opts |= {"action": "store_const", "const": spec.default is not True, "default": None}
-            # its form that sets the default too, unlisted: a script's explicit choice either
-            # way, or the flag of a release whose default was the other one, still parses
-            p.add_argument(spec.bool_flag(spec.default is True), dest=spec.name,
-                           action="store_const", const=spec.default is True,
-                           help=argparse.SUPPRESS)
+            if spec.setting.both_forms:  # its form that sets the default too, unlisted
+                p.add_argument(spec.bool_flag(spec.default is True), dest=spec.name,
+                               action="store_const", const=spec.default is True,
+                               help=argparse.SUPPRESS)
         elif spec.kind in (int, float):
             opts["type"] = spec.kind
         if spec.setting.choices:

@@ -305,18 +305,33 @@ def test_lanes_are_off_by_default_on_by_flag_env_or_toml(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.kind is bool], ids=lambda s: s.name)
-def test_every_switch_takes_both_forms_and_lists_the_one_off_its_default(
+def test_each_switch_lists_the_form_off_its_default_and_takes_the_other_if_it_says(
         spec: SettingSpec) -> None:
-    """Each boolean setting parses --NAME and --no-NAME whatever its default, so a script
-    may say either explicitly; only the form that changes the default is listed."""
+    """Each boolean setting lists the form that changes its default (--NAME or --no-NAME);
+    the other parses too only where the setting says `both_forms` (lanes, whose default may
+    change: a script says either way). Elsewhere it is not added: each added name takes
+    prefixes an earlier release's abbreviations used (review r2, session 43, F1)."""
     on, off = spec.bool_flag(True), spec.bool_flag(False)
-    assert getattr(from_args([on])[0], spec.name) is True
-    assert getattr(from_args([off])[0], spec.name) is False
+    listed, other = (off, on) if spec.default is True else (on, off)
+    assert getattr(from_args([listed])[0], spec.name) is (spec.default is not True)
     assert getattr(from_args([])[0], spec.name) is spec.default
-    listed = off if spec.default is True else on
-    assert spec.flag == listed
     usage = build_parser().format_usage()
-    assert f"[{listed}]" in usage and f"[{on if listed == off else off}]" not in usage
+    assert f"[{listed}]" in usage and f"[{other}]" not in usage
+    if spec.setting.both_forms:
+        assert getattr(from_args([other])[0], spec.name) is spec.default
+    else:
+        assert other not in build_parser()._option_string_actions
+
+
+@pytest.mark.parametrize(("argv", "name", "value"), [
+    (["--mdns", "eth0"], "mdns_interfaces", ("eth0",)),  # (abbreviations argparse takes)
+    (["--w", "1"], "worker_memory_mb", 1),
+    (["--no-p"], "partial_outputs", False)])
+def test_abbreviations_of_earlier_releases_still_parse(
+        argv: list[str], name: str, value: object) -> None:
+    """Abbreviations an earlier release's command line may hold (review r2, F1: every
+    switch's second form made these ambiguous or another flag)."""
+    assert getattr(from_args(argv)[0], name) == value
 
 
 def test_lanes_min_job_tasks_may_be_zero_not_negative() -> None:
