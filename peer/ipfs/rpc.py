@@ -22,7 +22,7 @@ import platform
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -598,11 +598,14 @@ class KuboRpc:
     def _unpin_all(self, targets: list[str]) -> tuple[list[str], dict[str, str]]:
         pinned = set(self.store.pins())
         cids, notes = [], {}
+        earlier: dict[str, str] | None = None  # (read once, at the first arg refused)
         for arg in targets:
             try:
                 root, rest = split_path(arg)
             except BadCID as e:
-                cid, why = self._earlier_pin(arg, e)
+                if earlier is None:
+                    earlier = self.store.earlier_pins()
+                cid, why = _earlier_pin(arg, e, earlier)
                 notes[cid] = (f"pinned by an earlier release under a CID refused now ({why}): "
                               "unpinned, its blocks go at the next gc")
                 cids.append(cid)
@@ -616,18 +619,6 @@ class KuboRpc:
                 self.store.unpin(cid, lenient=cid in notes)
         return list(dict.fromkeys(cids)), notes
 
-    def _earlier_pin(self, arg: str, error: BadCID) -> tuple[str, str]:
-        """`arg` (a CID, or /ipfs/ and a CID) as one of the pins an earlier release made
-        under a CID `parse_cid` refuses now (`Store.earlier_pins`: nothing else can remove
-        them), and why it is refused; else `error` (the strict parse's) is raised."""
-        try:
-            cid = str(parse_cid(arg.strip().removeprefix("/ipfs/").strip("/"), lenient=True))
-        except BadCID:
-            raise error from None
-        why = self.store.earlier_pins().get(cid)
-        if why is None:
-            raise error
-        return cid, why
 
     async def repo_gc(self, request: web.Request) -> web.StreamResponse:
         """`ipfs repo gc`: one {"Key": {"/": cid}} line per removed block (CIDv1 raw, as Kubo),
@@ -1008,3 +999,17 @@ async def send_bytes(request: web.Request, stream: Iterator[bytes],
         first = b""
     await write_stream(request, resp, stream, first=first)
     return resp
+
+
+def _earlier_pin(arg: str, error: BadCID, earlier: Mapping[str, str]) -> tuple[str, str]:
+    """`arg` (a CID, or /ipfs/ and a CID) as one of the pins an earlier release made under a
+    CID `parse_cid` refuses now (`earlier`: `Store.earlier_pins`; nothing else can remove
+    them), and why it is refused; else `error` (the strict parse's) is raised."""
+    try:
+        cid = str(parse_cid(arg.strip().removeprefix("/ipfs/").strip("/"), lenient=True))
+    except BadCID:
+        raise error from None
+    why = earlier.get(cid)
+    if why is None:
+        raise error
+    return cid, why
