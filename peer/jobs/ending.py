@@ -181,7 +181,7 @@ class Refusal(NamedTuple):
 
     event: tuple[str, int]  # the JOB_ENDED's id
     why: str
-    until_s: float = math.inf  # (its clock) for good, or a fetch's (MAX_RETRY_S later)
+    until_s: float  # (its clock) math.inf: for good; else a fetch's refusal, MAX_RETRY_S long
 
 
 @dataclass
