@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.log.clock import HLC, hlc_ms
-from peer.log.events import MAX_ID_CHARS, MAX_OWN_SEQ, Event, EventType, JobMembers
+from peer.log.events import (
+    MAX_ID_CHARS,
+    MAX_OWN_SEQ,
+    Event,
+    EventType,
+    JobMembers,
+    JobSubmitted,
+)
 from peer.log.fold import MeshState
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
 
@@ -71,6 +78,26 @@ class LogStore(Protocol):
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
     def floors(self, own: str = "") -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
+
+
+def _orphans(state: MeshState, ok: Sequence[Event], kept: Sequence[Event]
+             ) -> set[tuple[str, int]]:
+    """The stored lane rows (folded, `ok`, or kept unfolded with lanes off, `kept`) of jobs
+    compacted or deleted here whose JOB_SUBMITTED is not on disk. A lane row is stored only
+    while its job's JOB_SUBMITTED is held, and with lanes on a job's lanes leave the log with
+    its events (Compactor._drop); with lanes off they were never folded, so its events left
+    without them (review r2 F2): nothing can use them (no job to fold into, no pair round
+    over them), and folded they made an orphan lane held until the job's end + horizon."""
+    rows: dict[str, list[tuple[str, int]]] = {}  # job -> its lane rows
+    for ev in (*ok, *kept):
+        got = lane_of(ev.origin) if "/" in ev.origin else None
+        if got is not None:
+            rows.setdefault(got[1], []).append(ev.id)
+    gone = {job for job in rows if job in state.compacted or job in state.deleted}
+    if gone:
+        gone -= {ev.body_as(JobSubmitted).job for ev in ok
+                 if ev.type is EventType.JOB_SUBMITTED}
+    return {i for job in gone for i in rows[job]}
 
 
 def origin_label(origin: Any) -> str:
@@ -341,10 +368,11 @@ class Door:
         quarantined, never fatal. Returns the number folded. With lanes off, a sound lane
         row (a data dir run with lanes on, started without --lanes) is left on disk
         unfolded: it folds again once lanes are on (set aside, it would never come back, and
-        a member would run its job's tasks again)."""
+        a member would run its job's tasks again), unless its job left the log (`_orphans`:
+        then it is deleted, lanes on or off)."""
         ok: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
-        unfolded = 0
+        kept: list[Event] = []
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
             if reason is None and ev.seq > MAX_OWN_SEQ and owned_by(ev.origin, own_origin):
@@ -352,9 +380,16 @@ class Door:
             if reason is None:
                 ok.append(ev)
             elif reason.startswith(LANES_OFF + ":"):
-                unfolded += 1
+                kept.append(ev)
             else:
                 bad.append((ev.id, reason))
+        orphans = _orphans(state, ok, kept)
+        if orphans:
+            self.store.delete(orphans)
+            log.info("deleted %d lane rows of jobs compacted or deleted here while lanes were "
+                     "off (their lanes were never folded, nothing can use them)", len(orphans))
+            ok = [ev for ev in ok if ev.id not in orphans]
+        unfolded = sum(ev.id not in orphans for ev in kept)
         if unfolded:
             log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
                         "are off; they fold again when the peer starts with --lanes", unfolded)

@@ -159,6 +159,54 @@ async def test_own_lane_rows_kept_through_a_start_with_lanes_off_fold_again_and_
     node.log.close()
 
 
+def _lane_rows(node: Node) -> set[tuple[str, int]]:
+    return {(str(o), int(q)) for o, q in node.log.db.execute(
+        "SELECT origin, seq FROM events WHERE origin LIKE '%/%'")}
+
+
+@pytest.mark.parametrize("off_again", [False, True])
+async def test_lane_rows_of_a_job_compacted_while_lanes_were_off_leave_the_log_at_a_start(
+        tmp_path: Path, off_again: bool) -> None:
+    """Review r2 F2: a job's lane rows kept through a start with lanes off (never folded
+    there) stay on disk when the job is compacted there and its events drop, JOB_SUBMITTED
+    included. Nothing can use them any more (a lane row is stored only while its job's
+    JOB_SUBMITTED is held; with lanes on, a compacted job's lanes leave the log with it):
+    the next start, lanes on or off, deletes them instead of folding an orphan lane that
+    stayed until the job's end plus the horizon."""
+    cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0)
+    node = Node(cfg, lanes=True)
+    node.listeners.clear()
+    me = node.peer_id
+    one = {"name": "w", "tasks": [{"name": "t0", "call": "c", "params": {}, "depends": []}]}
+    node.emit(EventType.JOB_SUBMITTED, {"job": J1, "workflow": one, "members": [me]})
+    node.emit(EventType.JOB_SUBMITTED, {"job": J2, "workflow": one, "members": [me]})
+    for job in (J1, J2):
+        node.emit(*_claim(job, "t0"))
+    node.flush()
+    assert _lane_rows(node) == {(lane(me, J1), 1), (lane(me, J2), 1)}
+    node.log.close()
+    # lanes off: J1 is an ordinary job here, run again in our stream, ended and compacted
+    node = Node(cfg, lanes=False)
+    node.listeners[:] = [node.compactor.note]
+    node.emit(EventType.TASK_DONE, {"job": J1, "task": "t0", "output": "c"})
+    node.flush()
+    node.catchup.compact()
+    assert J1 in node.state.compacted and J2 in node.state.jobs
+    submitted = node.log.db.execute("SELECT count(*) FROM events WHERE type = ?",
+                                    (int(EventType.JOB_SUBMITTED),)).fetchone()[0]
+    assert submitted == 1  # J1's left the log, J2's is there
+    assert _lane_rows(node) == {(lane(me, J1), 1), (lane(me, J2), 1)}
+    node.log.close()
+    node = Node(cfg, lanes=not off_again)
+    try:
+        assert _lane_rows(node) == {(lane(me, J2), 1)}  # J2's kept: its job is live
+        assert J1 not in node.state.lanes and lane(me, J1) not in node.state.heads
+        if not off_again:
+            assert node.state.lanes[J2] == {lane(me, J2)}
+    finally:
+        node.log.close()
+
+
 class _FullDisk:
     """The node's log write fails with ENOSPC while `full` (then writes again)."""
 
