@@ -165,14 +165,15 @@ def _lane_rows(node: Node) -> set[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("off_again", [False, True])
-async def test_lane_rows_of_a_job_compacted_while_lanes_were_off_leave_the_log_at_a_start(
-        tmp_path: Path, off_again: bool) -> None:
+@pytest.mark.parametrize("left", ["compacted", "deleted"])
+async def test_lane_rows_of_a_job_that_left_the_log_while_lanes_were_off_leave_it_at_a_start(
+        tmp_path: Path, left: str, off_again: bool) -> None:
     """Review r2 F2: a job's lane rows kept through a start with lanes off (never folded
-    there) stay on disk when the job is compacted there and its events drop, JOB_SUBMITTED
-    included. Nothing can use them any more (a lane row is stored only while its job's
-    JOB_SUBMITTED is held; with lanes on, a compacted job's lanes leave the log with it):
-    the next start, lanes on or off, deletes them instead of folding an orphan lane that
-    stayed until the job's end plus the horizon."""
+    there) stay on disk when the job is compacted (or deleted) there and its events drop,
+    JOB_SUBMITTED included. Nothing can use them any more (a lane row is stored only while its
+    job's JOB_SUBMITTED is held; with lanes on, a job's lanes leave the log with it): the next
+    start, lanes on or off, deletes them instead of folding an orphan lane that stayed until
+    the job's end plus the horizon."""
     cfg = PeerConfig(data_dir=tmp_path, slots=1, mdns=False, compact_recent_tasks=0)
     node = Node(cfg, lanes=True)
     node.listeners.clear()
@@ -185,13 +186,17 @@ async def test_lane_rows_of_a_job_compacted_while_lanes_were_off_leave_the_log_a
     node.flush()
     assert _lane_rows(node) == {(lane(me, J1), 1), (lane(me, J2), 1)}
     node.log.close()
-    # lanes off: J1 is an ordinary job here, run again in our stream, ended and compacted
+    # lanes off: J1 is an ordinary job here (run again in our stream and compacted, or
+    # deleted), its events leave the log
     node = Node(cfg, lanes=False)
     node.listeners[:] = [node.compactor.note]
-    node.emit(EventType.TASK_DONE, {"job": J1, "task": "t0", "output": "c"})
+    if left == "compacted":
+        node.emit(EventType.TASK_DONE, {"job": J1, "task": "t0", "output": "c"})
+    else:
+        node.emit(EventType.JOB_DELETED, {"job": J1, "reason": "x"})
     node.flush()
     node.catchup.compact()
-    assert J1 in node.state.compacted and J2 in node.state.jobs
+    assert J1 in getattr(node.state, left) and J2 in node.state.jobs
     submitted = node.log.db.execute("SELECT count(*) FROM events WHERE type = ?",
                                     (int(EventType.JOB_SUBMITTED),)).fetchone()[0]
     assert submitted == 1  # J1's left the log, J2's is there
