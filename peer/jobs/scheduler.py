@@ -1342,21 +1342,28 @@ class Scheduler:
         from its JOB_SUBMITTED (`_note`). Not by a peer that runs none of its calls (nor
         waits for it: `timed`), nor while it has no usable slot (it waits, looking each tick,
         for a given-up worker to exit: looked at again only once the job or the live peers
-        moved, a job orphaned while its one other peer was at 0 slots stalled for good);
-        ranked among every live peer that runs one, those at 0 slots too: a rank that moved
-        as given-up workers exit (or a heartbeat at 0 lags) let two peers see their turn at
-        once and both add themselves (review i, session 42, R2)."""
+        moved, a job orphaned while its one other peer was at 0 slots stalled for good; a
+        turn it passed so comes again a round of every rank later, not the moment a slot is
+        back: the next ranks' adds are heard by then, where it added itself beside one on
+        its way, review r1 L2); ranked among every live peer that runs one, those at 0 slots
+        too: a rank that moved as given-up workers exit (or a heartbeat at 0 lags) let two
+        peers see their turn at once and both add themselves (review i, session 42, R2)."""
         callers = self._callers(job)
         if self.peer_id not in callers:
             return
         since = self._orphaned.setdefault(job, now)
+        wait_s = self._split_wait_s(job) + self.cfg.tick_s
         at = members.takeover_at(job, self.state, self.peer_id, callers, since,
-                                 self.cfg.lease_s, self._split_wait_s(job) + self.cfg.tick_s)
-        if (at is None or now < at or callers[self.peer_id] <= 0
+                                 self.cfg.lease_s, wait_s)
+        if (at is None or now < at
                 or not members.running(self.state, job, self.cfg.max_attempts)):
             return
+        if callers[self.peer_id] <= 0:  # (its turn, passed: the same rank a round later)
+            self._orphaned[job] = since + len(callers) * wait_s
+            return
         del self._orphaned[job]
-        log.warning("%s: no member live for %.0f s: taking the job over", job, now - since)
+        log.warning("%s: no member live for over %.0f s: taking the job over", job,
+                    now - since)
         self.emit(EventType.JOB_MEMBERS, {"job": job, "add": [self.peer_id]})
 
     def _capable(self, job: str) -> dict[str, int]:

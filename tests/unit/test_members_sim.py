@@ -303,6 +303,37 @@ async def test_a_non_member_at_0_slots_takes_an_orphaned_job_over_once_it_has_a_
     finally:
         await mesh.close()
 
+async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_add_time_to_come(
+        ) -> None:
+    """Review r1 (session 43), L2: the first non-member in the job's order is at 0 slots when
+    its takeover turn comes; the next one's turn comes and it adds itself. The first gets a
+    slot back (a given-up worker exits) before that add reached it (gossip's delay, less than
+    a rank's wait): its turn long passed, it added itself at once, and the job had two new
+    members (on d2110a8: two JOB_MEMBERS). A turn passed at 0 slots comes again only a round
+    of every rank later, by when the next one's add is heard."""
+    mesh = JobMesh(4, CATALOG, CFG, lanes=True)
+    p0, p1, p2, p3 = mesh.peers
+    try:
+        job = mesh.submit(p0, CHAIN, members=[p0, p1])
+        first, other = rendezvous(job, [p2, p3])
+        mesh[first].runner.slots = 0
+        await mesh.settle()
+        mesh.silent.update((p0, p1))
+        mesh.hold = lambda ev, to: to == first and ev.type is EventType.JOB_MEMBERS
+        while not mesh.sent(EventType.JOB_MEMBERS):
+            await mesh.advance(0.05)
+        mesh[first].runner.slots = 1
+        for _ in range(4):  # 0.2 s: the add still on its way
+            await mesh.advance(0.05)
+        mesh.hold = None
+        await finish_all(mesh, rounds=100, step_s=0.1)
+        [joined] = mesh.sent(EventType.JOB_MEMBERS)
+        assert (joined.origin, joined.payload["add"]) == (other, [other])
+        assert done(mesh, other, job, CHAIN) and mesh[first].runner.started == []
+    finally:
+        await mesh.close()
+
+
 async def test_a_busy_peer_that_takes_an_orphaned_job_over_splits_it_at_once() -> None:
     """Its one slot busy with a long run of another job, the peer that takes over a job whose
     members are gone splits its first task at once (a split needs no slot); its tasks waited
