@@ -72,6 +72,11 @@ class StorageFull(StoreError):
     """The disk under the data dir is full (or over quota): retry once space is freed."""
 
 
+class LogUnwritable(StoreError):
+    """The peer cannot write or sync its event log (read-only, failing disk), the disk not
+    full: the change waits in memory; retry once the log takes writes again."""
+
+
 class BadDag(StoreError):
     """A block hashes to its CID but breaks its format's rules (e.g. a malformed HAMT shard)."""
 

@@ -17,6 +17,7 @@ from peer.errors import (
     Forbidden,
     IntegrityError,
     IpnsError,
+    LogUnwritable,
     NotAcceptable,
     NotCached,
     NotFound,
@@ -63,6 +64,7 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     DataError: (503, 502, 400),  # the peer's stored data needs mending (its file named)
     IntegrityError: (502, 502, 400),
     StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
+    LogUnwritable: (503, 502, 500),  # the request is sound: the peer cannot store it now
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
     RequestTimeout: (408, 408, 408),  # a body that stopped arriving (peer/http/limits.py)

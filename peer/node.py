@@ -36,6 +36,7 @@ from peer.errors import (
     ConfigError,
     Conflict,
     DataError,
+    LogUnwritable,
     NotFound,
     StorageFull,
     StoreError,
@@ -189,8 +190,8 @@ def _sync_error(e: Exception) -> BanzaiError:
     if disk_full(e):
         err: BanzaiError = StorageFull("the peer's disk is full: the change is not on disk yet")
     else:
-        err = StoreError(f"the peer cannot sync its event log: "
-                         f"{getattr(e, 'strerror', None) or e}")
+        err = LogUnwritable(f"the peer cannot sync its event log: "
+                            f"{getattr(e, 'strerror', None) or e}")
     err.__cause__ = e
     return err
 
@@ -889,8 +890,12 @@ class Node:
             self.write_error = StorageFull(
                 "the peer's disk is full: the change is held in memory, not yet on disk; it "
                 "is written, and goes on, once space is freed (unless the peer stops first)")
-        else:
-            self.write_error = StoreError(f"the peer cannot write its event log: {e}")
+        else:  # (a read-only or failing disk: the API answers 503, not 500)
+            cause = e.message if isinstance(e, BanzaiError) else str(e)
+            self.write_error = LogUnwritable(
+                f"the peer cannot write its event log ({cause}): the change is held in "
+                "memory, not yet on disk; it is written, and goes on, once the log takes "
+                "writes again (unless the peer stops first)")
         self._retry_later()
 
     def _retry_later(self) -> None:

@@ -29,6 +29,7 @@ from peer.errors import (
     BadDag,
     BanzaiError,
     Conflict,
+    LogUnwritable,
     NotFound,
     SpecError,
     StorageFull,
@@ -156,18 +157,20 @@ async def _job(node: Host, job_id: str) -> dict[str, Any] | None:
 
 
 async def health(request: web.Request) -> web.Response:
-    """The peer's health and identity: 200, or 503 with the same body while it cannot run
-    any work (`ok` false, `reason` naming why), for checks that read the status only."""
+    """The peer's health and identity: 200, or 503 with the same body while it cannot store
+    events or run any work (`ok` false, `reason` naming why), for checks that read the status
+    only."""
     node = _node(request)
     workers = dict(node.workers)
-    reason = _unhealthy(workers)
+    durability = dict(node.durability())
+    reason = _unhealthy(workers, durability)
     return web.json_response(status=200 if reason is None else 503, data={
         "ok": reason is None, "reason": reason,
         "peer": node.peer_id, "name": node.name, "jobs": len(node.state.jobs),
         "version": OPENAPI["info"]["version"], "workers": workers,
         "gossip": node.gossip.stats.as_dict() if node.gossip else None,
         "gossip_address": node.gossip.address if node.gossip else None,
-        "durability": dict(node.durability()),
+        "durability": durability,
         "log": node.log_health(),
         "inline": node.inline_health(),
         "security": node.security(),
@@ -176,9 +179,17 @@ async def health(request: web.Request) -> web.Response:
         "mdns": None if node.discovery is None else node.discovery.health()})
 
 
-def _unhealthy(workers: Mapping[str, int]) -> str | None:
-    """Why the peer is not healthy, from /api/health's `workers`; None if it is: no worker
-    slot can run (workers given up, alive, hold every slot: Executor.slots)."""
+def _unhealthy(workers: Mapping[str, int], durability: Mapping[str, Any]) -> str | None:
+    """Why the peer is not healthy, from /api/health's `workers` and `durability`; None if it
+    is: its event log cannot be written or synced (a full, read-only or failing disk: the
+    API refuses changes meanwhile, 507 or 503), or no worker slot can run (workers given up,
+    alive, hold every slot: Executor.slots)."""
+    if durability["write_error"] is not None:
+        return (f"events cannot be stored: {durability['unwritten_events']} wait in memory "
+                f"for the event log to take writes ({durability['write_error']})")
+    if durability["sync_error"] is not None:
+        return (f"events cannot be stored: {durability['unsynced_received']} written to the "
+                f"event log wait for an fsync of it that succeeds ({durability['sync_error']})")
     if workers["usable"] > 0:
         return None
     slots = workers["slots"]
@@ -221,8 +232,9 @@ async def submit(request: web.Request) -> web.Response:
     ev = node.emit(EventType.JOB_SUBMITTED, payload)
     try:
         replicas = await node.submitted(ev)
-    except StorageFull as e:  # not acknowledged; name the job, so that it is not resent
-        raise StorageFull(f"job {job} is not on disk: {e.message}", field="job") from e
+    except (StorageFull, LogUnwritable) as e:  # not acknowledged (507, 503); name the job,
+        # so that it is not resent: it is written, and runs, once the log takes writes again
+        raise type(e)(f"job {job} is not on disk: {e.message}", field="job") from e
     return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
                              status=201)
 

@@ -28,10 +28,12 @@ def _op(summary: str, ok: str = "200", params: tuple[str, ...] = (),
 
 
 def _health_op() -> dict[str, Any]:
-    """/api/health: 503 with its usual body while the peer cannot run work."""
+    """/api/health: 503 with its usual body while the peer cannot store events or run work."""
     op = _op("Health and identity of this peer", errors=())
     op["responses"]["503"] = {"description": "not healthy: the same body, `ok` false and "
-                                             "`reason` naming why (no usable worker slot)"}
+                                             "`reason` naming why (events cannot be stored: "
+                                             "the event log's writes or fsyncs fail; or no "
+                                             "usable worker slot)"}
     return op
 
 

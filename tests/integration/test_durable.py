@@ -1,6 +1,7 @@
 """Durable acknowledgements with real peers: a data dir on a small tmpfs that fills up during
-a job (507, nothing lost, the job completes once space is freed), and a flipped byte in a
-block file (detected on read, repaired from a second peer, or a clear error without one)."""
+a job (507, health 503, nothing lost, the job completes once space is freed), a log whose
+writes fail otherwise (503 to a POST and in health), and a flipped byte in a block file
+(detected on read, repaired from a second peer, or a clear error without one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import errno
 import json
 import os
 import re
+import resource
 import secrets
 import time
 from collections.abc import Iterator
@@ -92,6 +94,9 @@ def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         assert status == 507 and body["error"] == "StorageFull", body
         status, health = API.api("GET", f"{peer.url}/api/health")
         assert health["durability"]["write_error"], health
+        assert status == 503 and health["ok"] is False, health  # (it was 200, ok: true)
+        assert "events cannot be stored" in health["reason"], health
+        assert "disk is full" in health["reason"], health
         # the running task meets the full disk: a failure that does not count (max 1 attempt)
         _until(lambda: "disk is full" in str(_view(peer, during)["tasks"][0]["chunks"][0]
                                              ["error"]), "no disk-full failure")
@@ -103,6 +108,7 @@ def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         later = API.wait(peer.url, refused.group(1))  # the refused job was kept and ran
         assert later["state"] == "done", later
         status, health = API.api("GET", f"{peer.url}/api/health")
+        assert status == 200 and health["ok"] is True, health
         assert health["durability"] == {"unwritten_events": 0, "write_error": None,
                                         "unsynced_received": 0, "sync_error": None,
                                         "corrupt_blocks": 0}, health
@@ -119,6 +125,39 @@ def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         assert outputs == ref["outputs"], (job, outputs)
     store = EmbeddedStore(small_disk / "store")
     assert b"".join(store.cat(done["outputs"]["echo"])) == b"acknowledged"
+
+
+def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_nothing(
+        tmp_path: Path) -> None:
+    """The log's writes fail, the disk not full: the peer's file size limit (RLIMIT_FSIZE,
+    lowered from outside, no root) makes every write past one byte fail (EFBIG; SQLite's
+    "disk I/O error", as on a data dir remounted read-only or a failing disk). /api/health
+    answers 503 naming it, a POST a 503 LogUnwritable naming the job it keeps (not a 500);
+    once writes work again the job is written and runs, and health is 200."""
+    peer = start_peer(tmp_path / "p", "--slots", "1", "--no-mdns", timeout_s=START_S)
+    try:
+        pid = peer.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
+        try:
+            status, body = API.api("POST", f"{peer.url}/api/jobs",
+                                   [{"call": "ECHO", "args": ["kept"]}])
+            assert status == 503 and body["error"] == "LogUnwritable", body
+            assert "cannot write its event log" in body["message"], body
+            kept = re.search(r"job (j[0-9a-f]+)", body["message"])
+            assert kept, body
+            status, health = API.api("GET", f"{peer.url}/api/health")
+            assert status == 503 and health["ok"] is False, health
+            assert "cannot write its event log" in health["reason"], health
+            assert health["durability"]["write_error"], health
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+        v = API.wait(peer.url, kept.group(1))  # written once the log takes writes again
+        assert v["state"] == "done", v
+        status, health = API.api("GET", f"{peer.url}/api/health")
+        assert status == 200 and health["ok"] is True and health["reason"] is None, health
+    finally:
+        peer.kill()
 
 
 @pytest.fixture
