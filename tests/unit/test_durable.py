@@ -849,6 +849,33 @@ async def test_an_acknowledgement_whose_fsync_failed_is_rewritten_until_one_succ
     assert node.heads()[node.peer_id] == ev.seq and not node._rewrite
 
 
+async def test_a_failed_fsync_answers_a_submission_503_naming_its_job_and_health_503(
+        node: Node) -> None:
+    """The fsync that was to prove a submission fails (EIO, the disk not full): the API
+    answers 503 LogUnwritable naming the job it keeps (it was a 500 StoreError naming none,
+    and a client resent it), /api/health 503 with a reason while the event waits for an
+    fsync that succeeds (it said 200, `ok` true); 200 once one does."""
+    node._loop = asyncio.get_running_loop()
+    _FlakySync(node, [False])
+    async with api_client(node) as client:
+        r = await client.post("/api/jobs", json=[{"call": "ECHO", "args": ["hi"]}])
+        body = await r.json()
+        assert (r.status, body["error"], body.get("field")) == (503, "LogUnwritable", "job"), body
+        (job,) = node.state.jobs
+        assert body["message"].startswith(
+            f"job {job} is not on disk: the peer cannot sync its event log: Input/output"), body
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["ok"]) == (503, False), health
+        assert health["reason"] == (
+            "events cannot be stored: 1 written to the event log wait for an fsync of it "
+            "that succeeds ([Errno 5] Input/output error)")
+        await _retried(node)
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["ok"], health["reason"]) == (200, True, None), health
+
+
 async def test_a_turn_with_inline_blocks_whose_fsync_failed_is_rewritten_not_pushed(
         node: Node) -> None:
     node._loop = asyncio.get_running_loop()
