@@ -80,24 +80,20 @@ class LogStore(Protocol):
     def set_floor(self, origin: str, seq: int) -> None: ...
 
 
-def _orphans(state: MeshState, ok: Sequence[Event], kept: Sequence[Event]
-             ) -> set[tuple[str, int]]:
-    """The stored lane rows (folded, `ok`, or kept unfolded with lanes off, `kept`) of jobs
-    compacted or deleted here whose JOB_SUBMITTED is not on disk. A lane row is stored only
-    while its job's JOB_SUBMITTED is held, and with lanes on a job's lanes leave the log with
-    its events (Compactor._drop); with lanes off they were never folded, so its events left
-    without them (review r2 F2): nothing can use them (no job to fold into, no pair round
-    over them), and folded they made an orphan lane held until the job's end + horizon."""
-    rows: dict[str, list[tuple[str, int]]] = {}  # job -> its lane rows
-    for ev in (*ok, *kept):
-        got = lane_of(ev.origin) if "/" in ev.origin else None
-        if got is not None:
-            rows.setdefault(got[1], []).append(ev.id)
-    gone = {job for job in rows if job in state.compacted or job in state.deleted}
+def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
+             ok: Sequence[Event]) -> set[tuple[str, int]]:
+    """Of the sound lane rows on disk (`lanes`: job -> their ids), those of jobs compacted or
+    deleted here whose JOB_SUBMITTED is not on disk (not among `ok`, the rows to fold). A
+    lane row is stored only while its job's JOB_SUBMITTED is held, and with lanes on a job's
+    lanes leave the log with its events (Compactor._drop); with lanes off they were never
+    folded, so its events left without them (review r2 F2): nothing can use them (no job to
+    fold into, no pair round over them), and folded they made an orphan lane held until the
+    job's end + horizon."""
+    gone = {job for job in lanes if job in state.compacted or job in state.deleted}
     if gone:
         gone -= {ev.body_as(JobSubmitted).job for ev in ok
                  if ev.type is EventType.JOB_SUBMITTED}
-    return {i for job in gone for i in rows[job]}
+    return {i for job in gone for i in lanes[job]}
 
 
 def origin_label(origin: Any) -> str:
@@ -372,7 +368,8 @@ class Door:
         then it is deleted, lanes on or off)."""
         ok: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
-        kept: list[Event] = []
+        unfolded = 0
+        lanes: dict[str, list[tuple[str, int]]] = {}  # job -> its sound lane rows
         for ev in self.store.load():
             reason = self.problem(ev, stored=True)
             if reason is None and ev.seq > MAX_OWN_SEQ and owned_by(ev.origin, own_origin):
@@ -380,16 +377,21 @@ class Door:
             if reason is None:
                 ok.append(ev)
             elif reason.startswith(LANES_OFF + ":"):
-                kept.append(ev)
+                unfolded += 1
             else:
                 bad.append((ev.id, reason))
-        orphans = _orphans(state, ok, kept)
+                continue
+            if "/" in ev.origin and (got := lane_of(ev.origin)) is not None:
+                lanes.setdefault(got[1], []).append(ev.id)
+        orphans = _orphans(state, lanes, ok) if lanes else set()
         if orphans:
             self.store.delete(orphans)
             log.info("deleted %d lane rows of jobs compacted or deleted here while lanes were "
                      "off (their lanes were never folded, nothing can use them)", len(orphans))
-            ok = [ev for ev in ok if ev.id not in orphans]
-        unfolded = sum(ev.id not in orphans for ev in kept)
+            if self.member_of is None:  # (lanes off: every sound lane row is kept unfolded)
+                unfolded -= len(orphans)
+            else:
+                ok = [ev for ev in ok if ev.id not in orphans]
         if unfolded:
             log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
                         "are off; they fold again when the peer starts with --lanes", unfolded)
