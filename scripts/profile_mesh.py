@@ -10,7 +10,7 @@ task events go to its members only; each cpu batch names its last job's `members
 
     .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000]
         [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--lanes]
-        [--spy DIR [--spy-rate HZ]] [--strace] [--json PATH]
+        [--spy DIR [--spy-rate HZ] [--spy-native]] [--strace] [--json PATH]
 
 1. cpu: CPU seconds (/proc, user + system) of every peer process, its forkserver and its
    workers around one batch, per task; and events per task, with the claims, outcomes,
@@ -27,7 +27,9 @@ task events go to its members only; each cpu batch names its last job's `members
    "other" (the inline writer, the fsync pool, `to_thread`: kernel file-system work, the
    part that varies most between meshes of the same code; docs/benchmarks.md), and per
    peer (`per_peer_ms`, p0 first).
-2. spy (--spy DIR): py-spy (100 Hz or --spy-rate, raw, idle excluded) on every peer with
+2. spy (--spy DIR): py-spy (100 Hz or --spy-rate, raw, idle excluded; with --spy-native C
+   frames too, each sample pausing the peer, and no idle left out: for where C time goes
+   within a Python function, not for shares) on every peer with
    --subprocesses during one batch (settled with --settle); the top functions per process
    kind (peer, worker), as a share of that kind's samples and as ms per task (share x the
    kind's CPU per task of step 1), and per peer process (`per_peer`, with lanes the job's
@@ -235,7 +237,8 @@ def _of(threads: dict[tuple[int, int], float], p: bm.Peer) -> dict[tuple[int, in
 
 
 def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, float],
-             rate_hz: int = 100, settled: bool = False, lanes: bool = False) -> dict[str, Any]:
+             rate_hz: int = 100, settled: bool = False, lanes: bool = False,
+             native: bool = False) -> dict[str, Any]:
     """py-spy on every peer during one batch (`settled`: its window holds the compaction, as
     step_cpu's); the top functions per process kind, and per peer process (`per_peer`: its
     CPU ms per task in this batch, its own top functions as ms of it; `lanes`: the job's
@@ -247,7 +250,8 @@ def step_spy(mesh: bm.Mesh, n: int, kind: str, out_dir: Path, cpu: dict[str, flo
         raws.append(raw)
         spies.append(subprocess.Popen(
             [str(BIN / "py-spy"), "record", "--pid", str(p.proc.pid), "--subprocesses",
-             "--rate", str(rate_hz), "--format", "raw", "--output", str(raw), "--nonblocking"],
+             "--rate", str(rate_hz), "--format", "raw", "--output", str(raw),
+             *(["--native"] if native else ["--nonblocking"])],  # (py-spy: not both)
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(2.0)  # py-spy attaches
     threads = peer_threads(mesh)
@@ -339,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--spy", type=Path, help="py-spy output directory")
     ap.add_argument("--spy-rate", type=int, default=100, help="py-spy's samples per second")
+    ap.add_argument("--spy-native", action="store_true",
+                    help="py-spy --native: C frames too (Ed25519, SQLite, libc); needs root, "
+                    "pauses each peer per sample (the batch runs ~8x slower)")
     ap.add_argument("--strace", type=Path, help="strace output directory")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--kind", type=kinds_arg, default=["dag"],
@@ -378,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r.setdefault("spy", {})[kind] = step_spy(
                         mesh, a.n, kind, a.spy / kind,
                         next(c for c in r["cpu"] if c["kind"] == kind)["by_kind_ms"],
-                        a.spy_rate, a.settle, a.lanes)
+                        a.spy_rate, a.settle, a.lanes, a.spy_native)
                 for kind in kinds if a.strace else ():
                     r.setdefault("strace", {})[kind] = step_strace(mesh, a.n, kind,
                                                                    a.strace / kind)

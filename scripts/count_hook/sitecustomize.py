@@ -189,6 +189,9 @@ def _timings() -> None:
     for owner, name, key in (
             (gossip, "decode_frame", "decode_frame"), (gossip.Gossip, "_on_events", "on_events"),
             (signing.MemberKeys, "accept", "keys_accept"),
+            (signing.MemberKeys, "check_batch", "check_batch"),
+            (signing.MemberKeys, "check_event", "check_event"),
+            (node.Node, "_tell", "tell"), (gossip.Gossip, "send_events", "send_events"),
             (scheduler.Scheduler, "step", "sched_step"), (catchup.CatchUp, "compact", "compact"),
             (node.Node, "merge", "merge"), (node.Node, "flush", "flush"),
             (node.Node, "_synced", "synced"), (sqlite.EventLog, "append", "append"),
