@@ -71,7 +71,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peer.errors import BanzaiError, ConfigError
-from peer.log import Event, JobEnded, JobMembers, JobSubmitted
+from peer.log import Event, JobEnded, JobMembers
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
 from peer.mesh.addr import WILDCARD_HOSTS, canonical_addr, format_addr, parse_addr
@@ -109,8 +109,11 @@ log = logging.getLogger("banzai.gossip")
 MAX_START_COUNT = MAX_START_INC >> 16
 LEAVE_DRAIN_S = 0.1  # close() gives the transport this long to send our LEFT
 SOFT_SLACK_S = 0.2  # a periodic chore runs this early (at most half its period) if woken
-# The mesh events of a lanes job that its non-members get in a lazy push (`lazy_push_s`)
-LAZY_BODIES = (JobSubmitted, JobMembers, JobEnded)
+# The mesh events of a lanes job that its non-members get in a lazy push (`lazy_push_s`).
+# Not its JOB_SUBMITTED: that makes the job visible (list, view, cancel) on every peer, so
+# every peer gets it at once, as with lanes off: a GET on a non-member right after the POST
+# to another peer finds the job (docs/design/partial-replication.md, section 6)
+LAZY_BODIES = (JobMembers, JobEnded)
 
 
 def next_soft(now: float, due: float, period_s: float) -> float | None:
@@ -161,8 +164,8 @@ class GossipConfig:
     # proves its address until the next replacement (so a cookie is good 1-2 periods)
     cookie_rotate_s: float = 3600.0
     # lanes (LANES_FEATURE): a live lanes peer that is no member of a lanes job gets the job's
-    # JOB_SUBMITTED, JOB_MEMBERS and JOB_ENDED in one push this often, not one per flush
-    # (its members get them at once); 0: at once, as every other event
+    # JOB_MEMBERS and JOB_ENDED in one push this often, not one per flush (its members get
+    # them at once, and every peer its JOB_SUBMITTED); 0: at once, as every other event
     lazy_push_s: float = 0.05
 
     def __post_init__(self) -> None:
@@ -536,8 +539,8 @@ class Gossip:
     def _lazy_cuts(self, mesh: Sequence[Event]) -> dict[str, int]:
         """Address of each live lanes peer -> how many of `mesh` it gets now: up to the last
         one it may not wait for, the rest waiting for the next lazy push. It may wait for a
-        lanes job's JOB_SUBMITTED, JOB_MEMBERS or JOB_ENDED (LAZY_BODIES) if no member of
-        the job; an earlier event goes with a later one (our stream reaches it in order)."""
+        lanes job's JOB_MEMBERS or JOB_ENDED (LAZY_BODIES) if no member of the job; an
+        earlier event goes with a later one (our stream reaches it in order)."""
         assert self._lanes is not None
         if not mesh or self.cfg.lazy_push_s <= 0:
             return {}
@@ -546,7 +549,7 @@ class Gossip:
         for i, e in enumerate(mesh):
             b = e.body
             m = self._lanes.job_members(b.job) if isinstance(b, LAZY_BODIES) else ()
-            if not m:  # (not a lanes job's: everybody holds it in full, at once)
+            if not m:  # (none that may wait, or not a lanes job's: everybody, at once)
                 last = i
             of.append(m)
         if last == len(mesh) - 1:

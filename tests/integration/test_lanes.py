@@ -160,6 +160,25 @@ def test_a_lanes_job_runs_on_its_members_and_the_third_peer_holds_no_lane(
     assert all(rows[m] > 0 for m in members) and rows[other_id] == 0, (rows, refused)
 
 
+def test_a_lanes_job_is_found_on_every_peer_right_after_its_post(
+        trio: list[PeerProc]) -> None:
+    """Posted to each peer in turn: as soon as the POST answered, every peer lists the job
+    and answers its view, its non-member too (the JOB_SUBMITTED reaches it in the push that
+    reaches the replica; before, it waited for the lazy push: 404 meanwhile); a cancel on
+    the non-member ends the job cancelled on every peer."""
+    for p in trio:
+        job = post(f"{p.url}/api/jobs", _job(TASKS))["job"]
+        for q in trio:
+            assert job in _entries(q), q.url
+            assert get(f"{q.url}/api/jobs/{job}")["id"] == job
+    ids = {_peer_id(p): p for p in trio}
+    job = post(f"{trio[0].url}/api/jobs", _job(KILL_TASKS))["job"]
+    members = _members(trio, job)
+    (other,) = [p for pid, p in ids.items() if pid not in members]
+    assert post(f"{other.url}/api/jobs/{job}/cancel")["state"] == "cancelled"
+    assert {_state(p, job) for p in trio} == {"cancelled"}
+
+
 @pytest.mark.parametrize("killed", ["runner", "home", "members"])
 def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], killed: str) -> None:
     """kill -9 mid-job of the member that is not the home (the submitter: `members`' first),
