@@ -374,9 +374,10 @@ class CatchUp:
         if got is not None:
             return got
         said = "; ".join(f"{m}: {why.get(m, 'not live')}" for m in members)
-        raise Unavailable(f"job {job} runs on its members, and this peer holds none of its "
-                          f"task events; no member gave its view ({said}): try again later "
-                          "or ask a member", field="members")
+        raise Unavailable(f"job {job}'s view is held by its members only, and this peer holds "
+                          f"none of its task events; no member gave it ({said}): try again "
+                          "later or ask a member (this peer's job list has the job's state)",
+                          field="members")  # (not "runs": it may have ended)
 
     async def _ask(self, asked: Sequence[tuple[str, str]], params: Mapping[str, str],
                    what: str, check: Callable[[bytes], T], timeout_s: float,

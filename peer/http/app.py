@@ -349,9 +349,9 @@ async def _task_record(request: web.Request, kind: str) -> list[Any]:
     node = _node(request)
     job, task = request.match_info["job"], request.match_info["task"]
     if held_elsewhere(node.state, job, node.peer_id):  # (not asked of a member yet)
-        raise Unavailable(f"job {job} runs on its members ({', '.join(ordered(node.state, job))})"
-                          f" and this peer holds none of its task events: its tasks' {kind} "
-                          "are read on a member", field="job")
+        raise Unavailable(f"job {job}'s task events are held by its members only ("
+                          f"{', '.join(ordered(node.state, job))}), none here: its tasks' "
+                          f"{kind} are read on a member", field="job")
     record = await _job(node, job)
     if record is not None:
         return await _archived_record(node, record, task, kind)

@@ -648,7 +648,8 @@ def test_a_job_page_served_by_a_member_says_so_and_asks_again(tab: Tab) -> None:
         if len(answers) == 1:
             route.fulfill(status=503, content_type="application/json", body=json.dumps({
                 "error": "Unavailable", "field": "members",
-                "message": f"job {job} runs on its members ({member}: not live)"}))
+                "message": f"job {job}'s view is held by its members only ({member}: not "
+                           "live)"}))
         else:
             route.fulfill(status=200, content_type="application/json", body=json.dumps(view))
 

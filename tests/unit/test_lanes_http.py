@@ -261,12 +261,28 @@ async def test_members_that_answer_garbage_nothing_another_job_or_too_much_give_
     assert r.status == 503 and body["error"] == "Unavailable" and body["field"] == "members"
     assert asked == [A, B]
     message = body["message"]
-    assert f"job {JOB} runs on its members" in message and f"{C}: not live" in message
+    assert f"job {JOB}'s view is held by its members only" in message
+    assert f"{C}: not live" in message
     assert message.index(A) < message.index(B) < message.index(C)
     why = {_garbage: "an answer that is not JSON (Expecting property name",
            _silent: "no answer within 0.5 s", _other_job: "another job",
            _huge: "an answer longer than 65536 bytes"}[bad]
     assert message.count(why) == 2, message
+
+
+async def test_an_ended_job_whose_members_are_not_live_is_a_503_that_says_no_more_than_it_knows(
+        non_member: Node) -> None:
+    """Its JOB_ENDED held, no member live (as right after a partition healed, before SWIM
+    holds the member alive again): 503 naming them, not "runs" (before session 44: "job
+    ... runs on its members"); the job list has its state."""
+    non_member.state.apply(ended())
+    async with fake_members(non_member, {}, []), api_client(non_member) as c:
+        r = await c.get(f"/api/jobs/{JOB}")
+        body = await r.json()
+        [entry] = (await (await c.get("/api/jobs")).json())["jobs"]
+    assert r.status == 503 and body["field"] == "members", body
+    assert "runs" not in body["message"] and f"{A}: not live; {B}: not live" in body["message"]
+    assert "job list has the job's state" in body["message"] and entry["state"] == "done"
 
 
 async def test_the_members_together_are_asked_within_the_total_bound(non_member: Node) -> None:
