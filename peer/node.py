@@ -432,7 +432,7 @@ class Node:
             self.listeners.append(self.inline.on_event)
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
-                                     outputs=self._outputs,
+                                     outputs=self._outputs, members=self._members,
                                      held=self.inline.holds if self.inline and not
                                      isinstance(self.store, KuboStore) else None,
                                      job_live=self._job_fills_cores)
@@ -1478,10 +1478,23 @@ class Node:
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
 
-    def _outputs(self) -> list[tuple[str, str]]:
-        """(output CID, producer) of every task output computed in the mesh."""
-        return [(e.payload["output"], e.origin) for e in self.state.task_done.values()
-                if not e.payload.get("cached")]
+    def _outputs(self) -> list[tuple[str, str, str]]:
+        """(output CID, producer, job) of every task output computed in the mesh: of the
+        TASK_DONEs held, and of the JOB_ENDEDs of lanes jobs we are no member of (their
+        TASK_DONEs are in lanes we do not hold)."""
+        st = self.state
+        out = [(e.payload["output"], peer_of(e.origin), e.payload["job"])
+               for e in st.task_done.values() if not e.payload.get("cached")]
+        for job, ev in st.ended.items():
+            if not st.member_of(job, self.peer_id):
+                out.extend((o.cid, peer_of(o.origin), job)
+                           for o in st.end_body(ev).outputs.values())
+        return out
+
+    def _members(self, job: str) -> Collection[str]:
+        """A lanes job's members (the replicas of its outputs rank them first); none of a job
+        every peer holds in full."""
+        return self.state.members_of.get(job, ())
 
     def _job_fills_cores(self, job: str) -> bool:
         """True while `job` runs and this peer's slots can take every core it may use (one
@@ -1492,10 +1505,12 @@ class Node:
         tasks = ev.body_as(JobSubmitted).workflow["tasks"]
         return finished_at(self.state, job, tasks, self.cfg.max_attempts) is None
 
-    def _holds_copy(self, cid: str, producer: str) -> bool:
-        """True if this peer is one of the replicas of `producer`'s output `cid` (the
-        replicator's rule, on the current membership): it writes the output when inline."""
-        return is_replica(cid, producer, self.peer_id, self.live_peers(), self.cfg.replicas)
+    def _holds_copy(self, cid: str, producer: str, job: str) -> bool:
+        """True if this peer is one of the replicas of `producer`'s output `cid` of `job`
+        (the replicator's rule, on the current membership): it writes the output when
+        inline."""
+        return is_replica(cid, producer, self.peer_id, self.live_peers(), self.cfg.replicas,
+                          self._members(job))
 
     def _providers(self, cid: str) -> set[str]:
         return self.state.providers.get(cid, set())

@@ -66,7 +66,7 @@ def keep_us(evs: list[Event], replica: bool, repeats: int) -> list[float]:
     """on_event, microseconds per event, each repeat on a new InlineBlocks."""
     runs = []
     for _ in range(repeats):
-        ib = inline.InlineBlocks("me", NullKeeper(), 1024, replica=lambda c, p: replica)
+        ib = inline.InlineBlocks("me", NullKeeper(), 1024, replica=lambda c, p, j: replica)
         t0 = time.perf_counter()
         for ev in evs:
             ib.on_event(ev)
@@ -79,7 +79,7 @@ def restage_us(evs: list[Event], repeats: int) -> list[float]:
     """restage of every output kept in memory, microseconds per output."""
     runs = []
     for _ in range(repeats):
-        ib = inline.InlineBlocks("me", NullKeeper(), 1024, replica=lambda c, p: False,
+        ib = inline.InlineBlocks("me", NullKeeper(), 1024, replica=lambda c, p, j: False,
                                  staged_max_bytes=1 << 30)
         for ev in evs:
             ib.on_event(ev)

@@ -314,7 +314,7 @@ def roots_of(body: ChunkDone) -> list[str | None]:
     return [body.output]
 
 
-def every_peer(cid: str, producer: str) -> bool:
+def every_peer(cid: str, producer: str, job: str) -> bool:
     """The rule of a peer that keeps a copy of every inline output."""
     return True
 
@@ -323,7 +323,7 @@ class InlineBlocks:
     """Listener: keeps the inline blocks of every CHUNK_DONE folded here (another peer's;
     ours are kept before they are emitted); counts what it kept and refused. Another
     peer's output is checked (`decode`), written and pinned here only if this peer is to
-    hold a copy (`replica(cid, producer)`: one of its replicas); otherwise its blocks stay
+    hold a copy (`replica(cid, producer, job)`: one of its replicas); otherwise its blocks stay
     in memory as they rode (`staged`, bounded; only their count and sizes checked) until
     the fetcher asks for them (`restage`: checked then, refused and fetched by CID if they
     do not match) or newer ones push them out. Most are never asked for: the full check
@@ -333,7 +333,7 @@ class InlineBlocks:
     def __init__(self, self_id: str, store: Keeper, max_bytes: int,
                  mark: Callable[[str], None] = lambda c: None,
                  background: Callable[[Callable[[], None]], object] | None = None,
-                 replica: Callable[[str, str], bool] = every_peer,
+                 replica: Callable[[str, str, str], bool] = every_peer,
                  staged_max_bytes: int = STAGED_MAX_BYTES,
                  unmark: Callable[[str], None] = lambda c: None,
                  hurry: Callable[[], None] = lambda: None) -> None:
@@ -344,7 +344,8 @@ class InlineBlocks:
         self.unmark = unmark  # ... forgotten for an output whose write failed
         # runs the writes off the loop, in order (None: at once, in the caller's thread)
         self.background = background
-        self.replica = replica  # (cid, producer) -> this peer holds a copy of the output
+        # (cid, producer peer, job) -> this peer holds a copy of the output
+        self.replica = replica
         self.staged = Staged(staged_max_bytes)  # the others' outputs, in memory only
         self.kept = 0  # outputs kept (written, or in memory: `unwritten`)
         self.refused = 0  # when folded, or (kept in memory) when taken: then counted in both
@@ -491,7 +492,7 @@ class InlineBlocks:
         """Keep `body`'s inline blocks (checked if written here, only bounded if kept in
         memory); False (counted) if refused or not kept."""
         assert body.inline is not None
-        if body.output and not self.replica(body.output, origin):
+        if body.output and not self.replica(body.output, peer_of(origin), body.job):
             try:  # the replicas write it; checked when taken, fetched by CID if refused
                 sized(body.inline, self.max_bytes)
             except IntegrityError as e:

@@ -73,7 +73,7 @@ class InlineOutputs:
 
     def __init__(self, data_dir: Path, self_id: str, store: DurableKeeper, max_bytes: int,
                  host: InlineHost, mark: Callable[[str], None] = lambda c: None,
-                 replica: Callable[[str, str], bool] = every_peer,
+                 replica: Callable[[str, str, str], bool] = every_peer,
                  unmark: Callable[[str], None] = lambda c: None,
                  write_wait_s: float = INLINE_WRITE_WAIT_S) -> None:
         if write_wait_s < 0:

@@ -17,6 +17,10 @@ An inline output (peer.ipfs.inline) is written when folded by the peers this rul
 (`held`: never fetched here); they announce nothing, so a repair may count them out and
 copy it once more (never fewer copies than r), and a fetch finds them among the live peers
 asked after its providers. The other peers keep it in memory only.
+A lanes job's outputs (docs/design/partial-replication.md) rank its members first: they
+alone fold its TASK_DONEs (and CHUNK_DONEs' inline blocks) as they come, and a producer is a
+peer, not its lane. A non-member the rule still names (fewer live members than r) replicates
+when it folds the job's JOB_ENDED, and a rescan counts the outputs JOB_ENDEDs carry.
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
 Replication is background work: a fresh output of a job still running (`job_live`: the
 node's says so when its chunks can fill every core it may use) is replicated once that job
@@ -30,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from peer.errors import BanzaiError
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.store import Pinner
-from peer.log import Event, EventType, Provide, TaskDone
+from peer.log import Event, EventType, JobEnded, Provide, TaskDone
+from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous, weight
 
 log = logging.getLogger("banzai.replicate")
@@ -53,8 +58,9 @@ Emit = Callable[[EventType, dict[str, Any]], Event]
 
 def mirrored(ev: Event, self_id: str) -> list[str]:
     """The CIDs of an event that this peer keeps in its Kubo node too (KuboMirror.mirror):
-    outputs it computed (TASK_DONE not cached) and whatever it provides."""
-    if ev.origin != self_id:
+    outputs it computed (TASK_DONE not cached, of its stream or its lane of a lanes job) and
+    whatever it provides."""
+    if peer_of(ev.origin) != self_id:
         return []
     b = ev.body
     if isinstance(b, TaskDone) and not b.cached:
@@ -64,21 +70,34 @@ def mirrored(ev: Event, self_id: str) -> list[str]:
     return []
 
 
-def replica_peers(cid: str, producer: str, alive: Iterable[str], replicas: int) -> list[str]:
-    """The r-1 peers (other than `producer`) that should also pin `cid`, best first."""
-    others = sorted(set(alive) - {producer})
-    return rendezvous(cid, others)[:max(replicas - 1, 0)]
+def ranked(cid: str, peers: Iterable[str], first: Collection[str] = ()) -> list[str]:
+    """`peers` by rendezvous hash of `cid`, those of `first` (a lanes job's members) before
+    the others."""
+    ps = sorted(set(peers))
+    return rendezvous(cid, [p for p in ps if p in first]) + rendezvous(
+        cid, [p for p in ps if p not in first])
 
 
-def is_replica(cid: str, producer: str, me: str, alive: Iterable[str], replicas: int) -> bool:
+def replica_peers(cid: str, producer: str, alive: Iterable[str], replicas: int,
+                  first: Collection[str] = ()) -> list[str]:
+    """The r-1 peers (other than `producer`) that should also pin `cid`, best first (`first`
+    ranked before the others: `ranked`)."""
+    return ranked(cid, set(alive) - {producer}, first)[:max(replicas - 1, 0)]
+
+
+def is_replica(cid: str, producer: str, me: str, alive: Iterable[str], replicas: int,
+               first: Collection[str] = ()) -> bool:
     """Is `me` among `replica_peers` of `cid` (with `me` alive)? Without ranking them all:
     fewer than r-1 of the other live peers but the producer rank before it (what every
     receiver asks of each inline output it folds: issue 12)."""
     if me == producer or replicas < 2:
         return False
-    mine, before = weight(cid, me), 0
+    mine, lead, before = weight(cid, me), me in first, 0
     for p in set(alive):
-        if p != producer and p != me and weight(cid, p) < mine:
+        if p in (producer, me):
+            continue
+        group = p in first  # of another group than ours it ranks before us if of `first`
+        if (group if group != lead else weight(cid, p) < mine):
             before += 1
             if before >= replicas - 1:
                 return False
@@ -86,12 +105,13 @@ def is_replica(cid: str, producer: str, me: str, alive: Iterable[str], replicas:
 
 
 def repair_peers(cid: str, holders: Iterable[str], alive: Iterable[str], replicas: int,
-                 ) -> list[str]:
+                 first: Collection[str] = ()) -> list[str]:
     """The live peers that should pin `cid` so that r live peers hold it again: the first
-    non-holders in rendezvous order (none if enough live peers hold it)."""
+    non-holders in rendezvous order, `first` before the others (none if enough live peers
+    hold it)."""
     live = set(alive)
     have = live & set(holders)
-    return rendezvous(cid, sorted(live - have))[:max(replicas - len(have), 0)]
+    return ranked(cid, live - have, first)[:max(replicas - len(have), 0)]
 
 
 class Replicator:
@@ -101,7 +121,8 @@ class Replicator:
                  providers: Callable[[str], Iterable[str]], data: Data, store: Pinner,
                  emit: Emit, *, attempts: int = 3, backoff_s: float = 2.0,
                  batch_window_s: float = 0.05,
-                 outputs: Callable[[], Iterable[tuple[str, str]]] = tuple,
+                 outputs: Callable[[], Iterable[tuple[str, str, str]]] = tuple,
+                 members: Callable[[str], Collection[str]] = lambda job: (),
                  settle_s: float = 5.0, watch_s: float = 1.0,
                  held: Callable[[str], bool] | None = None,
                  job_live: Callable[[str], bool] | None = None,
@@ -116,7 +137,8 @@ class Replicator:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.batch_window_s = batch_window_s
-        self.outputs = outputs  # (cid, producer) of every output computed in the mesh
+        self.outputs = outputs  # (cid, producer, job) of every output computed in the mesh
+        self.members = members  # a lanes job's members (ranked first); none: a full job's
         self.settle_s = settle_s
         self.watch_s = watch_s
         self.held = held  # an inline output written here when folded: never fetched
@@ -133,20 +155,31 @@ class Replicator:
         self._retries: dict[str, asyncio.TimerHandle] = {}  # cid -> its next attempt
 
     def on_event(self, ev: Event) -> None:
-        """Listener: queue a fresh output if this peer is one of its replicas."""
+        """Listener: queue a fresh output if this peer is one of its replicas; of a lanes job
+        we are no member of (no TASK_DONE of it comes here), its JOB_ENDED's outputs."""
         self._wake.set()
         b = ev.body
-        if not isinstance(b, TaskDone) or b.cached or self.replicas < 2:
+        if self.replicas < 2:
             return
-        cid = b.output
-        if ev.origin == self.self_id or cid in self.replicated or cid in self._queue:
+        if isinstance(b, TaskDone):
+            if not b.cached:
+                self._consider(b.output, peer_of(ev.origin), b.job)
+        elif isinstance(b, JobEnded):
+            members = self.members(b.job)
+            if members and self.self_id not in members:
+                for out in b.outputs.values():
+                    self._consider(out.cid, peer_of(out.origin), b.job)
+
+    def _consider(self, cid: str, producer: str, job: str) -> None:
+        if producer == self.self_id or cid in self.replicated or cid in self._queue:
             return
         if self.held is not None and self.held(cid):
             return
         alive = [*self.peers(), self.self_id]
-        if self.self_id in replica_peers(cid, ev.origin, alive, self.replicas):
-            self._jobs[cid] = b.job
-            self._enqueue(cid, ev.origin, 1)
+        if self.self_id in replica_peers(cid, producer, alive, self.replicas,
+                                         self.members(job)):
+            self._jobs[cid] = job
+            self._enqueue(cid, producer, 1)
 
     def start(self) -> None:
         """Rescan once the membership had time to form, then whenever a peer departs."""
@@ -172,14 +205,15 @@ class Replicator:
         self.rescans += 1
         alive = [*self.peers(), self.self_id]
         n = 0
-        for cid, producer in self.outputs():
+        for cid, producer, job in self.outputs():
             if cid in self._queue or cid in self._retries or (
                     self.held is not None and self.held(cid)):
                 continue
             holders = set(self.providers(cid))
             if self.self_id in holders:
                 continue
-            if self.self_id in repair_peers(cid, holders, alive, self.replicas):
+            if self.self_id in repair_peers(cid, holders, alive, self.replicas,
+                                            self.members(job)):
                 self._enqueue(cid, producer, 1)
                 n += 1
         if n:

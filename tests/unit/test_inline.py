@@ -283,8 +283,8 @@ def test_outputs_kept_while_a_write_is_queued_are_written_with_it(tmp_path: Path
 async def test_a_rescan_replicates_no_inline_output() -> None:
     data = _Data()
     r = Replicator("me", 2, lambda: {"p": {}}, lambda c: set(), data, None,  # type: ignore[arg-type]
-                   lambda t, p: None, outputs=lambda: [("bafyinline", "gone"),  # type: ignore[arg-type,return-value]
-                                                       ("bafylarge", "gone")],
+                   lambda t, p: None, outputs=lambda: [("bafyinline", "gone", "j"),  # type: ignore[arg-type,return-value]
+                                                       ("bafylarge", "gone", "j")],
                    batch_window_s=0.0, held={"bafyinline"}.__contains__)
     r.rescan()
     assert "bafyinline" not in r._queue and "bafylarge" in r._queue
@@ -685,19 +685,21 @@ def test_the_marker_names_a_position_of_the_log(tmp_path: Path) -> None:
 
 # --- who writes another peer's inline output: its replicas only (issue 12) ----------------
 
-def _rule(me: str, alive: list[str], replicas: int) -> Callable[[str, str], bool]:
-    """The node's rule (Node._holds_copy) on a fixed membership."""
-    return lambda cid, producer: me in replica_peers(cid, producer, alive, replicas)
+def _rule(me: str, alive: list[str], replicas: int) -> Callable[[str, str, str], bool]:
+    """The node's rule (Node._holds_copy) on a fixed membership, no lanes job."""
+    return lambda cid, producer, job: me in replica_peers(cid, producer, alive, replicas)
 
 
 @given(st.text(max_size=8), st.lists(st.sampled_from("abcdefg"), max_size=8),
-       st.sampled_from("abcdefgh"), st.sampled_from("abcdefgh"), st.integers(0, 5))
+       st.sampled_from("abcdefgh"), st.sampled_from("abcdefgh"), st.integers(0, 5),
+       st.sets(st.sampled_from("abcdefgh")))
 def test_is_replica_is_the_replicators_rule(cid: str, alive: list[str], producer: str,
-                                            me: str, replicas: int) -> None:
+                                            me: str, replicas: int, first: set[str]) -> None:
     """Node._holds_copy's `is_replica` says what `replica_peers` would, without ranking
-    every peer (a live list with repeats, the producer or `me` in it or not)."""
-    assert is_replica(cid, producer, me, alive, replicas) is (
-        me in replica_peers(cid, producer, [*alive, me], replicas))
+    every peer (a live list with repeats, the producer or `me` in it or not; a lanes job's
+    members ranked first, `me` among them or not)."""
+    assert is_replica(cid, producer, me, alive, replicas, first) is (
+        me in replica_peers(cid, producer, [*alive, me], replicas, first))
 
 
 def test_only_the_replicas_write_another_peers_inline_output(tmp_path: Path) -> None:
@@ -730,7 +732,7 @@ def test_an_output_kept_in_memory_is_written_unpinned_when_this_peer_needs_it(
         tmp_path: Path) -> None:
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: False)
     ib.on_event(_done("other", cid, inline.encode(blocks)))
     assert keeper.blocks == {} and ib.health()["staged_bytes"] == _held(blocks)
     assert ib.restage(cid)
@@ -746,7 +748,7 @@ def test_a_run_record_that_rode_along_is_kept_in_memory_under_its_cid_too(
     p = {**_done("other", cid, inline.encode({**blocks, **more})).payload, "log": record}
     ev = Event("other", 1, 1, EventType.CHUNK_DONE, p)
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: False)
     ib.on_event(ev)
     assert keeper.blocks == {} and record in ib.staged and cid in ib.staged
     assert ib.restage(record) and record in keeper.blocks
@@ -830,7 +832,7 @@ def test_hostile_blocks_kept_in_memory_are_refused_when_taken(
     then fetches the output by CID."""
     cid, carried = _hostile(tmp_path, attack)
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: False)
     hashed = _hashes(monkeypatch)
     ib.on_event(_by("evil0000peer", "job-lazy", cid, carried))
     assert hashed == [] and cid in ib.staged and keeper.blocks == {}
@@ -849,7 +851,7 @@ def test_hostile_blocks_kept_under_the_run_record_too_are_refused_once(
     cid, carried = _hostile(tmp_path, "tampered")
     record, more = inline.import_bytes(b'{"log": [], "metrics": []}')
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: False)
     ib.on_event(_by("other", "j", cid, {**carried, **inline.encode(more)}, record))
     assert cid in ib.staged and record in ib.staged
     assert not ib.restage(record) and not ib.restage(cid)
@@ -861,7 +863,7 @@ def test_blocks_beyond_the_bounds_are_refused_when_folded_without_hashing(
         tmp_path: Path, attack: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     cid, carried = _hostile(tmp_path, attack)
-    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p, j: False)
     hashed = _hashes(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="banzai.inline"):
         ib.on_event(_by("evil0000peer", "job-big", cid, carried))
@@ -874,7 +876,7 @@ def test_good_blocks_kept_in_memory_are_checked_when_taken_then_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: False)
     hashed = _hashes(monkeypatch)
     ib.on_event(_by("other", "j", cid, inline.encode(blocks)))
     assert hashed == [] and ib.health()["staged_bytes"] == _held(blocks)
@@ -889,7 +891,7 @@ def test_a_replica_checks_the_blocks_when_it_folds_them(
     """The replica path is unchanged: checked at once, refused at once if hostile."""
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
     keeper = FakeKeeper()
-    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p: True)
+    ib = inline.InlineBlocks("me", keeper, 1024, replica=lambda c, p, j: True)
     hashed = _hashes(monkeypatch)
     ib.on_event(_by("other", "j", cid, inline.encode(blocks)))
     assert sorted(map(str, hashed)) == sorted(blocks) and keeper.blocks == blocks
@@ -907,7 +909,7 @@ def test_the_size_of_blocks_kept_unchecked_is_their_bytes_and_the_bound_holds(
         assert inline.sized({"c": text}, 1024) == n
     outs = [_small(tmp_path, f"m{i}") for i in range(4)]
     size = _held(outs[0][1])
-    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p, j: False,
                              staged_max_bytes=2 * size + size // 2)  # two fit, not three
     for i, (cid, blocks) in enumerate(outs[:3]):
         ib.on_event(_by("other", f"j{i}", cid, inline.encode(blocks)))
@@ -924,7 +926,7 @@ def test_a_text_no_base64_text_has_is_refused_when_folded_and_no_entry_is_free(
     every entry), and even an entry of tiny texts costs CARRIED_OVERHEAD."""
     with pytest.raises(IntegrityError, match="not base64"):
         inline.sized({"c": text}, 1024)
-    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p, j: False,
                              staged_max_bytes=10 * inline.CARRIED_OVERHEAD)
     for i in range(50):
         ib.on_event(_by("other", f"j{i}", f"out{i}", {f"out{i}": text}))
@@ -946,7 +948,7 @@ def test_what_kept_entries_hold_in_memory_is_within_twice_the_bound(
             "one long block": lambda: json.dumps({"c": "QUJD" * 341}),
             "astral text": lambda: json.dumps({"c": "\U0001F600" * 1364}, ensure_ascii=False),
             }[shape]
-    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p: False,
+    ib = inline.InlineBlocks("me", FakeKeeper(), 1024, replica=lambda c, p, j: False,
                              staged_max_bytes=1 << 20)
     caplog.set_level(logging.ERROR, logger="banzai.inline")  # (kept records hold their frames)
     gc.collect()
@@ -971,7 +973,7 @@ async def test_the_fetcher_fetches_by_cid_an_output_whose_kept_blocks_are_refuse
         tmp_path: Path) -> None:
     cid, carried = _hostile(tmp_path, "tampered")
     store = EmbeddedStore(tmp_path / "store")
-    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p, j: False)
     ib.on_event(_by("other", "j", cid, carried))
     f = Fetcher(store, dict, lambda c: set(), "me")
     f.local = ib.restage
@@ -987,7 +989,7 @@ async def test_the_fetcher_takes_an_output_kept_in_memory_before_asking_any_peer
     output: written from memory, no peer asked; one not kept is fetched as before."""
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
     store = EmbeddedStore(tmp_path / "store")
-    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p, j: False)
     ib.on_event(_done("other", cid, inline.encode(blocks)))
     assert not store.has(cid)  # not written: the worker process could not read it
     f = Fetcher(store, dict, lambda c: set(), "me")
@@ -1008,14 +1010,14 @@ async def test_a_peer_that_becomes_a_replica_later_gets_its_copy_by_the_rescan(
     announced."""
     cid, blocks = inline.import_small(_out_dir(tmp_path), 1024) or ("", {})
     store = EmbeddedStore(tmp_path / "store")
-    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p: False)
+    ib = inline.InlineBlocks("me", store, 1024, replica=lambda c, p, j: False)
     ib.on_event(_done("a", cid, inline.encode(blocks)))
     f = Fetcher(store, dict, lambda c: {"a", "b"}, "me")
     f.local = ib.restage
     emitted: list[Any] = []
     r = Replicator("me", 2, lambda: {"c": {}}, lambda c: {"a", "b"}, f, store,
                    lambda t, p: emitted.append(p),  # type: ignore[arg-type,return-value]
-                   outputs=lambda: [(cid, "a")], batch_window_s=0.0)
+                   outputs=lambda: [(cid, "a", "j")], batch_window_s=0.0)
     assert r.rescan() == 1  # its two holders left: me and c are the first non-holders
     assert r._drainer is not None
     await r._drainer

@@ -37,7 +37,7 @@ class Fakes:
             self.providers.setdefault(c, set()).add("me")
         return Event("me", len(self.emitted), 0, typ, payload)
 
-    def replicator(self, outputs: list[tuple[str, str]], **kw: Any) -> Replicator:
+    def replicator(self, outputs: list[tuple[str, str, str]], **kw: Any) -> Replicator:
         return Replicator("me", 2, lambda: self.peers, lambda c: self.providers.get(c, set()),
                           self, self, self.emit, batch_window_s=0.0,
                           outputs=lambda: outputs, **kw)
@@ -63,7 +63,7 @@ def test_repair_peers_are_the_first_live_non_holders() -> None:
 async def test_a_rescan_replicates_what_fewer_than_r_live_peers_hold() -> None:
     f = Fakes()
     f.peers = {"p1": {}}  # p2 and p3 are gone
-    outs = [("bafy1", "p2"), ("bafy2", "p1"), ("bafy3", "p3")]
+    outs = [("bafy1", "p2", "j"), ("bafy2", "p1", "j"), ("bafy3", "p3", "j")]
     f.providers = {"bafy1": {"p2"}, "bafy2": {"p1", "p3"}, "bafy3": {"p3", "p1"}}
     r = f.replicator(outs)
     # two live peers (me, p1): every output needs both; p1 holds bafy2 and bafy3
@@ -79,7 +79,7 @@ async def test_the_watch_rescans_at_start_and_when_a_holder_departs() -> None:
     f = Fakes()
     f.peers = {"p1": {}, "p2": {}}
     f.providers = {"bafyA": {"p1", "p2"}}
-    r = f.replicator([("bafyA", "p1")], settle_s=0.0, watch_s=0.01)
+    r = f.replicator([("bafyA", "p1", "j")], settle_s=0.0, watch_s=0.01)
     r.start()
     await until(lambda: r.rescans >= 1)
     assert f.pinned == []  # two live holders: enough

@@ -1,0 +1,116 @@
+"""The replicas of a lanes job's outputs (peer/ipfs/replicate.py; docs/design/
+partial-replication.md, 5.2): its TASK_DONEs come in its producer's lane, so the producer is
+that lane's peer, and the replicas are its members first (they alone fold those TASK_DONEs);
+a non-member the rule names anyway (no other live member) replicates from the JOB_ENDED."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from peer.ipfs.replicate import Replicator, is_replica, mirrored, repair_peers, replica_peers
+from peer.log import Event, EventType
+from peer.log.lanes import lane
+
+P, M, N = "a" * 16, "b" * 16, "c" * 16  # producer, the other member, a non-member
+JOB = "j" + "0" * 12
+CIDS = [f"bafy{i:02d}" for i in range(24)]
+
+
+class Fakes:
+    def __init__(self, me: str, live: Sequence[str]) -> None:
+        self.me = me
+        self.live = {p: {} for p in live if p != me}
+        self.fetched: list[str] = []
+
+    async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        self.fetched += cids
+
+    def is_complete(self, cid: str) -> bool:
+        return cid in self.fetched
+
+    def pin_many(self, cids: Sequence[str]) -> None:
+        pass
+
+    def emit(self, typ: EventType, payload: dict[str, Any]) -> Event:
+        return Event(self.me, 1, 0, typ, payload)
+
+    def replicator(self) -> Replicator:
+        return Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,
+                          batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else ())
+
+
+def done(cid: str, seq: int) -> Event:
+    return Event(lane(P, JOB), seq, seq, EventType.TASK_DONE,
+                 {"job": JOB, "task": f"t{seq}", "output": cid, "key": None})
+
+
+def ended(cids: Sequence[str]) -> Event:
+    return Event(P, 9, 1000, EventType.JOB_ENDED, {
+        "job": JOB, "state": "done", "n_tasks": len(cids), "end": 1000, "producers": {},
+        "failed": {}, "digest": "0" * 32,
+        "outputs": {f"t{i}": [None, c, i + 1, lane(P, JOB), i + 1] for i, c in enumerate(cids)}})
+
+
+async def test_the_producer_of_a_lanes_output_is_its_lanes_peer() -> None:
+    """Two live peers, r = 2: the one that did not make an output holds its copy, whichever
+    stream its TASK_DONE came in (before: the lane's origin was ranked as a peer, so the
+    producer was named for about half of its own outputs and no copy was made)."""
+    for me, want in ((M, CIDS), (P, [])):
+        f = Fakes(me, [P, M])
+        r = Replicator(me, 2, lambda f=f: f.live, lambda c: {P}, f, f, f.emit,
+                       batch_window_s=60.0)
+        for i, c in enumerate(CIDS):
+            r.on_event(done(c, i + 1))
+        assert sorted(r._queue) == want
+        await r.close()
+
+
+async def test_the_other_member_replicates_every_output_of_a_members_lane() -> None:
+    """Before: the lane's origin was taken for the producer, so every live peer, the producer
+    too, was ranked for each output: the other member held about a third of them, the
+    producer "replicated" its own, and the non-member was named for the rest, which it never
+    sees (one copy in the mesh)."""
+    m = Fakes(M, [P, M, N]).replicator()
+    p = Fakes(P, [P, M, N]).replicator()
+    for i, c in enumerate(CIDS):
+        m.on_event(done(c, i + 1))
+        p.on_event(done(c, i + 1))
+    assert sorted(m._queue) == CIDS and all(v[0] == P for v in m._queue.values())
+    assert p._queue == {}  # its own outputs
+    await m.close()
+    await p.close()
+
+
+async def test_a_non_member_replicates_from_the_job_ended_only_while_no_other_member_lives(
+        ) -> None:
+    with_member = Fakes(N, [P, M, N]).replicator()
+    with_member.on_event(ended(CIDS))
+    assert with_member._queue == {}  # M is the replica
+    alone = Fakes(N, [P, N]).replicator()  # M is not live: N is named
+    alone.on_event(ended(CIDS))
+    assert sorted(alone._queue) == CIDS
+    member = Fakes(M, [P, N]).replicator()  # a member folded the TASK_DONEs: not again
+    member.on_event(ended(CIDS))
+    assert member._queue == {}
+    for r in (with_member, alone, member):
+        await r.close()
+
+
+def test_members_rank_before_the_other_peers() -> None:
+    alive = [P, M, N, "d" * 16]
+    for c in CIDS:
+        assert replica_peers(c, P, alive, 2, {P, M}) == [M]
+        assert replica_peers(c, P, alive, 3, {P, M})[0] == M
+        assert is_replica(c, P, M, alive, 2, {P, M})
+        assert not is_replica(c, P, N, alive, 2, {P, M})
+        assert repair_peers(c, {P}, alive, 2, {P, M}) == [M]
+        others = [P, N, "d" * 16]  # M gone: the live non-members, as without lanes
+        assert repair_peers(c, {P}, others, 2, {P, M}) == repair_peers(c, {P}, others, 2)
+
+
+def test_our_lanes_outputs_are_mirrored_into_kubo() -> None:
+    """Before: a Kubo-backed peer copied into Kubo only the outputs of its own stream, none
+    of a lanes job's (they are in its lane)."""
+    assert mirrored(done(CIDS[0], 1), P) == [CIDS[0]]
+    assert mirrored(done(CIDS[0], 1), M) == []
