@@ -1406,10 +1406,15 @@ class Node:
                 **({"lanes": self.lanes_health()} if self.state.lanes_on else {})}
 
     def lanes_health(self) -> dict[str, int]:
-        """The lanes part of /api/health's log section (lanes on): our task events of a
-        compacted lanes job sent nowhere since start, JOB_ENDED listings refused for good,
-        and read but not admitted for `ending.LONG_WAIT_S` (10 minutes) or more."""
-        return {"late_lane_events": self.late_lane_events,
+        """The lanes part of /api/health's log section (lanes on): the lanes' events in
+        memory (of `events`: held by their jobs' members only, so `events` less them is
+        what every peer holds alike), our task events of a compacted lanes job sent nowhere
+        since start, JOB_ENDED listings refused for good, and read but not admitted for
+        `ending.LONG_WAIT_S` (10 minutes) or more."""
+        st = self.state
+        return {"lane_events": sum(len(st.by_origin.get(o, ()))
+                                   for lanes in st.lanes.values() for o in lanes),
+                "late_lane_events": self.late_lane_events,
                 "listings_refused": len(self.end_listings.refused),
                 "listings_waiting": self.end_listings.waiting_long()}
 

@@ -68,14 +68,21 @@ def held(h: dict[str, Any]) -> int:
     return int(h["log"]["events"]) + int(h["log"]["compaction"]["evicted"])
 
 
+def mesh_events(h: dict[str, Any]) -> int:
+    """Events in memory of the mesh streams, which every peer holds: with lanes on, less
+    those of the lanes, which a lanes job's members alone hold."""
+    return int(h["log"]["events"]) - int(h["log"].get("lanes", {}).get("lane_events", 0))
+
+
 def until_converged(m: Mesh, timeout_s: float = 60) -> list[dict[str, Any]]:
     """Poll until the three peers hold the same events with the same contents: the heads
     digest, the content digest (two contents for one (origin, seq) settle on the smaller
-    content hash everywhere) and the event count."""
+    content hash everywhere) and the event count, of the mesh streams (a lanes job's lanes,
+    held by its members only, are in none of them)."""
     deadline = time.monotonic() + timeout_s
     while True:
         hs = m.health()
-        logs = [(h["log"]["heads_digest"], h["log"]["content_digest"], h["log"]["events"])
+        logs = [(h["log"]["heads_digest"], h["log"]["content_digest"], mesh_events(h))
                 for h in hs]
         if len(set(logs)) == 1:
             return hs
