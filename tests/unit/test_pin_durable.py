@@ -68,7 +68,7 @@ class Mesh:
             self.providers[c] = {"p1"}
         r = Replicator("me", 2, lambda: {"p1": {}}, lambda c: self.providers.get(c, set()),
                        data, store, self.emit, batch_window_s=0.0, backoff_s=3600.0,
-                       outputs=lambda: [(c, "p1") for c in outputs])
+                       outputs=lambda: [(c, "p1", "j") for c in outputs])
         assert r.rescan() == len(outputs)
         assert r._drainer is not None
         await r._drainer
