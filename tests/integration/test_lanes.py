@@ -179,6 +179,32 @@ def test_a_lanes_job_is_found_on_every_peer_right_after_its_post(
     assert {_state(p, job) for p in trio} == {"cancelled"}
 
 
+def _pinned(p: PeerProc) -> set[str]:
+    return set(post(f"{p.url}/api/v0/pin/ls?type=recursive")["Keys"])
+
+
+def test_every_output_of_a_lanes_job_is_pinned_on_two_peers(trio: list[PeerProc]) -> None:
+    """--replicas 2 (the default) holds with lanes: each output on its producer and one
+    other peer, the other member (it alone folds the TASK_DONE and its inline blocks).
+    Before: the lane was ranked as a peer, the producer among the others, and a non-member
+    named for outputs it never sees: most outputs were on their producer alone."""
+    job = post(f"{trio[0].url}/api/jobs", _job(TASKS))["job"]
+    assert len(_members(trio, job)) == 2
+    view = wait_job(trio[0], job, timeout_s=WAIT_S)
+    assert view["state"] == "done", view
+    outputs = set(view["outputs"].values())
+    assert len(outputs) == TASKS
+
+    def short() -> dict[str, int]:  # output -> the peers pinning it, where fewer than two
+        pins = [_pinned(p) for p in trio]
+        return {c: n for c in outputs if (n := sum(c in x for x in pins)) < 2}
+
+    deadline = time.monotonic() + WAIT_S  # (inline outputs: written as their replica folds)
+    while (left := short()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"{len(left)} of {TASKS} outputs pinned on fewer than 2 peers"
+
+
 @pytest.mark.parametrize("killed", ["runner", "home", "members"])
 def test_a_lanes_job_finishes_when_members_are_killed(trio: list[PeerProc], killed: str) -> None:
     """kill -9 mid-job of the member that is not the home (the submitter: `members`' first),
