@@ -216,18 +216,25 @@ async def test_of_two_non_members_only_the_first_in_the_jobs_order_takes_over() 
         await mesh.close()
 
 
+async def _orphaned_first_at_0_slots(mesh: JobMesh) -> tuple[str, str, str]:
+    """A lanes job of p0 and p1 on 4 peers, both gone silent; the first non-member in its
+    order (`first`) at 0 slots, the other (`other`) not: (job, first, other)."""
+    p0, p1, p2, p3 = mesh.peers
+    job = mesh.submit(p0, CHAIN, members=[p0, p1])
+    first, other = rendezvous(job, [p2, p3])
+    mesh[first].runner.slots = 0
+    await mesh.settle()
+    mesh.silent.update((p0, p1))
+    return job, first, other
+
+
 async def test_a_peer_with_no_usable_slot_takes_no_orphaned_job_over() -> None:
     """The non-member first in the job's order has 0 slots (its given-up workers hold every
     slot): it took the job over, and nothing ran while an idle peer waited (review h, H3).
     The other non-member takes it over and runs it."""
     mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
     try:
-        job = mesh.submit(p0, CHAIN, members=[p0, p1])
-        first, other = rendezvous(job, [p2, p3])
-        mesh[first].runner.slots = 0
-        await mesh.settle()
-        mesh.silent.update((p0, p1))
+        job, first, other = await _orphaned_first_at_0_slots(mesh)
         await finish_all(mesh, rounds=150, step_s=0.1)
         [joined] = mesh.sent(EventType.JOB_MEMBERS)
         assert (joined.origin, joined.payload["add"]) == (other, [other])
@@ -303,6 +310,7 @@ async def test_a_non_member_at_0_slots_takes_an_orphaned_job_over_once_it_has_a_
     finally:
         await mesh.close()
 
+
 async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_add_time_to_come(
         ) -> None:
     """Review r1 (session 43), L2: the first non-member in the job's order is at 0 slots when
@@ -312,16 +320,14 @@ async def test_a_non_member_whose_turn_passed_at_0_slots_leaves_the_next_ones_ad
     members (on d2110a8: two JOB_MEMBERS). A turn passed at 0 slots comes again only a round
     of every rank later, by when the next one's add is heard."""
     mesh = JobMesh(4, CATALOG, CFG, lanes=True)
-    p0, p1, p2, p3 = mesh.peers
     try:
-        job = mesh.submit(p0, CHAIN, members=[p0, p1])
-        first, other = rendezvous(job, [p2, p3])
-        mesh[first].runner.slots = 0
-        await mesh.settle()
-        mesh.silent.update((p0, p1))
+        job, first, other = await _orphaned_first_at_0_slots(mesh)
         mesh.hold = lambda ev, to: to == first and ev.type is EventType.JOB_MEMBERS
-        while not mesh.sent(EventType.JOB_MEMBERS):
+        for _ in range(1200):  # (60 s of the fake clock at most)
+            if mesh.sent(EventType.JOB_MEMBERS):
+                break
             await mesh.advance(0.05)
+        assert mesh.sent(EventType.JOB_MEMBERS), "nobody took the job over"
         mesh[first].runner.slots = 1
         for _ in range(4):  # 0.2 s: the add still on its way
             await mesh.advance(0.05)
