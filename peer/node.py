@@ -84,6 +84,7 @@ from peer.log import (
     Event,
     EventLog,
     EventType,
+    JobEnded,
     JobSubmitted,
     Member,
     MeshState,
@@ -433,6 +434,7 @@ class Node:
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs, members=self._members,
+                                     folded_end=self._folded_end,
                                      held=self.inline.holds if self.inline and not
                                      isinstance(self.store, KuboStore) else None,
                                      job_live=self._job_fills_cores)
@@ -1500,6 +1502,12 @@ class Node:
         """A lanes job's members (the replicas of its outputs rank them first); none of a job
         every peer holds in full."""
         return self.state.members_of.get(job, ())
+
+    def _folded_end(self, ev: Event) -> JobEnded | None:
+        """JOB_ENDED `ev`'s body as folded (`end_body`) if the fold took it for its job's end,
+        else None (held back, refused, or another one won)."""
+        won = self.state.ended.get(ev.body_as(JobEnded).job)
+        return self.state.end_body(ev) if won is not None and won.id == ev.id else None
 
     def _job_fills_cores(self, job: str) -> bool:
         """True while `job` runs and this peer's slots can take every core it may use (one

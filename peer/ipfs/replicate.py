@@ -123,6 +123,7 @@ class Replicator:
                  batch_window_s: float = 0.05,
                  outputs: Callable[[], Iterable[tuple[str, str, str]]] = tuple,
                  members: Callable[[str], Collection[str]] = lambda job: (),
+                 folded_end: Callable[[Event], JobEnded | None] = lambda ev: None,
                  settle_s: float = 5.0, watch_s: float = 1.0,
                  held: Callable[[str], bool] | None = None,
                  job_live: Callable[[str], bool] | None = None,
@@ -139,6 +140,8 @@ class Replicator:
         self.batch_window_s = batch_window_s
         self.outputs = outputs  # (cid, producer, job) of every output computed in the mesh
         self.members = members  # a lanes job's members (ranked first); none: a full job's
+        # a JOB_ENDED's body as folded if the fold took it for its job's end, else None
+        self.folded_end = folded_end
         self.settle_s = settle_s
         self.watch_s = watch_s
         self.held = held  # an inline output written here when folded: never fetched
@@ -156,7 +159,8 @@ class Replicator:
 
     def on_event(self, ev: Event) -> None:
         """Listener: queue a fresh output if this peer is one of its replicas; of a lanes job
-        we are no member of (no TASK_DONE of it comes here), its JOB_ENDED's outputs."""
+        we are no member of (no TASK_DONE of it comes here), its JOB_ENDED's outputs, once folded
+        as the job's end."""
         self._wake.set()
         b = ev.body
         if self.replicas < 2:
@@ -164,10 +168,12 @@ class Replicator:
         if isinstance(b, TaskDone):
             if not b.cached:
                 self._consider(b.output, peer_of(ev.origin), b.job)
-        elif isinstance(b, JobEnded):
+        elif isinstance(b, JobEnded):  # (as the fold took it: one it holds back or refuses,
+            # e.g. from a non-member, names outputs nobody made; review r2 F1)
             members = self.members(b.job)
-            if members and self.self_id not in members:
-                for out in b.outputs.values():
+            if members and self.self_id not in members and (
+                    end := self.folded_end(ev)) is not None:
+                for out in end.outputs.values():
                     self._consider(out.cid, peer_of(out.origin), b.job)
 
     def _consider(self, cid: str, producer: str, job: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from peer.ipfs.replicate import Replicator, is_replica, mirrored, repair_peers, replica_peers
-from peer.log import Event, EventType
+from peer.log import Event, EventType, JobEnded
 from peer.log.lanes import lane
 
 P, M, N = "a" * 16, "b" * 16, "c" * 16  # producer, the other member, a non-member
@@ -22,6 +22,10 @@ class Fakes:
         self.me = me
         self.live = {p: {} for p in live if p != me}
         self.fetched: list[str] = []
+        self.folded = True  # the fold took each JOB_ENDED for its job's end
+
+    def folded_end(self, ev: Event) -> JobEnded | None:
+        return ev.body_as(JobEnded) if self.folded else None
 
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
         self.fetched += cids
@@ -37,7 +41,8 @@ class Fakes:
 
     def replicator(self) -> Replicator:
         return Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,
-                          batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else ())
+                          batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else (),
+                          folded_end=self.folded_end)
 
 
 def done(cid: str, seq: int) -> Event:
@@ -95,6 +100,18 @@ async def test_a_non_member_replicates_from_the_job_ended_only_while_no_other_me
     assert member._queue == {}
     for r in (with_member, alone, member):
         await r.close()
+
+
+async def test_a_non_member_replicates_nothing_of_a_job_ended_the_fold_did_not_take() -> None:
+    """Review r2 F1: a JOB_ENDED the fold holds back or refuses (from a non-member of the
+    job, outputs ordered after its end...) names CIDs nobody made; before, every non-member
+    the rule named fetched and pinned them, as many as one event could name."""
+    f = Fakes(N, [P, N])  # M is not live: N would be named
+    f.folded = False
+    r = f.replicator()
+    r.on_event(ended(CIDS))
+    assert r._queue == {}
+    await r.close()
 
 
 def test_members_rank_before_the_other_peers() -> None:
