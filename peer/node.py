@@ -52,7 +52,7 @@ from peer.ipfs.ipns import IpnsNames
 from peer.ipfs.keystore import Keystore
 from peer.ipfs.kubo import KuboMirror, KuboStore, private_swarm
 from peer.ipfs.publish import IpnsService, records_dir
-from peer.ipfs.replicate import Replicator, is_replica, mirrored
+from peer.ipfs.replicate import Replicator, is_replica, made_outputs, mirrored
 from peer.ipfs.store import StoreConfig, open_store
 from peer.jobs import kinds, members
 from peer.jobs.ending import EndListings
@@ -84,7 +84,6 @@ from peer.log import (
     Event,
     EventLog,
     EventType,
-    JobEnded,
     JobSubmitted,
     Member,
     MeshState,
@@ -434,7 +433,7 @@ class Node:
         self.replicator = Replicator(self.peer_id, cfg.replicas, self.live_peers,
                                      self._providers, self.fetcher, self.store, self.emit,
                                      outputs=self._outputs, members=self._members,
-                                     folded_end=self._folded_end,
+                                     end_outputs=lambda ev: made_outputs(self.state, ev),
                                      held=self.inline.holds if self.inline and not
                                      isinstance(self.store, KuboStore) else None,
                                      job_live=self._job_fills_cores)
@@ -1494,20 +1493,13 @@ class Node:
                for e in st.task_done.values() if not e.payload.get("cached")]
         for job, ev in st.ended.items():
             if not st.member_of(job, self.peer_id):
-                out.extend((o.cid, peer_of(o.origin), job)
-                           for o in st.end_body(ev).outputs.values())
+                out.extend((cid, producer, job) for cid, producer in made_outputs(st, ev))
         return out
 
     def _members(self, job: str) -> Collection[str]:
         """A lanes job's members (the replicas of its outputs rank them first); none of a job
         every peer holds in full."""
         return self.state.members_of.get(job, ())
-
-    def _folded_end(self, ev: Event) -> JobEnded | None:
-        """JOB_ENDED `ev`'s body as folded (`end_body`) if the fold took it for its job's end,
-        else None (held back, refused, or another one won)."""
-        won = self.state.ended.get(ev.body_as(JobEnded).job)
-        return self.state.end_body(ev) if won is not None and won.id == ev.id else None
 
     def _job_fills_cores(self, job: str) -> bool:
         """True while `job` runs and this peer's slots can take every core it may use (one

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from peer.errors import BanzaiError
 from peer.ipfs.fetch import RecentSet
 from peer.ipfs.store import Pinner
-from peer.log import Event, EventType, JobEnded, Provide, TaskDone
+from peer.log import Event, EventType, JobEnded, JobSubmitted, MeshState, Provide, TaskDone
 from peer.log.lanes import peer_of
 from peer.rendezvous import rendezvous, weight
 
@@ -68,6 +68,20 @@ def mirrored(ev: Event, self_id: str) -> list[str]:
     if isinstance(b, Provide):
         return list(b.cids)
     return []
+
+
+def made_outputs(state: MeshState, ev: Event) -> list[tuple[str, str]]:
+    """(CID, producer) of the outputs JOB_ENDED `ev` names as folded (`end_body`) that its job
+    made, not a task's given `cid` (data the mesh did not make, which a TASK_DONE marks
+    `cached`; review r2 F2); none unless the fold took `ev` for its job's end (one held
+    back, refused, e.g. from a non-member, or that another one beat: review r2 F1)."""
+    job = ev.body_as(JobEnded).job
+    won, sub = state.ended.get(job), state.jobs.get(job)
+    if won is None or won.id != ev.id or sub is None:
+        return []
+    given = {t["name"] for t in sub.body_as(JobSubmitted).workflow["tasks"] if t.get("cid")}
+    return [(o.cid, peer_of(o.origin)) for task, o in state.end_body(ev).outputs.items()
+            if task not in given]
 
 
 def ranked(cid: str, peers: Iterable[str], first: Collection[str] = ()) -> list[str]:
@@ -123,7 +137,7 @@ class Replicator:
                  batch_window_s: float = 0.05,
                  outputs: Callable[[], Iterable[tuple[str, str, str]]] = tuple,
                  members: Callable[[str], Collection[str]] = lambda job: (),
-                 folded_end: Callable[[Event], JobEnded | None] = lambda ev: None,
+                 end_outputs: Callable[[Event], Iterable[tuple[str, str]]] = lambda ev: (),
                  settle_s: float = 5.0, watch_s: float = 1.0,
                  held: Callable[[str], bool] | None = None,
                  job_live: Callable[[str], bool] | None = None,
@@ -140,8 +154,9 @@ class Replicator:
         self.batch_window_s = batch_window_s
         self.outputs = outputs  # (cid, producer, job) of every output computed in the mesh
         self.members = members  # a lanes job's members (ranked first); none: a full job's
-        # a JOB_ENDED's body as folded if the fold took it for its job's end, else None
-        self.folded_end = folded_end
+        # (cid, producer) of the outputs a JOB_ENDED names that its job made, as folded;
+        # none unless the fold took it for its job's end
+        self.end_outputs = end_outputs
         self.settle_s = settle_s
         self.watch_s = watch_s
         self.held = held  # an inline output written here when folded: never fetched
@@ -171,10 +186,9 @@ class Replicator:
         elif isinstance(b, JobEnded):  # (as the fold took it: one it holds back or refuses,
             # e.g. from a non-member, names outputs nobody made; review r2 F1)
             members = self.members(b.job)
-            if members and self.self_id not in members and (
-                    end := self.folded_end(ev)) is not None:
-                for out in end.outputs.values():
-                    self._consider(out.cid, peer_of(out.origin), b.job)
+            if members and self.self_id not in members:
+                for cid, producer in self.end_outputs(ev):
+                    self._consider(cid, producer, b.job)
 
     def _consider(self, cid: str, producer: str, job: str) -> None:
         if producer == self.self_id or cid in self.replicated or cid in self._queue:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from peer.config import PeerConfig
+from peer.ipfs.replicate import made_outputs
 from peer.jobs.ending import job_ended
 from peer.jobs.retention import finished_at
 from peer.log import Event, EventType, JobEnded, MeshState, fold
@@ -229,3 +230,18 @@ def test_a_lanes_job_is_finished_for_the_compactor_once_its_job_ended_is_folded(
         assert finished.ended_hlc == payload["end"]
     finally:
         node.log.close()
+
+
+def test_a_non_member_replicates_only_outputs_of_the_job_ended_the_fold_took() -> None:
+    """`made_outputs` (the replicator's JOB_ENDED path, review r2 F1/F2): of the job's end as
+    folded only; not one held back (from a non-member) and not a task's given `cid`."""
+    s = lanes_fold([submitted([A, B]), ended(A)], me=C)
+    assert made_outputs(s, s.ended[JOB]) == [(CID, B)]
+    held = lanes_fold([submitted([A, B]), ended(C)], me=C)
+    assert held_end(held) and made_outputs(held, ended(C)) == []
+    given = {**WORKFLOW, "tasks": [{**WORKFLOW["tasks"][0], "cid": CID}]}
+    sub = Event(A, 1, 100, EventType.JOB_SUBMITTED,
+                {"job": JOB, "workflow": given, "local": False, "claimed": False,
+                 "members": [A, B]})
+    s = lanes_fold([sub, ended(A)], me=C)
+    assert JOB in s.ended and made_outputs(s, s.ended[JOB]) == []

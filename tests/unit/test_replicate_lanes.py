@@ -24,8 +24,8 @@ class Fakes:
         self.fetched: list[str] = []
         self.folded = True  # the fold took each JOB_ENDED for its job's end
 
-    def folded_end(self, ev: Event) -> JobEnded | None:
-        return ev.body_as(JobEnded) if self.folded else None
+    def end_outputs(self, ev: Event) -> list[tuple[str, str]]:
+        return [(o.cid, P) for o in ev.body_as(JobEnded).outputs.values()] if self.folded else []
 
     async def ensure(self, cids: Sequence[str], hints: Sequence[str] = ()) -> None:
         self.fetched += cids
@@ -42,7 +42,7 @@ class Fakes:
     def replicator(self) -> Replicator:
         return Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,
                           batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else (),
-                          folded_end=self.folded_end)
+                          end_outputs=self.end_outputs)
 
 
 def done(cid: str, seq: int) -> Event:
