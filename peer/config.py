@@ -221,14 +221,16 @@ class PeerConfig:
     max_attempts: int = field(default=3, metadata=setting(
         "attempts of a task chunk before it fails (default 3)"))
     lease_s: float = field(default=10.0, metadata=setting("claim lease in seconds"))
-    lanes: bool = field(default=False, metadata=setting(
-        "partial replication (docs/design/partial-replication.md): a job's task events go to "
-        "its members only (2 peers) while every live peer of the mesh announces lanes-v1; "
-        "the others keep its submission and end. Off by default; the 8 known gaps before "
-        "on-by-default are in docs/design/partial-replication.md section 6",
+    lanes: bool = field(default=True, metadata=setting(
+        "do not use lanes (partial replication, docs/design/partial-replication.md): every "
+        "peer then holds every job's task events. With lanes (the default since session 44; "
+        "--lanes says so) a job's task events go to its members only (2 peers) while every "
+        "live peer of the mesh announces lanes-v1, and the others keep its submission and "
+        "end; while a live peer lacks lanes (an earlier release's, or --no-lanes) new jobs "
+        "are replicated in full",
         both_forms=True))
     lanes_min_job_tasks: int = field(default=LANES_MIN_JOB_TASKS, metadata=setting(
-        "with --lanes, a job of fewer tasks than this (a per-item task counts as more: its "
+        "with lanes on, a job of fewer tasks than this (a per-item task counts as more: its "
         "items are listed only at its split) is held in full by every peer, as without "
         "lanes: lanes save such a job no CPU, and its end reaches the other peers later "
         f"(default {LANES_MIN_JOB_TASKS}; 0: every job in lanes)"))

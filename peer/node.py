@@ -229,7 +229,7 @@ def mesh_secrets(cfg: PeerConfig) -> MeshSecrets:
 class Node:
     """One peer: state, store, executor, scheduler; the API and mesh attach to it.
 
-    `lanes` (`cfg.lanes` unless given: off by default, `--lanes`; design
+    `lanes` (`cfg.lanes` unless given: on by default, `--no-lanes`; design
     docs/design/partial-replication.md, section 8) holds the lanes of the lanes jobs we are a
     member of: the door takes their events, our task events of such a job go to our lane
     of it (`emit`), and our MEMBER event and heartbeats announce LANES_FEATURE. Off, every

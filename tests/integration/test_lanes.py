@@ -1,7 +1,8 @@
-"""Partial replication on real peers (--lanes, off by default: docs/design/partial-replication.md,
-step 10): three peers with lanes on, a job's task events held by its two members only, the
-third keeping its submission and end (the same job list and state) and answering its view; a
-job of fewer tasks than --lanes-min-job-tasks held in full by every peer beside it."""
+"""Partial replication on real peers (lanes, on by default since session 44; each peer here says
+--lanes: docs/design/partial-replication.md, step 10): three peers with lanes on, a job's task
+events held by its two members only, the third keeping its submission and end (the same job list
+and state) and answering its view; a job of fewer tasks than --lanes-min-job-tasks held in full
+by every peer beside it."""
 
 from __future__ import annotations
 

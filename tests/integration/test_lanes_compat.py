@@ -1,12 +1,12 @@
-"""A peer of an earlier release in a lanes mesh (docs/design/partial-replication.md, section
-6): a peer of 2b5ab6b (session 36's main, before `--lanes`) or of f513d90 (session 42's main:
-lanes off by default), each announcing no lanes-v1 and holding JOB_ENDED, JOB_MEMBERS and a
-JOB_SUBMITTED's `members` unfolded, joins two peers of this release with --lanes while a
-lanes job runs, and leaves. The lanes job goes on on its members (the old peer keeps it as a
-newer peer's job and runs none of it: `"lanes": 1`); jobs submitted while it is live, and
-after it left (its MEMBER without lanes-v1 is still known, not revoked), are held in full by
-every peer; the old peer crashes on nothing, quarantines and refuses nothing, and opens its
-data dir again with every row.
+"""A peer of an earlier release in a lanes mesh (docs/design/partial-replication.md, section 6): a
+peer of 2b5ab6b (session 36's main, before `--lanes`) or of f513d90 (session 42's main: lanes
+off by default), each announcing no lanes-v1 and holding JOB_ENDED, JOB_MEMBERS and a
+JOB_SUBMITTED's `members` unfolded (each runs its own default: lanes off), joins two peers of
+this release running theirs (lanes on since session 44) while a lanes job runs, and leaves. The
+lanes job goes on on its members (the old peer keeps it as a newer peer's job and runs none of
+it: `"lanes": 1`); jobs submitted while it is live, and after it left (its MEMBER without
+lanes-v1 is still known, not revoked), are held in full by every peer; the old peer crashes on
+nothing, quarantines and refuses nothing, and opens its data dir again with every row.
 
 The old peer runs the code of that commit (`git archive`; the test is skipped where the
 repository's history is not at hand)."""
@@ -86,7 +86,7 @@ def test_a_peer_of_an_earlier_release_joins_a_lanes_mesh_mid_job_and_leaves(
 
     try:
         lanes += start_all(lambda name: start_peer(
-            tmp_path / name, "--slots", "1", "--lanes", mesh=mesh), ("l0",), ("l1",))
+            tmp_path / name, "--slots", "1", mesh=mesh), ("l0",), ("l1",))  # (the default)
         wait_mesh(lanes, 2)
         l0 = lanes[0]
         held = post(f"{l0.url}/api/jobs", [*_job(TASKS), {"call": "T_SLEEP", "args": [HOLD_S]}])

@@ -205,7 +205,7 @@ SAMPLES: dict[str, object] = {  # values that pass validation; others follow fro
     "fetch_allow": ("127.0.0.1/32", "fd00::/8"), "public_gateway": True,
     "allow_shell": True, "allow_containers": True, "container_network": True,
     "container_runtime": "docker", "task_log_max_bytes": 4096,
-    "gateway_codec_conversion": True, "kubo_public_swarm": True, "lanes": True,
+    "gateway_codec_conversion": True, "kubo_public_swarm": True,
     "labels": ("site=lab2", "gpu.model=none"),
 }
 
@@ -288,20 +288,20 @@ def test_bounds_must_be_positive(name: str) -> None:
     assert e.value.field == name
 
 
-def test_lanes_are_off_by_default_on_by_flag_env_or_toml(tmp_path: Path) -> None:
-    """Lanes are off unless turned on (the 8 known gaps before on-by-default: docs/design/
-    partial-replication.md, section 6); `--no-lanes` still parses (a script's or test's
-    explicit choice), and `--lanes` sets lanes, not --lanes-min-job-tasks."""
-    assert PeerConfig().lanes is False and from_args([])[0].lanes is False
+def test_lanes_are_on_by_default_off_by_flag_env_or_toml(tmp_path: Path) -> None:
+    """Lanes are on unless turned off (session 44); `--lanes`, the flag of the releases that
+    had them off by default, still parses (a script's or test's explicit choice) and sets
+    lanes, not --lanes-min-job-tasks."""
+    assert PeerConfig().lanes is True and from_args([])[0].lanes is True
     assert from_args(["--no-lanes"])[0].lanes is False
     on, _ = from_args(["--lanes", "--slots", "1"])
     assert on.lanes is True and on.slots == 1 and on.lanes_min_job_tasks == 32
-    assert load({}, env={"BANZAI_LANES": "on"}).lanes is True
-    assert load({}, env={}, toml_path=_toml(tmp_path, "lanes = true\n")).lanes is True
+    assert load({}, env={"BANZAI_LANES": "0"}).lanes is False
+    assert load({}, env={}, toml_path=_toml(tmp_path, "lanes = false\n")).lanes is False
     # a flag beats the environment either way
-    assert load({"lanes": False}, env={"BANZAI_LANES": "1"}).lanes is False
+    assert load({"lanes": True}, env={"BANZAI_LANES": "0"}).lanes is True
     usage = build_parser().format_usage()
-    assert "[--lanes]" in usage and "--no-lanes" not in usage  # listed as --lanes only
+    assert "[--no-lanes]" in usage and "[--lanes]" not in usage  # listed as --no-lanes only
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.kind is bool], ids=lambda s: s.name)

@@ -85,8 +85,8 @@ def everywhere(job: str) -> bool:
 
 
 def test_with_lanes_off_every_lane_event_is_refused_and_counted() -> None:
-    """The default (this release announces no lanes): a lane event from a peer is dropped
-    and counted `lanes_off`; the peer's own stream beside it is taken."""
+    """Lanes off (the door's default, no `member_of`; a --no-lanes peer): a lane event from a
+    peer is dropped and counted `lanes_off`; the peer's own stream beside it is taken."""
     d = door()
     mesh = event(EventType.PROVIDE, {"cids": [CID]}, origin=P)
     lane_evs = [event(EventType.CLAIM, chunk()),

@@ -1,5 +1,5 @@
 """Node's own origins (docs/design/partial-replication.md, section 4 "Emitting", step 4): with
-lanes on (`Node(cfg, lanes=True)`; off by default until LANES_FEATURE is announced), a task
+lanes on (`Node(cfg, lanes=True)`, the default; LANES_FEATURE announced), a task
 event of a lanes job we are a member of goes to our lane of that job, one open turn per
 lane; what Node keeps of "our own origin" (durable seqs, flushes, heads, what it serves, the
 seqs it never reuses) holds per origin. Real data dirs in tmp_path, no gossip (a fake that
@@ -111,7 +111,7 @@ async def test_a_turn_touching_a_lanes_job_and_an_ordinary_one_makes_one_turn_of
     node.log.close()
 
 
-async def test_lanes_off_by_default_every_event_of_ours_is_of_our_own_stream(
+async def test_lanes_off_every_event_of_ours_is_of_our_own_stream(
         tmp_path: Path) -> None:
     node = _node(tmp_path, lanes=False)
     assert node.door.member_of is None
@@ -426,7 +426,7 @@ async def test_a_node_with_lanes_gives_its_gossip_its_lanes(tmp_path: Path,
 
 
 def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Path) -> None:
-    """PeerConfig.lanes (--lanes, off by default) makes a Node with lanes on (its fold's,
+    """PeerConfig.lanes (on by default, --no-lanes) makes a Node with lanes on (its fold's,
     door's and workflows' switch) that announces LANES_FEATURE in its MEMBER event and
     heartbeats; off, nothing announces it (an explicit `lanes` wins over the setting)."""
     seen = {}
@@ -443,7 +443,7 @@ def test_the_lanes_setting_switches_lanes_on_and_announces_lanes_v1(tmp_path: Pa
             node.log.close()
     assert seen == {"on": (True, True, [True, True]), "off": (False, False, [False, False]),
                     "given": (True, True, [True, True])}
-    assert PeerConfig().lanes is False
+    assert PeerConfig().lanes is True
 
 
 def test_a_peer_added_to_a_job_asks_its_adder_for_the_lanes_through_the_gossip(
