@@ -42,9 +42,10 @@ batches read (which peer ran what, HLC times) is read after the window.
 --rows: only these batches in each repetition, banzai's and Dask's (the warm-up and its
 unmeasured jobs and map batches run as ever); with some left out the script prints each
 row's per-repetition figures and their medians instead of the section (no --write).
---lanes: every peer runs with --lanes (partial replication, experimental: a job's task events
-go to its members only); the section's title and header say so (its own section with --write).
-Without it (or with --no-lanes) every peer runs with --no-lanes, their default.
+--lanes: every peer runs with --lanes (partial replication: a job's task events go to its
+members only); the section's title and header say so (its own section with --write).
+Without it (or with --no-lanes) every peer runs with --no-lanes (the peers' default is lanes
+on since session 44: this script says either form, so its sections keep their meaning).
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
 py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
 
@@ -284,7 +285,7 @@ def net_ms_per_task(cpu_s: float, idle_s_per_s: float, waited_s: float, tasks: i
 
 
 def lanes_flags(on: bool) -> tuple[str, ...]:
-    """The peers' flags for lanes on or off (their default), said explicitly either way."""
+    """The peers' flags for lanes on (their default) or off, said explicitly either way."""
     return ("--lanes",) if on else ("--no-lanes",)
 
 

@@ -5,8 +5,9 @@ peers (`--kind jobs0`: all posted to peer 0, which runs them while the others on
 `--kind dag0`: the dag's tasks require a label only peer 0 announces, so it runs them all),
 measured three ways on the same mesh, one batch each. Several kinds (`--kind dag,dag0`) run
 on one mesh, alternated `--repeat` times (peer 0 is labelled whenever dag0 is asked for).
-With `--lanes` every peer runs with --lanes (partial replication, experimental): a job's
-task events go to its members only; each cpu batch names its last job's `members` (p0 ...).
+With `--lanes` every peer runs with --lanes (partial replication): a job's task events go
+to its members only (without it, with --no-lanes); each cpu batch names its last job's
+`members` (p0 ...).
 
     .venv/bin/python scripts/profile_mesh.py [--peers 1,3] [-n 1000]
         [--kind dag|dag0|jobs|jobs0[,...]] [--repeat R] [--settle] [--lanes]
@@ -358,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="each cpu batch's window holds one job's compaction on every peer (n "
                     ">= 1000)")
     ap.add_argument("--lanes", action="store_true",
-                    help="every peer with --lanes (else --no-lanes, their default)")
+                    help="every peer with --lanes (their default), else --no-lanes")
     a = ap.parse_args(argv)
     kinds = a.kind
     res: dict[str, Any] = {"machine": bp.machine(), "n": a.n, "kind": ",".join(kinds),
