@@ -196,6 +196,17 @@ def _sync_error(e: Exception) -> BanzaiError:
     return err
 
 
+def _refused(e: BaseException) -> StoreError:
+    """What the API answers for a change refused before it is made while the log is known to
+    fail (`e`: its last write's or fsync's error): nothing kept, so a resend is safe."""
+    if disk_full(e):
+        return StorageFull("the peer's disk is full: nothing was kept; resend once space is "
+                           "freed (/api/health answers 200)")
+    cause = e.message if isinstance(e, BanzaiError) else getattr(e, "strerror", None) or e
+    return LogUnwritable(f"the peer cannot store events now ({cause}): nothing was kept; "
+                         "resend once /api/health answers 200")
+
+
 class _Gen(NamedTuple):
     """A generation of writes waiting for the next fsync of the log (`Node._sync_received`)."""
 
@@ -897,7 +908,16 @@ class Node:
                 f"the peer cannot write its event log ({cause}): the change is held in "
                 "memory, not yet on disk; it is written, and goes on, once the log takes "
                 "writes again (unless the peer stops first)")
+        self.write_error.__cause__ = e  # (what `refusal` names)
         self._retry_later()
+
+    def refusal(self) -> StoreError | None:
+        """Why a new change is refused before it is made (nothing kept, a resend is safe):
+        the log is known to fail its writes or fsyncs (`write_error`, `_sync_error`); None
+        otherwise. Keeps what waits in memory during an outage to what met it first."""
+        if self.write_error is not None:
+            return _refused(self.write_error.__cause__ or self.write_error)
+        return None if self._sync_error is None else _refused(self._sync_error)
 
     def _retry_later(self) -> None:
         if self._retry is None and not self.closed:

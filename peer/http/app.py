@@ -72,6 +72,8 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 GATE: web.AppKey[Gate] = web.AppKey("gate")  # its connections and event streams (limits.py)
 # GET /api/snapshot's turns (`_Turn`): at most http_max_snapshot_serves at once
 SNAPSHOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("snapshots")
+# Retry-After of a submission refused, nothing kept, while the log cannot store it
+REFUSED_RETRY_AFTER_S = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 
@@ -218,6 +220,10 @@ async def submit(request: web.Request) -> web.Response:
     # Its tasks without input have implicit splits only while every live peer folds them,
     # and splits by values (tasks of several values of a `split_arg`) while all fold those
     wf = with_splits(wf, node.catalog, node.implicit_splits(), node.arg_splits())
+    if (refused := node.refusal()) is not None:  # the log is known to fail: nothing made
+        answer = _answer(http_error(refused, Surface.API))
+        answer.headers["Retry-After"] = str(REFUSED_RETRY_AFTER_S)
+        return answer
     job = new_job_id()
     members = node.lanes_members(job, wf)  # a lanes job's (its workflow then says so)
     if members is not None:
@@ -234,6 +240,7 @@ async def submit(request: web.Request) -> web.Response:
         replicas = await node.submitted(ev)
     except (StorageFull, LogUnwritable) as e:  # not acknowledged (507, 503); name the job,
         # so that it is not resent: it is written, and runs, once the log takes writes again
+        # (the one submission that met the outage first: the next are refused, `refusal`)
         raise type(e)(f"job {job} is not on disk: {e.message}", field="job") from e
     return web.json_response({"job": job, "url": f"/api/jobs/{job}", "replicas": 1 + replicas},
                              status=201)

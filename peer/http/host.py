@@ -7,6 +7,7 @@ from collections.abc import Callable, Generator, Mapping, MutableSequence, Seque
 from pathlib import Path
 from typing import Any, Protocol
 
+from peer.errors import StoreError
 from peer.http.limits import LimitSettings
 from peer.ipfs.publish import IpnsService
 from peer.ipfs.store import GcStats, Store
@@ -160,6 +161,7 @@ class Host(Protocol):
     def emit(self, typ: EventType, payload: dict[str, Any]) -> Event: ...
     def flush(self) -> None: ...  # emitted events to disk (a failed write stays queued)
     async def durable(self, ev: Event) -> None: ...  # raises (StorageFull...) unless on disk
+    def refusal(self) -> StoreError | None: ...  # why a change is refused now (log failing)
     def durable_now(self, ev: Event) -> None: ...  # the same, blocking (the Kubo RPC's add)
     def unpinned(self, cids: list[str]) -> None: ...  # a user removed pins (Kubo: there too)
     async def inline_landed(self) -> None: ...  # the inline outputs' pins written so far

@@ -132,8 +132,10 @@ def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_n
     """The log's writes fail, the disk not full: the peer's file size limit (RLIMIT_FSIZE,
     lowered from outside, no root) makes every write past one byte fail (EFBIG; SQLite's
     "disk I/O error", as on a data dir remounted read-only or a failing disk). /api/health
-    answers 503 naming it, a POST a 503 LogUnwritable naming the job it keeps (not a 500);
-    once writes work again the job is written and runs, and health is 200."""
+    answers 503 naming it, a POST a 503 LogUnwritable naming the job it keeps (not a 500),
+    and every later POST meanwhile a 503 with Retry-After that keeps nothing (a resend is
+    safe: no job made per retry, no queue growing); once writes work again the one job kept
+    is written and runs, and health is 200."""
     peer = start_peer(tmp_path / "p", "--slots", "1", "--no-mdns", timeout_s=START_S)
     try:
         pid = peer.proc.pid
@@ -150,12 +152,26 @@ def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_n
             assert status == 503 and health["ok"] is False, health
             assert "cannot write its event log" in health["reason"], health
             assert health["durability"]["write_error"], health
+            for _ in range(5):  # a client retrying the 503
+                status, headers, raw = API.http(
+                    "POST", f"{peer.url}/api/jobs",
+                    json.dumps([{"call": "ECHO", "args": ["resent"]}]).encode())
+                body = json.loads(raw)
+                assert status == 503 and body["error"] == "LogUnwritable", body
+                assert "nothing was kept" in body["message"], body
+                assert not re.search(r"job j[0-9a-f]+", body["message"]), body  # none named
+                assert int(headers["Retry-After"]) > 0, headers
+            status, jobs = API.api("GET", f"{peer.url}/api/jobs")  # none held in memory
+            assert [j["id"] for j in jobs["jobs"]] == [kept.group(1)], jobs
         finally:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
         v = API.wait(peer.url, kept.group(1))  # written once the log takes writes again
-        assert v["state"] == "done", v
+        assert v["state"] == "done", v  # (it may have run from memory: the retry writes it)
+        _until(lambda: API.api("GET", f"{peer.url}/api/health")[0] == 200, "health stays 503")
         status, health = API.api("GET", f"{peer.url}/api/health")
         assert status == 200 and health["ok"] is True and health["reason"] is None, health
+        status, jobs = API.api("GET", f"{peer.url}/api/jobs")  # and none run since
+        assert [j["id"] for j in jobs["jobs"]] == [kept.group(1)], jobs
     finally:
         peer.kill()
 
