@@ -892,12 +892,23 @@ class Node:
                 self.gossip.broadcast(events)
         self._drained.set()
 
-    def _write_failed(self, e: Exception) -> None:
-        """Keep the queued events and retry later; log once per outage."""
+    def _write_failed(self, e: Exception, received: int = 0) -> None:
+        """Keep the queued events and retry later; log once per outage. With `received`, a
+        merge could not store that many received events (not kept, not retried: anti-entropy
+        brings them again); /api/health says so until the next write that succeeds."""
         if self.write_error is None:
-            log.error("cannot write %d events to the log (kept queued, retried every "
-                      "%g s): %s", len(self._unflushed), WRITE_RETRY_S, e,
+            what = (f"{received} received events (not kept: sent again by anti-entropy)"
+                    if received else f"{len(self._unflushed)} events (kept queued, retried "
+                    f"every {WRITE_RETRY_S:g} s)")
+            log.error("cannot write %s to the log: %s", what, e,
                       exc_info=not isinstance(e, BanzaiError))
+        if received:
+            cause = e.message if isinstance(e, BanzaiError) else str(e)
+            self.write_error = (StorageFull if disk_full(e) else LogUnwritable)(
+                f"the peer cannot store received events ({cause}): they are stored as "
+                "anti-entropy brings them again, once the log takes writes")
+            self.write_error.__cause__ = e
+            return
         if disk_full(e):
             self.write_error = StorageFull(
                 "the peer's disk is full: the change is held in memory, not yet on disk; it "
@@ -988,7 +999,7 @@ class Node:
         durable = [e for e in new
                    if e.type in DURABLE_TYPES and not (lanes and self._not_replica(e))]
         later = bool(durable) and self._loop is not None and not self._log_closed
-        self.log.append(new, sync=not later and bool(durable))  # later: fsynced in a thread
+        self._store(new, sync=not later and bool(durable))  # later: fsynced in a thread
         epoch = self.log.write_epoch
         new = self.door.fold(self.state, new)
         self._telling = True  # the live peers are read once for the lot (`live_peers`)
@@ -1007,6 +1018,19 @@ class Node:
         elif self.gossip is not None:  # our heads acknowledge a submission to its origin now
             self.gossip.acknowledge(submitted)
         return new
+
+    def _store(self, received: Sequence[Event], sync: bool) -> None:
+        """Write `received` events to the log; StoreError if it fails (noted as an outage
+        in `write_error`, none kept: anti-entropy brings them again), and one that stores
+        ends such an outage (one of our writes: its retry ends it)."""
+        try:
+            self.log.append(received, sync=sync)
+        except StoreError as e:
+            self._write_failed(e, received=len(received))
+            raise
+        if received and self.write_error is not None and not self._unflushed:
+            log.warning("the event log is writable again: received events stored")
+            self.write_error = None
 
     def _not_replica(self, ev: Event) -> bool:
         """With lanes on: is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do

@@ -106,7 +106,8 @@ class EventSink(Protocol):
         ...
 
     def merge(self, events: Sequence[Event]) -> list[Event]:
-        """Fold remote events in; returns the ones that were new."""
+        """Fold remote events in; returns the ones that were new. StoreError if they cannot
+        be stored now (none kept)."""
         ...
 
     def refused(self, origin: Any, reason: str) -> None:

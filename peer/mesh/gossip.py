@@ -70,7 +70,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from peer.errors import BanzaiError, ConfigError
+from peer.errors import BanzaiError, ConfigError, StoreError
 from peer.log import Event, JobEnded, JobMembers
 from peer.log.lanes import lane_of
 from peer.log.signing import MeshAuth, membership_message
@@ -798,6 +798,9 @@ class Gossip:
         self._stats.events_in += len(events)
         try:
             new = self._sink.merge(events)
+        except StoreError:  # the sink cannot store them now (it says so, once): resent later
+            self._stats.merge_errors += 1
+            return []
         except Exception:
             self._stats.merge_errors += 1
             self._warn.warn("merge", "gossip: sink refused %d events", len(events))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import logging
 import random
 import sqlite3
 import threading
@@ -1219,3 +1220,29 @@ async def test_a_failed_fsync_of_the_loop_leaves_one_an_earlier_fsync_proved(
     assert node.heads()[node.peer_id] == a.seq  # (stop below b, rewritten)
     await _retried(node)
     assert not node._rewrite and node.heads()[node.peer_id] == b.seq
+
+
+async def test_received_events_that_cannot_be_stored_make_health_503_until_a_merge_stores(
+        node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    """A merge whose write fails (it raised, health said 200 and gossip logged "a bug" with
+    a traceback per frame): /api/health 503 naming it while it lasts, one line logged with
+    no traceback, nothing kept; the next merge that stores clears it."""
+    node._loop = asyncio.get_running_loop()
+    disk = _Disk(node)
+    disk.full = True
+    async with api_client(node) as client:
+        for first in (1, 3):  # two frames during the outage
+            with pytest.raises(StorageFull):
+                node.merge(_events(first, 2))
+        assert not node.state.holds((ORIGIN, 1))  # not kept: anti-entropy brings it again
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["ok"]) == (503, False), health
+        assert "cannot store received events" in health["reason"], health
+        errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+        assert len(errors) == 1 and not errors[0].exc_info, errors
+        disk.full = False
+        assert [e.seq for e in node.merge(_events(1, 4))] == [1, 2, 3, 4]
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["ok"], health["reason"]) == (200, True, None), health
