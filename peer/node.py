@@ -941,7 +941,8 @@ class Node:
     def _retry_flush(self) -> None:
         self._retry = None
         self.flush()
-        if self._rewrite and not self.closed:
+        # (also with nothing to rewrite: an fsync that ends the outage, acknowledges)
+        if (self._rewrite or self._unacked or self._sync_error) and not self.closed:
             self._resync()
 
     def written(self, ev: Event) -> None:
@@ -1200,7 +1201,9 @@ class Node:
             return
         submitted, self._unacked = self._unacked, set()
         self._rewrite.clear()
-        self._sync_received(events, submitted, self.log.write_epoch)
+        # (nothing written: no earlier failure taints the fsync, which proves what was)
+        epoch = self.log.write_epoch if events else self.log.sync_epoch
+        self._sync_received(events, submitted, epoch)
 
     def _refold_soon(self) -> None:
         """Fold the state again once the conflict rule's spacing allows (at once if it does,

@@ -1246,3 +1246,26 @@ async def test_received_events_that_cannot_be_stored_make_health_503_until_a_mer
         r = await client.get("/api/health")
         health = await r.json()
         assert (r.status, health["ok"], health["reason"]) == (200, True, None), health
+
+
+async def test_a_failed_fsync_with_nothing_to_rewrite_is_retried_until_one_succeeds(
+        node: Node) -> None:
+    """A generation with no events left to rewrite (all dropped meanwhile: only its
+    submissions to acknowledge, as `_resync` registers it) whose fsync fails: the retry
+    fsyncs again (it looked only at what to rewrite: health stayed 503 on an idle peer and
+    the submissions were never acknowledged), then health is 200 and they are."""
+    node._loop = asyncio.get_running_loop()
+    acked: list[set[str]] = []
+    node.gossip.acknowledge = acked.append  # type: ignore[attr-defined]
+    disk = _FlakySync(node, [False])
+    b = "b" * 16
+    node._sync_received([], {b}, node.log.write_epoch)
+    await asyncio.gather(*node._bg)
+    assert node._sync_error is not None and not node._rewrite and node._unacked == {b}
+    async with api_client(node) as client:
+        assert (await client.get("/api/health")).status == 503
+        await _retried(node)
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["reason"]) == (200, None), health
+    assert disk.calls == ["failed fsync", [], "fsync"] and acked == [{b}]
