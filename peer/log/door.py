@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +23,6 @@ from peer.log.events import (
     Event,
     EventType,
     JobMembers,
-    JobSubmitted,
 )
 from peer.log.fold import MeshState
 from peer.log.lanes import LANE_PARTS, LANE_TYPES, lane_of, owned_by, shown_origin
@@ -81,19 +80,24 @@ class LogStore(Protocol):
 
 
 def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
-             ok: Sequence[Event]) -> set[tuple[str, int]]:
+             submitted: Collection[str]) -> set[tuple[str, int]]:
     """Of the sound lane rows on disk (`lanes`: job -> their ids), those of jobs compacted or
-    deleted here whose JOB_SUBMITTED is not on disk (not among `ok`, the rows to fold). A
+    deleted here whose JOB_SUBMITTED is not on disk (not among `submitted`, the jobs of every
+    JOB_SUBMITTED row, one quarantined or refused at this start included: it is kept, and
+    may be restored, review r1 L2). A
     lane row is stored only while its job's JOB_SUBMITTED is held, and with lanes on a job's
     lanes leave the log with its events (Compactor._drop); with lanes off they were never
     folded, so its events left without them (review r2 F2): nothing can use them (no job to
     fold into, no pair round over them), and folded they made an orphan lane held until the
     job's end + horizon."""
-    gone = {job for job in lanes if job in state.compacted or job in state.deleted}
-    if gone:
-        gone -= {ev.body_as(JobSubmitted).job for ev in ok
-                 if ev.type is EventType.JOB_SUBMITTED}
+    gone = {job for job in lanes if (job in state.compacted or job in state.deleted)
+            and job not in submitted}
     return {i for job in gone for i in lanes[job]}
+
+
+def _submission_of(ev: Event) -> tuple[Any, ...]:
+    """The job of `ev` if it is a JOB_SUBMITTED row (sound or not), for `_orphans`."""
+    return (ev.payload.get("job"),) if ev.type is EventType.JOB_SUBMITTED else ()
 
 
 def origin_label(origin: Any) -> str:
@@ -370,7 +374,9 @@ class Door:
         bad: list[tuple[tuple[str, int], str]] = []
         unfolded = 0
         lanes: dict[str, list[tuple[str, int]]] = {}  # job -> its sound lane rows
+        submitted: set[Any] = set()  # the jobs of the JOB_SUBMITTED rows, bad ones too
         for ev in self.store.load():
+            submitted.update(_submission_of(ev))
             reason = self.problem(ev, stored=True)
             if reason is None and ev.seq > MAX_OWN_SEQ and owned_by(ev.origin, own_origin):
                 reason = f"a seq of this peer past {MAX_OWN_SEQ}: no room to go on"
@@ -383,7 +389,7 @@ class Door:
                 continue
             if "/" in ev.origin and (got := lane_of(ev.origin)) is not None:
                 lanes.setdefault(got[1], []).append(ev.id)
-        orphans = _orphans(state, lanes, ok) if lanes else set()
+        orphans = _orphans(state, lanes, submitted) if lanes else set()
         if orphans:
             self.store.delete(orphans)
             log.info("deleted %d lane rows of jobs compacted or deleted here while lanes were "

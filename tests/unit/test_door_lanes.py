@@ -254,3 +254,23 @@ def test_with_lanes_on_lane_refusals_are_counted_under_the_lanes_peer() -> None:
     assert on.refused.by_reason == {"not_member": 101}
     assert len(off.refused.by_origin) == DoorConfig().max_origins_counted + 1  # (OTHER)
     assert off.refused.by_origin[lane(P, jobs[0])] == 1
+
+
+def test_replay_keeps_the_lane_rows_of_a_compacted_job_whose_submission_is_set_aside() -> None:
+    """Review r1 L2: a job compacted here whose JOB_SUBMITTED row on disk fails its checks
+    at this start (damaged, or refused by a later release's check) goes to the quarantine,
+    where it is kept and may be restored: its job is on disk, so its lane rows are no
+    orphans (they were deleted with it counted as gone)."""
+    bad = event(EventType.JOB_SUBMITTED, {"job": JOB, "workflow": {"tasks": []}}, origin=P)
+    log = FakeLog([bad, event(EventType.CLAIM, chunk())])
+    state = MeshState()
+    state.compacted |= {JOB}
+    d = door(everywhere, log)
+
+    def refuse(ev: Event) -> None:
+        raise ValueError("a workflow this release refuses")
+
+    d.checks[EventType.JOB_SUBMITTED] = refuse
+    d.replay(state, Q)
+    assert [i for i, _ in log.set_aside] == [bad.id]
+    assert (LANE, 1) in log.rows
