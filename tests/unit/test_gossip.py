@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peer.errors import StoreError
 from peer.log import PROTOCOL_VERSION, Event, EventType, fold
 from peer.log.clock import FakeClock
 from peer.mesh.gossip import SOFT_SLACK_S, Gossip, GossipConfig, Kind, encode_frame, next_soft
@@ -207,6 +209,23 @@ def test_sink_errors_do_not_escape_receive_path() -> None:
     t.handler(encode_frame(Kind.EVENTS, "banzai", "x", "127.0.0.1:9",
                            json.dumps({"events": [ev.to_json()]}).encode(), None))
     assert g.stats.merge_errors == 1
+
+
+class UnwritableSink(MemorySink):
+    def merge(self, events: Sequence[Event]) -> list[Event]:
+        raise StoreError("cannot write the event log events.sqlite: disk I/O error")
+
+
+def test_a_sink_that_cannot_store_is_counted_not_logged_as_a_bug(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review r1 M2: the sink says so once per outage (Node.merge); gossip logged "a bug"
+    with a traceback per frame."""
+    g = Gossip(GossipConfig.local(), MemoryNetwork().transport(), UnwritableSink("e"),
+               RecordingMembers(), "e", clock=FakeClock(), rng=random.Random(1))
+    for seq in (1, 2):
+        assert g.merge([Event("x", seq, 1, EventType.CACHE_PUT, {"cache": {}})]) == []
+    assert g.stats.merge_errors == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_event_too_large_for_a_frame_is_skipped_not_fatal() -> None:
