@@ -924,9 +924,13 @@ class Node:
 
     def refusal(self) -> StoreError | None:
         """Why a new change is refused before it is made (nothing kept, a resend is safe):
-        the log is known to fail its writes or fsyncs (`write_error`, `_sync_error`); None
-        otherwise. Keeps what waits in memory during an outage to what met it first."""
-        if self.write_error is not None:
+        the log is known to fail its writes or fsyncs (`write_error` while our events wait
+        for it, `_sync_error`); None otherwise. Keeps what waits in memory during an outage
+        to what met it first. A failed merge alone (nothing of ours queued, no retry of its
+        own) refuses nothing: the change's own write shows whether the log takes writes
+        again, and ends the outage if it does (review r3 N1: a peer whose last merge failed
+        refused every submission until another received event was stored)."""
+        if self.write_error is not None and self._unflushed:
             return _refused(self.write_error.__cause__ or self.write_error)
         return None if self._sync_error is None else _refused(self._sync_error)
 

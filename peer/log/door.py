@@ -83,12 +83,13 @@ def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
              submitted: Collection[str]) -> set[tuple[str, int]]:
     """Of the sound lane rows on disk (`lanes`: job -> their ids), those of jobs compacted or
     deleted here whose JOB_SUBMITTED is not on disk (not among `submitted`, the jobs of every
-    JOB_SUBMITTED row, one quarantined or refused at this start included: it is kept, and
-    may be restored, review r1 L2). A
-    lane row is stored only while its job's JOB_SUBMITTED is held, and with lanes on a job's
-    lanes leave the log with its events (Compactor._drop); with lanes off they were never
-    folded, so its events left without them (review r2 F2): nothing can use them (no job to
-    fold into, no pair round over them), and folded they made an orphan lane held until the
+    JOB_SUBMITTED row the log yields, one the door refuses at this start included: it is
+    kept, and may be restored, review r1 L2; not one the log's own load quarantined as
+    damaged, which it never yields: review r3 N2, left). A lane row is stored only while
+    its job's JOB_SUBMITTED is held, and with lanes on a job's lanes leave the log with its
+    events (Compactor._drop); with lanes off they were never folded, so its events left
+    without them (review r2 F2): nothing can use them (no job to fold into, no pair round
+    over them), and folded they made an orphan lane held until the
     job's end + horizon."""
     gone = {job for job in lanes if (job in state.compacted or job in state.deleted)
             and job not in submitted}
@@ -366,7 +367,7 @@ class Door:
     def replay(self, state: MeshState, own_origin: str) -> int:
         """Fold the events on disk into `state`; any that fails its checks or its fold is
         quarantined, never fatal. Returns the number folded. With lanes off, a sound lane
-        row (a data dir run with lanes on, started without --lanes) is left on disk
+        row (a data dir run with lanes on, started with --no-lanes) is left on disk
         unfolded: it folds again once lanes are on (set aside, it would never come back, and
         a member would run its job's tasks again), unless its job left the log (`_orphans`:
         then it is deleted, lanes on or off)."""
@@ -400,7 +401,8 @@ class Door:
                 ok = [ev for ev in ok if ev.id not in orphans]
         if unfolded:
             log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
-                        "are off; they fold again when the peer starts with --lanes", unfolded)
+                        "are off; they fold again when the peer starts with lanes on (without "
+                        "--no-lanes)", unfolded)
         if bad:
             self.quarantined += len(bad)
             self.store.quarantine(bad)

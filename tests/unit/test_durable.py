@@ -1248,6 +1248,26 @@ async def test_received_events_that_cannot_be_stored_make_health_503_until_a_mer
         assert (r.status, health["ok"], health["reason"]) == (200, True, None), health
 
 
+async def test_a_submission_after_a_failed_merge_is_taken_and_ends_the_outage(
+        node: Node) -> None:
+    """Review r3 N1: a merge whose write failed, the log writable again and no received
+    event since: a submission was refused (503) for as long, with nothing of ours queued
+    to retry. Now it is made; its write succeeds and ends the outage (health 200)."""
+    node._loop = asyncio.get_running_loop()
+    disk = _Disk(node)
+    disk.full = True
+    with pytest.raises(StorageFull):
+        node.merge(_events(1, 2))
+    disk.full = False
+    async with api_client(node) as client:
+        assert (await client.get("/api/health")).status == 503
+        r = await client.post("/api/jobs", json=[{"call": "ECHO", "args": ["hi"]}])
+        assert r.status == 201, await r.text()
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["reason"]) == (200, None), health
+
+
 async def test_a_failed_fsync_with_nothing_to_rewrite_is_retried_until_one_succeeds(
         node: Node) -> None:
     """A generation with no events left to rewrite (all dropped meanwhile: only its
