@@ -902,8 +902,8 @@ class Node:
                     f"every {WRITE_RETRY_S:g} s)")
             log.error("cannot write %s to the log: %s", what, e,
                       exc_info=not isinstance(e, BanzaiError))
+        cause = e.message if isinstance(e, BanzaiError) else str(e)
         if received:
-            cause = e.message if isinstance(e, BanzaiError) else str(e)
             self.write_error = (StorageFull if disk_full(e) else LogUnwritable)(
                 f"the peer cannot store received events ({cause}): they are stored as "
                 "anti-entropy brings them again, once the log takes writes")
@@ -914,7 +914,6 @@ class Node:
                 "the peer's disk is full: the change is held in memory, not yet on disk; it "
                 "is written, and goes on, once space is freed (unless the peer stops first)")
         else:  # (a read-only or failing disk: the API answers 503, not 500)
-            cause = e.message if isinstance(e, BanzaiError) else str(e)
             self.write_error = LogUnwritable(
                 f"the peer cannot write its event log ({cause}): the change is held in "
                 "memory, not yet on disk; it is written, and goes on, once the log takes "
