@@ -8,7 +8,8 @@ Workflow: the seed's list form, FETCH_FESTVOX (the 4 speakers' zips, one task) -
 FILTER_LONGER 5 -> EXTRACT_MFCC [32, 24, 1, 8000, 16000] -> LEARN (defaults), on a synthetic
 corpus of 4 speakers x 100 utterances (scripts/make_corpus.py, cached in .cache/bench-corpus)
 served by scripts/serve_dir.py on 127.0.0.1, submitted to peer 0. Each configuration starts
-fresh peers on fresh data dirs (nothing cached), `--slots 1` each, mDNS on 127.0.0.1; peer i
+fresh peers on fresh data dirs (nothing cached; under the temporary directory, on /dev/shm with
+--tmpfs), `--slots 1` each, mDNS on 127.0.0.1; peer i
 runs under `taskset -c i` (its forkserver and workers inherit the pinning), which emulates
 one-core machines on this host. The client and the corpus server are not pinned. Runs are
 interleaved (1 peer, 2 peers, 1 peer, ...) so drift hits both alike; medians.
@@ -16,6 +17,10 @@ Stage time = the task's TASK_DONE minus the previous task's (the first: minus th
 submission), from peer 0's job view; total = the last TASK_DONE minus the submission (the
 client polls the view every --poll-s; its POST-to-done wall time is kept as client_s).
 Targets (issue 12): total >= 1.6x, EXTRACT_MFCC >= 1.8x.
+
+With --tmpfs the data dirs are on tmpfs: a block store's syncfs then costs nothing, where on
+one shared disk the two peers' syncs (and every other process's writes) wait for each other,
+which separate machines would not (docs/benchmarks.md, session 44 helper e).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ TARGETS = {"total": 1.6, "extract_mfcc": 1.8}
 # CPU: at 20 ms (bench_pipeline's pace) about an eighth of its core, all of the one peer's
 # and half of the two peers' cores. The total is taken from the view's times, not the poll.
 POLL_S = 0.25
+TMPFS = Path("/dev/shm")  # where --tmpfs puts the data dirs
 
 
 def seed(urls: Sequence[str]) -> list[dict[str, Any]]:
@@ -247,7 +253,8 @@ def markdown(r: dict[str, Any], command: str) -> str:
     lines = [
         SECTION, "",
         f"Command: `{command}` ({r['date']}, code {r['code']}; corpus {r['corpus']}; "
-        f"{len(one)} cold run(s) per side, interleaved, fresh data dirs every run; medians).",
+        f"{len(one)} cold run(s) per side, interleaved, fresh data dirs every run, on "
+        f"{r['data_fs']}; medians).",
         f"Machine: {bm.machine_line()}. Threads: {', '.join(THREAD_VARS)} = 1. "
         f"Load average (1 min) before/after the runs: {min(loads):.1f} to {max(loads):.1f} "
         "on the 2 cores, which other sessions' tests and benchmarks shared with these peers: "
@@ -301,11 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--log-level", default="WARNING", help="the peers' --log-level")
     ap.add_argument("--logs", type=Path, help="keep the peers' logs in this directory")
     ap.add_argument("--only", choices=("one", "two"), help="run one configuration only")
+    ap.add_argument("--tmpfs", action="store_true",
+                    help=f"the peers' data dirs under {TMPFS} (tmpfs): no shared disk's syncs")
     ap.add_argument("--poll-s", type=float, default=POLL_S,
                     help="the client's poll period of peer 0's job view (20 ms before 1 Dec)")
     a = ap.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("needs 2 cores", file=sys.stderr)
+        return 2
+    if a.tmpfs and not TMPFS.is_dir():
+        print(f"--tmpfs: {TMPFS} is not a directory on this machine", file=sys.stderr)
         return 2
     mc = bp._script("make_corpus")
     zips = mc.build_corpus(a.corpus, list(mc.VOICES)[: a.speakers], a.utterances)
@@ -313,9 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                          time.gmtime()),
                          "code": bm.code_version(),
                          "corpus": f"{a.speakers} speakers x {a.utterances} utterances",
+                         "data_fs": f"tmpfs ({TMPFS})" if a.tmpfs else "the temporary "
+                         f"directory's file system ({tempfile.gettempdir()})",
                          "one": [], "two": []}
     ran = {r["code"]: None}  # the code versions the runs saw, in order
-    base = Path(tempfile.mkdtemp(prefix="bench-pinned-"))
+    base = Path(tempfile.mkdtemp(prefix="bench-pinned-", dir=TMPFS if a.tmpfs else None))
     try:
         with bp._script("serve_dir").serve(a.corpus) as url:
             pipe = seed([url + z.name for z in zips])
