@@ -85,12 +85,15 @@ class CpuSampler:
     faults of that rest: [t, [peer s, workers s, waited s, workers' faults] per peer], t from
     start();
     and in `driver`, [t, CPU s] of this process (the client, the corpus server's threads,
-    this sampler: unpinned, so with two pinned peers on one of their cores)."""
+    this sampler: unpinned, so with two pinned peers on one of their cores); and in `host`,
+    [t, busy s, steal s] of the whole machine (/proc/stat: every core's user, nice, system,
+    irq and softirq time; steal: time the hypervisor ran something else on our cores)."""
 
     def __init__(self, pids: Sequence[int], period_s: float = 0.1) -> None:
         self.pids, self.period_s = list(pids), period_s
         self.samples: list[list[Any]] = []
         self.driver: list[list[float]] = []
+        self.host: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.t0 = 0.0
@@ -117,7 +120,15 @@ class CpuSampler:
                 row.append([round(own, 3), round(tree, 3), round(wait, 3), faults])
             self.samples.append(row)
             self.driver.append([row[0], round(time.process_time(), 3)])
+            self.host.append([row[0], *_host_cpu(tick)])
             self._stop.wait(self.period_s)
+
+
+def _host_cpu(tick: int) -> tuple[float, float]:
+    """(busy s, steal s) of every core so far, from /proc/stat's first line (user nice
+    system idle iowait irq softirq steal ...; guest time is inside user already)."""
+    f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return round((f[0] + f[1] + f[2] + f[5] + f[6]) / tick, 3), round(f[7] / tick, 3)
 
 
 def proc_tree(pid: int) -> list[int]:
@@ -208,13 +219,21 @@ def run_once(npeers: int, pipe: list[dict[str, Any]], base: Path, log_level: str
                             for t in res["view"]["tasks"]]
         view = res["view"]  # total: submission to the last TASK_DONE, as the stages
         total = (max(t["finished_ms"] for t in view["tasks"]) - view["submitted_ms"]) / 1000
-        driver = [[t, [c, 0.0, 0.0]] for t, c in sampler.driver]
+        driver = {k: v[0][0] for k, v in cpu_by_stage(
+            [[t, [c]] for t, c in sampler.driver], chunks["done_s"]).items()}
+        stage_cpu = cpu_by_stage(samples, chunks["done_s"])
+        host = cpu_by_stage([[t, [b, st]] for t, b, st in sampler.host], chunks["done_s"])
         return {"code": code, "seconds": round(total, 3), "client_s": res["seconds"],
-                "stages": stage_times(view),
-                "driver_cpu": {k: v[0][0] for k, v in cpu_by_stage(
-                    driver, chunks["done_s"]).items()},
+                "stages": stage_times(view), "driver_cpu": driver,
                 "cpu_s": round(cpu, 2), "chunks": chunks, "load1": [l0, bm.load1()],
-                "stage_cpu": cpu_by_stage(samples, chunks["done_s"]), "cpu_samples": samples}
+                "stage_cpu": stage_cpu, "cpu_samples": samples,
+                # per stage: the machine's CPU that was neither the peers' trees' nor the
+                # driver's (other processes: other tenants' runs; kernel threads: writeback,
+                # softirq), and the hypervisor's steal from our cores
+                "others_cpu": {k: round(v[0][0] - driver[k] - sum(c[0] + c[1] for c in
+                                                                  stage_cpu[k]), 2)
+                               for k, v in host.items()},
+                "steal_s": {k: v[0][1] for k, v in host.items()}}
     finally:
         bm.stop_mesh(mesh)
         if logs is not None:  # the peers' logs, kept: <logs>/<run dir>-peer<i>.log
@@ -240,6 +259,14 @@ def _stage_cpu(x: dict[str, Any]) -> str:
                            + (f" [{c[3] / 1000:.0f}k]" if len(c) > 3 else "")
                            for i, c in enumerate(v))
         for s, v in sc.items())
+
+
+def _others(x: dict[str, Any]) -> str:
+    """The run's CPU of other processes and the hypervisor's steal, when recorded."""
+    if "others_cpu" not in x:
+        return ""
+    return (f"; others' CPU s {sum(x['others_cpu'].values()):.2f}, steal s "
+            f"{sum(x['steal_s'].values()):.2f}")
 
 
 def med(xs: Sequence[float]) -> float:
@@ -293,7 +320,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
                 + "; tasks done at " + ", ".join(f"{n} {t:.2f}" for n, t in ch.get("done_s", []))
                 + "; extract_mfcc [" + " ".join(_chunk(c) for c in ch["extract_mfcc"])
                 + "]; learn [" + " ".join(_chunk(c) for c in ch["learn"]) + "]"
-                + _stage_cpu(x))
+                + _stage_cpu(x) + _others(x))
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,9 @@ assembling step (on which peer, how long after the last speaker), and the CPU se
 each peer's own process and of its workers, how long its processes waited, runnable, for
 their core, what was not the peer's (the stage's wall time less that CPU: idle, or another
 process on its core), and the bench driver's CPU (client, corpus server, sampler), when the
-run was sampled.
+run was sampled, and the machine's CPU that was none of these (others': other processes and
+kernel threads; on this shared host, other sessions' work, which a 1-peer run leaves on the
+free core and a 2-peer run meets on a pinned one) and the hypervisor's steal.
 
     .venv/bin/python scripts/pinned_timeline.py /tmp/pinned/*.json
 """
@@ -55,6 +57,9 @@ def stage_line(x: dict[str, Any], stage: str) -> str:
     drv = x.get("driver_cpu", {}).get(stage)
     if drv is not None:
         s += f"; driver CPU {drv:.2f}"
+    others = x.get("others_cpu", {}).get(stage)
+    if others is not None:
+        s += f"; others' CPU {others:.2f}, steal {x['steal_s'][stage]:.2f}"
     return s
 
 
