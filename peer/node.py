@@ -449,6 +449,7 @@ class Node:
                                      isinstance(self.store, KuboStore) else None,
                                      job_live=self._job_fills_cores)
         self.listeners.append(self.replicator.on_event)
+        self.state.on_end = self.replicator.ended
         self.ipns = IpnsService(Keystore(cfg.data_dir), IpnsNames(records_dir(cfg.data_dir)),
                                 self.emit)
         self.listeners.append(self.ipns.on_event)  # every peer keeps the mesh's IPNS records

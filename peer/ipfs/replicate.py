@@ -20,13 +20,16 @@ asked after its providers. The other peers keep it in memory only.
 A lanes job's outputs (docs/design/partial-replication.md) rank its members first: they
 alone fold its TASK_DONEs (and CHUNK_DONEs' inline blocks) as they come, and a producer is a
 peer, not its lane. A non-member the rule still names (fewer live members than r) replicates
-when it folds the job's JOB_ENDED, and a rescan counts the outputs JOB_ENDEDs carry.
+when its fold takes the job's JOB_ENDED for the job's end (`ended`: when it comes, or once
+what it waited for comes) and when that one's `listing` folds; a rescan counts the outputs
+JOB_ENDEDs carry.
 With `--store kubo`, `mirrored` picks what a peer copies into its Kubo node as well.
 Replication is background work: a fresh output of a job still running (`job_live`: the
 node's says so when its chunks can fill every core it may use) is replicated once that job
 ends, at most `defer_max_s` later, so that on a one-core peer the copy (which costs the
 replica and the producer CPU) does not slow the job's next tasks. Repairs are not deferred.
-Loop-owned; one listener (`on_event`) on the node; `start` runs the repair watch.
+Loop-owned; one listener (`on_event`) on the node, one on its fold (`ended`); `start` runs
+the repair watch.
 """
 
 from __future__ import annotations
@@ -173,25 +176,29 @@ class Replicator:
         self._retries: dict[str, asyncio.TimerHandle] = {}  # cid -> its next attempt
 
     def on_event(self, ev: Event) -> None:
-        """Listener: queue a fresh output if this peer is one of its replicas; of a lanes job
-        we are no member of (no TASK_DONE of it comes here), its JOB_ENDED's outputs, once folded
-        as the job's end."""
+        """Listener: queue a fresh output if this peer is one of its replicas."""
         self._wake.set()
         b = ev.body
-        if self.replicas < 2:
-            return
-        if isinstance(b, TaskDone):
-            if not b.cached:
-                self._consider(b.output, peer_of(ev.origin), b.job)
-        elif isinstance(b, JobEnded):  # (as the fold took it: one it holds back or refuses,
-            # e.g. from a non-member, names outputs nobody made; review r2 F1)
-            members = self.members(b.job)
-            if members and self.self_id not in members:
-                for cid, producer in self.end_outputs(ev):
-                    self._consider(cid, producer, b.job)
+        if self.replicas >= 2 and isinstance(b, TaskDone) and not b.cached:
+            self._consider(b.output, peer_of(ev.origin), b.job)
+
+    def ended(self, ev: Event) -> None:
+        """The fold took JOB_ENDED `ev` for its job's end, or folded its `listing`
+        (`MeshState.on_end`; synchronous, within the fold): of a lanes job we are no member
+        of (no TASK_DONE of it comes here), queue the outputs it names that this peer is a
+        replica of (`end_outputs`: one the fold holds back or refuses, e.g. from a
+        non-member, names outputs nobody made; review r2 F1). Told when the fold takes it,
+        be it when it comes or once what it waited for comes, and once its listing folds
+        (review r2 F3, F4)."""
+        job = ev.body_as(JobEnded).job
+        members = self.members(job)
+        if self.replicas >= 2 and members and self.self_id not in members:
+            for cid, producer in self.end_outputs(ev):
+                self._consider(cid, producer, job)
 
     def _consider(self, cid: str, producer: str, job: str) -> None:
-        if producer == self.self_id or cid in self.replicated or cid in self._queue:
+        if producer == self.self_id or cid in self.replicated or cid in self._queue or (
+                cid in self._retries):
             return
         if self.held is not None and self.held(cid):
             return

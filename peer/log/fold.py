@@ -668,6 +668,12 @@ class MeshState:
     # listing's outputs and producers): set once the listing was fetched, read and folded
     # (`fold_listing`); `end_body` answers it for that JOB_ENDED. It leaves with the job.
     listed: dict[str, tuple[tuple[str, int], JobEnded]] = field(default_factory=dict)
+    # Told of each JOB_ENDED as the fold takes it for its job's end (`_end`: when it comes,
+    # or once what it waited for in `unended` comes) and as its `listing` folds
+    # (`fold_listing`): the node's replicator, whose copies of a lanes job's outputs on a
+    # peer that is no member of it come from there (review r2 F3, F4). Not told by a
+    # `refold`, which takes again the ends it was told of.
+    on_end: Callable[[Event], None] | None = None
     # Partial replication enabled (`lanes-v1`, not announced yet: docs/design/partial-
     # replication.md): until then `members` and JOB_MEMBERS/JOB_ENDED are held, not folded
     # (as before they had types: one JOB_ENDED of any member would otherwise set cache
@@ -1069,7 +1075,9 @@ class MeshState:
         for origin, seq in self.events.keys() - fresh.events.keys():  # left memory now (a
             self.sums.touch(origin, seq)  # deleted job's events waiting for their sweep)
         fresh.sums = self.sums  # the same events are held: their digests stay right
+        on_end = self.on_end  # (told of the ends taken, not of those taken again here)
         self.__dict__.update(fresh.__dict__)
+        self.on_end = on_end
         return failed
 
     def content_sum(self, scope: Collection[str] | None = None) -> str:
@@ -1243,6 +1251,8 @@ class MeshState:
             return why
         _end_outputs(self, ev, full)
         self.listed[b.job] = (ev.id, full)
+        if self.on_end is not None:
+            self.on_end(ev)
         return None
 
     def _run(self, origin: str, have: int, head: int, limit: int) -> Iterator[Event]:
@@ -1506,9 +1516,11 @@ def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
     `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
-    keys miss.)"""
+    keys miss.) `on_end` is told if `ev` is the job's end."""
     s._first(s.ended, b.job, ev)
     _end_outputs(s, ev, b)
+    if s.on_end is not None and s.ended[b.job] is ev:
+        s.on_end(ev)
 
 
 def _end_outputs(s: MeshState, ev: Event, b: JobEnded) -> None:

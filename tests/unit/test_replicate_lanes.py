@@ -1,13 +1,15 @@
 """The replicas of a lanes job's outputs (peer/ipfs/replicate.py; docs/design/
 partial-replication.md, 5.2): its TASK_DONEs come in its producer's lane, so the producer is
 that lane's peer, and the replicas are its members first (they alone fold those TASK_DONEs);
-a non-member the rule names anyway (no other live member) replicates from the JOB_ENDED."""
+a non-member the rule names anyway (no other live member) replicates from the JOB_ENDED its
+fold takes (`Replicator.ended`; through a node's fold: tests/unit/test_replicate_ends.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from peer.errors import BanzaiError
 from peer.ipfs.replicate import Replicator, is_replica, mirrored, repair_peers, replica_peers
 from peer.log import Event, EventType, JobEnded
 from peer.log.lanes import lane
@@ -90,13 +92,13 @@ async def test_the_other_member_replicates_every_output_of_a_members_lane() -> N
 async def test_a_non_member_replicates_from_the_job_ended_only_while_no_other_member_lives(
         ) -> None:
     with_member = Fakes(N, [P, M, N]).replicator()
-    with_member.on_event(ended(CIDS))
+    with_member.ended(ended(CIDS))
     assert with_member._queue == {}  # M is the replica
     alone = Fakes(N, [P, N]).replicator()  # M is not live: N is named
-    alone.on_event(ended(CIDS))
+    alone.ended(ended(CIDS))
     assert sorted(alone._queue) == CIDS
     member = Fakes(M, [P, N]).replicator()  # a member folded the TASK_DONEs: not again
-    member.on_event(ended(CIDS))
+    member.ended(ended(CIDS))
     assert member._queue == {}
     for r in (with_member, alone, member):
         await r.close()
@@ -109,7 +111,7 @@ async def test_a_non_member_replicates_nothing_of_a_job_ended_the_fold_did_not_t
     f = Fakes(N, [P, N])  # M is not live: N would be named
     f.folded = False
     r = f.replicator()
-    r.on_event(ended(CIDS))
+    r.ended(ended(CIDS))
     assert r._queue == {}
     await r.close()
 
@@ -131,3 +133,27 @@ def test_our_lanes_outputs_are_mirrored_into_kubo() -> None:
     of a lanes job's (they are in its lane)."""
     assert mirrored(done(CIDS[0], 1), P) == [CIDS[0]]
     assert mirrored(done(CIDS[0], 1), M) == []
+
+
+async def test_an_output_told_again_while_its_retry_waits_is_not_fetched_twice() -> None:
+    """An output whose fetch failed waits for its retry (`backoff_s`); told again meanwhile
+    (a CHUNK_DONE's implied TASK_DONE, then the TASK_DONE; a JOB_ENDED the fold takes, then
+    its listing: `Replicator.ended`), it is not queued again beside that retry (before, it
+    was: fetched at once, and again when the retry came)."""
+    f = Fakes(M, [P, M])
+    fetches: list[str] = []
+
+    async def fails(cids: Sequence[str], hints: Sequence[str] = ()) -> None:
+        fetches.extend(cids)
+        raise BanzaiError("no provider answered")
+
+    f.ensure = fails  # type: ignore[method-assign]
+    r = Replicator(M, 2, lambda: f.live, lambda c: {P}, f, f, f.emit, batch_window_s=0.0,
+                   backoff_s=3600.0)
+    r.on_event(done(CIDS[0], 1))
+    assert r._drainer is not None
+    await r._drainer
+    assert fetches == [CIDS[0]] and list(r._retries) == [CIDS[0]]
+    r.on_event(done(CIDS[0], 1))
+    assert r._queue == {}
+    await r.close()
