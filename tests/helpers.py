@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +278,55 @@ def logged_events(db_path: Path, types: Sequence[int]) -> list[tuple[int, int, d
         parts = p.get("parts", []) if typ == EventType.TURN else [[typ, p]]
         out.extend((int(hlc), int(t), q) for t, q in parts if t in types)
     return out
+
+
+def event_heads(db_path: Path) -> dict[str, tuple[int, int]]:
+    """origin -> (number of events, highest seq) in a peer's SQLite event log (read-only; the
+    API does not expose the version vector)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT origin, COUNT(*), MAX(seq) FROM events GROUP BY origin")
+        return {o: (n, s) for o, n, s in rows}
+    finally:
+        db.close()
+
+
+def lanes_members(db_path: Path) -> dict[str, set[str]]:
+    """Lanes job -> its members (its JOB_SUBMITTED's `members`, every JOB_MEMBERS's `add`) as
+    a peer's log holds them (read-only); a job held in full by every peer is absent."""
+    from peer.log import EventType
+
+    out: dict[str, set[str]] = {}
+    for _, typ, d in logged_events(db_path, (EventType.JOB_SUBMITTED, EventType.JOB_MEMBERS)):
+        names = d.get("members" if typ == EventType.JOB_SUBMITTED else "add")
+        if names:
+            out.setdefault(d["job"], set()).update(names)
+    return out
+
+
+def lanes_held_alike(heads: Sequence[Mapping[str, tuple[int, int]]], ids: Sequence[str],
+                     members: Mapping[str, Collection[str]]) -> bool:
+    """Of each lanes job, do its members hold the same lanes with the same heads (`heads`:
+    each peer's `event_heads`, of the peer of `ids` at the same place; `members`:
+    `lanes_members`), and no other peer any (docs/design/partial-replication.md, section
+    3)?"""
+    from peer.log.lanes import lane_of
+
+    by_job: dict[str, list[dict[str, tuple[int, int]]]] = {}  # job -> each peer's lanes of it
+    for k, hs in enumerate(heads):
+        for o, h in hs.items():
+            if (lane := lane_of(o)) is not None:
+                by_job.setdefault(lane[1], [{} for _ in heads])[k][o] = h
+    for job, lanes in by_job.items():
+        want = members.get(job, set())
+        if any(lane for i, lane in zip(ids, lanes, strict=True) if i not in want):
+            return False  # (a non-member holds a lane of it)
+        held = [lane for i, lane in zip(ids, lanes, strict=True) if i in want]
+        if not held or any(lane != held[0] for lane in held):
+            return False
+    return True
 
 
 # -- TLS -------------------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from peer.mesh.wire import Kind, dumps
 from tests.conftest import PeerProc, start_peer, stop_peers
 from tests.fuzz_frames import batches
 from tests.gossip_client import GossipClient
-from tests.helpers import JsonApi, get_json, wait_mesh
+from tests.helpers import (
+    JsonApi,
+    event_heads,
+    get_json,
+    lanes_held_alike,
+    lanes_members,
+    wait_mesh,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,15 +86,19 @@ def until_converged(m: Mesh, timeout_s: float = 60) -> list[dict[str, Any]]:
     """Poll until the three peers hold the same events with the same contents: the heads
     digest, the content digest (two contents for one (origin, seq) settle on the smaller
     content hash everywhere) and the event count, of the mesh streams (a lanes job's lanes,
-    held by its members only, are in none of them)."""
+    held by its members only, are in none of them); and, of each lanes job, its members the
+    same lanes with the same heads in their logs, the other peers none (`lanes_held_alike`)."""
     deadline = time.monotonic() + timeout_s
     while True:
         hs = m.health()
         logs = [(h["log"]["heads_digest"], h["log"]["content_digest"], mesh_events(h))
                 for h in hs]
-        if len(set(logs)) == 1:
+        dbs = [p.data_dir / "events.sqlite" for p in m.peers]
+        heads = [event_heads(db) for db in dbs]
+        if len(set(logs)) == 1 and lanes_held_alike(heads, [h["peer"] for h in hs],
+                                                    lanes_members(dbs[0])):
             return hs
-        assert time.monotonic() < deadline, f"the peers never converged: {logs}"
+        assert time.monotonic() < deadline, f"the peers never converged: {logs}, {heads}"
         time.sleep(0.2)
 
 

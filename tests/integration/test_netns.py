@@ -27,7 +27,7 @@ from peer.log import EventType, hlc_ms
 from peer.log.lanes import lane_of
 from peer.mesh.gossip import GossipConfig
 from tests.conftest import PeerProc, start_peer
-from tests.helpers import logged_events
+from tests.helpers import event_heads, lanes_held_alike, lanes_members, logged_events
 from tests.integration import netns
 from tests.integration.netns import NsPeer, PeerSet, TestNet, until
 
@@ -203,51 +203,16 @@ def counts(files: list[Path]) -> collections.Counter[str]:
     return c
 
 
-def event_heads(p: NsPeer) -> dict[str, tuple[int, int]]:
-    """origin -> (number of events, highest seq) in the peer's SQLite event log (read-only;
-    the API does not expose the version vector)."""
-    db = sqlite3.connect(f"file:{p.data_dir / 'events.sqlite'}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = db.execute("SELECT origin, COUNT(*), MAX(seq) FROM events GROUP BY origin")
-        return {o: (n, s) for o, n, s in rows}
-    finally:
-        db.close()
-
-
-def members_of(p: NsPeer) -> dict[str, set[str]]:
-    """Lanes job -> its members (its JOB_SUBMITTED's `members`, every JOB_MEMBERS's `add`) as
-    the peer's log holds them (read-only); a job held in full by every peer is absent."""
-    out: dict[str, set[str]] = {}
-    for _, typ, d in logged_events(p.data_dir / "events.sqlite",
-                                   (EventType.JOB_SUBMITTED, EventType.JOB_MEMBERS)):
-        names = d.get("members" if typ == EventType.JOB_SUBMITTED else "add")
-        if names:
-            out.setdefault(d["job"], set()).update(names)
-    return out
-
-
 def holds_what_it_should(peers: list[NsPeer], ids: list[str]) -> bool:
     """Every peer holds the same mesh streams (each peer's own among them) and, of a lanes
     job, exactly the lanes its members hold if it is one, none if not (docs/design/
     partial-replication.md, section 3); with lanes off, the same heads everywhere."""
-    heads = [event_heads(p) for p in peers]
+    heads = [event_heads(p.data_dir / "events.sqlite") for p in peers]
     mesh = [{o: h for o, h in hs.items() if lane_of(o) is None} for hs in heads]
     if any(m != mesh[0] for m in mesh) or not set(mesh[0]) >= set(ids):
         return False
-    by_job: dict[str, list[dict[str, tuple[int, int]]]] = {}  # job -> each peer's lanes of it
-    for k, hs in enumerate(heads):
-        for o, h in hs.items():
-            if (lane := lane_of(o)) is not None:
-                by_job.setdefault(lane[1], [{} for _ in peers])[k][o] = h
-    members = members_of(peers[0])  # (the mesh streams are the same on every peer)
-    for job, lanes in by_job.items():
-        want = members.get(job, set())
-        held = [lane for i, lane in zip(ids, lanes, strict=True) if i in want]
-        if any(lane for i, lane in zip(ids, lanes, strict=True) if i not in want):
-            return False  # (a non-member holds a lane of it)
-        if not held or any(lane != held[0] for lane in held):
-            return False
-    return True
+    # (the mesh streams, so the members, are the same on every peer)
+    return lanes_held_alike(heads, ids, lanes_members(peers[0].data_dir / "events.sqlite"))
 
 
 def reclaim_gap_ms(p: NsPeer, victim: str, jid: str, name: str, chunk: int) -> int:
@@ -419,7 +384,8 @@ def test_partitioned_peer_keeps_working_and_converges_after_healing(
 
     until(converged, 40, lambda: "no convergence after healing: " + json.dumps(
         {p.name: {"jobs": [j["id"] for j in p.get("/api/jobs")["jobs"]],
-                  "heads": event_heads(p)} for p in peers}), every_s=0.25)
+                  "heads": event_heads(p.data_dir / "events.sqlite")} for p in peers}),
+          every_s=0.25)
     t_conv = time.monotonic() - t_heal
     wait_mesh(peers, 20)
     for p in peers:  # nothing lost: every result is servable from every peer
@@ -600,7 +566,7 @@ def test_cancel_stops_every_peer(trio: Mesh) -> None:
                                       {"call": "T_SLOW_ITEMS", "args": [3600]}])["job"]
 
     def runners() -> list[str]:  # (with lanes, the members named so far)
-        return sorted(members_of(peers[0]).get(jid, ids))
+        return sorted(lanes_members(peers[0].data_dir / "events.sqlite").get(jid, ids))
 
     with ThreadPoolExecutor(len(peers)) as pool:
 
