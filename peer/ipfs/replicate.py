@@ -189,10 +189,13 @@ class Replicator:
         replica of (`end_outputs`: one the fold holds back or refuses, e.g. from a
         non-member, names outputs nobody made; review r2 F1). Told when the fold takes it,
         be it when it comes or once what it waited for comes, and once its listing folds
-        (review r2 F3, F4)."""
+        (review r2 F3, F4). Before `start` (a node's replay, or one driven without a loop)
+        nothing: the rescan after it counts those."""
+        if self._watch is None:
+            return
         job = ev.body_as(JobEnded).job
         members = self.members(job)
-        if self.replicas >= 2 and members and self.self_id not in members:
+        if members and self.self_id not in members:
             for cid, producer in self.end_outputs(ev):
                 self._consider(cid, producer, job)
 

@@ -245,3 +245,23 @@ def test_a_non_member_replicates_only_outputs_of_the_job_ended_the_fold_took() -
                  "members": [A, B]})
     s = lanes_fold([sub, ended(A)], me=C)
     assert JOB in s.ended and made_outputs(s, s.ended[JOB]) == []
+
+
+def test_the_fold_tells_on_end_of_each_end_it_takes_and_a_refold_keeps_the_listener() -> None:
+    """`MeshState.on_end` (the replicator's, on a node: review r2 F3, F4) is told of a
+    JOB_ENDED when the fold takes it for its job's end: not while it is held, but once what
+    it waited for comes; of one that beats it later too. A `refold` tells it nothing and
+    keeps it (the node's replicator must hear of the ends taken after one)."""
+    told: list[Event] = []
+    s = MeshState(lanes_on=True, me=C)
+    s.on_end = told.append
+    fold([submitted([A, B]), ended(C)], s)
+    assert held_end(s) and told == []
+    s.apply(joined(C))
+    assert told == [ended(C)]
+    s.refold()
+    assert told == [ended(C)] and s.on_end == told.append
+    s.apply(ended(B, hlc=250))  # (earlier: it beats C's)
+    assert s.ended[JOB].origin == B and told == [ended(C), ended(B, hlc=250)]
+    s.apply(ended(A))  # (later: it does not)
+    assert told == [ended(C), ended(B, hlc=250)]

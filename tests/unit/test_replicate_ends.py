@@ -29,8 +29,8 @@ END = 9000 << 16
 
 
 def _node(d: Path) -> tuple[Node, list[str], list[str]]:
-    """A node with lanes on, `--replicas 2`, holding the job's outputs' data (unpinned); the
-    CIDs of it, and the list of the CIDs its replicator fetches."""
+    """A node with lanes on, `--replicas 2`, holding the job's outputs' data (unpinned), its
+    replicator started; the CIDs of that data, and the list of the CIDs it fetches."""
     node = Node(PeerConfig(data_dir=d, slots=1, mdns=False), lanes=True)
     cids = [node.store.add_bytes(f"output of {t}".encode()) for t in TASKS]
     fetched: list[str] = []
@@ -42,6 +42,8 @@ def _node(d: Path) -> tuple[Node, list[str], list[str]]:
 
     node.fetcher.ensure = counted  # type: ignore[method-assign]
     assert not set(cids) & set(node.store.pins())
+    node.replicator.settle_s = 3600.0  # (its first rescan: not within the test)
+    node.replicator.start()  # (as the node's start)
     return node, cids, fetched
 
 

@@ -42,9 +42,11 @@ class Fakes:
         return Event(self.me, 1, 0, typ, payload)
 
     def replicator(self) -> Replicator:
-        return Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,
-                          batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else (),
-                          end_outputs=self.end_outputs)
+        r = Replicator(self.me, 2, lambda: self.live, lambda c: {P}, self, self, self.emit,
+                       batch_window_s=60.0, members=lambda j: {P, M} if j == JOB else (),
+                       end_outputs=self.end_outputs, settle_s=3600.0)
+        r.start()  # (`ended` is told nothing before; its first rescan, an hour later)
+        return r
 
 
 def done(cid: str, seq: int) -> Event:
