@@ -848,6 +848,7 @@ class Node:
             log.warning("the event log is writable again: %d queued events written",
                         len(events))
             self.write_error = None
+            self._note_outage()
         self._send(events, epoch)
 
     def _send(self, events: list[Event], epoch: int) -> None:
@@ -896,7 +897,8 @@ class Node:
     def _write_failed(self, e: Exception, received: int = 0) -> None:
         """Keep the queued events and retry later; log once per outage. With `received`, a
         merge could not store that many received events (not kept, not retried: anti-entropy
-        brings them again); /api/health says so until the next write that succeeds."""
+        brings them again); /api/health says so until the next write that succeeds, a probe
+        of the retry's included (`_probe`). Claims are held meanwhile (`_note_outage`)."""
         if self.write_error is None:
             what = (f"{received} received events (not kept: sent again by anti-entropy)"
                     if received else f"{len(self._unflushed)} events (kept queued, retried "
@@ -909,6 +911,8 @@ class Node:
                 f"the peer cannot store received events ({cause}): they are stored as "
                 "anti-entropy brings them again, once the log takes writes")
             self.write_error.__cause__ = e
+            self._note_outage()
+            self._retry_later()  # (a probe, unless our own events are queued by then)
             return
         if disk_full(e):
             self.write_error = StorageFull(
@@ -920,7 +924,34 @@ class Node:
                 "memory, not yet on disk; it is written, and goes on, once the log takes "
                 "writes again (unless the peer stops first)")
         self.write_error.__cause__ = e  # (what `refusal` names)
+        self._note_outage()
         self._retry_later()
+
+    def _note_outage(self) -> None:
+        """The scheduler claims nothing new while the log fails our writes or fsyncs
+        (`Scheduler.hold_claims`: its claim path reads one flag), and again once it takes
+        them. Called wherever `write_error` or `_sync_error` is set or cleared."""
+        held = self.write_error is not None or self._sync_error is not None
+        if held != self.scheduler.claims_held:
+            if held:
+                log.info("no new claims while the event log cannot be written")
+            else:
+                log.info("claims resume: the event log takes writes again")
+            self.scheduler.hold_claims(held)
+
+    def _probe(self) -> None:
+        """A write outage of received events alone (nothing of ours queued to retry): one
+        small write (`EventLog.probe`) shows whether the log takes writes again, and ends the
+        outage if it does (review r3 N1: on an idle peer health stayed 503, and claims held,
+        until another received event was stored); else tried again every WRITE_RETRY_S."""
+        try:
+            self.log.probe()
+        except Exception:  # (the outage was logged as it began)
+            self._retry_later()
+            return
+        log.warning("the event log is writable again: a probe write succeeded")
+        self.write_error = None
+        self._note_outage()
 
     def refusal(self) -> StoreError | None:
         """Why a new change is refused before it is made (nothing kept, a resend is safe):
@@ -945,6 +976,8 @@ class Node:
     def _retry_flush(self) -> None:
         self._retry = None
         self.flush()
+        if self.write_error is not None and not self._unflushed and not self._log_closed:
+            self._probe()
         # (also with nothing to rewrite: an fsync that ends the outage, acknowledges)
         if (self._rewrite or self._unacked or self._sync_error) and not self.closed:
             self._resync()
@@ -1036,6 +1069,7 @@ class Node:
         if received and self.write_error is not None and not self._unflushed:
             log.warning("the event log is writable again: received events stored")
             self.write_error = None
+            self._note_outage()
 
     def _not_replica(self, ev: Event) -> bool:
         """With lanes on: is received `ev` the JOB_SUBMITTED of a lanes job whose `members` do
@@ -1133,6 +1167,7 @@ class Node:
         if self._sync_error is not None and not self._rewrite:
             log.warning("the event log syncs again: events rewritten and fsynced")
             self._sync_error = None
+            self._note_outage()
         if self.gossip is not None and acked:
             self.gossip.acknowledge(acked)
         if self._outbox:
@@ -1169,6 +1204,7 @@ class Node:
             log.error("cannot fsync the event log (%d events rewritten and retried every %g "
                       "s): %s", len(self._rewrite), WRITE_RETRY_S, e)
         self._sync_error = e
+        self._note_outage()
         self._retry_later()
 
     def _note_unsynced(self) -> None:
@@ -1201,6 +1237,7 @@ class Node:
             self.log.replace(events, sync=False)
         except Exception as e:  # rolled back: nothing dropped, nothing in flight tainted
             self._sync_error = e  # (the outage was logged as it began)
+            self._note_outage()
             self._retry_later()
             return
         submitted, self._unacked = self._unacked, set()
@@ -1581,10 +1618,13 @@ class Node:
 
     def local_info(self) -> dict[str, Any]:
         """What our heartbeats carry: load and running chunks (`slots`: those that can run, 0
-        while workers given up hold them all)."""
+        while workers given up hold them all; no free slot while claims are held: the other
+        peers then wait no stagger for us)."""
         self.flush()  # the heads below must be on disk
+        sched = self.scheduler
         return {"name": self.name, "http": self.http_url, "calls": sorted(self.catalog),
-                "slots": self.executor.slots, "free_slots": self.scheduler.free_slots,
+                "slots": self.executor.slots,
+                "free_slots": 0 if sched.claims_held else sched.free_slots,
                 "running": [list(k) for k in self.scheduler.running],
                 "heads": dict(self.heads()), "kid": self.mesh_keys.serving.key_id,
                 "wall_ms": int(time.time() * 1000), "features": list(self.features),
@@ -1642,8 +1682,11 @@ class Node:
                 "log_vacuumed_pages": self.log.vacuumed_pages}
 
     def durability(self) -> dict[str, Any]:
-        """What /api/health reports of the log's writes and the store's reads."""
-        return {"unwritten_events": len(self._unflushed),
+        """What /api/health reports of the log's writes and the store's reads: `log_error`
+        names what failed and where (None while the log takes writes and fsyncs), and
+        `claims_held` says the scheduler claims nothing new meanwhile."""
+        return {"log_error": self._log_error(), "claims_held": self.scheduler.claims_held,
+                "unwritten_events": len(self._unflushed),
                 "write_error": self.write_error.message if self.write_error else None,
                 # events whose fsync failed (received, or ours that it was to prove):
                 # rewritten and fsynced every WRITE_RETRY_S
@@ -1651,6 +1694,18 @@ class Node:
                 "sync_error": str(self._sync_error) if self._sync_error else None,
                 "corrupt_blocks": self.store.corrupt_blocks
                 if isinstance(self.store, EmbeddedStore) else 0}
+
+    def _log_error(self) -> str | None:
+        """The log's failure, as what failed and where: its last write's (the event log's
+        own message names the file) or its last fsync's; None if neither is failing."""
+        if self.write_error is not None:
+            e = self.write_error.__cause__ or self.write_error
+            return (e.message if isinstance(e, BanzaiError)
+                    else f"cannot write the event log {self.log.path}: {e}")
+        if self._sync_error is not None:
+            why = getattr(self._sync_error, "strerror", None) or self._sync_error
+            return f"cannot fsync the event log {self.log.path}: {why}"
+        return None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -186,18 +186,26 @@ def _unhealthy(workers: Mapping[str, int], durability: Mapping[str, Any]) -> str
     is: its event log cannot be written or synced (a full, read-only or failing disk: the
     API refuses changes meanwhile, 507 or 503), or no worker slot can run (workers given up,
     alive, hold every slot: Executor.slots)."""
-    if durability["write_error"] is not None:
-        return (f"events cannot be stored: {durability['unwritten_events']} wait in memory "
-                f"for the event log to take writes ({durability['write_error']})")
-    if durability["sync_error"] is not None:
-        return (f"events cannot be stored: {durability['unsynced_received']} written to the "
-                f"event log wait for an fsync of it that succeeds ({durability['sync_error']})")
+    if (error := durability["log_error"]) is not None:  # (what failed and where)
+        if durability["write_error"] is None:
+            waits = (f"{_wait(durability['unsynced_received'], 'written to it')} for an "
+                     "fsync that succeeds")
+        elif durability["unwritten_events"]:
+            waits = f"{_wait(durability['unwritten_events'], 'of this peer')} in memory"
+        else:
+            waits = "received events are not stored (peers send them again)"
+        return (f"events cannot be stored: {error}; {waits}, and this peer claims no new "
+                "work until a retry succeeds")
     if workers["usable"] > 0:
         return None
     slots = workers["slots"]
     return (f"no usable worker slots: {workers['given_up']} workers given up (they outlived "
             f"their SIGKILL) hold all {slots} slot{'' if slots == 1 else 's'}; no run can "
             "start here until one of them exits")
+
+
+def _wait(n: int, which: str) -> str:
+    return f"1 event {which} waits" if n == 1 else f"{n} events {which} wait"
 
 
 async def list_tasks(request: web.Request) -> web.Response:

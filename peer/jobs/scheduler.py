@@ -74,6 +74,9 @@ _SPLITS = (EventType.TASK_SPLIT, EventType.TASK_SPLIT_REF)
 _RUNS_SPLITS = {IMPLICIT_SPLITS: (SPLITS_FEATURE,),
                 ARG_SPLITS: (SPLITS_FEATURE, ARGSPLITS_FEATURE)}
 _OUTCOMES = (EventType.CHUNK_DONE, EventType.CHUNK_FAILED)
+# Why a task waits here while claims are held (`hold_claims`)
+HELD_BACK = ("not claimed here while this peer's event log cannot be written (/api/health "
+             "says why): other peers may take it meanwhile")
 
 
 K = TypeVar("K", bound=tuple[Any, ...])
@@ -170,6 +173,10 @@ class Scheduler:
         # Tasks waiting here for a slot that this peer comes first for, which another peer
         # claimed (`_note_task`), until that claim's outcome: see `backlog`
         self._taken: dict[TaskKey, None] = {}
+        # While the node's event log cannot take our events, no new claim (`hold_claims`);
+        # the tasks a claim was held back of (`waiting` says why), looked at again after
+        self.claims_held = False
+        self._held_back: dict[TaskKey, None] = {}
         self._waits_peers: frozenset[str] = frozenset()  # the live peers of the last tick
         # Lanes jobs (`_lanes_tick`): the running ones held here, kept from the noted events
         # (`_note_lanes`); those an event was noted of since `_end_jobs` last looked at them;
@@ -277,6 +284,18 @@ class Scheduler:
             self._note(ev)
         self._wake.set()
 
+    def hold_claims(self, held: bool) -> None:
+        """While `held` (this peer's event log cannot take its events), claim no new chunk:
+        a claim would stay in memory, unseen by the other peers, who would claim and run the
+        chunk too (review r1 M3). What is ours goes on: runs already claimed, and the chunks
+        our own JOB_SUBMITTED claims (`_implied_here`); their outcomes wait in memory with
+        our other events. Released, the tasks held back are looked at again at once."""
+        self.claims_held = held
+        if not held:
+            self._dirty.update(self._held_back)
+            self._held_back.clear()
+            self._wake.set()
+
     def heard(self, peer: str, running: Iterable[Sequence[Any]] | None = None) -> None:
         """A sign of life from `peer`: renew the leases of its claims that it reports
         running (`running`: the attempt keys of its heartbeat; None: a peer that does not
@@ -332,6 +351,7 @@ class Scheduler:
                 out[key] = kinds.unavailable(call)
         for tables in (self._unplaced, self._lost):
             out.update((k, r) for k, r in tables.items() if k not in self.state.task_done)
+        out.update((k, HELD_BACK) for k in self._held_back if k not in self.state.task_done)
         return out
 
     # -- the loop ----------------------------------------------------------------------
@@ -782,7 +802,7 @@ class Scheduler:
         return (self._ready_since, self._claim_seen, self.locality.waiting,
                 self.locality.stalled, self._unplaced, self._partial_due, self._partial_sent,
                 self._partial_sig, self._results_seen, self._prefetched, self._looked,
-                self._deferred, self._last_done, self._taken)
+                self._deferred, self._last_done, self._taken, self._held_back)
 
     def _sweep_gone(self) -> None:
         """Jobs that left memory (compacted or deleted) leave every table here keyed by
@@ -1666,9 +1686,10 @@ class Scheduler:
             # Ours, or a lost one still ending (its run key is this attempt's: it would end
             # a new run's bookkeeping with its own): claimed again once it has ended.
             return True
-        able = self._claimers((job, task), spec.requires)
+        able = self._may_claim((job, task), spec.requires, implied)
         if able is None:
-            return False  # this peer does not meet the task's requires: peers that do claim it
+            return False  # this peer does not meet the task's requires (peers that do claim
+            # it), or its claims are held
         holders = self.state.providers.get(split.payload["input"] or "", set())
         if self.free_slots <= 0 and not (self._first_for == (job, task)
                                          and self._runs.room > 0
@@ -1703,6 +1724,15 @@ class Scheduler:
                              rerun=claims.reopened(c) or not spec.cache,
                              reduce_input=reduce_input)
         return True
+
+    def _may_claim(self, key: TaskKey, requires: Mapping[str, Any], implied: bool,
+                   ) -> Mapping[str, Mapping[str, Any]] | None:
+        """`_claimers` of task `key`; None while claims are held (`hold_claims`: the task
+        is noted held back), but for a chunk our own JOB_SUBMITTED claims (`implied`)."""
+        if self.claims_held and not implied:
+            self._held_back[key] = None
+            return None
+        return self._claimers(key, requires)
 
     def _claim_in_turn(self, ak: AttemptKey, c: ChunkState, split: Event, tdef: TaskDef,
                        able: Mapping[str, Mapping[str, Any]], holders: set[str],

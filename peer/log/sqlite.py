@@ -304,13 +304,31 @@ class EventLog:
                 "VALUES (?, ?, ?, ?, ?, ?)", self._rows(events))
             self._db.execute("COMMIT")
         except BaseException as e:
-            self._rollback()
-            if disk_full(e):
-                raise StorageFull(f"cannot write the event log {self.path}: the disk is "
-                                  "full") from e
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"cannot write the event log {self.path}: {e}") from e
+            self._failed(e)
             raise
+
+    def probe(self) -> None:
+        """Write one small row (meta `write_probe`: the time, so that a page changes) in a
+        transaction, not synced: does the log take writes? Failures as `append`'s."""
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)",
+                             (str(time.time_ns()),))
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            self._failed(e)
+            raise
+
+    def _failed(self, e: BaseException) -> None:
+        """End a failed write (rolled back) and raise StorageFull (a full disk) or
+        StoreError (another SQLite failure) naming the file; anything else is the caller's
+        to raise."""
+        self._rollback()
+        if disk_full(e):
+            raise StorageFull(f"cannot write the event log {self.path}: the disk is "
+                              "full") from e
+        if isinstance(e, sqlite3.Error):
+            raise StoreError(f"cannot write the event log {self.path}: {e}") from e
 
     @property
     def sync_epoch(self) -> int:

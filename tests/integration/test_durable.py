@@ -109,7 +109,8 @@ def test_a_full_disk_answers_507_loses_nothing_and_the_job_completes_once_freed(
         assert later["state"] == "done", later
         status, health = API.api("GET", f"{peer.url}/api/health")
         assert status == 200 and health["ok"] is True, health
-        assert health["durability"] == {"unwritten_events": 0, "write_error": None,
+        assert health["durability"] == {"log_error": None, "claims_held": False,
+                                        "unwritten_events": 0, "write_error": None,
                                         "unsynced_received": 0, "sync_error": None,
                                         "corrupt_blocks": 0}, health
     finally:

@@ -187,7 +187,8 @@ async def test_disk_full_mid_flush_keeps_events_queued_then_writes_them_in_order
     assert [[e.seq for e in f] for f in gossip.frames] == [[1], [2, 3, 4, 5]]
     assert _stored(node) == [1, 2, 3, 4, 5]
     assert node.heads()[node.peer_id] == 5
-    assert node.durability() == {"unwritten_events": 0, "write_error": None,
+    assert node.durability() == {"log_error": None, "claims_held": False,
+                                 "unwritten_events": 0, "write_error": None,
                                  "unsynced_received": 0, "sync_error": None,
                                  "corrupt_blocks": 0}
 
@@ -868,9 +869,10 @@ async def test_a_failed_fsync_answers_a_submission_503_naming_its_job_and_health
         r = await client.get("/api/health")
         health = await r.json()
         assert (r.status, health["ok"]) == (503, False), health
-        assert health["reason"] == (
-            "events cannot be stored: 1 written to the event log wait for an fsync of it "
-            "that succeeds ([Errno 5] Input/output error)")
+        assert health["reason"] == (  # (one sentence: what failed and where, once)
+            f"events cannot be stored: cannot fsync the event log {node.log.path}: "
+            "Input/output error; 1 event written to it waits for an fsync that succeeds, "
+            "and this peer claims no new work until a retry succeeds")
         await _retried(node)
         r = await client.get("/api/health")
         health = await r.json()
@@ -1238,7 +1240,7 @@ async def test_received_events_that_cannot_be_stored_make_health_503_until_a_mer
         r = await client.get("/api/health")
         health = await r.json()
         assert (r.status, health["ok"]) == (503, False), health
-        assert "cannot store received events" in health["reason"], health
+        assert "received events are not stored" in health["reason"], health
         errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
         assert len(errors) == 1 and not errors[0].exc_info, errors
         disk.full = False
