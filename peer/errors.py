@@ -77,6 +77,11 @@ class LogUnwritable(StoreError):
     full: the change waits in memory; retry once the log takes writes again."""
 
 
+class StoreUnwritable(StoreError):
+    """The peer's disk does not take writes (read-only, failing, a file size limit), not
+    being full: nothing was kept; retry once it takes writes again."""
+
+
 class BadDag(StoreError):
     """A block hashes to its CID but breaks its format's rules (e.g. a malformed HAMT shard)."""
 
@@ -116,6 +121,8 @@ class Conflict(BanzaiError):
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL: "database or disk is full"
+# A write the disk refused, not for room: a failing disk, a read-only one, a file size limit
+_FAILING_ERRNOS = frozenset({errno.EIO, errno.EROFS, errno.EFBIG})
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -131,3 +138,9 @@ def disk_full(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def disk_failing(exc: BaseException) -> bool:
+    """True if `exc` is an OSError of a write the disk refused other than for room (EIO,
+    EROFS, EFBIG): told as StoreUnwritable, not as a bug."""
+    return isinstance(exc, OSError) and exc.errno in _FAILING_ERRNOS

@@ -24,6 +24,7 @@ from peer.errors import (
     RequestTimeout,
     StorageFull,
     StoreError,
+    StoreUnwritable,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -65,6 +66,7 @@ STATUS: Mapping[type[BanzaiError], tuple[int, int, int]] = {
     IntegrityError: (502, 502, 400),
     StorageFull: (507, 507, 500),  # 507 Insufficient Storage; Kubo answers 500
     LogUnwritable: (503, 502, 500),  # the request is sound: the peer cannot store it now
+    StoreUnwritable: (503, 502, 500),  # (its disk does not take writes now)
     BadDag: (422, 422, 400),  # the content named is malformed, whoever stored it
     Unsupported: (501, 501, 501),
     RequestTimeout: (408, 408, 408),  # a body that stopped arriving (peer/http/limits.py)

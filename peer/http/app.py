@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,8 +33,10 @@ from peer.errors import (
     NotFound,
     SpecError,
     StorageFull,
+    StoreUnwritable,
     TooLarge,
     Unavailable,
+    disk_failing,
     disk_full,
 )
 from peer.errors_http import HttpError, Surface, http_error, unexpected
@@ -111,6 +113,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.warning("%s %s: the disk is full: %s", request.method, request.path, e)
             full = StorageFull("the peer's disk is full: free space and retry")
             return _answer(http_error(full, Surface.API))
+        if disk_failing(e):  # (read-only, failing: what failed is named where it is known)
+            log.warning("%s %s: the disk does not take writes: %s", request.method,
+                        request.path, e)
+            failing = StoreUnwritable(f"the peer's disk does not take writes ({e}): nothing "
+                                      "was kept; retry once it does")
+            return _answer(http_error(failing, Surface.API))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _answer(unexpected(Surface.API))
 
@@ -441,16 +449,34 @@ async def add(request: web.Request) -> web.Response:
     version = request.query.get("cid-version", "1")
     if version not in ("0", "1"):
         raise BanzaiError(f"cid-version must be 0 or 1, got {version!r}", field="cid-version")
-    tmp = Path(tempfile.mkdtemp(prefix="upload-", dir=node.cfg.data_dir))
-    try:
-        root = await _receive(request, tmp, node.cfg.max_upload_bytes)
-        cid = await asyncio.to_thread(node.store.add_path, root, cid_version=int(version),
-                                      pin=True)
-    finally:  # (a deep tree of names must not recurse, nor block the loop)
-        await asyncio.to_thread(remove_tree, tmp, ignore_errors=True)
+    with _upload_writes(node.cfg.data_dir):  # (the store's own errors name what failed)
+        tmp = Path(tempfile.mkdtemp(prefix="upload-", dir=node.cfg.data_dir))
+        try:
+            root = await _receive(request, tmp, node.cfg.max_upload_bytes)
+            cid = await asyncio.to_thread(node.store.add_path, root,
+                                          cid_version=int(version), pin=True)
+        finally:  # (a deep tree of names must not recurse, nor block the loop)
+            await asyncio.to_thread(remove_tree, tmp, ignore_errors=True)
     node.fetcher.mark(cid)  # just stored whole: no later completeness walk
     await node.durable(node.emit(EventType.PROVIDE, {"cids": [cid]}))  # blocks, event on disk
     return web.json_response({"cid": cid, "name": root.name}, status=201)
+
+
+@contextlib.contextmanager
+def _upload_writes(data_dir: Path) -> Iterator[None]:
+    """Around writing an upload into `data_dir`: a failed write is StorageFull (a full
+    disk) or StoreUnwritable (a read-only or failing one: 503, not a 500), naming it."""
+    try:
+        yield
+    except OSError as e:
+        if disk_full(e):
+            raise StorageFull(f"cannot write the upload to {data_dir}: the disk is full"
+                              ) from e
+        if disk_failing(e):
+            raise StoreUnwritable(f"cannot write the upload to {data_dir}: "
+                                  f"{e.strerror or e}: nothing was kept; resend once the "
+                                  "peer's disk takes writes again") from e
+        raise
 
 
 MAX_CAR_ROOTS = 1024

@@ -23,8 +23,10 @@ from peer.errors import (
     NotFound,
     StorageFull,
     StoreError,
+    StoreUnwritable,
     TooLarge,
     Unsupported,
+    disk_failing,
     disk_full,
 )
 from peer.ipfs import car, dag, dagpb, hamt, ipld
@@ -129,9 +131,7 @@ class EmbeddedStore:
                     self._pins.add(node.cid)
                     self._explicit.add(node.cid)
             except OSError as exc:
-                if disk_full(exc):
-                    raise StorageFull(f"cannot add {p.name}: the disk is full") from exc
-                raise StoreError(f"cannot add {p}: {exc.strerror or exc}") from exc
+                raise _add_error(exc, p) from exc
         return str(node.cid)
 
     @contextlib.contextmanager
@@ -753,6 +753,9 @@ class EmbeddedStore:
 def _add_error(exc: OSError, p: Path) -> BanzaiError:
     if disk_full(exc):
         return StorageFull(f"cannot add {p.name}: the disk is full")
+    if disk_failing(exc):  # (EIO, EROFS, EFBIG: the peer's disk, not the request)
+        return StoreUnwritable(f"cannot add {p.name}: the store's disk does not take writes "
+                               f"({exc.strerror or exc}): nothing was kept")
     return StoreError(f"cannot add {p}: {exc.strerror or exc}")
 
 
