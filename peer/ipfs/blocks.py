@@ -32,6 +32,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import secrets
@@ -84,7 +85,7 @@ def write_atomic(final: Path, data: bytes, fsync: bool = True) -> None:
     tmp = _tmp_name(final)
     with _or_removed(tmp, final.name):
         with open(tmp, "wb", buffering=0) as f:
-            f.write(data)
+            _write_all(f, data)
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -107,7 +108,15 @@ def _fsync_pool() -> ThreadPoolExecutor:
 def _write_new(tmp: Path, data: bytes, what: str) -> None:
     """Write `data` to the new file `tmp` (removed again if that fails; StorageFull)."""
     with _or_removed(tmp, what), open(tmp, "xb", buffering=0) as f:
-        f.write(data)
+        _write_all(f, data)
+
+
+def _write_all(f: io.FileIO, data: bytes) -> None:
+    """Write all of `data` (an unbuffered write may write less and say so: at a file size
+    limit, EFBIG comes only at the next one; before, a block cut short was kept)."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view):]
 
 
 # A block file without its owner's write bit is *marked*: not known durable (one put in

@@ -151,7 +151,7 @@ def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_n
             assert kept, body
             status, health = API.api("GET", f"{peer.url}/api/health")
             assert status == 503 and health["ok"] is False, health
-            assert "cannot write its event log" in health["reason"], health
+            assert "cannot write the event log" in health["reason"], health
             assert health["durability"]["write_error"], health
             for _ in range(5):  # a client retrying the 503
                 status, headers, raw = API.http(
@@ -175,6 +175,69 @@ def test_an_unwritable_log_makes_health_503_and_a_post_a_clear_error_and_loses_n
         assert [j["id"] for j in jobs["jobs"]] == [kept.group(1)], jobs
     finally:
         peer.kill()
+
+
+def _moved(tasks: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The tasks once the second is claimed (the old code) or held back with its reason."""
+    return tasks if tasks[1]["waiting"] or tasks[1]["state"] != "pending" else None
+
+
+def test_a_peer_whose_log_cannot_be_written_claims_no_new_work_and_loses_no_event(
+        tmp_path: Path) -> None:
+    """Review r1 M3: while the log's writes fail (RLIMIT_FSIZE, as above) the scheduler
+    claimed on, its CLAIMs kept in memory and unseen, so another peer would claim and run
+    the same chunks. Now it claims nothing new: the job kept runs its first task (claimed by
+    its own JOB_SUBMITTED) and waits at the second, whose view says why; health says so;
+    an upload is a 503 naming what failed (it was a 500). Once writes work again the task
+    is looked at again, health is 200, and every event is in the log after a kill -9."""
+    peer = start_peer(tmp_path / "p", "--slots", "1", "--no-mdns", "--max-attempts", "1",
+                      timeout_s=START_S)
+    wf = [{"call": "ECHO", "args": ["first"]}, {"call": "ECHO", "args": ["second"]}]
+    try:
+        pid = peer.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
+        try:
+            status, body = API.api("POST", f"{peer.url}/api/jobs", wf)
+            assert status == 503 and body["error"] == "LogUnwritable", body
+            job = re.search(r"job (j[0-9a-f]+)", body["message"])
+            assert job, body
+            a, b = _until(lambda: _moved(_view(peer, job.group(1))["tasks"]),
+                          "b neither claimed nor held back")
+            assert (a["state"], b["state"]) == ("done", "pending"), (a, b)
+            assert "event log cannot be written" in b["waiting"], b
+            status, health = API.api("GET", f"{peer.url}/api/health")
+            assert status == 503 and health["durability"]["claims_held"] is True, health
+            assert health["reason"].startswith(
+                "events cannot be stored: cannot write the event log "), health
+            assert "claims no new work" in health["reason"], health
+            status, body = API.api("POST", f"{peer.url}/api/add?name=f.txt", b"new data")
+            assert (status, body["error"]) == (503, "StoreUnwritable"), body
+            assert "cannot write the upload to " in body["message"], body
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+        _until(lambda: API.api("GET", f"{peer.url}/api/health")[0] == 200, "health stays 503")
+        status, health = API.api("GET", f"{peer.url}/api/health")
+        assert health["durability"]["claims_held"] is False, health
+
+        def looked_again() -> dict[str, Any] | None:
+            second = _view(peer, job.group(1))["tasks"][1]
+            return None if second["waiting"] == b["waiting"] else second
+
+        _until(looked_again, "the task held back is not looked at again")
+        # (Not awaited: its claim and run. The first task's output was an inline block
+        # whose write failed in the outage: it is not written again before a restart, so
+        # the second task waits for a peer to fetch it from. Left to the lead, see the
+        # session 45 report.)
+    finally:
+        peer.kill()
+    log = EventLog(tmp_path / "p" / "events.sqlite")  # what a restart would read: every
+    try:  # event of the outage (kept in memory, written once the log took writes)
+        state = fold(log.load())
+    finally:
+        log.close()
+    assert job.group(1) in state.jobs
+    assert state.task_done[(job.group(1), a["name"])].payload["output"] == a["output"]
 
 
 @pytest.fixture

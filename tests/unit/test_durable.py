@@ -4,10 +4,12 @@ connection survives any exception mid-transaction, blocks are verified when read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import logging
 import random
+import resource
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,7 +20,7 @@ import pytest
 
 from peer.cids import parse_cid
 from peer.config import PeerConfig
-from peer.errors import IntegrityError, StorageFull, StoreError, disk_full
+from peer.errors import IntegrityError, StorageFull, StoreError, StoreUnwritable, disk_full
 from peer.errors_http import Surface, status_of
 from peer.ipfs.embedded import EmbeddedStore
 from peer.jobs.claims import chunk_exhausted
@@ -1291,3 +1293,59 @@ async def test_a_failed_fsync_with_nothing_to_rewrite_is_retried_until_one_succe
         health = await r.json()
         assert (r.status, health["reason"]) == (200, None), health
     assert disk.calls == ["failed fsync", [], "fsync"] and acked == [{b}]
+
+
+@contextlib.contextmanager
+def _failing_disk() -> Iterator[None]:
+    """Every write of this process past a file's first byte fails for real (RLIMIT_FSIZE:
+    EFBIG, SQLite's "disk I/O error"; Python ignores SIGXFSZ), as on a failing disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+async def test_a_failed_merge_on_an_idle_peer_ends_once_a_probe_write_succeeds(
+        node: Node) -> None:
+    """Review r3 N1's health side: a merge whose write fails for real, then no event at all
+    (an idle peer): nothing retried, so health stayed 503 (and claims held) until a received
+    event or a submission was stored. Now the retry probes the log with one small write:
+    it fails while the disk does (503, claims held), and ends the outage once one succeeds
+    (200, claims again), the received events stored when sent again."""
+    node._loop = asyncio.get_running_loop()
+    async with api_client(node) as client:
+        with _failing_disk():
+            with pytest.raises(StoreError, match="disk I/O error"):
+                node.merge(_events(1, 2))
+            await _retried(node)  # its probe fails too: retried again
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["durability"]["claims_held"]) == (503, True), health
+        assert health["reason"] == (
+            f"events cannot be stored: cannot write the event log {node.log.path}: disk I/O "
+            "error; received events are not stored (peers send them again), and this peer "
+            "claims no new work until a retry succeeds")
+        await _retried(node)  # the disk takes writes again: no event needed
+        r = await client.get("/api/health")
+        health = await r.json()
+        assert (r.status, health["reason"], health["durability"]["claims_held"]) == (
+            200, None, False), health
+    assert node._retry is None  # (nothing left to retry)
+    assert [e.seq for e in node.merge(_events(1, 2))] == [1, 2]
+
+
+def test_adding_on_a_failing_disk_is_store_unwritable_and_leaves_nothing(
+        tmp_path: Path) -> None:
+    """A block's write that the disk refuses, not for room (EFBIG here; EIO, EROFS): a
+    StoreUnwritable naming the file (503; it was a StoreError, 500), no temp file left."""
+    store = EmbeddedStore(tmp_path / "s")
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"y" * 5000)
+    with _failing_disk(), pytest.raises(StoreUnwritable, match=r"cannot add f\.bin: the "
+                                        "store's disk does not take writes"):
+        store.add_path(src)
+    assert status_of(StoreUnwritable("x"), Surface.API) == 503
+    assert not list(store.blocks.keys())
+    assert b"".join(store.cat(store.add_path(src))) == b"y" * 5000
