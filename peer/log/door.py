@@ -74,18 +74,21 @@ class LogStore(Protocol):
     def quarantined(self) -> int: ...
     def quarantine_health(self) -> Mapping[str, int]: ...
     def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]: ...
+    def quarantined_jobs(self, typ: int) -> set[str] | None: ...  # None: one unreadable
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
     def floors(self, own: str = "") -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
 
 
 def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
-             submitted: Collection[str]) -> set[tuple[str, int]]:
+             submitted: Collection[str], store: LogStore) -> set[tuple[str, int]]:
     """Of the sound lane rows on disk (`lanes`: job -> their ids), those of jobs compacted or
     deleted here whose JOB_SUBMITTED is not on disk (not among `submitted`, the jobs of every
     JOB_SUBMITTED row the log yields, one the door refuses at this start included: it is
-    kept, and may be restored, review r1 L2; not one the log's own load quarantined as
-    damaged, which it never yields: review r3 N2, left). A lane row is stored only while
+    kept, and may be restored, review r1 L2) nor in the quarantine (one the log's own load
+    set aside as damaged, at this start or before; and none at all while a quarantined
+    JOB_SUBMITTED names no job that reads: lanes are not deleted on the strength of a row
+    that could not be read, review r3 N2). A lane row is stored only while
     its job's JOB_SUBMITTED is held, and with lanes on a job's lanes leave the log with its
     events (Compactor._drop); with lanes off they were never folded, so its events left
     without them (review r2 F2): nothing can use them (no job to fold into, no pair round
@@ -93,6 +96,9 @@ def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
     job's end + horizon."""
     gone = {job for job in lanes if (job in state.compacted or job in state.deleted)
             and job not in submitted}
+    if gone:  # (one small query, only then)
+        kept = store.quarantined_jobs(int(EventType.JOB_SUBMITTED))
+        gone = set() if kept is None else gone - kept
     return {i for job in gone for i in lanes[job]}
 
 
@@ -390,7 +396,7 @@ class Door:
                 continue
             if "/" in ev.origin and (got := lane_of(ev.origin)) is not None:
                 lanes.setdefault(got[1], []).append(ev.id)
-        orphans = _orphans(state, lanes, submitted) if lanes else set()
+        orphans = _orphans(state, lanes, submitted, self.store) if lanes else set()
         if orphans:
             self.store.delete(orphans)
             log.info("deleted %d lane rows of jobs compacted or deleted here while lanes were "

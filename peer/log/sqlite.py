@@ -518,6 +518,20 @@ class EventLog:
                 "dropped": self.quarantine_dropped, "max_rows": cfg.max_rows,
                 "max_bytes": cfg.max_bytes}
 
+    def quarantined_jobs(self, typ: int) -> set[str] | None:
+        """The jobs the quarantine's rows of type `typ` name (their payloads' `job`, read
+        best effort); None if one of them names none that reads (a damaged payload)."""
+        jobs: set[str] = set()
+        for (payload,) in self._read("SELECT payload FROM quarantine WHERE type = ?", (typ,)):
+            try:
+                job = json.loads(payload).get("job")
+            except (ValueError, TypeError, AttributeError):
+                return None
+            if type(job) is not str:
+                return None
+            jobs.add(job)
+        return jobs
+
     def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]:
         """The highest seq in the quarantine up to `below` of each of `own`'s origins (its
         stream and its lanes, peer.log.lanes) held there; a row above is left out, with a
