@@ -3,7 +3,8 @@
 on 2 peers against 1.
 
     .venv/bin/python scripts/bench_mesh.py [--peers 1,2,3] [-n 1000] [--latency-n 200]
-        [--repeat 3] [--lanes] [--rows latency,dag,jobs,map] [--profile DIR]
+        [--repeat 3] [--no-lanes] [--lanes-min-job-tasks N] [--rows latency,dag,jobs,map]
+        [--profile DIR]
         [--write docs/benchmarks.md] [--json PATH]
     .venv/bin/python scripts/bench_mesh.py --pipeline [--repeat 3] [--write ...]
 
@@ -42,10 +43,14 @@ batches read (which peer ran what, HLC times) is read after the window.
 --rows: only these batches in each repetition, banzai's and Dask's (the warm-up and its
 unmeasured jobs and map batches run as ever); with some left out the script prints each
 row's per-repetition figures and their medians instead of the section (no --write).
---lanes: every peer runs with --lanes (partial replication: a job's task events go to its
-members only); the section's title and header say so (its own section with --write).
-Without it (or with --no-lanes) every peer runs with --no-lanes (the peers' default is lanes
-on since session 44: this script says either form, so its sections keep their meaning).
+Lanes: every peer runs with --lanes (partial replication: a lanes job's task events go to
+its members only), the peers' default since session 44 and so this script's (since session
+45); its section is MESH_SECTION + ", lanes on (the peers' default)". --no-lanes: every peer
+runs with --no-lanes (full replication, the peers' default before), the rows of MESH_SECTION
+itself (the earlier sessions' rows, all lanes off). The script passes either flag to the
+peers explicitly, so each section keeps its meaning whatever the peers' default.
+--lanes-min-job-tasks N: passed to every peer (0: every job a lanes job, one-task jobs too);
+without it the peers' default (32: the one-task jobs of latency and jobs are held in full).
 --profile DIR: afterwards, one more banzai mesh of the largest N runs the dag batch with
 py-spy recording peer 0 (and its workers); the hottest lines/functions are printed.
 
@@ -287,6 +292,18 @@ def net_ms_per_task(cpu_s: float, idle_s_per_s: float, waited_s: float, tasks: i
 def lanes_flags(on: bool) -> tuple[str, ...]:
     """The peers' flags for lanes on (their default) or off, said explicitly either way."""
     return ("--lanes",) if on else ("--no-lanes",)
+
+
+def min_job_flags(tasks: int | None) -> tuple[str, ...]:
+    """The peers' --lanes-min-job-tasks, if the run sets one (else their default)."""
+    return () if tasks is None else ("--lanes-min-job-tasks", str(tasks))
+
+
+def lanes_text(r: dict[str, Any]) -> str:
+    """A run's lanes as its text says them: on or off, and a --lanes-min-job-tasks set."""
+    at = r.get("lanes_min_job_tasks")
+    return ("on" if r.get("lanes") else "off") + ("" if at is None else
+                                                  f", --lanes-min-job-tasks {at}")
 
 
 def start_mesh(n: int, base: Path, slots: int = 1, timeout_s: float = 90,
@@ -772,8 +789,9 @@ def _func(frame: str) -> str:
 def run_mesh(a: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {"machine": bp.machine(), "date": time.strftime("%Y-%m-%d"),
                          "n": a.n, "latency_n": a.latency_n, "repeat": a.repeat,
-                         "lanes": a.lanes, "rows": a.rows, "by_n": {}}
-    extra = lanes_flags(a.lanes)
+                         "lanes": a.lanes, "lanes_min_job_tasks": a.lanes_min_job_tasks,
+                         "rows": a.rows, "by_n": {}}
+    extra = lanes_flags(a.lanes) + min_job_flags(a.lanes_min_job_tasks)
     base = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
     try:
         for npeers in a.peers:
@@ -867,7 +885,7 @@ def summarize(r: dict[str, Any]) -> dict[int, dict[str, float]]:
 def rows_text(r: dict[str, Any]) -> str:
     """A run of some rows (--rows): each row's figure (ROW_RATE) per repetition and the
     median, banzai's and Dask's, per N; the chunks per peer of every map batch."""
-    lines = [f"rows {','.join(r['rows'])}, lanes {'on' if r.get('lanes') else 'off'}, "
+    lines = [f"rows {','.join(r['rows'])}, lanes {lanes_text(r)}, "
              f"code {r.get('code', '?')}"]
     for npeers, runs in sorted(r["by_n"].items()):
         for side in ("banzai", "dask"):
@@ -884,8 +902,9 @@ def rows_text(r: dict[str, Any]) -> str:
 
 
 def mesh_section(r: dict[str, Any]) -> str:
-    """The markdown section a throughput/latency run writes: a --lanes run its own."""
-    return MESH_SECTION + (", peers with --lanes (experimental)" if r.get("lanes") else "")
+    """The markdown section a throughput/latency run writes: lanes on (the default) its own;
+    --no-lanes the one of the earlier sessions' rows (full replication, their default)."""
+    return MESH_SECTION + (", lanes on (the peers' default)" if r.get("lanes") else "")
 
 
 def mesh_markdown(r: dict[str, Any], command: str) -> str:
@@ -907,8 +926,11 @@ def mesh_markdown(r: dict[str, Any], command: str) -> str:
         "dask[distributed] and py-spy; not a runtime dependency).",
         "",
         "Setup: N `banzai-peer` processes on 127.0.0.1, `--slots 1` each"
-        + (", **`--lanes` (partial replication, experimental: a job's task events go to its "
-           "members only)**" if r.get("lanes") else "") + ", mDNS on 127.0.0.1, "
+        + (", **lanes on** (`--lanes`, the peers' default: a lanes job's task events go to "
+           "its members only)" if r.get("lanes") else ", **`--no-lanes`** (full replication, "
+           "the peers' default before session 44)")
+        + ("" if (at := r.get("lanes_min_job_tasks")) is None else
+           f", `--lanes-min-job-tasks {at}`") + ", mDNS on 127.0.0.1, "
         "one fresh mesh name, the script waits until every peer sees the others alive; vs "
         "`LocalCluster(n_workers=N, threads_per_worker=1, processes=True)` (both up at "
         "once, run alternately). banzai task: built-in ECHO (writes a file, imports it into "
@@ -1111,8 +1133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-n", type=int, default=200, help="tasks per latency batch")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="py-spy output directory")
-    ap.add_argument("--lanes", action=argparse.BooleanOptionalAction, default=False,
-                    help="every peer with --lanes or, --no-lanes (the default), off")
+    ap.add_argument("--lanes", action=argparse.BooleanOptionalAction, default=True,
+                    help="every peer with --lanes (the default, the peers' own) or, with "
+                    "--no-lanes, off (full replication: the earlier sessions' rows)")
+    ap.add_argument("--lanes-min-job-tasks", type=int, metavar="N",
+                    help="every peer with this --lanes-min-job-tasks (else their default)")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help="comma-separated batches of a repetition, of " + ",".join(ROWS))
     ap.add_argument("--pipeline", action="store_true", help="the 2-peers-vs-1 pipeline run")
@@ -1130,6 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.rows = [x for x in ROWS if x in rows]
     if a.write and a.rows != list(ROWS):
         ap.error("--write needs every row (the section's tables): leave --rows out")
+    if a.write and a.lanes_min_job_tasks is not None:
+        ap.error("--write writes the rows of the peers' default --lanes-min-job-tasks: leave "
+                 "--lanes-min-job-tasks out")
     cmd = ".venv/bin/python scripts/bench_mesh.py" + "".join(
         f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     if a.render:

@@ -124,10 +124,11 @@ class Started(Exception):
     """start_mesh's stand-in stops the run once it knows the peers' flags."""
 
 
-def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
+def test_lanes_on_is_the_default_with_its_own_section_and_no_lanes_the_earlier_rows(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a lanes flag (or with --no-lanes) every peer runs with --no-lanes, their
-    default, and the run is the main section's; --lanes passes --lanes, its own section."""
+    """Without a lanes flag (or with --lanes) every peer runs with --lanes, their default, in
+    its own section; --no-lanes passes --no-lanes, the section of the earlier sessions' rows
+    (full replication); --lanes-min-job-tasks goes to every peer."""
     flags: list[tuple[int, tuple[str, ...]]] = []
 
     def start_mesh(n: int, base: Any, extra: tuple[str, ...] = ()) -> Any:
@@ -135,15 +136,17 @@ def test_lanes_starts_every_peer_with_lanes_and_has_its_own_section(
         raise Started
 
     monkeypatch.setattr(bench_mesh, "start_mesh", start_mesh)
-    for argv, want in ((["--peers", "3"], ("--no-lanes",)),
+    for argv, want in ((["--peers", "3"], ("--lanes",)),
+                       (["--peers", "3", "--lanes"], ("--lanes",)),
                        (["--peers", "3", "--no-lanes"], ("--no-lanes",)),
-                       (["--peers", "3", "--lanes"], ("--lanes",))):
+                       (["--peers", "3", "--lanes-min-job-tasks", "0"],
+                        ("--lanes", "--lanes-min-job-tasks", "0"))):
         with pytest.raises(Started):
             bench_mesh.main(argv)
         assert flags.pop() == (3, want)
     assert bench_mesh.mesh_section({"lanes": False}) == bench_mesh.MESH_SECTION
     assert bench_mesh.mesh_section({"lanes": True}) == (
-        bench_mesh.MESH_SECTION + ", peers with --lanes (experimental)")
+        bench_mesh.MESH_SECTION + ", lanes on (the peers' default)")
 
 
 def test_a_lanes_job_the_watched_peer_is_no_member_of_is_done_at_its_job_ended() -> None:
@@ -172,9 +175,12 @@ def test_the_idle_window_polls_the_peers_as_settle_does() -> None:
 def test_rows_refuses_an_unknown_row_and_write_without_every_row(
         capsys: pytest.CaptureFixture[str]) -> None:
     """--rows (session 42): a row it does not know, or --write with rows left out (the
-    section's tables need every row), is a usage error naming the option, not a run."""
+    section's tables need every row), or --write with a --lanes-min-job-tasks (the section
+    holds the peers' default's rows), is a usage error naming the option, not a run."""
     for argv, said in ((["--rows", "map,maps"], "--rows: unknown row(s) maps"),
-                       (["--rows", "map", "--write", "x.md"], "--write needs every row")):
+                       (["--rows", "map", "--write", "x.md"], "--write needs every row"),
+                       (["--lanes-min-job-tasks", "0", "--write", "x.md"],
+                        "leave --lanes-min-job-tasks out")):
         with pytest.raises(SystemExit) as e:
             bench_mesh.main(argv)
         assert e.value.code == 2
@@ -191,3 +197,5 @@ def test_a_run_of_some_rows_prints_their_figures_per_repetition_and_medians() ->
         "N=3 banzai map tasks_per_s: median 1500.0 (2000.0, 1000.0)",
         "N=3 dask map tasks_per_s: median 750.0 (800.0, 700.0)",
         "N=3 map chunks per peer: p0:18; p0:9/p1:9"]
+    assert bench_mesh.rows_text({**r, "lanes_min_job_tasks": 0}).splitlines()[0] == (
+        "rows map, lanes on, --lanes-min-job-tasks 0, code abc")
