@@ -76,19 +76,22 @@ class LogStore(Protocol):
     def quarantined_max_seqs(self, own: str, below: int) -> dict[str, int]: ...
     def quarantined_jobs(self, typ: int) -> set[str] | None: ...  # None: one unreadable
     def delete(self, ids: Iterable[tuple[str, int]]) -> object: ...  # (what left: unused)
+    def delete_origins(self, origins: Iterable[str]) -> int: ...  # every row of each: how many
     def floors(self, own: str = "") -> dict[str, int]: ...
     def set_floor(self, origin: str, seq: int) -> None: ...
 
 
-def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
-             submitted: Collection[str], store: LogStore) -> set[tuple[str, int]]:
-    """Of the sound lane rows on disk (`lanes`: job -> their ids), those of jobs compacted or
-    deleted here whose JOB_SUBMITTED is not on disk (not among `submitted`, the jobs of every
-    JOB_SUBMITTED row the log yields, one the door refuses at this start included: it is
-    kept, and may be restored, review r1 L2) nor in the quarantine (one the log's own load
-    set aside as damaged, at this start or before; and none at all while a quarantined
-    JOB_SUBMITTED names no job that reads: lanes are not deleted on the strength of a row
-    that could not be read, review r3 N2). A lane row is stored only while
+def _orphans(state: MeshState, lanes: Mapping[str, Mapping[str, int]],
+             submitted: Collection[str], store: LogStore) -> dict[str, int]:
+    """Of the lanes whose sound rows are on disk (`lanes`: job -> its lanes' origins -> how
+    many; per lane, not per row: a start with lanes off holds no id of the rows it leaves
+    unfolded, review r1 L3), those (origin -> rows) of jobs compacted or deleted here whose
+    JOB_SUBMITTED is not on disk (not among `submitted`, the jobs of every JOB_SUBMITTED row
+    the log yields, one the door refuses at this start included: it is kept, and may be
+    restored, review r1 L2) nor in the quarantine (one the log's own load set aside as
+    damaged, at this start or before; and none at all while a quarantined JOB_SUBMITTED
+    names no job that reads: lanes are not deleted on the strength of a row that could not
+    be read, review r3 N2). A lane row is stored only while
     its job's JOB_SUBMITTED is held, and with lanes on a job's lanes leave the log with its
     events (Compactor._drop); with lanes off they were never folded, so its events left
     without them (review r2 F2): nothing can use them (no job to fold into, no pair round
@@ -99,7 +102,7 @@ def _orphans(state: MeshState, lanes: Mapping[str, Sequence[tuple[str, int]]],
     if gone:  # (one small query, only then)
         kept = store.quarantined_jobs(int(EventType.JOB_SUBMITTED))
         gone = set() if kept is None else gone - kept
-    return {i for job in gone for i in lanes[job]}
+    return {origin: n for job in gone for origin, n in lanes[job].items()}
 
 
 def _submission_of(ev: Event) -> tuple[Any, ...]:
@@ -376,11 +379,12 @@ class Door:
         row (a data dir run with lanes on, started with --no-lanes) is left on disk
         unfolded: it folds again once lanes are on (set aside, it would never come back, and
         a member would run its job's tasks again), unless its job left the log (`_orphans`:
-        then it is deleted, lanes on or off)."""
+        then its lane is deleted whole, lanes on or off, after the quarantine took its rows
+        that fail their checks)."""
         ok: list[Event] = []
         bad: list[tuple[tuple[str, int], str]] = []
         unfolded = 0
-        lanes: dict[str, list[tuple[str, int]]] = {}  # job -> its sound lane rows
+        lanes: dict[str, dict[str, int]] = {}  # job -> its lanes -> their sound rows
         submitted: set[Any] = set()  # the jobs of the JOB_SUBMITTED rows, bad ones too
         for ev in self.store.load():
             submitted.update(_submission_of(ev))
@@ -395,23 +399,24 @@ class Door:
                 bad.append((ev.id, reason))
                 continue
             if "/" in ev.origin and (got := lane_of(ev.origin)) is not None:
-                lanes.setdefault(got[1], []).append(ev.id)
-        orphans = _orphans(state, lanes, submitted, self.store) if lanes else set()
+                of = lanes.setdefault(got[1], {})
+                of[ev.origin] = of.get(ev.origin, 0) + 1
+        if bad:  # (first: a row of an orphan lane that fails its checks is kept, set aside)
+            self.quarantined += len(bad)
+            self.store.quarantine(bad)
+        orphans = _orphans(state, lanes, submitted, self.store) if lanes else {}
         if orphans:
-            self.store.delete(orphans)
+            gone = self.store.delete_origins(orphans)
             log.info("deleted %d lane rows of jobs compacted or deleted here while lanes were "
-                     "off (their lanes were never folded, nothing can use them)", len(orphans))
+                     "off (their lanes were never folded, nothing can use them)", gone)
             if self.member_of is None:  # (lanes off: every sound lane row is kept unfolded)
-                unfolded -= len(orphans)
+                unfolded -= sum(orphans.values())
             else:
-                ok = [ev for ev in ok if ev.id not in orphans]
+                ok = [ev for ev in ok if ev.origin not in orphans]
         if unfolded:
             log.warning("%d events of lanes jobs' lanes are kept on disk, not folded: lanes "
                         "are off; they fold again when the peer starts with lanes on (without "
                         "--no-lanes)", unfolded)
-        if bad:
-            self.quarantined += len(bad)
-            self.store.quarantine(bad)
         n = len(self.fold(state, ok))
         for origin, seq in self.store.floors(own_origin).items():  # (ours within MAX_OWN_SEQ)
             state.raise_floor(origin, seq)

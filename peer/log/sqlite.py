@@ -51,6 +51,7 @@ DURABLE_TYPES = frozenset({EventType.JOB_SUBMITTED, EventType.JOB_CANCELLED,
                            EventType.JOB_DELETED, EventType.PROVIDE})
 BATCH_COLUMNS = "id, signer, origin, first, hashes, key, admit, sig"
 LOGGED_SKIPS = 10  # rows quarantined by one load that are logged one by one (then a total)
+ORIGIN_ROWS_PER_DELETE = 10_000  # rows of an origin `delete_origins` drops per transaction
 # A row the quarantine holds already is not added again: an event whose fold raises is not
 # held, so anti-entropy brings it again, round after round. (The unary + drops e.seq's
 # affinity, so that the lookup uses both columns of quarantine_id.)
@@ -571,6 +572,21 @@ class EventLog:
                 self._db.execute("ROLLBACK")
             raise
         return cur.rowcount
+
+    def delete_origins(self, origins: Iterable[str]) -> int:
+        """Drop every row of these origins (the lanes of jobs gone from the log: Door.replay),
+        ORIGIN_ROWS_PER_DELETE at a time in the key's order, each batch a transaction of its
+        own: neither this process nor SQLite holds the ids of all (a lane may hold millions
+        of rows; review r1 L3). A crash between two leaves the rest, which the next start
+        drops as it would have. Returns how many rows left."""
+        gone = 0
+        for origin in origins:
+            while n := self._db.execute(
+                    "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE "
+                    "origin = ? ORDER BY seq LIMIT ?)",
+                    (origin, ORIGIN_ROWS_PER_DELETE)).rowcount:
+                gone += n
+        return gone
 
     def range(self, origin: str, after: int, upto: int, limit: int) -> list[Event]:
         """`origin`'s events of seq in (after, upto], in seq order, at most `limit`, with

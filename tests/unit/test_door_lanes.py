@@ -44,6 +44,7 @@ class FakeLog:
     def __init__(self, rows: Iterable[Event] = ()) -> None:
         self.rows = {e.id: e for e in rows}
         self.set_aside: list[tuple[tuple[str, int], str]] = []
+        self.dropped: list[str] = []  # the origins `delete_origins` was given
 
     def load(self) -> Iterable[Event]:
         return list(self.rows.values())
@@ -71,6 +72,13 @@ class FakeLog:
 
     def delete(self, ids: Iterable[tuple[str, int]]) -> object:
         return [self.rows.pop(i, None) for i in ids]
+
+    def delete_origins(self, origins: Iterable[str]) -> int:
+        self.dropped += origins
+        gone = [i for i in self.rows if i[0] in self.dropped]
+        for i in gone:
+            del self.rows[i]
+        return len(gone)
 
     def floors(self, own: str = "") -> dict[str, int]:
         return {}
@@ -297,3 +305,24 @@ def test_replay_keeps_the_lane_rows_of_a_compacted_job_whose_submission_is_set_a
     d.replay(state, Q)
     assert [i for i, _ in log.set_aside] == [bad.id]
     assert (LANE, 1) in log.rows
+
+
+@pytest.mark.parametrize("member_of", [None, everywhere])
+def test_replay_drops_the_lanes_of_a_job_gone_from_the_log_whole(
+        member_of: MemberOf | None) -> None:
+    """Review r1 L3: the lane rows of a job compacted here whose JOB_SUBMITTED left the log
+    (review r2 F2) leave it by their lane, whole (the store drops them by key range: no id
+    of a row is held, lanes off as on), after a row of them that fails its checks went to
+    the quarantine; another job's lane is kept, and with lanes on folded."""
+    other = lane(P, OTHER_JOB)
+    odd = event(EventType.PROVIDE, {"cids": [CID]}, seq=3)
+    kept = event(EventType.CLAIM, chunk(OTHER_JOB), origin=other)
+    log = FakeLog([event(EventType.CLAIM, chunk()), event(EventType.CLAIM, chunk(), seq=2), odd,
+                   kept])
+    state = MeshState()
+    state.compacted |= {JOB}
+    door(member_of, log).replay(state, Q)
+    assert log.dropped == [LANE]
+    assert [i for i, _ in log.set_aside] == [odd.id]
+    assert set(log.rows) == {kept.id}
+    assert set(state.events) == (set() if member_of is None else {kept.id})

@@ -17,6 +17,7 @@ import pytest
 from peer.config import PeerConfig
 from peer.errors import StoreError
 from peer.log import HLC, Door, DoorConfig, Event, EventLog, EventType, MeshState
+from peer.log import sqlite as sqlite_log
 from peer.log.events import LANES_FEATURE, MAX_OWN_SEQ
 from peer.log.lanes import lane
 from peer.log.sqlite import QuarantineConfig
@@ -210,6 +211,27 @@ async def test_lane_rows_of_a_job_that_left_the_log_while_lanes_were_off_leave_i
             assert node.state.lanes[J2] == {lane(me, J2)}
     finally:
         node.log.close()
+
+
+def test_a_lanes_rows_leave_the_log_in_bounded_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review r1 L3: `EventLog.delete_origins` drops every row of each origin it is given,
+    ORIGIN_ROWS_PER_DELETE rows per statement (a transaction each, the ids of one batch
+    held at a time), and no row of another origin; it counts what left."""
+    monkeypatch.setattr(sqlite_log, "ORIGIN_ROWS_PER_DELETE", 2)
+    log = EventLog(tmp_path / "events.sqlite")
+    me = "0123456789abcdef"
+    gone, kept = lane(me, J1), lane(me, J2)
+    log.append([Event(o, q, q, *_claim(j, "t0")) for o, j, n in ((gone, J1, 5), (kept, J2, 2))
+                for q in range(1, n + 1)])
+    deletes: list[str] = []
+    log.db.set_trace_callback(lambda sql: deletes.append(sql) if "DELETE" in sql else None)
+    assert log.delete_origins([gone, lane(me, J3)]) == 5  # (J3's: no row)
+    log.db.set_trace_callback(None)
+    assert len(deletes) == 3 + 1 + 1  # 2 + 2 + 1 rows, then none; J3's none
+    assert {(o, q) for o, q in log.db.execute("SELECT origin, seq FROM events")} == {
+        (kept, 1), (kept, 2)}
+    log.close()
 
 
 class _FullDisk:
