@@ -2,7 +2,8 @@
 """A peer's start with lanes off on a data dir that holds many lane rows (review r1 L3): its
 peak RSS and wall time to its URL. The data dir: a peer's, started once (lanes on) and
 stopped, then `--rows` lane rows (CLAIMs, `--lanes` lanes of one other peer) written into
-its log; its twin without them is the baseline. Each start is `banzai-peer --no-lanes` on a
+its log, and one start and clean stop of the peer on it; its twin without them is the
+baseline. Each start is `banzai-peer --no-lanes` on a
 fresh copy (scriptlib.lone_peer), its peak RSS the peer process's VmHWM once it serves;
 `--code` runs the peer of other source trees (a `git archive` of the code before) beside
 this one's, in the order given, `--repeat` rounds.
@@ -69,6 +70,10 @@ def build(cache: Path, rows: int, lanes: int) -> tuple[Path, Path]:
                 batch = []
         log.append(batch, sync=False)
         log.close()
+        # one clean start and stop on them: a peer's own stop leaves the rows it wrote
+        # behind its inline outputs' durable mark (rows after the mark, written without a
+        # peer, would be read back at every start as an unclean exit's: InlineOutputs)
+        start(tmp, ROOT, ("--no-lanes",))
         tmp.rename(full)
     return empty, full
 
