@@ -657,7 +657,7 @@ class MeshState:
     # JOB_MEMBERS's `add` (grow-only: nothing to settle); a job without `members` has none
     # (a job replicated in full, as every job before lanes)
     members_of: dict[str, set[str]] = field(default_factory=dict)
-    ended: dict[str, Event] = field(default_factory=dict)  # job -> its first JOB_ENDED
+    ended: dict[str, Event] = field(default_factory=dict)  # job -> its JOB_ENDED (`_end`)
     # Job -> the JOB_ENDEDs of it held but not folded (`end_refusal`: who may end a job),
     # by id: each is folded once the events that make it admissible are (its JOB_SUBMITTED,
     # a JOB_MEMBERS naming its origin: both may come later). One whose body alone names what
@@ -1509,15 +1509,30 @@ def _ends_due(s: MeshState, job: str) -> None:
         del s.unended[job]
 
 
+def end_rank(ev: Event) -> tuple[int, bool, int, str, int]:
+    """How JOB_ENDED `ev` ranks among its job's (`_end`: the lowest is the job's): by its
+    failed tasks (fewest first), then `done` before any other state, then (hlc, origin,
+    seq). Two homes cut apart each end the job from what their side folded; their merged
+    fold has every output of both (a task done stays done) and fails only what failed on
+    every side, so the end whose tasks' outcomes the members' merged folds report ranks
+    first (design docs/design/partial-replication.md, section 3: one result per job on
+    every peer). A key of the event alone: the winner is the least of those folded,
+    whatever order they came in."""
+    b = ev.body_as(JobEnded)
+    return len(b.failed), b.state != "done", *ev.order
+
+
 def _end(s: MeshState, ev: Event, b: JobEnded) -> None:
-    """The first JOB_ENDED by (hlc, origin, seq) is the job's (`ended`). Its outputs enter
+    """The JOB_ENDED of least `end_rank` is the job's (`ended`). Its outputs enter
     the cache by the orders of the TASK_DONEs they carry (the first-wins rule of
     `_merge_first`), and the peers that hold them the providers, each as of the earliest
     order of an output of its CID (else the JOB_ENDED's): on a peer that holds no lane of
     the job, the same entries as on a member, which folded those TASK_DONEs. (An output
     `listing` is folded once fetched and read: `MeshState.fold_listing`; until then its
     keys miss.) `on_end` is told if `ev` is the job's end."""
-    s._first(s.ended, b.job, ev)
+    cur = s.ended.get(b.job)
+    if cur is None or end_rank(ev) < end_rank(cur):
+        s.ended[b.job] = ev
     _end_outputs(s, ev, b)
     if s.on_end is not None and s.ended[b.job] is ev:
         s.on_end(ev)
